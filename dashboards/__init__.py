@@ -1,0 +1,1 @@
+"""Panel dashboards (installed as ``workbench.dashboards``)."""

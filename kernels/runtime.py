@@ -1,0 +1,45 @@
+"""The one place that initialises Taichi and picks where arrays live.
+
+Taichi is started lazily on the first kernel call so that importing the library stays cheap.
+``WORKBENCH_ARCH`` (``cpu``, ``cuda``, ``vulkan``, ``metal`` or ``gpu``) overrides the choice;
+by default a GPU backend is used when one is present and the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+
+import taichi as ti
+import torch
+
+_lock = threading.Lock()
+_arch: str | None = None
+
+_ARCHES = {"cpu": ti.cpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal, "gpu": ti.gpu}
+
+
+def ensure_taichi() -> str:
+    """Initialise Taichi once (thread-safe) and return the name of the backend in use."""
+    global _arch
+    if _arch is not None:
+        return _arch
+    with _lock:
+        if _arch is None:
+            wanted = os.environ.get("WORKBENCH_ARCH", "gpu" if torch.cuda.is_available() else "cpu")
+            if wanted not in _ARCHES:
+                raise ValueError(f"WORKBENCH_ARCH={wanted!r} is not one of {sorted(_ARCHES)}")
+            # Taichi's JIT cache makes the second process start fast; fp32 matches the reference.
+            with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints "Starting on arch=..."
+                ti.init(arch=_ARCHES[wanted], default_fp=ti.f32, default_ip=ti.i32,
+                        offline_cache=True, log_level=ti.WARN)
+            _arch = ti.lang.impl.current_cfg().arch.name
+    return _arch
+
+
+def torch_device() -> torch.device:
+    """The torch device whose tensors Taichi kernels can read without copies."""
+    arch = ensure_taichi()
+    return torch.device("cuda") if arch == "cuda" else torch.device("cpu")

@@ -1,0 +1,223 @@
+"""What every substrate shares: the State container, input checks and the public call shapes.
+
+A substrate is state + params + a pure step (CAX style); rendering is separate. Every public call
+takes either one simulation or a population with a leading axis P; internally everything is
+batched, and results come back without the axis when none was given.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from workbench.kernels.runtime import torch_device
+
+
+@dataclass(frozen=True)
+class State:
+    """A simulation state: named tensors with a leading population axis, on the compute device.
+
+    ``batched`` records whether the caller works with a population axis; ``population`` is P.
+    """
+
+    substrate: str
+    arrays: dict[str, torch.Tensor]
+    batched: bool
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.arrays[name]
+
+    @property
+    def population(self) -> int:
+        return next(iter(self.arrays.values())).shape[0]
+
+
+Params = Mapping[str, Any]
+
+
+def check_positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def seeds_for(seed: int | Sequence[int], population: int) -> list[int]:
+    """One seed per simulation: an int is shared by the whole population (as in ASAL, where the
+    population of one iteration starts from the same initial state), a sequence gives one each."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return [int(seed)] * population
+    seeds = [int(s) for s in seed]
+    if len(seeds) != population:
+        raise ValueError(f"got {len(seeds)} seeds for a population of {population}; give one int or {population}")
+    return seeds
+
+
+def tile_scratch(population: int, size: int, n_objects: int, extent: float,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Buffers for the tile-binned renderers: tile starts, fill counters and the object lists,
+    sized for objects whose footprint is at most `extent` wide (world units)."""
+    from workbench.kernels.render import TILE
+
+    nt = (size + TILE - 1) // TILE
+    per_axis = math.ceil(extent * (size - 1) / TILE) + 1
+    z = lambda *shape: torch.zeros(*shape, dtype=torch.int32, device=device)  # noqa: E731
+    return z(population, nt * nt + 1), z(population, nt * nt), z(population, n_objects * per_axis**2)
+
+
+class Substrate(ABC):
+    """Base class: subclasses give the shapes and the batched implementations (names with _)."""
+
+    name: str
+    n_params: int
+    param_shapes: dict[str, tuple[int, ...]]
+    state_shapes: dict[str, tuple[int, ...]]
+    state_dtypes: dict[str, torch.dtype]
+
+    def __init__(self) -> None:
+        self.device = torch_device()
+
+    # --- search vector -> parameters --------------------------------------------------------
+
+    def decode(self, theta: Any) -> dict[str, np.ndarray]:
+        """Flat search vector θ (n_params,) or (P, n_params) -> named physical parameters."""
+        theta = np.asarray(theta, dtype=np.float64)
+        batched = theta.ndim == 2
+        if theta.ndim not in (1, 2) or theta.shape[-1] != self.n_params:
+            raise ValueError(f"{self.name}: expected θ of shape ({self.n_params},) or (P, {self.n_params}), "
+                             f"got shape {theta.shape}")
+        if not np.all(np.isfinite(theta)):
+            raise ValueError(f"{self.name}: θ contains NaN or inf; every entry must be finite")
+        params = self._decode(theta.reshape(-1, self.n_params))
+        params = {k: v.astype(np.float32) for k, v in params.items()}
+        return params if batched else {k: v[0] for k, v in params.items()}
+
+    def zero_theta(self) -> np.ndarray:
+        return np.zeros(self.n_params, dtype=np.float32)
+
+    @abstractmethod
+    def _decode(self, theta: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    # --- parameters as batched tensors ------------------------------------------------------
+
+    def _params_batch(self, params: Params, population: int | None = None) -> tuple[dict[str, torch.Tensor], bool]:
+        """Check a parameter dict and return it as float32 tensors with a population axis."""
+        missing = set(self.param_shapes) - set(params)
+        if missing:
+            raise ValueError(f"{self.name}: parameters {sorted(missing)} missing; expected {sorted(self.param_shapes)} "
+                             f"(sub.decode(theta) makes them)")
+        out: dict[str, torch.Tensor] = {}
+        batched = None
+        for key, shape in self.param_shapes.items():
+            arr = torch.as_tensor(np.asarray(params[key], dtype=np.float32) if not torch.is_tensor(params[key])
+                                  else params[key].to(torch.float32))
+            if tuple(arr.shape) == shape:
+                is_batched = False
+                arr = arr[None]
+            elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
+                is_batched = True
+            else:
+                raise ValueError(f"{self.name}: parameter {key!r} must have shape {shape} or (P, *{shape}), "
+                                 f"got {tuple(arr.shape)}")
+            if batched is not None and is_batched != batched:
+                raise ValueError(f"{self.name}: mix of batched and unbatched parameters")
+            batched = is_batched
+            if not torch.isfinite(arr).all():
+                raise ValueError(f"{self.name}: parameter {key!r} contains NaN or inf")
+            out[key] = arr
+        sizes = {v.shape[0] for v in out.values()}
+        if len(sizes) != 1:
+            raise ValueError(f"{self.name}: parameters disagree on the population size: {sorted(sizes)}")
+        p = sizes.pop()
+        if population is not None and p != population:
+            if p != 1:
+                raise ValueError(f"{self.name}: parameters for {p} simulations but the state holds {population}")
+            out = {k: v.expand(population, *v.shape[1:]) for k, v in out.items()}
+        out = {k: v.contiguous().to(self.device) for k, v in out.items()}
+        return out, bool(batched)
+
+    # --- state ------------------------------------------------------------------------------
+
+    def init(self, params: Params, seed: int | Sequence[int] = 0) -> State:
+        """The reference initial state for these parameters (one per simulation of a population)."""
+        p, batched = self._params_batch(params)
+        return State(self.name, self._init(p, seeds_for(seed, next(iter(p.values())).shape[0])), batched)
+
+    def step(self, state: State, params: Params, steps: int = 1) -> State:
+        """Advance by `steps` steps; the given state is left as it was."""
+        steps = check_positive("steps", steps)
+        self._check_state(state)
+        p, _ = self._params_batch(params, state.population)
+        arrays = {k: v.clone() for k, v in state.arrays.items()}
+        return State(self.name, self._step(arrays, p, steps), state.batched)
+
+    def render(self, state: State, params: Params, size: int = 224) -> np.ndarray:
+        """float32 RGB frame(s) in [0, 1]: (size, size, 3), or (P, size, size, 3) for a population."""
+        size = check_positive("size", size)
+        if size < 2:
+            raise ValueError(f"size must be at least 2 pixels, got {size}")
+        self._check_state(state)
+        p, _ = self._params_batch(params, state.population)
+        img = self._render(state.arrays, p, size).cpu().numpy()
+        return img if state.batched else img[0]
+
+    def state_to_arrays(self, state: State) -> dict[str, np.ndarray]:
+        self._check_state(state)
+        arrays = {k: v.cpu().numpy().copy() for k, v in state.arrays.items()}
+        return arrays if state.batched else {k: v[0] for k, v in arrays.items()}
+
+    def state_from_arrays(self, **arrays: Any) -> State:
+        """Inverse of state_to_arrays; checks names, shapes and values."""
+        if set(arrays) != set(self.state_shapes):
+            raise ValueError(f"{self.name}: state arrays must be exactly {sorted(self.state_shapes)}, "
+                             f"got {sorted(arrays)}")
+        out: dict[str, torch.Tensor] = {}
+        batched = None
+        for key, shape in self.state_shapes.items():
+            arr = np.asarray(arrays[key])
+            if arr.shape == shape:
+                is_batched, arr = False, arr[None]
+            elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
+                is_batched = True
+            else:
+                raise ValueError(f"{self.name}: state array {key!r} must have shape {shape} or (P, *{shape}), "
+                                 f"got {arr.shape}")
+            if batched is not None and is_batched != batched:
+                raise ValueError(f"{self.name}: mix of batched and unbatched state arrays")
+            batched = is_batched
+            dtype = self.state_dtypes[key]
+            if dtype.is_floating_point and not np.all(np.isfinite(arr)):
+                raise ValueError(f"{self.name}: state array {key!r} contains NaN or inf")
+            if not dtype.is_floating_point and not np.issubdtype(arr.dtype, np.integer):
+                raise ValueError(f"{self.name}: state array {key!r} must hold integers, got {arr.dtype}")
+            out[key] = torch.as_tensor(np.ascontiguousarray(arr)).to(self.device, dtype)
+        if len({v.shape[0] for v in out.values()}) != 1:
+            raise ValueError(f"{self.name}: state arrays disagree on the population size")
+        self._validate_state(out)
+        return State(self.name, out, bool(batched))
+
+    def _check_state(self, state: State) -> None:
+        if not isinstance(state, State) or state.substrate != self.name:
+            got = state.substrate if isinstance(state, State) else type(state).__name__
+            raise ValueError(f"expected a {self.name} State (from init or state_from_arrays), got {got}")
+
+    def _validate_state(self, arrays: dict[str, torch.Tensor]) -> None:
+        """Substrate-specific value checks for state_from_arrays (ranges, categories)."""
+
+    @abstractmethod
+    def _init(self, params: dict[str, torch.Tensor], seeds: list[int]) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def _step(self, arrays: dict[str, torch.Tensor], params: dict[str, torch.Tensor],
+              steps: int) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def _render(self, arrays: dict[str, torch.Tensor], params: dict[str, torch.Tensor],
+                size: int) -> torch.Tensor: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_params={self.n_params})"

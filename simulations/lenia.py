@@ -1,0 +1,153 @@
+"""Lenia (multi-channel, 15 kernels) with the reference's genotype, recentring and rendering."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.kernels import lenia as kl
+from workbench.kernels import render as kr
+from workbench.kernels.runtime import ensure_taichi
+from workbench.simulations.base import Substrate, check_positive
+
+
+def load_pattern(pattern: str | Path | dict = "5N7KKM") -> dict:
+    """A Lenia pattern: the shipped '5N7KKM' (Aquarium swarm), a JSON file path or a dict."""
+    if isinstance(pattern, dict):
+        return pattern
+    if str(pattern) == "5N7KKM":
+        return json.loads(resources.files("workbench.data").joinpath("lenia_5N7KKM.json").read_text())
+    path = Path(pattern)
+    if not path.is_file():
+        raise ValueError(f"Lenia pattern {pattern!r} is neither '5N7KKM' nor a JSON file")
+    return json.loads(path.read_text())
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def kernel_fields(pattern: dict, grid: int) -> np.ndarray:
+    """The normalised kernels K_k (K, grid, grid), centred at (grid/2, grid/2), in float64."""
+    R = pattern["R"]
+    mid = grid // 2
+    yy, xx = np.mgrid[0:grid, 0:grid]
+    D = np.sqrt(((yy - mid) / R) ** 2 + ((xx - mid) / R) ** 2)
+    out = []
+    for k in pattern["kernels"]:
+        b = np.asarray(k["b"], dtype=np.float64)
+        B = len(b)
+        Dk = D * B / k["r"]
+        shell = b[np.minimum(np.floor(Dk).astype(int), B - 1)]
+        K = (Dk < B) * shell * np.exp(-(((Dk % 1) - 0.5) ** 2) / (2 * 0.15**2))
+        out.append(K / K.sum())
+    return np.stack(out)
+
+
+@dataclass(frozen=True)
+class LeniaConfig:
+    grid: int = 128
+    cells: int = 32           # the pattern is zero-padded to cells × cells
+    phenotype: int = 64       # central crop that is rendered
+    pattern: str = "5N7KKM"
+
+
+class Lenia(Substrate):
+    name = "lenia"
+
+    def __init__(self, grid: int = 128, cells: int = 32, phenotype: int = 64, pattern: str | Path | dict = "5N7KKM"):
+        super().__init__()
+        self.grid = check_positive("grid", grid)
+        self.cells = check_positive("cells", cells)
+        self.phenotype = check_positive("phenotype", phenotype)
+        if self.cells > self.grid or self.phenotype > self.grid:
+            raise ValueError(f"cells ({cells}) and phenotype ({phenotype}) must fit in the grid ({grid})")
+        pat = load_pattern(pattern)
+        self.R, self.T = float(pat["R"]), float(pat["T"])
+        self.dt = 1.0 / self.T
+        kernels = pat["kernels"]
+        self.n_kernels = len(kernels)
+        self.c0 = torch.tensor([k["c0"] for k in kernels], dtype=torch.long)
+        self.c1 = torch.tensor([k["c1"] for k in kernels], dtype=torch.int32, device=self.device)
+        self.channels = 3
+        # genotype g0 = [m.., s.., h..] ‖ cells (y, x, c) zero-padded to cells × cells
+        cells_cyx = np.asarray(pat["cells"], dtype=np.float64)
+        ph, pw = cells_cyx.shape[1:]
+        if ph > self.cells or pw > self.cells:
+            raise ValueError(f"the pattern ({ph}×{pw}) does not fit in cells={self.cells}")
+        padded = np.zeros((self.cells, self.cells, self.channels))
+        oy, ox = (self.cells - ph) // 2, (self.cells - pw) // 2
+        padded[oy:oy + ph, ox:ox + pw] = cells_cyx.transpose(1, 2, 0)
+        dyn = np.array([k[key] for key in ("m", "s", "h") for k in kernels], dtype=np.float64)
+        self.n_dyn = dyn.size
+        self.base = _logit(np.concatenate([dyn, padded.ravel()]))
+        self.n_params = self.base.size
+        self.param_shapes = {"m": (self.n_kernels,), "s": (self.n_kernels,), "h": (self.n_kernels,),
+                             "cells": (self.cells, self.cells, self.channels)}
+        self.state_shapes = {"world": (self.grid, self.grid, self.channels), "shift": (2,), "total_shift": (2,)}
+        self.state_dtypes = {"world": torch.float32, "shift": torch.int32, "total_shift": torch.int32}
+        # FFT of the kernels moved to the origin, computed once in float64
+        K = np.fft.ifftshift(kernel_fields(pat, self.grid), axes=(-2, -1))
+        self.fK = torch.from_numpy(np.fft.rfft2(K).astype(np.complex64)).to(self.device)
+
+    def _decode(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        n, k = self.n_dyn, self.n_kernels
+        dyn = _sigmoid(self.base[:n] + np.clip(theta[:, :n], -1.0, 1.0))
+        cells = _sigmoid(self.base[n:] + theta[:, n:])
+        return {"m": dyn[:, :k], "s": dyn[:, k:2 * k], "h": dyn[:, 2 * k:],
+                "cells": cells.reshape(-1, self.cells, self.cells, self.channels)}
+
+    def world_from_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        P = cells.shape[0]
+        world = torch.zeros(P, self.grid, self.grid, self.channels, device=self.device)
+        o = (self.grid - self.cells) // 2
+        world[:, o:o + self.cells, o:o + self.cells] = cells
+        return world
+
+    def _init(self, params, seeds):
+        P = params["cells"].shape[0]
+        arrays = {"world": self.world_from_cells(params["cells"]),
+                  "shift": torch.zeros(P, 2, dtype=torch.int32, device=self.device),
+                  "total_shift": torch.zeros(P, 2, dtype=torch.int32, device=self.device)}
+        return self._step(arrays, params, 1)  # the reference's init performs one step
+
+    def _step(self, arrays, params, steps):
+        ensure_taichi()
+        world, shift, total = arrays["world"], arrays["shift"], arrays["total_shift"]
+        P, H, W, C = world.shape
+        rolled = torch.empty(P, C, H, W, device=self.device)
+        rows = torch.empty(P, H, 3, device=self.device)
+        m, s, h = params["m"], params["s"], params["h"]
+        for _ in range(steps):
+            kl.roll_to_channels(world, shift, rolled)
+            potentials = torch.fft.irfft2(torch.fft.rfft2(rolled)[:, self.c0] * self.fK, s=(H, W)).contiguous()
+            world = torch.empty_like(world)
+            kl.update(rolled, potentials, m, s, h, self.c1, world, rows, shift, total, self.R, self.dt)
+        return {"world": world, "shift": shift, "total_shift": total}
+
+    def phenotype_of(self, world: torch.Tensor) -> torch.Tensor:
+        o = (self.grid - self.phenotype) // 2
+        return world[..., o:o + self.phenotype, o:o + self.phenotype, :]
+
+    def _render(self, arrays, params, size):
+        ensure_taichi()
+        world = arrays["world"]
+        img = torch.empty(world.shape[0], size, size, self.channels, device=self.device)
+        o = (self.grid - self.phenotype) // 2
+        kr.upscale_nearest(world, img, o, o, self.phenotype)
+        return img
+
+    def _validate_state(self, arrays):
+        w = arrays["world"]
+        if (w < 0).any() or (w > 1).any():
+            raise ValueError("lenia: state array 'world' must lie in [0, 1]")

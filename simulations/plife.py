@@ -1,0 +1,81 @@
+"""Particle Life: 6 colours, asymmetric attraction matrix α and repulsion radii β (ASAL reference)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from workbench.kernels import plife as kp
+from workbench.kernels import render as kr
+from workbench.kernels.runtime import ensure_taichi
+from workbench.simulations.base import Substrate, check_positive, tile_scratch
+
+N_COLOURS = 6
+
+
+class ParticleLife(Substrate):
+    name = "plife"
+    n_params = N_COLOURS + N_COLOURS * N_COLOURS
+
+    def __init__(self, N: int = 5000, dt: float = 0.002, mass: float = 0.1, half_life: float = 0.04,
+                 r_max: float = 0.1):
+        super().__init__()
+        self.N = check_positive("N", N)
+        for key, val in (("dt", dt), ("mass", mass), ("half_life", half_life), ("r_max", r_max)):
+            if not (math.isfinite(val) and val > 0):
+                raise ValueError(f"{key} must be a positive number, got {val!r}")
+        if r_max > 0.5:
+            raise ValueError(f"r_max must be at most 0.5 (half the torus), got {r_max}")
+        self.dt, self.mass, self.half_life, self.r_max = float(dt), float(mass), float(half_life), float(r_max)
+        self.decay = 2.0 ** (-self.dt / self.half_life)
+        # cells at least r_max wide; fewer than 3 per axis would visit a cell twice: use all pairs
+        grid = int(1.0 / self.r_max)
+        self.grid, self.reach = (grid, 1) if grid >= 3 else (1, 0)
+        self.radius = math.sqrt(self.mass) * 0.01  # rendered disc radius
+        self.param_shapes = {"alpha": (N_COLOURS, N_COLOURS), "beta": (N_COLOURS,)}
+        self.state_shapes = {"x": (self.N, 2), "v": (self.N, 2), "c": (self.N,)}
+        self.state_dtypes = {"x": torch.float32, "v": torch.float32, "c": torch.int32}
+
+    def _decode(self, theta):
+        beta = 1.0 / (1.0 + np.exp(-theta[:, :N_COLOURS]))
+        alpha = 3.0 / (1.0 + np.exp(-theta[:, N_COLOURS:])) - 1.5
+        return {"alpha": alpha.reshape(-1, N_COLOURS, N_COLOURS), "beta": beta}
+
+    def _init(self, params, seeds):
+        xs, cs = [], []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            cs.append(rng.integers(0, N_COLOURS, self.N))
+            xs.append(rng.random((self.N, 2)))
+        x = torch.as_tensor(np.stack(xs), dtype=torch.float32, device=self.device)
+        return {"x": x, "v": torch.zeros_like(x),
+                "c": torch.as_tensor(np.stack(cs), dtype=torch.int32, device=self.device)}
+
+    def _step(self, arrays, params, steps):
+        ensure_taichi()
+        x, v, c = arrays["x"], arrays["v"], arrays["c"]
+        P = x.shape[0]
+        zi = lambda *s: torch.zeros(*s, dtype=torch.int32, device=self.device)  # noqa: E731
+        start, fill = zi(P, self.grid * self.grid + 1), zi(P, self.grid * self.grid)
+        xs, ys, cs = torch.empty(P, self.N, device=self.device), torch.empty(P, self.N, device=self.device), zi(P, self.N)
+        for _ in range(steps):
+            kp.step(x, v, c, params["alpha"], params["beta"], start, fill, xs, ys, cs, self.grid, self.reach,
+                    self.r_max, self.mass, self.decay, self.dt)
+        return {"x": x, "v": v, "c": c}
+
+    def _render(self, arrays, params, size):
+        ensure_taichi()
+        x, c = arrays["x"], arrays["c"]
+        img = torch.empty(x.shape[0], size, size, 3, device=self.device)
+        start, fill, items = tile_scratch(x.shape[0], size, self.N, 2 * (self.radius + kr.EDGE_CUTOFF), self.device)
+        kr.particles(x, c, img, self.radius, start, fill, items)
+        return img
+
+    def _validate_state(self, arrays):
+        x, c = arrays["x"], arrays["c"]
+        if (x < 0).any() or (x >= 1).any():
+            raise ValueError("plife: positions 'x' must lie in [0, 1)")
+        if (c < 0).any() or (c >= N_COLOURS).any():
+            raise ValueError(f"plife: colours 'c' must be integers in 0..{N_COLOURS - 1}")

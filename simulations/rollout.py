@@ -1,0 +1,62 @@
+"""Rollouts with the reference's time sampling, keeping only the sampled states in memory.
+
+State index t means "t steps after init" (for Lenia, init already performed one step).
+  "final":           index T
+  "video":           indices 0, 1, …, T − 1
+  (K, chunk_ends):   with c = T // K: c − 1, 2c − 1, …, T − 1 when chunk_ends, else 0, c, …, T − c
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+
+from workbench.simulations.base import Params, Substrate, check_positive
+
+Sampling = Union[str, tuple[int, bool]]
+
+
+def sample_indices(steps: int, sampling: Sampling) -> list[int]:
+    """The state indices that a rollout of `steps` steps renders."""
+    steps = check_positive("steps", steps)
+    if sampling == "final":
+        return [steps]
+    if sampling == "video":
+        return list(range(steps))
+    if isinstance(sampling, (tuple, list)) and len(sampling) == 2:
+        K, chunk_ends = sampling
+        K = check_positive("K (frames)", K)
+        if K > steps:
+            raise ValueError(f"cannot sample K={K} frames from {steps} steps; K must be at most steps")
+        c = steps // K
+        first = c - 1 if chunk_ends else 0
+        return [first + i * c for i in range(K)]
+    raise ValueError(f"sampling must be 'final', 'video' or (K, chunk_ends), got {sampling!r}")
+
+
+def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "final", size: int = 224,
+            seed: int | Sequence[int] = 0, return_states: bool = False):
+    """Run a simulation (or a population) and render the sampled states.
+
+    Returns frames of shape (K, size, size, 3), or (P, K, size, size, 3) for batched parameters;
+    with return_states=True, a tuple (frames, states) where states maps each state array name to
+    the sampled arrays stacked on the same K axis.
+    """
+    indices = sample_indices(steps, sampling)
+    size = check_positive("size", size)
+    state = sub.init(params, seed=seed)
+    frames, states = [], []
+    at = 0
+    for index in indices:
+        if index > at:
+            state = sub.step(state, params, steps=index - at)
+            at = index
+        frames.append(sub.render(state, params, size=size))
+        if return_states:
+            states.append(sub.state_to_arrays(state))
+    axis = 1 if state.batched else 0
+    frames_arr = np.stack(frames, axis=axis)
+    if not return_states:
+        return frames_arr
+    return frames_arr, {k: np.stack([s[k] for s in states], axis=axis) for k in states[0]}

@@ -1,0 +1,164 @@
+"""The public substrate API: population axis, rollout, determinism, state round trips, bad input."""
+
+import numpy as np
+import pytest
+
+from workbench.simulations import make_substrate, rollout, sample_indices
+
+NAMES = ["lenia", "boids", "plife"]
+STEPS = {"lenia": 3, "boids": 20, "plife": 2}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_population_equals_individual_runs(substrates, name):
+    sub = substrates[name]
+    theta = 0.2 * np.random.default_rng(0).standard_normal((3, sub.n_params))
+    params = sub.decode(theta)
+    batch = sub.step(sub.init(params, seed=1), params, STEPS[name])
+    assert batch.batched and batch.population == 3
+    frames = sub.render(batch, params, 64)
+    assert frames.shape == (3, 64, 64, 3)
+    arrays = sub.state_to_arrays(batch)
+    for i in range(3):
+        p_i = sub.decode(theta[i])
+        single = sub.step(sub.init(p_i, seed=1), p_i, STEPS[name])
+        for key, value in sub.state_to_arrays(single).items():
+            np.testing.assert_allclose(arrays[key][i], value, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(frames[i], sub.render(single, p_i, 64), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_run_bit_for_bit(substrates, name):
+    sub = substrates[name]
+    params = sub.decode(0.3 * np.random.default_rng(5).standard_normal(sub.n_params))
+    a = sub.state_to_arrays(sub.step(sub.init(params, seed=9), params, STEPS[name] * 3))
+    b = sub.state_to_arrays(sub.step(sub.init(params, seed=9), params, STEPS[name] * 3))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    if name != "lenia":  # Lenia's init is deterministic; the others draw positions from the seed
+        c = sub.state_to_arrays(sub.init(params, seed=10))
+        assert not np.array_equal(c["x"], sub.state_to_arrays(sub.init(params, seed=9))["x"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_round_trip_and_shapes(substrates, name):
+    sub = substrates[name]
+    params = sub.decode(np.zeros(sub.n_params))
+    state = sub.init(params, seed=0)
+    arrays = sub.state_to_arrays(state)
+    assert {k: v.shape for k, v in arrays.items()} == sub.state_shapes
+    again = sub.state_from_arrays(**arrays)
+    for key, value in sub.state_to_arrays(sub.step(again, params, 2)).items():
+        np.testing.assert_array_equal(value, sub.state_to_arrays(sub.step(state, params, 2))[key])
+    # step is pure: the input state is unchanged
+    for key, value in sub.state_to_arrays(state).items():
+        np.testing.assert_array_equal(value, arrays[key])
+
+
+def test_named_parameter_shapes(substrates):
+    assert {k: v.shape for k, v in substrates["lenia"].decode(np.zeros(3117)).items()} == {
+        "m": (15,), "s": (15,), "h": (15,), "cells": (32, 32, 3)}
+    assert {k: v.shape for k, v in substrates["boids"].decode(np.zeros(193)).items()} == {
+        "W1": (4, 8), "b1": (8,), "W2": (8, 8), "b2": (8,), "W3": (8, 8), "b3": (8,), "W4": (8, 1), "b4": (1,)}
+    p = substrates["plife"].decode(np.zeros(42))
+    assert p["alpha"].shape == (6, 6) and p["beta"].shape == (6,)
+    np.testing.assert_allclose(p["beta"], 0.5)
+    np.testing.assert_allclose(p["alpha"], 0.0)
+    assert substrates["lenia"].state_shapes["world"] == (128, 128, 3)
+
+
+def test_sample_indices_follow_the_reference():
+    assert sample_indices(256, "final") == [256]
+    assert sample_indices(5, "video") == [0, 1, 2, 3, 4]
+    assert sample_indices(256, (4, True)) == [63, 127, 191, 255]
+    assert sample_indices(256, (4, False)) == [0, 64, 128, 192]
+    assert sample_indices(10, (3, True)) == [2, 5, 8]
+
+
+def test_rollout_frames_and_states_equal_manual_stepping(substrates):
+    sub = substrates["boids"]
+    params = sub.decode(0.3 * np.random.default_rng(0).standard_normal(193))
+    frames, states = rollout(sub, params, 40, sampling=(4, True), size=64, seed=3, return_states=True)
+    assert frames.shape == (4, 64, 64, 3) and states["x"].shape == (4, 128, 2)
+    state = sub.init(params, seed=3)
+    state = sub.step(state, params, 9)
+    np.testing.assert_array_equal(states["x"][0], sub.state_to_arrays(state)["x"])
+    np.testing.assert_array_equal(frames[0], sub.render(state, params, 64))
+    final = rollout(sub, params, 40, sampling="final", size=64, seed=3)
+    np.testing.assert_array_equal(final[0], sub.render(sub.step(sub.init(params, seed=3), params, 40), params, 64))
+    video = rollout(sub, sub.decode(np.zeros((2, 193))), 6, sampling="video", size=32)
+    assert video.shape == (2, 6, 32, 32, 3)
+
+
+def test_overrides_change_the_defaults():
+    sub = make_substrate("boids", N=64, dt=0.02)
+    assert sub.state_shapes["x"] == (64, 2) and sub.dt == 0.02
+    assert make_substrate("lenia", grid=96).state_shapes["world"] == (96, 96, 3)
+
+
+# --- bad input: one ValueError naming what was expected --------------------------------------
+
+def test_unknown_substrate_lists_the_choices():
+    with pytest.raises(ValueError, match="lenia, boids, plife"):
+        make_substrate("gol")
+    with pytest.raises(ValueError, match="settings are"):
+        make_substrate("boids", n_boids=3)
+
+
+@pytest.mark.parametrize("theta, message", [
+    (np.zeros(192), r"shape \(193,\) or \(P, 193\)"),
+    (np.zeros((2, 3, 193)), r"shape \(193,\)"),
+    (np.r_[np.zeros(192), np.nan], "NaN or inf"),
+    (np.r_[np.zeros(192), np.inf], "NaN or inf"),
+])
+def test_bad_theta(substrates, theta, message):
+    with pytest.raises(ValueError, match=message):
+        substrates["boids"].decode(theta)
+
+
+def test_bad_state_arrays(substrates):
+    sub = substrates["plife"]
+    arr = sub.state_to_arrays(sub.init(sub.decode(np.zeros(42))))
+    with pytest.raises(ValueError, match=r"'x' must have shape \(5000, 2\)"):
+        sub.state_from_arrays(x=arr["x"][:10], v=arr["v"], c=arr["c"])
+    with pytest.raises(ValueError, match="exactly"):
+        sub.state_from_arrays(x=arr["x"], v=arr["v"])
+    with pytest.raises(ValueError, match="colours"):
+        sub.state_from_arrays(x=arr["x"], v=arr["v"], c=arr["c"] + 6)
+    bad = arr["v"].copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sub.state_from_arrays(x=arr["x"], v=bad, c=arr["c"])
+    with pytest.raises(ValueError, match=r"'world' must have shape \(128, 128, 3\)"):
+        substrates["lenia"].state_from_arrays(world=np.zeros((64, 64, 3)), shift=np.zeros(2, int),
+                                              total_shift=np.zeros(2, int))
+
+
+def test_bad_sizes_and_steps(substrates):
+    sub = substrates["boids"]
+    params = sub.decode(np.zeros(193))
+    state = sub.init(params)
+    for steps in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="steps must be a positive integer"):
+            sub.step(state, params, steps)
+    with pytest.raises(ValueError, match="size must be a positive integer"):
+        sub.render(state, params, 0)
+    with pytest.raises(ValueError, match="at most steps"):
+        rollout(sub, params, 4, sampling=(8, True))
+    with pytest.raises(ValueError, match="sampling must be"):
+        rollout(sub, params, 4, sampling="all")
+    with pytest.raises(ValueError, match="N must be a positive integer"):
+        make_substrate("boids", N=0)
+
+
+def test_bad_params(substrates):
+    sub = substrates["plife"]
+    state = sub.init(sub.decode(np.zeros(42)))
+    with pytest.raises(ValueError, match=r"'alpha' must have shape \(6, 6\)"):
+        sub.step(state, {"alpha": np.zeros((5, 6)), "beta": np.ones(6) * 0.3})
+    with pytest.raises(ValueError, match="missing"):
+        sub.step(state, {"alpha": np.zeros((6, 6))})
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sub.step(state, {"alpha": np.full((6, 6), np.nan), "beta": np.ones(6) * 0.3})
+    with pytest.raises(ValueError, match="expected a plife State"):
+        sub.step(substrates["boids"].init(substrates["boids"].decode(np.zeros(193))), sub.decode(np.zeros(42)))

@@ -1,0 +1,70 @@
+"""Grid neighbour search and renderers against brute force / the straightforward renderers."""
+
+import numpy as np
+import pytest
+import reference as ref
+
+from workbench.simulations import make_substrate
+
+
+@pytest.mark.parametrize("layout", ["uniform", "clustered", "sparse"])
+def test_boids_grid_knn_equals_brute_force(substrates, layout):
+    rng = np.random.default_rng(0)
+    N = {"uniform": 128, "clustered": 300, "sparse": 20}[layout]
+    x = rng.random((3, N, 2))
+    if layout == "clustered":  # most boids in one cell: the ring search must still be exact
+        x[:, : N // 2] = 0.42 + 0.03 * rng.random((3, N // 2, 2))
+    x = x.astype(np.float32)
+    idx, dist = substrates["boids"].knn(x, k=16)
+    d = np.linalg.norm(x[:, :, None].astype(np.float64) - x[:, None], axis=-1)
+    d[:, np.arange(N), np.arange(N)] = np.inf
+    brute = np.argsort(d, axis=-1, kind="stable")[..., :16]
+    np.testing.assert_array_equal(idx, brute)
+    np.testing.assert_allclose(dist, np.take_along_axis(d, brute, -1), rtol=1e-5)
+
+
+def test_boids_render_matches_straightforward_renderer(substrates):
+    sub = substrates["boids"]
+    params = sub.decode(0.3 * np.random.default_rng(0).standard_normal(193))
+    state = sub.step(sub.init(params, seed=2), params, 20)
+    arr = sub.state_to_arrays(state)
+    ours = sub.render(state, params, 224)
+    theirs = ref.render_boids(arr["x"].astype(np.float64), arr["v"].astype(np.float64))
+    assert ours.shape == (224, 224, 3) and ours.dtype == np.float32
+    assert ref.psnr(ours, theirs) >= 30
+    assert ours[..., 1].min() < 0.1 and ours.max() == pytest.approx(1.0)  # black boids on white
+    assert (ours[..., 0] - ours[..., 1]).max() > 0.9  # boid 0 in red
+
+
+def test_particles_render_matches_straightforward_renderer():
+    sub = make_substrate("plife", N=1500)
+    params = sub.decode(np.random.default_rng(1).standard_normal(42))
+    state = sub.step(sub.init(params, seed=3), params, 5)
+    arr = sub.state_to_arrays(state)
+    ours = sub.render(state, params, 224)
+    theirs = ref.render_particles(arr["x"].astype(np.float64), arr["c"])
+    assert ref.psnr(ours, theirs) >= 30
+    assert ours.max() > 0.9
+
+
+def test_particles_render_at_other_sizes(substrates):
+    sub = substrates["plife"]
+    params = sub.decode(np.zeros(42))
+    state = sub.init(params, seed=0)
+    arr = sub.state_to_arrays(state)
+    x, c = arr["x"][:400].astype(np.float64), arr["c"][:400]
+    small = make_substrate("plife", N=400)
+    st = small.state_from_arrays(x=arr["x"][:400], v=arr["v"][:400], c=c)
+    for size in (64, 300):
+        assert ref.psnr(small.render(st, params, size), ref.render_particles(x, c, size)) >= 30
+
+
+def test_lenia_render_is_nearest_upscale_of_the_phenotype(substrates):
+    sub = substrates["lenia"]
+    params = sub.decode(np.zeros(3117))
+    state = sub.step(sub.init(params), params, 5)
+    world = sub.state_to_arrays(state)["world"]
+    img = sub.render(state, params, 224)
+    src = ((np.arange(224) + 0.5) * 64 / 224).astype(int)
+    np.testing.assert_array_equal(img, world[32:96, 32:96][src][:, src])
+    np.testing.assert_array_equal(sub.render(state, params, 64), world[32:96, 32:96])

@@ -1,0 +1,87 @@
+"""Export a simulation to PNG (last frame), GIF or MP4, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import imageio.v2 as imageio
+import numpy as np
+
+from workbench.simulations import Substrate
+from workbench.simulations.base import Params, check_positive
+
+FORMATS = (".png", ".gif", ".mp4")
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def atomic_path(out: Path) -> tuple[Path, Callable[[], None]]:
+    """A temporary path beside `out` and a function that moves it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any written file
+    return Path(tmp), lambda: os.replace(tmp, out)
+
+
+def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: int = 0, size: int = 224,
+           every: int = 1, fps: int = 30, progress: Callable[[int], None] | None = None) -> Path:
+    """Run `steps` steps from init and write the result.
+
+    PNG: the final frame. GIF / MP4: every `every`-th state from init to the final one.
+    Frames are streamed to the encoder, so long videos need no memory for all frames.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
+    steps, size, every, fps = (check_positive(n, v) for n, v in
+                               (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
+    if not out.parent.is_dir():
+        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    tmp, commit = atomic_path(out)
+    try:
+        state = sub.init(params, seed=seed)
+        if out.suffix.lower() == ".png":
+            state = sub.step(state, params, steps)
+            imageio.imwrite(tmp, to_uint8(sub.render(state, params, size)), format="png")
+            if progress:
+                progress(steps)
+        else:
+            kwargs = {"fps": fps, "macro_block_size": 1, "codec": "libx264", "quality": 8} \
+                if out.suffix.lower() == ".mp4" else {"duration": 1000 / fps, "loop": 0}
+            with imageio.get_writer(tmp, format=out.suffix.lower()[1:], mode="I", **kwargs) as writer:
+                writer.append_data(to_uint8(sub.render(state, params, size)))
+                done = 0
+                while done < steps:
+                    n = min(every, steps - done)
+                    state = sub.step(state, params, n)
+                    done += n
+                    writer.append_data(to_uint8(sub.render(state, params, size)))
+                    if progress:
+                        progress(n)
+        commit()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
+    """θ from a .npy file (checked against the substrate), or zeros (the reference defaults)."""
+    if path is None:
+        return sub.zero_theta()
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"θ file {str(path)!r} not found")
+    try:
+        theta = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"cannot read θ from {str(path)!r}: {err}; save one with numpy.save") from err
+    if theta.shape != (sub.n_params,):
+        raise ValueError(f"θ in {str(path)!r} has shape {theta.shape}; {sub.name} needs ({sub.n_params},)")
+    return theta

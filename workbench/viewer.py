@@ -1,0 +1,130 @@
+"""Real-time pygame viewer: `workbench view lenia|boids|plife`.
+
+Keys: space pause, n new random θ (σ = 0.1 around the current one), r reset, s save PNG,
++/− simulation steps per frame, q (or closing the window) quit. FPS and step counter on screen.
+
+ViewerModel holds everything a key does, so tests can drive it directly or through real
+pygame events (SDL's dummy video driver).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.export import to_uint8
+from workbench.simulations import Substrate
+
+
+@dataclass
+class ViewerModel:
+    sub: Substrate
+    theta: np.ndarray
+    seed: int = 0
+    steps_per_frame: int = 1
+    render_size: int = 224
+    out_dir: Path = field(default_factory=Path.cwd)
+    paused: bool = False
+    running: bool = True
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.saved: list[Path] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.params = self.sub.decode(self.theta)
+        self.state = self.sub.init(self.params, seed=self.seed)
+        self.steps = 0
+
+    def new_theta(self, sigma: float = 0.1) -> None:
+        self.theta = (self.theta + sigma * self.rng.standard_normal(self.theta.shape)).astype(np.float32)
+        self.reset()
+
+    def advance(self) -> None:
+        if not self.paused:
+            self.state = self.sub.step(self.state, self.params, self.steps_per_frame)
+            self.steps += self.steps_per_frame
+
+    def frame(self) -> np.ndarray:
+        """The current picture as uint8 (size, size, 3), laid out like the saved PNG."""
+        return to_uint8(self.sub.render(self.state, self.params, self.render_size))
+
+    def save_png(self) -> Path:
+        import imageio.v2 as imageio
+
+        path = self.out_dir / f"{self.sub.name}-seed{self.seed}-step{self.steps:06d}.png"
+        imageio.imwrite(path, self.frame())
+        np.save(path.with_suffix(".theta.npy"), self.theta)  # θ beside the picture, to reload with --theta
+        self.saved.append(path)
+        return path
+
+    def key(self, name: str) -> None:
+        """Apply one key press: 'space', 'n', 'r', 's', '+', '-', 'q'."""
+        if name == "space":
+            self.paused = not self.paused
+        elif name == "n":
+            self.new_theta()
+        elif name == "r":
+            self.reset()
+        elif name == "s":
+            self.save_png()
+        elif name == "+":
+            self.steps_per_frame = min(self.steps_per_frame * 2, 1024)
+        elif name == "-":
+            self.steps_per_frame = max(self.steps_per_frame // 2, 1)
+        elif name == "q":
+            self.running = False
+
+
+def _key_name(event) -> str | None:
+    import pygame
+
+    if event.key == pygame.K_SPACE:
+        return "space"
+    if event.key in (pygame.K_PLUS, pygame.K_EQUALS, pygame.K_KP_PLUS):
+        return "+"
+    if event.key in (pygame.K_MINUS, pygame.K_KP_MINUS):
+        return "-"
+    names = {pygame.K_n: "n", pygame.K_r: "r", pygame.K_s: "s", pygame.K_q: "q", pygame.K_ESCAPE: "q"}
+    return names.get(event.key)
+
+
+def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = None,
+               fps_cap: int = 60) -> ViewerModel:
+    """Open the window and loop until q / close (or max_frames, for tests and demos)."""
+    import pygame
+
+    pygame.init()
+    try:
+        screen = pygame.display.set_mode((window, window))
+        pygame.display.set_caption(f"workbench view {model.sub.name}")
+        font = pygame.font.Font(None, 24)
+        clock = pygame.time.Clock()
+        frames, last, fps = 0, time.perf_counter(), 0.0
+        while model.running and (max_frames is None or frames < max_frames):
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT:
+                    model.running = False
+                elif event.type == pygame.KEYDOWN and (name := _key_name(event)):
+                    model.key(name)
+            model.advance()
+            # surfarray is indexed [x, y]: transpose so the window shows the saved PNG's layout
+            surface = pygame.surfarray.make_surface(model.frame().transpose(1, 0, 2))
+            screen.blit(pygame.transform.scale(surface, (window, window)), (0, 0))
+            now = time.perf_counter()
+            fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if frames else 0.0
+            last = now
+            status = (f"{model.sub.name}  step {model.steps}  {fps:5.1f} FPS  {model.steps_per_frame} steps/frame"
+                      + ("  [paused]" if model.paused else ""))
+            text = font.render(status, True, (255, 255, 255), (0, 0, 0))
+            screen.blit(text, (8, 8))
+            pygame.display.flip()
+            clock.tick(fps_cap)
+            frames += 1
+    finally:
+        pygame.quit()
+    return model
