@@ -31,7 +31,9 @@ def _pick6(row, k):
 def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2),
          alpha: ti.types.ndarray(ndim=3), beta: ti.types.ndarray(ndim=2),
          cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),
-         xs: ti.types.ndarray(ndim=2), ys: ti.types.ndarray(ndim=2), cs: ti.types.ndarray(ndim=2), grid: ti.i32, reach: ti.i32, r_max: ti.f32, mass: ti.f32, decay: ti.f32, dt: ti.f32):
+         xs: ti.types.ndarray(ndim=2), ys: ti.types.ndarray(ndim=2),
+         cs: ti.types.ndarray(ndim=2), grid: ti.i32, reach: ti.i32, r_max: ti.f32, mass: ti.f32,
+         decay: ti.f32, dt: ti.f32):
     """One step of every simulation (x, v updated in place).
 
     Cells are 1/grid wide and a particle visits the (2·reach + 1)² cells around its own, so

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,8 +206,8 @@ class Substrate(ABC):
             got = state.substrate if isinstance(state, State) else type(state).__name__
             raise ValueError(f"expected a {self.name} State (from init or state_from_arrays), got {got}")
 
-    def _validate_state(self, arrays: dict[str, torch.Tensor]) -> None:
-        """Substrate-specific value checks for state_from_arrays (ranges, categories)."""
+    def _validate_state(self, arrays: dict[str, torch.Tensor]) -> None:  # noqa: B027 - optional hook
+        """Substrate-specific value checks for state_from_arrays (ranges, categories); none by default."""
 
     @abstractmethod
     def _init(self, params: dict[str, torch.Tensor], seeds: list[int]) -> dict[str, torch.Tensor]: ...

@@ -105,7 +105,6 @@ class Boids(Substrate):
         ensure_taichi()
         x, v = arrays["x"], arrays["v"]
         P = x.shape[0]
-        nt = (size + kr.TILE - 1) // kr.TILE
         img = torch.empty(P, size, size, 3, device=self.device)
         extent = 4 * kr.BOID_SIZE + 2 * kr.BOID_MARGIN  # widest footprint of one boid
         start, fill, items = tile_scratch(P, size, self.N, extent, self.device)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -52,14 +51,6 @@ def kernel_fields(pattern: dict, grid: int) -> np.ndarray:
         K = (Dk < B) * shell * np.exp(-(((Dk % 1) - 0.5) ** 2) / (2 * 0.15**2))
         out.append(K / K.sum())
     return np.stack(out)
-
-
-@dataclass(frozen=True)
-class LeniaConfig:
-    grid: int = 128
-    cells: int = 32           # the pattern is zero-padded to cells × cells
-    phenotype: int = 64       # central crop that is rendered
-    pattern: str = "5N7KKM"
 
 
 class Lenia(Substrate):

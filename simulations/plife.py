@@ -59,7 +59,9 @@ class ParticleLife(Substrate):
         P = x.shape[0]
         zi = lambda *s: torch.zeros(*s, dtype=torch.int32, device=self.device)  # noqa: E731
         start, fill = zi(P, self.grid * self.grid + 1), zi(P, self.grid * self.grid)
-        xs, ys, cs = torch.empty(P, self.N, device=self.device), torch.empty(P, self.N, device=self.device), zi(P, self.N)
+        # positions (SoA) and colours in cell order, filled by the kernel each step
+        xs, ys = torch.empty(P, self.N, device=self.device), torch.empty(P, self.N, device=self.device)
+        cs = zi(P, self.N)
         for _ in range(steps):
             kp.step(x, v, c, params["alpha"], params["beta"], start, fill, xs, ys, cs, self.grid, self.reach,
                     self.r_max, self.mass, self.decay, self.dt)

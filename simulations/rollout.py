@@ -8,13 +8,13 @@ State index t means "t steps after init" (for Lenia, init already performed one 
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
 from workbench.simulations.base import Params, Substrate, check_positive
 
-Sampling = Union[str, tuple[int, bool]]
+Sampling = str | tuple[int, bool]
 
 
 def sample_indices(steps: int, sampling: Sampling) -> list[int]:

@@ -112,7 +112,10 @@ def plife_step(x, v, c, alpha, beta, dt=0.002, mass=0.1, half_life=0.04, r_max=0
 PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float64)
 
 
-def render_particles(x, c, size=224, radius=np.sqrt(0.1) * 0.01):
+RADIUS = np.sqrt(0.1) * 0.01
+
+
+def render_particles(x, c, size=224, radius=RADIUS):
     lin = np.linspace(0, 1, size)
     qx, qy = np.meshgrid(lin, lin, indexing="ij")
     img = np.zeros((size, size, 3))

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-import reference as ref
 
+import reference as ref
 from workbench.simulations import make_substrate
 
 

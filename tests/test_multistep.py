@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import reference as ref
 
+import reference as ref
 from workbench.simulations import make_substrate
 from workbench.simulations.lenia import kernel_fields
 

@@ -37,12 +37,13 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -
         for P in (1, 16):
             params = sub.decode(0.1 * rng.standard_normal((P, sub.n_params)))
             state = sub.init(params, seed=0)
-            rate = _rate(lambda: sub.step(state, params, n), min_time) * n
+            rate = _rate(lambda sub=sub, state=state, params=params, n=n: sub.step(state, params, n), min_time) * n
             row["steps_per_s_p1" if P == 1 else "sim_steps_per_s_p16"] = round(rate * P, 1)
             if P == 16:
                 row["batch_steps_per_s_p16"] = round(rate, 1)
         params = sub.decode(0.1 * rng.standard_normal(sub.n_params))
         state = sub.step(sub.init(params, seed=0), params, 10)
-        row["render_ms"] = round(1000 / _rate(lambda: sub.render(state, params, 224), min_time), 2)
+        frame = lambda sub=sub, state=state, params=params: sub.render(state, params, 224)  # noqa: E731
+        row["render_ms"] = round(1000 / _rate(frame, min_time), 2)
         result[name] = row
     return result

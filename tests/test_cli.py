@@ -1,0 +1,84 @@
+"""The `workbench` command as users run it: real processes, real files."""
+
+import json
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_everywhere():
+    for args in ([], ["view"], ["render"], ["bench"], ["bench", "substrates"]):
+        out = run(*args, "--help")
+        assert out.returncode == 0, out.stderr
+        assert "usage: workbench" in out.stdout
+
+
+@pytest.mark.parametrize("name, suffix, frames", [("lenia", "png", 1), ("boids", "gif", 4), ("plife", "mp4", 3)])
+def test_render_writes_png_gif_mp4(tmp_path, name, suffix, frames):
+    out = tmp_path / f"{name}.{suffix}"
+    steps = {"lenia": 4, "boids": 30, "plife": 4}[name]
+    every = max(1, steps // (frames - 1)) if frames > 1 else 1
+    res = run("render", name, "--steps", str(steps), "--out", str(out), "--size", "96", "--every", str(every))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(out)
+    images = imageio.mimread(out) if suffix != "png" else [imageio.imread(out)]
+    assert len(images) == frames
+    assert images[0].shape[:2] == (96, 96)
+    assert np.asarray(images[-1]).std() > 1  # not a blank frame
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary files left behind
+
+
+def test_render_png_equals_library_frame(tmp_path):
+    from workbench.export import to_uint8
+    from workbench.simulations import make_substrate
+
+    theta = 0.2 * np.random.default_rng(0).standard_normal(193)
+    np.save(tmp_path / "theta.npy", theta)
+    out = tmp_path / "b.png"
+    res = run("render", "boids", "--steps", "25", "--out", str(out), "--theta", str(tmp_path / "theta.npy"),
+              "--seed", "4")
+    assert res.returncode == 0, res.stderr
+    sub = make_substrate("boids")
+    params = sub.decode(theta)
+    frame = sub.render(sub.step(sub.init(params, seed=4), params, 25), params, 224)
+    np.testing.assert_array_equal(imageio.imread(out), to_uint8(frame))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "lenia", "--steps", "0", "--out", "x.png"], "steps must be a positive integer"),
+    (["render", "lenia", "--steps", "3", "--out", "x.jpg"], ".png, .gif, .mp4"),
+    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "not found"),
+    (["render", "boids", "--steps", "3", "--out", "nowhere/x.png"], "does not exist"),
+    (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
+])
+def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
+    np.save(tmp_path / "wrong.npy", np.zeros(42))
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "error:" in res.stderr and len(res.stderr.strip().splitlines()) <= 2
+    assert message.replace("\\", "") in res.stderr.replace("\n", " ") or __import__("re").search(message, res.stderr)
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_unknown_substrate_is_rejected_with_choices():
+    res = run("render", "gol", "--steps", "3", "--out", "x.png")
+    assert res.returncode == 2 and "lenia" in res.stderr and "plife" in res.stderr
+
+
+def test_bench_prints_one_json_line():
+    res = run("bench", "substrates", "--json", "--substrates", "boids", "--min-time", "0.05")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert set(data["boids"]) >= {"steps_per_s_p1", "sim_steps_per_s_p16", "render_ms"}
+    assert data["boids"]["steps_per_s_p1"] > 0

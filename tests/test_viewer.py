@@ -1,0 +1,107 @@
+"""The pygame viewer: driven through real SDL events (dummy video driver) and once on Xvfb."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pygame
+import pytest
+
+from workbench.viewer import ViewerModel, run_viewer
+
+
+def post_keys(*keys):
+    for key in keys:
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0))
+
+
+class ScriptedViewer(ViewerModel):
+    """Posts a scripted key per frame into SDL's real event queue (the loop reads them as a user's)."""
+
+    script: dict
+
+    def advance(self):
+        super().advance()
+        frame = getattr(self, "_frame_no", 0)
+        self._frame_no = frame + 1
+        if frame in self.script:
+            post_keys(*self.script[frame])
+
+
+def test_keys_through_sdl_events(tmp_path, substrates, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    sub = substrates["boids"]
+    model = ScriptedViewer(sub, sub.zero_theta(), seed=3, out_dir=tmp_path, render_size=96)
+    model.script = {
+        1: [pygame.K_PLUS],          # 1 -> 2 steps per frame
+        2: [pygame.K_EQUALS],        # 2 -> 4 (the unshifted + key)
+        3: [pygame.K_MINUS],         # 4 -> 2
+        4: [pygame.K_SPACE],         # pause
+        6: [pygame.K_s],             # save a PNG (while paused)
+        7: [pygame.K_SPACE, pygame.K_n],  # resume, new θ
+        9: [pygame.K_r],             # reset
+        11: [pygame.K_q],            # quit
+    }
+    theta0 = model.theta.copy()
+    run_viewer(model, window=128, max_frames=100, fps_cap=1000)
+    assert not model.running
+    assert model.steps_per_frame == 2
+    assert not model.paused
+    assert not np.array_equal(model.theta, theta0)
+    assert (model.theta - theta0).std() == pytest.approx(0.1, rel=0.3)  # σ = 0.1 around the old θ
+    assert len(model.saved) == 1 and model.saved[0].is_file()
+    assert model.saved[0].with_suffix(".theta.npy").is_file()
+    assert model._frame_no < 20  # q ended the loop, not max_frames
+    assert model.steps == 2 * (model._frame_no - 10)  # counted from the reset
+
+
+def test_pause_holds_the_state(substrates, tmp_path):
+    sub = substrates["lenia"]
+    model = ViewerModel(sub, sub.zero_theta(), out_dir=tmp_path, render_size=64)
+    model.key("space")
+    before = sub.state_to_arrays(model.state)["world"]
+    model.advance()
+    np.testing.assert_array_equal(sub.state_to_arrays(model.state)["world"], before)
+    assert model.steps == 0
+    model.key("space")
+    model.advance()
+    assert model.steps == 1
+    for _ in range(20):
+        model.key("-")
+    assert model.steps_per_frame == 1
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is installed by `make test`")
+def test_smoke_under_xvfb_with_screenshot(tmp_path):
+    from PIL import ImageGrab
+
+    display = ":97"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11"}
+        viewer = subprocess.Popen([sys.executable, "-m", "workbench", "view", "plife", "--window", "400",
+                                   "--frames", "100000", "--out-dir", str(tmp_path)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        shot = None
+        for _ in range(60):  # wait for the window to show particles
+            time.sleep(0.5)
+            assert viewer.poll() is None, viewer.stderr.read()
+            shot = np.asarray(ImageGrab.grab(xdisplay=display))[:400, :400]
+            if shot.std() > 10:
+                break
+        assert shot is not None and shot.std() > 10, "nothing drawn in the window"
+        from PIL import Image
+
+        Image.fromarray(shot).save(tmp_path / "screenshot.png")
+        colours = {tuple(int(c) for c in px) for px in shot[::7, ::7].reshape(-1, 3)}
+        assert len(colours) > 5  # coloured particles on black, plus the status text
+        viewer.terminate()
+        viewer.wait(timeout=20)
+    finally:
+        xvfb.terminate()
+        xvfb.wait(timeout=10)
