@@ -1,7 +1,7 @@
 """Renderers: tile-binned splatting for boids and particles, nearest-neighbour upscale for Lenia.
 
 The reference draws one object at a time over the whole canvas (0.7 s a frame for 5000 particles).
-Each object here touches only the tiles its footprint covers: objects are binned into 16×16-pixel
+Each object here touches only the tiles its footprint covers: objects are binned into 8×8-pixel
 tiles (in drawing order, so compositing is exactly the reference's), then every pixel composites
 the short list of its tile. Footprints are cut where an object's weight drops below ~1e-8.
 
@@ -10,7 +10,7 @@ Image axis 0 is x and axis 1 is y, sample points linspace(0, 1, size) (the refer
 
 import taichi as ti
 
-TILE = 16
+TILE = 8
 CPU_CHUNK = 512  # see kernels/boids.py
 
 
@@ -86,18 +86,19 @@ def boids(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), img: ti.type
                             else:
                                 tile_items[p, tile_start[p, t] + tile_fill[p, t]] = i
                                 tile_fill[p, t] += 1
-    for p, ix, iy in ti.ndrange(P, size, size):
-        q = ti.Vector([ix / (size - 1), iy / (size - 1)])
-        t = (ix // TILE) * nt + iy // TILE
-        col = ti.Vector([1.0, 1.0, 1.0])
-        for k in range(tile_start[p, t], tile_start[p, t + 1]):
-            a, b, c = _boid_triangle(x, v, p, tile_items[p, k])
-            col *= 1.0 - _boid_mask(a, b, c, q)
-        a, b, c = _boid_triangle(x, v, p, 0)
-        mask = _boid_mask(a, b, c, q)
-        col = mask * ti.Vector([1.0, 0.0, 0.0]) + (1.0 - mask) * col
-        for ch in ti.static(range(3)):
-            img[p, ix, iy, ch] = col[ch]
+    for p, ix in ti.ndrange(P, size):  # rows with a serial inner loop: cheaper indexing than 3-d ranges
+        for iy in range(size):
+            q = ti.Vector([ix / (size - 1), iy / (size - 1)])
+            t = (ix // TILE) * nt + iy // TILE
+            col = ti.Vector([1.0, 1.0, 1.0])
+            for k in range(tile_start[p, t], tile_start[p, t + 1]):
+                a, b, c = _boid_triangle(x, v, p, tile_items[p, k])
+                col *= 1.0 - _boid_mask(a, b, c, q)
+            a, b, c = _boid_triangle(x, v, p, 0)
+            mask = _boid_mask(a, b, c, q)
+            col = mask * ti.Vector([1.0, 0.0, 0.0]) + (1.0 - mask) * col
+            for ch in ti.static(range(3)):
+                img[p, ix, iy, ch] = col[ch]
 
 
 # --- particles ---------------------------------------------------------------------------------
@@ -110,8 +111,12 @@ EDGE_CUTOFF = 0.01  # coverage 1 − σ(2000·d) < 3e-9 beyond this distance out
 @ti.kernel
 def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.types.ndarray(ndim=4),
               radius: ti.f32, tile_start: ti.types.ndarray(ndim=2), tile_fill: ti.types.ndarray(ndim=2),
-              tile_items: ti.types.ndarray(ndim=2)):
-    """Black canvas, discs of coverage 1 − σ(2000·(d − radius)) composited in reverse index order."""
+              tile_x: ti.types.ndarray(ndim=2), tile_y: ti.types.ndarray(ndim=2), tile_c: ti.types.ndarray(ndim=2)):
+    """Black canvas, discs of coverage 1 − σ(2000·(d − radius)) composited in reverse index order.
+
+    Tile lists hold copies of the particles' positions and colours (not indices), so the per-pixel
+    loop reads contiguous memory.
+    """
     P, N, size = x.shape[0], x.shape[1], img.shape[1]
     nt = (size + TILE - 1) // TILE
     reach = radius + EDGE_CUTOFF
@@ -137,23 +142,24 @@ def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.
                 for tx in range(tx0, tx1 + 1):
                     for ty in range(ty0, ty1 + 1):
                         t = tx * nt + ty
-                        tile_items[p, tile_start[p, t] + tile_fill[p, t]] = i
+                        slot = tile_start[p, t] + tile_fill[p, t]
+                        tile_x[p, slot], tile_y[p, slot], tile_c[p, slot] = x[p, i, 0], x[p, i, 1], c[p, i]
                         tile_fill[p, t] += 1
-    for p, ix, iy in ti.ndrange(P, size, size):
-        qx, qy = ix / (size - 1), iy / (size - 1)
-        t = (ix // TILE) * nt + iy // TILE
-        col = ti.Vector([0.0, 0.0, 0.0])
-        for k in range(tile_start[p, t], tile_start[p, t + 1]):
-            i = tile_items[p, k]
-            dx, dy = x[p, i, 0] - qx, x[p, i, 1] - qy
-            d = ti.sqrt(dx * dx + dy * dy)
-            if d < reach:
-                cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (d - radius))
-                ci = c[p, i]
-                colour = ti.Vector([palette[ci, 0], palette[ci, 1], palette[ci, 2]])
-                col = cov * colour + (1.0 - cov) * col
-        for ch in ti.static(range(3)):
-            img[p, ix, iy, ch] = col[ch]
+    for p, ix in ti.ndrange(P, size):
+        for iy in range(size):
+            qx, qy = ix / (size - 1), iy / (size - 1)
+            t = (ix // TILE) * nt + iy // TILE
+            col = ti.Vector([0.0, 0.0, 0.0])
+            for k in range(tile_start[p, t], tile_start[p, t + 1]):
+                dx, dy = tile_x[p, k] - qx, tile_y[p, k] - qy
+                dd = dx * dx + dy * dy
+                if dd < reach * reach:
+                    cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
+                    ci = tile_c[p, k]
+                    colour = ti.Vector([palette[ci, 0], palette[ci, 1], palette[ci, 2]])
+                    col = cov * colour + (1.0 - cov) * col
+            for ch in ti.static(range(3)):
+                img[p, ix, iy, ch] = col[ch]
 
 
 # --- Lenia -------------------------------------------------------------------------------------

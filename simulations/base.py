@@ -65,7 +65,8 @@ def tile_scratch(population: int, size: int, n_objects: int, extent: float,
     from workbench.kernels.render import TILE
 
     nt = (size + TILE - 1) // TILE
-    per_axis = math.ceil(extent * (size - 1) / TILE) + 1
+    # a footprint of w pixels, widened by one pixel each side by floor/ceil, starts anywhere in a tile
+    per_axis = math.ceil((extent * (size - 1) + 2) / TILE) + 1
     z = lambda *shape: torch.zeros(*shape, dtype=torch.int32, device=device)  # noqa: E731
     return z(population, nt * nt + 1), z(population, nt * nt), z(population, n_objects * per_axis**2)
 

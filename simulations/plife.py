@@ -72,7 +72,8 @@ class ParticleLife(Substrate):
         x, c = arrays["x"], arrays["c"]
         img = torch.empty(x.shape[0], size, size, 3, device=self.device)
         start, fill, items = tile_scratch(x.shape[0], size, self.N, 2 * (self.radius + kr.EDGE_CUTOFF), self.device)
-        kr.particles(x, c, img, self.radius, start, fill, items)
+        tile_x, tile_y = torch.empty(items.shape, device=self.device), torch.empty(items.shape, device=self.device)
+        kr.particles(x, c, img, self.radius, start, fill, tile_x, tile_y, items)
         return img
 
     def _validate_state(self, arrays):

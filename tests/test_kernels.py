@@ -68,3 +68,14 @@ def test_lenia_render_is_nearest_upscale_of_the_phenotype(substrates):
     src = ((np.arange(224) + 0.5) * 64 / 224).astype(int)
     np.testing.assert_array_equal(img, world[32:96, 32:96][src][:, src])
     np.testing.assert_array_equal(sub.render(state, params, 64), world[32:96, 32:96])
+
+
+@pytest.mark.parametrize("size", [48, 512])
+def test_boids_render_at_other_sizes(substrates, size):
+    """Large windows (the viewer renders at up to 512) must not overflow the tile lists."""
+    sub = substrates["boids"]
+    params = sub.decode(np.zeros(193))
+    state = sub.init(params, seed=1)
+    arr = sub.state_to_arrays(state)
+    ours = sub.render(state, params, size)
+    assert ref.psnr(ours, ref.render_boids(arr["x"].astype(np.float64), arr["v"].astype(np.float64), size)) >= 30
