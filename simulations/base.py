@@ -71,6 +71,22 @@ def tile_scratch(population: int, size: int, n_objects: int, extent: float,
     return z(population, nt * nt + 1), z(population, nt * nt), z(population, n_objects * per_axis**2)
 
 
+def with_population_axis(arr, shape: tuple[int, ...], what: str, batched: bool | None):
+    """arr with a leading population axis added when it has exactly `shape`, and whether it had one.
+
+    `batched` is what earlier arrays of the same call said; a mix of the two is an error.
+    """
+    if tuple(arr.shape) == shape:
+        is_batched, arr = False, arr[None]
+    elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
+        is_batched = True
+    else:
+        raise ValueError(f"{what} must have shape {shape} or (P, *{shape}), got {tuple(arr.shape)}")
+    if batched is not None and is_batched != batched:
+        raise ValueError(f"{what}: mix of arrays with and without the population axis")
+    return arr, is_batched
+
+
 class Substrate(ABC):
     """Base class: subclasses give the shapes and the batched implementations (names with _)."""
 
@@ -117,17 +133,7 @@ class Substrate(ABC):
         for key, shape in self.param_shapes.items():
             arr = torch.as_tensor(np.asarray(params[key], dtype=np.float32) if not torch.is_tensor(params[key])
                                   else params[key].to(torch.float32))
-            if tuple(arr.shape) == shape:
-                is_batched = False
-                arr = arr[None]
-            elif arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape:
-                is_batched = True
-            else:
-                raise ValueError(f"{self.name}: parameter {key!r} must have shape {shape} or (P, *{shape}), "
-                                 f"got {tuple(arr.shape)}")
-            if batched is not None and is_batched != batched:
-                raise ValueError(f"{self.name}: mix of batched and unbatched parameters")
-            batched = is_batched
+            arr, batched = with_population_axis(arr, shape, f"{self.name}: parameter {key!r}", batched)
             if not torch.isfinite(arr).all():
                 raise ValueError(f"{self.name}: parameter {key!r} contains NaN or inf")
             out[key] = arr
@@ -180,17 +186,8 @@ class Substrate(ABC):
         out: dict[str, torch.Tensor] = {}
         batched = None
         for key, shape in self.state_shapes.items():
-            arr = np.asarray(arrays[key])
-            if arr.shape == shape:
-                is_batched, arr = False, arr[None]
-            elif arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
-                is_batched = True
-            else:
-                raise ValueError(f"{self.name}: state array {key!r} must have shape {shape} or (P, *{shape}), "
-                                 f"got {arr.shape}")
-            if batched is not None and is_batched != batched:
-                raise ValueError(f"{self.name}: mix of batched and unbatched state arrays")
-            batched = is_batched
+            arr, batched = with_population_axis(np.asarray(arrays[key]), shape,
+                                                f"{self.name}: state array {key!r}", batched)
             dtype = self.state_dtypes[key]
             if dtype.is_floating_point and not np.all(np.isfinite(arr)):
                 raise ValueError(f"{self.name}: state array {key!r} contains NaN or inf")
