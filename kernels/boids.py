@@ -10,6 +10,8 @@ Flat parameter layout (as the search vector θ): for layer i = 1..4, b_i then W_
 
 import taichi as ti
 
+from workbench.kernels.runtime import CPU_CHUNK
+
 K_NEIGHBOURS = 16
 HIDDEN = 8
 # offsets of b1, W1, b2, W2, b3, W3, b4, W4 in the flat parameter vector
@@ -17,10 +19,6 @@ _B1, _W1, _B2, _W2, _B3, _W3, _B4, _W4 = 0, 8, 40, 48, 112, 120, 184, 185
 N_PARAMS = 193
 
 INF = 1e30
-# Taichi's CPU backend hands out range-for iterations in chunks of 512; a loop over
-# range(P * CPU_CHUNK) that works only on multiples of CPU_CHUNK gives each simulation its own chunk,
-# so that small populations still use every core.
-CPU_CHUNK = 512
 
 
 @ti.func

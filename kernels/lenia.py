@@ -11,7 +11,7 @@ do everything around them in single passes over memory:
 
 import taichi as ti
 
-CPU_CHUNK = 512  # see kernels/boids.py
+from workbench.kernels.runtime import CPU_CHUNK
 
 
 @ti.kernel

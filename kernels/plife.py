@@ -8,7 +8,7 @@ seed gives the same trajectory bit for bit.
 
 import taichi as ti
 
-CPU_CHUNK = 512  # see kernels/boids.py: one simulation per CPU chunk in per-simulation loops
+from workbench.kernels.runtime import CPU_CHUNK
 
 
 @ti.func

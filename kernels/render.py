@@ -10,8 +10,9 @@ Image axis 0 is x and axis 1 is y, sample points linspace(0, 1, size) (the refer
 
 import taichi as ti
 
+from workbench.kernels.runtime import CPU_CHUNK
+
 TILE = 8
-CPU_CHUNK = 512  # see kernels/boids.py
 
 
 @ti.func

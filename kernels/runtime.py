@@ -15,6 +15,12 @@ import threading
 import taichi as ti
 import torch
 
+# Taichi's CPU backend hands out range-for iterations in chunks of 512 (loop_config(block_dim=...) is
+# ignored there), so a loop over fewer items runs on one core. A loop over range(P * CPU_CHUNK) that
+# works only on multiples of CPU_CHUNK gives each simulation its own chunk: small populations still
+# use every core. Kernels use this for their per-simulation serial parts.
+CPU_CHUNK = 512
+
 _lock = threading.Lock()
 _arch: str | None = None
 

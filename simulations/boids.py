@@ -65,9 +65,10 @@ class Boids(Substrate):
         as_t = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32, device=self.device)  # noqa: E731
         return {"x": as_t(xs), "v": as_t(vs)}
 
-    def _scratch(self, P: int):
+    def _scratch(self, P: int, N: int):
+        """Grid buffers for P simulations of N boids: cell starts, fill counters, boids in cell order."""
         z = lambda *s: torch.zeros(*s, dtype=torch.int32, device=self.device)  # noqa: E731
-        return z(P, self.grid * self.grid + 1), z(P, self.grid * self.grid), z(P, self.N)
+        return z(P, self.grid * self.grid + 1), z(P, self.grid * self.grid), z(P, N)
 
     def _step(self, arrays, params, steps):
         ensure_taichi()
@@ -75,7 +76,7 @@ class Boids(Substrate):
         P = x.shape[0]
         theta = self.flat(params)
         x_new, v_new = torch.empty_like(x), torch.empty_like(v)
-        start, fill, items = self._scratch(P)
+        start, fill, items = self._scratch(P, self.N)
         if self.device.type == "cpu":
             kb.step_per_simulation(x, v, theta, x_new, v_new, start, fill, items, steps, self.grid, self.cell,
                                    self.visual_range, self.speed, self.dt)
@@ -94,9 +95,7 @@ class Boids(Substrate):
         P, N = x.shape[:2]
         idx = torch.empty(P, N, k, dtype=torch.int32, device=self.device)
         dist = torch.empty(P, N, k, device=self.device)
-        start, fill, items = (torch.zeros(P, self.grid * self.grid + 1, dtype=torch.int32, device=self.device),
-                              torch.zeros(P, self.grid * self.grid, dtype=torch.int32, device=self.device),
-                              torch.zeros(P, N, dtype=torch.int32, device=self.device))
+        start, fill, items = self._scratch(P, N)
         kb.knn(x, idx, dist, start, fill, items, self.grid, self.cell, k)
         idx, dist = idx.cpu().numpy(), dist.cpu().numpy()
         return (idx, dist) if batched else (idx[0], dist[0])

@@ -71,9 +71,10 @@ class ParticleLife(Substrate):
         ensure_taichi()
         x, c = arrays["x"], arrays["c"]
         img = torch.empty(x.shape[0], size, size, 3, device=self.device)
-        start, fill, items = tile_scratch(x.shape[0], size, self.N, 2 * (self.radius + kr.EDGE_CUTOFF), self.device)
-        tile_x, tile_y = torch.empty(items.shape, device=self.device), torch.empty(items.shape, device=self.device)
-        kr.particles(x, c, img, self.radius, start, fill, tile_x, tile_y, items)
+        # tile lists of copied positions (float) and colours (the int32 list from tile_scratch)
+        start, fill, tile_c = tile_scratch(x.shape[0], size, self.N, 2 * (self.radius + kr.EDGE_CUTOFF), self.device)
+        tile_x, tile_y = torch.empty(tile_c.shape, device=self.device), torch.empty(tile_c.shape, device=self.device)
+        kr.particles(x, c, img, self.radius, start, fill, tile_x, tile_y, tile_c)
         return img
 
     def _validate_state(self, arrays):
