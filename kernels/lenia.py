@@ -1,58 +1,58 @@
-"""Lenia: the growth, update and recentring of one step, fused in Taichi.
+"""Lenia: the recentring roll, the update and the centre of mass of one step, in Taichi.
 
-The convolutions run as batched real FFTs in torch (see workbench.simulations.lenia); these kernels
-do everything around them in single passes over memory:
-  roll_to_channels: roll the stored world by -shift (the previous step's recentring) and lay it out
-                    channel-first for the FFT;
-  update:           growth of the 15 potentials, the clipped update, and the centre-of-mass sums
-                    that give the next shift. Sums are taken row by row and then serially, so the
-                    shift (an integer, truncated) is the same on every run.
+The convolutions run as batched real FFTs in torch and the Gaussian growth as torch's vectorised
+exp (see workbench.simulations.lenia); these kernels do the rest in single passes over memory,
+on channel-first worlds (P, C, H, W):
+  roll:   out = the world rolled by -shift (the previous step's recentring), row by row with two
+          contiguous runs instead of a modulo per element;
+  update: A' = clip(A + dt·growth) with the growth summed over kernels by torch, and the
+          centre-of-mass sums that give the next shift. Sums are taken row by row and then serially,
+          so the shift (an integer, truncated) is the same on every run.
 """
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, ROW_STRIDE
 
 
 @ti.kernel
-def roll_to_channels(world: ti.types.ndarray(ndim=4), shift: ti.types.ndarray(ndim=2),
-                     out: ti.types.ndarray(ndim=4)):
-    """out[p, c, y, x] = world[p, (y + sy) mod H, (x + sx) mod W, c] with (sy, sx) = shift[p]."""
-    P, H, W, C = world.shape[0], world.shape[1], world.shape[2], world.shape[3]
-    # Row loops with a serial inner axis: Taichi's n-d index decomposition costs more than the copy.
-    for p, y in ti.ndrange(P, H):
+def roll(world: ti.types.ndarray(ndim=4), shift: ti.types.ndarray(ndim=2), out: ti.types.ndarray(ndim=4)):
+    """out[p, c, y, x] = world[p, c, (y + sy) mod H, (x + sx) mod W] with (sy, sx) = shift[p]."""
+    P, C, H, W = world.shape[0], world.shape[1], world.shape[2], world.shape[3]
+    for r in range(P * C * H * ROW_STRIDE):
+        if r % ROW_STRIDE != 0:
+            continue
+        p, c, y = r // ROW_STRIDE // (C * H), r // ROW_STRIDE // H % C, r // ROW_STRIDE % H
         sy = ((y + shift[p, 0]) % H + H) % H
-        for x in range(W):
-            sx = ((x + shift[p, 1]) % W + W) % W
-            for c in range(C):
-                out[p, c, y, x] = world[p, sy, sx, c]
+        sx = (shift[p, 1] % W + W) % W
+        for x in range(W - sx):
+            out[p, c, y, x] = world[p, c, sy, x + sx]
+        for x in range(W - sx, W):
+            out[p, c, y, x] = world[p, c, sy, x + sx - W]
 
 
 @ti.kernel
-def update(a: ti.types.ndarray(ndim=4), u: ti.types.ndarray(ndim=4),
-           m: ti.types.ndarray(ndim=2), s: ti.types.ndarray(ndim=2), h: ti.types.ndarray(ndim=2),
-           c1: ti.types.ndarray(ndim=1), world: ti.types.ndarray(ndim=4), rows: ti.types.ndarray(ndim=3),
-           shift: ti.types.ndarray(ndim=2), total_shift: ti.types.ndarray(ndim=2), R: ti.f32, dt: ti.f32):
-    """A' = clip(A + dt·Σ_k h_k·G(U_k; m_k, s_k) into channel c1_k, 0, 1), then the recentring shift.
+def update(a: ti.types.ndarray(ndim=4), growth: ti.types.ndarray(ndim=4), out: ti.types.ndarray(ndim=4),
+           rows: ti.types.ndarray(ndim=3), shift: ti.types.ndarray(ndim=2), total_shift: ti.types.ndarray(ndim=2),
+           R: ti.f32, dt: ti.f32):
+    """out = clip(a + dt·growth, 0, 1), then the recentring shift.
 
-    a: rolled world (P, C, H, W); u: potentials (P, K, H, W); world: output A' (P, H, W, C).
+    a: rolled world (P, C, H, W); growth: Σ_k h_k·(2·g_k − 1) per channel (P, C, H, W); out: A'.
     rows: scratch (P, H, 3) for per-row sums of A, A'·(y − mid) and A'·(x − mid).
     """
     P, C, H, W = a.shape[0], a.shape[1], a.shape[2], a.shape[3]
-    K = u.shape[1]
-    for p, y in ti.ndrange(P, H):
+    for r in range(P * H * ROW_STRIDE):
+        if r % ROW_STRIDE != 0:
+            continue
+        p, y = r // ROW_STRIDE // H, r // ROW_STRIDE % H
         m00, my, mx = 0.0, 0.0, 0.0
         for x in range(W):
-            growth = ti.Vector([0.0, 0.0, 0.0])
-            for k in range(K):
-                d = (u[p, k, y, x] - m[p, k]) / s[p, k]
-                growth[c1[k]] += h[p, k] * (2.0 * ti.exp(-0.5 * d * d) - 1.0)
             mass = 0.0
             for c in ti.static(range(3)):
                 if c < C:
                     old = a[p, c, y, x]
-                    new = ti.min(ti.max(old + dt * growth[c], 0.0), 1.0)
-                    world[p, y, x, c] = new
+                    new = ti.min(ti.max(old + dt * growth[p, c, y, x], 0.0), 1.0)
+                    out[p, c, y, x] = new
                     m00 += old
                     mass += new
             my += mass * ti.cast(y - H // 2, ti.f32)

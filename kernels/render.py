@@ -1,27 +1,15 @@
-"""Renderers: tile-binned splatting for boids and particles, nearest-neighbour upscale for Lenia.
+"""Renderers: banded splatting for boids and particles, nearest-neighbour upscale for Lenia.
 
 The reference draws one object at a time over the whole canvas (0.7 s a frame for 5000 particles).
-Each object here touches only the tiles its footprint covers: objects are binned into 8×8-pixel
-tiles (in drawing order, so compositing is exactly the reference's), then every pixel composites
-the short list of its tile. Footprints are cut where an object's weight drops below ~1e-8.
+Here the image is cut into bands of rows, one thread each; a thread walks all objects in the
+reference's drawing order and paints only the pixels of each footprint inside its band. Compositing
+is exactly the reference's, nothing is binned, and a band (a few KB) stays in cache. Footprints are
+cut where an object's weight drops below ~1e-8.
 
 Image axis 0 is x and axis 1 is y, sample points linspace(0, 1, size) (the reference's layout).
 """
 
 import taichi as ti
-
-from workbench.kernels.runtime import CPU_CHUNK
-
-TILE = 8
-
-
-@ti.func
-def _tile_range(lo, hi, size):
-    """Tiles covering world coordinates [lo, hi] on an axis sampled at k/(size − 1)."""
-    n_tiles = (size + TILE - 1) // TILE
-    a = ti.max(int(ti.floor(lo * (size - 1))) // TILE, 0)
-    b = ti.min(int(ti.ceil(hi * (size - 1))) // TILE, n_tiles - 1)
-    return a, b
 
 
 @ti.func
@@ -56,50 +44,49 @@ def _boid_mask(a, b, c, q):
     return _sigmoid(40.0 * l1) * _sigmoid(40.0 * l2) * _sigmoid(40.0 * l3)
 
 
+@ti.func
+def _pixel_range(lo, hi, first, last, size):
+    """Pixels first..last (clipped) whose sample points k/(size − 1) may lie in [lo, hi]."""
+    return ti.max(int(ti.floor(lo * (size - 1))), first), ti.min(int(ti.ceil(hi * (size - 1))), last)
+
+
+@ti.func
+def _paint_boid(x: ti.template(), v: ti.template(), img: ti.template(), p, i, ix0, ix1, colour):
+    """img ← mask·colour + (1 − mask)·img over the part of boid i's footprint in rows ix0..ix1."""
+    size = img.shape[1]
+    a, b, c = _boid_triangle(x, v, p, i)
+    xa, xb = _pixel_range(ti.min(a[0], b[0], c[0]) - BOID_MARGIN, ti.max(a[0], b[0], c[0]) + BOID_MARGIN,
+                          ix0, ix1, size)
+    ya, yb = _pixel_range(ti.min(a[1], b[1], c[1]) - BOID_MARGIN, ti.max(a[1], b[1], c[1]) + BOID_MARGIN,
+                          0, size - 1, size)
+    for ix in range(xa, xb + 1):
+        for iy in range(ya, yb + 1):
+            mask = _boid_mask(a, b, c, ti.Vector([ix / (size - 1), iy / (size - 1)]))
+            for ch in ti.static(range(3)):
+                img[p, ix, iy, ch] = mask * colour[ch] + (1.0 - mask) * img[p, ix, iy, ch]
+
+
 @ti.kernel
 def boids(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), img: ti.types.ndarray(ndim=4),
-          tile_start: ti.types.ndarray(ndim=2), tile_fill: ti.types.ndarray(ndim=2),
-          tile_items: ti.types.ndarray(ndim=2)):
-    """White canvas, black boids composited in order, boid 0 drawn again in red on top."""
+          bands: ti.i32, band_stride: ti.i32):
+    """White canvas, black boids composited in order, boid 0 drawn again in red on top.
+
+    Painted band by band like `particles` (one thread per band of rows, boids in drawing order).
+    """
     P, N, size = x.shape[0], x.shape[1], img.shape[1]
-    nt = (size + TILE - 1) // TILE
-    for p, t in ti.ndrange(P, nt * nt + 1):
-        tile_start[p, t] = 0
-    for q in range(P * CPU_CHUNK):
-        if q % CPU_CHUNK == 0:
-            p = q // CPU_CHUNK
-            for pass_ in range(2):  # count, then fill in boid order
-                if pass_ == 1:
-                    for t in range(nt * nt):
-                        tile_start[p, t + 1] += tile_start[p, t]
-                        tile_fill[p, t] = 0
-                for i in range(N):
-                    a, b, c = _boid_triangle(x, v, p, i)
-                    tx0, tx1 = _tile_range(ti.min(a[0], b[0], c[0]) - BOID_MARGIN,
-                                           ti.max(a[0], b[0], c[0]) + BOID_MARGIN, size)
-                    ty0, ty1 = _tile_range(ti.min(a[1], b[1], c[1]) - BOID_MARGIN,
-                                           ti.max(a[1], b[1], c[1]) + BOID_MARGIN, size)
-                    for tx in range(tx0, tx1 + 1):
-                        for ty in range(ty0, ty1 + 1):
-                            t = tx * nt + ty
-                            if pass_ == 0:
-                                tile_start[p, t + 1] += 1
-                            else:
-                                tile_items[p, tile_start[p, t] + tile_fill[p, t]] = i
-                                tile_fill[p, t] += 1
-    for p, ix in ti.ndrange(P, size):  # rows with a serial inner loop: cheaper indexing than 3-d ranges
-        for iy in range(size):
-            q = ti.Vector([ix / (size - 1), iy / (size - 1)])
-            t = (ix // TILE) * nt + iy // TILE
-            col = ti.Vector([1.0, 1.0, 1.0])
-            for k in range(tile_start[p, t], tile_start[p, t + 1]):
-                a, b, c = _boid_triangle(x, v, p, tile_items[p, k])
-                col *= 1.0 - _boid_mask(a, b, c, q)
-            a, b, c = _boid_triangle(x, v, p, 0)
-            mask = _boid_mask(a, b, c, q)
-            col = mask * ti.Vector([1.0, 0.0, 0.0]) + (1.0 - mask) * col
-            for ch in ti.static(range(3)):
-                img[p, ix, iy, ch] = col[ch]
+    per_band = (size + bands - 1) // bands
+    for q in range(P * bands * band_stride):
+        if q % band_stride != 0:
+            continue
+        p, band = q // band_stride // bands, q // band_stride % bands
+        ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
+        for ix in range(ix0, ix1 + 1):
+            for iy in range(size):
+                for ch in ti.static(range(3)):
+                    img[p, ix, iy, ch] = 1.0
+        for i in range(N):
+            _paint_boid(x, v, img, p, i, ix0, ix1, ti.Vector([0.0, 0.0, 0.0]))
+        _paint_boid(x, v, img, p, 0, ix0, ix1, ti.Vector([1.0, 0.0, 0.0]))
 
 
 # --- particles ---------------------------------------------------------------------------------
@@ -111,56 +98,45 @@ EDGE_CUTOFF = 0.01  # coverage 1 − σ(2000·d) < 3e-9 beyond this distance out
 
 @ti.kernel
 def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.types.ndarray(ndim=4),
-              radius: ti.f32, tile_start: ti.types.ndarray(ndim=2), tile_fill: ti.types.ndarray(ndim=2),
-              tile_x: ti.types.ndarray(ndim=2), tile_y: ti.types.ndarray(ndim=2), tile_c: ti.types.ndarray(ndim=2)):
+              radius: ti.f32, bands: ti.i32, band_stride: ti.i32):
     """Black canvas, discs of coverage 1 − σ(2000·(d − radius)) composited in reverse index order.
 
-    Tile lists hold copies of the particles' positions and colours (not indices), so the per-pixel
-    loop reads contiguous memory.
+    The image is cut into `bands` bands of rows (axis 0), one thread each; a thread walks all particles
+    in drawing order and paints the part of each disc inside its band. Drawing order is kept without
+    any binning, and the band (a few KB) stays in cache. `band_stride` spaces the bands' loop indices
+    (CPU_CHUNK on the CPU, so each band is its own chunk; 1 on GPUs, with one band per row).
     """
     P, N, size = x.shape[0], x.shape[1], img.shape[1]
-    nt = (size + TILE - 1) // TILE
     reach = radius + EDGE_CUTOFF
     palette = ti.Matrix(PALETTE)
-    for p, t in ti.ndrange(P, nt * nt + 1):
-        tile_start[p, t] = 0
-    for p, i in ti.ndrange(P, N):
-        tx0, tx1 = _tile_range(x[p, i, 0] - reach, x[p, i, 0] + reach, size)
-        ty0, ty1 = _tile_range(x[p, i, 1] - reach, x[p, i, 1] + reach, size)
-        for tx in range(tx0, tx1 + 1):
-            for ty in range(ty0, ty1 + 1):
-                ti.atomic_add(tile_start[p, tx * nt + ty + 1], 1)
-    for q in range(P * CPU_CHUNK):
-        if q % CPU_CHUNK == 0:
-            p = q // CPU_CHUNK
-            for t in range(nt * nt):
-                tile_start[p, t + 1] += tile_start[p, t]
-                tile_fill[p, t] = 0
-            for j in range(N):  # serial, last particle first: the drawing order of the reference
-                i = N - 1 - j
-                tx0, tx1 = _tile_range(x[p, i, 0] - reach, x[p, i, 0] + reach, size)
-                ty0, ty1 = _tile_range(x[p, i, 1] - reach, x[p, i, 1] + reach, size)
-                for tx in range(tx0, tx1 + 1):
-                    for ty in range(ty0, ty1 + 1):
-                        t = tx * nt + ty
-                        slot = tile_start[p, t] + tile_fill[p, t]
-                        tile_x[p, slot], tile_y[p, slot], tile_c[p, slot] = x[p, i, 0], x[p, i, 1], c[p, i]
-                        tile_fill[p, t] += 1
-    for p, ix in ti.ndrange(P, size):
-        for iy in range(size):
-            qx, qy = ix / (size - 1), iy / (size - 1)
-            t = (ix // TILE) * nt + iy // TILE
-            col = ti.Vector([0.0, 0.0, 0.0])
-            for k in range(tile_start[p, t], tile_start[p, t + 1]):
-                dx, dy = tile_x[p, k] - qx, tile_y[p, k] - qy
-                dd = dx * dx + dy * dy
-                if dd < reach * reach:
-                    cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
-                    ci = tile_c[p, k]
-                    colour = ti.Vector([palette[ci, 0], palette[ci, 1], palette[ci, 2]])
-                    col = cov * colour + (1.0 - cov) * col
-            for ch in ti.static(range(3)):
-                img[p, ix, iy, ch] = col[ch]
+    per_band = (size + bands - 1) // bands
+    for q in range(P * bands * band_stride):
+        if q % band_stride != 0:
+            continue
+        p, band = q // band_stride // bands, q // band_stride % bands
+        ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
+        for ix in range(ix0, ix1 + 1):
+            for iy in range(size):
+                for ch in ti.static(range(3)):
+                    img[p, ix, iy, ch] = 0.0
+        for j in range(N):  # last particle first: the drawing order of the reference
+            i = N - 1 - j
+            px, py = x[p, i, 0], x[p, i, 1]
+            a = ti.max(int(ti.floor((px - reach) * (size - 1))), ix0)
+            b = ti.min(int(ti.ceil((px + reach) * (size - 1))), ix1)
+            if a <= b:
+                ya = ti.max(int(ti.floor((py - reach) * (size - 1))), 0)
+                yb = ti.min(int(ti.ceil((py + reach) * (size - 1))), size - 1)
+                ci = c[p, i]
+                colour = ti.Vector([palette[ci, 0], palette[ci, 1], palette[ci, 2]])
+                for ix in range(a, b + 1):
+                    for iy in range(ya, yb + 1):
+                        dx, dy = px - ix / (size - 1), py - iy / (size - 1)
+                        dd = dx * dx + dy * dy
+                        if dd < reach * reach:
+                            cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
+                            for ch in ti.static(range(3)):
+                                img[p, ix, iy, ch] = cov * colour[ch] + (1.0 - cov) * img[p, ix, iy, ch]
 
 
 # --- Lenia -------------------------------------------------------------------------------------

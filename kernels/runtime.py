@@ -20,6 +20,9 @@ import torch
 # works only on multiples of CPU_CHUNK gives each simulation its own chunk: small populations still
 # use every core. Kernels use this for their per-simulation serial parts.
 CPU_CHUNK = 512
+# Loops over image rows (a few hundred) would fit in one chunk and use one core. Row loops iterate over
+# rows × ROW_STRIDE and work only on multiples of ROW_STRIDE: 16 rows a chunk, so every core gets rows.
+ROW_STRIDE = 32
 
 _lock = threading.Lock()
 _arch: str | None = None
@@ -49,3 +52,15 @@ def torch_device() -> torch.device:
     """The torch device whose tensors Taichi kernels can read without copies."""
     arch = ensure_taichi()
     return torch.device("cuda") if arch == "cuda" else torch.device("cpu")
+
+
+def row_bands(rows: int) -> tuple[int, int]:
+    """How to cut `rows` image rows into bands, one thread each: (bands, loop stride).
+
+    On the CPU a few bands per core, each its own chunk of the range-for (stride CPU_CHUNK); on a GPU
+    one band per row. The picture does not depend on the choice.
+    """
+    if ensure_taichi() in ("x64", "arm64"):
+        return min(rows, max(16, 4 * (os.cpu_count() or 1))), CPU_CHUNK
+    return rows, 1
+

@@ -7,7 +7,6 @@ batched, and results come back without the axis when none was given.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,19 +55,6 @@ def seeds_for(seed: int | Sequence[int], population: int) -> list[int]:
     if len(seeds) != population:
         raise ValueError(f"got {len(seeds)} seeds for a population of {population}; give one int or {population}")
     return seeds
-
-
-def tile_scratch(population: int, size: int, n_objects: int, extent: float,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Buffers for the tile-binned renderers: tile starts, fill counters and the object lists,
-    sized for objects whose footprint is at most `extent` wide (world units)."""
-    from workbench.kernels.render import TILE
-
-    nt = (size + TILE - 1) // TILE
-    # a footprint of w pixels, widened by one pixel each side by floor/ceil, starts anywhere in a tile
-    per_axis = math.ceil((extent * (size - 1) + 2) / TILE) + 1
-    z = lambda *shape: torch.zeros(*shape, dtype=torch.int32, device=device)  # noqa: E731
-    return z(population, nt * nt + 1), z(population, nt * nt), z(population, n_objects * per_axis**2)
 
 
 def with_population_axis(arr, shape: tuple[int, ...], what: str, batched: bool | None):

@@ -9,8 +9,8 @@ import torch
 
 from workbench.kernels import boids as kb
 from workbench.kernels import render as kr
-from workbench.kernels.runtime import ensure_taichi
-from workbench.simulations.base import Substrate, check_positive, tile_scratch
+from workbench.kernels.runtime import ensure_taichi, row_bands
+from workbench.simulations.base import Substrate, check_positive
 
 # layer name -> (fan in, fan out), in the order of the flat θ (b_i then W_i per layer)
 LAYERS = {"1": (4, 8), "2": (8, 8), "3": (8, 8), "4": (8, 1)}
@@ -105,9 +105,7 @@ class Boids(Substrate):
         x, v = arrays["x"], arrays["v"]
         P = x.shape[0]
         img = torch.empty(P, size, size, 3, device=self.device)
-        extent = 4 * kr.BOID_SIZE + 2 * kr.BOID_MARGIN  # widest footprint of one boid
-        start, fill, items = tile_scratch(P, size, self.N, extent, self.device)
-        kr.boids(x, v, img, start, fill, items)
+        kr.boids(x, v, img, *row_bands(size))
         return img
 
     def _validate_state(self, arrays):

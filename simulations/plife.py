@@ -9,8 +9,8 @@ import torch
 
 from workbench.kernels import plife as kp
 from workbench.kernels import render as kr
-from workbench.kernels.runtime import ensure_taichi
-from workbench.simulations.base import Substrate, check_positive, tile_scratch
+from workbench.kernels.runtime import ensure_taichi, row_bands
+from workbench.simulations.base import Substrate, check_positive
 
 N_COLOURS = 6
 
@@ -71,10 +71,7 @@ class ParticleLife(Substrate):
         ensure_taichi()
         x, c = arrays["x"], arrays["c"]
         img = torch.empty(x.shape[0], size, size, 3, device=self.device)
-        # tile lists of copied positions (float) and colours (the int32 list from tile_scratch)
-        start, fill, tile_c = tile_scratch(x.shape[0], size, self.N, 2 * (self.radius + kr.EDGE_CUTOFF), self.device)
-        tile_x, tile_y = torch.empty(tile_c.shape, device=self.device), torch.empty(tile_c.shape, device=self.device)
-        kr.particles(x, c, img, self.radius, start, fill, tile_x, tile_y, tile_c)
+        kr.particles(x, c, img, self.radius, *row_bands(size))
         return img
 
     def _validate_state(self, arrays):
