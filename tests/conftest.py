@@ -23,3 +23,24 @@ def substrates():
     from workbench.simulations import make_substrate
 
     return {name: make_substrate(name) for name in ("lenia", "boids", "plife")}
+
+
+@pytest.fixture(scope="session")
+def clip_weights(tmp_path_factory):
+    """A random-initialised open_clip ViT-B-32 saved as a state dict: the same code path as real
+    weights, without a download."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path_factory.mktemp("clip") / "vitb32.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_fm(clip_weights):
+    from workbench.fm import load_fm
+
+    return load_fm("openclip:ViT-B-32", weights=clip_weights)

@@ -58,6 +58,98 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _client(args):
+    """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None."""
+    if args.workers and args.dask:
+        raise ValueError("give --workers N or --dask ADDRESS, not both")
+    if args.workers:
+        from workbench.scale import local_client
+
+        return local_client(args.workers)
+    if args.dask:
+        from workbench.scale import connect
+
+        return connect(args.dask)
+    return None
+
+
+def cmd_asal(args) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs)
+    cfg = None
+    if args.resume is None:
+        if args.substrate is None:
+            raise ValueError("--substrate is required (unless --resume RUN_ID)")
+        ev = EvalConfig(args.substrate, args.fm, weights=args.weights, steps=args.steps, frames=args.frames,
+                        bs=args.bs, size=args.size, chunk=args.chunk)
+        extra = {"prompts": args.prompt or [], "target_image": args.target_image}
+        if args.search == "illuminate":
+            extra = {"algorithm": args.algorithm, "population": args.population}
+        cfg = SearchConfig(kind=args.search, eval=ev, iters=args.iters, pop=args.pop, sigma=args.sigma,
+                           seed=args.seed, c_softmax=args.c_softmax, c_oe=args.c_oe, **extra)
+        for note in cfg.notes:
+            err.print(f"[yellow]note:[/] {note}")
+    client = _client(args)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err, disable=args.quiet) as bar:
+            task = bar.add_task(f"asal {args.search}", total=args.iters, loss="–")
+
+            def on_iteration(done, total, row):
+                bar.update(task, completed=done, total=total, loss=f"{row['best_loss']:.4f}")
+
+            run = run_search(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
+    finally:
+        if client is not None:
+            client.close()
+    info = run.info
+    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+                      "iterations": info["iterations"], "best_loss": info["best_loss"]}))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs)
+    if args.action == "list":
+        rows = store.list()
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            from rich.table import Table
+
+            table = Table("kind", "substrate", "fm", "status", "iterations", "best_loss", "id")
+            for r in rows:
+                loss = "" if r["best_loss"] is None else f"{r['best_loss']:.4f}"
+                table.add_row(r["kind"], r["substrate"], r["fm"], r["status"], str(r["iterations"]), loss, r["id"])
+            Console(width=max(Console().width, 140)).print(table)
+        for name in store.broken():
+            err.print(f"[yellow]warning:[/] {name} is not a readable run (corrupt or foreign run.json); skipped")
+        return 0
+    if args.action == "show":
+        run = store.open(args.ids[0])
+        info = run.info
+        info["metrics"] = store.metrics(run.id)
+        info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
+        print(json.dumps(info, indent=None if args.json else 2, default=str))
+        return 0
+    a, b = (store.open(i) for i in args.ids)
+    out = {}
+    for run in (a, b):
+        info, metrics = run.info, store.metrics(run.id)
+        out[run.id] = {k: info[k] for k in ("kind", "substrate", "fm", "status", "iterations", "best_loss", "seed")}
+        out[run.id]["best_loss_by_iteration"] = [m["best_loss"] for m in metrics]
+    print(json.dumps(out, indent=None if args.json else 2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
 
@@ -96,6 +188,52 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--substrates", nargs="*", choices=choices)
     subs.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
     subs.set_defaults(func=cmd_bench)
+
+    asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
+    asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")
+    for name, text in (("target", "Sep-CMA-ES towards prompts or a target image"),
+                       ("openended", "Sep-CMA-ES for open-endedness (optionally with prompts)"),
+                       ("illuminate", "a diverse population: the reference GA or MAP-Elites")):
+        a = asal_sub.add_parser(name, help=text, description=text)
+        a.add_argument("--substrate", choices=choices)
+        a.add_argument("--fm", default="efficientnet-lite0",
+                       help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0, offline)")
+        a.add_argument("--weights", help="local weights file (state dict) for clip / openclip:ARCH")
+        if name != "illuminate":
+            a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
+            a.add_argument("--target-image", help="target image file (for image-only FMs too)")
+        else:
+            a.add_argument("--algorithm", choices=["ga", "map-elites"], default="ga")
+            a.add_argument("--population", type=int, default=256, help="GA population size")
+        a.add_argument("--iters", type=int, default=100)
+        a.add_argument("--pop", type=int, default=16 if name != "illuminate" else 32,
+                       help="CMA population / GA children / MAP-Elites batch")
+        a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
+        a.add_argument("--frames", type=int, default=1, help="K frames sampled at chunk ends")
+        a.add_argument("--bs", type=int, default=1, help="initial-state seeds averaged per θ")
+        a.add_argument("--size", type=int, default=224, help="render size fed to the FM")
+        a.add_argument("--sigma", type=float, default=0.1)
+        a.add_argument("--c-softmax", type=float, default=0.0, help="weight of the softmax target loss")
+        a.add_argument("--c-oe", type=float, default=0.0, help="weight of the open-endedness loss")
+        a.add_argument("--chunk", type=int, default=16, help="simulations per batch / Dask task")
+        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+        a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run")
+        a.add_argument("--workers", type=int, default=0, help="start a Dask LocalCluster with N workers")
+        a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+        a.add_argument("--quiet", action="store_true", help="no progress bar")
+        a.set_defaults(func=cmd_asal)
+
+    runs = sub.add_parser("runs", help="the run store: list, show, compare")
+    runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
+                          ("compare", 2, "two runs side by side")):
+        r = runs_sub.add_parser(name, help=text)
+        if n:
+            r.add_argument("ids", nargs=n, metavar="ID")
+        r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+        r.add_argument("--json", action="store_true")
+        r.set_defaults(func=cmd_runs)
     return parser
 
 

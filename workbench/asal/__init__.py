@@ -1,0 +1,1 @@
+"""ASAL: foundation-model scores and the target, open-endedness and illumination searches."""

@@ -1,0 +1,236 @@
+"""The loop around an ASAL search: evaluate, tell, checkpoint, and finish a run in the run store.
+
+    cfg = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels"), prompts=["a caterpillar"], iters=5)
+    run = run_search(cfg, RunStore("runs"))              # or run_search(None, store, resume="<run-id>")
+
+After every iteration the search object, the metrics and the loop's position are checkpointed
+atomically, so a killed run resumed with `resume=` ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
+from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch
+from workbench.runs import Run, RunError, RunStore
+
+KINDS = ("target", "openended", "illuminate")
+ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
+
+
+@dataclass
+class SearchConfig:
+    kind: str
+    eval: EvalConfig
+    prompts: list[str] = field(default_factory=list)
+    target_image: str | None = None
+    algorithm: str | None = None      # default: cma (target, openended) or ga (illuminate)
+    iters: int = 100
+    pop: int = 16                     # CMA population; GA children; MAP-Elites batch
+    population: int = 256             # GA population
+    sigma: float = 0.1
+    seed: int = 0
+    c_prompt: float = 1.0
+    c_softmax: float = 0.0
+    c_oe: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if isinstance(self.eval, dict):
+            self.eval = EvalConfig(**self.eval)
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        self.algorithm = self.algorithm or ALGORITHMS[self.kind][0]
+        if self.algorithm not in ALGORITHMS[self.kind]:
+            raise ValueError(f"{self.kind} search supports --algorithm {' | '.join(ALGORITHMS[self.kind])}, "
+                             f"got {self.algorithm!r}")
+        for name in ("iters", "pop", "population"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.eval.frames < 1 or self.eval.bs < 1:
+            raise ValueError("--frames and --bs must be positive integers")
+        if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
+            raise ValueError("prompts must be non-empty text")
+        if self.kind == "target" and not self.prompts and not self.target_image:
+            raise ValueError("a target search needs --prompt TEXT (one or more) or --target-image FILE")
+        if self.prompts and self.target_image:
+            raise ValueError("give either --prompt or --target-image, not both")
+        n = len(self.prompts) or (1 if self.target_image else 0)
+        if n and self.kind != "illuminate":
+            k = max(self.eval.frames, n)
+            if k % n:
+                k = math.ceil(k / n) * n
+                self.notes.append(f"--frames {self.eval.frames} is not a multiple of the {n} prompts; "
+                                  f"using {k} frames")
+            self.eval.frames = k
+        if self.kind == "openended" and self.c_oe == 0.0:
+            self.c_oe = 1.0
+        if self.kind == "openended" and not n:
+            self.c_prompt = 0.0
+        if self.kind == "illuminate":
+            self.eval.frames = 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("notes")
+        return d
+
+
+def make_search(cfg: SearchConfig, n_params: int):
+    if cfg.algorithm == "cma":
+        return SepCMAESSearch(n_params, population=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+    if cfg.algorithm == "ga":
+        return IlluminationGA(n_params, population=cfg.population, children=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+    return MapElitesSearch(n_params, batch=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+
+
+def target_embeddings(cfg: SearchConfig, fm) -> np.ndarray | None:
+    if cfg.prompts:
+        return fm.embed_texts(cfg.prompts)
+    if cfg.target_image:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            img = np.asarray(Image.open(cfg.target_image).convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"cannot read the target image {cfg.target_image!r}: {exc}") from exc
+        return fm.embed_images(img)
+    return None
+
+
+def iteration_seeds(seed: int, iteration: int, bs: int) -> list[int]:
+    """Initial-state seeds of one iteration: fresh each iteration, fixed by (seed, iteration)."""
+    return [int(s) for s in np.random.SeedSequence([seed, iteration]).generate_state(bs)]
+
+
+def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (B, bs, K, D) and thumbnails of a batch of θ, in chunks, locally or on Dask."""
+    chunks = [thetas[i:i + cfg.chunk] for i in range(0, len(thetas), cfg.chunk)]
+    if client is None:
+        results = [embed_rollouts(cfg, c, seeds) for c in chunks]
+    else:
+        futures = client.map(embed_rollouts, [cfg] * len(chunks), chunks, [seeds] * len(chunks), pure=False)
+        results = client.gather(futures)
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
+               on_iteration: Callable[[int, int, dict], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Run:
+    """Run (or resume) a search to cfg.iters iterations; returns the finished run."""
+    if resume is not None:
+        run = store.open(resume)
+        info = run.info
+        try:
+            cfg = SearchConfig(**{k: v for k, v in info["config"].items() if k != "notes"})
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"run {resume!r} has a config this version cannot read ({exc})") from exc
+        state = run.load_checkpoint()
+        if info.get("status") == "done":
+            return run
+    else:
+        if cfg is None:
+            raise ValueError("give a SearchConfig or resume=RUN_ID")
+        state = None
+    sub, fm = components(cfg.eval)  # fails fast on unknown substrate / FM / missing weights
+    z_target = target_embeddings(cfg, fm)
+    objective = Objective(z_target, cfg.c_prompt, cfg.c_softmax, cfg.c_oe)
+    if resume is None:
+        run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, cfg.to_dict(), cfg.seed)
+    if state is None:
+        state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": [], "best_thumb": None}
+    run.update(status="running")
+    search, metrics = state["search"], state["metrics"]
+    try:
+        for it in range(state["iteration"], cfg.iters):
+            if should_stop is not None and should_stop():
+                run.update(status="stopped")
+                return run
+            start = time.perf_counter()
+            thetas = search.ask()
+            z, thumbs = evaluate(cfg.eval, thetas, iteration_seeds(cfg.seed, it, cfg.eval.bs), client)
+            losses = objective(z) if cfg.kind != "illuminate" else None
+            final = z[:, :, -1].mean(axis=1)
+            final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
+            before = getattr(search, "best_loss", None)
+            info = search.tell(thetas, losses, final)
+            if losses is not None and search.best_loss != before:
+                state["best_thumb"] = thumbs[int(np.argmin(losses))]
+            if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
+                known = {**state.get("thumbs", {}), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
+                state["thumbs"] = {k: known[k] for k in map(_key, search.population()[0]) if k in known}
+            row = {"iteration": it, "seconds": time.perf_counter() - start, **info}
+            metrics.append(row)
+            state["iteration"] = it + 1
+            run.save_checkpoint(state)
+            run.write_table("metrics", metrics)
+            run.update(iterations=it + 1, best_loss=info["best_loss"])
+            if on_iteration is not None:
+                on_iteration(it + 1, cfg.iters, row)
+        finish(run, cfg, search, state)
+    except BaseException:
+        run.update(status="failed" if state["iteration"] < cfg.iters else "running")
+        raise
+    return run
+
+
+def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
+    """Final tables and pictures: population.parquet, best.npy, best.png, best.mp4 or atlas.png."""
+    from PIL import Image
+
+    from workbench.export import export
+
+    sub, _ = components(cfg.eval)
+    thetas, z = search.population()
+    table = {"theta": [t.astype(np.float32).tolist() for t in thetas]}
+    if z is not None:
+        table["embedding"] = [e.astype(np.float32).tolist() for e in z]
+    run.write_table("population", table)
+    if cfg.kind == "illuminate":
+        best = thetas[0]
+        atlas = atlas_image(thetas, z, state.get("thumbs", {}))
+        tmp = run.path / ".atlas.png"
+        Image.fromarray(atlas).save(tmp)
+        tmp.replace(run.path / "atlas.png")
+    else:
+        best = search.best_theta
+        export(sub, sub.decode(best), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
+               every=max(1, cfg.eval.steps // 120))
+        if state.get("best_thumb") is not None:
+            tmp = run.path / ".best.png"
+            Image.fromarray(state["best_thumb"]).save(tmp)
+            tmp.replace(run.path / "best.png")
+    run.write_array("best.npy", np.asarray(best, np.float64))
+    run.update(status="done")
+
+
+def _key(theta: np.ndarray) -> bytes:
+    return np.asarray(theta, np.float64).tobytes()
+
+
+def atlas_image(thetas: np.ndarray, z: np.ndarray | None, thumbs: dict, max_items: int = 1024) -> np.ndarray:
+    """A square grid of final-frame thumbnails, rows ordered by the first principal component of the
+    embeddings and each row by the second (the paper's atlas, without the 2-D snapping)."""
+    n = min(len(thetas), max_items)
+    idx = np.arange(n)
+    side = math.ceil(math.sqrt(n))
+    if z is not None and n > 2:
+        zc = z[:n] - z[:n].mean(axis=0)
+        _, _, vt = np.linalg.svd(zc, full_matrices=False)
+        pc = zc @ vt[:2].T
+        rows = np.argsort(pc[:, 0], kind="stable")
+        idx = np.concatenate([r[np.argsort(pc[r, 1], kind="stable")] for r in np.array_split(rows, side)])
+    cell = next(iter(thumbs.values())).shape[0] if thumbs else 8
+    atlas = np.zeros((side * cell, side * cell, 3), np.uint8)
+    for k, i in enumerate(idx):
+        thumb = thumbs.get(_key(thetas[i]))
+        if thumb is not None:
+            r, c = divmod(k, side)
+            atlas[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = thumb[:cell, :cell]
+    return atlas

@@ -1,0 +1,77 @@
+"""ASAL's foundation-model scores (spec §3). All are minimised; embeddings are unit rows.
+
+Every function takes embeddings with optional leading batch axes, e.g. (P, K, D) for a population of
+P rollouts of K frames, and returns one loss per batch entry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def tile_prompts(z_txt: np.ndarray, frames: int) -> np.ndarray:
+    """Prompt embeddings (P, D) tiled over K frames as p1, p2, …, pP, p1, … (K a multiple of P)."""
+    z_txt = np.asarray(z_txt, np.float64)
+    if z_txt.ndim != 2 or len(z_txt) == 0:
+        raise ValueError(f"prompt embeddings must have shape (P, D), got {z_txt.shape}")
+    if frames % len(z_txt):
+        raise ValueError(f"the number of frames ({frames}) must be a multiple of the number of prompts "
+                         f"({len(z_txt)})")
+    return np.tile(z_txt, (frames // len(z_txt), 1))
+
+
+def _frames(z) -> np.ndarray:
+    z = np.asarray(z, np.float64)
+    if z.ndim < 2:
+        raise ValueError(f"embeddings must have shape (..., K, D), got {z.shape}")
+    return z
+
+
+def supervised_target(z, z_txt) -> np.ndarray:
+    """L_ST = −(1/K)·Σ_t ⟨z_txt[t], z_t⟩ with prompts tiled over the K frames."""
+    z = _frames(z)
+    return -np.mean(np.sum(tile_prompts(z_txt, z.shape[-2]) * z, axis=-1), axis=-1)
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def softmax_target(z, z_txt, temperature: float = 0.01) -> np.ndarray:
+    """L_SM = ½·(mean_t −log softmax_row(S)_tt + mean_t −log softmax_col(S)_tt), S = Z_txt·Z_imgᵀ/τ.
+
+    Computed with log-softmax (max subtracted), so it stays finite at τ = 0.01.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    z = _frames(z)
+    txt = tile_prompts(z_txt, z.shape[-2])
+    S = np.einsum("kd,...jd->...kj", txt, z) / temperature
+    rows = np.diagonal(_log_softmax(S, axis=-1), axis1=-2, axis2=-1)
+    cols = np.diagonal(_log_softmax(S, axis=-2), axis1=-2, axis2=-1)
+    return 0.5 * (-rows.mean(axis=-1) - cols.mean(axis=-1))
+
+
+def open_endedness(z) -> np.ndarray:
+    """L_OE = (1/K)·Σ_t max(0, max_{t′<t} ⟨z_t, z_t′⟩): how much each frame repeats an earlier one.
+
+    The clamp at 0 (and the 0 of the first frame) comes from the reference masking the upper
+    triangle of the similarity matrix with zeros; it is kept.
+    """
+    z = _frames(z)
+    K = z.shape[-2]
+    sim = np.einsum("...id,...jd->...ij", z, z)
+    sim = np.where(np.tril(np.ones((K, K), bool), k=-1), sim, 0.0)
+    return sim.max(axis=-1).mean(axis=-1)
+
+
+def illumination(z) -> np.ndarray | float:
+    """L_IL = (1/N)·Σ_i max_{j≠i} ⟨z_i, z_j⟩ over N simulations (one embedding each)."""
+    z = _frames(z)
+    N = z.shape[-2]
+    if N < 2:
+        raise ValueError("illumination needs at least two simulations")
+    sim = np.einsum("...id,...jd->...ij", z, z)
+    sim = np.where(np.eye(N, dtype=bool), -np.inf, sim)
+    return sim.max(axis=-1).mean(axis=-1)

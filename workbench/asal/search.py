@@ -1,0 +1,178 @@
+"""ASAL searches as ask/tell objects; the caller owns the loop (see workbench.asal.driver).
+
+    search = SepCMAESSearch(n_params, population=16, sigma=0.1, seed=0)
+    while ...:
+        thetas = search.ask()                        # (B, n_params)
+        search.tell(thetas, losses, embeddings)      # losses (B,), final-frame embeddings (B, D)
+
+Every object is plain Python + NumPy state (including its random generator), so pickling it is a
+complete checkpoint: a resumed search continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.asal.scores import illumination
+
+
+class SepCMAESSearch:
+    """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4)."""
+
+    kind = "cma"
+
+    def __init__(self, n_params: int, population: int = 16, sigma: float = 0.1, seed: int = 0):
+        from cmaes import SepCMA
+
+        if population < 2:
+            raise ValueError(f"population must be at least 2, got {population}")
+        self.opt = SepCMA(mean=np.zeros(n_params), sigma=sigma, population_size=population, seed=seed)
+        self.best_theta = np.zeros(n_params)
+        self.best_loss = np.inf
+
+    def ask(self) -> np.ndarray:
+        return np.stack([self.opt.ask() for _ in range(self.opt.population_size)])
+
+    def tell(self, thetas: np.ndarray, losses: np.ndarray, embeddings: np.ndarray | None = None) -> dict:
+        self.opt.tell([(t, float(v)) for t, v in zip(thetas, losses, strict=True)])
+        i = int(np.argmin(losses))
+        if losses[i] < self.best_loss:
+            self.best_loss, self.best_theta = float(losses[i]), np.array(thetas[i])
+        return {"loss_min": float(np.min(losses)), "loss_mean": float(np.mean(losses)),
+                "best_loss": self.best_loss, "sigma": float(self.opt._sigma)}
+
+    def population(self) -> tuple[np.ndarray, None]:
+        return self.best_theta[None], None
+
+    # cmaes drops its RandomState when pickled (a fresh, unseeded one comes back), which would make a
+    # resumed run differ from an uninterrupted one; carry the generator's state across ourselves.
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_rng_state": self.opt._rng.get_state()}
+
+    def __setstate__(self, state: dict) -> None:
+        rng_state = state.pop("_rng_state")
+        self.__dict__.update(state)
+        self.opt._rng.set_state(rng_state)
+
+
+class IlluminationGA:
+    """The reference illumination GA (spec §4): population 256 from θ = 0, 32 children a generation
+    (uniform parents + 0.1·N(0, I)), then the 32 most redundant of the 288 are removed one at a time —
+    each time the one with the highest mean similarity to its 2 most similar survivors."""
+
+    kind = "ga"
+
+    def __init__(self, n_params: int, population: int = 256, children: int = 32, sigma: float = 0.1,
+                 seed: int = 0):
+        if children < 1 or population < 3:
+            raise ValueError("the GA needs population ≥ 3 and children ≥ 1")
+        self.n_params, self.size, self.children, self.sigma = n_params, population, children, sigma
+        self.rng = np.random.default_rng(seed)
+        self.thetas: np.ndarray | None = None
+        self.z: np.ndarray | None = None
+
+    def ask(self) -> np.ndarray:
+        if self.z is None:
+            return np.zeros((1, self.n_params))  # the start population is `population` copies of θ = 0
+        parents = self.rng.integers(0, len(self.thetas), self.children)
+        return self.thetas[parents] + self.sigma * self.rng.standard_normal((self.children, self.n_params))
+
+    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+        if self.z is None:
+            self.thetas = np.repeat(thetas[:1], self.size, axis=0)
+            self.z = np.repeat(embeddings[:1], self.size, axis=0)
+        else:
+            thetas, z = np.concatenate([self.thetas, thetas]), np.concatenate([self.z, embeddings])
+            keep = prune_redundant(z, len(z) - self.size)
+            self.thetas, self.z = thetas[keep], z[keep]
+        return {"loss_min": float(illumination(self.z)), "loss_mean": float(illumination(self.z)),
+                "best_loss": float(illumination(self.z)), "sigma": self.sigma}
+
+    def population(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.thetas, self.z
+
+
+def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarray:
+    """Indices kept after removing `remove` rows one at a time, each time the row with the highest
+    mean similarity to its `neighbours` most similar surviving rows (ties: the lowest index)."""
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    alive = np.ones(len(z), bool)
+    for _ in range(remove):
+        s = np.where(alive[None, :], sim, -np.inf)[alive]
+        top = -np.sort(-s, axis=1)[:, :neighbours].mean(axis=1)
+        alive[np.flatnonzero(alive)[int(np.argmax(top))]] = False
+    return np.flatnonzero(alive)
+
+
+class MapElitesSearch:
+    """Our extension: MAP-Elites illumination (pyribs) on a 2-D descriptor of the embedding.
+
+    The descriptor is a PCA of the embeddings of a seed population (θ = 0 plus σ-perturbations), fixed
+    after the first tell; the grid spans the seed population's range with a 50 % margin. The objective
+    is novelty: 1 − the highest cosine similarity to any elite already in the archive.
+    """
+
+    kind = "map-elites"
+
+    def __init__(self, n_params: int, batch: int = 16, sigma: float = 0.1, cells: int = 16,
+                 seed_population: int = 32, seed: int = 0):
+        self.n_params, self.batch, self.sigma, self.cells, self.seed = n_params, batch, sigma, cells, seed
+        self.rng = np.random.default_rng(seed)
+        self.seed_population = seed_population
+        self.scheduler = None
+        self.components: np.ndarray | None = None
+        self.centre: np.ndarray | None = None
+
+    @property
+    def archive(self):
+        return None if self.scheduler is None else self.scheduler.archive
+
+    def ask(self) -> np.ndarray:
+        if self.scheduler is None:
+            first = self.sigma * self.rng.standard_normal((self.seed_population, self.n_params))
+            first[0] = 0.0
+            return first
+        return self.scheduler.ask()
+
+    def measures(self, z: np.ndarray) -> np.ndarray:
+        return (z - self.centre) @ self.components.T
+
+    def _novelty(self, z: np.ndarray) -> np.ndarray:
+        elites = self.archive.data("embedding") if len(self.archive) else np.zeros((0, z.shape[1]))
+        if len(elites) == 0:
+            return np.ones(len(z))
+        return 1.0 - (z @ elites.T).max(axis=1)
+
+    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+        from ribs.archives import GridArchive
+        from ribs.emitters import GaussianEmitter
+        from ribs.schedulers import Scheduler
+
+        z = np.asarray(embeddings, np.float64)
+        if self.scheduler is None:
+            self.centre = z.mean(axis=0)
+            _, _, vt = np.linalg.svd(z - self.centre, full_matrices=False)
+            self.components = vt[:2]
+            m = self.measures(z)
+            span = np.maximum(m.max(axis=0) - m.min(axis=0), 1e-6)
+            lo, hi = m.min(axis=0), m.max(axis=0)
+            ranges = [(a - 0.5 * s, b + 0.5 * s) for a, b, s in zip(lo, hi, span, strict=True)]
+            archive = GridArchive(solution_dim=self.n_params, dims=(self.cells, self.cells), ranges=ranges,
+                                  seed=self.seed, extra_fields={"embedding": ((z.shape[1],), np.float32)})
+            emitter = GaussianEmitter(archive, sigma=self.sigma, x0=np.zeros(self.n_params), batch_size=self.batch,
+                                      seed=self.seed + 1)
+            self.scheduler = Scheduler(archive, [emitter])
+            archive.add(thetas, self._novelty(z), m, embedding=z.astype(np.float32))
+        else:
+            self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
+        elites = self.archive.data("embedding")
+        score = float(illumination(elites)) if len(elites) > 1 else 1.0
+        return {"loss_min": score, "loss_mean": score, "best_loss": score, "sigma": self.sigma,
+                "coverage": float(self.archive.stats.coverage)}
+
+    def population(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.archive.data("solution"), self.archive.data("embedding")
+
+
+SEARCHES = {"cma": SepCMAESSearch, "ga": IlluminationGA, "map-elites": MapElitesSearch}
