@@ -3,6 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= out
+RUNS   ?= runs
+DEMO_ITERS ?= 12
 
 .PHONY: install demo test test-deps lint bench clean
 
@@ -27,17 +29,21 @@ lint: $(STAMP)
 test: $(STAMP) test-deps lint
 	$(PY) -m pytest -q
 
-# Main job on the embedded defaults (until the ASAL searches land: renders of the three substrates).
+# Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
+# stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
+# Dashboards join here when they land (issue 4).
 demo: $(STAMP)
 	mkdir -p $(OUT)
+	$(VENV)/bin/workbench asal illuminate --substrate lenia --fm efficientnet-lite0 --population 64 --pop 32 \
+	  --iters $(DEMO_ITERS) --runs $(RUNS)
+	$(VENV)/bin/workbench runs list --runs $(RUNS)
 	$(VENV)/bin/workbench render lenia --steps 256 --every 2 --out $(OUT)/lenia.mp4
-	$(VENV)/bin/workbench render boids --steps 1000 --every 5 --out $(OUT)/boids.mp4
-	$(VENV)/bin/workbench render plife --steps 1000 --every 10 --out $(OUT)/plife.mp4
-	$(VENV)/bin/workbench render plife --steps 1000 --out $(OUT)/plife.png
-	@echo "videos in $(OUT)/; a live window: $(VENV)/bin/workbench view lenia"
+	@echo "run folders (atlas.png, metrics, population) in $(RUNS)/; a video in $(OUT)/; a live window: $(VENV)/bin/workbench view lenia"
 
 bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json
+	$(VENV)/bin/workbench bench fm --json
+	$(VENV)/bin/workbench bench asal --json
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) $(RUNS) .pytest_cache .ruff_cache

@@ -17,6 +17,20 @@ def _sigmoid(z):
     return 1.0 / (1.0 + ti.exp(-z))
 
 
+@ti.func
+def _band(img: ti.template(), k, bands, background):
+    """Band k of the banded renderers: its image p and rows ix0..ix1, cleared to the background."""
+    size = img.shape[1]
+    per_band = (size + bands - 1) // bands
+    p, band = k // bands, k % bands
+    ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
+    for ix in range(ix0, ix1 + 1):
+        for iy in range(size):
+            for ch in ti.static(range(3)):
+                img[p, ix, iy, ch] = background
+    return p, ix0, ix1
+
+
 # --- boids -------------------------------------------------------------------------------------
 
 BOID_SIZE = 0.015
@@ -73,17 +87,11 @@ def boids(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), img: ti.type
 
     Painted band by band like `particles` (one thread per band of rows, boids in drawing order).
     """
-    P, N, size = x.shape[0], x.shape[1], img.shape[1]
-    per_band = (size + bands - 1) // bands
+    P, N = x.shape[0], x.shape[1]
     for q in range(P * bands * band_stride):
         if q % band_stride != 0:
             continue
-        p, band = q // band_stride // bands, q // band_stride % bands
-        ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
-        for ix in range(ix0, ix1 + 1):
-            for iy in range(size):
-                for ch in ti.static(range(3)):
-                    img[p, ix, iy, ch] = 1.0
+        p, ix0, ix1 = _band(img, q // band_stride, bands, 1.0)
         for i in range(N):
             _paint_boid(x, v, img, p, i, ix0, ix1, ti.Vector([0.0, 0.0, 0.0]))
         _paint_boid(x, v, img, p, 0, ix0, ix1, ti.Vector([1.0, 0.0, 0.0]))
@@ -109,16 +117,10 @@ def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.
     P, N, size = x.shape[0], x.shape[1], img.shape[1]
     reach = radius + EDGE_CUTOFF
     palette = ti.Matrix(PALETTE)
-    per_band = (size + bands - 1) // bands
     for q in range(P * bands * band_stride):
         if q % band_stride != 0:
             continue
-        p, band = q // band_stride // bands, q // band_stride % bands
-        ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
-        for ix in range(ix0, ix1 + 1):
-            for iy in range(size):
-                for ch in ti.static(range(3)):
-                    img[p, ix, iy, ch] = 0.0
+        p, ix0, ix1 = _band(img, q // band_stride, bands, 0.0)
         for j in range(N):  # last particle first: the drawing order of the reference
             i = N - 1 - j
             px, py = x[p, i, 0], x[p, i, 1]

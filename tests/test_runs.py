@@ -124,3 +124,19 @@ def test_cli_bad_inputs(tmp_path, capsys, clip_weights):
     run = RunStore(runs).open(json.loads(captured.out)["id"])
     assert run.info["config"]["eval"]["frames"] == 4
     assert os.path.exists(run.path / "best.mp4")
+
+
+@pytest.mark.parametrize("algorithm", ["ga", "map-elites"])
+def test_illumination_from_the_cli(tmp_path, capsys, algorithm):
+    runs = str(tmp_path / "runs")
+    assert main(["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--algorithm", algorithm,
+                 "--population", "12", "--pop", "4", "--steps", "20", "--iters", "3", "--runs", runs, "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    run = RunStore(runs).open(result["id"])
+    assert result["status"] == "done" and (run.path / "atlas.png").exists()
+    population = run.read_table("population").to_pylist()
+    assert len(population) >= 4 and len(population[0]["theta"]) == 193 and len(population[0]["embedding"]) == 192
+    if algorithm == "ga":
+        assert len(population) == 12
+    atlas = np.asarray(Image.open(run.path / "atlas.png"))
+    assert atlas.ndim == 3 and atlas.any()

@@ -47,3 +47,79 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -
         row["render_ms"] = round(1000 / _rate(frame, min_time), 2)
         result[name] = row
     return result
+
+
+def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3) -> dict:
+    """Images/s of plain open_clip fp32 eager vs workbench.fm (bf16 where supported) on the same
+    random-initialised weights, and the lowest cosine between the two on rendered frames."""
+    import tempfile
+
+    import open_clip
+    import torch
+
+    from workbench.fm import load_fm
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch, pretrained=None).eval()
+    sub = make_substrate("boids")
+    params = sub.decode(0.3 * np.random.default_rng(0).standard_normal((batch, sub.n_params)))
+    frames = sub.render(sub.step(sub.init(params, seed=0), params, 50), params, 224)
+    pre = open_clip.image_transform(model.visual.image_size, is_train=False)
+    from PIL import Image
+
+    x = torch.stack([pre(Image.fromarray((f * 255).astype(np.uint8))) for f in frames])
+
+    def best_of(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    with torch.no_grad():
+        plain = best_of(lambda: model.encode_image(x))
+        z_plain = torch.nn.functional.normalize(model.encode_image(x), dim=-1).numpy()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/weights.pt"
+        torch.save(model.state_dict(), path)
+        fm = load_fm(f"openclip:{arch}", weights=path)
+    ours = best_of(lambda: fm.embed_images(frames, use_cache=False))
+    z = fm.embed_images(frames, use_cache=False)
+    return {"arch": arch, "batch": batch, "precision": fm.precision,
+            "plain_fp32_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
+            "speedup": round(plain / ours, 2), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
+            "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:ViT-B-32"), frames=(1, 8),
+               pop: int = 16, steps: int | None = None) -> dict:
+    """Seconds per Sep-CMA-ES iteration (rollout + render + embed + tell) at population `pop`."""
+    import tempfile
+
+    import open_clip
+    import torch
+
+    from workbench.asal.driver import SearchConfig, evaluate, iteration_seeds, make_search
+    from workbench.asal.evaluate import EvalConfig, Objective, components
+
+    out: dict = {"pop": pop, "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = f"{tmp}/vitb32.pt"
+        torch.manual_seed(0)
+        torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
+        for name in substrates:
+            for fm in fms:
+                for k in frames:
+                    ev = EvalConfig(name, fm, weights=weights if fm.startswith("openclip") else None, steps=steps,
+                                    frames=k, chunk=pop)
+                    sub, model = components(ev)
+                    cfg = SearchConfig(kind="openended", eval=ev, pop=pop)
+                    search, objective = make_search(cfg, sub.n_params), Objective(c_prompt=0.0, c_oe=1.0)
+                    start = time.perf_counter()
+                    thetas = search.ask()
+                    z, _ = evaluate(ev, thetas, iteration_seeds(0, 0, 1))
+                    search.tell(thetas, objective(z))
+                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = round(time.perf_counter() - start, 2)
+    return out

@@ -51,9 +51,14 @@ def cmd_render(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from workbench.bench import bench_substrates
+    from workbench import bench
 
-    result = bench_substrates(args.substrates or ("lenia", "boids", "plife"), min_time=args.min_time)
+    if args.target == "substrates":
+        result = bench.bench_substrates(args.substrates or ("lenia", "boids", "plife"), min_time=args.min_time)
+    elif args.target == "fm":
+        result = bench.bench_fm(args.arch, batch=args.batch)
+    else:
+        result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -87,9 +92,10 @@ def cmd_asal(args) -> int:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
         ev = EvalConfig(args.substrate, args.fm, weights=args.weights, steps=args.steps, frames=args.frames,
                         bs=args.bs, size=args.size, chunk=args.chunk)
-        extra = {"prompts": args.prompt or [], "target_image": args.target_image}
         if args.search == "illuminate":
             extra = {"algorithm": args.algorithm, "population": args.population}
+        else:
+            extra = {"prompts": args.prompt or [], "target_image": args.target_image}
         cfg = SearchConfig(kind=args.search, eval=ev, iters=args.iters, pop=args.pop, sigma=args.sigma,
                            seed=args.seed, c_softmax=args.c_softmax, c_oe=args.c_oe, **extra)
         for note in cfg.notes:
@@ -188,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     subs.add_argument("--substrates", nargs="*", choices=choices)
     subs.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
     subs.set_defaults(func=cmd_bench)
+    fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
+    fm.add_argument("--json", action="store_true", help="one JSON line")
+    fm.add_argument("--arch", default="ViT-B-32")
+    fm.add_argument("--batch", type=int, default=32)
+    fm.set_defaults(func=cmd_bench)
+    asal_b = bench_sub.add_parser("asal", help="seconds per search iteration (K = 1 and 8; pixels and ViT-B-32)")
+    asal_b.add_argument("--json", action="store_true", help="one JSON line")
+    asal_b.add_argument("--substrates", nargs="*", choices=choices)
+    asal_b.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
+    asal_b.add_argument("--pop", type=int, default=16)
+    asal_b.set_defaults(func=cmd_bench)
 
     asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
     asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")

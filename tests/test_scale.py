@@ -1,0 +1,65 @@
+"""Dask scale-out on a real LocalCluster of 2 workers: same results as local, survives a killed worker."""
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+from workbench.runs import RunStore
+from workbench.scale import local_client
+
+
+def _config():
+    return SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=30, frames=3, chunk=2),
+                        iters=4, pop=6, seed=2)
+
+
+def _losses(run):
+    return [(m["loss_min"], m["loss_mean"]) for m in run.read_table("metrics").to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = local_client(2)
+    yield c
+    c.close()
+    c.cluster.close()
+
+
+def test_cluster_results_equal_local_ones(tmp_path, client):
+    local = run_search(_config(), RunStore(tmp_path / "local"))
+    remote = run_search(_config(), RunStore(tmp_path / "dask"), client=client)
+    assert len(client.scheduler_info()["workers"]) == 2
+    assert _losses(local) == _losses(remote)
+    np.testing.assert_array_equal(np.load(local.path / "best.npy"), np.load(remote.path / "best.npy"))
+
+
+def test_a_worker_killed_mid_iteration_is_retried(tmp_path, client):
+    cfg = lambda: SearchConfig(kind="openended", iters=4, pop=6, seed=3,  # noqa: E731
+                               eval=EvalConfig("boids", "pixels", steps=300, frames=3, chunk=1))
+    local = run_search(cfg(), RunStore(tmp_path / "local"))
+    address, pid = next(iter(client.run(os.getpid).items()))
+    killed = threading.Event()
+
+    def kill_when_busy():
+        # wait until the worker is running one of iteration 3's tasks, then kill its process
+        deadline = time.time() + 60
+        while time.time() < deadline and not client.processing().get(address):
+            time.sleep(0.005)
+        if client.processing().get(address):
+            os.kill(pid, signal.SIGKILL)
+            killed.set()
+
+    def on_iteration(done, total, row):
+        if done == 2:
+            threading.Thread(target=kill_when_busy, daemon=True).start()
+
+    remote = run_search(cfg(), RunStore(tmp_path / "dask"), client=client, on_iteration=on_iteration)
+    assert killed.is_set(), "the worker was never seen busy: the test did not kill mid-iteration"
+    assert remote.info["status"] == "done"
+    assert _losses(local) == _losses(remote)
