@@ -5,6 +5,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 RUNS   ?= runs
 DEMO_ITERS ?= 12
+PORT   ?= 5006
 
 .PHONY: install demo test test-deps lint bench clean
 
@@ -17,11 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# What the tests need beyond Python packages: Xvfb for the viewer's on-screen smoke test.
+# What the tests need beyond Python packages: Xvfb for the viewer's on-screen smoke test and Debian's
+# Chromium for the dashboard tests (Playwright drives it through executable_path; no browser download).
 test-deps:
-	@command -v Xvfb >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; \
-	  else echo "Xvfb missing and not root: the Xvfb smoke test will be skipped"; fi; }
+	@missing=""; command -v Xvfb >/dev/null 2>&1 || missing="$$missing xvfb"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing:$$missing (install them with apt as root)"; fi; fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -31,7 +35,7 @@ test: $(STAMP) test-deps lint
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
 # stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
-# Dashboards join here when they land (issue 4).
+# Then it serves the dashboards (/lab, /runs) until Ctrl-C.
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/workbench asal illuminate --substrate lenia --fm efficientnet-lite0 --population 64 --pop 32 \
@@ -39,6 +43,8 @@ demo: $(STAMP)
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
 	$(VENV)/bin/workbench render lenia --steps 256 --every 2 --out $(OUT)/lenia.mp4
 	@echo "run folders (atlas.png, metrics, population) in $(RUNS)/; a video in $(OUT)/; a live window: $(VENV)/bin/workbench view lenia"
+	@echo "dashboards: http://127.0.0.1:$(PORT)/ (Ctrl-C stops the server)"
+	$(VENV)/bin/workbench serve --runs $(RUNS) --port $(PORT)
 
 bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json

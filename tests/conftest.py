@@ -44,3 +44,11 @@ def clip_fm(clip_weights):
     from workbench.fm import load_fm
 
     return load_fm("openclip:ViT-B-32", weights=clip_weights)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item (rep_call), so fixtures can keep artefacts on failure."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep

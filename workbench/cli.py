@@ -156,6 +156,14 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from workbench.dashboards.app import serve
+
+    err.print(f"serving http://{args.address}:{args.port}/ (pages: /lab, /runs; Ctrl-C stops)")
+    serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
 
@@ -240,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
         a.set_defaults(func=cmd_asal)
+
+    serve = sub.add_parser("serve", help="the Panel dashboards (/lab, /runs) in one server")
+    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--address", default="127.0.0.1")
+    serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    serve.add_argument("--show", action="store_true", help="open a browser")
+    serve.set_defaults(func=cmd_serve)
 
     runs = sub.add_parser("runs", help="the run store: list, show, compare")
     runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")

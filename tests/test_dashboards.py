@@ -1,0 +1,157 @@
+"""Dashboards: the models without a browser, and the served pages in a real Chromium (Playwright)."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from workbench.dashboards.lab import LabModel
+from workbench.dashboards.runs import RunsModel
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_lab_model_plays_mutates_and_snapshots(tmp_path):
+    model = LabModel(substrate="lenia", snapshot_dir=str(tmp_path))
+    first = model.frame.copy()
+    model.steps_per_frame = 4
+    model.advance()
+    assert model.step_count == 4 and not np.array_equal(model.frame, first)
+    model.tick()  # paused: nothing happens
+    assert model.step_count == 4
+    model.playing = True
+    model.tick()
+    assert model.step_count == 8
+    before = model.theta.copy()
+    model.mutate()
+    assert model.step_count == 0 and np.abs(model.theta - before).max() > 0
+    png = model.snapshot()
+    assert png.exists() and np.load(png.with_suffix(".npy")).shape == (3117,)
+    model.substrate = "plife"
+    assert model.frame.shape == (224, 224, 3) and model.theta.shape == (42,)
+    with pytest.raises(ValueError):
+        model.set_theta(np.zeros(5))
+
+
+def test_runs_model_reads_the_catalog(tmp_path):
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    ids = [run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2),
+                                   iters=2, pop=4, seed=s), store).id for s in (0, 1)]
+    model = RunsModel(runs_dir=str(tmp_path))
+    assert sorted(model.table()["id"]) == sorted(ids)
+    model.selected = ids
+    curves = model.curves()
+    assert sorted(curves["run_id"].unique()) == sorted(ids) and len(curves) == 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", str(runs)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"workbench serve did not come up: {proc.stdout.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("Debian chromium is missing: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def _open(browser, url, artifacts: Path):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.tracing.start(screenshots=True, snapshots=True)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="networkidle")
+    return context, page, errors
+
+
+FRAME_SUM = """() => {
+  const fig = Bokeh.documents[0].get_model_by_name('lab-frame');
+  const img = fig.renderers[0].data_source.data.image[0];
+  let s = 0; for (let i = 0; i < img.length; i += 7) s = (s * 31 + img[i]) % 1000000007; return s;
+}"""
+
+
+def test_lab_page_in_chromium(server, browser, tmp_path, request):
+    context, page, errors = _open(browser, f"{server}/lab", tmp_path)
+    try:
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                               "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+        before = page.evaluate(FRAME_SUM)
+        page.get_by_role("button", name="step").click()
+        page.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=30000)
+        page.get_by_role("button", name="snapshot PNG").click()
+        page.get_by_text("saved").wait_for(timeout=30000)
+        assert not errors, errors
+    finally:
+        _finish(context, page, request, tmp_path)
+
+
+def test_index_and_runs_pages_load_without_errors(server, browser, tmp_path, request):
+    for path in ("/", "/runs"):
+        context, page, errors = _open(browser, f"{server}{path}", tmp_path)
+        try:
+            if path == "/runs":
+                page.get_by_role("heading", name=re.compile("Runs in")).wait_for(timeout=60000)
+                page.locator(".tabulator").first.wait_for(timeout=30000)
+            else:
+                assert "lab" in page.content() and "runs" in page.content()
+            assert not errors, errors
+        finally:
+            _finish(context, page, request, tmp_path)
+
+
+def _finish(context, page, request, tmp_path):
+    """Keep a screenshot and a Playwright trace when the test failed."""
+    failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
+    if failed:
+        out = Path("test-artifacts") / request.node.name
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "page.png"))
+        context.tracing.stop(path=str(out / "trace.zip"))
+    else:
+        context.tracing.stop()
+    context.close()
