@@ -6,17 +6,21 @@ from pathlib import Path
 
 import panel as pn
 
-PAGES = ("lab", "runs")
+PAGES = ("lab", "search", "runs")
 
 
 def pages(runs_dir: str = "runs") -> dict:
     from workbench.dashboards.lab import lab_page
     from workbench.dashboards.runs import runs_page
+    from workbench.dashboards.search import search_page
 
     def runs():  # a function, not functools.partial: Panel would display a partial object as text
         return runs_page(runs_dir)
 
-    return {"lab": lab_page, "runs": runs}
+    def search():
+        return search_page(runs_dir)
+
+    return {"lab": lab_page, "search": search, "runs": runs}
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,
@@ -26,5 +30,5 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     # our own index: Panel's default one loads fonts and a logo from CDNs, which fail offline
     index = str(Path(__file__).with_name("index.html"))
     return pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, index=index,
-                    title={"lab": "workbench · lab", "runs": "workbench · runs"}, threaded=threaded,
+                    title={k: f"workbench · {k}" for k in PAGES}, threaded=threaded,
                     websocket_origin=[f"{address}:{port}", f"localhost:{port}"])

@@ -15,6 +15,7 @@ import pytest
 
 from workbench.dashboards.lab import LabModel
 from workbench.dashboards.runs import RunsModel
+from workbench.dashboards.search import SearchModel
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -54,6 +55,29 @@ def test_runs_model_reads_the_catalog(tmp_path):
     model.selected = ids
     curves = model.curves()
     assert sorted(curves["run_id"].unique()) == sorted(ids) and len(curves) == 4
+
+
+def test_search_model_runs_stops_and_resumes(tmp_path):
+    model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
+                        frames=2, iters=3, pop=4)
+    model.start()
+    assert model.wait() == "done" and len(model.metrics) == 3 and model.best_thumb is not None
+    model.iters = 40
+    model.start()
+    while len(model.metrics) < 1:
+        time.sleep(0.05)
+    model.stop()
+    assert model.wait() == "stopped" and len(model.metrics) < 40
+    stopped_id = model.run_id
+    model.resume()
+    assert model.wait() == "done" and model.run_id == stopped_id
+    from workbench.runs import RunStore
+
+    assert RunStore(tmp_path).open(stopped_id).info["iterations"] == 40
+    model.fm = "pixels"
+    model.kind = "target"
+    with pytest.raises(ValueError, match="--prompt"):
+        model.start()
 
 
 def _free_port() -> int:
@@ -125,6 +149,21 @@ def test_lab_page_in_chromium(server, browser, tmp_path, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG").click()
         page.get_by_text("saved").wait_for(timeout=30000)
+        assert not errors, errors
+    finally:
+        _finish(context, page, request, tmp_path)
+
+
+def test_search_page_runs_a_search_in_chromium(server, browser, tmp_path, request):
+    context, page, errors = _open(browser, f"{server}/search", tmp_path)
+    try:
+        page.get_by_role("heading", name="Search").wait_for(timeout=60000)
+        for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
+            box = page.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Enter")
+        page.get_by_role("button", name="start").click()
+        page.get_by_text("done").wait_for(timeout=120000)
         assert not errors, errors
     finally:
         _finish(context, page, request, tmp_path)

@@ -122,7 +122,7 @@ def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None)
 
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Run:
+               should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
     """Run (or resume) a search to cfg.iters iterations; returns the finished run."""
     if resume is not None:
         run = store.open(resume)
@@ -146,6 +146,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     if state is None:
         state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": [], "best_thumb": None}
     run.update(status="running")
+    if on_start is not None:
+        on_start(run)
     search, metrics = state["search"], state["metrics"]
     try:
         for it in range(state["iteration"], cfg.iters):
