@@ -1,0 +1,46 @@
+"""Paper exports: PNG / SVG / PDF through matplotlib, standalone HTML with inline resources, videos."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+from workbench.cli import main
+from workbench.runs import RunStore
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    for seed in (0, 1):
+        run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2),
+                                iters=3, pop=4, seed=seed), store)
+    run_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), iters=2,
+                            pop=4, population=9), store)
+    return store
+
+
+def test_figures_from_the_cli(store, tmp_path, capsys):
+    runs = store.list()
+    cma = [r["id"] for r in runs if r["kind"] == "openended"]
+    ill = [r["id"] for r in runs if r["kind"] == "illuminate"][0]
+    root = str(store.root)
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root, "--dpi", "200"]) == 0
+    png = Image.open(tmp_path / "c.png")
+    assert png.size[0] > 400 and np.asarray(png).std() > 0
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.pdf"), "--runs", root]) == 0
+    assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.svg"), "--runs", root]) == 0
+    assert b"<svg" in (tmp_path / "c.svg").read_bytes()[:2000]
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.html"), "--runs", root]) == 0
+    html = (tmp_path / "c.html").read_text()
+    assert "cdn.bokeh.org" not in html and "Bokeh" in html  # inline resources: works offline
+    assert main(["figure", "atlas", ill, "--out", str(tmp_path / "a.png"), "--runs", root]) == 0
+    assert main(["figure", "video", cma[0], "--out", str(tmp_path / "v.gif"), "--runs", root, "--size", "64"]) == 0
+    assert Image.open(tmp_path / "v.gif").n_frames > 1
+    capsys.readouterr()
+    assert main(["figure", "atlas", cma[0], "--out", str(tmp_path / "x.png"), "--runs", root]) == 2
+    assert "no atlas.png" in capsys.readouterr().err
+    assert main(["figure", "curves", cma[0], "--out", str(tmp_path / "x.jpg"), "--runs", root]) == 2
+    assert "figures are" in capsys.readouterr().err

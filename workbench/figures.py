@@ -1,0 +1,117 @@
+"""Figures for papers: any HoloViews plot to PNG / SVG / PDF through the matplotlib backend with a paper
+style, standalone HTML with inline resources, and ready-made figures of runs.
+
+    fig = loss_curves(store, ["run-a", "run-b"])
+    save(fig, "curves.pdf")              # .png .svg .pdf (matplotlib) or .html (Bokeh, inline, offline)
+    save(atlas(store, "run-c"), "atlas.png", dpi=600)
+
+`workbench figure curves|atlas|video ...` is the same on the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from workbench.runs import RunStore
+
+# Sizes in points for a single-column figure (≈ 3.3 in wide); colour maps that print well in grey.
+PAPER_STYLE = {
+    "fig_inches": (3.4, 2.4),
+    "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7},
+    "cmap": "viridis",
+    "dpi": 300,
+}
+FORMATS = (".png", ".svg", ".pdf", ".html")
+
+
+def _hv():
+    import holoviews as hv
+
+    return hv
+
+
+def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
+    """Best loss (or another metrics column) against iteration, one curve per run."""
+    hv = _hv()
+    curves = []
+    for run_id in run_ids:
+        rows = store.metrics(store.open(run_id).id)
+        if rows and metric not in rows[0]:
+            raise ValueError(f"run {run_id!r} has no metric {metric!r}; it has {sorted(rows[0])}")
+        curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric, label=run_id))
+    if not curves:
+        raise ValueError("give at least one run id")
+    return hv.Overlay(curves)
+
+
+def atlas(store: RunStore, run_id: str):
+    """The illumination atlas of a run (its atlas.png) as an RGB element."""
+    from PIL import Image
+
+    run = store.open(run_id)
+    path = run.path / "atlas.png"
+    if not path.exists():
+        raise ValueError(f"run {run_id!r} has no atlas.png (only illumination runs have one)")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None)
+
+
+def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None) -> Path:
+    """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
+    .html with Bokeh and inline resources. Written to a temporary file and renamed."""
+    hv = _hv()
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"cannot write {out.name!r}: figures are {', '.join(FORMATS)}")
+    if not out.parent.is_dir():
+        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    style = {**PAPER_STYLE, **(style or {})}
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        if suffix == ".html":
+            import panel as pn
+            from bokeh.resources import INLINE
+
+            hv.extension("bokeh", logo=False)
+            pn.panel(obj).save(tmp, resources=INLINE, embed=True)
+        else:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            hv.extension("matplotlib", logo=False)
+            w, h = style["fig_inches"]
+            styled = obj.opts(fig_inches=(w, h), fontsize=style["fontsize"], backend="matplotlib", clone=True)
+            fig = hv.render(styled, backend="matplotlib")
+            fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def best_video(store: RunStore, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
+               every: int | None = None) -> Path:
+    """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config."""
+    from workbench.asal.evaluate import DEFAULT_STEPS
+    from workbench.export import export
+    from workbench.simulations import make_substrate
+
+    run = store.open(run_id)
+    info = run.info
+    ev = info["config"]["eval"]
+    if not (run.path / "best.npy").exists():
+        raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
+    sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
+    theta = np.load(run.path / "best.npy")
+    steps = steps or ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
+    return export(sub, sub.decode(theta), steps, out, size=size, every=every or max(1, steps // 120))
