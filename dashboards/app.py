@@ -6,10 +6,11 @@ from pathlib import Path
 
 import panel as pn
 
-PAGES = ("lab", "search", "runs")
+PAGES = ("lab", "search", "runs", "atlas")
 
 
 def pages(runs_dir: str = "runs") -> dict:
+    from workbench.dashboards.atlas import atlas_page
     from workbench.dashboards.lab import lab_page
     from workbench.dashboards.runs import runs_page
     from workbench.dashboards.search import search_page
@@ -20,7 +21,10 @@ def pages(runs_dir: str = "runs") -> dict:
     def search():
         return search_page(runs_dir)
 
-    return {"lab": lab_page, "search": search, "runs": runs}
+    def atlas():
+        return atlas_page(runs_dir)
+
+    return {"lab": lab_page, "search": search, "runs": runs, "atlas": atlas}
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from workbench.dashboards.lab import LabModel
 from workbench.dashboards.runs import RunsModel
@@ -86,9 +87,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _illumination(runs) -> str:
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=20), iters=3, pop=6, population=16)
+    return run_search(cfg, RunStore(runs)).id
+
+
+def test_atlas_model_snaps_and_exports(tmp_path):
+    from workbench.dashboards.atlas import AtlasModel
+
+    run_id = _illumination(tmp_path)
+    model = AtlasModel(runs_dir=str(tmp_path))
+    assert model.run_id == run_id and model.side == 4
+    assert sorted(model.cells) == sorted(set(model.cells)) and len(model.cells) == 16
+    for projection in ("tsne", "umap"):
+        model.projection = projection
+        assert len(set(model.cells)) == 16
+    out = model.export_png(tmp_path / "atlas.png", scale=2)
+    assert np.asarray(Image.open(out)).shape == (model.image.shape[0] * 2, model.image.shape[1] * 2, 3)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
+    _illumination(runs)
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", str(runs)],
@@ -164,6 +189,23 @@ def test_search_page_runs_a_search_in_chromium(server, browser, tmp_path, reques
             box.press("Enter")
         page.get_by_role("button", name="start").click()
         page.get_by_text("done").wait_for(timeout=120000)
+        assert not errors, errors
+    finally:
+        _finish(context, page, request, tmp_path)
+
+
+def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, tmp_path, request):
+    context, page, errors = _open(browser, f"{server}/atlas", tmp_path)
+    try:
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                               "Bokeh.documents[0].get_model_by_name('atlas') !== null", timeout=60000)
+        canvas = page.locator(".bk-Canvas").last  # the atlas plot (the player's frame comes first)
+        canvas.wait_for(timeout=30000)
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        page.get_by_text("playing population member").wait_for(timeout=30000)
+        page.get_by_role("button", name="export PNG").click()
+        page.get_by_text("atlas-export.png").wait_for(timeout=30000)
         assert not errors, errors
     finally:
         _finish(context, page, request, tmp_path)

@@ -196,7 +196,11 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     run.write_table("population", table)
     if cfg.kind == "illuminate":
         best = thetas[0]
-        atlas = atlas_image(thetas, z, state.get("thumbs", {}))
+        thumbs = state.get("thumbs", {})
+        cell = next(iter(thumbs.values())).shape if thumbs else (8, 8, 3)
+        # final-frame thumbnails in population order, for the atlas page (zeros where none was kept)
+        run.write_array("thumbs.npy", np.stack([thumbs.get(_key(t), np.zeros(cell, np.uint8)) for t in thetas]))
+        atlas = atlas_image(thetas, z, thumbs)
         tmp = run.path / ".atlas.png"
         Image.fromarray(atlas).save(tmp)
         tmp.replace(run.path / "atlas.png")

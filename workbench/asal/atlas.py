@@ -1,0 +1,68 @@
+"""The illumination atlas: embeddings projected to 2-D and snapped to a grid of thumbnails (the ASAL
+poster layout). Used by the /atlas page and by figures.
+
+    xy = project(z, method="umap" | "tsne" | "pca", seed=0)   # (N, 2)
+    cells = snap_to_grid(xy, side)                              # (N,) distinct cell indices, row-major
+    img = compose(thumbs, cells, side)                          # (side·h, side·w, 3) uint8
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PROJECTIONS = ("pca", "tsne", "umap")
+
+
+def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of the rows of z, scaled to [0, 1]² (each axis)."""
+    z = np.asarray(z, np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"need at least two embeddings of shape (N, D), got {z.shape}")
+    if method == "pca":
+        zc = z - z.mean(axis=0)
+        _, _, vt = np.linalg.svd(zc, full_matrices=False)
+        xy = zc @ vt[:2].T
+    elif method == "tsne":
+        from sklearn.manifold import TSNE
+
+        xy = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed).fit_transform(z)
+    elif method == "umap":
+        import umap
+
+        xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=seed).fit_transform(z)
+    else:
+        raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
+    xy = np.asarray(xy, np.float64)
+    if xy.shape[1] < 2:  # a single distinct embedding: PCA gives fewer components
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    span = np.where(np.ptp(xy, axis=0) > 0, np.ptp(xy, axis=0), 1.0)
+    return (xy - xy.min(axis=0)) / span
+
+
+def snap_to_grid(xy: np.ndarray, side: int | None = None) -> np.ndarray:
+    """Distinct cells of a side × side grid (row-major, row 0 at the top) minimising the total squared
+    distance between points and their cells' centres (a linear assignment)."""
+    from scipy.optimize import linear_sum_assignment
+
+    side = side or math.ceil(math.sqrt(len(xy)))
+    if side * side < len(xy):
+        raise ValueError(f"a {side}×{side} grid cannot hold {len(xy)} points")
+    r, c = np.divmod(np.arange(side * side), side)
+    centres = np.stack([(c + 0.5) / side, 1.0 - (r + 0.5) / side], axis=1)  # x to the right, y up
+    cost = ((xy[:, None, :] - centres[None]) ** 2).sum(-1)
+    rows, cols = linear_sum_assignment(cost)
+    cells = np.empty(len(xy), int)
+    cells[rows] = cols
+    return cells
+
+
+def compose(thumbs: np.ndarray, cells: np.ndarray, side: int) -> np.ndarray:
+    """The atlas image: thumbnail i at grid cell cells[i]."""
+    n, h, w, _ = thumbs.shape
+    img = np.zeros((side * h, side * w, 3), np.uint8)
+    for i, cell in enumerate(cells):
+        r, c = divmod(int(cell), side)
+        img[r * h:(r + 1) * h, c * w:(c + 1) * w] = thumbs[i]
+    return img
