@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 test: $(STAMP) test-deps lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake tests notebooks
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
 # stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
