@@ -24,7 +24,10 @@ def pages(runs_dir: str = "runs") -> dict:
     def atlas():
         return atlas_page(runs_dir)
 
-    return {"lab": lab_page, "search": search, "runs": runs, "atlas": atlas}
+    def lab():
+        return lab_page(runs_dir=runs_dir)
+
+    return {"lab": lab, "search": search, "runs": runs, "atlas": atlas}
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,

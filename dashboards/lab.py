@@ -29,10 +29,18 @@ class LabModel(param.Parameterized):
     frame = param.Array(doc="the latest frame, uint8 (H, W, 3)")
     fps = param.Number(default=0.0, constant=True)
     snapshot_dir = param.String(default="snapshots")
+    fm = param.Selector(default="pixels", objects=["pixels", "efficientnet-lite0", "clip"])
+    fm_weights = param.String(default="", doc="local weights for clip (offline)")
+    prompt = param.String(default="", doc="text target for the score trace (CLIP only)")
+    score_every = param.Integer(default=5, bounds=(1, None), doc="frames between two scores")
+    scores = param.List(default=[], doc="(step, supervised-target loss) pairs since the last reset")
 
     def __init__(self, **params):
         super().__init__(**params)
         self._rng = np.random.default_rng(self.seed)
+        self._fm = None
+        self._target: np.ndarray | None = None
+        self._frames = 0
         self._set_substrate()
 
     @param.depends("substrate", watch=True)
@@ -48,6 +56,7 @@ class LabModel(param.Parameterized):
         self.state = self.sub.init(self.params, seed=self.seed)
         with param.edit_constant(self):
             self.step_count = 0
+        self.scores = []
         self._render()
 
     def set_theta(self, theta: np.ndarray) -> None:
@@ -55,6 +64,55 @@ class LabModel(param.Parameterized):
         self.sub.decode(theta)  # checks shape and values before anything changes
         self.theta = theta
         self.reset()
+
+    def load_run(self, runs_dir: str, run_id: str) -> None:
+        """The best θ of a stored run (and its substrate)."""
+        from workbench.runs import RunStore
+
+        run = RunStore(runs_dir).open(run_id)
+        best = run.path / "best.npy"
+        if not best.exists():
+            raise ValueError(f"run {run_id!r} has no best.npy yet")
+        substrate = run.info["config"]["eval"]["substrate"]
+        if substrate != self.substrate:
+            self.substrate = substrate
+        self.set_theta(np.load(best))
+
+    def set_param(self, name: str, value) -> None:
+        """Edit a named physical parameter (e.g. Lenia m/s/h per kernel, Particle Life alpha/beta) in place;
+        the simulation goes on from its current state with the new dynamics."""
+        if name not in self.params:
+            raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
+        value = np.asarray(value, np.float64)
+        if value.shape != np.shape(self.params[name]) or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must be finite with shape {np.shape(self.params[name])}, got {value.shape}")
+        self.params = {**self.params, name: value}
+
+    def set_target_image(self, image: np.ndarray | None) -> None:
+        """A target image for the score trace (any FM); None goes back to the prompt."""
+        self._target = None if image is None else self._load_fm().embed_images(np.asarray(image)[..., :3])
+        self.scores = []
+
+    @param.depends("fm", "fm_weights", "prompt", watch=True)
+    def _reset_scores(self):
+        self._fm, self.scores = None, []
+
+    def _load_fm(self):
+        if self._fm is None:
+            from workbench.fm import load_fm
+
+            self._fm = load_fm(self.fm, weights=self.fm_weights or None)
+        return self._fm
+
+    def score(self) -> float | None:
+        """Supervised-target loss of the current frame against the prompt or target image (None: no target)."""
+        if self._target is None and not self.prompt.strip():
+            return None
+        from workbench.asal.scores import supervised_target
+
+        fm = self._load_fm()
+        target = self._target if self._target is not None else fm.embed_texts([self.prompt])
+        return float(supervised_target(fm.embed_images(self.frame)[None], target)[0])
 
     def mutate(self) -> None:
         """θ ← θ + σ·N(0, I) (seeded by the model's generator), then reset."""
@@ -67,6 +125,11 @@ class LabModel(param.Parameterized):
         with param.edit_constant(self):
             self.step_count += self.steps_per_frame
         self._render()
+        self._frames += 1
+        if self._frames % self.score_every == 0:
+            loss = self.score()
+            if loss is not None:
+                self.scores = [*self.scores[-499:], (self.step_count, loss)]
         elapsed = time.perf_counter() - start
         with param.edit_constant(self):
             self.fps = 0.8 * self.fps + 0.2 / max(elapsed, 1e-6) if self.fps else 1.0 / max(elapsed, 1e-6)
@@ -119,26 +182,118 @@ def frame_view(model: LabModel):
     return pn.pane.Bokeh(fig)
 
 
-def lab_page(model: LabModel | None = None, period_ms: int = 40) -> pn.viewable.Viewable:
-    model = model or LabModel()
+def param_editor(model: LabModel) -> pn.viewable.Viewable:
+    """Editable tables of the named parameters: Lenia m, s, h per kernel; Particle Life α (6×6, coloured
+    like a heatmap) and β. Boids' 193 network weights are changed by σ-mutation instead."""
+    import pandas as pd
+
+    holder = pn.Column()
+
+    def build(*_):
+        p = model.params
+        if model.substrate == "lenia":
+            df = pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
+            names = {"m": "m", "s": "s", "h": "h"}
+        elif model.substrate == "plife":
+            df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).rename_axis("colour")
+            df["β"] = p["beta"]
+            names = None
+        else:
+            holder[:] = [pn.pane.Markdown("Boids: the 193 weights of the steering network change by σ-mutation "
+                                          "(**new θ**).")]
+            return
+        table = pn.widgets.Tabulator(df, show_index=True, width=300, height=230 if len(df) > 6 else 200,
+                                     formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
+                                                 for c in df.columns if c.startswith("α")})
+
+        def on_edit(event):
+            value = table.value
+            if names:
+                model.set_param(event.column, value[event.column].to_numpy())
+            else:
+                model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
+                model.set_param("beta", value["β"].to_numpy())
+
+        table.on_edit(on_edit)
+        holder[:] = [pn.pane.Markdown("**parameters** (edit a cell)"), table]
+
+    build()
+    model.param.watch(lambda e: build() if e.new == 0 else None, "step_count")  # after reset / new θ
+    return holder
+
+
+def score_panel(model: LabModel) -> pn.viewable.Viewable:
+    import holoviews as hv
+
+    hv.extension("bokeh", logo=False)
+    controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt", "score_every"], show_name=False)
+    upload = pn.widgets.FileInput(accept="image/*", name="target image")
+    message = pn.pane.Markdown("")
+
+    def on_upload(event):
+        import io
+
+        from PIL import Image
+
+        try:
+            model.set_target_image(np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB")))
+            message.object = "target image set"
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            message.object = f"**error**: {exc}"
+
+    upload.param.watch(on_upload, "value")
+    trace = pn.bind(lambda scores: hv.Curve(scores, "step", "loss").opts(width=320, height=180,
+                                                                        title="supervised-target loss"),
+                    model.param.scores)
+    return pn.Column(pn.pane.Markdown("**FM score trace** (prompt or target image)"), controls, upload, message,
+                     pn.pane.HoloViews(trace))
+
+
+def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 40) -> pn.viewable.Viewable:
+    model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
+    notice = pn.pane.Markdown("")
+    run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store")
+    load = pn.widgets.Button(name="load best θ")
+
+    def do_load(rid):
+        try:
+            model.load_run(runs_dir, rid)
+            notice.object = f"loaded the best θ of `{rid}`"
+        except ValueError as exc:
+            notice.object = f"**error**: {exc}"
+
+    load.on_click(lambda e: do_load(run_id.value))
+    wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
+    if wanted:
+        run_id.value = wanted[0].decode()
+        do_load(run_id.value)
     controls = pn.Param(model, parameters=["substrate", "seed", "steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause"}},
                         show_name=False)
-    step = pn.widgets.Button(name="step")
-    reset = pn.widgets.Button(name="reset")
-    mutate = pn.widgets.Button(name="new θ (σ-mutation)")
-    snap = pn.widgets.Button(name="snapshot PNG")
+    step, reset, mutate = (pn.widgets.Button(name=n) for n in ("step", "reset", "new θ (σ-mutation)"))
+    snap, video = pn.widgets.Button(name="snapshot PNG"), pn.widgets.Button(name="export GIF")
     saved = pn.pane.Markdown("")
     step.on_click(lambda e: model.advance())
     reset.on_click(lambda e: model.reset())
     mutate.on_click(lambda e: model.mutate())
     snap.on_click(lambda e: setattr(saved, "object", f"saved `{model.snapshot()}`"))
+
+    def export_video(event):
+        from workbench.export import export
+
+        out = Path(model.snapshot_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = export(model.sub, model.params, 120, out / f"{model.substrate}-seed{model.seed}.gif", seed=model.seed,
+                      size=RENDER_SIZE.get(model.substrate, 224), every=2)
+        saved.object = f"saved `{path}`"
+
+    video.on_click(export_video)
     status = pn.bind(lambda n, fps: f"step **{n}** · {fps:.1f} fps", model.param.step_count, model.param.fps)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
-    return pn.Row(pn.Column("## Lab", controls, pn.Row(step, reset), mutate, snap, saved, pn.pane.Markdown(status),
-                            width=320),
-                  frame_view(model))
+    left = pn.Column("## Lab", controls, pn.Row(step, reset), mutate, pn.Row(snap, video), saved,
+                     pn.pane.Markdown(status), pn.Row(run_id, load), notice, width=340)
+    return pn.Row(left, pn.Column(frame_view(model)), pn.Column(param_editor(model), score_panel(model), width=340))
 
 
 if __name__.startswith("bokeh"):

@@ -55,7 +55,9 @@ def runs_page(runs_dir: str = "runs") -> pn.viewable.Viewable:
     refresh = pn.widgets.Button(name="refresh")
     refresh.on_click(lambda e: setattr(table, "value", model.table()))
     curves = pn.bind(lambda _: curves_plot(model), model.param.selected)
-    return pn.Column(f"## Runs in `{runs_dir}`", refresh, table, curves)
+    links = pn.bind(lambda ids: pn.pane.Markdown(" · ".join(f"[open `{i}` in the Lab](./lab?run={i})" for i in ids)),
+                    model.param.selected)
+    return pn.Column(f"## Runs in `{runs_dir}`", refresh, table, links, curves)
 
 
 if __name__.startswith("bokeh"):

@@ -43,6 +43,36 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
         model.set_theta(np.zeros(5))
 
 
+def test_lab_model_loads_runs_edits_parameters_and_scores(tmp_path):
+    run_id = _illumination(tmp_path)
+    model = LabModel(substrate="lenia")
+    model.load_run(str(tmp_path), run_id)
+    assert model.substrate == "boids" and model.theta.shape == (193,)
+    lenia = LabModel(substrate="lenia")
+    twin = LabModel(substrate="lenia")
+    m = lenia.params["m"].copy()
+    m[0] += 0.05
+    lenia.set_param("m", m)
+    for x in (lenia, twin):
+        x.steps_per_frame = 10
+        x.advance()
+    assert not np.array_equal(lenia.frame, twin.frame)  # the edit changed the dynamics
+    with pytest.raises(ValueError, match="no parameter"):
+        lenia.set_param("alpha", m)
+    with pytest.raises(ValueError, match="shape"):
+        lenia.set_param("m", m[:3])
+    plife = LabModel(substrate="plife")
+    plife.set_param("alpha", np.eye(6))
+    assert plife.params["alpha"][0, 0] == 1.0
+    # the FM score trace: a target image with the pixels model, one score every 2 frames
+    lenia.score_every = 2
+    lenia.set_target_image(lenia.frame)
+    for _ in range(4):
+        lenia.advance()
+    assert len(lenia.scores) == 2 and all(-1.0 <= loss <= 0.0 for _, loss in lenia.scores)
+    assert LabModel(substrate="boids").score() is None  # no target: no score
+
+
 def test_runs_model_reads_the_catalog(tmp_path):
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
@@ -174,6 +204,20 @@ def test_lab_page_in_chromium(server, browser, tmp_path, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG").click()
         page.get_by_text("saved").wait_for(timeout=30000)
+        assert not errors, errors
+    finally:
+        _finish(context, page, request, tmp_path)
+
+
+def test_lab_opens_a_run_from_the_query_string(server, browser, tmp_path, request):
+    context, page, errors = _open(browser, f"{server}/runs", tmp_path)
+    try:
+        page.locator(".tabulator-row").first.wait_for(timeout=60000)
+        page.locator(".tabulator-row input[type=checkbox]").first.check()
+        link = page.get_by_role("link", name=re.compile("in the Lab"))
+        link.first.wait_for(timeout=30000)
+        link.first.click()
+        page.get_by_text("loaded the best θ").wait_for(timeout=60000)
         assert not errors, errors
     finally:
         _finish(context, page, request, tmp_path)
