@@ -249,7 +249,7 @@ def score_panel(model: LabModel) -> pn.viewable.Viewable:
                      pn.pane.HoloViews(trace))
 
 
-def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 40) -> pn.viewable.Viewable:
+def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30) -> pn.viewable.Viewable:
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
     notice = pn.pane.Markdown("")
     run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store")

@@ -280,3 +280,13 @@ def _finish(context, page, request, tmp_path):
     else:
         context.tracing.stop()
     context.close()
+
+
+def test_concurrent_lab_sessions_play_without_errors():
+    """The load test in small (2 sessions, 5 s): every session receives frames and nothing errs.
+    Frame rates are benchmarks (`workbench bench dashboards`), not asserted here."""
+    from workbench.bench import bench_dashboards
+
+    result = bench_dashboards(sessions=2, seconds=5, chromium=CHROMIUM)
+    assert result["errors"] == []
+    assert all(f > 0 for f in result["fps_per_session"])

@@ -123,3 +123,69 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
                     search.tell(thetas, objective(z))
                     out[f"{name}/{fm.split(':')[-1]}/K{k}"] = round(time.perf_counter() - start, 2)
     return out
+
+
+_COUNT_FRAMES = """() => { const fig = Bokeh.documents[0].get_model_by_name('lab-frame');
+  const src = fig.renderers[0].data_source; window.__frames = 0;
+  src.change.connect(() => { window.__frames += 1; }); return true; }"""
+
+
+def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = "lenia", runs_dir: str | None = None,
+                     chromium: str | None = None) -> dict:
+    """Load test: `sessions` Chromium pages play the Lab at once for `seconds`; frames per second that each
+    page received, and any console / page errors. Starts its own `workbench serve` on a free port."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    runs_dir = runs_dir or tempfile.mkdtemp()
+    server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{url}/liveness", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        errors: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            pages = []
+            for _ in range(sessions):
+                page = browser.new_page()
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.goto(f"{url}/lab", wait_until="networkidle")
+                page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                                       "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+                if substrate != "lenia":
+                    page.get_by_label("Substrate").select_option(substrate)
+                page.evaluate(_COUNT_FRAMES)
+                pages.append(page)
+            for page in pages:
+                page.get_by_role("button", name="▶ play / pause").click()
+            start = time.perf_counter()
+            time.sleep(seconds)
+            frames = [page.evaluate("() => window.__frames") for page in pages]
+            elapsed = time.perf_counter() - start
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    fps = [round(n / elapsed, 1) for n in frames]
+    return {"sessions": sessions, "seconds": seconds, "substrate": substrate, "fps_per_session": fps,
+            "fps_total": round(sum(fps), 1), "errors": errors,
+            "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}

@@ -57,6 +57,8 @@ def cmd_bench(args) -> int:
         result = bench.bench_substrates(args.substrates or ("lenia", "boids", "plife"), min_time=args.min_time)
     elif args.target == "fm":
         result = bench.bench_fm(args.arch, batch=args.batch)
+    elif args.target == "dashboards":
+        result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate)
     else:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
@@ -228,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     asal_b.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=int, default=16)
     asal_b.set_defaults(func=cmd_bench)
+    dash = bench_sub.add_parser("dashboards", help="load test: N Chromium sessions play the Lab; fps each")
+    dash.add_argument("--json", action="store_true", help="one JSON line")
+    dash.add_argument("--sessions", type=int, default=8)
+    dash.add_argument("--seconds", type=float, default=30.0)
+    dash.add_argument("--substrate", choices=choices, default="lenia")
+    dash.set_defaults(func=cmd_bench)
 
     asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
     asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")
