@@ -263,6 +263,20 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             notice.object = f"**error**: {exc}"
 
     load.on_click(lambda e: do_load(run_id.value))
+    theta_file = pn.widgets.FileInput(accept=".npy", name="θ file (.npy)")
+    preset = pn.widgets.Button(name="preset: reference θ = 0")
+
+    def on_theta_file(event):
+        import io
+
+        try:
+            model.set_theta(np.load(io.BytesIO(event.new), allow_pickle=False))
+            notice.object = f"loaded θ from `{theta_file.filename}`"
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            notice.object = f"**error**: {exc}"
+
+    theta_file.param.watch(on_theta_file, "value")
+    preset.on_click(lambda e: model.set_theta(np.zeros(model.sub.n_params)))
     wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
     if wanted:
         run_id.value = wanted[0].decode()
@@ -292,7 +306,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
     left = pn.Column("## Lab", controls, pn.Row(step, reset), mutate, pn.Row(snap, video), saved,
-                     pn.pane.Markdown(status), pn.Row(run_id, load), notice, width=340)
+                     pn.pane.Markdown(status), pn.Row(run_id, load), theta_file, preset, notice, width=340)
     return pn.Row(left, pn.Column(frame_view(model)), pn.Column(param_editor(model), score_panel(model), width=340))
 
 

@@ -39,6 +39,7 @@ class SearchModel(param.Parameterized):
         self.run_id: str | None = None
         self.metrics: list[dict] = []
         self.best_thumb: np.ndarray | None = None
+        self.population: np.ndarray | None = None  # thumbnails of the latest evaluated batch
         self.error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,7 +69,8 @@ class SearchModel(param.Parameterized):
         store = RunStore(self.runs_dir)
         try:
             run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
-                             on_start=lambda r: setattr(self, "run_id", r.id))
+                             on_start=lambda r: setattr(self, "run_id", r.id),
+                             on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
             self.run_id = run.id
             self.status = run.info["status"]
             thumb = run.path / "best.png"
@@ -110,6 +112,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
     progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width")
     curve = pn.pane.HoloViews(hv.Curve([], "iteration", "best_loss").opts(width=520, height=260))
     best = pn.pane.Image(None, width=224, height=224)
+    population = pn.pane.Image(None, width=320, height=320)
 
     def safely(action):
         try:
@@ -120,7 +123,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
     start.on_click(lambda e: safely(model.start))
     stop.on_click(lambda e: model.stop())
     resume.on_click(lambda e: safely(model.resume))
-    seen = {"n": -1, "status": None}
+    seen = {"n": -1, "status": None, "population": None}
 
     def refresh():
         if len(model.metrics) != seen["n"]:
@@ -129,6 +132,16 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
             curve.object = hv.Curve([(r["iteration"], r["best_loss"]) for r in rows], "iteration",
                                     "best_loss").opts(width=520, height=260)
             progress.max, progress.value = model.iters, min(len(rows), model.iters)
+        if model.population is not None and model.population is not seen["population"]:
+            import math
+
+            from PIL import Image
+
+            from workbench.asal.atlas import compose
+
+            seen["population"] = thumbs = model.population
+            side = math.ceil(math.sqrt(len(thumbs)))
+            population.object = Image.fromarray(compose(thumbs, np.arange(len(thumbs)), side)).resize((320, 320))
         if model.status != seen["status"] or model.error:
             seen["status"] = model.status
             text = f"status: **{model.status}**" + (f" · run `{model.run_id}`" if model.run_id else "")
@@ -140,7 +153,8 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
 
     pn.state.add_periodic_callback(refresh, period=300)
     return pn.Row(pn.Column("## Search", controls, pn.Row(start, stop, resume), width=340),
-                  pn.Column(status, progress, curve, best))
+                  pn.Column(status, progress, curve, pn.Row(pn.Column("best so far", best),
+                                                            pn.Column("latest population", population))))
 
 
 if __name__.startswith("bokeh"):

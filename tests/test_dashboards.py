@@ -202,6 +202,12 @@ def test_lab_page_in_chromium(server, browser, tmp_path, request):
         before = page.evaluate(FRAME_SUM)
         page.get_by_role("button", name="step").click()
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=30000)
+        # the steps-per-frame slider: one arrow key moves it to 2, so the next step goes from step 1 to 3
+        page.locator(".noUi-handle").first.press("ArrowRight")
+        moved = page.evaluate(FRAME_SUM)
+        page.get_by_role("button", name="step").click()
+        page.get_by_text("step 3").wait_for(timeout=30000)
+        page.wait_for_function(f"() => ({FRAME_SUM})() !== {moved}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG").click()
         page.get_by_text("saved").wait_for(timeout=30000)
         assert not errors, errors
@@ -282,11 +288,32 @@ def _finish(context, page, request, tmp_path):
     context.close()
 
 
-def test_concurrent_lab_sessions_play_without_errors():
+def test_concurrent_lab_sessions_play_without_errors(browser):
     """The load test in small (2 sessions, 5 s): every session receives frames and nothing errs.
     Frame rates are benchmarks (`workbench bench dashboards`), not asserted here."""
     from workbench.bench import bench_dashboards
 
-    result = bench_dashboards(sessions=2, seconds=5, chromium=CHROMIUM)
+    result = bench_dashboards(sessions=2, seconds=5, browser=browser)
     assert result["errors"] == []
     assert all(f > 0 for f in result["fps_per_session"])
+
+
+def test_a_page_runs_alone_with_panel_serve(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "dashboards/lab.py", "--port", str(port)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                html = urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("panel serve dashboards/lab.py did not answer")
+        assert "bokeh" in html.lower() and "cdn.bokeh.org" not in html
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -131,9 +131,10 @@ _COUNT_FRAMES = """() => { const fig = Bokeh.documents[0].get_model_by_name('lab
 
 
 def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = "lenia", runs_dir: str | None = None,
-                     chromium: str | None = None) -> dict:
+                     chromium: str | None = None, browser=None) -> dict:
     """Load test: `sessions` Chromium pages play the Lab at once for `seconds`; frames per second that each
-    page received, and any console / page errors. Starts its own `workbench serve` on a free port."""
+    page received, and any console / page errors. Starts its own `workbench serve` on a free port, and
+    its own Playwright Chromium unless given a launched `browser`."""
     import shutil
     import socket
     import subprocess
@@ -161,27 +162,13 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
             except OSError:
                 time.sleep(0.2)
         errors: list[str] = []
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-            pages = []
-            for _ in range(sessions):
-                page = browser.new_page()
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.goto(f"{url}/lab", wait_until="networkidle")
-                page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                                       "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
-                if substrate != "lenia":
-                    page.get_by_label("Substrate").select_option(substrate)
-                page.evaluate(_COUNT_FRAMES)
-                pages.append(page)
-            for page in pages:
-                page.get_by_role("button", name="▶ play / pause").click()
-            start = time.perf_counter()
-            time.sleep(seconds)
-            frames = [page.evaluate("() => window.__frames") for page in pages]
-            elapsed = time.perf_counter() - start
-            browser.close()
+        if browser is not None:
+            frames, elapsed = _play_lab(browser, url, sessions, seconds, substrate, errors)
+        else:
+            with sync_playwright() as p:
+                own = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+                frames, elapsed = _play_lab(own, url, sessions, seconds, substrate, errors)
+                own.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -189,3 +176,27 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     return {"sessions": sessions, "seconds": seconds, "substrate": substrate, "fps_per_session": fps,
             "fps_total": round(sum(fps), 1), "errors": errors,
             "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def _play_lab(browser, url: str, sessions: int, seconds: float, substrate: str, errors: list) -> tuple[list, float]:
+    context = browser.new_context()
+    pages = []
+    for _ in range(sessions):
+        page = context.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{url}/lab", wait_until="networkidle")
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                               "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+        if substrate != "lenia":
+            page.get_by_label("Substrate").select_option(substrate)
+        page.evaluate(_COUNT_FRAMES)
+        pages.append(page)
+    for page in pages:
+        page.get_by_role("button", name="▶ play / pause").click()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    frames = [page.evaluate("() => window.__frames") for page in pages]
+    elapsed = time.perf_counter() - start
+    context.close()
+    return frames, elapsed

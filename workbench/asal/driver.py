@@ -122,8 +122,13 @@ def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None)
 
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
-    """Run (or resume) a search to cfg.iters iterations; returns the finished run."""
+               should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
+               on_population: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Run:
+    """Run (or resume) a search to cfg.iters iterations; returns the finished run.
+
+    Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
+    on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
+    """
     if resume is not None:
         run = store.open(resume)
         info = run.info
@@ -173,6 +178,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
             run.save_checkpoint(state)
             run.write_table("metrics", metrics)
             run.update(iterations=it + 1, best_loss=info["best_loss"])
+            if on_population is not None:
+                on_population(thetas, thumbs)
             if on_iteration is not None:
                 on_iteration(it + 1, cfg.iters, row)
         finish(run, cfg, search, state)
