@@ -22,6 +22,7 @@ from workbench.simulations import SUBSTRATES
 
 class SearchModel(param.Parameterized):
     kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
+    algorithm = param.Selector(default="ga", objects=["ga", "map-elites"], doc="illumination only")
     substrate = param.Selector(default="boids", objects=list(SUBSTRATES))
     fm = param.String(default="pixels", doc="clip | openclip:ARCH (needs weights) | efficientnet-lite0 | pixels")
     weights = param.String(default="", doc="local weights file for clip / openclip")
@@ -30,6 +31,8 @@ class SearchModel(param.Parameterized):
     pop = param.Integer(default=8, bounds=(2, None))
     steps = param.Integer(default=100, bounds=(1, None))
     frames = param.Integer(default=4, bounds=(1, None))
+    bs = param.Integer(default=1, bounds=(1, None), doc="initial-state seeds averaged per θ")
+    target_image = param.String(default="", doc="target image file (instead of a prompt)")
     seed = param.Integer(default=0, bounds=(0, None))
     runs_dir = param.String(default="runs")
 
@@ -47,8 +50,11 @@ class SearchModel(param.Parameterized):
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
         ev = EvalConfig(self.substrate, self.fm, weights=self.weights or None, steps=self.steps,
-                        frames=self.frames, chunk=self.pop)
-        extra = {"prompts": prompts} if self.kind != "illuminate" else {"population": max(4 * self.pop, 8)}
+                        frames=self.frames, bs=self.bs, chunk=self.pop)
+        if self.kind == "illuminate":
+            extra = {"population": max(4 * self.pop, 8), "algorithm": self.algorithm}
+        else:
+            extra = {"prompts": prompts, "target_image": self.target_image or None}
         return SearchConfig(kind=self.kind, eval=ev, iters=self.iters, pop=self.pop, seed=self.seed, **extra)
 
     @property
@@ -104,9 +110,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
 
     hv.extension("bokeh", logo=False)
     model = model or SearchModel(runs_dir=runs_dir)
-    controls = pn.Param(model, parameters=["kind", "substrate", "fm", "weights", "prompt", "iters", "pop", "steps",
-                                           "frames", "seed"], show_name=False,
-                        widgets={k: pn.widgets.IntInput for k in ("iters", "pop", "steps", "frames", "seed")})
+    controls = pn.Param(model, parameters=["kind", "algorithm", "substrate", "fm", "weights", "prompt", "target_image",
+                                           "iters", "pop", "steps", "frames", "bs", "seed"], show_name=False,
+                        widgets={k: pn.widgets.IntInput for k in ("iters", "pop", "steps", "frames", "bs", "seed")})
     start, stop, resume = (pn.widgets.Button(name=n) for n in ("start", "stop", "resume"))
     status = pn.pane.Markdown("status: **idle**")
     progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width")

@@ -239,6 +239,14 @@ def test_search_page_runs_a_search_in_chromium(server, browser, tmp_path, reques
             box.press("Enter")
         page.get_by_role("button", name="start").click()
         page.get_by_text("done").wait_for(timeout=120000)
+        # a long one, stopped from the page
+        box = page.get_by_label("Iters", exact=True)
+        box.fill("500")
+        box.press("Enter")
+        page.get_by_role("button", name="start").click()
+        page.get_by_text("running").wait_for(timeout=60000)
+        page.get_by_role("button", name="stop").click()
+        page.get_by_text("stopped").wait_for(timeout=120000)
         assert not errors, errors
     finally:
         _finish(context, page, request, tmp_path)
