@@ -1,5 +1,6 @@
 """Dashboards: the models without a browser, and the served pages in a real Chromium (Playwright)."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -176,7 +177,24 @@ def browser():
         b.close()
 
 
-def _open(browser, url, artifacts: Path):
+@contextlib.contextmanager
+def _browse(browser, url: str, request):
+    """A fresh page at url; on leaving, no console or page errors may have happened. Screenshot and
+    trace are kept under test-artifacts/ when the test fails."""
+    context, page, errors = _open(browser, url)
+    try:
+        yield page
+        assert not errors, errors
+    finally:
+        _finish(context, page, request)
+
+
+def _wait_for_model(page, name: str) -> None:
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                           f"Bokeh.documents[0].get_model_by_name('{name}') !== null", timeout=60000)
+
+
+def _open(browser, url):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     context.tracing.start(screenshots=True, snapshots=True)
     page = context.new_page()
@@ -194,11 +212,9 @@ FRAME_SUM = """() => {
 }"""
 
 
-def test_lab_page_in_chromium(server, browser, tmp_path, request):
-    context, page, errors = _open(browser, f"{server}/lab", tmp_path)
-    try:
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                               "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+def test_lab_page_in_chromium(server, browser, request):
+    with _browse(browser, f"{server}/lab", request) as page:
+        _wait_for_model(page, "lab-frame")
         before = page.evaluate(FRAME_SUM)
         page.get_by_role("button", name="step").click()
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=30000)
@@ -210,28 +226,20 @@ def test_lab_page_in_chromium(server, browser, tmp_path, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {moved}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG").click()
         page.get_by_text("saved").wait_for(timeout=30000)
-        assert not errors, errors
-    finally:
-        _finish(context, page, request, tmp_path)
 
 
-def test_lab_opens_a_run_from_the_query_string(server, browser, tmp_path, request):
-    context, page, errors = _open(browser, f"{server}/runs", tmp_path)
-    try:
+def test_lab_opens_a_run_from_the_query_string(server, browser, request):
+    with _browse(browser, f"{server}/runs", request) as page:
         page.locator(".tabulator-row").first.wait_for(timeout=60000)
         page.locator(".tabulator-row input[type=checkbox]").first.check()
         link = page.get_by_role("link", name=re.compile("in the Lab"))
         link.first.wait_for(timeout=30000)
         link.first.click()
         page.get_by_text("loaded the best θ").wait_for(timeout=60000)
-        assert not errors, errors
-    finally:
-        _finish(context, page, request, tmp_path)
 
 
-def test_search_page_runs_a_search_in_chromium(server, browser, tmp_path, request):
-    context, page, errors = _open(browser, f"{server}/search", tmp_path)
-    try:
+def test_search_page_runs_a_search_in_chromium(server, browser, request):
+    with _browse(browser, f"{server}/search", request) as page:
         page.get_by_role("heading", name="Search").wait_for(timeout=60000)
         for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
             box = page.get_by_label(label, exact=True)
@@ -247,16 +255,11 @@ def test_search_page_runs_a_search_in_chromium(server, browser, tmp_path, reques
         page.get_by_text("running").wait_for(timeout=60000)
         page.get_by_role("button", name="stop").click()
         page.get_by_text("stopped").wait_for(timeout=120000)
-        assert not errors, errors
-    finally:
-        _finish(context, page, request, tmp_path)
 
 
-def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, tmp_path, request):
-    context, page, errors = _open(browser, f"{server}/atlas", tmp_path)
-    try:
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                               "Bokeh.documents[0].get_model_by_name('atlas') !== null", timeout=60000)
+def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, request):
+    with _browse(browser, f"{server}/atlas", request) as page:
+        _wait_for_model(page, "atlas")
         canvas = page.locator(".bk-Canvas").last  # the atlas plot (the player's frame comes first)
         canvas.wait_for(timeout=30000)
         box = canvas.bounding_box()
@@ -264,26 +267,17 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, tmp_pa
         page.get_by_text("playing population member").wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text("atlas-export.png").wait_for(timeout=30000)
-        assert not errors, errors
-    finally:
-        _finish(context, page, request, tmp_path)
 
 
-def test_index_and_runs_pages_load_without_errors(server, browser, tmp_path, request):
-    for path in ("/", "/runs"):
-        context, page, errors = _open(browser, f"{server}{path}", tmp_path)
-        try:
-            if path == "/runs":
-                page.get_by_role("heading", name=re.compile("Runs in")).wait_for(timeout=60000)
-                page.locator(".tabulator").first.wait_for(timeout=30000)
-            else:
-                assert "lab" in page.content() and "runs" in page.content()
-            assert not errors, errors
-        finally:
-            _finish(context, page, request, tmp_path)
+def test_index_and_runs_pages_load_without_errors(server, browser, request):
+    with _browse(browser, f"{server}/", request) as page:
+        assert all(name in page.content() for name in ("lab", "search", "runs", "atlas"))
+    with _browse(browser, f"{server}/runs", request) as page:
+        page.get_by_role("heading", name=re.compile("Runs in")).wait_for(timeout=60000)
+        page.locator(".tabulator").first.wait_for(timeout=30000)
 
 
-def _finish(context, page, request, tmp_path):
+def _finish(context, page, request):
     """Keep a screenshot and a Playwright trace when the test failed."""
     failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
     if failed:
