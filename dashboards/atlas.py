@@ -15,6 +15,7 @@ import panel as pn
 import param
 
 from workbench.asal.atlas import PROJECTIONS, compose, project, snap_to_grid
+from workbench.atomic import write_png
 from workbench.runs import RunStore
 
 
@@ -71,13 +72,8 @@ class AtlasModel(param.Parameterized):
 
     def export_png(self, path: str | Path, scale: int = 4) -> Path:
         """The atlas at `scale`× its thumbnail resolution (nearest neighbour), written atomically."""
-        from PIL import Image
-
         path = Path(path)
-        big = np.repeat(np.repeat(self.image, scale, axis=0), scale, axis=1)
-        tmp = path.with_name(f".{path.name}")
-        Image.fromarray(big).save(tmp, format="PNG")
-        tmp.replace(path)
+        write_png(path, np.repeat(np.repeat(self.image, scale, axis=0), scale, axis=1))
         return path
 
 
@@ -85,14 +81,12 @@ def atlas_view(model: AtlasModel):
     from bokeh.models import ColumnDataSource, HoverTool, TapTool
     from bokeh.plotting import figure
 
-    def rgba(img):
-        h, w = img.shape[:2]
-        out = np.empty((h, w), np.uint32)
-        view = out.view(np.uint8).reshape(h, w, 4)
-        view[..., :3], view[..., 3] = img, 255
-        return out[::-1].copy()  # Bokeh's row 0 is at the bottom
+    from workbench.dashboards.lab import rgba
 
-    image = ColumnDataSource({"image": [rgba(model.image)]})
+    def oriented(img):
+        return rgba(img)[::-1].copy()  # the atlas' row 0 is its top row
+
+    image = ColumnDataSource({"image": [oriented(model.image)]})
     cells = ColumnDataSource(model.cell_table())
     fig = figure(width=640, height=640, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
                  name="atlas")
@@ -106,7 +100,7 @@ def atlas_view(model: AtlasModel):
                                                          ("|θ|", "@theta_norm")]), TapTool(renderers=[rects]))
 
     def on_layout(*_):
-        image.data = {"image": [rgba(model.image)]}
+        image.data = {"image": [oriented(model.image)]}
         cells.data = model.cell_table()
         rects.glyph.width = rects.glyph.height = 1.0 / max(model.side, 1)
 

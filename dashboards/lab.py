@@ -14,6 +14,8 @@ import numpy as np
 import panel as pn
 import param
 
+from workbench.atomic import atomic_write, write_png
+from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate
 
 RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224}
@@ -140,19 +142,25 @@ class LabModel(param.Parameterized):
             self.advance()
 
     def snapshot(self) -> Path:
-        """Save the current frame as PNG and θ as .npy; returns the PNG path."""
-        from PIL import Image
-
+        """Save the current frame as PNG and θ as .npy (both atomically); returns the PNG path."""
         out = Path(self.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
         stem = out / f"{self.substrate}-seed{self.seed}-step{self.step_count}"
-        Image.fromarray(self.frame).save(stem.with_suffix(".png"))
-        np.save(stem.with_suffix(".npy"), self.theta)
-        return stem.with_suffix(".png")
+        atomic_write(stem.with_suffix(".npy"), lambda p: np.save(p, self.theta))
+        return write_png(stem.with_suffix(".png"), self.frame)
 
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
-        self.frame = (np.clip(frame, 0, 1) * 255 + 0.5).astype(np.uint8)
+        self.frame = to_uint8(frame)
+
+
+def rgba(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> (H, W) uint32 RGBA, what Bokeh's image_rgba draws (its row 0 at the bottom)."""
+    h, w = image.shape[:2]
+    packed = np.empty((h, w), np.uint32)
+    view = packed.view(np.uint8).reshape(h, w, 4)
+    view[..., :3], view[..., 3] = image, 255
+    return packed
 
 
 def frame_view(model: LabModel):
@@ -160,15 +168,11 @@ def frame_view(model: LabModel):
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
 
-    def rgba(frame: np.ndarray) -> np.ndarray:
-        h, w = frame.shape[:2]
-        img = np.empty((h, w), np.uint32)
-        view = img.view(np.uint8).reshape(h, w, 4)
-        view[..., :3], view[..., 3] = frame, 255
-        # Bokeh draws row 0 at the bottom; image axis 0 is x in the reference layout, so transpose
-        return img.T[::-1].copy()
+    def oriented(frame: np.ndarray) -> np.ndarray:
+        # image axis 0 is x in the reference layout, and Bokeh draws row 0 at the bottom
+        return rgba(frame).T[::-1].copy()
 
-    source = ColumnDataSource({"image": [rgba(model.frame)]})
+    source = ColumnDataSource({"image": [oriented(model.frame)]})
     fig = figure(width=512, height=512, x_range=(0, 1), y_range=(0, 1), toolbar_location=None,
                  match_aspect=True, name="lab-frame")
     fig.axis.visible = False
@@ -176,7 +180,7 @@ def frame_view(model: LabModel):
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=source)
 
     def update(event):
-        source.data = {"image": [rgba(event.new)]}
+        source.data = {"image": [oriented(event.new)]}
 
     model.param.watch(update, "frame")
     return pn.pane.Bokeh(fig)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 
+from workbench.atomic import atomic_write
 from workbench.simulations import Substrate
 from workbench.simulations.base import Params, check_positive
 
@@ -18,16 +17,6 @@ FORMATS = (".png", ".gif", ".mp4")
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def atomic_path(out: Path) -> tuple[Path, Callable[[], None]]:
-    """A temporary path beside `out` and a function that moves it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any written file
-    return Path(tmp), lambda: os.replace(tmp, out)
 
 
 def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: int = 0, size: int = 224,
@@ -44,30 +33,29 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
                                (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
     if not out.parent.is_dir():
         raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
-    tmp, commit = atomic_path(out)
-    try:
+
+    def write(tmp: Path) -> None:
         state = sub.init(params, seed=seed)
         if out.suffix.lower() == ".png":
             state = sub.step(state, params, steps)
             imageio.imwrite(tmp, to_uint8(sub.render(state, params, size)), format="png")
             if progress:
                 progress(steps)
-        else:
-            kwargs = {"fps": fps, "macro_block_size": 1, "codec": "libx264", "quality": 8} \
-                if out.suffix.lower() == ".mp4" else {"duration": 1000 / fps, "loop": 0}
-            with imageio.get_writer(tmp, format=out.suffix.lower()[1:], mode="I", **kwargs) as writer:
+            return
+        kwargs = {"fps": fps, "macro_block_size": 1, "codec": "libx264", "quality": 8} \
+            if out.suffix.lower() == ".mp4" else {"duration": 1000 / fps, "loop": 0}
+        with imageio.get_writer(tmp, format=out.suffix.lower()[1:], mode="I", **kwargs) as writer:
+            writer.append_data(to_uint8(sub.render(state, params, size)))
+            done = 0
+            while done < steps:
+                n = min(every, steps - done)
+                state = sub.step(state, params, n)
+                done += n
                 writer.append_data(to_uint8(sub.render(state, params, size)))
-                done = 0
-                while done < steps:
-                    n = min(every, steps - done)
-                    state = sub.step(state, params, n)
-                    done += n
-                    writer.append_data(to_uint8(sub.render(state, params, size)))
-                    if progress:
-                        progress(n)
-        commit()
-    finally:
-        tmp.unlink(missing_ok=True)
+                if progress:
+                    progress(n)
+
+    atomic_write(out, write)
     return out
 
 

@@ -10,19 +10,17 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from workbench.atomic import atomic_write
 from workbench.runs import RunStore
 
-# Sizes in points for a single-column figure (≈ 3.3 in wide); colour maps that print well in grey.
+# Sizes in points for a single-column figure (≈ 3.3 in wide).
 PAPER_STYLE = {
     "fig_inches": (3.4, 2.4),
     "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7},
-    "cmap": "viridis",
     "dpi": 300,
 }
 FORMATS = (".png", ".svg", ".pdf", ".html")
@@ -62,7 +60,7 @@ def atlas(store: RunStore, run_id: str):
 
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
-    .html with Bokeh and inline resources. Written to a temporary file and renamed."""
+    .html with Bokeh and inline resources. Written atomically."""
     hv = _hv()
     out = Path(out)
     suffix = out.suffix.lower()
@@ -71,31 +69,28 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     if not out.parent.is_dir():
         raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
     style = {**PAPER_STYLE, **(style or {})}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=suffix, dir=out.parent)
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         if suffix == ".html":
             import panel as pn
             from bokeh.resources import INLINE
 
             hv.extension("bokeh", logo=False)
-            pn.panel(obj).save(tmp, resources=INLINE, embed=True)
-        else:
-            import matplotlib
+            pn.panel(obj).save(str(tmp), resources=INLINE, embed=True)
+            return
+        import matplotlib
 
-            matplotlib.use("Agg")
-            hv.extension("matplotlib", logo=False)
-            w, h = style["fig_inches"]
-            styled = obj.opts(fig_inches=(w, h), fontsize=style["fontsize"], backend="matplotlib", clone=True)
-            fig = hv.render(styled, backend="matplotlib")
-            fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
-            import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
-            plt.close(fig)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        hv.extension("matplotlib", logo=False)
+        styled = obj.opts(fig_inches=style["fig_inches"], fontsize=style["fontsize"], backend="matplotlib",
+                          clone=True)
+        fig = hv.render(styled, backend="matplotlib")
+        fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
+        plt.close(fig)
+
+    atomic_write(out, write)
     return out
 
 

@@ -6,41 +6,25 @@
                   best.npy, best.png, best.mp4, atlas.png
                   checkpoint.pkl    the search object and everything the loop needs to go on
 
-Every file is written to a temporary name in the same folder and renamed, so a crash leaves either
-the old or the new file, never half of one.
+Every file is written through workbench.atomic (a temporary name in the same folder, then a rename), so
+a crash leaves either the old or the new file, never half of one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import platform
-import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from workbench.atomic import atomic_write, write_png
+
 FORMAT = 1
 PACKAGES = ("workbench", "torch", "open-clip-torch", "taichi", "cmaes", "ribs", "duckdb", "numpy")
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file next to path, fsync it, then rename it over path."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -127,6 +111,9 @@ class Run:
                 np.save(f, array)
 
         atomic_write(self.path / name, write)
+
+    def write_png(self, name: str, image: np.ndarray) -> None:
+        write_png(self.path / name, image)
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
 from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore
@@ -191,8 +192,6 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
 
 def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     """Final tables and pictures: population.parquet, best.npy, best.png, best.mp4 or atlas.png."""
-    from PIL import Image
-
     from workbench.export import export
 
     sub, _ = components(cfg.eval)
@@ -203,22 +202,18 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     run.write_table("population", table)
     if cfg.kind == "illuminate":
         best = thetas[0]
-        thumbs = state.get("thumbs", {})
-        cell = next(iter(thumbs.values())).shape if thumbs else (8, 8, 3)
+        known = state.get("thumbs", {})
+        cell = next(iter(known.values())).shape if known else (8, 8, 3)
         # final-frame thumbnails in population order, for the atlas page (zeros where none was kept)
-        run.write_array("thumbs.npy", np.stack([thumbs.get(_key(t), np.zeros(cell, np.uint8)) for t in thetas]))
-        atlas = atlas_image(thetas, z, thumbs)
-        tmp = run.path / ".atlas.png"
-        Image.fromarray(atlas).save(tmp)
-        tmp.replace(run.path / "atlas.png")
+        thumbs = np.stack([known.get(_key(t), np.zeros(cell, np.uint8)) for t in thetas])
+        run.write_array("thumbs.npy", thumbs)
+        run.write_png("atlas.png", atlas_image(thumbs, z))
     else:
         best = search.best_theta
         export(sub, sub.decode(best), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
                every=max(1, cfg.eval.steps // 120))
         if state.get("best_thumb") is not None:
-            tmp = run.path / ".best.png"
-            Image.fromarray(state["best_thumb"]).save(tmp)
-            tmp.replace(run.path / "best.png")
+            run.write_png("best.png", state["best_thumb"])
     run.write_array("best.npy", np.asarray(best, np.float64))
     run.update(status="done")
 
@@ -227,23 +222,11 @@ def _key(theta: np.ndarray) -> bytes:
     return np.asarray(theta, np.float64).tobytes()
 
 
-def atlas_image(thetas: np.ndarray, z: np.ndarray | None, thumbs: dict, max_items: int = 1024) -> np.ndarray:
-    """A square grid of final-frame thumbnails, rows ordered by the first principal component of the
-    embeddings and each row by the second (the paper's atlas, without the 2-D snapping)."""
-    n = min(len(thetas), max_items)
-    idx = np.arange(n)
-    side = math.ceil(math.sqrt(n))
-    if z is not None and n > 2:
-        zc = z[:n] - z[:n].mean(axis=0)
-        _, _, vt = np.linalg.svd(zc, full_matrices=False)
-        pc = zc @ vt[:2].T
-        rows = np.argsort(pc[:, 0], kind="stable")
-        idx = np.concatenate([r[np.argsort(pc[r, 1], kind="stable")] for r in np.array_split(rows, side)])
-    cell = next(iter(thumbs.values())).shape[0] if thumbs else 8
-    atlas = np.zeros((side * cell, side * cell, 3), np.uint8)
-    for k, i in enumerate(idx):
-        thumb = thumbs.get(_key(thetas[i]))
-        if thumb is not None:
-            r, c = divmod(k, side)
-            atlas[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = thumb[:cell, :cell]
-    return atlas
+def atlas_image(thumbs: np.ndarray, z: np.ndarray | None) -> np.ndarray:
+    """The population's thumbnails on a square grid, laid out by a PCA of the embeddings and snapped to
+    the grid (the layout of the /atlas page with its default projection)."""
+    side = math.ceil(math.sqrt(len(thumbs)))
+    cells = np.arange(len(thumbs))
+    if z is not None and len(z) > 1:
+        cells = snap_to_grid(project(z, "pca"), side)
+    return compose(thumbs, cells, side)

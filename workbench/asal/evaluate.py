@@ -7,11 +7,12 @@ chunks, locally or on Dask workers alike, so a chunk's numbers never depend on w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from workbench.asal import scores
+from workbench.export import to_uint8
 from workbench.fm import load_fm
 from workbench.simulations import make_substrate
 from workbench.simulations.rollout import sample_indices
@@ -37,9 +38,6 @@ class EvalConfig:
     def __post_init__(self):
         if self.steps is None:
             self.steps = DEFAULT_STEPS.get(self.substrate, 256)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 _CACHE: dict = {}
@@ -72,7 +70,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int],
             for index in indices:
                 if index > at:
                     state, at = sub.step(state, params, steps=index - at), index
-                frames = _to_uint8(sub.render(state, params, size=cfg.size))
+                frames = to_uint8(sub.render(state, params, size=cfg.size))
                 z.append(fm.embed_images(frames, use_cache=False))
                 if last is None or seed == seeds[0]:
                     last = frames
@@ -81,10 +79,6 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int],
         small = _downsample(last, thumb)
         thumbs = small if thumbs is None else np.concatenate([thumbs, small])
     return np.concatenate(out), thumbs
-
-
-def _to_uint8(frames: np.ndarray) -> np.ndarray:
-    return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _downsample(frames: np.ndarray, size: int) -> np.ndarray:
