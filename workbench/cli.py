@@ -304,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         r.add_argument("--json", action="store_true")
         r.set_defaults(func=cmd_runs)
+
+    from workbench.lm.cli import register as register_zoo
+    from workbench.merge.cli import register as register_merge
+
+    register_zoo(sub)
+    register_merge(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Model merging: mergekit-compatible methods and recipes, DFS merging, evolved recipes."""
