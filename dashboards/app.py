@@ -6,12 +6,13 @@ from pathlib import Path
 
 import panel as pn
 
-PAGES = ("lab", "search", "runs", "atlas")
+PAGES = ("lab", "search", "runs", "atlas", "merge")
 
 
 def pages(runs_dir: str = "runs") -> dict:
     from workbench.dashboards.atlas import atlas_page
     from workbench.dashboards.lab import lab_page
+    from workbench.dashboards.merge import merge_page
     from workbench.dashboards.runs import runs_page
     from workbench.dashboards.search import search_page
 
@@ -27,7 +28,10 @@ def pages(runs_dir: str = "runs") -> dict:
     def lab():
         return lab_page(runs_dir=runs_dir)
 
-    return {"lab": lab, "search": search, "runs": runs, "atlas": atlas}
+    def merge():
+        return merge_page(runs_dir)
+
+    return {"lab": lab, "search": search, "runs": runs, "atlas": atlas, "merge": merge}
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,

@@ -52,3 +52,12 @@ def pytest_runtest_makereport(item, call):
     rep = yield
     setattr(item, f"rep_{rep.when}", rep)
     return rep
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory):
+    """A seconds-long zoo (base + add and sort experts, tiny Llama models): the same files and code paths
+    as `workbench zoo build`, too small to be accurate."""
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("zoo") / "zoo", ZooConfig.quick(tasks=("add", "sort")))

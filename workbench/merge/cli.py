@@ -1,9 +1,100 @@
-"""The `workbench merge` commands (registered by workbench.cli)."""
+"""The `workbench merge` commands (registered by workbench.cli): evolve a recipe, apply one."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+
+def cmd_evolve(args) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from workbench.cli import _client, err
+    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs)
+    cfg = None
+    if args.resume is None:
+        if not args.models:
+            raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
+        cfg = EvolveConfig(zoo=args.zoo, models=args.models, method=args.method, base=args.base,
+                           tasks=args.tasks or [], task_weights=args.task_weights or [], iters=args.iters,
+                           pop=args.pop, sigma=args.sigma, seed=args.seed, n_eval=args.n_eval, n_test=args.n_test,
+                           dfs_r=args.r)
+    client = _client(args)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("fitness {task.fields[fit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err, disable=args.quiet) as bar:
+            task = bar.add_task("merge evolve", total=cfg.iters if cfg else None, fit="–")
+
+            def on_iteration(done, total, row):
+                bar.update(task, completed=done, total=total, fit=f"{-row['best_loss']:.3f}")
+
+            run = evolve(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
+    finally:
+        if client is not None:
+            client.close()
+    info = run.info
+    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
+                      "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
+                      "test_scores": info.get("test_scores")}))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from workbench.merge.apply import apply_recipe_file
+
+    out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed)
+    result = {"out": str(out)}
+    if args.eval:
+        from workbench.lm.evaluate import evaluate
+        from workbench.lm.tasks import TASKS
+        from workbench.merge.apply import load_merged
+
+        model, tok = load_merged(out)
+        result["accuracy"] = evaluate(model, tok, args.eval if args.eval != ["all"] else list(TASKS), n=args.n)
+    print(json.dumps(result))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this package's subcommands to the `workbench` parser."""
+    """Add `workbench merge evolve|apply` to the `workbench` parser."""
+    from workbench.merge.evolve import PS_METHODS
+
+    merge = sub.add_parser("merge", help="evolved model merging: evolve a recipe, apply one")
+    merge_sub = merge.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    ev = merge_sub.add_parser("evolve", help="CMA-ES over merge recipes, fitness = task accuracy",
+                              description="Parameter-space methods evolve one (weight, density) pair per source "
+                                          "model per layer group; dfs evolves a layer path and activation scales "
+                                          "(CMA-ES with margin).")
+    ev.add_argument("--zoo", default="data/zoo", help="folder holding the models (default: data/zoo)")
+    ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders)")
+    ev.add_argument("--method", default="ties", choices=[*PS_METHODS, "dfs"])
+    ev.add_argument("--base", default="base", help="base model of task-vector methods (default: base)")
+    ev.add_argument("--tasks", nargs="+", help="tasks of the fitness (default: the models named after tasks)")
+    ev.add_argument("--task-weights", nargs="+", type=float, help="weights of the tasks (default: equal)")
+    ev.add_argument("--iters", type=int, default=10)
+    ev.add_argument("--pop", type=int, default=8, help="CMA-ES population")
+    ev.add_argument("--sigma", type=float, default=0.2)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--n-eval", type=int, default=64, help="validation prompts per task per candidate")
+    ev.add_argument("--n-test", type=int, default=128, help="test prompts per task for the final scores")
+    ev.add_argument("--r", type=int, default=2, help="dfs: repetitions of the layer list")
+    ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run")
+    ev.add_argument("--workers", type=int, help="evaluate on a local Dask cluster of N workers")
+    ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evolve)
+
+    ap = merge_sub.add_parser("apply", help="merge per a mergekit YAML recipe or a DFS JSON; write a model folder")
+    ap.add_argument("recipe", help="recipe.yaml (mergekit format) or dfs.json")
+    ap.add_argument("--zoo", default="data/zoo", help="folder holding the recipe's models (default: data/zoo)")
+    ap.add_argument("--out", required=True, help="new folder for the merged model")
+    ap.add_argument("--seed", type=int, default=0, help="seed of DARE's random drops")
+    ap.add_argument("--eval", nargs="+", metavar="TASK", help="also score the merge on these tasks ('all')")
+    ap.add_argument("--n", type=int, default=128, help="prompts per task for --eval")
+    ap.set_defaults(func=cmd_apply)

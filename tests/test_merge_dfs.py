@@ -1,0 +1,137 @@
+"""DFS merging (layer path + activation scales), recipe genomes and the CMA-ES ask/tell object."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.masking_utils import create_causal_mask
+
+from workbench.merge.dfs import DFSRecipe, build_dfs_model
+from workbench.merge.genome import DFSGenome, PSGenome
+from workbench.merge.search import RecipeCMA
+
+
+@pytest.fixture(scope="module")
+def pair():
+    cfg = LlamaConfig(vocab_size=40, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                      num_key_value_heads=2, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return {"a": LlamaForCausalLM(cfg).eval(), "b": LlamaForCausalLM(cfg).eval()}
+
+
+def reference_path(models, steps, ids, head="a"):
+    """The spec's DFS forward pass written out: embed, each step's layer on scale·h, norm, head."""
+    h = models[head].model.embed_tokens(ids)
+    pos = torch.arange(ids.shape[1])[None]
+    pe = models[head].model.rotary_emb(h, pos)
+    mask = create_causal_mask(config=models[head].config, inputs_embeds=h, attention_mask=None, past_key_values=None,
+                              position_ids=pos)
+    for s in steps:
+        h = models[s.model].model.layers[s.layer](h * s.scale, attention_mask=mask, position_embeddings=pe,
+                                                  position_ids=pos)
+    return models[head].lm_head(models[head].model.norm(h))
+
+
+@torch.no_grad()
+def test_identity_path_is_the_source_model(pair):
+    ids = torch.randint(0, 40, (2, 7))
+    model = build_dfs_model(DFSRecipe.identity(["a", "b"], 3, r=3, model="b"), pair)
+    assert torch.equal(model(ids).logits, pair["b"](ids).logits)
+
+
+@torch.no_grad()
+def test_indicator_and_scales_follow_the_spec(pair):
+    m, r = 6, 2
+    ind = np.zeros(m * r)
+    ind[[0, 4, 8, 11]] = 1      # a0, b1 | (second repetition) a2, b2
+    w = np.arange(m * m, dtype=float).reshape(m, m) / 20 + 0.5
+    recipe = DFSRecipe(["a", "b"], 3, r, ind.tolist(), w.tolist())
+    steps = recipe.steps()
+    assert [(s.model, s.layer) for s in steps] == [("a", 0), ("b", 1), ("a", 2), ("b", 2)]
+    # W[i, j] scales the input of layer j when the previous layer was i (M-indices: a0=0 … b2=5)
+    assert [s.scale for s in steps] == [1.0, w[0, 4], w[4, 2], w[2, 5]]
+    ids = torch.randint(0, 40, (3, 8))
+    out = build_dfs_model(recipe, pair)(ids).logits
+    torch.testing.assert_close(out, reference_path(pair, steps, ids), rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_dfs_model_generates_with_kv_cache_like_without(pair):
+    recipe = DFSRecipe(["a", "b"], 3, path=[{"model": "a", "layer": 0}, {"model": "a", "layer": 0, "scale": 0.7},
+                                            {"model": "b", "layer": 2, "scale": 1.3}])
+    model = build_dfs_model(recipe, pair)
+    ids = torch.randint(0, 40, (2, 5))
+    cached = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                            pad_token_id=0)
+    x = ids
+    for _ in range(4):
+        x = torch.cat([x, model(x, use_cache=False).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(cached, x)
+    # layers share the source weights: no copy
+    assert model.model.layers[2].layer.mlp.up_proj.weight is pair["b"].model.layers[2].mlp.up_proj.weight
+
+
+def test_dfs_recipe_json_round_trip_and_errors(tmp_path, pair):
+    recipe = DFSGenome(["a", "b"], 3, r=2).recipe(np.linspace(0, 1.9, 12 + 36))
+    path = recipe.save(tmp_path / "dfs.json")
+    again = DFSRecipe.load(path)
+    assert again.to_dict() == recipe.to_dict() and again.steps() == recipe.steps()
+    with pytest.raises(ValueError, match="T = M·r"):
+        DFSRecipe(["a", "b"], 3, 2, [1.0] * 5)
+    with pytest.raises(ValueError, match="finite"):
+        DFSRecipe(["a", "b"], 3, 1, [1.0] * 6, np.full((6, 6), np.nan).tolist())
+    with pytest.raises(ValueError, match="not given"):
+        build_dfs_model(DFSRecipe.identity(["a", "c"], 3), pair)
+    with pytest.raises(ValueError, match="empty"):
+        build_dfs_model(DFSRecipe(["a", "b"], 3, 1, [0.0] * 6), pair)
+    (tmp_path / "bad.json").write_text('{"models": ["a"], "layers": 3, "path": [], "colour": 1}')
+    with pytest.raises(ValueError, match="keys"):
+        DFSRecipe.load(tmp_path / "bad.json")
+
+
+def test_ps_genome_decodes_to_per_group_filters():
+    g = PSGenome(["add", "sort"], layers=4, method="ties", base="base")
+    assert g.size == 2 * 2 * (4 + 2) and g.groups[0] == "embed" and g.groups[-1] == "head"
+    x = np.linspace(0, 1, g.size)
+    w, d = g.split(x)
+    recipe = g.recipe(x)
+    sort = recipe.models[2]["parameters"]
+    assert recipe.base_model == "base" and recipe.models[0] == {"model": "base"}
+    assert sort["weight"][0] == {"filter": "embed_tokens", "value": pytest.approx(w[1, 0], abs=1e-6)}
+    assert sort["weight"][-1]["value"] == pytest.approx(w[1, 1:5].tolist(), abs=1e-6)
+    assert sort["density"][1]["value"] == pytest.approx(max(d[1, -1], 0.05), abs=1e-6)
+    assert PSGenome(["a", "b"], 4, "linear").size == 2 * 6
+    with pytest.raises(ValueError, match="methods"):
+        PSGenome(["a"], 4, "slerp_ish")
+    with pytest.raises(ValueError, match="base"):
+        PSGenome(["a"], 4, "ties")
+
+
+def test_cma_search_minimises_and_resumes_bit_for_bit():
+    g = DFSGenome(["a", "b"], 3, r=2)
+    target = np.full(g.size - g.t, 1.3)
+
+    def loss(x):
+        return float(np.sum((x[g.t:] - target) ** 2) + x[:g.t].sum())
+
+    for steps in (g.steps(), None):
+        search = RecipeCMA(g.initial(), g.bounds(), sigma=0.3, population=8, seed=3, steps=steps)
+        first = None
+        for _ in range(4):
+            xs = search.ask()
+            assert xs.shape == (8, g.size) and (xs >= g.bounds()[:, 0]).all() and (xs <= g.bounds()[:, 1]).all()
+            if steps is not None:
+                assert set(np.unique(xs[:, :g.t])) <= {0.0, 1.0}
+            info = search.tell(xs, [loss(x) for x in xs])
+            first = first if first is not None else info["loss_mean"]
+        assert info["best_loss"] < first
+        clone = pickle.loads(pickle.dumps(search))
+        a, b = search.ask(), clone.ask()
+        assert np.array_equal(a, b)
+        search.tell(a, [loss(x) for x in a])
+        clone.tell(b, [loss(x) for x in b])
+        assert np.array_equal(search.ask(), clone.ask())
+    with pytest.raises(ValueError, match="finite"):
+        search.tell(search.ask(), [np.nan] * 8)

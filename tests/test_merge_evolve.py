@@ -1,0 +1,173 @@
+"""Recipe evolution end to end on a real (quick) zoo: run store, determinism, resume after SIGKILL, Dask,
+`workbench merge evolve|apply`, and the errors users meet."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from workbench.cli import main
+from workbench.merge.evolve import EvolveConfig, evolve
+from workbench.runs import RunStore
+
+
+def _cfg(zoo, **kw):
+    return EvolveConfig(**{"zoo": str(zoo), "models": ["add", "sort"], "iters": 2, "pop": 4, "n_eval": 8,
+                           "n_test": 8, "seed": 1, **kw})
+
+
+def _evaluations(run):
+    return run.read_table("evaluations").to_pylist()
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "dfs"])
+def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
+    run = evolve(_cfg(quick_zoo, method=method), RunStore(tmp_path))
+    info = run.info
+    assert info["kind"] == "merge" and info["substrate"] == method and info["status"] == "done"
+    assert info["iterations"] == 2 and len(run.read_table("metrics")) == 2
+    evals = _evaluations(run)
+    assert len(evals) == 8 and {"acc_add", "acc_sort", "loss", "genome"} <= set(evals[0])
+    assert all(-1 <= e["loss"] <= 0 for e in evals)
+    scores = json.loads((run.path / "scores.json").read_text())
+    assert set(scores["models"]) >= {"add", "sort"} and set(scores["merged"]) == {"add", "sort"}
+    analysis = json.loads((run.path / "analysis.json").read_text())
+    if method == "dfs":
+        from workbench.merge.dfs import DFSRecipe
+
+        recipe = DFSRecipe.load(run.path / "dfs.json")
+        assert recipe.models == ["add", "sort"] and len(recipe.indicator) == 2 * 2 * 2
+    else:
+        from mergekit.config import MergeConfiguration
+
+        text = (run.path / "recipe.yaml").read_text()
+        MergeConfiguration.model_validate(yaml.safe_load(text))  # mergekit reads what we write
+        assert yaml.safe_load(text)["merge_method"] == method
+        assert set(analysis["task_vector_norms"]) == {"add", "sort"}
+        assert len(analysis["task_vector_norms"]["add"]) == len(analysis["layer_groups"])
+        if method != "task_arithmetic":
+            assert 0 <= analysis["sign_conflict"]["total"] <= 1
+        if method == "dare_ties":
+            assert all(0 < f <= 1 for f in analysis["dare_kept"]["add"])
+
+
+def test_same_seed_same_run_and_cluster_equals_local(tmp_path, quick_zoo):
+    from workbench.scale import local_client
+
+    a = evolve(_cfg(quick_zoo, method="dare_ties"), RunStore(tmp_path / "a"))
+    b = evolve(_cfg(quick_zoo, method="dare_ties"), RunStore(tmp_path / "b"))
+    assert _evaluations(a) == _evaluations(b)
+    client = local_client(2)
+    try:
+        c = evolve(_cfg(quick_zoo, method="dare_ties"), RunStore(tmp_path / "c"), client=client)
+        assert len(client.scheduler_info()["workers"]) == 2
+    finally:
+        client.close()
+        client.cluster.close()
+    assert _evaluations(a) == _evaluations(c)
+    np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(c.path / "best.npy"))
+
+
+def _cli(*args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
+    args = ["merge", "evolve", "--zoo", str(quick_zoo), "--models", "add", "sort", "--method", "ties",
+            "--iters", "12", "--pop", "4", "--n-eval", "8", "--n-test", "8", "--seed", "3", "--quiet"]
+    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    reference = json.loads(out)
+
+    killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
+    store = RunStore(tmp_path / "killed")
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        runs = store.list() if store.root.exists() else []
+        if runs and runs[0]["iterations"] >= 3:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    run_id = store.list()[0]["id"]
+    assert 3 <= store.list()[0]["iterations"] < 12, "the kill should land mid-run"
+    resumed = _cli("merge", "evolve", "--resume", run_id, "--runs", "killed", "--quiet", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "done" and result["iterations"] == 12
+    assert result["best_fitness"] == reference["best_fitness"]
+    a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(run_id)
+    np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
+    assert _evaluations(a) == _evaluations(b)
+    assert (a.path / "recipe.yaml").read_text() == (b.path / "recipe.yaml").read_text()
+
+
+@torch.no_grad()
+def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo, capsys):
+    from workbench.lm.zoo import load_zoo
+    from workbench.merge.apply import load_merged
+    from workbench.merge.dfs import DFSRecipe, build_dfs_model
+    from workbench.merge.recipe import Recipe, apply_recipe
+
+    zoo = load_zoo(quick_zoo)
+    recipe = Recipe.from_dict({"merge_method": "ties", "base_model": "base", "parameters": {"normalize": True},
+                               "models": [{"model": "add", "parameters": {"weight": [0.2, 0.9], "density": 0.6}},
+                                          {"model": "sort", "parameters": {"weight": 0.5, "density": 0.4}}]})
+    recipe.save(tmp_path / "recipe.yaml")
+    assert main(["merge", "apply", str(tmp_path / "recipe.yaml"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "m1"), "--eval", "add", "--n", "8"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["accuracy"]) == {"add"}
+    model, _ = load_merged(tmp_path / "m1")
+    expected = apply_recipe(recipe, zoo.state_dict)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+    assert (tmp_path / "m1" / "mergekit_config.yml").is_file()
+
+    dfs = DFSRecipe(["add", "sort"], 2, path=[{"model": "add", "layer": 0}, {"model": "sort", "layer": 1, "scale": 1.4},
+                                              {"model": "add", "layer": 1, "scale": 0.6}])
+    dfs.save(tmp_path / "dfs.json")
+    assert main(["merge", "apply", str(tmp_path / "dfs.json"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "m2")]) == 0
+    loaded, tok = load_merged(tmp_path / "m2")
+    live = build_dfs_model(dfs, {m: zoo.model(m) for m in ("add", "sort")})
+    ids = tok(["3+4=", "s:dcba="], padding=True, return_tensors="pt")
+    torch.testing.assert_close(loaded(**ids).logits, live(**ids).logits, rtol=0, atol=1e-6)
+
+
+def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
+    base = ["merge", "evolve", "--zoo", str(quick_zoo), "--runs", str(tmp_path / "runs"), "--quiet", "--iters", "1"]
+    cases = [
+        (["--models", "add", "nope"], "no model 'nope'"),
+        (["--models", "add", "--method", "slerp"], "invalid choice"),
+        (["--models", "add", "--tasks", "juggling"], "unknown task 'juggling'"),
+        (["--models", "add", "--task-weights", "1", "2"], "task weights"),
+        (["--resume", "missing-run"], "no run 'missing-run'"),
+    ]
+    for extra, message in cases:
+        try:
+            code = main([*base, *extra])
+        except SystemExit as exit_:  # argparse rejects invalid choices itself
+            code = exit_.code
+        captured = capsys.readouterr()
+        assert code == 2, extra
+        assert message in captured.err.replace("\n", " "), (extra, captured.err)
+    (tmp_path / "bad.yaml").write_text("merge_method: frobnicate\nmodels:\n  - model: add\n")
+    assert main(["merge", "apply", str(tmp_path / "bad.yaml"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "frobnicate" in capsys.readouterr().err
+    # models of another architecture: the error names the tensor
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("add",), hidden=48, heads=2))
+    code = main([*base, "--models", "add", str(other / "add"), "--tasks", "add"])
+    assert code == 2 and "tensor model." in capsys.readouterr().err

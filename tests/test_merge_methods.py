@@ -1,0 +1,365 @@
+"""workbench.merge.methods / state / analysis: conformance with mergekit's in-memory API, DARE statistics,
+parameter resolution (gradients, filters, precedence) and every bad-input error."""
+
+import math
+
+import pytest
+import torch
+from mergekit.config import evaluate_setting as mk_evaluate_setting
+from mergekit.merge_methods.api import merge_state_dicts as mk_merge_state_dicts
+from mergekit.merge_methods.api import merge_tensors as mk_merge_tensors
+
+from workbench.merge.analysis import dare_kept_fraction, sign_conflict_rate, task_vector_cosine, task_vector_norms
+from workbench.merge.bench import bench_merge_tensors, synthetic_llama
+from workbench.merge.methods import METHODS, merge_tensors
+from workbench.merge.state import evaluate_setting, gradient_t, merge_state_dicts
+
+SHAPES = [(13,), (31, 17), (3, 8, 5)]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def inputs(shape, n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(shape, generator=g)
+    return [base] + [base + 0.3 * torch.randn(shape, generator=g) for _ in range(n - 1)]
+
+
+CASES = [
+    ("linear", {"weight": [0.3, 0.5, 0.9]}, None),
+    ("linear", {"weight": [0.3, -0.5, 0.9], "normalize": False}, 1),
+    ("linear", {"weight": 0.7}, None),
+    ("task_arithmetic", {"weight": [0.3, -0.5]}, 0),
+    ("task_arithmetic", {"weight": [0.3, 0.5], "normalize": True, "lambda": 0.7}, 2),
+    ("ties", {"weight": [0.3, 0.5], "density": [0.4, 0.7]}, 0),
+    ("ties", {"weight": [0.3, -0.5], "density": 0.5, "normalize": False, "lambda": 1.3}, 1),
+    ("ties", {"weight": [1.0, 0.5], "density": 0.2, "rescale": True}, 2),
+    ("ties", {"weight": 1.0, "density": 1.0}, 1),
+    ("dare_ties", {"weight": [0.3, 0.5], "density": 1.0}, 1),
+    ("dare_ties", {"weight": [0.3, 0.5], "density": 1.0, "normalize": True, "lambda": 0.5}, 0),
+    ("dare_linear", {"weight": [0.3, 0.5], "density": 1.0, "normalize": True}, 2),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize(("method", "params", "base_index"), CASES)
+def test_matches_mergekit(shape, method, params, base_index):
+    ts = inputs(shape, seed=len(shape))
+    ours = merge_tensors(ts, method, parameters=params, base_index=base_index)
+    theirs = mk_merge_tensors(ts, method, parameters=params, base_index=base_index)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    assert rel_err(ours, theirs) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", [0.0, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("base_index", [0, 1])
+def test_slerp_matches_mergekit(shape, t, base_index):
+    ts = inputs(shape, n=2)
+    ours = merge_tensors(ts, "slerp", parameters={"t": t}, base_index=base_index)
+    theirs = mk_merge_tensors(ts, "slerp", parameters={"t": t}, base_index=base_index)
+    assert rel_err(ours, theirs) <= 1e-5
+    if t == 0:  # base_index picks the t = 0 end
+        torch.testing.assert_close(ours, ts[base_index])
+
+
+def test_slerp_colinear_falls_back_to_lerp():
+    a = torch.randn(50)
+    out = merge_tensors([a, 2 * a], "slerp", parameters={"t": 0.25}, base_index=0)
+    torch.testing.assert_close(out, 1.25 * a)
+    theirs = mk_merge_tensors([a, 2 * a], "slerp", parameters={"t": 0.25}, base_index=0)
+    assert rel_err(out, theirs) <= 1e-5
+
+
+def test_ties_hand_computed():
+    base = torch.zeros(4)
+    a = torch.tensor([1.0, -2.0, 3.0, 0.1])
+    b = torch.tensor([-3.0, 1.0, 1.0, 0.2])
+    out = merge_tensors([base, a, b], "ties", parameters={"weight": 1.0, "density": 0.75}, base_index=0)
+    # trim keeps |.| top 3 of 4: a → [1, -2, 3, 0], b → [-3, 1, 1, 0]; sums [-2, -1, 4, 0] → signs [-, -, +, +]
+    # agreeing entries: [-3], [-2], [3, 1], none → mean [-3, -2, 2, 0]
+    torch.testing.assert_close(out, torch.tensor([-3.0, -2.0, 2.0, 0.0]))
+
+
+def test_bf16_inputs_keep_dtype():
+    ts = [t.bfloat16() for t in inputs((8, 8))]
+    out = merge_tensors(ts, "ties", parameters={"weight": 0.5, "density": 0.5}, base_index=0)
+    assert out.dtype == torch.bfloat16
+
+
+# ----------------------------------------------------------------------------------------------------- DARE
+
+
+def dare_setup(n=200_000):
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(n, generator=g)
+    return base, base + torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_dare_kept_fraction_and_l1_rescale(density):
+    base, x = dare_setup()
+    tau = x - base
+    gen = torch.Generator().manual_seed(3)
+    out = merge_tensors(
+        [base, x], "dare_linear", parameters={"weight": 1.0, "density": density}, base_index=0, generator=gen
+    )
+    kept = out - base
+    frac = float((kept != 0).float().mean())
+    sd = math.sqrt(density * (1 - density) / tau.numel())
+    assert abs(frac - density) < 5 * sd
+    # default rescale_norm="l1": the kept task vector has the L1 norm of the full one (mergekit convention)
+    assert float(kept.abs().sum()) == pytest.approx(float(tau.abs().sum()), rel=1e-4)
+    # survivors are τ times one common factor
+    mask = kept != 0
+    ratio = kept[mask] / tau[mask]
+    assert float(ratio.std()) < 1e-3 * float(ratio.mean())
+
+
+def test_dare_inverse_rescale_and_no_rescale():
+    base, x = dare_setup(10_000)
+    tau = x - base
+    params = {"weight": 1.0, "density": 0.3, "rescale_norm": "inverse"}
+    out = merge_tensors(
+        [base, x], "dare_linear", parameters=params, base_index=0, generator=torch.Generator().manual_seed(0)
+    )
+    kept = out - base
+    mask = kept != 0
+    torch.testing.assert_close(kept[mask], tau[mask] / 0.3, rtol=1e-4, atol=1e-5)
+    out = merge_tensors(
+        [base, x],
+        "dare_linear",
+        parameters={**params, "rescale": False},
+        base_index=0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close((out - base)[mask], tau[mask], rtol=1e-4, atol=1e-5)
+
+
+def test_dare_deterministic_per_seed():
+    ts = inputs((64, 64))
+    params = {"weight": [0.5, 0.5], "density": 0.4}
+
+    def run(seed):
+        return merge_tensors(
+            ts, "dare_ties", parameters=params, base_index=0, generator=torch.Generator().manual_seed(seed)
+        )
+
+    assert torch.equal(run(7), run(7))
+    assert not torch.equal(run(7), run(8))
+
+
+def test_dare_ties_sign_election():
+    # with density 1 nothing is dropped: DARE-TIES must equal TIES-style sign election without trimming
+    base = torch.zeros(3)
+    a = torch.tensor([1.0, -1.0, 2.0])
+    b = torch.tensor([-3.0, 2.0, 1.0])
+    out = merge_tensors([base, a, b], "dare_ties", parameters={"weight": 1.0, "density": 1.0}, base_index=0)
+    torch.testing.assert_close(out, torch.tensor([-3.0, 2.0, 3.0]))  # sums [-2, 1, 3]; normalize off
+    # with drops: DARE-TIES = the DARE-dropped task vectors (same generator draws) merged by sign election
+    ts = inputs((40, 30))
+    p = {"density": 0.5, "weight": [0.7, 0.4]}
+
+    def dropped(weights):
+        g = torch.Generator().manual_seed(11)
+        return merge_tensors(ts, "dare_linear", parameters={**p, "weight": weights}, base_index=0, generator=g)
+
+    drop_a, drop_b = dropped([1.0, 0.0]), dropped([0.0, 1.0])
+    out = merge_tensors(ts, "dare_ties", parameters=p, base_index=0, generator=torch.Generator().manual_seed(11))
+    expect = mk_merge_tensors(
+        [ts[0], drop_a, drop_b], "ties", parameters={**p, "density": 1.0, "normalize": False}, base_index=0
+    )
+    assert rel_err(out, expect) <= 1e-5
+    assert (
+        rel_err(out, merge_tensors(ts, "ties", parameters={**p, "density": 1.0, "normalize": False}, base_index=0))
+        > 1e-2
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(method="nope", parameters={"weight": 1}), "unknown merge method 'nope'.*linear, task_arithmetic, ties"),
+        (dict(method="ties", parameters={"weight": 1}), "needs a base"),
+        (dict(method="ties", parameters={"weight": 1, "density": 0.0}, base_index=0), r"density must be in \(0, 1\]"),
+        (dict(method="ties", parameters={"weight": 1, "density": 1.5}, base_index=0), r"density must be in \(0, 1\]"),
+        (dict(method="ties", parameters={"weight": [1, 2, 3]}, base_index=0), "needs 2 values"),
+        (dict(method="linear", parameters={"weight": [1, 2]}), "needs 3 values"),
+        (dict(method="task_arithmetic", parameters={"weight": float("nan")}, base_index=0), "finite"),
+        (dict(method="task_arithmetic", parameters={"weight": 1, "lambda": float("nan")}, base_index=0), "finite"),
+        (dict(method="task_arithmetic", parameters={}, base_index=0), "missing parameter 'weight'"),
+        (dict(method="ties", parameters={"weight": 1, "bogus": 1}, base_index=0), "unknown parameter"),
+        (dict(method="slerp", parameters={"t": 0.5}, base_index=0), "exactly 2"),
+        (dict(method="ties", parameters={"weight": 1, "rescale_norm": "l2"}, base_index=0), "rescale_norm"),
+        (dict(method="linear", parameters={"weight": [1, -1, 0]}), "sum to 0"),
+        (dict(method="ties", parameters={"weight": 1, "normalize": "maybe"}, base_index=0), "true or false"),
+    ],
+)
+def test_bad_input_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        merge_tensors(inputs((4, 4)), **kwargs)
+
+
+def test_shape_and_slerp_base_errors():
+    with pytest.raises(ValueError, match=r"'w'.*\(4, 4\), \(4, 5\)"):
+        merge_tensors([torch.zeros(4, 4), torch.zeros(4, 5)], "linear", parameters={"weight": 1}, name="w")
+    with pytest.raises(ValueError, match="slerp needs a base"):
+        merge_tensors(inputs((4,), n=2), "slerp", parameters={"t": 0.5})
+    with pytest.raises(ValueError, match="'t'"):
+        merge_tensors(inputs((4,), n=2), "slerp", base_index=0)
+    with pytest.raises(ValueError, match="floating-point"):
+        merge_tensors([torch.zeros(3, dtype=torch.long)] * 2, "linear", parameters={"weight": 1})
+
+
+def test_methods_tuple():
+    assert METHODS == ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
+
+
+# ----------------------------------------------------------------------------------------------------- state dicts
+
+
+def tiny(seed, layers=4):
+    return synthetic_llama(layers, 8, 16, 2, 1, 20, seed=seed)
+
+
+def test_evaluate_setting_matches_mergekit():
+    from pydantic import TypeAdapter
+
+    fl = TypeAdapter(float).validate_python
+    settings = [
+        0.4,
+        [0.0, 1.0],
+        [0.1, 0.9, 0.3],
+        [0.2, 0.5, 0.7, 1.0, 0.0],
+        [{"filter": "mlp", "value": [0.0, 1.0]}, {"value": 0.25}],
+        [{"filter": "self_attn", "value": 0.8}],
+        {"filter": "*", "value": [1.0, 2.0]},
+    ]
+    for setting in settings:
+        for name in ["model.layers.3.mlp.up_proj.weight", "model.layers.3.self_attn.q_proj.weight", "lm_head.weight"]:
+            for t in [0.0, 0.2, 1 / 3, 0.5, 0.77, 1.0]:
+                ours = evaluate_setting("weight", setting, name, t)
+                mk_setting = setting
+                if isinstance(setting, dict) or (isinstance(setting, list) and isinstance(setting[0], dict)):
+                    from mergekit.config import ConditionalParameter
+
+                    items = setting if isinstance(setting, list) else [setting]
+                    mk_setting = [ConditionalParameter(**c) for c in items]
+                theirs = mk_evaluate_setting(name, mk_setting, t, validate=fl)
+                assert (ours is None and theirs is None) or ours == pytest.approx(theirs, abs=1e-12)
+
+
+def test_gradient_t_convention():
+    assert gradient_t("model.layers.0.mlp.up_proj.weight", 5) == 0
+    assert gradient_t("model.layers.4.mlp.up_proj.weight", 5) == 1
+    assert gradient_t("model.layers.1.mlp.up_proj.weight", 5) == 0.25
+    assert gradient_t("model.layers.0.mlp.up_proj.weight", 1) == 1  # mergekit: single layer → t = 1
+    for name in ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]:
+        assert gradient_t(name, 5) == 0  # mergekit plans non-layer weights with t = 0
+
+
+@pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties", "dare_ties"])
+def test_state_dicts_match_mergekit_scalar_params(method):
+    models = {"base": tiny(0), "a": tiny(1), "b": tiny(2)}
+    params = {"weight": 0.6, "density": 0.5 if method == "ties" else 1.0}
+    if method == "linear":
+        params = {"weight": 0.6}
+    ours = merge_state_dicts(models, method, base="base", parameters=params)
+    theirs = mk_merge_state_dicts(models, method, base="base", parameters=params)
+    assert list(ours) == list(theirs)
+    for k in ours:
+        assert rel_err(ours[k], theirs[k]) <= 1e-5, k
+
+
+def test_state_dict_gradient_filter_precedence_by_hand():
+    models = {"base": tiny(0, 5), "a": tiny(1, 5), "b": tiny(2, 5)}
+    params = {"weight": [0.0, 1.0], "normalize": False}
+    model_params = {"a": {"weight": [{"filter": "mlp", "value": [1.0, 0.0]}]}}  # no match outside mlp → global
+    out = merge_state_dicts(models, "task_arithmetic", base="base", parameters=params, model_parameters=model_params)
+    for name, _t, wa, wb in [
+        ("model.layers.1.mlp.up_proj.weight", 0.25, 0.75, 0.25),
+        ("model.layers.1.self_attn.q_proj.weight", 0.25, 0.25, 0.25),
+        ("model.layers.4.mlp.down_proj.weight", 1.0, 0.0, 1.0),
+        ("model.embed_tokens.weight", 0.0, 0.0, 0.0),
+        ("lm_head.weight", 0.0, 0.0, 0.0),
+    ]:
+        b = models["base"][name]
+        expect = b + wa * (models["a"][name] - b) + wb * (models["b"][name] - b)
+        torch.testing.assert_close(out[name], expect, msg=name)
+
+
+def test_state_dict_dare_deterministic_and_order_free():
+    models = {"base": tiny(0), "a": tiny(1), "b": tiny(2)}
+    p = {"weight": 0.5, "density": 0.5}
+    one = merge_state_dicts(models, "dare_ties", base="base", parameters=p, seed=3)
+    reordered = {"base": models["base"], "a": dict(reversed(list(models["a"].items()))), "b": models["b"]}
+    two = merge_state_dicts(reordered, "dare_ties", base="base", parameters=p, seed=3)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    three = merge_state_dicts(models, "dare_ties", base="base", parameters=p, seed=4)
+    assert not all(torch.equal(one[k], three[k]) for k in one)
+
+
+def test_state_dict_non_float_and_errors():
+    models = {"base": tiny(0), "a": tiny(1)}
+    for sd in models.values():
+        sd["buf"] = torch.arange(3)
+    out = merge_state_dicts(models, "linear", parameters={"weight": 1})
+    assert torch.equal(out["buf"], torch.arange(3))
+    models["a"]["buf"] = torch.arange(1, 4)
+    with pytest.raises(ValueError, match="non-float tensor 'buf' differs"):
+        merge_state_dicts(models, "linear", parameters={"weight": 1})
+    del models["a"]["buf"]
+    with pytest.raises(ValueError, match="a lacks buf"):
+        merge_state_dicts(models, "linear", parameters={"weight": 1})
+    models["a"]["buf"] = torch.arange(4)
+    with pytest.raises(ValueError, match=r"shape mismatch for tensor 'buf'.*'base': \(3,\), 'a': \(4,\)"):
+        merge_state_dicts(models, "linear", parameters={"weight": 1})
+    models["a"]["buf"] = torch.arange(3)
+    with pytest.raises(ValueError, match="unknown model"):
+        merge_state_dicts(models, "linear", parameters={"weight": 1}, model_parameters={"zz": {"weight": 1}})
+    with pytest.raises(ValueError, match="base model 'zz'"):
+        merge_state_dicts(models, "ties", base="zz", parameters={"weight": 1})
+    with pytest.raises(ValueError, match="unknown merge method"):
+        merge_state_dicts(models, "nope")
+    with pytest.raises(ValueError, match="missing parameter 'weight' for model"):
+        merge_state_dicts(models, "ties", base="base", parameters={"weight": [{"filter": "mlp", "value": 1}]})
+
+
+# ----------------------------------------------------------------------------------------------------- analysis
+
+
+def test_analysis_helpers():
+    base = tiny(0, 3)
+    experts = {"a": {k: v + 0.01 * torch.randn_like(v) for k, v in base.items()}}
+    experts["b"] = {k: 2 * v - base[k] for k, v in experts["a"].items()}  # τ_b = 2 τ_a
+    experts["c"] = {k: 2 * base[k] - v for k, v in experts["a"].items()}  # τ_c = −τ_a
+    norms = task_vector_norms(base, experts)
+    assert set(norms) == {"model.embed_tokens", "layers.0", "layers.1", "layers.2", "model.norm", "lm_head"}
+    assert norms["layers.1"]["b"] == pytest.approx(2 * norms["layers.1"]["a"], rel=1e-5)
+    cos = task_vector_cosine(base, experts)
+    torch.testing.assert_close(cos, torch.tensor([[1, 1, -1], [1, 1, -1], [-1, -1, 1]], dtype=torch.float64))
+    assert sign_conflict_rate(base, {"a": experts["a"], "b": experts["b"]}, 0.5)["total"] == 0
+    rate = sign_conflict_rate(base, {"a": experts["a"], "c": experts["c"]}, 1.0)
+    assert rate["total"] == 1 and rate["per_layer"]["layers.0"] == 1
+    kept = dare_kept_fraction(base, experts, 0.3, seed=1)
+    assert abs(kept["model.embed_tokens"]["a"] - 0.3) < 0.05
+    assert dare_kept_fraction(base, experts, 1.0)["layers.0"]["b"] == 1
+
+
+def test_dare_kept_fraction_matches_merge():
+    models = {"base": tiny(0), "a": tiny(1)}
+    out = merge_state_dicts(models, "dare_linear", base="base", parameters={"weight": 1, "density": 0.4}, seed=5)
+    kept = dare_kept_fraction(models["base"], {"a": models["a"]}, 0.4, seed=5)
+    name = "model.layers.2.mlp.up_proj.weight"
+    frac = float(((out[name] - models["base"][name]) != 0).float().mean())
+    assert frac == pytest.approx(kept["layers.2"]["a"], abs=0.02)
+
+
+def test_bench_smoke():
+    res = bench_merge_tensors(1, methods=("ties",), vocab=256)
+    assert res["ties"]["ours_gbps"] > 0 and res["ties"]["ratio"] > 0

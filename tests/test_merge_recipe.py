@@ -1,0 +1,136 @@
+"""workbench.merge.recipe: mergekit YAML round trips, validation errors, and applying models / slices recipes."""
+
+import pytest
+import torch
+import yaml
+from mergekit.config import MergeConfiguration
+
+from workbench.merge.bench import synthetic_llama
+from workbench.merge.recipe import Recipe, apply_recipe
+from workbench.merge.state import merge_state_dicts
+
+TIES = """
+merge_method: ties
+base_model: base
+models:
+  - model: a
+    parameters:
+      weight: [0.2, 1.0]
+      density: [{filter: mlp, value: 0.3}, {value: 0.7}]
+  - model: b
+    parameters: {weight: 0.5, density: 0.5}
+parameters: {normalize: true, lambda: 1.0}
+dtype: float32
+"""
+
+FRANKEN = """
+merge_method: passthrough
+slices:
+  - sources: [{model: a, layer_range: [0, 3]}]
+  - sources: [{model: b, layer_range: [1, 4]}]
+"""
+
+SLICED_LINEAR = """
+merge_method: linear
+slices:
+  - sources:
+      - {model: a, layer_range: [0, 2], parameters: {weight: [1.0, 0.0]}}
+      - {model: b, layer_range: [2, 4]}
+    parameters: {weight: 0.25}
+parameters: {weight: 9.0, normalize: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: synthetic_llama(4, 8, 16, 2, 1, 20, seed=i) for i, name in enumerate(["base", "a", "b"])}
+
+
+@pytest.mark.parametrize("text", [TIES, FRANKEN, SLICED_LINEAR])
+def test_round_trip_and_mergekit_parses(text, tmp_path):
+    r = Recipe.from_yaml(text)
+    out = r.to_yaml()
+    assert Recipe.from_yaml(out) == r
+    MergeConfiguration.model_validate(yaml.safe_load(out))
+    path = r.save(tmp_path / "r.yaml")
+    assert Recipe.from_yaml(path) == r
+    assert Recipe.from_yaml(str(path)) == r
+    assert r.validate(["base", "a", "b"]) is r
+
+
+def test_apply_models_recipe_equals_merge_state_dicts(models):
+    r = Recipe.from_yaml(TIES)
+    out = apply_recipe(r, models.__getitem__)
+    expect = merge_state_dicts(
+        {"a": models["a"], "b": models["b"], "base": models["base"]},
+        "ties",
+        base="base",
+        parameters=r.parameters,
+        model_parameters={m["model"]: m["parameters"] for m in r.models},
+    )
+    assert list(out) == list(expect)
+    assert all(torch.equal(out[k], expect[k]) for k in out)
+
+
+def test_frankenmerge_passthrough(models):
+    out = apply_recipe(Recipe.from_yaml(FRANKEN), models.__getitem__)
+    layers = sorted({int(k.split(".")[2]) for k in out if ".layers." in k})
+    assert layers == list(range(6))
+    q = "self_attn.q_proj.weight"
+    for i in range(3):
+        assert torch.equal(out[f"model.layers.{i}.{q}"], models["a"][f"model.layers.{i}.{q}"])
+        assert torch.equal(out[f"model.layers.{i + 3}.{q}"], models["b"][f"model.layers.{i + 1}.{q}"])
+    assert torch.equal(out["model.embed_tokens.weight"], models["a"]["model.embed_tokens.weight"])  # first slice
+    assert torch.equal(out["lm_head.weight"], models["b"]["lm_head.weight"])  # last slice
+
+
+def test_slice_precedence_and_slice_gradient(models):
+    out = apply_recipe(Recipe.from_yaml(SLICED_LINEAR), models.__getitem__)
+    name = "model.layers.{}.mlp.up_proj.weight"
+    # slice of 2 layers: t = 0, 1; a's weight comes from its source gradient, b's from the slice (0.25), not global 9
+    for off, wa in [(0, 1.0), (1, 0.0)]:
+        expect = wa * models["a"][name.format(off)] + 0.25 * models["b"][name.format(2 + off)]
+        torch.testing.assert_close(out[name.format(off)], expect)
+    # non-layer tensors use t = 0
+    emb = "model.embed_tokens.weight"
+    torch.testing.assert_close(out[emb], 1.0 * models["a"][emb] + 0.25 * models["b"][emb])
+
+
+def test_dtype_cast(models):
+    text = TIES.replace("dtype: float32", "dtype: bfloat16")
+    out = apply_recipe(Recipe.from_yaml(text), models.__getitem__)
+    assert out["lm_head.weight"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (TIES.replace("merge_method: ties", "merge_method: magic"), "unknown merge_method 'magic'; use one of linear"),
+        (TIES.replace("base_model: base\n", ""), "needs base_model"),
+        (TIES.replace("density: 0.5", "density: 1.5"), r"density must be in \(0, 1\]"),
+        (TIES.replace("value: 0.3", "value: 0.0"), r"density must be in \(0, 1\]"),
+        (TIES.replace("lambda: 1.0", "lambda: .nan"), "NaN"),
+        (TIES + FRANKEN.replace("merge_method: passthrough\n", ""), "exactly one of 'models' or 'slices'"),
+        ("merge_method: linear\n", "exactly one of 'models' or 'slices'"),
+        (
+            FRANKEN.replace("layer_range: [1, 4]", "layer_range: [1, 4]}, {model: base, layer_range: [0, 3]"),
+            "exactly one source",
+        ),
+        (SLICED_LINEAR.replace("[2, 4]", "[1, 4]"), "same number of layers"),
+        ("merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\n", "exactly 2"),
+    ],
+)
+def test_validate_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        Recipe.from_yaml(text).validate()
+
+
+def test_parse_and_known_model_errors():
+    with pytest.raises(ValueError, match="unknown model 'b'"):
+        Recipe.from_yaml(TIES).validate(["base", "a"])
+    with pytest.raises(ValueError, match="unsupported recipe key"):
+        Recipe.from_yaml("merge_method: ties\nmodules: {}\n")
+    with pytest.raises(ValueError, match="needs a merge_method"):
+        Recipe.from_yaml("models: [{model: a}]\n")
+    with pytest.raises(ValueError, match="layer_range"):
+        Recipe.from_yaml("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [3, 1]}]}]\n")

@@ -1,0 +1,110 @@
+"""Task-vector diagnostics for the merge explorer: norms, cosine similarity, TIES sign conflicts, DARE kept fraction.
+
+Tensors are grouped per layer: `layers.{i}` for layer tensors, the tensor name without `.weight` otherwise
+(`model.embed_tokens`, `model.norm`, `lm_head`). Experts are {name: state dict} sharing the base's tensor names.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+import torch
+
+from workbench.merge.methods import _magnitude_trim_
+from workbench.merge.state import layer_index, tensor_generator
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+def layer_group(name: str) -> str:
+    i = layer_index(name)
+    return f"layers.{i}" if i is not None else name.removesuffix(".weight")
+
+
+def _task_vectors(base_sd: StateDict, expert_sds: Mapping[str, StateDict], name: str) -> list[torch.Tensor]:
+    b = base_sd[name].float()
+    return [sd[name].float() - b for sd in expert_sds.values()]
+
+
+def _float_names(base_sd: StateDict) -> list[str]:
+    return [n for n, t in base_sd.items() if t.is_floating_point()]
+
+
+def task_vector_norms(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -> dict[str, dict[str, float]]:
+    """{layer group: {expert: ‖τ‖₂ over the group's tensors}}."""
+    sq: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(expert_sds, 0.0))
+    for name in _float_names(base_sd):
+        for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
+            sq[layer_group(name)][expert] += float(tau.double().square().sum())
+    return {g: {e: v**0.5 for e, v in d.items()} for g, d in sq.items()}
+
+
+def task_vector_cosine(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -> torch.Tensor:
+    """(N, N) cosine similarity of the whole-model task vectors, experts in the mapping's order."""
+    n = len(expert_sds)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for name in _float_names(base_sd):
+        taus = torch.stack([t.reshape(-1) for t in _task_vectors(base_sd, expert_sds, name)]).double()
+        gram += taus @ taus.T
+    norms = gram.diagonal().sqrt().clamp_min(1e-30)
+    return gram / norms[:, None] / norms[None, :]
+
+
+def sign_conflict_rate(
+    base_sd: StateDict,
+    expert_sds: Mapping[str, StateDict],
+    density: float,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, object]:
+    """TIES sign conflicts: among entries where at least one trimmed τ̃n is nonzero, the fraction where some
+    nonzero τ̃n has the sign opposite to the elected s = sign(Σ wn·τ̃n) (+ on ties). Returns
+    {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor."""
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    w = [float((weights or {}).get(e, 1.0)) for e in expert_sds]
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for name in _float_names(base_sd):
+        taus = _task_vectors(base_sd, expert_sds, name)
+        for tau, wi in zip(taus, w, strict=True):
+            _magnitude_trim_(tau, density, rescale=False)
+            tau.mul_(wi)
+        stack = torch.stack(taus)
+        positive = stack.sum(0) >= 0
+        active = (stack != 0).any(0)
+        conflict = torch.where(positive, (stack < 0).any(0), (stack > 0).any(0))
+        c = counts[layer_group(name)]
+        c[0] += int(conflict.sum())
+        c[1] += int(active.sum())
+    total_c = sum(c[0] for c in counts.values())
+    total_a = sum(c[1] for c in counts.values())
+    return {
+        "total": total_c / max(total_a, 1),
+        "per_layer": {g: c[0] / max(c[1], 1) for g, c in counts.items()},
+    }
+
+
+def dare_kept_fraction(
+    base_sd: StateDict,
+    expert_sds: Mapping[str, StateDict],
+    density: float | Mapping[str, float],
+    *,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """{layer group: {expert: fraction of nonzero τ entries DARE keeps}} with the masks merge_state_dicts
+    draws for the same seed when the experts are its non-base models in this order."""
+    dens = {e: float(density[e] if isinstance(density, Mapping) else density) for e in expert_sds}
+    for e, d in dens.items():
+        if not 0 < d <= 1:
+            raise ValueError(f"density for {e!r} must be in (0, 1], got {d}")
+    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: {e: [0, 0] for e in expert_sds})
+    for name in _float_names(base_sd):
+        g = tensor_generator(seed, name, base_sd[name].device)
+        for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
+            nonzero = tau != 0
+            if dens[expert] < 1:  # same draw as methods._dare_drop_ (skipped at density 1)
+                nonzero &= torch.rand(tau.shape, generator=g, dtype=tau.dtype, device=tau.device) < dens[expert]
+            c = counts[layer_group(name)][expert]
+            c[0] += int(nonzero.sum())
+            c[1] += int((tau != 0).sum())
+    return {grp: {e: k / max(n, 1) for e, (k, n) in d.items()} for grp, d in counts.items()}

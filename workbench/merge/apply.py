@@ -1,0 +1,136 @@
+"""Apply a recipe to models on disk and write the merged model as a Hugging Face folder.
+
+    apply_recipe_file("recipe.yaml", models_dir="data/zoo", out="merged/")   # mergekit YAML
+    apply_recipe_file("dfs.json", models_dir="data/zoo", out="merged/")      # DFS path
+
+Model names in a recipe are folders inside `models_dir` (a zoo) or paths of their own. A DFS merge is
+written as the path's layers (one decoder layer per step, weights copied, a standard Llama folder) with
+the activation scales in config.json under `dfs_scales`; `load_merged` puts the scales back. Plain
+transformers loads the folder too, as the unscaled layer stack (mergekit's passthrough equivalent).
+The folder is written under a temporary name and renamed, so a crash never leaves half a model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+
+def resolve(name: str, models_dir: str | Path | None) -> Path:
+    inside = Path(models_dir) / name if models_dir else None
+    path = inside if inside is not None and inside.is_dir() else Path(name)
+    if not path.is_dir():
+        where = f"{inside} nor {name}" if inside is not None else name
+        raise ValueError(f"recipe model {name!r} not found: neither {where} is a model folder")
+    return path
+
+
+def _load(name: str, models_dir, cache: dict):
+    from workbench.lm.models import load_model
+
+    if name not in cache:
+        cache[name] = load_model(str(resolve(name, models_dir)))
+    return cache[name]
+
+
+def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = None, out: str | Path,
+                      seed: int = 0) -> Path:
+    """Merge per `recipe` (a mergekit .yaml or a DFS .json) and save to `out` (must not exist)."""
+    recipe, out = Path(recipe), Path(out)
+    if out.exists():
+        raise ValueError(f"{out} exists; choose a new --out folder")
+    if not recipe.is_file():
+        raise ValueError(f"no recipe file {recipe}")
+    cache: dict = {}
+    if recipe.suffix == ".json":
+        from workbench.merge.dfs import DFSRecipe
+
+        dfs = DFSRecipe.load(recipe)
+        sources = {m: _load(m, models_dir, cache)[0] for m in dfs.models}
+        model, scales = materialise_dfs(dfs, sources), [s.scale for s in dfs.steps()]
+        tokenizer = _load(dfs.embed_from, models_dir, cache)[1]
+    else:
+        from workbench.merge.recipe import Recipe, apply_recipe
+
+        rec = Recipe.from_yaml(recipe)
+        names = rec.model_names() if hasattr(rec, "model_names") else _names(rec)
+        rec.validate()
+        sds = {}
+
+        def load(name: str):
+            if name not in sds:
+                sds[name] = _load(name, models_dir, cache)[0].state_dict()
+            return sds[name]
+
+        merged = apply_recipe(rec, load, seed=seed)
+        first = rec.base_model or names[0]
+        ref, tokenizer = _load(first, models_dir, cache)
+        model, scales = _with_layers(ref, merged), None
+        model.load_state_dict(merged, strict=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if scales is not None:
+            model.config.dfs_scales = scales
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # the recipe travels with the model, under the name mergekit gives it
+        shutil.copy(recipe, tmp / ("dfs.json" if scales is not None else "mergekit_config.yml"))
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _names(rec) -> list[str]:
+    if rec.models:
+        return [m["model"] for m in rec.models]
+    return [s["model"] for sl in rec.slices for s in sl["sources"]]
+
+
+def _with_layers(ref, state_dict: dict):
+    """A model of ref's architecture with as many layers as state_dict has (slices may change it)."""
+    import copy
+
+    layers = {int(k.split(".")[2]) for k in state_dict if k.startswith("model.layers.")}
+    cfg = copy.deepcopy(ref.config)
+    cfg.num_hidden_layers = len(layers)
+    if getattr(cfg, "layer_types", None) is not None:
+        cfg.layer_types = [cfg.layer_types[0]] * len(layers)
+    return type(ref)(cfg)
+
+
+def materialise_dfs(recipe, sources: dict):
+    """A plain causal LM whose layer i is a copy of path step i's layer (scales NOT applied: see load_merged)."""
+    import copy
+
+    from workbench.merge.dfs import build_dfs_model
+
+    wrapped = build_dfs_model(recipe, sources)
+    head = sources[recipe.embed_from]
+    cfg = copy.deepcopy(wrapped.config)
+    model = type(head)(cfg)
+    sd = {}
+    for k, v in wrapped.state_dict().items():
+        sd[k.replace(".layer.", ".", 1) if k.startswith("model.layers.") else k] = v.detach().clone()
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
+
+
+def load_merged(path: str | Path):
+    """(model, tokenizer) of a folder written by apply_recipe_file, with DFS scales applied."""
+    from workbench.lm.models import load_model
+    from workbench.merge.dfs import ScaledLayer
+
+    model, tokenizer = load_model(str(path))
+    scales = json.loads((Path(path) / "config.json").read_text()).get("dfs_scales")
+    if scales:
+        if len(scales) != len(model.model.layers):
+            raise ValueError(f"{path}/config.json has {len(scales)} dfs_scales for {len(model.model.layers)} layers")
+        model.model.layers = torch.nn.ModuleList(ScaledLayer(layer, s) for layer, s in zip(model.model.layers, scales,
+                                                                                            strict=True))
+    return model, tokenizer

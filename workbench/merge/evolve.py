@@ -1,0 +1,314 @@
+"""Evolving merge recipes: CMA-ES over recipe genomes, fitness = task accuracy, runs in the run store.
+
+    cfg = EvolveConfig(zoo="data/zoo", models=["add", "sort"], method="ties", iters=10)
+    run = evolve(cfg, RunStore("runs"))          # or evolve(None, store, resume="<run-id>")
+
+Each iteration asks the search for a population of genomes, turns each into a recipe (a mergekit YAML
+recipe for parameter-space methods, a DFS path for "dfs"), builds the merged model, scores it on the
+validation sets of the tasks (seed `seed`) and tells the search loss = −Σ w_k·acc_k / Σ w_k. After
+every iteration the search object and the tables are checkpointed atomically, so `resume=` ends exactly
+where an uninterrupted run would. At the end the best recipe is written (recipe.yaml or dfs.json) and
+the sources and the merge are scored on separate test sets (seed + 1) into scores.json.
+
+Run folder: run.json, metrics.parquet (one row per iteration), evaluations.parquet (every candidate:
+iteration, loss, per-task accuracy, genome), best.npy, recipe.yaml | dfs.json, scores.json, analysis.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.merge.genome import DFSGenome, PSGenome
+from workbench.merge.search import RecipeCMA
+from workbench.runs import Run, RunError, RunStore, write_json
+
+PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
+
+
+@dataclass
+class EvolveConfig:
+    zoo: str                                   # folder of models (a zoo from `workbench zoo build`, or any)
+    models: list[str]                          # source models: names in the zoo folder or model folders
+    method: str = "ties"                       # a parameter-space method or "dfs"
+    base: str = "base"                         # base model of task-vector methods
+    tasks: list[str] = field(default_factory=list)   # default: the source models named after tasks
+    task_weights: list[float] = field(default_factory=list)
+    iters: int = 10
+    pop: int = 8
+    sigma: float = 0.2
+    seed: int = 0
+    n_eval: int = 64                           # validation prompts per task per candidate
+    n_test: int = 128                          # test prompts per task for the final scores
+    dfs_r: int = 2                             # DFS: repetitions of the layer list
+    chunk: int = 2                             # candidates per Dask task
+
+    def __post_init__(self):
+        from workbench.lm.tasks import TASKS
+
+        methods = (*PS_METHODS, "dfs")
+        if self.method not in methods:
+            raise ValueError(f"unknown merge method {self.method!r} for evolution; choose one of {', '.join(methods)}")
+        if not self.models:
+            raise ValueError("give the source models to merge (--models NAME …)")
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"source models repeat: {self.models}")
+        self.tasks = list(self.tasks) or [m for m in self.models if m in TASKS]
+        if not self.tasks:
+            raise ValueError(f"no task to score: give --tasks (known: {', '.join(TASKS)})")
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+        self.task_weights = [float(w) for w in self.task_weights] or [1.0] * len(self.tasks)
+        if len(self.task_weights) != len(self.tasks) or not all(np.isfinite(self.task_weights)) \
+                or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
+            raise ValueError(f"task weights must be {len(self.tasks)} non-negative finite numbers with a positive "
+                             f"sum, got {self.task_weights}")
+        for name in ("iters", "pop", "n_eval", "n_test", "dfs_r", "chunk"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.pop < 2:
+            raise ValueError("the CMA-ES population (--pop) must be at least 2")
+        if not (np.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def path_of(self, name: str) -> Path:
+        """A model name inside the zoo folder, else a path of its own."""
+        inside = Path(self.zoo) / name
+        path = inside if inside.is_dir() else Path(name)
+        if not path.is_dir():
+            raise ValueError(f"no model {name!r}: neither {inside} nor {name} is a model folder "
+                             f"(build a zoo with `workbench zoo build --out {self.zoo}`)")
+        return path
+
+    def genome(self, layers: int) -> PSGenome | DFSGenome:
+        if self.method == "dfs":
+            return DFSGenome(self.models, layers, self.dfs_r)
+        return PSGenome(self.models, layers, self.method, self.base)
+
+    def loss(self, acc: np.ndarray) -> np.ndarray:
+        """−(weighted mean accuracy) of rows of per-task accuracies."""
+        w = np.asarray(self.task_weights)
+        return -(np.asarray(acc) @ w) / w.sum()
+
+
+class Context:
+    """What evaluating a candidate needs, built once per process (Dask workers keep theirs)."""
+
+    def __init__(self, cfg: EvolveConfig):
+        from workbench.lm.models import load_model
+
+        names = list(dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]))
+        self.models, tokenizer = {}, None
+        for name in names:
+            model, tok = load_model(str(cfg.path_of(name)))
+            self.models[name] = model.eval()
+            tokenizer = tokenizer or tok
+        self.tokenizer = tokenizer
+        ref = self.models[cfg.models[0]]
+        self.layers = int(ref.config.num_hidden_layers)
+        self.state_dicts = {n: {k: v.detach() for k, v in m.state_dict().items()} for n, m in self.models.items()}
+        _check_compatible(self.state_dicts)
+        self.genome = cfg.genome(self.layers)
+        self.cfg = cfg
+
+    @functools.cache  # noqa: B019 - one Context per process, kept for the process's life
+    def scorer(self, n: int, seed: int):
+        """The tokenised held-out sets (seed `seed`) of the run's tasks."""
+        from workbench.lm.evaluate import HeldoutSets
+
+        return HeldoutSets(self.tokenizer, self.cfg.tasks, n=n, seed=seed, batch_size=128)
+
+    def build(self, x: np.ndarray):
+        """The merged model of genome x (a fresh module for DFS; the scratch model for PS methods)."""
+        if self.cfg.method == "dfs":
+            from workbench.merge.dfs import build_dfs_model
+
+            return build_dfs_model(self.genome.recipe(x), self.models)
+        return self.merged_model(self.merged_state_dict(x))
+
+    def merged_state_dict(self, x: np.ndarray) -> dict:
+        from workbench.merge.recipe import apply_recipe
+
+        return apply_recipe(self.genome.recipe(x), self.state_dicts.__getitem__, seed=self.cfg.seed)
+
+    @functools.cached_property
+    def scratch(self):
+        import copy
+
+        return copy.deepcopy(self.models[self.cfg.models[0]])
+
+    def merged_model(self, state_dict: dict):
+        self.scratch.load_state_dict(state_dict, strict=True)
+        return self.scratch
+
+
+def _check_compatible(state_dicts: dict) -> None:
+    names = list(state_dicts)
+    ref = state_dicts[names[0]]
+    for name in names[1:]:
+        sd = state_dicts[name]
+        if set(sd) != set(ref):
+            diff = sorted(set(sd) ^ set(ref))[:3]
+            raise ValueError(f"models {names[0]!r} and {name!r} have different architectures (tensors {diff} …)")
+        for key, t in sd.items():
+            if t.shape != ref[key].shape:
+                raise ValueError(f"tensor {key} is {tuple(ref[key].shape)} in {names[0]!r} but {tuple(t.shape)} "
+                                 f"in {name!r}: the models cannot be merged")
+
+
+@functools.lru_cache(maxsize=2)
+def _context(cfg_items: tuple) -> Context:
+    cfg = EvolveConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in cfg_items})
+    return Context(cfg)
+
+
+def context(cfg: EvolveConfig) -> Context:
+    return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
+
+
+def evaluate_genomes(cfg: EvolveConfig, xs: np.ndarray) -> np.ndarray:
+    """Validation accuracies (P, K) of genomes xs (runs locally or as a Dask task)."""
+    ctx = context(cfg)
+    scorer = ctx.scorer(cfg.n_eval, cfg.seed)
+    out = []
+    for x in xs:
+        acc = scorer.score(ctx.build(x))
+        out.append([acc[t] for t in cfg.tasks])
+    return np.asarray(out, np.float64)
+
+
+def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.ndarray:
+    chunks = [xs[i:i + cfg.chunk] for i in range(0, len(xs), cfg.chunk)]
+    if client is None:
+        parts = [evaluate_genomes(cfg, c) for c in chunks]
+    else:
+        parts = client.gather(client.map(evaluate_genomes, [cfg] * len(chunks), chunks, pure=False))
+    return np.concatenate(parts)
+
+
+def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None, client=None,
+           on_iteration: Callable[[int, int, dict], None] | None = None,
+           should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
+    """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run."""
+    if resume is not None:
+        run = store.open(resume)
+        info = run.info
+        if info.get("kind") != "merge":
+            raise RunError(f"run {resume!r} is an {info.get('kind')} run, not a merge-recipe evolution")
+        try:
+            cfg = EvolveConfig(**info["config"])
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"run {resume!r} has a config this version cannot read ({exc})") from exc
+        state = run.load_checkpoint()
+        if info.get("status") == "done":
+            return run
+    else:
+        if cfg is None:
+            raise ValueError("give an EvolveConfig or resume=RUN_ID")
+        state = None
+    ctx = context(cfg)  # fails fast on missing or incompatible models
+    if resume is None:
+        run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed)
+    if state is None:
+        g = ctx.genome
+        steps = g.steps() if cfg.method == "dfs" else None
+        search = RecipeCMA(g.initial(), g.bounds(), sigma=cfg.sigma, population=cfg.pop, seed=cfg.seed, steps=steps)
+        state = {"iteration": 0, "search": search, "metrics": [], "evaluations": []}
+    run.update(status="running")
+    if on_start is not None:
+        on_start(run)
+    search, metrics, evaluations = state["search"], state["metrics"], state["evaluations"]
+    try:
+        for it in range(state["iteration"], cfg.iters):
+            if should_stop is not None and should_stop():
+                run.update(status="stopped")
+                return run
+            start = time.perf_counter()
+            xs = search.ask()
+            acc = evaluate_population(cfg, xs, client)
+            losses = cfg.loss(acc)
+            row = {"iteration": it, "seconds": time.perf_counter() - start, **search.tell(xs, losses)}
+            i = int(np.argmin(losses))
+            row.update({f"acc_{t}": float(acc[i, k]) for k, t in enumerate(cfg.tasks)})
+            metrics.append(row)
+            evaluations += [{"iteration": it, "index": j, "loss": float(losses[j]),
+                             **{f"acc_{t}": float(acc[j, k]) for k, t in enumerate(cfg.tasks)},
+                             "genome": xs[j].astype(np.float64).tolist()} for j in range(len(xs))]
+            state["iteration"] = it + 1
+            run.save_checkpoint(state)
+            run.write_table("metrics", metrics)
+            run.update(iterations=it + 1, best_loss=search.best_loss)
+            if on_iteration is not None:
+                on_iteration(it + 1, cfg.iters, row)
+        finish(run, cfg, search, evaluations)
+    except BaseException:
+        run.update(status="failed" if state["iteration"] < cfg.iters else "running")
+        raise
+    return run
+
+
+def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict]) -> None:
+    """Best recipe, test scores of sources and merge, analysis of the task vectors."""
+    ctx = context(cfg)
+    run.write_table("evaluations", evaluations)
+    best = search.best_x
+    run.write_array("best.npy", np.asarray(best, np.float64))
+    if cfg.method == "dfs":
+        ctx.genome.recipe(best).save(run.path / "dfs.json")
+    else:
+        ctx.genome.recipe(best).save(run.path / "recipe.yaml")
+    test = ctx.scorer(cfg.n_test, cfg.seed + 1)
+    scores = {"tasks": cfg.tasks, "split": f"test (seed {cfg.seed + 1}, n {cfg.n_test})",
+              "models": {name: test.score(model) for name, model in ctx.models.items()},
+              "merged": test.score(ctx.build(best))}
+    write_json(run.path / "scores.json", scores)
+    write_json(run.path / "analysis.json", analysis(ctx, best))
+    run.update(status="done", test_scores=scores["merged"])
+
+
+def analysis(ctx: Context, best: np.ndarray) -> dict:
+    """The explorer's task-vector views, computed once at the end of a run (small, JSON). Per-layer values
+    are lists in the order of `layer_groups` (embeddings, layers 0…L−1, final norm, LM head)."""
+    from workbench.merge import analysis as tv
+
+    out: dict = {"groups": ctx.genome.groups if ctx.cfg.method != "dfs" else None}
+    base = ctx.cfg.base if ctx.cfg.base in ctx.state_dicts else None
+    experts = {m: ctx.state_dicts[m] for m in ctx.cfg.models if m != base}
+    if base is None or not experts:
+        return out
+    base_sd = ctx.state_dicts[base]
+    order = list(dict.fromkeys(tv.layer_group(n) for n in base_sd))
+    out["layer_groups"] = order
+    norms = tv.task_vector_norms(base_sd, experts)
+    out["task_vector_norms"] = {e: [norms[g][e] for g in order] for e in experts}
+    out["task_vector_cosine"] = {"models": list(experts), "matrix": _plain(tv.task_vector_cosine(base_sd, experts))}
+    if ctx.cfg.method in ("ties", "dare_ties", "dare_linear"):
+        w, d = ctx.genome.split(best)
+        density = {e: float(np.mean(d[k])) for k, e in enumerate(ctx.cfg.models)}
+        out["density_mean"] = float(np.mean(list(density.values())))
+        sc = tv.sign_conflict_rate(base_sd, experts, out["density_mean"])
+        out["sign_conflict"] = {"total": sc["total"], "per_layer": [sc["per_layer"][g] for g in order]}
+        if ctx.cfg.method.startswith("dare"):
+            kept = tv.dare_kept_fraction(base_sd, experts, density, seed=ctx.cfg.seed)
+            out["dare_kept"] = {e: [kept[g][e] for g in order] for e in experts}
+    return out
+
+
+def _plain(x):
+    """Tensors / arrays / nested containers → JSON-ready Python."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    return x

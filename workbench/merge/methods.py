@@ -1,0 +1,317 @@
+"""Tensor-level merge methods with mergekit's parameter names, defaults and numerics (spec §1, PS merging).
+
+One entry point, `merge_tensors(tensors, method, parameters=..., base_index=...)`, merges the inputs that
+contribute to one output tensor. Conventions follow mergekit 0.1.5 (checked against it in the tests):
+
+- per-input parameters (`weight`, `density`) are a scalar (broadcast) or a sequence in input order; for the
+  base-aware methods (task_arithmetic, ties, dare_*) the sequence EXCLUDES the base. linear ignores the base
+  (like mergekit), so its `weight` list covers every input.
+- shared parameters: `normalize`, `rescale`, `lambda`, `int8_mask` (accepted; only changes mergekit's mask
+  dtype, so it is a no-op here), `t` (slerp) and our `rescale_norm`.
+- `weight` (linear and task-vector methods) and `t` (slerp) have no default, as in mergekit.
+- defaults: linear normalize=True; task_arithmetic normalize=False; ties normalize=True, rescale=False;
+  dare_linear / dare_ties normalize=False, rescale=True; lambda=1, density=1.
+- DARE rescaling (when `rescale` is true): `rescale_norm="l1"` (default, mergekit: multiply survivors by
+  ‖τ‖₁/‖mask⊙τ‖₁, skipped when either norm < 1e-7) or `"inverse"` (textbook DARE: multiply by 1/density).
+  With ties, `rescale=True` applies the same rescaling after the magnitude trim, again like mergekit.
+
+Work happens in fp32 (fp64 when an input is fp64) and the result has the promoted input dtype; mergekit does
+the task-vector methods in the input dtype, so bf16/fp16 results can differ from it by rounding.
+Randomness (DARE) comes only from the `generator` argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
+
+# (sparsification, sign consensus, default normalize, default rescale) for the task-vector family
+_TASK_VECTOR = {
+    "task_arithmetic": (None, False, False, False),
+    "ties": ("magnitude", True, True, False),
+    "dare_linear": ("random", False, False, True),
+    "dare_ties": ("random", True, False, True),
+}
+_SHARED_BOOL = ("normalize", "rescale", "int8_mask")
+# parameter names each method accepts (mergekit names plus our rescale_norm)
+PARAMETERS = {
+    "linear": {"weight", "normalize"},
+    "slerp": {"t"},
+    **{m: {"weight", "density", "normalize", "rescale", "lambda", "int8_mask", "rescale_norm"} for m in _TASK_VECTOR},
+}
+RESCALE_NORMS = ("l1", "inverse")
+
+
+def merge_tensors(
+    tensors: Sequence[torch.Tensor],
+    method: str,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    base_index: int | None = None,
+    generator: torch.Generator | None = None,
+    name: str | None = None,
+) -> torch.Tensor:
+    """Merge the inputs of one output tensor; `name` only makes error messages point at the tensor."""
+    where = f" for tensor {name!r}" if name else ""
+    params = dict(parameters or {})
+    tensors = list(tensors)
+    _check_inputs(tensors, method, params, base_index, where)
+    out_dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        out_dtype = torch.promote_types(out_dtype, t.dtype)
+    work = torch.float64 if out_dtype == torch.float64 else torch.float32
+
+    if method == "linear":
+        weights = _per_input(params, "weight", len(tensors), where, required=True)
+        result = _linear(tensors, weights, _flag(params, "normalize", True, where), work, where)
+    elif method == "slerp":
+        if "t" not in params:
+            raise ValueError(f"slerp needs parameter 't' (0 = base, 1 = the other model){where}")
+        t = _finite(params["t"], "t", where)
+        result = slerp(t, tensors[base_index], tensors[1 - base_index], work)
+    else:
+        sparsify, consensus, normalize_default, rescale_default = _TASK_VECTOR[method]
+        n = len(tensors) - 1
+        weights = _per_input(params, "weight", n, where, required=True)
+        densities = _per_input(params, "density", n, where, default=1.0)
+        for d in densities:
+            if not 0.0 < d <= 1.0:
+                raise ValueError(f"density must be in (0, 1], got {d}{where}")
+        rescale_norm = params.get("rescale_norm", "l1")
+        if rescale_norm not in RESCALE_NORMS:
+            raise ValueError(f"rescale_norm must be one of {RESCALE_NORMS}, got {rescale_norm!r}{where}")
+        base = tensors[base_index]
+        others = [t for i, t in enumerate(tensors) if i != base_index]
+        result = _task_vector_merge(
+            base,
+            others,
+            weights,
+            densities,
+            sparsify=sparsify,
+            consensus=consensus,
+            normalize=_flag(params, "normalize", normalize_default, where),
+            rescale=_flag(params, "rescale", rescale_default, where),
+            rescale_norm=rescale_norm,
+            lam=_finite(params.get("lambda", 1.0), "lambda", where),
+            generator=generator,
+            work=work,
+        )
+    return result.to(out_dtype)
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def _check_inputs(tensors: list, method: str, params: dict, base_index: int | None, where: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)}")
+    if not tensors:
+        raise ValueError(f"no tensors to merge{where}")
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise ValueError(f"merge inputs must be torch tensors{where}")
+    shapes = [tuple(t.shape) for t in tensors]
+    if len(set(shapes)) > 1:
+        raise ValueError(f"tensor shapes differ{where}: {shapes}")
+    if not all(t.is_floating_point() for t in tensors):
+        raise ValueError(f"only floating-point tensors can be merged{where}: {[t.dtype for t in tensors]}")
+    if len({t.device for t in tensors}) > 1:
+        raise ValueError(f"inputs must be on one device{where}")
+    unknown = set(params) - PARAMETERS[method]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {sorted(unknown)} for {method}{where}; allowed: {sorted(PARAMETERS[method])}"
+        )
+    if base_index is not None and not 0 <= base_index < len(tensors):
+        raise ValueError(f"base_index {base_index} out of range for {len(tensors)} inputs{where}")
+    if method in _TASK_VECTOR and base_index is None:
+        raise ValueError(f"{method} needs a base model (base_index / base){where}")
+    if method == "slerp":
+        if base_index is None:
+            raise ValueError(f"slerp needs a base model (base_index / base): it is the t=0 end{where}")
+        if len(tensors) != 2:
+            raise ValueError(f"slerp merges exactly 2 inputs (a base and one other), got {len(tensors)}{where}")
+
+
+def _finite(value: Any, key: str, where: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter {key!r} must be a number, got {value!r}{where}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"parameter {key!r} must be finite, got {value!r}{where}")
+    return x
+
+
+def _flag(params: dict, key: str, default: bool, where: str) -> bool:
+    value = params.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError(f"parameter {key!r} must be true or false, got {value!r}{where}")
+
+
+def _per_input(
+    params: dict, key: str, n: int, where: str, *, required: bool = False, default: float = 1.0
+) -> list[float]:
+    """A scalar broadcasts; a sequence must have one value per (non-base) input, in input order."""
+    if key not in params:
+        if required:
+            raise ValueError(f"missing parameter {key!r} (a number or a list of {n}){where}")
+        return [default] * n
+    value = params[key]
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        if len(value) != n:
+            raise ValueError(f"parameter {key!r} needs {n} values (one per non-base input), got {len(value)}{where}")
+        return [_finite(v, key, where) for v in value]
+    return [_finite(value, key, where)] * n
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+
+
+def _linear(tensors: list, weights: list[float], normalize: bool, work: torch.dtype, where: str) -> torch.Tensor:
+    result = torch.zeros(tensors[0].shape, dtype=work, device=tensors[0].device)
+    for t, w in zip(tensors, weights, strict=True):
+        result.add_(t.to(work), alpha=w)
+    if normalize:
+        total = sum(weights)
+        if total == 0:
+            raise ValueError(f"linear weights sum to 0, cannot normalize; set normalize: false{where}")
+        result.div_(total)
+    return result
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, work: torch.dtype = torch.float32) -> torch.Tensor:
+    """Spherical interpolation of the whole flattened tensors (t=0 gives v0); the angle comes from the
+    normalised vectors, the result combines the raw ones; nearly (anti)colinear pairs fall back to lerp."""
+    a = v0.reshape(-1).to(work)
+    b = v1.reshape(-1).to(work)
+    if a.numel() == 0:
+        return v0.to(work)
+    eps, dot_threshold = 1e-8, 0.9995
+    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+    na = na if na > eps else torch.ones_like(na)  # a zero vector gets norm 1, as mergekit does
+    nb = nb if nb > eps else torch.ones_like(nb)
+    dot = float(torch.dot(a / na, b / nb).clamp(-1, 1))
+    if abs(dot) > dot_threshold:
+        ca, cb = 1.0 - t, t
+    else:
+        theta = math.acos(dot)
+        s = math.sin(theta)
+        ca, cb = math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+    return torch.add(a * ca, b, alpha=cb).reshape(v0.shape)
+
+
+def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool) -> None:
+    """Zero all but the top-k |delta| entries in place, k = max(1, ⌊density·n⌋) as in mergekit.
+    A k-th value threshold (O(n) selection) replaces mergekit's full argsort; with tied magnitudes at the
+    threshold it keeps all of them (more than k), which only happens for non-generic data."""
+    flat = delta.reshape(-1)
+    n = flat.numel()
+    k = max(1, int(density * n))
+    if k >= n:
+        return
+    mag = flat.abs()
+    thr = torch.kthvalue(mag, n - k + 1).values
+    keep = mag >= thr
+    if rescale:
+        before = mag.sum()
+        after = mag.mul_(keep).sum()
+        flat.mul_(keep)
+        _l1_rescale_(flat, before, after)
+    else:
+        flat.mul_(keep)
+
+
+def _l1_rescale_(x: torch.Tensor, before: torch.Tensor, after: torch.Tensor, eps: float = 1e-7) -> None:
+    if before >= eps and after >= eps:  # mergekit leaves tiny tensors unscaled
+        x.mul_(before / after)
+
+
+def _dare_drop_(
+    delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str, generator: torch.Generator | None
+) -> None:
+    """Keep each entry with probability `density` (in place) and rescale the survivors."""
+    if density >= 1:
+        return
+    before = torch.linalg.vector_norm(delta, 1) if rescale and rescale_norm == "l1" else None
+    keep = torch.rand(delta.shape, generator=generator, dtype=delta.dtype, device=delta.device) < density
+    delta.mul_(keep)
+    if not rescale:
+        return
+    if rescale_norm == "inverse":
+        delta.mul_(1.0 / density)
+    else:
+        _l1_rescale_(delta, before, torch.linalg.vector_norm(delta, 1))
+
+
+def _task_vector_merge(
+    base: torch.Tensor,
+    others: list,
+    weights: list[float],
+    densities: list[float],
+    *,
+    sparsify: str | None,
+    consensus: bool,
+    normalize: bool,
+    rescale: bool,
+    rescale_norm: str,
+    lam: float,
+    generator: torch.Generator | None,
+    work: torch.dtype,
+) -> torch.Tensor:
+    """θ0 + λ·Δ with Δ = Σ wn·τ̃n (optionally sign-elected, optionally normalised by the agreeing weights)."""
+    b = base.to(work)
+    if not others:
+        return b.clone()
+    # one buffer holds every weighted, sparsified task vector; everything after it is in place
+    deltas = torch.empty((len(others), *b.shape), dtype=work, device=b.device)
+    for i, (x, w, d) in enumerate(zip(others, weights, densities, strict=True)):
+        di = deltas[i]
+        torch.sub(x.to(work), b, out=di)
+        if sparsify == "magnitude" and d < 1:
+            _magnitude_trim_(di, d, rescale)
+        elif sparsify == "random":
+            _dare_drop_(di, d, rescale, rescale_norm, generator)
+        if w != 1:
+            di.mul_(w)
+
+    if not consensus:
+        mixed = deltas.sum(0)
+        divisor = sum(weights)
+        if normalize and abs(divisor) >= 1e-8:  # mergekit treats |Σw| < 1e-8 as 1
+            mixed.div_(divisor)
+    else:
+        # Elected sign s = sign(Σ wn·τ̃n), + on ties. Entries agreeing with s (nonzero, same sign) sum to the
+        # positive parts where s = +, else to the negative parts; no n-sized mask tensor is needed.
+        total = deltas.sum(0)
+        positive = total >= 0
+        pos_sum = torch.zeros_like(total)
+        scratch = torch.empty_like(total)
+        for di in deltas:
+            pos_sum.add_(torch.clamp(di, min=0, out=scratch))
+        mixed = torch.where(positive, pos_sum, total.sub_(pos_sum))
+        if normalize:
+            # divisor = Σ wn over the agreeing inputs (0 → 1, as mergekit)
+            wpos = torch.zeros_like(total)
+            wneg = torch.zeros_like(total)
+            for di, w in zip(deltas, weights, strict=True):
+                wpos.add_(torch.gt(di, 0, out=scratch), alpha=w)
+                wneg.add_(torch.lt(di, 0, out=scratch), alpha=w)
+            divisor = torch.where(positive, wpos, wneg)
+            divisor.masked_fill_(divisor == 0, 1)
+            mixed.div_(divisor)
+    del deltas
+    if lam != 1:
+        mixed.mul_(lam)
+    return mixed.add_(b)

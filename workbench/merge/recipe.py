@@ -1,0 +1,323 @@
+"""mergekit YAML recipes: read, validate, write (mergekit parses what we write) and apply to in-memory models.
+
+    merge_method: ties                      slices:                         # XOR models
+    base_model: base                          - sources:
+    models:                                       - {model: a, layer_range: [0, 16], parameters: {...}}
+      - model: a                                  - {model: base, layer_range: [0, 16]}
+        parameters: {weight: [0, 1], density: 0.5}  parameters: {...}
+    parameters: {normalize: true}
+    dtype: float32
+
+Precedence per parameter and tensor: slice source > slice > model > global (see workbench.merge.state for the
+value semantics). In `slices` recipes each output slice is merged from its sources' layer ranges, the gradient
+position t runs over the slice (layer offset/(length−1), as mergekit), and output layers are numbered in order;
+non-layer tensors follow mergekit: embeddings from the first slice's sources, final norm and lm_head from the
+last slice's, both at t = 0. Filters are matched against the OUTPUT tensor name (mergekit matches per-input
+parameters against each input's own name; they differ only for filters that name a layer index).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from workbench.atomic import atomic_write
+from workbench.merge.methods import METHODS
+from workbench.merge.state import layer_index, merge_one, merge_state_dicts
+
+RECIPE_METHODS = (*METHODS, "passthrough")
+_NEEDS_BASE = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
+_TOP = ("merge_method", "base_model", "models", "slices", "parameters", "dtype", "tokenizer_source")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass
+class Recipe:
+    """One mergekit configuration; `models` items are {model, parameters?}, `slices` items are
+    {sources: [{model, layer_range: [a, b], parameters?}], parameters?}."""
+
+    merge_method: str
+    base_model: str | None = None
+    models: list[dict[str, Any]] | None = None
+    slices: list[dict[str, Any]] | None = None
+    parameters: dict[str, Any] | None = None
+    dtype: str | None = None
+    tokenizer_source: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a recipe must be a YAML mapping, got {type(data).__name__}")
+        unknown = set(data) - set(_TOP)
+        if unknown:
+            raise ValueError(f"unsupported recipe key(s) {sorted(unknown)}; supported: {', '.join(_TOP)}")
+        if "merge_method" not in data:
+            raise ValueError("recipe needs a merge_method, one of " + ", ".join(RECIPE_METHODS))
+        models = slices = None
+        if data.get("models") is not None:
+            models = [_model_entry(m) for m in data["models"]]
+        if data.get("slices") is not None:
+            slices = [_slice_entry(s) for s in data["slices"]]
+        return cls(
+            merge_method=str(data["merge_method"]),
+            base_model=_opt_str(data.get("base_model")),
+            models=models,
+            slices=slices,
+            parameters=dict(data["parameters"]) if data.get("parameters") else None,
+            dtype=_opt_str(data.get("dtype")),
+            tokenizer_source=_opt_str(data.get("tokenizer_source")),
+        )
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> Recipe:
+        """Parse YAML text, or read it from a path (a Path, or a one-line string naming an existing file)."""
+        text = str(text_or_path)
+        if isinstance(text_or_path, Path) or ("\n" not in text and _is_file(text)):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(yaml.safe_load(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"merge_method": self.merge_method}
+        for key in _TOP[1:]:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def save(self, path: str | Path) -> Path:
+        text = self.to_yaml()
+        return atomic_write(path, lambda p: p.write_text(text))
+
+    def model_names(self) -> list[str]:
+        """Every model the recipe references, in first-use order (base first)."""
+        names = [self.base_model] if self.base_model else []
+        for m in self.models or []:
+            names.append(m["model"])
+        for s in self.slices or []:
+            names += [src["model"] for src in s["sources"]]
+        return list(dict.fromkeys(names))
+
+    def validate(self, known_models: Iterable[str] | None = None) -> Recipe:
+        """Raise one clear ValueError for the first problem found; return self when the recipe is usable."""
+        if self.merge_method not in RECIPE_METHODS:
+            raise ValueError(f"unknown merge_method {self.merge_method!r}; use one of {', '.join(RECIPE_METHODS)}")
+        if bool(self.models) == bool(self.slices):
+            raise ValueError("a recipe needs exactly one of 'models' or 'slices' (non-empty); remove the other")
+        if known_models is not None:
+            known = set(known_models)
+            for name in self.model_names():
+                if name not in known:
+                    raise ValueError(f"unknown model {name!r}; known models: {sorted(known)}")
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise ValueError(f"unsupported dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
+        method = self.merge_method
+        if method in _NEEDS_BASE and not self.base_model:
+            raise ValueError(f"{method} needs base_model; add 'base_model: <model>'")
+        for where, params in self._parameter_levels():
+            _check_parameters(params, where)
+        if self.models is not None:
+            names = [m["model"] for m in self.models]
+            if len(set(names)) != len(names):
+                raise ValueError(f"a model is listed twice in models: {names}")
+            inputs = set(names) | ({self.base_model} if self.base_model else set())
+            if method == "slerp" and len(inputs) != 2:
+                raise ValueError(f"slerp merges exactly 2 models (base + one), got {sorted(inputs)}")
+            if method == "passthrough" and len(inputs) != 1:
+                raise ValueError("passthrough takes one model; use slices to stack layers of several models")
+        for i, s in enumerate(self.slices or []):
+            names = [src["model"] for src in s["sources"]]
+            if len(set(names)) != len(names):
+                raise ValueError(f"slice {i}: a model appears twice among its sources {names}")
+            lengths = {b - a for a, b in (src["layer_range"] for src in s["sources"])}
+            if len(lengths) != 1:
+                raise ValueError(f"slice {i}: all sources must span the same number of layers, got {sorted(lengths)}")
+            if method == "passthrough" and len(names) != 1:
+                raise ValueError(f"slice {i}: passthrough takes exactly one source per slice, got {names}")
+            if method == "slerp" and len(names) != 2:
+                raise ValueError(f"slice {i}: slerp needs exactly 2 sources (base + one), got {names}")
+            if method in _NEEDS_BASE and self.base_model not in names:
+                raise ValueError(f"slice {i}: base_model {self.base_model!r} must be one of its sources {names}")
+        return self
+
+    def _parameter_levels(self) -> list[tuple[str, Mapping[str, Any] | None]]:
+        levels = [("parameters", self.parameters)]
+        levels += [(f"models[{i}]", m.get("parameters")) for i, m in enumerate(self.models or [])]
+        for i, s in enumerate(self.slices or []):
+            levels.append((f"slices[{i}]", s.get("parameters")))
+            levels += [(f"slices[{i}].sources[{j}]", src.get("parameters")) for j, src in enumerate(s["sources"])]
+        return levels
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a long one-line YAML string is not a valid file name
+        return False
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _model_entry(m: Any) -> dict[str, Any]:
+    if isinstance(m, str):
+        return {"model": m}
+    if not isinstance(m, Mapping) or "model" not in m or set(m) - {"model", "parameters"}:
+        raise ValueError(f"a models entry is {{model, parameters}}, got {m!r}")
+    out = {"model": str(m["model"])}
+    if m.get("parameters"):
+        out["parameters"] = dict(m["parameters"])
+    return out
+
+
+def _slice_entry(s: Any) -> dict[str, Any]:
+    if not isinstance(s, Mapping) or not s.get("sources") or set(s) - {"sources", "parameters"}:
+        raise ValueError(f"a slices entry is {{sources: [...], parameters}}, got {s!r}")
+    sources = []
+    for src in s["sources"]:
+        if not isinstance(src, Mapping) or "model" not in src or "layer_range" not in src:
+            raise ValueError(f"a slice source is {{model, layer_range: [a, b], parameters}}, got {src!r}")
+        extra = set(src) - {"model", "layer_range", "parameters"}
+        if extra:
+            raise ValueError(f"unsupported slice source key(s) {sorted(extra)}; use model, layer_range, parameters")
+        a, b = (int(x) for x in src["layer_range"])
+        if not 0 <= a < b:
+            raise ValueError(f"layer_range must be [a, b] with 0 <= a < b, got {list(src['layer_range'])}")
+        entry: dict[str, Any] = {"model": str(src["model"]), "layer_range": [a, b]}
+        if src.get("parameters"):
+            entry["parameters"] = dict(src["parameters"])
+        sources.append(entry)
+    out: dict[str, Any] = {"sources": sources}
+    if s.get("parameters"):
+        out["parameters"] = dict(s["parameters"])
+    return out
+
+
+def _numbers(setting: Any) -> Iterable[Any]:
+    """Every scalar inside a setting (scalars, gradients, filter entries)."""
+    if isinstance(setting, Mapping):
+        yield from _numbers(setting.get("value"))
+    elif isinstance(setting, (list, tuple)):
+        for s in setting:
+            yield from _numbers(s)
+    elif setting is not None:
+        yield setting
+
+
+def _check_parameters(params: Mapping[str, Any] | None, where: str) -> None:
+    for key, setting in (params or {}).items():
+        for v in _numbers(setting):
+            if isinstance(v, float) and math.isnan(v):
+                raise ValueError(f"{where}: parameter {key!r} is NaN")
+            if key == "density" and not (isinstance(v, (int, float)) and 0 < v <= 1):
+                raise ValueError(f"{where}: density must be in (0, 1], got {v!r}")
+
+
+def apply_recipe(
+    recipe: Recipe, load: Callable[[str], Mapping[str, torch.Tensor]], *, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `dtype`."""
+    recipe.validate()
+    cache: dict[str, Mapping[str, torch.Tensor]] = {}
+
+    def get(name: str) -> Mapping[str, torch.Tensor]:
+        if name not in cache:
+            cache[name] = load(name)
+        return cache[name]
+
+    if recipe.models is not None:
+        names = [m["model"] for m in recipe.models]
+        if recipe.base_model and recipe.base_model not in names:
+            names.append(recipe.base_model)  # mergekit adds the base as an input without parameters
+        out = merge_state_dicts(
+            {n: get(n) for n in names},
+            recipe.merge_method,
+            base=recipe.base_model,
+            parameters=recipe.parameters,
+            model_parameters={m["model"]: m.get("parameters") or {} for m in recipe.models},
+            seed=seed,
+        )
+    else:
+        out = _apply_slices(recipe, get, seed)
+    if recipe.dtype:
+        dtype = _DTYPES[recipe.dtype]
+        out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
+    return out
+
+
+def _apply_slices(recipe: Recipe, get: Callable[[str], Mapping[str, torch.Tensor]], seed: int) -> dict:
+    slices = recipe.slices or []
+    method, base, glob = recipe.merge_method, recipe.base_model, recipe.parameters
+
+    def merge(sl: dict, tensors: dict, name: str, t: float) -> torch.Tensor:
+        scopes = {src["model"]: [src.get("parameters"), sl.get("parameters"), glob] for src in sl["sources"]}
+        return merge_one(
+            tensors,
+            method,
+            base=base if base in tensors else None,
+            name=name,
+            t=t,
+            shared_scopes=[sl.get("parameters"), glob],
+            model_scopes=scopes,
+            seed=seed,
+        )
+
+    first = get(slices[0]["sources"][0]["model"])
+    others = [n for n in first if layer_index(n) is None]
+    pre = [n for n in others if "embed" in n]
+    post = [n for n in others if "embed" not in n]
+    out: dict[str, torch.Tensor] = {}
+    for n in pre:
+        out[n] = merge(slices[0], {s["model"]: _tensor(get, s["model"], n) for s in slices[0]["sources"]}, n, 0.0)
+    layer = 0
+    for sl in slices:
+        a0, b0 = sl["sources"][0]["layer_range"]
+        length = b0 - a0
+        for off in range(length):
+            t = off / (length - 1) if length > 1 else 1.0  # mergekit's per-slice gradient position
+            per_source = {
+                src["model"]: _layer_tensors(get(src["model"]), src["layer_range"][0] + off, src["model"])
+                for src in sl["sources"]
+            }
+            suffixes = next(iter(per_source.values()))
+            for suffix, (prefix, _) in suffixes.items():
+                tensors = {}
+                for m, found in per_source.items():
+                    if suffix not in found:
+                        raise ValueError(f"model {m!r} lacks layer tensor {suffix!r} (slice layer offset {off})")
+                    tensors[m] = found[suffix][1]
+                name = f"{prefix}layers.{layer}.{suffix}"
+                out[name] = merge(sl, tensors, name, t)
+            layer += 1
+    for n in post:
+        out[n] = merge(slices[-1], {s["model"]: _tensor(get, s["model"], n) for s in slices[-1]["sources"]}, n, 0.0)
+    return out
+
+
+def _tensor(get: Callable[[str], Mapping[str, torch.Tensor]], model: str, name: str) -> torch.Tensor:
+    sd = get(model)
+    if name not in sd:
+        raise ValueError(f"model {model!r} has no tensor {name!r}")
+    return sd[name]
+
+
+def _layer_tensors(sd: Mapping[str, torch.Tensor], i: int, model: str) -> dict[str, tuple[str, torch.Tensor]]:
+    """{suffix after `layers.{i}.`: (prefix before it, tensor)} for one layer of one model."""
+    found = {}
+    marker = f"layers.{i}."
+    for name, tensor in sd.items():
+        if layer_index(name) == i:
+            k = name.index(marker)
+            found[name[k + len(marker) :]] = (name[:k], tensor)
+    if not found:
+        raise ValueError(f"model {model!r} has no layer {i} (layer_range beyond its depth?)")
+    return found

@@ -1,0 +1,96 @@
+"""Recipe searches as ask/tell objects (the loop belongs to the caller; see workbench.merge.evolve).
+
+    search = RecipeCMA(genome.initial(), genome.bounds(), sigma=0.2, population=8, seed=0)
+    xs = search.ask()                 # (P, n) genomes inside the bounds
+    search.tell(xs, losses)           # losses (P,), minimised
+
+`steps` switches to CMA-ES with margin (cmaes.CMAwM) for mixed binary / continuous genomes (DFS).
+The object pickles completely, random generator included, so a checkpoint resumes bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RecipeCMA:
+    kind = "cma"
+
+    def __init__(self, mean: np.ndarray, bounds: np.ndarray, *, sigma: float = 0.2, population: int | None = None,
+                 seed: int = 0, steps: np.ndarray | None = None):
+        from cmaes import CMA, CMAwM
+
+        mean, bounds = np.asarray(mean, np.float64), np.asarray(bounds, np.float64)
+        if population is not None and population < 2:
+            raise ValueError(f"population must be at least 2, got {population}")
+        if not (np.isfinite(mean).all() and sigma > 0 and np.isfinite(sigma)):
+            raise ValueError("the initial mean must be finite and sigma positive")
+        # CMA-ES needs the mean strictly inside the box
+        lo, hi = bounds[:, 0], bounds[:, 1]
+        mean = np.clip(mean, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
+        if steps is None:
+            self.opt = CMA(mean=mean, sigma=sigma, bounds=bounds, population_size=population, seed=seed)
+            self.margin = False
+        else:
+            self.opt = CMAwM(mean=mean, sigma=sigma, bounds=bounds, steps=np.asarray(steps, np.float64),
+                             population_size=population, seed=seed)
+            self.margin = True
+        self.population_size = self.opt.population_size
+        self._pending: list[np.ndarray] = []   # CMAwM's continuous x of each asked genome, in order
+        self.best_x = mean.copy()
+        self.best_loss = np.inf
+
+    @property
+    def sigma(self) -> float:
+        return float(self.opt._cma._sigma if self.margin else self.opt._sigma)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.array(self.opt._cma._mean if self.margin else self.opt._mean)
+
+    def ask(self) -> np.ndarray:
+        """P genomes to evaluate. With margin, the discrete entries come back rounded to their steps; the
+        continuous value CMA needs for `tell` is remembered."""
+        xs, self._pending = [], []
+        for _ in range(self.population_size):
+            if self.margin:
+                x_eval, x_tell = self.opt.ask()
+                self._pending.append(x_tell)
+                xs.append(x_eval)
+            else:
+                xs.append(self.opt.ask())
+        return np.stack(xs)
+
+    def tell(self, xs: np.ndarray, losses: np.ndarray) -> dict:
+        losses = np.asarray(losses, np.float64)
+        if losses.shape != (len(xs),) or not np.isfinite(losses).all():
+            raise ValueError(f"tell needs one finite loss per genome ({len(xs)}), got {losses}")
+        if self.margin:
+            if len(self._pending) != len(xs):
+                raise ValueError("with margin, tell the genomes of the last ask, all of them, in order")
+            told = [(x_tell, float(v)) for x_tell, v in zip(self._pending, losses, strict=True)]
+            self._pending = []
+        else:
+            told = [(np.asarray(x), float(v)) for x, v in zip(xs, losses, strict=True)]
+        self.opt.tell(told)
+        i = int(np.argmin(losses))
+        if losses[i] < self.best_loss:
+            self.best_loss, self.best_x = float(losses[i]), np.array(xs[i])
+        return {"loss_min": float(losses.min()), "loss_mean": float(losses.mean()), "best_loss": self.best_loss,
+                "sigma": self.sigma}
+
+    # cmaes drops its RandomState when pickled and stores the covariance as its upper triangle, which
+    # is not bit-exact once updates leave C a hair asymmetric; carry both ourselves, so a resumed run
+    # continues exactly as an uninterrupted one.
+    def _cma(self):
+        return self.opt._cma if self.margin else self.opt
+
+    def __getstate__(self) -> dict:
+        cma = self._cma()
+        return {**self.__dict__, "_rng_state": cma._rng.get_state(), "_cov": cma._C.copy()}
+
+    def __setstate__(self, state: dict) -> None:
+        rng_state, cov = state.pop("_rng_state"), state.pop("_cov")
+        self.__dict__.update(state)
+        self._cma()._rng.set_state(rng_state)
+        self._cma()._C = cov

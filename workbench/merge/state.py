@@ -1,0 +1,220 @@
+"""Whole-model merging: mergekit-style parameter resolution (scalars, layer gradients, name filters) per tensor.
+
+A parameter value follows mergekit's YAML semantics (mergekit.config.evaluate_setting):
+- a scalar;
+- a list of scalars = a gradient over layers: with s = t·(len−1), i0 = ⌊s⌋, i1 = min(i0+1, len−1), the value is
+  (1−(s−i0))·v[i0] + (s−i0)·v[i1]; booleans and strings pick v[⌊s⌋] instead of interpolating;
+- a {filter, value} mapping or a list of them: the first entry whose filter is a substring of the tensor name
+  (or has no filter / filter "*") gives the value (itself a scalar or gradient); no match = not set here.
+t is layer/(num_layers−1) for tensors named `...layers.{i}...` (t = 1 when there is a single layer, as mergekit);
+every other tensor (embed_tokens, norm, lm_head) gets t = 0, i.e. the FIRST gradient point, because mergekit
+plans those weights with t = 0. Precedence: model parameters > global parameters, and a level whose setting
+resolves to nothing (no filter matched) falls through to the next one, exactly like mergekit's resolver.
+Per-input parameters (weight, density, passthrough's scale) come from the model level first; shared ones
+(normalize, rescale, lambda, t, ...) only from the global level, so shared keys in model_parameters are ignored
+(mergekit does the same).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from workbench.merge.methods import METHODS, PARAMETERS, merge_tensors
+
+Settings = Mapping[str, Any] | None
+PER_INPUT = ("weight", "density", "scale")
+_BOOLS = ("normalize", "rescale", "int8_mask")
+_STRINGS = ("rescale_norm",)
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def layer_index(name: str) -> int | None:
+    """The i of `layers.{i}.` in a tensor name, None for non-layer tensors."""
+    m = _LAYER.search(name)
+    return int(m.group(1)) if m else None
+
+
+def num_layers_of(names: Sequence[str]) -> int:
+    """1 + the largest layer index among the names (0 when there are no layer tensors)."""
+    return 1 + max((i for i in map(layer_index, names) if i is not None), default=-1)
+
+
+def gradient_t(name: str, num_layers: int) -> float:
+    """The gradient position of a tensor: layer/(num_layers−1), 1 for a single layer, 0 for non-layer tensors."""
+    i = layer_index(name)
+    if i is None:
+        return 0.0
+    return i / (num_layers - 1) if num_layers > 1 else 1.0
+
+
+def _scalar(key: str, value: Any) -> Any:
+    if key in _BOOLS:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"parameter {key!r} must be true or false, got {value!r}")
+    if key in _STRINGS:
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"parameter {key!r} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"parameter {key!r} must be a number, got {value!r}") from None
+
+
+def evaluate_setting(key: str, setting: Any, tensor_name: str, t: float) -> Any:
+    """The value of one parameter setting for one tensor (None when no filter matches)."""
+    if isinstance(setting, Mapping):  # a single {filter, value}
+        setting = [setting]
+    if isinstance(setting, (bool, int, float, str)):
+        return _scalar(key, setting)
+    if isinstance(setting, Sequence):
+        if not setting:
+            return None
+        if all(isinstance(v, (bool, int, float, str)) for v in setting):
+            values = [_scalar(key, v) for v in setting]
+            s = t * (len(values) - 1)
+            i0 = int(s)
+            if not all(isinstance(v, float) for v in values):
+                return values[i0]
+            i1 = min(len(values) - 1, i0 + 1)
+            frac = s - i0
+            return (1 - frac) * values[i0] + frac * values[i1]
+        for cond in setting:
+            if not isinstance(cond, Mapping) or "value" not in cond:
+                raise ValueError(f"parameter {key!r}: a filtered entry needs 'value' (and optional 'filter'): {cond!r}")
+            f = cond.get("filter")
+            if f is None or f == "*" or (tensor_name and f in tensor_name):
+                return evaluate_setting(key, cond["value"], tensor_name, t)
+        return None
+    raise ValueError(f"parameter {key!r}: unexpected setting {setting!r}")
+
+
+def resolve(key: str, scopes: Sequence[Settings], tensor_name: str, t: float) -> Any:
+    """First level (highest precedence first) whose setting for key resolves to a value, else None."""
+    for scope in scopes:
+        if scope is not None and key in scope:
+            value = evaluate_setting(key, scope[key], tensor_name, t)
+            if value is not None:
+                return value
+    return None
+
+
+def tensor_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded from (seed, tensor name), so DARE masks don't depend on the merge order."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+
+
+def merge_one(
+    tensors: Mapping[str, torch.Tensor],
+    method: str,
+    *,
+    base: str | None,
+    name: str,
+    t: float,
+    shared_scopes: Sequence[Settings],
+    model_scopes: Mapping[str, Sequence[Settings]],
+    seed: int = 0,
+) -> torch.Tensor:
+    """Merge one output tensor from {model: tensor}, resolving parameters at gradient position t."""
+    models = list(tensors)
+    shapes = {m: tuple(x.shape) for m, x in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        raise ValueError(f"shape mismatch for tensor {name!r}: {shapes}")
+    first = tensors[models[0]]
+    if not all(x.is_floating_point() for x in tensors.values()):
+        if any(x.dtype != first.dtype or not torch.equal(x, first) for x in tensors.values()):
+            raise ValueError(f"non-float tensor {name!r} differs between models {models}; cannot merge it")
+        return first.clone()
+    if method == "passthrough":
+        if len(models) != 1:
+            raise ValueError(f"passthrough takes exactly one source per tensor, got {models} for {name!r}")
+        scale = resolve("scale", model_scopes.get(models[0], shared_scopes), name, t)
+        return first.clone() if scale is None else first * scale
+
+    # only the keys the method knows are resolved; others in a recipe are ignored, as mergekit's planner does
+    allowed = PARAMETERS[method]
+    params: dict[str, Any] = {}
+    for key in sorted(allowed - {"weight", "density"}):
+        value = resolve(key, shared_scopes, name, t)
+        if value is not None:
+            params[key] = value
+    per_input_models = models if method == "linear" else [m for m in models if m != base]
+    for key in sorted(allowed & {"weight", "density"}):
+        values = [resolve(key, model_scopes.get(m, shared_scopes), name, t) for m in per_input_models]
+        if key == "density":
+            values = [1.0 if v is None else v for v in values]  # mergekit's default density
+        missing = [m for m, v in zip(per_input_models, values, strict=True) if v is None]
+        if missing:
+            raise ValueError(f"missing parameter {key!r} for model(s) {missing} at tensor {name!r}")
+        params[key] = values
+    base_index = models.index(base) if base is not None and method != "linear" else None
+    generator = tensor_generator(seed, name, first.device) if method.startswith("dare") else None
+    return merge_tensors(
+        [tensors[m] for m in models], method, parameters=params, base_index=base_index, generator=generator, name=name
+    )
+
+
+def check_models(models: Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
+    """The common tensor names (first model's order); a clear error if the key sets differ."""
+    if not models:
+        raise ValueError("no models to merge")
+    names = list(next(iter(models.values())))
+    union = set().union(*(set(sd) for sd in models.values()))
+    problems = {m: sorted(union - set(sd)) for m, sd in models.items() if set(sd) != union}
+    if problems:
+        detail = "; ".join(
+            f"{m} lacks {', '.join(miss[:5])}{' ...' if len(miss) > 5 else ''}" for m, miss in problems.items()
+        )
+        raise ValueError(f"models have different tensor names: {detail}")
+    return names
+
+
+def merge_state_dicts(
+    models: Mapping[str, Mapping[str, torch.Tensor]],
+    method: str,
+    *,
+    base: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    model_parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    num_layers: int | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Merge whole state dicts {model: {tensor name: tensor}} with mergekit parameter semantics (module doc).
+
+    `num_layers` (default: inferred from the `layers.{i}.` names) sets the gradient position of layer tensors.
+    DARE masks use one generator per tensor derived from (seed, tensor name): same seed, same result."""
+    if method not in METHODS and method != "passthrough":
+        raise ValueError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)} (or passthrough)")
+    names = check_models(models)
+    if base is not None and base not in models:
+        raise ValueError(f"base model {base!r} is not among the models {list(models)}")
+    unknown = set(model_parameters or {}) - set(models)
+    if unknown:
+        raise ValueError(f"model_parameters names unknown model(s) {sorted(unknown)}; models are {list(models)}")
+    n = num_layers if num_layers is not None else num_layers_of(names)
+    shared = [parameters]
+    scopes = {m: [(model_parameters or {}).get(m), parameters] for m in models}
+    return {
+        name: merge_one(
+            {m: sd[name] for m, sd in models.items()},
+            method,
+            base=base,
+            name=name,
+            t=gradient_t(name, n),
+            shared_scopes=shared,
+            model_scopes=scopes,
+            seed=seed,
+        )
+        for name in names
+    }
