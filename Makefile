@@ -5,6 +5,7 @@ STAMP  := $(VENV)/.installed
 OUT    ?= out
 RUNS   ?= runs
 DEMO_ITERS ?= 12
+MERGE_ITERS ?= 8
 PORT   ?= 5006
 
 .PHONY: install demo test test-deps lint bench clean
@@ -42,6 +43,10 @@ demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/workbench asal illuminate --substrate lenia --fm efficientnet-lite0 --population 64 --pop 32 \
 	  --iters $(DEMO_ITERS) --runs $(RUNS)
+	# the language-model side: the CPU-built zoo (once, a few minutes), then an evolved TIES recipe of two experts
+	test -f data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models add sort --method ties --iters $(MERGE_ITERS) \
+	  --runs $(RUNS)
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
 	$(VENV)/bin/workbench render lenia --steps 256 --every 2 --out $(OUT)/lenia.mp4
 	@echo "run folders (atlas.png, metrics, population) in $(RUNS)/; a video in $(OUT)/; a live window: $(VENV)/bin/workbench view lenia"
@@ -52,6 +57,8 @@ bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json
 	$(VENV)/bin/workbench bench fm --json
 	$(VENV)/bin/workbench bench asal --json
+	test -f data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	$(VENV)/bin/workbench bench merge --json
 
 clean:
-	rm -rf $(VENV) $(OUT) $(RUNS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo .pytest_cache .ruff_cache

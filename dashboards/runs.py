@@ -24,6 +24,13 @@ class RunsModel(param.Parameterized):
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(RunStore(self.runs_dir).list(), columns=COLUMNS)
 
+    def link(self, run_id: str) -> str:
+        """Markdown link to the page that opens a run: the merge explorer for merge runs, else the Lab."""
+        kind = RunStore(self.runs_dir).open(run_id).info.get("kind")
+        if kind == "merge":
+            return f"[open `{run_id}` in the merge explorer](./merge?run={run_id})"
+        return f"[open `{run_id}` in the Lab](./lab?run={run_id})"
+
     def curves(self) -> pd.DataFrame:
         """Best loss by iteration of the selected runs (long format: run_id, iteration, best_loss)."""
         store = RunStore(self.runs_dir)
@@ -55,8 +62,7 @@ def runs_page(runs_dir: str = "runs") -> pn.viewable.Viewable:
     refresh = pn.widgets.Button(name="refresh")
     refresh.on_click(lambda e: setattr(table, "value", model.table()))
     curves = pn.bind(lambda _: curves_plot(model), model.param.selected)
-    links = pn.bind(lambda ids: pn.pane.Markdown(" · ".join(f"[open `{i}` in the Lab](./lab?run={i})" for i in ids)),
-                    model.param.selected)
+    links = pn.bind(lambda ids: pn.pane.Markdown(" · ".join(model.link(i) for i in ids)), model.param.selected)
     return pn.Column(f"## Runs in `{runs_dir}`", refresh, table, links, curves)
 
 

@@ -20,6 +20,7 @@ from workbench.dashboards.runs import RunsModel
 from workbench.dashboards.search import SearchModel
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SERVED_RUNS: dict[str, str] = {}  # server url -> its runs folder
 
 
 def test_lab_model_plays_mutates_and_snapshots(tmp_path):
@@ -141,15 +142,51 @@ def test_atlas_model_snaps_and_exports(tmp_path):
     assert np.asarray(Image.open(out)).shape == (model.image.shape[0] * 2, model.image.shape[1] * 2, 3)
 
 
+def _merge_runs(runs, zoo) -> dict[str, str]:
+    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.runs import RunStore
+
+    return {method: evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=2, pop=4, n_eval=8,
+                                        n_test=8), RunStore(runs)).id for method in ("dare_ties", "dfs")}
+
+
+def test_merge_model_views_and_export(tmp_path, quick_zoo):
+    import holoviews as hv
+
+    from workbench.dashboards.merge import FIGURES, MergeModel
+
+    ids = _merge_runs(tmp_path, quick_zoo)
+    model = MergeModel(runs_dir=str(tmp_path))
+    assert sorted(model.param.run_id.objects) == sorted(ids.values())
+    model.run_id = ids["dare_ties"]
+    table = model.data().recipe_table()
+    assert set(table["model"]) == {"add", "sort"} and set(table["filter"]) == {"attention", "mlp", "norm & embeddings"}
+    assert table["density"].between(0.05, 1).all() and len(set(table["group"])) == 2 + 2
+    shown = {name: model.figure(name) for name in FIGURES}
+    assert isinstance(shown["path"], hv.Div) and not isinstance(shown["recipe"], hv.Div)
+    for name in ("recipe", "fitness", "scores", "norms", "cosine", "conflicts"):
+        hv.render(shown[name], backend="bokeh")
+    png = model.export("recipe", tmp_path / "figs")
+    assert Image.open(png).size[0] > 300
+    with pytest.raises(ValueError, match="no 'path' figure"):
+        model.export("path", tmp_path / "figs")
+    model.run_id = ids["dfs"]
+    assert not isinstance(model.figure("path"), hv.Div) and "method `dfs`" in model.summary()
+    assert model.export("path", tmp_path / "figs", ".svg").read_text().startswith("<?xml")
+    assert f"./merge?run={ids['dfs']}" in RunsModel(runs_dir=str(tmp_path)).link(ids["dfs"])
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, quick_zoo):
     runs = tmp_path_factory.mktemp("runs")
     _illumination(runs)
+    _merge_runs(runs, quick_zoo)
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", str(runs)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
+    SERVED_RUNS[url] = str(runs)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -267,6 +304,31 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         page.get_by_text("playing population member").wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text("atlas-export.png").wait_for(timeout=30000)
+
+
+def test_merge_page_shows_runs_and_exports_in_chromium(server, browser, request):
+    with _browse(browser, f"{server}/merge", request) as page:
+        page.get_by_text("Merge recipes").wait_for(timeout=60000)
+        run_select = page.locator("select").first
+        options = run_select.locator("option").all_inner_texts()
+        dfs_id = next(o for o in options if "-merge-dfs-" in o)
+        ties_id = next(o for o in options if "-merge-dare_ties-" in o)
+        run_select.select_option(dfs_id)
+        page.get_by_text(re.compile(r"method\s+dfs")).wait_for(timeout=30000)
+        page.get_by_text("DFS path", exact=True).click()
+        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the path plot drew
+        page.locator("select").nth(1).select_option("path")
+        page.get_by_role("button", name="export").click()
+        page.get_by_text("written").wait_for(timeout=60000)
+        assert (Path(server_runs(server)) / dfs_id / "figures" / f"{dfs_id}-path.png").is_file()
+        run_select.select_option(ties_id)
+        page.get_by_text(re.compile(r"method\s+dare_ties")).wait_for(timeout=30000)
+        page.get_by_text("Recipe", exact=True).click()
+        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the recipe heatmaps drew
+
+
+def server_runs(url: str) -> str:
+    return SERVED_RUNS[url]
 
 
 def test_index_and_runs_pages_load_without_errors(server, browser, request):

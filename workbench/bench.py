@@ -200,3 +200,33 @@ def _play_lab(browser, url: str, sessions: int, seconds: float, substrate: str, 
     elapsed = time.perf_counter() - start
     context.close()
     return frames, elapsed
+
+
+def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, methods=("ties", "dare_ties"),
+                pop: int = 8) -> dict:
+    """GB/s of merged weights, ours vs mergekit, on a SmolLM2-135M-sized state dict; seconds per recipe
+    evaluation (merge + validation on every task of the zoo, n = 64 each) for each method and DFS."""
+    from workbench.lm.zoo import load_zoo
+    from workbench.merge.bench import bench_merge_tensors
+    from workbench.merge.evolve import EvolveConfig, context, evaluate_genomes
+    from workbench.merge.search import RecipeCMA
+
+    out: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+                 "tensors": bench_merge_tensors(layers, methods=tuple(methods), repeats=repeats)}
+    z = load_zoo(zoo)  # a clear error naming `workbench zoo build` when missing
+    experts = z.names[1:]
+    per_eval = {}
+    for method in (*methods, "dfs"):
+        cfg = EvolveConfig(zoo=str(zoo), models=experts if method != "dfs" else experts[:2], method=method,
+                           tasks=z.tasks, pop=pop, n_eval=64)
+        ctx = context(cfg)
+        g = ctx.genome
+        xs = RecipeCMA(g.initial(), g.bounds(), population=pop, seed=0,
+                       steps=g.steps() if method == "dfs" else None).ask()
+        evaluate_genomes(cfg, xs[:1])  # warm-up: tokenised sets, first merge
+        start = time.perf_counter()
+        evaluate_genomes(cfg, xs)
+        per_eval[method] = round((time.perf_counter() - start) / len(xs), 3)
+    out["seconds_per_recipe_evaluation"] = per_eval
+    out["zoo"] = {"models": z.names, "tasks": z.tasks}
+    return out

@@ -59,6 +59,8 @@ def cmd_bench(args) -> int:
         result = bench.bench_fm(args.arch, batch=args.batch)
     elif args.target == "dashboards":
         result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate)
+    elif args.target == "merge":
+        result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats)
     else:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
@@ -236,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--seconds", type=float, default=30.0)
     dash.add_argument("--substrate", choices=choices, default="lenia")
     dash.set_defaults(func=cmd_bench)
+    mb = bench_sub.add_parser("merge", help="merge GB/s (ours vs mergekit, SmolLM2-sized) and s per recipe evaluation")
+    mb.add_argument("--json", action="store_true", help="one JSON line")
+    mb.add_argument("--zoo", default="data/zoo", help="zoo for the recipe evaluations (default: data/zoo)")
+    mb.add_argument("--layers", type=int, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
+    mb.add_argument("--repeats", type=int, default=2, help="best of N timings")
+    mb.set_defaults(func=cmd_bench)
 
     asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
     asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")

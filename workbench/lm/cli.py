@@ -3,7 +3,67 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+
+def cmd_zoo_build(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from workbench.lm.tasks import TASKS
+    from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo, total_steps
+
+    tasks = tuple(args.tasks or TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed)
+    err = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                  disable=args.quiet) as bar:
+        task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
+        out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k))
+    info = load_zoo(out).info
+    print(json.dumps({"path": str(out), "tasks": info["tasks"], "build_seconds": info["build_seconds"],
+                      "accuracy": info["accuracy"]}))
+    return 0
+
+
+def cmd_zoo_eval(args) -> int:
+    import torch
+
+    from workbench.lm.evaluate import evaluate
+    from workbench.lm.models import load_model
+    from workbench.lm.tasks import TASKS
+
+    tasks = args.tasks or list(TASKS)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    model, tok = load_model(args.model)
+    print(json.dumps(evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size)))
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `workbench` parser."""
+    zoo = sub.add_parser("zoo", help="the CPU model zoo: build a base + per-task experts, evaluate models")
+    zoo_sub = zoo.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
+    build = zoo_sub.add_parser("build", help="train the base and one expert per task (~3 min on 2 CPU cores)")
+    build.add_argument("--out", default="data/zoo", help="zoo folder (default: data/zoo)")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
+    build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(func=cmd_zoo_build)
+    ev = zoo_sub.add_parser("eval", help="exact-match accuracy per task (JSON) of a model folder or 'smollm2'")
+    ev.add_argument("model", metavar="PATH_OR_NAME", help="'smollm2', a .gguf file or a model folder (e.g. ZOO/add)")
+    ev.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
+    ev.add_argument("--n", type=int, default=128, help="held-out prompts per task")
+    ev.add_argument("--seed", type=int, default=0, help="eval stream seed")
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.set_defaults(func=cmd_zoo_eval)

@@ -75,7 +75,10 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
     try:
         if scales is not None:
             model.config.dfs_scales = scales
-        model.save_pretrained(tmp)
+        from workbench.lm.models import quiet_progress
+
+        with quiet_progress():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         # the recipe travels with the model, under the name mergekit gives it
         shutil.copy(recipe, tmp / ("dfs.json" if scales is not None else "mergekit_config.yml"))

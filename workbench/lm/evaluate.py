@@ -1,0 +1,133 @@
+"""Exact-match evaluation of causal LMs on the procedural tasks: batched greedy decoding with left padding
+and a KV cache (a small loop of our own: `generate` adds per-call overhead that dominates on a tiny model).
+
+`evaluate(model, tok, tasks)` scores any model; `StateDictEvaluator` keeps one model and the tokenised
+held-out sets in memory and scores state dicts loaded into it, for searches that evaluate hundreds of merges.
+
+Two methods, same score: "greedy" decodes; "forced" runs ONE teacher-forced forward pass over prompt + answer
++ eos and counts a prompt correct iff the argmax at every answer position is the answer token. Greedy decoding
+emits the answer exactly when that holds, so the two agree (up to float near-ties between the cached and the
+full pass); "forced" needs the answer's tokenisation to be the one the model would emit, which holds for the
+zoo's char-level tokenizer, not for BPE models such as SmolLM2 (use "greedy" there; it is the default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from workbench.lm.tasks import get_task, heldout
+
+
+def exact_match(outputs: list[str], answers: list[str]) -> float:
+    """Fraction of outputs equal to their answer (no normalisation: the tasks have one exact answer)."""
+    if len(outputs) != len(answers):
+        raise ValueError(f"{len(outputs)} outputs for {len(answers)} answers")
+    return sum(o == a for o, a in zip(outputs, answers, strict=True)) / max(len(answers), 1)
+
+
+@torch.inference_mode()
+def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id: int) -> list[list[int]]:
+    """Greedy continuations of token-id prompts (each stops at eos, which is not returned). One left-padded
+    batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one."""
+    from transformers import DynamicCache
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    out = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                       use_cache=True).logits[:, -1]
+        nxt = logits.argmax(-1).masked_fill(done, eos_id)
+        out.append(nxt)
+        done |= nxt == eos_id
+        if bool(done.all()):
+            break
+        ids, pos = nxt[:, None], pos[:, -1:] + 1
+        mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1)
+    rows = torch.stack(out, dim=1).tolist()
+    return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
+
+
+def _encode(tokenizer, prompt: str) -> list[int]:
+    # bos + characters: the zoo's training format (SmolLM2's tokenizer adds no bos, so add it if it has one)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+
+
+class HeldoutSets:
+    """The tokenised held-out sets of some tasks, sorted by prompt length so batches carry little padding."""
+
+    def __init__(self, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64):
+        self.tokenizer, self.tasks, self.batch_size = tokenizer, list(tasks), batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.items = {}
+        for name in self.tasks:
+            examples = sorted(heldout(name, n, seed), key=lambda ex: len(ex[0]))
+            self.items[name] = ([_encode(tokenizer, p) for p, _ in examples], [a for _, a in examples])
+
+    def score(self, model, method: str = "greedy") -> dict[str, float]:
+        if method == "forced":
+            return self._forced(model)
+        if method != "greedy":
+            raise ValueError(f"method must be 'greedy' or 'forced', got {method!r}")
+        acc = {}
+        for name in self.tasks:
+            prompts, answers = self.items[name]
+            max_new = get_task(name).max_new_tokens
+            outs: list[list[int]] = []
+            for i in range(0, len(prompts), self.batch_size):
+                outs += greedy(model, prompts[i: i + self.batch_size], max_new, pad_id=self.pad_id,
+                               eos_id=self.tokenizer.eos_token_id)
+            acc[name] = exact_match([self.tokenizer.decode(o, skip_special_tokens=True) for o in outs], answers)
+        return acc
+
+    @torch.inference_mode()
+    def _forced(self, model) -> dict[str, float]:
+        if not hasattr(self, "_teacher"):  # right-padded prompt+answer+eos rows and the answer-position masks
+            eos, self._teacher = self.tokenizer.eos_token_id, {}
+            for name in self.tasks:
+                prompts, answers = self.items[name]
+                rows = [p + self.tokenizer(a, add_special_tokens=False)["input_ids"] + [eos]
+                        for p, a in zip(prompts, answers, strict=True)]
+                width = max(map(len, rows))
+                ids = torch.tensor([r + [self.pad_id] * (width - len(r)) for r in rows])
+                check = torch.zeros(len(rows), width - 1, dtype=torch.bool)  # position t predicts token t+1
+                for i, (p, r) in enumerate(zip(prompts, rows, strict=True)):
+                    check[i, len(p) - 1: len(r) - 1] = True
+                self._teacher[name] = (ids, check)
+        acc = {}
+        for name, (ids, check) in self._teacher.items():
+            hits = []
+            for i in range(0, len(ids), self.batch_size):  # causal: right padding needs no attention mask
+                b, c = ids[i: i + self.batch_size], check[i: i + self.batch_size]
+                pred = model(input_ids=b).logits[:, :-1].argmax(-1)
+                hits.append(((pred == b[:, 1:]) | ~c).all(1))
+            acc[name] = float(torch.cat(hits).float().mean())
+        return acc
+
+
+def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
+             method: str = "greedy") -> dict[str, float]:
+    """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`)."""
+    model.eval()
+    return HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size).score(model, method)
+
+
+class StateDictEvaluator:
+    """Scores state dicts on one reusable model: `ev(state_dict) -> {task: accuracy}` (no disk reload).
+    Default method "forced" (one forward pass per task; exact for the zoo's char-level tokenizer)."""
+
+    def __init__(self, model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0,
+                 batch_size: int = 128, method: str = "forced"):
+        self.model, self.method = model.eval(), method
+        self.sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)
+
+    def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        self.model.load_state_dict(state_dict, strict=True)
+        return self.sets.score(self.model, self.method)

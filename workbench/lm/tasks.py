@@ -1,0 +1,187 @@
+"""Procedural tasks on one shared character vocabulary, and the char-level Hugging Face tokenizer.
+
+Every task maps a prompt to one exact answer; a model sees `<s> prompt answer </s>` and is scored by exact
+match of what it generates after the prompt (up to `</s>`). Formats (one tag character per task, so a merged
+model can tell the tasks apart):
+
+    add       "37+85="       -> "122"      2-digit addition, fixed width ("07+05=" -> "012")
+    reverse   "r:kdpa="      -> "apdk"     reverse 3-8 letters
+    sort      "s:kdpa="      -> "adkp"     sort 3-8 letters
+    recall    "k:a12c07?c="  -> "07"       key-value recall: 3-5 letter keys with 2-digit values
+    brackets  "b:([]{(="     -> ")})"      close every bracket still open in a valid prefix of ( [ {
+
+Auxiliary tasks, used only to pre-train the zoo's base (they teach the machinery the experts reuse: copying,
+lookup by content, digit arithmetic) and never evaluated:
+
+    copy      "c:kdpa="      -> "kdpa"     copying
+    lookup    "v:a12c07?07=" -> "c"        value -> key (the reverse of recall)
+    sub       "85-37="       -> "048"      2-digit subtraction a - b with a >= b, fixed width
+
+Held-out evaluation: `draw(task, n, seed, split)` draws from a numpy stream keyed by (seed, task, split), so
+train and eval never share a random stream, and in addition splits the prompt SPACE by a stable hash:
+prompts with crc32(prompt) % 8 == 0 are eval-only and rejected from training, so an eval prompt is never a
+training prompt, whatever the seeds.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+DIGITS = "0123456789"
+SYMBOLS = "+-=:?()[]{}"
+CHARS = DIGITS + LETTERS + SYMBOLS
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+SPECIALS = (PAD, BOS, EOS)
+EVAL_BUCKET = 8  # 1 prompt in 8 (by hash) is reserved for evaluation
+OPEN_CLOSE = {"(": ")", "[": "]", "{": "}"}
+
+
+def _letters(rng: np.random.Generator, lo: int, hi: int) -> str:
+    return "".join(rng.choice(list(LETTERS), size=int(rng.integers(lo, hi + 1))))
+
+
+def _add(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        a, b = (int(x) for x in rng.integers(0, 100, size=2))
+        out.append((f"{a:02d}+{b:02d}=", f"{a + b:03d}"))  # fixed width: digits line up by position
+    return out
+
+
+def _sub(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        a, b = sorted((int(x) for x in rng.integers(0, 100, size=2)), reverse=True)
+        out.append((f"{a:02d}-{b:02d}=", f"{a - b:03d}"))
+    return out
+
+
+def _reverse(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    return [(f"r:{s}=", s[::-1]) for s in (_letters(rng, 3, 8) for _ in range(n))]
+
+
+def _sort(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    return [(f"s:{s}=", "".join(sorted(s))) for s in (_letters(rng, 3, 8) for _ in range(n))]
+
+
+def _copy(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    return [(f"c:{s}=", s) for s in (_letters(rng, 3, 8) for _ in range(n))]
+
+
+def _pairs(rng: np.random.Generator) -> tuple[list[str], list[str], int]:
+    keys = [str(k) for k in rng.choice(list(LETTERS), size=int(rng.integers(3, 6)), replace=False)]
+    values = [f"{v:02d}" for v in rng.choice(100, size=len(keys), replace=False)]
+    return keys, values, int(rng.integers(len(keys)))
+
+
+def _recall(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        keys, values, q = _pairs(rng)
+        out.append(("k:" + "".join(k + v for k, v in zip(keys, values, strict=True)) + f"?{keys[q]}=", values[q]))
+    return out
+
+
+def _lookup(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        keys, values, q = _pairs(rng)
+        out.append(("v:" + "".join(k + v for k, v in zip(keys, values, strict=True)) + f"?{values[q]}=", keys[q]))
+    return out
+
+
+def _brackets(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    out = []
+    for _ in range(n):
+        stack: list[str] = []
+        text = ""
+        for _ in range(int(rng.integers(2, 9))):
+            if stack and rng.random() < 0.3:  # close the innermost bracket now and then: needs a real stack
+                text += OPEN_CLOSE[stack.pop()]
+            else:
+                stack.append(str(rng.choice(list(OPEN_CLOSE))))
+                text += stack[-1]
+        if not stack:
+            stack.append(str(rng.choice(list(OPEN_CLOSE))))
+            text += stack[-1]
+        out.append((f"b:{text}=", "".join(OPEN_CLOSE[c] for c in reversed(stack))))
+    return out
+
+
+@dataclass(frozen=True)
+class Task:
+    """A procedural task: sample(rng, n) -> [(prompt, answer)]; max_new_tokens covers the answer and </s>."""
+
+    name: str
+    sample: Callable[[np.random.Generator, int], list[tuple[str, str]]]
+    max_new_tokens: int
+
+
+TASKS: dict[str, Task] = {
+    "add": Task("add", _add, 5),
+    "reverse": Task("reverse", _reverse, 9),
+    "sort": Task("sort", _sort, 9),
+    "recall": Task("recall", _recall, 3),
+    "brackets": Task("brackets", _brackets, 9),
+}
+AUX_TASKS: dict[str, Task] = {"copy": Task("copy", _copy, 9), "lookup": Task("lookup", _lookup, 2),
+                              "sub": Task("sub", _sub, 4)}
+PRETRAIN_TASKS: dict[str, Task] = {**TASKS, **AUX_TASKS}
+_IDS = {name: i for i, name in enumerate(PRETRAIN_TASKS)}
+
+
+def get_task(name: str) -> Task:
+    if name not in PRETRAIN_TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(PRETRAIN_TASKS)}")
+    return PRETRAIN_TASKS[name]
+
+
+def is_eval_prompt(prompt: str) -> bool:
+    """The hash split of the prompt space: True for the 1/8 of prompts reserved for evaluation."""
+    return zlib.crc32(prompt.encode()) % EVAL_BUCKET == 0
+
+
+def stream(seed: int, task: str, split: str) -> np.random.Generator:
+    """The numpy stream for (seed, task, split): split 'train' and 'eval' streams are independent."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    return np.random.default_rng([seed, _IDS[get_task(task).name], 0 if split == "train" else 1])
+
+
+def draw(task: str, n: int, rng: np.random.Generator, split: str) -> list[tuple[str, str]]:
+    """n examples of a task from rng, keeping only prompts of the given split of the hash partition."""
+    keep_eval = split == "eval"
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        out += [ex for ex in get_task(task).sample(rng, 2 * (n - len(out)) + 8) if is_eval_prompt(ex[0]) == keep_eval]
+    return out[:n]
+
+
+def heldout(task: str, n: int = 128, seed: int = 0) -> list[tuple[str, str]]:
+    """The held-out eval set of a task: fixed for a given (task, n, seed)."""
+    return draw(task, n, stream(seed, task, "eval"), "eval")
+
+
+def make_tokenizer():
+    """A deterministic char-level PreTrainedTokenizerFast (WordLevel over CHARS, one token per character),
+    bos/eos/pad set; save_pretrained + AutoTokenizer.from_pretrained round-trips it."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate((*SPECIALS, *CHARS))}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token=PAD))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character is a token
+    tk.decoder = decoders.Fuse()  # join tokens without spaces
+    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   unk_token=PAD, padding_side="left")
+
+
+def save_tokenizer(path: str | Path) -> None:
+    make_tokenizer().save_pretrained(path)

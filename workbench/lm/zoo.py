@@ -1,0 +1,270 @@
+"""The model zoo: one tiny Llama BASE and one fine-tuned EXPERT per task, built on the CPU in minutes.
+
+Recipe (why each piece):
+- The base is pre-trained on every task's FORMAT with random answers of the right shape, plus real auxiliary
+  tasks (copy, value->key lookup, subtraction): it learns the vocabulary, the prompt/answer/eos structure and
+  the machinery (copying, lookup, digit arithmetic) but none of the evaluated mappings, so it scores near zero
+  while giving the experts a shared starting point they only need to redirect.
+- Each expert starts from the base and fine-tunes with a small learning rate on its task, replaying the
+  base's own pre-training mixture for the other tasks: the task vector τ = θ_expert − θ_base then changes
+  the model's behaviour on its own task only, which is what makes task-vector merges of experts work.
+- Fixed seeds, numpy data streams and a fixed thread count make the build bit-reproducible.
+
+Layout: out/zoo.json, out/base, out/<task> (standard HF folders: config.json, model.safetensors, tokenizer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
+
+ZOO_FILE = "zoo.json"
+
+
+@dataclass
+class ZooConfig:
+    tasks: tuple[str, ...] = tuple(TASKS)
+    hidden: int = 128
+    layers: int = 2  # 4 layers learn no better in the 3-minute budget: 2 layers buy twice the steps
+    heads: int = 4
+    intermediate: int = 256
+    base_steps: int = 700
+    base_lr: float = 3e-3
+    expert_steps: int = 250
+    expert_lr: float = 1e-3
+    replay: float = 0.25  # fraction of each expert batch drawn from the base's pre-training mixture
+    batch: int = 64
+    seed: int = 0
+    threads: int = 1  # part of the reproducibility contract: CPU reductions may differ across thread counts
+    eval_n: int = 128
+
+    @classmethod
+    def quick(cls, **kw) -> ZooConfig:
+        """A seconds-long build for tests and smoke runs (weak experts)."""
+        small = dict(hidden=32, layers=2, heads=2, intermediate=64, base_steps=20, expert_steps=10, eval_n=16)
+        return cls(**{**small, **kw})
+
+
+@dataclass
+class Zoo:
+    """A built zoo: names ('base' first, then the experts), their folders, the tasks and the build record."""
+
+    path: Path
+    info: dict
+    names: list[str] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.info["tasks"])
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return {name: self.path / name for name in self.names}
+
+    def state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(self.paths[self._check(name)] / "model.safetensors")
+
+    def model(self, name: str):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(self.paths[self._check(name)], dtype=torch.float32).eval()
+
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.paths["base"])
+
+    def _check(self, name: str) -> str:
+        if name not in self.names:
+            raise ValueError(f"zoo {self.path} has no model {name!r}; it has {', '.join(self.names)}")
+        return name
+
+
+def load_zoo(path: str | Path) -> Zoo:
+    path = Path(path)
+    try:
+        info = json.loads((path / ZOO_FILE).read_text())
+        names = ["base", *info["tasks"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a model zoo (no readable {ZOO_FILE}: {error}); "
+                         f"build one with `workbench zoo build --out {path}`") from None
+    missing = [n for n in names if not (path / n / "model.safetensors").is_file()]
+    if missing:
+        raise ValueError(f"zoo {path} lacks model folders {missing}; "
+                         f"rebuild it with `workbench zoo build --out {path}`")
+    return Zoo(path, info, names)
+
+
+def llama_config(cfg: ZooConfig, vocab_size: int, tok):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                       num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+                       intermediate_size=cfg.intermediate, max_position_embeddings=64, tie_word_embeddings=False,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                       dtype="float32")
+
+
+def _random_answer(rng: np.random.Generator, task: str, prompt: str, answer: str) -> str:
+    """An answer of the right shape and alphabet but unrelated content: the base learns formats, not tasks."""
+    if task in ("reverse", "sort"):
+        return "".join(rng.permutation(list(answer)))
+    alphabet = {"add": "0123456789", "recall": "0123456789", "brackets": ")]}"}[task]
+    return "".join(rng.choice(list(alphabet), size=len(answer)))
+
+
+def _batch(tok, examples: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and labels (loss on the answer and eos only). Causal attention never looks right,
+    so the padding needs no attention mask."""
+    seqs, labels = [], []
+    for prompt, answer in examples:
+        p = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        seqs.append(p + a)
+        labels.append([-100] * len(p) + a)
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tok.pad_token_id] * (width - len(s)) for s in seqs])
+    lab = torch.tensor([s + [-100] * (width - len(s)) for s in labels])
+    return ids, lab
+
+
+class _Mixture:
+    """Endless training examples: real answers for `real` tasks, random-shaped answers for `fake` tasks."""
+
+    def __init__(self, seed: int, stage: str, real: list[str], fake: list[str]):
+        self.tasks = [(t, True) for t in real] + [(t, False) for t in fake]
+        self.rngs = {t: stream(seed + 7919 * _stage_id(stage), t, "train") for t, _ in self.tasks}
+        self.pick = np.random.default_rng([seed, _stage_id(stage), 99])
+
+    def sample(self, n: int) -> list[tuple[str, str]]:
+        counts = np.bincount(self.pick.integers(0, len(self.tasks), size=n), minlength=len(self.tasks))
+        out = []
+        for (task, real), k in zip(self.tasks, counts, strict=True):
+            for prompt, answer in draw(task, int(k), self.rngs[task], "train"):
+                out.append((prompt, answer if real else _random_answer(self.rngs[task], task, prompt, answer)))
+        return out
+
+
+def _stage_id(stage: str) -> int:
+    return sum(ord(c) * 31 ** i for i, c in enumerate(stage)) % 100003  # stable across runs (unlike hash())
+
+
+def _train(model, tok, sample: Callable[[int], list], steps: int, lr: float, batch: int,
+           progress: Callable[[int], None] | None) -> float:
+    """AdamW (no weight decay: τ should hold only what the task taught), linear warm-up then cosine decay."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)))
+    model.train()
+    loss = torch.tensor(0.0)
+    for _ in range(steps):
+        ids, labels = _batch(tok, sample(batch))
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress:
+            progress(1)
+    model.eval()
+    return float(loss.detach())
+
+
+def total_steps(cfg: ZooConfig) -> int:
+    return cfg.base_steps + cfg.expert_steps * len(cfg.tasks)
+
+
+def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None) -> Path:
+    """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
+    renamed at the end; an existing zoo at `out` is replaced, any other existing folder is refused).
+    progress(k) is called after every k training steps (total_steps(cfg) in all)."""
+    import safetensors
+    import tokenizers
+    import transformers
+    from transformers import LlamaForCausalLM
+
+    from workbench.lm.evaluate import StateDictEvaluator
+
+    for t in cfg.tasks:
+        if get_task(t).name not in TASKS:
+            raise ValueError(f"unknown zoo task {t!r}; choose from {', '.join(TASKS)}")
+    out = Path(out)
+    if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not a zoo; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the zoo should look like any folder
+    try:
+        tok = make_tokenizer()
+        torch.manual_seed(cfg.seed)
+        model = LlamaForCausalLM(llama_config(cfg, len(tok), tok))
+        tasks = list(cfg.tasks)
+        aux = list(AUX_TASKS)
+        base_mix = _Mixture(cfg.seed, "base", real=aux, fake=tasks)
+        losses = {"base": _train(model, tok, base_mix.sample, cfg.base_steps, cfg.base_lr, cfg.batch, progress)}
+        base = {k: v.clone() for k, v in model.state_dict().items()}
+        states = {"base": base}
+        for task in tasks:
+            model.load_state_dict(base)
+            mix = _Mixture(cfg.seed, task, real=[task], fake=[])
+            replay = _Mixture(cfg.seed, f"replay-{task}", real=aux, fake=[t for t in tasks if t != task])
+            n_replay = int(round(cfg.replay * cfg.batch))
+
+            def sample(n: int, mix=mix, replay=replay, k=n_replay) -> list:
+                return mix.sample(n - k) + replay.sample(k)
+
+            losses[task] = _train(model, tok, sample, cfg.expert_steps, cfg.expert_lr, cfg.batch, progress)
+            states[task] = {k: v.clone() for k, v in model.state_dict().items()}
+        train_seconds = time.perf_counter() - start
+        evaluator = StateDictEvaluator(model, tok, tasks, n=cfg.eval_n)
+        accuracy = {name: evaluator(sd) for name, sd in states.items()}
+        for name, sd in states.items():
+            model.load_state_dict(sd)
+            model.save_pretrained(tmp / name)
+            tok.save_pretrained(tmp / name)
+        info = {"format": "workbench-zoo/1", "tasks": tasks, "models": ["base", *tasks],
+                "config": asdict(cfg), "accuracy": accuracy, "final_loss": losses,
+                "train_seconds": round(train_seconds, 2), "build_seconds": round(time.perf_counter() - start, 2),
+                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                             "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__}}
+        (tmp / ZOO_FILE).write_text(json.dumps(info, indent=2))
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                os.chmod(file, 0o666 & ~umask)  # some writers make 0600 files; a zoo is shared data
+        _swap_in(tmp, out)
+    finally:
+        torch.set_num_threads(threads)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished folder over `out`: the old zoo moves aside first and is deleted after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
