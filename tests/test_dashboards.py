@@ -166,6 +166,18 @@ def test_merge_model_views_and_export(tmp_path, quick_zoo):
     assert isinstance(shown["path"], hv.Div) and not isinstance(shown["recipe"], hv.Div)
     for name in ("recipe", "fitness", "scores", "norms", "cosine", "conflicts"):
         hv.render(shown[name], backend="bokeh")
+    # cells sit at integer positions under their own tick labels (both backends, no categorical re-sorting)
+    from workbench.merge.views import scores_plot
+
+    hm = scores_plot(model.data().scores)
+    xticks = dict(hv.Store.lookup_options("matplotlib", hm, "plot").kwargs["xticks"])
+    yticks = dict(hv.Store.lookup_options("matplotlib", hm, "plot").kwargs["yticks"])
+    scores = model.data().scores
+    for _, cell in hm.dframe().iterrows():
+        task, name = xticks[cell["task"]], yticks[cell["model"]]
+        assert (task, name) == (cell["task name"], cell["model name"])
+        source = scores["merged"] if name == "merged" else scores["models"][name]
+        assert cell["accuracy"] == pytest.approx(source[task], abs=1e-3)
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
     with pytest.raises(ValueError, match="no 'path' figure"):

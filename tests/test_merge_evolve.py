@@ -2,15 +2,13 @@
 `workbench merge evolve|apply`, and the errors users meet."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from procs import cli as _cli
+from procs import kill_after
 
 from workbench.cli import main
 from workbench.merge.evolve import EvolveConfig, evolve
@@ -74,11 +72,6 @@ def test_same_seed_same_run_and_cluster_equals_local(tmp_path, quick_zoo):
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(c.path / "best.npy"))
 
 
-def _cli(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
     args = ["merge", "evolve", "--zoo", str(quick_zoo), "--models", "add", "sort", "--method", "ties",
             "--iters", "12", "--pop", "4", "--n-eval", "8", "--n-test", "8", "--seed", "3", "--quiet"]
@@ -89,16 +82,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
 
     killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        runs = store.list() if store.root.exists() else []
-        if runs and runs[0]["iterations"] >= 3:
-            break
-        time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    run_id = store.list()[0]["id"]
-    assert 3 <= store.list()[0]["iterations"] < 12, "the kill should land mid-run"
+    row = kill_after(killed, store, 3)
+    run_id = row["id"]
+    assert 3 <= row["iterations"] < 12, "the kill should land mid-run"
     resumed = _cli("merge", "evolve", "--resume", run_id, "--runs", "killed", "--quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err

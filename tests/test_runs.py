@@ -2,14 +2,12 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from procs import cli as _cli
+from procs import kill_after
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
@@ -45,11 +43,6 @@ def test_target_search_writes_a_complete_run(tmp_path, capsys):
     assert len(shown["metrics"]) == 3
 
 
-def _cli(*args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 SEARCH = ["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "40", "--frames", "4",
           "--iters", "8", "--pop", "6", "--chunk", "3", "--seed", "5", "--quiet"]
 
@@ -62,16 +55,8 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
 
     killed = _cli(*SEARCH, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        runs = store.list() if store.root.exists() else []
-        if runs and runs[0]["iterations"] >= 3:
-            break
-        time.sleep(0.2)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    run_id = store.list()[0]["id"]
-    done_before = store.list()[0]["iterations"]
+    row = kill_after(killed, store, 3)
+    run_id, done_before = row["id"], row["iterations"]
     assert 3 <= done_before < 8, "the kill should land mid-run"
     resumed = _cli("asal", "openended", "--resume", run_id, "--runs", "killed", "--quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -82,9 +84,25 @@ def _client(args):
     return None
 
 
-def cmd_asal(args) -> int:
+@contextlib.contextmanager
+def iteration_progress(description: str, total: int | None, label: str, value: Callable[[dict], str],
+                       quiet: bool = False):
+    """A rich progress bar (count, `label value`, elapsed, ETA) on stderr for a search loop; yields the
+    on_iteration(done, total, metrics row) callback the drivers take."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn(f"{label} {{task.fields[value]}}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, disable=quiet) as bar:
+        task = bar.add_task(description, total=total, value="–")
+
+        def on_iteration(done: int, total: int, row: dict) -> None:
+            bar.update(task, completed=done, total=total, value=value(row))
+
+        yield on_iteration
+
+
+def cmd_asal(args) -> int:
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.runs import RunStore
@@ -106,14 +124,8 @@ def cmd_asal(args) -> int:
             err.print(f"[yellow]note:[/] {note}")
     client = _client(args)
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=err, disable=args.quiet) as bar:
-            task = bar.add_task(f"asal {args.search}", total=args.iters, loss="–")
-
-            def on_iteration(done, total, row):
-                bar.update(task, completed=done, total=total, loss=f"{row['best_loss']:.4f}")
-
+        with iteration_progress(f"asal {args.search}", args.iters, "loss", lambda row: f"{row['best_loss']:.4f}",
+                                quiet=args.quiet) as on_iteration:
             run = run_search(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
     finally:
         if client is not None:

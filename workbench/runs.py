@@ -16,8 +16,10 @@ import json
 import pickle
 import platform
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -152,6 +154,19 @@ class RunStore:
         run = Run(path)
         run.info  # noqa: B018 - validates run.json
         return run
+
+    def reopen(self, run_id: str, read_config: Callable[[dict], Any],
+               kinds: tuple[str, ...] | None = None) -> tuple[Run, Any, dict | None]:
+        """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None)."""
+        run = self.open(run_id)
+        info = run.info
+        if kinds is not None and info.get("kind") not in kinds:
+            raise RunError(f"run {run_id!r} is a {info.get('kind')} run; this command resumes {' / '.join(kinds)} runs")
+        try:
+            cfg = read_config(info["config"])
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"run {run_id!r} has a config this version cannot read ({exc})") from exc
+        return run, cfg, run.load_checkpoint()
 
     def _records(self) -> tuple[list[dict], list[str]]:
         records, broken = [], []

@@ -19,7 +19,7 @@ import numpy as np
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
 from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.runs import Run, RunError, RunStore
+from workbench.runs import Run, RunStore
 
 KINDS = ("target", "openended", "illuminate")
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
@@ -131,18 +131,13 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
     """
     if resume is not None:
-        run = store.open(resume)
-        info = run.info
-        try:
-            cfg = SearchConfig(**{k: v for k, v in info["config"].items() if k != "notes"})
-        except (TypeError, ValueError) as exc:
-            raise RunError(f"run {resume!r} has a config this version cannot read ({exc})") from exc
-        state = run.load_checkpoint()
-        if info.get("status") == "done":
+        run, cfg, state = store.reopen(resume, lambda c: SearchConfig(**{k: v for k, v in c.items() if k != "notes"}),
+                                       kinds=KINDS)
+        if run.info.get("status") == "done":
             return run
+    elif cfg is None:
+        raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
-        if cfg is None:
-            raise ValueError("give a SearchConfig or resume=RUN_ID")
         state = None
     sub, fm = components(cfg.eval)  # fails fast on unknown substrate / FM / missing weights
     z_target = target_embeddings(cfg, fm)

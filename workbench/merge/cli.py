@@ -7,9 +7,7 @@ import json
 
 
 def cmd_evolve(args) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from workbench.cli import _client, err
+    from workbench.cli import _client, iteration_progress
     from workbench.merge.evolve import EvolveConfig, evolve
     from workbench.runs import RunStore
 
@@ -24,14 +22,8 @@ def cmd_evolve(args) -> int:
                            dfs_r=args.r)
     client = _client(args)
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("fitness {task.fields[fit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                      console=err, disable=args.quiet) as bar:
-            task = bar.add_task("merge evolve", total=cfg.iters if cfg else None, fit="–")
-
-            def on_iteration(done, total, row):
-                bar.update(task, completed=done, total=total, fit=f"{-row['best_loss']:.3f}")
-
+        with iteration_progress("merge evolve", cfg.iters if cfg else None, "fitness",
+                                lambda row: f"{-row['best_loss']:.3f}", quiet=args.quiet) as on_iteration:
             run = evolve(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
     finally:
         if client is not None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
-from workbench.runs import Run, RunError, RunStore, write_json
+from workbench.runs import Run, RunStore, write_json
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
@@ -211,20 +211,12 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
     """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run."""
     if resume is not None:
-        run = store.open(resume)
-        info = run.info
-        if info.get("kind") != "merge":
-            raise RunError(f"run {resume!r} is an {info.get('kind')} run, not a merge-recipe evolution")
-        try:
-            cfg = EvolveConfig(**info["config"])
-        except (TypeError, ValueError) as exc:
-            raise RunError(f"run {resume!r} has a config this version cannot read ({exc})") from exc
-        state = run.load_checkpoint()
-        if info.get("status") == "done":
+        run, cfg, state = store.reopen(resume, lambda c: EvolveConfig(**c), kinds=("merge",))
+        if run.info.get("status") == "done":
             return run
+    elif cfg is None:
+        raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
-        if cfg is None:
-            raise ValueError("give an EvolveConfig or resume=RUN_ID")
         state = None
     ctx = context(cfg)  # fails fast on missing or incompatible models
     if resume is None:

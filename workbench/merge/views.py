@@ -133,9 +133,18 @@ def _json(path: Path) -> dict | None:
 def _hv():
     import holoviews as hv
 
-    if not hv.Store.renderers:  # options need a plotting extension; Bokeh is the interactive default
-        hv.extension("bokeh", logo=False)
+    # options are set per backend: Bokeh for the page, matplotlib for paper figures (workbench.figures.save)
+    if "bokeh" not in hv.Store.renderers or "matplotlib" not in hv.Store.renderers:
+        current = hv.Store.current_backend if hv.Store.renderers else "bokeh"
+        hv.extension("bokeh", "matplotlib", logo=False)
+        hv.Store.set_current_backend(current)
     return hv
+
+
+def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
+    """The same look in both backends, plus options only one of them knows."""
+    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
+    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
 
 
 def _group_order(df: pd.DataFrame) -> list[str]:
@@ -143,25 +152,38 @@ def _group_order(df: pd.DataFrame) -> list[str]:
     return [g for g in ["embed", *layers, "head"] if g in set(df["group"])]
 
 
+def _grid(df: pd.DataFrame, x: str, y: str, value: str, x_order: list[str], y_order: list[str]):
+    """A heatmap on integer cell positions with the category names as ticks: both backends then agree on
+    the order (categorical axes are sorted differently by Bokeh and matplotlib)."""
+    hv = _hv()
+    xi, yi = {k: i for i, k in enumerate(x_order)}, {k: i for i, k in enumerate(y_order)}
+    cells = pd.DataFrame({x: df[x].map(xi), y: df[y].map(yi), value: df[value].astype(float).round(3),
+                          f"{x} name": df[x].astype(object), f"{y} name": df[y].astype(object)})
+    hm = hv.HeatMap(cells, [x, y], [value, f"{x} name", f"{y} name"])
+    return hm.opts(xticks=list(enumerate(x_order)), yticks=list(enumerate(y_order)), backend="bokeh").opts(
+        xticks=list(enumerate(x_order)), yticks=list(enumerate(y_order)), backend="matplotlib")
+
+
 def recipe_heatmaps(table: pd.DataFrame):
-    """Layers × source model heatmaps of weight and density, one column per filter class."""
+    """Layers × source model heatmaps of weight and of density; rows are model · filter class, columns the
+    layer groups (embeddings, each layer, head)."""
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no parameter-space recipe in this run</i>")
-    plots = []
     order = _group_order(table)
+    short = {"attention": "attn", "mlp": "mlp", "norm & embeddings": "other"}
+    df = table.assign(row=table["model"] + " · " + table["filter"].map(short))
+    plots = []
     for key in ("weight", "density"):
-        if table[key].isna().all():
+        if df[key].isna().all():
             continue
-        for label in FILTERS:
-            part = table[table["filter"] == label]
-            if part.empty or part[key].isna().all():
-                continue
-            hm = hv.HeatMap(part, kdims=["group", "model"], vdims=[key], label=f"{key} · {label}")
-            plots.append(hm.redim.values(group=order).opts(
-                cmap="viridis", colorbar=True, clim=(0, 1), xrotation=90, tools=["hover"], width=420, height=200,
-                title=f"{key} · {label}", backend="bokeh"))
-    return hv.Layout(plots).cols(3) if plots else hv.Div("<i>empty recipe</i>")
+        rows = sorted(df["row"].unique(), reverse=True)
+        hm = _grid(df.dropna(subset=[key]), "group", "row", key, order, rows)
+        plots.append(_style(hm, title=key, cmap="viridis", colorbar=True, clim=(0, 1), xrotation=90,
+                            bokeh={"tools": ["hover"], "width": 80 * len(order) + 260,
+                                   "height": 26 * df["row"].nunique() + 110},
+                            mpl={"show_values": False}))
+    return hv.Layout(plots).cols(1) if plots else hv.Div("<i>empty recipe</i>")
 
 
 def dfs_path_plot(dfs):
@@ -172,11 +194,12 @@ def dfs_path_plot(dfs):
     steps = dfs.steps()
     df = pd.DataFrame({"step": range(len(steps)), "layer": [s.layer for s in steps],
                        "model": [s.model for s in steps], "scale": [s.scale for s in steps]})
-    path = hv.Curve(df, "step", "layer").opts(color="lightgray")
-    pts = hv.Points(df, ["step", "layer"], ["model", "scale"]).opts(
-        color="model", cmap="Category10", size=hv.dim("scale").norm() * 14 + 5, tools=["hover"],
-        legend_position="right", width=640, height=260, backend="bokeh")
-    return (path * pts).opts(title=f"DFS path ({len(steps)} of {dfs.n_slots} slots)")
+    path = _style(hv.Curve(df, "step", "layer"), color="lightgray")
+    pts = _style(hv.Points(df, ["step", "layer"], ["model", "scale"]), color="model", cmap="Category10",
+                 bokeh={"size": hv.dim("scale") * 8 + 4, "tools": ["hover"], "legend_position": "right"},
+                 mpl={"s": hv.dim("scale") * 40 + 10, "legend_position": "top"})
+    return _style(path * pts, title=f"DFS path ({len(steps)} of {dfs.n_slots} slots; size = scale)",
+                  yticks=list(range(dfs.layers)), bokeh={"width": 640, "height": 260})
 
 
 def fitness_plot(metrics: pd.DataFrame):
@@ -187,22 +210,26 @@ def fitness_plot(metrics: pd.DataFrame):
     df = metrics.assign(best=-metrics["best_loss"], mean=-metrics["loss_mean"])
     fit = (hv.Curve(df, "iteration", "best", label="best so far") * hv.Curve(df, "iteration", "mean",
                                                                              label="population mean"))
-    fit = fit.opts(title="fitness (weighted accuracy)", legend_position="bottom_right")
-    sigma = hv.Curve(df, "iteration", "sigma").opts(title="CMA-ES σ")
-    return (fit + sigma).opts(shared_axes=False)
+    fit = _style(fit, title="fitness (weighted accuracy)", legend_position="bottom_right")
+    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES σ")
+    return _style(fit + sigma, shared_axes=False)
 
 
 def scores_plot(scores: dict | None):
-    """Test accuracy per task: each source model against the merge."""
+    """Test accuracy per task (columns) of each source model and of the merge (rows)."""
     hv = _hv()
     if not scores:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
     rows = [{"model": name, "task": task, "accuracy": acc} for name, accs in scores["models"].items()
             for task, acc in accs.items()]
     rows += [{"model": "merged", "task": task, "accuracy": acc} for task, acc in scores["merged"].items()]
-    bars = hv.Bars(pd.DataFrame(rows), ["task", "model"], "accuracy")
-    return bars.opts(title="source models vs merge (test sets)", ylim=(0, 1), tools=["hover"], width=640, height=300,
-                     xrotation=0, multi_level=True, backend="bokeh")
+    df = pd.DataFrame(rows)
+    models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
+    hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models)
+    hm = _style(hm, title="source models vs merge (test accuracy)", cmap="Blues", clim=(0, 1), colorbar=True,
+                bokeh={"tools": ["hover"], "width": 120 * df["task"].nunique() + 220, "height": 40 * len(models) + 90},
+                mpl={"show_values": True})  # Bokeh shows the values on hover
+    return hm
 
 
 def _layer_curves(analysis: dict, values: dict[str, list[float]], ylabel: str):
@@ -210,7 +237,7 @@ def _layer_curves(analysis: dict, values: dict[str, list[float]], ylabel: str):
     groups = analysis.get("layer_groups") or [str(i) for i in range(len(next(iter(values.values()))))]
     curves = [hv.Curve(pd.DataFrame({"group": groups, ylabel: v}), "group", ylabel, label=name)
               for name, v in values.items()]
-    return hv.Overlay(curves).opts(legend_position="top_left")
+    return _style(hv.Overlay(curves), legend_position="top_left")
 
 
 def norms_plot(analysis: dict | None):
@@ -219,8 +246,8 @@ def norms_plot(analysis: dict | None):
     a = analysis or {}
     if not a.get("task_vector_norms"):
         return hv.Div("<i>no task-vector analysis (needs a base model)</i>")
-    return _layer_curves(a, a["task_vector_norms"], "task-vector norm").opts(
-        title="task-vector norm per layer group", xrotation=90)
+    return _style(_layer_curves(a, a["task_vector_norms"], "task-vector norm"),
+                  title="task-vector norm per layer group", xrotation=90)
 
 
 def cosine_plot(analysis: dict | None):
@@ -231,8 +258,9 @@ def cosine_plot(analysis: dict | None):
         return hv.Div("<i>no task-vector analysis</i>")
     names, matrix = cos["models"], np.asarray(cos["matrix"])
     data = [(a, b, float(matrix[i, j])) for i, a in enumerate(names) for j, b in enumerate(names)]
-    return hv.HeatMap(data, ["model A", "model B"], "cosine").opts(
-        cmap="RdBu_r", clim=(-1, 1), colorbar=True, title="task-vector cosine", tools=["hover"], backend="bokeh")
+    frame = pd.DataFrame(data, columns=["model A", "model B", "cosine"])
+    return _style(_grid(frame, "model A", "model B", "cosine", names, names[::-1]), cmap="RdBu_r", clim=(-1, 1),
+                  colorbar=True, title="task-vector cosine", bokeh={"tools": ["hover"]}, mpl={"show_values": True})
 
 
 def conflict_plot(analysis: dict | None):
@@ -242,12 +270,12 @@ def conflict_plot(analysis: dict | None):
     plots = []
     if a.get("sign_conflict"):
         sc = a["sign_conflict"]
-        plots.append(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate").opts(
-            title=f"TIES sign conflicts: {sc['total']:.1%} overall (density {a.get('density_mean', 0):.2f})",
-            xrotation=90, show_legend=False))
+        plots.append(_style(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate"),
+                            title=f"TIES sign conflicts: {sc['total']:.1%} overall "
+                                  f"(density {a.get('density_mean', 0):.2f})", xrotation=90, show_legend=False))
     if a.get("dare_kept"):
-        plots.append(_layer_curves(a, a["dare_kept"], "kept fraction").opts(title="DARE kept fraction",
-                                                                            xrotation=90))
+        plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"), title="DARE kept fraction",
+                            xrotation=90))
     if not plots:
         return hv.Div("<i>no TIES/DARE statistics for this method</i>")
-    return hv.Layout(plots).opts(shared_axes=False) if len(plots) > 1 else plots[0]
+    return _style(hv.Layout(plots), shared_axes=False) if len(plots) > 1 else plots[0]
