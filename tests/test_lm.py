@@ -3,7 +3,6 @@ SmolLM2 from its GGUF, the CLI and the error messages."""
 
 import hashlib
 import json
-import re
 
 import numpy as np
 import pytest
@@ -39,8 +38,8 @@ def _independent_answer(task: str, prompt: str) -> str:
     if task == "sort":
         return "".join(sorted(body))
     if task == "recall":
-        pairs, key = body.split("?")
-        return dict(re.findall(r"([a-z])(\d\d)", pairs))[key]
+        pi = "31415926535897932384626433"  # the code: a -> 3, b -> 1, c -> 4, ... (digits of pi)
+        return "".join(pi[ord(c) - ord("a")] for c in body)
     stack = []
     for c in body:
         if c in "([{":
@@ -66,7 +65,7 @@ def test_task_generators_are_deterministic_and_correct(task):
 def test_hand_checked_examples():
     assert _independent_answer("add", "37+85=") == "122" and _independent_answer("add", "07+05=") == "012"
     assert T._brackets.__name__ and _independent_answer("brackets", "b:([]{(=") == ")})"
-    assert _independent_answer("recall", "k:a12c07?c=") == "07"
+    assert _independent_answer("recall", "k:cab=") == "431" and _independent_answer("recall", "k:zz=") == "33"
 
 
 def test_heldout_is_disjoint_from_training_and_stable():
