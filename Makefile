@@ -45,7 +45,7 @@ demo: $(STAMP)
 	  --iters $(DEMO_ITERS) --runs $(RUNS)
 	# the language-model side: the CPU-built zoo (once, a few minutes), then an evolved TIES recipe of two experts
 	test -f data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
-	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models add sort --method ties --iters $(MERGE_ITERS) \
+	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
 	$(VENV)/bin/workbench render lenia --steps 256 --every 2 --out $(OUT)/lenia.mp4
