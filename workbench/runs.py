@@ -220,3 +220,33 @@ class RunStore:
         cur = con.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY iteration", [run_id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,
+                      should_stop: Callable[[], bool] | None = None,
+                      on_iteration: Callable[[int, int, dict], None] | None = None) -> Run:
+    """The loop every stored search shares. For each remaining iteration, step(it) does the work and returns
+    the metrics of the iteration (with best_loss), updating `state` in place; then the checkpoint (state),
+    metrics.parquet and run.json are written atomically, so a killed process resumes from here. finish()
+    runs after the last iteration. should_stop() leaves a resumable 'stopped' run; an error marks it failed."""
+    run.update(status="running")
+    try:
+        for it in range(state["iteration"], iters):
+            if should_stop is not None and should_stop():
+                run.update(status="stopped")
+                return run
+            start = time.perf_counter()
+            info = step(it)
+            row = {"iteration": it, "seconds": time.perf_counter() - start, **info}
+            state["metrics"].append(row)
+            state["iteration"] = it + 1
+            run.save_checkpoint(state)
+            run.write_table("metrics", state["metrics"])
+            run.update(iterations=it + 1, best_loss=row["best_loss"])
+            if on_iteration is not None:
+                on_iteration(it + 1, iters, row)
+        finish()
+    except BaseException:
+        run.update(status="failed" if state["iteration"] < iters else "running")
+        raise
+    return run

@@ -10,7 +10,6 @@ atomically, so a killed run resumed with `resume=` ends exactly where an uninter
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -19,7 +18,7 @@ import numpy as np
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
 from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.runs import Run, RunStore
+from workbench.runs import Run, RunStore, checkpointed_loop
 
 KINDS = ("target", "openended", "illuminate")
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
@@ -146,43 +145,29 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, cfg.to_dict(), cfg.seed)
     if state is None:
         state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": [], "best_thumb": None}
-    run.update(status="running")
     if on_start is not None:
         on_start(run)
-    search, metrics = state["search"], state["metrics"]
-    try:
-        for it in range(state["iteration"], cfg.iters):
-            if should_stop is not None and should_stop():
-                run.update(status="stopped")
-                return run
-            start = time.perf_counter()
-            thetas = search.ask()
-            z, thumbs = evaluate(cfg.eval, thetas, iteration_seeds(cfg.seed, it, cfg.eval.bs), client)
-            losses = objective(z) if cfg.kind != "illuminate" else None
-            final = z[:, :, -1].mean(axis=1)
-            final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
-            before = getattr(search, "best_loss", None)
-            info = search.tell(thetas, losses, final)
-            if losses is not None and search.best_loss != before:
-                state["best_thumb"] = thumbs[int(np.argmin(losses))]
-            if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
-                known = {**state.get("thumbs", {}), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
-                state["thumbs"] = {k: known[k] for k in map(_key, search.population()[0]) if k in known}
-            row = {"iteration": it, "seconds": time.perf_counter() - start, **info}
-            metrics.append(row)
-            state["iteration"] = it + 1
-            run.save_checkpoint(state)
-            run.write_table("metrics", metrics)
-            run.update(iterations=it + 1, best_loss=info["best_loss"])
-            if on_population is not None:
-                on_population(thetas, thumbs)
-            if on_iteration is not None:
-                on_iteration(it + 1, cfg.iters, row)
-        finish(run, cfg, search, state)
-    except BaseException:
-        run.update(status="failed" if state["iteration"] < cfg.iters else "running")
-        raise
-    return run
+    search = state["search"]
+
+    def step(it: int) -> dict:
+        thetas = search.ask()
+        z, thumbs = evaluate(cfg.eval, thetas, iteration_seeds(cfg.seed, it, cfg.eval.bs), client)
+        losses = objective(z) if cfg.kind != "illuminate" else None
+        final = z[:, :, -1].mean(axis=1)
+        final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
+        before = getattr(search, "best_loss", None)
+        info = search.tell(thetas, losses, final)
+        if losses is not None and search.best_loss != before:
+            state["best_thumb"] = thumbs[int(np.argmin(losses))]
+        if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
+            known = {**state.get("thumbs", {}), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
+            state["thumbs"] = {k: known[k] for k in map(_key, search.population()[0]) if k in known}
+        if on_population is not None:
+            on_population(thetas, thumbs)
+        return info
+
+    return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, state),
+                             should_stop=should_stop, on_iteration=on_iteration)
 
 
 def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:

@@ -17,7 +17,6 @@ iteration, loss, per-task accuracy, genome), best.npy, recipe.yaml | dfs.json, s
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
-from workbench.runs import Run, RunStore, write_json
+from workbench.runs import Run, RunStore, checkpointed_loop, write_json
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
@@ -226,37 +225,24 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
         steps = g.steps() if cfg.method == "dfs" else None
         search = RecipeCMA(g.initial(), g.bounds(), sigma=cfg.sigma, population=cfg.pop, seed=cfg.seed, steps=steps)
         state = {"iteration": 0, "search": search, "metrics": [], "evaluations": []}
-    run.update(status="running")
     if on_start is not None:
         on_start(run)
-    search, metrics, evaluations = state["search"], state["metrics"], state["evaluations"]
-    try:
-        for it in range(state["iteration"], cfg.iters):
-            if should_stop is not None and should_stop():
-                run.update(status="stopped")
-                return run
-            start = time.perf_counter()
-            xs = search.ask()
-            acc = evaluate_population(cfg, xs, client)
-            losses = cfg.loss(acc)
-            row = {"iteration": it, "seconds": time.perf_counter() - start, **search.tell(xs, losses)}
-            i = int(np.argmin(losses))
-            row.update({f"acc_{t}": float(acc[i, k]) for k, t in enumerate(cfg.tasks)})
-            metrics.append(row)
-            evaluations += [{"iteration": it, "index": j, "loss": float(losses[j]),
-                             **{f"acc_{t}": float(acc[j, k]) for k, t in enumerate(cfg.tasks)},
-                             "genome": xs[j].astype(np.float64).tolist()} for j in range(len(xs))]
-            state["iteration"] = it + 1
-            run.save_checkpoint(state)
-            run.write_table("metrics", metrics)
-            run.update(iterations=it + 1, best_loss=search.best_loss)
-            if on_iteration is not None:
-                on_iteration(it + 1, cfg.iters, row)
-        finish(run, cfg, search, evaluations)
-    except BaseException:
-        run.update(status="failed" if state["iteration"] < cfg.iters else "running")
-        raise
-    return run
+    search, evaluations = state["search"], state["evaluations"]
+
+    def step(it: int) -> dict:
+        xs = search.ask()
+        acc = evaluate_population(cfg, xs, client)
+        losses = cfg.loss(acc)
+        info = search.tell(xs, losses)
+        i = int(np.argmin(losses))
+        info.update({f"acc_{t}": float(acc[i, k]) for k, t in enumerate(cfg.tasks)})
+        evaluations.extend({"iteration": it, "index": j, "loss": float(losses[j]),
+                            **{f"acc_{t}": float(acc[j, k]) for k, t in enumerate(cfg.tasks)},
+                            "genome": xs[j].astype(np.float64).tolist()} for j in range(len(xs)))
+        return info
+
+    return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, evaluations),
+                             should_stop=should_stop, on_iteration=on_iteration)
 
 
 def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict]) -> None:
