@@ -188,9 +188,10 @@ def cmd_figure(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from workbench.dashboards.app import serve
+    from workbench.dashboards.app import PAGES, serve
 
-    err.print(f"serving http://{args.address}:{args.port}/ (pages: /lab, /runs; Ctrl-C stops)")
+    pages = ", ".join(f"/{p}" for p in PAGES)
+    err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)")
     serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show)
     return 0
 
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--size", type=int, default=224, help="video: frame size")
         f.set_defaults(func=cmd_figure)
 
-    serve = sub.add_parser("serve", help="the Panel dashboards (/lab, /runs) in one server")
+    serve = sub.add_parser("serve", help="the Panel dashboards (/lab /search /runs /atlas /merge) in one server")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1")
     serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
