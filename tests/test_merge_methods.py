@@ -363,3 +363,23 @@ def test_dare_kept_fraction_matches_merge():
 def test_bench_smoke():
     res = bench_merge_tensors(1, methods=("ties",), vocab=256)
     assert res["ties"]["ours_gbps"] > 0 and res["ties"]["ratio"] > 0
+
+
+def test_large_tensors_take_the_radix_threshold_and_still_match_mergekit():
+    """Tensors of ≥ 2^20 entries find the top-k threshold through a histogram of float bits; the result must
+    equal a plain kthvalue (also with tied magnitudes and zeros) and mergekit's TIES."""
+    from workbench.merge.methods import _kth_largest
+
+    g = torch.Generator().manual_seed(7)
+    for density in (0.01, 0.5, 0.97):
+        mag = torch.randn(1 << 21, generator=g).abs()
+        mag[: 1 << 18] = torch.round(mag[: 1 << 18] * 50) / 50     # ties
+        mag[-1000:] = 0.0
+        k = max(1, int(density * mag.numel()))
+        assert _kth_largest(mag, k) == torch.kthvalue(mag, mag.numel() - k + 1).values
+    base = torch.randn(1024, 1100, generator=g)
+    ts = [base, base + 0.01 * torch.randn(1024, 1100, generator=g), base + 0.01 * torch.randn(1024, 1100, generator=g)]
+    params = {"weight": [0.7, 0.4], "density": 0.3}
+    ours = merge_tensors(ts, "ties", parameters=params, base_index=0)
+    theirs = mk_merge_tensors(ts, "ties", parameters=params, base_index=0)
+    assert torch.linalg.vector_norm(ours - theirs) <= 1e-5 * torch.linalg.vector_norm(theirs)
