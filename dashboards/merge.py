@@ -21,24 +21,28 @@ FIGURES = ("recipe", "path", "fitness", "scores", "norms", "cosine", "conflicts"
 class MergeModel(param.Parameterized):
     runs_dir = param.String(default="runs")
     run_id = param.Selector(default=None, objects=[], doc="the merge run on show")
-    message = param.String(default="")
 
     def __init__(self, **params):
         super().__init__(**params)
+        self._loaded: views.MergeRun | None = None  # the run's files, read once per run shown
         self.refresh()
 
     def refresh(self) -> list[str]:
+        """Re-read the catalog (new runs, a running one's progress)."""
+        self._loaded = None
         ids = [r["id"] for r in views.merge_runs(RunStore(self.runs_dir))]
         self.param.run_id.objects = ids
         if self.run_id not in ids:
             self.run_id = ids[0] if ids else None
         return ids
 
-    @param.depends("run_id")
     def data(self) -> views.MergeRun | None:
+        """The shown run's tables and recipe; every figure and the summary share one read of its folder."""
         if self.run_id is None:
             return None
-        return views.MergeRun.open(RunStore(self.runs_dir), self.run_id)
+        if self._loaded is None or self._loaded.run.id != self.run_id:
+            self._loaded = views.MergeRun.open(RunStore(self.runs_dir), self.run_id)
+        return self._loaded
 
     def figure(self, name: str):
         """One of FIGURES as a HoloViews object (for the page and for export)."""

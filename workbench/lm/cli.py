@@ -10,13 +10,10 @@ def cmd_zoo_build(args) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from workbench.lm.tasks import TASKS
+    from workbench.lm.tasks import TASKS, check_tasks
     from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo, total_steps
 
-    tasks = tuple(args.tasks or TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    tasks = tuple(check_tasks(args.tasks or TASKS))
     cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed)
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -35,12 +32,9 @@ def cmd_zoo_eval(args) -> int:
 
     from workbench.lm.evaluate import evaluate
     from workbench.lm.models import load_model
-    from workbench.lm.tasks import TASKS
+    from workbench.lm.tasks import TASKS, check_tasks
 
-    tasks = args.tasks or list(TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown:
-        raise ValueError(f"unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    tasks = check_tasks(args.tasks or TASKS)
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))

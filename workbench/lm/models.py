@@ -114,6 +114,18 @@ def _smollm2(dtype: torch.dtype):
     return model.to(dtype), tok
 
 
+def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
+    """The folder of a model named in a recipe or search: `models_dir/name` (e.g. a zoo) when that is a
+    folder, else `name` as a path of its own."""
+    inside = Path(models_dir) / name if models_dir else None
+    path = inside if inside is not None and inside.is_dir() else Path(name)
+    if not path.is_dir():
+        where = f"neither {inside} nor {name} is" if inside is not None else f"{name} is not"
+        fix = f" (build a zoo with `workbench zoo build --out {models_dir}`)" if models_dir else ""
+        raise ValueError(f"no model {name!r}: {where} a model folder{fix}")
+    return path
+
+
 @contextlib.contextmanager
 def quiet_progress():
     """Hide transformers' per-load progress bars ("Loading weights", "Writing model shards") inside our own

@@ -138,6 +138,15 @@ PRETRAIN_TASKS: dict[str, Task] = {**TASKS, **AUX_TASKS}
 _IDS = {name: i for i, name in enumerate(PRETRAIN_TASKS)}
 
 
+def check_tasks(names) -> list[str]:
+    """The names as a list, each one of the evaluated TASKS, else one error listing them."""
+    unknown = [t for t in names if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"choose from {', '.join(TASKS)}")
+    return list(names)
+
+
 def get_task(name: str) -> Task:
     if name not in PRETRAIN_TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(PRETRAIN_TASKS)}")

@@ -19,26 +19,19 @@ from pathlib import Path
 import torch
 
 
-def resolve(name: str, models_dir: str | Path | None) -> Path:
-    inside = Path(models_dir) / name if models_dir else None
-    path = inside if inside is not None and inside.is_dir() else Path(name)
-    if not path.is_dir():
-        where = f"{inside} nor {name}" if inside is not None else name
-        raise ValueError(f"recipe model {name!r} not found: neither {where} is a model folder")
-    return path
-
-
 def _load(name: str, models_dir, cache: dict):
-    from workbench.lm.models import load_model
+    from workbench.lm.models import load_model, resolve_model
 
     if name not in cache:
-        cache[name] = load_model(str(resolve(name, models_dir)))
+        cache[name] = load_model(str(resolve_model(name, models_dir)))
     return cache[name]
 
 
 def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = None, out: str | Path,
                       seed: int = 0) -> Path:
     """Merge per `recipe` (a mergekit .yaml or a DFS .json) and save to `out` (must not exist)."""
+    from workbench.lm.models import quiet_progress
+
     recipe, out = Path(recipe), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
@@ -56,7 +49,6 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         from workbench.merge.recipe import Recipe, apply_recipe
 
         rec = Recipe.from_yaml(recipe)
-        names = rec.model_names() if hasattr(rec, "model_names") else _names(rec)
         rec.validate()
         sds = {}
 
@@ -66,7 +58,7 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
             return sds[name]
 
         merged = apply_recipe(rec, load, seed=seed)
-        first = rec.base_model or names[0]
+        first = rec.model_names()[0]  # the base when there is one
         ref, tokenizer = _load(first, models_dir, cache)
         model, scales = _with_layers(ref, merged), None
         model.load_state_dict(merged, strict=True)
@@ -75,8 +67,6 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
     try:
         if scales is not None:
             model.config.dfs_scales = scales
-        from workbench.lm.models import quiet_progress
-
         with quiet_progress():
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -87,12 +77,6 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _names(rec) -> list[str]:
-    if rec.models:
-        return [m["model"] for m in rec.models]
-    return [s["model"] for sl in rec.slices for s in sl["sources"]]
 
 
 def _with_layers(ref, state_dict: dict):

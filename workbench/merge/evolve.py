@@ -19,12 +19,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
+from workbench.merge.state import check_models
 from workbench.runs import Run, RunStore, checkpointed_loop, write_json
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
@@ -48,7 +48,7 @@ class EvolveConfig:
     chunk: int = 2                             # candidates per Dask task
 
     def __post_init__(self):
-        from workbench.lm.tasks import TASKS
+        from workbench.lm.tasks import TASKS, check_tasks
 
         methods = (*PS_METHODS, "dfs")
         if self.method not in methods:
@@ -60,9 +60,7 @@ class EvolveConfig:
         self.tasks = list(self.tasks) or [m for m in self.models if m in TASKS]
         if not self.tasks:
             raise ValueError(f"no task to score: give --tasks (known: {', '.join(TASKS)})")
-        for t in self.tasks:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
+        check_tasks(self.tasks)
         self.task_weights = [float(w) for w in self.task_weights] or [1.0] * len(self.tasks)
         if len(self.task_weights) != len(self.tasks) or not all(np.isfinite(self.task_weights)) \
                 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
@@ -79,15 +77,6 @@ class EvolveConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def path_of(self, name: str) -> Path:
-        """A model name inside the zoo folder, else a path of its own."""
-        inside = Path(self.zoo) / name
-        path = inside if inside.is_dir() else Path(name)
-        if not path.is_dir():
-            raise ValueError(f"no model {name!r}: neither {inside} nor {name} is a model folder "
-                             f"(build a zoo with `workbench zoo build --out {self.zoo}`)")
-        return path
-
     def genome(self, layers: int) -> PSGenome | DFSGenome:
         if self.method == "dfs":
             return DFSGenome(self.models, layers, self.dfs_r)
@@ -103,12 +92,12 @@ class Context:
     """What evaluating a candidate needs, built once per process (Dask workers keep theirs)."""
 
     def __init__(self, cfg: EvolveConfig):
-        from workbench.lm.models import load_model
+        from workbench.lm.models import load_model, resolve_model
 
         names = list(dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]))
         self.models, tokenizer = {}, None
         for name in names:
-            model, tok = load_model(str(cfg.path_of(name)))
+            model, tok = load_model(str(resolve_model(name, cfg.zoo)))
             self.models[name] = model.eval()
             tokenizer = tokenizer or tok
         self.tokenizer = tokenizer
@@ -163,17 +152,15 @@ class Context:
 
 
 def _check_compatible(state_dicts: dict) -> None:
-    names = list(state_dicts)
-    ref = state_dicts[names[0]]
-    for name in names[1:]:
-        sd = state_dicts[name]
-        if set(sd) != set(ref):
-            diff = sorted(set(sd) ^ set(ref))[:3]
-            raise ValueError(f"models {names[0]!r} and {name!r} have different architectures (tensors {diff} …)")
-        for key, t in sd.items():
-            if t.shape != ref[key].shape:
-                raise ValueError(f"tensor {key} is {tuple(ref[key].shape)} in {names[0]!r} but {tuple(t.shape)} "
-                                 f"in {name!r}: the models cannot be merged")
+    """Fail fast, naming the tensor, on models of another architecture (DFS paths never reach the merge's
+    own per-tensor check)."""
+    names = check_models(state_dicts)
+    first, ref = next(iter(state_dicts.items()))
+    for model, sd in state_dicts.items():
+        for key in names:
+            if sd[key].shape != ref[key].shape:
+                raise ValueError(f"tensor {key} is {tuple(ref[key].shape)} in {first!r} but {tuple(sd[key].shape)} "
+                                 f"in {model!r}: the models cannot be merged")
 
 
 @functools.lru_cache(maxsize=2)
