@@ -78,11 +78,17 @@ def test_pause_holds_the_state(substrates, tmp_path):
 def test_smoke_under_xvfb_with_screenshot(tmp_path):
     from PIL import ImageGrab
 
-    display = ":97"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "800x800x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # -displayfd: Xvfb picks a free display and writes its number once it accepts connections (a fixed
+    # display and a fixed sleep failed when the number was taken or the server was slow to start)
+    read_fd, write_fd = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(write_fd,))
+    os.close(write_fd)
     try:
-        time.sleep(1.0)
+        with os.fdopen(read_fd) as ready:
+            number = ready.readline().strip()
+        assert number, "Xvfb did not start"
+        display = f":{number}"
         env = {**os.environ, "DISPLAY": display, "SDL_VIDEODRIVER": "x11"}
         viewer = subprocess.Popen([sys.executable, "-m", "workbench", "view", "plife", "--window", "400",
                                    "--frames", "100000", "--out-dir", str(tmp_path)], env=env,
