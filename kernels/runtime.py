@@ -1,8 +1,10 @@
-"""The one place that initialises Taichi and picks where arrays live.
+"""The one place that initialises Taichi.
 
-Taichi is started lazily on the first kernel call so that importing the library stays cheap.
-``WORKBENCH_ARCH`` (``cpu``, ``cuda``, ``vulkan``, ``metal`` or ``gpu``) overrides the choice;
-by default a GPU backend is used when one is present and the CPU otherwise.
+Taichi runs the CPU kernels (and, on request, Taichi's own GPU backends); CUDA GPUs use the Triton
+kernels (see kernels/triton_*.py), so Taichi is imported and started lazily, on the first Taichi kernel
+call, and a GPU-only process never needs it. The arch follows the device of the substrate that asks:
+the CPU, or CUDA for a substrate made with engine="taichi" on a CUDA device; ``WORKBENCH_ARCH=vulkan``
+or ``metal`` run the Taichi kernels there instead of on the CPU.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import io
 import os
 import threading
 
-import taichi as ti
 import torch
+
+from workbench.kernels.device import arch_setting
 
 # Taichi's CPU backend hands out range-for iterations in chunks of 512 (loop_config(block_dim=...) is
 # ignored there), so a loop over fewer items runs on one core. A loop over range(P * CPU_CHUNK) that
@@ -27,31 +30,34 @@ ROW_STRIDE = 32
 _lock = threading.Lock()
 _arch: str | None = None
 
-_ARCHES = {"cpu": ti.cpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal, "gpu": ti.gpu}
+
+def _wanted_arch(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda"
+    setting = arch_setting()
+    return setting if setting in ("vulkan", "metal") else "cpu"
 
 
-def ensure_taichi() -> str:
-    """Initialise Taichi once (thread-safe) and return the name of the backend in use."""
+def ensure_taichi(device: torch.device | str = "cpu") -> str:
+    """Initialise Taichi once (thread-safe) for the device's arch; returns Taichi's name of the arch in use."""
     global _arch
-    if _arch is not None:
-        return _arch
-    with _lock:
-        if _arch is None:
-            wanted = os.environ.get("WORKBENCH_ARCH", "gpu" if torch.cuda.is_available() else "cpu")
-            if wanted not in _ARCHES:
-                raise ValueError(f"WORKBENCH_ARCH={wanted!r} is not one of {sorted(_ARCHES)}")
-            # Taichi's JIT cache makes the second process start fast; fp32 matches the reference.
-            with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints "Starting on arch=..."
-                ti.init(arch=_ARCHES[wanted], default_fp=ti.f32, default_ip=ti.i32,
-                        offline_cache=True, log_level=ti.WARN)
-            _arch = ti.lang.impl.current_cfg().arch.name
+    wanted = _wanted_arch(torch.device(device))
+    if _arch is None:
+        with _lock:
+            if _arch is None:
+                import taichi as ti
+
+                arches = {"cpu": ti.cpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal}
+                # Taichi's JIT cache makes the second process start fast; fp32 matches the reference.
+                with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints "Starting on arch=..."
+                    ti.init(arch=arches[wanted], default_fp=ti.f32, default_ip=ti.i32,
+                            offline_cache=True, log_level=ti.WARN)
+                _arch = ti.lang.impl.current_cfg().arch.name
+    on_host = _arch in ("x64", "arm64")
+    if (wanted == "cpu") != on_host or (wanted == "cuda" and _arch != "cuda"):
+        raise ValueError(f"Taichi already runs on {_arch} in this process and cannot also run on {wanted}; "
+                         f"use one device per process for Taichi kernels (engine='triton' on CUDA)")
     return _arch
-
-
-def torch_device() -> torch.device:
-    """The torch device whose tensors Taichi kernels can read without copies."""
-    arch = ensure_taichi()
-    return torch.device("cuda") if arch == "cuda" else torch.device("cpu")
 
 
 def row_bands(rows: int) -> tuple[int, int]:
@@ -60,7 +66,6 @@ def row_bands(rows: int) -> tuple[int, int]:
     On the CPU a few bands per core, each its own chunk of the range-for (stride CPU_CHUNK); on a GPU
     one band per row. The picture does not depend on the choice.
     """
-    if ensure_taichi() in ("x64", "arm64"):
+    if _arch in (None, "x64", "arm64"):
         return min(rows, max(16, 4 * (os.cpu_count() or 1))), CPU_CHUNK
     return rows, 1
-

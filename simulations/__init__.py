@@ -25,14 +25,19 @@ SUBSTRATES: dict[str, type[Substrate]] = {"lenia": Lenia, "boids": Boids, "plife
 
 
 def make_substrate(name: str, **overrides: Any) -> Substrate:
-    """A substrate with the reference defaults; keyword overrides change them (grid, N, dt, …)."""
+    """A substrate with the reference defaults; keyword overrides change them (grid, N, dt, …).
+
+    device= picks where it runs (default: the GPU when present, else the CPU); engine= "taichi" | "triton"
+    picks the kernels (default: Triton on CUDA, Taichi on the CPU)."""
     if name not in SUBSTRATES:
         raise ValueError(f"unknown substrate {name!r}; choose one of {', '.join(SUBSTRATES)}")
     cls = SUBSTRATES[name]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    settings = [p for p in allowed if p not in ("device", "engine")]
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ValueError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(allowed)}")
+        raise ValueError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(settings)} "
+                         f"(and device=, engine=)")
     return cls(**overrides)
 
 

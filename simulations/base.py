@@ -7,6 +7,7 @@ batched, and results come back without the axis when none was given.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.kernels.runtime import torch_device
+from workbench.kernels.device import resolve_device
+
+ENGINES = ("taichi", "triton")
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,19 @@ class Substrate(ABC):
     state_shapes: dict[str, tuple[int, ...]]
     state_dtypes: dict[str, torch.dtype]
 
-    def __init__(self) -> None:
-        self.device = torch_device()
+    def __init__(self, device: str | torch.device | None = None, engine: str | None = None) -> None:
+        """device: where the state lives (default: the GPU when present, else the CPU). engine: "taichi" (the
+        CPU default) or "triton" (the CUDA default; on the CPU only under Triton's interpreter, for tests)."""
+        self.device = resolve_device(device)
+        if engine is None:
+            engine = "triton" if self.device.type == "cuda" else "taichi"
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if engine == "triton":
+            from workbench.kernels.triton_support import check_engine
+
+            check_engine(self.device)
+        self.engine = engine
 
     # --- search vector -> parameters --------------------------------------------------------
 
@@ -147,16 +161,41 @@ class Substrate(ABC):
         self._check_state(state)
         p, _ = self._params_batch(params, state.population)
         arrays = {k: v.clone() for k, v in state.arrays.items()}
-        return State(self.name, self._step(arrays, p, steps), state.batched)
+        with self._memory_errors(state.population):
+            return State(self.name, self._step(arrays, p, steps), state.batched)
 
-    def render(self, state: State, params: Params, size: int = 224) -> np.ndarray:
-        """float32 RGB frame(s) in [0, 1]: (size, size, 3), or (P, size, size, 3) for a population."""
+    def bytes_per_simulation(self) -> int:
+        """Working memory one simulation of a step needs on the device (0: not estimated)."""
+        return 0
+
+    @contextlib.contextmanager
+    def _memory_errors(self, population: int):
+        """Out of GPU memory becomes one error that says how many simulations fit, not a crash. (The GPU engines
+        check the estimate before they allocate a population's buffers: kernels.device.fits_in_memory.)"""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            per = max(1, self.bytes_per_simulation())
+            free, _ = torch.cuda.mem_get_info(self.device)
+            raise ValueError(f"{self.name}: out of GPU memory for a population of {population} on {self.device} "
+                             f"({free / 2**30:.1f} GiB free now, about {per / 2**20:.1f} MiB a simulation: at most "
+                             f"about {int(0.9 * free // per)} fit); evaluate fewer at a time (--chunk N, or a "
+                             f"smaller --pop)") from exc
+
+    def render(self, state: State, params: Params, size: int = 224, as_tensor: bool = False):
+        """float32 RGB frame(s) in [0, 1]: (size, size, 3), or (P, size, size, 3) for a population.
+
+        NumPy arrays by default; as_tensor=True returns the torch tensor on the substrate's device (a GPU
+        frame goes on to a foundation model without a copy to the host)."""
         size = check_positive("size", size)
         if size < 2:
             raise ValueError(f"size must be at least 2 pixels, got {size}")
         self._check_state(state)
         p, _ = self._params_batch(params, state.population)
-        img = self._render(state.arrays, p, size).cpu().numpy()
+        img = self._render(state.arrays, p, size)
+        if not as_tensor:
+            img = img.cpu().numpy()
         return img if state.batched else img[0]
 
     def state_to_arrays(self, state: State) -> dict[str, np.ndarray]:
@@ -205,4 +244,4 @@ class Substrate(ABC):
                 size: int) -> torch.Tensor: ...
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(n_params={self.n_params})"
+        return f"{type(self).__name__}(n_params={self.n_params}, device={str(self.device)!r}, engine={self.engine!r})"

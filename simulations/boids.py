@@ -7,21 +7,22 @@ import math
 import numpy as np
 import torch
 
-from workbench.kernels import boids as kb
-from workbench.kernels import render as kr
 from workbench.kernels.runtime import ensure_taichi, row_bands
 from workbench.simulations.base import Substrate, check_positive
 
 # layer name -> (fan in, fan out), in the order of the flat θ (b_i then W_i per layer)
 LAYERS = {"1": (4, 8), "2": (8, 8), "3": (8, 8), "4": (8, 1)}
+N_PARAMS = sum(fan_out + fan_in * fan_out for fan_in, fan_out in LAYERS.values())  # 193
+K_NEIGHBOURS = 16
 
 
 class Boids(Substrate):
     name = "boids"
-    n_params = kb.N_PARAMS
+    n_params = N_PARAMS
 
-    def __init__(self, N: int = 128, visual_range: float = 0.1, speed: float = 0.5, dt: float = 0.01):
-        super().__init__()
+    def __init__(self, N: int = 128, visual_range: float = 0.1, speed: float = 0.5, dt: float = 0.01,
+                 device: str | torch.device | None = None, engine: str | None = None):
+        super().__init__(device, engine)
         self.N = check_positive("N", N)
         for key, val in (("visual_range", visual_range), ("speed", speed), ("dt", dt)):
             if not (math.isfinite(val) and val > 0):
@@ -71,10 +72,17 @@ class Boids(Substrate):
         return z(P, self.grid * self.grid + 1), z(P, self.grid * self.grid), z(P, N)
 
     def _step(self, arrays, params, steps):
-        ensure_taichi()
         x, v = arrays["x"], arrays["v"]
         P = x.shape[0]
         theta = self.flat(params)
+        if self.engine == "triton":
+            from workbench.kernels import triton_boids
+
+            triton_boids.step(x, v, theta, steps, self.visual_range, self.speed, self.dt, K_NEIGHBOURS)
+            return {"x": x, "v": v}
+        from workbench.kernels import boids as kb
+
+        ensure_taichi(self.device)
         x_new, v_new = torch.empty_like(x), torch.empty_like(v)
         start, fill, items = self._scratch(P, self.N)
         if self.device.type == "cpu":
@@ -86,9 +94,11 @@ class Boids(Substrate):
                                  self.visual_range, self.speed, self.dt)
         return {"x": x, "v": v}
 
-    def knn(self, x: np.ndarray, k: int = kb.K_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    def knn(self, x: np.ndarray, k: int = K_NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
         """The exact k nearest other boids (grid search) for positions (N, 2) or (P, N, 2)."""
-        ensure_taichi()
+        from workbench.kernels import boids as kb
+
+        ensure_taichi(self.device)
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))
         batched = x.ndim == 3
         x = (x if batched else x[None]).contiguous().to(self.device)
@@ -101,8 +111,14 @@ class Boids(Substrate):
         return (idx, dist) if batched else (idx[0], dist[0])
 
     def _render(self, arrays, params, size):
-        ensure_taichi()
         x, v = arrays["x"], arrays["v"]
+        if self.engine == "triton":
+            from workbench.kernels import triton_render
+
+            return triton_render.boids(x, v, size)
+        from workbench.kernels import render as kr
+
+        ensure_taichi(self.device)
         P = x.shape[0]
         img = torch.empty(P, size, size, 3, device=self.device)
         kr.boids(x, v, img, *row_bands(size))

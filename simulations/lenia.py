@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.kernels import lenia as kl
-from workbench.kernels import render as kr
 from workbench.kernels.runtime import ensure_taichi
 from workbench.simulations.base import Substrate, check_positive
 
@@ -57,8 +55,9 @@ def kernel_fields(pattern: dict, grid: int) -> np.ndarray:
 class Lenia(Substrate):
     name = "lenia"
 
-    def __init__(self, grid: int = 128, cells: int = 32, phenotype: int = 64, pattern: str | Path | dict = "5N7KKM"):
-        super().__init__()
+    def __init__(self, grid: int = 128, cells: int = 32, phenotype: int = 64, pattern: str | Path | dict = "5N7KKM",
+                 device: str | torch.device | None = None, engine: str | None = None):
+        super().__init__(device, engine)
         self.grid = check_positive("grid", grid)
         self.cells = check_positive("cells", cells)
         self.phenotype = check_positive("phenotype", phenotype)
@@ -94,9 +93,16 @@ class Lenia(Substrate):
         self.state_dtypes = {"world": torch.float32, "shift": torch.int32, "total_shift": torch.int32}
         # FFT of the kernels moved to the origin, computed once in float64
         K = np.fft.ifftshift(kernel_fields(pat, self.grid), axes=(-2, -1))[self._order.numpy()]
-        # stored transposed (K, W/2 + 1, H): the products are formed in that layout (see _step)
-        fK = np.fft.rfft2(K).astype(np.complex64).transpose(0, 2, 1)
-        self.fK_t = torch.from_numpy(np.ascontiguousarray(fK)).to(self.device)
+        fK = np.fft.rfft2(K).astype(np.complex64)
+        self._render_index: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.engine == "triton":
+            from workbench.kernels.triton_lenia import LeniaTriton
+
+            c0_sorted = np.sort(c0, kind="stable")
+            self._triton = LeniaTriton(torch.from_numpy(fK), c0_sorted, self.c1.cpu(), self.R, self.dt, self.device)
+        else:
+            # stored transposed (K, W/2 + 1, H): the products are formed in that layout (see _step_taichi)
+            self.fK_t = torch.from_numpy(np.ascontiguousarray(fK.transpose(0, 2, 1))).to(self.device)
 
     def _decode(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         n, k = self.n_dyn, self.n_kernels
@@ -119,8 +125,23 @@ class Lenia(Substrate):
                   "total_shift": torch.zeros(P, 2, dtype=torch.int32, device=self.device)}
         return self._step(arrays, params, 1)  # the reference's init performs one step
 
+    def bytes_per_simulation(self) -> int:
+        from workbench.kernels.triton_lenia import bytes_per_simulation
+
+        return bytes_per_simulation(self.n_kernels, self.grid, self.grid)
+
     def _step(self, arrays, params, steps):
-        ensure_taichi()
+        if self.engine == "triton":
+            m, s, h = (params[k][:, self._order] for k in ("m", "s", "h"))
+            world, shift, total = self._triton.step(arrays["world"], arrays["shift"], arrays["total_shift"],
+                                                    m, s, h, steps)
+            return {"world": world, "shift": shift, "total_shift": total}
+        return self._step_taichi(arrays, params, steps)
+
+    def _step_taichi(self, arrays, params, steps):
+        from workbench.kernels import lenia as kl
+
+        ensure_taichi(self.device)
         world, shift, total = arrays["world"], arrays["shift"], arrays["total_shift"]
         P, H, W, C = world.shape
         K, Wr = self.n_kernels, W // 2 + 1
@@ -166,10 +187,20 @@ class Lenia(Substrate):
         return world[..., o:o + self.phenotype, o:o + self.phenotype, :]
 
     def _render(self, arrays, params, size):
-        ensure_taichi()
         world = arrays["world"]
-        img = torch.empty(world.shape[0], size, size, self.channels, device=self.device)
         o = (self.grid - self.phenotype) // 2
+        if self.engine == "triton":
+            # nearest upscale with half-pixel centres, as the Taichi kernel: one gather on the device
+            if size not in self._render_index:
+                src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.phenotype / size).long()
+                src = (o + src.clamp(max=self.phenotype - 1)).to(self.device)
+                self._render_index[size] = (src[:, None], src[None, :])
+            rows, cols = self._render_index[size]
+            return world[:, rows, cols]
+        from workbench.kernels import render as kr
+
+        ensure_taichi(self.device)
+        img = torch.empty(world.shape[0], size, size, self.channels, device=self.device)
         kr.upscale_nearest(world, img, o, o, self.phenotype)
         return img
 

@@ -7,8 +7,6 @@ import math
 import numpy as np
 import torch
 
-from workbench.kernels import plife as kp
-from workbench.kernels import render as kr
 from workbench.kernels.runtime import ensure_taichi, row_bands
 from workbench.simulations.base import Substrate, check_positive
 
@@ -20,8 +18,8 @@ class ParticleLife(Substrate):
     n_params = N_COLOURS + N_COLOURS * N_COLOURS
 
     def __init__(self, N: int = 5000, dt: float = 0.002, mass: float = 0.1, half_life: float = 0.04,
-                 r_max: float = 0.1):
-        super().__init__()
+                 r_max: float = 0.1, device: str | torch.device | None = None, engine: str | None = None):
+        super().__init__(device, engine)
         self.N = check_positive("N", N)
         for key, val in (("dt", dt), ("mass", mass), ("half_life", half_life), ("r_max", r_max)):
             if not (math.isfinite(val) and val > 0):
@@ -37,6 +35,11 @@ class ParticleLife(Substrate):
         self.param_shapes = {"alpha": (N_COLOURS, N_COLOURS), "beta": (N_COLOURS,)}
         self.state_shapes = {"x": (self.N, 2), "v": (self.N, 2), "c": (self.N,)}
         self.state_dtypes = {"x": torch.float32, "v": torch.float32, "c": torch.int32}
+        if self.engine == "triton":
+            from workbench.kernels.triton_plife import ParticleLifeTriton
+
+            self._triton = ParticleLifeTriton(self.N, self.grid, self.reach, self.r_max, self.mass, self.decay,
+                                              self.dt, self.device)
 
     def _decode(self, theta):
         beta = 1.0 / (1.0 + np.exp(-theta[:, :N_COLOURS]))
@@ -53,9 +56,19 @@ class ParticleLife(Substrate):
         return {"x": x, "v": torch.zeros_like(x),
                 "c": torch.as_tensor(np.stack(cs), dtype=torch.int32, device=self.device)}
 
+    def bytes_per_simulation(self) -> int:
+        from workbench.kernels.triton_plife import bytes_per_simulation
+
+        return bytes_per_simulation(self.N, self.grid ** 2)
+
     def _step(self, arrays, params, steps):
-        ensure_taichi()
         x, v, c = arrays["x"], arrays["v"], arrays["c"]
+        if self.engine == "triton":
+            x, v = self._triton.step(x, v, c, params["alpha"], params["beta"], steps)
+            return {"x": x, "v": v, "c": c}
+        from workbench.kernels import plife as kp
+
+        ensure_taichi(self.device)
         P = x.shape[0]
         zi = lambda *s: torch.zeros(*s, dtype=torch.int32, device=self.device)  # noqa: E731
         start, fill = zi(P, self.grid * self.grid + 1), zi(P, self.grid * self.grid)
@@ -68,8 +81,14 @@ class ParticleLife(Substrate):
         return {"x": x, "v": v, "c": c}
 
     def _render(self, arrays, params, size):
-        ensure_taichi()
         x, c = arrays["x"], arrays["c"]
+        if self.engine == "triton":
+            from workbench.kernels import triton_render
+
+            return triton_render.particles(x, c, self.radius, size)
+        from workbench.kernels import render as kr
+
+        ensure_taichi(self.device)
         img = torch.empty(x.shape[0], size, size, 3, device=self.device)
         kr.particles(x, c, img, self.radius, *row_bands(size))
         return img

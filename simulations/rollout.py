@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from workbench.simulations.base import Params, Substrate, check_positive
 
@@ -36,12 +37,13 @@ def sample_indices(steps: int, sampling: Sampling) -> list[int]:
 
 
 def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "final", size: int = 224,
-            seed: int | Sequence[int] = 0, return_states: bool = False):
+            seed: int | Sequence[int] = 0, return_states: bool = False, as_tensor: bool = False):
     """Run a simulation (or a population) and render the sampled states.
 
     Returns frames of shape (K, size, size, 3), or (P, K, size, size, 3) for batched parameters;
     with return_states=True, a tuple (frames, states) where states maps each state array name to
-    the sampled arrays stacked on the same K axis.
+    the sampled arrays stacked on the same K axis. as_tensor=True returns the frames as one torch tensor
+    on the substrate's device (GPU frames go on to a foundation model without a copy to the host).
     """
     indices = sample_indices(steps, sampling)
     size = check_positive("size", size)
@@ -52,11 +54,11 @@ def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "fi
         if index > at:
             state = sub.step(state, params, steps=index - at)
             at = index
-        frames.append(sub.render(state, params, size=size))
+        frames.append(sub.render(state, params, size=size, as_tensor=as_tensor))
         if return_states:
             states.append(sub.state_to_arrays(state))
     axis = 1 if state.batched else 0
-    frames_arr = np.stack(frames, axis=axis)
+    frames_arr = torch.stack(frames, dim=axis) if as_tensor else np.stack(frames, axis=axis)
     if not return_states:
         return frames_arr
     return frames_arr, {k: np.stack([s[k] for s in states], axis=axis) for k in states[0]}

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import reference as ref
 from workbench.simulations import make_substrate
+from workbench.simulations import reference as ref
 
 
 @pytest.mark.parametrize("layout", ["uniform", "clustered", "sparse"])

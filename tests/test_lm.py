@@ -197,8 +197,8 @@ def test_greedy_matches_generate(tiny_zoo):
     prompts = [tok(p)["input_ids"] for p, _ in T.heldout("add", 6)]
     batched = greedy(model, prompts, 6, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)
     for p, got in zip(prompts, batched, strict=True):
-        ref = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, eos_token_id=tok.eos_token_id,
-                             pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
+        ref = model.generate(torch.tensor([p], device=model.device), max_new_tokens=6, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)[0, len(p):].tolist()
         ref = ref[: ref.index(tok.eos_token_id)] if tok.eos_token_id in ref else ref
         assert got == ref
 

@@ -113,7 +113,7 @@ def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo,
                  str(tmp_path / "m1"), "--eval", "add", "--n", "8"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["accuracy"]) == {"add"}
-    model, _ = load_merged(tmp_path / "m1")
+    model, _ = load_merged(tmp_path / "m1", device="cpu")
     expected = apply_recipe(recipe, zoo.state_dict)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
@@ -124,8 +124,8 @@ def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo,
     dfs.save(tmp_path / "dfs.json")
     assert main(["merge", "apply", str(tmp_path / "dfs.json"), "--zoo", str(quick_zoo), "--out",
                  str(tmp_path / "m2")]) == 0
-    loaded, tok = load_merged(tmp_path / "m2")
-    live = build_dfs_model(dfs, {m: zoo.model(m) for m in ("add", "sort")})
+    loaded, tok = load_merged(tmp_path / "m2", device="cpu")
+    live = build_dfs_model(dfs, {m: zoo.model(m, device="cpu") for m in ("add", "sort")})
     ids = tok(["3+4=", "s:dcba="], padding=True, return_tensors="pt")
     torch.testing.assert_close(loaded(**ids).logits, live(**ids).logits, rtol=0, atol=1e-6)
 

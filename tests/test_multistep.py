@@ -1,4 +1,4 @@
-"""Several steps of each substrate against the plain NumPy version of the spec (tests/reference.py)."""
+"""Several steps of each substrate against the plain NumPy version of the spec (workbench.simulations.reference)."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import reference as ref
 from workbench.simulations import make_substrate
+from workbench.simulations import reference as ref
 from workbench.simulations.lenia import kernel_fields
 
 

@@ -49,19 +49,39 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -
     return result
 
 
-def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3) -> dict:
-    """Images/s of plain open_clip fp32 eager vs workbench.fm (bf16 where supported) on the same
-    random-initialised weights, and the lowest cosine between the two on rendered frames."""
+VIT_B32_GFLOP = 8.8  # the ViT-B/32 image tower's work per image (224²), multiply-adds counted as two
+
+
+def matmul_roof(dtype, tokens: int = 32 * 50, width: int = 768, hidden: int = 3072, repeats: int = 5) -> float:
+    """GFLOP/s of one GEMM of the ViT-B MLP's shape (tokens × width · width × hidden) on the CPU: the machine's
+    practical ceiling for the image tower, which spends most of its time in such products."""
+    import torch
+
+    a = torch.randn(tokens, width).to(dtype)
+    w = torch.randn(width, hidden).to(dtype)
+    a @ w
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ w
+        best = min(best, time.perf_counter() - start)
+    return 2 * tokens * width * hidden / best / 1e9
+
+
+def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3, precision: str = "auto") -> dict:
+    """Images/s of plain open_clip fp32 eager vs workbench.fm (bf16 where the CPU has it, unless `precision`
+    says otherwise) on the same random-initialised weights, the lowest cosine between the two on rendered
+    frames, and — for ViT-B-32 — the fraction of the machine's matmul roof that each reaches."""
     import tempfile
 
     import open_clip
     import torch
 
-    from workbench.fm import load_fm
+    from workbench.fm import bf16_supported, load_fm
 
     torch.manual_seed(0)
     model = open_clip.create_model(arch, pretrained=None).eval()
-    sub = make_substrate("boids")
+    sub = make_substrate("boids", device="cpu")
     params = sub.decode(0.3 * np.random.default_rng(0).standard_normal((batch, sub.n_params)))
     frames = sub.render(sub.step(sub.init(params, seed=0), params, 50), params, 224)
     pre = open_clip.image_transform(model.visual.image_size, is_train=False)
@@ -84,27 +104,74 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/weights.pt"
         torch.save(model.state_dict(), path)
-        fm = load_fm(f"openclip:{arch}", weights=path)
+        fm = load_fm(f"openclip:{arch}", weights=path, precision=precision, device="cpu")
     ours = best_of(lambda: fm.embed_images(frames, use_cache=False))
     z = fm.embed_images(frames, use_cache=False)
-    return {"arch": arch, "batch": batch, "precision": fm.precision,
-            "plain_fp32_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
-            "speedup": round(plain / ours, 2), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
-            "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    out = {"arch": arch, "batch": batch, "precision": fm.precision,
+           "plain_fp32_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
+           "speedup": round(plain / ours, 2), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
+           "machine": platform.processor() or platform.machine(), "cpu_bf16": bf16_supported(),
+           "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
+    if arch == "ViT-B-32":
+        roof = {"fp32": matmul_roof(torch.float32)}
+        if bf16_supported():
+            roof["bf16"] = matmul_roof(torch.bfloat16)
+        out["roof_gflop_per_s"] = {k: round(v, 1) for k, v in roof.items()}
+        out["plain_fraction_of_fp32_roof"] = round(batch / plain * VIT_B32_GFLOP / roof["fp32"], 3)
+        out["ours_fraction_of_roof"] = round(batch / ours * VIT_B32_GFLOP / roof[fm.precision], 3)
+    return out
+
+
+def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, ...] = (), population: int = 256,
+                   warmup: bool = False) -> dict:
+    """Milliseconds per search iteration (the median of `iters`), split into ask, simulate, render, embed and
+    search (loss + tell); "other" is what falls between (decoding θ, thumbnails, copies). With warmup, one
+    iteration runs first untimed (GPU kernels compile and CUDA graphs are captured on first use)."""
+    import numpy as np
+
+    from workbench.asal.driver import SearchConfig, iteration_seeds, make_search
+    from workbench.asal.evaluate import Objective, PhaseTimer, components, embed_rollouts
+
+    sub, model = components(ev)
+    cfg = SearchConfig(kind=kind, eval=ev, pop=pop, population=population, prompts=list(prompts),
+                       c_oe=1.0 if kind == "openended" else 0.0)
+    search = make_search(cfg, sub.n_params)
+    z_target = model.embed_texts(list(prompts)) if prompts else None
+    objective = Objective(z_target, cfg.c_prompt, cfg.c_softmax, cfg.c_oe)
+    rows = []
+    for it in range(iters + int(warmup)):
+        timer = PhaseTimer(sub.device)
+        start = time.perf_counter()
+        with timer("ask"):
+            thetas = search.ask()
+            if kind == "illuminate" and len(thetas) < pop:  # the GA's first ask is θ = 0 alone: time a generation
+                thetas = np.repeat(thetas, pop, axis=0)
+        z, _ = embed_rollouts(ev, thetas, iteration_seeds(0, it, ev.bs), timer=timer)
+        with timer("search"):
+            losses = objective(z) if kind != "illuminate" else None
+            final = z[:, :, -1].mean(axis=1)
+            search.tell(thetas, losses, final / np.linalg.norm(final, axis=1, keepdims=True))
+        total = time.perf_counter() - start
+        if it >= int(warmup):
+            rows.append({"total": total, **timer.seconds, "other": total - sum(timer.seconds.values())})
+    return {k: round(1000 * float(np.median([r.get(k, 0.0) for r in rows])), 2) for k in rows[0]}
 
 
 def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:ViT-B-32"), frames=(1, 8),
-               pop: int = 16, steps: int | None = None) -> dict:
-    """Seconds per Sep-CMA-ES iteration (rollout + render + embed + tell) at population `pop`."""
+               pop: int = 16, steps: int | None = None, device: str | None = None) -> dict:
+    """Milliseconds per open-endedness Sep-CMA-ES iteration at population `pop` (rollout + render + embed + tell),
+    with the split per phase: {"substrate/fm/K": {"total": ms, "simulate": ms, …}}."""
     import tempfile
 
     import open_clip
     import torch
 
-    from workbench.asal.driver import SearchConfig, evaluate, iteration_seeds, make_search
-    from workbench.asal.evaluate import EvalConfig, Objective, components
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.kernels.device import describe, resolve_device
 
-    out: dict = {"pop": pop, "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    dev = resolve_device(device)
+    out: dict = {"pop": pop, "device": describe(dev), "machine": platform.processor() or platform.machine(),
+                 "date": time.strftime("%Y-%m-%d"), "unit": "ms per iteration"}
     with tempfile.TemporaryDirectory() as tmp:
         weights = f"{tmp}/vitb32.pt"
         torch.manual_seed(0)
@@ -113,15 +180,9 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
             for fm in fms:
                 for k in frames:
                     ev = EvalConfig(name, fm, weights=weights if fm.startswith("openclip") else None, steps=steps,
-                                    frames=k, chunk=pop)
-                    sub, model = components(ev)
-                    cfg = SearchConfig(kind="openended", eval=ev, pop=pop)
-                    search, objective = make_search(cfg, sub.n_params), Objective(c_prompt=0.0, c_oe=1.0)
-                    start = time.perf_counter()
-                    thetas = search.ask()
-                    z, _ = evaluate(ev, thetas, iteration_seeds(0, 0, 1))
-                    search.tell(thetas, objective(z))
-                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = round(time.perf_counter() - start, 2)
+                                    frames=k, chunk=pop, device=str(dev))
+                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = asal_iteration(ev, "openended", pop,
+                                                                             warmup=dev.type == "cuda")
     return out
 
 

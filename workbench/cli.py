@@ -58,13 +58,19 @@ def cmd_bench(args) -> int:
     if args.target == "substrates":
         result = bench.bench_substrates(args.substrates or ("lenia", "boids", "plife"), min_time=args.min_time)
     elif args.target == "fm":
-        result = bench.bench_fm(args.arch, batch=args.batch)
+        result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
     elif args.target == "dashboards":
         result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate)
     elif args.target == "merge":
         result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats)
+    elif args.target == "gpu":
+        from workbench.bench_gpu import SECTIONS, bench_gpu
+
+        result = bench_gpu(args.device, tuple(args.sections or SECTIONS), min_time=args.min_time, out_file=args.out,
+                           log=lambda line: err.print(line))
     else:
-        result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop)
+        result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop,
+                                  device=args.device)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -238,12 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("--json", action="store_true", help="one JSON line")
     fm.add_argument("--arch", default="ViT-B-32")
     fm.add_argument("--batch", type=int, default=32)
+    fm.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: bf16 where the CPU has bf16 instructions and the cosine check passes")
     fm.set_defaults(func=cmd_bench)
     asal_b = bench_sub.add_parser("asal", help="seconds per search iteration (K = 1 and 8; pixels and ViT-B-32)")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
     asal_b.add_argument("--substrates", nargs="*", choices=choices)
     asal_b.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=int, default=16)
+    asal_b.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the GPU when present)")
     asal_b.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboards", help="load test: N Chromium sessions play the Lab; fps each")
     dash.add_argument("--json", action="store_true", help="one JSON line")
@@ -257,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     mb.add_argument("--layers", type=int, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
     mb.add_argument("--repeats", type=int, default=2, help="best of N timings")
     mb.set_defaults(func=cmd_bench)
+
+    gpu = bench_sub.add_parser("gpu", help="the GPU conformance check and benchmark in one run (needs CUDA)")
+    gpu.add_argument("--json", action="store_true", help="one JSON line")
+    gpu.add_argument("--device", default="cuda", help="CUDA device (default: cuda)")
+    gpu.add_argument("--sections", nargs="*", choices=["conformance", "substrates", "fm", "asal", "lm"],
+                     help="run only these (default: all)")
+    gpu.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
+    gpu.add_argument("--out", help="also write the JSON here, section by section")
+    gpu.set_defaults(func=cmd_bench)
 
     asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
     asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")
@@ -339,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as error:
-        err.print(f"[bold red]error:[/] {error}")
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130

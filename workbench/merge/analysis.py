@@ -2,6 +2,7 @@
 
 Tensors are grouped per layer: `layers.{i}` for layer tensors, the tensor name without `.weight` otherwise
 (`model.embed_tokens`, `model.norm`, `lm_head`). Experts are {name: state dict} sharing the base's tensor names.
+They compute where the state dicts are (CPU or GPU) and return plain floats or CPU tensors.
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ def task_vector_norms(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -
 def task_vector_cosine(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -> torch.Tensor:
     """(N, N) cosine similarity of the whole-model task vectors, experts in the mapping's order."""
     n = len(expert_sds)
-    gram = torch.zeros(n, n, dtype=torch.float64)
-    for name in _float_names(base_sd):
+    names = _float_names(base_sd)
+    gram = torch.zeros(n, n, dtype=torch.float64, device=base_sd[names[0]].device if names else "cpu")
+    for name in names:
         taus = torch.stack([t.reshape(-1) for t in _task_vectors(base_sd, expert_sds, name)]).double()
         gram += taus @ taus.T
     norms = gram.diagonal().sqrt().clamp_min(1e-30)
-    return gram / norms[:, None] / norms[None, :]
+    return (gram / norms[:, None] / norms[None, :]).cpu()
 
 
 def sign_conflict_rate(
@@ -99,11 +101,11 @@ def dare_kept_fraction(
             raise ValueError(f"density for {e!r} must be in (0, 1], got {d}")
     counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: {e: [0, 0] for e in expert_sds})
     for name in _float_names(base_sd):
-        g = tensor_generator(seed, name, base_sd[name].device)
+        g = tensor_generator(seed, name)
         for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
             nonzero = tau != 0
-            if dens[expert] < 1:  # same draw as methods._dare_drop_ (skipped at density 1)
-                nonzero &= torch.rand(tau.shape, generator=g, dtype=tau.dtype, device=tau.device) < dens[expert]
+            if dens[expert] < 1:  # same CPU draw as methods._dare_drop_ (skipped at density 1), on any device
+                nonzero &= (torch.rand(tau.shape, generator=g, dtype=tau.dtype) < dens[expert]).to(tau.device)
             c = counts[layer_group(name)][expert]
             c[0] += int(nonzero.sum())
             c[1] += int((tau != 0).sum())

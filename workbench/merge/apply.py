@@ -8,6 +8,8 @@ written as the path's layers (one decoder layer per step, weights copied, a stan
 the activation scales in config.json under `dfs_scales`; `load_merged` puts the scales back. Plain
 transformers loads the folder too, as the unscaled layer stack (mergekit's passthrough equivalent).
 The folder is written under a temporary name and renamed, so a crash never leaves half a model.
+The sources load and merge on `device` (default: the GPU when torch sees one); the written weights are the same
+files either way (CPU tensors in safetensors), and DARE keeps the same elements on every device.
 """
 
 from __future__ import annotations
@@ -19,19 +21,22 @@ from pathlib import Path
 import torch
 
 
-def _load(name: str, models_dir, cache: dict):
+def _load(name: str, models_dir, cache: dict, device: torch.device):
     from workbench.lm.models import load_model, resolve_model
 
     if name not in cache:
-        cache[name] = load_model(str(resolve_model(name, models_dir)))
+        cache[name] = load_model(str(resolve_model(name, models_dir)), device=device)
     return cache[name]
 
 
 def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = None, out: str | Path,
-                      seed: int = 0) -> Path:
-    """Merge per `recipe` (a mergekit .yaml or a DFS .json) and save to `out` (must not exist)."""
+                      seed: int = 0, device: str | torch.device | None = None) -> Path:
+    """Merge per `recipe` (a mergekit .yaml or a DFS .json) on `device` (default: resolve_device(None), checked
+    first) and save to `out` (must not exist)."""
+    from workbench.kernels.device import resolve_device
     from workbench.lm.models import quiet_progress
 
+    dev = resolve_device(device)
     recipe, out = Path(recipe), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
@@ -42,9 +47,9 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         from workbench.merge.dfs import DFSRecipe
 
         dfs = DFSRecipe.load(recipe)
-        sources = {m: _load(m, models_dir, cache)[0] for m in dfs.models}
+        sources = {m: _load(m, models_dir, cache, dev)[0] for m in dfs.models}
         model, scales = materialise_dfs(dfs, sources), [s.scale for s in dfs.steps()]
-        tokenizer = _load(dfs.embed_from, models_dir, cache)[1]
+        tokenizer = _load(dfs.embed_from, models_dir, cache, dev)[1]
     else:
         from workbench.merge.recipe import Recipe, apply_recipe
 
@@ -54,13 +59,13 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
 
         def load(name: str):
             if name not in sds:
-                sds[name] = _load(name, models_dir, cache)[0].state_dict()
+                sds[name] = _load(name, models_dir, cache, dev)[0].state_dict()
             return sds[name]
 
-        merged = apply_recipe(rec, load, seed=seed)
+        merged = apply_recipe(rec, load, seed=seed, device=dev)
         first = rec.model_names()[0]  # the base when there is one
-        ref, tokenizer = _load(first, models_dir, cache)
-        model, scales = _with_layers(ref, merged), None
+        ref, tokenizer = _load(first, models_dir, cache, dev)
+        model, scales = _with_layers(ref, merged), None  # a CPU model: load_state_dict copies the merge to it
         model.load_state_dict(merged, strict=True)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -92,7 +97,8 @@ def _with_layers(ref, state_dict: dict):
 
 
 def materialise_dfs(recipe, sources: dict):
-    """A plain causal LM whose layer i is a copy of path step i's layer (scales NOT applied: see load_merged)."""
+    """A plain causal LM on the CPU whose layer i is a copy of path step i's layer (scales NOT applied: see
+    load_merged); the sources may be on any device."""
     import copy
 
     from workbench.merge.dfs import build_dfs_model
@@ -108,12 +114,12 @@ def materialise_dfs(recipe, sources: dict):
     return model.eval()
 
 
-def load_merged(path: str | Path):
-    """(model, tokenizer) of a folder written by apply_recipe_file, with DFS scales applied."""
+def load_merged(path: str | Path, device: str | torch.device | None = None):
+    """(model on `device`, tokenizer) of a folder written by apply_recipe_file, with DFS scales applied."""
     from workbench.lm.models import load_model
     from workbench.merge.dfs import ScaledLayer
 
-    model, tokenizer = load_model(str(path))
+    model, tokenizer = load_model(str(path), device=device)
     scales = json.loads((Path(path) / "config.json").read_text()).get("dfs_scales")
     if scales:
         if len(scales) != len(model.model.layers):

@@ -8,9 +8,11 @@ import json
 
 def cmd_evolve(args) -> int:
     from workbench.cli import _client, iteration_progress
+    from workbench.lm.cli import check_device
     from workbench.merge.evolve import EvolveConfig, evolve
     from workbench.runs import RunStore
 
+    device = check_device(args.device)
     store = RunStore(args.runs)
     cfg = None
     if args.resume is None:
@@ -19,12 +21,14 @@ def cmd_evolve(args) -> int:
         cfg = EvolveConfig(zoo=args.zoo, models=args.models, method=args.method, base=args.base,
                            tasks=args.tasks or [], task_weights=args.task_weights or [], iters=args.iters,
                            pop=args.pop, sigma=args.sigma, seed=args.seed, n_eval=args.n_eval, n_test=args.n_test,
-                           dfs_r=args.r)
+                           dfs_r=args.r, device=device)
     client = _client(args)
     try:
         with iteration_progress("merge evolve", cfg.iters if cfg else None, "fitness",
                                 lambda row: f"{-row['best_loss']:.3f}", quiet=args.quiet) as on_iteration:
-            run = evolve(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
+            # on --resume, a --device given replaces the run's own
+            run = evolve(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration,
+                         device=device if args.resume is not None else None)
     finally:
         if client is not None:
             client.close()
@@ -36,23 +40,27 @@ def cmd_evolve(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from workbench.lm.cli import check_device
     from workbench.merge.apply import apply_recipe_file
 
-    out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed)
+    device = check_device(args.device)
+    out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
     if args.eval:
         from workbench.lm.evaluate import evaluate
         from workbench.lm.tasks import TASKS
         from workbench.merge.apply import load_merged
 
-        model, tok = load_merged(out)
-        result["accuracy"] = evaluate(model, tok, args.eval if args.eval != ["all"] else list(TASKS), n=args.n)
+        model, tok = load_merged(out, device=device)
+        result["accuracy"] = evaluate(model, tok, args.eval if args.eval != ["all"] else list(TASKS), n=args.n,
+                                      device=device)
     print(json.dumps(result))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `workbench merge evolve|apply` to the `workbench` parser."""
+    from workbench.lm.cli import add_device_argument
     from workbench.merge.evolve import PS_METHODS
 
     merge = sub.add_parser("merge", help="evolved model merging: evolve a recipe, apply one")
@@ -80,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--workers", type=int, help="evaluate on a local Dask cluster of N workers")
     ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(ev, " (with --resume: default the run's own)")
     ev.set_defaults(func=cmd_evolve)
 
     ap = merge_sub.add_parser("apply", help="merge per a mergekit YAML recipe or a DFS JSON; write a model folder")
@@ -89,4 +98,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of DARE's random drops")
     ap.add_argument("--eval", nargs="+", metavar="TASK", help="also score the merge on these tasks ('all')")
     ap.add_argument("--n", type=int, default=128, help="prompts per task for --eval")
+    add_device_argument(ap)
     ap.set_defaults(func=cmd_apply)

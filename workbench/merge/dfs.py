@@ -162,6 +162,7 @@ def build_dfs_model(recipe: DFSRecipe, sources: Mapping[str, nn.Module]) -> nn.M
 
     Layers are fresh modules that share the source weights (no copy of the parameters), with their
     own attention layer index so the KV cache has one slot per path step even when a layer repeats.
+    The model runs where the sources are (load them on one device: CPU or GPU).
     """
     missing = [m for m in recipe.models if m not in sources]
     if missing:

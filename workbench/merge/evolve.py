@@ -10,12 +10,18 @@ every iteration the search object and the tables are checkpointed atomically, so
 where an uninterrupted run would. At the end the best recipe is written (recipe.yaml or dfs.json) and
 the sources and the merge are scored on separate test sets (seed + 1) into scores.json.
 
+Device: models load, merge and score on cfg.device ("cpu", "cuda", "cuda:N"; None = the GPU when torch sees
+one). The config holds the device's name, not a torch.device, so it pickles to Dask workers, and each process
+resolves it itself (workbench.kernels.device); run.json records the device the run (last) ran on. DARE masks do
+not depend on the device; accuracies on a GPU can differ from the CPU's by float near-ties.
+
 Run folder: run.json, metrics.parquet (one row per iteration), evaluations.parquet (every candidate:
 iteration, loss, per-task accuracy, genome), best.npy, recipe.yaml | dfs.json, scores.json, analysis.json.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,6 +52,7 @@ class EvolveConfig:
     n_test: int = 128                          # test prompts per task for the final scores
     dfs_r: int = 2                             # DFS: repetitions of the layer list
     chunk: int = 2                             # candidates per Dask task
+    device: str | None = None                  # "cpu", "cuda", "cuda:N"; None: the GPU when the process sees one
 
     def __post_init__(self):
         from workbench.lm.tasks import TASKS, check_tasks
@@ -73,6 +80,8 @@ class EvolveConfig:
             raise ValueError("the CMA-ES population (--pop) must be at least 2")
         if not (np.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.device is not None:
+            self.device = str(self.device)  # a name, resolved where the work runs (a torch.device would pin it)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,12 +101,14 @@ class Context:
     """What evaluating a candidate needs, built once per process (Dask workers keep theirs)."""
 
     def __init__(self, cfg: EvolveConfig):
+        from workbench.kernels.device import resolve_device
         from workbench.lm.models import load_model, resolve_model
 
+        self.device = resolve_device(cfg.device)  # this process's device: checked before any model loads
         names = list(dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]))
         self.models, tokenizer = {}, None
         for name in names:
-            model, tok = load_model(str(resolve_model(name, cfg.zoo)))
+            model, tok = load_model(str(resolve_model(name, cfg.zoo)), device=self.device)
             self.models[name] = model.eval()
             tokenizer = tokenizer or tok
         self.tokenizer = tokenizer
@@ -138,7 +149,8 @@ class Context:
     def merged_state_dict(self, x: np.ndarray) -> dict:
         from workbench.merge.recipe import apply_recipe
 
-        return apply_recipe(self.genome.recipe(x), self.state_dicts.__getitem__, seed=self.cfg.seed)
+        return apply_recipe(self.genome.recipe(x), self.state_dicts.__getitem__, seed=self.cfg.seed,
+                            device=self.device)
 
     @functools.cached_property
     def scratch(self):
@@ -194,8 +206,11 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
 
 def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
-           should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
-    """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run."""
+           should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
+           device: str | None = None) -> Run:
+    """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run. `device`, when given,
+    replaces cfg.device (a resumed run's too: e.g. continue a GPU run on the CPU; it then continues as a run on
+    that device would, not bit for bit as the original)."""
     if resume is not None:
         run, cfg, state = store.reopen(resume, lambda c: EvolveConfig(**c), kinds=("merge",))
         if run.info.get("status") == "done":
@@ -204,9 +219,14 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
         state = None
-    ctx = context(cfg)  # fails fast on missing or incompatible models
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=str(device))
+    elif resume is not None and cfg.device is not None:
+        _check_resume_device(resume, cfg.device)
+    ctx = context(cfg)  # fails fast on a missing GPU, missing or incompatible models
     if resume is None:
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed)
+    run.update(device=str(ctx.device))  # where this process evaluates (Dask workers resolve cfg.device themselves)
     if state is None:
         g = ctx.genome
         steps = g.steps() if cfg.method == "dfs" else None
@@ -230,6 +250,17 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
 
     return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, evaluations),
                              should_stop=should_stop, on_iteration=on_iteration)
+
+
+def _check_resume_device(run_id: str, device: str) -> None:
+    """A run started on a device this machine lacks: say how to continue it elsewhere."""
+    from workbench.kernels.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError:
+        raise ValueError(f"run {run_id!r} was started on {device!r}, which this machine lacks; resume it on another "
+                         f"device with --device cpu (Python: device='cpu')") from None
 
 
 def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict]) -> None:

@@ -17,7 +17,9 @@ contribute to one output tensor. Conventions follow mergekit 0.1.5 (checked agai
 
 Work happens in fp32 (fp64 when an input is fp64) and the result has the promoted input dtype; mergekit does
 the task-vector methods in the input dtype, so bf16/fp16 results can differ from it by rounding.
-Randomness (DARE) comes only from the `generator` argument.
+Randomness (DARE) comes only from the `generator` argument, a CPU torch.Generator: DARE's keep masks are drawn
+on the CPU and moved to the tensors' device, so a merge on a GPU keeps exactly the elements a CPU merge keeps.
+Everything else runs where the input tensors are (all on one device).
 """
 
 from __future__ import annotations
@@ -257,11 +259,16 @@ def _l1_rescale_(x: torch.Tensor, before: torch.Tensor, after: torch.Tensor, eps
 def _dare_drop_(
     delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str, generator: torch.Generator | None
 ) -> None:
-    """Keep each entry with probability `density` (in place) and rescale the survivors."""
+    """Keep each entry with probability `density` (in place) and rescale the survivors. The mask is drawn on
+    the CPU (from `generator`, else torch's global CPU generator) whatever delta's device: same seed, same
+    kept elements on every device."""
     if density >= 1:
         return
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"DARE draws its masks with a CPU torch.Generator (device-independent masks); got one on "
+                         f"{generator.device}: use torch.Generator() or workbench.merge.state.tensor_generator")
     before = torch.linalg.vector_norm(delta, 1) if rescale and rescale_norm == "l1" else None
-    keep = torch.rand(delta.shape, generator=generator, dtype=delta.dtype, device=delta.device) < density
+    keep = (torch.rand(delta.shape, generator=generator, dtype=delta.dtype) < density).to(delta.device)
     delta.mul_(keep)
     if not rescale:
         return

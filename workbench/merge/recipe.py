@@ -14,6 +14,8 @@ position t runs over the slice (layer offset/(length−1), as mergekit), and out
 non-layer tensors follow mergekit: embeddings from the first slice's sources, final norm and lm_head from the
 last slice's, both at t = 0. Filters are matched against the OUTPUT tensor name (mergekit matches per-input
 parameters against each input's own name; they differ only for filters that name a layer index).
+`apply_recipe(..., device=)` merges on that device (default: the GPU when torch sees one) and returns tensors
+on the device the loaded state dicts are on.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import torch
 import yaml
 
 from workbench.atomic import atomic_write
+from workbench.kernels.device import resolve_device
 from workbench.merge.methods import METHODS
-from workbench.merge.state import layer_index, merge_one, merge_state_dicts
+from workbench.merge.state import layer_index, merge_one_on, merge_state_dicts
 
 RECIPE_METHODS = (*METHODS, "passthrough")
 _NEEDS_BASE = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
@@ -223,9 +226,15 @@ def _check_parameters(params: Mapping[str, Any] | None, where: str) -> None:
 
 
 def apply_recipe(
-    recipe: Recipe, load: Callable[[str], Mapping[str, torch.Tensor]], *, seed: int = 0
+    recipe: Recipe,
+    load: Callable[[str], Mapping[str, torch.Tensor]],
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `dtype`."""
+    """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `dtype`.
+    Tensors are merged on `device` (default: resolve_device(None)) and come back where `load` put them."""
+    dev = resolve_device(device)
     recipe.validate()
     cache: dict[str, Mapping[str, torch.Tensor]] = {}
 
@@ -245,22 +254,25 @@ def apply_recipe(
             parameters=recipe.parameters,
             model_parameters={m["model"]: m.get("parameters") or {} for m in recipe.models},
             seed=seed,
+            device=dev,
         )
     else:
-        out = _apply_slices(recipe, get, seed)
+        out = _apply_slices(recipe, get, seed, dev)
     if recipe.dtype:
         dtype = _DTYPES[recipe.dtype]
         out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
     return out
 
 
-def _apply_slices(recipe: Recipe, get: Callable[[str], Mapping[str, torch.Tensor]], seed: int) -> dict:
+def _apply_slices(recipe: Recipe, get: Callable[[str], Mapping[str, torch.Tensor]], seed: int,
+                  device: torch.device) -> dict:
     slices = recipe.slices or []
     method, base, glob = recipe.merge_method, recipe.base_model, recipe.parameters
 
     def merge(sl: dict, tensors: dict, name: str, t: float) -> torch.Tensor:
         scopes = {src["model"]: [src.get("parameters"), sl.get("parameters"), glob] for src in sl["sources"]}
-        return merge_one(
+        return merge_one_on(
+            device,
             tensors,
             method,
             base=base if base in tensors else None,

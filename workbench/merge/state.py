@@ -13,6 +13,10 @@ resolves to nothing (no filter matched) falls through to the next one, exactly l
 Per-input parameters (weight, density, passthrough's scale) come from the model level first; shared ones
 (normalize, rescale, lambda, t, ...) only from the global level, so shared keys in model_parameters are ignored
 (mergekit does the same).
+
+Devices: merge_state_dicts merges each tensor on `device` (default: workbench.kernels.device's choice, the GPU
+when torch sees one) and hands the result back on the device its inputs came from (CPU state dicts in, CPU
+tensors out). DARE masks come from CPU generators (tensor_generator), identical on every device.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any
 
 import torch
 
+from workbench.kernels.device import resolve_device
 from workbench.merge.methods import METHODS, PARAMETERS, merge_tensors
 
 Settings = Mapping[str, Any] | None
@@ -109,10 +114,11 @@ def resolve(key: str, scopes: Sequence[Settings], tensor_name: str, t: float) ->
     return None
 
 
-def tensor_generator(seed: int, name: str, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded from (seed, tensor name), so DARE masks don't depend on the merge order."""
+def tensor_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator seeded from (seed, tensor name), so DARE masks depend neither on the merge order nor on
+    the device the merge runs on (the masks are drawn on the CPU and moved)."""
     digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
-    return torch.Generator(device=device).manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
 
 
 def merge_one(
@@ -126,7 +132,8 @@ def merge_one(
     model_scopes: Mapping[str, Sequence[Settings]],
     seed: int = 0,
 ) -> torch.Tensor:
-    """Merge one output tensor from {model: tensor}, resolving parameters at gradient position t."""
+    """Merge one output tensor from {model: tensor}, resolving parameters at gradient position t, on the
+    tensors' device (they must share one)."""
     models = list(tensors)
     shapes = {m: tuple(x.shape) for m, x in tensors.items()}
     if len(set(shapes.values())) > 1:
@@ -159,7 +166,7 @@ def merge_one(
             raise ValueError(f"missing parameter {key!r} for model(s) {missing} at tensor {name!r}")
         params[key] = values
     base_index = models.index(base) if base is not None and method != "linear" else None
-    generator = tensor_generator(seed, name, first.device) if method.startswith("dare") else None
+    generator = tensor_generator(seed, name) if method.startswith("dare") else None
     return merge_tensors(
         [tensors[m] for m in models], method, parameters=params, base_index=base_index, generator=generator, name=name
     )
@@ -189,11 +196,15 @@ def merge_state_dicts(
     model_parameters: Mapping[str, Mapping[str, Any]] | None = None,
     num_layers: int | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Merge whole state dicts {model: {tensor name: tensor}} with mergekit parameter semantics (module doc).
 
     `num_layers` (default: inferred from the `layers.{i}.` names) sets the gradient position of layer tensors.
-    DARE masks use one generator per tensor derived from (seed, tensor name): same seed, same result."""
+    DARE masks use one CPU generator per tensor derived from (seed, tensor name): same seed, same masks, on
+    any device. Tensors are merged one at a time on `device` (default: resolve_device(None)); each result
+    goes back to the device of the first model's tensor."""
+    dev = resolve_device(device)
     if method not in METHODS and method != "passthrough":
         raise ValueError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)} (or passthrough)")
     names = check_models(models)
@@ -206,7 +217,8 @@ def merge_state_dicts(
     shared = [parameters]
     scopes = {m: [(model_parameters or {}).get(m), parameters] for m in models}
     return {
-        name: merge_one(
+        name: merge_one_on(
+            dev,
             {m: sd[name] for m, sd in models.items()},
             method,
             base=base,
@@ -218,3 +230,10 @@ def merge_state_dicts(
         )
         for name in names
     }
+
+
+def merge_one_on(device: torch.device, tensors: Mapping[str, torch.Tensor], method: str, **kwargs) -> torch.Tensor:
+    """merge_one on `device`; the result goes back to the first input's device (CPU in, CPU out). Nothing is
+    copied when the inputs are on `device` already."""
+    home = next(iter(tensors.values())).device
+    return merge_one({m: x.to(device) for m, x in tensors.items()}, method, **kwargs).to(home)

@@ -1,11 +1,21 @@
-"""Plain NumPy versions of the substrates and renderers, written from ../shared/specs/asal.md.
+"""Plain NumPy versions of the substrates and renderers, written from the project's ASAL spec.
 
-Slow and obvious on purpose: the tests compare the Taichi kernels against these.
+Slow and obvious on purpose: the tests (and `workbench bench gpu` on a GPU) compare the Taichi and Triton
+kernels against these. `golden()` loads one step of each substrate computed by the ASAL reference
+implementation.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+
 import numpy as np
+
+
+def golden() -> dict[str, np.ndarray]:
+    """The reference implementation's one-step data (keys prefixed lenia_, boids_, plife_)."""
+    with resources.files("workbench.data").joinpath("asal_step1_reference.npz").open("rb") as f:
+        return dict(np.load(f))
 
 
 def sigmoid(z):

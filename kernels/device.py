@@ -1,0 +1,106 @@
+"""The one place that picks where tensors live: substrates, foundation models and language models all ask here.
+
+    resolve_device(None)      # the default: the GPU when torch sees one, else the CPU
+    resolve_device("cpu")     # explicit choices are checked: "cuda" without a GPU is one clear error
+
+``WORKBENCH_ARCH`` overrides the default for the whole process: ``cpu`` keeps everything on the CPU, ``cuda``
+insists on a CUDA GPU (and says so when there is none), ``gpu`` (or unset) takes the GPU when present. The
+Taichi-only backends ``vulkan`` and ``metal`` run the Taichi kernels there and keep torch tensors on the CPU.
+This module imports no Taichi, so GPU-only code paths never need it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV = "WORKBENCH_ARCH"
+ARCHES = ("cpu", "cuda", "gpu", "vulkan", "metal")
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def _no_gpu(asked: str) -> ValueError:
+    why = "torch was built without CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+    return ValueError(f"{asked} but {why} (torch {torch.__version__}); the CPU is the fallback: "
+                      f"leave it unset (or set {ENV}=cpu / device='cpu')")
+
+
+def arch_setting() -> str | None:
+    """The checked value of WORKBENCH_ARCH (None when unset)."""
+    wanted = os.environ.get(ENV)
+    if wanted is None or wanted == "":
+        return None
+    if wanted not in ARCHES:
+        raise ValueError(f"{ENV}={wanted!r} is not one of {', '.join(ARCHES)}")
+    return wanted
+
+
+def default_device() -> torch.device:
+    """The GPU when torch sees one (unless WORKBENCH_ARCH says otherwise), else the CPU."""
+    wanted = arch_setting()
+    if wanted == "cuda" and not cuda_available():
+        raise _no_gpu(f"{ENV}=cuda")
+    if wanted in (None, "gpu", "cuda") and cuda_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """A checked torch device: None → default_device(); "cuda" / "cuda:N" only where that GPU exists."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise ValueError(f"device={device!r}: only 'cpu' and CUDA GPUs ('cuda', 'cuda:N') are supported")
+    if not cuda_available():
+        raise _no_gpu(f"device={str(device)!r}")
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0")
+    return torch.device("cuda", index)
+
+
+def synchronize(device: torch.device | str | None) -> None:
+    """Wait for the device's queued work (a no-op on the CPU): timings call this before reading a clock."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe(device: torch.device) -> str:
+    """A short name for reports: 'cpu' or the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def fits_in_memory(device: torch.device, population: int, bytes_per_item: int, what: str,
+                   free_bytes: int | None = None, fraction: float = 0.9) -> None:
+    """Raise one clear error, before any allocation, when `population` items of `bytes_per_item` do not fit in
+    the GPU's free memory; it names the largest population that fits. CPUs are not checked (the OS pages).
+
+    `free_bytes` overrides the measured free memory (for callers that reserve some themselves).
+    """
+    if device.type != "cuda" and free_bytes is None:
+        return
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(device)
+        # memory torch's allocator holds but no tensor uses is free to us too
+        free_bytes += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    budget = int(free_bytes * fraction)
+    need = population * bytes_per_item
+    if need <= budget:
+        return
+    fit = max(0, budget // max(1, bytes_per_item))
+    raise ValueError(f"{what}: a population of {population} needs about {need / 2**30:.1f} GiB on {device}, "
+                     f"{free_bytes / 2**30:.1f} GiB are free: at most {fit} fit at once; evaluate fewer at a "
+                     f"time (--chunk N, or a smaller --pop)")
