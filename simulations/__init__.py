@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from workbench.simulations.base import State, Substrate
+from workbench.simulations.base import DeviceParams, State, Substrate
 from workbench.simulations.boids import Boids
 from workbench.simulations.lenia import Lenia
 from workbench.simulations.plife import ParticleLife
@@ -41,5 +41,5 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
     return cls(**overrides)
 
 
-__all__ = ["SUBSTRATES", "State", "Substrate", "make_substrate", "rollout", "sample_indices",
+__all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "make_substrate", "rollout", "sample_indices",
            "Lenia", "Boids", "ParticleLife"]

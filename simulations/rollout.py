@@ -47,6 +47,7 @@ def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "fi
     """
     indices = sample_indices(steps, sampling)
     size = check_positive("size", size)
+    params = sub.to_device(params)
     state = sub.init(params, seed=seed)
     frames, states = [], []
     at = 0

@@ -1,6 +1,7 @@
 """The `workbench` command as users run it: real processes, real files."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -9,9 +10,10 @@ import numpy as np
 import pytest
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
+    full = None if env is None else {**os.environ, **env}
     return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=300)
+                          timeout=300, env=full)
 
 
 def test_help_everywhere():
@@ -82,3 +84,34 @@ def test_bench_prints_one_json_line():
     data = json.loads(lines[0])
     assert set(data["boids"]) >= {"steps_per_s_p1", "sim_steps_per_s_p16", "render_ms"}
     assert data["boids"]["steps_per_s_p1"] > 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the errors of a machine without a GPU")
+@pytest.mark.parametrize("args, env, message", [
+    (["render", "lenia", "--steps", "1", "--out", "x.png"], {"WORKBENCH_ARCH": "cuda"},
+     "WORKBENCH_ARCH=cuda: torch sees no CUDA GPU; unset it or use --device cpu"),
+    (["render", "lenia", "--steps", "1", "--out", "x.png"], {"WORKBENCH_ARCH": "tpu"},
+     "WORKBENCH_ARCH='tpu' is not one of cpu, cuda, gpu, vulkan, metal"),
+    (["render", "lenia", "--steps", "1", "--out", "x.png", "--device", "cuda"], {},
+     "--device cuda: torch sees no CUDA GPU; use --device cpu"),
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image", "t.png", "--device", "cuda:1"],
+     {}, "--device cuda:1: torch sees no CUDA GPU; use --device cpu"),
+    (["bench", "gpu"], {}, "workbench bench gpu needs a CUDA GPU"),
+])
+def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(tmp_path, args, env, message):
+    res = run(*args, cwd=tmp_path, env=env)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("error:") == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_bench_asal_prints_the_split_per_phase():
+    res = run("bench", "asal", "--json", "--substrates", "boids", "--fm", "pixels", "--steps", "20", "--pop", "4",
+              "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    for k in (1, 8):
+        row = data[f"boids/pixels/K{k}"]
+        assert set(row) == {"total", "ask", "simulate", "render", "embed", "search", "other"}
+        assert row["simulate"] > 0 and row["total"] >= row["simulate"] + row["render"] + row["embed"]

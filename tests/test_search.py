@@ -3,6 +3,7 @@
 import pickle
 
 import numpy as np
+import pytest
 
 from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch, prune_redundant
 
@@ -35,6 +36,22 @@ def test_prune_redundant_follows_the_reference_rule():
         alive.remove(worst)
     assert list(keep) == alive
     assert 3 not in alive or 11 not in alive
+
+
+@pytest.mark.parametrize("decimals", [None, 1])  # 1 decimal: many exact ties
+def test_prune_redundant_equals_a_full_recount_each_round(decimals):
+    z = np.random.default_rng(1).standard_normal((200, 8))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    if decimals:
+        z = np.round(z, decimals)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    alive = np.ones(200, bool)
+    for _ in range(40):  # the rule, every row recounted every round
+        s = np.where(alive[None, :], sim, -np.inf)[alive]
+        top = -np.sort(-s, axis=1)[:, :2].mean(axis=1)
+        alive[np.flatnonzero(alive)[int(np.argmax(top))]] = False
+    np.testing.assert_array_equal(prune_redundant(z, 40), np.flatnonzero(alive))
 
 
 def test_ga_starts_from_zero_and_keeps_its_size():

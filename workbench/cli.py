@@ -12,13 +12,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from workbench.device_flag import add_device_argument, check_device
+
 err = Console(stderr=True)
 
 
 def _substrate(args):
     from workbench.simulations import make_substrate
 
-    return make_substrate(args.substrate)
+    return make_substrate(args.substrate, device=getattr(args, "device", None))
 
 
 def cmd_view(args) -> int:
@@ -40,6 +42,8 @@ def cmd_render(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from workbench.export import export, load_theta
+
+    check_device(args.device)
 
     sub = _substrate(args)
     params = sub.decode(load_theta(args.theta, sub))
@@ -69,8 +73,8 @@ def cmd_bench(args) -> int:
         result = bench_gpu(args.device, tuple(args.sections or SECTIONS), min_time=args.min_time, out_file=args.out,
                            log=lambda line: err.print(line))
     else:
-        result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), steps=args.steps, pop=args.pop,
-                                  device=args.device)
+        result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), fms=tuple(args.fm), steps=args.steps,
+                                  pop=args.pop, device=args.device)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -113,13 +117,15 @@ def cmd_asal(args) -> int:
     from workbench.asal.evaluate import EvalConfig
     from workbench.runs import RunStore
 
+    check_device(args.device)
+
     store = RunStore(args.runs)
     cfg = None
     if args.resume is None:
         if args.substrate is None:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
         ev = EvalConfig(args.substrate, args.fm, weights=args.weights, steps=args.steps, frames=args.frames,
-                        bs=args.bs, size=args.size, chunk=args.chunk)
+                        bs=args.bs, size=args.size, chunk=args.chunk, device=args.device)
         if args.search == "illuminate":
             extra = {"algorithm": args.algorithm, "population": args.population}
         else:
@@ -132,7 +138,8 @@ def cmd_asal(args) -> int:
     try:
         with iteration_progress(f"asal {args.search}", args.iters, "loss", lambda row: f"{row['best_loss']:.4f}",
                                 quiet=args.quiet) as on_iteration:
-            run = run_search(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration)
+            run = run_search(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration,
+                             device=args.device)
     finally:
         if client is not None:
             client.close()
@@ -231,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--size", type=int, default=224)
     render.add_argument("--every", type=int, default=1, help="video: one frame every N steps")
     render.add_argument("--fps", type=int, default=30)
+    add_device_argument(render)
     render.set_defaults(func=cmd_render)
 
     bench = sub.add_parser("bench", help="benchmarks (JSON)")
@@ -252,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     asal_b.add_argument("--substrates", nargs="*", choices=choices)
     asal_b.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=int, default=16)
-    asal_b.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the GPU when present)")
+    add_device_argument(asal_b)
+    asal_b.add_argument("--fm", nargs="+", default=["pixels", "openclip:ViT-B-32"],
+                        help="foundation models to time (default: pixels and a random-initialised ViT-B-32)")
     asal_b.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboards", help="load test: N Chromium sessions play the Lab; fps each")
     dash.add_argument("--json", action="store_true", help="one JSON line")
@@ -303,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--c-softmax", type=float, default=0.0, help="weight of the softmax target loss")
         a.add_argument("--c-oe", type=float, default=0.0, help="weight of the open-endedness loss")
         a.add_argument("--chunk", type=int, default=16, help="simulations per batch / Dask task")
+        add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
         a.add_argument("--seed", type=int, default=0)
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run")

@@ -89,9 +89,11 @@ class FoundationModel:
         for lo in range(0, len(x), self.batch_size):
             batch = x[lo:lo + self.batch_size]
             batch = (torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch).to(self.device)
-            batch = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch.float()
+            # (N, H, W, 3) memory read as (N, 3, H, W) in channels-last layout: no copy; the networks' first
+            # convolution takes it as is. uint8's 1/255 is folded into the normalisation (one pass).
+            scale = 1.0 / 255.0 if batch.dtype == torch.uint8 else 1.0
             with torch.inference_mode():
-                z = self._embed_images(batch.permute(0, 3, 1, 2).contiguous())
+                z = self._embed_images(batch.permute(0, 3, 1, 2).float(), scale)
             out.append(F.normalize(z.float(), dim=-1))
         return torch.cat(out).cpu().numpy()
 
@@ -117,7 +119,8 @@ class FoundationModel:
 
     # --- for subclasses ---------------------------------------------------------------------
 
-    def _embed_images(self, images: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) float in [0, 1]
+    def _embed_images(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        """(B, 3, H, W) float with values in [0, 1/scale] (scale 1/255 for bytes) -> (B, D)."""
         raise NotImplementedError
 
     def _embed_texts(self, prompts: list[str]) -> torch.Tensor:
@@ -141,8 +144,8 @@ def _as_frame_tensor(frames: torch.Tensor) -> torch.Tensor:
     if not x.is_floating_point():
         raise ValueError(f"frames must be uint8 or float in [0, 1], got {x.dtype}")
     x = x.float()
-    bad = ~torch.isfinite(x).all() | (x.min() < 0.0) | (x.max() > 1.0)
-    if bool(bad):  # one host sync per call, for one clear error
+    lo, hi = torch.aminmax(x)
+    if not bool((lo >= 0.0) & (hi <= 1.0)):  # one host sync per call, for one clear error; NaN fails too
         raise ValueError("float frames must be finite and lie in [0, 1]")
     return x
 
@@ -158,7 +161,7 @@ def _as_frames(frames) -> np.ndarray:
     if not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"frames must be uint8 or float in [0, 1], got {x.dtype}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if not np.all(np.isfinite(x)) or x.min() < 0.0 or x.max() > 1.0:
+    if not (x.min() >= 0.0 and x.max() <= 1.0):  # NaN fails both comparisons, ±inf one of them
         raise ValueError("float frames must be finite and lie in [0, 1]")
     return x
 
@@ -173,8 +176,9 @@ class PixelsFM(FoundationModel):
     def __init__(self, cache_size: int = 4096, device: str | torch.device | None = None):
         super().__init__(cache_size, device)
 
-    def _embed_images(self, images):
-        return F.adaptive_avg_pool2d(images, 8).permute(0, 2, 3, 1).reshape(len(images), -1)
+    def _embed_images(self, images, scale=1.0):
+        pooled = F.adaptive_avg_pool2d(images * scale if scale != 1.0 else images, 8)
+        return pooled.permute(0, 2, 3, 1).reshape(len(images), -1)
 
 
 # --- networks (CLIP, EfficientNet-Lite0) --------------------------------------------------------
@@ -200,6 +204,7 @@ class _NetworkFM(FoundationModel):
         self.size = size
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._shift = -self.mean / self.std  # (x − mean)/std = x·(1/std) − mean/std: one fused pass
         self.precision = "fp32"
         with torch.inference_mode():
             self.dim = int(self._run(torch.rand(1, 3, size, size, device=self.device)).shape[-1])
@@ -207,20 +212,20 @@ class _NetworkFM(FoundationModel):
         if precision == "bf16" or (precision == "auto" and native_bf16):
             self._try_bf16(required=precision == "bf16")
 
-    def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-2:] != (self.size, self.size):
+    def _preprocess(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        if images.shape[-2:] != (self.size, self.size):  # resizing is linear: the scale can wait
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False,
                                    antialias=True)
-        return (images - self.mean) / self.std
+        return torch.addcmul(self._shift, images, scale / self.std)
 
-    def _run(self, images: torch.Tensor) -> torch.Tensor:
-        x = self._preprocess(images)
+    def _run(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        x = self._preprocess(images, scale)
         if self.precision == "bf16":
             return self.visual(x.to(torch.bfloat16)).float()
         return self.visual(x)
 
-    def _embed_images(self, images):
-        return self._run(images)
+    def _embed_images(self, images, scale=1.0):
+        return self._run(images, scale)
 
     def _try_bf16(self, required: bool) -> None:
         """Switch to bf16 weights when every calibration embedding keeps cosine ≥ 0.99 to fp32.

@@ -123,11 +123,14 @@ def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None)
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-               on_population: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Run:
+               on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
+               device: str | None = None) -> Run:
     """Run (or resume) a search to cfg.iters iterations; returns the finished run.
 
     Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
+    device: where simulations and the FM run (overrides the config's, also on resume; None: as configured,
+    the GPU when present).
     """
     if resume is not None:
         run, cfg, state = store.reopen(resume, lambda c: SearchConfig(**{k: v for k, v in c.items() if k != "notes"}),
@@ -138,6 +141,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
         state = None
+    if device is not None:
+        cfg.eval.device = device
     sub, fm = components(cfg.eval)  # fails fast on unknown substrate / FM / missing weights
     z_target = target_embeddings(cfg, fm)
     objective = Objective(z_target, cfg.c_prompt, cfg.c_softmax, cfg.c_oe)

@@ -92,7 +92,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
     out, thumbs = [], None
     for lo in range(0, len(thetas), cfg.chunk):
         part = thetas[lo:lo + cfg.chunk]
-        params = sub.decode(part)
+        params = sub.to_device(sub.decode(part))  # checked and copied once, not at every call
         per_seed, last = [], None
         for seed in seeds:
             with _phase(timer, "simulate"):

@@ -85,8 +85,8 @@ class IlluminationGA:
             thetas, z = np.concatenate([self.thetas, thetas]), np.concatenate([self.z, embeddings])
             keep = prune_redundant(z, len(z) - self.size)
             self.thetas, self.z = thetas[keep], z[keep]
-        return {"loss_min": float(illumination(self.z)), "loss_mean": float(illumination(self.z)),
-                "best_loss": float(illumination(self.z)), "sigma": self.sigma}
+        loss = float(illumination(self.z))
+        return {"loss_min": loss, "loss_mean": loss, "best_loss": loss, "sigma": self.sigma}
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
         return self.thetas, self.z
@@ -94,14 +94,28 @@ class IlluminationGA:
 
 def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarray:
     """Indices kept after removing `remove` rows one at a time, each time the row with the highest
-    mean similarity to its `neighbours` most similar surviving rows (ties: the lowest index)."""
+    mean similarity to its `neighbours` most similar surviving rows (ties: the lowest index).
+
+    Each row's score is kept between removals; a removal only changes the rows that counted the removed
+    one among their most similar, so only those are recomputed (the same numbers, summed in the same order,
+    as recomputing every row)."""
     sim = z @ z.T
     np.fill_diagonal(sim, -np.inf)
     alive = np.ones(len(z), bool)
+    score, kth = np.empty(len(z)), np.empty(len(z))
+
+    def rescore(rows: np.ndarray) -> None:
+        best = -np.sort(np.partition(-sim[rows], neighbours - 1, axis=1)[:, :neighbours], axis=1)  # descending
+        score[rows], kth[rows] = best.mean(axis=1), best[:, -1]
+
+    rescore(np.arange(len(z)))
     for _ in range(remove):
-        s = np.where(alive[None, :], sim, -np.inf)[alive]
-        top = -np.sort(-s, axis=1)[:, :neighbours].mean(axis=1)
-        alive[np.flatnonzero(alive)[int(np.argmax(top))]] = False
+        gone = int(np.argmax(np.where(alive, score, -np.inf)))
+        alive[gone] = False
+        affected = np.flatnonzero(alive & (sim[:, gone] >= kth))
+        sim[:, gone] = -np.inf
+        if len(affected):
+            rescore(affected)
     return np.flatnonzero(alive)
 
 

@@ -8,7 +8,7 @@ import json
 
 def cmd_evolve(args) -> int:
     from workbench.cli import _client, iteration_progress
-    from workbench.lm.cli import check_device
+    from workbench.device_flag import check_device
     from workbench.merge.evolve import EvolveConfig, evolve
     from workbench.runs import RunStore
 
@@ -40,7 +40,7 @@ def cmd_evolve(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from workbench.lm.cli import check_device
+    from workbench.device_flag import check_device
     from workbench.merge.apply import apply_recipe_file
 
     device = check_device(args.device)
@@ -60,7 +60,7 @@ def cmd_apply(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `workbench merge evolve|apply` to the `workbench` parser."""
-    from workbench.lm.cli import add_device_argument
+    from workbench.device_flag import add_device_argument
     from workbench.merge.evolve import PS_METHODS
 
     merge = sub.add_parser("merge", help="evolved model merging: evolve a recipe, apply one")
