@@ -44,7 +44,8 @@ demo: $(STAMP)
 	$(VENV)/bin/workbench asal illuminate --substrate lenia --fm efficientnet-lite0 --population 64 --pop 32 \
 	  --iters $(DEMO_ITERS) --runs $(RUNS)
 	# the language-model side: the CPU-built zoo (once, a few minutes), then an evolved TIES recipe of two experts
-	test -f data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	# (re)build unless a real zoo is there: a quick smoke-test zoo (weak experts) would make a useless demo
+	grep -qs '"quick": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
@@ -57,8 +58,8 @@ bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json
 	$(VENV)/bin/workbench bench fm --json
 	$(VENV)/bin/workbench bench asal --json
-	test -f data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	grep -qs '"quick": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench bench merge --json
 
 clean:
-	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache

@@ -90,11 +90,11 @@ def test_efficientnet_lite0_keys_map_to_timm_correctly():
 
 
 def test_bad_inputs_give_one_clear_error(clip_fm, tmp_path):
-    with pytest.raises(ValueError, match="unknown foundation model 'dino'.*pixels"):
+    with pytest.raises(ValueError, match="unknown foundation model --fm dino.*pixels"):
         load_fm("dino")
-    with pytest.raises(ValueError, match="weights=FILE.*efficientnet-lite0"):
+    with pytest.raises(ValueError, match="--weights FILE.*efficientnet-lite0"):
         load_fm("openclip:ViT-B-32", weights=tmp_path / "missing.pt")
-    with pytest.raises(ValueError, match="needs weights=FILE"):
+    with pytest.raises(ValueError, match="needs --weights FILE"):
         load_fm("openclip:ViT-B-32")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -102,7 +102,7 @@ def test_bad_inputs_give_one_clear_error(clip_fm, tmp_path):
         load_fm("openclip:ViT-B-32", weights=bad)
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         load_fm("openclip:ViT-Q-99", weights=bad)
-    with pytest.raises(ValueError, match="no text encoder.*target image"):
+    with pytest.raises(ValueError, match="no text encoder.*--target-image FILE"):
         load_fm("pixels").embed_texts(["a cell"])
     with pytest.raises(ValueError, match="non-empty"):
         clip_fm.embed_texts([""])
@@ -110,3 +110,34 @@ def test_bad_inputs_give_one_clear_error(clip_fm, tmp_path):
         clip_fm.embed_images(np.zeros((2, 8, 8)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         clip_fm.embed_images(np.full((1, 8, 8, 3), np.nan, np.float32))
+
+
+def test_requests_are_checked_before_anything_loads(tmp_path, monkeypatch):
+    from workbench.fm import check_fm
+
+    (tmp_path / "notes.txt").write_text("not an image, not a checkpoint")
+    with pytest.raises(ValueError, match="unknown foundation model --fm dino"):
+        check_fm("dino")
+    with pytest.raises(ValueError, match="pixels has no text encoder: --prompt needs --fm clip"):
+        check_fm("pixels", prompts=["a cell"])
+    with pytest.raises(ValueError, match="--target-image .*notes.txt: cannot read it as an image"):
+        check_fm("efficientnet-lite0", target_image=tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="is not a checkpoint .*check --weights"):
+        check_fm("openclip:ViT-B-32", weights=tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="needs --weights FILE"):
+        check_fm("openclip:ViT-B-32")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the offline case is told at once, with what works offline
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set; offline, pass --weights FILE.*efficientnet-lite0"):
+        check_fm("clip", prompts=["a cell"])
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set"):
+        load_fm("clip")
+    check_fm("pixels")
+    check_fm("efficientnet-lite0")
+
+
+def test_a_text_file_as_weights_is_one_line(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_text("hello\n" * 100)
+    with pytest.raises(ValueError) as err:
+        load_fm("openclip:ViT-B-32", weights=bad)
+    assert "\n" not in str(err.value) and "cannot read weights file" in str(err.value)

@@ -279,3 +279,31 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"sort"}
     assert main(["zoo", "build", "--out", str(tmp_path / "x"), "--quick", "--tasks", "nope"]) == 2
     assert main(["zoo", "eval", str(tmp_path / "missing")]) == 2
+
+
+def test_zoo_eval_prints_only_its_json(quick_zoo):
+    """No third-party noise (transformers' FutureWarnings, shard bars) around the one JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "workbench", "zoo", "eval", str(quick_zoo / "sort"), "--n", "8",
+                          "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == ""
+    assert set(json.loads(res.stdout)) >= {"sort"}
+
+
+def test_quick_zoo_goes_to_its_own_folder_and_is_marked(tmp_path, quick_zoo):
+    import subprocess
+    import sys
+
+    from workbench.lm.zoo import load_zoo
+
+    res = subprocess.run([sys.executable, "-m", "workbench", "zoo", "build", "--quick", "--tasks", "sort", "--quiet",
+                          "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "data" / "zoo").exists()  # the real zoo's place is left alone
+    zoo = load_zoo(tmp_path / "data" / "zoo-quick")
+    assert zoo.quick and "quick smoke-test zoo" in zoo.quick_warning()
+    assert load_zoo(quick_zoo).quick

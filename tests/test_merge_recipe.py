@@ -134,3 +134,20 @@ def test_parse_and_known_model_errors():
         Recipe.from_yaml("models: [{model: a}]\n")
     with pytest.raises(ValueError, match="layer_range"):
         Recipe.from_yaml("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [3, 1]}]}]\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("merge_method: ties\nmodels:\n  - model: base\n   parameters: {weight: 1\n",
+     "bad.yaml is not valid YAML at line 4, column 4"),
+    ("- a\n- b\n", "bad.yaml is not a mergekit recipe"),
+])
+def test_merge_apply_with_a_broken_recipe_is_one_line_naming_file_and_place(tmp_path, text, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.yaml").write_text(text)
+    res = subprocess.run([sys.executable, "-m", "workbench", "merge", "apply", "bad.yaml", "--out", "merged",
+                          "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+    assert not (tmp_path / "merged").exists()

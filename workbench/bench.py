@@ -80,7 +80,10 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3, precisio
     from workbench.fm import bf16_supported, load_fm
 
     torch.manual_seed(0)
-    model = open_clip.create_model(arch, pretrained=None).eval()
+    from workbench.fm import quiet_logs
+
+    with quiet_logs():
+        model = open_clip.create_model(arch, pretrained=None).eval()
     sub = make_substrate("boids", device="cpu")
     params = sub.decode(0.3 * np.random.default_rng(0).standard_normal((batch, sub.n_params)))
     frames = sub.render(sub.step(sub.init(params, seed=0), params, 50), params, 224)
@@ -167,6 +170,7 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     import torch
 
     from workbench.asal.evaluate import EvalConfig
+    from workbench.fm import quiet_logs
     from workbench.kernels.device import describe, resolve_device
 
     dev = resolve_device(device)
@@ -175,7 +179,8 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     with tempfile.TemporaryDirectory() as tmp:
         weights = f"{tmp}/vitb32.pt"
         torch.manual_seed(0)
-        torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
+        with quiet_logs():
+            torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
         for name in substrates:
             for fm in fms:
                 for k in frames:

@@ -239,7 +239,10 @@ def fm(device: torch.device, batch: int = 256, arch: str = "ViT-B-32") -> dict:
     from workbench.fm import load_fm
 
     torch.manual_seed(0)
-    model = open_clip.create_model(arch, pretrained=None).eval()
+    from workbench.fm import quiet_logs
+
+    with quiet_logs():
+        model = open_clip.create_model(arch, pretrained=None).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/weights.pt"
         torch.save(model.state_dict(), path)
@@ -269,13 +272,15 @@ def asal(device: torch.device, iters: int = 5, weights: str | None = None) -> di
 
     from workbench.asal.evaluate import EvalConfig
     from workbench.bench import asal_iteration
+    from workbench.fm import quiet_logs
 
     out: dict = {"unit": "ms per iteration (median)"}
     with tempfile.TemporaryDirectory() as tmp:
         if weights is None:
             weights = f"{tmp}/vitb32.pt"
             torch.manual_seed(0)
-            torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
+            with quiet_logs():
+                torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
         for label, kind, pop, frames, prompts in (("target_lenia_pop16_K8", "target", 16, 8, ("a caterpillar",)),
                                                   ("illuminate_lenia_ga32", "illuminate", 32, 1, ())):
             ev = EvalConfig("lenia", "openclip:ViT-B-32", weights=weights, steps=256, frames=frames, chunk=pop,

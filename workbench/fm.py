@@ -18,9 +18,11 @@ NumPy frames are cached by content, so re-scoring a frame costs a hash.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,8 +102,8 @@ class FoundationModel:
     def embed_texts(self, prompts: Sequence[str] | str) -> np.ndarray:
         """(M, D) float32 unit rows for M prompts."""
         if not self.has_text:
-            raise ValueError(f"the foundation model {self.name!r} has no text encoder; use a CLIP model "
-                             f"('clip' or 'openclip:ARCH') for prompts, or a target image (--target-image)")
+            raise ValueError(f"the foundation model {self.name} has no text encoder: --prompt needs --fm clip or "
+                             f"--fm openclip:ARCH; with --fm {self.name} give a --target-image FILE")
         if isinstance(prompts, str):
             prompts = [prompts]
         prompts = list(prompts)
@@ -332,8 +334,8 @@ def efficientnet_lite0_state_dict(path: str | Path | None = None) -> dict[str, t
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise ValueError(f"weights file {str(path)!r} does not exist; pass weights=FILE with an existing "
-                         f"state dict, or use the offline default {OFFLINE_DEFAULT!r}")
+        raise ValueError(f"weights file {str(path)!r} does not exist; pass --weights FILE with an existing "
+                         f"state dict, or use the offline default --fm {OFFLINE_DEFAULT}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -342,13 +344,24 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
-        raise ValueError(f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {exc}); "
-                         f"it must be a torch.save state dict or a .safetensors file") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:120]  # torch's unpickling errors run for pages
+        raise ValueError(f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {first}); "
+                         f"it must be a torch.save state dict or a .safetensors file") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise ValueError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state dict")
     return sd
+
+
+@contextlib.contextmanager
+def quiet_logs():
+    """Keep third-party log lines (open_clip's, the hub client's) out of normal output while a model loads."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, precision: str,
@@ -360,7 +373,8 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
                          f"(open_clip.list_models() lists all)")
     if weights is not None:
         sd = _read_state_dict(Path(weights))
-        model = open_clip.create_model(arch, pretrained=None)
+        with quiet_logs():  # open_clip warns "no pretrained weights loaded": ours come next
+            model = open_clip.create_model(arch, pretrained=None)
         try:
             model.load_state_dict(sd)
         except RuntimeError as exc:
@@ -369,12 +383,100 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
                              f"architecture variant)") from exc
     else:
         try:
-            model = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
+            with quiet_logs():
+                model = open_clip.create_model(arch, pretrained=pretrained, require_pretrained=True)
         except Exception as exc:  # noqa: BLE001 - offline hub access fails in many ways
             raise ValueError(f"could not get the {pretrained!r} weights of {arch!r} from the hub "
-                             f"({type(exc).__name__}); offline, pass weights=FILE (a local state dict) "
-                             f"or use the offline default {OFFLINE_DEFAULT!r}") from exc
+                             f"({type(exc).__name__}); offline, pass --weights FILE (a local state dict) "
+                             f"or use the offline default --fm {OFFLINE_DEFAULT}") from None
     return ClipFM(name, model, open_clip.get_tokenizer(arch), precision, cache_size, device)
+
+
+def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str] = (),
+             target_image: str | Path | None = None) -> None:
+    """Check a foundation-model request without loading anything, so that a command fails at once with one
+    clear line rather than after a model load or a progress bar: a known name, a weights file that looks like a
+    checkpoint, prompts only for models with a text tower, a readable target image, and for the hub's CLIP
+    weights either a local copy or a reachable hub (offline, say what works offline)."""
+    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "clip")
+                                         or name.startswith("openclip:")):
+        raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+    if prompts and name in ("pixels", "efficientnet-lite0"):
+        raise ValueError(f"the foundation model {name} has no text encoder: --prompt needs --fm clip or "
+                         f"--fm openclip:ARCH; with --fm {name} give a --target-image FILE")
+    if target_image is not None:
+        _check_image(Path(target_image))
+    if name == "efficientnet-lite0":
+        efficientnet_lite0_weights_file()
+        return
+    if name == "pixels":
+        return
+    import open_clip
+
+    arch = "ViT-B-32" if name == "clip" else name.split(":", 1)[1]
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32, ViT-B-16, RN50 "
+                         f"(open_clip.list_models() lists all)")
+    if weights is not None:
+        _check_checkpoint(Path(weights))
+    elif name == "clip":
+        _check_hub_reachable(arch, "openai")
+    else:
+        raise ValueError(f"--fm {name} needs --weights FILE (a local state dict); for the hub's OpenAI weights "
+                         f"use --fm clip, offline --fm {OFFLINE_DEFAULT}")
+
+
+def _check_image(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise ValueError(f"--target-image {path}: cannot read it as an image ({type(exc).__name__}); give a PNG "
+                         f"or JPEG file") from None
+
+
+def _check_checkpoint(path: Path) -> None:
+    """A file that torch.load or safetensors can read, judged by its first bytes (no unpickling here)."""
+    if not path.is_file():
+        raise ValueError(f"weights file {str(path)!r} does not exist; pass --weights FILE with an existing "
+                         f"state dict, or use the offline default --fm {OFFLINE_DEFAULT}")
+    with path.open("rb") as f:
+        head = f.read(16)
+    is_zip = head.startswith(b"PK\x03\x04")          # torch.save (zip format)
+    is_pickle = head[:1] == b"\x80"                    # legacy torch.save
+    is_safetensors = len(head) >= 9 and head[8:9] == b"{"  # 8-byte header length, then the JSON header
+    if not (is_zip or is_pickle or is_safetensors):
+        raise ValueError(f"weights file {str(path)!r} is not a checkpoint (a torch.save state dict or a "
+                         f".safetensors file); check --weights")
+
+
+def _check_hub_reachable(arch: str, pretrained: str) -> None:
+    """The hub's weights are there when cached locally or when the hub answers within seconds; offline (or
+    HF_HUB_OFFLINE=1) this fails at once instead of after the hub client's retries."""
+    import os
+    import socket
+
+    from open_clip.pretrained import get_pretrained_cfg
+
+    offline_hint = (f"offline, pass --weights FILE (a local state dict of {arch}) or use --fm {OFFLINE_DEFAULT} "
+                    f"(ships with the package) or --fm pixels")
+    repo = (get_pretrained_cfg(arch, pretrained) or {}).get("hf_hub", "").strip("/")
+    if repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            if isinstance(try_to_load_from_cache(repo, filename), str):
+                return
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        raise ValueError(f"--fm clip needs the {pretrained} weights from the Hugging Face hub, and HF_HUB_OFFLINE "
+                         f"is set; {offline_hint}")
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        raise ValueError(f"--fm clip needs the {pretrained} weights from the Hugging Face hub, which cannot be "
+                         f"reached; {offline_hint}") from None
 
 
 def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto",
@@ -390,11 +492,13 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
     if name == "efficientnet-lite0":
         return EfficientNetFM(precision, cache_size, device)
     if name == "clip":
+        if weights is None:
+            _check_hub_reachable("ViT-B-32", "openai")
         return _openclip("ViT-B-32", weights, "openai", precision, cache_size, "clip", device)
     if name.startswith("openclip:"):
         arch = name.split(":", 1)[1]
         if weights is None:
-            raise ValueError(f"{name!r} needs weights=FILE (a local state dict); for the hub's OpenAI weights "
-                             f"use 'clip', offline use {OFFLINE_DEFAULT!r}")
+            raise ValueError(f"--fm {name} needs --weights FILE (a local state dict); for the hub's OpenAI weights "
+                             f"use --fm clip, offline --fm {OFFLINE_DEFAULT}")
         return _openclip(arch, weights, None, precision, cache_size, name, device)
-    raise ValueError(f"unknown foundation model {name!r}; choose one of {', '.join(FM_NAMES)}")
+    raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")

@@ -9,6 +9,7 @@ pygame events (SDL's dummy video driver).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from workbench.export import to_uint8
 from workbench.simulations import Substrate
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame prints a banner on import otherwise
 
 
 @dataclass
@@ -98,7 +101,9 @@ def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = N
     """Open the window and loop until q / close (or max_frames, for tests and demos)."""
     import pygame
 
-    pygame.init()
+    # the viewer plays no sound: no audio device is opened (ALSA complains on machines without one)
+    pygame.display.init()
+    pygame.font.init()
     try:
         screen = pygame.display.set_mode((window, window))
         pygame.display.set_caption(f"workbench view {model.sub.name}")

@@ -9,6 +9,7 @@ poster layout). Used by the /atlas page and by figures.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -29,9 +30,13 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
 
         xy = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed).fit_transform(z)
     elif method == "umap":
-        import umap
+        # UMAP and numba warn on import and fit (n_jobs overridden by random_state, spectral init fallbacks):
+        # noise for the user, who asked for a seeded projection
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import umap
 
-        xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=seed).fit_transform(z)
+            xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=seed).fit_transform(z)
     else:
         raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
     xy = np.asarray(xy, np.float64)

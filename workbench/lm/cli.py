@@ -18,6 +18,7 @@ def cmd_zoo_build(args) -> int:
     device = check_device(args.device)
     tasks = tuple(check_tasks(args.tasks or TASKS))
     cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed, device=device)
+    args.out = args.out or ("data/zoo-quick" if args.quick else "data/zoo")
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
@@ -55,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     build = zoo_sub.add_parser("build", help="train the base and one expert per task (~3 min on 2 CPU cores)",
                                description="A zoo trained on a GPU has other weights than one trained on the CPU "
                                            "(zoo.json records the device); each is reproducible for a seed.")
-    build.add_argument("--out", default="data/zoo", help="zoo folder (default: data/zoo)")
+    build.add_argument("--out", default=None, help="zoo folder (default: data/zoo; with --quick data/zoo-quick, "
+                                                      "so a smoke test never replaces the real zoo)")
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")

@@ -80,10 +80,23 @@ class Recipe:
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> Recipe:
         """Parse YAML text, or read it from a path (a Path, or a one-line string naming an existing file)."""
-        text = str(text_or_path)
+        text, where = str(text_or_path), "the recipe"
         if isinstance(text_or_path, Path) or ("\n" not in text and _is_file(text)):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(yaml.safe_load(text))
+            where = str(text_or_path)
+            try:
+                text = Path(text_or_path).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read the recipe {where}: {exc}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:  # one line naming the file and the place, not the parser's trace
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"{where} is not valid YAML{at}: {what}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is not a mergekit recipe (a YAML mapping with merge_method, models or slices)")
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"merge_method": self.merge_method}

@@ -1,0 +1,22 @@
+"""Package exports that load on first use (PEP 562), so `import workbench.merge` stays as cheap as the CLI's
+`--help` needs while `from workbench.merge import merge_tensors` works as the README shows."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+
+def exports(package: str, modules: dict[str, list[str]]) -> tuple[Callable, Callable, list[str]]:
+    """(__getattr__, __dir__, __all__) for a package whose public names live in the given submodules."""
+    where = {name: module for module, names in modules.items() for name in names}
+
+    def __getattr__(name: str):
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    def __dir__() -> list[str]:
+        return sorted(where)
+
+    return __getattr__, __dir__, sorted(where)
