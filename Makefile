@@ -45,7 +45,7 @@ demo: $(STAMP)
 	  --iters $(DEMO_ITERS) --runs $(RUNS)
 	# the language-model side: the CPU-built zoo (once, a few minutes), then an evolved TIES recipe of two experts
 	# (re)build unless a real zoo is there: a quick smoke-test zoo (weak experts) would make a useless demo
-	grep -qs '"quick": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
@@ -58,7 +58,7 @@ bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json
 	$(VENV)/bin/workbench bench fm --json
 	$(VENV)/bin/workbench bench asal --json
-	grep -qs '"quick": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench bench merge --json
 
 clean:

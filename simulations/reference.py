@@ -47,6 +47,25 @@ def lenia_fK(kernels_K):
     return np.fft.fft2(np.fft.ifftshift(kernels_K, axes=(-2, -1)), axes=(-2, -1))
 
 
+def lenia_states(params, steps: int, pattern="5N7KKM", grid: int = 128):
+    """(world, shift, total_shift) of one simulation after init (which performs one step) and after each of
+    `steps` further steps: steps + 1 states, from decoded parameters (m, s, h, cells)."""
+    from workbench.simulations.lenia import kernel_fields, load_pattern
+
+    pat = load_pattern(pattern)
+    fK = lenia_fK(kernel_fields(pat, grid))
+    c0, c1 = [k["c0"] for k in pat["kernels"]], [k["c1"] for k in pat["kernels"]]
+    cells = np.asarray(params["cells"])
+    world = np.zeros((grid, grid, cells.shape[-1]), np.float32)
+    o = (grid - cells.shape[0]) // 2
+    world[o:o + cells.shape[0], o:o + cells.shape[1]] = cells
+    shift, total = np.zeros(2, int), np.zeros(2, int)
+    for _ in range(steps + 1):
+        world, shift, total = lenia_step(world, shift, total, params["m"], params["s"], params["h"], fK, c0, c1,
+                                         pat["R"], pat["T"])
+        yield world, shift, total
+
+
 # --- Boids -------------------------------------------------------------------------------------
 
 def boids_step(x, v, p, k=16, visual_range=0.1, speed=0.5, dt=0.01):

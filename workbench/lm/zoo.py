@@ -67,7 +67,7 @@ class ZooConfig:
     threads: int = 1  # part of the reproducibility contract: CPU reductions may differ across thread counts
     eval_n: int = 128
     device: str | None = None  # "cpu", "cuda", "cuda:N"; None: the GPU when torch sees one (a string: pickles)
-    quick: bool = False  # a seconds-long smoke-test build (weak experts): recorded so that users are warned
+    quick_build: bool = False  # a seconds-long smoke-test build (weak experts): recorded so users are warned
 
     def __post_init__(self):
         if self.device is not None:
@@ -77,7 +77,7 @@ class ZooConfig:
     def quick(cls, **kw) -> ZooConfig:
         """A seconds-long build for tests and smoke runs (weak experts)."""
         small = dict(hidden=32, layers=2, heads=2, intermediate=64, base_steps=20, expert_steps=10, eval_n=16,
-                     expert_budget={}, quick=True)
+                     expert_budget={}, quick_build=True)
         return cls(**{**small, **kw})
 
     def budget(self, task: str) -> tuple[int, float]:
@@ -101,7 +101,7 @@ class Zoo:
     @property
     def quick(self) -> bool:
         """A smoke-test zoo (`zoo build --quick`): its experts are too weak for meaningful merges."""
-        return bool(self.info.get("config", {}).get("quick", False))
+        return bool(self.info.get("config", {}).get("quick_build", False))
 
     def quick_warning(self) -> str | None:
         """The note to show before using a quick zoo for real work (None for a real zoo)."""
