@@ -307,3 +307,14 @@ def test_quick_zoo_goes_to_its_own_folder_and_is_marked(tmp_path, quick_zoo):
     zoo = load_zoo(tmp_path / "data" / "zoo-quick")
     assert zoo.quick and "quick smoke-test zoo" in zoo.quick_warning()
     assert load_zoo(quick_zoo).quick
+
+
+def test_zoo_configs_serialise_and_say_whether_they_are_quick():
+    import json
+    from dataclasses import asdict
+
+    from workbench.lm.zoo import ZooConfig
+
+    real, quick = ZooConfig(), ZooConfig.quick()
+    assert real.quick_build is False and quick.quick_build is True
+    assert json.loads(json.dumps(asdict(real)))["quick_build"] is False
