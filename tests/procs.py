@@ -1,5 +1,7 @@
 """Real `workbench` processes for the tests: start one, and SIGKILL it once its run has some iterations."""
 
+import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,14 +15,28 @@ def cli(*args, cwd) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def run_command(command: str, cwd) -> subprocess.Popen:
+    """Start a `workbench …` command line (as printed by the run store, e.g. a resume_command)."""
+    argv = shlex.split(command)
+    assert argv[0] == "workbench", command
+    return cli(*argv[1:], cwd=cwd)
+
+
+def _iterations(store: RunStore) -> int:
+    """Iterations run.json reports for the (only) run in store; read directly, so that polling is cheap."""
+    for path in store.root.glob("*/run.json") if store.root.exists() else ():
+        try:
+            return json.loads(path.read_text())["iterations"]
+        except (OSError, ValueError, KeyError):
+            return 0
+    return 0
+
+
 def kill_after(proc: subprocess.Popen, store: RunStore, iterations: int, timeout: float = 240) -> dict:
     """SIGKILL proc as soon as the (only) run in store has `iterations` done; its catalog row after the kill."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        runs = store.list() if store.root.exists() else []
-        if runs and runs[0]["iterations"] >= iterations:
-            break
-        time.sleep(0.05)
+    while time.time() < deadline and proc.poll() is None and _iterations(store) < iterations:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return store.list()[0]

@@ -2,13 +2,14 @@
 `workbench merge evolve|apply`, and the errors users meet."""
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from procs import cli as _cli
-from procs import kill_after
+from procs import kill_after, run_command
 
 from workbench.cli import main
 from workbench.merge.evolve import EvolveConfig, evolve
@@ -30,6 +31,13 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     info = run.info
     assert info["kind"] == "merge" and info["substrate"] == method and info["status"] == "done"
     assert info["iterations"] == 2 and len(run.read_table("metrics")) == 2
+    # fitness is higher-is-better and listed as such (best_loss stays −fitness for older readers)
+    assert info["metric"] == "fitness" and info["better"] == "higher"
+    (row,) = RunStore(tmp_path).list()
+    assert row["best"] == -info["best_loss"] and row["method"] == method and row["models"] == ["add", "sort"]
+    assert row["columns"] == ["method", "models"] and row["algorithm"] is None
+    metrics = run.read_table("metrics").to_pylist()
+    assert metrics[-1]["best_fitness"] == row["best"] == max(m["fitness_max"] for m in metrics)
     evals = _evaluations(run)
     assert len(evals) == 8 and {"acc_add", "acc_sort", "loss", "genome"} <= set(evals[0])
     assert all(-1 <= e["loss"] <= 0 for e in evals)
@@ -85,7 +93,11 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
     row = kill_after(killed, store, 3)
     run_id = row["id"]
     assert 3 <= row["iterations"] < 12, "the kill should land mid-run"
-    resumed = _cli("merge", "evolve", "--resume", run_id, "--runs", "killed", "--quiet", cwd=tmp_path)
+    assert row["status"] == "interrupted"
+    assert row["resume_command"] == f"workbench merge evolve --resume {run_id} --runs {store.root}"
+    files = {p.name for p in store.open(run_id).path.iterdir()}
+    assert "checkpoint.json" in files and not any(f.endswith(".pkl") for f in files)
+    resumed = run_command(f"workbench merge evolve --resume {run_id[:-1]} --runs killed --quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     result = json.loads(out)
@@ -95,6 +107,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     assert _evaluations(a) == _evaluations(b)
     assert (a.path / "recipe.yaml").read_text() == (b.path / "recipe.yaml").read_text()
+    assert b.info["command"] == shlex.join(["workbench", *args, "--runs", "killed"])
 
 
 @torch.no_grad()
@@ -138,6 +151,7 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
         (["--models", "add", "--tasks", "juggling"], "unknown task 'juggling'"),
         (["--models", "add", "--task-weights", "1", "2"], "task weights"),
         (["--resume", "missing-run"], "no run 'missing-run'"),
+        (["--resume", "x", "--trust-pickle"], "no run 'x'"),
     ]
     for extra, message in cases:
         try:
@@ -157,3 +171,45 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("add",), hidden=48, heads=2))
     code = main([*base, "--models", "add", str(other / "add"), "--tasks", "add"])
     assert code == 2 and "tensor model." in capsys.readouterr().err
+
+
+def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path, quick_zoo, capsys):
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+
+    store = RunStore(tmp_path)
+    stops = iter([False, True])
+    run = evolve(_cfg(quick_zoo, method="ties"), store, should_stop=lambda: next(stops))
+    search = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+                                     iters=1, pop=4), store)
+    base = ["merge", "evolve", "--runs", str(tmp_path), "--quiet"]
+    proc = _cli(*base, "--resume", run.id, "--models", "add", "brackets", "--method", "ties", "--seed", "2",
+                cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "--models ['add', 'brackets'] ≠ the run's ['add', 'sort']" in err and "--seed 2 ≠ the run's 1" in err
+    assert "--method" not in err  # given as the run has it
+    assert main([*base, "--resume", search.id]) == 2
+    assert f"is an openended run, not merge; resume it with workbench asal openended --resume {search.id}" in \
+        capsys.readouterr().err.replace("\n", "")
+    with pytest.raises(ValueError, match="sigma 0.5 ≠ the run's 0.2"):
+        evolve(_cfg(quick_zoo, method="ties", sigma=0.5), store, resume=run.id)
+    assert store.open(run.id).info["iterations"] == 1
+
+    # the list shows merge runs with their own columns and fitness, higher is better
+    assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "merge evolutions" in out and "best fitness ↑" in out and "add, sort" in out and "ties" in out
+    assert "ASAL searches" in out and "best loss ↓" in out
+
+
+def test_dfs_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_zoo):
+    """CMA-ES with margin (CMAwM and its inner CMA) through a JSON + npz checkpoint, in the library."""
+    whole = evolve(_cfg(quick_zoo, method="dfs", iters=3), RunStore(tmp_path / "whole"))
+    store = RunStore(tmp_path / "stopped")
+    stops = iter([False, True])
+    stopped = evolve(_cfg(quick_zoo, method="dfs", iters=3), store, should_stop=lambda: next(stops))
+    assert stopped.status == "stopped" and stopped.resume_command.startswith("workbench merge evolve --resume")
+    done = evolve(None, store, resume=stopped.id)
+    assert done.status == "done" and _evaluations(done) == _evaluations(whole)
+    assert (done.path / "dfs.json").read_text() == (whole.path / "dfs.json").read_text()

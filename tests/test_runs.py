@@ -1,18 +1,24 @@
-"""Searches end to end through the run store and the CLI: files, catalog, resume after a real kill."""
+"""Searches end to end through the run store and the CLI: files, catalog, resume after a real kill, resume
+checks (kind, contradicting flags), run-id prefixes, heartbeat and interrupted runs."""
 
+import hashlib
 import json
 import os
+import shlex
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 from procs import cli as _cli
-from procs import kill_after
+from procs import kill_after, run_command
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.cli import main
-from workbench.runs import RunError, RunStore
+from workbench.runs import RunError, RunStore, write_json
 
 
 def test_target_search_writes_a_complete_run(tmp_path, capsys):
@@ -26,49 +32,94 @@ def test_target_search_writes_a_complete_run(tmp_path, capsys):
     assert seen == [(1, 3), (2, 3), (3, 3)]
     files = {p.name for p in run.path.iterdir()}
     assert {"run.json", "metrics.parquet", "population.parquet", "best.npy", "best.png", "best.mp4",
-            "checkpoint.pkl"} <= files
+            "checkpoint.json", "inputs"} <= files
+    assert not any(name.endswith(".pkl") for name in files)
     info = run.info
     assert info["status"] == "done" and info["iterations"] == 3 and info["versions"]["torch"]
     metrics = run.read_table("metrics").to_pylist()
     assert [m["iteration"] for m in metrics] == [0, 1, 2]
     assert np.load(run.path / "best.npy").shape == (3117,)
     assert info["best_loss"] == min(m["loss_min"] for m in metrics)
+    # the target image is the run's own copy, hashed; no path into the user's files is needed any more
+    assert info["config"]["target_image"] == "inputs/target.png"
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert info["inputs"]["target_image"]["sha256"] == digest
+    assert hashlib.sha256((run.path / "inputs" / "target.png").read_bytes()).hexdigest() == digest
+    # best.png: the best θ's last frame at the render size, not the 74×74 thumbnail of the FM input
+    assert np.asarray(Image.open(run.path / "best.png")).shape == (224, 224, 3)
+    assert info["pid"] == os.getpid() and info["heartbeat"] > 0 and info["command"] is None  # a library call
 
     assert main(["runs", "list", "--json", "--runs", str(store.root)]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {"id", "kind", "substrate", "fm", "status", "iterations", "best_loss"} <= set(rows[0])
     assert rows[0]["id"] == run.id and rows[0]["kind"] == "target"
+    assert {k: rows[0][k] for k in ("metric", "better", "best", "algorithm", "method", "models", "columns",
+                                    "resume_command")} == {
+        "metric": "loss", "better": "lower", "best": info["best_loss"], "algorithm": "cma", "method": None,
+        "models": None, "columns": ["substrate", "fm", "algorithm"], "resume_command": None}
     assert main(["runs", "show", run.id, "--runs", str(store.root), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert len(shown["metrics"]) == 3
 
 
-SEARCH = ["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "40", "--frames", "4",
-          "--iters", "8", "--pop", "6", "--chunk", "3", "--seed", "5", "--quiet"]
+SEARCHES = {
+    "target": ["asal", "target", "--substrate", "boids", "--fm", "pixels", "--target-image", "target.png",
+               "--steps", "40", "--frames", "2", "--size", "64", "--iters", "10", "--pop", "6", "--chunk", "3",
+               "--seed", "5"],
+    "ga": ["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--algorithm", "ga", "--population", "12",
+           "--pop", "4", "--steps", "30", "--size", "64", "--iters", "10", "--seed", "5"],
+    "map-elites": ["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--algorithm", "map-elites",
+                   "--pop", "6", "--steps", "30", "--size", "64", "--iters", "10", "--seed", "5"],
+}
 
 
-def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path):
-    whole = _cli(*SEARCH, "--runs", "whole", cwd=tmp_path)
+@pytest.mark.parametrize("search", list(SEARCHES))
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
+    """SIGKILL a real process mid-run: the catalog says interrupted and gives the resume command; that
+    command (with a prefix of the id) ends the run exactly as an uninterrupted one, from JSON + npz."""
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    args = [*SEARCHES[search], "--quiet"]
+    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)  # alongside the killed one: the test takes half the time
+    killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
+    store = RunStore(tmp_path / "killed")
+    row = kill_after(killed, store, 3)
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
     reference = json.loads(out)
-
-    killed = _cli(*SEARCH, "--runs", "killed", cwd=tmp_path)
-    store = RunStore(tmp_path / "killed")
-    row = kill_after(killed, store, 3)
     run_id, done_before = row["id"], row["iterations"]
-    assert 3 <= done_before < 8, "the kill should land mid-run"
-    resumed = _cli("asal", "openended", "--resume", run_id, "--runs", "killed", "--quiet", cwd=tmp_path)
+    assert 3 <= done_before < 10, "the kill should land mid-run"
+    assert row["status"] == "interrupted"
+    assert row["resume_command"] == f"workbench asal {SEARCHES[search][1]} --resume {run_id} --runs {store.root}"
+    files = {p.name for p in store.open(run_id).path.iterdir()}
+    assert "checkpoint.json" in files and not any(f.endswith(".pkl") for f in files)
+    assert len([f for f in files if f.startswith("checkpoint-") and f.endswith(".npz")]) == 1
+
+    shown = _cli("runs", "show", run_id[:-2], "--runs", "killed", "--json", cwd=tmp_path)  # a unique prefix
+    out, err = shown.communicate(timeout=120)
+    assert shown.returncode == 0, err
+    shown = json.loads(out)
+    assert shown["id"] == run_id and shown["status"] == "interrupted" and shown["recorded_status"] == "running"
+    assert shown["resume_command"] == row["resume_command"].replace(str(store.root), "killed")
+    assert shown["command"] == shlex.join(["workbench", *args, "--runs", "killed"])
+
+    resumed = run_command(row["resume_command"].replace(run_id, run_id[:-2]) + " --quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     result = json.loads(out)
-    assert result["status"] == "done" and result["iterations"] == 8
+    assert result["status"] == "done" and result["iterations"] == 10
     assert result["best_loss"] == reference["best_loss"]
     a = RunStore(tmp_path / "whole").open(reference["id"])
     b = store.open(run_id)
+    assert b.status == "done" and b.resume_command is None
+    assert b.info["resumes"][0]["from_iteration"] >= done_before
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     losses = lambda r: [(m["loss_min"], m["loss_mean"]) for m in r.read_table("metrics").to_pylist()]  # noqa: E731
     assert losses(a) == losses(b)
+    assert a.read_table("population").to_pylist() == b.read_table("population").to_pylist()
+    if search == "target":
+        assert (b.path / "best.png").exists() and b.info["inputs"] == a.info["inputs"]
+    else:
+        np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
 
 
 def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
@@ -125,3 +176,101 @@ def test_illumination_from_the_cli(tmp_path, capsys, algorithm):
         assert len(population) == 12
     atlas = np.asarray(Image.open(run.path / "atlas.png"))
     assert atlas.ndim == 3 and atlas.any()
+
+
+def _one_error_line(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == "", (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
+    """`asal target --substrate boids --target-image flock.png --resume ID_OF_AN_ILLUMINATION_RUN` used to run
+    the other run: now one error, from the CLI (in its own process) and from the library."""
+    flock = tmp_path / "flock.png"
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(flock)
+    Image.fromarray(np.full((24, 24, 3), [200, 20, 90], np.uint8)).save(tmp_path / "other.png")
+    (tmp_path / "copy.png").write_bytes(flock.read_bytes())
+    store = RunStore(tmp_path / "runs")
+    illumination = run_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+                                           iters=1, pop=4, population=8), store)
+    stops = iter([False, True])
+    target = run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+                                     target_image=str(flock), iters=2, pop=4), store, should_stop=lambda: next(stops))
+    assert target.status == "stopped"
+
+    base = ["--runs", "runs", "--quiet"]
+    procs = [_cli("asal", "target", "--substrate", "boids", "--target-image", "flock.png", "--resume", illumination.id,
+                  *base, cwd=tmp_path),
+             _cli("asal", "target", "--resume", target.id, "--substrate", "lenia", "--target-image", "other.png",
+                  "--pop", "4", "--fm", "pixels", *base, cwd=tmp_path)]
+    wrong_kind, contradicting = (_one_error_line(p) for p in procs)
+    assert f"run {illumination.id} is an illuminate run, not target" in wrong_kind
+    assert f"resume it with workbench asal illuminate --resume {illumination.id} --runs runs" in wrong_kind
+    assert "--substrate 'lenia' ≠ the run's 'boids'" in contradicting and "--target-image other.png" in contradicting
+    assert "--pop" not in contradicting and "--fm" not in contradicting  # given, but as the run has them
+    assert store.open(illumination.id).info["iterations"] == 1 and store.open(target.id).info["iterations"] == 1
+
+    # the library: the same checks, by config field
+    with pytest.raises(RunError, match="is an illuminate run, not target"):
+        run_search(None, store, resume=illumination.id, kind="target")
+    other = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels", steps=10, size=32),
+                         target_image=str(flock), iters=2, pop=4)
+    with pytest.raises(RunError, match=r"eval\.substrate 'lenia' ≠ the run's 'boids'") as caught:
+        run_search(other, store, resume=target.id)
+    assert "target_image" not in str(caught.value)  # the same image, compared by content
+
+    # the same image under another name, flags as the run has them: resumes
+    ok = _cli("asal", "target", "--resume", target.id[:-1], "--substrate", "boids", "--target-image", "copy.png",
+              *base, cwd=tmp_path)
+    out, err = ok.communicate(timeout=300)
+    assert ok.returncode == 0, err
+    assert json.loads(out)["status"] == "done" and store.open(target.id).info["iterations"] == 2
+
+
+def test_run_id_prefixes(tmp_path):
+    store = RunStore(tmp_path)
+    a = store.create("target", "boids", "pixels", {}, 1)
+    b = store.create("target", "boids", "pixels", {}, 1)
+    c = store.create("openended", "lenia", "pixels", {}, 2)
+    assert b.id == a.id + "-1"
+    assert store.open(c.id[:-3]).id == c.id  # unique
+    assert store.open(a.id).id == a.id  # a whole id that also starts another one
+    with pytest.raises(RunError, match=f"ambiguous.*{a.id}, {b.id}"):
+        store.open(a.id[:10])
+    with pytest.raises(RunError, match="no run 'zzz'"):
+        store.open("zzz")
+
+
+def test_heartbeat_and_interrupted_runs(tmp_path, capsys):
+    store = RunStore(tmp_path)
+    run = store.create("target", "boids", "pixels", {"iters": 5}, 0)
+    assert run.status == "running" and run.resume_command is None  # this process: alive
+    with pytest.raises(RunError, match="still running"):
+        store.reopen(run.id, dict)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run.update(pid=gone.pid)
+    assert run.status == "interrupted"
+    assert run.resume_command == f"workbench asal target --resume {run.id} --runs {tmp_path}"
+    assert store.reopen(run.id, dict)[1] == {"iters": 5}
+    run.update(pid=os.getpid(), pid_started=1.0)  # the pid lives, but it is another process now
+    assert run.status == "interrupted"
+    run.update(host="elsewhere", heartbeat=time.time() - 30)  # another host: the heartbeat decides
+    assert run.status == "running"
+    run.update(heartbeat=time.time() - 3600)
+    assert run.status == "interrupted"
+    row = store.list()[0]
+    assert row["status"] == "interrupted" and row["resume_command"] == run.resume_command
+    info = run.info
+    info["status"] = "done"
+    write_json(run.path / "run.json", info)
+    assert run.status == "done" and run.resume_command is None
+    info["status"] = "running"
+    write_json(run.path / "run.json", info)
+    assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "interrupted" in captured.out and "best loss ↓" in captured.out and "algorithm" in captured.out
+    assert f"resume it with: workbench asal target --resume {run.id}" in captured.err

@@ -1,11 +1,27 @@
-"""Search objects: ask/tell behaviour, the GA's pruning rule, MAP-Elites, and pickled continuation."""
+"""Search objects: ask/tell behaviour, the GA's pruning rule, MAP-Elites, and continuation from a state
+written as JSON + npz (and, for checkpoints of older versions, from a pickle)."""
 
+import io
+import json
 import pickle
 
 import numpy as np
 import pytest
 
 from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch, prune_redundant
+from workbench.checkpoint import pack, unpack
+
+
+def through_a_checkpoint(search):
+    """The search written as a run checkpoint is (JSON text + npz bytes) and read back."""
+    tree, arrays = pack({"search": search})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with np.load(io.BytesIO(buffer.getvalue()), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    clone = unpack(json.loads(json.dumps(tree)), arrays)["search"]
+    assert type(clone) is type(search) and clone is not search
+    return clone
 
 
 def test_sep_cma_es_minimises_a_quadratic():
@@ -73,25 +89,42 @@ def _embed(x):
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
-def test_map_elites_fills_cells_and_pickles_exactly():
+def _continue_both(a, b, steps: int, tell) -> None:
+    """Drive two searches side by side: every ask and every tell result must be identical."""
+    for _ in range(steps):
+        xa, xb = a.ask(), b.ask()
+        np.testing.assert_array_equal(xa, xb)
+        assert tell(a, xa) == tell(b, xb)
+
+
+def test_map_elites_fills_cells_and_resumes_exactly():
     me = MapElitesSearch(8, batch=8, sigma=0.3, cells=8, seed=0)
-    me.tell(first := me.ask(), None, _embed(first))
+    _continue_both(me, through_a_checkpoint(me), 1, lambda s, x: s.tell(x, None, _embed(x)))  # before the archive
     covered = me.archive.stats.coverage
     for _ in range(5):
         x = me.ask()
         me.tell(x, None, _embed(x))
     assert me.archive.stats.coverage > covered
-    clone = pickle.loads(pickle.dumps(me))
-    for a_search in (me, clone):
-        x = a_search.ask()
-        a_search.tell(x, None, _embed(x))
-    np.testing.assert_array_equal(me.population()[0], clone.population()[0])
+    clone = through_a_checkpoint(me)
+    assert clone.archive.stats == me.archive.stats and len(clone.archive) == len(me.archive)
+    _continue_both(me, clone, 4, lambda s, x: s.tell(x, None, _embed(x)))
+    for a, b in zip(me.population(), clone.population(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(me.archive.sample_elites(5)["solution"], clone.archive.sample_elites(5)["solution"])
 
 
-def test_pickled_cma_continues_identically():
+def test_cma_and_ga_resume_exactly():
     a = SepCMAESSearch(5, population=8, seed=3)
     for _ in range(3):
         x = a.ask()
         a.tell(x, (x ** 2).sum(axis=1))
-    b = pickle.loads(pickle.dumps(a))
+    _continue_both(a, through_a_checkpoint(a), 3, lambda s, x: s.tell(x, (x ** 2).sum(axis=1)))
+    b = pickle.loads(pickle.dumps(a))  # checkpoints of older versions were pickles (--trust-pickle)
     np.testing.assert_array_equal(a.ask(), b.ask())
+
+    ga = IlluminationGA(6, population=10, children=4, sigma=0.2, seed=1)
+    _continue_both(ga, through_a_checkpoint(ga), 1, lambda s, x: s.tell(x, None, _embed(np.tile(x, (1, 1)) + 0.1)))
+    for _ in range(3):
+        x = ga.ask()
+        ga.tell(x, None, _embed(x))
+    _continue_both(ga, through_a_checkpoint(ga), 3, lambda s, x: s.tell(x, None, _embed(x)))

@@ -112,34 +112,60 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
         yield on_iteration
 
 
+#: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
+#: defaults: their defaults, and the SearchConfig fields they set.
+ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 256, "iters": 100, "frames": 1, "bs": 1,
+                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0}
+ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
+               "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
+               "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
+               "population": "population", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
+               "c_softmax": "c_softmax", "c_oe": "c_oe"}
+
+
 def cmd_asal(args) -> int:
-    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.driver import FLAGS, SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
-    from workbench.runs import RunStore
+    from workbench.runs import RunStore, check_resume, cli_command
 
     check_device(args.device)
 
     store = RunStore(args.runs)
-    cfg = None
-    if args.resume is None:
+    given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
+    cfg, resume, total = None, None, None
+    if args.resume is not None:
+        # everything that would refuse the resume, before a model loads or a progress bar starts
+        run = store.open(args.resume)
+        check_resume(run, args.search, given, names=FLAGS)
+        run.check_resumable(trust_pickle=args.trust_pickle)
+        resume, total = run.id, run.info["config"].get("iters")
+    else:
+        defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
+
+        def value(dest: str):
+            v = getattr(args, dest, None)
+            return v if v is not None else defaults[dest]
+
         if args.substrate is None:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
-        ev = EvalConfig(args.substrate, args.fm, weights=args.weights, steps=args.steps, frames=args.frames,
-                        bs=args.bs, size=args.size, chunk=args.chunk, device=args.device)
+        ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
+                        bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
         if args.search == "illuminate":
-            extra = {"algorithm": args.algorithm, "population": args.population}
+            extra = {"algorithm": value("algorithm"), "population": value("population")}
         else:
             extra = {"prompts": args.prompt or [], "target_image": args.target_image}
-        cfg = SearchConfig(kind=args.search, eval=ev, iters=args.iters, pop=args.pop, sigma=args.sigma,
-                           seed=args.seed, c_softmax=args.c_softmax, c_oe=args.c_oe, **extra)
+        cfg = SearchConfig(kind=args.search, eval=ev, iters=value("iters"), pop=value("pop"), sigma=value("sigma"),
+                           seed=value("seed"), c_softmax=value("c_softmax"), c_oe=value("c_oe"), **extra)
+        total = cfg.iters
         for note in cfg.notes:
             err.print(f"[yellow]note:[/] {note}")
     client = _client(args)
     try:
-        with iteration_progress(f"asal {args.search}", args.iters, "loss", lambda row: f"{row['best_loss']:.4f}",
+        with iteration_progress(f"asal {args.search}", total, "loss", lambda row: f"{row['best_loss']:.4f}",
                                 quiet=args.quiet) as on_iteration:
-            run = run_search(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration,
-                             device=args.device)
+            run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                             device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
+                             command=cli_command())
     finally:
         if client is not None:
             client.close()
@@ -149,8 +175,35 @@ def cmd_asal(args) -> int:
     return 0
 
 
+def _runs_tables(rows: list[dict]) -> None:
+    """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions), each with the
+    columns that describe its runs, and the best value in its metric's units and direction."""
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 140))
+    families = {}
+    for r in rows:
+        families.setdefault("merge" if r["kind"] == "merge" else "asal", []).append(r)
+    for family, group in families.items():
+        describe = list(dict.fromkeys(c for r in group for c in r["columns"]))
+        metrics = sorted({(r["metric"], r["better"]) for r in group})
+        best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
+        kind = ["kind"] if family == "asal" else []
+        table = Table(*kind, *describe, "status", "iterations", best, "id",
+                      title="ASAL searches" if family == "asal" else "merge evolutions")
+        for r in group:
+            cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
+                     for c in describe]
+            value = "" if r["best"] is None else f"{r['best']:.4f}"
+            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], str(r["iterations"]), value, r["id"])
+        console.print(table)
+    for r in rows:
+        if r["resume_command"] and r["status"] == "interrupted":
+            err.print(f"{r['id']} was interrupted; resume it with: {r['resume_command']}", soft_wrap=True)
+
+
 def cmd_runs(args) -> int:
-    from workbench.runs import RunStore
+    from workbench.runs import RunStore, catalog_row
 
     store = RunStore(args.runs)
     if args.action == "list":
@@ -158,19 +211,17 @@ def cmd_runs(args) -> int:
         if args.json:
             print(json.dumps(rows))
         else:
-            from rich.table import Table
-
-            table = Table("kind", "substrate", "fm", "status", "iterations", "best_loss", "id")
-            for r in rows:
-                loss = "" if r["best_loss"] is None else f"{r['best_loss']:.4f}"
-                table.add_row(r["kind"], r["substrate"], r["fm"], r["status"], str(r["iterations"]), loss, r["id"])
-            Console(width=max(Console().width, 140)).print(table)
+            _runs_tables(rows)
         for name in store.broken():
             err.print(f"[yellow]warning:[/] {name} is not a readable run (corrupt or foreign run.json); skipped")
         return 0
     if args.action == "show":
         run = store.open(args.ids[0])
         info = run.info
+        row = catalog_row(info, store.root)
+        # the live status ("interrupted" when the process is gone) and how to go on; run.json's own as written
+        info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command")},
+                    recorded_status=info["status"])
         info["metrics"] = store.metrics(run.id)
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
@@ -178,8 +229,9 @@ def cmd_runs(args) -> int:
     a, b = (store.open(i) for i in args.ids)
     out = {}
     for run in (a, b):
-        info, metrics = run.info, store.metrics(run.id)
-        out[run.id] = {k: info[k] for k in ("kind", "substrate", "fm", "status", "iterations", "best_loss", "seed")}
+        row, metrics = catalog_row(run.info, store.root), store.metrics(run.id)
+        out[run.id] = {k: row[k] for k in ("kind", "substrate", "fm", "status", "iterations", "best_loss", "seed",
+                                           "metric", "better", "best")}
         out[run.id]["best_loss_by_iteration"] = [m["best_loss"] for m in metrics]
     print(json.dumps(out, indent=None if args.json else 2))
     return 0
@@ -293,30 +345,35 @@ def build_parser() -> argparse.ArgumentParser:
                        ("illuminate", "a diverse population: the reference GA or MAP-Elites")):
         a = asal_sub.add_parser(name, help=text, description=text)
         a.add_argument("--substrate", choices=choices)
-        a.add_argument("--fm", default="efficientnet-lite0",
-                       help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0, offline)")
+        # settings default to None here (defaults: ASAL_DEFAULTS), so that --resume can tell given flags apart
+        a.add_argument("--fm", help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0, "
+                                    "offline)")
         a.add_argument("--weights", help="local weights file (state dict) for clip / openclip:ARCH")
         if name != "illuminate":
             a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
-            a.add_argument("--target-image", help="target image file (for image-only FMs too)")
+            a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")
         else:
-            a.add_argument("--algorithm", choices=["ga", "map-elites"], default="ga")
-            a.add_argument("--population", type=int, default=256, help="GA population size")
-        a.add_argument("--iters", type=int, default=100)
-        a.add_argument("--pop", type=int, default=16 if name != "illuminate" else 32,
-                       help="CMA population / GA children / MAP-Elites batch")
+            a.add_argument("--algorithm", choices=["ga", "map-elites"], help="default: ga")
+            a.add_argument("--population", type=int, help="GA population size (default: 256)")
+        a.add_argument("--iters", type=int, help="default: 100")
+        a.add_argument("--pop", type=int, help="CMA population / GA children / MAP-Elites batch (default: "
+                                               f"{16 if name != 'illuminate' else 32})")
         a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
-        a.add_argument("--frames", type=int, default=1, help="K frames sampled at chunk ends")
-        a.add_argument("--bs", type=int, default=1, help="initial-state seeds averaged per θ")
-        a.add_argument("--size", type=int, default=224, help="render size fed to the FM")
-        a.add_argument("--sigma", type=float, default=0.1)
-        a.add_argument("--c-softmax", type=float, default=0.0, help="weight of the softmax target loss")
-        a.add_argument("--c-oe", type=float, default=0.0, help="weight of the open-endedness loss")
-        a.add_argument("--chunk", type=int, default=16, help="simulations per batch / Dask task")
+        a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: 1)")
+        a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
+        a.add_argument("--size", type=int, help="render size fed to the FM and of best.png / best.mp4 (default: 224)")
+        a.add_argument("--sigma", type=float, help="default: 0.1")
+        a.add_argument("--c-softmax", type=float, help="weight of the softmax target loss (default: 0)")
+        a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0)")
+        a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
         add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
-        a.add_argument("--seed", type=int, default=0)
+        a.add_argument("--seed", type=int, help="default: 0")
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-        a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run")
+        a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
+                                                         "settings flags must match the run's or be left out)")
+        a.add_argument("--trust-pickle", action="store_true",
+                       help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
+                            "run folders you trust)")
         a.add_argument("--workers", type=int, default=0, help="start a Dask LocalCluster with N workers")
         a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -350,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                           ("compare", 2, "two runs side by side")):
         r = runs_sub.add_parser(name, help=text)
         if n:
-            r.add_argument("ids", nargs=n, metavar="ID")
+            r.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one")
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         r.add_argument("--json", action="store_true")
         r.set_defaults(func=cmd_runs)

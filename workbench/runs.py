@@ -1,20 +1,38 @@
 """The run store: one folder per run, atomic writes, checkpoints for resume, a DuckDB catalog.
 
-    RUNS/<run-id>/run.json          config, seed, package versions, status, iterations, best loss
+    RUNS/<run-id>/run.json          config, seed, command line, package versions, inputs, status, heartbeat
                   metrics.parquet   one row per iteration
                   population.parquet θ, loss and embedding of the final population / archive
                   best.npy, best.png, best.mp4, atlas.png
-                  checkpoint.pkl    the search object and everything the loop needs to go on
+                  inputs/<name>     copies of the input files (a target image), hashed in run.json
+                  checkpoint.json   the search and everything the loop needs to go on, as plain JSON…
+                  checkpoint-<sha256>.npz   …and its arrays (named by their hash in checkpoint.json)
 
 Every file is written through workbench.atomic (a temporary name in the same folder, then a rename), so
-a crash leaves either the old or the new file, never half of one.
+a crash leaves either the old or the new file, never half of one. A checkpoint is a pair: the arrays go
+first, under a name made of their hash, then checkpoint.json names them; older array files are deleted
+only after that, so a crash at any point leaves a checkpoint.json whose arrays exist and match.
+
+Nothing in a run folder is a pickle: a folder someone else wrote can be resumed without running their
+code. Checkpoints of older versions (checkpoint.pkl) are refused unless the caller trusts the folder
+(`--trust-pickle`, `trust_pickle=True`).
+
+A running process writes a heartbeat into run.json (time, pid, host) every iteration; a run whose
+run.json says "running" but whose process is gone (or, on another host, whose heartbeat is stale) is
+reported as "interrupted", with the command that resumes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import pickle
 import platform
+import shlex
+import socket
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -24,9 +42,23 @@ from typing import Any
 import numpy as np
 
 from workbench.atomic import atomic_write, write_png
+from workbench.checkpoint import CheckpointError, pack, unpack
 
 FORMAT = 1
+CHECKPOINT_FORMAT = 1
 PACKAGES = ("workbench", "torch", "open-clip-torch", "taichi", "cmaes", "ribs", "duckdb", "numpy")
+
+#: What a run's best value measures, and which way is better.
+METRICS = {"loss": "lower", "fitness": "higher"}
+#: The command that continues a run of each kind.
+RESUME_COMMANDS = {"target": "workbench asal target", "openended": "workbench asal openended",
+                   "illuminate": "workbench asal illuminate", "merge": "workbench merge evolve"}
+#: The catalog columns that describe a run of each kind (besides status, iterations, best, id).
+KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("substrate", "fm", "algorithm"),
+                "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models")}
+#: A run on another host whose heartbeat is older than this (seconds) is taken for interrupted.
+STALE_AFTER = 600.0
+RESUMABLE = ("interrupted", "stopped", "failed")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -51,6 +83,139 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cli_command() -> str | None:
+    """This process's command line as `workbench …` when it is the workbench command (console script or
+    `python -m workbench`), else None (a library call, a notebook, a dashboard)."""
+    argv = sys.argv
+    if not argv:
+        return None
+    first = Path(argv[0])
+    if first.name == "workbench" or (first.name == "__main__.py" and first.parent.name == "workbench"):
+        return shlex.join(["workbench", *argv[1:]])
+    return None
+
+
+def _process_started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None if there is no such process."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).create_time()
+    except ImportError:  # without psutil only existence can be checked
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return 0.0
+        return 0.0
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess, AccessDenied, ZombieProcess
+        return None
+
+
+def heartbeat() -> dict:
+    """The fields a running process refreshes in run.json: time, pid, host and the pid's start time (so a
+    recycled pid is not mistaken for the run's process)."""
+    return {"heartbeat": round(time.time(), 3), "pid": os.getpid(), "host": socket.gethostname(),
+            "pid_started": _process_started(os.getpid())}
+
+
+def effective_status(info: dict) -> str:
+    """run.json's status, with "running" turned into "interrupted" when the process is gone: on this host
+    by its pid (and start time), elsewhere by a heartbeat older than STALE_AFTER."""
+    status = info.get("status")
+    if status != "running":
+        return status
+    pid, host = info.get("pid"), info.get("host")
+    if pid is not None and host == socket.gethostname():
+        started = _process_started(int(pid))
+        if started is None:
+            return "interrupted"
+        recorded = info.get("pid_started")
+        if recorded and started and abs(started - recorded) > 1.0:
+            return "interrupted"  # the pid now belongs to another process
+        return "running"
+    beat = info.get("heartbeat")
+    if beat is None:  # runs of older versions: their last update is the heartbeat
+        try:
+            beat = time.mktime(time.strptime(info.get("updated", ""), "%Y-%m-%dT%H:%M:%S"))
+        except (TypeError, ValueError):
+            return "interrupted"
+    return "interrupted" if time.time() - float(beat) > STALE_AFTER else "running"
+
+
+def resume_command(info: dict, root: str | Path) -> str | None:
+    """The command that continues the run, e.g. `workbench asal target --resume ID --runs DIR` (None for
+    a run that is done or still running)."""
+    if effective_status(info) not in RESUMABLE:
+        return None
+    return _resume_cli(info, root)
+
+
+def _resume_cli(info: dict, root: str | Path) -> str | None:
+    if info.get("kind") not in RESUME_COMMANDS:
+        return None
+    return f"{RESUME_COMMANDS[info['kind']]} --resume {shlex.quote(info['id'])} --runs {shlex.quote(str(root))}"
+
+
+def flat_config(config: dict) -> dict:
+    """A run config with its nested configs spelled out one level deep: {"eval": {"fm": …}} → {"eval.fm": …}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def resume_conflicts(info: dict, given: dict[str, Any]) -> list[tuple[str, str]]:
+    """The settings in `given` (config fields, dotted for nested configs: "eval.substrate") that contradict
+    a run's stored config, as (name, "given ≠ stored"). An input file the run copied (run.json `inputs`, by
+    config field) is compared by content (sha256), not by path."""
+    stored = flat_config(info["config"])
+    out = []
+    for name, value in given.items():
+        if name not in stored:
+            raise ValueError(f"unknown run setting {name!r}")
+        recorded = (info.get("inputs") or {}).get(name)
+        if recorded is not None and value is not None:
+            if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):
+                out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
+        elif (list(value) if isinstance(value, tuple) else value) != stored[name]:
+            out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
+    return out
+
+
+def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None) -> None:
+    """Refuse to resume `run` as a `kind` run, or with settings that contradict its config: one error
+    naming each setting by `names` (e.g. CLI flags; default: the config's field names)."""
+    info = run.info
+    if kind is not None and info.get("kind") != kind:
+        raise RunError(_wrong_kind(run, kind))
+    conflicts = resume_conflicts(info, given)
+    if conflicts:
+        listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
+        raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "
+                       f"or start a new run")
+
+
+def _wrong_kind(run: Run, wanted: str) -> str:
+    info = run.info
+    article = "an" if str(info.get("kind"))[:1] in "aeiou" else "a"
+    how = _resume_cli(info, run.path.parent)
+    hint = f"; resume it with {how}" if how else ""
+    return f"run {run.id} is {article} {info.get('kind')} run, not {wanted}{hint}"
+
+
 class RunError(ValueError):
     """A run folder that is missing, corrupt or not ours."""
 
@@ -64,6 +229,7 @@ class Run:
 
     @property
     def info(self) -> dict:
+        """run.json as written (its status is what the process last wrote; see `status`)."""
         try:
             info = json.loads((self.path / "run.json").read_text())
         except FileNotFoundError as exc:
@@ -74,26 +240,125 @@ class Run:
             raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT})")
         return info
 
+    @property
+    def status(self) -> str:
+        """running, done, stopped, failed, or interrupted (run.json says running; its process is gone)."""
+        return effective_status(self.info)
+
+    @property
+    def resume_command(self) -> str | None:
+        return resume_command(self.info, self.path.parent)
+
     def update(self, **fields) -> dict:
         info = self.info
         info.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(self.path / "run.json", info)
         return info
 
-    def save_checkpoint(self, state: dict) -> None:
-        atomic_write(self.path / "checkpoint.pkl", lambda p: p.write_bytes(pickle.dumps(state, protocol=5)))
+    def add_input(self, key: str, source: str | Path) -> Path:
+        """Copy an input file (e.g. the target image) to inputs/<name>, record its sha256 in run.json under
+        inputs[key], and return the copy's path, which the run reads from then on."""
+        source = Path(source)
+        data = source.read_bytes()
+        (self.path / "inputs").mkdir(exist_ok=True)
+        copy = self.path / "inputs" / source.name
+        atomic_write(copy, lambda p: p.write_bytes(data))
+        inputs = {**self.info.get("inputs", {}), key: {"path": f"inputs/{source.name}", "source": str(source),
+                                                     "sha256": hashlib.sha256(data).hexdigest()}}
+        self.update(inputs=inputs)
+        return copy
 
-    def load_checkpoint(self) -> dict | None:
-        path = self.path / "checkpoint.pkl"
-        if not path.exists():
+    def input_path(self, key: str) -> Path | None:
+        """The run's copy of input `key` (checked against its recorded hash), or None if it has none."""
+        entry = self.info.get("inputs", {}).get(key)
+        if entry is None:
             return None
+        path = self.path / entry["path"]
+        if not path.is_file() or sha256_file(path) != entry["sha256"]:
+            raise RunError(f"the run's copy of its input {entry['path']} is missing or changed (sha256 differs "
+                           f"from run.json); the run cannot be resumed")
+        return path
+
+    def check_resumable(self, trust_pickle: bool = False) -> None:
+        """Refuse, with one error, a run whose process is still running and an untrusted pickle checkpoint
+        (cheap: reads run.json and file names only, so callers can check before loading anything)."""
+        info = self.info
+        if effective_status(info) == "running":
+            raise RunError(f"run {self.id!r} is still running (pid {info.get('pid')} on {info.get('host')}); "
+                           f"stop it before resuming it")
+        if not trust_pickle and not (self.path / "checkpoint.json").exists() \
+                and (self.path / "checkpoint.pkl").exists():
+            raise RunError(self._pickle_refusal())
+
+    def _pickle_refusal(self) -> str:
+        return (f"run {self.id!r} has an old-format checkpoint (checkpoint.pkl), a pickle that can run any code its "
+                f"writer put in it; resume it only if you trust whoever wrote {self.path}, with --trust-pickle "
+                f"(Python: trust_pickle=True)")
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Write `state` (plain values, arrays, checkpointable objects) as checkpoint.json + its arrays."""
+        tree, arrays = pack(state)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"checkpoint-{digest[:24]}.npz"
+        if not (self.path / name).exists():
+            atomic_write(self.path / name, lambda p: p.write_bytes(data))
+        meta = {"format": CHECKPOINT_FORMAT, "arrays": name, "sha256": digest,
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "state": tree}
+        text = json.dumps(meta, separators=(",", ":"), allow_nan=False)  # compact: it is rewritten every iteration
+        atomic_write(self.path / "checkpoint.json", lambda p: p.write_text(text))
+        for old in self.path.glob("checkpoint-*.npz"):  # only now: checkpoint.json no longer names them
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        (self.path / "checkpoint.pkl").unlink(missing_ok=True)  # a converted pre-JSON checkpoint
+
+    def load_checkpoint(self, trust_pickle: bool = False) -> dict | None:
+        """The last checkpoint (None if the run has none). A pickle checkpoint of an older version is refused
+        unless trust_pickle: unpickling runs whatever code its writer put in it."""
+        path = self.path / "checkpoint.json"
+        if path.exists():
+            return self._load_json_checkpoint(path)
+        legacy = self.path / "checkpoint.pkl"
+        if not legacy.exists():
+            return None
+        if not trust_pickle:
+            raise RunError(self._pickle_refusal())
         try:
-            state = pickle.loads(path.read_bytes())
+            state = pickle.loads(legacy.read_bytes())
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt checkpoint
-            raise RunError(f"{path} is corrupt ({type(exc).__name__}); start a new run instead of --resume") from exc
-        if not isinstance(state, dict) or "iteration" not in state:
+            raise RunError(f"{legacy} is corrupt ({type(exc).__name__}); start a new run instead of --resume") from exc
+        if not isinstance(state, dict) or not {"iteration", "metrics"} <= set(state):
+            raise RunError(f"{legacy} is not a workbench checkpoint")
+        return state
+
+    def _load_json_checkpoint(self, path: Path) -> dict:
+        corrupt = f"the checkpoint of run {self.id!r} is corrupt"
+        try:
+            meta = json.loads(path.read_text())
+            arrays_path = self.path / Path(meta["arrays"]).name
+            data = arrays_path.read_bytes()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{corrupt} ({type(exc).__name__}: {exc}); start a new run instead of --resume") from exc
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"the checkpoint of run {self.id!r} has format {meta.get('format')}, this version reads "
+                           f"{CHECKPOINT_FORMAT}")
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise RunError(f"{corrupt} ({arrays_path.name} does not match its sha256 in checkpoint.json)")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            state = unpack(meta["state"], arrays)
+        except (CheckpointError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{corrupt} ({exc})") from exc
+        if not isinstance(state, dict) or not {"iteration", "metrics"} <= set(state):
             raise RunError(f"{path} is not a workbench checkpoint")
         return state
+
+    # --- tables and pictures -----------------------------------------------------------------------------------
 
     def write_table(self, name: str, rows: list[dict] | dict[str, list]) -> None:
         import pyarrow as pa
@@ -121,13 +386,37 @@ class Run:
         return f"Run({self.id!r})"
 
 
+def catalog_row(info: dict, root: str | Path) -> dict:
+    """One catalog row: today's keys, the metric and its direction, kind-specific columns, live status."""
+    kind, config = info.get("kind"), info.get("config") or {}
+    metric = info.get("metric") or ("fitness" if kind == "merge" else "loss")
+    better = METRICS.get(metric, "lower")
+    best_loss = info.get("best_loss")
+    merge = kind == "merge"
+    return {**{k: info.get(k) for k in ("id", "kind", "substrate", "fm")}, "status": effective_status(info),
+            **{k: info.get(k) for k in ("iterations", "best_loss", "seed", "created", "updated")},
+            "metric": metric, "better": better,
+            "best": None if best_loss is None else (best_loss if better == "lower" else -best_loss),
+            "algorithm": None if merge else config.get("algorithm"),
+            "method": config.get("method") if merge else None,
+            "models": list(config.get("models") or []) if merge else None,
+            "columns": list(KIND_COLUMNS.get(kind, ("substrate", "fm"))),
+            "resume_command": resume_command(info, root), "command": info.get("command")}
+
+
 class RunStore:
     """A folder of runs and the DuckDB catalog over them."""
 
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
 
-    def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int) -> Run:
+    def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
+               command: str | None = None) -> Run:
+        """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its
+        method and models there too, for older readers). metric: what best_loss measures ("loss", lower is
+        better, or "fitness", higher is better, stored negated as best_loss). command: the command line."""
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{kind}-{substrate}-s{seed}"
@@ -141,32 +430,48 @@ class RunStore:
         run = Run(path)
         write_json(path / "run.json", {
             "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
-            "status": "running", "iterations": 0, "best_loss": None, "config": config,
-            "versions": package_versions(), "machine": platform.machine(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            "status": "running", "iterations": 0, "best_loss": None, "metric": metric, "better": METRICS[metric],
+            "config": config, "command": command, "versions": package_versions(), "machine": platform.machine(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **heartbeat()})
         return run
 
+    def resolve(self, run_id: str) -> str:
+        """The full id of the run `run_id` names: itself, or the one run whose id starts with it."""
+        if run_id and (self.root / run_id).is_dir() and "/" not in run_id and "\\" not in run_id:
+            return run_id
+        ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if self.root.is_dir() else []
+        matches = [i for i in ids if run_id and i.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            shown = ", ".join(matches[:8]) + (f" and {len(matches) - 8} more" if len(matches) > 8 else "")
+            raise RunError(f"run id {run_id!r} is ambiguous in {self.root}: it starts {len(matches)} runs ({shown}); "
+                           f"give more of the id")
+        known = ", ".join(ids[-5:]) or "none"
+        raise RunError(f"no run {run_id!r} in {self.root} (latest runs: {known})")
+
     def open(self, run_id: str) -> Run:
-        path = self.root / run_id
-        if not path.is_dir():
-            known = ", ".join(r["id"] for r in self.list()[:5]) or "none"
-            raise RunError(f"no run {run_id!r} in {self.root} (some runs: {known})")
-        run = Run(path)
+        """The run with this id or unique id prefix (run.json checked)."""
+        run = Run(self.root / self.resolve(run_id))
         run.info  # noqa: B018 - validates run.json
         return run
 
-    def reopen(self, run_id: str, read_config: Callable[[dict], Any],
-               kinds: tuple[str, ...] | None = None) -> tuple[Run, Any, dict | None]:
-        """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None)."""
+    def reopen(self, run_id: str, read_config: Callable[[dict], Any], kinds: tuple[str, ...] | None = None, *,
+               trust_pickle: bool = False) -> tuple[Run, Any, dict | None]:
+        """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None).
+        Refused: a run of another kind than `kinds`, a run whose process is still running."""
         run = self.open(run_id)
         info = run.info
         if kinds is not None and info.get("kind") not in kinds:
-            raise RunError(f"run {run_id!r} is a {info.get('kind')} run; this command resumes {' / '.join(kinds)} runs")
+            raise RunError(_wrong_kind(run, " / ".join(kinds)))
+        run.check_resumable(trust_pickle)
         try:
             cfg = read_config(info["config"])
         except (TypeError, ValueError) as exc:
-            raise RunError(f"run {run_id!r} has a config this version cannot read ({exc})") from exc
-        return run, cfg, run.load_checkpoint()
+            raise RunError(f"run {run.id!r} has a config this version cannot read ({exc})") from exc
+        return run, cfg, run.load_checkpoint(trust_pickle=trust_pickle)
 
     def _records(self) -> tuple[list[dict], list[str]]:
         records, broken = [], []
@@ -178,21 +483,28 @@ class RunStore:
             except RunError:
                 broken.append(path.name)
                 continue
-            records.append({k: info.get(k) for k in ("id", "kind", "substrate", "fm", "status", "iterations",
-                                                     "best_loss", "seed", "created", "updated")})
+            records.append(catalog_row(info, self.root))
         return records, broken
 
     def catalog(self):
-        """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics`."""
+        """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics`.
+
+        runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted), iterations,
+        best_loss (minimised; −fitness for merge runs), seed, created, updated, metric ("loss" | "fitness"),
+        better ("lower" | "higher"), best (in the metric's own units), algorithm (ASAL runs), method and
+        models (merge runs), columns (the describing columns of the run's kind), resume_command (for
+        interrupted, stopped and failed runs), command (the command line that started the run)."""
         import duckdb
         import pyarrow as pa
 
         records, _ = self._records()
         con = duckdb.connect()
-        schema = pa.schema([("id", pa.string()), ("kind", pa.string()), ("substrate", pa.string()),
-                            ("fm", pa.string()), ("status", pa.string()), ("iterations", pa.int64()),
-                            ("best_loss", pa.float64()), ("seed", pa.int64()), ("created", pa.string()),
-                            ("updated", pa.string())])
+        text, integer, real, texts = pa.string(), pa.int64(), pa.float64(), pa.list_(pa.string())
+        schema = pa.schema([("id", text), ("kind", text), ("substrate", text), ("fm", text), ("status", text),
+                            ("iterations", integer), ("best_loss", real), ("seed", integer), ("created", text),
+                            ("updated", text), ("metric", text), ("better", text), ("best", real),
+                            ("algorithm", text), ("method", text), ("models", texts), ("columns", texts),
+                            ("resume_command", text), ("command", text)])
         con.register("runs_arrow", pa.Table.from_pylist(records, schema=schema))
         con.execute("CREATE TABLE runs AS SELECT * FROM runs_arrow")
         con.unregister("runs_arrow")
@@ -227,9 +539,10 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
                       on_iteration: Callable[[int, int, dict], None] | None = None) -> Run:
     """The loop every stored search shares. For each remaining iteration, step(it) does the work and returns
     the metrics of the iteration (with best_loss), updating `state` in place; then the checkpoint (state),
-    metrics.parquet and run.json are written atomically, so a killed process resumes from here. finish()
-    runs after the last iteration. should_stop() leaves a resumable 'stopped' run; an error marks it failed."""
-    run.update(status="running")
+    metrics.parquet and run.json (with a fresh heartbeat) are written atomically, so a killed process resumes
+    from here. finish() runs after the last iteration. should_stop() or Ctrl-C leaves a resumable 'stopped'
+    run; an error marks it 'failed' (also resumable: a failed finish() is redone)."""
+    run.update(status="running", error=None, **heartbeat())
     try:
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():
@@ -242,11 +555,14 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
             state["iteration"] = it + 1
             run.save_checkpoint(state)
             run.write_table("metrics", state["metrics"])
-            run.update(iterations=it + 1, best_loss=row["best_loss"])
+            run.update(iterations=it + 1, best_loss=row["best_loss"], **heartbeat())
             if on_iteration is not None:
                 on_iteration(it + 1, iters, row)
         finish()
-    except BaseException:
-        run.update(status="failed" if state["iteration"] < iters else "running")
+    except KeyboardInterrupt:
+        run.update(status="stopped")
+        raise
+    except BaseException as exc:
+        run.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     return run

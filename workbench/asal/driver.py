@@ -4,21 +4,25 @@
     run = run_search(cfg, RunStore("runs"))              # or run_search(None, store, resume="<run-id>")
 
 After every iteration the search object, the metrics and the loop's position are checkpointed
-atomically, so a killed run resumed with `resume=` ends exactly where an uninterrupted one would.
+atomically (JSON + npz, see workbench.runs), so a killed run resumed with `resume=` ends exactly where an
+uninterrupted one would. A target image is copied into the run (inputs/, hashed) and read from there on
+resume; resuming with settings that contradict the run's config is refused (`check_resume`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
-from workbench.asal.search import IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.runs import Run, RunStore, checkpointed_loop
+from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
 
 KINDS = ("target", "openended", "illuminate")
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
@@ -120,23 +124,50 @@ def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None)
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
+#: SearchConfig fields (dotted for the eval config) and the CLI flags that set them, for resume errors.
+FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--weights", "eval.steps": "--steps",
+         "eval.frames": "--frames", "eval.bs": "--bs", "eval.size": "--size", "eval.chunk": "--chunk",
+         "prompts": "--prompt", "target_image": "--target-image", "algorithm": "--algorithm", "iters": "--iters",
+         "pop": "--pop", "population": "--population", "sigma": "--sigma", "seed": "--seed",
+         "c_softmax": "--c-softmax", "c_oe": "--c-oe"}
+
+
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
-               device: str | None = None) -> Run:
+               device: str | None = None, *, kind: str | None = None, trust_pickle: bool = False,
+               command: str | None = None) -> Run:
     """Run (or resume) a search to cfg.iters iterations; returns the finished run.
 
+    resume: a run id (or a unique prefix of one) to continue from its last checkpoint; cfg may then be
+    None, or a config that must equal the run's (else one error naming the differences). kind: the kind
+    of search the caller means to resume ("target", "openended", "illuminate"); a run of another kind is
+    refused. trust_pickle: also load a pickle checkpoint of an older version (it can run code: only for
+    run folders you trust). command: the command line, recorded in run.json (the CLI passes its own).
     Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
     device: where simulations and the FM run (overrides the config's, also on resume; None: as configured,
     the GPU when present).
     """
     if resume is not None:
-        run, cfg, state = store.reopen(resume, lambda c: SearchConfig(**{k: v for k, v in c.items() if k != "notes"}),
-                                       kinds=KINDS)
+        kind = kind or (cfg.kind if cfg is not None else None)
+        run = store.open(resume)
+        given = {} if cfg is None else flat_config(cfg.to_dict())
+        check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")})
+        run, cfg, state = store.reopen(run.id, lambda c: SearchConfig(**{k: v for k, v in c.items() if k != "notes"}),
+                                       kinds=KINDS, trust_pickle=trust_pickle)
         if run.info.get("status") == "done":
             return run
+        if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
+            raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
+        copy = run.input_path("target_image")
+        if copy is not None:
+            cfg.target_image = str(copy)
+        state = _upgrade(state)
+        run.update(resumes=[*run.info.get("resumes", []), {
+            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "from_iteration": 0 if state is None else state["iteration"]}])
     elif cfg is None:
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
@@ -147,9 +178,14 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     z_target = target_embeddings(cfg, fm)
     objective = Objective(z_target, cfg.c_prompt, cfg.c_softmax, cfg.c_oe)
     if resume is None:
-        run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, cfg.to_dict(), cfg.seed)
+        config = cfg.to_dict()
+        if cfg.target_image:  # the run keeps its own copy (hashed), not a path into the user's files
+            config["target_image"] = f"inputs/{Path(cfg.target_image).name}"
+        run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, config, cfg.seed, command=command)
+        if cfg.target_image:
+            run.add_input("target_image", cfg.target_image)
     if state is None:
-        state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": [], "best_thumb": None}
+        state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": []}
     if on_start is not None:
         on_start(run)
     search = state["search"]
@@ -160,13 +196,10 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         losses = objective(z) if cfg.kind != "illuminate" else None
         final = z[:, :, -1].mean(axis=1)
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
-        before = getattr(search, "best_loss", None)
         info = search.tell(thetas, losses, final)
-        if losses is not None and search.best_loss != before:
-            state["best_thumb"] = thumbs[int(np.argmin(losses))]
         if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
-            known = {**state.get("thumbs", {}), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
-            state["thumbs"] = {k: known[k] for k in map(_key, search.population()[0]) if k in known}
+            known = {**_thumb_dict(state.get("thumbs")), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
+            state["thumbs"] = _thumb_table(known, search.population()[0])
         if on_population is not None:
             on_population(thetas, thumbs)
         return info
@@ -175,8 +208,21 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
                              should_stop=should_stop, on_iteration=on_iteration)
 
 
+def _upgrade(state: dict | None) -> dict | None:
+    """A checkpoint of an older version (a trusted pickle) in today's layout."""
+    if state is None:
+        return None
+    state.pop("best_thumb", None)  # best.png is rendered from the best θ at the end now
+    if "thumbs" in state and not (isinstance(state["thumbs"], dict) and "thetas" in state["thumbs"]):
+        known = dict(state.pop("thumbs") or {})
+        state["thumbs"] = _thumb_table(known, np.stack([np.frombuffer(k, np.float64) for k in known])) \
+            if known else None
+    return state
+
+
 def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
-    """Final tables and pictures: population.parquet, best.npy, best.png, best.mp4 or atlas.png."""
+    """Final tables and pictures: population.parquet, best.npy, best.png + best.mp4 (the best θ rendered from
+    seed 0 at the config's render size; best.png is the last frame), or thumbs.npy + atlas.png."""
     from workbench.export import export
 
     sub, _ = components(cfg.eval)
@@ -187,7 +233,7 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     run.write_table("population", table)
     if cfg.kind == "illuminate":
         best = thetas[0]
-        known = state.get("thumbs", {})
+        known = _thumb_dict(state.get("thumbs"))
         cell = next(iter(known.values())).shape if known else (8, 8, 3)
         # final-frame thumbnails in population order, for the atlas page (zeros where none was kept)
         thumbs = np.stack([known.get(_key(t), np.zeros(cell, np.uint8)) for t in thetas])
@@ -196,11 +242,28 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     else:
         best = search.best_theta
         export(sub, sub.decode(best), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
-               every=max(1, cfg.eval.steps // 120))
-        if state.get("best_thumb") is not None:
-            run.write_png("best.png", state["best_thumb"])
+               every=max(1, cfg.eval.steps // 120), final_png=run.path / "best.png")
     run.write_array("best.npy", np.asarray(best, np.float64))
     run.update(status="done")
+
+
+def _thumb_dict(table: dict | None) -> dict[bytes, np.ndarray]:
+    """Thumbnails by θ (as bytes) from their checkpointed table {"thetas", "images"}."""
+    if not table:
+        return {}
+    return {_key(t): image for t, image in zip(table["thetas"], table["images"], strict=True)}
+
+
+def _thumb_table(known: dict[bytes, np.ndarray], thetas: np.ndarray) -> dict | None:
+    """The thumbnails of the distinct θ among `thetas` that have one, as arrays (for the checkpoint)."""
+    rows = {}
+    for t in thetas:
+        k = _key(t)
+        if k in known and k not in rows:
+            rows[k] = (np.asarray(t, np.float64), known[k])
+    if not rows:
+        return None
+    return {"thetas": np.stack([t for t, _ in rows.values()]), "images": np.stack([i for _, i in rows.values()])}
 
 
 def _key(theta: np.ndarray) -> bytes:

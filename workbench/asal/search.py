@@ -5,8 +5,13 @@
         thetas = search.ask()                        # (B, n_params)
         search.tell(thetas, losses, embeddings)      # losses (B,), final-frame embeddings (B, D)
 
-Every object is plain Python + NumPy state (including its random generator), so pickling it is a
-complete checkpoint: a resumed search continues exactly as an uninterrupted one.
+Every object writes its complete state as plain values and arrays with `state_dict()` (random
+generators and the optimiser's internals included) and comes back from it with `from_state(state)`:
+a resumed search continues exactly as an uninterrupted one. workbench.checkpoint stores these states
+as JSON + npz (no pickle); `pickle` still works on the objects too (checkpoints of older versions).
+
+    state = search.state_dict()
+    same = type(search).from_state(state)       # same.ask() == search.ask(), bit for bit
 """
 
 from __future__ import annotations
@@ -14,8 +19,17 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.asal.scores import illumination
+from workbench.checkpoint import (
+    checkpointable,
+    cmaes_from_state,
+    cmaes_state,
+    dataclass_state,
+    rng_from_state,
+    rng_state,
+)
 
 
+@checkpointable("asal.SepCMAESSearch")
 class SepCMAESSearch:
     """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4)."""
 
@@ -44,6 +58,18 @@ class SepCMAESSearch:
     def population(self) -> tuple[np.ndarray, None]:
         return self.best_theta[None], None
 
+    def state_dict(self) -> dict:
+        """Everything the search needs to go on: the Sep-CMA-ES optimiser (every attribute and its
+        RandomState), the best θ and its loss."""
+        return {"opt": cmaes_state(self.opt), "best_theta": self.best_theta, "best_loss": float(self.best_loss)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> SepCMAESSearch:
+        search = cls.__new__(cls)
+        search.opt = cmaes_from_state(state["opt"])
+        search.best_theta, search.best_loss = np.asarray(state["best_theta"]), float(state["best_loss"])
+        return search
+
     # cmaes drops its RandomState when pickled (a fresh, unseeded one comes back), which would make a
     # resumed run differ from an uninterrupted one; carry the generator's state across ourselves.
     def __getstate__(self) -> dict:
@@ -55,6 +81,7 @@ class SepCMAESSearch:
         self.opt._rng.set_state(rng_state)
 
 
+@checkpointable("asal.IlluminationGA")
 class IlluminationGA:
     """The reference illumination GA (spec §4): population 256 from θ = 0, 32 children a generation
     (uniform parents + 0.1·N(0, I)), then the 32 most redundant of the 288 are removed one at a time —
@@ -91,6 +118,18 @@ class IlluminationGA:
     def population(self) -> tuple[np.ndarray, np.ndarray]:
         return self.thetas, self.z
 
+    def state_dict(self) -> dict:
+        """Settings, the generator's state, the population and its embeddings."""
+        return {"n_params": self.n_params, "size": self.size, "children": self.children, "sigma": self.sigma,
+                "rng": rng_state(self.rng), "thetas": self.thetas, "z": self.z}
+
+    @classmethod
+    def from_state(cls, state: dict) -> IlluminationGA:
+        ga = cls.__new__(cls)
+        ga.n_params, ga.size, ga.children, ga.sigma = (state[k] for k in ("n_params", "size", "children", "sigma"))
+        ga.rng, ga.thetas, ga.z = rng_from_state(state["rng"]), state["thetas"], state["z"]
+        return ga
+
 
 def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarray:
     """Indices kept after removing `remove` rows one at a time, each time the row with the highest
@@ -119,6 +158,7 @@ def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarr
     return np.flatnonzero(alive)
 
 
+@checkpointable("asal.MapElitesSearch")
 class MapElitesSearch:
     """Our extension: MAP-Elites illumination (pyribs) on a 2-D descriptor of the embedding.
 
@@ -158,11 +198,19 @@ class MapElitesSearch:
             return np.ones(len(z))
         return 1.0 - (z @ elites.T).max(axis=1)
 
-    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+    def _build(self, ranges: list[tuple[float, float]], dim: int) -> None:
+        """The pyribs archive, emitter and scheduler (fresh: empty archive, seeded generators)."""
         from ribs.archives import GridArchive
         from ribs.emitters import GaussianEmitter
         from ribs.schedulers import Scheduler
 
+        archive = GridArchive(solution_dim=self.n_params, dims=(self.cells, self.cells), ranges=ranges,
+                              seed=self.seed, extra_fields={"embedding": ((dim,), np.float32)})
+        emitter = GaussianEmitter(archive, sigma=self.sigma, x0=np.zeros(self.n_params), batch_size=self.batch,
+                                  seed=self.seed + 1)
+        self.scheduler = Scheduler(archive, [emitter])
+
+    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
         z = np.asarray(embeddings, np.float64)
         if self.scheduler is None:
             self.centre = z.mean(axis=0)
@@ -172,12 +220,8 @@ class MapElitesSearch:
             span = np.maximum(m.max(axis=0) - m.min(axis=0), 1e-6)
             lo, hi = m.min(axis=0), m.max(axis=0)
             ranges = [(a - 0.5 * s, b + 0.5 * s) for a, b, s in zip(lo, hi, span, strict=True)]
-            archive = GridArchive(solution_dim=self.n_params, dims=(self.cells, self.cells), ranges=ranges,
-                                  seed=self.seed, extra_fields={"embedding": ((z.shape[1],), np.float32)})
-            emitter = GaussianEmitter(archive, sigma=self.sigma, x0=np.zeros(self.n_params), batch_size=self.batch,
-                                      seed=self.seed + 1)
-            self.scheduler = Scheduler(archive, [emitter])
-            archive.add(thetas, self._novelty(z), m, embedding=z.astype(np.float32))
+            self._build(ranges, z.shape[1])
+            self.archive.add(thetas, self._novelty(z), m, embedding=z.astype(np.float32))
         else:
             self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
         elites = self.archive.data("embedding")
@@ -187,6 +231,57 @@ class MapElitesSearch:
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
         return self.archive.data("solution"), self.archive.data("embedding")
+
+    # pyribs objects are rebuilt from their settings (the grid's ranges, the seeds), then their mutable
+    # state is put back: the archive's store (occupancy, its order, every field's array), statistics and
+    # best elite, and the generators of archive and emitter; the scheduler's bookkeeping of the last ask.
+    def state_dict(self) -> dict:
+        """Settings, the generator's state, the descriptor (PCA) and, after the first tell, the archive,
+        emitter and scheduler state."""
+        state = {"n_params": self.n_params, "batch": self.batch, "sigma": self.sigma, "cells": self.cells,
+                 "seed": self.seed, "seed_population": self.seed_population, "rng": rng_state(self.rng),
+                 "components": self.components, "centre": self.centre, "ribs": None}
+        if self.scheduler is not None:
+            archive, (emitter,) = self.archive, self.scheduler.emitters
+            store = archive._store
+            state["ribs"] = {
+                "lower_bounds": archive.lower_bounds, "upper_bounds": archive.upper_bounds,
+                "embedding_dim": int(store._fields["embedding"].shape[1]),
+                "props": dict(store._props), "fields": dict(store._fields),
+                "archive_rng": rng_state(archive._rng), "objective_sum": archive._objective_sum,
+                "best_elite": archive._best_elite, "stats": dataclass_state(archive._stats),
+                "emitter_rng": rng_state(emitter._rng),
+                "last_called": self.scheduler._last_called, "num_emitted": list(self.scheduler._num_emitted),
+                "cur_solutions": self.scheduler._cur_solutions}
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict) -> MapElitesSearch:
+        from ribs.archives import ArchiveStats
+
+        me = cls(state["n_params"], batch=state["batch"], sigma=state["sigma"], cells=state["cells"],
+                 seed_population=state["seed_population"], seed=state["seed"])
+        me.rng, me.components, me.centre = rng_from_state(state["rng"]), state["components"], state["centre"]
+        saved = state["ribs"]
+        if saved is None:
+            return me
+        me._build([(float(a), float(b)) for a, b in zip(saved["lower_bounds"], saved["upper_bounds"], strict=True)],
+                  saved["embedding_dim"])
+        archive, (emitter,) = me.archive, me.scheduler.emitters
+        store = archive._store
+        if set(saved["props"]) != set(store._props) or set(saved["fields"]) != set(store._fields):
+            raise ValueError("the MAP-Elites checkpoint was written by a pyribs whose archive stores other fields; "
+                             "install the pyribs version of the run to resume it")
+        store._props.update(saved["props"])
+        store._props["updates"] = list(saved["props"]["updates"])
+        store._fields.update(saved["fields"])
+        archive._rng, emitter._rng = rng_from_state(saved["archive_rng"]), rng_from_state(saved["emitter_rng"])
+        archive._objective_sum, archive._best_elite = saved["objective_sum"], saved["best_elite"]
+        archive._stats = ArchiveStats(**saved["stats"])
+        me.scheduler._last_called = saved["last_called"]
+        me.scheduler._num_emitted = list(saved["num_emitted"])
+        me.scheduler._cur_solutions = saved["cur_solutions"]
+        return me
 
 
 SEARCHES = {"cma": SepCMAESSearch, "ga": IlluminationGA, "map-elites": MapElitesSearch}

@@ -5,30 +5,43 @@ from __future__ import annotations
 import argparse
 import json
 
+#: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
+#: from defaults (then the EvolveConfig defaults apply), and the EvolveConfig fields they set.
+EVOLVE_FIELDS = {"zoo": "zoo", "models": "models", "method": "method", "base": "base", "tasks": "tasks",
+                 "task_weights": "task_weights", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
+                 "n_eval": "n_eval", "n_test": "n_test", "r": "dfs_r"}
+ZOO = "data/zoo"
+
 
 def cmd_evolve(args) -> int:
     from workbench.cli import _client, iteration_progress
     from workbench.device_flag import check_device
-    from workbench.merge.evolve import EvolveConfig, evolve
-    from workbench.runs import RunStore
+    from workbench.merge.evolve import FLAGS, EvolveConfig, evolve
+    from workbench.runs import RunStore, check_resume, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
-    cfg = None
-    if args.resume is None:
+    given = {field: getattr(args, dest) for dest, field in EVOLVE_FIELDS.items() if getattr(args, dest) is not None}
+    cfg, resume = None, None
+    if args.resume is not None:
+        # everything that would refuse the resume, before a model loads or a progress bar starts
+        run = store.open(args.resume)
+        check_resume(run, "merge", given, names=FLAGS)
+        run.check_resumable(trust_pickle=args.trust_pickle)
+        resume, total = run.id, run.info["config"].get("iters")
+    else:
         if not args.models:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
-        cfg = EvolveConfig(zoo=args.zoo, models=args.models, method=args.method, base=args.base,
-                           tasks=args.tasks or [], task_weights=args.task_weights or [], iters=args.iters,
-                           pop=args.pop, sigma=args.sigma, seed=args.seed, n_eval=args.n_eval, n_test=args.n_test,
-                           dfs_r=args.r, device=device)
+        cfg = EvolveConfig(**{"zoo": ZOO, **given, "device": device})
+        total = cfg.iters
     client = _client(args)
     try:
-        with iteration_progress("merge evolve", cfg.iters if cfg else None, "fitness",
-                                lambda row: f"{-row['best_loss']:.3f}", quiet=args.quiet) as on_iteration:
+        with iteration_progress("merge evolve", total, "fitness", lambda row: f"{-row['best_loss']:.3f}",
+                                quiet=args.quiet) as on_iteration:
             # on --resume, a --device given replaces the run's own
-            run = evolve(cfg, store, resume=args.resume, client=client, on_iteration=on_iteration,
-                         device=device if args.resume is not None else None)
+            run = evolve(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                         device=device if resume is not None else None, trust_pickle=args.trust_pickle,
+                         command=cli_command())
     finally:
         if client is not None:
             client.close()
@@ -70,21 +83,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                               description="Parameter-space methods evolve one (weight, density) pair per source "
                                           "model per layer group; dfs evolves a layer path and activation scales "
                                           "(CMA-ES with margin).")
-    ev.add_argument("--zoo", default="data/zoo", help="folder holding the models (default: data/zoo)")
+    # settings default to None here (then EvolveConfig's defaults apply), so that --resume can tell given flags
+    ev.add_argument("--zoo", help="folder holding the models (default: data/zoo)")
     ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders)")
-    ev.add_argument("--method", default="ties", choices=[*PS_METHODS, "dfs"])
-    ev.add_argument("--base", default="base", help="base model of task-vector methods (default: base)")
+    ev.add_argument("--method", choices=[*PS_METHODS, "dfs"], help="default: ties")
+    ev.add_argument("--base", help="base model of task-vector methods (default: base)")
     ev.add_argument("--tasks", nargs="+", help="tasks of the fitness (default: the models named after tasks)")
     ev.add_argument("--task-weights", nargs="+", type=float, help="weights of the tasks (default: equal)")
-    ev.add_argument("--iters", type=int, default=10)
-    ev.add_argument("--pop", type=int, default=8, help="CMA-ES population")
-    ev.add_argument("--sigma", type=float, default=0.2)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--n-eval", type=int, default=64, help="validation prompts per task per candidate")
-    ev.add_argument("--n-test", type=int, default=128, help="test prompts per task for the final scores")
-    ev.add_argument("--r", type=int, default=2, help="dfs: repetitions of the layer list")
+    ev.add_argument("--iters", type=int, help="default: 10")
+    ev.add_argument("--pop", type=int, help="CMA-ES population (default: 8)")
+    ev.add_argument("--sigma", type=float, help="default: 0.2")
+    ev.add_argument("--seed", type=int, help="default: 0")
+    ev.add_argument("--n-eval", type=int, help="validation prompts per task per candidate (default: 64)")
+    ev.add_argument("--n-test", type=int, help="test prompts per task for the final scores (default: 128)")
+    ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 2)")
     ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-    ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run")
+    ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
+                                                   "settings flags must match the run's or be left out)")
+    ev.add_argument("--trust-pickle", action="store_true",
+                    help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
+                         "folders you trust)")
     ev.add_argument("--workers", type=int, help="evaluate on a local Dask cluster of N workers")
     ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")

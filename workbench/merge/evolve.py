@@ -6,23 +6,27 @@
 Each iteration asks the search for a population of genomes, turns each into a recipe (a mergekit YAML
 recipe for parameter-space methods, a DFS path for "dfs"), builds the merged model, scores it on the
 validation sets of the tasks (seed `seed`) and tells the search loss = −Σ w_k·acc_k / Σ w_k. After
-every iteration the search object and the tables are checkpointed atomically, so `resume=` ends exactly
-where an uninterrupted run would. At the end the best recipe is written (recipe.yaml or dfs.json) and
-the sources and the merge are scored on separate test sets (seed + 1) into scores.json.
+every iteration the search object and the tables are checkpointed atomically (JSON + npz, no pickle), so
+`resume=` ends exactly where an uninterrupted run would. At the end the best recipe is written (recipe.yaml
+or dfs.json) and the sources and the merge are scored on separate test sets (seed + 1) into scores.json.
+Fitness is higher-is-better; the run store keeps best_loss = −fitness for the loop it shares with the ASAL
+searches and lists the run by its fitness (catalog: metric "fitness", better "higher", best).
 
 Device: models load, merge and score on cfg.device ("cpu", "cuda", "cuda:N"; None = the GPU when torch sees
 one). The config holds the device's name, not a torch.device, so it pickles to Dask workers, and each process
 resolves it itself (workbench.kernels.device); run.json records the device the run (last) ran on. DARE masks do
 not depend on the device; accuracies on a GPU can differ from the CPU's by float near-ties.
 
-Run folder: run.json, metrics.parquet (one row per iteration), evaluations.parquet (every candidate:
-iteration, loss, per-task accuracy, genome), best.npy, recipe.yaml | dfs.json, scores.json, analysis.json.
+Run folder: run.json, metrics.parquet (one row per iteration: loss_* and fitness_* columns), evaluations.parquet
+(every candidate: iteration, loss, per-task accuracy, genome), best.npy, recipe.yaml | dfs.json, scores.json,
+analysis.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -31,9 +35,13 @@ import numpy as np
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
-from workbench.runs import Run, RunStore, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
+#: EvolveConfig fields and the `workbench merge evolve` flags that set them, for resume errors.
+FLAGS = {"zoo": "--zoo", "models": "--models", "method": "--method", "base": "--base", "tasks": "--tasks",
+         "task_weights": "--task-weights", "iters": "--iters", "pop": "--pop", "sigma": "--sigma", "seed": "--seed",
+         "n_eval": "--n-eval", "n_test": "--n-test", "dfs_r": "--r"}
 
 
 @dataclass
@@ -207,14 +215,28 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
 def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-           device: str | None = None) -> Run:
+           device: str | None = None, *, trust_pickle: bool = False, command: str | None = None) -> Run:
     """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run. `device`, when given,
     replaces cfg.device (a resumed run's too: e.g. continue a GPU run on the CPU; it then continues as a run on
-    that device would, not bit for bit as the original)."""
+    that device would, not bit for bit as the original).
+
+    resume: a run id (or a unique prefix of one); cfg may then be None, or a config that must equal the
+    run's (else one error naming the differences). trust_pickle: also load a pickle checkpoint of an older
+    version (it can run code: only for run folders you trust). command: the command line, kept in run.json.
+    The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness."""
     if resume is not None:
-        run, cfg, state = store.reopen(resume, lambda c: EvolveConfig(**c), kinds=("merge",))
+        run = store.open(resume)
+        given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}
+        check_resume(run, "merge", given)
+        run, cfg, state = store.reopen(run.id, lambda c: EvolveConfig(**c), kinds=("merge",),
+                                       trust_pickle=trust_pickle)
         if run.info.get("status") == "done":
             return run
+        if state is not None and not (isinstance(state.get("search"), RecipeCMA) and "evaluations" in state):
+            raise RunError(f"the checkpoint of run {run.id!r} holds no recipe search; start a new run instead")
+        run.update(resumes=[*run.info.get("resumes", []), {
+            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "from_iteration": 0 if state is None else state["iteration"]}])
     elif cfg is None:
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
@@ -225,7 +247,8 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
         _check_resume_device(resume, cfg.device)
     ctx = context(cfg)  # fails fast on a missing GPU, missing or incompatible models
     if resume is None:
-        run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed)
+        run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",
+                           command=command)
     run.update(device=str(ctx.device))  # where this process evaluates (Dask workers resolve cfg.device themselves)
     if state is None:
         g = ctx.genome
@@ -241,6 +264,7 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
         acc = evaluate_population(cfg, xs, client)
         losses = cfg.loss(acc)
         info = search.tell(xs, losses)
+        info.update(best_fitness=-info["best_loss"], fitness_max=-info["loss_min"], fitness_mean=-info["loss_mean"])
         i = int(np.argmin(losses))
         info.update({f"acc_{t}": float(acc[i, k]) for k, t in enumerate(cfg.tasks)})
         evaluations.extend({"iteration": it, "index": j, "loss": float(losses[j]),

@@ -5,14 +5,19 @@
     search.tell(xs, losses)           # losses (P,), minimised
 
 `steps` switches to CMA-ES with margin (cmaes.CMAwM) for mixed binary / continuous genomes (DFS).
-The object pickles completely, random generator included, so a checkpoint resumes bit for bit.
+`state_dict()` / `RecipeCMA.from_state(state)` write out and restore everything (the optimiser's every
+attribute, its random generator, the pending asks), so a checkpoint resumes bit for bit; run checkpoints
+store it as JSON + npz (workbench.checkpoint). The object also pickles completely.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from workbench.checkpoint import checkpointable, cmaes_from_state, cmaes_state
 
+
+@checkpointable("merge.RecipeCMA")
 class RecipeCMA:
     kind = "cma"
 
@@ -78,6 +83,20 @@ class RecipeCMA:
             self.best_loss, self.best_x = float(losses[i]), np.array(xs[i])
         return {"loss_min": float(losses.min()), "loss_mean": float(losses.mean()), "best_loss": self.best_loss,
                 "sigma": self.sigma}
+
+    def state_dict(self) -> dict:
+        """The optimiser (CMA or CMAwM: every attribute and its RandomState), the continuous x of asked but
+        not yet told genomes, and the best genome and loss."""
+        return {"opt": cmaes_state(self.opt), "margin": self.margin, "population_size": self.population_size,
+                "pending": list(self._pending), "best_x": self.best_x, "best_loss": float(self.best_loss)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> RecipeCMA:
+        search = cls.__new__(cls)
+        search.opt, search.margin = cmaes_from_state(state["opt"]), bool(state["margin"])
+        search.population_size, search._pending = int(state["population_size"]), list(state["pending"])
+        search.best_x, search.best_loss = np.asarray(state["best_x"]), float(state["best_loss"])
+        return search
 
     # cmaes drops its RandomState when pickled and stores the covariance as its upper triangle, which
     # is not bit-exact once updates leave C a hair asymmetric; carry both ourselves, so a resumed run

@@ -1,0 +1,167 @@
+"""Checkpoints without pickle: the JSON + npz codec, corrupt and foreign checkpoints, and old pickle
+checkpoints, which are refused (a planted malicious one must not run) unless the user trusts the folder."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from procs import cli as _cli
+
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+from workbench.checkpoint import CheckpointError, cmaes_from_state, cmaes_state, pack, unpack
+from workbench.runs import RunError, RunStore
+
+
+def _roundtrip(tree):
+    packed, arrays = pack(tree)
+    return unpack(json.loads(json.dumps(packed, allow_nan=False)), arrays)  # strict JSON: no NaN / Infinity
+
+
+def test_pack_and_unpack_keep_every_value_and_type():
+    state = np.random.RandomState(3).get_state(legacy=False)
+    tree = {"i": 7, "big": 2 ** 127 + 1, "f": 0.1 + 0.2, "inf": float("inf"), "ninf": -float("inf"),
+            "t": True, "none": None, "s": "θ", "list": [1, [2.5, "x"]], "tuple": (1, (2, 3)),
+            "f64": np.float64(1 / 3), "i32": np.int32(-5), "b": np.bool_(True), "zero_d": np.asarray(2.0),
+            "arrays": [np.arange(6, dtype=np.uint8).reshape(2, 3), np.empty((0, 4)), np.array([np.nan, -0.0])],
+            "nested": {"rng": state}}
+    back = _roundtrip(tree)
+    assert back["big"] == tree["big"] and back["f"] == tree["f"] and back["inf"] == float("inf")
+    assert back["tuple"] == (1, (2, 3)) and back["list"] == [1, [2.5, "x"]] and back["s"] == "θ"
+    for key in ("f64", "i32", "b"):
+        assert type(back[key]) is type(tree[key]) and back[key] == tree[key]
+    assert isinstance(back["zero_d"], np.ndarray) and back["zero_d"].shape == ()
+    for a, b in zip(tree["arrays"], back["arrays"], strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()  # -0.0 and nan bits too
+    assert np.isnan(_roundtrip(float("nan")))
+    rng = np.random.RandomState()
+    rng.set_state(back["nested"]["rng"])
+    np.testing.assert_array_equal(rng.standard_normal(5), np.random.RandomState(3).standard_normal(5))
+
+
+def test_only_plain_values_and_registered_types_go_in_or_come_out():
+    with pytest.raises(CheckpointError, match="register it"):
+        pack({"x": object()})
+    with pytest.raises(CheckpointError, match="keys must be strings"):
+        pack({"x": {1: 2}})
+    with pytest.raises(CheckpointError, match="keys must be strings"):
+        pack({"$array": "a0"})
+    with pytest.raises(CheckpointError, match="object arrays"):
+        pack(np.array([object()]))
+    # a checkpoint cannot name an arbitrary type: unpacking looks names up in the registry, never imports
+    with pytest.raises(CheckpointError, match="unknown type 'os.system'"):
+        unpack({"$object": "os.system", "state": "touch marker"}, {})
+    with pytest.raises(CheckpointError, match="does not hold"):
+        unpack({"$array": "a9"}, {})
+
+
+def test_cmaes_state_is_exact_and_checks_the_version():
+    from cmaes import CMA
+
+    opt = CMA(mean=np.full(4, 0.5), sigma=0.2, bounds=np.array([[0.0, 1.0]] * 4), seed=1)
+    for _ in range(3):
+        xs = [opt.ask() for _ in range(opt.population_size)]
+        opt.tell([(x, float(np.sum((x - 0.3) ** 2))) for x in xs])
+    state = cmaes_state(opt)
+    clone = cmaes_from_state(_roundtrip(state))
+    np.testing.assert_array_equal(np.stack([opt.ask() for _ in range(8)]), np.stack([clone.ask() for _ in range(8)]))
+    older = {**state, "cmaes": "0.0.1"}  # another version with the same attributes: fine
+    cmaes_from_state(older)
+    older["attrs"] = {k: v for k, v in state["attrs"].items() if k != "_funhist_values"}
+    with pytest.raises(CheckpointError, match=r"install cmaes==0\.0\.1"):
+        cmaes_from_state(older)
+
+
+def _illumination(iters: int) -> SearchConfig:
+    return SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10, size=32), iters=iters, pop=4,
+                        population=8, seed=2)
+
+
+def _stopped_after(store: RunStore, cfg: SearchConfig, n: int):
+    calls = iter([False] * n + [True])
+    run = run_search(cfg, store, should_stop=lambda: next(calls))
+    assert run.status == "stopped" and run.info["iterations"] == n
+    return run
+
+
+def test_a_corrupt_checkpoint_is_one_clear_error(tmp_path):
+    store = RunStore(tmp_path)
+    run = _stopped_after(store, _illumination(3), 1)
+    (npz,) = run.path.glob("checkpoint-*.npz")
+    data = bytearray(npz.read_bytes())
+    data[-1] ^= 1
+    npz.write_bytes(bytes(data))
+    with pytest.raises(RunError, match="checkpoint of run .* is corrupt .*sha256"):
+        run_search(None, store, resume=run.id)
+    npz.unlink()
+    with pytest.raises(RunError, match="is corrupt .*FileNotFoundError"):
+        run_search(None, store, resume=run.id)
+
+
+class Payload:
+    """What an attacker plants: unpickling calls open(marker, "w"), which creates the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run = _stopped_after(store, _illumination(3), 1)
+    for path in run.path.glob("checkpoint*"):
+        path.unlink()
+    marker = tmp_path / "pwned"
+    (run.path / "checkpoint.pkl").write_bytes(pickle.dumps({"iteration": 1, "x": Payload(marker)}))
+
+    # the CLI, in its own process: one line naming the flag, nothing printed on stdout, nothing run
+    proc = _cli("asal", "illuminate", "--resume", run.id, "--runs", "runs", "--quiet", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "--trust-pickle" in err and "checkpoint.pkl" in err, err
+    # the library
+    with pytest.raises(RunError, match=r"--trust-pickle \(Python: trust_pickle=True\)"):
+        run_search(None, store, resume=run.id)
+    # the Search page's resume (it resumes through run_search, which reads the checkpoint)
+    from workbench.dashboards.search import SearchModel
+
+    page = SearchModel(runs_dir=str(store.root))
+    page.run_id = run.id
+    page.resume()
+    assert page.wait(timeout=120) == "failed" and "--trust-pickle" in page.error
+    assert not marker.exists()
+    assert store.open(run.id).info["iterations"] == 1 and (run.path / "checkpoint.pkl").exists()
+
+    # trusted: unpickled as before (here the payload runs, and is then rejected as no checkpoint)
+    with pytest.raises(RunError, match="not a workbench checkpoint"):
+        run_search(None, store, resume=run.id, trust_pickle=True)
+    assert marker.exists()
+
+
+def test_a_trusted_old_pickle_checkpoint_resumes_exactly_and_is_converted(tmp_path):
+    """A run of an older version (checkpoint.pkl with the search object and the thumbnails keyed by θ bytes)
+    resumes with trust_pickle=True exactly as an uninterrupted run, and is then stored as JSON + npz."""
+    store = RunStore(tmp_path)
+    whole = run_search(_illumination(3), store)
+    old = _stopped_after(store, _illumination(3), 2)
+    state = old.load_checkpoint()
+    thumbs = state.pop("thumbs")
+    state["thumbs"] = {t.tobytes(): image for t, image in zip(thumbs["thetas"], thumbs["images"], strict=True)}
+    state["best_thumb"] = None
+    for path in old.path.glob("checkpoint*"):
+        path.unlink()
+    (old.path / "checkpoint.pkl").write_bytes(pickle.dumps(state, protocol=5))
+
+    with pytest.raises(RunError, match="trust_pickle=True"):
+        run_search(None, store, resume=old.id)
+    done = run_search(None, store, resume=old.id, trust_pickle=True)
+    assert done.status == "done"
+    names = {p.name for p in done.path.iterdir()}
+    assert "checkpoint.pkl" not in names and "checkpoint.json" in names
+    metrics = lambda r: [(m["loss_min"], m["loss_mean"]) for m in r.read_table("metrics").to_pylist()]  # noqa: E731
+    assert metrics(done) == metrics(whole)
+    assert whole.read_table("population").to_pylist() == done.read_table("population").to_pylist()
+    np.testing.assert_array_equal(np.load(whole.path / "thumbs.npy"), np.load(done.path / "thumbs.npy"))

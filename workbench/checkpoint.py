@@ -1,0 +1,220 @@
+"""Resume state as JSON + NumPy arrays: no pickle, so a run folder someone else wrote cannot run code.
+
+A checkpoint is a tree of plain values: None, bool, int, float, str, lists, tuples, dicts with string
+keys, NumPy arrays and scalars, and objects of the types registered here (the searches). `pack` splits a
+tree into JSON and a dict of arrays; `unpack` puts it back together, exactly: arrays keep their bytes
+and dtypes, NumPy scalars their type, floats their bits (JSON numbers are written as the shortest
+repr, which reads back to the same float; inf and nan are spelled out).
+
+    tree, arrays = pack({"iteration": 3, "search": search})      # search: a registered type
+    state = unpack(json.loads(json.dumps(tree)), arrays)          # state["search"] is a new search
+
+Searches take part by a `state_dict()` method (a tree of plain values) and a `from_state(state)`
+classmethod, and by being registered with `@checkpointable`; unpacking only ever builds registered
+types, by name, from plain values. Random generators are written out as their `get_state()` /
+`bit_generator.state` (`rng_state`, `rng_from_state`); cmaes optimisers as every attribute they hold
+(`cmaes_state`, `cmaes_from_state`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T", bound=type)
+
+#: Types a checkpoint may contain, by the name it is written under.
+REGISTRY: dict[str, type] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be written or read back."""
+
+
+def checkpointable(name: str) -> Callable[[T], T]:
+    """Class decorator: objects of the class are written as `{"$object": name, "state": obj.state_dict()}`
+    and read back with `cls.from_state(state)`."""
+
+    def register(cls: T) -> T:
+        if not (hasattr(cls, "state_dict") and hasattr(cls, "from_state")):
+            raise TypeError(f"{cls.__name__} needs state_dict() and from_state() to be checkpointable")
+        if REGISTRY.get(name, cls) is not cls:
+            raise TypeError(f"checkpoint type name {name!r} is taken by {REGISTRY[name].__name__}")
+        REGISTRY[name] = cls
+        cls._checkpoint_name = name
+        return cls
+
+    return register
+
+
+def pack(tree: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """A JSON-ready tree and the arrays it refers to (by key) for a tree of plain values."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def put(array: np.ndarray) -> str:
+        if array.dtype.hasobject:
+            raise CheckpointError("object arrays cannot be checkpointed")
+        key = f"a{len(arrays)}"
+        arrays[key] = array
+        return key
+
+    def enc(x: Any) -> Any:
+        if isinstance(x, np.generic):  # before float: np.float64 is a float subclass
+            return {"$scalar": put(np.asarray(x))}
+        if isinstance(x, np.ndarray):
+            return {"$array": put(x)}
+        if x is None or isinstance(x, bool | int | str):
+            return x
+        if isinstance(x, float):
+            return x if math.isfinite(x) else {"$float": repr(x)}
+        if isinstance(x, list):
+            return [enc(v) for v in x]
+        if isinstance(x, tuple):
+            return {"$tuple": [enc(v) for v in x]}
+        if isinstance(x, dict):
+            for k in x:
+                if not isinstance(k, str) or k.startswith("$"):
+                    raise CheckpointError(f"checkpoint dict keys must be strings not starting with '$', got {k!r}")
+            return {k: enc(v) for k, v in x.items()}
+        name = getattr(type(x), "_checkpoint_name", None)
+        if name is not None and REGISTRY.get(name) is type(x):
+            return {"$object": name, "state": enc(x.state_dict())}
+        raise CheckpointError(f"cannot checkpoint a {type(x).__name__}; register it with @checkpointable")
+
+    return enc(tree), arrays
+
+
+def unpack(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """The tree `pack` was given, from its JSON tree and arrays."""
+
+    def get(key: Any) -> np.ndarray:
+        if not isinstance(key, str) or key not in arrays:
+            raise CheckpointError(f"the checkpoint refers to an array {key!r} it does not hold")
+        return arrays[key]
+
+    def dec(x: Any) -> Any:
+        if isinstance(x, list):
+            return [dec(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if len(x) == 1:
+            (tag, value), = x.items()
+            if tag == "$array":
+                return get(value)
+            if tag == "$scalar":
+                return get(value)[()]
+            if tag == "$float":
+                if value not in ("inf", "-inf", "nan"):
+                    raise CheckpointError(f"bad float {value!r} in the checkpoint")
+                return float(value)
+            if tag == "$tuple":
+                return tuple(dec(v) for v in value)
+        if set(x) == {"$object", "state"}:
+            cls = REGISTRY.get(x["$object"])
+            if cls is None:
+                raise CheckpointError(f"the checkpoint holds an object of unknown type {x['$object']!r}")
+            return cls.from_state(dec(x["state"]))
+        return {k: dec(v) for k, v in x.items()}
+
+    return dec(tree)
+
+
+# --- random generators -------------------------------------------------------------------------------------------
+
+def rng_state(rng: np.random.RandomState | np.random.Generator) -> dict:
+    """The complete state of a legacy RandomState or a Generator, as plain values and arrays."""
+    if isinstance(rng, np.random.RandomState):
+        return {"type": "RandomState", "state": rng.get_state(legacy=False)}
+    if isinstance(rng, np.random.Generator):
+        return {"type": "Generator", "state": rng.bit_generator.state}
+    raise CheckpointError(f"not a NumPy random generator: {type(rng).__name__}")
+
+
+def rng_from_state(state: dict) -> np.random.RandomState | np.random.Generator:
+    """A generator that continues exactly where the one `rng_state` read left off."""
+    inner = state["state"]
+    if state["type"] == "RandomState":
+        rng = np.random.RandomState()
+        rng.set_state(inner)
+        return rng
+    if state["type"] == "Generator":
+        bit_generators = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM, "MT19937": np.random.MT19937,
+                          "Philox": np.random.Philox, "SFC64": np.random.SFC64}
+        kind = inner.get("bit_generator")
+        if kind not in bit_generators:
+            raise CheckpointError(f"unknown bit generator {kind!r} in the checkpoint")
+        bit_generator = bit_generators[kind]()
+        bit_generator.state = inner
+        return np.random.Generator(bit_generator)
+    raise CheckpointError(f"unknown random generator type {state['type']!r} in the checkpoint")
+
+
+# --- cmaes optimisers -------------------------------------------------------------------------------------------
+
+def _cmaes_classes() -> dict[str, type]:
+    from cmaes import CMA, CMAwM, SepCMA
+
+    return {"SepCMA": SepCMA, "CMA": CMA, "CMAwM": CMAwM}
+
+
+def cmaes_state(opt: Any) -> dict:
+    """Every attribute of a cmaes SepCMA / CMA / CMAwM (CMAwM's inner CMA included) and its RandomState.
+
+    cmaes' own pickling drops the generator and stores C as its upper triangle (not bit-exact once
+    updates leave C a hair asymmetric); this keeps both exactly."""
+    from importlib import metadata
+
+    name = type(opt).__name__
+    if _cmaes_classes().get(name) is not type(opt):
+        raise CheckpointError(f"not a cmaes optimiser this version knows: {name}")
+    attrs = {}
+    for key, value in vars(opt).items():
+        if key == "_rng":
+            continue
+        attrs[key] = {"nested_cmaes": cmaes_state(value)} if type(value).__name__ in _cmaes_classes() else value
+    out = {"class": name, "cmaes": metadata.version("cmaes"), "attrs": attrs}
+    if "_rng" in vars(opt):  # CMAwM's generator is its inner CMA's
+        out["rng"] = rng_state(opt._rng)
+    return out
+
+
+def cmaes_from_state(state: dict) -> Any:
+    """The optimiser `cmaes_state` wrote, continuing bit for bit. A checkpoint written by another cmaes
+    version is accepted only if the optimiser still has exactly the same attributes."""
+    from importlib import metadata
+
+    classes = _cmaes_classes()
+    cls = classes.get(state["class"])
+    if cls is None:
+        raise CheckpointError(f"unknown cmaes optimiser {state['class']!r} in the checkpoint")
+    attrs = {k: cmaes_from_state(v["nested_cmaes"]) if isinstance(v, dict) and set(v) == {"nested_cmaes"} else v
+             for k, v in state["attrs"].items()}
+    installed = metadata.version("cmaes")
+    if state.get("cmaes") != installed:
+        expected = set(vars(_probe(cls, attrs))) - {"_rng"}
+        if set(attrs) != expected:
+            raise CheckpointError(f"the checkpoint was written with cmaes {state.get('cmaes')}, whose {cls.__name__} "
+                                  f"differs from cmaes {installed}'s; install cmaes=={state.get('cmaes')} to resume it")
+    opt = cls.__new__(cls)
+    opt.__dict__.update(attrs)
+    if "rng" in state:
+        opt._rng = rng_from_state(state["rng"])
+    return opt
+
+
+def _probe(cls: type, attrs: dict) -> Any:
+    """A small optimiser of the same class and structure, to list the attributes this cmaes version uses."""
+    if cls.__name__ == "CMAwM":
+        discrete = attrs.get("_n_zdim", 1) > 0
+        return cls(mean=np.full(2, 0.5), sigma=0.1, bounds=np.array([[0.0, 1.0]] * 2),
+                   steps=np.array([0.0, 1.0 if discrete else 0.0]), seed=0)
+    return cls(mean=np.zeros(2), sigma=0.1, seed=0)
+
+
+def dataclass_state(obj: Any) -> dict:
+    """The fields of a dataclass instance (e.g. pyribs' ArchiveStats), shallow."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
