@@ -117,3 +117,32 @@ def test_bench_asal_prints_the_split_per_phase():
         row = data[f"boids/pixels/K{k}"]
         assert set(row) == {"total", "ask", "simulate", "render", "embed", "search", "other"}
         assert row["simulate"] > 0 and row["total"] >= row["simulate"] + row["render"] + row["embed"]
+
+
+def test_help_and_argument_errors_import_no_heavy_library():
+    """`workbench --help` and argparse errors answer at once: building the parser imports neither torch nor the
+    library (checked by module, not by clock)."""
+    code = ("import sys; from workbench.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'taichi', 'transformers', 'open_clip', 'panel') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+def test_cli_method_list_matches_the_library():
+    from workbench.cli.merge import PS_METHODS
+    from workbench.merge import evolve
+
+    assert PS_METHODS == evolve.PS_METHODS
+
+
+def test_asal_checks_the_fm_request_before_any_progress_bar(tmp_path):
+    (tmp_path / "flock.png").write_text("not an image")
+    res = run("asal", "target", "--substrate", "boids", "--fm", "efficientnet-lite0", "--target-image", "flock.png",
+              "--iters", "1", "--runs", "runs", cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "--target-image flock.png: cannot read it as an image" in res.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    res = run("asal", "target", "--substrate", "boids", "--fm", "clip", "--prompt", "a flock", "--runs", "runs",
+              cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 2 and "offline, pass --weights FILE" in res.stderr, res.stderr

@@ -148,7 +148,7 @@ def test_cli_bad_inputs(tmp_path, capsys, clip_weights):
     assert "--prompt TEXT" in capsys.readouterr().err
     assert main(["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image",
                  str(tmp_path / "none.png"), "--runs", runs, "--quiet", "--iters", "1"]) == 2
-    assert "cannot read the target image" in capsys.readouterr().err
+    assert "--target-image" in (err := capsys.readouterr().err) and "no such file" in err
     assert main(["asal", "target", "--substrate", "lenia", "--fm", "dino", "--prompt", "x", "--runs", runs]) == 2
     assert "unknown foundation model" in capsys.readouterr().err
     # --frames not a multiple of the prompts: say so and round up

@@ -429,6 +429,9 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
 def _check_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    if not path.is_file():
+        raise ValueError(f"--target-image {path}: no such file")
+
     try:
         with Image.open(path) as img:
             img.verify()

@@ -1,9 +1,11 @@
-"""The `workbench merge` commands (registered by workbench.cli): evolve a recipe, apply one."""
+"""`workbench merge evolve|apply`: evolve a merge recipe into the run store, apply one."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
 
 #: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
 #: from defaults (then the EvolveConfig defaults apply), and the EvolveConfig fields they set.
@@ -11,11 +13,11 @@ EVOLVE_FIELDS = {"zoo": "zoo", "models": "models", "method": "method", "base": "
                  "task_weights": "task_weights", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
                  "n_eval": "n_eval", "n_test": "n_test", "r": "dfs_r"}
 ZOO = "data/zoo"
+# workbench.merge.evolve.PS_METHODS, spelled out so that --help needs no torch import (a test keeps them equal)
+PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
 
 def cmd_evolve(args) -> int:
-    from workbench.cli import _client, iteration_progress
-    from workbench.device_flag import check_device
     from workbench.merge.evolve import FLAGS, EvolveConfig, evolve
     from workbench.runs import RunStore, check_resume, cli_command
 
@@ -34,7 +36,8 @@ def cmd_evolve(args) -> int:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
         cfg = EvolveConfig(**{"zoo": ZOO, **given, "device": device})
         total = cfg.iters
-    client = _client(args)
+        _note_quick_zoo(cfg.zoo)
+    client = dask_client(args)
     try:
         with iteration_progress("merge evolve", total, "fitness", lambda row: f"{-row['best_loss']:.3f}",
                                 quiet=args.quiet) as on_iteration:
@@ -52,8 +55,20 @@ def cmd_evolve(args) -> int:
     return 0
 
 
+def _note_quick_zoo(path: str) -> None:
+    """A smoke-test zoo (`zoo build --quick`) evolves, but its merges mean nothing: say so before the run."""
+    from pathlib import Path
+
+    if not (Path(path) / "zoo.json").is_file():
+        return  # not a zoo folder: EvolveConfig's checks say what is wrong
+    from workbench.lm.zoo import load_zoo
+
+    warning = load_zoo(path).quick_warning()
+    if warning:
+        err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
+
+
 def cmd_apply(args) -> int:
-    from workbench.device_flag import check_device
     from workbench.merge.apply import apply_recipe_file
 
     device = check_device(args.device)
@@ -73,9 +88,6 @@ def cmd_apply(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `workbench merge evolve|apply` to the `workbench` parser."""
-    from workbench.device_flag import add_device_argument
-    from workbench.merge.evolve import PS_METHODS
-
     merge = sub.add_parser("merge", help="evolved model merging: evolve a recipe, apply one")
     merge_sub = merge.add_subparsers(dest="action", required=True, metavar="ACTION")
 

@@ -1,11 +1,11 @@
-"""The `workbench zoo` commands (registered by workbench.cli)."""
+"""`workbench zoo build|eval`: the language-model zoo."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from workbench.device_flag import add_device_argument, check_device
+from workbench.cli.common import add_device_argument, check_device
 
 
 def cmd_zoo_build(args) -> int:

@@ -1,0 +1,116 @@
+"""`workbench asal target|openended|illuminate`: ASAL searches into the run store, with resume and Dask."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from workbench.cli.common import SUBSTRATES, add_device_argument, check_device, dask_client, err, iteration_progress
+
+#: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
+#: defaults: their defaults, and the SearchConfig fields they set.
+ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 256, "iters": 100, "frames": 1, "bs": 1,
+                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0}
+ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
+               "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
+               "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
+               "population": "population", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
+               "c_softmax": "c_softmax", "c_oe": "c_oe"}
+
+
+def cmd_asal(args) -> int:
+    from workbench.asal.driver import FLAGS, SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore, check_resume, cli_command
+
+    check_device(args.device)
+
+    store = RunStore(args.runs)
+    given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
+    cfg, resume, total = None, None, None
+    if args.resume is not None:
+        # everything that would refuse the resume, before a model loads or a progress bar starts
+        run = store.open(args.resume)
+        check_resume(run, args.search, given, names=FLAGS)
+        run.check_resumable(trust_pickle=args.trust_pickle)
+        resume, total = run.id, run.info["config"].get("iters")
+    else:
+        defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
+
+        def value(dest: str):
+            v = getattr(args, dest, None)
+            return v if v is not None else defaults[dest]
+
+        if args.substrate is None:
+            raise ValueError("--substrate is required (unless --resume RUN_ID)")
+        ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
+                        bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
+        if args.search == "illuminate":
+            extra = {"algorithm": value("algorithm"), "population": value("population")}
+        else:
+            extra = {"prompts": args.prompt or [], "target_image": args.target_image}
+        cfg = SearchConfig(kind=args.search, eval=ev, iters=value("iters"), pop=value("pop"), sigma=value("sigma"),
+                           seed=value("seed"), c_softmax=value("c_softmax"), c_oe=value("c_oe"), **extra)
+        total = cfg.iters
+        from workbench.fm import check_fm
+
+        check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # before any load or progress bar
+        for note in cfg.notes:
+            err.print(f"[yellow]note:[/] {note}")
+    client = dask_client(args)
+    try:
+        with iteration_progress(f"asal {args.search}", total, "loss", lambda row: f"{row['best_loss']:.4f}",
+                                quiet=args.quiet) as on_iteration:
+            run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                             device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
+                             command=cli_command())
+    finally:
+        if client is not None:
+            client.close()
+    info = run.info
+    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+                      "iterations": info["iterations"], "best_loss": info["best_loss"]}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
+    asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")
+    for name, text in (("target", "Sep-CMA-ES towards prompts or a target image"),
+                       ("openended", "Sep-CMA-ES for open-endedness (optionally with prompts)"),
+                       ("illuminate", "a diverse population: the reference GA or MAP-Elites")):
+        a = asal_sub.add_parser(name, help=text, description=text)
+        a.add_argument("--substrate", choices=SUBSTRATES)
+        # settings default to None here (defaults: ASAL_DEFAULTS), so that --resume can tell given flags apart
+        a.add_argument("--fm", help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0, "
+                                    "offline)")
+        a.add_argument("--weights", help="local weights file (state dict) for clip / openclip:ARCH")
+        if name != "illuminate":
+            a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
+            a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")
+        else:
+            a.add_argument("--algorithm", choices=["ga", "map-elites"], help="default: ga")
+            a.add_argument("--population", type=int, help="GA population size (default: 256)")
+        a.add_argument("--iters", type=int, help="default: 100")
+        a.add_argument("--pop", type=int, help="CMA population / GA children / MAP-Elites batch (default: "
+                                               f"{16 if name != 'illuminate' else 32})")
+        a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
+        a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: 1)")
+        a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
+        a.add_argument("--size", type=int, help="render size fed to the FM and of best.png / best.mp4 (default: 224)")
+        a.add_argument("--sigma", type=float, help="default: 0.1")
+        a.add_argument("--c-softmax", type=float, help="weight of the softmax target loss (default: 0)")
+        a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0)")
+        a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
+        add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
+        a.add_argument("--seed", type=int, help="default: 0")
+        a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+        a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
+                                                         "settings flags must match the run's or be left out)")
+        a.add_argument("--trust-pickle", action="store_true",
+                       help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
+                            "run folders you trust)")
+        a.add_argument("--workers", type=int, default=0, help="start a Dask LocalCluster with N workers")
+        a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+        a.add_argument("--quiet", action="store_true", help="no progress bar")
+        a.set_defaults(func=cmd_asal)

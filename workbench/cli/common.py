@@ -1,0 +1,81 @@
+"""What every command group shares: the error console, progress bars, the Dask client and the --device flag.
+
+The command modules import the library only inside their handlers, so `workbench --help` and argument errors
+stay fast; nothing in the library imports the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable
+
+from rich.console import Console
+
+err = Console(stderr=True)
+SUBSTRATES = ["lenia", "boids", "plife"]
+DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU when torch sees one, else the CPU)"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None:
+    parser.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + more)
+
+
+def check_device(value: str | None) -> str | None:
+    """The checked value of --device (unchanged), or one ValueError naming the fix."""
+    import torch
+
+    from workbench.kernels.device import ENV, arch_setting, cuda_available, resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError:
+        why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        if value is None:  # WORKBENCH_ARCH set to a bad value, or to cuda on a machine without a GPU
+            if arch_setting() == "cuda":
+                raise ValueError(f"{ENV}=cuda: {why}; unset it or use --device cpu") from None
+            raise
+        try:
+            kind = torch.device(value).type
+        except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"--device {value}: not a device; use cpu, cuda or cuda:N") from None
+        if not cuda_available():
+            raise ValueError(f"--device {value}: {why}; use --device cpu (the fallback)") from None
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {value}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}") from None
+    return value
+
+
+def dask_client(args):
+    """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None."""
+    if args.workers and args.dask:
+        raise ValueError("give --workers N or --dask ADDRESS, not both")
+    if args.workers:
+        from workbench.scale import local_client
+
+        return local_client(args.workers)
+    if args.dask:
+        from workbench.scale import connect
+
+        return connect(args.dask)
+    return None
+
+
+@contextlib.contextmanager
+def iteration_progress(description: str, total: int | None, label: str, value: Callable[[dict], str],
+                       quiet: bool = False):
+    """A rich progress bar (count, `label value`, elapsed, ETA) on stderr for a search loop; yields the
+    on_iteration(done, total, metrics row) callback the drivers take."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn(f"{label} {{task.fields[value]}}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=err, disable=quiet) as bar:
+        task = bar.add_task(description, total=total, value="–")
+
+        def on_iteration(done: int, total: int, row: dict) -> None:
+            bar.update(task, completed=done, total=total, value=value(row))
+
+        yield on_iteration

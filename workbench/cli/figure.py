@@ -1,0 +1,37 @@
+"""`workbench figure curves|atlas|video`: paper figures and videos of runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_figure(args) -> int:
+    from workbench import figures
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs)
+    if args.what == "curves":
+        out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)
+    elif args.what == "atlas":
+        out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi)
+    else:
+        out = figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size)
+    print(out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    figure = sub.add_parser("figure", help="paper figures of runs: curves, atlas, video")
+    figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
+                          ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
+                          ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
+        f = figure_sub.add_parser(name, help=text)
+        f.add_argument("ids", nargs=n, metavar="ID")
+        f.add_argument("--out", required=True)
+        f.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+        f.add_argument("--dpi", type=int, default=None, help="raster resolution (default: 300)")
+        f.add_argument("--metric", default="best_loss", help="curves: the metrics column to plot")
+        f.add_argument("--steps", type=int, default=None, help="video: steps (default: the run's)")
+        f.add_argument("--size", type=int, default=224, help="video: frame size")
+        f.set_defaults(func=cmd_figure)

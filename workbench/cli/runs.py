@@ -1,0 +1,85 @@
+"""`workbench runs list|show|compare`: the run store's catalog."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+
+from workbench.cli.common import err
+
+
+def _runs_tables(rows: list[dict]) -> None:
+    """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions), each with the
+    columns that describe its runs, and the best value in its metric's units and direction."""
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 140))
+    families = {}
+    for r in rows:
+        families.setdefault("merge" if r["kind"] == "merge" else "asal", []).append(r)
+    for family, group in families.items():
+        describe = list(dict.fromkeys(c for r in group for c in r["columns"]))
+        metrics = sorted({(r["metric"], r["better"]) for r in group})
+        best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
+        kind = ["kind"] if family == "asal" else []
+        table = Table(*kind, *describe, "status", "iterations", best, "id",
+                      title="ASAL searches" if family == "asal" else "merge evolutions")
+        for r in group:
+            cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
+                     for c in describe]
+            value = "" if r["best"] is None else f"{r['best']:.4f}"
+            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], str(r["iterations"]), value, r["id"])
+        console.print(table)
+    for r in rows:
+        if r["resume_command"] and r["status"] == "interrupted":
+            err.print(f"{r['id']} was interrupted; resume it with: {r['resume_command']}", soft_wrap=True)
+
+
+def cmd_runs(args) -> int:
+    from workbench.runs import RunStore, catalog_row
+
+    store = RunStore(args.runs)
+    if args.action == "list":
+        rows = store.list()
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            _runs_tables(rows)
+        for name in store.broken():
+            err.print(f"[yellow]warning:[/] {name} is not a readable run (corrupt or foreign run.json); skipped")
+        return 0
+    if args.action == "show":
+        run = store.open(args.ids[0])
+        info = run.info
+        row = catalog_row(info, store.root)
+        # the live status ("interrupted" when the process is gone) and how to go on; run.json's own as written
+        info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command")},
+                    recorded_status=info["status"])
+        info["metrics"] = store.metrics(run.id)
+        info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
+        print(json.dumps(info, indent=None if args.json else 2, default=str))
+        return 0
+    a, b = (store.open(i) for i in args.ids)
+    out = {}
+    for run in (a, b):
+        row, metrics = catalog_row(run.info, store.root), store.metrics(run.id)
+        out[run.id] = {k: row[k] for k in ("kind", "substrate", "fm", "status", "iterations", "best_loss", "seed",
+                                           "metric", "better", "best")}
+        out[run.id]["best_loss_by_iteration"] = [m["best_loss"] for m in metrics]
+    print(json.dumps(out, indent=None if args.json else 2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    runs = sub.add_parser("runs", help="the run store: list, show, compare")
+    runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
+                          ("compare", 2, "two runs side by side")):
+        r = runs_sub.add_parser(name, help=text)
+        if n:
+            r.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one")
+        r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+        r.add_argument("--json", action="store_true")
+        r.set_defaults(func=cmd_runs)

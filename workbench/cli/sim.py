@@ -1,0 +1,73 @@
+"""`workbench view` (a live pygame window) and `workbench render` (PNG / GIF / MP4 of a simulation)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from workbench.cli.common import SUBSTRATES, add_device_argument, check_device, err
+
+
+def _substrate(args):
+    from workbench.simulations import make_substrate
+
+    return make_substrate(args.substrate, device=getattr(args, "device", None))
+
+
+def cmd_view(args) -> int:
+    from workbench.export import load_theta
+    from workbench.viewer import ViewerModel, run_viewer
+
+    sub = _substrate(args)
+    if args.window < 64:
+        raise ValueError(f"--window must be at least 64 pixels, got {args.window}")
+    model = ViewerModel(sub, load_theta(args.theta, sub), seed=args.seed, out_dir=Path(args.out_dir),
+                        render_size=args.render_size or min(args.window, 512))
+    run_viewer(model, window=args.window, max_frames=args.frames)
+    for path in model.saved:
+        print(path)
+    return 0
+
+
+def cmd_render(args) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from workbench.export import export, load_theta
+
+    check_device(args.device)
+
+    sub = _substrate(args)
+    params = sub.decode(load_theta(args.theta, sub))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
+        out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size, every=args.every,
+                     fps=args.fps, progress=lambda n: bar.advance(task, n))
+    print(out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    view = sub.add_parser("view", help="real-time pygame window of a substrate",
+                          description="Keys: space pause, n new θ (σ=0.1), r reset, s save PNG, +/- steps per "
+                                      "frame, q quit.")
+    view.add_argument("substrate", choices=SUBSTRATES)
+    view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults)")
+    view.add_argument("--seed", type=int, default=0)
+    view.add_argument("--window", type=int, default=768, help="window size in pixels")
+    view.add_argument("--render-size", type=int, default=None, help="render resolution (default: min(window, 512))")
+    view.add_argument("--out-dir", default=".", help="where s saves PNGs")
+    view.add_argument("--frames", type=int, default=None, help="quit after this many frames")
+    view.set_defaults(func=cmd_view)
+
+    render = sub.add_parser("render", help="write a PNG (last frame), GIF or MP4 of a simulation")
+    render.add_argument("substrate", choices=SUBSTRATES)
+    render.add_argument("--steps", type=int, required=True, help="simulation steps after init")
+    render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
+    render.add_argument("--theta", help="θ as a .npy file (default: zeros)")
+    render.add_argument("--seed", type=int, default=0)
+    render.add_argument("--size", type=int, default=224)
+    render.add_argument("--every", type=int, default=1, help="video: one frame every N steps")
+    render.add_argument("--fps", type=int, default=30)
+    add_device_argument(render)
+    render.set_defaults(func=cmd_render)

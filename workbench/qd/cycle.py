@@ -1,0 +1,396 @@
+"""The CycleQD loop as an ask/tell object: the caller builds, evaluates and stores the models.
+
+    qd = CycleQD(CycleQDConfig(tasks=("add", "sort"), seed=0), seed_experts={"add": "add", "sort": "sort"})
+    models = {}                                            # the caller's store: live elites only
+    while qd.generation <= 100:
+        child = qd.ask()                                   # generation 0: the K seed experts, one per ask
+        theta = (zoo.state_dict(child.seed_expert) if child.is_seed
+                 else build_child(child, theta0, [models[p] for p in child.parents], factors[child.task]))
+        if qd.tell(child, evaluate(theta)):                # -> the archives it entered
+            models[child.id] = theta
+        models = {i: models[i] for i in qd.live_ids()}     # a model no archive holds is never a parent again
+
+After `CycleQD.from_state(state)` the store comes back from lineage: `models = {i: rebuild(i, qd.child, theta0,
+zoo.state_dict, factors) for i in qd.live_ids()}` (workbench.qd.lineage), bit for bit.
+
+Generation 0 evaluates the K seed experts (ids 0..K-1, in task order) and inserts each with the usual rule.
+Generation g >= 1 (id K - 1 + g) optimises the quality task q = tasks[g mod K] (spec §2): two distinct parents
+from archive q (elite sampling, or uniform), model-wise ω_i ~ N(1 + μ, |σ|), then a mutation: SVD of q's seed
+expert's task vector (the paper's method, our default) or Gaussian noise (the reference's default config, an
+ablation). `CycleQDConfig.sampling` / `.mutation` record which ran. If archive q holds fewer than 2 elites, the
+parents are drawn uniformly from the elites of all archives (pool "all archives"); with a single elite in all,
+it is both parents (pool "single"). The reference would fail there; the child's `pool` records it.
+
+Every random draw comes from SeedSequence([config.seed, generation]) (spawned per purpose: parents, ω,
+mutation), so any generation can be recomputed from the archives it saw, and a resumed run (`state_dict()` ->
+`CycleQD.from_state`) continues bit for bit: there is no generator state to carry. A child description
+(`Child`) holds everything `build_child` needs to rebuild its weights from its parents' (lineage).
+
+Records, all plain data (dicts, lists and NumPy arrays): every evaluated model with its lineage, scores on all
+tasks and the archives it entered (`records`); parent draw counts per model and archive (`draw_counts`); per
+generation coverage, QD score and max quality per archive (`metrics`) and the archives' elite ids (`snapshot`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+
+from workbench.checkpoint import checkpointable
+from workbench.qd.archives import DEFAULT_BINS, TaskArchives, check_bins, check_ranges, check_task_list
+from workbench.qd.operators import MUTATION_SCALES, MUTATIONS
+from workbench.qd.sampling import SAMPLERS
+
+STATE_FORMAT = "workbench.qd.CycleQD/1"
+_PARENTS, _OMEGAS, _MUTATION = range(3)   # the spawned seed streams of a generation
+
+
+@dataclass
+class CycleQDConfig:
+    """The settings of a CycleQD run (all of them recorded with it).
+
+    Args:
+        tasks: K >= 2 distinct workbench.lm task names, in the order that defines the archives' axes.
+        ranges: task -> fixed (lo, hi) its score is binned on; None: (0.0, 1.0) for every task (accuracies).
+        bins: bins per task (the reference's 15; archives are (bins,) * (K - 1)).
+        seed: the run seed; generation g draws from SeedSequence([seed, g]).
+        sampling: "elite" (the paper) or "uniform" (ablation); any key of workbench.qd.sampling.SAMPLERS.
+        mutation: "svd" (the paper) or "gaussian" (ablation); any key of workbench.qd.operators.MUTATIONS.
+        mutation_scale: κ of the SVD mutation (r ~ U(0, κ)) or σ of the Gaussian one; None: the method's
+            default (0.1, 3e-4), written back so the record is explicit.
+        omega_mu, omega_sigma: ω_i ~ N(1 + μ, |σ|) (the reference's 0 and 0.01).
+    """
+
+    tasks: tuple[str, ...] = ("sort", "reverse", "brackets")
+    ranges: dict[str, tuple[float, float]] | None = None
+    bins: int = DEFAULT_BINS
+    seed: int = 0
+    sampling: str = "elite"
+    mutation: str = "svd"
+    mutation_scale: float | None = None
+    omega_mu: float = 0.0
+    omega_sigma: float = 0.01
+
+    def __post_init__(self):
+        from workbench.lm.tasks import check_tasks
+
+        self.tasks = tuple(check_tasks(check_task_list(self.tasks)))
+        self.ranges = check_ranges(list(self.tasks), self.ranges)
+        self.bins = check_bins(self.bins)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+        if self.sampling not in SAMPLERS:
+            raise ValueError(f"unknown sampling {self.sampling!r}; choose from {', '.join(SAMPLERS)}")
+        if self.mutation not in MUTATIONS:
+            raise ValueError(f"unknown mutation {self.mutation!r}; choose from {', '.join(MUTATIONS)}")
+        if self.mutation_scale is None:
+            if self.mutation not in MUTATION_SCALES:
+                raise ValueError(f"mutation {self.mutation!r} has no default scale; set mutation_scale")
+            self.mutation_scale = MUTATION_SCALES[self.mutation]
+        for name in ("mutation_scale", "omega_mu", "omega_sigma"):
+            value = float(getattr(self, name))
+            if not np.isfinite(value) or (name == "mutation_scale" and value < 0):
+                raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'mutation_scale' else ''}, "
+                                 f"got {getattr(self, name)!r}")
+            setattr(self, name, value)
+
+    @property
+    def method(self) -> str:
+        """Which variant runs, in words: the paper's method or an ablation."""
+        words = f"{self.sampling} sampling + {self.mutation} mutation"
+        return words + (" (the paper's method)" if (self.sampling, self.mutation) == ("elite", "svd")
+                        else " (an ablation; the paper's method is elite sampling + svd mutation)")
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields (ranges as [lo, hi] lists)."""
+        out = dataclasses.asdict(self)
+        out["tasks"], out["ranges"] = list(self.tasks), {t: list(r) for t, r in self.ranges.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CycleQDConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown CycleQD config fields {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Child:
+    """One model to evaluate: a seed expert (generation 0) or a child, with everything that rebuilds it.
+
+    Attributes:
+        id: its model id (seeds 0..K-1 in task order, then K - 1 + generation).
+        generation: 0 for seed experts.
+        task: the generation's quality task q (a seed: the task it is the expert of).
+        parents: the two parents' ids (() for a seed).
+        omegas: one crossover weight per parent.
+        mutation: "svd", "gaussian", ... ("none" for a seed).
+        mutation_seed: the integer every mutation draw comes from (per tensor: SeedSequence([seed, crc32(name)])).
+        mutation_scale: κ or σ.
+        seed_expert: a seed's model name (None for a child).
+        pool: where the parents came from: "archive" (archive q), "all archives", "single" (one elite in all), or
+            "seed".
+    """
+
+    id: int
+    generation: int
+    task: str
+    parents: tuple[int, ...] = ()
+    omegas: tuple[float, ...] = ()
+    mutation: str = "none"
+    mutation_seed: int = 0
+    mutation_scale: float = 0.0
+    seed_expert: str | None = None
+    pool: str = "archive"
+
+    @property
+    def is_seed(self) -> bool:
+        return not self.parents
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["parents"], d["omegas"] = list(self.parents), list(self.omegas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Child:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k in ("parents", "omegas") else v) for k, v in d.items() if k in names})
+
+
+@checkpointable("qd.CycleQD")
+class CycleQD:
+    """CycleQD (Kuroki et al., 2024) over models as an ask/tell optimiser.
+
+    Args:
+        config: the run's settings (CycleQDConfig).
+        seed_experts: task -> the name of that task's seed expert (e.g. its zoo model name), for every task.
+
+    Attributes:
+        config, seed_experts, archives (TaskArchives), generation (the generation the next ask belongs to).
+    """
+
+    def __init__(self, config: CycleQDConfig, seed_experts: Mapping[str, str]):
+        if not isinstance(config, CycleQDConfig):
+            raise ValueError(f"config must be a CycleQDConfig, got {type(config).__name__}")
+        self.config = config
+        tasks = list(config.tasks)
+        if not isinstance(seed_experts, Mapping):
+            raise ValueError(f"seed_experts must map each task to its expert's name, got {type(seed_experts).__name__}")
+        unknown = [t for t in seed_experts if t not in tasks]
+        if unknown:
+            raise ValueError(f"seed_experts name {unknown}, not among the tasks {tasks}; fix the name or add the task")
+        missing = [t for t in tasks if t not in seed_experts]
+        if missing:
+            raise ValueError(f"task{'s' if len(missing) > 1 else ''} {missing} ha{'ve' if len(missing) > 1 else 's'} "
+                             f"no seed expert; pass seed_experts={{{missing[0]!r}: <its fine-tuned expert>, ...}} "
+                             f"(CycleQD starts from one expert per task)")
+        self.seed_experts = {t: str(seed_experts[t]) for t in tasks}
+        self.archives = TaskArchives(tasks, config.ranges, config.bins)
+        self.generation = 0
+        self._records: list[dict] = []
+        self._pending: Child | None = None
+        self._snapshots: list[np.ndarray] = []    # per finished generation: (K, *grid) elite ids
+        self._history: list[dict] = []            # per finished generation: the archives' statistics
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config.tasks)
+
+    @property
+    def quality_task(self) -> str | None:
+        """The task generation `self.generation` optimises (None in generation 0)."""
+        return None if self.generation == 0 else self.tasks[self.generation % len(self.tasks)]
+
+    # --- ask / tell ---
+
+    def ask(self) -> Child:
+        """The next model to evaluate. Asking again before `tell` returns the same child."""
+        if self._pending is None:
+            self._pending = self._seed() if self.generation == 0 else self._breed()
+        return self._pending
+
+    def _seed(self) -> Child:
+        i = len(self._records)
+        task = self.tasks[i]
+        return Child(id=i, generation=0, task=task, seed_expert=self.seed_experts[task], pool="seed")
+
+    def _breed(self) -> Child:
+        g, cfg = self.generation, self.config
+        q = self.tasks[g % len(self.tasks)]
+        streams = np.random.SeedSequence([cfg.seed, g]).spawn(3)
+        rng = np.random.default_rng(streams[_PARENTS])
+        ids, cells, quality = self.archives.elites(q)
+        if len(ids) >= 2:
+            pool, parents = "archive", ids[SAMPLERS[cfg.sampling](rng, cells, quality)]
+        else:
+            everyone = self.archives.elite_ids()
+            if len(everyone) >= 2:
+                pool, parents = "all archives", everyone[rng.choice(len(everyone), size=2, replace=False)]
+            else:
+                pool, parents = "single", everyone[[0, 0]]
+        omegas = np.random.default_rng(streams[_OMEGAS]).normal(1.0 + cfg.omega_mu, abs(cfg.omega_sigma), size=2)
+        return Child(id=len(self._records), generation=g, task=q, parents=tuple(int(p) for p in parents),
+                     omegas=tuple(float(w) for w in omegas), mutation=cfg.mutation,
+                     mutation_seed=int(streams[_MUTATION].generate_state(1)[0]),
+                     mutation_scale=float(cfg.mutation_scale), pool=pool)
+
+    def tell(self, child: Child, scores: Mapping[str, float]) -> list[str]:
+        """Record the evaluated child and insert it into every archive it enters.
+
+        Args:
+            child: the child of the last `ask()`.
+            scores: task -> score, for every task.
+        Returns:
+            the archives entered, in task order ([]: the child need not be kept).
+        """
+        if self._pending is None or child != self._pending:
+            pending = None if self._pending is None else self._pending.id
+            got = getattr(child, "id", child)
+            raise ValueError(f"tell the child of the last ask() (pending: {pending}, got {got})")
+        scores = self.archives.check_scores(scores)
+        entered = self.archives.add(child.id, scores)
+        self._records.append({**child.to_dict(), "scores": scores, "entered": entered, "kept": bool(entered)})
+        self._pending = None
+        if self.generation > 0 or len(self._records) == len(self.tasks):
+            self._finish_generation()
+        return entered
+
+    def _finish_generation(self) -> None:
+        self._snapshots.append(np.stack([self.archives.grid(t)[0] for t in self.tasks]))
+        stats = [self.archives.stats(t) for t in self.tasks]
+        told = self._records[-1:] if self.generation else self._records   # one child, or the K seed experts
+        self._history.append({"generation": self.generation, "task": self.quality_task,
+                              "evaluated": [r["id"] for r in told],
+                              "entered": sorted({t for r in told for t in r["entered"]}, key=self.tasks.index),
+                              **{k: [s[k] for s in stats] for k in ("coverage", "qd_score", "max_quality")}})
+        self.generation += 1
+
+    # --- records ---
+
+    @property
+    def records(self) -> list[dict]:
+        """Every evaluated model in id order: Child fields + scores (task -> float), entered (archive names) and
+        kept (entered at least one archive). Copies."""
+        return [{**r, "parents": list(r["parents"]), "omegas": list(r["omegas"]), "scores": dict(r["scores"]),
+                 "entered": list(r["entered"])} for r in self._records]
+
+    def child(self, model_id: int) -> Child:
+        """The Child description of an evaluated (or pending) model: its lineage, for rebuilding it."""
+        if self._pending is not None and model_id == self._pending.id:
+            return self._pending
+        if not (0 <= int(model_id) < len(self._records)):
+            raise ValueError(f"no model {model_id}: ids run from 0 to {len(self._records) - 1}")
+        return Child.from_dict(self._records[int(model_id)])
+
+    def scores(self, model_id: int) -> dict[str, float]:
+        return dict(self._records[int(model_id)]["scores"])
+
+    def live_ids(self) -> list[int]:
+        """Ids of the models some archive holds: the only ones a later generation can draw as parents."""
+        return self.archives.elite_ids().tolist()
+
+    def draw_counts(self, generation: int | None = None) -> np.ndarray:
+        """(models, K) int64: how often each model was drawn as a parent in generations optimising each task (so
+        column k counts draws from archive k, or from all archives when k's held fewer than 2 elites), up to and
+        including `generation` (default: every told child). Row sums: draws per model."""
+        counts = np.zeros((len(self._records), len(self.tasks)), np.int64)
+        for r in self._records:
+            if r["parents"] and (generation is None or r["generation"] <= generation):
+                for p in r["parents"]:
+                    counts[p, self.tasks.index(r["task"])] += 1
+        return counts
+
+    def metrics(self) -> dict:
+        """Per finished generation: generation (G,), task (quality task, None for 0), coverage, qd_score and
+        max_quality (G, K) arrays with columns in task order."""
+        h = self._history
+        out: dict = {"tasks": self.tasks, "generation": np.array([x["generation"] for x in h], np.int64),
+                     "task": [x["task"] for x in h]}
+        for k in ("coverage", "qd_score", "max_quality"):
+            out[k] = np.array([x[k] for x in h], np.float64).reshape(len(h), len(self.tasks))
+        return out
+
+    def snapshot(self, generation: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The archives as they were after `generation`: task -> (elite ids, qualities), as `TaskArchives.grid`."""
+        if not (0 <= generation < len(self._snapshots)):
+            raise ValueError(f"no snapshot of generation {generation}; "
+                             f"finished generations: 0..{len(self._snapshots) - 1}")
+        out = {}
+        for k, task in enumerate(self.tasks):
+            ids = self._snapshots[generation][k].copy()
+            quality = np.full(ids.shape, np.nan)
+            for idx in zip(*np.nonzero(ids >= 0), strict=True):
+                quality[idx] = self._records[ids[idx]]["scores"][task]
+            out[task] = (ids, quality)
+        return out
+
+    def snapshot_archives(self, generation: int) -> TaskArchives:
+        """The archives after `generation` as a TaskArchives."""
+        archives = TaskArchives(self.tasks, self.config.ranges, self.config.bins)
+        for task, (ids, quality) in self.snapshot(generation).items():
+            for idx in zip(*np.nonzero(ids >= 0), strict=True):
+                archives.place(task, idx, int(ids[idx]), float(quality[idx]))
+        return archives
+
+    def model_path(self, model_id: int) -> str:
+        """The default `model_path` of the reference's archive map: a seed's name, `models/gen_{g}` for a child
+        (the reference saves a child of generation g in {model_dir}/gen_{g})."""
+        r = self._records[int(model_id)]
+        return r["seed_expert"] if r["seed_expert"] is not None else f"models/gen_{r['generation']}"
+
+    def archive_map(self, generation: int | None = None, model_path: Callable[[int], str] | None = None,
+                    validation_quality: Callable[[str, int], float | None] | None = None) -> dict:
+        """The archives after `generation` (default: the last finished one) in the reference's
+        `gen{N}_archive_map.json` format; sampling_freq = 1 + draws from that archive up to then (the
+        reference starts each entry at 1). Write it with workbench.qd.archive_map.write_archive_map."""
+        from workbench.qd.archive_map import to_archive_map
+
+        generation = len(self._snapshots) - 1 if generation is None else generation
+        counts = self.draw_counts(generation)
+        return to_archive_map(self.snapshot_archives(generation), model_path or self.model_path,
+                              sampling_freq=lambda task, i: 1 + int(counts[i, self.tasks.index(task)]),
+                              validation_quality=validation_quality)
+
+    # --- checkpoints ---
+
+    def state_dict(self) -> dict:
+        """Everything, as plain values and arrays (no pickle): config, seed experts, generation, the archives,
+        every record, the pending child, snapshots (G, K, *grid) and per-generation statistics."""
+        k = len(self.tasks)
+        snapshots = (np.stack(self._snapshots) if self._snapshots
+                     else np.zeros((0, k, *self.archives.shape), np.int64))
+        return {"format": STATE_FORMAT, "config": self.config.to_dict(), "seed_experts": dict(self.seed_experts),
+                "generation": self.generation, "archives": self.archives.state_dict(), "records": self.records,
+                "pending": None if self._pending is None else self._pending.to_dict(),
+                "snapshots": snapshots, "history": [dict(h) for h in self._history]}
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> CycleQD:
+        """The CycleQD `state_dict()` wrote; it continues exactly as the original would have."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a CycleQD state (format {state.get('format')!r}, expected {STATE_FORMAT!r})")
+        qd = cls(CycleQDConfig.from_dict(state["config"]), state["seed_experts"])
+        qd.generation = int(state["generation"])
+        qd.archives = TaskArchives.from_state(state["archives"])
+        qd._records = [_record(r) for r in state["records"]]
+        qd._pending = None if state["pending"] is None else Child.from_dict(state["pending"])
+        qd._snapshots = [np.asarray(s, np.int64) for s in state["snapshots"]]
+        qd._history = [dict(h) for h in state["history"]]
+        return qd
+
+
+def _record(r: Mapping) -> dict:
+    """A record read back from a checkpoint, with the types `tell` writes (JSON turns tuples into lists)."""
+    out = dict(r)
+    out["parents"], out["omegas"] = [int(p) for p in r["parents"]], [float(w) for w in r["omegas"]]
+    out["scores"], out["entered"] = {t: float(v) for t, v in r["scores"].items()}, list(r["entered"])
+    return out
+
