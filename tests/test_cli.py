@@ -146,3 +146,15 @@ def test_asal_checks_the_fm_request_before_any_progress_bar(tmp_path):
     res = run("asal", "target", "--substrate", "boids", "--fm", "clip", "--prompt", "a flock", "--runs", "runs",
               cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     assert res.returncode == 2 and "offline, pass --weights FILE" in res.stderr, res.stderr
+
+
+def test_merge_evolve_checks_models_before_a_bar_and_notes_a_quick_zoo(tmp_path, quick_zoo):
+    res = run("merge", "evolve", "--zoo", str(quick_zoo), "--models", "nosuch", "sort", "--iters", "1",
+              "--runs", "runs", "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "no model 'nosuch'" in res.stderr and "merge evolve" not in res.stderr  # no progress bar first
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    res = run("merge", "evolve", "--zoo", str(quick_zoo), "--models", "add", "sort", "--iters", "1", "--pop", "2",
+              "--n-eval", "4", "--n-test", "4", "--runs", "runs", "--device", "cpu", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "quick smoke-test zoo" in res.stderr

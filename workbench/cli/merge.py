@@ -36,6 +36,10 @@ def cmd_evolve(args) -> int:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
         cfg = EvolveConfig(**{"zoo": ZOO, **given, "device": device})
         total = cfg.iters
+        from workbench.lm.models import resolve_model
+
+        for name in dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]):
+            resolve_model(name, cfg.zoo)  # a missing model is one error before a progress bar starts
         _note_quick_zoo(cfg.zoo)
     client = dask_client(args)
     try:
