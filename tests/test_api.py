@@ -162,3 +162,22 @@ def test_bad_params(substrates):
         sub.step(state, {"alpha": np.full((6, 6), np.nan), "beta": np.ones(6) * 0.3})
     with pytest.raises(ValueError, match="expected a plife State"):
         sub.step(substrates["boids"].init(substrates["boids"].decode(np.zeros(193))), sub.decode(np.zeros(42)))
+
+
+def test_parameters_moved_to_the_device_once_give_the_same_run(substrates):
+    from workbench.simulations import DeviceParams
+
+    sub = substrates["boids"]
+    params = sub.decode(0.3 * np.random.default_rng(0).standard_normal((3, sub.n_params)))
+    ready = sub.to_device(params)
+    assert isinstance(ready, DeviceParams) and sub.to_device(ready) is ready
+    a = sub.state_to_arrays(sub.step(sub.init(params, seed=1), params, 5))
+    b = sub.state_to_arrays(sub.step(sub.init(ready, seed=1), ready, 5))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    one = sub.to_device(sub.decode(np.zeros(sub.n_params)))  # one parameter set for a population of three
+    state = sub.init(params, seed=1)
+    assert sub.step(state, one, 2).population == 3
+    other = type(sub)()  # another substrate's prepared parameters are checked like any others
+    np.testing.assert_array_equal(other.render(other.init(ready, seed=1), ready, 32),
+                                  sub.render(sub.init(params, seed=1), params, 32))
