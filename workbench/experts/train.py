@@ -1,0 +1,327 @@
+"""Training SVF experts by REINFORCE on the procedural tasks (Transformer² §4), as a small object:
+
+    svf = SVFModel(zoo.model("base"), zoo.tokenizer())
+    trainer = ExpertTrainer(svf, "sort", seed=0)             # p = 0.1 + 0.01·N(0, 1), Adam(lr 2e-3)
+    for _ in range(100):
+        stats = trainer.step()                               # one batch: rollouts, rewards, one Adam step
+        if trainer.step_count % 10 == 1:
+            trainer.validate()                               # keeps the best-validation expert
+    expert = trainer.best_params                             # -> svf.apply(expert), save_expert(...)
+
+One step (the reference's Reinforce.step_optimization + update):
+1. greedy rollouts of the batch's prompts with the current expert composed into the model
+   (workbench.lm.evaluate.greedy, the evaluation harness's own decoding and prompt format);
+2. reward +1 for an exact-match answer, −1 otherwise;
+3. loss = (1/B)·Σ_j[−r_j·log π(y_j|x_j) + λ·KL_j] through the differentiable forward W′(z(p)), where y_j are
+   the generated tokens, the eos included when the model emitted it (stopping is part of an exact match);
+4. gradient-norm clip (1e-3) and one Adam step (lr 2e-3).
+
+Data (workbench.lm.tasks): training batches and a fixed validation set are drawn from the TRAINING half of
+the prompt space (crc32 split) by two seeded streams of their own, and training never draws a validation
+prompt; the held-out eval set (`heldout`, the other half) is never touched here, so the checkpoint is not
+picked on the test set (the reference's quirk). Report test accuracy with workbench.lm.evaluate on
+`best_params`.
+
+`state_dict()` holds plain values and NumPy arrays only (workbench.checkpoint.pack writes it: no pickle):
+the expert, Adam's moments and step counts, the batch generator, the best checkpoint and the validation
+log; `ExpertTrainer.from_state(state, svf)` continues bit for bit (same device, same thread count).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from workbench.checkpoint import rng_from_state, rng_state
+from workbench.experts.model import SVFModel
+from workbench.experts.reinforce import kl_ref, mean_token_logprobs, reinforce_loss, sequence_logprobs
+from workbench.experts.svf import INIT_NOISE, INIT_VALUE
+
+STATE_FORMAT = "workbench-expert-trainer/1"
+
+
+@dataclass
+class TrainConfig:
+    """REINFORCE settings; the defaults are the reference's except batch_size (256 there: a GPU budget)."""
+
+    lr: float = 2e-3
+    max_grad_norm: float = 1e-3
+    kl_coeff: float = 0.0  # λ of the KL(π_ref‖π_θ) term; π_ref = the base model
+    batch_size: int = 16
+    micro_batch: int = 16  # rows per differentiable forward (gradients accumulate: the same loss, less memory)
+    rollout_batch: int = 64  # prompts per greedy decoding batch
+    val_n: int = 64  # size of the validation set
+    init_value: float = INIT_VALUE
+    init_noise: float = INIT_NOISE
+    max_new_tokens: int | None = None  # None: the task's own budget (answer + eos)
+
+    def __post_init__(self):
+        for name in ("batch_size", "micro_batch", "rollout_batch", "val_n"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.max_grad_norm > 0 and self.kl_coeff >= 0):
+            raise ValueError(f"TrainConfig needs lr > 0, max_grad_norm > 0 and kl_coeff >= 0, got lr={self.lr}, "
+                             f"max_grad_norm={self.max_grad_norm}, kl_coeff={self.kl_coeff}")
+
+
+# --- rollouts ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Rollouts:
+    """Greedy answers to some prompts: token ids (the eos appended when the model emitted it), text, reward."""
+
+    prompts: list[list[int]]
+    outputs: list[list[int]]
+    texts: list[str]
+    correct: list[bool]
+    rewards: list[float] = field(init=False)
+
+    def __post_init__(self):
+        self.rewards = [1.0 if c else -1.0 for c in self.correct]
+
+    @property
+    def accuracy(self) -> float:
+        return sum(self.correct) / max(len(self.correct), 1)
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64
+            ) -> Rollouts:
+    """Greedy answers of `model` (as its weights are now) to (prompt, answer) examples, scored by exact match."""
+    from workbench.lm.evaluate import _encode, greedy  # the harness's decoding and prompt format (bos + text)
+
+    eos = tokenizer.eos_token_id
+    prompts = [_encode(tokenizer, p) for p, _ in examples]
+    outputs: list[list[int]] = []
+    for i in range(0, len(prompts), batch_size):
+        outputs += greedy(model, prompts[i: i + batch_size], max_new_tokens, pad_id=_pad_id(tokenizer), eos_id=eos)
+    texts = [tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
+    correct = [t == a for t, (_, a) in zip(texts, examples, strict=True)]
+    # greedy drops the eos; a row shorter than the budget stopped by emitting it, and that choice was generated
+    outputs = [o + [eos] if len(o) < max_new_tokens else o for o in outputs]
+    return Rollouts(prompts, outputs, texts, correct)
+
+
+def teacher_batch(prompts: list[list[int]], outputs: list[list[int]], pad_id: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids (B, T) = prompt + output, right-padded; targets (B, T−1): the output tokens where logits[:, :−1]
+    predict them, −100 elsewhere). Causal attention never looks right, so the padding needs no mask, and the
+    real tokens keep the positions greedy decoding gave them."""
+    rows = [p + o for p, o in zip(prompts, outputs, strict=True)]
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), width - 1), -100, dtype=torch.long)
+    for i, (p, o) in enumerate(zip(prompts, outputs, strict=True)):
+        ids[i, : len(p) + len(o)] = torch.tensor(p + o)
+        if o:
+            targets[i, len(p) - 1: len(p) - 1 + len(o)] = torch.tensor(o)
+    return ids, targets
+
+
+@torch.no_grad()
+def score_shots(svf: SVFModel, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int,
+                batch_size: int = 64) -> tuple[float, float]:
+    """(exact-match accuracy, tie-break) of the weights now in `svf.model` on few-shot examples: the CEM
+    fitness. tie-break = the mean over the correctly answered shots of each answer's mean token
+    log-likelihood (0.0 when none is correct), as the reference's use_loglikelihood_for_ties."""
+    from workbench.lm.evaluate import model_device
+
+    roll = rollout(svf.model, tokenizer, examples, max_new_tokens, batch_size)
+    right = [i for i, c in enumerate(roll.correct) if c]
+    if not right:
+        return roll.accuracy, 0.0
+    ids, targets = teacher_batch([roll.prompts[i] for i in right], [roll.outputs[i] for i in right],
+                                 _pad_id(tokenizer))
+    logits = svf.model(input_ids=ids.to(model_device(svf.model))).logits[:, :-1]
+    return roll.accuracy, float(mean_token_logprobs(logits, targets).mean())
+
+
+# --- the trainer ---------------------------------------------------------------------------------------------
+
+def _stream(seed: int, task: str, purpose: str) -> np.random.Generator:
+    """A NumPy stream of its own for (seed, task, purpose): batches and validation never share draws."""
+    return np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(purpose.encode())])
+
+
+class ExpertTrainer:
+    """REINFORCE training of one SVF expert on one task (see the module docstring); the loop is the caller's."""
+
+    def __init__(self, svf: SVFModel, task: str, seed: int = 0, *, tokenizer=None, config: TrainConfig | None = None):
+        from workbench.lm.tasks import check_tasks, draw, get_task
+
+        self.svf, self.task, self.seed = svf, check_tasks([task])[0], int(seed)
+        self.cfg = config or TrainConfig()
+        self.tokenizer = tokenizer if tokenizer is not None else svf.tokenizer
+        if self.tokenizer is None:
+            raise ValueError("ExpertTrainer needs a tokenizer: pass tokenizer=... or build the SVFModel with one "
+                             "(SVFModel(model, tokenizer) or SVFModel.load(path))")
+        self.max_new_tokens = int(self.cfg.max_new_tokens or get_task(self.task).max_new_tokens)
+        # the expert: leaf tensors Adam updates in place
+        self.params = {n: p.requires_grad_(True) for n, p in
+                       svf.init_params(self.seed, self.cfg.init_value, self.cfg.init_noise).items()}
+        self.opt = torch.optim.Adam(list(self.params.values()), lr=self.cfg.lr)
+        self.val_set = draw(self.task, self.cfg.val_n, _stream(self.seed, self.task, "svf-val"), "train")
+        self._val_prompts = {p for p, _ in self.val_set}
+        self.rng = _stream(self.seed, self.task, "svf-train")
+        self.step_count = 0
+        self.best_params: dict[str, torch.Tensor] | None = None
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.history: list[dict] = []  # one record per validate()
+
+    # --- data ---
+
+    def sample_batch(self, n: int | None = None) -> list[tuple[str, str]]:
+        """n (default batch_size) training examples from the trainer's stream, never a validation prompt."""
+        from workbench.lm.tasks import draw
+
+        n = int(n or self.cfg.batch_size)
+        out: list[tuple[str, str]] = []
+        while len(out) < n:
+            out += [ex for ex in draw(self.task, n - len(out), self.rng, "train") if ex[0] not in self._val_prompts]
+        return out
+
+    def expert(self) -> dict[str, torch.Tensor]:
+        """A detached copy of the current expert p."""
+        return {n: p.detach().clone() for n, p in self.params.items()}
+
+    # --- one REINFORCE step ---
+
+    def step(self, batch: list[tuple[str, str]] | None = None) -> dict:
+        """Roll out `batch` (default: sample_batch()) greedily, reward by exact match, take one clipped Adam step
+        on the REINFORCE loss. Returns plain-float stats (grad_norm is the norm before the clip). Afterwards the
+        model's modules hold the pre-step expert (the base when kl_coeff > 0): `svf.apply(trainer.params)`
+        before using the model directly."""
+        batch = self.sample_batch() if batch is None else list(batch)
+        if not batch or not all(isinstance(ex, tuple | list) and len(ex) == 2 and all(isinstance(s, str) for s in ex)
+                                for ex in batch):
+            raise ValueError("a batch is a non-empty list of (prompt, answer) string pairs, e.g. from "
+                             "trainer.sample_batch() or workbench.lm.tasks.draw")
+        cfg, svf = self.cfg, self.svf
+        svf.apply(self.params)  # rollouts with W′(z(p)) composed once
+        roll = rollout(svf.model, self.tokenizer, batch, self.max_new_tokens, cfg.rollout_batch)
+        ids, targets = teacher_batch(roll.prompts, roll.outputs, _pad_id(self.tokenizer))
+        dev = svf.factors[svf.names[0]][0].device
+        rewards = torch.tensor(roll.rewards)
+        B = len(batch)
+        if cfg.kl_coeff > 0:
+            svf.reset()  # π_ref = the base model, read from the modules below
+        self.opt.zero_grad(set_to_none=True)
+        total, logp_sum, kl_sum = 0.0, 0.0, 0.0
+        for i in range(0, B, cfg.micro_batch):
+            sl = slice(i, i + cfg.micro_batch)
+            x, y = ids[sl].to(dev), targets[sl].to(dev)
+            logits = svf.forward(self.params, input_ids=x).logits[:, :-1]
+            ref = None
+            if cfg.kl_coeff > 0:
+                with torch.no_grad():
+                    ref = svf.model(input_ids=x).logits[:, :-1]
+            # reinforce_loss is a mean over its rows: weight each micro-batch by its share of the batch
+            loss = reinforce_loss(logits, y, rewards[sl], ref, cfg.kl_coeff) * (x.shape[0] / B)
+            loss.backward()
+            with torch.no_grad():
+                total += float(loss)
+                logp_sum += float(sequence_logprobs(logits, y).sum())
+                if ref is not None:
+                    kl_sum += float(kl_ref(logits, ref, y >= 0).sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
+        self.opt.step()
+        self.step_count += 1
+        with torch.no_grad():
+            z = torch.cat([torch.sigmoid(p) for p in self.params.values()]) * svf.max_mult
+        return {"step": self.step_count, "loss": total, "reward_mean": float(rewards.mean()),
+                "accuracy": roll.accuracy, "logp_mean": logp_sum / B, "kl_mean": kl_sum / B if cfg.kl_coeff > 0
+                else None, "grad_norm": float(grad_norm), "z_mean": float(z.mean()), "z_std": float(z.std()),
+                "gen_tokens": float(np.mean([len(o) for o in roll.outputs]))}
+
+    # --- validation and the best checkpoint ---
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Accuracy of the current expert on the validation set; keeps it as the best checkpoint when it beats
+        every earlier validation (the first validation always sets it, so there is a checkpoint even while
+        accuracy is 0, where the reference, starting from 0 with a strict >, keeps none; ties keep the earlier)."""
+        self.svf.apply(self.params)
+        roll = rollout(self.svf.model, self.tokenizer, self.val_set, self.max_new_tokens, self.cfg.rollout_batch)
+        acc = roll.accuracy
+        improved = self.best_val is None or acc > self.best_val
+        if improved:
+            self.best_params, self.best_val, self.best_step = self.expert(), acc, self.step_count
+        record = {"step": self.step_count, "val_accuracy": acc, "best_val_accuracy": self.best_val,
+                  "best_step": self.best_step, "improved": improved}
+        self.history.append(record)
+        return record
+
+    def fit(self, steps: int, val_every: int = 10) -> list[dict]:
+        """A convenience loop: `steps` steps, validating after step 1, 1 + val_every, ... and the last one (the
+        reference tests at i % test_interval == 0). Returns each step's stats (with its validation record)."""
+        out = []
+        for i in range(int(steps)):
+            stats = self.step()
+            if i % val_every == 0 or i == steps - 1:
+                stats.update(self.validate())
+            out.append(stats)
+        return out
+
+    # --- checkpoints ---
+
+    def state_dict(self) -> dict:
+        """Plain values and NumPy arrays (workbench.checkpoint.pack can write it): everything a bit-exact resume
+        needs. The SVFModel is not in it: give the same model to from_state."""
+        opt = self.opt.state_dict()
+        return {"format": STATE_FORMAT, "task": self.task, "seed": self.seed, "config": asdict(self.cfg),
+                "model_key": self.svf.key, "names": list(self.svf.names), "step": self.step_count,
+                "params": _arrays(self.params),
+                "optimizer": {"state": {str(k): {n: _plain(v) for n, v in s.items()} for k, s in opt["state"].items()},
+                              "param_groups": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+                                               for g in opt["param_groups"]]},
+                "rng": rng_state(self.rng),
+                "best": {"val": self.best_val, "step": self.best_step,
+                         "params": None if self.best_params is None else _arrays(self.best_params)},
+                "history": [dict(r) for r in self.history]}
+
+    @classmethod
+    def from_state(cls, state: dict, svf: SVFModel, *, tokenizer=None) -> ExpertTrainer:
+        """The trainer `state_dict` described, on `svf` (which must wrap the same weights)."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an ExpertTrainer state (format {STATE_FORMAT!r} expected)")
+        if state["model_key"] != svf.key or list(state["names"]) != svf.names:
+            raise ValueError("this trainer state was made for another model (its SVD key differs): resume it with "
+                             "the model it was trained on")
+        cfg = dict(state["config"])
+        trainer = cls(svf, state["task"], state["seed"], tokenizer=tokenizer, config=TrainConfig(**cfg))
+        with torch.no_grad():
+            for n, p in trainer.params.items():
+                p.copy_(torch.from_numpy(np.array(state["params"][n])))
+        opt = state["optimizer"]
+        trainer.opt.load_state_dict({
+            "state": {int(k): {n: _tensor(v) for n, v in s.items()} for k, s in opt["state"].items()},
+            "param_groups": [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()}
+                             for g in opt["param_groups"]]})
+        trainer.rng = rng_from_state(state["rng"])
+        trainer.step_count = int(state["step"])
+        best = state["best"]
+        trainer.best_val, trainer.best_step = best["val"], best["step"]
+        if best["params"] is not None:
+            dev = svf.factors[svf.names[0]][1].device
+            trainer.best_params = {n: torch.from_numpy(np.array(v)).to(dev) for n, v in best["params"].items()}
+        trainer.history = [dict(r) for r in state["history"]]
+        return trainer
+
+
+def _arrays(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {n: p.detach().to("cpu").numpy().copy() for n, p in params.items()}
+
+
+def _plain(v):
+    return v.detach().to("cpu").numpy().copy() if isinstance(v, torch.Tensor) else v
+
+
+def _tensor(v):
+    return torch.from_numpy(np.array(v)) if isinstance(v, np.ndarray | np.generic) else v
