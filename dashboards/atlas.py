@@ -25,16 +25,23 @@ class AtlasModel(param.Parameterized):
     projection = param.Selector(default="pca", objects=list(PROJECTIONS))
     seed = param.Integer(default=0, bounds=(0, None))
     selected = param.Integer(default=-1, doc="population index of the clicked cell (-1: none)")
+    message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
+    revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.refresh_runs()
         self.image = np.zeros((8, 8, 3), np.uint8)
         self.cells = np.zeros(0, int)
         self.side = 1
         self.thetas = np.zeros((0, 0))
+        self.thumbs = np.zeros((0, 8, 8, 3), np.uint8)
         self.substrate = None
-        self.layout()
+        try:
+            self.refresh_runs()  # picking a run lays it out (the watcher); a run given by name is laid out here
+            if self.revision == 0:
+                self.layout()
+        except ValueError as exc:  # a run without thumbnails: the page says so instead of failing to open
+            self.message = str(exc)
 
     def refresh_runs(self) -> None:
         runs = [r["id"] for r in RunStore(self.runs_dir).list() if r["kind"] == "illuminate" and r["status"] == "done"]
@@ -42,9 +49,19 @@ class AtlasModel(param.Parameterized):
         if self.run_id not in runs:
             self.run_id = runs[-1] if runs else None
 
+    def choose(self, run_id: str) -> None:
+        """Show run `run_id` (the page's ?run=ID); ValueError if it is not a finished illumination run here."""
+        if run_id not in self.param.run_id.objects:
+            listed = ", ".join(self.param.run_id.objects[-3:]) or "none yet"
+            raise ValueError(f"{run_id!r} is not a finished illumination run in {self.runs_dir} (some that are: "
+                             f"{listed})")
+        self.run_id = run_id
+
     @param.depends("run_id", "projection", "seed", watch=True)
     def layout(self) -> None:
-        """Load the run's population, project, snap to the grid and compose the atlas image."""
+        """Load the run's population, project, snap to the grid and compose the atlas image (t-SNE and UMAP
+        take seconds: the page calls this on a worker thread)."""
+        self.message = ""
         if self.run_id is None:
             return
         run = RunStore(self.runs_dir).open(self.run_id)
@@ -55,12 +72,14 @@ class AtlasModel(param.Parameterized):
         if not thumbs_path.exists():
             raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
         thumbs = np.load(thumbs_path)
+        side = math.ceil(math.sqrt(len(z)))
+        cells = snap_to_grid(project(z, self.projection, self.seed), side)
+        # every field at once, after the slow part: a reader never sees cells of one layout with another's side
         self.substrate = run.info["config"]["eval"]["substrate"]
-        self.side = math.ceil(math.sqrt(len(z)))
-        self.cells = snap_to_grid(project(z, self.projection, self.seed), self.side)
-        self.thumbs = thumbs
-        self.image = compose(thumbs, self.cells, self.side)
+        self.side, self.cells, self.thumbs = side, cells, thumbs
+        self.image = compose(thumbs, cells, side)
         self.selected = -1
+        self.revision += 1
 
     def cell_table(self) -> dict:
         """Per population member: grid position (x, y of the cell centre in [0, 1]) and a θ summary."""
@@ -77,51 +96,74 @@ class AtlasModel(param.Parameterized):
         return path
 
 
-def atlas_view(model: AtlasModel):
+def atlas_view(model: AtlasModel, size: int = 560):
+    """The atlas as a Bokeh image with one invisible cell per population member (hover: run, index, |θ|;
+    click: model.selected). Updates safely when the model is laid out on a worker thread."""
     from bokeh.models import ColumnDataSource, HoverTool, TapTool
     from bokeh.plotting import figure
 
     from workbench.dashboards.lab import rgba
+    from workbench.dashboards.shell import PageThread
 
     def oriented(img):
         return rgba(img)[::-1].copy()  # the atlas' row 0 is its top row
 
     image = ColumnDataSource({"image": [oriented(model.image)]})
     cells = ColumnDataSource(model.cell_table())
-    fig = figure(width=640, height=640, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
-                 name="atlas")
+    fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
+                 name="atlas", min_border=0, outline_line_color=None)
     fig.axis.visible = False
     fig.grid.visible = False
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=image)
     w = 1.0 / max(model.side, 1)
-    rects = fig.rect(x="x", y="y", width=w, height=w, source=cells, fill_alpha=0.0, line_alpha=0.0,
-                     selection_line_color="white", selection_line_alpha=1.0, nonselection_line_alpha=0.0)
+    # faint cell borders show the grid; the clicked cell gets a strong one, the hovered one a yellow one
+    rects = fig.rect(x="x", y="y", width=w, height=w, source=cells, fill_alpha=0.0, line_color="#7f8c9d",
+                     line_alpha=0.35, selection_line_color="#2f5d8a", selection_line_alpha=1.0,
+                     selection_line_width=3, nonselection_line_color="#7f8c9d", nonselection_line_alpha=0.35,
+                     hover_line_color="#f9a825", hover_line_alpha=1.0, hover_line_width=3)
     fig.add_tools(HoverTool(renderers=[rects], tooltips=[("run", "@run"), ("index", "@index"),
                                                          ("|θ|", "@theta_norm")]), TapTool(renderers=[rects]))
+    page = PageThread()
 
     def on_layout(*_):
         image.data = {"image": [oriented(model.image)]}
         cells.data = model.cell_table()
         rects.glyph.width = rects.glyph.height = 1.0 / max(model.side, 1)
 
-    model.param.watch(on_layout, ["run_id", "projection", "seed"])
+    model.param.watch(page.wrap(on_layout), "revision")
 
     def on_tap(attr, old, new):
         model.selected = int(cells.data["index"][new[0]]) if new else -1
 
     cells.selected.on_change("indices", on_tap)
-    return pn.pane.Bokeh(fig)
+    return pn.pane.Bokeh(fig, margin=0)
 
 
-def atlas_page(runs_dir: str = "runs") -> pn.viewable.Viewable:
+def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.lab import LabModel, frame_view
+    from workbench.dashboards.shell import off_loop, placeholder, section, shell
 
     model = AtlasModel(runs_dir=runs_dir)
+    wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+
+    def show_message(*_):
+        alert.param.update(object=model.message, visible=bool(model.message))
+
+    model.param.watch(show_message, "message")
+    if wanted:
+        try:
+            model.choose(wanted[0].decode())
+        except ValueError as exc:
+            model.message = str(exc)
+    show_message()
     if model.run_id is None:
-        return pn.Column("## Atlas", pn.pane.Markdown(f"No finished illumination run in `{runs_dir}` yet: "
-                                                      f"`workbench asal illuminate ...` makes one."))
-    player = LabModel(substrate=model.substrate)
-    playing = pn.pane.Markdown("Click a cell to play its simulation.")
+        note = placeholder(f"No finished illumination run in {runs_dir} yet: start one on the Search page "
+                           f"(kind illuminate) or with `workbench asal illuminate …`.", 640, 200)
+        return shell("atlas", [alert, note], standalone=standalone)
+    player = LabModel(substrate=model.substrate or "lenia")
+    playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
+    plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
 
     def on_select(event):
         if event.new < 0:
@@ -133,20 +175,43 @@ def atlas_page(runs_dir: str = "runs") -> pn.viewable.Viewable:
         playing.object = f"playing population member **{event.new}** of `{model.run_id}`"
 
     model.param.watch(on_select, "selected")
-    callback = pn.state.add_periodic_callback(player.tick, period=50, start=True)  # noqa: F841
-    export = pn.widgets.Button(name="export PNG")
-    saved = pn.pane.Markdown("")
+    pn.state.add_periodic_callback(player.tick, period=50, start=True)
+
+    # the sidebar's widgets are not linked to the model directly: a change lays the atlas out on a worker
+    # thread (t-SNE / UMAP take seconds), so the server's event loop stays free for every other session
+    run = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+                            sizing_mode="stretch_width")
+    projection = pn.widgets.RadioButtonGroup(name="Projection", options={"PCA": "pca", "t-SNE": "tsne",
+                                                                          "UMAP": "umap"},
+                                             value=model.projection, button_type="primary", button_style="outline",
+                                             sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput(name="Seed", value=model.seed, start=0, sizing_mode="stretch_width")
+    widgets = {"run_id": run, "projection": projection, "seed": seed}
+
+    async def relayout(event):
+        name = next(k for k, w in widgets.items() if w is event.obj)
+        try:
+            await off_loop(lambda: model.param.update(**{name: event.new}), busy=[plot, *widgets.values()])
+        except ValueError as exc:
+            model.message = str(exc)
+
+    for w in widgets.values():
+        w.param.watch(relayout, "value")
+    export = pn.widgets.Button(name="export PNG", button_type="primary", sizing_mode="stretch_width")
+    saved = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def on_export(event):
         path = model.export_png(Path(runs_dir) / model.run_id / "atlas-export.png")
-        saved.object = f"saved `{path}`"
+        saved.object = f"saved `{path}` (4× the thumbnails' resolution)"
 
     export.on_click(on_export)
-    controls = pn.Param(model, parameters=["run_id", "projection", "seed"], show_name=False)
-    return pn.Row(pn.Column("## Atlas", controls, export, saved, playing, frame_view(player), width=540),
-                  atlas_view(model))
+    sidebar = [section("Run"), run, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)), projection,
+               seed, section("Export"), export, saved]
+    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), frame_view(player, size=300), playing,
+                                              margin=(0, 20)))]
+    return shell("atlas", main, sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    atlas_page(sys.argv[1] if len(sys.argv) > 1 else "runs").servable(title="workbench · atlas")
+    atlas_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · atlas")

@@ -7,6 +7,7 @@ Run alone with `panel serve dashboards/lab.py`, or with every page via `workbenc
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class LabModel(param.Parameterized):
     prompt = param.String(default="", doc="text target for the score trace (CLIP only)")
     score_every = param.Integer(default=5, bounds=(1, None), doc="frames between two scores")
     scores = param.List(default=[], doc="(step, supervised-target loss) pairs since the last reset")
+    message = param.String(default="", doc="what the page tells the user about the last action")
+    message_kind = param.Selector(default="info", objects=["info", "success", "danger"])
+    resets = param.Integer(default=0, doc="counts resets (new θ, seed or substrate): views of θ redraw on it")
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -43,42 +47,77 @@ class LabModel(param.Parameterized):
         self._fm = None
         self._target: np.ndarray | None = None
         self._frames = 0
+        self._text_target: tuple[str, np.ndarray] | None = None
+        # held by anything that replaces θ, the substrate or the state; the page's periodic tick skips a frame
+        # rather than wait while a load runs on a worker thread
+        self._lock = threading.RLock()
         self._set_substrate()
 
     @param.depends("substrate", watch=True)
     def _set_substrate(self):
-        self.sub = make_substrate(self.substrate)
-        self.theta = np.zeros(self.sub.n_params)
-        self.reset()
+        with self._lock:
+            self.sub = make_substrate(self.substrate)
+            self.theta = np.zeros(self.sub.n_params)
+            self.reset()
 
     @param.depends("seed", watch=True)
     def reset(self) -> None:
         """Back to the initial state of the current θ and seed."""
-        self.params = self.sub.decode(self.theta)
-        self.state = self.sub.init(self.params, seed=self.seed)
-        with param.edit_constant(self):
-            self.step_count = 0
-        self.scores = []
-        self._render()
+        with self._lock:
+            self.params = self.sub.decode(self.theta)
+            self.state = self.sub.init(self.params, seed=self.seed)
+            with param.edit_constant(self):
+                self.step_count = 0
+            self.scores = []
+            self._render()
+            self.resets += 1
 
     def set_theta(self, theta: np.ndarray) -> None:
         theta = np.asarray(theta, np.float64)
-        self.sub.decode(theta)  # checks shape and values before anything changes
-        self.theta = theta
-        self.reset()
+        with self._lock:
+            self.sub.decode(theta)  # checks shape and values before anything changes
+            self.theta = theta
+            self.reset()
 
     def load_run(self, runs_dir: str, run_id: str) -> None:
-        """The best θ of a stored run (and its substrate)."""
+        """The best θ of a stored ASAL run (and its substrate). A run that does not exist, one of another
+        kind (a merge recipe) or one without a best θ yet raises ValueError with the reason."""
         from workbench.runs import RunStore
 
-        run = RunStore(runs_dir).open(run_id)
+        run_id = run_id.strip()
+        if not run_id:
+            raise ValueError("give a run id (the Runs page lists them)")
+        run = RunStore(runs_dir).open(run_id)  # RunError (a ValueError) names some runs that do exist
+        info = run.info
+        ev = info.get("config", {}).get("eval")
+        if not isinstance(ev, dict) or "substrate" not in ev:
+            kind = info.get("kind") or "unknown"
+            where = {"merge": "; open it on the Merge page"}.get(kind, "")
+            article = "an" if kind[:1] in "aeiou" else "a"
+            raise ValueError(f"run {run_id!r} is {article} {kind} run, not a simulation search: it has no θ to "
+                             f"play{where}")
         best = run.path / "best.npy"
         if not best.exists():
-            raise ValueError(f"run {run_id!r} has no best.npy yet")
-        substrate = run.info["config"]["eval"]["substrate"]
-        if substrate != self.substrate:
-            self.substrate = substrate
-        self.set_theta(np.load(best))
+            raise ValueError(f"run {run_id!r} has no best θ yet (status {info.get('status')}); it writes best.npy "
+                             f"when it finishes")
+        theta = np.load(best)
+        with self._lock:
+            if ev["substrate"] != self.substrate:
+                self.substrate = ev["substrate"]
+            self.set_theta(theta)
+
+    def open_run(self, runs_dir: str, run_id: str) -> bool:
+        """load_run for the page: success or the reason it failed goes to `message`; True if loaded."""
+        try:
+            self.load_run(runs_dir, run_id)
+        except ValueError as exc:
+            self.param.update(message=str(exc), message_kind="danger")
+            return False
+        self.param.update(message=f"loaded the best θ of {run_id.strip()} ({self.substrate})", message_kind="success")
+        return True
+
+    def tell(self, message: str, kind: str = "info") -> None:
+        self.param.update(message=message, message_kind=kind)
 
     def set_param(self, name: str, value) -> None:
         """Edit a named physical parameter (e.g. Lenia m/s/h per kernel, Particle Life alpha/beta) in place;
@@ -92,43 +131,62 @@ class LabModel(param.Parameterized):
 
     def set_target_image(self, image: np.ndarray | None) -> None:
         """A target image for the score trace (any FM); None goes back to the prompt."""
-        self._target = None if image is None else self._load_fm().embed_images(np.asarray(image)[..., :3])
+        self._target = None if image is None else self.load_fm().embed_images(np.asarray(image)[..., :3])
         self.scores = []
 
-    @param.depends("fm", "fm_weights", "prompt", watch=True)
-    def _reset_scores(self):
-        self._fm, self.scores = None, []
+    @param.depends("fm", "fm_weights", watch=True)
+    def _reset_fm(self):
+        self._fm, self._text_target, self.scores = None, None, []
 
-    def _load_fm(self):
+    @param.depends("prompt", watch=True)
+    def _reset_scores(self):
+        self.scores = []
+
+    def load_fm(self):
+        """The FM (loaded once; the page calls this on a worker thread when the choice changes)."""
         if self._fm is None:
             from workbench.fm import load_fm
 
             self._fm = load_fm(self.fm, weights=self.fm_weights or None)
         return self._fm
 
+    @property
+    def fm_loaded(self) -> bool:
+        return self._fm is not None
+
+    def wants_score(self) -> bool:
+        return self._target is not None or bool(self.prompt.strip())
+
     def score(self) -> float | None:
         """Supervised-target loss of the current frame against the prompt or target image (None: no target)."""
-        if self._target is None and not self.prompt.strip():
+        if not self.wants_score():
             return None
         from workbench.asal.scores import supervised_target
 
-        fm = self._load_fm()
-        target = self._target if self._target is not None else fm.embed_texts([self.prompt])
+        fm = self.load_fm()
+        target = self._target
+        if target is None:
+            prompt = self.prompt.strip()
+            if self._text_target is None or self._text_target[0] != prompt:
+                self._text_target = (prompt, fm.embed_texts([prompt]))
+            target = self._text_target[1]
         return float(supervised_target(fm.embed_images(self.frame)[None], target)[0])
 
     def mutate(self) -> None:
         """θ ← θ + σ·N(0, I) (seeded by the model's generator), then reset."""
         self.set_theta(self.theta + self.sigma * self._rng.standard_normal(self.sub.n_params))
 
-    def advance(self) -> None:
-        """One displayed frame: steps_per_frame simulation steps, then a render."""
+    def advance(self, score_needs_fm: bool = True) -> None:
+        """One displayed frame: steps_per_frame simulation steps, then a render (and every score_every frames
+        a score; with score_needs_fm=False only once the FM is loaded, which the page does off the loop)."""
         start = time.perf_counter()
-        self.state = self.sub.step(self.state, self.params, self.steps_per_frame)
-        with param.edit_constant(self):
-            self.step_count += self.steps_per_frame
-        self._render()
+        with self._lock:
+            self.state = self.sub.step(self.state, self.params, self.steps_per_frame)
+            with param.edit_constant(self):
+                self.step_count += self.steps_per_frame
+            self._render()
         self._frames += 1
-        if self._frames % self.score_every == 0:
+        if self._frames % self.score_every == 0 and (score_needs_fm or self.fm_loaded):
             loss = self.score()
             if loss is not None:
                 self.scores = [*self.scores[-499:], (self.step_count, loss)]
@@ -137,9 +195,14 @@ class LabModel(param.Parameterized):
             self.fps = 0.8 * self.fps + 0.2 / max(elapsed, 1e-6) if self.fps else 1.0 / max(elapsed, 1e-6)
 
     def tick(self) -> None:
-        """What the page's periodic callback calls: advance while playing."""
-        if self.playing:
-            self.advance()
+        """What the page's periodic callback calls: advance while playing, skipping the frame while a load
+        holds the model (it runs on a worker thread; the event loop must not wait for it)."""
+        if not self.playing or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.advance(score_needs_fm=False)
+        finally:
+            self._lock.release()
 
     def snapshot(self) -> Path:
         """Save the current frame as PNG and θ as .npy (both atomically); returns the PNG path."""
@@ -163,27 +226,31 @@ def rgba(image: np.ndarray) -> np.ndarray:
     return packed
 
 
-def frame_view(model: LabModel):
-    """A Bokeh RGBA image of the model's frame, updated in place (no new plot per frame)."""
+def frame_view(model: LabModel, size: int = 512):
+    """A Bokeh RGBA image of the model's frame, updated in place (no new plot per frame); safe to update from
+    a worker thread (the change is handed to the page's event loop)."""
     from bokeh.models import ColumnDataSource
     from bokeh.plotting import figure
+
+    from workbench.dashboards.shell import PageThread
 
     def oriented(frame: np.ndarray) -> np.ndarray:
         # image axis 0 is x in the reference layout, and Bokeh draws row 0 at the bottom
         return rgba(frame).T[::-1].copy()
 
     source = ColumnDataSource({"image": [oriented(model.frame)]})
-    fig = figure(width=512, height=512, x_range=(0, 1), y_range=(0, 1), toolbar_location=None,
-                 match_aspect=True, name="lab-frame")
+    fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), toolbar_location=None,
+                 match_aspect=True, name="lab-frame", min_border=0, outline_line_color=None)
     fig.axis.visible = False
     fig.grid.visible = False
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=source)
+    page = PageThread()
 
     def update(event):
         source.data = {"image": [oriented(event.new)]}
 
-    model.param.watch(update, "frame")
-    return pn.pane.Bokeh(fig)
+    model.param.watch(page.wrap(update), "frame")
+    return pn.pane.Bokeh(fig, margin=0)
 
 
 def param_editor(model: LabModel) -> pn.viewable.Viewable:
@@ -191,7 +258,7 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
     like a heatmap) and β. Boids' 193 network weights are changed by σ-mutation instead."""
     import pandas as pd
 
-    holder = pn.Column()
+    holder = pn.Column(sizing_mode="stretch_width")
 
     def build(*_):
         p = model.params
@@ -204,116 +271,185 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
             names = None
         else:
             holder[:] = [pn.pane.Markdown("Boids: the 193 weights of the steering network change by σ-mutation "
-                                          "(**new θ**).")]
+                                          "(**new θ** in the sidebar).")]
             return
-        table = pn.widgets.Tabulator(df, show_index=True, width=300, height=230 if len(df) > 6 else 200,
+        table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
+                                     sizing_mode="stretch_width",
                                      formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
                                                  for c in df.columns if c.startswith("α")})
 
         def on_edit(event):
             value = table.value
-            if names:
-                model.set_param(event.column, value[event.column].to_numpy())
-            else:
-                model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
-                model.set_param("beta", value["β"].to_numpy())
+            try:
+                if names:
+                    model.set_param(event.column, value[event.column].to_numpy())
+                else:
+                    model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
+                    model.set_param("beta", value["β"].to_numpy())
+            except ValueError as exc:
+                model.tell(str(exc), "danger")
 
         table.on_edit(on_edit)
-        holder[:] = [pn.pane.Markdown("**parameters** (edit a cell)"), table]
+        holder[:] = [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them)"), table]
 
     build()
-    model.param.watch(lambda e: build() if e.new == 0 else None, "step_count")  # after reset / new θ
+    model.param.watch(build, "resets")  # a new θ, seed or substrate
     return holder
 
 
-def score_panel(model: LabModel) -> pn.viewable.Viewable:
+def score_trace(model: LabModel) -> pn.viewable.Viewable:
+    """The FM score trace, or a placeholder saying what it needs; one plot pane, its curve replaced in place."""
     import holoviews as hv
 
-    hv.extension("bokeh", logo=False)
-    controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt", "score_every"], show_name=False)
-    upload = pn.widgets.FileInput(accept="image/*", name="target image")
-    message = pn.pane.Markdown("")
+    from workbench.dashboards.shell import placeholder
+    from workbench.figures import holoviews, whole_numbers
 
-    def on_upload(event):
-        import io
+    holoviews()
+    width, height = 380, 220
+    pane = pn.pane.HoloViews(None, backend="bokeh", width=width, height=height)
+    holder = pn.Column(width=width + 20, height=height + 10)
 
-        from PIL import Image
+    def update(*_):
+        if not model.scores:
+            hint = ("scores appear every few frames while playing" if model.wants_score()
+                    else "type a prompt or upload a target image (sidebar) to trace an FM score")
+            holder[:] = [placeholder(hint, width=width, height=height)]
+            return
+        curve = hv.Curve(model.scores, "step", "loss").opts(width=width, height=height, color="#2f5d8a",
+                                                            title="supervised-target loss", line_width=2,
+                                                            backend="bokeh")
+        pane.object = whole_numbers(curve)
+        if holder.objects != [pane]:
+            holder[:] = [pane]
 
-        try:
-            model.set_target_image(np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB")))
-            message.object = "target image set"
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            message.object = f"**error**: {exc}"
-
-    upload.param.watch(on_upload, "value")
-    trace = pn.bind(lambda scores: hv.Curve(scores, "step", "loss").opts(width=320, height=180,
-                                                                        title="supervised-target loss"),
-                    model.param.scores)
-    return pn.Column(pn.pane.Markdown("**FM score trace** (prompt or target image)"), controls, upload, message,
-                     pn.pane.HoloViews(trace))
+    update()
+    model.param.watch(update, ["scores", "prompt"])
+    return holder
 
 
-def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30) -> pn.viewable.Viewable:
+def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
+             standalone: bool = False) -> pn.template.FastListTemplate:
+    from workbench.dashboards.shell import off_loop, section, shell
+
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
-    notice = pn.pane.Markdown("")
-    run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store")
-    load = pn.widgets.Button(name="load best θ")
+    # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
+    frame = pn.Column(frame_view(model, size=480), margin=0)
+    trace = score_trace(model)
+    alert = pn.pane.Alert("", sizing_mode="stretch_width", visible=False, margin=(0, 10))
 
-    def do_load(rid):
-        try:
-            model.load_run(runs_dir, rid)
-            notice.object = f"loaded the best θ of `{rid}`"
-        except ValueError as exc:
-            notice.object = f"**error**: {exc}"
+    def show_message(*_):
+        alert.param.update(object=model.message, alert_type=model.message_kind, visible=bool(model.message))
 
-    load.on_click(lambda e: do_load(run_id.value))
-    theta_file = pn.widgets.FileInput(accept=".npy", name="θ file (.npy)")
-    preset = pn.widgets.Button(name="preset: reference θ = 0")
+    model.param.watch(show_message, ["message", "message_kind"])
+
+    # --- simulation
+    controls = pn.Param(model, parameters=["substrate", "seed", "steps_per_frame", "sigma", "playing"],
+                        widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause",
+                                             "button_type": "primary"},
+                                 "seed": pn.widgets.IntInput},
+                        show_name=False, sizing_mode="stretch_width")
+    step, reset, mutate = (pn.widgets.Button(name=n, sizing_mode="stretch_width")
+                           for n in ("step", "reset", "new θ (σ-mutation)"))
+    step.on_click(lambda e: model.advance(score_needs_fm=False))
+    reset.on_click(lambda e: model.reset())
+    mutate.on_click(lambda e: model.mutate())
+
+    # --- θ from a run, a file or the reference
+    run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store", sizing_mode="stretch_width")
+    load = pn.widgets.Button(name="load best θ", button_type="primary", sizing_mode="stretch_width")
+
+    async def do_load(rid: str) -> None:
+        # a new substrate compiles its kernels: on a worker thread, so other sessions keep playing
+        await off_loop(model.open_run, runs_dir, rid, busy=[frame, load])
+
+    async def on_load(event):
+        await do_load(run_id.value)
+
+    load.on_click(on_load)
+    theta_file = pn.widgets.FileInput(accept=".npy", name="θ file (.npy)", sizing_mode="stretch_width")
+    preset = pn.widgets.Button(name="preset: reference θ = 0", sizing_mode="stretch_width")
 
     def on_theta_file(event):
         import io
 
         try:
             model.set_theta(np.load(io.BytesIO(event.new), allow_pickle=False))
-            notice.object = f"loaded θ from `{theta_file.filename}`"
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            notice.object = f"**error**: {exc}"
+            model.tell(f"loaded θ from {theta_file.filename}", "success")
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is shown to the user
+            model.tell(f"cannot use {theta_file.filename} as θ: {exc}", "danger")
 
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.set_theta(np.zeros(model.sub.n_params)))
     wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
     if wanted:
         run_id.value = wanted[0].decode()
-        do_load(run_id.value)
-    controls = pn.Param(model, parameters=["substrate", "seed", "steps_per_frame", "sigma", "playing"],
-                        widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause"}},
-                        show_name=False)
-    step, reset, mutate = (pn.widgets.Button(name=n) for n in ("step", "reset", "new θ (σ-mutation)"))
-    snap, video = pn.widgets.Button(name="snapshot PNG"), pn.widgets.Button(name="export GIF")
-    saved = pn.pane.Markdown("")
-    step.on_click(lambda e: model.advance())
-    reset.on_click(lambda e: model.reset())
-    mutate.on_click(lambda e: model.mutate())
-    snap.on_click(lambda e: setattr(saved, "object", f"saved `{model.snapshot()}`"))
 
-    def export_video(event):
+        async def load_wanted():
+            await do_load(run_id.value)
+
+        pn.state.onload(load_wanted)
+
+    # --- FM score trace
+    score_controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt", "score_every"], show_name=False,
+                              sizing_mode="stretch_width", widgets={"score_every": pn.widgets.IntInput})
+    upload = pn.widgets.FileInput(accept="image/*", name="target image", sizing_mode="stretch_width")
+
+    async def on_upload(event):
+        import io
+
+        from PIL import Image
+
+        try:
+            image = np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB"))
+            await off_loop(model.set_target_image, image, busy=[trace])
+            model.tell("target image set: the trace scores frames against it", "success")
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            model.tell(f"cannot use that image: {exc}", "danger")
+
+    upload.param.watch(on_upload, "value")
+
+    async def preload_fm(*_):
+        if model.wants_score() and not model.fm_loaded:
+            try:
+                await off_loop(model.load_fm, busy=[trace])
+            except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
+                model.tell(f"cannot load FM {model.fm}: {exc}", "danger")
+
+    model.param.watch(preload_fm, ["fm", "fm_weights", "prompt"])
+
+    # --- save
+    snap = pn.widgets.Button(name="snapshot PNG + θ", sizing_mode="stretch_width")
+    video = pn.widgets.Button(name="export GIF", sizing_mode="stretch_width")
+    snap.on_click(lambda e: model.tell(f"saved {model.snapshot()}", "success"))
+
+    def export_gif() -> Path:
         from workbench.export import export
 
         out = Path(model.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
-        path = export(model.sub, model.params, 120, out / f"{model.substrate}-seed{model.seed}.gif", seed=model.seed,
-                      size=RENDER_SIZE.get(model.substrate, 224), every=2)
-        saved.object = f"saved `{path}`"
+        return export(model.sub, model.params, 120, out / f"{model.substrate}-seed{model.seed}.gif",
+                      seed=model.seed, size=RENDER_SIZE.get(model.substrate, 224), every=2)
 
-    video.on_click(export_video)
-    status = pn.bind(lambda n, fps: f"step **{n}** · {fps:.1f} fps", model.param.step_count, model.param.fps)
+    async def on_video(event):
+        path = await off_loop(export_gif, busy=[video])
+        model.tell(f"saved {path}", "success")
+
+    video.on_click(on_video)
+
+    status = pn.bind(lambda n, fps, playing: f"{'playing' if playing else 'paused'} · step **{n}** · "
+                     f"{fps:.1f} fps", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
-    left = pn.Column("## Lab", controls, pn.Row(step, reset), mutate, pn.Row(snap, video), saved,
-                     pn.pane.Markdown(status), pn.Row(run_id, load), theta_file, preset, notice, width=340)
-    return pn.Row(left, pn.Column(frame_view(model)), pn.Column(param_editor(model), score_panel(model), width=340))
+    sidebar = [section("Simulation"), controls, pn.Row(step, reset, sizing_mode="stretch_width"), mutate,
+               section("θ from a run or a file"), run_id, load, theta_file, preset,
+               section("FM score trace"), score_controls, upload,
+               section("Save"), pn.Row(snap, video, sizing_mode="stretch_width")]
+    main = [alert,
+            pn.FlexBox(pn.Column(pn.pane.Markdown(status, margin=(0, 10)), frame, margin=(0, 10)),
+                       pn.Column(param_editor(model), pn.pane.Markdown("**FM score**"), trace, width=400))]
+    return shell("lab", main, sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
-    lab_page().servable(title="workbench · lab")
+    pn.extension("tabulator", inline=True)
+    lab_page(standalone=True).servable(title="workbench · lab")

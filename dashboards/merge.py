@@ -16,25 +16,69 @@ from workbench.merge import views
 from workbench.runs import RunStore
 
 FIGURES = ("recipe", "path", "fitness", "scores", "norms", "cosine", "conflicts")
+# the page's tabs and the figures each shows; a tab shows only when the run has one of its figures
+TABS = {"Recipe": ("recipe",), "DFS path": ("path",), "Fitness": ("fitness",), "Scores": ("scores",),
+        "Task vectors": ("norms", "cosine"), "TIES / DARE": ("conflicts",)}
 
 
 class MergeModel(param.Parameterized):
     runs_dir = param.String(default="runs")
     run_id = param.Selector(default=None, objects=[], doc="the merge run on show")
+    tab = param.Selector(default="Recipe", objects=list(TABS), doc="the tab on show (and what export writes)")
 
     def __init__(self, **params):
         super().__init__(**params)
         self._loaded: views.MergeRun | None = None  # the run's files, read once per run shown
+        self._figures: dict[tuple[str, str], object] = {}  # (run, figure) -> HoloViews object
         self.refresh()
+        self._fit_tab()
 
     def refresh(self) -> list[str]:
         """Re-read the catalog (new runs, a running one's progress)."""
         self._loaded = None
+        self._figures = {}
         ids = [r["id"] for r in views.merge_runs(RunStore(self.runs_dir))]
         self.param.run_id.objects = ids
         if self.run_id not in ids:
             self.run_id = ids[0] if ids else None
         return ids
+
+    def choose(self, run_id: str) -> None:
+        """Show run `run_id` (the page's ?run=ID); ValueError if it is not a merge run of this folder."""
+        if run_id not in self.param.run_id.objects:
+            kind = next((r["kind"] for r in RunStore(self.runs_dir).list() if r["id"] == run_id), None)
+            why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"
+            raise ValueError(f"{run_id!r} is {why}; the Merge page opens merge runs")
+        self.run_id = run_id
+
+    @param.depends("run_id", watch=True)
+    def _fit_tab(self) -> None:
+        """Open on a tab the run has (a DFS run has no recipe heatmaps, a running one no scores yet)."""
+        tabs = self.tabs()
+        if tabs and self.tab not in tabs:
+            self.tab = tabs[0]
+
+    def tabs(self) -> list[str]:
+        """The tabs this run has something to show in, in page order."""
+        return [t for t, names in TABS.items() if any(self.has(n) for n in names)]
+
+    def has(self, name: str) -> bool:
+        import holoviews as hv
+
+        return not isinstance(self.figure(name), hv.Div)
+
+    def tab_figure(self, tab: str | None = None):
+        """The figure(s) of a tab (default: the current one): one figure, or a Layout of the tab's figures."""
+        names = [n for n in TABS[tab or self.tab] if self.has(n)]
+        if not names:
+            return self.figure(TABS[tab or self.tab][0])  # the Div saying why there is nothing
+        if len(names) == 1:
+            return self.figure(names[0])
+        figures = [self.figure(n) for n in names]
+        layout = figures[0]
+        for fig in figures[1:]:
+            layout = layout + fig
+        return layout.opts(shared_axes=False)
 
     def data(self) -> views.MergeRun | None:
         """The shown run's tables and recipe; every figure and the summary share one read of its folder."""
@@ -45,14 +89,18 @@ class MergeModel(param.Parameterized):
         return self._loaded
 
     def figure(self, name: str):
-        """One of FIGURES as a HoloViews object (for the page and for export)."""
+        """One of FIGURES as a HoloViews object (for the page and for export); made once per run shown."""
         d = self.data()
         if d is None:
             return views._hv().Div("<i>no merge run in this folder yet: run `workbench merge evolve`</i>")
-        return {"recipe": lambda: views.recipe_heatmaps(d.recipe_table()), "path": lambda: views.dfs_path_plot(d.dfs),
+        key = (self.run_id, name)
+        if key not in self._figures:
+            self._figures[key] = {
+                "recipe": lambda: views.recipe_heatmaps(d.recipe_table()), "path": lambda: views.dfs_path_plot(d.dfs),
                 "fitness": lambda: views.fitness_plot(d.metrics), "scores": lambda: views.scores_plot(d.scores),
                 "norms": lambda: views.norms_plot(d.analysis), "cosine": lambda: views.cosine_plot(d.analysis),
                 "conflicts": lambda: views.conflict_plot(d.analysis)}[name]()
+        return self._figures[key]
 
     def summary(self) -> str:
         d = self.data()
@@ -77,42 +125,107 @@ class MergeModel(param.Parameterized):
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(fig, out)
 
+    def export_tab(self, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>."""
+        import holoviews as hv
 
-def merge_page(runs_dir: str = "runs", run: str | None = None) -> pn.viewable.Viewable:
-    import holoviews as hv
+        from workbench.figures import save
 
-    hv.extension("bokeh", logo=False)
+        fig = self.tab_figure()
+        if isinstance(fig, hv.Div):
+            raise ValueError(f"run {self.run_id} has nothing to show under {self.tab!r}")
+        slug = "-".join("".join(c if c.isalnum() else " " for c in self.tab.lower()).split())
+        out = Path(out_dir) / f"{self.run_id}-{slug}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return save(fig, out)
+
+
+def merge_page(runs_dir: str = "runs", run: str | None = None,
+               standalone: bool = False) -> pn.template.FastListTemplate:
+    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+    from workbench.figures import holoviews
+
+    holoviews()
     model = MergeModel(runs_dir=runs_dir)
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
     arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
-    if arg and arg in model.param.run_id.objects:
-        model.run_id = arg
-    picker = pn.widgets.Select.from_param(model.param.run_id, name="run")
-    refresh = pn.widgets.Button(name="refresh")
-    refresh.on_click(lambda e: model.refresh())
-    which = pn.widgets.Select(name="export figure", options=list(FIGURES), value="recipe")
-    fmt = pn.widgets.Select(name="format", options=[".png", ".svg", ".pdf", ".html"], value=".png")
-    export = pn.widgets.Button(name="export", button_type="primary")
-    status = pn.pane.Markdown("")
-
-    def on_export(event):
+    if arg:
         try:
-            path = model.export(which.value, Path(runs_dir) / model.run_id / "figures", fmt.value)
+            model.choose(arg)
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+    if model.run_id is None:
+        note = placeholder(f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … --runs {runs_dir}` "
+                           f"makes one.", 640, 200)
+        return shell("merge", [alert, note], standalone=standalone)
+    picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+                               sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
+    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
+                            sizing_mode="stretch_width")
+    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
+    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
+    what = pn.pane.Markdown("", margin=(0, 10))
+
+    building = [False]  # replacing the tabs moves `active`; that is not the user picking a tab
+
+    def build_tabs() -> None:
+        # built on the event loop from the figures the worker thread made
+        names, wanted = model.tabs(), model.tab
+        building[0] = True
+        try:
+            # one plot per figure (a tab's Layout in one Bokeh grid squashes a heatmap next to a curve)
+            tabs[:] = [(t, pn.FlexBox(*[pn.pane.HoloViews(model.figure(n), backend="bokeh")
+                                        for n in TABS[t] if model.has(n)])) for t in names]
+            tabs.active = names.index(wanted) if wanted in names else 0
+        finally:
+            building[0] = False
+        header.object = model.summary()
+        what.object = f"Export writes the tab on show: **{model.tab}**."
+
+    def on_tab(event):
+        names = model.tabs()
+        if not building[0] and 0 <= event.new < len(names):
+            model.tab = names[event.new]
+            what.object = f"Export writes the tab on show: **{model.tab}**."
+
+    def load() -> None:
+        for t in model.tabs():
+            model.tab_figure(t)  # reads the run's files and makes its figures, off the event loop
+
+    async def on_pick(event):
+        try:
+            await off_loop(lambda: (model.param.update(run_id=event.new), load()), busy=[tabs, picker])
+            alert.visible = False
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+        build_tabs()
+
+    async def on_refresh(event):
+        await off_loop(lambda: (model.refresh(), load()), busy=[tabs, refresh])
+        picker.options = list(model.param.run_id.objects)
+        picker.value = model.run_id
+        build_tabs()
+
+    async def on_export(event):
+        try:
+            path = await off_loop(model.export_tab, Path(runs_dir) / model.run_id / "figures", fmt.value,
+                                  busy=[export])
             status.object = f"written `{path}`"
         except ValueError as exc:
             status.object = f"**cannot export:** {exc}"
 
+    picker.param.watch(on_pick, "value")
+    refresh.on_click(on_refresh)
     export.on_click(on_export)
-
-    def show(name):
-        return pn.bind(lambda _: pn.pane.HoloViews(model.figure(name), backend="bokeh"), model.param.run_id)
-
-    tabs = pn.Tabs(("Recipe", show("recipe")), ("DFS path", show("path")), ("Fitness", show("fitness")),
-                   ("Scores", show("scores")), ("Task vectors", pn.Column(show("norms"), show("cosine"))),
-                   ("TIES / DARE", show("conflicts")), dynamic=True)
-    header = pn.bind(lambda _: pn.pane.Markdown(model.summary()), model.param.run_id)
-    return pn.Column("## Merge recipes", pn.Row(picker, refresh, which, fmt, export), status, header, tabs)
+    tabs.param.watch(on_tab, "active")
+    build_tabs()
+    sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, export, status]
+    return shell("merge", [alert, header, tabs], sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    merge_page(sys.argv[1] if len(sys.argv) > 1 else "runs").servable(title="workbench · merge")
+    merge_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · merge")

@@ -1,71 +1,318 @@
-"""Runs: the DuckDB catalog of a run store as a sortable table, and two runs' loss curves compared.
+"""Runs: the run store as a gallery (a thumbnail, status and best score per run, opened in the page that fits
+its kind), as a sortable table, and two runs' curves compared.
 
-`RunsModel` holds the folder and the selection; `panel serve dashboards/runs.py --args RUNS_DIR` or
-`workbench serve --runs RUNS_DIR` shows it.
+`RunsModel` holds the folder, the filters and the selection; `panel serve dashboards/runs.py --args RUNS_DIR`
+or `workbench serve --runs RUNS_DIR` shows it.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import html
+import io
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
-from workbench.runs import RunStore
+from workbench.dashboards.shell import OPENERS, PAGES, open_links
+from workbench.runs import RunError, RunStore
 
 COLUMNS = ["id", "kind", "substrate", "fm", "status", "iterations", "best_loss", "created"]
+HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
+THUMB = 224  # thumbnail side in pixels
 
 
 class RunsModel(param.Parameterized):
     runs_dir = param.String(default="runs")
+    kind = param.Selector(default="all", objects=["all"], doc="show runs of this kind")
+    status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
+    query = param.String(default="", doc="text the run's id, substrate, FM, method or models contain")
     selected = param.List(default=[], doc="ids of the runs to compare (at most two are drawn)")
+    limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._rows: list[dict] = []
+        self.refresh()
+
+    def refresh(self) -> list[dict]:
+        """Re-read the catalog (new runs, a running one's progress) and the filter choices."""
+        self._rows = RunStore(self.runs_dir).list()
+        for name in ("kind", "status"):
+            values = ["all", *sorted({str(r[name]) for r in self._rows if r.get(name)})]
+            self.param[name].objects = values
+            if getattr(self, name) not in values:
+                setattr(self, name, "all")
+        known = {r["id"] for r in self._rows}
+        self.selected = [i for i in self.selected if i in known]
+        return self._rows
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self._rows]
+
+    def shown(self) -> list[dict]:
+        """The rows the filters let through, newest first, at most `limit`."""
+        text = self.query.strip().lower()
+
+        def keep(r: dict) -> bool:
+            if self.kind != "all" and r.get("kind") != self.kind:
+                return False
+            if self.status != "all" and r.get("status") != self.status:
+                return False
+            hay = " ".join(str(r.get(k) or "") for k in ("id", "substrate", "fm", "method", "models", "algorithm"))
+            return text in hay.lower()
+
+        return [r for r in reversed(self._rows) if keep(r)][: self.limit]
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(RunStore(self.runs_dir).list(), columns=COLUMNS)
+        rows = self._rows
+        extra = [c for c in ("metric", "best", "algorithm", "method") if any(c in r for r in rows)]
+        return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
 
     def link(self, run_id: str) -> str:
-        """Markdown link to the page that opens a run: the merge explorer for merge runs, else the Lab."""
+        """Markdown link to the page that fits the run's kind (Lab, Atlas, Merge; see shell.OPENERS)."""
         kind = RunStore(self.runs_dir).open(run_id).info.get("kind")
+        links = open_links(kind, run_id)
+        if not links:
+            return f"`{run_id}`: no page opens {kind} runs yet"
+        title, url = links[0]
+        return f"[open `{run_id}` in the {title}]({url})"
+
+    def card(self, row: dict) -> dict:
+        """What a gallery card shows for a catalog row: title, subtitle, status, best, thumbnail, links."""
+        kind = row.get("kind") or "?"
         if kind == "merge":
-            return f"[open `{run_id}` in the merge explorer](./merge?run={run_id})"
-        return f"[open `{run_id}` in the Lab](./lab?run={run_id})"
+            title = f"merge · {row.get('method') or row.get('substrate')}"
+            models = row.get("models")
+            subtitle = " + ".join(models) if models else str(row.get("fm") or "")
+        else:
+            title = f"{kind} · {row.get('substrate')}"
+            algorithm = row.get("algorithm")
+            subtitle = f"FM {row.get('fm')}" + (f" · {algorithm}" if algorithm else "")
+        return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
+                "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
+                "best": best_text(row), "created": str(row.get("created") or "").replace("T", " "),
+                "thumbnail": self.thumbnail(row["id"], kind), "links": open_links(kind, row["id"]),
+                "resume_command": row.get("resume_command")}
+
+    def thumbnail(self, run_id: str, kind: str | None = None) -> str | None:
+        """The run's picture as a data: URI (best frame, atlas, or a recipe heatmap for merge runs), or None
+        while it has none. Cached per run and file version."""
+        path = Path(self.runs_dir) / run_id
+        if kind == "merge":
+            sources = [p for p in (path / "recipe.yaml", path / "dfs.json") if p.exists()]
+            return _merge_thumbnail(str(path), tuple(p.stat().st_mtime_ns for p in sources)) if sources else None
+        for name in ("best.png", "atlas.png"):
+            if (path / name).exists():
+                return _image_thumbnail(str(path / name), (path / name).stat().st_mtime_ns)
+        return None
+
+    def toggle(self, run_id: str) -> None:
+        """Add a run to the comparison (the older of two leaves) or take it out."""
+        if run_id in self.selected:
+            self.selected = [i for i in self.selected if i != run_id]
+        else:
+            self.selected = [*self.selected, run_id][-2:]
 
     def curves(self) -> pd.DataFrame:
-        """Best loss by iteration of the selected runs (long format: run_id, iteration, best_loss)."""
+        """Best value by iteration of the selected runs (long format: run_id, iteration, best_loss, best, metric);
+        `best` is in the run's own metric (fitness for merge runs, loss otherwise)."""
         store = RunStore(self.runs_dir)
-        rows = [m for run_id in self.selected[:2] for m in store.metrics(run_id)]
-        return pd.DataFrame(rows, columns=["run_id", "iteration", "best_loss"]) if rows else \
-            pd.DataFrame(columns=["run_id", "iteration", "best_loss"])
+        frames = []
+        for run_id in self.selected[:2]:
+            rows = store.metrics(run_id)
+            if not rows:
+                continue
+            info = next((r for r in self._rows if r["id"] == run_id), {})
+            higher = str(info.get("better") or ("higher" if info.get("kind") == "merge" else "lower")) in HIGHER
+            df = pd.DataFrame(rows)[["run_id", "iteration", "best_loss"]]
+            frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"],
+                                    metric=info.get("metric") or ("fitness" if higher else "loss")))
+        if not frames:
+            return pd.DataFrame(columns=["run_id", "iteration", "best_loss", "best", "metric"])
+        return pd.concat(frames, ignore_index=True)
 
 
-def curves_plot(model: RunsModel):
-    import holoviews as hv
+def best_text(row: dict) -> str:
+    """'best loss 0.123' / 'best fitness 0.87', from the catalog's best + better + metric, else best_loss."""
+    if row.get("best") is not None:
+        metric = row.get("metric") or ("fitness" if str(row.get("better")) in HIGHER else "loss")
+        arrow = "↑" if str(row.get("better")) in HIGHER else "↓"
+        return f"best {metric} {row['best']:.4g} {arrow}"
+    if row.get("best_loss") is not None:
+        return f"best loss {row['best_loss']:.4g} ↓"
+    return "no score yet"
 
-    hv.extension("bokeh", logo=False)
+
+def _png_uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@functools.lru_cache(maxsize=512)
+def _image_thumbnail(path: str, mtime_ns: int) -> str:
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    image.thumbnail((THUMB, THUMB), Image.LANCZOS)
+    return _png_uri(np.asarray(image))
+
+
+@functools.lru_cache(maxsize=512)
+def _merge_thumbnail(run_path: str, mtimes: tuple[int, ...]) -> str | None:
+    from workbench.merge.views import MergeRun, recipe_thumbnail
+
+    path = Path(run_path)
+    try:
+        data = MergeRun.open(RunStore(path.parent), path.name)
+    except (RunError, OSError, ValueError):
+        return None
+    image = recipe_thumbnail(data, THUMB, THUMB * 2 // 3)
+    return None if image is None else _png_uri(image)
+
+
+STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "stopped": "#8d6e00", "interrupted": "#c75000",
+                  "failed": "#c62828"}
+
+GALLERY_CSS = """
+:host { width: 100%; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(236px, 1fr)); gap: 14px; }
+.run { border: 1px solid #dde3ea; border-radius: 8px; background: #fff; overflow: hidden;
+       box-shadow: 0 1px 2px rgba(0,0,0,.05); display: flex; flex-direction: column; font-size: 13px; }
+.run:hover { border-color: #2f5d8a; box-shadow: 0 2px 8px rgba(47,93,138,.18); }
+.thumb { display: flex; align-items: center; justify-content: center; height: 176px; background: #1d2330; }
+.thumb a { display: block; width: 100%; height: 100%; }
+.thumb img { width: 100%; height: 176px; object-fit: contain; image-rendering: pixelated; display: block; }
+.thumb .none { color: #9aa3b2; font-size: 13px; }
+.body { padding: 8px 10px 10px 10px; display: flex; flex-direction: column; gap: 3px; }
+.title { font-weight: 600; font-size: 14px; color: #1d2330; }
+.sub, .meta { color: #5b6472; }
+.id { color: #8a93a1; font-family: ui-monospace, monospace; font-size: 11px; word-break: break-all; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 11px;
+         font-weight: 600; margin-right: 6px; }
+.links { display: flex; gap: 6px; margin-top: 4px; flex-wrap: wrap; }
+.links a { text-decoration: none; background: #2f5d8a; color: #fff; padding: 3px 10px; border-radius: 4px; }
+.links a.secondary { background: #e8eef5; color: #2f5d8a; }
+code.resume { display: block; background: #f4f6f8; border-radius: 4px; padding: 4px 6px; font-size: 11px;
+              word-break: break-all; user-select: all; color: #333; }
+.empty { color: #666; font-size: 15px; padding: 20px; }
+"""
+
+
+def gallery_html(cards: list[dict], runs_dir: str) -> str:
+    """The cards as one HTML grid (one pane for any number of runs)."""
+    if not cards:
+        return (f'<div class="empty">No run matches in <code>{html.escape(runs_dir)}</code>. Start one on the '
+                f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
+                f"<code>workbench merge evolve …</code>.</div>")
+    out = []
+    for c in cards:
+        links = c["links"]
+        thumb = (f'<img src="{c["thumbnail"]}" alt="{html.escape(c["id"])}">' if c["thumbnail"]
+                 else '<span class="none">no picture yet</span>')
+        if links:
+            thumb = f'<a href="{links[0][1]}" title="open in the {links[0][0]}">{thumb}</a>'
+        buttons = "".join(f'<a class="{"" if i == 0 else "secondary"}" href="{url}">'
+                          f'{"open in " if i == 0 else ""}{html.escape(title)}</a>'
+                          for i, (title, url) in enumerate(links))
+        colour = STATUS_COLOURS.get(c["status"], "#616161")
+        resume = (f'<code class="resume" title="the command that resumes this run">{html.escape(c["resume_command"])}'
+                  "</code>" if c["resume_command"] else "")
+        out.append(
+            f'<div class="run" data-run="{html.escape(c["id"])}" data-status="{html.escape(c["status"])}">'
+            f'<div class="thumb">{thumb}</div><div class="body">'
+            f'<div class="title">{html.escape(c["title"])}</div><div class="sub">{html.escape(c["subtitle"])}</div>'
+            f'<div class="meta"><span class="badge" style="background:{colour}">{html.escape(c["status"])}</span>'
+            f'{c["iterations"]} it · {html.escape(c["best"])}</div>'
+            f'<div class="id">{html.escape(c["id"])}</div>{resume}<div class="links">{buttons}</div></div></div>')
+    return f'<div class="gallery">{"".join(out)}</div>'
+
+
+def curves_plot(model: RunsModel) -> pn.viewable.Viewable:
+    from workbench.dashboards.shell import placeholder
+    from workbench.figures import holoviews, whole_numbers
+
+    hv = holoviews()
     df = model.curves()
     if df.empty:
-        return pn.pane.Markdown("Select two runs in the table to compare their loss curves.")
-    overlay = hv.Overlay([hv.Curve(g, "iteration", "best_loss", label=str(k)) for k, g in df.groupby("run_id")])
-    return pn.pane.HoloViews(overlay.opts(width=640, height=320, legend_position="bottom"))
+        return placeholder("pick two runs under “compare” (sidebar) or tick them in the table", 760, 320)
+    metrics = sorted(set(df["metric"]))
+    ylabel = f"best {' / '.join(metrics)}"
+    overlay = hv.Overlay([hv.Curve(g, "iteration", ("best", ylabel), label=str(k)) for k, g in df.groupby("run_id")])
+    overlay = overlay.opts(width=760, height=340, legend_position="bottom", title="best so far by iteration",
+                           backend="bokeh")
+    return pn.pane.HoloViews(whole_numbers(overlay), backend="bokeh")
 
 
-def runs_page(runs_dir: str = "runs") -> pn.viewable.Viewable:
+def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
+    from workbench.dashboards.shell import section, shell
+
     model = RunsModel(runs_dir=runs_dir)
+    kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
+    status = pn.widgets.Select.from_param(model.param.status, sizing_mode="stretch_width")
+    query = pn.widgets.TextInput.from_param(model.param.query, name="Search", placeholder="id, substrate, FM, model…",
+                                            sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice(name="compare (two runs)", options=model.ids[::-1], max_items=2,
+                                     sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
+    gallery = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", name="runs-gallery")
+    count = pn.pane.Markdown("", margin=(0, 10))
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False)
+    def compared() -> pn.pane.Markdown:
+        names = " and ".join(f"`{i}`" for i in model.selected) or "no runs yet"
+        return pn.pane.Markdown(f"Comparing {names}.", margin=(5, 10))
 
-    def on_select(event):
-        model.selected = [table.value.iloc[i]["id"] for i in event.new]
+    curves = pn.Column(compared(), curves_plot(model))
+    tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
+                   ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
 
-    table.param.watch(on_select, "selection")
-    refresh = pn.widgets.Button(name="refresh")
-    refresh.on_click(lambda e: setattr(table, "value", model.table()))
-    curves = pn.bind(lambda _: curves_plot(model), model.param.selected)
-    links = pn.bind(lambda ids: pn.pane.Markdown(" · ".join(model.link(i) for i in ids)), model.param.selected)
-    return pn.Column(f"## Runs in `{runs_dir}`", refresh, table, links, curves)
+    def draw(*_):
+        shown = model.shown()
+        gallery.object = gallery_html([model.card(r) for r in shown], runs_dir)
+        count.object = f"{len(shown)} of {len(model.ids)} runs in `{runs_dir}` (newest first)"
+
+    def on_refresh(event):
+        model.refresh()
+        table.value = model.table()
+        compare.options = model.ids[::-1]
+        draw()
+
+    def on_table_select(event):
+        model.selected = [table.value.iloc[i]["id"] for i in event.new][-2:]
+
+    def on_compare(event):
+        if list(event.new) != model.selected:
+            model.selected = list(event.new)
+
+    def on_selected(event):
+        if list(compare.value) != model.selected:
+            compare.value = list(model.selected)
+        curves[:] = [compared(), curves_plot(model)]
+        if len(model.selected) == 2 and tabs.active == 0:
+            tabs.active = 2
+
+    model.param.watch(draw, ["kind", "status", "query", "limit"])
+    model.param.watch(on_selected, "selected")
+    table.param.watch(on_table_select, "selection")
+    compare.param.watch(on_compare, "value")
+    refresh.on_click(on_refresh)
+    draw()
+    opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
+    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare,
+               pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
+    return shell("runs", [tabs], sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):
     pn.extension("tabulator", inline=True)
-    runs_page(sys.argv[1] if len(sys.argv) > 1 else "runs").servable(title="workbench · runs")
+    runs_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · runs")

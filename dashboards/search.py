@@ -19,6 +19,8 @@ from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
 from workbench.simulations import SUBSTRATES
 
+ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites"}
+
 
 class SearchModel(param.Parameterized):
     kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
@@ -44,6 +46,9 @@ class SearchModel(param.Parameterized):
         self.best_thumb: np.ndarray | None = None
         self.population: np.ndarray | None = None  # thumbnails of the latest evaluated batch
         self.error = ""
+        self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
+        self.done = 0  # iterations the run has done, of `total`
+        self.total = self.iters
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -68,6 +73,9 @@ class SearchModel(param.Parameterized):
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         self._stop.clear()
         self.metrics, self.best_thumb, self.error, self.status = [], None, "", "running"
+        self.population = None
+        self.done, self.total = 0, cfg.iters if cfg is not None else self.total
+        self.algorithm_ran = cfg.algorithm if cfg is not None else self.algorithm_ran
         self._thread = threading.Thread(target=self._work, args=(cfg, resume), daemon=True)
         self._thread.start()
 
@@ -75,7 +83,7 @@ class SearchModel(param.Parameterized):
         store = RunStore(self.runs_dir)
         try:
             run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
-                             on_start=lambda r: setattr(self, "run_id", r.id),
+                             on_start=self._started,
                              on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
             self.run_id = run.id
             self.status = run.info["status"]
@@ -87,8 +95,24 @@ class SearchModel(param.Parameterized):
         except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
             self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
 
+    def _started(self, run) -> None:
+        info = run.info
+        self.run_id = run.id
+        self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
+        self.total = int(info["config"].get("iters", self.total))
+        self.done = int(info.get("iterations") or 0)
+
     def _progress(self, done: int, total: int, row: dict) -> None:
+        self.done, self.total = done, total
         self.metrics = [*self.metrics, row]
+
+    @property
+    def algorithm_name(self) -> str:
+        """The algorithm of the run on show (not the illumination selector when another kind runs)."""
+        return ALGORITHM_NAMES.get(self.algorithm_ran or "", self.algorithm_ran or "–")
+
+    def progress_text(self) -> str:
+        return f"{self.done} / {self.total} iterations"
 
     def stop(self) -> None:
         """Ask the search to stop after the current iteration (it stays resumable)."""
@@ -105,20 +129,44 @@ class SearchModel(param.Parameterized):
         return self.status
 
 
-def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.viewable.Viewable:
+def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
+                standalone: bool = False) -> pn.template.FastListTemplate:
     import holoviews as hv
+    from PIL import Image
 
-    hv.extension("bokeh", logo=False)
+    from workbench.dashboards.shell import placeholder, section, shell
+    from workbench.figures import holoviews, whole_numbers
+
+    holoviews()
     model = model or SearchModel(runs_dir=runs_dir)
-    controls = pn.Param(model, parameters=["kind", "algorithm", "substrate", "fm", "weights", "prompt", "target_image",
-                                           "iters", "pop", "steps", "frames", "bs", "seed"], show_name=False,
-                        widgets={k: pn.widgets.IntInput for k in ("iters", "pop", "steps", "frames", "bs", "seed")})
-    start, stop, resume = (pn.widgets.Button(name=n) for n in ("start", "stop", "resume"))
-    status = pn.pane.Markdown("status: **idle**")
-    progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width")
-    curve = pn.pane.HoloViews(hv.Curve([], "iteration", "best_loss").opts(width=520, height=260))
-    best = pn.pane.Image(None, width=224, height=224)
-    population = pn.pane.Image(None, width=320, height=320)
+    w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
+         for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
+    kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
+                                                  button_type="primary", button_style="outline")
+    algorithm = pn.widgets.Select.from_param(model.param.algorithm, name="Algorithm (illumination)",
+                                             sizing_mode="stretch_width")
+    text = {name: pn.widgets.TextInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
+            for name in ("fm", "weights", "prompt", "target_image")}
+    substrate = pn.widgets.Select.from_param(model.param.substrate, sizing_mode="stretch_width")
+
+    def show_for_kind(*_):
+        algorithm.visible = model.kind == "illuminate"
+        text["prompt"].visible = text["target_image"].visible = model.kind == "target"
+
+    model.param.watch(show_for_kind, "kind")
+    show_for_kind()
+    start = pn.widgets.Button(name="start", button_type="primary", sizing_mode="stretch_width")
+    stop = pn.widgets.Button(name="stop", button_type="warning", sizing_mode="stretch_width", disabled=True)
+    resume = pn.widgets.Button(name="resume", sizing_mode="stretch_width", disabled=True)
+    status = pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10))
+    spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
+                                           visible=False)
+    progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width", bar_color="primary",
+                                      margin=(0, 10))
+    count = pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200)
+    curve = pn.Column(placeholder("the loss curve appears after the first iteration", 520, 280))
+    best = pn.Column(placeholder("the best frame appears when the run ends", 224, 224))
+    population = pn.Column(placeholder("thumbnails of each evaluated population", 280, 280))
 
     def safely(action):
         try:
@@ -129,40 +177,58 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None) -> pn.
     start.on_click(lambda e: safely(model.start))
     stop.on_click(lambda e: model.stop())
     resume.on_click(lambda e: safely(model.resume))
-    seen = {"n": -1, "status": None, "population": None}
+    seen = {"n": -1, "status": None, "population": None, "done": -1}
 
     def refresh():
+        running = model.running
+        spinner.value = spinner.visible = running
+        start.disabled, stop.disabled = running, not running
+        resume.disabled = running or not model.run_id or model.status == "done"
+        if (model.done, model.total) != (seen["done"], progress.max):
+            seen["done"] = model.done
+            progress.max, progress.value = max(model.total, 1), min(model.done, model.total)
+            count.object = model.progress_text()
         if len(model.metrics) != seen["n"]:
             seen["n"] = len(model.metrics)
             rows = model.metrics
-            curve.object = hv.Curve([(r["iteration"], r["best_loss"]) for r in rows], "iteration",
-                                    "best_loss").opts(width=520, height=260)
-            progress.max, progress.value = model.iters, min(len(rows), model.iters)
+            if rows:
+                plot = hv.Curve([(r["iteration"], r["best_loss"]) for r in rows], "iteration", "best loss").opts(
+                    width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2,
+                    tools=["hover"], toolbar=None, backend="bokeh")
+                curve[:] = [pn.pane.HoloViews(whole_numbers(plot), backend="bokeh")]
         if model.population is not None and model.population is not seen["population"]:
             import math
-
-            from PIL import Image
 
             from workbench.asal.atlas import compose
 
             seen["population"] = thumbs = model.population
             side = math.ceil(math.sqrt(len(thumbs)))
-            population.object = Image.fromarray(compose(thumbs, np.arange(len(thumbs)), side)).resize((320, 320))
+            rows = math.ceil(len(thumbs) / side)  # no empty black rows below a population of 6 in a 3 × 3 grid
+            grid = compose(thumbs, np.arange(len(thumbs)), side)[: rows * thumbs.shape[1]]
+            height = round(280 * rows / side)
+            population[:] = [pn.pane.Image(Image.fromarray(grid).resize((280, height)), width=280, height=height)]
         if model.status != seen["status"] or model.error:
             seen["status"] = model.status
-            text = f"status: **{model.status}**" + (f" · run `{model.run_id}`" if model.run_id else "")
-            status.object = text + (f" — {model.error}" if model.error else "")
+            parts = [f"status: **{model.status}**"]
+            if model.run_id:
+                parts.append(f"run `{model.run_id}`")
+            if model.algorithm_ran:
+                parts.append(f"algorithm **{model.algorithm_name}**")
+            status.object = " · ".join(parts) + (f" — {model.error}" if model.error else "")
             if model.best_thumb is not None:
-                from PIL import Image
-
-                best.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
+                image = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
+                best[:] = [pn.pane.Image(image, width=224, height=224)]
 
     pn.state.add_periodic_callback(refresh, period=300)
-    return pn.Row(pn.Column("## Search", controls, pn.Row(start, stop, resume), width=340),
-                  pn.Column(status, progress, curve, pn.Row(pn.Column("best so far", best),
-                                                            pn.Column("latest population", population))))
+    sidebar = [section("What to search"), kind, substrate, algorithm, text["fm"], text["weights"], text["prompt"],
+               text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]), pn.Row(w["steps"], w["frames"]),
+               pn.Row(w["bs"], w["seed"]), section("Run"), pn.Row(start, stop, resume, sizing_mode="stretch_width")]
+    main = [pn.Row(spinner, status, sizing_mode="stretch_width"), pn.Row(progress, count, sizing_mode="stretch_width"),
+            pn.FlexBox(curve, pn.Column(pn.pane.Markdown("**best so far**"), best),
+                       pn.Column(pn.pane.Markdown("**latest population**"), population))]
+    return shell("search", main, sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    search_page(sys.argv[1] if len(sys.argv) > 1 else "runs").servable(title="workbench · search")
+    search_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · search")

@@ -1,6 +1,8 @@
-"""Dashboards: the models without a browser, and the served pages in a real Chromium (Playwright)."""
+"""Dashboards: the models without a browser, and the served pages in a real Chromium (Playwright), offline."""
 
+import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -20,8 +22,47 @@ from workbench.dashboards.runs import RunsModel
 from workbench.dashboards.search import SearchModel
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SERVED_RUNS: dict[str, str] = {}  # server url -> its runs folder
+SERVED: dict[str, dict] = {}  # server url -> {"runs": folder, "log": server log file, "ids": {...}}
 
+
+# --- runs made once for the module ---------------------------------------------------------------------------
+
+def _illumination(runs) -> str:
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=20), iters=3, pop=6, population=16)
+    return run_search(cfg, RunStore(runs)).id
+
+
+def _openended(runs, seed: int) -> str:
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2), iters=2, pop=4,
+                       seed=seed)
+    return run_search(cfg, RunStore(runs)).id
+
+
+def _merge_runs(runs, zoo) -> dict[str, str]:
+    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.runs import RunStore
+
+    return {method: evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=2, pop=4, n_eval=8,
+                                        n_test=8), RunStore(runs)).id for method in ("dare_ties", "dfs")}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, quick_zoo) -> dict:
+    """A run folder with a run of every kind: {"dir", "illuminate", "openended": [a, b], "dare_ties", "dfs"}."""
+    folder = tmp_path_factory.mktemp("runs")
+    return {"dir": str(folder), "illuminate": _illumination(folder),
+            "openended": [_openended(folder, s) for s in (0, 1)], **_merge_runs(folder, quick_zoo)}
+
+
+# --- models, no browser -----------------------------------------------------------------------------------------
 
 def test_lab_model_plays_mutates_and_snapshots(tmp_path):
     model = LabModel(substrate="lenia", snapshot_dir=str(tmp_path))
@@ -45,11 +86,34 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
         model.set_theta(np.zeros(5))
 
 
-def test_lab_model_loads_runs_edits_parameters_and_scores(tmp_path):
-    run_id = _illumination(tmp_path)
+def test_lab_tick_skips_a_frame_while_a_load_holds_the_model():
+    import threading
+
+    model = LabModel(substrate="boids", playing=True)
+    held, release = threading.Event(), threading.Event()
+
+    def load():  # what a load on the page's worker thread does: hold the model while it replaces θ
+        with model._lock:
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    held.wait(10)
+    model.tick()  # the event loop's tick: must not wait for the load
+    assert model.step_count == 0
+    release.set()
+    worker.join()
+    model.tick()
+    assert model.step_count == 1
+
+
+def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     model = LabModel(substrate="lenia")
-    model.load_run(str(tmp_path), run_id)
+    resets = model.resets
+    model.load_run(runs["dir"], runs["illuminate"])
     assert model.substrate == "boids" and model.theta.shape == (193,)
+    assert model.resets > resets  # what the parameter tables redraw on (step_count stays 0: no event)
     lenia = LabModel(substrate="lenia")
     twin = LabModel(substrate="lenia")
     m = lenia.params["m"].copy()
@@ -75,90 +139,113 @@ def test_lab_model_loads_runs_edits_parameters_and_scores(tmp_path):
     assert LabModel(substrate="boids").score() is None  # no target: no score
 
 
-def test_runs_model_reads_the_catalog(tmp_path):
-    from workbench.asal.driver import SearchConfig, run_search
-    from workbench.asal.evaluate import EvalConfig
-    from workbench.runs import RunStore
+def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
+    """Bug: a merge run's id gave KeyError('eval') in the server log and nothing on the page."""
+    model = LabModel(substrate="lenia")
+    with pytest.raises(ValueError, match="is a merge run"):
+        model.load_run(runs["dir"], runs["dare_ties"])
+    assert model.open_run(runs["dir"], runs["openended"][0])
+    assert model.message_kind == "success" and "loaded the best θ" in model.message
+    theta = model.theta.copy()
+    for bad, why in ((runs["dfs"], "merge run"), ("no-such-run", "no run 'no-such-run'"), ("  ", "give a run id")):
+        assert not model.open_run(runs["dir"], bad)
+        assert model.message_kind == "danger" and why in model.message, model.message  # replaces the last one
+        np.testing.assert_array_equal(model.theta, theta)  # and nothing changed
 
-    store = RunStore(tmp_path)
-    ids = [run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2),
-                                   iters=2, pop=4, seed=s), store).id for s in (0, 1)]
-    model = RunsModel(runs_dir=str(tmp_path))
-    assert sorted(model.table()["id"]) == sorted(ids)
-    model.selected = ids
+
+def test_runs_model_gallery_filters_and_compares(runs):
+    from workbench.dashboards.runs import best_text, gallery_html
+
+    model = RunsModel(runs_dir=runs["dir"])
+    ids = {runs["illuminate"], *runs["openended"], runs["dare_ties"], runs["dfs"]}
+    assert set(model.table()["id"]) == ids
+    cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
+    assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
+    thumb = Image.open(__import__("io").BytesIO(__import__("base64").b64decode(
+        cards[runs["dfs"]]["thumbnail"].split(",", 1)[1])))
+    assert thumb.size == (224, 149)  # the DFS path drawn from the run's dfs.json
+    assert cards[runs["illuminate"]]["links"][0] == ("Atlas", f"./atlas?run={runs['illuminate']}")
+    assert cards[runs["openended"][0]]["links"] == [("Lab", f"./lab?run={runs['openended'][0]}")]
+    assert cards[runs["dare_ties"]]["links"] == [("Merge", f"./merge?run={runs['dare_ties']}")]
+    assert "fitness" in cards[runs["dare_ties"]]["best"] or "loss" in cards[runs["dare_ties"]]["best"]
+    model.kind = "merge"
+    assert {r["id"] for r in model.shown()} == {runs["dare_ties"], runs["dfs"]}
+    model.kind, model.query = "all", "illuminate"
+    assert [r["id"] for r in model.shown()] == [runs["illuminate"]]
+    # any status is shown as it is, with the command that resumes the run when the catalog has one
+    row = {**model.shown()[0], "status": "interrupted",
+           "resume_command": f"workbench asal illuminate --resume {runs['illuminate']} --runs {runs['dir']}"}
+    page = gallery_html([model.card(row)], runs["dir"])
+    assert 'data-status="interrupted"' in page and "--resume " + runs["illuminate"] in page
+    assert best_text({"best": 0.75, "better": "higher", "metric": "fitness"}) == "best fitness 0.75 ↑"
+    assert best_text({"best_loss": 0.5}) == "best loss 0.5 ↓"
+    assert "No run matches" in gallery_html([], runs["dir"])
+    for run_id in runs["openended"]:
+        model.toggle(run_id)
     curves = model.curves()
-    assert sorted(curves["run_id"].unique()) == sorted(ids) and len(curves) == 4
+    assert sorted(curves["run_id"].unique()) == sorted(runs["openended"]) and len(curves) == 4
+    model.toggle(runs["illuminate"])  # a third one pushes the oldest out
+    assert model.selected == [runs["openended"][1], runs["illuminate"]]
+    assert f"./merge?run={runs['dfs']}" in model.link(runs["dfs"])
 
 
 def test_search_model_runs_stops_and_resumes(tmp_path):
     model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
                         frames=2, iters=3, pop=4)
+    assert model.algorithm == "ga"  # the illumination selector's default...
     model.start()
     assert model.wait() == "done" and len(model.metrics) == 3 and model.best_thumb is not None
+    assert model.algorithm_name == "sep-CMA-ES"  # ...is not what an open-endedness search runs
+    assert model.progress_text() == "3 / 3 iterations"
     model.iters = 40
     model.start()
     while len(model.metrics) < 1:
         time.sleep(0.05)
     model.stop()
     assert model.wait() == "stopped" and len(model.metrics) < 40
-    stopped_id = model.run_id
+    stopped_id, done = model.run_id, model.done
+    model.iters = 7  # the resumed run keeps its own budget
     model.resume()
     assert model.wait() == "done" and model.run_id == stopped_id
+    assert model.progress_text() == "40 / 40 iterations" and len(model.metrics) == 40 - done
     from workbench.runs import RunStore
 
     assert RunStore(tmp_path).open(stopped_id).info["iterations"] == 40
+    model.kind, model.algorithm, model.iters = "illuminate", "map-elites", 2
+    model.start()
+    assert model.wait() == "done" and model.algorithm_name == "MAP-Elites"
     model.fm = "pixels"
     model.kind = "target"
     with pytest.raises(ValueError, match="--prompt"):
         model.start()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _illumination(runs) -> str:
-    from workbench.asal.driver import SearchConfig, run_search
-    from workbench.asal.evaluate import EvalConfig
-    from workbench.runs import RunStore
-
-    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=20), iters=3, pop=6, population=16)
-    return run_search(cfg, RunStore(runs)).id
-
-
-def test_atlas_model_snaps_and_exports(tmp_path):
+def test_atlas_model_snaps_and_exports(runs, tmp_path):
     from workbench.dashboards.atlas import AtlasModel
 
-    run_id = _illumination(tmp_path)
-    model = AtlasModel(runs_dir=str(tmp_path))
-    assert model.run_id == run_id and model.side == 4
+    model = AtlasModel(runs_dir=runs["dir"])
+    assert model.run_id == runs["illuminate"] and model.side == 4 and model.revision == 1
     assert sorted(model.cells) == sorted(set(model.cells)) and len(model.cells) == 16
     for projection in ("tsne", "umap"):
         model.projection = projection
         assert len(set(model.cells)) == 16
+    assert model.revision == 3
     out = model.export_png(tmp_path / "atlas.png", scale=2)
     assert np.asarray(Image.open(out)).shape == (model.image.shape[0] * 2, model.image.shape[1] * 2, 3)
+    with pytest.raises(ValueError, match="not a finished illumination run"):
+        model.choose(runs["dare_ties"])
+    model.choose(runs["illuminate"])
 
 
-def _merge_runs(runs, zoo) -> dict[str, str]:
-    from workbench.merge.evolve import EvolveConfig, evolve
-    from workbench.runs import RunStore
-
-    return {method: evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=2, pop=4, n_eval=8,
-                                        n_test=8), RunStore(runs)).id for method in ("dare_ties", "dfs")}
-
-
-def test_merge_model_views_and_export(tmp_path, quick_zoo):
+def test_merge_model_views_tabs_and_export(runs, tmp_path):
     import holoviews as hv
 
     from workbench.dashboards.merge import FIGURES, MergeModel
+    from workbench.merge.views import scores_plot
 
-    ids = _merge_runs(tmp_path, quick_zoo)
-    model = MergeModel(runs_dir=str(tmp_path))
-    assert sorted(model.param.run_id.objects) == sorted(ids.values())
-    model.run_id = ids["dare_ties"]
+    model = MergeModel(runs_dir=runs["dir"])
+    assert sorted(model.param.run_id.objects) == sorted([runs["dare_ties"], runs["dfs"]])
+    model.run_id = runs["dare_ties"]
     table = model.data().recipe_table()
     assert set(table["model"]) == {"add", "sort"} and set(table["filter"]) == {"attention", "mlp", "norm & embeddings"}
     assert table["density"].between(0.05, 1).all() and len(set(table["group"])) == 2 + 2
@@ -166,39 +253,134 @@ def test_merge_model_views_and_export(tmp_path, quick_zoo):
     assert isinstance(shown["path"], hv.Div) and not isinstance(shown["recipe"], hv.Div)
     for name in ("recipe", "fitness", "scores", "norms", "cosine", "conflicts"):
         hv.render(shown[name], backend="bokeh")
-    # cells sit at integer positions under their own tick labels (both backends, no categorical re-sorting)
-    from workbench.merge.views import scores_plot
-
-    hm = scores_plot(model.data().scores)
-    xticks = dict(hv.Store.lookup_options("matplotlib", hm, "plot").kwargs["xticks"])
-    yticks = dict(hv.Store.lookup_options("matplotlib", hm, "plot").kwargs["yticks"])
+    assert model.tabs() == ["Recipe", "Fitness", "Scores", "Task vectors", "TIES / DARE"] and model.tab == "Recipe"
+    # cells sit at integer positions under their own tick labels (both backends, no categorical re-sorting),
+    # and each cell writes its value
     scores = model.data().scores
-    for _, cell in hm.dframe().iterrows():
+    grid = scores_plot(scores)
+    heatmap, labels = grid.get(0), grid.get(1)
+    opts = hv.Store.lookup_options("matplotlib", grid, "plot").kwargs
+    xticks, yticks = dict(opts["xticks"]), dict(opts["yticks"])
+    for _, cell in heatmap.dframe().iterrows():
         task, name = xticks[cell["task"]], yticks[cell["model"]]
         assert (task, name) == (cell["task name"], cell["model name"])
         source = scores["merged"] if name == "merged" else scores["models"][name]
         assert cell["accuracy"] == pytest.approx(source[task], abs=1e-3)
+    assert sorted(labels.dframe()["text"]) == sorted(f"{v:.2f}" for v in heatmap.dframe()["accuracy"])
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
     with pytest.raises(ValueError, match="no 'path' figure"):
         model.export("path", tmp_path / "figs")
-    model.run_id = ids["dfs"]
-    assert not isinstance(model.figure("path"), hv.Div) and "method `dfs`" in model.summary()
-    assert model.export("path", tmp_path / "figs", ".svg").read_text().startswith("<?xml")
-    assert f"./merge?run={ids['dfs']}" in RunsModel(runs_dir=str(tmp_path)).link(ids["dfs"])
+    model.tab = "Task vectors"
+    both = model.export_tab(tmp_path / "figs", ".svg")
+    assert both.name == f"{runs['dare_ties']}-task-vectors.svg" and both.read_text().count("<svg") >= 1
+    # a DFS run has no recipe heatmaps: the page moves to a tab it has
+    model.run_id = runs["dfs"]
+    assert "Recipe" not in model.tabs() and model.tab == model.tabs()[0] == "DFS path"
+    assert "method `dfs`" in model.summary()
+    assert model.export_tab(tmp_path / "figs", ".png").name == f"{runs['dfs']}-dfs-path.png"
+    with pytest.raises(ValueError, match="is an illuminate run"):
+        model.choose(runs["illuminate"])
+
+
+def test_shell_registry_and_offline_design():
+    from workbench.dashboards.shell import OPENERS, PAGES, OfflineFast, open_links, register_opener
+
+    assert set(PAGES) == {"lab", "search", "runs", "atlas", "merge"} and all(p.description for p in PAGES.values())
+    assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1")]
+    assert open_links("unknown-kind", "r1") == []
+    with pytest.raises(ValueError, match="unknown page"):
+        register_opener("qd", "explorer-that-does-not-exist")
+    register_opener("qd", "atlas")
+    try:
+        assert open_links("qd", "r2") == [("Atlas", "./atlas?run=r2")]
+    finally:
+        del OPENERS["qd"]
+    resources = OfflineFast().resolve_resources(cdn=False)
+    urls = [u for kind in ("css", "js", "js_modules") for u in resources[kind].values()]
+    assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
+
+
+def test_closed_tab_noise_is_dropped_and_other_errors_are_kept():
+    """The AssertionError Bokeh raises for a message of a tab whose session is already detached (what a tab
+    closed mid-work leaves in the log) is filtered; the same logger's other errors are not."""
+    from bokeh.server.connection import ServerConnection
+
+    from workbench.dashboards.shell import _ClosedSessionNoise
+
+    class Session:  # only what ServerConnection calls on its session
+        def subscribe(self, connection):
+            pass
+
+        def unsubscribe(self, connection):
+            pass
+
+    connection = ServerConnection(protocol=None, socket=None, application_context=None, session=Session())
+    connection.detach_session()
+    try:
+        connection.session  # noqa: B018 - what a late message of a closed tab does
+    except AssertionError:
+        closed = sys.exc_info()
+    try:
+        raise AssertionError("a real bug")
+    except AssertionError:
+        ours = sys.exc_info()
+
+    def record(exc_info, msg="Handler or its work threw an exception: %r"):
+        return logging.LogRecord("bokeh.server.views.ws", logging.ERROR, __file__, 1, msg, (exc_info[1],), exc_info)
+
+    noise = _ClosedSessionNoise()
+    assert not noise.filter(record(closed))
+    assert noise.filter(record(ours))
+    assert not noise.filter(logging.LogRecord("bokeh.server.views.ws", logging.WARNING, __file__, 1,
+                                              "Failed sending message as connection was closed", (), None))
+
+
+def test_off_loop_keeps_the_event_loop_serving():
+    """Work handed to off_loop runs on a thread: the loop keeps running other callbacks meanwhile."""
+    import panel as pn
+
+    from workbench.dashboards.shell import off_loop
+
+    async def main():
+        ticks = 0
+        busy = pn.Column()
+        seen_loading = []
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                seen_loading.append(busy.loading)
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        result = await off_loop(lambda: (time.sleep(0.5), 42)[1], busy=[busy])
+        task.cancel()
+        return result, ticks, seen_loading, busy.loading
+
+    result, ticks, seen_loading, loading_after = asyncio.run(main())
+    assert result == 42 and ticks >= 20 and any(seen_loading) and not loading_after
+
+
+# --- the served pages in Chromium ---------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, quick_zoo):
-    runs = tmp_path_factory.mktemp("runs")
-    _illumination(runs)
-    _merge_runs(runs, quick_zoo)
+def server(tmp_path_factory, runs):
+    log = tmp_path_factory.mktemp("server") / "serve.log"
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", str(runs)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
+                                 runs["dir"]], stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
-    SERVED_RUNS[url] = str(runs)
+    SERVED[url] = {"runs": runs["dir"], "log": log, "ids": runs}
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -208,7 +390,7 @@ def server(tmp_path_factory, quick_zoo):
             time.sleep(0.3)
     else:
         proc.kill()
-        pytest.fail(f"workbench serve did not come up: {proc.stdout.read()}")
+        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
     yield url
     proc.terminate()
     proc.wait(timeout=20)
@@ -228,14 +410,17 @@ def browser():
 
 @contextlib.contextmanager
 def _browse(browser, url: str, request):
-    """A fresh page at url; on leaving, no console or page errors may have happened. Screenshot and
-    trace are kept under test-artifacts/ when the test fails."""
+    """A fresh page at url, offline: any request that leaves our server is refused. On leaving, no console or
+    page errors and no refused requests may have happened. Screenshot and trace are kept under
+    test-artifacts/ when the test fails."""
     context, page, errors = _open(browser, url)
+    failed = True
     try:
         yield page
         assert not errors, errors
+        failed = False
     finally:
-        _finish(context, page, request)
+        _finish(context, page, request.node.name, failed)
 
 
 def _wait_for_model(page, name: str) -> None:
@@ -244,14 +429,36 @@ def _wait_for_model(page, name: str) -> None:
 
 
 def _open(browser, url):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.tracing.start(screenshots=True, snapshots=True)
-    page = context.new_page()
+    host = url.split("/")[2]
     errors = []
+
+    def route(r):
+        if r.request.url.startswith(("data:", "blob:")) or host in r.request.url:
+            r.continue_()
+        else:
+            errors.append(f"refused a request that leaves the server: {r.request.url}")
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url, wait_until="networkidle")
     return context, page, errors
+
+
+def _finish(context, page, name: str, failed: bool) -> None:
+    """Keep a screenshot and a Playwright trace when the test failed."""
+    if failed:
+        out = Path("test-artifacts") / name
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "page.png"))
+        context.tracing.stop(path=str(out / "trace.zip"))
+    else:
+        context.tracing.stop()
+    context.close()
 
 
 FRAME_SUM = """() => {
@@ -259,6 +466,28 @@ FRAME_SUM = """() => {
   const img = fig.renderers[0].data_source.data.image[0];
   let s = 0; for (let i = 0; i < img.length; i += 7) s = (s * 31 + img[i]) % 1000000007; return s;
 }"""
+
+NAV = ("Home", "Lab", "Search", "Runs", "Atlas", "Merge")
+
+
+def test_every_page_has_the_shell_and_navigates_offline(server, browser, request):
+    """Each page: in the template, its title and description, the navigation to every page and back."""
+    from workbench.dashboards.shell import PAGES
+
+    with _browse(browser, f"{server}/", request) as page:
+        for slug, info in PAGES.items():
+            page.locator("nav.pages").get_by_role("link", name=info.title, exact=True).click()
+            page.wait_for_url(f"{server}/{slug}", timeout=30000)
+            page.get_by_text(info.description).wait_for(timeout=60000)
+            assert info.title in page.title()
+            links = page.locator("nav.pages a").all_inner_texts()
+            assert links == list(NAV), links
+            assert page.locator("nav.pages a.current").inner_text() == info.title
+            page.locator("#sidebar").wait_for(timeout=30000)  # the page's controls
+            page.locator("nav.pages").get_by_role("link", name="Home", exact=True).click()
+            page.wait_for_url(f"{server}/", timeout=30000)
+            page.locator(".cards .card").first.wait_for(timeout=30000)
+        assert page.locator(".cards .card").count() == len(PAGES)
 
 
 def test_lab_page_in_chromium(server, browser, request):
@@ -273,95 +502,131 @@ def test_lab_page_in_chromium(server, browser, request):
         page.get_by_role("button", name="step").click()
         page.get_by_text("step 3").wait_for(timeout=30000)
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {moved}", timeout=30000)
-        page.get_by_role("button", name="snapshot PNG").click()
+        page.get_by_role("button", name="snapshot PNG + θ").click()
         page.get_by_text("saved").wait_for(timeout=30000)
 
 
-def test_lab_opens_a_run_from_the_query_string(server, browser, request):
+def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, request):
+    ids = SERVED[server]["ids"]
+    with _browse(browser, f"{server}/lab", request) as page:
+        _wait_for_model(page, "lab-frame")
+        box = page.get_by_placeholder("a run in the run store")
+        box.fill(ids["openended"][0])
+        page.get_by_role("button", name="load best θ").click()
+        page.get_by_text("loaded the best θ").wait_for(timeout=60000)
+        page.get_by_text("Boids: the 193 weights").wait_for(timeout=30000)  # the editor follows the substrate
+        box.fill(ids["dare_ties"])
+        page.get_by_role("button", name="load best θ").click()
+        alert = page.locator(".alert")
+        alert.get_by_text("is a merge run").wait_for(timeout=60000)
+        assert "loaded the best θ" not in alert.inner_text()  # the previous message is gone
+        box.fill("no-such-run")
+        page.get_by_role("button", name="load best θ").click()
+        alert.get_by_text("no run 'no-such-run'").wait_for(timeout=60000)
+
+
+def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, request):
+    ids = SERVED[server]["ids"]
     with _browse(browser, f"{server}/runs", request) as page:
-        page.locator(".tabulator-row").first.wait_for(timeout=60000)
-        page.locator(".tabulator-row input[type=checkbox]").first.check()
-        link = page.get_by_role("link", name=re.compile("in the Lab"))
-        link.first.wait_for(timeout=30000)
-        link.first.click()
+        gallery = page.locator(".gallery")
+        gallery.wait_for(timeout=60000)
+        from workbench.runs import RunStore
+
+        stored = len(RunStore(SERVED[server]["runs"]).list())
+        assert gallery.locator(".run").count() == stored == gallery.locator(".run img").count()
+        card = gallery.locator(f'.run[data-run="{ids["illuminate"]}"]')
+        href = card.get_by_role("link", name="open in Atlas").get_attribute("href")
+        assert href == f"./atlas?run={ids['illuminate']}"
+        merge = gallery.locator(f'.run[data-run="{ids["dfs"]}"]')
+        assert merge.get_by_role("link", name="open in Merge").count() == 1
+        # two runs ticked in the table are compared
+        page.locator(".bk-tab", has_text="Table").click()
+        page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        for row in range(2):
+            page.locator(".tabulator-row input[type=checkbox]").nth(row).check()
+        page.locator(".bk-tab", has_text="Compare").click()
+        page.get_by_text(re.compile(r"Comparing \S+ and \S+")).wait_for(timeout=30000)
+        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)
+        # and a card opens its run in the Lab
+        page.locator(".bk-tab", has_text="Gallery").click()
+        gallery.locator(f'.run[data-run="{ids["openended"][0]}"]').get_by_role("link", name="open in Lab").click()
+        page.wait_for_url(re.compile(r"/lab\?run="), timeout=30000)
         page.get_by_text("loaded the best θ").wait_for(timeout=60000)
 
 
 def test_search_page_runs_a_search_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/search", request) as page:
-        page.get_by_role("heading", name="Search").wait_for(timeout=60000)
+        page.get_by_text("status: idle").wait_for(timeout=60000)
         for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
             box = page.get_by_label(label, exact=True)
             box.fill(value)
             box.press("Enter")
-        page.get_by_role("button", name="start").click()
-        page.get_by_text("done").wait_for(timeout=120000)
+        page.get_by_role("button", name="start", exact=True).click()
+        page.get_by_text("status: done").wait_for(timeout=120000)
+        page.get_by_text("2 / 2 iterations").wait_for(timeout=30000)
+        assert page.get_by_text("algorithm sep-CMA-ES").count() == 1  # not the illumination selector's "ga"
+        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the loss curve replaced its placeholder
         # a long one, stopped from the page
         box = page.get_by_label("Iters", exact=True)
         box.fill("500")
         box.press("Enter")
-        page.get_by_role("button", name="start").click()
-        page.get_by_text("running").wait_for(timeout=60000)
+        page.get_by_role("button", name="start", exact=True).click()
+        page.get_by_text("status: running").wait_for(timeout=60000)
         page.get_by_role("button", name="stop").click()
-        page.get_by_text("stopped").wait_for(timeout=120000)
+        page.get_by_text("status: stopped").wait_for(timeout=120000)
+        page.get_by_text(re.compile(r"\d+ / 500 iterations")).wait_for(timeout=30000)
 
 
 def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, request):
-    with _browse(browser, f"{server}/atlas", request) as page:
+    with _browse(browser, f"{server}/atlas?run={SERVED[server]['ids']['illuminate']}", request) as page:
         _wait_for_model(page, "atlas")
-        canvas = page.locator(".bk-Canvas").last  # the atlas plot (the player's frame comes first)
+        canvas = page.locator(".bk-Canvas").first  # the atlas plot (the player's frame comes second)
         canvas.wait_for(timeout=30000)
         box = canvas.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text("playing population member").wait_for(timeout=30000)
+        page.get_by_role("button", name="t-SNE").click()
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text("atlas-export.png").wait_for(timeout=30000)
 
 
-def test_merge_page_shows_runs_and_exports_in_chromium(server, browser, request):
-    with _browse(browser, f"{server}/merge", request) as page:
-        page.get_by_text("Merge recipes").wait_for(timeout=60000)
-        run_select = page.locator("select").first
-        options = run_select.locator("option").all_inner_texts()
-        dfs_id = next(o for o in options if "-merge-dfs-" in o)
-        ties_id = next(o for o in options if "-merge-dare_ties-" in o)
-        run_select.select_option(dfs_id)
-        page.get_by_text(re.compile(r"method\s+dfs")).wait_for(timeout=30000)
-        page.get_by_text("DFS path", exact=True).click()
+def test_a_slow_layout_leaves_other_sessions_live(server, browser, request):
+    """UMAP's first layout in a process takes seconds (numba compiles): it runs on a worker thread, so a Lab
+    in another tab steps meanwhile."""
+    with _browse(browser, f"{server}/atlas", request) as atlas, _browse(browser, f"{server}/lab", request) as lab:
+        _wait_for_model(atlas, "atlas")
+        _wait_for_model(lab, "lab-frame")
+        atlas.get_by_role("button", name="UMAP").click()
+        atlas.locator(".pn-loading").first.wait_for(timeout=10000)  # the layout is under way
+        start = time.perf_counter()
+        before = lab.evaluate(FRAME_SUM)
+        lab.get_by_role("button", name="step").click()
+        lab.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=5000)
+        stepped = time.perf_counter() - start
+        still_busy = atlas.locator(".pn-loading").count() > 0
+        atlas.locator(".pn-loading").first.wait_for(state="detached", timeout=120000)
+        assert still_busy, f"the layout finished before the step ({stepped:.1f} s): nothing was shown"
+
+
+def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, request):
+    ids = SERVED[server]["ids"]
+    with _browse(browser, f"{server}/merge?run={ids['dfs']}", request) as page:
+        page.get_by_text(re.compile(r"method\s+dfs")).wait_for(timeout=60000)
+        tabs = page.locator(".bk-tab").all_inner_texts()
+        assert "Recipe" not in tabs and tabs[0] == "DFS path", tabs
         page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the path plot drew
-        page.locator("select").nth(1).select_option("path")
         page.get_by_role("button", name="export").click()
         page.get_by_text("written").wait_for(timeout=60000)
-        assert (Path(server_runs(server)) / dfs_id / "figures" / f"{dfs_id}-path.png").is_file()
-        run_select.select_option(ties_id)
-        page.get_by_text(re.compile(r"method\s+dare_ties")).wait_for(timeout=30000)
-        page.get_by_text("Recipe", exact=True).click()
-        page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the recipe heatmaps drew
-
-
-def server_runs(url: str) -> str:
-    return SERVED_RUNS[url]
-
-
-def test_index_and_runs_pages_load_without_errors(server, browser, request):
-    with _browse(browser, f"{server}/", request) as page:
-        assert all(name in page.content() for name in ("lab", "search", "runs", "atlas"))
-    with _browse(browser, f"{server}/runs", request) as page:
-        page.get_by_role("heading", name=re.compile("Runs in")).wait_for(timeout=60000)
-        page.locator(".tabulator").first.wait_for(timeout=30000)
-
-
-def _finish(context, page, request):
-    """Keep a screenshot and a Playwright trace when the test failed."""
-    failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
-    if failed:
-        out = Path("test-artifacts") / request.node.name
-        out.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out / "page.png"))
-        context.tracing.stop(path=str(out / "trace.zip"))
-    else:
-        context.tracing.stop()
-    context.close()
+        assert (Path(SERVED[server]["runs"]) / ids["dfs"] / "figures" / f"{ids['dfs']}-dfs-path.png").is_file()
+        page.locator("select").first.select_option(ids["dare_ties"])
+        page.get_by_text(re.compile(r"method\s+dare_ties")).wait_for(timeout=60000)
+        page.locator(".bk-tab", has_text="Recipe").wait_for(timeout=30000)
+        page.locator(".bk-tab", has_text="Fitness").click()
+        page.get_by_text("Export writes the tab on show: Fitness").wait_for(timeout=30000)
+        page.get_by_role("button", name="export").click()
+        page.get_by_text(f"{ids['dare_ties']}-fitness.png").wait_for(timeout=60000)
+    with _browse(browser, f"{server}/merge?run={ids['illuminate']}", request) as page:
+        page.locator(".alert").get_by_text("is an illuminate run").wait_for(timeout=60000)
 
 
 def test_concurrent_lab_sessions_play_without_errors(browser):
@@ -372,6 +637,31 @@ def test_concurrent_lab_sessions_play_without_errors(browser):
     result = bench_dashboards(sessions=2, seconds=5, browser=browser)
     assert result["errors"] == []
     assert all(f > 0 for f in result["fps_per_session"])
+
+
+def test_tabs_closed_mid_work_leave_no_tracebacks(server, browser):
+    """Close tabs while the server works for them (a playing Lab loading a run, a search, a t-SNE layout):
+    the server log stays free of tracebacks (runs last in the module: the log covers every test above)."""
+    ids = SERVED[server]["ids"]
+    context = browser.new_context()
+    for path, act in (
+            ("lab", lambda p: (p.get_by_role("button", name="▶ play / pause").click(),
+                               p.get_by_placeholder("a run in the run store").fill(ids["illuminate"]),
+                               p.get_by_role("button", name="load best θ").click(),
+                               p.get_by_role("button", name="step").click())),
+            ("search", lambda p: (p.get_by_role("button", name="start", exact=True).click(),
+                                  p.get_by_text("status: running").wait_for(timeout=60000))),
+            ("atlas", lambda p: (p.get_by_role("button", name="t-SNE").click(),
+                                 p.get_by_role("button", name="PCA").click()))):
+        for _ in range(2):
+            page = context.new_page()
+            page.goto(f"{server}/{path}", wait_until="networkidle")
+            act(page)
+            page.close()
+    context.close()
+    time.sleep(3)
+    log = SERVED[server]["log"].read_text()
+    assert "Traceback" not in log and "AssertionError" not in log, log[-4000:]
 
 
 def test_a_page_runs_alone_with_panel_serve(tmp_path):
@@ -389,7 +679,8 @@ def test_a_page_runs_alone_with_panel_serve(tmp_path):
                 time.sleep(0.5)
         else:
             pytest.fail("panel serve dashboards/lab.py did not answer")
-        assert "bokeh" in html.lower() and "cdn.bokeh.org" not in html
+        assert "bokeh" in html.lower() and "cdn.bokeh.org" not in html and "fonts.googleapis" not in html
+        assert "workbench" in html and "./search" not in html  # the shell, without links to pages not served
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -44,3 +44,38 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     assert "no atlas.png" in capsys.readouterr().err
     assert main(["figure", "curves", cma[0], "--out", str(tmp_path / "x.jpg"), "--runs", root]) == 2
     assert "figures are" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg", ".html"])
+def test_the_first_figure_of_a_fresh_process(store, tmp_path, suffix):
+    """Bug: `workbench figure atlas` failed with "No plotting extension is currently loaded" when it was the
+    first figure of its process (the test above passed only because another figure ran first)."""
+    import subprocess
+    import sys
+
+    ill = [r["id"] for r in store.list() if r["kind"] == "illuminate"][0]
+    cma = [r["id"] for r in store.list() if r["kind"] == "openended"]
+    for what, ids in (("atlas", [ill]), ("curves", cma)):
+        out = tmp_path / f"{what}{suffix}"
+        res = subprocess.run([sys.executable, "-m", "workbench", "figure", what, *ids, "--out", str(out), "--runs",
+                              str(store.root)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.strip() == str(out) and res.stderr.strip() == ""
+        head = out.read_bytes()[:3000]
+        assert {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<svg", ".html": b"<!DOCTYPE html>"}[suffix] in head
+
+
+def test_iteration_axes_are_whole_numbers(store):
+    """Loss curves tick iterations at whole numbers only, in both backends."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, loss_curves
+
+    holoviews()
+    cma = [r["id"] for r in store.list() if r["kind"] == "openended"]
+    fig = loss_curves(store, cma)
+    bokeh = hv.render(fig, backend="bokeh")
+    assert bokeh.xaxis[0].ticker.min_interval == 1
+    mpl = hv.render(fig, backend="matplotlib")
+    ticks = mpl.axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)

@@ -26,10 +26,54 @@ PAPER_STYLE = {
 FORMATS = (".png", ".svg", ".pdf", ".html")
 
 
-def _hv():
+def holoviews():
+    """HoloViews with both plotting backends loaded and the current one left as it was (Bokeh by default).
+    Options are set per backend, and HoloViews refuses any before a backend is loaded: every figure function
+    calls this first, so the first figure of a fresh process works too."""
     import holoviews as hv
 
+    missing = [b for b in ("bokeh", "matplotlib") if b not in hv.Store.renderers]
+    if missing:
+        import matplotlib
+
+        if "inline" not in matplotlib.get_backend():  # no GUI backend: figures render on server threads too
+            matplotlib.use("Agg")
+        current = hv.Store.current_backend if hv.Store.renderers else "bokeh"
+        hv.extension(*missing, logo=False)
+        hv.Store.set_current_backend(current)
     return hv
+
+
+_hv = holoviews
+
+
+def whole_numbers(obj, axis: str = "x"):
+    """Ticks at whole numbers only on `axis` (iterations, steps, generations), in both backends. Hooks make a
+    fresh ticker per rendered plot (a Bokeh model belongs to one document: pages render per session)."""
+    return obj.opts(hooks=[_integer_ticks(axis)], backend="bokeh").opts(hooks=[_integer_ticks(axis)],
+                                                                       backend="matplotlib")
+
+
+class _integer_ticks:  # noqa: N801 - used like a function; a class so that HoloViews can pickle and compare it
+    def __init__(self, axis: str):
+        self.axis = axis
+
+    def __call__(self, plot, element) -> None:
+        if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib
+            from matplotlib.ticker import MaxNLocator
+
+            getattr(plot.handles["axis"], f"{self.axis}axis").set_major_locator(MaxNLocator(nbins=8, integer=True))
+        else:  # bokeh
+            from bokeh.models import BasicTicker
+
+            for ax in getattr(plot.state, f"{self.axis}axis"):
+                ax.ticker = BasicTicker(min_interval=1, desired_num_ticks=8)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _integer_ticks) and other.axis == self.axis
+
+    def __hash__(self) -> int:
+        return hash(("integer-ticks", self.axis))
 
 
 def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
@@ -43,7 +87,9 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
         curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric, label=run_id))
     if not curves:
         raise ValueError("give at least one run id")
-    return hv.Overlay(curves)
+    overlay = hv.Overlay(curves).opts(legend_position="right", backend="bokeh").opts(legend_position="right",
+                                                                                   backend="matplotlib")
+    return whole_numbers(overlay)
 
 
 def atlas(store: RunStore, run_id: str):
@@ -75,15 +121,11 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             import panel as pn
             from bokeh.resources import INLINE
 
-            hv.extension("bokeh", logo=False)
-            pn.panel(obj).save(str(tmp), resources=INLINE, embed=True)
+            pn.pane.HoloViews(obj, backend="bokeh").save(str(tmp), resources=INLINE, embed=True)
             return
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        hv.extension("matplotlib", logo=False)
+        # rendered by name: the current backend (Bokeh on the pages) stays what it is
         styled = obj.opts(fig_inches=style["fig_inches"], fontsize=style["fontsize"], backend="matplotlib",
                           clone=True)
         fig = hv.render(styled, backend="matplotlib")

@@ -131,14 +131,10 @@ def _json(path: Path) -> dict | None:
 
 
 def _hv():
-    import holoviews as hv
+    from workbench.figures import holoviews
 
-    # options are set per backend: Bokeh for the page, matplotlib for paper figures (workbench.figures.save)
-    if "bokeh" not in hv.Store.renderers or "matplotlib" not in hv.Store.renderers:
-        current = hv.Store.current_backend if hv.Store.renderers else "bokeh"
-        hv.extension("bokeh", "matplotlib", logo=False)
-        hv.Store.set_current_backend(current)
-    return hv
+    # both backends loaded: Bokeh for the page, matplotlib for paper figures (workbench.figures.save)
+    return holoviews()
 
 
 def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
@@ -152,42 +148,68 @@ def _group_order(df: pd.DataFrame) -> list[str]:
     return [g for g in ["embed", *layers, "head"] if g in set(df["group"])]
 
 
-def _grid(df: pd.DataFrame, x: str, y: str, value: str, x_order: list[str], y_order: list[str]):
-    """A heatmap on integer cell positions with the category names as ticks: both backends then agree on
-    the order (categorical axes are sorted differently by Bokeh and matplotlib)."""
+def _text_colours(values: pd.Series, cmap: str, clim: tuple[float, float]) -> list[str]:
+    """Dark or light text, whichever reads on the cell's colour (by its luminance in the colormap)."""
+    from matplotlib import colormaps
+
+    lo, hi = clim
+    rgba = colormaps[cmap](np.clip((values.to_numpy(float) - lo) / (hi - lo), 0, 1))
+    luminance = rgba[:, :3] @ np.array([0.299, 0.587, 0.114])
+    return ["#ffffff" if v < 0.55 else "#1a1a1a" for v in luminance]
+
+
+def _grid(df: pd.DataFrame, x: str, y: str, value: str, x_order: list[str], y_order: list[str], *,
+          cmap: str, clim: tuple[float, float], digits: int = 2):
+    """A heatmap with its values written in the cells, on integer cell positions with the category names as
+    ticks: both backends then agree on the order (categorical axes are sorted differently by Bokeh and
+    matplotlib). Returns HeatMap * Labels; the HeatMap keeps the names of its cells as extra value columns."""
     hv = _hv()
     xi, yi = {k: i for i, k in enumerate(x_order)}, {k: i for i, k in enumerate(y_order)}
     cells = pd.DataFrame({x: df[x].map(xi), y: df[y].map(yi), value: df[value].astype(float).round(3),
                           f"{x} name": df[x].astype(object), f"{y} name": df[y].astype(object)})
-    hm = hv.HeatMap(cells, [x, y], [value, f"{x} name", f"{y} name"])
-    return hm.opts(xticks=list(enumerate(x_order)), yticks=list(enumerate(y_order)), backend="bokeh").opts(
-        xticks=list(enumerate(x_order)), yticks=list(enumerate(y_order)), backend="matplotlib")
+    hm = _style(hv.HeatMap(cells, [x, y], [value, f"{x} name", f"{y} name"]), cmap=cmap, clim=clim, colorbar=True,
+                bokeh={"tools": ["hover"], "line_color": "white", "line_width": 1},
+                mpl={"show_values": False})  # the Labels write the values, the same in both backends
+    text = cells.assign(text=cells[value].map(lambda v: f"{v:.{digits}f}"),
+                        colour=_text_colours(cells[value], cmap, clim))
+    labels = _style(hv.Labels(text, [x, y], ["text", "colour"]), bokeh={"text_color": "colour",
+                                                                        "text_font_size": "8pt"},
+                    mpl={"color": "colour", "size": 6})
+    ticks = {"xticks": list(enumerate(x_order)), "yticks": list(enumerate(y_order))}
+    return _style(hm * labels, **ticks)
 
 
 def recipe_heatmaps(table: pd.DataFrame):
     """Layers × source model heatmaps of weight and of density; rows are model · filter class, columns the
-    layer groups (embeddings, each layer, head)."""
+    layer groups (embeddings, each layer, head); each cell shows its value."""
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no parameter-space recipe in this run</i>")
     order = _group_order(table)
-    short = {"attention": "attn", "mlp": "mlp", "norm & embeddings": "other"}
-    df = table.assign(row=table["model"] + " · " + table["filter"].map(short))
+    df = table.assign(row=table["model"] + " · " + table["filter"].map(SHORT_FILTERS))
+    cell = max(34, min(80, 900 // len(order)))  # wide enough for "0.53" in 8 pt, at most ~1,100 px in all
     plots = []
     for key in ("weight", "density"):
         if df[key].isna().all():
             continue
         rows = sorted(df["row"].unique(), reverse=True)
-        hm = _grid(df.dropna(subset=[key]), "group", "row", key, order, rows)
-        plots.append(_style(hm, title=key, cmap="viridis", colorbar=True, clim=(0, 1), xrotation=90,
-                            bokeh={"tools": ["hover"], "width": 80 * len(order) + 260,
-                                   "height": 26 * df["row"].nunique() + 110},
-                            mpl={"show_values": False}))
-    return hv.Layout(plots).cols(1) if plots else hv.Div("<i>empty recipe</i>")
+        hm = _grid(df.dropna(subset=[key]), "group", "row", key, order, rows, cmap="viridis", clim=(0, 1))
+        plots.append(_style(hm, title=f"{key} per layer group", xlabel="layer group", ylabel="model · tensors",
+                            bokeh={"width": cell * len(order) + 300, "height": 30 * df["row"].nunique() + 120,
+                                   "xrotation": 90 if len(order) > 8 else 0},
+                            mpl={"xrotation": 90}))
+    if not plots:
+        return hv.Div("<i>empty recipe</i>")
+    return hv.Layout(plots).cols(1).opts(sublabel_format="", vspace=0.7, backend="matplotlib")
+
+
+SHORT_FILTERS = {"attention": "attn", "mlp": "mlp", "norm & embeddings": "other"}
 
 
 def dfs_path_plot(dfs):
     """The DFS inference path: step on x, layer on y, colour = source model, size = activation scale."""
+    from workbench.figures import whole_numbers
+
     hv = _hv()
     if dfs is None:
         return hv.Div("<i>not a DFS run</i>")
@@ -196,27 +218,33 @@ def dfs_path_plot(dfs):
                        "model": [s.model for s in steps], "scale": [s.scale for s in steps]})
     path = _style(hv.Curve(df, "step", "layer"), color="lightgray")
     pts = _style(hv.Points(df, ["step", "layer"], ["model", "scale"]), color="model", cmap="Category10",
-                 bokeh={"size": hv.dim("scale") * 8 + 4, "tools": ["hover"], "legend_position": "right"},
-                 mpl={"s": hv.dim("scale") * 40 + 10, "legend_position": "top"})
-    return _style(path * pts, title=f"DFS path ({len(steps)} of {dfs.n_slots} slots; size = scale)",
-                  yticks=list(range(dfs.layers)), bokeh={"width": 640, "height": 260})
+                 legend_position="right", bokeh={"size": hv.dim("scale") * 8 + 4, "tools": ["hover"]},
+                 mpl={"s": hv.dim("scale") * 40 + 10})
+    plot = _style(path * pts, title=f"DFS path: {len(steps)} of {dfs.n_slots} slots (size = scale)",
+                  yticks=list(range(dfs.layers)), legend_position="right",
+                  bokeh={"width": 680, "height": 280})
+    return whole_numbers(plot)
 
 
 def fitness_plot(metrics: pd.DataFrame):
     """Best and mean fitness (= −loss) and CMA σ over generations."""
+    from workbench.figures import whole_numbers
+
     hv = _hv()
     if metrics.empty:
         return hv.Div("<i>no iterations yet</i>")
     df = metrics.assign(best=-metrics["best_loss"], mean=-metrics["loss_mean"])
     fit = (hv.Curve(df, "iteration", "best", label="best so far") * hv.Curve(df, "iteration", "mean",
                                                                              label="population mean"))
-    fit = _style(fit, title="fitness (weighted accuracy)", legend_position="bottom_right")
-    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES σ")
-    return _style(fit + sigma, shared_axes=False)
+    fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", legend_position="right",
+                 bokeh={"width": 520, "height": 280})
+    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES σ", bokeh={"width": 520, "height": 220})
+    return _style((whole_numbers(fit) + whole_numbers(sigma)).cols(1), shared_axes=False,
+                  mpl={"sublabel_format": "", "vspace": 0.7})
 
 
 def scores_plot(scores: dict | None):
-    """Test accuracy per task (columns) of each source model and of the merge (rows)."""
+    """Test accuracy per task (columns) of each source model and of the merge (rows), values in the cells."""
     hv = _hv()
     if not scores:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
@@ -225,19 +253,28 @@ def scores_plot(scores: dict | None):
     rows += [{"model": "merged", "task": task, "accuracy": acc} for task, acc in scores["merged"].items()]
     df = pd.DataFrame(rows)
     models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
-    hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models)
-    hm = _style(hm, title="source models vs merge (test accuracy)", cmap="Blues", clim=(0, 1), colorbar=True,
-                bokeh={"tools": ["hover"], "width": 120 * df["task"].nunique() + 220, "height": 40 * len(models) + 90},
-                mpl={"show_values": True})  # Bokeh shows the values on hover
-    return hm
+    hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models, cmap="Blues", clim=(0, 1))
+    return _style(hm, title="test accuracy: sources vs merge",
+                  bokeh={"width": 110 * df["task"].nunique() + 260, "height": 44 * len(models) + 110})
+
+
+def _short_group(name: str) -> str:
+    """Tensor-group names as the recipe heatmaps write them: model.embed_tokens → embed, layers.3 → layer 3."""
+    name = name.removeprefix("model.")
+    if name.startswith("layers."):
+        return f"layer {name.split('.')[1]}"
+    return {"embed_tokens": "embed", "lm_head": "head"}.get(name, name)
 
 
 def _layer_curves(analysis: dict, values: dict[str, list[float]], ylabel: str):
     hv = _hv()
     groups = analysis.get("layer_groups") or [str(i) for i in range(len(next(iter(values.values()))))]
-    curves = [hv.Curve(pd.DataFrame({"group": groups, ylabel: v}), "group", ylabel, label=name)
+    groups = [_short_group(g) for g in groups]
+    curves = [hv.Curve(pd.DataFrame({"layer group": groups, ylabel: v}), "layer group", ylabel, label=name)
               for name, v in values.items()]
-    return _style(hv.Overlay(curves), legend_position="top_left")
+    width = max(520, min(1000, 48 * len(groups) + 300))
+    return _style(hv.Overlay(curves), legend_position="right", mpl={"xrotation": 90},
+                  bokeh={"width": width, "height": 300, "xrotation": 90 if len(groups) > 12 else 0})
 
 
 def norms_plot(analysis: dict | None):
@@ -246,12 +283,11 @@ def norms_plot(analysis: dict | None):
     a = analysis or {}
     if not a.get("task_vector_norms"):
         return hv.Div("<i>no task-vector analysis (needs a base model)</i>")
-    return _style(_layer_curves(a, a["task_vector_norms"], "task-vector norm"),
-                  title="task-vector norm per layer group", xrotation=90)
+    return _style(_layer_curves(a, a["task_vector_norms"], "task-vector norm"), title="task-vector norm")
 
 
 def cosine_plot(analysis: dict | None):
-    """Pairwise cosine similarity of the experts' task vectors."""
+    """Pairwise cosine similarity of the experts' task vectors, values in the cells."""
     hv = _hv()
     cos = (analysis or {}).get("task_vector_cosine")
     if not cos:
@@ -259,8 +295,9 @@ def cosine_plot(analysis: dict | None):
     names, matrix = cos["models"], np.asarray(cos["matrix"])
     data = [(a, b, float(matrix[i, j])) for i, a in enumerate(names) for j, b in enumerate(names)]
     frame = pd.DataFrame(data, columns=["model A", "model B", "cosine"])
-    return _style(_grid(frame, "model A", "model B", "cosine", names, names[::-1]), cmap="RdBu_r", clim=(-1, 1),
-                  colorbar=True, title="task-vector cosine", bokeh={"tools": ["hover"]}, mpl={"show_values": True})
+    side = 60 * len(names)
+    return _style(_grid(frame, "model A", "model B", "cosine", names, names[::-1], cmap="RdBu_r", clim=(-1, 1)),
+                  title="task-vector cosine", bokeh={"width": side + 240, "height": side + 110})
 
 
 def conflict_plot(analysis: dict | None):
@@ -271,11 +308,42 @@ def conflict_plot(analysis: dict | None):
     if a.get("sign_conflict"):
         sc = a["sign_conflict"]
         plots.append(_style(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate"),
-                            title=f"TIES sign conflicts: {sc['total']:.1%} overall "
-                                  f"(density {a.get('density_mean', 0):.2f})", xrotation=90, show_legend=False))
+                            title=f"TIES sign conflicts ({sc['total']:.1%} overall)", show_legend=False))
     if a.get("dare_kept"):
-        plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"), title="DARE kept fraction",
-                            xrotation=90))
+        plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"), title="DARE kept fraction"))
     if not plots:
         return hv.Div("<i>no TIES/DARE statistics for this method</i>")
-    return _style(hv.Layout(plots), shared_axes=False) if len(plots) > 1 else plots[0]
+    if len(plots) == 1:
+        return plots[0]
+    return _style(hv.Layout(plots).cols(1), shared_axes=False, mpl={"sublabel_format": "", "vspace": 1.0})
+
+
+def recipe_thumbnail(data: MergeRun, width: int = 224, height: int = 144) -> np.ndarray | None:
+    """A small picture of a run's recipe for the Runs gallery, uint8 (height, width, 3): the weight heatmap
+    (rows model · tensors, columns layer groups, viridis) or, for DFS runs, the path (step × layer, coloured
+    by source model). None while the run has neither."""
+    from matplotlib import colormaps
+
+    if data.recipe is not None:
+        table = data.recipe_table()
+        if table.empty or table["weight"].isna().all():
+            return None
+        table = table.assign(row=table["model"] + " · " + table["filter"].map(SHORT_FILTERS))
+        grid = table.pivot_table(index="row", columns="group", values="weight")[_group_order(table)]
+        rgb = colormaps["viridis"](np.nan_to_num(grid.to_numpy(float), nan=0.0))[..., :3]
+        rgb[np.isnan(grid.to_numpy(float))] = 0.93  # tensors the recipe does not touch: light grey
+    elif data.dfs is not None:
+        steps = data.dfs.steps()
+        if not steps:
+            return None
+        models = list(dict.fromkeys(s.model for s in steps))
+        colours = colormaps["tab10"](np.arange(len(models)) % 10)[:, :3]
+        rgb = np.full((data.dfs.layers, len(steps), 3), 0.95)
+        for i, s in enumerate(steps):
+            rgb[data.dfs.layers - 1 - s.layer, i] = colours[models.index(s.model)]
+    else:
+        return None
+    from PIL import Image
+
+    image = Image.fromarray((rgb * 255).astype(np.uint8))
+    return np.asarray(image.resize((width, height), Image.NEAREST))

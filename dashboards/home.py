@@ -1,0 +1,48 @@
+"""Home: what each page does, one card per page, and what the run store holds."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+
+import panel as pn
+
+from workbench.dashboards.shell import PAGES, shell
+from workbench.runs import RunStore
+
+CARDS_CSS = """
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: 16px; }
+.card { display: block; border: 1px solid #dde3ea; border-radius: 8px; padding: 14px 16px; color: inherit;
+        text-decoration: none; background: #fff; box-shadow: 0 1px 2px rgba(0,0,0,.05); }
+.card:hover { border-color: #2f5d8a; box-shadow: 0 2px 8px rgba(47,93,138,.18); }
+.card h3 { margin: 0 0 .4em 0; color: #2f5d8a; font-size: 18px; }
+.card p { margin: 0; color: #444; font-size: 14px; line-height: 1.4; }
+.store { margin-top: 18px; color: #555; font-size: 14px; }
+"""
+
+
+def store_summary(runs_dir: str) -> str:
+    """One line: how many runs of each kind and status the store holds."""
+    rows = RunStore(runs_dir).list()
+    if not rows:
+        return f"The run store <code>{html.escape(runs_dir)}</code> is empty: start a search on the Search page."
+    kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
+    states = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).most_common())
+    return f"<code>{html.escape(runs_dir)}</code> holds {len(rows)} runs: {kinds} ({states})."
+
+
+def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:
+    from workbench.dashboards.runs import GALLERY_CSS, RunsModel, gallery_html
+
+    cards = "".join(f'<a class="card" href="./{p.slug}"><h3>{html.escape(p.title)}</h3>'
+                    f"<p>{html.escape(p.description)}</p></a>" for p in PAGES.values())
+    body = pn.pane.HTML(f'<div class="cards">{cards}</div><p class="store">{store_summary(runs_dir)}</p>',
+                        stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
+    runs = RunsModel(runs_dir=runs_dir, limit=recent)
+    main = [body]
+    if runs.ids:
+        latest = gallery_html([runs.card(r) for r in runs.shown()], runs_dir)
+        main += [pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10)),
+                 pn.pane.HTML(latest, stylesheets=[GALLERY_CSS], sizing_mode="stretch_width")]
+    return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "
+                 "recipes. Every page also runs alone: panel serve dashboards/PAGE.py")

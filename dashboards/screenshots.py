@@ -1,0 +1,166 @@
+"""One screenshot per dashboard page, for the README: `refresh(out_dir="docs/screenshots", runs_dir=...)`.
+
+Starts `workbench serve` on a free port, makes a small run of each kind first if the runs folder has none
+(an open-endedness search, an illumination, a TIES merge of a seconds-long zoo), drives each page in
+Debian's Chromium a little (a few Lab steps, a short search, a cell played in the Atlas) and writes
+PAGE.png. Nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from pathlib import Path
+
+PAGES = ("home", "lab", "search", "runs", "atlas", "merge")
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None) -> list[str]:
+    """A small run of each kind in runs_dir (under a minute on two CPU cores); their ids. zoo_dir: a built
+    zoo to merge (default: a quick one built in a temporary folder)."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.lm.zoo import ZooConfig, build_zoo
+    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.runs import RunStore
+
+    store = RunStore(runs_dir)
+    ids = [run_search(SearchConfig(kind="openended", eval=EvalConfig("plife", "pixels", steps=300, frames=4),
+                                   iters=5, pop=4, seed=1), store).id,
+           run_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=60), iters=8, pop=8,
+                                   population=36, seed=2), store).id]
+    zoo = Path(zoo_dir) if zoo_dir else Path(tempfile.mkdtemp()) / "zoo"
+    if not (zoo / "zoo.json").exists():  # a quick zoo with 4 layers: a heatmap worth looking at, in seconds
+        build_zoo(zoo, ZooConfig.quick(tasks=("add", "sort"), layers=4))
+    for method in ("dfs", "ties"):  # the newest (ties) is what the Merge page opens on: its recipe heatmaps
+        ids.append(evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=6, pop=6,
+                                       n_eval=16, n_test=16), store).id)
+    return ids
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_live(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"workbench serve exited with {proc.returncode}")
+        try:
+            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"workbench serve did not answer at {url} within {timeout:.0f} s")
+
+
+def _offline(context, host: str) -> list[str]:
+    """Refuse every request that leaves our server; the list of refused URLs (should stay empty)."""
+    refused: list[str] = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(("data:", "blob:")) or host in url:
+            r.continue_()
+        else:
+            refused.append(url)
+            r.abort()
+
+    context.route("**/*", route)
+    return refused
+
+
+def _stage(page, name: str) -> None:
+    """Put a page in a state worth showing."""
+    if name == "lab":  # Lenia's reference creature, playing
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                               "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+        page.get_by_role("button", name="▶ play / pause").click()
+        page.wait_for_timeout(5000)
+        page.get_by_role("button", name="▶ play / pause").click()
+    elif name == "search":
+        for label, value in (("Iters", "8"), ("Steps", "40"), ("Frames", "2"), ("Pop", "6")):
+            box = page.get_by_label(label, exact=True)
+            box.fill(value)
+            box.press("Enter")
+        page.get_by_role("button", name="start", exact=True).click()
+        page.get_by_text("status: done").wait_for(timeout=180000)
+        page.wait_for_timeout(800)
+    elif name == "atlas":
+        canvas = page.locator(".bk-Canvas").first
+        canvas.wait_for(timeout=60000)
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.45)
+        page.get_by_text("playing population member").wait_for(timeout=30000)
+        page.wait_for_timeout(1500)
+    elif name == "merge":
+        page.locator(".bk-tab").first.wait_for(timeout=60000)
+        page.wait_for_timeout(1500)
+    else:
+        page.wait_for_timeout(1500)
+
+
+def _path(name: str) -> str:
+    return "" if name == "home" else name
+
+
+def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | None = None,
+            pages: Iterable[str] = PAGES, chromium: str | None = None) -> list[Path]:
+    """Write out_dir/PAGE.png for each page, served from runs_dir (sample runs are made there first if it
+    has none; without runs_dir, in a temporary folder). Returns the written paths."""
+    from playwright.sync_api import sync_playwright
+
+    from workbench.runs import RunStore
+
+    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise ValueError("screenshots need Debian's chromium (apt-get install chromium)")
+    unknown = [p for p in pages if p not in PAGES]
+    if unknown:
+        raise ValueError(f"unknown page(s) {unknown}; pages are {', '.join(PAGES)}")
+    runs_dir = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp()) / "runs"
+    if not RunStore(runs_dir).list():
+        sample_runs(runs_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
+                               str(runs_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    written = []
+    try:
+        _wait_live(url, server)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            for name in pages:
+                context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
+                refused = _offline(context, f"127.0.0.1:{port}")
+                page = context.new_page()
+                page.goto(f"{url}/{_path(name)}", wait_until="networkidle")
+                _stage(page, name)
+                path = out / f"{name}.png"
+                page.screenshot(path=str(path))
+                context.close()
+                if refused:
+                    raise RuntimeError(f"the {name} page asked the network for {refused}")
+                written.append(path)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return written
+
+
+if __name__ == "__main__":
+    for written in refresh(*sys.argv[1:3]):
+        print(written)

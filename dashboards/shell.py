@@ -1,0 +1,206 @@
+"""The one app shell every page shares: a Panel Fast template (offline), navigation, page registry, helpers.
+
+    shell("lab", main=[...], sidebar=[...])         # the page inside the workbench template
+    PAGES["atlas"].title, PAGES["atlas"].description
+    open_links("illuminate", run_id)                # [(title, url)]: the pages that open a run of that kind
+
+Pages register here (PAGES) and so do the kinds of run they open (OPENERS): a new explorer adds one entry
+to each and the navigation, the index and the Runs gallery pick it up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import panel as pn
+from panel.io.resources import CDN_DIST
+from panel.theme.fast import Fast
+
+ACCENT = "#2f5d8a"
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    slug: str
+    title: str
+    description: str
+
+
+PAGES: dict[str, PageInfo] = {p.slug: p for p in (
+    PageInfo("lab", "Lab",
+             "Play a substrate live: mutate θ, edit its parameters, load a run's best θ, trace an FM score."),
+    PageInfo("search", "Search",
+             "Launch an ASAL search in the background, watch its loss and best frame, stop and resume it."),
+    PageInfo("runs", "Runs",
+             "Every run in the store as a gallery: status, best score, open it where it fits, compare two."),
+    PageInfo("atlas", "Atlas",
+             "An illumination run's population laid out by PCA, t-SNE or UMAP; click a cell to play it."),
+    PageInfo("merge", "Merge",
+             "An evolved merge recipe: weights and densities per layer, DFS path, fitness, task vectors."),
+)}
+
+# kind of run -> the pages that open it, best fit first (a query string ?run=ID selects the run there)
+OPENERS: dict[str, tuple[str, ...]] = {
+    "target": ("lab",),
+    "openended": ("lab",),
+    "illuminate": ("atlas", "lab"),
+    "merge": ("merge",),
+}
+
+
+def register_opener(kind: str, *pages: str) -> None:
+    """Let a new explorer open runs of `kind` (its page must be in PAGES)."""
+    unknown = [p for p in pages if p not in PAGES]
+    if unknown:
+        raise ValueError(f"unknown page(s) {unknown}; pages are {sorted(PAGES)}")
+    OPENERS[kind] = tuple(pages)
+
+
+def open_links(kind: str | None, run_id: str) -> list[tuple[str, str]]:
+    """(page title, relative url) of every page that opens this run, best fit first."""
+    return [(PAGES[p].title, f"./{p}?run={run_id}") for p in OPENERS.get(kind or "", ())]
+
+
+class OfflineFast(Fast):
+    """Panel's Fast design without its Google-Fonts stylesheet: everything else is bundled with Panel and
+    served by our own server, so the pages work without a network (the system sans-serif font instead)."""
+
+    # the relative module path is resolved by class name (it would become offlinefast/...): name Panel's bundle
+    _resources = {**{k: v for k, v in Fast._resources.items() if k != "font"},
+                  "js_modules": {**Fast._resources["js_modules"],
+                                 "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}
+
+
+NAV_CSS = """
+:host { width: 100%; }
+nav { display: flex; gap: .25em; align-items: center; height: 100%; font-size: 15px; }
+nav a { color: #fff; text-decoration: none; padding: .35em .75em; border-radius: 4px; opacity: .85; }
+nav a:hover { background: rgba(255,255,255,.15); opacity: 1; }
+nav a.current { background: rgba(255,255,255,.22); opacity: 1; font-weight: 600; }
+"""
+
+DESCRIPTION_CSS = """
+:host { width: 100%; }
+.description { color: #555; font-size: 15px; margin: 0 0 .2em .1em; }
+"""
+
+
+def nav(current: str | None) -> pn.pane.HTML:
+    """Links to the index and every page; the current one highlighted."""
+    items = [("", "Home")] + [(p.slug, p.title) for p in PAGES.values()]
+    links = "".join(f'<a href="./{slug}" class="{"current" if slug == (current or "") else ""}">{title}</a>'
+                    for slug, title in items)
+    return pn.pane.HTML(f'<nav class="pages">{links}</nav>', stylesheets=[NAV_CSS], sizing_mode="stretch_width",
+                        margin=0)
+
+
+def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *, standalone: bool = False,
+          title: str | None = None, description: str | None = None) -> pn.template.FastListTemplate:
+    """The page in the workbench template: title, one-line description, controls in the sidebar.
+    standalone (`panel serve dashboards/X.py`) leaves out the links to the other pages, which are not served."""
+    info = PAGES.get(slug or "")
+    title = title or (info.title if info else "workbench")
+    description = description or (info.description if info else "")
+    head = pn.pane.HTML(f'<p class="description">{html.escape(description)}</p>', stylesheets=[DESCRIPTION_CSS],
+                        sizing_mode="stretch_width", margin=(0, 10))
+    sidebar = list(sidebar)
+    quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()
+    template = pn.template.FastListTemplate(
+        site="workbench", site_url="./", title=title, design=OfflineFast, accent=ACCENT,
+        header_background=ACCENT, header=[] if standalone else [nav(slug)], sidebar=sidebar,
+        collapsed_sidebar=not sidebar,
+        main=[head, *main], main_layout=None, theme_toggle=False, sidebar_width=330,
+        busy_indicator=None,  # Panel's is global: any session's periodic callback would spin it on every page
+        font="system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif",
+        meta_description=description)
+    return template
+
+
+def section(title: str) -> pn.pane.Markdown:
+    """A heading between groups of sidebar controls."""
+    return pn.pane.Markdown(f"#### {title}", margin=(12, 10, 0, 10))
+
+
+def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
+    """What a plot shows before it has data (instead of empty 0–1 axes)."""
+    box = (f"width:{width - 2}px;height:{height - 2}px;display:flex;align-items:center;justify-content:center;"
+           "color:#7a8290;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
+           "text-align:center;padding:0 16px;box-sizing:border-box")
+    return pn.pane.HTML(f'<div style="{box}">{html.escape(text)}</div>', width=width, height=height, margin=(5, 10))
+
+
+class PageThread:
+    """Calls into a page's Bokeh document from any thread. Raw Bokeh models may only change on the
+    server's event loop while the document is locked; work that runs on a worker thread hands its
+    display updates to `call`, which runs them there (directly when already there, or when not served)."""
+
+    def __init__(self) -> None:
+        self.doc = pn.state.curdoc
+        self.loop_thread = threading.get_ident()
+
+    def call(self, fn: Callable[..., None], *args: Any) -> None:
+        doc = self.doc
+        if doc is None or doc.session_context is None or threading.get_ident() == self.loop_thread:
+            fn(*args)
+            return
+        try:
+            doc.add_next_tick_callback(lambda: fn(*args))
+        except Exception:  # noqa: BLE001 - the session closed while the work ran: nobody to show it to
+            return
+
+    def wrap(self, fn: Callable[..., None]) -> Callable[..., None]:
+        return lambda *args: self.call(fn, *args)
+
+
+async def off_loop(fn: Callable[..., Any], *args: Any, busy: Iterable[pn.viewable.Viewable] = ()) -> Any:
+    """Run fn(*args) on a worker thread, the given components showing a busy spinner meanwhile: the
+    server's event loop keeps serving every other session (and this one's other widgets)."""
+    busy = list(busy)
+    for item in busy:
+        item.loading = True
+    try:
+        return await asyncio.to_thread(fn, *args)
+    finally:
+        for item in busy:
+            item.loading = False
+
+
+class _ClosedSessionNoise(logging.Filter):
+    """Drops the log records Bokeh and Tornado write when a browser tab closes while the server still works
+    for it: a message of the closed tab handled after its session was detached (AssertionError in
+    bokeh.server.connection), and sends to the closed websocket. Any other error still gets through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            return not (_detached_session(exc) or type(exc).__name__ in ("WebSocketClosedError", "StreamClosedError"))
+        text = record.getMessage()
+        if "Failed sending message as connection was closed" in text:
+            return False
+        if "AssertionError()" in text and "error handling message" in text:
+            return False  # bokeh.server.protocol_handler logs the same error again without a traceback
+        return True
+
+
+def _detached_session(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    return (isinstance(exc, AssertionError) and last is not None and last.tb_frame.f_code.co_name == "session"
+            and last.tb_frame.f_code.co_filename.endswith("connection.py"))
+
+
+def quiet_closed_sessions() -> None:
+    """Install the closed-tab filter on the loggers that report it (idempotent)."""
+    for name in ("bokeh.server.views.ws", "bokeh.server.protocol_handler", "asyncio", "tornado.application"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ClosedSessionNoise) for f in logger.filters):
+            logger.addFilter(_ClosedSessionNoise())
