@@ -8,7 +8,7 @@ DEMO_ITERS ?= 12
 MERGE_ITERS ?= 8
 PORT   ?= 5006
 
-.PHONY: install demo test test-deps lint bench clean
+.PHONY: install demo test test-deps lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: $(STAMP)
 	$(VENV)/bin/workbench bench asal --json
 	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench bench merge --json
+
+# One screenshot per dashboard page into docs/screenshots (the README shows them).
+screenshots: $(STAMP) test-deps
+	$(VENV)/bin/workbench screenshots --out docs/screenshots
 
 clean:
 	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache

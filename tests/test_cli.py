@@ -158,3 +158,17 @@ def test_merge_evolve_checks_models_before_a_bar_and_notes_a_quick_zoo(tmp_path,
               "--n-eval", "4", "--n-test", "4", "--runs", "runs", "--device", "cpu", "--quiet", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "quick smoke-test zoo" in res.stderr
+
+
+def test_screenshots_of_pages_in_chromium(tmp_path):
+    res = run("asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--population", "8", "--pop", "4",
+              "--steps", "10", "--iters", "2", "--runs", "runs", "--quiet", "--device", "cpu", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = run("screenshots", "--out", "shots", "--runs", "runs", "--pages", "home", "runs", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["shots/home.png", "shots/runs.png"]
+    from PIL import Image
+
+    for name in ("home", "runs"):
+        img = np.asarray(Image.open(tmp_path / "shots" / f"{name}.png").convert("RGB"))
+        assert img.shape[:2] == (900, 1440) and img.std() > 10  # a drawn page, not a blank one

@@ -1,4 +1,4 @@
-"""`workbench serve`: the Panel dashboards in one server."""
+"""`workbench serve` (the Panel dashboards in one server) and `workbench screenshots` (one PNG per page)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,30 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_screenshots(args) -> int:
+    from workbench.dashboards.screenshots import PAGES, refresh
+
+    with err.status("serving the dashboards and taking one screenshot per page …"):
+        paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="the Panel dashboards (/lab /search /runs /atlas /merge) in one server")
+    serve = sub.add_parser("serve", help="the Panel dashboards in one server (home at /; /lab /search /runs "
+                                         "/atlas /merge)")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1")
     serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     serve.add_argument("--show", action="store_true", help="open a browser")
     serve.set_defaults(func=cmd_serve)
+
+    shots = sub.add_parser("screenshots", help="refresh one screenshot per dashboard page (Debian chromium)",
+                           description="Serves the dashboards, makes a small run of each kind when the runs folder "
+                                       "has none (about 1.5 min), and saves PAGE.png for every page.")
+    shots.add_argument("--out", default="docs/screenshots", help="folder for the PNGs (default: docs/screenshots)")
+    shots.add_argument("--runs", default=None, help="run store to show (default: sample runs in a temporary folder)")
+    shots.add_argument("--pages", nargs="+", choices=["home", "lab", "search", "runs", "atlas", "merge"],
+                       help="only these pages (default: all)")
+    shots.set_defaults(func=cmd_screenshots)
