@@ -389,6 +389,85 @@ def test_loop_resumes_bit_for_bit_from_a_json_checkpoint():
     assert canonical(resumed.qd) == canonical(straight.qd)
 
 
+class BatchLoop(Loop):
+    """The batched caller: build a whole generation from the parents alive at its start, then tell in order."""
+
+    def run(self, until: int) -> None:
+        while self.qd.generation <= until:
+            children = self.qd.ask_batch()
+            thetas = [self.load_seed(c.seed_expert) if c.is_seed else
+                      build_child(c, self.theta0, [self.models[p] for p in c.parents], self.factors[c.task])
+                      for c in children]
+            for child, theta in zip(children, thetas, strict=True):
+                if self.qd.tell(child, self.score(theta)):
+                    self.models[child.id] = theta
+            live = set(self.qd.live_ids())
+            self.models = {i: m for i, m in self.models.items() if i in live}
+
+
+def batch_loop(batch: int, seed: int = 3) -> BatchLoop:
+    config = CycleQDConfig(tasks=tuple(TASKS3), seed=seed, batch=batch)
+    return BatchLoop(CycleQD(config, {t: t for t in TASKS3}), THETA0, SEEDS.__getitem__, toy_score)
+
+
+def test_batches_draw_a_generation_from_the_archives_at_its_start():
+    loop = batch_loop(batch=4)
+    loop.run(until=10)
+    qd = loop.qd
+    records = qd.records
+    assert len(records) == 3 + 10 * 4 and qd.generation == 11
+    for r in records[3:]:
+        g, i = r["generation"], r["index"]
+        assert r["id"] == 3 + (g - 1) * 4 + i and 0 <= i < 4 and r["task"] == TASKS3[g % 3]
+        first = 3 + (g - 1) * 4                     # no child has a sibling (or a later model) as a parent
+        assert max(r["parents"]) < first
+    assert len({(r["mutation_seed"]) for r in records[3:]}) == 40      # every child has draws of its own
+    m = qd.metrics()
+    assert m["coverage"].shape == (11, 3) and qd.draw_counts().sum() == 2 * 40
+    assert qd.model_path(3) == "models/gen_1_0" and qd.model_path(6) == "models/gen_1_3"
+    # child 0 of a generation is what a B = 1 run draws from the same archives (same seed, same state)
+    one = batch_loop(batch=1)
+    one.run(until=0)
+    four = batch_loop(batch=4)
+    four.run(until=0)
+    assert four.qd.ask_batch()[0] == one.qd.ask() and len(four.qd.ask_batch()) == 4
+    # told out of order: refused, nothing recorded
+    children = four.qd.ask_batch()
+    with pytest.raises(ValueError, match="last ask"):
+        four.qd.tell(children[1], toy_score(SEEDS["sort"]))
+    assert len(four.qd.records) == 3 and four.qd.ask_batch() == children
+
+
+def test_batches_resume_mid_generation_bit_for_bit():
+    straight = batch_loop(batch=3, seed=8)
+    straight.run(until=9)
+    half = batch_loop(batch=3, seed=8)
+    half.run(until=4)
+    children = half.qd.ask_batch()
+    theta = build_child(children[0], THETA0, [half.models[p] for p in children[0].parents],
+                        half.factors[children[0].task])
+    half.qd.tell(children[0], toy_score(theta))                   # a checkpoint with two children pending
+    resumed = BatchLoop(through_json(half.qd), THETA0, SEEDS.__getitem__, toy_score)
+    assert resumed.qd.ask_batch() == children[1:]
+    cache: dict[int, dict] = {}
+    for c in children[1:]:                                         # their parents come back from lineage
+        for p in c.parents:
+            resumed.models[p] = rebuild(p, resumed.qd.child, THETA0, SEEDS, resumed.factors, cache)
+    for c in children[1:]:
+        t = build_child(c, THETA0, [resumed.models[p] for p in c.parents], resumed.factors[c.task])
+        resumed.qd.tell(c, toy_score(t))
+    resumed.resume_models()
+    resumed.run(until=9)
+    assert canonical(resumed.qd) == canonical(straight.qd)
+    # a state of the first format (one pending child, no batch, no index) still reads
+    old = half.qd.state_dict()
+    old["format"], old["pending"] = "workbench.qd.CycleQD/1", old["pending"][0]
+    del old["config"]["batch"]
+    assert CycleQD.from_state(old).ask() == children[1]
+    with pytest.raises(ValueError, match="batch must be an integer"):
+        CycleQDConfig(batch=0)
+
+
 def test_ask_is_idempotent_and_tell_takes_only_the_pending_child():
     loop = toy_loop(seed=1)
     loop.run(until=2)

@@ -318,6 +318,41 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     return out
 
 
+def multitask_budget(zoo: Zoo, tasks: list[str]) -> tuple[int, float]:
+    """(steps, lr) of multi-task fine-tuning with the compute of the K experts of `tasks`: the sum of their
+    steps (same batch), at the largest of their learning rates (a task that needs a large lr learns nothing
+    at a small one)."""
+    cfg = ZooConfig(**{**zoo.info["config"], "tasks": tuple(zoo.info["config"]["tasks"])})
+    budgets = [cfg.budget(t) for t in tasks]
+    return sum(s for s, _ in budgets), max(lr for _, lr in budgets)
+
+
+def finetune_multitask(zoo: Zoo, tasks: list[str], *, steps: int, lr: float, seed: int,
+                       device: str | torch.device | None = None,
+                       progress: Callable[[int], None] | None = None) -> dict[str, torch.Tensor]:
+    """The zoo's base fine-tuned on the MIXED training data of `tasks` (the multi-task baseline of model merging
+    and CycleQD): the experts' recipe (AdamW, warm-up + cosine, the zoo's batch and replay of the base's
+    pre-training mixture), with every task's real answers in one stream. Deterministic for a seed on a device
+    (zoo.json's thread count). Returns CPU tensors."""
+    cfg = ZooConfig(**{**zoo.info["config"], "tasks": tuple(zoo.info["config"]["tasks"])})
+    device = resolve_device(device)
+    tok = zoo.tokenizer()
+    model = zoo.model("base", device=device)
+    mix = _Mixture(seed, "multitask-" + "+".join(tasks), real=list(tasks), fake=[])
+    replay = _Mixture(seed, "replay-multitask-" + "+".join(tasks), real=list(AUX_TASKS),
+                      fake=[t for t in cfg.tasks if t not in tasks])
+    n_replay = int(round(cfg.replay * cfg.batch))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        with _deterministic(device):
+            _train(model, tok, lambda n: mix.sample(n - n_replay) + replay.sample(n_replay), int(steps), float(lr),
+                   cfg.batch, progress, device)
+    finally:
+        torch.set_num_threads(threads)
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 @contextlib.contextmanager
 def _deterministic(device: torch.device):
     """On CUDA, torch's deterministic algorithms (and the cuBLAS workspace setting they need), so the same seed

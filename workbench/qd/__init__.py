@@ -2,6 +2,8 @@
 SVD mutation, and the loop as an ask/tell object whose children are rebuilt from their lineage.
 
     from workbench.qd import CycleQD, CycleQDConfig, build_child, svd_factors, task_vector
+    from workbench.qd import QDRunConfig, run_cycleqd        # stored runs (`workbench qd cycle`)
+    from workbench.qd import write_pyribs, read_pyribs       # pyribs ArchiveDataFrame parquet files
 """
 
 from workbench.lazy import exports
@@ -16,4 +18,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.qd.archive_map": ["read_archive_map", "write_archive_map", "check_archive_map", "to_archive_map",
                                  "archives_from_map", "archive_map_path", "latest_archive_map", "ArchiveEntry",
                                  "ArchiveMapError"],
+    "workbench.qd.run": ["QDRunConfig", "run_cycleqd", "load_run", "rebuild_model", "export_model"],
+    "workbench.qd.pyribs": ["write_pyribs", "read_pyribs", "read_pyribs_frame", "to_grid_archive"],
+    "workbench.qd.baselines": ["report", "best_per_task", "best_overall"],
 })

@@ -26,6 +26,22 @@ mutation), so any generation can be recomputed from the archives it saw, and a r
 `CycleQD.from_state`) continues bit for bit: there is no generator state to carry. A child description
 (`Child`) holds everything `build_child` needs to rebuild its weights from its parents' (lineage).
 
+Batches (`CycleQDConfig.batch` = B > 1, for evaluating B children in parallel): generation g >= 1 has B
+children, ids K + (g - 1)·B + i for i = 0..B-1. All B are drawn when the generation starts, from the archives
+as they stand then (a child never sees a sibling), child i from SeedSequence([seed, g, i]) (i = 0 keeps
+[seed, g], so the first child is the one a B = 1 run would draw from the same archives), and they are told
+in index order, each inserted as it is told. So the result depends on B but not on where or in which order
+the B evaluations run: a serial loop and a Dask pool give the same run. `ask_batch()` hands out the whole
+generation; `ask()` / `tell()` still go one child at a time, in index order. Build the whole batch before telling
+(a sibling told first can evict a parent), and prune the store after the generation:
+
+    children = qd.ask_batch()
+    thetas = [build(c) for c in children]                  # all from the parents alive at the start
+    for child, theta, scores in zip(children, thetas, map(evaluate, thetas)):   # evaluate anywhere, in any order
+        if qd.tell(child, scores):
+            models[child.id] = theta
+    models = {i: models[i] for i in qd.live_ids()}
+
 Records, all plain data (dicts, lists and NumPy arrays): every evaluated model with its lineage, scores on all
 tasks and the archives it entered (`records`); parent draw counts per model and archive (`draw_counts`); per
 generation coverage, QD score and max quality per archive (`metrics`) and the archives' elite ids (`snapshot`).
@@ -45,7 +61,8 @@ from workbench.qd.archives import DEFAULT_BINS, TaskArchives, check_bins, check_
 from workbench.qd.operators import MUTATION_SCALES, MUTATIONS
 from workbench.qd.sampling import SAMPLERS
 
-STATE_FORMAT = "workbench.qd.CycleQD/1"
+STATE_FORMAT = "workbench.qd.CycleQD/2"   # /1 (one pending child) is read too
+_FORMATS = ("workbench.qd.CycleQD/1", STATE_FORMAT)
 _PARENTS, _OMEGAS, _MUTATION = range(3)   # the spawned seed streams of a generation
 
 
@@ -57,12 +74,14 @@ class CycleQDConfig:
         tasks: K >= 2 distinct workbench.lm task names, in the order that defines the archives' axes.
         ranges: task -> fixed (lo, hi) its score is binned on; None: (0.0, 1.0) for every task (accuracies).
         bins: bins per task (the reference's 15; archives are (bins,) * (K - 1)).
-        seed: the run seed; generation g draws from SeedSequence([seed, g]).
+        seed: the run seed; generation g draws from SeedSequence([seed, g]) (child i > 0 of a batch: [seed, g, i]).
         sampling: "elite" (the paper) or "uniform" (ablation); any key of workbench.qd.sampling.SAMPLERS.
         mutation: "svd" (the paper) or "gaussian" (ablation); any key of workbench.qd.operators.MUTATIONS.
         mutation_scale: κ of the SVD mutation (r ~ U(0, κ)) or σ of the Gaussian one; None: the method's
             default (0.1, 3e-4), written back so the record is explicit.
         omega_mu, omega_sigma: ω_i ~ N(1 + μ, |σ|) (the reference's 0 and 0.01).
+        batch: children per generation (B >= 1), all drawn from the archives at the start of the generation
+            and told in index order (see the module docstring); 1 is the reference's loop.
     """
 
     tasks: tuple[str, ...] = ("sort", "reverse", "brackets")
@@ -74,6 +93,7 @@ class CycleQDConfig:
     mutation_scale: float | None = None
     omega_mu: float = 0.0
     omega_sigma: float = 0.01
+    batch: int = 1
 
     def __post_init__(self):
         from workbench.lm.tasks import check_tasks
@@ -84,6 +104,9 @@ class CycleQDConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, Integral) or self.batch < 1:
+            raise ValueError(f"batch must be an integer of at least 1 (children per generation), got {self.batch!r}")
+        self.batch = int(self.batch)
         if self.sampling not in SAMPLERS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose from {', '.join(SAMPLERS)}")
         if self.mutation not in MUTATIONS:
@@ -126,7 +149,7 @@ class Child:
     """One model to evaluate: a seed expert (generation 0) or a child, with everything that rebuilds it.
 
     Attributes:
-        id: its model id (seeds 0..K-1 in task order, then K - 1 + generation).
+        id: its model id (seeds 0..K-1 in task order, then K - 1 + generation; with batches K + (g - 1)·B + i).
         generation: 0 for seed experts.
         task: the generation's quality task q (a seed: the task it is the expert of).
         parents: the two parents' ids (() for a seed).
@@ -137,6 +160,7 @@ class Child:
         seed_expert: a seed's model name (None for a child).
         pool: where the parents came from: "archive" (archive q), "all archives", "single" (one elite in all), or
             "seed".
+        index: its place in its generation (0..B-1 for a child, the task's index for a seed).
     """
 
     id: int
@@ -149,6 +173,7 @@ class Child:
     mutation_scale: float = 0.0
     seed_expert: str | None = None
     pool: str = "archive"
+    index: int = 0
 
     @property
     def is_seed(self) -> bool:
@@ -196,7 +221,7 @@ class CycleQD:
         self.archives = TaskArchives(tasks, config.ranges, config.bins)
         self.generation = 0
         self._records: list[dict] = []
-        self._pending: Child | None = None
+        self._pending: list[Child] = []           # the current generation's children not told yet, in order
         self._snapshots: list[np.ndarray] = []    # per finished generation: (K, *grid) elite ids
         self._history: list[dict] = []            # per finished generation: the archives' statistics
 
@@ -213,19 +238,31 @@ class CycleQD:
 
     def ask(self) -> Child:
         """The next model to evaluate. Asking again before `tell` returns the same child."""
-        if self._pending is None:
-            self._pending = self._seed() if self.generation == 0 else self._breed()
-        return self._pending
+        return self.ask_batch()[0]
 
-    def _seed(self) -> Child:
-        i = len(self._records)
+    def ask_batch(self) -> list[Child]:
+        """Every child of the current generation not told yet, in the order they must be told: the K seed
+        experts in generation 0, then the generation's B children (the first `ask_batch` of a generation draws
+        them all, from the archives as they stand). Asking again before `tell` returns the same children.
+
+        Build (or hold on to the parents of) every child of the batch before telling the first one: a sibling told
+        earlier can evict a parent from the archives, and so from `live_ids()`."""
+        if not self._pending:
+            if self.generation == 0:
+                self._pending = [self._seed(i) for i in range(len(self._records), len(self.tasks))]
+            else:
+                start = len(self._records)
+                self._pending = [self._breed(start + i, i) for i in range(self.config.batch)]
+        return list(self._pending)
+
+    def _seed(self, i: int) -> Child:
         task = self.tasks[i]
-        return Child(id=i, generation=0, task=task, seed_expert=self.seed_experts[task], pool="seed")
+        return Child(id=i, generation=0, task=task, seed_expert=self.seed_experts[task], pool="seed", index=i)
 
-    def _breed(self) -> Child:
+    def _breed(self, model_id: int, index: int) -> Child:
         g, cfg = self.generation, self.config
         q = self.tasks[g % len(self.tasks)]
-        streams = np.random.SeedSequence([cfg.seed, g]).spawn(3)
+        streams = np.random.SeedSequence([cfg.seed, g] if index == 0 else [cfg.seed, g, index]).spawn(3)
         rng = np.random.default_rng(streams[_PARENTS])
         ids, cells, quality = self.archives.elites(q)
         if len(ids) >= 2:
@@ -237,36 +274,38 @@ class CycleQD:
             else:
                 pool, parents = "single", everyone[[0, 0]]
         omegas = np.random.default_rng(streams[_OMEGAS]).normal(1.0 + cfg.omega_mu, abs(cfg.omega_sigma), size=2)
-        return Child(id=len(self._records), generation=g, task=q, parents=tuple(int(p) for p in parents),
+        return Child(id=model_id, generation=g, task=q, parents=tuple(int(p) for p in parents),
                      omegas=tuple(float(w) for w in omegas), mutation=cfg.mutation,
                      mutation_seed=int(streams[_MUTATION].generate_state(1)[0]),
-                     mutation_scale=float(cfg.mutation_scale), pool=pool)
+                     mutation_scale=float(cfg.mutation_scale), pool=pool, index=index)
 
     def tell(self, child: Child, scores: Mapping[str, float]) -> list[str]:
         """Record the evaluated child and insert it into every archive it enters.
 
         Args:
-            child: the child of the last `ask()`.
+            child: the child of the last `ask()` (with batches: the first child of `ask_batch()` not told yet;
+                a generation's children are told in index order).
             scores: task -> score, for every task.
         Returns:
             the archives entered, in task order ([]: the child need not be kept).
         """
-        if self._pending is None or child != self._pending:
-            pending = None if self._pending is None else self._pending.id
+        if not self._pending or child != self._pending[0]:
+            pending = self._pending[0].id if self._pending else None
             got = getattr(child, "id", child)
-            raise ValueError(f"tell the child of the last ask() (pending: {pending}, got {got})")
+            raise ValueError(f"tell the child of the last ask() (pending: {pending}, got {got}); a generation's "
+                             f"children are told in the order ask_batch() lists them")
         scores = self.archives.check_scores(scores)
         entered = self.archives.add(child.id, scores)
         self._records.append({**child.to_dict(), "scores": scores, "entered": entered, "kept": bool(entered)})
-        self._pending = None
-        if self.generation > 0 or len(self._records) == len(self.tasks):
+        self._pending.pop(0)
+        if not self._pending and (self.generation > 0 or len(self._records) == len(self.tasks)):
             self._finish_generation()
         return entered
 
     def _finish_generation(self) -> None:
         self._snapshots.append(np.stack([self.archives.grid(t)[0] for t in self.tasks]))
         stats = [self.archives.stats(t) for t in self.tasks]
-        told = self._records[-1:] if self.generation else self._records   # one child, or the K seed experts
+        told = self._records[-self.config.batch:] if self.generation else self._records   # B children, or K seeds
         self._history.append({"generation": self.generation, "task": self.quality_task,
                               "evaluated": [r["id"] for r in told],
                               "entered": sorted({t for r in told for t in r["entered"]}, key=self.tasks.index),
@@ -284,8 +323,9 @@ class CycleQD:
 
     def child(self, model_id: int) -> Child:
         """The Child description of an evaluated (or pending) model: its lineage, for rebuilding it."""
-        if self._pending is not None and model_id == self._pending.id:
-            return self._pending
+        for child in self._pending:
+            if model_id == child.id:
+                return child
         if not (0 <= int(model_id) < len(self._records)):
             raise ValueError(f"no model {model_id}: ids run from 0 to {len(self._records) - 1}")
         return Child.from_dict(self._records[int(model_id)])
@@ -342,9 +382,12 @@ class CycleQD:
 
     def model_path(self, model_id: int) -> str:
         """The default `model_path` of the reference's archive map: a seed's name, `models/gen_{g}` for a child
-        (the reference saves a child of generation g in {model_dir}/gen_{g})."""
+        (the reference saves a child of generation g in {model_dir}/gen_{g}); `models/gen_{g}_{i}` for child i
+        of a batch (B > 1)."""
         r = self._records[int(model_id)]
-        return r["seed_expert"] if r["seed_expert"] is not None else f"models/gen_{r['generation']}"
+        if r["seed_expert"] is not None:
+            return r["seed_expert"]
+        return f"models/gen_{r['generation']}" + (f"_{r.get('index', 0)}" if self.config.batch > 1 else "")
 
     def archive_map(self, generation: int | None = None, model_path: Callable[[int], str] | None = None,
                     validation_quality: Callable[[str, int], float | None] | None = None) -> dict:
@@ -363,25 +406,27 @@ class CycleQD:
 
     def state_dict(self) -> dict:
         """Everything, as plain values and arrays (no pickle): config, seed experts, generation, the archives,
-        every record, the pending child, snapshots (G, K, *grid) and per-generation statistics."""
+        every record, the pending children, snapshots (G, K, *grid) and per-generation statistics."""
         k = len(self.tasks)
         snapshots = (np.stack(self._snapshots) if self._snapshots
                      else np.zeros((0, k, *self.archives.shape), np.int64))
         return {"format": STATE_FORMAT, "config": self.config.to_dict(), "seed_experts": dict(self.seed_experts),
                 "generation": self.generation, "archives": self.archives.state_dict(), "records": self.records,
-                "pending": None if self._pending is None else self._pending.to_dict(),
+                "pending": [c.to_dict() for c in self._pending],
                 "snapshots": snapshots, "history": [dict(h) for h in self._history]}
 
     @classmethod
     def from_state(cls, state: Mapping) -> CycleQD:
         """The CycleQD `state_dict()` wrote; it continues exactly as the original would have."""
-        if state.get("format") != STATE_FORMAT:
+        if state.get("format") not in _FORMATS:
             raise ValueError(f"not a CycleQD state (format {state.get('format')!r}, expected {STATE_FORMAT!r})")
         qd = cls(CycleQDConfig.from_dict(state["config"]), state["seed_experts"])
         qd.generation = int(state["generation"])
         qd.archives = TaskArchives.from_state(state["archives"])
         qd._records = [_record(r) for r in state["records"]]
-        qd._pending = None if state["pending"] is None else Child.from_dict(state["pending"])
+        pending = state["pending"]
+        pending = [] if pending is None else [pending] if isinstance(pending, Mapping) else pending   # /1: one child
+        qd._pending = [Child.from_dict(c) for c in pending]
         qd._snapshots = [np.asarray(s, np.int64) for s in state["snapshots"]]
         qd._history = [dict(h) for h in state["history"]]
         return qd

@@ -1,0 +1,355 @@
+"""CycleQD runs end to end on a quick zoo: `workbench qd cycle|report|archive|export` in their own processes, the
+run folder, resume after SIGKILL, serial == Dask, the reference's archive maps and pyribs archives, bad input.
+
+The zoo is a quick one trained a little longer (seconds): its experts score near 0 except on brackets (answers of
+one to three characters), where children's scores spread, so archives fill and children breed children (seeds and
+mutation scales picked for that): plumbing, not quality.
+"""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from procs import cli as _cli
+from procs import kill_after, run_command
+
+from workbench.checkpoint import pack
+from workbench.cli import main
+from workbench.runs import RunStore
+
+DIVERSE = ["--tasks", "brackets", "sort", "--range", "brackets", "0", "0.5", "--mutation", "gaussian",
+           "--mutation-scale", "0.02", "--n-eval", "32", "--n-test", "16", "--multitask-steps", "5", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("qdzoo") / "zoo",
+                     ZooConfig.quick(tasks=("brackets", "sort"), base_steps=100, expert_steps=60))
+
+
+def _done(proc) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, zoo):
+    """Two finished runs (seeds 3 and 1) of the paper's method (elite sampling + SVD mutation, κ = 1 so that
+    children differ enough to enter), one process each."""
+    root = tmp_path_factory.mktemp("qdruns")
+    args = ["qd", "cycle", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "8", "--n-eval", "32",
+            "--n-test", "16", "--multitask-steps", "5", "--range", "brackets", "0", "0.5", "--mutation-scale", "1",
+            "--runs", "runs", "--quiet"]
+    procs = [_cli(*args, "--seed", str(s), cwd=root) for s in (3, 1)]
+    results = [_done(p) for p in procs]
+    return root, RunStore(root / "runs"), [r["id"] for r in results], results
+
+
+def _table(run, name: str, drop=("seconds",)) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in drop} for row in run.read_table(name).to_pylist()]
+
+
+def _qd_state(run) -> tuple:
+    state = run.load_checkpoint()
+    tree, arrays = pack(state["qd"])
+    return (state["iteration"], json.dumps(tree, sort_keys=True),
+            {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in arrays.items()})
+
+
+def _files(run, folder: str) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run.path / folder).iterdir())}
+
+
+def test_cycle_writes_a_complete_run(finished, zoo, capsys):
+    from workbench.qd.archive_map import read_archive_map
+    from workbench.qd.pyribs import read_pyribs
+    from workbench.qd.run import load_run, rebuild_model
+
+    root, store, ids, results = finished
+    run = store.open(ids[0])
+    info = run.info
+    assert results[0]["status"] == "done" and results[0]["generations"] == 8 and info["iterations"] == 9
+    assert info["kind"] == "qd" and info["metric"] == "qd_score" and info["better"] == "higher"
+    assert info["method"] == "elite sampling + svd mutation (the paper's method)"
+    assert info["seed_experts"] == {"brackets": "brackets", "sort": "sort"}
+    assert info["config"]["mutation_scale"] == 1.0 and info["config"]["ranges"]["brackets"] == [0.0, 0.5]
+    files = {p.name for p in run.path.iterdir()}
+    assert {"run.json", "checkpoint.json", "metrics.parquet", "children.parquet", "archives.parquet", "archive_maps",
+            "pyribs", "baselines.json", "scores.json", "baselines"} <= files
+    assert not any(f.endswith(".pkl") for f in files)
+    assert sorted(p.name for p in (run.path / "archive_maps").iterdir()) == sorted(
+        f"gen{g}_archive_map.json" for g in range(9))
+    # every evaluated child, with its lineage, scores on all tasks and the archives it entered
+    _, cfg, qd = load_run(store, run.id)
+    children = run.read_table("children").to_pylist()
+    assert [c["id"] for c in children] == list(range(10)) and children[0]["seed_expert"] == "brackets"
+    for c, r in zip(children, qd.records, strict=True):
+        assert c["parents"] == r["parents"] and c["omegas"] == r["omegas"] and c["entered"] == r["entered"]
+        assert c["score_brackets"] == r["scores"]["brackets"] and c["mutation_seed"] == r["mutation_seed"]
+    assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * 8
+    metrics = run.read_table("metrics").to_pylist()
+    assert [m["generation"] for m in metrics] == list(range(9))
+    m = qd.metrics()
+    assert [x["qd_score_sort"] for x in metrics] == m["qd_score"][:, 1].tolist()
+    assert -info["best_loss"] == metrics[-1]["qd_score"] == pytest.approx(m["qd_score"][-1].sum())
+    # snapshots: the table's last generation is the final archives
+    archives = run.read_table("archives").to_pylist()
+    last = {(a["task"], tuple(a["cell"])): (a["id"], a["quality"]) for a in archives if a["generation"] == 8}
+    for task in qd.tasks:
+        got_ids, quality = qd.archives.grid(task)
+        assert {cell: v for (t, cell), v in last.items() if t == task} == {
+            tuple(int(i) for i in cell): (int(got_ids[tuple(cell)]), float(quality[tuple(cell)]))
+            for cell in np.argwhere(got_ids >= 0)}
+    # interop files: the final archive map and the pyribs archives hold the final archives
+    entries = read_archive_map(run.path / "archive_maps" / "gen8_archive_map.json", tasks=qd.tasks, bins=15)
+    assert {t: sorted(e) for t, e in entries.items()} == {
+        t: sorted(tuple(int(i) for i in c) for c in qd.archives.elites(t)[1]) for t in qd.tasks}
+    ribs = read_pyribs(run.path / "pyribs")
+    for task in qd.tasks:
+        assert np.array_equal(ribs.grid(task)[0], qd.archives.grid(task)[0])
+        assert np.array_equal(ribs.grid(task)[1], qd.archives.grid(task)[1], equal_nan=True)
+    # the final report: the best model per task vs every baseline, on test prompts
+    scores = json.loads((run.path / "scores.json").read_text())
+    baselines = json.loads((run.path / "baselines.json").read_text())
+    assert set(scores["per_task"]["brackets"]) == {"cycleqd", "cycleqd_one_model", "base", "expert", "task_arithmetic",
+                                                   "multitask"}
+    assert scores["n_test"] == {"brackets": 16, "sort": 16}
+    assert scores["beats"]["sort"].keys() == {"base", "expert", "task_arithmetic", "multitask"}
+    assert baselines["settings"]["multitask"]["steps"] == 5 and (run.path / "baselines" /
+                                                                   "multitask.safetensors").is_file()
+    assert "stream 4, the validation prompts (stream 3) left out" in scores["split"]
+    best = scores["cycleqd"]["brackets"]
+    assert best["validation"] == qd.scores(best["id"]) and info["test_scores"]["brackets"] == best["test"]["brackets"]
+    # a kept child rebuilt from its lineage scores what it scored when it was told
+    from workbench.qd.run import context
+
+    ctx = context(cfg)
+    from workbench.qd.baselines import test_sets
+
+    test = test_sets(ctx)
+    for task in cfg.tasks:   # test prompts: as many as asked, none of them a validation prompt
+        prompts = {tuple(p) for p in test.items[task][0]}
+        assert len(test.items[task][0]) == 16 and not prompts & {tuple(p) for p in ctx.validation.items[task][0]}
+    child = max(r["id"] for r in qd.records if r["kept"])
+    assert child >= 2 and max(qd.records[child]["parents"]) >= 2   # a child of a child
+    assert ctx.score(rebuild_model(store, run.id, child)) == qd.scores(child)
+    # the catalog lists the run with its own columns and metric
+    assert main(["runs", "list", "--runs", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    assert "CycleQD runs" in out and "best qd_score ↑" in out and "brackets, sort" in out and "svd" in out
+    (row,) = [r for r in store.list() if r["id"] == run.id]
+    assert row["tasks"] == ["brackets", "sort"] and row["sampling"] == "elite" and row["mutation"] == "svd"
+    assert row["columns"] == ["tasks", "sampling", "mutation"] and row["best"] == -info["best_loss"]
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, zoo):
+    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "40", "--seed", "1"]
+    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)
+    killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
+    store = RunStore(tmp_path / "killed")
+    row = kill_after(killed, store, 3)
+    reference = _done(whole)
+    run_id = row["id"]
+    assert 3 <= row["iterations"] < 41, "the kill should land mid-run"
+    assert row["status"] == "interrupted"
+    assert row["resume_command"] == f"workbench qd cycle --resume {run_id} --runs {store.root}"
+    resumed = run_command(f"workbench qd cycle --resume {run_id[:-1]} --runs killed --quiet", cwd=tmp_path)
+    result = _done(resumed)
+    assert result["status"] == "done" and result["generations"] == 40
+    a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(run_id)
+    assert b.info["resumes"][0]["from_generation"] >= 3
+    assert result["qd_score"] == reference["qd_score"] and result["test_scores"] == reference["test_scores"]
+    children = _table(a, "children")
+    assert sum(c["kept"] for c in children[2:]) >= 3, "children should enter the archives"
+    assert any(max(c["parents"] or [0]) >= 2 and c["kept"] for c in children), "children of children too"
+    assert children == _table(b, "children")
+    assert _table(a, "metrics") == _table(b, "metrics")
+    assert _table(a, "archives") == _table(b, "archives")
+    assert _qd_state(a) == _qd_state(b)
+    assert _files(a, "archive_maps") == _files(b, "archive_maps")
+    assert _files(a, "pyribs") == _files(b, "pyribs")
+    assert (a.path / "scores.json").read_text() == (b.path / "scores.json").read_text()
+    base_a, base_b = (json.loads((r.path / "baselines.json").read_text()) for r in (a, b))
+    assert base_a["test"] == base_b["test"]
+
+
+def test_batches_serial_equal_dask_with_either_transfer(tmp_path, zoo):
+    from dask.distributed import LocalCluster
+
+    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "6", "--batch", "2", "--seed", "3"]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster:
+        procs = {"serial": _cli(*args, "--runs", "serial", cwd=tmp_path),
+                 "weights": _cli(*args, "--runs", "weights", "--transfer", "weights", "--workers", "2",
+                                 cwd=tmp_path),                           # a LocalCluster of its own
+                 "lineage": _cli(*args, "--runs", "lineage", "--dask", cluster.scheduler_address,
+                                 cwd=tmp_path)}                           # the default transfer
+        results = {name: _done(proc) for name, proc in procs.items()}
+    runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items()}
+    reference = _table(runs["serial"], "children")
+    assert len(reference) == 2 + 6 * 2 and sum(c["kept"] for c in reference[2:]) >= 2
+    assert [c["index"] for c in reference[2:]] == [0, 1] * 6
+    for name in ("weights", "lineage"):
+        assert runs[name].info["config"]["transfer"] == name
+        assert _table(runs[name], "children") == reference, name
+        assert _table(runs[name], "metrics") == _table(runs["serial"], "metrics"), name
+        assert _qd_state(runs[name]) == _qd_state(runs["serial"]), name
+        assert results[name]["test_scores"] == results["serial"]["test_scores"]
+
+
+def _hashes(path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo, quick_zoo, capsys):
+    from workbench.merge.evolve import EvolveConfig, evolve
+
+    runs = tmp_path / "runs"
+    merge = evolve(EvolveConfig(zoo=str(quick_zoo), models=["add", "sort"], iters=1, pop=4, n_eval=4, n_test=4),
+                   RunStore(runs))
+    before = _hashes(runs)
+    base = ["qd", "cycle", "--zoo", str(zoo), "--runs", str(runs), "--gens", "1", "--quiet"]
+    cases = [
+        (["--tasks", "brackets", "srot"], "--tasks: unknown task 'srot'; choose from"),
+        (["--tasks", "brackets", "sort", "brackets"], "'brackets' listed twice"),
+        (["--tasks", "brackets"], "at least 2 tasks"),
+        (["--tasks", "brackets", "sort", "reverse"], "no seed expert for 'reverse'"),
+        (["--tasks", "brackets", "sort", "--range", "sort", "0.5", "0.5"], "--range sort 0.5 0.5: lo must be below hi"),
+        (["--tasks", "brackets", "sort", "--range", "sort", "1", "0"], "lo must be below hi"),
+        (["--tasks", "brackets", "sort", "--range", "add", "0", "1"], "--range names 'add', not among --tasks"),
+        (["--tasks", "brackets", "sort", "--range", "sort", "low", "1"], "LO and HI must be numbers"),
+        (["--tasks", "brackets", "sort", "--bins", "0"], "--bins must be an integer of at least 1"),
+        (["--tasks", "brackets", "sort", "--batch", "0"], "--batch must be an integer of at least 1"),
+        (["--tasks", "brackets", "sort", "--merge-recipe", str(tmp_path / "none.yaml")], "--merge-recipe: no file"),
+        (["--resume", merge.id], f"is a merge run, not qd; resume it with workbench merge evolve --resume {merge.id}"),
+        (["--resume", "nope"], "no run 'nope'"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), (extra, err)
+        assert message in err, (extra, err)
+        assert _hashes(runs) == before, extra   # nothing written, nothing lost
+    # archive maps: corrupt, foreign (a run.json), bins < 1
+    (tmp_path / "gen3_archive_map.json").write_text('{"brackets": {"0": {"quality": 0.5')
+    for path, extra, message in [(tmp_path / "gen3_archive_map.json", [], "not valid JSON"),
+                                 (runs / merge.id / "run.json", [], "is not a CycleQD archive map"),
+                                 (tmp_path / "gen3_archive_map.json", ["--bins", "0"], "--bins must be at least 1")]:
+        assert main(["qd", "archive", str(path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+    # in a real process: the error line only, nothing on stdout, nothing in the store
+    proc = _cli(*base, "--tasks", "brackets", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == "" and len(err.strip().splitlines()) == 1 and "at least 2 tasks" in err
+    assert _hashes(runs) == before
+
+
+def test_archive_map_and_pyribs_round_trips_in_the_cli(finished, tmp_path):
+    from workbench.qd.archive_map import archives_from_map, read_archive_map
+    from workbench.qd.pyribs import read_pyribs
+    from workbench.qd.run import load_run
+
+    root, store, ids, _ = finished
+    run, _, qd = load_run(store, ids[0])
+    path = run.path / "archive_maps" / "gen8_archive_map.json"
+    proc = _cli("qd", "archive", str(path), "--range", "brackets", "0", "0.5", "--pyribs", str(tmp_path / "ribs"),
+                "--json", cwd=tmp_path)
+    summary = _done(proc)
+    for k, task in enumerate(qd.tasks):
+        assert summary["archives"][task]["coverage"] == qd.metrics()["coverage"][-1, k]
+        assert summary["archives"][task]["qd_score"] == pytest.approx(qd.metrics()["qd_score"][-1, k])
+    entries = read_archive_map(path)
+    archives, paths = archives_from_map(entries, {"brackets": (0.0, 0.5), "sort": (0.0, 1.0)})
+    ribs = read_pyribs(tmp_path / "ribs")
+    assert summary["model_paths"] == paths and ribs.ranges == archives.ranges
+    for task in qd.tasks:
+        assert np.array_equal(ribs.grid(task)[0], archives.grid(task)[0])
+        assert np.array_equal(ribs.grid(task)[1], archives.grid(task)[1], equal_nan=True)
+        assert np.array_equal(ribs.grid(task)[1], qd.archives.grid(task)[1], equal_nan=True)
+
+
+def test_pyribs_conversion_keeps_right_closed_cells(tmp_path):
+    """Scores exactly on interior edges: pyribs' own binning of them would move them one cell up; the files
+    carry our cells (index) and measures moved into them, so re-inserting the rows lands in our cells."""
+    from ribs.archives import GridArchive
+
+    from workbench.qd import TaskArchives, bin_ids
+    from workbench.qd.pyribs import read_pyribs, read_pyribs_frame, to_grid_archive, write_pyribs
+
+    tasks = ["sort", "reverse", "brackets"]
+    ranges = {"sort": (0.0, 1.0), "reverse": (0.0, 0.45), "brackets": (0.0, 0.75)}
+    archives = TaskArchives(tasks, ranges, bins=15)
+    edges = {t: np.linspace(*ranges[t], 16) for t in tasks}
+    scores = {0: {"sort": 0.9, "reverse": edges["reverse"][3], "brackets": edges["brackets"][7]},
+              1: {"sort": edges["sort"][5], "reverse": 0.05, "brackets": 0.5},
+              2: {"sort": 1.3, "reverse": -0.1, "brackets": edges["brackets"][14]}}
+    for i, s in scores.items():
+        archives.add(i, s)
+    grid = GridArchive(solution_dim=1, dims=[15, 15], ranges=[ranges["reverse"], ranges["brackets"]])
+    raw = np.array([[scores[0]["reverse"], scores[0]["brackets"]]])
+    assert grid.int_to_grid_index(grid.index_of(raw)).tolist() == [[3, 7]]              # pyribs: left-closed
+    assert [int(bin_ids(scores[0][t], *ranges[t])) for t in ("reverse", "brackets")] == [2, 6]   # ours
+    write_pyribs(tmp_path, archives, scores)
+    back = read_pyribs(tmp_path)
+    for task in tasks:
+        assert np.array_equal(back.grid(task)[0], archives.grid(task)[0])
+        assert np.array_equal(back.grid(task)[1], archives.grid(task)[1], equal_nan=True)
+        frame, meta = read_pyribs_frame(tmp_path / f"{task}.parquet")
+        assert meta["axes"] == archives.axes(task) and meta["bins"] == 15
+        fresh = GridArchive(solution_dim=1, dims=[15, 15], ranges=[ranges[t] for t in archives.axes(task)],
+                            solution_dtype=np.int64)
+        fresh.add(frame.get_field("solution"), frame.get_field("objective"), frame.get_field("measures"))
+        assert sorted(fresh.data("index").tolist()) == sorted(frame.get_field("index").tolist())
+        raw_scores = frame.get_field("scores")
+        ids = frame.get_field("solution")[:, 0]
+        assert all(raw_scores[r].tolist() == [scores[int(i)][t] for t in tasks] for r, i in enumerate(ids))
+    live = to_grid_archive(archives, "sort", scores)
+    cells = dict(zip(live.data("solution")[:, 0].tolist(), live.int_to_grid_index(live.data("index")).tolist(),
+                     strict=True))
+    assert cells[0] == [2, 6]   # model 0's edge scores: our cell, not pyribs' [3, 7]
+
+
+def test_report_and_export_in_their_own_processes(finished, tmp_path):
+    from workbench.lm.evaluate import StateDictEvaluator
+    from workbench.lm.models import load_model
+    from workbench.qd.run import load_run
+
+    root, store, ids, _ = finished
+    report = _done(_cli("qd", "report", ids[0], ids[1], "--runs", str(store.root), "--json", cwd=tmp_path))
+    assert report["runs"] == ids and report["seeds"] == [3, 1]
+    scores = [json.loads((store.open(i).path / "scores.json").read_text()) for i in ids]
+    entry = report["per_task"]["brackets"]
+    values = [s["per_task"]["brackets"]["cycleqd"] for s in scores]
+    assert entry["scores"]["cycleqd"]["values"] == values
+    assert entry["scores"]["cycleqd"]["mean"] == pytest.approx(np.mean(values))
+    assert entry["scores"]["cycleqd"]["std"] == pytest.approx(np.std(values, ddof=1))
+    versus = entry["cycleqd_vs"]["task_arithmetic"]
+    assert versus["runs"] == 2 and versus["wins"] == sum(s["beats"]["brackets"]["task_arithmetic"] for s in scores)
+
+    run, cfg, qd = load_run(store, ids[0])
+    out = tmp_path / "best-brackets"
+    exported = _done(_cli("qd", "export", ids[0], "--model", "best:brackets", "--out", str(out), "--runs",
+                          str(store.root), cwd=tmp_path))
+    model_id = exported["model"]
+    assert model_id == scores[0]["cycleqd"]["brackets"]["id"]
+    model, tok = load_model(str(out), device="cpu")
+    evaluator = StateDictEvaluator(model, tok, cfg.tasks, n=cfg.n_eval, seed=cfg.seed, device="cpu")
+    assert evaluator(model.state_dict()) == qd.scores(model_id)   # the exported weights are the scored ones
+    assert json.loads((out / "lineage.json").read_text())["parents"] == qd.records[model_id]["parents"]
+
+
+def test_cli_choices_match_the_library():
+    from workbench.cli import qd as cli_qd
+    from workbench.qd import run
+    from workbench.qd.operators import MUTATIONS
+    from workbench.qd.sampling import SAMPLERS
+
+    assert cli_qd.SAMPLINGS == tuple(SAMPLERS) and cli_qd.MUTATIONS == tuple(MUTATIONS)
+    assert cli_qd.TRANSFERS == run.TRANSFERS
+    assert set(cli_qd.CYCLE_FIELDS.values()) | {"ranges"} == set(run.FLAGS)

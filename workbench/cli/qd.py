@@ -1,0 +1,245 @@
+"""`workbench qd cycle|report|archive|export`: CycleQD runs, their report over seeds, the reference's archive files,
+and a run's models as model folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
+
+#: `workbench qd cycle` flags whose parser default is None (so --resume can tell given flags from defaults) and the
+#: QDRunConfig fields they set.
+CYCLE_FIELDS = {"zoo": "zoo", "tasks": "tasks", "base": "base", "gens": "gens", "batch": "batch",
+                "sampling": "sampling", "mutation": "mutation", "mutation_scale": "mutation_scale", "bins": "bins",
+                "seed": "seed", "n_eval": "n_eval", "n_test": "n_test", "multitask_steps": "multitask_steps",
+                "merge_recipe": "merge_recipe", "transfer": "transfer", "threads": "threads"}
+# spelled out so that --help imports no torch (workbench.qd.sampling.SAMPLERS, workbench.qd.operators.MUTATIONS)
+SAMPLINGS, MUTATIONS, TRANSFERS = ("elite", "uniform"), ("svd", "gaussian"), ("weights", "lineage")
+
+
+def _ranges(values: list[list[str]] | None) -> dict[str, list[float]] | None:
+    """--range TASK LO HI (repeatable) as {task: [lo, hi]}; one error for a task given twice or a non-number."""
+    if not values:
+        return None
+    out: dict[str, list[float]] = {}
+    for task, lo, hi in values:
+        if task in out:
+            raise ValueError(f"--range {task} is given twice; give each task's range once")
+        try:
+            out[task] = [float(lo), float(hi)]
+        except ValueError:
+            raise ValueError(f"--range {task} {lo} {hi}: LO and HI must be numbers, e.g. --range {task} 0 1") from None
+    return out
+
+
+def _progress_value(tasks: list[str]):
+    def value(row: dict) -> str:
+        best = " ".join(f"{t} {row[f'max_quality_{t}']:.2f}" for t in tasks)
+        return (f"gen {row['generation']} · coverage {row['coverage']:.3f} · QD {row['qd_score']:.2f} · "
+                f"best {best}")
+
+    return value
+
+
+def cmd_cycle(args) -> int:
+    from workbench.qd.run import QDRunConfig, check_inputs, flag_names, run_cycleqd
+    from workbench.runs import RunStore, check_resume, cli_command
+
+    device = check_device(args.device)
+    store = RunStore(args.runs)
+    given = {field: getattr(args, dest) for dest, field in CYCLE_FIELDS.items() if getattr(args, dest) is not None}
+    ranges = _ranges(args.range)
+    cfg, resume = None, None
+    if args.resume is not None:
+        # everything that would refuse the resume, before a model loads or a progress bar starts
+        run = store.open(args.resume)
+        given.update({f"ranges.{t}": r for t, r in (ranges or {}).items()})
+        check_resume(run, "qd", given, names=flag_names(run.info["config"]))
+        run.check_resumable()
+        resume, config = run.id, run.info["config"]
+        total, tasks = config["gens"] + 1, config["tasks"]
+        args.quiet = args.quiet or run.info.get("status") == "done"   # nothing left to run: no bar
+    else:
+        cfg = QDRunConfig(**{**given, "ranges": ranges, "device": device})
+        check_inputs(cfg)
+        total, tasks = cfg.gens + 1, cfg.tasks
+        _note_quick_zoo(cfg.zoo)
+    client = dask_client(args)
+    try:
+        with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
+            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
+                              device=device if resume is not None else None, command=cli_command())
+    finally:
+        if client is not None:
+            client.close()
+    info = run.info
+    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+                      "generations": info["iterations"] - 1 if info["iterations"] else 0,
+                      "qd_score": None if info["best_loss"] is None else -info["best_loss"],
+                      "test_scores": info.get("test_scores")}))
+    return 0
+
+
+def _note_quick_zoo(path: str) -> None:
+    from pathlib import Path
+
+    if not (Path(path) / "zoo.json").is_file():
+        return
+    from workbench.lm.zoo import load_zoo
+
+    warning = load_zoo(path).quick_warning()
+    if warning:
+        err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
+
+
+def cmd_report(args) -> int:
+    from workbench.qd.baselines import report
+    from workbench.qd.run import KIND
+    from workbench.runs import RunError, RunStore, _wrong_kind
+
+    store = RunStore(args.runs)
+    runs = [store.open(i) for i in args.ids]
+    for run in runs:
+        if run.info.get("kind") != KIND:
+            raise RunError(_wrong_kind(run, KIND))
+    out = report(runs)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 120))
+    for task, entry in out["per_task"].items():
+        table = Table("model", "mean ± std", "min", "max", "CycleQD beats it", title=f"{task} (test, {len(runs)} runs)")
+        for model, s in entry["scores"].items():
+            versus = entry["cycleqd_vs"].get(model)
+            beats = "" if versus is None else (f"{versus['wins']}/{versus['runs']} runs, margin "
+                                               f"{versus['margin']['mean']:+.3f} ± {versus['margin']['std']:.3f}")
+            table.add_row(model, f"{s['mean']:.3f} ± {s['std']:.3f}", f"{s['min']:.3f}", f"{s['max']:.3f}", beats)
+        console.print(table)
+        if entry["best_is_a_seed_expert"]:
+            console.print(f"{task}: CycleQD's best model is the seed expert itself in {entry['best_is_a_seed_expert']}"
+                          f"/{len(runs)} runs")
+    return 0
+
+
+def cmd_archive(args) -> int:
+    from pathlib import Path
+
+    from workbench.qd.archive_map import archives_from_map, read_archive_map
+
+    if args.bins < 1:
+        raise ValueError(f"--bins must be at least 1 (the reference uses 15), got {args.bins}")
+    entries = read_archive_map(args.path, bins=args.bins)
+    tasks = list(entries)
+    ranges = _ranges(args.range) or {}
+    unknown = [t for t in ranges if t not in tasks]
+    if unknown:
+        raise ValueError(f"--range names {unknown}, not among the archive map's tasks {tasks}")
+    archives, paths = archives_from_map(entries, {t: tuple(ranges.get(t, (0.0, 1.0))) for t in tasks}, args.bins)
+    summary = {"path": str(args.path), "tasks": tasks, "bins": args.bins, "models": len(paths), "archives": {
+        t: {**archives.stats(t), "elites": len(entries[t])} for t in tasks}}
+    if args.pyribs:
+        from workbench.qd.pyribs import write_pyribs
+
+        out = Path(args.pyribs)
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(f"--pyribs {out} exists and is not empty; choose a new folder")
+        summary["pyribs"] = [str(p) for p in write_pyribs(out, archives)]
+        summary["model_paths"] = paths   # solution_0 = the index into this list
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from workbench.qd.baselines import best_per_task
+    from workbench.qd.run import export_model, load_run
+    from workbench.runs import RunStore
+
+    store = RunStore(args.runs)
+    run, _, qd = load_run(store, args.id)
+    model = args.model
+    if model.startswith("best:"):
+        task = model.split(":", 1)[1]
+        if task not in qd.tasks:
+            raise ValueError(f"--model best:{task}: the run's tasks are {', '.join(qd.tasks)}")
+        model_id = best_per_task(qd)[task]
+    else:
+        try:
+            model_id = int(model)
+        except ValueError:
+            raise ValueError(f"--model takes a model id or best:TASK, got {model!r}") from None
+    out = export_model(store, run.id, model_id, args.out)
+    print(json.dumps({"out": str(out), "run": run.id, "model": model_id, "scores": qd.scores(model_id)}))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `workbench qd cycle|report|archive|export` to the `workbench` parser."""
+    qd = sub.add_parser("qd", help="CycleQD: quality-diversity over models (per-task archives of merged experts)")
+    qd_sub = qd.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    cy = qd_sub.add_parser("cycle", help="run CycleQD on a zoo's seed experts into the run store",
+                           description="Generation 0 scores the seed experts; each generation g breeds --batch "
+                                       "children from the archive of task g mod K (elite sampling, model-wise "
+                                       "crossover of task vectors, SVD mutation: the paper's method by default) "
+                                       "and inserts each into every archive it enters. At the end the best model "
+                                       "per task is scored on test prompts against the baselines.")
+    # settings default to None here (then QDRunConfig's defaults apply), so that --resume can tell given flags
+    cy.add_argument("--zoo", help="zoo folder (default: data/zoo)")
+    cy.add_argument("--tasks", nargs="+", metavar="TASK", help="K >= 2 tasks (default: sort reverse brackets)")
+    cy.add_argument("--gens", type=int, help="generations after the seed experts' generation 0 (default: 50)")
+    cy.add_argument("--batch", type=int, help="children per generation, drawn from the archives at its start and "
+                                              "evaluated together (default: 1)")
+    cy.add_argument("--sampling", choices=SAMPLINGS, help="parent sampling (default: elite, the paper's)")
+    cy.add_argument("--mutation", choices=MUTATIONS, help="mutation (default: svd, the paper's)")
+    cy.add_argument("--mutation-scale", type=float, help="κ of svd (default 0.1) or σ of gaussian (default 3e-4)")
+    cy.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),
+                    help="fixed score range of a task's bins (repeatable; default 0 1)")
+    cy.add_argument("--bins", type=int, help="bins per task (default: 15)")
+    cy.add_argument("--seed", type=int, help="default: 0")
+    cy.add_argument("--n-eval", type=int, help="validation prompts per task per child (default: 64)")
+    cy.add_argument("--n-test", type=int, help="test prompts per task for the final report (default: 128)")
+    cy.add_argument("--base", help="the zoo's base model (default: base)")
+    cy.add_argument("--multitask-steps", type=int, help="steps of the multi-task baseline (default: the sum of the "
+                                                        "K experts' steps; 0: none)")
+    cy.add_argument("--merge-recipe", metavar="FILE", help="a merge evolve run's recipe.yaml or dfs.json, scored as "
+                                                            "a baseline")
+    cy.add_argument("--transfer", choices=TRANSFERS, help="Dask: send each child's lineage (rebuilt on the worker) "
+                                                          "or its weights; same results (default: lineage)")
+    cy.add_argument("--threads", type=int, help="torch threads per evaluating process (default: 1)")
+    cy.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    cy.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
+                                                   "settings flags must match the run's or be left out)")
+    cy.add_argument("--workers", type=int, help="evaluate each generation's children on a local Dask cluster")
+    cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
+    cy.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(cy, " (with --resume: default the run's own)")
+    cy.set_defaults(func=cmd_cycle)
+
+    rp = qd_sub.add_parser("report", help="finished runs side by side (e.g. 3 seeds): best per task vs baselines, "
+                                          "mean ± std")
+    rp.add_argument("ids", nargs="+", metavar="ID", help="run ids or unique prefixes")
+    rp.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_report)
+
+    ar = qd_sub.add_parser("archive", help="read a reference gen{N}_archive_map.json: summary, optional pyribs "
+                                           "parquet")
+    ar.add_argument("path", help="a gen{N}_archive_map.json (SakanaAI/CycleQD's format)")
+    ar.add_argument("--bins", type=int, default=15, help="bins per task (default: 15)")
+    ar.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),
+                    help="a task's fixed range (default 0 1; the file does not hold ranges)")
+    ar.add_argument("--pyribs", metavar="DIR", help="also write the archives as pyribs ArchiveDataFrames, "
+                                                    "DIR/<task>.parquet")
+    ar.add_argument("--json", action="store_true", help="one JSON line")
+    ar.set_defaults(func=cmd_archive)
+
+    ex = qd_sub.add_parser("export", help="a run's model, rebuilt from its lineage, as a model folder")
+    ex.add_argument("id", metavar="ID", help="run id or a unique prefix")
+    ex.add_argument("--model", required=True, help="a model id (children.parquet) or best:TASK")
+    ex.add_argument("--out", required=True, help="new model folder")
+    ex.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    ex.set_defaults(func=cmd_export)
