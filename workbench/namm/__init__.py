@@ -1,0 +1,28 @@
+"""NAMM (Neural Attention Memory Models, spec §3): learned KV-cache eviction for Hugging Face causal LMs.
+
+    from workbench.namm import age_embedding, stft_magnitudes, ema_update, bam_scores, select_tokens, NAMMPolicy
+    from workbench.namm import EvictionCache, forward, generate, FullCache, RecentWindow, H2O
+
+    policy = NAMMPolicy(theta, n_layers, n_kv_heads, gqa_group, stats=None)  # θ: 4172 numbers; stats None: collect
+    out = generate(model, input_ids, policy, n_up=64, max_new_tokens=32)     # eager attention, left-padded batches
+    out.tokens, out.cache.log                                                # what every head kept, per step
+
+Modules, one idea each: features (STFT, EMA, running statistics, age embedding), scorer (BAM and θ's layout),
+select (equal-N selection), policy (the hook and NAMM), baselines (full, recent window + sinks, H2O), cache (the
+evicting transformers Cache and its hooks), driver (chunked forward and greedy decoding).
+"""
+
+from workbench.lazy import exports
+
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "workbench.namm.features": ["age_embedding", "stft_magnitudes", "ema_update", "RunningStats", "hann_periodic",
+                                "FEATURE_DIM", "GAMMA", "HOP", "N_FFT", "N_FREQ"],
+    "workbench.namm.scorer": ["bam_scores", "unpack_theta", "check_theta", "offsets", "BAMParams", "LAYOUT",
+                              "N_PARAMS"],
+    "workbench.namm.select": ["select_tokens", "select_top", "masked_scores"],
+    "workbench.namm.policy": ["EvictionPolicy", "NAMMPolicy", "Selection"],
+    "workbench.namm.baselines": ["FullCache", "RecentWindow", "H2O"],
+    "workbench.namm.cache": ["EvictionCache", "EvictionStep", "attached", "attention_modules", "check_model",
+                             "check_n_up", "model_shape"],
+    "workbench.namm.driver": ["forward", "generate", "Generation"],
+})

@@ -1,0 +1,252 @@
+"""An evicting KV cache for Hugging Face causal LMs with eager attention (Llama family, GQA included).
+
+    cache = EvictionCache(model.config, policy, n_up=64)     # any EvictionPolicy: NAMM or a baseline
+    logits = forward(model, input_ids, cache)                # workbench.namm.driver: chunked at n_up boundaries
+    cache.log                                                # per eviction step and layer: what each head kept
+
+How it plugs into transformers (5.x), without touching the model's code:
+  * The cache is a `transformers.Cache` of plain DynamicLayers: keys are stored ALREADY ROTATED (RoPE applied at
+    their true absolute position), so dropping slots never changes a surviving key. New tokens get their true
+    absolute positions through `position_ids` (the cache counts them per batch row), never their slot index.
+  * Two hooks per attention module (`attached(model, cache)`): a forward PRE-hook replaces the attention mask with
+    this layer's own 4-D mask (layers keep different numbers of slots, heads may mask different slots), and a
+    forward hook takes the post-softmax attention weights that eager attention returns, averages each KV head's
+    query group and buffers the rows.
+  * Every time the number of processed slots (padded prompt + generated tokens) reaches a multiple of n_up, the
+    policy runs on the n_up buffered rows of every layer (layer after layer) and the cache keeps, per layer, the
+    same number N of slots on every head: keys/values stay one dense (B, H, N, D) tensor. Rows buffered before
+    the cache grew are zero-padded on the right: a query never attends to later tokens.
+
+Batches are left-padded (positions count real tokens only, as workbench.lm.evaluate does); padding slots stay
+masked, and so do the fill slots of the "strict per head" variant.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from workbench.namm.features import HOP
+from workbench.namm.policy import EvictionPolicy, Selection
+
+RECORDS = ("none", "selection", "full")
+
+
+def check_n_up(n_up: int) -> int:
+    """n_up as an int, or one clear error (the STFT hop is 16 tokens)."""
+    if isinstance(n_up, bool) or not isinstance(n_up, int) or n_up < HOP or n_up % HOP:
+        raise ValueError(f"n_up (tokens between eviction steps) must be a positive multiple of {HOP}, got {n_up!r}: "
+                         "use e.g. 32, 64 or 128 (the reference uses 512)")
+    return n_up
+
+
+def model_shape(config) -> tuple[int, int, int]:
+    """(layers, KV heads, GQA group) of a decoder config."""
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    if heads % kv:
+        raise ValueError(f"{heads} attention heads do not split into {kv} KV heads")
+    return config.num_hidden_layers, kv, heads // kv
+
+
+def _check_full_attention(config) -> None:
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    try:
+        types, _ = get_layer_types_and_kwargs(config)
+    except Exception:  # older configs without per-layer information: plain full attention
+        return
+    other = sorted({t for t in types if t != "full_attention"})
+    if other:
+        raise ValueError(f"this model has {other} layers; NAMM eviction needs full attention in every layer "
+                         "(a Llama-family model such as SmolLM2 or the zoo's models)")
+
+
+@dataclass
+class EvictionStep:
+    """What one layer kept at one eviction step (tensors (B, H, ·); see policy.Selection for the fields)."""
+
+    step: int                 # slots processed when the policy ran (a multiple of n_up)
+    selection: Selection
+
+    @property
+    def layer(self) -> int:
+        return self.selection.layer
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(B, H, N) original positions of the kept tokens."""
+        return self.selection.positions
+
+    @property
+    def kept_to_fill(self) -> torch.Tensor:
+        """(B, H, N) kept only because every head of the layer keeps the same N (score < 0)."""
+        return self.selection.kept_to_fill
+
+    @property
+    def attended(self) -> torch.Tensor:
+        """(B, H, N) the kept slot stays visible (False: padding, or a fill slot in the strict variant)."""
+        return self.selection.attend
+
+
+class EvictionCache(Cache):
+    """A KV cache that lets an EvictionPolicy prune it every n_up tokens (module doc). One cache per batch of
+    sequences: creating it resets the policy's sequence state (its statistics survive).
+
+    record: "none" keeps no history, "selection" (default) one EvictionStep per step and layer, "full" also the
+    NAMM feature vectors of every step (explorer views of spectrogram / EMA features)."""
+
+    def __init__(self, config, policy: EvictionPolicy, n_up: int, *, record: str = "selection"):
+        if not isinstance(policy, EvictionPolicy):
+            raise ValueError(f"policy must be an EvictionPolicy (NAMMPolicy, FullCache, RecentWindow, H2O), got "
+                             f"{type(policy).__name__}")
+        if record not in RECORDS:
+            raise ValueError(f"record must be one of {RECORDS}, got {record!r}")
+        _check_full_attention(config)
+        self.n_layers, self.n_kv_heads, self.gqa_group = model_shape(config)
+        super().__init__(layers=[DynamicLayer() for _ in range(self.n_layers)])
+        policy.bind(self.n_layers, self.n_kv_heads, self.gqa_group)
+        policy.reset()
+        self.policy, self.n_up, self.record = policy, check_n_up(n_up), record
+        self.total = 0                                      # slots processed: the eviction clock
+        self.next_position: torch.Tensor | None = None      # (B,) next absolute position per row
+        self.valid: list[torch.Tensor | None] = [None] * self.n_layers      # (B, H, T) bool: attended slots
+        self.positions: list[torch.Tensor | None] = [None] * self.n_layers  # (B, H, T) long: original positions
+        self._rows: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        self._chunk: tuple[torch.Tensor, torch.Tensor] | None = None        # (positions, valid) (B, q) in flight
+        self.log: list[EvictionStep] = []
+
+    # ---- the forward pass of one chunk -------------------------------------------------------------------
+    def begin(self, positions: torch.Tensor, valid: torch.Tensor) -> None:
+        """Announce the q new tokens of the next forward: absolute positions and validity, both (B, q)."""
+        q = positions.shape[-1]
+        if (self.total % self.n_up) + q > self.n_up:
+            raise ValueError(f"a chunk of {q} tokens after {self.total} crosses an eviction boundary (every "
+                             f"{self.n_up}); feed tokens through workbench.namm.driver.forward, which splits them")
+        self._chunk = (positions, valid.to(torch.bool))
+
+    def layer_mask(self, layer: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive 4-D mask (B, query heads, q, T_cached + q) of `layer` for the chunk in flight: cached slots
+        by their validity (per KV head), new tokens causally and only if real (a padding query sees itself, so no
+        row is empty)."""
+        positions, valid_new = self._chunk
+        b, q = valid_new.shape
+        dev = valid_new.device
+        i = torch.arange(q, device=dev)
+        new = (i[None, :] <= i[:, None])[None] & (valid_new[:, None, :] | (i[None, :] == i[:, None])[None])
+        new = new[:, None].expand(b, self.n_kv_heads, q, q)                    # (B, H, q, q)
+        if self.valid[layer] is not None:
+            old = self.valid[layer][:, :, None, :].expand(-1, -1, q, -1)       # (B, H, q, T)
+            new = torch.cat([old, new], dim=-1)
+        visible = new.repeat_interleave(self.gqa_group, dim=1)                 # query head h·G + g -> KV head h
+        return torch.zeros(visible.shape, dtype=dtype, device=dev).masked_fill(~visible, torch.finfo(dtype).min)
+
+    def record_attention(self, layer: int, weights: torch.Tensor) -> None:
+        """Buffer a layer's post-softmax rows (B, query heads, q, T) as KV-head means; append the new slots."""
+        positions, valid_new = self._chunk
+        b, heads, q, t = weights.shape
+        rows = weights.detach().float().reshape(b, self.n_kv_heads, self.gqa_group, q, t).mean(2)
+        rows = rows * valid_new[:, None, :, None]                              # padding queries are not queries
+        self._rows[layer].append(rows)
+        new_pos = positions[:, None, :].expand(b, self.n_kv_heads, q)
+        new_valid = valid_new[:, None, :].expand(b, self.n_kv_heads, q)
+        if self.valid[layer] is None:
+            self.valid[layer], self.positions[layer] = new_valid.clone(), new_pos.clone()
+        else:
+            self.valid[layer] = torch.cat([self.valid[layer], new_valid], dim=-1)
+            self.positions[layer] = torch.cat([self.positions[layer], new_pos], dim=-1)
+
+    def end(self) -> None:
+        """The chunk's forward is done: advance the clock and run the policy on a multiple of n_up."""
+        positions, _ = self._chunk
+        self.total += positions.shape[-1]
+        self._chunk = None
+        if self.total % self.n_up == 0:
+            self.evict()
+
+    # ---- eviction ------------------------------------------------------------------------------------------
+    def evict(self) -> None:
+        """Run the policy on every layer (in order) and keep the slots it retains."""
+        for layer in range(self.n_layers):
+            t = self.valid[layer].shape[-1]
+            rows = torch.cat([torch.nn.functional.pad(r, (0, t - r.shape[-1])) for r in self._rows[layer]], dim=2)
+            self._rows[layer] = []
+            n_new = rows.shape[2]
+            sel = self.policy.update_kv(layer, rows, positions=self.positions[layer][..., t - n_new:],
+                                        valid=self.valid[layer])
+            idx = sel.retained
+            kv = self.layers[layer]
+            gather = idx[..., None].expand(-1, -1, -1, kv.keys.shape[-1])
+            kv.keys, kv.values = kv.keys.gather(2, gather), kv.values.gather(2, gather)
+            self.valid[layer] = sel.attend
+            self.positions[layer] = self.positions[layer].gather(-1, idx)
+            if self.record != "none":
+                self.log.append(EvictionStep(self.total, sel if self.record == "full" else sel.lean()))
+
+    # ---- reports -------------------------------------------------------------------------------------------
+    def kept(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, attended) of the slots `layer` holds now, (B, H, T) each."""
+        return self.positions[layer], self.valid[layer]
+
+    def sizes(self) -> list[int]:
+        """Slots per layer now (the same on every head)."""
+        return [0 if p is None else int(p.shape[-1]) for p in self.positions]
+
+    def steps(self, layer: int | None = None) -> list[EvictionStep]:
+        """The recorded eviction steps, all layers or one."""
+        return [s for s in self.log if layer is None or s.layer == layer]
+
+
+def attention_modules(model) -> list[torch.nn.Module]:
+    """The self-attention module of every decoder layer, in layer order (modules named *Attention with a
+    layer_idx, as in every Llama-family model of transformers)."""
+    mods = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
+    return sorted(mods, key=lambda m: m.layer_idx)
+
+
+def check_model(model) -> None:
+    """One clear error for a model the eviction cache cannot drive."""
+    impl = getattr(model.config, "_attn_implementation", None)
+    if impl != "eager":
+        raise ValueError(f"NAMM reads the post-softmax attention weights, which only eager attention returns; this "
+                         f"model runs {impl!r} attention: load it with attn_implementation='eager' "
+                         "(from_pretrained(..., attn_implementation='eager')) or call "
+                         "model.set_attn_implementation('eager')")
+    n_layers, _, _ = model_shape(model.config)
+    mods = attention_modules(model)
+    if [m.layer_idx for m in mods] != list(range(n_layers)):
+        raise ValueError(f"found {len(mods)} attention modules with a layer_idx for {n_layers} layers: NAMM needs "
+                         "a decoder-only causal LM with one self-attention module per layer (Llama family)")
+
+
+@contextmanager
+def attached(model, cache: EvictionCache):
+    """Install the mask pre-hook and the attention-recording hook on every attention module (removed after)."""
+    check_model(model)
+    handles = []
+
+    def pre_hook(module, args, kwargs):
+        states = kwargs.get("hidden_states", args[0] if args else None)
+        kwargs["attention_mask"] = cache.layer_mask(module.layer_idx, states.dtype)
+        return args, kwargs
+
+    def post_hook(module, args, kwargs, output):
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if not isinstance(weights, torch.Tensor):
+            raise ValueError(f"{type(module).__name__} returned no attention weights: NAMM needs eager attention "
+                             "(attn_implementation='eager')")
+        cache.record_attention(module.layer_idx, weights)
+
+    try:
+        for m in attention_modules(model):
+            handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+        yield cache
+    finally:
+        for h in handles:
+            h.remove()

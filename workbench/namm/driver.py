@@ -1,0 +1,131 @@
+"""Running a causal LM with an evicting cache: chunked forward passes and greedy generation.
+
+    cache = EvictionCache(model.config, NAMMPolicy(theta, *model_shape(model.config)), n_up=64)
+    logits = forward(model, input_ids, cache)                 # (B, L, V); appends to the cache, evicting on the way
+    out = generate(model, input_ids, policy, n_up=64, max_new_tokens=32)   # out.tokens, out.logits, out.cache
+
+The policy must see exactly n_up new tokens per step, so `forward` splits its tokens at the multiples of n_up
+(a prompt of 150 tokens with n_up = 64 runs as 64 + 64 + 22; the next 42 generated tokens complete the third
+step). One transformers forward call per chunk; eager attention required (the hooks read its weights).
+Input is left-padded like workbench.lm.evaluate: `attention_mask` (B, L) of 0 (padding) … 1; positions count
+real tokens only, so a padded row gets the same positions, logits and evictions-by-position as alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from workbench.namm.cache import EvictionCache, attached
+from workbench.namm.policy import EvictionPolicy
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    # transformers 5 calls the cache `cache` (and warns on `past_key_values`); older versions only know the latter
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def _window(model) -> int | None:
+    config = model.config.get_text_config(decoder=True)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _check_window(model, last_position: int) -> None:
+    window = _window(model)
+    if window is not None and last_position >= window:
+        raise ValueError(f"the context needs positions up to {last_position}, longer than the model's window of "
+                         f"{window} positions (max_position_embeddings): shorten the prompt or max_new_tokens")
+
+
+@torch.inference_mode()
+def forward(model, input_ids: torch.Tensor, cache: EvictionCache, attention_mask: torch.Tensor | None = None,
+            *, last_only: bool = False) -> torch.Tensor:
+    """Feed input_ids (B, L) after whatever the cache holds, evicting at every multiple of n_up; returns the
+    logits (B, L, V) (or (B, 1, V) of the last token with last_only). attention_mask (B, L): 1 real, 0 padding."""
+    ids = torch.as_tensor(input_ids)
+    if ids.ndim != 2 or ids.shape[1] == 0:
+        raise ValueError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(ids.shape)}")
+    dev = next(model.parameters()).device
+    ids = ids.to(dev)
+    b, n = ids.shape
+    mask = torch.ones_like(ids) if attention_mask is None else torch.as_tensor(attention_mask).to(dev).long()
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask {tuple(mask.shape)} must match input_ids {tuple(ids.shape)}")
+    if cache.next_position is None:
+        cache.next_position = torch.zeros(b, dtype=torch.long, device=dev)
+    elif cache.next_position.shape[0] != b:
+        raise ValueError(f"the cache holds {cache.next_position.shape[0]} sequences, input_ids has {b} rows")
+    # absolute positions: real tokens count on from the row's last one; padding borrows a neighbour's (unused)
+    positions = (cache.next_position[:, None] + mask.cumsum(-1) - 1).clamp(min=0)
+    _check_window(model, int(positions.max()))
+    keyword = _cache_keyword(type(model))
+    dtype = next(model.parameters()).dtype
+    out, start = [], 0
+    with attached(model, cache):
+        while start < n:
+            size = min(n - start, cache.n_up - cache.total % cache.n_up)  # up to the next eviction boundary
+            chunk = slice(start, start + size)
+            cache.begin(positions[:, chunk], mask[:, chunk])
+            result = model(input_ids=ids[:, chunk], position_ids=positions[:, chunk],
+                           attention_mask=cache.layer_mask(0, dtype), use_cache=True,
+                           logits_to_keep=1 if last_only else 0, **{keyword: cache})
+            cache.end()
+            if not last_only or start + size == n:
+                out.append(result.logits)
+            start += size
+    cache.next_position = cache.next_position + mask.sum(-1)
+    return torch.cat(out, dim=1).float()
+
+
+@dataclass
+class Generation:
+    """Greedy continuations: tokens (B, S) (rows that stopped are filled with eos), logits (B, S, V) of every
+    generated token when asked for, and the cache (its log, sizes and the policy's state)."""
+
+    tokens: torch.Tensor
+    logits: torch.Tensor | None
+    cache: EvictionCache
+
+    def as_lists(self, eos_id: int | None = None) -> list[list[int]]:
+        """Rows as token lists, cut before the first eos."""
+        rows = self.tokens.tolist()
+        return [r[: r.index(eos_id)] if eos_id is not None and eos_id in r else r for r in rows]
+
+
+def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: int, max_new_tokens: int,
+             attention_mask: torch.Tensor | None = None, eos_id: int | None = None, record: str = "selection",
+             return_logits: bool = False) -> Generation:
+    """Greedy decoding of left-padded prompts with an evicting cache (a fresh EvictionCache around `policy`).
+    Stops after max_new_tokens or when every row has produced eos_id."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    ids = torch.as_tensor(input_ids)
+    if attention_mask is not None:
+        mask = torch.as_tensor(attention_mask)
+        if mask.shape != ids.shape or bool((mask[:, 1:] < mask[:, :-1]).any()) or bool((mask[:, -1] == 0).any()):
+            raise ValueError("attention_mask must be (B, L) and LEFT-padded (0 … 0 1 … 1, the last token real): "
+                             "pad prompts on the left, as workbench.lm.evaluate.greedy does")
+        lengths = mask.sum(-1)
+    else:
+        lengths = torch.full((ids.shape[0],), ids.shape[1])
+    _check_window(model, int(lengths.max()) + max_new_tokens - 1)
+    cache = EvictionCache(model.config, policy, n_up, record=record)
+    logits = forward(model, ids, cache, attention_mask, last_only=True)[:, -1]
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=logits.device)
+    tokens, kept_logits = [], []
+    for step in range(max_new_tokens):
+        nxt = logits.argmax(-1)
+        if eos_id is not None:
+            nxt = nxt.masked_fill(done, eos_id)
+            done |= nxt == eos_id
+        tokens.append(nxt)
+        if return_logits:
+            kept_logits.append(logits)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        logits = forward(model, nxt[:, None], cache, last_only=True)[:, -1]
+    return Generation(torch.stack(tokens, 1), torch.stack(kept_logits, 1) if return_logits else None, cache)
