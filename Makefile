@@ -8,7 +8,7 @@ DEMO_ITERS ?= 12
 MERGE_ITERS ?= 8
 PORT   ?= 5006
 
-.PHONY: install demo test test-deps lint bench screenshots clean
+.PHONY: install demo test test-deps lint bench screenshots clean smollm2-expert
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -64,6 +64,13 @@ bench: $(STAMP)
 # One screenshot per dashboard page into docs/screenshots (the README shows them).
 screenshots: $(STAMP) test-deps
 	$(VENV)/bin/workbench screenshots --out docs/screenshots
+
+# One Transformer² SVF expert on SmolLM2-135M-Instruct (brackets, which it answers 16 % of the time with the chat
+# template and three demonstrations). Slow on a CPU (see docs/benchmarks.md for the time per step): not in `make test`.
+SMOLLM2_ITERS ?= 30
+smollm2-expert: $(STAMP)
+	$(VENV)/bin/workbench experts train --model smollm2 --task brackets --prompt-format chat --iters $(SMOLLM2_ITERS) \
+	  --batch 8 --val-every 10 --val-n 32 --n-test 64 --threads 2 --runs $(RUNS)
 
 clean:
 	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache

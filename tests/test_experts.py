@@ -590,3 +590,67 @@ def test_trainer_bad_input(zoo_svf):
         t.step([])
     with pytest.raises(ValueError, match="prompt, answer"):
         t.step(["s:abc="])
+
+
+# --- LoRA experts (peft) -----------------------------------------------------------------------------------
+
+def test_lora_model_starts_at_the_base_and_trains_through_explicit_weights():
+    from workbench.experts import SVFModel
+    from workbench.experts.lora import LoRAModel, lora_param_count, svf_param_count
+
+    model = tiny_llama(0)
+    base = model(input_ids=IDS).logits.clone()
+    key = SVFModel(tiny_llama(0), cache=False).key
+    lora = LoRAModel(model, rank=3)
+    assert lora.key == key  # the SVF key of the same weights: SVF and LoRA experts name their model alike
+    shapes = {f"{i}.{k}": (24, 16) if k != "down" else (16, 24) for i in range(2) for k in ("gate", "up", "down")}
+    assert lora.n_params == lora_param_count(shapes, 3) == 6 * 3 * (16 + 24)
+    assert svf_param_count(shapes) == 6 * 16
+    assert len(lora.names) == 12 and all("mlp" in n for n in lora.names)
+    p = lora.init_params(0)
+    assert all(torch.equal(v, torch.zeros_like(v)) for n, v in p.items() if ".lora_B." in n)
+    assert all(float(v.abs().max()) > 0 for n, v in p.items() if ".lora_A." in n)
+    assert all(torch.equal(p[n], lora.init_params(0)[n]) for n in p)
+    assert not torch.equal(p[lora.names[0]], lora.init_params(1)[lora.names[0]])
+    lora.apply(p)
+    assert torch.equal(model(input_ids=IDS).logits, base)  # B = 0: the base exactly
+    # gradients reach B through the explicit weights (not the modules' own)
+    q = {n: v.clone().requires_grad_(True) for n, v in p.items()}
+    lora.forward(q, input_ids=IDS).logits.square().sum().backward()
+    assert all(float(q[n].grad.abs().max()) > 0 for n in q if ".lora_B." in n)
+    assert all(m.grad is None for m in model.parameters())
+    g = torch.Generator().manual_seed(3)
+    moved = {n: torch.randn(v.shape, generator=g) * 0.5 for n, v in p.items()}
+    lora.apply(moved)
+    live = model(input_ids=IDS).logits
+    assert (live - base).abs().max() > 0.05
+    torch.testing.assert_close(lora.forward(moved, input_ids=IDS).logits, live)
+    lora.reset()
+    assert torch.equal(model(input_ids=IDS).logits, base)
+    with pytest.raises(ValueError, match="has shape"):
+        lora.apply({**p, lora.names[0]: torch.zeros(2, 16)})
+    with pytest.raises(ValueError, match="rank"):
+        LoRAModel(tiny_llama(0), rank=0)
+    with pytest.raises(ValueError, match="no 2-D MLP weight matrices"):
+        LoRAModel(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+
+
+# --- the classification task -------------------------------------------------------------------------------
+
+def test_classify_task_names_the_task_of_training_prompts_and_leaves_the_zoo_data_alone():
+    from workbench.lm import tasks
+
+    examples = tasks.draw("classify", 200, tasks.stream(0, "classify", "train"), "train")
+    assert {a for _, a in examples} == set(tasks.TASKS)
+    tags = {"add": "0123456789", "reverse": "r", "sort": "s", "recall": "k", "brackets": "b"}
+    for prompt, answer in examples:
+        inner = prompt.removeprefix(tasks.CLASSIFY_PREFIX)
+        assert prompt == tasks.classify_prompt(inner) and inner[0] in tags[answer]
+        assert not tasks.is_eval_prompt(inner) and not tasks.is_eval_prompt(prompt)
+        assert set(prompt + answer) <= set(tasks.CHARS)  # spelled in the zoo's fixed vocabulary
+    assert tasks.get_task("classify").max_new_tokens == len("brackets") + 1
+    # not a zoo task, and the zoo's tasks keep their stream ids (so their data)
+    assert "classify" not in tasks.TASKS and "classify" not in tasks.PRETRAIN_TASKS
+    assert list(tasks._IDS) == [*tasks.PRETRAIN_TASKS, "classify"] and list(tasks._IDS.values()) == list(range(9))
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        tasks.get_task("nope")

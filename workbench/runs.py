@@ -49,13 +49,18 @@ CHECKPOINT_FORMAT = 1
 PACKAGES = ("workbench", "torch", "open-clip-torch", "taichi", "cmaes", "ribs", "duckdb", "numpy")
 
 #: What a run's best value measures, and which way is better.
-METRICS = {"loss": "lower", "fitness": "higher"}
+METRICS = {"loss": "lower", "fitness": "higher", "qd_score": "higher", "val_accuracy": "higher", "accuracy": "higher"}
 #: The command that continues a run of each kind.
 RESUME_COMMANDS = {"target": "workbench asal target", "openended": "workbench asal openended",
-                   "illuminate": "workbench asal illuminate", "merge": "workbench merge evolve"}
+                   "illuminate": "workbench asal illuminate", "merge": "workbench merge evolve",
+                   "qd": "workbench qd cycle", "experts": "workbench experts train",
+                   "adapt": "workbench experts adapt"}
 #: The catalog columns that describe a run of each kind (besides status, iterations, best, id).
 KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("substrate", "fm", "algorithm"),
-                "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models")}
+                "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models"),
+                "qd": ("tasks", "sampling", "mutation"),
+                "experts": ("substrate", "fm"),  # substrate: the task; fm: the adapter (svf / lora)
+                "adapt": ("substrate", "fm")}  # substrate: the target task ("mixed" without one); fm: experts' tasks
 #: A run on another host whose heartbeat is older than this (seconds) is taken for interrupted.
 STALE_AFTER = 600.0
 RESUMABLE = ("interrupted", "stopped", "failed")
@@ -392,14 +397,16 @@ def catalog_row(info: dict, root: str | Path) -> dict:
     metric = info.get("metric") or ("fitness" if kind == "merge" else "loss")
     better = METRICS.get(metric, "lower")
     best_loss = info.get("best_loss")
-    merge = kind == "merge"
+    merge, qd = kind == "merge", kind == "qd"
     return {**{k: info.get(k) for k in ("id", "kind", "substrate", "fm")}, "status": effective_status(info),
             **{k: info.get(k) for k in ("iterations", "best_loss", "seed", "created", "updated")},
             "metric": metric, "better": better,
             "best": None if best_loss is None else (best_loss if better == "lower" else -best_loss),
-            "algorithm": None if merge else config.get("algorithm"),
+            "algorithm": None if merge or qd else config.get("algorithm"),
             "method": config.get("method") if merge else None,
             "models": list(config.get("models") or []) if merge else None,
+            "tasks": list(config.get("tasks") or []) if qd else None,
+            "sampling": config.get("sampling") if qd else None, "mutation": config.get("mutation") if qd else None,
             "columns": list(KIND_COLUMNS.get(kind, ("substrate", "fm"))),
             "resume_command": resume_command(info, root), "command": info.get("command")}
 
@@ -490,10 +497,11 @@ class RunStore:
         """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics`.
 
         runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted), iterations,
-        best_loss (minimised; −fitness for merge runs), seed, created, updated, metric ("loss" | "fitness"),
-        better ("lower" | "higher"), best (in the metric's own units), algorithm (ASAL runs), method and
-        models (merge runs), columns (the describing columns of the run's kind), resume_command (for
-        interrupted, stopped and failed runs), command (the command line that started the run)."""
+        best_loss (minimised; −fitness for merge runs, −QD score for qd runs), seed, created, updated, metric
+        ("loss" | "fitness" | "qd_score"), better ("lower" | "higher"), best (in the metric's own units),
+        algorithm (ASAL runs), method and models (merge runs), tasks, sampling and mutation (qd runs), columns
+        (the describing columns of the run's kind), resume_command (for interrupted, stopped and failed runs),
+        command (the command line that started the run)."""
         import duckdb
         import pyarrow as pa
 
@@ -503,7 +511,8 @@ class RunStore:
         schema = pa.schema([("id", text), ("kind", text), ("substrate", text), ("fm", text), ("status", text),
                             ("iterations", integer), ("best_loss", real), ("seed", integer), ("created", text),
                             ("updated", text), ("metric", text), ("better", text), ("best", real),
-                            ("algorithm", text), ("method", text), ("models", texts), ("columns", texts),
+                            ("algorithm", text), ("method", text), ("models", texts), ("tasks", texts),
+                            ("sampling", text), ("mutation", text), ("columns", texts),
                             ("resume_command", text), ("command", text)])
         con.register("runs_arrow", pa.Table.from_pylist(records, schema=schema))
         con.execute("CREATE TABLE runs AS SELECT * FROM runs_arrow")

@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from workbench.cli import asal, bench, figure, merge, runs, serve, sim, zoo
+from workbench.cli import asal, bench, experts, figure, merge, qd, runs, serve, sim, zoo
 from workbench.cli.common import err
 
-GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge)
+GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,16 @@ def cmd_bench(args) -> int:
         result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate)
     elif args.target == "merge":
         result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats)
+    elif args.target == "qd":
+        from workbench.qd.bench import bench_qd
+
+        result = bench_qd(args.zoo, tuple(args.tasks), gens=args.gens, batch=args.batch, batch_gens=args.batch_gens,
+                          workers=args.workers)
+    elif args.target == "experts":
+        from workbench.experts.bench import bench_experts
+
+        result = bench_experts(args.zoo, tuple(args.models), steps=args.steps, repeats=args.repeats,
+                               threads=args.threads)
     elif args.target == "gpu":
         from workbench.bench_gpu import SECTIONS, bench_gpu
 
@@ -67,6 +77,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     mb.add_argument("--layers", type=int, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
     mb.add_argument("--repeats", type=int, default=2, help="best of N timings")
     mb.set_defaults(func=cmd_bench)
+
+    qb = bench_sub.add_parser("qd", help="CycleQD: s per generation serial and batched on Dask, bytes per generation")
+    qb.add_argument("--json", action="store_true", help="one JSON line")
+    qb.add_argument("--zoo", default="data/zoo", help="zoo (default: data/zoo)")
+    qb.add_argument("--tasks", nargs="+", default=["sort", "reverse", "brackets"])
+    qb.add_argument("--gens", type=int, default=200, help="generations of the serial B = 1 run (default: 200)")
+    qb.add_argument("--batch", type=int, default=4, help="children per generation of the batched runs (default: 4)")
+    qb.add_argument("--batch-gens", type=int, default=50, help="generations of the batched runs (default: 50)")
+    qb.add_argument("--workers", type=int, default=2, help="Dask workers of the batched runs (default: 2)")
+    qb.set_defaults(func=cmd_bench)
+
+    xb = bench_sub.add_parser("experts", help="Transformer²: s per REINFORCE step (zoo, SmolLM2), s per CEM "
+                                              "generation, tokens/s base vs SVF-composed")
+    xb.add_argument("--json", action="store_true", help="one JSON line")
+    xb.add_argument("--zoo", default="data/zoo", help="zoo whose base is timed (default: data/zoo)")
+    xb.add_argument("--models", nargs="+", choices=["zoo", "smollm2"], default=["zoo", "smollm2"],
+                    help="default: both (SmolLM2 adds about a minute)")
+    xb.add_argument("--steps", type=int, default=5, help="timed REINFORCE steps after a warm-up (default: 5)")
+    xb.add_argument("--repeats", type=int, default=3, help="best of N token-rate timings (default: 3)")
+    xb.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    xb.set_defaults(func=cmd_bench)
 
     gpu = bench_sub.add_parser("gpu", help="the GPU conformance check and benchmark in one run (needs CUDA)")
     gpu.add_argument("--json", action="store_true", help="one JSON line")

@@ -9,23 +9,29 @@ from rich.console import Console
 
 from workbench.cli.common import err
 
+#: The families of runs `runs list` shows in tables of their own (other kinds: ASAL searches).
+TITLES = {"asal": "ASAL searches", "merge": "merge evolutions", "qd": "CycleQD runs",
+          "experts": "Transformer² expert trainings", "adapt": "Transformer² adaptations"}
+#: Header names where a family stores its describing values in the catalog's generic columns.
+LABELS = {"experts": {"substrate": "task", "fm": "adapter"}, "adapt": {"substrate": "target", "fm": "experts"}}
+
 
 def _runs_tables(rows: list[dict]) -> None:
-    """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions), each with the
-    columns that describe its runs, and the best value in its metric's units and direction."""
+    """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions, CycleQD runs), each
+    with the columns that describe its runs, and the best value in its metric's units and direction."""
     from rich.table import Table
 
     console = Console(width=max(Console().width, 140))
     families = {}
     for r in rows:
-        families.setdefault("merge" if r["kind"] == "merge" else "asal", []).append(r)
+        families.setdefault(r["kind"] if r["kind"] in TITLES else "asal", []).append(r)
     for family, group in families.items():
         describe = list(dict.fromkeys(c for r in group for c in r["columns"]))
         metrics = sorted({(r["metric"], r["better"]) for r in group})
         best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
         kind = ["kind"] if family == "asal" else []
-        table = Table(*kind, *describe, "status", "iterations", best, "id",
-                      title="ASAL searches" if family == "asal" else "merge evolutions")
+        headers = [LABELS.get(family, {}).get(c, c) for c in describe]
+        table = Table(*kind, *headers, "status", "iterations", best, "id", title=TITLES[family])
         for r in group:
             cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
                      for c in describe]

@@ -13,8 +13,14 @@ The math follows the project spec (shared/specs/model-evolution.md §4) and the 
     svf = SVFModel(model, tokenizer)                  # SVD of every MLP matrix, cached on disk
     trainer = ExpertTrainer(svf, "sort", seed=0)      # REINFORCE: trainer.step(), trainer.validate()
 
+    lora = LoRAModel(model, tokenizer, rank=4)          # peft LoRA on the same matrices: the same trainer
+    run = train_expert(ExpertRunConfig(model="data/zoo/generalist", task="sort"), RunStore("runs"))
+    run = workbench.experts.adapt.adapt(AdaptConfig(model=..., experts=[...], target="brackets"), RunStore("runs"))
+
 Modules: svf (decompose / compose / z = sigmoid(p)), mixing (mix_params), cem (CEM), reinforce (the loss),
-model (SVFModel, expert files), train (rollouts, ExpertTrainer).
+model (SVFModel, expert files), train (rollouts, prompt formats, ExpertTrainer), lora (LoRAModel), run (expert
+training runs, kind "experts"), adapt (the adaptation strategies on a mixed test set, kind "adapt"), report (the
+spread over seeds), generalist (a zoo base SVF can improve), bench (`workbench bench experts`).
 """
 
 from workbench.lazy import exports
@@ -27,5 +33,9 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.experts.reinforce": ["reinforce_loss", "sequence_logprobs", "mean_token_logprobs", "kl_ref"],
     "workbench.experts.model": ["SVFModel", "svf_matrix_names", "save_expert", "load_expert", "default_cache_dir"],
     "workbench.experts.train": ["ExpertTrainer", "TrainConfig", "Rollouts", "rollout", "teacher_batch",
-                                "score_shots"],
+                                "score_shots", "format_prompt", "check_expert_task"],
+    "workbench.experts.lora": ["LoRAModel"],
+    "workbench.experts.run": ["ExpertRunConfig", "train_expert"],
+    "workbench.experts.adapt": ["AdaptConfig"],  # run it with workbench.experts.adapt.adapt (the module's name)
+    "workbench.experts.generalist": ["build_generalist"],
 })

@@ -150,6 +150,17 @@ class SVFModel:
         """Length of an expert: Σ min(out, in) over the adapted matrices."""
         return sum(self.sizes.values())
 
+    @property
+    def device(self) -> torch.device:
+        """Where the factors (and the experts' vectors) live: the model's device."""
+        return self.factors[self.names[0]][1].device
+
+    @torch.no_grad()
+    def summary(self, params: Mapping[str, torch.Tensor]) -> dict:
+        """Mean and std of a single expert's z over every matrix (the training log's view of an expert)."""
+        z = torch.cat([z_from_params(p, self.max_mult) for p in params.values()])
+        return {"z_mean": float(z.mean()), "z_std": float(z.std())}
+
     def init_params(self, seed: int, value: float = INIT_VALUE, noise: float = INIT_NOISE) -> dict[str, torch.Tensor]:
         """A fresh expert p = value + noise·N(0, 1) (0.1 + 0.01·N: z ≈ 0.525), on the model's device."""
         fresh = init_params(self.sizes, seed, value, noise)

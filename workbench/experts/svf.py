@@ -31,7 +31,9 @@ def svf_decompose(W: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Ten
     if not torch.isfinite(W).all():
         raise ValueError("svf_decompose got a matrix with NaN or inf entries; check the model's weights")
     U, S, Vh = torch.linalg.svd(W.detach().to(torch.float32), full_matrices=False)
-    return U, S, Vh
+    # row-major like the factors read back from the SVD cache: the same layout gives the same float sums, so a run
+    # that decomposed and one that read the cache compute bit for bit alike (LAPACK returns U column-major)
+    return U.contiguous(), S.contiguous(), Vh.contiguous()
 
 
 def svf_compose(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, z: torch.Tensor, rescale: bool = True

@@ -22,6 +22,12 @@ prompt; the held-out eval set (`heldout`, the other half) is never touched here,
 picked on the test set (the reference's quirk). Report test accuracy with workbench.lm.evaluate on
 `best_params`.
 
+Adapters: the trainer drives any object with the SVFModel interface it uses (names, key, device, tokenizer,
+model, init_params, apply, reset, forward, summary): SVFModel (the default) or workbench.experts.lora.LoRAModel
+(peft LoRA on the same matrices), so both are trained by the same loss on the same data for the same steps.
+Rewards: exact match (+1 / −1) unless `reward=` gives another function; rewards that are not finite are one
+error before anything changes, and so is a gradient that is not finite (the expert keeps its last values).
+
 `state_dict()` holds plain values and NumPy arrays only (workbench.checkpoint.pack writes it: no pickle):
 the expert, Adam's moments and step counts, the batch generator, the best checkpoint and the validation
 log; `ExpertTrainer.from_state(state, svf)` continues bit for bit (same device, same thread count).
@@ -29,7 +35,9 @@ log; `ExpertTrainer.from_state(state, svf)` continues bit for bit (same device, 
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -39,6 +47,9 @@ from workbench.checkpoint import rng_from_state, rng_state
 from workbench.experts.model import SVFModel
 from workbench.experts.reinforce import kl_ref, mean_token_logprobs, reinforce_loss, sequence_logprobs
 from workbench.experts.svf import INIT_NOISE, INIT_VALUE
+
+#: A reward function: (examples (prompt, answer), generated texts) -> one finite reward per example.
+Reward = Callable[[list[tuple[str, str]], list[str]], Sequence[float]]
 
 STATE_FORMAT = "workbench-expert-trainer/1"
 
@@ -57,14 +68,68 @@ class TrainConfig:
     init_value: float = INIT_VALUE
     init_noise: float = INIT_NOISE
     max_new_tokens: int | None = None  # None: the task's own budget (answer + eos)
+    log_kl: bool = False  # also measure KL(π_ref‖π_θ) when kl_coeff = 0 (one more no-grad forward per micro-batch)
+    prompt_format: str = "plain"  # "chat": the tokenizer's chat template around an instruction (SmolLM2)
 
     def __post_init__(self):
         for name in ("batch_size", "micro_batch", "rollout_batch", "val_n"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"TrainConfig.prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
+        if not all(math.isfinite(float(getattr(self, n))) for n in ("lr", "max_grad_norm", "kl_coeff", "init_value",
+                                                                     "init_noise")):
+            raise ValueError(f"TrainConfig needs finite numbers, got lr={self.lr}, max_grad_norm={self.max_grad_norm}, "
+                             f"kl_coeff={self.kl_coeff}, init_value={self.init_value}, init_noise={self.init_noise}")
         if not (self.lr > 0 and self.max_grad_norm > 0 and self.kl_coeff >= 0):
             raise ValueError(f"TrainConfig needs lr > 0, max_grad_norm > 0 and kl_coeff >= 0, got lr={self.lr}, "
                              f"max_grad_norm={self.max_grad_norm}, kl_coeff={self.kl_coeff}")
+
+
+# --- prompt formats ------------------------------------------------------------------------------------------
+
+PROMPT_FORMATS = ("plain", "chat")
+#: One line per task for chat models (the zoo's models read the plain prompts they were trained on).
+INSTRUCTIONS = {
+    "add": "Add the two numbers. Answer with exactly three digits and nothing else (07+05= gives 012).",
+    "reverse": "Reverse the letters after r: and answer with them only (r:abc= gives cba).",
+    "sort": "Sort the letters after s: alphabetically and answer with them only (s:cab= gives abc).",
+    "recall": "Each letter stands for a digit of pi (a=3, b=1, c=4, ...); answer with the digits (k:ab= gives 31).",
+    "brackets": "Close the brackets left open after b:, innermost first; answer with them only (b:([= gives ]).",
+    "classify": "Name the task of this puzzle with one word: add, reverse, sort, recall or brackets.",
+}
+
+
+CHAT_SHOTS = 3  # demonstrations in the chat format (fixed per task, from its training half)
+
+
+def format_prompt(tokenizer, task: str, prompt: str, prompt_format: str = "plain") -> str:
+    """The text a model sees for a task prompt: the prompt itself ("plain", the zoo's format), or for chat models
+    ("chat") the tokenizer's chat template around a one-line instruction (system turn), CHAT_SHOTS demonstrations
+    (user: prompt, assistant: answer; fixed per task, from the training half) and the prompt, ready for the
+    answer. The leading bos is left to the harness, which adds it."""
+    if prompt_format == "plain":
+        return prompt
+    if prompt_format != "chat":
+        raise ValueError(f"unknown prompt format {prompt_format!r}; choose from {', '.join(PROMPT_FORMATS)}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("--prompt-format chat needs a tokenizer with a chat template (SmolLM2-Instruct has one; the "
+                         "zoo's character models read plain prompts)")
+    from workbench.lm.tasks import draw
+
+    messages = [{"role": "system", "content": INSTRUCTIONS[task]}]
+    for shot, answer in draw(task, CHAT_SHOTS, _stream(0, task, "chat-shots"), "train"):
+        messages += [{"role": "user", "content": shot}, {"role": "assistant", "content": answer}]
+    messages.append({"role": "user", "content": prompt})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    bos = tokenizer.bos_token
+    return text[len(bos):] if bos and text.startswith(bos) else text
+
+
+def format_examples(tokenizer, task: str, examples: list[tuple[str, str]], prompt_format: str = "plain"
+                    ) -> list[tuple[str, str]]:
+    """(format_prompt(prompt), answer) for each example."""
+    return [(format_prompt(tokenizer, task, p, prompt_format), a) for p, a in examples]
 
 
 # --- rollouts ------------------------------------------------------------------------------------------------
@@ -149,13 +214,27 @@ def _stream(seed: int, task: str, purpose: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(purpose.encode())])
 
 
+def check_expert_task(task: str) -> str:
+    """A task an expert can be trained on: one of the zoo's TASKS or "classify" (the dispatcher), else one error."""
+    from workbench.lm.tasks import CLASSIFY, TASKS
+
+    if task not in (*TASKS, CLASSIFY):
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join((*TASKS, CLASSIFY))}")
+    return task
+
+
 class ExpertTrainer:
-    """REINFORCE training of one SVF expert on one task (see the module docstring); the loop is the caller's."""
+    """REINFORCE training of one expert on one task (see the module docstring); the loop is the caller's.
 
-    def __init__(self, svf: SVFModel, task: str, seed: int = 0, *, tokenizer=None, config: TrainConfig | None = None):
-        from workbench.lm.tasks import check_tasks, draw, get_task
+    svf: an SVFModel (or a LoRAModel: the same interface); task: one of TASKS or "classify"; reward: optional
+    reward function (default exact match, +1 / −1)."""
 
-        self.svf, self.task, self.seed = svf, check_tasks([task])[0], int(seed)
+    def __init__(self, svf: SVFModel, task: str, seed: int = 0, *, tokenizer=None, config: TrainConfig | None = None,
+                 reward: Reward | None = None):
+        from workbench.lm.tasks import draw, get_task
+
+        self.svf, self.task, self.seed = svf, check_expert_task(task), int(seed)
+        self.reward = reward
         self.cfg = config or TrainConfig()
         self.tokenizer = tokenizer if tokenizer is not None else svf.tokenizer
         if self.tokenizer is None:
@@ -187,6 +266,10 @@ class ExpertTrainer:
             out += [ex for ex in draw(self.task, n - len(out), self.rng, "train") if ex[0] not in self._val_prompts]
         return out
 
+    def formatted(self, examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The examples in the trainer's prompt format (what the rollouts see)."""
+        return format_examples(self.tokenizer, self.task, examples, self.cfg.prompt_format)
+
     def expert(self) -> dict[str, torch.Tensor]:
         """A detached copy of the current expert p."""
         return {n: p.detach().clone() for n, p in self.params.items()}
@@ -196,7 +279,7 @@ class ExpertTrainer:
     def step(self, batch: list[tuple[str, str]] | None = None) -> dict:
         """Roll out `batch` (default: sample_batch()) greedily, reward by exact match, take one clipped Adam step
         on the REINFORCE loss. Returns plain-float stats (grad_norm is the norm before the clip). Afterwards the
-        model's modules hold the pre-step expert (the base when kl_coeff > 0): `svf.apply(trainer.params)`
+        model's modules hold the pre-step expert (the base when kl_coeff > 0 or log_kl): `svf.apply(trainer.params)`
         before using the model directly."""
         batch = self.sample_batch() if batch is None else list(batch)
         if not batch or not all(isinstance(ex, tuple | list) and len(ex) == 2 and all(isinstance(s, str) for s in ex)
@@ -205,12 +288,13 @@ class ExpertTrainer:
                              "trainer.sample_batch() or workbench.lm.tasks.draw")
         cfg, svf = self.cfg, self.svf
         svf.apply(self.params)  # rollouts with W′(z(p)) composed once
-        roll = rollout(svf.model, self.tokenizer, batch, self.max_new_tokens, cfg.rollout_batch)
+        roll = rollout(svf.model, self.tokenizer, self.formatted(batch), self.max_new_tokens, cfg.rollout_batch)
+        rewards = torch.tensor(self._rewards(batch, roll), dtype=torch.float32)
         ids, targets = teacher_batch(roll.prompts, roll.outputs, _pad_id(self.tokenizer))
-        dev = svf.factors[svf.names[0]][0].device
-        rewards = torch.tensor(roll.rewards)
+        dev = svf.device
         B = len(batch)
-        if cfg.kl_coeff > 0:
+        with_ref = cfg.kl_coeff > 0 or cfg.log_kl
+        if with_ref:
             svf.reset()  # π_ref = the base model, read from the modules below
         self.opt.zero_grad(set_to_none=True)
         total, logp_sum, kl_sum = 0.0, 0.0, 0.0
@@ -219,7 +303,7 @@ class ExpertTrainer:
             x, y = ids[sl].to(dev), targets[sl].to(dev)
             logits = svf.forward(self.params, input_ids=x).logits[:, :-1]
             ref = None
-            if cfg.kl_coeff > 0:
+            if with_ref:
                 with torch.no_grad():
                     ref = svf.model(input_ids=x).logits[:, :-1]
             # reinforce_loss is a mean over its rows: weight each micro-batch by its share of the batch
@@ -231,14 +315,32 @@ class ExpertTrainer:
                 if ref is not None:
                     kl_sum += float(kl_ref(logits, ref, y >= 0).sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), cfg.max_grad_norm)
+        if not math.isfinite(float(grad_norm)) or not math.isfinite(total):
+            self.opt.zero_grad(set_to_none=True)  # nothing moves: the expert keeps its values
+            raise ValueError(f"step {self.step_count + 1} of the {self.task} expert gave a non-finite loss or gradient "
+                             f"(loss {total}, gradient norm {float(grad_norm)}); the expert was not updated: lower "
+                             "the learning rate (--lr) or resume from the last checkpoint")
         self.opt.step()
         self.step_count += 1
-        with torch.no_grad():
-            z = torch.cat([torch.sigmoid(p) for p in self.params.values()]) * svf.max_mult
         return {"step": self.step_count, "loss": total, "reward_mean": float(rewards.mean()),
-                "accuracy": roll.accuracy, "logp_mean": logp_sum / B, "kl_mean": kl_sum / B if cfg.kl_coeff > 0
-                else None, "grad_norm": float(grad_norm), "z_mean": float(z.mean()), "z_std": float(z.std()),
+                "accuracy": roll.accuracy, "logp_mean": logp_sum / B, "kl_mean": kl_sum / B if with_ref else None,
+                "grad_norm": float(grad_norm), **svf.summary(self.params),
                 "gen_tokens": float(np.mean([len(o) for o in roll.outputs]))}
+
+    def _rewards(self, batch: list[tuple[str, str]], roll: Rollouts) -> list[float]:
+        """±1 by exact match, or the reward function's values: one finite number per example, else one error."""
+        if self.reward is None:
+            return roll.rewards
+        values = list(self.reward(batch, roll.texts))
+        if len(values) != len(batch):
+            raise ValueError(f"the reward function returned {len(values)} rewards for {len(batch)} examples; it must "
+                             "return one per example")
+        bad = [i for i, v in enumerate(values) if not math.isfinite(float(v))]
+        if bad:
+            raise ValueError(f"the reward function returned {values[bad[0]]} for example {bad[0]} "
+                             f"({batch[bad[0]][0]!r}): rewards must be finite numbers (exact match gives +1 / -1); "
+                             "the expert was not updated")
+        return [float(v) for v in values]
 
     # --- validation and the best checkpoint ---
 
@@ -248,7 +350,8 @@ class ExpertTrainer:
         every earlier validation (the first validation always sets it, so there is a checkpoint even while
         accuracy is 0, where the reference, starting from 0 with a strict >, keeps none; ties keep the earlier)."""
         self.svf.apply(self.params)
-        roll = rollout(self.svf.model, self.tokenizer, self.val_set, self.max_new_tokens, self.cfg.rollout_batch)
+        roll = rollout(self.svf.model, self.tokenizer, self.formatted(self.val_set), self.max_new_tokens,
+                       self.cfg.rollout_batch)
         acc = roll.accuracy
         improved = self.best_val is None or acc > self.best_val
         if improved:
@@ -287,7 +390,7 @@ class ExpertTrainer:
                 "history": [dict(r) for r in self.history]}
 
     @classmethod
-    def from_state(cls, state: dict, svf: SVFModel, *, tokenizer=None) -> ExpertTrainer:
+    def from_state(cls, state: dict, svf: SVFModel, *, tokenizer=None, reward: Reward | None = None) -> ExpertTrainer:
         """The trainer `state_dict` described, on `svf` (which must wrap the same weights)."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an ExpertTrainer state (format {STATE_FORMAT!r} expected)")
@@ -295,7 +398,7 @@ class ExpertTrainer:
             raise ValueError("this trainer state was made for another model (its SVD key differs): resume it with "
                              "the model it was trained on")
         cfg = dict(state["config"])
-        trainer = cls(svf, state["task"], state["seed"], tokenizer=tokenizer, config=TrainConfig(**cfg))
+        trainer = cls(svf, state["task"], state["seed"], tokenizer=tokenizer, config=TrainConfig(**cfg), reward=reward)
         with torch.no_grad():
             for n, p in trainer.params.items():
                 p.copy_(torch.from_numpy(np.array(state["params"][n])))
@@ -309,7 +412,7 @@ class ExpertTrainer:
         best = state["best"]
         trainer.best_val, trainer.best_step = best["val"], best["step"]
         if best["params"] is not None:
-            dev = svf.factors[svf.names[0]][1].device
+            dev = svf.device
             trainer.best_params = {n: torch.from_numpy(np.array(v)).to(dev) for n, v in best["params"].items()}
         trainer.history = [dict(r) for r in state["history"]]
         return trainer

@@ -18,6 +18,14 @@ lookup by content, digit arithmetic) and never evaluated:
     lookup    "v:a12c07?07=" -> "c"        in-context value -> key lookup over 3-5 letter keys, 2-digit values
     sub       "85-37="       -> "048"      2-digit subtraction a - b with a >= b, fixed width
 
+Classification (the dispatcher task of Transformer² experts, workbench.experts): never part of the zoo's
+pre-training or of TASKS, so the zoo and its data are unchanged:
+
+    classify  "t:s:kdpa="    -> "sort"     name the task of a prompt: "t:" + a prompt of one of TASKS -> the
+                                           task's name (spelled in the character vocabulary); the inner prompt
+                                           is always from its task's TRAINING half, so a classifier never sees
+                                           a held-out prompt of the tasks it dispatches
+
 Recall is closed-book (the facts live in the weights) because in-context key-value recall needs an
 induction circuit that the zoo's 2-layer model does not form within its CPU budget: trained alone for 800
 steps it stays at the "some value from the prompt" chance level, even with 1-digit values and 3 keys.
@@ -116,6 +124,17 @@ def _brackets(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
     return out
 
 
+def _classify(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
+    names = list(TASKS)
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        name = names[int(rng.integers(len(names)))]
+        prompt, _ = TASKS[name].sample(rng, 1)[0]
+        if not is_eval_prompt(prompt):  # held-out prompts of the inner task stay unseen
+            out.append((CLASSIFY_PREFIX + prompt, name))
+    return out
+
+
 @dataclass(frozen=True)
 class Task:
     """A procedural task: sample(rng, n) -> [(prompt, answer)]; max_new_tokens covers the answer and </s>."""
@@ -135,7 +154,11 @@ TASKS: dict[str, Task] = {
 AUX_TASKS: dict[str, Task] = {"copy": Task("copy", _copy, 9), "lookup": Task("lookup", _lookup, 2),
                               "sub": Task("sub", _sub, 4)}
 PRETRAIN_TASKS: dict[str, Task] = {**TASKS, **AUX_TASKS}
-_IDS = {name: i for i, name in enumerate(PRETRAIN_TASKS)}
+CLASSIFY = "classify"
+CLASSIFY_PREFIX = "t:"
+#: Tasks outside the zoo: the task classifier (its answers are the names of TASKS; budget: "brackets" + eos).
+EXTRA_TASKS: dict[str, Task] = {CLASSIFY: Task(CLASSIFY, _classify, max(map(len, TASKS)) + 1)}
+_IDS = {name: i for i, name in enumerate({**PRETRAIN_TASKS, **EXTRA_TASKS})}  # appended: old ids unchanged
 
 
 def check_tasks(names) -> list[str]:
@@ -148,9 +171,15 @@ def check_tasks(names) -> list[str]:
 
 
 def get_task(name: str) -> Task:
-    if name not in PRETRAIN_TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(PRETRAIN_TASKS)}")
-    return PRETRAIN_TASKS[name]
+    known = {**PRETRAIN_TASKS, **EXTRA_TASKS}
+    if name not in known:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(known)}")
+    return known[name]
+
+
+def classify_prompt(prompt: str) -> str:
+    """The classification prompt of a task prompt: "t:" + prompt (answer: the task's name)."""
+    return CLASSIFY_PREFIX + prompt
 
 
 def is_eval_prompt(prompt: str) -> bool:

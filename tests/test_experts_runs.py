@@ -1,0 +1,326 @@
+"""`workbench experts …` on the quick zoo, in processes of their own: expert training runs (SVF and LoRA) with a
+SIGKILL and a bit-identical resume, the adaptation run with every strategy, reports, and every bad input (one
+`error:` line, exit 2, nothing written, nothing already written lost)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from procs import cli, kill_after, run_command
+
+from workbench.cli import main
+from workbench.runs import RunStore
+
+TRAIN = ["--batch", "4", "--val-every", "3", "--val-n", "6", "--n-test", "6", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def svd_cache(tmp_path, monkeypatch):
+    """SVD caches in the test's folder (the processes started here inherit it)."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def _run(*args, cwd, timeout=300) -> dict:
+    proc = cli(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+def _train(zoo, task, runs, *extra, seed=0):
+    """An expert run made in this process (the library call the command makes)."""
+    from workbench.experts.run import ExpertRunConfig, train_expert
+
+    cfg = ExpertRunConfig(model=str(zoo / "base"), task=task, iters=2, batch=4, val_every=1, val_n=4, n_test=4,
+                          seed=seed, **dict(extra))
+    return train_expert(cfg, RunStore(runs))
+
+
+def _rows(run):
+    """The metrics rows without timings, NaN (a step without validation) as None so that rows compare."""
+    return [{k: None if v != v else v for k, v in r.items() if k != "seconds"}
+            for r in run.read_table("metrics").to_pylist()]
+
+
+# --- experts train -------------------------------------------------------------------------------------------
+
+def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo):
+    from safetensors.torch import load_file
+
+    from workbench.experts import load_expert
+
+    args = ["experts", "train", "--model", str(quick_zoo / "base"), "--task", "sort", "--iters", "30", "--seed", "3",
+            *TRAIN]
+    whole = _run(*args, "--runs", "whole", cwd=tmp_path)
+    assert whole["status"] == "done" and whole["iterations"] == 30
+    a = RunStore(tmp_path / "whole").open(whole["id"])
+    info = a.info
+    assert info["kind"] == "experts" and info["metric"] == "val_accuracy" and info["better"] == "higher"
+    assert info["substrate"] == "sort" and info["fm"] == "svf"
+    # SVF trains Σ min(out, in) numbers: 2 layers × (gate, up, down) of the quick zoo's 32 <-> 64 Llama
+    assert info["n_params"] == whole["n_params"] == 6 * 32
+    files = {p.name for p in a.path.iterdir()}
+    assert {"run.json", "metrics.parquet", "checkpoint.json", "expert.safetensors", "scores.json"} <= files
+    rows = _rows(a)
+    assert len(rows) == 30 and {"reward", "loss", "kl", "val_accuracy", "best_val_accuracy", "z_mean"} <= set(rows[0])
+    validated = [r for r in rows if r["val_accuracy"] is not None]
+    assert [r["iteration"] for r in validated] == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29]
+    assert all(r["reward"] * 4 in (-4, -2, 0, 2, 4) for r in rows)  # the mean of four ±1 rewards
+    assert -info["best_loss"] == rows[-1]["best_val_accuracy"] == max(r["val_accuracy"] for r in validated)
+    params, meta = load_expert(a.path / "expert.safetensors")
+    assert meta["task"] == "sort" and meta["model_key"] == info["model_key"] and meta["adapter"] == "svf"
+    assert meta["best_val_accuracy"] == whole["best_val_accuracy"] and len(params) == 6
+    scores = json.loads((a.path / "scores.json").read_text())
+    assert set(scores) >= {"base", "expert", "n_params"} and scores["expert"] == whole["test_scores"]["expert"]
+    (row,) = RunStore(tmp_path / "whole").list()
+    assert row["columns"] == ["substrate", "fm"] and row["best"] == whole["best_val_accuracy"]
+
+    killed = cli(*args, "--runs", "killed", cwd=tmp_path)
+    store = RunStore(tmp_path / "killed")
+    row = kill_after(killed, store, 3)
+    assert 3 <= row["iterations"] < 30, "the kill should land mid-run"
+    assert row["status"] == "interrupted"
+    assert row["resume_command"] == f"workbench experts train --resume {row['id']} --runs {store.root}"
+    resumed = run_command(row["resume_command"] + " --quiet", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["status"] == "done"
+    b = store.open(row["id"])
+    assert _rows(a) == _rows(b)
+    ea, eb = load_file(a.path / "expert.safetensors"), load_file(b.path / "expert.safetensors")
+    assert all(torch.equal(ea[n], eb[n]) for n in ea)
+    sa, sb = (json.loads((r.path / "scores.json").read_text()) for r in (a, b))
+    assert sa == sb
+    assert len(b.info["resumes"]) == 1
+
+
+def test_lora_adapter_trains_the_same_matrices_with_peft(tmp_path, quick_zoo):
+    from peft import PeftModel
+
+    from workbench.experts import SVFModel
+    from workbench.experts.lora import LoRAModel
+    from workbench.lm.models import load_model
+
+    out = _run("experts", "train", "--model", str(quick_zoo / "base"), "--task", "add", "--adapter", "lora", "--rank",
+               "2", "--iters", "3", "--runs", "runs", *TRAIN, cwd=tmp_path)
+    run = RunStore(tmp_path / "runs").open(out["id"])
+    assert run.info["fm"] == "lora" and out["status"] == "done"
+    # LoRA trains r·(in + out) per matrix: 6 matrices of 32 <-> 64 at rank 2
+    assert out["n_params"] == 6 * 2 * (32 + 64)
+    assert SVFModel(load_model(str(quick_zoo / "base"), device="cpu")[0], cache=False).n_params == 6 * 32
+    folder = run.path / "lora"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["r"] == 2 and len(config["target_modules"]) == 6
+    assert all("mlp" in m for m in config["target_modules"])
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["task"] == "add" and meta["rank"] == 2
+    # peft reads the adapter back: its model gives the logits of our LoRAModel with the best weights
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    ours = LoRAModel(load_model(str(quick_zoo / "base"), device="cpu")[0], rank=2)
+    state = run.load_checkpoint()["trainer"]  # the trainer's best weights
+    ours.apply({n: torch.from_numpy(np.array(v)) for n, v in state["best"]["params"].items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation note on a peft call
+        theirs = PeftModel.from_pretrained(load_model(str(quick_zoo / "base"), device="cpu")[0], folder)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(input_ids=ids).logits, ours.model(input_ids=ids).logits, rtol=0, atol=1e-6)
+
+
+# --- experts adapt and report ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def expert_runs(tmp_path, quick_zoo):
+    runs = tmp_path / "runs"
+    return {t: _train(quick_zoo, t, runs).id for t in ("add", "sort", "classify")}
+
+
+def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
+    runs = tmp_path / "runs"
+    ids = list(expert_runs.values())
+    out = _run("experts", "adapt", "--model", str(quick_zoo / "base"), "--experts", *ids, "--target", "reverse",
+               "--shots", "2", "3", "--cem-iters", "2", "--pop", "10", "--n", "5", "--alpha-per", "matrix", "--runs",
+               str(runs), "--quiet", cwd=tmp_path)
+    assert out["status"] == "done"
+    run = RunStore(runs).open(out["id"])
+    info = run.info
+    assert info["kind"] == "adapt" and info["metric"] == "accuracy" and info["substrate"] == "reverse"
+    assert info["strategies"] == ["base", "experts", "prompt", "classifier", "few-shot"]
+    assert info["iterations"] == 1 + 2 + 1 + 1 + 2 * 2
+    scores = json.loads((run.path / "scores.json").read_text())
+    assert scores["tasks"] == ["add", "sort", "reverse"]
+    assert list(scores["strategies"]) == ["base", "expert:add", "expert:sort", "oracle", "prompt", "classifier",
+                                          "few-shot:2", "few-shot:3"]
+    for s in ("base", "expert:add", "oracle", "prompt", "classifier"):
+        assert set(scores["strategies"][s]) == {"add", "sort", "reverse"}
+    assert set(scores["strategies"]["few-shot:2"]) == {"reverse"}
+    # the oracle takes each task's own expert, the base where there is none
+    oracle, st = scores["strategies"]["oracle"], scores["strategies"]
+    assert oracle == {"add": st["expert:add"]["add"], "sort": st["expert:sort"]["sort"],
+                      "reverse": st["base"]["reverse"]}
+    for d in ("prompt", "classifier"):
+        confusion = scores["dispatch"][d]["confusion"]
+        assert all(sum(c.values()) == 5 for c in confusion.values())
+    alpha = np.array(scores["few_shot"]["3"]["alpha"])
+    assert alpha.shape == (2, 6) and alpha.min() >= 0 and alpha.max() <= 1  # per expert per matrix, CEM's bounds
+    table = run.read_table("scores").to_pylist()
+    assert len(table) == 6 * 3 + 2 and {"strategy", "task", "accuracy", "n", "seed"} <= set(table[0])
+    inputs = sorted(p.name for p in (run.path / "inputs").iterdir())
+    assert inputs == ["expert-0-add.safetensors", "expert-1-sort.safetensors", "expert-2-classify.safetensors"]
+
+    report = _run("experts", "report", *ids, out["id"], "--runs", str(runs), "--json", cwd=tmp_path)
+    assert {e["task"] for e in report["experts"]} == {"add", "sort", "classify"}
+    assert report["adapt"]["runs"] == 1 and report["adapt"]["per_task"]["oracle"]["add"]["runs"] == 1
+    assert set(report["adapt"]["dispatch"]) == {"prompt", "classifier"}
+
+    mixed = _run("experts", "eval", "--model", str(quick_zoo / "base"), "--experts", ids[0], ids[1], "--alpha", "0.3",
+                 "0.7", "--tasks", "add", "sort", "--n", "4", "--runs", str(runs), cwd=tmp_path)
+    assert mixed["alpha"] == [[0.3], [0.7]] and set(mixed["accuracy"]) == {"add", "sort"}
+
+
+def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_zoo, expert_runs):
+    from workbench.experts.adapt import AdaptConfig, adapt
+    from workbench.experts.run import expert_file
+
+    store = RunStore(tmp_path / "runs")
+    files = [str(expert_file(store.open(expert_runs[t]))) for t in ("add", "sort")]
+    cfg = AdaptConfig(model=str(quick_zoo / "base"), experts=files, target="recall", shots=[2], cem_iters=3, pop=10,
+                      n=4, seed=5, strategies=["base", "few-shot"])
+    whole = adapt(cfg, RunStore(tmp_path / "whole"))
+    stops = iter([False, False, True])  # stop inside CEM: the live CEM goes through the checkpoint
+    part = adapt(cfg, RunStore(tmp_path / "part"), should_stop=lambda: next(stops, False))
+    assert part.info["status"] == "stopped" and part.info["iterations"] == 2
+    done = adapt(None, RunStore(tmp_path / "part"), resume=part.id)
+    assert done.info["status"] == "done"
+    sw, sp = (json.loads((r.path / "scores.json").read_text()) for r in (whole, done))
+    assert sw["strategies"] == sp["strategies"] and sw["few_shot"] == sp["few_shot"]
+    assert _rows(whole) == _rows(done)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+def _refused(capsys, argv, message, runs) -> None:
+    """One `error:` line naming the problem, exit 2, and the run store exactly as it was."""
+    before = _snapshot(runs)
+    capsys.readouterr()  # what the test printed before (a model saved for the case, …)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, err)
+    assert err.startswith("error:") and "\n" not in err, err
+    assert message in err, (message, err)
+    assert _snapshot(runs) == before
+
+
+def _snapshot(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} \
+        if root.exists() else {}
+
+
+def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_runs, capsys):
+    from safetensors.torch import load_file
+
+    from workbench.experts import load_expert, save_expert
+    from workbench.experts.run import expert_file
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    runs = tmp_path / "runs"
+    store = RunStore(runs)
+    base = str(quick_zoo / "base")
+    add_file = expert_file(store.open(expert_runs["add"]))
+    sort_id = expert_runs["sort"]
+    train = ["experts", "train", "--runs", str(runs), "--quiet", "--iters", "1"]
+    adapt = ["experts", "adapt", "--model", base, "--runs", str(runs), "--quiet", "--n", "2"]
+
+    # a z of the wrong length: the error names the matrix and both lengths
+    params, meta = load_expert(add_file)
+    name = next(iter(params))
+    short = tmp_path / "short.safetensors"
+    save_expert(short, {**params, name: params[name][:-1]}, meta)
+    _refused(capsys, [*adapt, "--experts", str(short), sort_id], f"matrix '{name}' has shape (31,)", runs)
+    # an expert from another model: another architecture (the matrix is named) ...
+    other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("add",), hidden=48, heads=2))
+    foreign = _train(other, "sort", tmp_path / "other-runs")
+    _refused(capsys, [*adapt, "--experts", str(add_file), str(expert_file(foreign))],
+             "'model.layers.0.mlp.gate_proj.weight' has shape (48,), this model needs (32,)", runs)
+    # ... or the same shapes and other weights (the model key)
+    _refused(capsys, [*adapt[:3], str(quick_zoo / "add"), *adapt[4:], "--experts", str(add_file), sort_id],
+             "was trained on another model", runs)
+    # α of the wrong shape
+    _refused(capsys, ["experts", "eval", "--model", base, "--experts", str(add_file), sort_id, "--alpha", "1", "2",
+                      "3", "--runs", str(runs), "--n", "2"], "--alpha has 3 values; 2 experts need 2", runs)
+    # a model without MLP matrices (OPT names its feed-forward layers fc1 / fc2)
+    from transformers import OPTConfig, OPTForCausalLM
+
+    opt = tmp_path / "opt"
+    OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2,
+                             max_position_embeddings=32, word_embed_proj_dim=16)).save_pretrained(opt)
+    _refused(capsys, [*train, "--model", str(opt), "--task", "sort"], "no 2-D MLP weight matrices", runs)
+    _refused(capsys, [*train, "--model", str(tmp_path / "nowhere"), "--task", "sort"], "not a model", runs)
+    # NaN (or other non-finite) settings that would make NaN losses
+    _refused(capsys, [*train, "--model", base, "--task", "sort", "--lr", "nan"], "--lr must be a finite number", runs)
+    _refused(capsys, [*train, "--model", base, "--task", "sort", "--kl-coeff", "inf"], "--kl-coeff must be a finite",
+             runs)
+    # a target that has an expert, when few-shot mixing (no expert) is asked
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--target", "sort"],
+             "--target sort asks for few-shot mixing of a task WITHOUT an expert", runs)
+    _refused(capsys, [*adapt, "--experts", str(add_file), "--strategies", "classifier"],
+             "needs a classification expert", runs)
+    _refused(capsys, [*adapt, "--experts", str(tmp_path / "short.txt")], "--experts", runs)
+    # a damaged expert file
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("junk")
+    _refused(capsys, [*adapt, "--experts", str(junk)], "is not an SVF expert file", runs)
+    # resume of a run of another kind (the runs already written stay as they were)
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.adapt import adapt as run_adapt
+
+    done = run_adapt(AdaptConfig(model=base, experts=[str(add_file)], n=2, strategies=["base"]), store)
+    _refused(capsys, [*train, "--resume", done.id],
+             f"is an adapt run, not experts; resume it with workbench experts adapt --resume {done.id}", runs)
+    _refused(capsys, ["experts", "adapt", "--runs", str(runs), "--resume", sort_id],
+             "is an experts run, not adapt", runs)
+    _refused(capsys, ["merge", "evolve", "--runs", str(runs), "--resume", sort_id, "--quiet"],
+             "is an experts run, not merge", runs)
+    _refused(capsys, [*train, "--resume", sort_id, "--seed", "9"], "--seed 9 ≠ the run's 0", runs)
+    assert load_file(add_file)  # the expert file is intact
+
+
+def test_nan_rewards_and_gradients_leave_the_expert_unchanged(quick_zoo, tmp_path):
+    from workbench.experts import ExpertTrainer, SVFModel, TrainConfig
+    from workbench.lm.zoo import load_zoo
+
+    zoo = load_zoo(quick_zoo)
+    svf = SVFModel(zoo.model("base", device="cpu"), zoo.tokenizer(), cache_dir=tmp_path / "svf")
+    cfg = TrainConfig(batch_size=4, val_n=4)
+    trainer = ExpertTrainer(svf, "sort", seed=0, config=cfg, reward=lambda ex, texts: [float("nan")] * len(ex))
+    before = trainer.expert()
+    with pytest.raises(ValueError, match="rewards must be finite numbers"):
+        trainer.step()
+    assert trainer.step_count == 0 and all(torch.equal(before[n], trainer.params[n]) for n in before)
+    wrong = ExpertTrainer(svf, "sort", seed=0, config=cfg, reward=lambda ex, texts: [1.0])
+    with pytest.raises(ValueError, match="returned 1 rewards for 4 examples"):
+        wrong.step()
+    # a custom finite reward is used as given
+    half = ExpertTrainer(svf, "sort", seed=0, config=cfg, reward=lambda ex, texts: [0.5] * len(ex))
+    assert half.step()["reward_mean"] == 0.5
+
+
+def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_zoo):
+    from workbench.lm.models import load_model
+
+    out = _run("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "3",
+               "--quiet", cwd=tmp_path)
+    assert out["tasks"] == ["add", "sort", "classify"] and out["steps"] == 3
+    assert set(out["accuracy"]) == set(out["tasks"])
+    model, _ = load_model(str(tmp_path / "gen"), device="cpu")
+    base, _ = load_model(str(quick_zoo / "base"), device="cpu")
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), base.parameters(), strict=True))
+    # a folder that is something else is refused, not overwritten
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    proc = cli("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "taken"), "--steps", "1",
+               "--quiet", cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "exists and is not a generalist folder" in err
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"

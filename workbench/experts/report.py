@@ -1,0 +1,68 @@
+"""Reports over finished expert and adaptation runs: the spread over seeds, side by side.
+
+    report([store.open(i) for i in ids])   # -> {"experts": …, "adapt": …} (plain JSON-ready dicts)
+
+experts runs (grouped by task and adapter): held-out test accuracy of the base and of the best expert (mean, std,
+min, max over the runs: the seeds), best validation accuracy, trainable parameter count. adapt runs (grouped by
+strategy and task): test accuracy over the runs, and each strategy's mean over the tasks; the dispatchers'
+accuracy. A std over three seeds is a rough spread: read a gain smaller than it as no gain.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from workbench.runs import Run, RunError
+
+
+def spread(values: list[float]) -> dict:
+    """mean, sample std (0 for one value), min, max and the count of some numbers."""
+    a = np.asarray([v for v in values if v is not None], np.float64)
+    if a.size == 0:
+        return {"mean": None, "std": None, "min": None, "max": None, "runs": 0}
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()),
+            "max": float(a.max()), "runs": int(a.size)}
+
+
+def _scores(run: Run) -> dict:
+    path = run.path / "scores.json"
+    if not path.is_file():
+        raise RunError(f"run {run.id} has no scores.json (status {run.status}); finish it first: "
+                       f"{run.resume_command or 'it is still running'}")
+    return json.loads(path.read_text())
+
+
+def report(runs: list[Run]) -> dict:
+    """The spread over seeds of finished `experts` and `adapt` runs (module doc); other kinds are refused."""
+    experts: dict[tuple[str, str], list[dict]] = {}
+    adapts: list[dict] = []
+    for run in runs:
+        kind = run.info.get("kind")
+        if kind == "experts":
+            s = _scores(run)
+            experts.setdefault((s["task"], s["adapter"]), []).append(s)
+        elif kind == "adapt":
+            adapts.append(_scores(run))
+        else:
+            raise RunError(f"run {run.id} is a {kind} run; experts report reads `experts train` and `experts adapt` "
+                           "runs")
+    out: dict = {}
+    if experts:
+        out["experts"] = [{"task": task, "adapter": adapter, "n_params": group[0]["n_params"],
+                           "base": spread([g["base"] for g in group]), "expert": spread([g["expert"] for g in group]),
+                           "best_val_accuracy": spread([g["best_val_accuracy"] for g in group])}
+                          for (task, adapter), group in sorted(experts.items())]
+    if adapts:
+        strategies = list(dict.fromkeys(s for a in adapts for s in a["strategies"]))
+        tasks = list(dict.fromkeys(t for a in adapts for t in a["tasks"]))
+        out["adapt"] = {
+            "tasks": tasks, "runs": len(adapts), "seeds": [a["seed"] for a in adapts],
+            "per_task": {s: {t: spread([a["strategies"].get(s, {}).get(t) for a in adapts]) for t in tasks
+                             if any(t in a["strategies"].get(s, {}) for a in adapts)} for s in strategies},
+            "mean": {s: spread([a["mean"].get(s) for a in adapts]) for s in strategies
+                     if any(s in a["mean"] for a in adapts)},
+            "dispatch": {d: spread([a["dispatch"][d]["accuracy"] for a in adapts if d in a["dispatch"]])
+                         for d in ("prompt", "classifier") if any(d in a["dispatch"] for a in adapts)}}
+    return out

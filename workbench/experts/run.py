@@ -1,0 +1,273 @@
+"""Expert training runs in the run store (`workbench experts train`, run kind "experts"): REINFORCE on the SVF
+parameters only (or on peft LoRA weights of the same matrices, for the paper's comparison), checkpointed every
+step, resumable bit for bit, the best-validation expert kept.
+
+    cfg = ExpertRunConfig(model="data/zoo/base", task="sort", iters=200, seed=0)
+    run = train_expert(cfg, RunStore("runs"))          # or train_expert(None, store, resume="<run-id>")
+
+Each iteration is one ExpertTrainer step (greedy rollouts through the evaluation harness, reward ±1 by exact
+match, one clipped Adam step); after step 1, 1 + val_every, … and the last one the expert is scored on the
+validation set (drawn from the training half of the prompt space) and kept when it is the best so far. The
+held-out test set is touched once, at the end, for the base and the best expert.
+
+Run folder (kind "experts"):
+
+    run.json              config, model key (SHA-256 of the MLP matrices), trainable parameter count, status
+    metrics.parquet       per step: reward, loss, KL(π_ref‖π_θ) (logged even at λ = 0), training accuracy,
+                          validation accuracy (on validation steps), best validation accuracy, z or LoRA stats
+    checkpoint.json+.npz  the trainer (expert, Adam, generator, best checkpoint): JSON + arrays, no pickle
+    expert.safetensors    the best SVF expert (save_expert: raw p per matrix + metadata, model key included)
+    lora/                 the best LoRA expert as a peft adapter folder (adapter "lora")
+    scores.json           test accuracy (held-out prompts) of the base and the best expert on the task
+
+The metric is the best validation accuracy (higher is better; run.json's best_loss is its negative). Torch
+runs with `threads` threads (default 1): floats, hence runs, depend on the thread count, so a resume uses the
+run's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+
+KIND = "experts"
+METRIC = "val_accuracy"
+ADAPTERS = ("svf", "lora")
+EXPERT_FILE = "expert.safetensors"
+LORA_DIR = "lora"
+#: ExpertRunConfig fields and the `workbench experts train` flags that set them (errors, resume conflicts).
+FLAGS = {"model": "--model", "task": "--task", "adapter": "--adapter", "rank": "--rank", "iters": "--iters",
+         "batch": "--batch", "seed": "--seed", "lr": "--lr", "kl_coeff": "--kl-coeff", "val_every": "--val-every",
+         "val_n": "--val-n", "n_test": "--n-test", "threads": "--threads", "prompt_format": "--prompt-format"}
+
+
+@dataclass
+class ExpertRunConfig:
+    """The settings of a stored expert training run (all recorded in run.json).
+
+    Args:
+        model: 'smollm2', a .gguf file or a model folder (a zoo's base: data/zoo/base).
+        task: one of the zoo's tasks or "classify" (the dispatcher expert).
+        adapter: "svf" (Transformer², the default) or "lora" (peft LoRA on the same MLP matrices).
+        rank: the LoRA rank (adapter "lora"). iters: REINFORCE steps. batch: prompts per step.
+        lr, kl_coeff: Adam's learning rate (2e-3, the reference's) and λ of the KL term (0).
+        val_every: steps between validations. val_n: validation prompts. n_test: held-out test prompts.
+        threads: torch threads (part of the reproducibility contract). device: None = the GPU when torch sees one.
+        prompt_format: "plain" (the zoo's prompts) or "chat" (the chat template around an instruction: SmolLM2).
+    """
+
+    model: str
+    task: str
+    adapter: str = "svf"
+    rank: int = 4
+    iters: int = 100
+    batch: int = 16
+    seed: int = 0
+    lr: float = 2e-3
+    kl_coeff: float = 0.0
+    val_every: int = 10
+    val_n: int = 64
+    n_test: int = 128
+    threads: int = 1
+    micro_batch: int = 16
+    rollout_batch: int = 64
+    prompt_format: str = "plain"
+    device: str | None = None
+
+    def __post_init__(self):
+        from workbench.experts.train import PROMPT_FORMATS, check_expert_task
+
+        check_expert_task(self.task)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"--adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
+        for name in ("rank", "iters", "batch", "val_every", "val_n", "n_test", "threads", "micro_batch",
+                     "rollout_batch"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{FLAGS.get(name, name)} must be a positive integer, got {value!r}")
+        for name in ("lr", "kl_coeff"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+                raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
+                                 f"got {getattr(self, name)}")
+        if self.device is not None:
+            self.device = str(self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def train_config(self):
+        from workbench.experts.train import TrainConfig
+
+        return TrainConfig(lr=self.lr, kl_coeff=self.kl_coeff, batch_size=self.batch, micro_batch=self.micro_batch,
+                           rollout_batch=self.rollout_batch, val_n=self.val_n, log_kl=True,
+                           prompt_format=self.prompt_format)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_model(model: str) -> None:
+    """Refuse, without loading it, a --model that is no model or has no MLP matrices to adapt (model folders:
+    read from the safetensors headers; 'smollm2' and .gguf files are checked when they load)."""
+    from workbench.lm.models import SMOLLM2
+
+    path = Path(model).expanduser()
+    if model == SMOLLM2 or (path.is_file() and path.suffix == ".gguf"):
+        return
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not path.is_dir() or not (path / "config.json").is_file() or not files:
+        raise ValueError(f"--model {model}: not a model; give '{SMOLLM2}', a .gguf file or a Hugging Face model folder "
+                         "such as data/zoo/base (build the zoo with `workbench zoo build`)")
+    from safetensors import safe_open
+
+    try:
+        shapes = {}
+        for file in files:
+            with safe_open(file, framework="pt") as f:
+                shapes.update({k: f.get_slice(k).get_shape() for k in f.keys()})
+    except Exception as error:  # a damaged header: load_model says the same with its own fix
+        raise ValueError(f"--model {model}: cannot read {file} ({error}); rebuild the model") from None
+    if not any("mlp" in k and len(s) == 2 and not k.endswith("bias") for k, s in shapes.items()):
+        raise ValueError(f"--model {model} has no 2-D MLP weight matrices (no tensor name contains 'mlp'), so SVF "
+                         "has nothing to adapt; give a transformer causal LM such as data/zoo/base or smollm2")
+
+
+def load_adapter_model(model: str, adapter: str = "svf", *, rank: int = 4, device=None):
+    """An SVFModel or a LoRAModel around load_model(model) (errors: an unknown model, a model without MLP
+    matrices, ...)."""
+    from workbench.lm.models import load_model
+
+    net, tok = load_model(model, device=device)
+    if adapter == "lora":
+        from workbench.experts.lora import LoRAModel
+
+        return LoRAModel(net, tok, rank=rank)
+    from workbench.experts.model import SVFModel
+
+    return SVFModel(net, tok)
+
+
+def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | None = None, *,
+                 on_iteration: Callable[[int, int, dict], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
+                 given: dict | None = None, command: str | None = None) -> Run:
+    """Train (or resume) an expert to cfg.iters steps; returns the run (module doc).
+
+    resume: a run id (or unique prefix); cfg may then be None. given: settings the caller was given on a resume
+    (config field -> value), refused when they contradict the run's. command: the command line, kept in run.json.
+    Every refusal (unknown model, model without MLP matrices, bad settings, a run of another kind) comes before
+    a run folder is created or a checkpoint is touched."""
+    from workbench.experts.train import ExpertTrainer
+
+    state = None
+    if resume is not None:
+        run = store.open(resume)
+        check_resume(run, KIND, given or {}, names=FLAGS)
+        run, cfg, state = store.reopen(run.id, lambda c: ExpertRunConfig(**c), kinds=(KIND,))
+        if run.info.get("status") == "done":
+            return run
+        if state is not None and "trainer" not in state:
+            raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
+    elif cfg is None:
+        raise ValueError("give an ExpertRunConfig or resume=RUN_ID")
+    with torch_threads(cfg.threads):
+        model = load_adapter_model(cfg.model, cfg.adapter, rank=cfg.rank, device=cfg.device)
+        if state is None:
+            trainer = ExpertTrainer(model, cfg.task, cfg.seed, config=cfg.train_config())
+            state = {"iteration": 0, "metrics": [], "trainer": None}
+        else:
+            trainer = ExpertTrainer.from_state(state["trainer"], model)
+        if resume is None:
+            run = store.create(KIND, cfg.task, cfg.adapter, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
+        else:
+            run.update(resumes=[*run.info.get("resumes", []), {"command": command,
+                                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                                               "from_iteration": state["iteration"]}])
+        run.update(model_key=model.key, n_params=model.n_params, device=str(model.device))
+        if on_start is not None:
+            on_start(run)
+
+        def step(it: int) -> dict:
+            stats = trainer.step()
+            row = {"reward": stats["reward_mean"], "loss": stats["loss"], "kl": stats["kl_mean"],
+                   "train_accuracy": stats["accuracy"], "grad_norm": stats["grad_norm"],
+                   "gen_tokens": stats["gen_tokens"], **{k: v for k, v in stats.items()
+                                                         if k in ("z_mean", "z_std", "delta_norm")},
+                   "val_accuracy": math.nan}
+            if it % cfg.val_every == 0 or it == cfg.iters - 1:
+                row["val_accuracy"] = trainer.validate()["val_accuracy"]
+            row.update(best_val_accuracy=trainer.best_val, best_step=trainer.best_step,
+                       best_loss=-trainer.best_val)
+            state["trainer"] = trainer.state_dict()
+            return row
+
+        return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, model, trainer),
+                                 should_stop=should_stop, on_iteration=on_iteration)
+
+
+def expert_meta(run: Run, cfg: ExpertRunConfig, model, trainer) -> dict:
+    """What an expert file says about itself: task, model and its key, adapter, seed, best validation."""
+    return {"task": cfg.task, "model": cfg.model, "model_key": model.key, "adapter": cfg.adapter, "seed": cfg.seed,
+            "run": run.id, "best_val_accuracy": trainer.best_val, "best_step": trainer.best_step,
+            "n_params": model.n_params, "iters": cfg.iters}
+
+
+def finish(run: Run, cfg: ExpertRunConfig, model, trainer) -> None:
+    """The best expert to a file; base and expert on the held-out test prompts (scores.json)."""
+    from workbench.experts.model import save_expert
+    from workbench.experts.train import rollout
+    from workbench.lm.tasks import get_task, heldout
+
+    best = trainer.best_params
+    meta = expert_meta(run, cfg, model, trainer)
+    if cfg.adapter == "svf":
+        save_expert(run.path / EXPERT_FILE, best, meta)
+    else:
+        model.save(run.path / LORA_DIR, best, meta)
+    test = trainer.formatted(heldout(cfg.task, cfg.n_test, 0))
+    budget = get_task(cfg.task).max_new_tokens
+    scores = {}
+    for name, params in (("base", None), ("expert", best)):
+        model.apply(params)
+        scores[name] = rollout(model.model, model.tokenizer, test, budget, cfg.rollout_batch).accuracy
+    model.reset()
+    out = {"task": cfg.task, "adapter": cfg.adapter, "split": f"test (held-out seed 0, n {cfg.n_test})",
+           "n_params": model.n_params, "model_key": model.key, "best_step": trainer.best_step,
+           "best_val_accuracy": trainer.best_val, **scores}
+    write_json(run.path / "scores.json", out)
+    run.update(status="done", test_scores=scores)
+
+
+def expert_file(run: Run) -> Path:
+    """The SVF expert file of a finished experts run (one clear error for anything else)."""
+    info = run.info
+    if info.get("kind") != KIND:
+        raise RunError(f"run {run.id} is a {info.get('kind')} run, not an experts run: give an expert file or the id "
+                       "of a `workbench experts train` run")
+    if info["config"].get("adapter") != "svf":
+        raise RunError(f"run {run.id} trained a {info['config'].get('adapter')} expert; adaptation mixes SVF experts: "
+                       "give runs of `workbench experts train --adapter svf`")
+    path = run.path / EXPERT_FILE
+    if not path.is_file():
+        raise RunError(f"run {run.id} has no {EXPERT_FILE} yet (status {run.status}): finish it first with "
+                       f"workbench experts train --resume {run.id}")
+    return path
