@@ -1,0 +1,87 @@
+"""Discrete neural cellular automaton: 8 states, 1 group, temperature τ = 1e-3 (asal-more.md §3).
+
+θ = [init logits (8), the NCA network for d = 8 (580)] = 588 numbers. Cells start i.i.d. with P(k) =
+softmax(init)_k; a step is s′ = argmax_k (L_k/τ + g_k) with L the network on the one-hot state and g standard
+Gumbel noise (identity bias 0; ties: the lowest k). With θ = 0 (L ≡ 0) every step is uniform noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from workbench.kernels.runtime import ensure_taichi
+from workbench.simulations.base import check_positive
+from workbench.simulations.gol import GridSubstrate, step_keys
+from workbench.simulations.nca import net_shapes, pack, unflatten
+
+N_STATES = 8
+# red, green, blue, yellow, magenta, cyan, white, #8f5d00
+PALETTE = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 1.0),
+           (1.0, 1.0, 1.0), (143 / 255, 93 / 255, 0.0))
+
+
+class DiscreteNCA(GridSubstrate):
+    """Discrete NCA on a torus (grid × grid), states 0..7; see the module docstring."""
+
+    name = "dnca"
+    noise_what = "standard Gumbel draws"
+
+    def __init__(self, grid: int = 128, tau: float = 1e-3, device: str | torch.device | None = None,
+                 engine: str | None = None):
+        super().__init__(device, engine)
+        self.grid = check_positive("grid", grid)
+        if not (np.isfinite(tau) and tau > 0):
+            raise ValueError(f"tau must be a positive number, got {tau!r}")
+        self.tau = float(tau)
+        self.param_shapes = {"init": (N_STATES,), **net_shapes(N_STATES)}
+        self.n_params = sum(int(np.prod(s)) for s in self.param_shapes.values())
+        self.state_shapes = {"state": (self.grid, self.grid, 1)}
+        self.state_dtypes = {"state": torch.int32}
+        self._palette = torch.tensor(PALETTE, dtype=torch.float32, device=self.device)
+
+    def state_range(self):
+        return 0, N_STATES - 1
+
+    def noise_shape(self):
+        return (self.grid, self.grid, 1, N_STATES)
+
+    def _convert_noise(self, arr):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{self.name}: Gumbel noise contains NaN or inf")
+        # (steps, P, H, W, 1, 8) -> (steps, P, H, W, 8)
+        return torch.as_tensor(np.ascontiguousarray(arr[..., 0, :], dtype=np.float32)).to(self.device)
+
+    def _decode(self, theta):
+        return unflatten(theta, self.param_shapes)
+
+    def _init(self, params, seeds):
+        logits = params["init"].detach().cpu().numpy().astype(np.float64)
+        grids = []
+        for p, seed in enumerate(seeds):
+            prob = np.exp(logits[p] - logits[p].max())
+            cdf = np.cumsum(prob / prob.sum())
+            u = np.random.default_rng(seed).random((self.grid, self.grid, 1))
+            grids.append(np.minimum(np.searchsorted(cdf, u, side="right"), N_STATES - 1))
+        state = torch.as_tensor(np.stack(grids), dtype=torch.int32, device=self.device)
+        return self._with_key({"state": state}, seeds)
+
+    def _step(self, arrays, params, steps, noise=None):
+        from workbench.kernels import nca as kn
+
+        ensure_taichi(self.device)
+        w = pack({k: v for k, v in params.items() if k != "init"}, N_STATES)
+        P = arrays["state"].shape[0]
+        a = arrays["state"].reshape(P, self.grid, self.grid).contiguous()
+        b = torch.empty_like(a)
+        no_gumbel = torch.zeros(P, 1, 1, N_STATES, device=self.device)
+        for t in range(steps):
+            g = no_gumbel if noise is None else noise[t]
+            keys = step_keys(arrays["rng"], t).to(self.device)
+            kn.dnca_step(a, b, w, g, keys, int(noise is None), self.tau)
+            a, b = b, a
+        return {**arrays, "state": a.reshape(P, self.grid, self.grid, 1)}
+
+    def _render(self, arrays, params, size):
+        P = arrays["state"].shape[0]
+        return self._render_states(arrays["state"].view(P, self.grid, self.grid), self._palette, size)
