@@ -1,0 +1,152 @@
+"""The reference's exhaustive sweep over Game of Life rules, ranked by open-endedness (asal-more.md §1).
+
+    cfg = SweepConfig(EvalConfig("gol", "pixels", steps=4096, frames=32, bs=16), limit=64)
+    run = run_sweep(cfg, RunStore("runs"))          # or run_sweep(None, store, resume="<run-id>")
+
+Every rule r in [start, end) (all 2^18 by default) runs from the same `bs` initial states (the reference splits
+one key for all rules); K frames at chunk ends are embedded and scored with L_OE (asal.md §3), averaged over the
+initial states. Lower is more open-ended. The run keeps, per rule, the score and the final-frame embedding of the
+middle initial state (the reference's z_final), in batches of `batch` rules: one batch an iteration, checkpointed,
+so a killed sweep resumes where it stopped and ends as an uninterrupted one would. At the end: ranking.parquet
+(rules, most open-ended first), z_final.npy (rule order), best.npy / best.png / best.mp4 of the top rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from workbench.asal import scores
+from workbench.asal.driver import evaluate, iteration_seeds
+from workbench.asal.evaluate import EvalConfig, components
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
+from workbench.simulations.gol import N_RULES
+
+KIND = "sweep"
+#: The reference sweep's rollout: 4096 steps, 32 frames, 16 initial states.
+SWEEP_DEFAULTS = {"steps": 4096, "frames": 32, "bs": 16}
+#: SweepConfig fields and the CLI flags that set them, for resume errors.
+FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--weights", "eval.steps": "--steps",
+         "eval.frames": "--frames", "eval.bs": "--bs", "eval.size": "--size", "eval.chunk": "--chunk",
+         "start": "--start", "end": "--end", "limit": "--limit", "batch": "--batch", "seed": "--seed"}
+
+
+@dataclass
+class SweepConfig:
+    eval: EvalConfig
+    start: int = 0
+    end: int = N_RULES
+    limit: int | None = None   # only the first `limit` rules of [start, end) (small tests, partial sweeps)
+    batch: int = 256           # rules per iteration (and checkpoint)
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.eval, dict):
+            self.eval = EvalConfig(**self.eval)
+        if self.eval.substrate != "gol":
+            raise ValueError(f"the rule sweep is for --substrate gol (θ is one integer rule); for "
+                             f"{self.eval.substrate} use workbench asal target / openended / illuminate")
+        if not 0 <= self.start < self.end <= N_RULES:
+            raise ValueError(f"--start and --end must satisfy 0 <= start < end <= 2^18 = {N_RULES}, "
+                             f"got {self.start} and {self.end}")
+        for name in ("batch", "limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) < 1):
+                raise ValueError(f"--{name} must be a positive integer, got {value}")
+        if self.eval.frames < 2:
+            raise ValueError("--frames must be at least 2: open-endedness compares frames with earlier ones")
+        if self.eval.frames > self.eval.steps:
+            raise ValueError(f"--frames {self.eval.frames} is more than --steps {self.eval.steps}")
+
+    def rules(self) -> np.ndarray:
+        end = self.end if self.limit is None else min(self.end, self.start + self.limit)
+        return np.arange(self.start, end, dtype=np.int64)
+
+    @property
+    def iters(self) -> int:
+        return math.ceil(len(self.rules()) / self.batch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_batch(cfg: SweepConfig, rules: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """L_OE per rule (averaged over the initial states) and the final-frame embedding of the middle initial state."""
+    seeds = iteration_seeds(cfg.seed, 0, cfg.eval.bs)  # the same initial states for every rule
+    z, _ = evaluate(cfg.eval, rules[:, None].astype(np.float64), seeds, client)  # (B, bs, K, D)
+    return scores.open_endedness(z).mean(axis=1), z[:, cfg.eval.bs // 2, -1].astype(np.float32)
+
+
+def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = None, client=None,
+              on_iteration: Callable[[int, int, dict], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, device: str | None = None,
+              command: str | None = None) -> Run:
+    """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring)."""
+    if resume is not None:
+        run = store.open(resume)
+        given = {} if cfg is None else flat_config(cfg.to_dict())
+        check_resume(run, KIND, {k: v for k, v in given.items() if k != "eval.device"}, names=FLAGS)
+        run, cfg, state = store.reopen(run.id, lambda c: SweepConfig(**c), kinds=(KIND,))
+        if run.info.get("status") == "done":
+            return run
+    elif cfg is None:
+        raise ValueError("give a SweepConfig or resume=RUN_ID")
+    else:
+        state = None
+    if device is not None:
+        cfg.eval.device = device
+    components(cfg.eval)  # fails fast on an unknown FM or missing weights
+    if resume is None:
+        run = store.create(KIND, "gol", cfg.eval.fm, cfg.to_dict(), cfg.seed, command=command)
+    rules = cfg.rules()
+    if state is None:
+        state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan)}
+
+    def step(it: int) -> dict:
+        lo, hi = it * cfg.batch, min((it + 1) * cfg.batch, len(rules))
+        oe, z_final = score_batch(cfg, rules[lo:hi], client)
+        state["scores"][lo:hi] = oe
+        run.write_array(f"z_final-{it:05d}.npy", z_final)  # one file a batch: the checkpoint stays small
+        done = state["scores"][:hi]
+        best = int(np.argmin(done))
+        return {"rules": hi - lo, "mean_loss": float(oe.mean()), "best_loss": float(done[best]),
+                "best_rule": int(rules[best])}
+
+    return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, state),
+                             should_stop=should_stop, on_iteration=on_iteration)
+
+
+def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
+    from workbench.export import export
+
+    rules, oe = cfg.rules(), state["scores"]
+    order = np.argsort(oe, kind="stable")
+    run.write_table("ranking", {"rule": rules[order].tolist(), "open_endedness": oe[order].tolist(),
+                                "birth": [_digits(r, 0) for r in rules[order]],
+                                "survival": [_digits(r, 9) for r in rules[order]]})
+    parts = sorted(run.path.glob("z_final-*.npy"))
+    if len(parts) != cfg.iters:
+        raise RunError(f"run {run.id}: {len(parts)} of {cfg.iters} embedding batches on disk; the run folder is "
+                       f"incomplete")
+    run.write_array("z_final.npy", np.concatenate([np.load(p) for p in parts]))
+    for p in parts:
+        p.unlink()
+    best = rules[order[0]]
+    sub, _ = components(cfg.eval)
+    export(sub, sub.decode([best]), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
+           every=max(1, cfg.eval.steps // 120), final_png=run.path / "best.png")
+    run.write_array("best.npy", np.asarray([best], np.float64))
+    run.update(status="done")
+
+
+def _digits(rule: int, offset: int) -> str:
+    """The neighbour counts n with bit offset + n set: 'B3' / 'S23' style digits."""
+    return "".join(str(n) for n in range(9) if (int(rule) >> (offset + n)) & 1)
+
+
+def rule_name(rule: int) -> str:
+    """A rule in B/S notation, e.g. 6152 -> 'B3/S23'."""
+    return f"B{_digits(rule, 0)}/S{_digits(rule, 9)}"
