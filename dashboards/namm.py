@@ -1,0 +1,578 @@
+"""NAMM explorer: type a prompt, run it through a causal LM whose KV cache a policy evicts every n_up tokens
+(NAMM with a θ of zeros, a random one or a trained run's; or a baseline), and watch the cache evolve.
+
+`NAMMExplorer` holds the choices and the trace of the last run (workbench.namm.trace computes what every view
+shows); the views are functions of it, each one exportable as a paper figure. `panel serve dashboards/namm.py
+--args RUNS_DIR` or `workbench serve` (page /namm; ?run=ID opens a trained "namm" run's policy) shows it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import panel as pn
+import param
+
+from workbench.namm import trace as tr
+
+VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
+         "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
+MODELS = {"tiny (random Llama, instant)": tr.TINY, "SmolLM2-135M-Instruct": "smollm2"}
+PALETTE = ("#2f5d8a", "#d1495b", "#edae49", "#00798c", "#66a182", "#8d6a9f", "#30343f", "#e07a5f")
+COLORS = {tr.NOT_YET: "#eef1f4", tr.EVICTED: "#d98b80", tr.KEPT: "#2f5d8a", tr.FILL: "#f0a63a"}
+DEFAULT_PROMPT = ("The passkey is 71432. Remember it. The grass is green. The sky is blue. The sun is yellow. "
+                  "Here we go. There and back again. The grass is green. The sky is blue. The sun is yellow. "
+                  "What is the passkey? The passkey is")
+
+
+def _hv():
+    from workbench.figures import holoviews
+
+    return holoviews()
+
+
+def _style(obj, **opts):
+    """Options for both backends (the page draws with Bokeh, paper figures with matplotlib)."""
+    common = {k: v for k, v in opts.items() if k not in ("width", "height", "tools", "fig_inches")}
+    out = obj.opts(**common, backend="matplotlib")
+    return out.opts(**{k: v for k, v in opts.items() if k != "fig_inches"}, backend="bokeh")
+
+
+class NAMMExplorer(param.Parameterized):
+    """The explorer's state: what to run, and which step / layer / head / token the views show."""
+
+    runs_dir = param.String(default="runs")
+    model_name = param.String(default=tr.TINY, doc="tiny, smollm2 or a Hugging Face model folder")
+    policy = param.Selector(default="namm", objects=list(tr.POLICIES))
+    theta = param.String(default="zeros", doc="zeros (keeps all), random, or the id of a namm run")
+    seed = param.Integer(default=0, doc="seed of a random θ")
+    scale = param.Number(default=0.065, bounds=(0, None), doc="σ of a random θ")
+    strict = param.Boolean(default=False, doc="NAMM's strict-per-head variant (fill tokens masked)")
+    budget = param.Integer(default=64, bounds=(2, None), doc="tokens a baseline keeps")
+    n_up = param.Selector(default=32, objects=[16, 32, 64, 128])
+    max_new_tokens = param.Integer(default=16, bounds=(0, 512))
+    prompt = param.String(default=DEFAULT_PROMPT)
+    chat = param.Boolean(default=True, doc="wrap the prompt in the chat template (when the model has one)")
+    step = param.Integer(default=0, bounds=(0, None), doc="eviction step on show (index)")
+    layer = param.Integer(default=-1, doc="layer of the text and score views (-1: all); the spectrogram's is ≥ 0")
+    head = param.Integer(default=-1, doc="KV head of the text view (-1: all); the spectrogram's is ≥ 0")
+    token = param.Integer(default=0, bounds=(0, None), doc="token position of the spectrogram view")
+    view = param.Selector(default="retention", objects=list(VIEWS))
+    results = param.String(default="", doc="a JSON of eval / bench rows (method, score, kept); default: the run's")
+    version = param.Integer(default=0, doc="bumped when a new trace or sweep is on show")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.trace: tr.Trace | None = None
+        self.sweep_rows = None  # DataFrame of agreement_sweep
+        self.message = ""
+
+    # ---- running -----------------------------------------------------------------------------------------
+    def theta_choices(self) -> list[str]:
+        return ["zeros", "random", *tr.namm_runs(self.runs_dir)]
+
+    def choose(self, run_id: str) -> None:
+        """Open a trained namm run's policy (the page's ?run=ID)."""
+        if run_id not in tr.namm_runs(self.runs_dir):
+            raise ValueError(f"{run_id!r} is not a namm run with a saved policy in {self.runs_dir}; the NAMM page "
+                             "opens runs of `workbench namm train`")
+        self.param.update(theta=run_id, policy="namm")
+        saved = tr.load_saved_policy(Path(self.runs_dir) / run_id)
+        if saved.meta.get("n_up") in self.param.n_up.objects:
+            self.n_up = saved.meta["n_up"]
+        trained_on = str(saved.meta.get("model") or "")
+        if trained_on == "smollm2" or (trained_on and Path(trained_on).is_dir()):
+            self.model_name = trained_on  # its statistics were collected on that model
+        self.strict = saved.strict
+
+    def saved(self) -> tr.PolicySource | None:
+        if self.theta in ("zeros", "random"):
+            return None
+        return tr.load_saved_policy(Path(self.runs_dir) / self.theta)
+
+    def make_policy(self, config):
+        """The chosen policy for a model of this config (a fresh object: its per-sequence state is empty)."""
+        if self.policy != "namm":
+            return tr.make_policy(self.policy, config, budget=self.budget)
+        if self.theta == "zeros":
+            return tr.make_policy("namm", config, strict=self.strict)
+        if self.theta == "random":
+            return tr.make_policy("namm", config, theta=tr.random_theta(self.seed, self.scale), strict=self.strict)
+        saved = self.saved()
+        return tr.make_policy("namm", config, theta=saved.theta, stats=saved.stats, strict=self.strict)
+
+    def compute(self, progress=None) -> tr.Trace:
+        """Load the model (once per process) and record the prompt's trace; nothing on show changes yet."""
+        if not self.prompt.strip():
+            raise ValueError("the prompt is empty: type some text")
+        self.saved()  # a broken policy file is one error before the model loads
+        model, tok = tr.explorer_model(self.model_name)
+        cfg = tr.TraceConfig(n_up=int(self.n_up), max_new_tokens=self.max_new_tokens, chat=self.chat)
+        return tr.record_trace(model, tok, self.prompt, self.make_policy(model.config), cfg, progress=progress)
+
+    def show(self, trace: tr.Trace) -> None:
+        """Put a trace on show, at its last step."""
+        self.trace, self.sweep_rows = trace, None
+        n = len(trace.steps)
+        self.param.step.bounds = (0, max(n - 1, 0))
+        self.param.update(step=max(n - 1, 0), layer=min(self.layer, trace.n_layers - 1),
+                          head=min(self.head, trace.n_heads - 1), token=min(self.token, trace.n_tokens - 1))
+        self.version += 1
+
+    def run(self, progress=None) -> tr.Trace:
+        trace = self.compute(progress)
+        self.show(trace)
+        return trace
+
+    def compute_sweep(self, progress=None, fractions=(0.25, 0.5, 0.75)):
+        """Next-token agreement with the full cache vs kept fraction: this policy (NAMM) and the baselines."""
+        if self.trace is None:
+            raise ValueError("run a prompt first")
+        model, _ = tr.explorer_model(self.model_name)
+        ids = self.trace.ids[: self.trace.n_prompt]
+        methods = tr.budget_methods(model.config, len(ids), fractions, int(self.n_up))
+        if self.policy == "namm":
+            methods = {f"namm ({self.theta})": lambda: self.make_policy(model.config), **methods}
+        return tr.agreement_sweep(model, ids, methods, n_up=int(self.n_up),
+                                  new_tokens=max(1, min(self.max_new_tokens, 32)), progress=progress)
+
+    def show_sweep(self, rows) -> None:
+        self.sweep_rows = rows
+        self.version += 1
+
+    def result_rows(self) -> list[dict]:
+        """Rows of an eval / bench JSON (the `results` path, else the chosen run's folder); [] when none."""
+        path = self.results.strip() or (str(Path(self.runs_dir) / self.theta)
+                                        if self.theta not in ("zeros", "random") else "")
+        if not path:
+            return []
+        return tr.read_results(path)
+
+    # ---- summaries ---------------------------------------------------------------------------------------------
+    def summary(self) -> str:
+        t = self.trace
+        if t is None:
+            return "Type a prompt and press **run**."
+        frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
+        return (f"**{t.label}** on `{self.model_name}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
+                f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
+                f"steps · cache at the end {frac:.0%} of the tokens · answer: `{t.generated.strip()[:80]}`")
+
+    def step_text(self) -> str:
+        t = self.trace
+        if t is None or not t.steps:
+            return "no eviction step yet"
+        return f"step {self.step + 1} of {len(t.steps)}: {t.steps[self.step]} tokens processed"
+
+    # ---- figures -------------------------------------------------------------------------------------------------
+    def figure(self, name: str):
+        """One of VIEWS as a HoloViews object (page and export); a Div saying why when there is nothing."""
+        hv = _hv()
+        t = self.trace
+        if t is None:
+            return hv.Div("<i>run a prompt first</i>")
+        if not t.steps and name != "sweep":
+            return hv.Div(f"<i>no eviction step: {t.n_tokens} tokens processed, fewer than n_up = {t.n_up}; use a "
+                          "longer prompt, more new tokens or a smaller n_up</i>")
+        return getattr(self, f"_{name}")(hv, t)
+
+    def _retention(self, hv, t: tr.Trace):
+        codes = tr.retention(t, self.step)
+        rows, n = codes.shape
+        img = hv.Image(codes[::-1].astype(float), bounds=(-0.5, -0.5, n - 0.5, rows - 0.5), kdims=["token", "row"],
+                       vdims=["state"])
+        every = max(1, t.n_layers // 12)
+        ticks = [(rows - 1 - layer * t.n_heads - (t.n_heads - 1) / 2, f"L{layer}")
+                 for layer in range(0, t.n_layers, every)]
+        cmap = [COLORS[c] for c in sorted(COLORS)]
+        img = img.opts(aspect="auto", backend="matplotlib")
+        img = _style(img, cmap=cmap, clim=(-0.5, 3.5), yticks=ticks, ylabel="layer / KV head", xlabel="token position",
+                     title=f"{t.label}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
+                     width=900, height=max(220, min(24 * rows, 520)), tools=["hover"], fig_inches=(6, 2.6))
+        keys = [hv.Scatter([(np.nan, np.nan)], label=CODES_LABEL[c]).opts(color=COLORS[c], size=8, backend="bokeh")
+                .opts(color=COLORS[c], s=20, backend="matplotlib") for c in (tr.EVICTED, tr.KEPT, tr.FILL)]
+        line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(
+            color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
+        return hv.Overlay([img, line, *keys]).opts(legend_position="top_left", backend="bokeh").opts(
+            legend_position="right", backend="matplotlib")
+
+    def _sizes(self, hv, t: tr.Trace):
+        df = tr.cache_sizes(t)
+        curves = {f"L{layer}": hv.Curve(part, "tokens", "size") for layer, part in df.groupby("layer")}
+        over = hv.NdOverlay(curves, kdims="layer")
+        full = hv.Curve([(0, 0), (t.n_tokens, t.n_tokens)], "tokens", "size", label="full cache").opts(
+            color="grey", line_dash="dotted", backend="bokeh").opts(color="grey", linestyle=":", backend="matplotlib")
+        now = hv.VLine(t.steps[self.step]).opts(color="black", line_dash="dashed", backend="bokeh").opts(
+            color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
+        legend = t.n_layers <= 8
+        return _style(over * full * now, title=f"{t.label}: cache size per layer", xlabel="tokens processed",
+                      ylabel="slots per KV head", show_legend=legend, width=720, height=360, fig_inches=(4, 2.6))
+
+    def _spectrogram(self, hv, t: tr.Trace):
+        layer, head = max(self.layer, 0), max(self.head, 0)
+        pos = min(self.token, t.n_tokens - 1)
+        where = f"token {pos} {t.pieces[pos]!r} (L{layer} h{head})"
+        times, mag = tr.spectrogram(t, layer, head, pos)
+        if len(times):
+            spec = hv.Image(mag.T[::-1], bounds=(times[0] - 8, -0.5, times[-1] + 8, 16.5),
+                            kdims=["query position", "frequency bin"], vdims=["|STFT|"])
+            spec = _style(spec.opts(aspect="auto", backend="matplotlib"), cmap="viridis", colorbar=True,
+                          title=f"spectrogram: {where}", width=460, height=300, tools=["hover"], fig_inches=(3.4, 2.4))
+        else:
+            why = ("spectra kept for layers " + ", ".join(map(str, t.spectra_layers)) if layer not in t.spectra_layers
+                   else "the token was evicted or not yet scored")
+            spec = hv.Div(f"<i>no spectrogram for {where}: {why}</i>")
+        steps, raw, norm = tr.ema_history(t, layer, head, pos)
+        if len(steps):
+            half = t.n_up / 2
+            ema = hv.Image(norm.T[::-1], bounds=(steps[0] - half, -0.5, steps[-1] + half, 16.5),
+                           kdims=["tokens processed", "frequency bin"], vdims=["x̂"])
+            ema = _style(ema.opts(aspect="auto", backend="matplotlib"), cmap="RdBu_r", colorbar=True,
+                         symmetric=True, title="EMA features (normalised)", width=460, height=300, tools=["hover"],
+                         fig_inches=(3.4, 2.4))
+        else:
+            ema = hv.Div("<i>EMA features: NAMM policies only, for tokens that reached a step</i>")
+        shown = [p for p in (spec, ema) if not isinstance(p, hv.Div)]
+        if not shown:
+            return spec
+        return shown[0] if len(shown) == 1 else hv.Layout(shown).opts(shared_axes=False).cols(2)
+
+    def _scores(self, hv, t: tr.Trace):
+        layer = None if self.layer < 0 else self.layer
+        df = tr.score_table(t, self.step, layer)
+        if df.empty:
+            return hv.Div(f"<i>{t.label} gives no scores (full cache and recent windows keep by position)</i>")
+        edges = np.histogram_bin_edges(df["score"].to_numpy(), bins=40)
+        parts = []
+        for label, mask, color in (("evicted", ~df["kept"], COLORS[tr.EVICTED]),
+                                   ("kept", df["kept"] & ~df["fill"], COLORS[tr.KEPT]),
+                                   ("kept to fill N", df["fill"], COLORS[tr.FILL])):
+            counts, _ = np.histogram(df["score"][mask], bins=edges)
+            parts.append(hv.Histogram((edges, counts), kdims="score", vdims="tokens", label=label).opts(
+                color=color, alpha=0.6, line_alpha=0, backend="bokeh").opts(color=color, alpha=0.6,
+                                                                            backend="matplotlib"))
+        over = hv.Overlay(parts)
+        if t.policy.get("policy") == "namm":
+            over = over * hv.VLine(0).opts(color="black", line_dash="dashed", backend="bokeh").opts(
+                color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
+        where = "all layers" if layer is None else f"layer {layer}"
+        what = "score" if t.policy.get("policy") == "namm" else "accumulated attention"
+        return _style(over, title=f"{t.label}: {what} at step {self.step + 1}, {where}", width=720, height=360,
+                      xlabel=what, fig_inches=(4, 2.6))
+
+    def _text(self, hv, t: tr.Trace):
+        """The page shows the text as HTML (hover titles); as a figure it is drawn by `text_figure`."""
+        return hv.Div(tr.text_html(t, self.step, None if self.layer < 0 else self.layer,
+                                   None if self.head < 0 else self.head))
+
+    def _sweep(self, hv, t: tr.Trace):
+        plots = []
+        rows = self.sweep_rows
+        if rows is not None and len(rows):
+            parts = []
+            for k, (method, part) in enumerate(rows.groupby("method", sort=False)):
+                part, color = part.sort_values("kept"), PALETTE[k % len(PALETTE)]
+                pts = hv.Scatter(part, "kept", ["agreement", "label"], label=method).opts(
+                    size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
+                if len(part) > 1:
+                    pts = hv.Curve(part, "kept", "agreement").opts(color=color) * pts
+                parts.append(pts)
+            plots.append(_style(hv.Overlay(parts), title="agreement with the full cache vs kept cache (this prompt)",
+                                xlabel="kept cache fraction", ylabel="next-token agreement", xlim=(0, 1.05),
+                                ylim=(-0.05, 1.05), width=560, height=360, legend_position="bottom_right",
+                                fig_inches=(3.6, 2.6)))
+        try:
+            found = self.result_rows()
+        except ValueError as exc:
+            found, plots = [], [*plots, hv.Div(f"<i>{exc}</i>")]
+        if found:
+            import pandas as pd
+
+            df = pd.DataFrame(found)
+            df["budget"] = df["budget"].fillna(-1)
+            mean = df.groupby(["method", "budget"], as_index=False)[["score", "kept"]].mean()
+            parts = [hv.Scatter(part.sort_values("kept"), "kept", ["score", "budget"], label=m).opts(
+                size=9, tools=["hover"], color=PALETTE[k % len(PALETTE)], backend="bokeh").opts(
+                color=PALETTE[k % len(PALETTE)], backend="matplotlib")
+                for k, (m, part) in enumerate(mean.groupby("method", sort=False))]
+            plots.append(_style(hv.Overlay(parts), title="task score vs kept cache (eval / bench file)",
+                                xlabel="kept cache fraction", ylabel="task score (mean over tasks)", width=560,
+                                height=360, legend_position="bottom_right", fig_inches=(3.6, 2.6)))
+        if not plots:
+            return hv.Div("<i>press <b>compare</b> to run the baselines on this prompt (and give an eval / bench "
+                          "JSON to see task scores, kvpress included)</i>")
+        shown = [p for p in plots if not isinstance(p, hv.Div)] or plots
+        return shown[0] if len(shown) == 1 else hv.Layout(shown).opts(shared_axes=False).cols(2)
+
+    def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>."""
+        import holoviews as hv
+
+        from workbench.figures import save
+
+        if name not in VIEWS:
+            raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
+        fig = self.figure(name)
+        if isinstance(fig, hv.Div) and name != "text":
+            raise ValueError(f"nothing to export under {VIEWS[name]!r}: {fig.data.strip('<i>/ ')}")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        label = "".join(c if c.isalnum() else "-" for c in (self.trace.label if self.trace else "")).strip("-")
+        out = out_dir / f"namm-{name}-{label}-step{self.step + 1}{suffix}"
+        if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
+            from workbench.atomic import atomic_write
+
+            layer, head = None if self.layer < 0 else self.layer, None if self.head < 0 else self.head
+            if suffix == ".html":
+                page = f"<!doctype html><meta charset='utf-8'><style>{tr.TEXT_CSS}</style>{fig.data}"
+                atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"))
+            else:
+                import matplotlib.pyplot as plt
+
+                figure = text_figure(self.trace, self.step, layer, head)
+                atomic_write(out, lambda p: figure.savefig(p, dpi=300, bbox_inches="tight", format=suffix[1:]))
+                plt.close(figure)
+            return out
+        wide = isinstance(fig, hv.Layout)  # two panels side by side
+        inches = (7.0, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (4.0, 2.6))
+        return save(fig.opts(sublabel_format="", backend="matplotlib") if wide else fig, out,
+                    style={"fig_inches": inches})
+
+    def figures_dir(self) -> Path:
+        """Where exports go: the run's figures folder for a trained θ, else <runs_dir>/../figures/namm."""
+        if self.theta not in ("zeros", "random"):
+            return Path(self.runs_dir) / self.theta / "figures"
+        return Path(self.runs_dir).parent / "figures" / "namm"
+
+
+CODES_LABEL = tr.CODES
+
+
+def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | None = None, width: float = 7.0):
+    """The text after step i as a matplotlib figure for a paper: tokens laid out left to right in a monospace
+    font, evicted ones red and struck through, tokens not yet processed grey, partly kept ones on an amber
+    ground (darker: fewer of the chosen layers/heads hold it)."""
+    import matplotlib
+
+    if "inline" not in matplotlib.get_backend():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = tr.text_tokens(trace, i, layer, head)
+    chars_per_line, size = 96, 6.5
+    line_h = size * 1.9 / 72
+    x = 0.0
+    lines: list[list[tuple[float, object]]] = [[]]
+    for row in df.itertuples():
+        pieces = row.piece.split("\n")
+        for k, piece in enumerate(pieces):
+            if k:
+                lines.append([])
+                x = 0.0
+            if x + len(piece) > chars_per_line and x > 0:
+                lines.append([])
+                x = 0.0
+            lines[-1].append((x, row._replace(piece=piece)))
+            x += len(piece)
+    height = line_h * (len(lines) + 1)
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, chars_per_line)
+    ax.set_ylim(len(lines), -0.5)
+    ax.axis("off")
+    for y, line in enumerate(lines):
+        for x0, row in line:
+            color = "#b03a2e" if row.evicted else ("#7a8290" if not row.seen else "#1d2733")
+            n = len(row.piece)
+            if row.seen and not row.evicted and row.kept < 1 and n:
+                ax.add_patch(plt.Rectangle((x0, y - 0.45), n, 0.9, color=COLORS[tr.FILL],
+                                           alpha=0.15 + 0.45 * (1 - row.kept), lw=0))
+            ax.text(x0, y, row.piece, family="monospace", fontsize=size, color=color, va="center", ha="left")
+            if row.evicted and n:
+                ax.plot([x0, x0 + n], [y, y], color="#b03a2e", lw=0.6)
+    where = ("all layers" if layer is None else f"layer {layer}") + ("" if head is None else f", head {head}")
+    fig.suptitle(f"{trace.label}: evicted after step {i % len(trace.steps) + 1} ({where})", fontsize=8, y=1.0,
+                 va="bottom")
+    return fig
+
+
+def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
+    from workbench.dashboards.shell import PageThread, off_loop, section, shell
+
+    _hv()
+    model = NAMMExplorer(runs_dir=runs_dir)
+    page_thread = PageThread()
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
+    if arg:
+        try:
+            model.choose(arg)
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+
+    # --- sidebar: what to run
+    w = pn.widgets
+    models = {**MODELS, "a model folder…": "folder"}
+    known = model.model_name in models.values()
+    model_pick = w.Select(name="Model", options=models, value=model.model_name if known else "folder",
+                          sizing_mode="stretch_width")
+    folder = w.TextInput(name="Model folder", placeholder="a Hugging Face model folder", visible=not known,
+                         value="" if known else model.model_name, sizing_mode="stretch_width")
+    policy = w.Select(name="Policy", options={"NAMM": "namm", "full cache": "full", "recent window + sinks": "recent",
+                                              "H2O (heavy hitters + recent)": "h2o"}, value=model.policy,
+                      sizing_mode="stretch_width")
+    theta = w.Select(name="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
+    seed = w.IntInput(name="seed (random θ)", value=model.seed, sizing_mode="stretch_width")
+    budget = w.IntInput(name="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
+    n_up = w.Select(name="n_up (tokens between evictions)", options=model.param.n_up.objects, value=model.n_up,
+                    sizing_mode="stretch_width")
+    new_tokens = w.IntInput(name="new tokens", value=model.max_new_tokens, start=0, end=512,
+                            sizing_mode="stretch_width")
+    prompt = w.TextAreaInput(name="Prompt", value=model.prompt, height=160, sizing_mode="stretch_width",
+                             placeholder="type a prompt")
+    run_button = w.Button(name="run", button_type="primary", sizing_mode="stretch_width")
+    progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", bar_color="primary")
+    # --- sidebar: what to look at
+    player = w.Player(name="eviction step", start=0, end=1, value=0, interval=700, loop_policy="once",
+                      show_loop_controls=False, sizing_mode="stretch_width", scale_buttons=0.8, disabled=True,
+                      visible_buttons=["first", "previous", "pause", "play", "next", "last"])
+    step_text = pn.pane.Markdown(model.step_text(), margin=(0, 10))
+    layer = w.Select(name="Layer", options={"all layers": -1}, value=-1, sizing_mode="stretch_width")
+    head = w.Select(name="KV head", options={"all heads": -1}, value=-1, sizing_mode="stretch_width")
+    token = w.IntInput(name="token (spectrogram)", value=0, start=0, sizing_mode="stretch_width")
+    results = w.TextInput(name="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
+                          sizing_mode="stretch_width")
+    compare = w.Button(name="compare with baselines", sizing_mode="stretch_width")
+    fmt = w.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png", sizing_mode="stretch_width")
+    export = w.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+
+    header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
+    legend = pn.pane.HTML(" ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
+                                   f'color:{"#fff" if c in (tr.KEPT, tr.EVICTED) else "#222"}">{tr.CODES[c]}</span>'
+                                   for c in sorted(COLORS)), margin=(0, 10))
+
+    def draw(name):
+        def inner(step, layer_, head_, token_, version):
+            return pn.pane.HoloViews(model.figure(name), backend="bokeh", linked_axes=False)
+        return pn.panel(pn.bind(inner, model.param.step, model.param.layer, model.param.head, model.param.token,
+                                model.param.version), lazy=True)
+
+    def text_view(step, layer_, head_, version):
+        if model.trace is None or not model.trace.steps:
+            return pn.pane.HTML("<i>run a prompt first (with at least n_up tokens)</i>")
+        body = tr.text_html(model.trace, step, None if layer_ < 0 else layer_, None if head_ < 0 else head_)
+        return pn.pane.HTML(body, stylesheets=[tr.TEXT_CSS], sizing_mode="stretch_width", name="namm-text")
+
+    hover_note = pn.pane.Markdown("Struck through: evicted (by every chosen layer/head); shaded: kept by some; "
+                                  "dotted underline: generated. Hover a token for its scores per layer and head.",
+                                  margin=(0, 10))
+    tabs = pn.Tabs(*[(title, draw(name)) if name != "text" else
+                     (title, pn.Column(hover_note, pn.panel(pn.bind(text_view, model.param.step, model.param.layer,
+                                                                    model.param.head, model.param.version)),
+                                       sizing_mode="stretch_width"))
+                     for name, title in VIEWS.items()], dynamic=True, sizing_mode="stretch_width")
+
+    syncing = [False]
+
+    def sync_widgets():
+        """After a run: the step scrubber's range, the layer / head / token choices (on the event loop)."""
+        t = model.trace
+        syncing[0] = True
+        try:
+            n = len(t.steps)
+            player.param.update(start=0, end=max(n - 1, 1), value=model.step, disabled=n < 2)
+            layer.options = {"all layers": -1, **{f"layer {i}": i for i in range(t.n_layers)}}
+            layer.value = model.layer
+            head.options = {"all heads": -1, **{f"head {i}": i for i in range(t.n_heads)}}
+            head.value = model.head
+            token.end = t.n_tokens - 1
+            token.value = model.token
+        finally:
+            syncing[0] = False
+        header.object = model.summary()
+        step_text.object = model.step_text()
+
+    def link(widget, name):
+        def on(event):
+            if not syncing[0]:
+                setattr(model, name, event.new)
+        widget.param.watch(on, "value")
+
+    for widget, name in ((policy, "policy"), (theta, "theta"), (seed, "seed"), (budget, "budget"), (n_up, "n_up"),
+                         (new_tokens, "max_new_tokens"), (prompt, "prompt"), (player, "step"), (layer, "layer"),
+                         (head, "head"), (token, "token"), (results, "results")):
+        link(widget, name)
+    model.param.watch(lambda e: setattr(step_text, "object", model.step_text()), "step")
+
+    def on_model(event):
+        folder.visible = event.new == "folder"
+        model.model_name = folder.value if event.new == "folder" else event.new
+    model_pick.param.watch(on_model, "value")
+    folder.param.watch(lambda e: setattr(model, "model_name", e.new), "value")
+
+    def show_policy_fields(kind: str) -> None:
+        theta.visible = seed.visible = kind == "namm"
+        budget.visible = kind in ("recent", "h2o")
+    policy.param.watch(lambda e: show_policy_fields(e.new), "value")
+    show_policy_fields(model.policy)
+
+    def tick(done, total):
+        page_thread.call(lambda: progress.param.update(value=int(100 * done / max(total, 1))))
+
+    async def on_run(event):
+        progress.param.update(value=0, visible=True)
+        status.object = "running…"
+        try:
+            trace = await off_loop(model.compute, tick, busy=[run_button, tabs])
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+            status.object = ""
+            return
+        finally:
+            progress.visible = False
+        alert.visible = False
+        model.show(trace)
+        sync_widgets()
+        status.object = f"ran {trace.n_tokens} tokens: {len(trace.steps)} eviction steps"
+
+    async def on_compare(event):
+        progress.param.update(value=0, visible=True)
+        try:
+            rows = await off_loop(model.compute_sweep, tick, busy=[compare, tabs])
+            model.show_sweep(rows)
+            tabs.active = list(VIEWS).index("sweep")
+            status.object = f"compared {len(rows)} methods on this prompt"
+        except ValueError as exc:
+            status.object = f"**cannot compare:** {exc}"
+        finally:
+            progress.visible = False
+
+    def on_tab(event):
+        model.view = list(VIEWS)[event.new]
+    tabs.param.watch(on_tab, "active")
+
+    async def on_export(event):
+        try:
+            path = await off_loop(model.export, model.view, model.figures_dir(), fmt.value, busy=[export])
+            status.object = f"written `{path}`"
+        except ValueError as exc:
+            status.object = f"**cannot export:** {exc}"
+
+    run_button.on_click(on_run)
+    compare.on_click(on_compare)
+    export.on_click(on_export)
+
+    sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, budget, n_up, new_tokens,
+               section("Prompt"), prompt, run_button, progress,
+               section("Watch the cache"), player, step_text, layer, head, token,
+               section("Score vs cache"), results, compare,
+               section("Export the view on show"), fmt, export, status]
+    return shell("namm", [alert, header, legend, tabs], sidebar, standalone=standalone)
+
+
+if __name__.startswith("bokeh"):
+    pn.extension(inline=True)
+    namm_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · NAMM")

@@ -1,0 +1,252 @@
+"""The NAMM explorer (/namm): the trace of eviction steps (workbench.namm.trace) against the eviction cache's own
+log and the policy's own features, baselines, the score-vs-cache sweep, result files, a trained run's policy,
+paper exports, and the served page in Debian's Chromium, offline — all on the tiny random Llama."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+
+from workbench.dashboards.namm import VIEWS, NAMMExplorer
+from workbench.namm import trace as tr
+from workbench.namm.features import HOP, ema_update
+
+PROMPT = "The passkey is 71432. Remember it. The grass is green. The sky is blue. " * 2 + "What is the passkey?"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tr.explorer_model(tr.TINY)
+
+
+@pytest.fixture(scope="module")
+def namm_run(tmp_path_factory, tiny):
+    """A run folder with a "namm" run holding a policy file (random θ, statistics collected on the tiny model)
+    and an eval result file, written the way `workbench namm train` / `namm eval --out` write them."""
+    from safetensors.numpy import save
+
+    from workbench.runs import RunStore
+
+    model, tok = tiny
+    theta = tr.random_theta(3)
+    policy = tr.make_policy("namm", model.config, theta=theta)
+    tr.record_trace(model, tok, PROMPT, policy, tr.TraceConfig(n_up=16, max_new_tokens=4))
+    mean, var = (s.numpy().astype(np.float64) for s in policy.stats)
+    store = RunStore(tmp_path_factory.mktemp("nammruns"))
+    run = store.create("namm", "passkey", "tiny", {"tasks": ["passkey"], "n_up": 16}, 3, metric="fitness")
+    meta = {"model": "tiny", "n_up": 16, "variant": "equal-n", "run": run.id}
+    (run.path / "policy.safetensors").write_bytes(save({"theta": theta, "mean": mean, "var": var},
+                                                       metadata={"namm": json.dumps(meta)}))
+    rows = [{"method": m, "budget": b, "task": "passkey", "score": s, "kept": k, "n": 4}
+            for m, b, s, k in (("full", None, 1.0, 1.0), ("namm", None, 0.75, 0.4), ("recent", 0.5, 0.25, 0.5),
+                               ("kvpress:snapkv", 0.5, 0.5, 0.5))]
+    (run.path / "eval.json").write_text(json.dumps({"model": "tiny", "rows": rows}))
+    run.update(status="done")
+    return {"dir": str(store.root), "id": run.id, "theta": theta, "stats": (mean, var)}
+
+
+# --- the trace, no browser ----------------------------------------------------------------------------------------
+
+def test_trace_agrees_with_the_cache_log_and_the_policy_features(tiny):
+    from workbench.namm.driver import generate
+
+    model, tok = tiny
+    cfg = tr.TraceConfig(n_up=32, max_new_tokens=12)
+    zero = tr.record_trace(model, tok, PROMPT, tr.make_policy("namm", model.config), cfg)
+    assert zero.steps == list(range(32, zero.n_tokens + 1, 32)) and zero.final_sizes == [zero.n_tokens] * 2
+    for i in range(len(zero.steps)):  # θ = 0 keeps everything: nothing evicted, nothing kept only to fill N
+        codes = tr.retention(zero, i)
+        assert not (codes == tr.EVICTED).any() and not (codes == tr.FILL).any()
+        assert (codes[:, : zero.steps[i]] == tr.KEPT).all() and (codes[:, zero.steps[i]:] == tr.NOT_YET).all()
+    # a random θ evicts; the trace agrees with an independent run's own log, step by step
+    trace = tr.record_trace(model, tok, PROMPT, tr.make_policy("namm", model.config, theta=tr.random_theta(0)), cfg)
+    out = generate(model, torch.tensor([trace.ids[: trace.n_prompt]]),
+                   tr.make_policy("namm", model.config, theta=tr.random_theta(0)), n_up=32, max_new_tokens=12,
+                   record="full")
+    assert trace.ids[trace.n_prompt:] == out.tokens[0, :-1].tolist()
+    assert trace.final_sizes == out.cache.sizes() and max(trace.final_sizes) < trace.n_tokens
+    log = {(s.step, s.layer): s for s in out.cache.log}
+    fills = 0
+    for i, step in enumerate(trace.steps):
+        codes = tr.retention(trace, i)
+        for layer in range(trace.n_layers):
+            rec, want = trace.record(i, layer), log[(step, layer)]
+            np.testing.assert_allclose(rec.scores, want.selection.scores[0].numpy(), rtol=1e-5, atol=1e-6)
+            for h in range(trace.n_heads):
+                row = codes[layer * trace.n_heads + h]
+                kept = set(want.positions[0, h].tolist())
+                assert set(np.nonzero((row == tr.KEPT) | (row == tr.FILL))[0]) == kept
+                filled = set(want.positions[0, h][want.kept_to_fill[0, h]].tolist())
+                assert set(np.nonzero(row == tr.FILL)[0]) == filled
+                fills += len(filled)
+                assert set(np.nonzero(row == tr.EVICTED)[0]) == set(range(step)) - kept
+    assert fills > 0, "no head kept a token only to fill N: the raster's mark would never show"
+    # the recorded spectra fold into exactly the EMA the policy scored (recovered from its normalised features)
+    assert trace.spectra_layers == [0, 1]
+    prev = None
+    for i in range(2):
+        rec = trace.record(i, 1)
+        mag = torch.tensor(rec.spectra.astype(np.float32))
+        ema = ema_update(mag, 32, prev).numpy()
+        np.testing.assert_allclose(ema, rec.ema, rtol=2e-3, atol=2e-3)
+        prev = torch.tensor(np.stack([ema[h][rec.kept[h]] for h in range(trace.n_heads)]))
+    # a token's spectrogram: F frames per step while it is cached, ending at the last query of each frame
+    pos = trace.record(1, 1).positions[0][trace.record(1, 1).kept[0]][0]
+    times, frames = tr.spectrogram(trace, 1, 0, int(pos))
+    steps, raw, norm = tr.ema_history(trace, 1, 0, int(pos))
+    assert len(times) == len(steps) * 32 // HOP and frames.shape == (len(times), 17) and raw.shape == norm.shape
+    assert times[-1] == steps[-1] - 1
+    # sizes: the sawtooth's low points are what each layer kept
+    sizes = tr.cache_sizes(trace)
+    for i, step in enumerate(trace.steps):
+        after = sizes[(sizes["layer"] == 0) & (sizes["tokens"] == step)]["size"].min()
+        assert after == int(trace.record(i, 0).kept[0].sum())
+    assert sizes.groupby("layer")["size"].last().tolist() == trace.final_sizes
+    # the text: struck through where that head evicted; hover titles give every layer/head's score
+    text = tr.text_tokens(trace, -1, 1, 0)
+    assert text["evicted"].sum() == (tr.retention(trace, -1)[trace.n_heads] == tr.EVICTED).sum()
+    assert all("L0: h0 " in t and "L1: " in t for t in text["title"][: trace.steps[-1]])
+    html = tr.text_html(trace, -1, 1, 0)
+    assert html.count('class="tok evicted') == text["evicted"].sum()
+
+
+def test_baselines_sweep_and_result_files(tiny, tmp_path):
+    model, tok = tiny
+    cfg = tr.TraceConfig(n_up=32, max_new_tokens=8)
+    recent = tr.record_trace(model, tok, PROMPT, tr.make_policy("recent", model.config, budget=24), cfg)
+    codes = tr.retention(recent, -1)
+    last = recent.steps[-1]
+    assert set(np.nonzero(codes[0] == tr.KEPT)[0]) == set(range(4)) | set(range(last - 20, last))
+    assert tr.score_table(recent, -1).empty
+    h2o = tr.record_trace(model, tok, PROMPT, tr.make_policy("h2o", model.config, budget=24), cfg)
+    table = tr.score_table(h2o, 0)
+    assert len(table) == 2 * 2 * 32 and table["kept"].sum() == 2 * 2 * 24
+    rows = tr.agreement_sweep(model, recent.ids[: recent.n_prompt],
+                              tr.budget_methods(model.config, recent.n_prompt, (0.25,), 32), n_up=32, new_tokens=8)
+    full = rows[rows["method"] == "full"].iloc[0]
+    assert full["agreement"] == 1.0 and full["kept"] == 1.0
+    small = rows[rows["label"] == "recent@0.25"].iloc[0]
+    assert 0.15 < small["kept"] < 0.35 and 0 <= small["agreement"] <= 1
+    # eval / bench files: rows found wherever they nest, bad files one clear error
+    (tmp_path / "bench.json").write_text(json.dumps({"namm": {"smollm2": {"rows": [
+        {"method": "kvpress:tova", "budget": 0.5, "task": "kv", "score": 0.5, "kept": 0.5}, {"method": "x"}]}}}))
+    assert tr.read_results(tmp_path / "bench.json") == [
+        {"method": "kvpress:tova", "budget": 0.5, "task": "kv", "score": 0.5, "kept": 0.5, "source": "bench.json"}]
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        tr.read_results(tmp_path / "broken.json")
+    with pytest.raises(ValueError, match="no file or folder"):
+        tr.read_results(tmp_path / "missing.json")
+    with pytest.raises(ValueError, match="unknown policy"):
+        tr.make_policy("snapkv", model.config)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        tr.record_trace(model, tok, PROMPT, tr.make_policy("full", model.config), tr.TraceConfig(n_up=24))
+    with pytest.raises(ValueError, match="window"):
+        tr.record_trace(model, tok, "x" * 2100, tr.make_policy("full", model.config), cfg)
+
+
+def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp_path):
+    from workbench.dashboards.shell import PAGES, open_links
+
+    assert PAGES["namm"].title == "NAMM" and open_links("namm", "r1") == [("NAMM", "./namm?run=r1")]
+    model = NAMMExplorer(runs_dir=namm_run["dir"])
+    assert model.theta_choices() == ["zeros", "random", namm_run["id"]]
+    with pytest.raises(ValueError, match="not a namm run"):
+        model.choose("nope")
+    model.choose(namm_run["id"])
+    assert (model.theta, model.n_up, model.policy) == (namm_run["id"], 16, "namm")
+    model.prompt = PROMPT
+    trace = model.run()
+    # the page's policy is the saved one: θ and frozen statistics
+    m, tok = tiny
+    direct = tr.record_trace(m, tok, PROMPT, tr.make_policy("namm", m.config, theta=namm_run["theta"],
+                                                            stats=namm_run["stats"]),
+                             tr.TraceConfig(n_up=16, max_new_tokens=model.max_new_tokens))
+    assert [r.kept.tolist() for r in trace.records[-1]] == [r.kept.tolist() for r in direct.records[-1]]
+    assert model.step == len(trace.steps) - 1 and "eviction steps" in model.summary()
+    rows = model.result_rows()  # the run's eval file, kvpress included
+    assert {r["method"] for r in rows} == {"full", "namm", "recent", "kvpress:snapkv"}
+    with pytest.raises(ValueError, match="unknown view"):
+        model.export("raster", tmp_path)
+    model.show_sweep(model.compute_sweep(fractions=(0.5,)))
+    model.step, model.layer, model.token = 1, 1, 3
+    written = [model.export(v, tmp_path, s) for v, s in zip(VIEWS, (".png", ".svg", ".pdf", ".png", ".png", ".html"),
+                                                            strict=True)]
+    written.append(model.export("text", tmp_path, ".html"))
+    assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
+    assert "line-through" in written[-1].read_text() and 'class="tok evicted' in written[-1].read_text()
+    model.policy, model.budget = "full", 8
+    model.run()
+    with pytest.raises(ValueError, match="no scores"):
+        model.export("scores", tmp_path)
+    model.prompt = "  "
+    with pytest.raises(ValueError, match="prompt is empty"):
+        model.run()
+
+
+# --- the served page in Chromium -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, namm_run):
+    log = tmp_path_factory.mktemp("nammserver") / "serve.log"
+    port = _free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
+                                 namm_run["dir"]], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+
+
+def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run, browser, request):  # noqa: F811
+    run_id = namm_run["id"]
+    with _browse(browser, f"{served}/runs", request) as page:
+        link = page.locator(f'.run[data-run="{run_id}"]').get_by_role("link", name="open in NAMM")
+        assert link.get_attribute("href") == f"./namm?run={run_id}"
+        link.click()
+        page.wait_for_url(re.compile(r"/namm\?run="), timeout=30000)
+        page.get_by_text("Type a prompt and press").wait_for(timeout=60000)
+        page.get_by_role("button", name="run", exact=True).click()
+        page.get_by_text(re.compile(r"eviction steps · cache at the end")).wait_for(timeout=60000)
+        steps = int(re.search(r"(\d+) eviction steps", page.get_by_text("eviction steps ·").inner_text()).group(1))
+        page.get_by_text(f"step {steps} of {steps}:").wait_for(timeout=30000)
+        page.locator("button.first").click()  # the scrubber back to the first eviction step
+        page.get_by_text(f"step 1 of {steps}: 16 tokens processed").wait_for(timeout=30000)
+        page.locator(".bk-tab", has_text="Text").click()
+        struck = page.locator(".namm-text .tok.evicted")
+        page.locator(".namm-text .tok").first.wait_for(timeout=30000)
+        first = struck.count()
+        page.locator("button.last").click()
+        deadline = time.time() + 30
+        while struck.count() <= first and time.time() < deadline:  # more is evicted by the last step
+            page.wait_for_timeout(200)
+        assert struck.count() > first
+        title = page.locator(".namm-text .tok").first.get_attribute("title")
+        assert "L0: h0" in title and "L1: h0" in title
+        page.locator(".bk-tab", has_text="Retention").click()
+        page.get_by_role("button", name="export").click()
+        page.get_by_text("written").wait_for(timeout=60000)
+    assert list((Path(namm_run["dir"]) / run_id / "figures").glob("namm-retention-*.png"))
