@@ -7,7 +7,9 @@ import pyarrow.parquet as pq
 from procs import cli, kill_after, run_command
 
 from workbench.asal import scores
+from workbench.asal.driver import SearchConfig, iteration_seeds, run_search
 from workbench.asal.evaluate import EvalConfig, embed_rollouts
+from workbench.asal.rules import RuleGA, mutate_rules
 from workbench.asal.sweep import SweepConfig, rule_name
 from workbench.cli import main
 from workbench.runs import RunStore
@@ -44,8 +46,6 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
 
     # Conway's score is L_OE of its own rollouts from the sweep's initial states, whatever batch it was in
     cfg = SweepConfig(EvalConfig("gol", "pixels", steps=48, frames=4, bs=2), start=6148, limit=10, batch=2)
-    from workbench.asal.driver import iteration_seeds
-
     z, _ = embed_rollouts(cfg.eval, np.array([[6152.0]]), iteration_seeds(0, 0, 2))
     conway = ranking["open_endedness"][ranking["rule"].index(6152)]
     assert abs(scores.open_endedness(z).mean() - conway) < 1e-9
@@ -58,8 +58,36 @@ def test_sweep_and_searches_refuse_what_does_not_fit(tmp_path, capsys):
     for args, message in ((["asal", "sweep", "--substrate", "lenia"], "the rule sweep is for --substrate gol"),
                           (["asal", "sweep", "--end", str(2 ** 18 + 1)], "--start and --end"),
                           (["asal", "sweep", "--frames", "1"], "--frames must be at least 2"),
-                          (["asal", "openended", "--substrate", "gol", "--fm", "pixels"], "workbench asal sweep")):
+                          (["asal", "illuminate", "--substrate", "gol", "--algorithm", "map-elites", "--fm", "pixels"],
+                           "a GA over rules")):
         assert main([*args, "--runs", runs, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert "error:" in err and message in " ".join(err.split()), err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_rule_mutation_flips_bits_and_stays_a_rule():
+    rng = np.random.default_rng(0)
+    parents = np.array([0, 6152, 2 ** 18 - 1] * 200)
+    children = mutate_rules(parents, rng)
+    assert np.all(children != parents) and children.min() >= 0 and children.max() < 2 ** 18
+    flipped = np.array([bin(int(c) ^ int(p)).count("1") for c, p in zip(children, parents, strict=True)])
+    assert 1.2 < flipped.mean() < 1.8  # 18 bits at rate 1/18, at least one: about 1.4
+
+
+def test_rule_searches_run_and_resume_exactly(tmp_path):
+    ga = RuleGA(population=6, seed=3)
+    thetas = ga.ask()
+    ga.tell(thetas, np.arange(6.0))
+    same = RuleGA.from_state(ga.state_dict())
+    np.testing.assert_array_equal(same.ask(), ga.ask())
+    assert ga.best_loss == 0.0 and ga.best_theta[0] == thetas[0, 0]
+    assert set(ga.elites.tolist()) == set(thetas[:3, 0].astype(int).tolist())
+    for kind in ("openended", "illuminate"):
+        ev = EvalConfig("gol", "pixels", steps=16, frames=2 if kind != "illuminate" else 1, chunk=8)
+        cfg = SearchConfig(kind=kind, eval=ev, iters=2, pop=4, population=6)
+        assert cfg.algorithm == "rule-ga"
+        run = run_search(cfg, RunStore(tmp_path / "runs"))
+        assert run.info["status"] == "done"
+        best = np.load(run.path / "best.npy")
+        assert best.shape == (1,) and best[0] == int(best[0]) and 0 <= best[0] < 2 ** 18
