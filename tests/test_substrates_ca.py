@@ -147,6 +147,14 @@ def test_drawn_noise_has_the_reference_distribution(subs, more):
     drawn = dnca.state_to_arrays(dnca.step(dnca.state_from_arrays(state=more["dnca_state0"]), params))["state"]
     argmax = np.argmax(more["dnca_logits0"], axis=-1)[..., None]
     assert (drawn == argmax).mean() > 0.999  # τ = 1e-3: the argmax except at near-ties
+    warm = make_substrate("dnca", grid=64, tau=1.0)  # at τ = 1 the draw is a visible softmax
+    theta = warm.zero_theta()
+    b2 = np.log([1, 2, 3, 4, 1, 1, 2, 2])
+    theta[-8 - 16 * 8:-16 * 8] = b2  # the last layer's bias: the same logits L = b2 in every cell
+    params = warm.decode(theta)
+    np.testing.assert_array_equal(params["b2"], b2.astype(np.float32))
+    counts = np.bincount(warm.state_to_arrays(warm.step(warm.init(params, 0), params))["state"].ravel(), minlength=8)
+    np.testing.assert_allclose(counts / counts.sum(), np.exp(b2) / np.exp(b2).sum(), atol=0.015)
 
 
 def test_init_distributions(subs):
