@@ -1,0 +1,190 @@
+"""Particle Life+: the pair MLP, forces and colour change through a cell list, in Taichi (asal-more.md §5, §7).
+
+Only pairs closer than r_max contribute, and the self pair (d = 0, inside its own cell) gives its δ_ii in full,
+so each particle visits the 3×3 block of cells around its own, as in Particle Life (kernels/plife.py). The pair
+MLP's first layer is split: [c_i ‖ c_j]·W0 + b0 = (c_i·W0[:6] + b0) + c_j·W0[6:], the second half computed once
+per particle and stored in cell order with the positions. Each particle sums its pairs in cell order, the same
+on every run, so the same state gives the same step bit for bit.
+"""
+
+import taichi as ti
+
+from workbench.kernels.plenia import exp_fast
+from workbench.kernels.runtime import CPU_CHUNK
+
+H = 8  # hidden width of the pair MLP
+D = 6  # colour dimensions
+
+
+@ti.func
+def tanh_fast(x):
+    """tanh through the branch-free exp (libm's tanhf would stop the pair loop from vectorising)."""
+    e = exp_fast(-2.0 * ti.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return ti.select(x < 0.0, -t, t)
+
+
+@ti.func
+def _cell_of(x: ti.template(), p, i, grid):
+    gx = ti.min(ti.max(int(x[p, i, 0] * grid), 0), grid - 1)
+    gy = ti.min(ti.max(int(x[p, i, 1] * grid), 0), grid - 1)
+    return gx * grid + gy
+
+
+@ti.kernel
+def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3),
+         W0: ti.types.ndarray(ndim=3), b0: ti.types.ndarray(ndim=2), W1: ti.types.ndarray(ndim=3),
+         b1: ti.types.ndarray(ndim=2), W2: ti.types.ndarray(ndim=3), b2: ti.types.ndarray(ndim=2),
+         W3: ti.types.ndarray(ndim=3), b3: ti.types.ndarray(ndim=2),
+         cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),
+         xs: ti.types.ndarray(ndim=2), ys: ti.types.ndarray(ndim=2), bs: ti.types.ndarray(ndim=3),
+         grid: ti.i32, reach: ti.i32, r_max: ti.f32, beta: ti.f32, mass: ti.f32, decay: ti.f32, dt: ti.f32):
+    """One step of every simulation (x, v, c updated in place; the pair sums read the cell-ordered copies).
+
+    Cells are 1/grid wide and a particle visits the (2·reach + 1)² cells around its own, so reach/grid >= r_max
+    must hold (grid = 1, reach = 0: all pairs, minimum image by rounding).
+    """
+    P, N = x.shape[0], x.shape[1]
+    n_cells = grid * grid
+    for p, k in ti.ndrange(P, n_cells + 1):
+        cell_start[p, k] = 0
+    for p, i in ti.ndrange(P, N):
+        ti.atomic_add(cell_start[p, _cell_of(x, p, i, grid) + 1], 1)
+    for q in range(P * CPU_CHUNK):
+        if q % CPU_CHUNK == 0:
+            p = q // CPU_CHUNK
+            for k in range(n_cells):
+                cell_start[p, k + 1] += cell_start[p, k]
+                cell_fill[p, k] = 0
+            for i in range(N):  # serial: keeps each cell in particle order
+                k = _cell_of(x, p, i, grid)
+                slot = cell_start[p, k] + cell_fill[p, k]
+                xs[p, slot], ys[p, slot] = x[p, i, 0], x[p, i, 1]
+                for o in ti.static(range(H)):
+                    acc = 0.0
+                    for a in ti.static(range(D)):
+                        acc += c[p, i, a] * W0[p, D + a, o]
+                    bs[p, o, slot] = acc
+                cell_fill[p, k] += 1
+    inv_r = 1.0 / r_max
+    inv_b, inv_1mb = 1.0 / beta, 1.0 / (1.0 - beta)
+    for p, i in ti.ndrange(P, N):
+        # the layers transposed (out × in), so a layer is w @ h
+        w1 = ti.Matrix([[W1[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w2 = ti.Matrix([[W2[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w3 = ti.Matrix([[W3[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(7))])
+        c1 = ti.Vector([b1[p, o] for o in ti.static(range(H))])
+        c2 = ti.Vector([b2[p, o] for o in ti.static(range(H))])
+        c3 = ti.Vector([b3[p, o] for o in ti.static(range(7))])
+        ci = ti.Vector([c[p, i, a] for a in ti.static(range(D))])
+        ai = ti.Vector([b0[p, o] for o in ti.static(range(H))])
+        for o in ti.static(range(H)):
+            for a in ti.static(range(D)):
+                ai[o] += ci[a] * W0[p, a, o]
+        xi0, xi1 = x[p, i, 0], x[p, i, 1]
+        gx = ti.min(ti.max(int(xi0 * grid), 0), grid - 1)
+        gy = ti.min(ti.max(int(xi1 * grid), 0), grid - 1)
+        f0, f1 = 0.0, 0.0
+        dc = ti.Vector([0.0] * D)
+        for dx in range(-reach, reach + 1):
+            # A neighbour cell across the edge of the torus: shift its particles by one period, which gives the
+            # reference's wrapped difference for every pair closer than r_max.
+            cx = gx + dx
+            ox = xi0 + ti.cast(cx < 0, ti.f32) - ti.cast(cx >= grid, ti.f32)
+            row = ((cx + grid) % grid) * grid
+            lo, hi = gy - reach, gy + reach
+            # the cells (cx, lo..hi) lie contiguously in cell order: at most three runs (middle, wrapped ends)
+            for seg in ti.static(range(3)):
+                first, last, oy = ti.max(lo, 0), ti.min(hi, grid - 1), xi1
+                if ti.static(seg == 1):
+                    first, last, oy = lo + grid, grid - 1, xi1 + 1.0
+                elif ti.static(seg == 2):
+                    first, last, oy = 0, hi - grid, xi1 - 1.0
+                if reach == 0:  # one cell holding everything: scan it once, minimum image below
+                    first, last = 0, ti.static(-1 if seg > 0 else 0)
+                t_end = cell_start[p, row + last + 1] if first <= last else 0
+                t_begin = cell_start[p, row + first] if first <= last else 0
+                for t in range(t_begin, t_end):
+                    d0 = xs[p, t] - ox
+                    d1 = ys[p, t] - oy
+                    if reach == 0:
+                        d0 = d0 - ti.select(d0 > 0.5, 1.0, 0.0) + ti.select(d0 < -0.5, 1.0, 0.0)
+                        d1 = d1 - ti.select(d1 > 0.5, 1.0, 0.0) + ti.select(d1 < -0.5, 1.0, 0.0)
+                    rho = ti.sqrt(d0 * d0 + d1 * d1)
+                    rr = rho * inv_r
+                    if rr < 1.0:  # farther pairs add nothing; the self pair (rr = 0) adds its δ_ii
+                        # fresh names per layer: reassigning a Taichi vector here kept the old value
+                        h1 = ti.Vector([tanh_fast(ai[o] + bs[p, o, t]) for o in ti.static(range(H))])
+                        z2 = w1 @ h1 + c1
+                        h2 = ti.Vector([tanh_fast(z2[o]) for o in ti.static(range(H))])
+                        z3 = w2 @ h2 + c2
+                        h3 = ti.Vector([tanh_fast(z3[o]) for o in ti.static(range(H))])
+                        out = w3 @ h3 + c3
+                        alpha = 1.5 * tanh_fast(out[0])
+                        far = alpha * (1.0 - ti.abs(2.0 * rr - 1.0 - beta) * inv_1mb)
+                        force = ti.select(rr < beta, rr * inv_b - 1.0, ti.select(beta < rr, far, 0.0))
+                        f = r_max * force / (rho + 1e-8)
+                        f0 += f * d0
+                        f1 += f * d1
+                        wgt = 1.0 - rr
+                        for a in ti.static(range(D)):
+                            dc[a] += tanh_fast(out[1 + a]) * wgt
+        v0 = decay * v[p, i, 0] + dt * f0 / mass
+        v1 = decay * v[p, i, 1] + dt * f1 / mass
+        v[p, i, 0], v[p, i, 1] = v0, v1
+        y0, y1 = xi0 + dt * v0, xi1 + dt * v1
+        x[p, i, 0], x[p, i, 1] = y0 - ti.floor(y0), y1 - ti.floor(y1)
+        cn = ci + dt * dc
+        cn = cn / cn.norm()
+        for a in ti.static(range(D)):
+            c[p, i, a] = cn[a]
+
+
+# --- render ------------------------------------------------------------------------------------
+
+EDGE_SHARPNESS = 30.0 / 0.04
+EDGE_CUTOFF = 0.03  # coverage 1 − σ(750·d) < 2e-10 beyond this distance outside the disc
+
+
+@ti.func
+def _sigmoid(z):
+    return 1.0 / (1.0 + ti.exp(-z))
+
+
+@ti.kernel
+def render(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), img: ti.types.ndarray(ndim=4),
+           radius: ti.f32, bands: ti.i32, band_stride: ti.i32):
+    """Black canvas, discs of colour (c[:3] + 1)/2 and coverage 1 − σ(750·(d − radius)) in index order.
+
+    Banded as kernels/render.py `particles`: one thread per band of rows (axis 0 is x), every particle in drawing
+    order painting only the part of its disc inside the band; not wrapped at the edges.
+    """
+    P, N, size = x.shape[0], x.shape[1], img.shape[1]
+    reach = radius + EDGE_CUTOFF
+    per_band = (size + bands - 1) // bands
+    for q in range(P * bands * band_stride):
+        if q % band_stride != 0:
+            continue
+        k = q // band_stride
+        p, band = k // bands, k % bands
+        ix0, ix1 = band * per_band, ti.min((band + 1) * per_band, size) - 1
+        for ix in range(ix0, ix1 + 1):
+            for iy in range(size):
+                for ch in ti.static(range(3)):
+                    img[p, ix, iy, ch] = 0.0
+        for i in range(N):  # index order: the last particle ends on top
+            px, py = x[p, i, 0], x[p, i, 1]
+            a = ti.max(int(ti.floor((px - reach) * (size - 1))), ix0)
+            b = ti.min(int(ti.ceil((px + reach) * (size - 1))), ix1)
+            if a <= b:
+                ya = ti.max(int(ti.floor((py - reach) * (size - 1))), 0)
+                yb = ti.min(int(ti.ceil((py + reach) * (size - 1))), size - 1)
+                colour = ti.Vector([(c[p, i, ch] + 1.0) * 0.5 for ch in ti.static(range(3))])
+                for ix in range(a, b + 1):
+                    for iy in range(ya, yb + 1):
+                        dx, dy = px - ix / (size - 1), py - iy / (size - 1)
+                        dd = dx * dx + dy * dy
+                        if dd < reach * reach:
+                            cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
+                            for ch in ti.static(range(3)):
+                                img[p, ix, iy, ch] = cov * colour[ch] + (1.0 - cov) * img[p, ix, iy, ch]

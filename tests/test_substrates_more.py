@@ -1,0 +1,219 @@
+"""Particle Lenia, Particle Life+ and Flow-Lenia: golden steps and renders from the reference implementations,
+ten steps against the NumPy versions, the quirks kept, the population axis, determinism and bad input."""
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.simulations import make_substrate
+from workbench.simulations import reference_flow as rf
+from workbench.simulations import reference_particles as rp
+
+NAMES = ("plenia", "plife_plus", "flow_lenia")
+
+
+@pytest.fixture(scope="module")
+def more():
+    with resources.files("workbench.data").joinpath("asal_more_step1_reference.npz").open("rb") as f:
+        return dict(np.load(f))
+
+
+@pytest.fixture(scope="module")
+def subs():
+    return {name: make_substrate(name) for name in NAMES}
+
+
+def golden_state(name, more, sub):
+    if name == "plenia":
+        return sub.state_from_arrays(x=more["plenia_x0"])
+    if name == "plife_plus":
+        return sub.state_from_arrays(**{k: more[f"plife_plus_{k}0"] for k in "xvc"})
+    return sub.state_from_arrays(world=more["flow_lenia_world0"])
+
+
+def golden_next(name, more):
+    if name == "plenia":
+        return {"x": more["plenia_x1"]}
+    if name == "plife_plus":
+        return {k: more[f"plife_plus_{k}1"] for k in "xvc"}
+    return {"world": more["flow_lenia_world1"]}
+
+
+def test_api_shapes(subs):
+    assert [subs[n].n_params for n in NAMES] == [6, 311, 3117]
+    assert sorted(subs["plenia"].decode(np.zeros(6))) == sorted(["mu_k", "sigma_k", "w_k", "mu_g", "sigma_g",
+                                                                 "c_rep"])
+    assert sorted(subs["flow_lenia"].decode(np.zeros(3117))) == ["cells", "h", "m", "s"]
+    shapes = {"plenia": {"x": (200, 2)}, "plife_plus": {"x": (1000, 2), "v": (1000, 2), "c": (1000, 6)},
+              "flow_lenia": {"world": (128, 128, 3)}}
+    for name in NAMES:
+        sub = subs[name]
+        params = sub.decode(sub.zero_theta())
+        arrays = sub.state_to_arrays(sub.init(params, seed=0))
+        assert {k: v.shape for k, v in arrays.items()} == shapes[name]
+        assert sub.render(sub.init(params, seed=0), params, size=224).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_matches_reference(name, more, subs):
+    sub = subs[name]
+    params = sub.decode(more[f"{name}_theta"])
+    if name == "plenia":
+        for k, v in params.items():
+            np.testing.assert_allclose(v, more[f"plenia_{k}"], rtol=1e-6)
+    elif name == "plife_plus":
+        for i in range(4):
+            np.testing.assert_array_equal(params[f"W{i}"], more[f"plife_plus_Dense_{i}_kernel"])
+            np.testing.assert_array_equal(params[f"b{i}"], more[f"plife_plus_Dense_{i}_bias"])
+    else:
+        for k in ("m", "s", "h", "cells"):
+            np.testing.assert_allclose(params[k], more[f"flow_lenia_{k}"], atol=1e-6, rtol=0)
+        # the world itself, no initial step
+        world = sub.state_to_arrays(sub.init(params, seed=0))["world"]
+        np.testing.assert_allclose(world, more["flow_lenia_world0"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_step_and_render_match_reference(name, more, subs):
+    sub = subs[name]
+    params = sub.decode(more[f"{name}_theta"])
+    state = golden_state(name, more, sub)
+    out = sub.state_to_arrays(sub.step(state, params, 1))
+    for key, want in golden_next(name, more).items():
+        np.testing.assert_allclose(out[key], want, atol=1e-5, rtol=0, err_msg=key)
+    np.testing.assert_allclose(sub.render(state, params, size=224), more[f"{name}_render0"], atol=5e-5, rtol=0)
+
+
+def test_ten_steps_match_numpy(more, subs):
+    """Ten steps of each against the plain NumPy versions, from the golden states and θ."""
+    p = rp.plenia_decode(more["plenia_theta"])
+    x = more["plenia_x0"]
+    for _ in range(10):
+        x = rp.plenia_step(x, p)
+    sub = subs["plenia"]
+    got = sub.state_to_arrays(sub.step(golden_state("plenia", more, sub), sub.decode(more["plenia_theta"]), 10))
+    np.testing.assert_allclose(got["x"], x, atol=1e-4, rtol=0)
+
+    q = rp.plife_plus_decode(more["plife_plus_theta"])
+    x, v, c = (more[f"plife_plus_{k}0"] for k in "xvc")
+    for _ in range(10):
+        x, v, c = rp.plife_plus_step(x, v, c, q)
+    sub = subs["plife_plus"]
+    got = sub.state_to_arrays(sub.step(golden_state("plife_plus", more, sub), sub.decode(more["plife_plus_theta"]),
+                                       10))
+    dx = np.abs(got["x"] - x)
+    assert np.minimum(dx, 1 - dx).max() < 1e-4  # positions on the torus
+    np.testing.assert_allclose(got["v"], v, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["c"], c, atol=1e-4, rtol=0)
+
+    fK, c0, c1, _ = rf.flow_constants()
+    sub = subs["flow_lenia"]
+    params = sub.decode(more["flow_lenia_theta"])
+    w = more["flow_lenia_world0"]
+    for _ in range(10):
+        w = rf.flow_step(w, params["m"], params["s"], params["h"], fK, c0, c1)
+    got = sub.state_to_arrays(sub.step(golden_state("flow_lenia", more, sub), params, 10))["world"]
+    np.testing.assert_allclose(got, w, atol=1e-4, rtol=0)
+    # mass is conserved (to float32 rounding), and no clipping: values above 1 survive
+    assert abs(got.sum() - more["flow_lenia_world0"].sum()) < 1e-4 * more["flow_lenia_world0"].sum()
+    assert got.max() > 1
+
+
+def test_quirks_kept(subs):
+    """Particle Lenia counts a particle's own kernel term in U; Particle Life+ adds the self pair's δ_ii."""
+    # μ_K = 0.2: the self term K = exp(−(μ_K/σ_K)²) ≈ 0.96 weighs as much as a neighbour, and changes G′(U)
+    theta = np.array([np.log(0.05), 0.0, np.log(10.0), 0.0, 0.0, 0.0])  # w_K = 0.22: U near μ_G
+    x = np.array([[0.0, 0.0], [0.3, 0.0], [0.0, 0.5]], np.float32)
+    three = make_substrate("plenia", N=3)
+    got = three.state_to_arrays(three.step(three.state_from_arrays(x=x), three.decode(theta), 1))["x"]
+    p = rp.plenia_decode(theta)
+    np.testing.assert_allclose(got, rp.plenia_step(x, p), atol=1e-6)
+    # without the self term in U the step differs: move by −dt·∇E with U − w·K_self
+    k_self = p["w_k"] * np.exp(-(((1e-5 - p["mu_k"]) / p["sigma_k"]) ** 2))
+    shifted = dict(p, mu_g=p["mu_g"] + k_self)  # G(U − k) = G with μ_G + k
+    assert np.abs(rp.plenia_step(x, shifted) - got).max() > 1e-3
+
+    # Particle Life+: a lone particle (no neighbour within r_max) still turns its colour by δ_ii
+    lone = make_substrate("plife_plus", N=1)
+    theta = np.zeros(311)
+    theta[248:255] = [0.0, 1.0, -1.0, 0.5, 0.0, 0.0, 2.0]  # b3: δ = tanh(b3[1:])
+    params = lone.decode(theta)
+    c0 = np.eye(6, dtype=np.float32)[:1]
+    state = lone.state_from_arrays(x=np.array([[0.5, 0.5]], np.float32), v=np.zeros((1, 2), np.float32), c=c0)
+    out = lone.state_to_arrays(lone.step(state, params, 1))
+    want = c0 + 0.02 * np.tanh(theta[249:255])
+    np.testing.assert_allclose(out["c"], want / np.linalg.norm(want), atol=1e-6)
+    np.testing.assert_array_equal(out["x"], [[0.5, 0.5]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_population_axis_and_determinism(name, subs):
+    """A population of two runs each member as alone; the same seed gives the same run."""
+    sub = subs[name]
+    theta = 0.1 * np.random.default_rng(1).standard_normal((2, sub.n_params))
+    params = sub.decode(theta)
+    both = sub.state_to_arrays(sub.step(sub.init(params, seed=[3, 4]), params, 2))
+    again = sub.state_to_arrays(sub.step(sub.init(params, seed=[3, 4]), params, 2))
+    for k in both:
+        np.testing.assert_array_equal(both[k], again[k])
+    for i, seed in enumerate((3, 4)):
+        one = {k: v[i] for k, v in params.items()}
+        alone = sub.state_to_arrays(sub.step(sub.init(one, seed=seed), one, 2))
+        for k in alone:
+            np.testing.assert_allclose(alone[k], both[k][i], atol=1e-6, rtol=0)
+    frames = sub.render(sub.init(params, seed=[3, 4]), params, size=32)
+    assert frames.shape == (2, 32, 32, 3) and np.isfinite(frames).all()
+    assert frames.min() >= 0 and frames.max() <= 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_input(name, subs):
+    sub = subs[name]
+    theta = np.zeros(sub.n_params)
+    theta[0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sub.decode(theta)
+    params = sub.decode(sub.zero_theta())
+    state = sub.init(params, seed=0)
+    with pytest.raises(ValueError, match="takes no noise"):
+        sub.step(state, params, 1, noise=np.zeros(4))
+    arrays = sub.state_to_arrays(state)
+    key = next(iter(arrays))
+    wrong = dict(arrays, **{key: arrays[key][..., :1]})
+    with pytest.raises(ValueError, match=f"{key}.*must have shape"):
+        sub.state_from_arrays(**wrong)
+    with pytest.raises(ValueError, match="real numbers"):
+        sub.state_from_arrays(**dict(arrays, **{key: arrays[key] > 0}))
+    with pytest.raises(ValueError, match="exactly"):
+        sub.state_from_arrays(**{k + "_": v for k, v in arrays.items()})
+    if name == "flow_lenia":
+        with pytest.raises(ValueError, match="non-negative"):
+            sub.state_from_arrays(world=-arrays["world"] - 1)
+    if name == "plife_plus":
+        with pytest.raises(ValueError, match="unit vectors"):
+            sub.state_from_arrays(**dict(arrays, c=2 * arrays["c"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_engine_matches_reference(name, more):
+    """The batched-tensor path (what runs on a CUDA GPU) gives the golden step on the CPU too."""
+    sub = make_substrate(name, **({"N": 1000} if name == "plife_plus" else {}))
+    params, _ = sub._params_batch(sub.decode(more[f"{name}_theta"]))
+    state = golden_state(name, more, sub)
+    if name == "plenia":
+        from workbench.simulations.plenia import _step_torch
+
+        prm = sub._packed(params)
+        got = {"x": _step_torch(state["x"], prm, sub.dt)[0]}
+    elif name == "plife_plus":
+        from workbench.simulations.plife_plus import _step_torch
+
+        got = dict(zip("xvc", (t[0] for t in _step_torch(state["x"], state["v"], state["c"], params, sub)),
+                       strict=True))
+    else:
+        a = state["world"].permute(0, 3, 1, 2).contiguous()
+        got = {"world": sub._step_torch(a, params).permute(0, 2, 3, 1)[0]}
+    for key, want in golden_next(name, more).items():
+        np.testing.assert_allclose(torch.as_tensor(got[key]).numpy(), want, atol=1e-5, rtol=0, err_msg=key)
