@@ -15,10 +15,15 @@ same key gives the same draw on any number of threads, and a new key per step co
 
 import taichi as ti
 
-from workbench.kernels.runtime import ROW_STRIDE
+from workbench.kernels.runtime import ROW_STRIDE, row_bands
 
 HIDDEN = 4   # first layer outputs
 WIDE = 16    # second layer outputs
+
+
+def row_stride() -> int:
+    """Loop stride of the row loops: ROW_STRIDE on the CPU (rows spread over the cores' chunks), 1 on a GPU."""
+    return ROW_STRIDE if row_bands(1)[1] > 1 else 1
 
 
 def layout(d: int) -> dict[str, int]:
@@ -81,15 +86,15 @@ def _hidden(w: ti.template(), p, h, d: ti.template()):
 def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dtype=ti.f32, ndim=4),
              w: ti.types.ndarray(dtype=ti.f32, ndim=2), mask: ti.types.ndarray(dtype=ti.u8, ndim=3),
              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, keep: ti.f32, dt: ti.f32,
-             d: ti.template()):
+             stride: ti.i32, d: ti.template()):
     """out = clip(s + dt·M·ΔS, 0, 1) for worlds s (P, H, W, d). M is mask (P, H, W) when drawn is 0, else
     M = 1 − ⌊u + p_drop⌋ for a uniform u per cell: the cell updates when u < keep = 1 − p_drop."""
     P, H, W = s.shape[0], s.shape[1], s.shape[2]
     o0, ob = ti.static(layout(d)["K0"], layout(d)["b0"])
-    for r in range(P * H * ROW_STRIDE):
-        if r % ROW_STRIDE != 0:
+    for r in range(P * H * stride):
+        if r % stride != 0:
             continue
-        p, y = r // ROW_STRIDE // H, r // ROW_STRIDE % H
+        p, y = r // stride // H, r // stride % H
         rows = [(y + H - 1) % H, y, (y + 1) % H]
         for x in range(W):
             update = 0
@@ -122,7 +127,7 @@ def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dt
 @ti.kernel
 def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(dtype=ti.i32, ndim=3),
               w: ti.types.ndarray(dtype=ti.f32, ndim=2), gumbel: ti.types.ndarray(dtype=ti.f32, ndim=4),
-              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, tau: ti.f32):
+              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, tau: ti.f32, stride: ti.i32):
     """out = argmax_k (L_k/τ + g_k) (ties: the lowest k) for states k (P, H, W) in 0..7, L the network's logits.
 
     g is gumbel (P, H, W, 8) when drawn is 0. Otherwise the same distribution is drawn with one uniform u per cell
@@ -131,10 +136,10 @@ def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(d
     P, H, W = k.shape[0], k.shape[1], k.shape[2]
     d = ti.static(8)
     o0, ob = ti.static(layout(d)["K0"], layout(d)["b0"])
-    for r in range(P * H * ROW_STRIDE):
-        if r % ROW_STRIDE != 0:
+    for r in range(P * H * stride):
+        if r % stride != 0:
             continue
-        p, y = r // ROW_STRIDE // H, r // ROW_STRIDE % H
+        p, y = r // stride // H, r // stride % H
         rows = [(y + H - 1) % H, y, (y + 1) % H]
         for x in range(W):
             xm, xp = x - 1, x + 1

@@ -75,10 +75,11 @@ class DiscreteNCA(GridSubstrate):
         a = arrays["state"].reshape(P, self.grid, self.grid).contiguous()
         b = torch.empty_like(a)
         no_gumbel = torch.zeros(P, 1, 1, N_STATES, device=self.device)
+        stride = kn.row_stride()
         for t in range(steps):
             g = no_gumbel if noise is None else noise[t]
             keys = step_keys(arrays["rng"], t).to(self.device)
-            kn.dnca_step(a, b, w, g, keys, int(noise is None), self.tau)
+            kn.dnca_step(a, b, w, g, keys, int(noise is None), self.tau, stride)
             a, b = b, a
         return {**arrays, "state": a.reshape(P, self.grid, self.grid, 1)}
 

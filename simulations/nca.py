@@ -94,10 +94,11 @@ class NCA(GridSubstrate):
         b = torch.empty_like(a)
         P = a.shape[0]
         no_mask = torch.zeros(P, 1, 1, dtype=torch.uint8, device=self.device)
+        stride = kn.row_stride()
         for t in range(steps):
             mask = no_mask if noise is None else noise[t]
             keys = step_keys(arrays["rng"], t).to(self.device)
-            kn.nca_step(a, b, w, mask, keys, int(noise is None), 1.0 - self.p_drop, self.dt, self.d)
+            kn.nca_step(a, b, w, mask, keys, int(noise is None), 1.0 - self.p_drop, self.dt, stride, self.d)
             a, b = b, a
         return {**arrays, "state": a}
 
