@@ -10,7 +10,7 @@ from workbench.asal import scores
 from workbench.asal.driver import SearchConfig, iteration_seeds, run_search
 from workbench.asal.evaluate import EvalConfig, embed_rollouts
 from workbench.asal.rules import RuleGA, mutate_rules
-from workbench.asal.sweep import SweepConfig, rule_name
+from workbench.asal.sweep import SweepConfig, rule_name, run_sweep
 from workbench.cli import main
 from workbench.runs import RunStore
 
@@ -19,33 +19,32 @@ ARGS = ("asal", "sweep", "--substrate", "gol", "--fm", "pixels", "--start", "614
 
 
 def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
-    whole = cli(*ARGS, "--runs", "whole", cwd=tmp_path)
     killed = cli(*ARGS, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 2)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    reference = json.loads(out)
-    assert reference["status"] == "done" and reference["iterations"] == 5
     assert 2 <= row["iterations"] < 5 and row["status"] == "interrupted", "the kill should land mid-run"
+    # the same sweep uninterrupted, through the Python API
+    cfg = SweepConfig(EvalConfig("gol", "pixels", steps=48, frames=4, bs=2), start=6148, limit=10, batch=2)
+    whole = run_sweep(cfg, RunStore(tmp_path / "whole"))
+    assert whole.info["status"] == "done" and whole.info["iterations"] == 5
     assert row["resume_command"].startswith("workbench asal sweep --resume")
     resumed = run_command(row["resume_command"] + " --quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
-    assert json.loads(out)["best_rule"] == reference["best_rule"]
+    printed = json.loads(out)
 
-    a, b = (tmp_path / name / run_id for name, run_id in (("whole", reference["id"]), ("killed", row["id"])))
+    a, b = whole.path, tmp_path / "killed" / row["id"]
     ranking = pq.read_table(a / "ranking.parquet").to_pydict()
     assert ranking == pq.read_table(b / "ranking.parquet").to_pydict()
     np.testing.assert_array_equal(np.load(a / "z_final.npy"), np.load(b / "z_final.npy"))
     assert sorted(ranking["rule"]) == list(range(6148, 6158))
     assert ranking["open_endedness"] == sorted(ranking["open_endedness"])
-    assert reference["best_rule"] == ranking["rule"][0] and reference["best_rule_name"] == rule_name(ranking["rule"][0])
-    assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in a.iterdir()}
-    assert not list(a.glob("z_final-*.npy"))
+    assert printed["status"] == "done" and printed["best_rule"] == ranking["rule"][0]
+    assert printed["best_rule_name"] == rule_name(ranking["rule"][0])
+    assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in b.iterdir()}
+    assert not list(b.glob("z_final-*.npy"))
 
     # Conway's score is L_OE of its own rollouts from the sweep's initial states, whatever batch it was in
-    cfg = SweepConfig(EvalConfig("gol", "pixels", steps=48, frames=4, bs=2), start=6148, limit=10, batch=2)
     z, _ = embed_rollouts(cfg.eval, np.array([[6152.0]]), iteration_seeds(0, 0, 2))
     conway = ranking["open_endedness"][ranking["rule"].index(6152)]
     assert abs(scores.open_endedness(z).mean() - conway) < 1e-9
