@@ -79,9 +79,10 @@ class LabModel(param.Parameterized):
             self.theta = theta
             self.reset()
 
-    def load_run(self, runs_dir: str, run_id: str) -> None:
-        """The best θ of a stored ASAL run (and its substrate). A run that does not exist, one of another
-        kind (a merge recipe) or one without a best θ yet raises ValueError with the reason."""
+    def load_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> None:
+        """The best θ of a stored ASAL run (and its substrate), or population member `member` of a finished
+        illumination (`/lab?run=ID&member=K`: the QD page's MAP-Elites cells). A run that does not exist, one of
+        another kind (a merge recipe) or one without a best θ yet raises ValueError with the reason."""
         from workbench.runs import RunStore
 
         run_id = run_id.strip()
@@ -92,28 +93,32 @@ class LabModel(param.Parameterized):
         ev = info.get("config", {}).get("eval")
         if not isinstance(ev, dict) or "substrate" not in ev:
             kind = info.get("kind") or "unknown"
-            where = {"merge": "; open it on the Merge page"}.get(kind, "")
+            where = {"merge": "; open it on the Merge page", "qd": "; open it on the QD archives page"}.get(kind, "")
             article = "an" if kind[:1] in "aeiou" else "a"
             raise ValueError(f"run {run_id!r} is {article} {kind} run, not a simulation search: it has no θ to "
                              f"play{where}")
-        best = run.path / "best.npy"
-        if not best.exists():
-            raise ValueError(f"run {run_id!r} has no best θ yet (status {info.get('status')}); it writes best.npy "
-                             f"when it finishes")
-        theta = np.load(best)
+        if member is not None:
+            theta = _member(run, member)
+        else:
+            best = run.path / "best.npy"
+            if not best.exists():
+                raise ValueError(f"run {run_id!r} has no best θ yet (status {info.get('status')}); it writes "
+                                 f"best.npy when it finishes")
+            theta = np.load(best)
         with self._lock:
             if ev["substrate"] != self.substrate:
                 self.substrate = ev["substrate"]
             self.set_theta(theta)
 
-    def open_run(self, runs_dir: str, run_id: str) -> bool:
+    def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
         """load_run for the page: success or the reason it failed goes to `message`; True if loaded."""
         try:
-            self.load_run(runs_dir, run_id)
+            self.load_run(runs_dir, run_id, member)
         except ValueError as exc:
             self.param.update(message=str(exc), message_kind="danger")
             return False
-        self.param.update(message=f"loaded the best θ of {run_id.strip()} ({self.substrate})", message_kind="success")
+        what = "the best θ" if member is None else f"population member {member}"
+        self.param.update(message=f"loaded {what} of {run_id.strip()} ({self.substrate})", message_kind="success")
         return True
 
     def tell(self, message: str, kind: str = "info") -> None:
@@ -215,6 +220,21 @@ class LabModel(param.Parameterized):
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
+
+
+def _member(run, member: int | str) -> np.ndarray:
+    """θ of population member `member` (an index, or its text from a URL) of a finished illumination run
+    (population.parquet)."""
+    if not (run.path / "population.parquet").exists():
+        raise ValueError(f"run {run.id!r} has no population (only finished illumination runs have one)")
+    thetas = run.read_table("population").column("theta").to_pylist()
+    try:
+        k = int(member)
+    except (TypeError, ValueError):
+        raise ValueError(f"member must be a population index, got {member!r}") from None
+    if not 0 <= k < len(thetas):
+        raise ValueError(f"run {run.id!r} has population members 0 to {len(thetas) - 1}, not {k}")
+    return np.asarray(thetas[k], np.float64)
 
 
 def rgba(image: np.ndarray) -> np.ndarray:
@@ -358,9 +378,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store", sizing_mode="stretch_width")
     load = pn.widgets.Button(name="load best θ", button_type="primary", sizing_mode="stretch_width")
 
-    async def do_load(rid: str) -> None:
+    async def do_load(rid: str, member: str | None = None) -> None:
         # a new substrate compiles its kernels: on a worker thread, so other sessions keep playing
-        await off_loop(model.open_run, runs_dir, rid, busy=[frame, load])
+        await off_loop(model.open_run, runs_dir, rid, member, busy=[frame, load])
 
     async def on_load(event):
         await do_load(run_id.value)
@@ -380,12 +400,15 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.set_theta(np.zeros(model.sub.n_params)))
-    wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
+    args = (pn.state.session_args or {}) if pn.state.curdoc else {}
+    wanted, member = args.get("run"), args.get("member")
     if wanted:
         run_id.value = wanted[0].decode()
 
         async def load_wanted():
-            await do_load(run_id.value)
+            await do_load(run_id.value, member[0].decode() if member else None)
+            if member:  # a population member (the QD page's MAP-Elites cells link here): playing at once
+                model.playing = model.message_kind == "success"
 
         pn.state.onload(load_wanted)
 

@@ -1,0 +1,1368 @@
+"""QD archives: a CycleQD run's archives generation by generation, and the other archives the workbench reads.
+
+Sources: a qd run (`workbench qd cycle`), an ASAL MAP-Elites illumination run (its archive as a grid of
+thumbnails), a pyribs archive (`pyribs/<task>.parquet`, one file or the folder) and the reference's archive
+maps (`gen{N}_archive_map.json`, one file or a folder of them: one generation per file).
+
+    model = QDModel(runs_dir="runs", run_id="20260101-qd-...")     # or QDModel(path=".../archive_maps")
+    model.generation = 5                  # the scrubber
+    model.select(12)                      # the elite card's model, highlighted in every view
+    model.figure("archives")              # any of VIEWS, as a HoloViews object (page, notebook, paper)
+    model.card()                          # the elite card's facts; model.answer("s:kdpa=") runs the elite
+    model.export("lineage", "figs", ".pdf")
+
+Every view's data is a method of `QDModel` (cells, sampling, curves, lineage, children, baselines) that tests
+and notebooks call without a browser; the page binds them to widgets. `panel serve dashboards/qd.py --args RUNS`
+or `workbench serve` (page /qd) shows it; `?run=ID` or `?file=PATH` opens a source.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import html
+import itertools
+import json
+import math
+import operator
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from workbench.runs import RunError, RunStore
+
+VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
+         "lineage": "Lineage", "children": "Children", "baselines": "Final vs baselines"}
+# what each kind of source holds data for (a pyribs file or an archive map has no lineage, no baselines)
+KIND_VIEWS = {"qd": tuple(VIEWS), "archive_map": ("archives", "sampling", "curves"),
+              "pyribs": ("archives", "children"), "map-elites": ("archives",)}
+MODEL_NAMES = {"cycleqd": "CycleQD best", "cycleqd_one_model": "CycleQD one model", "expert": "seed expert",
+               "base": "base", "task_arithmetic": "task arithmetic", "merge_recipe": "merge recipe",
+               "multitask": "multi-task FT"}
+HIGHLIGHT = "#d62728"
+ACCENT = "#2f5d8a"
+THUMB = 32  # pixels per MAP-Elites cell on the page (the exported figure uses the stored thumbnails)
+
+
+# --- sources: every kind becomes one QDData ---------------------------------------------------------------------
+
+@dataclass
+class QDData:
+    """What the explorer shows, whatever the source.
+
+    cells: one row per filled cell per generation: generation, task (the archive), cell (tuple of bin indices along
+        the archive's axes), x, y (its position in the plot: the first two indices), id, quality, draws (times
+        the elite was drawn as a parent from this archive up to that generation; NaN when unknown).
+    models: one row per model (index: id): label, generation, task, parents, omegas, mutation, pool,
+        seed_expert, entered, kept and score_<task> for every task (NaN when unknown).
+    """
+
+    kind: str
+    name: str
+    tasks: list[str]
+    axes: dict[str, list[str]]
+    bins: int
+    ranges: dict[str, tuple[float, float]]
+    cells: pd.DataFrame
+    models: pd.DataFrame
+    info: dict
+    metrics: pd.DataFrame | None = None
+    scores: dict | None = None
+    thumbs: np.ndarray | None = None
+    thetas: np.ndarray | None = None
+
+    @property
+    def generations(self) -> list[int]:
+        return sorted(int(g) for g in self.cells["generation"].unique()) if len(self.cells) else [0]
+
+    @property
+    def views(self) -> list[str]:
+        views = list(KIND_VIEWS[self.kind])
+        if self.kind == "qd" and not self.scores:
+            views.remove("baselines")  # a run still running has no test scores yet
+        return views
+
+    def snap(self, generation: int) -> int:
+        """The last generation with a snapshot at or before `generation` (the first one if none)."""
+        gens = self.generations
+        before = [g for g in gens if g <= generation]
+        return before[-1] if before else gens[0]
+
+
+def _cells(rows: pd.DataFrame) -> pd.DataFrame:
+    """x, y plot positions from the cell tuples: a 1-D archive (K = 2) is one row; K > 3 shows the first two
+    axes (the page keeps the best elite where cells share them)."""
+    rows = rows.reset_index(drop=True)
+    rows["cell"] = [tuple(int(i) for i in c) for c in rows["cell"]]
+    rows["x"] = [c[0] for c in rows["cell"]]
+    rows["y"] = [c[1] if len(c) > 1 else 0 for c in rows["cell"]]
+    return rows
+
+
+def _score_text(row: pd.Series, tasks: list[str]) -> str:
+    return " · ".join(f"{t} {row[f'score_{t}']:.3f}" for t in tasks if not pd.isna(row.get(f"score_{t}")))
+
+
+def read_qd_run(store: RunStore, run_id: str) -> QDData:
+    """A qd run's tables (children, archive snapshots, metrics) and its test scores if it finished."""
+    run = store.open(run_id)
+    info = run.info
+    if info.get("kind") != "qd":
+        raise ValueError(_not_openable(run_id, info.get("kind")))
+    if not (run.path / "children.parquet").exists():
+        raise ValueError(f"run {run.id!r} has no finished generation yet (no children.parquet); wait a moment")
+    cfg = info["config"]
+    tasks = list(cfg["tasks"])
+    children = run.read_table("children").to_pandas()
+    models = children.set_index("id", drop=False)
+    models["label"] = [f"seed expert {s}" if isinstance(s, str) and s else f"model {i}"
+                       for i, s in zip(models["id"], models["seed_expert"], strict=True)]
+    models["parents"] = [[int(p) for p in ps] for ps in models["parents"]]
+    snapshots = run.read_table("archives").to_pandas()
+    cells = _cells(snapshots)
+    # times drawn as a parent: from archive t in the generations optimising t, counted up to each snapshot
+    drawn: dict[tuple[str, int], list[int]] = {}
+    for g, t, parents in zip(children["generation"], children["task"], children["parents"], strict=True):
+        for p in parents:
+            drawn.setdefault((t, int(p)), []).append(int(g))
+    # children come in generation order, so each list of draw generations is sorted already
+    cells["draws"] = [float(bisect.bisect_right(drawn.get((t, int(i)), ()), g))
+                      for t, i, g in zip(cells["task"], cells["id"], cells["generation"], strict=True)]
+    scores = json.loads((run.path / "scores.json").read_text()) if (run.path / "scores.json").exists() else None
+    ranges = {t: tuple(cfg["ranges"][t]) for t in tasks}
+    return QDData("qd", run.id, tasks, {t: [a for a in tasks if a != t] for t in tasks}, int(cfg["bins"]), ranges,
+                  cells, models, info, metrics=run.read_table("metrics").to_pandas(), scores=scores)
+
+
+def read_map_elites(store: RunStore, run_id: str) -> QDData:
+    """An ASAL MAP-Elites illumination: its final archive (cells from the checkpointed pyribs archive, in the
+    order of population.parquet and thumbs.npy) as one archive whose quality is the novelty."""
+    run = store.open(run_id)
+    info = run.info
+    cfg = info.get("config", {})
+    if info.get("kind") != "illuminate" or cfg.get("algorithm") != "map-elites":
+        raise ValueError(_not_openable(run_id, info.get("kind"), cfg.get("algorithm")))
+    if info.get("status") != "done" or not (run.path / "thumbs.npy").exists():
+        raise ValueError(f"run {run.id!r} has not finished (status {info.get('status')}): its archive and "
+                         f"thumbnails are written at the end")
+    import workbench.asal.search  # noqa: F401 - registers the searches the checkpoint holds
+
+    search = (run.load_checkpoint() or {}).get("search")
+    archive = getattr(search, "archive", None)
+    if archive is None:
+        raise ValueError(f"run {run.id!r} has no MAP-Elites archive in its checkpoint")
+    data = archive.data(["index", "objective", "solution"])
+    thetas = np.asarray(run.read_table("population").to_pydict()["theta"], np.float64)
+    thumbs = np.load(run.path / "thumbs.npy")
+    if len(thetas) != len(data["index"]) or not np.allclose(thetas, data["solution"], atol=1e-5):
+        raise ValueError(f"run {run.id!r}: population.parquet does not match its checkpointed archive")
+    side = int(search.cells)
+    rows = [{"generation": 0, "task": "novelty", "cell": tuple(int(i) for i in np.unravel_index(int(k), (side, side))),
+             "id": m, "quality": float(q), "draws": math.nan}
+            for m, (k, q) in enumerate(zip(data["index"], data["objective"], strict=True))]
+    models = pd.DataFrame({"id": np.arange(len(thetas)), "label": [f"member {m}" for m in range(len(thetas))],
+                           "score_novelty": data["objective"].astype(float),
+                           "theta_norm": np.linalg.norm(thetas, axis=1)}).set_index("id", drop=False)
+    q = data["objective"]
+    return QDData("map-elites", run.id, ["novelty"], {"novelty": ["descriptor 1", "descriptor 2"]}, side,
+                  {"novelty": (float(min(0.0, q.min())), float(max(1.0, q.max())))}, _cells(pd.DataFrame(rows)),
+                  models, info, thumbs=thumbs, thetas=thetas)
+
+
+def read_pyribs_source(path: Path) -> QDData:
+    """A pyribs archive `write_pyribs` wrote: one <task>.parquet (that archive) or the folder (all of them)."""
+    from workbench.qd.pyribs import read_pyribs_frame
+
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path} holds no pyribs archive (<task>.parquet files)")
+    rows, models, meta = [], {}, None
+    for file in files:
+        frame, meta = read_pyribs_frame(file)
+        tasks, task = list(meta["tasks"]), meta["task"]
+        shape = (int(meta["bins"]),) * (len(tasks) - 1)
+        scores = frame.get_field("scores") if "scores_0" in frame.columns else None
+        for n, (i, mid, q) in enumerate(zip(frame.get_field("index"), frame.get_field("solution")[:, 0],
+                                            frame.get_field("objective"), strict=True)):
+            cell = tuple(int(c) for c in np.unravel_index(int(i), shape))
+            rows.append({"generation": 0, "task": task, "cell": cell, "id": int(mid), "quality": float(q),
+                         "draws": math.nan})
+            row = models.setdefault(int(mid), {"id": int(mid), "label": f"model {int(mid)}"})
+            if scores is not None:
+                row.update({f"score_{t}": float(s) for t, s in zip(tasks, scores[n], strict=True)})
+            row[f"score_{task}"] = float(q)
+    tasks = list(meta["tasks"])
+    shown = [t for t in tasks if any(r["task"] == t for r in rows)] or [meta["task"]]
+    frame = pd.DataFrame(list(models.values())).set_index("id", drop=False)
+    for t in tasks:
+        if f"score_{t}" not in frame:
+            frame[f"score_{t}"] = math.nan
+    return QDData("pyribs", str(path), shown, {t: [a for a in tasks if a != t] for t in tasks}, int(meta["bins"]),
+                  {t: tuple(meta["ranges"][t]) for t in tasks}, _cells(pd.DataFrame(rows)), frame,
+                  {"tasks": tasks, "all_tasks": tasks})
+
+
+def read_archive_map_source(path: Path) -> QDData:
+    """The reference's archive maps: one gen{N}_archive_map.json or a folder of them (one generation each).
+    Model ids are the distinct model paths in order of appearance; bins and ranges are not in the files
+    (bins: at least 15 and the largest index + 1; colours on [0, 1] or the best quality)."""
+    from workbench.qd.archive_map import _FILE, read_archive_map
+
+    if path.is_dir():
+        files = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := _FILE.fullmatch(p.name)))
+        if not files:
+            raise ValueError(f"{path} holds no gen{{N}}_archive_map.json file")
+    else:
+        m = _FILE.fullmatch(path.name)
+        files = [(int(m.group(1)) if m else 0, path)]
+    rows, paths = [], {}
+    tasks: list[str] | None = None
+    for g, file in files:
+        entries = read_archive_map(file, tasks)
+        tasks = list(entries)
+        for task, cells in entries.items():
+            for cell, e in cells.items():
+                i = paths.setdefault(e.model_path, len(paths))
+                rows.append({"generation": g, "task": task, "cell": cell, "id": i, "quality": e.quality,
+                             "draws": float(max(e.sampling_freq - 1, 0)), "path": e.model_path})
+    cells = _cells(pd.DataFrame(rows))
+    bins = max(15, int(max((max(c) for c in cells["cell"]), default=0)) + 1)
+    models = pd.DataFrame({"id": list(paths.values()), "label": list(paths)}).set_index("id", drop=False)
+    last = cells.sort_values("generation").drop_duplicates(["task", "id"], keep="last")
+    for t in tasks:  # a model's quality in archive t is its score on t
+        models[f"score_{t}"] = last[last["task"] == t].set_index("id")["quality"].reindex(models.index)
+    top = float(cells["quality"].max()) if len(cells) else 1.0
+    ranges = {t: (0.0, 1.0 if top <= 1.0 else top) for t in tasks}
+    return QDData("archive_map", str(path), tasks, {t: [a for a in tasks if a != t] for t in tasks}, bins, ranges,
+                  cells, models, {"tasks": tasks})
+
+
+def read_source(runs_dir: str, run_id: str | None = None, path: str | None = None) -> QDData:
+    """The QDData of a run (qd or MAP-Elites) or a file; one ValueError saying why a source cannot be shown."""
+    from workbench.qd.archive_map import ArchiveMapError
+
+    if run_id:
+        store = RunStore(runs_dir)
+        try:
+            kind = store.open(run_id).info.get("kind")
+        except RunError as exc:
+            raise ValueError(str(exc)) from None
+        return read_qd_run(store, run_id) if kind == "qd" else read_map_elites(store, run_id)
+    if not path or not path.strip():
+        raise ValueError("give a run id or the path of a pyribs archive (.parquet) or an archive map (.json)")
+    p = Path(path.strip()).expanduser()
+    if not p.exists():
+        raise ValueError(f"no file or folder {str(p)!r}")
+    try:
+        if (p / "run.json").is_file():  # a run folder: open it as a run
+            return read_source(str(p.parent), p.name)
+        if p.is_dir():
+            if any(p.glob("*.parquet")):
+                return read_pyribs_source(p)
+            if any(p.glob("gen*_archive_map.json")):
+                return read_archive_map_source(p)
+            raise ValueError(f"{p} holds neither a pyribs archive (<task>.parquet) nor archive maps "
+                             f"(gen{{N}}_archive_map.json)")
+        if p.suffix == ".parquet":
+            return read_pyribs_source(p)
+        if p.suffix == ".json":
+            return read_archive_map_source(p)
+    except ArchiveMapError as exc:
+        raise ValueError(str(exc)) from None
+    except (OSError, KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"cannot read {p}: {type(exc).__name__}: {exc}") from None
+    raise ValueError(f"{p.name} is neither a pyribs archive (.parquet) nor a CycleQD archive map (.json)")
+
+
+def _not_openable(run_id: str, kind: str | None, algorithm: str | None = None) -> str:
+    what = f"{kind} ({algorithm})" if algorithm else str(kind)
+    where = {"merge": " (open it on the Merge page)", "illuminate": " (open it in the Atlas)"}.get(kind or "", "")
+    return (f"run {run_id!r} is {'an' if what[:1] in 'aeiou' else 'a'} {what} run{where}; the QD page opens qd runs "
+            f"and MAP-Elites illuminations")
+
+
+def archive_thumbnail(run_path: str | Path, width: int = 224, height: int = 150) -> np.ndarray | None:
+    """A qd run's newest archives side by side as a small RGB image (quality on each task's range in viridis,
+    empty cells dark): its picture in the Runs gallery. None before its first generation."""
+    import matplotlib
+
+    path = Path(run_path)
+    try:
+        config = json.loads((path / "run.json").read_text())["config"]
+        table = pd.read_parquet(path / "archives.parquet", columns=["generation", "task", "cell", "quality"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if table.empty:
+        return None
+    tasks, bins = list(config["tasks"]), int(config["bins"])
+    rows = 1 if len(tasks) == 2 else bins  # K = 2: each archive is one row of cells
+    gap = 1  # empty cells between two archives
+    px = max(1, min(width // (len(tasks) * (bins + gap)), height // rows))
+    image = np.full((rows * px, (len(tasks) * (bins + gap) - gap) * px, 3), 29, np.uint8)
+    cmap = matplotlib.colormaps["viridis"]
+    last = table[table["generation"] == table["generation"].max()]
+    for k, task in enumerate(tasks):
+        lo, hi = config["ranges"][task]
+        for cell, q in zip(last[last["task"] == task]["cell"], last[last["task"] == task]["quality"], strict=True):
+            x, y = int(cell[0]), int(cell[1]) if len(cell) > 1 else 0
+            colour = np.asarray(cmap(float(np.clip((q - lo) / (hi - lo), 0.0, 1.0)))[:3]) * 255
+            r, c = rows - 1 - y, k * (bins + gap) + x  # y up, as on the page
+            image[r * px:(r + 1) * px, c * px:(c + 1) * px] = colour.astype(np.uint8)
+    return image
+
+
+def source_runs(runs_dir: str) -> list[str]:
+    """The runs this page opens: qd runs with a generation, finished MAP-Elites illuminations (oldest first)."""
+    out = []
+    for r in RunStore(runs_dir).list():
+        if r["kind"] == "qd" and (Path(runs_dir) / r["id"] / "children.parquet").exists():
+            out.append(r["id"])
+        elif r["kind"] == "illuminate" and r.get("algorithm") == "map-elites" and r["status"] == "done":
+            out.append(r["id"])
+    return out
+
+
+# --- the model -------------------------------------------------------------------------------------------------
+
+class QDModel(param.Parameterized):
+    runs_dir = param.String(default="runs")
+    run_id = param.Selector(default=None, objects=[], allow_None=True, doc="the run on show (qd or MAP-Elites)")
+    path = param.String(default="", doc="a pyribs archive or archive map on show instead of a run")
+    generation = param.Integer(default=0, doc="the scrubber: archives as they stood after this generation")
+    task = param.Selector(default=None, objects=[], allow_None=True, doc="the archive last clicked")
+    selected = param.Integer(default=-1, doc="the elite card's model, highlighted in every view (-1: none)")
+    compare = param.ListSelector(default=[], objects=[], doc="runs of the same config (seeds) pooled in the bars")
+    view = param.Selector(default="archives", objects=list(VIEWS), doc="the tab on show (and what export writes)")
+    message = param.String(default="", doc="why the chosen source cannot be shown, if it cannot")
+    revision = param.Integer(default=0, doc="counts loads: the page rebuilds its views when it changes")
+
+    def __init__(self, autoload: bool = True, **params):
+        """autoload: open `path`, else `run_id`, else the newest run here (the page loads off the event loop
+        instead: autoload=False)."""
+        wanted_run = params.pop("run_id", None)
+        super().__init__(**params)
+        self.data: QDData | None = None
+        self._built: dict[tuple[str, int], dict] = {}  # rebuilt weights, the last few
+        self._lm = None  # (zoo path, model, tokenizer) the elite runs in
+        self._lock = threading.Lock()  # one rebuild/generation at a time per session
+        self._layers: tuple = (None, None)  # (key, layers) of the archive plot made last
+        self.refresh_runs()
+        if not autoload:
+            return
+        try:
+            if self.path:
+                self.open_path(self.path)
+            elif wanted_run or self.param.run_id.objects:
+                self.open_run(wanted_run or self.param.run_id.objects[-1])
+        except ValueError as exc:
+            self.message = str(exc)
+
+    @param.depends("run_id", watch=True)
+    def _run_chosen(self) -> None:
+        """Setting run_id opens that run (a notebook's `model.run_id = ...`); the page loads off the loop."""
+        if self.run_id and (self.data is None or self.data.name != self.run_id):
+            try:
+                self.open_run(self.run_id)
+            except ValueError as exc:
+                self.message = str(exc)
+
+    # --- sources ---
+
+    def refresh_runs(self) -> list[str]:
+        """Re-read which runs this page opens (the run picker's choices)."""
+        ids = source_runs(self.runs_dir)
+        self.param.run_id.objects = ids if self.run_id in ids or self.run_id is None else [*ids, self.run_id]
+        return ids
+
+    def open_run(self, run_id: str) -> None:
+        """Show a run (qd or MAP-Elites); ValueError with the reason if it cannot be shown."""
+        self.show(read_source(self.runs_dir, run_id.strip()))
+
+    def open_path(self, path: str) -> None:
+        """Show a pyribs archive, an archive map (file or folder) or a run folder."""
+        self.show(read_source(self.runs_dir, path=path))
+
+    def source(self) -> dict[str, str]:
+        """What is on show, as `read_source`'s arguments ({"run": ID} or {"path": PATH}; {} for nothing)."""
+        if self.data is None:
+            return {}
+        return {"run": self.data.name} if self.data.kind in ("qd", "map-elites") else {"path": self.data.name}
+
+    def show(self, data: QDData) -> None:
+        """Put a read source on show (fast; reading is `read_source`, which the page runs off the event loop)."""
+        is_run = data.kind in ("qd", "map-elites")
+        if is_run and data.name not in self.param.run_id.objects:
+            self.param.run_id.objects = [*self.param.run_id.objects, data.name]
+        self.data = data
+        self.param.task.objects = list(data.tasks)
+        self.param.compare.objects = self.same_config() if data.kind == "qd" else []
+        with param.parameterized.discard_events(self):
+            self.param.update(run_id=data.name if is_run else None, path="" if is_run else data.name,
+                              generation=data.generations[-1], task=data.tasks[0], selected=-1, compare=[],
+                              view=data.views[0], message="")
+        self.revision += 1
+
+    def same_config(self) -> list[str]:
+        """Finished qd runs of this run's config with other seeds (their test scores pool into the bars)."""
+        d = self.data
+        if d is None or d.kind != "qd":
+            return []
+        ignore = ("seed", "device", "threads", "transfer")
+
+        def key(config: dict) -> dict:
+            return {k: v for k, v in config.items() if k not in ignore}
+
+        mine, out = key(d.info["config"]), []
+        store = RunStore(self.runs_dir)
+        for r in store.list():
+            if r["kind"] != "qd" or r["id"] == d.name or not (store.root / r["id"] / "scores.json").exists():
+                continue
+            if key(store.open(r["id"]).info["config"]) == mine:
+                out.append(r["id"])
+        return out
+
+    # --- selection ---
+
+    def select(self, model_id: int, task: str | None = None) -> None:
+        """The elite card's model (-1: none); `task` names the archive it was clicked in."""
+        model_id = int(model_id)
+        if self.data is None or (model_id >= 0 and model_id not in self.data.models.index):
+            raise ValueError(f"no model {model_id} in {self.data.name if self.data else 'this source'}")
+        self.param.update(selected=model_id, **({"task": task} if task else {}))
+
+    def cell_at(self, task: str, x: float, y: float) -> int:
+        """The elite (id) of archive `task` shown at plot position (x, y) at the current generation; -1: empty."""
+        cells = self.cells(task)
+        hit = cells[(cells["x"] == round(x)) & (cells["y"] == round(y))]
+        return int(hit.sort_values("quality").iloc[-1]["id"]) if len(hit) else -1
+
+    def click(self, task: str, x: float, y: float) -> int:
+        """What a click on a cell does: select its elite (or nothing on an empty cell); returns the id."""
+        i = self.cell_at(task, x, y)
+        if i >= 0:
+            self.select(i, task)
+        return i
+
+    # --- the data of each view ---
+
+    def cells(self, task: str, generation: int | None = None) -> pd.DataFrame:
+        """The filled cells of archive `task` as they stood after `generation` (default: the scrubber's), one row
+        per plot position (K > 3: the best elite of the cells sharing it), with the hover's text columns."""
+        d = self.data
+        g = d.snap(self.generation if generation is None else generation)
+        rows = d.cells[(d.cells["generation"] == g) & (d.cells["task"] == task)]
+        rows = rows.sort_values("quality").drop_duplicates(["x", "y"], keep="last").sort_values(["x", "y"])
+        models = d.models.reindex(rows["id"])
+        all_tasks = d.info.get("all_tasks", d.tasks)
+        return rows.assign(
+            model=pd.Series([str(v) for v in models["label"]], index=rows.index, dtype=object),
+            scores=pd.Series([_score_text(r, all_tasks) for _, r in models.iterrows()], index=rows.index,
+                             dtype=object),
+            parents=pd.Series([_parents_text(r) for _, r in models.iterrows()], index=rows.index, dtype=object),
+            cell_text=pd.Series([",".join(map(str, c)) for c in rows["cell"]], index=rows.index, dtype=object))
+
+    def elite_cells(self, model_id: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Archive -> the cell the model holds at the current generation (the highlight in every archive)."""
+        model_id = self.selected if model_id is None else model_id
+        out = {}
+        for task in self.data.tasks:
+            cells = self.cells(task)
+            hit = cells[cells["id"] == model_id]
+            if len(hit):
+                out[task] = hit.iloc[0]["cell"]
+        return out
+
+    def sampling(self, task: str) -> pd.DataFrame:
+        """Archive `task`'s elites with how often each was drawn as a parent from it, up to the generation."""
+        cells = self.cells(task)
+        return cells[~cells["draws"].isna()]
+
+    def curves(self) -> pd.DataFrame:
+        """Per generation and archive: coverage (fraction of cells filled), QD score (sum of elite qualities),
+        max quality; from the snapshots (equal to a qd run's metrics.parquet)."""
+        d = self.data
+        total = d.bins ** max(len(d.info.get("all_tasks", d.tasks)) - 1, 1) if d.kind != "map-elites" else d.bins ** 2
+        grouped = d.cells.groupby(["generation", "task"])["quality"]
+        out = pd.DataFrame({"count": grouped.size(), "qd_score": grouped.sum(), "max_quality": grouped.max()})
+        out = out.reset_index()
+        full = pd.MultiIndex.from_product([d.generations, d.tasks], names=["generation", "task"])
+        out = out.set_index(["generation", "task"]).reindex(full).reset_index()
+        out["count"] = out["count"].fillna(0)
+        out["qd_score"] = out["qd_score"].fillna(0.0)
+        out["coverage"] = out["count"] / total
+        return out[["generation", "task", "coverage", "qd_score", "max_quality"]]
+
+    def ancestors(self, model_id: int) -> list[int]:
+        """The model and every ancestor back to the seed experts, newest first."""
+        models, seen, stack = self.data.models, set(), [int(model_id)]
+        while stack:
+            i = stack.pop()
+            if i in seen or i not in models.index:
+                continue
+            seen.add(i)
+            stack.extend(int(p) for p in (models.at[i, "parents"] if "parents" in models else []))
+        return sorted(seen, reverse=True)
+
+    def lineage(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(nodes, edges) of the elites at the generation and their ancestries: a node per model (x = its
+        generation, y = the lane of the task its generation optimised, siblings side by side; role: seed expert,
+        elite, ancestor; on_path: in the selected model's ancestry) and an edge per parent -> child."""
+        d = self.data
+        g = d.snap(self.generation)
+        elites = d.cells[d.cells["generation"] == g]["id"].unique()
+        keep = set()
+        for i in elites:
+            keep.update(self.ancestors(int(i)))
+        path = set(self.ancestors(self.selected)) if self.selected >= 0 else set()
+        models = d.models.loc[sorted(keep)].reset_index(drop=True)
+        batch = max(int(d.info.get("config", {}).get("batch", 1)), 1)
+        lane = {t: k for k, t in enumerate(d.tasks)}
+        nodes = pd.DataFrame({
+            "x": models["generation"].astype(float),
+            "y": [lane[t] + (0.0 if batch == 1 else (int(i) - (batch - 1) / 2) * 0.6 / batch)
+                  for t, i in zip(models["task"], models["index"], strict=True)],
+            "index": models["id"].astype(int),
+            "model": pd.Series(list(models["label"]), dtype=object),
+            "role": pd.Series(["seed expert" if not ps else ("elite" if i in set(elites) else "ancestor")
+                               for i, ps in zip(models["id"], models["parents"], strict=True)], dtype=object),
+            "scores": pd.Series([_score_text(r, d.tasks) for _, r in models.iterrows()], dtype=object),
+            "parents": pd.Series([_parents_text(r) for _, r in models.iterrows()], dtype=object),
+            "on_path": [int(i) in path for i in models["id"]]})
+        edges = pd.DataFrame([(int(p), int(i)) for i, ps in zip(models["id"], models["parents"], strict=True)
+                              for p in ps], columns=["source", "target"])
+        return nodes, edges
+
+    def children(self) -> pd.DataFrame:
+        """Every evaluated child up to the generation (a pyribs archive: its elites), its scores on all tasks and
+        whether it entered an archive."""
+        d = self.data
+        models = d.models
+        if "generation" in models:
+            models = models[models["generation"] <= d.snap(self.generation)]
+        entered = models["kept"] if "kept" in models else pd.Series(True, index=models.index)
+        return models.assign(status=pd.Series(np.where(entered, "entered an archive", "entered none"),
+                                               index=models.index, dtype=object),
+                             seed=[not ps for ps in models["parents"]] if "parents" in models else False,
+                             model=pd.Series(list(models["label"]), index=models.index, dtype=object),
+                             parents_text=pd.Series([_parents_text(r) for _, r in models.iterrows()],
+                                                    index=models.index, dtype=object))
+
+    def baselines(self) -> pd.DataFrame:
+        """Test scores per task of CycleQD's final models, the seed experts and the baselines: mean, std and n
+        over this run and the `compare` runs (one run: std 0)."""
+        d = self.data
+        if d is None or d.kind != "qd" or not d.scores:
+            return pd.DataFrame(columns=["task", "model", "name", "mean", "std", "n"])
+        rows = []
+        if self.compare:
+            from workbench.qd.baselines import report
+
+            store = RunStore(self.runs_dir)
+            rep = report([store.open(i) for i in [d.name, *self.compare]])
+            for t in rep["tasks"]:
+                for m, s in rep["per_task"][t]["scores"].items():
+                    rows.append({"task": t, "model": m, "mean": s["mean"], "std": s["std"], "n": len(s["values"])})
+        else:
+            for t, per in d.scores["per_task"].items():
+                rows += [{"task": t, "model": m, "mean": float(v), "std": 0.0, "n": 1} for m, v in per.items()]
+        out = pd.DataFrame(rows)
+        out["name"] = pd.Series([MODEL_NAMES.get(m, m) for m in out["model"]], dtype=object)
+        return out
+
+    # --- the elite card ---
+
+    def card(self, model_id: int | None = None) -> dict | None:
+        """The elite card's facts: label, scores, lineage, where it is an elite now, draws, ancestry."""
+        d = self.data
+        i = self.selected if model_id is None else int(model_id)
+        if d is None or i < 0:
+            return None
+        row = d.models.loc[i]
+        all_tasks = d.info.get("all_tasks", d.tasks)
+        out = {"id": i, "label": row["label"], "kind": d.kind,
+               "scores": {t: float(row[f"score_{t}"]) for t in all_tasks if not pd.isna(row.get(f"score_{t}"))},
+               "elite_of": {t: ",".join(map(str, c)) for t, c in self.elite_cells(i).items()},
+               "generation": d.snap(self.generation)}
+        if d.kind == "qd":
+            g = d.snap(self.generation)
+            draws = {t: int(sum(int(p) == i for gen, task, ps in zip(d.models["generation"], d.models["task"],
+                                                                     d.models["parents"], strict=True)
+                                if task == t and gen <= g for p in ps)) for t in d.tasks}
+            ancestry = []
+            for a in self.ancestors(i):
+                r = d.models.loc[a]
+                ancestry.append({"id": a, "generation": int(r["generation"]), "label": r["label"],
+                                 "parents": [int(p) for p in r["parents"]], "task": r["task"]})
+            out.update(born=int(row["generation"]), task=row["task"], parents=[int(p) for p in row["parents"]],
+                       omegas=[float(w) for w in row["omegas"]], mutation=row["mutation"],
+                       mutation_scale=float(row["mutation_scale"]), pool=row["pool"],
+                       entered=list(row["entered"]), draws=draws, ancestry=ancestry, playable=True)
+        elif d.kind == "archive_map":
+            g = d.snap(self.generation)
+            now = d.cells[(d.cells["generation"] == g) & (d.cells["id"] == i)]
+            out["draws"] = {t: int(v) for t, v in zip(now["task"], now["draws"], strict=True)}
+            out["path"] = row["label"]
+        elif d.kind == "map-elites":
+            out.update(theta_norm=float(row["theta_norm"]), lab=f"./lab?run={quote(d.name, safe='')}&member={i}")
+        return out
+
+    def prompt_example(self) -> str:
+        """A held-out prompt of the clicked archive's task, for the prompt box's placeholder."""
+        from workbench.lm.tasks import TASKS, heldout
+
+        task = self.task if self.task in TASKS else next((t for t in (self.data.tasks if self.data else [])
+                                                          if t in TASKS), "sort")
+        return heldout(task, 1, 0)[0][0]
+
+    def answer(self, prompt: str, max_new_tokens: int | None = None) -> str:
+        """The selected elite, rebuilt from its lineage (workbench.qd.run.rebuild_model), decoding `prompt`
+        greedily (seconds: the page calls this on a worker thread)."""
+        from workbench.lm.evaluate import greedy
+        from workbench.lm.tasks import CHARS, TASKS
+        from workbench.qd.run import QDRunConfig, rebuild_model
+
+        d = self.data
+        if d is None or d.kind != "qd":
+            raise ValueError("only the models of a CycleQD run can be rebuilt and run (a file names them only)")
+        if self.selected < 0:
+            raise ValueError("click a cell first: its elite answers the prompt")
+        unknown = sorted({c for c in prompt if c not in CHARS})
+        if not prompt or unknown:
+            raise ValueError(f"the zoo's models read the characters {CHARS!r} only" +
+                             (f"; the prompt has {''.join(unknown)!r}" if unknown else "; type a prompt"))
+        cfg = QDRunConfig.from_dict(d.info["config"])
+        if not (Path(cfg.zoo) / "zoo.json").exists():
+            raise ValueError(f"the run's zoo {cfg.zoo} is not here: its models cannot be rebuilt")
+        with self._lock:
+            key = (d.name, self.selected)
+            if key not in self._built:
+                self._built = {k: v for k, v in list(self._built.items())[-3:]}  # keep a few
+                self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, self.selected)
+            if self._lm is None or self._lm[0] != cfg.zoo:
+                from workbench.lm.zoo import load_zoo
+
+                zoo = load_zoo(cfg.zoo)
+                # a model of our own: the run's shared Context model is not ours to load weights into
+                self._lm = (cfg.zoo, zoo.model(cfg.base, device="cpu"), zoo.tokenizer())
+            _, lm, tok = self._lm
+            lm.load_state_dict(self._built[key], strict=True)
+            ids = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + \
+                tok(prompt, add_special_tokens=False)["input_ids"]
+            steps = max_new_tokens or max(t.max_new_tokens for t in TASKS.values())
+            out = greedy(lm, [ids], steps, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)[0]
+            return tok.decode(out, skip_special_tokens=True)
+
+    # --- figures ---
+
+    def figure(self, view: str | None = None):
+        """A view as a HoloViews object at the current generation with the selected model highlighted (the page
+        shows it with Bokeh; export writes it)."""
+        hv = _hv()
+        view = view or self.view
+        d = self.data
+        if d is None:
+            return hv.Div(f"<i>{html.escape(self.message or 'nothing open')}</i>")
+        if view not in d.views:
+            return hv.Div(f"<i>a {d.kind} source has no {VIEWS.get(view, view).lower()} view</i>")
+        if view in ("archives", "sampling"):
+            return hv.Layout([self.archive_plot(t, view) for t in d.tasks]).cols(4).opts(
+                shared_axes=False).opts(sublabel_format="", hspace=0.9, backend="matplotlib")
+        if view == "curves":
+            return curves_plot(self.curves(), self.generation).opts(sublabel_format="", backend="matplotlib")
+        if view == "lineage":
+            return lineage_plot(*self.lineage(), d.tasks, self.selected)
+        if view == "children":
+            return children_plot(self.children(), d.info.get("all_tasks", d.tasks), self.selected,
+                                 {t: d.ranges[t] for t in d.info.get("all_tasks", d.tasks)}).opts(
+                sublabel_format="", backend="matplotlib")
+        return baselines_plot(self.baselines(), bool(self.compare))
+
+    def archive_plot(self, task: str, view: str = "archives", thumb: int = THUMB):
+        """One archive at the current generation: its cells coloured by quality (or by draws), the selected
+        model's cell outlined; MAP-Elites: the thumbnails under the cells."""
+        return cell_plot(*self.archive_layers(task, view, thumb))
+
+    def archive_layers(self, task: str, view: str = "archives", thumb: int = THUMB) -> tuple[dict, dict]:
+        """`cell_layers` of one archive at the current generation (view "archives" or "sampling")."""
+        d = self.data
+        key = (d.name, task, view, thumb, d.snap(self.generation), self.selected)
+        if self._layers[0] == key:  # the page asks once per layer: make them once
+            return self._layers[1]
+        sampling = view == "sampling"
+        cells = self.sampling(task) if sampling else self.cells(task)
+        title = f"archive {task}" + (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
+        if sampling:
+            drawn = d.cells["draws"]
+            value, clim, cmap = "draws", (0.0, float(max(1.0, drawn.max() if drawn.notna().any() else 1.0))), "Oranges"
+            title = f"{task}: times drawn" + (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
+        else:
+            value, clim, cmap = "quality", d.ranges[task], "viridis"
+        axes = d.axes[task]
+        under = _thumbnails(d, cells, thumb) if d.kind == "map-elites" else None
+        # ticks in scores where the bins' ranges are known (a run, a pyribs file), bin indices otherwise
+        scored = [d.ranges[a] for a in axes] if d.kind in ("qd", "pyribs") else None
+        out = cell_layers(cells, value, clim, cmap, d.bins, axes, title, self.elite_cells().get(task), under,
+                          labels=sampling, axis_ranges=scored, size=470 if under is not None else 190,
+                          clabel="times drawn as a parent" if sampling else f"{task} score")
+        self._layers = (key, out)
+        return out
+
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX."""
+        from workbench.figures import save
+
+        hv = _hv()
+        view = view or self.view
+        fig = self.figure(view)
+        if isinstance(fig, hv.Div):
+            raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
+        if self.data.kind == "map-elites" and view == "archives":
+            fig = self.archive_plot("novelty", thumb=64)  # sharper thumbnails than the page's
+        name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name
+        out = Path(out_dir) / f"{name}-{view}-gen{self.data.snap(self.generation)}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if view == "lineage":
+            return save(fig, out, style={"fig_inches": (7.0, 1.2 + 0.6 * len(self.data.tasks))})
+        panels = len(fig) if isinstance(fig, hv.Layout) else 1
+        cols = min(panels, 4 if view in ("archives", "sampling") else 3)
+        rows = math.ceil(panels / cols)
+        return save(fig, out, style={"fig_inches": (3.0 * cols, 2.5 * rows)})
+
+    def summary(self) -> str:
+        d = self.data
+        if d is None:
+            return self.message or "Nothing open."
+        gens = d.generations
+        if d.kind == "qd":
+            cfg = d.info["config"]
+            return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {d.info.get('method', cfg['sampling'])} · "
+                    f"{cfg['bins']} bins · {len(d.models)} models evaluated · generations {gens[0]}–{gens[-1]} · "
+                    f"{d.info.get('status')}")
+        if d.kind == "map-elites":
+            ev = d.info["config"]["eval"]
+            return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · {len(d.models)} "
+                    f"elites in a {d.bins} × {d.bins} grid · colour: novelty · click a cell to play it in the Lab")
+        what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
+        span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
+        return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"
+
+
+def _parents_text(row: pd.Series) -> str:
+    parents = row.get("parents") if "parents" in row.index else None
+    if parents is None or (isinstance(parents, float) and math.isnan(parents)):
+        return "–"
+    if len(parents) == 0:
+        seed = row.get("seed_expert")
+        return f"seed expert ({seed})" if isinstance(seed, str) else "seed expert"
+    return " × ".join(str(int(p)) for p in parents)
+
+
+def _thumbnails(d: QDData, cells: pd.DataFrame, size: int = THUMB) -> np.ndarray:
+    """The thumbnails of the archive's members at their cells (x right, y up), `size` pixels per cell."""
+    from PIL import Image
+
+    side = d.bins
+    img = np.full((side * size, side * size, 3), 24, np.uint8)
+    for x, y, i in zip(cells["x"], cells["y"], cells["id"], strict=True):
+        thumb = np.asarray(Image.fromarray(d.thumbs[int(i)]).resize((size, size), Image.BILINEAR))
+        r = side - 1 - int(y)
+        img[r * size:(r + 1) * size, int(x) * size:(int(x) + 1) * size] = thumb
+    return img
+
+
+# --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) --------------------------
+
+def _hv():
+    from workbench.figures import holoviews
+
+    return holoviews()
+
+
+def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
+    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
+    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
+
+
+def _edge_ticks(bins: int, lo: float, hi: float) -> list[tuple[float, str]]:
+    """Ticks on the bins' edges (a few), labelled with the scores there: cells read as score ranges."""
+    edges = np.linspace(lo, hi, bins + 1)
+    step = max(1, bins // 3)
+    marks = sorted({*range(0, bins + 1, step), bins})
+    return [(b - 0.5, f"{edges[b]:.2g}") for b in marks]
+
+
+def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap: str, bins: int, axes: list[str],
+                title: str, highlight: tuple[int, ...] | None = None, under: np.ndarray | None = None,
+                labels: bool = False, size: int = 190, axis_ranges: list[tuple[float, float]] | None = None,
+                clabel: str | None = None) -> tuple[dict, dict]:
+    """An archive's layers and the options of the plot they make: "under" (an RGB image beneath, or None),
+    "cells" (coloured squares on the fixed grid, empty cells blank; hover: model, cell, quality, scores, parents),
+    "labels" (the values written in the cells, or None) and "ring" (the highlighted cell outlined). The page
+    animates each layer on its own (a click reaches the server from a plain element, not from an overlay)."""
+    hv = _hv()
+    one_d = len(axes) == 1
+    rect = cells.assign(x0=cells["x"] - 0.5, y0=cells["y"] - 0.5, x1=cells["x"] + 0.5, y1=cells["y"] + 0.5)
+    vdims = [value, "model", "id", "scores", "parents", "cell_text"]
+    vdims += ["quality"] if value != "quality" else []
+    tips = [("model", "@model"), ("cell", "@cell_text"), ("quality", "@quality{0.000}"), ("scores", "@scores"),
+            ("parents", "@parents")] + ([("times drawn", "@draws")] if value == "draws" else [])
+    boxes = hv.Rectangles(rect[["x0", "y0", "x1", "y1", *vdims]], ["x0", "y0", "x1", "y1"], vdims)
+    seen = under is not None  # the thumbnails show through transparent cells
+    layers = {"under": None if under is None else hv.RGB(under, bounds=(-0.5, -0.5, bins - 0.5, bins - 0.5))}
+    layers["cells"] = _style(
+        boxes, color=value, cmap=cmap, clim=clim, colorbar=not seen,
+        bokeh={"tools": ["hover", "tap"], "hover_tooltips": tips, "line_color": "white", "line_width": 1,
+               "colorbar_opts": {"width": 10, "padding": 4}, "clabel": " ",  # the title says what colours mean
+               "alpha": 0.0 if seen else 1.0, "hover_alpha": 0.25 if seen else 1.0,
+               "nonselection_alpha": 0.0 if seen else 1.0, "selection_alpha": 0.0 if seen else 1.0,
+               "hover_line_color": "#f9a825", "hover_line_width": 2},
+        mpl={"edgecolor": "white", "linewidth": 0.3, "alpha": 0.0 if seen else 1.0, "clabel": clabel})
+    layers["labels"] = None
+    if labels:
+        text = cells.assign(text=pd.Series([f"{int(v)}" for v in cells[value]], index=cells.index, dtype=object))
+        layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text"]], ["x", "y"], "text"),
+                                  bokeh={"text_font_size": "7pt", "text_color": "#1a1a1a"}, mpl={"size": 4})
+    hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
+    ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])
+    layers["ring"] = _style(ring, bokeh={"fill_alpha": 0.0, "line_color": HIGHLIGHT, "line_width": 3},
+                            mpl={"facecolor": "none", "edgecolor": HIGHLIGHT, "linewidth": 1.2})
+    unit = "score" if axis_ranges else "bin"
+    xlabel = f"{axes[0]} {unit}"
+    ylabel = "" if one_d else f"{axes[1]} {unit}" + (f" (best over {', '.join(axes[2:])})" if len(axes) > 2 else "")
+    common = {"xlim": (-0.5, bins - 0.5), "ylim": (-0.5, 0.5) if one_d else (-0.5, bins - 0.5), "title": title,
+              "xlabel": xlabel, "ylabel": ylabel}
+    if axis_ranges:
+        common["xticks"] = _edge_ticks(bins, *axis_ranges[0])
+        if not one_d:
+            common["yticks"] = _edge_ticks(bins, *axis_ranges[1])
+    if seen:  # descriptors of a MAP-Elites grid (a PCA of embeddings): positions, not scores
+        common.update(xaxis=None, yaxis=None)
+    if one_d:  # K = 2: each archive is one row of cells
+        common["yaxis"] = None
+    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None}
+    return layers, {"common": common, "bokeh": bokeh, "mpl": {"aspect": "equal" if not one_d else 5}}
+
+
+def cell_plot(layers: dict, opts: dict):
+    """The layers of `cell_layers` as one plot (the static figure: notebooks, paper figures)."""
+    hv = _hv()
+    plot = hv.Overlay([layers[k] for k in ("under", "cells", "labels", "ring") if layers[k] is not None])
+    return _style(plot, **opts["common"], bokeh=opts["bokeh"], mpl=opts["mpl"])
+
+
+def curves_plot(curves: pd.DataFrame, generation: int):
+    """Coverage, QD score and max quality per archive over generations (whole-number generation axis), a
+    dashed line at the scrubber's generation."""
+    from workbench.figures import whole_numbers
+
+    hv = _hv()
+    panels = []
+    for column, label in (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality")):
+        lines = [hv.Curve(g, "generation", (column, label), label=str(t))
+                 for t, g in curves.groupby("task", sort=False)]
+        now = hv.VLine(generation).opts(color="#888888", line_dash="dashed", backend="bokeh").opts(
+            color="#888888", linestyle="--", linewidth=0.8, backend="matplotlib")
+        # from 0 (a flat line, e.g. the seed experts' max quality, would otherwise float in a made-up range)
+        top = float(np.nanmax(curves[column])) if curves[column].notna().any() else 1.0
+        low = min(0.0, float(np.nanmin(curves[column]))) if curves[column].notna().any() else 0.0
+        panel = _style(hv.Overlay([*lines, now]), title=label, legend_position="bottom_right",
+                       ylim=(low, (top if top > 0 else 1.0) * 1.08),
+                       bokeh={"width": 330, "height": 260, "tools": ["hover"]})
+        panels.append(whole_numbers(panel))
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+
+
+def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], selected: int = -1):
+    """Parent -> child edges among the elites and their ancestors: x = generation, a lane per quality task;
+    colour = seed expert / elite now / ancestor; the selected model's ancestry ringed in red."""
+    from workbench.figures import whole_numbers
+
+    hv = _hv()
+    if nodes.empty:
+        return hv.Div("<i>no models yet</i>")
+    colours = {"seed expert": "#6a3d9a", "elite": ACCENT, "ancestor": "#b0b7c3"}
+    node_el = hv.Nodes(nodes, ["x", "y", "index"], ["model", "role", "scores", "parents", "on_path"])
+    graph = hv.Graph((edges, node_el), ["source", "target"])
+    tips = [("model", "@model"), ("role", "@role"), ("scores", "@scores"), ("parents", "@parents")]
+    graph = _style(graph, node_color="role", cmap=colours, edge_color="#9aa3b2",
+                   bokeh={"node_size": 9, "edge_line_width": 0.8, "edge_alpha": 0.5, "tools": ["hover", "tap"],
+                          "hover_tooltips": tips, "inspection_policy": "nodes", "selection_policy": "nodes",
+                          "node_line_color": "white"},
+                   mpl={"node_size": 4, "edge_linewidth": 0.4, "edge_alpha": 0.5})
+    path = nodes[nodes["on_path"]]
+    at = nodes.set_index("index")
+    chain = edges[edges["source"].isin(path["index"]) & edges["target"].isin(path["index"])]
+    src, dst = at.loc[chain["source"]], at.loc[chain["target"]]
+    segments = pd.DataFrame({"x0": src["x"].to_numpy(), "y0": src["y"].to_numpy(), "x1": dst["x"].to_numpy(),
+                             "y1": dst["y"].to_numpy()})
+    layers = [graph, _style(hv.Segments(segments, ["x0", "y0", "x1", "y1"]), color=HIGHLIGHT,
+                            bokeh={"line_width": 2, "alpha": 0.8}, mpl={"linewidth": 0.8})]
+    layers.append(_style(hv.Points(path, ["x", "y"]), bokeh={"size": 15, "fill_alpha": 0.0, "line_color": HIGHLIGHT,
+                                                             "line_width": 2},
+                         mpl={"s": 14, "facecolors": "none", "edgecolors": HIGHLIGHT, "linewidth": 0.8}))
+    for role, colour in colours.items():  # the legend (the graph's own nodes have none): a point off the axes
+        layers.append(_style(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], label=role),
+                             color=colour, bokeh={"size": 9}, mpl={"s": 6}))
+    span = max(nodes["x"].max() - nodes["x"].min(), 1)
+    title = f"lineage of the elites ({len(nodes)} models" + (f"; red: model {selected}'s ancestry)" if selected >= 0
+                                                              else ")")
+    plot = _style(hv.Overlay(layers), title=title, xlabel="generation", ylabel="quality task",
+                  yticks=list(enumerate(tasks)),
+                  xlim=(nodes["x"].min() - 0.05 * span - 0.5, nodes["x"].max() + 0.05 * span + 0.5),
+                  ylim=(-0.6, len(tasks) - 0.4),
+                  bokeh={"width": 1000, "height": 140 + 90 * len(tasks), "legend_position": "right"},
+                  mpl={"aspect": 3, "legend_position": "right"})
+    return whole_numbers(plot)
+
+
+def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
+                  ranges: dict[str, tuple[float, float]] | None = None):
+    """Every evaluated child's scores, one panel per pair of tasks; colour: entered an archive or not;
+    seed experts as diamonds, the selected model ringed."""
+    hv = _hv()
+    if children.empty:
+        return hv.Div("<i>no children yet</i>")
+    panels = []
+    colours = {"entered an archive": ACCENT, "entered none": "#c3c9d2"}
+    for a, b in list(itertools.combinations(tasks, 2))[:6]:
+        xa, yb = f"score_{a}", f"score_{b}"
+        vd = [yb, "model", "parents_text", "status"]
+        layers = []
+        for status, colour in colours.items():
+            part = children[(children["status"] == status) & ~children["seed"].astype(bool)]
+            layers.append(_style(hv.Scatter(part[[xa, *vd]], xa, vd, label=status), color=colour,
+                                 bokeh={"size": 7, "alpha": 0.7, "tools": ["hover"]}, mpl={"s": 8, "alpha": 0.7}))
+        seeds = children[children["seed"].astype(bool)]
+        layers.append(_style(hv.Scatter(seeds[[xa, *vd]], xa, vd, label="seed experts"), color="#6a3d9a",
+                             bokeh={"size": 11, "marker": "diamond", "tools": ["hover"]}, mpl={"s": 18, "marker": "D"}))
+        sel = children[children["id"] == selected] if "id" in children else children.iloc[:0]
+        layers.append(_style(hv.Scatter(sel[[xa, yb]], xa, yb), bokeh={"size": 16, "fill_alpha": 0.0,
+                                                                       "line_color": HIGHLIGHT, "line_width": 2},
+                             mpl={"s": 40, "facecolors": "none", "edgecolors": HIGHLIGHT}))
+        lim = {}
+        if ranges:
+            pad = lambda r: (r[0] - 0.03 * (r[1] - r[0]), r[1] + 0.03 * (r[1] - r[0]))  # noqa: E731
+            lim = {"xlim": pad(ranges[a]), "ylim": pad(ranges[b])}
+        first = not panels  # one legend for all panels
+        panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
+                             title=f"{a} vs {b} ({len(children)} models)", show_legend=first,
+                             bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
+                             mpl={"legend_position": "best"}))
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+
+
+class _bar_colours:  # noqa: N801 - a matplotlib hook; a class so that HoloViews can compare it
+    """Colours the bars one by one (matplotlib's Bars take one colour per plot; Bokeh's follow `color`)."""
+
+    def __init__(self, colours: tuple[str, ...]):
+        self.colours = colours
+
+    def __call__(self, plot, element) -> None:
+        from matplotlib.patches import Rectangle
+
+        bars = [p for p in plot.handles["axis"].patches if isinstance(p, Rectangle)]
+        for bar, colour in zip(bars, self.colours, strict=False):
+            bar.set_facecolor(colour)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _bar_colours) and other.colours == self.colours
+
+    def __hash__(self) -> int:
+        return hash(("bar-colours", self.colours))
+
+
+class _bar_values:  # noqa: N801 - a hook for both backends (Labels on a categorical axis break matplotlib's)
+    """Writes each bar's value above it (above its whisker), so that a small difference reads as small."""
+
+    def __init__(self, names: tuple[str, ...], means: tuple[float, ...], stds: tuple[float, ...]):
+        self.names, self.means, self.stds = names, means, stds
+
+    def __call__(self, plot, element) -> None:
+        texts = [f"{m:.2f}" for m in self.means]
+        tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
+        if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
+            for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
+                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=5)
+        else:
+            plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
+                            text_baseline="bottom", text_color="#333333")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _bar_values) and (other.names, other.means, other.stds) == (
+            self.names, self.means, self.stds)
+
+    def __hash__(self) -> int:
+        return hash(("bar-values", self.names, self.means, self.stds))
+
+
+def baselines_plot(table: pd.DataFrame, spread: bool):
+    """Test accuracy per task: CycleQD's best model and one-model pick, the seed expert, the base and the
+    baselines; with several runs the bars are means and the whiskers ± one standard deviation over seeds."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no test scores (the run has not finished)</i>")
+    panels = []
+    palette = {name: (ACCENT if name.startswith("CycleQD") else "#9aa3b2") for name in table["name"]}
+    for task, part in table.groupby("task", sort=False):
+        part = part.assign(low=part["mean"] - part["std"], high=part["mean"] + part["std"])
+        colours = tuple(palette[n] for n in part["name"])
+        bars = _style(hv.Bars(part, "name", ["mean", "std", "n"]),
+                      bokeh={"tools": ["hover"], "xrotation": 35, "color": hv.dim("name").categorize(palette)},
+                      mpl={"xrotation": 40})
+        values = _bar_values(tuple(part["name"]), tuple(float(v) for v in part["mean"]),
+                             tuple(float(v) for v in part["std"]))
+        layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[_bar_colours(colours), values],
+                                                                  backend="matplotlib")]
+        if spread:
+            layers.append(_style(hv.ErrorBars(part, "name", ["mean", "std"]), bokeh={"line_width": 1.5},
+                                 mpl={"linewidth": 0.8}))
+        n = int(part["n"].max())
+        panels.append(_style(hv.Overlay(layers), title=f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""),
+                             ylabel="test accuracy", xlabel="", ylim=(0, 1.12),
+                             bokeh={"width": 330, "height": 330}))
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+
+
+# --- the page --------------------------------------------------------------------------------------------------
+
+CARD_CSS = """
+:host { width: 100%; }
+.elite { font-size: 13px; color: #1d2330; }
+.elite h3 { margin: 0 0 .3em 0; font-size: 16px; color: #2f5d8a; }
+.elite .sub { color: #5b6472; margin-bottom: .5em; }
+.elite table { border-collapse: collapse; margin: .3em 0 .6em 0; width: 100%; }
+.elite td, .elite th { padding: 2px 6px; border-bottom: 1px solid #e6eaef; text-align: left; }
+.elite th { color: #5b6472; font-weight: 600; }
+.elite .bar { display: inline-block; height: 8px; background: #2f5d8a; border-radius: 2px; vertical-align: middle; }
+.elite ol { margin: .2em 0; padding-left: 1.3em; max-height: 220px; overflow-y: auto; }
+.elite li { margin: 1px 0; }
+.elite .seed { color: #6a3d9a; font-weight: 600; }
+.elite a.play { display: inline-block; background: #2f5d8a; color: #fff; padding: 5px 12px; border-radius: 4px;
+                text-decoration: none; margin-top: .4em; }
+.elite img { width: 100%; image-rendering: pixelated; border-radius: 4px; }
+.empty { color: #7a8290; font-size: 14px; }
+"""
+
+
+def card_html(model: QDModel) -> str:
+    """The elite card as HTML (pure: a function of the model's state)."""
+    c = model.card()
+    if c is None:
+        if model.data is not None and model.data.kind == "map-elites":
+            return ('<div class="empty">Click a cell: its member\'s thumbnail, novelty and a link that plays it in the '
+                    "Lab.</div>")
+        return ('<div class="empty">Click a cell of an archive: its elite\'s scores, lineage, ancestry and draws '
+                "show here, and it is ringed in every view.</div>")
+    e = html.escape
+    parts = [f'<div class="elite"><h3>{e(str(c["label"]))}</h3>']
+    if c["kind"] == "qd":
+        how = ("a seed expert" if not c["parents"] else
+               f"child of {' × '.join(str(p) for p in c['parents'])} (ω {', '.join(f'{w:.3f}' for w in c['omegas'])}), "
+               f"{e(c['mutation'])} mutation {c['mutation_scale']:g}, parents from {e(c['pool'])}")
+        parts.append(f'<div class="sub">born in generation {c["born"]} (quality task {e(c["task"])}) · {how}</div>')
+    if c["scores"]:
+        rows = "".join(f"<tr><td>{e(t)}</td><td>{v:.3f}</td><td><span class='bar' style='width:{max(v, 0) * 90:.0f}px'>"
+                       f"</span></td><td>{e(c['elite_of'].get(t, '–'))}</td></tr>" for t, v in c["scores"].items())
+        kind = "novelty" if c["kind"] == "map-elites" else "validation score"
+        parts.append(f"<table><tr><th>task</th><th>{kind}</th><th></th><th>cell now</th></tr>{rows}</table>")
+    if "draws" in c:
+        total = sum(c["draws"].values())
+        per = ", ".join(f"{e(t)} {n}" for t, n in c["draws"].items())
+        parts.append(f"<div>drawn as a parent <b>{total}</b> time{'s' if total != 1 else ''} up to generation "
+                     f"{c['generation']} ({per})</div>")
+    if c.get("ancestry"):
+        items = []
+        for a in c["ancestry"][:40]:
+            if a["parents"]:
+                items.append(f"<li>gen {a['generation']}: model {a['id']} ← {' × '.join(map(str, a['parents']))}</li>")
+            else:
+                items.append(f"<li class='seed'>gen 0: {e(str(a['label']))} (model {a['id']})</li>")
+        more = len(c["ancestry"]) - 40
+        n = len(c["ancestry"])
+        tail = f"<li>… {more} more</li>" if more > 0 else ""
+        parts.append(f"<div style='margin-top:.5em'><b>Ancestry</b> back to the seed experts ({n} model"
+                     f"{'s' if n != 1 else ''})</div><ol>{''.join(items)}{tail}</ol>")
+    if c.get("path"):
+        parts.append(f"<div>model_path <code>{e(c['path'])}</code></div>")
+    if c.get("lab"):
+        import base64
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(model.data.thumbs[c["id"]]).save(buf, format="PNG")
+        uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        parts.append(f"<img src='{uri}' alt='member {c['id']}'><div>|θ| {c['theta_norm']:.3f}</div>"
+                     f"<a class='play' href='{e(c['lab'])}'>▶ play member {c['id']} in the Lab</a>")
+    return "".join(parts) + "</div>"
+
+
+def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
+    """One tab per view of the source on show; the archive plots follow the scrubber and the selection in place
+    (DynamicMaps: the Player animates them without new plots), a click on an archive cell selects its elite.
+    `streams` collects the model's parameter streams, for the page to stop them when another source replaces
+    these views (else the old plots would keep redrawing, for a source that is gone)."""
+    hv = _hv()
+    d = model.data
+    tabs = []
+    streams = [] if streams is None else streams
+
+    def follow(fn):
+        stream = hv.streams.Params(model, ["generation", "selected", "compare"])
+        streams.append(stream)
+        return hv.DynamicMap(lambda generation, selected, compare: fn(), streams=[stream])
+
+    for view in d.views:
+        if view in ("archives", "sampling"):
+            plots = []
+            for task in d.tasks:
+                layers, opts = model.archive_layers(task, view)
+                part = {name: follow(lambda t=task, v=view, n=name: model.archive_layers(t, v)[0][n])
+                        for name in ("cells", "labels", "ring") if layers[name] is not None}
+                tap = hv.streams.Tap(source=part["cells"])
+                tap.add_subscriber(lambda x, y, t=task: x is not None and model.click(t, x, y))
+                plot = functools.reduce(operator.mul, [*([layers["under"]] if layers["under"] is not None else []),
+                                                       *part.values()])
+                # the titles name the archive only: the sidebar says which generation is on show
+                plot = _style(plot, **{**opts["common"], "title": opts["common"]["title"].split(" · gen")[0]},
+                              bokeh=opts["bokeh"])
+                plots.append(pn.pane.HoloViews(plot, backend="bokeh", linked_axes=False, margin=(0, 4)))
+            body = pn.FlexBox(*plots, sizing_mode="stretch_width")
+        elif view == "lineage":
+            body = pn.pane.HoloViews(follow(lambda: model.figure("lineage")), backend="bokeh")
+        else:  # a layout of several plots: redrawn as a whole, and not at all once another source replaced it
+            def draw(generation, selected, compare, v=view, revision=model.revision):
+                if model.revision != revision:
+                    return None
+                return pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False)
+
+            body = pn.panel(pn.bind(draw, model.param.generation, model.param.selected, model.param.compare),
+                            lazy=True)
+        tabs.append((VIEWS[view], body))
+    out = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width")
+    out.active = d.views.index(model.view) if model.view in d.views else 0
+
+    def on_tab(event):
+        model.view = d.views[event.new]
+
+    out.param.watch(on_tab, "active")
+    return out
+
+
+def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
+    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+
+    _hv()
+    args = (pn.state.session_args or {}) if pn.state.curdoc else {}
+    wanted_run = args.get("run", [b""])[0].decode()
+    wanted_file = args.get("file", [b""])[0].decode()
+    model = QDModel(runs_dir=runs_dir, autoload=False)
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+    header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
+    main = pn.Column(sizing_mode="stretch_width")  # the views, then (or beside them) the elite card
+    card = pn.pane.HTML("", stylesheets=[CARD_CSS], sizing_mode="stretch_width", name="elite-card")
+    prompt = pn.widgets.TextInput(name="Prompt", placeholder="", sizing_mode="stretch_width")
+    run_button = pn.widgets.Button(name="run the elite", button_type="primary", sizing_mode="stretch_width")
+    answer = pn.pane.Markdown("", sizing_mode="stretch_width", name="elite-answer")
+    prompt_box = pn.Column(pn.pane.Markdown("**Run the elite on a prompt** (rebuilt from its lineage, greedy "
+                                            "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380)
+    box = {"border": "1px solid #dde3ea", "border-radius": "8px", "background": "#fff", "padding": "8px 12px"}
+    side = pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), card, width=360, styles=box, margin=(10, 10))
+    below = pn.Row(pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width", styles=box, margin=(10, 10))
+
+    # --- sidebar
+    runs = pn.widgets.Select(name="Run (qd or MAP-Elites)", options=list(model.param.run_id.objects),
+                             value=model.run_id, sizing_mode="stretch_width")
+    path = pn.widgets.TextInput(name="…or a file or folder", placeholder="pyribs .parquet / archive map .json",
+                                value=model.path, sizing_mode="stretch_width")
+    open_path = pn.widgets.Button(name="open", sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(name="refresh (new runs, new generations)", sizing_mode="stretch_width")
+    player = pn.widgets.Player(name="generation", start=0, end=1, value=0, interval=600, loop_policy="once",
+                               show_loop_controls=False, sizing_mode="stretch_width", scale_buttons=0.8,
+                               visible_buttons=["first", "previous", "pause", "play", "next", "last"])
+    gen_text = pn.pane.Markdown("", margin=(0, 10))
+    gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
+    highlight = pn.widgets.Select(name="Highlight a model", options={}, sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice(name="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
+    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
+                            sizing_mode="stretch_width")
+    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+
+    syncing = [False]  # widgets set from the model are not the user choosing
+    streams: list = []  # the parameter streams of the views on show
+
+    def show_message(*_):
+        alert.param.update(object=model.message, visible=bool(model.message))
+
+    def build(*_):
+        """After a load: the views, the scrubber's range, the sidebar's choices (on the event loop)."""
+        show_message()
+        header.object = model.summary()
+        d = model.data
+        if d is None:
+            note = ("Pick a run or open a file (sidebar)." if model.param.run_id.objects else
+                    f"No qd run or MAP-Elites illumination in {runs_dir} yet: `workbench qd cycle --zoo … --runs "
+                    f"{runs_dir}` makes one; or open a pyribs archive or an archive map (sidebar).")
+            main[:] = [placeholder(note, 700, 200)]
+            return
+        syncing[0] = True
+        try:
+            gens = d.generations
+            player.param.update(start=gens[0], end=max(gens[-1], gens[0] + 1), value=model.generation,
+                                disabled=len(gens) < 2)
+            runs.options = list(model.param.run_id.objects)
+            runs.value = model.run_id
+            path.value = model.path
+            best = {}
+            if d.kind == "qd" and d.scores:
+                best = {f"best on {t} (test)": int(v["id"]) for t, v in d.scores["cycleqd"].items()}
+            # the last generation's elites (every evaluated model would make a list of thousands)
+            elites = sorted(d.cells[d.cells["generation"] == gens[-1]]["id"].unique())
+            highlight.options = {"none": -1, **best, **{str(d.models.at[i, "label"]): int(i) for i in elites}}
+            highlight.value = -1
+            compare.options = list(model.param.compare.objects)
+            compare.value = []
+            compare.visible = d.kind == "qd"
+            prompt_box.visible = d.kind == "qd"
+            prompt.placeholder = f"e.g. {model.prompt_example()}" if d.kind == "qd" else ""
+        finally:
+            syncing[0] = False
+        for stream in streams:  # the views of the previous source stop following the model
+            stream.unwatch()
+        streams.clear()
+        views = views_panel(model, streams)
+        if len(d.tasks) == 1:  # one archive (MAP-Elites, one pyribs file): the card beside it
+            side[:] = [pn.pane.Markdown("#### Elite", margin=(0, 5)), card]
+            main[:] = [pn.Row(views, side, sizing_mode="stretch_width")]
+        else:  # K archives side by side take the width: the card and the prompt box below them
+            below[:] = [pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), card, sizing_mode="stretch_width"),
+                        prompt_box]
+            main[:] = [views, below]
+        for item in gen_box:
+            item.visible = len(d.generations) > 1
+        on_generation()
+        on_selected()
+
+    def on_generation(*_):
+        d = model.data
+        if d is None:
+            return
+        gens = d.generations
+        shown = d.snap(model.generation)
+        gen_text.object = (f"generation **{shown}** of {gens[0]}–{gens[-1]}" if len(gens) > 1
+                           else "one snapshot (no generations to scrub)")
+        if player.value != model.generation:
+            syncing[0] = True
+            player.value = model.generation
+            syncing[0] = False
+        card.object = card_html(model)
+
+    def on_selected(*_):
+        card.object = card_html(model)
+        answer.object = ""
+        if model.selected in (highlight.options or {}).values() and highlight.value != model.selected:
+            syncing[0] = True
+            highlight.value = model.selected
+            syncing[0] = False
+
+    async def load(what: dict) -> None:
+        try:
+            data = await off_loop(read_source, runs_dir, what.get("run"), what.get("path"),
+                                  busy=[main, runs, open_path])
+        except ValueError as exc:
+            model.message = str(exc)
+            if model.data is None:
+                build()  # "loading…" gives way to the message and what to do
+            show_message()
+            return
+        model.show(data)
+
+    model.param.watch(build, "revision")
+    model.param.watch(on_generation, "generation")
+    model.param.watch(on_selected, "selected")
+
+    async def on_run(event):
+        # an async watcher runs after `syncing` is reset: the run on show is not a new choice
+        if event.new and (model.data is None or model.data.name != event.new):
+            await load({"run": event.new})
+
+    async def on_open(event):
+        await load({"path": path.value})
+
+    async def on_refresh(event):
+        # the source on show read again (a running run has new generations), else the newest run, if one came
+        newest = await off_loop(model.refresh_runs, busy=[refresh])
+        what = model.source() or ({"run": newest[-1]} if newest else None)
+        if what:
+            await load(what)
+
+    def on_player(event):
+        if not syncing[0] and model.data is not None:
+            model.generation = int(event.new)
+
+    def on_highlight(event):
+        if not syncing[0] and event.new is not None:
+            model.select(int(event.new))
+
+    def on_compare(event):
+        if not syncing[0]:
+            model.compare = list(event.new)
+
+    async def on_run_elite(event):
+        import time
+
+        start = time.perf_counter()
+        try:
+            text = await off_loop(model.answer, prompt.value, busy=[prompt_box])
+            answer.object = (f"model {model.selected} answers **`{html.escape(text) or '(nothing)'}`** "
+                             f"({time.perf_counter() - start:.1f} s)")
+        except ValueError as exc:
+            answer.object = f"**cannot run it:** {html.escape(str(exc))}"
+
+    async def on_export(event):
+        out = (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures"
+        try:
+            written = await off_loop(model.export, model.view, out, fmt.value, busy=[export])
+            status.object = f"written `{written}`"
+        except ValueError as exc:
+            status.object = f"**cannot export:** {exc}"
+
+    runs.param.watch(on_run, "value")
+    open_path.on_click(on_open)
+    refresh.on_click(on_refresh)
+    player.param.watch(on_player, "value")
+    highlight.param.watch(on_highlight, "value")
+    compare.param.watch(on_compare, "value")
+    run_button.on_click(on_run_elite)
+    export.on_click(on_export)
+    what = pn.bind(lambda v: f"Export writes the tab on show: **{VIEWS[v]}** at the scrubber's generation.",
+                   model.param.view)
+
+    first = ({"run": wanted_run} if wanted_run else {"path": wanted_file} if wanted_file else
+             {"run": model.param.run_id.objects[-1]} if model.param.run_id.objects else None)
+    if first is not None:  # read off the event loop once the page is up (a long run's tables take a moment)
+        async def first_load():
+            await load(first)
+
+        main[:] = [placeholder("loading…", 700, 200)]
+        pn.state.onload(first_load)
+    else:
+        build()
+    sidebar = [section("Source"), runs, path, open_path, refresh, *gen_box, section("Highlight"), highlight, compare,
+               section("Export for a paper"), pn.pane.Markdown(what, margin=(0, 10)), fmt, export, status]
+    return shell("qd", [alert, header, main], sidebar, standalone=standalone)
+
+
+if __name__.startswith("bokeh"):
+    pn.extension(inline=True)
+    qd_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · QD archives")

@@ -1,0 +1,431 @@
+"""The QD-archive explorer (/qd): QDModel's data for every view on real runs made here (a CycleQD run of a quick
+zoo, a second seed of it, a MAP-Elites illumination), the archive-map and pyribs sources, bad files, the Lab's
+play-a-member hook, and the served page in Debian's Chromium, offline."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+
+from workbench.dashboards.qd import VIEWS, QDModel, read_source
+from workbench.runs import RunStore
+
+TASKS = ["brackets", "sort", "reverse"]
+
+
+@pytest.fixture(scope="module")
+def qd(tmp_path_factory):
+    """A run folder with two seeds of one CycleQD config (3 tasks: 2-D archives that fill as generations pass)
+    and a MAP-Elites illumination: {"dir", "zoo", "run", "other", "me"}."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.lm.zoo import ZooConfig, build_zoo
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+
+    root = tmp_path_factory.mktemp("qdpage")
+    # the quick zoo learns brackets a little (the other scores stay near 0): a narrow range spreads its bins
+    zoo = build_zoo(root / "zoo", ZooConfig.quick(tasks=tuple(TASKS), base_steps=100, expert_steps=60))
+    store = RunStore(root / "runs")
+
+    def cycle(seed: int) -> str:
+        cfg = QDRunConfig(zoo=str(zoo), tasks=TASKS, gens=12, batch=2, n_eval=32, n_test=16, multitask_steps=5,
+                          ranges={"brackets": [0.0, 0.5]}, mutation_scale=1.0, seed=seed)
+        return run_cycleqd(cfg, store).id
+
+    me = run_search(SearchConfig(kind="illuminate", algorithm="map-elites", iters=3, pop=6,
+                                 eval=EvalConfig("boids", "pixels", steps=20)), store).id
+    return {"dir": str(store.root), "zoo": zoo, "run": cycle(3), "other": cycle(1), "me": me}
+
+
+def _table(qd, name: str) -> pd.DataFrame:
+    return RunStore(qd["dir"]).open(qd["run"]).read_table(name).to_pandas()
+
+
+# --- the model, no browser --------------------------------------------------------------------------------------
+
+def test_archives_scrubber_sampling_and_curves_follow_the_run_files(qd):
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    d = model.data
+    assert d.kind == "qd" and d.tasks == TASKS and d.generations == list(range(13)) and model.generation == 12
+    assert d.views == list(VIEWS)
+    snapshots = _table(qd, "archives")
+    children = _table(qd, "children").set_index("id")
+    changed = False
+    for g in (0, 5, 12):
+        model.generation = g
+        for t in TASKS:
+            want = snapshots[(snapshots["generation"] == g) & (snapshots["task"] == t)]
+            got = model.cells(t)
+            assert sorted(zip(got["cell"], got["id"], strict=True)) == sorted(
+                (tuple(c), i) for c, i in zip(want["cell"], want["id"], strict=True))
+            assert np.allclose(got.sort_values("id")["quality"], want.sort_values("id")["quality"])
+            assert all(got["x"] == [c[0] for c in got["cell"]]) and all(got["y"] == [c[1] for c in got["cell"]])
+            changed |= g > 0 and len(got) != len(model.cells(t, 0))
+    assert changed, "no archive grew over 12 generations: the scrubber would show nothing"
+    # hover text: the model, all scores, the parents
+    row = model.cells("sort").iloc[-1]
+    child = children.loc[row["id"]]
+    assert all(f"{t} {child[f'score_{t}']:.3f}" in row["scores"] for t in TASKS)
+    assert row["parents"] == (" × ".join(map(str, child["parents"])) if len(child["parents"]) else
+                              f"seed expert ({child['seed_expert']})")
+    # sampling frequency at the last generation: children.parquet counts every draw of the run
+    model.generation = 12
+    for t in TASKS:
+        s = model.sampling(t)
+        assert list(s["draws"]) == [children.loc[i, f"draws_{t}"] for i in s["id"]]
+    assert sum(model.sampling(t)["draws"].sum() for t in TASKS) > 0
+    # curves from the snapshots equal the run's own metrics
+    metrics = _table(qd, "metrics")
+    curves = model.curves()
+    for t in TASKS:
+        mine = curves[curves["task"] == t].set_index("generation")
+        for column in ("coverage", "qd_score", "max_quality"):
+            assert np.allclose(mine[column], metrics.set_index("generation")[f"{column}_{t}"], equal_nan=True)
+
+
+def test_lineage_children_card_and_baselines(qd):
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    children = _table(qd, "children").set_index("id")
+    nodes, edges = model.lineage()
+    ids = set(nodes["index"])
+    final = set(_table(qd, "archives").query("generation == 12")["id"])
+    assert final <= ids and set(nodes[nodes["role"] == "seed expert"]["index"]) <= {0, 1, 2}
+    for src, dst in zip(edges["source"], edges["target"], strict=True):  # every edge is a recorded parent
+        assert src in children.loc[dst, "parents"] and src in ids
+    assert all(p in ids for i in ids for p in children.loc[i, "parents"])  # whole ancestries, back to seeds
+    # the K-task scatter holds every evaluated child up to the generation, entered or not
+    model.generation = 4
+    kids = model.children()
+    assert len(kids) == int((children["generation"] <= 4).sum())
+    assert list(kids["status"] == "entered an archive") == list(children.loc[kids.index, "kept"])
+    # a click on a filled cell selects its elite; an empty one selects nothing
+    model.generation = 12
+    cell = model.cells("sort").iloc[-1]
+    assert model.click("sort", cell["x"] + 0.3, cell["y"] - 0.2) == cell["id"] and model.selected == cell["id"]
+    assert model.task == "sort" and model.click("sort", 14, 14) == -1 and model.selected == cell["id"]
+    newest = int(max(final))
+    model.select(newest)
+    card = model.card()
+    assert card["parents"] == list(children.loc[newest, "parents"])
+    assert card["born"] == children.loc[newest, "generation"]
+    assert card["draws"] == {t: int(children.loc[newest, f"draws_{t}"]) for t in TASKS}
+    ancestry = {a["id"] for a in card["ancestry"]}
+    assert newest in ancestry and any(not a["parents"] for a in card["ancestry"])  # down to a seed expert
+    assert all(p in ancestry for a in card["ancestry"] for p in a["parents"])
+    assert set(card["elite_of"]) == {t for t in TASKS if newest in set(model.cells(t)["id"])}
+    assert model.lineage()[0]["on_path"].sum() == len(ancestry)  # the selection's ancestry is ringed
+    # final models vs seed experts vs baselines: the run's scores.json, then pooled with the other seed
+    scores = json.loads((Path(qd["dir"]) / qd["run"] / "scores.json").read_text())
+    bars = model.baselines()
+    for t in TASKS:
+        for name, v in scores["per_task"][t].items():
+            assert bars[(bars["task"] == t) & (bars["model"] == name)]["mean"].item() == pytest.approx(v)
+    assert model.param.compare.objects == [qd["other"]]
+    model.compare = [qd["other"]]
+    other = json.loads((Path(qd["dir"]) / qd["other"] / "scores.json").read_text())
+    pooled = model.baselines().query("task == 'brackets' and model == 'cycleqd'").iloc[0]
+    pair = [scores["per_task"]["brackets"]["cycleqd"], other["per_task"]["brackets"]["cycleqd"]]
+    assert pooled["n"] == 2 and pooled["mean"] == pytest.approx(np.mean(pair))
+    assert pooled["std"] == pytest.approx(np.std(pair, ddof=1))
+
+
+def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
+    import holoviews as hv
+    from PIL import Image
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    model.select(int(model.cells("brackets").iloc[0]["id"]))
+    for view in VIEWS:
+        hv.render(model.figure(view), backend="bokeh")
+    png = model.export("archives", tmp_path, ".png")
+    assert png.name == f"{qd['run']}-archives-gen12.png" and Image.open(png).size[0] > 600
+    assert model.export("lineage", tmp_path, ".svg").read_text().count("<svg") >= 1
+    assert model.export("baselines", tmp_path, ".pdf").read_bytes()[:4] == b"%PDF"
+    html = model.export("curves", tmp_path, ".html").read_text()
+    assert "cdn.bokeh.org" not in html and "Bokeh" in html
+    model.generation = 3
+    assert model.export("children", tmp_path).name.endswith("-children-gen3.png")
+
+
+def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
+    """A seed expert rebuilt through the lineage answers like the zoo's own expert decoding the same prompt."""
+    from workbench.lm.evaluate import greedy
+    from workbench.lm.zoo import load_zoo
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    with pytest.raises(ValueError, match="click a cell first"):
+        model.answer("b:([=")
+    model.select(0)  # the seed expert of brackets
+    zoo = load_zoo(qd["zoo"])
+    tok = zoo.tokenizer()
+    for prompt in ("b:([=", "b:{(=", "s:kdpa="):
+        ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+        want = tok.decode(greedy(zoo.model("brackets", device="cpu"), [ids], 9, pad_id=tok.pad_token_id,
+                                 eos_id=tok.eos_token_id)[0], skip_special_tokens=True)
+        assert model.answer(prompt) == want
+    with pytest.raises(ValueError, match="the prompt has '!A'"):
+        model.answer("A!b:(=")
+
+
+def test_map_elites_run_and_the_lab_plays_a_member(qd):
+    from workbench.dashboards.lab import LabModel
+    from workbench.dashboards.qd import card_html
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["me"])
+    d = model.data
+    run = RunStore(qd["dir"]).open(qd["me"])
+    thetas = np.asarray(run.read_table("population").to_pydict()["theta"])
+    assert d.kind == "map-elites" and d.views == ["archives"] and len(d.cells) == len(thetas)
+    cells = model.cells("novelty")
+    assert len(set(zip(cells["x"], cells["y"], strict=True))) == len(thetas)  # one member per cell
+    layers, _ = model.archive_layers("novelty")
+    assert layers["under"].data.shape[:2] == (16 * 32, 16 * 32)  # the thumbnails beneath the cells
+    member = int(cells.iloc[len(cells) // 2]["id"])
+    assert model.click("novelty", *cells.iloc[len(cells) // 2][["x", "y"]]) == member
+    link = f"./lab?run={qd['me']}&amp;member={member}"
+    assert model.card()["lab"] == f"./lab?run={qd['me']}&member={member}" and link in card_html(model)
+    lab = LabModel(substrate="lenia")
+    assert lab.open_run(qd["dir"], qd["me"], member) and lab.substrate == "boids"
+    np.testing.assert_allclose(lab.theta, thetas[member], rtol=1e-6)
+    assert f"population member {member}" in lab.message
+    assert not lab.open_run(qd["dir"], qd["me"], 10_000) and "members 0 to" in lab.message
+
+
+def test_archive_maps_and_pyribs_files_show_the_same_archives(qd):
+    run_dir = Path(qd["dir"]) / qd["run"]
+    run = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    maps = QDModel(runs_dir=qd["dir"], path=str(run_dir / "archive_maps"))
+    assert maps.data.kind == "archive_map" and maps.data.generations == list(range(13)) and not maps.message
+    assert maps.data.views == ["archives", "sampling", "curves"]
+    for g in (0, 12):
+        run.generation = maps.generation = g
+        for t in TASKS:
+            a, b = run.cells(t), maps.cells(t)
+            assert list(a["cell"]) == list(b["cell"]) and np.allclose(a["quality"], b["quality"])
+            # the reference's sampling_freq counts the same draws (starting at 1)
+            assert list(a["draws"]) == list(b["draws"])
+    assert maps.source() == {"path": str(run_dir / "archive_maps")} and run.source() == {"run": qd["run"]}
+    one = QDModel(runs_dir=qd["dir"], path=str(run_dir / "archive_maps" / "gen5_archive_map.json"))
+    assert one.data.generations == [5]
+    ribs = QDModel(runs_dir=qd["dir"], path=str(run_dir / "pyribs"))
+    assert ribs.data.kind == "pyribs" and ribs.data.tasks == TASKS
+    children = _table(qd, "children").set_index("id")
+    for t in TASKS:
+        got = ribs.cells(t)
+        assert sorted(zip(got["cell"], got["id"], strict=True)) == sorted(zip(run.cells(t)["cell"], run.cells(t)["id"],
+                                                                              strict=True))
+        for i in got["id"]:  # pyribs' extra field keeps every elite's scores on all tasks
+            assert [ribs.data.models.loc[i, f"score_{u}"] for u in TASKS] == [children.loc[i, f"score_{u}"]
+                                                                              for u in TASKS]
+    single = QDModel(runs_dir=qd["dir"], path=str(run_dir / "pyribs" / "sort.parquet"))
+    assert single.data.tasks == ["sort"] and len(single.cells("sort")) == len(run.cells("sort"))
+    assert single.data.views == ["archives", "children"]
+
+
+def test_a_bad_file_is_one_clear_message(qd, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    broken = tmp_path / "gen3_archive_map.json"
+    broken.write_text('{"sort": {"1": {"quality": 0.5')
+    foreign = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"index": [1, 2], "objective": [0.1, 0.2]}), foreign)
+    wrong = tmp_path / "notes.txt"
+    wrong.write_text("hello")
+    fields, empty = tmp_path / "maps", tmp_path / "empty"
+    fields.mkdir()
+    empty.mkdir()
+    (fields / "gen0_archive_map.json").write_text(json.dumps({"a": {"0": {"quality": 1}}, "b": {}}))
+    for path, why in ((broken, "not valid JSON"), (foreign, "not a CycleQD archive written by workbench"),
+                      (wrong, "neither a pyribs archive"), (tmp_path / "missing.json", "no file or folder"),
+                      (fields, "expected exactly"), (empty, "holds neither")):
+        with pytest.raises(ValueError, match=why):
+            read_source(qd["dir"], path=str(path))
+        model = QDModel(runs_dir=qd["dir"], path=str(path))
+        assert model.data is None and why in model.message and "\n" not in model.message
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        read_source(qd["dir"], "nope")
+
+
+def test_runs_gallery_cards_link_here_with_the_archives_as_picture(qd):
+    """A qd run's card: its archives as the picture, a link here; a MAP-Elites card links here too, a GA's not."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from workbench.dashboards.qd import archive_thumbnail
+    from workbench.dashboards.runs import RunsModel
+
+    gallery = RunsModel(runs_dir=qd["dir"])
+    rows = {r["id"]: r for r in gallery.shown()}
+    card = gallery.card(rows[qd["run"]])
+    assert card["title"] == "qd · elite sampling, svd mutation" and card["subtitle"] == "tasks " + ", ".join(TASKS)
+    assert card["links"] == [("QD archives", f"./qd?run={quote(qd['run'], safe='')}")]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(card["thumbnail"].split(",", 1)[1]))))
+    image = archive_thumbnail(Path(qd["dir"]) / qd["run"])
+    assert picture.shape == image.shape and picture.shape[1] <= 224
+    # one coloured cell per filled cell of the last generation's archives (cells of px × px pixels, dark when empty)
+    px = image.shape[0] // 15
+    filled = (image[::px, ::px] != 29).any(axis=2).sum()
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    assert filled == sum(len(model.cells(t)) for t in TASKS) > 0
+    me = quote(qd["me"], safe="")
+    assert gallery.card(rows[qd["me"]])["links"] == [("Atlas", f"./atlas?run={me}"), ("QD archives", f"./qd?run={me}"),
+                                                     ("Lab", f"./lab?run={me}")]
+
+
+def test_the_page_is_registered_in_the_shell():
+    from workbench.dashboards.app import pages
+    from workbench.dashboards.shell import PAGES, open_links
+
+    assert PAGES["qd"].title == "QD archives" and PAGES["qd"].description and "qd" in pages("runs")
+    assert open_links("qd", "r1") == [("QD archives", "./qd?run=r1")]
+    assert ("QD archives", "./qd?run=r2") in open_links("illuminate", "r2", "map-elites")
+    assert ("QD archives", "./qd?run=r2") not in open_links("illuminate", "r2", "ga")
+
+
+# --- the served page in Chromium -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, qd):
+    log = tmp_path_factory.mktemp("qdserver") / "serve.log"
+    port = _free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", qd["dir"]],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+
+
+CELLS = """(title) => {  // rows of the archive plot titled `title` (its cells' data source)
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model.title;
+    if (t && t.text === title)
+      for (const r of v.model.renderers)
+        if (r.data_source && r.data_source.columns().includes('model')) return r.data_source.get_length();
+  }
+  return null;
+}"""
+WHERE = """([title, x, y]) => {  // the page position of data point (x, y) in the plot titled `title`
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model.title;
+    if (t && t.text === title && v.frame) {
+      const r = v.canvas_view.el.getBoundingClientRect();
+      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
+
+
+def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browser, request):  # noqa: F811
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    counts = {g: len(model.cells("sort", g)) for g in (0, 12)}
+    assert counts[0] != counts[12]
+    with _browse(browser, f"{served}/qd?run={quote(qd['run'])}", request) as page:
+        page.get_by_text("generation 12 of 0–12").wait_for(timeout=60000)
+        page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[12]}", timeout=30000)
+        page.locator("button.first").click()  # the scrubber back to generation 0
+        page.get_by_text("generation 0 of 0–12").wait_for(timeout=30000)
+        page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[0]}", timeout=30000)
+        page.locator("button.last").click()
+        page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[12]}", timeout=30000)
+        cell = model.cells("sort").iloc[-1]
+        page.mouse.click(*page.evaluate(WHERE, ["archive sort", float(cell["x"]), float(cell["y"])]))
+        card = page.locator(".elite")
+        card.get_by_text(f"model {int(cell['id'])}", exact=True).wait_for(timeout=30000)
+        card.get_by_text("Ancestry").wait_for(timeout=10000)
+        model.select(int(cell["id"]))
+        want = model.answer("b:([{=")
+        page.get_by_placeholder("e.g.").fill("b:([{=")
+        page.get_by_role("button", name="run the elite").click()
+        said = page.get_by_text(re.compile(rf"model {int(cell['id'])} answers"))
+        said.wait_for(timeout=120000)
+        assert f"answers {want} (" in said.inner_text()
+        page.locator(".bk-tab", has_text="Lineage").click()
+        ringed = f"model {int(cell['id'])}'s ancestry"  # the lineage plot's title (drawn on its canvas)
+        page.wait_for_function("(text) => Bokeh.index.all_views().some(v => v.model.title && v.model.title.text && "
+                               "v.model.title.text.includes(text))", arg=ringed, timeout=30000)
+        page.get_by_role("button", name="export").click()
+        page.get_by_text("written").wait_for(timeout=60000)
+        assert (Path(qd["dir"]) / qd["run"] / "figures" / f"{qd['run']}-lineage-gen12.png").is_file()
+
+
+def test_runs_gallery_opens_qd_runs_and_map_elites_plays_in_the_lab(served, qd, browser, request):  # noqa: F811
+    with _browse(browser, f"{served}/runs", request) as page:
+        card = page.locator(f'.run[data-run="{qd["run"]}"]')
+        link = card.get_by_role("link", name="open in QD archives")
+        assert link.get_attribute("href") == f"./qd?run={quote(qd['run'], safe='')}"  # "+" in the id
+        link.click()
+        page.wait_for_url(re.compile(r"/qd\?run="), timeout=30000)
+        page.get_by_text(f"{qd['run']} · tasks").wait_for(timeout=60000)
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["me"])
+    cell = model.cells("novelty").iloc[0]
+    with _browse(browser, f"{served}/qd?run={qd['me']}", request) as page:
+        page.get_by_text("MAP-Elites illumination of boids").wait_for(timeout=60000)
+        page.wait_for_function(f"() => ({CELLS})('archive novelty') === {len(model.data.cells)}", timeout=30000)
+        page.mouse.click(*page.evaluate(WHERE, ["archive novelty", float(cell["x"]), float(cell["y"])]))
+        page.get_by_role("link", name=f"play member {int(cell['id'])} in the Lab").click()
+        page.wait_for_url(re.compile(r"/lab\?run=.*member="), timeout=30000)
+        page.get_by_text(f"loaded population member {int(cell['id'])}").wait_for(timeout=60000)
+
+
+def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request, tmp_path):  # noqa: F811
+    bad = tmp_path / "gen1_archive_map.json"
+    bad.write_text("[1, 2]")
+    with _browse(browser, f"{served}/qd?file={bad}", request) as page:
+        page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
+        newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
+        page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
+        page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)
+        box = page.get_by_placeholder("pyribs .parquet / archive map .json")
+        box.fill(str(Path(qd["dir"]) / qd["run"] / "pyribs"))
+        page.get_by_role("button", name="open", exact=True).click()
+        page.get_by_text("pyribs archive · tasks").wait_for(timeout=60000)
+        assert not page.locator(".alert").is_visible()
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "dashboards/qd.py", "--port", str(port), "--args",
+                             qd["dir"]], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                html = urllib.request.urlopen(f"http://127.0.0.1:{port}/qd", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("panel serve dashboards/qd.py did not answer")
+        assert "cdn.bokeh.org" not in html and "fonts.googleapis" not in html and "./runs" not in html
+        newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
+        with _browse(browser, f"http://127.0.0.1:{port}/qd", request) as page:
+            page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)  # opens the newest run
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
