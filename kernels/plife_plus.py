@@ -1,10 +1,13 @@
 """Particle Life+: the pair MLP, forces and colour change through a cell list, in Taichi (asal-more.md §5, §7).
 
 Only pairs closer than r_max contribute, and the self pair (d = 0, inside its own cell) gives its δ_ii in full,
-so each particle visits the 3×3 block of cells around its own, as in Particle Life (kernels/plife.py). The pair
-MLP's first layer is split: [c_i ‖ c_j]·W0 + b0 = (c_i·W0[:6] + b0) + c_j·W0[6:], the second half computed once
-per particle and stored in cell order with the positions. Each particle sums its pairs in cell order, the same
-on every run, so the same state gives the same step bit for bit.
+so each particle visits the 3×3 block of cells around its own, as in Particle Life (kernels/plife.py). A step is
+four passes: `sort` (the cell list), `neighbours` twice (count each particle's pairs within r_max, then write
+them contiguously), `interact` (the MLP over the lists, vectorised, and the update). About a third of the
+candidates in the 3×3 block are within r_max, and a branch in the MLP loop would stop its vectorisation, so the
+lists are built first. The first layer is split: [c_i ‖ c_j]·W0 + b0 = (c_i·W0[:6] + b0) + c_j·W0[6:], the second
+half computed once per particle. Each particle sums its pairs in cell order, the same on every run, so the same
+state gives the same step bit for bit.
 """
 
 import taichi as ti
@@ -32,18 +35,10 @@ def _cell_of(x: ti.template(), p, i, grid):
 
 
 @ti.kernel
-def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3),
-         W0: ti.types.ndarray(ndim=3), b0: ti.types.ndarray(ndim=2), W1: ti.types.ndarray(ndim=3),
-         b1: ti.types.ndarray(ndim=2), W2: ti.types.ndarray(ndim=3), b2: ti.types.ndarray(ndim=2),
-         W3: ti.types.ndarray(ndim=3), b3: ti.types.ndarray(ndim=2),
-         cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),
-         xs: ti.types.ndarray(ndim=2), ys: ti.types.ndarray(ndim=2), bs: ti.types.ndarray(ndim=3),
-         grid: ti.i32, reach: ti.i32, r_max: ti.f32, beta: ti.f32, mass: ti.f32, decay: ti.f32, dt: ti.f32):
-    """One step of every simulation (x, v, c updated in place; the pair sums read the cell-ordered copies).
-
-    Cells are 1/grid wide and a particle visits the (2·reach + 1)² cells around its own, so reach/grid >= r_max
-    must hold (grid = 1, reach = 0: all pairs, minimum image by rounding).
-    """
+def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), W0: ti.types.ndarray(ndim=3),
+         cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
+         ys: ti.types.ndarray(ndim=2), bs: ti.types.ndarray(ndim=3), grid: ti.i32):
+    """Positions and c_j·W0[6:] copied into cell order by a stable counting sort (cells 1/grid wide)."""
     P, N = x.shape[0], x.shape[1]
     n_cells = grid * grid
     for p, k in ti.ndrange(P, n_cells + 1):
@@ -66,26 +61,26 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
                         acc += c[p, i, a] * W0[p, D + a, o]
                     bs[p, o, slot] = acc
                 cell_fill[p, k] += 1
-    inv_r = 1.0 / r_max
-    inv_b, inv_1mb = 1.0 / beta, 1.0 / (1.0 - beta)
+
+
+@ti.kernel
+def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
+               ys: ti.types.ndarray(ndim=2), offset: ti.types.ndarray(ndim=1), idx: ti.types.ndarray(ndim=1),
+               dist: ti.types.ndarray(ndim=2), grid: ti.i32, reach: ti.i32, r_max: ti.f32, fill: ti.template()):
+    """The pairs (i, j) closer than r_max, the self pair included, in cell order.
+
+    fill = False: counts them (plus one spare slot) into offset[p·N + i + 1]. fill = True: writes each pair at
+    offset[p·N + i] on: idx the neighbour's slot in cell order, dist (2, pairs) d_ij.
+    Cells are 1/grid wide and a particle visits the (2·reach + 1)² cells around its own, so reach/grid >= r_max
+    must hold (grid = 1, reach = 0: all pairs, the wrapped difference by rounding).
+    """
+    P, N = x.shape[0], x.shape[1]
+    inv_r2 = 1.0 / (r_max * r_max)
     for p, i in ti.ndrange(P, N):
-        # the layers transposed (out × in), so a layer is w @ h
-        w1 = ti.Matrix([[W1[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
-        w2 = ti.Matrix([[W2[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
-        w3 = ti.Matrix([[W3[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(7))])
-        c1 = ti.Vector([b1[p, o] for o in ti.static(range(H))])
-        c2 = ti.Vector([b2[p, o] for o in ti.static(range(H))])
-        c3 = ti.Vector([b3[p, o] for o in ti.static(range(7))])
-        ci = ti.Vector([c[p, i, a] for a in ti.static(range(D))])
-        ai = ti.Vector([b0[p, o] for o in ti.static(range(H))])
-        for o in ti.static(range(H)):
-            for a in ti.static(range(D)):
-                ai[o] += ci[a] * W0[p, a, o]
+        at = offset[p * N + i] if ti.static(fill) else 0
         xi0, xi1 = x[p, i, 0], x[p, i, 1]
         gx = ti.min(ti.max(int(xi0 * grid), 0), grid - 1)
         gy = ti.min(ti.max(int(xi1 * grid), 0), grid - 1)
-        f0, f1 = 0.0, 0.0
-        dc = ti.Vector([0.0] * D)
         for dx in range(-reach, reach + 1):
             # A neighbour cell across the edge of the torus: shift its particles by one period, which gives the
             # reference's wrapped difference for every pair closer than r_max.
@@ -100,7 +95,7 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
                     first, last, oy = lo + grid, grid - 1, xi1 + 1.0
                 elif ti.static(seg == 2):
                     first, last, oy = 0, hi - grid, xi1 - 1.0
-                if reach == 0:  # one cell holding everything: scan it once, minimum image below
+                if reach == 0:  # one cell holding everything: scan it once
                     first, last = 0, ti.static(-1 if seg > 0 else 0)
                 t_end = cell_start[p, row + last + 1] if first <= last else 0
                 t_begin = cell_start[p, row + first] if first <= last else 0
@@ -110,31 +105,76 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
                     if reach == 0:
                         d0 = d0 - ti.select(d0 > 0.5, 1.0, 0.0) + ti.select(d0 < -0.5, 1.0, 0.0)
                         d1 = d1 - ti.select(d1 > 0.5, 1.0, 0.0) + ti.select(d1 < -0.5, 1.0, 0.0)
-                    rho = ti.sqrt(d0 * d0 + d1 * d1)
-                    rr = rho * inv_r
-                    if rr < 1.0:  # farther pairs add nothing; the self pair (rr = 0) adds its δ_ii
-                        # fresh names per layer: reassigning a Taichi vector here kept the old value
-                        h1 = ti.Vector([tanh_fast(ai[o] + bs[p, o, t]) for o in ti.static(range(H))])
-                        z2 = w1 @ h1 + c1
-                        h2 = ti.Vector([tanh_fast(z2[o]) for o in ti.static(range(H))])
-                        z3 = w2 @ h2 + c2
-                        h3 = ti.Vector([tanh_fast(z3[o]) for o in ti.static(range(H))])
-                        out = w3 @ h3 + c3
-                        alpha = 1.5 * tanh_fast(out[0])
-                        far = alpha * (1.0 - ti.abs(2.0 * rr - 1.0 - beta) * inv_1mb)
-                        force = ti.select(rr < beta, rr * inv_b - 1.0, ti.select(beta < rr, far, 0.0))
-                        f = r_max * force / (rho + 1e-8)
-                        f0 += f * d0
-                        f1 += f * d1
-                        wgt = 1.0 - rr
-                        for a in ti.static(range(D)):
-                            dc[a] += tanh_fast(out[1 + a]) * wgt
+                    near = (d0 * d0 + d1 * d1) * inv_r2 < 1.0  # ρ < r_max
+                    # Farther pairs add nothing; the self pair (rr = 0) adds its δ_ii. Branch-free (a third of
+                    # the candidates are kept, at random: a branch mispredicts): every candidate is written at
+                    # `at`, and `at` moves on only for a kept one. Each particle's list ends in one spare slot
+                    # for the last write.
+                    if ti.static(fill):
+                        idx[at] = t
+                        dist[0, at], dist[1, at] = d0, d1
+                    at += ti.select(near, 1, 0)
+        if ti.static(not fill):
+            offset[p * N + i + 1] = at + 1  # the spare slot
+
+
+@ti.kernel
+def interact(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3),
+             W0: ti.types.ndarray(ndim=3), b0: ti.types.ndarray(ndim=2), W1: ti.types.ndarray(ndim=3),
+             b1: ti.types.ndarray(ndim=2), W2: ti.types.ndarray(ndim=3),
+             b2: ti.types.ndarray(ndim=2), W3: ti.types.ndarray(ndim=3), b3: ti.types.ndarray(ndim=2),
+             bs: ti.types.ndarray(ndim=3), offset: ti.types.ndarray(ndim=1), idx: ti.types.ndarray(ndim=1),
+             dist: ti.types.ndarray(ndim=2), r_max: ti.f32, beta: ti.f32, mass: ti.f32, decay: ti.f32, dt: ti.f32):
+    """The pair MLP over each particle's list (contiguous, branch-free: it vectorises), then v, x and c updated
+    in place. Each particle sums its pairs in cell order, the same on every run."""
+    P, N = x.shape[0], x.shape[1]
+    inv_r, inv_b, inv_1mb = 1.0 / r_max, 1.0 / beta, 1.0 / (1.0 - beta)
+    for p, i in ti.ndrange(P, N):
+        # the layers transposed (out × in), so a layer is w @ h
+        w1 = ti.Matrix([[W1[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w2 = ti.Matrix([[W2[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w3 = ti.Matrix([[W3[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(7))])
+        c1 = ti.Vector([b1[p, o] for o in ti.static(range(H))])
+        c2 = ti.Vector([b2[p, o] for o in ti.static(range(H))])
+        c3 = ti.Vector([b3[p, o] for o in ti.static(range(7))])
+        ai = ti.Vector([b0[p, o] for o in ti.static(range(H))])  # c_i·W0[:6] + b0 (c_i before the update)
+        for o in ti.static(range(H)):
+            for a in ti.static(range(D)):
+                ai[o] += c[p, i, a] * W0[p, a, o]
+        f0, f1 = 0.0, 0.0
+        dc0, dc1, dc2, dc3, dc4, dc5 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        for k in range(offset[p * N + i], offset[p * N + i + 1] - 1):  # without the spare slot
+            # fresh names per layer: reassigning a Taichi vector here kept the old value
+            t = idx[k]
+            h1 = ti.Vector([tanh_fast(ai[o] + bs[p, o, t]) for o in ti.static(range(H))])
+            z2 = w1 @ h1 + c1
+            h2 = ti.Vector([tanh_fast(z2[o]) for o in ti.static(range(H))])
+            z3 = w2 @ h2 + c2
+            h3 = ti.Vector([tanh_fast(z3[o]) for o in ti.static(range(H))])
+            out = w3 @ h3 + c3
+            d0, d1 = dist[0, k], dist[1, k]
+            rho = ti.sqrt(d0 * d0 + d1 * d1)
+            rr = rho * inv_r
+            alpha = 1.5 * tanh_fast(out[0])
+            far = alpha * (1.0 - ti.abs(2.0 * rr - 1.0 - beta) * inv_1mb)
+            force = ti.select(rr < beta, rr * inv_b - 1.0, ti.select(beta < rr, far, 0.0))
+            f = r_max * force / (rho + 1e-8)
+            f0 += f * d0
+            f1 += f * d1
+            wgt = 1.0 - rr
+            dc0 += tanh_fast(out[1]) * wgt
+            dc1 += tanh_fast(out[2]) * wgt
+            dc2 += tanh_fast(out[3]) * wgt
+            dc3 += tanh_fast(out[4]) * wgt
+            dc4 += tanh_fast(out[5]) * wgt
+            dc5 += tanh_fast(out[6]) * wgt
         v0 = decay * v[p, i, 0] + dt * f0 / mass
         v1 = decay * v[p, i, 1] + dt * f1 / mass
         v[p, i, 0], v[p, i, 1] = v0, v1
-        y0, y1 = xi0 + dt * v0, xi1 + dt * v1
+        y0, y1 = x[p, i, 0] + dt * v0, x[p, i, 1] + dt * v1
         x[p, i, 0], x[p, i, 1] = y0 - ti.floor(y0), y1 - ti.floor(y1)
-        cn = ci + dt * dc
+        cn = ti.Vector([c[p, i, 0], c[p, i, 1], c[p, i, 2], c[p, i, 3], c[p, i, 4], c[p, i, 5]])
+        cn += dt * ti.Vector([dc0, dc1, dc2, dc3, dc4, dc5])
         cn = cn / cn.norm()
         for a in ti.static(range(D)):
             c[p, i, a] = cn[a]
@@ -143,12 +183,7 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
 # --- render ------------------------------------------------------------------------------------
 
 EDGE_SHARPNESS = 30.0 / 0.04
-EDGE_CUTOFF = 0.03  # coverage 1 − σ(750·d) < 2e-10 beyond this distance outside the disc
-
-
-@ti.func
-def _sigmoid(z):
-    return 1.0 / (1.0 + ti.exp(-z))
+EDGE_CUTOFF = 0.022  # coverage 1 − σ(750·d) < 7e-8 beyond this distance outside the disc
 
 
 @ti.kernel
@@ -181,10 +216,11 @@ def render(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), img: ti.typ
                 yb = ti.min(int(ti.ceil((py + reach) * (size - 1))), size - 1)
                 colour = ti.Vector([(c[p, i, ch] + 1.0) * 0.5 for ch in ti.static(range(3))])
                 for ix in range(a, b + 1):
+                    dx = px - ix / (size - 1)
+                    # branch-free over the footprint's square (it vectorises): in its corners the coverage is
+                    # below 1e-7, as the reference, which composites every particle over every pixel
                     for iy in range(ya, yb + 1):
-                        dx, dy = px - ix / (size - 1), py - iy / (size - 1)
-                        dd = dx * dx + dy * dy
-                        if dd < reach * reach:
-                            cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
-                            for ch in ti.static(range(3)):
-                                img[p, ix, iy, ch] = cov * colour[ch] + (1.0 - cov) * img[p, ix, iy, ch]
+                        dy = py - iy / (size - 1)
+                        cov = 1.0 / (1.0 + exp_fast(EDGE_SHARPNESS * (ti.sqrt(dx * dx + dy * dy) - radius)))
+                        for ch in ti.static(range(3)):
+                            img[p, ix, iy, ch] = cov * colour[ch] + (1.0 - cov) * img[p, ix, iy, ch]

@@ -88,15 +88,25 @@ class ParticleLifePlus(Substrate):
         from workbench.kernels import plife_plus as kp
 
         ensure_taichi(self.device)
-        P = x.shape[0]
+        P, N, H = x.shape[0], self.N, LAYERS[0][1]
         zi = lambda *s: torch.zeros(*s, dtype=torch.int32, device=self.device)  # noqa: E731
         start, fill = zi(P, self.grid * self.grid + 1), zi(P, self.grid * self.grid)
-        xs, ys = torch.empty(P, self.N, device=self.device), torch.empty(P, self.N, device=self.device)
-        bs = torch.empty(P, LAYERS[0][1], self.N, device=self.device)  # c_j·W0[6:] in cell order
-        w = [params[f"{n}{k}"].contiguous() for k in range(len(LAYERS)) for n in ("W", "b")]
+        xs, ys = torch.empty(P, N, device=self.device), torch.empty(P, N, device=self.device)
+        bs = torch.empty(P, H, N, device=self.device)  # c_j·W0[6:] in cell order
+        offset = zi(P * N + 1)
+        idx, dist = zi(1), torch.empty(2, 1, device=self.device)
+        mlp = [params[f"{n}{k}"].contiguous() for k in range(len(LAYERS)) for n in ("W", "b")]
         for _ in range(steps):
-            kp.step(x, v, c, *w, start, fill, xs, ys, bs, self.grid, self.reach, self.r_max, self.beta, self.mass,
-                    self.decay, self.dt)
+            kp.sort(x, c, mlp[0], start, fill, xs, ys, bs, self.grid)
+            args = (x, start, xs, ys, offset)
+            kp.neighbours(*args, idx, dist, self.grid, self.reach, self.r_max, False)
+            torch.cumsum(offset, 0, out=offset)  # pairs of particle (p, i) at offset[p·N + i] on
+            pairs = int(offset[-1])
+            if idx.shape[0] < pairs:  # grown, never shrunk, within a call
+                idx = zi(pairs + pairs // 4)
+                dist = torch.empty(2, idx.shape[0], device=self.device)
+            kp.neighbours(*args, idx, dist, self.grid, self.reach, self.r_max, True)
+            kp.interact(x, v, c, *mlp, bs, offset, idx, dist, self.r_max, self.beta, self.mass, self.decay, self.dt)
         return {"x": x, "v": v, "c": c}
 
     def _render(self, arrays, params, size):
