@@ -127,8 +127,10 @@ def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dt
 @ti.kernel
 def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(dtype=ti.i32, ndim=3),
               w: ti.types.ndarray(dtype=ti.f32, ndim=2), gumbel: ti.types.ndarray(dtype=ti.f32, ndim=4),
-              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, tau: ti.f32, stride: ti.i32):
-    """out = argmax_k (L_k/τ + g_k) (ties: the lowest k) for states k (P, H, W) in 0..7, L the network's logits.
+              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, tau: ti.f32, identity: ti.f32,
+              stride: ti.i32):
+    """out = argmax_k ((L_k + b·1[k = s])/τ + g_k) (ties: the lowest k) for states s = k (P, H, W) in 0..7, L the
+    network's logits and b the identity bias (0 in the reference).
 
     g is gumbel (P, H, W, 8) when drawn is 0. Otherwise the same distribution is drawn with one uniform u per cell
     (the Gumbel-max trick in reverse): the category whose cumulative softmax(L/τ) weight first exceeds u.
@@ -155,6 +157,11 @@ def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(d
                     for a in ti.static(range(HIDDEN)):
                         h[a] += w[p, base + a]
             logits = _hidden(w, p, h, d)
+            if identity != 0.0:
+                own = k[p, y, x]
+                for q in ti.static(range(d)):
+                    if q == own:
+                        logits[q] += identity
             best = 0
             if drawn == 0:
                 top = logits[0] / tau + gumbel[p, y, x, 0]

@@ -13,7 +13,7 @@ import torch
 from workbench.kernels.runtime import ensure_taichi
 from workbench.simulations.base import check_positive
 from workbench.simulations.gol import GridSubstrate, step_keys
-from workbench.simulations.nca import net_shapes, pack, unflatten
+from workbench.simulations.nca import flax_init, net_shapes, pack, unflatten
 
 N_STATES = 8
 # red, green, blue, yellow, magenta, cyan, white, #8f5d00
@@ -27,13 +27,17 @@ class DiscreteNCA(GridSubstrate):
     name = "dnca"
     noise_what = "standard Gumbel draws"
 
-    def __init__(self, grid: int = 128, tau: float = 1e-3, device: str | torch.device | None = None,
-                 engine: str | None = None):
+    def __init__(self, grid: int = 128, tau: float = 1e-3, identity_bias: float = 0.0,
+                 device: str | torch.device | None = None, engine: str | None = None):
+        """tau: the temperature τ; identity_bias: b added to the logit of a cell's own state (the reference's
+        option, 0 there)."""
         super().__init__(device, engine)
         self.grid = check_positive("grid", grid)
         if not (np.isfinite(tau) and tau > 0):
             raise ValueError(f"tau must be a positive number, got {tau!r}")
-        self.tau = float(tau)
+        if not np.isfinite(identity_bias):
+            raise ValueError(f"identity_bias must be a finite number, got {identity_bias!r}")
+        self.tau, self.identity_bias = float(tau), float(identity_bias)
         self.param_shapes = {"init": (N_STATES,), **net_shapes(N_STATES)}
         self.n_params = sum(int(np.prod(s)) for s in self.param_shapes.values())
         self.state_shapes = {"state": (self.grid, self.grid, 1)}
@@ -54,6 +58,10 @@ class DiscreteNCA(GridSubstrate):
 
     def _decode(self, theta):
         return unflatten(theta, self.param_shapes)
+
+    def flax_init_theta(self, rng: np.random.Generator, population: int | None = None) -> np.ndarray:
+        """θ of the reference's random initialisation: init logits N(0, 1), lecun-normal kernels, zero biases."""
+        return flax_init(self.param_shapes, rng, population, normal=("init",))
 
     def _init(self, params, seeds):
         logits = params["init"].detach().cpu().numpy().astype(np.float64)
@@ -79,7 +87,7 @@ class DiscreteNCA(GridSubstrate):
         for t in range(steps):
             g = no_gumbel if noise is None else noise[t]
             keys = step_keys(arrays["rng"], t).to(self.device)
-            kn.dnca_step(a, b, w, g, keys, int(noise is None), self.tau, stride)
+            kn.dnca_step(a, b, w, g, keys, int(noise is None), self.tau, self.identity_bias, stride)
             a, b = b, a
         return {**arrays, "state": a.reshape(P, self.grid, self.grid, 1)}
 

@@ -37,6 +37,29 @@ def unflatten(theta: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str
     return out
 
 
+def flax_init(shapes: dict[str, tuple[int, ...]], rng: np.random.Generator, population: int | None = None,
+              normal: tuple[str, ...] = ()) -> np.ndarray:
+    """θ (n,) or (P, n) of the reference's random network initialisation, in θ order: flax's lecun-normal kernels
+    (a normal cut at ±2σ, scaled to std √(1/fan_in), fan_in = every kernel axis but the last), zero biases, and
+    N(0, 1) for the pieces named in `normal`. (Searches start from θ = 0; this is the "random init" start.)"""
+    P = 1 if population is None else population
+    pieces = []
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        if name in normal:
+            pieces.append(rng.standard_normal((P, size)))
+        elif name.startswith("K"):
+            x = rng.standard_normal((P, size))
+            while (bad := np.abs(x) > 2).any():
+                x[bad] = rng.standard_normal(int(bad.sum()))
+            fan_in = int(np.prod(shape[:-1]))
+            pieces.append(x * np.sqrt(1.0 / fan_in) / 0.87962566103423978)
+        else:
+            pieces.append(np.zeros((P, size)))
+    theta = np.concatenate(pieces, axis=1)
+    return theta[0] if population is None else theta
+
+
 def pack(params: dict[str, torch.Tensor], d: int) -> torch.Tensor:
     """The network's weights as one row per simulation in the kernels' layout (kernels.nca.layout): the first
     layer folded onto the d real channels (padded channel c′ is a copy of channel (c′ − 1) mod d)."""
@@ -79,6 +102,10 @@ class NCA(GridSubstrate):
 
     def _decode(self, theta):
         return unflatten(theta, self.param_shapes)
+
+    def flax_init_theta(self, rng: np.random.Generator, population: int | None = None) -> np.ndarray:
+        """θ of the reference's random initialisation (lecun-normal kernels, zero biases); see flax_init."""
+        return flax_init(self.param_shapes, rng, population)
 
     def _init(self, params, seeds):
         worlds = [np.random.default_rng(seed).random((self.grid, self.grid, self.d), dtype=np.float32)

@@ -91,9 +91,11 @@ def dnca_logits(k: np.ndarray, p: dict[str, np.ndarray]) -> np.ndarray:
     return nca_delta(onehot, p)
 
 
-def dnca_step(k: np.ndarray, p: dict[str, np.ndarray], gumbel: np.ndarray, tau: float = DNCA_TAU) -> np.ndarray:
-    """s' = argmax_k (L_k/τ + g_k) (identity bias 0; ties: lowest k), in float32 as the reference."""
+def dnca_step(k: np.ndarray, p: dict[str, np.ndarray], gumbel: np.ndarray, tau: float = DNCA_TAU,
+              identity_bias: float = 0.0) -> np.ndarray:
+    """s' = argmax_k ((L_k + b·1[k = s])/τ + g_k) (ties: lowest k), in float32 as the reference."""
     L = dnca_logits(k, p).astype(np.float32)
+    L = L + np.float32(identity_bias) * (k[..., 0, None] == np.arange(8))
     score = L / np.float32(tau) + gumbel[:, :, 0].astype(np.float32)
     return np.argmax(score, axis=-1)[..., None].astype(k.dtype)
 

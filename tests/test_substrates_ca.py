@@ -221,3 +221,32 @@ def test_bad_input_is_one_clear_error(subs):
         dnca.state_from_arrays(state=np.full((128, 128, 1), 8))
     with pytest.raises(ValueError, match="engine='taichi'"):
         make_substrate("gol", engine="triton")
+
+
+def test_identity_bias_matches_numpy(more):
+    sub = make_substrate("dnca", grid=24, identity_bias=0.5)
+    theta = more["dnca_theta"]
+    params = sub.decode(theta)
+    state = sub.init(params, seed=7)
+    gumbel = np.random.default_rng(3).gumbel(size=(3, 24, 24, 1, 8)).astype(np.float32)
+    out = sub.state_to_arrays(sub.step(state, params, 3, noise=gumbel))["state"]
+    s = plain = sub.state_to_arrays(state)["state"]
+    for t in range(3):
+        s = ref.dnca_step(s, ref.dnca_params(theta), gumbel[t], identity_bias=0.5)
+        plain = ref.dnca_step(plain, ref.dnca_params(theta), gumbel[t])
+    np.testing.assert_array_equal(out, s)
+    assert not np.array_equal(s, plain)  # the bias changes the run
+
+
+@pytest.mark.parametrize("name", ["nca_d3", "dnca"])
+def test_flax_random_init(name, subs):
+    sub = subs[name]
+    theta = sub.flax_init_theta(np.random.default_rng(0), population=64)
+    assert theta.shape == (64, sub.n_params)
+    params = sub.decode(theta)
+    fan_in = 9 * (sub.param_shapes["K0"][2])
+    assert abs(params["K0"].std() - np.sqrt(1 / fan_in)) < 0.1 * np.sqrt(1 / fan_in)
+    assert np.abs(params["K1"]).max() <= 2 * np.sqrt(1 / 4) / 0.8796 + 1e-6  # cut at ±2σ
+    assert not params["b0"].any() and not params["b1"].any() and not params["b2"].any()
+    if name == "dnca":
+        assert abs(params["init"].std() - 1) < 0.1
