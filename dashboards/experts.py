@@ -1,0 +1,1020 @@
+"""Expert-mixing explorer (Transformer², spec §4): open a stored `experts` or `adapt` run and look at what is
+mixed — the singular-value scales z of each expert per layer and matrix, z against the rank of σ, the mixing
+weights α that CEM found per number of shots (and per target task, per matrix), the dispatchers' confusion
+matrices, accuracy against the number of shots, base vs experts vs strategies per task with the spread over
+seeds, SVF against LoRA experts, the training / CEM curve — and mix the experts by hand: one slider per expert
+recomposes the model (z′ = Σ α·p, composed once) and answers a prompt.
+
+    model = ExpertsModel(runs_dir="runs", run_id=ID)
+    model.figure("z"); model.export("alpha", "figures", ".pdf")
+    model.alphas = [0.3, 0.7]; model.answer("s:kdpa=")          # the mixture's greedy answer
+
+`panel serve dashboards/experts.py --args RUNS_DIR` or `workbench serve` (page /experts, `?run=ID`) shows it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import panel as pn
+import param
+
+from workbench.runs import Run, RunError, RunStore
+
+KINDS = ("experts", "adapt")
+VIEWS = {"z": "z per expert", "z_rank": "z vs σ rank", "curve": "Adaptation curve", "alpha": "Mixing weights α",
+         "confusion": "Dispatcher confusion", "shots": "Accuracy vs shots", "strategies": "Strategies per task",
+         "svf_lora": "SVF vs LoRA"}
+MEAN = "mean over matrices"
+ACCENT = "#2f5d8a"
+GREY = "#9aa3b2"
+Z0 = 1.0 / (1.0 + math.exp(-0.1))  # z = sigmoid(0.1) where every expert starts (INIT_VALUE): "unchanged"
+
+
+# --- reading runs ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Expert:
+    """One SVF expert as the explorer shows it: raw parameters p per matrix (NumPy) and where it came from."""
+
+    label: str
+    task: str
+    params: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    def z(self) -> dict[str, np.ndarray]:
+        """z = sigmoid(p) (max_mult 1, the reference's) per matrix."""
+        return {n: 1.0 / (1.0 + np.exp(-p.astype(np.float64))) for n, p in self.params.items()}
+
+
+@dataclass
+class ExpertsData:
+    """A run's files, read once: run.json, metrics, scores.json and its SVF experts (none for a LoRA run)."""
+
+    run: Run
+    info: dict
+    metrics: pd.DataFrame
+    scores: dict | None
+    experts: list[Expert]
+
+    @property
+    def kind(self) -> str:
+        return self.info["kind"]
+
+    @property
+    def config(self) -> dict:
+        return self.info["config"]
+
+    @property
+    def matrices(self) -> list[str]:
+        return list(self.experts[0].params) if self.experts else []
+
+    @property
+    def task_experts(self) -> list[Expert]:
+        """The experts mixed by few-shot adaptation and by the mixer (the classification expert is a dispatcher)."""
+        return [e for e in self.experts if e.task != "classify"]
+
+    @property
+    def views(self) -> list[str]:
+        """The views this run has something for, in page order."""
+        out = ["z", "z_rank"] if self.experts else []
+        s = self.scores or {}
+        if self.kind == "experts":
+            out.append("curve")
+        else:
+            if s.get("few_shot") or any(str(u).startswith("few-shot") for u in self.metrics.get("unit", [])):
+                out.append("curve")
+            if s.get("few_shot"):
+                out.append("alpha")
+            if s.get("dispatch"):
+                out.append("confusion")
+            if s.get("few_shot"):
+                out.append("shots")
+            if s.get("strategies"):
+                out.append("strategies")
+        out.append("svf_lora")
+        return out
+
+
+def matrix_label(name: str) -> str:
+    """A short row label for a matrix: 'model.layers.3.mlp.gate_proj.weight' -> 'L3 gate'."""
+    layer = re.search(r"(?:layers|layer|h|blocks)\.(\d+)\.", name)
+    part = name.split("mlp.", 1)[-1].removesuffix(".weight").removesuffix("_proj").replace("_proj.", ".")
+    return f"L{layer.group(1)} {part}" if layer else part
+
+
+def _load_expert_file(path: Path, label: str | None = None) -> Expert:
+    from workbench.experts.model import load_expert
+
+    params, meta = load_expert(path)
+    task = str(meta.get("task", "?"))
+    return Expert(label or task, task, {n: p.numpy() for n, p in params.items()}, meta)
+
+
+def read_run(store: RunStore, run_id: str) -> ExpertsData:
+    """An `experts` or `adapt` run's files; ValueError naming the reason for anything else."""
+    try:
+        run = store.open(run_id)
+    except RunError as exc:
+        raise ValueError(str(exc)) from None
+    info = run.info
+    kind = info.get("kind")
+    if kind not in KINDS:
+        article = "an" if str(kind)[:1] in "aeiou" else "a"
+        raise ValueError(f"{run.id!r} is {article} {kind} run; the Experts page opens experts and adapt runs "
+                         "(`workbench experts train|adapt`)")
+    metrics = run.read_table("metrics").to_pandas() if (run.path / "metrics.parquet").exists() else pd.DataFrame()
+    scores = None
+    if (run.path / "scores.json").exists():
+        import json
+
+        scores = json.loads((run.path / "scores.json").read_text())
+    experts: list[Expert] = []
+    cfg = info["config"]
+    if kind == "experts" and cfg.get("adapter") == "svf":
+        label = f"{cfg['task']} (seed {cfg['seed']})"
+        if (run.path / "expert.safetensors").exists():
+            experts.append(_load_expert_file(run.path / "expert.safetensors", label))
+        elif (run.path / "checkpoint.json").exists():  # still training: its best expert so far
+            state = run.load_checkpoint() or {}
+            best = ((state.get("trainer") or {}).get("best") or {}).get("params")
+            if best:
+                experts.append(Expert(label, cfg["task"], {n: np.asarray(v, np.float32) for n, v in best.items()}))
+    elif kind == "adapt":
+        for rec in info.get("expert_inputs") or []:
+            if (run.path / rec["path"]).exists():
+                experts.append(_load_expert_file(run.path / rec["path"]))
+    return ExpertsData(run, info, metrics, scores, experts)
+
+
+def _torch_experts(experts: list[Expert]) -> list[dict]:
+    import torch
+
+    return [{n: torch.from_numpy(np.asarray(p, np.float32)) for n, p in e.params.items()} for e in experts]
+
+
+def explorer_runs(runs_dir: str) -> list[str]:
+    """The ids of the runs this page opens (experts and adapt), oldest first."""
+    return [r["id"] for r in RunStore(runs_dir).list() if r.get("kind") in KINDS]
+
+
+def spread(values: list[float]) -> dict:
+    a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
+    if a.size == 0:
+        return {"mean": math.nan, "std": 0.0, "n": 0}
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+class ExpertsModel(param.Parameterized):
+    """The explorer's state: the run on show, the view, the seeds pooled, the mixer's α; every table and figure
+    is a method of it (the page only binds widgets to these parameters)."""
+
+    runs_dir = param.String(default="runs")
+    run_id = param.Selector(default=None, objects=[], doc="the experts / adapt run on show")
+    view = param.Selector(default="z", objects=list(VIEWS), doc="the view on show (and what export writes)")
+    matrix = param.Selector(default=MEAN, objects=[MEAN], doc="the matrix of the z-vs-rank view")
+    compare = param.ListSelector(default=[], objects=[], doc="runs of this config with other seeds, pooled")
+    alphas = param.List(default=[], item_type=(int, float), doc="the mixer's α, one per task expert")
+    variant = param.Selector(default="raw", objects=["raw", "sigmoid"], doc="mix raw p (the reference's) or sigmoid(p)")
+    normalize = param.Boolean(default=False, doc="divide α by its sum over the experts")
+    message = param.String(default="", doc="why the run asked for cannot be shown")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._data: ExpertsData | None = None
+        self._store_scores: dict | None = None
+        self._lm: tuple | None = None  # (model path, SVFModel, tokenizer) for the mixer
+        self._mixer: tuple[str, list[Expert]] | None = None  # (run id, the experts its sliders mix)
+        self._lock = threading.Lock()
+        self.refresh()
+
+    # --- runs ---
+
+    def refresh(self) -> list[str]:
+        """Re-read the catalog (new runs, a running one's progress)."""
+        ids = explorer_runs(self.runs_dir)
+        self.param.run_id.objects = ids
+        self._data, self._store_scores = None, None
+        if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run
+            kinds = {r["id"]: r.get("kind") for r in RunStore(self.runs_dir).list()}
+            adapts = [i for i in ids if kinds.get(i) == "adapt"]
+            self.run_id = (adapts or ids)[-1] if ids else None
+        else:
+            self._opened()
+        return ids
+
+    def choose(self, run_id: str) -> None:
+        """Show run `run_id` (the page's ?run=ID); ValueError if this page cannot show it."""
+        run_id = run_id.strip()
+        if run_id not in self.param.run_id.objects:
+            read_run(RunStore(self.runs_dir), run_id)  # raises the reason (another kind, no such run)
+            self.param.run_id.objects = [*self.param.run_id.objects, run_id]
+        self.run_id = run_id
+
+    @param.depends("run_id", watch=True)
+    def _opened(self) -> None:
+        self._data = None
+        d = self.data
+        if d is None:
+            return
+        self.param.matrix.objects = [MEAN, *d.matrices]
+        same = self.same_config()
+        self.param.compare.objects = same
+        k = len(self.mixer_experts())
+        with param.parameterized.discard_events(self):
+            self.param.update(matrix=MEAN, compare=list(same), message="", alphas=[round(1.0 / k, 4)] * k if k else [],
+                              variant=d.config.get("variant", "raw") if d.kind == "adapt" else "raw",
+                              normalize=bool(d.config.get("normalize", False)) if d.kind == "adapt" else False)
+        if self.view not in d.views:
+            self.view = d.views[0]
+
+    @property
+    def data(self) -> ExpertsData | None:
+        if self.run_id is None:
+            return None
+        if self._data is None or self._data.run.id != self.run_id:
+            self._data = read_run(RunStore(self.runs_dir), self.run_id)
+        return self._data
+
+    def same_config(self) -> list[str]:
+        """Finished adapt runs of this run's settings with other seeds (pooled into the spread)."""
+        d = self.data
+        if d is None or d.kind != "adapt":
+            return []
+        ignore = {"seed", "device", "threads", "experts"}  # each seed trains its own experts
+        mine = {k: v for k, v in d.config.items() if k not in ignore}
+        tasks = [e.task for e in d.experts]
+        out = []
+        store = RunStore(self.runs_dir)
+        for row in store.list():
+            if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
+                continue
+            info = store.open(row["id"]).info
+            if {k: v for k, v in info["config"].items() if k not in ignore} != mine:
+                continue
+            if d.kind == "adapt" and [r["task"] for r in info.get("expert_inputs") or []] != tasks:
+                continue
+            out.append(row["id"])
+        return out
+
+    def pooled(self) -> list[ExpertsData]:
+        """The run on show and the compared ones (their scores pool into means ± std over seeds)."""
+        d = self.data
+        store = RunStore(self.runs_dir)
+        return [d, *[read_run(store, i) for i in self.compare]] if d is not None else []
+
+    # --- tables behind the views ---
+
+    def z_table(self) -> pd.DataFrame:
+        """One row per expert, matrix and singular-value rank: z = sigmoid(p) (rank 0 = the largest σ)."""
+        d = self.data
+        rows = []
+        for e in d.experts if d else []:
+            for m, (name, z) in enumerate(e.z().items()):
+                rows.append(pd.DataFrame({"expert": e.label, "task": e.task, "matrix": name, "row": m,
+                                          "label": matrix_label(name), "rank": np.arange(len(z)), "z": z}))
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+            columns=["expert", "task", "matrix", "row", "label", "rank", "z"])
+
+    def z_rank_table(self) -> pd.DataFrame:
+        """z against σ rank per expert, for `matrix` (or its mean over the matrices that have that rank)."""
+        z = self.z_table()
+        if z.empty:
+            return z
+        if self.matrix != MEAN:
+            return z[z["matrix"] == self.matrix][["expert", "rank", "z"]].reset_index(drop=True)
+        return z.groupby(["expert", "rank"], sort=False, as_index=False)["z"].mean()
+
+    def curve_table(self) -> pd.DataFrame:
+        """experts run: reward, training and validation accuracy per step. adapt run: CEM's best few-shot accuracy
+        per generation for each number of shots k (the α search's adaptation curve)."""
+        d = self.data
+        m = d.metrics
+        if m.empty:
+            return pd.DataFrame(columns=["series", "x", "y"])
+        if d.kind == "experts":
+            out = []
+            for col, name in (("reward", "reward (mean ±1)"), ("train_accuracy", "training accuracy"),
+                              ("val_accuracy", "validation accuracy"), ("best_val_accuracy", "best validation")):
+                if col in m:
+                    part = m[["iteration", col]].dropna()
+                    out.append(pd.DataFrame({"series": name, "x": part["iteration"], "y": part[col]}))
+            return pd.concat(out, ignore_index=True)
+        rows = []
+        for _, r in m.iterrows():
+            unit = str(r["unit"])
+            if unit.startswith("few-shot:"):
+                k = int(unit.split(":")[1])
+                rows.append({"series": f"k = {k}", "k": k, "y": float(r["shots_accuracy"])})
+        out = pd.DataFrame(rows, columns=["series", "k", "y"])
+        out["x"] = out.groupby("k").cumcount() + 1
+        return out[["series", "x", "y"]]
+
+    def alpha_table(self) -> pd.DataFrame:
+        """α per seed, number of shots k, expert (and matrix, for α per matrix): CEM's best member, chosen on the
+        shots (never on the test set)."""
+        rows = []
+        for d in self.pooled():
+            s = d.scores or {}
+            names = [e.label for e in d.task_experts]
+            matrices = d.matrices
+            for k, rec in (s.get("few_shot") or {}).items():
+                a = np.asarray(rec["alpha"], float)
+                for i, name in enumerate(names):
+                    for j in range(a.shape[1]):
+                        rows.append({"seed": d.config["seed"], "k": int(k), "expert": name, "target": s.get("target"),
+                                     "matrix": matrix_label(matrices[j]) if a.shape[1] > 1 else "all",
+                                     "alpha": float(a[i, j])})
+        return pd.DataFrame(rows, columns=["seed", "k", "expert", "target", "matrix", "alpha"])
+
+    def targets_alpha(self) -> pd.DataFrame:
+        """α per expert (mean over matrices) for each target task of the adapt runs on this model with these
+        expert tasks: its largest k, averaged over seeds (one bar group per target task)."""
+        d = self.data
+        if d is None or d.kind != "adapt":
+            return pd.DataFrame(columns=["target", "expert", "alpha", "std", "n"])
+        store, found = RunStore(self.runs_dir), {}
+        tasks = [e.task for e in d.task_experts]
+        for row in store.list():
+            if row.get("kind") != "adapt" or row.get("status") != "done":
+                continue
+            other = read_run(store, row["id"]) if row["id"] != d.run.id else d
+            few = (other.scores or {}).get("few_shot") or {}
+            if other.info.get("model_key") != d.info.get("model_key") or [e.task for e in other.task_experts] != tasks \
+                    or not few:
+                continue
+            a = np.asarray(few[str(max(map(int, few)))]["alpha"], float).mean(1)
+            for e, v in zip(other.task_experts, a, strict=True):
+                found.setdefault((other.scores["target"], e.task), []).append(float(v))
+        return pd.DataFrame([{"target": t, "expert": e, **spread(v)} for (t, e), v in found.items()])
+
+    def confusion_tables(self) -> dict[str, pd.DataFrame]:
+        """Per dispatcher (prompt, classifier): counts of (true task, named class), summed over the pooled runs."""
+        out = {}
+        for d in self.pooled():
+            for name, rec in ((d.scores or {}).get("dispatch") or {}).items():
+                rows = [{"true": t, "named": c, "count": n} for t, named in rec["confusion"].items()
+                        for c, n in named.items()]
+                out.setdefault(name, []).extend(rows)
+        return {k: pd.DataFrame(v).groupby(["true", "named"], sort=False, as_index=False)["count"].sum()
+                for k, v in out.items()}
+
+    def shots_table(self) -> pd.DataFrame:
+        """Test and few-shot accuracy of the best mixture against k, mean ± std over the pooled seeds; the target's
+        base and oracle for reference."""
+        rows = []
+        for d in self.pooled():
+            s = d.scores or {}
+            for k, rec in (s.get("few_shot") or {}).items():
+                rows.append({"seed": d.config["seed"], "k": int(k), "test": rec["test_accuracy"],
+                             "shots": rec["shots_accuracy"]})
+        return pd.DataFrame(rows, columns=["seed", "k", "test", "shots"]).sort_values(["k", "seed"])
+
+    def target_refs(self) -> dict[str, dict]:
+        """The target task's base and oracle accuracy (spread over the pooled runs)."""
+        pooled = self.pooled()
+        target = (pooled[0].scores or {}).get("target") if pooled else None
+        out = {}
+        for name in ("base", "oracle"):
+            values = [((d.scores or {}).get("strategies") or {}).get(name, {}).get(target) for d in pooled]
+            if any(v is not None for v in values):
+                out[name] = spread(values)
+        return out
+
+    def strategies_table(self) -> pd.DataFrame:
+        """Test accuracy per task and strategy (base, each expert, oracle, dispatchers, few-shot k), mean ± std over
+        the pooled seeds."""
+        vals: dict[tuple[str, str], list[float]] = {}
+        for d in self.pooled():
+            for s, per in ((d.scores or {}).get("strategies") or {}).items():
+                for t, v in per.items():
+                    vals.setdefault((t, s), []).append(float(v))
+        rows = [{"task": t, "strategy": s, **spread(v)} for (t, s), v in vals.items()]
+        return pd.DataFrame(rows, columns=["task", "strategy", "mean", "std", "n"])
+
+    def svf_lora_table(self) -> pd.DataFrame:
+        """Held-out test accuracy per task of the base, SVF and LoRA experts trained on this run's model (same
+        weights: the model key), mean ± std over seeds, with the trainable parameter counts."""
+        import json
+
+        d = self.data
+        if d is None:
+            return pd.DataFrame()
+        if self._store_scores is None:
+            store, found = RunStore(self.runs_dir), []
+            for row in store.list():
+                if row.get("kind") != "experts" or row.get("status") != "done":
+                    continue
+                run = store.open(row["id"])
+                path = run.path / "scores.json"
+                if run.info.get("model_key") == d.info.get("model_key") and path.exists():
+                    found.append(json.loads(path.read_text()) | {"seed": run.info["config"]["seed"],
+                                                                  "rank": run.info["config"].get("rank")})
+            self._store_scores = {"model_key": d.info.get("model_key"), "rows": found}
+        groups: dict[tuple[str, str], list[float]] = {}
+        params: dict[str, int] = {}
+        rows = self._store_scores["rows"]
+        svf_tasks = {s["task"] for s in rows if s["adapter"] == "svf"}
+        for s in rows:
+            name = "SVF" if s["adapter"] == "svf" else f"LoRA r={s['rank']}"
+            if s["adapter"] == "svf" or s["task"] not in svf_tasks:  # the base once per seed, not once per adapter
+                groups.setdefault((s["task"], "base"), []).append(s["base"])
+            groups.setdefault((s["task"], name), []).append(s["expert"])
+            params[name] = s["n_params"]
+        rows = [{"task": t, "model": m if m == "base" else f"{m} ({params[m]:,} params)".replace(",", " "),
+                 **spread(v)} for (t, m), v in groups.items()]
+        order = {"base": 0, "SVF": 1}
+        rows.sort(key=lambda r: (r["task"], order.get(r["model"].split(" (")[0], 2), r["model"]))
+        return pd.DataFrame(rows, columns=["task", "model", "mean", "std", "n"])
+
+    # --- the mixer ---
+
+    def mixer_experts(self) -> list[Expert]:
+        """The experts the sliders mix: an adapt run's task experts; for an experts run, the finished SVF experts
+        of the same model and seed in this folder, one per task (the run's own first)."""
+        d = self.data
+        if d is None:
+            return []
+        if d.kind == "adapt" or not d.experts:
+            return d.task_experts
+        if self._mixer is not None and self._mixer[0] == d.run.id:
+            return self._mixer[1]
+        store, out = RunStore(self.runs_dir), list(d.experts)
+        tasks = {e.task for e in out} | {"classify"}
+        for row in reversed(store.list()):  # the newest run of each task
+            if row.get("kind") != "experts" or row.get("status") != "done" or row["id"] == d.run.id:
+                continue
+            info = store.open(row["id"]).info
+            cfg = info["config"]
+            if cfg.get("adapter") != "svf" or cfg["task"] in tasks or cfg["seed"] != d.config["seed"] or \
+                    info.get("model_key") != d.info.get("model_key"):
+                continue
+            out.append(_load_expert_file(Path(self.runs_dir) / row["id"] / "expert.safetensors",
+                                         f"{cfg['task']} (seed {cfg['seed']})"))
+            tasks.add(cfg["task"])
+        self._mixer = (d.run.id, out)
+        return out
+
+    def alpha_array(self) -> np.ndarray:
+        """The sliders as mix_params' α, shape (K, 1); one error for the wrong number of values."""
+        experts = self.mixer_experts()
+        a = np.asarray(self.alphas, np.float64).reshape(-1, 1)
+        if len(experts) == 0:
+            raise ValueError("this run has no SVF experts to mix (a LoRA run?)")
+        if a.shape[0] != len(experts):
+            raise ValueError(f"alphas has {a.shape[0]} values; the {len(experts)} experts "
+                             f"({', '.join(e.label for e in experts)}) need one each")
+        return a
+
+    def mixture_z(self) -> dict[str, np.ndarray]:
+        """z′ of the mixer's setting (raw: Σ α·p, no sigmoid; sigmoid: Σ α·sigmoid(p)), per matrix."""
+        from workbench.experts.mixing import mix_params
+
+        a = self.alpha_array()
+        params = _torch_experts(self.mixer_experts())
+        mixed = mix_params(params, a, list(params[0]), self.normalize, variant=self.variant)
+        return {n: v.numpy() for n, v in mixed.items()}
+
+    def model_path(self) -> str:
+        """The run's base model, found as given (relative to where the run was made) or under the run folder's
+        parents; ValueError if it is not on this machine."""
+        from workbench.lm.models import SMOLLM2
+
+        model = self.data.config["model"]
+        if model == SMOLLM2 or Path(model).expanduser().exists():
+            return model
+        for parent in Path(self.runs_dir).resolve().parents:
+            if (parent / model).exists():
+                return str(parent / model)
+        raise ValueError(f"the run's model {model} is not here, so its experts cannot be composed into it")
+
+    def _svf(self):
+        """The SVFModel of the run's model, loaded once per model (the weights' key checked against the run's)."""
+        from workbench.experts.model import SVFModel
+        from workbench.lm.models import load_model
+
+        path = self.model_path()
+        if self._lm is None or self._lm[0] != path:
+            net, tok = load_model(path, device="cpu")
+            svf = SVFModel(net, tok)
+            key = self.data.info.get("model_key")
+            if key and svf.key != key:
+                raise ValueError(f"the model at {path} is not the one the run used (its weights changed: key "
+                                 f"{svf.key[:12]}… ≠ {key[:12]}…); its experts do not fit it")
+            self._lm = (path, svf, tok)
+        return self._lm[1], self._lm[2]
+
+    def answer(self, prompt: str, max_new_tokens: int = 12) -> dict:
+        """The mixture of the sliders composed into the run's model (once) and its greedy answer to `prompt`:
+        {"answer", "seconds"} (seconds: compose + decode)."""
+        from workbench.lm.evaluate import _encode, greedy
+        from workbench.lm.tasks import CHARS
+
+        if not prompt:
+            raise ValueError("type a prompt, e.g. s:kdpa= (sort) or 12+34= (add)")
+        a = self.alpha_array()
+        with self._lock:
+            svf, tok = self._svf()
+            from workbench.experts.adapt import is_char_model
+
+            unknown = sorted({c for c in prompt if c not in CHARS})
+            if is_char_model(tok) and unknown:
+                raise ValueError(f"the zoo's models read the characters {CHARS!r} only; the prompt has "
+                                 f"{''.join(unknown)!r}")
+            text = prompt
+            if self.data.config.get("prompt_format") == "chat":  # experts trained inside the chat template
+                text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                               add_generation_prompt=True)
+            start = time.perf_counter()
+            experts = _torch_experts(self.mixer_experts())
+            try:
+                svf.apply_mixture(experts, a, normalize=self.normalize, variant=self.variant)
+                pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+                out = greedy(svf.model, [_encode(tok, text)], max_new_tokens, pad_id=pad, eos_id=tok.eos_token_id)
+            finally:
+                svf.reset()
+            return {"answer": tok.decode(out[0], skip_special_tokens=True), "seconds": time.perf_counter() - start}
+
+    def score_mixture(self, n: int = 16) -> dict[str, float]:
+        """Held-out accuracy per task (the run's tasks, n prompts each, stream 0) of the mixer's setting."""
+        from workbench.experts.adapt import Experts, Scorer
+
+        d = self.data
+        tasks = list((d.scores or {}).get("tasks") or d.config.get("tasks") or []) or \
+            [t for t in dict.fromkeys(e.task for e in self.mixer_experts())]
+        a = self.alpha_array()
+        with self._lock:
+            svf, _ = self._svf()
+            experts = _torch_experts(self.mixer_experts())
+            scorer = Scorer(svf, Experts([], [], [], []), tasks, n, 0,
+                            prompt_format=d.config.get("prompt_format", "plain"))
+            try:
+                svf.apply_mixture(experts, a, normalize=self.normalize, variant=self.variant)
+                return {t: float(np.mean(scorer.correct(ex, t))) for t, ex in scorer.test.items()}
+            finally:
+                svf.reset()
+
+    def found_alpha(self, k: int) -> list[float]:
+        """The α CEM found with k shots (per expert: its mean over matrices), for the sliders."""
+        few = ((self.data.scores or {}).get("few_shot") or {}).get(str(k))
+        if few is None:
+            raise ValueError(f"this run has no few-shot result for k = {k}")
+        return [round(float(v), 4) for v in np.asarray(few["alpha"], float).mean(1)]
+
+    # --- figures ---
+
+    def figure(self, view: str | None = None):
+        """One of VIEWS as a HoloViews object (Bokeh on the page, matplotlib for paper figures)."""
+        hv = _hv()
+        view = view or self.view
+        d = self.data
+        if d is None:
+            return hv.Div("<i>no experts or adapt run in this folder yet: run `workbench experts train`</i>")
+        if view not in d.views:
+            return hv.Div(f"<i>run {d.run.id} has nothing for {VIEWS.get(view, view)!r}</i>")
+        if view == "z":
+            return z_heatmaps(self.z_table())
+        if view == "z_rank":
+            return z_rank_plot(self.z_rank_table(), self.matrix if self.matrix == MEAN else matrix_label(self.matrix))
+        if view == "curve":
+            return curve_plot(self.curve_table(), d.kind)
+        if view == "alpha":
+            return alpha_plot(self.alpha_table(), self.targets_alpha(), (d.scores or {}).get("target"))
+        if view == "confusion":
+            return confusion_plot(self.confusion_tables(), len(self.pooled()))
+        if view == "shots":
+            return shots_plot(self.shots_table(), self.target_refs(), (d.scores or {}).get("target"))
+        if view == "strategies":
+            return bars_plot(self.strategies_table(), "strategy", "test accuracy")
+        if view == "svf_lora":
+            table = self.svf_lora_table()
+            return bars_plot(table, "model", "held-out test accuracy") if not table.empty else hv.Div(
+                "<i>no finished expert runs on this model in this folder</i>")
+        raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
+
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write a view as a paper figure (PNG / SVG / PDF via matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
+        from workbench.figures import FORMATS, save
+
+        hv = _hv()
+        view = view or self.view
+        if suffix not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+        fig = self.figure(view)
+        if isinstance(fig, hv.Div):
+            raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
+        out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        panels = len(fig) if isinstance(fig, hv.Layout) else 1
+        cols = min(panels, 3)
+        rows = math.ceil(panels / cols)
+        return save(fig, out, style={"fig_inches": (3.2 * cols, 2.6 * rows)})
+
+    def summary(self) -> str:
+        d = self.data
+        if d is None:
+            return self.message or "No experts or adapt runs yet."
+        cfg, info = d.config, d.info
+        pooled = f" · pooled with {len(self.compare)} other seed(s)" if self.compare else ""
+        if d.kind == "experts":
+            test = info.get("test_scores") or {}
+            score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
+            return (f"**{d.run.id}** · {cfg['adapter'].upper()} expert for **{cfg['task']}** on `{cfg['model']}` · "
+                    f"{info.get('n_params', '?')} trainable parameters · {info['status']}, "
+                    f"{info['iterations']}/{cfg['iters']} steps{score}{pooled}")
+        target = cfg.get("target")
+        return (f"**{d.run.id}** · adaptation on `{cfg['model']}` · experts "
+                f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
+                f"{cfg['variant']} mixing · {info['status']}, {info['iterations']} iterations{pooled}")
+
+
+# --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------
+
+def _hv():
+    from workbench.figures import holoviews
+
+    return holoviews()
+
+
+def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
+    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
+    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
+
+
+def z_heatmaps(z: pd.DataFrame):
+    """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
+    centred on sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up, relative to it)."""
+    hv = _hv()
+    if z.empty:
+        return hv.Div("<i>no SVF expert</i>")
+    half = max(float(np.abs(z["z"] - Z0).max()), 1e-6)
+    panels = []
+    for name, part in z.groupby("expert", sort=False):
+        labels = part.drop_duplicates("row").sort_values("row")["label"].tolist()
+        rows, width = len(labels), int(part["rank"].max()) + 1
+        grid = np.full((rows, width), np.nan)
+        grid[part["row"].to_numpy(), part["rank"].to_numpy()] = part["z"].to_numpy()
+        step = max(1, rows // 12)
+        ticks = [(rows - 1 - i, labels[i]) for i in range(0, rows, step)]
+        img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, width - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
+                       vdims=["z"])
+        panels.append(_style(img, title=f"z · {name}", cmap="RdBu_r", clim=(Z0 - half, Z0 + half), colorbar=True,
+                             yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
+                             bokeh={"width": 460, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
+                             mpl={"aspect": "auto"}))
+    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.4,
+                                                                     "vspace": 0.7})
+
+
+def z_rank_plot(table: pd.DataFrame, what: str):
+    """z against the rank of σ, one curve per expert, with z = sigmoid(0.1) (the start) dashed."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no SVF expert</i>")
+    curves = [hv.Curve(part, "rank", "z", label=name) for name, part in table.groupby("expert", sort=False)]
+    start = _style(hv.HLine(Z0), color="#555555", bokeh={"line_dash": "dashed", "line_width": 1},
+                   mpl={"linestyle": "--", "linewidth": 0.8})
+    return _style(hv.Overlay([*curves, start]), title=f"z vs σ rank · {what}", xlabel="singular-value rank "
+                  "(0 = largest σ)", ylabel="z = sigmoid(p)", bokeh={"width": 760, "height": 380,
+                                                                    "legend_position": "right", "tools": ["hover"]},
+                  mpl={"legend_position": "right"})
+
+
+def curve_plot(table: pd.DataFrame, kind: str):
+    """experts: reward and accuracies per REINFORCE step; adapt: CEM's best few-shot accuracy per generation."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no steps yet</i>")
+    layers = []
+    for name, part in table.groupby("series", sort=False):
+        curve = hv.Curve(part, "x", "y", label=name)
+        layers.append(curve * hv.Scatter(part, "x", "y", label=name) if len(part) < 30 else curve)
+    xlabel = "REINFORCE step" if kind == "experts" else "CEM generation"
+    ylabel = "reward / accuracy" if kind == "experts" else "best few-shot accuracy"
+    title = "expert training" if kind == "experts" else "α search: few-shot accuracy per generation"
+    from workbench.figures import whole_numbers
+
+    return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel,
+                                bokeh={"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"]},
+                                mpl={"legend_position": "right"}))
+
+
+class _bar_values:  # noqa: N801 - a hook for both backends; a class so that HoloViews can compare it
+    """Writes each bar's value above its whisker, so that a small difference reads as small."""
+
+    def __init__(self, names: tuple[str, ...], means: tuple[float, ...], stds: tuple[float, ...]):
+        self.names, self.means, self.stds = names, means, stds
+
+    def __call__(self, plot, element) -> None:
+        texts = [f"{m:.2f}" for m in self.means]
+        tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
+        if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
+            for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
+                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=5)
+        else:
+            plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
+                            text_baseline="bottom", text_color="#333333")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _bar_values) and (other.names, other.means, other.stds) == (
+            self.names, self.means, self.stds)
+
+    def __hash__(self) -> int:
+        return hash(("bar-values", self.names, self.means, self.stds))
+
+
+def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):
+    """Bars of `mean` over the categories in `key`, whiskers ± std when any group has several runs, values
+    written above. The y axis always starts at 0 (small gains must not look large)."""
+    hv = _hv()
+    part = part.fillna({"mean": 0.0, "std": 0.0})
+    values = _bar_values(tuple(part[key]), tuple(float(v) for v in part["mean"]),
+                         tuple(float(v) for v in part["std"]))
+    bars = _style(hv.Bars(part, key, ["mean", "std", "n"]), color=ACCENT,
+                  bokeh={"tools": ["hover"], "xrotation": 35}, mpl={"xrotation": 40})
+    layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[values], backend="matplotlib")]
+    if int(part["n"].max() or 0) > 1:
+        layers.append(_style(hv.ErrorBars(part, key, ["mean", "std"]), bokeh={"line_width": 1.5},
+                             mpl={"linewidth": 0.8}))
+    return _style(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
+                  bokeh={"width": 360, "height": 340})
+
+
+def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
+    """One panel per task: `mean` per `key` (strategy or model) with the spread over seeds."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no test scores (the run has not finished)</i>")
+    panels = []
+    for task, part in table.groupby("task", sort=False):
+        n = int(part["n"].max())
+        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
+
+
+def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
+    """α per expert for each number of shots (mean ± std over seeds); α per matrix: grouped bars per layer ·
+    matrix; with adapt runs of several targets on this model, α per target task (largest k)."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no few-shot result</i>")
+    panels = []
+    per_matrix = (table["matrix"] != "all").any()
+    top = max(1.12, float(table["alpha"].max()) + 0.15)
+    for k, part in table.groupby("k", sort=True):
+        if per_matrix:
+            mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["alpha"].mean()
+            panels.append(_style(hv.Bars(mean, ["matrix", "expert"], "alpha"), title=f"α per matrix · {target} · "
+                                 f"k = {k}", ylim=(0, top), xlabel="", bokeh={"width": 520, "height": 340,
+                                                                               "tools": ["hover"], "xrotation": 35},
+                                 mpl={"xrotation": 40}))
+        else:
+            rows = [{"expert": e, **spread(g["alpha"].tolist())}
+                    for e, g in part.groupby("expert", sort=False)]
+            n = max(r["n"] for r in rows)
+            panels.append(_bars(pd.DataFrame(rows), "expert", f"α · {target} · k = {k}" +
+                                (f" ({n} seeds)" if n > 1 else ""), "α", top))
+    if not targets.empty and targets["target"].nunique() > 1:
+        panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"), title="α per target task (largest k)",
+                             ylabel="α (mean over seeds)", xlabel="", ylim=(0, top),
+                             bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
+
+
+def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
+    """Per dispatcher: true task × the class it named (counts over the pooled runs, written in the cells)."""
+    hv = _hv()
+    if not tables:
+        return hv.Div("<i>no dispatcher was run</i>")
+    titles = {"prompt": "(a) prompt dispatch", "classifier": "(b) classification expert"}
+    panels = []
+    for name, table in tables.items():
+        total = table.groupby("true")["count"].transform("sum")
+        table = table.assign(share=table["count"] / total)
+        # numeric axes with named ticks: text labels on categorical axes break matplotlib's (paper figures)
+        trues = list(dict.fromkeys(table["true"]))
+        named = [*trues, *[c for c in dict.fromkeys(table["named"]) if c not in trues]]
+        table = table.assign(x=[named.index(c) for c in table["named"]],
+                             y=[len(trues) - 1 - trues.index(t) for t in table["true"]])
+        table = table.assign(ink=np.where(table["share"] > 0.5, "#ffffff", "#1d2330"))
+        heat = _style(hv.HeatMap(table, ["x", "y"], ["share", "count"]), cmap="Blues", clim=(0, 1),
+                      colorbar=True, bokeh={"tools": ["hover"]}, mpl={"show_values": False})
+        labels = _style(hv.Labels(table, ["x", "y"], ["count", "ink"]),
+                        bokeh={"text_font_size": "9pt", "text_color": hv.dim("ink")},
+                        mpl={"size": 6, "color": hv.dim("ink")})
+        acc = table[table["true"] == table["named"]]["count"].sum() / table["count"].sum()
+        title = f"{titles.get(name, name)} · acc. {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
+        panels.append(_style(heat * labels, title=title, xlabel="named class", ylabel="true task",
+                             xticks=list(enumerate(named)),
+                             yticks=[(len(trues) - 1 - i, t) for i, t in enumerate(trues)],
+                             bokeh={"width": 420, "height": 360, "xrotation": 35}, mpl={"xrotation": 40}))
+    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0})
+
+
+def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
+    """Test accuracy of the best mixture (mean ± std over seeds, each seed a dot) and its few-shot accuracy
+    against the number of shots k; the target's base and oracle as dashed lines."""
+    hv = _hv()
+    if table.empty:
+        return hv.Div("<i>no few-shot result</i>")
+    ks = sorted(table["k"].unique())
+    mean = table.groupby("k", as_index=False).agg(test=("test", "mean"), shots=("shots", "mean"),
+                                                  std=("test", lambda v: float(np.std(v, ddof=1)) if len(v) > 1
+                                                       else 0.0))
+    layers = [hv.Curve(mean, "k", "test", label="test (mixture)"),
+              hv.Scatter(table, "k", "test", label="test (mixture)"),
+              _style(hv.Curve(mean, "k", "shots", label="few shots (CEM's fit)"),
+                     bokeh={"line_dash": "dotted"}, mpl={"linestyle": ":"})]
+    if len(table["seed"].unique()) > 1:
+        layers.append(hv.ErrorBars(mean, "k", ["test", "std"]))
+    for name, colour in (("base", "#555555"), ("oracle", "#c75000")):
+        if name in refs:
+            layers.append(_style(hv.Curve([(ks[0], refs[name]["mean"]), (ks[-1], refs[name]["mean"])], "k",
+                                          "test", label=f"{name} on {target}"), color=colour,
+                                 bokeh={"line_dash": "dashed"}, mpl={"linestyle": "--"}))
+    return _style(hv.Overlay(layers), title=f"few-shot mixing for {target}", xlabel="shots k", ylabel="accuracy",
+                  ylim=(0, 1.05), xticks=[int(k) for k in ks], bokeh={"width": 760, "height": 380,
+                                                                     "legend_position": "right", "tools": ["hover"]},
+                  mpl={"legend_position": "right"})
+
+
+# --- the page ----------------------------------------------------------------------------------------------------
+
+def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
+    """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
+    experts = model.mixer_experts()
+    if not experts:
+        return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"))
+    sliders = [pn.widgets.FloatSlider(name=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
+                                      width=300) for e, a in zip(experts, model.alphas, strict=False)]
+    variant = pn.widgets.RadioButtonGroup(name="mix", options=["raw", "sigmoid"], value=model.variant,
+                                          button_type="primary", button_style="outline")
+    normalize = pn.widgets.Checkbox(name="normalise α over the experts", value=model.normalize)
+    prompt = pn.widgets.TextInput(name="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
+                                  value="s:kdpa=", width=320)
+    said = pn.pane.Markdown("", sizing_mode="stretch_width")
+    found = [int(k) for k in ((model.data.scores or {}).get("few_shot") or {})]
+    load = pn.widgets.Select(name="α that CEM found", options=["–"] + [f"k = {k}" for k in found], width=200) \
+        if found else None
+    score = pn.widgets.Button(name="score on held-out prompts (16 per task)", width=300)
+    scores = pn.pane.Markdown("", sizing_mode="stretch_width")
+    state = {"busy": False, "again": False}
+
+    async def run(*_):
+        if state["busy"]:  # one answer at a time; the newest setting is answered when this one is done
+            state["again"] = True
+            return
+        state["busy"] = True
+        try:
+            while True:
+                state["again"] = False
+                model.param.update(alphas=[float(s.value) for s in sliders], variant=variant.value,
+                                   normalize=normalize.value)
+                mix = " + ".join(f"{s.value:.2f}·{e.task}" for s, e in zip(sliders, experts, strict=True))
+                try:
+                    out = await off_loop(model.answer, prompt.value.strip(), busy=[said])
+                    said.object = (f"**answer:** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · composed "
+                                   f"and decoded in {out['seconds'] * 1000:.0f} ms")
+                except ValueError as exc:
+                    said.object = f"**cannot answer:** {exc}"
+                if not state["again"]:
+                    break
+        finally:
+            state["busy"] = False
+
+    async def on_score(*_):
+        try:
+            model.param.update(alphas=[float(s.value) for s in sliders], variant=variant.value,
+                               normalize=normalize.value)
+            acc = await off_loop(model.score_mixture, 16, busy=[score])
+            scores.object = "held-out accuracy: " + " · ".join(f"{t} **{a:.2f}**" for t, a in acc.items())
+        except ValueError as exc:
+            scores.object = f"**cannot score:** {exc}"
+
+    def on_load(event):
+        if event.new != "–":
+            for s, a in zip(sliders, model.found_alpha(int(event.new.split("= ")[1])), strict=True):
+                s.value = min(1.0, max(0.0, a))
+
+    for w in sliders:  # on release: a drag would queue an answer per pixel
+        w.param.watch(run, "value_throttled")
+    for w in (variant, normalize, prompt):
+        w.param.watch(run, "value")
+    score.on_click(on_score)
+    if load is not None:
+        load.param.watch(on_load, "value")
+    note = pn.pane.Markdown(
+        "Each change composes W′ = U·diag(σ⊙z′)·Vᵀ·Σσ/Σ(σ⊙z′) once into the model (z′ = Σ α·p over the experts' "
+        "raw parameters, the reference's rule, or Σ α·sigmoid(p)) and decodes the prompt greedily.",
+        sizing_mode="stretch_width")
+    pn.state.onload(run) if pn.state.curdoc else None
+    return pn.Column(note, pn.Row(pn.Column(*sliders, variant, normalize, *([load] if load else [])),
+                                  pn.Column(prompt, said, score, scores, sizing_mode="stretch_width")),
+                     sizing_mode="stretch_width")
+
+
+def experts_page(runs_dir: str = "runs", run: str | None = None,
+                 standalone: bool = False) -> pn.template.FastListTemplate:
+    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+
+    _hv()
+    model = ExpertsModel(runs_dir=runs_dir)
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
+    if arg:
+        try:
+            model.choose(arg)
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+    if model.run_id is None:
+        note = placeholder(f"No experts or adapt run in {runs_dir} yet: `workbench experts train --model … --task … "
+                           f"--runs {runs_dir}` makes one.", 640, 200)
+        return shell("experts", [alert, note], standalone=standalone)
+    picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+                               sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
+    matrix = pn.widgets.Select.from_param(model.param.matrix, name="Matrix (z vs σ rank)",
+                                          sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice.from_param(model.param.compare, name="Seeds pooled (same settings)",
+                                                sizing_mode="stretch_width")
+    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
+                            sizing_mode="stretch_width")
+    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    what = pn.pane.Markdown("", margin=(0, 10))
+    header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
+    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
+    building = [False]
+
+    def view_pane(view: str):
+        def draw(matrix, compare, v=view, run_id=model.run_id):
+            if model.run_id != run_id:
+                return None
+            return pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False)
+
+        return pn.panel(pn.bind(draw, model.param.matrix, model.param.compare), lazy=True)
+
+    def build() -> None:
+        d = model.data
+        names = d.views
+        building[0] = True
+        try:
+            tabs[:] = [(VIEWS[v], view_pane(v)) for v in names] + [("Mixer", mixer_panel(model, off_loop))]
+            tabs.active = names.index(model.view) if model.view in names else 0
+        finally:
+            building[0] = False
+        header.object = model.summary()
+        what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
+
+    def on_tab(event):
+        names = model.data.views
+        if not building[0] and 0 <= event.new < len(names):
+            model.view = names[event.new]
+            what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
+
+    async def on_pick(event):
+        try:
+            await off_loop(lambda: (model.choose(event.new), model.data), busy=[tabs, picker])
+            alert.visible = False
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+        build()
+
+    async def on_refresh(event):
+        await off_loop(model.refresh, busy=[tabs, refresh])
+        picker.options = list(model.param.run_id.objects)
+        picker.value = model.run_id
+        build()
+
+    async def on_export(event):
+        try:
+            path = await off_loop(model.export, None, Path(runs_dir) / model.run_id / "figures", fmt.value,
+                                  busy=[export])
+            status.object = f"written `{path}`"
+        except ValueError as exc:
+            status.object = f"**cannot export:** {exc}"
+
+    picker.param.watch(on_pick, "value")
+    refresh.on_click(on_refresh)
+    export.on_click(on_export)
+    tabs.param.watch(on_tab, "active")
+    model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
+    build()
+    sidebar = [section("Run"), picker, refresh, section("View"), matrix, compare, section("Export for a paper"), what,
+               fmt, export, status]
+    return shell("experts", [alert, header, tabs], sidebar, standalone=standalone)
+
+
+if __name__.startswith("bokeh"):
+    pn.extension(inline=True)
+    experts_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · experts")

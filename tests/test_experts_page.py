@@ -1,0 +1,272 @@
+"""The expert-mixing explorer (/experts): ExpertsModel's tables for every view against the run files they come
+from (tiny expert and adapt runs on the quick zoo, made here), the mixer against the experts composed by hand, every
+view exported as a paper figure, the shell registry and the Runs gallery links, and the served page in Debian's
+Chromium, offline."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+
+from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label
+from workbench.runs import RunStore
+
+EXPERT = {"iters": 3, "batch": 4, "val_every": 1, "val_n": 4, "n_test": 4}
+
+
+@pytest.fixture(scope="module")
+def ex(tmp_path_factory, quick_zoo):
+    """A run folder: SVF experts for add, sort and classify (seed 0), add again with seed 1, a LoRA add expert, two
+    seeds of one adapt config (α per expert, target reverse) and an adapt run with α per matrix."""
+    from workbench.experts.adapt import AdaptConfig, adapt
+    from workbench.experts.run import ExpertRunConfig, expert_file, train_expert
+
+    root = tmp_path_factory.mktemp("expertspage")
+    env = pytest.MonkeyPatch()
+    env.setenv("WORKBENCH_CACHE", str(root / "cache"))  # SVD caches here (the server below inherits it)
+    store = RunStore(root / "runs")
+    base = str(quick_zoo / "base")
+
+    def train(task, **kw):
+        return train_expert(ExpertRunConfig(model=base, task=task, **{**EXPERT, **kw}), store).id
+
+    ids = {t: train(t) for t in ("add", "sort", "classify")}
+    ids["add1"], ids["lora"] = train("add", seed=1), train("add", adapter="lora", rank=2)
+    files = [str(expert_file(store.open(ids[t]))) for t in ("add", "sort", "classify")]
+    cfg = {"model": base, "experts": files, "target": "reverse", "shots": [2, 3], "cem_iters": 2, "pop": 10, "n": 5}
+    ids["adapt0"], ids["adapt1"] = (adapt(AdaptConfig(**cfg, seed=s), store).id for s in (0, 1))
+    ids["matrix"] = adapt(AdaptConfig(**cfg, alpha="matrix", strategies=["few-shot"]), store).id
+    yield {"dir": str(store.root), "base": base, **ids}
+    env.undo()
+
+
+def _scores(ex, run_id: str) -> dict:
+    return json.loads((Path(ex["dir"]) / run_id / "scores.json").read_text())
+
+
+# --- the model, no browser -------------------------------------------------------------------------------------------
+
+def test_views_follow_the_run_files(ex):
+    from workbench.experts import load_expert
+
+    model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
+    d = model.data
+    assert d.views == list(VIEWS) and [e.task for e in d.experts] == ["add", "sort", "classify"]
+    assert model.param.compare.objects == [ex["adapt1"]] and model.compare == [ex["adapt1"]]  # same settings
+    # z = sigmoid(p) of the run's copies of its experts, one row per matrix, one column per singular value
+    z = model.z_table()
+    run = RunStore(ex["dir"]).open(ex["adapt0"])
+    for rec in run.info["expert_inputs"]:
+        params, _ = load_expert(run.path / rec["path"])
+        for name, p in params.items():
+            mine = z[(z["expert"] == rec["task"]) & (z["matrix"] == name)].sort_values("rank")
+            np.testing.assert_allclose(mine["z"], 1 / (1 + np.exp(-p.numpy().astype(np.float64))), rtol=1e-12)
+            assert mine["label"].iloc[0] == matrix_label(name)
+    assert matrix_label("model.layers.1.mlp.gate_proj.weight") == "L1 gate"
+    mean = model.z_rank_table()
+    first = z[(z["expert"] == "add") & (z["rank"] == 0)]["z"].mean()  # over the 6 matrices
+    assert len(mean) == 3 * 32 and np.isclose(mean["z"].iloc[0], first)
+    model.matrix = d.matrices[2]
+    assert len(model.z_rank_table()) == 3 * 32
+    # α: each seed's CEM result per k, as scores.json has it; spread over the two seeds
+    alpha = model.alpha_table()
+    for rid in (ex["adapt0"], ex["adapt1"]):
+        s = _scores(ex, rid)
+        for k, rec in s["few_shot"].items():
+            got = alpha[(alpha["seed"] == s["seed"]) & (alpha["k"] == int(k))]
+            assert list(got["alpha"]) == [a[0] for a in rec["alpha"]] and list(got["expert"]) == ["add", "sort"]
+    # dispatcher confusion: every test prompt of both seeds counted once
+    for table in model.confusion_tables().values():
+        assert table.groupby("true")["count"].sum().to_dict() == {"add": 10, "sort": 10, "reverse": 10}
+    # strategies: mean and sample std over the two seeds' scores
+    table = model.strategies_table().set_index(["task", "strategy"])
+    a, b = _scores(ex, ex["adapt0"]), _scores(ex, ex["adapt1"])
+    for s, per in a["strategies"].items():
+        for t, v in per.items():
+            row = table.loc[(t, s)]
+            assert row["n"] == 2 and row["mean"] == pytest.approx((v + b["strategies"][s][t]) / 2)
+            assert row["std"] == pytest.approx(np.std([v, b["strategies"][s][t]], ddof=1))
+    shots = model.shots_table()
+    assert sorted(set(shots["k"])) == [2, 3] and len(shots) == 4
+    assert model.target_refs()["base"]["n"] == 2
+    # the CEM curve: the run's metrics, one row per generation per k
+    curve = model.curve_table()
+    assert list(curve["series"]) == ["k = 2", "k = 2", "k = 3", "k = 3"] and list(curve["x"]) == [1, 2, 1, 2]
+    assert list(curve["y"]) == list(run.read_table("metrics").to_pandas().dropna(subset=["shots_accuracy"])
+                                    ["shots_accuracy"])
+    model.compare = []
+    assert model.strategies_table()["n"].max() == 1 and "pooled" not in model.summary()
+
+
+def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
+    model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["add"])
+    assert model.data.views == ["z", "z_rank", "curve", "svf_lora"]
+    rows = model.svf_lora_table()
+    add = rows[rows["task"] == "add"].set_index("model")
+    svf = [_scores(ex, ex[k]) for k in ("add", "add1")]
+    lora = _scores(ex, ex["lora"])
+    assert list(add.index) == ["base", "SVF (192 params)", f"LoRA r=2 ({lora['n_params']:,} params)".replace(",", " ")]
+    assert add.loc["SVF (192 params)", "n"] == 2 and add.loc["base", "n"] == 2  # the base once per SVF seed
+    assert add.loc["SVF (192 params)", "mean"] == pytest.approx(np.mean([s["expert"] for s in svf]))
+    curve = model.curve_table()
+    metrics = RunStore(ex["dir"]).open(ex["add"]).read_table("metrics").to_pandas()
+    assert list(curve[curve["series"] == "reward (mean ±1)"]["y"]) == list(metrics["reward"])
+    lora_model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"])
+    assert lora_model.data.views == ["curve", "svf_lora"] and lora_model.mixer_experts() == []
+    # an experts run mixes the finished SVF experts of its model and seed, one per task (the classifier aside)
+    assert [e.task for e in model.mixer_experts()] == ["add", "sort"] and model.alphas == [0.5, 0.5]
+    per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
+    assert per_matrix.compare == [] and "confusion" not in per_matrix.data.views
+    table = per_matrix.alpha_table()
+    s = _scores(ex, ex["matrix"])
+    assert len(table) == 2 * 2 * 6 and set(table["matrix"]) == {matrix_label(m) for m in per_matrix.data.matrices}
+    got = table[table["k"] == 3].pivot_table(index="expert", columns="matrix", values="alpha", sort=False)
+    want = np.asarray(s["few_shot"]["3"]["alpha"])
+    np.testing.assert_allclose(got[[matrix_label(m) for m in per_matrix.data.matrices]].to_numpy(), want)
+    assert per_matrix.found_alpha(3) == [round(float(v), 4) for v in want.mean(1)]
+
+
+def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):
+    import torch
+
+    from workbench.experts import SVFModel, load_expert
+    from workbench.lm.evaluate import _encode, evaluate, greedy
+    from workbench.lm.models import load_model
+
+    model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
+    run = RunStore(ex["dir"]).open(ex["adapt0"])
+    experts = [load_expert(run.path / r["path"])[0] for r in run.info["expert_inputs"][:2]]
+    net, tok = load_model(ex["base"], device="cpu")
+    svf = SVFModel(net, tok)
+    for alphas, variant in (([0.3, 0.9], "raw"), ([1.0, 0.0], "sigmoid")):
+        model.param.update(alphas=alphas, variant=variant)
+        svf.apply_mixture(experts, np.array(alphas).reshape(2, 1), variant=variant)
+        for prompt in ("s:kdpa=", "12+34="):
+            want = tok.decode(greedy(svf.model, [_encode(tok, prompt)], 12, pad_id=tok.pad_token_id,
+                                     eos_id=tok.eos_token_id)[0], skip_special_tokens=True)
+            out = model.answer(prompt)
+            assert out["answer"] == want and out["seconds"] > 0
+        assert model.score_mixture(8) == evaluate(svf.model, tok, ["add", "sort", "reverse"], n=8)
+        z = model.mixture_z()
+        mixed = svf.mixture_z(experts, np.array(alphas).reshape(2, 1), variant=variant)
+        assert all(torch.equal(torch.from_numpy(z[n]), mixed[n]) for n in mixed)
+    # α = (1, 0) mixing sigmoid(p) is the add expert itself
+    svf.apply(experts[0])
+    assert model.answer("s:kdpa=")["answer"] == tok.decode(
+        greedy(svf.model, [_encode(tok, "s:kdpa=")], 12, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)[0],
+        skip_special_tokens=True)
+    with pytest.raises(ValueError, match="alphas has 3 values; the 2 experts"):
+        model.alphas = [0.1, 0.2, 0.3]
+        model.answer("s:ab=")
+    model.param.update(alphas=[0.0, 0.0], variant="raw")
+    with pytest.raises(ValueError, match="Σ\\(σ⊙z\\) = 0"):
+        model.answer("s:ab=")
+    model.alphas = [0.5, 0.5]
+    with pytest.raises(ValueError, match="the prompt has 'AB'"):
+        model.answer("AB")
+    with pytest.raises(ValueError, match="type a prompt"):
+        model.answer("")
+
+
+def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
+    model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
+    # every view as standalone HTML (Bokeh, inline); the matplotlib formats for views of each kind of plot
+    for view in VIEWS:
+        html = model.export(view, tmp_path, ".html")
+        assert html.name == f"{ex['adapt0']}-{view.replace('_', '-')}.html"
+        assert "Bokeh" in html.read_text() and "cdn.bokeh.org" not in html.read_text()
+    for view, suffix, head in (("z", ".png", b"\x89PNG"), ("confusion", ".pdf", b"%PDF"), ("shots", ".svg", b"<?xml")):
+        assert model.export(view, tmp_path, suffix).read_bytes()[:len(head)] == head, view
+    per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
+    assert per_matrix.export("alpha", tmp_path, ".png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="nothing to export under 'Dispatcher confusion'"):
+        per_matrix.export("confusion", tmp_path)
+    with pytest.raises(ValueError, match="format must be one of"):
+        model.export("z", tmp_path, ".jpg")
+
+
+def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
+    model = ExpertsModel(runs_dir=ex["dir"])
+    assert model.run_id == ex["matrix"]  # the newest
+    with pytest.raises(ValueError, match="no run 'nope'"):
+        model.choose("nope")
+    other = RunStore(tmp_path / "runs").create("merge", "ties", "-", {"x": 1}, 0)
+    elsewhere = ExpertsModel(runs_dir=str(tmp_path / "runs"))
+    assert elsewhere.run_id is None and "No experts or adapt runs" in elsewhere.summary()
+    with pytest.raises(ValueError, match="is a merge run; the Experts page opens experts and adapt runs"):
+        elsewhere.choose(other.id)
+
+
+def test_the_page_is_registered_and_the_runs_gallery_links_here(ex):
+    from workbench.dashboards.app import pages
+    from workbench.dashboards.runs import RunsModel
+    from workbench.dashboards.shell import PAGES, open_links
+
+    assert PAGES["experts"].title == "Experts" and "experts" in pages("runs")
+    assert open_links("experts", "r1") == [("Experts", "./experts?run=r1")]
+    assert open_links("adapt", "r2") == [("Experts", "./experts?run=r2")]
+    gallery = RunsModel(runs_dir=ex["dir"])
+    rows = {r["id"]: r for r in gallery.shown()}
+    for key in ("adapt0", "add", "lora"):
+        assert gallery.card(rows[ex[key]])["links"] == [("Experts", f"./experts?run={quote(ex[key], safe='')}")]
+
+
+# --- the served page in Chromium -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, ex):
+    log = tmp_path_factory.mktemp("expertsserver") / "serve.log"
+    port = _free_port()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", ex["dir"]],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+    text = log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+
+
+def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(served, ex, browser, request):  # noqa: F811
+    run_id = ex["adapt0"]
+    model = ExpertsModel(runs_dir=ex["dir"], run_id=run_id)
+    model.alphas = [0.5, 0.5]
+    want = model.answer("r:abc=")["answer"]
+    with _browse(browser, f"{served}/runs", request) as page:
+        page.locator(f'.run[data-run="{run_id}"]').get_by_role("link", name="open in Experts").click()
+        page.wait_for_url(re.compile(r"/experts\?run="), timeout=30000)
+        page.get_by_text(f"{run_id} · adaptation on").wait_for(timeout=60000)
+        page.locator(".bk-tab", has_text="Strategies per task").click()
+        page.get_by_text("Export writes the view on show: Strategies per task").wait_for(timeout=30000)
+        page.get_by_label("Format").select_option(".html")
+        page.get_by_role("button", name="export").click()
+        page.get_by_text("written").wait_for(timeout=60000)
+        assert (Path(ex["dir"]) / run_id / "figures" / f"{run_id}-strategies.html").is_file()
+        page.locator(".bk-tab", has_text="Mixer").click()
+        box = page.get_by_placeholder("e.g. s:kdpa=")
+        box.fill("r:abc=")
+        box.press("Enter")
+        mix = f"answer: {want or '∅'} · z′ = 0.50·add + 0.50·sort (raw) · composed and decoded in"
+        page.get_by_text(mix).wait_for(timeout=60000)
+    with _browse(browser, f"{served}/experts?run=nope", request) as page:
+        page.locator(".alert").get_by_text("no run 'nope'").wait_for(timeout=60000)
