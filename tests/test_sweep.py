@@ -13,6 +13,8 @@ from workbench.asal.rules import RuleGA, mutate_rules
 from workbench.asal.sweep import SweepConfig, rule_name, run_sweep
 from workbench.cli import main
 from workbench.runs import RunStore
+from workbench.simulations import make_substrate
+from workbench.simulations import reference_ca as ref_ca
 
 ARGS = ("asal", "sweep", "--substrate", "gol", "--fm", "pixels", "--start", "6148", "--limit", "10", "--batch", "2",
         "--steps", "48", "--frames", "4", "--bs", "2", "--quiet")
@@ -49,6 +51,18 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     conway = ranking["open_endedness"][ranking["rule"].index(6152)]
     assert abs(scores.open_endedness(z).mean() - conway) < 1e-9
     assert rule_name(6152) == "B3/S23"
+    # and its grid score is the reference's pixel metric on grids stepped by the NumPy Game of Life
+    gol = make_substrate("gol")
+    total = 0.0
+    for seed in iteration_seeds(0, 0, 2):
+        s, grids = gol.state_to_arrays(gol.init(gol.decode([6152]), seed=seed))["state"], []
+        for t in range(1, 49):
+            s = ref_ca.gol_step(s, 6152)
+            if t % 12 == 11:
+                grids.append(s.astype(float))
+        sim = [[1 - np.abs(a - b).mean() for b in grids[:i]] for i, a in enumerate(grids)]
+        total += np.mean([max([0.0, *row]) for row in sim])
+    assert abs(total / 2 - ranking["open_endedness_grid"][ranking["rule"].index(6152)]) < 1e-6
 
 
 def test_sweep_and_searches_refuse_what_does_not_fit(tmp_path, capsys):

@@ -5,10 +5,13 @@
 
 Every rule r in [start, end) (all 2^18 by default) runs from the same `bs` initial states (the reference splits
 one key for all rules); K frames at chunk ends are embedded and scored with L_OE (asal.md §3), averaged over the
-initial states. Lower is more open-ended. The run keeps, per rule, the score and the final-frame embedding of the
-middle initial state (the reference's z_final), in batches of `batch` rules: one batch an iteration, checkpointed,
-so a killed sweep resumes where it stopped and ends as an uninterrupted one would. At the end: ranking.parquet
-(rules, most open-ended first), z_final.npy (rule order), best.npy / best.png / best.mp4 of the top rule.
+initial states. Lower is more open-ended. Like the reference, a second score needs no model: L_OE of the sampled
+grids themselves, with 1 − mean |s_t − s_t′| as the similarity (the ranking's open_endedness_grid).
+
+The run keeps, per rule, both scores and the final-frame embedding of the middle initial state (the reference's
+z_final), in batches of `batch` rules: one batch an iteration, checkpointed, so a killed sweep resumes where it
+stopped and ends as an uninterrupted one would. At the end: ranking.parquet (rules, most open-ended first),
+z_final.npy (rule order), best.npy / best.png / best.mp4 of the top rule.
 """
 
 from __future__ import annotations
@@ -73,11 +76,41 @@ class SweepConfig:
         return asdict(self)
 
 
-def score_batch(cfg: SweepConfig, rules: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray]:
-    """L_OE per rule (averaged over the initial states) and the final-frame embedding of the middle initial state."""
-    seeds = iteration_seeds(cfg.seed, 0, cfg.eval.bs)  # the same initial states for every rule
+def score_batch(cfg: SweepConfig, rules: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per rule: L_OE (averaged over the initial states), the reference's pixel open-endedness of the grids, and
+    the final-frame embedding of the middle initial state."""
+    seeds = sweep_seeds(cfg)
     z, _ = evaluate(cfg.eval, rules[:, None].astype(np.float64), seeds, client)  # (B, bs, K, D)
-    return scores.open_endedness(z).mean(axis=1), z[:, cfg.eval.bs // 2, -1].astype(np.float32)
+    return (scores.open_endedness(z).mean(axis=1), grid_open_endedness(cfg, rules),
+            z[:, cfg.eval.bs // 2, -1].astype(np.float32))
+
+
+def sweep_seeds(cfg: SweepConfig) -> list[int]:
+    """The initial states' seeds: the same for every rule (the reference splits one key for all)."""
+    return iteration_seeds(cfg.seed, 0, cfg.eval.bs)
+
+
+def grid_open_endedness(cfg: SweepConfig, rules: np.ndarray) -> np.ndarray:
+    """The reference sweep's second, model-free score: L_OE with the similarity of two sampled grids taken as
+    1 − mean |s_t − s_t′| (the fraction of cells that agree), averaged over the initial states. (The grids are
+    simulated again here; a Game of Life step costs far less than rendering and embedding a frame.)"""
+    from workbench.simulations.rollout import sample_indices
+
+    sub, _ = components(cfg.eval)
+    params = sub.to_device(sub.decode(rules[:, None]))
+    indices = sample_indices(cfg.eval.steps, (cfg.eval.frames, True))
+    out = np.zeros(len(rules))
+    for seed in sweep_seeds(cfg):
+        state, at, grids = sub.init(params, seed=seed), 0, []
+        for index in indices:
+            if index > at:
+                state, at = sub.step(state, params, index - at), index
+            grids.append(sub.state_to_arrays(state)["state"].reshape(len(rules), -1).astype(np.float32))
+        g = np.stack(grids, axis=1)  # (B, K, cells)
+        sim = 1.0 - np.abs(g[:, :, None] - g[:, None]).mean(axis=-1)  # (B, K, K)
+        sim = np.where(np.tril(np.ones(sim.shape[1:], bool), k=-1), sim, 0.0)
+        out += sim.max(axis=-1).mean(axis=-1)
+    return out / len(sweep_seeds(cfg))
 
 
 def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = None, client=None,
@@ -103,12 +136,13 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = Non
         run = store.create(KIND, "gol", cfg.eval.fm, cfg.to_dict(), cfg.seed, command=command)
     rules = cfg.rules()
     if state is None:
-        state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan)}
+        state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),
+                 "grid_scores": np.full(len(rules), np.nan)}
 
     def step(it: int) -> dict:
         lo, hi = it * cfg.batch, min((it + 1) * cfg.batch, len(rules))
-        oe, z_final = score_batch(cfg, rules[lo:hi], client)
-        state["scores"][lo:hi] = oe
+        oe, grid_oe, z_final = score_batch(cfg, rules[lo:hi], client)
+        state["scores"][lo:hi], state["grid_scores"][lo:hi] = oe, grid_oe
         run.write_array(f"z_final-{it:05d}.npy", z_final)  # one file a batch: the checkpoint stays small
         done = state["scores"][:hi]
         best = int(np.argmin(done))
@@ -125,6 +159,7 @@ def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
     rules, oe = cfg.rules(), state["scores"]
     order = np.argsort(oe, kind="stable")
     run.write_table("ranking", {"rule": rules[order].tolist(), "open_endedness": oe[order].tolist(),
+                                "open_endedness_grid": state["grid_scores"][order].tolist(),
                                 "birth": [_digits(r, 0) for r in rules[order]],
                                 "survival": [_digits(r, 9) for r in rules[order]]})
     parts = sorted(run.path.glob("z_final-*.npy"))
