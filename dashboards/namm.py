@@ -46,7 +46,7 @@ class NAMMExplorer(param.Parameterized):
     runs_dir = param.String(default="runs")
     model_name = param.String(default=tr.TINY, doc="tiny, smollm2 or a Hugging Face model folder")
     policy = param.Selector(default="namm", objects=list(tr.POLICIES))
-    theta = param.String(default="zeros", doc="zeros (keeps all), random, or the id of a namm run")
+    theta = param.String(default="random", doc="zeros (keeps all), random, or the id of a namm run")
     seed = param.Integer(default=0, doc="seed of a random θ")
     scale = param.Number(default=0.065, bounds=(0, None), doc="σ of a random θ")
     strict = param.Boolean(default=False, doc="NAMM's strict-per-head variant (fill tokens masked)")
@@ -158,7 +158,8 @@ class NAMMExplorer(param.Parameterized):
         frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
         return (f"**{t.label}** on `{self.model_name}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
                 f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
-                f"steps · cache at the end {frac:.0%} of the tokens · answer: `{t.generated.strip()[:80]}`")
+                f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
+                f"`{t.generated.strip()[:80]}`")
 
     def step_text(self) -> str:
         t = self.trace
@@ -190,12 +191,13 @@ class NAMMExplorer(param.Parameterized):
         img = img.opts(aspect="auto", backend="matplotlib")
         img = _style(img, cmap=cmap, clim=(-0.5, 3.5), yticks=ticks, ylabel="layer / KV head", xlabel="token position",
                      title=f"{t.label}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
-                     width=900, height=max(220, min(24 * rows, 520)), tools=["hover"], fig_inches=(6, 2.6))
+                     width=900, height=max(260, min(24 * rows, 560)), tools=["hover"], fig_inches=(6, 2.6))
         keys = [hv.Scatter([(np.nan, np.nan)], label=CODES_LABEL[c]).opts(color=COLORS[c], size=8, backend="bokeh")
                 .opts(color=COLORS[c], s=20, backend="matplotlib") for c in (tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(
             color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
-        return hv.Overlay([img, line, *keys]).opts(legend_position="top_left", backend="bokeh").opts(
+        # the page has its own legend above the tabs; a paper figure carries one
+        return hv.Overlay([img, line, *keys]).opts(show_legend=False, backend="bokeh").opts(
             legend_position="right", backend="matplotlib")
 
     def _sizes(self, hv, t: tr.Trace):

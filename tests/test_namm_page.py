@@ -230,8 +230,9 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         page.wait_for_url(re.compile(r"/namm\?run="), timeout=30000)
         page.get_by_text("Type a prompt and press").wait_for(timeout=60000)
         page.get_by_role("button", name="run", exact=True).click()
-        page.get_by_text(re.compile(r"eviction steps · cache at the end")).wait_for(timeout=60000)
-        steps = int(re.search(r"(\d+) eviction steps", page.get_by_text("eviction steps ·").inner_text()).group(1))
+        page.get_by_text(re.compile(r"eviction steps? · cache at the end")).wait_for(timeout=60000)
+        summary = page.get_by_text("cache at the end").inner_text()
+        steps = int(re.search(r"(\d+) eviction steps? ·", summary).group(1))
         page.get_by_text(f"step {steps} of {steps}:").wait_for(timeout=30000)
         page.locator("button.first").click()  # the scrubber back to the first eviction step
         page.get_by_text(f"step 1 of {steps}: 16 tokens processed").wait_for(timeout=30000)
