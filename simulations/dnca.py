@@ -75,6 +75,16 @@ class DiscreteNCA(GridSubstrate):
         return self._with_key({"state": state}, seeds)
 
     def _step(self, arrays, params, steps, noise=None):
+        if self.engine == "torch":
+            from workbench.kernels import torch_ca
+
+            P = arrays["state"].shape[0]
+            k = arrays["state"].reshape(P, self.grid, self.grid)
+            for t in range(steps):
+                keys = step_keys(arrays["rng"], t).to(self.device)
+                k = torch_ca.dnca_step(k, params, None if noise is None else noise[t], keys, self.tau,
+                                       self.identity_bias)
+            return {**arrays, "state": k.reshape(P, self.grid, self.grid, 1)}
         from workbench.kernels import nca as kn
 
         ensure_taichi(self.device)

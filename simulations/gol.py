@@ -48,9 +48,13 @@ class GridSubstrate(Substrate):
     noise_what = ""  # what `noise=` holds, for messages; "" when the substrate takes none
 
     def __init__(self, device: str | torch.device | None = None, engine: str | None = None) -> None:
-        if engine not in (None, "taichi"):
-            raise ValueError(f"{self.name} runs on Taichi kernels only (on the CPU or a GPU); use engine='taichi'")
+        """engine: "taichi" (the CPU default) or "torch" (the CUDA default: whole-grid tensor operations, and no
+        second Taichi arch in a process that runs Taichi on the CPU)."""
+        if engine not in (None, "taichi", "torch"):
+            raise ValueError(f"{self.name} runs on engine='taichi' (the CPU default) or engine='torch' (the CUDA "
+                             f"default), got {engine!r}")
         super().__init__(device, "taichi")
+        self.engine = engine or ("torch" if self.device.type == "cuda" else "taichi")
 
     def noise_shape(self) -> tuple[int, ...] | None:
         """The shape of one step's noise for one simulation, or None when the substrate takes none."""
@@ -127,6 +131,10 @@ class GridSubstrate(Substrate):
 
     def _render_states(self, states: torch.Tensor, palette: torch.Tensor, size: int) -> torch.Tensor:
         """Integer states (P, H, W) coloured by palette (n, 3), nearest-resized to (P, size, size, 3)."""
+        if self.engine == "torch":
+            from workbench.kernels import torch_ca
+
+            return torch_ca.render_states(states, palette, size)
         from workbench.kernels import gol as kg
 
         ensure_taichi(self.device)
@@ -136,6 +144,10 @@ class GridSubstrate(Substrate):
 
     def _render_channels(self, world: torch.Tensor, size: int) -> torch.Tensor:
         """(P, H, W, C ≤ 3) as RGB (missing channels 0), nearest-resized to (P, size, size, 3)."""
+        if self.engine == "torch":
+            from workbench.kernels import torch_ca
+
+            return torch_ca.render_channels(world, size)
         from workbench.kernels import gol as kg
 
         ensure_taichi(self.device)
@@ -203,11 +215,15 @@ class GameOfLife(GridSubstrate):
         return self._with_key({"state": state}, seeds)
 
     def _step(self, arrays, params, steps, noise=None):
+        rule = params["rule"].to(torch.int32).contiguous()
+        if self.engine == "torch":
+            from workbench.kernels import torch_ca
+
+            return {**arrays, "state": torch_ca.gol_steps(arrays["state"], rule, steps)}
         from workbench.kernels import gol as kg
 
         ensure_taichi(self.device)
         a = arrays["state"].contiguous()
-        rule = params["rule"].to(torch.int32).contiguous()
         P = a.shape[0]
         if self.grid % 64 == 0:  # 64 cells a machine word: the bit-parallel kernel
             words = [torch.empty(P, self.grid, self.grid // 64, dtype=torch.uint64, device=a.device)

@@ -113,6 +113,15 @@ class NCA(GridSubstrate):
         return self._with_key({"state": torch.as_tensor(np.stack(worlds), device=self.device)}, seeds)
 
     def _step(self, arrays, params, steps, noise=None):
+        if self.engine == "torch":
+            from workbench.kernels import torch_ca
+
+            S = arrays["state"]
+            for t in range(steps):
+                keys = step_keys(arrays["rng"], t).to(self.device)
+                S = torch_ca.nca_step(S, params, None if noise is None else noise[t], keys, 1.0 - self.p_drop,
+                                      self.dt)
+            return {**arrays, "state": S}
         from workbench.kernels import nca as kn
 
         ensure_taichi(self.device)

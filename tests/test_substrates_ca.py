@@ -28,9 +28,10 @@ def golden_case(name, more, sub):
     return params, sub.state_from_arrays(state=more[f"{name}_state0"]), noise, more[f"{name}_state1"]
 
 
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
 @pytest.mark.parametrize("name", ["gol", "nca_d1", "nca_d3", "dnca"])
-def test_one_step_and_render_match_reference(name, more, subs):
-    sub = subs[name]
+def test_one_step_and_render_match_reference(name, engine, more, subs):
+    sub = subs[name] if engine == "taichi" else make_substrate(name, engine="torch")
     params, state, noise, want = golden_case(name, more, sub)
     out = sub.state_to_arrays(sub.step(state, params, 1, noise=noise))["state"]
     assert out.dtype == want.dtype or name.startswith("nca")
@@ -61,9 +62,10 @@ def test_theta_layout_matches_reference_tree(name, more, subs):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("grid", [64, 40])  # 64: the bit-parallel kernel; 40: the cell-by-cell one
-def test_gol_64_steps_match_numpy_for_several_rules(grid):
-    sub = make_substrate("gol", grid=grid)
+@pytest.mark.parametrize("grid, engine", [(64, "taichi"), (40, "taichi"), (40, "torch")])
+def test_gol_64_steps_match_numpy_for_several_rules(grid, engine):
+    """64: the bit-parallel Taichi kernel; 40: the cell-by-cell one; torch: the CUDA engine (here on the CPU)."""
+    sub = make_substrate("gol", grid=grid, engine=engine)
     rules = np.array([6152, 0, 2 ** 18 - 1, int(sub.random_theta(np.random.default_rng(0))[0])])
     params = sub.decode(rules[:, None])
     state = sub.init(params, seed=[0, 1, 2, 3])
@@ -78,10 +80,11 @@ def test_gol_64_steps_match_numpy_for_several_rules(grid):
     assert out[1].sum() == 0 and out[2].min() == 1  # rule 0 kills everything, all bits set fills the grid
 
 
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
 @pytest.mark.parametrize("name", ["nca_d1", "nca_d3"])
-def test_nca_10_steps_match_numpy_with_the_same_masks(name):
+def test_nca_10_steps_match_numpy_with_the_same_masks(name, engine):
     d = int(name[-1])
-    sub = make_substrate(name, grid=32)
+    sub = make_substrate(name, grid=32, engine=engine)
     rng = np.random.default_rng(1)
     theta = 0.5 * rng.standard_normal((2, sub.n_params))
     params = sub.decode(theta)
@@ -98,8 +101,9 @@ def test_nca_10_steps_match_numpy_with_the_same_masks(name):
         [ref.nca_render(o, 50) for o in out]), atol=0)
 
 
-def test_dnca_5_steps_match_numpy_with_the_same_gumbel_noise(more):
-    sub = make_substrate("dnca", grid=32)
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
+def test_dnca_5_steps_match_numpy_with_the_same_gumbel_noise(more, engine):
+    sub = make_substrate("dnca", grid=32, engine=engine)
     theta = more["dnca_theta"]
     params = sub.decode(theta)
     state = sub.init(params, seed=5)
@@ -223,8 +227,9 @@ def test_bad_input_is_one_clear_error(subs):
         make_substrate("gol", engine="triton")
 
 
-def test_identity_bias_matches_numpy(more):
-    sub = make_substrate("dnca", grid=24, identity_bias=0.5)
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
+def test_identity_bias_matches_numpy(more, engine):
+    sub = make_substrate("dnca", grid=24, identity_bias=0.5, engine=engine)
     theta = more["dnca_theta"]
     params = sub.decode(theta)
     state = sub.init(params, seed=7)
@@ -250,3 +255,15 @@ def test_flax_random_init(name, subs):
     assert not params["b0"].any() and not params["b1"].any() and not params["b2"].any()
     if name == "dnca":
         assert abs(params["init"].std() - 1) < 0.1
+
+
+def test_both_engines_draw_the_same_noise():
+    """The torch engine hashes (seed, step, cell) as the Taichi kernels do: the same masks, the same categories."""
+    for name, steps in (("nca_d3", 4), ("dnca", 1)):
+        settings = {"grid": 48, "tau": 1.0} if name == "dnca" else {"grid": 48}  # τ = 1: no near-ties at 1/τ
+        a, b = make_substrate(name, **settings), make_substrate(name, engine="torch", **settings)
+        params = a.decode(0.3 * np.random.default_rng(4).standard_normal((2, a.n_params)))
+        runs = [sub.state_to_arrays(sub.step(sub.init(params, seed=[5, 6]), params, steps))["state"] for sub in (a, b)]
+        np.testing.assert_allclose(runs[0], runs[1], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="engine='torch'"):
+        make_substrate("nca_d1", engine="triton")
