@@ -17,6 +17,9 @@ from workbench.kernels.runtime import CPU_CHUNK
 
 H = 8  # hidden width of the pair MLP
 D = 6  # colour dimensions
+# The MLP comes as one flat array per simulation in θ's layout [b0, W0, b1, W1, b2, W2, b3, W3] (kernels in × out,
+# row-major): one kernel argument instead of eight (each ndarray argument costs time on every launch).
+B0, W0, B1, W1, B2, W2, B3, W3 = 0, 8, 104, 112, 176, 184, 248, 255
 
 
 @ti.func
@@ -35,19 +38,23 @@ def _cell_of(x: ti.template(), p, i, grid):
 
 
 @ti.kernel
-def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), W0: ti.types.ndarray(ndim=3),
+def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), mlp: ti.types.ndarray(ndim=2),
          cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
          ys: ti.types.ndarray(ndim=2), bs: ti.types.ndarray(ndim=3), grid: ti.i32):
-    """Positions and c_j·W0[6:] copied into cell order by a stable counting sort (cells 1/grid wide)."""
+    """Positions and c_j·W0[6:] copied into cell order by a stable counting sort (cells 1/grid wide).
+
+    One serial pass per simulation (a thousand particles): a parallel loop per phase would cost more in
+    synchronisation than the work.
+    """
     P, N = x.shape[0], x.shape[1]
     n_cells = grid * grid
-    for p, k in ti.ndrange(P, n_cells + 1):
-        cell_start[p, k] = 0
-    for p, i in ti.ndrange(P, N):
-        ti.atomic_add(cell_start[p, _cell_of(x, p, i, grid) + 1], 1)
     for q in range(P * CPU_CHUNK):
         if q % CPU_CHUNK == 0:
             p = q // CPU_CHUNK
+            for k in range(n_cells + 1):
+                cell_start[p, k] = 0
+            for i in range(N):
+                cell_start[p, _cell_of(x, p, i, grid) + 1] += 1
             for k in range(n_cells):
                 cell_start[p, k + 1] += cell_start[p, k]
                 cell_fill[p, k] = 0
@@ -58,7 +65,7 @@ def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), W0: ti.types.
                 for o in ti.static(range(H)):
                     acc = 0.0
                     for a in ti.static(range(D)):
-                        acc += c[p, i, a] * W0[p, D + a, o]
+                        acc += c[p, i, a] * mlp[p, W0 + (D + a) * H + o]
                     bs[p, o, slot] = acc
                 cell_fill[p, k] += 1
 
@@ -69,7 +76,8 @@ def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2)
                dist: ti.types.ndarray(ndim=2), grid: ti.i32, reach: ti.i32, r_max: ti.f32, fill: ti.template()):
     """The pairs (i, j) closer than r_max, the self pair included, in cell order.
 
-    fill = False: counts them (plus one spare slot) into offset[p·N + i + 1]. fill = True: writes each pair at
+    fill = False: counts them (plus one spare slot) and sums the counts: particle (p, i)'s list starts at
+    offset[p·N + i] (offset[0] = 0). fill = True: writes each pair at
     offset[p·N + i] on: idx the neighbour's slot in cell order, dist (2, pairs) d_ij.
     Cells are 1/grid wide and a particle visits the (2·reach + 1)² cells around its own, so reach/grid >= r_max
     must hold (grid = 1, reach = 0: all pairs, the wrapped difference by rounding).
@@ -116,13 +124,16 @@ def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2)
                     at += ti.select(near, 1, 0)
         if ti.static(not fill):
             offset[p * N + i + 1] = at + 1  # the spare slot
+    if ti.static(not fill):
+        for q in range(CPU_CHUNK):  # one serial pass: the lists' starts (offset[0] = 0)
+            if q == 0:
+                for k in range(P * N):
+                    offset[k + 1] += offset[k]
 
 
 @ti.kernel
 def interact(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3),
-             W0: ti.types.ndarray(ndim=3), b0: ti.types.ndarray(ndim=2), W1: ti.types.ndarray(ndim=3),
-             b1: ti.types.ndarray(ndim=2), W2: ti.types.ndarray(ndim=3),
-             b2: ti.types.ndarray(ndim=2), W3: ti.types.ndarray(ndim=3), b3: ti.types.ndarray(ndim=2),
+             mlp: ti.types.ndarray(ndim=2),
              bs: ti.types.ndarray(ndim=3), offset: ti.types.ndarray(ndim=1), idx: ti.types.ndarray(ndim=1),
              dist: ti.types.ndarray(ndim=2), r_max: ti.f32, beta: ti.f32, mass: ti.f32, decay: ti.f32, dt: ti.f32):
     """The pair MLP over each particle's list (contiguous, branch-free: it vectorises), then v, x and c updated
@@ -131,16 +142,16 @@ def interact(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.typ
     inv_r, inv_b, inv_1mb = 1.0 / r_max, 1.0 / beta, 1.0 / (1.0 - beta)
     for p, i in ti.ndrange(P, N):
         # the layers transposed (out × in), so a layer is w @ h
-        w1 = ti.Matrix([[W1[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
-        w2 = ti.Matrix([[W2[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(H))])
-        w3 = ti.Matrix([[W3[p, a, o] for a in ti.static(range(H))] for o in ti.static(range(7))])
-        c1 = ti.Vector([b1[p, o] for o in ti.static(range(H))])
-        c2 = ti.Vector([b2[p, o] for o in ti.static(range(H))])
-        c3 = ti.Vector([b3[p, o] for o in ti.static(range(7))])
-        ai = ti.Vector([b0[p, o] for o in ti.static(range(H))])  # c_i·W0[:6] + b0 (c_i before the update)
+        w1 = ti.Matrix([[mlp[p, W1 + a * H + o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w2 = ti.Matrix([[mlp[p, W2 + a * H + o] for a in ti.static(range(H))] for o in ti.static(range(H))])
+        w3 = ti.Matrix([[mlp[p, W3 + a * 7 + o] for a in ti.static(range(H))] for o in ti.static(range(7))])
+        c1 = ti.Vector([mlp[p, B1 + o] for o in ti.static(range(H))])
+        c2 = ti.Vector([mlp[p, B2 + o] for o in ti.static(range(H))])
+        c3 = ti.Vector([mlp[p, B3 + o] for o in ti.static(range(7))])
+        ai = ti.Vector([mlp[p, B0 + o] for o in ti.static(range(H))])  # c_i·W0[:6] + b0 (c_i before the update)
         for o in ti.static(range(H)):
             for a in ti.static(range(D)):
-                ai[o] += c[p, i, a] * W0[p, a, o]
+                ai[o] += c[p, i, a] * mlp[p, W0 + a * H + o]
         f0, f1 = 0.0, 0.0
         dc0, dc1, dc2, dc3, dc4, dc5 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
         for k in range(offset[p * N + i], offset[p * N + i + 1] - 1):  # without the spare slot

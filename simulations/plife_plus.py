@@ -95,18 +95,19 @@ class ParticleLifePlus(Substrate):
         bs = torch.empty(P, H, N, device=self.device)  # c_j·W0[6:] in cell order
         offset = zi(P * N + 1)
         idx, dist = zi(1), torch.empty(2, 1, device=self.device)
-        mlp = [params[f"{n}{k}"].contiguous() for k in range(len(LAYERS)) for n in ("W", "b")]
+        # the MLP flat in θ's layout, one array per simulation (see kernels/plife_plus.py)
+        mlp = torch.cat([torch.cat([params[f"b{k}"], params[f"W{k}"].flatten(1)], 1) for k in range(len(LAYERS))],
+                        1).contiguous()
         for _ in range(steps):
-            kp.sort(x, c, mlp[0], start, fill, xs, ys, bs, self.grid)
+            kp.sort(x, c, mlp, start, fill, xs, ys, bs, self.grid)
             args = (x, start, xs, ys, offset)
             kp.neighbours(*args, idx, dist, self.grid, self.reach, self.r_max, False)
-            torch.cumsum(offset, 0, out=offset)  # pairs of particle (p, i) at offset[p·N + i] on
-            pairs = int(offset[-1])
+            pairs = int(offset[-1])  # particle (p, i)'s pairs at offset[p·N + i] on
             if idx.shape[0] < pairs:  # grown, never shrunk, within a call
                 idx = zi(pairs + pairs // 4)
                 dist = torch.empty(2, idx.shape[0], device=self.device)
             kp.neighbours(*args, idx, dist, self.grid, self.reach, self.r_max, True)
-            kp.interact(x, v, c, *mlp, bs, offset, idx, dist, self.r_max, self.beta, self.mass, self.decay, self.dt)
+            kp.interact(x, v, c, mlp, bs, offset, idx, dist, self.r_max, self.beta, self.mass, self.decay, self.dt)
         return {"x": x, "v": v, "c": c}
 
     def _render(self, arrays, params, size):
