@@ -179,8 +179,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
         model.export("raster", tmp_path)
     model.show_sweep(model.compute_sweep(fractions=(0.5,)))
     model.step, model.layer, model.token = 1, 1, 3
-    written = [model.export(v, tmp_path, s) for v, s in zip(VIEWS, (".png", ".svg", ".pdf", ".png", ".png", ".html"),
-                                                            strict=True)]
+    # every view, every format (matplotlib for PNG / SVG / PDF, Bokeh for HTML; the text drawn token by token)
+    formats = {"retention": ".png", "sizes": ".html", "spectrogram": ".svg", "scores": ".html", "text": ".pdf",
+               "sweep": ".html"}
+    assert set(formats) == set(VIEWS)
+    written = [model.export(v, tmp_path, s) for v, s in formats.items()]
     written.append(model.export("text", tmp_path, ".html"))
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
     assert "line-through" in written[-1].read_text() and 'class="tok evicted' in written[-1].read_text()
@@ -248,6 +251,7 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         title = page.locator(".namm-text .tok").first.get_attribute("title")
         assert "L0: h0" in title and "L1: h0" in title
         page.locator(".bk-tab", has_text="Retention").click()
+        page.get_by_label("Format").select_option(".html")
         page.get_by_role("button", name="export").click()
         page.get_by_text("written").wait_for(timeout=60000)
-    assert list((Path(namm_run["dir"]) / run_id / "figures").glob("namm-retention-*.png"))
+    assert list((Path(namm_run["dir"]) / run_id / "figures").glob(f"namm-retention-*-step{steps}.html"))
