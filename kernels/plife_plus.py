@@ -24,10 +24,22 @@ B0, W0, B1, W1, B2, W2, B3, W3 = 0, 8, 104, 112, 176, 184, 248, 255
 
 @ti.func
 def tanh_fast(x):
-    """tanh through the branch-free exp (libm's tanhf would stop the pair loop from vectorising)."""
-    e = exp_fast(-2.0 * ti.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return ti.select(x < 0.0, -t, t)
+    """tanh as Eigen's float rational approximation (13/6, a few ulp; |x| clamped at 7.9, where it is 1 in float32):
+    a dozen multiply-adds and one division, cheaper than libm's tanhf or one through exp."""
+    x = ti.min(ti.max(x, -7.90531110763549805), 7.90531110763549805)
+    x2 = x * x
+    p = -2.76076847742355e-16
+    p = p * x2 + 2.00018790482477e-13
+    p = p * x2 - 8.60467152213735e-11
+    p = p * x2 + 5.12229709037114e-08
+    p = p * x2 + 1.48572235717979e-05
+    p = p * x2 + 6.37261928875436e-04
+    p = p * x2 + 4.89352455891786e-03
+    q = 1.19825839466702e-06
+    q = q * x2 + 1.18534705686654e-04
+    q = q * x2 + 2.26843463243900e-03
+    q = q * x2 + 4.89352518554385e-03
+    return x * p / q
 
 
 @ti.func

@@ -79,6 +79,12 @@ class ParticleLifePlus(Substrate):
         return {"x": x, "v": torch.zeros_like(x), "c": torch.as_tensor(np.stack(cs), dtype=torch.float32,
                                                                         device=self.device)}
 
+    def bytes_per_simulation(self) -> int:
+        """The tensor path (GPUs) holds every pair's MLP activations: about 64 floats a pair."""
+        if self.engine == "taichi" and self.device.type == "cpu":
+            return 0
+        return 64 * 4 * self.N * self.N
+
     def _step(self, arrays, params, steps):
         x, v, c = (arrays[k].contiguous() for k in ("x", "v", "c"))
         if self.engine == "triton" or self.device.type != "cpu":
