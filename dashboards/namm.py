@@ -279,9 +279,10 @@ class NAMMExplorer(param.Parameterized):
                 pts = hv.Scatter(part, "kept", ["agreement", "label"], label=method).opts(
                     size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
                 if len(part) > 1:
-                    pts = hv.Curve(part, "kept", "agreement").opts(color=color) * pts
+                    pts = hv.Curve(part, "kept", "agreement").opts(color=color, backend="bokeh").opts(
+                        color=color, backend="matplotlib") * pts
                 parts.append(pts)
-            plots.append(_style(hv.Overlay(parts), title="agreement with the full cache vs kept cache (this prompt)",
+            plots.append(_style(hv.Overlay(parts), title="this prompt: agreement with the full cache",
                                 xlabel="kept cache fraction", ylabel="next-token agreement", xlim=(0, 1.05),
                                 ylim=(-0.05, 1.05), width=560, height=360, legend_position="bottom_right",
                                 fig_inches=(3.6, 2.6)))
@@ -295,11 +296,16 @@ class NAMMExplorer(param.Parameterized):
             df = pd.DataFrame(found)
             df["budget"] = df["budget"].fillna(-1)
             mean = df.groupby(["method", "budget"], as_index=False)[["score", "kept"]].mean()
-            parts = [hv.Scatter(part.sort_values("kept"), "kept", ["score", "budget"], label=m).opts(
-                size=9, tools=["hover"], color=PALETTE[k % len(PALETTE)], backend="bokeh").opts(
-                color=PALETTE[k % len(PALETTE)], backend="matplotlib")
-                for k, (m, part) in enumerate(mean.groupby("method", sort=False))]
-            plots.append(_style(hv.Overlay(parts), title="task score vs kept cache (eval / bench file)",
+            parts = []
+            for k, (method, part) in enumerate(mean.groupby("method", sort=False)):
+                part, color = part.sort_values("kept"), PALETTE[k % len(PALETTE)]
+                pts = hv.Scatter(part, "kept", ["score", "budget"], label=method).opts(
+                    size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
+                if len(part) > 1:
+                    pts = hv.Curve(part, "kept", "score").opts(color=color, backend="bokeh").opts(
+                        color=color, backend="matplotlib") * pts
+                parts.append(pts)
+            plots.append(_style(hv.Overlay(parts), title="eval / bench file: task score",
                                 xlabel="kept cache fraction", ylabel="task score (mean over tasks)", width=560,
                                 height=360, legend_position="bottom_right", fig_inches=(3.6, 2.6)))
         if not plots:
