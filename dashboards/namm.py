@@ -161,6 +161,19 @@ class NAMMExplorer(param.Parameterized):
                 f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
                 f"`{t.generated.strip()[:80]}`")
 
+    def pick(self, x: float, y: float) -> tuple[int, int, int] | None:
+        """A click on the retention raster at (token x, row y): show that token, layer and head (spectrogram,
+        text, scores); returns (token, layer, head), or None outside the raster."""
+        t = self.trace
+        if t is None or x is None or y is None:
+            return None
+        rows = t.n_layers * t.n_heads
+        token, row = int(round(x)), rows - 1 - int(round(y))
+        if not (0 <= token < t.n_tokens and 0 <= row < rows):
+            return None
+        self.param.update(token=token, layer=row // t.n_heads, head=row % t.n_heads)
+        return token, self.layer, self.head
+
     def step_text(self) -> str:
         t = self.trace
         if t is None or not t.steps:
@@ -409,7 +422,7 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
     from workbench.dashboards.shell import PageThread, off_loop, section, shell
 
-    _hv()
+    hv = _hv()
     model = NAMMExplorer(runs_dir=runs_dir)
     page_thread = PageThread()
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
@@ -433,7 +446,9 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                       sizing_mode="stretch_width")
     theta = w.Select(name="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
     seed = w.IntInput(name="seed (random θ)", value=model.seed, sizing_mode="stretch_width")
+    strict = w.Checkbox(name="strict per head (fill tokens masked)", value=model.strict)
     budget = w.IntInput(name="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
+    chat = w.Checkbox(name="chat template (when the model has one)", value=model.chat)
     n_up = w.Select(name="n_up (tokens between evictions)", options=model.param.n_up.objects, value=model.n_up,
                     sizing_mode="stretch_width")
     new_tokens = w.IntInput(name="new tokens", value=model.max_new_tokens, start=0, end=512,
@@ -458,13 +473,19 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
-    legend = pn.pane.HTML(" ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
-                                   f'color:{"#fff" if c in (tr.KEPT, tr.EVICTED) else "#222"}">{tr.CODES[c]}</span>'
-                                   for c in sorted(COLORS)), margin=(0, 10))
+    keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
+                    f'color:{"#fff" if c in (tr.KEPT, tr.EVICTED) else "#222"}">{tr.CODES[c]}</span>'
+                    for c in sorted(COLORS))
+    legend = pn.pane.HTML(f"{keys} &nbsp; <span style='color:#667'>click the raster: that token, layer and head in "
+                          "the other views</span>", margin=(0, 10))
 
     def draw(name):
         def inner(step, layer_, head_, token_, version):
-            return pn.pane.HoloViews(model.figure(name), backend="bokeh", linked_axes=False)
+            fig = model.figure(name)
+            if name == "retention" and isinstance(fig, hv.Overlay):  # a click picks token, layer and head
+                tap = hv.streams.Tap(source=fig.get(0))
+                tap.add_subscriber(lambda x, y: model.pick(x, y))
+            return pn.pane.HoloViews(fig, backend="bokeh", linked_axes=False)
         return pn.panel(pn.bind(inner, model.param.step, model.param.layer, model.param.head, model.param.token,
                                 model.param.version), lazy=True)
 
@@ -509,11 +530,21 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                 setattr(model, name, event.new)
         widget.param.watch(on, "value")
 
-    for widget, name in ((policy, "policy"), (theta, "theta"), (seed, "seed"), (budget, "budget"), (n_up, "n_up"),
+    for widget, name in ((policy, "policy"), (theta, "theta"), (seed, "seed"), (strict, "strict"), (chat, "chat"),
+                         (budget, "budget"), (n_up, "n_up"),
                          (new_tokens, "max_new_tokens"), (prompt, "prompt"), (player, "step"), (layer, "layer"),
                          (head, "head"), (token, "token"), (results, "results")):
         link(widget, name)
     model.param.watch(lambda e: setattr(step_text, "object", model.step_text()), "step")
+
+    def follow_pick(*_):
+        """The sidebar follows a click on the raster."""
+        syncing[0] = True
+        try:
+            layer.value, head.value, token.value = model.layer, model.head, model.token
+        finally:
+            syncing[0] = False
+    model.param.watch(follow_pick, ["layer", "head", "token"])
 
     def on_model(event):
         folder.visible = event.new == "folder"
@@ -522,7 +553,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     folder.param.watch(lambda e: setattr(model, "model_name", e.new), "value")
 
     def show_policy_fields(kind: str) -> None:
-        theta.visible = seed.visible = kind == "namm"
+        theta.visible = seed.visible = strict.visible = kind == "namm"
         budget.visible = kind in ("recent", "h2o")
     policy.param.watch(lambda e: show_policy_fields(e.new), "value")
     show_policy_fields(model.policy)
@@ -573,8 +604,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     compare.on_click(on_compare)
     export.on_click(on_export)
 
-    sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, budget, n_up, new_tokens,
-               section("Prompt"), prompt, run_button, progress,
+    sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
+               section("Prompt"), prompt, chat, run_button, progress,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
                section("Export the view on show"), fmt, export, status]

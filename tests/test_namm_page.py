@@ -162,6 +162,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert model.theta_choices() == ["zeros", "random", namm_run["id"]]
     with pytest.raises(ValueError, match="not a namm run"):
         model.choose("nope")
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "policy.safetensors").write_bytes(b"not a policy")
+    with pytest.raises(ValueError, match="cannot read the policy file"):
+        tr.load_saved_policy(broken)
     model.choose(namm_run["id"])
     assert (model.theta, model.n_up, model.policy) == (namm_run["id"], 16, "namm")
     model.prompt = PROMPT
@@ -178,6 +183,9 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     with pytest.raises(ValueError, match="unknown view"):
         model.export("raster", tmp_path)
     model.show_sweep(model.compute_sweep(fractions=(0.5,)))
+    rows = trace.n_layers * trace.n_heads  # a click on the raster's row 1 (L0 h1: drawn second from the top)
+    assert model.pick(7.2, rows - 2 + 0.3) == (7, 0, 1) and (model.layer, model.head, model.token) == (0, 1, 7)
+    assert model.pick(-3, 0) is None and model.pick(5, rows + 1) is None
     model.step, model.layer, model.token = 1, 1, 3
     # every view, every format (matplotlib for PNG / SVG / PDF, Bokeh for HTML; the text drawn token by token)
     formats = {"retention": ".png", "sizes": ".html", "spectrogram": ".svg", "scores": ".html", "text": ".pdf",
@@ -224,6 +232,18 @@ def served(tmp_path_factory, namm_run):
     assert "Traceback" not in text, text[-4000:]
 
 
+RASTER = """([x, y]) => {  // the page position of data point (x, y) in the retention raster
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model.title;
+    if (t && t.text && t.text.includes('kept after step') && v.frame) {
+      const r = v.canvas_view.el.getBoundingClientRect();
+      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
+
+
 def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run, browser, request):  # noqa: F811
     run_id = namm_run["id"]
     with _browse(browser, f"{served}/runs", request) as page:
@@ -237,6 +257,14 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         summary = page.get_by_text("cache at the end").inner_text()
         steps = int(re.search(r"(\d+) eviction steps? ·", summary).group(1))
         page.get_by_text(f"step {steps} of {steps}:").wait_for(timeout=30000)
+        # a click on the raster picks the token, layer and head the other views show
+        page.wait_for_function(f"() => ({RASTER})([0, 0]) !== null", timeout=30000)
+        page.mouse.click(*page.evaluate(RASTER, [9, 2]))  # row 1 of 4 from the top: layer 0, head 1
+        token = page.get_by_label("token (spectrogram)")
+        deadline = time.time() + 30
+        while token.input_value() != "9" and time.time() < deadline:
+            page.wait_for_timeout(200)
+        assert token.input_value() == "9" and page.get_by_label("KV head").input_value() == "head 1"
         page.locator("button.first").click()  # the scrubber back to the first eviction step
         page.get_by_text(f"step 1 of {steps}: 16 tokens processed").wait_for(timeout=30000)
         page.locator(".bk-tab", has_text="Text").click()
