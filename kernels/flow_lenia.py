@@ -1,7 +1,9 @@
 """Flow-Lenia: the flow and the reintegration tracking of one step, in Taichi (asal-more.md §6).
 
-The potentials and the affinity Ū run as Lenia's batched FFTs in torch (workbench.simulations.flow_lenia); these
-kernels do the rest on channel-first worlds (P, C, H, W):
+The potentials run as Lenia's batched FFTs in torch (workbench.simulations.flow_lenia); these kernels do the rest
+on channel-first worlds (P, C, H, W):
+  affinity:    Ū_c = Σ_k weight[c, k]·(2·2^(−(U′_k − offset_k)²) − 1) in one pass over the potentials (U′ is U_k
+               scaled by √(log2 e / 2)/s_k, as in Lenia's step, so the Gaussian is a power of 2);
   targets:     the zero-padded Sobel gradients of Ū_c and of A_Σ, the flow F_c and each source cell's clipped
                displacement dt·F_c;
   reintegrate: each source cell's mass spread over the cells its square (side 2σ, centred on its target) overlaps.
@@ -13,7 +15,10 @@ kernels do the rest on channel-first worlds (P, C, H, W):
 
 import taichi as ti
 
+from workbench.kernels.plenia import exp2_fast
 from workbench.kernels.runtime import CPU_CHUNK
+
+MAX_CHANNELS = 4
 
 
 @ti.func
@@ -26,28 +31,44 @@ def _at(a: ti.template(), p, c, y, x):
     return v
 
 
-@ti.func
-def _mass_at(a: ti.template(), p, y, x):
-    H, W, C = a.shape[2], a.shape[3], a.shape[1]
-    v = 0.0
-    if 0 <= y < H and 0 <= x < W:
-        for c in range(C):
-            v += a[p, c, y, x]
-    return v
+@ti.kernel
+def affinity(u: ti.types.ndarray(ndim=4), offset: ti.types.ndarray(ndim=2), weight: ti.types.ndarray(ndim=3),
+             ubar: ti.types.ndarray(ndim=4), a: ti.types.ndarray(ndim=4), total: ti.types.ndarray(ndim=4)):
+    """ubar[p, c] = Σ_k weight[p, c, k]·(2·2^(−(u[p, k] − offset[p, k])²) − 1); weight = h_k where c1_k = c, else 0.
+    Also total[p, 0] = Σ_c a[p, c], the mass A_Σ whose gradient `targets` takes.
+
+    At most MAX_CHANNELS channels (sums kept in registers)."""
+    P, K, H, W = u.shape[0], u.shape[1], u.shape[2], u.shape[3]
+    C = ubar.shape[1]
+    for p, y, x in ti.ndrange(P, H, W):
+        acc = ti.Vector([0.0] * MAX_CHANNELS)
+        for k in range(K):
+            d = u[p, k, y, x] - offset[p, k]
+            g = 2.0 * exp2_fast(-d * d) - 1.0
+            for c in ti.static(range(MAX_CHANNELS)):
+                if c < C:
+                    acc[c] += weight[p, c, k] * g
+        mass = 0.0
+        for c in ti.static(range(MAX_CHANNELS)):
+            if c < C:
+                ubar[p, c, y, x] = acc[c]
+                mass += a[p, c, y, x]
+        total[p, 0, y, x] = mass
 
 
 @ti.kernel
-def targets(a: ti.types.ndarray(ndim=4), ubar: ti.types.ndarray(ndim=4), ty: ti.types.ndarray(ndim=4),
-            tx: ti.types.ndarray(ndim=4), dt: ti.f32, theta_a: ti.f32, n: ti.f32, lim: ti.f32):
-    """ty, tx (P, C, H, W): each source cell's displacement clip(dt·F, ±lim) per axis."""
+def targets(a: ti.types.ndarray(ndim=4), ubar: ti.types.ndarray(ndim=4), total: ti.types.ndarray(ndim=4),
+            ty: ti.types.ndarray(ndim=4), tx: ti.types.ndarray(ndim=4), dt: ti.f32, theta_a: ti.f32, n: ti.f32,
+            lim: ti.f32):
+    """ty, tx (P, C, H, W): each source cell's displacement clip(dt·F, ±lim) per axis (total: A_Σ, (P, 1, H, W))."""
     P, C, H, W = a.shape[0], a.shape[1], a.shape[2], a.shape[3]
     for p, y, x in ti.ndrange(P, H, W):
         # ∂_y s = Σ_k w_k (s[y+1, x+k] − s[y−1, x+k]), ∂_x s = Σ_k w_k (s[y+k, x+1] − s[y+k, x−1]), w = (1, 2, 1)
         sy, sx = 0.0, 0.0
         for k in ti.static(range(-1, 2)):
             w = 2.0 if k == 0 else 1.0
-            sy += w * (_mass_at(a, p, y + 1, x + k) - _mass_at(a, p, y - 1, x + k))
-            sx += w * (_mass_at(a, p, y + k, x + 1) - _mass_at(a, p, y + k, x - 1))
+            sy += w * (_at(total, p, 0, y + 1, x + k) - _at(total, p, 0, y - 1, x + k))
+            sx += w * (_at(total, p, 0, y + k, x + 1) - _at(total, p, 0, y + k, x - 1))
         for c in range(C):
             uy, ux = 0.0, 0.0
             for k in ti.static(range(-1, 2)):

@@ -37,6 +37,8 @@ class FlowLenia(Lenia):
         self.dd = check_positive("dd", dd)
         if sigma >= dd:
             raise ValueError(f"sigma ({sigma}) must be below dd ({dd})")
+        if self.channels > 4:  # kernels/flow_lenia.py MAX_CHANNELS
+            raise ValueError(f"flow_lenia runs patterns of at most 4 channels, this one has {self.channels}")
         if 2 * (2 * dd) + 1 > self.grid:
             raise ValueError(f"the reintegration window (dd = {dd}) does not fit in the grid ({self.grid})")
         self.T, self.dt = float(T), 1.0 / float(T)  # CAX's example: T = 10, not the pattern's T
@@ -65,27 +67,36 @@ class FlowLenia(Lenia):
         H = W = self.grid
         return 4 * (self.n_kernels * H * W * 5 + self.channels * H * W * 6)
 
-    def _affinity(self, a: torch.Tensor, params) -> torch.Tensor:
-        """Ū (P, C, H, W): Σ over kernels into channel c1_k of h_k·(2·exp(−(U_k − m_k)²/(2s_k²)) − 1), with
-        U_k = K_k ⊛ A[c0_k] by FFT exactly as Lenia's step computes its growth."""
+    def _growth_terms(self, params, C: int):
+        """(scale, offset, weight): U_k·scale_k − offset_k = (U_k − m_k)·√(log2 e / 2)/s_k, so that the growth's
+        Gaussian exp(−(U_k − m_k)²/(2s_k²)) is 2^(−d²) (as in Lenia's step); weight (P, C, K) = h_k in row c1_k."""
+        m, s, h = (params[k][:, self._order] for k in ("m", "s", "h"))
+        scale = (math.sqrt(math.log2(math.e) / 2.0) / s.double()).float()
+        onehot = torch.nn.functional.one_hot(self.c1.long(), C).T.to(h)  # (C, K)
+        return scale, (m * scale).contiguous(), (onehot[None] * h[:, None, :]).contiguous()
+
+    def _potentials(self, a: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """U_k·scale_k (P, K, H, W) with U_k = K_k ⊛ A[c0_k], by FFT as Lenia's step (spectra stored transposed, the
+        inverse as two 1-D passes along contiguous rows)."""
         P, C, H, W = a.shape
         K, Wr = self.n_kernels, W // 2 + 1
-        m, s, h = (params[k][:, self._order] for k in ("m", "s", "h"))
-        # as in Lenia: scale the spectra by c/s (c = √(log2 e / 2)) so that the Gaussian is 2^(−d²)
-        scale = (math.sqrt(math.log2(math.e) / 2.0) / s.double()).float()
         spectra_t = self.fK_t[None] * scale[..., None, None]
-        offset = (m * scale)[..., None, None]
-        onehot = torch.nn.functional.one_hot(self.c1.long(), C).T.to(h)  # (C, K)
-        weights = 2.0 * onehot[None] * h[:, None, :]
-        bias = -(onehot[None] * h[:, None, :]).sum(-1)
         spec = torch.fft.rfft2(a)
         prod_t = torch.empty(P, K, Wr, H, dtype=torch.complex64, device=a.device)
         for c, lo, hi in self._blocks:
             torch.mul(spec[:, c:c + 1].transpose(-1, -2), spectra_t[:, lo:hi], out=prod_t[:, lo:hi])
         cols = torch.fft.ifft(prod_t, dim=-1).transpose(-1, -2)
-        g = torch.fft.irfft(cols, n=W, dim=-1)
-        g.sub_(offset).square_().neg_().exp2_()
-        return torch.baddbmm(bias[..., None], weights, g.reshape(P, K, H * W)).view(P, C, H, W)
+        return torch.fft.irfft(cols, n=W, dim=-1)
+
+    def _affinity(self, a: torch.Tensor, params) -> torch.Tensor:
+        """Ū (P, C, H, W): Σ over kernels into channel c1_k of h_k·(2·exp(−(U_k − m_k)²/(2s_k²)) − 1), as tensor
+        algebra (the Taichi path fuses this into kernels/flow_lenia.py `affinity`)."""
+        P, C, H, W = a.shape
+        scale, offset, weight = self._growth_terms(params, C)
+        g = self._potentials(a, scale)
+        g.sub_(offset[..., None, None]).square_().neg_().exp2_()
+        bias = -weight.sum(-1)
+        return torch.baddbmm(bias[..., None], 2.0 * weight, g.reshape(P, self.n_kernels, H * W)).view(P, C, H, W)
 
     def _step(self, arrays, params, steps):
         a = arrays["world"].permute(0, 3, 1, 2).contiguous()
@@ -96,12 +107,15 @@ class FlowLenia(Lenia):
         from workbench.kernels import flow_lenia as kf
 
         ensure_taichi(self.device)
+        C = a.shape[1]
         ty, tx, out = torch.empty_like(a), torch.empty_like(a), torch.empty_like(a)
         lim = self.dd - self.sigma
         reach = int(1 + 2 * self.sigma) + 1  # cells a side that a source's square can overlap
+        scale, offset, weight = self._growth_terms(params, C)
+        ubar, total = torch.empty_like(a), torch.empty_like(a[:, :1])
         for _ in range(steps):
-            ubar = self._affinity(a, params).contiguous()
-            kf.targets(a, ubar, ty, tx, self.dt, self.theta_a, self.n, lim)
+            kf.affinity(self._potentials(a, scale).contiguous(), offset, weight, ubar, a, total)
+            kf.targets(a, ubar, total, ty, tx, self.dt, self.theta_a, self.n, lim)
             kf.reintegrate(a, ty, tx, out, self.sigma, reach)
             a, out = out, a
         return {"world": a.permute(0, 2, 3, 1).contiguous()}
