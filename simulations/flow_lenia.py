@@ -139,13 +139,16 @@ class FlowLenia(Lenia):
         ty = (self.dt * (uy * (1 - alpha) - sy * alpha)).clamp(-lim, lim)
         tx = (self.dt * (ux * (1 - alpha) - sx * alpha)).clamp(-lim, lim)
         out = torch.zeros_like(a)
-        cap = min(1.0, 2 * self.sigma)
-        for oy in range(-self.dd, self.dd + 1):
-            for ox in range(-self.dd, self.dd + 1):
-                roll = lambda f: torch.roll(f, (-oy, -ox), dims=(-2, -1))  # noqa: B023,E731 - f[p + (oy, ox)]
-                wy = (0.5 + self.sigma - (oy + roll(ty)).abs()).clamp(0, cap)
-                wx = (0.5 + self.sigma - (ox + roll(tx)).abs()).clamp(0, cap)
-                out += roll(a) * wy * wx
+        cap, dd = min(1.0, 2 * self.sigma), self.dd
+        H, W = a.shape[-2:]
+        # wrapped by dd on each side once; then f[p + (oy, ox)] is a view for each offset of the window
+        pa, py, px = (torch.nn.functional.pad(f, (dd, dd, dd, dd), mode="circular") for f in (a, ty, tx))
+        for oy in range(-dd, dd + 1):
+            for ox in range(-dd, dd + 1):
+                at = (..., slice(dd + oy, dd + oy + H), slice(dd + ox, dd + ox + W))
+                wy = (0.5 + self.sigma - (oy + py[at]).abs()).clamp_(0, cap)
+                wx = (0.5 + self.sigma - (ox + px[at]).abs()).clamp_(0, cap)
+                out += pa[at] * wy * wx
         return out / (4 * self.sigma ** 2)
 
     def _render(self, arrays, params, size):
