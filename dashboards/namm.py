@@ -87,6 +87,14 @@ class NAMMExplorer(param.Parameterized):
             self.model_name = trained_on  # its statistics were collected on that model
         self.strict = saved.strict
 
+    def use_task(self, task: str, length: int = 256) -> str:
+        """Put test prompt `seed` of a NAMM task (passkey, kv, …) at about `length` tokens in the prompt box; the
+        text carries its chat template already. Returns the expected answer."""
+        _, tok = tr.explorer_model(self.model_name)
+        text, answer = tr.task_prompt(task, tok, length, self.seed)
+        self.param.update(prompt=text, chat=False)
+        return answer
+
     def saved(self) -> tr.PolicySource | None:
         if self.theta in ("zeros", "random"):
             return None
@@ -455,6 +463,12 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                             sizing_mode="stretch_width")
     prompt = w.TextAreaInput(name="Prompt", value=model.prompt, height=160, sizing_mode="stretch_width",
                              placeholder="type a prompt")
+    tasks = tr.task_names()
+    task = w.Select(name="…or a task prompt", options=tasks, value=tasks[0] if tasks else None, visible=bool(tasks),
+                    sizing_mode="stretch_width")
+    task_length = w.IntInput(name="task prompt tokens", value=256, start=32, step=32, visible=bool(tasks),
+                             sizing_mode="stretch_width")
+    use_task = w.Button(name="use the task prompt", visible=bool(tasks), sizing_mode="stretch_width")
     run_button = w.Button(name="run", button_type="primary", sizing_mode="stretch_width")
     progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", bar_color="primary")
     # --- sidebar: what to look at
@@ -600,12 +614,26 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         except ValueError as exc:
             status.object = f"**cannot export:** {exc}"
 
+    async def on_task(event):
+        try:
+            answer = await off_loop(model.use_task, task.value, task_length.value, busy=[use_task, prompt])
+        except ValueError as exc:
+            status.object = f"**cannot make the prompt:** {exc}"
+            return
+        syncing[0] = True
+        try:
+            prompt.value, chat.value = model.prompt, model.chat
+        finally:
+            syncing[0] = False
+        status.object = f"{task.value} prompt (seed {model.seed}): the answer is **{answer}**"
+
+    use_task.on_click(on_task)
     run_button.on_click(on_run)
     compare.on_click(on_compare)
     export.on_click(on_export)
 
     sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
-               section("Prompt"), prompt, chat, run_button, progress,
+               section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
                section("Export the view on show"), fmt, export, status]

@@ -202,6 +202,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     model.prompt = "  "
     with pytest.raises(ValueError, match="prompt is empty"):
         model.run()
+    # a NAMM task's prompt (its answer hidden in filler) in the prompt box
+    answer = model.use_task("passkey", 200)
+    assert answer in model.prompt and not model.chat and len(model.prompt) > 150
+    with pytest.raises(ValueError, match="unknown task"):
+        model.use_task("sudoku")
 
 
 # --- the served page in Chromium -----------------------------------------------------------------------------------

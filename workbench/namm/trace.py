@@ -318,6 +318,27 @@ def _rows_in(data) -> list[dict]:
     return []
 
 
+def task_names() -> list[str]:
+    """The procedural NAMM tasks (workbench.namm.tasks), [] where that module is not there."""
+    try:
+        from workbench.namm.tasks import TASKS
+    except ImportError:
+        return []
+    return list(TASKS)
+
+
+def task_prompt(task: str, tokenizer, length: int = 256, seed: int = 0) -> tuple[str, str]:
+    """(prompt text, exact answer) of test example `seed` of a NAMM task at about `length` tokens; the text is
+    already in the tokenizer's chat template (run it with chat=False)."""
+    if task not in task_names():
+        known = ", ".join(task_names()) or "(none: workbench.namm.tasks is missing)"
+        raise ValueError(f"unknown task {task!r}: one of {known}")
+    from workbench.namm.tasks import make_example
+
+    example = make_example(task, tokenizer, int(length), 0, int(seed), "test")
+    return example.text, example.answer
+
+
 # ---- recording ---------------------------------------------------------------------------------------------------
 
 class _Recorder(EvictionPolicy):
