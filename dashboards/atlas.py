@@ -1,6 +1,7 @@
 """Atlas: an illumination run's population laid out by its embeddings and snapped to a thumbnail grid.
 
-Pick a run and a projection (PCA, t-SNE, UMAP); hover a cell for its index and θ summary; click it
+Any substrate's run (its thumbnails come with it). Pick a run and a projection (PCA, t-SNE, UMAP); hover a cell
+for its index and θ summary (|θ|; Game of Life: the rule in B/S notation); click it
 to play that simulation; export the atlas as a high-resolution PNG. `AtlasModel` does the work.
 """
 
@@ -82,11 +83,18 @@ class AtlasModel(param.Parameterized):
         self.revision += 1
 
     def cell_table(self) -> dict:
-        """Per population member: grid position (x, y of the cell centre in [0, 1]) and a θ summary."""
+        """Per population member: grid position (x, y of the cell centre in [0, 1]) and a θ summary (|θ|, and as
+        text: |θ| or, for Game of Life, whose θ is one integer rule, the rule as B/S)."""
+        from workbench.viewer import rule_text
+
         r, c = np.divmod(self.cells, self.side)
         norms = np.linalg.norm(self.thetas, axis=1) if len(self.thetas) else np.zeros(0)
+        if self.substrate == "gol":
+            summary = [f"rule {rule_text(int(t[0]))} = {int(t[0])}" for t in self.thetas]
+        else:
+            summary = [f"|θ| {n:.3f}" for n in norms]
         return {"x": (c + 0.5) / self.side, "y": 1.0 - (r + 0.5) / self.side,
-                "index": np.arange(len(self.cells)), "theta_norm": np.round(norms, 3),
+                "index": np.arange(len(self.cells)), "theta_norm": np.round(norms, 3), "theta": summary,
                 "run": [self.run_id] * len(self.cells)}
 
     def export_png(self, path: str | Path, scale: int = 4) -> Path:
@@ -121,8 +129,8 @@ def atlas_view(model: AtlasModel, size: int = 560):
                      line_alpha=0.35, selection_line_color="#2f5d8a", selection_line_alpha=1.0,
                      selection_line_width=3, nonselection_line_color="#7f8c9d", nonselection_line_alpha=0.35,
                      hover_line_color="#f9a825", hover_line_alpha=1.0, hover_line_width=3)
-    fig.add_tools(HoverTool(renderers=[rects], tooltips=[("run", "@run"), ("index", "@index"),
-                                                         ("|θ|", "@theta_norm")]), TapTool(renderers=[rects]))
+    fig.add_tools(HoverTool(renderers=[rects], tooltips=[("run", "@run"), ("index", "@index"), ("θ", "@theta")]),
+                  TapTool(renderers=[rects]))
     page = PageThread()
 
     def on_layout(*_):

@@ -1,7 +1,10 @@
 """Lab: play a substrate live in the browser, mutate θ, step, reset, and snapshot frames.
 
 The state lives in `LabModel` (param.Parameterized): tests and notebooks drive it directly
-(`advance()`, `reset()`, `mutate()`), and the page only binds widgets and a periodic callback to it.
+(`advance()`, `reset()`, `mutate()`, `set_rule_bits()`, `set_scalar()`), and the page only binds widgets and a
+periodic callback to it. How each substrate is edited (`EDITORS`): Lenia and Flow-Lenia m, s, h per kernel and
+Particle Life α, β in tables; the Game of Life rule as birth / survival checkboxes; Particle Lenia's six scalars
+as sliders; the network weights of Boids, the NCAs, the discrete NCA and Particle Life+ by σ-mutation only.
 Run alone with `panel serve dashboards/lab.py`, or with every page via `workbench serve`.
 """
 
@@ -18,8 +21,22 @@ import param
 from workbench.atomic import atomic_write, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate
+from workbench.viewer import default_theta, mutated_theta, rule_text
 
-RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224}
+# frames at the grid's own size where it has one (the page scales them up without smoothing)
+RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224, "gol": 64, "nca_d1": 128, "nca_d3": 128, "dnca": 128,
+               "plenia": 224, "plife_plus": 224, "flow_lenia": 128}
+# how the page edits each substrate's θ: "table" (named parameters), "rule" (GoL checkboxes), "sliders"
+# (Particle Lenia's scalars) or "mutation" (network weights: σ-mutation only)
+EDITORS = {"lenia": "table", "flow_lenia": "table", "plife": "table", "gol": "rule", "plenia": "sliders",
+           "boids": "mutation", "nca_d1": "mutation", "nca_d3": "mutation", "dnca": "mutation",
+           "plife_plus": "mutation"}
+# what the weights of a "mutation" substrate are, for the page
+NETWORKS = {"boids": "Boids: the {n} weights of the steering network",
+            "nca_d1": "NCA (d = 1): the {n} weights of its 3×3-conv network",
+            "nca_d3": "NCA (d = 3): the {n} weights of its 3×3-conv network",
+            "dnca": "Discrete NCA: the 8 initial logits and the weights of its network ({n} in all)",
+            "plife_plus": "Particle Life+: the {n} weights of the pair MLP"}
 
 
 class LabModel(param.Parameterized):
@@ -27,6 +44,8 @@ class LabModel(param.Parameterized):
     seed = param.Integer(default=0, bounds=(0, None))
     steps_per_frame = param.Integer(default=1, bounds=(1, 64))
     sigma = param.Number(default=0.1, bounds=(0.0, 2.0), doc="σ of a mutation: θ ← θ + σ·N(0, I)")
+    mutation_seed = param.Integer(default=0, bounds=(0, None),
+                                  doc="seed of the next mutation (each mutation then moves it on by one)")
     playing = param.Boolean(default=False)
     step_count = param.Integer(default=0, constant=True)
     frame = param.Array(doc="the latest frame, uint8 (H, W, 3)")
@@ -43,7 +62,6 @@ class LabModel(param.Parameterized):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._rng = np.random.default_rng(self.seed)
         self._fm = None
         self._target: np.ndarray | None = None
         self._frames = 0
@@ -57,7 +75,7 @@ class LabModel(param.Parameterized):
     def _set_substrate(self):
         with self._lock:
             self.sub = make_substrate(self.substrate)
-            self.theta = np.zeros(self.sub.n_params)
+            self.theta = np.asarray(default_theta(self.sub), np.float64)  # GoL: Conway, not the dead rule 0
             self.reset()
 
     @param.depends("seed", watch=True)
@@ -121,6 +139,87 @@ class LabModel(param.Parameterized):
         self.param.update(message=f"loaded {what} of {run_id.strip()} ({self.substrate})", message_kind="success")
         return True
 
+    def default_theta(self) -> None:
+        """Back to the substrate's default θ (θ = 0, the reference; Game of Life: Conway's B3/S23)."""
+        self.set_theta(default_theta(self.sub))
+
+    def random_init(self, seed: int | None = None) -> None:
+        """The networks' random start (NCA / discrete NCA: the reference's flax initialisation; Game of Life: a
+        uniformly drawn rule), seeded by `seed` (default: the mutation seed, then moved on by one)."""
+        draw = getattr(self.sub, "flax_init_theta", None) or getattr(self.sub, "random_theta", None)
+        if draw is None:
+            raise ValueError(f"{self.substrate} has no random initialisation; use σ-mutation (mutate) instead")
+        if seed is None:
+            seed, self.mutation_seed = self.mutation_seed, self.mutation_seed + 1
+        self.set_theta(draw(np.random.default_rng(seed)))
+
+    # --- Game of Life: the rule as births / survivals ---------------------------------------------------
+
+    def _only(self, substrate: str, what: str) -> None:
+        if self.substrate != substrate:
+            raise ValueError(f"only {substrate} has {what}; {self.substrate} has θ of {self.sub.n_params} numbers")
+
+    @property
+    def rule(self) -> int:
+        """The Game of Life rule on show (ValueError for another substrate)."""
+        self._only("gol", "a rule")
+        return int(self.theta[0])
+
+    def rule_bits(self) -> tuple[list[int], list[int]]:
+        """(births, survivals): the neighbour counts n = 0..8 at which a dead cell is born (bit n of the rule)
+        and a live one survives (bit 9 + n)."""
+        rule = self.rule
+        return [n for n in range(9) if rule >> n & 1], [n for n in range(9) if rule >> (9 + n) & 1]
+
+    def set_rule_bits(self, births, survivals) -> None:
+        """The rule with these birth and survival neighbour counts (each in 0..8); the simulation goes on from its
+        current grid under the new rule."""
+        rule = 0
+        for offset, counts, what in ((0, births, "birth"), (9, survivals, "survival")):
+            for n in counts:
+                if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= 8:
+                    raise ValueError(f"a {what} count is a number of live neighbours from 0 to 8, got {n!r}")
+                rule |= 1 << (offset + int(n))
+        self.set_rule(rule)
+
+    def set_rule(self, rule: int) -> None:
+        """Play rule `rule` ∈ [0, 2^18) from the current grid (θ = [rule])."""
+        self._only("gol", "a rule")
+        theta = np.array([rule], np.float64)
+        with self._lock:
+            self.params = self.sub.decode(theta)  # checks the range
+            self.theta = theta
+
+    @property
+    def rule_name(self) -> str:
+        return rule_text(self.rule)
+
+    # --- Particle Lenia: six scalars, θ = log(value / base) --------------------------------------------
+
+    def scalar_names(self) -> list[str]:
+        from workbench.simulations.plenia import PARAM_NAMES
+
+        self._only("plenia", "scalar sliders")
+        return list(PARAM_NAMES)
+
+    def set_scalar(self, name: str, value: float) -> None:
+        """Particle Lenia: set a decoded scalar (μ_K, σ_K, w_K, μ_G, σ_G, c_rep) to `value` > 0; θ_i becomes
+        log(value / base_i). The swarm goes on from where it is."""
+        from workbench.simulations.plenia import PARAM_BASE
+
+        names = self.scalar_names()
+        if name not in names:
+            raise ValueError(f"plenia has no scalar {name!r}; it has {', '.join(names)}")
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number (θ = log(value / base)), got {value}")
+        i = names.index(name)
+        theta = self.theta.copy()
+        theta[i] = np.log(value / PARAM_BASE[i])
+        with self._lock:
+            self.params = self.sub.decode(theta)
+            self.theta = theta
+
     def tell(self, message: str, kind: str = "info") -> None:
         self.param.update(message=message, message_kind=kind)
 
@@ -132,6 +231,9 @@ class LabModel(param.Parameterized):
         value = np.asarray(value, np.float64)
         if value.shape != np.shape(self.params[name]) or not np.all(np.isfinite(value)):
             raise ValueError(f"{name} must be finite with shape {np.shape(self.params[name])}, got {value.shape}")
+        if self.substrate == "plenia":  # its θ is known from the values: keep the two in step
+            self.set_scalar(name, float(value))
+            return
         self.params = {**self.params, name: value}
 
     def set_target_image(self, image: np.ndarray | None) -> None:
@@ -177,9 +279,13 @@ class LabModel(param.Parameterized):
             target = self._text_target[1]
         return float(supervised_target(fm.embed_images(self.frame)[None], target)[0])
 
-    def mutate(self) -> None:
-        """θ ← θ + σ·N(0, I) (seeded by the model's generator), then reset."""
-        self.set_theta(self.theta + self.sigma * self._rng.standard_normal(self.sub.n_params))
+    def mutate(self, seed: int | None = None) -> None:
+        """θ ← θ + σ·N(0, I) with the noise drawn from `seed` (default: the mutation seed, which then moves on by
+        one, so pressing again gives another θ and the same seed the same θ), then reset. Game of Life: the rule
+        with bits flipped instead (σ plays no part)."""
+        if seed is None:
+            seed, self.mutation_seed = self.mutation_seed, self.mutation_seed + 1
+        self.set_theta(mutated_theta(self.sub, self.theta, self.sigma, np.random.default_rng(seed)))
 
     def advance(self, score_needs_fm: bool = True) -> None:
         """One displayed frame: steps_per_frame simulation steps, then a render (and every score_every frames
@@ -273,48 +379,114 @@ def frame_view(model: LabModel, size: int = 512):
     return pn.pane.Bokeh(fig, margin=0)
 
 
-def param_editor(model: LabModel) -> pn.viewable.Viewable:
-    """Editable tables of the named parameters: Lenia m, s, h per kernel; Particle Life α (6×6, coloured
-    like a heatmap) and β. Boids' 193 network weights are changed by σ-mutation instead."""
-    import pandas as pd
+SCALAR_LABELS = {"mu_k": "μ_K (kernel peak distance)", "sigma_k": "σ_K (kernel width)", "w_k": "w_K (kernel weight)",
+                 "mu_g": "μ_G (growth optimum)", "sigma_g": "σ_G (growth width)", "c_rep": "c_rep (repulsion)"}
 
+
+def param_editor(model: LabModel) -> pn.viewable.Viewable:
+    """The editor of the substrate on show (see EDITORS): tables of named parameters (Lenia and Flow-Lenia m,
+    s, h per kernel; Particle Life α (6×6, coloured like a heatmap) and β), the Game of Life rule as birth and
+    survival checkboxes, Particle Lenia's six scalars as sliders, and for network weights a σ-mutation panel."""
     holder = pn.Column(sizing_mode="stretch_width")
 
+    def guarded(action):
+        try:
+            action()
+        except ValueError as exc:
+            model.tell(str(exc), "danger")
+
     def build(*_):
-        p = model.params
-        if model.substrate == "lenia":
-            df = pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
-            names = {"m": "m", "s": "s", "h": "h"}
-        elif model.substrate == "plife":
-            df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).rename_axis("colour")
-            df["β"] = p["beta"]
-            names = None
-        else:
-            holder[:] = [pn.pane.Markdown("Boids: the 193 weights of the steering network change by σ-mutation "
-                                          "(**new θ** in the sidebar).")]
-            return
-        table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
-                                     sizing_mode="stretch_width",
-                                     formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
-                                                 for c in df.columns if c.startswith("α")})
-
-        def on_edit(event):
-            value = table.value
-            try:
-                if names:
-                    model.set_param(event.column, value[event.column].to_numpy())
-                else:
-                    model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
-                    model.set_param("beta", value["β"].to_numpy())
-            except ValueError as exc:
-                model.tell(str(exc), "danger")
-
-        table.on_edit(on_edit)
-        holder[:] = [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them)"), table]
+        kind = EDITORS.get(model.substrate, "mutation")
+        holder[:] = {"table": _table_editor, "rule": _rule_editor, "sliders": _scalar_editor,
+                     "mutation": _mutation_editor}[kind](model, guarded)
 
     build()
     model.param.watch(build, "resets")  # a new θ, seed or substrate
     return holder
+
+
+def _table_editor(model: LabModel, guarded) -> list:
+    import pandas as pd
+
+    p = model.params
+    if model.substrate in ("lenia", "flow_lenia"):
+        df = pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
+    else:
+        df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).rename_axis("colour")
+        df["β"] = p["beta"]
+    table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
+                                 sizing_mode="stretch_width",
+                                 formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
+                                             for c in df.columns if c.startswith("α")})
+
+    def apply(column: str) -> None:
+        value = table.value
+        if model.substrate == "plife":
+            model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
+            model.set_param("beta", value["β"].to_numpy())
+        else:
+            model.set_param(column, value[column].to_numpy())
+
+    table.on_edit(lambda event: guarded(lambda: apply(event.column)))
+    return [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them)"), table]
+
+
+def _rule_editor(model: LabModel, guarded) -> list:
+    births, survivals = model.rule_bits()
+    options = {str(n): n for n in range(9)}
+    boxes = {what: pn.widgets.CheckBoxGroup(name=what, options=options, value=value, inline=True,
+                                            css_classes=[f"gol-{what}"], sizing_mode="stretch_width")
+             for what, value in (("births", births), ("survivals", survivals))}
+    name = pn.pane.Markdown(_rule_caption(model), sizing_mode="stretch_width")
+
+    def on_change(event):
+        guarded(lambda: model.set_rule_bits(boxes["births"].value, boxes["survivals"].value))
+        name.object = _rule_caption(model)
+
+    for box in boxes.values():
+        box.param.watch(on_change, "value")
+    return [pn.pane.Markdown("**Rule** (live neighbours 0–8; the grid goes on under the new rule)"),
+            pn.pane.Markdown("born with", margin=(0, 10)), boxes["births"],
+            pn.pane.Markdown("survives with", margin=(0, 10)), boxes["survivals"], name]
+
+
+def _rule_caption(model: LabModel) -> str:
+    return f"rule **{model.rule_name}** = {model.rule} (Conway: B3/S23 = 6152)"
+
+
+def _scalar_editor(model: LabModel, guarded) -> list:
+    from workbench.simulations.plenia import PARAM_BASE
+
+    sliders = []
+    for i, name in enumerate(model.scalar_names()):
+        base, value = float(PARAM_BASE[i]), float(model.params[name])
+        # the slider spans base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference value mid-way); a typed value may
+        # go beyond, down to a tiny positive one
+        slider = pn.widgets.EditableFloatSlider(name=SCALAR_LABELS[name], start=base / 10, end=2 * base,
+                                                step=base / 100, value=value,
+                                                fixed_start=base * 1e-6, format="0.0000",
+                                                sizing_mode="stretch_width")
+        slider.param.watch(lambda event, n=name: guarded(lambda: model.set_scalar(n, event.new)), "value")
+        sliders.append(slider)
+    return [pn.pane.Markdown("**Parameters** (decoded values; θ = log(value / base); the swarm goes on with "
+                             "them)"), *sliders]
+
+
+def _mutation_editor(model: LabModel, guarded) -> list:
+    what = NETWORKS.get(model.substrate, "{n} weights").format(n=model.sub.n_params)
+    sigma = pn.widgets.FloatSlider.from_param(model.param.sigma, name="σ", sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput.from_param(model.param.mutation_seed, name="mutation seed",
+                                          sizing_mode="stretch_width")
+    mutate = pn.widgets.Button(name="mutate", button_type="primary", sizing_mode="stretch_width")
+    mutate.on_click(lambda e: guarded(model.mutate))
+    buttons = [mutate]
+    if hasattr(model.sub, "flax_init_theta"):  # θ = 0 is the all-zero network: a random start shows more
+        init = pn.widgets.Button(name="random init", sizing_mode="stretch_width")
+        init.on_click(lambda e: guarded(model.random_init))
+        buttons.append(init)
+    return [pn.pane.Markdown(f"{what} change by σ-mutation: θ ← θ + σ·N(0, I), the noise drawn from the "
+                             f"mutation seed (which moves on by one each time)."),
+            sigma, seed, pn.Row(*buttons, sizing_mode="stretch_width")]
 
 
 def score_trace(model: LabModel) -> pn.viewable.Viewable:
@@ -387,7 +559,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     load.on_click(on_load)
     theta_file = pn.widgets.FileInput(accept=".npy", name="θ file (.npy)", sizing_mode="stretch_width")
-    preset = pn.widgets.Button(name="preset: reference θ = 0", sizing_mode="stretch_width")
+    preset = pn.widgets.Button(name="preset: reference θ (GoL: Conway)", sizing_mode="stretch_width")
 
     def on_theta_file(event):
         import io
@@ -399,7 +571,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             model.tell(f"cannot use {theta_file.filename} as θ: {exc}", "danger")
 
     theta_file.param.watch(on_theta_file, "value")
-    preset.on_click(lambda e: model.set_theta(np.zeros(model.sub.n_params)))
+    preset.on_click(lambda e: model.default_theta())
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
     wanted, member = args.get("run"), args.get("member")
     if wanted:

@@ -19,12 +19,17 @@ from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
 from workbench.simulations import SUBSTRATES
 
-ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites"}
+ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
+# Game of Life's θ is one integer rule: every kind of search runs the GA over rules (bit flips) on it
+RULE_SUBSTRATES = ("gol",)
+RULE_NOTE = ("Game of Life: θ is one integer rule (18 bits: births, survivals), searched by a **GA over rules** "
+             "(bit flips) for every kind. To rank all 2^18 rules: `workbench asal sweep --substrate gol`.")
 
 
 class SearchModel(param.Parameterized):
     kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
-    algorithm = param.Selector(default="ga", objects=["ga", "map-elites"], doc="illumination only")
+    algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
+                               doc="illumination only (Game of Life: the GA over rules, every kind)")
     substrate = param.Selector(default="boids", objects=list(SUBSTRATES))
     fm = param.String(default="pixels", doc="clip | openclip:ARCH (needs weights) | efficientnet-lite0 | pixels")
     weights = param.String(default="", doc="local weights file for clip / openclip")
@@ -51,6 +56,21 @@ class SearchModel(param.Parameterized):
         self.total = self.iters
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._algorithms_for_substrate()
+
+    @param.depends("substrate", watch=True)
+    def _algorithms_for_substrate(self) -> None:
+        """The algorithms that search this substrate's θ: the GA over rules for Game of Life, else the illumination
+        GA or MAP-Elites (target and open-endedness searches run Sep-CMA-ES)."""
+        objects = ["rule-ga"] if self.substrate in RULE_SUBSTRATES else ["ga", "map-elites"]
+        if self.param.algorithm.objects != objects:
+            self.param.algorithm.objects = objects
+            self.algorithm = objects[0]
+
+    @property
+    def algorithm_choosable(self) -> bool:
+        """Whether the page shows the algorithm choice (illumination runs; Game of Life: every kind)."""
+        return self.kind == "illuminate" or self.substrate in RULE_SUBSTRATES
 
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
@@ -60,6 +80,8 @@ class SearchModel(param.Parameterized):
             extra = {"population": max(4 * self.pop, 8), "algorithm": self.algorithm}
         else:
             extra = {"prompts": prompts, "target_image": self.target_image or None}
+            if self.substrate in RULE_SUBSTRATES:
+                extra["algorithm"] = "rule-ga"
         return SearchConfig(kind=self.kind, eval=ev, iters=self.iters, pop=self.pop, seed=self.seed, **extra)
 
     @property
@@ -143,17 +165,23 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
                                                   button_type="primary", button_style="outline")
-    algorithm = pn.widgets.Select.from_param(model.param.algorithm, name="Algorithm (illumination)",
-                                             sizing_mode="stretch_width")
+    # not from_param: the options carry the algorithms' names, and they change with the substrate
+    algorithm = pn.widgets.Select(name="Algorithm", value=model.algorithm, sizing_mode="stretch_width",
+                                  options={ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects})
+    algorithm.param.watch(lambda e: setattr(model, "algorithm", e.new) if e.new else None, "value")
+    rule_note = pn.pane.Markdown(RULE_NOTE, sizing_mode="stretch_width", margin=(0, 10))
     text = {name: pn.widgets.TextInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
             for name in ("fm", "weights", "prompt", "target_image")}
     substrate = pn.widgets.Select.from_param(model.param.substrate, sizing_mode="stretch_width")
 
     def show_for_kind(*_):
-        algorithm.visible = model.kind == "illuminate"
+        algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}
+        algorithm.value = model.algorithm
+        algorithm.visible = model.algorithm_choosable
+        rule_note.visible = model.substrate in RULE_SUBSTRATES
         text["prompt"].visible = text["target_image"].visible = model.kind == "target"
 
-    model.param.watch(show_for_kind, "kind")
+    model.param.watch(show_for_kind, ["kind", "substrate"])
     show_for_kind()
     start = pn.widgets.Button(name="start", button_type="primary", sizing_mode="stretch_width")
     stop = pn.widgets.Button(name="stop", button_type="warning", sizing_mode="stretch_width", disabled=True)
@@ -220,9 +248,10 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                 best[:] = [pn.pane.Image(image, width=224, height=224)]
 
     pn.state.add_periodic_callback(refresh, period=300)
-    sidebar = [section("What to search"), kind, substrate, algorithm, text["fm"], text["weights"], text["prompt"],
-               text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]), pn.Row(w["steps"], w["frames"]),
-               pn.Row(w["bs"], w["seed"]), section("Run"), pn.Row(start, stop, resume, sizing_mode="stretch_width")]
+    sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, text["fm"], text["weights"],
+               text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
+               pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
+               section("Run"), pn.Row(start, stop, resume, sizing_mode="stretch_width")]
     main = [pn.Row(spinner, status, sizing_mode="stretch_width"), pn.Row(progress, count, sizing_mode="stretch_width"),
             pn.FlexBox(curve, pn.Column(pn.pane.Markdown("**best so far**"), best),
                        pn.Column(pn.pane.Markdown("**latest population**"), population))]

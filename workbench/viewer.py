@@ -1,6 +1,7 @@
-"""Real-time pygame viewer: `workbench view lenia|boids|plife`.
+"""Real-time pygame viewer: `workbench view SUBSTRATE` (any of the ten in workbench.simulations.SUBSTRATES).
 
-Keys: space pause, n new random θ (σ = 0.1 around the current one), r reset, s save PNG,
+Keys: space pause, n new random θ (σ = 0.1 around the current one; Game of Life: one rule bit flipped or more),
+r reset, s save PNG,
 +/− simulation steps per frame, q (or closing the window) quit. FPS and step counter on screen.
 
 ViewerModel holds everything a key does, so tests can drive it directly or through real
@@ -20,6 +21,35 @@ from workbench.export import to_uint8
 from workbench.simulations import Substrate
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame prints a banner on import otherwise
+
+CONWAY = 6152  # B3/S23 (workbench.simulations.gol.CONWAY; not imported, so this module loads no kernels)
+
+
+def default_theta(sub: Substrate) -> np.ndarray:
+    """The θ a substrate is shown with when none is given (viewer, `workbench render`, the Lab): the reference
+    defaults θ = 0, except Game of Life, whose θ = 0 is rule 0 (every cell dies at once): Conway's B3/S23."""
+    if sub.name == "gol":
+        return np.array([CONWAY], np.int64)
+    return sub.zero_theta()
+
+
+def rule_text(rule: int) -> str:
+    """A life-like rule in B/S notation: 6152 -> 'B3/S23' (bits 0–8 births, 9–17 survivals)."""
+    rule = int(rule)
+    births = "".join(str(n) for n in range(9) if rule >> n & 1)
+    survivals = "".join(str(n) for n in range(9) if rule >> (9 + n) & 1)
+    return f"B{births}/S{survivals}"
+
+
+def mutated_theta(sub: Substrate, theta: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """θ + σ·N(0, I); for Game of Life, whose θ is an integer rule, the rule with bits flipped instead (each with
+    probability 1/18, at least one: the GA over rules' mutation; σ plays no part)."""
+    if sub.name == "gol":
+        from workbench.asal.rules import mutate_rules
+
+        return mutate_rules(np.asarray(theta).reshape(1), rng).astype(np.int64)
+    theta = np.asarray(theta, np.float64)
+    return theta + sigma * rng.standard_normal(theta.shape)
 
 
 @dataclass
@@ -44,7 +74,8 @@ class ViewerModel:
         self.steps = 0
 
     def new_theta(self, sigma: float = 0.1) -> None:
-        self.theta = (self.theta + sigma * self.rng.standard_normal(self.theta.shape)).astype(np.float32)
+        theta = mutated_theta(self.sub, self.theta, sigma, self.rng)
+        self.theta = theta if self.sub.name == "gol" else theta.astype(np.float32)
         self.reset()
 
     def advance(self) -> None:
@@ -106,7 +137,8 @@ def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = N
     pygame.font.init()
     try:
         screen = pygame.display.set_mode((window, window))
-        pygame.display.set_caption(f"workbench view {model.sub.name}")
+        title = f" {rule_text(model.params['rule'])}" if model.sub.name == "gol" else ""
+        pygame.display.set_caption(f"workbench view {model.sub.name}{title}")
         font = pygame.font.Font(None, 24)
         clock = pygame.time.Clock()
         frames, last, fps = 0, time.perf_counter(), 0.0
@@ -123,7 +155,8 @@ def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = N
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if frames else 0.0
             last = now
-            status = (f"{model.sub.name}  step {model.steps}  {fps:5.1f} FPS  {model.steps_per_frame} steps/frame"
+            name = model.sub.name + (f" {rule_text(model.params['rule'])}" if model.sub.name == "gol" else "")
+            status = (f"{name}  step {model.steps}  {fps:5.1f} FPS  {model.steps_per_frame} steps/frame"
                       + ("  [paused]" if model.paused else ""))
             text = font.render(status, True, (255, 255, 255), (0, 0, 0))
             screen.blit(text, (8, 8))

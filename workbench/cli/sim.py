@@ -14,14 +14,22 @@ def _substrate(args):
     return make_substrate(args.substrate, device=getattr(args, "device", None))
 
 
-def cmd_view(args) -> int:
+def _theta(args, sub):
+    """θ from --theta, or the substrate's viewing default (zeros; Game of Life: Conway's B3/S23, not the dead
+    rule 0)."""
     from workbench.export import load_theta
+    from workbench.viewer import default_theta
+
+    return default_theta(sub) if args.theta is None else load_theta(args.theta, sub)
+
+
+def cmd_view(args) -> int:
     from workbench.viewer import ViewerModel, run_viewer
 
     sub = _substrate(args)
     if args.window < 64:
         raise ValueError(f"--window must be at least 64 pixels, got {args.window}")
-    model = ViewerModel(sub, load_theta(args.theta, sub), seed=args.seed, out_dir=Path(args.out_dir),
+    model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
                         render_size=args.render_size or min(args.window, 512))
     run_viewer(model, window=args.window, max_frames=args.frames)
     for path in model.saved:
@@ -32,12 +40,12 @@ def cmd_view(args) -> int:
 def cmd_render(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from workbench.export import export, load_theta
+    from workbench.export import export
 
     check_device(args.device)
 
     sub = _substrate(args)
-    params = sub.decode(load_theta(args.theta, sub))
+    params = sub.decode(_theta(args, sub))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
@@ -52,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           description="Keys: space pause, n new θ (σ=0.1), r reset, s save PNG, +/- steps per "
                                       "frame, q quit.")
     view.add_argument("substrate", choices=SUBSTRATES)
-    view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults)")
+    view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults; gol: Conway's "
+                                      "B3/S23, rule 6152)")
     view.add_argument("--seed", type=int, default=0)
     view.add_argument("--window", type=int, default=768, help="window size in pixels")
     view.add_argument("--render-size", type=int, default=None, help="render resolution (default: min(window, 512))")
@@ -64,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("substrate", choices=SUBSTRATES)
     render.add_argument("--steps", type=int, required=True, help="simulation steps after init")
     render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
-    render.add_argument("--theta", help="θ as a .npy file (default: zeros)")
+    render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--size", type=int, default=224)
     render.add_argument("--every", type=int, default=1, help="video: one frame every N steps")
