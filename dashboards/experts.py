@@ -161,6 +161,20 @@ def _torch_experts(experts: list[Expert]) -> list[dict]:
     return [{n: torch.from_numpy(np.asarray(p, np.float32)) for n, p in e.params.items()} for e in experts]
 
 
+def _save_html(fig, out: Path) -> Path:
+    """Standalone HTML with inline resources: the Bokeh plot HoloViews makes, written by Bokeh alone. (Through
+    Panel, as workbench.figures.save writes HTML, the export's document took Panel's shared stylesheet models
+    from the page's document, whose next updates then failed: "Models must be owned by only a single document".)"""
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    from workbench.atomic import atomic_write
+
+    state = _hv().renderer("bokeh").get_plot(fig).state
+    html = file_html(state, INLINE, out.stem)
+    return atomic_write(out, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+
+
 def explorer_runs(runs_dir: str) -> list[str]:
     """The ids of the runs this page opens (experts and adapt), oldest first."""
     return [r["id"] for r in RunStore(runs_dir).list() if r.get("kind") in KINDS]
@@ -485,6 +499,16 @@ class ExpertsModel(param.Parameterized):
         mixed = mix_params(params, a, list(params[0]), self.normalize, variant=self.variant)
         return {n: v.numpy() for n, v in mixed.items()}
 
+    def mixture_figure(self):
+        """z′ of the mixer's setting as a heatmap (layer · matrix × σ rank), centred on its mean: the rescale
+        Σσ/Σ(σ⊙z′) undoes a uniform z′, so what moves the weights is z′ relative to its level."""
+        z = self.mixture_z()
+        rows = [pd.DataFrame({"expert": f"mixture ({self.variant})", "row": m, "label": matrix_label(name),
+                              "rank": np.arange(len(v)), "z": v.astype(np.float64)}) for m, (name, v) in
+                enumerate(z.items())]
+        table = pd.concat(rows, ignore_index=True)
+        return z_heatmaps(table, center=float(table["z"].mean()), width=620).values()[0]  # one plot, no grid
+
     def model_path(self) -> str:
         """The run's base model, found as given (relative to where the run was made) or under the run folder's
         parents; ValueError if it is not on this machine."""
@@ -615,6 +639,8 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".html":
+            return _save_html(fig, out)
         panels = len(fig) if isinstance(fig, hv.Layout) else 1
         cols = min(panels, 3)
         rows = math.ceil(panels / cols)
@@ -651,26 +677,27 @@ def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     return obj.opts(**common, **(mpl or {}), backend="matplotlib")
 
 
-def z_heatmaps(z: pd.DataFrame):
+def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460):
     """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
-    centred on sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up, relative to it)."""
+    centred on `center`, by default sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up,
+    relative to it)."""
     hv = _hv()
     if z.empty:
         return hv.Div("<i>no SVF expert</i>")
-    half = max(float(np.abs(z["z"] - Z0).max()), 1e-6)
+    half = max(float(np.abs(z["z"] - center).max()), 1e-6)
     panels = []
     for name, part in z.groupby("expert", sort=False):
         labels = part.drop_duplicates("row").sort_values("row")["label"].tolist()
-        rows, width = len(labels), int(part["rank"].max()) + 1
-        grid = np.full((rows, width), np.nan)
+        rows, ranks = len(labels), int(part["rank"].max()) + 1
+        grid = np.full((rows, ranks), np.nan)
         grid[part["row"].to_numpy(), part["rank"].to_numpy()] = part["z"].to_numpy()
         step = max(1, rows // 12)
         ticks = [(rows - 1 - i, labels[i]) for i in range(0, rows, step)]
-        img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, width - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
+        img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, ranks - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
                        vdims=["z"])
-        panels.append(_style(img, title=f"z · {name}", cmap="RdBu_r", clim=(Z0 - half, Z0 + half), colorbar=True,
-                             yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
-                             bokeh={"width": 460, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
+        panels.append(_style(img, title=f"z · {name}", cmap="RdBu_r", clim=(center - half, center + half),
+                             colorbar=True, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
+                             bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
     return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.4,
                                                                      "vspace": 0.7})
@@ -869,6 +896,19 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     score = pn.widgets.Button(name="score on held-out prompts (16 per task)", width=300)
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
+    hv = _hv()
+    last = [model.mixture_figure()]
+
+    def mixture(alphas, variant, normalize):
+        try:
+            last[0] = model.mixture_figure()
+        except ValueError:  # a degenerate mixture (all α 0): the answer says why; the heatmap keeps the last one
+            pass
+        return last[0]
+
+    # a DynamicMap updates the plot's data in place (a replaced plot, made while its tab is hidden, lays out squashed)
+    stream = hv.streams.Params(model, ["alphas", "variant", "normalize"])
+    heat = pn.pane.HoloViews(hv.DynamicMap(mixture, streams=[stream]), backend="bokeh", linked_axes=False)
 
     async def run(*_):
         if state["busy"]:  # one answer at a time; the newest setting is answered when this one is done
@@ -882,9 +922,10 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                                    normalize=normalize.value)
                 mix = " + ".join(f"{s.value:.2f}·{e.task}" for s, e in zip(sliders, experts, strict=True))
                 try:
-                    out = await off_loop(model.answer, prompt.value.strip(), busy=[said])
-                    said.object = (f"**answer:** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · composed "
-                                   f"and decoded in {out['seconds'] * 1000:.0f} ms")
+                    asked = prompt.value.strip()
+                    out = await off_loop(model.answer, asked, busy=[said])
+                    said.object = (f"**{asked} →** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · "
+                                   f"composed and decoded in {out['seconds'] * 1000:.0f} ms")
                 except ValueError as exc:
                     said.object = f"**cannot answer:** {exc}"
                 if not state["again"]:
@@ -906,9 +947,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
             for s, a in zip(sliders, model.found_alpha(int(event.new.split("= ")[1])), strict=True):
                 s.value = min(1.0, max(0.0, a))
 
-    for w in sliders:  # on release: a drag would queue an answer per pixel
-        w.param.watch(run, "value_throttled")
-    for w in (variant, normalize, prompt):
+    for w in (*sliders, variant, normalize, prompt):  # a drag's many values: `run` answers the newest when free
         w.param.watch(run, "value")
     score.on_click(on_score)
     if load is not None:
@@ -920,7 +959,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     pn.state.onload(run) if pn.state.curdoc else None
     return pn.Column(note, pn.Row(pn.Column(*sliders, variant, normalize, *([load] if load else [])),
                                   pn.Column(prompt, said, score, scores, sizing_mode="stretch_width")),
-                     sizing_mode="stretch_width")
+                     heat, sizing_mode="stretch_width")
 
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,

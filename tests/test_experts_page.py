@@ -266,7 +266,13 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         box = page.get_by_placeholder("e.g. s:kdpa=")
         box.fill("r:abc=")
         box.press("Enter")
-        mix = f"answer: {want or '∅'} · z′ = 0.50·add + 0.50·sort (raw) · composed and decoded in"
+        mix = f"r:abc= → {want or '∅'} · z′ = 0.50·add + 0.50·sort (raw) · composed and decoded in"
         page.get_by_text(mix).wait_for(timeout=60000)
+        handle = page.locator(".noUi-handle").first  # the add slider, moved one step by the keyboard
+        handle.focus()
+        handle.press("ArrowRight")
+        model.alphas = [0.51, 0.5]
+        moved = model.answer("r:abc=")["answer"] or "∅"
+        page.get_by_text(f"r:abc= → {moved} · z′ = 0.51·add + 0.50·sort (raw)").wait_for(timeout=60000)
     with _browse(browser, f"{served}/experts?run=nope", request) as page:
         page.locator(".alert").get_by_text("no run 'nope'").wait_for(timeout=60000)
