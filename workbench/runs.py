@@ -54,13 +54,14 @@ METRICS = {"loss": "lower", "fitness": "higher", "qd_score": "higher", "val_accu
 RESUME_COMMANDS = {"target": "workbench asal target", "openended": "workbench asal openended",
                    "illuminate": "workbench asal illuminate", "merge": "workbench merge evolve",
                    "qd": "workbench qd cycle", "experts": "workbench experts train",
-                   "adapt": "workbench experts adapt"}
+                   "adapt": "workbench experts adapt", "namm": "workbench namm train"}
 #: The catalog columns that describe a run of each kind (besides status, iterations, best, id).
 KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("substrate", "fm", "algorithm"),
                 "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models"),
                 "qd": ("tasks", "sampling", "mutation"),
                 "experts": ("substrate", "fm"),  # substrate: the task; fm: the adapter (svf / lora)
-                "adapt": ("substrate", "fm")}  # substrate: the target task ("mixed" without one); fm: experts' tasks
+                "adapt": ("substrate", "fm"),  # substrate: the target task ("mixed" without one); fm: experts' tasks
+                "namm": ("substrate", "fm")}  # substrate: the curriculum's tasks (a+b); fm: the model
 #: A run on another host whose heartbeat is older than this (seconds) is taken for interrupted.
 STALE_AFTER = 600.0
 RESUMABLE = ("interrupted", "stopped", "failed")

@@ -11,10 +11,10 @@ import argparse
 import os
 import sys
 
-from workbench.cli import asal, bench, experts, figure, merge, qd, runs, serve, sim, zoo
+from workbench.cli import asal, bench, experts, figure, merge, namm, qd, runs, serve, sim, zoo
 from workbench.cli.common import err
 
-GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts)
+GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts, namm)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,9 +11,11 @@ from workbench.cli.common import err
 
 #: The families of runs `runs list` shows in tables of their own (other kinds: ASAL searches).
 TITLES = {"asal": "ASAL searches", "merge": "merge evolutions", "qd": "CycleQD runs",
-          "experts": "Transformer² expert trainings", "adapt": "Transformer² adaptations"}
+          "experts": "Transformer² expert trainings", "adapt": "Transformer² adaptations",
+          "namm": "NAMM trainings"}
 #: Header names where a family stores its describing values in the catalog's generic columns.
-LABELS = {"experts": {"substrate": "task", "fm": "adapter"}, "adapt": {"substrate": "target", "fm": "experts"}}
+LABELS = {"experts": {"substrate": "task", "fm": "adapter"}, "adapt": {"substrate": "target", "fm": "experts"},
+          "namm": {"substrate": "tasks", "fm": "model"}}
 
 
 def _runs_tables(rows: list[dict]) -> None:

@@ -1,0 +1,201 @@
+"""`workbench namm train|eval`: train a NAMM eviction policy into the run store, score one against the baselines.
+
+Every bad input (unknown task, n_up not a multiple of 16, a θ of the wrong length, a model without eager
+attention, a context longer than the model's window, settings that contradict a resumed run) is one `error:`
+line and exit 2 before any model loads or a run folder is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
+
+#: `namm train` flags whose parser default is None (so --resume can tell given flags from defaults) and the
+#: NAMMTrainConfig fields they set.
+TRAIN_FIELDS = {"model": "model", "tasks": "tasks", "gens": "gens", "pop": "pop", "sigma": "sigma", "cma": "cma",
+                "n_up": "n_up", "seed": "seed", "prompts": "n_prompts", "length": "length",
+                "max_new_tokens": "max_new_tokens", "variant": "variant", "memory_weight": "memory_weight",
+                "n_test": "n_test", "threads": "threads", "stage_gens": "stage_gens", "chunk": "chunk"}
+# spelled out so that --help needs no torch import (tests keep them equal to the library's)
+TASK_NAMES = ("passkey", "kv", "vartrack", "count", "digit")
+CMA_VARIANTS = ("sep", "full")
+VARIANTS = ("equal-n", "strict")
+METHODS = ("namm", "full", "recent", "h2o")
+
+
+def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, max_new_tokens: int,
+                  split: str = "train") -> None:
+    """Build the prompts with the model's tokenizer alone and check model and context length, before the model's
+    weights load (a too-short --length, a context longer than the window, a model without eager attention)."""
+    from workbench.namm.models import check_model_source, load_tokenizer
+    from workbench.namm.tasks import make_examples
+
+    check_model_source(model)
+    tokenizer = load_tokenizer(model)
+    longest = max(ex.length for task in tasks for ex in make_examples(task, tokenizer, n, length, seed, split))
+    check_model_source(model, context=longest + max_new_tokens)
+
+
+def cmd_train(args) -> int:
+    from workbench.namm.run import train_namm
+    from workbench.namm.train import FLAGS, NAMMTrainConfig
+    from workbench.runs import RunStore, check_resume, cli_command
+
+    device = check_device(args.device)
+    store = RunStore(args.runs)
+    given = {field: getattr(args, dest) for dest, field in TRAIN_FIELDS.items() if getattr(args, dest) is not None}
+    cfg, resume = None, None
+    if args.resume is not None:
+        run = store.open(args.resume)
+        check_resume(run, "namm", given, names=FLAGS)
+        run.check_resumable()
+        resume, total = run.id, run.info["config"]["gens"]
+    else:
+        cfg = NAMMTrainConfig(**given, device=device)
+        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.n_prompts, cfg.seed, cfg.max_new_tokens)
+        total = cfg.gens
+    client = dask_client(args)
+
+    def value(row: dict) -> str:
+        return f"{row['fitness_max']:.3f} · kept {row['kept_mean']:.2f} · stage {row['stage'] + 1}"
+
+    try:
+        with iteration_progress("namm train", total, "generation fitness", value, quiet=args.quiet) as on_iteration:
+            run = train_namm(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
+                             command=cli_command())
+    finally:
+        if client is not None:
+            client.close()
+    info = run.info
+    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+                      "iterations": info["iterations"], "cma": info.get("cma"), "population": info.get("population"),
+                      "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
+                      "policy": str(run.path / "policy.safetensors"), "test_scores": info.get("test_scores"),
+                      "test_kept": info.get("test_kept")}))
+    return 0
+
+
+def _policy_source(args):
+    """The SavedPolicy named by --policy or --run (checked: θ length, statistics), or None."""
+    from workbench.namm.saved import load_policy
+
+    if args.policy and args.run:
+        raise ValueError("give --policy FILE or --run ID, not both")
+    if args.run:
+        from workbench.namm.saved import load_run_policy
+
+        return load_run_policy(args.runs, args.run)[0]
+    return load_policy(args.policy) if args.policy else None
+
+
+def cmd_eval(args) -> int:
+    from workbench.atomic import atomic_write
+    from workbench.namm.cache import check_n_up
+    from workbench.namm.tasks import check_task_names
+
+    saved = _policy_source(args)
+    methods = list(dict.fromkeys(args.methods))
+    if "namm" in methods and saved is None:
+        raise ValueError("method namm needs a policy: give --policy FILE or --run ID (or leave namm out of --methods)")
+    meta = saved.meta if saved is not None else {}
+    model = args.model or meta.get("model") or "smollm2"
+    tasks = check_task_names(args.tasks or meta.get("tasks") or ["passkey"])
+    length = args.length or meta.get("length") or 512
+    try:
+        n_up = check_n_up(args.n_up or meta.get("n_up") or 64)
+    except ValueError as error:
+        raise ValueError(f"--n-up: {error}") from None
+    budgets = [float(b) for b in args.budgets]
+    if any(not 0 < b <= 1 for b in budgets):
+        raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {budgets}")
+    check_prompts(model, tasks, length, args.n, args.seed, args.max_new_tokens, "test")
+    device = check_device(args.device)
+
+    from workbench.namm.evaluate import Method, compare
+    from workbench.namm.models import load_eager_model
+    from workbench.namm.tasks import make_examples
+    from workbench.namm.train import torch_threads
+
+    net, tokenizer = load_eager_model(model, device=device)
+    examples = {t: make_examples(t, tokenizer, args.n, length, args.seed, "test") for t in tasks}
+    log = None if args.quiet else (lambda line: err.print(line))
+    rows = []
+    with torch_threads(args.threads):
+        if "namm" in methods:
+            rows += compare(net, tokenizer, examples, [Method("namm", make=lambda: saved.build(net.config))],
+                            n_up=n_up, max_new_tokens=args.max_new_tokens, log=log)
+            kept = sum(r["kept"] for r in rows) / len(rows)
+            budgets = sorted({*budgets, round(kept, 3)})  # the baselines also at NAMM's own fraction
+        todo = [Method("full")] if "full" in methods else []
+        todo += [Method(m, b) for m in ("recent", "h2o") if m in methods for b in budgets]
+        rows += compare(net, tokenizer, examples, todo, n_up=n_up, max_new_tokens=args.max_new_tokens, log=log)
+    out = {"model": model, "n_up": n_up, "length": length, "n": args.n, "seed": args.seed, "split": "test",
+           "policy": None if saved is None else {k: saved.meta.get(k) for k in ("run", "generation", "variant")},
+           "rows": rows}
+    text = json.dumps(out)
+    if args.out:
+        from pathlib import Path
+
+        atomic_write(Path(args.out), lambda p: p.write_text(text))
+    print(text if args.json else json.dumps(out, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `workbench namm train|eval` to the `workbench` parser."""
+    namm = sub.add_parser("namm", help="NAMM: learned KV-cache eviction (train by CMA-ES, evaluate vs baselines)")
+    namm_sub = namm.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    tr = namm_sub.add_parser("train", help="CMA-ES over the BAM policy's 4172 parameters, fitness normalised by the "
+                                           "full cache, one task added per curriculum stage",
+                             description="Settings default to None so that --resume can tell given flags; the "
+                                         "defaults are NAMMTrainConfig's.")
+    tr.add_argument("--model", help="'smollm2' (default), a .gguf file or a model folder")
+    tr.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="curriculum tasks in order (default: passkey)")
+    tr.add_argument("--gens", type=int, help="CMA-ES generations in all (default: 10)")
+    tr.add_argument("--pop", type=int, help="population λ (default: 8; the spec's 32 is slow on a CPU)")
+    tr.add_argument("--sigma", type=float, help="σ0 (default: 0.065, the spec's)")
+    tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance")
+    tr.add_argument("--n-up", type=int, help="tokens between eviction steps, a multiple of 16 (default: 64)")
+    tr.add_argument("--seed", type=int, help="default: 0")
+    tr.add_argument("--prompts", type=int, help="training prompts per task (default: 4)")
+    tr.add_argument("--length", type=int, help="prompt tokens (default: 512)")
+    tr.add_argument("--max-new-tokens", type=int, help="answer tokens at most (default: 8)")
+    tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "
+                                                        "fill slots masked")
+    tr.add_argument("--memory-weight", type=float, help="fitness − w·kept fraction (default 0: the spec's fitness)")
+    tr.add_argument("--n-test", type=int, help="test prompts per task scored at the end (default: 8; 0: none)")
+    tr.add_argument("--threads", type=int, help="torch threads of every evaluation (default: 1; part of the result)")
+    tr.add_argument("--stage-gens", nargs="+", type=int, help="generations per stage (default: --gens split evenly)")
+    tr.add_argument("--chunk", type=int, help="candidates per Dask task (default: 1)")
+    tr.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    tr.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (settings flags must match)")
+    tr.add_argument("--workers", type=int, help="evaluate the population on a local Dask cluster of N workers")
+    tr.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_argument(tr)
+    tr.set_defaults(func=cmd_train)
+
+    ev = namm_sub.add_parser("eval", help="task score vs kept-cache fraction: a NAMM policy, the full cache, recent "
+                                          "window + sinks and H2O at budgets (JSON)")
+    ev.add_argument("--policy", help="a policy file (policy.safetensors of a run, or .npz with theta, mean, var)")
+    ev.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
+    ev.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
+    ev.add_argument("--model", help="default: the policy's model (else smollm2)")
+    ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="default: the policy's tasks")
+    ev.add_argument("--length", type=int, help="prompt tokens (default: the policy's training length)")
+    ev.add_argument("--n", type=int, default=8, help="test prompts per task (default: 8)")
+    ev.add_argument("--n-up", type=int, help="default: the policy's")
+    ev.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
+                    help="kept fractions for recent / h2o (default: 0.25 0.5; NAMM's own fraction is added)")
+    ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ev.add_argument("--seed", type=int, default=0, help="prompt seed (test split; default: 0)")
+    ev.add_argument("--max-new-tokens", type=int, default=8)
+    ev.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    ev.add_argument("--out", help="also write the JSON to this file (atomically)")
+    ev.add_argument("--json", action="store_true", help="one JSON line")
+    ev.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")
+    add_device_argument(ev)
+    ev.set_defaults(func=cmd_eval)

@@ -1,0 +1,167 @@
+"""NAMM training runs in the run store (`workbench namm train`, run kind "namm"): CMA-ES generations checkpointed
+one by one, resumable bit for bit after a kill, the policy (CMA mean θ + frozen statistics) saved as it goes.
+
+    cfg = NAMMTrainConfig(model="smollm2", tasks=["passkey", "kv"], gens=12, pop=8, seed=0)
+    run = train_namm(cfg, RunStore("runs"))          # or train_namm(None, store, resume="<run-id>")
+
+Each iteration is one generation (workbench.namm.train): the first one also runs the full cache on the first
+task's prompts as NAMM with θ = 0, collecting and freezing the normalisation statistics; a generation that
+starts a curriculum stage first scores the full cache on the new task's prompts (the fitness' denominators).
+Then the population is asked, evaluated (locally or on Dask), told, and the checkpoint (the optimiser with its
+random generator, statistics, full-cache scores, tables) written atomically.
+
+Run folder (kind "namm"):
+
+    run.json              config (cma, pop, n_up, variant, tasks, ...), elite ratio, μ, σ0, status, heartbeat
+    metrics.parquet       per generation: stage, active tasks, fitness max / mean / min, best fitness of the
+                          stage so far, kept fraction (population mean, best candidate), the best candidate's
+                          score per task, σ, seconds
+    evaluations.parquet   every candidate: generation, index, fitness, kept fraction, score per task
+    checkpoint.json+.npz  optimiser (cmaes_state), statistics, full-cache scores: JSON + arrays, no pickle
+    policy.safetensors    the CMA mean θ + frozen (mean, var) + metadata (model, n_up, variant, tasks, run),
+                          rewritten after every generation (the final policy at the end)
+    scores.json           at the end: full cache vs the policy on n_test test prompts per task, kept fraction
+
+The metric is fitness (higher is better; run.json's best_loss is −best fitness of the current stage: fitness
+values of different stages average different tasks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from workbench.checkpoint import cmaes_from_state, cmaes_state
+from workbench.namm.saved import POLICY_FILE, save_policy
+from workbench.namm.train import (
+    ELITE_RATIO,
+    FLAGS,
+    SPEC_POPULATION,
+    NAMMTrainConfig,
+    context,
+    evaluate_population,
+    fitness,
+    new_search,
+)
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+
+KIND = "namm"
+METRIC = "fitness"
+
+
+
+def _describe(cfg: NAMMTrainConfig) -> tuple[str, str]:
+    """The catalog's two describing columns: the tasks, the model (its folder name for a path)."""
+    from pathlib import Path
+
+    return "+".join(cfg.tasks), Path(cfg.model).name or cfg.model
+
+
+def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
+    return {"model": cfg.model, "n_up": cfg.n_up, "variant": cfg.variant, "tasks": cfg.tasks, "run": run.id,
+            "generation": generation, "cma": cfg.cma, "pop": cfg.pop, "seed": cfg.seed, "length": cfg.length}
+
+
+def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None = None, *, client=None,
+               on_iteration: Callable[[int, int, dict], None] | None = None,
+               should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
+               given: dict | None = None, command: str | None = None) -> Run:
+    """Train (or resume) a NAMM policy to cfg.gens generations; returns the run (module doc).
+
+    resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config
+    field -> value), refused when they contradict the run's. client: a Dask client (same results as local).
+    command: the command line, kept in run.json."""
+    state = None
+    if resume is not None:
+        run = store.open(resume)
+        check_resume(run, KIND, given or {}, names=FLAGS)
+        run, cfg, state = store.reopen(run.id, lambda c: NAMMTrainConfig(**c), kinds=(KIND,))
+        if run.info.get("status") == "done":
+            return run
+        if state is not None and "cma" not in state:
+            raise RunError(f"the checkpoint of run {run.id!r} holds no NAMM search; start a new run instead")
+        run.update(resumes=[*run.info.get("resumes", []), {
+            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "from_iteration": 0 if state is None else state["iteration"]}])
+    elif cfg is None:
+        raise ValueError("give a NAMMTrainConfig or resume=RUN_ID")
+    ctx = context(cfg)  # loads the model: every refusal of the settings came before
+    if resume is None:
+        tasks, model = _describe(cfg)
+        run = store.create(KIND, tasks, model, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
+        run.update(cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION, elite_ratio=ELITE_RATIO,
+                   mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
+    if state is None:
+        state = {"iteration": 0, "metrics": [], "evaluations": [], "cma": cmaes_state(new_search(cfg)),
+                 "stats": None, "full": {}, "best": None}
+    if on_start is not None:
+        on_start(run)
+    opt = cmaes_from_state(state["cma"])
+
+    def step(it: int) -> dict:
+        tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
+        start = time.perf_counter()
+        if state["stats"] is None:
+            scores, mean, var, count = ctx.collect_stats(tasks[0])
+            state["stats"] = {"mean": mean, "var": var, "count": count}
+            state["full"][tasks[0]] = scores
+            # every task's denominator before the first generation: a task the model cannot solve stops the
+            # run here, not stages later
+            for task in cfg.tasks[1:]:
+                state["full"][task] = ctx.full_scores(task)
+            _check_full(cfg, state["full"])
+        for task in tasks:
+            if task not in state["full"]:
+                state["full"][task] = ctx.full_scores(task)
+        full = [float(np.mean(state["full"][t])) for t in tasks]
+        stats = (state["stats"]["mean"], state["stats"]["var"])
+        full_seconds = time.perf_counter() - start
+        xs = np.stack([opt.ask() for _ in range(opt.population_size)])
+        scores, kept = evaluate_population(cfg, tasks, xs, stats, client)
+        fit = fitness(cfg, scores, kept, full)
+        opt.tell([(x, -float(f)) for x, f in zip(xs, fit, strict=True)])
+        state["cma"] = cmaes_state(opt)
+        i = int(np.argmax(fit))
+        best = state["best"]
+        if best is None or best["stage"] != stage or fit[i] > best["fitness"]:
+            best = state["best"] = {"stage": stage, "fitness": float(fit[i])}
+        per_task = {f"score_{t}": float(scores[i, tasks.index(t)]) if t in tasks else float("nan")
+                    for t in cfg.tasks}
+        state["evaluations"].extend(
+            {"iteration": it, "index": j, "stage": stage, "fitness": float(fit[j]), "kept": float(kept[j]),
+             **{f"score_{t}": float(scores[j, tasks.index(t)]) if t in tasks else float("nan") for t in cfg.tasks}}
+            for j in range(len(xs)))
+        save_policy(run.path / POLICY_FILE, opt.mean, stats, policy_meta(cfg, run, it + 1))
+        return {"stage": stage, "tasks": "+".join(tasks), "fitness_max": float(fit[i]),
+                "fitness_mean": float(fit.mean()), "fitness_min": float(fit.min()), "best_fitness": best["fitness"],
+                "best_loss": -best["fitness"], "kept_mean": float(kept.mean()), "kept_best": float(kept[i]),
+                **per_task, "sigma": float(opt._sigma), "full_seconds": full_seconds}
+
+    return checkpointed_loop(run, state, cfg.gens, step, lambda: finish(run, cfg, opt, state),
+                             should_stop=should_stop, on_iteration=on_iteration)
+
+
+def _check_full(cfg: NAMMTrainConfig, full: dict[str, list[float]]) -> None:
+    zero = [t for t in cfg.tasks if not np.mean(full[t]) > 0]
+    if zero:
+        raise ValueError(f"the full cache scores 0 on the {cfg.n_prompts} training prompts of task(s) "
+                         f"{', '.join(map(repr, zero))}, so a normalised score is undefined: choose tasks the model "
+                         "solves (--tasks), a shorter --length or more --prompts")
+
+
+def finish(run: Run, cfg: NAMMTrainConfig, opt, state: dict) -> None:
+    """The final policy (CMA mean), every candidate's evaluation, and the test scores vs the full cache."""
+    ctx = context(cfg)
+    run.write_table("evaluations", state["evaluations"])
+    stats = (state["stats"]["mean"], state["stats"]["var"])
+    save_policy(run.path / POLICY_FILE, opt.mean, stats, policy_meta(cfg, run, cfg.gens))
+    scores = {"split": f"test (seed {cfg.seed}, n {cfg.n_test}, length {cfg.length})", "tasks": {}}
+    for task in cfg.tasks if cfg.n_test else ():
+        full = ctx.full_scores(task, "test", cfg.n_test)
+        res = ctx.run(task, ctx.policy(opt.mean, stats), "test", cfg.n_test)
+        scores["tasks"][task] = {"full": float(np.mean(full)), "namm": res.score, "kept": res.kept}
+    write_json(run.path / "scores.json", scores)
+    run.update(status="done", test_scores={t: s["namm"] for t, s in scores["tasks"].items()},
+               test_kept={t: s["kept"] for t, s in scores["tasks"].items()})

@@ -1,0 +1,256 @@
+"""Training NAMM (spec §3, "Training"): CMA-ES over the 4172 BAM parameters, fitness normalised by the full cache,
+an incremental curriculum over tasks.
+
+    cfg = NAMMTrainConfig(model="smollm2", tasks=["passkey", "kv"], gens=12, pop=8, n_up=64, seed=0)
+    search = new_search(cfg)                        # cmaes SepCMA ("sep") or CMA ("full"): mean 0, σ0 = 0.065
+    ctx = context(cfg)                              # model, tokenizer, prompts (one per process)
+    full = ctx.full_scores("passkey")               # per-prompt exact match of the full cache
+    scores, kept = evaluate_population(cfg, ["passkey"], thetas, stats)   # (P, K) mean scores, (P,) kept
+    fitness(cfg, scores, kept, [full_mean])         # (P,) what CMA-ES maximises
+
+Fitness of a candidate = mean over the active tasks of (its mean score) / (the full cache's mean score on the
+same prompts) − memory_weight · (its mean kept fraction); memory_weight is 0 by default (the spec's fitness,
+which does not reward a small cache) and named in the run when set. CMA-ES minimises −fitness; its μ = ⌊λ/2⌋
+best candidates recombine (elite ratio 0.5, cmaes' default weights). "sep" (separable: diagonal covariance,
+the CPU default) or "full" (the reference's full covariance, ~40 s per eigendecomposition of a 4172² matrix on
+two cores) — the run names which ran, and its population (the spec's 32, or smaller on a CPU).
+
+Statistics: the first evaluation is the full cache's on the first task's prompts, run as NAMM with θ = 0 (which
+keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are frozen
+there and every candidate, stage and the saved policy use them.
+
+Curriculum: stage k trains on tasks[:k + 1] for stage_gens[k] generations (default: `gens` split evenly, the
+remainder to the last stages), each stage going on from the previous stage's CMA state and statistics.
+
+Every candidate is scored on the same `n_prompts` training prompts per task (split "train"), one prompt at a
+time, with torch on `threads` threads (floats depend on it; a resume uses the run's). Candidates are independent,
+so a population evaluated on Dask workers (chunks of `chunk`) gives exactly the local result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from workbench.namm.cache import check_n_up
+from workbench.namm.saved import VARIANTS, check_variant
+from workbench.namm.scorer import N_PARAMS
+from workbench.namm.tasks import check_task_names
+
+CMA_VARIANTS = ("sep", "full")
+SIGMA0 = 0.065
+ELITE_RATIO = 0.5  # cmaes' μ = ⌊λ/2⌋
+SPEC_POPULATION = 32
+#: NAMMTrainConfig fields and the `workbench namm train` flags that set them (errors and resume conflicts).
+FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop", "sigma": "--sigma",
+         "cma": "--cma", "n_up": "--n-up", "seed": "--seed", "n_prompts": "--prompts", "length": "--length",
+         "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
+         "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
+
+
+@dataclass
+class NAMMTrainConfig:
+    """The settings of a NAMM training run (all recorded in run.json; module doc for their meaning).
+
+    Args:
+        model: 'smollm2', a .gguf file or a model folder (eager attention, full-attention layers).
+        tasks: the curriculum's tasks, in the order they are added (workbench.namm.tasks).
+        gens: generations in all. pop: CMA-ES population λ (spec: 32). sigma: σ0 (spec: 0.065).
+        cma: "sep" or "full". n_up: tokens between eviction steps (a multiple of 16). seed: CMA-ES and prompts.
+        n_prompts: training prompts per task. length: prompt tokens. max_new_tokens: answer budget.
+        variant: "equal-n" or "strict". memory_weight: fitness − w · kept fraction (0: the spec's fitness).
+        n_test: test prompts per task scored at the end (0: none). threads: torch threads of every evaluation.
+        stage_gens: generations per curriculum stage (default: gens split evenly). chunk: candidates per Dask task.
+    """
+
+    model: str = "smollm2"
+    tasks: list[str] = field(default_factory=lambda: ["passkey"])
+    gens: int = 10
+    pop: int = 8
+    sigma: float = SIGMA0
+    cma: str = "sep"
+    n_up: int = 64
+    seed: int = 0
+    n_prompts: int = 4
+    length: int = 512
+    max_new_tokens: int = 8
+    variant: str = "equal-n"
+    memory_weight: float = 0.0
+    n_test: int = 8
+    threads: int = 1
+    stage_gens: list[int] = field(default_factory=list)
+    chunk: int = 1
+    device: str | None = None
+
+    def __post_init__(self):
+        self.tasks = check_task_names(self.tasks)
+        for name in ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{FLAGS.get(name, name)} must be a positive integer, got {value!r}")
+        if not isinstance(self.n_test, int) or self.n_test < 0:
+            raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
+        if self.pop < 2:
+            raise ValueError(f"--pop must be at least 2 (CMA-ES recombines the best half), got {self.pop}")
+        try:
+            check_n_up(self.n_up)
+        except ValueError as error:
+            raise ValueError(f"--n-up: {error}") from None
+        if self.cma not in CMA_VARIANTS:
+            raise ValueError(f"--cma must be one of {', '.join(CMA_VARIANTS)}, got {self.cma!r}")
+        if self.variant not in VARIANTS:
+            check_variant(self.variant)
+        for name in ("sigma", "memory_weight"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
+                raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'sigma' else '≥ 0'}, "
+                                 f"got {getattr(self, name)}")
+        self.stage_gens = [int(g) for g in self.stage_gens]
+        if self.stage_gens:
+            if len(self.stage_gens) != len(self.tasks) or min(self.stage_gens) < 1 \
+                    or sum(self.stage_gens) != self.gens:
+                raise ValueError(f"--stage-gens must give one positive number per task ({len(self.tasks)}) summing "
+                                 f"to --gens {self.gens}, got {self.stage_gens}")
+        elif self.gens < len(self.tasks):
+            raise ValueError(f"--gens {self.gens} is fewer than the {len(self.tasks)} curriculum stages (one task "
+                             f"added per stage): give --gens {len(self.tasks)} or more")
+        if self.device is not None:
+            self.device = str(self.device)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def stages(self) -> list[int]:
+        """Generations per stage (stage k: tasks[:k + 1])."""
+        if self.stage_gens:
+            return list(self.stage_gens)
+        k = len(self.tasks)
+        base, extra = divmod(self.gens, k)
+        return [base + (1 if i >= k - extra else 0) for i in range(k)]
+
+    def stage_of(self, generation: int) -> int:
+        """The curriculum stage of generation `generation` (0-based)."""
+        return int(np.searchsorted(np.cumsum(self.stages()), generation, side="right"))
+
+    def active_tasks(self, generation: int) -> list[str]:
+        return self.tasks[: self.stage_of(generation) + 1]
+
+
+def new_search(cfg: NAMMTrainConfig):
+    """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded."""
+    from cmaes import CMA, SepCMA
+
+    cls = SepCMA if cfg.cma == "sep" else CMA
+    return cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop), seed=int(cfg.seed))
+
+
+def fitness(cfg: NAMMTrainConfig, scores: np.ndarray, kept: np.ndarray, full: list[float]) -> np.ndarray:
+    """(P,) fitness of candidates from their (P, K) mean task scores, (P,) kept fractions and the full cache's
+    K mean scores (module doc)."""
+    ratios = np.asarray(scores, np.float64) / np.asarray(full, np.float64)[None, :]
+    return ratios.mean(1) - float(cfg.memory_weight) * np.asarray(kept, np.float64)
+
+
+class Context:
+    """What evaluating candidates needs in one process (Dask workers keep theirs): the eager model, its
+    tokenizer and the prompts."""
+
+    def __init__(self, cfg: NAMMTrainConfig):
+        from workbench.namm.models import load_eager_model
+
+        self.cfg = cfg
+        self.model, self.tokenizer = load_eager_model(cfg.model, device=cfg.device)
+
+    @functools.cache  # noqa: B019 - one Context per process
+    def examples(self, task: str, split: str = "train", n: int | None = None):
+        from workbench.namm.tasks import make_examples
+
+        return make_examples(task, self.tokenizer, n or self.cfg.n_prompts, self.cfg.length, self.cfg.seed, split)
+
+    def run(self, task: str, policy, split: str = "train", n: int | None = None):
+        from workbench.namm.evaluate import evaluate
+
+        with torch_threads(self.cfg.threads):
+            return evaluate(self.model, self.tokenizer, self.examples(task, split, n), policy, n_up=self.cfg.n_up,
+                            max_new_tokens=self.cfg.max_new_tokens)
+
+    def shape(self) -> tuple[int, int, int]:
+        from workbench.namm.cache import model_shape
+
+        return model_shape(self.model.config)
+
+    def collect_stats(self, task: str) -> tuple[list[float], np.ndarray, np.ndarray, int]:
+        """The first evaluation: θ = 0 (keeps every token: the full cache) on `task`'s training prompts,
+        collecting the statistics; (per-prompt full-cache scores, mean, var, values merged)."""
+        from workbench.namm.policy import NAMMPolicy
+
+        policy = NAMMPolicy(np.zeros(N_PARAMS), *self.shape(), stats=None)
+        res = self.run(task, policy)
+        s = policy.statistics
+        return [a.score for a in res.answers], s.mean.numpy().copy(), s.var.numpy().copy(), int(s.count)
+
+    def full_scores(self, task: str, split: str = "train", n: int | None = None) -> list[float]:
+        from workbench.namm.baselines import FullCache
+
+        return [a.score for a in self.run(task, FullCache(), split, n).answers]
+
+    def policy(self, theta: np.ndarray, stats):
+        from workbench.namm.policy import NAMMPolicy
+
+        return NAMMPolicy(theta, *self.shape(), stats=stats, strict=self.cfg.variant == "strict")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=2)
+def _context(items: tuple) -> Context:
+    return Context(NAMMTrainConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in items}))
+
+
+def context(cfg: NAMMTrainConfig) -> Context:
+    """This process's Context for cfg (built once)."""
+    return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
+
+
+def evaluate_thetas(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats) -> tuple[np.ndarray, np.ndarray]:
+    """(P, K) mean scores on each task's training prompts and (P,) mean kept fractions of candidates thetas
+    (runs locally or as a Dask task)."""
+    ctx = context(cfg)
+    scores, kept = [], []
+    for theta in np.asarray(thetas, np.float64):
+        policy = ctx.policy(theta, stats)
+        per_task, fractions = [], []
+        for task in tasks:
+            res = ctx.run(task, policy)
+            per_task.append(res.score)
+            fractions.extend(a.kept for a in res.answers)
+        scores.append(per_task)
+        kept.append(float(np.mean(fractions)))
+    return np.asarray(scores, np.float64), np.asarray(kept, np.float64)
+
+
+def evaluate_population(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats,
+                        client=None) -> tuple[np.ndarray, np.ndarray]:
+    """evaluate_thetas over a population, in chunks of cfg.chunk on Dask when a client is given."""
+    chunks = [thetas[i: i + cfg.chunk] for i in range(0, len(thetas), cfg.chunk)]
+    if client is None:
+        parts = [evaluate_thetas(cfg, tasks, c, stats) for c in chunks]
+    else:
+        n = len(chunks)
+        parts = client.gather(client.map(evaluate_thetas, [cfg] * n, [tasks] * n, chunks, [stats] * n, pure=False))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
