@@ -193,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     ev.add_argument("--seed", type=int, default=0, help="prompt seed (test split; default: 0)")
     ev.add_argument("--max-new-tokens", type=int, default=8)
-    ev.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    ev.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     ev.add_argument("--out", help="also write the JSON to this file (atomically)")
     ev.add_argument("--json", action="store_true", help="one JSON line")
     ev.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")

@@ -51,7 +51,7 @@ class BenchConfig:
     length: int = 512                # prompt tokens
     n_up: int | None = None          # default: the policy's, else 64
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     max_new_tokens: int = 8
     speed_length: int = 1024         # prompt tokens of the speed test
     decode_tokens: int = 32
