@@ -16,9 +16,12 @@ PAGES = tuple(PAGE_INFO)
 def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable]]:
     """Route -> page factory; "/" is the index. Each browser session calls the factory for a fresh model."""
     from workbench.dashboards.atlas import atlas_page
+    from workbench.dashboards.experts import experts_page
     from workbench.dashboards.home import home_page
     from workbench.dashboards.lab import lab_page
     from workbench.dashboards.merge import merge_page
+    from workbench.dashboards.namm import namm_page
+    from workbench.dashboards.qd import qd_page
     from workbench.dashboards.runs import runs_page
     from workbench.dashboards.search import search_page
 
@@ -41,7 +44,17 @@ def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable
     def merge():
         return merge_page(runs_dir)
 
-    return {"/": home, "lab": lab, "search": search, "runs": runs, "atlas": atlas, "merge": merge}
+    def qd():
+        return qd_page(runs_dir)
+
+    def namm():
+        return namm_page(runs_dir)
+
+    def experts():
+        return experts_page(runs_dir)
+
+    return {"/": home, "lab": lab, "search": search, "runs": runs, "atlas": atlas, "merge": merge, "qd": qd,
+            "namm": namm, "experts": experts}
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,

@@ -161,20 +161,6 @@ def _torch_experts(experts: list[Expert]) -> list[dict]:
     return [{n: torch.from_numpy(np.asarray(p, np.float32)) for n, p in e.params.items()} for e in experts]
 
 
-def _save_html(fig, out: Path) -> Path:
-    """Standalone HTML with inline resources: the Bokeh plot HoloViews makes, written by Bokeh alone. (Through
-    Panel, as workbench.figures.save writes HTML, the export's document took Panel's shared stylesheet models
-    from the page's document, whose next updates then failed: "Models must be owned by only a single document".)"""
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
-
-    from workbench.atomic import atomic_write
-
-    state = _hv().renderer("bokeh").get_plot(fig).state
-    html = file_html(state, INLINE, out.stem)
-    return atomic_write(out, lambda tmp: tmp.write_text(html, encoding="utf-8"))
-
-
 def explorer_runs(runs_dir: str) -> list[str]:
     """The ids of the runs this page opens (experts and adapt), oldest first."""
     return [r["id"] for r in RunStore(runs_dir).list() if r.get("kind") in KINDS]
@@ -639,8 +625,6 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".html":
-            return _save_html(fig, out)
         panels = len(fig) if isinstance(fig, hv.Layout) else 1
         cols = min(panels, 3)
         rows = math.ceil(panels / cols)
@@ -978,7 +962,10 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     if model.run_id is None:
         note = placeholder(f"No experts or adapt run in {runs_dir} yet: `workbench experts train --model … --task … "
                            f"--runs {runs_dir}` makes one.", 640, 200)
-        return shell("experts", [alert, note], standalone=standalone)
+        # the sidebar still says what to do, so the page looks like its siblings
+        hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
+                                sizing_mode="stretch_width")
+        return shell("experts", [alert, note], [hint], standalone=standalone)
     picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")

@@ -157,7 +157,10 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     if model.run_id is None:
         note = placeholder(f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … --runs {runs_dir}` "
                            f"makes one.", 640, 200)
-        return shell("merge", [alert, note], standalone=standalone)
+        # the sidebar still says what to do, so the page looks like its siblings
+        hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
+                                sizing_mode="stretch_width")
+        return shell("merge", [alert, note], [hint], standalone=standalone)
     picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")

@@ -77,8 +77,9 @@ class RunsModel(param.Parameterized):
 
     def link(self, run_id: str) -> str:
         """Markdown link to the page that fits the run's kind (Lab, Atlas, Merge; see shell.OPENERS)."""
-        kind = RunStore(self.runs_dir).open(run_id).info.get("kind")
-        links = open_links(kind, run_id)
+        info = RunStore(self.runs_dir).open(run_id).info
+        kind = info.get("kind")
+        links = open_links(kind, run_id, (info.get("config") or {}).get("algorithm"))
         if not links:
             return f"`{run_id}`: no page opens {kind} runs yet"
         title, url = links[0]
@@ -91,6 +92,9 @@ class RunsModel(param.Parameterized):
             title = f"merge · {row.get('method') or row.get('substrate')}"
             models = row.get("models")
             subtitle = " + ".join(models) if models else str(row.get("fm") or "")
+        elif kind == "qd":
+            title = f"qd · {row.get('sampling')} sampling, {row.get('mutation')} mutation"
+            subtitle = "tasks " + ", ".join(row.get("tasks") or [])
         else:
             title = f"{kind} · {row.get('substrate')}"
             algorithm = row.get("algorithm")
@@ -98,7 +102,8 @@ class RunsModel(param.Parameterized):
         return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
                 "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
                 "best": best_text(row), "created": str(row.get("created") or "").replace("T", " "),
-                "thumbnail": self.thumbnail(row["id"], kind), "links": open_links(kind, row["id"]),
+                "thumbnail": self.thumbnail(row["id"], kind),
+                "links": open_links(kind, row["id"], row.get("algorithm")),
                 "resume_command": row.get("resume_command")}
 
     def thumbnail(self, run_id: str, kind: str | None = None) -> str | None:
@@ -108,6 +113,9 @@ class RunsModel(param.Parameterized):
         if kind == "merge":
             sources = [p for p in (path / "recipe.yaml", path / "dfs.json") if p.exists()]
             return _merge_thumbnail(str(path), tuple(p.stat().st_mtime_ns for p in sources)) if sources else None
+        if kind == "qd":  # its newest archives side by side
+            table = path / "archives.parquet"
+            return _qd_thumbnail(str(path), table.stat().st_mtime_ns) if table.exists() else None
         for name in ("best.png", "atlas.png"):
             if (path / name).exists():
                 return _image_thumbnail(str(path / name), (path / name).stat().st_mtime_ns)
@@ -177,6 +185,14 @@ def _merge_thumbnail(run_path: str, mtimes: tuple[int, ...]) -> str | None:
     except (RunError, OSError, ValueError):
         return None
     image = recipe_thumbnail(data, THUMB, THUMB * 2 // 3)
+    return None if image is None else _png_uri(image)
+
+
+@functools.lru_cache(maxsize=512)
+def _qd_thumbnail(run_path: str, mtime_ns: int) -> str | None:
+    from workbench.dashboards.qd import archive_thumbnail
+
+    image = archive_thumbnail(run_path, THUMB, THUMB * 2 // 3)
     return None if image is None else _png_uri(image)
 
 

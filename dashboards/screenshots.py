@@ -1,9 +1,9 @@
 """One screenshot per dashboard page, for the README: `refresh(out_dir="docs/screenshots", runs_dir=...)`.
 
 Starts `workbench serve` on a free port, makes a small run of each kind first if the runs folder has none
-(an open-endedness search, an illumination, a TIES merge of a seconds-long zoo), drives each page in
-Debian's Chromium a little (a few Lab steps, a short search, a cell played in the Atlas) and writes
-PAGE.png. Nothing is fetched from the network.
+(an open-endedness search, an illumination, a TIES merge of a seconds-long zoo, a CycleQD run, SVF experts and an
+adaptation), drives each page in Debian's Chromium a little (a few Lab steps, a short search, a cell played in the
+Atlas, an elite clicked in the QD archives) and writes PAGE.png. Nothing is fetched from the network.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-PAGES = ("home", "lab", "search", "runs", "atlas", "merge")
+PAGES = ("home", "lab", "search", "runs", "atlas", "merge", "qd", "experts", "namm")
 VIEWPORT = {"width": 1440, "height": 900}
 
 
-def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None) -> list[str]:
-    """A small run of each kind in runs_dir (under a minute on two CPU cores); their ids. zoo_dir: a built
-    zoo to merge (default: a quick one built in a temporary folder)."""
+def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None,
+                qd_zoo_dir: str | Path | None = None) -> list[str]:
+    """A small run of each kind in runs_dir (about a minute on two CPU cores); their ids. zoo_dir: a built
+    zoo to merge (default: a quick one built in a temporary folder). qd_zoo_dir: the zoo CycleQD evolves
+    (default: data/zoo when it is a real zoo, whose archives fill; else a quick one)."""
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.lm.zoo import ZooConfig, build_zoo
@@ -42,7 +44,47 @@ def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None) -> list
     for method in ("dfs", "ties"):  # the newest (ties) is what the Merge page opens on: its recipe heatmaps
         ids.append(evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=6, pop=6,
                                        n_eval=16, n_test=16), store).id)
+    ids.append(_qd_run(store, qd_zoo_dir))  # the newest qd run is what the QD page opens on
+    ids += _experts_runs(store, zoo)  # the newest adapt run is what the Experts page opens on
     return ids
+
+
+def _experts_runs(store, zoo: Path) -> list[str]:
+    """SVF experts (add, sort, classify) and two seeds of an adaptation to reverse (seconds): on the generalist of
+    data/zoo when there is one (`workbench experts generalist`: a base SVF can improve), else on zoo's base."""
+    from workbench.experts.adapt import AdaptConfig, adapt
+    from workbench.experts.run import ExpertRunConfig, expert_file, train_expert
+
+    generalist = Path(__file__).resolve().parents[1] / "data" / "zoo" / "generalist"
+    model = str(generalist if (generalist / "config.json").exists() else zoo / "base")
+    ids = [train_expert(ExpertRunConfig(model=model, task=t, iters=12, batch=8, val_every=4, val_n=16, n_test=32),
+                        store).id for t in ("add", "sort", "classify")]
+    files = [str(expert_file(store.open(i))) for i in ids]
+    for seed in (0, 1):
+        ids.append(adapt(AdaptConfig(model=model, experts=files, target="reverse", shots=[3, 5, 10], cem_iters=3,
+                                     pop=16, n=32, seed=seed), store).id)
+    return ids
+
+
+def _qd_run(store, zoo_dir: str | Path | None) -> str:
+    """A CycleQD run of sort, reverse and brackets (seconds): on the real zoo when there is one."""
+    from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+
+    tasks = ["sort", "reverse", "brackets"]
+    real = Path(__file__).resolve().parents[1] / "data" / "zoo"
+    if zoo_dir is None and (real / "zoo.json").exists():
+        found = load_zoo(real)
+        zoo_dir = real if not found.quick and set(tasks) <= set(found.tasks) else None
+    if zoo_dir is None:
+        zoo_dir = build_zoo(Path(tempfile.mkdtemp()) / "qd-zoo", ZooConfig.quick(tasks=tuple(tasks), base_steps=100,
+                                                                                  expert_steps=60))
+    # a quick zoo's experts learn brackets a little only: a narrow range and a strong mutation spread the bins
+    quick = load_zoo(zoo_dir).quick
+    cfg = QDRunConfig(zoo=str(zoo_dir), tasks=tasks, gens=30, batch=4, n_eval=32, n_test=32, multitask_steps=20,
+                      ranges={"brackets": [0.0, 0.5]} if quick else None, mutation_scale=1.0 if quick else None,
+                      seed=3)
+    return run_cycleqd(cfg, store).id
 
 
 def _free_port() -> int:
@@ -106,8 +148,42 @@ def _stage(page, name: str) -> None:
     elif name == "merge":
         page.locator(".bk-tab").first.wait_for(timeout=60000)
         page.wait_for_timeout(1500)
+    elif name == "namm":  # the default prompt through SmolLM2, a random θ, n_up 32: the retention raster
+        page.locator("select").first.select_option(label="SmolLM2-135M-Instruct")
+        page.get_by_label("n_up (tokens between evictions)").select_option(label="32")
+        page.get_by_role("button", name="run", exact=True).click()
+        page.get_by_text("cache at the end").wait_for(timeout=600000)
+        page.wait_for_timeout(2000)
+    elif name == "experts":  # the z heatmaps of the newest adapt run's experts
+        page.locator(".bk-tab").first.wait_for(timeout=60000)
+        page.wait_for_timeout(2500)
+    elif name == "qd":  # a young elite clicked (a long ancestry): its card and its ring in every archive
+        page.wait_for_function(f"() => ({_NEWEST_CELL})() !== null", timeout=60000)
+        page.mouse.click(*page.evaluate(_NEWEST_CELL))
+        page.locator(".elite h3").wait_for(timeout=30000)
+        page.mouse.move(5, 880)  # the hover tooltip away, and the click's focus ring
+        page.evaluate("() => { let e = document.activeElement; while (e && e.shadowRoot && e.shadowRoot.activeElement)"
+                      " e = e.shadowRoot.activeElement; if (e) e.blur(); }")
+        page.wait_for_timeout(1500)
     else:
         page.wait_for_timeout(1500)
+
+
+_NEWEST_CELL = """() => {  // page position of the youngest elite of the first archive plot, once it is drawn
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model.title;
+    if (!(t && t.text && t.text.startsWith('archive ') && v.frame)) continue;
+    for (const r of v.model.renderers) {
+      const d = r.data_source;
+      if (!(d && d.columns().includes('quality') && d.get_length() > 0)) continue;
+      const ids = Array.from(d.get_column('id')), k = ids.indexOf(Math.max(...ids));
+      const c = (n) => d.get_column(n)[k], x = (c('x0') + c('x1')) / 2, y = (c('y0') + c('y1')) / 2;
+      const box = v.canvas_view.el.getBoundingClientRect();
+      return [box.left + v.frame.x_scale.compute(x), box.top + v.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
 
 
 def _path(name: str) -> str:

@@ -14,6 +14,7 @@ import asyncio
 import html
 import logging
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,12 @@ PAGES: dict[str, PageInfo] = {p.slug: p for p in (
              "An illumination run's population laid out by PCA, t-SNE or UMAP; click a cell to play it."),
     PageInfo("merge", "Merge",
              "An evolved merge recipe: weights and densities per layer, DFS path, fitness, task vectors."),
+    PageInfo("qd", "QD archives",
+             "CycleQD archives generation by generation: elites, lineage, draws, children, baselines; MAP-Elites."),
+    PageInfo("namm", "NAMM",
+             "Type a prompt and watch a KV cache evict: per layer and head, kept tokens, scores, features, sizes."),
+    PageInfo("experts", "Experts",
+             "Transformer² SVF experts and their mixtures: z per layer, α per task, strategies vs base and LoRA; mix."),
 )}
 
 # kind of run -> the pages that open it, best fit first (a query string ?run=ID selects the run there)
@@ -50,7 +57,12 @@ OPENERS: dict[str, tuple[str, ...]] = {
     "target": ("lab",),
     "openended": ("lab",),
     "illuminate": ("atlas", "lab"),
+    "illuminate/map-elites": ("atlas", "qd", "lab"),  # kind/algorithm: a MAP-Elites archive is a grid too
     "merge": ("merge",),
+    "qd": ("qd",),
+    "namm": ("namm",),
+    "experts": ("experts",),
+    "adapt": ("experts",),
 }
 
 
@@ -62,9 +74,12 @@ def register_opener(kind: str, *pages: str) -> None:
     OPENERS[kind] = tuple(pages)
 
 
-def open_links(kind: str | None, run_id: str) -> list[tuple[str, str]]:
-    """(page title, relative url) of every page that opens this run, best fit first."""
-    return [(PAGES[p].title, f"./{p}?run={run_id}") for p in OPENERS.get(kind or "", ())]
+def open_links(kind: str | None, run_id: str, algorithm: str | None = None) -> list[tuple[str, str]]:
+    """(page title, relative url) of every page that opens this run, best fit first; an entry for
+    "kind/algorithm" wins over the kind's."""
+    pages = OPENERS.get(f"{kind}/{algorithm}") if algorithm else None
+    run = urllib.parse.quote(run_id, safe="")  # a qd run's id has a "+" (elite+svd), a space in a query string
+    return [(PAGES[p].title, f"./{p}?run={run}") for p in (pages or OPENERS.get(kind or "", ()))]
 
 
 class OfflineFast(Fast):

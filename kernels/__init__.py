@@ -8,6 +8,10 @@ import os
 
 # Taichi prints a banner on import; keep stdout clean for `--json` output and pipes.
 os.environ.setdefault("ENABLE_TAICHI_HEADER_PRINT", "false")
+# Under Jupyter Taichi logs "Graphical python shell detected, using wrapped sys.stdout" for every kernel module it
+# decorates (before ti.init's log level applies); the wrapped buffer only serves print() inside kernels, which ours
+# never call.
+os.environ.setdefault("TI_ENABLE_PYBUF", "0")
 
 from workbench.lazy import exports  # noqa: E402 - after the banner switch
 

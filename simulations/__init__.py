@@ -1,4 +1,5 @@
-"""ASAL substrates: Lenia, Boids and Particle Life on Taichi kernels.
+"""ASAL substrates on Taichi kernels: Lenia, Boids, Particle Life, Game of Life, NCA (d = 1, 3), discrete NCA,
+Particle Lenia, Particle Life+ and Flow-Lenia.
 
     from workbench.simulations import make_substrate, rollout
     sub = make_substrate("lenia")
@@ -17,11 +18,21 @@ from typing import Any
 
 from workbench.simulations.base import DeviceParams, State, Substrate
 from workbench.simulations.boids import Boids
+from workbench.simulations.dnca import DiscreteNCA
+from workbench.simulations.flow_lenia import FlowLenia
+from workbench.simulations.gol import GameOfLife
 from workbench.simulations.lenia import Lenia
+from workbench.simulations.nca import NCA1, NCA3
+from workbench.simulations.plenia import ParticleLenia
 from workbench.simulations.plife import ParticleLife
+from workbench.simulations.plife_plus import ParticleLifePlus
 from workbench.simulations.rollout import rollout, sample_indices
 
-SUBSTRATES: dict[str, type[Substrate]] = {"lenia": Lenia, "boids": Boids, "plife": ParticleLife}
+SUBSTRATES: dict[str, type[Substrate]] = {
+    "lenia": Lenia, "boids": Boids, "plife": ParticleLife,  # the first three (asal.md)
+    "gol": GameOfLife, "nca_d1": NCA1, "nca_d3": NCA3, "dnca": DiscreteNCA,  # asal-more.md §1-3
+    "plenia": ParticleLenia, "plife_plus": ParticleLifePlus, "flow_lenia": FlowLenia,  # §4-6
+}
 
 
 def make_substrate(name: str, **overrides: Any) -> Substrate:
@@ -42,4 +53,5 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
 
 
 __all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "make_substrate", "rollout", "sample_indices",
-           "Lenia", "Boids", "ParticleLife"]
+           "Lenia", "Boids", "ParticleLife", "GameOfLife", "NCA1", "NCA3", "DiscreteNCA", "ParticleLenia",
+           "ParticleLifePlus", "FlowLenia"]

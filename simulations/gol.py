@@ -180,7 +180,7 @@ class GameOfLife(GridSubstrate):
             raise ValueError(f"gol: {what} must be whole numbers in [0, 2^18) (an 18-bit life-like rule), "
                              f"got {rules.dtype} values {rules.ravel()[:4].tolist()}")
         if np.any(rules != np.round(rules)) or np.any(rules < 0) or np.any(rules >= N_RULES):
-            bad = rules[(rules != np.round(rules)) | (rules < 0) | (rules >= N_RULES)].ravel()[0]
+            bad = rules[(rules != np.round(rules)) | (rules < 0) | (rules >= N_RULES)].ravel()[0].item()
             raise ValueError(f"gol: a rule must be a whole number in [0, 2^18) = [0, {N_RULES}), got {bad!r} "
                              f"(Conway's B3/S23 is {CONWAY})")
         return rules.astype(np.int64)

@@ -181,3 +181,10 @@ def test_parameters_moved_to_the_device_once_give_the_same_run(substrates):
     other = type(sub)()  # another substrate's prepared parameters are checked like any others
     np.testing.assert_array_equal(other.render(other.init(ready, seed=1), ready, 32),
                                   sub.render(sub.init(params, seed=1), params, 32))
+
+
+def test_cli_names_every_registered_substrate():
+    from workbench.cli.common import SUBSTRATES as CLI_NAMES
+    from workbench.simulations import SUBSTRATES
+
+    assert CLI_NAMES == list(SUBSTRATES)

@@ -61,9 +61,11 @@ def test_render_png_equals_library_frame(tmp_path):
     (["render", "boids", "--steps", "3", "--out", "nowhere/x.png"], "does not exist"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "notes.txt"], "not a NumPy .npy array"),
+    (["render", "gol", "--steps", "3", "--out", "x.png", "--theta", "rule.npy"], r"whole number in \[0, 2\^18\)"),
 ])
 def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     np.save(tmp_path / "wrong.npy", np.zeros(42))
+    np.save(tmp_path / "rule.npy", np.array([2 ** 18]))  # one past the last life-like rule
     (tmp_path / "notes.txt").write_text("a text file, not θ\n" * 20)
     res = run(*args, cwd=tmp_path)
     assert res.returncode == 2
@@ -74,8 +76,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
 
 
 def test_unknown_substrate_is_rejected_with_choices():
-    res = run("render", "gol", "--steps", "3", "--out", "x.png")
-    assert res.returncode == 2 and "lenia" in res.stderr and "plife" in res.stderr
+    res = run("render", "gameoflife", "--steps", "3", "--out", "x.png")  # "gol" is one since issue 15
+    assert res.returncode == 2 and "lenia" in res.stderr and "plife" in res.stderr and "flow_lenia" in res.stderr
 
 
 def test_bench_prints_one_json_line():

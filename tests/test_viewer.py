@@ -74,6 +74,25 @@ def test_pause_holds_the_state(substrates, tmp_path):
     assert model.steps_per_frame == 1
 
 
+@pytest.mark.parametrize("name", ["gol", "nca_d3", "dnca", "plenia", "flow_lenia"])
+def test_the_new_substrates_play_in_the_window(name, tmp_path, monkeypatch):
+    """Issue 15's substrates at their viewing default (Game of Life: Conway, not the dead rule 0), a few frames
+    through the real loop; s saves the frame and its θ, which reloads."""
+    from workbench.export import load_theta
+    from workbench.simulations import make_substrate
+    from workbench.viewer import default_theta
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    sub = make_substrate(name)
+    model = ScriptedViewer(sub, default_theta(sub), out_dir=tmp_path, render_size=64)
+    model.script = {1: [pygame.K_s], 2: [pygame.K_q]}
+    run_viewer(model, window=96, max_frames=20, fps_cap=1000)
+    assert not model.running and model.steps == 4 and len(model.saved) == 1  # q is read in the 4th frame
+    np.testing.assert_array_equal(load_theta(model.saved[0].with_suffix(".theta.npy"), sub), model.theta)
+    if name == "gol":
+        assert model.theta.tolist() == [6152] and model.frame().max() == 255
+
+
 @pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is installed by `make test`")
 def test_smoke_under_xvfb_with_screenshot(tmp_path):
     from PIL import ImageGrab

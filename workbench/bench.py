@@ -22,9 +22,18 @@ def _rate(fn, min_time: float = 1.0) -> float:
             return calls / elapsed
 
 
+def _bench_theta(sub, rng, population=None):
+    """θ to time a substrate with: 0.1·N(0, I), or what the substrate draws itself (GoL: integer rules)."""
+    if hasattr(sub, "random_theta"):
+        return sub.random_theta(rng, population)
+    return 0.1 * rng.standard_normal(sub.n_params if population is None else (population, sub.n_params))
+
+
 def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -> dict:
     """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time."""
     chunk = {"lenia": 16, "boids": 100, "plife": 4}
+    chunk.update({"gol": 1024, "nca_d1": 10, "nca_d3": 10, "dnca": 5})
+    chunk.update({"plenia": 100, "plife_plus": 4, "flow_lenia": 4})
     result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
     from workbench.kernels.runtime import ensure_taichi
 
@@ -35,13 +44,13 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -
         n = chunk[name]
         row = {}
         for P in (1, 16):
-            params = sub.decode(0.1 * rng.standard_normal((P, sub.n_params)))
+            params = sub.decode(_bench_theta(sub, rng, P))
             state = sub.init(params, seed=0)
             rate = _rate(lambda sub=sub, state=state, params=params, n=n: sub.step(state, params, n), min_time) * n
             row["steps_per_s_p1" if P == 1 else "sim_steps_per_s_p16"] = round(rate * P, 1)
             if P == 16:
                 row["batch_steps_per_s_p16"] = round(rate, 1)
-        params = sub.decode(0.1 * rng.standard_normal(sub.n_params))
+        params = sub.decode(_bench_theta(sub, rng))
         state = sub.step(sub.init(params, seed=0), params, 10)
         frame = lambda sub=sub, state=state, params=params: sub.render(state, params, 224)  # noqa: E731
         row["render_ms"] = round(1000 / _rate(frame, min_time), 2)

@@ -118,10 +118,14 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
 
     def write(tmp: Path) -> None:
         if suffix == ".html":
-            import panel as pn
+            # Bokeh alone, not Panel's save: on a served page Panel's save moved its shared stylesheet models
+            # into the export's document and the page's next updates failed ("Models must be owned by only a
+            # single document").
+            from bokeh.embed import file_html
             from bokeh.resources import INLINE
 
-            pn.pane.HoloViews(obj, backend="bokeh").save(str(tmp), resources=INLINE, embed=True)
+            state = hv.renderer("bokeh").get_plot(obj).state
+            tmp.write_text(file_html(state, INLINE, out.stem), encoding="utf-8")
             return
         import matplotlib.pyplot as plt
 

@@ -55,6 +55,7 @@ RESUME_COMMANDS = {"target": "workbench asal target", "openended": "workbench as
                    "illuminate": "workbench asal illuminate", "merge": "workbench merge evolve",
                    "qd": "workbench qd cycle", "experts": "workbench experts train",
                    "adapt": "workbench experts adapt", "namm": "workbench namm train"}
+RESUME_COMMANDS["sweep"] = "workbench asal sweep"
 #: The catalog columns that describe a run of each kind (besides status, iterations, best, id).
 KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("substrate", "fm", "algorithm"),
                 "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models"),

@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
+from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
 
@@ -50,8 +51,15 @@ class SearchConfig:
             self.eval = EvalConfig(**self.eval)
         if self.kind not in KINDS:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.eval.substrate == "gol":  # θ is one integer rule: GAs with bit flips (workbench.asal.rules)
+            if self.algorithm not in (None, "ga", "rule-ga"):
+                raise ValueError(f"--substrate gol searches its integer rule with a GA over rules, not --algorithm "
+                                 f"{self.algorithm}; or rank every rule with workbench asal sweep --substrate gol")
+            self.algorithm = "rule-ga"
+        elif self.algorithm == "rule-ga":
+            raise ValueError("the GA over rules is for --substrate gol, whose θ is an integer rule")
         self.algorithm = self.algorithm or ALGORITHMS[self.kind][0]
-        if self.algorithm not in ALGORITHMS[self.kind]:
+        if self.algorithm not in ALGORITHMS[self.kind] and self.algorithm != "rule-ga":  # rule-ga: gol only
             raise ValueError(f"{self.kind} search supports --algorithm {' | '.join(ALGORITHMS[self.kind])}, "
                              f"got {self.algorithm!r}")
         for name in ("iters", "pop", "population"):
@@ -87,6 +95,8 @@ class SearchConfig:
 
 
 def make_search(cfg: SearchConfig, n_params: int):
+    if cfg.algorithm == "rule-ga":
+        return rule_search(cfg.kind, cfg.pop, cfg.population, cfg.seed)
     if cfg.algorithm == "cma":
         return SepCMAESSearch(n_params, population=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
     if cfg.algorithm == "ga":

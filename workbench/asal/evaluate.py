@@ -22,6 +22,7 @@ from workbench.simulations.rollout import sample_indices
 
 # the reference's rollout lengths (spec §1)
 DEFAULT_STEPS = {"lenia": 256, "boids": 1000, "plife": 1000}
+DEFAULT_STEPS.update({"gol": 1024, "nca_d1": 1000, "nca_d3": 1000, "dnca": 1000})
 
 
 @dataclass

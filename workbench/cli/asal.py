@@ -114,3 +114,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
         a.set_defaults(func=cmd_asal)
+    from workbench.cli.sweep import register_sweep
+
+    register_sweep(asal_sub)

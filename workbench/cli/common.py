@@ -13,7 +13,8 @@ from collections.abc import Callable
 from rich.console import Console
 
 err = Console(stderr=True)
-SUBSTRATES = ["lenia", "boids", "plife"]
+# the registry's names (workbench.simulations.SUBSTRATES; a test checks they agree), here so the CLI skips Taichi
+SUBSTRATES = ["lenia", "boids", "plife", "gol", "nca_d1", "nca_d3", "dnca", "plenia", "plife_plus", "flow_lenia"]
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU when torch sees one, else the CPU)"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from workbench.cli.common import err
+from workbench.dashboards.screenshots import PAGES as SCREENSHOT_PAGES  # standard library only: no Panel here
 
 
 def cmd_serve(args) -> int:
@@ -27,8 +28,8 @@ def cmd_screenshots(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    serve = sub.add_parser("serve", help="the Panel dashboards in one server (home at /; /lab /search /runs "
-                                         "/atlas /merge)")
+    serve = sub.add_parser("serve", help="the Panel dashboards in one server (home at /; "
+                                         + " ".join(f"/{p}" for p in SCREENSHOT_PAGES[1:]) + ")")
     serve.add_argument("--port", type=int, default=5006)
     serve.add_argument("--address", default="127.0.0.1")
     serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
@@ -40,6 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "has none (about 1.5 min), and saves PAGE.png for every page.")
     shots.add_argument("--out", default="docs/screenshots", help="folder for the PNGs (default: docs/screenshots)")
     shots.add_argument("--runs", default=None, help="run store to show (default: sample runs in a temporary folder)")
-    shots.add_argument("--pages", nargs="+", choices=["home", "lab", "search", "runs", "atlas", "merge"],
+    shots.add_argument("--pages", nargs="+", choices=SCREENSHOT_PAGES,
                        help="only these pages (default: all)")
     shots.set_defaults(func=cmd_screenshots)

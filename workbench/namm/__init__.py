@@ -9,7 +9,8 @@
 
 Modules, one idea each: features (STFT, EMA, running statistics, age embedding), scorer (BAM and θ's layout),
 select (equal-N selection), policy (the hook and NAMM), baselines (full, recent window + sinks, H2O), cache (the
-evicting transformers Cache and its hooks), driver (chunked forward and greedy decoding).
+evicting transformers Cache and its hooks), driver (chunked forward and greedy decoding), trace (what the explorer
+page /namm shows: every eviction step of one prompt, per layer and head).
 """
 
 from workbench.lazy import exports
@@ -25,4 +26,19 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.namm.cache": ["EvictionCache", "EvictionStep", "attached", "attention_modules", "check_model",
                              "check_n_up", "model_shape"],
     "workbench.namm.driver": ["forward", "generate", "Generation"],
+    "workbench.namm.trace": ["Trace", "TraceConfig", "LayerStep", "record_trace", "retention", "cache_sizes",
+                             "spectrogram", "ema_history", "score_table", "text_tokens", "text_html",
+                             "agreement_sweep", "explorer_model", "make_policy", "random_theta", "read_results",
+                             "load_saved_policy"],
+    # tasks, training runs, policy files, kvpress (workbench.namm.press imports kvpress: not exported here), bench
+    "workbench.namm.tasks": ["make_examples", "make_example", "score_answer", "check_task_names", "Example",
+                             "TASKS"],
+    "workbench.namm.evaluate": ["evaluate", "compare", "answer", "budget_policy", "kept_fraction", "Method",
+                                "Result"],
+    "workbench.namm.models": ["load_eager_model", "load_tokenizer", "check_model_source", "tiny_llama"],
+    "workbench.namm.saved": ["save_policy", "load_policy", "load_run_policy", "run_policy_file", "SavedPolicy"],
+    "workbench.namm.train": ["NAMMTrainConfig"],
+    "workbench.namm.run": ["train_namm"],
+    "workbench.namm.oneshot": ["replay", "install_layer_masks"],
+    "workbench.namm.bench": ["bench_namm", "BenchConfig"],
 })
