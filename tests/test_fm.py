@@ -15,11 +15,16 @@ def _renders(substrates, n=4):
     return sub.render(sub.step(sub.init(params, seed=1), params, 20), params, 224)
 
 
-def test_pixels_is_8x8_average_pooling(substrates):
+def test_pixels_is_the_references_8x8_block_pooling(substrates):
     frames = _renders(substrates)
     z = load_fm("pixels").embed_images(frames)
-    pooled = frames.reshape(len(frames), 8, 28, 8, 28, 3).mean(axis=(2, 4)).reshape(len(frames), -1)
-    np.testing.assert_allclose(z, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-6)
+    # the reference: (img − ImageNet mean)/std, "1 C (H h) (W w) -> (C H W) (h w)" with h = w = 8, mean, L2
+    x = (frames - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    pooled = x.reshape(len(frames), 28, 8, 28, 8, 3).mean(axis=(2, 4)).transpose(0, 3, 1, 2).reshape(len(frames), -1)
+    assert z.shape == (len(frames), 2352)
+    np.testing.assert_allclose(z, pooled / np.linalg.norm(pooled, axis=1, keepdims=True), atol=1e-5)
+    black = load_fm("pixels").embed_images(np.zeros((1, 224, 224, 3), np.float32))
+    assert np.isfinite(black).all() and abs(np.linalg.norm(black) - 1) < 1e-5  # not the zero vector
     np.testing.assert_allclose(load_fm("pixels").embed_images((frames * 255).round().astype(np.uint8)), z, atol=1e-2)
 
 

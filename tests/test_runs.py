@@ -171,7 +171,7 @@ def test_illumination_from_the_cli(tmp_path, capsys, algorithm):
     run = RunStore(runs).open(result["id"])
     assert result["status"] == "done" and (run.path / "atlas.png").exists()
     population = run.read_table("population").to_pylist()
-    assert len(population) >= 4 and len(population[0]["theta"]) == 193 and len(population[0]["embedding"]) == 192
+    assert len(population) >= 4 and len(population[0]["theta"]) == 193 and len(population[0]["embedding"]) == 2352
     if algorithm == "ga":
         assert len(population) == 12
     atlas = np.asarray(Image.open(run.path / "atlas.png"))

