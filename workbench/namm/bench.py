@@ -129,7 +129,7 @@ def _scores(cfg: BenchConfig, model, tokenizer, saved, log) -> dict:
     from workbench.namm.tasks import make_examples
 
     examples = {t: make_examples(t, tokenizer, cfg.n, cfg.length, cfg.seed, "test") for t in cfg.tasks}
-    rows, budgets = [], list(cfg.budgets)
+    rows, budgets, own = [], list(cfg.budgets), None
     if saved is not None:
         rows += compare(model, tokenizer, examples, [Method("namm", make=lambda: saved.build(model.config))],
                         n_up=cfg.n_up, max_new_tokens=cfg.max_new_tokens, log=log)
@@ -139,19 +139,19 @@ def _scores(cfg: BenchConfig, model, tokenizer, saved, log) -> dict:
     rows += compare(model, tokenizer, examples, todo, n_up=cfg.n_up, max_new_tokens=cfg.max_new_tokens, log=log)
     press_rows, presses = _peer(cfg, examples, budgets, log) if cfg.presses else ([], {"skipped": "no presses"})
     rows += press_rows
-    return {"rows": rows, "budgets": budgets, "presses": presses, "summary": _summary(rows, saved is not None)}
+    return {"rows": rows, "budgets": budgets, "presses": presses, "summary": _summary(rows, own)}
 
 
-def _summary(rows: list[dict], with_namm: bool) -> dict:
-    """Per task: NAMM, the full cache, and the best baseline and press at NAMM's own kept fraction."""
-    if not with_namm:
+def _summary(rows: list[dict], own: float | None) -> dict:
+    """Per task: NAMM, the full cache, and the best baseline and press at NAMM's own kept fraction (`own`, the
+    budget the other methods ran at: NAMM's mean over the tasks)."""
+    if own is None:
         return {}
     out = {}
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
         namm = next(r for r in mine if r["method"] == "namm")
         full = next(r for r in mine if r["method"] == "full")
-        own = round(namm["kept"], 3)
         same = [r for r in mine if r["budget"] is not None and abs(r["budget"] - own) < 1e-9]
         base = max((r for r in same if r["method"] in ("recent", "h2o")), key=lambda r: r["score"], default=None)
         press = max((r for r in same if r["method"] not in ("recent", "h2o")), key=lambda r: r["score"], default=None)
