@@ -8,7 +8,7 @@ DEMO_ITERS ?= 12
 MERGE_ITERS ?= 8
 PORT   ?= 5006
 
-.PHONY: install demo test test-deps lint bench screenshots clean smollm2-expert
+.PHONY: install demo test test-deps lint bench screenshots clean smollm2-expert kvpress-peer
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,8 +33,21 @@ test-deps:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) test-deps lint
+test: $(STAMP) test-deps lint kvpress-peer
 	$(PY) -m pytest -q --nbmake tests notebooks
+
+# kvpress, the NAMM bench's outside peer, pins transformers < 5.3 (it hooks attention through the keyword 5.3
+# renamed); the workbench runs 5.24. So it gets a virtualenv of its own inside .venv: kvpress + transformers 5.2
+# and their few pins (~230 MB), everything else (torch included) shared with .venv through a .pth file that adds
+# .venv's site-packages after its own. Optional: without it `bench namm` leaves the presses out and says so.
+PEER := $(VENV)/kvpress-peer
+kvpress-peer: $(PEER)/.installed
+$(PEER)/.installed: $(STAMP)
+	@python3 -m venv $(PEER) && \
+	  $(PY) -c "import site; print(f\"import site; site.addsitedir('{site.getsitepackages()[0]}')\")" \
+	    > "$$($(PEER)/bin/python -c 'import site; print(site.getsitepackages()[0])')/workbench-venv.pth" && \
+	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' && touch $@ \
+	  || echo "kvpress peer not installed (no registry?): bench namm runs without the presses"
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
 # stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
@@ -48,6 +61,14 @@ demo: $(STAMP)
 	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
+	# Transformer²: a partly competent generalist (about 30 s), two SVF experts, and few-shot CEM mixing of them
+	# for brackets, which has no expert (the /experts page opens these)
+	test -f data/zoo/generalist/config.json || $(VENV)/bin/workbench experts generalist --zoo data/zoo --quiet
+	ids=""; for t in sort reverse; do \
+	  ids="$$ids $$($(VENV)/bin/workbench experts train --model data/zoo/generalist --task $$t --iters 100 --batch 32 \
+	    --runs $(RUNS) --quiet | $(PY) -c 'import json, sys; print(json.load(sys.stdin)["id"])')" || exit 1; done; \
+	  $(VENV)/bin/workbench experts adapt --model data/zoo/generalist --experts $$ids --target brackets --shots 3 5 \
+	    --runs $(RUNS) --quiet >/dev/null
 	$(VENV)/bin/workbench runs list --runs $(RUNS)
 	$(VENV)/bin/workbench render lenia --steps 256 --every 2 --out $(OUT)/lenia.mp4
 	@echo "run folders (atlas.png, metrics, population) in $(RUNS)/; a video in $(OUT)/; a live window: $(VENV)/bin/workbench view lenia"

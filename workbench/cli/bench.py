@@ -12,7 +12,7 @@ def cmd_bench(args) -> int:
     from workbench import bench
 
     if args.target == "substrates":
-        result = bench.bench_substrates(args.substrates or ("lenia", "boids", "plife"), min_time=args.min_time)
+        result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time)
     elif args.target == "fm":
         result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
     elif args.target == "dashboards":
@@ -29,6 +29,25 @@ def cmd_bench(args) -> int:
 
         result = bench_experts(args.zoo, tuple(args.models), steps=args.steps, repeats=args.repeats,
                                threads=args.threads)
+    elif args.target == "namm":
+        from workbench.namm.bench import BenchConfig, bench_namm
+
+        policy = args.policy
+        if args.run:
+            from workbench.namm.saved import run_policy_file
+
+            policy = str(run_policy_file(args.runs, args.run))
+        result = bench_namm(BenchConfig(
+            model=args.model, tasks=args.tasks, policy=policy, budgets=args.budgets, presses=args.presses, n=args.n,
+            length=args.length, n_up=args.n_up, seed=args.seed, threads=args.threads, speed_length=args.speed_length,
+            decode_tokens=args.decode_tokens, pop=args.pop, cma_prompts=args.cma_prompts,
+            time_full_cma=args.time_full_cma, sections=args.sections), log=None if args.quiet else err.print)
+        if args.out:
+            from pathlib import Path
+
+            from workbench.atomic import atomic_write
+
+            atomic_write(Path(args.out), lambda p: p.write_text(json.dumps(result)))
     elif args.target == "gpu":
         from workbench.bench_gpu import SECTIONS, bench_gpu
 
@@ -98,6 +117,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     xb.add_argument("--repeats", type=int, default=3, help="best of N token-rate timings (default: 3)")
     xb.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     xb.set_defaults(func=cmd_bench)
+
+    nb = bench_sub.add_parser("namm", help="NAMM: task score vs kept-cache fraction (NAMM, full, recent, H2O, kvpress "
+                                           "presses), prefill/decode tokens/s, s per CMA-ES generation")
+    nb.add_argument("--json", action="store_true", help="one JSON line")
+    nb.add_argument("--model", default="smollm2", help="'smollm2' (default), a .gguf file or a model folder")
+    nb.add_argument("--tasks", nargs="+", default=["passkey", "kv"], help="default: passkey kv")
+    nb.add_argument("--policy", help="a trained policy file (policy.safetensors); without one: no NAMM rows")
+    nb.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
+    nb.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
+    nb.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
+                    help="kept fractions for the baselines and presses (NAMM's own is added)")
+    nb.add_argument("--presses", nargs="*", default=["streamingllm", "snapkv", "tova", "observed", "knorm"],
+                    help="kvpress presses (default: streamingllm snapkv tova observed knorm; none: no kvpress)")
+    nb.add_argument("--n", type=int, default=8, help="test prompts per task (default: 8)")
+    nb.add_argument("--length", type=int, default=512, help="prompt tokens (default: 512)")
+    nb.add_argument("--n-up", type=int, help="default: the policy's, else 64")
+    nb.add_argument("--seed", type=int, default=0)
+    nb.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; 2 threads on a shared 2-core "
+                                                         "VM ran 5-10x slower)")
+    nb.add_argument("--speed-length", type=int, default=1024, help="prompt tokens of the speed test (default: 1024)")
+    nb.add_argument("--decode-tokens", type=int, default=32, help="decoded tokens of the speed test (default: 32)")
+    nb.add_argument("--pop", type=int, default=8, help="population of the timed CMA-ES generation (default: 8)")
+    nb.add_argument("--cma-prompts", type=int, default=2, help="prompts per candidate, timed generation (default: 2)")
+    nb.add_argument("--time-full-cma", action="store_true", help="also time full-covariance CMA-ES (minutes)")
+    nb.add_argument("--sections", nargs="+", default=["scores", "speed", "cma"], help="default: scores speed cma")
+    nb.add_argument("--out", help="also write the JSON to this file (atomically)")
+    nb.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")
+    nb.set_defaults(func=cmd_bench)
 
     gpu = bench_sub.add_parser("gpu", help="the GPU conformance check and benchmark in one run (needs CUDA)")
     gpu.add_argument("--json", action="store_true", help="one JSON line")
