@@ -100,7 +100,7 @@ def test_overrides_change_the_defaults():
 
 def test_unknown_substrate_lists_the_choices():
     with pytest.raises(ValueError, match="lenia, boids, plife"):
-        make_substrate("gol")
+        make_substrate("gameoflife")
     with pytest.raises(ValueError, match="settings are"):
         make_substrate("boids", n_boids=3)
 

@@ -233,7 +233,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "kept as expert.safetensors.")
     # settings default to None (then ExpertRunConfig's defaults apply), so that --resume can tell given flags
     tr.add_argument("--model", help="'smollm2', a .gguf file or a model folder (e.g. data/zoo/base)")
-    tr.add_argument("--task", choices=[*TASKS, "classify"], help="the task (classify: the dispatcher expert)")
+    tr.add_argument("--task", choices=[*TASKS, "classify", "larger"],
+                    help="the task (classify: the dispatcher expert; larger: for chat models such as smollm2)")
     tr.add_argument("--adapter", choices=["svf", "lora"], help="svf (default) or lora (peft, the same matrices)")
     tr.add_argument("--rank", type=int, help="LoRA rank (default: 4)")
     tr.add_argument("--iters", type=int, help="REINFORCE steps (default: 100)")

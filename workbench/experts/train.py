@@ -47,6 +47,7 @@ from workbench.checkpoint import rng_from_state, rng_state
 from workbench.experts.model import SVFModel
 from workbench.experts.reinforce import kl_ref, mean_token_logprobs, reinforce_loss, sequence_logprobs
 from workbench.experts.svf import INIT_NOISE, INIT_VALUE
+from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS, LARGER
 
 #: A reward function: (examples (prompt, answer), generated texts) -> one finite reward per example.
 Reward = Callable[[list[tuple[str, str]], list[str]], Sequence[float]]
@@ -98,6 +99,7 @@ INSTRUCTIONS = {
     "brackets": "Close the brackets left open after b:, innermost first; answer with them only (b:([= gives ]).",
     "classify": "Name the task of this puzzle with one word: add, reverse, sort, recall or brackets.",
 }
+INSTRUCTIONS.update(CHAT_INSTRUCTIONS)  # the chat-only tasks (workbench.lm.chat_tasks: larger)
 
 
 CHAT_SHOTS = 3  # demonstrations in the chat format (fixed per task, from its training half)
@@ -215,11 +217,12 @@ def _stream(seed: int, task: str, purpose: str) -> np.random.Generator:
 
 
 def check_expert_task(task: str) -> str:
-    """A task an expert can be trained on: one of the zoo's TASKS or "classify" (the dispatcher), else one error."""
+    """A task an expert can be trained on: one of the zoo's TASKS, "classify" (the dispatcher) or "larger" (for
+    chat models: workbench.lm.chat_tasks), else one error."""
     from workbench.lm.tasks import CLASSIFY, TASKS
 
-    if task not in (*TASKS, CLASSIFY):
-        raise ValueError(f"unknown task {task!r}; choose from {', '.join((*TASKS, CLASSIFY))}")
+    if task not in (*TASKS, CLASSIFY, LARGER):
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join((*TASKS, CLASSIFY, LARGER))}")
     return task
 
 

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.lm.chat_tasks import LARGER, LARGER_BUDGET, sample_larger
+
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
 SYMBOLS = "+-=:?()[]{}"
@@ -158,6 +160,8 @@ CLASSIFY = "classify"
 CLASSIFY_PREFIX = "t:"
 #: Tasks outside the zoo: the task classifier (its answers are the names of TASKS; budget: "brackets" + eos).
 EXTRA_TASKS: dict[str, Task] = {CLASSIFY: Task(CLASSIFY, _classify, max(map(len, TASKS)) + 1)}
+#: Tasks for chat models only (workbench.lm.chat_tasks: SmolLM2's SVF expert); appended, so _IDS keep their values.
+EXTRA_TASKS[LARGER] = Task(LARGER, sample_larger, LARGER_BUDGET)
 _IDS = {name: i for i, name in enumerate({**PRETRAIN_TASKS, **EXTRA_TASKS})}  # appended: old ids unchanged
 
 
