@@ -720,37 +720,15 @@ def curve_plot(table: pd.DataFrame, kind: str):
                                 mpl={"legend_position": "right"}))
 
 
-class _bar_values:  # noqa: N801 - a hook for both backends; a class so that HoloViews can compare it
-    """Writes each bar's value above its whisker, so that a small difference reads as small."""
-
-    def __init__(self, names: tuple[str, ...], means: tuple[float, ...], stds: tuple[float, ...]):
-        self.names, self.means, self.stds = names, means, stds
-
-    def __call__(self, plot, element) -> None:
-        texts = [f"{m:.2f}" for m in self.means]
-        tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
-        if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
-            for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
-                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=5)
-        else:
-            plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
-                            text_baseline="bottom", text_color="#333333")
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _bar_values) and (other.names, other.means, other.stds) == (
-            self.names, self.means, self.stds)
-
-    def __hash__(self) -> int:
-        return hash(("bar-values", self.names, self.means, self.stds))
-
-
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):
     """Bars of `mean` over the categories in `key`, whiskers ± std when any group has several runs, values
     written above. The y axis always starts at 0 (small gains must not look large)."""
     hv = _hv()
     part = part.fillna({"mean": 0.0, "std": 0.0})
-    values = _bar_values(tuple(part[key]), tuple(float(v) for v in part["mean"]),
-                         tuple(float(v) for v in part["std"]))
+    from workbench.figures import BarValues
+
+    values = BarValues(tuple(part[key]), tuple(float(v) for v in part["mean"]),
+                       tuple(float(v) for v in part["std"]))
     bars = _style(hv.Bars(part, key, ["mean", "std", "n"]), color=ACCENT,
                   bokeh={"tools": ["hover"], "xrotation": 35}, mpl={"xrotation": 40})
     layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[values], backend="matplotlib")]
@@ -948,24 +926,15 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+    from workbench.dashboards.shell import no_runs_page, off_loop, run_alert, section, shell
 
     _hv()
     model = ExpertsModel(runs_dir=runs_dir)
-    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
-    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
-    if arg:
-        try:
-            model.choose(arg)
-        except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+    alert = run_alert(model, run)
     if model.run_id is None:
-        note = placeholder(f"No experts or adapt run in {runs_dir} yet: `workbench experts train --model … --task … "
-                           f"--runs {runs_dir}` makes one.", 640, 200)
-        # the sidebar still says what to do, so the page looks like its siblings
-        hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
-                                sizing_mode="stretch_width")
-        return shell("experts", [alert, note], [hint], standalone=standalone)
+        return no_runs_page("experts", alert, f"No experts or adapt run in {runs_dir} yet: `workbench experts train "
+                                              f"--model … --task … --runs {runs_dir}` makes one.",
+                            standalone=standalone)
     picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")

@@ -142,25 +142,15 @@ class MergeModel(param.Parameterized):
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,
                standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+    from workbench.dashboards.shell import no_runs_page, off_loop, run_alert, section, shell
     from workbench.figures import holoviews
 
     holoviews()
     model = MergeModel(runs_dir=runs_dir)
-    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
-    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
-    if arg:
-        try:
-            model.choose(arg)
-        except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+    alert = run_alert(model, run)
     if model.run_id is None:
-        note = placeholder(f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … --runs {runs_dir}` "
-                           f"makes one.", 640, 200)
-        # the sidebar still says what to do, so the page looks like its siblings
-        hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
-                                sizing_mode="stretch_width")
-        return shell("merge", [alert, note], [hint], standalone=standalone)
+        return no_runs_page("merge", alert, f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … "
+                                            f"--runs {runs_dir}` makes one.", standalone=standalone)
     picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")

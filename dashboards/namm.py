@@ -428,18 +428,12 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
 
 
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
-    from workbench.dashboards.shell import PageThread, off_loop, section, shell
+    from workbench.dashboards.shell import PageThread, off_loop, run_alert, section, shell
 
     hv = _hv()
     model = NAMMExplorer(runs_dir=runs_dir)
     page_thread = PageThread()
-    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
-    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
-    if arg:
-        try:
-            model.choose(arg)
-        except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+    alert = run_alert(model, run)
 
     # --- sidebar: what to run
     w = pn.widgets

@@ -978,30 +978,6 @@ class _bar_colours:  # noqa: N801 - a matplotlib hook; a class so that HoloViews
         return hash(("bar-colours", self.colours))
 
 
-class _bar_values:  # noqa: N801 - a hook for both backends (Labels on a categorical axis break matplotlib's)
-    """Writes each bar's value above it (above its whisker), so that a small difference reads as small."""
-
-    def __init__(self, names: tuple[str, ...], means: tuple[float, ...], stds: tuple[float, ...]):
-        self.names, self.means, self.stds = names, means, stds
-
-    def __call__(self, plot, element) -> None:
-        texts = [f"{m:.2f}" for m in self.means]
-        tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
-        if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
-            for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
-                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=5)
-        else:
-            plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
-                            text_baseline="bottom", text_color="#333333")
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, _bar_values) and (other.names, other.means, other.stds) == (
-            self.names, self.means, self.stds)
-
-    def __hash__(self) -> int:
-        return hash(("bar-values", self.names, self.means, self.stds))
-
-
 def baselines_plot(table: pd.DataFrame, spread: bool):
     """Test accuracy per task: CycleQD's best model and one-model pick, the seed expert, the base and the
     baselines; with several runs the bars are means and the whiskers ± one standard deviation over seeds."""
@@ -1016,8 +992,10 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
         bars = _style(hv.Bars(part, "name", ["mean", "std", "n"]),
                       bokeh={"tools": ["hover"], "xrotation": 35, "color": hv.dim("name").categorize(palette)},
                       mpl={"xrotation": 40})
-        values = _bar_values(tuple(part["name"]), tuple(float(v) for v in part["mean"]),
-                             tuple(float(v) for v in part["std"]))
+        from workbench.figures import BarValues
+
+        values = BarValues(tuple(part["name"]), tuple(float(v) for v in part["mean"]),
+                           tuple(float(v) for v in part["std"]))
         layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[_bar_colours(colours), values],
                                                                   backend="matplotlib")]
         if spread:

@@ -101,7 +101,7 @@ class RunsModel(param.Parameterized):
             subtitle = f"FM {row.get('fm')}" + (f" · {algorithm}" if algorithm else "")
         return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
                 "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
-                "best": best_text(row), "created": str(row.get("created") or "").replace("T", " "),
+                "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
                 "thumbnail": self.thumbnail(row["id"], kind),
                 "links": open_links(kind, row["id"], row.get("algorithm")),
                 "resume_command": row.get("resume_command")}

@@ -150,6 +150,27 @@ def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
     return pn.pane.HTML(f'<div style="{box}">{html.escape(text)}</div>', width=width, height=height, margin=(5, 10))
 
 
+def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
+    """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
+    why when the run could not be opened (an unknown id, a run of another kind), else hidden."""
+    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
+    if arg:
+        try:
+            model.choose(arg)
+        except ValueError as exc:
+            alert.param.update(object=str(exc), visible=True)
+    return alert
+
+
+def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = False):
+    """A run explorer's page while its folder holds no run of its kinds: the note `text` (the command that
+    makes one) and a sidebar that says what to do, so the page looks like its siblings."""
+    hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
+                            sizing_mode="stretch_width")
+    return shell(slug, [alert, placeholder(text, 640, 200)], [hint], standalone=standalone)
+
+
 class PageThread:
     """Calls into a page's Bokeh document from any thread. Raw Bokeh models may only change on the
     server's event loop while the document is locked; work that runs on a worker thread hands its

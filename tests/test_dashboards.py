@@ -377,16 +377,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, runs):
-    log = tmp_path_factory.mktemp("server") / "serve.log"
+@contextlib.contextmanager
+def serving(runs_dir: str, log: Path):
+    """`workbench serve` over runs_dir on a free port, its output in log; yields the url once /liveness answers."""
     port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
-                                 runs["dir"]], stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
+                                stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
-    SERVED[url] = {"runs": runs["dir"], "log": log, "ids": runs}
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -397,9 +396,19 @@ def server(tmp_path_factory, runs):
     else:
         proc.kill()
         pytest.fail(f"workbench serve did not come up: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, runs):
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    with serving(runs["dir"], log) as url:
+        SERVED[url] = {"runs": runs["dir"], "log": log, "ids": runs}
+        yield url
 
 
 @pytest.fixture(scope="module")

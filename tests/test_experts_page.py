@@ -4,18 +4,13 @@ view exported as a paper figure, the shell registry and the Runs gallery links, 
 Chromium, offline."""
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label
 from workbench.runs import RunStore
@@ -225,24 +220,8 @@ def test_the_page_is_registered_and_the_runs_gallery_links_here(ex):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, ex):
     log = tmp_path_factory.mktemp("expertsserver") / "serve.log"
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", ex["dir"]],
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(ex["dir"], log) as url:
+        yield url
     text = log.read_text()
     assert "Traceback" not in text, text[-4000:]
 

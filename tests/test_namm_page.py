@@ -3,18 +3,14 @@ log and the policy's own features, baselines, the score-vs-cache sweep, result f
 paper exports, and the served page in Debian's Chromium, offline — all on the tiny random Llama."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.namm import VIEWS, NAMMExplorer
 from workbench.namm import trace as tr
@@ -214,25 +210,8 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, namm_run):
     log = tmp_path_factory.mktemp("nammserver") / "serve.log"
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
-                                 namm_run["dir"]], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(namm_run["dir"], log) as url:
+        yield url
     text = log.read_text()
     assert "Traceback" not in text, text[-4000:]
 

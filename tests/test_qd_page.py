@@ -3,7 +3,6 @@ zoo, a second seed of it, a MAP-Elites illumination), the archive-map and pyribs
 play-a-member hook, and the served page in Debian's Chromium, offline."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboards import _browse, _free_port, browser  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source
 from workbench.runs import RunStore
@@ -300,24 +299,8 @@ def test_the_page_is_registered_in_the_shell():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, qd):
     log = tmp_path_factory.mktemp("qdserver") / "serve.log"
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", qd["dir"]],
-                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(qd["dir"], log) as url:
+        yield url
     text = log.read_text()
     assert "Traceback" not in text, text[-4000:]
 

@@ -2,16 +2,13 @@
 Particle Lenia sliders, σ-mutation of network weights), the Search page's choices, the Atlas of a non-Lenia
 illumination, the viewer's and `workbench render`'s default θ, and the Lab in Chromium with the GoL checkboxes."""
 
-import os
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
 from PIL import Image
-from test_dashboards import _browse, _free_port, _wait_for_model, browser  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, _free_port, _wait_for_model, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.lab import EDITORS, LabModel, param_editor
 from workbench.simulations import SUBSTRATES, make_substrate
@@ -221,25 +218,8 @@ def test_render_gol_plays_conway_by_default(tmp_path):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, runs):
     log = tmp_path_factory.mktemp("server") / "serve.log"
-    port = _free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
-                                 runs["dir"]], stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"workbench serve did not come up: {log.read_text()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(runs["dir"], log) as url:
+        yield url
 
 
 def test_lab_plays_a_game_of_life_run_and_its_rule_checkboxes_in_chromium(served, runs, browser, request):  # noqa: F811

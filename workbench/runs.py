@@ -413,6 +413,13 @@ def catalog_row(info: dict, root: str | Path) -> dict:
             "resume_command": resume_command(info, root), "command": info.get("command")}
 
 
+def _now_ms() -> str:
+    """Local time as ISO 8601 with milliseconds (2026-11-30T22:40:53.123): sorts as text in time order, and
+    after the second-resolution stamps of older runs made in the same second."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
 class RunStore:
     """A folder of runs and the DuckDB catalog over them."""
 
@@ -441,7 +448,9 @@ class RunStore:
             "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
             "status": "running", "iterations": 0, "best_loss": None, "metric": metric, "better": METRICS[metric],
             "config": config, "command": command, "versions": package_versions(), "machine": platform.machine(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
+            # test) must still come out in the order they were made, not in their ids' alphabetical order
+            "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **heartbeat()})
         return run
 

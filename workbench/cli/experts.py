@@ -180,8 +180,8 @@ def cmd_eval(args) -> int:
                          "expert, or one per expert per matrix), or give one expert")
     from workbench.experts.adapt import Scorer
     from workbench.experts.model import SVFModel
-    from workbench.experts.run import torch_threads
     from workbench.lm.models import load_model
+    from workbench.threads import torch_threads
 
     with torch_threads(args.threads):
         net, tok = load_model(args.model, device=device)

@@ -116,7 +116,7 @@ def cmd_eval(args) -> int:
     from workbench.namm.evaluate import Method, compare
     from workbench.namm.models import load_eager_model
     from workbench.namm.tasks import make_examples
-    from workbench.namm.train import torch_threads
+    from workbench.threads import torch_threads
 
     net, tokenizer = load_eager_model(model, device=device)
     examples = {t: make_examples(t, tokenizer, args.n, length, args.seed, "test") for t in tasks}

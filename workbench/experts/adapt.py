@@ -361,7 +361,7 @@ def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *
     unreadable experts, an expert of the target, experts of another model, a run of another kind) comes before
     a run folder is created."""
     import workbench.experts.cem  # noqa: F401 - registers CEM, which the checkpoint holds between generations
-    from workbench.experts.run import torch_threads
+    from workbench.threads import torch_threads
 
     state = None
     if resume is not None:

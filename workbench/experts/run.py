@@ -27,7 +27,6 @@ run's own.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.threads import torch_threads
 
 KIND = "experts"
 METRIC = "val_accuracy"
@@ -110,19 +110,6 @@ class ExpertRunConfig:
         return TrainConfig(lr=self.lr, kl_coeff=self.kl_coeff, batch_size=self.batch, micro_batch=self.micro_batch,
                            rollout_batch=self.rollout_batch, val_n=self.val_n, log_kl=True,
                            prompt_format=self.prompt_format)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_model(model: str) -> None:

@@ -206,7 +206,7 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
             return pre, time.perf_counter() - start, kept_fraction(cache, ids.shape[1] + cfg.decode_tokens)
         return run
 
-    from workbench.namm.train import torch_threads
+    from workbench.threads import torch_threads
 
     with torch_threads(cfg.threads):
         for name, fn in (("dynamic_cache", plain), ("evicting_full", evicting(FullCache())),
@@ -227,7 +227,8 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
     from workbench.namm.evaluate import evaluate
     from workbench.namm.policy import NAMMPolicy
     from workbench.namm.tasks import make_examples
-    from workbench.namm.train import NAMMTrainConfig, new_search, torch_threads
+    from workbench.namm.train import NAMMTrainConfig, new_search
+    from workbench.threads import torch_threads
 
     exs = make_examples(cfg.tasks[0], tokenizer, cfg.cma_prompts, cfg.length, cfg.seed, "train")
     shape = model_shape(model.config)
@@ -259,7 +260,7 @@ def bench_namm(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> di
     from workbench.namm.models import load_eager_model
     from workbench.namm.policy import NAMMPolicy
     from workbench.namm.scorer import N_PARAMS
-    from workbench.namm.train import torch_threads
+    from workbench.threads import torch_threads
 
     model, tokenizer = load_eager_model(cfg.model, device="cpu")
     result = {"config": asdict(cfg), "policy": saved and {k: saved.meta.get(k) for k in

@@ -29,7 +29,6 @@ so a population evaluated on Dask workers (chunks of `chunk`) gives exactly the 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from dataclasses import asdict, dataclass, field
@@ -40,6 +39,7 @@ from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
 from workbench.namm.tasks import check_task_names
+from workbench.threads import torch_threads
 
 CMA_VARIANTS = ("sep", "full")
 SIGMA0 = 0.065
@@ -202,19 +202,6 @@ class Context:
         from workbench.namm.policy import NAMMPolicy
 
         return NAMMPolicy(theta, *self.shape(), stats=stats, strict=self.cfg.variant == "strict")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @functools.lru_cache(maxsize=2)

@@ -156,7 +156,7 @@ def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict]) -> None:
     """Final files of a run: the pyribs archives, then baselines.json and scores.json (test prompts)."""
     from workbench.lm.zoo import multitask_budget
     from workbench.qd.pyribs import write_pyribs
-    from workbench.qd.run import torch_threads
+    from workbench.threads import torch_threads
 
     write_pyribs(run.path / "pyribs", qd.archives, {r["id"]: r["scores"] for r in qd.records})
     sets = test_sets(ctx)

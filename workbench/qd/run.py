@@ -39,7 +39,6 @@ way. Run folder (kind "qd"):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -55,6 +54,7 @@ import numpy as np
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.threads import torch_threads
 
 KIND = "qd"
 METRIC = "qd_score"
@@ -223,19 +223,6 @@ def check_inputs(cfg: QDRunConfig) -> None:
 
 
 # --- evaluation, in this process or on a Dask worker ------------------------------------------------------------
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run the block with n torch threads (then restore the process's setting)."""
-    import torch
-
-    was = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(was)
-
 
 class Context:
     """What building and scoring children needs, made once per process (Dask workers keep theirs): the base,
