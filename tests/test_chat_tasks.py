@@ -53,3 +53,38 @@ def test_cli_offers_larger():
     out = subprocess.run([sys.executable, "-m", "workbench", "experts", "train", "--task", "largest"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "'larger'" in out.stderr
+
+
+def test_larger_needs_the_chat_format():
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.run import ExpertRunConfig
+
+    with pytest.raises(ValueError, match="--prompt-format chat"):
+        ExpertRunConfig(model="smollm2", task=LARGER)
+    assert ExpertRunConfig(model="smollm2", task=LARGER, prompt_format="chat").task == LARGER
+    for kwargs in ({"tasks": [LARGER, "sort"]}, {"target": LARGER}):
+        with pytest.raises(ValueError, match="--prompt-format chat"):
+            AdaptConfig(model="smollm2", experts=["e.safetensors"], **kwargs)
+        assert AdaptConfig(model="smollm2", experts=["e.safetensors"], prompt_format="chat", **kwargs)
+
+
+def test_prompt_dispatch_names_the_mixed_sets_tasks():
+    from workbench.experts.adapt import OTHER, instruction_prompt, parse_label
+
+    text = instruction_prompt("37 85", [LARGER, "sort"])
+    head, *examples, last = text.splitlines()
+    assert head == "Name the task of each puzzle (larger, sort)."
+    assert [e.rsplit(" -> ", 1)[1] for e in examples] == [LARGER, "sort"] and last == "37 85 ->"
+    assert examples[0].split(" -> ")[0].count(" ") == 1  # a larger prompt: two numbers
+    assert "larger" not in instruction_prompt("s:cab=")  # default: the zoo's tasks
+    assert parse_label(" larger.", [LARGER, "sort"]) == LARGER
+    assert parse_label("larger", None) == OTHER and parse_label("sort, since", None) == "sort"
+
+
+def test_cli_adapt_offers_larger_only_with_the_chat_format(tmp_path):
+    (tmp_path / "e.safetensors").write_bytes(b"")  # refused for its settings before the file is read
+    out = subprocess.run([sys.executable, "-m", "workbench", "experts", "adapt", "--model", "smollm2", "--experts",
+                          str(tmp_path / "e.safetensors"), "--tasks", "larger", "sort", "--runs", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "--prompt-format chat" in out.stderr and "invalid choice" not in out.stderr

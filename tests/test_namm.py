@@ -290,6 +290,17 @@ def test_numpy_select_agrees_on_random_scores():
     np.testing.assert_array_equal(k.numpy(), want_k)
 
 
+
+def test_capped_selection_keeps_the_best_qualifying_tokens():
+    scores = torch.tensor([[5.0, 0.5, -1.0, 2.0, 0.2, -3.0],
+                           [9.0, -0.1, -2.0, -0.5, -4.0, -1.0]])
+    retained, keep = select_tokens(scores, max_n=3)
+    assert retained.tolist()[0] == [0, 3, 5]  # 5.0, 2.0 and the newest; 0.5 and 0.2 qualify but lose to the cap
+    assert keep.tolist()[0] == [True, True, True] and keep.tolist()[1] == [True, False, True]
+    assert select_tokens(scores, max_n=99)[0].tolist() == select_tokens(scores)[0].tolist()  # a loose cap: none
+    assert select_tokens(scores, max_n=0)[0].tolist() == [[5], [5]]  # at least the newest
+
+
 # ---------------------------------------------------------------- the policy
 def test_policy_matches_numpy_run_over_layers_and_updates():
     """Three updates × two layers: STFT carry, EMA with gathering, statistics pooled layer after layer and
@@ -314,6 +325,42 @@ def test_policy_matches_numpy_run_over_layers_and_updates():
     every = np.concatenate(ref.pool)
     np.testing.assert_allclose(policy.stats[0].numpy(), every.mean(0), rtol=1e-5)
     np.testing.assert_allclose(policy.stats[1].numpy(), every.var(0), rtol=1e-5)
+
+
+
+def test_capped_policy_bounds_each_layer_by_the_tokens_it_has_seen():
+    """max_kept: at most ⌈f · seen⌉ slots per layer, the best-scored of those the uncapped policy would keep; a cap
+    of 1 changes nothing; a bad fraction is one error naming --max-kept."""
+    theta = structured_theta()
+    theta[-1] += 1.0  # the score layer's bias: (nearly) every token qualifies, so the cap is what binds
+    rng = np.random.default_rng(11)
+    rows = {}
+    capped, loose, free = (NAMMPolicy(theta, 1, 2, 2, max_kept=f) for f in (0.3, 1.0, None))
+    seen, n_kept = 0, {id(p): 0 for p in (capped, loose, free)}
+    for n_new in (32, 32, 16, 48):
+        seen += n_new
+        for policy in (capped, loose, free):
+            key = (seen, n_kept[id(policy)])
+            if key not in rows:
+                rows[key] = torch.tensor(causal_rows(rng, 4, n_new, n_kept[id(policy)] + n_new), dtype=torch.float32)
+            retained = policy.update(0, rows[key])
+            n_kept[id(policy)] = retained.shape[-1]
+        assert n_kept[id(capped)] <= int(np.ceil(0.3 * seen))
+        # the capped step keeps the top of its scores among the qualifying tokens
+        last = capped.last
+        s = last.scores[0].clone()
+        s[..., -1] = float("inf")
+        for head in range(2):
+            kept = set(last.retained[0, head].tolist())
+            worst_kept = min(float(s[head, i]) for i in kept)
+            dropped = [float(s[head, i]) for i in range(s.shape[-1]) if i not in kept]
+            assert not dropped or max(dropped) <= worst_kept
+        assert loose.last.retained.tolist() == free.last.retained.tolist()
+    assert n_kept[id(free)] > int(np.ceil(0.3 * seen))  # without the cap it keeps more: the cap did bind
+    assert capped.config()["max_kept"] == 0.3 and free.config()["max_kept"] is None
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="--max-kept"):
+            NAMMPolicy(theta, 1, 2, 2, max_kept=bad)
 
 
 def test_frozen_stats_stay_and_are_used():

@@ -165,6 +165,39 @@ def _refused(capsys, argv, message, root) -> None:
     assert _snapshot(root) == before
 
 
+def test_population_on_dask_workers_equals_the_local_run(tmp_path, tiny):
+    """--workers 2: the candidates evaluated on a real LocalCluster give exactly the local run's metrics."""
+    args = ["namm", "train", "--model", str(tiny), "--gens", "2", *TRAIN]
+    procs = {"local": cli(*args, "--runs", "local", cwd=tmp_path),
+             "dask": cli(*args, "--runs", "dask", "--workers", "2", cwd=tmp_path)}
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results[name] = json.loads(out)
+    runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items()}
+    assert _rows(runs["dask"]) == _rows(runs["local"])
+    assert _rows(runs["dask"], "evaluations") == _rows(runs["local"], "evaluations")
+    assert results["dask"]["test_scores"] == results["local"]["test_scores"]
+
+
+def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
+    """--max-kept (the capped variant): every candidate's cache stays within the cap (plus the tokens after the
+    last eviction step), and the saved policy rebuilds with the same cap."""
+    from workbench.namm.run import train_namm
+    from workbench.namm.saved import load_run_policy
+    from workbench.namm.train import NAMMTrainConfig
+
+    cfg = NAMMTrainConfig(model=str(tiny), tasks=["digit"], gens=1, pop=2, n_up=32, length=160, n_prompts=6,
+                          n_test=0, max_new_tokens=4, max_kept=0.25, sigma=0.5)
+    run = train_namm(cfg, RunStore(tmp_path / "runs"))
+    saved, _ = load_run_policy(tmp_path / "runs", run.id)
+    assert saved.max_kept == 0.25 and run.info["config"]["max_kept"] == 0.25
+    assert saved.build(__import__("transformers").AutoConfig.from_pretrained(tiny)).max_kept == 0.25
+    kept = [r["kept"] for r in run.read_table("evaluations").to_pylist()]
+    assert kept and max(kept) <= 0.25 + 32 / 160  # the cap at the last step, plus at most n_up unevaluated tokens
+
+
 def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
     from transformers import MistralConfig, MistralForCausalLM
 
@@ -182,6 +215,7 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
                                                "multiple of 16, got 40", tmp_path)
     _refused(capsys, [*train, "--length", "1100"], "longer than the window of --model", tmp_path)
     _refused(capsys, [*train, "--tasks", "digit", "count", "passkey"], "--gens 1 is fewer than the 3", tmp_path)
+    _refused(capsys, [*train, "--max-kept", "1.5"], "--max-kept must be a fraction", tmp_path)
     # a model whose layers are not all full attention (Mistral with a sliding window)
     sliding = tmp_path / "sliding"
     MistralForCausalLM(MistralConfig(vocab_size=99, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -18,6 +18,7 @@ ADAPT_FIELDS = {"model": "model", "tasks": "tasks", "target": "target", "shots":
                 "seed": "seed", "test_seed": "test_seed", "threads": "threads", "prompt_format": "prompt_format"}
 # spelled out so that --help imports no torch (workbench.lm.tasks, workbench.experts.adapt / .run / .mixing)
 TASKS = ("add", "reverse", "sort", "recall", "brackets")
+CHAT_TASKS = ("larger",)  # workbench.lm.chat_tasks: for chat models (--prompt-format chat)
 STRATEGIES = ("base", "experts", "prompt", "classifier", "few-shot")
 
 
@@ -259,9 +260,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--experts", nargs="+", metavar="RUN_ID|FILE",
                     help="SVF experts: `experts train` run ids or expert files; one trained on classify is the "
                          "classification expert")
-    ad.add_argument("--tasks", nargs="+", choices=TASKS, help="tasks of the mixed test set (default: the experts' "
-                                                              "tasks and the target)")
-    ad.add_argument("--target", choices=TASKS, help="a task WITHOUT an expert, adapted to by few-shot CEM mixing")
+    ad.add_argument("--tasks", nargs="+", choices=[*TASKS, *CHAT_TASKS],
+                    help="tasks of the mixed test set (default: the experts' tasks and the target; larger: chat "
+                         "models, with --prompt-format chat)")
+    ad.add_argument("--target", choices=[*TASKS, *CHAT_TASKS],
+                    help="a task WITHOUT an expert, adapted to by few-shot CEM mixing")
     ad.add_argument("--shots", nargs="+", type=int, help="numbers of shots (default: 3 5 10 20)")
     ad.add_argument("--cem-iters", type=int, help="CEM generations per number of shots (default: 5)")
     ad.add_argument("--pop", type=int, help="CEM population (default: 32, the reference's)")

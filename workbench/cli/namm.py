@@ -17,6 +17,7 @@ from workbench.cli.common import add_device_argument, check_device, dask_client,
 TRAIN_FIELDS = {"model": "model", "tasks": "tasks", "gens": "gens", "pop": "pop", "sigma": "sigma", "cma": "cma",
                 "n_up": "n_up", "seed": "seed", "prompts": "n_prompts", "length": "length",
                 "max_new_tokens": "max_new_tokens", "variant": "variant", "memory_weight": "memory_weight",
+                "max_kept": "max_kept",
                 "n_test": "n_test", "threads": "threads", "stage_gens": "stage_gens", "chunk": "chunk"}
 # spelled out so that --help needs no torch import (tests keep them equal to the library's)
 TASK_NAMES = ("passkey", "kv", "vartrack", "count", "digit")
@@ -166,6 +167,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "
                                                         "fill slots masked")
     tr.add_argument("--memory-weight", type=float, help="fitness − w·kept fraction (default 0: the spec's fitness)")
+    tr.add_argument("--max-kept", type=float, metavar="FRACTION",
+                    help="the capped variant (beyond the paper): each layer keeps at most this fraction of the "
+                         "tokens it has seen, the best-scored of those that qualify (default: no cap)")
     tr.add_argument("--n-test", type=int, help="test prompts per task scored at the end (default: 8; 0: none)")
     tr.add_argument("--threads", type=int, help="torch threads of every evaluation (default: 1; part of the result)")
     tr.add_argument("--stage-gens", nargs="+", type=int, help="generations per stage (default: --gens split evenly)")

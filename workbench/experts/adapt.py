@@ -91,6 +91,7 @@ class AdaptConfig:
     def __post_init__(self):
         from workbench.experts.mixing import VARIANTS
         from workbench.experts.train import PROMPT_FORMATS
+        from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS
         from workbench.lm.tasks import check_tasks
 
         if self.prompt_format not in PROMPT_FORMATS:
@@ -98,9 +99,13 @@ class AdaptConfig:
         self.experts = [str(e) for e in self.experts]
         if not self.experts:
             raise ValueError("give the experts to adapt with: --experts RUN_ID|FILE …")
-        self.tasks = check_tasks(list(self.tasks))
+        self.tasks = check_tasks(list(self.tasks), tuple(CHAT_INSTRUCTIONS))
         if self.target is not None:
-            check_tasks([self.target])
+            check_tasks([self.target], tuple(CHAT_INSTRUCTIONS))
+        chat_only = [t for t in [*self.tasks, self.target] if t in CHAT_INSTRUCTIONS]
+        if chat_only and self.prompt_format != "chat":
+            raise ValueError(f"{chat_only[0]} is a task for chat models (its prompts hold spaces, which the zoo's "
+                             "vocabulary lacks): add --prompt-format chat and a chat --model such as smollm2")
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
@@ -231,21 +236,24 @@ def is_char_model(tokenizer) -> bool:
     return all(len(i) == 1 for i in ids) and len(tokenizer) <= 256
 
 
-def instruction_prompt(prompt: str) -> str:
-    """The classification prompt for subword models (SmolLM2): one example per task, then the prompt."""
+def instruction_prompt(prompt: str, tasks: list[str] | tuple[str, ...] | None = None) -> str:
+    """The classification prompt for subword models (SmolLM2): the mixed test set's task names (default: the
+    zoo's), one training example per task in their order, then the prompt."""
     from workbench.lm.tasks import TASKS, draw, stream
 
-    lines = [f"{draw(t, 1, stream(0, t, 'train'), 'train')[0][0]} -> {t}" for t in TASKS]
-    return ("Name the task of each puzzle (" + ", ".join(TASKS) + ").\n" + "\n".join(lines) + f"\n{prompt} ->")
+    names = list(tasks or TASKS)
+    lines = [f"{draw(t, 1, stream(0, t, 'train'), 'train')[0][0]} -> {t}" for t in names]
+    return ("Name the task of each puzzle (" + ", ".join(names) + ").\n" + "\n".join(lines) + f"\n{prompt} ->")
 
 
-def parse_label(text: str) -> str:
-    """The task a dispatcher named: its answer's first word if that is a task's name, else "other"."""
+def parse_label(text: str, tasks: list[str] | tuple[str, ...] | None = None) -> str:
+    """The task a dispatcher named: its answer's first word if that is a task's name (the zoo's, or one of
+    `tasks`), else "other"."""
     from workbench.lm.tasks import TASKS
 
     words = text.strip().split()
     word = words[0].strip(".,:;!\"'") if words else ""
-    return word if word in TASKS else OTHER
+    return word if word in TASKS or word in (tasks or ()) else OTHER
 
 
 class Scorer:
@@ -288,11 +296,11 @@ class Scorer:
                                       self.prompt_format)
             budget = get_task(CLASSIFY).max_new_tokens
         else:
-            queries = [(instruction_prompt(p), t) for t, p, _ in flat]
+            queries = [(instruction_prompt(p, self.tasks), t) for t, p, _ in flat]
             budget = 6
         self.svf.apply(dispatcher)
         texts = rollout(self.svf.model, self.tok, queries, budget, self.batch).texts
-        labels = [parse_label(x) for x in texts]
+        labels = [parse_label(x, self.tasks) for x in texts]
         experts = self.experts.task_experts
         right = [False] * len(flat)
         for label in dict.fromkeys(labels):

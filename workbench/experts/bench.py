@@ -116,9 +116,9 @@ def bench_experts(zoo: str = "data/zoo", models: tuple[str, ...] = ("zoo", "smol
                                       new_tokens=32, tok_batch=64, repeats=repeats, cem=True, shots=10, experts=4,
                                       pop=32)
         if "smollm2" in models:
-            # the setup of `make smollm2-expert`: brackets in the chat format, 8 prompts a step
-            out["smollm2"] = _bench_model("smollm2", "smollm2", task="brackets", batch=8, steps=max(2, steps // 2),
-                                          new_tokens=16, tok_batch=8, repeats=repeats, cem=False, shots=0, experts=0,
+            # the setup of `make smollm2-expert`: larger in the chat format, 16 prompts a step
+            out["smollm2"] = _bench_model("smollm2", "smollm2", task="larger", batch=16, steps=max(2, steps // 2),
+                                          new_tokens=16, tok_batch=16, repeats=repeats, cem=False, shots=0, experts=0,
                                           pop=0, prompt_format="chat")
         return out
     finally:

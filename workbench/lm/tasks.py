@@ -165,12 +165,14 @@ EXTRA_TASKS[LARGER] = Task(LARGER, sample_larger, LARGER_BUDGET)
 _IDS = {name: i for i, name in enumerate({**PRETRAIN_TASKS, **EXTRA_TASKS})}  # appended: old ids unchanged
 
 
-def check_tasks(names) -> list[str]:
-    """The names as a list, each one of the evaluated TASKS, else one error listing them."""
-    unknown = [t for t in names if t not in TASKS]
+def check_tasks(names, extra: tuple[str, ...] = ()) -> list[str]:
+    """The names as a list, each one of the evaluated TASKS (or of `extra`, e.g. the chat tasks), else one error
+    listing them."""
+    allowed = (*TASKS, *extra)
+    unknown = [t for t in names if t not in allowed]
     if unknown:
         raise ValueError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(TASKS)}")
+                         f"choose from {', '.join(allowed)}")
     return list(names)
 
 

@@ -23,6 +23,7 @@ Baselines (full cache, recent window + sinks, H2O) live in workbench.namm.baseli
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -179,22 +180,39 @@ def _gather_tokens(x: torch.Tensor, retained: torch.Tensor) -> torch.Tensor:
     return x.gather(2, retained[..., None].expand(-1, -1, -1, x.shape[-1]))
 
 
+def check_max_kept(max_kept: float | None) -> float | None:
+    """None (no cap) or a fraction in (0, 1], else one error naming --max-kept."""
+    if max_kept is None:
+        return None
+    value = float(max_kept)
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ValueError(f"--max-kept must be a fraction of the tokens seen in (0, 1], e.g. 0.5, got {max_kept!r}")
+    return value
+
+
 class NAMMPolicy(EvictionPolicy):
     """NAMM with the BAM scorer: features (spectrogram EMA + age) -> backward attention -> score ≥ 0 kept.
 
     theta: the 4172 BAM parameters (workbench.namm.scorer); stats: None collects the running normalisation
     statistics (merged at every update, pooled over all layers), (mean, var) freezes them (17 numbers each:
     `policy.stats` of the policy that collected them during the first evaluation). strict=True is the
-    "strict per head" variant: tokens kept only to fill N are masked out of attention."""
+    "strict per head" variant: tokens kept only to fill N are masked out of attention.
+
+    max_kept (a fraction in (0, 1], None: no cap) is the capped variant, an extension beyond the paper: at each
+    step a layer keeps at most ⌈max_kept · tokens it has seen⌉ slots, the best by score among those that
+    qualify. It bounds the cache the way a press's compression ratio does (the paper's NAMM only pays for
+    memory through training), so the learned scores can be compared with presses at one budget."""
 
     name = "namm"
 
-    def __init__(self, theta, n_layers: int, n_kv_heads: int, gqa_group: int, stats=None, *, strict: bool = False):
+    def __init__(self, theta, n_layers: int, n_kv_heads: int, gqa_group: int, stats=None, *, strict: bool = False,
+                 max_kept: float | None = None):
         self.theta = check_theta(theta).clone()
         self.params = unpack_theta(self.theta)
         self.collect = stats is None
         self.statistics = RunningStats() if stats is None else RunningStats.frozen(*stats)
         self.strict = bool(strict)
+        self.max_kept = check_max_kept(max_kept)
         super().__init__(n_layers, n_kv_heads, gqa_group)
 
     @property
@@ -210,7 +228,7 @@ class NAMMPolicy(EvictionPolicy):
         self.collect = False
 
     def config(self) -> dict:
-        return {**super().config(), "collect_stats": self.collect}
+        return {**super().config(), "collect_stats": self.collect, "max_kept": self.max_kept}
 
     def _reset_state(self) -> None:
         self._carry: dict[int, torch.Tensor] = {}  # (B, H, T, 16): last 16 attention values of every kept token
@@ -237,7 +255,8 @@ class NAMMPolicy(EvictionPolicy):
         age = positions[..., -1:] - positions
         features = torch.cat([age_embedding(age).to(attn.device), x_hat], dim=-1)
         scores = bam_scores(self.params, features, valid)
-        retained, keep_above = select_tokens(scores, valid)
+        cap = None if self.max_kept is None else math.ceil(self.max_kept * (self._seen.get(layer, 0) + n_new))
+        retained, keep_above = select_tokens(scores, valid, max_n=cap)
         self._ema[layer] = _gather_tokens(ema, retained)
         self._carry[layer] = _gather_tokens(series[..., -HOP:], retained)
         return retained, keep_above, scores, features

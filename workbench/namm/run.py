@@ -61,7 +61,8 @@ def _describe(cfg: NAMMTrainConfig) -> tuple[str, str]:
 
 def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
     return {"model": cfg.model, "n_up": cfg.n_up, "variant": cfg.variant, "tasks": cfg.tasks, "run": run.id,
-            "generation": generation, "cma": cfg.cma, "pop": cfg.pop, "seed": cfg.seed, "length": cfg.length}
+            "generation": generation, "cma": cfg.cma, "pop": cfg.pop, "seed": cfg.seed, "length": cfg.length,
+            **({} if cfg.max_kept is None else {"max_kept": cfg.max_kept})}
 
 
 def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None = None, *, client=None,

@@ -17,7 +17,8 @@ final policy; meta also names the model, n_up, variant, tasks, cma, pop, seed, l
 
 Tensors: `theta` float64 (4172,), `mean` and `var` float64 (17,); the metadata (JSON under the key "namm")
 names the model, n_up, the variant ("equal-n": every head of a layer keeps the same N; "strict": fill tokens are
-masked) and the run that trained it. Loading checks θ's length and the statistics before any model loads.
+masked), the cache cap max_kept when the policy was trained with one, and the run that trained it.
+Loading checks θ's length and the statistics before any model loads.
 """
 
 from __future__ import annotations
@@ -67,7 +68,13 @@ class SavedPolicy:
         from workbench.namm.cache import model_shape
         from workbench.namm.policy import NAMMPolicy
 
-        return NAMMPolicy(self.theta, *model_shape(config), stats=self.stats, strict=self.variant == "strict")
+        return NAMMPolicy(self.theta, *model_shape(config), stats=self.stats, strict=self.variant == "strict",
+                          max_kept=self.max_kept)
+
+    @property
+    def max_kept(self) -> float | None:
+        """The capped variant's fraction (NAMMPolicy(max_kept=…)), None for the paper's uncapped NAMM."""
+        return self.meta.get("max_kept")
 
 
 def _check(theta: np.ndarray, mean: np.ndarray, var: np.ndarray, source: str) -> None:

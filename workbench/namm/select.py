@@ -1,6 +1,7 @@
 """Which cached tokens survive an eviction step (spec §3, "Selection"), as dense (..., H, N) index tensors.
 
     retained, keep_above = select_tokens(scores, valid)   # NAMM: score ≥ 0 qualifies, the same N for every head
+    retained, keep_above = select_tokens(scores, valid, max_n=k)   # capped NAMM: at most k of them
     retained, keep_above = select_top(scores, valid, k)   # baselines: a fixed budget of the k best per head
 
 Padding tokens score −∞ and the newest token +∞ (it is always kept). A KV cache is one dense tensor per layer
@@ -38,15 +39,18 @@ def _top_n(masked: torch.Tensor, n: int) -> torch.Tensor:
     return idx.sort(dim=-1).values
 
 
-def select_tokens(scores, valid=None) -> tuple[torch.Tensor, torch.Tensor]:
+def select_tokens(scores, valid=None, max_n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """NAMM's selection: scores (..., H, T), valid (T,) or broadcastable (False = padding) ->
     retained (..., H, N) ascending indices and keep_above (..., H, N) bool (score ≥ 0).
 
     N = max over every head and leading (batch) row of the number of qualifying tokens (score ≥ 0, the newest
-    always qualifies), so N ≥ 1 and all rows stay one dense tensor."""
+    always qualifies), so N ≥ 1 and all rows stay one dense tensor. max_n caps N (the capped variant,
+    NAMMPolicy(max_kept=…)): a head with more qualifying tokens keeps its max_n best by score."""
     masked = masked_scores(scores, valid)
     qualifies = masked >= 0
     n = int(qualifies.sum(-1).max())
+    if max_n is not None:
+        n = max(1, min(n, int(max_n)))
     retained = _top_n(masked, n)
     return retained, qualifies.gather(-1, retained)
 

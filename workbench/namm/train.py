@@ -10,10 +10,12 @@ an incremental curriculum over tasks.
 
 Fitness of a candidate = mean over the active tasks of (its mean score) / (the full cache's mean score on the
 same prompts) − memory_weight · (its mean kept fraction); memory_weight is 0 by default (the spec's fitness,
-which does not reward a small cache) and named in the run when set. CMA-ES minimises −fitness; its μ = ⌊λ/2⌋
-best candidates recombine (elite ratio 0.5, cmaes' default weights). "sep" (separable: diagonal covariance,
-the CPU default) or "full" (the reference's full covariance, ~40 s per eigendecomposition of a 4172² matrix on
-two cores) — the run names which ran, and its population (the spec's 32, or smaller on a CPU).
+which does not reward a small cache) and named in the run when set. With max_kept (the capped variant, an
+extension: NAMMPolicy's docstring) the cache is bounded by the cap and the search only learns what to keep.
+CMA-ES minimises −fitness; its μ = ⌊λ/2⌋ best candidates recombine (elite ratio 0.5, cmaes' default weights).
+"sep" (separable: diagonal covariance, the CPU default) or "full" (the reference's full covariance, ~40 s per
+eigendecomposition of a 4172² matrix on two cores) — the run names which ran,
+and its population (the spec's 32, or smaller on a CPU).
 
 Statistics: the first evaluation is the full cache's on the first task's prompts, run as NAMM with θ = 0 (which
 keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are frozen
@@ -49,6 +51,7 @@ SPEC_POPULATION = 32
 FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop", "sigma": "--sigma",
          "cma": "--cma", "n_up": "--n-up", "seed": "--seed", "n_prompts": "--prompts", "length": "--length",
          "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
+         "max_kept": "--max-kept",
          "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
 
 
@@ -63,6 +66,7 @@ class NAMMTrainConfig:
         cma: "sep" or "full". n_up: tokens between eviction steps (a multiple of 16). seed: CMA-ES and prompts.
         n_prompts: training prompts per task. length: prompt tokens. max_new_tokens: answer budget.
         variant: "equal-n" or "strict". memory_weight: fitness − w · kept fraction (0: the spec's fitness).
+        max_kept: None (the paper's NAMM) or the capped variant's fraction (NAMMPolicy: at most ⌈f · seen⌉ slots).
         n_test: test prompts per task scored at the end (0: none). threads: torch threads of every evaluation.
         stage_gens: generations per curriculum stage (default: gens split evenly). chunk: candidates per Dask task.
     """
@@ -80,6 +84,7 @@ class NAMMTrainConfig:
     max_new_tokens: int = 8
     variant: str = "equal-n"
     memory_weight: float = 0.0
+    max_kept: float | None = None
     n_test: int = 8
     threads: int = 1
     stage_gens: list[int] = field(default_factory=list)
@@ -109,6 +114,9 @@ class NAMMTrainConfig:
             if not math.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
                 raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'sigma' else '≥ 0'}, "
                                  f"got {getattr(self, name)}")
+        from workbench.namm.policy import check_max_kept
+
+        self.max_kept = check_max_kept(self.max_kept)
         self.stage_gens = [int(g) for g in self.stage_gens]
         if self.stage_gens:
             if len(self.stage_gens) != len(self.tasks) or min(self.stage_gens) < 1 \
@@ -201,7 +209,8 @@ class Context:
     def policy(self, theta: np.ndarray, stats):
         from workbench.namm.policy import NAMMPolicy
 
-        return NAMMPolicy(theta, *self.shape(), stats=stats, strict=self.cfg.variant == "strict")
+        return NAMMPolicy(theta, *self.shape(), stats=stats, strict=self.cfg.variant == "strict",
+                          max_kept=self.cfg.max_kept)
 
 
 @functools.lru_cache(maxsize=2)
