@@ -32,11 +32,12 @@ def _iterations(store: RunStore) -> int:
     return 0
 
 
-def kill_after(proc: subprocess.Popen, store: RunStore, iterations: int, timeout: float = 240) -> dict:
-    """SIGKILL proc as soon as the (only) run in store has `iterations` done; its catalog row after the kill."""
+def kill_after(proc: subprocess.Popen, store: RunStore, iterations: int, timeout: float = 240,
+               sig: int = signal.SIGKILL) -> dict:
+    """SIGKILL (or `sig`) proc as soon as the (only) run in store has `iterations` done; its catalog row after."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and _iterations(store) < iterations:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
     return store.list()[0]

@@ -181,6 +181,23 @@ def test_population_on_dask_workers_equals_the_local_run(tmp_path, tiny):
     assert results["dask"]["test_scores"] == results["local"]["test_scores"]
 
 
+
+def test_ctrl_c_on_dask_workers_stops_quietly_and_resumes(tmp_path, tiny):
+    """SIGINT mid-run with --workers 2: exit 130, the run marked stopped, no tracebacks from Dask's cut-short
+    gathers on stderr, and the run resumes."""
+    import signal
+
+    args = ["namm", "train", "--model", str(tiny), "--gens", "200", *TRAIN, "--runs", "runs"]
+    proc = cli(*args, "--workers", "2", cwd=tmp_path)
+    row = kill_after(proc, RunStore(tmp_path / "runs"), 1, sig=signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Task exception" not in err, err
+    assert row["status"] == "stopped" and row["iterations"] >= 1
+    run = RunStore(tmp_path / "runs").open(row["id"])
+    run.check_resumable()
+
+
 def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
     """--max-kept (the capped variant): every candidate's cache stays within the cap (plus the tokens after the
     last eviction step), and the saved policy rebuilds with the same cap."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import SUBSTRATES, add_device_argument, check_device, dask_client, err, iteration_progress
+from workbench.cli.common import (
+    SUBSTRATES,
+    add_device_argument,
+    check_device,
+    close_client,
+    dask_client,
+    err,
+    iteration_progress,
+)
 
 #: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
 #: defaults: their defaults, and the SearchConfig fields they set.
@@ -65,8 +73,7 @@ def cmd_asal(args) -> int:
                              device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
                              command=cli_command())
     finally:
-        if client is not None:
-            client.close()
+        close_client(client)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
                       "iterations": info["iterations"], "best_loss": info["best_loss"]}))

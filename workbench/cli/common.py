@@ -64,6 +64,18 @@ def dask_client(args):
     return None
 
 
+def close_client(client) -> None:
+    """Close the client of --workers / --dask (None: nothing). A Ctrl-C mid-gather leaves Dask's asyncio tasks
+    with an AllExit that asyncio would log, tracebacks and all, as the client closes and they are collected: the
+    run is already marked stopped and resumable, so the CLI keeps asyncio quiet from here on."""
+    if client is None:
+        return
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    client.close()
+
+
 @contextlib.contextmanager
 def iteration_progress(description: str, total: int | None, label: str, value: Callable[[dict], str],
                        quiet: bool = False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
+from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
 
 #: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
 #: from defaults (then the EvolveConfig defaults apply), and the EvolveConfig fields they set.
@@ -50,8 +50,7 @@ def cmd_evolve(args) -> int:
                          device=device if resume is not None else None, trust_pickle=args.trust_pickle,
                          command=cli_command())
     finally:
-        if client is not None:
-            client.close()
+        close_client(client)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_fitness": None if info["best_loss"] is None else -info["best_loss"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
+from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
 
 #: `namm train` flags whose parser default is None (so --resume can tell given flags from defaults) and the
 #: NAMMTrainConfig fields they set.
@@ -67,8 +67,7 @@ def cmd_train(args) -> int:
             run = train_namm(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
                              command=cli_command())
     finally:
-        if client is not None:
-            client.close()
+        close_client(client)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
                       "iterations": info["iterations"], "cma": info.get("cma"), "population": info.get("population"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, dask_client, err, iteration_progress
+from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
 
 #: `workbench qd cycle` flags whose parser default is None (so --resume can tell given flags from defaults) and the
 #: QDRunConfig fields they set.
@@ -71,8 +71,7 @@ def cmd_cycle(args) -> int:
             run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
                               device=device if resume is not None else None, command=cli_command())
     finally:
-        if client is not None:
-            client.close()
+        close_client(client)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
                       "generations": info["iterations"] - 1 if info["iterations"] else 0,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import SUBSTRATES, add_device_argument, check_device, dask_client, iteration_progress
+from workbench.cli.common import (
+    SUBSTRATES,
+    add_device_argument,
+    check_device,
+    close_client,
+    dask_client,
+    iteration_progress,
+)
 
 #: Defaults of the flags that default to None (so that --resume can tell the flags given from defaults).
 SWEEP_FLAG_DEFAULTS = {"substrate": "gol", "fm": "efficientnet-lite0", "steps": 4096, "frames": 32, "bs": 16,
@@ -50,8 +57,7 @@ def cmd_sweep(args) -> int:
             run = run_sweep(cfg, store, resume=resume, client=client, on_iteration=on_iteration, device=args.device,
                             command=cli_command())
     finally:
-        if client is not None:
-            client.close()
+        close_client(client)
     info = run.info
     best = int(run.read_table("ranking").column("rule")[0].as_py()) if info["status"] == "done" else None
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
