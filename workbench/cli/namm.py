@@ -132,7 +132,8 @@ def cmd_eval(args) -> int:
         todo += [Method(m, b) for m in ("recent", "h2o") if m in methods for b in budgets]
         rows += compare(net, tokenizer, examples, todo, n_up=n_up, max_new_tokens=args.max_new_tokens, log=log)
     out = {"model": model, "n_up": n_up, "length": length, "n": args.n, "seed": args.seed, "split": "test",
-           "policy": None if saved is None else {k: saved.meta.get(k) for k in ("run", "generation", "variant")},
+           "policy": None if saved is None else {k: saved.meta.get(k)
+                                                 for k in ("run", "generation", "variant", "max_kept")},
            "rows": rows}
     text = json.dumps(out)
     if args.out:

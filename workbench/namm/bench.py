@@ -264,7 +264,8 @@ def bench_namm(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> di
 
     model, tokenizer = load_eager_model(cfg.model, device="cpu")
     result = {"config": asdict(cfg), "policy": saved and {k: saved.meta.get(k) for k in
-                                                          ("run", "generation", "variant", "tasks", "cma", "pop")}}
+                                                          ("run", "generation", "variant", "max_kept", "tasks",
+                                                           "cma", "pop")}}
     if saved is not None:
         stats, factory = saved.stats, (lambda: saved.build(model.config))
     else:
