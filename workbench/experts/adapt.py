@@ -90,7 +90,7 @@ class AdaptConfig:
 
     def __post_init__(self):
         from workbench.experts.mixing import VARIANTS
-        from workbench.experts.train import PROMPT_FORMATS
+        from workbench.experts.train import PROMPT_FORMATS, check_chat_tasks
         from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS
         from workbench.lm.tasks import check_tasks
 
@@ -102,10 +102,7 @@ class AdaptConfig:
         self.tasks = check_tasks(list(self.tasks), tuple(CHAT_INSTRUCTIONS))
         if self.target is not None:
             check_tasks([self.target], tuple(CHAT_INSTRUCTIONS))
-        chat_only = [t for t in [*self.tasks, self.target] if t in CHAT_INSTRUCTIONS]
-        if chat_only and self.prompt_format != "chat":
-            raise ValueError(f"{chat_only[0]} is a task for chat models (its prompts hold spaces, which the zoo's "
-                             "vocabulary lacks): add --prompt-format chat and a chat --model such as smollm2")
+        check_chat_tasks([*self.tasks, self.target], self.prompt_format)
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")

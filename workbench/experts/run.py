@@ -81,15 +81,12 @@ class ExpertRunConfig:
     device: str | None = None
 
     def __post_init__(self):
-        from workbench.experts.train import PROMPT_FORMATS, check_expert_task
-        from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS
+        from workbench.experts.train import PROMPT_FORMATS, check_chat_tasks, check_expert_task
 
         check_expert_task(self.task)
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
-        if self.task in CHAT_INSTRUCTIONS and self.prompt_format != "chat":
-            raise ValueError(f"{self.task} is a task for chat models (its prompts hold spaces, which the zoo's "
-                             "vocabulary lacks): add --prompt-format chat and a chat --model such as smollm2")
+        check_chat_tasks([self.task], self.prompt_format)
         if self.adapter not in ADAPTERS:
             raise ValueError(f"--adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
         for name in ("rank", "iters", "batch", "val_every", "val_n", "n_test", "threads", "micro_batch",

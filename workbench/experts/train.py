@@ -226,6 +226,14 @@ def check_expert_task(task: str) -> str:
     return task
 
 
+def check_chat_tasks(tasks, prompt_format: str) -> None:
+    """One error for a chat-only task (workbench.lm.chat_tasks) asked for without the chat prompt format."""
+    chat_only = [t for t in tasks if t in CHAT_INSTRUCTIONS]
+    if chat_only and prompt_format != "chat":
+        raise ValueError(f"{chat_only[0]} is a task for chat models (its prompts hold spaces, which the zoo's "
+                         "vocabulary lacks): add --prompt-format chat and a chat --model such as smollm2")
+
+
 class ExpertTrainer:
     """REINFORCE training of one expert on one task (see the module docstring); the loop is the caller's.
 

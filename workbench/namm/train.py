@@ -14,8 +14,8 @@ which does not reward a small cache) and named in the run when set. With max_kep
 extension: NAMMPolicy's docstring) the cache is bounded by the cap and the search only learns what to keep.
 CMA-ES minimises −fitness; its μ = ⌊λ/2⌋ best candidates recombine (elite ratio 0.5, cmaes' default weights).
 "sep" (separable: diagonal covariance, the CPU default) or "full" (the reference's full covariance, ~40 s per
-eigendecomposition of a 4172² matrix on two cores) — the run names which ran,
-and its population (the spec's 32, or smaller on a CPU).
+eigendecomposition of a 4172² matrix on two cores) — the run names which ran, and its population (the spec's 32,
+or smaller on a CPU).
 
 Statistics: the first evaluation is the full cache's on the first task's prompts, run as NAMM with θ = 0 (which
 keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are frozen
