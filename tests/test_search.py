@@ -54,20 +54,36 @@ def test_prune_redundant_follows_the_reference_rule():
     assert 3 not in alive or 11 not in alive
 
 
-@pytest.mark.parametrize("decimals", [None, 1])  # 1 decimal: many exact ties
-def test_prune_redundant_equals_a_full_recount_each_round(decimals):
-    z = np.random.default_rng(1).standard_normal((200, 8))
-    z /= np.linalg.norm(z, axis=1, keepdims=True)
-    if decimals:
-        z = np.round(z, decimals)
+def _full_recount(z: np.ndarray, remove: int, neighbours: int) -> np.ndarray:
+    """The rule, every row recounted every round."""
     sim = z @ z.T
     np.fill_diagonal(sim, -np.inf)
-    alive = np.ones(200, bool)
-    for _ in range(40):  # the rule, every row recounted every round
+    alive = np.ones(len(z), bool)
+    for _ in range(remove):
         s = np.where(alive[None, :], sim, -np.inf)[alive]
-        top = -np.sort(-s, axis=1)[:, :2].mean(axis=1)
+        top = -np.sort(-s, axis=1)[:, :neighbours].mean(axis=1)
         alive[np.flatnonzero(alive)[int(np.argmax(top))]] = False
-    np.testing.assert_array_equal(prune_redundant(z, 40), np.flatnonzero(alive))
+    return np.flatnonzero(alive)
+
+
+@pytest.mark.parametrize("start, neighbours", [("random", 2), ("rounded", 2), ("copies", 2), ("copies", 3)])
+def test_prune_redundant_equals_a_full_recount_each_round(start, neighbours):
+    """rounded: one decimal, many exact ties; copies: the GA's start, most rows one embedding (every removal
+    touches every row, and the survivors' nearest lie beyond the first few columns once copies die)."""
+    z = np.random.default_rng(1).standard_normal((200, 8))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    if start == "rounded":
+        z = np.round(z, 1)
+    if start == "copies":
+        z[:160] = z[0]
+    np.testing.assert_array_equal(prune_redundant(z, 40, neighbours), _full_recount(z, 40, neighbours))
+
+
+def test_prune_redundant_down_to_a_few_rows():
+    """remove close to the whole population: every column is looked at."""
+    z = np.random.default_rng(2).standard_normal((10, 4))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_array_equal(prune_redundant(z, 7), _full_recount(z, 7, 2))
 
 
 def test_ga_starts_from_zero_and_keeps_its_size():

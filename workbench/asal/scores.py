@@ -61,7 +61,7 @@ def open_endedness(z) -> np.ndarray:
     """
     z = _frames(z)
     K = z.shape[-2]
-    sim = np.einsum("...id,...jd->...ij", z, z)
+    sim = z @ np.swapaxes(z, -1, -2)
     sim = np.where(np.tril(np.ones((K, K), bool), k=-1), sim, 0.0)
     return sim.max(axis=-1).mean(axis=-1)
 
@@ -72,6 +72,6 @@ def illumination(z) -> np.ndarray | float:
     N = z.shape[-2]
     if N < 2:
         raise ValueError("illumination needs at least two simulations")
-    sim = np.einsum("...id,...jd->...ij", z, z)
+    sim = z @ np.swapaxes(z, -1, -2)  # BLAS: einsum's own loop took 13 ms for the GA's 256 × 512
     sim = np.where(np.eye(N, dtype=bool), -np.inf, sim)
     return sim.max(axis=-1).mean(axis=-1)
