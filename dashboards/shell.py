@@ -190,6 +190,18 @@ class PageThread:
         except Exception:  # noqa: BLE001 - the session closed while the work ran: nobody to show it to
             return
 
+    def call_later(self, fn: Callable[..., None], *args: Any) -> None:
+        """Like call, but from the event loop too it queues fn behind the document's pending updates (in
+        order with those of worker threads) instead of running it now."""
+        doc = self.doc
+        if doc is None or doc.session_context is None:
+            fn(*args)
+            return
+        try:
+            doc.add_next_tick_callback(lambda: fn(*args))
+        except Exception:  # noqa: BLE001 - the session closed: nobody to show it to
+            return
+
     def wrap(self, fn: Callable[..., None]) -> Callable[..., None]:
         return lambda *args: self.call(fn, *args)
 
@@ -198,13 +210,21 @@ async def off_loop(fn: Callable[..., Any], *args: Any, busy: Iterable[pn.viewabl
     """Run fn(*args) on a worker thread, the given components showing a busy spinner meanwhile: the
     server's event loop keeps serving every other session (and this one's other widgets)."""
     busy = list(busy)
-    for item in busy:
-        item.loading = True
+    page = PageThread()
+    # The spinner goes on and off through the document's next-tick queue, the queue the worker's own display
+    # updates take (PageThread, Panel's scheduled changes): set directly from this coroutine, Panel writes the
+    # change to the socket outside Bokeh's lock, and when a write was under way it queued "on" behind it while
+    # "off", an instant later, went out first — the spinner then stayed for good (the Lab's load button).
+    page.call_later(_set_loading, busy, True)
     try:
         return await asyncio.to_thread(fn, *args)
     finally:
-        for item in busy:
-            item.loading = False
+        page.call_later(_set_loading, busy, False)
+
+
+def _set_loading(items: list[pn.viewable.Viewable], value: bool) -> None:
+    for item in items:
+        item.loading = value
 
 
 class _ClosedSessionNoise(logging.Filter):
