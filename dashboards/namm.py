@@ -40,6 +40,22 @@ def _style(obj, **opts):
     return out.opts(**{k: v for k, v in opts.items() if k != "fig_inches"}, backend="bokeh")
 
 
+def raster_hover(n_layers: int, n_heads: int):
+    """The retention raster's hover: the token, the layer and KV head of the row (row 0, layer 0 head 0, is drawn
+    at the top) and the state by name — what `pick` reads from a click."""
+    from bokeh.models import CustomJSHover, HoverTool
+
+    rows = n_layers * n_heads
+    where = CustomJSHover(args={"rows": rows, "heads": n_heads}, code="""
+        const row = rows - 1 - Math.round(value);
+        if (row < 0 || row >= rows) return "";
+        return "L" + Math.floor(row / heads) + " · head " + (row % heads);""")
+    names = [tr.CODES[c] for c in sorted(tr.CODES)]
+    state = CustomJSHover(args={"names": names}, code="return names[Math.round(value)] ?? '';")
+    return HoverTool(tooltips=[("token", "$x{0}"), ("layer · KV head", "$y{custom}"), ("state", "@image{custom}")],
+                     formatters={"$y": where, "@image": state})
+
+
 class NAMMExplorer(param.Parameterized):
     """The explorer's state: what to run, and which step / layer / head / token the views show."""
 
@@ -212,7 +228,8 @@ class NAMMExplorer(param.Parameterized):
         img = img.opts(aspect="auto", backend="matplotlib")
         img = _style(img, cmap=cmap, clim=(-0.5, 3.5), yticks=ticks, ylabel="layer / KV head", xlabel="token position",
                      title=f"{t.label}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
-                     width=900, height=max(260, min(24 * rows, 560)), tools=["hover"], fig_inches=(6, 2.6))
+                     width=900, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
+                     fig_inches=(6, 2.6))
         keys = [hv.Scatter([(np.nan, np.nan)], label=CODES_LABEL[c]).opts(color=COLORS[c], size=8, backend="bokeh")
                 .opts(color=COLORS[c], s=20, backend="matplotlib") for c in (tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(

@@ -249,6 +249,16 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         while token.input_value() != "9" and time.time() < deadline:
             page.wait_for_timeout(200)
         assert token.input_value() == "9" and page.get_by_label("KV head").input_value() == "head 1"
+        # its hover names the same: the layer and KV head of the row, not a row index, and the state by name
+        x, y = page.evaluate(RASTER, [9, 2])
+        page.mouse.move(x + 1, y)
+        where = page.get_by_text("L0 · head 1")
+        where.wait_for(timeout=30000)
+        tip = where.locator("xpath=../../..").inner_text()  # the tooltip: its rows
+        assert re.search(r"token:?\s*9\b", tip) and re.search(r"state:?\s*(evicted|kept|not yet seen)", tip), tip
+        x, y = page.evaluate(RASTER, [9, 0])
+        page.mouse.move(x + 1, y)
+        page.get_by_text("L1 · head 1").wait_for(timeout=30000)  # the bottom row: the last layer's last head
         page.locator("button.first").click()  # the scrubber back to the first eviction step
         page.get_by_text(f"step 1 of {steps}: 16 tokens processed").wait_for(timeout=30000)
         page.locator(".bk-tab", has_text="Text").click()
