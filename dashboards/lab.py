@@ -90,6 +90,21 @@ class LabModel(param.Parameterized):
             self._render()
             self.resets += 1
 
+    def switch(self, substrate: str) -> None:
+        """Show `substrate` (its default θ) and compile its step: what the page's substrate menu does on a
+        worker thread, so that neither the switch nor the first frame played compiles on the event loop."""
+        with self._lock:
+            if substrate != self.substrate:
+                self.substrate = substrate
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Compile the current substrate's step for steps_per_frame (the first play would otherwise do it in
+        the page's periodic callback): one frame's steps from the current state, thrown away — steps are pure,
+        the state on show does not move."""
+        with self._lock:
+            self.sub.step(self.state, self.params, self.steps_per_frame)
+
     def set_theta(self, theta: np.ndarray) -> None:
         theta = np.asarray(theta, np.float64)
         with self._lock:
@@ -127,6 +142,7 @@ class LabModel(param.Parameterized):
             if ev["substrate"] != self.substrate:
                 self.substrate = ev["substrate"]
             self.set_theta(theta)
+            self.warm_up()  # the page loads on a worker thread: compile the step there, not in the first tick
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
         """load_run for the page: success or the reason it failed goes to `message`; True if loaded."""
@@ -521,7 +537,7 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
 def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
              standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import off_loop, section, shell
+    from workbench.dashboards.shell import PageThread, off_loop, section, shell
 
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
     # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
@@ -535,7 +551,19 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     model.param.watch(show_message, ["message", "message_kind"])
 
     # --- simulation
-    controls = pn.Param(model, parameters=["substrate", "seed", "steps_per_frame", "sigma", "playing"],
+    # the substrate menu switches on a worker thread: a substrate's first use compiles its kernels (seconds on a
+    # cold Taichi cache), which on the event loop would stall every session of the server
+    substrate = pn.widgets.Select(name="Substrate", options=list(model.param.substrate.objects), value=model.substrate,
+                                  sizing_mode="stretch_width")
+
+    async def on_substrate(event):
+        if event.new != model.substrate:
+            await off_loop(model.switch, event.new, busy=[frame])
+
+    substrate.param.watch(on_substrate, "value")
+    page = PageThread()
+    model.param.watch(page.wrap(lambda e: setattr(substrate, "value", e.new)), "substrate")  # a load switches too
+    controls = pn.Param(model, parameters=["seed", "steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause",
                                              "button_type": "primary"},
                                  "seed": pn.widgets.IntInput},
@@ -635,7 +663,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                      f"{fps:.1f} fps", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
-    sidebar = [section("Simulation"), controls, pn.Row(step, reset, sizing_mode="stretch_width"), mutate,
+    sidebar = [section("Simulation"), substrate, controls, pn.Row(step, reset, sizing_mode="stretch_width"), mutate,
                section("θ from a run or a file"), run_id, load, theta_file, preset,
                section("FM score trace"), score_controls, upload,
                section("Save"), pn.Row(snap, video, sizing_mode="stretch_width")]

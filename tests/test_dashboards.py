@@ -86,6 +86,24 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
         model.set_theta(np.zeros(5))
 
 
+def test_lab_switch_warms_up_without_moving_the_state():
+    """The menu's switch (run on a worker thread by the page) shows the new substrate at step 0 and compiles
+    its step by stepping a throwaway copy: the state, frame and step count on show stay as they were."""
+    model = LabModel(substrate="lenia")
+    model.steps_per_frame = 3
+    model.switch("boids")
+    assert model.substrate == "boids" and model.step_count == 0
+    reference = LabModel(substrate="boids")
+    np.testing.assert_array_equal(model.frame, reference.frame)
+    model.warm_up()
+    np.testing.assert_array_equal(model.frame, reference.frame)
+    model.advance()  # the warmed-up step is the real one: same as a model that never warmed up
+    reference.steps_per_frame = 3
+    reference.advance()
+    assert model.step_count == 3
+    np.testing.assert_array_equal(model.frame, reference.frame)
+
+
 def test_lab_tick_skips_a_frame_while_a_load_holds_the_model():
     import threading
 
@@ -516,6 +534,13 @@ def test_lab_page_in_chromium(server, browser, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {moved}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG + θ").click()
         page.get_by_text("saved").wait_for(timeout=30000)
+        # the substrate menu (the switch runs on a worker thread, its spinner on the frame)
+        shown = page.evaluate(FRAME_SUM)
+        page.get_by_label("Substrate").select_option("boids")
+        page.get_by_text("Boids: the 193 weights").wait_for(timeout=60000)
+        page.wait_for_function(f"() => ({FRAME_SUM})() !== {shown}", timeout=30000)
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=60000)
+        page.get_by_text("step 0").wait_for(timeout=30000)
 
 
 def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, request):
@@ -527,6 +552,9 @@ def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, re
         page.get_by_role("button", name="load best θ").click()
         page.get_by_text("loaded the best θ").wait_for(timeout=60000)
         page.get_by_text("Boids: the 193 weights").wait_for(timeout=30000)  # the editor follows the substrate
+        from playwright.sync_api import expect
+
+        expect(page.get_by_label("Substrate")).to_have_value("boids", timeout=30000)  # and so does the menu
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=60000)  # the load's spinners go
         box.fill(ids["dare_ties"])
         page.get_by_role("button", name="load best θ").click()
