@@ -136,8 +136,9 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3, precisio
 
 def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, ...] = (), population: int = 256,
                    warmup: bool = False) -> dict:
-    """Milliseconds per search iteration (the median of `iters`), split into ask, simulate, render, embed and
-    search (loss + tell); "other" is what falls between (decoding θ, thumbnails, copies). With warmup, one
+    """Milliseconds per search iteration (the median of `iters`), split into ask, decode (θ to parameters on the
+    device), simulate, render, embed, thumbnails and search (loss + tell); "other" is what falls between
+    (Python, copies of embeddings to the host, stacking). With warmup, one
     iteration runs first untimed (GPU kernels compile and CUDA graphs are captured on first use)."""
     import numpy as np
 

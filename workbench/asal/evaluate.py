@@ -93,7 +93,8 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
     out, thumbs = [], None
     for lo in range(0, len(thetas), cfg.chunk):
         part = thetas[lo:lo + cfg.chunk]
-        params = sub.to_device(sub.decode(part))  # checked and copied once, not at every call
+        with _phase(timer, "decode"):
+            params = sub.to_device(sub.decode(part))  # checked and copied once, not at every call
         per_seed, last = [], None
         for seed in seeds:
             with _phase(timer, "simulate"):
@@ -119,7 +120,8 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
             else:
                 per_seed.append(np.stack(z, axis=1))  # (chunk, K, D)
         out.append(np.stack(per_seed, axis=1))   # (chunk, bs, K, D)
-        small = _downsample(last, thumb)
+        with _phase(timer, "thumbnails"):
+            small = _downsample(last, thumb)
         thumbs = small if thumbs is None else np.concatenate([thumbs, small])
     return np.concatenate(out), thumbs
 
