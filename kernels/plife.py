@@ -12,10 +12,36 @@ from workbench.kernels.runtime import CPU_CHUNK
 
 
 @ti.func
-def _cell_of(x: ti.template(), p, i, grid):
+def cell_of(x: ti.template(), p, i, grid):
     gx = ti.min(ti.max(int(x[p, i, 0] * grid), 0), grid - 1)
     gy = ti.min(ti.max(int(x[p, i, 1] * grid), 0), grid - 1)
     return gx * grid + gy
+
+
+@ti.func
+def cell_run(cell_start: ti.template(), p, xi0, xi1, gx, gy, dx, seg: ti.template(), grid, reach):
+    """Where the cell-list neighbours of a particle at (xi0, xi1), in cell (gx, gy), lie in column gx + dx:
+    (begin, end, ox, oy), the slots [begin, end) in cell order and the particle's position shifted so that
+    neighbour − (ox, oy) is the minimum image for every pair closer than r_max.
+
+    The column's cells gy − reach … gy + reach lie contiguously in cell order but for the torus' edges: a column
+    is at most three runs, `seg` 0 the middle one, 1 and 2 the ones wrapped around the y edges (empty unless the
+    block crosses an edge). A column across the x edge shifts the particle by one period instead. reach = 0 (one
+    cell holding everything): run 0 is the whole grid, the caller wraps differences itself."""
+    cx = gx + dx
+    ox = xi0 + ti.cast(cx < 0, ti.f32) - ti.cast(cx >= grid, ti.f32)
+    row = ((cx + grid) % grid) * grid
+    lo, hi = gy - reach, gy + reach
+    first, last, oy = ti.max(lo, 0), ti.min(hi, grid - 1), xi1
+    if ti.static(seg == 1):
+        first, last, oy = lo + grid, grid - 1, xi1 + 1.0
+    elif ti.static(seg == 2):
+        first, last, oy = 0, hi - grid, xi1 - 1.0
+    if reach == 0:
+        first, last = 0, ti.static(-1 if seg > 0 else 0)
+    end = cell_start[p, row + last + 1] if first <= last else 0
+    begin = cell_start[p, row + first] if first <= last else 0
+    return begin, end, ox, oy
 
 
 @ti.func
@@ -43,7 +69,7 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
     for p, k in ti.ndrange(x.shape[0], n_cells + 1):
         cell_start[p, k] = 0
     for p, i in ti.ndrange(x.shape[0], x.shape[1]):
-        ti.atomic_add(cell_start[p, _cell_of(x, p, i, grid) + 1], 1)
+        ti.atomic_add(cell_start[p, cell_of(x, p, i, grid) + 1], 1)
     for q in range(x.shape[0] * CPU_CHUNK):
         if q % CPU_CHUNK == 0:
             p = q // CPU_CHUNK
@@ -51,7 +77,7 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
                 cell_start[p, k + 1] += cell_start[p, k]
                 cell_fill[p, k] = 0
             for i in range(x.shape[1]):  # serial: keeps each cell in particle order
-                k = _cell_of(x, p, i, grid)
+                k = cell_of(x, p, i, grid)
                 slot = cell_start[p, k] + cell_fill[p, k]
                 xs[p, slot], ys[p, slot] = x[p, i, 0], x[p, i, 1]
                 cs[p, slot] = c[p, i]
@@ -67,24 +93,8 @@ def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.n
         gy = ti.min(ti.max(int(xi1 * grid), 0), grid - 1)
         a0, a1 = 0.0, 0.0
         for dx in range(-reach, reach + 1):
-            # A neighbour cell across the edge of the torus: shift its particles by one period, which
-            # gives the minimum image for every pair closer than r_max.
-            cx = gx + dx
-            ox = xi0 + ti.cast(cx < 0, ti.f32) - ti.cast(cx >= grid, ti.f32)
-            row = ((cx + grid) % grid) * grid
-            lo, hi = gy - reach, gy + reach
-            # The cells (cx, lo..hi) lie contiguously in cell order: scan them as at most three runs,
-            # the middle one and the ones wrapped around the y edges.
             for seg in ti.static(range(3)):
-                first, last, oy = ti.max(lo, 0), ti.min(hi, grid - 1), xi1
-                if ti.static(seg == 1):
-                    first, last, oy = lo + grid, grid - 1, xi1 + 1.0
-                elif ti.static(seg == 2):
-                    first, last, oy = 0, hi - grid, xi1 - 1.0
-                if reach == 0:  # one cell holding everything: scan it once, minimum image below
-                    first, last = 0, ti.static(-1 if seg > 0 else 0)
-                t_end = cell_start[p, row + last + 1] if first <= last else 0
-                t_begin = cell_start[p, row + first] if first <= last else 0
+                t_begin, t_end, ox, oy = cell_run(cell_start, p, xi0, xi1, gx, gy, dx, seg, grid, reach)
                 for t in range(t_begin, t_end):
                     d0 = xs[p, t] - ox
                     d1 = ys[p, t] - oy

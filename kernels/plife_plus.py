@@ -13,6 +13,7 @@ state gives the same step bit for bit.
 import taichi as ti
 
 from workbench.kernels.plenia import exp_fast
+from workbench.kernels.plife import cell_of, cell_run
 from workbench.kernels.runtime import CPU_CHUNK
 
 H = 8  # hidden width of the pair MLP
@@ -42,13 +43,6 @@ def tanh_fast(x):
     return x * p / q
 
 
-@ti.func
-def _cell_of(x: ti.template(), p, i, grid):
-    gx = ti.min(ti.max(int(x[p, i, 0] * grid), 0), grid - 1)
-    gy = ti.min(ti.max(int(x[p, i, 1] * grid), 0), grid - 1)
-    return gx * grid + gy
-
-
 @ti.kernel
 def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), mlp: ti.types.ndarray(ndim=2),
          cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
@@ -66,12 +60,12 @@ def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), mlp: ti.types
             for k in range(n_cells + 1):
                 cell_start[p, k] = 0
             for i in range(N):
-                cell_start[p, _cell_of(x, p, i, grid) + 1] += 1
+                cell_start[p, cell_of(x, p, i, grid) + 1] += 1
             for k in range(n_cells):
                 cell_start[p, k + 1] += cell_start[p, k]
                 cell_fill[p, k] = 0
             for i in range(N):  # serial: keeps each cell in particle order
-                k = _cell_of(x, p, i, grid)
+                k = cell_of(x, p, i, grid)
                 slot = cell_start[p, k] + cell_fill[p, k]
                 xs[p, slot], ys[p, slot] = x[p, i, 0], x[p, i, 1]
                 for o in ti.static(range(H)):
@@ -102,23 +96,8 @@ def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2)
         gx = ti.min(ti.max(int(xi0 * grid), 0), grid - 1)
         gy = ti.min(ti.max(int(xi1 * grid), 0), grid - 1)
         for dx in range(-reach, reach + 1):
-            # A neighbour cell across the edge of the torus: shift its particles by one period, which gives the
-            # reference's wrapped difference for every pair closer than r_max.
-            cx = gx + dx
-            ox = xi0 + ti.cast(cx < 0, ti.f32) - ti.cast(cx >= grid, ti.f32)
-            row = ((cx + grid) % grid) * grid
-            lo, hi = gy - reach, gy + reach
-            # the cells (cx, lo..hi) lie contiguously in cell order: at most three runs (middle, wrapped ends)
             for seg in ti.static(range(3)):
-                first, last, oy = ti.max(lo, 0), ti.min(hi, grid - 1), xi1
-                if ti.static(seg == 1):
-                    first, last, oy = lo + grid, grid - 1, xi1 + 1.0
-                elif ti.static(seg == 2):
-                    first, last, oy = 0, hi - grid, xi1 - 1.0
-                if reach == 0:  # one cell holding everything: scan it once
-                    first, last = 0, ti.static(-1 if seg > 0 else 0)
-                t_end = cell_start[p, row + last + 1] if first <= last else 0
-                t_begin = cell_start[p, row + first] if first <= last else 0
+                t_begin, t_end, ox, oy = cell_run(cell_start, p, xi0, xi1, gx, gy, dx, seg, grid, reach)
                 for t in range(t_begin, t_end):
                     d0 = xs[p, t] - ox
                     d1 = ys[p, t] - oy
