@@ -58,6 +58,29 @@ def check_positive(name: str, value: int) -> int:
     return int(value)
 
 
+class Deterministic:
+    """Mixin (before Substrate in the bases) for the deterministic substrates with float states: Particle Lenia,
+    Particle Life+ and Flow-Lenia. `step` takes the `noise` argument of the stochastic ones and refuses anything
+    but None; a state given as arrays must hold real numbers (a bool, complex or text array is a mistake)."""
+
+    name: str
+
+    def step(self, state: State, params: Params, steps: int = 1, noise=None) -> State:
+        """Advance by `steps` steps; deterministic, so `noise` must be None."""
+        if noise is not None:
+            raise ValueError(f"{self.name} is deterministic and takes no noise; call step(state, params, steps) "
+                             f"with noise=None")
+        return super().step(state, params, steps)
+
+    def state_from_arrays(self, **arrays: Any) -> State:
+        for key, arr in arrays.items():
+            kind = np.asarray(arr).dtype.kind
+            if kind not in "fiu":
+                raise ValueError(f"{self.name}: state array {key!r} must hold real numbers (float32), got dtype "
+                                 f"{np.asarray(arr).dtype}")
+        return super().state_from_arrays(**arrays)
+
+
 def seeds_for(seed: int | Sequence[int], population: int) -> list[int]:
     """One seed per simulation: an int is shared by the whole population (as in ASAL, where the
     population of one iteration starts from the same initial state), a sequence gives one each."""

@@ -11,18 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.kernels.runtime import ensure_taichi
-from workbench.simulations.base import Params, State, check_positive
+from workbench.simulations.base import Deterministic, check_positive
 from workbench.simulations.lenia import Lenia, kernel_fields, load_pattern
-from workbench.simulations.plenia import check_real, no_noise
 
 
-class FlowLenia(Lenia):
+class FlowLenia(Deterministic, Lenia):
     """Flow-Lenia on the Lenia pattern's kernels; state "world" (grid, grid, 3), mass ≥ 0."""
 
     name = "flow_lenia"
@@ -50,15 +48,6 @@ class FlowLenia(Lenia):
         K = np.fft.ifftshift(kernel_fields(pat, self.grid), axes=(-2, -1))[self._order.numpy()]
         fK = np.fft.rfft2(K).astype(np.complex64)
         self.fK_t = torch.from_numpy(np.ascontiguousarray(fK.transpose(0, 2, 1))).to(self.device)
-
-    def step(self, state: State, params: Params, steps: int = 1, noise=None) -> State:
-        """Advance by `steps` steps; deterministic, so `noise` must be None."""
-        no_noise(self.name, noise)
-        return super().step(state, params, steps)
-
-    def state_from_arrays(self, **arrays: Any) -> State:
-        check_real(self.name, arrays)
-        return super().state_from_arrays(**arrays)
 
     def _init(self, params, seeds: Sequence[int]):
         return {"world": self.world_from_cells(params["cells"])}  # frame 0 is the world itself

@@ -4,35 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.kernels.runtime import ensure_taichi
-from workbench.simulations.base import Params, State, Substrate, check_positive
+from workbench.simulations.base import Deterministic, Substrate, check_positive
 
 PARAM_NAMES = ("mu_k", "sigma_k", "w_k", "mu_g", "sigma_g", "c_rep")
 # θ = 0 is the original Particle Lenia setting; decode multiplies these by exp(θ)
 PARAM_BASE = np.array([4.0, 1.0, 0.022, 0.6, 0.15, 1.0])
 
 
-def no_noise(name: str, noise) -> None:
-    """The deterministic substrates take no noise: one error that says so."""
-    if noise is not None:
-        raise ValueError(f"{name} is deterministic and takes no noise; call step(state, params, steps) with noise=None")
-
-
-def check_real(name: str, arrays: dict[str, Any]) -> None:
-    """Float states take real numbers only (a bool, complex or text array is a mistake, not a state)."""
-    for key, arr in arrays.items():
-        kind = np.asarray(arr).dtype.kind
-        if kind not in "fiu":
-            raise ValueError(f"{name}: state array {key!r} must hold real numbers (float32), got dtype "
-                             f"{np.asarray(arr).dtype}")
-
-
-class ParticleLenia(Substrate):
+class ParticleLenia(Deterministic, Substrate):
     """Particle Lenia. θ ∈ ℝ^6 → (μ_K, σ_K, w_K, μ_G, σ_G, c_rep) = base·exp(θ); state "x" (N, 2), unbounded."""
 
     name = "plenia"
@@ -52,15 +36,6 @@ class ParticleLenia(Substrate):
     def _decode(self, theta):
         vals = PARAM_BASE * np.exp(theta)
         return {k: vals[:, i] for i, k in enumerate(PARAM_NAMES)}
-
-    def step(self, state: State, params: Params, steps: int = 1, noise=None) -> State:
-        """Advance by `steps` Euler steps; deterministic, so `noise` must be None."""
-        no_noise(self.name, noise)
-        return super().step(state, params, steps)
-
-    def state_from_arrays(self, **arrays: Any) -> State:
-        check_real(self.name, arrays)
-        return super().state_from_arrays(**arrays)
 
     def _init(self, params, seeds: Sequence[int]):
         xs = [12.0 * (np.random.default_rng(seed).random((self.N, 2)) - 0.5) for seed in seeds]

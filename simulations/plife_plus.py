@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.kernels.runtime import ensure_taichi, row_bands
-from workbench.simulations.base import Params, State, Substrate, check_positive
-from workbench.simulations.plenia import check_real, no_noise
+from workbench.simulations.base import Deterministic, Substrate, check_positive
 
 COLOUR_DIMS = 6
 LAYERS = ((2 * COLOUR_DIMS, 8), (8, 8), (8, 8), (8, 1 + COLOUR_DIMS))  # (in, out) of W0..W3
 
 
-class ParticleLifePlus(Substrate):
+class ParticleLifePlus(Deterministic, Substrate):
     """Particle Life+. θ ∈ ℝ^311 = the pair MLP [b0, W0, b1, W1, b2, W2, b3, W3] (bias first, kernels in × out,
     row-major); state "x" (N, 2) in [0, 1), "v" (N, 2), "c" (N, 6) unit colour vectors."""
 
@@ -58,15 +56,6 @@ class ParticleLifePlus(Substrate):
             out[f"W{k}"] = theta[:, at:at + n_in * n_out].reshape(-1, n_in, n_out)
             at += n_in * n_out
         return out
-
-    def step(self, state: State, params: Params, steps: int = 1, noise=None) -> State:
-        """Advance by `steps` steps; deterministic, so `noise` must be None."""
-        no_noise(self.name, noise)
-        return super().step(state, params, steps)
-
-    def state_from_arrays(self, **arrays: Any) -> State:
-        check_real(self.name, arrays)
-        return super().state_from_arrays(**arrays)
 
     def _init(self, params, seeds: Sequence[int]):
         xs, cs = [], []
