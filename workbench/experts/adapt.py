@@ -90,12 +90,11 @@ class AdaptConfig:
 
     def __post_init__(self):
         from workbench.experts.mixing import VARIANTS
-        from workbench.experts.train import PROMPT_FORMATS, check_chat_tasks
+        from workbench.experts.train import check_chat_tasks, check_prompt_format
         from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS
         from workbench.lm.tasks import check_tasks
 
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        check_prompt_format(self.prompt_format)
         self.experts = [str(e) for e in self.experts]
         if not self.experts:
             raise ValueError("give the experts to adapt with: --experts RUN_ID|FILE …")

@@ -81,11 +81,10 @@ class ExpertRunConfig:
     device: str | None = None
 
     def __post_init__(self):
-        from workbench.experts.train import PROMPT_FORMATS, check_chat_tasks, check_expert_task
+        from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format
 
         check_expert_task(self.task)
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {self.prompt_format!r}")
+        check_prompt_format(self.prompt_format)
         check_chat_tasks([self.task], self.prompt_format)
         if self.adapter not in ADAPTERS:
             raise ValueError(f"--adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")

@@ -226,6 +226,12 @@ def check_expert_task(task: str) -> str:
     return task
 
 
+def check_prompt_format(prompt_format: str) -> None:
+    """One error for a prompt format other than PROMPT_FORMATS, naming the CLI flag."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"--prompt-format must be one of {', '.join(PROMPT_FORMATS)}, got {prompt_format!r}")
+
+
 def check_chat_tasks(tasks, prompt_format: str) -> None:
     """One error for a chat-only task (workbench.lm.chat_tasks) asked for without the chat prompt format."""
     chat_only = [t for t in tasks if t in CHAT_INSTRUCTIONS]
