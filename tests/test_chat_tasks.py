@@ -68,6 +68,16 @@ def test_larger_needs_the_chat_format():
         assert AdaptConfig(model="smollm2", experts=["e.safetensors"], prompt_format="chat", **kwargs)
 
 
+def test_an_unknown_prompt_format_is_one_error_naming_the_flag():
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.run import ExpertRunConfig
+
+    with pytest.raises(ValueError, match="--prompt-format must be one of plain, chat, got 'json'"):
+        ExpertRunConfig(model="smollm2", task="sort", prompt_format="json")
+    with pytest.raises(ValueError, match="--prompt-format must be one of plain, chat, got 'json'"):
+        AdaptConfig(model="smollm2", experts=["e.safetensors"], prompt_format="json")
+
+
 def test_prompt_dispatch_names_the_mixed_sets_tasks():
     from workbench.experts.adapt import OTHER, instruction_prompt, parse_label
 
