@@ -45,4 +45,5 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
         main += [pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10)),
                  pn.pane.HTML(latest, stylesheets=[GALLERY_CSS], sizing_mode="stretch_width")]
     return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "
-                 "recipes. Every page also runs alone: panel serve dashboards/PAGE.py")
+                 "recipes, CycleQD archives, NAMM caches and Transformer² experts. Every page also runs alone: "
+                 "panel serve dashboards/PAGE.py")

@@ -95,6 +95,11 @@ class RunsModel(param.Parameterized):
         elif kind == "qd":
             title = f"qd · {row.get('sampling')} sampling, {row.get('mutation')} mutation"
             subtitle = "tasks " + ", ".join(row.get("tasks") or [])
+        elif kind in ("experts", "adapt", "namm"):  # what substrate and fm hold for them: runs.KIND_COLUMNS
+            title = f"{kind} · {str(row.get('substrate')).replace('+', ' + ')}"
+            fm = str(row.get("fm") or "")
+            subtitle = {"experts": f"{ {'svf': 'SVF', 'lora': 'LoRA'}.get(fm, fm)} expert",
+                        "adapt": "experts " + fm.replace("+", ", "), "namm": f"model {fm}"}[kind]
         else:
             title = f"{kind} · {row.get('substrate')}"
             algorithm = row.get("algorithm")
@@ -119,6 +124,13 @@ class RunsModel(param.Parameterized):
         for name in ("best.png", "atlas.png"):
             if (path / name).exists():
                 return _image_thumbnail(str(path / name), (path / name).stat().st_mtime_ns)
+        # runs without a picture of their own (experts, adapt, NAMM; a search before its first best frame): the
+        # metric they are judged by, per iteration
+        table = path / "metrics.parquet"
+        if table.exists():
+            info = next((r for r in self._rows if r["id"] == run_id), {})
+            return _metric_thumbnail(str(table), table.stat().st_mtime_ns, str(info.get("metric") or "loss"),
+                                     str(info.get("better") or "lower") in HIGHER)
         return None
 
     def toggle(self, run_id: str) -> None:
@@ -194,6 +206,84 @@ def _qd_thumbnail(run_path: str, mtime_ns: int) -> str | None:
 
     image = archive_thumbnail(run_path, THUMB, THUMB * 2 // 3)
     return None if image is None else _png_uri(image)
+
+
+@functools.lru_cache(maxsize=512)
+def _metric_thumbnail(table: str, mtime_ns: int, metric: str, higher: bool) -> str | None:
+    import pyarrow.parquet as pq
+
+    try:
+        df = pq.read_table(table).to_pandas()
+    except (OSError, ValueError):
+        return None
+    image = metric_thumbnail(df, metric, higher, THUMB, THUMB * 2 // 3)
+    return None if image is None else _png_uri(image)
+
+
+CURVE_BG, CURVE_GRID, CURVE_LINE, CURVE_DOT, CURVE_TEXT = "#1d2330", "#3a4254", "#8ab4e8", "#f0a63a", "#c9d1de"
+
+
+def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 224,
+                     height: int = 149) -> np.ndarray | None:
+    """A run's metrics table as a small picture for the gallery, uint8 (height, width, 3), or None without data.
+
+    A table with a `unit` column (an adapt run: one row per strategy or expert evaluated) gives one bar per unit,
+    the best one highlighted. Otherwise a curve over the iterations: the best value so far (from `best_loss`, in
+    the metric's own direction) as a line, and the metric's own values where the table has them (an expert's
+    validation accuracy every few steps) as dots; the range is written at the left edge."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if df.empty or "best_loss" not in df:
+        return None
+    image = Image.new("RGB", (width, height), CURVE_BG)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    left, right, top, bottom = 34, width - 8, 22, height - 10
+    draw.text((right - draw.textlength(metric, font=font), 3), metric, fill=CURVE_TEXT, font=font)
+    if "unit" in df and "mean_accuracy" in df:
+        values = df["mean_accuracy"].to_numpy(float)
+        lo, hi = 0.0, max(1.0, float(np.nanmax(values)) if np.isfinite(values).any() else 1.0)
+        best = int(np.nanargmax(values)) if np.isfinite(values).any() else -1
+        n = len(values)
+        gap = max(1, (right - left) // (4 * n))
+        slot = (right - left) / n
+        for i, v in enumerate(values):
+            if not np.isfinite(v):
+                continue
+            y = bottom - (v - lo) / (hi - lo) * (bottom - top)
+            draw.rectangle((left + i * slot + gap, y, left + (i + 1) * slot - gap, bottom),
+                           fill=CURVE_DOT if i == best else CURVE_LINE)
+    else:
+        x = df["iteration"].to_numpy(float) if "iteration" in df else np.arange(len(df), dtype=float)
+        best = df["best_loss"].to_numpy(float) * (-1.0 if higher else 1.0)
+        raw = df[metric].to_numpy(float) if metric in df and metric != "best_loss" else np.full(len(df), np.nan)
+        finite = np.concatenate([best[np.isfinite(best)], raw[np.isfinite(raw)]])
+        if not len(finite):
+            return None
+        lo, hi = float(finite.min()), float(finite.max())
+        if "accuracy" in metric and lo >= 0 and hi <= 1:
+            lo, hi = 0.0, 1.0  # accuracies on their whole scale: a flat 0.375 is not a flat 1.0
+        elif hi - lo < 1e-12:
+            pad = max(abs(lo) * 0.05, 1e-3)
+            lo, hi = lo - pad, hi + pad
+        x0, x1 = float(x.min()), float(max(x.max(), x.min() + 1))
+
+        def at(xv, yv):
+            return (left + (xv - x0) / (x1 - x0) * (right - left), bottom - (yv - lo) / (hi - lo) * (bottom - top))
+
+        ok = np.isfinite(best)
+        points = [at(a, b) for a, b in zip(x[ok], best[ok], strict=True)]
+        if len(points) > 1:
+            draw.line(points, fill=CURVE_LINE, width=2)
+        elif points:
+            draw.ellipse((points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2), fill=CURVE_LINE)
+        for a, b in zip(x[np.isfinite(raw)], raw[np.isfinite(raw)], strict=True):
+            px, py = at(a, b)
+            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=CURVE_DOT)
+    for value, y in ((hi, top), (lo, bottom)):
+        draw.line((left, y, right, y), fill=CURVE_GRID, width=1)
+        draw.text((2, y - 5), f"{value:.3g}", fill=CURVE_TEXT, font=font)
+    return np.asarray(image)
 
 
 STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "stopped": "#8d6e00", "interrupted": "#c75000",

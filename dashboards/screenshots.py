@@ -204,15 +204,19 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         raise ValueError(f"unknown page(s) {unknown}; pages are {', '.join(PAGES)}")
-    runs_dir = Path(runs_dir) if runs_dir else Path(tempfile.mkdtemp()) / "runs"
+    scratch = None if runs_dir else tempfile.TemporaryDirectory()
+    runs_dir = Path(runs_dir) if runs_dir else Path(scratch.name) / "runs"
     if not RunStore(runs_dir).list():
         sample_runs(runs_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    # served from the run folder's parent as "--runs NAME", so the pages name it as a user's would ("runs"), not
+    # by a path of the machine that took the pictures
     server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
-                               str(runs_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               runs_dir.name], cwd=runs_dir.resolve().parent, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     written = []
     try:
         _wait_live(url, server)
@@ -234,6 +238,8 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if scratch is not None:
+            scratch.cleanup()
     return written
 
 

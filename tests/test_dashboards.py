@@ -86,6 +86,38 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
         model.set_theta(np.zeros(5))
 
 
+def test_metric_thumbnail_draws_the_curve_or_the_bars():
+    """Runs without a picture get their metric drawn: best-so-far as a line (accuracies on 0..1) with the metric's
+    own values as dots, or one bar per unit (adapt runs), the best highlighted; nothing without data."""
+    import pandas as pd
+
+    from workbench.dashboards.runs import CURVE_BG, CURVE_DOT, CURVE_LINE, metric_thumbnail
+
+    def colour(hex_):
+        return np.array([int(hex_[i:i + 2], 16) for i in (1, 3, 5)], np.uint8)
+
+    def rows_with(image, hex_):
+        return np.flatnonzero((image == colour(hex_)).all(axis=-1).any(axis=1))
+
+    flat = pd.DataFrame({"iteration": range(10), "best_loss": [-0.5] * 10,
+                         "val_accuracy": [0.5 if i % 3 == 0 else np.nan for i in range(10)]})
+    image = metric_thumbnail(flat, "val_accuracy", higher=True, width=224, height=149)
+    assert image.shape == (149, 224, 3) and (image[0, 0] == colour(CURVE_BG)).all()
+    line = rows_with(image, CURVE_LINE)
+    assert len(line) and abs(line.mean() - (22 + 139) / 2) < 3  # 0.5 on a 0..1 scale: half-way down the plot
+    assert len(rows_with(image, CURVE_DOT))  # the validation points
+    falling = pd.DataFrame({"iteration": range(5), "best_loss": [0.9, 0.7, 0.7, 0.4, 0.3]})
+    image = metric_thumbnail(falling, "loss", higher=False)
+    cols = np.flatnonzero((image == colour(CURVE_LINE)).all(axis=-1).any(axis=0))
+    first, last = (rows_with(image[:, c:c + 1], CURVE_LINE).mean() for c in (cols[0], cols[-1]))
+    assert first < last  # a loss going down is drawn going down
+    bars = pd.DataFrame({"iteration": range(3), "unit": ["base", "expert:add", "few-shot"],
+                         "mean_accuracy": [0.25, 0.5, 0.75], "best_loss": [-0.25, -0.5, -0.75]})
+    image = metric_thumbnail(bars, "accuracy", higher=True)
+    assert len(rows_with(image, CURVE_DOT)) > len(rows_with(image, CURVE_LINE))  # the best bar is the tallest
+    assert metric_thumbnail(pd.DataFrame(), "loss", higher=False) is None
+
+
 def test_lab_switch_warms_up_without_moving_the_state():
     """The menu's switch (run on a worker thread by the page) shows the new substrate at step 0 and compiles
     its step by stepping a throwaway copy: the state, frame and step count on show stay as they were."""

@@ -213,6 +213,12 @@ def test_the_page_is_registered_and_the_runs_gallery_links_here(ex):
     rows = {r["id"]: r for r in gallery.shown()}
     for key in ("adapt0", "add", "lora"):
         assert gallery.card(rows[ex[key]])["links"] == [("Experts", f"./experts?run={quote(ex[key], safe='')}")]
+    # cards say what the runs are and draw their metric (these runs have no picture of their own)
+    cards = {key: gallery.card(rows[ex[key]]) for key in ("adapt0", "add", "lora")}
+    assert (cards["add"]["title"], cards["add"]["subtitle"]) == ("experts · add", "SVF expert")
+    assert cards["lora"]["subtitle"] == "LoRA expert"
+    assert cards["adapt0"]["title"].startswith("adapt · ") and cards["adapt0"]["subtitle"].startswith("experts ")
+    assert all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
 
 
 # --- the served page in Chromium -------------------------------------------------------------------------------------
