@@ -524,6 +524,36 @@ def test_zero_theta_equals_full_cache(llama, n_prompt, n_up):
     assert all(s.positions.shape[-1] == s.step for s in out.cache.log)
 
 
+def test_generate_installs_its_hooks_once_and_removes_them(llama):
+    """generate holds the hooks around the prompt and every token (forward's own `attached` is then a no-op): a
+    forward hook on each attention module counts its calls, installs are watched, and nothing stays after."""
+    from workbench.namm.cache import attached, attention_modules
+
+    mods = attention_modules(llama)
+    calls = {"forward": 0, "installs": 0}
+    counters = [m.register_forward_hook(lambda *a: calls.__setitem__("forward", calls["forward"] + 1)) for m in mods]
+    original = torch.nn.Module.register_forward_pre_hook
+
+    def counting(module, *args, **kwargs):
+        calls["installs"] += 1
+        return original(module, *args, **kwargs)
+
+    torch.nn.Module.register_forward_pre_hook = counting
+    try:
+        out = generate(llama, prompt(40, 3), FullCache(), n_up=16, max_new_tokens=6)
+        cache = EvictionCache(llama.config, FullCache(), 16)
+        with attached(llama, cache), attached(llama, cache):  # nested: the inner one installs nothing
+            pass
+    finally:
+        torch.nn.Module.register_forward_pre_hook = original
+        for h in counters:
+            h.remove()
+    assert out.tokens.shape == (1, 6)
+    assert calls["forward"] == len(mods) * (3 + 5)  # the prompt in chunks of 16, 16, 8; 5 tokens fed back
+    assert calls["installs"] == 2 * len(mods)  # one per module for generate, one for the outer `attached`
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in mods)
+
+
 def test_left_padded_batch_equals_each_row_alone(llama):
     a, b = prompt(40, 1)[0], prompt(27, 2)[0]
     ids = torch.stack([a, torch.cat([torch.zeros(13, dtype=torch.long), b])])

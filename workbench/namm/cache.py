@@ -119,6 +119,7 @@ class EvictionCache(Cache):
         self.positions: list[torch.Tensor | None] = [None] * self.n_layers  # (B, H, T) long: original positions
         self._rows: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
         self._chunk: tuple[torch.Tensor, torch.Tensor] | None = None        # (positions, valid) (B, q) in flight
+        self._attached_to = None                                            # the model whose hooks feed it now
         self.log: list[EvictionStep] = []
 
     # ---- the forward pass of one chunk -------------------------------------------------------------------
@@ -226,7 +227,12 @@ def check_model(model) -> None:
 
 @contextmanager
 def attached(model, cache: EvictionCache):
-    """Install the mask pre-hook and the attention-recording hook on every attention module (removed after)."""
+    """Install the mask pre-hook and the attention-recording hook on every attention module (removed after).
+    Re-entrant: inside an outer `attached` of the same model and cache (generate holds one around all its tokens,
+    so a decoded token does not search the model's modules and re-install 2 hooks per layer) it does nothing."""
+    if cache._attached_to is model:
+        yield cache
+        return
     check_model(model)
     handles = []
 
@@ -246,7 +252,9 @@ def attached(model, cache: EvictionCache):
         for m in attention_modules(model):
             handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
             handles.append(m.register_forward_hook(post_hook, with_kwargs=True))
+        cache._attached_to = model
         yield cache
     finally:
+        cache._attached_to = None
         for h in handles:
             h.remove()

@@ -114,18 +114,19 @@ def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: in
         lengths = torch.full((ids.shape[0],), ids.shape[1])
     _check_window(model, int(lengths.max()) + max_new_tokens - 1)
     cache = EvictionCache(model.config, policy, n_up, record=record)
-    logits = forward(model, ids, cache, attention_mask, last_only=True)[:, -1]
-    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=logits.device)
     tokens, kept_logits = [], []
-    for step in range(max_new_tokens):
-        nxt = logits.argmax(-1)
-        if eos_id is not None:
-            nxt = nxt.masked_fill(done, eos_id)
-            done |= nxt == eos_id
-        tokens.append(nxt)
-        if return_logits:
-            kept_logits.append(logits)
-        if step == max_new_tokens - 1 or bool(done.all()):
-            break
-        logits = forward(model, nxt[:, None], cache, last_only=True)[:, -1]
+    with attached(model, cache):  # once for the prompt and every token (forward's own is then a no-op)
+        logits = forward(model, ids, cache, attention_mask, last_only=True)[:, -1]
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=logits.device)
+        for step in range(max_new_tokens):
+            nxt = logits.argmax(-1)
+            if eos_id is not None:
+                nxt = nxt.masked_fill(done, eos_id)
+                done |= nxt == eos_id
+            tokens.append(nxt)
+            if return_logits:
+                kept_logits.append(logits)
+            if step == max_new_tokens - 1 or bool(done.all()):
+                break
+            logits = forward(model, nxt[:, None], cache, last_only=True)[:, -1]
     return Generation(torch.stack(tokens, 1), torch.stack(kept_logits, 1) if return_logits else None, cache)
