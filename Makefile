@@ -61,6 +61,9 @@ demo: $(STAMP)
 	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
 	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
+	# CycleQD over three of the zoo's experts, 200 generations (about two minutes): the /qd page opens it
+	$(VENV)/bin/workbench qd cycle --zoo data/zoo --tasks sort reverse brackets --gens 200 --seed 0 --runs $(RUNS) \
+	  --quiet >/dev/null
 	# Transformer²: a partly competent generalist (about 30 s), two SVF experts, and few-shot CEM mixing of them
 	# for brackets, which has no expert (the /experts page opens these)
 	test -f data/zoo/generalist/config.json || $(VENV)/bin/workbench experts generalist --zoo data/zoo --quiet
