@@ -69,12 +69,15 @@ class LabModel(param.Parameterized):
         # held by anything that replaces θ, the substrate or the state; the page's periodic tick skips a frame
         # rather than wait while a load runs on a worker thread
         self._lock = threading.RLock()
+        self._prepared = None  # a substrate built by _show before `substrate` changes (None: build it here)
+        self._switches = 0     # switch requests made (request_switch); only the latest one runs
         self._set_substrate()
 
     @param.depends("substrate", watch=True)
     def _set_substrate(self):
         with self._lock:
-            self.sub = make_substrate(self.substrate)
+            sub, self._prepared = self._prepared, None
+            self.sub = sub if sub is not None and sub.name == self.substrate else make_substrate(self.substrate)
             self.theta = np.asarray(default_theta(self.sub), np.float64)  # GoL: Conway, not the dead rule 0
             self.reset()
 
@@ -90,13 +93,29 @@ class LabModel(param.Parameterized):
             self._render()
             self.resets += 1
 
-    def switch(self, substrate: str) -> None:
-        """Show `substrate` (its default θ) and compile its step: what the page's substrate menu does on a
-        worker thread, so that neither the switch nor the first frame played compiles on the event loop."""
+    def _show(self, substrate: str) -> None:
+        """Switch to `substrate` (its default θ), building it first: if that fails nothing has changed."""
         with self._lock:
             if substrate != self.substrate:
+                self._prepared = make_substrate(substrate)
                 self.substrate = substrate
+
+    def request_switch(self) -> int:
+        """A number for the next `switch`: a pick overtaken by a later one (arrow keys through the menu, each
+        change its own worker thread) then does nothing instead of finishing last."""
+        self._switches += 1
+        return self._switches
+
+    def switch(self, substrate: str, request: int | None = None) -> bool:
+        """Show `substrate` (its default θ) and compile its step: what the page's substrate menu does on a
+        worker thread, so that neither the switch nor the first frame played compiles on the event loop.
+        False (and nothing done) when `request` is not the latest request_switch number."""
+        with self._lock:
+            if request is not None and request != self._switches:
+                return False
+            self._show(substrate)
             self.warm_up()
+        return True
 
     def warm_up(self) -> None:
         """Compile the current substrate's step for steps_per_frame (the first play would otherwise do it in
@@ -139,13 +158,12 @@ class LabModel(param.Parameterized):
                                  f"best.npy when it finishes")
             theta = np.load(best)
         with self._lock:
-            if ev["substrate"] != self.substrate:
-                self.substrate = ev["substrate"]
+            self._show(ev["substrate"])
             self.set_theta(theta)
-            self.warm_up()  # the page loads on a worker thread: compile the step there, not in the first tick
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
-        """load_run for the page: success or the reason it failed goes to `message`; True if loaded."""
+        """load_run for the page (on a worker thread, which also compiles the step: not in the first tick):
+        success or the reason it failed goes to `message`; True if loaded."""
         try:
             self.load_run(runs_dir, run_id, member)
         except ValueError as exc:
@@ -153,6 +171,10 @@ class LabModel(param.Parameterized):
             return False
         what = "the best θ" if member is None else f"population member {member}"
         self.param.update(message=f"loaded {what} of {run_id.strip()} ({self.substrate})", message_kind="success")
+        try:
+            self.warm_up()
+        except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory: said, and θ stays loaded
+            self.tell(f"loaded {what} of {run_id.strip()}, but its first step failed: {exc}", "danger")
         return True
 
     def default_theta(self) -> None:
@@ -557,12 +579,19 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                                   sizing_mode="stretch_width")
 
     async def on_substrate(event):
-        if event.new != model.substrate:
-            await off_loop(model.switch, event.new, busy=[frame])
+        if event.new == model.substrate:
+            return
+        request = model.request_switch()
+        try:
+            await off_loop(model.switch, event.new, request, busy=[frame])
+        except Exception as exc:  # noqa: BLE001 - a substrate that cannot be built here (say, no GPU memory)
+            model.tell(f"cannot show {event.new}: {exc}", "danger")
+            substrate.value = model.substrate  # the menu back to what is on show
 
     substrate.param.watch(on_substrate, "value")
     page = PageThread()
-    model.param.watch(page.wrap(lambda e: setattr(substrate, "value", e.new)), "substrate")  # a load switches too
+    # a load switches too; the menu takes the model's substrate as it is when this runs, not as it was when queued
+    model.param.watch(page.wrap(lambda e: setattr(substrate, "value", model.substrate)), "substrate")
     controls = pn.Param(model, parameters=["seed", "steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause",
                                              "button_type": "primary"},

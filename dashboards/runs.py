@@ -213,11 +213,15 @@ def _metric_thumbnail(table: str, mtime_ns: int, metric: str, higher: bool) -> s
     import pyarrow.parquet as pq
 
     try:
-        df = pq.read_table(table).to_pandas()
-    except (OSError, ValueError):
+        image = metric_thumbnail(pq.read_table(table).to_pandas(), metric, higher, THUMB, THUMB * 2 // 3)
+    except Exception:  # noqa: BLE001 - a table this code did not foresee costs its card the picture, not the page
         return None
-    image = metric_thumbnail(df, metric, higher, THUMB, THUMB * 2 // 3)
     return None if image is None else _png_uri(image)
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    """A column as float64, anything that is not a number (text, lists, None) as NaN."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 CURVE_BG, CURVE_GRID, CURVE_LINE, CURVE_DOT, CURVE_TEXT = "#1d2330", "#3a4254", "#8ab4e8", "#f0a63a", "#c9d1de"
@@ -241,22 +245,27 @@ def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 2
     left, right, top, bottom = 34, width - 8, 22, height - 10
     draw.text((right - draw.textlength(metric, font=font), 3), metric, fill=CURVE_TEXT, font=font)
     if "unit" in df and "mean_accuracy" in df:
-        values = df["mean_accuracy"].to_numpy(float)
-        lo, hi = 0.0, max(1.0, float(np.nanmax(values)) if np.isfinite(values).any() else 1.0)
-        best = int(np.nanargmax(values)) if np.isfinite(values).any() else -1
+        values = _numbers(df["mean_accuracy"])
+        finite = values[np.isfinite(values)]
+        if not len(finite):
+            return None
+        lo, hi = min(0.0, float(finite.min())), max(1.0, float(finite.max()))
+        best = int(np.nanargmax(np.where(np.isfinite(values), values, np.nan)))
         n = len(values)
-        gap = max(1, (right - left) // (4 * n))
         slot = (right - left) / n
+        gap = min(max(1.0, slot / 4), slot / 2 - 0.5) if slot >= 2 else 0.0  # many units: bars 1 px, no gaps
         for i, v in enumerate(values):
             if not np.isfinite(v):
                 continue
+            x0 = left + i * slot + gap
             y = bottom - (v - lo) / (hi - lo) * (bottom - top)
-            draw.rectangle((left + i * slot + gap, y, left + (i + 1) * slot - gap, bottom),
+            draw.rectangle((x0, min(y, bottom), max(x0, left + (i + 1) * slot - gap - 1), bottom),
                            fill=CURVE_DOT if i == best else CURVE_LINE)
     else:
-        x = df["iteration"].to_numpy(float) if "iteration" in df else np.arange(len(df), dtype=float)
-        best = df["best_loss"].to_numpy(float) * (-1.0 if higher else 1.0)
-        raw = df[metric].to_numpy(float) if metric in df and metric != "best_loss" else np.full(len(df), np.nan)
+        x = _numbers(df["iteration"]) if "iteration" in df else np.arange(len(df), dtype=float)
+        x = np.where(np.isfinite(x), x, np.arange(len(df), dtype=float))
+        best = _numbers(df["best_loss"]) * (-1.0 if higher else 1.0)
+        raw = _numbers(df[metric]) if metric in df and metric != "best_loss" else np.full(len(df), np.nan)
         finite = np.concatenate([best[np.isfinite(best)], raw[np.isfinite(raw)]])
         if not len(finite):
             return None

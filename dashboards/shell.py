@@ -222,9 +222,20 @@ async def off_loop(fn: Callable[..., Any], *args: Any, busy: Iterable[pn.viewabl
         page.call_later(_set_loading, busy, False)
 
 
+_BUSY: dict[int, int] = {}  # id(component) -> off_loop calls under way that show its spinner
+
+
 def _set_loading(items: list[pn.viewable.Viewable], value: bool) -> None:
+    """Counted per component: two calls that share one (a load and a substrate switch on the Lab's frame) keep
+    its spinner until the last of them ends. Runs on the event loop (or where off_loop runs, unserved)."""
     for item in items:
-        item.loading = value
+        key = id(item)
+        count = _BUSY.get(key, 0) + (1 if value else -1)
+        if count > 0:
+            _BUSY[key] = count
+        else:
+            _BUSY.pop(key, None)
+        item.loading = count > 0
 
 
 class _ClosedSessionNoise(logging.Filter):

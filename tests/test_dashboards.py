@@ -116,6 +116,13 @@ def test_metric_thumbnail_draws_the_curve_or_the_bars():
     image = metric_thumbnail(bars, "accuracy", higher=True)
     assert len(rows_with(image, CURVE_DOT)) > len(rows_with(image, CURVE_LINE))  # the best bar is the tallest
     assert metric_thumbnail(pd.DataFrame(), "loss", higher=False) is None
+    # tables nobody planned for still draw: 150 units (bars under 2 px), a negative accuracy, a text column,
+    # a missing iteration and an infinite best
+    many = pd.DataFrame({"iteration": range(150), "unit": [f"u{i}" for i in range(150)],
+                         "mean_accuracy": np.linspace(-0.2, 0.9, 150), "best_loss": -np.linspace(0, 0.9, 150)})
+    assert metric_thumbnail(many, "accuracy", higher=True).shape == (149, 224, 3)
+    odd = pd.DataFrame({"iteration": [0, None, 2], "best_loss": [0.5, np.inf, 0.4], "loss": ["a", "b", "c"]})
+    assert len(rows_with(metric_thumbnail(odd, "loss", higher=False), CURVE_LINE))
 
 
 def test_lab_switch_warms_up_without_moving_the_state():
@@ -134,6 +141,19 @@ def test_lab_switch_warms_up_without_moving_the_state():
     reference.advance()
     assert model.step_count == 3
     np.testing.assert_array_equal(model.frame, reference.frame)
+
+
+def test_lab_switch_requests_and_failures():
+    """Only the latest menu pick runs (an overtaken one does nothing); a substrate that cannot be built changes
+    nothing (the model keeps showing what it showed)."""
+    model = LabModel(substrate="lenia")
+    first, second = model.request_switch(), model.request_switch()
+    assert model.switch("boids", first) is False and model.substrate == "lenia"
+    assert model.switch("plife", second) is True and model.substrate == model.sub.name == "plife"
+    shown = model.frame.copy()
+    with pytest.raises(ValueError, match="unknown substrate 'nope'"):
+        model.switch("nope")
+    assert model.substrate == model.sub.name == "plife" and np.array_equal(model.frame, shown)
 
 
 def test_lab_tick_skips_a_frame_while_a_load_holds_the_model():
@@ -417,6 +437,24 @@ def test_off_loop_keeps_the_event_loop_serving():
 
     result, ticks, seen_loading, loading_after = asyncio.run(main())
     assert result == 42 and ticks >= 20 and any(seen_loading) and not loading_after
+
+
+def test_off_loop_spinner_stays_until_the_last_overlapping_call_ends():
+    import panel as pn
+
+    from workbench.dashboards.shell import off_loop
+
+    async def main():
+        shared, own = pn.Column(), pn.Column()
+        short = asyncio.create_task(off_loop(time.sleep, 0.2, busy=[shared]))
+        long = asyncio.create_task(off_loop(time.sleep, 0.8, busy=[shared, own]))
+        await short
+        during = (shared.loading, own.loading)
+        await long
+        return during, (shared.loading, own.loading)
+
+    during, after = asyncio.run(main())
+    assert during == (True, True) and after == (False, False)
 
 
 # --- the served pages in Chromium ---------------------------------------------------------------------------

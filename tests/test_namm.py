@@ -544,13 +544,19 @@ def test_generate_installs_its_hooks_once_and_removes_them(llama):
         cache = EvictionCache(llama.config, FullCache(), 16)
         with attached(llama, cache), attached(llama, cache):  # nested: the inner one installs nothing
             pass
+        other = type(llama)(llama.config).eval()
+        with attached(llama, cache):
+            with attached(other, cache):  # another model in between: its own hooks, then llama's again
+                pass
+            with attached(llama, cache):
+                pass
     finally:
         torch.nn.Module.register_forward_pre_hook = original
         for h in counters:
             h.remove()
     assert out.tokens.shape == (1, 6)
     assert calls["forward"] == len(mods) * (3 + 5)  # the prompt in chunks of 16, 16, 8; 5 tokens fed back
-    assert calls["installs"] == 2 * len(mods)  # one per module for generate, one for the outer `attached`
+    assert calls["installs"] == 4 * len(mods)  # generate; the nested pair; llama around other; other
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in mods)
 
 

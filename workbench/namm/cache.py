@@ -248,6 +248,7 @@ def attached(model, cache: EvictionCache):
                              "(attn_implementation='eager')")
         cache.record_attention(module.layer_idx, weights)
 
+    outer = cache._attached_to  # another model's hooks around this one: theirs again after
     try:
         for m in attention_modules(model):
             handles.append(m.register_forward_pre_hook(pre_hook, with_kwargs=True))
@@ -255,6 +256,6 @@ def attached(model, cache: EvictionCache):
         cache._attached_to = model
         yield cache
     finally:
-        cache._attached_to = None
+        cache._attached_to = outer
         for h in handles:
             h.remove()
