@@ -574,7 +574,10 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     # --- simulation
     # the substrate menu switches on a worker thread: a substrate's first use compiles its kernels (seconds on a
-    # cold Taichi cache), which on the event loop would stall every session of the server
+    # cold Taichi cache), which on the event loop would stall every session of the server. A switch or a load holds
+    # the model meanwhile; `held` (filled below) are the controls whose handlers would wait for it on the event
+    # loop: their spinners keep clicks off them until it is done
+    held: list[pn.viewable.Viewable] = []
     substrate = pn.widgets.Select(name="Substrate", options=list(model.param.substrate.objects), value=model.substrate,
                                   sizing_mode="stretch_width")
 
@@ -583,7 +586,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             return
         request = model.request_switch()
         try:
-            await off_loop(model.switch, event.new, request, busy=[frame])
+            await off_loop(model.switch, event.new, request, busy=[frame, *held])
         except Exception as exc:  # noqa: BLE001 - a substrate that cannot be built here (say, no GPU memory)
             model.tell(f"cannot show {event.new}: {exc}", "danger")
             substrate.value = model.substrate  # the menu back to what is on show
@@ -609,7 +612,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     async def do_load(rid: str, member: str | None = None) -> None:
         # a new substrate compiles its kernels: on a worker thread, so other sessions keep playing
-        await off_loop(model.open_run, runs_dir, rid, member, busy=[frame, load])
+        await off_loop(model.open_run, runs_dir, rid, member, busy=[frame, load, *held])
 
     async def on_load(event):
         await do_load(run_id.value)
@@ -692,13 +695,16 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                      f"{fps:.1f} fps", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
-    sidebar = [section("Simulation"), substrate, controls, pn.Row(step, reset, sizing_mode="stretch_width"), mutate,
+    step_reset = pn.Row(step, reset, sizing_mode="stretch_width")
+    editor = param_editor(model)
+    held[:] = [substrate, controls, step_reset, mutate, theta_file, preset, editor]
+    sidebar = [section("Simulation"), substrate, controls, step_reset, mutate,
                section("θ from a run or a file"), run_id, load, theta_file, preset,
                section("FM score trace"), score_controls, upload,
                section("Save"), pn.Row(snap, video, sizing_mode="stretch_width")]
     main = [alert,
             pn.FlexBox(pn.Column(pn.pane.Markdown(status, margin=(0, 10)), frame, margin=(0, 10)),
-                       pn.Column(param_editor(model), pn.pane.Markdown("**FM score**"), trace, width=400))]
+                       pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400))]
     return shell("lab", main, sidebar, standalone=standalone)
 
 
