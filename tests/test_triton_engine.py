@@ -186,3 +186,16 @@ def test_a_population_too_big_for_the_gpu_is_refused_with_the_size_that_fits():
     fits_in_memory(torch.device("cuda"), 100, 2**20, "lenia", free_bytes=2**30)  # 100 MiB of 1 GiB: fine
     with pytest.raises(ValueError, match=r"population of 5000 needs about 4.9 GiB.*at most 921 fit.*--chunk"):
         fits_in_memory(torch.device("cuda"), 5000, 2**20, "lenia", free_bytes=2**30)
+
+
+def test_gpu_benchmark_sections_dry_run_on_the_cpu():
+    """`workbench bench gpu` only runs on CUDA (GPU time is scarce: one prepared run), so its sections are run
+    here on the CPU with small sizes: a section that broke would record an error instead of figures."""
+    from workbench import bench_gpu
+
+    subs = bench_gpu.substrates(torch.device("cpu"), min_time=0.01, sizes={"boids": [1], "plife": [2]})
+    for name in ("boids", "plife"):
+        assert "error" not in subs[name], subs[name]
+        assert subs[name][next(k for k in subs[name] if k.startswith("P"))] > 0 and subs[name]["render_ms_p1"] > 0
+    fm = bench_gpu.fm(torch.device("cpu"), batch=2)
+    assert fm["ours_img_per_s"] > 0 and fm["plain_fp32_eager_img_per_s"] > 0 and fm["min_cosine_vs_plain"] > 0.99
