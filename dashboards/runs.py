@@ -107,14 +107,15 @@ class RunsModel(param.Parameterized):
         return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
                 "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
                 "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
-                "thumbnail": self.thumbnail(row["id"], kind),
+                "thumbnail": self.thumbnail(row),
                 "links": open_links(kind, row["id"], row.get("algorithm")),
                 "resume_command": row.get("resume_command")}
 
-    def thumbnail(self, run_id: str, kind: str | None = None) -> str | None:
-        """The run's picture as a data: URI (best frame, atlas, or a recipe heatmap for merge runs), or None
-        while it has none. Cached per run and file version."""
-        path = Path(self.runs_dir) / run_id
+    def thumbnail(self, row: dict) -> str | None:
+        """A catalog row's picture as a data: URI (best frame, atlas, a recipe heatmap for merge runs, the metric
+        per iteration for runs without one), or None while it has none. Cached per run and file version."""
+        kind = row.get("kind")
+        path = Path(self.runs_dir) / row["id"]
         if kind == "merge":
             sources = [p for p in (path / "recipe.yaml", path / "dfs.json") if p.exists()]
             return _merge_thumbnail(str(path), tuple(p.stat().st_mtime_ns for p in sources)) if sources else None
@@ -128,9 +129,8 @@ class RunsModel(param.Parameterized):
         # metric they are judged by, per iteration
         table = path / "metrics.parquet"
         if table.exists():
-            info = next((r for r in self._rows if r["id"] == run_id), {})
-            return _metric_thumbnail(str(table), table.stat().st_mtime_ns, str(info.get("metric") or "loss"),
-                                     str(info.get("better") or "lower") in HIGHER)
+            return _metric_thumbnail(str(table), table.stat().st_mtime_ns, str(row.get("metric") or "loss"),
+                                     str(row.get("better") or "lower") in HIGHER)
         return None
 
     def toggle(self, run_id: str) -> None:

@@ -181,14 +181,10 @@ class PageThread:
         self.loop_thread = threading.get_ident()
 
     def call(self, fn: Callable[..., None], *args: Any) -> None:
-        doc = self.doc
-        if doc is None or doc.session_context is None or threading.get_ident() == self.loop_thread:
+        if threading.get_ident() == self.loop_thread:
             fn(*args)
-            return
-        try:
-            doc.add_next_tick_callback(lambda: fn(*args))
-        except Exception:  # noqa: BLE001 - the session closed while the work ran: nobody to show it to
-            return
+        else:
+            self.call_later(fn, *args)
 
     def call_later(self, fn: Callable[..., None], *args: Any) -> None:
         """Like call, but from the event loop too it queues fn behind the document's pending updates (in
@@ -199,7 +195,7 @@ class PageThread:
             return
         try:
             doc.add_next_tick_callback(lambda: fn(*args))
-        except Exception:  # noqa: BLE001 - the session closed: nobody to show it to
+        except Exception:  # noqa: BLE001 - the session closed while the work ran: nobody to show it to
             return
 
     def wrap(self, fn: Callable[..., None]) -> Callable[..., None]:
