@@ -593,6 +593,45 @@ def test_eviction_keeps_true_positions(llama, strict):
     torch.testing.assert_close(out.logits, ref, atol=1e-4, rtol=1e-4)
 
 
+class CheckedMasks(EvictionCache):
+    """Our cache, checking every mask it hands a layer against one built from scratch out of the slots' validity
+    (the kept rows are extended token by token and rebuilt after evictions; this says they never drift)."""
+
+    calls = 0
+
+    def layer_mask(self, layer, dtype):
+        got = super().layer_mask(layer, dtype)
+        _, valid_new = self._chunk
+        b, q = valid_new.shape
+        i = torch.arange(q)
+        new = (i[None, :] <= i[:, None])[None] & (valid_new[:, None, :] | (i[None, :] == i[:, None])[None])
+        new = new[:, None].expand(b, self.n_kv_heads, q, q)
+        if self.valid[layer] is not None:
+            new = torch.cat([self.valid[layer][:, :, None, :].expand(-1, -1, q, -1), new], dim=-1)
+        visible = new.repeat_interleave(self.gqa_group, dim=1)
+        want = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+        assert got.dtype == dtype and torch.equal(got, want), (layer, self.total)
+        type(self).calls += 1
+        if self.total % 3 == 0 and dtype == torch.float32:  # another dtype in between: rebuilt, then back
+            self.layer_mask(layer, torch.bfloat16)
+        return got
+
+
+def test_kept_masks_equal_masks_built_from_scratch(llama):
+    from workbench.namm.driver import forward
+
+    # row 1's padding reaches into the prompt's last chunk (slots 32 … 39), whose slots decoding then sees
+    a, b = prompt(40, 8)[0], prompt(5, 9)[0]
+    ids = torch.stack([a, torch.cat([torch.zeros(35, dtype=torch.long), b])])
+    mask = torch.stack([torch.ones(40), torch.cat([torch.zeros(35), torch.ones(5)])]).long()
+    cache = CheckedMasks(llama.config, NAMMPolicy(structured_theta(), 2, 2, 2, strict=True), 16)
+    logits = forward(llama, ids, cache, mask, last_only=True)[:, -1]
+    for _ in range(40):  # decoding across two eviction steps, with masked fill slots and a padded row
+        logits = forward(llama, logits.argmax(-1)[:, None], cache, last_only=True)[:, -1]
+    assert len(cache.log) >= 2 * 4 and any(not bool(s.attended.all()) for s in cache.log)
+    assert CheckedMasks.calls >= 41 * 3
+
+
 def test_baselines_in_the_model(llama):
     ids = prompt(40, 4)
     out = generate(llama, ids, RecentWindow(window=8, sinks=2), n_up=16, max_new_tokens=30, return_logits=True)

@@ -119,6 +119,11 @@ class EvictionCache(Cache):
         self.positions: list[torch.Tensor | None] = [None] * self.n_layers  # (B, H, T) long: original positions
         self._rows: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
         self._chunk: tuple[torch.Tensor, torch.Tensor] | None = None        # (positions, valid) (B, q) in flight
+        # additive masks, kept so that a decoded token does not rebuild every layer's mask over all its slots:
+        # per layer the cached slots' (B, query heads, 1, T) row, extended as slots come and rebuilt after an
+        # eviction; per chunk the new tokens' own (B, query heads, q, q) block and their (…, 1, q) row
+        self._bias: list[torch.Tensor | None] = [None] * self.n_layers
+        self._chunk_masks: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
         self._attached_to = None                                            # the model whose hooks feed it now
         self.log: list[EvictionStep] = []
 
@@ -130,22 +135,37 @@ class EvictionCache(Cache):
             raise ValueError(f"a chunk of {q} tokens after {self.total} crosses an eviction boundary (every "
                              f"{self.n_up}); feed tokens through workbench.namm.driver.forward, which splits them")
         self._chunk = (positions, valid.to(torch.bool))
+        self._chunk_masks = {}
+
+    def _additive(self, visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, KV heads, …) bool -> (B, query heads, …) additive: 0 where visible, the dtype's minimum elsewhere."""
+        visible = visible.repeat_interleave(self.gqa_group, dim=1)             # query head h·G + g -> KV head h
+        return torch.zeros(visible.shape, dtype=dtype, device=visible.device).masked_fill(~visible,
+                                                                                          torch.finfo(dtype).min)
+
+    def _chunk_mask(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chunk in flight's (block (B, Hq, q, q), row (B, Hq, 1, q)) in `dtype`, built once for all layers."""
+        if dtype not in self._chunk_masks:
+            _, valid_new = self._chunk
+            b, q = valid_new.shape
+            i = torch.arange(q, device=valid_new.device)
+            new = (i[None, :] <= i[:, None])[None] & (valid_new[:, None, :] | (i[None, :] == i[:, None])[None])
+            block = self._additive(new[:, None].expand(b, self.n_kv_heads, q, q), dtype)
+            row = self._additive(valid_new[:, None, None, :].expand(b, self.n_kv_heads, 1, q), dtype)
+            self._chunk_masks[dtype] = block, row
+        return self._chunk_masks[dtype]
 
     def layer_mask(self, layer: int, dtype: torch.dtype) -> torch.Tensor:
         """Additive 4-D mask (B, query heads, q, T_cached + q) of `layer` for the chunk in flight: cached slots
         by their validity (per KV head), new tokens causally and only if real (a padding query sees itself, so no
         row is empty)."""
-        positions, valid_new = self._chunk
-        b, q = valid_new.shape
-        dev = valid_new.device
-        i = torch.arange(q, device=dev)
-        new = (i[None, :] <= i[:, None])[None] & (valid_new[:, None, :] | (i[None, :] == i[:, None])[None])
-        new = new[:, None].expand(b, self.n_kv_heads, q, q)                    # (B, H, q, q)
-        if self.valid[layer] is not None:
-            old = self.valid[layer][:, :, None, :].expand(-1, -1, q, -1)       # (B, H, q, T)
-            new = torch.cat([old, new], dim=-1)
-        visible = new.repeat_interleave(self.gqa_group, dim=1)                 # query head h·G + g -> KV head h
-        return torch.zeros(visible.shape, dtype=dtype, device=dev).masked_fill(~visible, torch.finfo(dtype).min)
+        block, _ = self._chunk_mask(dtype)
+        if self.valid[layer] is None:
+            return block
+        bias = self._bias[layer]
+        if bias is None or bias.dtype != dtype:  # after an eviction (or in another dtype): from the validity
+            bias = self._bias[layer] = self._additive(self.valid[layer][:, :, None, :], dtype)
+        return torch.cat([bias.expand(-1, -1, block.shape[2], -1), block], dim=-1)
 
     def record_attention(self, layer: int, weights: torch.Tensor) -> None:
         """Buffer a layer's post-softmax rows (B, query heads, q, T) as KV-head means; append the new slots."""
@@ -161,12 +181,15 @@ class EvictionCache(Cache):
         else:
             self.valid[layer] = torch.cat([self.valid[layer], new_valid], dim=-1)
             self.positions[layer] = torch.cat([self.positions[layer], new_pos], dim=-1)
+        bias = self._bias[layer]
+        if bias is not None:  # the new slots join the layer's mask row (their block was this chunk's)
+            self._bias[layer] = torch.cat([bias, self._chunk_mask(bias.dtype)[1]], dim=-1)
 
     def end(self) -> None:
         """The chunk's forward is done: advance the clock and run the policy on a multiple of n_up."""
         positions, _ = self._chunk
         self.total += positions.shape[-1]
-        self._chunk = None
+        self._chunk, self._chunk_masks = None, {}
         if self.total % self.n_up == 0:
             self.evict()
 
@@ -186,6 +209,7 @@ class EvictionCache(Cache):
             kv.keys, kv.values = kv.keys.gather(2, gather), kv.values.gather(2, gather)
             self.valid[layer] = sel.attend
             self.positions[layer] = self.positions[layer].gather(-1, idx)
+            self._bias[layer] = None  # rebuilt from the new validity by the next layer_mask
             if self.record != "none":
                 self.log.append(EvictionStep(self.total, sel if self.record == "full" else sel.lean()))
 
