@@ -63,6 +63,17 @@ def _uniform(keys: ti.template(), p, cell):
 
 
 @ti.func
+def _ring(i, n):
+    """(i − 1, i, i + 1) on a ring of n cells: the wrap-padded 3×3 neighbourhood's rows or columns."""
+    lo, hi = i - 1, i + 1
+    if lo < 0:
+        lo = n - 1
+    if hi == n:
+        hi = 0
+    return ti.Vector([lo, i, hi])
+
+
+@ti.func
 def _hidden(w: ti.template(), p, h, d: ti.template()):
     """The 1×1 → 16 (ReLU) → 1×1 → d tail of the network on the first layer's output h (4)."""
     o1, o2 = ti.static(layout(d)["K1"], layout(d)["b1"])
@@ -95,7 +106,7 @@ def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dt
         if r % stride != 0:
             continue
         p, y = r // stride // H, r // stride % H
-        rows = [(y + H - 1) % H, y, (y + 1) % H]
+        rows = _ring(y, H)
         for x in range(W):
             update = 0
             if drawn != 0:
@@ -106,12 +117,7 @@ def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dt
                 for c in ti.static(range(d)):
                     out[p, y, x, c] = s[p, y, x, c]
             else:
-                xm, xp = x - 1, x + 1
-                if xm < 0:
-                    xm = W - 1
-                if xp == W:
-                    xp = 0
-                cols = [xm, x, xp]
+                cols = _ring(x, W)
                 h = ti.Vector([w[p, ob + a] for a in ti.static(range(HIDDEN))])
                 for i in ti.static(range(3)):
                     for j in ti.static(range(3)):
@@ -142,14 +148,9 @@ def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(d
         if r % stride != 0:
             continue
         p, y = r // stride // H, r // stride % H
-        rows = [(y + H - 1) % H, y, (y + 1) % H]
+        rows = _ring(y, H)
         for x in range(W):
-            xm, xp = x - 1, x + 1
-            if xm < 0:
-                xm = W - 1
-            if xp == W:
-                xp = 0
-            cols = [xm, x, xp]
+            cols = _ring(x, W)
             h = ti.Vector([w[p, ob + a] for a in ti.static(range(HIDDEN))])
             for i in ti.static(range(3)):
                 for j in ti.static(range(3)):
