@@ -926,7 +926,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import no_runs_page, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import export_controls, no_runs_page, off_loop, run_alert, section, shell
 
     _hv()
     model = ExpertsModel(runs_dir=runs_dir)
@@ -942,10 +942,8 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
                                           sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice.from_param(model.param.compare, name="Seeds pooled (same settings)",
                                                 sizing_mode="stretch_width")
-    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
-                            sizing_mode="stretch_width")
-    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    fmt, export, status = export_controls(
+        lambda suffix: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix))
     what = pn.pane.Markdown("", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
@@ -991,17 +989,8 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         picker.value = model.run_id
         build()
 
-    async def on_export(event):
-        try:
-            path = await off_loop(model.export, None, Path(runs_dir) / model.run_id / "figures", fmt.value,
-                                  busy=[export])
-            status.object = f"written `{path}`"
-        except ValueError as exc:
-            status.object = f"**cannot export:** {exc}"
-
     picker.param.watch(on_pick, "value")
     refresh.on_click(on_refresh)
-    export.on_click(on_export)
     tabs.param.watch(on_tab, "active")
     model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
     build()

@@ -142,7 +142,7 @@ class MergeModel(param.Parameterized):
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,
                standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import no_runs_page, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import export_controls, no_runs_page, off_loop, run_alert, section, shell
     from workbench.figures import holoviews
 
     holoviews()
@@ -154,10 +154,8 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
-    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
-                            sizing_mode="stretch_width")
-    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    fmt, export, status = export_controls(
+        lambda suffix: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
     what = pn.pane.Markdown("", margin=(0, 10))
@@ -202,17 +200,8 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         picker.value = model.run_id
         build_tabs()
 
-    async def on_export(event):
-        try:
-            path = await off_loop(model.export_tab, Path(runs_dir) / model.run_id / "figures", fmt.value,
-                                  busy=[export])
-            status.object = f"written `{path}`"
-        except ValueError as exc:
-            status.object = f"**cannot export:** {exc}"
-
     picker.param.watch(on_pick, "value")
     refresh.on_click(on_refresh)
-    export.on_click(on_export)
     tabs.param.watch(on_tab, "active")
     build_tabs()
     sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, export, status]

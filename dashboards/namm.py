@@ -445,7 +445,7 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
 
 
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
-    from workbench.dashboards.shell import PageThread, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import PageThread, export_controls, off_loop, run_alert, section, shell
 
     hv = _hv()
     model = NAMMExplorer(runs_dir=runs_dir)
@@ -493,9 +493,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     results = w.TextInput(name="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
     compare = w.Button(name="compare with baselines", sizing_mode="stretch_width")
-    fmt = w.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png", sizing_mode="stretch_width")
-    export = w.Button(name="export", button_type="primary", sizing_mode="stretch_width")
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    fmt, export, status = export_controls(lambda suffix: model.export(model.view, model.figures_dir(), suffix))
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
@@ -618,13 +616,6 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         model.view = list(VIEWS)[event.new]
     tabs.param.watch(on_tab, "active")
 
-    async def on_export(event):
-        try:
-            path = await off_loop(model.export, model.view, model.figures_dir(), fmt.value, busy=[export])
-            status.object = f"written `{path}`"
-        except ValueError as exc:
-            status.object = f"**cannot export:** {exc}"
-
     async def on_task(event):
         try:
             answer = await off_loop(model.use_task, task.value, task_length.value, busy=[use_task, prompt])
@@ -641,7 +632,6 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     use_task.on_click(on_task)
     run_button.on_click(on_run)
     compare.on_click(on_compare)
-    export.on_click(on_export)
 
     sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
                section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress,

@@ -1136,7 +1136,7 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
 
 
 def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+    from workbench.dashboards.shell import export_controls, off_loop, placeholder, section, shell
 
     _hv()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
@@ -1171,10 +1171,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(name="Highlight a model", options={}, sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice(name="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
-    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
-                            sizing_mode="stretch_width")
-    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    fmt, export, status = export_controls(lambda suffix: model.export(
+        model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
+        suffix))
 
     syncing = [False]  # widgets set from the model are not the user choosing
     streams: list = []  # the parameter streams of the views on show
@@ -1307,14 +1306,6 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         except ValueError as exc:
             answer.object = f"**cannot run it:** {html.escape(str(exc))}"
 
-    async def on_export(event):
-        out = (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures"
-        try:
-            written = await off_loop(model.export, model.view, out, fmt.value, busy=[export])
-            status.object = f"written `{written}`"
-        except ValueError as exc:
-            status.object = f"**cannot export:** {exc}"
-
     runs.param.watch(on_run, "value")
     open_path.on_click(on_open)
     refresh.on_click(on_refresh)
@@ -1322,7 +1313,6 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     highlight.param.watch(on_highlight, "value")
     compare.param.watch(on_compare, "value")
     run_button.on_click(on_run_elite)
-    export.on_click(on_export)
     what = pn.bind(lambda v: f"Export writes the tab on show: **{VIEWS[v]}** at the scrubber's generation.",
                    model.param.view)
 

@@ -171,6 +171,26 @@ def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = 
     return shell(slug, [alert, placeholder(text, 640, 200)], [hint], standalone=standalone)
 
 
+def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.widgets.Button, pn.pane.Markdown]:
+    """A run explorer's "export for a paper" controls: a format menu, the export button and a status line.
+    A click runs write(suffix) off the event loop (it writes the figure on show and returns the file's path) and
+    says what it wrote, or why it could not (its ValueError). The status line is the page's to use as well."""
+    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
+                            sizing_mode="stretch_width")
+    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+
+    async def on_export(event):
+        try:
+            path = await off_loop(write, fmt.value, busy=[export])
+            status.object = f"written `{path}`"
+        except ValueError as exc:
+            status.object = f"**cannot export:** {exc}"
+
+    export.on_click(on_export)
+    return fmt, export, status
+
+
 class PageThread:
     """Calls into a page's Bokeh document from any thread. Raw Bokeh models may only change on the
     server's event loop while the document is locked; work that runs on a worker thread hands its
