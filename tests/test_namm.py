@@ -620,6 +620,7 @@ class CheckedMasks(EvictionCache):
 def test_kept_masks_equal_masks_built_from_scratch(llama):
     from workbench.namm.driver import forward
 
+    CheckedMasks.calls = 0
     # row 1's padding reaches into the prompt's last chunk (slots 32 … 39), whose slots decoding then sees
     a, b = prompt(40, 8)[0], prompt(5, 9)[0]
     ids = torch.stack([a, torch.cat([torch.zeros(35, dtype=torch.long), b])])
