@@ -75,6 +75,33 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--sigma", "0"], "--sigma must be a finite"),
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--steps", "2", "--frames", "5"],
+     "--frames 5 is more than --steps 2"),
+    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--chunk", "0"], "--chunk must be a positive"),
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--iters", "0"],
+     "--iters must be a positive integer"),
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json"],
+     "--runs file.json is a file, not a folder"),
+    (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),
+    (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
+    (["bench", "merge", "--repeats", "0"], "--repeats must be greater than 0"),
+    (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
+    (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
+    (["experts", "eval", "--model", "nope", "--n", "0"], "--n must be at least 1"),
+])
+def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
+    """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an
+    audit: these were tracebacks, errors after the work, or messages naming Python fields)."""
+    (tmp_path / "file.json").write_text("{}")
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("error:") == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json"]  # no runs/, zoo or merge written
+
+
 def test_unknown_substrate_is_rejected_with_choices():
     res = run("render", "gameoflife", "--steps", "3", "--out", "x.png")  # "gol" is one since issue 15
     assert res.returncode == 2 and "lenia" in res.stderr and "plife" in res.stderr and "flow_lenia" in res.stderr

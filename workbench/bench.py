@@ -86,10 +86,12 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 3, precisio
     import open_clip
     import torch
 
-    from workbench.fm import bf16_supported, load_fm
+    from workbench.fm import bf16_supported, check_arch, load_fm, quiet_logs
 
+    check_arch(arch)
+    if batch < 1:
+        raise ValueError(f"--batch must be at least 1, got {batch}")
     torch.manual_seed(0)
-    from workbench.fm import quiet_logs
 
     with quiet_logs():
         model = open_clip.create_model(arch, pretrained=None).eval()
@@ -287,9 +289,11 @@ def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, metho
     from workbench.merge.evolve import EvolveConfig, context, evaluate_genomes
     from workbench.merge.search import RecipeCMA
 
+    z = load_zoo(zoo)  # a clear error naming `workbench zoo build` when missing, before a minute of timings
+    if layers < 1 or repeats < 1:
+        raise ValueError(f"--layers and --repeats must be at least 1, got {layers} and {repeats}")
     out: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
                  "tensors": bench_merge_tensors(layers, methods=tuple(methods), repeats=repeats)}
-    z = load_zoo(zoo)  # a clear error naming `workbench zoo build` when missing
     experts = z.names[1:]
     per_eval = {}
     for method in (*methods, "dfs"):

@@ -375,13 +375,20 @@ def quiet_logs():
         logging.disable(logging.NOTSET)
 
 
-def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, precision: str,
-              cache_size: int, name: str, device: str | torch.device | None = None) -> ClipFM:
+def check_arch(arch: str) -> None:
+    """One clear error for a name that is not an open_clip architecture."""
     import open_clip
 
     if arch not in open_clip.list_models():
         raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32, ViT-B-16, RN50 "
                          f"(open_clip.list_models() lists all)")
+
+
+def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, precision: str,
+              cache_size: int, name: str, device: str | torch.device | None = None) -> ClipFM:
+    import open_clip
+
+    check_arch(arch)
     if weights is not None:
         sd = _read_state_dict(Path(weights))
         with quiet_logs():  # open_clip warns "no pretrained weights loaded": ours come next
@@ -422,12 +429,9 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
         return
     if name == "pixels":
         return
-    import open_clip
 
     arch = "ViT-B-32" if name == "clip" else name.split(":", 1)[1]
-    if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32, ViT-B-16, RN50 "
-                         f"(open_clip.list_models() lists all)")
+    check_arch(arch)
     if weights is not None:
         _check_checkpoint(Path(weights))
     elif name == "clip":

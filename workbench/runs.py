@@ -425,6 +425,8 @@ class RunStore:
 
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
 
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
                command: str | None = None) -> Run:

@@ -64,9 +64,9 @@ class SearchConfig:
                              f"got {self.algorithm!r}")
         for name in ("iters", "pop", "population"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.eval.frames < 1 or self.eval.bs < 1:
-            raise ValueError("--frames and --bs must be positive integers")
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"--sigma must be a finite number > 0 (the search's step size), got {self.sigma}")
         if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
             raise ValueError("prompts must be non-empty text")
         if self.kind == "target" and not self.prompts and not self.target_image:
@@ -81,6 +81,7 @@ class SearchConfig:
                 self.notes.append(f"--frames {self.eval.frames} is not a multiple of the {n} prompts; "
                                   f"using {k} frames")
             self.eval.frames = k
+            self.eval.check()  # the rounded frames still fit the steps
         if self.kind == "openended" and self.c_oe == 0.0:
             self.c_oe = 1.0
         if self.kind == "openended" and not n:

@@ -43,6 +43,17 @@ class EvalConfig:
     def __post_init__(self):
         if self.steps is None:
             self.steps = DEFAULT_STEPS.get(self.substrate, 256)
+        self.check()
+
+    def check(self) -> None:
+        """One clear error (naming the CLI flag) for numbers no rollout can use, before anything loads."""
+        for name in ("steps", "frames", "bs", "size", "chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if self.frames > self.steps:
+            raise ValueError(f"--frames {self.frames} is more than --steps {self.steps}: a frame is sampled at the "
+                             "end of a chunk of steps, so give at most as many frames as steps")
 
 
 _CACHE: dict = {}

@@ -7,10 +7,28 @@ import json
 
 from workbench.cli.common import SUBSTRATES, add_device_argument, err
 
+#: numeric flags of the benchmarks that must be > 0 (a zero or negative one divides by zero, times nothing or
+#: makes empty batches); checked before anything loads or is timed
+POSITIVE = ("min_time", "batch", "sessions", "seconds", "layers", "repeats", "gens", "batch_gens", "workers", "steps",
+            "pop", "n", "length", "speed_length", "decode_tokens", "cma_prompts", "threads")
+
+
+def check_bench_args(args) -> None:
+    """One ValueError naming the flag for a number no benchmark can use, or a zoo that is not there."""
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+    if args.target in ("merge", "qd", "experts") and not (args.target == "experts" and "zoo" not in args.models):
+        from workbench.lm.zoo import load_zoo
+
+        load_zoo(args.zoo)  # its own clear error (the build command) when there is no zoo there
+
 
 def cmd_bench(args) -> int:
     from workbench import bench
 
+    check_bench_args(args)
     if args.target == "substrates":
         result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time)
     elif args.target == "fm":

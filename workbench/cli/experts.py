@@ -164,6 +164,8 @@ def cmd_eval(args) -> int:
 
     device = check_device(args.device)
     tasks = check_tasks(args.tasks)
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1 (held-out prompts per task), got {args.n}")
     check_model(args.model)
     experts = read_experts(resolve_experts(args.experts, args.runs), None) if args.experts else None
     alpha = None

@@ -75,6 +75,13 @@ def cmd_apply(args) -> int:
     from workbench.merge.apply import apply_recipe_file
 
     device = check_device(args.device)
+    if args.eval:  # checked before the merge is written
+        from workbench.lm.tasks import get_task
+
+        for task in args.eval if args.eval != ["all"] else []:
+            get_task(task)  # the evaluation's own error for an unknown task
+        if args.n < 1:
+            raise ValueError(f"--n must be at least 1 (prompts per task), got {args.n}")
     out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
     if args.eval:

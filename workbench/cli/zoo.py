@@ -13,12 +13,13 @@ def cmd_zoo_build(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from workbench.lm.tasks import TASKS, check_tasks
-    from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo, total_steps
+    from workbench.lm.zoo import ZooConfig, build_zoo, check_zoo_out, load_zoo, total_steps
 
     device = check_device(args.device)
     tasks = tuple(check_tasks(args.tasks or TASKS))
     cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed, device=device)
     args.out = args.out or ("data/zoo-quick" if args.quick else "data/zoo")
+    check_zoo_out(args.out)  # before the progress bar starts
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,

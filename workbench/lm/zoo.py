@@ -238,6 +238,16 @@ def total_steps(cfg: ZooConfig) -> int:
     return cfg.base_steps + sum(cfg.budget(t)[0] for t in cfg.tasks)
 
 
+def check_zoo_out(out: str | Path) -> Path:
+    """Where a zoo may be built: a new or empty folder, or an existing zoo (replaced); else one clear error."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; choose a new folder for the zoo")
+    if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not a zoo; choose another --out or remove it")
+    return out
+
+
 def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None) -> Path:
     """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
     renamed at the end; an existing zoo at `out` is replaced, any other existing folder is refused).
@@ -255,9 +265,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     for t in cfg.tasks:
         if get_task(t).name not in TASKS:
             raise ValueError(f"unknown zoo task {t!r}; choose from {', '.join(TASKS)}")
-    out = Path(out)
-    if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a zoo; choose another --out or remove it")
+    out = check_zoo_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     threads = torch.get_num_threads()

@@ -83,11 +83,12 @@ class EvolveConfig:
                              f"sum, got {self.task_weights}")
         for name in ("iters", "pop", "n_eval", "n_test", "dfs_r", "chunk"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                flag = FLAGS.get(name, f"--{name.replace('_', '-')}")
+                raise ValueError(f"{flag} must be a positive integer, got {getattr(self, name)}")
         if self.pop < 2:
             raise ValueError("the CMA-ES population (--pop) must be at least 2")
         if not (np.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
+            raise ValueError(f"--sigma must be a finite number > 0, got {self.sigma}")
         if self.device is not None:
             self.device = str(self.device)  # a name, resolved where the work runs (a torch.device would pin it)
 
