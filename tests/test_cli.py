@@ -90,6 +90,10 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
     (["experts", "eval", "--model", "nope", "--n", "0"], "--n must be at least 1"),
+    (["namm", "eval", "--n", "0"], "--n must be at least 1"),
+    (["view", "lenia", "--frames", "0"], "--frames must be at least 1"),
+    (["view", "lenia", "--out-dir", "file.json"], "--out-dir file.json is a file"),
+    (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "--dpi must be at least 1"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

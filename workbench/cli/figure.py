@@ -9,6 +9,8 @@ def cmd_figure(args) -> int:
     from workbench import figures
     from workbench.runs import RunStore
 
+    if getattr(args, "dpi", None) is not None and args.dpi < 1:
+        raise ValueError(f"--dpi must be at least 1, got {args.dpi}")
     store = RunStore(args.runs)
     if args.what == "curves":
         out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)

@@ -95,6 +95,8 @@ def cmd_eval(args) -> int:
     from workbench.namm.cache import check_n_up
     from workbench.namm.tasks import check_task_names
 
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be at least 1 (test prompts per task), got {args.n}")
     saved = _policy_source(args)
     methods = list(dict.fromkeys(args.methods))
     if "namm" in methods and saved is None:

@@ -53,6 +53,8 @@ def cmd_runs(args) -> int:
         rows = store.list()
         if args.json:
             print(json.dumps(rows))
+        elif not rows:  # an empty table says nothing; say where we looked
+            err.print(f"no runs in {store.root}" + ("" if store.root.is_dir() else " (no such folder)"))
         else:
             _runs_tables(rows)
         for name in store.broken():

@@ -29,6 +29,12 @@ def cmd_view(args) -> int:
     sub = _substrate(args)
     if args.window < 64:
         raise ValueError(f"--window must be at least 64 pixels, got {args.window}")
+    if args.render_size is not None and args.render_size < 8:
+        raise ValueError(f"--render-size must be at least 8 pixels, got {args.render_size}")
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be at least 1 (or left out: run until q), got {args.frames}")
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
     model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
                         render_size=args.render_size or min(args.window, 512))
     run_viewer(model, window=args.window, max_frames=args.frames)
