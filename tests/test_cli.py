@@ -58,6 +58,7 @@ def test_render_png_equals_library_frame(tmp_path):
     (["render", "lenia", "--steps", "0", "--out", "x.png"], "steps must be a positive integer"),
     (["render", "lenia", "--steps", "3", "--out", "x.jpg"], ".png, .gif, .mp4"),
     (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "not found"),
+    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "."], "is a folder; give a θ .npy file"),
     (["render", "boids", "--steps", "3", "--out", "nowhere/x.png"], "does not exist"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "notes.txt"], "not a NumPy .npy array"),

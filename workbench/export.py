@@ -75,6 +75,8 @@ def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
     if path is None:
         return sub.zero_theta()
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--theta {str(path)!r} is a folder; give a θ .npy file (e.g. a run's best.npy)")
     if not path.is_file():
         raise ValueError(f"θ file {str(path)!r} not found")
     try:
