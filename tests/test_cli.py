@@ -95,6 +95,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["view", "lenia", "--frames", "0"], "--frames must be at least 1"),
     (["view", "lenia", "--out-dir", "file.json"], "--out-dir file.json is a file"),
     (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "--dpi must be at least 1"),
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],
+     "--trust-pickle only applies to --resume ID"),
+    (["runs", "compare", "some-run", "some-run"], "two different runs, got some-run twice"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

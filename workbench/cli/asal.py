@@ -36,6 +36,9 @@ def cmd_asal(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
     cfg, resume, total = None, None, None
+    if args.trust_pickle and args.resume is None:
+        raise ValueError("--trust-pickle only applies to --resume ID (it allows loading that run's pickled search "
+                         "state); leave it out of a new run")
     if args.resume is not None:
         # everything that would refuse the resume, before a model loads or a progress bar starts
         run = store.open(args.resume)

@@ -71,6 +71,8 @@ def cmd_runs(args) -> int:
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
         return 0
+    if args.ids[0] == args.ids[1]:
+        raise ValueError(f"runs compare needs two different runs, got {args.ids[0]} twice")
     a, b = (store.open(i) for i in args.ids)
     out = {}
     for run in (a, b):
