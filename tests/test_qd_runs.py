@@ -54,6 +54,8 @@ def _table(run, name: str, drop=("seconds",)) -> list[dict]:
 
 
 def _qd_state(run) -> tuple:
+    import workbench.qd.cycle  # noqa: F401 - registers the checkpoint type (run alone, nothing else imports it)
+
     state = run.load_checkpoint()
     tree, arrays = pack(state["qd"])
     return (state["iteration"], json.dumps(tree, sort_keys=True),

@@ -274,3 +274,22 @@ def test_heartbeat_and_interrupted_runs(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "interrupted" in captured.out and "best loss ↓" in captured.out and "algorithm" in captured.out
     assert f"resume it with: workbench asal target --resume {run.id}" in captured.err
+
+
+def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
+    """A SIGKILL during an atomic write leaves its never-renamed temporary beside the intact file (seen once in a
+    kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""
+    import tempfile
+
+    from workbench.atomic import atomic_write
+    from workbench.runs import sweep_partial_writes
+
+    (tmp_path / "maps").mkdir()
+    atomic_write(tmp_path / "maps" / "gen2_archive_map.json", lambda p: p.write_text("{}"))
+    left = [tempfile.mkstemp(dir=tmp_path / d, prefix=f".{stem}.", suffix=suffix)[1]
+            for d, stem, suffix in (("maps", "gen3_archive_map", ".json"), (".", "metrics", ".parquet"))]
+    (tmp_path / ".hidden").write_text("not ours")
+    gone = sweep_partial_writes(tmp_path)
+    assert sorted(map(str, gone)) == sorted(left)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        ".hidden", "maps", "maps/gen2_archive_map.json"]

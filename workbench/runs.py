@@ -30,6 +30,7 @@ import json
 import os
 import pickle
 import platform
+import re
 import shlex
 import socket
 import sys
@@ -420,6 +421,19 @@ def _now_ms() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
 
 
+#: the temporary name of an atomic write (workbench.atomic: mkstemp's ".<stem>.<8 random>.<suffix>")
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+
+
+def sweep_partial_writes(folder: Path) -> list[Path]:
+    """Remove what writes cut short by a kill left behind: the temporary files of atomic writes, never renamed
+    (the files they would have replaced are intact). Only for a run whose process is gone (a resume)."""
+    gone = [p for p in folder.rglob(".*") if p.is_file() and _PARTIAL.match(p.name)]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 class RunStore:
     """A folder of runs and the DuckDB catalog over them."""
 
@@ -487,6 +501,7 @@ class RunStore:
         if kinds is not None and info.get("kind") not in kinds:
             raise RunError(_wrong_kind(run, " / ".join(kinds)))
         run.check_resumable(trust_pickle)
+        sweep_partial_writes(run.path)
         try:
             cfg = read_config(info["config"])
         except (TypeError, ValueError) as exc:
