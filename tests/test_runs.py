@@ -281,8 +281,7 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""
     import tempfile
 
-    from workbench.atomic import atomic_write
-    from workbench.runs import sweep_partial_writes
+    from workbench.atomic import atomic_write, sweep_partial_writes
 
     (tmp_path / "maps").mkdir()
     atomic_write(tmp_path / "maps" / "gen2_archive_map.json", lambda p: p.write_text("{}"))

@@ -4,6 +4,7 @@ is flushed to disk and renamed over the target, so a crash leaves the old file o
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+#: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
+_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+
+
+def sweep_partial_writes(folder: Path) -> list[Path]:
+    """Remove what writes cut short by a kill left behind below `folder`: atomic_write's temporary files, never
+    renamed (the files they would have replaced are intact). Only where no process writes any more (a resume)."""
+    gone = [p for p in Path(folder).rglob(".*") if p.is_file() and _PARTIAL.match(p.name)]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:

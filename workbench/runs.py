@@ -30,7 +30,6 @@ import json
 import os
 import pickle
 import platform
-import re
 import shlex
 import socket
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.atomic import atomic_write, write_png
+from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
 
 FORMAT = 1
@@ -419,19 +418,6 @@ def _now_ms() -> str:
     after the second-resolution stamps of older runs made in the same second."""
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
-
-
-#: the temporary name of an atomic write (workbench.atomic: mkstemp's ".<stem>.<8 random>.<suffix>")
-_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
-
-
-def sweep_partial_writes(folder: Path) -> list[Path]:
-    """Remove what writes cut short by a kill left behind: the temporary files of atomic writes, never renamed
-    (the files they would have replaced are intact). Only for a run whose process is gone (a resume)."""
-    gone = [p for p in folder.rglob(".*") if p.is_file() and _PARTIAL.match(p.name)]
-    for p in gone:
-        p.unlink(missing_ok=True)
-    return gone
 
 
 class RunStore:
