@@ -167,13 +167,16 @@ def test_illumination_from_the_cli(tmp_path, capsys, algorithm):
     runs = str(tmp_path / "runs")
     assert main(["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--algorithm", algorithm,
                  "--population", "12", "--pop", "4", "--steps", "20", "--iters", "3", "--runs", runs, "--quiet"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     run = RunStore(runs).open(result["id"])
     assert result["status"] == "done" and (run.path / "atlas.png").exists()
     population = run.read_table("population").to_pylist()
     assert len(population) >= 4 and len(population[0]["theta"]) == 193 and len(population[0]["embedding"]) == 2352
     if algorithm == "ga":
         assert len(population) == 12
+    else:  # --population sizes MAP-Elites' square grid too: 12 → 3 × 3 cells, said once
+        assert len(population) <= 9 and "--population 12 gives 3×3 = 9 cells" in captured.err
     atlas = np.asarray(Image.open(run.path / "atlas.png"))
     assert atlas.ndim == 3 and atlas.any()
 

@@ -38,7 +38,7 @@ class SearchConfig:
     algorithm: str | None = None      # default: cma (target, openended) or ga (illuminate)
     iters: int = 100
     pop: int = 16                     # CMA population; GA children; MAP-Elites batch
-    population: int = 256             # GA population
+    population: int = 256             # GA population; MAP-Elites archive of about this many cells (√P × √P)
     sigma: float = 0.1
     seed: int = 0
     c_prompt: float = 1.0
@@ -88,6 +88,11 @@ class SearchConfig:
             self.c_prompt = 0.0
         if self.kind == "illuminate":
             self.eval.frames = 1
+        if self.algorithm == "map-elites":
+            side = map_elites_side(self.population)
+            if side * side != self.population:
+                self.notes.append(f"MAP-Elites keeps a square grid: --population {self.population} gives "
+                                  f"{side}×{side} = {side * side} cells")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -102,7 +107,14 @@ def make_search(cfg: SearchConfig, n_params: int):
         return SepCMAESSearch(n_params, population=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
     if cfg.algorithm == "ga":
         return IlluminationGA(n_params, population=cfg.population, children=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
-    return MapElitesSearch(n_params, batch=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+    return MapElitesSearch(n_params, batch=cfg.pop, sigma=cfg.sigma, cells=map_elites_side(cfg.population),
+                           seed=cfg.seed)
+
+
+def map_elites_side(population: int) -> int:
+    """The side of MAP-Elites' square grid for --population P: the atlas holds at most side² ≈ P elites,
+    as the GA's holds P (256 → 16 × 16, the default grid)."""
+    return max(2, round(math.sqrt(population)))
 
 
 def target_embeddings(cfg: SearchConfig, fm) -> np.ndarray | None:

@@ -13,6 +13,7 @@ from workbench.cli.common import (
     dask_client,
     err,
     iteration_progress,
+    resumed_run,
 )
 
 #: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
@@ -29,21 +30,15 @@ ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.
 def cmd_asal(args) -> int:
     from workbench.asal.driver import FLAGS, SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     check_device(args.device)
 
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
     cfg, resume, total = None, None, None
-    if args.trust_pickle and args.resume is None:
-        raise ValueError("--trust-pickle only applies to --resume ID (it allows loading that run's pickled search "
-                         "state); leave it out of a new run")
-    if args.resume is not None:
-        # everything that would refuse the resume, before a model loads or a progress bar starts
-        run = store.open(args.resume)
-        check_resume(run, args.search, given, names=FLAGS)
-        run.check_resumable(trust_pickle=args.trust_pickle)
+    run = resumed_run(store, args, args.search, given, FLAGS)
+    if run is not None:
         resume, total = run.id, run.info["config"].get("iters")
     else:
         defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
@@ -100,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")
         else:
             a.add_argument("--algorithm", choices=["ga", "map-elites"], help="default: ga")
-            a.add_argument("--population", type=int, help="GA population size (default: 256)")
+            a.add_argument("--population", type=int, help="GA population size, or MAP-Elites' grid of about that "
+                           "many cells (√P × √P; default: 256)")
         a.add_argument("--iters", type=int, help="default: 100")
         a.add_argument("--pop", type=int, help="CMA population / GA children / MAP-Elites batch (default: "
                                                f"{16 if name != 'illuminate' else 32})")
