@@ -228,8 +228,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
                                       n_prompts=6, n_test=0, max_new_tokens=4), store)
     train = ["namm", "train", "--model", str(tiny), "--runs", str(runs), "--quiet", "--gens", "1", "--pop", "2",
              "--length", "160"]
-    _refused(capsys, [*train, "--n-up", "40"], "--n-up: n_up (tokens between eviction steps) must be a positive "
-                                               "multiple of 16, got 40", tmp_path)
+    _refused(capsys, [*train, "--n-up", "40"], "--n-up (tokens between eviction steps) must be a positive multiple "
+                                               "of 16, got 40", tmp_path)
     _refused(capsys, [*train, "--length", "1100"], "longer than the window of --model", tmp_path)
     _refused(capsys, [*train, "--tasks", "digit", "count", "passkey"], "--gens 1 is fewer than the 3", tmp_path)
     _refused(capsys, [*train, "--max-kept", "1.5"], "--max-kept must be a fraction", tmp_path)

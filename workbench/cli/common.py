@@ -49,6 +49,26 @@ def check_device(value: str | None) -> str | None:
     return value
 
 
+def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
+                names: dict[str, str] | Callable[[dict], dict[str, str]]):
+    """The run that --resume ID names (None without --resume), with everything that would refuse the resume
+    checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
+    (named by `names`, or by `names(config)`), its process still running, a pickle checkpoint without
+    --trust-pickle. --trust-pickle without --resume is refused: a new run would ignore it silently."""
+    trust = getattr(args, "trust_pickle", False)
+    if args.resume is None:
+        if trust:
+            raise ValueError("--trust-pickle only applies to --resume ID (it allows loading that run's pickled "
+                             "search state); leave it out of a new run")
+        return None
+    from workbench.runs import check_resume
+
+    run = store.open(args.resume)
+    check_resume(run, kind, given, names=names(run.info["config"]) if callable(names) else names)
+    run.check_resumable(trust_pickle=trust)
+    return run
+
+
 def dask_client(args):
     """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None."""
     if args.workers and args.dask:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, iteration_progress
+from workbench.cli.common import add_device_argument, check_device, iteration_progress, resumed_run
 
 #: `experts train` flags (dest) whose parser default is None, and the ExpertRunConfig fields they set.
 TRAIN_FIELDS = {"model": "model", "task": "task", "adapter": "adapter", "rank": "rank", "iters": "iters",
@@ -28,17 +28,14 @@ def _given(args, fields: dict[str, str]) -> dict:
 
 def cmd_train(args) -> int:
     from workbench.experts.run import FLAGS, KIND, ExpertRunConfig, check_model, train_expert
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = _given(args, TRAIN_FIELDS)
     cfg, resume = None, None
-    if args.resume is not None:
-        # everything that would refuse the resume, before a model loads or a progress bar starts
-        run = store.open(args.resume)
-        check_resume(run, KIND, given, names=FLAGS)
-        run.check_resumable()
+    run = resumed_run(store, args, KIND, given, FLAGS)
+    if run is not None:
         resume, config = run.id, run.info["config"]
         total, task = config["iters"], config["task"]
     else:
@@ -83,7 +80,7 @@ def resolve_experts(specs: list[str], runs: str) -> list[str]:
 def cmd_adapt(args) -> int:
     from workbench.experts.adapt import FLAGS, KIND, AdaptConfig, plan, read_experts, resumed_units
     from workbench.experts.run import check_model
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
@@ -91,12 +88,10 @@ def cmd_adapt(args) -> int:
     if args.normalize:
         given["normalize"] = True
     cfg, resume = None, None
-    if args.resume is not None:
-        run = store.open(args.resume)
-        if args.experts:
-            given["experts"] = resolve_experts(args.experts, args.runs)
-        check_resume(run, KIND, given, names=FLAGS)
-        run.check_resumable()
+    if args.resume is not None and args.experts:
+        given["experts"] = resolve_experts(args.experts, args.runs)
+    run = resumed_run(store, args, KIND, given, FLAGS)
+    if run is not None:
         resume, total = run.id, len(resumed_units(run))
     else:
         if not args.model or not args.experts:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
+from workbench.cli.common import (
+    add_device_argument,
+    check_device,
+    close_client,
+    dask_client,
+    err,
+    iteration_progress,
+    resumed_run,
+)
 
 #: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
 #: from defaults (then the EvolveConfig defaults apply), and the EvolveConfig fields they set.
@@ -19,20 +27,14 @@ PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
 def cmd_evolve(args) -> int:
     from workbench.merge.evolve import FLAGS, EvolveConfig, evolve
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in EVOLVE_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    if args.trust_pickle and args.resume is None:
-        raise ValueError("--trust-pickle only applies to --resume ID (it allows loading that run's pickled search "
-                         "state); leave it out of a new run")
-    if args.resume is not None:
-        # everything that would refuse the resume, before a model loads or a progress bar starts
-        run = store.open(args.resume)
-        check_resume(run, "merge", given, names=FLAGS)
-        run.check_resumable(trust_pickle=args.trust_pickle)
+    run = resumed_run(store, args, "merge", given, FLAGS)
+    if run is not None:
         resume, total = run.id, run.info["config"].get("iters")
     else:
         if not args.models:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
+from workbench.cli.common import (
+    add_device_argument,
+    check_device,
+    close_client,
+    dask_client,
+    err,
+    iteration_progress,
+    resumed_run,
+)
 
 #: `namm train` flags whose parser default is None (so --resume can tell given flags from defaults) and the
 #: NAMMTrainConfig fields they set.
@@ -42,16 +50,14 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
 def cmd_train(args) -> int:
     from workbench.namm.run import train_namm
     from workbench.namm.train import FLAGS, NAMMTrainConfig
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in TRAIN_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    if args.resume is not None:
-        run = store.open(args.resume)
-        check_resume(run, "namm", given, names=FLAGS)
-        run.check_resumable()
+    run = resumed_run(store, args, "namm", given, FLAGS)
+    if run is not None:
         resume, total = run.id, run.info["config"]["gens"]
     else:
         cfg = NAMMTrainConfig(**given, device=device)
@@ -105,10 +111,7 @@ def cmd_eval(args) -> int:
     model = args.model or meta.get("model") or "smollm2"
     tasks = check_task_names(args.tasks or meta.get("tasks") or ["passkey"])
     length = args.length or meta.get("length") or 512
-    try:
-        n_up = check_n_up(args.n_up or meta.get("n_up") or 64)
-    except ValueError as error:
-        raise ValueError(f"--n-up: {error}") from None
+    n_up = check_n_up(args.n_up or meta.get("n_up") or 64, "--n-up")
     budgets = [float(b) for b in args.budgets]
     if any(not 0 < b <= 1 for b in budgets):
         raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {budgets}")

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, close_client, dask_client, err, iteration_progress
+from workbench.cli.common import (
+    add_device_argument,
+    check_device,
+    close_client,
+    dask_client,
+    err,
+    iteration_progress,
+    resumed_run,
+)
 
 #: `workbench qd cycle` flags whose parser default is None (so --resume can tell given flags from defaults) and the
 #: QDRunConfig fields they set.
@@ -44,7 +52,7 @@ def _progress_value(tasks: list[str]):
 
 def cmd_cycle(args) -> int:
     from workbench.qd.run import QDRunConfig, check_inputs, flag_names, run_cycleqd
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
@@ -52,11 +60,9 @@ def cmd_cycle(args) -> int:
     ranges = _ranges(args.range)
     cfg, resume = None, None
     if args.resume is not None:
-        # everything that would refuse the resume, before a model loads or a progress bar starts
-        run = store.open(args.resume)
         given.update({f"ranges.{t}": r for t, r in (ranges or {}).items()})
-        check_resume(run, "qd", given, names=flag_names(run.info["config"]))
-        run.check_resumable()
+    run = resumed_run(store, args, "qd", given, flag_names)
+    if run is not None:
         resume, config = run.id, run.info["config"]
         total, tasks = config["gens"] + 1, config["tasks"]
         args.quiet = args.quiet or run.info.get("status") == "done"   # nothing left to run: no bar

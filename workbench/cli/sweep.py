@@ -12,6 +12,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    resumed_run,
 )
 
 #: Defaults of the flags that default to None (so that --resume can tell the flags given from defaults).
@@ -26,15 +27,14 @@ SWEEP_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval
 def cmd_sweep(args) -> int:
     from workbench.asal.evaluate import EvalConfig
     from workbench.asal.sweep import FLAGS, KIND, SweepConfig, rule_name, run_sweep
-    from workbench.runs import RunStore, check_resume, cli_command
+    from workbench.runs import RunStore, cli_command
 
     check_device(args.device)
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in SWEEP_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    if args.resume is not None:
-        run = store.open(args.resume)
-        check_resume(run, KIND, given, names=FLAGS)
+    run = resumed_run(store, args, KIND, given, FLAGS)
+    if run is not None:
         resume, total = run.id, SweepConfig(**run.info["config"]).iters
     else:
         def value(dest: str):

@@ -77,10 +77,7 @@ def check_config(cfg: BenchConfig):
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}: use --sections with any of {', '.join(SECTIONS)}")
     saved = load_policy(cfg.policy) if cfg.policy else None
-    try:
-        cfg.n_up = check_n_up(cfg.n_up or (saved.n_up if saved else None) or 64)
-    except ValueError as error:
-        raise ValueError(f"--n-up: {error}") from None
+    cfg.n_up = check_n_up(cfg.n_up or (saved.n_up if saved else None) or 64, "--n-up")
     if any(not 0 < b <= 1 for b in cfg.budgets):
         raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {cfg.budgets}")
     for name in ("n", "length", "threads", "max_new_tokens", "speed_length", "decode_tokens", "pop", "cma_prompts"):

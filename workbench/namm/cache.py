@@ -35,10 +35,10 @@ from workbench.namm.policy import EvictionPolicy, Selection
 RECORDS = ("none", "selection", "full")
 
 
-def check_n_up(n_up: int) -> int:
-    """n_up as an int, or one clear error (the STFT hop is 16 tokens)."""
+def check_n_up(n_up: int, name: str = "n_up") -> int:
+    """n_up as an int, or one clear error naming it `name` (e.g. the CLI's --n-up; the STFT hop is 16 tokens)."""
     if isinstance(n_up, bool) or not isinstance(n_up, int) or n_up < HOP or n_up % HOP:
-        raise ValueError(f"n_up (tokens between eviction steps) must be a positive multiple of {HOP}, got {n_up!r}: "
+        raise ValueError(f"{name} (tokens between eviction steps) must be a positive multiple of {HOP}, got {n_up!r}: "
                          "use e.g. 32, 64 or 128 (the reference uses 512)")
     return n_up
 

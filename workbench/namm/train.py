@@ -101,10 +101,7 @@ class NAMMTrainConfig:
             raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
         if self.pop < 2:
             raise ValueError(f"--pop must be at least 2 (CMA-ES recombines the best half), got {self.pop}")
-        try:
-            check_n_up(self.n_up)
-        except ValueError as error:
-            raise ValueError(f"--n-up: {error}") from None
+        check_n_up(self.n_up, "--n-up")
         if self.cma not in CMA_VARIANTS:
             raise ValueError(f"--cma must be one of {', '.join(CMA_VARIANTS)}, got {self.cma!r}")
         if self.variant not in VARIANTS:
