@@ -51,7 +51,7 @@ $(PEER)/.installed: $(STAMP)
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
 # stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
-# Then it serves the dashboards (/lab, /runs) until Ctrl-C.
+# Then it serves the dashboards (home at /, every page) until Ctrl-C.
 demo: $(STAMP)
 	mkdir -p $(OUT)
 	$(VENV)/bin/workbench asal illuminate --substrate lenia --fm efficientnet-lite0 --population 64 --pop 32 \

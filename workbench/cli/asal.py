@@ -79,7 +79,7 @@ def cmd_asal(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate")
+    asal = sub.add_parser("asal", help="ASAL searches: target, openended, illuminate, and the Game of Life rule sweep")
     asal_sub = asal.add_subparsers(dest="search", required=True, metavar="SEARCH")
     for name, text in (("target", "Sep-CMA-ES towards prompts or a target image"),
                        ("openended", "Sep-CMA-ES for open-endedness (optionally with prompts)"),
