@@ -1,5 +1,6 @@
 """Runs: the run store as a gallery (a thumbnail, status and best score per run, opened in the page that fits
-its kind), as a sortable table, and two runs' curves compared.
+its kind), as a sortable table, and runs compared: their best-so-far curves (runs that differ only by seed drawn
+as one setting's mean with the range of its seeds) and the settings that differ (workbench.compare).
 
 `RunsModel` holds the folder, the filters and the selection; `panel serve dashboards/runs.py --args RUNS_DIR`
 or `workbench serve --runs RUNS_DIR` shows it.
@@ -19,12 +20,14 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.compare import Comparison, best_curves, compare_runs
 from workbench.dashboards.shell import OPENERS, PAGES, open_links
 from workbench.runs import RunError, RunStore
 
 COLUMNS = ["id", "kind", "substrate", "fm", "status", "iterations", "best_loss", "created"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
+MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
 
 
 class RunsModel(param.Parameterized):
@@ -32,7 +35,7 @@ class RunsModel(param.Parameterized):
     kind = param.Selector(default="all", objects=["all"], doc="show runs of this kind")
     status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
     query = param.String(default="", doc="text the run's id, substrate, FM, method or models contain")
-    selected = param.List(default=[], doc="ids of the runs to compare (at most two are drawn)")
+    selected = param.List(default=[], doc=f"ids of the runs to compare (at most {MAX_COMPARED})")
     limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
 
     def __init__(self, **params):
@@ -134,29 +137,60 @@ class RunsModel(param.Parameterized):
         return None
 
     def toggle(self, run_id: str) -> None:
-        """Add a run to the comparison (the older of two leaves) or take it out."""
+        """Add a run to the comparison (the oldest leaves past MAX_COMPARED) or take it out."""
         if run_id in self.selected:
             self.selected = [i for i in self.selected if i != run_id]
         else:
-            self.selected = [*self.selected, run_id][-2:]
+            self.selected = [*self.selected, run_id][-MAX_COMPARED:]
+
+    def comparison(self) -> Comparison | None:
+        """The selected runs compared (None for fewer than two): settings that differ, replicate groups, curves."""
+        if len(self.selected) < 2:
+            return None
+        return compare_runs(RunStore(self.runs_dir), self.selected)
 
     def curves(self) -> pd.DataFrame:
         """Best value by iteration of the selected runs (long format: run_id, iteration, best_loss, best, metric);
         `best` is in the run's own metric (fitness for merge runs, loss otherwise)."""
         store = RunStore(self.runs_dir)
-        frames = []
-        for run_id in self.selected[:2]:
-            rows = store.metrics(run_id)
-            if not rows:
-                continue
-            info = next((r for r in self._rows if r["id"] == run_id), {})
-            higher = str(info.get("better") or ("higher" if info.get("kind") == "merge" else "lower")) in HIGHER
-            df = pd.DataFrame(rows)[["run_id", "iteration", "best_loss"]]
-            frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"],
-                                    metric=info.get("metric") or ("fitness" if higher else "loss")))
-        if not frames:
-            return pd.DataFrame(columns=["run_id", "iteration", "best_loss", "best", "metric"])
-        return pd.concat(frames, ignore_index=True)
+        return best_curves(store, [store.open(i).info for i in self.selected])
+
+    def settings_table(self) -> pd.DataFrame:
+        """One row per selected run: id, seed, the settings that differ between them, status, best."""
+        comparison = self.comparison()
+        if comparison is None:
+            return pd.DataFrame(columns=["id", "seed", "status", "best"])
+        keys = [k for k in comparison.differs if k not in ("config.seed", "kind")]
+        out = []
+        for r in comparison.rows:
+            out.append({"id": r["id"], "seed": r["seed"],
+                        **{k.removeprefix("config."): _value_text(comparison.differs[k][r["id"]]) for k in keys},
+                        "status": r["status"], "best": best_text(r)})
+        return pd.DataFrame(out)
+
+    def export(self, suffix: str = ".png") -> Path:
+        """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
+        compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file)."""
+        import hashlib
+
+        from workbench.figures import compare_curves, save
+
+        comparison = self.comparison()
+        if comparison is None:
+            raise ValueError(f"pick two to {MAX_COMPARED} runs to compare first")
+        ids = [r["id"] for r in comparison.rows]
+        digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
+        out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return save(compare_curves(comparison), out)
+
+
+def _value_text(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return " + ".join(map(_value_text, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def best_text(row: dict) -> str:
@@ -354,40 +388,46 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
 
 def curves_plot(model: RunsModel) -> pn.viewable.Viewable:
     from workbench.dashboards.shell import placeholder
-    from workbench.figures import holoviews, whole_numbers
+    from workbench.figures import compare_curves
 
-    hv = holoviews()
-    df = model.curves()
-    if df.empty:
-        return placeholder("pick two runs under “compare” (sidebar) or tick them in the table", 760, 320)
-    metrics = sorted(set(df["metric"]))
-    ylabel = f"best {' / '.join(metrics)}"
-    overlay = hv.Overlay([hv.Curve(g, "iteration", ("best", ylabel), label=str(k)) for k, g in df.groupby("run_id")])
-    overlay = overlay.opts(width=760, height=340, legend_position="bottom", title="best so far by iteration",
-                           backend="bokeh")
-    return pn.pane.HoloViews(whole_numbers(overlay), backend="bokeh")
+    comparison = model.comparison()
+    if comparison is None or comparison.curves.empty:
+        return placeholder(f"pick two to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
+                           760, 320)
+    replicates = any(len(g.ids) > 1 for g in comparison.groups)
+    title = "best so far: mean over seeds, band = their range" if replicates else "best so far by iteration"
+    overlay = compare_curves(comparison).opts(width=760, height=340, title=title, backend="bokeh")
+    return pn.pane.HoloViews(overlay, backend="bokeh")
 
 
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import section, shell
+    from workbench.dashboards.shell import export_controls, section, shell
 
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
     status = pn.widgets.Select.from_param(model.param.status, sizing_mode="stretch_width")
     query = pn.widgets.TextInput.from_param(model.param.query, name="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(name="compare (two runs)", options=model.ids[::-1], max_items=2,
-                                     sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice(name=f"compare (two to {MAX_COMPARED} runs)", options=model.ids[::-1],
+                                     max_items=MAX_COMPARED, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
     gallery = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False)
     def compared() -> pn.pane.Markdown:
-        names = " and ".join(f"`{i}`" for i in model.selected) or "no runs yet"
+        ids = [f"`{i}`" for i in model.selected]
+        names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")
         return pn.pane.Markdown(f"Comparing {names}.", margin=(5, 10))
 
-    curves = pn.Column(compared(), curves_plot(model))
+    def settings() -> pn.viewable.Viewable:
+        table = model.settings_table()
+        if table.empty:
+            return pn.pane.Markdown("")
+        return pn.pane.DataFrame(table, index=False, sizing_mode="stretch_width", name="compare-settings")
+
+    fmt, export, written = export_controls(model.export)
+    curves = pn.Column(compared(), curves_plot(model), settings())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
 
@@ -403,7 +443,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         draw()
 
     def on_table_select(event):
-        model.selected = [table.value.iloc[i]["id"] for i in event.new][-2:]
+        model.selected = [table.value.iloc[i]["id"] for i in event.new][-MAX_COMPARED:]
 
     def on_compare(event):
         if list(event.new) != model.selected:
@@ -412,7 +452,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def on_selected(event):
         if list(compare.value) != model.selected:
             compare.value = list(model.selected)
-        curves[:] = [compared(), curves_plot(model)]
+        curves[:] = [compared(), curves_plot(model), settings()]
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 
@@ -423,7 +463,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     refresh.on_click(on_refresh)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
-    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare,
+    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, export, written,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

@@ -39,7 +39,7 @@ PAGES: dict[str, PageInfo] = {p.slug: p for p in (
     PageInfo("search", "Search",
              "Launch an ASAL search in the background, watch its loss and best frame, stop and resume it."),
     PageInfo("runs", "Runs",
-             "Every run in the store as a gallery: status, best score, open it where it fits, compare two."),
+             "Every run in the store as a gallery: status, best score, open it where it fits, compare runs and seeds."),
     PageInfo("atlas", "Atlas",
              "An illumination run's population laid out by PCA, t-SNE or UMAP; click a cell to play it."),
     PageInfo("merge", "Merge",

@@ -97,7 +97,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "--dpi must be at least 1"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],
      "--trust-pickle only applies to --resume ID"),
-    (["runs", "compare", "some-run", "some-run"], "two different runs, got some-run twice"),
+    (["runs", "compare", "some-run", "some-run"], "give different runs to compare: some-run is named more than once"),
+    (["figure", "compare", "some-run", "--out", "c.png"], "give two or more runs to compare, got 1"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

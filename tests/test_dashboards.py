@@ -250,12 +250,34 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert best_text({"best": 0.75, "better": "higher", "metric": "fitness"}) == "best fitness 0.75 ↑"
     assert best_text({"best_loss": 0.5}) == "best loss 0.5 ↓"
     assert "No run matches" in gallery_html([], runs["dir"])
+    from workbench.dashboards.runs import MAX_COMPARED, curves_plot
+
     for run_id in runs["openended"]:
         model.toggle(run_id)
     curves = model.curves()
     assert sorted(curves["run_id"].unique()) == sorted(runs["openended"]) and len(curves) == 4
-    model.toggle(runs["illuminate"])  # a third one pushes the oldest out
+    # the two open-endedness runs differ only by seed: one setting, drawn as its mean and band over the seeds
+    cmp = model.comparison()
+    assert [g.ids for g in cmp.groups] == [runs["openended"]]
+    table = model.settings_table()
+    assert list(table["id"]) == runs["openended"] and list(table["seed"]) == [0, 1]
+    plotted = curves_plot(model).object
+    assert [type(e).__name__ for e in plotted] == ["Area", "Curve"] and "(n=2)" in plotted.get(1).label
+    model.toggle(runs["illuminate"])  # another kind: a setting of its own (its band is its one curve)
+    assert model.selected == [*runs["openended"], runs["illuminate"]]
+    assert len(model.comparison().groups) == 2 and "kind" in model.settings_table()
+    assert [type(e).__name__ for e in curves_plot(model).object] == ["Area", "Curve", "Area", "Curve"]
+    written = model.export(".svg")  # the figure for a paper, beside the first run compared
+    assert written.parent == Path(runs["dir"]) / runs["openended"][0] / "figures" and written.suffix == ".svg"
+    assert written.read_text().lstrip().startswith("<?xml") and model.export(".svg") == written
+    model.toggle(runs["openended"][0])  # ticked again: out
     assert model.selected == [runs["openended"][1], runs["illuminate"]]
+    assert [type(e).__name__ for e in curves_plot(model).object] == ["Curve", "Curve"]
+    kept = model.selected
+    for n in range(MAX_COMPARED):  # past MAX_COMPARED the oldest leave: both of the kept ones
+        model.toggle(f"run-{n}")
+    assert model.selected == [f"run-{n}" for n in range(MAX_COMPARED)]
+    model.selected = kept
     assert f"./merge?run={runs['dfs']}" in model.link(runs["dfs"])
 
 

@@ -4,8 +4,9 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
     fig = loss_curves(store, ["run-a", "run-b"])
     save(fig, "curves.pdf")              # .png .svg .pdf (matplotlib) or .html (Bokeh, inline, offline)
     save(atlas(store, "run-c"), "atlas.png", dpi=600)
+    save(compare_curves(compare_runs(store, ids)), "seeds.pdf")   # each setting's mean and range over seeds
 
-`workbench figure curves|atlas|video ...` is the same on the command line.
+`workbench figure curves|compare|atlas|video ...` is the same on the command line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.atomic import atomic_write
+from workbench.compare import Comparison
 from workbench.runs import RunStore
 
 # Sizes in points for a single-column figure (≈ 3.3 in wide).
@@ -118,6 +120,34 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
     return whole_numbers(overlay)
 
 
+def compare_curves(comparison: Comparison):
+    """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run, or,
+    where some runs repeat one setting with other seeds, one curve per setting (the mean over its seeds) over a
+    band from its lowest to its highest run, labelled with the setting and its number of runs."""
+    hv = _hv()
+    df = comparison.curves
+    if df.empty:
+        raise ValueError("none of the runs compared has metrics yet")
+    ylabel = f"best {' / '.join(sorted(set(df['metric'])))}"
+    if all(len(g.ids) == 1 for g in comparison.groups):
+        layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=str(run_id))
+                  for run_id, rows in df.groupby("run_id", sort=False)]
+    else:
+        bands = comparison.bands()
+        layers = []
+        for group in comparison.groups:
+            rows = bands[bands["group"] == group.label]
+            if rows.empty:
+                continue
+            label = f"{group.label} (n={len(group.ids)})"
+            area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
+            layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, backend="matplotlib"),
+                       hv.Curve(rows, "iteration", ("mean", ylabel), label=label)]
+    overlay = hv.Overlay(layers).opts(legend_position="bottom", backend="bokeh").opts(legend_position="right",
+                                                                                       backend="matplotlib")
+    return whole_numbers(overlay)
+
+
 def atlas(store: RunStore, run_id: str):
     """The illumination atlas of a run (its atlas.png) as an RGB element."""
     from PIL import Image
@@ -130,16 +160,22 @@ def atlas(store: RunStore, run_id: str):
     return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None)
 
 
+def check_figure_path(out: str | Path) -> Path:
+    """`out` as a Path, or one error naming the fix: a format figures are written in, a folder that exists."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {out.name!r}: figures are {', '.join(FORMATS)}")
+    if not out.parent.is_dir():
+        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    return out
+
+
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
     .html with Bokeh and inline resources. Written atomically."""
     hv = _hv()
-    out = Path(out)
+    out = check_figure_path(out)
     suffix = out.suffix.lower()
-    if suffix not in FORMATS:
-        raise ValueError(f"cannot write {out.name!r}: figures are {', '.join(FORMATS)}")
-    if not out.parent.is_dir():
-        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
     style = {**PAPER_STYLE, **(style or {})}
 
     def write(tmp: Path) -> None:

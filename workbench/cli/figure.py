@@ -1,4 +1,4 @@
-"""`workbench figure curves|atlas|video`: paper figures and videos of runs."""
+"""`workbench figure curves|compare|atlas|video`: paper figures and videos of runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,12 @@ def cmd_figure(args) -> int:
     store = RunStore(args.runs)
     if args.what == "curves":
         out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)
+    elif args.what == "compare":
+        from workbench.compare import check_ids, compare_runs
+
+        check_ids(args.ids)
+        figures.check_figure_path(args.out)  # before the runs are read
+        out = figures.save(figures.compare_curves(compare_runs(store, args.ids)), args.out, dpi=args.dpi)
     elif args.what == "atlas":
         out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi)
     else:
@@ -23,9 +29,11 @@ def cmd_figure(args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    figure = sub.add_parser("figure", help="paper figures of runs: curves, atlas, video")
+    figure = sub.add_parser("figure", help="paper figures of runs: curves, compare, atlas, video")
     figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT")
     for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
+                          ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
+                                           "setting's mean with the range of its seeds (.png .svg .pdf .html)"),
                           ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
         f = figure_sub.add_parser(name, help=text)

@@ -71,24 +71,57 @@ def cmd_runs(args) -> int:
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
         return 0
-    if args.ids[0] == args.ids[1]:
-        raise ValueError(f"runs compare needs two different runs, got {args.ids[0]} twice")
-    a, b = (store.open(i) for i in args.ids)
-    out = {}
-    for run in (a, b):
-        row, metrics = catalog_row(run.info, store.root), store.metrics(run.id)
-        out[run.id] = {k: row[k] for k in ("kind", "substrate", "fm", "status", "iterations", "best_loss", "seed",
-                                           "metric", "better", "best")}
-        out[run.id]["best_loss_by_iteration"] = [m["best_loss"] for m in metrics]
-    print(json.dumps(out, indent=None if args.json else 2))
+    from workbench.compare import check_ids, compare_runs
+
+    check_ids(args.ids)
+    comparison = compare_runs(store, args.ids)
+    if args.json:
+        print(json.dumps(comparison.to_dict(), default=str))
+    else:
+        _compare_tables(comparison)
     return 0
+
+
+def _compare_tables(comparison) -> None:
+    """`workbench runs compare`: the runs with the settings that differ between them, then, where some runs
+    repeat one setting with other seeds, each setting's best over its seeds."""
+    from rich.table import Table
+
+    console = Console(width=max(Console().width, 140))
+    shown = [k for k in comparison.differs if k not in ("config.seed", "kind")]
+    metrics = sorted({(r["metric"], r["better"]) for r in comparison.rows})
+    best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
+    table = Table("id", "kind", "seed", *[k.removeprefix("config.") for k in shown], "status", "iterations", best,
+                  title="runs compared" + ("" if shown else " (same settings)"))
+    for r in comparison.rows:
+        cells = [_cell(comparison.differs[k][r["id"]]) for k in shown]
+        value = "" if r["best"] is None else f"{r['best']:.4f}"
+        table.add_row(r["id"], str(r["kind"]), _cell(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
+    console.print(table)
+    if any(len(g.ids) > 1 for g in comparison.groups):
+        groups = Table("setting", "runs", "seeds", f"{best}: mean ± sd", "min", "max", title="over seeds")
+        for g in comparison.groups:
+            s = g.stats()
+            mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
+            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(_cell, g.seeds)), mean,
+                           *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
+        console.print(groups)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "+".join(map(_cell, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     runs = sub.add_parser("runs", help="the run store: list, show, compare")
     runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
-                          ("compare", 2, "two runs side by side")):
+                          ("compare", "+", "two or more runs side by side: the settings that differ, and runs that "
+                                           "differ only by seed summarised over their seeds")):
         r = runs_sub.add_parser(name, help=text)
         if n:
             r.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one")

@@ -1,0 +1,122 @@
+"""Comparing runs (workbench.compare, `workbench runs compare`): real ASAL runs in a real run store, the settings
+that differ, seeds grouped as replicates of one setting, and the bands drawn from their curves."""
+
+import json
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from procs import cli
+
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+from workbench.compare import compare_runs, differing_settings, flat_settings
+from workbench.runs import RunStore
+
+
+def _openended(store: RunStore, seed: int, sigma: float, device: str | None = None) -> str:
+    ev = EvalConfig("boids", "pixels", steps=10, size=32, device=device)
+    return run_search(SearchConfig(kind="openended", eval=ev, iters=3, pop=4, sigma=sigma, seed=seed), store).id
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """Two seeds of σ = 0.1 (one run with --device cpu given: where it ran is not a setting) and one of σ = 0.3."""
+    store = RunStore(tmp_path_factory.mktemp("runs"))
+    ids = [_openended(store, 0, 0.1), _openended(store, 1, 0.1, device="cpu"), _openended(store, 0, 0.3)]
+    return store, ids
+
+
+def _best_by_iteration(store: RunStore, run_id: str) -> list[float]:
+    """The run's best so far per iteration, read straight from its metrics.parquet (no catalog, no DuckDB)."""
+    return pq.read_table(store.root / run_id / "metrics.parquet").column("best_loss").to_pylist()
+
+
+def test_settings_that_differ_and_replicate_groups(three):
+    store, (a, b, c) = three
+    cmp = compare_runs(store, [a, b, c])
+    assert [r["id"] for r in cmp.rows] == [a, b, c]
+    assert set(cmp.differs) == {"config.sigma", "config.seed", "config.eval.device"}
+    assert cmp.differs["config.sigma"] == {a: 0.1, b: 0.1, c: 0.3}
+    assert cmp.differs["config.eval.device"] == {a: None, b: "cpu", c: None}
+    # seeds and devices never split a setting: two groups, labelled by what tells them apart
+    assert [(g.label, g.ids, g.seeds) for g in cmp.groups] == [("sigma=0.1", [a, b], [0, 1]), ("sigma=0.3", [c], [0])]
+    first = cmp.groups[0]
+    bests = [RunStore(store.root).open(i).info["best_loss"] for i in (a, b)]  # loss: the best is best_loss itself
+    stats = first.stats()
+    assert first.bests == bests and stats["n"] == 2 and stats["mean"] == pytest.approx(np.mean(bests))
+    assert stats["std"] == pytest.approx(np.std(bests, ddof=1)) and (stats["min"], stats["max"]) == (min(bests),
+                                                                                                    max(bests))
+    assert cmp.groups[1].stats()["std"] is None  # one run has no spread
+    with pytest.raises(ValueError, match="named more than once"):  # the same run named twice (after prefixes resolve)
+        compare_runs(store, [a, c, a])
+    # the bands: per iteration, the mean and range of the group's runs, from their own metrics files
+    bands = cmp.bands()
+    mine = bands[bands["group"] == "sigma=0.1"]
+    curves = np.array([_best_by_iteration(store, i) for i in (a, b)])
+    np.testing.assert_allclose(mine["mean"], curves.mean(axis=0))
+    np.testing.assert_array_equal(mine["lo"], curves.min(axis=0))
+    np.testing.assert_array_equal(mine["hi"], curves.max(axis=0))
+    assert list(mine["n"]) == [2, 2, 2] and list(mine["iteration"]) == sorted(mine["iteration"])
+    alone = bands[bands["group"] == "sigma=0.3"]
+    np.testing.assert_array_equal(alone["lo"], alone["hi"])
+    np.testing.assert_array_equal(alone["mean"], _best_by_iteration(store, c))
+
+
+def test_the_figure_draws_a_band_per_setting_with_replicates(three, tmp_path):
+    from PIL import Image
+
+    from workbench.figures import compare_curves, save
+
+    store, (a, b, c) = three
+    bands = compare_curves(compare_runs(store, [a, b, c]))
+    assert [type(e).__name__ for e in bands] == ["Area", "Curve", "Area", "Curve"]
+    assert [e.label for e in bands] == ["sigma=0.1 (n=2)"] * 2 + ["sigma=0.3 (n=1)"] * 2
+    curves = compare_curves(compare_runs(store, [a, c]))  # no setting repeated: a curve per run
+    assert [(type(e).__name__, e.label) for e in curves] == [("Curve", a), ("Curve", c)]
+    png = Image.open(save(bands, tmp_path / "seeds.png"))
+    assert png.width > 500 and np.asarray(png.convert("L")).std() > 0
+
+
+def test_flat_settings_and_runs_of_other_kinds():
+    info = {"id": "x", "kind": "merge", "config": {"models": ["add", "sort"], "eval": {"n": 3}, "seed": 2}}
+    assert flat_settings(info) == {"kind": "merge", "config.models": ("add", "sort"), "config.eval.n": 3,
+                                   "config.seed": 2}
+    other = {"id": "y", "kind": "openended", "config": {"eval": {"n": 3}, "seed": 2, "sigma": 0.1}}
+    differs = differing_settings([info, other])
+    assert differs == {"kind": {"x": "merge", "y": "openended"}, "config.models": {"x": ["add", "sort"], "y": None},
+                       "config.sigma": {"x": None, "y": 0.1}}
+
+
+def test_runs_compare_in_its_own_process(three, tmp_path):
+    store, (a, b, c) = three
+    proc = cli("runs", "compare", a, b, c, "--runs", str(store.root), "--json", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert list(data["runs"]) == [a, b, c]
+    assert data["runs"][a]["best_loss_by_iteration"] == _best_by_iteration(store, a)
+    assert data["differs"]["config.sigma"] == {a: 0.1, b: 0.1, c: 0.3}
+    groups = {g["label"]: g for g in data["groups"]}
+    assert groups["sigma=0.1"]["ids"] == [a, b] and groups["sigma=0.1"]["n"] == 2
+    assert math.isclose(groups["sigma=0.1"]["best_mean"], np.mean([data["runs"][i]["best"] for i in (a, b)]))
+    assert groups["sigma=0.1"]["better"] == "lower" and groups["sigma=0.3"]["best_std"] is None
+    # the tables: runs with the settings that differ, then each setting over its seeds
+    proc = cli("runs", "compare", a, b, c, "--runs", str(store.root), cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "runs compared" in out and "over seeds" in out and "sigma=0.1" in out and "eval.device" in out
+    assert " ± " in out and a in out
+    # the paper figure, in its own process too
+    proc = cli("figure", "compare", a, b, c, "--runs", str(store.root), "--out", "seeds.pdf", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert (tmp_path / "seeds.pdf").read_bytes().startswith(b"%PDF")
+    # refused, one line each: one run, the same run twice
+    for args, message in (([a], "give two or more runs to compare, got 1"),
+                          ([a, a], f"{a} is named more than once")):
+        proc = cli("runs", "compare", *args, "--runs", str(store.root), cwd=tmp_path)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and out == "" and err.strip().count("\n") == 0, err
+        assert message in err, err
