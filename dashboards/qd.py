@@ -456,8 +456,7 @@ class QDModel(param.Parameterized):
         """The filled cells of archive `task` as they stood after `generation` (default: the scrubber's), one row
         per plot position (K > 3: the best elite of the cells sharing it), with the hover's text columns."""
         d = self.data
-        g = d.snap(self.generation if generation is None else generation)
-        rows = d.cells[(d.cells["generation"] == g) & (d.cells["task"] == task)]
+        rows = self._archive_rows(task, generation)
         rows = rows.sort_values("quality").drop_duplicates(["x", "y"], keep="last").sort_values(["x", "y"])
         models = d.models.reindex(rows["id"])
         all_tasks = d.info.get("all_tasks", d.tasks)
@@ -468,20 +467,34 @@ class QDModel(param.Parameterized):
             parents=pd.Series([_parents_text(r) for _, r in models.iterrows()], index=rows.index, dtype=object),
             cell_text=pd.Series([",".join(map(str, c)) for c in rows["cell"]], index=rows.index, dtype=object))
 
+    def _archive_rows(self, task: str, generation: int | None = None) -> pd.DataFrame:
+        """Every elite of archive `task` after `generation` (default: the scrubber's), all its cells (K > 3: more
+        than one per plot position)."""
+        d = self.data
+        g = d.snap(self.generation if generation is None else generation)
+        return d.cells[(d.cells["generation"] == g) & (d.cells["task"] == task)]
+
     def elite_cells(self, model_id: int | None = None) -> dict[str, tuple[int, ...]]:
-        """Archive -> the cell the model holds at the current generation (the highlight in every archive)."""
+        """Archive -> the cell the model holds at the current generation (the highlight in every archive), found
+        among all the archive's cells: with K > 3 tasks an elite that is not the best at its plot position is
+        still outlined there."""
         model_id = self.selected if model_id is None else model_id
         out = {}
         for task in self.data.tasks:
-            cells = self.cells(task)
-            hit = cells[cells["id"] == model_id]
+            rows = self._archive_rows(task)
+            hit = rows[rows["id"] == model_id]
             if len(hit):
                 out[task] = hit.iloc[0]["cell"]
         return out
 
     def sampling(self, task: str) -> pd.DataFrame:
-        """Archive `task`'s elites with how often each was drawn as a parent from it, up to the generation."""
+        """Archive `task`'s elites with how often each was drawn as a parent from it, up to the generation; with
+        K > 3 tasks a plot position's count is the sum over the elites of all the cells projected there."""
         cells = self.cells(task)
+        rows = self._archive_rows(task)
+        if len(rows) > len(cells):
+            total = rows.groupby(["x", "y"])["draws"].sum(min_count=1)
+            cells = cells.assign(draws=[total.loc[(x, y)] for x, y in zip(cells["x"], cells["y"], strict=True)])
         return cells[~cells["draws"].isna()]
 
     def curves(self) -> pd.DataFrame:
@@ -947,15 +960,23 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
                                                                        "line_color": HIGHLIGHT, "line_width": 2},
                              mpl={"s": 40, "facecolors": "none", "edgecolors": HIGHLIGHT}))
         lim = {}
-        if ranges:
-            pad = lambda r: (r[0] - 0.03 * (r[1] - r[0]), r[1] + 0.03 * (r[1] - r[0]))  # noqa: E731
-            lim = {"xlim": pad(ranges[a]), "ylim": pad(ranges[b])}
+        if ranges:  # the archive's range, widened to scores outside it (they fill the end bins): none drawn off axes
+            lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
         first = not panels  # one legend for all panels
         panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
                              title=f"{a} vs {b} ({len(children)} models)", show_legend=first,
                              bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+
+
+def _padded(bounds: tuple[float, float], scores: pd.Series) -> tuple[float, float]:
+    """An axis over a task's archive range and every score (3 % margins)."""
+    finite = scores[np.isfinite(scores)]
+    lo = min(bounds[0], float(finite.min())) if len(finite) else bounds[0]
+    hi = max(bounds[1], float(finite.max())) if len(finite) else bounds[1]
+    pad = 0.03 * (hi - lo)
+    return lo - pad, hi + pad
 
 
 class _bar_colours:  # noqa: N801 - a matplotlib hook; a class so that HoloViews can compare it

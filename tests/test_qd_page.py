@@ -412,3 +412,50 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_children_scatter_shows_scores_outside_the_archive_range():
+    """A score past the range (it fills an end bin) stays on the axes: the reference's range is [0, 0.45]."""
+    from workbench.dashboards.qd import children_plot
+
+    children = pd.DataFrame({"id": [0, 1, 2], "score_a": [0.1, 0.9, 0.3], "score_b": [0.2, 0.4, -0.1],
+                             "model": ["m0", "m1", "m2"], "parents_text": ["", "0", "0"], "seed": [True, False, False],
+                             "status": ["entered an archive", "entered an archive", "entered none"]})
+    panel = children_plot(children, ["a", "b"], ranges={"a": (0.0, 0.45), "b": (0.0, 0.45)}).values()[0]
+    (x0, x1), (y0, y1) = panel.opts.get().kwargs["xlim"], panel.opts.get().kwargs["ylim"]
+    assert x0 < 0.0 and x1 > 0.9 and y0 < -0.1 and y1 > 0.45
+    inside = children.assign(score_a=[0.1, 0.2, 0.3], score_b=[0.2, 0.3, 0.4])  # all inside: the range itself
+    panel = children_plot(inside, ["a", "b"], ranges={"a": (0.0, 0.45), "b": (0.0, 0.45)}).values()[0]
+    assert panel.opts.get().kwargs["xlim"] == pytest.approx((-0.0135, 0.4635))
+
+
+def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
+    """K = 4: archives are 15³ and the plot shows their first two bin indices. An elite that is not the best of
+    the cells sharing its plot position is still outlined when selected, and the sampling view counts the draws
+    of every elite projected there."""
+    from workbench.lm.zoo import ZooConfig, build_zoo
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+
+    tasks = ["brackets", "sort", "reverse", "add"]
+    zoo = build_zoo(tmp_path / "zoo", ZooConfig.quick(tasks=tuple(tasks), base_steps=100, expert_steps=60))
+    store = RunStore(tmp_path / "runs")
+    run = run_cycleqd(QDRunConfig(zoo=str(zoo), tasks=tasks, gens=4, batch=2, n_eval=32, n_test=8, multitask_steps=2,
+                                  ranges={t: [0.0, 0.3] for t in tasks}, seed=3), store)
+    model = QDModel(runs_dir=str(store.root), run_id=run.id)
+    d = model.data
+    assert d.tasks == tasks and all(len(c) == 3 for c in d.cells["cell"])
+    # the quick zoo's experts learn one task only, so its elites never share a plot position: give one a
+    # neighbour in the third bin index, a weaker elite of another model (as a run whose third task varies has)
+    now = d.cells[(d.cells["generation"] == d.snap(model.generation)) & (d.cells["task"] == "sort")]
+    best = now.sort_values("quality").iloc[-1]
+    other = int(next(i for i in d.models.index if i not in set(now["id"])))
+    hidden = {**best.to_dict(), "cell": (*best["cell"][:2], best["cell"][2] + 1), "id": other,
+              "quality": best["quality"] - 0.5, "draws": 5.0}
+    d.cells = pd.concat([d.cells, pd.DataFrame([hidden], index=[d.cells.index.max() + 1])])
+    shown = model.cells("sort")
+    assert len(shown) == len(now) and int(shown[(shown["x"] == best["x"]) & (shown["y"] == best["y"])]["id"].iloc[0]) \
+        == int(best["id"])  # the plot position shows its best elite
+    assert model.elite_cells(other) == {"sort": hidden["cell"]}  # the weaker one is found, and outlined there
+    sampled = model.sampling("sort")
+    at = sampled[(sampled["x"] == best["x"]) & (sampled["y"] == best["y"])]
+    assert float(at["draws"].iloc[0]) == best["draws"] + 5.0
