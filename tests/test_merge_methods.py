@@ -83,6 +83,31 @@ def test_ties_hand_computed():
     torch.testing.assert_close(out, torch.tensor([-3.0, -2.0, 2.0, 0.0]))
 
 
+def test_ties_trim_keeps_exactly_k_of_tied_magnitudes():
+    """Task vectors of bf16 checkpoints are quantised, so many magnitudes tie at the top-k threshold: the trim
+    keeps exactly k = ⌊d·n⌋ entries, as mergekit does (its argsort picks some k of the ties)."""
+    from workbench.merge.methods import _magnitude_trim_
+
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(512, 512, generator=g).bfloat16()
+    tuned = (base.float() + 5e-4 * torch.randn(512, 512, generator=g)).bfloat16()
+    for density in (0.3, 0.5, 0.05):
+        tau = tuned.float() - base.float()
+        mag = tau.abs().reshape(-1)
+        k = int(density * tau.numel())
+        assert int((mag >= mag.kthvalue(mag.numel() - k + 1).values).sum()) > k  # the threshold is tied
+        nonzero_before = int((tau != 0).sum())
+        _magnitude_trim_(tau, density, rescale=False)
+        kept = tau.reshape(-1) != 0
+        assert int(kept.sum()) == min(k, nonzero_before)
+        assert float(tau.abs().reshape(-1)[kept].min()) >= float(mag.kthvalue(mag.numel() - k + 1).values)
+        ours = merge_tensors([base.float(), tuned.float()], "ties", parameters={"weight": 1.0, "density": density},
+                             base_index=0)
+        theirs = mk_merge_tensors([base.float(), tuned.float()], "ties", parameters={"weight": 1.0,
+                                                                                     "density": density}, base_index=0)
+        assert int(((ours - base.float()) != 0).sum()) == int(((theirs - base.float()) != 0).sum())
+
+
 def test_bf16_inputs_keep_dtype():
     ts = [t.bfloat16() for t in inputs((8, 8))]
     out = merge_tensors(ts, "ties", parameters={"weight": 0.5, "density": 0.5}, base_index=0)

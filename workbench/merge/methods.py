@@ -216,8 +216,10 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, work: torch.dtype = torc
 
 def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool) -> None:
     """Zero all but the top-k |delta| entries in place, k = max(1, ⌊density·n⌋) as in mergekit.
-    A k-th value threshold (O(n) selection) replaces mergekit's full argsort; with tied magnitudes at the
-    threshold it keeps all of them (more than k), which only happens for non-generic data."""
+    A k-th value threshold (O(n) selection) replaces mergekit's full argsort. Magnitudes tied at the threshold
+    are common (task vectors of bf16 checkpoints are quantised: keeping every tie kept 37.7 % at density 0.3),
+    so exactly k are kept: all above the threshold, then the ties in index order (mergekit's argsort keeps an
+    arbitrary k among them)."""
     flat = delta.reshape(-1)
     n = flat.numel()
     k = max(1, int(density * n))
@@ -225,7 +227,10 @@ def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool) -> None
         return
     mag = flat.abs()
     thr = _kth_largest(mag, k)
-    keep = mag >= thr
+    keep = mag > thr
+    short = k - int(keep.sum())
+    if short > 0:
+        keep[(mag == thr).nonzero().squeeze(1)[:short]] = True
     if rescale:
         before = mag.sum()
         after = mag.mul_(keep).sum()
