@@ -145,26 +145,36 @@ class RunsModel(param.Parameterized):
 
     def comparison(self) -> Comparison | None:
         """The selected runs compared (None for fewer than two): settings that differ, replicate groups, curves."""
-        if len(self.selected) < 2:
-            return None
-        return compare_runs(RunStore(self.runs_dir), self.selected)
+        store = RunStore(self.runs_dir)
+        try:
+            ids = [store.open(i).id for i in self.selected]
+        except RunError:  # deleted or broken since the page last listed the runs: compare the ones left
+            ids = [i for i in self.selected if (store.root / i / "run.json").is_file()]
+        return compare_runs(store, ids) if len(ids) >= 2 else None
 
     def curves(self) -> pd.DataFrame:
         """Best value by iteration of the selected runs (long format: run_id, iteration, best_loss, best, metric);
         `best` is in the run's own metric (fitness for merge runs, loss otherwise)."""
         store = RunStore(self.runs_dir)
-        return best_curves(store, [store.open(i).info for i in self.selected])
+        infos = []
+        for run_id in self.selected:
+            try:
+                infos.append({**store.open(run_id).info, "id": run_id})
+            except RunError:  # deleted or broken since the page last listed the runs
+                continue
+        return best_curves(store, infos)
 
     def settings_table(self) -> pd.DataFrame:
         """One row per selected run: id, seed, the settings that differ between them, status, best."""
         comparison = self.comparison()
         if comparison is None:
             return pd.DataFrame(columns=["id", "seed", "status", "best"])
-        keys = [k for k in comparison.differs if k not in ("config.seed", "kind")]
+        keys = [k for k in comparison.differs if k != "config.seed"]
         out = []
         for r in comparison.rows:
             out.append({"id": r["id"], "seed": r["seed"],
                         **{k.removeprefix("config."): _value_text(comparison.differs[k][r["id"]]) for k in keys},
+                        "iterations": r["iterations"],
                         "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
 

@@ -11,7 +11,7 @@ from procs import cli
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
-from workbench.compare import compare_runs, differing_settings, flat_settings
+from workbench.compare import compare_runs, differing_settings, flat_settings, group_replicates
 from workbench.runs import RunStore
 
 
@@ -77,6 +77,51 @@ def test_the_figure_draws_a_band_per_setting_with_replicates(three, tmp_path):
     assert [(type(e).__name__, e.label) for e in curves] == [("Curve", a), ("Curve", c)]
     png = Image.open(save(bands, tmp_path / "seeds.png"))
     assert png.width > 500 and np.asarray(png.convert("L")).std() > 0
+
+
+def test_a_replicate_cut_short_sets_the_budget_the_group_is_compared_at(three, tmp_path):
+    """A third σ = 0.1 seed stopped after its first iteration: the setting's bests are taken there for every
+    seed, and its band ends there (past it, a mean of fewer runs would jump)."""
+    import shutil
+
+    store, (a, b, c) = three
+    local = RunStore(tmp_path / "runs")
+    for run_id in (a, b):
+        shutil.copytree(store.root / run_id, local.root / run_id)
+    stops = iter([False, True])
+    ev = EvalConfig("boids", "pixels", steps=10, size=32)
+    short = run_search(SearchConfig(kind="openended", eval=ev, iters=3, pop=4, sigma=0.1, seed=2), local,
+                       should_stop=lambda: next(stops)).id
+    cmp = compare_runs(local, [a, b, short])
+    (group,) = cmp.groups
+    last = len(_best_by_iteration(local, short)) - 1
+    assert group.ids == [a, b, short] and group.at_iteration < 2 and group.at_iteration == \
+        int(pq.read_table(local.root / short / "metrics.parquet").column("iteration").to_pylist()[last])
+    assert group.bests == [_best_by_iteration(local, i)[last] for i in (a, b, short)]
+    bands = cmp.bands()
+    assert list(bands["n"]) == [3] * len(bands) and bands["iteration"].max() == group.at_iteration
+    # a copied run folder is its own run: compared by its folder's name, not the id in its run.json
+    shutil.copytree(local.root / a, local.root / "copy-of-a")
+    cmp = compare_runs(local, [a, "copy-of-a"])
+    assert [r["id"] for r in cmp.rows] == [a, "copy-of-a"] and cmp.groups[0].ids == [a, "copy-of-a"]
+
+
+def test_groups_by_value_and_labels_per_kind(tmp_path):
+    """1 and 1.0 are one setting (the Python API's int, the CLI's float); with other kinds compared, each label
+    names what differs among the runs of its own kind, after the kind."""
+    def info(run_id, kind, config, seed=0):
+        return {"id": run_id, "kind": kind, "substrate": "s", "fm": "f", "seed": seed, "status": "done",
+                "config": {**config, "seed": seed}}
+
+    infos = [info("a", "openended", {"sigma": 1}), info("b", "openended", {"sigma": 1.0}, seed=1),
+             info("c", "qd", {"ranges": {"x": [0, 0.5]}, "transfer": "lineage"}),
+             info("d", "qd", {"ranges": {"x": [0, 0.6]}, "transfer": "weights"}),
+             info("e", "merge", {"method": "ties", "models": ["add", "sort"]})]
+    groups = group_replicates(infos, str(tmp_path))
+    assert [(g.label, g.ids) for g in groups] == [("openended · s", ["a", "b"]), ("qd · ranges.x=[0, 0.5]", ["c"]),
+                                                  ("qd · ranges.x=[0, 0.6]", ["d"]), ("merge · s", ["e"])]
+    assert group_replicates([info("a", "openended", {"sigma": 1}), info("b", "openended", {"sigma": True})],
+                            str(tmp_path))[1].ids == ["b"]  # True is not 1
 
 
 def test_flat_settings_and_runs_of_other_kinds():

@@ -459,3 +459,5 @@ def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
     sampled = model.sampling("sort")
     at = sampled[(sampled["x"] == best["x"]) & (sampled["y"] == best["y"])]
     assert float(at["draws"].iloc[0]) == best["draws"] + 5.0
+    layers, _ = model.archive_layers("sort", "sampling")  # the colour scale reaches the summed count
+    assert layers["cells"].opts.get().kwargs["clim"][1] >= best["draws"] + 5.0

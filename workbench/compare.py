@@ -20,21 +20,25 @@ import pandas as pd
 
 from workbench.runs import RunStore, catalog_row
 
-#: Config keys (their last dotted part) that make runs replicates: runs that differ only there repeat one setting.
-REPLICATE_KEYS = ("seed",)
+#: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
+REPLICATE_KEYS = ("config.seed",)
+#: Settings that say where or how a run was computed, not what: the device, threads, the batching of simulations
+#: or candidates into tasks, how QD children reach Dask workers. Shown when they differ, never split replicates
+#: (each run kind documents the same results for any of them, up to floating-point order on another device).
+CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config.chunk", "config.eval.chunk",
+                "config.transfer")
 LABEL_CHARS = 60  # a group's label past this long names its kind, substrate and first run instead
-#: Config keys that say where or how fast a run ran, not what it computed: shown when they differ, never split
-#: replicates (the same seed gives the same run on any device and thread count, up to floating-point order).
-CONTEXT_KEYS = ("device", "threads", "workers")
 
 
 @dataclass
 class RunGroup:
     """Runs of one kind whose settings are equal but for REPLICATE_KEYS and CONTEXT_KEYS.
 
-    label: the settings that tell this group from the others compared ("sigma=0.2, pop=16"), or the kind
-    and substrate when nothing tells them apart. bests: each run's best value in its own metric (None while a
-    run has none); higher: whether a higher best is better."""
+    label: the settings that tell this group from the others of its kind ("sigma=0.2, pop=16"; with other
+    kinds compared, the kind first), or the kind and substrate when nothing tells them apart. at_iteration: the
+    last iteration every run of the group with metrics has reached (None: none has metrics yet). bests: each
+    run's best so far at that iteration, in its own metric (None for a run without metrics), so that runs
+    still going and runs that are done compare at one budget; higher: whether a higher best is better."""
 
     label: str
     kind: str
@@ -43,9 +47,11 @@ class RunGroup:
     ids: list[str] = field(default_factory=list)
     seeds: list[Any] = field(default_factory=list)
     bests: list[float | None] = field(default_factory=list)
+    at_iteration: int | None = None
 
     def stats(self) -> dict:
-        """n runs with a best, and their mean, sample standard deviation (None for one run), min and max."""
+        """n runs with a best at `at_iteration`, and their mean, sample standard deviation (None for one run),
+        min and max."""
         values = [b for b in self.bests if b is not None and math.isfinite(b)]
         n = len(values)
         if not n:
@@ -57,7 +63,8 @@ class RunGroup:
     def to_dict(self) -> dict:
         return {"label": self.label, "kind": self.kind, "metric": self.metric,
                 "better": "higher" if self.higher else "lower", "ids": self.ids, "seeds": self.seeds,
-                "bests": self.bests, **{f"best_{k}" if k != "n" else k: v for k, v in self.stats().items()}}
+                "at_iteration": self.at_iteration, "bests": self.bests,
+                **{f"best_{k}" if k != "n" else k: v for k, v in self.stats().items()}}
 
 
 @dataclass
@@ -74,13 +81,16 @@ class Comparison:
         return next(g for g in self.groups if run_id in g.ids)
 
     def bands(self) -> pd.DataFrame:
-        """Per group and iteration: the mean best so far over the group's runs that reached that iteration, its
+        """Per group and iteration up to the group's `at_iteration` (so that every run with metrics counts at
+        every point: past it a mean of fewer runs would jump): the mean best so far over the group's runs, its
         range (lo, hi) and how many runs (n). A group of one run is its curve with lo = hi."""
         columns = ["group", "iteration", "mean", "lo", "hi", "n", "metric"]
         if self.curves.empty:
             return pd.DataFrame(columns=columns)
         label = {run_id: g.label for g in self.groups for run_id in g.ids}
+        until = {run_id: g.at_iteration for g in self.groups for run_id in g.ids}
         df = self.curves.assign(group=self.curves["run_id"].map(label))
+        df = df[df["iteration"] <= df["run_id"].map(until)]
         out = (df.groupby(["group", "iteration"], sort=False)
                .agg(mean=("best", "mean"), lo=("best", "min"), hi=("best", "max"), n=("best", "count"),
                     metric=("metric", "first"))
@@ -94,7 +104,7 @@ class Comparison:
             runs[row["id"]] = {k: row.get(k) for k in ("kind", "substrate", "fm", "status", "iterations",
                                                          "best_loss", "seed", "metric", "better", "best")}
             mine = self.curves[self.curves["run_id"] == row["id"]]
-            runs[row["id"]]["best_loss_by_iteration"] = [float(v) for v in mine["best_loss"]]
+            runs[row["id"]]["best_loss_by_iteration"] = [None if pd.isna(v) else float(v) for v in mine["best_loss"]]
         return {"runs": runs, "differs": self.differs, "groups": [g.to_dict() for g in self.groups]}
 
 
@@ -124,8 +134,14 @@ def _thawed(value: Any) -> Any:
     return [_thawed(v) for v in value] if isinstance(value, tuple) else value
 
 
-def _last(key: str) -> str:
-    return key.rsplit(".", 1)[-1]
+def _canonical(value: Any) -> Any:
+    """A setting's value as a grouping key: 1 and 1.0 are one value (the Python API's int, the CLI's float),
+    True stays apart from 1."""
+    if isinstance(value, tuple):
+        return tuple(_canonical(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("number", float(value))
+    return (type(value).__name__, value)
 
 
 def differing_settings(infos: list[dict]) -> dict[str, dict[str, Any]]:
@@ -143,25 +159,30 @@ def differing_settings(infos: list[dict]) -> dict[str, dict[str, Any]]:
 
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     """Runs grouped by their settings without REPLICATE_KEYS and CONTEXT_KEYS, groups in order of their first
-    run. Labels name the settings that differ between groups (not seeds, devices or thread counts)."""
+    run. Each label names the settings that differ between the groups of its kind (not seeds, devices or
+    thread counts), after the kind when runs of several kinds are compared."""
     ignored = set(REPLICATE_KEYS) | set(CONTEXT_KEYS)
     keyed: dict[tuple, list[dict]] = {}
     for info in infos:
         settings = flat_settings(info)
-        key = tuple(sorted((k, repr(v)) for k, v in settings.items() if _last(k) not in ignored))
+        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items() if k not in ignored))
         keyed.setdefault(key, []).append(info)
-    telling = [k for k in differing_settings(infos) if _last(k) not in ignored]
+    kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
+    telling = {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
+                      if k not in ignored] for kind in kinds}
     groups = []
     for members in keyed.values():
-        first = flat_settings(members[0])
-        parts = [f"{_short(k)}={_text(_thawed(first.get(k)))}" for k in telling]
-        row = catalog_row(members[0], root)
+        first, row = flat_settings(members[0]), catalog_row(members[0], root)
+        kind = str(row["kind"])
+        parts = [f"{_short(k)}={_text(_thawed(first.get(k)))}" for k in telling[kind]]
         label = ", ".join(parts)
-        if not label or len(label) > LABEL_CHARS:  # runs of other kinds differ in everything: name the first run
-            label = f"{row['kind']} · {row['substrate']}" + (f" · {row['id']}" if label else "")
+        if len(label) > LABEL_CHARS:  # too many differences to read: name the group by its first run
+            label = f"{row['substrate']} · {row['id']}"
+        if len(kinds) > 1 or not label:
+            label = f"{kind} · {label or row['substrate']}"
         rows = [catalog_row(m, root) for m in members]
-        groups.append(RunGroup(label=label, kind=str(row["kind"]), metric=str(row["metric"]),
-                               higher=row["better"] == "higher", ids=[r["id"] for r in rows],
+        groups.append(RunGroup(label=label, kind=kind, metric=str(row["metric"]), higher=row["better"] == "higher",
+                               ids=[r["id"] for r in rows],
                                seeds=[(m.get("config") or {}).get("seed", m.get("seed")) for m in members],
                                bests=[r["best"] for r in rows]))
     _disambiguate(groups)
@@ -176,8 +197,9 @@ def _short(key: str) -> str:
 def _text(value: Any) -> str:
     if value is None:  # absent from the run's config (older runs lack newer settings) or set to None
         return "—"
-    if isinstance(value, list):
-        return "+".join(_text(v) for v in value)
+    if isinstance(value, list):  # models or tasks joined by +; numbers (a range) in brackets
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        return f"[{', '.join(_text(v) for v in value)}]" if numbers else "+".join(_text(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -228,6 +250,16 @@ def compare_runs(store: RunStore, ids: list[str]) -> Comparison:
     check_ids(ids)
     runs = [store.open(i) for i in ids]
     check_ids([r.id for r in runs])  # a prefix and its full id name one run
-    infos = [r.info for r in runs]
+    infos = [{**r.info, "id": r.id} for r in runs]  # the folder's name (a copied run keeps the original's run.json)
+    curves = best_curves(store, infos)
+    groups = group_replicates(infos, str(store.root))
+    for group in groups:  # each run's best at the iteration all of the group's runs with metrics have reached
+        mine = curves[curves["run_id"].isin(group.ids)]
+        if mine.empty:
+            group.bests = [None] * len(group.ids)
+            continue
+        group.at_iteration = int(mine.groupby("run_id")["iteration"].max().min())
+        upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id")["best"].last()
+        group.bests = [None if i not in upto.index or pd.isna(upto[i]) else float(upto[i]) for i in group.ids]
     return Comparison(rows=[catalog_row(info, store.root) for info in infos], differs=differing_settings(infos),
-                      groups=group_replicates(infos, str(store.root)), curves=best_curves(store, infos))
+                      groups=groups, curves=curves)

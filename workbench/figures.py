@@ -123,7 +123,8 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
 def compare_curves(comparison: Comparison):
     """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run, or,
     where some runs repeat one setting with other seeds, one curve per setting (the mean over its seeds) over a
-    band from its lowest to its highest run, labelled with the setting and its number of runs."""
+    band from its lowest to its highest run, labelled with the setting and its number of runs with metrics; a
+    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached)."""
     hv = _hv()
     df = comparison.curves
     if df.empty:
@@ -139,7 +140,7 @@ def compare_curves(comparison: Comparison):
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
-            label = f"{group.label} (n={len(group.ids)})"
+            label = f"{group.label} (n={int(rows['n'].max())})"
             area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
             layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, backend="matplotlib"),
                        hv.Curve(rows, "iteration", ("mean", ylabel), label=label)]

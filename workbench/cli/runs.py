@@ -99,11 +99,12 @@ def _compare_tables(comparison) -> None:
         table.add_row(r["id"], str(r["kind"]), _cell(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
     console.print(table)
     if any(len(g.ids) > 1 for g in comparison.groups):
-        groups = Table("setting", "runs", "seeds", f"{best}: mean ± sd", "min", "max", title="over seeds")
+        groups = Table("setting", "runs", "seeds", "at iteration", f"{best}: mean ± sd", "min", "max",
+                       title="over seeds (each run's best at the last iteration all of them reached)")
         for g in comparison.groups:
             s = g.stats()
             mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
-            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(_cell, g.seeds)), mean,
+            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(_cell, g.seeds)), _cell(g.at_iteration), mean,
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
 
