@@ -151,3 +151,38 @@ def test_merge_apply_with_a_broken_recipe_is_one_line_naming_file_and_place(tmp_
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
     assert not (tmp_path / "merged").exists()
+
+
+def test_tied_embeddings_merge_once_under_the_embeddings_parameters():
+    """SmolLM2 ties lm_head to the embeddings: its state dict names one tensor twice. The embeddings are merged
+    with the embed_tokens filter's value and lm_head is that same tensor (loading lm_head's own merge last made
+    the embedding genes of an evolved recipe do nothing)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.merge.recipe import tied_aliases
+
+    def tied(seed: int):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
+
+    nets = {name: tied(i) for i, name in enumerate(["a", "b"])}
+    sds = {n: m.state_dict() for n, m in nets.items()}
+    assert tied_aliases(sds["a"]) == {"lm_head.weight": "model.embed_tokens.weight"}
+    recipe = Recipe.from_yaml("""
+merge_method: linear
+models:
+  - model: a
+    parameters: {weight: [{filter: embed_tokens, value: 0.9}, {filter: lm_head, value: 0.1}, {value: 0.5}]}
+  - model: b
+    parameters: {weight: [{filter: embed_tokens, value: 0.1}, {filter: lm_head, value: 0.9}, {value: 0.5}]}
+dtype: float32
+""")
+    out = apply_recipe(recipe, sds.__getitem__)
+    expect = 0.9 * sds["a"]["model.embed_tokens.weight"] + 0.1 * sds["b"]["model.embed_tokens.weight"]
+    torch.testing.assert_close(out["model.embed_tokens.weight"], expect)
+    assert out["lm_head.weight"] is out["model.embed_tokens.weight"]
+    merged = tied(5)
+    merged.load_state_dict(out, strict=True)
+    torch.testing.assert_close(merged.get_input_embeddings().weight, expect)
+    assert merged.lm_head.weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()

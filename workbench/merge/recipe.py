@@ -250,10 +250,14 @@ def apply_recipe(
     dev = resolve_device(device)
     recipe.validate()
     cache: dict[str, Mapping[str, torch.Tensor]] = {}
+    tied: dict[str, str] = {}
 
     def get(name: str) -> Mapping[str, torch.Tensor]:
         if name not in cache:
-            cache[name] = load(name)
+            sd = load(name)
+            aliases = tied_aliases(sd)
+            tied.update(aliases)
+            cache[name] = {k: v for k, v in sd.items() if k not in aliases}
         return cache[name]
 
     if recipe.models is not None:
@@ -274,6 +278,25 @@ def apply_recipe(
     if recipe.dtype:
         dtype = _DTYPES[recipe.dtype]
         out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
+    for alias, source in tied.items():  # tied weights: the alias is the merged source, as it is in the model
+        if alias not in out and source in out:
+            out[alias] = out[source]
+    return out
+
+
+def tied_aliases(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """Names whose tensor is an earlier name's (same storage, offset, shape and strides): alias -> source. Tied
+    embeddings (SmolLM2: lm_head.weight is model.embed_tokens.weight) are merged once, under the embeddings'
+    parameters, as mergekit does; merging both let lm_head's result overwrite the embeddings' on loading, so
+    the embedding genes of an evolved recipe did nothing."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for name, t in state_dict.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and key in seen:
+            out[name] = seen[key]
+        else:
+            seen.setdefault(key, name)
     return out
 
 
