@@ -1,5 +1,6 @@
 """DFS merging (layer path + activation scales), recipe genomes and the CMA-ES ask/tell object."""
 
+import json
 import pickle
 
 import numpy as np
@@ -87,8 +88,26 @@ def test_dfs_recipe_json_round_trip_and_errors(tmp_path, pair):
     with pytest.raises(ValueError, match="empty"):
         build_dfs_model(DFSRecipe(["a", "b"], 3, 1, [0.0] * 6), pair)
     (tmp_path / "bad.json").write_text('{"models": ["a"], "layers": 3, "path": [], "colour": 1}')
-    with pytest.raises(ValueError, match="keys"):
+    with pytest.raises(ValueError, match="a DFS recipe is JSON"):
         DFSRecipe.load(tmp_path / "bad.json")
+    # the spec's own forms: {models, r, indicator[T], scales[M][M]} (L = M / N) and a bare path
+    spec = {k: v for k, v in recipe.to_dict().items() if k in ("models", "r", "indicator", "scales")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert DFSRecipe.load(tmp_path / "spec.json").to_dict() == recipe.to_dict()
+    bare = [{"model": "b", "layer": 1, "scale": 0.5}, {"model": "a", "layer": 0}]
+    (tmp_path / "path.json").write_text(json.dumps(bare))
+    walked = DFSRecipe.load(tmp_path / "path.json")
+    assert walked.models == ["b", "a"] and [(s.model, s.layer, s.scale) for s in walked.steps()] == \
+        [("b", 1, 0.5), ("a", 0, 1.0)]
+    ids = torch.randint(0, 40, (2, 6))
+    with torch.no_grad():  # a path over fewer layers than the models have: it runs, as the spec's pass does
+        torch.testing.assert_close(build_dfs_model(walked, pair)(ids).logits,
+                                   reference_path(pair, walked.steps(), ids, head="b"), rtol=0, atol=1e-5)
+    for text, message in (('{"models": ["a", "b"], "r": 1, "indicator": [1], "scales": [[1, 1, 1]]}', "multiple"),
+                          ('[{"model": "a"}]', "path must be"), ('"a"', "a DFS recipe is JSON")):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            DFSRecipe.load(tmp_path / "bad.json")
 
 
 def test_ps_genome_decodes_to_per_group_filters():

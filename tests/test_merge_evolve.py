@@ -48,7 +48,7 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
         from workbench.merge.dfs import DFSRecipe
 
         recipe = DFSRecipe.load(run.path / "dfs.json")
-        assert recipe.models == ["add", "sort"] and len(recipe.indicator) == 2 * 2 * 2
+        assert recipe.models == ["add", "sort"] and len(recipe.indicator) == 2 * 2 * 3  # M · r, r = 3 (reference)
     else:
         from mergekit.config import MergeConfiguration
 
@@ -61,6 +61,7 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
             assert 0 <= analysis["sign_conflict"]["total"] <= 1
         if method == "dare_ties":
             assert all(0 < f <= 1 for f in analysis["dare_kept"]["add"])
+            assert analysis["dare_rescale"] == "l1"  # which rescaling ran is named (mergekit's default)
 
 
 def test_same_seed_same_run_and_cluster_equals_local(tmp_path, quick_zoo):

@@ -385,6 +385,41 @@ def test_dare_kept_fraction_matches_merge():
     assert frac == pytest.approx(kept["layers.2"]["a"], abs=0.02)
 
 
+def test_views_resolve_the_evolved_per_layer_parameters_as_the_merge_does():
+    """An evolved recipe's density differs per layer: the DARE kept fraction of each layer is the merge's own
+    (same masks), and TIES sign conflicts follow the per-layer densities and weights, not one mean density."""
+    from workbench.merge.analysis import recipe_setting
+    from workbench.merge.recipe import Recipe, apply_recipe
+
+    models = {"base": tiny(0), "a": tiny(1), "b": tiny(2)}
+    recipe = Recipe.from_yaml("""
+merge_method: dare_linear
+base_model: base
+models:
+  - model: a
+    parameters: {weight: 1.0, density: [{filter: embed_tokens, value: 0.9}, {value: [0.1, 0.9]}]}
+dtype: float32
+""")
+    out = apply_recipe(recipe, models.__getitem__, seed=4)
+    density = recipe_setting(recipe, "density", 4)
+    kept = dare_kept_fraction(models["base"], {"a": models["a"]}, density, seed=4)
+    from workbench.merge.analysis import layer_group
+
+    changed, total = {}, {}
+    for name, t in models["base"].items():
+        g = layer_group(name)
+        changed[g] = changed.get(g, 0) + int(((out[name] - t) != 0).sum())
+        total[g] = total.get(g, 0) + int(((models["a"][name] - t) != 0).sum())
+    assert {g: kept[g]["a"] for g in kept} == pytest.approx({g: changed[g] / total[g] for g in kept}, abs=1e-12)
+    assert kept["layers.0"]["a"] < 0.2 < 0.8 < kept["layers.3"]["a"]  # the gradient 0.1 → 0.9 over the layers
+    # TIES: per (expert, tensor) values give what one scalar per expert gives where they agree
+    experts = {"a": models["a"], "b": models["b"]}
+    assert sign_conflict_rate(models["base"], experts, lambda e, n: 0.4, lambda e, n: {"a": 1.0, "b": 0.3}[e]) \
+        == sign_conflict_rate(models["base"], experts, 0.4, {"a": 1.0, "b": 0.3})
+    graded = sign_conflict_rate(models["base"], experts, lambda e, n: 0.9 if "layers.3" in n else 0.1)
+    assert graded["per_layer"]["layers.3"] > graded["per_layer"]["layers.0"]  # denser trims conflict more
+
+
 def test_bench_smoke():
     res = bench_merge_tensors(1, methods=("ties",), vocab=256)
     assert res["ties"]["ours_gbps"] > 0 and res["ties"]["ratio"] > 0

@@ -123,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seed", type=int, help="default: 0")
     ev.add_argument("--n-eval", type=int, help="validation prompts per task per candidate (default: 64)")
     ev.add_argument("--n-test", type=int, help="test prompts per task for the final scores (default: 128)")
-    ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 2)")
+    ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 3, as the reference)")
     ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                    "settings flags must match the run's or be left out)")

@@ -8,7 +8,7 @@ They compute where the state dicts are (CPU or GPU) and return plain floats or C
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -16,6 +16,33 @@ from workbench.merge.methods import _magnitude_trim_
 from workbench.merge.state import layer_index, tensor_generator
 
 StateDict = Mapping[str, torch.Tensor]
+#: A merge parameter as the views take it: one value, one per expert, or per expert and tensor (an evolved
+#: recipe's per-layer values: `recipe_setting`).
+PerTensor = float | Mapping[str, float] | Callable[[str, str], float]
+
+
+def _setting(value: PerTensor | None, default: float) -> Callable[[str, str], float]:
+    """value as a function of (expert, tensor name)."""
+    if value is None:
+        return lambda expert, name: default
+    if callable(value):
+        return lambda expert, name: float(value(expert, name))
+    if isinstance(value, Mapping):
+        return lambda expert, name: float(value.get(expert, default))
+    return lambda expert, name: float(value)
+
+
+def recipe_setting(recipe, key: str, num_layers: int) -> Callable[[str, str], float]:
+    """A recipe's parameter `key` for (expert, tensor name), resolved as the merge resolves it (filters,
+    layer gradients, model over global precedence): what the views must use to show the merge that ran."""
+    from workbench.merge.state import gradient_t, resolve
+
+    scopes = {m["model"]: [m.get("parameters") or {}, recipe.parameters or {}] for m in recipe.models or []}
+
+    def value(expert: str, name: str) -> float:
+        return float(resolve(key, scopes.get(expert, [recipe.parameters or {}]), name, gradient_t(name, num_layers)))
+
+    return value
 
 
 def layer_group(name: str) -> str:
@@ -56,21 +83,23 @@ def task_vector_cosine(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) 
 def sign_conflict_rate(
     base_sd: StateDict,
     expert_sds: Mapping[str, StateDict],
-    density: float,
-    weights: Mapping[str, float] | None = None,
+    density: PerTensor,
+    weights: PerTensor | None = None,
 ) -> dict[str, object]:
     """TIES sign conflicts: among entries where at least one trimmed τ̃n is nonzero, the fraction where some
     nonzero τ̃n has the sign opposite to the elected s = sign(Σ wn·τ̃n) (+ on ties). Returns
-    {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor."""
-    if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
-    w = [float((weights or {}).get(e, 1.0)) for e in expert_sds]
+    {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor.
+    density and weights: one value, one per expert, or per (expert, tensor name) (default weight 1)."""
+    dens, weight = _setting(density, 1.0), _setting(weights, 1.0)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name in _float_names(base_sd):
         taus = _task_vectors(base_sd, expert_sds, name)
-        for tau, wi in zip(taus, w, strict=True):
-            _magnitude_trim_(tau, density, rescale=False)
-            tau.mul_(wi)
+        for expert, tau in zip(expert_sds, taus, strict=True):
+            d = dens(expert, name)
+            if not 0 < d <= 1:
+                raise ValueError(f"density for {expert!r} at {name} must be in (0, 1], got {d}")
+            _magnitude_trim_(tau, d, rescale=False)
+            tau.mul_(weight(expert, name))
         stack = torch.stack(taus)
         positive = stack.sum(0) >= 0
         active = (stack != 0).any(0)
@@ -89,23 +118,24 @@ def sign_conflict_rate(
 def dare_kept_fraction(
     base_sd: StateDict,
     expert_sds: Mapping[str, StateDict],
-    density: float | Mapping[str, float],
+    density: PerTensor,
     *,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """{layer group: {expert: fraction of nonzero τ entries DARE keeps}} with the masks merge_state_dicts
-    draws for the same seed when the experts are its non-base models in this order."""
-    dens = {e: float(density[e] if isinstance(density, Mapping) else density) for e in expert_sds}
-    for e, d in dens.items():
-        if not 0 < d <= 1:
-            raise ValueError(f"density for {e!r} must be in (0, 1], got {d}")
+    draws for the same seed when the experts are its non-base models in this order. density: one value, one
+    per expert, or per (expert, tensor name)."""
+    dens = _setting(density, 1.0)
     counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: {e: [0, 0] for e in expert_sds})
     for name in _float_names(base_sd):
         g = tensor_generator(seed, name)
         for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
+            d = dens(expert, name)
+            if not 0 < d <= 1:
+                raise ValueError(f"density for {expert!r} at {name} must be in (0, 1], got {d}")
             nonzero = tau != 0
-            if dens[expert] < 1:  # same CPU draw as methods._dare_drop_ (skipped at density 1), on any device
-                nonzero &= (torch.rand(tau.shape, generator=g, dtype=tau.dtype) < dens[expert]).to(tau.device)
+            if d < 1:  # same CPU draw as methods._dare_drop_ (skipped at density 1), on any device
+                nonzero &= (torch.rand(tau.shape, generator=g, dtype=tau.dtype) < d).to(tau.device)
             c = counts[layer_group(name)][expert]
             c[0] += int(nonzero.sum())
             c[1] += int((tau != 0).sum())

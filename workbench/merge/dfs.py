@@ -126,13 +126,35 @@ class DFSRecipe:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> DFSRecipe:
+    def from_dict(cls, data: Mapping | list) -> DFSRecipe:
+        """A recipe from JSON data: the spec's {models, r, indicator[T], scales[M][M]} (layers per model
+        inferred as M / number of models when absent), the same with `layers` and `embed_from`, or an explicit
+        path, bare ([{model, layer, scale}, …]) or as {models, layers, path}."""
         known = {"models", "layers", "r", "indicator", "scales", "embed_from", "path"}
-        extra = set(data) - known
-        if extra or "models" not in data or "layers" not in data:
-            raise ValueError(f"a DFS recipe is JSON with keys {sorted(known)} (models and layers required); "
-                             f"got {sorted(data)}")
-        return cls(**dict(data))
+        shape = ("a DFS recipe is JSON: {models, r, indicator[T], scales[M][M]} (optional: layers, embed_from) "
+                 "or a path [{model, layer, scale}, …]")
+        if isinstance(data, list):
+            data = {"path": data}
+        if not isinstance(data, Mapping) or set(data) - known:
+            raise ValueError(f"{shape}; got {sorted(data) if isinstance(data, Mapping) else type(data).__name__}")
+        data = dict(data)
+        path = data.get("path")
+        if path is not None:
+            if not isinstance(path, list) or not path or not all(
+                    isinstance(s, Mapping) and {"model", "layer"} <= set(s) <= {"model", "layer", "scale"}
+                    for s in path):
+                raise ValueError(f"{shape}; its path must be a non-empty list of {{model, layer, scale}} steps")
+            data.setdefault("models", list(dict.fromkeys(str(s["model"]) for s in path)))
+            data.setdefault("layers", max(int(s["layer"]) for s in path) + 1)
+        elif "layers" not in data and "models" in data:
+            m, n = len(data.get("scales") or []), len(data["models"] or [])
+            if not m or not n or m % n:
+                raise ValueError(f"{shape}; without `layers` the scales must be M×M with M a multiple of the "
+                                 f"{n} models (M = models × layers per model), got M = {m}")
+            data["layers"] = m // n
+        if "models" not in data:
+            raise ValueError(f"{shape}; `models` is missing")
+        return cls(**data)
 
     @classmethod
     def identity(cls, models: list[str], layers: int, r: int = 1, model: str | None = None) -> DFSRecipe:
@@ -170,7 +192,10 @@ def build_dfs_model(recipe: DFSRecipe, sources: Mapping[str, nn.Module]) -> nn.M
     configs = {name: sources[name].config for name in recipe.models}
     ref = configs[recipe.embed_from]
     for name, cfg in configs.items():
-        if cfg.hidden_size != ref.hidden_size or cfg.num_hidden_layers != recipe.layers:
+        # an explicit path needs the layers it names; the indicator's slots are laid out over exactly L layers
+        fits = cfg.num_hidden_layers >= recipe.layers if recipe.path is not None else \
+            cfg.num_hidden_layers == recipe.layers
+        if cfg.hidden_size != ref.hidden_size or not fits:
             raise ValueError(f"model {name!r} has hidden size {cfg.hidden_size} and {cfg.num_hidden_layers} layers; "
                              f"the recipe expects {ref.hidden_size} and {recipe.layers}")
     steps = recipe.steps()

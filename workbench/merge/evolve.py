@@ -58,7 +58,7 @@ class EvolveConfig:
     seed: int = 0
     n_eval: int = 64                           # validation prompts per task per candidate
     n_test: int = 128                          # test prompts per task for the final scores
-    dfs_r: int = 2                             # DFS: repetitions of the layer list
+    dfs_r: int = 3                             # DFS: repetitions of the layer list (the reference: 3)
     chunk: int = 2                             # candidates per Dask task
     device: str | None = None                  # "cpu", "cuda", "cuda:N"; None: the GPU when the process sees one
 
@@ -324,14 +324,22 @@ def analysis(ctx: Context, best: np.ndarray) -> dict:
     out["task_vector_norms"] = {e: [norms[g][e] for g in order] for e in experts}
     out["task_vector_cosine"] = {"models": list(experts), "matrix": _plain(tv.task_vector_cosine(base_sd, experts))}
     if ctx.cfg.method in ("ties", "dare_ties", "dare_linear"):
-        w, d = ctx.genome.split(best)
-        density = {e: float(np.mean(d[k])) for k, e in enumerate(ctx.cfg.models)}
-        out["density_mean"] = float(np.mean(list(density.values())))
-        sc = tv.sign_conflict_rate(base_sd, experts, out["density_mean"])
+        # the merge that ran: each expert's evolved weight and density per tensor, resolved as the merge does
+        recipe = ctx.genome.recipe(best)
+        density = tv.recipe_setting(recipe, "density", ctx.layers)
+        _, d = ctx.genome.split(best)
+        out["density_mean"] = float(np.mean(d))
+        sc = tv.sign_conflict_rate(base_sd, experts, density, tv.recipe_setting(recipe, "weight", ctx.layers))
         out["sign_conflict"] = {"total": sc["total"], "per_layer": [sc["per_layer"][g] for g in order]}
         if ctx.cfg.method.startswith("dare"):
             kept = tv.dare_kept_fraction(base_sd, experts, density, seed=ctx.cfg.seed)
             out["dare_kept"] = {e: [kept[g][e] for g in order] for e in experts}
+            # which rescaling of the survivors ran (spec: offer both, name the one used): the methods' defaults
+            from workbench.merge.methods import _TASK_VECTOR
+
+            params = recipe.parameters or {}
+            rescaled = params.get("rescale", _TASK_VECTOR[ctx.cfg.method][3])
+            out["dare_rescale"] = params.get("rescale_norm", "l1") if rescaled else "none"
     return out
 
 

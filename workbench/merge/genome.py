@@ -108,7 +108,7 @@ class DFSGenome:
 
     models: list[str]
     layers: int
-    r: int = 2
+    r: int = 3                                    # repetitions of the layer list (the reference: r = 3)
 
     @property
     def m(self) -> int:

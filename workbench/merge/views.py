@@ -310,7 +310,10 @@ def conflict_plot(analysis: dict | None):
         plots.append(_style(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate"),
                             title=f"TIES sign conflicts ({sc['total']:.1%} overall)", show_legend=False))
     if a.get("dare_kept"):
-        plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"), title="DARE kept fraction"))
+        rescale = {"l1": "survivors rescaled to the task vector's L1 norm", "inverse": "survivors ×1/density",
+                   "none": "survivors not rescaled"}.get(a.get("dare_rescale"), "")
+        plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"),
+                            title="DARE kept fraction" + (f" ({rescale})" if rescale else "")))
     if not plots:
         return hv.Div("<i>no TIES/DARE statistics for this method</i>")
     if len(plots) == 1:
