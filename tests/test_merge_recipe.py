@@ -186,3 +186,16 @@ dtype: float32
     merged.load_state_dict(out, strict=True)
     torch.testing.assert_close(merged.get_input_embeddings().weight, expect)
     assert merged.lm_head.weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()
+
+
+def test_recipe_table_shows_mergekit_default_density():
+    """A TIES recipe that leaves density out keeps everything (mergekit's default 1.0): the explorer's density
+    heatmap says 1, not a blank; a method without density has none."""
+    from workbench.merge.views import recipe_table
+
+    ties = recipe_table(Recipe.from_yaml("merge_method: ties\nbase_model: base\nmodels:\n  - model: a\n"
+                                         "    parameters: {weight: 0.5}\n"), 4)
+    assert (ties["density"] == 1.0).all() and (ties["weight"] == 0.5).all()
+    linear = recipe_table(Recipe.from_yaml("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"
+                                           "  - model: b\n    parameters: {weight: 1}\n"), 4)
+    assert linear["density"].isna().all()

@@ -51,10 +51,12 @@ def _filter_class(name: str) -> str:
 def recipe_table(recipe, layers: int) -> pd.DataFrame:
     """Per (model, layer group, filter class) the mean weight and density a mergekit recipe (models form)
     gives the tensors, resolved exactly as merging resolves them (workbench.merge.state)."""
+    from workbench.merge.methods import _TASK_VECTOR
     from workbench.merge.state import gradient_t, resolve
 
     rows = []
     names = llama_tensor_names(layers)
+    sparsifies = _TASK_VECTOR.get(recipe.merge_method, (None,))[0] is not None  # TIES / DARE trim by density
     for entry in recipe.models or []:
         model = entry["model"]
         if model == recipe.base_model:
@@ -65,6 +67,8 @@ def recipe_table(recipe, layers: int) -> pd.DataFrame:
             row = {"model": model, "group": _group(name), "filter": _filter_class(name)}
             for key in ("weight", "density"):
                 value = resolve(key, scopes, name, t)
+                if value is None and key == "density" and sparsifies:
+                    value = 1.0  # mergekit's default density: keep everything
                 row[key] = np.nan if value is None else float(value)
             rows.append(row)
     df = pd.DataFrame(rows, columns=["model", "group", "filter", "weight", "density"])
