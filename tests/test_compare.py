@@ -16,7 +16,7 @@ from workbench.runs import RunStore
 
 
 def _openended(store: RunStore, seed: int, sigma: float, device: str | None = None) -> str:
-    ev = EvalConfig("boids", "pixels", steps=10, size=32, device=device)
+    ev = EvalConfig("boids", "pixels", steps=10, frames=2, size=32, device=device)
     return run_search(SearchConfig(kind="openended", eval=ev, iters=3, pop=4, sigma=sigma, seed=seed), store).id
 
 
@@ -89,7 +89,7 @@ def test_a_replicate_cut_short_sets_the_budget_the_group_is_compared_at(three, t
     for run_id in (a, b):
         shutil.copytree(store.root / run_id, local.root / run_id)
     stops = iter([False, True])
-    ev = EvalConfig("boids", "pixels", steps=10, size=32)
+    ev = EvalConfig("boids", "pixels", steps=10, frames=2, size=32)
     short = run_search(SearchConfig(kind="openended", eval=ev, iters=3, pop=4, sigma=0.1, seed=2), local,
                        should_stop=lambda: next(stops)).id
     cmp = compare_runs(local, [a, b, short])

@@ -140,6 +140,17 @@ def test_requests_are_checked_before_anything_loads(tmp_path, monkeypatch):
     check_fm("efficientnet-lite0")
 
 
+def test_clip_is_vit_b32_with_quickgelu_as_openai_trained_it(clip_weights):
+    """OpenAI's CLIP weights need QuickGELU: --fm clip builds it (a weights file of the same shapes loads into
+    either activation, so only the architecture can get this right)."""
+    from open_clip.transformer import QuickGELU
+
+    fm = load_fm("clip", weights=clip_weights, precision="fp32")
+    acts = {type(m.mlp.gelu) for m in fm.model.transformer.resblocks}
+    acts |= {type(m.mlp.gelu) for m in fm.visual.transformer.resblocks} if hasattr(fm.visual, "transformer") else set()
+    assert acts == {QuickGELU}
+
+
 def test_a_text_file_as_weights_is_one_line(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_text("hello\n" * 100)

@@ -181,7 +181,7 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path, quick_zoo
     store = RunStore(tmp_path)
     stops = iter([False, True])
     run = evolve(_cfg(quick_zoo, method="ties"), store, should_stop=lambda: next(stops))
-    search = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+    search = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, size=32, frames=2),
                                      iters=1, pop=4), store)
     base = ["merge", "evolve", "--runs", str(tmp_path), "--quiet"]
     proc = _cli(*base, "--resume", run.id, "--models", "add", "brackets", "--method", "ties", "--seed", "2",

@@ -295,3 +295,32 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     assert sorted(map(str, gone)) == sorted(left)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         ".hidden", "maps", "maps/gen2_archive_map.json"]
+
+
+def test_frames_follow_the_reference_recipes(tmp_path, capsys):
+    """Open-endedness compares frames: the CLI takes the reference's K = 32 by default, and K = 1 (which scores
+    0 for every θ) is refused for a new run. K = 1 of a target search is the last chunk end, state T − 1, as the
+    reference samples it; illumination embeds the final state T; runs made before kept the final state."""
+    from workbench.asal.driver import read_config
+    from workbench.asal.evaluate import DEFAULT_STEPS, frame_indices
+
+    runs = str(tmp_path / "runs")
+    assert main(["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "40", "--size", "32",
+                 "--iters", "1", "--pop", "4", "--runs", runs, "--quiet"]) == 0
+    run = RunStore(runs).open(json.loads(capsys.readouterr().out)["id"])
+    assert run.info["config"]["eval"]["frames"] == 32
+    with pytest.raises(ValueError, match="--frames 1 scores 0 for every θ"):
+        run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10)),
+                   RunStore(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="--frames 1 scores 0"):  # any search weighting open-endedness
+        run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=10), prompts=["a"], c_oe=1.0),
+                   RunStore(tmp_path / "x"))
+    target = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels"), prompts=["a caterpillar"])
+    assert frame_indices(target.eval) == [255]
+    illuminate = SearchConfig(kind="illuminate", eval=EvalConfig("lenia", "pixels", frames=4))
+    assert frame_indices(illuminate.eval) == [256]
+    older = read_config({**target.to_dict(), "eval": {k: v for k, v in target.eval.__dict__.items()
+                                                        if k != "sampling"}})
+    assert older.eval.sampling == "final" and frame_indices(older.eval) == [256]
+    assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from workbench.kernels.device import resolve_device
 
 OFFLINE_DEFAULT = "efficientnet-lite0"
+#: --fm clip: ViT-B/32 with OpenAI's weights, which were trained with QuickGELU (x·σ(1.702x)); open_clip's plain
+#: "ViT-B-32" config builds GELU and loads those weights without complaint (the activation has no parameters).
+CLIP_ARCH = "ViT-B-32-quickgelu"
 FM_NAMES = ("clip", "openclip:<architecture>", "efficientnet-lite0", "pixels")
 
 
@@ -430,7 +433,7 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     if name == "pixels":
         return
 
-    arch = "ViT-B-32" if name == "clip" else name.split(":", 1)[1]
+    arch = CLIP_ARCH if name == "clip" else name.split(":", 1)[1]
     check_arch(arch)
     if weights is not None:
         _check_checkpoint(Path(weights))
@@ -511,8 +514,8 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
         return EfficientNetFM(precision, cache_size, device)
     if name == "clip":
         if weights is None:
-            _check_hub_reachable("ViT-B-32", "openai")
-        return _openclip("ViT-B-32", weights, "openai", precision, cache_size, "clip", device)
+            _check_hub_reachable(CLIP_ARCH, "openai")
+        return _openclip(CLIP_ARCH, weights, "openai", precision, cache_size, "clip", device)
     if name.startswith("openclip:"):
         arch = name.split(":", 1)[1]
         if weights is None:

@@ -86,8 +86,8 @@ class SearchConfig:
             self.c_oe = 1.0
         if self.kind == "openended" and not n:
             self.c_prompt = 0.0
-        if self.kind == "illuminate":
-            self.eval.frames = 1
+        if self.kind == "illuminate":  # the final state, as the reference's illumination embeds it
+            self.eval.frames, self.eval.sampling = 1, "final"
         if self.algorithm == "map-elites":
             side = map_elites_side(self.population)
             if side * side != self.population:
@@ -98,6 +98,20 @@ class SearchConfig:
         d = asdict(self)
         d.pop("notes")
         return d
+
+
+def read_config(stored: dict) -> SearchConfig:
+    """A run's SearchConfig read back from run.json. Runs made before EvalConfig.sampling existed took K = 1
+    frame at the final state: they keep doing so when resumed."""
+    c = {k: v for k, v in stored.items() if k != "notes"}
+    return SearchConfig(**{**c, "eval": {"sampling": "final", **c["eval"]}})
+
+
+def check_new_search(cfg: SearchConfig) -> None:
+    """What a new run is refused for before anything loads (resumed runs keep what they were started with)."""
+    if (cfg.c_oe > 0 or cfg.kind == "openended") and cfg.eval.frames < 2:
+        raise ValueError(f"open-endedness compares each frame with the earlier ones, so --frames "
+                         f"{cfg.eval.frames} scores 0 for every θ: give --frames K ≥ 2 (the reference uses 32)")
 
 
 def make_search(cfg: SearchConfig, n_params: int):
@@ -177,8 +191,10 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
-        check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")})
-        run, cfg, state = store.reopen(run.id, lambda c: SearchConfig(**{k: v for k, v in c.items() if k != "notes"}),
+        older = "sampling" not in run.info["config"].get("eval", {})  # made before the setting: read_config says
+        check_resume(run, kind, {k: v for k, v in given.items()
+                                 if k not in ("kind", "eval.device") and not (older and k == "eval.sampling")})
+        run, cfg, state = store.reopen(run.id, read_config,
                                        kinds=KINDS, trust_pickle=trust_pickle)
         if run.info.get("status") == "done":
             return run
@@ -194,6 +210,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     elif cfg is None:
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
+        check_new_search(cfg)
         state = None
     if device is not None:
         cfg.eval.device = device

@@ -20,9 +20,11 @@ from workbench.kernels.device import synchronize
 from workbench.simulations import make_substrate
 from workbench.simulations.rollout import sample_indices
 
-# the reference's rollout lengths (spec §1)
+# the reference's rollout lengths (asal.md §1; asal-more.md: 1000 steps, Game of Life 1024, Flow-Lenia 256)
 DEFAULT_STEPS = {"lenia": 256, "boids": 1000, "plife": 1000}
-DEFAULT_STEPS.update({"gol": 1024, "nca_d1": 1000, "nca_d3": 1000, "dnca": 1000})
+DEFAULT_STEPS.update({"gol": 1024, "nca_d1": 1000, "nca_d3": 1000, "dnca": 1000, "plenia": 1000,
+                      "plife_plus": 1000, "flow_lenia": 256})
+SAMPLINGS = ("chunk_ends", "final")
 
 
 @dataclass
@@ -39,6 +41,10 @@ class EvalConfig:
     overrides: dict = field(default_factory=dict)
     chunk: int = 16                     # simulations per batch (and per Dask task)
     device: str | None = None           # None: the GPU when present, else the CPU (each worker resolves it)
+    # which states the K frames are: "chunk_ends" (c−1, 2c−1, …, c = ⌊T/K⌋; K = 1 is state T−1, as the reference's
+    # target and open-endedness searches take it) or "final" (K = 1 is state T, as its illumination takes it;
+    # also what runs made before this setting existed did, for K = 1)
+    sampling: str = "chunk_ends"
 
     def __post_init__(self):
         if self.steps is None:
@@ -51,9 +57,18 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.frames > self.steps:
             raise ValueError(f"--frames {self.frames} is more than --steps {self.steps}: a frame is sampled at the "
                              "end of a chunk of steps, so give at most as many frames as steps")
+
+
+def frame_indices(cfg: EvalConfig) -> list[int]:
+    """The states whose frames are embedded (see EvalConfig.sampling)."""
+    if cfg.frames == 1 and cfg.sampling == "final":
+        return sample_indices(cfg.steps, "final")
+    return sample_indices(cfg.steps, (cfg.frames, True))
 
 
 _CACHE: dict = {}
@@ -99,7 +114,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
     a GPU the frames stay there, and the K frames of a chunk go to the FM as one batch."""
     sub, fm = components(cfg)
     thetas = np.asarray(thetas, np.float64)
-    indices = sample_indices(cfg.steps, (cfg.frames, True) if cfg.frames > 1 else "final")
+    indices = frame_indices(cfg)
     batched = sub.device.type == "cuda"
     out, thumbs = [], None
     for lo in range(0, len(thetas), cfg.chunk):

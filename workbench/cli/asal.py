@@ -20,6 +20,7 @@ from workbench.cli.common import (
 #: defaults: their defaults, and the SearchConfig fields they set.
 ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 256, "iters": 100, "frames": 1, "bs": 1,
                  "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0}
+OPEN_ENDED_FRAMES = 32  # K of the reference's open-endedness recipes (asal.md §4)
 ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
                "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
                "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
@@ -28,7 +29,7 @@ ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.
 
 
 def cmd_asal(args) -> int:
-    from workbench.asal.driver import FLAGS, SearchConfig, run_search
+    from workbench.asal.driver import FLAGS, SearchConfig, check_new_search, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.runs import RunStore, cli_command
 
@@ -51,6 +52,8 @@ def cmd_asal(args) -> int:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
         ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
                         bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
+        if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
+            ev.frames = min(OPEN_ENDED_FRAMES, ev.steps)
         if args.search == "illuminate":
             extra = {"algorithm": value("algorithm"), "population": value("population")}
         else:
@@ -60,6 +63,7 @@ def cmd_asal(args) -> int:
         total = cfg.iters
         from workbench.fm import check_fm
 
+        check_new_search(cfg)
         check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # before any load or progress bar
         for note in cfg.notes:
             err.print(f"[yellow]note:[/] {note}")
@@ -97,11 +101,16 @@ def register(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--algorithm", choices=["ga", "map-elites"], help="default: ga")
             a.add_argument("--population", type=int, help="GA population size, or MAP-Elites' grid of about that "
                            "many cells (√P × √P; default: 256)")
-        a.add_argument("--iters", type=int, help="default: 100")
+        a.add_argument("--iters", type=int, help="default: 100" + (
+            "; the first evaluates the θ = 0 population, each later one a generation of children (the reference "
+            "runs its n_iters generations after that first evaluation: give --iters n_iters + 1)"
+            if name == "illuminate" else ""))
         a.add_argument("--pop", type=int, help="CMA population / GA children / MAP-Elites batch (default: "
                                                f"{16 if name != 'illuminate' else 32})")
         a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
-        a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: 1)")
+        a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: " + (
+            "32, the reference's open-endedness recipes" if name == "openended" else
+            "1, the final state" if name == "illuminate" else "1, or one per prompt") + ")")
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
         a.add_argument("--size", type=int, help="render size fed to the FM and of best.png / best.mp4 (default: 224)")
         a.add_argument("--sigma", type=float, help="default: 0.1")
