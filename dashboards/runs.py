@@ -20,7 +20,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.compare import Comparison, best_curves, compare_runs
+from workbench.compare import Comparison, best_curves, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, open_links
 from workbench.runs import RunError, RunStore
 
@@ -173,7 +173,7 @@ class RunsModel(param.Parameterized):
         out = []
         for r in comparison.rows:
             out.append({"id": r["id"], "seed": r["seed"],
-                        **{k.removeprefix("config."): _value_text(comparison.differs[k][r["id"]]) for k in keys},
+                        **{k.removeprefix("config."): value_text(comparison.differs[k][r["id"]]) for k in keys},
                         "iterations": r["iterations"],
                         "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
@@ -193,14 +193,6 @@ class RunsModel(param.Parameterized):
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(compare_curves(comparison), out)
-
-
-def _value_text(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, list):
-        return " + ".join(map(_value_text, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def best_text(row: dict) -> str:

@@ -174,7 +174,7 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     for members in keyed.values():
         first, row = flat_settings(members[0]), catalog_row(members[0], root)
         kind = str(row["kind"])
-        parts = [f"{_short(k)}={_text(_thawed(first.get(k)))}" for k in telling[kind]]
+        parts = [f"{_short(k)}={value_text(_thawed(first.get(k)))}" for k in telling[kind]]
         label = ", ".join(parts)
         if len(label) > LABEL_CHARS:  # too many differences to read: name the group by its first run
             label = f"{row['substrate']} · {row['id']}"
@@ -194,12 +194,16 @@ def _short(key: str) -> str:
     return key.split(".", 1)[1] if key.startswith("config.") else key
 
 
-def _text(value: Any) -> str:
-    if value is None:  # absent from the run's config (older runs lack newer settings) or set to None
-        return "—"
-    if isinstance(value, list):  # models or tasks joined by +; numbers (a range) in brackets
+def value_text(value: Any, missing: str = "—") -> str:
+    """A setting's value as tables and labels show it: floats short (0.1, 1e-05), models or tasks joined by +,
+    numbers (a range) in brackets, `missing` for None (absent from the run's config: older runs lack newer
+    settings; or set to None)."""
+    if value is None:
+        return missing
+    if isinstance(value, (list, tuple)):
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        return f"[{', '.join(_text(v) for v in value)}]" if numbers else "+".join(_text(v) for v in value)
+        parts = [value_text(v, missing) for v in value]
+        return f"[{', '.join(parts)}]" if numbers else "+".join(parts)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)

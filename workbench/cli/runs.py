@@ -87,6 +87,8 @@ def _compare_tables(comparison) -> None:
     repeat one setting with other seeds, each setting's best over its seeds."""
     from rich.table import Table
 
+    from workbench.compare import value_text
+
     console = Console(width=max(Console().width, 140))
     shown = [k for k in comparison.differs if k not in ("config.seed", "kind")]
     metrics = sorted({(r["metric"], r["better"]) for r in comparison.rows})
@@ -94,9 +96,9 @@ def _compare_tables(comparison) -> None:
     table = Table("id", "kind", "seed", *[k.removeprefix("config.") for k in shown], "status", "iterations", best,
                   title="runs compared" + ("" if shown else " (same settings)"))
     for r in comparison.rows:
-        cells = [_cell(comparison.differs[k][r["id"]]) for k in shown]
+        cells = [value_text(comparison.differs[k][r["id"]]) for k in shown]
         value = "" if r["best"] is None else f"{r['best']:.4f}"
-        table.add_row(r["id"], str(r["kind"]), _cell(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
+        table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
     console.print(table)
     if any(len(g.ids) > 1 for g in comparison.groups):
         groups = Table("setting", "runs", "seeds", "at iteration", f"{best}: mean ± sd", "min", "max",
@@ -104,17 +106,10 @@ def _compare_tables(comparison) -> None:
         for g in comparison.groups:
             s = g.stats()
             mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
-            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(_cell, g.seeds)), _cell(g.at_iteration), mean,
+            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(value_text, g.seeds)),
+                           value_text(g.at_iteration), mean,
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "+".join(map(_cell, value))
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
