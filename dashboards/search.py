@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.driver import SearchConfig, check_new_search, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
 from workbench.simulations import SUBSTRATES
@@ -93,6 +93,8 @@ class SearchModel(param.Parameterized):
         if self.running:
             raise ValueError("a search is already running; stop it first")
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
+        if cfg is not None:
+            check_new_search(cfg)
         self._stop.clear()
         self.metrics, self.best_thumb, self.error, self.status = [], None, "", "running"
         self.population = None

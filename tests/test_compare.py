@@ -122,6 +122,17 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
                                                   ("qd · ranges.x=[0, 0.6]", ["d"]), ("merge · s", ["e"])]
     assert group_replicates([info("a", "openended", {"sigma": 1}), info("b", "openended", {"sigma": True})],
                             str(tmp_path))[1].ids == ["b"]  # True is not 1
+    # a run made before EvalConfig.sampling took K = 1 at the final state: one setting with a new run doing that;
+    # with K > 1 the sampling does not matter
+    old, new = {"frames": 1, "steps": 9}, {"frames": 1, "steps": 9, "sampling": "final"}
+    assert len(group_replicates([info("a", "illuminate", {"eval": old}), info("b", "illuminate", {"eval": new}, 1)],
+                                str(tmp_path))) == 1
+    assert len(group_replicates([info("a", "target", {"eval": {"frames": 2}}),
+                                 info("b", "target", {"eval": {"frames": 2, "sampling": "chunk_ends"}}, 1)],
+                                str(tmp_path))) == 1
+    assert len(group_replicates([info("a", "target", {"eval": old}),
+                                 info("b", "target", {"eval": {**old, "sampling": "chunk_ends"}}, 1)],
+                                str(tmp_path))) == 2
 
 
 def test_flat_settings_and_runs_of_other_kinds():

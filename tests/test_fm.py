@@ -149,6 +149,8 @@ def test_clip_is_vit_b32_with_quickgelu_as_openai_trained_it(clip_weights):
     acts = {type(m.mlp.gelu) for m in fm.model.transformer.resblocks}
     acts |= {type(m.mlp.gelu) for m in fm.visual.transformer.resblocks} if hasattr(fm.visual, "transformer") else set()
     assert acts == {QuickGELU}
+    legacy = load_fm("clip-gelu", weights=clip_weights, precision="fp32")  # runs made before resume with GELU
+    assert {type(m.mlp.gelu) for m in legacy.model.transformer.resblocks} == {torch.nn.GELU}
 
 
 def test_a_text_file_as_weights_is_one_line(tmp_path):

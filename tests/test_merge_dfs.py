@@ -94,6 +94,8 @@ def test_dfs_recipe_json_round_trip_and_errors(tmp_path, pair):
     spec = {k: v for k, v in recipe.to_dict().items() if k in ("models", "r", "indicator", "scales")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     assert DFSRecipe.load(tmp_path / "spec.json").to_dict() == recipe.to_dict()
+    (tmp_path / "spec.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "r"}))  # r = T / M
+    assert DFSRecipe.load(tmp_path / "spec.json").r == recipe.r == 2
     bare = [{"model": "b", "layer": 1, "scale": 0.5}, {"model": "a", "layer": 0}]
     (tmp_path / "path.json").write_text(json.dumps(bare))
     walked = DFSRecipe.load(tmp_path / "path.json")

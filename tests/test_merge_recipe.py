@@ -186,6 +186,18 @@ dtype: float32
     merged.load_state_dict(out, strict=True)
     torch.testing.assert_close(merged.get_input_embeddings().weight, expect)
     assert merged.lm_head.weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()
+    # the views see the tensors that merge: the alias is not a head of its own
+    from workbench.merge.analysis import task_vector_norms
+
+    assert "lm_head" not in task_vector_norms(sds["a"], {"b": sds["b"]})
+    # a tied model with an untied one of the same shape: each keeps its lm_head (the tied one's is its embeddings)
+    untied = LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False))
+    mixed = apply_recipe(recipe, {"a": sds["a"], "b": untied.state_dict()}.__getitem__)
+    torch.testing.assert_close(mixed["lm_head.weight"], 0.1 * sds["a"]["model.embed_tokens.weight"]
+                               + 0.9 * untied.state_dict()["lm_head.weight"])
+    meta = {"x": torch.empty(4, 4, device="meta"), "y": torch.empty(4, 4, device="meta")}
+    assert tied_aliases(meta) == {}
 
 
 def test_recipe_table_shows_mergekit_default_density():

@@ -323,4 +323,11 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     older = read_config({**target.to_dict(), "eval": {k: v for k, v in target.eval.__dict__.items()
                                                         if k != "sampling"}})
     assert older.eval.sampling == "final" and frame_indices(older.eval) == [256]
+    clip = read_config({**target.to_dict(), "eval": {**older.eval.__dict__, "fm": "clip"}})
+    assert clip.eval.fm == "clip"  # a run made now keeps its model
+    del clip.eval.__dict__["sampling"]
+    assert read_config({**target.to_dict(), "eval": clip.eval.__dict__}).eval.fm == "clip-gelu"  # one made before
+    from workbench.asal.driver import check_new_search
+
+    check_new_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), c_oe=1.0))
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)

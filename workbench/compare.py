@@ -121,6 +121,11 @@ def flat_settings(info: dict) -> dict[str, Any]:
             out[prefix] = _frozen(value)
 
     walk("config", info.get("config") or {})
+    if "config.eval.frames" in out:  # ASAL: the sampling only tells K = 1 apart; runs made before it took "final"
+        if out["config.eval.frames"] != 1:
+            out.pop("config.eval.sampling", None)
+        else:
+            out.setdefault("config.eval.sampling", "final")
     return out
 
 

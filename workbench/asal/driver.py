@@ -101,15 +101,22 @@ class SearchConfig:
 
 
 def read_config(stored: dict) -> SearchConfig:
-    """A run's SearchConfig read back from run.json. Runs made before EvalConfig.sampling existed took K = 1
-    frame at the final state: they keep doing so when resumed."""
+    """A run's SearchConfig read back from run.json. Runs made before EvalConfig.sampling existed (2026-12-01)
+    took K = 1 frame at the final state and, with --fm clip, a GELU ViT-B-32: they keep both when resumed."""
+    from workbench.fm import LEGACY_CLIP
+
     c = {k: v for k, v in stored.items() if k != "notes"}
-    return SearchConfig(**{**c, "eval": {"sampling": "final", **c["eval"]}})
+    ev = dict(c["eval"])
+    if "sampling" not in ev:
+        ev["sampling"] = "final"
+        if ev.get("fm") == "clip":
+            ev["fm"] = LEGACY_CLIP
+    return SearchConfig(**{**c, "eval": ev})
 
 
 def check_new_search(cfg: SearchConfig) -> None:
     """What a new run is refused for before anything loads (resumed runs keep what they were started with)."""
-    if (cfg.c_oe > 0 or cfg.kind == "openended") and cfg.eval.frames < 2:
+    if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended") and cfg.eval.frames < 2:
         raise ValueError(f"open-endedness compares each frame with the earlier ones, so --frames "
                          f"{cfg.eval.frames} scores 0 for every θ: give --frames K ≥ 2 (the reference uses 32)")
 

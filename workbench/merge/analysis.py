@@ -56,7 +56,11 @@ def _task_vectors(base_sd: StateDict, expert_sds: Mapping[str, StateDict], name:
 
 
 def _float_names(base_sd: StateDict) -> list[str]:
-    return [n for n, t in base_sd.items() if t.is_floating_point()]
+    """The merged float tensors: a tied alias (SmolLM2's lm_head) is its source's merge, not one of its own."""
+    from workbench.merge.recipe import tied_aliases
+
+    tied = tied_aliases(base_sd)
+    return [n for n, t in base_sd.items() if t.is_floating_point() and n not in tied]
 
 
 def task_vector_norms(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -> dict[str, dict[str, float]]:

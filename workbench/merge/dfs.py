@@ -152,6 +152,8 @@ class DFSRecipe:
                 raise ValueError(f"{shape}; without `layers` the scales must be M×M with M a multiple of the "
                                  f"{n} models (M = models × layers per model), got M = {m}")
             data["layers"] = m // n
+            if "r" not in data and data.get("indicator"):  # T = M·r
+                data["r"] = max(1, len(data["indicator"]) // m)
         if "models" not in data:
             raise ValueError(f"{shape}; `models` is missing")
         return cls(**data)

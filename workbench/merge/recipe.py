@@ -254,18 +254,20 @@ def apply_recipe(
 
     def get(name: str) -> Mapping[str, torch.Tensor]:
         if name not in cache:
-            sd = load(name)
-            aliases = tied_aliases(sd)
-            tied.update(aliases)
-            cache[name] = {k: v for k, v in sd.items() if k not in aliases}
+            cache[name] = load(name)
         return cache[name]
 
     if recipe.models is not None:
         names = [m["model"] for m in recipe.models]
         if recipe.base_model and recipe.base_model not in names:
             names.append(recipe.base_model)  # mergekit adds the base as an input without parameters
+        sds = {n: get(n) for n in names}
+        # names every model ties (SmolLM2's lm_head) are merged once, as their source; a tied model merged with
+        # an untied one keeps its alias as a tensor of its own (it holds the embeddings' values)
+        shared = [tied_aliases(sd) for sd in sds.values()]
+        tied = {a: s for a, s in shared[0].items() if all(other.get(a) == s for other in shared[1:])}
         out = merge_state_dicts(
-            {n: get(n) for n in names},
+            {n: {k: v for k, v in sd.items() if k not in tied} for n, sd in sds.items()},
             recipe.merge_method,
             base=recipe.base_model,
             parameters=recipe.parameters,
@@ -292,8 +294,10 @@ def tied_aliases(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
     seen: dict[tuple, str] = {}
     out = {}
     for name, t in state_dict.items():
+        if t.device.type == "meta" or not t.numel():  # no storage to share (every meta tensor's address is 0)
+            continue
         key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
-        if t.numel() and key in seen:
+        if key in seen:
             out[name] = seen[key]
         else:
             seen.setdefault(key, name)
