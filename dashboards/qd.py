@@ -712,8 +712,10 @@ class QDModel(param.Parameterized):
         cells = self.sampling(task) if sampling else self.cells(task)
         title = f"archive {task}" + (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
         if sampling:
-            # one scale for every archive and generation, over the values drawn (K > 3: summed per plot position)
-            drawn = d.cells.groupby(["generation", "task", "x", "y"])["draws"].sum(min_count=1)
+            # one scale for every archive and generation, over the values drawn: where archives have more than two
+            # axes (K > 3) the draws of the cells sharing a plot position add up (`sampling`)
+            drawn = d.cells["draws"] if all(len(a) <= 2 for a in d.axes.values()) else \
+                d.cells.groupby(["generation", "task", "x", "y"])["draws"].sum(min_count=1)
             value, clim, cmap = "draws", (0.0, float(max(1.0, drawn.max() if drawn.notna().any() else 1.0))), "Oranges"
             title = f"{task}: times drawn" + (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
         else:

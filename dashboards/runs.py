@@ -146,10 +146,8 @@ class RunsModel(param.Parameterized):
     def comparison(self) -> Comparison | None:
         """The selected runs compared (None for fewer than two): settings that differ, replicate groups, curves."""
         store = RunStore(self.runs_dir)
-        try:
-            ids = [store.open(i).id for i in self.selected]
-        except RunError:  # deleted or broken since the page last listed the runs: compare the ones left
-            ids = [i for i in self.selected if (store.root / i / "run.json").is_file()]
+        # runs deleted since the page last listed them drop out; the ones left are compared
+        ids = [i for i in self.selected if (store.root / i / "run.json").is_file()]
         return compare_runs(store, ids) if len(ids) >= 2 else None
 
     def curves(self) -> pd.DataFrame:
@@ -164,9 +162,10 @@ class RunsModel(param.Parameterized):
                 continue
         return best_curves(store, infos)
 
-    def settings_table(self) -> pd.DataFrame:
-        """One row per selected run: id, seed, the settings that differ between them, status, best."""
-        comparison = self.comparison()
+    def settings_table(self, comparison: Comparison | None = None) -> pd.DataFrame:
+        """One row per selected run: id, seed, the settings that differ between them, status, best (of
+        `comparison`, default: the selection's, compared now)."""
+        comparison = comparison or self.comparison()
         if comparison is None:
             return pd.DataFrame(columns=["id", "seed", "status", "best"])
         keys = [k for k in comparison.differs if k != "config.seed"]
@@ -388,16 +387,17 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
     return f'<div class="gallery">{"".join(out)}</div>'
 
 
-def curves_plot(model: RunsModel) -> pn.viewable.Viewable:
+def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
+    """The compared runs' curves (of `comparison`, default: the selection's, compared now)."""
     from workbench.dashboards.shell import placeholder
     from workbench.figures import compare_curves
 
-    comparison = model.comparison()
+    comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
         return placeholder(f"pick two to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
                            760, 320)
-    replicates = any(len(g.ids) > 1 for g in comparison.groups)
-    title = "best so far: mean over seeds, band = their range" if replicates else "best so far by iteration"
+    title = "best so far: mean over seeds, band = their range" if comparison.has_replicates \
+        else "best so far by iteration"
     overlay = compare_curves(comparison).opts(width=760, height=340, title=title, backend="bokeh")
     return pn.pane.HoloViews(overlay, backend="bokeh")
 
@@ -422,14 +422,16 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")
         return pn.pane.Markdown(f"Comparing {names}.", margin=(5, 10))
 
-    def settings() -> pn.viewable.Viewable:
-        table = model.settings_table()
-        if table.empty:
-            return pn.pane.Markdown("")
-        return pn.pane.DataFrame(table, index=False, sizing_mode="stretch_width", name="compare-settings")
+    def compare_views() -> list:
+        """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""
+        comparison = model.comparison()
+        table = model.settings_table(comparison) if comparison is not None else pd.DataFrame()
+        settings = pn.pane.Markdown("") if table.empty else pn.pane.DataFrame(
+            table, index=False, sizing_mode="stretch_width", name="compare-settings")
+        return [compared(), curves_plot(model, comparison), settings]
 
     fmt, export, written = export_controls(model.export)
-    curves = pn.Column(compared(), curves_plot(model), settings())
+    curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
 
@@ -454,7 +456,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def on_selected(event):
         if list(compare.value) != model.selected:
             compare.value = list(model.selected)
-        curves[:] = [compared(), curves_plot(model), settings()]
+        curves[:] = compare_views()
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 

@@ -80,6 +80,11 @@ class Comparison:
     def group_of(self, run_id: str) -> RunGroup:
         return next(g for g in self.groups if run_id in g.ids)
 
+    @property
+    def has_replicates(self) -> bool:
+        """Whether some setting was run with more than one seed (then curves are drawn per setting)."""
+        return any(len(g.ids) > 1 for g in self.groups)
+
     def bands(self) -> pd.DataFrame:
         """Per group and iteration up to the group's `at_iteration` (so that every run with metrics counts at
         every point: past it a mean of fewer runs would jump): the mean best so far over the group's runs, its
@@ -165,7 +170,8 @@ def differing_settings(infos: list[dict]) -> dict[str, dict[str, Any]]:
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     """Runs grouped by their settings without REPLICATE_KEYS and CONTEXT_KEYS, groups in order of their first
     run. Each label names the settings that differ between the groups of its kind (not seeds, devices or
-    thread counts), after the kind when runs of several kinds are compared."""
+    thread counts), after the kind when runs of several kinds are compared. The groups' bests and
+    at_iteration come from the runs' curves (compare_runs)."""
     ignored = set(REPLICATE_KEYS) | set(CONTEXT_KEYS)
     keyed: dict[tuple, list[dict]] = {}
     for info in infos:
@@ -185,11 +191,9 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
             label = f"{row['substrate']} · {row['id']}"
         if len(kinds) > 1 or not label:
             label = f"{kind} · {label or row['substrate']}"
-        rows = [catalog_row(m, root) for m in members]
         groups.append(RunGroup(label=label, kind=kind, metric=str(row["metric"]), higher=row["better"] == "higher",
-                               ids=[r["id"] for r in rows],
-                               seeds=[(m.get("config") or {}).get("seed", m.get("seed")) for m in members],
-                               bests=[r["best"] for r in rows]))
+                               ids=[m["id"] for m in members],
+                               seeds=[(m.get("config") or {}).get("seed", m.get("seed")) for m in members]))
     _disambiguate(groups)
     return groups
 
@@ -230,14 +234,18 @@ def _disambiguate(groups: list[RunGroup]) -> None:
 
 
 def best_curves(store: RunStore, infos: list[dict]) -> pd.DataFrame:
-    """Best so far by iteration of each run, in its own metric: run_id, iteration, best_loss, best, metric."""
+    """Best so far by iteration of each run, in its own metric: run_id, iteration, best_loss, best, metric. Read
+    from each run's metrics.parquet (RunStore.metrics would rebuild the store's whole catalog once per run)."""
     frames = []
     for info in infos:
-        rows = store.metrics(info["id"])
-        if not rows:
+        path = store.root / info["id"] / "metrics.parquet"
+        if not path.is_file():
             continue
+        df = pd.read_parquet(path, columns=["iteration", "best_loss"]).sort_values("iteration", kind="stable")
+        if df.empty:
+            continue
+        df.insert(0, "run_id", info["id"])
         row = catalog_row(info, store.root)
-        df = pd.DataFrame(rows)[["run_id", "iteration", "best_loss"]]
         higher = row["better"] == "higher"
         frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"], metric=row["metric"]))
     if not frames:

@@ -130,7 +130,7 @@ def compare_curves(comparison: Comparison):
     if df.empty:
         raise ValueError("none of the runs compared has metrics yet")
     ylabel = f"best {' / '.join(sorted(set(df['metric'])))}"
-    if all(len(g.ids) == 1 for g in comparison.groups):
+    if not comparison.has_replicates:
         layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=str(run_id))
                   for run_id, rows in df.groupby("run_id", sort=False)]
     else:

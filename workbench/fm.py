@@ -39,6 +39,8 @@ OFFLINE_DEFAULT = "efficientnet-lite0"
 CLIP_ARCH = "ViT-B-32-quickgelu"
 #: What --fm clip built before it used QuickGELU: runs made then are resumed with it (workbench.asal.driver.read_config)
 LEGACY_CLIP = "clip-gelu"
+#: The names that load OpenAI's ViT-B/32 weights from the hub, and the open_clip architecture each builds.
+HUB_ARCHS = {"clip": CLIP_ARCH, LEGACY_CLIP: "ViT-B-32"}
 FM_NAMES = ("clip", "openclip:<architecture>", "efficientnet-lite0", "pixels")
 
 
@@ -421,7 +423,7 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     clear line rather than after a model load or a progress bar: a known name, a weights file that looks like a
     checkpoint, prompts only for models with a text tower, a readable target image, and for the hub's CLIP
     weights either a local copy or a reachable hub (offline, say what works offline)."""
-    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "clip", LEGACY_CLIP)
+    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", *HUB_ARCHS)
                                          or name.startswith("openclip:")):
         raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
     if prompts and name in ("pixels", "efficientnet-lite0"):
@@ -435,11 +437,11 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     if name == "pixels":
         return
 
-    arch = CLIP_ARCH if name == "clip" else "ViT-B-32" if name == LEGACY_CLIP else name.split(":", 1)[1]
+    arch = HUB_ARCHS.get(name) or name.split(":", 1)[1]
     check_arch(arch)
     if weights is not None:
         _check_checkpoint(Path(weights))
-    elif name in ("clip", LEGACY_CLIP):
+    elif name in HUB_ARCHS:
         _check_hub_reachable(arch, "openai")
     else:
         raise ValueError(f"--fm {name} needs --weights FILE (a local state dict); for the hub's OpenAI weights "
@@ -514,8 +516,8 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
         return PixelsFM(cache_size, device)
     if name == "efficientnet-lite0":
         return EfficientNetFM(precision, cache_size, device)
-    if name in ("clip", LEGACY_CLIP):
-        arch = CLIP_ARCH if name == "clip" else "ViT-B-32"
+    if name in HUB_ARCHS:
+        arch = HUB_ARCHS[name]
         if weights is None:
             _check_hub_reachable(arch, "openai")
         return _openclip(arch, weights, "openai", precision, cache_size, name, device)

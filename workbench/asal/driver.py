@@ -107,11 +107,16 @@ def read_config(stored: dict) -> SearchConfig:
 
     c = {k: v for k, v in stored.items() if k != "notes"}
     ev = dict(c["eval"])
-    if "sampling" not in ev:
+    if _made_before_sampling(c):
         ev["sampling"] = "final"
         if ev.get("fm") == "clip":
             ev["fm"] = LEGACY_CLIP
     return SearchConfig(**{**c, "eval": ev})
+
+
+def _made_before_sampling(stored: dict) -> bool:
+    """Whether a stored config predates EvalConfig.sampling (and --fm clip's QuickGELU): see read_config."""
+    return "sampling" not in stored.get("eval", {})
 
 
 def check_new_search(cfg: SearchConfig) -> None:
@@ -198,7 +203,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
-        older = "sampling" not in run.info["config"].get("eval", {})  # made before the setting: read_config says
+        older = _made_before_sampling(run.info["config"])  # its sampling is read_config's, not a given setting
         check_resume(run, kind, {k: v for k, v in given.items()
                                  if k not in ("kind", "eval.device") and not (older and k == "eval.sampling")})
         run, cfg, state = store.reopen(run.id, read_config,

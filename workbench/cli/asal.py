@@ -53,8 +53,8 @@ def cmd_asal(args) -> int:
         ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
                         bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
         if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
-            n = len(args.prompt or [])   # frames go round the prompts: a multiple of them that fits the steps
-            ev.frames = max(n, min(OPEN_ENDED_FRAMES, ev.steps) // max(n, 1) * max(n, 1))
+            n = max(1, len(args.prompt or []))  # frames go round the prompts: a multiple of them that fits the steps
+            ev.frames = max(n, min(OPEN_ENDED_FRAMES, ev.steps) // n * n)
         if args.search == "illuminate":
             extra = {"algorithm": value("algorithm"), "population": value("population")}
         else:

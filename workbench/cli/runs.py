@@ -29,8 +29,7 @@ def _runs_tables(rows: list[dict]) -> None:
         families.setdefault(r["kind"] if r["kind"] in TITLES else "asal", []).append(r)
     for family, group in families.items():
         describe = list(dict.fromkeys(c for r in group for c in r["columns"]))
-        metrics = sorted({(r["metric"], r["better"]) for r in group})
-        best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
+        best = _best_header(group)
         kind = ["kind"] if family == "asal" else []
         headers = [LABELS.get(family, {}).get(c, c) for c in describe]
         table = Table(*kind, *headers, "status", "iterations", best, "id", title=TITLES[family])
@@ -43,6 +42,12 @@ def _runs_tables(rows: list[dict]) -> None:
     for r in rows:
         if r["resume_command"] and r["status"] == "interrupted":
             err.print(f"{r['id']} was interrupted; resume it with: {r['resume_command']}", soft_wrap=True)
+
+
+def _best_header(rows: list[dict]) -> str:
+    """The best column's header for catalog rows: each metric with its direction ("best loss ↓ / best fitness ↑")."""
+    metrics = sorted({(r["metric"], r["better"]) for r in rows})
+    return " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
 
 
 def cmd_runs(args) -> int:
@@ -71,9 +76,8 @@ def cmd_runs(args) -> int:
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
         return 0
-    from workbench.compare import check_ids, compare_runs
+    from workbench.compare import compare_runs
 
-    check_ids(args.ids)
     comparison = compare_runs(store, args.ids)
     if args.json:
         print(json.dumps(comparison.to_dict(), default=str))
@@ -91,8 +95,7 @@ def _compare_tables(comparison) -> None:
 
     console = Console(width=max(Console().width, 140))
     shown = [k for k in comparison.differs if k not in ("config.seed", "kind")]
-    metrics = sorted({(r["metric"], r["better"]) for r in comparison.rows})
-    best = " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
+    best = _best_header(comparison.rows)
     table = Table("id", "kind", "seed", *[k.removeprefix("config.") for k in shown], "status", "iterations", best,
                   title="runs compared" + ("" if shown else " (same settings)"))
     for r in comparison.rows:
@@ -100,7 +103,7 @@ def _compare_tables(comparison) -> None:
         value = "" if r["best"] is None else f"{r['best']:.4f}"
         table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
     console.print(table)
-    if any(len(g.ids) > 1 for g in comparison.groups):
+    if comparison.has_replicates:
         groups = Table("setting", "runs", "seeds", "at iteration", f"{best}: mean ± sd", "min", "max",
                        title="over seeds (each run's best at the last iteration all of them reached)")
         for g in comparison.groups:

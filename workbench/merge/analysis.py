@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -32,15 +33,16 @@ def _setting(value: PerTensor | None, default: float) -> Callable[[str, str], fl
     return lambda expert, name: float(value)
 
 
-def recipe_setting(recipe, key: str, num_layers: int) -> Callable[[str, str], float]:
-    """A recipe's parameter `key` for (expert, tensor name), resolved as the merge resolves it (filters,
-    layer gradients, model over global precedence): what the views must use to show the merge that ran."""
+def recipe_setting(recipe, key: str, num_layers: int) -> Callable[[str, str], Any]:
+    """A recipe's (models form) parameter `key` for (model, tensor name), resolved as the merge resolves it
+    (filters, layer gradients, model over global precedence; None where nothing sets it): what the views must
+    use to show the merge that ran."""
     from workbench.merge.state import gradient_t, resolve
 
     scopes = {m["model"]: [m.get("parameters") or {}, recipe.parameters or {}] for m in recipe.models or []}
 
-    def value(expert: str, name: str) -> float:
-        return float(resolve(key, scopes.get(expert, [recipe.parameters or {}]), name, gradient_t(name, num_layers)))
+    def value(model: str, name: str) -> Any:
+        return resolve(key, scopes.get(model, [recipe.parameters or {}]), name, gradient_t(name, num_layers))
 
     return value
 

@@ -335,10 +335,10 @@ def analysis(ctx: Context, best: np.ndarray) -> dict:
             kept = tv.dare_kept_fraction(base_sd, experts, density, seed=ctx.cfg.seed)
             out["dare_kept"] = {e: [kept[g][e] for g in order] for e in experts}
             # which rescaling of the survivors ran (spec: offer both, name the one used): the methods' defaults
-            from workbench.merge.methods import _TASK_VECTOR
+            from workbench.merge.methods import TASK_VECTOR_METHODS
 
             params = recipe.parameters or {}
-            rescaled = params.get("rescale", _TASK_VECTOR[ctx.cfg.method][3])
+            rescaled = params.get("rescale", TASK_VECTOR_METHODS[ctx.cfg.method].rescale)
             out["dare_rescale"] = params.get("rescale_norm", "l1") if rescaled else "none"
     return out
 

@@ -26,25 +26,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
 
-# (sparsification, sign consensus, default normalize, default rescale) for the task-vector family
-_TASK_VECTOR = {
-    "task_arithmetic": (None, False, False, False),
-    "ties": ("magnitude", True, True, False),
-    "dare_linear": ("random", False, False, True),
-    "dare_ties": ("random", True, False, True),
+class TaskVectorMethod(NamedTuple):
+    """How a method of the task-vector family treats each τ (mergekit's defaults for its flags)."""
+
+    sparsify: str | None      # "magnitude" (TIES trim), "random" (DARE drop) or None: keep every entry
+    consensus: bool           # TIES sign election
+    normalize: bool           # default of `normalize`
+    rescale: bool             # default of `rescale`
+
+
+TASK_VECTOR_METHODS = {
+    "task_arithmetic": TaskVectorMethod(None, False, False, False),
+    "ties": TaskVectorMethod("magnitude", True, True, False),
+    "dare_linear": TaskVectorMethod("random", False, False, True),
+    "dare_ties": TaskVectorMethod("random", True, False, True),
 }
 _SHARED_BOOL = ("normalize", "rescale", "int8_mask")
 # parameter names each method accepts (mergekit names plus our rescale_norm)
 PARAMETERS = {
     "linear": {"weight", "normalize"},
     "slerp": {"t"},
-    **{m: {"weight", "density", "normalize", "rescale", "lambda", "int8_mask", "rescale_norm"} for m in _TASK_VECTOR},
+    **{m: {"weight", "density", "normalize", "rescale", "lambda", "int8_mask", "rescale_norm"}
+       for m in TASK_VECTOR_METHODS},
 }
 RESCALE_NORMS = ("l1", "inverse")
 
@@ -77,7 +86,7 @@ def merge_tensors(
         t = _finite(params["t"], "t", where)
         result = slerp(t, tensors[base_index], tensors[1 - base_index], work)
     else:
-        sparsify, consensus, normalize_default, rescale_default = _TASK_VECTOR[method]
+        sparsify, consensus, normalize_default, rescale_default = TASK_VECTOR_METHODS[method]
         n = len(tensors) - 1
         weights = _per_input(params, "weight", n, where, required=True)
         densities = _per_input(params, "density", n, where, default=1.0)
@@ -130,7 +139,7 @@ def _check_inputs(tensors: list, method: str, params: dict, base_index: int | No
         )
     if base_index is not None and not 0 <= base_index < len(tensors):
         raise ValueError(f"base_index {base_index} out of range for {len(tensors)} inputs{where}")
-    if method in _TASK_VECTOR and base_index is None:
+    if method in TASK_VECTOR_METHODS and base_index is None:
         raise ValueError(f"{method} needs a base model (base_index / base){where}")
     if method == "slerp":
         if base_index is None:

@@ -300,7 +300,7 @@ def tied_aliases(state_dict: Mapping[str, torch.Tensor]) -> dict[str, str]:
         if key in seen:
             out[name] = seen[key]
         else:
-            seen.setdefault(key, name)
+            seen[key] = name
     return out
 
 

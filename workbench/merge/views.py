@@ -51,22 +51,22 @@ def _filter_class(name: str) -> str:
 def recipe_table(recipe, layers: int) -> pd.DataFrame:
     """Per (model, layer group, filter class) the mean weight and density a mergekit recipe (models form)
     gives the tensors, resolved exactly as merging resolves them (workbench.merge.state)."""
-    from workbench.merge.methods import _TASK_VECTOR
-    from workbench.merge.state import gradient_t, resolve
+    from workbench.merge.analysis import recipe_setting
+    from workbench.merge.methods import TASK_VECTOR_METHODS
 
     rows = []
     names = llama_tensor_names(layers)
-    sparsifies = _TASK_VECTOR.get(recipe.merge_method, (None,))[0] is not None  # TIES / DARE trim by density
+    method = TASK_VECTOR_METHODS.get(recipe.merge_method)
+    sparsifies = method is not None and method.sparsify is not None  # TIES / DARE trim by density
+    settings = {key: recipe_setting(recipe, key, layers) for key in ("weight", "density")}
     for entry in recipe.models or []:
         model = entry["model"]
         if model == recipe.base_model:
             continue
         for name in names:
-            t = gradient_t(name, layers)
-            scopes = [entry.get("parameters"), recipe.parameters]
             row = {"model": model, "group": _group(name), "filter": _filter_class(name)}
-            for key in ("weight", "density"):
-                value = resolve(key, scopes, name, t)
+            for key, setting in settings.items():
+                value = setting(model, name)
                 if value is None and key == "density" and sparsifies:
                     value = 1.0  # mergekit's default density: keep everything
                 row[key] = np.nan if value is None else float(value)
