@@ -133,6 +133,10 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     assert len(group_replicates([info("a", "target", {"eval": old}),
                                  info("b", "target", {"eval": {**old, "sampling": "chunk_ends"}}, 1)],
                                 str(tmp_path))) == 2
+    # runs made before EvalConfig.pixels embedded 8-bit frames: another setting than a new run's floats
+    older = group_replicates([info("a", "target", {"eval": {"frames": 2}}),
+                              info("b", "target", {"eval": {"frames": 2, "pixels": "float"}}, 1)], str(tmp_path))
+    assert [g.label for g in older] == ["eval.pixels=uint8", "eval.pixels=float"]
 
 
 def test_flat_settings_and_runs_of_other_kinds():

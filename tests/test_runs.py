@@ -1,6 +1,7 @@
 """Searches end to end through the run store and the CLI: files, catalog, resume after a real kill, resume
 checks (kind, contradicting flags), run-id prefixes, heartbeat and interrupted runs."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -10,7 +11,9 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from PIL import Image
 from procs import cli as _cli
 from procs import kill_after, run_command
@@ -331,3 +334,49 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
 
     check_new_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), c_oe=1.0))
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)
+
+
+def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_with_bytes(tmp_path):
+    """asal.md §6: the FM takes the frames in [0, 1], as the reference embeds them (no rounding to 8 bits).
+    Runs made before eval.pixels existed embedded 8-bit frames: they keep that, and resume bit-identically also
+    when the resuming config spells out the new default (a setting newer than a run is not a conflict)."""
+    from workbench.asal.driver import read_config
+    from workbench.asal.evaluate import components, embed_rollouts, frame_indices, to_uint8_tensor
+
+    ev = EvalConfig("lenia", "pixels", steps=6, frames=2, size=32, overrides={"grid": 64, "phenotype": 32})
+    sub, fm = components(ev)
+    theta = np.random.default_rng(0).normal(0, 0.5, (1, sub.n_params))
+    params, at, frames = sub.decode(theta), 0, []
+    state = sub.init(params, seed=7)
+    for index in frame_indices(ev):
+        state, at = sub.step(state, params, steps=index - at), index
+        frames.append(sub.render(state, params, size=32, as_tensor=True)[0])
+    floats = torch.stack(frames)
+    z, thumbs = embed_rollouts(ev, theta, [7])
+    np.testing.assert_array_equal(z[0, 0], fm.embed_images(floats.numpy(), use_cache=False))
+    bytes_ = fm.embed_images(to_uint8_tensor(floats).numpy(), use_cache=False)
+    assert not np.array_equal(z[0, 0], bytes_)
+    old_ev = dataclasses.replace(ev, pixels="uint8")
+    z_old, thumbs_old = embed_rollouts(old_ev, theta, [7])
+    np.testing.assert_array_equal(z_old[0, 0], bytes_)
+    np.testing.assert_array_equal(thumbs_old, thumbs)  # thumbnails are the same bytes either way
+
+    def made_before(cfg: SearchConfig) -> SearchConfig:  # what the run made before the setting did
+        return SearchConfig(**{**cfg.to_dict(), "eval": {**cfg.eval.__dict__, "pixels": "uint8"}})
+
+    new = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10, size=32), iters=2, pop=4,
+                       population=8, seed=2)
+    straight = run_search(made_before(new), RunStore(tmp_path / "a"))
+    fresh = run_search(new, RunStore(tmp_path / "c"))
+    store = RunStore(tmp_path / "b")
+    calls = iter([False, True])
+    run = run_search(made_before(new), store, should_stop=lambda: next(calls))
+    info = json.loads((run.path / "run.json").read_text())
+    del info["config"]["eval"]["pixels"]
+    write_json(run.path / "run.json", info)
+    assert read_config(info["config"]).eval.pixels == "uint8"
+    resumed = run_search(new, store, resume=run.id)  # given: pixels "float", the new default
+    metrics = [pd.read_parquet(r.path / "metrics.parquet") for r in (straight, resumed, fresh)]
+    pd.testing.assert_frame_equal(metrics[0].drop(columns="seconds", errors="ignore"),
+                                  metrics[1].drop(columns="seconds", errors="ignore"))
+    assert not np.array_equal(metrics[0]["best_loss"], metrics[2]["best_loss"])

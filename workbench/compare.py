@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from workbench.asal.legacy import upgrade_eval
 from workbench.runs import RunStore, catalog_row
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
@@ -125,12 +126,12 @@ def flat_settings(info: dict) -> dict[str, Any]:
         else:
             out[prefix] = _frozen(value)
 
-    walk("config", info.get("config") or {})
-    if "config.eval.frames" in out:  # ASAL: the sampling only tells K = 1 apart; runs made before it took "final"
-        if out["config.eval.frames"] != 1:
-            out.pop("config.eval.sampling", None)
-        else:
-            out.setdefault("config.eval.sampling", "final")
+    config = dict(info.get("config") or {})
+    if isinstance(config.get("eval"), dict) and "frames" in config["eval"]:
+        config["eval"] = upgrade_eval(config["eval"])  # ASAL: settings newer than the run, as the run did them
+    walk("config", config)
+    if out.get("config.eval.frames", 1) != 1:  # ASAL: the sampling only tells K = 1 apart
+        out.pop("config.eval.sampling", None)
     return out
 
 

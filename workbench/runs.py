@@ -187,12 +187,17 @@ def flat_config(config: dict) -> dict:
 def resume_conflicts(info: dict, given: dict[str, Any]) -> list[tuple[str, str]]:
     """The settings in `given` (config fields, dotted for nested configs: "eval.substrate") that contradict
     a run's stored config, as (name, "given ≠ stored"). An input file the run copied (run.json `inputs`, by
-    config field) is compared by content (sha256), not by path."""
+    config field) is compared by content (sha256), not by path.
+
+    A setting the stored config lacks is newer than the run: the run keeps what it did before the setting existed
+    (its kind's config reader fills that in, e.g. workbench.asal.legacy), so it is not compared. A given config
+    always spells out every setting, defaults included, and the default of a new setting is no request to change
+    an old run."""
     stored = flat_config(info["config"])
     out = []
     for name, value in given.items():
         if name not in stored:
-            raise ValueError(f"unknown run setting {name!r}")
+            continue
         recorded = (info.get("inputs") or {}).get(name)
         if recorded is not None and value is not None:
             if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):

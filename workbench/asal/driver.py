@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
+from workbench.asal.legacy import upgrade_eval
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
@@ -101,22 +102,10 @@ class SearchConfig:
 
 
 def read_config(stored: dict) -> SearchConfig:
-    """A run's SearchConfig read back from run.json. Runs made before EvalConfig.sampling existed (2026-12-01)
-    took K = 1 frame at the final state and, with --fm clip, a GELU ViT-B-32: they keep both when resumed."""
-    from workbench.fm import LEGACY_CLIP
-
+    """A run's SearchConfig read back from run.json; settings newer than the run take the values that describe
+    what it did (workbench.asal.legacy), so it resumes as it started."""
     c = {k: v for k, v in stored.items() if k != "notes"}
-    ev = dict(c["eval"])
-    if _made_before_sampling(c):
-        ev["sampling"] = "final"
-        if ev.get("fm") == "clip":
-            ev["fm"] = LEGACY_CLIP
-    return SearchConfig(**{**c, "eval": ev})
-
-
-def _made_before_sampling(stored: dict) -> bool:
-    """Whether a stored config predates EvalConfig.sampling (and --fm clip's QuickGELU): see read_config."""
-    return "sampling" not in stored.get("eval", {})
+    return SearchConfig(**{**c, "eval": upgrade_eval(c["eval"])})
 
 
 def check_new_search(cfg: SearchConfig) -> None:
@@ -203,9 +192,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
-        older = _made_before_sampling(run.info["config"])  # its sampling is read_config's, not a given setting
-        check_resume(run, kind, {k: v for k, v in given.items()
-                                 if k not in ("kind", "eval.device") and not (older and k == "eval.sampling")})
+        check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")})
         run, cfg, state = store.reopen(run.id, read_config,
                                        kinds=KINDS, trust_pickle=trust_pickle)
         if run.info.get("status") == "done":

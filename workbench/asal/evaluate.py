@@ -25,6 +25,7 @@ DEFAULT_STEPS = {"lenia": 256, "boids": 1000, "plife": 1000}
 DEFAULT_STEPS.update({"gol": 1024, "nca_d1": 1000, "nca_d3": 1000, "dnca": 1000, "plenia": 1000,
                       "plife_plus": 1000, "flow_lenia": 256})
 SAMPLINGS = ("chunk_ends", "final")
+PIXELS = ("float", "uint8")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class EvalConfig:
     # target and open-endedness searches take it) or "final" (K = 1 is state T, as its illumination takes it;
     # also what runs made before this setting existed did, for K = 1)
     sampling: str = "chunk_ends"
+    # what the FM sees: "float", the rendered frames in [0, 1] as the reference embeds them, or "uint8", the frames
+    # rounded to 8 bits as runs made before this setting embedded them (they keep it on resume)
+    pixels: str = "float"
 
     def __post_init__(self):
         if self.steps is None:
@@ -59,6 +63,8 @@ class EvalConfig:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.pixels not in PIXELS:
+            raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, got {self.pixels!r}")
         if self.frames > self.steps:
             raise ValueError(f"--frames {self.frames} is more than --steps {self.steps}: a frame is sampled at the "
                              "end of a chunk of steps, so give at most as many frames as steps")
@@ -130,14 +136,16 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
                     with _phase(timer, "simulate"):
                         state, at = sub.step(state, params, steps=index - at), index
                 with _phase(timer, "render"):
-                    frames = to_uint8_tensor(sub.render(state, params, size=cfg.size, as_tensor=True))
+                    rendered = sub.render(state, params, size=cfg.size, as_tensor=True)
+                    pixels = to_uint8_tensor(rendered)  # the thumbnails' bytes (and the FM's, for older runs)
+                    frames = _unit(rendered) if cfg.pixels == "float" else pixels
                 if batched:
                     frames_k.append(frames)
                 else:
                     with _phase(timer, "embed"):
                         z.append(fm.embed_images(frames.numpy(), use_cache=False))
                 if last is None or seed == seeds[0]:
-                    last = frames
+                    last = pixels
             if batched:  # (chunk, K, H, W, 3) → one FM batch of chunk·K frames
                 with _phase(timer, "embed"):
                     stacked = torch.stack(frames_k, dim=1)
@@ -155,6 +163,11 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
 def to_uint8_tensor(frames: torch.Tensor) -> torch.Tensor:
     """export.to_uint8 for tensors, on their device (the same float32 operations, so the same bytes)."""
     return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+
+
+def _unit(frames: torch.Tensor) -> torch.Tensor:
+    """Rendered floats as the FM takes them: in [0, 1], a NaN (a diverged simulation) black, as in the 8-bit frames."""
+    return torch.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
 
 
 def _downsample(frames: torch.Tensor, size: int) -> np.ndarray:

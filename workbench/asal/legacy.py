@@ -1,0 +1,29 @@
+"""What ASAL runs made before a setting existed did, so that they resume (and compare) as they started.
+
+A run stores its config in run.json. When a later version adds a setting, the stored config of an older run
+lacks it, and the run must keep the behaviour it was started with, not the new default: resuming it bit-identically
+depends on that, and so does telling it apart from a new run in `runs compare`. Each such setting is listed here
+with the value that describes the old behaviour. Plain dict work, no torch: the CLI's run tables import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: eval.<setting> → what runs made before the setting existed did.
+#: sampling (2026-12-01): K = 1 took the final state T (the reference's target search takes state T − 1).
+#: pixels (2026-12-01): frames were rounded to 8 bits before the FM saw them (the reference embeds the floats).
+LEGACY_EVAL: dict[str, Any] = {"sampling": "final", "pixels": "uint8"}
+
+#: Runs made before eval.sampling existed built --fm clip as a GELU ViT-B-32 (workbench.fm.LEGACY_CLIP).
+_GELU_CLIP_BEFORE = "sampling"
+
+
+def upgrade_eval(stored_eval: dict) -> dict:
+    """A stored eval config with every setting newer than its run filled in as the run did it."""
+    ev = dict(stored_eval)
+    if _GELU_CLIP_BEFORE not in ev and ev.get("fm") == "clip":
+        ev["fm"] = "clip-gelu"  # workbench.fm.LEGACY_CLIP (fm imports torch; this module must not)
+    for name, value in LEGACY_EVAL.items():
+        ev.setdefault(name, value)
+    return ev
