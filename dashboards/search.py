@@ -14,7 +14,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.asal.driver import SearchConfig, check_new_search, run_search
+from workbench.asal.driver import INITS, SearchConfig, check_new_search, random_init_of, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
 from workbench.simulations import SUBSTRATES
@@ -41,6 +41,8 @@ class SearchModel(param.Parameterized):
     bs = param.Integer(default=1, bounds=(1, None), doc="initial-state seeds averaged per θ")
     target_image = param.String(default="", doc="target image file (instead of a prompt)")
     seed = param.Integer(default=0, bounds=(0, None))
+    init = param.Selector(default="zero", objects=list(INITS),
+                          doc="start at θ = 0 (the reference) or at the substrate's random initialisation (--init)")
     runs_dir = param.String(default="runs")
 
     def __init__(self, **params):
@@ -72,6 +74,12 @@ class SearchModel(param.Parameterized):
         """Whether the page shows the algorithm choice (illumination runs; Game of Life: every kind)."""
         return self.kind == "illuminate" or self.substrate in RULE_SUBSTRATES
 
+    @property
+    def init_choosable(self) -> bool:
+        """Whether the substrate has a random initialisation to start from (NCA, discrete NCA, Particle Life+,
+        Particle Lenia); the others start at θ = 0."""
+        return self.substrate not in RULE_SUBSTRATES and random_init_of(self.substrate) is not None
+
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
         ev = EvalConfig(self.substrate, self.fm, weights=self.weights or None, steps=self.steps,
@@ -82,7 +90,9 @@ class SearchModel(param.Parameterized):
             extra = {"prompts": prompts, "target_image": self.target_image or None}
             if self.substrate in RULE_SUBSTRATES:
                 extra["algorithm"] = "rule-ga"
-        return SearchConfig(kind=self.kind, eval=ev, iters=self.iters, pop=self.pop, seed=self.seed, **extra)
+        init = self.init if self.init_choosable else "zero"
+        return SearchConfig(kind=self.kind, eval=ev, iters=self.iters, pop=self.pop, seed=self.seed, init=init,
+                            **extra)
 
     @property
     def running(self) -> bool:
@@ -175,12 +185,16 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
     text = {name: pn.widgets.TextInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
             for name in ("fm", "weights", "prompt", "target_image")}
     substrate = pn.widgets.Select.from_param(model.param.substrate, sizing_mode="stretch_width")
+    init = pn.widgets.Select(name="Start", value=model.init, sizing_mode="stretch_width",
+                             options={"θ = 0 (the reference)": "zero", "random initialisation": "random"})
+    init.param.watch(lambda e: setattr(model, "init", e.new), "value")
 
     def show_for_kind(*_):
         algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}
         algorithm.value = model.algorithm
         algorithm.visible = model.algorithm_choosable
         rule_note.visible = model.substrate in RULE_SUBSTRATES
+        init.visible = model.init_choosable
         text["prompt"].visible = text["target_image"].visible = model.kind == "target"
 
     model.param.watch(show_for_kind, ["kind", "substrate"])
@@ -250,7 +264,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                 best[:] = [pn.pane.Image(image, width=224, height=224)]
 
     pn.state.add_periodic_callback(refresh, period=300)
-    sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, text["fm"], text["weights"],
+    sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
                section("Run"), pn.Row(start, stop, resume, sizing_mode="stretch_width")]

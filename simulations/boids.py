@@ -126,7 +126,7 @@ class Boids(Substrate):
 
     def _validate_state(self, arrays):
         x = arrays["x"]
-        if (x < 0).any() or (x >= 1).any():
-            raise ValueError("boids: positions 'x' must lie in [0, 1)")
+        if (x < 0).any() or (x > 1).any():  # 1.0: float32's x mod 1 of a tiny negative x (the torus's 0)
+            raise ValueError("boids: positions 'x' must lie in [0, 1]")
         if (arrays["v"].norm(dim=-1) == 0).any():
             raise ValueError("boids: velocities 'v' must be non-zero (they are headings)")

@@ -40,15 +40,16 @@ def unflatten(theta: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str
 def flax_init(shapes: dict[str, tuple[int, ...]], rng: np.random.Generator, population: int | None = None,
               normal: tuple[str, ...] = ()) -> np.ndarray:
     """θ (n,) or (P, n) of the reference's random network initialisation, in θ order: flax's lecun-normal kernels
-    (a normal cut at ±2σ, scaled to std √(1/fan_in), fan_in = every kernel axis but the last), zero biases, and
-    N(0, 1) for the pieces named in `normal`. (Searches start from θ = 0; this is the "random init" start.)"""
+    (pieces named K… or W…: a normal cut at ±2σ, scaled to std √(1/fan_in), fan_in = every kernel axis but the
+    last), zero biases, and N(0, 1) for the pieces named in `normal`. (Searches start from θ = 0; this is the
+    "random init" start, --init random.)"""
     P = 1 if population is None else population
     pieces = []
     for name, shape in shapes.items():
         size = int(np.prod(shape))
         if name in normal:
             pieces.append(rng.standard_normal((P, size)))
-        elif name.startswith("K"):
+        elif name.startswith(("K", "W")):
             x = rng.standard_normal((P, size))
             while (bad := np.abs(x) > 2).any():
                 x[bad] = rng.standard_normal(int(bad.sum()))

@@ -37,6 +37,10 @@ class ParticleLenia(Deterministic, Substrate):
         vals = PARAM_BASE * np.exp(theta)
         return {k: vals[:, i] for i, k in enumerate(PARAM_NAMES)}
 
+    def random_theta(self, rng: np.random.Generator, population: int | None = None) -> np.ndarray:
+        """θ ~ N(0, I) (the reference's default_params)."""
+        return rng.standard_normal(self.n_params if population is None else (population, self.n_params))
+
     def _init(self, params, seeds: Sequence[int]):
         xs = [12.0 * (np.random.default_rng(seed).random((self.N, 2)) - 0.5) for seed in seeds]
         return {"x": torch.as_tensor(np.stack(xs), dtype=torch.float32, device=self.device)}

@@ -95,7 +95,7 @@ class ParticleLife(Substrate):
 
     def _validate_state(self, arrays):
         x, c = arrays["x"], arrays["c"]
-        if (x < 0).any() or (x >= 1).any():
-            raise ValueError("plife: positions 'x' must lie in [0, 1)")
+        if (x < 0).any() or (x > 1).any():  # 1.0: float32's x mod 1 of a tiny negative x (the torus's 0)
+            raise ValueError("plife: positions 'x' must lie in [0, 1]")
         if (c < 0).any() or (c >= N_COLOURS).any():
             raise ValueError(f"plife: colours 'c' must be integers in 0..{N_COLOURS - 1}")

@@ -11,6 +11,7 @@ import torch
 
 from workbench.kernels.runtime import ensure_taichi, row_bands
 from workbench.simulations.base import Deterministic, Substrate, check_positive
+from workbench.simulations.nca import flax_init
 
 COLOUR_DIMS = 6
 LAYERS = ((2 * COLOUR_DIMS, 8), (8, 8), (8, 8), (8, 1 + COLOUR_DIMS))  # (in, out) of W0..W3
@@ -56,6 +57,10 @@ class ParticleLifePlus(Deterministic, Substrate):
             out[f"W{k}"] = theta[:, at:at + n_in * n_out].reshape(-1, n_in, n_out)
             at += n_in * n_out
         return out
+
+    def flax_init_theta(self, rng: np.random.Generator, population: int | None = None) -> np.ndarray:
+        """θ of the reference's random initialisation of the pair MLP (lecun-normal kernels, zero biases)."""
+        return flax_init(self.param_shapes, rng, population)
 
     def _init(self, params, seeds: Sequence[int]):
         xs, cs = [], []
@@ -118,8 +123,8 @@ class ParticleLifePlus(Deterministic, Substrate):
 
     def _validate_state(self, arrays):
         x, c = arrays["x"], arrays["c"]
-        if (x < 0).any() or (x >= 1).any():
-            raise ValueError("plife_plus: positions 'x' must lie in [0, 1)")
+        if (x < 0).any() or (x > 1).any():  # 1.0: float32's x mod 1 of a tiny negative x (the torus's 0)
+            raise ValueError("plife_plus: positions 'x' must lie in [0, 1]")
         if ((c.norm(dim=-1) - 1).abs() > 1e-3).any():
             raise ValueError("plife_plus: colours 'c' must be unit vectors (6 numbers of norm 1 per particle)")
 

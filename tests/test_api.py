@@ -125,6 +125,12 @@ def test_bad_state_arrays(substrates):
         sub.state_from_arrays(x=arr["x"], v=arr["v"])
     with pytest.raises(ValueError, match="colours"):
         sub.state_from_arrays(x=arr["x"], v=arr["v"], c=arr["c"] + 6)
+    edge = arr["x"].copy()
+    edge[0] = np.float32(-1e-9) % np.float32(1.0)  # 1.0: where float32's x mod 1 of a tiny negative lands
+    sub.state_from_arrays(x=edge, v=arr["v"], c=arr["c"])
+    edge[0] = 1.01
+    with pytest.raises(ValueError, match=r"'x' must lie in \[0, 1\]"):
+        sub.state_from_arrays(x=edge, v=arr["v"], c=arr["c"])
     bad = arr["v"].copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

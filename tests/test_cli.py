@@ -97,6 +97,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "--dpi must be at least 1"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],
      "--trust-pickle only applies to --resume ID"),
+    (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--init", "random"],
+     "--init random: boids has no random initialisation"),
     (["runs", "compare", "some-run", "some-run"], "give different runs to compare: some-run is named more than once"),
     (["figure", "compare", "some-run", "--out", "c.png"], "give two or more runs to compare, got 1"),
 ])

@@ -310,6 +310,10 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     model.kind = "target"
     with pytest.raises(ValueError, match="--prompt"):
         model.start()
+    model.kind, model.init = "openended", "random"  # boids has no random initialisation: hidden, θ = 0 is used
+    assert not model.init_choosable and model.config().init == "zero"
+    model.substrate = "plenia"
+    assert model.init_choosable and model.config().init == "random"
 
 
 def test_atlas_model_snaps_and_exports(runs, tmp_path):

@@ -144,3 +144,44 @@ def test_cma_and_ga_resume_exactly():
         x = ga.ask()
         ga.tell(x, None, _embed(x))
     _continue_both(ga, through_a_checkpoint(ga), 3, lambda s, x: s.tell(x, None, _embed(x)))
+
+
+def test_searches_start_from_a_random_init_when_asked(tmp_path):
+    """asal-more.md §0: θ = 0 is where searches start; --init random starts them at the substrate's random
+    initialisation (the networks' flax init; Particle Lenia's θ ~ N(0, I)), drawn from --seed."""
+    from workbench.asal.driver import SearchConfig, make_search, run_search, start_theta
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+    from workbench.simulations import make_substrate
+
+    plus = make_substrate("plife_plus", N=8)
+    theta = plus.flax_init_theta(np.random.default_rng(0), population=256)
+    params = plus.decode(theta)
+    for k, (n_in, _) in enumerate(((12, 8), (8, 8), (8, 8), (8, 7))):  # lecun-normal kernels, zero biases
+        assert abs(params[f"W{k}"].std() - np.sqrt(1 / n_in)) < 0.05 * np.sqrt(1 / n_in)
+        assert not params[f"b{k}"].any()
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("plife_plus", "pixels", steps=4, frames=2), init="random",
+                       seed=5)
+    x0 = start_theta(cfg, plus)
+    np.testing.assert_array_equal(x0, plus.flax_init_theta(np.random.default_rng([5, 0x1A17])))
+    cma = make_search(cfg, plus.n_params, x0)
+    np.testing.assert_array_equal(cma.opt._mean, x0)
+    assert abs(cma.ask().mean(axis=0) - x0).max() < 0.2
+    me = make_search(SearchConfig(kind="illuminate", eval=cfg.eval, algorithm="map-elites", init="random"),
+                     plus.n_params, x0)
+    np.testing.assert_array_equal(through_a_checkpoint(me).ask()[0], x0)
+    with pytest.raises(ValueError, match="311 finite numbers"):
+        make_search(cfg, plus.n_params, x0[:5])
+    assert start_theta(SearchConfig(kind="openended", eval=cfg.eval), plus) is None  # θ = 0, the reference's
+
+    # a whole illumination of Particle Lenia: its start population is copies of the N(0, I) draw
+    lenia = SearchConfig(kind="illuminate", eval=EvalConfig("plenia", "pixels", steps=3, size=32, overrides={"N": 12}),
+                         iters=1, pop=3, population=4, init="random", seed=2)
+    run = run_search(lenia, RunStore(tmp_path))
+    import pandas as pd
+
+    thetas = np.stack(pd.read_parquet(run.path / "population.parquet")["theta"])
+    start = np.random.default_rng([2, 0x1A17]).standard_normal(6)
+    np.testing.assert_allclose(thetas, np.repeat(start[None], 4, axis=0).astype(np.float32))
+    with pytest.raises(ValueError, match="lenia has no random initialisation .* plenia"):
+        SearchConfig(kind="openended", eval=EvalConfig("lenia", "pixels"), init="random")

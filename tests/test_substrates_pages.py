@@ -114,7 +114,7 @@ def test_lab_mutates_network_weights_with_sigma_and_seed():
     model.advance()
     assert (model.frame != first).mean() > 0.01
     with pytest.raises(ValueError, match="random initialisation"):
-        LabModel(substrate="plenia").random_init()
+        LabModel(substrate="lenia").random_init()
 
 
 def test_every_substrate_plays_in_the_lab_with_its_editor():

@@ -25,9 +25,14 @@ from workbench.asal.legacy import upgrade_eval
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
+from workbench.simulations import SUBSTRATES
 
 KINDS = ("target", "openended", "illuminate")
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
+#: --init: "zero" starts every search at θ = 0, as the reference does; "random" at a draw of the substrate's own
+#: random initialisation (asal-more.md §0: the networks' flax initialisation for NCA, discrete NCA and Particle
+#: Life+, θ ~ N(0, I) for Particle Lenia), seeded by --seed
+INITS = ("zero", "random")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class SearchConfig:
     c_prompt: float = 1.0
     c_softmax: float = 0.0
     c_oe: float = 0.0
+    init: str = "zero"                # where the search starts: θ = 0 (the reference), or "random" (see INITS)
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -52,6 +58,15 @@ class SearchConfig:
             self.eval = EvalConfig(**self.eval)
         if self.kind not in KINDS:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.init not in INITS:
+            raise ValueError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.init == "random" and self.eval.substrate == "gol":
+            raise ValueError("--init random is for θ of real numbers: Game of Life's GAs over rules start from "
+                             "uniformly drawn rules (target, openended) or rule 0 (illuminate), as the reference's")
+        if self.init == "random" and self.eval.substrate in SUBSTRATES and not random_init_of(self.eval.substrate):
+            having = ", ".join(name for name in SUBSTRATES if name != "gol" and random_init_of(name))
+            raise ValueError(f"--init random: {self.eval.substrate} has no random initialisation (the reference "
+                             f"starts it at θ = 0); substrates with one: {having}")
         if self.eval.substrate == "gol":  # θ is one integer rule: GAs with bit flips (workbench.asal.rules)
             if self.algorithm not in (None, "ga", "rule-ga"):
                 raise ValueError(f"--substrate gol searches its integer rule with a GA over rules, not --algorithm "
@@ -115,15 +130,32 @@ def check_new_search(cfg: SearchConfig) -> None:
                          f"{cfg.eval.frames} scores 0 for every θ: give --frames K ≥ 2 (the reference uses 32)")
 
 
-def make_search(cfg: SearchConfig, n_params: int):
+def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
+    """The search cfg asks for, over θ of n_params numbers, started at x0 (None: θ = 0; see start_theta)."""
     if cfg.algorithm == "rule-ga":
         return rule_search(cfg.kind, cfg.pop, cfg.population, cfg.seed)
     if cfg.algorithm == "cma":
-        return SepCMAESSearch(n_params, population=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+        return SepCMAESSearch(n_params, population=cfg.pop, sigma=cfg.sigma, seed=cfg.seed, x0=x0)
     if cfg.algorithm == "ga":
-        return IlluminationGA(n_params, population=cfg.population, children=cfg.pop, sigma=cfg.sigma, seed=cfg.seed)
+        return IlluminationGA(n_params, population=cfg.population, children=cfg.pop, sigma=cfg.sigma, seed=cfg.seed,
+                              x0=x0)
     return MapElitesSearch(n_params, batch=cfg.pop, sigma=cfg.sigma, cells=map_elites_side(cfg.population),
-                           seed=cfg.seed)
+                           seed=cfg.seed, x0=x0)
+
+
+def random_init_of(substrate: str):
+    """The unbound method drawing a substrate's random initialisation θ (rng, population=None), or None."""
+    cls = SUBSTRATES.get(substrate)
+    return getattr(cls, "flax_init_theta", None) or getattr(cls, "random_theta", None)
+
+
+def start_theta(cfg: SearchConfig, sub) -> np.ndarray | None:
+    """The θ a new search starts from: None for θ = 0; with init "random", one draw of the substrate's random
+    initialisation from its own stream of --seed (the search's generators are seeded by --seed itself)."""
+    if cfg.init == "zero" or cfg.algorithm == "rule-ga":
+        return None
+    draw = getattr(sub, "flax_init_theta", None) or sub.random_theta
+    return np.asarray(draw(np.random.default_rng([cfg.seed, 0x1A17])), np.float64)
 
 
 def map_elites_side(population: int) -> int:
@@ -167,7 +199,7 @@ FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--
          "eval.frames": "--frames", "eval.bs": "--bs", "eval.size": "--size", "eval.chunk": "--chunk",
          "prompts": "--prompt", "target_image": "--target-image", "algorithm": "--algorithm", "iters": "--iters",
          "pop": "--pop", "population": "--population", "sigma": "--sigma", "seed": "--seed",
-         "c_softmax": "--c-softmax", "c_oe": "--c-oe"}
+         "c_softmax": "--c-softmax", "c_oe": "--c-oe", "init": "--init"}
 
 
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
@@ -224,7 +256,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         if cfg.target_image:
             run.add_input("target_image", cfg.target_image)
     if state is None:
-        state = {"iteration": 0, "search": make_search(cfg, sub.n_params), "metrics": []}
+        state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
     if on_start is not None:
         on_start(run)
     search = state["search"]

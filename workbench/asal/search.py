@@ -29,19 +29,32 @@ from workbench.checkpoint import (
 )
 
 
+def _start(x0: np.ndarray | None, n_params: int) -> np.ndarray:
+    """The θ a search starts from: θ = 0 (the reference's start), or a given x0 of n_params numbers."""
+    if x0 is None:
+        return np.zeros(n_params)
+    x0 = np.asarray(x0, np.float64).reshape(-1)
+    if x0.shape != (n_params,) or not np.isfinite(x0).all():
+        raise ValueError(f"a search's start θ must be {n_params} finite numbers, got shape {x0.shape}")
+    return x0
+
+
 @checkpointable("asal.SepCMAESSearch")
 class SepCMAESSearch:
-    """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4)."""
+    """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4).
+    x0: another start mean (e.g. a network's random initialisation, asal-more.md §0)."""
 
     kind = "cma"
 
-    def __init__(self, n_params: int, population: int = 16, sigma: float = 0.1, seed: int = 0):
+    def __init__(self, n_params: int, population: int = 16, sigma: float = 0.1, seed: int = 0,
+                 x0: np.ndarray | None = None):
         from cmaes import SepCMA
 
         if population < 2:
             raise ValueError(f"population must be at least 2, got {population}")
-        self.opt = SepCMA(mean=np.zeros(n_params), sigma=sigma, population_size=population, seed=seed)
-        self.best_theta = np.zeros(n_params)
+        mean = _start(x0, n_params)
+        self.opt = SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed)
+        self.best_theta = mean.copy()
         self.best_loss = np.inf
 
     def ask(self) -> np.ndarray:
@@ -90,17 +103,18 @@ class IlluminationGA:
     kind = "ga"
 
     def __init__(self, n_params: int, population: int = 256, children: int = 32, sigma: float = 0.1,
-                 seed: int = 0):
+                 seed: int = 0, x0: np.ndarray | None = None):
         if children < 1 or population < 3:
             raise ValueError("the GA needs population ≥ 3 and children ≥ 1")
         self.n_params, self.size, self.children, self.sigma = n_params, population, children, sigma
+        self.x0 = _start(x0, n_params)
         self.rng = np.random.default_rng(seed)
         self.thetas: np.ndarray | None = None
         self.z: np.ndarray | None = None
 
     def ask(self) -> np.ndarray:
         if self.z is None:
-            return np.zeros((1, self.n_params))  # the start population is `population` copies of θ = 0
+            return self.x0[None]  # the start population is `population` copies of θ = 0 (or of x0)
         parents = self.rng.integers(0, len(self.thetas), self.children)
         return self.thetas[parents] + self.sigma * self.rng.standard_normal((self.children, self.n_params))
 
@@ -121,13 +135,14 @@ class IlluminationGA:
     def state_dict(self) -> dict:
         """Settings, the generator's state, the population and its embeddings."""
         return {"n_params": self.n_params, "size": self.size, "children": self.children, "sigma": self.sigma,
-                "rng": rng_state(self.rng), "thetas": self.thetas, "z": self.z}
+                "rng": rng_state(self.rng), "thetas": self.thetas, "z": self.z, "x0": self.x0}
 
     @classmethod
     def from_state(cls, state: dict) -> IlluminationGA:
         ga = cls.__new__(cls)
         ga.n_params, ga.size, ga.children, ga.sigma = (state[k] for k in ("n_params", "size", "children", "sigma"))
         ga.rng, ga.thetas, ga.z = rng_from_state(state["rng"]), state["thetas"], state["z"]
+        ga.x0 = _start(state.get("x0"), ga.n_params)  # checkpoints made before x0 existed started from 0
         return ga
 
 
@@ -169,7 +184,7 @@ def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarr
 class MapElitesSearch:
     """Our extension: MAP-Elites illumination (pyribs) on a 2-D descriptor of the embedding.
 
-    The descriptor is a PCA of the embeddings of a seed population (θ = 0 plus σ-perturbations), fixed
+    The descriptor is a PCA of the embeddings of a seed population (θ = 0, or x0, plus σ-perturbations), fixed
     after the first tell; the grid spans the seed population's range with a 50 % margin. The objective
     is novelty: 1 − the highest cosine similarity to any elite already in the archive.
     """
@@ -177,8 +192,9 @@ class MapElitesSearch:
     kind = "map-elites"
 
     def __init__(self, n_params: int, batch: int = 16, sigma: float = 0.1, cells: int = 16,
-                 seed_population: int = 32, seed: int = 0):
+                 seed_population: int = 32, seed: int = 0, x0: np.ndarray | None = None):
         self.n_params, self.batch, self.sigma, self.cells, self.seed = n_params, batch, sigma, cells, seed
+        self.x0 = _start(x0, n_params)
         self.rng = np.random.default_rng(seed)
         self.seed_population = seed_population
         self.scheduler = None
@@ -191,8 +207,8 @@ class MapElitesSearch:
 
     def ask(self) -> np.ndarray:
         if self.scheduler is None:
-            first = self.sigma * self.rng.standard_normal((self.seed_population, self.n_params))
-            first[0] = 0.0
+            first = self.x0 + self.sigma * self.rng.standard_normal((self.seed_population, self.n_params))
+            first[0] = self.x0
             return first
         return self.scheduler.ask()
 
@@ -213,7 +229,7 @@ class MapElitesSearch:
 
         archive = GridArchive(solution_dim=self.n_params, dims=(self.cells, self.cells), ranges=ranges,
                               seed=self.seed, extra_fields={"embedding": ((dim,), np.float32)})
-        emitter = GaussianEmitter(archive, sigma=self.sigma, x0=np.zeros(self.n_params), batch_size=self.batch,
+        emitter = GaussianEmitter(archive, sigma=self.sigma, x0=self.x0, batch_size=self.batch,
                                   seed=self.seed + 1)
         self.scheduler = Scheduler(archive, [emitter])
 
@@ -246,7 +262,7 @@ class MapElitesSearch:
         """Settings, the generator's state, the descriptor (PCA) and, after the first tell, the archive,
         emitter and scheduler state."""
         state = {"n_params": self.n_params, "batch": self.batch, "sigma": self.sigma, "cells": self.cells,
-                 "seed": self.seed, "seed_population": self.seed_population, "rng": rng_state(self.rng),
+                 "seed": self.seed, "seed_population": self.seed_population, "rng": rng_state(self.rng), "x0": self.x0,
                  "components": self.components, "centre": self.centre, "ribs": None}
         if self.scheduler is not None:
             archive, (emitter,) = self.archive, self.scheduler.emitters
@@ -267,7 +283,7 @@ class MapElitesSearch:
         from ribs.archives import ArchiveStats
 
         me = cls(state["n_params"], batch=state["batch"], sigma=state["sigma"], cells=state["cells"],
-                 seed_population=state["seed_population"], seed=state["seed"])
+                 seed_population=state["seed_population"], seed=state["seed"], x0=state.get("x0"))
         me.rng, me.components, me.centre = rng_from_state(state["rng"]), state["components"], state["centre"]
         saved = state["ribs"]
         if saved is None:

@@ -19,13 +19,14 @@ from workbench.cli.common import (
 #: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
 #: defaults: their defaults, and the SearchConfig fields they set.
 ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 256, "iters": 100, "frames": 1, "bs": 1,
-                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0}
+                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0,
+                 "init": "zero"}
 OPEN_ENDED_FRAMES = 32  # K of the reference's open-endedness recipes (asal.md §4)
 ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
                "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
                "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
                "population": "population", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
-               "c_softmax": "c_softmax", "c_oe": "c_oe"}
+               "c_softmax": "c_softmax", "c_oe": "c_oe", "init": "init"}
 
 
 def cmd_asal(args) -> int:
@@ -60,7 +61,8 @@ def cmd_asal(args) -> int:
         else:
             extra = {"prompts": args.prompt or [], "target_image": args.target_image}
         cfg = SearchConfig(kind=args.search, eval=ev, iters=value("iters"), pop=value("pop"), sigma=value("sigma"),
-                           seed=value("seed"), c_softmax=value("c_softmax"), c_oe=value("c_oe"), **extra)
+                           seed=value("seed"), c_softmax=value("c_softmax"), c_oe=value("c_oe"), init=value("init"),
+                           **extra)
         total = cfg.iters
         from workbench.fm import check_fm
 
@@ -115,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
         a.add_argument("--size", type=int, help="render size fed to the FM and of best.png / best.mp4 (default: 224)")
         a.add_argument("--sigma", type=float, help="default: 0.1")
+        a.add_argument("--init", choices=["zero", "random"],
+                       help="start at θ = 0 (default, the reference) or at a random initialisation drawn from --seed "
+                            "(NCA and discrete NCA, Particle Life+: the networks' flax init; Particle Lenia: N(0, I))")
         a.add_argument("--c-softmax", type=float, help="weight of the softmax target loss (default: 0)")
         a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0)")
         a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
