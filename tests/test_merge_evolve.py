@@ -144,6 +144,26 @@ def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo,
     torch.testing.assert_close(loaded(**ids).logits, live(**ids).logits, rtol=0, atol=1e-6)
 
 
+def test_the_merged_models_tokenizer_follows_tokenizer_source(quick_zoo):
+    """mergekit's tokenizer_source: the base model's by default (and for "union" of one shared vocabulary), a named
+    model's when given; models whose vocabularies differ are refused (rows are merged by token id)."""
+    from transformers import AutoTokenizer
+
+    from workbench.merge.apply import recipe_tokenizer
+    from workbench.merge.recipe import Recipe
+
+    toks = {name: AutoTokenizer.from_pretrained(quick_zoo / name) for name in ("base", "add", "sort")}
+    recipe = Recipe.from_dict({"merge_method": "task_arithmetic", "base_model": "base",
+                               "models": [{"model": "add", "parameters": {"weight": 0.5}},
+                                          {"model": "sort", "parameters": {"weight": 0.5}}]})
+    for source, expected in ((None, "base"), ("base", "base"), ("union", "base"), ("sort", "sort")):
+        recipe.tokenizer_source = source
+        assert recipe_tokenizer(recipe.validate(), toks) is toks[expected]
+    toks["add"].add_tokens(["<extra>"])
+    with pytest.raises(ValueError, match="tokenizers of 'base' and 'add' differ"):
+        recipe_tokenizer(recipe, toks)
+
+
 def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     base = ["merge", "evolve", "--zoo", str(quick_zoo), "--runs", str(tmp_path / "runs"), "--quiet", "--iters", "1"]
     cases = [

@@ -118,6 +118,7 @@ def test_dtype_cast(models):
         ),
         (SLICED_LINEAR.replace("[2, 4]", "[1, 4]"), "same number of layers"),
         ("merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\n", "exactly 2"),
+        (TIES + "tokenizer_source: chat\n", "tokenizer_source must be base, union or one of the recipe's models"),
     ],
 )
 def test_validate_errors(text, match):

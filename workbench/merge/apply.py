@@ -64,7 +64,8 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
 
         merged = apply_recipe(rec, load, seed=seed, device=dev)
         first = rec.model_names()[0]  # the base when there is one
-        ref, tokenizer = _load(first, models_dir, cache, dev)
+        ref = _load(first, models_dir, cache, dev)[0]
+        tokenizer = recipe_tokenizer(rec, {name: _load(name, models_dir, cache, dev)[1] for name in rec.model_names()})
         model, scales = _with_layers(ref, merged), None  # a CPU model: load_state_dict copies the merge to it
         model.load_state_dict(merged, strict=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -82,6 +83,23 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def recipe_tokenizer(rec, tokenizers: dict):
+    """The merged model's tokenizer by the recipe's tokenizer_source, of `tokenizers` (model name → tokenizer): as
+    mergekit, unset or "base" is the base model's (without one, the first model's) and a model's name is that
+    model's. Embedding and output rows are merged row by row, by token id, so the models must share one
+    vocabulary, and then "union" is that vocabulary too. mergekit's re-mapping of the rows of different
+    vocabularies onto their union is not done here: models whose vocabularies differ are refused, naming two."""
+    names = list(tokenizers)
+    vocab = tokenizers[names[0]].get_vocab()
+    for name in names[1:]:
+        if tokenizers[name].get_vocab() != vocab:
+            raise ValueError(f"the tokenizers of {names[0]!r} and {name!r} differ: merge apply merges embedding rows "
+                             f"by token id, so its models must share one vocabulary (re-mapping rows onto a union of "
+                             f"vocabularies, mergekit's tokenizer_source: union, is not supported here)")
+    source = rec.tokenizer_source
+    return tokenizers[names[0] if source in (None, "base", "union") else source]
 
 
 def _with_layers(ref, state_dict: dict):

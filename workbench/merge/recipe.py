@@ -133,6 +133,10 @@ class Recipe:
             for name in self.model_names():
                 if name not in known:
                     raise ValueError(f"unknown model {name!r}; known models: {sorted(known)}")
+        source = self.tokenizer_source
+        if source is not None and source not in ("base", "union", *self.model_names()):
+            raise ValueError(f"tokenizer_source must be base, union or one of the recipe's models "
+                             f"({', '.join(self.model_names())}), got {source!r}")
         if self.dtype is not None and self.dtype not in _DTYPES:
             raise ValueError(f"unsupported dtype {self.dtype!r}; use one of {', '.join(_DTYPES)}")
         method = self.merge_method
