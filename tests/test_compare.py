@@ -137,6 +137,14 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     older = group_replicates([info("a", "target", {"eval": {"frames": 2}}),
                               info("b", "target", {"eval": {"frames": 2, "pixels": "float"}}, 1)], str(tmp_path))
     assert [g.label for g in older] == ["eval.pixels=uint8", "eval.pixels=float"]
+    # illuminations made before child_seeds gave their children one seed; other kinds always share theirs
+    older = group_replicates([info("a", "illuminate", {"eval": {"frames": 1, "pixels": "float"}}),
+                              info("b", "illuminate", {"eval": {"frames": 1, "pixels": "float"}, "child_seeds": "own"},
+                                   1)], str(tmp_path))
+    assert [g.label for g in older] == ["child_seeds=shared", "child_seeds=own"]
+    assert len(group_replicates([info("a", "target", {"eval": {"frames": 2, "pixels": "float"}}),
+                                 info("b", "target", {"eval": {"frames": 2, "pixels": "float"}, "child_seeds": "own"},
+                                      1)], str(tmp_path))) == 1
 
 
 def test_flat_settings_and_runs_of_other_kinds():

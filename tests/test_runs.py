@@ -336,10 +336,11 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)
 
 
-def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_with_bytes(tmp_path):
+def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(tmp_path):
     """asal.md §6: the FM takes the frames in [0, 1], as the reference embeds them (no rounding to 8 bits).
-    Runs made before eval.pixels existed embedded 8-bit frames: they keep that, and resume bit-identically also
-    when the resuming config spells out the new default (a setting newer than a run is not a conflict)."""
+    Runs made before eval.pixels and child_seeds existed embedded 8-bit frames and gave an illumination's children
+    one seed: they keep that, and resume bit-identically also when the resuming config spells out the new
+    defaults (a setting newer than a run is not a conflict)."""
     from workbench.asal.driver import read_config
     from workbench.asal.evaluate import components, embed_rollouts, frame_indices, to_uint8_tensor
 
@@ -361,8 +362,9 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_with_bytes(tmp_pa
     np.testing.assert_array_equal(z_old[0, 0], bytes_)
     np.testing.assert_array_equal(thumbs_old, thumbs)  # thumbnails are the same bytes either way
 
-    def made_before(cfg: SearchConfig) -> SearchConfig:  # what the run made before the setting did
-        return SearchConfig(**{**cfg.to_dict(), "eval": {**cfg.eval.__dict__, "pixels": "uint8"}})
+    def made_before(cfg: SearchConfig) -> SearchConfig:  # what the run made before the settings did
+        return SearchConfig(**{**cfg.to_dict(), "child_seeds": "shared", "eval": {**cfg.eval.__dict__,
+                                                                                  "pixels": "uint8"}})
 
     new = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10, size=32), iters=2, pop=4,
                        population=8, seed=2)
@@ -372,10 +374,11 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_with_bytes(tmp_pa
     calls = iter([False, True])
     run = run_search(made_before(new), store, should_stop=lambda: next(calls))
     info = json.loads((run.path / "run.json").read_text())
-    del info["config"]["eval"]["pixels"]
+    del info["config"]["eval"]["pixels"], info["config"]["child_seeds"]
     write_json(run.path / "run.json", info)
-    assert read_config(info["config"]).eval.pixels == "uint8"
-    resumed = run_search(new, store, resume=run.id)  # given: pixels "float", the new default
+    older = read_config(info["config"])
+    assert (older.eval.pixels, older.child_seeds) == ("uint8", "shared")
+    resumed = run_search(new, store, resume=run.id)  # given: the new defaults, pixels "float", child_seeds "own"
     metrics = [pd.read_parquet(r.path / "metrics.parquet") for r in (straight, resumed, fresh)]
     pd.testing.assert_frame_equal(metrics[0].drop(columns="seconds", errors="ignore"),
                                   metrics[1].drop(columns="seconds", errors="ignore"))

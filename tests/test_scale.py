@@ -37,6 +37,13 @@ def test_cluster_results_equal_local_ones(tmp_path, client):
     assert len(client.scheduler_info()["workers"]) == 2
     assert _losses(local) == _losses(remote)
     np.testing.assert_array_equal(np.load(local.path / "best.npy"), np.load(remote.path / "best.npy"))
+    # an illumination: each child's own initial-state seeds travel with its chunk
+    atlas = lambda: SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=20, chunk=2),  # noqa: E731
+                                 iters=3, pop=5, population=6, seed=2)
+    local, remote = (run_search(atlas(), RunStore(tmp_path / f"atlas-{where}"), client=c)
+                     for where, c in (("local", None), ("dask", client)))
+    assert _losses(local) == _losses(remote)
+    np.testing.assert_array_equal(np.load(local.path / "thumbs.npy"), np.load(remote.path / "thumbs.npy"))
 
 
 def test_a_worker_killed_mid_iteration_is_retried(tmp_path, client):

@@ -185,3 +185,27 @@ def test_searches_start_from_a_random_init_when_asked(tmp_path):
     np.testing.assert_allclose(thetas, np.repeat(start[None], 4, axis=0).astype(np.float32))
     with pytest.raises(ValueError, match="lenia has no random initialisation .* plenia"):
         SearchConfig(kind="openended", eval=EvalConfig("lenia", "pixels"), init="random")
+
+
+def test_illumination_children_start_from_their_own_initial_states():
+    """The reference's illumination splits one key per child (its own initial state); target and open-endedness
+    searches share an iteration's seeds. Own seeds give each θ what it gets alone with them, in any chunking."""
+    from workbench.asal.driver import SearchConfig, evaluate, member_seeds, search_seeds
+    from workbench.asal.evaluate import EvalConfig, embed_rollouts
+
+    ev = EvalConfig("boids", "pixels", steps=6, size=32, bs=2, chunk=2)
+    thetas = np.repeat(0.1 * np.random.default_rng(0).standard_normal((1, 193)), 5, axis=0)  # one θ, five times
+    atlas = SearchConfig(kind="illuminate", eval=ev, seed=4)
+    seeds = search_seeds(atlas, 3, 5)
+    np.testing.assert_array_equal(seeds, member_seeds(4, 3, 2, 5))
+    assert seeds.shape == (5, 2) and len(np.unique(seeds)) == 10
+    z, thumbs = evaluate(ev, thetas, seeds)
+    assert not np.allclose(z[0], z[1])  # the same θ from other initial states
+    for i in (0, 3, 4):
+        alone, thumb = embed_rollouts(ev, thetas[i:i + 1], [int(s) for s in seeds[i]])
+        np.testing.assert_allclose(z[i], alone[0], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(thumbs[i], thumb[0])
+    shared = search_seeds(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", frames=2, bs=2)), 3, 5)
+    assert shared == search_seeds(SearchConfig(kind="illuminate", eval=ev, child_seeds="shared"), 3, 5)
+    z, _ = evaluate(ev, thetas, shared)
+    np.testing.assert_allclose(z[0], z[4], rtol=0, atol=1e-6)

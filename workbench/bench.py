@@ -144,7 +144,7 @@ def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, 
     iteration runs first untimed (GPU kernels compile and CUDA graphs are captured on first use)."""
     import numpy as np
 
-    from workbench.asal.driver import SearchConfig, iteration_seeds, make_search
+    from workbench.asal.driver import SearchConfig, make_search, search_seeds
     from workbench.asal.evaluate import Objective, PhaseTimer, components, embed_rollouts
 
     sub, model = components(ev)
@@ -161,7 +161,7 @@ def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, 
             thetas = search.ask()
             if kind == "illuminate" and len(thetas) < pop:  # the GA's first ask is θ = 0 alone: time a generation
                 thetas = np.repeat(thetas, pop, axis=0)
-        z, _ = embed_rollouts(ev, thetas, iteration_seeds(0, it, ev.bs), timer=timer)
+        z, _ = embed_rollouts(ev, thetas, search_seeds(cfg, it, len(thetas)), timer=timer)
         with timer("search"):
             losses = objective(z) if kind != "illuminate" else None
             final = z[:, :, -1].mean(axis=1)

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from workbench.asal.legacy import upgrade_eval
+from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
 from workbench.runs import RunStore, catalog_row
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
@@ -127,11 +127,15 @@ def flat_settings(info: dict) -> dict[str, Any]:
             out[prefix] = _frozen(value)
 
     config = dict(info.get("config") or {})
-    if isinstance(config.get("eval"), dict) and "frames" in config["eval"]:
-        config["eval"] = upgrade_eval(config["eval"])  # ASAL: settings newer than the run, as the run did them
+    asal = isinstance(config.get("eval"), dict) and "frames" in config["eval"]
+    if asal:  # settings newer than the run, as the run did them
+        config = upgrade_config(config) if info.get("kind") in SEARCH_KINDS else {
+            **config, "eval": upgrade_eval(config["eval"])}
     walk("config", config)
-    if out.get("config.eval.frames", 1) != 1:  # ASAL: the sampling only tells K = 1 apart
+    if asal and out.get("config.eval.frames", 1) != 1:  # the sampling only tells K = 1 apart
         out.pop("config.eval.sampling", None)
+    if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
+        out.pop("config.child_seeds", None)
     return out
 
 

@@ -6,6 +6,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.asal.scores": ["supervised_target", "softmax_target", "open_endedness", "illumination"],
     "workbench.asal.search": ["SepCMAESSearch", "IlluminationGA", "MapElitesSearch", "prune_redundant"],
     "workbench.asal.evaluate": ["EvalConfig", "Objective", "PhaseTimer", "embed_rollouts"],
-    "workbench.asal.driver": ["SearchConfig", "make_search", "start_theta", "run_search", "iteration_seeds"],
+    "workbench.asal.driver": ["SearchConfig", "make_search", "start_theta", "run_search", "iteration_seeds",
+                              "search_seeds"],
     "workbench.asal.atlas": ["project", "snap_to_grid", "compose"],
 })

@@ -21,18 +21,19 @@ import numpy as np
 
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
-from workbench.asal.legacy import upgrade_eval
+from workbench.asal.legacy import SEARCH_KINDS, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
 from workbench.simulations import SUBSTRATES
 
-KINDS = ("target", "openended", "illuminate")
+KINDS = SEARCH_KINDS
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
 #: --init: "zero" starts every search at θ = 0, as the reference does; "random" at a draw of the substrate's own
 #: random initialisation (asal-more.md §0: the networks' flax initialisation for NCA, discrete NCA and Particle
 #: Life+, θ ~ N(0, I) for Particle Lenia), seeded by --seed
 INITS = ("zero", "random")
+CHILD_SEEDS = ("own", "shared")
 
 
 @dataclass
@@ -51,6 +52,10 @@ class SearchConfig:
     c_softmax: float = 0.0
     c_oe: float = 0.0
     init: str = "zero"                # where the search starts: θ = 0 (the reference), or "random" (see INITS)
+    # illumination: "own", each child's initial state from a seed of its own (the reference splits one key per
+    # child), or "shared", one seed an iteration for all children (what illuminations made before 2026-12-01 did);
+    # target and open-endedness searches always share an iteration's bs seeds, as the reference's
+    child_seeds: str = "own"
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -58,6 +63,8 @@ class SearchConfig:
             self.eval = EvalConfig(**self.eval)
         if self.kind not in KINDS:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.child_seeds not in CHILD_SEEDS:
+            raise ValueError(f"child_seeds must be one of {', '.join(CHILD_SEEDS)}, got {self.child_seeds!r}")
         if self.init not in INITS:
             raise ValueError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.init == "random" and self.eval.substrate == "gol":
@@ -119,8 +126,7 @@ class SearchConfig:
 def read_config(stored: dict) -> SearchConfig:
     """A run's SearchConfig read back from run.json; settings newer than the run take the values that describe
     what it did (workbench.asal.legacy), so it resumes as it started."""
-    c = {k: v for k, v in stored.items() if k != "notes"}
-    return SearchConfig(**{**c, "eval": upgrade_eval(c["eval"])})
+    return SearchConfig(**upgrade_config({k: v for k, v in stored.items() if k != "notes"}))
 
 
 def check_new_search(cfg: SearchConfig) -> None:
@@ -183,13 +189,29 @@ def iteration_seeds(seed: int, iteration: int, bs: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, iteration]).generate_state(bs)]
 
 
-def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], client=None) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (B, bs, K, D) and thumbnails of a batch of θ, in chunks, locally or on Dask."""
-    chunks = [thetas[i:i + cfg.chunk] for i in range(0, len(thetas), cfg.chunk)]
+def member_seeds(seed: int, iteration: int, bs: int, members: int) -> np.ndarray:
+    """Each evaluated θ's own bs initial-state seeds, (members, bs), fixed by (seed, iteration, member)."""
+    return np.stack([np.random.SeedSequence([seed, iteration, m]).generate_state(bs) for m in range(members)])
+
+
+def search_seeds(cfg: SearchConfig, iteration: int, members: int):
+    """The initial-state seeds of one iteration's `members` θ: shared (a list of bs), or each θ's own for an
+    illumination (cfg.child_seeds, as the reference's)."""
+    if cfg.kind == "illuminate" and cfg.child_seeds == "own":
+        return member_seeds(cfg.seed, iteration, cfg.eval.bs, members)
+    return iteration_seeds(cfg.seed, iteration, cfg.eval.bs)
+
+
+def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (B, bs, K, D) and thumbnails of a batch of θ, in chunks, locally or on Dask. seeds: shared
+    by every θ (a list of bs), or each θ's own (an array (B, bs)); see embed_rollouts."""
+    starts = range(0, len(thetas), cfg.chunk)
+    chunks = [thetas[i:i + cfg.chunk] for i in starts]
+    per_chunk = [seeds[i:i + cfg.chunk] for i in starts] if np.ndim(seeds) == 2 else [seeds] * len(chunks)
     if client is None:
-        results = [embed_rollouts(cfg, c, seeds) for c in chunks]
+        results = [embed_rollouts(cfg, c, s) for c, s in zip(chunks, per_chunk, strict=True)]
     else:
-        futures = client.map(embed_rollouts, [cfg] * len(chunks), chunks, [seeds] * len(chunks), pure=False)
+        futures = client.map(embed_rollouts, [cfg] * len(chunks), chunks, per_chunk, pure=False)
         results = client.gather(futures)
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
@@ -263,7 +285,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
 
     def step(it: int) -> dict:
         thetas = search.ask()
-        z, thumbs = evaluate(cfg.eval, thetas, iteration_seeds(cfg.seed, it, cfg.eval.bs), client)
+        z, thumbs = evaluate(cfg.eval, thetas, search_seeds(cfg, it, len(thetas)), client)
         losses = objective(z) if cfg.kind != "illuminate" else None
         final = z[:, :, -1].mean(axis=1)
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)

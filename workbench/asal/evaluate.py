@@ -112,14 +112,18 @@ def _phase(timer: PhaseTimer | None, name: str):
     return contextlib.nullcontext() if timer is None else timer(name)
 
 
-def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb: int = 64,
+def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                    timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of seed 0 as uint8 thumbnails.
+    """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of the first seed as uint8 thumbnails.
 
+    seeds: bs initial-state seeds every θ shares (a list), or each θ's own, an integer array (P, bs).
     On the CPU each frame is embedded as soon as it is rendered (memory holds one frame per simulation). On
     a GPU the frames stay there, and the K frames of a chunk go to the FM as one batch."""
     sub, fm = components(cfg)
     thetas = np.asarray(thetas, np.float64)
+    own = np.ndim(seeds) == 2
+    if own and np.shape(seeds)[0] != len(thetas):
+        raise ValueError(f"seeds of {np.shape(seeds)[0]} simulations for {len(thetas)} θ")
     indices = frame_indices(cfg)
     batched = sub.device.type == "cuda"
     out, thumbs = [], None
@@ -128,7 +132,8 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
         with _phase(timer, "decode"):
             params = sub.to_device(sub.decode(part))  # checked and copied once, not at every call
         per_seed, last = [], None
-        for seed in seeds:
+        columns = [[int(s) for s in column] for column in np.asarray(seeds)[lo:lo + cfg.chunk].T] if own else seeds
+        for b, seed in enumerate(columns):
             with _phase(timer, "simulate"):
                 state, at, z, frames_k = sub.init(params, seed=seed), 0, [], []
             for index in indices:
@@ -144,7 +149,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: list[int], thumb:
                 else:
                     with _phase(timer, "embed"):
                         z.append(fm.embed_images(frames.numpy(), use_cache=False))
-                if last is None or seed == seeds[0]:
+                if b == 0:
                     last = pixels
             if batched:  # (chunk, K, H, W, 3) → one FM batch of chunk·K frames
                 with _phase(timer, "embed"):

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The kinds of run a SearchConfig describes (workbench.asal.driver.KINDS); the sweep's config is another.
+SEARCH_KINDS = ("target", "openended", "illuminate")
+
 #: eval.<setting> → what runs made before the setting existed did.
 #: sampling (2026-12-01): K = 1 took the final state T (the reference's target search takes state T − 1).
 #: pixels (2026-12-01): frames were rounded to 8 bits before the FM saw them (the reference embeds the floats).
 LEGACY_EVAL: dict[str, Any] = {"sampling": "final", "pixels": "uint8"}
+
+#: <setting> of a search's config → what runs made before the setting existed did.
+#: child_seeds (2026-12-01): an illumination's children shared one initial-state seed an iteration.
+#: init (2026-12-01): every search started at θ = 0.
+LEGACY_SEARCH: dict[str, Any] = {"child_seeds": "shared", "init": "zero"}
 
 #: Runs made before eval.sampling existed built --fm clip as a GELU ViT-B-32 (workbench.fm.LEGACY_CLIP).
 _GELU_CLIP_BEFORE = "sampling"
@@ -27,3 +35,9 @@ def upgrade_eval(stored_eval: dict) -> dict:
     for name, value in LEGACY_EVAL.items():
         ev.setdefault(name, value)
     return ev
+
+
+def upgrade_config(stored: dict) -> dict:
+    """A stored search config (target, openended, illuminate) with every setting newer than its run filled in as
+    the run did it."""
+    return {**LEGACY_SEARCH, **stored, "eval": upgrade_eval(stored["eval"])}
