@@ -303,7 +303,8 @@ class LabModel(param.Parameterized):
         return self._target is not None or bool(self.prompt.strip())
 
     def score(self) -> float | None:
-        """Supervised-target loss of the current frame against the prompt or target image (None: no target)."""
+        """Supervised-target loss of the current frame (its rendered floats, as searches embed them) against the
+        prompt or target image (None: no target)."""
         if not self.wants_score():
             return None
         from workbench.asal.scores import supervised_target
@@ -315,7 +316,7 @@ class LabModel(param.Parameterized):
             if self._text_target is None or self._text_target[0] != prompt:
                 self._text_target = (prompt, fm.embed_texts([prompt]))
             target = self._text_target[1]
-        return float(supervised_target(fm.embed_images(self.frame)[None], target)[0])
+        return float(supervised_target(fm.embed_images(self._floats)[None], target)[0])
 
     def mutate(self, seed: int | None = None) -> None:
         """θ ← θ + σ·N(0, I) with the noise drawn from `seed` (default: the mutation seed, which then moves on by
@@ -364,6 +365,7 @@ class LabModel(param.Parameterized):
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
+        self._floats = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)  # what the FM scores
 
 
 def _member(run, member: int | str) -> np.ndarray:
