@@ -182,8 +182,9 @@ class LabModel(param.Parameterized):
         self.set_theta(default_theta(self.sub))
 
     def random_init(self, seed: int | None = None) -> None:
-        """The networks' random start (NCA / discrete NCA: the reference's flax initialisation; Game of Life: a
-        uniformly drawn rule), seeded by `seed` (default: the mutation seed, then moved on by one)."""
+        """The substrate's random start (NCA, discrete NCA, Particle Life+: the reference's flax initialisation;
+        Particle Lenia: θ ~ N(0, I); Game of Life: a uniformly drawn rule), seeded by `seed` (default: the mutation
+        seed, then moved on by one)."""
         draw = getattr(self.sub, "flax_init_theta", None) or getattr(self.sub, "random_theta", None)
         if draw is None:
             raise ValueError(f"{self.substrate} has no random initialisation; use σ-mutation (mutate) instead")
@@ -497,8 +498,9 @@ def _rule_caption(model: LabModel) -> str:
 def _scalar_editor(model: LabModel, guarded) -> list:
     from workbench.simulations.plenia import PARAM_BASE
 
-    sliders = []
-    for i, name in enumerate(model.scalar_names()):
+    sliders, syncing = [], [False]
+    names = model.scalar_names()
+    for i, name in enumerate(names):
         base, value = float(PARAM_BASE[i]), float(model.params[name])
         # the slider spans base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference value mid-way); a typed value may
         # go beyond, down to a tiny positive one
@@ -506,10 +508,23 @@ def _scalar_editor(model: LabModel, guarded) -> list:
                                                 step=base / 100, value=value,
                                                 fixed_start=base * 1e-6, format="0.0000",
                                                 sizing_mode="stretch_width")
-        slider.param.watch(lambda event, n=name: guarded(lambda: model.set_scalar(n, event.new)), "value")
+        slider.param.watch(lambda event, n=name: syncing[0] or guarded(lambda: model.set_scalar(n, event.new)),
+                           "value")
         sliders.append(slider)
+
+    def random_theta():  # the model draws; the sliders only show the new values (without setting them back)
+        model.random_init()
+        syncing[0] = True
+        try:
+            for slider, name in zip(sliders, names, strict=True):
+                slider.value = float(model.params[name])
+        finally:
+            syncing[0] = False
+
+    draw = pn.widgets.Button(name="random θ ~ N(0, I)", sizing_mode="stretch_width")
+    draw.on_click(lambda e: guarded(random_theta))
     return [pn.pane.Markdown("**Parameters** (decoded values; θ = log(value / base); the swarm goes on with "
-                             "them)"), *sliders]
+                             "them)"), *sliders, draw]
 
 
 def _mutation_editor(model: LabModel, guarded) -> list:

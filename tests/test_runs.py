@@ -374,11 +374,23 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(t
     calls = iter([False, True])
     run = run_search(made_before(new), store, should_stop=lambda: next(calls))
     info = json.loads((run.path / "run.json").read_text())
-    del info["config"]["eval"]["pixels"], info["config"]["child_seeds"]
+    del info["config"]["eval"]["pixels"], info["config"]["child_seeds"], info["config"]["init"]
     write_json(run.path / "run.json", info)
     older = read_config(info["config"])
     assert (older.eval.pixels, older.child_seeds) == ("uint8", "shared")
     resumed = run_search(new, store, resume=run.id)  # given: the new defaults, pixels "float", child_seeds "own"
+    from workbench.asal.driver import PREDATES
+    from workbench.runs import resume_conflicts
+
+    info = store.open(run.id).info  # the defaults given are no conflict; a request to change what it did is
+    assert resume_conflicts(info, {"init": "zero", "eval.pixels": "float"}, PREDATES) == []
+    assert [name for name, _ in resume_conflicts(info, {"init": "random", "eval.pixels": "uint8"}, PREDATES)] == [
+        "init"]
+    with pytest.raises(ValueError, match="unknown run setting 'eval.pixel'"):
+        resume_conflicts(info, {"eval.pixel": "float"}, PREDATES)
+    proc = _cli("asal", "illuminate", "--resume", run.id, "--init", "random", "--runs", str(store.root), cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)  # the CLI, in its own process: one line naming the flag
+    assert proc.returncode == 2 and out == "" and "--init 'random' ≠ what the run did" in err, err
     metrics = [pd.read_parquet(r.path / "metrics.parquet") for r in (straight, resumed, fresh)]
     pd.testing.assert_frame_equal(metrics[0].drop(columns="seconds", errors="ignore"),
                                   metrics[1].drop(columns="seconds", errors="ignore"))

@@ -94,6 +94,11 @@ def test_lab_particle_lenia_sliders_are_decoded_values_mapped_back_to_theta():
     assert [s.value for s in sliders] == pytest.approx([5.0, 1.0, 0.022, 0.6, 0.3, 1.0], rel=1e-6)
     sliders[5].value = 2.0  # a slider moved on the page
     assert model.theta[5] == pytest.approx(np.log(2.0 / PARAM_BASE[5]))
+    (draw,) = [w for w in editor.objects if getattr(w, "name", "") == "random θ ~ N(0, I)"]
+    seed = model.mutation_seed
+    draw.clicks += 1  # θ ~ N(0, I) from the mutation seed; the sliders show its values and leave θ as drawn
+    np.testing.assert_array_equal(model.theta, model.sub.random_theta(np.random.default_rng(seed)))
+    assert [s.value for s in sliders] == pytest.approx(list(PARAM_BASE * np.exp(model.theta)), rel=1e-6)
 
 
 def test_lab_mutates_network_weights_with_sigma_and_seed():

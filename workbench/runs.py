@@ -184,36 +184,48 @@ def flat_config(config: dict) -> dict:
     return out
 
 
-def resume_conflicts(info: dict, given: dict[str, Any]) -> list[tuple[str, str]]:
+def resume_conflicts(info: dict, given: dict[str, Any],
+                     predates: dict[str, tuple[Any, Any]] | None = None) -> list[tuple[str, str]]:
     """The settings in `given` (config fields, dotted for nested configs: "eval.substrate") that contradict
     a run's stored config, as (name, "given ≠ stored"). An input file the run copied (run.json `inputs`, by
     config field) is compared by content (sha256), not by path.
 
-    A setting the stored config lacks is newer than the run: the run keeps what it did before the setting existed
-    (its kind's config reader fills that in, e.g. workbench.asal.legacy), so it is not compared. A given config
-    always spells out every setting, defaults included, and the default of a new setting is no request to change
-    an old run."""
+    predates: settings newer than some runs, name → (default, legacy): the value a config takes when the setting is
+    not given, and what runs made before the setting existed did (their kind's config reader restores it, e.g.
+    workbench.asal.legacy). For a run whose stored config lacks such a setting, the default given is no conflict
+    (a config built in Python spells out every setting, defaults included: no request to change an old run); any
+    other value is compared with what the run did. A given name the stored config lacks and `predates` does not
+    list is an error (a misspelt setting must not switch its check off)."""
     stored = flat_config(info["config"])
+    predates = predates or {}
     out = []
     for name, value in given.items():
+        plain = list(value) if isinstance(value, tuple) else value
         if name not in stored:
+            if name not in predates:
+                raise ValueError(f"unknown run setting {name!r}")
+            default, legacy = predates[name]
+            if plain != default and plain != legacy:
+                out.append((name, f"{value!r} ≠ what the run did, made before this setting existed ({legacy!r})"))
             continue
         recorded = (info.get("inputs") or {}).get(name)
         if recorded is not None and value is not None:
             if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):
                 out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
-        elif (list(value) if isinstance(value, tuple) else value) != stored[name]:
+        elif plain != stored[name]:
             out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
     return out
 
 
-def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None) -> None:
+def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None,
+                 predates: dict[str, tuple[Any, Any]] | None = None) -> None:
     """Refuse to resume `run` as a `kind` run, or with settings that contradict its config: one error
-    naming each setting by `names` (e.g. CLI flags; default: the config's field names)."""
+    naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates: see
+    resume_conflicts."""
     info = run.info
     if kind is not None and info.get("kind") != kind:
         raise RunError(_wrong_kind(run, kind))
-    conflicts = resume_conflicts(info, given)
+    conflicts = resume_conflicts(info, given, predates)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
         raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "

@@ -21,7 +21,7 @@ import numpy as np
 
 from workbench.asal.atlas import compose, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
-from workbench.asal.legacy import SEARCH_KINDS, upgrade_config
+from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
@@ -216,6 +216,9 @@ def evaluate(cfg: EvalConfig, thetas: np.ndarray, seeds, client=None) -> tuple[n
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
+#: Settings newer than some runs: name → (default, what runs made before it did), for resume checks.
+PREDATES = predated(EvalConfig, SearchConfig)
+
 #: SearchConfig fields (dotted for the eval config) and the CLI flags that set them, for resume errors.
 FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--weights", "eval.steps": "--steps",
          "eval.frames": "--frames", "eval.bs": "--bs", "eval.size": "--size", "eval.chunk": "--chunk",
@@ -246,7 +249,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
-        check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")})
+        check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")},
+                     predates=PREDATES)
         run, cfg, state = store.reopen(run.id, read_config,
                                        kinds=KINDS, trust_pickle=trust_pickle)
         if run.info.get("status") == "done":

@@ -142,7 +142,8 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                         state, at = sub.step(state, params, steps=index - at), index
                 with _phase(timer, "render"):
                     rendered = sub.render(state, params, size=cfg.size, as_tensor=True)
-                    pixels = to_uint8_tensor(rendered)  # the thumbnails' bytes (and the FM's, for older runs)
+                    # 8-bit frames: the thumbnails' (first seed), and the FM's for runs made before pixels existed
+                    pixels = to_uint8_tensor(rendered) if b == 0 or cfg.pixels == "uint8" else None
                     frames = _unit(rendered) if cfg.pixels == "float" else pixels
                 if batched:
                     frames_k.append(frames)

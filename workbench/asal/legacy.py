@@ -27,6 +27,20 @@ LEGACY_SEARCH: dict[str, Any] = {"child_seeds": "shared", "init": "zero"}
 _GELU_CLIP_BEFORE = "sampling"
 
 
+def predated(eval_config: type, search_config: type | None = None) -> dict[str, tuple[Any, Any]]:
+    """For resume checks (workbench.runs.resume_conflicts): each setting newer than some runs, flat ("eval.pixels"),
+    → (its default in the config dataclasses given, what runs made before it did)."""
+    from dataclasses import fields
+
+    defaults = {f"eval.{f.name}": f.default for f in fields(eval_config)}
+    if search_config is not None:
+        defaults.update({f.name: f.default for f in fields(search_config)})
+    legacy = {f"eval.{k}": v for k, v in LEGACY_EVAL.items()}
+    if search_config is not None:
+        legacy.update(LEGACY_SEARCH)
+    return {name: (defaults[name], value) for name, value in legacy.items()}
+
+
 def upgrade_eval(stored_eval: dict) -> dict:
     """A stored eval config with every setting newer than its run filled in as the run did it."""
     ev = dict(stored_eval)

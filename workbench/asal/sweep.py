@@ -25,7 +25,7 @@ import numpy as np
 from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, components
-from workbench.asal.legacy import upgrade_eval
+from workbench.asal.legacy import predated, upgrade_eval
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
 from workbench.simulations.gol import N_RULES
 
@@ -114,6 +114,10 @@ def grid_open_endedness(cfg: SweepConfig, rules: np.ndarray) -> np.ndarray:
     return out / len(sweep_seeds(cfg))
 
 
+#: Settings newer than some sweeps: name → (default, what sweeps made before it did), for resume checks.
+PREDATES = predated(EvalConfig)
+
+
 def read_sweep_config(stored: dict) -> SweepConfig:
     """A sweep's config read back from run.json, settings newer than the run as it did them (asal.legacy)."""
     return SweepConfig(**{**stored, "eval": upgrade_eval(stored["eval"])})
@@ -127,7 +131,8 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = Non
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
-        check_resume(run, KIND, {k: v for k, v in given.items() if k != "eval.device"}, names=FLAGS)
+        check_resume(run, KIND, {k: v for k, v in given.items() if k != "eval.device"}, names=FLAGS,
+                     predates=PREDATES)
         run, cfg, state = store.reopen(run.id, read_sweep_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

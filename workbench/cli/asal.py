@@ -30,7 +30,7 @@ ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.
 
 
 def cmd_asal(args) -> int:
-    from workbench.asal.driver import FLAGS, SearchConfig, check_new_search, run_search
+    from workbench.asal.driver import FLAGS, PREDATES, SearchConfig, check_new_search, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.runs import RunStore, cli_command
 
@@ -39,7 +39,7 @@ def cmd_asal(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
     cfg, resume, total = None, None, None
-    run = resumed_run(store, args, args.search, given, FLAGS)
+    run = resumed_run(store, args, args.search, given, FLAGS, PREDATES)
     if run is not None:
         resume, total = run.id, run.info["config"].get("iters")
     else:

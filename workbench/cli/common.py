@@ -50,7 +50,7 @@ def check_device(value: str | None) -> str | None:
 
 
 def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
-                names: dict[str, str] | Callable[[dict], dict[str, str]]):
+                names: dict[str, str] | Callable[[dict], dict[str, str]], predates: dict | None = None):
     """The run that --resume ID names (None without --resume), with everything that would refuse the resume
     checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
     (named by `names`, or by `names(config)`), its process still running, a pickle checkpoint without
@@ -64,7 +64,8 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
     from workbench.runs import check_resume
 
     run = store.open(args.resume)
-    check_resume(run, kind, given, names=names(run.info["config"]) if callable(names) else names)
+    check_resume(run, kind, given, names=names(run.info["config"]) if callable(names) else names,
+                 predates=predates)
     run.check_resumable(trust_pickle=trust)
     return run
 

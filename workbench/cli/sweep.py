@@ -26,16 +26,16 @@ SWEEP_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval
 
 def cmd_sweep(args) -> int:
     from workbench.asal.evaluate import EvalConfig
-    from workbench.asal.sweep import FLAGS, KIND, SweepConfig, rule_name, run_sweep
+    from workbench.asal.sweep import FLAGS, KIND, PREDATES, SweepConfig, read_sweep_config, rule_name, run_sweep
     from workbench.runs import RunStore, cli_command
 
     check_device(args.device)
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in SWEEP_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    run = resumed_run(store, args, KIND, given, FLAGS)
+    run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
-        resume, total = run.id, SweepConfig(**run.info["config"]).iters
+        resume, total = run.id, read_sweep_config(run.info["config"]).iters
     else:
         def value(dest: str):
             v = getattr(args, dest)

@@ -62,10 +62,10 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
                 sds[name] = _load(name, models_dir, cache, dev)[0].state_dict()
             return sds[name]
 
-        merged = apply_recipe(rec, load, seed=seed, device=dev)
-        first = rec.model_names()[0]  # the base when there is one
-        ref = _load(first, models_dir, cache, dev)[0]
+        # the vocabularies are checked before the merge: the loads are cached for it
         tokenizer = recipe_tokenizer(rec, {name: _load(name, models_dir, cache, dev)[1] for name in rec.model_names()})
+        merged = apply_recipe(rec, load, seed=seed, device=dev)
+        ref = _load(rec.model_names()[0], models_dir, cache, dev)[0]  # the base when there is one
         model, scales = _with_layers(ref, merged), None  # a CPU model: load_state_dict copies the merge to it
         model.load_state_dict(merged, strict=True)
     tmp = out.with_name(f".{out.name}.tmp")
