@@ -31,8 +31,9 @@ class SearchModel(param.Parameterized):
     algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
                                doc="illumination only (Game of Life: the GA over rules, every kind)")
     substrate = param.Selector(default="boids", objects=list(SUBSTRATES))
-    fm = param.String(default="pixels", doc="clip | openclip:ARCH (needs weights) | efficientnet-lite0 | pixels")
-    weights = param.String(default="", doc="local weights file for clip / openclip")
+    fm = param.String(default="pixels", doc="clip | openclip:ARCH (needs weights) | dino | efficientnet-lite0 | "
+                                                   "pixels")
+    weights = param.String(default="", doc="local weights: a file for clip / openclip, a folder for dino")
     prompt = param.String(default="", doc="target prompt(s), separated by ';'")
     iters = param.Integer(default=20, bounds=(1, None))
     pop = param.Integer(default=8, bounds=(2, None))

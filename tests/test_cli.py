@@ -99,6 +99,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--trust-pickle only applies to --resume ID"),
     (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--init", "random"],
      "--init random: boids has no random initialisation"),
+    (["asal", "openended", "--substrate", "boids", "--fm", "dino", "--weights", "nowhere"],
+     "--fm dino takes --weights FOLDER"),
     (["runs", "compare", "some-run", "some-run"], "give different runs to compare: some-run is named more than once"),
     (["figure", "compare", "some-run", "--out", "c.png"], "give two or more runs to compare, got 1"),
 ])

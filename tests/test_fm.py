@@ -95,8 +95,8 @@ def test_efficientnet_lite0_keys_map_to_timm_correctly():
 
 
 def test_bad_inputs_give_one_clear_error(clip_fm, tmp_path):
-    with pytest.raises(ValueError, match="unknown foundation model --fm dino.*pixels"):
-        load_fm("dino")
+    with pytest.raises(ValueError, match="unknown foundation model --fm dinov3.*dino.*pixels"):
+        load_fm("dinov3")
     with pytest.raises(ValueError, match="--weights FILE.*efficientnet-lite0"):
         load_fm("openclip:ViT-B-32", weights=tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="needs --weights FILE"):
@@ -121,8 +121,8 @@ def test_requests_are_checked_before_anything_loads(tmp_path, monkeypatch):
     from workbench.fm import check_fm
 
     (tmp_path / "notes.txt").write_text("not an image, not a checkpoint")
-    with pytest.raises(ValueError, match="unknown foundation model --fm dino"):
-        check_fm("dino")
+    with pytest.raises(ValueError, match="unknown foundation model --fm dinov3"):
+        check_fm("dinov3")
     with pytest.raises(ValueError, match="pixels has no text encoder: --prompt needs --fm clip"):
         check_fm("pixels", prompts=["a cell"])
     with pytest.raises(ValueError, match="--target-image .*notes.txt: cannot read it as an image"):
@@ -136,6 +136,12 @@ def test_requests_are_checked_before_anything_loads(tmp_path, monkeypatch):
         check_fm("clip", prompts=["a cell"])
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE is set"):
         load_fm("clip")
+    with pytest.raises(ValueError, match="--fm dino needs facebook/dinov2-base .* pass --weights FOLDER"):
+        check_fm("dino")
+    with pytest.raises(ValueError, match="--fm dino takes --weights FOLDER"):
+        check_fm("dino", weights=tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="dino has no text encoder"):
+        check_fm("dino", prompts=["a cell"])
     check_fm("pixels")
     check_fm("efficientnet-lite0")
 
@@ -159,3 +165,32 @@ def test_a_text_file_as_weights_is_one_line(tmp_path):
     with pytest.raises(ValueError) as err:
         load_fm("openclip:ViT-B-32", weights=bad)
     assert "\n" not in str(err.value) and "cannot read weights file" in str(err.value)
+
+
+def test_dino_is_the_pooled_output_of_dinov2_unit_normalised(tmp_path, substrates):
+    """asal.md §5: DINOv2 (image only): 224² frames normalised with the ImageNet mean/std, the pooled output (the
+    final layer norm of the class token), L2-normalised. A random-initialised small DINOv2 saved as a model folder
+    takes the path the hub's dinov2-base takes."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    from workbench.fm import check_fm
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=96)).eval()
+    model.save_pretrained(tmp_path / "dino")
+    check_fm("dino", weights=tmp_path / "dino")
+    fm = load_fm("dino", weights=tmp_path / "dino", precision="fp32")
+    assert fm.dim == 48 and not fm.has_text
+    sub = substrates["lenia"]
+    frames = sub.render(sub.init(sub.decode(np.zeros((2, sub.n_params)))), sub.decode(np.zeros((2, sub.n_params))))
+    z = fm.embed_images(frames)
+    x = (torch.from_numpy(frames).permute(0, 3, 1, 2) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) \
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(model(pixel_values=x).pooler_output, dim=-1).numpy()
+    np.testing.assert_allclose(z, want, atol=1e-5)
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="is not a DINOv2 model folder"):
+        load_fm("dino", weights=tmp_path / "clip")

@@ -152,8 +152,10 @@ def test_cli_bad_inputs(tmp_path, capsys, clip_weights):
     assert main(["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image",
                  str(tmp_path / "none.png"), "--runs", runs, "--quiet", "--iters", "1"]) == 2
     assert "--target-image" in (err := capsys.readouterr().err) and "no such file" in err
-    assert main(["asal", "target", "--substrate", "lenia", "--fm", "dino", "--prompt", "x", "--runs", runs]) == 2
+    assert main(["asal", "target", "--substrate", "lenia", "--fm", "dinov3", "--prompt", "x", "--runs", runs]) == 2
     assert "unknown foundation model" in capsys.readouterr().err
+    assert main(["asal", "target", "--substrate", "lenia", "--fm", "dino", "--prompt", "x", "--runs", runs]) == 2
+    assert "dino has no text encoder" in capsys.readouterr().err
     # --frames not a multiple of the prompts: say so and round up
     assert main(["asal", "target", "--substrate", "lenia", "--fm", "openclip:ViT-B-32", "--weights", str(clip_weights),
                  "--prompt", "a small cell", "--prompt", "a large cell", "--frames", "3", "--steps", "8",

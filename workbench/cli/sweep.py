@@ -70,8 +70,10 @@ def register_sweep(asal_sub: argparse._SubParsersAction) -> None:
     text = "every Game of Life rule (or a range) ranked by open-endedness: the reference's exhaustive sweep"
     a = asal_sub.add_parser("sweep", help=text, description=text)
     a.add_argument("--substrate", choices=SUBSTRATES, help="gol (the one substrate whose θ is an integer rule)")
-    a.add_argument("--fm", help="clip | openclip:ARCH | efficientnet-lite0 | pixels (default: efficientnet-lite0)")
-    a.add_argument("--weights", help="local weights file (state dict) for clip / openclip:ARCH")
+    a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
+                                "efficientnet-lite0)")
+    a.add_argument("--weights", help="local weights: a state dict file for clip / openclip:ARCH, a model folder "
+                                     "for dino")
     a.add_argument("--start", type=int, help="first rule (default: 0)")
     a.add_argument("--end", type=int, help="one past the last rule (default: 2^18 = 262144)")
     a.add_argument("--limit", type=int, help="only the first N rules of the range (small tests, partial sweeps)")
