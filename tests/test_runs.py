@@ -388,8 +388,8 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(t
     assert resume_conflicts(info, {"init": "zero", "eval.pixels": "float"}, PREDATES) == []
     assert [name for name, _ in resume_conflicts(info, {"init": "random", "eval.pixels": "uint8"}, PREDATES)] == [
         "init"]
-    with pytest.raises(ValueError, match="unknown run setting 'eval.pixel'"):
-        resume_conflicts(info, {"eval.pixel": "float"}, PREDATES)
+    assert resume_conflicts(info, {"eval.pixel": "float"}, PREDATES)[0][1].startswith(
+        "'float': the run has no such setting")  # misspelt: refused, never ignored
     proc = _cli("asal", "illuminate", "--resume", run.id, "--init", "random", "--runs", str(store.root), cwd=tmp_path)
     out, err = proc.communicate(timeout=120)  # the CLI, in its own process: one line naming the flag
     assert proc.returncode == 2 and out == "" and "--init 'random' ≠ what the run did" in err, err
@@ -397,3 +397,22 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(t
     pd.testing.assert_frame_equal(metrics[0].drop(columns="seconds", errors="ignore"),
                                   metrics[1].drop(columns="seconds", errors="ignore"))
     assert not np.array_equal(metrics[0]["best_loss"], metrics[2]["best_loss"])
+
+
+def test_resume_conflicts_of_settings_a_run_has_not_got():
+    """A setting newer than a run: its default given is fine, another value is compared with what the run did
+    (NAMM's --max-kept came after the first NAMM runs); a task's range the run has not got is a conflict; a name
+    no config has is an error."""
+    from workbench.asal.driver import PREDATES as ASAL
+    from workbench.namm.train import PREDATES as NAMM
+    from workbench.runs import resume_conflicts
+
+    info = {"config": {"gens": 3, "ranges": {"add": [0, 1]}, "task_weights": None}}
+    assert resume_conflicts(info, {"max_kept": None, "gens": 3, "ranges.add": (0, 1)}, NAMM) == []
+    assert [name for name, _ in resume_conflicts(info, {"max_kept": 0.5}, NAMM)] == ["max_kept"]
+    conflicts = resume_conflicts(info, {"ranges.b": [0, 1], "task_weights.a": 1})
+    assert [name for name, _ in conflicts] == ["ranges.b", "task_weights.a"]
+    assert "the run has no such setting (it has ranges {'add': [0, 1]})" in conflicts[0][1]
+    with pytest.raises(ValueError, match="unknown run setting 'gen'"):
+        resume_conflicts(info, {"gen": 3}, NAMM)
+    assert ASAL["init"] == ("zero", "zero") and ASAL["eval.pixels"] == ("float", "uint8")

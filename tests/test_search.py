@@ -209,3 +209,25 @@ def test_illumination_children_start_from_their_own_initial_states():
     assert shared == search_seeds(SearchConfig(kind="illuminate", eval=ev, child_seeds="shared"), 3, 5)
     z, _ = evaluate(ev, thetas, shared)
     np.testing.assert_allclose(z[0], z[4], rtol=0, atol=1e-6)
+
+
+def test_one_rule_from_two_initial_states_keeps_two_thumbnails(tmp_path):
+    """Game of Life's GA over rules breeds the same rule twice in one generation; with children's own seeds the
+    two are two members (two embeddings), and the atlas shows each one's own final frame."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("gol", "pixels", steps=12, size=32), iters=6, pop=32,
+                       population=48, seed=0)
+    run = run_search(cfg, RunStore(tmp_path))
+    import pandas as pd
+
+    table = pd.read_parquet(run.path / "population.parquet")
+    thetas, z = np.stack(table["theta"]), np.stack(table["embedding"])
+    thumbs = np.load(run.path / "thumbs.npy")
+    assert thumbs.any(axis=(1, 2, 3)).all()  # every member has its thumbnail
+    pairs = [(i, j) for i in range(len(thetas)) for j in range(i) if (thetas[i] == thetas[j]).all()
+             and not np.array_equal(z[i], z[j])]
+    assert pairs, "no rule with two initial states survived: make the run longer"
+    assert any(not np.array_equal(thumbs[i], thumbs[j]) for i, j in pairs)

@@ -194,14 +194,19 @@ def resume_conflicts(info: dict, given: dict[str, Any],
     not given, and what runs made before the setting existed did (their kind's config reader restores it, e.g.
     workbench.asal.legacy). For a run whose stored config lacks such a setting, the default given is no conflict
     (a config built in Python spells out every setting, defaults included: no request to change an old run); any
-    other value is compared with what the run did. A given name the stored config lacks and `predates` does not
-    list is an error (a misspelt setting must not switch its check off)."""
+    other value is compared with what the run did. A key of a nested setting the run lacks (a task's range that
+    is not the run's) is a conflict; any other name the stored config lacks and `predates` does not list is an
+    error (a misspelt setting must not switch its check off)."""
     stored = flat_config(info["config"])
     predates = predates or {}
     out = []
     for name, value in given.items():
         plain = list(value) if isinstance(value, tuple) else value
         if name not in stored:
+            top = name.split(".", 1)[0]
+            if name not in predates and top != name and top in info["config"]:  # a nested key: a task's range
+                out.append((name, f"{value!r}: the run has no such setting (it has {top} {info['config'][top]!r})"))
+                continue
             if name not in predates:
                 raise ValueError(f"unknown run setting {name!r}")
             default, legacy = predates[name]

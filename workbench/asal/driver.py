@@ -295,8 +295,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
         info = search.tell(thetas, losses, final)
         if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
-            known = {**_thumb_dict(state.get("thumbs")), **{_key(t): th for t, th in zip(thetas, thumbs, strict=True)}}
-            state["thumbs"] = _thumb_table(known, search.population()[0])
+            # keyed by θ and embedding: the same θ from another initial state (own child seeds) is another member
+            new = {_key(t, e): th for t, e, th in zip(thetas, final, thumbs, strict=True)}
+            state["thumbs"] = _thumb_table({**_thumb_dict(state.get("thumbs")), **new}, *search.population())
         if on_population is not None:
             on_population(thetas, thumbs)
         return info
@@ -333,7 +334,7 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
         known = _thumb_dict(state.get("thumbs"))
         cell = next(iter(known.values())).shape if known else (8, 8, 3)
         # final-frame thumbnails in population order, for the atlas page (zeros where none was kept)
-        thumbs = np.stack([known.get(_key(t), np.zeros(cell, np.uint8)) for t in thetas])
+        thumbs = np.stack([_thumb(known, t, e, np.zeros(cell, np.uint8)) for t, e in zip(thetas, z, strict=True)])
         run.write_array("thumbs.npy", thumbs)
         run.write_png("atlas.png", atlas_image(thumbs, z))
     else:
@@ -345,26 +346,40 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
 
 
 def _thumb_dict(table: dict | None) -> dict[bytes, np.ndarray]:
-    """Thumbnails by θ (as bytes) from their checkpointed table {"thetas", "images"}."""
+    """Thumbnails by θ and embedding (as bytes; checkpoints made before embeddings were kept: by θ) from their
+    checkpointed table {"thetas", "embeddings", "images"}."""
     if not table:
         return {}
-    return {_key(t): image for t, image in zip(table["thetas"], table["images"], strict=True)}
+    zs = table.get("embeddings")
+    zs = [None] * len(table["thetas"]) if zs is None else zs
+    return {_key(t, z): image for t, z, image in zip(table["thetas"], zs, table["images"], strict=True)}
 
 
-def _thumb_table(known: dict[bytes, np.ndarray], thetas: np.ndarray) -> dict | None:
-    """The thumbnails of the distinct θ among `thetas` that have one, as arrays (for the checkpoint)."""
+def _thumb(known: dict[bytes, np.ndarray], theta: np.ndarray, z: np.ndarray | None, default=None):
+    """The thumbnail of the member (θ, z), or of θ in a table from before embeddings were kept."""
+    hit = known.get(_key(theta, z))
+    return known.get(_key(theta), default) if hit is None else hit
+
+
+def _thumb_table(known: dict[bytes, np.ndarray], thetas: np.ndarray, zs: np.ndarray | None = None) -> dict | None:
+    """The thumbnails of the distinct members (θ, embedding) of a population that have one, as arrays (for the
+    checkpoint)."""
     rows = {}
-    for t in thetas:
-        k = _key(t)
-        if k in known and k not in rows:
-            rows[k] = (np.asarray(t, np.float64), known[k])
+    for t, z in zip(thetas, [None] * len(thetas) if zs is None else zs, strict=True):
+        k, image = _key(t, z), _thumb(known, t, z)
+        if image is not None and k not in rows:
+            rows[k] = (np.asarray(t, np.float64), z, image)
     if not rows:
         return None
-    return {"thetas": np.stack([t for t, _ in rows.values()]), "images": np.stack([i for _, i in rows.values()])}
+    table = {"thetas": np.stack([t for t, _, _ in rows.values()]), "images": np.stack([i for _, _, i in rows.values()])}
+    if zs is not None:
+        table["embeddings"] = np.stack([np.asarray(z, np.float32) for _, z, _ in rows.values()])
+    return table
 
 
-def _key(theta: np.ndarray) -> bytes:
-    return np.asarray(theta, np.float64).tobytes()
+def _key(theta: np.ndarray, z: np.ndarray | None = None) -> bytes:
+    key = np.asarray(theta, np.float64).tobytes()
+    return key if z is None else key + np.asarray(z, np.float32).tobytes()
 
 
 def atlas_image(thumbs: np.ndarray, z: np.ndarray | None) -> np.ndarray:

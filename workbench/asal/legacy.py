@@ -30,11 +30,14 @@ _GELU_CLIP_BEFORE = "sampling"
 def predated(eval_config: type, search_config: type | None = None) -> dict[str, tuple[Any, Any]]:
     """For resume checks (workbench.runs.resume_conflicts): each setting newer than some runs, flat ("eval.pixels"),
     → (its default in the config dataclasses given, what runs made before it did)."""
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
-    defaults = {f"eval.{f.name}": f.default for f in fields(eval_config)}
+    def default(f):
+        return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+
+    defaults = {f"eval.{f.name}": default(f) for f in fields(eval_config)}
     if search_config is not None:
-        defaults.update({f.name: f.default for f in fields(search_config)})
+        defaults.update({f.name: default(f) for f in fields(search_config)})
     legacy = {f"eval.{k}": v for k, v in LEGACY_EVAL.items()}
     if search_config is not None:
         legacy.update(LEGACY_SEARCH)

@@ -49,14 +49,14 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
 
 def cmd_train(args) -> int:
     from workbench.namm.run import train_namm
-    from workbench.namm.train import FLAGS, NAMMTrainConfig
+    from workbench.namm.train import FLAGS, PREDATES, NAMMTrainConfig
     from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in TRAIN_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    run = resumed_run(store, args, "namm", given, FLAGS)
+    run = resumed_run(store, args, "namm", given, FLAGS, PREDATES)
     if run is not None:
         resume, total = run.id, run.info["config"]["gens"]
     else:

@@ -38,6 +38,7 @@ from workbench.namm.saved import POLICY_FILE, save_policy
 from workbench.namm.train import (
     ELITE_RATIO,
     FLAGS,
+    PREDATES,
     SPEC_POPULATION,
     NAMMTrainConfig,
     context,
@@ -77,7 +78,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
     state = None
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, given or {}, names=FLAGS)
+        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
         run, cfg, state = store.reopen(run.id, lambda c: NAMMTrainConfig(**c), kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

@@ -53,6 +53,9 @@ FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop
          "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
          "max_kept": "--max-kept",
          "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
+#: Settings newer than some runs, for resume checks (workbench.runs.resume_conflicts): name → (default, what runs
+#: made before it did). max_kept (2026-12-01): runs made before were the paper's uncapped NAMM.
+PREDATES = {"max_kept": (None, None)}
 
 
 @dataclass
