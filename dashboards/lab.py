@@ -133,8 +133,9 @@ class LabModel(param.Parameterized):
 
     def load_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> None:
         """The best θ of a stored ASAL run (and its substrate), or population member `member` of a finished
-        illumination (`/lab?run=ID&member=K`: the QD page's MAP-Elites cells). A run that does not exist, one of
-        another kind (a merge recipe) or one without a best θ yet raises ValueError with the reason."""
+        illumination (`/lab?run=ID&member=K`: the QD page's MAP-Elites cells), from the initial state its thumbnail
+        came from when the run kept that seed. A run that does not exist, one of another kind (a merge recipe) or
+        one without a best θ yet raises ValueError with the reason."""
         from workbench.runs import RunStore
 
         run_id = run_id.strip()
@@ -149,8 +150,9 @@ class LabModel(param.Parameterized):
             article = "an" if kind[:1] in "aeiou" else "a"
             raise ValueError(f"run {run_id!r} is {article} {kind} run, not a simulation search: it has no θ to "
                              f"play{where}")
+        seed = None
         if member is not None:
-            theta = _member(run, member)
+            theta, seed = _member(run, member)
         else:
             best = run.path / "best.npy"
             if not best.exists():
@@ -159,6 +161,8 @@ class LabModel(param.Parameterized):
             theta = np.load(best)
         with self._lock:
             self._show(ev["substrate"])
+            if seed is not None:
+                self.seed = seed
             self.set_theta(theta)
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
@@ -169,7 +173,7 @@ class LabModel(param.Parameterized):
         except ValueError as exc:
             self.param.update(message=str(exc), message_kind="danger")
             return False
-        what = "the best θ" if member is None else f"population member {member}"
+        what = "the best θ" if member is None else f"population member {member} (initial-state seed {self.seed})"
         self.param.update(message=f"loaded {what} of {run_id.strip()} ({self.substrate})", message_kind="success")
         try:
             self.warm_up()
@@ -369,19 +373,21 @@ class LabModel(param.Parameterized):
         self._floats = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)  # what the FM scores
 
 
-def _member(run, member: int | str) -> np.ndarray:
+def _member(run, member: int | str) -> tuple[np.ndarray, int | None]:
     """θ of population member `member` (an index, or its text from a URL) of a finished illumination run
-    (population.parquet)."""
+    (population.parquet), and the initial-state seed of its thumbnail (None where the run did not keep it)."""
     if not (run.path / "population.parquet").exists():
         raise ValueError(f"run {run.id!r} has no population (only finished illumination runs have one)")
-    thetas = run.read_table("population").column("theta").to_pylist()
+    table = run.read_table("population")
+    thetas = table.column("theta").to_pylist()
     try:
         k = int(member)
     except (TypeError, ValueError):
         raise ValueError(f"member must be a population index, got {member!r}") from None
     if not 0 <= k < len(thetas):
         raise ValueError(f"run {run.id!r} has population members 0 to {len(thetas) - 1}, not {k}")
-    return np.asarray(thetas[k], np.float64)
+    seed = table.column("seed")[k].as_py() if "seed" in table.column_names else None
+    return np.asarray(thetas[k], np.float64), (None if seed is None or seed < 0 else int(seed))
 
 
 def rgba(image: np.ndarray) -> np.ndarray:

@@ -196,7 +196,8 @@ def test_map_elites_run_and_the_lab_plays_a_member(qd):
     lab = LabModel(substrate="lenia")
     assert lab.open_run(qd["dir"], qd["me"], member) and lab.substrate == "boids"
     np.testing.assert_allclose(lab.theta, thetas[member], rtol=1e-6)
-    assert f"population member {member}" in lab.message
+    seed = run.read_table("population").to_pydict()["seed"][member]  # the initial state of its thumbnail
+    assert lab.seed == seed >= 0 and f"population member {member} (initial-state seed {seed})" in lab.message
     assert not lab.open_run(qd["dir"], qd["me"], 10_000) and "members 0 to" in lab.message
 
 

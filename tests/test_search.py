@@ -231,3 +231,12 @@ def test_one_rule_from_two_initial_states_keeps_two_thumbnails(tmp_path):
              and not np.array_equal(z[i], z[j])]
     assert pairs, "no rule with two initial states survived: make the run longer"
     assert any(not np.array_equal(thumbs[i], thumbs[j]) for i, j in pairs)
+    # each member's initial-state seed is kept: it plays again as its thumbnail and embedding show it
+    from workbench.asal.evaluate import embed_rollouts
+
+    seeds = table["seed"].to_numpy()
+    assert (seeds >= 0).all()
+    for k in (0, *pairs[0]):
+        zk, thumb = embed_rollouts(cfg.eval, thetas[k:k + 1].astype(np.float64), [int(seeds[k])])
+        np.testing.assert_array_equal(thumb[0], thumbs[k])
+        np.testing.assert_allclose(zk[0, 0, -1], z[k], atol=1e-6)

@@ -289,14 +289,17 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
 
     def step(it: int) -> dict:
         thetas = search.ask()
-        z, thumbs = evaluate(cfg.eval, thetas, search_seeds(cfg, it, len(thetas)), client)
+        seeds = search_seeds(cfg, it, len(thetas))
+        z, thumbs = evaluate(cfg.eval, thetas, seeds, client)
         losses = objective(z) if cfg.kind != "illuminate" else None
         final = z[:, :, -1].mean(axis=1)
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
         info = search.tell(thetas, losses, final)
         if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
-            # keyed by θ and embedding: the same θ from another initial state (own child seeds) is another member
-            new = {_key(t, e): th for t, e, th in zip(thetas, final, thumbs, strict=True)}
+            # keyed by θ and embedding: the same θ from another initial state (own child seeds) is another member;
+            # with the initial-state seed of the thumbnail (the first of its bs), so the Lab can play it again
+            first = np.asarray(seeds)[:, 0] if np.ndim(seeds) == 2 else [seeds[0]] * len(thetas)
+            new = {_key(t, e): (th, int(s)) for t, e, th, s in zip(thetas, final, thumbs, first, strict=True)}
             state["thumbs"] = _thumb_table({**_thumb_dict(state.get("thumbs")), **new}, *search.population())
         if on_population is not None:
             on_population(thetas, thumbs)
@@ -312,7 +315,7 @@ def _upgrade(state: dict | None) -> dict | None:
         return None
     state.pop("best_thumb", None)  # best.png is rendered from the best θ at the end now
     if "thumbs" in state and not (isinstance(state["thumbs"], dict) and "thetas" in state["thumbs"]):
-        known = dict(state.pop("thumbs") or {})
+        known = {k: (image, -1) for k, image in (state.pop("thumbs") or {}).items()}  # θ bytes → thumbnail
         state["thumbs"] = _thumb_table(known, np.stack([np.frombuffer(k, np.float64) for k in known])) \
             if known else None
     return state
@@ -328,13 +331,17 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     table = {"theta": [t.astype(np.float32).tolist() for t in thetas]}
     if z is not None:
         table["embedding"] = [e.astype(np.float32).tolist() for e in z]
+    if cfg.kind == "illuminate":
+        known = _thumb_dict(state.get("thumbs"))
+        cell = next(iter(known.values()))[0].shape if known else (8, 8, 3)
+        # final-frame thumbnails in population order, for the atlas page (zeros where none was kept), and the
+        # initial-state seed each came from (−1: not kept, in runs made before seeds were)
+        kept = [_thumb(known, t, e, (np.zeros(cell, np.uint8), -1)) for t, e in zip(thetas, z, strict=True)]
+        table["seed"] = [seed for _, seed in kept]
     run.write_table("population", table)
     if cfg.kind == "illuminate":
         best = thetas[0]
-        known = _thumb_dict(state.get("thumbs"))
-        cell = next(iter(known.values())).shape if known else (8, 8, 3)
-        # final-frame thumbnails in population order, for the atlas page (zeros where none was kept)
-        thumbs = np.stack([_thumb(known, t, e, np.zeros(cell, np.uint8)) for t, e in zip(thetas, z, strict=True)])
+        thumbs = np.stack([image for image, _ in kept])
         run.write_array("thumbs.npy", thumbs)
         run.write_png("atlas.png", atlas_image(thumbs, z))
     else:
@@ -345,35 +352,40 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     run.update(status="done")
 
 
-def _thumb_dict(table: dict | None) -> dict[bytes, np.ndarray]:
-    """Thumbnails by θ and embedding (as bytes; checkpoints made before embeddings were kept: by θ) from their
-    checkpointed table {"thetas", "embeddings", "images"}."""
+def _thumb_dict(table: dict | None) -> dict[bytes, tuple[np.ndarray, int]]:
+    """(thumbnail, initial-state seed) by θ and embedding (as bytes) from their checkpointed table {"thetas",
+    "embeddings", "images", "seeds"}; tables made before embeddings were kept are by θ, before seeds, seed −1."""
     if not table:
         return {}
+    n = len(table["thetas"])
     zs = table.get("embeddings")
-    zs = [None] * len(table["thetas"]) if zs is None else zs
-    return {_key(t, z): image for t, z, image in zip(table["thetas"], zs, table["images"], strict=True)}
+    zs = [None] * n if zs is None else zs
+    seeds = table.get("seeds")
+    seeds = [-1] * n if seeds is None else seeds
+    return {_key(t, z): (image, int(s))
+            for t, z, image, s in zip(table["thetas"], zs, table["images"], seeds, strict=True)}
 
 
-def _thumb(known: dict[bytes, np.ndarray], theta: np.ndarray, z: np.ndarray | None, default=None):
-    """The thumbnail of the member (θ, z), or of θ in a table from before embeddings were kept."""
+def _thumb(known: dict, theta: np.ndarray, z: np.ndarray | None, default=None):
+    """The entry of the member (θ, z), or of θ in a table from before embeddings were kept."""
     hit = known.get(_key(theta, z))
     return known.get(_key(theta), default) if hit is None else hit
 
 
-def _thumb_table(known: dict[bytes, np.ndarray], thetas: np.ndarray, zs: np.ndarray | None = None) -> dict | None:
-    """The thumbnails of the distinct members (θ, embedding) of a population that have one, as arrays (for the
-    checkpoint)."""
+def _thumb_table(known: dict, thetas: np.ndarray, zs: np.ndarray | None = None) -> dict | None:
+    """The thumbnails (and seeds) of the distinct members (θ, embedding) of a population that have one, as arrays
+    (for the checkpoint)."""
     rows = {}
     for t, z in zip(thetas, [None] * len(thetas) if zs is None else zs, strict=True):
-        k, image = _key(t, z), _thumb(known, t, z)
-        if image is not None and k not in rows:
-            rows[k] = (np.asarray(t, np.float64), z, image)
+        k, entry = _key(t, z), _thumb(known, t, z)
+        if entry is not None and k not in rows:
+            rows[k] = (np.asarray(t, np.float64), z, *entry)
     if not rows:
         return None
-    table = {"thetas": np.stack([t for t, _, _ in rows.values()]), "images": np.stack([i for _, _, i in rows.values()])}
+    table = {"thetas": np.stack([r[0] for r in rows.values()]), "images": np.stack([r[2] for r in rows.values()]),
+             "seeds": np.array([r[3] for r in rows.values()], np.int64)}
     if zs is not None:
-        table["embeddings"] = np.stack([np.asarray(z, np.float32) for _, z, _ in rows.values()])
+        table["embeddings"] = np.stack([np.asarray(r[1], np.float32) for r in rows.values()])
     return table
 
 
