@@ -35,6 +35,7 @@ class AtlasModel(param.Parameterized):
         self.cells = np.zeros(0, int)
         self.side = 1
         self.thetas = np.zeros((0, 0))
+        self.seeds: np.ndarray | None = None
         self.thumbs = np.zeros((0, 8, 8, 3), np.uint8)
         self.substrate = None
         try:
@@ -58,6 +59,12 @@ class AtlasModel(param.Parameterized):
                              f"{listed})")
         self.run_id = run_id
 
+    def member_seed(self, i: int) -> int | None:
+        """The initial-state seed of member i's thumbnail (None where the run did not keep it)."""
+        if self.seeds is None or self.seeds[i] < 0:
+            return None
+        return int(self.seeds[i])
+
     @param.depends("run_id", "projection", "seed", watch=True)
     def layout(self) -> None:
         """Load the run's population, project, snap to the grid and compose the atlas image (t-SNE and UMAP
@@ -68,6 +75,8 @@ class AtlasModel(param.Parameterized):
         run = RunStore(self.runs_dir).open(self.run_id)
         table = run.read_table("population").to_pydict()
         self.thetas = np.asarray(table["theta"], np.float64)
+        # each member's initial-state seed (its thumbnail's; −1 or absent in runs made before seeds were kept)
+        self.seeds = np.asarray(table["seed"], np.int64) if "seed" in table else None
         z = np.asarray(table["embedding"], np.float64)
         thumbs_path = run.path / "thumbs.npy"
         if not thumbs_path.exists():
@@ -178,7 +187,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             return
         if player.substrate != model.substrate:
             player.substrate = model.substrate
-        player.set_theta(model.thetas[event.new])
+        player.set_theta(model.thetas[event.new], seed=model.member_seed(event.new))
         player.playing = True
         playing.object = f"playing population member **{event.new}** of `{model.run_id}`"
 

@@ -124,11 +124,16 @@ class LabModel(param.Parameterized):
         with self._lock:
             self.sub.step(self.state, self.params, self.steps_per_frame)
 
-    def set_theta(self, theta: np.ndarray) -> None:
+    def set_theta(self, theta: np.ndarray, seed: int | None = None) -> None:
+        """Play θ from its initial state (of `seed`, when given: e.g. the one a population member's thumbnail
+        came from)."""
         theta = np.asarray(theta, np.float64)
         with self._lock:
             self.sub.decode(theta)  # checks shape and values before anything changes
             self.theta = theta
+            if seed is not None:
+                with param.discard_events(self):  # one reset, below, not one for the old θ first
+                    self.seed = int(seed)
             self.reset()
 
     def load_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> None:
@@ -161,9 +166,8 @@ class LabModel(param.Parameterized):
             theta = np.load(best)
         with self._lock:
             self._show(ev["substrate"])
-            if seed is not None:
-                self.seed = seed
-            self.set_theta(theta)
+            # a member from its thumbnail's initial state; a best θ from seed 0, as best.png and best.mp4 show it
+            self.set_theta(theta, seed=0 if member is None else seed)
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
         """load_run for the page (on a worker thread, which also compiles the step: not in the first tick):

@@ -322,6 +322,14 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     model = AtlasModel(runs_dir=runs["dir"])
     assert model.run_id == runs["illuminate"] and model.side == 4 and model.revision == 1
     assert sorted(model.cells) == sorted(set(model.cells)) and len(model.cells) == 16
+    from workbench.dashboards.lab import LabModel
+    from workbench.runs import RunStore
+
+    seeds = RunStore(runs["dir"]).open(runs["illuminate"]).read_table("population").to_pydict()["seed"]
+    assert [model.member_seed(i) for i in range(16)] == seeds and min(seeds) >= 0
+    player = LabModel(substrate=model.substrate)  # a clicked cell plays from its thumbnail's initial state
+    player.set_theta(model.thetas[5], seed=model.member_seed(5))
+    assert player.seed == seeds[5]
     for projection in ("tsne", "umap"):
         model.projection = projection
         assert len(set(model.cells)) == 16

@@ -190,7 +190,17 @@ def test_dino_is_the_pooled_output_of_dinov2_unit_normalised(tmp_path, substrate
     with torch.no_grad():
         want = torch.nn.functional.normalize(model(pixel_values=x).pooler_output, dim=-1).numpy()
     np.testing.assert_allclose(z, want, atol=1e-5)
-    (tmp_path / "clip").mkdir()
-    (tmp_path / "clip" / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(ValueError, match="is not a DINOv2 model folder"):
-        load_fm("dino", weights=tmp_path / "clip")
+    # a folder of another model, or a DINOv2 lacking weights, is refused (transformers would fill them at random)
+    from transformers import ViTConfig, ViTModel
+
+    ViTModel(ViTConfig(hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=96)) \
+        .save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="model_type 'vit', not 'dinov2'"):
+        check_fm("dino", weights=tmp_path / "vit")
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "dino" / "model.safetensors")
+    del weights["encoder.layer.1.mlp.fc1.weight"]
+    save_file(weights, tmp_path / "dino" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks 1 of DINOv2's weights"):
+        load_fm("dino", weights=tmp_path / "dino")

@@ -329,7 +329,8 @@ class _Pooled(torch.nn.Module):
 class DinoFM(_NetworkFM):
     """DINOv2 (the reference's "dino", asal.md §5): frames at 224² (the searches' render size; 16 × 16 patches of
     14 pixels), normalised with the ImageNet mean/std of its image processor, the pooled output (the layer-normed
-    class token) L2-normalised. Image only."""
+    class token) L2-normalised. Image only. Close to the reference's Flax model, not bit-equal: both shrink the
+    37 × 37 position embeddings to 16 × 16 bicubically, the reference with antialiasing, torch without."""
 
     def __init__(self, model, precision: str, cache_size: int, device: str | torch.device | None = None,
                  name: str = "dino"):
@@ -347,15 +348,22 @@ def _dino(weights: str | Path | None, precision: str, cache_size: int, device) -
         folder = _check_dino_folder(Path(weights))
         try:
             with quiet_logs(), quiet_progress():
-                model = Dinov2Model.from_pretrained(str(folder), local_files_only=True)
+                model, info = Dinov2Model.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32,
+                                                          output_loading_info=True)
         except Exception as exc:  # noqa: BLE001 - a folder of another model fails in many ways
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise ValueError(f"--weights {folder} is not a DINOv2 model folder ({type(exc).__name__}: {first})") \
                 from None
+        # transformers fills weights a checkpoint lacks at random and says so in a log line (quiet here):
+        # embeddings of a half-random model would be noise (the mask token is for training only)
+        missing = [k for k in info.get("missing_keys", ()) if "mask_token" not in k]
+        if missing:
+            raise ValueError(f"--weights {folder} lacks {len(missing)} of DINOv2's weights (e.g. {missing[0]}); "
+                             f"give a complete model folder")
     else:
         try:
             with quiet_logs(), quiet_progress():
-                model = Dinov2Model.from_pretrained(DINO_REPO)
+                model = Dinov2Model.from_pretrained(DINO_REPO, dtype=torch.float32)
         except Exception as exc:  # noqa: BLE001 - offline hub access fails in many ways
             raise ValueError(f"could not get {DINO_REPO} from the hub ({type(exc).__name__}); offline, pass "
                              f"--weights FOLDER (a local copy: config.json and model.safetensors) or use the "
@@ -364,9 +372,18 @@ def _dino(weights: str | Path | None, precision: str, cache_size: int, device) -
 
 
 def _check_dino_folder(path: Path) -> Path:
+    import json
+
     if not (path.is_dir() and (path / "config.json").is_file()):
         raise ValueError(f"--fm dino takes --weights FOLDER, a DINOv2 model folder with config.json and its weights "
                          f"(as save_pretrained writes it, or a hub download of {DINO_REPO}); {path} is not one")
+    try:
+        kind = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != "dinov2":
+        raise ValueError(f"--weights {path} is not a DINOv2 model folder (its config.json says model_type "
+                         f"{kind!r}, not 'dinov2'); --fm dino needs a copy of {DINO_REPO} or another DINOv2")
     return path
 
 

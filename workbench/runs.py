@@ -205,7 +205,9 @@ def resume_conflicts(info: dict, given: dict[str, Any],
         if name not in stored:
             top = name.split(".", 1)[0]
             if name not in predates and top != name and top in info["config"]:  # a nested key: a task's range
-                out.append((name, f"{value!r}: the run has no such setting (it has {top} {info['config'][top]!r})"))
+                has = info["config"][top]
+                has = ", ".join(map(str, has)) if isinstance(has, dict) else repr(has)
+                out.append((name, f"{value!r}: the run has no such setting (its {top}: {has})"))
                 continue
             if name not in predates:
                 raise ValueError(f"unknown run setting {name!r}")

@@ -328,7 +328,7 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
 
     sub, _ = components(cfg.eval)
     thetas, z = search.population()
-    table = {"theta": [t.astype(np.float32).tolist() for t in thetas]}
+    table = {"theta": [np.asarray(t, np.float64).tolist() for t in thetas]}  # exact: members play again from it
     if z is not None:
         table["embedding"] = [e.astype(np.float32).tolist() for e in z]
     if cfg.kind == "illuminate":
