@@ -39,7 +39,7 @@ def test_cluster_results_equal_local_ones(tmp_path, client):
     np.testing.assert_array_equal(np.load(local.path / "best.npy"), np.load(remote.path / "best.npy"))
     # an illumination: each child's own initial-state seeds travel with its chunk
     atlas = lambda: SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=20, chunk=2),  # noqa: E731
-                                 iters=3, pop=5, population=6, seed=2)
+                                 iters=2, pop=5, population=6, seed=2)
     local, remote = (run_search(atlas(), RunStore(tmp_path / f"atlas-{where}"), client=c)
                      for where, c in (("local", None), ("dask", client)))
     assert _losses(local) == _losses(remote)
