@@ -20,7 +20,7 @@ import param
 
 from workbench.atomic import atomic_write, write_png
 from workbench.export import to_uint8
-from workbench.simulations import SUBSTRATES, make_substrate
+from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
 from workbench.viewer import default_theta, mutated_theta, rule_text
 
 # frames at the grid's own size where it has one (the page scales them up without smoothing)
@@ -193,7 +193,7 @@ class LabModel(param.Parameterized):
         """The substrate's random start (NCA, discrete NCA, Particle Life+: the reference's flax initialisation;
         Particle Lenia: θ ~ N(0, I); Game of Life: a uniformly drawn rule), seeded by `seed` (default: the mutation
         seed, then moved on by one)."""
-        draw = getattr(self.sub, "flax_init_theta", None) or getattr(self.sub, "random_theta", None)
+        draw = random_init_of(self.sub)
         if draw is None:
             raise ValueError(f"{self.substrate} has no random initialisation; use σ-mutation (mutate) instead")
         if seed is None:

@@ -20,7 +20,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.compare import Comparison, best_curves, compare_runs, value_text
+from workbench.compare import Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, open_links
 from workbench.runs import RunError, RunStore
 
@@ -149,18 +149,6 @@ class RunsModel(param.Parameterized):
         # runs deleted since the page last listed them drop out; the ones left are compared
         ids = [i for i in self.selected if (store.root / i / "run.json").is_file()]
         return compare_runs(store, ids) if len(ids) >= 2 else None
-
-    def curves(self) -> pd.DataFrame:
-        """Best value by iteration of the selected runs (long format: run_id, iteration, best_loss, best, metric);
-        `best` is in the run's own metric (fitness for merge runs, loss otherwise)."""
-        store = RunStore(self.runs_dir)
-        infos = []
-        for run_id in self.selected:
-            try:
-                infos.append({**store.open(run_id).info, "id": run_id})
-            except RunError:  # deleted or broken since the page last listed the runs
-                continue
-        return best_curves(store, infos)
 
     def settings_table(self, comparison: Comparison | None = None) -> pd.DataFrame:
         """One row per selected run: id, seed, the settings that differ between them, status, best (of

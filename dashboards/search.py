@@ -14,10 +14,10 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.asal.driver import INITS, SearchConfig, check_new_search, random_init_of, run_search
+from workbench.asal.driver import INITS, SearchConfig, check_new_search, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
-from workbench.simulations import SUBSTRATES
+from workbench.simulations import SUBSTRATES, random_init_of
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
 # Game of Life's θ is one integer rule: every kind of search runs the GA over rules (bit flips) on it

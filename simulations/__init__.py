@@ -52,6 +52,15 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
     return cls(**overrides)
 
 
-__all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "make_substrate", "rollout", "sample_indices",
+def random_init_of(substrate: Substrate | str):
+    """What draws a substrate's random initialisation θ, called (rng, population=None) -> θ: the networks' flax
+    initialisation (NCA, discrete NCA, Particle Life+), else its random_theta (Particle Lenia: N(0, I); Game of Life:
+    a uniform rule); None when it has neither. A substrate (bound) or a name (unbound: for whether it has one)."""
+    owner = SUBSTRATES.get(substrate) if isinstance(substrate, str) else substrate
+    return getattr(owner, "flax_init_theta", None) or getattr(owner, "random_theta", None)
+
+
+__all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "make_substrate", "random_init_of", "rollout",
+           "sample_indices",
            "Lenia", "Boids", "ParticleLife", "GameOfLife", "NCA1", "NCA3", "DiscreteNCA", "ParticleLenia",
            "ParticleLifePlus", "FlowLenia"]

@@ -254,10 +254,10 @@ def test_runs_model_gallery_filters_and_compares(runs):
 
     for run_id in runs["openended"]:
         model.toggle(run_id)
-    curves = model.curves()
+    cmp = model.comparison()
+    curves = cmp.curves
     assert sorted(curves["run_id"].unique()) == sorted(runs["openended"]) and len(curves) == 4
     # the two open-endedness runs differ only by seed: one setting, drawn as its mean and band over the seeds
-    cmp = model.comparison()
     assert [g.ids for g in cmp.groups] == [runs["openended"]]
     table = model.settings_table()
     assert list(table["id"]) == runs["openended"] and list(table["seed"]) == [0, 1]

@@ -515,8 +515,7 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
         if weights is not None:
             _check_dino_folder(Path(weights))
         else:
-            _check_hub_reachable_repo(DINO_REPO, ("model.safetensors", "pytorch_model.bin"), "dino",
-                                      "--weights FOLDER (a local copy of the model)")
+            _check_dino_hub()
         return
 
     arch = HUB_ARCHS.get(name) or name.split(":", 1)[1]
@@ -569,6 +568,11 @@ def _check_hub_reachable(arch: str, pretrained: str) -> None:
                               f"--weights FILE (a local state dict of {arch})", f"the {pretrained} weights")
 
 
+def _check_dino_hub() -> None:
+    _check_hub_reachable_repo(DINO_REPO, ("model.safetensors", "pytorch_model.bin"), "dino",
+                              "--weights FOLDER (a local copy of the model)")
+
+
 def _check_hub_reachable_repo(repo: str, filenames: Sequence[str], fm: str, local: str,
                               what: str | None = None) -> None:
     import os
@@ -606,8 +610,7 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
         return EfficientNetFM(precision, cache_size, device)
     if name == "dino":
         if weights is None:
-            _check_hub_reachable_repo(DINO_REPO, ("model.safetensors", "pytorch_model.bin"), "dino",
-                                      "--weights FOLDER (a local copy of the model)")
+            _check_dino_hub()
         return _dino(weights, precision, cache_size, device)
     if name in HUB_ARCHS:
         arch = HUB_ARCHS[name]

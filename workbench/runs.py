@@ -202,18 +202,18 @@ def resume_conflicts(info: dict, given: dict[str, Any],
     out = []
     for name, value in given.items():
         plain = list(value) if isinstance(value, tuple) else value
-        if name not in stored:
-            top = name.split(".", 1)[0]
-            if name not in predates and top != name and top in info["config"]:  # a nested key: a task's range
-                has = info["config"][top]
-                has = ", ".join(map(str, has)) if isinstance(has, dict) else repr(has)
-                out.append((name, f"{value!r}: the run has no such setting (its {top}: {has})"))
-                continue
-            if name not in predates:
-                raise ValueError(f"unknown run setting {name!r}")
+        if name in predates and name not in stored:
             default, legacy = predates[name]
             if plain != default and plain != legacy:
                 out.append((name, f"{value!r} ≠ what the run did, made before this setting existed ({legacy!r})"))
+            continue
+        if name not in stored:
+            top = name.split(".", 1)[0]
+            if top == name or top not in info["config"]:
+                raise ValueError(f"unknown run setting {name!r}")
+            has = info["config"][top]  # a key of a nested setting the run has not got: a task's range
+            has = ", ".join(map(str, has)) if isinstance(has, dict) else repr(has)
+            out.append((name, f"{value!r}: the run has no such setting (its {top}: {has})"))
             continue
         recorded = (info.get("inputs") or {}).get(name)
         if recorded is not None and value is not None:

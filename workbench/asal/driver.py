@@ -25,7 +25,7 @@ from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
-from workbench.simulations import SUBSTRATES
+from workbench.simulations import SUBSTRATES, random_init_of
 
 KINDS = SEARCH_KINDS
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
@@ -149,19 +149,12 @@ def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
                            seed=cfg.seed, x0=x0)
 
 
-def random_init_of(substrate: str):
-    """The unbound method drawing a substrate's random initialisation θ (rng, population=None), or None."""
-    cls = SUBSTRATES.get(substrate)
-    return getattr(cls, "flax_init_theta", None) or getattr(cls, "random_theta", None)
-
-
 def start_theta(cfg: SearchConfig, sub) -> np.ndarray | None:
     """The θ a new search starts from: None for θ = 0; with init "random", one draw of the substrate's random
     initialisation from its own stream of --seed (the search's generators are seeded by --seed itself)."""
     if cfg.init == "zero" or cfg.algorithm == "rule-ga":
         return None
-    draw = getattr(sub, "flax_init_theta", None) or sub.random_theta
-    return np.asarray(draw(np.random.default_rng([cfg.seed, 0x1A17])), np.float64)
+    return np.asarray(random_init_of(sub)(np.random.default_rng([cfg.seed, 0x1A17])), np.float64)
 
 
 def map_elites_side(population: int) -> int:

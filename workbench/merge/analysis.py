@@ -33,6 +33,19 @@ def _setting(value: PerTensor | None, default: float) -> Callable[[str, str], fl
     return lambda expert, name: float(value)
 
 
+def _density(value: PerTensor) -> Callable[[str, str], float]:
+    """A density setting as a function of (expert, tensor name), each value checked to lie in (0, 1]."""
+    get = _setting(value, 1.0)
+
+    def density(expert: str, name: str) -> float:
+        d = get(expert, name)
+        if not 0 < d <= 1:
+            raise ValueError(f"density for {expert!r} at {name} must be in (0, 1], got {d}")
+        return d
+
+    return density
+
+
 def recipe_setting(recipe, key: str, num_layers: int) -> Callable[[str, str], Any]:
     """A recipe's (models form) parameter `key` for (model, tensor name), resolved as the merge resolves it
     (filters, layer gradients, model over global precedence; None where nothing sets it): what the views must
@@ -96,15 +109,12 @@ def sign_conflict_rate(
     nonzero τ̃n has the sign opposite to the elected s = sign(Σ wn·τ̃n) (+ on ties). Returns
     {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor.
     density and weights: one value, one per expert, or per (expert, tensor name) (default weight 1)."""
-    dens, weight = _setting(density, 1.0), _setting(weights, 1.0)
+    dens, weight = _density(density), _setting(weights, 1.0)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name in _float_names(base_sd):
         taus = _task_vectors(base_sd, expert_sds, name)
         for expert, tau in zip(expert_sds, taus, strict=True):
-            d = dens(expert, name)
-            if not 0 < d <= 1:
-                raise ValueError(f"density for {expert!r} at {name} must be in (0, 1], got {d}")
-            _magnitude_trim_(tau, d, rescale=False)
+            _magnitude_trim_(tau, dens(expert, name), rescale=False)
             tau.mul_(weight(expert, name))
         stack = torch.stack(taus)
         positive = stack.sum(0) >= 0
@@ -131,14 +141,12 @@ def dare_kept_fraction(
     """{layer group: {expert: fraction of nonzero τ entries DARE keeps}} with the masks merge_state_dicts
     draws for the same seed when the experts are its non-base models in this order. density: one value, one
     per expert, or per (expert, tensor name)."""
-    dens = _setting(density, 1.0)
+    dens = _density(density)
     counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: {e: [0, 0] for e in expert_sds})
     for name in _float_names(base_sd):
         g = tensor_generator(seed, name)
         for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
             d = dens(expert, name)
-            if not 0 < d <= 1:
-                raise ValueError(f"density for {expert!r} at {name} must be in (0, 1], got {d}")
             nonzero = tau != 0
             if d < 1:  # same CPU draw as methods._dare_drop_ (skipped at density 1), on any device
                 nonzero &= (torch.rand(tau.shape, generator=g, dtype=tau.dtype) < d).to(tau.device)
