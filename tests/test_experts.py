@@ -457,9 +457,11 @@ def zoo_svf(quick_zoo, tmp_path):
 
 
 def _config(**kw):
+    """Small settings; the eos counts in log π: the quick zoo's base answers every prompt with an eos at once, so
+    its answers alone (the default "drop") are empty and would give these mechanics checks no gradient."""
     from workbench.experts import TrainConfig
 
-    return TrainConfig(**{"batch_size": 6, "micro_batch": 4, "val_n": 8, **kw})
+    return TrainConfig(**{"batch_size": 6, "micro_batch": 4, "val_n": 8, "stop_token": "count", **kw})
 
 
 def test_trainer_steps_are_deterministic_and_follow_the_reference_update(zoo_svf):
@@ -503,7 +505,7 @@ def test_trainer_rewards_push_the_log_probability_the_right_way(zoo_svf):
 
     def logp(params, batch):
         zoo_svf.apply(params)
-        roll = rollout(zoo_svf.model, tok, batch, 9)
+        roll = rollout(zoo_svf.model, tok, batch, 9, count_stop=True)  # as _config() trains
         ids, targets = teacher_batch(roll.prompts, roll.outputs, tok.pad_token_id)
         with torch.no_grad():
             return float(sequence_logprobs(zoo_svf.forward(params, input_ids=ids).logits[:, :-1], targets).sum())
@@ -521,6 +523,49 @@ def test_trainer_rewards_push_the_log_probability_the_right_way(zoo_svf):
     # the KL term: ≈ 0 at the start (z ≈ 0.525 with the rescale is the base), never negative
     kl = ExpertTrainer(zoo_svf, "sort", seed=0, config=_config(kl_coeff=0.5)).step(right)
     assert 0 <= kl["kl_mean"] < 1e-3
+
+
+def test_log_pi_leaves_the_stop_token_out_as_the_reference(quick_zoo, tmp_path):
+    """The reference scores log π on tokenizer(prompt + the answer's text), which holds no eos: the default
+    "drop" gives that sum exactly; "count" (runs made before) adds the eos the model emitted."""
+    from workbench.experts import ExpertTrainer, SVFModel, TrainConfig, rollout
+    from workbench.lm.evaluate import _encode
+    from workbench.lm.tasks import draw, stream
+    from workbench.lm.zoo import load_zoo
+
+    zoo = load_zoo(quick_zoo)
+    tok = zoo.tokenizer()
+    svf = SVFModel(zoo.model("sort", device="cpu"), tok, cache_dir=tmp_path / "svf")  # answers add with one digit
+    batch = draw("add", 6, stream(7, "add", "train"), "train")
+    a = ExpertTrainer(svf, "add", seed=0, config=_config(stop_token="drop"))
+    assert TrainConfig().stop_token == "drop"
+    start = a.expert()
+    svf.apply(start)  # the rollouts a.step(batch) makes
+    drop, count = rollout(svf.model, tok, batch, 4), rollout(svf.model, tok, batch, 4, count_stop=True)
+    stopped = [len(o) < 4 for o in drop.outputs]
+    assert all(drop.outputs) and any(stopped), "the quick zoo's sort expert answers add prompts with a digit"
+    assert all(c == (d + [tok.eos_token_id] if s else d)
+               for c, d, s in zip(count.outputs, drop.outputs, stopped, strict=True))
+    assert drop.generated == count.generated == [len(d) + s for d, s in zip(drop.outputs, stopped, strict=True)]
+
+    def reference_logp(params) -> float:  # the reference's loop: re-tokenise prompt + text, sum the answer's part
+        total = 0.0
+        for (prompt, _), text in zip(batch, drop.texts, strict=True):
+            n = len(_encode(tok, prompt))
+            ids = torch.tensor([_encode(tok, prompt + text)])
+            with torch.no_grad():
+                logp = torch.log_softmax(svf.forward(params, input_ids=ids).logits[0, n - 1: -1], -1)
+            total += float(logp.gather(1, ids[0, n:, None]).sum())
+        return total / len(batch)
+
+    want = reference_logp(start)
+    assert want < -1e-3
+    assert a.step(batch)["logp_mean"] == pytest.approx(want, rel=1e-5)
+    b = ExpertTrainer(svf, "add", seed=0, config=_config())
+    assert b.step(batch)["logp_mean"] < want - 1e-4  # the eos terms are negative
+    assert not torch.equal(a.params[svf.names[0]], b.params[svf.names[0]])
+    with pytest.raises(ValueError, match="--stop-token must be one of drop, count"):
+        _config(stop_token="keep")
 
 
 def test_trainer_state_round_trip_continues_bit_identically(zoo_svf):
@@ -570,9 +615,11 @@ def test_trainer_validation_keeps_the_best_checkpoint_and_score_shots(zoo_svf):
     shots = t.val_set[:4]
     own = rollout(zoo_svf.model, tok, shots, 9)
     right = [(p, text) for (p, _), text in zip(shots, own.texts, strict=True)]
-    acc, tie = score_shots(zoo_svf, tok, right, 9)
+    acc, tie = score_shots(zoo_svf, tok, right, 9, count_stop=True)
     assert acc == 1.0 and tie < 0
-    acc, tie = score_shots(zoo_svf, tok, [(p, a + "?") for p, a in right], 9)
+    # the quick zoo's answers are empty: without their eos (the default, the reference's) no token is left to score
+    assert score_shots(zoo_svf, tok, right, 9) == (1.0, 0.0)
+    acc, tie = score_shots(zoo_svf, tok, [(p, a + "?") for p, a in right], 9, count_stop=True)
     assert (acc, tie) == (0.0, 0.0)
 
 

@@ -51,8 +51,9 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo
 
     from workbench.experts import load_expert
 
+    # the eos counts: the quick zoo's base answers with it at once, and the answers alone give no gradient
     args = ["experts", "train", "--model", str(quick_zoo / "base"), "--task", "sort", "--iters", "30", "--seed", "3",
-            *TRAIN]
+            "--stop-token", "count", *TRAIN]
     whole = _run(*args, "--runs", "whole", cwd=tmp_path)
     assert whole["status"] == "done" and whole["iterations"] == 30
     a = RunStore(tmp_path / "whole").open(whole["id"])
@@ -94,6 +95,38 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo
     sa, sb = (json.loads((r.path / "scores.json").read_text()) for r in (a, b))
     assert sa == sb
     assert len(b.info["resumes"]) == 1
+
+
+def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo):
+    """Runs made before --stop-token counted the eos in log π; one resumed (also with the new default spelled
+    out) goes on counting it and ends as an uninterrupted run that counted it, unlike one that drops it."""
+    from workbench.experts.run import ExpertRunConfig, train_expert
+
+    def config(stop_token):
+        return ExpertRunConfig(model=str(quick_zoo / "base"), task="sort", iters=3, batch=4, val_every=1, val_n=4,
+                               n_test=4, seed=1, stop_token=stop_token)
+
+    counted = train_expert(config("count"), RunStore(tmp_path / "count"))
+    dropped = train_expert(config("drop"), RunStore(tmp_path / "drop"))
+    assert _rows(counted) != _rows(dropped)  # empty answers: only the eos moves the expert
+    store = RunStore(tmp_path / "old")
+    calls = []
+    old = train_expert(config("count"), store, should_stop=lambda: len(calls) > 0,
+                       on_iteration=lambda *a: calls.append(a))
+    assert old.info["status"] == "stopped" and old.info["iterations"] == 1
+    info = json.loads((old.path / "run.json").read_text())  # as a run made before the setting
+    del info["config"]["stop_token"]
+    (old.path / "run.json").write_text(json.dumps(info))
+    ckpt = json.loads((old.path / "checkpoint.json").read_text())
+    assert ckpt["state"]["trainer"]["config"].pop("stop_token") == "count"
+    (old.path / "checkpoint.json").write_text(json.dumps(ckpt))
+    done = train_expert(None, store, resume=old.id, given={"stop_token": "drop"})
+    assert done.info["status"] == "done" and _rows(done) == _rows(counted)
+    # adapt runs made before: CEM's tie-break counted the eos too
+    from workbench.experts.adapt import AdaptConfig, read_config
+
+    assert AdaptConfig(model="m", experts=["e"]).stop_token == "drop"
+    assert read_config({"model": "m", "experts": ["e"]}).stop_token == "count"
 
 
 def test_lora_adapter_trains_the_same_matrices_with_peft(tmp_path, quick_zoo):
@@ -283,6 +316,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
     _refused(capsys, ["merge", "evolve", "--runs", str(runs), "--resume", sort_id, "--quiet"],
              "is an experts run, not merge", runs)
     _refused(capsys, [*train, "--resume", sort_id, "--seed", "9"], "--seed 9 ≠ the run's 0", runs)
+    _refused(capsys, [*train, "--resume", sort_id, "--stop-token", "count"], "--stop-token 'count' ≠ the run's 'drop'",
+             runs)
     assert load_file(add_file)  # the expert file is intact
 
 

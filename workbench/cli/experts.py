@@ -11,15 +11,18 @@ from workbench.cli.common import add_device_argument, check_device, iteration_pr
 #: `experts train` flags (dest) whose parser default is None, and the ExpertRunConfig fields they set.
 TRAIN_FIELDS = {"model": "model", "task": "task", "adapter": "adapter", "rank": "rank", "iters": "iters",
                 "batch": "batch", "seed": "seed", "lr": "lr", "kl_coeff": "kl_coeff", "val_every": "val_every",
-                "val_n": "val_n", "n_test": "n_test", "threads": "threads", "prompt_format": "prompt_format"}
+                "val_n": "val_n", "n_test": "n_test", "threads": "threads", "prompt_format": "prompt_format",
+                "stop_token": "stop_token"}
 #: `experts adapt` flags (dest) whose parser default is None, and the AdaptConfig fields they set.
 ADAPT_FIELDS = {"model": "model", "tasks": "tasks", "target": "target", "shots": "shots", "cem_iters": "cem_iters",
                 "pop": "pop", "alpha_per": "alpha", "variant": "variant", "strategies": "strategies", "n": "n",
-                "seed": "seed", "test_seed": "test_seed", "threads": "threads", "prompt_format": "prompt_format"}
+                "seed": "seed", "test_seed": "test_seed", "threads": "threads", "prompt_format": "prompt_format",
+                "stop_token": "stop_token"}
 # spelled out so that --help imports no torch (workbench.lm.tasks, workbench.experts.adapt / .run / .mixing)
 TASKS = ("add", "reverse", "sort", "recall", "brackets")
 CHAT_TASKS = ("larger",)  # workbench.lm.chat_tasks: for chat models (--prompt-format chat)
 STRATEGIES = ("base", "experts", "prompt", "classifier", "few-shot")
+STOP_TOKENS = ("drop", "count")
 
 
 def _given(args, fields: dict[str, str]) -> dict:
@@ -27,14 +30,14 @@ def _given(args, fields: dict[str, str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from workbench.experts.run import FLAGS, KIND, ExpertRunConfig, check_model, train_expert
+    from workbench.experts.run import FLAGS, KIND, PREDATES, ExpertRunConfig, check_model, train_expert
     from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = _given(args, TRAIN_FIELDS)
     cfg, resume = None, None
-    run = resumed_run(store, args, KIND, given, FLAGS)
+    run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
         resume, config = run.id, run.info["config"]
         total, task = config["iters"], config["task"]
@@ -78,7 +81,7 @@ def resolve_experts(specs: list[str], runs: str) -> list[str]:
 
 
 def cmd_adapt(args) -> int:
-    from workbench.experts.adapt import FLAGS, KIND, AdaptConfig, plan, read_experts, resumed_units
+    from workbench.experts.adapt import FLAGS, KIND, PREDATES, AdaptConfig, plan, read_experts, resumed_units
     from workbench.experts.run import check_model
     from workbench.runs import RunStore, cli_command
 
@@ -90,7 +93,7 @@ def cmd_adapt(args) -> int:
     cfg, resume = None, None
     if args.resume is not None and args.experts:
         given["experts"] = resolve_experts(args.experts, args.runs)
-    run = resumed_run(store, args, KIND, given, FLAGS)
+    run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
         resume, total = run.id, len(resumed_units(run))
     else:
@@ -247,6 +250,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--prompt-format", choices=["plain", "chat"],
                     help="plain (default: the zoo's prompts) or chat (the chat template around an instruction, for "
                          "chat models such as smollm2)")
+    tr.add_argument("--stop-token", choices=STOP_TOKENS,
+                    help="drop (default, the reference's: log π over the answer's tokens, the eos left out) or count "
+                         "(the eos the model emitted counts too, so stopping gets credit; runs before 2026-12-01)")
     _run_flags(tr)
     tr.set_defaults(func=cmd_train)
 
@@ -275,6 +281,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--test-seed", type=int, help="held-out stream of the test set (default: 0, fixed over seeds)")
     ad.add_argument("--threads", type=int, help="torch threads (default: 1)")
     ad.add_argument("--prompt-format", choices=["plain", "chat"], help="how the experts were trained (default: plain)")
+    ad.add_argument("--stop-token", choices=STOP_TOKENS,
+                    help="CEM's tie-break log-likelihood of the correct shots: drop (default, the reference's: the "
+                         "eos left out) or count")
     _run_flags(ad)
     ad.set_defaults(func=cmd_adapt)
 

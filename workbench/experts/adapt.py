@@ -61,14 +61,19 @@ OTHER = "other"  # a dispatcher answer that names no task
 FLAGS = {"model": "--model", "experts": "--experts", "tasks": "--tasks", "target": "--target", "shots": "--shots",
          "cem_iters": "--cem-iters", "pop": "--pop", "alpha": "--alpha-per", "variant": "--variant",
          "normalize": "--normalize", "strategies": "--strategies", "n": "--n", "seed": "--seed",
-         "test_seed": "--test-seed", "threads": "--threads", "prompt_format": "--prompt-format"}
+         "test_seed": "--test-seed", "threads": "--threads", "prompt_format": "--prompt-format",
+         "stop_token": "--stop-token"}
+#: Settings newer than some runs (workbench.runs.resume_conflicts): name → (default, what runs made before did).
+#: stop_token (2026-12-01): CEM's tie-break counted the eos in the shots' log-likelihood before.
+PREDATES = {"stop_token": ("drop", "count")}
 
 
 @dataclass
 class AdaptConfig:
     """The settings of a stored adaptation run (module doc). `experts` are SVF expert files (save_expert); the
     one trained on "classify", if any, is the classification expert. `strategies` empty: every strategy the
-    inputs allow (classifier: with a classification expert; few-shot: with a target)."""
+    inputs allow (classifier: with a classification expert; few-shot: with a target). `stop_token`: CEM's
+    tie-break log-likelihood leaves the answers' eos out ("drop", the reference's) or counts it ("count")."""
 
     model: str
     experts: list[str]
@@ -86,15 +91,17 @@ class AdaptConfig:
     test_seed: int = 0
     threads: int = 1
     prompt_format: str = "plain"
+    stop_token: str = "drop"
     device: str | None = None
 
     def __post_init__(self):
         from workbench.experts.mixing import VARIANTS
-        from workbench.experts.train import check_chat_tasks, check_prompt_format
+        from workbench.experts.train import check_chat_tasks, check_prompt_format, check_stop_token
         from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS
         from workbench.lm.tasks import check_tasks
 
         check_prompt_format(self.prompt_format)
+        check_stop_token(self.stop_token)
         self.experts = [str(e) for e in self.experts]
         if not self.experts:
             raise ValueError("give the experts to adapt with: --experts RUN_ID|FILE …")
@@ -352,9 +359,14 @@ def _input_copies(run: Run) -> list[Path]:
     return out
 
 
+def read_config(config: dict) -> AdaptConfig:
+    """A stored run's config, settings newer than the run (PREDATES) as the run did them."""
+    return AdaptConfig(**{**{k: legacy for k, (_, legacy) in PREDATES.items()}, **config})
+
+
 def resumed_units(run: Run) -> list[str]:
     """The iterations of a stored adapt run (read from its config and its copies of the experts)."""
-    cfg = AdaptConfig(**run.info["config"])
+    cfg = read_config(run.info["config"])
     return plan(cfg, read_experts(_input_copies(run), cfg.target))[1]
 
 
@@ -370,8 +382,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *
     state = None
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, given or {}, names=FLAGS)
-        run, cfg, state = store.reopen(run.id, lambda c: AdaptConfig(**c), kinds=(KIND,))
+        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
+        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
         experts = read_experts(_input_copies(run), cfg.target)
@@ -455,7 +467,8 @@ def _stepper(cfg: AdaptConfig, state: dict, units: list[str], scorer: Scorer) ->
             perf, tie = np.zeros(len(xs)), np.zeros(len(xs))
             for i, x in enumerate(xs):
                 if apply_alpha(x):  # a degenerate mixture scores as a failure
-                    perf[i], tie[i] = score_shots(svf, scorer.tok, shots, budget)
+                    perf[i], tie[i] = score_shots(svf, scorer.tok, shots, budget,
+                                                   count_stop=cfg.stop_token == "count")
             best = cem.tell(xs, perf, tie_break=tie)
             row["shots_accuracy"] = float(cem.best_perf)
             if g == cfg.cem_iters - 1:

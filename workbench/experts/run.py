@@ -44,7 +44,11 @@ LORA_DIR = "lora"
 #: ExpertRunConfig fields and the `workbench experts train` flags that set them (errors, resume conflicts).
 FLAGS = {"model": "--model", "task": "--task", "adapter": "--adapter", "rank": "--rank", "iters": "--iters",
          "batch": "--batch", "seed": "--seed", "lr": "--lr", "kl_coeff": "--kl-coeff", "val_every": "--val-every",
-         "val_n": "--val-n", "n_test": "--n-test", "threads": "--threads", "prompt_format": "--prompt-format"}
+         "val_n": "--val-n", "n_test": "--n-test", "threads": "--threads", "prompt_format": "--prompt-format",
+         "stop_token": "--stop-token"}
+#: Settings newer than some runs (workbench.runs.resume_conflicts): name → (default, what runs made before did).
+#: stop_token (2026-12-01): runs made before counted the eos in log π.
+PREDATES = {"stop_token": ("drop", "count")}
 
 
 @dataclass
@@ -60,6 +64,8 @@ class ExpertRunConfig:
         val_every: steps between validations. val_n: validation prompts. n_test: held-out test prompts.
         threads: torch threads (part of the reproducibility contract). device: None = the GPU when torch sees one.
         prompt_format: "plain" (the zoo's prompts) or "chat" (the chat template around an instruction: SmolLM2).
+        stop_token: "drop" (the reference's log π: the answer's tokens, the eos left out) or "count" (the eos the
+            model emitted counts too: stopping gets credit; runs made before 2026-12-01 did this).
     """
 
     model: str
@@ -78,12 +84,14 @@ class ExpertRunConfig:
     micro_batch: int = 16
     rollout_batch: int = 64
     prompt_format: str = "plain"
+    stop_token: str = "drop"
     device: str | None = None
 
     def __post_init__(self):
-        from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format
+        from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format, check_stop_token
 
         check_expert_task(self.task)
+        check_stop_token(self.stop_token)
         check_prompt_format(self.prompt_format)
         check_chat_tasks([self.task], self.prompt_format)
         if self.adapter not in ADAPTERS:
@@ -109,7 +117,12 @@ class ExpertRunConfig:
 
         return TrainConfig(lr=self.lr, kl_coeff=self.kl_coeff, batch_size=self.batch, micro_batch=self.micro_batch,
                            rollout_batch=self.rollout_batch, val_n=self.val_n, log_kl=True,
-                           prompt_format=self.prompt_format)
+                           prompt_format=self.prompt_format, stop_token=self.stop_token)
+
+
+def read_config(config: dict) -> ExpertRunConfig:
+    """A stored run's config, settings newer than the run (PREDATES) as the run did them."""
+    return ExpertRunConfig(**{**{k: legacy for k, (_, legacy) in PREDATES.items()}, **config})
 
 
 def check_model(model: str) -> None:
@@ -168,8 +181,8 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | Non
     state = None
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, given or {}, names=FLAGS)
-        run, cfg, state = store.reopen(run.id, lambda c: ExpertRunConfig(**c), kinds=(KIND,))
+        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
+        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
         if state is not None and "trainer" not in state:

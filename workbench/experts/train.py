@@ -13,7 +13,9 @@ One step (the reference's Reinforce.step_optimization + update):
    (workbench.lm.evaluate.greedy, the evaluation harness's own decoding and prompt format);
 2. reward +1 for an exact-match answer, −1 otherwise;
 3. loss = (1/B)·Σ_j[−r_j·log π(y_j|x_j) + λ·KL_j] through the differentiable forward W′(z(p)), where y_j are
-   the generated tokens, the eos included when the model emitted it (stopping is part of an exact match);
+   the generated answer's tokens without the stop token (`stop_token="drop"`, the reference's: it re-tokenises
+   prompt + the answer's text, which holds no eos), or with it when the model emitted it (`stop_token="count"`,
+   the form runs made before 2026-12-01 trained with: stopping is part of an exact match, so it gets credit);
 4. gradient-norm clip (1e-3) and one Adam step (lr 2e-3).
 
 Data (workbench.lm.tasks): training batches and a fixed validation set are drawn from the TRAINING half of
@@ -71,8 +73,10 @@ class TrainConfig:
     max_new_tokens: int | None = None  # None: the task's own budget (answer + eos)
     log_kl: bool = False  # also measure KL(π_ref‖π_θ) when kl_coeff = 0 (one more no-grad forward per micro-batch)
     prompt_format: str = "plain"  # "chat": the tokenizer's chat template around an instruction (SmolLM2)
+    stop_token: str = "drop"  # "drop": log π leaves the eos out (the reference); "count": the eos emitted counts
 
     def __post_init__(self):
+        check_stop_token(self.stop_token)
         for name in ("batch_size", "micro_batch", "rollout_batch", "val_n"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
@@ -85,6 +89,15 @@ class TrainConfig:
         if not (self.lr > 0 and self.max_grad_norm > 0 and self.kl_coeff >= 0):
             raise ValueError(f"TrainConfig needs lr > 0, max_grad_norm > 0 and kl_coeff >= 0, got lr={self.lr}, "
                              f"max_grad_norm={self.max_grad_norm}, kl_coeff={self.kl_coeff}")
+
+
+STOP_TOKENS = ("drop", "count")
+
+
+def check_stop_token(stop_token: str) -> None:
+    """One error for a stop-token rule other than STOP_TOKENS, naming the CLI flag."""
+    if stop_token not in STOP_TOKENS:
+        raise ValueError(f"--stop-token must be one of {', '.join(STOP_TOKENS)}, got {stop_token!r}")
 
 
 # --- prompt formats ------------------------------------------------------------------------------------------
@@ -138,12 +151,14 @@ def format_examples(tokenizer, task: str, examples: list[tuple[str, str]], promp
 
 @dataclass
 class Rollouts:
-    """Greedy answers to some prompts: token ids (the eos appended when the model emitted it), text, reward."""
+    """Greedy answers to some prompts: token ids (with `count_stop`, the eos appended when the model emitted
+    it), text, reward."""
 
     prompts: list[list[int]]
     outputs: list[list[int]]
     texts: list[str]
     correct: list[bool]
+    generated: list[int] = field(default_factory=list)  # tokens each row generated, its eos included
     rewards: list[float] = field(init=False)
 
     def __post_init__(self):
@@ -158,9 +173,11 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64
-            ) -> Rollouts:
-    """Greedy answers of `model` (as its weights are now) to (prompt, answer) examples, scored by exact match."""
+def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64,
+            count_stop: bool = False) -> Rollouts:
+    """Greedy answers of `model` (as its weights are now) to (prompt, answer) examples, scored by exact match.
+    count_stop: the outputs end with the eos where the model emitted it (else they hold the answer only, as the
+    reference's re-tokenised text does)."""
     from workbench.lm.evaluate import _encode, greedy  # the harness's decoding and prompt format (bos + text)
 
     eos = tokenizer.eos_token_id
@@ -170,9 +187,10 @@ def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: i
         outputs += greedy(model, prompts[i: i + batch_size], max_new_tokens, pad_id=_pad_id(tokenizer), eos_id=eos)
     texts = [tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
     correct = [t == a for t, (_, a) in zip(texts, examples, strict=True)]
-    # greedy drops the eos; a row shorter than the budget stopped by emitting it, and that choice was generated
-    outputs = [o + [eos] if len(o) < max_new_tokens else o for o in outputs]
-    return Rollouts(prompts, outputs, texts, correct)
+    generated = [len(o) + (len(o) < max_new_tokens) for o in outputs]
+    if count_stop:  # greedy drops the eos; a row shorter than the budget stopped by emitting it
+        outputs = [o + [eos] if len(o) < max_new_tokens else o for o in outputs]
+    return Rollouts(prompts, outputs, texts, correct, generated)
 
 
 def teacher_batch(prompts: list[list[int]], outputs: list[list[int]], pad_id: int
@@ -193,13 +211,14 @@ def teacher_batch(prompts: list[list[int]], outputs: list[list[int]], pad_id: in
 
 @torch.no_grad()
 def score_shots(svf: SVFModel, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int,
-                batch_size: int = 64) -> tuple[float, float]:
+                batch_size: int = 64, count_stop: bool = False) -> tuple[float, float]:
     """(exact-match accuracy, tie-break) of the weights now in `svf.model` on few-shot examples: the CEM
     fitness. tie-break = the mean over the correctly answered shots of each answer's mean token
-    log-likelihood (0.0 when none is correct), as the reference's use_loglikelihood_for_ties."""
+    log-likelihood (0.0 when none is correct), as the reference's use_loglikelihood_for_ties (over the answer's
+    tokens without the eos, as its re-tokenised text; count_stop: with it)."""
     from workbench.lm.evaluate import model_device
 
-    roll = rollout(svf.model, tokenizer, examples, max_new_tokens, batch_size)
+    roll = rollout(svf.model, tokenizer, examples, max_new_tokens, batch_size, count_stop)
     right = [i for i, c in enumerate(roll.correct) if c]
     if not right:
         return roll.accuracy, 0.0
@@ -305,7 +324,8 @@ class ExpertTrainer:
                              "trainer.sample_batch() or workbench.lm.tasks.draw")
         cfg, svf = self.cfg, self.svf
         svf.apply(self.params)  # rollouts with W′(z(p)) composed once
-        roll = rollout(svf.model, self.tokenizer, self.formatted(batch), self.max_new_tokens, cfg.rollout_batch)
+        roll = rollout(svf.model, self.tokenizer, self.formatted(batch), self.max_new_tokens, cfg.rollout_batch,
+                       cfg.stop_token == "count")
         rewards = torch.tensor(self._rewards(batch, roll), dtype=torch.float32)
         ids, targets = teacher_batch(roll.prompts, roll.outputs, _pad_id(self.tokenizer))
         dev = svf.device
@@ -342,7 +362,7 @@ class ExpertTrainer:
         return {"step": self.step_count, "loss": total, "reward_mean": float(rewards.mean()),
                 "accuracy": roll.accuracy, "logp_mean": logp_sum / B, "kl_mean": kl_sum / B if with_ref else None,
                 "grad_norm": float(grad_norm), **svf.summary(self.params),
-                "gen_tokens": float(np.mean([len(o) for o in roll.outputs]))}
+                "gen_tokens": float(np.mean(roll.generated))}
 
     def _rewards(self, batch: list[tuple[str, str]], roll: Rollouts) -> list[float]:
         """±1 by exact match, or the reward function's values: one finite number per example, else one error."""
@@ -414,7 +434,7 @@ class ExpertTrainer:
         if state["model_key"] != svf.key or list(state["names"]) != svf.names:
             raise ValueError("this trainer state was made for another model (its SVD key differs): resume it with "
                              "the model it was trained on")
-        cfg = dict(state["config"])
+        cfg = {"stop_token": "count", **state["config"]}  # states made before stop_token counted the eos
         trainer = cls(svf, state["task"], state["seed"], tokenizer=tokenizer, config=TrainConfig(**cfg), reward=reward)
         with torch.no_grad():
             for n, p in trainer.params.items():
