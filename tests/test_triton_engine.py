@@ -199,3 +199,4 @@ def test_gpu_benchmark_sections_dry_run_on_the_cpu():
         assert subs[name][next(k for k in subs[name] if k.startswith("P"))] > 0 and subs[name]["render_ms_p1"] > 0
     fm = bench_gpu.fm(torch.device("cpu"), batch=2)
     assert fm["ours_img_per_s"] > 0 and fm["plain_fp32_eager_img_per_s"] > 0 and fm["min_cosine_vs_plain"] > 0.99
+    assert fm["ours_float_frames_img_per_s"] > 0
