@@ -27,6 +27,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.compare import flat_settings
 from workbench.runs import Run, RunError, RunStore
 
 KINDS = ("experts", "adapt")
@@ -251,8 +252,12 @@ class ExpertsModel(param.Parameterized):
         d = self.data
         if d is None or d.kind != "adapt":
             return []
-        ignore = {"seed", "device", "threads", "experts"}  # each seed trains its own experts
-        mine = {k: v for k, v in d.config.items() if k not in ignore}
+        ignore = {"config.seed", "config.device", "config.threads", "config.experts"}  # each seed: its own experts
+
+        def settings(info: dict) -> dict:  # settings newer than a run as the run did them (flat_settings)
+            return {k: v for k, v in flat_settings(info).items() if k not in ignore}
+
+        mine = settings(d.info)
         tasks = [e.task for e in d.experts]
         out = []
         store = RunStore(self.runs_dir)
@@ -260,7 +265,7 @@ class ExpertsModel(param.Parameterized):
             if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
                 continue
             info = store.open(row["id"]).info
-            if {k: v for k, v in info["config"].items() if k not in ignore} != mine:
+            if settings(info) != mine:
                 continue
             if d.kind == "adapt" and [r["task"] for r in info.get("expert_inputs") or []] != tasks:
                 continue
@@ -844,18 +849,18 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     experts = model.mixer_experts()
     if not experts:
         return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"))
-    sliders = [pn.widgets.FloatSlider(name=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
+    sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
-    variant = pn.widgets.RadioButtonGroup(name="mix", options=["raw", "sigmoid"], value=model.variant,
-                                          button_type="primary", button_style="outline")
-    normalize = pn.widgets.Checkbox(name="normalise α over the experts", value=model.normalize)
-    prompt = pn.widgets.TextInput(name="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
+    variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
+                                          color="primary", variant="outline")
+    normalize = pn.widgets.Checkbox(label="normalise α over the experts", value=model.normalize)
+    prompt = pn.widgets.TextInput(label="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
                                   value="s:kdpa=", width=320)
     said = pn.pane.Markdown("", sizing_mode="stretch_width")
     found = [int(k) for k in ((model.data.scores or {}).get("few_shot") or {})]
-    load = pn.widgets.Select(name="α that CEM found", options=["–"] + [f"k = {k}" for k in found], width=200) \
+    load = pn.widgets.Select(label="α that CEM found", options=["–"] + [f"k = {k}" for k in found], width=200) \
         if found else None
-    score = pn.widgets.Button(name="score on held-out prompts (16 per task)", width=300)
+    score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300)
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
     hv = _hv()
@@ -935,12 +940,12 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         return no_runs_page("experts", alert, f"No experts or adapt run in {runs_dir} yet: `workbench experts train "
                                               f"--model … --task … --runs {runs_dir}` makes one.",
                             standalone=standalone)
-    picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+    picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
-    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
-    matrix = pn.widgets.Select.from_param(model.param.matrix, name="Matrix (z vs σ rank)",
+    refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
+    matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice.from_param(model.param.compare, name="Seeds pooled (same settings)",
+    compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Seeds pooled (same settings)",
                                                 sizing_mode="stretch_width")
     fmt, export, status = export_controls(
         lambda suffix: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix))

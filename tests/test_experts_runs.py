@@ -97,7 +97,7 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo
     assert len(b.info["resumes"]) == 1
 
 
-def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo):
+def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo, capsys):
     """Runs made before --stop-token counted the eos in log π; one resumed (also with the new default spelled
     out) goes on counting it and ends as an uninterrupted run that counted it, unlike one that drops it."""
     from workbench.experts.run import ExpertRunConfig, train_expert
@@ -122,6 +122,18 @@ def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo)
     (old.path / "checkpoint.json").write_text(json.dumps(ckpt))
     done = train_expert(None, store, resume=old.id, given={"stop_token": "drop"})
     assert done.info["status"] == "done" and _rows(done) == _rows(counted)
+    # compared and reported with the runs that counted it, apart from the one that dropped it
+    from workbench.compare import flat_settings
+    from workbench.experts.report import report
+
+    assert flat_settings(done.info)["config.stop_token"] == "count"
+    # the CLI's flags are typed requests: the new default typed on an old run is refused, its own rule accepted
+    resume = ["experts", "train", "--resume", done.id, "--runs", str(store.root), "--quiet"]
+    _refused(capsys, [*resume, "--stop-token", "drop"], "--stop-token 'drop' ≠ what the run did, made before this "
+             "setting existed ('count')", store.root)
+    assert main([*resume, "--stop-token", "count"]) == 0
+    rows = {(e["stop_token"], e["expert"]["runs"]) for e in report([counted, dropped, done])["experts"]}
+    assert rows == {("count", 2), ("drop", 1)}
     # adapt runs made before: CEM's tie-break counted the eos too
     from workbench.experts.adapt import AdaptConfig, read_config
 

@@ -388,6 +388,9 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(t
     assert resume_conflicts(info, {"init": "zero", "eval.pixels": "float"}, PREDATES) == []
     assert [name for name, _ in resume_conflicts(info, {"init": "random", "eval.pixels": "uint8"}, PREDATES)] == [
         "init"]
+    # typed (CLI flags): the default typed is a request too, refused where the run did otherwise
+    assert [name for name, _ in resume_conflicts(info, {"init": "zero", "eval.pixels": "float"}, PREDATES,
+                                                 typed=True)] == ["eval.pixels"]
     assert resume_conflicts(info, {"eval.pixel": "float"}, PREDATES)[0][1].startswith(
         "'float': the run has no such setting")  # misspelt: refused, never ignored
     proc = _cli("asal", "illuminate", "--resume", run.id, "--init", "random", "--runs", str(store.root), cwd=tmp_path)

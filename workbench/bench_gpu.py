@@ -253,7 +253,8 @@ def fm(device: torch.device, batch: int = 256, arch: str = "ViT-B-32") -> dict:
     z = ours_fm.embed_images(frames, use_cache=False)
     return {"arch": arch, "batch": batch, "precision": ours_fm.precision,
             "plain_fp32_eager_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
-            "speedup": round(plain / ours, 2), "ours_float_frames_img_per_s": round(batch / ours_float, 1), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
+            "speedup": round(plain / ours, 2), "ours_float_frames_img_per_s": round(batch / ours_float, 1),
+            "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
             "bf16_min_cosine_at_load": getattr(ours_fm, "bf16_min_cosine", None)}
 
 

@@ -127,6 +127,7 @@ def flat_settings(info: dict) -> dict[str, Any]:
             out[prefix] = _frozen(value)
 
     config = dict(info.get("config") or {})
+    config = {**{k: legacy for k, (_, legacy) in kind_predates(info.get("kind")).items()}, **config}
     asal = isinstance(config.get("eval"), dict) and "frames" in config["eval"]
     if asal:  # settings newer than the run, as the run did them
         config = upgrade_config(config) if info.get("kind") in SEARCH_KINDS else {
@@ -136,7 +137,21 @@ def flat_settings(info: dict) -> dict[str, Any]:
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
         out.pop("config.child_seeds", None)
+    if info.get("kind") == "adapt" and config.get("target") is None:  # no CEM, no tie-break to score
+        out.pop("config.stop_token", None)
     return out
+
+
+def kind_predates(kind: str | None) -> dict[str, tuple[Any, Any]]:
+    """Settings newer than some runs of a Transformer² kind, name → (default, what runs made before did). The
+    ASAL kinds have workbench.asal.legacy; NAMM's one such setting (max_kept) was None before, as its default."""
+    if kind == "experts":
+        from workbench.experts.run import PREDATES
+    elif kind == "adapt":
+        from workbench.experts.adapt import PREDATES
+    else:
+        return {}
+    return PREDATES
 
 
 def _frozen(value: Any) -> Any:

@@ -185,7 +185,8 @@ def flat_config(config: dict) -> dict:
 
 
 def resume_conflicts(info: dict, given: dict[str, Any],
-                     predates: dict[str, tuple[Any, Any]] | None = None) -> list[tuple[str, str]]:
+                     predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False
+                     ) -> list[tuple[str, str]]:
     """The settings in `given` (config fields, dotted for nested configs: "eval.substrate") that contradict
     a run's stored config, as (name, "given ≠ stored"). An input file the run copied (run.json `inputs`, by
     config field) is compared by content (sha256), not by path.
@@ -194,9 +195,10 @@ def resume_conflicts(info: dict, given: dict[str, Any],
     not given, and what runs made before the setting existed did (their kind's config reader restores it, e.g.
     workbench.asal.legacy). For a run whose stored config lacks such a setting, the default given is no conflict
     (a config built in Python spells out every setting, defaults included: no request to change an old run); any
-    other value is compared with what the run did. A key of a nested setting the run lacks (a task's range that
-    is not the run's) is a conflict; any other name the stored config lacks and `predates` does not list is an
-    error (a misspelt setting must not switch its check off)."""
+    other value is compared with what the run did. typed: `given` holds only what a user typed (CLI flags), so
+    the default typed is a request too, compared with what the run did. A key of a nested setting the run lacks (a
+    task's range that is not the run's) is a conflict; any other name the stored config lacks and `predates` does
+    not list is an error (a misspelt setting must not switch its check off)."""
     stored = flat_config(info["config"])
     predates = predates or {}
     out = []
@@ -204,7 +206,7 @@ def resume_conflicts(info: dict, given: dict[str, Any],
         plain = list(value) if isinstance(value, tuple) else value
         if name in predates and name not in stored:
             default, legacy = predates[name]
-            if plain != default and plain != legacy:
+            if plain != legacy and (typed or plain != default):
                 out.append((name, f"{value!r} ≠ what the run did, made before this setting existed ({legacy!r})"))
             continue
         if name not in stored:
@@ -225,14 +227,14 @@ def resume_conflicts(info: dict, given: dict[str, Any],
 
 
 def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None,
-                 predates: dict[str, tuple[Any, Any]] | None = None) -> None:
+                 predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False) -> None:
     """Refuse to resume `run` as a `kind` run, or with settings that contradict its config: one error
-    naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates: see
+    naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates, typed: see
     resume_conflicts."""
     info = run.info
     if kind is not None and info.get("kind") != kind:
         raise RunError(_wrong_kind(run, kind))
-    conflicts = resume_conflicts(info, given, predates)
+    conflicts = resume_conflicts(info, given, predates, typed)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
         raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "

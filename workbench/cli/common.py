@@ -65,7 +65,7 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
 
     run = store.open(args.resume)
     check_resume(run, kind, given, names=names(run.info["config"]) if callable(names) else names,
-                 predates=predates)
+                 predates=predates, typed=True)  # given: the flags typed
     run.check_resumable(trust_pickle=trust)
     return run
 

@@ -134,11 +134,11 @@ def cmd_report(args) -> int:
 
     console = Console(width=max(Console().width, 140))
     if "experts" in out:
-        table = Table("task", "adapter", "trainable params", "base (test)", "expert (test)", "best validation", "runs",
-                      title="experts: held-out test accuracy, mean ± std over runs")
+        table = Table("task", "adapter", "stop token", "trainable params", "base (test)", "expert (test)",
+                      "best validation", "runs", title="experts: held-out test accuracy, mean ± std over runs")
         for e in out["experts"]:
-            table.add_row(e["task"], e["adapter"], str(e["n_params"]), cell(e["base"]), cell(e["expert"]),
-                          cell(e["best_val_accuracy"]), str(e["expert"]["runs"]))
+            table.add_row(e["task"], e["adapter"], e["stop_token"], str(e["n_params"]), cell(e["base"]),
+                          cell(e["expert"]), cell(e["best_val_accuracy"]), str(e["expert"]["runs"]))
         console.print(table)
     if "adapt" in out:
         a = out["adapt"]
@@ -150,6 +150,9 @@ def cmd_report(args) -> int:
         console.print(table)
         for d, s in a["dispatch"].items():
             console.print(f"dispatcher {d}: accuracy {cell(s)}")
+        if len(a["stop_tokens"]) > 1:
+            console.print(f"note: these runs broke CEM's ties with different --stop-token rules "
+                          f"({', '.join(a['stop_tokens'])}): the spread mixes them")
     return 0
 
 

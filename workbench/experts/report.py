@@ -2,10 +2,10 @@
 
     report([store.open(i) for i in ids])   # -> {"experts": …, "adapt": …} (plain JSON-ready dicts)
 
-experts runs (grouped by task and adapter): held-out test accuracy of the base and of the best expert (mean, std,
-min, max over the runs: the seeds), best validation accuracy, trainable parameter count. adapt runs (grouped by
-strategy and task): test accuracy over the runs, and each strategy's mean over the tasks; the dispatchers'
-accuracy. A std over three seeds is a rough spread: read a gain smaller than it as no gain.
+experts runs (grouped by task, adapter and stop-token rule): held-out test accuracy of the base and of the best
+expert (mean, std, min, max over the runs: the seeds), best validation accuracy, trainable parameter count. adapt
+runs (grouped by strategy and task): test accuracy over the runs, and each strategy's mean over the tasks; the
+dispatchers' accuracy. A std over three seeds is a rough spread: read a gain smaller than it as no gain.
 """
 
 from __future__ import annotations
@@ -34,31 +34,40 @@ def _scores(run: Run) -> dict:
     return json.loads(path.read_text())
 
 
+def stop_token(run: Run) -> str:
+    """The log π rule a run trained (or broke CEM's ties) with: "drop" or "count" (runs made before the setting)."""
+    return run.info["config"].get("stop_token", "count")
+
+
 def report(runs: list[Run]) -> dict:
     """The spread over seeds of finished `experts` and `adapt` runs (module doc); other kinds are refused."""
-    experts: dict[tuple[str, str], list[dict]] = {}
+    experts: dict[tuple[str, str, str], list[dict]] = {}
     adapts: list[dict] = []
+    adapt_rules: set[str] = set()
     for run in runs:
         kind = run.info.get("kind")
         if kind == "experts":
             s = _scores(run)
-            experts.setdefault((s["task"], s["adapter"]), []).append(s)
+            experts.setdefault((s["task"], s["adapter"], stop_token(run)), []).append(s)
         elif kind == "adapt":
             adapts.append(_scores(run))
+            if run.info["config"].get("target") is not None:  # the rule only breaks CEM's ties
+                adapt_rules.add(stop_token(run))
         else:
             raise RunError(f"run {run.id} is a {kind} run; experts report reads `experts train` and `experts adapt` "
                            "runs")
     out: dict = {}
     if experts:
-        out["experts"] = [{"task": task, "adapter": adapter, "n_params": group[0]["n_params"],
+        out["experts"] = [{"task": task, "adapter": adapter, "stop_token": rule, "n_params": group[0]["n_params"],
                            "base": spread([g["base"] for g in group]), "expert": spread([g["expert"] for g in group]),
                            "best_val_accuracy": spread([g["best_val_accuracy"] for g in group])}
-                          for (task, adapter), group in sorted(experts.items())]
+                          for (task, adapter, rule), group in sorted(experts.items())]
     if adapts:
         strategies = list(dict.fromkeys(s for a in adapts for s in a["strategies"]))
         tasks = list(dict.fromkeys(t for a in adapts for t in a["tasks"]))
         out["adapt"] = {
             "tasks": tasks, "runs": len(adapts), "seeds": [a["seed"] for a in adapts],
+            "stop_tokens": sorted(adapt_rules),
             "per_task": {s: {t: spread([a["strategies"].get(s, {}).get(t) for a in adapts]) for t in tasks
                              if any(t in a["strategies"].get(s, {}) for a in adapts)} for s in strategies},
             "mean": {s: spread([a["mean"].get(s) for a in adapts]) for s in strategies

@@ -13,9 +13,9 @@ One step (the reference's Reinforce.step_optimization + update):
    (workbench.lm.evaluate.greedy, the evaluation harness's own decoding and prompt format);
 2. reward +1 for an exact-match answer, −1 otherwise;
 3. loss = (1/B)·Σ_j[−r_j·log π(y_j|x_j) + λ·KL_j] through the differentiable forward W′(z(p)), where y_j are
-   the generated answer's tokens without the stop token (`stop_token="drop"`, the reference's: it re-tokenises
-   prompt + the answer's text, which holds no eos), or with it when the model emitted it (`stop_token="count"`,
-   the form runs made before 2026-12-01 trained with: stopping is part of an exact match, so it gets credit);
+   the answer's tokens as the reference takes them (`stop_token="drop"`: prompt + the answer's text tokenised
+   again, so no eos), or the generated ids with the eos the model emitted (`stop_token="count"`, the form runs
+   made before 2026-12-01 trained with: stopping is part of an exact match, so it gets credit);
 4. gradient-norm clip (1e-3) and one Adam step (lr 2e-3).
 
 Data (workbench.lm.tasks): training batches and a fixed validation set are drawn from the TRAINING half of
@@ -151,8 +151,7 @@ def format_examples(tokenizer, task: str, examples: list[tuple[str, str]], promp
 
 @dataclass
 class Rollouts:
-    """Greedy answers to some prompts: token ids (with `count_stop`, the eos appended when the model emitted
-    it), text, reward."""
+    """Greedy answers to some prompts: token ids of prompts and answers for log π (see rollout), text, reward."""
 
     prompts: list[list[int]]
     outputs: list[list[int]]
@@ -176,8 +175,11 @@ def _pad_id(tokenizer) -> int:
 def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64,
             count_stop: bool = False) -> Rollouts:
     """Greedy answers of `model` (as its weights are now) to (prompt, answer) examples, scored by exact match.
-    count_stop: the outputs end with the eos where the model emitted it (else they hold the answer only, as the
-    reference's re-tokenised text does)."""
+
+    The token ids kept for log π: by default the reference's, prompt + the answer's TEXT tokenised again, split at
+    the prompt's length (the text holds no eos, nor any special token the model emitted; for a subword tokenizer
+    the ids may differ from the generated ones, as they do in the reference). count_stop: the generated ids as
+    they are, ending with the eos where the model emitted it."""
     from workbench.lm.evaluate import _encode, greedy  # the harness's decoding and prompt format (bos + text)
 
     eos = tokenizer.eos_token_id
@@ -190,6 +192,10 @@ def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: i
     generated = [len(o) + (len(o) < max_new_tokens) for o in outputs]
     if count_stop:  # greedy drops the eos; a row shorter than the budget stopped by emitting it
         outputs = [o + [eos] if len(o) < max_new_tokens else o for o in outputs]
+    else:  # the reference's tokenizer(prompt + output text)[prompt_length:]
+        full = [_encode(tokenizer, p + t) for (p, _), t in zip(examples, texts, strict=True)]
+        prompts, outputs = [f[: len(q)] for f, q in zip(full, prompts, strict=True)], [
+            f[len(q):] for f, q in zip(full, prompts, strict=True)]
     return Rollouts(prompts, outputs, texts, correct, generated)
 
 
@@ -215,7 +221,7 @@ def score_shots(svf: SVFModel, tokenizer, examples: list[tuple[str, str]], max_n
     """(exact-match accuracy, tie-break) of the weights now in `svf.model` on few-shot examples: the CEM
     fitness. tie-break = the mean over the correctly answered shots of each answer's mean token
     log-likelihood (0.0 when none is correct), as the reference's use_loglikelihood_for_ties (over the answer's
-    tokens without the eos, as its re-tokenised text; count_stop: with it)."""
+    text tokenised again, as the reference; count_stop: the generated ids and the eos)."""
     from workbench.lm.evaluate import model_device
 
     roll = rollout(svf.model, tokenizer, examples, max_new_tokens, batch_size, count_stop)
