@@ -196,13 +196,13 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     # the sidebar's widgets are not linked to the model directly: a change lays the atlas out on a worker
     # thread (t-SNE / UMAP take seconds), so the server's event loop stays free for every other session
-    run = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+    run = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                             sizing_mode="stretch_width")
-    projection = pn.widgets.RadioButtonGroup(name="Projection", options={"PCA": "pca", "t-SNE": "tsne",
+    projection = pn.widgets.RadioButtonGroup(label="Projection", options={"PCA": "pca", "t-SNE": "tsne",
                                                                           "UMAP": "umap"},
-                                             value=model.projection, button_type="primary", button_style="outline",
+                                             value=model.projection, color="primary", variant="outline",
                                              sizing_mode="stretch_width")
-    seed = pn.widgets.IntInput(name="Seed", value=model.seed, start=0, sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput(label="Seed", value=model.seed, start=0, sizing_mode="stretch_width")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
 
     async def relayout(event):
@@ -214,7 +214,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     for w in widgets.values():
         w.param.watch(relayout, "value")
-    export = pn.widgets.Button(name="export PNG", button_type="primary", sizing_mode="stretch_width")
+    export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def on_export(event):

@@ -485,7 +485,7 @@ def _table_editor(model: LabModel, guarded) -> list:
 def _rule_editor(model: LabModel, guarded) -> list:
     births, survivals = model.rule_bits()
     options = {str(n): n for n in range(9)}
-    boxes = {what: pn.widgets.CheckBoxGroup(name=what, options=options, value=value, inline=True,
+    boxes = {what: pn.widgets.CheckBoxGroup(label=what, options=options, value=value, inline=True,
                                             css_classes=[f"gol-{what}"], sizing_mode="stretch_width")
              for what, value in (("births", births), ("survivals", survivals))}
     name = pn.pane.Markdown(_rule_caption(model), sizing_mode="stretch_width")
@@ -514,7 +514,7 @@ def _scalar_editor(model: LabModel, guarded) -> list:
         base, value = float(PARAM_BASE[i]), float(model.params[name])
         # the slider spans base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference value mid-way); a typed value may
         # go beyond, down to a tiny positive one
-        slider = pn.widgets.EditableFloatSlider(name=SCALAR_LABELS[name], start=base / 10, end=2 * base,
+        slider = pn.widgets.EditableFloatSlider(label=SCALAR_LABELS[name], start=base / 10, end=2 * base,
                                                 step=base / 100, value=value,
                                                 fixed_start=base * 1e-6, format="0.0000",
                                                 sizing_mode="stretch_width")
@@ -531,7 +531,7 @@ def _scalar_editor(model: LabModel, guarded) -> list:
         finally:
             syncing[0] = False
 
-    draw = pn.widgets.Button(name="random θ ~ N(0, I)", sizing_mode="stretch_width")
+    draw = pn.widgets.Button(label="random θ ~ N(0, I)", sizing_mode="stretch_width")
     draw.on_click(lambda e: guarded(random_theta))
     return [pn.pane.Markdown("**Parameters** (decoded values; θ = log(value / base); the swarm goes on with "
                              "them)"), *sliders, draw]
@@ -539,14 +539,14 @@ def _scalar_editor(model: LabModel, guarded) -> list:
 
 def _mutation_editor(model: LabModel, guarded) -> list:
     what = NETWORKS.get(model.substrate, "{n} weights").format(n=model.sub.n_params)
-    sigma = pn.widgets.FloatSlider.from_param(model.param.sigma, name="σ", sizing_mode="stretch_width")
-    seed = pn.widgets.IntInput.from_param(model.param.mutation_seed, name="mutation seed",
+    sigma = pn.widgets.FloatSlider.from_param(model.param.sigma, label="σ", sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput.from_param(model.param.mutation_seed, label="mutation seed",
                                           sizing_mode="stretch_width")
-    mutate = pn.widgets.Button(name="mutate", button_type="primary", sizing_mode="stretch_width")
+    mutate = pn.widgets.Button(label="mutate", color="primary", sizing_mode="stretch_width")
     mutate.on_click(lambda e: guarded(model.mutate))
     buttons = [mutate]
     if hasattr(model.sub, "flax_init_theta"):  # θ = 0 is the all-zero network: a random start shows more
-        init = pn.widgets.Button(name="random init", sizing_mode="stretch_width")
+        init = pn.widgets.Button(label="random init", sizing_mode="stretch_width")
         init.on_click(lambda e: guarded(model.random_init))
         buttons.append(init)
     return [pn.pane.Markdown(f"{what} change by σ-mutation: θ ← θ + σ·N(0, I), the noise drawn from the "
@@ -605,7 +605,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     # the model meanwhile; `held` (filled below) are the controls whose handlers would wait for it on the event
     # loop: their spinners keep clicks off them until it is done
     held: list[pn.viewable.Viewable] = []
-    substrate = pn.widgets.Select(name="Substrate", options=list(model.param.substrate.objects), value=model.substrate,
+    substrate = pn.widgets.Select(label="Substrate", options=list(model.param.substrate.objects), value=model.substrate,
                                   sizing_mode="stretch_width")
 
     async def on_substrate(event):
@@ -623,19 +623,19 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     # a load switches too; the menu takes the model's substrate as it is when this runs, not as it was when queued
     model.param.watch(page.wrap(lambda e: setattr(substrate, "value", model.substrate)), "substrate")
     controls = pn.Param(model, parameters=["seed", "steps_per_frame", "sigma", "playing"],
-                        widgets={"playing": {"type": pn.widgets.Toggle, "name": "▶ play / pause",
-                                             "button_type": "primary"},
+                        widgets={"playing": {"type": pn.widgets.Toggle, "label": "▶ play / pause",
+                                             "color": "primary"},
                                  "seed": pn.widgets.IntInput},
                         show_name=False, sizing_mode="stretch_width")
-    step, reset, mutate = (pn.widgets.Button(name=n, sizing_mode="stretch_width")
+    step, reset, mutate = (pn.widgets.Button(label=n, sizing_mode="stretch_width")
                            for n in ("step", "reset", "new θ (σ-mutation)"))
     step.on_click(lambda e: model.advance(score_needs_fm=False))
     reset.on_click(lambda e: model.reset())
     mutate.on_click(lambda e: model.mutate())
 
     # --- θ from a run, a file or the reference
-    run_id = pn.widgets.TextInput(name="run id", placeholder="a run in the run store", sizing_mode="stretch_width")
-    load = pn.widgets.Button(name="load best θ", button_type="primary", sizing_mode="stretch_width")
+    run_id = pn.widgets.TextInput(label="run id", placeholder="a run in the run store", sizing_mode="stretch_width")
+    load = pn.widgets.Button(label="load best θ", color="primary", sizing_mode="stretch_width")
 
     async def do_load(rid: str, member: str | None = None) -> None:
         # a new substrate compiles its kernels: on a worker thread, so other sessions keep playing
@@ -645,8 +645,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         await do_load(run_id.value)
 
     load.on_click(on_load)
-    theta_file = pn.widgets.FileInput(accept=".npy", name="θ file (.npy)", sizing_mode="stretch_width")
-    preset = pn.widgets.Button(name="preset: reference θ (GoL: Conway)", sizing_mode="stretch_width")
+    theta_file = pn.widgets.FileInput(accept=".npy", label="θ file (.npy)", sizing_mode="stretch_width")
+    preset = pn.widgets.Button(label="preset: reference θ (GoL: Conway)", sizing_mode="stretch_width")
 
     def on_theta_file(event):
         import io
@@ -674,7 +674,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     # --- FM score trace
     score_controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt", "score_every"], show_name=False,
                               sizing_mode="stretch_width", widgets={"score_every": pn.widgets.IntInput})
-    upload = pn.widgets.FileInput(accept="image/*", name="target image", sizing_mode="stretch_width")
+    upload = pn.widgets.FileInput(accept="image/*", label="target image", sizing_mode="stretch_width")
 
     async def on_upload(event):
         import io
@@ -700,8 +700,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     model.param.watch(preload_fm, ["fm", "fm_weights", "prompt"])
 
     # --- save
-    snap = pn.widgets.Button(name="snapshot PNG + θ", sizing_mode="stretch_width")
-    video = pn.widgets.Button(name="export GIF", sizing_mode="stretch_width")
+    snap = pn.widgets.Button(label="snapshot PNG + θ", sizing_mode="stretch_width")
+    video = pn.widgets.Button(label="export GIF", sizing_mode="stretch_width")
     snap.on_click(lambda e: model.tell(f"saved {model.snapshot()}", "success"))
 
     def export_gif() -> Path:

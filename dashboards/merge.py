@@ -151,9 +151,9 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     if model.run_id is None:
         return no_runs_page("merge", alert, f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … "
                                             f"--runs {runs_dir}` makes one.", standalone=standalone)
-    picker = pn.widgets.Select(name="Run", options=list(model.param.run_id.objects), value=model.run_id,
+    picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
-    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     fmt, export, status = export_controls(
         lambda suffix: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))

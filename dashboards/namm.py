@@ -456,43 +456,43 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     w = pn.widgets
     models = {**MODELS, "a model folder…": "folder"}
     known = model.model_name in models.values()
-    model_pick = w.Select(name="Model", options=models, value=model.model_name if known else "folder",
+    model_pick = w.Select(label="Model", options=models, value=model.model_name if known else "folder",
                           sizing_mode="stretch_width")
-    folder = w.TextInput(name="Model folder", placeholder="a Hugging Face model folder", visible=not known,
+    folder = w.TextInput(label="Model folder", placeholder="a Hugging Face model folder", visible=not known,
                          value="" if known else model.model_name, sizing_mode="stretch_width")
-    policy = w.Select(name="Policy", options={"NAMM": "namm", "full cache": "full", "recent window + sinks": "recent",
+    policy = w.Select(label="Policy", options={"NAMM": "namm", "full cache": "full", "recent window + sinks": "recent",
                                               "H2O (heavy hitters + recent)": "h2o"}, value=model.policy,
                       sizing_mode="stretch_width")
-    theta = w.Select(name="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
-    seed = w.IntInput(name="seed (random θ)", value=model.seed, sizing_mode="stretch_width")
-    strict = w.Checkbox(name="strict per head (fill tokens masked)", value=model.strict)
-    budget = w.IntInput(name="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
-    chat = w.Checkbox(name="chat template (when the model has one)", value=model.chat)
-    n_up = w.Select(name="n_up (tokens between evictions)", options=model.param.n_up.objects, value=model.n_up,
+    theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
+    seed = w.IntInput(label="seed (random θ)", value=model.seed, sizing_mode="stretch_width")
+    strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
+    budget = w.IntInput(label="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
+    chat = w.Checkbox(label="chat template (when the model has one)", value=model.chat)
+    n_up = w.Select(label="n_up (tokens between evictions)", options=model.param.n_up.objects, value=model.n_up,
                     sizing_mode="stretch_width")
-    new_tokens = w.IntInput(name="new tokens", value=model.max_new_tokens, start=0, end=512,
+    new_tokens = w.IntInput(label="new tokens", value=model.max_new_tokens, start=0, end=512,
                             sizing_mode="stretch_width")
-    prompt = w.TextAreaInput(name="Prompt", value=model.prompt, height=160, sizing_mode="stretch_width",
+    prompt = w.TextAreaInput(label="Prompt", value=model.prompt, height=160, sizing_mode="stretch_width",
                              placeholder="type a prompt")
     tasks = tr.task_names()
-    task = w.Select(name="…or a task prompt", options=tasks, value=tasks[0] if tasks else None, visible=bool(tasks),
+    task = w.Select(label="…or a task prompt", options=tasks, value=tasks[0] if tasks else None, visible=bool(tasks),
                     sizing_mode="stretch_width")
-    task_length = w.IntInput(name="task prompt tokens", value=256, start=32, step=32, visible=bool(tasks),
+    task_length = w.IntInput(label="task prompt tokens", value=256, start=32, step=32, visible=bool(tasks),
                              sizing_mode="stretch_width")
-    use_task = w.Button(name="use the task prompt", visible=bool(tasks), sizing_mode="stretch_width")
-    run_button = w.Button(name="run", button_type="primary", sizing_mode="stretch_width")
+    use_task = w.Button(label="use the task prompt", visible=bool(tasks), sizing_mode="stretch_width")
+    run_button = w.Button(label="run", color="primary", sizing_mode="stretch_width")
     progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", bar_color="primary")
     # --- sidebar: what to look at
-    player = w.Player(name="eviction step", start=0, end=1, value=0, interval=700, loop_policy="once",
+    player = w.Player(label="eviction step", start=0, end=1, value=0, interval=700, loop_policy="once",
                       show_loop_controls=False, sizing_mode="stretch_width", scale_buttons=0.8, disabled=True,
                       visible_buttons=["first", "previous", "pause", "play", "next", "last"])
     step_text = pn.pane.Markdown(model.step_text(), margin=(0, 10))
-    layer = w.Select(name="Layer", options={"all layers": -1}, value=-1, sizing_mode="stretch_width")
-    head = w.Select(name="KV head", options={"all heads": -1}, value=-1, sizing_mode="stretch_width")
-    token = w.IntInput(name="token (spectrogram)", value=0, start=0, sizing_mode="stretch_width")
-    results = w.TextInput(name="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
+    layer = w.Select(label="Layer", options={"all layers": -1}, value=-1, sizing_mode="stretch_width")
+    head = w.Select(label="KV head", options={"all heads": -1}, value=-1, sizing_mode="stretch_width")
+    token = w.IntInput(label="token (spectrogram)", value=0, start=0, sizing_mode="stretch_width")
+    results = w.TextInput(label="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
-    compare = w.Button(name="compare with baselines", sizing_mode="stretch_width")
+    compare = w.Button(label="compare with baselines", sizing_mode="stretch_width")
     fmt, export, status = export_controls(lambda suffix: model.export(model.view, model.figures_dir(), suffix))
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))

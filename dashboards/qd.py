@@ -1171,8 +1171,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
     main = pn.Column(sizing_mode="stretch_width")  # the views, then (or beside them) the elite card
     card = pn.pane.HTML("", stylesheets=[CARD_CSS], sizing_mode="stretch_width", name="elite-card")
-    prompt = pn.widgets.TextInput(name="Prompt", placeholder="", sizing_mode="stretch_width")
-    run_button = pn.widgets.Button(name="run the elite", button_type="primary", sizing_mode="stretch_width")
+    prompt = pn.widgets.TextInput(label="Prompt", placeholder="", sizing_mode="stretch_width")
+    run_button = pn.widgets.Button(label="run the elite", color="primary", sizing_mode="stretch_width")
     answer = pn.pane.Markdown("", sizing_mode="stretch_width", name="elite-answer")
     prompt_box = pn.Column(pn.pane.Markdown("**Run the elite on a prompt** (rebuilt from its lineage, greedy "
                                             "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380)
@@ -1182,19 +1182,19 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
                    sizing_mode="stretch_width", styles=box, margin=(10, 10))
 
     # --- sidebar
-    runs = pn.widgets.Select(name="Run (qd or MAP-Elites)", options=list(model.param.run_id.objects),
+    runs = pn.widgets.Select(label="Run (qd or MAP-Elites)", options=list(model.param.run_id.objects),
                              value=model.run_id, sizing_mode="stretch_width")
-    path = pn.widgets.TextInput(name="…or a file or folder", placeholder="pyribs .parquet / archive map .json",
+    path = pn.widgets.TextInput(label="…or a file or folder", placeholder="pyribs .parquet / archive map .json",
                                 value=model.path, sizing_mode="stretch_width")
-    open_path = pn.widgets.Button(name="open", sizing_mode="stretch_width")
-    refresh = pn.widgets.Button(name="refresh (new runs, new generations)", sizing_mode="stretch_width")
-    player = pn.widgets.Player(name="generation", start=0, end=1, value=0, interval=600, loop_policy="once",
+    open_path = pn.widgets.Button(label="open", sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(label="refresh (new runs, new generations)", sizing_mode="stretch_width")
+    player = pn.widgets.Player(label="generation", start=0, end=1, value=0, interval=600, loop_policy="once",
                                show_loop_controls=False, sizing_mode="stretch_width", scale_buttons=0.8,
                                visible_buttons=["first", "previous", "pause", "play", "next", "last"])
     gen_text = pn.pane.Markdown("", margin=(0, 10))
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
-    highlight = pn.widgets.Select(name="Highlight a model", options={}, sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(name="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
+    highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
     fmt, export, status = export_controls(lambda suffix: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
         suffix))

@@ -396,11 +396,11 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
     status = pn.widgets.Select.from_param(model.param.status, sizing_mode="stretch_width")
-    query = pn.widgets.TextInput.from_param(model.param.query, name="Search", placeholder="id, substrate, FM, model…",
+    query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(name=f"compare (two to {MAX_COMPARED} runs)", options=model.ids[::-1],
+    compare = pn.widgets.MultiChoice(label=f"compare (two to {MAX_COMPARED} runs)", options=model.ids[::-1],
                                      max_items=MAX_COMPARED, sizing_mode="stretch_width")
-    refresh = pn.widgets.Button(name="refresh", sizing_mode="stretch_width")
+    refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",

@@ -177,16 +177,16 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
     w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
-                                                  button_type="primary", button_style="outline")
+                                                  color="primary", variant="outline")
     # not from_param: the options carry the algorithms' names, and they change with the substrate
-    algorithm = pn.widgets.Select(name="Algorithm", value=model.algorithm, sizing_mode="stretch_width",
+    algorithm = pn.widgets.Select(label="Algorithm", value=model.algorithm, sizing_mode="stretch_width",
                                   options={ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects})
     algorithm.param.watch(lambda e: setattr(model, "algorithm", e.new) if e.new else None, "value")
     rule_note = pn.pane.Markdown(RULE_NOTE, sizing_mode="stretch_width", margin=(0, 10))
     text = {name: pn.widgets.TextInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
             for name in ("fm", "weights", "prompt", "target_image")}
     substrate = pn.widgets.Select.from_param(model.param.substrate, sizing_mode="stretch_width")
-    init = pn.widgets.Select(name="Start", value=model.init, sizing_mode="stretch_width",
+    init = pn.widgets.Select(label="Start", value=model.init, sizing_mode="stretch_width",
                              options={"θ = 0 (the reference)": "zero", "random initialisation": "random"})
     init.param.watch(lambda e: setattr(model, "init", e.new), "value")
 
@@ -200,9 +200,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
 
     model.param.watch(show_for_kind, ["kind", "substrate"])
     show_for_kind()
-    start = pn.widgets.Button(name="start", button_type="primary", sizing_mode="stretch_width")
-    stop = pn.widgets.Button(name="stop", button_type="warning", sizing_mode="stretch_width", disabled=True)
-    resume = pn.widgets.Button(name="resume", sizing_mode="stretch_width", disabled=True)
+    start = pn.widgets.Button(label="start", color="primary", sizing_mode="stretch_width")
+    stop = pn.widgets.Button(label="stop", color="warning", sizing_mode="stretch_width", disabled=True)
+    resume = pn.widgets.Button(label="resume", sizing_mode="stretch_width", disabled=True)
     status = pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10))
     spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
                                            visible=False)

@@ -175,9 +175,9 @@ def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.
     """A run explorer's "export for a paper" controls: a format menu, the export button and a status line.
     A click runs write(suffix) off the event loop (it writes the figure on show and returns the file's path) and
     says what it wrote, or why it could not (its ValueError). The status line is the page's to use as well."""
-    fmt = pn.widgets.Select(name="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
+    fmt = pn.widgets.Select(label="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
                             sizing_mode="stretch_width")
-    export = pn.widgets.Button(name="export", button_type="primary", sizing_mode="stretch_width")
+    export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     async def on_export(event):

@@ -94,7 +94,7 @@ def test_lab_particle_lenia_sliders_are_decoded_values_mapped_back_to_theta():
     assert [s.value for s in sliders] == pytest.approx([5.0, 1.0, 0.022, 0.6, 0.3, 1.0], rel=1e-6)
     sliders[5].value = 2.0  # a slider moved on the page
     assert model.theta[5] == pytest.approx(np.log(2.0 / PARAM_BASE[5]))
-    (draw,) = [w for w in editor.objects if getattr(w, "name", "") == "random θ ~ N(0, I)"]
+    (draw,) = [w for w in editor.objects if getattr(w, "label", "") == "random θ ~ N(0, I)"]
     seed = model.mutation_seed
     draw.clicks += 1  # θ ~ N(0, I) from the mutation seed; the sliders show its values and leave θ as drawn
     np.testing.assert_array_equal(model.theta, model.sub.random_theta(np.random.default_rng(seed)))
@@ -129,7 +129,7 @@ def test_every_substrate_plays_in_the_lab_with_its_editor():
         model.substrate = name
         assert model.frame.ndim == 3 and model.frame.shape[2] == 3
         kinds = [type(w).__name__ for w in param_editor(model).objects]
-        names = [getattr(w, "name", "") for o in param_editor(model).objects for w in getattr(o, "objects", [o])]
+        names = [getattr(w, "label", "") for o in param_editor(model).objects for w in getattr(o, "objects", [o])]
         expected = {"table": "Tabulator", "rule": "CheckBoxGroup", "sliders": "EditableFloatSlider",
                     "mutation": "FloatSlider"}[EDITORS[name]]
         assert expected in kinds, (name, kinds)
