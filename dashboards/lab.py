@@ -51,8 +51,9 @@ class LabModel(param.Parameterized):
     frame = param.Array(doc="the latest frame, uint8 (H, W, 3)")
     fps = param.Number(default=0.0, constant=True)
     snapshot_dir = param.String(default="snapshots")
-    fm = param.Selector(default="pixels", objects=["pixels", "efficientnet-lite0", "clip", "dino"])
-    fm_weights = param.String(default="", doc="local weights for clip (a file) or dino (a folder), offline")
+    fm = param.Selector(default="pixels", objects=["pixels", "efficientnet-lite0", "clip", "dino"], label="FM")
+    fm_weights = param.String(default="", label="FM weights",
+                              doc="local weights for clip (a file) or dino (a folder), offline")
     prompt = param.String(default="", doc="text target for the score trace (CLIP only)")
     score_every = param.Integer(default=5, bounds=(1, None), doc="frames between two scores")
     scores = param.List(default=[], doc="(step, supervised-target loss) pairs since the last reset")

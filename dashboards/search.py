@@ -31,15 +31,15 @@ class SearchModel(param.Parameterized):
     algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
                                doc="illumination only (Game of Life: the GA over rules, every kind)")
     substrate = param.Selector(default="boids", objects=list(SUBSTRATES))
-    fm = param.String(default="pixels", doc="clip | openclip:ARCH (needs weights) | dino | efficientnet-lite0 | "
-                                                   "pixels")
+    fm = param.String(default="pixels", label="FM",
+                      doc="clip | openclip:ARCH (needs weights) | dino | efficientnet-lite0 | pixels")
     weights = param.String(default="", doc="local weights: a file for clip / openclip, a folder for dino")
     prompt = param.String(default="", doc="target prompt(s), separated by ';'")
     iters = param.Integer(default=20, bounds=(1, None))
     pop = param.Integer(default=8, bounds=(2, None))
     steps = param.Integer(default=100, bounds=(1, None))
     frames = param.Integer(default=4, bounds=(1, None))
-    bs = param.Integer(default=1, bounds=(1, None), doc="initial-state seeds averaged per θ")
+    bs = param.Integer(default=1, bounds=(1, None), label="BS", doc="initial-state seeds averaged per θ")
     target_image = param.String(default="", doc="target image file (instead of a prompt)")
     seed = param.Integer(default=0, bounds=(0, None))
     init = param.Selector(default="zero", objects=list(INITS),

@@ -145,6 +145,17 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     assert len(group_replicates([info("a", "target", {"eval": {"frames": 2, "pixels": "float"}}),
                                  info("b", "target", {"eval": {"frames": 2, "pixels": "float"}, "child_seeds": "own"},
                                       1)], str(tmp_path))) == 1
+    # a setting a run has not got is None: a NAMM run made before max_kept is a replicate of one with None
+    assert len(group_replicates([info("a", "namm", {"gens": 2}), info("b", "namm", {"gens": 2, "max_kept": None}, 1)],
+                                str(tmp_path))) == 1
+    # Transformer² runs made before stop_token counted the eos; an adapt run without CEM has no use for the rule
+    older = group_replicates([info("a", "experts", {"task": "sort"}), info("b", "experts", {"task": "sort",
+                              "stop_token": "drop"}, 1), info("c", "experts", {"task": "sort", "stop_token": "count"},
+                                                             2)], str(tmp_path))
+    assert [(g.label, g.ids) for g in older] == [("stop_token=count", ["a", "c"]), ("stop_token=drop", ["b"])]
+    assert len(group_replicates([info("a", "adapt", {"target": "sort", "strategies": ["base"]}),
+                                 info("b", "adapt", {"target": "sort", "strategies": ["base"], "stop_token": "drop"},
+                                      1)], str(tmp_path))) == 1
 
 
 def test_flat_settings_and_runs_of_other_kinds():

@@ -137,14 +137,22 @@ def flat_settings(info: dict) -> dict[str, Any]:
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
         out.pop("config.child_seeds", None)
-    if info.get("kind") == "adapt" and config.get("target") is None:  # no CEM, no tie-break to score
+    if info.get("kind") == "adapt" and not uses_cem(config):  # no CEM, no tie-break to score
         out.pop("config.stop_token", None)
     return out
 
 
+def uses_cem(adapt_config: dict) -> bool:
+    """Whether an adapt run's settings run CEM (few-shot mixing: a target, and few-shot among its strategies, an
+    empty list meaning all), the only place its stop-token rule acts."""
+    strategies = adapt_config.get("strategies") or []
+    return adapt_config.get("target") is not None and (not strategies or "few-shot" in strategies)
+
+
 def kind_predates(kind: str | None) -> dict[str, tuple[Any, Any]]:
     """Settings newer than some runs of a Transformer² kind, name → (default, what runs made before did). The
-    ASAL kinds have workbench.asal.legacy; NAMM's one such setting (max_kept) was None before, as its default."""
+    ASAL kinds have workbench.asal.legacy; NAMM's one such setting (max_kept) was None before, as its default, and
+    a setting a run has not got compares as None."""
     if kind == "experts":
         from workbench.experts.run import PREDATES
     elif kind == "adapt":
@@ -196,7 +204,9 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     keyed: dict[tuple, list[dict]] = {}
     for info in infos:
         settings = flat_settings(info)
-        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items() if k not in ignored))
+        # a setting a run has not got reads as None, as in differing_settings (NAMM's max_kept, absent from the
+        # runs made before it, was None there)
+        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items() if k not in ignored and v is not None))
         keyed.setdefault(key, []).append(info)
     kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
     telling = {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])

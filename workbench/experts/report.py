@@ -14,6 +14,7 @@ import json
 
 import numpy as np
 
+from workbench.compare import uses_cem
 from workbench.runs import Run, RunError
 
 
@@ -51,7 +52,7 @@ def report(runs: list[Run]) -> dict:
             experts.setdefault((s["task"], s["adapter"], stop_token(run)), []).append(s)
         elif kind == "adapt":
             adapts.append(_scores(run))
-            if run.info["config"].get("target") is not None:  # the rule only breaks CEM's ties
+            if uses_cem(run.info["config"]):  # the rule only breaks CEM's ties
                 adapt_rules.add(stop_token(run))
         else:
             raise RunError(f"run {run.id} is a {kind} run; experts report reads `experts train` and `experts adapt` "
