@@ -19,7 +19,9 @@ or smaller on a CPU).
 
 Statistics: the first evaluation is the full cache's on the first task's prompts, run as NAMM with θ = 0 (which
 keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are frozen
-there and every candidate, stage and the saved policy use them.
+there and every candidate, stage and the saved policy use them. This is the reference's schedule: its
+iteration-0 evaluation runs the CMA mean (θ₀ = 0) over the first task's prompts with the statistics updating, its
+population steps never update them, and later stages load them (evo-memory's memory_trainer.py).
 
 Curriculum: stage k trains on tasks[:k + 1] for stage_gens[k] generations (default: `gens` split evenly, the
 remainder to the last stages), each stage going on from the previous stage's CMA state and statistics.
