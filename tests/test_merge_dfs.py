@@ -1,5 +1,6 @@
 """DFS merging (layer path + activation scales), recipe genomes and the CMA-ES ask/tell object."""
 
+import inspect
 import json
 import pickle
 
@@ -27,8 +28,9 @@ def reference_path(models, steps, ids, head="a"):
     h = models[head].model.embed_tokens(ids)
     pos = torch.arange(ids.shape[1])[None]
     pe = models[head].model.rotary_emb(h, pos)
-    mask = create_causal_mask(config=models[head].config, inputs_embeds=h, attention_mask=None, past_key_values=None,
-                              position_ids=pos)
+    cache_kw = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+    mask = create_causal_mask(config=models[head].config, inputs_embeds=h, attention_mask=None, position_ids=pos,
+                              **{cache_kw: None})  # transformers renamed past_key_values to cache
     for s in steps:
         h = models[s.model].model.layers[s.layer](h * s.scale, attention_mask=mask, position_embeddings=pe,
                                                   position_ids=pos)
