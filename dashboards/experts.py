@@ -14,6 +14,7 @@ recomposes the model (z′ = Σ α·p, composed once) and answers a prompt.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import sys
@@ -644,13 +645,23 @@ class ExpertsModel(param.Parameterized):
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
-            return (f"**{d.run.id}** · {cfg['adapter'].upper()} expert for **{cfg['task']}** on `{cfg['model']}` · "
+            return (f"**{d.run.id}** · {cfg['adapter'].upper()} expert for **{cfg['task']}** on "
+                    f"{model_text(cfg['model'])} · "
                     f"{info.get('n_params', '?')} trainable parameters · {info['status']}, "
                     f"{info['iterations']}/{cfg['iters']} steps{score}{pooled}")
         target = cfg.get("target")
-        return (f"**{d.run.id}** · adaptation on `{cfg['model']}` · experts "
+        return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
                 f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
                 f"{cfg['variant']} mixing · {info['status']}, {info['iterations']} iterations{pooled}")
+
+
+def model_text(model: str) -> str:
+    """A run's model for a header: a name as it is, a folder by its last two parts (…/zoo/generalist), the whole
+    path on hover (a page, or a screenshot of it, shows no machine's folders)."""
+    parts = Path(model).parts
+    if len(parts) <= 2:
+        return f"`{model}`"
+    return f'<code title="{html.escape(model)}">…/{html.escape("/".join(parts[-2:]))}</code>'
 
 
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------

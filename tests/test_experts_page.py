@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label
+from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label, model_text
 from workbench.runs import RunStore
 
 EXPERT = {"iters": 3, "batch": 4, "val_every": 1, "val_n": 4, "n_test": 4}
@@ -67,6 +67,10 @@ def test_views_follow_the_run_files(ex):
             np.testing.assert_allclose(mine["z"], 1 / (1 + np.exp(-p.numpy().astype(np.float64))), rtol=1e-12)
             assert mine["label"].iloc[0] == matrix_label(name)
     assert matrix_label("model.layers.1.mlp.gate_proj.weight") == "L1 gate"
+    # the header names the model folder by its last two parts, the whole path on hover
+    base = str(Path(run.info["config"]["model"]).resolve())
+    assert f'<code title="{base}">…/{Path(base).parent.name}/{Path(base).name}</code>' in model.summary()
+    assert model_text("smollm2") == "`smollm2`"
     mean = model.z_rank_table()
     first = z[(z["expert"] == "add") & (z["rank"] == 0)]["z"].mean()  # over the 6 matrices
     assert len(mean) == 3 * 32 and np.isclose(mean["z"].iloc[0], first)
