@@ -661,7 +661,9 @@ def model_text(model: str) -> str:
     parts = Path(model).parts
     if len(parts) <= 2:
         return f"`{model}`"
-    return f'<code title="{html.escape(model)}">…/{html.escape("/".join(parts[-2:]))}</code>'
+    shown = html.escape("/".join(parts[-2:]))
+    shown = "".join(f"&#{ord(ch)};" if ch in "_*$~[]`\\" else ch for ch in shown)  # no Markdown inside the tag
+    return f'<code title="{html.escape(model)}">…/{shown}</code>'
 
 
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------

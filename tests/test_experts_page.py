@@ -71,6 +71,7 @@ def test_views_follow_the_run_files(ex):
     base = str(Path(run.info["config"]["model"]).resolve())
     assert f'<code title="{base}">…/{Path(base).parent.name}/{Path(base).name}</code>' in model.summary()
     assert model_text("smollm2") == "`smollm2`"
+    assert "…/&#95;&#95;x&#95;&#95;/m.gguf</code>" in model_text("/a/b/__x__/m.gguf")  # no Markdown bold in a name
     mean = model.z_rank_table()
     first = z[(z["expert"] == "add") & (z["rank"] == 0)]["z"].mean()  # over the 6 matrices
     assert len(mean) == 3 * 32 and np.isclose(mean["z"].iloc[0], first)
