@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
-from workbench.runs import RunStore, catalog_row
+from workbench.runs import RunStore, as_run_did, catalog_row
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -127,7 +127,7 @@ def flat_settings(info: dict) -> dict[str, Any]:
             out[prefix] = _frozen(value)
 
     config = dict(info.get("config") or {})
-    config = {**{k: legacy for k, (_, legacy) in kind_predates(info.get("kind")).items()}, **config}
+    config = as_run_did(config, kind_predates(info.get("kind")))
     asal = isinstance(config.get("eval"), dict) and "frames" in config["eval"]
     if asal:  # settings newer than the run, as the run did them
         config = upgrade_config(config) if info.get("kind") in SEARCH_KINDS else {

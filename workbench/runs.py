@@ -184,6 +184,12 @@ def flat_config(config: dict) -> dict:
     return out
 
 
+def as_run_did(config: dict, predates: dict[str, tuple[Any, Any]]) -> dict:
+    """A stored config with the settings newer than its run (predates: name → (default, what runs made before
+    did)) filled in as the run did them; settings the run has keep their values."""
+    return {**{name: legacy for name, (_, legacy) in predates.items()}, **config}
+
+
 def resume_conflicts(info: dict, given: dict[str, Any],
                      predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False
                      ) -> list[tuple[str, str]]:

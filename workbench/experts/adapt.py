@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
 
 KIND = "adapt"
 METRIC = "accuracy"
@@ -361,7 +361,7 @@ def _input_copies(run: Run) -> list[Path]:
 
 def read_config(config: dict) -> AdaptConfig:
     """A stored run's config, settings newer than the run (PREDATES) as the run did them."""
-    return AdaptConfig(**{**{k: legacy for k, (_, legacy) in PREDATES.items()}, **config})
+    return AdaptConfig(**as_run_did(config, PREDATES))
 
 
 def resumed_units(run: Run) -> list[str]:

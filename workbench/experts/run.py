@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
 from workbench.threads import torch_threads
 
 KIND = "experts"
@@ -122,7 +122,7 @@ class ExpertRunConfig:
 
 def read_config(config: dict) -> ExpertRunConfig:
     """A stored run's config, settings newer than the run (PREDATES) as the run did them."""
-    return ExpertRunConfig(**{**{k: legacy for k, (_, legacy) in PREDATES.items()}, **config})
+    return ExpertRunConfig(**as_run_did(config, PREDATES))
 
 
 def check_model(model: str) -> None:
