@@ -317,6 +317,9 @@ class LabModel(param.Parameterized):
         prompt or target image (None: no target)."""
         if not self.wants_score():
             return None
+        import torch
+
+        from workbench.asal.evaluate import unit_frames
         from workbench.asal.scores import supervised_target
 
         fm = self.load_fm()
@@ -326,7 +329,8 @@ class LabModel(param.Parameterized):
             if self._text_target is None or self._text_target[0] != prompt:
                 self._text_target = (prompt, fm.embed_texts([prompt]))
             target = self._text_target[1]
-        return float(supervised_target(fm.embed_images(self._floats)[None], target)[0])
+        frames = unit_frames(torch.as_tensor(np.asarray(self._rendered, np.float32))).numpy()
+        return float(supervised_target(fm.embed_images(frames)[None], target)[0])
 
     def mutate(self, seed: int | None = None) -> None:
         """θ ← θ + σ·N(0, I) with the noise drawn from `seed` (default: the mutation seed, which then moves on by
@@ -375,7 +379,7 @@ class LabModel(param.Parameterized):
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
-        self._floats = np.nan_to_num(frame, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)  # what the FM scores
+        self._rendered = frame  # the floats, which score() hands the FM
 
 
 def _member(run, member: int | str) -> tuple[np.ndarray, int | None]:

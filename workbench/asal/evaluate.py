@@ -142,15 +142,17 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                         state, at = sub.step(state, params, steps=index - at), index
                 with _phase(timer, "render"):
                     rendered = sub.render(state, params, size=cfg.size, as_tensor=True)
-                    # 8-bit frames: the thumbnails' (first seed), and the FM's for runs made before pixels existed
-                    pixels = to_uint8_tensor(rendered) if b == 0 or cfg.pixels == "uint8" else None
-                    frames = _unit(rendered) if cfg.pixels == "float" else pixels
+                    # 8-bit frames: the thumbnails' (the first seed's last frame), and the FM's for runs made before
+                    # pixels existed
+                    thumbnail = b == 0 and index == indices[-1]
+                    pixels = to_uint8_tensor(rendered) if thumbnail or cfg.pixels == "uint8" else None
+                    frames = unit_frames(rendered) if cfg.pixels == "float" else pixels
                 if batched:
                     frames_k.append(frames)
                 else:
                     with _phase(timer, "embed"):
                         z.append(fm.embed_images(frames.numpy(), use_cache=False))
-                if b == 0:
+                if thumbnail:
                     last = pixels
             if batched:  # (chunk, K, H, W, 3) → one FM batch of chunk·K frames
                 with _phase(timer, "embed"):
@@ -171,8 +173,9 @@ def to_uint8_tensor(frames: torch.Tensor) -> torch.Tensor:
     return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
-def _unit(frames: torch.Tensor) -> torch.Tensor:
-    """Rendered floats as the FM takes them: in [0, 1], a NaN (a diverged simulation) black, as in the 8-bit frames."""
+def unit_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Rendered floats as the FM takes them (searches, the Lab's score): in [0, 1], a NaN (a diverged simulation)
+    black, as in the 8-bit frames."""
     return torch.nan_to_num(frames, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
 
 
