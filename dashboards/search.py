@@ -14,10 +14,10 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.asal.driver import INITS, SearchConfig, check_new_search, run_search
+from workbench.asal.driver import INITS, SearchConfig, check_new_search, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.runs import RunStore
-from workbench.simulations import SUBSTRATES, random_init_of
+from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
 # Game of Life's θ is one integer rule: every kind of search runs the GA over rules (bit flips) on it
@@ -79,7 +79,7 @@ class SearchModel(param.Parameterized):
     def init_choosable(self) -> bool:
         """Whether the substrate has a random initialisation to start from (NCA, discrete NCA, Particle Life+,
         Particle Lenia); the others start at θ = 0."""
-        return self.substrate not in RULE_SUBSTRATES and random_init_of(self.substrate) is not None
+        return starts_random(self.substrate)
 
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]

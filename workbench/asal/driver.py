@@ -36,6 +36,12 @@ INITS = ("zero", "random")
 CHILD_SEEDS = ("own", "shared")
 
 
+def starts_random(substrate: str) -> bool:
+    """Whether a search over `substrate` can start at its random initialisation (--init random): a substrate of
+    real-numbered θ with one (NCA, discrete NCA, Particle Life+, Particle Lenia); Game of Life's rule GAs cannot."""
+    return substrate != "gol" and random_init_of(substrate) is not None
+
+
 @dataclass
 class SearchConfig:
     kind: str
@@ -70,8 +76,8 @@ class SearchConfig:
         if self.init == "random" and self.eval.substrate == "gol":
             raise ValueError("--init random is for θ of real numbers: Game of Life's GAs over rules start from "
                              "uniformly drawn rules (target, openended) or rule 0 (illuminate), as the reference's")
-        if self.init == "random" and self.eval.substrate in SUBSTRATES and not random_init_of(self.eval.substrate):
-            having = ", ".join(name for name in SUBSTRATES if name != "gol" and random_init_of(name))
+        if self.init == "random" and self.eval.substrate in SUBSTRATES and not starts_random(self.eval.substrate):
+            having = ", ".join(name for name in SUBSTRATES if starts_random(name))
             raise ValueError(f"--init random: {self.eval.substrate} has no random initialisation (the reference "
                              f"starts it at θ = 0); substrates with one: {having}")
         if self.eval.substrate == "gol":  # θ is one integer rule: GAs with bit flips (workbench.asal.rules)
