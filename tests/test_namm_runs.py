@@ -18,7 +18,7 @@ from workbench.runs import RunStore
 #: prompts right on both tasks, which the fitness (normalised by the full cache) needs
 SEED = 10
 TRAIN = ["--tasks", "digit", "count", "--pop", "4", "--n-up", "32", "--seed", "0", "--length", "160",
-         "--prompts", "6", "--n-test", "2", "--max-new-tokens", "4", "--quiet"]
+         "--prompts", "4", "--pool", "6", "--n-test", "2", "--max-new-tokens", "4", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
     from workbench.namm.train import NAMMTrainConfig
 
     cfg = NAMMTrainConfig(model=str(tiny), tasks=["digit"], gens=1, pop=2, n_up=32, length=160, n_prompts=6,
-                          n_test=0, max_new_tokens=4, max_kept=0.25, sigma=0.5)
+                          pool=0, n_test=0, max_new_tokens=4, max_kept=0.25, sigma=0.5)
     run = train_namm(cfg, RunStore(tmp_path / "runs"))
     saved, _ = load_run_policy(tmp_path / "runs", run.id)
     assert saved.max_kept == 0.25 and run.info["config"]["max_kept"] == 0.25
@@ -225,7 +225,7 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
     runs = tmp_path / "runs"
     store = RunStore(runs)
     done = train_namm(NAMMTrainConfig(model=str(tiny), tasks=["digit"], gens=1, pop=2, n_up=32, length=160,
-                                      n_prompts=6, n_test=0, max_new_tokens=4), store)
+                                      n_prompts=6, pool=0, n_test=0, max_new_tokens=4), store)
     train = ["namm", "train", "--model", str(tiny), "--runs", str(runs), "--quiet", "--gens", "1", "--pop", "2",
              "--length", "160"]
     _refused(capsys, [*train, "--n-up", "40"], "--n-up (tokens between eviction steps) must be a positive multiple "
@@ -337,3 +337,67 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     done = subprocess.run([peer, "-c", script, str(tiny), str(zero), str(policy)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp_path, tiny, capsys):
+    """--pool: each generation scores every candidate on prompts drawn afresh from the pool (seeded, so a resume
+    draws the same), normalised by the full cache on those prompts (the pool's mean where it solves none of them);
+    a run made before the draw (no pool in its config) resumes on its fixed prompts, and refuses --pool 32."""
+    from workbench.namm.run import train_namm
+    from workbench.namm.train import NAMMTrainConfig, context, denominator, evaluate_thetas, new_search
+
+    base = dict(model=str(tiny), tasks=["digit", "count"], gens=3, stage_gens=[1, 2], pop=2, n_up=32, length=160,
+                n_prompts=3, n_test=0, max_new_tokens=4, sigma=0.5)
+    cfg = NAMMTrainConfig(**base, pool=8)
+    draws = [cfg.prompts_of(g, t) for g in range(8) for t in ("digit", "count")]
+    assert all(len(set(d)) == 3 and d == sorted(d) and 0 <= d[0] and d[-1] < 8 for d in draws)
+    assert len({tuple(d) for d in draws}) > 8, "a fresh draw each generation and task"
+    assert draws == [NAMMTrainConfig(**base, pool=8).prompts_of(g, t) for g in range(8) for t in ("digit", "count")]
+    assert draws != [NAMMTrainConfig(**{**base, "seed": 1}, pool=8).prompts_of(g, t)
+                     for g in range(8) for t in ("digit", "count")]
+    assert NAMMTrainConfig(**base, pool=0).prompts_of(5, "count") == NAMMTrainConfig(**base, pool=3).prompts_of(
+        5, "count") == [0, 1, 2]
+    with pytest.raises(ValueError, match="--pool must be at least --prompts 3"):
+        NAMMTrainConfig(**base, pool=2)
+    assert denominator([0.0, 1.0, 0.0, 0.0], [1, 2]) == (0.5, False)
+    assert denominator([0.0, 1.0, 0.0, 0.0], [0, 2]) == (0.25, True)  # none solved: the pool's mean
+
+    store = RunStore(tmp_path / "runs")
+    drawn, fixed = train_namm(cfg, store), train_namm(NAMMTrainConfig(**base, pool=0), store)
+    state, rows = drawn.load_checkpoint(), _rows(drawn)
+    assert {t: len(s) for t, s in state["full"].items()} == {"digit": 8, "count": 8}
+    assert {t: len(s) for t, s in fixed.load_checkpoint()["full"].items()} == {"digit": 3, "count": 3}
+    assert "full_fallback" not in _rows(fixed)[0] and _rows(fixed) != rows
+    for g, row in enumerate(rows):  # the best candidate's fitness: its scores over the drawn prompts' denominators
+        tasks = row["tasks"].split("+")
+        dens = [denominator(state["full"][t], cfg.prompts_of(g, t)) for t in tasks]
+        pairs = list(zip(tasks, dens, strict=True))
+        assert row["fitness_max"] == pytest.approx(np.mean([row[f"score_{t}"] / d for t, (d, _) in pairs]))
+        assert row["full_fallback"] == "+".join(t for t, (_, fell) in pairs if fell)
+    # generation 0's candidates again, on its drawn prompts: what the run recorded (their kept fractions depend on
+    # the prompts, so the first prompts would not do)
+    opt = new_search(cfg)
+    xs = np.stack([opt.ask() for _ in range(cfg.pop)])
+    stats = (state["stats"]["mean"], state["stats"]["var"])
+    _, kept = evaluate_thetas(cfg, ["digit"], xs, stats, {"digit": cfg.prompts_of(0, "digit")})
+    recorded = [r["kept"] for r in _rows(drawn, "evaluations") if r["iteration"] == 0]
+    assert kept.tolist() == recorded
+    assert evaluate_thetas(cfg, ["digit"], xs, stats, {"digit": [0, 1, 2]})[1].tolist() != recorded
+    assert cfg.prompts_of(0, "digit") != [0, 1, 2]
+    _, mean, _, count = context(cfg).collect_stats("digit", cfg.prompts_of(0, "digit"))
+    assert count == state["stats"]["count"] and np.array_equal(mean, state["stats"]["mean"])
+
+    # a run made before --pool: its config has none; it resumes on the same first prompts, as the run did
+    old_store = RunStore(tmp_path / "old")
+    done = []
+    old = train_namm(NAMMTrainConfig(**base, pool=0), old_store, should_stop=lambda: bool(done),
+                     on_iteration=lambda i, n, row: done.append(i))
+    old.update(config={k: v for k, v in old.info["config"].items() if k != "pool"})
+    argv = ["namm", "train", "--resume", old.id, "--runs", str(old_store.root), "--quiet"]
+    _refused(capsys, [*argv, "--pool", "32"], "--pool", tmp_path / "old")
+    resumed = train_namm(None, old_store, resume=old.id)
+    assert resumed.info["status"] == "done" and "pool" not in resumed.info["config"]
+    assert _rows(resumed) == _rows(fixed) and _rows(resumed, "evaluations") == _rows(fixed, "evaluations")
+    from workbench.compare import flat_settings
+
+    assert flat_settings(resumed.info)["config.pool"] == flat_settings(fixed.info)["config.pool"] == 0

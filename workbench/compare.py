@@ -150,13 +150,14 @@ def uses_cem(adapt_config: dict) -> bool:
 
 
 def kind_predates(kind: str | None) -> dict[str, tuple[Any, Any]]:
-    """Settings newer than some runs of a Transformer² kind, name → (default, what runs made before did). The
-    ASAL kinds have workbench.asal.legacy; NAMM's one such setting (max_kept) was None before, as its default, and
-    a setting a run has not got compares as None."""
+    """Settings newer than some runs of a Transformer² or NAMM kind, name → (default, what runs made before did).
+    The ASAL kinds have workbench.asal.legacy."""
     if kind == "experts":
         from workbench.experts.run import PREDATES
     elif kind == "adapt":
         from workbench.experts.adapt import PREDATES
+    elif kind == "namm":
+        from workbench.namm.train import PREDATES
     else:
         return {}
     return PREDATES

@@ -25,7 +25,7 @@ from workbench.cli.common import (
 TRAIN_FIELDS = {"model": "model", "tasks": "tasks", "gens": "gens", "pop": "pop", "sigma": "sigma", "cma": "cma",
                 "n_up": "n_up", "seed": "seed", "prompts": "n_prompts", "length": "length",
                 "max_new_tokens": "max_new_tokens", "variant": "variant", "memory_weight": "memory_weight",
-                "max_kept": "max_kept",
+                "max_kept": "max_kept", "pool": "pool",
                 "n_test": "n_test", "threads": "threads", "stage_gens": "stage_gens", "chunk": "chunk"}
 # spelled out so that --help needs no torch import (tests keep them equal to the library's)
 TASK_NAMES = ("passkey", "kv", "vartrack", "count", "digit")
@@ -61,7 +61,7 @@ def cmd_train(args) -> int:
         resume, total = run.id, run.info["config"]["gens"]
     else:
         cfg = NAMMTrainConfig(**given, device=device)
-        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.n_prompts, cfg.seed, cfg.max_new_tokens)
+        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
         total = cfg.gens
     client = dask_client(args)
 
@@ -166,7 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance")
     tr.add_argument("--n-up", type=int, help="tokens between eviction steps, a multiple of 16 (default: 64)")
     tr.add_argument("--seed", type=int, help="default: 0")
-    tr.add_argument("--prompts", type=int, help="training prompts per task (default: 4)")
+    tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
+    tr.add_argument("--pool", type=int, help="training prompts per task each generation draws its --prompts from, "
+                    "afresh, as the reference (default: 32; 0: the same --prompts every generation)")
     tr.add_argument("--length", type=int, help="prompt tokens (default: 512)")
     tr.add_argument("--max-new-tokens", type=int, help="answer tokens at most (default: 8)")
     tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "

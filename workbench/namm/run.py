@@ -5,8 +5,8 @@ one by one, resumable bit for bit after a kill, the policy (CMA mean θ + frozen
     run = train_namm(cfg, RunStore("runs"))          # or train_namm(None, store, resume="<run-id>")
 
 Each iteration is one generation (workbench.namm.train): the first one also runs the full cache on the first
-task's prompts as NAMM with θ = 0, collecting and freezing the normalisation statistics; a generation that
-starts a curriculum stage first scores the full cache on the new task's prompts (the fitness' denominators).
+task's drawn prompts as NAMM with θ = 0, collecting and freezing the normalisation statistics, and scores the full
+cache on every task's training pool (the fitness' denominators, per prompt).
 Then the population is asked, evaluated (locally or on Dask), told, and the checkpoint (the optimiser with its
 random generator, statistics, full-cache scores, tables) written atomically.
 
@@ -15,7 +15,8 @@ Run folder (kind "namm"):
     run.json              config (cma, pop, n_up, variant, tasks, ...), elite ratio, μ, σ0, status, heartbeat
     metrics.parquet       per generation: stage, active tasks, fitness max / mean / min, best fitness of the
                           stage so far, kept fraction (population mean, best candidate), the best candidate's
-                          score per task, σ, seconds
+                          score per task, the tasks whose denominator fell back to the pool's mean
+                          (full_fallback, runs that draw their prompts; workbench.namm.train), σ, seconds
     evaluations.parquet   every candidate: generation, index, fitness, kept fraction, score per task
     checkpoint.json+.npz  optimiser (cmaes_state), statistics, full-cache scores: JSON + arrays, no pickle
     policy.safetensors    the CMA mean θ + frozen (mean, var) + metadata (model, n_up, variant, tasks, run),
@@ -42,15 +43,21 @@ from workbench.namm.train import (
     SPEC_POPULATION,
     NAMMTrainConfig,
     context,
+    denominator,
     evaluate_population,
     fitness,
     new_search,
 )
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
 
 KIND = "namm"
 METRIC = "fitness"
 
+
+
+def read_config(config: dict) -> NAMMTrainConfig:
+    """A stored run's config, settings newer than the run (PREDATES) as the run did them."""
+    return NAMMTrainConfig(**as_run_did(config, PREDATES))
 
 
 def _describe(cfg: NAMMTrainConfig) -> tuple[str, str]:
@@ -79,7 +86,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
-        run, cfg, state = store.reopen(run.id, lambda c: NAMMTrainConfig(**c), kinds=(KIND,))
+        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
         if state is not None and "cma" not in state:
@@ -105,24 +112,27 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
     def step(it: int) -> dict:
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
         start = time.perf_counter()
+        prompts = {t: cfg.prompts_of(it, t) for t in tasks}
         if state["stats"] is None:
-            scores, mean, var, count = ctx.collect_stats(tasks[0])
+            scores, mean, var, count = ctx.collect_stats(tasks[0], prompts[tasks[0]])
             state["stats"] = {"mean": mean, "var": var, "count": count}
-            state["full"][tasks[0]] = scores
-            # every task's denominator before the first generation: a task the model cannot solve stops the
-            # run here, not stages later
-            for task in cfg.tasks[1:]:
-                state["full"][task] = ctx.full_scores(task)
+            if cfg.pool_size() == cfg.n_prompts:  # θ = 0 keeps every token: these are the full cache's scores
+                state["full"][tasks[0]] = scores
+            # every task's per-prompt full-cache scores before the first generation: a task the model cannot
+            # solve stops the run here, not stages later
+            for task in cfg.tasks:
+                if task not in state["full"]:
+                    state["full"][task] = ctx.full_scores(task)
             _check_full(cfg, state["full"])
         for task in tasks:
             if task not in state["full"]:
                 state["full"][task] = ctx.full_scores(task)
-        full = [float(np.mean(state["full"][t])) for t in tasks]
+        full, fallback = zip(*(denominator(state["full"][t], prompts[t]) for t in tasks), strict=True)
         stats = (state["stats"]["mean"], state["stats"]["var"])
         full_seconds = time.perf_counter() - start
         xs = np.stack([opt.ask() for _ in range(opt.population_size)])
-        scores, kept = evaluate_population(cfg, tasks, xs, stats, client)
-        fit = fitness(cfg, scores, kept, full)
+        scores, kept = evaluate_population(cfg, tasks, xs, stats, prompts, client)
+        fit = fitness(cfg, scores, kept, list(full))
         opt.tell([(x, -float(f)) for x, f in zip(xs, fit, strict=True)])
         state["cma"] = cmaes_state(opt)
         i = int(np.argmax(fit))
@@ -139,7 +149,9 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
         return {"stage": stage, "tasks": "+".join(tasks), "fitness_max": float(fit[i]),
                 "fitness_mean": float(fit.mean()), "fitness_min": float(fit.min()), "best_fitness": best["fitness"],
                 "best_loss": -best["fitness"], "kept_mean": float(kept.mean()), "kept_best": float(kept[i]),
-                **per_task, "sigma": float(opt._sigma), "full_seconds": full_seconds}
+                **per_task, **({"full_fallback": "+".join(t for t, f in zip(tasks, fallback, strict=True) if f)}
+                               if cfg.pool_size() > cfg.n_prompts else {}),
+                "sigma": float(opt._sigma), "full_seconds": full_seconds}
 
     return checkpointed_loop(run, state, cfg.gens, step, lambda: finish(run, cfg, opt, state),
                              should_stop=should_stop, on_iteration=on_iteration)
@@ -148,7 +160,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
 def _check_full(cfg: NAMMTrainConfig, full: dict[str, list[float]]) -> None:
     zero = [t for t in cfg.tasks if not np.mean(full[t]) > 0]
     if zero:
-        raise ValueError(f"the full cache scores 0 on the {cfg.n_prompts} training prompts of task(s) "
+        raise ValueError(f"the full cache scores 0 on the {cfg.pool_size()} training prompts of task(s) "
                          f"{', '.join(map(repr, zero))}, so a normalised score is undefined: choose tasks the model "
                          "solves (--tasks), a shorter --length or more --prompts")
 

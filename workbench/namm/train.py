@@ -4,9 +4,10 @@ an incremental curriculum over tasks.
     cfg = NAMMTrainConfig(model="smollm2", tasks=["passkey", "kv"], gens=12, pop=8, n_up=64, seed=0)
     search = new_search(cfg)                        # cmaes SepCMA ("sep") or CMA ("full"): mean 0, σ0 = 0.065
     ctx = context(cfg)                              # model, tokenizer, prompts (one per process)
-    full = ctx.full_scores("passkey")               # per-prompt exact match of the full cache
-    scores, kept = evaluate_population(cfg, ["passkey"], thetas, stats)   # (P, K) mean scores, (P,) kept
-    fitness(cfg, scores, kept, [full_mean])         # (P,) what CMA-ES maximises
+    full = ctx.full_scores("passkey")               # per-prompt exact match of the full cache on the pool
+    prompts = {"passkey": cfg.prompts_of(g, "passkey")}                  # generation g's draw
+    scores, kept = evaluate_population(cfg, ["passkey"], thetas, stats, prompts)   # (P, K) mean scores, (P,) kept
+    fitness(cfg, scores, kept, [denominator(full, prompts["passkey"])[0]])  # (P,) what CMA-ES maximises
 
 Fitness of a candidate = mean over the active tasks of (its mean score) / (the full cache's mean score on the
 same prompts) − memory_weight · (its mean kept fraction); memory_weight is 0 by default (the spec's fitness,
@@ -26,9 +27,20 @@ population steps never update them, and later stages load them (evo-memory's mem
 Curriculum: stage k trains on tasks[:k + 1] for stage_gens[k] generations (default: `gens` split evenly, the
 remainder to the last stages), each stage going on from the previous stage's CMA state and statistics.
 
-Every candidate is scored on the same `n_prompts` training prompts per task (split "train"), one prompt at a
-time, with torch on `threads` threads (floats depend on it; a resume uses the run's). Candidates are independent,
-so a population evaluated on Dask workers (chunks of `chunk`) gives exactly the local result.
+Prompts: each generation draws `n_prompts` training prompts per task (split "train") without replacement from a
+pool of the task's first `pool` training prompts, a fresh draw every generation and the same for every candidate
+of it: the reference's schedule (evo-memory's trainer samples a new batch of 64 prompts per task each step, its
+task_sampler.py). The draw is seeded by (seed, generation, task), so a resume draws the same. The full cache is
+scored once on the whole pool, and a generation's denominator is its mean over that generation's prompts (the
+reference's score_normalization_reference filtered to the sampled indices). Where the drawn prompts hold none the
+full cache solves, the reference divides by 1e-7; with our few prompts a generation then ranks on that task alone,
+so the denominator falls back to the pool's mean there (named in metrics: full_fallback). pool = 0 scores every
+generation on the same first `n_prompts` prompts, which runs made before 2026-12-01 did (a fixed batch: fewer
+full-cache evaluations, and candidates fitted to those few prompts).
+
+Every prompt is scored one at a time, with torch on `threads` threads (floats depend on it; a resume uses the
+run's). Candidates are independent, so a population evaluated on Dask workers (chunks of `chunk`) gives exactly
+the local result.
 """
 
 from __future__ import annotations
@@ -53,11 +65,14 @@ SPEC_POPULATION = 32
 FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop", "sigma": "--sigma",
          "cma": "--cma", "n_up": "--n-up", "seed": "--seed", "n_prompts": "--prompts", "length": "--length",
          "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
-         "max_kept": "--max-kept",
+         "max_kept": "--max-kept", "pool": "--pool",
          "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
 #: Settings newer than some runs, for resume checks (workbench.runs.resume_conflicts): name → (default, what runs
-#: made before it did). max_kept (2026-12-01): runs made before were the paper's uncapped NAMM.
-PREDATES = {"max_kept": (None, None)}
+#: made before it did). max_kept (2026-12-01): runs made before were the paper's uncapped NAMM; pool (2026-12-01):
+#: runs made before scored every generation on the same prompts.
+PREDATES = {"max_kept": (None, None), "pool": (32, 0)}
+#: the random stream of the prompt draws (apart from the CMA-ES seed's)
+PROMPT_STREAM = 0x6E616D6D
 
 
 @dataclass
@@ -69,7 +84,9 @@ class NAMMTrainConfig:
         tasks: the curriculum's tasks, in the order they are added (workbench.namm.tasks).
         gens: generations in all. pop: CMA-ES population λ (spec: 32). sigma: σ0 (spec: 0.065).
         cma: "sep" or "full". n_up: tokens between eviction steps (a multiple of 16). seed: CMA-ES and prompts.
-        n_prompts: training prompts per task. length: prompt tokens. max_new_tokens: answer budget.
+        n_prompts: training prompts per task a generation is scored on. pool: the training prompts per task each
+            generation draws its n_prompts from, afresh (0: the same n_prompts every generation; module doc).
+        length: prompt tokens. max_new_tokens: answer budget.
         variant: "equal-n" or "strict". memory_weight: fitness − w · kept fraction (0: the spec's fitness).
         max_kept: None (the paper's NAMM) or the capped variant's fraction (NAMMPolicy: at most ⌈f · seen⌉ slots).
         n_test: test prompts per task scored at the end (0: none). threads: torch threads of every evaluation.
@@ -85,6 +102,7 @@ class NAMMTrainConfig:
     n_up: int = 64
     seed: int = 0
     n_prompts: int = 4
+    pool: int = 32
     length: int = 512
     max_new_tokens: int = 8
     variant: str = "equal-n"
@@ -102,6 +120,10 @@ class NAMMTrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{FLAGS.get(name, name)} must be a positive integer, got {value!r}")
+        if not isinstance(self.pool, int) or isinstance(self.pool, bool) or (0 < self.pool < self.n_prompts) \
+                or self.pool < 0:
+            raise ValueError(f"--pool must be at least --prompts {self.n_prompts} (each generation draws its prompts "
+                             f"from the pool) or 0 (the same prompts every generation), got {self.pool!r}")
         if not isinstance(self.n_test, int) or self.n_test < 0:
             raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
         if self.pop < 2:
@@ -149,6 +171,19 @@ class NAMMTrainConfig:
     def active_tasks(self, generation: int) -> list[str]:
         return self.tasks[: self.stage_of(generation) + 1]
 
+    def pool_size(self) -> int:
+        """The training prompts per task the full cache is scored on (the pool, or n_prompts without one)."""
+        return max(self.pool, self.n_prompts)
+
+    def prompts_of(self, generation: int, task: str) -> list[int]:
+        """The indices (into the task's training pool, ascending) of the prompts generation `generation` scores
+        `task` on: n_prompts drawn without replacement, seeded by (seed, generation, task); the first n_prompts
+        where there is no pool to draw from (pool 0 or n_prompts)."""
+        if self.pool <= self.n_prompts:
+            return list(range(self.n_prompts))
+        rng = np.random.default_rng([PROMPT_STREAM, int(self.seed), int(generation), self.tasks.index(task)])
+        return sorted(int(i) for i in rng.choice(self.pool, self.n_prompts, replace=False))
+
 
 def new_search(cfg: NAMMTrainConfig):
     """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded."""
@@ -156,6 +191,15 @@ def new_search(cfg: NAMMTrainConfig):
 
     cls = SepCMA if cfg.cma == "sep" else CMA
     return cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop), seed=int(cfg.seed))
+
+
+def denominator(full: list[float], prompts: list[int]) -> tuple[float, bool]:
+    """The full cache's mean score on `prompts` (indices into its per-prompt pool scores `full`), and whether it
+    fell back to the pool's mean because the full cache solves none of them (module doc)."""
+    drawn = float(np.mean(np.asarray(full, np.float64)[prompts]))
+    if drawn > 0:
+        return drawn, False
+    return float(np.mean(np.asarray(full, np.float64))), True
 
 
 def fitness(cfg: NAMMTrainConfig, scores: np.ndarray, kept: np.ndarray, full: list[float]) -> np.ndarray:
@@ -177,15 +221,20 @@ class Context:
 
     @functools.cache  # noqa: B019 - one Context per process
     def examples(self, task: str, split: str = "train", n: int | None = None):
+        """The first n prompts of a split (default: the training pool; example i does not depend on n)."""
         from workbench.namm.tasks import make_examples
 
-        return make_examples(task, self.tokenizer, n or self.cfg.n_prompts, self.cfg.length, self.cfg.seed, split)
+        return make_examples(task, self.tokenizer, n or self.cfg.pool_size(), self.cfg.length, self.cfg.seed, split)
 
-    def run(self, task: str, policy, split: str = "train", n: int | None = None):
+    def run(self, task: str, policy, split: str = "train", n: int | None = None, prompts: list[int] | None = None):
+        """Evaluate a policy on the first n prompts of a split, or on `prompts` (indices) of them."""
         from workbench.namm.evaluate import evaluate
 
+        examples = self.examples(task, split, n)
+        if prompts is not None:
+            examples = [examples[i] for i in prompts]
         with torch_threads(self.cfg.threads):
-            return evaluate(self.model, self.tokenizer, self.examples(task, split, n), policy, n_up=self.cfg.n_up,
+            return evaluate(self.model, self.tokenizer, examples, policy, n_up=self.cfg.n_up,
                             max_new_tokens=self.cfg.max_new_tokens)
 
     def shape(self) -> tuple[int, int, int]:
@@ -193,13 +242,13 @@ class Context:
 
         return model_shape(self.model.config)
 
-    def collect_stats(self, task: str) -> tuple[list[float], np.ndarray, np.ndarray, int]:
-        """The first evaluation: θ = 0 (keeps every token: the full cache) on `task`'s training prompts,
-        collecting the statistics; (per-prompt full-cache scores, mean, var, values merged)."""
+    def collect_stats(self, task: str, prompts: list[int]) -> tuple[list[float], np.ndarray, np.ndarray, int]:
+        """The first evaluation: θ = 0 (keeps every token: the full cache) on `prompts` of `task`'s training pool,
+        collecting the statistics; (their full-cache scores, mean, var, values merged)."""
         from workbench.namm.policy import NAMMPolicy
 
         policy = NAMMPolicy(np.zeros(N_PARAMS), *self.shape(), stats=None)
-        res = self.run(task, policy)
+        res = self.run(task, policy, prompts=prompts)
         s = policy.statistics
         return [a.score for a in res.answers], s.mean.numpy().copy(), s.var.numpy().copy(), int(s.count)
 
@@ -225,16 +274,17 @@ def context(cfg: NAMMTrainConfig) -> Context:
     return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
 
 
-def evaluate_thetas(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats) -> tuple[np.ndarray, np.ndarray]:
-    """(P, K) mean scores on each task's training prompts and (P,) mean kept fractions of candidates thetas
-    (runs locally or as a Dask task)."""
+def evaluate_thetas(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats,
+                    prompts: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(P, K) mean scores on each task's `prompts` (indices into its training pool) and (P,) mean kept fractions
+    of candidates thetas (runs locally or as a Dask task)."""
     ctx = context(cfg)
     scores, kept = [], []
     for theta in np.asarray(thetas, np.float64):
         policy = ctx.policy(theta, stats)
         per_task, fractions = [], []
         for task in tasks:
-            res = ctx.run(task, policy)
+            res = ctx.run(task, policy, prompts=prompts[task])
             per_task.append(res.score)
             fractions.extend(a.kept for a in res.answers)
         scores.append(per_task)
@@ -243,12 +293,13 @@ def evaluate_thetas(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, 
 
 
 def evaluate_population(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats,
-                        client=None) -> tuple[np.ndarray, np.ndarray]:
+                        prompts: dict[str, list[int]], client=None) -> tuple[np.ndarray, np.ndarray]:
     """evaluate_thetas over a population, in chunks of cfg.chunk on Dask when a client is given."""
     chunks = [thetas[i: i + cfg.chunk] for i in range(0, len(thetas), cfg.chunk)]
     if client is None:
-        parts = [evaluate_thetas(cfg, tasks, c, stats) for c in chunks]
+        parts = [evaluate_thetas(cfg, tasks, c, stats, prompts) for c in chunks]
     else:
         n = len(chunks)
-        parts = client.gather(client.map(evaluate_thetas, [cfg] * n, [tasks] * n, chunks, [stats] * n, pure=False))
+        parts = client.gather(client.map(evaluate_thetas, [cfg] * n, [tasks] * n, chunks, [stats] * n,
+                                         [prompts] * n, pure=False))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
