@@ -33,8 +33,12 @@ test-deps:
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# Two pytest workers (pytest-xdist): most tests wait on a subprocess, a browser or a server, so a 2-core machine
+# runs the suite in about two thirds of the time of one worker (docs/benchmarks.md); worksteal keeps each file's
+# tests together while it can and balances the tail.
+TEST_WORKERS ?= 2
 test: $(STAMP) test-deps lint kvpress-peer
-	$(PY) -m pytest -q --nbmake tests notebooks
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --nbmake tests notebooks
 
 # kvpress, the NAMM bench's outside peer, pins transformers < 5.3 (it hooks attention through the keyword 5.3
 # renamed); the workbench runs 5.24. So it gets a virtualenv of its own inside .venv: kvpress + transformers 5.2
