@@ -339,12 +339,19 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
-def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp_path, tiny, capsys):
+def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp_path, tiny, capsys, monkeypatch):
     """--pool: each generation scores every candidate on prompts drawn afresh from the pool (seeded, so a resume
     draws the same), normalised by the full cache on those prompts (the pool's mean where it solves none of them);
     a run made before the draw (no pool in its config) resumes on its fixed prompts, and refuses --pool 32."""
     from workbench.namm.run import train_namm
-    from workbench.namm.train import NAMMTrainConfig, context, denominator, evaluate_thetas, new_search
+    from workbench.namm.train import (
+        NAMMTrainConfig,
+        context,
+        denominator,
+        evaluate_population,
+        evaluate_thetas,
+        new_search,
+    )
 
     base = dict(model=str(tiny), tasks=["digit", "count"], gens=3, stage_gens=[1, 2], pop=2, n_up=32, length=160,
                 n_prompts=3, n_test=0, max_new_tokens=4, sigma=0.5)
@@ -362,18 +369,38 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     assert denominator([0.0, 1.0, 0.0, 0.0], [1, 2]) == (0.5, False)
     assert denominator([0.0, 1.0, 0.0, 0.0], [0, 2]) == (0.25, True)  # none solved: the pool's mean
 
-    store = RunStore(tmp_path / "runs")
-    drawn, fixed = train_namm(cfg, store), train_namm(NAMMTrainConfig(**base, pool=0), store)
+    import workbench.namm.run as namm_run
+
+    store, asked = RunStore(tmp_path / "runs"), []
+
+    def spy(cfg, tasks, thetas, stats, prompts, client=None):  # the real evaluation; the prompts it was given
+        asked.append(prompts)
+        return evaluate_population(cfg, tasks, thetas, stats, prompts, client)
+
+    monkeypatch.setattr(namm_run, "evaluate_population", spy)
+    drawn = train_namm(cfg, store)
+    monkeypatch.undo()
+    fixed = train_namm(NAMMTrainConfig(**base, pool=0), store)
+    assert asked == [{t: cfg.prompts_of(g, t) for t in cfg.active_tasks(g)} for g in range(3)]
     state, rows = drawn.load_checkpoint(), _rows(drawn)
     assert {t: len(s) for t, s in state["full"].items()} == {"digit": 8, "count": 8}
     assert {t: len(s) for t, s in fixed.load_checkpoint()["full"].items()} == {"digit": 3, "count": 3}
-    assert "full_fallback" not in _rows(fixed)[0] and _rows(fixed) != rows
-    for g, row in enumerate(rows):  # the best candidate's fitness: its scores over the drawn prompts' denominators
-        tasks = row["tasks"].split("+")
-        dens = [denominator(state["full"][t], cfg.prompts_of(g, t)) for t in tasks]
-        pairs = list(zip(tasks, dens, strict=True))
-        assert row["fitness_max"] == pytest.approx(np.mean([row[f"score_{t}"] / d for t, (d, _) in pairs]))
-        assert row["full_fallback"] == "+".join(t for t, (_, fell) in pairs if fell)
+    assert "full_fallback" not in _rows(fixed)[0]
+    assert [{k: v for k, v in r.items() if k != "full_fallback"} for r in rows] != _rows(fixed)
+    for g, row in enumerate(rows):
+        dens = [denominator(state["full"][t], cfg.prompts_of(g, t)) for t in row["tasks"].split("+")]
+        assert row["full_fallback"] == "+".join(t for t, (_, fell) in zip(row["tasks"].split("+"), dens,
+                                                                             strict=True) if fell)
+    # every candidate's fitness: its scores over the full cache's mean on the drawn prompts, and at least one term
+    # where that differs from the pool's mean (so that the pool's would not pass)
+    telling = 0
+    for r in _rows(drawn, "evaluations"):
+        tasks = cfg.active_tasks(r["iteration"])
+        dens = [denominator(state["full"][t], cfg.prompts_of(r["iteration"], t))[0] for t in tasks]
+        assert r["fitness"] == pytest.approx(np.mean([r[f"score_{t}"] / d for t, d in zip(tasks, dens, strict=True)]))
+        telling += sum(r[f"score_{t}"] > 0 and d != np.mean(state["full"][t]) for t, d in zip(tasks, dens,
+                                                                                               strict=True))
+    assert telling > 0
     # generation 0's candidates again, on its drawn prompts: what the run recorded (their kept fractions depend on
     # the prompts, so the first prompts would not do)
     opt = new_search(cfg)
@@ -384,8 +411,10 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     assert kept.tolist() == recorded
     assert evaluate_thetas(cfg, ["digit"], xs, stats, {"digit": [0, 1, 2]})[1].tolist() != recorded
     assert cfg.prompts_of(0, "digit") != [0, 1, 2]
-    _, mean, _, count = context(cfg).collect_stats("digit", cfg.prompts_of(0, "digit"))
+    # the statistics: θ = 0 (the full cache) over the first task's whole pool, as the reference's first evaluation
+    scores, mean, _, count = context(cfg).collect_stats("digit", list(range(8)))
     assert count == state["stats"]["count"] and np.array_equal(mean, state["stats"]["mean"])
+    assert scores == state["full"]["digit"]
 
     # a run made before --pool: its config has none; it resumes on the same first prompts, as the run did
     old_store = RunStore(tmp_path / "old")
@@ -401,3 +430,7 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     from workbench.compare import flat_settings
 
     assert flat_settings(resumed.info)["config.pool"] == flat_settings(fixed.info)["config.pool"] == 0
+    from workbench.compare import kind_predates
+    from workbench.namm.train import PREDATES
+
+    assert kind_predates("namm") == PREDATES

@@ -5,8 +5,8 @@ one by one, resumable bit for bit after a kill, the policy (CMA mean θ + frozen
     run = train_namm(cfg, RunStore("runs"))          # or train_namm(None, store, resume="<run-id>")
 
 Each iteration is one generation (workbench.namm.train): the first one also runs the full cache on the first
-task's drawn prompts as NAMM with θ = 0, collecting and freezing the normalisation statistics, and scores the full
-cache on every task's training pool (the fitness' denominators, per prompt).
+task's training pool as NAMM with θ = 0, collecting and freezing the normalisation statistics, and scores the full
+cache on every other task's pool (the fitness' denominators, per prompt).
 Then the population is asked, evaluated (locally or on Dask), told, and the checkpoint (the optimiser with its
 random generator, statistics, full-cache scores, tables) written atomically.
 
@@ -113,11 +113,10 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
         start = time.perf_counter()
         prompts = {t: cfg.prompts_of(it, t) for t in tasks}
-        if state["stats"] is None:
-            scores, mean, var, count = ctx.collect_stats(tasks[0], prompts[tasks[0]])
+        if state["stats"] is None:  # θ = 0 keeps every token: its scores are the full cache's
+            scores, mean, var, count = ctx.collect_stats(tasks[0], list(range(cfg.pool_size())))
             state["stats"] = {"mean": mean, "var": var, "count": count}
-            if cfg.pool_size() == cfg.n_prompts:  # θ = 0 keeps every token: these are the full cache's scores
-                state["full"][tasks[0]] = scores
+            state["full"][tasks[0]] = scores
             # every task's per-prompt full-cache scores before the first generation: a task the model cannot
             # solve stops the run here, not stages later
             for task in cfg.tasks:
@@ -162,7 +161,7 @@ def _check_full(cfg: NAMMTrainConfig, full: dict[str, list[float]]) -> None:
     if zero:
         raise ValueError(f"the full cache scores 0 on the {cfg.pool_size()} training prompts of task(s) "
                          f"{', '.join(map(repr, zero))}, so a normalised score is undefined: choose tasks the model "
-                         "solves (--tasks), a shorter --length or more --prompts")
+                         f"solves (--tasks), a shorter --length or more {'--pool' if cfg.pool else '--prompts'}")
 
 
 def finish(run: Run, cfg: NAMMTrainConfig, opt, state: dict) -> None:

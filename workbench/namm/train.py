@@ -18,11 +18,13 @@ CMA-ES minimises −fitness; its μ = ⌊λ/2⌋ best candidates recombine (elit
 eigendecomposition of a 4172² matrix on two cores) — the run names which ran, and its population (the spec's 32,
 or smaller on a CPU).
 
-Statistics: the first evaluation is the full cache's on the first task's prompts, run as NAMM with θ = 0 (which
-keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are frozen
-there and every candidate, stage and the saved policy use them. This is the reference's schedule: its
-iteration-0 evaluation runs the CMA mean (θ₀ = 0) over the first task's prompts with the statistics updating, its
-population steps never update them, and later stages load them (evo-memory's memory_trainer.py).
+Statistics: the first evaluation is the full cache's on the first task's whole training pool, run as NAMM with
+θ = 0 (which keeps every token, so it IS the full cache) collecting the running normalisation statistics; they are
+frozen there and every candidate, stage and the saved policy use them. The reference's iteration-0 evaluation is
+the same (the CMA mean θ₀ = 0 over every training prompt of the first task, statistics updating; evo-memory's
+memory_trainer.py); its statistics freeze one iteration later (freeze_after 1), so its first population step adds
+to them as its candidates run, each seeing what the ones before it added. We freeze before the first population:
+every candidate sees the same statistics whatever the order it runs in, so Dask workers give the local result.
 
 Curriculum: stage k trains on tasks[:k + 1] for stage_gens[k] generations (default: `gens` split evenly, the
 remainder to the last stages), each stage going on from the previous stage's CMA state and statistics.
