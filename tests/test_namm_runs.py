@@ -431,6 +431,6 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
 
     assert flat_settings(resumed.info)["config.pool"] == flat_settings(fixed.info)["config.pool"] == 0
     from workbench.compare import kind_predates
-    from workbench.namm.train import PREDATES
+    from workbench.namm.legacy import PREDATES
 
     assert kind_predates("namm") == PREDATES

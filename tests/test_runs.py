@@ -407,7 +407,7 @@ def test_resume_conflicts_of_settings_a_run_has_not_got():
     (NAMM's --max-kept came after the first NAMM runs); a task's range the run has not got is a conflict; a name
     no config has is an error."""
     from workbench.asal.driver import PREDATES as ASAL
-    from workbench.namm.train import PREDATES as NAMM
+    from workbench.namm.legacy import PREDATES as NAMM
     from workbench.runs import resume_conflicts
 
     info = {"config": {"gens": 3, "ranges": {"add": [0, 1]}, "task_weights": None}}

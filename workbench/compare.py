@@ -156,8 +156,8 @@ def kind_predates(kind: str | None) -> dict[str, tuple[Any, Any]]:
         from workbench.experts.run import PREDATES
     elif kind == "adapt":
         from workbench.experts.adapt import PREDATES
-    elif kind == "namm":  # workbench.namm.train.PREDATES (a test keeps them equal), without loading torch
-        return {"max_kept": (None, None), "pool": (32, 0)}
+    elif kind == "namm":
+        from workbench.namm.legacy import PREDATES  # torch-free: old runs compare without loading it
     else:
         return {}
     return PREDATES

@@ -48,8 +48,9 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
 
 
 def cmd_train(args) -> int:
+    from workbench.namm.legacy import PREDATES
     from workbench.namm.run import train_namm
-    from workbench.namm.train import FLAGS, PREDATES, NAMMTrainConfig
+    from workbench.namm.train import FLAGS, NAMMTrainConfig
     from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)

@@ -35,11 +35,11 @@ from collections.abc import Callable
 import numpy as np
 
 from workbench.checkpoint import cmaes_from_state, cmaes_state
+from workbench.namm.legacy import PREDATES
 from workbench.namm.saved import POLICY_FILE, save_policy
 from workbench.namm.train import (
     ELITE_RATIO,
     FLAGS,
-    PREDATES,
     SPEC_POPULATION,
     NAMMTrainConfig,
     context,
@@ -149,7 +149,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
                 "fitness_mean": float(fit.mean()), "fitness_min": float(fit.min()), "best_fitness": best["fitness"],
                 "best_loss": -best["fitness"], "kept_mean": float(kept.mean()), "kept_best": float(kept[i]),
                 **per_task, **({"full_fallback": "+".join(t for t, f in zip(tasks, fallback, strict=True) if f)}
-                               if cfg.pool_size() > cfg.n_prompts else {}),
+                               if cfg.draws() else {}),
                 "sigma": float(opt._sigma), "full_seconds": full_seconds}
 
     return checkpointed_loop(run, state, cfg.gens, step, lambda: finish(run, cfg, opt, state),

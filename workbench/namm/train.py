@@ -69,10 +69,6 @@ FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop
          "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
          "max_kept": "--max-kept", "pool": "--pool",
          "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
-#: Settings newer than some runs, for resume checks (workbench.runs.resume_conflicts): name → (default, what runs
-#: made before it did). max_kept (2026-12-01): runs made before were the paper's uncapped NAMM; pool (2026-12-01):
-#: runs made before scored every generation on the same prompts.
-PREDATES = {"max_kept": (None, None), "pool": (32, 0)}
 #: the random stream of the prompt draws (apart from the CMA-ES seed's)
 PROMPT_STREAM = 0x6E616D6D
 
@@ -177,11 +173,15 @@ class NAMMTrainConfig:
         """The training prompts per task the full cache is scored on (the pool, or n_prompts without one)."""
         return max(self.pool, self.n_prompts)
 
+    def draws(self) -> bool:
+        """Whether generations draw their prompts from a pool (else all score the same first n_prompts)."""
+        return self.pool > self.n_prompts
+
     def prompts_of(self, generation: int, task: str) -> list[int]:
         """The indices (into the task's training pool, ascending) of the prompts generation `generation` scores
         `task` on: n_prompts drawn without replacement, seeded by (seed, generation, task); the first n_prompts
         where there is no pool to draw from (pool 0 or n_prompts)."""
-        if self.pool <= self.n_prompts:
+        if not self.draws():
             return list(range(self.n_prompts))
         rng = np.random.default_rng([PROMPT_STREAM, int(self.seed), int(generation), self.tasks.index(task)])
         return sorted(int(i) for i in rng.choice(self.pool, self.n_prompts, replace=False))
@@ -198,10 +198,11 @@ def new_search(cfg: NAMMTrainConfig):
 def denominator(full: list[float], prompts: list[int]) -> tuple[float, bool]:
     """The full cache's mean score on `prompts` (indices into its per-prompt pool scores `full`), and whether it
     fell back to the pool's mean because the full cache solves none of them (module doc)."""
-    drawn = float(np.mean(np.asarray(full, np.float64)[prompts]))
+    full = np.asarray(full, np.float64)
+    drawn = float(np.mean(full[prompts]))
     if drawn > 0:
         return drawn, False
-    return float(np.mean(np.asarray(full, np.float64))), True
+    return float(np.mean(full)), True
 
 
 def fitness(cfg: NAMMTrainConfig, scores: np.ndarray, kept: np.ndarray, full: list[float]) -> np.ndarray:
