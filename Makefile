@@ -36,8 +36,11 @@ lint: $(STAMP)
 # Two pytest workers (pytest-xdist): most tests wait on a subprocess, a browser or a server, so a 2-core machine
 # runs the suite in about two thirds of the time of one worker (docs/benchmarks.md); worksteal keeps each file's
 # tests together while it can and balances the tail.
+# compileall: where PYTHONDONTWRITEBYTECODE is set (as on this project's machines) every process the tests start
+# would compile the workbench's modules again (~0.3 s each, hundreds of processes); bytecode written once is read.
 TEST_WORKERS ?= 2
 test: $(STAMP) test-deps lint kvpress-peer
+	$(PY) -m compileall -q workbench kernels simulations dashboards tests >/dev/null
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --nbmake tests notebooks
 
 # kvpress, the NAMM bench's outside peer, pins transformers < 5.3 (it hooks attention through the keyword 5.3

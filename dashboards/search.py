@@ -223,6 +223,18 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
     stop.on_click(lambda e: model.stop())
     resume.on_click(lambda e: safely(model.resume))
     seen = {"n": -1, "status": None, "population": None, "done": -1}
+    # The views are made once and then only fed: a running search updates the curve's data, not a new figure,
+    # and the images' pixels, not new panes. A new Bokeh figure per iteration kept the browser busy laying out
+    # the page, so that on a busy machine the stop button did not answer a click.
+    losses = hv.streams.Pipe(data=[])
+    loss_curve = hv.DynamicMap(
+        lambda data: whole_numbers(hv.Curve(data, "iteration", "best loss").opts(
+            width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2, tools=["hover"],
+            toolbar=None, framewise=True, backend="bokeh")),
+        streams=[losses])
+    loss_curve_pane = pn.pane.HoloViews(loss_curve, backend="bokeh")
+    population_image = pn.pane.Image(None, width=280, height=280)
+    best_image = pn.pane.Image(None, width=224, height=224)
 
     def refresh():
         running = model.running
@@ -237,10 +249,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
             seen["n"] = len(model.metrics)
             rows = model.metrics
             if rows:
-                plot = hv.Curve([(r["iteration"], r["best_loss"]) for r in rows], "iteration", "best loss").opts(
-                    width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2,
-                    tools=["hover"], toolbar=None, backend="bokeh")
-                curve[:] = [pn.pane.HoloViews(whole_numbers(plot), backend="bokeh")]
+                losses.send([(r["iteration"], r["best_loss"]) for r in rows])
+                if curve[0] is not loss_curve_pane:
+                    curve[:] = [loss_curve_pane]
         if model.population is not None and model.population is not seen["population"]:
             import math
 
@@ -251,7 +262,10 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
             rows = math.ceil(len(thumbs) / side)  # no empty black rows below a population of 6 in a 3 × 3 grid
             grid = compose(thumbs, np.arange(len(thumbs)), side)[: rows * thumbs.shape[1]]
             height = round(280 * rows / side)
-            population[:] = [pn.pane.Image(Image.fromarray(grid).resize((280, height)), width=280, height=height)]
+            population_image.object = Image.fromarray(grid).resize((280, height))
+            population_image.height = height
+            if population[0] is not population_image:
+                population[:] = [population_image]
         if model.status != seen["status"] or model.error:
             seen["status"] = model.status
             parts = [f"status: **{model.status}**"]
@@ -261,8 +275,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                 parts.append(f"algorithm **{model.algorithm_name}**")
             status.object = " · ".join(parts) + (f" — {model.error}" if model.error else "")
             if model.best_thumb is not None:
-                image = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
-                best[:] = [pn.pane.Image(image, width=224, height=224)]
+                best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
+                if best[0] is not best_image:
+                    best[:] = [best_image]
 
     pn.state.add_periodic_callback(refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],

@@ -1,11 +1,10 @@
 """The chat-model task `larger` (workbench.lm.chat_tasks): its examples, its registration beside the zoo's tasks
 (held-out split, expert training, chat prompt) and the CLI accepting it. No SmolLM2 here (docs/benchmarks.md)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from forked import run
 
 from workbench.lm.chat_tasks import LARGER, sample_larger
 from workbench.lm.tasks import PRETRAIN_TASKS, TASKS, draw, get_task, heldout, is_eval_prompt, stream
@@ -50,8 +49,7 @@ def test_larger_trains_an_expert_in_the_chat_format():
 
 
 def test_cli_offers_larger():
-    out = subprocess.run([sys.executable, "-m", "workbench", "experts", "train", "--task", "largest"],
-                         capture_output=True, text=True, timeout=120)
+    out = run("experts", "train", "--task", "largest", timeout=120)
     assert out.returncode == 2 and "'larger'" in out.stderr
 
 
@@ -93,8 +91,7 @@ def test_prompt_dispatch_names_the_mixed_sets_tasks():
 
 def test_cli_adapt_offers_larger_only_with_the_chat_format(tmp_path):
     (tmp_path / "e.safetensors").write_bytes(b"")  # refused for its settings before the file is read
-    out = subprocess.run([sys.executable, "-m", "workbench", "experts", "adapt", "--model", "smollm2", "--experts",
-                          str(tmp_path / "e.safetensors"), "--tasks", "larger", "sort", "--runs", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
+    out = run("experts", "adapt", "--model", "smollm2", "--experts", str(tmp_path / "e.safetensors"), "--tasks",
+              "larger", "sort", "--runs", str(tmp_path), timeout=120)
     assert out.returncode == 2, out.stderr
     assert "--prompt-format chat" in out.stderr and "invalid choice" not in out.stderr

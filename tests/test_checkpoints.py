@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from procs import cli as _cli
+from forked import cli as _short
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
@@ -118,7 +118,7 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
     (run.path / "checkpoint.pkl").write_bytes(pickle.dumps({"iteration": 1, "x": Payload(marker)}))
 
     # the CLI, in its own process: one line naming the flag, nothing printed on stdout, nothing run
-    proc = _cli("asal", "illuminate", "--resume", run.id, "--runs", "runs", "--quiet", cwd=tmp_path)
+    proc = _short("asal", "illuminate", "--resume", run.id, "--runs", "runs", "--quiet", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and "--trust-pickle" in err and "checkpoint.pkl" in err, err

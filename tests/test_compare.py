@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from procs import cli
+from forked import cli as _short
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
@@ -170,7 +170,7 @@ def test_flat_settings_and_runs_of_other_kinds():
 
 def test_runs_compare_in_its_own_process(three, tmp_path):
     store, (a, b, c) = three
-    proc = cli("runs", "compare", a, b, c, "--runs", str(store.root), "--json", cwd=tmp_path)
+    proc = _short("runs", "compare", a, b, c, "--runs", str(store.root), "--json", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     data = json.loads(out)
@@ -182,20 +182,20 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
     assert math.isclose(groups["sigma=0.1"]["best_mean"], np.mean([data["runs"][i]["best"] for i in (a, b)]))
     assert groups["sigma=0.1"]["better"] == "lower" and groups["sigma=0.3"]["best_std"] is None
     # the tables: runs with the settings that differ, then each setting over its seeds
-    proc = cli("runs", "compare", a, b, c, "--runs", str(store.root), cwd=tmp_path)
+    proc = _short("runs", "compare", a, b, c, "--runs", str(store.root), cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "runs compared" in out and "over seeds" in out and "sigma=0.1" in out and "eval.device" in out
     assert " ± " in out and a in out
     # the paper figure, in its own process too
-    proc = cli("figure", "compare", a, b, c, "--runs", str(store.root), "--out", "seeds.pdf", cwd=tmp_path)
+    proc = _short("figure", "compare", a, b, c, "--runs", str(store.root), "--out", "seeds.pdf", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert (tmp_path / "seeds.pdf").read_bytes().startswith(b"%PDF")
     # refused, one line each: one run, the same run twice
     for args, message in (([a], "give two or more runs to compare, got 1"),
                           ([a, a], f"{a} is named more than once")):
-        proc = cli("runs", "compare", *args, "--runs", str(store.root), cwd=tmp_path)
+        proc = _short("runs", "compare", *args, "--runs", str(store.root), cwd=tmp_path)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and out == "" and err.strip().count("\n") == 0, err
         assert message in err, err

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from forked import cli as _short
 from procs import cli, kill_after, run_command
 
 from workbench.cli import main
@@ -366,7 +367,7 @@ def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_
     # a folder that is something else is refused, not overwritten
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
-    proc = cli("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "taken"), "--steps", "1",
+    proc = _short("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "taken"), "--steps", "1",
                "--quiet", cwd=tmp_path)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "exists and is not a generalist folder" in err

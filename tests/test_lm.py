@@ -295,13 +295,11 @@ def test_zoo_eval_prints_only_its_json(quick_zoo):
 
 
 def test_quick_zoo_goes_to_its_own_folder_and_is_marked(tmp_path, quick_zoo):
-    import subprocess
-    import sys
+    from forked import run
 
     from workbench.lm.zoo import load_zoo
 
-    res = subprocess.run([sys.executable, "-m", "workbench", "zoo", "build", "--quick", "--tasks", "sort", "--quiet",
-                          "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    res = run("zoo", "build", "--quick", "--tasks", "sort", "--quiet", "--device", "cpu", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "data" / "zoo").exists()  # the real zoo's place is left alone
     zoo = load_zoo(tmp_path / "data" / "zoo-quick")

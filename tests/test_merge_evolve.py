@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from forked import cli as _short
 from procs import cli as _cli
 from procs import kill_after, run_command
 
@@ -204,7 +205,7 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path, quick_zoo
     search = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, size=32, frames=2),
                                      iters=1, pop=4), store)
     base = ["merge", "evolve", "--runs", str(tmp_path), "--quiet"]
-    proc = _cli(*base, "--resume", run.id, "--models", "add", "brackets", "--method", "ties", "--seed", "2",
+    proc = _short(*base, "--resume", run.id, "--models", "add", "brackets", "--method", "ties", "--seed", "2",
                 cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == "" and len(err.strip().splitlines()) == 1, err

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import yaml
+from forked import run
 from mergekit.config import MergeConfiguration
 
 from workbench.merge.bench import synthetic_llama
@@ -143,12 +144,8 @@ def test_parse_and_known_model_errors():
     ("- a\n- b\n", "bad.yaml is not a mergekit recipe"),
 ])
 def test_merge_apply_with_a_broken_recipe_is_one_line_naming_file_and_place(tmp_path, text, message):
-    import subprocess
-    import sys
-
     (tmp_path / "bad.yaml").write_text(text)
-    res = subprocess.run([sys.executable, "-m", "workbench", "merge", "apply", "bad.yaml", "--out", "merged",
-                          "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    res = run("merge", "apply", "bad.yaml", "--out", "merged", "--device", "cpu", cwd=tmp_path, timeout=120)
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
     assert not (tmp_path / "merged").exists()

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from forked import cli as _short
 from procs import cli as _cli
 from procs import kill_after, run_command
 
@@ -149,19 +150,19 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, zoo):
-    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "40", "--seed", "1"]
+    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "16", "--seed", "1"]
     whole = _cli(*args, "--runs", "whole", cwd=tmp_path)
     killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 3)
     reference = _done(whole)
     run_id = row["id"]
-    assert 3 <= row["iterations"] < 41, "the kill should land mid-run"
+    assert 3 <= row["iterations"] < 17, "the kill should land mid-run"
     assert row["status"] == "interrupted"
     assert row["resume_command"] == f"workbench qd cycle --resume {run_id} --runs {store.root}"
     resumed = run_command(f"workbench qd cycle --resume {run_id[:-1]} --runs killed --quiet", cwd=tmp_path)
     result = _done(resumed)
-    assert result["status"] == "done" and result["generations"] == 40
+    assert result["status"] == "done" and result["generations"] == 16
     a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(run_id)
     assert b.info["resumes"][0]["from_generation"] >= 3
     assert result["qd_score"] == reference["qd_score"] and result["test_scores"] == reference["test_scores"]
@@ -185,11 +186,11 @@ def test_batches_serial_equal_dask_with_either_transfer(tmp_path, zoo):
     args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "3", "--batch", "2", "--seed", "3"]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=40) as cluster:
+        # both transfers on one cluster (--workers N starts one of its own through the same code: NAMM's tests)
+        dask = ["--dask", cluster.scheduler_address]
         procs = {"serial": _cli(*args, "--runs", "serial", cwd=tmp_path),
-                 "weights": _cli(*args, "--runs", "weights", "--transfer", "weights", "--workers", "2",
-                                 cwd=tmp_path),                           # a LocalCluster of its own
-                 "lineage": _cli(*args, "--runs", "lineage", "--dask", cluster.scheduler_address,
-                                 cwd=tmp_path)}                           # the default transfer
+                 "weights": _cli(*args, "--runs", "weights", "--transfer", "weights", *dask, cwd=tmp_path),
+                 "lineage": _cli(*args, "--runs", "lineage", *dask, cwd=tmp_path)}  # the default transfer
         results = {name: _done(proc) for name, proc in procs.items()}
     runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items()}
     reference = _table(runs["serial"], "children")
@@ -246,7 +247,7 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
     # in a real process: the error line only, nothing on stdout, nothing in the store
-    proc = _cli(*base, "--tasks", "brackets", cwd=tmp_path)
+    proc = _short(*base, "--tasks", "brackets", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == "" and len(err.strip().splitlines()) == 1 and "at least 2 tasks" in err
     assert _hashes(runs) == before
@@ -260,7 +261,7 @@ def test_archive_map_and_pyribs_round_trips_in_the_cli(finished, tmp_path):
     root, store, ids, _ = finished
     run, _, qd = load_run(store, ids[0])
     path = run.path / "archive_maps" / "gen8_archive_map.json"
-    proc = _cli("qd", "archive", str(path), "--range", "brackets", "0", "0.5", "--pyribs", str(tmp_path / "ribs"),
+    proc = _short("qd", "archive", str(path), "--range", "brackets", "0", "0.5", "--pyribs", str(tmp_path / "ribs"),
                 "--json", cwd=tmp_path)
     summary = _done(proc)
     for k, task in enumerate(qd.tasks):
@@ -323,7 +324,7 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     from workbench.qd.run import load_run
 
     root, store, ids, _ = finished
-    report = _done(_cli("qd", "report", ids[0], ids[1], "--runs", str(store.root), "--json", cwd=tmp_path))
+    report = _done(_short("qd", "report", ids[0], ids[1], "--runs", str(store.root), "--json", cwd=tmp_path))
     assert report["runs"] == ids and report["seeds"] == [3, 1]
     scores = [json.loads((store.open(i).path / "scores.json").read_text()) for i in ids]
     entry = report["per_task"]["brackets"]
@@ -336,7 +337,7 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
 
     run, cfg, qd = load_run(store, ids[0])
     out = tmp_path / "best-brackets"
-    exported = _done(_cli("qd", "export", ids[0], "--model", "best:brackets", "--out", str(out), "--runs",
+    exported = _done(_short("qd", "export", ids[0], "--model", "best:brackets", "--out", str(out), "--runs",
                           str(store.root), cwd=tmp_path))
     model_id = exported["model"]
     assert model_id == scores[0]["cycleqd"]["brackets"]["id"]

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from forked import cli as _short
 from PIL import Image
 from procs import cli as _cli
 from procs import kill_after, run_command
@@ -97,7 +98,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
     assert "checkpoint.json" in files and not any(f.endswith(".pkl") for f in files)
     assert len([f for f in files if f.startswith("checkpoint-") and f.endswith(".npz")]) == 1
 
-    shown = _cli("runs", "show", run_id[:-2], "--runs", "killed", "--json", cwd=tmp_path)  # a unique prefix
+    shown = _short("runs", "show", run_id[:-2], "--runs", "killed", "--json", cwd=tmp_path)  # a unique prefix
     out, err = shown.communicate(timeout=120)
     assert shown.returncode == 0, err
     shown = json.loads(out)
@@ -186,7 +187,7 @@ def test_illumination_from_the_cli(tmp_path, capsys, algorithm):
     assert atlas.ndim == 3 and atlas.any()
 
 
-def _one_error_line(proc: subprocess.Popen) -> str:
+def _one_error_line(proc) -> str:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == "", (out, err)
     lines = err.strip().splitlines()
@@ -210,10 +211,10 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     assert target.status == "stopped"
 
     base = ["--runs", "runs", "--quiet"]
-    procs = [_cli("asal", "target", "--substrate", "boids", "--target-image", "flock.png", "--resume", illumination.id,
-                  *base, cwd=tmp_path),
-             _cli("asal", "target", "--resume", target.id, "--substrate", "lenia", "--target-image", "other.png",
-                  "--pop", "4", "--fm", "pixels", *base, cwd=tmp_path)]
+    procs = [_short("asal", "target", "--substrate", "boids", "--target-image", "flock.png", "--resume",
+                    illumination.id, *base, cwd=tmp_path),
+             _short("asal", "target", "--resume", target.id, "--substrate", "lenia", "--target-image", "other.png",
+                    "--pop", "4", "--fm", "pixels", *base, cwd=tmp_path)]
     wrong_kind, contradicting = (_one_error_line(p) for p in procs)
     assert f"run {illumination.id} is an illuminate run, not target" in wrong_kind
     assert f"resume it with workbench asal illuminate --resume {illumination.id} --runs runs" in wrong_kind
@@ -231,7 +232,7 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     assert "target_image" not in str(caught.value)  # the same image, compared by content
 
     # the same image under another name, flags as the run has them: resumes
-    ok = _cli("asal", "target", "--resume", target.id[:-1], "--substrate", "boids", "--target-image", "copy.png",
+    ok = _short("asal", "target", "--resume", target.id[:-1], "--substrate", "boids", "--target-image", "copy.png",
               *base, cwd=tmp_path)
     out, err = ok.communicate(timeout=300)
     assert ok.returncode == 0, err
@@ -393,7 +394,7 @@ def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(t
                                                  typed=True)] == ["eval.pixels"]
     assert resume_conflicts(info, {"eval.pixel": "float"}, PREDATES)[0][1].startswith(
         "'float': the run has no such setting")  # misspelt: refused, never ignored
-    proc = _cli("asal", "illuminate", "--resume", run.id, "--init", "random", "--runs", str(store.root), cwd=tmp_path)
+    proc = _short("asal", "illuminate", "--resume", run.id, "--init", "random", "--runs", str(store.root), cwd=tmp_path)
     out, err = proc.communicate(timeout=120)  # the CLI, in its own process: one line naming the flag
     assert proc.returncode == 2 and out == "" and "--init 'random' ≠ what the run did" in err, err
     metrics = [pd.read_parquet(r.path / "metrics.parquet") for r in (straight, resumed, fresh)]

@@ -2,11 +2,10 @@
 Particle Lenia sliders, σ-mutation of network weights), the Search page's choices, the Atlas of a non-Lenia
 illumination, the viewer's and `workbench render`'s default θ, and the Lab in Chromium with the GoL checkboxes."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from forked import run
 from PIL import Image
 from test_dashboards import _browse, _free_port, _wait_for_model, browser, serving  # noqa: F401 - browser is a fixture
 
@@ -207,8 +206,7 @@ def test_viewer_shows_conway_and_mutates_rules(tmp_path):
 
 def test_render_gol_plays_conway_by_default(tmp_path):
     out = tmp_path / "gol.png"
-    res = subprocess.run([sys.executable, "-m", "workbench", "render", "gol", "--steps", "8", "--out", str(out),
-                          "--size", "64"], capture_output=True, text=True, timeout=300)
+    res = run("render", "gol", "--steps", "8", "--out", str(out), "--size", "64")
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out)
     sub = make_substrate("gol")

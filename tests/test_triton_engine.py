@@ -119,15 +119,17 @@ def test_renders_match_the_numpy_renderers():
 
 @pytest.mark.parametrize("name,steps", [("lenia", 5), ("boids", 6), ("plife", 2)])
 def test_same_seed_same_bits_and_steps_split_anywhere(name, steps):
-    sub = triton(name, **({"N": 150, "r_max": 0.25} if name == "plife" else {}))
-    thetas = 0.1 * np.random.default_rng(0).standard_normal((3, sub.n_params))
+    sub = triton(name, **({"N": 64, "r_max": 0.25} if name == "plife" else {}))
+    thetas = 0.1 * np.random.default_rng(0).standard_normal((2, sub.n_params))
     params = sub.decode(thetas)
     whole = sub.state_to_arrays(sub.step(sub.init(params, seed=1), params, steps))
-    again = sub.state_to_arrays(sub.step(sub.init(params, seed=1), params, steps))
     split = sub.step(sub.step(sub.init(params, seed=1), params, steps // 2), params, steps - steps // 2)
     for key in whole:
-        np.testing.assert_array_equal(whole[key], again[key])
         np.testing.assert_array_equal(sub.state_to_arrays(split)[key], whole[key])
+    if GPU:  # the interpreter runs the kernels as NumPy calls, the same bits every time; a GPU's scheduling may not
+        again = sub.state_to_arrays(sub.step(sub.init(params, seed=1), params, steps))
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], again[key])
     one = sub.decode(thetas[1])
     member = sub.state_to_arrays(sub.step(sub.init(one, seed=1), one, steps))
     for key in whole:  # a population member evolves as it would alone
@@ -197,6 +199,6 @@ def test_gpu_benchmark_sections_dry_run_on_the_cpu():
     for name in ("boids", "plife"):
         assert "error" not in subs[name], subs[name]
         assert subs[name][next(k for k in subs[name] if k.startswith("P"))] > 0 and subs[name]["render_ms_p1"] > 0
-    fm = bench_gpu.fm(torch.device("cpu"), batch=2)
+    fm = bench_gpu.fm(torch.device("cpu"), batch=2, min_time=0.01)
     assert fm["ours_img_per_s"] > 0 and fm["plain_fp32_eager_img_per_s"] > 0 and fm["min_cosine_vs_plain"] > 0.99
     assert fm["ours_float_frames_img_per_s"] > 0

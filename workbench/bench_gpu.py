@@ -220,10 +220,11 @@ def _render_ms(sub, P: int, device, min_time: float) -> float:
     return round(1000 * _timed(lambda: sub.render(state, params, 224, as_tensor=True), device, min_time), 3)
 
 
-def fm(device: torch.device, batch: int = 256, arch: str = "ViT-B-32") -> dict:
+def fm(device: torch.device, batch: int = 256, arch: str = "ViT-B-32", min_time: float = 2.0) -> dict:
     """Images/s of plain open_clip (fp32, eager, on the same GPU, inputs already normalised there) against
     workbench.fm (bf16 where the load-time check passes) fed uint8 frames and float32 frames in [0, 1] (what a
-    search hands it: rendered frames, unrounded, 4× the bytes), and their lowest cosine."""
+    search hands it: rendered frames, unrounded, 4× the bytes), and their lowest cosine; each timed for at
+    least `min_time` seconds."""
     import open_clip
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
@@ -245,11 +246,11 @@ def fm(device: torch.device, batch: int = 256, arch: str = "ViT-B-32") -> dict:
     x = (frames.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
     model = model.to(device)
     with torch.no_grad():
-        plain = _timed(lambda: model.encode_image(x), device, 2.0)
+        plain = _timed(lambda: model.encode_image(x), device, min_time)
         z_plain = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1).cpu().numpy()
-    ours = _timed(lambda: ours_fm.embed_images(frames, use_cache=False), device, 2.0)
+    ours = _timed(lambda: ours_fm.embed_images(frames, use_cache=False), device, min_time)
     floats = frames.float() / 255.0
-    ours_float = _timed(lambda: ours_fm.embed_images(floats, use_cache=False), device, 2.0)
+    ours_float = _timed(lambda: ours_fm.embed_images(floats, use_cache=False), device, min_time)
     z = ours_fm.embed_images(frames, use_cache=False)
     return {"arch": arch, "batch": batch, "precision": ours_fm.precision,
             "plain_fp32_eager_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),

@@ -95,7 +95,8 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
             from bokeh.models import BasicTicker
 
             for ax in getattr(plot.state, f"{self.axis}axis"):
-                ax.ticker = BasicTicker(min_interval=1, desired_num_ticks=8)
+                if not (isinstance(ax.ticker, BasicTicker) and ax.ticker.min_interval == 1):  # hooks run per update
+                    ax.ticker = BasicTicker(min_interval=1, desired_num_ticks=8)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, _integer_ticks) and other.axis == self.axis
