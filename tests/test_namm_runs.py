@@ -233,6 +233,10 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
     _refused(capsys, [*train, "--length", "1100"], "longer than the window of --model", tmp_path)
     _refused(capsys, [*train, "--tasks", "digit", "count", "passkey"], "--gens 1 is fewer than the 3", tmp_path)
     _refused(capsys, [*train, "--max-kept", "1.5"], "--max-kept must be a fraction", tmp_path)
+    for pool in ("3", "-1"):  # fewer than --prompts 4 to draw from; negative
+        _refused(capsys, [*train, "--prompts", "4", "--pool", pool], f"--pool must be at least --prompts 4 (each "
+                 f"generation draws its prompts from the pool) or 0 (the same prompts every generation), got {pool}",
+                 tmp_path)
     # a model whose layers are not all full attention (Mistral with a sliding window)
     sliding = tmp_path / "sliding"
     MistralForCausalLM(MistralConfig(vocab_size=99, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
