@@ -19,6 +19,16 @@ def local_client(workers: int, threads_per_worker: int = 1):
     return Client(cluster)
 
 
+def close(client) -> None:
+    """Close `client` and, for one of `local_client`, its LocalCluster: workers first, then the scheduler. A
+    `Client(cluster)` leaves its cluster to Dask's finalisers at exit, which could stop the scheduler while a worker
+    still sent it heartbeats (an ERROR with a traceback on stderr)."""
+    cluster = client.cluster  # None for a client of a scheduler reached by address
+    client.close()
+    if cluster is not None:
+        cluster.close()
+
+
 def connect(address: str, timeout: float = 10.0):
     """A client of the scheduler at `address` (tcp://HOST:PORT)."""
     from dask.distributed import Client

@@ -86,20 +86,18 @@ def dask_client(args):
 
 
 def close_client(client) -> None:
-    """Close the client of --workers / --dask (None: nothing), and the LocalCluster of --workers. A Ctrl-C
-    mid-gather leaves Dask's asyncio tasks with an AllExit that asyncio would log, tracebacks and all, as the client
-    closes and they are collected: the run is already marked stopped and resumable, so the CLI keeps asyncio quiet
-    from here on. The cluster is closed here, workers first, rather than by Dask's finalisers at exit: those could
-    stop the scheduler while a worker still sent it heartbeats (an ERROR with a traceback on stderr)."""
+    """Close the client of --workers / --dask (None: nothing), and the LocalCluster of --workers
+    (`workbench.scale.close`). A Ctrl-C mid-gather leaves Dask's asyncio tasks with an AllExit that asyncio would
+    log, tracebacks and all, as the client closes and they are collected: the run is already marked stopped and
+    resumable, so the CLI keeps asyncio quiet from here on."""
     if client is None:
         return
     import logging
 
+    from workbench.scale import close
+
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    cluster = client.cluster  # the LocalCluster of --workers N; None for a scheduler reached with --dask ADDRESS
-    client.close()
-    if cluster is not None:
-        cluster.close()
+    close(client)
 
 
 @contextlib.contextmanager

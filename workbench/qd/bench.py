@@ -73,7 +73,7 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
 
     from workbench.qd.run import QDRunConfig, check_inputs
     from workbench.runs import RunStore
-    from workbench.scale import local_client
+    from workbench.scale import close, local_client
 
     base = dict(zoo=str(zoo), tasks=list(tasks), seed=seed, multitask_steps=0)
     check_inputs(QDRunConfig(**base, gens=gens))
@@ -89,8 +89,7 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
                 cfg = QDRunConfig(**base, gens=batch_gens, batch=batch, transfer=transfer)
                 out["runs"][f"dask_b{batch}_w{workers}_{transfer}"] = _one(cfg, store, client)
         finally:
-            client.close()
-            client.cluster.close()
+            close(client)
     serial = out["runs"]["serial_b1"]
     out["estimate_200_generations"] = {
         "wall_s": round(200 * serial["wall_s_mean"], 1),
