@@ -499,13 +499,14 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(runs_dir: str, log: Path):
-    """`workbench serve` over runs_dir on a free port, its output in log; yields the url once /liveness answers."""
+def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
+    """`workbench serve` over runs_dir on a free port (env: variables to add), its output in log; yields the url
+    once /liveness answers."""
     port = _free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
                                 stdout=out, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -566,7 +567,9 @@ def _wait_for_model(page, name: str) -> None:
 
 def _open(browser, url):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.tracing.start(screenshots=True, snapshots=True)
+    # DOM snapshots per action, no screencast: its frames (one per repaint of a playing Lab, a running search) cost
+    # Chromium CPU on a 2-core machine in every test; a failing test still keeps a screenshot (_finish)
+    context.tracing.start(screenshots=False, snapshots=True)
     host = url.split("/")[2]
     errors = []
 
@@ -604,12 +607,18 @@ FRAME_SUM = """() => {
 }"""
 
 def test_every_page_has_the_shell_and_navigates_offline(server, browser, request):
-    """Each page: in the template, its title and description, the navigation to every page and back."""
+    """Each page: in the template, its title and description, the navigation from page to page (each page
+    reached from the one before, the first from Home's cards), and back Home."""
     from workbench.dashboards.shell import PAGES
 
     with _browse(browser, f"{server}/", request) as page:
-        for slug, info in PAGES.items():
-            page.locator("nav.pages").get_by_role("link", name=info.title, exact=True).click()
+        page.locator(".cards .card").first.wait_for(timeout=30000)
+        assert page.locator(".cards .card").count() == len(PAGES)
+        for n, (slug, info) in enumerate(PAGES.items()):
+            if n == 0:
+                page.locator(".cards .card").first.click()  # the cards link the pages in their order
+            else:
+                page.locator("nav.pages").get_by_role("link", name=info.title, exact=True).click()
             page.wait_for_url(f"{server}/{slug}", timeout=30000)
             page.get_by_text(info.description).wait_for(timeout=60000)
             assert info.title in page.title()
@@ -617,10 +626,9 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
             assert links == ["Home", *(p.title for p in PAGES.values())], links
             assert page.locator("nav.pages a.current").inner_text() == info.title
             page.locator("#sidebar").wait_for(timeout=30000)  # the page's controls
-            page.locator("nav.pages").get_by_role("link", name="Home", exact=True).click()
-            page.wait_for_url(f"{server}/", timeout=30000)
-            page.locator(".cards .card").first.wait_for(timeout=30000)
-        assert page.locator(".cards .card").count() == len(PAGES)
+        page.locator("nav.pages").get_by_role("link", name="Home", exact=True).click()
+        page.wait_for_url(f"{server}/", timeout=30000)
+        page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
 def test_lab_page_in_chromium(server, browser, request):
@@ -753,6 +761,15 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         assert page.evaluate(CURVE_SOURCE)[0] == source  # the same curve throughout, fed (not a figure per update)
 
 
+CELL_PLACES = """() => {  // where the atlas' cells put the population members (their x, y in member order)
+  const fig = Bokeh.documents[0].get_model_by_name('atlas');
+  for (const r of fig.renderers)
+    if (r.data_source.columns().includes('theta_norm'))
+      return Array.from(r.data_source.data.x).join(',') + ';' + Array.from(r.data_source.data.y).join(',');
+  return null;
+}"""
+
+
 def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/atlas?run={SERVED[server]['ids']['illuminate']}", request) as page:
         _wait_for_model(page, "atlas")
@@ -761,15 +778,21 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         box = canvas.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text("playing population member").wait_for(timeout=30000)
+        pca = page.evaluate(CELL_PLACES)
+        page.get_by_role("button", name="UMAP").click()  # compiles, unless an earlier process on this machine did
+        page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
         page.get_by_role("button", name="t-SNE").click()
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text("atlas-export.png").wait_for(timeout=30000)
 
 
-def test_a_slow_layout_leaves_other_sessions_live(server, browser, request):
-    """UMAP's first layout in a process takes seconds (numba compiles): it runs on a worker thread, so a Lab
-    in another tab steps meanwhile."""
-    with _browse(browser, f"{server}/atlas", request) as atlas, _browse(browser, f"{server}/lab", request) as lab:
+def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_path):
+    """UMAP's first layout on a machine takes tens of seconds (numba compiles its kernels, then keeps them in its
+    cache): it runs on a worker thread, so a Lab in another tab steps meanwhile. A server of its own, with an empty
+    NUMBA_CACHE_DIR, makes that first layout; it is stopped without waiting for the compile to end."""
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    with serving(runs["dir"], tmp_path / "serve.log", env) as url, \
+            _browse(browser, f"{url}/atlas", request) as atlas, _browse(browser, f"{url}/lab", request) as lab:
         _wait_for_model(atlas, "atlas")
         _wait_for_model(lab, "lab-frame")
         atlas.get_by_role("button", name="UMAP").click()
@@ -779,10 +802,8 @@ def test_a_slow_layout_leaves_other_sessions_live(server, browser, request):
         lab.get_by_role("button", name="step").click()
         lab.wait_for_function(f"() => ({FRAME_SUM})() !== {before}", timeout=5000)
         stepped = time.perf_counter() - start
-        still_busy = atlas.locator(".pn-loading").count() > 0
-        # the compile is CPU-bound: on a machine as busy as `make test` makes it, over two minutes were seen
-        atlas.locator(".pn-loading").first.wait_for(state="detached", timeout=300000)
-        assert still_busy, f"the layout finished before the step ({stepped:.1f} s): nothing was shown"
+        assert atlas.locator(".pn-loading").count() > 0, \
+            f"the layout finished before the step ({stepped:.1f} s): nothing was shown"
 
 
 def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, request):
@@ -806,12 +827,12 @@ def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, requ
         page.locator(".alert").get_by_text("is an illuminate run").wait_for(timeout=60000)
 
 
-def test_concurrent_lab_sessions_play_without_errors(browser):
-    """The load test in small (2 sessions, 5 s): every session receives frames and nothing errs.
-    Frame rates are benchmarks (`workbench bench dashboards`), not asserted here."""
+def test_concurrent_lab_sessions_play_without_errors(server, browser):
+    """The load test in small (2 sessions, 3 s, on the module's server): every session receives frames and nothing
+    errs. Frame rates are benchmarks (`workbench bench dashboards`, which starts a server), not asserted here."""
     from workbench.bench import bench_dashboards
 
-    result = bench_dashboards(sessions=2, seconds=5, browser=browser)
+    result = bench_dashboards(sessions=2, seconds=3, browser=browser, url=server)
     assert result["errors"] == []
     assert all(f > 0 for f in result["fps_per_session"])
 

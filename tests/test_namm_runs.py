@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from forked import cli as _short
 from procs import cli, kill_after, run_command
 
 from workbench.cli import main
@@ -28,8 +29,23 @@ def tiny(tmp_path_factory):
     return tiny_llama(tmp_path_factory.mktemp("namm") / "tiny", SEED)
 
 
-def _run(*args, cwd, timeout=300) -> dict:
-    proc = cli(*args, cwd=cwd)
+def _train_args(tiny) -> list[str]:
+    """The training run of the resume and Dask tests: three generations over two curriculum stages."""
+    return ["namm", "train", "--model", str(tiny), "--gens", "3", "--stage-gens", "1", "2", *TRAIN]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, tiny):
+    """`namm train` run uninterrupted in a process of its own: the reference the killed-and-resumed run and the
+    run on Dask workers must equal bit for bit. Its folder (runs in <folder>/whole) and its JSON."""
+    folder = tmp_path_factory.mktemp("whole")
+    return folder, _run(*_train_args(tiny), "--runs", "whole", cwd=folder)
+
+
+def _run(*args, cwd, timeout=300, short=False) -> dict:
+    """A command's JSON, the command run in a fresh process (short: forked, for commands whose output is all a
+    test reads, not runs compared bit for bit with another process')."""
+    proc = _short(*args, cwd=cwd, timeout=timeout) if short else cli(*args, cwd=cwd)
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err
     return json.loads(out)
@@ -88,14 +104,14 @@ def test_tasks_build_seeded_prompts_and_score_exact_matches(tiny):
 
 # --- namm train ----------------------------------------------------------------------------------------------
 
-def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
+def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny, whole):
     from workbench.namm import NAMMPolicy
     from workbench.namm.saved import load_run_policy
 
-    args = ["namm", "train", "--model", str(tiny), "--gens", "3", "--stage-gens", "1", "2", *TRAIN]
-    whole = _run(*args, "--runs", "whole", cwd=tmp_path)
+    args = _train_args(tiny)
+    folder, whole = whole
     assert whole["status"] == "done" and whole["iterations"] == 3 and whole["cma"] == "sep"
-    saved, a = load_run_policy(tmp_path / "whole", whole["id"])
+    saved, a = load_run_policy(folder / "whole", whole["id"])
     info = a.info
     assert info["kind"] == "namm" and info["metric"] == "fitness" and info["better"] == "higher"
     assert (info["substrate"], info["fm"]) == ("digit+count", "tiny")
@@ -137,7 +153,7 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny):
 
     # namm eval of the run: NAMM, the full cache and the baselines at the budgets and NAMM's own fraction
     ev = _run("namm", "eval", "--run", whole["id"], "--runs", "whole", "--n", "2", "--budgets", "0.5",
-              "--threads", "1", "--json", "--quiet", cwd=tmp_path)
+              "--threads", "1", "--json", "--quiet", cwd=folder, short=True)
     assert ev["model"] == str(tiny) and ev["n_up"] == 32 and ev["policy"]["run"] == whole["id"]
     methods = {(r["method"], r["task"]) for r in ev["rows"]}
     assert methods == {(m, t) for m in ("namm", "full", "recent", "h2o") for t in ("digit", "count")}
@@ -165,37 +181,26 @@ def _refused(capsys, argv, message, root) -> None:
     assert _snapshot(root) == before
 
 
-def test_population_on_dask_workers_equals_the_local_run(tmp_path, tiny):
-    """--workers 2: the candidates evaluated on a real LocalCluster give exactly the local run's metrics."""
-    args = ["namm", "train", "--model", str(tiny), "--gens", "2", *TRAIN]
-    procs = {"local": cli(*args, "--runs", "local", cwd=tmp_path),
-             "dask": cli(*args, "--runs", "dask", "--workers", "2", cwd=tmp_path)}
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        results[name] = json.loads(out)
-    runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items()}
-    assert _rows(runs["dask"]) == _rows(runs["local"])
-    assert _rows(runs["dask"], "evaluations") == _rows(runs["local"], "evaluations")
-    assert results["dask"]["test_scores"] == results["local"]["test_scores"]
-
-
-
-def test_ctrl_c_on_dask_workers_stops_quietly_and_resumes(tmp_path, tiny):
-    """SIGINT mid-run with --workers 2: exit 130, the run marked stopped, no tracebacks from Dask's cut-short
-    gathers on stderr, and the run resumes."""
+def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tiny, whole):
+    """--workers 2 (a real LocalCluster): the first two generations' candidates evaluated on the workers give exactly
+    the local run's metrics and evaluations; then SIGINT mid-way through the third: exit 130, the run marked stopped
+    and resumable, no tracebacks from Dask's cut-short gathers on stderr."""
     import signal
 
-    args = ["namm", "train", "--model", str(tiny), "--gens", "200", *TRAIN, "--runs", "runs"]
-    proc = cli(*args, "--workers", "2", cwd=tmp_path)
-    row = kill_after(proc, RunStore(tmp_path / "runs"), 1, sig=signal.SIGINT)
+    folder, local = whole
+    store = RunStore(tmp_path / "dask")
+    proc = cli(*_train_args(tiny), "--runs", "dask", "--workers", "2", cwd=tmp_path)
+    row = kill_after(proc, store, 2, sig=signal.SIGINT)
     err = proc.stderr.read()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Task exception" not in err, err
-    assert row["status"] == "stopped" and row["iterations"] >= 1
-    run = RunStore(tmp_path / "runs").open(row["id"])
-    run.check_resumable()
+    assert row["status"] == "stopped" and row["iterations"] == 2, "the Ctrl-C should land in the last generation"
+    dask, local_run = store.open(row["id"]), RunStore(folder / "whole").open(local["id"])
+    dask.check_resumable()
+    assert _rows(dask) == _rows(local_run)[:2]
+    evaluations = [{k: None if v != v else v for k, v in r.items()} for r in dask.load_checkpoint()["evaluations"]]
+    assert len(evaluations) == 2 * 4
+    assert evaluations == [r for r in _rows(local_run, "evaluations") if r["iteration"] < 2]
 
 
 def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
@@ -299,7 +304,8 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     presses = ["snapkv", "observed"] if peer else []
     out = _run("bench", "namm", "--model", str(tiny), "--tasks", "digit", "--policy", str(policy), "--n", "2",
                "--length", "160", "--budgets", "0.5", "--presses", *presses, "--threads", "1", "--speed-length",
-               "160", "--decode-tokens", "4", "--pop", "2", "--cma-prompts", "1", "--json", "--quiet", cwd=tmp_path)
+               "160", "--decode-tokens", "4", "--pop", "2", "--cma-prompts", "1", "--json", "--quiet", cwd=tmp_path,
+               short=True)
     rows = out["rows"]
     namm = next(r for r in rows if r["method"] == "namm")
     assert 0 < namm["kept"] < 1 and out["config"]["n_up"] == 32

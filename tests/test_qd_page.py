@@ -344,10 +344,10 @@ def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browse
         card = page.locator(".elite")
         card.get_by_text(f"model {int(cell['id'])}", exact=True).wait_for(timeout=30000)
         card.get_by_text("Ancestry").wait_for(timeout=10000)
-        model.select(int(cell["id"]))
-        want = model.answer("b:([{=")
         page.get_by_placeholder("e.g.").fill("b:([{=")
         page.get_by_role("button", name="run the elite").click()
+        model.select(int(cell["id"]))
+        want = model.answer("b:([{=")   # here, while the server rebuilds the elite for the page
         said = page.get_by_text(re.compile(rf"model {int(cell['id'])} answers"))
         said.wait_for(timeout=120000)
         assert f"answers {want} (" in said.inner_text()
@@ -382,21 +382,22 @@ def test_runs_gallery_opens_qd_runs_and_map_elites_plays_in_the_lab(served, qd, 
 def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request, tmp_path):  # noqa: F811
     bad = tmp_path / "gen1_archive_map.json"
     bad.write_text("[1, 2]")
-    with _browse(browser, f"{served}/qd?file={bad}", request) as page:
-        page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
-        newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
-        page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
-        page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)
-        box = page.get_by_placeholder("pyribs .parquet / archive map .json")
-        box.fill(str(Path(qd["dir"]) / qd["run"] / "pyribs"))
-        page.get_by_role("button", name="open", exact=True).click()
-        page.get_by_text("pyribs archive · tasks").wait_for(timeout=60000)
-        assert not page.locator(".alert").is_visible()
+    # the page alone (`panel serve dashboards/qd.py`) starts while the page in `workbench serve` is checked
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "dashboards/qd.py", "--port", str(port), "--args",
                              qd["dir"]], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        with _browse(browser, f"{served}/qd?file={bad}", request) as page:
+            page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
+            newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
+            page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
+            page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)
+            box = page.get_by_placeholder("pyribs .parquet / archive map .json")
+            box.fill(str(Path(qd["dir"]) / qd["run"] / "pyribs"))
+            page.get_by_role("button", name="open", exact=True).click()
+            page.get_by_text("pyribs archive · tasks").wait_for(timeout=60000)
+            assert not page.locator(".alert").is_visible()
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -438,7 +439,7 @@ def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
     from workbench.qd.run import QDRunConfig, run_cycleqd
 
     tasks = ["brackets", "sort", "reverse", "add"]
-    zoo = build_zoo(tmp_path / "zoo", ZooConfig.quick(tasks=tuple(tasks), base_steps=100, expert_steps=60))
+    zoo = build_zoo(tmp_path / "zoo", ZooConfig.quick(tasks=tuple(tasks)))   # the plot's projection, not scores
     store = RunStore(tmp_path / "runs")
     run = run_cycleqd(QDRunConfig(zoo=str(zoo), tasks=tasks, gens=4, batch=2, n_eval=32, n_test=8, multitask_steps=2,
                                   ranges={t: [0.0, 0.3] for t in tasks}, seed=3), store)

@@ -1,6 +1,11 @@
 """CycleQD runs end to end on a quick zoo: `workbench qd cycle|report|archive|export` in their own processes, the
 run folder, resume after SIGKILL, serial == Dask, the reference's archive maps and pyribs archives, bad input.
 
+Two serial runs (seeds 3 and 1 of one setting, batches of 2) are made once: they are the finished runs the report,
+export and interop tests read, the uninterrupted reference of the resume test (seed 1) and the serial reference
+of the Dask test (seed 3), so each of those starts only the processes it compares (fresh ones: bits compared
+across processes).
+
 The zoo is a quick one trained a little longer (seconds): its experts score near 0 except on brackets (answers of
 one to three characters), where children's scores spread, so archives fill and children breed children (seeds and
 mutation scales picked for that): plumbing, not quality.
@@ -19,8 +24,13 @@ from workbench.checkpoint import pack
 from workbench.cli import main
 from workbench.runs import RunStore
 
-DIVERSE = ["--tasks", "brackets", "sort", "--range", "brackets", "0", "0.5", "--mutation", "gaussian",
-           "--mutation-scale", "0.02", "--n-eval", "32", "--n-test", "16", "--multitask-steps", "5", "--quiet"]
+# the paper's method (elite sampling + SVD mutation, κ = 1 so that children differ enough to enter), GENS
+# generations of 2 children
+GENS = 5
+CYCLE = ["qd", "cycle", "--tasks", "brackets", "sort", "--gens", str(GENS), "--batch", "2", "--n-eval", "32",
+         "--n-test", "16", "--multitask-steps", "5", "--range", "brackets", "0", "0.5", "--mutation-scale", "1",
+         "--quiet"]
+SEEDS = (3, 1)
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +49,9 @@ def _done(proc) -> dict:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, zoo):
-    """Two finished runs (seeds 3 and 1) of the paper's method (elite sampling + SVD mutation, κ = 1 so that
-    children differ enough to enter), one process each."""
+    """Two finished runs (SEEDS) of CYCLE, one fresh process each."""
     root = tmp_path_factory.mktemp("qdruns")
-    args = ["qd", "cycle", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "8", "--n-eval", "32",
-            "--n-test", "16", "--multitask-steps", "5", "--range", "brackets", "0", "0.5", "--mutation-scale", "1",
-            "--runs", "runs", "--quiet"]
-    procs = [_cli(*args, "--seed", str(s), cwd=root) for s in (3, 1)]
+    procs = [_cli(*CYCLE, "--zoo", str(zoo), "--runs", "runs", "--seed", str(s), cwd=root) for s in SEEDS]
     results = [_done(p) for p in procs]
     return root, RunStore(root / "runs"), [r["id"] for r in results], results
 
@@ -75,7 +81,8 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     root, store, ids, results = finished
     run = store.open(ids[0])
     info = run.info
-    assert results[0]["status"] == "done" and results[0]["generations"] == 8 and info["iterations"] == 9
+    assert results[0]["status"] == "done" and results[0]["generations"] == GENS and info["iterations"] == GENS + 1
+    assert info["config"]["batch"] == 2
     assert info["kind"] == "qd" and info["metric"] == "qd_score" and info["better"] == "higher"
     assert info["method"] == "elite sampling + svd mutation (the paper's method)"
     assert info["seed_experts"] == {"brackets": "brackets", "sort": "sort"}
@@ -85,30 +92,30 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
             "pyribs", "baselines.json", "scores.json", "baselines"} <= files
     assert not any(f.endswith(".pkl") for f in files)
     assert sorted(p.name for p in (run.path / "archive_maps").iterdir()) == sorted(
-        f"gen{g}_archive_map.json" for g in range(9))
+        f"gen{g}_archive_map.json" for g in range(GENS + 1))
     # every evaluated child, with its lineage, scores on all tasks and the archives it entered
     _, cfg, qd = load_run(store, run.id)
     children = run.read_table("children").to_pylist()
-    assert [c["id"] for c in children] == list(range(10)) and children[0]["seed_expert"] == "brackets"
+    assert [c["id"] for c in children] == list(range(2 + GENS * 2)) and children[0]["seed_expert"] == "brackets"
     for c, r in zip(children, qd.records, strict=True):
         assert c["parents"] == r["parents"] and c["omegas"] == r["omegas"] and c["entered"] == r["entered"]
         assert c["score_brackets"] == r["scores"]["brackets"] and c["mutation_seed"] == r["mutation_seed"]
-    assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * 8
+    assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * GENS * 2   # two parents per child
     metrics = run.read_table("metrics").to_pylist()
-    assert [m["generation"] for m in metrics] == list(range(9))
+    assert [m["generation"] for m in metrics] == list(range(GENS + 1))
     m = qd.metrics()
     assert [x["qd_score_sort"] for x in metrics] == m["qd_score"][:, 1].tolist()
     assert -info["best_loss"] == metrics[-1]["qd_score"] == pytest.approx(m["qd_score"][-1].sum())
     # snapshots: the table's last generation is the final archives
     archives = run.read_table("archives").to_pylist()
-    last = {(a["task"], tuple(a["cell"])): (a["id"], a["quality"]) for a in archives if a["generation"] == 8}
+    last = {(a["task"], tuple(a["cell"])): (a["id"], a["quality"]) for a in archives if a["generation"] == GENS}
     for task in qd.tasks:
         got_ids, quality = qd.archives.grid(task)
         assert {cell: v for (t, cell), v in last.items() if t == task} == {
             tuple(int(i) for i in cell): (int(got_ids[tuple(cell)]), float(quality[tuple(cell)]))
             for cell in np.argwhere(got_ids >= 0)}
     # interop files: the final archive map and the pyribs archives hold the final archives
-    entries = read_archive_map(run.path / "archive_maps" / "gen8_archive_map.json", tasks=qd.tasks, bins=15)
+    entries = read_archive_map(run.path / "archive_maps" / f"gen{GENS}_archive_map.json", tasks=qd.tasks, bins=15)
     assert {t: sorted(e) for t, e in entries.items()} == {
         t: sorted(tuple(int(i) for i in c) for c in qd.archives.elites(t)[1]) for t in qd.tasks}
     ribs = read_pyribs(run.path / "pyribs")
@@ -149,21 +156,22 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert row["columns"] == ["tasks", "sampling", "mutation"] and row["best"] == -info["best_loss"]
 
 
-def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, zoo):
-    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "16", "--seed", "1"]
-    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)
-    killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
+def test_resume_after_sigkill_equals_an_uninterrupted_run(finished, tmp_path, zoo):
+    """Seed 1 of CYCLE killed after generation 2 and resumed equals the fixture's uninterrupted seed-1 run."""
+    _, whole, ids, results = finished
+    killed = _cli(*CYCLE, "--zoo", str(zoo), "--seed", "1", "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 3)
-    reference = _done(whole)
+    reference = results[SEEDS.index(1)]
     run_id = row["id"]
-    assert 3 <= row["iterations"] < 17, "the kill should land mid-run"
+    assert 3 <= row["iterations"] < GENS + 1, "the kill should land mid-run"
     assert row["status"] == "interrupted"
     assert row["resume_command"] == f"workbench qd cycle --resume {run_id} --runs {store.root}"
     resumed = run_command(f"workbench qd cycle --resume {run_id[:-1]} --runs killed --quiet", cwd=tmp_path)
     result = _done(resumed)
-    assert result["status"] == "done" and result["generations"] == 16
-    a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(run_id)
+    assert result["status"] == "done" and result["generations"] == GENS
+    a, b = whole.open(reference["id"]), store.open(run_id)
+    assert a.info["seed"] == b.info["seed"] == 1
     assert b.info["resumes"][0]["from_generation"] >= 3
     assert result["qd_score"] == reference["qd_score"] and result["test_scores"] == reference["test_scores"]
     children = _table(a, "children")
@@ -180,22 +188,26 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, zoo):
     assert base_a["test"] == base_b["test"]
 
 
-def test_batches_serial_equal_dask_with_either_transfer(tmp_path, zoo):
+def test_batches_serial_equal_dask_with_either_transfer(finished, tmp_path, zoo):
+    """Seed 3 of CYCLE on a Dask cluster, with either transfer, equals the fixture's serial seed-3 run."""
     from dask.distributed import LocalCluster
 
-    args = ["qd", "cycle", "--zoo", str(zoo), *DIVERSE, "--gens", "3", "--batch", "2", "--seed", "3"]
+    _, serial, ids, finished_results = finished
+    args = [*CYCLE, "--zoo", str(zoo), "--seed", "3"]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=40) as cluster:
         # both transfers on one cluster (--workers N starts one of its own through the same code: NAMM's tests)
         dask = ["--dask", cluster.scheduler_address]
-        procs = {"serial": _cli(*args, "--runs", "serial", cwd=tmp_path),
-                 "weights": _cli(*args, "--runs", "weights", "--transfer", "weights", *dask, cwd=tmp_path),
+        procs = {"weights": _cli(*args, "--runs", "weights", "--transfer", "weights", *dask, cwd=tmp_path),
                  "lineage": _cli(*args, "--runs", "lineage", *dask, cwd=tmp_path)}  # the default transfer
         results = {name: _done(proc) for name, proc in procs.items()}
-    runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items()}
+    results["serial"] = finished_results[SEEDS.index(3)]
+    runs = {name: RunStore(tmp_path / name).open(r["id"]) for name, r in results.items() if name != "serial"}
+    runs["serial"] = serial.open(results["serial"]["id"])
+    assert "--dask" not in runs["serial"].info["command"] and "--dask" in runs["lineage"].info["command"]
     reference = _table(runs["serial"], "children")
-    assert len(reference) == 2 + 3 * 2 and sum(c["kept"] for c in reference[2:]) >= 2
-    assert [c["index"] for c in reference[2:]] == [0, 1] * 3
+    assert len(reference) == 2 + GENS * 2 and sum(c["kept"] for c in reference[2:]) >= 2
+    assert [c["index"] for c in reference[2:]] == [0, 1] * GENS
     for name in ("weights", "lineage"):
         assert runs[name].info["config"]["transfer"] == name
         assert _table(runs[name], "children") == reference, name
@@ -260,7 +272,7 @@ def test_archive_map_and_pyribs_round_trips_in_the_cli(finished, tmp_path):
 
     root, store, ids, _ = finished
     run, _, qd = load_run(store, ids[0])
-    path = run.path / "archive_maps" / "gen8_archive_map.json"
+    path = run.path / "archive_maps" / f"gen{GENS}_archive_map.json"
     proc = _short("qd", "archive", str(path), "--range", "brackets", "0", "0.5", "--pyribs", str(tmp_path / "ribs"),
                 "--json", cwd=tmp_path)
     summary = _done(proc)

@@ -209,10 +209,10 @@ _COUNT_FRAMES = """() => { const fig = Bokeh.documents[0].get_model_by_name('lab
 
 
 def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = "lenia", runs_dir: str | None = None,
-                     chromium: str | None = None, browser=None) -> dict:
+                     chromium: str | None = None, browser=None, url: str | None = None) -> dict:
     """Load test: `sessions` Chromium pages play the Lab at once for `seconds`; frames per second that each
-    page received, and any console / page errors. Starts its own `workbench serve` on a free port, and
-    its own Playwright Chromium unless given a launched `browser`."""
+    page received, and any console / page errors. Starts its own `workbench serve` on a free port unless given
+    the `url` of one that runs, and its own Playwright Chromium unless given a launched `browser`."""
     import shutil
     import socket
     import subprocess
@@ -225,13 +225,15 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    runs_dir = runs_dir or tempfile.mkdtemp()
-    server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = None
+    if url is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        runs_dir = runs_dir or tempfile.mkdtemp()
+        server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
+                                   runs_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             try:
@@ -248,8 +250,9 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
                 frames, elapsed = _play_lab(own, url, sessions, seconds, substrate, errors)
                 own.close()
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
     fps = [round(n / elapsed, 1) for n in frames]
     return {"sessions": sessions, "seconds": seconds, "substrate": substrate, "fps_per_session": fps,
             "fps_total": round(sum(fps), 1), "errors": errors,
