@@ -182,25 +182,26 @@ def _refused(capsys, argv, message, root) -> None:
 
 
 def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tiny, whole):
-    """--workers 2 (a real LocalCluster): the first two generations' candidates evaluated on the workers give exactly
-    the local run's metrics and evaluations; then SIGINT mid-way through the third: exit 130, the run marked stopped
-    and resumable, no tracebacks from Dask's cut-short gathers on stderr."""
+    """--workers 2 (a real LocalCluster): the generations done on the workers give exactly the local run's metrics
+    and candidate evaluations; SIGINT once the first is done (two generations of slack before the run's end): exit
+    130, the run marked stopped and resumable, no tracebacks from Dask's cut-short gathers on stderr."""
     import signal
 
     folder, local = whole
     store = RunStore(tmp_path / "dask")
     proc = cli(*_train_args(tiny), "--runs", "dask", "--workers", "2", cwd=tmp_path)
-    row = kill_after(proc, store, 2, sig=signal.SIGINT)
+    row = kill_after(proc, store, 1, sig=signal.SIGINT)
     err = proc.stderr.read()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Task exception" not in err, err
-    assert row["status"] == "stopped" and row["iterations"] == 2, "the Ctrl-C should land in the last generation"
+    done = row["iterations"]
+    assert row["status"] == "stopped" and 1 <= done < 3, "the Ctrl-C should land before the last generation ends"
     dask, local_run = store.open(row["id"]), RunStore(folder / "whole").open(local["id"])
     dask.check_resumable()
-    assert _rows(dask) == _rows(local_run)[:2]
+    assert _rows(dask) == _rows(local_run)[:done]
     evaluations = [{k: None if v != v else v for k, v in r.items()} for r in dask.load_checkpoint()["evaluations"]]
-    assert len(evaluations) == 2 * 4
-    assert evaluations == [r for r in _rows(local_run, "evaluations") if r["iteration"] < 2]
+    assert len(evaluations) == done * 4
+    assert evaluations == [r for r in _rows(local_run, "evaluations") if r["iteration"] < done]
 
 
 def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):

@@ -3,8 +3,9 @@
 Without a GPU these run the very same kernels under Triton's interpreter on the CPU (conftest sets
 TRITON_INTERPRET=1); with one they run on it. Sizes are small: the interpreter runs each program as NumPy calls,
 so its cost grows with programs × steps (× objects drawn, for renders), hardly with array sizes. Each case is the
-smallest that still selects its kernel path: plife r_max 0.3 gives the smallest cell list (3 × 3 cells, reach 1,
-edges wrapped on both sides), r_max 0.4 the all-pairs path (one cell); boids N ≤ 128 the Triton kernel, N > 128
+smallest that still selects its kernel path: plife r_max 0.25 gives the smallest cell list whose neighbourhoods
+leave cells out (4 × 4 cells, reach 1, edges wrapped on both sides; 3 × 3 would visit every cell), r_max 0.4 the
+all-pairs path (one cell); boids N ≤ 128 the Triton kernel, N > 128
 the torch step; renders over 256 pixels several tiles per frame.
 """
 
@@ -83,10 +84,10 @@ def test_boids_match_numpy(N, steps):
     np.testing.assert_allclose(got["v"], v, atol=1e-4)
 
 
-@pytest.mark.parametrize("N,r_max,steps", [(150, 0.3, 3), (200, 0.4, 2)])  # cell list (3 × 3); all pairs
+@pytest.mark.parametrize("N,r_max,steps", [(150, 0.25, 3), (200, 0.4, 2)])  # cell list (4 × 4); all pairs
 def test_plife_matches_numpy(N, r_max, steps):
     sub = triton("plife", N=N, r_max=r_max)
-    assert (sub.grid, sub.reach) == ((3, 1) if r_max < 1 / 3 else (1, 0))  # the path named above
+    assert (sub.grid, sub.reach) == ((4, 1) if r_max <= 0.25 else (1, 0))  # the path named above
     params = sub.decode(np.random.default_rng(2).standard_normal(42))
     state = sub.init(params, seed=5)
     arr = sub.state_to_arrays(state)
@@ -126,7 +127,7 @@ def test_renders_match_the_numpy_renderers():
 
 @pytest.mark.parametrize("name,steps", [("lenia", 3), ("boids", 3), ("plife", 2)])
 def test_same_seed_same_bits_and_steps_split_anywhere(name, steps):
-    sub = triton(name, **({"N": 64, "r_max": 0.3} if name == "plife" else {}))  # plife: the cell list, 3 × 3
+    sub = triton(name, **({"N": 64, "r_max": 0.25} if name == "plife" else {}))  # plife: the cell list, 4 × 4
     thetas = 0.1 * np.random.default_rng(0).standard_normal((2, sub.n_params))
     params = sub.decode(thetas)
     whole = sub.state_to_arrays(sub.step(sub.init(params, seed=1), params, steps))

@@ -261,25 +261,27 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
 
 def _play_lab(browser, url: str, sessions: int, seconds: float, substrate: str, errors: list) -> tuple[list, float]:
     context = browser.new_context()
-    pages = []
-    for _ in range(sessions):
-        page = context.new_page()
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(f"{url}/lab", wait_until="networkidle")
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
-                               "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
-        if substrate != "lenia":
-            page.get_by_label("Substrate").select_option(substrate)
-        page.evaluate(_COUNT_FRAMES)
-        pages.append(page)
-    for page in pages:
-        page.get_by_role("button", name="▶ play / pause").click()
-    start = time.perf_counter()
-    time.sleep(seconds)
-    frames = [page.evaluate("() => window.__frames") for page in pages]
-    elapsed = time.perf_counter() - start
-    context.close()
+    try:  # closed whatever happens: a server that is not ours must not go on playing these Labs
+        pages = []
+        for _ in range(sessions):
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(f"{url}/lab", wait_until="networkidle")
+            page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && "
+                                   "Bokeh.documents[0].get_model_by_name('lab-frame') !== null", timeout=60000)
+            if substrate != "lenia":
+                page.get_by_label("Substrate").select_option(substrate)
+            page.evaluate(_COUNT_FRAMES)
+            pages.append(page)
+        for page in pages:
+            page.get_by_role("button", name="▶ play / pause").click()
+        start = time.perf_counter()
+        time.sleep(seconds)
+        frames = [page.evaluate("() => window.__frames") for page in pages]
+        elapsed = time.perf_counter() - start
+    finally:
+        context.close()
     return frames, elapsed
 
 

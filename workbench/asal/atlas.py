@@ -37,7 +37,7 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
             warnings.simplefilter("ignore")
             import umap
 
-            _cache_compiles(("umap", "pynndescent"))
+            _cache_compiles("umap")
             xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=seed).fit_transform(z)
     else:
         raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
@@ -48,24 +48,30 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     return (xy - xy.min(axis=0)) / span
 
 
-def _cache_compiles(packages: tuple[str, ...]) -> None:
-    """Keep the numba compiles of these (imported) packages in numba's on-disk cache.
+def _cache_compiles(package: str) -> None:
+    """Keep the numba compiles of an (imported) package's kernels in numba's on-disk cache.
 
     UMAP's first layout in a process compiles its numba kernels: about 20 s of CPU on a quiet machine, minutes on a
     busy one, paid by every new server or notebook kernel. umap-learn marks few of its kernels `cache=True`, so this
     turns the cache on for the others, as that flag would. The cache is numba's own (next to the package's sources,
-    or NUMBA_CACHE_DIR), keyed by each source file's stamp and the machine's CPU: an upgraded package or another
-    CPU compiles afresh. The cached code is the code numba compiles, so the layouts are the same bits.
+    else the user's cache folder, or NUMBA_CACHE_DIR), keyed by each source file's content and the machine's CPU: an
+    upgraded package or another CPU compiles afresh. The cached code is the code numba compiles: the same layouts.
+    Only umap's own kernels: pynndescent (UMAP's neighbours from 4096 points on) leaves its kernels that take a
+    distance function uncached on purpose, as each process would miss and write another file. Where no cache folder
+    is writable, nothing changes (numba refuses to build a cache there).
     """
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
 
     for name, module in list(sys.modules.items()):
-        if module is None or name.split(".")[0] not in packages:
+        if module is None or name.split(".")[0] != package:
             continue
         for obj in list(vars(module).values()):
             if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache):
-                obj.enable_caching()  # kernels numba cannot cache (dynamic globals) only warn, quietened above
+                try:
+                    obj.enable_caching()  # kernels numba cannot cache (dynamic globals) only warn, quietened above
+                except (RuntimeError, OSError):  # no writable cache folder: compile in memory, as before
+                    return
 
 
 def snap_to_grid(xy: np.ndarray, side: int | None = None) -> np.ndarray:
