@@ -57,6 +57,7 @@ class SearchModel(param.Parameterized):
         self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
         self.done = 0  # iterations the run has done, of `total`
         self.total = self.iters
+        self.starts = 0  # searches started (or resumed) so far
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._algorithms_for_substrate()
@@ -107,6 +108,7 @@ class SearchModel(param.Parameterized):
         if cfg is not None:
             check_new_search(cfg)
         self._stop.clear()
+        self.starts += 1  # the page's views clear what they show of the run before
         self.metrics, self.best_thumb, self.error, self.status = [], None, "", "running"
         self.population = None
         self.done, self.total = 0, cfg.iters if cfg is not None else self.total
@@ -136,6 +138,8 @@ class SearchModel(param.Parameterized):
         self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
         self.total = int(info["config"].get("iters", self.total))
         self.done = int(info.get("iterations") or 0)
+        if self.done and (run.path / "metrics.parquet").exists():  # resumed: its curve goes on from where it was
+            self.metrics = run.read_table("metrics").to_pylist()[: self.done]
 
     def _progress(self, done: int, total: int, row: dict) -> None:
         self.done, self.total = done, total
@@ -164,15 +168,129 @@ class SearchModel(param.Parameterized):
         return self.status
 
 
+class SearchViews:
+    """What the Search page shows of a SearchModel: status, progress, the loss curve, the best frame and the
+    latest population. The views are made once and then only fed by refresh(), which the page calls every
+    300 ms: a running search updates the curve's data, not a new figure, and the images' pixels, not new panes.
+    (A new Bokeh figure per iteration kept the browser so busy laying out the page that, on a loaded machine,
+    the stop button did not answer a click.) A new search clears what the views showed of the one before."""
+
+    CURVE_HINT = "the loss curve appears after the first iteration"
+    BEST_HINT = "the best frame appears when the run ends"
+    POPULATION_HINT = "thumbnails of each evaluated population"
+
+    def __init__(self, model: SearchModel):
+        import holoviews as hv
+
+        from workbench.figures import holoviews, whole_numbers
+
+        holoviews()
+        self.model = model
+        self.start = pn.widgets.Button(label="start", color="primary", sizing_mode="stretch_width")
+        self.stop = pn.widgets.Button(label="stop", color="warning", sizing_mode="stretch_width", disabled=True)
+        self.resume = pn.widgets.Button(label="resume", sizing_mode="stretch_width", disabled=True)
+        self.status = pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10))
+        self.spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
+                                                    visible=False)
+        self.progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width",
+                                               bar_color="primary", margin=(0, 10))
+        self.count = pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200)
+        self.losses = hv.streams.Pipe(data=[])
+        loss_curve = hv.DynamicMap(
+            lambda data: whole_numbers(hv.Curve(data, "iteration", "best loss").opts(
+                width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2, tools=["hover"],
+                toolbar=None, framewise=True, backend="bokeh")),
+            streams=[self.losses])
+        self.loss_curve = pn.pane.HoloViews(loss_curve, backend="bokeh")
+        self.population_image = pn.pane.Image(None, width=280, height=280)
+        self.best_image = pn.pane.Image(None, width=224, height=224)
+        self.curve = pn.Column(self._placeholder(self.CURVE_HINT, 520, 280))
+        self.best = pn.Column(self._placeholder(self.BEST_HINT, 224, 224))
+        self.population = pn.Column(self._placeholder(self.POPULATION_HINT, 280, 280))
+        self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1}
+
+    @staticmethod
+    def _placeholder(hint: str, width: int, height: int):
+        from workbench.dashboards.shell import placeholder
+
+        return placeholder(hint, width, height)
+
+    def shows(self, view: pn.Column) -> bool:
+        """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
+        if view is self.curve:
+            return view[0] is self.loss_curve and bool(self.losses.data)
+        return view[0] is self.best_image or view[0] is self.population_image
+
+    def _clear(self) -> None:
+        """Nothing of the run before: its best frame and population give way to the placeholders, and its
+        curve to empty axes (the figure stays in the page, to be fed again: a figure taken out and put back
+        is a new Bokeh figure, which the browser lays out anew)."""
+        self.losses.send([])
+        self.best[:] = [self._placeholder(self.BEST_HINT, 224, 224)]
+        self.population[:] = [self._placeholder(self.POPULATION_HINT, 280, 280)]
+        self._seen.update(n=-1, population=None)
+
+    def safely(self, action) -> None:
+        """Run a button's action; a ValueError (bad settings, nothing to resume) shows in the status line."""
+        try:
+            action()
+        except ValueError as exc:
+            self.status.object = f"status: **error** — {exc}"
+
+    def refresh(self) -> None:
+        import math
+
+        from PIL import Image
+
+        model, seen = self.model, self._seen
+        if model.starts != seen["starts"]:
+            seen["starts"] = model.starts
+            self._clear()
+        running = model.running
+        self.spinner.value = self.spinner.visible = running
+        self.start.disabled, self.stop.disabled = running, not running
+        self.resume.disabled = running or not model.run_id or model.status == "done"
+        if (model.done, model.total) != (seen["done"], self.progress.max):
+            seen["done"] = model.done
+            self.progress.max, self.progress.value = max(model.total, 1), min(model.done, model.total)
+            self.count.object = model.progress_text()
+        rows = model.metrics
+        if len(rows) != seen["n"]:
+            seen["n"] = len(rows)
+            if rows:
+                self.losses.send([(r["iteration"], r["best_loss"]) for r in rows])
+                if self.curve[0] is not self.loss_curve:
+                    self.curve[:] = [self.loss_curve]
+        if model.population is not None and model.population is not seen["population"]:
+            from workbench.asal.atlas import compose
+
+            seen["population"] = thumbs = model.population
+            side = math.ceil(math.sqrt(len(thumbs)))
+            n_rows = math.ceil(len(thumbs) / side)  # no empty black rows below a population of 6 in a 3 × 3 grid
+            grid = compose(thumbs, np.arange(len(thumbs)), side)[: n_rows * thumbs.shape[1]]
+            height = round(280 * n_rows / side)
+            self.population_image.object = Image.fromarray(grid).resize((280, height))
+            self.population_image.height = height
+            if self.population[0] is not self.population_image:
+                self.population[:] = [self.population_image]
+        if model.status != seen["status"] or model.error:
+            seen["status"] = model.status
+            parts = [f"status: **{model.status}**"]
+            if model.run_id:
+                parts.append(f"run `{model.run_id}`")
+            if model.algorithm_ran:
+                parts.append(f"algorithm **{model.algorithm_name}**")
+            self.status.object = " · ".join(parts) + (f" — {model.error}" if model.error else "")
+            if model.best_thumb is not None:
+                self.best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
+                if self.best[0] is not self.best_image:
+                    self.best[:] = [self.best_image]
+
+
 def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                 standalone: bool = False) -> pn.template.FastListTemplate:
-    import holoviews as hv
-    from PIL import Image
+    from workbench.dashboards.shell import section, shell
 
-    from workbench.dashboards.shell import placeholder, section, shell
-    from workbench.figures import holoviews, whole_numbers
-
-    holoviews()
     model = model or SearchModel(runs_dir=runs_dir)
     w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
@@ -200,93 +318,19 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
 
     model.param.watch(show_for_kind, ["kind", "substrate"])
     show_for_kind()
-    start = pn.widgets.Button(label="start", color="primary", sizing_mode="stretch_width")
-    stop = pn.widgets.Button(label="stop", color="warning", sizing_mode="stretch_width", disabled=True)
-    resume = pn.widgets.Button(label="resume", sizing_mode="stretch_width", disabled=True)
-    status = pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10))
-    spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
-                                           visible=False)
-    progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width", bar_color="primary",
-                                      margin=(0, 10))
-    count = pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200)
-    curve = pn.Column(placeholder("the loss curve appears after the first iteration", 520, 280))
-    best = pn.Column(placeholder("the best frame appears when the run ends", 224, 224))
-    population = pn.Column(placeholder("thumbnails of each evaluated population", 280, 280))
-
-    def safely(action):
-        try:
-            action()
-        except ValueError as exc:
-            status.object = f"status: **error** — {exc}"
-
-    start.on_click(lambda e: safely(model.start))
-    stop.on_click(lambda e: model.stop())
-    resume.on_click(lambda e: safely(model.resume))
-    seen = {"n": -1, "status": None, "population": None, "done": -1}
-    # The views are made once and then only fed: a running search updates the curve's data, not a new figure,
-    # and the images' pixels, not new panes. A new Bokeh figure per iteration kept the browser busy laying out
-    # the page, so that on a busy machine the stop button did not answer a click.
-    losses = hv.streams.Pipe(data=[])
-    loss_curve = hv.DynamicMap(
-        lambda data: whole_numbers(hv.Curve(data, "iteration", "best loss").opts(
-            width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2, tools=["hover"],
-            toolbar=None, framewise=True, backend="bokeh")),
-        streams=[losses])
-    loss_curve_pane = pn.pane.HoloViews(loss_curve, backend="bokeh")
-    population_image = pn.pane.Image(None, width=280, height=280)
-    best_image = pn.pane.Image(None, width=224, height=224)
-
-    def refresh():
-        running = model.running
-        spinner.value = spinner.visible = running
-        start.disabled, stop.disabled = running, not running
-        resume.disabled = running or not model.run_id or model.status == "done"
-        if (model.done, model.total) != (seen["done"], progress.max):
-            seen["done"] = model.done
-            progress.max, progress.value = max(model.total, 1), min(model.done, model.total)
-            count.object = model.progress_text()
-        if len(model.metrics) != seen["n"]:
-            seen["n"] = len(model.metrics)
-            rows = model.metrics
-            if rows:
-                losses.send([(r["iteration"], r["best_loss"]) for r in rows])
-                if curve[0] is not loss_curve_pane:
-                    curve[:] = [loss_curve_pane]
-        if model.population is not None and model.population is not seen["population"]:
-            import math
-
-            from workbench.asal.atlas import compose
-
-            seen["population"] = thumbs = model.population
-            side = math.ceil(math.sqrt(len(thumbs)))
-            rows = math.ceil(len(thumbs) / side)  # no empty black rows below a population of 6 in a 3 × 3 grid
-            grid = compose(thumbs, np.arange(len(thumbs)), side)[: rows * thumbs.shape[1]]
-            height = round(280 * rows / side)
-            population_image.object = Image.fromarray(grid).resize((280, height))
-            population_image.height = height
-            if population[0] is not population_image:
-                population[:] = [population_image]
-        if model.status != seen["status"] or model.error:
-            seen["status"] = model.status
-            parts = [f"status: **{model.status}**"]
-            if model.run_id:
-                parts.append(f"run `{model.run_id}`")
-            if model.algorithm_ran:
-                parts.append(f"algorithm **{model.algorithm_name}**")
-            status.object = " · ".join(parts) + (f" — {model.error}" if model.error else "")
-            if model.best_thumb is not None:
-                best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
-                if best[0] is not best_image:
-                    best[:] = [best_image]
-
-    pn.state.add_periodic_callback(refresh, period=300)
+    views = SearchViews(model)
+    views.start.on_click(lambda e: views.safely(model.start))
+    views.stop.on_click(lambda e: model.stop())
+    views.resume.on_click(lambda e: views.safely(model.resume))
+    pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
-               section("Run"), pn.Row(start, stop, resume, sizing_mode="stretch_width")]
-    main = [pn.Row(spinner, status, sizing_mode="stretch_width"), pn.Row(progress, count, sizing_mode="stretch_width"),
-            pn.FlexBox(curve, pn.Column(pn.pane.Markdown("**best so far**"), best),
-                       pn.Column(pn.pane.Markdown("**latest population**"), population))]
+               section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width")]
+    main = [pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
+            pn.Row(views.progress, views.count, sizing_mode="stretch_width"),
+            pn.FlexBox(views.curve, pn.Column(pn.pane.Markdown("**best so far**"), views.best),
+                       pn.Column(pn.pane.Markdown("**latest population**"), views.population))]
     return shell("search", main, sidebar, standalone=standalone)
 
 

@@ -282,15 +282,24 @@ def test_runs_model_gallery_filters_and_compares(runs):
 
 
 def test_search_model_runs_stops_and_resumes(tmp_path):
+    from workbench.dashboards.search import SearchViews
+
     model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
                         frames=2, iters=3, pop=4)
+    views = SearchViews(model)  # what the page shows, fed by refresh() as the page's periodic callback does
     assert model.algorithm == "ga"  # the illumination selector's default...
     model.start()
     assert model.wait() == "done" and len(model.metrics) == 3 and model.best_thumb is not None
     assert model.algorithm_name == "sep-CMA-ES"  # ...is not what an open-endedness search runs
     assert model.progress_text() == "3 / 3 iterations"
+    views.refresh()
+    assert views.shows(views.curve) and [p[0] for p in views.losses.data] == [0, 1, 2]
+    assert views.shows(views.best) and views.shows(views.population)
     model.iters = 40
     model.start()
+    views.refresh()  # a new search: nothing of the one before stays on show
+    assert len(views.losses.data) <= len(model.metrics)  # no points of the run before
+    assert not views.shows(views.best) and not views.shows(views.population)
     while len(model.metrics) < 1:
         time.sleep(0.05)
     model.stop()
@@ -299,7 +308,9 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     model.iters = 7  # the resumed run keeps its own budget
     model.resume()
     assert model.wait() == "done" and model.run_id == stopped_id
-    assert model.progress_text() == "40 / 40 iterations" and len(model.metrics) == 40 - done
+    assert model.progress_text() == "40 / 40 iterations" and done < 40
+    views.refresh()  # the resumed run's curve goes on from where it stopped
+    assert [p[0] for p in views.losses.data] == list(range(40)) and views.shows(views.best)
     from workbench.runs import RunStore
 
     assert RunStore(tmp_path).open(stopped_id).info["iterations"] == 40

@@ -252,11 +252,19 @@ def test_load_model_corrupt_safetensors(tiny_zoo, tmp_path):
 
 
 def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch):
-    """First load dequantises the Q4_1 GGUF and writes the cache; the second reads the cache."""
+    """First load dequantises the Q4_1 GGUF, parsing the file once (transformers alone parses it three times),
+    and writes the cache; the second reads the cache."""
+    from gguf.gguf_reader import GGUFReader
+
     from workbench.lm.models import SMOLLM2_CACHE, load_model
 
+    parses = []
+    build_fields = GGUFReader._build_fields
+    monkeypatch.setattr(GGUFReader, "_build_fields",
+                        lambda self, *a, **k: parses.append(1) or build_fields(self, *a, **k))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     model, tok = load_model("smollm2")
+    assert len(parses) == 1
     assert (tmp_path / SMOLLM2_CACHE / "model.safetensors").is_file()
     again, tok2 = load_model("smollm2")
     sd, sd2 = model.state_dict(), again.state_dict()
