@@ -123,12 +123,12 @@ class SearchModel(param.Parameterized):
                              on_start=self._started,
                              on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
             self.run_id = run.id
-            self.status = run.info["status"]
             thumb = run.path / "best.png"
             if thumb.exists():
                 from PIL import Image
 
                 self.best_thumb = np.asarray(Image.open(thumb))
+            self.status = run.info["status"]  # last: the page shows the best frame when the status changes
         except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
             self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
 
@@ -138,8 +138,11 @@ class SearchModel(param.Parameterized):
         self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
         self.total = int(info["config"].get("iters", self.total))
         self.done = int(info.get("iterations") or 0)
-        if self.done and (run.path / "metrics.parquet").exists():  # resumed: its curve goes on from where it was
-            self.metrics = run.read_table("metrics").to_pylist()[: self.done]
+        if self.done:  # resumed: its curve goes on from where it was (the table holds the checkpoint's rows)
+            try:
+                self.metrics = run.read_table("metrics").to_pylist()
+            except Exception:  # noqa: BLE001 - a damaged table costs the earlier points, not the resume
+                self.metrics = []
 
     def _progress(self, done: int, total: int, row: dict) -> None:
         self.done, self.total = done, total
@@ -228,7 +231,7 @@ class SearchViews:
         self.losses.send([])
         self.best[:] = [self._placeholder(self.BEST_HINT, 224, 224)]
         self.population[:] = [self._placeholder(self.POPULATION_HINT, 280, 280)]
-        self._seen.update(n=-1, population=None)
+        self._seen.update(n=-1, population=None, status=None, done=-1)
 
     def safely(self, action) -> None:
         """Run a button's action; a ValueError (bad settings, nothing to resume) shows in the status line."""

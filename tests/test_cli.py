@@ -83,6 +83,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),
     (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
     (["bench", "merge", "--repeats", "0"], "--repeats must be greater than 0"),
+    (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
     (["experts", "eval", "--model", "nope", "--n", "0"], "--n must be at least 1"),

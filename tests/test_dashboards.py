@@ -296,10 +296,13 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert views.shows(views.curve) and [p[0] for p in views.losses.data] == [0, 1, 2]
     assert views.shows(views.best) and views.shows(views.population)
     model.iters = 40
+    before = model.population
     model.start()
     views.refresh()  # a new search: nothing of the one before stays on show
-    assert len(views.losses.data) <= len(model.metrics)  # no points of the run before
-    assert not views.shows(views.best) and not views.shows(views.population)
+    rows = model.metrics
+    assert views.losses.data == [(r["iteration"], r["best_loss"]) for r in rows[: len(views.losses.data)]]
+    assert not views.shows(views.best)  # the new run's best frame comes when it ends
+    assert not views.shows(views.population) or views._seen["population"] is not before
     while len(model.metrics) < 1:
         time.sleep(0.05)
     model.stop()
@@ -762,6 +765,7 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         box.press("Enter")
         page.get_by_role("button", name="start", exact=True).click()
         page.get_by_text("status: running").wait_for(timeout=60000)
+        page.get_by_text("the best frame appears when the run ends").wait_for(timeout=30000)  # the last run's went
         page.wait_for_function(f"() => ({CURVE_POINTS})() >= 3", timeout=60000)  # points added as it runs
         page.get_by_role("button", name="stop").click()
         page.get_by_text("status: stopped").wait_for(timeout=120000)

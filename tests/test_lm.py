@@ -324,3 +324,31 @@ def test_zoo_configs_serialise_and_say_whether_they_are_quick():
     real, quick = ZooConfig(), ZooConfig.quick()
     assert real.quick_build is False and quick.quick_build is True
     assert json.loads(json.dumps(asdict(real)))["quick_build"] is False
+
+
+def test_overlapping_gguf_loads_leave_the_gguf_package_as_they_found_it():
+    """The one-parse memo of a GGUF load patches the gguf package for the length of the load: loads on two threads
+    take turns, and afterwards the package holds its own reader class again."""
+    import threading
+    import time
+
+    import gguf
+
+    from workbench.lm.models import _gguf_parsed_once
+
+    own = (gguf.GGUFReader, gguf.get_tensor_name_map)
+    seen_outside = []
+
+    def load(seconds):
+        with _gguf_parsed_once():
+            time.sleep(seconds)
+
+    first = threading.Thread(target=load, args=(0.4,))
+    first.start()
+    time.sleep(0.1)
+    second = threading.Thread(target=load, args=(0.1,))
+    second.start()
+    seen_outside.append(gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is not None)  # plain, in this thread
+    first.join()
+    second.join()
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == own and seen_outside == [True]

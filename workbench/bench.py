@@ -212,7 +212,7 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
                      chromium: str | None = None, browser=None, url: str | None = None) -> dict:
     """Load test: `sessions` Chromium pages play the Lab at once for `seconds`; frames per second that each
     page received, and any console / page errors. Starts its own `workbench serve` on a free port unless given
-    the `url` of one that runs, and its own Playwright Chromium unless given a launched `browser`."""
+    the `url` of one that runs (--url), and its own Playwright Chromium unless given a launched `browser`."""
     import shutil
     import socket
     import subprocess
@@ -222,11 +222,30 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
 
     from playwright.sync_api import sync_playwright
 
+    if sessions < 1 or seconds <= 0:
+        raise ValueError(f"--sessions and --seconds must be greater than 0, got {sessions} and {seconds}")
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
+
+    def live(wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/liveness", timeout=2)
+                return True
+            except OSError:
+                if time.monotonic() > deadline or (server is not None and server.poll() is not None):
+                    return False
+                time.sleep(0.2)
+
     server = None
-    if url is None:
+    if url is not None:
+        url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
+        if not live(3.0):
+            raise ValueError(f"no workbench server answers at {url} (its /liveness): start one with "
+                             "`workbench serve`, or leave out --url and the bench starts its own")
+    else:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -235,12 +254,9 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
                                    runs_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{url}/liveness", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+        if server is not None and not live(120.0):
+            raise ValueError(f"the bench's own `workbench serve` did not answer at {url}: run `workbench serve` "
+                             "to see why, then give its address with --url")
         errors: list[str] = []
         if browser is not None:
             frames, elapsed = _play_lab(browser, url, sessions, seconds, substrate, errors)

@@ -34,7 +34,7 @@ def cmd_bench(args) -> int:
     elif args.target == "fm":
         result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
     elif args.target == "dashboards":
-        result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate)
+        result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate, url=args.url)
     elif args.target == "merge":
         result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats)
     elif args.target == "qd":
@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dash.add_argument("--sessions", type=int, default=8)
     dash.add_argument("--seconds", type=float, default=30.0)
     dash.add_argument("--substrate", choices=SUBSTRATES, default="lenia")
+    dash.add_argument("--url", help="a running `workbench serve` to load (default: the bench starts its own)")
     dash.set_defaults(func=cmd_bench)
     mb = bench_sub.add_parser("merge", help="merge GB/s (ours vs mergekit, SmolLM2-sized) and s per recipe evaluation")
     mb.add_argument("--json", action="store_true", help="one JSON line")
