@@ -98,7 +98,7 @@ screenshots: $(STAMP) test-deps
 
 # One Transformer² SVF expert on SmolLM2-135M-Instruct: `larger` (the larger of two numbers, workbench.lm.chat_tasks),
 # which it answers about half the time with the chat template and three demonstrations, so ±1 rewards carry a signal
-# (brackets, at 3-16 %, learnt nothing). Slow on a CPU (docs/benchmarks.md: ~26 s a step): not in `make test`.
+# (brackets, at 3-16 %, learnt nothing). Slow on a CPU (docs/benchmarks.md: ~28 s a step): not in `make test`.
 SMOLLM2_ITERS ?= 50
 smollm2-expert: $(STAMP)
 	$(VENV)/bin/workbench experts train --model smollm2 --task larger --prompt-format chat --iters $(SMOLLM2_ITERS) \
