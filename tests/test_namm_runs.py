@@ -29,9 +29,10 @@ def tiny(tmp_path_factory):
     return tiny_llama(tmp_path_factory.mktemp("namm") / "tiny", SEED)
 
 
-def _train_args(tiny) -> list[str]:
-    """The training run of the resume and Dask tests: three generations over two curriculum stages."""
-    return ["namm", "train", "--model", str(tiny), "--gens", "3", "--stage-gens", "1", "2", *TRAIN]
+def _train_args(tiny, gens: int = 3) -> list[str]:
+    """The training run of the resume and Dask tests: three generations over two curriculum stages (the first
+    generation in the first; `gens` makes the second longer and leaves the first generations as they were)."""
+    return ["namm", "train", "--model", str(tiny), "--gens", str(gens), "--stage-gens", "1", str(gens - 1), *TRAIN]
 
 
 @pytest.fixture(scope="module")
@@ -183,25 +184,28 @@ def _refused(capsys, argv, message, root) -> None:
 
 def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tiny, whole):
     """--workers 2 (a real LocalCluster): the generations done on the workers give exactly the local run's metrics
-    and candidate evaluations; SIGINT once the first is done (two generations of slack before the run's end): exit
-    130, the run marked stopped and resumable, no tracebacks from Dask's cut-short gathers on stderr."""
+    and candidate evaluations; SIGINT once the first is done: exit 130, the run marked stopped and resumable, no
+    tracebacks from Dask's cut-short gathers on stderr. The run on Dask is the local one with a longer second
+    stage (its first three generations are the same): a loaded machine may let a few tiny generations pass
+    before the signal lands, and the run must still be going then."""
     import signal
 
     folder, local = whole
     store = RunStore(tmp_path / "dask")
-    proc = cli(*_train_args(tiny), "--runs", "dask", "--workers", "2", cwd=tmp_path)
+    proc = cli(*_train_args(tiny, gens=12), "--runs", "dask", "--workers", "2", cwd=tmp_path)
     row = kill_after(proc, store, 1, sig=signal.SIGINT)
     err = proc.stderr.read()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (row["status"], row["iterations"], err)  # "done", 12: the signal was lost
     assert "Traceback" not in err and "Task exception" not in err, err
-    done = row["iterations"]
-    assert row["status"] == "stopped" and 1 <= done < 3, "the Ctrl-C should land before the last generation ends"
+    assert row["status"] == "stopped" and 1 <= row["iterations"] < 12
     dask, local_run = store.open(row["id"]), RunStore(folder / "whole").open(local["id"])
     dask.check_resumable()
-    assert _rows(dask) == _rows(local_run)[:done]
+    same = min(row["iterations"], 3)  # the generations both runs have
+    assert _rows(dask)[:same] == _rows(local_run)[:same]
     evaluations = [{k: None if v != v else v for k, v in r.items()} for r in dask.load_checkpoint()["evaluations"]]
-    assert len(evaluations) == done * 4
-    assert evaluations == [r for r in _rows(local_run, "evaluations") if r["iteration"] < done]
+    assert len(evaluations) == row["iterations"] * 4
+    assert [r for r in evaluations if r["iteration"] < same] == \
+        [r for r in _rows(local_run, "evaluations") if r["iteration"] < same]
 
 
 def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
