@@ -10,9 +10,16 @@ import time
 from workbench.runs import RunStore
 
 
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT at its default, as in a command typed at a terminal. A test suite started
+    in the background (`make test &`) ignores SIGINT, children inherit that, and Python leaves an ignored SIGINT
+    ignored: a Ctrl-C sent to the command would then be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, cwd) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
 
 
 def run_command(command: str, cwd) -> subprocess.Popen:
