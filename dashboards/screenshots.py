@@ -9,12 +9,9 @@ Atlas, an elite clicked in the QD archives) and writes PAGE.png. Nothing is fetc
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,25 +82,6 @@ def _qd_run(store, zoo_dir: str | Path | None) -> str:
                       ranges={"brackets": [0.0, 0.5]} if quick else None, mutation_scale=1.0 if quick else None,
                       seed=3)
     return run_cycleqd(cfg, store).id
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_live(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"workbench serve exited with {proc.returncode}")
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"workbench serve did not answer at {url} within {timeout:.0f} s")
 
 
 def _offline(context, host: str) -> list[str]:
@@ -196,6 +174,7 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
     has none; without runs_dir, in a temporary folder). Returns the written paths."""
     from playwright.sync_api import sync_playwright
 
+    from workbench.local_server import free_port, wait_live
     from workbench.runs import RunStore
 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -210,7 +189,7 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
         sample_runs(runs_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # served from the run folder's parent as "--runs NAME", so the pages name it as a user's would ("runs"), not
     # by a path of the machine that took the pictures
@@ -219,7 +198,9 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
                               stderr=subprocess.DEVNULL)
     written = []
     try:
-        _wait_live(url, server)
+        if not wait_live(url, 120.0, server):
+            raise RuntimeError(f"workbench serve exited with {server.returncode}" if server.poll() is not None
+                               else f"workbench serve did not answer at {url} within 120 s")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             for name in pages:

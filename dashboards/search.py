@@ -16,6 +16,7 @@ import param
 
 from workbench.asal.driver import INITS, SearchConfig, check_new_search, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
+from workbench.dashboards.shell import placeholder, section, shell
 from workbench.runs import RunStore
 from workbench.simulations import SUBSTRATES
 
@@ -207,16 +208,10 @@ class SearchViews:
         self.loss_curve = pn.pane.HoloViews(loss_curve, backend="bokeh")
         self.population_image = pn.pane.Image(None, width=280, height=280)
         self.best_image = pn.pane.Image(None, width=224, height=224)
-        self.curve = pn.Column(self._placeholder(self.CURVE_HINT, 520, 280))
-        self.best = pn.Column(self._placeholder(self.BEST_HINT, 224, 224))
-        self.population = pn.Column(self._placeholder(self.POPULATION_HINT, 280, 280))
+        self.curve = pn.Column(placeholder(self.CURVE_HINT, 520, 280))
+        self.best = pn.Column(placeholder(self.BEST_HINT, 224, 224))
+        self.population = pn.Column(placeholder(self.POPULATION_HINT, 280, 280))
         self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1}
-
-    @staticmethod
-    def _placeholder(hint: str, width: int, height: int):
-        from workbench.dashboards.shell import placeholder
-
-        return placeholder(hint, width, height)
 
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
@@ -229,8 +224,8 @@ class SearchViews:
         curve to empty axes (the figure stays in the page, to be fed again: a figure taken out and put back
         is a new Bokeh figure, which the browser lays out anew)."""
         self.losses.send([])
-        self.best[:] = [self._placeholder(self.BEST_HINT, 224, 224)]
-        self.population[:] = [self._placeholder(self.POPULATION_HINT, 280, 280)]
+        self.best[:] = [placeholder(self.BEST_HINT, 224, 224)]
+        self.population[:] = [placeholder(self.POPULATION_HINT, 280, 280)]
         self._seen.update(n=-1, population=None, status=None, done=-1)
 
     def safely(self, action) -> None:
@@ -292,8 +287,6 @@ class SearchViews:
 
 def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                 standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import section, shell
-
     model = model or SearchModel(runs_dir=runs_dir)
     w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}

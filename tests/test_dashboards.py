@@ -6,7 +6,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from PIL import Image
 from workbench.dashboards.lab import LabModel
 from workbench.dashboards.runs import RunsModel
 from workbench.dashboards.search import SearchModel
+from workbench.local_server import free_port, wait_live
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SERVED: dict[str, dict] = {}  # server url -> {"runs": folder, "log": server log file, "ids": {...}}
@@ -506,30 +506,17 @@ def test_off_loop_spinner_stays_until_the_last_overlapping_call_ends():
 
 # --- the served pages in Chromium ---------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
     """`workbench serve` over runs_dir on a free port (env: variables to add), its output in log; yields the url
     once /liveness answers."""
-    port = _free_port()
+    port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
                                 stdout=out, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/liveness", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
+    if not wait_live(url, 120, proc):
         proc.kill()
         pytest.fail(f"workbench serve did not come up: {log.read_text()}")
     try:
@@ -878,7 +865,7 @@ def test_tabs_closed_mid_work_leave_no_tracebacks(server, browser):
 
 
 def test_a_page_runs_alone_with_panel_serve(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "dashboards/lab.py", "--port", str(port)],
                             cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -54,8 +54,12 @@ def _run(*args, cwd, timeout=300, short=False) -> dict:
 
 def _rows(run, table="metrics"):
     """A table's rows without timings (NaN as None so that rows compare)."""
-    return [{k: None if v != v else v for k, v in r.items() if not k.endswith("seconds")}
-            for r in run.read_table(table).to_pylist()]
+    return _plain(run.read_table(table).to_pylist())
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    """Rows without timings, NaN as None (NaN equals nothing, itself included)."""
+    return [{k: None if v != v else v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
 
 
 # --- tasks ---------------------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tin
     dask.check_resumable()
     same = min(row["iterations"], 3)  # the generations both runs have
     assert _rows(dask)[:same] == _rows(local_run)[:same]
-    evaluations = [{k: None if v != v else v for k, v in r.items()} for r in dask.load_checkpoint()["evaluations"]]
+    evaluations = _plain(dask.load_checkpoint()["evaluations"])
     assert len(evaluations) == row["iterations"] * 4
     assert [r for r in evaluations if r["iteration"] < same] == \
         [r for r in _rows(local_run, "evaluations") if r["iteration"] < same]

@@ -14,9 +14,10 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source
+from workbench.local_server import free_port
 from workbench.runs import RunStore
 
 TASKS = ["brackets", "sort", "reverse"]
@@ -383,7 +384,7 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
     bad = tmp_path / "gen1_archive_map.json"
     bad.write_text("[1, 2]")
     # the page alone (`panel serve dashboards/qd.py`) starts while the page in `workbench serve` is checked
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", "dashboards/qd.py", "--port", str(port), "--args",
                              qd["dir"]], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -214,47 +214,33 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     page received, and any console / page errors. Starts its own `workbench serve` on a free port unless given
     the `url` of one that runs (--url), and its own Playwright Chromium unless given a launched `browser`."""
     import shutil
-    import socket
     import subprocess
     import sys
     import tempfile
-    import urllib.request
 
     from playwright.sync_api import sync_playwright
+
+    from workbench.local_server import free_port, wait_live
 
     if sessions < 1 or seconds <= 0:
         raise ValueError(f"--sessions and --seconds must be greater than 0, got {sessions} and {seconds}")
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
-
-    def live(wait: float) -> bool:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/liveness", timeout=2)
-                return True
-            except OSError:
-                if time.monotonic() > deadline or (server is not None and server.poll() is not None):
-                    return False
-                time.sleep(0.2)
-
     server = None
     if url is not None:
         url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
-        if not live(3.0):
+        if not wait_live(url, 3.0):
             raise ValueError(f"no workbench server answers at {url} (its /liveness): start one with "
                              "`workbench serve`, or leave out --url and the bench starts its own")
     else:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         runs_dir = runs_dir or tempfile.mkdtemp()
         server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
                                    runs_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
     try:
-        if server is not None and not live(120.0):
+        if server is not None and not wait_live(url, 120.0, server):
             raise ValueError(f"the bench's own `workbench serve` did not answer at {url}: run `workbench serve` "
                              "to see why, then give its address with --url")
         errors: list[str] = []
