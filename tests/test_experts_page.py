@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label, model_text
 from workbench.runs import RunStore

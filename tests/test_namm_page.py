@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_dashboards import _browse, _free_port, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.namm import VIEWS, NAMMExplorer
 from workbench.namm import trace as tr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from forked import run
 from PIL import Image
-from test_dashboards import _browse, _free_port, _wait_for_model, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import _browse, _wait_for_model, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.lab import EDITORS, LabModel, param_editor
 from workbench.simulations import SUBSTRATES, make_substrate
