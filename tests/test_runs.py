@@ -239,7 +239,11 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     assert json.loads(out)["status"] == "done" and store.open(target.id).info["iterations"] == 2
 
 
-def test_run_id_prefixes(tmp_path):
+def test_run_id_prefixes(tmp_path, monkeypatch):
+    # one clock for the whole test: ids are stamped to the second, and runs made on both sides of a second's
+    # boundary would get different stamps instead of the "-1" suffix this test is about
+    now, strftime = time.localtime(), time.strftime
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: strftime(fmt, now if t is None else t))
     store = RunStore(tmp_path)
     a = store.create("target", "boids", "pixels", {}, 1)
     b = store.create("target", "boids", "pixels", {}, 1)
