@@ -35,6 +35,9 @@ for fd in (1, 2):
     os.dup2(os.open(noise, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
 import torch  # noqa: F401
 sys.stdout.flush(); sys.stderr.flush(); os.dup2(saved[0], 1); os.dup2(saved[1], 2)
+# as Python's gc docs advise before fork(): the objects made so far leave the collector's generations, so that a
+# child's collections (its last one at exit: 1 s with torch's objects) neither walk them nor copy their pages
+import gc; gc.freeze()
 sys.stdout.write(json.dumps({"noise": open(noise).read()}) + "\n"); sys.stdout.flush()
 def child(job):
     # The forked child becomes the command: set up as `python -m workbench` would be, then run it and leave through
