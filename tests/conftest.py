@@ -4,8 +4,8 @@ import os
 import pytest
 
 # The suite's processes hold torch, transformers, Panel and Bokeh: at Python's default threshold (700 allocations)
-# the collector walks their objects again and again (7-8 % of in-process tests' time). The workbench command
-# collects as rarely (workbench.cli.run).
+# the collector walks their objects again and again (in-process tests: 3-5 % of their time). The workbench
+# command collects as rarely (workbench.cli.run).
 gc.set_threshold(10_000, 10, 10)
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
