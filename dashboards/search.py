@@ -1,23 +1,30 @@
 """Search: launch an ASAL search in the background, watch its loss and best frame, stop and resume it.
 
-`SearchModel` runs `workbench.asal.driver.run_search` on a thread; the thread only writes plain
-fields, and the page reads them on a periodic callback (Bokeh documents must be changed from their
-own thread). Tests drive the model directly: start(), wait(), stop(), resume().
+A search belongs to the server, not to the browser tab that started it: it runs on as a `SearchJob` (a thread
+of the server's process) when its tab closes, and any Search page opened on it (`/search?run=ID`, the Runs
+gallery's link; the page puts its run in the address, so a reload comes back to it) shows its progress live
+and can stop it. A run that is not running here (done, stopped, interrupted, or running in another process)
+opens from the run store: its curve, best frame and settings, resumable where its status allows.
+
+`SearchModel` holds the settings (the sidebar) and the job on show; the job's thread only writes plain fields,
+and the page reads them on a periodic callback (Bokeh documents must be changed from their own thread). Tests
+drive the model directly: start(), wait(), stop(), resume(), choose(run_id).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import panel as pn
 import param
 
-from workbench.asal.driver import INITS, SearchConfig, check_new_search, run_search, starts_random
+from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
-from workbench.dashboards.shell import placeholder, section, shell
-from workbench.runs import RunStore
+from workbench.dashboards.shell import placeholder, run_alert, section, shell
+from workbench.runs import RESUMABLE, RunError, RunStore
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -25,6 +32,139 @@ ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "
 RULE_SUBSTRATES = ("gol",)
 RULE_NOTE = ("Game of Life: θ is one integer rule (18 bits: births, survivals), searched by a **GA over rules** "
              "(bit flips) for every kind. To rank all 2^18 rules: `workbench asal sweep --substrate gol`.")
+
+
+class SearchJob:
+    """One search as a page shows it: status, progress, metrics rows, best frame, latest population.
+
+    `SearchJob.launch` runs (or resumes) a search on a daemon thread of this process and lists it among the live
+    jobs until the thread ends, so a page opened later on the same run (`SearchJob.live`) shares it: the same
+    fields, the same stop. `SearchJob.read` fills the fields once from the run store (a run not running here).
+    Only the job's thread writes the fields of a live job."""
+
+    def __init__(self, runs_dir: str, total: int = 0):
+        self.runs_dir = str(runs_dir)
+        self.status = "idle"
+        self.run_id: str | None = None
+        self.metrics: list[dict] = []
+        self.best_thumb: np.ndarray | None = None
+        self.population: np.ndarray | None = None  # thumbnails of the latest evaluated batch
+        self.error = ""
+        self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
+        self.done = 0  # iterations the run has done, of `total`
+        self.total = total
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- the jobs of this process, by run ------------------------------------------------------------------
+    _live: dict[tuple[str, str], SearchJob] = {}
+    _live_lock = threading.Lock()
+
+    @staticmethod
+    def _key(runs_dir: str, run_id: str) -> tuple[str, str]:
+        return str(Path(runs_dir).resolve()), run_id
+
+    @classmethod
+    def live(cls, runs_dir: str, run_id: str) -> SearchJob | None:
+        """The job of this process that is running `run_id` in `runs_dir`, if any."""
+        with cls._live_lock:
+            job = cls._live.get(cls._key(runs_dir, run_id))
+        return job if job is not None and job.running else None
+
+    # ---- making one ------------------------------------------------------------------------------------------
+    @classmethod
+    def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None, total: int = 0,
+               algorithm: str | None = None) -> SearchJob:
+        """Start a new search (cfg) or resume run `resume` (cfg None; total and algorithm: what the page showed
+        of it, until the thread has read the run) on a background thread."""
+        job = cls(runs_dir, total=cfg.iters if cfg is not None else total)
+        job.status = "running"
+        job.algorithm_ran = cfg.algorithm if cfg is not None else algorithm
+        job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
+        job._thread.start()
+        return job
+
+    @classmethod
+    def read(cls, runs_dir: str, run_id: str) -> SearchJob:
+        """A search run as the store holds it (RunError: no such run, or a run that is not an ASAL search)."""
+        run = RunStore(runs_dir).open(run_id)
+        info = run.info
+        if info.get("kind") not in KINDS:
+            raise RunError(f"run {run.id} is {_article(info.get('kind'))} {info.get('kind')} run; the Search page "
+                           f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
+        job = cls(runs_dir)
+        job._opened(run)
+        job.status = run.status
+        job.best_thumb = _best_thumb(run.path)
+        return job
+
+    # ---- the thread --------------------------------------------------------------------------------------------
+    def _work(self, cfg, resume) -> None:
+        store = RunStore(self.runs_dir)
+        try:
+            run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
+                             on_start=self._started,
+                             on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
+            self.run_id = run.id
+            self.best_thumb = _best_thumb(run.path)
+            self.status = run.info["status"]  # last: the page shows the best frame when the status changes
+        except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
+            self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
+        finally:
+            if self.run_id is not None:
+                with self._live_lock:
+                    if self._live.get(self._key(self.runs_dir, self.run_id)) is self:
+                        del self._live[self._key(self.runs_dir, self.run_id)]
+
+    def _started(self, run) -> None:
+        self._opened(run)
+        with self._live_lock:
+            self._live[self._key(self.runs_dir, run.id)] = self
+
+    def _opened(self, run) -> None:
+        """What the run's folder says: its id, algorithm, budget, iterations done and (when it has done some)
+        the metrics rows so far, so a resumed or reopened run's curve goes on from where it was."""
+        info = run.info
+        self.run_id = run.id
+        self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
+        self.total = int(info["config"].get("iters", self.total))
+        self.done = int(info.get("iterations") or 0)
+        if self.done:
+            try:
+                self.metrics = run.read_table("metrics").to_pylist()
+            except Exception:  # noqa: BLE001 - a damaged or missing table costs the earlier points, not the run
+                self.metrics = []
+
+    def _progress(self, done: int, total: int, row: dict) -> None:
+        self.done, self.total = done, total
+        self.metrics = [*self.metrics, row]
+
+    # ---- what pages call ----------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Ask the search to stop after the current iteration (it stays resumable)."""
+        self._stop.set()
+
+    def wait(self, timeout: float = 600.0) -> str:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.status
+
+
+def _article(word) -> str:
+    return "an" if str(word)[:1] in "aeiou" else "a"
+
+
+def _best_thumb(path: Path) -> np.ndarray | None:
+    thumb = path / "best.png"
+    if not thumb.exists():
+        return None
+    from PIL import Image
+
+    return np.asarray(Image.open(thumb))
 
 
 class SearchModel(param.Parameterized):
@@ -49,18 +189,8 @@ class SearchModel(param.Parameterized):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.status = "idle"
-        self.run_id: str | None = None
-        self.metrics: list[dict] = []
-        self.best_thumb: np.ndarray | None = None
-        self.population: np.ndarray | None = None  # thumbnails of the latest evaluated batch
-        self.error = ""
-        self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
-        self.done = 0  # iterations the run has done, of `total`
-        self.total = self.iters
-        self.starts = 0  # searches started (or resumed) so far
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.job = SearchJob(self.runs_dir, total=self.iters)  # the run on show (idle: none yet)
+        self.starts = 0  # runs put on show so far (started, resumed or opened): the views clear the one before
         self._algorithms_for_substrate()
 
     @param.depends("substrate", watch=True)
@@ -97,9 +227,25 @@ class SearchModel(param.Parameterized):
         return SearchConfig(kind=self.kind, eval=ev, iters=self.iters, pop=self.pop, seed=self.seed, init=init,
                             **extra)
 
+    # ---- the run on show (its job's fields) ---------------------------------------------------------------------
+    status = property(lambda self: self.job.status)
+    run_id = property(lambda self: self.job.run_id)
+    metrics = property(lambda self: self.job.metrics)
+    best_thumb = property(lambda self: self.job.best_thumb)
+    population = property(lambda self: self.job.population)
+    error = property(lambda self: self.job.error)
+    algorithm_ran = property(lambda self: self.job.algorithm_ran)
+    done = property(lambda self: self.job.done)
+    total = property(lambda self: self.job.total)
+
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self.job.running
+
+    @property
+    def resumable(self) -> bool:
+        """Whether the run on show can be resumed: stopped, interrupted or failed, and not running here."""
+        return not self.running and self.run_id is not None and self.status in RESUMABLE
 
     def start(self, resume: str | None = None) -> None:
         """Start a new search (or resume run `resume`) on a background thread."""
@@ -108,46 +254,35 @@ class SearchModel(param.Parameterized):
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         if cfg is not None:
             check_new_search(cfg)
-        self._stop.clear()
+        self.job = SearchJob.launch(self.runs_dir, cfg, resume, total=self.total, algorithm=self.algorithm_ran)
         self.starts += 1  # the page's views clear what they show of the run before
-        self.metrics, self.best_thumb, self.error, self.status = [], None, "", "running"
-        self.population = None
-        self.done, self.total = 0, cfg.iters if cfg is not None else self.total
-        self.algorithm_ran = cfg.algorithm if cfg is not None else self.algorithm_ran
-        self._thread = threading.Thread(target=self._work, args=(cfg, resume), daemon=True)
-        self._thread.start()
 
-    def _work(self, cfg, resume) -> None:
-        store = RunStore(self.runs_dir)
+    def choose(self, run_id: str) -> None:
+        """Put run `run_id` (an id or a unique prefix) on show: the search running it in this process if there is
+        one (its progress live, stop included), else the run as the store holds it, with its settings in the
+        sidebar (resumable when stopped, interrupted or failed). ValueError: no such run, or not an ASAL search."""
+        if self.running:
+            raise ValueError("a search is running on this page; stop it before opening another run")
+        run_id = RunStore(self.runs_dir).open(run_id).id
+        job = SearchJob.live(self.runs_dir, run_id) or SearchJob.read(self.runs_dir, run_id)
+        self._settings_of(run_id)
+        self.job = job
+        self.starts += 1
+
+    def _settings_of(self, run_id: str) -> None:
+        """The sidebar shows the run's settings, so that start runs the same search again (with a new id)."""
         try:
-            run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
-                             on_start=self._started,
-                             on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
-            self.run_id = run.id
-            thumb = run.path / "best.png"
-            if thumb.exists():
-                from PIL import Image
-
-                self.best_thumb = np.asarray(Image.open(thumb))
-            self.status = run.info["status"]  # last: the page shows the best frame when the status changes
-        except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
-            self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
-
-    def _started(self, run) -> None:
-        info = run.info
-        self.run_id = run.id
-        self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
-        self.total = int(info["config"].get("iters", self.total))
-        self.done = int(info.get("iterations") or 0)
-        if self.done:  # resumed: its curve goes on from where it was (the table holds the checkpoint's rows)
-            try:
-                self.metrics = run.read_table("metrics").to_pylist()
-            except Exception:  # noqa: BLE001 - a damaged table costs the earlier points, not the resume
-                self.metrics = []
-
-    def _progress(self, done: int, total: int, row: dict) -> None:
-        self.done, self.total = done, total
-        self.metrics = [*self.metrics, row]
+            cfg = read_config(RunStore(self.runs_dir).open(run_id).info["config"])
+        except (TypeError, ValueError, KeyError):
+            return  # a config this version cannot read: the run still shows, the settings stay as they were
+        ev = cfg.eval
+        self.param.update(substrate=ev.substrate)  # first: it sets the algorithms to choose from
+        values = {"kind": cfg.kind, "fm": ev.fm, "weights": ev.weights or "", "prompt": "; ".join(cfg.prompts),
+                  "target_image": cfg.target_image or "", "iters": cfg.iters, "pop": cfg.pop, "steps": ev.steps,
+                  "frames": ev.frames, "bs": ev.bs, "seed": cfg.seed, "init": cfg.init}
+        if cfg.algorithm in self.param.algorithm.objects:
+            values["algorithm"] = cfg.algorithm
+        self.param.update(**values)
 
     @property
     def algorithm_name(self) -> str:
@@ -158,8 +293,8 @@ class SearchModel(param.Parameterized):
         return f"{self.done} / {self.total} iterations"
 
     def stop(self) -> None:
-        """Ask the search to stop after the current iteration (it stays resumable)."""
-        self._stop.set()
+        """Ask the search on show to stop after the current iteration (it stays resumable)."""
+        self.job.stop()
 
     def resume(self) -> None:
         if not self.run_id:
@@ -167,9 +302,7 @@ class SearchModel(param.Parameterized):
         self.start(resume=self.run_id)
 
     def wait(self, timeout: float = 600.0) -> str:
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self.status
+        return self.job.wait(timeout)
 
 
 class SearchViews:
@@ -183,13 +316,14 @@ class SearchViews:
     BEST_HINT = "the best frame appears when the run ends"
     POPULATION_HINT = "thumbnails of each evaluated population"
 
-    def __init__(self, model: SearchModel):
+    def __init__(self, model: SearchModel, location=None):
         import holoviews as hv
 
         from workbench.figures import holoviews, whole_numbers
 
         holoviews()
         self.model = model
+        self.location = location  # the page's address (pn.state.location), served: it gets ?run=ID of the run on show
         self.start = pn.widgets.Button(label="start", color="primary", sizing_mode="stretch_width")
         self.stop = pn.widgets.Button(label="stop", color="warning", sizing_mode="stretch_width", disabled=True)
         self.resume = pn.widgets.Button(label="resume", sizing_mode="stretch_width", disabled=True)
@@ -211,7 +345,7 @@ class SearchViews:
         self.curve = pn.Column(placeholder(self.CURVE_HINT, 520, 280))
         self.best = pn.Column(placeholder(self.BEST_HINT, 224, 224))
         self.population = pn.Column(placeholder(self.POPULATION_HINT, 280, 280))
-        self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1}
+        self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1, "run_id": None}
 
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
@@ -247,7 +381,11 @@ class SearchViews:
         running = model.running
         self.spinner.value = self.spinner.visible = running
         self.start.disabled, self.stop.disabled = running, not running
-        self.resume.disabled = running or not model.run_id or model.status == "done"
+        self.resume.disabled = not model.resumable
+        if model.run_id != seen["run_id"]:
+            seen["run_id"] = model.run_id
+            if self.location is not None and model.run_id:  # a reload, a bookmark, a link come back to this run
+                self.location.update_query(run=model.run_id)
         if (model.done, model.total) != (seen["done"], self.progress.max):
             seen["done"] = model.done
             self.progress.max, self.progress.value = max(model.total, 1), min(model.done, model.total)
@@ -274,6 +412,8 @@ class SearchViews:
         if model.status != seen["status"] or model.error:
             seen["status"] = model.status
             parts = [f"status: **{model.status}**"]
+            if model.status == "running" and not running:
+                parts[0] += " (in another process: shown as it was when opened)"
             if model.run_id:
                 parts.append(f"run `{model.run_id}`")
             if model.algorithm_ran:
@@ -285,9 +425,11 @@ class SearchViews:
                     self.best[:] = [self.best_image]
 
 
-def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
+def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: str | None = None,
                 standalone: bool = False) -> pn.template.FastListTemplate:
+    """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
+    alert = run_alert(model, run)
     w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
@@ -314,7 +456,8 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
 
     model.param.watch(show_for_kind, ["kind", "substrate"])
     show_for_kind()
-    views = SearchViews(model)
+    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    views = SearchViews(model, pn.state.location if served else None)
     views.start.on_click(lambda e: views.safely(model.start))
     views.stop.on_click(lambda e: model.stop())
     views.resume.on_click(lambda e: views.safely(model.resume))
@@ -323,7 +466,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None,
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
                section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width")]
-    main = [pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
+    main = [alert, pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
             pn.Row(views.progress, views.count, sizing_mode="stretch_width"),
             pn.FlexBox(views.curve, pn.Column(pn.pane.Markdown("**best so far**"), views.best),
                        pn.Column(pn.pane.Markdown("**latest population**"), views.population))]

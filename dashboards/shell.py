@@ -54,10 +54,11 @@ PAGES: dict[str, PageInfo] = {p.slug: p for p in (
 
 # kind of run -> the pages that open it, best fit first (a query string ?run=ID selects the run there)
 OPENERS: dict[str, tuple[str, ...]] = {
-    "target": ("lab",),
-    "openended": ("lab",),
-    "illuminate": ("atlas", "lab"),
-    "illuminate/map-elites": ("atlas", "qd", "lab"),  # kind/algorithm: a MAP-Elites archive is a grid too
+    # the Search page last: it shows a search's progress (live while it runs in the server) and resumes it
+    "target": ("lab", "search"),
+    "openended": ("lab", "search"),
+    "illuminate": ("atlas", "lab", "search"),
+    "illuminate/map-elites": ("atlas", "qd", "lab", "search"),  # kind/algorithm: a MAP-Elites archive is a grid too
     "merge": ("merge",),
     "qd": ("qd",),
     "namm": ("namm",),

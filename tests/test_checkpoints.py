@@ -129,7 +129,8 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
     from workbench.dashboards.search import SearchModel
 
     page = SearchModel(runs_dir=str(store.root))
-    page.run_id = run.id
+    page.choose(run.id)  # opening it reads run.json, metrics and best frame: nothing of the checkpoint
+    assert page.resumable and not marker.exists()
     page.resume()
     assert page.wait(timeout=120) == "failed" and "--trust-pickle" in page.error
     assert not marker.exists()

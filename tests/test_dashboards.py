@@ -305,18 +305,40 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert not views.shows(views.population) or views._seen["population"] is not before
     while len(model.metrics) < 1:
         time.sleep(0.05)
-    model.stop()
-    assert model.wait() == "stopped" and len(model.metrics) < 40
+    # another page (a reloaded tab, the Runs gallery's link) opens the running search: the same job, live
+    other = SearchModel(runs_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="a search is running on this page"):
+        model.choose(model.run_id)
+    other.choose(model.run_id)
+    assert other.job is model.job and other.running and not other.resumable
+    assert other.kind == "openended" and other.iters == 40 and other.steps == 10  # its settings in the sidebar
+    other.stop()  # stopped from there
+    assert model.wait() == "stopped" and len(model.metrics) < 40 and not other.running
     stopped_id, done = model.run_id, model.done
-    model.iters = 7  # the resumed run keeps its own budget
-    model.resume()
-    assert model.wait() == "done" and model.run_id == stopped_id
-    assert model.progress_text() == "40 / 40 iterations" and done < 40
-    views.refresh()  # the resumed run's curve goes on from where it stopped
-    assert [p[0] for p in views.losses.data] == list(range(40)) and views.shows(views.best)
+    # a third opens it from the store (by an id prefix): the rows so far, resumable
     from workbench.runs import RunStore
 
+    reopened = SearchModel(runs_dir=str(tmp_path), iters=7)  # the resumed run keeps its own budget
+    reopened_views = SearchViews(reopened)
+    reopened.choose(stopped_id[:-1])
+    assert reopened.run_id == stopped_id and reopened.job is not model.job and not reopened.running
+    assert reopened.status == "stopped" and reopened.resumable and reopened.done == done
+    assert len(reopened.metrics) == done and reopened.progress_text() == f"{done} / 40 iterations"
+    reopened_views.refresh()
+    assert not reopened_views.resume.disabled and reopened_views.stop.disabled
+    reopened.resume()
+    assert reopened.wait() == "done" and reopened.run_id == stopped_id and not reopened.resumable
+    assert reopened.progress_text() == "40 / 40 iterations" and done < 40
+    reopened_views.refresh()  # the resumed run's curve goes on from where it stopped
+    assert [p[0] for p in reopened_views.losses.data] == list(range(40)) and reopened_views.shows(reopened_views.best)
     assert RunStore(tmp_path).open(stopped_id).info["iterations"] == 40
+    assert model.status == "stopped"  # the first page still shows its own job as it ended
+    with pytest.raises(ValueError, match="no run"):
+        other.choose("no-such-run")
+    merge = RunStore(tmp_path).create("merge", "ties", "a+b", {"method": "ties"}, 0)
+    with pytest.raises(ValueError, match="merge run; the Search page opens ASAL searches"):
+        other.choose(merge.id)
+    assert other.run_id == stopped_id  # a refused run leaves the page as it was
     model.kind, model.algorithm, model.iters = "illuminate", "map-elites", 2
     model.start()
     assert model.wait() == "done" and model.algorithm_name == "MAP-Elites"
@@ -405,10 +427,12 @@ def test_shell_registry_and_offline_design():
 
     assert {"lab", "search", "runs", "atlas", "merge", "qd"} <= set(PAGES)  # and the pages other issues add
     assert all(p.description for p in PAGES.values())
-    assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1")]
+    assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1"),
+                                              ("Search", "./search?run=r1")]
     # "kind/algorithm" wins over the kind; ids are quoted (the "+" of a qd run's id would read as a space)
     assert open_links("illuminate", "r1", "map-elites") == [("Atlas", "./atlas?run=r1"), ("QD archives", "./qd?run=r1"),
-                                                            ("Lab", "./lab?run=r1")]
+                                                            ("Lab", "./lab?run=r1"), ("Search", "./search?run=r1")]
+    assert open_links("target", "r1")[-1] == open_links("openended", "r1")[-1] == ("Search", "./search?run=r1")
     assert open_links("illuminate", "r1", "ga") == open_links("illuminate", "r1")
     assert open_links("qd", "a+b s") == [("QD archives", "./qd?run=a%2Bb%20s")]
     assert open_links("unknown-kind", "r1") == []
@@ -756,13 +780,29 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.get_by_text("status: running").wait_for(timeout=60000)
         page.get_by_text("the best frame appears when the run ends").wait_for(timeout=30000)  # the last run's went
         page.wait_for_function(f"() => ({CURVE_POINTS})() >= 3", timeout=60000)  # points added as it runs
-        page.get_by_role("button", name="stop").click()
-        page.get_by_text("status: stopped").wait_for(timeout=120000)
+        # the address names the run; a second tab opened there shows the same search live and stops it
+        page.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)
+        context, second, errors = _open(browser, page.url)
+        try:
+            second.get_by_text(re.compile(r"status: running · run")).wait_for(timeout=60000)
+            second.get_by_role("button", name="stop").click()
+            second.get_by_text("status: stopped").wait_for(timeout=120000)
+            assert not errors, errors
+        finally:
+            _finish(context, second, request.node.name + "-second-tab", bool(errors))
+        page.get_by_text("status: stopped").wait_for(timeout=60000)
         done = page.get_by_text(re.compile(r"\d+ / 500 iterations"))
         done.wait_for(timeout=30000)
         iterations = int(done.inner_text().split(" / ")[0])
         page.wait_for_function(f"() => ({CURVE_POINTS})() === {iterations}", timeout=30000)  # one per iteration
         assert page.evaluate(CURVE_SOURCE)[0] == source  # the same curve throughout, fed (not a figure per update)
+        # a reload reads the stopped run from the store: its progress, its curve, resume on offer
+        page.reload(wait_until="networkidle")
+        page.get_by_text("status: stopped").wait_for(timeout=60000)
+        page.get_by_text(f"{iterations} / 500 iterations").wait_for(timeout=30000)
+        page.wait_for_function(f"() => ({CURVE_POINTS})() === {iterations}", timeout=30000)
+        assert page.get_by_role("button", name="resume").is_enabled()
+        assert page.get_by_label("Iters", exact=True).input_value() == "500"  # the run's settings
 
 
 CELL_PLACES = """() => {  // where the atlas' cells put the population members (their x, y in member order)
