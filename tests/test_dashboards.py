@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 from workbench.dashboards.lab import LabModel
 from workbench.dashboards.runs import RunsModel
 from workbench.dashboards.search import SearchModel
-from workbench.local_server import free_port, wait_live
+from workbench.local_server import first_answer, free_port, wait_live
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SERVED: dict[str, dict] = {}  # server url -> {"runs": folder, "log": server log file, "ids": {...}}
@@ -914,14 +913,8 @@ def test_a_page_runs_alone_with_panel_serve(tmp_path):
                             cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                html = urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5).read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
+        html = first_answer(f"http://127.0.0.1:{port}/lab", 120, proc)
+        if html is None:
             pytest.fail("panel serve dashboards/lab.py did not answer")
         assert "bokeh" in html.lower() and "cdn.bokeh.org" not in html and "fonts.googleapis" not in html
         assert "workbench" in html and "./search" not in html  # the shell, without links to pages not served

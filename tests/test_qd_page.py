@@ -6,8 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +15,7 @@ import pytest
 from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source
-from workbench.local_server import free_port
+from workbench.local_server import first_answer, free_port
 from workbench.runs import RunStore
 
 TASKS = ["brackets", "sort", "reverse"]
@@ -399,14 +397,8 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
             page.get_by_role("button", name="open", exact=True).click()
             page.get_by_text("pyribs archive · tasks").wait_for(timeout=60000)
             assert not page.locator(".alert").is_visible()
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                html = urllib.request.urlopen(f"http://127.0.0.1:{port}/qd", timeout=5).read().decode()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
+        html = first_answer(f"http://127.0.0.1:{port}/qd", 120, proc)
+        if html is None:
             pytest.fail("panel serve dashboards/qd.py did not answer")
         assert "cdn.bokeh.org" not in html and "fonts.googleapis" not in html and "./runs" not in html
         newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
