@@ -574,6 +574,9 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         model.model_name = folder.value if event.new == "folder" else event.new
     model_pick.param.watch(on_model, "value")
     folder.param.watch(lambda e: setattr(model, "model_name", e.new), "value")
+    # the chosen model loads in the background while the prompt is being picked (SmolLM2: 5-30 s), not on the click
+    model.param.watch(lambda e: tr.warm_model(e.new), "model_name")
+    tr.warm_model(model.model_name)  # a run opened with ?run=ID chose the model it was trained on
 
     def show_policy_fields(kind: str) -> None:
         theta.visible = seed.visible = strict.visible = kind == "namm"

@@ -277,3 +277,27 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         page.get_by_role("button", name="export").click()
         page.get_by_text("written").wait_for(timeout=60000)
     assert list((Path(namm_run["dir"]) / run_id / "figures").glob(f"namm-retention-*-step{steps}.html"))
+
+
+def test_a_model_warms_in_the_background_once_and_holds_up_only_its_own_callers():
+    """The page loads the chosen model on a thread (warm_model) while the prompt is picked: the run then finds it
+    loaded. A model still loading holds up the callers of that model only; a failure is left to the run."""
+    import threading
+
+    tr._MODELS.pop(tr.TINY, None)  # loaded again below: seeded, the same weights
+    tr.warm_model(tr.TINY).join(60)
+    loaded = tr._MODELS[tr.TINY]
+    assert tr.warm_model(tr.TINY) is None and tr.explorer_model(tr.TINY) is loaded
+    slow = "no/such/model-folder"
+    lock = tr._MODEL_LOCKS.setdefault(slow, threading.Lock())
+    lock.acquire()  # as if that model were loading
+    try:
+        warming = tr.warm_model(slow)
+        assert tr.explorer_model(tr.TINY) is loaded  # not held up by the other model
+        assert warming.is_alive()  # waits for the load under way
+    finally:
+        lock.release()
+    warming.join(60)
+    assert not warming.is_alive() and slow not in tr._MODELS
+    with pytest.raises(ValueError, match="no/such/model-folder"):
+        tr.explorer_model(slow)  # the run reports why

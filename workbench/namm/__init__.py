@@ -28,8 +28,8 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.namm.driver": ["forward", "generate", "Generation"],
     "workbench.namm.trace": ["Trace", "TraceConfig", "LayerStep", "record_trace", "retention", "cache_sizes",
                              "spectrogram", "ema_history", "score_table", "text_tokens", "text_html",
-                             "agreement_sweep", "explorer_model", "make_policy", "random_theta", "read_results",
-                             "load_saved_policy"],
+                             "agreement_sweep", "explorer_model", "warm_model", "make_policy", "random_theta",
+                             "read_results", "load_saved_policy"],
     # tasks, training runs, policy files, kvpress (workbench.namm.press imports kvpress: not exported here), bench
     "workbench.namm.tasks": ["make_examples", "make_example", "score_answer", "check_task_names", "Example",
                              "TASKS"],

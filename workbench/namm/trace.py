@@ -121,7 +121,8 @@ def check_step(trace: Trace, i: int) -> int:
 # ---- models and policies --------------------------------------------------------------------------------------
 
 _MODELS: dict[str, tuple] = {}
-_MODEL_LOCK = threading.Lock()
+_MODEL_LOCKS: dict[str, threading.Lock] = {}  # one per model name: loading SmolLM2 does not hold up the tiny model
+_LOCKS_LOCK = threading.Lock()
 #: one forward at a time per process: the eviction cache hooks the model's attention modules while it runs
 RUN_LOCK = threading.Lock()
 TINY_CHARS = "".join(chr(c) for c in range(32, 127))
@@ -158,7 +159,9 @@ def explorer_model(name: str):
     name = str(name).strip()
     if not name:
         raise ValueError("give a model: tiny, smollm2 or a Hugging Face model folder")
-    with _MODEL_LOCK:
+    with _LOCKS_LOCK:
+        lock = _MODEL_LOCKS.setdefault(name, threading.Lock())
+    with lock:  # a second caller of the same model waits for the first one's load
         if name not in _MODELS:
             if name == TINY:
                 _MODELS[name] = tiny_llama()
@@ -173,6 +176,24 @@ def explorer_model(name: str):
                                      "post-softmax weights: give a Llama-family model") from None
                 _MODELS[name] = (model, tok)
         return _MODELS[name]
+
+
+def warm_model(name: str) -> threading.Thread | None:
+    """Load `name` (explorer_model) on a background thread, so that the first run finds it loaded; None when it is
+    loaded already. A failure is not reported here: the run that needs the model reports it."""
+    name = str(name).strip()
+    if not name or name in _MODELS:
+        return None
+
+    def load() -> None:
+        try:
+            explorer_model(name)
+        except Exception:  # noqa: BLE001 - the run reports why the model cannot load
+            pass
+
+    thread = threading.Thread(target=load, name=f"warm {name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def random_theta(seed: int, scale: float = 0.065) -> np.ndarray:
