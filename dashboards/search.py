@@ -39,8 +39,9 @@ class SearchJob:
 
     `SearchJob.launch` runs (or resumes) a search on a daemon thread of this process and lists it among the live
     jobs until the thread ends, so a page opened later on the same run (`SearchJob.live`) shares it: the same
-    fields, the same stop. `SearchJob.read` fills the fields once from the run store (a run not running here).
-    Only the job's thread writes the fields of a live job."""
+    fields, the same stop. A run is resumed by one job at a time: a second resume of it gets the first's job.
+    `SearchJob.read` fills the fields once from the run store (a run not running here). Only the job's thread
+    writes the fields of a live job."""
 
     def __init__(self, runs_dir: str, total: int = 0):
         self.runs_dir = str(runs_dir)
@@ -73,15 +74,29 @@ class SearchJob:
 
     # ---- making one ------------------------------------------------------------------------------------------
     @classmethod
-    def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None, total: int = 0,
-               algorithm: str | None = None) -> SearchJob:
-        """Start a new search (cfg) or resume run `resume` (cfg None; total and algorithm: what the page showed
-        of it, until the thread has read the run) on a background thread."""
-        job = cls(runs_dir, total=cfg.iters if cfg is not None else total)
+    def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None,
+               shown: SearchJob | None = None) -> SearchJob:
+        """Start a new search (cfg) or resume run `resume` (cfg None; its full id) on a background thread. A run
+        that a job of this process is running already is not resumed twice: that job is returned. shown: what
+        the page showed of the run (its rows and budget stay on show until the thread has read the run, and
+        when the resume is refused)."""
+        job = cls(runs_dir, total=cfg.iters if cfg is not None else (shown.total if shown else 0))
         job.status = "running"
-        job.algorithm_ran = cfg.algorithm if cfg is not None else algorithm
         job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
-        job._thread.start()
+        if resume is None:
+            job.algorithm_ran = cfg.algorithm
+            job._thread.start()
+            return job
+        job.run_id = resume
+        if shown is not None and shown.run_id == resume:
+            job.algorithm_ran, job.done, job.metrics = shown.algorithm_ran, shown.done, shown.metrics
+        key = cls._key(runs_dir, resume)
+        with cls._live_lock:  # listed before its thread starts: a second resume finds it
+            other = cls._live.get(key)
+            if other is not None and other.running:
+                return other
+            cls._live[key] = job
+            job._thread.start()
         return job
 
     @classmethod
@@ -92,9 +107,12 @@ class SearchJob:
         if info.get("kind") not in KINDS:
             raise RunError(f"run {run.id} is {_article(info.get('kind'))} {info.get('kind')} run; the Search page "
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
+        if not isinstance(info["config"], dict):
+            raise RunError(f"run {run.id} has no readable config in run.json")
         job = cls(runs_dir)
         job._opened(run)
         job.status = run.status
+        job.error = str(info.get("error") or "") if job.status == "failed" else ""
         job.best_thumb = _best_thumb(run.path)
         return job
 
@@ -191,6 +209,7 @@ class SearchModel(param.Parameterized):
         super().__init__(**params)
         self.job = SearchJob(self.runs_dir, total=self.iters)  # the run on show (idle: none yet)
         self.starts = 0  # runs put on show so far (started, resumed or opened): the views clear the one before
+        self.notice = ""  # why an opened run's settings are not in the sidebar, if they are not
         self._algorithms_for_substrate()
 
     @param.depends("substrate", watch=True)
@@ -248,14 +267,30 @@ class SearchModel(param.Parameterized):
         return not self.running and self.run_id is not None and self.status in RESUMABLE
 
     def start(self, resume: str | None = None) -> None:
-        """Start a new search (or resume run `resume`) on a background thread."""
+        """Start a new search (or resume run `resume`) on a background thread. A run that another page of this
+        process is resuming already is not resumed twice: this page shows that search."""
         if self.running:
             raise ValueError("a search is already running; stop it first")
+        if resume:
+            resume = RunStore(self.runs_dir).open(resume).id
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         if cfg is not None:
             check_new_search(cfg)
-        self.job = SearchJob.launch(self.runs_dir, cfg, resume, total=self.total, algorithm=self.algorithm_ran)
+        self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job)
         self.starts += 1  # the page's views clear what they show of the run before
+        self.notice = ""
+
+    def follow(self) -> bool:
+        """If another page of this process has resumed the run on show since, show that search (live, stop
+        included) instead of the run as it was; True when it did. The page calls it on every refresh."""
+        if self.run_id is None or self.running:
+            return False
+        job = SearchJob.live(self.runs_dir, self.run_id)
+        if job is None or job is self.job:
+            return False
+        self.job = job
+        self.starts += 1
+        return True
 
     def choose(self, run_id: str) -> None:
         """Put run `run_id` (an id or a unique prefix) on show: the search running it in this process if there is
@@ -263,26 +298,39 @@ class SearchModel(param.Parameterized):
         sidebar (resumable when stopped, interrupted or failed). ValueError: no such run, or not an ASAL search."""
         if self.running:
             raise ValueError("a search is running on this page; stop it before opening another run")
-        run_id = RunStore(self.runs_dir).open(run_id).id
-        job = SearchJob.live(self.runs_dir, run_id) or SearchJob.read(self.runs_dir, run_id)
-        self._settings_of(run_id)
+        run = RunStore(self.runs_dir).open(run_id)
+        job = SearchJob.live(self.runs_dir, run.id) or SearchJob.read(self.runs_dir, run.id)
         self.job = job
         self.starts += 1
+        self.notice = self._settings_of(run)
 
-    def _settings_of(self, run_id: str) -> None:
-        """The sidebar shows the run's settings, so that start runs the same search again (with a new id)."""
+    SETTINGS = ("kind", "substrate", "algorithm", "fm", "weights", "prompt", "target_image", "iters", "pop", "steps",
+                "frames", "bs", "seed", "init")
+
+    def _settings_of(self, run) -> str:
+        """Put the run's settings in the sidebar's fields, so that start runs a search like it (with a new id).
+        Only the fields the sidebar has: the population, σ and the others of a CLI run take the page's values.
+        Returns "" or why the fields could not take them (they then keep what they had)."""
         try:
-            cfg = read_config(RunStore(self.runs_dir).open(run_id).info["config"])
-        except (TypeError, ValueError, KeyError):
-            return  # a config this version cannot read: the run still shows, the settings stay as they were
+            cfg = read_config(run.info["config"])
+            copy = run.input_path("target_image")  # the run's own copy of its target image
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            return f"its settings are not in the sidebar: this version cannot read them ({exc})"
         ev = cfg.eval
-        self.param.update(substrate=ev.substrate)  # first: it sets the algorithms to choose from
         values = {"kind": cfg.kind, "fm": ev.fm, "weights": ev.weights or "", "prompt": "; ".join(cfg.prompts),
-                  "target_image": cfg.target_image or "", "iters": cfg.iters, "pop": cfg.pop, "steps": ev.steps,
+                  "target_image": str(copy) if copy else "", "iters": cfg.iters, "pop": cfg.pop, "steps": ev.steps,
                   "frames": ev.frames, "bs": ev.bs, "seed": cfg.seed, "init": cfg.init}
-        if cfg.algorithm in self.param.algorithm.objects:
-            values["algorithm"] = cfg.algorithm
-        self.param.update(**values)
+        before = {name: getattr(self, name) for name in self.SETTINGS}
+        try:
+            self.param.update(substrate=ev.substrate)  # first: it sets the algorithms to choose from
+            if cfg.algorithm in self.param.algorithm.objects:
+                values["algorithm"] = cfg.algorithm
+            self.param.update(**values)
+        except ValueError as exc:
+            self.param.update(substrate=before.pop("substrate"))
+            self.param.update(**before)
+            return f"its settings are not in the sidebar, which cannot take them ({exc})"
+        return ""
 
     @property
     def algorithm_name(self) -> str:
@@ -375,6 +423,7 @@ class SearchViews:
         from PIL import Image
 
         model, seen = self.model, self._seen
+        model.follow()  # another tab resumed the run on show: its search, live
         if model.starts != seen["starts"]:
             seen["starts"] = model.starts
             self._clear()
@@ -413,12 +462,13 @@ class SearchViews:
             seen["status"] = model.status
             parts = [f"status: **{model.status}**"]
             if model.status == "running" and not running:
-                parts[0] += " (in another process: shown as it was when opened)"
+                parts[0] += " (not in this server: shown as it was when opened)"
             if model.run_id:
                 parts.append(f"run `{model.run_id}`")
             if model.algorithm_ran:
                 parts.append(f"algorithm **{model.algorithm_name}**")
-            self.status.object = " · ".join(parts) + (f" — {model.error}" if model.error else "")
+            notes = [text for text in (model.error, model.notice) if text]
+            self.status.object = " · ".join(parts) + "".join(f" — {text}" for text in notes)
             if model.best_thumb is not None:
                 self.best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
                 if self.best[0] is not self.best_image:
@@ -445,6 +495,12 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     init = pn.widgets.Select(label="Start", value=model.init, sizing_mode="stretch_width",
                              options={"θ = 0 (the reference)": "zero", "random initialisation": "random"})
     init.param.watch(lambda e: setattr(model, "init", e.new), "value")
+
+    def algorithm_follows(event):  # choose() sets the model's settings: the two plain Selects follow them
+        algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}
+        algorithm.value = event.new
+    model.param.watch(algorithm_follows, "algorithm")
+    model.param.watch(lambda e: setattr(init, "value", e.new), "init")
 
     def show_for_kind(*_):
         algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}

@@ -133,6 +133,7 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
     assert page.resumable and not marker.exists()
     page.resume()
     assert page.wait(timeout=120) == "failed" and "--trust-pickle" in page.error
+    assert page.run_id == run.id and page.resumable  # the page still shows the run, resume still on offer
     assert not marker.exists()
     assert store.open(run.id).info["iterations"] == 1 and (run.path / "checkpoint.pkl").exists()
 

@@ -317,7 +317,7 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     # a third opens it from the store (by an id prefix): the rows so far, resumable
     from workbench.runs import RunStore
 
-    reopened = SearchModel(runs_dir=str(tmp_path), iters=7)  # the resumed run keeps its own budget
+    reopened = SearchModel(runs_dir=str(tmp_path))
     reopened_views = SearchViews(reopened)
     reopened.choose(stopped_id[:-1])
     assert reopened.run_id == stopped_id and reopened.job is not model.job and not reopened.running
@@ -325,8 +325,15 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert len(reopened.metrics) == done and reopened.progress_text() == f"{done} / 40 iterations"
     reopened_views.refresh()
     assert not reopened_views.resume.disabled and reopened_views.stop.disabled
+    twin = SearchModel(runs_dir=str(tmp_path))  # a second tab on the stopped run
+    twin.choose(stopped_id)
+    reopened.iters = 7  # the resumed run keeps its own budget
     reopened.resume()
+    twin.resume()  # not a second search of the same run, writing the same folder: the first one's, live
+    assert twin.job is reopened.job and twin.running
+    assert other.follow() and other.job is reopened.job  # a page left on the stopped run shows the resume live
     assert reopened.wait() == "done" and reopened.run_id == stopped_id and not reopened.resumable
+    assert len(RunStore(tmp_path).open(stopped_id).info["resumes"]) == 1
     assert reopened.progress_text() == "40 / 40 iterations" and done < 40
     reopened_views.refresh()  # the resumed run's curve goes on from where it stopped
     assert [p[0] for p in reopened_views.losses.data] == list(range(40)) and reopened_views.shows(reopened_views.best)
@@ -338,6 +345,15 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="merge run; the Search page opens ASAL searches"):
         other.choose(merge.id)
     assert other.run_id == stopped_id  # a refused run leaves the page as it was
+    # a run whose settings the sidebar cannot take (MAP-Elites with a batch of 1; the page's pop starts at 2)
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+
+    odd = run_search(SearchConfig(kind="illuminate", algorithm="map-elites", pop=1, population=4, iters=1,
+                                  eval=EvalConfig("lenia", "pixels", steps=4)), RunStore(tmp_path))
+    other.choose(odd.id)
+    assert other.run_id == odd.id and other.status == "done" and "cannot take them" in other.notice
+    assert (other.kind, other.substrate, other.pop, other.iters) == ("openended", "boids", 4, 40)  # as they were
     model.kind, model.algorithm, model.iters = "illuminate", "map-elites", 2
     model.start()
     assert model.wait() == "done" and model.algorithm_name == "MAP-Elites"

@@ -289,6 +289,41 @@ def test_heartbeat_and_interrupted_runs(tmp_path, capsys):
     assert f"resume it with: workbench asal target --resume {run.id}" in captured.err
 
 
+def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_its_start(tmp_path):
+    """Between the run's folder and its loop (inputs, the search, on_start) an error marks the run failed with
+    the error, and Ctrl-C stopped, not "running" for as long as the process lives; either resumes from its start.
+    Settings that no search can take are refused before any folder is made, naming the flag."""
+    store = RunStore(tmp_path)
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=2, pop=2)
+
+    def fail(exc):
+        def on_start(run):
+            raise exc
+        return on_start
+
+    with pytest.raises(ZeroDivisionError):
+        run_search(cfg, store, on_start=fail(ZeroDivisionError("a page's callback")))
+    failed = store.open(store.list()[0]["id"])
+    assert failed.status == "failed" and failed.info["error"] == "ZeroDivisionError: a page's callback"
+    assert failed.resume_command is not None
+    with pytest.raises(KeyboardInterrupt):
+        run_search(dataclasses.replace(cfg, seed=1), store, on_start=fail(KeyboardInterrupt()))
+    stopped = store.open(next(r["id"] for r in store.list() if r["id"] != failed.id))
+    assert stopped.status == "stopped"
+    whole = run_search(dataclasses.replace(cfg, seed=1), store)
+    for run in (failed, stopped):  # no checkpoint: from the start, as a new run
+        assert run_search(None, store, resume=run.id).info["status"] == "done"
+    assert pd.read_parquet(stopped.path / "metrics.parquet")["best_loss"].tolist() == \
+        pd.read_parquet(whole.path / "metrics.parquet")["best_loss"].tolist()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for settings, flag in ((dict(pop=1), "--pop must be at least 2"),
+                           (dict(kind="illuminate", algorithm="ga", pop=1, population=2),
+                            "--population must be at least 3")):
+        with pytest.raises(ValueError, match=flag):
+            SearchConfig(**{**dataclasses.asdict(cfg), "eval": cfg.eval, **settings})
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
     """A SIGKILL during an atomic write leaves its never-renamed temporary beside the intact file (seen once in a
     kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""

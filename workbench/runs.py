@@ -24,6 +24,7 @@ reported as "interrupted", with the command that resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -587,6 +588,24 @@ class RunStore:
         cur = con.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY iteration", [run_id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+@contextlib.contextmanager
+def setting_up(run: Run, new: bool = True):
+    """The set-up of a new run between its folder and its loop (copying inputs, building the search, on_start):
+    an error there marks the run failed, with the error, and Ctrl-C stopped, as checkpointed_loop does, instead of
+    leaving run.json saying "running" (in a long-lived process, a dashboard's server, every page would show that
+    until the process ends). Either way it resumes from its start. A resumed run (new=False) keeps the status it
+    had: it is as resumable as before."""
+    try:
+        yield run
+    except BaseException as exc:
+        if new:
+            fields = {"status": "stopped"} if isinstance(exc, KeyboardInterrupt) else \
+                {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                run.update(**fields)
+        raise
 
 
 def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,

@@ -24,7 +24,7 @@ from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rol
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config, setting_up
 from workbench.simulations import SUBSTRATES, random_init_of
 
 KINDS = SEARCH_KINDS
@@ -94,6 +94,10 @@ class SearchConfig:
         for name in ("iters", "pop", "population"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        if self.kind != "illuminate" and self.pop < 2:  # Sep-CMA-ES, and the GA over rules of a population of pop
+            raise ValueError(f"--pop must be at least 2 (the population of each generation), got {self.pop}")
+        if self.kind == "illuminate" and self.algorithm in ("ga", "rule-ga") and self.population < 3:
+            raise ValueError(f"--population must be at least 3 for the illumination GA, got {self.population}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"--sigma must be a finite number > 0 (the search's step size), got {self.sigma}")
         if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
@@ -278,12 +282,13 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         if cfg.target_image:  # the run keeps its own copy (hashed), not a path into the user's files
             config["target_image"] = f"inputs/{Path(cfg.target_image).name}"
         run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, config, cfg.seed, command=command)
-        if cfg.target_image:
+    with setting_up(run, new=resume is None):
+        if resume is None and cfg.target_image:
             run.add_input("target_image", cfg.target_image)
-    if state is None:
-        state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
-    if on_start is not None:
-        on_start(run)
+        if state is None:
+            state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
+        if on_start is not None:
+            on_start(run)
     search = state["search"]
 
     def step(it: int) -> dict:

@@ -26,7 +26,7 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, components
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config, setting_up
 from workbench.simulations.gol import N_RULES
 
 KIND = "sweep"
@@ -145,10 +145,11 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = Non
     components(cfg.eval)  # fails fast on an unknown FM or missing weights
     if resume is None:
         run = store.create(KIND, "gol", cfg.eval.fm, cfg.to_dict(), cfg.seed, command=command)
-    rules = cfg.rules()
-    if state is None:
-        state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),
-                 "grid_scores": np.full(len(rules), np.nan)}
+    with setting_up(run, new=resume is None):
+        rules = cfg.rules()
+        if state is None:
+            state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),
+                     "grid_scores": np.full(len(rules), np.nan)}
 
     def step(it: int) -> dict:
         lo, hi = it * cfg.batch, min((it + 1) * cfg.batch, len(rules))

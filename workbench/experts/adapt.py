@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
 
 KIND = "adapt"
 METRIC = "accuracy"
@@ -403,16 +403,18 @@ def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *
         if resume is None:
             run = store.create(KIND, cfg.target or "mixed", "+".join(experts.tasks), cfg.to_dict(), cfg.seed,
                                metric=METRIC, command=command)
-            _copy_inputs(run, experts)
         else:
             run.update(resumes=[*run.info.get("resumes", []), {
                 "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "from_iteration": 0 if state is None else state["iteration"]}])
-        run.update(model_key=svf.key, device=str(svf.device), strategies=strategies, test_tasks=tasks)
-        if state is None:
-            state = {"iteration": 0, "metrics": [], "results": {}, "dispatch": {}, "few_shot": {}, "cem": None}
-        scorer = Scorer(svf, experts, tasks, cfg.n, cfg.test_seed, prompt_format=cfg.prompt_format)
-        step = _stepper(cfg, state, units, scorer)
+        with setting_up(run, new=resume is None):
+            if resume is None:
+                _copy_inputs(run, experts)
+            run.update(model_key=svf.key, device=str(svf.device), strategies=strategies, test_tasks=tasks)
+            if state is None:
+                state = {"iteration": 0, "metrics": [], "results": {}, "dispatch": {}, "few_shot": {}, "cem": None}
+            scorer = Scorer(svf, experts, tasks, cfg.n, cfg.test_seed, prompt_format=cfg.prompt_format)
+            step = _stepper(cfg, state, units, scorer)
         return checkpointed_loop(run, state, len(units), step, lambda: finish(run, cfg, state, tasks, experts),
                                  should_stop=should_stop, on_iteration=on_iteration)
 

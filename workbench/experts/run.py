@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
 from workbench.threads import torch_threads
 
 KIND = "experts"
@@ -202,9 +202,10 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | Non
             run.update(resumes=[*run.info.get("resumes", []), {"command": command,
                                                                "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                                                "from_iteration": state["iteration"]}])
-        run.update(model_key=model.key, n_params=model.n_params, device=str(model.device))
-        if on_start is not None:
-            on_start(run)
+        with setting_up(run, new=resume is None):
+            run.update(model_key=model.key, n_params=model.n_params, device=str(model.device))
+            if on_start is not None:
+                on_start(run)
 
         def step(it: int) -> dict:
             stats = trainer.step()

@@ -35,7 +35,7 @@ import numpy as np
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, setting_up, write_json
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 #: EvolveConfig fields and the `workbench merge evolve` flags that set them, for resume errors.
@@ -250,15 +250,16 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
     if resume is None:
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",
                            command=command)
-    run.update(device=str(ctx.device))  # where this process evaluates (Dask workers resolve cfg.device themselves)
-    if state is None:
-        g = ctx.genome
-        steps = g.steps() if cfg.method == "dfs" else None
-        search = RecipeCMA(g.initial(), g.bounds(), sigma=cfg.sigma, population=cfg.pop, seed=cfg.seed, steps=steps)
-        state = {"iteration": 0, "search": search, "metrics": [], "evaluations": []}
-    if on_start is not None:
-        on_start(run)
-    search, evaluations = state["search"], state["evaluations"]
+    with setting_up(run, new=resume is None):
+        run.update(device=str(ctx.device))  # where this process evaluates (Dask workers resolve cfg.device themselves)
+        if state is None:
+            g = ctx.genome
+            steps = g.steps() if cfg.method == "dfs" else None
+            search = RecipeCMA(g.initial(), g.bounds(), sigma=cfg.sigma, population=cfg.pop, seed=cfg.seed, steps=steps)
+            state = {"iteration": 0, "search": search, "metrics": [], "evaluations": []}
+        if on_start is not None:
+            on_start(run)
+        search, evaluations = state["search"], state["evaluations"]
 
     def step(it: int) -> dict:
         xs = search.ask()

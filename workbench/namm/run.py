@@ -48,7 +48,7 @@ from workbench.namm.train import (
     fitness,
     new_search,
 )
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
 
 KIND = "namm"
 METRIC = "fitness"
@@ -100,14 +100,16 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
     if resume is None:
         tasks, model = _describe(cfg)
         run = store.create(KIND, tasks, model, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
-        run.update(cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION, elite_ratio=ELITE_RATIO,
-                   mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
-    if state is None:
-        state = {"iteration": 0, "metrics": [], "evaluations": [], "cma": cmaes_state(new_search(cfg)),
-                 "stats": None, "full": {}, "best": None}
-    if on_start is not None:
-        on_start(run)
-    opt = cmaes_from_state(state["cma"])
+    with setting_up(run, new=resume is None):
+        if resume is None:
+            run.update(cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION, elite_ratio=ELITE_RATIO,
+                       mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
+        if state is None:
+            state = {"iteration": 0, "metrics": [], "evaluations": [], "cma": cmaes_state(new_search(cfg)),
+                     "stats": None, "full": {}, "best": None}
+        if on_start is not None:
+            on_start(run)
+        opt = cmaes_from_state(state["cma"])
 
     def step(it: int) -> dict:
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)

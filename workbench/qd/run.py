@@ -53,7 +53,7 @@ import numpy as np
 
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, write_json
+from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, setting_up, write_json
 from workbench.threads import torch_threads
 
 KIND = "qd"
@@ -379,22 +379,24 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore, resume: str | None = N
             config["merge_recipe"] = f"inputs/{Path(cfg.merge_recipe).name}"
         run = store.create(KIND, cfg.sampling + "+" + cfg.mutation, "+".join(cfg.tasks), config, cfg.seed,
                            metric=METRIC, command=command)
-        run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo))
-        if cfg.merge_recipe:
-            run.add_input("merge_recipe", cfg.merge_recipe)
-    run.update(device=str(ctx.device))
-    if state is None:
-        state = {"iteration": 0, "qd": CycleQD(cfg.cycle_config(), {t: t for t in cfg.tasks}), "metrics": []}
-    qd: CycleQD = state["qd"]
-    models: dict[int, dict] = {}
-    if client is None or cfg.transfer == "weights":   # the live elites, rebuilt from lineage (bit for bit)
-        with torch_threads(cfg.threads):
-            for i in qd.live_ids():
-                ctx.rebuild(i, qd.child, models)
-        models = {i: models[i] for i in qd.live_ids()}
-    write_generation_files(run, qd)   # catch up on files a kill left unwritten
-    if on_start is not None:
-        on_start(run)
+    with setting_up(run, new=resume is None):
+        if resume is None:
+            run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo))
+            if cfg.merge_recipe:
+                run.add_input("merge_recipe", cfg.merge_recipe)
+        run.update(device=str(ctx.device))
+        if state is None:
+            state = {"iteration": 0, "qd": CycleQD(cfg.cycle_config(), {t: t for t in cfg.tasks}), "metrics": []}
+        qd: CycleQD = state["qd"]
+        models: dict[int, dict] = {}
+        if client is None or cfg.transfer == "weights":   # the live elites, rebuilt from lineage (bit for bit)
+            with torch_threads(cfg.threads):
+                for i in qd.live_ids():
+                    ctx.rebuild(i, qd.child, models)
+            models = {i: models[i] for i in qd.live_ids()}
+        write_generation_files(run, qd)   # catch up on files a kill left unwritten
+        if on_start is not None:
+            on_start(run)
 
     def step(generation: int) -> dict:
         nonlocal models
