@@ -54,8 +54,11 @@ class SearchJob:
         self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
         self.done = 0  # iterations the run has done, of `total`
         self.total = total
+        self.owner: object | None = None  # the page (SearchModel) that started it; others only watch it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._began = False  # the run reached its set-up (on_start): from then on its own status is the truth
+        self._status_before: str | None = None  # a resumed run's status, shown again when the resume is refused
 
     # ---- the jobs of this process, by run ------------------------------------------------------------------
     _live: dict[tuple[str, str], SearchJob] = {}
@@ -75,13 +78,13 @@ class SearchJob:
     # ---- making one ------------------------------------------------------------------------------------------
     @classmethod
     def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None,
-               shown: SearchJob | None = None) -> SearchJob:
-        """Start a new search (cfg) or resume run `resume` (cfg None; its full id) on a background thread. A run
-        that a job of this process is running already is not resumed twice: that job is returned. shown: what
-        the page showed of the run (its rows and budget stay on show until the thread has read the run, and
-        when the resume is refused)."""
+               shown: SearchJob | None = None, owner: object | None = None) -> SearchJob:
+        """Start a new search (cfg) or resume run `resume` (cfg None; its full id) on a background thread for
+        `owner` (the page). A run that a job of this process is running already is not resumed twice: that job
+        is returned (its owner unchanged). shown: what the page showed of the run (its rows, budget, best frame
+        and status stay on show until the thread has read the run, and when the resume is refused)."""
         job = cls(runs_dir, total=cfg.iters if cfg is not None else (shown.total if shown else 0))
-        job.status = "running"
+        job.status, job.owner = "running", owner
         job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
         if resume is None:
             job.algorithm_ran = cfg.algorithm
@@ -90,6 +93,7 @@ class SearchJob:
         job.run_id = resume
         if shown is not None and shown.run_id == resume:
             job.algorithm_ran, job.done, job.metrics = shown.algorithm_ran, shown.done, shown.metrics
+            job.best_thumb, job._status_before = shown.best_thumb, shown.status
         key = cls._key(runs_dir, resume)
         with cls._live_lock:  # listed before its thread starts: a second resume finds it
             other = cls._live.get(key)
@@ -107,8 +111,6 @@ class SearchJob:
         if info.get("kind") not in KINDS:
             raise RunError(f"run {run.id} is {_article(info.get('kind'))} {info.get('kind')} run; the Search page "
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
-        if not isinstance(info["config"], dict):
-            raise RunError(f"run {run.id} has no readable config in run.json")
         job = cls(runs_dir)
         job._opened(run)
         job.status = run.status
@@ -128,6 +130,8 @@ class SearchJob:
             self.status = run.info["status"]  # last: the page shows the best frame when the status changes
         except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
             self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
+            if resume is not None and not self._began:  # refused before it began: the run is as it was
+                self.status = self._status_before or _stored_status(self.runs_dir, resume)
         finally:
             if self.run_id is not None:
                 with self._live_lock:
@@ -135,6 +139,7 @@ class SearchJob:
                         del self._live[self._key(self.runs_dir, self.run_id)]
 
     def _started(self, run) -> None:
+        self._began = True
         self._opened(run)
         with self._live_lock:
             self._live[self._key(self.runs_dir, run.id)] = self
@@ -144,9 +149,12 @@ class SearchJob:
         the metrics rows so far, so a resumed or reopened run's curve goes on from where it was."""
         info = run.info
         self.run_id = run.id
-        self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
-        self.total = int(info["config"].get("iters", self.total))
-        self.done = int(info.get("iterations") or 0)
+        try:
+            self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
+            self.total = int(info["config"].get("iters", self.total))
+            self.done = int(info.get("iterations") or 0)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise RunError(f"run {run.id} has a run.json this page cannot read ({type(exc).__name__}: {exc})") from None
         if self.done:
             try:
                 self.metrics = run.read_table("metrics").to_pylist()
@@ -174,6 +182,13 @@ class SearchJob:
 
 def _article(word) -> str:
     return "an" if str(word)[:1] in "aeiou" else "a"
+
+
+def _stored_status(runs_dir: str, run_id: str) -> str:
+    try:
+        return RunStore(runs_dir).open(run_id).status
+    except ValueError:
+        return "failed"
 
 
 def _best_thumb(path: Path) -> np.ndarray | None:
@@ -259,7 +274,15 @@ class SearchModel(param.Parameterized):
 
     @property
     def running(self) -> bool:
+        """Whether the search on show is running (this page's, or another page's that it watches)."""
         return self.job.running
+
+    @property
+    def busy(self) -> bool:
+        """Whether a search this page started is running: it must be stopped before the page starts or opens
+        another. A search the page only watches (opened, or followed) holds nothing up: it runs on if the page
+        moves to another run."""
+        return self.job.running and self.job.owner is self
 
     @property
     def resumable(self) -> bool:
@@ -269,14 +292,14 @@ class SearchModel(param.Parameterized):
     def start(self, resume: str | None = None) -> None:
         """Start a new search (or resume run `resume`) on a background thread. A run that another page of this
         process is resuming already is not resumed twice: this page shows that search."""
-        if self.running:
+        if self.busy:
             raise ValueError("a search is already running; stop it first")
         if resume:
             resume = RunStore(self.runs_dir).open(resume).id
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         if cfg is not None:
             check_new_search(cfg)
-        self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job)
+        self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job, owner=self)
         self.starts += 1  # the page's views clear what they show of the run before
         self.notice = ""
 
@@ -296,7 +319,7 @@ class SearchModel(param.Parameterized):
         """Put run `run_id` (an id or a unique prefix) on show: the search running it in this process if there is
         one (its progress live, stop included), else the run as the store holds it, with its settings in the
         sidebar (resumable when stopped, interrupted or failed). ValueError: no such run, or not an ASAL search."""
-        if self.running:
+        if self.busy:
             raise ValueError("a search is running on this page; stop it before opening another run")
         run = RunStore(self.runs_dir).open(run_id)
         job = SearchJob.live(self.runs_dir, run.id) or SearchJob.read(self.runs_dir, run.id)
@@ -429,7 +452,7 @@ class SearchViews:
             self._clear()
         running = model.running
         self.spinner.value = self.spinner.visible = running
-        self.start.disabled, self.stop.disabled = running, not running
+        self.start.disabled, self.stop.disabled = model.busy, not running
         self.resume.disabled = not model.resumable
         if model.run_id != seen["run_id"]:
             seen["run_id"] = model.run_id

@@ -132,8 +132,9 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
     page.choose(run.id)  # opening it reads run.json, metrics and best frame: nothing of the checkpoint
     assert page.resumable and not marker.exists()
     page.resume()
-    assert page.wait(timeout=120) == "failed" and "--trust-pickle" in page.error
-    assert page.run_id == run.id and page.resumable  # the page still shows the run, resume still on offer
+    # refused before it began: the run is as it was (stopped), shown with why; resume still on offer
+    assert page.wait(timeout=120) == "stopped" and "--trust-pickle" in page.error
+    assert page.run_id == run.id and page.resumable
     assert not marker.exists()
     assert store.open(run.id).info["iterations"] == 1 and (run.path / "checkpoint.pkl").exists()
 

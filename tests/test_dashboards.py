@@ -234,7 +234,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
         cards[runs["dfs"]]["thumbnail"].split(",", 1)[1])))
     assert thumb.size == (224, 149)  # the DFS path drawn from the run's dfs.json
     assert cards[runs["illuminate"]]["links"][0] == ("Atlas", f"./atlas?run={runs['illuminate']}")
-    assert cards[runs["openended"][0]]["links"] == [("Lab", f"./lab?run={runs['openended'][0]}")]
+    assert cards[runs["openended"][0]]["links"] == [("Lab", f"./lab?run={runs['openended'][0]}"),
+                                                    ("Search", f"./search?run={runs['openended'][0]}")]
     assert cards[runs["dare_ties"]]["links"] == [("Merge", f"./merge?run={runs['dare_ties']}")]
     assert "fitness" in cards[runs["dare_ties"]]["best"] or "loss" in cards[runs["dare_ties"]]["best"]
     model.kind = "merge"
@@ -310,6 +311,7 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
         model.choose(model.run_id)
     other.choose(model.run_id)
     assert other.job is model.job and other.running and not other.resumable
+    assert model.busy and not other.busy  # the page that started it holds it; a watching page holds nothing up
     assert other.kind == "openended" and other.iters == 40 and other.steps == 10  # its settings in the sidebar
     other.stop()  # stopped from there
     assert model.wait() == "stopped" and len(model.metrics) < 40 and not other.running
@@ -332,6 +334,7 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     twin.resume()  # not a second search of the same run, writing the same folder: the first one's, live
     assert twin.job is reopened.job and twin.running
     assert other.follow() and other.job is reopened.job  # a page left on the stopped run shows the resume live
+    assert reopened.busy and not twin.busy and not other.busy
     assert reopened.wait() == "done" and reopened.run_id == stopped_id and not reopened.resumable
     assert len(RunStore(tmp_path).open(stopped_id).info["resumes"]) == 1
     assert reopened.progress_text() == "40 / 40 iterations" and done < 40

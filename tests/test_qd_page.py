@@ -281,7 +281,7 @@ def test_runs_gallery_cards_link_here_with_the_archives_as_picture(qd):
     assert filled == sum(len(model.cells(t)) for t in TASKS) > 0
     me = quote(qd["me"], safe="")
     assert gallery.card(rows[qd["me"]])["links"] == [("Atlas", f"./atlas?run={me}"), ("QD archives", f"./qd?run={me}"),
-                                                     ("Lab", f"./lab?run={me}")]
+                                                     ("Lab", f"./lab?run={me}"), ("Search", f"./search?run={me}")]
 
 
 def test_the_page_is_registered_in_the_shell():

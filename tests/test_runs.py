@@ -289,7 +289,7 @@ def test_heartbeat_and_interrupted_runs(tmp_path, capsys):
     assert f"resume it with: workbench asal target --resume {run.id}" in captured.err
 
 
-def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_its_start(tmp_path):
+def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_its_start(tmp_path, capsys):
     """Between the run's folder and its loop (inputs, the search, on_start) an error marks the run failed with
     the error, and Ctrl-C stopped, not "running" for as long as the process lives; either resumes from its start.
     Settings that no search can take are refused before any folder is made, naming the flag."""
@@ -310,18 +310,33 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
         run_search(dataclasses.replace(cfg, seed=1), store, on_start=fail(KeyboardInterrupt()))
     stopped = store.open(next(r["id"] for r in store.list() if r["id"] != failed.id))
     assert stopped.status == "stopped"
+    # a resumed run whose set-up fails keeps the status and error it had
+    with pytest.raises(KeyboardInterrupt):
+        run_search(None, store, resume=failed.id, on_start=fail(KeyboardInterrupt()))
+    assert failed.status == "failed" and failed.info["error"] == "ZeroDivisionError: a page's callback"
     whole = run_search(dataclasses.replace(cfg, seed=1), store)
     for run in (failed, stopped):  # no checkpoint: from the start, as a new run
         assert run_search(None, store, resume=run.id).info["status"] == "done"
     assert pd.read_parquet(stopped.path / "metrics.parquet")["best_loss"].tolist() == \
         pd.read_parquet(whole.path / "metrics.parquet")["best_loss"].tolist()
-    before = sorted(p.name for p in tmp_path.iterdir())
-    for settings, flag in ((dict(pop=1), "--pop must be at least 2"),
-                           (dict(kind="illuminate", algorithm="ga", pop=1, population=2),
-                            "--population must be at least 3")):
-        with pytest.raises(ValueError, match=flag):
-            SearchConfig(**{**dataclasses.asdict(cfg), "eval": cfg.eval, **settings})
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    # set-up cut short before the run's copy of its target image was made: its resume says so
+    image = tmp_path / "target.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
+    targeted = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=8), iters=1, pop=2,
+                            target_image=str(image))
+    with pytest.raises(KeyboardInterrupt):
+        run_search(targeted, store, on_start=fail(KeyboardInterrupt()))
+    cut = next(r["id"] for r in store.list() if r["kind"] == "target")
+    with pytest.raises(RunError, match="no copy of its target image .* start a new run"):
+        run_search(None, store, resume=cut)
+    # settings no search can take: one error naming the flag, no run folder
+    runs = tmp_path / "refused"
+    for args, flag in ((["openended", "--pop", "1"], "--pop must be at least 2"),
+                       (["illuminate", "--pop", "1", "--population", "2"], "--population must be at least 3")):
+        assert main(["asal", *args, "--substrate", "boids", "--fm", "pixels", "--steps", "8", "--runs", str(runs),
+                     "--quiet"]) == 2
+        assert flag in capsys.readouterr().err
+    assert not runs.exists()
 
 
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):

@@ -308,6 +308,13 @@ class Run:
         self.update(inputs=inputs)
         return copy
 
+    def check_copied(self, key: str, configured: str | None) -> None:
+        """Refuse to resume a run whose config names its own copy of input `key` (inputs/<name>) while run.json
+        records none: its set-up failed before the copy was made (setting_up), so nothing can restore the file."""
+        if configured and str(configured).startswith("inputs/") and not self.info.get("inputs", {}).get(key):
+            raise RunError(f"run {self.id!r} has no copy of its {key.replace('_', ' ')} ({configured}): its set-up "
+                           f"did not finish ({self.info.get('error') or 'no error recorded'}); start a new run")
+
     def input_path(self, key: str) -> Path | None:
         """The run's copy of input `key` (checked against its recorded hash), or None if it has none."""
         entry = self.info.get("inputs", {}).get(key)
@@ -595,8 +602,9 @@ def setting_up(run: Run, new: bool = True):
     """The set-up of a new run between its folder and its loop (copying inputs, building the search, on_start):
     an error there marks the run failed, with the error, and Ctrl-C stopped, as checkpointed_loop does, instead of
     leaving run.json saying "running" (in a long-lived process, a dashboard's server, every page would show that
-    until the process ends). Either way it resumes from its start. A resumed run (new=False) keeps the status it
-    had: it is as resumable as before."""
+    until the process ends). Either way it resumes from its start, unless the copies of its input files were not
+    all made: its resume then says so (Run.check_copied). A resumed run (new=False) keeps the status it had: it is
+    as resumable as before."""
     try:
         yield run
     except BaseException as exc:

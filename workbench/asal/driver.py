@@ -260,6 +260,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
             return run
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
             raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
+        run.check_copied("target_image", cfg.target_image)
         copy = run.input_path("target_image")
         if copy is not None:
             cfg.target_image = str(copy)
@@ -283,12 +284,12 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
             config["target_image"] = f"inputs/{Path(cfg.target_image).name}"
         run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, config, cfg.seed, command=command)
     with setting_up(run, new=resume is None):
+        if on_start is not None:  # first: a page shows the run (its id) even when the rest of the set-up fails
+            on_start(run)
         if resume is None and cfg.target_image:
             run.add_input("target_image", cfg.target_image)
         if state is None:
             state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
-        if on_start is not None:
-            on_start(run)
     search = state["search"]
 
     def step(it: int) -> dict:

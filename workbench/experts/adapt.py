@@ -349,6 +349,9 @@ def _copy_inputs(run: Run, experts: Experts) -> None:
 
 
 def _input_copies(run: Run) -> list[Path]:
+    if not run.info.get("expert_inputs"):
+        raise RunError(f"run {run.id!r} has no copies of its experts: its set-up did not finish "
+                       f"({run.info.get('error') or 'no error recorded'}); start a new run")
     out = []
     for rec in run.info.get("expert_inputs") or []:
         path = run.path / rec["path"]

@@ -359,6 +359,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore, resume: str | None = N
             return run
         if state is not None and not isinstance(state.get("qd"), CycleQD):
             raise RunError(f"the checkpoint of run {run.id!r} holds no CycleQD state; start a new run instead")
+        run.check_copied("merge_recipe", cfg.merge_recipe)
         copy = run.input_path("merge_recipe")
         if copy is not None:
             cfg = dataclasses.replace(cfg, merge_recipe=str(copy))
