@@ -639,7 +639,6 @@ class QDModel(param.Parameterized):
         greedily (seconds: the page calls this on a worker thread)."""
         from workbench.lm.evaluate import greedy
         from workbench.lm.tasks import CHARS, TASKS
-        from workbench.qd.run import QDRunConfig, rebuild_model
 
         d = self.data
         if d is None or d.kind != "qd":
@@ -650,27 +649,53 @@ class QDModel(param.Parameterized):
         if not prompt or unknown:
             raise ValueError(f"the zoo's models read the characters {CHARS!r} only" +
                              (f"; the prompt has {''.join(unknown)!r}" if unknown else "; type a prompt"))
-        cfg = QDRunConfig.from_dict(d.info["config"])
-        if not (Path(cfg.zoo) / "zoo.json").exists():
-            raise ValueError(f"the run's zoo {cfg.zoo} is not here: its models cannot be rebuilt")
         with self._lock:
-            key = (d.name, self.selected)
-            if key not in self._built:
-                self._built = {k: v for k, v in list(self._built.items())[-3:]}  # keep a few
-                self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, self.selected)
-            if self._lm is None or self._lm[0] != cfg.zoo:
-                from workbench.lm.zoo import load_zoo
-
-                zoo = load_zoo(cfg.zoo)
-                # a model of our own: the run's shared Context model is not ours to load weights into
-                self._lm = (cfg.zoo, zoo.model(cfg.base, device="cpu"), zoo.tokenizer())
-            _, lm, tok = self._lm
-            lm.load_state_dict(self._built[key], strict=True)
+            lm, tok = self._ready(d, self.selected)
             ids = ([tok.bos_token_id] if tok.bos_token_id is not None else []) + \
                 tok(prompt, add_special_tokens=False)["input_ids"]
             steps = max_new_tokens or max(t.max_new_tokens for t in TASKS.values())
             out = greedy(lm, [ids], steps, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id)[0]
             return tok.decode(out, skip_special_tokens=True)
+
+    def warm(self) -> threading.Thread | None:
+        """Rebuild the selected elite and load the zoo's model on a background thread, so that the first answer
+        finds them ready (the page calls it when a cell is clicked: the first load imports transformers and
+        reads the zoo, seconds); None when nothing is selected. A failure is left to the answer, which says why."""
+        d, selected = self.data, self.selected
+        if d is None or d.kind != "qd" or selected < 0:
+            return None
+
+        def prepare() -> None:
+            try:
+                with self._lock:
+                    self._ready(d, selected)
+            except Exception:  # noqa: BLE001 - answer() reports it
+                pass
+
+        thread = threading.Thread(target=prepare, name="warm a CycleQD elite", daemon=True)
+        thread.start()
+        return thread
+
+    def _ready(self, d: QDData, selected: int):
+        """(the zoo's model holding elite `selected`'s weights, its tokenizer); the caller holds self._lock."""
+        from workbench.qd.run import QDRunConfig, rebuild_model
+
+        cfg = QDRunConfig.from_dict(d.info["config"])
+        if not (Path(cfg.zoo) / "zoo.json").exists():
+            raise ValueError(f"the run's zoo {cfg.zoo} is not here: its models cannot be rebuilt")
+        key = (d.name, selected)
+        if key not in self._built:
+            self._built = {k: v for k, v in list(self._built.items())[-3:]}  # keep a few
+            self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, selected)
+        if self._lm is None or self._lm[0] != cfg.zoo:
+            from workbench.lm.zoo import load_zoo
+
+            zoo = load_zoo(cfg.zoo)
+            # a model of our own: the run's shared Context model is not ours to load weights into
+            self._lm = (cfg.zoo, zoo.model(cfg.base, device="cpu"), zoo.tokenizer())
+        _, lm, tok = self._lm
+        lm.load_state_dict(self._built[key], strict=True)
+        return lm, tok
 
     # --- figures ---
 
@@ -1271,6 +1296,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     def on_selected(*_):
         card.object = card_html(model)
         answer.object = ""
+        model.warm()  # the elite and the zoo's model load while the prompt is typed
         if model.selected in (highlight.options or {}).values() and highlight.value != model.selected:
             syncing[0] = True
             highlight.value = model.selected

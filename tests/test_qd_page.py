@@ -163,7 +163,10 @@ def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     with pytest.raises(ValueError, match="click a cell first"):
         model.answer("b:([=")
+    assert model.warm() is None  # nothing selected, nothing to prepare
     model.select(0)  # the seed expert of brackets
+    model.warm().join(120)  # what the page does on the click: the elite and the zoo's model, ready for the answer
+    assert (model.data.name, 0) in model._built and model._lm is not None
     zoo = load_zoo(qd["zoo"])
     tok = zoo.tokenizer()
     for prompt in ("b:([=", "b:{(=", "s:kdpa="):
