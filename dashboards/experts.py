@@ -514,24 +514,6 @@ class ExpertsModel(param.Parameterized):
                 return str(parent / model)
         raise ValueError(f"the run's model {model} is not here, so its experts cannot be composed into it")
 
-    def warm(self) -> threading.Thread | None:
-        """Load the run's model (and check its weights against the run's) on a background thread, so that the
-        mixer's first answer finds it loaded (the page calls it when the Mixer tab opens: SmolLM2 takes seconds);
-        None without a run. A failure is left to the mixer, which says why."""
-        if self.data is None:
-            return None
-
-        def prepare() -> None:
-            try:
-                with self._lock:
-                    self._svf()
-            except Exception:  # noqa: BLE001 - answer() and score_mixture() report it
-                pass
-
-        thread = threading.Thread(target=prepare, name="warm the experts' model", daemon=True)
-        thread.start()
-        return thread
-
     def _svf(self):
         """The SVFModel of the run's model, loaded once per model (the weights' key checked against the run's)."""
         from workbench.experts.model import SVFModel
@@ -1010,8 +992,6 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         if not building[0] and 0 <= event.new < len(names):
             model.view = names[event.new]
             what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
-        elif not building[0] and event.new == len(names):  # the Mixer: its model loads while sliders move
-            model.warm()
 
     async def on_pick(event):
         try:

@@ -23,6 +23,7 @@ import functools
 import html
 import itertools
 import json
+import logging
 import math
 import operator
 import sys
@@ -668,9 +669,10 @@ class QDModel(param.Parameterized):
         def prepare() -> None:
             try:
                 with self._lock:
-                    self._ready(d, selected)
+                    if self.data is d and self.selected == selected:  # not a cell clicked past meanwhile
+                        self._ready(d, selected)
             except Exception:  # noqa: BLE001 - answer() reports it
-                pass
+                logging.getLogger(__name__).debug("warming elite %s failed", selected, exc_info=True)
 
         thread = threading.Thread(target=prepare, name="warm a CycleQD elite", daemon=True)
         thread.start()

@@ -294,6 +294,7 @@ def test_a_model_warms_in_the_background_once_and_holds_up_only_its_own_callers(
     try:
         warming = tr.warm_model(slow)
         assert tr.explorer_model(tr.TINY) is loaded  # not held up by the other model
+        warming.join(0.5)
         assert warming.is_alive()  # waits for the load under way
     finally:
         lock.release()

@@ -25,6 +25,7 @@ tokens fed back). Everything returned is NumPy / pandas.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,7 +190,7 @@ def warm_model(name: str) -> threading.Thread | None:
         try:
             explorer_model(name)
         except Exception:  # noqa: BLE001 - the run reports why the model cannot load
-            pass
+            logging.getLogger(__name__).debug("warming model %s failed", name, exc_info=True)
 
     thread = threading.Thread(target=load, name=f"warm {name}", daemon=True)
     thread.start()
