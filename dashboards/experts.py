@@ -29,7 +29,7 @@ import panel as pn
 import param
 
 from workbench.compare import flat_settings
-from workbench.runs import Run, RunError, RunStore
+from workbench.runs import Run, RunError, RunStore, article
 
 KINDS = ("experts", "adapt")
 VIEWS = {"z": "z per expert", "z_rank": "z vs σ rank", "curve": "Adaptation curve", "alpha": "Mixing weights α",
@@ -130,8 +130,7 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
     info = run.info
     kind = info.get("kind")
     if kind not in KINDS:
-        article = "an" if str(kind)[:1] in "aeiou" else "a"
-        raise ValueError(f"{run.id!r} is {article} {kind} run; the Experts page opens experts and adapt runs "
+        raise ValueError(f"{run.id!r} is {article(kind)} {kind} run; the Experts page opens experts and adapt runs "
                          "(`workbench experts train|adapt`)")
     metrics = run.read_table("metrics").to_pandas() if (run.path / "metrics.parquet").exists() else pd.DataFrame()
     scores = None

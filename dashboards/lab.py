@@ -142,7 +142,7 @@ class LabModel(param.Parameterized):
         illumination (`/lab?run=ID&member=K`: the QD page's MAP-Elites cells), from the initial state its thumbnail
         came from when the run kept that seed. A run that does not exist, one of another kind (a merge recipe) or
         one without a best θ yet raises ValueError with the reason."""
-        from workbench.runs import RunStore
+        from workbench.runs import RunStore, article
 
         run_id = run_id.strip()
         if not run_id:
@@ -153,8 +153,7 @@ class LabModel(param.Parameterized):
         if not isinstance(ev, dict) or "substrate" not in ev:
             kind = info.get("kind") or "unknown"
             where = {"merge": "; open it on the Merge page", "qd": "; open it on the QD archives page"}.get(kind, "")
-            article = "an" if kind[:1] in "aeiou" else "a"
-            raise ValueError(f"run {run_id!r} is {article} {kind} run, not a simulation search: it has no θ to "
+            raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run, not a simulation search: it has no θ to "
                              f"play{where}")
         seed = None
         if member is not None:

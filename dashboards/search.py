@@ -24,7 +24,7 @@ import param
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.dashboards.shell import placeholder, run_alert, section, shell
-from workbench.runs import RESUMABLE, RunError, RunStore
+from workbench.runs import RESUMABLE, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -109,7 +109,7 @@ class SearchJob:
         run = RunStore(runs_dir).open(run_id)
         info = run.info
         if info.get("kind") not in KINDS:
-            raise RunError(f"run {run.id} is {_article(info.get('kind'))} {info.get('kind')} run; the Search page "
+            raise RunError(f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run; the Search page "
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
         job = cls(runs_dir)
         job._opened(run)
@@ -178,10 +178,6 @@ class SearchJob:
         if self._thread is not None:
             self._thread.join(timeout)
         return self.status
-
-
-def _article(word) -> str:
-    return "an" if str(word)[:1] in "aeiou" else "a"
 
 
 def _stored_status(runs_dir: str, run_id: str) -> str:

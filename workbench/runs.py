@@ -248,12 +248,16 @@ def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[
                        f"or start a new run")
 
 
+def article(word: object) -> str:
+    """"an" before a kind that starts with a vowel ("an illuminate run", "an adapt run"), else "a"."""
+    return "an" if str(word)[:1] in "aeiou" else "a"
+
+
 def _wrong_kind(run: Run, wanted: str) -> str:
     info = run.info
-    article = "an" if str(info.get("kind"))[:1] in "aeiou" else "a"
     how = _resume_cli(info, run.path.parent)
     hint = f"; resume it with {how}" if how else ""
-    return f"run {run.id} is {article} {info.get('kind')} run, not {wanted}{hint}"
+    return f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run, not {wanted}{hint}"
 
 
 class RunError(ValueError):
@@ -609,11 +613,17 @@ def setting_up(run: Run, new: bool = True):
         yield run
     except BaseException as exc:
         if new:
-            fields = {"status": "stopped"} if isinstance(exc, KeyboardInterrupt) else \
-                {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
             with contextlib.suppress(Exception):  # the first error is the one to report
-                run.update(**fields)
+                run.update(**_ended_by(exc))
         raise
+
+
+def _ended_by(exc: BaseException) -> dict:
+    """What run.json says of a run that `exc` ended: Ctrl-C leaves it stopped, anything else failed, with the
+    error (both resumable)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return {"status": "stopped"}
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,
@@ -641,10 +651,7 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
             if on_iteration is not None:
                 on_iteration(it + 1, iters, row)
         finish()
-    except KeyboardInterrupt:
-        run.update(status="stopped")
-        raise
     except BaseException as exc:
-        run.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        run.update(**_ended_by(exc))
         raise
     return run
