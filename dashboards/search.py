@@ -24,7 +24,7 @@ import param
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.dashboards.shell import placeholder, run_alert, section, shell
-from workbench.runs import RESUMABLE, RunError, RunStore, article
+from workbench.runs import RESUMABLE, Run, RunError, RunStore, article, effective_status
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -58,7 +58,6 @@ class SearchJob:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._began = False  # the run reached its set-up (on_start): from then on its own status is the truth
-        self._status_before: str | None = None  # a resumed run's status, shown again when the resume is refused
 
     # ---- the jobs of this process, by run ------------------------------------------------------------------
     _live: dict[tuple[str, str], SearchJob] = {}
@@ -81,8 +80,8 @@ class SearchJob:
                shown: SearchJob | None = None, owner: object | None = None) -> SearchJob:
         """Start a new search (cfg) or resume run `resume` (cfg None; its full id) on a background thread for
         `owner` (the page). A run that a job of this process is running already is not resumed twice: that job
-        is returned (its owner unchanged). shown: what the page showed of the run (its rows, budget, best frame
-        and status stay on show until the thread has read the run, and when the resume is refused)."""
+        is returned (its owner unchanged). shown: what the page showed of the run (its rows, budget and best frame
+        stay on show until the thread has read the run, and when the resume is refused)."""
         job = cls(runs_dir, total=cfg.iters if cfg is not None else (shown.total if shown else 0))
         job.status, job.owner = "running", owner
         job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
@@ -93,7 +92,7 @@ class SearchJob:
         job.run_id = resume
         if shown is not None and shown.run_id == resume:
             job.algorithm_ran, job.done, job.metrics = shown.algorithm_ran, shown.done, shown.metrics
-            job.best_thumb, job._status_before = shown.best_thumb, shown.status
+            job.best_thumb = shown.best_thumb
         key = cls._key(runs_dir, resume)
         with cls._live_lock:  # listed before its thread starts: a second resume finds it
             other = cls._live.get(key)
@@ -104,16 +103,15 @@ class SearchJob:
         return job
 
     @classmethod
-    def read(cls, runs_dir: str, run_id: str) -> SearchJob:
-        """A search run as the store holds it (RunError: no such run, or a run that is not an ASAL search)."""
-        run = RunStore(runs_dir).open(run_id)
-        info = run.info
+    def read(cls, runs_dir: str, run: Run, info: dict) -> SearchJob:
+        """A search run as the store holds it (`info`: its run.json, read once by the caller); RunError for a run
+        that is not an ASAL search."""
         if info.get("kind") not in KINDS:
             raise RunError(f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run; the Search page "
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
         job = cls(runs_dir)
-        job._opened(run)
-        job.status = run.status
+        job._opened(run, info)
+        job.status = effective_status(info)
         job.error = str(info.get("error") or "") if job.status == "failed" else ""
         job.best_thumb = _best_thumb(run.path)
         return job
@@ -131,7 +129,7 @@ class SearchJob:
         except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
             self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
             if resume is not None and not self._began:  # refused before it began: the run is as it was
-                self.status = self._status_before or _stored_status(self.runs_dir, resume)
+                self.status = _stored_status(self.runs_dir, resume)
         finally:
             if self.run_id is not None:
                 with self._live_lock:
@@ -144,10 +142,11 @@ class SearchJob:
         with self._live_lock:
             self._live[self._key(self.runs_dir, run.id)] = self
 
-    def _opened(self, run) -> None:
-        """What the run's folder says: its id, algorithm, budget, iterations done and (when it has done some)
-        the metrics rows so far, so a resumed or reopened run's curve goes on from where it was."""
-        info = run.info
+    def _opened(self, run, info: dict | None = None) -> None:
+        """What the run's folder says (info: its run.json, if read already): its id, algorithm, budget, iterations
+        done and (when it has done some) the metrics rows so far, so a resumed or reopened run's curve goes on
+        from where it was."""
+        info = run.info if info is None else info
         self.run_id = run.id
         try:
             self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
@@ -318,20 +317,21 @@ class SearchModel(param.Parameterized):
         if self.busy:
             raise ValueError("a search is running on this page; stop it before opening another run")
         run = RunStore(self.runs_dir).open(run_id)
-        job = SearchJob.live(self.runs_dir, run.id) or SearchJob.read(self.runs_dir, run.id)
+        info = run.info
+        job = SearchJob.live(self.runs_dir, run.id) or SearchJob.read(self.runs_dir, run, info)
         self.job = job
         self.starts += 1
-        self.notice = self._settings_of(run)
+        self.notice = self._settings_of(run, info)
 
     SETTINGS = ("kind", "substrate", "algorithm", "fm", "weights", "prompt", "target_image", "iters", "pop", "steps",
                 "frames", "bs", "seed", "init")
 
-    def _settings_of(self, run) -> str:
+    def _settings_of(self, run, info: dict) -> str:
         """Put the run's settings in the sidebar's fields, so that start runs a search like it (with a new id).
         Only the fields the sidebar has: the population, σ and the others of a CLI run take the page's values.
         Returns "" or why the fields could not take them (they then keep what they had)."""
         try:
-            cfg = read_config(run.info["config"])
+            cfg = read_config(info["config"])
             copy = run.input_path("target_image")  # the run's own copy of its target image
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             return f"its settings are not in the sidebar: this version cannot read them ({exc})"
