@@ -8,7 +8,7 @@ from collections.abc import Callable
 import panel as pn
 
 from workbench.dashboards.shell import PAGES as PAGE_INFO
-from workbench.dashboards.shell import quiet_closed_sessions
+from workbench.dashboards.shell import quiet_closed_sessions, serial_blas
 
 PAGES = tuple(PAGE_INFO)
 
@@ -62,6 +62,7 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     """Start the server (blocking unless threaded); each page gets a fresh model per browser session."""
     pn.extension("tabulator", inline=True)
     quiet_closed_sessions()
+    serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
     return pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
                     threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"])

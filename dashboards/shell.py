@@ -11,8 +11,10 @@ to each and the navigation, the index and the Runs gallery pick it up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
+import os
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -127,6 +129,8 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
                         sizing_mode="stretch_width", margin=(0, 10))
     sidebar = list(sidebar)
     quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()
+    if standalone:
+        serial_blas()
     template = pn.template.FastListTemplate(
         site="workbench", site_url="./", title=title, design=OfflineFast, accent=ACCENT,
         header_background=ACCENT, header=[] if standalone else [nav(slug)], sidebar=sidebar,
@@ -202,10 +206,18 @@ class PageThread:
         self.loop_thread = threading.get_ident()
 
     def call(self, fn: Callable[..., None], *args: Any) -> None:
-        if threading.get_ident() == self.loop_thread:
+        if threading.get_ident() == self.loop_thread and self._locked():
             fn(*args)
         else:
             self.call_later(fn, *args)
+
+    def _locked(self) -> bool:
+        """Whether the document may change here and now: unserved, or inside one of Bokeh's locked callbacks.
+        The event loop also runs code outside them: Panel hands a click that arrives while an earlier change
+        of the page is still pending (a slider moved, then "step") to a task of its own, and a raw model
+        changed there makes Bokeh raise ("_pending_writes should be non-None ...") and the update is lost."""
+        session = getattr(getattr(self.doc, "session_context", None), "session", None)
+        return session is None or session._pending_writes is not None
 
     def call_later(self, fn: Callable[..., None], *args: Any) -> None:
         """Like call, but from the event loop too it queues fn behind the document's pending updates (in
@@ -288,3 +300,20 @@ def quiet_closed_sessions() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ClosedSessionNoise) for f in logger.filters):
             logger.addFilter(_ClosedSessionNoise())
+
+
+@functools.cache
+def serial_blas() -> None:
+    """OpenBLAS without worker threads of its own, in a server process (once; serve() and pages served alone).
+
+    OpenBLAS stops its workers before any fork (its pthread_atfork handler). A search thread forks when it writes
+    its run's video (imageio starts ffmpeg with a preexec_fn: a real fork), and a threaded BLAS call running on
+    the event loop's thread meanwhile (the Atlas page's PCA) waited for its stopped worker for good: the loop
+    spun in OpenBLAS's exec_blas and every page of the server hung (seen under the Chromium tests, about one
+    run in five). A serial OpenBLAS has no worker to wait for. What the pages hand to numpy is small (a PCA of
+    a few hundred embeddings); torch, which does the heavy work, keeps its own threads. The variable covers
+    the OpenBLAS copies loaded later (scipy's, with t-SNE); threadpoolctl the ones already loaded (numpy's)."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    threadpool_limits(limits=1, user_api="blas")

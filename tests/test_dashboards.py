@@ -528,6 +528,87 @@ def test_off_loop_keeps_the_event_loop_serving():
     assert result == 42 and ticks >= 20 and any(seen_loading) and not loading_after
 
 
+def test_page_thread_changes_models_only_under_the_document_lock():
+    """The served loop runs code outside Bokeh's document lock too (Panel's own tasks: a click that arrives while
+    an earlier change is pending). A raw model changed there through PageThread.call is queued to a locked
+    callback, not changed at once (Bokeh would raise and the update would be lost)."""
+    import panel as pn
+    from bokeh.models import ColumnDataSource
+    from bokeh.plotting import figure
+
+    from workbench.dashboards.shell import PageThread
+
+    made = {}
+
+    def app():
+        source = ColumnDataSource({"x": [0], "y": [0]})
+        fig = figure(width=100, height=100)
+        fig.scatter("x", "y", source=source)
+        made.update(source=source, page=PageThread())
+        return pn.pane.Bokeh(fig)
+
+    port = free_port()
+    server = pn.serve({"app": app}, port=port, threaded=True, show=False)
+    try:
+        assert first_answer(f"http://127.0.0.1:{port}/app", 60) is not None  # the GET makes the session
+        outcome = []
+
+        def outside_the_lock():  # a plain loop callback, as Panel's event tasks are
+            try:
+                made["page"].call(lambda: setattr(made["source"], "data", {"x": [1], "y": [2]}))
+                outcome.append("ok")
+            except Exception as exc:  # noqa: BLE001 - what the test reports
+                outcome.append(repr(exc))
+
+        server.asyncio_loop.call_soon_threadsafe(outside_the_lock)
+        deadline = time.time() + 30
+        while (not outcome or made["source"].data["y"] != [2]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert outcome == ["ok"] and made["source"].data["y"] == [2], (outcome, made["source"].data)
+    finally:
+        server.stop()
+
+
+FORK_WHILE_BLAS = """
+import os, sys, threading, time
+import numpy as np
+from workbench.dashboards.shell import serial_blas
+
+serial_blas()
+z = np.random.default_rng(0).normal(size=(16, 2352))
+stop = False
+
+def forker():  # what a search thread does when it starts ffmpeg for its run's video
+    while not stop:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+threading.Thread(target=forker, daemon=True).start()
+start = time.time()
+while time.time() - start < 2:  # the Atlas page's PCA, on the event loop's thread
+    np.linalg.svd(z - z.mean(0), full_matrices=False)
+stop = True
+import scipy.linalg  # noqa: F401 - an OpenBLAS loaded after serial_blas (scipy's, with t-SNE)
+from threadpoolctl import threadpool_info
+
+print(sorted({i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"}))
+"""
+
+
+def test_serial_blas_survives_a_fork_in_another_thread():
+    """A server's BLAS calls go on while another of its threads forks: with OpenBLAS's own worker threads the
+    BLAS call waited for good, about every time within these two seconds; serial_blas (workbench serve, pages
+    served alone) also holds for an OpenBLAS loaded after it."""
+    try:
+        out = subprocess.run([sys.executable, "-c", FORK_WHILE_BLAS], capture_output=True, text=True, timeout=120,
+                             cwd=Path(__file__).resolve().parents[1])
+    except subprocess.TimeoutExpired:
+        pytest.fail("a BLAS call hung while another thread forked")
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[1]", out.stderr[-2000:]
+
+
 def test_off_loop_spinner_stays_until_the_last_overlapping_call_ends():
     import panel as pn
 
