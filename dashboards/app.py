@@ -59,7 +59,8 @@ def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,
           threaded: bool = False):
-    """Start the server (blocking unless threaded); each page gets a fresh model per browser session."""
+    """Start the server (blocking unless threaded); each page gets a fresh model per browser session. OpenBLAS
+    runs serially in this process from here on (serial_blas says why)."""
     pn.extension("tabulator", inline=True)
     quiet_closed_sessions()
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)

@@ -427,8 +427,8 @@ def frame_view(model: LabModel, size: int = 512):
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=source)
     page = PageThread()
 
-    def update(event):
-        source.data = {"image": [oriented(event.new)]}
+    def update(event):  # the model's frame as it is when this runs: a queued update must not draw an older one
+        source.data = {"image": [oriented(model.frame)]}
 
     model.param.watch(page.wrap(update), "frame")
     return pn.pane.Bokeh(fig, margin=0)

@@ -199,7 +199,8 @@ def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.
 class PageThread:
     """Calls into a page's Bokeh document from any thread. Raw Bokeh models may only change on the
     server's event loop while the document is locked; work that runs on a worker thread hands its
-    display updates to `call`, which runs them there (directly when already there, or when not served)."""
+    display updates to `call`, which runs them there (directly when already inside a locked callback, or
+    when not served; else queued to one)."""
 
     def __init__(self) -> None:
         self.doc = pn.state.curdoc
@@ -312,7 +313,8 @@ def serial_blas() -> None:
     spun in OpenBLAS's exec_blas and every page of the server hung (seen under the Chromium tests, about one
     run in five). A serial OpenBLAS has no worker to wait for. What the pages hand to numpy is small (a PCA of
     a few hundred embeddings); torch, which does the heavy work, keeps its own threads. The variable covers
-    the OpenBLAS copies loaded later (scipy's, with t-SNE); threadpoolctl the ones already loaded (numpy's)."""
+    the OpenBLAS copies loaded later (scipy's, with t-SNE); threadpoolctl the ones already loaded (numpy's).
+    It holds for the rest of the process (a threaded serve() in a notebook too) and for the processes it starts."""
     from threadpoolctl import threadpool_limits
 
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
