@@ -118,8 +118,8 @@ class SearchJob:
 
     # ---- the thread --------------------------------------------------------------------------------------------
     def _work(self, cfg, resume) -> None:
-        store = RunStore(self.runs_dir)
         try:
+            store = RunStore(self.runs_dir)  # in the try: a folder gone bad since start() is this job's failure
             run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
                              on_start=self._started,
                              on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
@@ -289,8 +289,9 @@ class SearchModel(param.Parameterized):
         process is resuming already is not resumed twice: this page shows that search."""
         if self.busy:
             raise ValueError("a search is already running; stop it first")
+        store = RunStore(self.runs_dir)  # a runs path that is not a folder is refused here, before any thread
         if resume:
-            resume = RunStore(self.runs_dir).open(resume).id
+            resume = store.open(resume).id
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         if cfg is not None:
             check_new_search(cfg)
@@ -414,6 +415,18 @@ class SearchViews:
         self.population = pn.Column(placeholder(self.POPULATION_HINT, 280, 280))
         self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1, "run_id": None}
 
+    def _address(self, run_id: str | None) -> None:
+        """?run=ID of the run on show, so a reload, a bookmark or a link come back to it; none while a new search
+        has no id yet (and for good when it failed before it had one: a reload then opens a fresh page, not the
+        run shown before)."""
+        if run_id:
+            self.location.update_query(run=run_id)
+        elif "run" in self.location.query_params:
+            import urllib.parse
+
+            rest = {k: v for k, v in self.location.query_params.items() if k != "run"}
+            self.location.search = "?" + urllib.parse.urlencode(rest) if rest else ""
+
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
         if view is self.curve:
@@ -452,8 +465,8 @@ class SearchViews:
         self.resume.disabled = not model.resumable
         if model.run_id != seen["run_id"]:
             seen["run_id"] = model.run_id
-            if self.location is not None and model.run_id:  # a reload, a bookmark, a link come back to this run
-                self.location.update_query(run=model.run_id)
+            if self.location is not None:
+                self._address(model.run_id)
         if (model.done, model.total) != (seen["done"], self.progress.max):
             seen["done"] = model.done
             self.progress.max, self.progress.value = max(model.total, 1), min(model.done, model.total)

@@ -370,6 +370,37 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert model.init_choosable and model.config().init == "random"
 
 
+
+def test_search_address_follows_the_run_on_show(tmp_path):
+    """The page's address names the run on show. A runs path that is not a folder is refused before a search
+    starts (the run before stays on show, and in the address); a search that failed before it had an id takes
+    the old run's id out of the address (a reload would have opened the run before, not what the page said)."""
+    from panel.io.location import Location
+
+    from workbench.dashboards.search import SearchJob, SearchViews
+
+    model = SearchModel(runs_dir=str(tmp_path / "runs"), kind="openended", substrate="boids", fm="pixels", steps=10,
+                        frames=2, iters=1, pop=4)
+    location = Location(search="?tab=x")
+    views = SearchViews(model, location)
+    model.start()
+    assert model.wait() == "done"
+    views.refresh()
+    shown = model.run_id
+    assert location.query_params == {"tab": "x", "run": shown}
+    (tmp_path / "runs").rename(tmp_path / "moved")
+    (tmp_path / "runs").write_text("a file where the runs folder was")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        model.start()
+    views.refresh()
+    assert model.run_id == shown and location.query_params == {"tab": "x", "run": shown}
+    failed = SearchJob(str(tmp_path / "runs"))  # what a search that failed in its set-up, before its id, leaves
+    failed.status, failed.error = "failed", "OSError: no space left on device"
+    model.job = failed
+    model.starts += 1
+    views.refresh()
+    assert location.query_params == {"tab": "x"} and "failed" in views.status.object
+
 def test_atlas_model_snaps_and_exports(runs, tmp_path):
     from workbench.dashboards.atlas import AtlasModel
 
