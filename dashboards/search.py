@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -422,8 +423,6 @@ class SearchViews:
         if run_id:
             self.location.update_query(run=run_id)
         elif "run" in self.location.query_params:
-            import urllib.parse
-
             rest = {k: v for k, v in self.location.query_params.items() if k != "run"}
             self.location.search = "?" + urllib.parse.urlencode(rest) if rest else ""
 
@@ -528,15 +527,14 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
                              options={"θ = 0 (the reference)": "zero", "random initialisation": "random"})
     init.param.watch(lambda e: setattr(model, "init", e.new), "value")
 
-    def algorithm_follows(event):  # choose() sets the model's settings: the two plain Selects follow them
+    def algorithm_follows(*_):  # choose() sets the model's settings: the two plain Selects follow them
         algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}
-        algorithm.value = event.new
+        algorithm.value = model.algorithm
     model.param.watch(algorithm_follows, "algorithm")
     model.param.watch(lambda e: setattr(init, "value", e.new), "init")
 
     def show_for_kind(*_):
-        algorithm.options = {ALGORITHM_NAMES[a]: a for a in model.param.algorithm.objects}
-        algorithm.value = model.algorithm
+        algorithm_follows()
         algorithm.visible = model.algorithm_choosable
         rule_note.visible = model.substrate in RULE_SUBSTRATES
         init.visible = model.init_choosable
