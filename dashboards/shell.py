@@ -307,11 +307,12 @@ def quiet_closed_sessions() -> None:
 def serial_blas() -> None:
     """OpenBLAS without worker threads of its own, in a server process (once; serve() and pages served alone).
 
-    OpenBLAS stops its workers before any fork (its pthread_atfork handler). A search thread forks when it writes
-    its run's video (imageio starts ffmpeg with a preexec_fn: a real fork), and a threaded BLAS call running on
+    OpenBLAS stops its workers before any fork (its pthread_atfork handler). A search thread forked when it wrote
+    its run's video (imageio started ffmpeg with a preexec_fn: a real fork), and a threaded BLAS call running on
     the event loop's thread meanwhile (the Atlas page's PCA) waited for its stopped worker for good: the loop
     spun in OpenBLAS's exec_blas and every page of the server hung (seen under the Chromium tests, about one
-    run in five). A serial OpenBLAS has no worker to wait for. What the pages hand to numpy is small (a PCA of
+    run in five). Videos are now written without a fork (export.Mp4Writer), but any library that starts a
+    process with a preexec_fn, or forks, would do the same. A serial OpenBLAS has no worker to wait for. What the pages hand to numpy is small (a PCA of
     a few hundred embeddings); torch, which does the heavy work, keeps its own threads. The variable covers
     the OpenBLAS copies loaded later (scipy's, with t-SNE); threadpoolctl the ones already loaded (numpy's).
     It holds for the rest of the process (a threaded serve() in a notebook too) and for the processes it starts."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import imageio.v2 as imageio
 import numpy as np
@@ -17,6 +21,99 @@ FORMATS = (".png", ".gif", ".mp4")
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+class Mp4Writer:
+    """H.264 MP4 from RGB uint8 frames, piped to the ffmpeg that imageio-ffmpeg ships.
+
+    Why not imageio's own writer: it starts ffmpeg with a `preexec_fn`, which makes Python fork for real, and
+    OpenBLAS stops its worker threads before every fork. A threaded BLAS call that another thread of the process
+    is making at that moment (numpy in a notebook's kernel, a page's PCA) then waits for good. Started with
+    `start_new_session` instead, Python spawns through vfork, which runs no fork handlers; ffmpeg still sits in a
+    session of its own, so a Ctrl-C meant for us does not cut the video short under us (we stop it ourselves).
+    Odd sizes are padded by one black row / column: H.264 in 4:2:0 needs even ones.
+    """
+
+    def __init__(self, path: str | Path, fps: float, quality: int = 8) -> None:
+        self.path, self.fps, self.quality = Path(path), fps, quality
+        self.proc: subprocess.Popen | None = None
+        self.shape: tuple[int, ...] | None = None
+
+    def _start(self, shape: tuple[int, ...]) -> None:
+        import imageio_ffmpeg
+
+        h, w = shape[:2]
+        self.log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on a full stderr pipe
+        crf = int((1 - self.quality / 10) * 51)  # imageio's mapping of its quality 0-10 to libx264's CRF
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
+               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+               "-crf", str(crf), "-f", "mp4", str(self.path)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                     start_new_session=True)
+        self.shape = shape
+
+    def append(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"an MP4 frame is H x W x 3 RGB; got shape {frame.shape}")
+        if self.proc is None:
+            self._start(frame.shape)
+        elif frame.shape != self.shape:
+            raise ValueError(f"every frame of a video has one shape: {self.shape}, then {frame.shape}")
+        try:
+            self.proc.stdin.write(frame.tobytes())
+        except BrokenPipeError:
+            self.close()  # ffmpeg ended early: close() raises with what it said
+            raise
+
+    def close(self) -> None:
+        if self.proc is None:
+            raise ValueError("a video needs at least one frame")
+        proc, self.proc = self.proc, None
+        try:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            if proc.wait() != 0:
+                self.log.seek(0)
+                said = self.log.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"ffmpeg could not write {self.path.name}: {said or f'exit {proc.returncode}'}")
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            self.log.close()
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # stopped (an error, a Ctrl-C): the partial file is thrown away by atomic_write
+            self.kill()
+
+
+class _GifWriter:
+    """imageio's GIF writer (pillow, in process) behind Mp4Writer's append."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def append(self, frame: np.ndarray) -> None:
+        self.writer.append_data(frame)
+
+    def __enter__(self) -> _GifWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.writer.close()
 
 
 def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: int = 0, size: int = 224,
@@ -44,18 +141,20 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
             if progress:
                 progress(steps)
             return
-        kwargs = {"fps": fps, "macro_block_size": 1, "codec": "libx264", "quality": 8} \
-            if out.suffix.lower() == ".mp4" else {"duration": 1000 / fps, "loop": 0}
-        with imageio.get_writer(tmp, format=out.suffix.lower()[1:], mode="I", **kwargs) as writer:
+        if out.suffix.lower() == ".mp4":
+            writer = Mp4Writer(tmp, fps)
+        else:
+            writer = _GifWriter(imageio.get_writer(tmp, format="gif", mode="I", duration=1000 / fps, loop=0))
+        with writer:
             frame = to_uint8(sub.render(state, params, size))
-            writer.append_data(frame)
+            writer.append(frame)
             done = 0
             while done < steps:
                 n = min(every, steps - done)
                 state = sub.step(state, params, n)
                 done += n
                 frame = to_uint8(sub.render(state, params, size))
-                writer.append_data(frame)
+                writer.append(frame)
                 if progress:
                     progress(n)
         last["frame"] = frame

@@ -1,0 +1,51 @@
+"""Videos: MP4s come from ffmpeg started without a fork, odd sizes work, and a stopped export leaves nothing."""
+
+import os
+
+import imageio.v2 as imageio
+import numpy as np
+import psutil
+import pytest
+
+from workbench.export import Mp4Writer, export
+
+_FORKS: list[int] = []
+os.register_at_fork(before=lambda: _FORKS.append(1))  # runs for os.fork() and for Popen with a preexec_fn
+
+
+def test_mp4_export_never_forks_and_pads_odd_sizes(tmp_path, substrates):
+    """A real fork stops OpenBLAS's worker threads under any threaded BLAS call another thread is making, which
+    then waits for good (the server hang of 2026-12-02); imageio's writer forked for every video. H.264 in 4:2:0
+    needs even sizes: an odd one used to end in an ffmpeg error."""
+    sub = substrates["boids"]
+    before = len(_FORKS)
+    out = export(sub, sub.decode(sub.zero_theta()), 6, tmp_path / "b.mp4", size=33, every=2)
+    assert len(_FORKS) == before
+    frames = imageio.mimread(out)
+    assert len(frames) == 4 and frames[0].shape == (34, 34, 3)
+    assert np.asarray(frames[-1])[:33, :33].std() > 1  # the picture, not a blank video
+    assert [p.name for p in tmp_path.iterdir()] == ["b.mp4"]
+
+
+def test_a_stopped_mp4_export_leaves_no_file_and_no_ffmpeg(tmp_path, substrates):
+    sub = substrates["plife"]
+
+    def stop(_: int) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C does mid-video: ffmpeg sits in a session of its own, we end it
+
+    with pytest.raises(KeyboardInterrupt):
+        export(sub, sub.decode(sub.zero_theta()), 8, tmp_path / "p.mp4", size=32, every=2, progress=stop)
+    assert list(tmp_path.iterdir()) == []
+    assert psutil.Process().children() == []
+
+
+def test_mp4_writer_errors_say_what_went_wrong(tmp_path):
+    with pytest.raises(ValueError, match="H x W x 3"), Mp4Writer(tmp_path / "a.mp4", 10) as w:
+        w.append(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="one shape"), Mp4Writer(tmp_path / "b.mp4", 10) as w:
+        w.append(np.zeros((8, 8, 3), np.uint8))
+        w.append(np.zeros((10, 8, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="ffmpeg could not write c.mp4"), \
+            Mp4Writer(tmp_path / "missing" / "c.mp4", 10) as w:
+        w.append(np.zeros((8, 8, 3), np.uint8))
+    assert psutil.Process().children() == []
