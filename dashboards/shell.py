@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -252,19 +253,20 @@ async def off_loop(fn: Callable[..., Any], *args: Any, busy: Iterable[pn.viewabl
         page.call_later(_set_loading, busy, False)
 
 
-_BUSY: dict[int, int] = {}  # id(component) -> off_loop calls under way that show its spinner
+# component -> off_loop calls under way that show its spinner. Weak: a tab closed mid-work never runs its "off",
+# and a count kept by id() would then pass to whichever later component got the same id (a spinner for good).
+_BUSY: weakref.WeakKeyDictionary[pn.viewable.Viewable, int] = weakref.WeakKeyDictionary()
 
 
 def _set_loading(items: list[pn.viewable.Viewable], value: bool) -> None:
     """Counted per component: two calls that share one (a load and a substrate switch on the Lab's frame) keep
     its spinner until the last of them ends. Runs on the event loop (or where off_loop runs, unserved)."""
     for item in items:
-        key = id(item)
-        count = _BUSY.get(key, 0) + (1 if value else -1)
+        count = _BUSY.get(item, 0) + (1 if value else -1)
         if count > 0:
-            _BUSY[key] = count
+            _BUSY[item] = count
         else:
-            _BUSY.pop(key, None)
+            _BUSY.pop(item, None)
         item.loading = count > 0
 
 
@@ -312,9 +314,10 @@ def serial_blas() -> None:
     the event loop's thread meanwhile (the Atlas page's PCA) waited for its stopped worker for good: the loop
     spun in OpenBLAS's exec_blas and every page of the server hung (seen under the Chromium tests, about one
     run in five). Videos are now written without a fork (export.Mp4Writer), but any library that starts a
-    process with a preexec_fn, or forks, would do the same. A serial OpenBLAS has no worker to wait for. What the pages hand to numpy is small (a PCA of
-    a few hundred embeddings); torch, which does the heavy work, keeps its own threads. The variable covers
-    the OpenBLAS copies loaded later (scipy's, with t-SNE); threadpoolctl the ones already loaded (numpy's).
+    process with a preexec_fn, or forks, would do the same. A serial OpenBLAS has no worker to wait for. What
+    the pages hand to numpy is small (a PCA of a few hundred embeddings); torch, which does the heavy work,
+    keeps its own threads. The variable covers the OpenBLAS copies loaded later (scipy's, with t-SNE);
+    threadpoolctl the ones already loaded (numpy's).
     It holds for the rest of the process (a threaded serve() in a notebook too) and for the processes it starts."""
     from threadpoolctl import threadpool_limits
 

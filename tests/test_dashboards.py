@@ -661,6 +661,27 @@ def test_off_loop_spinner_stays_until_the_last_overlapping_call_ends():
     assert during == (True, True) and after == (False, False)
 
 
+def test_a_spinner_left_on_by_a_closed_tab_passes_to_no_other_component():
+    """A tab closed while off_loop worked never runs its "off": the count it leaves must go with its component
+    (kept by id(), it passed to whichever later component got that id, whose spinner then never went off)."""
+    import gc
+
+    import panel as pn
+
+    from workbench.dashboards import shell
+
+    left = pn.Column()
+    shell._set_loading([left], True)  # "on" ran; the tab closed before "off"
+    assert left.loading and len(shell._BUSY) == 1
+    del left
+    gc.collect()
+    assert len(shell._BUSY) == 0
+    later = pn.Column()
+    shell._set_loading([later], True)
+    shell._set_loading([later], False)
+    assert not later.loading
+
+
 # --- the served pages in Chromium ---------------------------------------------------------------------------
 
 @contextlib.contextmanager
