@@ -130,6 +130,7 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
                         sizing_mode="stretch_width", margin=(0, 10))
     sidebar = list(sidebar)
     quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()
+    ordered_patches()
     if standalone:
         serial_blas()
     template = pn.template.FastListTemplate(
@@ -303,6 +304,44 @@ def quiet_closed_sessions() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _ClosedSessionNoise) for f in logger.filters):
             logger.addFilter(_ClosedSessionNoise())
+
+
+@functools.cache
+def ordered_patches() -> None:
+    """Page updates reach the browser in the order they were made (once per process; pages call it).
+
+    Bokeh serialises a change when it is made, and sends a model's full definition only the first time; later
+    messages name it by id. Inside one of Bokeh's locked callbacks (our next-tick updates: PageThread, the
+    spinners) Panel does not leave its widgets' changes to Bokeh, which queues them in order behind the
+    callback: it writes them to the socket itself, at once or, while the socket is busy, from a task of its
+    own that retries every 10 ms. Later updates of the page then went out first: every Lab load of a run
+    reordered a few messages, and when a late one held the definition of a model that an early one named,
+    the browser failed with "reference pNNNN isn't known" (the Lab's load of a run from the gallery, about one
+    load in 60 under the Chromium tests; the websocket frames showed the definition arriving after the
+    reference). Inside a locked callback these changes now go back to Bokeh's own queue, in order; outside
+    one (Panel's handling of a click) Panel's direct path stays, since Bokeh could not send them there."""
+    from panel.io import document as panel_document
+
+    direct, deferred = panel_document.write_events, panel_document.schedule_write_events
+
+    def in_locked_callback(doc: Any) -> bool:
+        session = getattr(getattr(doc, "session_context", None), "session", None)
+        return session is not None and session._pending_writes is not None
+
+    def write_events(doc: Any, connections: Any, events: list) -> None:
+        if in_locked_callback(doc):  # Panel's unlocked() unholds the document next: Bokeh sends them, in order
+            doc.callbacks._held_events += events
+        else:
+            direct(doc, connections, events)
+
+    def schedule_write_events(doc: Any, connections: Any, events: list) -> None:
+        if in_locked_callback(doc):
+            doc.callbacks._held_events += events
+        else:
+            deferred(doc, connections, events)
+
+    panel_document.write_events = write_events
+    panel_document.schedule_write_events = schedule_write_events
 
 
 @functools.cache

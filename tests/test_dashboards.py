@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import os
 import re
@@ -869,6 +871,36 @@ def test_lab_spinner_goes_after_every_load(server, browser, request):
             page.get_by_role("button", name="load best θ").click(timeout=30000)
             page.get_by_text(f"loaded the best θ of {rid}").wait_for(timeout=60000)
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+
+
+def _patch_msgids(page) -> list[int]:
+    """The ids of the PATCH-DOC messages the server sends this page from now on, in the order they arrive. Bokeh
+    numbers each message from its id counter when it serialises it."""
+    ids: list[int] = []
+
+    def on_frame(payload) -> None:
+        if isinstance(payload, str) and payload.startswith('{"msgid"') and '"PATCH-DOC"' in payload:
+            ids.append(int(json.loads(payload)["msgid"].lstrip("p")))
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    return ids
+
+
+def test_lab_load_reaches_the_browser_in_the_order_it_was_made(server, browser, request):
+    """Bokeh names a model by id once it has sent its definition, so its messages must arrive in the order it
+    made them. Panel wrote the spinners' changes (and other widget changes made in Bokeh's locked callbacks)
+    itself, later than updates made after them: every load of a run reordered a few messages, and about one
+    in 60 broke the page ("reference pNNNN isn't known"). dashboards.shell.ordered_patches."""
+    ids = SERVED[server]["ids"]
+    with _browse(browser, f"{server}/", request) as page:
+        msgids = _patch_msgids(page)
+        for rid in ids["openended"][:2]:
+            page.goto(f"{server}/lab?run={rid}", wait_until="networkidle")
+            page.get_by_text(f"loaded the best θ of {rid}").wait_for(timeout=60000)
+            page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+        assert len(msgids) > 20
+        late = [(a, b) for a, b in itertools.pairwise(msgids) if b < a]
+        assert not late, f"PATCH-DOC p{late[0][1]} arrived after p{late[0][0]} ({len(late)} such)"
 
 
 def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, request):
