@@ -324,20 +324,26 @@ def ordered_patches() -> None:
 
     direct, deferred = panel_document.write_events, panel_document.schedule_write_events
 
-    def in_locked_callback(doc: Any) -> bool:
+    def to_bokeh(doc: Any, events: list) -> bool:
+        """Inside a locked callback: queue Panel's unsent messages for this page, then these events, behind the
+        callback in Bokeh's order (False elsewhere: Panel's own path stays)."""
         session = getattr(getattr(doc, "session_context", None), "session", None)
-        return session is not None and session._pending_writes is not None
+        if session is None or session._pending_writes is None:
+            return False
+        # messages Panel made earlier (outside a lock, its socket busy) and has not sent: they go first
+        for conn, messages in panel_document._WRITE_MSGS.pop(doc, {}).items():
+            session._pending_writes.extend(conn._socket.send_message(m) for m in messages)
+        for event in events:  # sent as Panel sends them: a change made here is not news to the model's
+            event.callback_invoker = None  # Python callbacks (Panel's would take it for the browser's)
+        doc.callbacks._held_events += events  # Panel's unlocked() unholds the document next: Bokeh sends them
+        return True
 
     def write_events(doc: Any, connections: Any, events: list) -> None:
-        if in_locked_callback(doc):  # Panel's unlocked() unholds the document next: Bokeh sends them, in order
-            doc.callbacks._held_events += events
-        else:
+        if not to_bokeh(doc, events):
             direct(doc, connections, events)
 
     def schedule_write_events(doc: Any, connections: Any, events: list) -> None:
-        if in_locked_callback(doc):
-            doc.callbacks._held_events += events
-        else:
+        if not to_bokeh(doc, events):
             deferred(doc, connections, events)
 
     panel_document.write_events = write_events

@@ -903,6 +903,43 @@ def test_lab_load_reaches_the_browser_in_the_order_it_was_made(server, browser, 
         assert not late, f"PATCH-DOC p{late[0][1]} arrived after p{late[0][0]} ({len(late)} such)"
 
 
+def test_a_change_the_server_makes_is_not_taken_for_the_browsers(browser):
+    """ordered_patches hands Panel's changes made in a locked callback to Bokeh, as Panel's own write does not:
+    without the model's Python callbacks, which would take the server's own change for one from the browser
+    (Panel then queued an echo of it, which could set a widget back over a newer value)."""
+    import panel as pn
+
+    from workbench.dashboards.shell import ordered_patches
+
+    made = {}
+
+    def app():
+        ordered_patches()
+        made.update(box=pn.widgets.TextInput(value="a", label="box"), doc=pn.state.curdoc)
+        return made["box"]
+
+    port = free_port()
+    server = pn.serve({"app": app}, port=port, threaded=True, show=False)
+    page = browser.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{port}/app", wait_until="networkidle")
+        box = page.locator("input").first
+        box.wait_for(timeout=60000)
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60000)
+        heard = []
+        model = next(iter(made["box"]._models.values()))[0]
+        model.on_change("value", lambda attr, old, new: heard.append(new))
+        made["doc"].add_next_tick_callback(lambda: setattr(made["box"], "value", "b"))  # a locked callback
+        deadline = time.time() + 30
+        while box.input_value() != "b" and time.time() < deadline:
+            time.sleep(0.05)
+        assert box.input_value() == "b" and made["box"].value == "b"
+        assert heard == []
+    finally:
+        page.close()
+        server.stop()
+
+
 def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, request):
     ids = SERVED[server]["ids"]
     with _browse(browser, f"{server}/runs", request) as page:
