@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -327,8 +328,10 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
     with pytest.raises(KeyboardInterrupt):
         run_search(targeted, store, on_start=fail(KeyboardInterrupt()))
     cut = next(r["id"] for r in store.list() if r["kind"] == "target")
-    with pytest.raises(RunError, match="no copy of its target image .* start a new run"):
+    with pytest.raises(RunError, match="no copy of its target image .* start a new run") as caught:
         run_search(None, store, resume=cut)
+    # that resume failed after it claimed the run; it let go although its traceback (kept here) holds the Run
+    assert caught.traceback and store.reopen(cut, dict)[0].release() is None
     # settings no search can take: one error naming the flag, no run folder
     runs = tmp_path / "refused"
     for args, flag in ((["openended", "--pop", "1"], "--pop must be at least 2"),
@@ -337,6 +340,48 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
                      "--quiet"]) == 2
         assert flag in capsys.readouterr().err
     assert not runs.exists()
+
+
+HOLD_A_RESUME = """
+import sys
+from workbench.runs import RunStore
+run, cfg, state = RunStore(sys.argv[1]).reopen(sys.argv[2], dict)
+print("claimed", flush=True)
+sys.stdin.read()  # the resume's set-up: the run is held until the test closes this stdin
+"""
+
+
+def test_a_run_being_resumed_is_refused_to_every_other_resume(tmp_path):
+    """"running" is written when a resume's loop starts, after its set-up (models loaded, inputs checked). Two
+    processes that checked the run within that window, the CLI and a page, both resumed it and wrote over each
+    other's checkpoints; the resume's claim closes the window: from another process, and from this one."""
+    store = RunStore(tmp_path)
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=2, pop=2)
+    run = run_search(cfg, store, should_stop=lambda: True)
+    assert run.status == "stopped"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_A_RESUME, str(tmp_path), run.id], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        assert run.status == "stopped"  # nothing says "running" yet
+        with pytest.raises(RunError, match=f"being resumed by pid {holder.pid} on "):
+            store.reopen(run.id, dict)
+        cli = _cli("asal", "openended", "--resume", run.id, "--runs", str(tmp_path), cwd=tmp_path)
+        out, err = cli.communicate(timeout=120)
+        assert cli.returncode == 2 and out == ""
+        assert err.strip().splitlines() == [f"error: run {run.id!r} is being resumed by pid {holder.pid} on "
+                                            f"{socket.gethostname()}; wait for that resume to end (or stop it) "
+                                            f"before resuming it again"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    again, _, _ = store.reopen(run.id, dict)  # the holder ended: free again
+    with pytest.raises(RunError, match=f"being resumed by pid {os.getpid()} on "):
+        store.reopen(run.id, dict)  # a second resume in this process (two pages of one server)
+    again.release()
+    assert run_search(None, store, resume=run.id).status == "done"  # its loop let go of it at the end
+    assert store.reopen(run.id, dict)[0].status == "done"
 
 
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):

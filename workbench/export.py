@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -29,8 +30,8 @@ class Mp4Writer:
     Why not imageio's own writer: it starts ffmpeg with a `preexec_fn`, which makes Python fork for real, and
     OpenBLAS stops its worker threads before every fork. A threaded BLAS call that another thread of the process
     is making at that moment (numpy in a notebook's kernel, a page's PCA) then waits for good. Started with
-    `start_new_session` instead, Python spawns through vfork, which runs no fork handlers; ffmpeg still sits in a
-    session of its own, so a Ctrl-C meant for us does not cut the video short under us (we stop it ourselves).
+    `start_new_session` instead, Python on Linux spawns through vfork, which runs no fork handlers; ffmpeg still
+    sits in a session of its own, so a Ctrl-C meant for us does not cut the video short under us (we stop it).
     Odd sizes are padded by one black row / column: H.264 in 4:2:0 needs even ones.
     """
 
@@ -43,14 +44,18 @@ class Mp4Writer:
         import imageio_ffmpeg
 
         h, w = shape[:2]
-        self.log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on a full stderr pipe
         crf = int((1 - self.quality / 10) * 51)  # imageio's mapping of its quality 0-10 to libx264's CRF
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
                "-crf", str(crf), "-f", "mp4", str(self.path)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     start_new_session=True)
+        self.log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on a full stderr pipe
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                         start_new_session=True)
+        except BaseException:
+            self.log.close()
+            raise
         self.shape = shape
 
     def append(self, frame: np.ndarray) -> None:
@@ -68,27 +73,36 @@ class Mp4Writer:
             raise
 
     def close(self) -> None:
+        """Let ffmpeg finish the file; an error if it failed, with what it said."""
         if self.proc is None:
             raise ValueError("a video needs at least one frame")
-        proc, self.proc = self.proc, None
+        proc = self.proc
         try:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            if proc.wait() != 0:
+            code = proc.wait()
+        except BaseException:  # a Ctrl-C while ffmpeg finishes: it sits in its own session, so we end it
+            self.kill()
+            raise
+        self.proc = None
+        try:
+            if code != 0:
                 self.log.seek(0)
                 said = self.log.read().decode(errors="replace").strip()[-2000:]
-                raise RuntimeError(f"ffmpeg could not write {self.path.name}: {said or f'exit {proc.returncode}'}")
+                raise RuntimeError(f"ffmpeg could not write {self.path.name}: {said or f'exit {code}'}")
         finally:
             self.log.close()
 
     def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-            self.log.close()
+        """End ffmpeg at once (the file it was writing is left as it is; atomic_write throws it away)."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.kill()
+        with contextlib.suppress(OSError):  # frames still buffered for the pipe: nobody reads them now
+            proc.stdin.close()
+        proc.wait()
+        self.log.close()
 
     def __enter__(self) -> Mp4Writer:
         return self

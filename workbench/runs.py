@@ -25,6 +25,8 @@ reported as "interrupted", with the command that resumes it.
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import hashlib
 import io
 import json
@@ -35,12 +37,18 @@ import shlex
 import socket
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; there run.json's status and heartbeat alone guard a resume
+    fcntl = None
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
@@ -67,6 +75,32 @@ KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("subst
 #: A run on another host whose heartbeat is older than this (seconds) is taken for interrupted.
 STALE_AFTER = 600.0
 RESUMABLE = ("interrupted", "stopped", "failed")
+CLAIM_FILE = ".resume.lock"  # flock'ed by the process resuming the run (Run.claim)
+#: the Run objects of this process that hold a claim, by resolved folder (weak: a Run that is gone let go)
+_CLAIMED: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+#: the claims made inside the releases_claims call under way (None outside one)
+_CLAIMS: contextvars.ContextVar[list | None] = contextvars.ContextVar("workbench_run_claims", default=None)
+
+
+def _HERE() -> str:  # noqa: N802 - reads as the holder's description
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def releases_claims(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For the drivers that resume runs: the claims made during the call (RunStore.reopen) end with it, whether
+    it returns or raises. Between reopen and the loop a resume loads models and checks its inputs; an error there
+    would otherwise hold the run for as long as anything keeps the Run (a notebook keeps the traceback), and
+    every later resume in this process would be refused."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _CLAIMS.set([])
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            for run in _CLAIMS.get() or []:
+                run.release()
+            _CLAIMS.reset(token)
+    return wrapper
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -270,6 +304,7 @@ class Run:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.id = self.path.name
+        self._claim: io.BufferedRandom | None = None
 
     @property
     def info(self) -> dict:
@@ -331,15 +366,89 @@ class Run:
         return path
 
     def check_resumable(self, trust_pickle: bool = False) -> None:
-        """Refuse, with one error, a run whose process is still running and an untrusted pickle checkpoint
-        (cheap: reads run.json and file names only, so callers can check before loading anything)."""
+        """Refuse, with one error, a run whose process is still running, a run another process is resuming
+        (claim), and an untrusted pickle checkpoint (cheap: reads run.json and file names only, so callers can
+        check before loading anything)."""
         info = self.info
         if effective_status(info) == "running":
             raise RunError(f"run {self.id!r} is still running (pid {info.get('pid')} on {info.get('host')}); "
                            f"stop it before resuming it")
+        if self._claim is None:
+            holder = self._claimed_by()
+            if holder is not None:
+                raise RunError(self._claimed_message(holder))
         if not trust_pickle and not (self.path / "checkpoint.json").exists() \
                 and (self.path / "checkpoint.pkl").exists():
             raise RunError(self._pickle_refusal())
+
+    def claim(self) -> None:
+        """Hold the run for this process: until release() (or until this Run object is gone, which closes the
+        lock file) any other resume of it, from another process or from another Run object of this one, is
+        refused. A resume checks run.json's status, but "running" is written only when its loop starts, after
+        the set-up (models loaded, inputs checked): two processes that checked within that window, the CLI and a
+        page, both resumed the run and wrote over each other's checkpoints. Idempotent for this object. Where
+        the file system has no locks (some network file systems), the status check alone guards, as before."""
+        if fcntl is None or self._claim is not None:
+            return
+        key = str(self.path.resolve())
+        other = _CLAIMED.get(key)
+        if other is not None and other is not self and other._claim is not None:
+            raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed
+        try:
+            f = open(self.path / CLAIM_FILE, "a+b")  # noqa: SIM115 - held open on purpose: the lock lives with it
+        except OSError:  # a folder we cannot write to: the resume's own writes will say so
+            return
+        for attempt in range(3):
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 2:  # not another process's brief look (_claimed_by): a resume holds it
+                    f.close()
+                    raise RunError(self._claimed_message(self._claimed_by() or "another process")) from None
+                time.sleep(0.05)
+            except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
+                f.close()
+                return
+        f.truncate(0)
+        f.write(_HERE().encode())
+        f.flush()
+        self._claim = f
+        _CLAIMED[key] = self
+        claims = _CLAIMS.get()
+        if claims is not None:
+            claims.append(self)
+
+    def release(self) -> None:
+        """Let go of claim() (no-op if this object holds none)."""
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+            key = str(self.path.resolve())
+            if _CLAIMED.get(key) is self:
+                del _CLAIMED[key]
+
+    def _claimed_by(self) -> str | None:
+        """Who holds the run's claim ("pid N on HOST"), or None when nobody does."""
+        other = _CLAIMED.get(str(self.path.resolve()))
+        if other is not None and other is not self and other._claim is not None:
+            return _HERE()  # this process (looked up, not probed: on NFS closing a probe drops our own lock)
+        path = self.path / CLAIM_FILE
+        if fcntl is None or not path.exists():
+            return None
+        try:
+            with open(path, "rb") as f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return f.read().decode(errors="replace").strip() or "another process"
+        except OSError:  # unreadable, or no locks here: the status check alone guards
+            return None
+        return None
+
+    def _claimed_message(self, holder: str) -> str:
+        return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
+                f"before resuming it again")
 
     def _pickle_refusal(self) -> str:
         return (f"run {self.id!r} has an old-format checkpoint (checkpoint.pkl), a pickle that can run any code its "
@@ -525,18 +634,25 @@ class RunStore:
     def reopen(self, run_id: str, read_config: Callable[[dict], Any], kinds: tuple[str, ...] | None = None, *,
                trust_pickle: bool = False) -> tuple[Run, Any, dict | None]:
         """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None).
-        Refused: a run of another kind than `kinds`, a run whose process is still running."""
+        Refused: a run of another kind than `kinds`, a run whose process is still running, a run another resume
+        holds. The run comes back claimed (Run.claim) unless it is done: the caller's loop releases it."""
         run = self.open(run_id)
         info = run.info
         if kinds is not None and info.get("kind") not in kinds:
             raise RunError(_wrong_kind(run, " / ".join(kinds)))
         run.check_resumable(trust_pickle)
-        sweep_partial_writes(run.path)
+        if info.get("status") != "done":  # a done run is handed back as it is: nothing to hold
+            run.claim()  # to the end of the resume's loop (checkpointed_loop and setting_up release it)
         try:
-            cfg = read_config(info["config"])
-        except (TypeError, ValueError) as exc:
-            raise RunError(f"run {run.id!r} has a config this version cannot read ({exc})") from exc
-        return run, cfg, run.load_checkpoint(trust_pickle=trust_pickle)
+            sweep_partial_writes(run.path)
+            try:
+                cfg = read_config(info["config"])
+            except (TypeError, ValueError) as exc:
+                raise RunError(f"run {run.id!r} has a config this version cannot read ({exc})") from exc
+            return run, cfg, run.load_checkpoint(trust_pickle=trust_pickle)
+        except BaseException:
+            run.release()
+            raise
 
     def _records(self) -> tuple[list[dict], list[str]]:
         records, broken = [], []
@@ -615,6 +731,7 @@ def setting_up(run: Run, new: bool = True):
         if new:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 run.update(**_ended_by(exc))
+        run.release()
         raise
 
 
@@ -654,4 +771,6 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     except BaseException as exc:
         run.update(**_ended_by(exc))
         raise
+    finally:
+        run.release()
     return run

@@ -24,7 +24,16 @@ from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rol
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config, setting_up
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    check_resume,
+    checkpointed_loop,
+    flat_config,
+    releases_claims,
+    setting_up,
+)
 from workbench.simulations import SUBSTRATES, random_init_of
 
 KINDS = SEARCH_KINDS
@@ -230,6 +239,7 @@ FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--
          "c_softmax": "--c-softmax", "c_oe": "--c-oe", "init": "--init"}
 
 
+@releases_claims
 def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,

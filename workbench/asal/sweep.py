@@ -26,7 +26,16 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, components
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, flat_config, setting_up
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    check_resume,
+    checkpointed_loop,
+    flat_config,
+    releases_claims,
+    setting_up,
+)
 from workbench.simulations.gol import N_RULES
 
 KIND = "sweep"
@@ -123,6 +132,7 @@ def read_sweep_config(stored: dict) -> SweepConfig:
     return SweepConfig(**{**stored, "eval": upgrade_eval(stored["eval"])})
 
 
+@releases_claims
 def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = None, client=None,
               on_iteration: Callable[[int, int, dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, device: str | None = None,

@@ -50,7 +50,17 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    as_run_did,
+    check_resume,
+    checkpointed_loop,
+    releases_claims,
+    setting_up,
+    write_json,
+)
 
 KIND = "adapt"
 METRIC = "accuracy"
@@ -373,6 +383,7 @@ def resumed_units(run: Run) -> list[str]:
     return plan(cfg, read_experts(_input_copies(run), cfg.target))[1]
 
 
+@releases_claims
 def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *,
           on_iteration: Callable[[int, int, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
           given: dict | None = None, command: str | None = None) -> Run:

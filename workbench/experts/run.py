@@ -33,7 +33,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    as_run_did,
+    check_resume,
+    checkpointed_loop,
+    releases_claims,
+    setting_up,
+    write_json,
+)
 from workbench.threads import torch_threads
 
 KIND = "experts"
@@ -166,6 +176,7 @@ def load_adapter_model(model: str, adapter: str = "svf", *, rank: int = 4, devic
     return SVFModel(net, tok)
 
 
+@releases_claims
 def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | None = None, *,
                  on_iteration: Callable[[int, int, dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,

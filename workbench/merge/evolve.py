@@ -35,7 +35,16 @@ import numpy as np
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, setting_up, write_json
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    check_resume,
+    checkpointed_loop,
+    releases_claims,
+    setting_up,
+    write_json,
+)
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 #: EvolveConfig fields and the `workbench merge evolve` flags that set them, for resume errors.
@@ -213,6 +222,7 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
     return np.concatenate(parts)
 
 
+@releases_claims
 def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,

@@ -48,7 +48,17 @@ from workbench.namm.train import (
     fitness,
     new_search,
 )
-from workbench.runs import Run, RunError, RunStore, as_run_did, check_resume, checkpointed_loop, setting_up, write_json
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    as_run_did,
+    check_resume,
+    checkpointed_loop,
+    releases_claims,
+    setting_up,
+    write_json,
+)
 
 KIND = "namm"
 METRIC = "fitness"
@@ -73,6 +83,7 @@ def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
             **({} if cfg.max_kept is None else {"max_kept": cfg.max_kept})}
 
 
+@releases_claims
 def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None = None, *, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,

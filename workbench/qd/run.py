@@ -53,7 +53,16 @@ import numpy as np
 
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
-from workbench.runs import Run, RunError, RunStore, check_resume, checkpointed_loop, setting_up, write_json
+from workbench.runs import (
+    Run,
+    RunError,
+    RunStore,
+    check_resume,
+    checkpointed_loop,
+    releases_claims,
+    setting_up,
+    write_json,
+)
 from workbench.threads import torch_threads
 
 KIND = "qd"
@@ -339,6 +348,7 @@ def _lineage_record(record: dict) -> dict:
 
 # --- the run ------------------------------------------------------------------------------------------------------
 
+@releases_claims
 def run_cycleqd(cfg: QDRunConfig | None, store: RunStore, resume: str | None = None, client=None,
                 on_iteration: Callable[[int, int, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
