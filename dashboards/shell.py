@@ -229,8 +229,16 @@ class PageThread:
         if doc is None or doc.session_context is None:
             fn(*args)
             return
+        def locked() -> None:
+            # never raise out of a locked callback: Bokeh then drops the changes it queued for the browser
+            # (this update's and, with ordered_patches, Panel's), and later messages name models it never got
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - logged: the page goes on with its other updates
+                logging.getLogger("workbench.dashboards").exception("a page update failed")
+
         try:
-            doc.add_next_tick_callback(lambda: fn(*args))
+            doc.add_next_tick_callback(locked)
         except Exception:  # noqa: BLE001 - the session closed while the work ran: nobody to show it to
             return
 

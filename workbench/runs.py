@@ -36,6 +36,7 @@ import platform
 import shlex
 import socket
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -78,6 +79,7 @@ RESUMABLE = ("interrupted", "stopped", "failed")
 CLAIM_FILE = ".resume.lock"  # flock'ed by the process resuming the run (Run.claim)
 #: the Run objects of this process that hold a claim, by resolved folder (weak: a Run that is gone let go)
 _CLAIMED: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+_CLAIM_LOCK = threading.Lock()
 #: the claims made inside the releases_claims call under way (None outside one)
 _CLAIMS: contextvars.ContextVar[list | None] = contextvars.ContextVar("workbench_run_claims", default=None)
 
@@ -305,6 +307,7 @@ class Run:
         self.path = Path(path)
         self.id = self.path.name
         self._claim: io.BufferedRandom | None = None
+        self._claim_key = ""
 
     @property
     def info(self) -> dict:
@@ -391,42 +394,53 @@ class Run:
         if fcntl is None or self._claim is not None:
             return
         key = str(self.path.resolve())
-        other = _CLAIMED.get(key)
-        if other is not None and other is not self and other._claim is not None:
-            raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed
-        try:
-            f = open(self.path / CLAIM_FILE, "a+b")  # noqa: SIM115 - held open on purpose: the lock lives with it
-        except OSError:  # a folder we cannot write to: the resume's own writes will say so
-            return
-        for attempt in range(3):
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if attempt == 2:  # not another process's brief look (_claimed_by): a resume holds it
-                    f.close()
-                    raise RunError(self._claimed_message(self._claimed_by() or "another process")) from None
-                time.sleep(0.05)
-            except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
-                f.close()
+        with _CLAIM_LOCK:  # two threads of one server claiming at once: the check and the entry are one step
+            other = _CLAIMED.get(key)
+            if other is not None and other is not self and other._claim is not None:
+                raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed
+            f = self._lock_file()
+            if f is None:
                 return
-        f.truncate(0)
-        f.write(_HERE().encode())
-        f.flush()
-        self._claim = f
-        _CLAIMED[key] = self
+            self._claim, self._claim_key = f, key
+            _CLAIMED[key] = self
         claims = _CLAIMS.get()
         if claims is not None:
             claims.append(self)
 
+    def _lock_file(self) -> io.BufferedRandom | None:
+        """The run's lock file, open and flock'ed with our pid in it; None where this file system has no locks."""
+        try:
+            f = open(self.path / CLAIM_FILE, "a+b")  # noqa: SIM115 - held open on purpose: the lock lives with it
+        except OSError:  # a folder we cannot write to: the resume's own writes will say so
+            return None
+        try:
+            for attempt in range(3):
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 2:  # not another process's brief look (_claimed_by): a resume holds it
+                        raise RunError(self._claimed_message(self._claimed_by() or "another process")) from None
+                    time.sleep(0.05)
+                except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
+                    f.close()
+                    return None
+            f.truncate(0)
+            f.write(_HERE().encode())
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return f
+
     def release(self) -> None:
         """Let go of claim() (no-op if this object holds none)."""
-        if self._claim is not None:
-            self._claim.close()
-            self._claim = None
-            key = str(self.path.resolve())
-            if _CLAIMED.get(key) is self:
-                del _CLAIMED[key]
+        with _CLAIM_LOCK:
+            if self._claim is not None:
+                self._claim.close()
+                self._claim = None
+                if _CLAIMED.get(self._claim_key) is self:
+                    del _CLAIMED[self._claim_key]
 
     def _claimed_by(self) -> str | None:
         """Who holds the run's claim ("pid N on HOST"), or None when nobody does."""
