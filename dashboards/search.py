@@ -22,6 +22,7 @@ import numpy as np
 import panel as pn
 import param
 
+from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.dashboards.shell import placeholder, run_alert, section, shell
@@ -50,7 +51,7 @@ class SearchJob:
         self.run_id: str | None = None
         self.metrics: list[dict] = []
         self.best_thumb: np.ndarray | None = None
-        self.population: np.ndarray | None = None  # thumbnails of the latest evaluated batch
+        self.population: np.ndarray | None = None  # the latest evaluated batch's thumbnails in a grid (RGB)
         self.error = ""
         self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
         self.done = 0  # iterations the run has done, of `total`
@@ -123,7 +124,8 @@ class SearchJob:
             store = RunStore(self.runs_dir)  # in the try: a folder gone bad since start() is this job's failure
             run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
                              on_start=self._started,
-                             on_population=lambda thetas, thumbs: setattr(self, "population", thumbs))
+                             on_population=lambda thetas, thumbs: setattr(self, "population",
+                                                                          population_grid(thumbs)))
             self.run_id = run.id
             self.best_thumb = _best_thumb(run.path)
             self.status = run.info["status"]  # last: the page shows the best frame when the status changes
@@ -160,6 +162,7 @@ class SearchJob:
                 self.metrics = run.read_table("metrics").to_pylist()
             except Exception:  # noqa: BLE001 - a damaged or missing table costs the earlier points, not the run
                 self.metrics = []
+            self.population = _picture(run.path / "population.png")  # the latest, until a resume evaluates more
 
     def _progress(self, done: int, total: int, row: dict) -> None:
         self.done, self.total = done, total
@@ -188,12 +191,19 @@ def _stored_status(runs_dir: str, run_id: str) -> str:
 
 
 def _best_thumb(path: Path) -> np.ndarray | None:
-    thumb = path / "best.png"
-    if not thumb.exists():
+    return _picture(path / "best.png")
+
+
+def _picture(path: Path) -> np.ndarray | None:
+    """An RGB picture of a run's folder, or None when it has none (or one this page cannot read)."""
+    if not path.exists():
         return None
     from PIL import Image
 
-    return np.asarray(Image.open(thumb))
+    try:
+        return np.asarray(Image.open(path).convert("RGB"))
+    except (OSError, ValueError):  # cut short by a kill mid-rename cannot happen (atomic); foreign files can
+        return None
 
 
 class SearchModel(param.Parameterized):
@@ -449,7 +459,6 @@ class SearchViews:
             self.status.object = f"status: **error** — {exc}"
 
     def refresh(self) -> None:
-        import math
 
         from PIL import Image
 
@@ -478,13 +487,8 @@ class SearchViews:
                 if self.curve[0] is not self.loss_curve:
                     self.curve[:] = [self.loss_curve]
         if model.population is not None and model.population is not seen["population"]:
-            from workbench.asal.atlas import compose
-
-            seen["population"] = thumbs = model.population
-            side = math.ceil(math.sqrt(len(thumbs)))
-            n_rows = math.ceil(len(thumbs) / side)  # no empty black rows below a population of 6 in a 3 × 3 grid
-            grid = compose(thumbs, np.arange(len(thumbs)), side)[: n_rows * thumbs.shape[1]]
-            height = round(280 * n_rows / side)
+            seen["population"] = grid = model.population
+            height = max(1, round(280 * grid.shape[0] / grid.shape[1]))
             self.population_image.object = Image.fromarray(grid).resize((280, height))
             self.population_image.height = height
             if self.population[0] is not self.population_image:

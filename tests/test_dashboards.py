@@ -329,6 +329,8 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert len(reopened.metrics) == done and reopened.progress_text() == f"{done} / 40 iterations"
     reopened_views.refresh()
     assert not reopened_views.resume.disabled and reopened_views.stop.disabled
+    # its latest population as the run's folder keeps it (population.png): what the page running it showed last
+    assert reopened_views.shows(reopened_views.population) and np.array_equal(reopened.population, model.population)
     twin = SearchModel(runs_dir=str(tmp_path))  # a second tab on the stopped run
     twin.choose(stopped_id)
     reopened.iters = 7  # the resumed run keeps its own budget

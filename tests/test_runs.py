@@ -32,12 +32,16 @@ def test_target_search_writes_a_complete_run(tmp_path, capsys):
     cfg = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels", steps=16, frames=2, chunk=4),
                        target_image=str(target), iters=3, pop=4, seed=1)
     store = RunStore(tmp_path / "runs")
-    seen = []
-    run = run_search(cfg, store, on_iteration=lambda i, n, row: seen.append((i, n)))
+    seen, shown = [], []
+    run = run_search(cfg, store, on_iteration=lambda i, n, row: seen.append((i, n)),
+                     on_population=lambda thetas, thumbs: shown.append(thumbs))
     assert seen == [(1, 3), (2, 3), (3, 3)]
     files = {p.name for p in run.path.iterdir()}
     assert {"run.json", "metrics.parquet", "population.parquet", "best.npy", "best.png", "best.mp4",
-            "checkpoint.json", "inputs"} <= files
+            "population.png", "checkpoint.json", "inputs"} <= files
+    grid = np.asarray(Image.open(run.path / "population.png"))  # the last batch's final frames, 2 × 2
+    t = shown[-1].shape[1]
+    assert grid.shape == (2 * t, 2 * t, 3) and np.array_equal(grid[:t, t:], shown[-1][1])
     assert not any(name.endswith(".pkl") for name in files)
     info = run.info
     assert info["status"] == "done" and info["iterations"] == 3 and info["versions"]["torch"]

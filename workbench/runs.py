@@ -4,6 +4,7 @@
                   metrics.parquet   one row per iteration
                   population.parquet θ, loss and embedding of the final population / archive
                   best.npy, best.png, best.mp4, atlas.png
+                  population.png    the latest evaluated population's final frames (an ASAL search)
                   inputs/<name>     copies of the input files (a target image), hashed in run.json
                   checkpoint.json   the search and everything the loop needs to go on, as plain JSON…
                   checkpoint-<sha256>.npz   …and its arrays (named by their hash in checkpoint.json)
@@ -19,7 +20,8 @@ code. Checkpoints of older versions (checkpoint.pkl) are refused unless the call
 
 A running process writes a heartbeat into run.json (time, pid, host) every iteration; a run whose
 run.json says "running" but whose process is gone (or, on another host, whose heartbeat is stale) is
-reported as "interrupted", with the command that resumes it.
+reported as "interrupted", with the command that resumes it. A process resuming a run holds
+.resume.lock (flock) from the moment it reopens the run to the end of its loop; another resume is refused.
 """
 
 from __future__ import annotations

@@ -8,5 +8,5 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.asal.evaluate": ["EvalConfig", "Objective", "PhaseTimer", "embed_rollouts"],
     "workbench.asal.driver": ["SearchConfig", "make_search", "start_theta", "run_search", "iteration_seeds",
                               "search_seeds"],
-    "workbench.asal.atlas": ["project", "snap_to_grid", "compose"],
+    "workbench.asal.atlas": ["project", "snap_to_grid", "compose", "population_grid"],
 })

@@ -99,3 +99,12 @@ def compose(thumbs: np.ndarray, cells: np.ndarray, side: int) -> np.ndarray:
         r, c = divmod(int(cell), side)
         img[r * h:(r + 1) * h, c * w:(c + 1) * w] = thumbs[i]
     return img
+
+
+def population_grid(thumbs: np.ndarray) -> np.ndarray:
+    """A population's thumbnails in order, row by row in a near-square grid, without the empty rows below it
+    (6 thumbnails: 3 × 2, not 3 × 3): the Search page's "latest population", and a run's population.png."""
+    thumbs = np.asarray(thumbs)
+    side = math.ceil(math.sqrt(len(thumbs)))
+    rows = math.ceil(len(thumbs) / side)
+    return compose(thumbs, np.arange(len(thumbs)), side)[: rows * thumbs.shape[1]]

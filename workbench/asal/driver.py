@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.asal.atlas import compose, project, snap_to_grid
+from workbench.asal.atlas import compose, population_grid, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
@@ -316,6 +316,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
             first = np.asarray(seeds)[:, 0] if np.ndim(seeds) == 2 else [seeds[0]] * len(thetas)
             new = {_key(t, e): (th, int(s)) for t, e, th, s in zip(thetas, final, thumbs, first, strict=True)}
             state["thumbs"] = _thumb_table({**_thumb_dict(state.get("thumbs")), **new}, *search.population())
+        run.write_png("population.png", population_grid(thumbs))  # what a page that opens the run shows of it
         if on_population is not None:
             on_population(thetas, thumbs)
         return info
