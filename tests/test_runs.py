@@ -346,6 +346,28 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
     assert not runs.exists()
 
 
+def test_population_png_is_written_at_most_every_few_seconds_and_when_the_loop_ends(tmp_path):
+    """PNG-encoding a large population costs more than a GPU iteration: while the loop runs the latest batch is
+    written at most every `every` seconds; the one left over is written when the loop ends."""
+    from workbench.asal.atlas import population_grid
+    from workbench.asal.driver import LatestPopulation
+
+    run = RunStore(tmp_path).create("openended", "boids", "pixels", {}, 0)
+    batches = [np.full((4, 8, 8, 3), 40 * i, np.uint8) for i in range(1, 4)]
+    latest = LatestPopulation(run, every=3600)
+
+    def shown():
+        return np.asarray(Image.open(run.path / "population.png"))
+
+    latest.offer(batches[0])
+    assert np.array_equal(shown(), population_grid(batches[0]))  # the first at once
+    latest.offer(batches[1])
+    latest.offer(batches[2])
+    assert np.array_equal(shown(), population_grid(batches[0]))  # within `every`: not rewritten
+    latest.flush()
+    assert np.array_equal(shown(), population_grid(batches[2]))  # the loop ended: the last one
+
+
 HOLD_A_RESUME = """
 import sys
 from workbench.runs import RunStore
