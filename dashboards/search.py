@@ -486,8 +486,9 @@ class SearchViews:
                 self.losses.send([(r["iteration"], r["best_loss"]) for r in rows])
                 if self.curve[0] is not self.loss_curve:
                     self.curve[:] = [self.loss_curve]
-        if model.population is not None and model.population is not seen["population"]:
-            seen["population"] = grid = model.population
+        grid = model.population  # read once: the search thread may swap it meanwhile
+        if grid is not None and grid is not seen["population"]:
+            seen["population"] = grid
             height = max(1, round(280 * grid.shape[0] / grid.shape[1]))
             self.population_image.object = Image.fromarray(grid).resize((280, height))
             self.population_image.height = height

@@ -235,7 +235,8 @@ class PageThread:
             try:
                 fn(*args)
             except Exception:  # noqa: BLE001 - logged: the page goes on with its other updates
-                logging.getLogger("workbench.dashboards").exception("a page update failed")
+                logging.getLogger("workbench.dashboards").exception(
+                    "a page update failed (%s)", getattr(fn, "__qualname__", repr(fn)))
 
         try:
             doc.add_next_tick_callback(locked)

@@ -393,10 +393,12 @@ class Run:
         the set-up (models loaded, inputs checked): two processes that checked within that window, the CLI and a
         page, both resumed the run and wrote over each other's checkpoints. Idempotent for this object. Where
         the file system has no locks (some network file systems), the status check alone guards, as before."""
-        if fcntl is None or self._claim is not None:
+        if fcntl is None:
             return
         key = str(self.path.resolve())
         with _CLAIM_LOCK:  # two threads of one server claiming at once: the check and the entry are one step
+            if self._claim is not None:
+                return
             other = _CLAIMED.get(key)
             if other is not None and other is not self and other._claim is not None:
                 raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed

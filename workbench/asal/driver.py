@@ -318,6 +318,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
             new = {_key(t, e): (th, int(s)) for t, e, th, s in zip(thetas, final, thumbs, first, strict=True)}
             state["thumbs"] = _thumb_table({**_thumb_dict(state.get("thumbs")), **new}, *search.population())
         latest.offer(thumbs)
+        if it == cfg.iters - 1:
+            latest.flush()  # the last batch, while the run is still held (the loop's end lets go of it)
         if on_population is not None:
             on_population(thetas, thumbs)
         return info
@@ -326,11 +328,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     try:
         ended = checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, state),
                                   should_stop=should_stop, on_iteration=on_iteration)
-    except BaseException:
-        with contextlib.suppress(Exception):  # the loop's own error is the one to report
+    finally:
+        with contextlib.suppress(Exception):  # a picture for pages: the run's own outcome is what counts
             latest.flush()
-        raise
-    latest.flush()
     return ended
 
 
