@@ -115,8 +115,9 @@ class RunsModel(param.Parameterized):
                 "resume_command": row.get("resume_command")}
 
     def thumbnail(self, row: dict) -> str | None:
-        """A catalog row's picture as a data: URI (best frame, atlas, a recipe heatmap for merge runs, the metric
-        per iteration for runs without one), or None while it has none. Cached per run and file version."""
+        """A catalog row's picture as a data: URI (best frame, atlas, a search's latest population, a recipe
+        heatmap for merge runs, the metric per iteration for runs without one), or None while it has none. Cached
+        per run and file version."""
         kind = row.get("kind")
         path = Path(self.runs_dir) / row["id"]
         if kind == "merge":
@@ -125,11 +126,11 @@ class RunsModel(param.Parameterized):
         if kind == "qd":  # its newest archives side by side
             table = path / "archives.parquet"
             return _qd_thumbnail(str(path), table.stat().st_mtime_ns) if table.exists() else None
-        for name in ("best.png", "atlas.png"):
+        for name in ("best.png", "atlas.png", "population.png"):  # a search not done: its latest population
             if (path / name).exists():
                 return _image_thumbnail(str(path / name), (path / name).stat().st_mtime_ns)
-        # runs without a picture of their own (experts, adapt, NAMM; a search before its first best frame): the
-        # metric they are judged by, per iteration
+        # runs without a picture of their own (experts, adapt, NAMM; a search of an older version before its end):
+        # the metric they are judged by, per iteration
         table = path / "metrics.parquet"
         if table.exists():
             return _metric_thumbnail(str(table), table.stat().st_mtime_ns, str(row.get("metric") or "loss"),

@@ -283,6 +283,25 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert f"./merge?run={runs['dfs']}" in model.link(runs["dfs"])
 
 
+def test_a_search_not_done_shows_its_latest_population_in_the_gallery(tmp_path):
+    import base64
+    import io
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    done = []
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=5, pop=4)
+    run = run_search(cfg, RunStore(tmp_path), on_iteration=lambda i, n, row: done.append(i),
+                     should_stop=lambda: len(done) >= 2)
+    assert run.status == "stopped" and not (run.path / "best.png").exists()
+    model = RunsModel(runs_dir=str(tmp_path))
+    card = model.card(model.shown()[0])
+    thumb = Image.open(io.BytesIO(base64.b64decode(card["thumbnail"].split(",", 1)[1])))
+    assert thumb.size == Image.open(run.path / "population.png").size  # its frames, not the loss curve (224 × 149)
+
+
 def test_search_model_runs_stops_and_resumes(tmp_path):
     from workbench.dashboards.search import SearchViews
 
