@@ -331,13 +331,15 @@ def ordered_patches() -> None:
     one (Panel's handling of a click) Panel's direct path stays, since Bokeh could not send them there."""
     from panel.io import document as panel_document
 
+    if not all(hasattr(panel_document, name) for name in ("write_events", "schedule_write_events", "_WRITE_MSGS")):
+        return  # a Panel that dispatches otherwise (these are Panel 1.9's internals): its own order stays
     direct, deferred = panel_document.write_events, panel_document.schedule_write_events
 
     def to_bokeh(doc: Any, events: list) -> bool:
         """Inside a locked callback: queue Panel's unsent messages for this page, then these events, behind the
         callback in Bokeh's order (False elsewhere: Panel's own path stays)."""
         session = getattr(getattr(doc, "session_context", None), "session", None)
-        if session is None or session._pending_writes is None:
+        if getattr(session, "_pending_writes", None) is None:
             return False
         # messages Panel made earlier (outside a lock, its socket busy) and has not sent: they go first
         for conn, messages in panel_document._WRITE_MSGS.pop(doc, {}).items():
