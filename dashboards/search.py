@@ -459,7 +459,6 @@ class SearchViews:
             self.status.object = f"status: **error** — {exc}"
 
     def refresh(self) -> None:
-
         from PIL import Image
 
         model, seen = self.model, self._seen

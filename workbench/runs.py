@@ -399,8 +399,7 @@ class Run:
         with _CLAIM_LOCK:  # two threads of one server claiming at once: the check and the entry are one step
             if self._claim is not None:
                 return
-            other = _CLAIMED.get(key)
-            if other is not None and other is not self and other._claim is not None:
+            if self._held_here(key):
                 raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed
             f = self._lock_file()
             if f is None:
@@ -448,8 +447,7 @@ class Run:
 
     def _claimed_by(self) -> str | None:
         """Who holds the run's claim ("pid N on HOST"), or None when nobody does."""
-        other = _CLAIMED.get(str(self.path.resolve()))
-        if other is not None and other is not self and other._claim is not None:
+        if self._held_here(str(self.path.resolve())):
             return _HERE()  # this process (looked up, not probed: on NFS closing a probe drops our own lock)
         path = self.path / CLAIM_FILE
         if fcntl is None or not path.exists():
@@ -463,6 +461,11 @@ class Run:
         except OSError:  # unreadable, or no locks here: the status check alone guards
             return None
         return None
+
+    def _held_here(self, key: str) -> bool:
+        """Whether another Run object of this process holds the claim on the folder `key` (resolved)."""
+        other = _CLAIMED.get(key)
+        return other is not None and other is not self and other._claim is not None
 
     def _claimed_message(self, holder: str) -> str:
         return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
