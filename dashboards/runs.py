@@ -319,8 +319,8 @@ def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 2
     return np.asarray(image)
 
 
-STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "stopped": "#8d6e00", "interrupted": "#c75000",
-                  "failed": "#c62828"}
+STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "resuming": "#5c7fb0", "stopped": "#8d6e00",
+                  "interrupted": "#c75000", "failed": "#c62828"}
 
 GALLERY_CSS = """
 :host { width: 100%; }

@@ -26,7 +26,7 @@ from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.dashboards.shell import placeholder, run_alert, section, shell
-from workbench.runs import RESUMABLE, Run, RunError, RunStore, article, effective_status
+from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -113,7 +113,7 @@ class SearchJob:
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
         job = cls(runs_dir)
         job._opened(run, info)
-        job.status = effective_status(info)
+        job.status = run.live_status(info)
         job.error = str(info.get("error") or "") if job.status == "failed" else ""
         job.best_thumb = _best_thumb(run.path)
         return job

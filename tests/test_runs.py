@@ -389,7 +389,12 @@ def test_a_run_being_resumed_is_refused_to_every_other_resume(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "claimed"
-        assert run.status == "stopped"  # nothing says "running" yet
+        assert run.info["status"] == "stopped"  # nothing says "running" yet, but the catalog says what goes on
+        assert run.status == "resuming" and run.resume_command is None
+        listed = _cli("runs", "list", "--json", "--runs", str(tmp_path), cwd=tmp_path)
+        out, err = listed.communicate(timeout=120)
+        assert listed.returncode == 0, err
+        assert [(r["id"], r["status"], r["resume_command"]) for r in json.loads(out)] == [(run.id, "resuming", None)]
         with pytest.raises(RunError, match=f"being resumed by pid {holder.pid} on "):
             store.reopen(run.id, dict)
         cli = _cli("asal", "openended", "--resume", run.id, "--runs", str(tmp_path), cwd=tmp_path)
@@ -402,10 +407,14 @@ def test_a_run_being_resumed_is_refused_to_every_other_resume(tmp_path):
         holder.stdin.close()
         holder.wait(timeout=60)
         holder.stdout.close()
-    again, _, _ = store.reopen(run.id, dict)  # the holder ended: free again
+    assert run.status == "stopped" and run.resume_command is not None  # the holder ended: free again
+    again, _, _ = store.reopen(run.id, dict)
+    assert again.status == "stopped"  # to its holder the run is as it was ...
+    assert [(r["status"], r["resume_command"]) for r in store.list()] == [("resuming", None)]  # ... to others not
     with pytest.raises(RunError, match=f"being resumed by pid {os.getpid()} on "):
         store.reopen(run.id, dict)  # a second resume in this process (two pages of one server)
     again.release()
+    assert store.list()[0]["status"] == "stopped"
     assert run_search(None, store, resume=run.id).status == "done"  # its loop let go of it at the end
     assert store.reopen(run.id, dict)[0].status == "done"
 

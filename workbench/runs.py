@@ -326,12 +326,24 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, done, stopped, failed, or interrupted (run.json says running; its process is gone)."""
-        return effective_status(self.info)
+        """running, done, stopped, failed, interrupted (run.json says running; its process is gone), or resuming
+        (stopped, failed or interrupted, and another process or Run object holds its claim: a resume setting up)."""
+        return self.live_status(self.info)
+
+    def live_status(self, info: dict) -> str:
+        """The status of this run given its run.json `info` (read once by the caller): effective_status, and
+        "resuming" while someone else holds the run's claim. A resume writes "running" only when its loop starts,
+        after its set-up (models loaded, inputs copied), so until then the catalog would say "stopped" and offer
+        a resume that is then refused."""
+        status = effective_status(info)
+        if status in RESUMABLE and self._claim is None and self._claimed_by() is not None:
+            return "resuming"
+        return status
 
     @property
     def resume_command(self) -> str | None:
-        return resume_command(self.info, self.path.parent)
+        info = self.info
+        return _resume_cli(info, self.path.parent) if self.live_status(info) in RESUMABLE else None
 
     def update(self, **fields) -> dict:
         info = self.info
@@ -567,14 +579,16 @@ class Run:
         return f"Run({self.id!r})"
 
 
-def catalog_row(info: dict, root: str | Path) -> dict:
-    """One catalog row: today's keys, the metric and its direction, kind-specific columns, live status."""
+def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) -> dict:
+    """One catalog row: today's keys, the metric and its direction, kind-specific columns, live status (see
+    Run.live_status; `path`: the run's folder, by default root/id)."""
     kind, config = info.get("kind"), info.get("config") or {}
+    status = Run(Path(path) if path is not None else Path(root) / str(info.get("id"))).live_status(info)
     metric = info.get("metric") or ("fitness" if kind == "merge" else "loss")
     better = METRICS.get(metric, "lower")
     best_loss = info.get("best_loss")
     merge, qd = kind == "merge", kind == "qd"
-    return {**{k: info.get(k) for k in ("id", "kind", "substrate", "fm")}, "status": effective_status(info),
+    return {**{k: info.get(k) for k in ("id", "kind", "substrate", "fm")}, "status": status,
             **{k: info.get(k) for k in ("iterations", "best_loss", "seed", "created", "updated")},
             "metric": metric, "better": better,
             "best": None if best_loss is None else (best_loss if better == "lower" else -best_loss),
@@ -584,7 +598,8 @@ def catalog_row(info: dict, root: str | Path) -> dict:
             "tasks": list(config.get("tasks") or []) if qd else None,
             "sampling": config.get("sampling") if qd else None, "mutation": config.get("mutation") if qd else None,
             "columns": list(KIND_COLUMNS.get(kind, ("substrate", "fm"))),
-            "resume_command": resume_command(info, root), "command": info.get("command")}
+            "resume_command": _resume_cli(info, root) if status in RESUMABLE else None,
+            "command": info.get("command")}
 
 
 def _now_ms() -> str:
@@ -685,15 +700,15 @@ class RunStore:
             except RunError:
                 broken.append(path.name)
                 continue
-            records.append(catalog_row(info, self.root))
+            records.append(catalog_row(info, self.root, path))
         return records, broken
 
     def catalog(self):
         """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics`.
 
-        runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted), iterations,
-        best_loss (minimised; −fitness for merge runs, −QD score for qd runs), seed, created, updated, metric
-        ("loss" | "fitness" | "qd_score"), better ("lower" | "higher"), best (in the metric's own units),
+        runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted / resuming),
+        iterations, best_loss (minimised; −fitness for merge runs, −QD score for qd runs), seed, created, updated,
+        metric ("loss" | "fitness" | "qd_score"), better ("lower" | "higher"), best (in the metric's own units),
         algorithm (ASAL runs), method and models (merge runs), tasks, sampling and mutation (qd runs), columns
         (the describing columns of the run's kind), resume_command (for interrupted, stopped and failed runs),
         command (the command line that started the run)."""
