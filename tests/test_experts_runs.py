@@ -3,6 +3,8 @@ SIGKILL and a bit-identical resume, the adaptation run with every strategy, repo
 `error:` line, exit 2, nothing written, nothing already written lost)."""
 
 import json
+import os
+import stat
 import warnings
 
 import numpy as np
@@ -367,6 +369,10 @@ def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_
     model, _ = load_model(str(tmp_path / "gen"), device="cpu")
     base, _ = load_model(str(quick_zoo / "base"), device="cpu")
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), base.parameters(), strict=True))
+    umask = os.umask(0)
+    os.umask(umask)  # as readable as any new folder (mkdtemp makes 0700, safetensors 0600 files)
+    assert stat.S_IMODE((tmp_path / "gen").stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((tmp_path / "gen" / "model.safetensors").stat().st_mode) == 0o666 & ~umask
     # a folder that is something else is refused, not overwritten
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")

@@ -251,9 +251,9 @@ def test_load_model_corrupt_safetensors(tiny_zoo, tmp_path):
         load_model(str(folder))
 
 
-def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch):
+def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch, capsys):
     """First load dequantises the Q4_1 GGUF, parsing the file once (transformers alone parses it three times),
-    and writes the cache; the second reads the cache."""
+    and writes the cache, without transformers' conversion bar; the second reads the cache."""
     from gguf.gguf_reader import GGUFReader
 
     from workbench.lm.models import SMOLLM2_CACHE, load_model
@@ -266,6 +266,7 @@ def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch):
     model, tok = load_model("smollm2")
     assert len(parses) == 1
     assert (tmp_path / SMOLLM2_CACHE / "model.safetensors").is_file()
+    assert "GGUF" not in capsys.readouterr().err  # "Converting and de-quantizing GGUF tensors..." is a plain tqdm
     again, tok2 = load_model("smollm2")
     sd, sd2 = model.state_dict(), again.state_dict()
     assert all(torch.equal(sd[k], sd2[k]) for k in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"))

@@ -2,7 +2,9 @@
 `workbench merge evolve|apply`, and the errors users meet."""
 
 import json
+import os
 import shlex
+import stat
 
 import numpy as np
 import pytest
@@ -133,6 +135,10 @@ def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo,
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
     assert (tmp_path / "m1" / "mergekit_config.yml").is_file()
+    umask = os.umask(0)
+    os.umask(umask)  # the folder and its weights as readable as any new file (mkdtemp: 0700, safetensors: 0600)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "m1", *(tmp_path / "m1").iterdir()]} == {
+        0o777 & ~umask, 0o666 & ~umask}
 
     dfs = DFSRecipe(["add", "sort"], 2, path=[{"model": "add", "layer": 0}, {"model": "sort", "layer": 1, "scale": 1.4},
                                               {"model": "add", "layer": 1, "scale": 0.6}])

@@ -13,6 +13,8 @@ mutation scales picked for that): plumbing, not quality.
 
 import hashlib
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -362,6 +364,10 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     evaluator = StateDictEvaluator(model, tok, cfg.tasks, n=cfg.n_eval, seed=cfg.seed, device="cpu")
     assert evaluator(model.state_dict()) == qd.scores(model_id)   # the exported weights are the scored ones
     assert json.loads((out / "lineage.json").read_text())["parents"] == qd.records[model_id]["parents"]
+    umask = os.umask(0)
+    os.umask(umask)  # as readable as any new folder (mkdtemp makes 0700, safetensors 0600 files)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~umask
 
 
 def test_cli_choices_match_the_library():

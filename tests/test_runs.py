@@ -437,6 +437,37 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
         ".hidden", "maps", "maps/gen2_archive_map.json"]
 
 
+def test_a_folder_built_aside_lands_whole_with_the_usual_permissions(tmp_path):
+    """Model folders (a zoo, a generalist, a merge, an export) are built in a staging folder and moved into place:
+    mkdtemp makes it 0700 and safetensors writes 0600 files, so without replace_dir's chmod a demo's generalist was
+    unreadable to the machine's other users. An old folder is replaced whole; overwrite=False refuses one."""
+    import stat
+
+    from workbench.atomic import replace_dir, staging_dir
+
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "model"
+        target.mkdir()
+        (target / "stale.bin").write_text("old")
+        tmp = staging_dir(target)
+        assert tmp.parent == tmp_path and tmp.name.startswith(".model.")
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights.safetensors").write_text("new")
+        os.chmod(tmp / "sub" / "weights.safetensors", 0o600)
+        assert replace_dir(tmp, target) == target
+        assert not tmp.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # nothing left aside
+        assert [p.name for p in target.rglob("*")] == ["sub", "weights.safetensors"]
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [target, *target.rglob("*")]}
+        assert modes == {"model": 0o755, "sub": 0o755, "weights.safetensors": 0o644}
+        again = staging_dir(target)
+        with pytest.raises(FileExistsError, match="exists"):
+            replace_dir(again, target, overwrite=False)
+        assert (target / "sub" / "weights.safetensors").read_text() == "new"
+    finally:
+        os.umask(old)
+
+
 def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     """Open-endedness compares frames: the CLI takes the reference's K = 32 by default, and K = 1 (which scores
     0 for every θ) is refused for a new run. K = 1 of a target search is the last chunk end, state T − 1, as the

@@ -5,11 +5,48 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(umask)
+    return umask
+
+
+def staging_dir(target: str | Path) -> Path:
+    """An empty temporary folder beside `target` (the same file system, so the rename is atomic) to build a folder
+    in (a model, a zoo) before replace_dir moves it into place."""
+    target = Path(target)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+
+
+def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) -> Path:
+    """Move the finished folder `tmp` to `target`: an old `target` moves aside first and is deleted after, so a
+    crash leaves the old folder or the new one (overwrite=False: FileExistsError where `target` exists, say
+    written by a concurrent process since the caller checked). Everything in it first gets the permissions a new
+    file or folder gets under the umask: mkdtemp makes 0700 and safetensors 0600 files, which would leave a model
+    folder unreadable to the other users of a shared machine."""
+    tmp, target = Path(tmp), Path(target)
+    umask = _umask()
+    for path in [tmp, *tmp.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    old = None
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; choose a new folder")
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -22,9 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any written file
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any written file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

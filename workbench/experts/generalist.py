@@ -18,11 +18,11 @@ held-out accuracy per task). Deterministic for a seed on a device; written to a 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from workbench.atomic import replace_dir, staging_dir
 
 GENERALIST_FILE = "generalist.json"
 
@@ -59,7 +59,7 @@ def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: 
     tok = z.tokenizer()
     accuracy = evaluate(model, tok, tasks, n=eval_n, method="forced", device="cpu")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = staging_dir(out)
     try:
         from workbench.lm.models import quiet_progress
 
@@ -69,9 +69,7 @@ def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: 
         (tmp / GENERALIST_FILE).write_text(json.dumps(
             {"zoo": str(zoo), "tasks": tasks, "steps": int(steps), "lr": float(lr), "seed": int(seed),
              "accuracy": accuracy, "eval": f"held-out seed 0, n {eval_n}"}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.atomic import replace_dir, staging_dir
 from workbench.experts.model import svf_matrix_names, weights_key
 
 ADAPTER = "default"  # peft's adapter name
@@ -153,21 +154,17 @@ class LoRAModel:
         """A peft adapter folder (peft's own save_pretrained: adapter_config.json + adapter_model.safetensors)
         holding `params`, plus meta.json; written to a temporary folder and renamed into place. The modules
         hold `params` afterwards."""
-        import os
         import shutil
-        import tempfile
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.apply(params)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        tmp = staging_dir(path)
         try:
             self.peft.save_pretrained(tmp)
             (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "model_key": self.key, "rank": self.rank,
                                                        "alpha": self.alpha, "n_params": self.n_params}))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+            replace_dir(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return path

@@ -8,15 +8,17 @@ torch sees one); the SmolLM2 cache is written from the CPU copy, so it does not 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
+
+from workbench.atomic import replace_dir, staging_dir
 
 SMOLLM2 = "smollm2"
 SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"
@@ -89,11 +91,30 @@ def _memoised(fn, owner: int):
     return call
 
 
+@contextlib.contextmanager
+def _gguf_bar_follows_hf():
+    """transformers' "Converting and de-quantizing GGUF tensors" bar is a plain tqdm that ignores its own progress
+    bar switch: while open (under _GGUF_LOCK, which _gguf_parsed_once holds), it obeys the switch, so quiet_progress
+    keeps SmolLM2's one-time conversion out of the CLI's output."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def _from_gguf(gguf: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        with _gguf_parsed_once():
+        with _gguf_parsed_once(), _gguf_bar_follows_hf():
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     except Exception as error:  # the gguf reader raises many types on a damaged file
@@ -149,7 +170,7 @@ def _smollm2(dtype: torch.dtype):
         return _from_folder(folder, dtype)
     model, tok = _from_gguf(gguf, torch.float32)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmp = staging_dir(folder)
     # the weights are plain float32 now: drop the GGUF "quantizer" record, which save_pretrained refuses to write
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -158,9 +179,7 @@ def _smollm2(dtype: torch.dtype):
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps(stamp))
-        if folder.exists():
-            shutil.rmtree(folder)  # a stale or broken cache
-        os.replace(tmp, folder)  # a concurrent loader that won the race makes this fail harmlessly
+        replace_dir(tmp, folder)  # over a stale or broken cache, or the same one a concurrent loader wrote
     except OSError:
         pass
     finally:

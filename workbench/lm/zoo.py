@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.atomic import replace_dir, staging_dir
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
@@ -270,10 +270,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     start = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the zoo should look like any folder
+    tmp = staging_dir(out)
     try:
         tok = make_tokenizer()
         torch.manual_seed(cfg.seed)
@@ -315,10 +312,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__}}
         (tmp / ZOO_FILE).write_text(json.dumps(info, indent=2))
-        for file in tmp.rglob("*"):
-            if file.is_file():
-                os.chmod(file, 0o666 & ~umask)  # some writers make 0600 files; a zoo is shared data
-        _swap_in(tmp, out)
+        replace_dir(tmp, out)  # a zoo is shared data: replace_dir gives it the usual permissions
     finally:
         torch.set_num_threads(threads)
         if tmp.exists():
@@ -382,12 +376,3 @@ def _deterministic(device: torch.device):
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished folder over `out`: the old zoo moves aside first and is deleted after."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from workbench.atomic import replace_dir, staging_dir
+
 
 def _load(name: str, models_dir, cache: dict, device: torch.device):
     from workbench.lm.models import load_model, resolve_model
@@ -68,8 +70,8 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         ref = _load(rec.model_names()[0], models_dir, cache, dev)[0]  # the base when there is one
         model, scales = _with_layers(ref, merged), None  # a CPU model: load_state_dict copies the merge to it
         model.load_state_dict(merged, strict=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(out)  # its own name: two merges into one folder do not write into each other's files
     try:
         if scales is not None:
             model.config.dfs_scales = scales
@@ -78,7 +80,7 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         tokenizer.save_pretrained(tmp)
         # the recipe travels with the model, under the name mergekit gives it
         shutil.copy(recipe, tmp / ("dfs.json" if scales is not None else "mergekit_config.yml"))
-        tmp.rename(out)
+        replace_dir(tmp, out, overwrite=False)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

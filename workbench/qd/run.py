@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.atomic import replace_dir, staging_dir
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
 from workbench.runs import (
@@ -548,7 +549,6 @@ def export_model(store: RunStore, run_id: str, model_id: int, out: str | Path) -
     """Write model `model_id` of a run as a model folder (config, safetensors, tokenizer) that `workbench zoo
     eval` and `merge apply` read; written under a temporary name and renamed."""
     import shutil
-    import tempfile
 
     out = Path(out)
     if out.exists():
@@ -559,13 +559,13 @@ def export_model(store: RunStore, run_id: str, model_id: int, out: str | Path) -
     theta = rebuild_model(store, run.id, model_id)
     ctx = context(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    tmp = staging_dir(out)
     try:
         ctx.model.load_state_dict(theta, strict=True)
         ctx.model.save_pretrained(tmp)
         ctx.tokenizer.save_pretrained(tmp)
         write_json(tmp / "lineage.json", {"run": run.id, "model": int(model_id), **qd.records[int(model_id)]})
-        tmp.replace(out)
+        replace_dir(tmp, out, overwrite=False)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
