@@ -362,8 +362,11 @@ def test_nan_rewards_and_gradients_leave_the_expert_unchanged(quick_zoo, tmp_pat
 def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_zoo):
     from workbench.lm.models import load_model
 
-    out = _run("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "3",
-               "--quiet", cwd=tmp_path, short=True)
+    proc = _short("experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "3",
+                  "--quiet", cwd=tmp_path)
+    text, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and len(text.strip().splitlines()) == 1, (text, err)  # one JSON line, as every command
+    out = json.loads(text)
     assert out["tasks"] == ["add", "sort", "classify"] and out["steps"] == 3
     assert set(out["accuracy"]) == set(out["tasks"])
     model, _ = load_model(str(tmp_path / "gen"), device="cpu")

@@ -222,7 +222,7 @@ def cmd_generalist(args) -> int:
         out = build_generalist(args.zoo, args.out or f"{args.zoo}/generalist", steps=args.steps, lr=args.lr,
                                seed=args.seed, classify=not args.no_classify, device=device,
                                progress=lambda n: bar.advance(task, n))
-    print((out / "generalist.json").read_text())
+    print(json.dumps(json.loads((out / "generalist.json").read_text())))  # one line, as every command
     return 0
 
 

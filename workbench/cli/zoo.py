@@ -22,8 +22,7 @@ def cmd_zoo_build(args) -> int:
     check_zoo_out(args.out)  # before the progress bar starts
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
-                  disable=args.quiet) as bar:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=args.quiet) as bar:
         task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
         out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k))
     info = load_zoo(out).info
