@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
 
     parser = argparse.ArgumentParser(prog="workbench", description="ASAL substrates, searches and explorers; "
-                                                                   "model zoos and evolved merges.")
+                                     "model zoos, evolved merges, CycleQD, Transformer² experts and NAMM.")
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
