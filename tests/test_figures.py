@@ -82,3 +82,32 @@ def test_iteration_axes_are_whole_numbers(store):
     mpl = hv.render(fig, backend="matplotlib")
     ticks = mpl.axes[0].get_xticks()
     assert len(ticks) and all(float(t).is_integer() for t in ticks)
+
+
+def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
+    """Bug: `figure curves` of a merge, CycleQD or expert run plotted best_loss, the negated score those runs
+    store (a qd_score curve went down to −34). By default each run is drawn in its own metric, higher up where
+    higher is better; --metric plots a column as stored, and its error lists that run's columns only (the
+    catalog's view gave each run every kind's columns). One run has no legend: the title names it."""
+    from workbench.figures import holoviews, loss_curves
+
+    holoviews()
+    store = RunStore(tmp_path / "runs")
+    fit = store.create("merge", "ties", "a+b", {}, 0, metric="fitness")
+    fit.write_table("metrics", {"iteration": [0, 1, 2], "best_loss": [-0.2, -0.5, -0.7], "fitness_mean": [.1, .2, .3]})
+    loss = store.create("target", "lenia", "clip", {}, 0)
+    loss.write_table("metrics", {"iteration": [0, 1], "best_loss": [0.9, 0.4], "sigma": [0.1, 0.1]})
+
+    import holoviews as hv
+
+    ax = hv.render(loss_curves(store, [fit.id]), backend="matplotlib").axes[0]
+    assert list(ax.lines[0].get_ydata()) == [0.2, 0.5, 0.7] and ax.get_ylabel() == "best fitness"
+    assert ax.get_legend() is None
+    ax = hv.render(loss_curves(store, [fit.id, loss.id]), backend="matplotlib").axes[0]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[0.2, 0.5, 0.7], [0.9, 0.4]]
+    assert ax.get_legend() is not None and ax.get_ylabel() == "best fitness / loss"
+    ax = hv.render(loss_curves(store, [fit.id], metric="fitness_mean"), backend="matplotlib").axes[0]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([.1, .2, .3])
+    with pytest.raises(ValueError) as error:
+        loss_curves(store, [fit.id], metric="sigma")
+    assert str(error.value).endswith("give --metric one of best_loss, fitness_mean")

@@ -105,19 +105,34 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
         return hash(("integer-ticks", self.axis))
 
 
-def loss_curves(store: RunStore, run_ids: list[str], metric: str = "best_loss"):
-    """Best loss (or another metrics column) against iteration, one curve per run."""
+def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
+    """Best so far against iteration, one curve per run, in each run's own metric and direction (an ASAL search's
+    loss ↓, a merge's fitness ↑, CycleQD's qd_score ↑, an expert's val_accuracy ↑: not the negated scores the
+    runs store as best_loss), or any metrics column `metric` as it is stored. One run: no legend (the title
+    names it)."""
+    from workbench.compare import best_curves
+
     hv = _hv()
-    curves = []
-    for run_id in run_ids:
-        rows = store.metrics(store.open(run_id).id)
-        if rows and metric not in rows[0]:
-            raise ValueError(f"run {run_id!r} has no metric {metric!r}; it has {sorted(rows[0])}")
-        curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric, label=run_id))
-    if not curves:
+    if not run_ids:
         raise ValueError("give at least one run id")
-    overlay = hv.Overlay(curves).opts(legend_position="right", backend="bokeh").opts(legend_position="right",
-                                                                                   backend="matplotlib")
+    runs = [store.open(run_id) for run_id in run_ids]
+    if metric is None:
+        df = best_curves(store, [{**run.info, "id": run.id} for run in runs])
+        ylabel = f"best {' / '.join(sorted(set(df['metric'])))}" if not df.empty else "best"
+        curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=str(run_id))
+                  for run_id, rows in df.groupby("run_id", sort=False)]
+    else:
+        curves = []
+        for run in runs:
+            rows = store.metrics(run.id)
+            if rows and metric not in rows[0]:
+                columns = sorted(set(rows[0]) - {"run_id", "iteration"})
+                raise ValueError(f"run {run.id!r} has no metric {metric!r}; give --metric one of {', '.join(columns)}")
+            curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric, label=run.id))
+    if not curves:
+        raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
+    legend = {"show_legend": len(curves) > 1, "legend_position": "right"}
+    overlay = hv.Overlay(curves).opts(**legend, backend="bokeh").opts(**legend, backend="matplotlib")
     return whole_numbers(overlay)
 
 

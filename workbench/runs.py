@@ -747,8 +747,17 @@ class RunStore:
         return self._records()[1]
 
     def metrics(self, run_id: str) -> list[dict]:
-        con = self.catalog()
-        cur = con.execute("SELECT * FROM metrics WHERE run_id = ? ORDER BY iteration", [run_id])
+        """A run's metrics rows by iteration (run_id and the columns its kind writes), [] before its first row.
+        Read from its own metrics.parquet: the catalog's view would read every run's, and give each row the
+        columns of every kind in the store, as nulls."""
+        import duckdb
+
+        run = self.open(run_id)
+        path = run.path / "metrics.parquet"
+        if not path.is_file():
+            return []
+        cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM read_parquet(?) ORDER BY iteration",
+                                       [run.id, str(path)])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 

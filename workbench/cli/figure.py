@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         f.add_argument("--out", required=True)
         f.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         f.add_argument("--dpi", type=int, default=None, help="raster resolution (default: 300)")
-        f.add_argument("--metric", default="best_loss", help="curves: the metrics column to plot")
+        f.add_argument("--metric", default=None, help="curves: a metrics column to plot as stored (default: the best "
+                                                    "so far in each run's own metric and direction)")
         f.add_argument("--steps", type=int, default=None, help="video: steps (default: the run's)")
         f.add_argument("--size", type=int, default=224, help="video: frame size")
         f.set_defaults(func=cmd_figure)
