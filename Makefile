@@ -65,7 +65,7 @@ demo: $(STAMP)
 	  --iters $(DEMO_ITERS) --runs $(RUNS)
 	# the language-model side: the CPU-built zoo (once, a few minutes), then an evolved TIES recipe of two experts
 	# (re)build unless a real zoo is there: a quick smoke-test zoo (weak experts) would make a useless demo
-	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo --replace
 	$(VENV)/bin/workbench merge evolve --zoo data/zoo --models sort brackets --method ties --iters $(MERGE_ITERS) \
 	  --runs $(RUNS)
 	# CycleQD over three of the zoo's experts, 200 generations (about two minutes): the /qd page opens it
@@ -89,7 +89,7 @@ bench: $(STAMP)
 	$(VENV)/bin/workbench bench substrates --json
 	$(VENV)/bin/workbench bench fm --json
 	$(VENV)/bin/workbench bench asal --json
-	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo
+	grep -qs '"quick_build": false' data/zoo/zoo.json || $(VENV)/bin/workbench zoo build --out data/zoo --replace
 	$(VENV)/bin/workbench bench merge --json
 
 # One screenshot per dashboard page into docs/screenshots (the README shows them).

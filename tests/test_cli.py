@@ -50,9 +50,9 @@ def test_render_png_equals_library_frame(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["render", "lenia", "--steps", "0", "--out", "x.png"], "steps must be a positive integer"),
+    (["render", "lenia", "--steps", "0", "--out", "x.png"], "argument --steps: give a whole number of at least 1"),
     (["render", "lenia", "--steps", "3", "--out", "x.jpg"], ".png, .gif, .mp4"),
-    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "not found"),
+    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "--theta 'missing.npy': no such"),
     (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "."], "is a folder; give a θ .npy file"),
     (["render", "boids", "--steps", "3", "--out", "nowhere/x.png"], "does not exist"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
@@ -76,6 +76,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--steps", "2", "--frames", "5"],
      "--frames 5 is more than --steps 2"),
     (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--chunk", "0"], "--chunk must be a positive"),
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--c-softmax", "-1"],
+     "--c-softmax weighs a term of the loss: give a finite number ≥ 0"),
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--iters", "0"],
      "--iters must be a positive integer"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json"],
@@ -86,11 +88,35 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
-    (["experts", "eval", "--model", "nope", "--n", "0"], "--n must be at least 1"),
-    (["namm", "eval", "--n", "0"], "--n must be at least 1"),
-    (["view", "lenia", "--frames", "0"], "--frames must be at least 1"),
+    (["experts", "eval", "--model", "nope", "--n", "0"], "argument --n: give a whole number of at least 1"),
+    (["namm", "eval", "--n", "0"], "argument --n: give a whole number of at least 1"),
+    (["view", "lenia", "--frames", "0"], "argument --frames: give a whole number of at least 1"),
     (["view", "lenia", "--out-dir", "file.json"], "--out-dir file.json is a file"),
-    (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "--dpi must be at least 1"),
+    (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "argument --dpi: give a whole number of at "
+                                                                        "least 1, got 0"),
+    # found by a probe of every command: tracebacks, work thrown away, zeros taken for "the default", failed runs
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--seed", "-1"],
+     "argument --seed: give a whole number from 0 to 4294967295"),
+    (["merge", "evolve", "--zoo", "z", "--models", "add", "--seed", "-1"], "argument --seed: give a whole number"),
+    (["experts", "eval", "--model", "nope", "--threads", "0"], "argument --threads: give a whole number of at least 1"),
+    (["experts", "eval", "--model", "nope", "--experts", "e", "--alpha", "nan"], "argument --alpha: give a finite"),
+    (["namm", "eval", "--threads", "0"], "argument --threads: give a whole number of at least 1"),
+    (["namm", "eval", "--length", "0"], "argument --length: give a whole number of at least 1, got 0"),
+    (["namm", "eval", "--max-new-tokens", "0"], "argument --max-new-tokens: give a whole number of at least 1"),
+    (["namm", "eval", "--out", "nowhere/x.json"], "--out nowhere/x.json: the folder nowhere does not exist"),
+    (["namm", "eval", "--out", "."], "--out . is a folder; give a file name"),
+    (["bench", "namm", "--out", "nowhere/x.json"], "--out nowhere/x.json: the folder nowhere does not exist"),
+    (["bench", "namm", "--policy", "p.safetensors", "--run", "r"], "give --policy FILE or --run ID, not both"),
+    (["asal", "illuminate", "--substrate", "lenia", "--fm", "pixels", "--workers", "0"],
+     "argument --workers: give a whole number of at least 1 (leave --workers out"),
+    (["zoo", "eval", "smollm2", "--batch-size", "0"], "argument --batch-size: give a whole number of at least 1"),
+    (["figure", "video", "some-run", "--out", "v.mp4", "--steps", "0"], "argument --steps: give a whole number"),
+    (["serve", "--port", "70000"], "argument --port: give a whole number from 1 to 65535, got 70000"),
+    (["serve", "--runs", "file.json"], "--runs file.json is a file; give the run store's folder"),
+    (["serve", "--address", "nowhere.invalid"], "--address nowhere.invalid: not an address of this machine"),
+    (["screenshots", "--out", "file.json"], "--out file.json is a file; give a folder for the PNGs"),
+    (["asal", "target", "--substrate", "lenia", "--thread", "2"], "workbench asal target: unrecognized arguments: "
+                                                                  "--thread 2 (see workbench asal target --help)"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],
      "--trust-pickle only applies to --resume ID"),
     (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--init", "random"],
@@ -109,6 +135,25 @@ def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, arg
     assert res.stderr.count("error:") == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.json"]  # no runs/, zoo or merge written
+
+
+def test_serve_refuses_a_port_in_use_before_it_says_serving():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        res = run("serve", "--port", str(port), "--runs", "runs")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: port {port} is in use (another server?); give another --port, e.g. " \
+                                 f"--port {port + 1}"
+
+
+def test_messages_keep_their_brackets(capsys):
+    """Users' values in square brackets ("--tasks [add, sort]") were read by rich as markup and vanished."""
+    from workbench.cli.common import say
+
+    say("note", "tasks [add] and [sort, larger] (--range TASK LO HI])")
+    assert capsys.readouterr().err == "note: tasks [add] and [sort, larger] (--range TASK LO HI])\n"
 
 
 def test_unknown_substrate_is_rejected_with_choices():
@@ -137,6 +182,7 @@ def test_bench_prints_one_json_line():
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image", "t.png", "--device", "cuda:1"],
      {}, "--device cuda:1: torch sees no CUDA GPU; use --device cpu"),
     (["bench", "gpu"], {}, "workbench bench gpu needs a CUDA GPU"),
+    (["bench", "asal", "--device", "cuda"], {}, "--device cuda: torch sees no CUDA GPU; use --device cpu"),
 ])
 def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(tmp_path, args, env, message):
     res = run(*args, cwd=tmp_path, env=env)

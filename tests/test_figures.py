@@ -44,7 +44,17 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     assert Image.open(tmp_path / "v.gif").n_frames > 1
     capsys.readouterr()
     assert main(["figure", "atlas", cma[0], "--out", str(tmp_path / "x.png"), "--runs", root]) == 2
-    assert "no atlas.png" in capsys.readouterr().err
+    assert "is an openended run; only illumination runs (workbench asal illuminate) have" in capsys.readouterr().err
+    # runs of other kinds, and an illumination that has not drawn its atlas yet: each told why (were a KeyError
+    # traceback and "only illumination runs have one")
+    other = RunStore(tmp_path / "other")
+    merge = other.create("merge", "ties", "a+b", {}, 0, metric="fitness")
+    unfinished = other.create("illuminate", "boids", "pixels", {}, 0)
+    assert main(["figure", "video", merge.id, "--out", str(tmp_path / "x.gif"), "--runs", str(other.root)]) == 2
+    assert "is a merge run; a video shows the best simulation of an ASAL run" in capsys.readouterr().err
+    assert main(["figure", "atlas", unfinished.id, "--out", str(tmp_path / "x.png"), "--runs", str(other.root)]) == 2
+    assert "has no atlas.png yet: an illumination run draws it when it finishes" in capsys.readouterr().err
+    assert not (tmp_path / "x.gif").exists() and not (tmp_path / "x.png").exists()
     assert main(["figure", "curves", cma[0], "--out", str(tmp_path / "x.jpg"), "--runs", root]) == 2
     assert "figures are" in capsys.readouterr().err
 

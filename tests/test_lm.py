@@ -222,8 +222,12 @@ def test_load_model_errors(tmp_path, monkeypatch):
 
     from workbench.lm.models import load_model
 
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="unknown model 'nowhere'"):
+        load_model("nowhere")
+    with pytest.raises(ValueError, match=r"nowhere': no such folder"):   # a path: not there (not "unknown")
         load_model(str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"model 'nope.gguf': no such file"):
+        load_model("nope.gguf")
     with pytest.raises(ValueError, match="not a Hugging Face model folder"):
         load_model(str(tmp_path))
     bad = tmp_path / "bad.gguf"
@@ -284,6 +288,13 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
     assert main(["zoo", "build", "--out", str(out), "--quick", "--quiet", "--tasks", "recall", "sort"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["tasks"] == ["recall", "sort"] and set(summary["accuracy"]) == {"base", "recall", "sort"}
+    # a zoo is there: refused (it took minutes; runs and generalist/ derive from it) unless --replace
+    before = (out / "zoo.json").read_bytes()
+    assert main(["zoo", "build", "--out", str(out), "--quick", "--quiet", "--tasks", "sort"]) == 2
+    assert "holds a zoo already; give --replace to build it again" in capsys.readouterr().err
+    assert (out / "zoo.json").read_bytes() == before
+    assert main(["zoo", "build", "--out", str(out), "--quick", "--quiet", "--tasks", "sort", "--replace"]) == 0
+    assert json.loads(capsys.readouterr().out)["tasks"] == ["sort"] and not (out / "recall").exists()
     assert main(["zoo", "eval", str(out / "sort"), "--tasks", "sort", "--n", "8"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"sort"}
     assert main(["zoo", "build", "--out", str(tmp_path / "x"), "--quick", "--tasks", "nope"]) == 2

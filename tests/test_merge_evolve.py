@@ -177,7 +177,7 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
         (["--models", "add", "nope"], "no model 'nope'"),
         (["--models", "add", "--method", "slerp"], "invalid choice"),
         (["--models", "add", "--tasks", "juggling"], "unknown task 'juggling'"),
-        (["--models", "add", "--task-weights", "1", "2"], "task weights"),
+        (["--models", "add", "--task-weights", "1", "2"], "--task-weights: give 1 (one per --tasks task"),
         (["--resume", "missing-run"], "no run 'missing-run'"),
         (["--resume", "x", "--trust-pickle"], "no run 'x'"),
     ]

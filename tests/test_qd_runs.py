@@ -257,6 +257,10 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
         assert len(err.strip().splitlines()) == 1 and err.startswith("error:"), (extra, err)
         assert message in err, (extra, err)
         assert _hashes(runs) == before, extra   # nothing written, nothing lost
+    # reading a run of another kind: its kind, without the resume a --resume is told (no resume was asked for)
+    assert main(["qd", "report", merge.id, "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert f"run {merge.id} is a merge run, not qd" in err and "resume" not in err, err
     # archive maps: corrupt, foreign (a run.json), bins < 1
     (tmp_path / "gen3_archive_map.json").write_text('{"brackets": {"0": {"quality": 0.5')
     for path, extra, message in [(tmp_path / "gen3_archive_map.json", [], "not valid JSON"),
@@ -345,6 +349,7 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     root, store, ids, _ = finished
     report = _done(_short("qd", "report", ids[0], ids[1], "--runs", str(store.root), "--json", cwd=tmp_path))
     assert report["runs"] == ids and report["seeds"] == [3, 1]
+    assert report["differs"] == []   # replicates: only the seed differs (else a note says which settings mix)
     scores = [json.loads((store.open(i).path / "scores.json").read_text()) for i in ids]
     entry = report["per_task"]["brackets"]
     values = [s["per_task"]["brackets"]["cycleqd"] for s in scores]

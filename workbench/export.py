@@ -191,7 +191,7 @@ def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
     if path.is_dir():
         raise ValueError(f"--theta {str(path)!r} is a folder; give a θ .npy file (e.g. a run's best.npy)")
     if not path.is_file():
-        raise ValueError(f"θ file {str(path)!r} not found")
+        raise ValueError(f"--theta {str(path)!r}: no such file; give a θ .npy file (e.g. a run's best.npy)")
     try:
         theta = np.load(path, allow_pickle=False)
     except Exception:  # noqa: BLE001 - any unreadable file gets the same message (numpy's advises pickle)

@@ -17,7 +17,7 @@ import numpy as np
 
 from workbench.atomic import atomic_write
 from workbench.compare import Comparison
-from workbench.runs import RunStore
+from workbench.runs import RunStore, article
 
 # Sizes in points for a single-column figure (≈ 3.3 in wide).
 PAPER_STYLE = {
@@ -171,8 +171,13 @@ def atlas(store: RunStore, run_id: str):
 
     run = store.open(run_id)
     path = run.path / "atlas.png"
+    kind = run.info.get("kind")
+    if kind != "illuminate":
+        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; only illumination runs (workbench asal "
+                         "illuminate) have an atlas")
     if not path.exists():
-        raise ValueError(f"run {run_id!r} has no atlas.png (only illumination runs have one)")
+        raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
+                         f"({run.status} now)")
     img = np.asarray(Image.open(path).convert("RGB"))
     return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None)
 
@@ -228,6 +233,10 @@ def best_video(store: RunStore, run_id: str, out: str | Path, steps: int | None 
 
     run = store.open(run_id)
     info = run.info
+    if "eval" not in info.get("config", {}):  # merges, CycleQD, experts and NAMM runs have no simulation
+        kind = info.get("kind")
+        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a video shows the best simulation of an ASAL "
+                         "run (workbench asal target|openended|illuminate|sweep)")
     ev = info["config"]["eval"]
     if not (run.path / "best.npy").exists():
         raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")

@@ -278,7 +278,7 @@ def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[
     resume_conflicts."""
     info = run.info
     if kind is not None and info.get("kind") != kind:
-        raise RunError(_wrong_kind(run, kind))
+        raise RunError(_wrong_kind(run, kind, resuming=True))
     conflicts = resume_conflicts(info, given, predates, typed)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
@@ -291,9 +291,10 @@ def article(word: object) -> str:
     return "an" if str(word)[:1] in "aeiou" else "a"
 
 
-def _wrong_kind(run: Run, wanted: str) -> str:
+def _wrong_kind(run: Run, wanted: str, resuming: bool = False) -> str:
+    """A run of another kind than `wanted`; a resume is told the command that resumes it, a reader only its kind."""
     info = run.info
-    how = _resume_cli(info, run.path.parent)
+    how = _resume_cli(info, run.path.parent) if resuming else None
     hint = f"; resume it with {how}" if how else ""
     return f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run, not {wanted}{hint}"
 
@@ -675,7 +676,7 @@ class RunStore:
         run = self.open(run_id)
         info = run.info
         if kinds is not None and info.get("kind") not in kinds:
-            raise RunError(_wrong_kind(run, " / ".join(kinds)))
+            raise RunError(_wrong_kind(run, " / ".join(kinds), resuming=True))
         run.check_resumable(trust_pickle)
         if info.get("status") != "done":  # a done run is handed back as it is: nothing to hold
             run.claim()  # to the end of the resume's loop (checkpointed_loop and setting_up release it)

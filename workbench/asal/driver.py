@@ -110,6 +110,11 @@ class SearchConfig:
             raise ValueError(f"--population must be at least 3 for the illumination GA, got {self.population}")
         if not (math.isfinite(self.sigma) and self.sigma > 0):
             raise ValueError(f"--sigma must be a finite number > 0 (the search's step size), got {self.sigma}")
+        for name in ("c_softmax", "c_oe"):  # weights of the loss's terms (spec: ASAL's losses, each weighted ≥ 0)
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--{name.replace('_', '-')} weighs a term of the loss: give a finite number ≥ 0 "
+                                 f"(0 leaves the term out), got {value}")
         if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
             raise ValueError("prompts must be non-empty text")
         if self.kind == "target" and not self.prompts and not self.target_image:

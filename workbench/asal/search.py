@@ -53,7 +53,8 @@ class SepCMAESSearch:
         if population < 2:
             raise ValueError(f"population must be at least 2, got {population}")
         mean = _start(x0, n_params)
-        self.opt = SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed)
+        with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
+            self.opt = SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed)
         self.best_theta = mean.copy()
         self.best_loss = np.inf
 

@@ -12,21 +12,47 @@ import gc
 import sys
 
 from workbench.cli import asal, bench, experts, figure, merge, namm, qd, runs, serve, sim, zoo
-from workbench.cli.common import err
+from workbench.cli.common import say
 
 GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts, namm)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors one line like the library's ("error: argument --seed: …"), pointing at the
+    command's --help instead of printing a usage block. Subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        say("error", f"{self.prog}: {message} (see {self.prog} --help)", style="bold red")
+        self.exit(2)
+
+    def parse_args(self, args=None, namespace=None):
+        # unknown flags are the command's business: name it (`workbench asal target`), not the top parser
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            getattr(parsed, "parser", self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
 
-    parser = argparse.ArgumentParser(prog="workbench", description="ASAL substrates, searches and explorers; "
+    parser = Parser(prog="workbench", description="ASAL substrates, searches and explorers; "
                                      "model zoos, evolved merges, CycleQD, Transformer² experts and NAMM.")
     parser.add_argument("--version", action="version", version=f"workbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.register(sub)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser: argparse.ArgumentParser) -> None:
+    """Each (sub)command's parser as its own default `parser`, so an error found after parsing names the command."""
+    parser.set_defaults(parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                _remember_parsers(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ValueError as error:
-        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        say("error", str(error), style="bold red")
         return 2
     except KeyboardInterrupt:
         return 130

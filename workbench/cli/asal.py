@@ -6,14 +6,16 @@ import argparse
 import json
 
 from workbench.cli.common import (
+    SEED,
     SUBSTRATES,
+    WORKERS,
     add_device_argument,
     check_device,
     close_client,
     dask_client,
-    err,
     iteration_progress,
     resumed_run,
+    say,
 )
 
 #: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
@@ -69,12 +71,13 @@ def cmd_asal(args) -> int:
         check_new_search(cfg)
         check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # before any load or progress bar
         for note in cfg.notes:
-            err.print(f"[yellow]note:[/] {note}")
+            say("note", note)
     client = dask_client(args)
     try:
         with iteration_progress(f"asal {args.search}", total, "loss", lambda row: f"{row['best_loss']:.4f}",
                                 quiet=args.quiet) as on_iteration:
             run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                             on_start=on_iteration.start,
                              device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
                              command=cli_command())
     finally:
@@ -125,14 +128,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0)")
         a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
         add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
-        a.add_argument("--seed", type=int, help="default: 0")
+        a.add_argument("--seed", type=SEED, help="default: 0")
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                          "settings flags must match the run's or be left out)")
         a.add_argument("--trust-pickle", action="store_true",
                        help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
                             "run folders you trust)")
-        a.add_argument("--workers", type=int, default=0, help="start a Dask LocalCluster with N workers")
+        a.add_argument("--workers", type=WORKERS, help="start a Dask LocalCluster with N workers")
         a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
         a.set_defaults(func=cmd_asal)

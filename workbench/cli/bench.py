@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import SUBSTRATES, add_device_argument, err
+from workbench.cli.common import SEED, SUBSTRATES, add_device_argument, check_device, check_out_file, err
 
 #: numeric flags of the benchmarks that must be > 0 (a zero or negative one divides by zero, times nothing or
 #: makes empty batches); checked before anything loads or is timed
@@ -19,6 +19,11 @@ def check_bench_args(args) -> None:
         value = getattr(args, name, None)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+    check_out_file(getattr(args, "out", None))
+    if getattr(args, "policy", None) and getattr(args, "run", None):
+        raise ValueError("give --policy FILE or --run ID, not both")
+    if args.target == "asal":
+        check_device(args.device)  # named as the flag, with the fallback
     if args.target in ("merge", "qd", "experts") and not (args.target == "experts" and "zoo" not in args.models):
         from workbench.lm.zoo import load_zoo
 
@@ -152,7 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--n", type=int, default=8, help="test prompts per task (default: 8)")
     nb.add_argument("--length", type=int, default=512, help="prompt tokens (default: 512)")
     nb.add_argument("--n-up", type=int, help="default: the policy's, else 64")
-    nb.add_argument("--seed", type=int, default=0)
+    nb.add_argument("--seed", type=SEED, default=0)
     nb.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; 2 threads on a shared 2-core "
                                                          "VM ran 5-10x slower)")
     nb.add_argument("--speed-length", type=int, default=1024, help="prompt tokens of the speed test (default: 1024)")

@@ -12,10 +12,70 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-err = Console(stderr=True)
+# No markup: messages carry users' values ("[add, sort]", "--range TASK LO HI]"), which rich would take for tags
+err = Console(stderr=True, markup=False)
 # the registry's names (workbench.simulations.SUBSTRATES; a test checks they agree), here so the CLI skips Taichi
 SUBSTRATES = ["lenia", "boids", "plife", "gol", "nca_d1", "nca_d3", "dnca", "plenia", "plife_plus", "flow_lenia"]
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU when torch sees one, else the CPU)"
+
+
+def say(label: str, message: str, style: str = "yellow") -> None:
+    """One labelled line on stderr ("note: …", "warning: …", "error: …"), the label styled, the message as is."""
+    from rich.text import Text
+
+    err.print(Text.assemble((f"{label}:", style), " ", message), soft_wrap=True)
+
+
+def whole(at_least: int, at_most: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse `type` for a whole-number flag within [at_least, at_most]: out of range, argparse answers
+    "argument --flag: give a whole number of at least 1, got 0" (one line, exit 2) before anything loads."""
+
+    def parse(text: str) -> int:
+        span = f"from {at_least} to {at_most}" if at_most is not None else f"of at least {at_least}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"give a whole number {span}, got {text!r}") from None
+        if value < at_least or (at_most is not None and value > at_most):
+            raise argparse.ArgumentTypeError(f"give a whole number {span}{why}, got {value}")
+        return value
+
+    return parse
+
+
+def finite(text: str) -> float:
+    """An argparse `type` for a number flag that must be finite (no nan, no inf)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"give a finite number, got {text}")
+    return value
+
+
+#: the argparse types of the flags every command shares
+POSITIVE = whole(1)
+NONNEGATIVE = whole(0)
+SEED = whole(0, 2 ** 32 - 1, " (NumPy's seeds)")
+WORKERS = whole(1, why=" (leave --workers out to evaluate in this process)")
+PORT = whole(1, 65535)
+
+
+def check_out_file(path: str | None, flag: str = "--out") -> None:
+    """One ValueError naming the flag for an output file that cannot be written: a folder, or a file in a folder
+    that does not exist (checked before the work, not found after it)."""
+    if path is None:
+        return
+    from pathlib import Path
+
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {out / 'result.json'}")
+    if not out.parent.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
 
 
 def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None:
@@ -54,7 +114,10 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
     """The run that --resume ID names (None without --resume), with everything that would refuse the resume
     checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
     (named by `names`, or by `names(config)`), its process still running, a pickle checkpoint without
-    --trust-pickle. --trust-pickle without --resume is refused: a new run would ignore it silently."""
+    --trust-pickle. --trust-pickle without --resume is refused: a new run would ignore it silently. So are
+    --workers with --dask, here rather than when the client starts, after the notes about the run."""
+    if getattr(args, "workers", None) is not None and getattr(args, "dask", None):
+        raise ValueError("give --workers N or --dask ADDRESS, not both")
     trust = getattr(args, "trust_pickle", False)
     if args.resume is None:
         if trust:
@@ -72,9 +135,9 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
 
 def dask_client(args):
     """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None."""
-    if args.workers and args.dask:
+    if args.workers is not None and args.dask:
         raise ValueError("give --workers N or --dask ADDRESS, not both")
-    if args.workers:
+    if args.workers is not None:
         from workbench.scale import local_client
 
         return local_client(args.workers)
@@ -104,15 +167,38 @@ def close_client(client) -> None:
 def iteration_progress(description: str, total: int | None, label: str, value: Callable[[dict], str],
                        quiet: bool = False):
     """A rich progress bar (count, `label value`, elapsed, ETA) on stderr for a search loop; yields the
-    on_iteration(done, total, metrics row) callback the drivers take."""
+    on_iteration(done, total, metrics row) callback the drivers take, and as its `start` attribute the on_start(run)
+    callback of the drivers that have one. Until one of them is called (the set-up: models load, inputs are
+    checked against them) a transient "setting up" spinner stands in for the bar, so that an error found there is
+    the only thing left on screen, and a run that is done already draws no bar at all."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn(f"{label} {{task.fields[value]}}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=err, disable=quiet) as bar:
-        task = bar.add_task(description, total=total, value="–")
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn(f"{label} {{task.fields[value]}}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=err, disable=quiet)
+    task = bar.add_task(description, total=total, value="–")
+    spinner = None if quiet else err.status(f"{description}: setting up …")
+    started = False
 
-        def on_iteration(done: int, total: int, row: dict) -> None:
-            bar.update(task, completed=done, total=total, value=value(row))
+    def start(run=None) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            if spinner is not None:
+                spinner.stop()  # rich shows one live display at a time
+            bar.start()
 
+    def on_iteration(done: int, total: int, row: dict) -> None:
+        start()
+        bar.update(task, completed=done, total=total, value=value(row))
+
+    on_iteration.start = start
+    if spinner is not None:
+        spinner.start()
+    try:
         yield on_iteration
+    finally:
+        if started:
+            bar.stop()
+        elif spinner is not None:
+            spinner.stop()

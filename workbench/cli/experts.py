@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device, iteration_progress, resumed_run
+from workbench.cli.common import (
+    POSITIVE,
+    SEED,
+    add_device_argument,
+    check_device,
+    finite,
+    iteration_progress,
+    resumed_run,
+)
 
 #: `experts train` flags (dest) whose parser default is None, and the ExpertRunConfig fields they set.
 TRAIN_FIELDS = {"model": "model", "task": "task", "adapter": "adapter", "rank": "rank", "iters": "iters",
@@ -46,10 +54,11 @@ def cmd_train(args) -> int:
             raise ValueError("give --model (e.g. data/zoo/base) and --task (one of the zoo's tasks or classify), or "
                              "--resume RUN_ID")
         cfg = ExpertRunConfig(**{**given, "device": device})
-        check_model(cfg.model)
+        check_model(cfg.model, cfg.prompt_format)
         total, task = cfg.iters, cfg.task
     with iteration_progress(f"experts train {task}", total, "val", _train_value, quiet=args.quiet) as on_iteration:
-        run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration, given=given, command=cli_command())
+        run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration,
+                           on_start=on_iteration.start, given=given, command=cli_command())
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_val_accuracy": None if info["best_loss"] is None else -info["best_loss"],
@@ -73,6 +82,9 @@ def resolve_experts(specs: list[str], runs: str) -> list[str]:
         if Path(spec).is_file():
             out.append(spec)
             continue
+        if Path(spec).suffix == ".safetensors" or Path(spec).is_dir():
+            what = "a folder" if Path(spec).is_dir() else "no such file"
+            raise ValueError(f"--experts {spec}: {what}; give expert.safetensors files or `experts train` run ids")
         try:
             out.append(str(expert_file(store.open(spec))))
         except RunError as error:
@@ -100,7 +112,7 @@ def cmd_adapt(args) -> int:
         if not args.model or not args.experts:
             raise ValueError("give --model (the experts' base model) and --experts RUN_ID|FILE …, or --resume RUN_ID")
         cfg = AdaptConfig(**{**given, "experts": resolve_experts(args.experts, args.runs), "device": device})
-        check_model(cfg.model)
+        check_model(cfg.model, cfg.prompt_format)
         total = len(plan(cfg, read_experts(cfg.experts, cfg.target))[1])
     from workbench.experts.adapt import adapt
 
@@ -132,7 +144,7 @@ def cmd_report(args) -> int:
     def cell(s: dict) -> str:
         return "" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 140), markup=False)
     if "experts" in out:
         table = Table("task", "adapter", "stop token", "trainable params", "base (test)", "expert (test)",
                       "best validation", "runs", title="experts: held-out test accuracy, mean ± std over runs")
@@ -165,8 +177,6 @@ def cmd_eval(args) -> int:
 
     device = check_device(args.device)
     tasks = check_tasks(args.tasks)
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1 (held-out prompts per task), got {args.n}")
     check_model(args.model)
     experts = read_experts(resolve_experts(args.experts, args.runs), None) if args.experts else None
     alpha = None
@@ -243,13 +253,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--rank", type=int, help="LoRA rank (default: 4)")
     tr.add_argument("--iters", type=int, help="REINFORCE steps (default: 100)")
     tr.add_argument("--batch", type=int, help="prompts per step (default: 16)")
-    tr.add_argument("--seed", type=int, help="default: 0")
+    tr.add_argument("--seed", type=SEED, help="default: 0")
     tr.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-3, the reference's)")
     tr.add_argument("--kl-coeff", type=float, help="λ of KL(π_ref‖π_θ) in the loss (default: 0)")
     tr.add_argument("--val-every", type=int, help="steps between validations (default: 10)")
     tr.add_argument("--val-n", type=int, help="validation prompts (default: 64)")
     tr.add_argument("--n-test", type=int, help="held-out test prompts for the final scores (default: 128)")
-    tr.add_argument("--threads", type=int, help="torch threads (default: 1; a resume keeps the run's)")
+    tr.add_argument("--threads", type=POSITIVE, help="torch threads (default: 1; a resume keeps the run's)")
     tr.add_argument("--prompt-format", choices=["plain", "chat"],
                     help="plain (default: the zoo's prompts) or chat (the chat template around an instruction, for "
                          "chat models such as smollm2)")
@@ -280,9 +290,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--normalize", action="store_true", help="normalise α over the experts")
     ad.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="default: all the inputs allow")
     ad.add_argument("--n", type=int, help="test prompts per task (default: 64)")
-    ad.add_argument("--seed", type=int, help="seed of the shots and of CEM (default: 0)")
-    ad.add_argument("--test-seed", type=int, help="held-out stream of the test set (default: 0, fixed over seeds)")
-    ad.add_argument("--threads", type=int, help="torch threads (default: 1)")
+    ad.add_argument("--seed", type=SEED, help="seed of the shots and of CEM (default: 0)")
+    ad.add_argument("--test-seed", type=SEED, help="held-out stream of the test set (default: 0, fixed over seeds)")
+    ad.add_argument("--threads", type=POSITIVE, help="torch threads (default: 1)")
     ad.add_argument("--prompt-format", choices=["plain", "chat"], help="how the experts were trained (default: plain)")
     ad.add_argument("--stop-token", choices=STOP_TOKENS,
                     help="CEM's tie-break log-likelihood of the correct shots: drop (default, the reference's: the "
@@ -300,13 +310,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", required=True, help="the experts' base model")
     ev.add_argument("--experts", nargs="+", metavar="RUN_ID|FILE", help="none: the base; one: that expert; several: "
                                                                          "a mixture (needs --alpha)")
-    ev.add_argument("--alpha", nargs="+", type=float, help="mixing coefficients: one per expert, or one per expert "
+    ev.add_argument("--alpha", nargs="+", type=finite, help="mixing coefficients: one per expert, or one per expert "
                                                             "per matrix (expert-major)")
     ev.add_argument("--variant", choices=["raw", "sigmoid"], default="raw", help="mix raw p (default) or sigmoid(p)")
     ev.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="default: every zoo task")
-    ev.add_argument("--n", type=int, default=128, help="held-out prompts per task (default: 128)")
-    ev.add_argument("--test-seed", type=int, default=0, help="held-out stream (default: 0)")
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ev.add_argument("--n", type=POSITIVE, default=128, help="held-out prompts per task (default: 128)")
+    ev.add_argument("--test-seed", type=SEED, default=0, help="held-out stream (default: 0)")
+    ev.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default: 1)")
     ev.add_argument("--runs", default="runs", help="run store folder for run ids (default: runs)")
     add_device_argument(ev)
     ev.set_defaults(func=cmd_eval)
@@ -317,7 +327,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--out", help="model folder (default: ZOO/generalist, inside the zoo it derives from)")
     ge.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default: 300)")
     ge.add_argument("--lr", type=float, default=3e-3, help="default: 3e-3")
-    ge.add_argument("--seed", type=int, default=0)
+    ge.add_argument("--seed", type=SEED, default=0)
     ge.add_argument("--no-classify", action="store_true", help="leave the classification task out")
     ge.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(ge)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.cli.common import POSITIVE
+
 
 def cmd_figure(args) -> int:
     from workbench import figures
     from workbench.runs import RunStore
 
-    if getattr(args, "dpi", None) is not None and args.dpi < 1:
-        raise ValueError(f"--dpi must be at least 1, got {args.dpi}")
     store = RunStore(args.runs)
     if args.what == "curves":
         out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)
@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         f.add_argument("ids", nargs=n, metavar="ID")
         f.add_argument("--out", required=True)
         f.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-        f.add_argument("--dpi", type=int, default=None, help="raster resolution (default: 300)")
+        f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
         f.add_argument("--metric", default=None, help="curves: a metrics column to plot as stored (default: the best "
                                                     "so far in each run's own metric and direction)")
-        f.add_argument("--steps", type=int, default=None, help="video: steps (default: the run's)")
-        f.add_argument("--size", type=int, default=224, help="video: frame size")
+        f.add_argument("--steps", type=POSITIVE, default=None, help="video: steps (default: the run's)")
+        f.add_argument("--size", type=POSITIVE, default=224, help="video: frame size")
         f.set_defaults(func=cmd_figure)

@@ -6,13 +6,15 @@ import argparse
 import json
 
 from workbench.cli.common import (
+    SEED,
+    WORKERS,
     add_device_argument,
     check_device,
     close_client,
     dask_client,
-    err,
     iteration_progress,
     resumed_run,
+    say,
 )
 
 #: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
@@ -52,6 +54,7 @@ def cmd_evolve(args) -> int:
                                 quiet=args.quiet) as on_iteration:
             # on --resume, a --device given replaces the run's own
             run = evolve(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                         on_start=on_iteration.start,
                          device=device if resume is not None else None, trust_pickle=args.trust_pickle,
                          command=cli_command())
     finally:
@@ -73,7 +76,7 @@ def _note_quick_zoo(path: str) -> None:
 
     warning = load_zoo(path).quick_warning()
     if warning:
-        err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
+        say("note", warning)
 
 
 def cmd_apply(args) -> int:
@@ -120,7 +123,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--iters", type=int, help="default: 10")
     ev.add_argument("--pop", type=int, help="CMA-ES population (default: 8)")
     ev.add_argument("--sigma", type=float, help="default: 0.2")
-    ev.add_argument("--seed", type=int, help="default: 0")
+    ev.add_argument("--seed", type=SEED, help="default: 0")
     ev.add_argument("--n-eval", type=int, help="validation prompts per task per candidate (default: 64)")
     ev.add_argument("--n-test", type=int, help="test prompts per task for the final scores (default: 128)")
     ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 3, as the reference)")
@@ -130,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--trust-pickle", action="store_true",
                     help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
                          "folders you trust)")
-    ev.add_argument("--workers", type=int, help="evaluate on a local Dask cluster of N workers")
+    ev.add_argument("--workers", type=WORKERS, help="evaluate on a local Dask cluster of N workers")
     ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(ev, " (with --resume: default the run's own)")
@@ -140,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("recipe", help="recipe.yaml (mergekit format) or dfs.json")
     ap.add_argument("--zoo", default="data/zoo", help="folder holding the recipe's models (default: data/zoo)")
     ap.add_argument("--out", required=True, help="new folder for the merged model")
-    ap.add_argument("--seed", type=int, default=0, help="seed of DARE's random drops")
+    ap.add_argument("--seed", type=SEED, default=0, help="seed of DARE's random drops")
     ap.add_argument("--eval", nargs="+", metavar="TASK", help="also score the merge on these tasks ('all')")
     ap.add_argument("--n", type=int, default=128, help="prompts per task for --eval")
     add_device_argument(ap)

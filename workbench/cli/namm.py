@@ -11,8 +11,12 @@ import argparse
 import json
 
 from workbench.cli.common import (
+    POSITIVE,
+    SEED,
+    WORKERS,
     add_device_argument,
     check_device,
+    check_out_file,
     close_client,
     dask_client,
     err,
@@ -71,7 +75,8 @@ def cmd_train(args) -> int:
 
     try:
         with iteration_progress("namm train", total, "generation fitness", value, quiet=args.quiet) as on_iteration:
-            run = train_namm(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
+            run = train_namm(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                             on_start=on_iteration.start, given=given,
                              command=cli_command())
     finally:
         close_client(client)
@@ -102,8 +107,7 @@ def cmd_eval(args) -> int:
     from workbench.namm.cache import check_n_up
     from workbench.namm.tasks import check_task_names
 
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"--n must be at least 1 (test prompts per task), got {args.n}")
+    check_out_file(args.out)
     saved = _policy_source(args)
     methods = list(dict.fromkeys(args.methods))
     if "namm" in methods and saved is None:
@@ -166,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--sigma", type=float, help="σ0 (default: 0.065, the spec's)")
     tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance")
     tr.add_argument("--n-up", type=int, help="tokens between eviction steps, a multiple of 16 (default: 64)")
-    tr.add_argument("--seed", type=int, help="default: 0")
+    tr.add_argument("--seed", type=SEED, help="default: 0")
     tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
     tr.add_argument("--pool", type=int, help="training prompts per task each generation draws its --prompts from, "
                     "afresh, as the reference (default: 32; 0: the same --prompts every generation)")
@@ -179,12 +183,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="the capped variant (beyond the paper): each layer keeps at most this fraction of the "
                          "tokens it has seen, the best-scored of those that qualify (default: no cap)")
     tr.add_argument("--n-test", type=int, help="test prompts per task scored at the end (default: 8; 0: none)")
-    tr.add_argument("--threads", type=int, help="torch threads of every evaluation (default: 1; part of the result)")
+    tr.add_argument("--threads", type=POSITIVE,
+                    help="torch threads of every evaluation (default: 1; part of the result)")
     tr.add_argument("--stage-gens", nargs="+", type=int, help="generations per stage (default: --gens split evenly)")
     tr.add_argument("--chunk", type=int, help="candidates per Dask task (default: 1)")
     tr.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     tr.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (settings flags must match)")
-    tr.add_argument("--workers", type=int, help="evaluate the population on a local Dask cluster of N workers")
+    tr.add_argument("--workers", type=WORKERS, help="evaluate the population on a local Dask cluster of N workers")
     tr.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(tr)
@@ -197,15 +202,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
     ev.add_argument("--model", help="default: the policy's model (else smollm2)")
     ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="default: the policy's tasks")
-    ev.add_argument("--length", type=int, help="prompt tokens (default: the policy's training length)")
-    ev.add_argument("--n", type=int, default=8, help="test prompts per task (default: 8)")
-    ev.add_argument("--n-up", type=int, help="default: the policy's")
+    ev.add_argument("--length", type=POSITIVE, help="prompt tokens (default: the policy's training length)")
+    ev.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
+    ev.add_argument("--n-up", type=POSITIVE, help="default: the policy's")
     ev.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
                     help="kept fractions for recent / h2o (default: 0.25 0.5; NAMM's own fraction is added)")
     ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    ev.add_argument("--seed", type=int, default=0, help="prompt seed (test split; default: 0)")
-    ev.add_argument("--max-new-tokens", type=int, default=8)
-    ev.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ev.add_argument("--seed", type=SEED, default=0, help="prompt seed (test split; default: 0)")
+    ev.add_argument("--max-new-tokens", type=POSITIVE, default=8)
+    ev.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default: 1)")
     ev.add_argument("--out", help="also write the JSON to this file (atomically)")
     ev.add_argument("--json", action="store_true", help="one JSON line")
     ev.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")

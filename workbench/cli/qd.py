@@ -7,13 +7,16 @@ import argparse
 import json
 
 from workbench.cli.common import (
+    POSITIVE,
+    SEED,
+    WORKERS,
     add_device_argument,
     check_device,
     close_client,
     dask_client,
-    err,
     iteration_progress,
     resumed_run,
+    say,
 )
 
 #: `workbench qd cycle` flags whose parser default is None (so --resume can tell given flags from defaults) and the
@@ -74,7 +77,8 @@ def cmd_cycle(args) -> int:
     client = dask_client(args)
     try:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
-            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration, given=given,
+            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+                              on_start=on_iteration.start, given=given,
                               device=device if resume is not None else None, command=cli_command())
     finally:
         close_client(client)
@@ -95,7 +99,7 @@ def _note_quick_zoo(path: str) -> None:
 
     warning = load_zoo(path).quick_warning()
     if warning:
-        err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
+        say("note", warning)
 
 
 def cmd_report(args) -> int:
@@ -109,13 +113,16 @@ def cmd_report(args) -> int:
         if run.info.get("kind") != KIND:
             raise RunError(_wrong_kind(run, KIND))
     out = report(runs)
+    if out["differs"]:
+        say("note", f"these runs differ in {', '.join(out['differs'])}, not only in their seed: each mean ± std "
+                    "mixes those settings")
     if args.json:
         print(json.dumps(out))
         return 0
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 120), markup=False)
     for task, entry in out["per_task"].items():
         table = Table("model", "mean ± std", "min", "max", "CycleQD beats it", title=f"{task} (test, {len(runs)} runs)")
         for model, s in entry["scores"].items():
@@ -204,7 +211,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cy.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),
                     help="fixed score range of a task's bins (repeatable; default 0 1)")
     cy.add_argument("--bins", type=int, help="bins per task (default: 15)")
-    cy.add_argument("--seed", type=int, help="default: 0")
+    cy.add_argument("--seed", type=SEED, help="default: 0")
     cy.add_argument("--n-eval", type=int, help="validation prompts per task per child (default: 64)")
     cy.add_argument("--n-test", type=int, help="test prompts per task for the final report (default: 128)")
     cy.add_argument("--base", help="the zoo's base model (default: base)")
@@ -214,11 +221,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                             "a baseline")
     cy.add_argument("--transfer", choices=TRANSFERS, help="Dask: send each child's lineage (rebuilt on the worker) "
                                                           "or its weights; same results (default: lineage)")
-    cy.add_argument("--threads", type=int, help="torch threads per evaluating process (default: 1)")
+    cy.add_argument("--threads", type=POSITIVE, help="torch threads per evaluating process (default: 1)")
     cy.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     cy.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                    "settings flags must match the run's or be left out)")
-    cy.add_argument("--workers", type=int, help="evaluate each generation's children on a local Dask cluster")
+    cy.add_argument("--workers", type=WORKERS, help="evaluate each generation's children on a local Dask cluster")
     cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(cy, " (with --resume: default the run's own)")

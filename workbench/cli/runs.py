@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from workbench.cli.common import err
+from workbench.cli.common import err, say
 
 #: The families of runs `runs list` shows in tables of their own (other kinds: ASAL searches).
 TITLES = {"asal": "ASAL searches", "merge": "merge evolutions", "qd": "CycleQD runs",
@@ -23,7 +23,7 @@ def _runs_tables(rows: list[dict]) -> None:
     with the columns that describe its runs, and the best value in its metric's units and direction."""
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 140), markup=False)
     families = {}
     for r in rows:
         families.setdefault(r["kind"] if r["kind"] in TITLES else "asal", []).append(r)
@@ -63,7 +63,7 @@ def cmd_runs(args) -> int:
         else:
             _runs_tables(rows)
         for name in store.broken():
-            err.print(f"[yellow]warning:[/] {name} is not a readable run (corrupt or foreign run.json); skipped")
+            say("warning", f"{name} is not a readable run (corrupt or foreign run.json); skipped")
         return 0
     if args.action == "show":
         run = store.open(args.ids[0])
@@ -93,7 +93,7 @@ def _compare_tables(comparison) -> None:
 
     from workbench.compare import value_text
 
-    console = Console(width=max(Console().width, 140))
+    console = Console(width=max(Console().width, 140), markup=False)
     shown = [k for k in comparison.differs if k not in ("config.seed", "kind")]
     best = _best_header(comparison.rows)
     table = Table("id", "kind", "seed", *[k.removeprefix("config.") for k in shown], "status", "iterations", best,

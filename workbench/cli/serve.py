@@ -4,11 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import err
+from workbench.cli.common import PORT, err
 from workbench.dashboards.screenshots import PAGES as SCREENSHOT_PAGES  # standard library only: no Panel here
 
 
+def check_serve(args) -> None:
+    """One ValueError naming the flag for a run store that is a file, an address this machine does not have or a
+    port that is taken, before Panel loads and the "serving" line promises a server."""
+    import errno
+    import socket
+    from pathlib import Path
+
+    if Path(args.runs).exists() and not Path(args.runs).is_dir():
+        raise ValueError(f"--runs {args.runs} is a file; give the run store's folder (default: runs)")
+    try:
+        with socket.create_server((args.address, args.port)):
+            pass  # the server binds it again at once (SO_REUSEADDR: no wait for this socket to time out)
+    except OSError as error:  # a name that does not resolve comes as an OSError with getaddrinfo's (negative) code
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(f"port {args.port} is in use (another server?); give another --port, e.g. "
+                             f"--port {args.port + 1 if args.port < 65535 else 5006}") from None
+        if error.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT) or (error.errno or 0) < 0:
+            raise ValueError(f"--address {args.address}: not an address of this machine; e.g. --address "
+                             "127.0.0.1 (this machine only) or --address 0.0.0.0 (every interface)") from None
+        if error.errno == errno.EACCES:
+            raise ValueError(f"--port {args.port}: this user may not serve on it (ports below 1024 need root); "
+                             "give e.g. --port 5006") from None
+        raise
+
+
 def cmd_serve(args) -> int:
+    check_serve(args)
     from workbench.dashboards.app import PAGES, serve
 
     pages = ", ".join(f"/{p}" for p in PAGES)
@@ -18,8 +44,14 @@ def cmd_serve(args) -> int:
 
 
 def cmd_screenshots(args) -> int:
+    from pathlib import Path
+
     from workbench.dashboards.screenshots import PAGES, refresh
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for the PNGs (default: docs/screenshots)")
+    if args.runs is not None and Path(args.runs).exists() and not Path(args.runs).is_dir():
+        raise ValueError(f"--runs {args.runs} is a file; give a run store's folder")
     with err.status("serving the dashboards and taking one screenshot per page …"):
         paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
     for path in paths:
@@ -30,7 +62,7 @@ def cmd_screenshots(args) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="the Panel dashboards in one server (home at /; "
                                          + " ".join(f"/{p}" for p in SCREENSHOT_PAGES[1:]) + ")")
-    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--port", type=PORT, default=5006)
     serve.add_argument("--address", default="127.0.0.1")
     serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     serve.add_argument("--show", action="store_true", help="open a browser")

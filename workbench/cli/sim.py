@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.cli.common import SUBSTRATES, add_device_argument, check_device, err
+from workbench.cli.common import POSITIVE, SEED, SUBSTRATES, add_device_argument, check_device, err, whole
 
 
 def _substrate(args):
@@ -27,12 +27,6 @@ def cmd_view(args) -> int:
     from workbench.viewer import ViewerModel, run_viewer
 
     sub = _substrate(args)
-    if args.window < 64:
-        raise ValueError(f"--window must be at least 64 pixels, got {args.window}")
-    if args.render_size is not None and args.render_size < 8:
-        raise ValueError(f"--render-size must be at least 8 pixels, got {args.render_size}")
-    if args.frames is not None and args.frames < 1:
-        raise ValueError(f"--frames must be at least 1 (or left out: run until q), got {args.frames}")
     if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
     model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
@@ -68,21 +62,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     view.add_argument("substrate", choices=SUBSTRATES)
     view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults; gol: Conway's "
                                       "B3/S23, rule 6152)")
-    view.add_argument("--seed", type=int, default=0)
-    view.add_argument("--window", type=int, default=768, help="window size in pixels")
-    view.add_argument("--render-size", type=int, default=None, help="render resolution (default: min(window, 512))")
+    view.add_argument("--seed", type=SEED, default=0)
+    view.add_argument("--window", type=whole(64, why=" pixels"), default=768, help="window size in pixels")
+    view.add_argument("--render-size", type=whole(8, why=" pixels"), default=None,
+                      help="render resolution (default: min(window, 512))")
     view.add_argument("--out-dir", default=".", help="where s saves PNGs")
-    view.add_argument("--frames", type=int, default=None, help="quit after this many frames")
+    view.add_argument("--frames", type=whole(1, why=" (or leave it out: run until q)"), default=None,
+                      help="quit after this many frames")
     view.set_defaults(func=cmd_view)
 
     render = sub.add_parser("render", help="write a PNG (last frame), GIF or MP4 of a simulation")
     render.add_argument("substrate", choices=SUBSTRATES)
-    render.add_argument("--steps", type=int, required=True, help="simulation steps after init")
+    render.add_argument("--steps", type=POSITIVE, required=True, help="simulation steps after init")
     render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
     render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
-    render.add_argument("--seed", type=int, default=0)
-    render.add_argument("--size", type=int, default=224)
-    render.add_argument("--every", type=int, default=1, help="video: one frame every N steps")
-    render.add_argument("--fps", type=int, default=30)
+    render.add_argument("--seed", type=SEED, default=0)
+    render.add_argument("--size", type=POSITIVE, default=224)
+    render.add_argument("--every", type=POSITIVE, default=1, help="video: one frame every N steps")
+    render.add_argument("--fps", type=POSITIVE, default=30)
     add_device_argument(render)
     render.set_defaults(func=cmd_render)

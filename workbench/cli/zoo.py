@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import add_device_argument, check_device
+from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device
 
 
 def cmd_zoo_build(args) -> int:
+    from pathlib import Path
+
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -20,6 +22,9 @@ def cmd_zoo_build(args) -> int:
     cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed, device=device)
     args.out = args.out or ("data/zoo-quick" if args.quick else "data/zoo")
     check_zoo_out(args.out)  # before the progress bar starts
+    if (Path(args.out) / "zoo.json").is_file() and not args.replace:
+        raise ValueError(f"{args.out} holds a zoo already; give --replace to build it again (its models, and "
+                         "what was made inside it such as generalist/, are replaced), or another --out")
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=args.quiet) as bar:
@@ -40,8 +45,6 @@ def cmd_zoo_eval(args) -> int:
 
     device = check_device(args.device)
     tasks = check_tasks(args.tasks or TASKS)
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     model, tok = load_model(args.model, device=device)
     print(json.dumps(evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size,
@@ -58,17 +61,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "(zoo.json records the device); each is reproducible for a seed.")
     build.add_argument("--out", default=None, help="zoo folder (default: data/zoo; with --quick data/zoo-quick, "
                                                       "so a smoke test never replaces the real zoo)")
-    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--seed", type=SEED, default=0)
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
+    build.add_argument("--replace", action="store_true", help="build again where a zoo is (default: refuse)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(build)
     build.set_defaults(func=cmd_zoo_build)
     ev = zoo_sub.add_parser("eval", help="exact-match accuracy per task (JSON) of a model folder or 'smollm2'")
     ev.add_argument("model", metavar="PATH_OR_NAME", help="'smollm2', a .gguf file or a model folder (e.g. ZOO/add)")
     ev.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
-    ev.add_argument("--n", type=int, default=128, help="held-out prompts per task")
-    ev.add_argument("--seed", type=int, default=0, help="eval stream seed")
-    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--n", type=POSITIVE, default=128, help="held-out prompts per task")
+    ev.add_argument("--seed", type=SEED, default=0, help="eval stream seed")
+    ev.add_argument("--batch-size", type=POSITIVE, default=64)
     add_device_argument(ev)
     ev.set_defaults(func=cmd_zoo_eval)

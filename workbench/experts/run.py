@@ -27,6 +27,7 @@ run's own.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -135,9 +136,10 @@ def read_config(config: dict) -> ExpertRunConfig:
     return ExpertRunConfig(**as_run_did(config, PREDATES))
 
 
-def check_model(model: str) -> None:
-    """Refuse, without loading it, a --model that is no model or has no MLP matrices to adapt (model folders:
-    read from the safetensors headers; 'smollm2' and .gguf files are checked when they load)."""
+def check_model(model: str, prompt_format: str = "plain") -> None:
+    """Refuse, without loading it, a --model that is no model, has no MLP matrices to adapt (model folders:
+    read from the safetensors headers; 'smollm2' and .gguf files are checked when they load), or has no chat
+    template for --prompt-format chat (a folder's tokenizer files; SmolLM2 has one)."""
     from workbench.lm.models import SMOLLM2
 
     path = Path(model).expanduser()
@@ -159,6 +161,21 @@ def check_model(model: str) -> None:
     if not any("mlp" in k and len(s) == 2 and not k.endswith("bias") for k, s in shapes.items()):
         raise ValueError(f"--model {model} has no 2-D MLP weight matrices (no tensor name contains 'mlp'), so SVF "
                          "has nothing to adapt; give a transformer causal LM such as data/zoo/base or smollm2")
+    if prompt_format == "chat" and not _has_chat_template(path):
+        raise ValueError(f"--prompt-format chat needs a tokenizer with a chat template, and --model {model} has none "
+                         "(the zoo's character models read plain prompts: leave --prompt-format out; SmolLM2-Instruct "
+                         "has one: --model smollm2)")
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer carries a chat template (in tokenizer_config.json or a file of its own),
+    read without loading the tokenizer."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_adapter_model(model: str, adapter: str = "svf", *, rank: int = 4, device=None):

@@ -233,6 +233,9 @@ def _load_model(name_or_path: str, dtype: torch.dtype):
         model, tok = _from_gguf(path, dtype)
     elif path.is_dir():
         model, tok = _from_folder(path, dtype)
+    elif path.suffix in (".gguf", ".safetensors") or len(path.parts) > 1:  # meant as a path: say it is not there
+        raise ValueError(f"model {name_or_path!r}: no such {'file' if path.suffix else 'folder'}; give '{SMOLLM2}', "
+                         "a .gguf file or a local Hugging Face model folder")
     else:
         raise ValueError(f"unknown model {name_or_path!r}: give '{SMOLLM2}', a .gguf file or a local "
                          "Hugging Face model folder (build the zoo with `workbench zoo build --out DIR`)")

@@ -153,7 +153,7 @@ def load_zoo(path: str | Path) -> Zoo:
     missing = [n for n in names if not (path / n / "model.safetensors").is_file()]
     if missing:
         raise ValueError(f"zoo {path} lacks model folders {missing}; "
-                         f"rebuild it with `workbench zoo build --out {path}`")
+                         f"rebuild it with `workbench zoo build --out {path} --replace`")
     return Zoo(path, info, names)
 
 

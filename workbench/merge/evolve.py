@@ -88,8 +88,8 @@ class EvolveConfig:
         self.task_weights = [float(w) for w in self.task_weights] or [1.0] * len(self.tasks)
         if len(self.task_weights) != len(self.tasks) or not all(np.isfinite(self.task_weights)) \
                 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
-            raise ValueError(f"task weights must be {len(self.tasks)} non-negative finite numbers with a positive "
-                             f"sum, got {self.task_weights}")
+            raise ValueError(f"--task-weights: give {len(self.tasks)} (one per --tasks task, in order) non-negative "
+                             f"finite numbers with a positive sum, got {' '.join(map(str, self.task_weights))}")
         for name in ("iters", "pop", "n_eval", "n_test", "dfs_r", "chunk"):
             if int(getattr(self, name)) < 1:
                 flag = FLAGS.get(name, f"--{name.replace('_', '-')}")

@@ -33,13 +33,16 @@ class RecipeCMA:
         # CMA-ES needs the mean strictly inside the box
         lo, hi = bounds[:, 0], bounds[:, 1]
         mean = np.clip(mean, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))
-        if steps is None:
-            self.opt = CMA(mean=mean, sigma=sigma, bounds=bounds, population_size=population, seed=seed)
-            self.margin = False
-        else:
-            self.opt = CMAwM(mean=mean, sigma=sigma, bounds=bounds, steps=np.asarray(steps, np.float64),
-                             population_size=population, seed=seed)
-            self.margin = True
+        # populations below 4: cmaes divides by a rank-μ rate of 0 (μ_eff = 1) inside a min() that its other
+        # terms win, so the optimiser is sound and only the divide-by-zero warning is silenced
+        with np.errstate(divide="ignore"):
+            if steps is None:
+                self.opt = CMA(mean=mean, sigma=sigma, bounds=bounds, population_size=population, seed=seed)
+                self.margin = False
+            else:
+                self.opt = CMAwM(mean=mean, sigma=sigma, bounds=bounds, steps=np.asarray(steps, np.float64),
+                                 population_size=population, seed=seed)
+                self.margin = True
         self.population_size = self.opt.population_size
         self._pending: list[np.ndarray] = []   # CMAwM's continuous x of each asked genome, in order
         self.best_x = mean.copy()

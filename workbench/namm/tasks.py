@@ -145,7 +145,8 @@ def check_task_names(names) -> list[str]:
         raise ValueError(f"unknown NAMM task(s) {', '.join(map(repr, unknown))}: use --tasks with any of "
                          f"{', '.join(TASKS)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"tasks repeat: {names}")
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"--tasks: {twice!r} is listed twice; name each task once")
     return names
 
 

@@ -192,7 +192,9 @@ def new_search(cfg: NAMMTrainConfig):
     from cmaes import CMA, SepCMA
 
     cls = SepCMA if cfg.cma == "sep" else CMA
-    return cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop), seed=int(cfg.seed))
+    with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
+        return cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop),
+                   seed=int(cfg.seed))
 
 
 def denominator(full: list[float], prompts: list[int]) -> tuple[float, bool]:

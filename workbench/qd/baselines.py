@@ -215,7 +215,8 @@ def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict]) -> None:
 def report(runs: list[Run]) -> dict:
     """Several finished qd runs (e.g. seeds) side by side: per task and model, the test scores of each run,
     their mean, sample standard deviation, min and max; per baseline how many runs CycleQD's best beats it in,
-    with the mean ± std of the margin; and in how many runs that best model is a seed expert itself."""
+    with the mean ± std of the margin; and in how many runs that best model is a seed expert itself. `differs`
+    lists the settings other than the seed (and device, threads) in which the runs differ: their spread mixes them."""
     import json
 
     loaded = []
@@ -235,8 +236,16 @@ def report(runs: list[Run]) -> dict:
         return {"values": [float(x) for x in v], "mean": float(v.mean()),
                 "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}
 
-    out: dict = {"runs": [r.id for r in runs], "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
-                 "per_task": {}}
+    from workbench.compare import CONTEXT_KEYS, REPLICATE_KEYS, differing_settings
+
+    ids = [r.id for r in runs]
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once; give each run once")
+    # runs that differ by more than their seed (and where they ran) make a spread that mixes settings: said, not hidden
+    mixed = [k.removeprefix("config.") for k in differing_settings([{**r.info, "id": r.id} for r in runs])
+             if k not in REPLICATE_KEYS and k not in CONTEXT_KEYS]
+    out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
+                 "differs": mixed, "per_task": {}}
     for t in tasks:
         models = [m for m in loaded[0]["per_task"][t] if all(m in s["per_task"][t] for s in loaded)]
         entry = {m: stats([s["per_task"][t][m] for s in loaded]) for m in models}
