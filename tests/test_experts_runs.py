@@ -308,6 +308,11 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
                              max_position_embeddings=32, word_embed_proj_dim=16)).save_pretrained(opt)
     _refused(capsys, [*train, "--model", str(opt), "--task", "sort"], "no 2-D MLP weight matrices", runs)
     _refused(capsys, [*train, "--model", str(tmp_path / "nowhere"), "--task", "sort"], "not a model", runs)
+    # flags the run would not read: a rank without LoRA, few-shot settings without a few-shot target
+    _refused(capsys, [*train, "--model", base, "--task", "sort", "--rank", "8"],
+             "--rank is the rank of a LoRA adapter: give --adapter lora too", runs)
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--shots", "3", "--variant", "sigmoid"],
+             "--shots, --variant set(s) few-shot CEM mixing, which this run does not do", runs)
     # the chat format on a model whose tokenizer has no chat template: said before the model loads
     _refused(capsys, [*train, "--model", base, "--task", "sort", "--prompt-format", "chat"],
              f"--prompt-format chat needs a tokenizer with a chat template, and --model {base} has none", runs)

@@ -178,6 +178,8 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
         (["--models", "add", "--method", "slerp"], "invalid choice"),
         (["--models", "add", "--tasks", "juggling"], "unknown task 'juggling'"),
         (["--models", "add", "--task-weights", "1", "2"], "--task-weights: give 1 (one per --tasks task"),
+        (["--models", "add", "sort", "--r", "2"], "--r repeats DFS's layer list: it applies to --method dfs, not ties"),
+        (["--models", "add", "sort", "--method", "dfs", "--base", "base"], "has no base model: leave --base out"),
         (["--resume", "missing-run"], "no run 'missing-run'"),
         (["--resume", "x", "--trust-pickle"], "no run 'x'"),
     ]

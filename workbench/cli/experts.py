@@ -26,6 +26,9 @@ ADAPT_FIELDS = {"model": "model", "tasks": "tasks", "target": "target", "shots":
                 "pop": "pop", "alpha_per": "alpha", "variant": "variant", "strategies": "strategies", "n": "n",
                 "seed": "seed", "test_seed": "test_seed", "threads": "threads", "prompt_format": "prompt_format",
                 "stop_token": "stop_token"}
+#: the AdaptConfig fields that only few-shot mixing reads, and their flags
+FEW_SHOT_FLAGS = {"shots": "--shots", "cem_iters": "--cem-iters", "pop": "--pop", "alpha": "--alpha-per",
+                  "variant": "--variant"}
 # spelled out so that --help imports no torch (workbench.lm.tasks, workbench.experts.adapt / .run / .mixing)
 TASKS = ("add", "reverse", "sort", "recall", "brackets")
 CHAT_TASKS = ("larger",)  # workbench.lm.chat_tasks: for chat models (--prompt-format chat)
@@ -54,6 +57,8 @@ def cmd_train(args) -> int:
             raise ValueError("give --model (e.g. data/zoo/base) and --task (one of the zoo's tasks or classify), or "
                              "--resume RUN_ID")
         cfg = ExpertRunConfig(**{**given, "device": device})
+        if "rank" in given and cfg.adapter != "lora":  # an SVF expert has no rank: the flag would go unused
+            raise ValueError("--rank is the rank of a LoRA adapter: give --adapter lora too, or leave --rank out")
         check_model(cfg.model, cfg.prompt_format)
         total, task = cfg.iters, cfg.task
     with iteration_progress(f"experts train {task}", total, "val", _train_value, quiet=args.quiet) as on_iteration:
@@ -113,7 +118,13 @@ def cmd_adapt(args) -> int:
             raise ValueError("give --model (the experts' base model) and --experts RUN_ID|FILE …, or --resume RUN_ID")
         cfg = AdaptConfig(**{**given, "experts": resolve_experts(args.experts, args.runs), "device": device})
         check_model(cfg.model, cfg.prompt_format)
-        total = len(plan(cfg, read_experts(cfg.experts, cfg.target))[1])
+        strategies, units = plan(cfg, read_experts(cfg.experts, cfg.target))
+        unused = [FEW_SHOT_FLAGS[f] for f in FEW_SHOT_FLAGS if f in given] + (["--normalize"] if args.normalize else [])
+        if unused and "few-shot" not in strategies:
+            raise ValueError(f"{', '.join(unused)} set(s) few-shot CEM mixing, which this run does not do: give "
+                             "--target TASK (a task without an expert) and keep few-shot in --strategies, or leave "
+                             f"{'it' if len(unused) == 1 else 'them'} out")
+        total = len(units)
     from workbench.experts.adapt import adapt
 
     with iteration_progress("experts adapt", total, "", _adapt_value, quiet=args.quiet) as on_iteration:

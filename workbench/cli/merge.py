@@ -42,6 +42,10 @@ def cmd_evolve(args) -> int:
         if not args.models:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
         cfg = EvolveConfig(**{"zoo": ZOO, **given, "device": device})
+        if "dfs_r" in given and cfg.method != "dfs":  # flags another method reads would go unused
+            raise ValueError(f"--r repeats DFS's layer list: it applies to --method dfs, not {cfg.method}")
+        if "base" in given and cfg.method == "dfs":
+            raise ValueError("--method dfs stacks the source models' layers and has no base model: leave --base out")
         total = cfg.iters
         from workbench.lm.models import resolve_model
 
