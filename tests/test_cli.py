@@ -114,6 +114,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["serve", "--port", "70000"], "argument --port: give a whole number from 1 to 65535, got 70000"),
     (["serve", "--runs", "file.json"], "--runs file.json is a file; give the run store's folder"),
     (["serve", "--address", "nowhere.invalid"], "--address nowhere.invalid: not an address of this machine"),
+    (["serve", "--address", "::1"], "--address ::1: the dashboards' server (Bokeh) takes IPv4 addresses and names"),
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--c-oe", "0"],
+     "--c-oe 0 would leave an open-ended search without its objective"),
     (["screenshots", "--out", "file.json"], "--out file.json is a file; give a folder for the PNGs"),
     (["asal", "target", "--substrate", "lenia", "--thread", "2"], "workbench asal target: unrecognized arguments: "
                                                                   "--thread 2 (see workbench asal target --help)"),
@@ -146,6 +149,39 @@ def test_serve_refuses_a_port_in_use_before_it_says_serving():
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip() == f"error: port {port} is in use (another server?); give another --port, e.g. " \
                                  f"--port {port + 1}"
+
+
+def test_progress_waits_for_the_run_to_start(monkeypatch):
+    """The bar of a search appears when its run starts (on_start, or its first iteration); before that a transient
+    spinner stands in, so an error in the set-up is alone on the screen and a run that is done draws nothing."""
+    import io
+
+    from rich.console import Console
+
+    from workbench.cli import common
+
+    def shown(body) -> str:
+        out = io.StringIO()
+        monkeypatch.setattr(common, "err", Console(file=out, force_terminal=True, width=100, markup=False))
+        try:
+            with common.iteration_progress("asal target", 3, "loss", lambda row: f"{row['loss']:.2f}") as tick:
+                body(tick)
+        except ValueError:
+            pass
+        return out.getvalue()
+
+    def fails(tick):
+        raise ValueError("bad input found while setting up")
+
+    def runs(tick):
+        tick.start(None)
+        tick(1, 3, {"loss": 0.25})
+        tick(3, 3, {"loss": 0.125})
+
+    assert "0/3" not in shown(fails) and "setting up" in shown(fails)   # the spinner, never the bar
+    assert "0/3" not in shown(lambda tick: None)                         # a run done already: no bar
+    last = shown(runs).rsplit("\r", 1)[-1]
+    assert "3/3" in last and "loss 0.12" in last and "setting up" not in last
 
 
 def test_messages_keep_their_brackets(capsys):

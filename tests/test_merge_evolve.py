@@ -174,7 +174,8 @@ def test_the_merged_models_tokenizer_follows_tokenizer_source(quick_zoo):
 def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     base = ["merge", "evolve", "--zoo", str(quick_zoo), "--runs", str(tmp_path / "runs"), "--quiet", "--iters", "1"]
     cases = [
-        (["--models", "add", "nope"], "no model 'nope'"),
+        (["--models", "add", "nope"], "no model 'nope': neither"),
+        (["--models", "add", "nope"], "a model folder (the zoo at"),
         (["--models", "add", "--method", "slerp"], "invalid choice"),
         (["--models", "add", "--tasks", "juggling"], "unknown task 'juggling'"),
         (["--models", "add", "--task-weights", "1", "2"], "--task-weights: give 1 (one per --tasks task"),

@@ -136,7 +136,7 @@ def read_sweep_config(stored: dict) -> SweepConfig:
 def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = None, client=None,
               on_iteration: Callable[[int, int, dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, device: str | None = None,
-              command: str | None = None) -> Run:
+              command: str | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
     """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring)."""
     if resume is not None:
         run = store.open(resume)
@@ -160,6 +160,8 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = Non
         if state is None:
             state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),
                      "grid_scores": np.full(len(rules), np.nan)}
+        if on_start is not None:  # set up: the loop starts (a progress bar, a page showing the run)
+            on_start(run)
 
     def step(it: int) -> dict:
         lo, hi = it * cfg.batch, min((it + 1) * cfg.batch, len(rules))

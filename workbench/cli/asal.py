@@ -53,6 +53,9 @@ def cmd_asal(args) -> int:
 
         if args.substrate is None:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
+        if args.search == "openended" and args.c_oe == 0:  # SearchConfig reads c_oe 0 as "the default", 1
+            raise ValueError("--c-oe 0 would leave an open-ended search without its objective: give a weight > 0 "
+                             "(default: 1), or search for a prompt with workbench asal target")
         ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
                         bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
         if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
@@ -125,7 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="start at θ = 0 (default, the reference) or at a random initialisation drawn from --seed "
                             "(NCA and discrete NCA, Particle Life+: the networks' flax init; Particle Lenia: N(0, I))")
         a.add_argument("--c-softmax", type=float, help="weight of the softmax target loss (default: 0)")
-        a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0)")
+        a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0; openended: 1)")
         a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
         add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
         a.add_argument("--seed", type=SEED, help="default: 0")

@@ -128,7 +128,8 @@ def cmd_adapt(args) -> int:
     from workbench.experts.adapt import adapt
 
     with iteration_progress("experts adapt", total, "", _adapt_value, quiet=args.quiet) as on_iteration:
-        run = adapt(cfg, store, resume=resume, on_iteration=on_iteration, given=given, command=cli_command())
+        run = adapt(cfg, store, resume=resume, on_iteration=on_iteration, on_start=on_iteration.start, given=given,
+                    command=cli_command())
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "test_scores": info.get("test_scores")}))

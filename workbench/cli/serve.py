@@ -17,10 +17,21 @@ def check_serve(args) -> None:
 
     if Path(args.runs).exists() and not Path(args.runs).is_dir():
         raise ValueError(f"--runs {args.runs} is a file; give the run store's folder (default: runs)")
+    if ":" in args.address:  # Bokeh's list of allowed websocket origins cannot hold an IPv6 address ("host:port")
+        raise ValueError(f"--address {args.address}: the dashboards' server (Bokeh) takes IPv4 addresses and names, "
+                         "not IPv6 ones; give --address 127.0.0.1 (this machine only) or --address "
+                         "0.0.0.0 (every interface)")
     try:
-        with socket.create_server((args.address, args.port)):
-            pass  # the server binds it again at once (SO_REUSEADDR: no wait for this socket to time out)
-    except OSError as error:  # a name that does not resolve comes as an OSError with getaddrinfo's (negative) code
+        # every address the name stands for, each in its family (tornado binds them all: localhost is 127.0.0.1
+        # and ::1); the server binds them again at once (SO_REUSEADDR: no wait for these sockets to time out)
+        for family, kind, proto, _, where in socket.getaddrinfo(args.address or None, args.port,
+                                                                type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as tornado's bind_sockets
+                probe.bind(where)
+    except OSError as error:  # a name that does not resolve: a gaierror, with getaddrinfo's (negative) code
         if error.errno == errno.EADDRINUSE:
             raise ValueError(f"port {args.port} is in use (another server?); give another --port, e.g. "
                              f"--port {args.port + 1 if args.port < 65535 else 5006}") from None
@@ -38,7 +49,7 @@ def cmd_serve(args) -> int:
     from workbench.dashboards.app import PAGES, serve
 
     pages = ", ".join(f"/{p}" for p in PAGES)
-    err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)")
+    err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)", soft_wrap=True)
     serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show)
     return 0
 

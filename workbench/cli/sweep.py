@@ -57,7 +57,7 @@ def cmd_sweep(args) -> int:
         with iteration_progress("asal sweep", total, "loss", lambda row: f"{row['best_loss']:.4f}",
                                 quiet=args.quiet) as on_iteration:
             run = run_sweep(cfg, store, resume=resume, client=client, on_iteration=on_iteration, device=args.device,
-                            command=cli_command())
+                            command=cli_command(), on_start=on_iteration.start)
     finally:
         close_client(client)
     info = run.info

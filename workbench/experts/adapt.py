@@ -386,7 +386,7 @@ def resumed_units(run: Run) -> list[str]:
 @releases_claims
 def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *,
           on_iteration: Callable[[int, int, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          given: dict | None = None, command: str | None = None) -> Run:
+          on_start: Callable[[Run], None] | None = None, given: dict | None = None, command: str | None = None) -> Run:
     """Run (or resume) the adaptation evaluation (module doc); returns the run. Every refusal (bad settings,
     unreadable experts, an expert of the target, experts of another model, a run of another kind) comes before
     a run folder is created."""
@@ -429,6 +429,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *
                 state = {"iteration": 0, "metrics": [], "results": {}, "dispatch": {}, "few_shot": {}, "cem": None}
             scorer = Scorer(svf, experts, tasks, cfg.n, cfg.test_seed, prompt_format=cfg.prompt_format)
             step = _stepper(cfg, state, units, scorer)
+            if on_start is not None:  # set up: the loop starts (a progress bar, a page showing the run)
+                on_start(run)
         return checkpointed_loop(run, state, len(units), step, lambda: finish(run, cfg, state, tasks, experts),
                                  should_stop=should_stop, on_iteration=on_iteration)
 

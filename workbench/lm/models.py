@@ -194,7 +194,12 @@ def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
     path = inside if inside is not None and inside.is_dir() else Path(name)
     if not path.is_dir():
         where = f"neither {inside} nor {name} is" if inside is not None else f"{name} is not"
-        fix = f" (build a zoo with `workbench zoo build --out {models_dir}`)" if models_dir else ""
+        fix = ""
+        if models_dir and (Path(models_dir) / "zoo.json").is_file():  # a zoo, but not of this model
+            has = sorted(p.name for p in Path(models_dir).iterdir() if (p / "config.json").is_file())
+            fix = f" (the zoo at {models_dir} has {', '.join(has)})"
+        elif models_dir:
+            fix = f" (build a zoo with `workbench zoo build --out {models_dir}`)"
         raise ValueError(f"no model {name!r}: {where} a model folder{fix}")
     return path
 

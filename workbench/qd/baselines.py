@@ -216,7 +216,8 @@ def report(runs: list[Run]) -> dict:
     """Several finished qd runs (e.g. seeds) side by side: per task and model, the test scores of each run,
     their mean, sample standard deviation, min and max; per baseline how many runs CycleQD's best beats it in,
     with the mean ± std of the margin; and in how many runs that best model is a seed expert itself. `differs`
-    lists the settings other than the seed (and device, threads) in which the runs differ: their spread mixes them."""
+    lists the flags of the settings other than the seed (and device, threads) in which the runs differ: their spread
+    mixes them."""
     import json
 
     loaded = []
@@ -242,8 +243,11 @@ def report(runs: list[Run]) -> dict:
     if len(set(ids)) < len(ids):
         raise ValueError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once; give each run once")
     # runs that differ by more than their seed (and where they ran) make a spread that mixes settings: said, not hidden
+    from workbench.qd.run import FLAGS
+
     mixed = [k.removeprefix("config.") for k in differing_settings([{**r.info, "id": r.id} for r in runs])
              if k not in REPLICATE_KEYS and k not in CONTEXT_KEYS]
+    mixed = [FLAGS.get(k.split(".")[0], k) for k in mixed]  # as typed: --n-eval, --range (ranges.sort)
     out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
                  "differs": mixed, "per_task": {}}
     for t in tasks:
