@@ -437,6 +437,32 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
         ".hidden", "maps", "maps/gen2_archive_map.json"]
 
 
+def test_every_run_config_refuses_a_seed_numpy_cannot_take(tmp_path):
+    """A seed outside [0, 2³²) failed inside the run (NumPy's "Seed must be between 0 and 2**32 - 1"), after its
+    folder was made: a failed run left behind. Each run kind's config now refuses it first, naming --seed."""
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.asal.sweep import SweepConfig
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.run import ExpertRunConfig
+    from workbench.merge.evolve import EvolveConfig
+    from workbench.namm.train import NAMMTrainConfig
+
+    ev = EvalConfig("boids", "pixels", steps=10, frames=2)
+    makes = [lambda s: SearchConfig(kind="openended", eval=ev, seed=s), lambda s: SweepConfig(eval=ev, seed=s),
+             lambda s: EvolveConfig(zoo=str(tmp_path), models=["add"], seed=s),
+             lambda s: ExpertRunConfig(model="smollm2", task="add", seed=s),
+             lambda s: AdaptConfig(model="smollm2", experts=["e.safetensors"], seed=s),
+             lambda s: NAMMTrainConfig(seed=s)]
+    for make in makes:
+        for bad in (-1, 2 ** 32, 1.5, True):
+            with pytest.raises(ValueError, match=f"--seed must be a whole number from 0 to 4294967295.*got {bad!r}"):
+                make(bad)
+    with pytest.raises(ValueError, match="--test-seed must be a whole number"):
+        AdaptConfig(model="smollm2", experts=["e.safetensors"], test_seed=-1)
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_folder_built_aside_lands_whole_with_the_usual_permissions(tmp_path):
     """Model folders (a zoo, a generalist, a merge, an export) are built in a staging folder and moved into place:
     mkdtemp makes it 0700 and safetensors writes 0600 files, so without replace_dir's chmod a demo's generalist was

@@ -30,6 +30,7 @@ from workbench.runs import (
     RunError,
     RunStore,
     check_resume,
+    check_seed,
     checkpointed_loop,
     flat_config,
     releases_claims,
@@ -75,6 +76,7 @@ class SearchConfig:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        check_seed(self.seed)
         if isinstance(self.eval, dict):
             self.eval = EvalConfig(**self.eval)
         if self.kind not in KINDS:

@@ -31,6 +31,7 @@ from workbench.runs import (
     RunError,
     RunStore,
     check_resume,
+    check_seed,
     checkpointed_loop,
     flat_config,
     releases_claims,
@@ -57,6 +58,7 @@ class SweepConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_seed(self.seed)
         if isinstance(self.eval, dict):
             self.eval = EvalConfig(**self.eval)
         if self.eval.substrate != "gol":

@@ -29,7 +29,12 @@ class Parser(argparse.ArgumentParser):
         # unknown flags are the command's business: name it (`workbench asal target`), not the top parser
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            getattr(parsed, "parser", self).error(f"unrecognized arguments: {' '.join(extra)}")
+            owner = getattr(parsed, "parser", self)
+            tokens = list(sys.argv[1:] if args is None else args)
+            command = getattr(parsed, "command", None)
+            if command in tokens and extra[0] in tokens and tokens.index(extra[0]) < tokens.index(command):
+                owner = self  # typed before the command: `workbench --bogus asal …`
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 

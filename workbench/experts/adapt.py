@@ -56,6 +56,7 @@ from workbench.runs import (
     RunStore,
     as_run_did,
     check_resume,
+    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -105,6 +106,8 @@ class AdaptConfig:
     device: str | None = None
 
     def __post_init__(self):
+        check_seed(self.seed)
+        check_seed(self.test_seed, '--test-seed')
         from workbench.experts.mixing import VARIANTS
         from workbench.experts.train import check_chat_tasks, check_prompt_format, check_stop_token
         from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS

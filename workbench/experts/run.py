@@ -40,6 +40,7 @@ from workbench.runs import (
     RunStore,
     as_run_did,
     check_resume,
+    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -99,6 +100,7 @@ class ExpertRunConfig:
     device: str | None = None
 
     def __post_init__(self):
+        check_seed(self.seed)
         from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format, check_stop_token
 
         check_expert_task(self.task)

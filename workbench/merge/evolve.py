@@ -40,6 +40,7 @@ from workbench.runs import (
     RunError,
     RunStore,
     check_resume,
+    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -72,6 +73,7 @@ class EvolveConfig:
     device: str | None = None                  # "cpu", "cuda", "cuda:N"; None: the GPU when the process sees one
 
     def __post_init__(self):
+        check_seed(self.seed)
         from workbench.lm.tasks import TASKS, check_tasks
 
         methods = (*PS_METHODS, "dfs")

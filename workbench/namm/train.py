@@ -57,6 +57,7 @@ from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
 from workbench.namm.tasks import check_task_names
+from workbench.runs import check_seed
 from workbench.threads import torch_threads
 
 CMA_VARIANTS = ("sep", "full")
@@ -113,6 +114,7 @@ class NAMMTrainConfig:
     device: str | None = None
 
     def __post_init__(self):
+        check_seed(self.seed)
         self.tasks = check_task_names(self.tasks)
         for name in ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"):
             value = getattr(self, name)
