@@ -24,7 +24,7 @@ class AtlasModel(param.Parameterized):
     runs_dir = param.String(default="runs")
     run_id = param.Selector(default=None, objects=[])
     projection = param.Selector(default="pca", objects=list(PROJECTIONS))
-    seed = param.Integer(default=0, bounds=(0, None))
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds (the run configs check it too)
     selected = param.Integer(default=-1, doc="population index of the clicked cell (-1: none)")
     message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
     revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")

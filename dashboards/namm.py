@@ -63,7 +63,7 @@ class NAMMExplorer(param.Parameterized):
     model_name = param.String(default=tr.TINY, doc="tiny, smollm2 or a Hugging Face model folder")
     policy = param.Selector(default="namm", objects=list(tr.POLICIES))
     theta = param.String(default="random", doc="zeros (keeps all), random, or the id of a namm run")
-    seed = param.Integer(default=0, doc="seed of a random θ")
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1), doc="seed of a random θ")
     scale = param.Number(default=0.065, bounds=(0, None), doc="σ of a random θ")
     strict = param.Boolean(default=False, doc="NAMM's strict-per-head variant (fill tokens masked)")
     budget = param.Integer(default=64, bounds=(2, None), doc="tokens a baseline keeps")

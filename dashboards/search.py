@@ -221,7 +221,7 @@ class SearchModel(param.Parameterized):
     frames = param.Integer(default=4, bounds=(1, None))
     bs = param.Integer(default=1, bounds=(1, None), label="BS", doc="initial-state seeds averaged per θ")
     target_image = param.String(default="", doc="target image file (instead of a prompt)")
-    seed = param.Integer(default=0, bounds=(0, None))
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds (the run configs check it too)
     init = param.Selector(default="zero", objects=list(INITS),
                           doc="start at θ = 0 (the reference) or at the substrate's random initialisation (--init)")
     runs_dir = param.String(default="runs")
