@@ -185,6 +185,25 @@ def test_progress_waits_for_the_run_to_start(monkeypatch):
     assert "3/3" in last and "loss 0.12" in last and "setting up" not in last
 
 
+def test_one_shot_work_shows_a_bar_on_a_terminal_only(monkeypatch):
+    """Evaluations (zoo eval, experts eval, merge apply --eval) show "loading …" then a bar of prompts on a terminal;
+    piped or in scripts, nothing but their JSON line."""
+    import io
+
+    from rich.console import Console
+
+    from workbench.cli import common
+
+    for terminal in (True, False):
+        out = io.StringIO()
+        monkeypatch.setattr(common, "err", Console(file=out, force_terminal=terminal, width=100, markup=False))
+        with common.work_progress("zoo eval", 10, loading="smollm2") as advance:
+            advance(4)
+            advance(6)
+        shown = out.getvalue()
+        assert ("10/10" in shown.rsplit("\r", 1)[-1] and "loading smollm2" in shown) if terminal else shown == ""
+
+
 def test_messages_keep_their_brackets(capsys):
     """Users' values in square brackets ("--tasks [add, sort]") were read by rich as markup and vanished."""
     from workbench.cli.common import say

@@ -301,6 +301,23 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
     assert main(["zoo", "eval", str(tmp_path / "missing")]) == 2
 
 
+def test_evaluation_reports_its_progress_prompt_by_prompt(quick_zoo):
+    """The CLI's evaluation bars count prompts: every prompt once, in batches, the scores unchanged."""
+    from workbench.lm.evaluate import evaluate
+    from workbench.lm.zoo import load_zoo
+
+    zoo = load_zoo(quick_zoo)
+    model, tok = zoo.model("sort", device="cpu"), zoo.tokenizer()
+    steps: list[int] = []
+    scored = evaluate(model, tok, ["add", "sort"], n=8, batch_size=3, device="cpu", progress=steps.append)
+    assert steps == [3, 3, 2, 3, 3, 2] and scored == evaluate(model, tok, ["add", "sort"], n=8, device="cpu")
+    forced: list[int] = []
+    from workbench.lm.evaluate import HeldoutSets
+
+    HeldoutSets(tok, ["add", "sort"], n=8).score(model, "forced", progress=forced.append)
+    assert forced == [8, 8]
+
+
 def test_zoo_eval_prints_only_its_json(quick_zoo):
     """No third-party noise (transformers' FutureWarnings, shard bars) around the one JSON line."""
     import json

@@ -164,6 +164,40 @@ def close_client(client) -> None:
 
 
 @contextlib.contextmanager
+def work_progress(description: str, total: int, loading: str | None = None):
+    """Progress of one-shot work (an evaluation) on a terminal: a transient "loading …" spinner while `loading`
+    is given and advance() not yet called, then a bar of `total` items; yields advance(k). Where stderr is no
+    terminal (scripts, pipes, tests) nothing is drawn: they read the command's one JSON line."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    shown = err.is_terminal
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not shown)
+    task = bar.add_task(description, total=total)
+    spinner = err.status(f"{description}: loading {loading} …") if shown and loading else None
+    started = False
+
+    def advance(k: int) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            if spinner is not None:
+                spinner.stop()
+            bar.start()
+        bar.advance(task, k)
+
+    if spinner is not None:
+        spinner.start()
+    try:
+        yield advance
+    finally:
+        if started:
+            bar.stop()
+        elif spinner is not None:
+            spinner.stop()
+
+
+@contextlib.contextmanager
 def iteration_progress(description: str, total: int | None, label: str, value: Callable[[dict], str],
                        quiet: bool = False):
     """A rich progress bar (count, `label value`, elapsed, ETA) on stderr for a search loop; yields the

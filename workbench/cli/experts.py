@@ -14,6 +14,7 @@ from workbench.cli.common import (
     finite,
     iteration_progress,
     resumed_run,
+    work_progress,
 )
 
 #: `experts train` flags (dest) whose parser default is None, and the ExpertRunConfig fields they set.
@@ -209,7 +210,7 @@ def cmd_eval(args) -> int:
     from workbench.lm.models import load_model
     from workbench.threads import torch_threads
 
-    with torch_threads(args.threads):
+    with torch_threads(args.threads), work_progress("experts eval", len(tasks), loading=args.model) as advance:
         net, tok = load_model(args.model, device=device)
         svf = SVFModel(net, tok)
         if experts is not None:
@@ -217,9 +218,12 @@ def cmd_eval(args) -> int:
         scorer = Scorer(svf, experts or _no_experts(), tasks, args.n, args.test_seed)
         if alpha is not None:
             svf.apply_mixture(list(experts.task_experts.values()), alpha, variant=args.variant)
-            acc = {t: float(np.mean(scorer.correct(ex, t))) for t, ex in scorer.test.items()}
-        else:
-            acc = scorer.tasks_accuracy(next(iter(experts.task_experts.values())) if experts else None)
+        else:  # as Scorer.tasks_accuracy, a task at a time for the bar
+            svf.apply(next(iter(experts.task_experts.values())) if experts else None)
+        acc = {}
+        for t, ex in scorer.test.items():
+            acc[t] = float(np.mean(scorer.correct(ex, t)))
+            advance(1)
     print(json.dumps({"model": args.model, "experts": [str(p) for p in experts.paths] if experts else [],
                       "alpha": None if alpha is None else alpha.tolist(), "accuracy": acc}))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from workbench.cli.common import (
+    POSITIVE,
     SEED,
     WORKERS,
     add_device_argument,
@@ -15,6 +16,7 @@ from workbench.cli.common import (
     iteration_progress,
     resumed_run,
     say,
+    work_progress,
 )
 
 #: `workbench merge evolve` flags whose parser default is None, so that a --resume can tell the flags given
@@ -92,8 +94,6 @@ def cmd_apply(args) -> int:
 
         for task in args.eval if args.eval != ["all"] else []:
             get_task(task)  # the evaluation's own error for an unknown task
-        if args.n < 1:
-            raise ValueError(f"--n must be at least 1 (prompts per task), got {args.n}")
     out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
     if args.eval:
@@ -101,9 +101,10 @@ def cmd_apply(args) -> int:
         from workbench.lm.tasks import TASKS
         from workbench.merge.apply import load_merged
 
-        model, tok = load_merged(out, device=device)
-        result["accuracy"] = evaluate(model, tok, args.eval if args.eval != ["all"] else list(TASKS), n=args.n,
-                                      device=device)
+        tasks = args.eval if args.eval != ["all"] else list(TASKS)
+        with work_progress("merge eval", args.n * len(tasks), loading="the merge") as advance:
+            model, tok = load_merged(out, device=device)
+            result["accuracy"] = evaluate(model, tok, tasks, n=args.n, device=device, progress=advance)
     print(json.dumps(result))
     return 0
 
@@ -149,6 +150,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("--out", required=True, help="new folder for the merged model")
     ap.add_argument("--seed", type=SEED, default=0, help="seed of DARE's random drops")
     ap.add_argument("--eval", nargs="+", metavar="TASK", help="also score the merge on these tasks ('all')")
-    ap.add_argument("--n", type=int, default=128, help="prompts per task for --eval")
+    ap.add_argument("--n", type=POSITIVE, default=128, help="prompts per task for --eval")
     add_device_argument(ap)
     ap.set_defaults(func=cmd_apply)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device
+from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device, work_progress
 
 
 def cmd_zoo_build(args) -> int:
@@ -46,9 +46,11 @@ def cmd_zoo_eval(args) -> int:
     device = check_device(args.device)
     tasks = check_tasks(args.tasks or TASKS)
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    model, tok = load_model(args.model, device=device)
-    print(json.dumps(evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                              device=device)))
+    with work_progress("zoo eval", args.n * len(tasks), loading=args.model) as advance:
+        model, tok = load_model(args.model, device=device)
+        acc = evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size, device=device,
+                       progress=advance)
+    print(json.dumps(acc))
     return 0
 
 

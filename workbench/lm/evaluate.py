@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
@@ -93,10 +93,11 @@ class HeldoutSets:
             examples = sorted(heldout(name, n, seed), key=lambda ex: len(ex[0]))
             self.items[name] = ([_encode(tokenizer, p) for p, _ in examples], [a for _, a in examples])
 
-    def score(self, model, method: str = "greedy") -> dict[str, float]:
-        """Accuracy per task of `model`, on the device its weights are on."""
+    def score(self, model, method: str = "greedy", progress: Callable[[int], None] | None = None) -> dict[str, float]:
+        """Accuracy per task of `model`, on the device its weights are on. progress(k), if given, is called as each
+        batch of k prompts is scored (greedy) or each task's (forced)."""
         if method == "forced":
-            return self._forced(model)
+            return self._forced(model, progress)
         if method != "greedy":
             raise ValueError(f"method must be 'greedy' or 'forced', got {method!r}")
         acc = {}
@@ -107,11 +108,13 @@ class HeldoutSets:
             for i in range(0, len(prompts), self.batch_size):
                 outs += greedy(model, prompts[i: i + self.batch_size], max_new, pad_id=self.pad_id,
                                eos_id=self.tokenizer.eos_token_id)
+                if progress is not None:
+                    progress(len(prompts[i: i + self.batch_size]))
             acc[name] = exact_match([self.tokenizer.decode(o, skip_special_tokens=True) for o in outs], answers)
         return acc
 
     @torch.inference_mode()
-    def _forced(self, model) -> dict[str, float]:
+    def _forced(self, model, progress: Callable[[int], None] | None = None) -> dict[str, float]:
         if not hasattr(self, "_teacher"):  # right-padded prompt+answer+eos rows and the answer-position masks
             eos, self._teacher = self.tokenizer.eos_token_id, {}
             for name in self.tasks:
@@ -132,15 +135,19 @@ class HeldoutSets:
                 pred = model(input_ids=b).logits[:, :-1].argmax(-1)
                 hits.append(((pred == b[:, 1:]) | ~c).all(1))
             acc[name] = float(torch.cat(hits).float().mean())
+            if progress is not None:
+                progress(len(ids))
         return acc
 
 
 def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
-             method: str = "greedy", device: str | torch.device | None = None) -> dict[str, float]:
+             method: str = "greedy", device: str | torch.device | None = None,
+             progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`).
-    The model is moved to `device` (in place, as Module.to does; default: resolve_device(None))."""
+    The model is moved to `device` (in place, as Module.to does; default: resolve_device(None)). progress(k): see
+    HeldoutSets.score (n × len(tasks) prompts in all)."""
     model.to(resolve_device(device)).eval()
-    return HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size).score(model, method)
+    return HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size).score(model, method, progress)
 
 
 class StateDictEvaluator:
