@@ -202,7 +202,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                                                                           "UMAP": "umap"},
                                              value=model.projection, color="primary", variant="outline",
                                              sizing_mode="stretch_width")
-    seed = pn.widgets.IntInput(label="Seed", value=model.seed, start=0, sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput(label="Seed", value=model.seed, start=0, end=2 ** 32 - 1, sizing_mode="stretch_width")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
 
     async def relayout(event):

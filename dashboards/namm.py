@@ -464,7 +464,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                                               "H2O (heavy hitters + recent)": "h2o"}, value=model.policy,
                       sizing_mode="stretch_width")
     theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
-    seed = w.IntInput(label="seed (random θ)", value=model.seed, sizing_mode="stretch_width")
+    seed = w.IntInput(label="seed (random θ)", value=model.seed, start=0, end=2 ** 32 - 1, sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
     budget = w.IntInput(label="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
     chat = w.Checkbox(label="chat template (when the model has one)", value=model.chat)

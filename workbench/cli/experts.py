@@ -210,7 +210,7 @@ def cmd_eval(args) -> int:
     from workbench.lm.models import load_model
     from workbench.threads import torch_threads
 
-    with torch_threads(args.threads), work_progress("experts eval", len(tasks), loading=args.model) as advance:
+    with torch_threads(args.threads), work_progress("experts eval", len(set(tasks)), loading=args.model) as advance:
         net, tok = load_model(args.model, device=device)
         svf = SVFModel(net, tok)
         if experts is not None:

@@ -179,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default: cuda)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    from workbench.runs import check_seed
+
+    try:
+        check_seed(args.seed)  # the recipe's EvolveConfig would refuse it, minutes in, after two zoo builds
+    except ValueError as error:
+        parser.error(str(error))
     print(json.dumps(bench_lm_device(args.device, args.seed)))
     return 0
 
