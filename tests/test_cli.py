@@ -121,6 +121,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "target", "--substrate", "lenia", "--thread", "2"], "workbench asal target: unrecognized arguments: "
                                                                   "--thread 2 (see workbench asal target --help)"),
     (["--bogus", "asal", "target"], "error: workbench: unrecognized arguments: --bogus (see workbench --help)"),
+    (["asal", "--bogus", "target"], "error: workbench asal: unrecognized arguments: --bogus (see workbench asal "
+                                    "--help)"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],
      "--trust-pickle only applies to --resume ID"),
     (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--init", "random"],

@@ -29,13 +29,26 @@ class Parser(argparse.ArgumentParser):
         # unknown flags are the command's business: name it (`workbench asal target`), not the top parser
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            owner = getattr(parsed, "parser", self)
-            tokens = list(sys.argv[1:] if args is None else args)
-            command = getattr(parsed, "command", None)
-            if command in tokens and extra[0] in tokens and tokens.index(extra[0]) < tokens.index(command):
-                owner = self  # typed before the command: `workbench --bogus asal …`
-            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+            self._owner(getattr(parsed, "parser", self), list(sys.argv[1:] if args is None else args),
+                        extra[0]).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
+
+    def _owner(self, deepest: argparse.ArgumentParser, tokens: list[str], flag: str) -> argparse.ArgumentParser:
+        """The parser of the (sub)command an unknown flag was typed under: `workbench --bogus asal target` is the
+        top parser's, `workbench asal --bogus target` the asal group's, `workbench asal target --bogus` target's."""
+        chain, parser = [self], self
+        for name in deepest.prog.split()[1:]:  # the command names, from the top: "asal", "target"
+            action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            parser = action.choices[name]
+            chain.append(parser)
+        at, level = tokens.index(flag) if flag in tokens else len(tokens), 0
+        for name in deepest.prog.split()[1:]:  # how many command names come before the flag
+            where = tokens.index(name) if name in tokens else len(tokens)
+            if where > at:
+                break
+            level, tokens = level + 1, tokens[where + 1:]
+            at -= where + 1
+        return chain[level]
 
 
 def build_parser() -> argparse.ArgumentParser:
