@@ -278,6 +278,23 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
 
 # --- the one-shot replay behind the kvpress press, the press, bench namm -------------------------------------
 
+def test_length_errors_on_a_short_window_name_a_length_that_works_or_say_none_does(tmp_path):
+    """On a model with a short window, "use a shorter --length" and "--length is too short for the task" sent users
+    from one to the other: each now names a --length that passes, or says the task cannot fit the window."""
+    from workbench.cli.namm import check_prompts
+    from workbench.namm.models import tiny_llama
+
+    short = str(tiny_llama(tmp_path / "w96", SEED, window=96))
+    for length in (30, 300):
+        with pytest.raises(ValueError, match=r"task 'passkey' needs prompts of \d+ tokens or more, beyond the window "
+                                             r"of --model .*\(96 positions\): leave passkey out of --tasks"):
+            check_prompts(short, ["passkey"], length, 4, 0, 8)
+    wider = str(tiny_llama(tmp_path / "w400", SEED, window=400))
+    with pytest.raises(ValueError, match=r"longer than the window .*\(400 positions\): use --length \d+ or less") as e:
+        check_prompts(wider, ["passkey"], 600, 4, 0, 8)
+    check_prompts(wider, ["passkey"], int(str(e.value).split("--length ")[1].split()[0]), 4, 0, 8)  # it passes
+
+
 def test_one_shot_replay_keeps_what_the_evicting_cache_keeps_in_layer_0(tiny):
     from workbench.namm import EvictionCache, NAMMPolicy, forward
     from workbench.namm.cache import model_shape

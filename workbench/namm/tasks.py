@@ -55,6 +55,14 @@ LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
 ANSWER_ONLY = "Answer with the number only."
 
 
+class PromptTooShort(ValueError):
+    """--length below what a task's facts and question alone take; `needed` is the length to ask for instead."""
+
+    def __init__(self, message: str, task: str, needed: int):
+        super().__init__(message)
+        self.task, self.needed = task, needed
+
+
 @dataclass(frozen=True)
 class Example:
     """One prompt: its token ids (what the model reads), the exact answer and the prompt text."""
@@ -178,8 +186,8 @@ def make_example(task: str, tokenizer, length: int, seed: int, index: int, split
     base = sum(len(_encode(tokenizer, part))
                for part in _render(tokenizer, " ".join([*spec.facts, *spec.extra_filler]), spec))
     if base >= length:
-        raise ValueError(f"--length {length} is too short for task {task!r}: its facts and question alone take "
-                         f"{base} tokens; use --length {base + 64} or more")
+        raise PromptTooShort(f"--length {length} is too short for task {task!r}: its facts and question alone take "
+                             f"{base} tokens; use --length {base + 64} or more", task, base + 64)
     # filler sentences until the prompt reaches `length` tokens (counted per sentence: within one sentence)
     sentences, tokens = [], base
     while tokens < length:
