@@ -58,7 +58,6 @@ def finite(text: str) -> float:
 
 #: the argparse types of the flags every command shares
 POSITIVE = whole(1)
-NONNEGATIVE = whole(0)
 SEED = whole(0, 2 ** 32 - 1, " (NumPy's seeds)")
 WORKERS = whole(1, why=" (leave --workers out to evaluate in this process)")
 PORT = whole(1, 65535)

@@ -22,8 +22,8 @@ def check_serve(args) -> None:
                          "not IPv6 ones; give --address 127.0.0.1 (this machine only) or --address "
                          "0.0.0.0 (every interface)")
     try:
-        # every address the name stands for, each in its family (tornado binds them all: localhost is 127.0.0.1
-        # and ::1); the server binds them again at once (SO_REUSEADDR: no wait for these sockets to time out)
+        # every address the name resolves to, each in its family, as tornado's bind_sockets will bind them; the
+        # server binds them again at once (SO_REUSEADDR: no wait for these sockets to time out)
         for family, kind, proto, _, where in socket.getaddrinfo(args.address or None, args.port,
                                                                 type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
             with socket.socket(family, kind, proto) as probe:
