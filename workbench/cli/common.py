@@ -63,6 +63,20 @@ WORKERS = whole(1, why=" (leave --workers out to evaluate in this process)")
 PORT = whole(1, 65535)
 
 
+def note_quick_zoo(path: str) -> None:
+    """A smoke-test zoo (`zoo build --quick`) evolves and cycles, but what comes of it means nothing: say so before
+    the run (a folder that is no zoo: the run's config checks say what is wrong)."""
+    from pathlib import Path
+
+    if not (Path(path) / "zoo.json").is_file():
+        return
+    from workbench.lm.zoo import load_zoo
+
+    warning = load_zoo(path).quick_warning()
+    if warning:
+        say("note", warning)
+
+
 def check_out_file(path: str | None, flag: str = "--out") -> None:
     """One ValueError naming the flag for an output file that cannot be written: a folder, or a file in a folder
     that does not exist (checked before the work, not found after it)."""
@@ -133,9 +147,8 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
 
 
 def dask_client(args):
-    """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None."""
-    if args.workers is not None and args.dask:
-        raise ValueError("give --workers N or --dask ADDRESS, not both")
+    """A Dask client for --workers N (a LocalCluster) or --dask ADDRESS, else None (resumed_run, called first,
+    refused both at once)."""
     if args.workers is not None:
         from workbench.scale import local_client
 
@@ -163,6 +176,31 @@ def close_client(client) -> None:
 
 
 @contextlib.contextmanager
+def _spinner_then_bar(bar, spinner):
+    """A transient spinner (None: none) until start() is first called, then `bar` (a rich Progress) until the block
+    ends; yields start. rich shows one live display at a time, so the spinner stops before the bar starts."""
+    started = False
+
+    def start(*_) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            if spinner is not None:
+                spinner.stop()
+            bar.start()
+
+    if spinner is not None:
+        spinner.start()
+    try:
+        yield start
+    finally:
+        if started:
+            bar.stop()
+        elif spinner is not None:
+            spinner.stop()
+
+
+@contextlib.contextmanager
 def work_progress(description: str, total: int, loading: str | None = None):
     """Progress of one-shot work (an evaluation) on a terminal: a transient "loading …" spinner while `loading`
     is given and advance() not yet called, then a bar of `total` items; yields advance(k). Where stderr is no
@@ -174,26 +212,13 @@ def work_progress(description: str, total: int, loading: str | None = None):
                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not shown)
     task = bar.add_task(description, total=total)
     spinner = err.status(f"{description}: loading {loading} …") if shown and loading else None
-    started = False
+    with _spinner_then_bar(bar, spinner) as start:
 
-    def advance(k: int) -> None:
-        nonlocal started
-        if not started:
-            started = True
-            if spinner is not None:
-                spinner.stop()
-            bar.start()
-        bar.advance(task, k)
+        def advance(k: int) -> None:
+            start()
+            bar.advance(task, k)
 
-    if spinner is not None:
-        spinner.start()
-    try:
         yield advance
-    finally:
-        if started:
-            bar.stop()
-        elif spinner is not None:
-            spinner.stop()
 
 
 @contextlib.contextmanager
@@ -211,27 +236,11 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
                    console=err, disable=quiet)
     task = bar.add_task(description, total=total, value="–")
     spinner = None if quiet else err.status(f"{description}: setting up …")
-    started = False
+    with _spinner_then_bar(bar, spinner) as start:
 
-    def start(run=None) -> None:
-        nonlocal started
-        if not started:
-            started = True
-            if spinner is not None:
-                spinner.stop()  # rich shows one live display at a time
-            bar.start()
+        def on_iteration(done: int, total: int, row: dict) -> None:
+            start()
+            bar.update(task, completed=done, total=total, value=value(row))
 
-    def on_iteration(done: int, total: int, row: dict) -> None:
-        start()
-        bar.update(task, completed=done, total=total, value=value(row))
-
-    on_iteration.start = start
-    if spinner is not None:
-        spinner.start()
-    try:
+        on_iteration.start = start  # the drivers' on_start(run)
         yield on_iteration
-    finally:
-        if started:
-            bar.stop()
-        elif spinner is not None:
-            spinner.stop()

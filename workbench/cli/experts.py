@@ -218,12 +218,9 @@ def cmd_eval(args) -> int:
         scorer = Scorer(svf, experts or _no_experts(), tasks, args.n, args.test_seed)
         if alpha is not None:
             svf.apply_mixture(list(experts.task_experts.values()), alpha, variant=args.variant)
-        else:  # as Scorer.tasks_accuracy, a task at a time for the bar
+        else:
             svf.apply(next(iter(experts.task_experts.values())) if experts else None)
-        acc = {}
-        for t, ex in scorer.test.items():
-            acc[t] = float(np.mean(scorer.correct(ex, t)))
-            advance(1)
+        acc = scorer.accuracy(progress=advance)
     print(json.dumps({"model": args.model, "experts": [str(p) for p in experts.paths] if experts else [],
                       "alpha": None if alpha is None else alpha.tolist(), "accuracy": acc}))
     return 0

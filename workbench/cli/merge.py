@@ -14,8 +14,8 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    note_quick_zoo,
     resumed_run,
-    say,
     work_progress,
 )
 
@@ -53,7 +53,7 @@ def cmd_evolve(args) -> int:
 
         for name in dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]):
             resolve_model(name, cfg.zoo)  # a missing model is one error before a progress bar starts
-        _note_quick_zoo(cfg.zoo)
+        note_quick_zoo(cfg.zoo)
     client = dask_client(args)
     try:
         with iteration_progress("merge evolve", total, "fitness", lambda row: f"{-row['best_loss']:.3f}",
@@ -70,19 +70,6 @@ def cmd_evolve(args) -> int:
                       "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
                       "test_scores": info.get("test_scores")}))
     return 0
-
-
-def _note_quick_zoo(path: str) -> None:
-    """A smoke-test zoo (`zoo build --quick`) evolves, but its merges mean nothing: say so before the run."""
-    from pathlib import Path
-
-    if not (Path(path) / "zoo.json").is_file():
-        return  # not a zoo folder: EvolveConfig's checks say what is wrong
-    from workbench.lm.zoo import load_zoo
-
-    warning = load_zoo(path).quick_warning()
-    if warning:
-        say("note", warning)
 
 
 def cmd_apply(args) -> int:

@@ -15,6 +15,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    note_quick_zoo,
     resumed_run,
     say,
 )
@@ -73,7 +74,7 @@ def cmd_cycle(args) -> int:
         cfg = QDRunConfig(**{**given, "ranges": ranges, "device": device})
         check_inputs(cfg)
         total, tasks = cfg.gens + 1, cfg.tasks
-        _note_quick_zoo(cfg.zoo)
+        note_quick_zoo(cfg.zoo)
     client = dask_client(args)
     try:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
@@ -88,18 +89,6 @@ def cmd_cycle(args) -> int:
                       "qd_score": None if info["best_loss"] is None else -info["best_loss"],
                       "test_scores": info.get("test_scores")}))
     return 0
-
-
-def _note_quick_zoo(path: str) -> None:
-    from pathlib import Path
-
-    if not (Path(path) / "zoo.json").is_file():
-        return
-    from workbench.lm.zoo import load_zoo
-
-    warning = load_zoo(path).quick_warning()
-    if warning:
-        say("note", warning)
 
 
 def cmd_report(args) -> int:

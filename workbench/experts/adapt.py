@@ -296,7 +296,16 @@ class Scorer:
     def tasks_accuracy(self, params: dict | None) -> dict[str, float]:
         """Accuracy per task with one expert (None: the base) applied to every prompt."""
         self.svf.apply(params)
-        return {t: float(np.mean(self.correct(ex, t))) for t, ex in self.test.items()}
+        return self.accuracy()
+
+    def accuracy(self, progress: Callable[[int], None] | None = None) -> dict[str, float]:
+        """Accuracy per test task of the weights now in the model (an expert, a mixture); progress(1) after each."""
+        out = {}
+        for task, examples in self.test.items():
+            out[task] = float(np.mean(self.correct(examples, task)))
+            if progress is not None:
+                progress(1)
+        return out
 
     def dispatch(self, dispatcher: dict | None, prompt_format: str) -> tuple[dict[str, float], dict]:
         """Two passes: classify every test prompt with `dispatcher` applied (None: the base), then answer each
