@@ -109,6 +109,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "namm", "--policy", "p.safetensors", "--run", "r"], "give --policy FILE or --run ID, not both"),
     (["asal", "illuminate", "--substrate", "lenia", "--fm", "pixels", "--workers", "0"],
      "argument --workers: give a whole number of at least 1 (leave --workers out"),
+    (["asal", "illuminate", "--substrate", "lenia", "--fm", "pixels", "--workers", "2", "--dask", "tcp://127.0.0.1:9"],
+     "give --workers N or --dask ADDRESS, not both"),
     (["zoo", "eval", "smollm2", "--batch-size", "0"], "argument --batch-size: give a whole number of at least 1"),
     (["figure", "video", "some-run", "--out", "v.mp4", "--steps", "0"], "argument --steps: give a whole number"),
     (["serve", "--port", "70000"], "argument --port: give a whole number from 1 to 65535, got 70000"),
