@@ -13,10 +13,10 @@ def check_serve(args) -> None:
     port that is taken, before Panel loads and the "serving" line promises a server."""
     import errno
     import socket
-    from pathlib import Path
 
-    if Path(args.runs).exists() and not Path(args.runs).is_dir():
-        raise ValueError(f"--runs {args.runs} is a file; give the run store's folder (default: runs)")
+    from workbench.runs import RunStore
+
+    RunStore(args.runs)  # a --runs that is a file: the run store's own error
     if ":" in args.address:  # Bokeh's list of allowed websocket origins cannot hold an IPv6 address ("host:port")
         raise ValueError(f"--address {args.address}: the dashboards' server (Bokeh) takes IPv4 addresses and names, "
                          "not IPv6 ones; give --address 127.0.0.1 (this machine only) or --address "
@@ -61,8 +61,10 @@ def cmd_screenshots(args) -> int:
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder for the PNGs (default: docs/screenshots)")
-    if args.runs is not None and Path(args.runs).exists() and not Path(args.runs).is_dir():
-        raise ValueError(f"--runs {args.runs} is a file; give a run store's folder")
+    if args.runs is not None:
+        from workbench.runs import RunStore
+
+        RunStore(args.runs)  # a --runs that is a file: the run store's own error
     with err.status("serving the dashboards and taking one screenshot per page …"):
         paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
     for path in paths:
