@@ -5,20 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import SEED, SUBSTRATES, add_device_argument, check_device, check_out_file, err
-
-#: numeric flags of the benchmarks that must be > 0 (a zero or negative one divides by zero, times nothing or
-#: makes empty batches); checked before anything loads or is timed
-POSITIVE = ("min_time", "batch", "sessions", "seconds", "layers", "repeats", "gens", "batch_gens", "workers", "steps",
-            "pop", "n", "length", "speed_length", "decode_tokens", "cma_prompts", "threads")
+from workbench.cli.common import (
+    POSITIVE,
+    SEED,
+    SUBSTRATES,
+    add_device_argument,
+    check_device,
+    check_out_file,
+    err,
+    positive,
+)
 
 
 def check_bench_args(args) -> None:
-    """One ValueError naming the flag for a number no benchmark can use, or a zoo that is not there."""
-    for name in POSITIVE:
-        value = getattr(args, name, None)
-        if value is not None and not value > 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be greater than 0, got {value}")
+    """One ValueError naming the flag for files and zoos that are not there (numbers are checked by their
+    argparse types: a zero or negative one would divide by zero, time nothing or make empty batches)."""
     check_out_file(getattr(args, "out", None))
     if getattr(args, "policy", None) and getattr(args, "run", None):
         raise ValueError("give --policy FILE or --run ID, not both")
@@ -89,46 +90,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     subs = bench_sub.add_parser("substrates", help="steps/s at P=1, sim-steps/s at P=16, render ms")
     subs.add_argument("--json", action="store_true", help="one JSON line")
     subs.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
-    subs.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
+    subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     subs.set_defaults(func=cmd_bench)
     fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
     fm.add_argument("--json", action="store_true", help="one JSON line")
     fm.add_argument("--arch", default="ViT-B-32")
-    fm.add_argument("--batch", type=int, default=32)
+    fm.add_argument("--batch", type=POSITIVE, default=32)
     fm.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where the CPU has bf16 instructions and the cosine check passes")
     fm.set_defaults(func=cmd_bench)
     asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32)")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
     asal_b.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
-    asal_b.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
-    asal_b.add_argument("--pop", type=int, default=16)
+    asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
+    asal_b.add_argument("--pop", type=POSITIVE, default=16)
     add_device_argument(asal_b)
     asal_b.add_argument("--fm", nargs="+", default=["pixels", "openclip:ViT-B-32"],
                         help="foundation models to time (default: pixels and a random-initialised ViT-B-32)")
     asal_b.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboards", help="load test: N Chromium sessions play the Lab; fps each")
     dash.add_argument("--json", action="store_true", help="one JSON line")
-    dash.add_argument("--sessions", type=int, default=8)
-    dash.add_argument("--seconds", type=float, default=30.0)
+    dash.add_argument("--sessions", type=POSITIVE, default=8)
+    dash.add_argument("--seconds", type=positive, default=30.0)
     dash.add_argument("--substrate", choices=SUBSTRATES, default="lenia")
     dash.add_argument("--url", help="a running `workbench serve` to load (default: the bench starts its own)")
     dash.set_defaults(func=cmd_bench)
     mb = bench_sub.add_parser("merge", help="merge GB/s (ours vs mergekit, SmolLM2-sized) and s per recipe evaluation")
     mb.add_argument("--json", action="store_true", help="one JSON line")
     mb.add_argument("--zoo", default="data/zoo", help="zoo for the recipe evaluations (default: data/zoo)")
-    mb.add_argument("--layers", type=int, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
-    mb.add_argument("--repeats", type=int, default=2, help="best of N timings")
+    mb.add_argument("--layers", type=POSITIVE, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
+    mb.add_argument("--repeats", type=POSITIVE, default=2, help="best of N timings")
     mb.set_defaults(func=cmd_bench)
 
     qb = bench_sub.add_parser("qd", help="CycleQD: s per generation serial and batched on Dask, bytes per generation")
     qb.add_argument("--json", action="store_true", help="one JSON line")
     qb.add_argument("--zoo", default="data/zoo", help="zoo (default: data/zoo)")
     qb.add_argument("--tasks", nargs="+", default=["sort", "reverse", "brackets"])
-    qb.add_argument("--gens", type=int, default=200, help="generations of the serial B = 1 run (default: 200)")
-    qb.add_argument("--batch", type=int, default=4, help="children per generation of the batched runs (default: 4)")
-    qb.add_argument("--batch-gens", type=int, default=50, help="generations of the batched runs (default: 50)")
-    qb.add_argument("--workers", type=int, default=2, help="Dask workers of the batched runs (default: 2)")
+    qb.add_argument("--gens", type=POSITIVE, default=200, help="generations of the serial B = 1 run (default: 200)")
+    qb.add_argument("--batch", type=POSITIVE, default=4,
+                    help="children per generation of the batched runs (default: 4)")
+    qb.add_argument("--batch-gens", type=POSITIVE, default=50, help="generations of the batched runs (default: 50)")
+    qb.add_argument("--workers", type=POSITIVE, default=2, help="Dask workers of the batched runs (default: 2)")
     qb.set_defaults(func=cmd_bench)
 
     xb = bench_sub.add_parser("experts", help="Transformer²: s per REINFORCE step (zoo, SmolLM2), s per CEM "
@@ -137,9 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     xb.add_argument("--zoo", default="data/zoo", help="zoo whose base is timed (default: data/zoo)")
     xb.add_argument("--models", nargs="+", choices=["zoo", "smollm2"], default=["zoo", "smollm2"],
                     help="default: both (SmolLM2 adds about a minute)")
-    xb.add_argument("--steps", type=int, default=5, help="timed REINFORCE steps after a warm-up (default: 5)")
-    xb.add_argument("--repeats", type=int, default=3, help="best of N token-rate timings (default: 3)")
-    xb.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    xb.add_argument("--steps", type=POSITIVE, default=5, help="timed REINFORCE steps after a warm-up (default: 5)")
+    xb.add_argument("--repeats", type=POSITIVE, default=3, help="best of N token-rate timings (default: 3)")
+    xb.add_argument("--threads", type=POSITIVE, help="torch threads (default: torch's)")
     xb.set_defaults(func=cmd_bench)
 
     nb = bench_sub.add_parser("namm", help="NAMM: task score vs kept-cache fraction (NAMM, full, recent, H2O, kvpress "
@@ -154,16 +156,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="kept fractions for the baselines and presses (NAMM's own is added)")
     nb.add_argument("--presses", nargs="*", default=["streamingllm", "snapkv", "tova", "observed", "knorm"],
                     help="kvpress presses (default: streamingllm snapkv tova observed knorm; none: no kvpress)")
-    nb.add_argument("--n", type=int, default=8, help="test prompts per task (default: 8)")
-    nb.add_argument("--length", type=int, default=512, help="prompt tokens (default: 512)")
-    nb.add_argument("--n-up", type=int, help="default: the policy's, else 64")
+    nb.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
+    nb.add_argument("--length", type=POSITIVE, default=512, help="prompt tokens (default: 512)")
+    nb.add_argument("--n-up", type=POSITIVE, help="default: the policy's, else 64")
     nb.add_argument("--seed", type=SEED, default=0)
-    nb.add_argument("--threads", type=int, default=1, help="torch threads (default: 1; 2 threads on a shared 2-core "
-                                                         "VM ran 5-10x slower)")
-    nb.add_argument("--speed-length", type=int, default=1024, help="prompt tokens of the speed test (default: 1024)")
-    nb.add_argument("--decode-tokens", type=int, default=32, help="decoded tokens of the speed test (default: 32)")
-    nb.add_argument("--pop", type=int, default=8, help="population of the timed CMA-ES generation (default: 8)")
-    nb.add_argument("--cma-prompts", type=int, default=2, help="prompts per candidate, timed generation (default: 2)")
+    nb.add_argument("--threads", type=POSITIVE, default=1,
+                    help="torch threads (default: 1; 2 threads on a shared 2-core VM ran 5-10x slower)")
+    nb.add_argument("--speed-length", type=POSITIVE, default=1024,
+                    help="prompt tokens of the speed test (default: 1024)")
+    nb.add_argument("--decode-tokens", type=POSITIVE, default=32, help="decoded tokens of the speed test (default: 32)")
+    nb.add_argument("--pop", type=POSITIVE, default=8, help="population of the timed CMA-ES generation (default: 8)")
+    nb.add_argument("--cma-prompts", type=POSITIVE, default=2,
+                    help="prompts per candidate, timed generation (default: 2)")
     nb.add_argument("--time-full-cma", action="store_true", help="also time full-covariance CMA-ES (minutes)")
     nb.add_argument("--sections", nargs="+", default=["scores", "speed", "cma"], help="default: scores speed cma")
     nb.add_argument("--out", help="also write the JSON to this file (atomically)")
@@ -175,6 +179,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     gpu.add_argument("--device", default="cuda", help="CUDA device (default: cuda)")
     gpu.add_argument("--sections", nargs="*", choices=["conformance", "substrates", "fm", "asal", "lm"],
                      help="run only these (default: all)")
-    gpu.add_argument("--min-time", type=float, default=1.0, help="seconds per measurement")
+    gpu.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     gpu.add_argument("--out", help="also write the JSON here, section by section")
     gpu.set_defaults(func=cmd_bench)

@@ -56,6 +56,14 @@ def finite(text: str) -> float:
     return value
 
 
+def positive(text: str) -> float:
+    """An argparse `type` for a number flag that must be finite and greater than 0 (seconds, rates)."""
+    value = finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"give a number greater than 0, got {text}")
+    return value
+
+
 #: the argparse types of the flags every command shares
 POSITIVE = whole(1)
 SEED = whole(0, 2 ** 32 - 1, " (NumPy's seeds)")
