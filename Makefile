@@ -8,7 +8,7 @@ DEMO_ITERS ?= 12
 MERGE_ITERS ?= 8
 PORT   ?= 5006
 
-.PHONY: install demo test test-deps lint bench screenshots clean smollm2-expert kvpress-peer
+.PHONY: install demo test test-deps lint bench screenshots clean smollm2-expert kvpress-peer gpu-kit
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -103,6 +103,12 @@ SMOLLM2_ITERS ?= 50
 smollm2-expert: $(STAMP)
 	$(VENV)/bin/workbench experts train --model smollm2 --task larger --prompt-format chat --iters $(SMOLLM2_ITERS) \
 	  --batch 16 --val-every 10 --val-n 32 --n-test 64 --threads 1 --runs $(RUNS)
+
+# The GPU check's kit in .gpu/ (ignored): the wheels a GPU machine without a registry lacks, for its Python
+# (GPU_PY, default 3.12), and with REFERENCE=DIR (a clone of SakanaAI/asal) the reference's substrates to time
+# beside ours. Then, on that machine, with .gpu carried: `bash .ci/bench-gpu` (README, GPUs).
+gpu-kit: $(STAMP)
+	$(PY) .ci/gpu-kit --python $(or $(GPU_PY),3.12) $(if $(REFERENCE),--reference $(REFERENCE))
 
 clean:
 	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache

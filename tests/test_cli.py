@@ -86,6 +86,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
     (["bench", "merge", "--repeats", "0"], "argument --repeats: give a whole number of at least 1, got 0"),
     (["bench", "gpu", "--min-time", "0"], "argument --min-time: give a number greater than 0, got 0"),
+    (["bench", "substrates", "--reference", "nowhere"], "--reference nowhere: not a checkout of the reference "
+                                                        "implementation"),
     (["bench", "substrates", "--min-time", "nan"], "argument --min-time: give a finite number, got nan"),
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),

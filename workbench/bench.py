@@ -29,11 +29,16 @@ def _bench_theta(sub, rng, population=None):
     return 0.1 * rng.standard_normal(sub.n_params if population is None else (population, sub.n_params))
 
 
-def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -> dict:
-    """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time."""
-    chunk = {"lenia": 16, "boids": 100, "plife": 4}
-    chunk.update({"gol": 1024, "nca_d1": 10, "nca_d3": 10, "dnca": 5})
-    chunk.update({"plenia": 100, "plife_plus": 4, "flow_lenia": 4})
+#: steps per timed call of each substrate in `bench_substrates` (a call takes milliseconds, not microseconds)
+CHUNK = {"lenia": 16, "boids": 100, "plife": 4, "gol": 1024, "nca_d1": 10, "nca_d3": 10, "dnca": 5,
+         "plenia": 100, "plife_plus": 4, "flow_lenia": 4}
+
+
+def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, reference: str | None = None) -> dict:
+    """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time; with `reference`
+    (a checkout of the reference implementation, SakanaAI/asal), the reference's figures timed the same way
+    beside them (JAX on its default device; workbench.bench_reference) and ours / theirs."""
+    chunk = CHUNK
     result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
     from workbench.kernels.runtime import ensure_taichi
 
@@ -55,6 +60,12 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0) -
         frame = lambda sub=sub, state=state, params=params: sub.render(state, params, 224)  # noqa: E731
         row["render_ms"] = round(1000 / _rate(frame, min_time), 2)
         result[name] = row
+    if reference is not None:
+        from workbench.bench_reference import ratios, reference_rates
+
+        result["reference"] = reference_rates(reference, {name: (1, 16) for name in names}, chunk, min_time)
+        result["ours_vs_reference"] = ratios(result, result["reference"], {
+            "steps_per_s_p1": "P1", "sim_steps_per_s_p16": "P16", "render_ms": "render_ms_p1"})
     return result
 
 

@@ -288,8 +288,12 @@ SECTIONS = ("conformance", "substrates", "fm", "asal", "lm")
 
 
 def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
-              min_time: float = 1.0, out_file: str | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Run the sections on a CUDA device and return one JSON-able dict (also written to out_file as it grows)."""
+              min_time: float = 1.0, out_file: str | None = None, log: Callable[[str], None] | None = None,
+              reference: str | None = None) -> dict:
+    """Run the sections on a CUDA device and return one JSON-able dict (also written to out_file as it grows).
+
+    reference: a checkout of the reference implementation (SakanaAI/asal); its substrates are then timed last,
+    the same way on the same GPU (JAX; workbench.bench_reference), with ours / theirs beside them."""
     if not cuda_available() or torch.device(device or "cuda").type != "cuda":
         raise ValueError("workbench bench gpu needs a CUDA GPU (torch sees none here); on the CPU use "
                          "`workbench bench substrates|fm|asal`")
@@ -304,8 +308,9 @@ def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
         "fm": lambda: fm(dev),
         "asal": lambda: asal(dev),
         "lm": lambda: _lm(dev),
+        "reference": lambda: _reference(reference, min_time, result.get("substrates", {})),
     }
-    for name in sections:
+    for name in (*sections, "reference") if reference else sections:
         start = time.perf_counter()
         try:
             result[name] = runners[name]()
@@ -317,6 +322,16 @@ def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
         if out_file:
             Path(out_file).write_text(json.dumps(result, indent=1, default=str))
     return result
+
+
+def _reference(path: str, min_time: float, ours: dict) -> dict:
+    """The reference's substrates at our sizes and chunks (after ours: torch's cached memory is handed back first,
+    JAX allocates as it goes), and ours / theirs where this run timed ours."""
+    from workbench.bench_reference import ratios, reference_rates
+
+    torch.cuda.empty_cache()
+    rates = reference_rates(path, {name: SIZES[name] for name in SIZES}, CHUNK, min_time, render_sizes=(1, 16))
+    return {**rates, "ours_vs_reference": ratios(ours, rates)}
 
 
 def _lm(dev: torch.device) -> dict:

@@ -16,6 +16,10 @@ from workbench.cli.common import (
     positive,
 )
 
+#: --reference of `bench substrates` and `bench gpu`
+REFERENCE_HELP = ("a checkout of the reference implementation (github.com/SakanaAI/asal): its substrates timed beside "
+                  "ours, the same way (needs jax, flax and einops)")
+
 
 def check_bench_args(args) -> None:
     """One ValueError naming the flag for files and zoos that are not there (numbers are checked by their
@@ -25,6 +29,10 @@ def check_bench_args(args) -> None:
         raise ValueError("give --policy FILE or --run ID, not both")
     if args.target == "asal":
         check_device(args.device)  # named as the flag, with the fallback
+    if getattr(args, "reference", None):
+        from workbench.bench_reference import check_reference
+
+        check_reference(args.reference)
     if args.target in ("merge", "qd", "experts") and not (args.target == "experts" and "zoo" not in args.models):
         from workbench.lm.zoo import load_zoo
 
@@ -36,7 +44,8 @@ def cmd_bench(args) -> int:
 
     check_bench_args(args)
     if args.target == "substrates":
-        result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time)
+        result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time,
+                                        reference=args.reference)
     elif args.target == "fm":
         result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
     elif args.target == "dashboards":
@@ -76,7 +85,7 @@ def cmd_bench(args) -> int:
         from workbench.bench_gpu import SECTIONS, bench_gpu
 
         result = bench_gpu(args.device, tuple(args.sections or SECTIONS), min_time=args.min_time, out_file=args.out,
-                           log=lambda line: err.print(line))
+                           log=lambda line: err.print(line), reference=args.reference)
     else:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), fms=tuple(args.fm), steps=args.steps,
                                   pop=args.pop, device=args.device)
@@ -91,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     subs.add_argument("--json", action="store_true", help="one JSON line")
     subs.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
+    subs.add_argument("--reference", metavar="DIR",
+                      help=REFERENCE_HELP)
     subs.set_defaults(func=cmd_bench)
     fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
     fm.add_argument("--json", action="store_true", help="one JSON line")
@@ -181,4 +192,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run only these (default: all)")
     gpu.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     gpu.add_argument("--out", help="also write the JSON here, section by section")
+    gpu.add_argument("--reference", metavar="DIR",
+                     help=REFERENCE_HELP)
     gpu.set_defaults(func=cmd_bench)
