@@ -532,7 +532,7 @@ class ExpertsModel(param.Parameterized):
     def answer(self, prompt: str, max_new_tokens: int = 12) -> dict:
         """The mixture of the sliders composed into the run's model (once) and its greedy answer to `prompt`:
         {"answer", "seconds"} (seconds: compose + decode)."""
-        from workbench.lm.evaluate import _encode, greedy
+        from workbench.lm.evaluation import _encode, greedy
         from workbench.lm.tasks import CHARS
 
         if not prompt:

@@ -41,7 +41,7 @@ NETWORKS = {"boids": "Boids: the {n} weights of the steering network",
 
 class LabModel(param.Parameterized):
     substrate = param.Selector(default="lenia", objects=list(SUBSTRATES))
-    seed = param.Integer(default=0, bounds=(0, None))
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds, as the substrates take
     steps_per_frame = param.Integer(default=1, bounds=(1, 64))
     sigma = param.Number(default=0.1, bounds=(0.0, 2.0), doc="σ of a mutation: θ ← θ + σ·N(0, I)")
     mutation_seed = param.Integer(default=0, bounds=(0, None),
@@ -301,7 +301,8 @@ class LabModel(param.Parameterized):
         if self._fm is None:
             from workbench.fm import load_fm
 
-            self._fm = load_fm(self.fm, weights=self.fm_weights or None)
+            weights = (self.fm_weights or None) if self.fm in ("clip", "dino") else None  # the field is theirs
+            self._fm = load_fm(self.fm, weights=weights)
         return self._fm
 
     @property

@@ -638,7 +638,7 @@ class QDModel(param.Parameterized):
     def answer(self, prompt: str, max_new_tokens: int | None = None) -> str:
         """The selected elite, rebuilt from its lineage (workbench.qd.run.rebuild_model), decoding `prompt`
         greedily (seconds: the page calls this on a worker thread)."""
-        from workbench.lm.evaluate import greedy
+        from workbench.lm.evaluation import greedy
         from workbench.lm.tasks import CHARS, TASKS
 
         d = self.data

@@ -27,7 +27,7 @@ def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None,
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.lm.zoo import ZooConfig, build_zoo
-    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.merge.evolution import EvolveConfig, evolve
     from workbench.runs import RunStore
 
     store = RunStore(runs_dir)

@@ -14,6 +14,7 @@ Installed as ``workbench.simulations``.
 from __future__ import annotations
 
 import inspect
+import numbers
 from typing import Any
 
 from workbench.simulations.base import DeviceParams, State, Substrate
@@ -49,6 +50,11 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
     if unknown:
         raise ValueError(f"{name} has no setting {', '.join(unknown)}; its settings are {', '.join(settings)} "
                          f"(and device=, engine=)")
+    defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+    for key, value in overrides.items():  # "0.1" for a number failed inside the substrate, naming nothing
+        numeric = isinstance(defaults[key], (int, float)) and not isinstance(defaults[key], bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise ValueError(f"{name}: {key} must be a number, got {value!r}")
     return cls(**overrides)
 
 

@@ -84,9 +84,15 @@ class Deterministic:
 def seeds_for(seed: int | Sequence[int], population: int) -> list[int]:
     """One seed per simulation: an int is shared by the whole population (as in ASAL, where the
     population of one iteration starts from the same initial state), a sequence gives one each."""
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return [int(seed)] * population
-    seeds = [int(s) for s in seed]
+    def whole(s) -> int:  # NumPy's seeds: 0 ≤ seed < 2³² (its own error never named the seed)
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < 2 ** 32:
+            raise ValueError(f"seed must be a whole number from 0 to 4294967295 (NumPy's seeds), or one per "
+                             f"simulation, got {s!r}")
+        return int(s)
+
+    if not isinstance(seed, (Sequence, np.ndarray)) or isinstance(seed, str):
+        return [whole(seed)] * population
+    seeds = [whole(s) for s in seed]
     if len(seeds) != population:
         raise ValueError(f"got {len(seeds)} seeds for a population of {population}; give one int or {population}")
     return seeds
@@ -140,6 +146,8 @@ class Substrate(ABC):
         if theta.ndim not in (1, 2) or theta.shape[-1] != self.n_params:
             raise ValueError(f"{self.name}: expected θ of shape ({self.n_params},) or (P, {self.n_params}), "
                              f"got shape {theta.shape}")
+        if batched and theta.shape[0] == 0:
+            raise ValueError(f"{self.name}: θ of shape {theta.shape} holds no simulation; give at least one row")
         if not np.all(np.isfinite(theta)):
             raise ValueError(f"{self.name}: θ contains NaN or inf; every entry must be finite")
         params = self._decode(theta.reshape(-1, self.n_params))

@@ -190,6 +190,8 @@ class GameOfLife(GridSubstrate):
         theta = np.asarray(theta)
         if theta.ndim not in (1, 2) or theta.shape[-1] != 1:
             raise ValueError(f"gol: expected θ = [rule] of shape (1,) or (P, 1), got shape {theta.shape}")
+        if theta.ndim == 2 and theta.shape[0] == 0:
+            raise ValueError(f"gol: θ of shape {theta.shape} holds no simulation; give at least one row")
         return {"rule": self.check_rules(theta[..., 0])}
 
     def _decode(self, theta):  # decode is overridden: θ is an integer rule, not a float vector

@@ -27,6 +27,8 @@ def sample_indices(steps: int, sampling: Sampling) -> list[int]:
         return list(range(steps))
     if isinstance(sampling, (tuple, list)) and len(sampling) == 2:
         K, chunk_ends = sampling
+        if not isinstance(chunk_ends, (bool, np.bool_)):  # "no" would read as True
+            raise ValueError(f"sampling=(K, chunk_ends): chunk_ends must be True or False, got {chunk_ends!r}")
         K = check_positive("K (frames)", K)
         if K > steps:
             raise ValueError(f"cannot sample K={K} frames from {steps} steps; K must be at most steps")

@@ -1,5 +1,8 @@
 """The public substrate API: population axis, rollout, determinism, state round trips, bad input."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -194,3 +197,115 @@ def test_cli_names_every_registered_substrate():
     from workbench.simulations import SUBSTRATES
 
     assert CLI_NAMES == list(SUBSTRATES)
+
+
+
+def test_every_export_is_what_the_package_says_not_a_submodule_of_the_same_name():
+    """`from workbench.lm import evaluate` gave the module workbench.lm.evaluate, not the function: importing a
+    submodule binds its name on the package over a lazy export of the same name (the modules are renamed)."""
+    packages = ["workbench", "workbench.asal", "workbench.lm", "workbench.merge", "workbench.qd", "workbench.experts",
+                "workbench.namm", "workbench.simulations", "workbench.kernels"]
+    code = (f"import importlib, types\nfor package in {packages!r}:\n    pkg = importlib.import_module(package)\n"
+            "    print(package, [n for n in pkg.__all__ if isinstance(getattr(pkg, n), types.ModuleType)])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert [line for line in res.stdout.splitlines() if not line.endswith(" []")] == []
+
+
+def test_the_library_never_imports_the_command_line():
+    """Dependencies point one way (kernels ← simulations ← workbench ← dashboards; the CLI imports the library):
+    workbench.namm.bench imported its prompt check from workbench.cli.namm."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = [f"{path.relative_to(root)}:{i}" for part in ("workbench", "kernels", "simulations", "dashboards")
+             for path in sorted((root / part).rglob("*.py")) if "cli" not in path.relative_to(root).parts
+             and path.name != "__main__.py"
+             for i, line in enumerate(path.read_text().splitlines(), 1)
+             if line.lstrip().startswith(("from workbench.cli", "import workbench.cli"))]
+    assert found == []
+
+
+def _library_bad_input(tmp_path):
+    """(call, message) pairs from a probe of the Python API as a notebook user calls it: each was a traceback from
+    inside NumPy, torch, cmaes or pyribs, an error after a run folder was made, or silently accepted."""
+    import math
+
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.asal.scores import supervised_target
+    from workbench.asal.search import SepCMAESSearch
+    from workbench.compare import compare_runs
+    from workbench.export import export
+    from workbench.figures import best_video
+    from workbench.fm import load_fm
+    from workbench.lm.evaluation import HeldoutSets, StateDictEvaluator
+    from workbench.lm.tasks import make_tokenizer
+    from workbench.lm.zoo import ZooConfig
+    from workbench.merge.dfs import DFSRecipe
+    from workbench.merge.evolution import EvolveConfig
+    from workbench.merge.recipe import Recipe
+    from workbench.merge.search import RecipeCMA
+    from workbench.runs import RunStore
+    from workbench.simulations import make_substrate, rollout
+
+    boids = make_substrate("boids", N=8, device="cpu")
+    params = boids.decode(np.zeros(boids.n_params))
+    ev = EvalConfig("boids", "pixels", steps=4)
+    store = RunStore(tmp_path / "runs")
+    return [
+        (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], c_prompt=math.nan), "c_prompt weighs a term"),
+        (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], iters=1.5), "--iters must be a positive integer"),
+        (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], sigma="x"), "--sigma must be a finite number"),
+        (lambda: SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=2), prompts=["a", "b", "c"]),
+         "3 prompts need 3 frames (each prompt scores its share of the rollout's frames), more than --steps 2"),
+        (lambda: EvolveConfig(zoo="z", models=["base", "add"]), "--base base is also one of --models"),
+        (lambda: EvolveConfig(zoo="z", models=["add", "sort"], pop=2.5), "--pop must be a positive integer"),
+        (lambda: ZooConfig(hidden=0), "hidden must be a positive integer"),
+        (lambda: ZooConfig(hidden=30, heads=4), "hidden (30) must be a multiple of heads (4)"),
+        (lambda: ZooConfig(tasks=("add", "add")), "give one or more distinct tasks"),
+        (lambda: make_substrate("boids", dt="0.1"), "boids: dt must be a number, got '0.1'"),
+        (lambda: boids.init(params, seed=-1), "seed must be a whole number from 0 to 4294967295"),
+        (lambda: boids.init(params, seed="5"), "seed must be a whole number"),
+        (lambda: boids.decode(np.zeros((0, boids.n_params))), "holds no simulation"),
+        (lambda: rollout(boids, params, 4, sampling=(2, "no")), "chunk_ends must be True or False"),
+        (lambda: SepCMAESSearch(3, sigma=0), "sigma must be a finite number > 0"),
+        (lambda: SepCMAESSearch(3, population=4.5), "population must be a whole number ≥ 2, got 4.5"),
+        (lambda: RecipeCMA(np.zeros(2), np.array([[1.0, 0.0], [0.0, 1.0]])), "with low < high"),
+        (lambda: load_fm("efficientnet-lite0", weights="mine.pt"), "--fm efficientnet-lite0 brings its weights"),
+        (lambda: load_fm("pixels", cache_size="x"), "cache_size (embeddings kept; 0: none) must be a whole number"),
+        (lambda: export(boids, params, 4, tmp_path / "v.gif", final_png=tmp_path / "nowhere" / "f.png"),
+         "nowhere' does not exist"),
+        (lambda: compare_runs(store, "abc"), "give a list of two or more run ids to compare, got the one string"),
+        (lambda: Recipe.from_yaml("nope.yaml"), "no such recipe file: nope.yaml"),
+        (lambda: best_video(store, "any", tmp_path / "v.mp4", steps=0), "steps must be a whole number ≥ 1, got 0"),
+        (lambda: DFSRecipe(models="add", layers=2), "models is a list of model names"),
+        (lambda: HeldoutSets(make_tokenizer(), ["add"], n=0), "n is the number of held-out prompts per task"),
+        (lambda: StateDictEvaluator(torch_nn().Linear(1, 1), make_tokenizer(), ["add"], method="greed"),
+         "method must be one of greedy, forced"),
+        (lambda: supervised_target(np.ones((2, 4)), np.ones((1, 3))), "prompt embeddings of size 3 against frame"),
+    ]
+
+
+def torch_nn():
+    import torch
+
+    return torch.nn
+
+
+def test_library_bad_input_is_one_clear_error_naming_the_setting(tmp_path):
+    for call, message in _library_bad_input(tmp_path):
+        with pytest.raises(ValueError) as caught:
+            call()
+        assert message in str(caught.value), message
+    assert not (tmp_path / "v.gif").exists() and not (tmp_path / "runs").exists()
+
+
+def test_library_takes_one_string_as_one_name_not_one_per_letter():
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.lm.zoo import ZooConfig
+
+    cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=4), prompts="a flock")
+    assert cfg.prompts == ["a flock"] and cfg.eval.frames == 1
+    assert ZooConfig(tasks="add").tasks == ("add",)

@@ -282,9 +282,9 @@ def test_help_and_argument_errors_import_no_heavy_library():
 
 def test_cli_method_list_matches_the_library():
     from workbench.cli.merge import PS_METHODS
-    from workbench.merge import evolve
+    from workbench.merge import evolution
 
-    assert PS_METHODS == evolve.PS_METHODS
+    assert PS_METHODS == evolution.PS_METHODS
 
 
 def test_asal_checks_the_fm_request_before_any_progress_bar(tmp_path):

@@ -48,7 +48,7 @@ def _openended(runs, seed: int) -> str:
 
 
 def _merge_runs(runs, zoo) -> dict[str, str]:
-    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.merge.evolution import EvolveConfig, evolve
     from workbench.runs import RunStore
 
     return {method: evolve(EvolveConfig(zoo=str(zoo), models=["add", "sort"], method=method, iters=2, pop=4, n_eval=8,

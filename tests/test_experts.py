@@ -529,7 +529,7 @@ def test_log_pi_leaves_the_stop_token_out_as_the_reference(quick_zoo, tmp_path):
     """The reference scores log π on tokenizer(prompt + the answer's text), which holds no eos: the default
     "drop" gives that sum exactly; "count" (runs made before) adds the eos the model emitted."""
     from workbench.experts import ExpertTrainer, SVFModel, TrainConfig, rollout
-    from workbench.lm.evaluate import _encode
+    from workbench.lm.evaluation import _encode
     from workbench.lm.tasks import draw, stream
     from workbench.lm.zoo import load_zoo
 

@@ -139,7 +139,7 @@ def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):
     import torch
 
     from workbench.experts import SVFModel, load_expert
-    from workbench.lm.evaluate import _encode, evaluate, greedy
+    from workbench.lm.evaluation import _encode, evaluate, greedy
     from workbench.lm.models import load_model
 
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])

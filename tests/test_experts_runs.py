@@ -320,8 +320,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
              f"--model {base} has none", runs)
     # NaN (or other non-finite) settings that would make NaN losses
     _refused(capsys, [*train, "--model", base, "--task", "sort", "--lr", "nan"], "--lr must be a finite number", runs)
-    _refused(capsys, [*train, "--model", base, "--task", "sort", "--kl-coeff", "inf"], "--kl-coeff must be a finite",
-             runs)
+    _refused(capsys, [*train, "--model", base, "--task", "sort", "--kl-coeff", "inf"],
+             "--kl-coeff weighs a term of the loss: give a finite number ≥ 0", runs)
     # a target that has an expert, when few-shot mixing (no expert) is asked
     _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--target", "sort"],
              "--target sort asks for few-shot mixing of a task WITHOUT an expert", runs)

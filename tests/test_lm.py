@@ -78,7 +78,7 @@ def test_heldout_is_disjoint_from_training_and_stable():
 
 
 def test_exact_match_scoring():
-    from workbench.lm.evaluate import exact_match
+    from workbench.lm.evaluation import exact_match
 
     assert exact_match(["522", "07", ")})"], ["522", "07", ")})"]) == 1.0
     assert exact_match(["522 ", "7", ")}"], ["522", "07", ")})"]) == 0.0  # no normalisation, no partial credit
@@ -118,7 +118,7 @@ class _Oracle(torch.nn.Module):
 def test_harness_scores_an_oracle(monkeypatch):
     import transformers
 
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
 
     monkeypatch.setattr(transformers, "DynamicCache", lambda config=None: None)
     tok = T.make_tokenizer()
@@ -166,7 +166,7 @@ def test_tiny_zoo_is_deterministic_and_loads(tiny_zoo):
 
 
 def test_state_dict_evaluator_matches_evaluate(tiny_zoo):
-    from workbench.lm.evaluate import StateDictEvaluator, evaluate
+    from workbench.lm.evaluation import StateDictEvaluator, evaluate
     from workbench.lm.zoo import load_zoo
 
     zoo = load_zoo(tiny_zoo[0])
@@ -189,7 +189,7 @@ def test_state_dict_evaluator_matches_evaluate(tiny_zoo):
 
 def test_greedy_matches_generate(tiny_zoo):
     """The hand-written KV-cache loop decodes exactly what transformers' generate does (one prompt, no pad)."""
-    from workbench.lm.evaluate import greedy
+    from workbench.lm.evaluation import greedy
     from workbench.lm.zoo import load_zoo
 
     zoo = load_zoo(tiny_zoo[0])
@@ -303,7 +303,7 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
 
 def test_evaluation_reports_its_progress_prompt_by_prompt(quick_zoo):
     """The CLI's evaluation bars count prompts: every prompt once, in batches, the scores unchanged."""
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.zoo import load_zoo
 
     zoo = load_zoo(quick_zoo)
@@ -312,7 +312,7 @@ def test_evaluation_reports_its_progress_prompt_by_prompt(quick_zoo):
     scored = evaluate(model, tok, ["add", "sort"], n=8, batch_size=3, device="cpu", progress=steps.append)
     assert steps == [3, 3, 2, 3, 3, 2] and scored == evaluate(model, tok, ["add", "sort"], n=8, device="cpu")
     forced: list[int] = []
-    from workbench.lm.evaluate import HeldoutSets
+    from workbench.lm.evaluation import HeldoutSets
 
     HeldoutSets(tok, ["add", "sort"], n=8).score(model, "forced", progress=forced.append)
     assert forced == [8, 8]

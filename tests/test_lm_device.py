@@ -25,9 +25,9 @@ def default_is_cpu(monkeypatch):
 
 
 def test_explicit_cpu_equals_the_default(quick_zoo, default_is_cpu, tmp_path):
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.zoo import load_zoo
-    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.merge.evolution import EvolveConfig, evolve
     from workbench.merge.state import merge_state_dicts
     from workbench.runs import RunStore
 
@@ -56,7 +56,7 @@ def test_explicit_cpu_equals_the_default(quick_zoo, default_is_cpu, tmp_path):
 def test_a_gpu_run_resumes_on_the_cpu_with_device_cpu(quick_zoo, default_is_cpu, tmp_path, capsys):
     """A stopped run whose config names a GPU this machine lacks: one error naming --device cpu, then resumed."""
     from workbench.cli import main
-    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.merge.evolution import EvolveConfig, evolve
     from workbench.runs import RunStore, write_json
 
     store = RunStore(tmp_path)
@@ -136,7 +136,7 @@ def test_bench_lm_device_on_cpu_compares_the_cpu_with_itself(capsys):
 
 @needs_gpu
 def test_cuda_zoo_evaluation_matches_the_cpu(quick_zoo):
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.tasks import heldout
     from workbench.lm.zoo import load_zoo
 
@@ -158,7 +158,7 @@ def test_cuda_zoo_evaluation_matches_the_cpu(quick_zoo):
 
 @needs_gpu
 def test_cuda_merges_match_the_cpu_and_dare_keeps_the_same_elements(quick_zoo):
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.zoo import load_zoo
     from workbench.merge.state import merge_state_dicts
 

@@ -15,7 +15,7 @@ from procs import cli as _cli
 from procs import kill_after, run_command
 
 from workbench.cli import main
-from workbench.merge.evolve import EvolveConfig, evolve
+from workbench.merge.evolution import EvolveConfig, evolve
 from workbench.runs import RunStore
 
 

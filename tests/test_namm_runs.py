@@ -245,6 +245,10 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
     _refused(capsys, [*train, "--n-up", "40"], "--n-up (tokens between eviction steps) must be a positive multiple "
                                                "of 16, got 40", tmp_path)
     _refused(capsys, [*train, "--length", "1100"], "longer than the window of --model", tmp_path)
+    before = sorted(p.name for p in runs.iterdir())  # the library says it too, before a run folder is made
+    with pytest.raises(ValueError, match="longer than the window of --model"):
+        train_namm(NAMMTrainConfig(model=str(tiny), tasks=["digit"], gens=1, pop=2, n_up=32, length=1100), store)
+    assert sorted(p.name for p in runs.iterdir()) == before
     _refused(capsys, [*train, "--tasks", "digit", "count", "passkey"], "--gens 1 is fewer than the 3", tmp_path)
     _refused(capsys, [*train, "--max-kept", "1.5"], "--max-kept must be a fraction", tmp_path)
     for pool in ("3", "-1"):  # fewer than --prompts 4 to draw from; negative
@@ -281,8 +285,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
 def test_length_errors_on_a_short_window_name_a_length_that_works_or_say_none_does(tmp_path):
     """On a model with a short window, "use a shorter --length" and "--length is too short for the task" sent users
     from one to the other: each now names a --length that passes, or says the task cannot fit the window."""
-    from workbench.cli.namm import check_prompts
     from workbench.namm.models import tiny_llama
+    from workbench.namm.tasks import check_prompts
 
     short = str(tiny_llama(tmp_path / "w96", SEED, window=96))
     for length in (30, 300):

@@ -575,7 +575,7 @@ def test_loop_on_the_quick_zoo_determinism_resume_and_rebuild(zoo):
 
 
 def test_ablations_run_on_the_quick_zoo_and_are_recorded(zoo):
-    from workbench.lm.evaluate import StateDictEvaluator
+    from workbench.lm.evaluation import StateDictEvaluator
 
     evaluate = StateDictEvaluator(zoo.model("base", device="cpu"), zoo.tokenizer(), ["add", "sort"], n=16,
                                   device="cpu")

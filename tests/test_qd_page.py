@@ -157,7 +157,7 @@ def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
 
 def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
     """A seed expert rebuilt through the lineage answers like the zoo's own expert decoding the same prompt."""
-    from workbench.lm.evaluate import greedy
+    from workbench.lm.evaluation import greedy
     from workbench.lm.zoo import load_zoo
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])

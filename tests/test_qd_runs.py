@@ -229,7 +229,7 @@ def _hashes(path) -> dict[str, str]:
 
 
 def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo, quick_zoo, capsys):
-    from workbench.merge.evolve import EvolveConfig, evolve
+    from workbench.merge.evolution import EvolveConfig, evolve
 
     runs = tmp_path / "runs"
     merge = evolve(EvolveConfig(zoo=str(quick_zoo), models=["add", "sort"], iters=1, pop=4, n_eval=4, n_test=4),
@@ -342,7 +342,7 @@ def test_pyribs_conversion_keeps_right_closed_cells(tmp_path):
 
 
 def test_report_and_export_in_their_own_processes(finished, tmp_path):
-    from workbench.lm.evaluate import StateDictEvaluator
+    from workbench.lm.evaluation import StateDictEvaluator
     from workbench.lm.models import load_model
     from workbench.qd.run import load_run
 

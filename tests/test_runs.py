@@ -445,7 +445,7 @@ def test_every_run_config_refuses_a_seed_numpy_cannot_take(tmp_path):
     from workbench.asal.sweep import SweepConfig
     from workbench.experts.adapt import AdaptConfig
     from workbench.experts.run import ExpertRunConfig
-    from workbench.merge.evolve import EvolveConfig
+    from workbench.merge.evolution import EvolveConfig
     from workbench.namm.train import NAMMTrainConfig
 
     ev = EvalConfig("boids", "pixels", steps=10, frames=2)

@@ -304,7 +304,7 @@ def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, metho
     evaluation (merge + validation on every task of the zoo, n = 64 each) for each method and DFS."""
     from workbench.lm.zoo import load_zoo
     from workbench.merge.bench import bench_merge_tensors
-    from workbench.merge.evolve import EvolveConfig, context, evaluate_genomes
+    from workbench.merge.evolution import EvolveConfig, context, evaluate_genomes
     from workbench.merge.search import RecipeCMA
 
     z = load_zoo(zoo)  # a clear error naming `workbench zoo build` when missing, before a minute of timings

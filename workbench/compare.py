@@ -286,6 +286,8 @@ def best_curves(store: RunStore, infos: list[dict]) -> pd.DataFrame:
 
 def check_ids(ids: list[str]) -> None:
     """One error unless `ids` names two or more runs, none twice."""
+    if isinstance(ids, str):  # its letters would be read as run ids
+        raise ValueError(f"give a list of two or more run ids to compare, got the one string {ids!r}")
     if len(ids) < 2:
         raise ValueError(f"give two or more runs to compare, got {len(ids)}")
     twice = sorted({i for i in ids if ids.count(i) > 1})

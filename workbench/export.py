@@ -144,8 +144,9 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
         raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
     steps, size, every, fps = (check_positive(n, v) for n, v in
                                (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
-    if not out.parent.is_dir():
-        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    for path in (out, *([Path(final_png)] if final_png is not None else [])):
+        if not path.parent.is_dir():
+            raise ValueError(f"the folder {str(path.parent)!r} does not exist; create it first")
 
     def write(tmp: Path) -> None:
         state = sub.init(params, seed=seed)

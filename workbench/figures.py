@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.atomic import atomic_write
+from workbench.checks import count
 from workbench.compare import Comparison
 from workbench.runs import RunStore, article
 
@@ -113,6 +114,7 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
     from workbench.compare import best_curves
 
     hv = _hv()
+    run_ids = [run_ids] if isinstance(run_ids, str) else run_ids  # one run's id, not one run per letter
     if not run_ids:
         raise ValueError("give at least one run id")
     runs = [store.open(run_id) for run_id in run_ids]
@@ -199,6 +201,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     out = check_figure_path(out)
     suffix = out.suffix.lower()
     style = {**PAPER_STYLE, **(style or {})}
+    dpi = None if dpi is None else count(dpi, "dpi")
 
     def write(tmp: Path) -> None:
         if suffix == ".html":
@@ -231,6 +234,8 @@ def best_video(store: RunStore, run_id: str, out: str | Path, steps: int | None 
     from workbench.export import export
     from workbench.simulations import make_substrate
 
+    steps, every = (None if v is None else count(v, name) for v, name in ((steps, "steps"), (every, "every")))
+    size = count(size, "size")
     run = store.open(run_id)
     info = run.info
     if "eval" not in info.get("config", {}):  # merges, CycleQD, experts and NAMM runs have no simulation
@@ -242,5 +247,6 @@ def best_video(store: RunStore, run_id: str, out: str | Path, steps: int | None 
         raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     theta = np.load(run.path / "best.npy")
-    steps = steps or ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
-    return export(sub, sub.decode(theta), steps, out, size=size, every=every or max(1, steps // 120))
+    steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
+    return export(sub, sub.decode(theta), steps, out, size=size,
+                  every=every if every is not None else max(1, steps // 120))

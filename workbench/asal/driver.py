@@ -25,12 +25,12 @@ from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rol
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
+from workbench.checks import check_counts, check_positive, check_seed, check_weight, texts
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
     check_resume,
-    check_seed,
     checkpointed_loop,
     flat_config,
     releases_claims,
@@ -103,21 +103,17 @@ class SearchConfig:
         if self.algorithm not in ALGORITHMS[self.kind] and self.algorithm != "rule-ga":  # rule-ga: gol only
             raise ValueError(f"{self.kind} search supports --algorithm {' | '.join(ALGORITHMS[self.kind])}, "
                              f"got {self.algorithm!r}")
-        for name in ("iters", "pop", "population"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        check_counts(self, ("iters", "pop", "population"))
         if self.kind != "illuminate" and self.pop < 2:  # Sep-CMA-ES, and the GA over rules of a population of pop
             raise ValueError(f"--pop must be at least 2 (the population of each generation), got {self.pop}")
         if self.kind == "illuminate" and self.algorithm in ("ga", "rule-ga") and self.population < 3:
             raise ValueError(f"--population must be at least 3 for the illumination GA, got {self.population}")
-        if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"--sigma must be a finite number > 0 (the search's step size), got {self.sigma}")
-        for name in ("c_softmax", "c_oe"):  # weights of the loss's terms (spec: ASAL's losses, each weighted ≥ 0)
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"--{name.replace('_', '-')} weighs a term of the loss: give a finite number ≥ 0 "
-                                 f"(0 leaves the term out), got {value}")
-        if any(not isinstance(p, str) or not p.strip() for p in self.prompts):
+        self.sigma = check_positive(self.sigma, "--sigma", " (the search's step size)")
+        for name in ("c_prompt", "c_softmax", "c_oe"):  # the loss's terms' weights (spec: ASAL's losses, each ≥ 0)
+            flag = "c_prompt" if name == "c_prompt" else f"--{name.replace('_', '-')}"  # c_prompt has no flag
+            setattr(self, name, check_weight(getattr(self, name), flag))
+        self.prompts = texts(self.prompts, "--prompt")  # one string is one prompt, not one per letter
+        if any(not p.strip() for p in self.prompts):
             raise ValueError("prompts must be non-empty text")
         if self.kind == "target" and not self.prompts and not self.target_image:
             raise ValueError("a target search needs --prompt TEXT (one or more) or --target-image FILE")
@@ -125,13 +121,14 @@ class SearchConfig:
             raise ValueError("give either --prompt or --target-image, not both")
         n = len(self.prompts) or (1 if self.target_image else 0)
         if n and self.kind != "illuminate":
-            k = max(self.eval.frames, n)
-            if k % n:
-                k = math.ceil(k / n) * n
+            k = math.ceil(max(self.eval.frames, n) / n) * n  # each prompt scores an equal share of the frames
+            if k != self.eval.frames:
                 self.notes.append(f"--frames {self.eval.frames} is not a multiple of the {n} prompts; "
                                   f"using {k} frames")
+            if k > self.eval.steps:  # said of the prompts: the user may never have set --frames
+                raise ValueError(f"{n} prompts need {k} frames (each prompt scores its share of the rollout's "
+                                 f"frames), more than --steps {self.eval.steps}: give fewer prompts or more --steps")
             self.eval.frames = k
-            self.eval.check()  # the rounded frames still fit the steps
         if self.kind == "openended" and self.c_oe == 0.0:
             self.c_oe = 1.0
         if self.kind == "openended" and not n:
@@ -158,9 +155,12 @@ def read_config(stored: dict) -> SearchConfig:
 
 def check_new_search(cfg: SearchConfig) -> None:
     """What a new run is refused for before anything loads (resumed runs keep what they were started with)."""
+    from workbench.fm import check_fm
+
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended") and cfg.eval.frames < 2:
         raise ValueError(f"open-endedness compares each frame with the earlier ones, so --frames "
                          f"{cfg.eval.frames} scores 0 for every θ: give --frames K ≥ 2 (the reference uses 32)")
+    check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # prompts without a text tower, …
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):

@@ -30,7 +30,16 @@ def _frames(z) -> np.ndarray:
 def supervised_target(z, z_txt) -> np.ndarray:
     """L_ST = −(1/K)·Σ_t ⟨z_txt[t], z_t⟩ with prompts tiled over the K frames."""
     z = _frames(z)
-    return -np.mean(np.sum(tile_prompts(z_txt, z.shape[-2]) * z, axis=-1), axis=-1)
+    return -np.mean(np.sum(_tiled_for(z_txt, z) * z, axis=-1), axis=-1)
+
+
+def _tiled_for(z_txt, z: np.ndarray) -> np.ndarray:
+    """The prompts tiled over z's K frames, checked to be embeddings of the same model (same D)."""
+    tiled = tile_prompts(z_txt, z.shape[-2])
+    if tiled.shape[-1] != z.shape[-1]:
+        raise ValueError(f"prompt embeddings of size {tiled.shape[-1]} against frame embeddings of size "
+                         f"{z.shape[-1]}: embed both with the same foundation model")
+    return tiled
 
 
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -46,7 +55,7 @@ def softmax_target(z, z_txt, temperature: float = 0.01) -> np.ndarray:
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     z = _frames(z)
-    txt = tile_prompts(z_txt, z.shape[-2])
+    txt = _tiled_for(z_txt, z)
     S = np.einsum("kd,...jd->...kj", txt, z) / temperature
     rows = np.diagonal(_log_softmax(S, axis=-1), axis1=-2, axis2=-1)
     cols = np.diagonal(_log_softmax(S, axis=-2), axis1=-2, axis2=-1)

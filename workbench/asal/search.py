@@ -29,6 +29,17 @@ from workbench.checkpoint import (
 )
 
 
+def _check(n_params: int, sigma: float, seed: int, **least: tuple[object, int]) -> None:
+    """One ValueError naming the argument for settings that cmaes or pyribs would refuse with an AssertionError,
+    or only at the first tell: least maps an argument's name to (its value, the least it may be)."""
+    from workbench.checks import check_positive, check_seed, count
+
+    for name, (value, at_least) in {"n_params": (n_params, 1), **least}.items():
+        count(value, name, at_least)
+    check_positive(sigma, "sigma", " (the search's step size)")
+    check_seed(seed, "seed")
+
+
 def _start(x0: np.ndarray | None, n_params: int) -> np.ndarray:
     """The θ a search starts from: θ = 0 (the reference's start), or a given x0 of n_params numbers."""
     if x0 is None:
@@ -50,8 +61,7 @@ class SepCMAESSearch:
                  x0: np.ndarray | None = None):
         from cmaes import SepCMA
 
-        if population < 2:
-            raise ValueError(f"population must be at least 2, got {population}")
+        _check(n_params, sigma, seed, population=(population, 2))
         mean = _start(x0, n_params)
         with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
             self.opt = SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed)
@@ -105,8 +115,7 @@ class IlluminationGA:
 
     def __init__(self, n_params: int, population: int = 256, children: int = 32, sigma: float = 0.1,
                  seed: int = 0, x0: np.ndarray | None = None):
-        if children < 1 or population < 3:
-            raise ValueError("the GA needs population ≥ 3 and children ≥ 1")
+        _check(n_params, sigma, seed, population=(population, 3), children=(children, 1))
         self.n_params, self.size, self.children, self.sigma = n_params, population, children, sigma
         self.x0 = _start(x0, n_params)
         self.rng = np.random.default_rng(seed)
@@ -194,6 +203,8 @@ class MapElitesSearch:
 
     def __init__(self, n_params: int, batch: int = 16, sigma: float = 0.1, cells: int = 16,
                  seed_population: int = 32, seed: int = 0, x0: np.ndarray | None = None):
+        # the seed population's embeddings fix the archive's 2-D projection (PCA): two at least
+        _check(n_params, sigma, seed, batch=(batch, 1), cells=(cells, 1), seed_population=(seed_population, 2))
         self.n_params, self.batch, self.sigma, self.cells, self.seed = n_params, batch, sigma, cells, seed
         self.x0 = _start(x0, n_params)
         self.rng = np.random.default_rng(seed)

@@ -26,12 +26,12 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, components
 from workbench.asal.legacy import predated, upgrade_eval
+from workbench.checks import check_seed
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
     check_resume,
-    check_seed,
     checkpointed_loop,
     flat_config,
     releases_claims,

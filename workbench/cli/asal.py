@@ -69,10 +69,7 @@ def cmd_asal(args) -> int:
                            seed=value("seed"), c_softmax=value("c_softmax"), c_oe=value("c_oe"), init=value("init"),
                            **extra)
         total = cfg.iters
-        from workbench.fm import check_fm
-
-        check_new_search(cfg)
-        check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # before any load or progress bar
+        check_new_search(cfg)  # the foundation-model request too: before any load or progress bar
         for note in cfg.notes:
             say("note", note)
     client = dask_client(args)

@@ -25,12 +25,12 @@ EVOLVE_FIELDS = {"zoo": "zoo", "models": "models", "method": "method", "base": "
                  "task_weights": "task_weights", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
                  "n_eval": "n_eval", "n_test": "n_test", "r": "dfs_r"}
 ZOO = "data/zoo"
-# workbench.merge.evolve.PS_METHODS, spelled out so that --help needs no torch import (a test keeps them equal)
+# workbench.merge.evolution.PS_METHODS, spelled out so that --help needs no torch import (a test keeps them equal)
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 
 
 def cmd_evolve(args) -> int:
-    from workbench.merge.evolve import FLAGS, EvolveConfig, evolve
+    from workbench.merge.evolution import FLAGS, EvolveConfig, evolve
     from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
@@ -84,7 +84,7 @@ def cmd_apply(args) -> int:
     out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
     if args.eval:
-        from workbench.lm.evaluate import evaluate
+        from workbench.lm.evaluation import evaluate
         from workbench.lm.tasks import TASKS
         from workbench.merge.apply import load_merged
 

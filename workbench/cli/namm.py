@@ -38,43 +38,10 @@ VARIANTS = ("equal-n", "strict")
 METHODS = ("namm", "full", "recent", "h2o")
 
 
-def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, max_new_tokens: int,
-                  split: str = "train") -> None:
-    """Build the prompts with the model's tokenizer alone and check model and context length, before the model's
-    weights load (a too-short --length, a context longer than the window, a model without eager attention). Each
-    error names a --length that works, or says that none does (a task too long for the model's window), so that
-    following one error never leads to the other."""
-    from workbench.namm.models import check_model_source, load_tokenizer, window
-    from workbench.namm.tasks import PromptTooShort, make_examples
-
-    limit = window(check_model_source(model))
-    tokenizer = load_tokenizer(model)
-
-    def longest_at(length: int) -> int:
-        try:
-            return max(ex.length for task in tasks for ex in make_examples(task, tokenizer, n, length, seed, split))
-        except PromptTooShort as error:
-            if limit is not None and error.needed + max_new_tokens > limit:  # no --length fits this model
-                raise ValueError(f"task {error.task!r} needs prompts of {error.needed} tokens or more, beyond the "
-                                 f"window of --model {model} ({limit} positions): leave {error.task} out of --tasks or "
-                                 "give a model with a longer window (e.g. --model smollm2)") from None
-            raise
-
-    longest = longest_at(length)
-    if limit is not None and longest + max_new_tokens > limit:
-        # the longest --length that fits: prompts fill up to --length a whole sentence at a time, around a template
-        # and a question, so step down by each try's excess (the task's own error when none fits)
-        most, fits = length, longest
-        while fits + max_new_tokens > limit:
-            most = max(1, most - (fits + max_new_tokens - limit))
-            fits = longest_at(most)
-        raise ValueError(f"a context of {longest + max_new_tokens} tokens (prompt + answer) is longer than the window "
-                         f"of --model {model} ({limit} positions): use --length {most} or less")
-
-
 def cmd_train(args) -> int:
     from workbench.namm.legacy import PREDATES
     from workbench.namm.run import train_namm
+    from workbench.namm.tasks import check_prompts
     from workbench.namm.train import FLAGS, NAMMTrainConfig
     from workbench.runs import RunStore, cli_command
 
@@ -87,7 +54,7 @@ def cmd_train(args) -> int:
         resume, total = run.id, run.info["config"]["gens"]
     else:
         cfg = NAMMTrainConfig(**given, device=device)
-        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
+        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)  # before Dask
         total = cfg.gens
     client = dask_client(args)
 
@@ -126,7 +93,7 @@ def _policy_source(args):
 def cmd_eval(args) -> int:
     from workbench.atomic import atomic_write
     from workbench.namm.cache import check_n_up
-    from workbench.namm.tasks import check_task_names
+    from workbench.namm.tasks import check_prompts, check_task_names
 
     check_out_file(args.out)
     saved = _policy_source(args)
@@ -144,7 +111,7 @@ def cmd_eval(args) -> int:
     check_prompts(model, tasks, length, args.n, args.seed, args.max_new_tokens, "test")
     device = check_device(args.device)
 
-    from workbench.namm.evaluate import Method, compare
+    from workbench.namm.evaluation import Method, compare
     from workbench.namm.models import load_eager_model
     from workbench.namm.tasks import make_examples
     from workbench.threads import torch_threads

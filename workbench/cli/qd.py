@@ -155,23 +155,12 @@ def cmd_archive(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from workbench.qd.baselines import best_per_task
-    from workbench.qd.run import export_model, load_run
+    from workbench.qd.run import export_model, load_run, model_id_of
     from workbench.runs import RunStore
 
     store = RunStore(args.runs)
     run, _, qd = load_run(store, args.id)
-    model = args.model
-    if model.startswith("best:"):
-        task = model.split(":", 1)[1]
-        if task not in qd.tasks:
-            raise ValueError(f"--model best:{task}: the run's tasks are {', '.join(qd.tasks)}")
-        model_id = best_per_task(qd)[task]
-    else:
-        try:
-            model_id = int(model)
-        except ValueError:
-            raise ValueError(f"--model takes a model id or best:TASK, got {model!r}") from None
+    model_id = model_id_of(run, qd, args.model)
     out = export_model(store, run.id, model_id, args.out)
     print(json.dumps({"out": str(out), "run": run.id, "model": model_id, "scores": qd.scores(model_id)}))
     return 0

@@ -39,7 +39,7 @@ def cmd_zoo_build(args) -> int:
 def cmd_zoo_eval(args) -> int:
     import torch
 
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.models import load_model
     from workbench.lm.tasks import TASKS, check_tasks
 

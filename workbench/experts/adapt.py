@@ -50,13 +50,13 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.checks import check_counts, check_seed
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
     as_run_did,
     check_resume,
-    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -115,7 +115,7 @@ class AdaptConfig:
 
         check_prompt_format(self.prompt_format)
         check_stop_token(self.stop_token)
-        self.experts = [str(e) for e in self.experts]
+        self.experts = [str(e) for e in ([self.experts] if isinstance(self.experts, str) else self.experts)]
         if not self.experts:
             raise ValueError("give the experts to adapt with: --experts RUN_ID|FILE …")
         self.tasks = check_tasks(list(self.tasks), tuple(CHAT_INSTRUCTIONS))
@@ -127,13 +127,13 @@ class AdaptConfig:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
         if "few-shot" in self.strategies and self.target is None:
             raise ValueError("the few-shot strategy adapts to a task without an expert: give it with --target TASK")
-        self.shots = [int(k) for k in self.shots]
-        if not self.shots or min(self.shots) < 1 or len(set(self.shots)) != len(self.shots):
+        shots = list(self.shots)
+        if not shots or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in shots) \
+                or len(set(shots)) != len(shots):
             raise ValueError(f"--shots must be distinct positive numbers of shots, e.g. 3 5 10 20; got {self.shots}")
-        for name in ("cem_iters", "n", "threads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{FLAGS[name]} must be a positive integer, got {getattr(self, name)}")
-        if int(self.pop) < 10:
+        self.shots = [int(k) for k in shots]
+        check_counts(self, ("cem_iters", "n", "threads", "pop"), FLAGS)
+        if self.pop < 10:
             raise ValueError(f"--pop must be at least 10 (CEM keeps int(0.2·pop) >= 2 elites), got {self.pop}")
         if self.alpha not in ALPHAS:
             raise ValueError(f"--alpha-per must be one of {', '.join(ALPHAS)}, got {self.alpha!r}")

@@ -21,7 +21,7 @@ import torch
 
 def _tokens_per_second(model, tok, prompts: list[str], new_tokens: int, repeats: int) -> float:
     """Greedy decoding of `new_tokens` tokens for every prompt (eos never stops it), best of `repeats`."""
-    from workbench.lm.evaluate import _encode, greedy
+    from workbench.lm.evaluation import _encode, greedy
 
     ids = [_encode(tok, p) for p in prompts]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id

@@ -45,7 +45,7 @@ def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: 
                      classify: bool = True, device=None, progress: Callable[[int], None] | None = None,
                      eval_n: int = 128) -> Path:
     """Fine-tune the zoo's base on every zoo task (and "classify") for `steps` steps; write the model folder."""
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.tasks import CLASSIFY
     from workbench.lm.zoo import finetune_multitask, load_zoo
 

@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from workbench.checks import check_counts, check_positive, check_seed, check_weight
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
     as_run_did,
     check_resume,
-    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -109,16 +109,10 @@ class ExpertRunConfig:
         check_chat_tasks([self.task], self.prompt_format)
         if self.adapter not in ADAPTERS:
             raise ValueError(f"--adapter must be one of {', '.join(ADAPTERS)}, got {self.adapter!r}")
-        for name in ("rank", "iters", "batch", "val_every", "val_n", "n_test", "threads", "micro_batch",
-                     "rollout_batch"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{FLAGS.get(name, name)} must be a positive integer, got {value!r}")
-        for name in ("lr", "kl_coeff"):
-            value = float(getattr(self, name))
-            if not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'lr' else '>= 0'}, "
-                                 f"got {getattr(self, name)}")
+        check_counts(self, ("rank", "iters", "batch", "val_every", "val_n", "n_test", "threads", "micro_batch",
+                            "rollout_batch"), FLAGS)
+        self.lr = check_positive(self.lr, FLAGS["lr"], " (Adam's learning rate)")
+        self.kl_coeff = check_weight(self.kl_coeff, FLAGS["kl_coeff"])
         if self.device is not None:
             self.device = str(self.device)
 

@@ -10,7 +10,7 @@
 
 One step (the reference's Reinforce.step_optimization + update):
 1. greedy rollouts of the batch's prompts with the current expert composed into the model
-   (workbench.lm.evaluate.greedy, the evaluation harness's own decoding and prompt format);
+   (workbench.lm.evaluation.greedy, the evaluation harness's own decoding and prompt format);
 2. reward +1 for an exact-match answer, −1 otherwise;
 3. loss = (1/B)·Σ_j[−r_j·log π(y_j|x_j) + λ·KL_j] through the differentiable forward W′(z(p)), where y_j are
    the answer's tokens as the reference takes them (`stop_token="drop"`: prompt + the answer's text tokenised
@@ -21,7 +21,7 @@ One step (the reference's Reinforce.step_optimization + update):
 Data (workbench.lm.tasks): training batches and a fixed validation set are drawn from the TRAINING half of
 the prompt space (crc32 split) by two seeded streams of their own, and training never draws a validation
 prompt; the held-out eval set (`heldout`, the other half) is never touched here, so the checkpoint is not
-picked on the test set (the reference's quirk). Report test accuracy with workbench.lm.evaluate on
+picked on the test set (the reference's quirk). Report test accuracy with workbench.lm.evaluation on
 `best_params`.
 
 Adapters: the trainer drives any object with the SVFModel interface it uses (names, key, device, tokenizer,
@@ -180,7 +180,7 @@ def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: i
     the prompt's length (the text holds no eos, nor any special token the model emitted; for a subword tokenizer
     the ids may differ from the generated ones, as they do in the reference). count_stop: the generated ids as
     they are, ending with the eos where the model emitted it."""
-    from workbench.lm.evaluate import _encode, greedy  # the harness's decoding and prompt format (bos + text)
+    from workbench.lm.evaluation import _encode, greedy  # the harness's decoding and prompt format (bos + text)
 
     eos = tokenizer.eos_token_id
     prompts = [_encode(tokenizer, p) for p, _ in examples]
@@ -222,7 +222,7 @@ def score_shots(svf: SVFModel, tokenizer, examples: list[tuple[str, str]], max_n
     fitness. tie-break = the mean over the correctly answered shots of each answer's mean token
     log-likelihood (0.0 when none is correct), as the reference's use_loglikelihood_for_ties (over the answer's
     text tokenised again, as the reference; count_stop: the generated ids and the eos)."""
-    from workbench.lm.evaluate import model_device
+    from workbench.lm.evaluation import model_device
 
     roll = rollout(svf.model, tokenizer, examples, max_new_tokens, batch_size, count_stop)
     right = [i for i, c in enumerate(roll.correct) if c]

@@ -73,7 +73,7 @@ def _accuracy_gap(a: dict, b: dict) -> float:
 
 def _evaluation(zoo, where: torch.device) -> tuple[dict, float, dict[str, torch.Tensor]]:
     """({model: {task: accuracy}}, seconds, {model: logits of a fixed batch on the CPU}) on one device."""
-    from workbench.lm.evaluate import evaluate
+    from workbench.lm.evaluation import evaluate
     from workbench.lm.tasks import heldout
 
     tok = zoo.tokenizer()
@@ -125,7 +125,7 @@ def _merges(zoo, dev: torch.device, cpu: torch.device, seed: int) -> dict:
 def _recipe(zoo, dev: torch.device, cpu: torch.device, seed: int) -> dict:
     import numpy as np
 
-    from workbench.merge.evolve import EvolveConfig, context, evaluate_genomes
+    from workbench.merge.evolution import EvolveConfig, context, evaluate_genomes
 
     acc, seconds = {}, {}
     for label, where in (("device", dev), ("cpu", cpu)):
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default: cuda)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from workbench.runs import check_seed
+    from workbench.checks import check_seed
 
     try:
         check_seed(args.seed)  # the recipe's EvolveConfig would refuse it, minutes in, after two zoo builds

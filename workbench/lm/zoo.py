@@ -70,6 +70,22 @@ class ZooConfig:
     quick_build: bool = False  # a seconds-long smoke-test build (weak experts): recorded so users are warned
 
     def __post_init__(self):
+        from workbench.checks import check_counts, check_positive, check_seed, texts
+        from workbench.lm.tasks import check_tasks
+
+        self.tasks = tuple(check_tasks(texts(self.tasks, "--tasks")))
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"--tasks: give one or more distinct tasks for the experts, got {list(self.tasks)}")
+        check_seed(self.seed)
+        check_counts(self, ("hidden", "layers", "heads", "intermediate", "base_steps", "expert_steps", "batch",
+                            "threads", "eval_n"), {})  # zoo build has flags for none of them
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        self.base_lr = check_positive(self.base_lr, "base_lr")
+        self.expert_lr = check_positive(self.expert_lr, "expert_lr")
+        if not (isinstance(self.replay, (int, float)) and 0 <= self.replay < 1):
+            raise ValueError(f"replay is the fraction of each expert batch drawn from the base's mixture: give a "
+                             f"number in [0, 1), got {self.replay!r}")
         if self.device is not None:
             self.device = str(self.device)  # a torch.device given here is kept as its name
 
@@ -258,7 +274,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     import transformers
     from transformers import LlamaForCausalLM
 
-    from workbench.lm.evaluate import StateDictEvaluator
+    from workbench.lm.evaluation import StateDictEvaluator
     from workbench.lm.models import quiet_progress
 
     device = resolve_device(cfg.device)

@@ -50,6 +50,8 @@ class DFSRecipe:
     path: list[PathStep] | None = None
 
     def __post_init__(self):
+        if isinstance(self.models, str) or not all(isinstance(m, str) for m in self.models):
+            raise ValueError(f"models is a list of model names, got {self.models!r}")
         if not self.models:
             raise ValueError("a DFS recipe needs at least one source model")
         if self.layers < 1 or self.r < 1:

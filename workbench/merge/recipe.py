@@ -81,6 +81,8 @@ class Recipe:
     def from_yaml(cls, text_or_path: str | Path) -> Recipe:
         """Parse YAML text, or read it from a path (a Path, or a one-line string naming an existing file)."""
         text, where = str(text_or_path), "the recipe"
+        if "\n" not in text and text.strip().lower().endswith((".yaml", ".yml")) and not _is_file(text):
+            raise ValueError(f"no such recipe file: {text}")  # a file name, not YAML text
         if isinstance(text_or_path, Path) or ("\n" not in text and _is_file(text)):
             where = str(text_or_path)
             try:

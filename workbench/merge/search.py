@@ -1,4 +1,4 @@
-"""Recipe searches as ask/tell objects (the loop belongs to the caller; see workbench.merge.evolve).
+"""Recipe searches as ask/tell objects (the loop belongs to the caller; see workbench.merge.evolution).
 
     search = RecipeCMA(genome.initial(), genome.bounds(), sigma=0.2, population=8, seed=0)
     xs = search.ask()                 # (P, n) genomes inside the bounds
@@ -30,6 +30,9 @@ class RecipeCMA:
             raise ValueError(f"population must be at least 2, got {population}")
         if not (np.isfinite(mean).all() and sigma > 0 and np.isfinite(sigma)):
             raise ValueError("the initial mean must be finite and sigma positive")
+        if bounds.shape != (len(mean), 2) or not (np.isfinite(bounds).all() and (bounds[:, 0] < bounds[:, 1]).all()):
+            raise ValueError(f"bounds must be one finite (low, high) pair with low < high for each of the mean's "
+                             f"{len(mean)} numbers, got shape {bounds.shape}")
         # CMA-ES needs the mean strictly inside the box
         lo, hi = bounds[:, 0], bounds[:, 1]
         mean = np.clip(mean, lo + 1e-6 * (hi - lo), hi - 1e-6 * (hi - lo))

@@ -7,7 +7,7 @@ One JSON object:
     prompts and budgets: full cache, NAMM (with a policy), recent window + 4 sinks and H2O (workbench.namm.
     baselines, evicting every n_up tokens like NAMM) at each budget and at NAMM's own kept fraction, and the
     presses of kvpress (StreamingLLM, SnapKV, TOVA, ObservedAttention, Knorm by default) at the same budgets,
-    plus the trained NAMM as a kvpress press ("namm-press"). Kept fraction: workbench.namm.evaluate's (slots held
+    plus the trained NAMM as a kvpress press ("namm-press"). Kept fraction: workbench.namm.evaluation's (slots held
     when the answer starts ÷ prompt tokens, mean over layers and heads); a press's budget becomes kvpress'
     compression_ratio over the context (workbench.namm.peer.ratio_for).
   * summary: per task, NAMM's score and kept fraction next to the best baseline and the best press at NAMM's
@@ -66,10 +66,9 @@ SECTIONS = ("scores", "speed", "cma")
 
 def check_config(cfg: BenchConfig):
     """One clear error for any bad setting, before the model loads; returns the SavedPolicy (or None)."""
-    from workbench.cli.namm import check_prompts
     from workbench.namm.cache import check_n_up
     from workbench.namm.saved import load_policy
-    from workbench.namm.tasks import check_task_names
+    from workbench.namm.tasks import check_prompts, check_task_names
 
     cfg.tasks = check_task_names(cfg.tasks)
     cfg.presses = check_presses(cfg.presses)
@@ -122,7 +121,7 @@ def _peer(cfg: BenchConfig, examples: dict, budgets: list[float], log) -> tuple[
 
 
 def _scores(cfg: BenchConfig, model, tokenizer, saved, log) -> dict:
-    from workbench.namm.evaluate import Method, compare
+    from workbench.namm.evaluation import Method, compare
     from workbench.namm.tasks import make_examples
 
     examples = {t: make_examples(t, tokenizer, cfg.n, cfg.length, cfg.seed, "test") for t in cfg.tasks}
@@ -198,7 +197,7 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
             start = time.perf_counter()
             for _ in range(cfg.decode_tokens):
                 nxt = forward(model, nxt, cache, last_only=True)[:, -1].argmax(-1, keepdim=True)
-            from workbench.namm.evaluate import kept_fraction
+            from workbench.namm.evaluation import kept_fraction
 
             return pre, time.perf_counter() - start, kept_fraction(cache, ids.shape[1] + cfg.decode_tokens)
         return run
@@ -221,7 +220,7 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
 def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
     """Seconds per CMA-ES generation (ask, score pop candidates on cma_prompts prompts of the first task, tell)."""
     from workbench.namm.cache import model_shape
-    from workbench.namm.evaluate import evaluate
+    from workbench.namm.evaluation import evaluate
     from workbench.namm.policy import NAMMPolicy
     from workbench.namm.tasks import make_examples
     from workbench.namm.train import NAMMTrainConfig, new_search
@@ -268,7 +267,7 @@ def bench_namm(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> di
     else:
         # no policy: a seeded random θ at σ0 with statistics collected on one prompt (the policy's cost)
         from workbench.namm.cache import model_shape
-        from workbench.namm.evaluate import evaluate
+        from workbench.namm.evaluation import evaluate
         from workbench.namm.tasks import make_examples
 
         theta = np.random.default_rng(cfg.seed).normal(0, 0.065, N_PARAMS)

@@ -17,7 +17,7 @@ How it plugs into transformers (5.x), without touching the model's code:
     same number N of slots on every head: keys/values stay one dense (B, H, N, D) tensor. Rows buffered before
     the cache grew are zero-padded on the right: a query never attends to later tokens.
 
-Batches are left-padded (positions count real tokens only, as workbench.lm.evaluate does); padding slots stay
+Batches are left-padded (positions count real tokens only, as workbench.lm.evaluation does); padding slots stay
 masked, and so do the fill slots of the "strict per head" variant.
 """
 

@@ -7,7 +7,7 @@
 The policy must see exactly n_up new tokens per step, so `forward` splits its tokens at the multiples of n_up
 (a prompt of 150 tokens with n_up = 64 runs as 64 + 64 + 22; the next 42 generated tokens complete the third
 step). One transformers forward call per chunk; eager attention required (the hooks read its weights).
-Input is left-padded like workbench.lm.evaluate: `attention_mask` (B, L) of 0 (padding) … 1; positions count
+Input is left-padded like workbench.lm.evaluation: `attention_mask` (B, L) of 0 (padding) … 1; positions count
 real tokens only, so a padded row gets the same positions, logits and evictions-by-position as alone.
 """
 
@@ -108,7 +108,7 @@ def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: in
         mask = torch.as_tensor(attention_mask)
         if mask.shape != ids.shape or bool((mask[:, 1:] < mask[:, :-1]).any()) or bool((mask[:, -1] == 0).any()):
             raise ValueError("attention_mask must be (B, L) and LEFT-padded (0 … 0 1 … 1, the last token real): "
-                             "pad prompts on the left, as workbench.lm.evaluate.greedy does")
+                             "pad prompts on the left, as workbench.lm.evaluation.greedy does")
         lengths = mask.sum(-1)
     else:
         lengths = torch.full((ids.shape[0],), ids.shape[1])

@@ -11,9 +11,9 @@ adds .venv's site-packages AFTER its own, so torch and everything else are share
      "policy": "runs/<id>/policy.safetensors" or null, "n_up": 64}
 
 and reads one JSON row per (press, budget, task) on stdout: method, budget, task, score, kept, n (the rows of
-workbench.namm.evaluate.compare). kvpress' protocol, as in its pipeline: the press compresses the context
+workbench.namm.evaluation.compare). kvpress' protocol, as in its pipeline: the press compresses the context
 (ids[:n_context]) after its prefill; the question turn is appended uncompressed at its true positions and the
-answer decoded greedily, stopping like workbench.namm.evaluate.answer. A budget is the kept fraction of the
+answer decoded greedily, stopping like workbench.namm.evaluation.answer. A budget is the kept fraction of the
 whole prompt, as for the other methods: compression_ratio = 1 − (budget·L − question tokens) / context tokens.
 With a policy, the trained NAMM also runs as a press (method "namm-press", at its own fraction).
 """
@@ -67,7 +67,7 @@ def _answer(model, tokenizer, ids, n_context, press, max_new_tokens):
     import torch
     from transformers import DynamicCache
 
-    from workbench.namm.evaluate import _DONE
+    from workbench.namm.evaluation import _DONE
 
     ids = torch.tensor([ids])
     context, question = ids[:, :n_context], ids[:, n_context:]

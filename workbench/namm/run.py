@@ -37,6 +37,7 @@ import numpy as np
 from workbench.checkpoint import cmaes_from_state, cmaes_state
 from workbench.namm.legacy import PREDATES
 from workbench.namm.saved import POLICY_FILE, save_policy
+from workbench.namm.tasks import check_prompts
 from workbench.namm.train import (
     ELITE_RATIO,
     FLAGS,
@@ -107,6 +108,8 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
             "from_iteration": 0 if state is None else state["iteration"]}])
     elif cfg is None:
         raise ValueError("give a NAMMTrainConfig or resume=RUN_ID")
+    if resume is None:  # prompts that do not fit the model's window: said before a run folder is made
+        check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
     ctx = context(cfg)  # loads the model: every refusal of the settings came before
     if resume is None:
         tasks, model = _describe(cfg)

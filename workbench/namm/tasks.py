@@ -224,3 +224,36 @@ def score_answer(generated: str, answer: str) -> float:
     """Exact match: 1.0 iff the first run of digits in the generated text is the answer."""
     found = _NUMBER.search(generated)
     return float(found is not None and found.group(0) == answer)
+
+
+def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, max_new_tokens: int,
+                  split: str = "train") -> None:
+    """Build the prompts with the model's tokenizer alone and check model and context length, before the model's
+    weights load (a too-short --length, a context longer than the window, a model without eager attention). Each
+    error names a --length that works, or says that none does (a task too long for the model's window), so that
+    following one error never leads to the other."""
+    from workbench.namm.models import check_model_source, load_tokenizer, window
+
+    limit = window(check_model_source(model))
+    tokenizer = load_tokenizer(model)
+
+    def longest_at(length: int) -> int:
+        try:
+            return max(ex.length for task in tasks for ex in make_examples(task, tokenizer, n, length, seed, split))
+        except PromptTooShort as error:
+            if limit is not None and error.needed + max_new_tokens > limit:  # no --length fits this model
+                raise ValueError(f"task {error.task!r} needs prompts of {error.needed} tokens or more, beyond the "
+                                 f"window of --model {model} ({limit} positions): leave {error.task} out of --tasks or "
+                                 "give a model with a longer window (e.g. --model smollm2)") from None
+            raise
+
+    longest = longest_at(length)
+    if limit is not None and longest + max_new_tokens > limit:
+        # the longest --length that fits: prompts fill up to --length a whole sentence at a time, around a template
+        # and a question, so step down by each try's excess (the task's own error when none fits)
+        most, fits = length, longest
+        while fits + max_new_tokens > limit:
+            most = max(1, most - (fits + max_new_tokens - limit))
+            fits = longest_at(most)
+        raise ValueError(f"a context of {longest + max_new_tokens} tokens (prompt + answer) is longer than the window "
+                         f"of --model {model} ({limit} positions): use --length {most} or less")

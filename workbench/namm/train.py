@@ -53,11 +53,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from workbench.checks import check_counts, check_seed
 from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
 from workbench.namm.tasks import check_task_names
-from workbench.runs import check_seed
 from workbench.threads import torch_threads
 
 CMA_VARIANTS = ("sep", "full")
@@ -116,10 +116,7 @@ class NAMMTrainConfig:
     def __post_init__(self):
         check_seed(self.seed)
         self.tasks = check_task_names(self.tasks)
-        for name in ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{FLAGS.get(name, name)} must be a positive integer, got {value!r}")
+        check_counts(self, ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"), FLAGS)
         if not isinstance(self.pool, int) or isinstance(self.pool, bool) or (0 < self.pool < self.n_prompts) \
                 or self.pool < 0:
             raise ValueError(f"--pool must be at least --prompts {self.n_prompts} (each generation draws its prompts "
@@ -235,7 +232,7 @@ class Context:
 
     def run(self, task: str, policy, split: str = "train", n: int | None = None, prompts: list[int] | None = None):
         """Evaluate a policy on the first n prompts of a split, or on `prompts` (indices) of them."""
-        from workbench.namm.evaluate import evaluate
+        from workbench.namm.evaluation import evaluate
 
         examples = self.examples(task, split, n)
         if prompts is not None:

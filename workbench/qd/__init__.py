@@ -18,7 +18,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.qd.archive_map": ["read_archive_map", "write_archive_map", "check_archive_map", "to_archive_map",
                                  "archives_from_map", "archive_map_path", "latest_archive_map", "ArchiveEntry",
                                  "ArchiveMapError"],
-    "workbench.qd.run": ["QDRunConfig", "run_cycleqd", "load_run", "rebuild_model", "export_model"],
+    "workbench.qd.run": ["QDRunConfig", "run_cycleqd", "load_run", "rebuild_model", "export_model", "model_id_of"],
     "workbench.qd.pyribs": ["write_pyribs", "read_pyribs", "read_pyribs_frame", "to_grid_archive"],
     "workbench.qd.baselines": ["report", "best_per_task", "best_overall"],
 })

@@ -63,7 +63,7 @@ def load_recipe(path: str | Path, zoo):
 def test_sets(ctx):
     """The run's test prompts: n_test per task from held-out stream seed + 1, the validation prompts left out
     (drawn until n_test remain; fewer only if the task's held-out prompts run out)."""
-    from workbench.lm.evaluate import HeldoutSets, _encode
+    from workbench.lm.evaluation import HeldoutSets, _encode
     from workbench.lm.tasks import heldout
 
     cfg, tok = ctx.cfg, ctx.tokenizer

@@ -241,7 +241,7 @@ class Context:
 
     def __init__(self, cfg: QDRunConfig):
         from workbench.kernels.device import resolve_device
-        from workbench.lm.evaluate import HeldoutSets
+        from workbench.lm.evaluation import HeldoutSets
         from workbench.lm.zoo import load_zoo
         from workbench.qd.operators import svd_factors, task_vector
 
@@ -536,26 +536,47 @@ def load_run(store: RunStore, run_id: str) -> tuple[Run, QDRunConfig, CycleQD]:
     return run, cfg, state["qd"]
 
 
-def rebuild_model(store: RunStore, run_id: str, model_id: int) -> dict:
-    """The weights of model `model_id` of a run, rebuilt from its lineage (CPU tensors, bit for bit those that
-    were scored)."""
+def model_id_of(run: Run, qd: CycleQD, model: int | str) -> int:
+    """A model of a run: its id (children.parquet's model_id; an int or its digits) or "best:TASK" (the archive
+    elite scoring highest on TASK). One ValueError naming --model for anything else or an id the run lacks."""
+    from workbench.qd.baselines import best_per_task
+
+    if isinstance(model, str) and model.startswith("best:"):
+        task = model.split(":", 1)[1]
+        if task not in qd.tasks:
+            raise ValueError(f"--model best:{task}: the run's tasks are {', '.join(qd.tasks)}")
+        return best_per_task(qd)[task]
+    try:
+        if isinstance(model, bool) or isinstance(model, float):
+            raise ValueError
+        model_id = int(model)
+    except (TypeError, ValueError):
+        raise ValueError(f"--model takes a model id or best:TASK, got {model!r}") from None
+    if not 0 <= model_id < len(qd.records):
+        raise ValueError(f"run {run.id} has models 0 to {len(qd.records) - 1}, not {model_id}")
+    return model_id
+
+
+def rebuild_model(store: RunStore, run_id: str, model_id: int | str) -> dict:
+    """The weights of model `model_id` (an id or "best:TASK", see model_id_of) of a run, rebuilt from its lineage
+    (CPU tensors, bit for bit those that were scored)."""
     run, cfg, qd = load_run(store, run_id)
+    model_id = model_id_of(run, qd, model_id)
     ctx = context(cfg)
     with torch_threads(cfg.threads):
-        return ctx.rebuild(int(model_id), qd.child, {})
+        return ctx.rebuild(model_id, qd.child, {})
 
 
-def export_model(store: RunStore, run_id: str, model_id: int, out: str | Path) -> Path:
-    """Write model `model_id` of a run as a model folder (config, safetensors, tokenizer) that `workbench zoo
-    eval` and `merge apply` read; written under a temporary name and renamed."""
+def export_model(store: RunStore, run_id: str, model_id: int | str, out: str | Path) -> Path:
+    """Write model `model_id` (an id or "best:TASK") of a run as a model folder (config, safetensors, tokenizer)
+    that `workbench zoo eval` and `merge apply` read; written under a temporary name and renamed."""
     import shutil
 
     out = Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
     run, cfg, qd = load_run(store, run_id)
-    if not (0 <= int(model_id) < len(qd.records)):
-        raise ValueError(f"run {run.id} has models 0 to {len(qd.records) - 1}, not {model_id}")
+    model_id = model_id_of(run, qd, model_id)
     theta = rebuild_model(store, run.id, model_id)
     ctx = context(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)

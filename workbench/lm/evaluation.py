@@ -21,6 +21,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 from workbench.kernels.device import resolve_device
@@ -46,6 +47,10 @@ def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int,
     batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one."""
     from transformers import DynamicCache
 
+    if not prompts or not all(prompts):
+        raise ValueError("greedy needs one or more prompts, each of one token or more")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a whole number ≥ 1, got {max_new_tokens!r}")
     dev = model_device(model)
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]).to(dev)
@@ -86,7 +91,15 @@ class HeldoutSets:
     """The tokenised held-out sets of some tasks, sorted by prompt length so batches carry little padding."""
 
     def __init__(self, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64):
-        self.tokenizer, self.tasks, self.batch_size = tokenizer, list(tasks), batch_size
+        whole = (int, np.integer)  # a count or seed read from a NumPy array is one too
+        if isinstance(n, bool) or not isinstance(n, whole) or n < 1:
+            raise ValueError(f"n is the number of held-out prompts per task: give a whole number ≥ 1, got {n!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, whole) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, whole) or seed < 0:  # any size: it names a stream
+            raise ValueError(f"seed must be a whole number ≥ 0, got {seed!r}")
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one task's name, not one task per letter
+        self.tokenizer, self.tasks, self.batch_size = tokenizer, tasks, batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.items = {}
         for name in self.tasks:
@@ -96,10 +109,9 @@ class HeldoutSets:
     def score(self, model, method: str = "greedy", progress: Callable[[int], None] | None = None) -> dict[str, float]:
         """Accuracy per task of `model`, on the device its weights are on. progress(k), if given, is called as each
         batch of k prompts is scored (greedy) or each task's (forced)."""
+        check_method(method)
         if method == "forced":
             return self._forced(model, progress)
-        if method != "greedy":
-            raise ValueError(f"method must be 'greedy' or 'forced', got {method!r}")
         acc = {}
         for name in self.tasks:
             prompts, answers = self.items[name]
@@ -146,8 +158,20 @@ def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int 
     """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`).
     The model is moved to `device` (in place, as Module.to does; default: resolve_device(None)). progress(k): see
     HeldoutSets.score (n × len(tasks) prompts in all)."""
+    check_method(method)
+    sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)  # its checks before the move
     model.to(resolve_device(device)).eval()
-    return HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size).score(model, method, progress)
+    return sets.score(model, method, progress)
+
+
+#: how HeldoutSets.score decodes: "greedy" generates each answer; "forced" scores the answer's tokens in one
+#: forward pass (exact for the zoo's character-level tokenizer)
+METHODS = ("greedy", "forced")
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
 
 
 class StateDictEvaluator:
@@ -157,8 +181,9 @@ class StateDictEvaluator:
 
     def __init__(self, model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0,
                  batch_size: int = 128, method: str = "forced", device: str | torch.device | None = None):
-        self.model, self.method = model.to(resolve_device(device)).eval(), method
+        check_method(method)
         self.sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)
+        self.model, self.method = model.to(resolve_device(device)).eval(), method
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
         self.model.load_state_dict(state_dict, strict=True)

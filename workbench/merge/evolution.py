@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from workbench.checks import check_counts, check_positive, check_seed, texts
 from workbench.merge.genome import DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
@@ -40,7 +41,6 @@ from workbench.runs import (
     RunError,
     RunStore,
     check_resume,
-    check_seed,
     checkpointed_loop,
     releases_claims,
     setting_up,
@@ -79,11 +79,15 @@ class EvolveConfig:
         methods = (*PS_METHODS, "dfs")
         if self.method not in methods:
             raise ValueError(f"unknown merge method {self.method!r} for evolution; choose one of {', '.join(methods)}")
+        self.models = texts(self.models, "--models")
         if not self.models:
             raise ValueError("give the source models to merge (--models NAME …)")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"source models repeat: {self.models}")
-        self.tasks = list(self.tasks) or [m for m in self.models if m in TASKS]
+        if self.method != "dfs" and self.base in self.models:
+            raise ValueError(f"--base {self.base} is also one of --models: {self.method} merges the task vectors of "
+                             f"--models (each model minus the base); leave the base out of --models")
+        self.tasks = texts(self.tasks, "--tasks") or [m for m in self.models if m in TASKS]
         if not self.tasks:
             raise ValueError(f"no task to score: give --tasks (known: {', '.join(TASKS)})")
         check_tasks(self.tasks)
@@ -92,14 +96,10 @@ class EvolveConfig:
                 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:
             raise ValueError(f"--task-weights: give {len(self.tasks)} (one per --tasks task, in order) non-negative "
                              f"finite numbers with a positive sum, got {' '.join(map(str, self.task_weights))}")
-        for name in ("iters", "pop", "n_eval", "n_test", "dfs_r", "chunk"):
-            if int(getattr(self, name)) < 1:
-                flag = FLAGS.get(name, f"--{name.replace('_', '-')}")
-                raise ValueError(f"{flag} must be a positive integer, got {getattr(self, name)}")
+        check_counts(self, ("iters", "pop", "n_eval", "n_test", "dfs_r", "chunk"), FLAGS)
         if self.pop < 2:
             raise ValueError("the CMA-ES population (--pop) must be at least 2")
-        if not (np.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"--sigma must be a finite number > 0, got {self.sigma}")
+        self.sigma = check_positive(self.sigma, "--sigma")
         if self.device is not None:
             self.device = str(self.device)  # a name, resolved where the work runs (a torch.device would pin it)
 
@@ -142,7 +142,7 @@ class Context:
     @functools.cache  # noqa: B019 - one Context per process, kept for the process's life
     def scorer(self, n: int, seed: int):
         """The tokenised held-out sets (seed `seed`) of the run's tasks."""
-        from workbench.lm.evaluate import HeldoutSets
+        from workbench.lm.evaluation import HeldoutSets
 
         return HeldoutSets(self.tokenizer, self.cfg.tasks, n=n, seed=seed, batch_size=128)
 

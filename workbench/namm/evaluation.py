@@ -94,6 +94,8 @@ def answer(model, tokenizer, example: Example, policy: EvictionPolicy, *, n_up: 
 def evaluate(model, tokenizer, examples: list[Example], policy: EvictionPolicy | Callable[[Example], EvictionPolicy],
              *, n_up: int, max_new_tokens: int = 8) -> Result:
     """A policy (one object, reset per prompt, statistics kept; or a factory called per prompt) on prompts."""
+    if not examples:
+        raise ValueError("no prompts to evaluate: give one or more examples (workbench.namm.tasks.make_examples)")
     answers = []
     for ex in examples:
         p = policy(ex) if callable(policy) and not isinstance(policy, EvictionPolicy) else policy

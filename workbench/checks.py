@@ -1,0 +1,69 @@
+"""Checks of the settings the run configs share, each one ValueError naming the setting by its flag (a notebook's
+config fields and the CLI's flags are the same settings), raised in the config's __post_init__: before a model
+loads or a run folder is made, where a bad value would otherwise fail deep inside NumPy, torch or cmaes, or
+leave a failed run behind."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def check_seed(seed: object, flag: str = "--seed") -> None:
+    """A seed NumPy can take (0 ≤ seed < 2³²): NumPy's own error came from inside the run."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"{flag} must be a whole number from 0 to 4294967295 (NumPy's seeds), got {seed!r}")
+
+
+def check_counts(config: object, names: Iterable[str], flags: dict[str, str] | None = None, at_least: int = 1) -> None:
+    """Each named field a whole number ≥ at_least: 1.5 or "2" passed a check of int(value) and failed later, in
+    the loop, with "'float' object cannot be interpreted as an integer". flags: the field → flag map of a config
+    (a field without a flag is named as it is); None: each field's flag is its name in dashes."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+            flag = flags.get(name, name) if flags is not None else f"--{name.replace('_', '-')}"
+            what = "a positive integer" if at_least == 1 else f"an integer ≥ {at_least}"
+            raise ValueError(f"{flag} must be {what}, got {value!r}")
+
+
+def count(value: object, name: str, at_least: int = 1) -> int:
+    """One whole number ≥ at_least (a number of steps, a size, a dpi), as an int; 0 is not taken for a default."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+        raise ValueError(f"{name} must be a whole number ≥ {at_least}, got {value!r}")
+    return int(value)
+
+
+def check_weight(value: object, flag: str) -> float:
+    """A finite number ≥ 0 (a loss term's weight), as a float."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{flag} weighs a term of the loss: give a finite number ≥ 0 (0 leaves the term out), "
+                         f"got {value!r}")
+    return number
+
+
+def check_positive(value: object, flag: str, why: str = "") -> float:
+    """A finite number > 0 (a step size, a learning rate), as a float; `why` says what it is."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{flag} must be a finite number > 0{why}, got {value!r}")
+    return number
+
+
+def texts(value: object, flag: str) -> list[str]:
+    """A list of names or prompts from a list or tuple of them, or from one string (one name: "add" is ["add"],
+    not the letters a, d, d)."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{flag} takes a list of texts, got {value!r}")
+    return list(value)
