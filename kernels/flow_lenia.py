@@ -114,15 +114,3 @@ def reintegrate(a: ti.types.ndarray(ndim=4), ty: ti.types.ndarray(ndim=4), tx: t
                         for j in range(reach):
                             wx = ti.min(ti.max(half - ti.abs(ti.cast(x0 + j, ti.f32) - mx), 0.0), cap)
                             out[p, c, row, (x0 + j + 2 * W) % W] += m * wy * wx
-
-
-@ti.kernel
-def render(world: ti.types.ndarray(ndim=4), img: ti.types.ndarray(ndim=4)):
-    """img[p, i, j] = clip(world[p, ⌊(i + ½)·H/size⌋, ⌊(j + ½)·W/size⌋], 0, 1): the whole torus, nearest resize."""
-    P, size, C = img.shape[0], img.shape[1], img.shape[3]
-    H, W = world.shape[1], world.shape[2]
-    for p, i, j in ti.ndrange(P, size, size):
-        sy = ti.min(int((i + 0.5) * H / size), H - 1)
-        sx = ti.min(int((j + 0.5) * W / size), W - 1)
-        for ch in range(C):
-            img[p, i, j, ch] = ti.min(ti.max(world[p, sy, sx, ch], 0.0), 1.0)

@@ -131,35 +131,3 @@ def packed_steps(a: ti.types.ndarray(dtype=ti.i32, ndim=3), wa: ti.types.ndarray
                         word = wb[p, y, wi]
                     for i in range(64):
                         a[p, y, wi * 64 + i] = ti.cast((word >> ti.cast(i, ti.u64)) & ti.u64(1), ti.i32)
-
-
-# --- renders of the grid substrates (GoL, NCA, discrete NCA) ----------------------------------------
-
-@ti.func
-def _source(i, m, size):
-    """Nearest resize m -> size as jax.image.resize: output pixel i takes source ⌊(2i + 1)·m / (2·size)⌋."""
-    return (2 * i + 1) * m // (2 * size)
-
-
-@ti.kernel
-def render_states(k: ti.types.ndarray(dtype=ti.i32, ndim=3), palette: ti.types.ndarray(dtype=ti.f32, ndim=2),
-                  img: ti.types.ndarray(dtype=ti.f32, ndim=4)):
-    """img (P, size, size, 3) = palette colour of the integer states k (P, H, W), nearest-resized."""
-    P, H, W, size = k.shape[0], k.shape[1], k.shape[2], img.shape[1]
-    for p, i, j in ti.ndrange(P, size, size):
-        v = k[p, _source(i, H, size), _source(j, W, size)]
-        for ch in ti.static(range(3)):
-            img[p, i, j, ch] = palette[v, ch]
-
-
-@ti.kernel
-def render_channels(s: ti.types.ndarray(dtype=ti.f32, ndim=4), img: ti.types.ndarray(dtype=ti.f32, ndim=4)):
-    """img (P, size, size, 3) = the first channels of s (P, H, W, C ≤ 3) as R(, G, B), the rest 0, nearest-resized."""
-    P, H, W, C, size = s.shape[0], s.shape[1], s.shape[2], s.shape[3], img.shape[1]
-    for p, i, j in ti.ndrange(P, size, size):
-        sy, sx = _source(i, H, size), _source(j, W, size)
-        for ch in ti.static(range(3)):
-            v = 0.0
-            if ch < C:
-                v = s[p, sy, sx, ch]
-            img[p, i, j, ch] = v

@@ -139,17 +139,3 @@ def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.
                             cov = 1.0 - _sigmoid(EDGE_SHARPNESS * (ti.sqrt(dd) - radius))
                             for ch in ti.static(range(3)):
                                 img[p, ix, iy, ch] = cov * colour[ch] + (1.0 - cov) * img[p, ix, iy, ch]
-
-
-# --- Lenia -------------------------------------------------------------------------------------
-
-@ti.kernel
-def upscale_nearest(world: ti.types.ndarray(ndim=4), img: ti.types.ndarray(ndim=4), y0: ti.i32, x0: ti.i32,
-                    crop: ti.i32):
-    """img[p, i, j] = world[p, y0 + ⌊(i + ½)·crop/size⌋, x0 + ⌊(j + ½)·crop/size⌋] (half-pixel centres)."""
-    P, size, C = img.shape[0], img.shape[1], img.shape[3]
-    for p, i, j in ti.ndrange(P, size, size):
-        sy = y0 + ti.min(int((i + 0.5) * crop / size), crop - 1)
-        sx = x0 + ti.min(int((j + 0.5) * crop / size), crop - 1)
-        for ch in range(C):
-            img[p, i, j, ch] = world[p, sy, sx, ch]

@@ -38,20 +38,20 @@ def resize_index(m: int, size: int, device: torch.device) -> torch.Tensor:
 
 
 def render_states(states: torch.Tensor, palette: torch.Tensor, size: int) -> torch.Tensor:
-    """(P, H, W) integer states coloured by palette (n, 3), nearest-resized to (P, size, size, 3)."""
+    """(P, H, W) integer states coloured by palette (n, 3), nearest-resized to (P, size, size, 3): coloured at the
+    grid's size, then two index_selects (on a CPU 10-20x faster than a per-pixel kernel or one 2-D gather)."""
     iy = resize_index(states.shape[1], size, states.device)
     ix = resize_index(states.shape[2], size, states.device)
-    return palette[states[:, iy[:, None], ix[None, :]].long()]
+    return palette[states.long()].index_select(1, iy).index_select(2, ix)
 
 
 def render_channels(world: torch.Tensor, size: int) -> torch.Tensor:
     """(P, H, W, C ≤ 3) as RGB (missing channels 0), nearest-resized to (P, size, size, 3)."""
     iy = resize_index(world.shape[1], size, world.device)
     ix = resize_index(world.shape[2], size, world.device)
-    img = world[:, iy[:, None], ix[None, :]]
-    if img.shape[-1] < 3:
-        img = torch.cat([img, img.new_zeros(*img.shape[:3], 3 - img.shape[-1])], dim=-1)
-    return img.contiguous()
+    if world.shape[-1] < 3:
+        world = torch.cat([world, world.new_zeros(*world.shape[:3], 3 - world.shape[-1])], dim=-1)
+    return world.index_select(1, iy).index_select(2, ix)
 
 
 # --- Game of Life --------------------------------------------------------------------------------

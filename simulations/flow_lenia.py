@@ -141,17 +141,11 @@ class FlowLenia(Deterministic, Lenia):
         return out / (4 * self.sigma ** 2)
 
     def _render(self, arrays, params, size):
-        world = arrays["world"]
-        if self.engine == "triton" or self.device.type != "cpu":
-            src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.grid / size).long()
-            src = src.clamp(max=self.grid - 1).to(self.device)
-            return world[:, src[:, None], src[None, :]].clamp(0, 1)
-        from workbench.kernels import flow_lenia as kf
-
-        ensure_taichi(self.device)
-        img = torch.empty(world.shape[0], size, size, self.channels, device=self.device)
-        kf.render(world.contiguous(), img)
-        return img
+        """The whole torus, clipped to [0, 1], nearest-resized with half-pixel centres (two index_selects on every
+        engine: on a CPU 3-6x faster than a Taichi kernel per pixel)."""
+        src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.grid / size).long()
+        src = src.clamp(max=self.grid - 1).to(self.device)
+        return arrays["world"].clamp(0, 1).index_select(1, src).index_select(2, src)
 
     def _validate_state(self, arrays):
         if (arrays["world"] < 0).any():

@@ -130,30 +130,17 @@ class GridSubstrate(Substrate):
     # --- render ------------------------------------------------------------------------------
 
     def _render_states(self, states: torch.Tensor, palette: torch.Tensor, size: int) -> torch.Tensor:
-        """Integer states (P, H, W) coloured by palette (n, 3), nearest-resized to (P, size, size, 3)."""
-        if self.engine == "torch":
-            from workbench.kernels import torch_ca
+        """Integer states (P, H, W) coloured by palette (n, 3), nearest-resized to (P, size, size, 3) (torch on
+        every engine: two index_selects beat a Taichi kernel per pixel 10-20x on a CPU)."""
+        from workbench.kernels import torch_ca
 
-            return torch_ca.render_states(states, palette, size)
-        from workbench.kernels import gol as kg
-
-        ensure_taichi(self.device)
-        img = torch.empty(states.shape[0], size, size, 3, device=self.device)
-        kg.render_states(states.contiguous(), palette, img)
-        return img
+        return torch_ca.render_states(states, palette, size)
 
     def _render_channels(self, world: torch.Tensor, size: int) -> torch.Tensor:
         """(P, H, W, C ≤ 3) as RGB (missing channels 0), nearest-resized to (P, size, size, 3)."""
-        if self.engine == "torch":
-            from workbench.kernels import torch_ca
+        from workbench.kernels import torch_ca
 
-            return torch_ca.render_channels(world, size)
-        from workbench.kernels import gol as kg
-
-        ensure_taichi(self.device)
-        img = torch.empty(world.shape[0], size, size, 3, device=self.device)
-        kg.render_channels(world.contiguous(), img)
-        return img
+        return torch_ca.render_channels(world, size)
 
 
 class GameOfLife(GridSubstrate):

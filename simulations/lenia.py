@@ -94,7 +94,7 @@ class Lenia(Substrate):
         # FFT of the kernels moved to the origin, computed once in float64
         K = np.fft.ifftshift(kernel_fields(pat, self.grid), axes=(-2, -1))[self._order.numpy()]
         fK = np.fft.rfft2(K).astype(np.complex64)
-        self._render_index: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._render_index: dict[int, torch.Tensor] = {}
         if self.engine == "triton":
             from workbench.kernels.triton_lenia import LeniaTriton
 
@@ -187,22 +187,14 @@ class Lenia(Substrate):
         return world[..., o:o + self.phenotype, o:o + self.phenotype, :]
 
     def _render(self, arrays, params, size):
-        world = arrays["world"]
-        o = (self.grid - self.phenotype) // 2
-        if self.engine == "triton":
-            # nearest upscale with half-pixel centres, as the Taichi kernel: one gather on the device
-            if size not in self._render_index:
-                src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.phenotype / size).long()
-                src = (o + src.clamp(max=self.phenotype - 1)).to(self.device)
-                self._render_index[size] = (src[:, None], src[None, :])
-            rows, cols = self._render_index[size]
-            return world[:, rows, cols]
-        from workbench.kernels import render as kr
-
-        ensure_taichi(self.device)
-        img = torch.empty(world.shape[0], size, size, self.channels, device=self.device)
-        kr.upscale_nearest(world, img, o, o, self.phenotype)
-        return img
+        # nearest upscale of the centred phenotype crop with half-pixel centres: two index_selects on every
+        # engine (on a CPU 10x faster than a Taichi kernel per pixel; the same float32 index arithmetic)
+        if size not in self._render_index:
+            o = (self.grid - self.phenotype) // 2
+            src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.phenotype / size).long()
+            self._render_index[size] = (o + src.clamp(max=self.phenotype - 1)).to(self.device)
+        index = self._render_index[size]
+        return arrays["world"].index_select(1, index).index_select(2, index)
 
     def _validate_state(self, arrays):
         w = arrays["world"]
