@@ -19,14 +19,16 @@ def check_seed(seed: object, flag: str = "--seed") -> None:
 
 def check_counts(config: object, names: Iterable[str], flags: dict[str, str] | None = None, at_least: int = 1) -> None:
     """Each named field a whole number ≥ at_least: 1.5 or "2" passed a check of int(value) and failed later, in
-    the loop, with "'float' object cannot be interpreted as an integer". flags: the field → flag map of a config
-    (a field without a flag is named as it is); None: each field's flag is its name in dashes."""
+    the loop, with "'float' object cannot be interpreted as an integer" (a NumPy integer is kept as an int).
+    flags: the field → flag map of a config (a field without a flag is named as it is); None: each field's flag
+    is its name in dashes."""
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
             flag = flags.get(name, name) if flags is not None else f"--{name.replace('_', '-')}"
             what = "a positive integer" if at_least == 1 else f"an integer ≥ {at_least}"
             raise ValueError(f"{flag} must be {what}, got {value!r}")
+        setattr(config, name, int(value))  # a NumPy integer becomes one run.json can hold
 
 
 def count(value: object, name: str, at_least: int = 1) -> int:
