@@ -231,6 +231,7 @@ def _library_bad_input(tmp_path):
     inside NumPy, torch, cmaes or pyribs, an error after a run folder was made, or silently accepted."""
     import math
 
+    from workbench.asal.atlas import population_grid, project, snap_to_grid
     from workbench.asal.driver import SearchConfig
     from workbench.asal.evaluate import EvalConfig
     from workbench.asal.scores import supervised_target
@@ -242,8 +243,10 @@ def _library_bad_input(tmp_path):
     from workbench.lm.evaluation import HeldoutSets, StateDictEvaluator
     from workbench.lm.tasks import make_tokenizer
     from workbench.lm.zoo import ZooConfig
+    from workbench.merge.analysis import task_vector_norms
     from workbench.merge.dfs import DFSRecipe
     from workbench.merge.evolution import EvolveConfig
+    from workbench.merge.methods import merge_tensors
     from workbench.merge.recipe import Recipe
     from workbench.merge.search import RecipeCMA
     from workbench.runs import RunStore
@@ -284,7 +287,20 @@ def _library_bad_input(tmp_path):
         (lambda: StateDictEvaluator(torch_nn().Linear(1, 1), make_tokenizer(), ["add"], method="greed"),
          "method must be one of greedy, forced"),
         (lambda: supervised_target(np.ones((2, 4)), np.ones((1, 3))), "prompt embeddings of size 3 against frame"),
+        (lambda: project(np.array([[0.0, 1.0], [np.nan, 0.0]])), "the embeddings hold NaN or inf"),
+        (lambda: snap_to_grid(np.zeros((4, 3))), "snap_to_grid takes 2-D points of shape (N, 2)"),
+        (lambda: population_grid(np.zeros((4, 8, 8))), "population_grid takes thumbnails of shape (N, H, W, 3)"),
+        (lambda: merge_tensors([torch_zeros(2)] * 2, "task_arithmetic", base_index=1.0),
+         "base_index must be a whole number"),
+        (lambda: task_vector_norms({"w": torch_zeros(2)}, {"add": {"w": torch_zeros(3)}}),
+         "add does not fit the base: the base's w is (2,), add has shape (3,)"),
     ]
+
+
+def torch_zeros(n):
+    import torch
+
+    return torch.zeros(n)
 
 
 def torch_nn():

@@ -22,6 +22,8 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     z = np.asarray(z, np.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"need at least two embeddings of shape (N, D), got {z.shape}")
+    if not np.isfinite(z).all():
+        raise ValueError("the embeddings hold NaN or inf: project finite embeddings (a run's rows that failed?)")
     if method == "pca":
         zc = z - z.mean(axis=0)
         _, _, vt = np.linalg.svd(zc, full_matrices=False)
@@ -79,6 +81,9 @@ def snap_to_grid(xy: np.ndarray, side: int | None = None) -> np.ndarray:
     distance between points and their cells' centres (a linear assignment)."""
     from scipy.optimize import linear_sum_assignment
 
+    xy = np.asarray(xy, np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"snap_to_grid takes 2-D points of shape (N, 2), got {xy.shape}")
     side = side or math.ceil(math.sqrt(len(xy)))
     if side * side < len(xy):
         raise ValueError(f"a {side}×{side} grid cannot hold {len(xy)} points")
@@ -105,6 +110,8 @@ def population_grid(thumbs: np.ndarray) -> np.ndarray:
     """A population's thumbnails in order, row by row in a near-square grid, without the empty rows below it
     (6 thumbnails: 3 × 2, not 3 × 3): the Search page's "latest population", and a run's population.png."""
     thumbs = np.asarray(thumbs)
+    if thumbs.ndim != 4 or thumbs.shape[-1] != 3 or not len(thumbs):
+        raise ValueError(f"population_grid takes thumbnails of shape (N, H, W, 3), got {thumbs.shape}")
     side = math.ceil(math.sqrt(len(thumbs)))
     rows = math.ceil(len(thumbs) / side)
     return compose(thumbs, np.arange(len(thumbs)), side)[: rows * thumbs.shape[1]]

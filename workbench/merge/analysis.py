@@ -67,6 +67,10 @@ def layer_group(name: str) -> str:
 
 def _task_vectors(base_sd: StateDict, expert_sds: Mapping[str, StateDict], name: str) -> list[torch.Tensor]:
     b = base_sd[name].float()
+    for expert, sd in expert_sds.items():  # models of another architecture than the base's
+        if name not in sd or sd[name].shape != b.shape:
+            got = "lacks it" if name not in sd else f"has shape {tuple(sd[name].shape)}"
+            raise ValueError(f"{expert} does not fit the base: the base's {name} is {tuple(b.shape)}, {expert} {got}")
     return [sd[name].float() - b for sd in expert_sds.values()]
 
 

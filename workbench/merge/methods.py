@@ -25,6 +25,7 @@ Everything else runs where the input tensors are (all on one device).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -137,6 +138,8 @@ def _check_inputs(tensors: list, method: str, params: dict, base_index: int | No
         raise ValueError(
             f"unknown parameter(s) {sorted(unknown)} for {method}{where}; allowed: {sorted(PARAMETERS[method])}"
         )
+    if base_index is not None and (isinstance(base_index, bool) or not isinstance(base_index, numbers.Integral)):
+        raise ValueError(f"base_index must be a whole number (the base's position in the inputs), got {base_index!r}")
     if base_index is not None and not 0 <= base_index < len(tensors):
         raise ValueError(f"base_index {base_index} out of range for {len(tensors)} inputs{where}")
     if method in TASK_VECTOR_METHODS and base_index is None:
