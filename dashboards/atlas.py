@@ -158,7 +158,7 @@ def atlas_view(model: AtlasModel, size: int = 560):
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.lab import LabModel, frame_view
-    from workbench.dashboards.shell import off_loop, placeholder, section, shell
+    from workbench.dashboards.shell import off_loop, placeholder, put_back, section, shell
 
     model = AtlasModel(runs_dir=runs_dir)
     wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
@@ -211,6 +211,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             await off_loop(lambda: model.param.update(**{name: event.new}), busy=[plot, *widgets.values()])
         except ValueError as exc:
             model.message = str(exc)
+            put_back(event.obj, getattr(model, name))  # the field shows what the atlas still uses
 
     for w in widgets.values():
         w.param.watch(relayout, "value")

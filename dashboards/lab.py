@@ -545,8 +545,10 @@ def _scalar_editor(model: LabModel, guarded) -> list:
 def _mutation_editor(model: LabModel, guarded) -> list:
     what = NETWORKS.get(model.substrate, "{n} weights").format(n=model.sub.n_params)
     sigma = pn.widgets.FloatSlider.from_param(model.param.sigma, label="σ", sizing_mode="stretch_width")
-    seed = pn.widgets.IntInput.from_param(model.param.mutation_seed, label="mutation seed",
-                                          sizing_mode="stretch_width")
+    from workbench.dashboards.shell import checked_int_input
+
+    seed = checked_int_input(model, "mutation_seed", lambda why: model.tell(why, "danger"),
+                             sizing_mode="stretch_width")
     mutate = pn.widgets.Button(label="mutate", color="primary", sizing_mode="stretch_width")
     mutate.on_click(lambda e: guarded(model.mutate))
     buttons = [mutate]
@@ -591,7 +593,7 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
 def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
              standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import PageThread, off_loop, section, shell
+    from workbench.dashboards.shell import PageThread, checked_int_input, off_loop, section, shell
 
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
     # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
@@ -627,10 +629,13 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     page = PageThread()
     # a load switches too; the menu takes the model's substrate as it is when this runs, not as it was when queued
     model.param.watch(page.wrap(lambda e: setattr(substrate, "value", model.substrate)), "substrate")
-    controls = pn.Param(model, parameters=["seed", "steps_per_frame", "sigma", "playing"],
+    def refused(why: str) -> None:
+        model.tell(why, "danger")
+
+    seed = checked_int_input(model, "seed", refused, sizing_mode="stretch_width")
+    controls = pn.Param(model, parameters=["steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "label": "▶ play / pause",
-                                             "color": "primary"},
-                                 "seed": pn.widgets.IntInput},
+                                             "color": "primary"}},
                         show_name=False, sizing_mode="stretch_width")
     step, reset, mutate = (pn.widgets.Button(label=n, sizing_mode="stretch_width")
                            for n in ("step", "reset", "new θ (σ-mutation)"))
@@ -677,8 +682,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         pn.state.onload(load_wanted)
 
     # --- FM score trace
-    score_controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt", "score_every"], show_name=False,
-                              sizing_mode="stretch_width", widgets={"score_every": pn.widgets.IntInput})
+    score_controls = pn.Param(model, parameters=["fm", "fm_weights", "prompt"], show_name=False,
+                              sizing_mode="stretch_width")
+    score_every = checked_int_input(model, "score_every", refused, sizing_mode="stretch_width")
     upload = pn.widgets.FileInput(accept="image/*", label="target image", sizing_mode="stretch_width")
 
     async def on_upload(event):
@@ -729,10 +735,10 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
     step_reset = pn.Row(step, reset, sizing_mode="stretch_width")
     editor = param_editor(model)
-    held[:] = [substrate, controls, step_reset, mutate, theta_file, preset, editor]
-    sidebar = [section("Simulation"), substrate, controls, step_reset, mutate,
+    held[:] = [substrate, seed, controls, step_reset, mutate, theta_file, preset, editor]
+    sidebar = [section("Simulation"), substrate, seed, controls, step_reset, mutate,
                section("θ from a run or a file"), run_id, load, theta_file, preset,
-               section("FM score trace"), score_controls, upload,
+               section("FM score trace"), score_controls, score_every, upload,
                section("Save"), pn.Row(snap, video, sizing_mode="stretch_width")]
     main = [alert,
             pn.FlexBox(pn.Column(pn.pane.Markdown(status, margin=(0, 10)), frame, margin=(0, 10)),

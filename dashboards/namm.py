@@ -445,7 +445,15 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
 
 
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
-    from workbench.dashboards.shell import PageThread, export_controls, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import (
+        PageThread,
+        checked_int_input,
+        export_controls,
+        off_loop,
+        run_alert,
+        section,
+        shell,
+    )
 
     hv = _hv()
     model = NAMMExplorer(runs_dir=runs_dir)
@@ -464,14 +472,16 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                                               "H2O (heavy hitters + recent)": "h2o"}, value=model.policy,
                       sizing_mode="stretch_width")
     theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
-    seed = w.IntInput(label="seed (random θ)", value=model.seed, start=0, end=2 ** 32 - 1, sizing_mode="stretch_width")
+    def refused(why: str) -> None:
+        status.object = f"**not taken:** {why}"
+
+    seed = checked_int_input(model, "seed", refused, label="seed (random θ)", sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
-    budget = w.IntInput(label="budget (tokens kept)", value=model.budget, start=2, sizing_mode="stretch_width")
+    budget = checked_int_input(model, "budget", refused, label="budget (tokens kept)", sizing_mode="stretch_width")
     chat = w.Checkbox(label="chat template (when the model has one)", value=model.chat)
     n_up = w.Select(label="n_up (tokens between evictions)", options=model.param.n_up.objects, value=model.n_up,
                     sizing_mode="stretch_width")
-    new_tokens = w.IntInput(label="new tokens", value=model.max_new_tokens, start=0, end=512,
-                            sizing_mode="stretch_width")
+    new_tokens = checked_int_input(model, "max_new_tokens", refused, label="new tokens", sizing_mode="stretch_width")
     prompt = w.TextAreaInput(label="Prompt", value=model.prompt, height=160, sizing_mode="stretch_width",
                              placeholder="type a prompt")
     tasks = tr.task_names()
@@ -553,9 +563,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                 setattr(model, name, event.new)
         widget.param.watch(on, "value")
 
-    for widget, name in ((policy, "policy"), (theta, "theta"), (seed, "seed"), (strict, "strict"), (chat, "chat"),
-                         (budget, "budget"), (n_up, "n_up"),
-                         (new_tokens, "max_new_tokens"), (prompt, "prompt"), (player, "step"), (layer, "layer"),
+    for widget, name in ((policy, "policy"), (theta, "theta"), (strict, "strict"), (chat, "chat"), (n_up, "n_up"),
+                         (prompt, "prompt"), (player, "step"), (layer, "layer"),
                          (head, "head"), (token, "token"), (results, "results")):
         link(widget, name)
     model.param.watch(lambda e: setattr(step_text, "object", model.step_text()), "step")

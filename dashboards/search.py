@@ -25,7 +25,7 @@ import param
 from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
-from workbench.dashboards.shell import placeholder, run_alert, section, shell
+from workbench.dashboards.shell import checked_int_input, placeholder, run_alert, section, shell
 from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
 
@@ -451,6 +451,13 @@ class SearchViews:
         self.population[:] = [placeholder(self.POPULATION_HINT, 280, 280)]
         self._seen.update(n=-1, population=None, status=None, done=-1)
 
+    def note(self, text: str) -> None:
+        """A note in the status line (a field's refused value) until the next status; "": the status again."""
+        if text:
+            self.status.object = f"status: {text}"
+        else:
+            self._seen["status"] = None  # the next refresh writes the status line anew
+
     def safely(self, action) -> None:
         """Run a button's action; a ValueError (bad settings, nothing to resume) shows in the status line."""
         try:
@@ -515,8 +522,6 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
     alert = run_alert(model, run)
-    w = {name: pn.widgets.IntInput.from_param(getattr(model.param, name), sizing_mode="stretch_width")
-         for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
                                                   color="primary", variant="outline")
     # not from_param: the options carry the algorithms' names, and they change with the substrate
@@ -551,6 +556,12 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     views.start.on_click(lambda e: views.safely(model.start))
     views.stop.on_click(lambda e: model.stop())
     views.resume.on_click(lambda e: views.safely(model.resume))
+
+    def refused(why: str) -> None:
+        views.note(f"**not taken** — {why}" if why else "")
+
+    w = {name: checked_int_input(model, name, refused, sizing_mode="stretch_width")
+         for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
     pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),

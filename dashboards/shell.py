@@ -178,6 +178,57 @@ def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = 
     return shell(slug, [alert, placeholder(text, 640, 200)], [hint], standalone=standalone)
 
 
+def put_back(widget: pn.widgets.Widget, value: Any) -> None:
+    """Show `value` in `widget` again after the page refused what the user typed there: in a served page on the
+    next tick (a change made while the browser's own change is handled is not sent back to it)."""
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        doc.add_next_tick_callback(lambda: setattr(widget, "value", value))
+    else:
+        widget.value = value
+
+
+def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] | None = None,
+                      **kw: Any) -> pn.widgets.IntInput:
+    """An IntInput for the Integer parameter `name` of `model` whose refusals the browser sees: a value the
+    parameter refuses (out of its bounds, or the field emptied) is put back in the field to the value the model
+    keeps, and on_refused(why) is told; on_refused("") when a value is taken after one. (from_param reverted the
+    widget on the server only: the field kept showing the refused number while a search started with the old
+    one.) label= names the field (default: the parameter's label)."""
+    p = model.param[name]
+    low, high = p.bounds or (None, None)
+    label = kw.pop("label", p.label)
+    # no start/end for the browser: Bokeh's input sends the bound for a number beyond it and keeps showing
+    # the number typed; every number comes here, and one refused is put back
+    widget = pn.widgets.IntInput(name=label, value=getattr(model, name), **kw)
+
+    refused = [False]  # a refusal is on show: the next value taken clears it (on_refused(""))
+
+    def to_model(event) -> None:
+        if event.new == getattr(model, name):
+            return
+        span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+        try:
+            if event.new is None:
+                raise ValueError("it was left empty")
+            setattr(model, name, event.new)
+        except ValueError as exc:
+            put_back(widget, getattr(model, name))
+            if on_refused is not None:
+                why = "it was left empty" if event.new is None else f"got {event.new}"
+                on_refused(f"{label} takes a whole number {span} ({why}; kept {getattr(model, name)})"
+                           if low is not None else str(exc))
+                refused[0] = True
+            return
+        if refused[0] and on_refused is not None:
+            refused[0] = False
+            on_refused("")
+
+    widget.param.watch(to_model, "value")
+    model.param.watch(lambda event: setattr(widget, "value", event.new), name)
+    return widget
+
+
 def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.widgets.Button, pn.pane.Markdown]:
     """A run explorer's "export for a paper" controls: a format menu, the export button and a status line.
     A click runs write(suffix) off the event loop (it writes the figure on show and returns the file's path) and

@@ -1009,6 +1009,13 @@ def _fill(page, label: str, value: str) -> None:
 def test_search_page_runs_a_search_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/search", request) as page:
         page.get_by_text("status: idle").wait_for(timeout=60000)
+        # a number the settings refuse is put back in its field and said: the field kept showing 0 while a
+        # search started with the old value
+        _fill(page, "Iters", "0")
+        page.get_by_text("Iters takes a whole number of at least 1 (got 0; kept 20)").wait_for(timeout=30000)
+        from playwright.sync_api import expect
+
+        expect(page.get_by_label("Iters", exact=True)).to_have_value("20", timeout=30000)
         for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
             _fill(page, label, value)
         page.get_by_role("button", name="start", exact=True).click()
