@@ -16,7 +16,7 @@ import panel as pn
 import param
 
 from workbench.asal.atlas import PROJECTIONS, compose, project, snap_to_grid
-from workbench.atomic import write_png
+from workbench.atomic import fresh_stem, write_png
 from workbench.runs import RunStore
 
 
@@ -219,7 +219,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def on_export(event):
-        path = model.export_png(Path(runs_dir) / model.run_id / "atlas-export.png")
+        stem = fresh_stem(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
+        path = model.export_png(stem.with_name(stem.name + ".png"))
         saved.object = f"saved `{path}` (4× the thumbnails' resolution)"
 
     export.on_click(on_export)

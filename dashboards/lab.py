@@ -18,7 +18,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.atomic import atomic_write, write_png
+from workbench.atomic import atomic_write, fresh_stem, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
 from workbench.viewer import default_theta, mutated_theta, rule_text
@@ -372,9 +372,10 @@ class LabModel(param.Parameterized):
         """Save the current frame as PNG and θ as .npy (both atomically); returns the PNG path."""
         out = Path(self.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{self.substrate}-seed{self.seed}-step{self.step_count}"
-        atomic_write(stem.with_suffix(".npy"), lambda p: np.save(p, self.theta))
-        return write_png(stem.with_suffix(".png"), self.frame)
+        # a new θ starts again at step 0: a second snapshot of the same name keeps the first (…-2, …-3)
+        stem = fresh_stem(out / f"{self.substrate}-seed{self.seed}-step{self.step_count}", (".npy", ".png"))
+        atomic_write(stem.with_name(stem.name + ".npy"), lambda p: np.save(p, self.theta))
+        return write_png(stem.with_name(stem.name + ".png"), self.frame)
 
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
@@ -720,7 +721,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
         out = Path(model.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return export(model.sub, model.params, 120, out / f"{model.substrate}-seed{model.seed}.gif",
+        stem = fresh_stem(out / f"{model.substrate}-seed{model.seed}", (".gif",))  # keeps earlier exports
+        return export(model.sub, model.params, 120, stem.with_name(stem.name + ".gif"),
                       seed=model.seed, size=RENDER_SIZE.get(model.substrate, 224), every=2)
 
     async def on_video(event):

@@ -81,6 +81,11 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
     assert model.step_count == 0 and np.abs(model.theta - before).max() > 0
     png = model.snapshot()
     assert png.exists() and np.load(png.with_suffix(".npy")).shape == (3117,)
+    kept = np.load(png.with_suffix(".npy"))
+    model.mutate()  # a new θ, again at step 0: its snapshot has a name of its own, the first stays
+    again = model.snapshot()
+    assert again.name == png.stem + "-2.png" and np.array_equal(np.load(png.with_suffix(".npy")), kept)
+    assert not np.array_equal(np.load(again.with_suffix(".npy")), kept)
     model.substrate = "plife"
     assert model.frame.shape == (224, 224, 3) and model.theta.shape == (42,)
     with pytest.raises(ValueError):
@@ -1078,7 +1083,9 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
         page.get_by_role("button", name="t-SNE").click()
         page.get_by_role("button", name="export PNG").click()
-        page.get_by_text("atlas-export.png").wait_for(timeout=30000)
+        page.get_by_text("atlas-tsne.png").wait_for(timeout=30000)
+        page.get_by_role("button", name="export PNG").click()  # a second export keeps the first
+        page.get_by_text("atlas-tsne-2.png").wait_for(timeout=30000)
 
 
 def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_path):

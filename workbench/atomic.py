@@ -80,6 +80,17 @@ def sweep_partial_writes(folder: Path) -> list[Path]:
     return gone
 
 
+def fresh_stem(stem: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """`stem`, or stem-2, stem-3, … : the first with no file for any of `suffixes` (a snapshot's PNG and θ),
+    so that a second export of the same name keeps the first."""
+    stem = Path(stem)
+    candidate, n = stem, 1
+    while any(candidate.with_name(candidate.name + s).exists() for s in suffixes):
+        n += 1
+        candidate = stem.with_name(f"{stem.name}-{n}")
+    return candidate
+
+
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """A uint8 (H, W, 3) image as PNG, atomically."""
     from PIL import Image
