@@ -662,8 +662,10 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     def on_theta_file(event):
         import io
 
+        from workbench.export import read_theta
+
         try:
-            model.set_theta(np.load(io.BytesIO(event.new), allow_pickle=False))
+            model.set_theta(read_theta(io.BytesIO(event.new), theta_file.filename or "the file"))
             model.tell(f"loaded θ from {theta_file.filename}", "success")
         except Exception as exc:  # noqa: BLE001 - any unreadable file is shown to the user
             model.tell(f"cannot use {theta_file.filename} as θ: {exc}", "danger")
@@ -694,7 +696,11 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         from PIL import Image
 
         try:
-            image = np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB"))
+            try:
+                image = np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB"))
+            except OSError:  # PIL's own message names a BytesIO object
+                raise ValueError(f"{upload.filename or 'the file'} is not an image PIL can read; give a PNG or "
+                                 "JPEG") from None
             await off_loop(model.set_target_image, image, busy=[trace])
             model.tell("target image set: the trace scores frames against it", "success")
         except Exception as exc:  # noqa: BLE001 - shown to the user

@@ -229,6 +229,7 @@ def test_the_library_never_imports_the_command_line():
 def _library_bad_input(tmp_path):
     """(call, message) pairs from a probe of the Python API as a notebook user calls it: each was a traceback from
     inside NumPy, torch, cmaes or pyribs, an error after a run folder was made, or silently accepted."""
+    import io
     import math
 
     from workbench.asal.atlas import population_grid, project, snap_to_grid
@@ -237,7 +238,7 @@ def _library_bad_input(tmp_path):
     from workbench.asal.scores import supervised_target
     from workbench.asal.search import SepCMAESSearch
     from workbench.compare import compare_runs
-    from workbench.export import export
+    from workbench.export import export, read_theta
     from workbench.figures import best_video
     from workbench.fm import load_fm
     from workbench.lm.evaluation import HeldoutSets, StateDictEvaluator
@@ -288,6 +289,8 @@ def _library_bad_input(tmp_path):
          "method must be one of greedy, forced"),
         (lambda: supervised_target(np.ones((2, 4)), np.ones((1, 3))), "prompt embeddings of size 3 against frame"),
         (lambda: project(np.array([[0.0, 1.0], [np.nan, 0.0]])), "the embeddings hold NaN or inf"),
+        (lambda: read_theta(io.BytesIO(b"\x89PNG not a .npy"), "up.png"),  # the Lab's upload (NumPy: "pickle")
+         "cannot read θ from up.png: not a NumPy .npy array (save one with numpy.save)"),
         (lambda: snap_to_grid(np.zeros((4, 3))), "snap_to_grid takes 2-D points of shape (N, 2)"),
         (lambda: population_grid(np.zeros((4, 8, 8))), "population_grid takes thumbnails of shape (N, H, W, 3)"),
         (lambda: merge_tensors([torch_zeros(2)] * 2, "task_arithmetic", base_index=1.0),

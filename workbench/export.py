@@ -184,6 +184,19 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
     return out
 
 
+def read_theta(file, name: str, hint: str = "") -> np.ndarray:
+    """A numeric array from a .npy file (a path, or a file object such as a page's upload), or one ValueError
+    naming it (`name`) that says how to make one: NumPy's own error advises loading with pickle."""
+    try:
+        theta = np.load(file, allow_pickle=False)
+    except Exception:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"cannot read θ from {name}: not a NumPy .npy array (save one with numpy.save{hint})") \
+            from None
+    if not isinstance(theta, np.ndarray) or not np.issubdtype(theta.dtype, np.number):
+        raise ValueError(f"θ in {name} is not a numeric array; save one with numpy.save")
+    return theta
+
+
 def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
     """θ from a .npy file (checked against the substrate), or zeros (the reference defaults)."""
     if path is None:
@@ -193,13 +206,7 @@ def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
         raise ValueError(f"--theta {str(path)!r} is a folder; give a θ .npy file (e.g. a run's best.npy)")
     if not path.is_file():
         raise ValueError(f"--theta {str(path)!r}: no such file; give a θ .npy file (e.g. a run's best.npy)")
-    try:
-        theta = np.load(path, allow_pickle=False)
-    except Exception:  # noqa: BLE001 - any unreadable file gets the same message (numpy's advises pickle)
-        raise ValueError(f"cannot read θ from {str(path)!r}: not a NumPy .npy array (save one with numpy.save, "
-                         f"or pass a run's best.npy to --theta)") from None
-    if not isinstance(theta, np.ndarray) or not np.issubdtype(theta.dtype, np.number):
-        raise ValueError(f"θ in {str(path)!r} is not a numeric array; save one with numpy.save")
+    theta = read_theta(path, repr(str(path)), " or pass a run's best.npy to --theta")
     if theta.shape != (sub.n_params,):
         raise ValueError(f"θ in {str(path)!r} has shape {theta.shape}; {sub.name} needs ({sub.n_params},)")
     return theta
