@@ -714,6 +714,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                 await off_loop(model.load_fm, busy=[trace])
             except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
                 model.tell(f"cannot load FM {model.fm}: {exc}", "danger")
+            else:  # and the error of an FM chosen before goes
+                model.tell(f"FM {model.fm} loaded: the trace scores frames with it", "success")
 
     model.param.watch(preload_fm, ["fm", "fm_weights", "prompt"])
 
