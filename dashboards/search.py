@@ -76,6 +76,13 @@ class SearchJob:
             job = cls._live.get(cls._key(runs_dir, run_id))
         return job if job is not None and job.running else None
 
+    @classmethod
+    def running_ids(cls, runs_dir: str) -> list[str]:
+        """The runs of `runs_dir` that jobs of this process are running, oldest first (dicts keep insertion)."""
+        root = str(Path(runs_dir).resolve())
+        with cls._live_lock:
+            return [run_id for (folder, run_id), job in cls._live.items() if folder == root and job.running]
+
     # ---- making one ------------------------------------------------------------------------------------------
     @classmethod
     def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None,
@@ -521,6 +528,10 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
                 standalone: bool = False) -> pn.template.FastListTemplate:
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
+    asked = run or (pn.state.session_args.get("run") if pn.state.session_args else None)
+    running = SearchJob.running_ids(model.runs_dir)
+    if not asked and running:  # the page opened from the menu while this server searches: that search, live
+        run = running[-1]
     alert = run_alert(model, run)
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
                                                   color="primary", variant="outline")

@@ -1036,9 +1036,10 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.get_by_text("status: running").wait_for(timeout=60000)
         page.get_by_text("the best frame appears when the run ends").wait_for(timeout=30000)  # the last run's went
         page.wait_for_function(f"() => ({CURVE_POINTS})() >= 3", timeout=60000)  # points added as it runs
-        # the address names the run; a second tab opened there shows the same search live and stops it
+        # the address names the run; a second tab, opened from the menu (no run in its address), shows the search
+        # this server runs, live, and stops it
         page.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)
-        context, second, errors = _open(browser, page.url)
+        context, second, errors = _open(browser, f"{server}/search")
         try:
             second.get_by_text(re.compile(r"status: running · run")).wait_for(timeout=60000)
             second.get_by_role("button", name="stop").click()
