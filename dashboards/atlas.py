@@ -202,7 +202,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                                                                           "UMAP": "umap"},
                                              value=model.projection, color="primary", variant="outline",
                                              sizing_mode="stretch_width")
-    seed = pn.widgets.IntInput(label="Seed", value=model.seed, start=0, end=2 ** 32 - 1, sizing_mode="stretch_width")
+    # no start/end: Bokeh's input would send the bound and keep showing the number typed (shell.checked_int_input)
+    seed = pn.widgets.IntInput(label="Seed", value=model.seed, sizing_mode="stretch_width")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
 
     async def relayout(event):
@@ -211,7 +212,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             await off_loop(lambda: model.param.update(**{name: event.new}), busy=[plot, *widgets.values()])
         except ValueError as exc:
             model.message = str(exc)
-            put_back(event.obj, getattr(model, name))  # the field shows what the atlas still uses
+            put_back(event.obj, lambda: getattr(model, name))  # the field shows what the atlas still uses
 
     for w in widgets.values():
         w.param.watch(relayout, "value")

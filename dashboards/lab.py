@@ -548,7 +548,7 @@ def _mutation_editor(model: LabModel, guarded) -> list:
     sigma = pn.widgets.FloatSlider.from_param(model.param.sigma, label="σ", sizing_mode="stretch_width")
     from workbench.dashboards.shell import checked_int_input
 
-    seed = checked_int_input(model, "mutation_seed", lambda why: model.tell(why, "danger"),
+    seed = checked_int_input(model, "mutation_seed", lambda why: model.tell(why, "danger"), label="mutation seed",
                              sizing_mode="stretch_width")
     mutate = pn.widgets.Button(label="mutate", color="primary", sizing_mode="stretch_width")
     mutate.on_click(lambda e: guarded(model.mutate))

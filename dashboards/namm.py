@@ -473,7 +473,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                       sizing_mode="stretch_width")
     theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
     def refused(why: str) -> None:
-        status.object = f"**not taken:** {why}"
+        status.object = f"**not taken:** {why}" if why else ""
 
     seed = checked_int_input(model, "seed", refused, label="seed (random θ)", sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)

@@ -178,14 +178,15 @@ def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = 
     return shell(slug, [alert, placeholder(text, 640, 200)], [hint], standalone=standalone)
 
 
-def put_back(widget: pn.widgets.Widget, value: Any) -> None:
-    """Show `value` in `widget` again after the page refused what the user typed there: in a served page on the
-    next tick (a change made while the browser's own change is handled is not sent back to it)."""
+def put_back(widget: pn.widgets.Widget, read: Callable[[], Any]) -> None:
+    """Show the value read() gives (the model's) in `widget` again after the page refused what the user typed
+    there: in a served page on the next tick (a change made while the browser's own change is handled is not sent
+    back to it), read then (the model may have changed meanwhile)."""
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
-        doc.add_next_tick_callback(lambda: setattr(widget, "value", value))
+        doc.add_next_tick_callback(lambda: setattr(widget, "value", read()))
     else:
-        widget.value = value
+        widget.value = read()
 
 
 def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] | None = None,
@@ -213,7 +214,7 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
                 raise ValueError("it was left empty")
             setattr(model, name, event.new)
         except ValueError as exc:
-            put_back(widget, getattr(model, name))
+            put_back(widget, lambda: getattr(model, name))
             if on_refused is not None:
                 why = "it was left empty" if event.new is None else f"got {event.new}"
                 on_refused(f"{label} takes a whole number {span} ({why}; kept {getattr(model, name)})"

@@ -1,4 +1,5 @@
-"""Renderers: banded splatting for boids and particles, nearest-neighbour upscale for Lenia.
+"""Renderers: banded splatting for boids and particles (the grid substrates render by torch gathers:
+kernels/torch_ca.py and simulations/lenia.py).
 
 The reference draws one object at a time over the whole canvas (0.7 s a frame for 5000 particles).
 Here the image is cut into bands of rows, one thread each; a thread walks all objects in the

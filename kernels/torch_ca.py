@@ -1,4 +1,5 @@
-"""The grid substrates (Game of Life, NCA, discrete NCA) as batched torch operations: the engine for CUDA devices.
+"""The grid substrates (Game of Life, NCA, discrete NCA) as batched torch operations: the engine for CUDA devices,
+and their renders on every engine (two index_selects beat a Taichi kernel per pixel on the CPU too).
 
 On the CPU the Taichi kernels (kernels/gol.py, kernels/nca.py) are far faster (measured at P = 16: NCA 8–30×,
 Game of Life ~100×); on a GPU these whole-grid tensor operations avoid a second Taichi arch in a process that

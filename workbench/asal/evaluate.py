@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from workbench.asal import scores
-from workbench.fm import load_fm
+from workbench.fm import EMBEDDED_FMS, load_fm
 from workbench.kernels.device import synchronize
 from workbench.simulations import make_substrate
 from workbench.simulations.rollout import sample_indices
@@ -87,7 +87,9 @@ def components(cfg: EvalConfig):
         _CACHE[key] = make_substrate(cfg.substrate, device=cfg.device, **cfg.overrides)
     fkey = ("fm", cfg.fm, cfg.weights, cfg.device)
     if fkey not in _CACHE:
-        _CACHE[fkey] = load_fm(cfg.fm, weights=cfg.weights, device=cfg.device)
+        # runs made before load_fm refused them kept --weights given with an embedded model, which it ignored
+        weights = None if cfg.fm in EMBEDDED_FMS else cfg.weights
+        _CACHE[fkey] = load_fm(cfg.fm, weights=weights, device=cfg.device)
     return _CACHE[key], _CACHE[fkey]
 
 

@@ -21,7 +21,6 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 
-import numpy as np
 import torch
 
 from workbench.kernels.device import resolve_device
@@ -49,8 +48,9 @@ def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int,
 
     if not prompts or not all(prompts):
         raise ValueError("greedy needs one or more prompts, each of one token or more")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a whole number ≥ 1, got {max_new_tokens!r}")
+    from workbench.checks import count
+
+    max_new_tokens = count(max_new_tokens, "max_new_tokens")
     dev = model_device(model)
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts]).to(dev)
@@ -91,13 +91,10 @@ class HeldoutSets:
     """The tokenised held-out sets of some tasks, sorted by prompt length so batches carry little padding."""
 
     def __init__(self, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64):
-        whole = (int, np.integer)  # a count or seed read from a NumPy array is one too
-        if isinstance(n, bool) or not isinstance(n, whole) or n < 1:
-            raise ValueError(f"n is the number of held-out prompts per task: give a whole number ≥ 1, got {n!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, whole) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, whole) or seed < 0:  # any size: it names a stream
-            raise ValueError(f"seed must be a whole number ≥ 0, got {seed!r}")
+        from workbench.checks import count
+
+        n = count(n, "n (held-out prompts per task)")
+        batch_size, seed = count(batch_size, "batch_size"), count(seed, "seed", 0)  # any size: it names a stream
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)  # one task's name, not one task per letter
         self.tokenizer, self.tasks, self.batch_size = tokenizer, tasks, batch_size
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

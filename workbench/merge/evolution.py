@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from workbench.checks import check_counts, check_positive, check_seed, texts
-from workbench.merge.genome import DFSGenome, PSGenome
+from workbench.merge.genome import NEEDS_BASE, DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
 from workbench.runs import (
@@ -84,7 +84,7 @@ class EvolveConfig:
             raise ValueError("give the source models to merge (--models NAME …)")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"source models repeat: {self.models}")
-        if self.method != "dfs" and self.base in self.models:
+        if self.method in NEEDS_BASE and self.base in self.models:
             raise ValueError(f"--base {self.base} is also one of --models: {self.method} merges the task vectors of "
                              f"--models (each model minus the base); leave the base out of --models")
         self.tasks = texts(self.tasks, "--tasks") or [m for m in self.models if m in TASKS]
