@@ -285,7 +285,11 @@ class SearchModel(param.Parameterized):
     error = property(lambda self: self.job.error)
     algorithm_ran = property(lambda self: self.job.algorithm_ran)
     done = property(lambda self: self.job.done)
-    total = property(lambda self: self.job.total)
+
+    @property
+    def total(self) -> int:
+        """The iterations of the run on show; before any (an idle page), the Iters the next start will run."""
+        return self.job.total if self.job.run_id or self.job.status != "idle" else self.iters
 
     @property
     def running(self) -> bool:

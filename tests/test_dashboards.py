@@ -1023,6 +1023,7 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         expect(page.get_by_label("Iters", exact=True)).to_have_value("20", timeout=30000)
         for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
             _fill(page, label, value)
+        page.get_by_text("0 / 2 iterations").wait_for(timeout=30000)  # the budget the start will run
         page.get_by_role("button", name="start", exact=True).click()
         page.get_by_text("status: done").wait_for(timeout=120000)
         page.get_by_text("2 / 2 iterations").wait_for(timeout=30000)
