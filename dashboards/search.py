@@ -64,6 +64,7 @@ class SearchJob:
 
     # ---- the jobs of this process, by run ------------------------------------------------------------------
     _live: dict[tuple[str, str], SearchJob] = {}
+    _starting: list[SearchJob] = []  # new searches still loading their models: no run folder, no id yet
     _live_lock = threading.Lock()
 
     @staticmethod
@@ -78,11 +79,14 @@ class SearchJob:
         return job if job is not None and job.running else None
 
     @classmethod
-    def running_ids(cls, runs_dir: str) -> list[str]:
-        """The runs of `runs_dir` that jobs of this process are running, oldest first (dicts keep insertion)."""
+    def searching(cls, runs_dir: str) -> list[SearchJob]:
+        """The jobs of this process searching in `runs_dir`, oldest first: those with a run, then those still
+        setting up (no run folder yet)."""
         root = str(Path(runs_dir).resolve())
         with cls._live_lock:
-            return [run_id for (folder, run_id), job in cls._live.items() if folder == root and job.running]
+            jobs = [job for (folder, _), job in cls._live.items() if folder == root]
+            jobs += [job for job in cls._starting if str(Path(job.runs_dir).resolve()) == root]
+        return [job for job in jobs if job.running]
 
     # ---- making one ------------------------------------------------------------------------------------------
     @classmethod
@@ -97,6 +101,8 @@ class SearchJob:
         job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
         if resume is None:
             job.algorithm_ran = cfg.algorithm
+            with cls._live_lock:  # found by a page opened meanwhile, before the run has a folder (_started)
+                cls._starting.append(job)
             job._thread.start()
             return job
         job.run_id = resume
@@ -142,16 +148,19 @@ class SearchJob:
             if resume is not None and not self._began:  # refused before it began: the run is as it was
                 self.status = _stored_status(self.runs_dir, resume)
         finally:
-            if self.run_id is not None:
-                with self._live_lock:
-                    if self._live.get(self._key(self.runs_dir, self.run_id)) is self:
-                        del self._live[self._key(self.runs_dir, self.run_id)]
+            with self._live_lock:
+                if self in self._starting:  # it failed while setting up
+                    self._starting.remove(self)
+                if self.run_id is not None and self._live.get(self._key(self.runs_dir, self.run_id)) is self:
+                    del self._live[self._key(self.runs_dir, self.run_id)]
 
     def _started(self, run) -> None:
         self._began = True
         self._opened(run)
         with self._live_lock:
             self._live[self._key(self.runs_dir, run.id)] = self
+            if self in self._starting:
+                self._starting.remove(self)
 
     def _opened(self, run, info: dict | None = None) -> None:
         """What the run's folder says (info: its run.json, if read already): its id, algorithm, budget, iterations
@@ -321,6 +330,13 @@ class SearchModel(param.Parameterized):
             check_new_search(cfg)
         self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job, owner=self)
         self.starts += 1  # the page's views clear what they show of the run before
+        self.notice = ""
+
+    def watch(self, job: SearchJob) -> None:
+        """Show a search of this process that another page started (live: its progress, its stop), also one still
+        setting up, whose run has no folder yet."""
+        self.job = job
+        self.starts += 1
         self.notice = ""
 
     def follow(self) -> bool:
@@ -535,9 +551,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
     asked = run or (pn.state.session_args.get("run") if pn.state.session_args else None)
-    running = SearchJob.running_ids(model.runs_dir)
+    running = SearchJob.searching(model.runs_dir)
     if not asked and running:  # the page opened from the menu while this server searches: that search, live
-        run = running[-1]
+        model.watch(running[-1])
     alert = run_alert(model, run)
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
                                                   color="primary", variant="outline")

@@ -308,7 +308,7 @@ def test_a_search_not_done_shows_its_latest_population_in_the_gallery(tmp_path):
 
 
 def test_search_model_runs_stops_and_resumes(tmp_path):
-    from workbench.dashboards.search import SearchViews
+    from workbench.dashboards.search import SearchJob, SearchViews
 
     model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
                         frames=2, iters=3, pop=4)
@@ -324,6 +324,11 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     model.iters = 40
     before = model.population
     model.start()
+    # a page opened from the menu meanwhile (no run asked for) finds it, also while it sets up without a run yet
+    assert SearchJob.searching(str(tmp_path)) == [model.job]
+    menu = SearchModel(runs_dir=str(tmp_path))
+    menu.watch(SearchJob.searching(str(tmp_path))[-1])
+    assert menu.job is model.job and menu.running and not menu.busy
     views.refresh()  # a new search: nothing of the one before stays on show
     rows = model.metrics
     assert views.losses.data == [(r["iteration"], r["best_loss"]) for r in rows[: len(views.losses.data)]]
