@@ -553,7 +553,10 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     asked = run or (pn.state.session_args.get("run") if pn.state.session_args else None)
     running = SearchJob.searching(model.runs_dir)
     if not asked and running:  # the page opened from the menu while this server searches: that search, live
-        model.watch(running[-1])
+        if running[-1].run_id:
+            run = running[-1].run_id  # as its ?run=ID opens it: its settings in the sidebar too
+        else:
+            model.watch(running[-1])  # still setting up: no run folder to read settings from yet
     alert = run_alert(model, run)
     kind = pn.widgets.RadioButtonGroup.from_param(model.param.kind, sizing_mode="stretch_width",
                                                   color="primary", variant="outline")
