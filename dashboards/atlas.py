@@ -16,7 +16,7 @@ import panel as pn
 import param
 
 from workbench.asal.atlas import PROJECTIONS, compose, project, snap_to_grid
-from workbench.atomic import fresh_stem, write_png
+from workbench.atomic import fresh_paths, write_png
 from workbench.runs import RunStore
 
 
@@ -220,8 +220,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     def on_export(event):
-        stem = fresh_stem(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
-        path = model.export_png(stem.with_name(stem.name + ".png"))
+        [png] = fresh_paths(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
+        path = model.export_png(png)
         saved.object = f"saved `{path}` (4× the thumbnails' resolution)"
 
     export.on_click(on_export)

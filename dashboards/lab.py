@@ -18,7 +18,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.atomic import atomic_write, fresh_stem, write_png
+from workbench.atomic import atomic_write, fresh_paths, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
 from workbench.viewer import default_theta, mutated_theta, rule_text
@@ -299,9 +299,9 @@ class LabModel(param.Parameterized):
     def load_fm(self):
         """The FM (loaded once; the page calls this on a worker thread when the choice changes)."""
         if self._fm is None:
-            from workbench.fm import load_fm
+            from workbench.fm import EMBEDDED_FMS, load_fm
 
-            weights = (self.fm_weights or None) if self.fm in ("clip", "dino") else None  # the field is theirs
+            weights = None if self.fm in EMBEDDED_FMS else (self.fm_weights or None)  # the field is the others'
             self._fm = load_fm(self.fm, weights=weights)
         return self._fm
 
@@ -373,9 +373,9 @@ class LabModel(param.Parameterized):
         out = Path(self.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
         # a new θ starts again at step 0: a second snapshot of the same name keeps the first (…-2, …-3)
-        stem = fresh_stem(out / f"{self.substrate}-seed{self.seed}-step{self.step_count}", (".npy", ".png"))
-        atomic_write(stem.with_name(stem.name + ".npy"), lambda p: np.save(p, self.theta))
-        return write_png(stem.with_name(stem.name + ".png"), self.frame)
+        npy, png = fresh_paths(out / f"{self.substrate}-seed{self.seed}-step{self.step_count}", (".npy", ".png"))
+        atomic_write(npy, lambda p: np.save(p, self.theta))
+        return write_png(png, self.frame)
 
     def _render(self) -> None:
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
@@ -729,8 +729,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
         out = Path(model.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = fresh_stem(out / f"{model.substrate}-seed{model.seed}", (".gif",))  # keeps earlier exports
-        return export(model.sub, model.params, 120, stem.with_name(stem.name + ".gif"),
+        [gif] = fresh_paths(out / f"{model.substrate}-seed{model.seed}", (".gif",))  # keeps earlier exports
+        return export(model.sub, model.params, 120, gif,
                       seed=model.seed, size=RENDER_SIZE.get(model.substrate, 224), every=2)
 
     async def on_video(event):

@@ -38,6 +38,13 @@ def resize_index(m: int, size: int, device: torch.device) -> torch.Tensor:
     return ((2 * torch.arange(size, device=device) + 1) * m // (2 * size))
 
 
+def centre_index(m: int, size: int, device: torch.device) -> torch.Tensor:
+    """Nearest resize m -> size with half-pixel centres in float32 (Lenia's and Flow-Lenia's renders, as their
+    kernels computed it): output pixel i takes source ⌊(i + ½)·m / size⌋, at most m − 1."""
+    src = ((torch.arange(size, dtype=torch.float32) + 0.5) * m / size).long()
+    return src.clamp(max=m - 1).to(device)
+
+
 def render_states(states: torch.Tensor, palette: torch.Tensor, size: int) -> torch.Tensor:
     """(P, H, W) integer states coloured by palette (n, 3), nearest-resized to (P, size, size, 3): coloured at the
     grid's size, then two index_selects (on a CPU 10-20x faster than a per-pixel kernel or one 2-D gather)."""

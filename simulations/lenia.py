@@ -190,9 +190,10 @@ class Lenia(Substrate):
         # nearest upscale of the centred phenotype crop with half-pixel centres: two index_selects on every
         # engine (on a CPU 10x faster than a Taichi kernel per pixel; the same float32 index arithmetic)
         if size not in self._render_index:
+            from workbench.kernels.torch_ca import centre_index
+
             o = (self.grid - self.phenotype) // 2
-            src = ((torch.arange(size, dtype=torch.float32) + 0.5) * self.phenotype / size).long()
-            self._render_index[size] = (o + src.clamp(max=self.phenotype - 1)).to(self.device)
+            self._render_index[size] = o + centre_index(self.phenotype, size, self.device)
         index = self._render_index[size]
         return arrays["world"].index_select(1, index).index_select(2, index)
 

@@ -80,15 +80,15 @@ def sweep_partial_writes(folder: Path) -> list[Path]:
     return gone
 
 
-def fresh_stem(stem: str | Path, suffixes: tuple[str, ...]) -> Path:
-    """`stem`, or stem-2, stem-3, … : the first with no file for any of `suffixes` (a snapshot's PNG and θ),
-    so that a second export of the same name keeps the first."""
+def fresh_paths(stem: str | Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files stem + suffix, one per suffix (a snapshot's PNG and θ), under `stem` or stem-2, stem-3, …: the
+    first with none of them there yet, so that a second export of the same name keeps the first."""
     stem = Path(stem)
     candidate, n = stem, 1
     while any(candidate.with_name(candidate.name + s).exists() for s in suffixes):
         n += 1
         candidate = stem.with_name(f"{stem.name}-{n}")
-    return candidate
+    return [candidate.with_name(candidate.name + s) for s in suffixes]
 
 
 def write_png(path: str | Path, image: np.ndarray) -> Path:

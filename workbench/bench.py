@@ -38,7 +38,6 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, r
     """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time; with `reference`
     (a checkout of the reference implementation, SakanaAI/asal), the reference's figures timed the same way
     beside them (JAX on its default device; workbench.bench_reference) and ours / theirs."""
-    chunk = CHUNK
     result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
     from workbench.kernels.runtime import ensure_taichi
 
@@ -46,7 +45,7 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, r
     for name in names:
         sub = make_substrate(name)
         rng = np.random.default_rng(0)
-        n = chunk[name]
+        n = CHUNK[name]
         row = {}
         for P in (1, 16):
             params = sub.decode(_bench_theta(sub, rng, P))
@@ -63,7 +62,7 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, r
     if reference is not None:
         from workbench.bench_reference import ratios, reference_rates
 
-        result["reference"] = reference_rates(reference, {name: (1, 16) for name in names}, chunk, min_time)
+        result["reference"] = reference_rates(reference, {name: (1, 16) for name in names}, CHUNK, min_time)
         result["ours_vs_reference"] = ratios(result, result["reference"], {
             "steps_per_s_p1": "P1", "sim_steps_per_s_p16": "P16", "render_ms": "render_ms_p1"})
     return result

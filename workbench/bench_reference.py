@@ -6,7 +6,7 @@ settings (ours are the same defaults), P simulations stepped as one compiled pro
 `lax.scan` over n steps of `jax.vmap(step_state)`, what the reference's rollouts compile to — and each call
 synchronised (`block_until_ready`). Renders: `jax.vmap(render_state)` at 224², as ours are timed.
 
-JAX, flax and einops are the reference's, not ours: they are imported only here, and only when asked. The
+JAX, flax, einops and matplotlib are the reference's, not ours: they are imported only here, and only when asked. The
 reference's `substrates/__init__` imports evosax for a flattening wrapper these timings do not use; where evosax
 is missing an empty module stands in for it. On a GPU JAX is told not to preallocate most of the memory (its
 default), which would leave none to the torch side of the same run.

@@ -11,9 +11,22 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def is_count(value: object, at_least: int = 1) -> bool:
+    """Whether `value` is a whole number (a Python or NumPy integer, not a bool) ≥ at_least."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= at_least
+
+
+def _number(value: object) -> float:
+    """`value` as a float; NaN for a bool or what is no number (the callers' range checks then refuse it)."""
+    try:
+        return math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def check_seed(seed: object, flag: str = "--seed") -> None:
     """A seed NumPy can take (0 ≤ seed < 2³²): NumPy's own error came from inside the run."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+    if not (is_count(seed, 0) and seed < 2 ** 32):
         raise ValueError(f"{flag} must be a whole number from 0 to 4294967295 (NumPy's seeds), got {seed!r}")
 
 
@@ -24,7 +37,7 @@ def check_counts(config: object, names: Iterable[str], flags: dict[str, str] | N
     is its name in dashes."""
     for name in names:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+        if not is_count(value, at_least):
             flag = flags.get(name, name) if flags is not None else f"--{name.replace('_', '-')}"
             what = "a positive integer" if at_least == 1 else f"an integer ≥ {at_least}"
             raise ValueError(f"{flag} must be {what}, got {value!r}")
@@ -33,17 +46,14 @@ def check_counts(config: object, names: Iterable[str], flags: dict[str, str] | N
 
 def count(value: object, name: str, at_least: int = 1) -> int:
     """One whole number ≥ at_least (a number of steps, a size, a dpi), as an int; 0 is not taken for a default."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < at_least:
+    if not is_count(value, at_least):
         raise ValueError(f"{name} must be a whole number ≥ {at_least}, got {value!r}")
     return int(value)
 
 
 def check_weight(value: object, flag: str) -> float:
     """A finite number ≥ 0 (a loss term's weight), as a float."""
-    try:
-        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _number(value)
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"{flag} weighs a term of the loss: give a finite number ≥ 0 (0 leaves the term out), "
                          f"got {value!r}")
@@ -52,10 +62,7 @@ def check_weight(value: object, flag: str) -> float:
 
 def check_positive(value: object, flag: str, why: str = "") -> float:
     """A finite number > 0 (a step size, a learning rate), as a float; `why` says what it is."""
-    try:
-        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = math.nan
+    number = _number(value)
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{flag} must be a finite number > 0{why}, got {value!r}")
     return number

@@ -18,7 +18,7 @@ from workbench.cli.common import (
 
 #: --reference of `bench substrates` and `bench gpu`
 REFERENCE_HELP = ("a checkout of the reference implementation (github.com/SakanaAI/asal): its substrates timed beside "
-                  "ours, the same way (needs jax, flax and einops)")
+                  "ours, the same way (needs jax, flax, einops and matplotlib)")
 
 
 def check_bench_args(args) -> None:
@@ -100,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     subs.add_argument("--json", action="store_true", help="one JSON line")
     subs.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
-    subs.add_argument("--reference", metavar="DIR",
-                      help=REFERENCE_HELP)
+    subs.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     subs.set_defaults(func=cmd_bench)
     fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
     fm.add_argument("--json", action="store_true", help="one JSON line")
@@ -192,6 +191,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="run only these (default: all)")
     gpu.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     gpu.add_argument("--out", help="also write the JSON here, section by section")
-    gpu.add_argument("--reference", metavar="DIR",
-                     help=REFERENCE_HELP)
+    gpu.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     gpu.set_defaults(func=cmd_bench)

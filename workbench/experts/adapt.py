@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.checks import check_counts, check_seed
+from workbench.checks import check_counts, check_seed, is_count
 from workbench.runs import (
     Run,
     RunError,
@@ -128,8 +128,7 @@ class AdaptConfig:
         if "few-shot" in self.strategies and self.target is None:
             raise ValueError("the few-shot strategy adapts to a task without an expert: give it with --target TASK")
         shots = list(self.shots)
-        if not shots or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in shots) \
-                or len(set(shots)) != len(shots):
+        if not shots or not all(is_count(k) for k in shots) or len(set(shots)) != len(shots):
             raise ValueError(f"--shots must be distinct positive numbers of shots, e.g. 3 5 10 20; got {self.shots}")
         self.shots = [int(k) for k in shots]
         check_counts(self, ("cem_iters", "n", "threads", "pop"), FLAGS)

@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from workbench.checks import check_counts, check_seed
+from workbench.checks import check_counts, check_seed, is_count
 from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
@@ -117,11 +117,10 @@ class NAMMTrainConfig:
         check_seed(self.seed)
         self.tasks = check_task_names(self.tasks)
         check_counts(self, ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"), FLAGS)
-        if not isinstance(self.pool, (int, np.integer)) or isinstance(self.pool, bool) \
-                or (0 < self.pool < self.n_prompts) or self.pool < 0:
+        if not is_count(self.pool, 0) or 0 < self.pool < self.n_prompts:
             raise ValueError(f"--pool must be at least --prompts {self.n_prompts} (each generation draws its prompts "
                              f"from the pool) or 0 (the same prompts every generation), got {self.pool!r}")
-        if isinstance(self.n_test, bool) or not isinstance(self.n_test, (int, np.integer)) or self.n_test < 0:
+        if not is_count(self.n_test, 0):
             raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
         if self.pop < 2:
             raise ValueError(f"--pop must be at least 2 (CMA-ES recombines the best half), got {self.pop}")
