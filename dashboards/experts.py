@@ -37,7 +37,6 @@ VIEWS = {"z": "z per expert", "z_rank": "z vs σ rank", "curve": "Adaptation cur
          "svf_lora": "SVF vs LoRA"}
 MEAN = "mean over matrices"
 ACCENT = "#2f5d8a"
-GREY = "#9aa3b2"
 Z0 = 1.0 / (1.0 + math.exp(-0.1))  # z = sigmoid(0.1) where every expert starts (INIT_VALUE): "unchanged"
 
 

@@ -182,10 +182,6 @@ class Lenia(Substrate):
             kl.update(rolled, growth.view(P, C, H, W), a, rows, shift, total, self.R, self.dt)
         return {"world": a.permute(0, 2, 3, 1).contiguous(), "shift": shift, "total_shift": total}
 
-    def phenotype_of(self, world: torch.Tensor) -> torch.Tensor:
-        o = (self.grid - self.phenotype) // 2
-        return world[..., o:o + self.phenotype, o:o + self.phenotype, :]
-
     def _render(self, arrays, params, size):
         # nearest upscale of the centred phenotype crop with half-pixel centres: two index_selects on every
         # engine (on a CPU 10x faster than a Taichi kernel per pixel; the same float32 index arithmetic)

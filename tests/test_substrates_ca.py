@@ -71,12 +71,16 @@ def test_gol_64_steps_match_numpy_for_several_rules(grid, engine):
     state = sub.init(params, seed=[0, 1, 2, 3])
     start = sub.state_to_arrays(state)["state"]
     assert start.shape == (4, grid, grid) and set(np.unique(start)) <= {0, 1}
-    out = sub.state_to_arrays(sub.step(state, params, 64))["state"]
+    stepped = sub.step(state, params, 64)
+    out = sub.state_to_arrays(stepped)["state"]
     for i, rule in enumerate(rules):
         s = start[i]
         for _ in range(64):
             s = ref.gol_step(s, rule)
         np.testing.assert_array_equal(out[i], s)
+    for size in (224, 50):  # renders of the evolved grids (the golden render is of the first)
+        np.testing.assert_array_equal(sub.render(stepped, params, size),
+                                      np.stack([ref.gol_render(o, size) for o in out]))
     assert out[1].sum() == 0 and out[2].min() == 1  # rule 0 kills everything, all bits set fills the grid
 
 

@@ -73,6 +73,7 @@ def test_decode_matches_reference(name, more, subs):
         # the world itself, no initial step
         world = sub.state_to_arrays(sub.init(params, seed=0))["world"]
         np.testing.assert_allclose(world, more["flow_lenia_world0"], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(world, rf.flow_world(params["cells"]), atol=1e-6, rtol=0)  # the spec's centring
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -119,6 +120,25 @@ def test_ten_steps_match_numpy(more, subs):
     # mass is conserved (to float32 rounding), and no clipping: values above 1 survive
     assert abs(got.sum() - more["flow_lenia_world0"].sum()) < 1e-4 * more["flow_lenia_world0"].sum()
     assert got.max() > 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_renders_of_evolved_states_match_numpy(name, more, subs):
+    """Renders after ten steps (the golden renders are of the first state): Flow-Lenia's clipping of mass above 1,
+    the particles' discs and fields where they have moved; 50: a size the grid does not divide."""
+    sub = subs[name]
+    params = sub.decode(more[f"{name}_theta"])
+    state = sub.step(golden_state(name, more, sub), params, 10)
+    arrays = sub.state_to_arrays(state)
+    for size in (64, 50):
+        if name == "plenia":
+            want = rp.plenia_render(arrays["x"], rp.plenia_decode(more["plenia_theta"]), size)
+        elif name == "plife_plus":
+            want = rp.plife_plus_render(arrays["x"], arrays["c"], size)
+        else:
+            assert arrays["world"].max() > 1  # the clipping is exercised
+            want = rf.flow_render(arrays["world"], size)
+        np.testing.assert_allclose(np.asarray(sub.render(state, params, size=size)), want, atol=5e-5, rtol=0)
 
 
 def test_quirks_kept(subs):

@@ -78,9 +78,6 @@ class Comparison:
     groups: list[RunGroup]
     curves: pd.DataFrame
 
-    def group_of(self, run_id: str) -> RunGroup:
-        return next(g for g in self.groups if run_id in g.ids)
-
     @property
     def has_replicates(self) -> bool:
         """Whether some setting was run with more than one seed (then curves are drawn per setting)."""

@@ -40,8 +40,6 @@ from workbench.runs import (
 from workbench.simulations.gol import N_RULES
 
 KIND = "sweep"
-#: The reference sweep's rollout: 4096 steps, 32 frames, 16 initial states.
-SWEEP_DEFAULTS = {"steps": 4096, "frames": 32, "bs": 16}
 #: SweepConfig fields and the CLI flags that set them, for resume errors.
 FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--weights", "eval.steps": "--steps",
          "eval.frames": "--frames", "eval.bs": "--bs", "eval.size": "--size", "eval.chunk": "--chunk",

@@ -31,8 +31,6 @@ import torch
 from workbench.atomic import replace_dir, staging_dir
 from workbench.experts.model import svf_matrix_names, weights_key
 
-ADAPTER = "default"  # peft's adapter name
-
 
 class LoRAModel:
     """A causal LM with peft LoRA adapters on its MLP matrices, driven by explicit parameter dicts (module doc)."""

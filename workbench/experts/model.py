@@ -244,10 +244,6 @@ class SVFModel:
             self._modules_params[name].copy_(w)
         self.applied = "base"
 
-    def base_weights(self) -> dict[str, torch.Tensor]:
-        """The original MLP matrices (read-only copies held by this object)."""
-        return dict(self._base)
-
     # --- training: the forward through W′(z(p)) -------------------------------------------------------------
 
     def forward_z(self, z: Mapping[str, torch.Tensor], *args, **kwargs):

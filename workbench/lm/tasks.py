@@ -41,7 +41,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -227,7 +226,3 @@ def make_tokenizer():
     tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                    unk_token=PAD, padding_side="left")
-
-
-def save_tokenizer(path: str | Path) -> None:
-    make_tokenizer().save_pretrained(path)

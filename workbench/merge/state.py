@@ -32,7 +32,6 @@ from workbench.kernels.device import resolve_device
 from workbench.merge.methods import METHODS, PARAMETERS, merge_tensors
 
 Settings = Mapping[str, Any] | None
-PER_INPUT = ("weight", "density", "scale")
 _BOOLS = ("normalize", "rescale", "int8_mask")
 _STRINGS = ("rescale_norm",)
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")

@@ -90,11 +90,6 @@ class Generation:
     logits: torch.Tensor | None
     cache: EvictionCache
 
-    def as_lists(self, eos_id: int | None = None) -> list[list[int]]:
-        """Rows as token lists, cut before the first eos."""
-        rows = self.tokens.tolist()
-        return [r[: r.index(eos_id)] if eos_id is not None and eos_id in r else r for r in rows]
-
 
 def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: int, max_new_tokens: int,
              attention_mask: torch.Tensor | None = None, eos_id: int | None = None, record: str = "selection",

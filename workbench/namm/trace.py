@@ -511,22 +511,6 @@ def retention(trace: Trace, i: int) -> np.ndarray:
     return out
 
 
-def row_labels(trace: Trace) -> list[str]:
-    return [f"L{layer} h{h}" for layer in range(trace.n_layers) for h in range(trace.n_heads)]
-
-
-def evicted_at(trace: Trace) -> np.ndarray:
-    """(layers, heads, tokens) int: the step (tokens processed) at which each token left that head's cache,
-    −1 if it is still there at the end."""
-    out = np.full((trace.n_layers, trace.n_heads, trace.n_tokens), -1, np.int64)
-    for recs in trace.records:
-        for rec in recs:
-            for h in range(trace.n_heads):
-                gone = rec.positions[h][~rec.kept[h]]
-                out[rec.layer, h, gone] = rec.step
-    return out
-
-
 def cache_sizes(trace: Trace):
     """DataFrame (layer, tokens, size): slots each layer holds as tokens are processed; at every step two rows
     (before and after eviction), so the curve is a sawtooth."""
