@@ -11,7 +11,7 @@ from forked import cli as _short
 
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
-from workbench.compare import compare_runs, differing_settings, flat_settings, group_replicates
+from workbench.compare import compare_runs, differing_settings, flat_settings, group_replicates, run_labels
 from workbench.runs import RunStore
 
 
@@ -74,7 +74,7 @@ def test_the_figure_draws_a_band_per_setting_with_replicates(three, tmp_path):
     assert [type(e).__name__ for e in bands] == ["Area", "Curve", "Area", "Curve"]
     assert [e.label for e in bands] == ["sigma=0.1 (n=2)"] * 2 + ["sigma=0.3 (n=1)"] * 2
     curves = compare_curves(compare_runs(store, [a, c]))  # no setting repeated: a curve per run
-    assert [(type(e).__name__, e.label) for e in curves] == [("Curve", a), ("Curve", c)]
+    assert [(type(e).__name__, e.label) for e in curves] == [("Curve", "sigma=0.1"), ("Curve", "sigma=0.3")]
     png = Image.open(save(bands, tmp_path / "seeds.png"))
     assert png.width > 500 and np.asarray(png.convert("L")).std() > 0
 
@@ -156,6 +156,33 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     assert len(group_replicates([info("a", "adapt", {"target": "sort", "strategies": ["base"]}),
                                  info("b", "adapt", {"target": "sort", "strategies": ["base"], "stop_token": "drop"},
                                       1)], str(tmp_path))) == 1
+
+
+def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
+    """Curves of single runs (`figure curves`, a comparison without replicates) name each run by the settings that
+    tell it from the others, its seed included but not where it ran; its id where nothing does, where the label
+    would be too long to read, or where two runs read the same."""
+    from workbench.figures import loss_curves
+
+    store, (a, b, c) = three
+    assert [e.label for e in loss_curves(store, [a, b, c])] == ["sigma=0.1, seed=0", "sigma=0.1, seed=1",
+                                                                 "sigma=0.3, seed=0"]
+
+    def info(run_id, kind, config, seed=0):
+        return {"id": run_id, "kind": kind, "substrate": "s", "fm": "f", "seed": seed, "status": "done",
+                "config": {**config, "seed": seed}}
+
+    root = str(tmp_path)
+    assert run_labels([info("a", "target", {"pop": 8}), info("b", "merge", {"pop": 8}, seed=2),
+                       info("c", "merge", {"pop": 8})], root) == {"a": "target · s", "b": "merge · seed=2",
+                                                                  "c": "merge · seed=0"}
+    assert run_labels([info("a", "target", {"device": "cpu"}), info("b", "target", {"device": None})],
+                      root) == {"a": "a", "b": "b"}  # only where they ran differs
+    long = {f"setting_{i}": i for i in range(9)}
+    assert run_labels([info("a", "target", long), info("b", "target", {k: -v for k, v in long.items()})],
+                      root) == {"a": "a", "b": "b"}
+    assert run_labels([info("a", "target", {"x": 1}), info("b", "target", {"x": 1.0}), info("c", "target", {"x": 2})],
+                      root) == {"a": "a", "b": "b", "c": "x=2"}  # 1 and 1.0 read the same
 
 
 def test_flat_settings_and_runs_of_other_kinds():

@@ -71,12 +71,14 @@ class RunGroup:
 @dataclass
 class Comparison:
     """Runs side by side (see the module doc). rows: their catalog rows, in the order asked; curves: best so far
-    by iteration in each run's own metric (run_id, iteration, best, metric)."""
+    by iteration in each run's own metric (run_id, iteration, best, metric); labels: each run's legend label
+    (run_labels)."""
 
     rows: list[dict]
     differs: dict[str, dict[str, Any]]
     groups: list[RunGroup]
     curves: pd.DataFrame
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_replicates(self) -> bool:
@@ -226,6 +228,25 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     return groups
 
 
+def run_labels(infos: list[dict], root: str) -> dict[str, str]:
+    """A legend label per run (id -> label) for curves of single runs: the settings that tell it from the other
+    runs of its kind, its seed included ("sigma=0.3, seed=1"; not devices, threads or chunking), after its kind
+    when several kinds are drawn. A run keeps its id where nothing tells it apart, where its label would be
+    too long to read (LABEL_CHARS) or where another run reads the same."""
+    kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
+    telling = {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
+                      if k not in CONTEXT_KEYS] for kind in kinds}
+    labels = {}
+    for info in infos:
+        kind, settings = str(info.get("kind")), flat_settings(info)
+        label = ", ".join(f"{_short(k)}={value_text(_thawed(settings.get(k)))}" for k in telling[kind])
+        if len(kinds) > 1:
+            label = f"{kind} · {label or catalog_row(info, root)['substrate']}"
+        labels[info["id"]] = label if label and len(label) <= LABEL_CHARS else info["id"]
+    shared = [i for i, label in labels.items() if list(labels.values()).count(label) > 1]
+    return {i: i if i in shared else label for i, label in labels.items()}
+
+
 def _short(key: str) -> str:
     """`config.eval.fm` -> `eval.fm`, `config.sigma` -> `sigma`, `kind` -> `kind`."""
     return key.split(".", 1)[1] if key.startswith("config.") else key
@@ -309,4 +330,4 @@ def compare_runs(store: RunStore, ids: list[str]) -> Comparison:
         upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id")["best"].last()
         group.bests = [None if i not in upto.index or pd.isna(upto[i]) else float(upto[i]) for i in group.ids]
     return Comparison(rows=[catalog_row(info, store.root) for info in infos], differs=differing_settings(infos),
-                      groups=groups, curves=curves)
+                      groups=groups, curves=curves, labels=run_labels(infos, str(store.root)))

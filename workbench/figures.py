@@ -107,21 +107,24 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
 
 
 def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
-    """Best so far against iteration, one curve per run, in each run's own metric and direction (an ASAL search's
+    """Best so far against iteration, one curve per run labelled by the settings that tell it from the others
+    (compare.run_labels: "sigma=0.3, seed=1"), in each run's own metric and direction (an ASAL search's
     loss ↓, a merge's fitness ↑, CycleQD's qd_score ↑, an expert's val_accuracy ↑: not the negated scores the
     runs store as best_loss), or any metrics column `metric` as it is stored. One run: no legend (the title
     names it)."""
-    from workbench.compare import best_curves
+    from workbench.compare import best_curves, run_labels
 
     hv = _hv()
     run_ids = [run_ids] if isinstance(run_ids, str) else run_ids  # one run's id, not one run per letter
     if not run_ids:
         raise ValueError("give at least one run id")
     runs = [store.open(run_id) for run_id in run_ids]
+    infos = [{**run.info, "id": run.id} for run in runs]
+    labels = run_labels(infos, str(store.root))
     if metric is None:
-        df = best_curves(store, [{**run.info, "id": run.id} for run in runs])
+        df = best_curves(store, infos)
         ylabel = f"best {' / '.join(sorted(set(df['metric'])))}" if not df.empty else "best"
-        curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=str(run_id))
+        curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=labels[run_id])
                   for run_id, rows in df.groupby("run_id", sort=False)]
     else:
         curves = []
@@ -130,7 +133,8 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
             if rows and metric not in rows[0]:
                 columns = sorted(set(rows[0]) - {"run_id", "iteration"})
                 raise ValueError(f"run {run.id!r} has no metric {metric!r}; give --metric one of {', '.join(columns)}")
-            curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric, label=run.id))
+            curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric,
+                                   label=labels[run.id]))
     if not curves:
         raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
     legend = {"show_legend": len(curves) > 1, "legend_position": "right"}
@@ -139,17 +143,18 @@ def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
 
 
 def compare_curves(comparison: Comparison):
-    """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run, or,
-    where some runs repeat one setting with other seeds, one curve per setting (the mean over its seeds) over a
-    band from its lowest to its highest run, labelled with the setting and its number of runs with metrics; a
-    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached)."""
+    """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run (labelled
+    as in loss_curves), or, where some runs repeat one setting with other seeds, one curve per setting (the mean
+    over its seeds) over a band from its lowest to its highest run, labelled with the setting and its number of
+    runs with metrics; a setting's curve ends where the first of its runs stops (a running one: at the iteration
+    it has reached)."""
     hv = _hv()
     df = comparison.curves
     if df.empty:
         raise ValueError("none of the runs compared has metrics yet")
     ylabel = f"best {' / '.join(sorted(set(df['metric'])))}"
     if not comparison.has_replicates:
-        layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=str(run_id))
+        layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=comparison.labels.get(run_id, run_id))
                   for run_id, rows in df.groupby("run_id", sort=False)]
     else:
         bands = comparison.bands()
