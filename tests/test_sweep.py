@@ -1,6 +1,7 @@
 """`workbench asal sweep --substrate gol`: the reference's rule sweep, ranked by open-endedness, resumable."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -45,6 +46,22 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     assert printed["best_rule_name"] == rule_name(ranking["rule"][0])
     assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in b.iterdir()}
     assert not list(b.glob("z_final-*.npy"))
+
+    # killed in its last step, after the embeddings were merged: while deleting the batches (two left) or while
+    # rendering the best rule. The resume finishes it (it had said "0 of 5 embedding batches on disk" for good).
+    for left in (2, 0):
+        c = tmp_path / f"finishing-{left}" / row["id"]
+        shutil.copytree(b, c)
+        for name in ("best.png", "best.mp4", "best.npy"):
+            (c / name).unlink()
+        for it in range(5 - left, 5):
+            np.save(c / f"z_final-{it:05d}.npy", np.load(b / "z_final.npy")[2 * it:2 * it + 2])
+        RunStore(c.parent).open(row["id"]).update(status="interrupted")
+        again = run_sweep(None, RunStore(c.parent), resume=row["id"])
+        assert again.info["status"] == "done" and not list(c.glob("z_final-*.npy"))
+        np.testing.assert_array_equal(np.load(c / "z_final.npy"), np.load(a / "z_final.npy"))
+        np.testing.assert_array_equal(np.load(c / "best.npy"), np.load(a / "best.npy"))
+        assert (c / "best.png").read_bytes() == (a / "best.png").read_bytes()
 
     # Conway's score is L_OE of its own rollouts from the sweep's initial states, whatever batch it was in
     z, _ = embed_rollouts(cfg.eval, np.array([[6152.0]]), iteration_seeds(0, 0, 2))

@@ -187,10 +187,13 @@ def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
                                 "birth": [_digits(r, 0) for r in rules[order]],
                                 "survival": [_digits(r, 9) for r in rules[order]]})
     parts = sorted(run.path.glob("z_final-*.npy"))
-    if len(parts) != cfg.iters:
-        raise RunError(f"run {run.id}: {len(parts)} of {cfg.iters} embedding batches on disk; the run folder is "
-                       f"incomplete")
-    run.write_array("z_final.npy", np.concatenate([np.load(p) for p in parts]))
+    # z_final.npy is written whole (atomically) before any part goes: a finish killed after it (while deleting
+    # the parts, or rendering the best rule) has it, and its resume does not need the parts again
+    if not (run.path / "z_final.npy").is_file():
+        if len(parts) != cfg.iters:
+            raise RunError(f"run {run.id}: {len(parts)} of {cfg.iters} embedding batches on disk; the run folder "
+                           f"is incomplete")
+        run.write_array("z_final.npy", np.concatenate([np.load(p) for p in parts]))
     for p in parts:
         p.unlink()
     best = rules[order[0]]
