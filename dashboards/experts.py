@@ -629,9 +629,7 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        panels = len(fig) if isinstance(fig, hv.Layout) else 1
-        cols = min(panels, 3)
-        rows = math.ceil(panels / cols)
+        rows, cols = fig.shape if isinstance(fig, hv.Layout) else (1, 1)  # as the view lays its panels out
         return save(fig, out, style={"fig_inches": (3.2 * cols, 2.6 * rows)})
 
     def summary(self) -> str:
@@ -699,7 +697,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460):
                              colorbar=True, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
                              bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
-    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.4,
+    # hspace: room between the columns for the left colorbar's label and the right panel's row labels
+    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0,
                                                                      "vspace": 0.7})
 
 

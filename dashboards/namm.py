@@ -33,11 +33,23 @@ def _hv():
     return holoviews()
 
 
+#: The spectrogram's and EMA features' frequency bins (0 … 16) are whole numbers.
+BIN_TICKS = [0, 4, 8, 12, 16]
+
+
 def _style(obj, **opts):
     """Options for both backends (the page draws with Bokeh, paper figures with matplotlib)."""
     common = {k: v for k, v in opts.items() if k not in ("width", "height", "tools", "fig_inches")}
     out = obj.opts(**common, backend="matplotlib")
     return out.opts(**{k: v for k, v in opts.items() if k != "fig_inches"}, backend="bokeh")
+
+
+def _side_by_side(hv, panels: list):
+    """One panel as it is; two in a row, with room between them in a paper figure for the left one's colorbar
+    label and the right one's axis label (they overlapped)."""
+    if len(panels) == 1:
+        return panels[0]
+    return hv.Layout(panels).opts(shared_axes=False).opts(hspace=0.6, backend="matplotlib").cols(2)
 
 
 def raster_hover(n_layers: int, n_heads: int):
@@ -259,7 +271,8 @@ class NAMMExplorer(param.Parameterized):
             spec = hv.Image(mag.T[::-1], bounds=(times[0] - 8, -0.5, times[-1] + 8, 16.5),
                             kdims=["query position", "frequency bin"], vdims=["|STFT|"])
             spec = _style(spec.opts(aspect="auto", backend="matplotlib"), cmap="viridis", colorbar=True,
-                          title=f"spectrogram: {where}", width=460, height=300, tools=["hover"], fig_inches=(3.4, 2.4))
+                          title=f"spectrogram: {where}", yticks=BIN_TICKS, width=460, height=300,
+                          tools=["hover"], fig_inches=(3.4, 2.4))
         else:
             why = ("spectra kept for layers " + ", ".join(map(str, t.spectra_layers)) if layer not in t.spectra_layers
                    else "the token was evicted or not yet scored")
@@ -270,14 +283,14 @@ class NAMMExplorer(param.Parameterized):
             ema = hv.Image(norm.T[::-1], bounds=(steps[0] - half, -0.5, steps[-1] + half, 16.5),
                            kdims=["tokens processed", "frequency bin"], vdims=["x̂"])
             ema = _style(ema.opts(aspect="auto", backend="matplotlib"), cmap="RdBu_r", colorbar=True,
-                         symmetric=True, title="EMA features (normalised)", width=460, height=300, tools=["hover"],
-                         fig_inches=(3.4, 2.4))
+                         symmetric=True, title="EMA features (normalised)", yticks=BIN_TICKS, width=460, height=300,
+                         tools=["hover"], fig_inches=(3.4, 2.4))
         else:
             ema = hv.Div("<i>EMA features: NAMM policies only, for tokens that reached a step</i>")
         shown = [p for p in (spec, ema) if not isinstance(p, hv.Div)]
         if not shown:
             return spec
-        return shown[0] if len(shown) == 1 else hv.Layout(shown).opts(shared_axes=False).cols(2)
+        return _side_by_side(hv, shown)
 
     def _scores(self, hv, t: tr.Trace):
         layer = None if self.layer < 0 else self.layer
@@ -350,7 +363,7 @@ class NAMMExplorer(param.Parameterized):
             return hv.Div("<i>press <b>compare</b> to run the baselines on this prompt (and give an eval / bench "
                           "JSON to see task scores, kvpress included)</i>")
         shown = [p for p in plots if not isinstance(p, hv.Div)] or plots
-        return shown[0] if len(shown) == 1 else hv.Layout(shown).opts(shared_axes=False).cols(2)
+        return _side_by_side(hv, shown)
 
     def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>."""
