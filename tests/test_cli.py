@@ -89,6 +89,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "substrates", "--reference", "nowhere"], "--reference nowhere: not a checkout of the reference "
                                                         "implementation"),
     (["bench", "substrates", "--min-time", "nan"], "argument --min-time: give a finite number, got nan"),
+    (["bench", "asal", "--steps", "4"], "--steps must be at least 8: the bench samples 1 and 8 frames a rollout"),
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
@@ -138,6 +139,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--fm dino takes --weights FOLDER"),
     (["runs", "compare", "some-run", "some-run"], "give different runs to compare: some-run is named more than once"),
     (["figure", "compare", "some-run", "--out", "c.png"], "give two or more runs to compare, got 1"),
+    # each figure has the flags it reads: one it would ignore is refused (--dpi of a video, a curve's --metric)
+    (["figure", "video", "some-run", "--out", "v.mp4", "--dpi", "5"], "figure video: unrecognized arguments: --dpi 5"),
+    (["figure", "atlas", "some-run", "--out", "a.png", "--metric", "loss"], "unrecognized arguments: --metric loss"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

@@ -103,6 +103,22 @@ def test_device_cuda_without_a_gpu_is_one_error_line(tmp_path, command):
     assert res.stdout == "" and not list(tmp_path.iterdir())  # no zoo, run store or merged folder started
 
 
+@pytest.mark.skipif(not NO_GPU, reason="this machine has a CUDA GPU: --device cuda is valid here")
+def test_the_lm_bench_without_a_gpu_is_one_error_before_any_work(tmp_path):
+    """Its default --device cuda gave a traceback after the CPU half of the bench had run."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    res = subprocess.run([sys.executable, "-m", "workbench.lm.bench"], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    error = res.stderr.strip().splitlines()[-1]
+    assert error.startswith("python -m workbench.lm.bench: error: --device cuda: ") and "--device cpu" in error
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_device_names_are_one_error(capsys):
     from workbench.cli import main
 

@@ -270,6 +270,13 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
              "θ has shape (4171,), the BAM policy has 4172 parameters", tmp_path)
     with pytest.raises(ValueError, match="θ has shape"):
         save_policy(tmp_path / "x.safetensors", np.zeros(17), (np.zeros(17), np.ones(17)), {})
+    # a file naming a variant this version has not got: said of the file (eval has no --variant to give)
+    from safetensors.numpy import save_file
+
+    save_file({"theta": np.zeros(4172), "mean": np.zeros(17), "var": np.ones(17)}, tmp_path / "odd.safetensors",
+              metadata={"namm": '{"variant": "greedy"}'})
+    _refused(capsys, ["namm", "eval", "--policy", str(tmp_path / "odd.safetensors"), "--model", str(tiny)],
+             "odd.safetensors names an unknown NAMM variant 'greedy'", tmp_path)
     _refused(capsys, ["namm", "eval", "--run", done.id, "--runs", str(runs), "--n-up", "24"], "--n-up", tmp_path)
     # a resume that contradicts the run's settings
     _refused(capsys, [*train[:2], "--resume", done.id, "--runs", str(runs), "--pop", "6"], "--pop", tmp_path)

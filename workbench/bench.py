@@ -195,6 +195,9 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     from workbench.fm import quiet_logs
     from workbench.kernels.device import describe, resolve_device
 
+    if steps is not None and steps < max(frames):  # EvalConfig would name --frames, which this bench has not
+        raise ValueError(f"--steps must be at least {max(frames)}: the bench samples "
+                         f"{' and '.join(map(str, frames))} frames a rollout, got {steps}")
     dev = resolve_device(device)
     out: dict = {"pop": pop, "device": describe(dev), "machine": platform.processor() or platform.machine(),
                  "date": time.strftime("%Y-%m-%d"), "unit": "ms per iteration"}

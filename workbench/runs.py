@@ -2,7 +2,7 @@
 
     RUNS/<run-id>/run.json          config, seed, command line, package versions, inputs, status, heartbeat
                   metrics.parquet   one row per iteration
-                  population.parquet θ, loss and embedding of the final population / archive
+                  population.parquet θ of the final population / archive (an illumination: embeddings, seeds)
                   best.npy, best.png, best.mp4, atlas.png
                   population.png    the latest evaluated population's final frames (an ASAL search)
                   inputs/<name>     copies of the input files (a target image), hashed in run.json

@@ -1,6 +1,6 @@
 """The loop around an ASAL search: evaluate, tell, checkpoint, and finish a run in the run store.
 
-    cfg = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels"), prompts=["a caterpillar"], iters=5)
+    cfg = SearchConfig(kind="target", eval=EvalConfig("lenia", "clip"), prompts=["a caterpillar"], iters=5)
     run = run_search(cfg, RunStore("runs"))              # or run_search(None, store, resume="<run-id>")
 
 After every iteration the search object, the metrics and the loop's position are checkpointed

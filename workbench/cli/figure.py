@@ -40,9 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f.add_argument("ids", nargs=n, metavar="ID")
         f.add_argument("--out", required=True)
         f.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-        f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
-        f.add_argument("--metric", default=None, help="curves: a metrics column to plot as stored (default: the best "
-                                                    "so far in each run's own metric and direction)")
-        f.add_argument("--steps", type=POSITIVE, default=None, help="video: steps (default: the run's)")
-        f.add_argument("--size", type=POSITIVE, default=224, help="video: frame size")
+        # each subcommand has the flags it reads, no others: a flag it would ignore is refused by argparse
+        if name != "video":
+            f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
+        if name == "curves":
+            f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
+                                                        "so far in each run's own metric and direction)")
+        if name == "video":
+            f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
+            f.add_argument("--size", type=POSITIVE, default=224, help="frame size (default: 224)")
         f.set_defaults(func=cmd_figure)

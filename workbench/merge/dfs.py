@@ -5,7 +5,7 @@ list r times (T = M·r slots). An indicator I ∈ ℝ^T keeps slot t when I_t > 
 inference path. A scale matrix W ∈ ℝ^{M×M} multiplies the hidden state entering layer j when the
 previous layer on the path was i. The first layer of the path gets the embedding output unscaled.
 
-    recipe = DFSRecipe(models=["base", "add"], r=2, indicator=I, scales=W)   # or DFSRecipe.from_path(...)
+    recipe = DFSRecipe(models=["base", "add"], layers=L, r=2, indicator=I, scales=W)  # or DFSRecipe.load(path)
     model = build_dfs_model(recipe, {"base": m0, "add": m1})                # a LlamaForCausalLM
 
 The result is an ordinary Hugging Face causal LM (generate, KV cache, our evaluation harness): its

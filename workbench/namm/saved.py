@@ -36,8 +36,12 @@ VARIANTS = ("equal-n", "strict")
 POLICY_FILE = "policy.safetensors"
 
 
-def check_variant(variant: str) -> str:
+def check_variant(variant: str, where: str | None = None) -> str:
+    """A known selection variant; `where`: the policy file that names it (not a flag the user gave)."""
     if variant not in VARIANTS:
+        if where is not None:
+            raise ValueError(f"{where} names an unknown NAMM variant {variant!r} (this version knows "
+                             f"{' and '.join(VARIANTS)}): it is not a policy file this version wrote")
         raise ValueError(f"unknown NAMM variant {variant!r}: use --variant {' or '.join(VARIANTS)}")
     return variant
 
@@ -97,7 +101,7 @@ def save_policy(path: str | Path, theta, stats, meta: dict) -> Path:
     theta = np.asarray(theta, np.float64)
     mean, var = (np.asarray(s, np.float64) for s in stats)
     _check(theta, mean, var, str(path))
-    check_variant(meta.get("variant", "equal-n"))
+    check_variant(meta.get("variant", "equal-n"), str(path))
     data = save({"theta": theta, "mean": mean, "var": var}, metadata={"namm": json.dumps(meta, sort_keys=True)})
     path = Path(path)
     atomic_write(path, lambda p: p.write_bytes(data))
@@ -127,7 +131,7 @@ def load_policy(path: str | Path) -> SavedPolicy:
         raise ValueError(f"{path} holds no {', '.join(missing)}: a NAMM policy file has theta, mean and var")
     theta, mean, var = (np.asarray(arrays[k], np.float64) for k in ("theta", "mean", "var"))
     _check(theta, mean, var, str(path))
-    check_variant(meta.get("variant", "equal-n"))
+    check_variant(meta.get("variant", "equal-n"), str(path))
     return SavedPolicy(theta, mean, var, meta)
 
 

@@ -1,6 +1,6 @@
 """CycleQD archives as pyribs archives: `ArchiveDataFrame`s saved as parquet, and live `GridArchive`s.
 
-    write_pyribs(run_dir / "pyribs", archives, model_ids)     # pyribs/<task>.parquet, one per archive
+    write_pyribs(run_dir / "pyribs", archives, scores)        # pyribs/<task>.parquet, one per archive
     archives = read_pyribs(run_dir / "pyribs")                # a TaskArchives, the same cells and elites
     grid = to_grid_archive(archives, "sort")                  # a ribs.archives.GridArchive for pyribs' tools
 
