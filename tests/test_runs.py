@@ -431,10 +431,23 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     left = [tempfile.mkstemp(dir=tmp_path / d, prefix=f".{stem}.", suffix=suffix)[1]
             for d, stem, suffix in (("maps", "gen3_archive_map", ".json"), (".", "metrics", ".parquet"))]
     (tmp_path / ".hidden").write_text("not ours")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    # a folder being staged (a LoRA adapter killed while saved, seen by a kill probe), and replace_dir killed
+    # between its renames: the old folder moved aside and its replacement not yet in place
+    from workbench.atomic import replace_dir, staging_dir
+
+    staged = staging_dir(tmp_path / "lora")
+    (staged / "adapter.safetensors").write_text("half")
+    replace_dir(staging_dir(tmp_path / "model"), tmp_path / "model")
+    (tmp_path / "model" / "weights").write_text("old")
+    os.replace(tmp_path / "model", tmp_path / ".model.old-4242")
+    (tmp_path / "policy").mkdir()
+    (tmp_path / ".policy.old-4243").mkdir()  # moved aside, its replacement in place: it goes
     gone = sweep_partial_writes(tmp_path)
-    assert sorted(map(str, gone)) == sorted(left)
+    assert sorted(map(str, gone)) == sorted([*left, str(staged), str(tmp_path / ".policy.old-4243")])
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
-        ".hidden", "maps", "maps/gen2_archive_map.json"]
+        ".hidden", ".ipynb_checkpoints", "maps", "maps/gen2_archive_map.json", "model", "model/weights", "policy"]
+    assert (tmp_path / "model" / "weights").read_text() == "old"
 
 
 def test_every_run_config_refuses_a_seed_numpy_cannot_take(tmp_path):

@@ -69,14 +69,27 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+#: staging_dir's folders (mkdtemp: ".<name>.<8 random>") and the old folder replace_dir moves aside (".<name>.old-PID")
+_STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}$")
+_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.old-\d+$")
 
 
 def sweep_partial_writes(folder: Path) -> list[Path]:
     """Remove what writes cut short by a kill left behind below `folder`: atomic_write's temporary files, never
-    renamed (the files they would have replaced are intact). Only where no process writes any more (a resume)."""
-    gone = [p for p in Path(folder).rglob(".*") if p.is_file() and _PARTIAL.match(p.name)]
-    for p in gone:
-        p.unlink(missing_ok=True)
+    renamed (the files they would have replaced are intact), and staging_dir's folders, never moved into place (an
+    adapter, a model). A folder replace_dir had moved aside goes back where its replacement never arrived, else it
+    goes. Only where no process writes any more (a resume)."""
+    gone = []
+    for p in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
+        aside = _MOVED_ASIDE.match(p.name) if p.is_dir() else None
+        if aside and not (p.parent / aside["name"]).exists():  # killed between replace_dir's two renames
+            os.replace(p, p.parent / aside["name"])
+        elif aside or (p.is_dir() and _STAGING.match(p.name)):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+        elif p.is_file() and _PARTIAL.match(p.name):
+            p.unlink(missing_ok=True)
+            gone.append(p)
     return gone
 
 
