@@ -791,7 +791,8 @@ class QDModel(param.Parameterized):
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · {len(d.models)} "
-                    f"elites in a {d.bins} × {d.bins} grid · colour: novelty · click a cell to play it in the Lab")
+                    f"elites in a {d.bins} × {d.bins} grid · hover a cell for its novelty, click it to play it in "
+                    f"the Lab")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
         return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"
@@ -862,7 +863,7 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
     layers["cells"] = _style(
         boxes, color=value, cmap=cmap, clim=clim, colorbar=not seen,
         bokeh={"tools": ["hover", "tap"], "hover_tooltips": tips, "line_color": "white", "line_width": 1,
-               "colorbar_opts": {"width": 10, "padding": 4}, "clabel": " ",  # the title says what colours mean
+               "colorbar_opts": {"width": 10, "padding": 4}, "clabel": clabel or " ",
                "alpha": 0.0 if seen else 1.0, "hover_alpha": 0.25 if seen else 1.0,
                "nonselection_alpha": 0.0 if seen else 1.0, "selection_alpha": 0.0 if seen else 1.0,
                "hover_line_color": "#f9a825", "hover_line_width": 2},

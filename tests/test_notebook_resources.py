@@ -1,0 +1,35 @@
+"""The notebooks draw offline: the cells that load HoloViews' and Panel's JavaScript put it inline in the output
+(from cdn.bokeh.org and cdn.holoviz.org, every plot stayed blank without a network, as a probe of the executed
+notebooks found). Each distinct loading cell runs in a kernel of its own."""
+
+import json
+import re
+from pathlib import Path
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+LOADING = re.compile(r"^(?:import (?:holoviews as hv|panel as pn)|(?:hv|pn)\.extension\(.*)$", re.M)
+
+
+def _loading_code(path: Path) -> str:
+    """The notebook's lines that import HoloViews or Panel and load their JavaScript, in order."""
+    cells = json.loads(path.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return "\n".join(m.group(0) for source in code for m in LOADING.finditer(source))
+
+
+def test_every_notebook_that_plots_loads_its_javascript_inline():
+    import nbformat
+    from nbclient import NotebookClient
+
+    loading = {path.name: _loading_code(path) for path in NOTEBOOKS}
+    plotting = {name: code for name, code in loading.items() if code}
+    assert len(plotting) >= 6, loading
+    for name, code in plotting.items():
+        assert "extension(" in code, f"{name} imports HoloViews or Panel but loads no JavaScript for them"
+    for code in sorted(set(plotting.values())):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+        NotebookClient(nb, timeout=180, kernel_name="python3").execute()
+        text = nbformat.writes(nb)
+        users = [name for name, c in plotting.items() if c == code]
+        assert not re.search(r"cdn\.(?:bokeh|holoviz)\.org", text), f"{users} load BokehJS or Panel from a CDN"
+        assert len(text) > 1_000_000, f"{users}: no inline BokehJS in the output ({len(text)} characters)"
