@@ -201,7 +201,7 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
     label = kw.pop("label", p.label)
     # no start/end for the browser: Bokeh's input sends the bound for a number beyond it and keeps showing
     # the number typed; every number comes here, and one refused is put back
-    widget = pn.widgets.IntInput(name=label, value=getattr(model, name), **kw)
+    widget = pn.widgets.IntInput(label=label, value=getattr(model, name), **kw)
 
     refused = [False]  # a refusal is on show: the next value taken clears it (on_refused(""))
 

@@ -58,6 +58,9 @@ def test_render_png_equals_library_frame(tmp_path):
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "notes.txt"], "not a NumPy .npy array"),
     (["render", "gol", "--steps", "3", "--out", "x.png", "--theta", "rule.npy"], r"whole number in \[0, 2\^18\)"),
+    (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2"], "--every set"),
+    (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2", "--fps", "9"],
+     "--every and --fps set a video's frames; a .png is the last frame alone: leave them out"),
 ])
 def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     np.save(tmp_path / "wrong.npy", np.zeros(42))

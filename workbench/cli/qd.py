@@ -71,6 +71,9 @@ def cmd_cycle(args) -> int:
         total, tasks = config["gens"] + 1, config["tasks"]
         args.quiet = args.quiet or run.info.get("status") == "done"   # nothing left to run: no bar
     else:
+        if "transfer" in given and args.workers is None and args.dask is None:  # a flag the run would not read
+            raise ValueError("--transfer says how children reach Dask workers; without --workers N or --dask "
+                             "ADDRESS every child is built where it runs: leave --transfer out or add workers")
         cfg = QDRunConfig(**{**given, "ranges": ranges, "device": device})
         check_inputs(cfg)
         total, tasks = cfg.gens + 1, cfg.tasks

@@ -43,14 +43,18 @@ def cmd_render(args) -> int:
     from workbench.export import export
 
     check_device(args.device)
+    video = [f"--{name}" for name in ("every", "fps") if getattr(args, name) is not None]
+    if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
+        raise ValueError(f"{' and '.join(video)} set a video's frames; a .png is the last frame alone: leave "
+                         f"{'them' if len(video) > 1 else 'it'} out, or write a .gif or .mp4")
 
     sub = _substrate(args)
     params = sub.decode(_theta(args, sub))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
-        out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size, every=args.every,
-                     fps=args.fps, progress=lambda n: bar.advance(task, n))
+        out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size, every=args.every or 1,
+                     fps=args.fps or 30, progress=lambda n: bar.advance(task, n))
     print(out)
     return 0
 
@@ -78,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
     render.add_argument("--seed", type=SEED, default=0)
     render.add_argument("--size", type=POSITIVE, default=224)
-    render.add_argument("--every", type=POSITIVE, default=1, help="video: one frame every N steps")
-    render.add_argument("--fps", type=POSITIVE, default=30)
+    render.add_argument("--every", type=POSITIVE, default=None, help="video: one frame every N steps (default: 1)")
+    render.add_argument("--fps", type=POSITIVE, default=None, help="video: frames per second (default: 30)")
     add_device_argument(render)
     render.set_defaults(func=cmd_render)
