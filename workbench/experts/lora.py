@@ -160,6 +160,12 @@ class LoRAModel:
         tmp = staging_dir(path)
         try:
             self.peft.save_pretrained(tmp)
+            # peft keeps target_modules as a set and writes it in hash order, which changes from process to
+            # process: sorted, the same adapter is the same file
+            config = json.loads((tmp / "adapter_config.json").read_text())
+            if isinstance(config.get("target_modules"), list):
+                config["target_modules"] = sorted(config["target_modules"])
+                (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             (tmp / "meta.json").write_text(json.dumps({**(meta or {}), "model_key": self.key, "rank": self.rank,
                                                        "alpha": self.alpha, "n_params": self.n_params}))
             replace_dir(tmp, path)
