@@ -22,8 +22,8 @@ def test_help_everywhere():
 def test_render_writes_png_gif_mp4(tmp_path, name, suffix, frames):
     out = tmp_path / f"{name}.{suffix}"
     steps = {"lenia": 4, "boids": 30, "plife": 4}[name]
-    every = max(1, steps // (frames - 1)) if frames > 1 else 1
-    res = run("render", name, "--steps", str(steps), "--out", str(out), "--size", "96", "--every", str(every))
+    every = ["--every", str(max(1, steps // (frames - 1)))] if frames > 1 else []  # a picture has no --every
+    res = run("render", name, "--steps", str(steps), "--out", str(out), "--size", "96", *every)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == str(out)
     images = imageio.mimread(out) if suffix != "png" else [imageio.imread(out)]
@@ -58,7 +58,7 @@ def test_render_png_equals_library_frame(tmp_path):
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "notes.txt"], "not a NumPy .npy array"),
     (["render", "gol", "--steps", "3", "--out", "x.png", "--theta", "rule.npy"], r"whole number in \[0, 2\^18\)"),
-    (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2"], "--every set"),
+    (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2"], "--every sets a video's frames"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2", "--fps", "9"],
      "--every and --fps set a video's frames; a .png is the last frame alone: leave them out"),
 ])

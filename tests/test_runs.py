@@ -431,22 +431,24 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     left = [tempfile.mkstemp(dir=tmp_path / d, prefix=f".{stem}.", suffix=suffix)[1]
             for d, stem, suffix in (("maps", "gen3_archive_map", ".json"), (".", "metrics", ".parquet"))]
     (tmp_path / ".hidden").write_text("not ours")
-    (tmp_path / ".ipynb_checkpoints").mkdir()
+    for name in (".results.20261203", ".data.old-1"):  # a user's folders that look like ours, not ours
+        (tmp_path / name).mkdir()
     # a folder being staged (a LoRA adapter killed while saved, seen by a kill probe), and replace_dir killed
     # between its renames: the old folder moved aside and its replacement not yet in place
-    from workbench.atomic import replace_dir, staging_dir
+    from workbench.atomic import staging_dir
 
     staged = staging_dir(tmp_path / "lora")
     (staged / "adapter.safetensors").write_text("half")
-    replace_dir(staging_dir(tmp_path / "model"), tmp_path / "model")
-    (tmp_path / "model" / "weights").write_text("old")
-    os.replace(tmp_path / "model", tmp_path / ".model.old-4242")
+    aside = tmp_path / ".model.replaced-4242"  # replace_dir's name for the folder it moves aside
+    aside.mkdir()
+    (aside / "weights").write_text("old")
     (tmp_path / "policy").mkdir()
-    (tmp_path / ".policy.old-4243").mkdir()  # moved aside, its replacement in place: it goes
+    (tmp_path / ".policy.replaced-4243").mkdir()  # moved aside, its replacement in place: it goes
     gone = sweep_partial_writes(tmp_path)
-    assert sorted(map(str, gone)) == sorted([*left, str(staged), str(tmp_path / ".policy.old-4243")])
+    assert sorted(map(str, gone)) == sorted([*left, str(staged), str(tmp_path / ".policy.replaced-4243")])
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
-        ".hidden", ".ipynb_checkpoints", "maps", "maps/gen2_archive_map.json", "model", "model/weights", "policy"]
+        ".data.old-1", ".hidden", ".results.20261203", "maps", "maps/gen2_archive_map.json", "model",
+        "model/weights", "policy"]
     assert (tmp_path / "model" / "weights").read_text() == "old"
 
 

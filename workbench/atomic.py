@@ -3,6 +3,7 @@ is flushed to disk and renamed over the target, so a crash leaves the old file o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ def staging_dir(target: str | Path) -> Path:
     """An empty temporary folder beside `target` (the same file system, so the rename is atomic) to build a folder
     in (a model, a zoo) before replace_dir moves it into place."""
     target = Path(target)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
 
 
 def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) -> Path:
@@ -41,7 +42,7 @@ def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) 
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; choose a new folder")
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
@@ -69,21 +70,23 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
-#: staging_dir's folders (mkdtemp: ".<name>.<8 random>") and the old folder replace_dir moves aside (".<name>.old-PID")
-_STAGING = re.compile(r"^\..+\.[a-z0-9_]{8}$")
-_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.old-\d+$")
+#: staging_dir's folders (mkdtemp: ".<name>.staging-<8 random>") and the old folder replace_dir moves aside
+#: (".<name>.replaced-PID"): names a folder of the user's does not take by chance
+_STAGING = re.compile(r"^\..+\.staging-[a-z0-9_]{8}$")
+_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-\d+$")
 
 
 def sweep_partial_writes(folder: Path) -> list[Path]:
     """Remove what writes cut short by a kill left behind below `folder`: atomic_write's temporary files, never
     renamed (the files they would have replaced are intact), and staging_dir's folders, never moved into place (an
     adapter, a model). A folder replace_dir had moved aside goes back where its replacement never arrived, else it
-    goes. Only where no process writes any more (a resume)."""
+    goes. Returns what went. Only where no process writes any more (a resume)."""
     gone = []
     for p in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
         aside = _MOVED_ASIDE.match(p.name) if p.is_dir() else None
         if aside and not (p.parent / aside["name"]).exists():  # killed between replace_dir's two renames
-            os.replace(p, p.parent / aside["name"])
+            with contextlib.suppress(OSError):  # put in place meanwhile after all: the old one stays aside
+                os.replace(p, p.parent / aside["name"])
         elif aside or (p.is_dir() and _STAGING.match(p.name)):
             shutil.rmtree(p, ignore_errors=True)
             gone.append(p)

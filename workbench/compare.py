@@ -28,7 +28,7 @@ REPLICATE_KEYS = ("config.seed",)
 #: (each run kind documents the same results for any of them, up to floating-point order on another device).
 CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config.chunk", "config.eval.chunk",
                 "config.transfer")
-LABEL_CHARS = 60  # a group's label past this long names its kind, substrate and first run instead
+LABEL_CHARS = 60  # a label past this long is not read: a group is named by its substrate and first run, a run by id
 
 
 @dataclass
@@ -208,9 +208,7 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
         # runs made before it, was None there)
         key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items() if k not in ignored and v is not None))
         keyed.setdefault(key, []).append(info)
-    kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
-    telling = {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
-                      if k not in ignored] for kind in kinds}
+    kinds, telling = _telling_settings(infos, ignored)
     groups = []
     for members in keyed.values():
         first, row = flat_settings(members[0]), catalog_row(members[0], root)
@@ -233,9 +231,7 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     runs of its kind, its seed included ("sigma=0.3, seed=1"; not devices, threads or chunking), after its kind
     when several kinds are drawn. A run keeps its id where nothing tells it apart, where its label would be
     too long to read (LABEL_CHARS) or where another run reads the same."""
-    kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
-    telling = {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
-                      if k not in CONTEXT_KEYS] for kind in kinds}
+    kinds, telling = _telling_settings(infos, set(CONTEXT_KEYS))
     labels = {}
     for info in infos:
         kind, settings = str(info.get("kind")), flat_settings(info)
@@ -245,6 +241,13 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
         labels[info["id"]] = label if label and len(label) <= LABEL_CHARS else info["id"]
     shared = [i for i, label in labels.items() if list(labels.values()).count(label) > 1]
     return {i: i if i in shared else label for i, label in labels.items()}
+
+
+def _telling_settings(infos: list[dict], ignored: set[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The kinds of the runs (in order) and, per kind, the settings that differ among its runs, less `ignored`."""
+    kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
+    return kinds, {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
+                          if k not in ignored] for kind in kinds}
 
 
 def _short(key: str) -> str:

@@ -45,8 +45,9 @@ def cmd_render(args) -> int:
     check_device(args.device)
     video = [f"--{name}" for name in ("every", "fps") if getattr(args, name) is not None]
     if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
-        raise ValueError(f"{' and '.join(video)} set a video's frames; a .png is the last frame alone: leave "
-                         f"{'them' if len(video) > 1 else 'it'} out, or write a .gif or .mp4")
+        raise ValueError(f"{' and '.join(video)} set{'' if len(video) > 1 else 's'} a video's frames; a .png is "
+                         f"the last frame alone: leave {'them' if len(video) > 1 else 'it'} out, or write a .gif or "
+                         f".mp4")
 
     sub = _substrate(args)
     params = sub.decode(_theta(args, sub))

@@ -101,7 +101,7 @@ def save_policy(path: str | Path, theta, stats, meta: dict) -> Path:
     theta = np.asarray(theta, np.float64)
     mean, var = (np.asarray(s, np.float64) for s in stats)
     _check(theta, mean, var, str(path))
-    check_variant(meta.get("variant", "equal-n"), str(path))
+    check_variant(meta.get("variant", "equal-n"))
     data = save({"theta": theta, "mean": mean, "var": var}, metadata={"namm": json.dumps(meta, sort_keys=True)})
     path = Path(path)
     atomic_write(path, lambda p: p.write_bytes(data))
