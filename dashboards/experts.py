@@ -557,7 +557,8 @@ class ExpertsModel(param.Parameterized):
                 out = greedy(svf.model, [_encode(tok, text)], max_new_tokens, pad_id=pad, eos_id=tok.eos_token_id)
             finally:
                 svf.reset()
-            return {"answer": tok.decode(out[0], skip_special_tokens=True), "seconds": time.perf_counter() - start}
+            return {"answer": tok.decode(out[0], skip_special_tokens=True),
+                    "seconds": round(time.perf_counter() - start, 4)}
 
     def score_mixture(self, n: int = 16) -> dict[str, float]:
         """Held-out accuracy per task (the run's tasks, n prompts each, stream 0) of the mixer's setting."""

@@ -242,6 +242,10 @@ def fitness_plot(metrics: pd.DataFrame):
                                                                              label="population mean"))
     fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", legend_position="right",
                  bokeh={"width": 520, "height": 280})
+    values = df[["best", "mean"]].to_numpy()
+    if values.min() == values.max():  # flat (a search that found nothing): an accuracy's axis, not −1 … 1
+        v = float(values.min())
+        fit = _style(fit, ylim=(min(0.0, v), max(1.0, v)))
     sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES σ", bokeh={"width": 520, "height": 220})
     return _style((whole_numbers(fit) + whole_numbers(sigma)).cols(1), shared_axes=False,
                   mpl={"sublabel_format": "", "vspace": 0.7})
