@@ -54,8 +54,9 @@ def cmd_render(args) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
-        out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size, every=args.every or 1,
-                     fps=args.fps or 30, progress=lambda n: bar.advance(task, n))
+        video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
+        out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size,
+                     progress=lambda n: bar.advance(task, n), **video_args)  # else export's defaults
     print(out)
     return 0
 
