@@ -64,9 +64,11 @@ class LabModel(param.Parameterized):
     def __init__(self, **params):
         super().__init__(**params)
         self._fm = None
-        self._target: np.ndarray | None = None
+        self._target_image: np.ndarray | None = None  # kept: another FM embeds it again
+        self._target: np.ndarray | None = None  # its embedding by the FM loaded now
         self._frames = 0
         self._text_target: tuple[str, np.ndarray] | None = None
+        self._score_error = ""  # why the trace cannot score (said once, until the FM or the prompt changes)
         # held by anything that replaces θ, the substrate or the state; the page's periodic tick skips a frame
         # rather than wait while a load runs on a worker thread
         self._lock = threading.RLock()
@@ -285,16 +287,19 @@ class LabModel(param.Parameterized):
 
     def set_target_image(self, image: np.ndarray | None) -> None:
         """A target image for the score trace (any FM); None goes back to the prompt."""
-        self._target = None if image is None else self.load_fm().embed_images(np.asarray(image)[..., :3])
-        self.scores = []
+        self._target_image = None if image is None else np.asarray(image)[..., :3]
+        self._target = None if image is None else self.load_fm().embed_images(self._target_image)
+        self.scores, self._score_error = [], ""
 
     @param.depends("fm", "fm_weights", watch=True)
     def _reset_fm(self):
-        self._fm, self._text_target, self.scores = None, None, []
+        # the targets' embeddings go with the FM (another one's are of another size): embedded again on use
+        self._fm, self._text_target, self._target, self.scores = None, None, None, []
+        self._score_error = ""
 
     @param.depends("prompt", watch=True)
     def _reset_scores(self):
-        self.scores = []
+        self.scores, self._score_error = [], ""
 
     def load_fm(self):
         """The FM (loaded once; the page calls this on a worker thread when the choice changes)."""
@@ -310,7 +315,7 @@ class LabModel(param.Parameterized):
         return self._fm is not None
 
     def wants_score(self) -> bool:
-        return self._target is not None or bool(self.prompt.strip())
+        return self._target_image is not None or bool(self.prompt.strip())
 
     def score(self) -> float | None:
         """Supervised-target loss of the current frame (its rendered floats, as searches embed them) against the
@@ -323,6 +328,8 @@ class LabModel(param.Parameterized):
         from workbench.asal.scores import supervised_target
 
         fm = self.load_fm()
+        if self._target_image is not None and self._target is None:
+            self._target = fm.embed_images(self._target_image)
         target = self._target
         if target is None:
             prompt = self.prompt.strip()
@@ -350,8 +357,12 @@ class LabModel(param.Parameterized):
                 self.step_count += self.steps_per_frame
             self._render()
         self._frames += 1
-        if self._frames % self.score_every == 0 and (score_needs_fm or self.fm_loaded):
-            loss = self.score()
+        if self._frames % self.score_every == 0 and (score_needs_fm or self.fm_loaded) and not self._score_error:
+            try:
+                loss = self.score()
+            except ValueError as exc:  # a prompt the FM has no text encoder for: said once, the frames go on
+                self._score_error, loss = str(exc), None
+                self.tell(f"no FM score: {exc}", "danger")
             if loss is not None:
                 self.scores = [*self.scores[-499:], (self.step_count, loss)]
         elapsed = time.perf_counter() - start

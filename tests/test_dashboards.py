@@ -212,7 +212,18 @@ def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     for _ in range(4):
         lenia.advance()
     assert len(lenia.scores) == 2 and all(-1.0 <= loss <= 0.0 for _, loss in lenia.scores)
+    # another FM embeds the target image again (the pixels model's embedding, of another size, raised in the
+    # page's tick at every frame)
+    lenia.fm = "efficientnet-lite0"
+    assert lenia.scores == [] and -1.0 <= lenia.score() <= 0.0
     assert LabModel(substrate="boids").score() is None  # no target: no score
+    # a prompt the FM cannot read (pixels has no text encoder): said once on the page, the frames go on (it raised
+    # in the page's periodic tick at every scored frame: a traceback in the server's log each time)
+    words = LabModel(substrate="boids", fm="pixels", prompt="a flock", score_every=1)
+    for _ in range(3):
+        words.advance()
+    assert words.step_count == 3 * words.steps_per_frame and words.scores == []
+    assert words.message_kind == "danger" and "no text encoder" in words.message
 
 
 def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
