@@ -78,6 +78,30 @@ def test_the_first_figure_of_a_fresh_process(store, tmp_path, suffix):
         assert {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<svg", ".html": b"<!DOCTYPE html>"}[suffix] in head
 
 
+def test_html_figures_need_no_current_bokeh_document(tmp_path):
+    """Bug (a probe of the served pages): every HTML export failed on a server that had closed a session. The
+    export runs on a worker thread, where Bokeh's current document is whatever document a session's callback
+    holds then, a closed tab's destroyed one included ("'Document' object has no attribute '_theme'"), and
+    HoloViews and file_html both reached for it. Here the current document is such a destroyed one."""
+    import holoviews as hv
+    from bokeh.document import Document
+    from bokeh.io.doc import curdoc, set_curdoc
+
+    from workbench.figures import holoviews, save
+
+    holoviews()
+    before, destroyed = curdoc(), Document()
+    destroyed.on_change(print)
+    destroyed.destroy(print)  # what Panel does to the document of a closed session
+    set_curdoc(destroyed)
+    try:
+        out = save(hv.Curve([(0, 1.0), (1, 0.5)], "iteration", "best loss"), tmp_path / "c.html")
+    finally:
+        set_curdoc(before)
+    html = out.read_text()
+    assert html.lstrip().startswith("<!DOCTYPE html>") and "best loss" in html
+
+
 def test_iteration_axes_are_whole_numbers(store):
     """Loss curves tick iterations at whole numbers only, in both backends."""
     import holoviews as hv

@@ -213,10 +213,17 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # Bokeh alone, not Panel's save: on a served page Panel's save moved its shared stylesheet models
             # into the export's document and the page's next updates failed ("Models must be owned by only a
             # single document").
+            # And a document of its own, the plot its one root, so that neither HoloViews nor file_html reaches
+            # for Bokeh's current document: in a server's worker thread that is whatever document a session's
+            # callback holds at that moment, the destroyed one of a closed tab included ("'Document' object has
+            # no attribute '_theme'"). A server-mode renderer attaches the plot to the document it is given.
+            from bokeh.document import Document
             from bokeh.embed import file_html
             from bokeh.resources import INLINE
 
-            state = hv.renderer("bokeh").get_plot(obj).state
+            doc = Document()
+            state = hv.renderer("bokeh").instance(mode="server").get_plot(obj, doc=doc).state
+            doc.add_root(state)
             tmp.write_text(file_html(state, INLINE, out.stem), encoding="utf-8")
             return
         import matplotlib.pyplot as plt
