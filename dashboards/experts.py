@@ -859,7 +859,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
     if not experts:
-        return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"))
+        return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"),
+                         sizing_mode="stretch_width")  # "fixed" without a width: Bokeh's W-1005 in the server log
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
     variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
