@@ -206,13 +206,23 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     seed = pn.widgets.IntInput(label="Seed", value=model.seed, sizing_mode="stretch_width")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
 
+    refused = [False]  # a refusal is on show: the next layout taken clears it
+
     async def relayout(event):
         name = next(k for k, w in widgets.items() if w is event.obj)
+        if event.new == getattr(model, name):  # the field put back after a refusal: nothing to lay out
+            return
         try:
             await off_loop(lambda: model.param.update(**{name: event.new}), busy=[plot, *widgets.values()])
         except ValueError as exc:
-            model.message = str(exc)
+            # param's own words name the class ("Integer parameter 'AtlasModel.seed' must be at least 0")
+            model.message = (f"Seed must be a whole number from 0 to {2 ** 32 - 1}, got {event.new}; the atlas "
+                             f"keeps seed {model.seed}" if name == "seed" else str(exc))
+            refused[0] = True
             put_back(event.obj, lambda: getattr(model, name))  # the field shows what the atlas still uses
+        else:
+            if refused[0]:
+                model.message, refused[0] = "", False
 
     for w in widgets.values():
         w.param.watch(relayout, "value")

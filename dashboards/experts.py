@@ -860,7 +860,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     experts = model.mixer_experts()
     if not experts:
         return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"),
-                         sizing_mode="stretch_width")  # "fixed" without a width: Bokeh's W-1005 in the server log
+                         sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
     variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
@@ -972,7 +972,10 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
                 return None
             return pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False)
 
-        return pn.panel(pn.bind(draw, model.param.matrix, model.param.compare), lazy=True)
+        # stretch_width: a wrapper laid out "fixed" around a fixed-size plot and without a width of its own put
+        # Bokeh's W-1005 warning in the server log (the LoRA run's training curve)
+        return pn.panel(pn.bind(draw, model.param.matrix, model.param.compare), lazy=True,
+                        sizing_mode="stretch_width")
 
     def build() -> None:
         d = model.data

@@ -245,6 +245,9 @@ def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.
             status.object = f"written `{path}`"
         except ValueError as exc:
             status.object = f"**cannot export:** {exc}"
+        except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
+            status.object = f"**export failed:** {type(exc).__name__}: {exc}"
+            raise
 
     export.on_click(on_export)
     return fmt, export, status

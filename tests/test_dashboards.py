@@ -1120,6 +1120,16 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         page.get_by_text("atlas-tsne.png").wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()  # a second export keeps the first
         page.get_by_text("atlas-tsne-2.png").wait_for(timeout=30000)
+        # a refused seed is said in the page's words (param's named 'AtlasModel.seed'), put back, and the message
+        # goes with the next layout taken (it stayed up)
+        from playwright.sync_api import expect
+
+        _fill(page, "Seed", "-3")
+        refusal = page.get_by_text("Seed must be a whole number from 0 to 4294967295, got -3; the atlas keeps seed 0")
+        refusal.wait_for(timeout=30000)
+        expect(page.get_by_label("Seed", exact=True)).to_have_value("0", timeout=30000)
+        _fill(page, "Seed", "1")
+        expect(refusal).to_have_count(0, timeout=120000)
 
 
 def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_path):

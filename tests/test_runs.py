@@ -137,10 +137,14 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     (tmp_path / "broken" / "run.json").write_text("{ not json")
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "run.json").write_text(json.dumps({"hello": 1}))
+    for folder in ("snapshots", "figures"):  # what the Lab and the pages write beside the runs: not runs at all
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "lenia-seed0.png").write_bytes(b"")
     assert store.list() == []
     assert sorted(store.broken()) == ["broken", "foreign"]
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
-    assert "broken is not a readable run" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken is not a readable run" in err and "snapshots" not in err and "figures" not in err
     for name, message in (("broken", "corrupt"), ("foreign", "not a workbench run record"), ("nope", "no run 'nope'")):
         assert main(["asal", "target", "--resume", name, "--runs", str(tmp_path), "--quiet"]) == 2
         assert message in capsys.readouterr().err

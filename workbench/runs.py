@@ -696,6 +696,8 @@ class RunStore:
         if not self.root.is_dir():
             return records, broken
         for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if not (path / "run.json").exists():  # not a run (the Lab's snapshots, a page's figures): no warning
+                continue
             try:
                 info = Run(path).info
             except RunError:
@@ -745,6 +747,8 @@ class RunStore:
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def broken(self) -> list[str]:
+        """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are
+        not runs and not listed."""
         return self._records()[1]
 
     def metrics(self, run_id: str) -> list[dict]:
