@@ -216,7 +216,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             await off_loop(lambda: model.param.update(**{name: event.new}), busy=[plot, *widgets.values()])
         except ValueError as exc:
             # param's own words name the class ("Integer parameter 'AtlasModel.seed' must be at least 0")
-            model.message = (f"Seed must be a whole number from 0 to {2 ** 32 - 1}, got {event.new}; the atlas "
+            low, high = model.param.seed.bounds
+            model.message = (f"Seed must be a whole number from {low} to {high}, got {event.new}; the atlas "
                              f"keeps seed {model.seed}" if name == "seed" else str(exc))
             refused[0] = True
             put_back(event.obj, lambda: getattr(model, name))  # the field shows what the atlas still uses

@@ -304,10 +304,9 @@ class LabModel(param.Parameterized):
     def load_fm(self):
         """The FM (loaded once; the page calls this on a worker thread when the choice changes)."""
         if self._fm is None:
-            from workbench.fm import EMBEDDED_FMS, load_fm
+            from workbench.fm import load_fm, weights_for
 
-            weights = None if self.fm in EMBEDDED_FMS else (self.fm_weights or None)  # the field is the others'
-            self._fm = load_fm(self.fm, weights=weights)
+            self._fm = load_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
         return self._fm
 
     @property

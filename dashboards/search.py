@@ -26,7 +26,7 @@ from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
 from workbench.dashboards.shell import checked_int_input, placeholder, run_alert, section, shell
-from workbench.fm import EMBEDDED_FMS
+from workbench.fm import weights_for
 from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
 
@@ -272,8 +272,7 @@ class SearchModel(param.Parameterized):
 
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
-        weights = None if self.fm in EMBEDDED_FMS else (self.weights or None)  # the field is the others'
-        ev = EvalConfig(self.substrate, self.fm, weights=weights, steps=self.steps,
+        ev = EvalConfig(self.substrate, self.fm, weights=weights_for(self.fm, self.weights or None), steps=self.steps,
                         frames=self.frames, bs=self.bs, chunk=self.pop)
         if self.kind == "illuminate":
             extra = {"population": max(4 * self.pop, 8), "algorithm": self.algorithm}

@@ -16,8 +16,8 @@ os.environ.setdefault("TI_ENABLE_PYBUF", "0")
 from workbench.lazy import exports  # noqa: E402 - after the banner switch
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "workbench.kernels.device": ["resolve_device", "default_device", "cuda_available", "synchronize",
-                                 "fits_in_memory", "describe"],
+    "workbench.kernels.device": ["resolve_device", "check_device_flag", "default_device", "cuda_available",
+                                 "synchronize", "fits_in_memory", "describe"],
     "workbench.kernels.runtime": ["ensure_taichi"],
     "workbench.kernels.graphs": ["GraphedSteps"],
 })

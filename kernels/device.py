@@ -70,6 +70,30 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda", index)
 
 
+def check_device_flag(value: str | None) -> str | None:
+    """The checked value of a --device flag (unchanged), or one ValueError naming the flag and the fix (the CLI's
+    commands and `python -m workbench.lm.bench` check it before any work)."""
+    try:
+        resolve_device(value)
+    except ValueError:
+        why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        if value is None:  # WORKBENCH_ARCH set to a bad value, or to cuda on a machine without a GPU
+            if arch_setting() == "cuda":
+                raise ValueError(f"{ENV}=cuda: {why}; unset it or use --device cpu") from None
+            raise
+        try:
+            kind = torch.device(value).type
+        except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"--device {value}: not a device; use cpu, cuda or cuda:N") from None
+        if not cuda_available():
+            raise ValueError(f"--device {value}: {why}; use --device cpu (the fallback)") from None
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {value}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}") from None
+    return value
+
+
 def synchronize(device: torch.device | str | None) -> None:
     """Wait for the device's queued work (a no-op on the CPU): timings call this before reading a clock."""
     if device is not None and torch.device(device).type == "cuda":

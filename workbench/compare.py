@@ -13,6 +13,7 @@ keys joined by dots) plus its kind; runs of different kinds are never replicates
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,8 +240,8 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
         if len(kinds) > 1:
             label = f"{kind} · {label or catalog_row(info, root)['substrate']}"
         labels[info["id"]] = label if label and len(label) <= LABEL_CHARS else info["id"]
-    shared = [i for i, label in labels.items() if list(labels.values()).count(label) > 1]
-    return {i: i if i in shared else label for i, label in labels.items()}
+    times = Counter(labels.values())
+    return {i: i if times[label] > 1 else label for i, label in labels.items()}
 
 
 def _telling_settings(infos: list[dict], ignored: set[str]) -> tuple[list[str], dict[str, list[str]]]:

@@ -496,6 +496,13 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
 EMBEDDED_FMS = ("pixels", "efficientnet-lite0")
 
 
+def weights_for(name: str, weights: str | Path | None) -> str | Path | None:
+    """The weights to load model `name` with: `weights`, or none for the embedded models. Where they go unused
+    rather than refused (load_fm refuses them): a run made before that refusal, which recorded them, and the
+    pages' weights field, filled in for another model."""
+    return None if name in EMBEDDED_FMS else weights
+
+
 def _check_no_weights(name: str, weights: str | Path | None) -> None:
     """The embedded models bring their own weights (pixels has none): a --weights given with them was ignored."""
     if weights is not None and name in EMBEDDED_FMS:

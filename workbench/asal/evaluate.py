@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from workbench.asal import scores
-from workbench.fm import EMBEDDED_FMS, load_fm
+from workbench.fm import load_fm, weights_for
 from workbench.kernels.device import synchronize
 from workbench.simulations import make_substrate
 from workbench.simulations.rollout import sample_indices
@@ -88,8 +88,7 @@ def components(cfg: EvalConfig):
     fkey = ("fm", cfg.fm, cfg.weights, cfg.device)
     if fkey not in _CACHE:
         # runs made before load_fm refused them kept --weights given with an embedded model, which it ignored
-        weights = None if cfg.fm in EMBEDDED_FMS else cfg.weights
-        _CACHE[fkey] = load_fm(cfg.fm, weights=weights, device=cfg.device)
+        _CACHE[fkey] = load_fm(cfg.fm, weights=weights_for(cfg.fm, cfg.weights), device=cfg.device)
     return _CACHE[key], _CACHE[fkey]
 
 

@@ -104,30 +104,11 @@ def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None
 
 
 def check_device(value: str | None) -> str | None:
-    """The checked value of --device (unchanged), or one ValueError naming the fix."""
-    import torch
+    """The checked value of --device (unchanged), or one ValueError naming the fix (kernels.device.check_device_flag,
+    imported when called: torch stays out of the CLI's start)."""
+    from workbench.kernels.device import check_device_flag
 
-    from workbench.kernels.device import ENV, arch_setting, cuda_available, resolve_device
-
-    try:
-        resolve_device(value)
-    except ValueError:
-        why = "this torch has no CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
-        if value is None:  # WORKBENCH_ARCH set to a bad value, or to cuda on a machine without a GPU
-            if arch_setting() == "cuda":
-                raise ValueError(f"{ENV}=cuda: {why}; unset it or use --device cpu") from None
-            raise
-        try:
-            kind = torch.device(value).type
-        except (RuntimeError, TypeError):
-            kind = None
-        if kind not in ("cpu", "cuda"):
-            raise ValueError(f"--device {value}: not a device; use cpu, cuda or cuda:N") from None
-        if not cuda_available():
-            raise ValueError(f"--device {value}: {why}; use --device cpu (the fallback)") from None
-        count = torch.cuda.device_count()
-        raise ValueError(f"--device {value}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}") from None
-    return value
+    return check_device_flag(value)
 
 
 def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,

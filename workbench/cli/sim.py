@@ -43,7 +43,8 @@ def cmd_render(args) -> int:
     from workbench.export import export
 
     check_device(args.device)
-    video = [f"--{name}" for name in ("every", "fps") if getattr(args, name) is not None]
+    video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
+    video = [f"--{name}" for name in video_args]
     if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
         raise ValueError(f"{' and '.join(video)} set{'' if len(video) > 1 else 's'} a video's frames; a .png is "
                          f"the last frame alone: leave {'them' if len(video) > 1 else 'it'} out, or write a .gif or "
@@ -54,7 +55,6 @@ def cmd_render(args) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
-        video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
         out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size,
                      progress=lambda n: bar.advance(task, n), **video_args)  # else export's defaults
     print(out)

@@ -180,24 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     from workbench.checks import check_seed
-    from workbench.kernels.device import cuda_available, resolve_device
+    from workbench.kernels.device import check_device_flag
 
     try:
         check_seed(args.seed)  # the recipe's EvolveConfig would refuse it, minutes in, after two zoo builds
+        check_device_flag(args.device)  # a bad --device came as a traceback, after the CPU half of the bench
     except ValueError as error:
         parser.error(str(error))
-    # a bad --device came as a traceback, after the CPU half of the bench
-    try:
-        gpu = torch.device(args.device).type == "cuda"
-    except (RuntimeError, TypeError):
-        parser.error(f"--device {args.device}: not a device; use cpu, cuda or cuda:N")
-    if gpu and not cuda_available():
-        parser.error(f"--device {args.device}: torch sees no CUDA GPU here; this bench times a GPU beside the CPU: "
-                     f"run it where there is one (--device cpu times the CPU against itself)")
-    try:
-        resolve_device(args.device)  # a GPU number this machine has not got
-    except ValueError as error:
-        parser.error(f"--device {args.device}: {error}")
     print(json.dumps(bench_lm_device(args.device, args.seed)))
     return 0
 
