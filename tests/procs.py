@@ -1,6 +1,7 @@
 """Real `workbench` processes for the tests: start one, and SIGKILL it once its run has some iterations."""
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -18,8 +19,10 @@ def _as_from_a_terminal() -> None:
 
 
 def cli(*args, cwd) -> subprocess.Popen:
+    """The command in a process group of its own, as a terminal starts one: `kill_after(..., group=True)` signals
+    the command and every process it started (Dask's workers), as a Ctrl-C at the terminal does."""
     return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal, process_group=0)
 
 
 def run_command(command: str, cwd) -> subprocess.Popen:
@@ -40,11 +43,15 @@ def _iterations(store: RunStore) -> int:
 
 
 def kill_after(proc: subprocess.Popen, store: RunStore, iterations: int, timeout: float = 240,
-               sig: int = signal.SIGKILL) -> dict:
-    """SIGKILL (or `sig`) proc as soon as the (only) run in store has `iterations` done; its catalog row after."""
+               sig: int = signal.SIGKILL, group: bool = False) -> dict:
+    """SIGKILL (or `sig`) proc (group: its process group, see `cli`) as soon as the (only) run in store has
+    `iterations` done; its catalog row after."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and _iterations(store) < iterations:
         time.sleep(0.01)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     proc.wait(timeout=120)
     return store.list()[0]

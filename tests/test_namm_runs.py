@@ -4,7 +4,9 @@ scoring, `workbench namm train` in processes of its own (a SIGKILL and a bit-ide
 `make kvpress-peer` made one), and every bad input (one `error:` line, exit 2, nothing written, nothing lost)."""
 
 import json
+import os
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -186,21 +188,36 @@ def _refused(capsys, argv, message, root) -> None:
     assert _snapshot(root) == before
 
 
+def _group_gone(pgid: int, wait: float = 30) -> bool:
+    """Whether process group pgid is empty within `wait` seconds (an exited worker waits to be reaped)."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tiny, whole):
     """--workers 2 (a real LocalCluster): the generations done on the workers give exactly the local run's metrics
-    and candidate evaluations; SIGINT once the first is done: exit 130, the run marked stopped and resumable, no
-    tracebacks from Dask's cut-short gathers on stderr. The run on Dask is the local one with a longer second
-    stage (its first three generations are the same): a loaded machine may let a few tiny generations pass
-    before the signal lands, and the run must still be going then."""
+    and candidate evaluations; a Ctrl-C once the first is done (SIGINT to the command's process group, the workers
+    too, as from a terminal): exit 130, the run marked stopped and resumable, no tracebacks on stderr (from Dask's
+    cut-short gathers, the interrupted workers, a worker's heartbeat to the closed scheduler), no worker left.
+    The run on Dask is the local one with a longer second stage (its first three generations are the same): a
+    loaded machine may let a few tiny generations pass before the signal lands, and the run must still be going
+    then."""
     import signal
 
     folder, local = whole
     store = RunStore(tmp_path / "dask")
     proc = cli(*_train_args(tiny, gens=12), "--runs", "dask", "--workers", "2", cwd=tmp_path)
-    row = kill_after(proc, store, 1, sig=signal.SIGINT)
+    row = kill_after(proc, store, 1, sig=signal.SIGINT, group=True)
     err = proc.stderr.read()
     assert proc.returncode == 130, (row["status"], row["iterations"], err)  # "done", 12: the signal was lost
-    assert "Traceback" not in err and "Task exception" not in err, err
+    assert "Traceback" not in err and "Task exception" not in err and "KeyboardInterrupt" not in err, err
+    assert _group_gone(proc.pid), "Dask workers outlived the command"
     assert row["status"] == "stopped" and 1 <= row["iterations"] < 12
     dask, local_run = store.open(row["id"]), RunStore(folder / "whole").open(local["id"])
     dask.check_resumable()

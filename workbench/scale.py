@@ -7,16 +7,48 @@ since a chunk's result does not depend on where it runs, the run goes on unchang
 
 from __future__ import annotations
 
+import logging
+
 
 def local_client(workers: int, threads_per_worker: int = 1):
-    """A client of a new LocalCluster with `workers` single-threaded worker processes."""
+    """A client of a new LocalCluster with `workers` single-threaded worker processes.
+
+    The workers are ours alone, and what goes wrong on them reaches the client as an exception (a task's error,
+    KilledWorker), so their logs stay quiet; each runs `dask_setup` (this module, as Dask's worker preload).
+
+    A Ctrl-C at a terminal reaches every process of the command, the workers too, which would print
+    KeyboardInterrupt tracebacks (and, while they start, leave the cluster half-made) while the command, which owns
+    them, stops the run and closes the cluster. So the workers ignore SIGINT from their first instruction: Python
+    keeps an ignored SIGINT ignored in a process it starts, and the worker processes are started while this one
+    ignores it (a Ctrl-C in the second or two that the workers take to start is not seen). `dask_setup` does the
+    same for a worker the nanny restarts later."""
+    import signal
+    import threading
+
     from dask.distributed import Client, LocalCluster
 
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                           dashboard_address=None, silence_logs=40)
+    main = threading.current_thread() is threading.main_thread()  # only its handlers can be set
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                               dashboard_address=None, silence_logs=logging.CRITICAL, preload=[__name__])
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     return Client(cluster)
+
+
+def dask_setup(worker) -> None:
+    """Run by Dask in each worker process of `local_client` as it starts (the preload hook): SIGINT is left to the
+    command (see `local_client`), and the worker's logs go quiet: as the cluster closes, a worker may still send a
+    heartbeat to the scheduler that just closed, and would log that as an ERROR with a traceback."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def close(client) -> None:
