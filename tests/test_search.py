@@ -265,3 +265,50 @@ def test_one_rule_from_two_initial_states_keeps_two_thumbnails(tmp_path):
         zk, thumb = embed_rollouts(cfg.eval, thetas[k:k + 1].astype(np.float64), [int(seeds[k])])
         np.testing.assert_array_equal(thumb[0], thumbs[k])
         np.testing.assert_allclose(zk[0, 0, -1], z[k], atol=1e-6)
+
+
+def test_tell_refuses_what_does_not_match_the_ask():
+    """One ValueError naming the mismatch, before any state changes: unchecked, the GA went on with θ and
+    embeddings out of step, NaN losses became the CMA's best, and the rest failed inside cmaes or pyribs."""
+    cma = SepCMAESSearch(4, population=4, seed=0)
+    x = cma.ask()
+    for losses, message in ((np.zeros(3), r"shape \(4,\), got shape \(3,\)"), (np.full(4, np.nan), "NaN"),
+                            (np.zeros((4, 1)), r"got shape \(4, 1\)"), (None, "one loss per θ")):
+        with pytest.raises(ValueError, match=message):
+            cma.tell(x, losses)
+    with pytest.raises(ValueError, match="the 4 θ the last ask gave, got 3"):
+        cma.tell(x[:3], np.zeros(3))
+    with pytest.raises(ValueError, match=r"shape \(B, 4\)"):
+        cma.tell(np.zeros((4, 5)), np.zeros(4))
+    assert cma.tell(x, (x ** 2).sum(axis=1))["best_loss"] < np.inf
+
+    ga = IlluminationGA(4, population=8, children=4, seed=0)
+    with pytest.raises(ValueError, match="no population before its first tell"):
+        ga.population()
+    with pytest.raises(ValueError, match="the 1 θ the last ask gave, got 3"):
+        ga.tell(np.zeros((3, 4)), None, _embed(np.zeros((3, 4))))
+    with pytest.raises(ValueError, match="one embedding per θ"):
+        ga.tell(ga.ask(), None, None)
+    ga.tell(ga.ask(), None, _embed(np.zeros((1, 4))))
+    x = ga.ask()
+    width = ga.population()[1].shape[1]
+    for z, message in ((np.ones((2, width)), rf"shape \(4, {width}\), got shape \(2, {width}\)"),
+                       (np.ones((4, width + 1)), rf"got shape \(4, {width + 1}\)"),
+                       (np.full((4, width), np.nan), "NaN")):
+        with pytest.raises(ValueError, match=message):
+            ga.tell(x, None, z)
+    assert len(ga.population()[0]) == 8  # untouched by the refused tells
+
+    me = MapElitesSearch(4, batch=4, seed_population=4, seed=0)
+    with pytest.raises(ValueError, match="no archive before its first tell"):
+        me.population()
+    with pytest.raises(ValueError, match="no descriptor before its first tell"):
+        me.measures(np.ones((2, 5)))
+    x = me.ask()
+    with pytest.raises(ValueError, match="one embedding per θ"):
+        me.tell(x, None, _embed(x)[:3])
+    me.tell(x, None, _embed(x))
+    x = me.ask()
+    with pytest.raises(ValueError, match="the θ the last ask gave"):
+        me.tell(x[::-1], None, _embed(x[::-1]))
+    me.tell(x, None, _embed(x))

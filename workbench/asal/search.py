@@ -50,6 +50,38 @@ def _start(x0: np.ndarray | None, n_params: int) -> np.ndarray:
     return x0
 
 
+def _told(thetas, n_params: int, losses=None, embeddings=None, *, rows: int | None = None,
+          width: int | None = None, need_embeddings: bool = False,
+          ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """What a search's tell was given, as arrays, once checked: θ as (B, n_params) (B = `rows` where the search
+    needs as many as its ask gave), and where given B finite losses and B finite embeddings of `width` numbers
+    (where a first tell fixed it). One ValueError naming what is wrong: left unchecked, a mismatch went on
+    silently (θ and embeddings out of step) or failed deep inside cmaes or pyribs. Dtypes are kept."""
+    thetas = np.asarray(thetas)
+    if thetas.ndim != 2 or thetas.shape[1] != n_params:
+        raise ValueError(f"tell takes θ as an array of shape (B, {n_params}), as ask gives it; got shape "
+                         f"{thetas.shape}")
+    b = len(thetas)
+    if rows is not None and b != rows:
+        raise ValueError(f"tell takes the {rows} θ the last ask gave, got {b}")
+    if losses is not None:
+        losses = np.asarray(losses)
+        if losses.shape != (b,) or not np.isfinite(losses).all():
+            raise ValueError(f"tell takes one finite loss per θ: shape ({b},), got shape {losses.shape}"
+                             + ("" if losses.shape != (b,) else " with NaN or infinite values"))
+    if embeddings is None and need_embeddings:
+        raise ValueError("this search is told one embedding per θ (its objective is their diversity); got None")
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings)
+        d = embeddings.shape[1] if embeddings.ndim == 2 else None
+        if embeddings.ndim != 2 or len(embeddings) != b or (width is not None and d != width):
+            raise ValueError(f"tell takes one embedding per θ: shape ({b}, {width or 'D'}), got shape "
+                             f"{embeddings.shape}")
+        if not np.isfinite(embeddings).all():
+            raise ValueError("tell's embeddings hold NaN or infinite values")
+    return thetas, losses, embeddings
+
+
 @checkpointable("asal.SepCMAESSearch")
 class SepCMAESSearch:
     """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4).
@@ -69,9 +101,19 @@ class SepCMAESSearch:
         self.best_loss = np.inf
 
     def ask(self) -> np.ndarray:
+        """The next generation: `population` candidate θ, shape (population, n_params)."""
         return np.stack([self.opt.ask() for _ in range(self.opt.population_size)])
 
     def tell(self, thetas: np.ndarray, losses: np.ndarray, embeddings: np.ndarray | None = None) -> dict:
+        """Update the optimiser with the asked θ and their losses (lower is better; `embeddings` are not used).
+        Returns the generation's metrics: loss_min, loss_mean, best_loss (so far) and σ.
+
+        Raises:
+            ValueError: θ not (population, n_params), or not one finite loss per θ.
+        """
+        if losses is None:
+            raise ValueError("a Sep-CMA-ES search is told one loss per θ; got losses=None")
+        thetas, losses, _ = _told(thetas, len(self.best_theta), losses, rows=self.opt.population_size)
         self.opt.tell([(t, float(v)) for t, v in zip(thetas, losses, strict=True)])
         i = int(np.argmin(losses))
         if losses[i] < self.best_loss:
@@ -80,6 +122,7 @@ class SepCMAESSearch:
                 "best_loss": self.best_loss, "sigma": float(self.opt._sigma)}
 
     def population(self) -> tuple[np.ndarray, None]:
+        """The best θ so far as a population of one, shape (1, n_params), and no embeddings (None)."""
         return self.best_theta[None], None
 
     def state_dict(self) -> dict:
@@ -123,12 +166,26 @@ class IlluminationGA:
         self.z: np.ndarray | None = None
 
     def ask(self) -> np.ndarray:
+        """The start θ as one row (shape (1, n_params)) first, then `children` children of uniformly drawn
+        parents, each θ + σ·N(0, I): shape (children, n_params)."""
         if self.z is None:
             return self.x0[None]  # the start population is `population` copies of θ = 0 (or of x0)
         parents = self.rng.integers(0, len(self.thetas), self.children)
         return self.thetas[parents] + self.sigma * self.rng.standard_normal((self.children, self.n_params))
 
     def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+        """Add the asked θ with their (unit) embeddings, then remove the most redundant members down to
+        `population` (`losses` are not used: the population's diversity is the objective). The first tell
+        takes the one start θ of the first ask. Returns the metrics: the population's illumination loss
+        (loss_min = loss_mean = best_loss) and σ.
+
+        Raises:
+            ValueError: θ not (B, n_params) (B = 1 at the first tell), or not one finite embedding of the
+                population's width per θ.
+        """
+        thetas, _, embeddings = _told(thetas, self.n_params, embeddings=embeddings, need_embeddings=True,
+                                      rows=1 if self.z is None else None,
+                                      width=None if self.z is None else self.z.shape[1])
         if self.z is None:
             self.thetas = np.repeat(thetas[:1], self.size, axis=0)
             self.z = np.repeat(embeddings[:1], self.size, axis=0)
@@ -140,6 +197,9 @@ class IlluminationGA:
         return {"loss_min": loss, "loss_mean": loss, "best_loss": loss, "sigma": self.sigma}
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
+        """The population's θ (population, n_params) and embeddings (population, D), after the first tell."""
+        if self.z is None:
+            raise ValueError("the GA has no population before its first tell")
         return self.thetas, self.z
 
     def state_dict(self) -> dict:
@@ -218,6 +278,8 @@ class MapElitesSearch:
         return None if self.scheduler is None else self.scheduler.archive
 
     def ask(self) -> np.ndarray:
+        """The seed population first (x0 and σ-perturbations of it: (seed_population, n_params)), then the
+        emitter's batch of Gaussian mutations of archive elites, (batch, n_params)."""
         if self.scheduler is None:
             first = self.x0 + self.sigma * self.rng.standard_normal((self.seed_population, self.n_params))
             first[0] = self.x0
@@ -225,6 +287,10 @@ class MapElitesSearch:
         return self.scheduler.ask()
 
     def measures(self, z: np.ndarray) -> np.ndarray:
+        """The 2-D descriptors of embeddings z (B, D): their projection on the seed population's first two
+        principal components, fixed at the first tell."""
+        if self.components is None:
+            raise ValueError("MAP-Elites has no descriptor before its first tell (it comes from those embeddings)")
         return (z - self.centre) @ self.components.T
 
     def _novelty(self, z: np.ndarray) -> np.ndarray:
@@ -246,8 +312,22 @@ class MapElitesSearch:
         self.scheduler = Scheduler(archive, [emitter])
 
     def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+        """Add the asked θ to the archive by their embeddings' descriptors, with novelty as the objective
+        (`losses` are not used). The first tell, of the seed population, fixes the descriptor and the grid.
+        Returns the metrics: the elites' illumination loss (loss_min = loss_mean = best_loss), σ, coverage.
+
+        Raises:
+            ValueError: θ not the ones the last ask gave, or not one finite embedding of the archive's
+                width per θ.
+        """
+        first = self.scheduler is None
+        thetas, _, embeddings = _told(thetas, self.n_params, embeddings=embeddings, need_embeddings=True,
+                                      rows=self.seed_population if first else self.batch,
+                                      width=None if first else self.centre.shape[0])
+        if not first and not np.array_equal(thetas, self.scheduler._cur_solutions):
+            raise ValueError("tell takes the θ the last ask gave, in its order (pyribs keeps them)")
         z = np.asarray(embeddings, np.float64)
-        if self.scheduler is None:
+        if first:
             self.centre = z.mean(axis=0)
             _, _, vt = np.linalg.svd(z - self.centre, full_matrices=False)
             self.components = vt[:2]
@@ -265,6 +345,9 @@ class MapElitesSearch:
                 "coverage": float(self.archive.stats.coverage)}
 
     def population(self) -> tuple[np.ndarray, np.ndarray]:
+        """The archive's elites: θ (E, n_params) and embeddings (E, D), after the first tell."""
+        if self.archive is None:
+            raise ValueError("MAP-Elites has no archive before its first tell")
         return self.archive.data("solution"), self.archive.data("embedding")
 
     # pyribs objects are rebuilt from their settings (the grid's ranges, the seeds), then their mutable
