@@ -40,8 +40,19 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
     """A substrate with the reference defaults; keyword overrides change them (grid, N, dt, …).
 
     device= picks where it runs (default: the GPU when present, else the CPU); engine= "taichi" | "triton"
-    picks the kernels (default: Triton on CUDA, Taichi on the CPU)."""
-    if name not in SUBSTRATES:
+    picks the kernels (default: Triton on CUDA, Taichi on the CPU).
+
+    Raises:
+        ValueError: an unknown substrate or setting, or a setting of the wrong type (see `check_substrate`).
+    """
+    check_substrate(name, **overrides)
+    return SUBSTRATES[name](**overrides)
+
+
+def check_substrate(name: str, **overrides: Any) -> None:
+    """One ValueError naming the fix for an unknown substrate name, a setting it does not have, or a number
+    given as something else, without building anything (make_substrate checks the same)."""
+    if not isinstance(name, str) or name not in SUBSTRATES:
         raise ValueError(f"unknown substrate {name!r}; choose one of {', '.join(SUBSTRATES)}")
     cls = SUBSTRATES[name]
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -55,7 +66,6 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
         numeric = isinstance(defaults[key], (int, float)) and not isinstance(defaults[key], bool)
         if numeric and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise ValueError(f"{name}: {key} must be a number, got {value!r}")
-    return cls(**overrides)
 
 
 def random_init_of(substrate: Substrate | str):
@@ -66,7 +76,7 @@ def random_init_of(substrate: Substrate | str):
     return getattr(owner, "flax_init_theta", None) or getattr(owner, "random_theta", None)
 
 
-__all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "make_substrate", "random_init_of", "rollout",
-           "sample_indices",
+__all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "check_substrate", "make_substrate", "random_init_of",
+           "rollout", "sample_indices",
            "Lenia", "Boids", "ParticleLife", "GameOfLife", "NCA1", "NCA3", "DiscreteNCA", "ParticleLenia",
            "ParticleLifePlus", "FlowLenia"]

@@ -122,6 +122,9 @@ class Substrate(ABC):
     param_shapes: dict[str, tuple[int, ...]]
     state_shapes: dict[str, tuple[int, ...]]
     state_dtypes: dict[str, torch.dtype]
+    #: whether the initial state depends on the seed (False: Lenia and Flow-Lenia start from the parameters' own
+    #: pattern, as the reference's do, so every seed gives the same rollout)
+    seeded_init: bool = True
 
     def __init__(self, device: str | torch.device | None = None, engine: str | None = None) -> None:
         """device: where the state lives (default: the GPU when present, else the CPU). engine: "taichi" (the
@@ -206,7 +209,8 @@ class Substrate(ABC):
     # --- state ------------------------------------------------------------------------------
 
     def init(self, params: Params, seed: int | Sequence[int] = 0) -> State:
-        """The reference initial state for these parameters (one per simulation of a population)."""
+        """The reference initial state for these parameters (one per simulation of a population): seed is one
+        whole number for all, or one per simulation. A substrate whose `seeded_init` is False ignores it."""
         p, batched = self._params_batch(params)
         return State(self.name, self._init(p, seeds_for(seed, next(iter(p.values())).shape[0])), batched)
 

@@ -17,6 +17,11 @@ K_NEIGHBOURS = 16
 
 
 class Boids(Substrate):
+    """Boids steered by a small MLP (spec §1): `N` boids on the unit torus, each turning by what the network
+    makes of its 16 nearest neighbours within `visual_range`, seen in its own frame. θ (193 numbers) is the
+    network's weights; the state is positions x and unit headings v (random from the seed); the render draws
+    each boid as a triangle on white, boid 0 in red."""
+
     name = "boids"
     n_params = N_PARAMS
 

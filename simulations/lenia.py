@@ -53,7 +53,14 @@ def kernel_fields(pattern: dict, grid: int) -> np.ndarray:
 
 
 class Lenia(Substrate):
+    """Lenia as ASAL searches it (spec §1): a 3-channel world of `grid`² cells, 15 kernels of the pattern
+    (default 5N7KKM), recentred on its mass every step. θ (3117 numbers) perturbs the kernels' growth parameters
+    (m, s, h) and the initial `cells`² pattern in logit space (θ = 0 is the pattern itself); the state is the
+    world and its shifts, the render the central `phenotype`² crop. The initial state is the parameters' own
+    pattern after one step, whatever the seed."""
+
     name = "lenia"
+    seeded_init = False  # the initial pattern is the parameters' own (the reference's)
 
     def __init__(self, grid: int = 128, cells: int = 32, phenotype: int = 64, pattern: str | Path | dict = "5N7KKM",
                  device: str | torch.device | None = None, engine: str | None = None):

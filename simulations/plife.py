@@ -14,6 +14,11 @@ N_COLOURS = 6
 
 
 class ParticleLife(Substrate):
+    """Particle Life (spec §1): `N` particles of 6 colours on the unit torus, each pair attracting or repelling
+    by the colours' α within `r_max`, with the mover's repulsion radius β. θ (42 numbers) is β (6) and α (6×6)
+    before their squashing; the state is positions x, velocities v and colours c (random from the seed); the
+    render draws coloured discs on black."""
+
     name = "plife"
     n_params = N_COLOURS + N_COLOURS * N_COLOURS
 

@@ -233,11 +233,12 @@ def _library_bad_input(tmp_path):
     import math
 
     from workbench.asal.atlas import population_grid, project, snap_to_grid
-    from workbench.asal.driver import SearchConfig
+    from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.asal.scores import supervised_target
     from workbench.asal.search import SepCMAESSearch
     from workbench.compare import compare_runs
+    from workbench.experts.cem import CEM
     from workbench.export import export, read_theta
     from workbench.figures import best_video
     from workbench.fm import load_fm
@@ -250,6 +251,9 @@ def _library_bad_input(tmp_path):
     from workbench.merge.methods import merge_tensors
     from workbench.merge.recipe import Recipe
     from workbench.merge.search import RecipeCMA
+    from workbench.merge.state import merge_state_dicts
+    from workbench.namm.trace import TraceConfig
+    from workbench.qd.cycle import CycleQDConfig
     from workbench.runs import RunStore
     from workbench.simulations import make_substrate, rollout
 
@@ -298,6 +302,22 @@ def _library_bad_input(tmp_path):
          "base_index must be a whole number"),
         (lambda: task_vector_norms({"w": torch_zeros(2)}, {"add": {"w": torch_zeros(3)}}),
          "add does not fit the base: the base's w is (2,), add has shape (3,)"),
+        # from the second probe of the library (2026-12-03)
+        (lambda: EvalConfig("lenai", "pixels"), "unknown substrate 'lenai'; choose one of lenia"),
+        (lambda: EvalConfig("lenia", "clipp"), "unknown foundation model --fm clipp"),
+        (lambda: EvalConfig("lenia", "pixels", overrides={"gird": 64}), "lenia has no setting gird"),
+        (lambda: SearchConfig(kind="target", eval=None, prompts=["a"]), "eval must be an EvalConfig"),
+        (lambda: CEM(np.full(2, 0.5), seed=None), "seed must be a whole number"),
+        (lambda: CEM(np.full(2, 0.5), pop=32.9), "pop must be a whole number ≥ 3, got 32.9"),
+        (lambda: CEM(np.full(2, 0.5), bounds=(0, 1, 2)), "bounds must be a (lo, hi) pair"),
+        (lambda: RecipeCMA(np.zeros(2), np.array([[0.0, 1.0]] * 2), seed=None), "seed must be a whole number"),
+        (lambda: RecipeCMA(np.zeros(2), np.array([[0.0, 1.0]] * 2), population=4).tell(np.zeros((3, 2)), np.zeros(3)),
+         "tell takes the 4 genomes of the last ask"),
+        (lambda: merge_state_dicts({"a": {"w": torch_zeros(2)}, "b": {"w": torch_zeros(2)}}, "linear",
+                                   parameters={"weight": 1.0, "densty": 0.5}), "unknown parameter(s) 'densty'"),
+        (lambda: run_search(None, 5, resume="x"), "give a RunStore or the path of its folder, got int"),
+        (lambda: TraceConfig(n_up=-1), "n_up (tokens between eviction steps) must be a positive multiple of 16"),
+        (lambda: CycleQDConfig(omega_sigma="x"), "omega_sigma must be a finite number, got 'x'"),
     ]
 
 
@@ -324,11 +344,45 @@ def test_library_bad_input_is_one_clear_error_naming_the_setting(tmp_path):
 def test_library_takes_one_string_as_one_name_not_one_per_letter():
     from workbench.asal.driver import SearchConfig
     from workbench.asal.evaluate import EvalConfig
+    from workbench.lm.tasks import check_tasks
     from workbench.lm.zoo import ZooConfig
 
     cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=4), prompts="a flock")
     assert cfg.prompts == ["a flock"] and cfg.eval.frames == 1
     assert ZooConfig(tasks="add").tasks == ("add",)
+    assert check_tasks("sort") == ["sort"]
+
+
+def test_library_leaves_what_it_is_given_as_it_was(tmp_path):
+    """A config keeps its own copy of the EvalConfig it adjusts (an illumination embeds the final state only:
+    the caller's frames were set to 1), and the model builders seed their own generators, not the caller's."""
+    import torch
+
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.namm.models import tiny_llama
+
+    ev = EvalConfig("boids", "pixels", steps=16, frames=8)
+    cfg = SearchConfig(kind="illuminate", eval=ev)
+    assert (ev.frames, ev.sampling) == (8, "chunk_ends") and (cfg.eval.frames, cfg.eval.sampling) == (1, "final")
+    assert SearchConfig(kind="openended", eval=ev).eval.frames == 8
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    tiny_llama(tmp_path / "tiny", seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_seedless_substrates_say_that_more_seeds_repeat_one_rollout():
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.simulations import SUBSTRATES
+
+    assert [name for name, cls in SUBSTRATES.items() if not cls.seeded_init] == ["lenia", "flow_lenia"]
+    notes = SearchConfig(kind="illuminate", eval=EvalConfig("lenia", "pixels", steps=4, bs=2)).notes
+    assert any("--bs 2: lenia's initial state does not depend on the seed" in n for n in notes)
+    assert SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=4, bs=2)).notes == []
 
 
 def test_library_takes_what_older_runs_and_other_callers_pass():

@@ -6,7 +6,8 @@ import pytest
 
 
 @pytest.mark.parametrize("package", ["workbench", "workbench.asal", "workbench.lm", "workbench.merge",
-                                     "workbench.kernels", "workbench.simulations"])
+                                     "workbench.qd", "workbench.experts", "workbench.namm", "workbench.kernels",
+                                     "workbench.simulations", "workbench.dashboards"])
 def test_every_exported_name_resolves(package):
     module = importlib.import_module(package)
     assert module.__all__
@@ -21,3 +22,12 @@ def test_readme_imports():
     from workbench.fm import load_fm  # noqa: F401
     from workbench.merge import merge_state_dicts, merge_tensors  # noqa: F401
     from workbench.simulations import make_substrate, rollout  # noqa: F401
+
+
+def test_dir_shows_the_exports_and_the_loaded_submodules():
+    """Tab completion in JupyterLab lists what dir() gives: the exports (loaded or not) and the submodules."""
+    import workbench.asal
+    import workbench.asal.driver  # noqa: F401
+
+    names = dir(workbench.asal)
+    assert {"run_search", "SearchConfig", "driver"} <= set(names)

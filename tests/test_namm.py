@@ -664,6 +664,9 @@ def test_bad_input_is_one_clear_error(llama):
         EvictionCache(llama.config, FullCache(), n_up=8)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(llama, prompt(200, 7), FullCache(), n_up=16, max_new_tokens=100)  # window 256
+    for one in (ids[0], ids[0].tolist()):  # one prompt, not a batch: IndexError from inside before
+        with pytest.raises(ValueError, match=r"input_ids must be \(batch, tokens\).*ids\[None\]"):
+            generate(llama, one, FullCache(), n_up=16, max_new_tokens=2)
     sdpa = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                         num_attention_heads=2, num_key_value_heads=1, attn_implementation="sdpa"))
     with pytest.raises(ValueError, match="attn_implementation='eager'"):

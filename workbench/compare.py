@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -286,9 +287,10 @@ def _disambiguate(groups: list[RunGroup]) -> None:
             g.label = f"{g.label} ({g.kind} #{count[g.label]})"
 
 
-def best_curves(store: RunStore, infos: list[dict]) -> pd.DataFrame:
+def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame:
     """Best so far by iteration of each run, in its own metric: run_id, iteration, best_loss, best, metric. Read
     from each run's metrics.parquet (RunStore.metrics would rebuild the store's whole catalog once per run)."""
+    store = RunStore.of(store)
     frames = []
     for info in infos:
         path = store.root / info["id"] / "metrics.parquet"
@@ -317,8 +319,9 @@ def check_ids(ids: list[str]) -> None:
         raise ValueError(f"give different runs to compare: {', '.join(twice)} is named more than once")
 
 
-def compare_runs(store: RunStore, ids: list[str]) -> Comparison:
+def compare_runs(store: RunStore | str | Path, ids: list[str]) -> Comparison:
     """Compare the runs `ids` names (ids or unique prefixes; at least two different runs)."""
+    store = RunStore.of(store)
     check_ids(ids)
     runs = [store.open(i) for i in ids]
     check_ids([r.id for r in runs])  # a prefix and its full id name one run

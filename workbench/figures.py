@@ -106,12 +106,13 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
         return hash(("integer-ticks", self.axis))
 
 
-def loss_curves(store: RunStore, run_ids: list[str], metric: str | None = None):
+def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | None = None):
     """Best so far against iteration, one curve per run labelled by the settings that tell it from the others
     (compare.run_labels: "sigma=0.3, seed=1"), in each run's own metric and direction (an ASAL search's
     loss ↓, a merge's fitness ↑, CycleQD's qd_score ↑, an expert's val_accuracy ↑: not the negated scores the
     runs store as best_loss), or any metrics column `metric` as it is stored. One run: no legend (the title
     names it)."""
+    store = RunStore.of(store)
     from workbench.compare import best_curves, run_labels
 
     hv = _hv()
@@ -172,8 +173,9 @@ def compare_curves(comparison: Comparison):
     return whole_numbers(overlay)
 
 
-def atlas(store: RunStore, run_id: str):
+def atlas(store: RunStore | str | Path, run_id: str):
     """The illumination atlas of a run (its atlas.png) as an RGB element."""
+    store = RunStore.of(store)
     from PIL import Image
 
     run = store.open(run_id)
@@ -239,9 +241,10 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     return out
 
 
-def best_video(store: RunStore, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
+def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
                every: int | None = None) -> Path:
     """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config."""
+    store = RunStore.of(store)
     from workbench.asal.evaluate import DEFAULT_STEPS
     from workbench.export import export
     from workbench.simulations import make_substrate

@@ -510,15 +510,20 @@ def _check_no_weights(name: str, weights: str | Path | None) -> None:
         raise ValueError(f"--fm {name} {why}: leave --weights out (it is for --fm clip, openclip:ARCH and dino)")
 
 
+def check_fm_name(name: str) -> None:
+    """One ValueError for a name that is no foundation model this workbench loads (nothing else is checked)."""
+    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "dino", *HUB_ARCHS)
+                                         or name.startswith("openclip:")):
+        raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+
+
 def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str] = (),
              target_image: str | Path | None = None) -> None:
     """Check a foundation-model request without loading anything, so that a command fails at once with one
     clear line rather than after a model load or a progress bar: a known name, a weights file that looks like a
     checkpoint, prompts only for models with a text tower, a readable target image, and for the hub's CLIP
     weights either a local copy or a reachable hub (offline, say what works offline)."""
-    if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "dino", *HUB_ARCHS)
-                                         or name.startswith("openclip:")):
-        raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+    check_fm_name(name)
     _check_no_weights(name, weights)
     if prompts and name in ("pixels", "efficientnet-lite0", "dino"):
         raise ValueError(f"the foundation model {name} has no text encoder: --prompt needs --fm clip or "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 
 
@@ -16,7 +17,7 @@ def exports(package: str, modules: dict[str, list[str]]) -> tuple[Callable, Call
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         return getattr(importlib.import_module(where[name]), name)
 
-    def __dir__() -> list[str]:
-        return sorted(where)
+    def __dir__() -> list[str]:  # the exports, not yet loaded, and what the package holds (its submodules)
+        return sorted(set(where) | set(vars(sys.modules[package])))
 
     return __getattr__, __dir__, sorted(where)

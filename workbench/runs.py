@@ -618,6 +618,16 @@ class RunStore:
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
 
+    @classmethod
+    def of(cls, store: RunStore | str | Path) -> RunStore:
+        """`store` itself, or the store of the folder it names: what the library's functions that take a store
+        call first, so that `run_search(cfg, "runs")` works as `run_search(cfg, RunStore("runs"))`."""
+        if isinstance(store, cls):
+            return store
+        if not isinstance(store, (str, Path)):
+            raise ValueError(f"give a RunStore or the path of its folder, got {type(store).__name__}")
+        return cls(store)
+
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
                command: str | None = None) -> Run:
         """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its

@@ -12,6 +12,8 @@ resume; resuming with settings that contradict the run's config is refused (`che
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -55,6 +57,16 @@ def starts_random(substrate: str) -> bool:
 
 @dataclass
 class SearchConfig:
+    """One ASAL search: its kind ("target", "openended", "illuminate"), how θ is scored (`eval`, an EvalConfig
+    or its dict; the config keeps its own copy, which it may adjust: an illumination embeds the final state
+    only, and prompts share the frames equally), the prompts or target image, the algorithm and its settings,
+    the loss's weights, the seed and where the search starts. Settings it adjusted are said in `notes` (the
+    CLI prints them).
+
+    Raises:
+        ValueError: one message naming the CLI flag for a setting out of range or a combination that cannot run.
+    """
+
     kind: str
     eval: EvalConfig
     prompts: list[str] = field(default_factory=list)
@@ -79,6 +91,10 @@ class SearchConfig:
         check_seed(self.seed)
         if isinstance(self.eval, dict):
             self.eval = EvalConfig(**self.eval)
+        elif isinstance(self.eval, EvalConfig):
+            self.eval = dataclasses.replace(self.eval)  # its own: the frames set below are not the caller's
+        else:
+            raise ValueError(f"eval must be an EvalConfig (or its dict), got {type(self.eval).__name__}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.child_seeds not in CHILD_SEEDS:
@@ -135,6 +151,10 @@ class SearchConfig:
             self.c_prompt = 0.0
         if self.kind == "illuminate":  # the final state, as the reference's illumination embeds it
             self.eval.frames, self.eval.sampling = 1, "final"
+        if self.eval.bs > 1 and self.eval.substrate in SUBSTRATES and not SUBSTRATES[self.eval.substrate].seeded_init:
+            self.notes.append(f"--bs {self.eval.bs}: {self.eval.substrate}'s initial state does not depend on the "
+                              f"seed (the reference's fixed pattern), so its {self.eval.bs} rollouts are the same; "
+                              f"--bs 1 scores the same θ once")
         if self.algorithm == "map-elites":
             side = map_elites_side(self.population)
             if side * side != self.population:
@@ -248,7 +268,7 @@ FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--
 
 
 @releases_claims
-def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = None, client=None,
+def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
@@ -266,6 +286,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
     device: where simulations and the FM run (overrides the config's, also on resume; None: as configured,
     the GPU when present).
     """
+    store = RunStore.of(store)
     if resume is not None:
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
@@ -279,9 +300,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
             raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
         run.check_copied("target_image", cfg.target_image)
-        copy = run.input_path("target_image")
-        if copy is not None:
-            cfg.target_image = str(copy)
+        kept = run.input_path("target_image")
+        if kept is not None:
+            cfg.target_image = str(kept)
         state = _upgrade(state)
         run.update(resumes=[*run.info.get("resumes", []), {
             "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -290,6 +311,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore, resume: str | None = N
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
         check_new_search(cfg)
+        cfg = copy.deepcopy(cfg)  # the run's own: the caller's config stays as given (device, target image)
         state = None
     if device is not None:
         cfg.eval.device = device

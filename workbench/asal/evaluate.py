@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from workbench.asal import scores
-from workbench.fm import load_fm, weights_for
+from workbench.fm import check_fm_name, load_fm, weights_for
 from workbench.kernels.device import synchronize
-from workbench.simulations import make_substrate
+from workbench.simulations import check_substrate, make_substrate
 from workbench.simulations.rollout import sample_indices
 
 # the reference's rollout lengths (asal.md §1; asal-more.md: 1000 steps, Game of Life 1024, Flow-Lenia 256)
@@ -56,7 +56,10 @@ class EvalConfig:
         self.check()
 
     def check(self) -> None:
-        """One clear error (naming the CLI flag) for numbers no rollout can use, before anything loads."""
+        """One clear error (naming the CLI flag) for a substrate, a setting of it or a foundation model that does
+        not exist and numbers no rollout can use, before anything loads."""
+        check_substrate(self.substrate, **self.overrides)
+        check_fm_name(self.fm)
         for name in ("steps", "frames", "bs", "size", "chunk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -117,11 +120,14 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                    timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of the first seed as uint8 thumbnails.
 
-    seeds: bs initial-state seeds every θ shares (a list), or each θ's own, an integer array (P, bs).
+    seeds: bs initial-state seeds every θ shares (a list; one whole number: that one seed), or each θ's own, an
+    integer array (P, bs).
     On the CPU each frame is embedded as soon as it is rendered (memory holds one frame per simulation). On
     a GPU the frames stay there, and the K frames of a chunk go to the FM as one batch."""
     sub, fm = components(cfg)
     thetas = np.asarray(thetas, np.float64)
+    if np.ndim(seeds) == 0:
+        seeds = [seeds]
     own = np.ndim(seeds) == 2
     if own and np.shape(seeds)[0] != len(thetas):
         raise ValueError(f"seeds of {np.shape(seeds)[0]} simulations for {len(thetas)} θ")

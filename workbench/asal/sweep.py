@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -133,11 +134,12 @@ def read_sweep_config(stored: dict) -> SweepConfig:
 
 
 @releases_claims
-def run_sweep(cfg: SweepConfig | None, store: RunStore, resume: str | None = None, client=None,
+def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
               on_iteration: Callable[[int, int, dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, device: str | None = None,
               command: str | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
     """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring)."""
+    store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())

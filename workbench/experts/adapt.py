@@ -395,12 +395,13 @@ def resumed_units(run: Run) -> list[str]:
 
 
 @releases_claims
-def adapt(cfg: AdaptConfig | None, store: RunStore, resume: str | None = None, *,
+def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | None = None, *,
           on_iteration: Callable[[int, int, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
           on_start: Callable[[Run], None] | None = None, given: dict | None = None, command: str | None = None) -> Run:
     """Run (or resume) the adaptation evaluation (module doc); returns the run. Every refusal (bad settings,
     unreadable experts, an expert of the target, experts of another model, a run of another kind) comes before
     a run folder is created."""
+    store = RunStore.of(store)
     import workbench.experts.cem  # noqa: F401 - registers CEM, which the checkpoint holds between generations
     from workbench.threads import torch_threads
 

@@ -27,10 +27,25 @@ from workbench.checkpoint import checkpointable, rng_from_state, rng_state
 
 @checkpointable("experts.CEM")
 class CEM:
-    def __init__(self, init_mean, init_std=0.5, pop: int = 32, elite_ratio: float = 0.2,
-                 bounds: tuple = (0.0, 1.0), seed: int = 0):
+    """The cross-entropy method as an ask/tell object, maximising performance (see the module's docstring for
+    the reference's rules it follows). The caller owns the loop and applies what `tell` returns."""
+
+    def __init__(self, init_mean: np.ndarray, init_std: float | np.ndarray = 0.5, pop: int = 32,
+                 elite_ratio: float = 0.2, bounds: tuple | None = (0.0, 1.0), seed: int = 0):
         """init_mean: (D,) the starting mean (the reference: α = 1/K); init_std: a scalar or (D,) (0.5 =
-        half the [0, 1] range, the reference's); bounds: (lo, hi), scalars or (D,) arrays (None for none)."""
+        half the [0, 1] range, the reference's); pop: members a generation (≥ 3); elite_ratio: the share of
+        them whose mean and sample std become the next; bounds: (lo, hi), scalars or (D,) arrays (None for
+        none); seed: the generator of the draws (a whole number: the same seed, the same search).
+
+        Raises:
+            ValueError: any of them out of range, named.
+        """
+        from workbench.checks import check_seed, count
+
+        check_seed(seed, "seed")
+        count(pop, "pop", 3)
+        if isinstance(elite_ratio, bool) or not isinstance(elite_ratio, (int, float)) or not 0 < elite_ratio <= 1:
+            raise ValueError(f"elite_ratio must be a number in (0, 1], got {elite_ratio!r}")
         mean = np.atleast_1d(np.asarray(init_mean, np.float64)).copy()
         if mean.ndim != 1 or not np.isfinite(mean).all():
             raise ValueError(f"init_mean must be a finite vector, got shape {mean.shape}")
@@ -39,11 +54,11 @@ class CEM:
         if std.shape != mean.shape or not (np.isfinite(std).all() and (std >= 0).all()):
             raise ValueError(f"init_std must be a non-negative scalar or a vector of length {mean.size}, "
                              f"got {init_std!r}")
-        if int(pop) < 3:
-            raise ValueError(f"pop must be at least 3 (the previous best plus new samples), got {pop}")
         if int(elite_ratio * pop) < 2:
             raise ValueError(f"elite_ratio·pop = {elite_ratio}·{pop} leaves {int(elite_ratio * pop)} elite(s); "
                              "the sample std needs at least 2: raise elite_ratio or pop")
+        if bounds is not None and len(bounds) != 2:
+            raise ValueError(f"bounds must be a (lo, hi) pair (None for none), got {bounds!r}")
         lo, hi = (-np.inf, np.inf) if bounds is None else bounds
         lo = np.broadcast_to(np.asarray(-np.inf if lo is None else lo, np.float64), mean.shape).copy()
         hi = np.broadcast_to(np.asarray(np.inf if hi is None else hi, np.float64), mean.shape).copy()

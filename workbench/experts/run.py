@@ -190,7 +190,7 @@ def load_adapter_model(model: str, adapter: str = "svf", *, rank: int = 4, devic
 
 
 @releases_claims
-def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | None = None, *,
+def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resume: str | None = None, *,
                  on_iteration: Callable[[int, int, dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                  given: dict | None = None, command: str | None = None) -> Run:
@@ -200,6 +200,7 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore, resume: str | Non
     (config field -> value), refused when they contradict the run's. command: the command line, kept in run.json.
     Every refusal (unknown model, model without MLP matrices, bad settings, a run of another kind) comes before
     a run folder is created or a checkpoint is touched."""
+    store = RunStore.of(store)
     from workbench.experts.train import ExpertTrainer
 
     state = None

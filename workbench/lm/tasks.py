@@ -168,6 +168,8 @@ def check_tasks(names, extra: tuple[str, ...] = ()) -> list[str]:
     """The names as a list, each one of the evaluated TASKS (or of `extra`, e.g. the chat tasks), else one error
     listing them."""
     allowed = (*TASKS, *extra)
+    if isinstance(names, str):  # one name, not one task per letter
+        names = [names]
     unknown = [t for t in names if t not in allowed]
     if unknown:
         raise ValueError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "

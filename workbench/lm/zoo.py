@@ -287,6 +287,8 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     tmp = staging_dir(out)
+    # the seeding below is the build's own: the caller's torch generators come back as they were
+    rng = torch.get_rng_state(), torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     try:
         tok = make_tokenizer()
         torch.manual_seed(cfg.seed)
@@ -331,6 +333,9 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
         replace_dir(tmp, out)  # a zoo is shared data: replace_dir gives it the usual permissions
     finally:
         torch.set_num_threads(threads)
+        torch.set_rng_state(rng[0])
+        if rng[1] is not None:
+            torch.cuda.set_rng_state_all(rng[1])
         if tmp.exists():
             shutil.rmtree(tmp)
     return out

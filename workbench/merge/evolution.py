@@ -29,6 +29,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -225,7 +226,7 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
 
 
 @releases_claims
-def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None, client=None,
+def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
            device: str | None = None, *, trust_pickle: bool = False, command: str | None = None) -> Run:
@@ -237,6 +238,7 @@ def evolve(cfg: EvolveConfig | None, store: RunStore, resume: str | None = None,
     run's (else one error naming the differences). trust_pickle: also load a pickle checkpoint of an older
     version (it can run code: only for run folders you trust). command: the command line, kept in run.json.
     The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness."""
+    store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}

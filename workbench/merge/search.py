@@ -19,17 +19,32 @@ from workbench.checkpoint import checkpointable, cmaes_from_state, cmaes_state
 
 @checkpointable("merge.RecipeCMA")
 class RecipeCMA:
+    """CMA-ES over a merge recipe's genome inside its bounds, minimising a loss (`cmaes.CMA`; with `steps`,
+    CMA-ES with margin, `cmaes.CMAwM`, for genomes with discrete entries)."""
+
     kind = "cma"
 
     def __init__(self, mean: np.ndarray, bounds: np.ndarray, *, sigma: float = 0.2, population: int | None = None,
                  seed: int = 0, steps: np.ndarray | None = None):
+        """mean: (n,) the start genome (moved just inside the bounds); bounds: (n, 2) low/high pairs; sigma:
+        the step size; population: genomes a generation (None: CMA-ES's default, 4 + ⌊3 ln n⌋); seed: the
+        optimiser's generator (a whole number); steps: (n,) the discretisation step of each entry, 0 for a
+        continuous one (CMA-ES with margin).
+
+        Raises:
+            ValueError: any of them out of range, named.
+        """
         from cmaes import CMA, CMAwM
 
+        from workbench.checks import check_positive, check_seed, count
+
+        check_seed(seed, "seed")
+        sigma = check_positive(sigma, "sigma", " (the search's step size)")
+        if population is not None:
+            population = count(population, "population", 2)
         mean, bounds = np.asarray(mean, np.float64), np.asarray(bounds, np.float64)
-        if population is not None and population < 2:
-            raise ValueError(f"population must be at least 2, got {population}")
-        if not (np.isfinite(mean).all() and sigma > 0 and np.isfinite(sigma)):
-            raise ValueError("the initial mean must be finite and sigma positive")
+        if mean.ndim != 1 or not np.isfinite(mean).all():
+            raise ValueError(f"the initial mean must be a vector of finite numbers, got shape {mean.shape}")
         if bounds.shape != (len(mean), 2) or not (np.isfinite(bounds).all() and (bounds[:, 0] < bounds[:, 1]).all()):
             raise ValueError(f"bounds must be one finite (low, high) pair with low < high for each of the mean's "
                              f"{len(mean)} numbers, got shape {bounds.shape}")
@@ -73,6 +88,16 @@ class RecipeCMA:
         return np.stack(xs)
 
     def tell(self, xs: np.ndarray, losses: np.ndarray) -> dict:
+        """Update the optimiser with the asked genomes (all `population_size` of them) and their losses (lower
+        is better). Returns the generation's metrics: loss_min, loss_mean, best_loss (so far) and σ.
+
+        Raises:
+            ValueError: not the population's genomes of the mean's length, or not one finite loss per genome.
+        """
+        xs = np.asarray(xs, np.float64)
+        if xs.ndim != 2 or xs.shape != (self.population_size, len(self.best_x)):
+            raise ValueError(f"tell takes the {self.population_size} genomes of the last ask, shape "
+                             f"({self.population_size}, {len(self.best_x)}); got shape {xs.shape}")
         losses = np.asarray(losses, np.float64)
         if losses.shape != (len(xs),) or not np.isfinite(losses).all():
             raise ValueError(f"tell needs one finite loss per genome ({len(xs)}), got {losses}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from workbench.checks import check_seed
 from workbench.kernels.device import resolve_device
 from workbench.merge.methods import METHODS, PARAMETERS, merge_tensors
 
@@ -212,6 +213,15 @@ def merge_state_dicts(
     unknown = set(model_parameters or {}) - set(models)
     if unknown:
         raise ValueError(f"model_parameters names unknown model(s) {sorted(unknown)}; models are {list(models)}")
+    # keys of other methods are ignored, as mergekit's planner does; a key no method knows is a typo
+    known = set().union(*PARAMETERS.values()) | {"scale"}
+    for scope, given in (("parameters", parameters),
+                         *((f"model_parameters[{m!r}]", p) for m, p in (model_parameters or {}).items())):
+        typos = sorted(set(given or {}) - known)
+        if typos:
+            raise ValueError(f"{scope} has unknown parameter(s) {', '.join(map(repr, typos))}; merge methods take "
+                             f"{', '.join(sorted(known))}")
+    check_seed(seed, "seed")
     n = num_layers if num_layers is not None else num_layers_of(names)
     shared = [parameters]
     scopes = {m: [(model_parameters or {}).get(m), parameters] for m in models}

@@ -89,7 +89,7 @@ class MergeRun:
     analysis: dict | None
 
     @classmethod
-    def open(cls, store: RunStore, run_id: str) -> MergeRun:
+    def open(cls, store: RunStore | str | Path, run_id: str) -> MergeRun:
         run = store.open(run_id)
         info = run.info
         if info.get("kind") != "merge":
@@ -122,8 +122,9 @@ class MergeRun:
         return recipe_table(self.recipe, self.layers)
 
 
-def merge_runs(store: RunStore) -> list[dict]:
+def merge_runs(store: RunStore | str | Path) -> list[dict]:
     """The catalog rows of the store's merge runs, newest first."""
+    store = RunStore.of(store)
     return [r for r in reversed(store.list()) if r["kind"] == "merge"]
 
 

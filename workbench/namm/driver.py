@@ -99,6 +99,9 @@ def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: in
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     ids = torch.as_tensor(input_ids)
+    if ids.ndim != 2 or ids.shape[1] == 0:  # one prompt is a batch of one: ids[None]
+        raise ValueError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(ids.shape)}; "
+                         "for one prompt pass a batch of one, e.g. ids[None]")
     if attention_mask is not None:
         mask = torch.as_tensor(attention_mask)
         if mask.shape != ids.shape or bool((mask[:, 1:] < mask[:, :-1]).any()) or bool((mask[:, -1] == 0).any()):

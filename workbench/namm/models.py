@@ -140,13 +140,14 @@ def tiny_llama(path: str | Path, seed: int = 0, *, layers: int = 2, window: int 
     tk.decoder = decoders.Fuse()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                   unk_token="<pad>", padding_side="left")
-    torch.manual_seed(int(seed))
     # a wide init makes attention peaky, so heads see different things and evict differently
     cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=window,
                       initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                       tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).eval()
+    with torch.random.fork_rng(devices=[]):  # the seed is the model's: the caller's generator is left as it was
+        torch.manual_seed(int(seed))
+        model = LlamaForCausalLM(cfg).eval()
     path = Path(path)
     with quiet_progress():
         model.save_pretrained(path)

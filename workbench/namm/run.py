@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -85,7 +86,7 @@ def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
 
 
 @releases_claims
-def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None = None, *, client=None,
+def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume: str | None = None, *, client=None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                given: dict | None = None, command: str | None = None) -> Run:
@@ -94,6 +95,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore, resume: str | None 
     resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config
     field -> value), refused when they contradict the run's. client: a Dask client (same results as local).
     command: the command line, kept in run.json."""
+    store = RunStore.of(store)
     state = None
     if resume is not None:
         run = store.open(resume)

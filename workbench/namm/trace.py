@@ -56,6 +56,16 @@ class TraceConfig:
     spectra_mb: float = 128.0
     chat: bool = True
 
+    def __post_init__(self):  # refused where the config is made, not at the trace (record_trace checks again)
+        from workbench.namm.cache import check_n_up
+
+        check_n_up(self.n_up)
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {self.max_new_tokens!r}")
+        mb = self.spectra_mb
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb >= 0 or mb == float("inf"):
+            raise ValueError(f"spectra_mb must be a finite number ≥ 0 (0: no spectra), got {mb!r}")
+
 
 @dataclass
 class LayerStep:

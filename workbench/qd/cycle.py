@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -116,7 +116,8 @@ class CycleQDConfig:
                 raise ValueError(f"mutation {self.mutation!r} has no default scale; set mutation_scale")
             self.mutation_scale = MUTATION_SCALES[self.mutation]
         for name in ("mutation_scale", "omega_mu", "omega_sigma"):
-            value = float(getattr(self, name))
+            given = getattr(self, name)
+            value = float(given) if isinstance(given, Real) and not isinstance(given, bool) else np.nan
             if not np.isfinite(value) or (name == "mutation_scale" and value < 0):
                 raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'mutation_scale' else ''}, "
                                  f"got {getattr(self, name)!r}")

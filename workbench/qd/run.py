@@ -350,7 +350,7 @@ def _lineage_record(record: dict) -> dict:
 # --- the run ------------------------------------------------------------------------------------------------------
 
 @releases_claims
-def run_cycleqd(cfg: QDRunConfig | None, store: RunStore, resume: str | None = None, client=None,
+def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
                 on_iteration: Callable[[int, int, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                 *, given: dict | None = None, device: str | None = None, command: str | None = None) -> Run:
@@ -362,6 +362,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore, resume: str | None = N
     total = gens + 1). device, when given, replaces cfg.device (a resumed run's too; it then continues as a run on
     that device would). command: the command line, kept in run.json. Metric: the QD score summed over the
     archives (higher is better; best_loss in run.json is its negative)."""
+    store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, dict(given or {}), names=flag_names(run.info["config"]))
@@ -519,8 +520,9 @@ def write_generation_files(run: Run, qd: CycleQD) -> None:
             write_archive_map(path, qd.archive_map(g))
 
 
-def load_run(store: RunStore, run_id: str) -> tuple[Run, QDRunConfig, CycleQD]:
+def load_run(store: RunStore | str | Path, run_id: str) -> tuple[Run, QDRunConfig, CycleQD]:
     """A qd run's folder, config and CycleQD (from its last checkpoint)."""
+    store = RunStore.of(store)
     run = store.open(run_id)
     if run.info.get("kind") != KIND:
         from workbench.runs import _wrong_kind
@@ -557,9 +559,10 @@ def model_id_of(run: Run, qd: CycleQD, model: int | str) -> int:
     return model_id
 
 
-def rebuild_model(store: RunStore, run_id: str, model_id: int | str) -> dict:
+def rebuild_model(store: RunStore | str | Path, run_id: str, model_id: int | str) -> dict:
     """The weights of model `model_id` (an id or "best:TASK", see model_id_of) of a run, rebuilt from its lineage
     (CPU tensors, bit for bit those that were scored)."""
+    store = RunStore.of(store)
     run, cfg, qd = load_run(store, run_id)
     model_id = model_id_of(run, qd, model_id)
     ctx = context(cfg)
@@ -567,9 +570,10 @@ def rebuild_model(store: RunStore, run_id: str, model_id: int | str) -> dict:
         return ctx.rebuild(model_id, qd.child, {})
 
 
-def export_model(store: RunStore, run_id: str, model_id: int | str, out: str | Path) -> Path:
+def export_model(store: RunStore | str | Path, run_id: str, model_id: int | str, out: str | Path) -> Path:
     """Write model `model_id` (an id or "best:TASK") of a run as a model folder (config, safetensors, tokenizer)
     that `workbench zoo eval` and `merge apply` read; written under a temporary name and renamed."""
+    store = RunStore.of(store)
     import shutil
 
     out = Path(out)
