@@ -20,6 +20,7 @@ ARCHES = ("cpu", "cuda", "gpu", "vulkan", "metal")
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU."""
     return torch.cuda.is_available()
 
 

@@ -178,6 +178,7 @@ def check_tasks(names, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def get_task(name: str) -> Task:
+    """The task called `name` (the zoo's tasks and the extra ones); ValueError listing them for another name."""
     known = {**PRETRAIN_TASKS, **EXTRA_TASKS}
     if name not in known:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(known)}")

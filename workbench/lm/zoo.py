@@ -50,6 +50,10 @@ EXPERT_BUDGET: dict[str, tuple[int, float]] = {"add": (600, 5e-3), "reverse": (3
 
 @dataclass
 class ZooConfig:
+    """How `build_zoo` builds the model zoo: a small Llama base pre-trained on the tasks' formats (answers
+    random), then one expert per task fine-tuned from it (the merge methods' inputs). Sizes, steps, learning
+    rates, the seed, threads and device; every build with the same config on the same device is the same."""
+
     tasks: tuple[str, ...] = tuple(TASKS)
     hidden: int = 128
     layers: int = 2  # 4 layers learn no better in the 3-minute budget: 2 layers buy twice the steps
@@ -159,6 +163,8 @@ class Zoo:
 
 
 def load_zoo(path: str | Path) -> Zoo:
+    """The zoo in folder `path` (its zoo.json and one model folder per name). ValueError: not a zoo, or a model
+    folder is missing (the message says how to build or rebuild it)."""
     path = Path(path)
     try:
         info = json.loads((path / ZOO_FILE).read_text())

@@ -57,6 +57,10 @@ FLAGS = {"zoo": "--zoo", "models": "--models", "method": "--method", "base": "--
 
 @dataclass
 class EvolveConfig:
+    """One evolutionary merge: the source models (and base) to merge with `method`, the tasks and weights of the
+    fitness, CMA-ES's budget (iters × pop, sigma, seed), the prompts per candidate and for the final scores, and
+    where it runs. ValueError, naming the CLI flag, for settings that cannot run."""
+
     zoo: str                                   # folder of models (a zoo from `workbench zoo build`, or any)
     models: list[str]                          # source models: names in the zoo folder or model folders
     method: str = "ties"                       # a parameter-space method or "dfs"
@@ -203,6 +207,7 @@ def _context(cfg_items: tuple) -> Context:
 
 
 def context(cfg: EvolveConfig) -> Context:
+    """The evaluation Context of cfg: the models, tokenizer and evaluators, built once per process and config."""
     return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
 
 
