@@ -3,6 +3,7 @@ liveness, inline resources (works offline)."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 
 import panel as pn
@@ -58,13 +59,26 @@ def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,
-          threaded: bool = False):
+          threaded: bool = False, on_stop: Callable[[int], None] | None = None):
     """Start the server (blocking unless threaded); each page gets a fresh model per browser session. OpenBLAS
-    runs serially in this process from here on (serial_blas says why)."""
+    runs serially in this process from here on (serial_blas says why).
+
+    Blocking, it returns once a Ctrl-C has stopped the server (Panel's SIGINT handler stops the loop) and the
+    searches the pages started have stopped after their current iteration, marked stopped and resumable;
+    on_stop(n) is told first how many there are to wait for. A second Ctrl-C ends the wait (and the process)."""
     pn.extension("tabulator", inline=True)
     quiet_closed_sessions()
     ordered_patches()  # see its docstring (a page's updates sent out of order broke the browser's copy)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
-    return pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
-                    threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"])
+    server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
+                      threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False)
+    if not threaded:
+        from workbench.dashboards.search import SearchJob
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Panel's stops a loop that has stopped
+        jobs = SearchJob.running_jobs()
+        if on_stop is not None:
+            on_stop(len(jobs))
+        SearchJob.stop_all(jobs)
+    return server

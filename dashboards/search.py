@@ -119,6 +119,24 @@ class SearchJob:
         return job
 
     @classmethod
+    def running_jobs(cls) -> list[SearchJob]:
+        """Every search running in this process (in any run store), those setting up included."""
+        with cls._live_lock:
+            jobs = [*cls._live.values(), *cls._starting]
+        return [job for job in jobs if job.running]
+
+    @classmethod
+    def stop_all(cls, jobs: list[SearchJob] | None = None) -> None:
+        """Ask every running search (or `jobs`) to stop after its current iteration and wait until they have: what
+        the server does as it stops. Their threads are daemons: left running, the interpreter's exit would end
+        them inside native code (the process aborted) and their runs would stay marked running."""
+        jobs = cls.running_jobs() if jobs is None else jobs
+        for job in jobs:
+            job.stop()
+        for job in jobs:
+            job.wait(timeout=None)
+
+    @classmethod
     def read(cls, runs_dir: str, run: Run, info: dict) -> SearchJob:
         """A search run as the store holds it (`info`: its run.json, read once by the caller); RunError for a run
         that is not an ASAL search."""
@@ -194,7 +212,8 @@ class SearchJob:
         """Ask the search to stop after the current iteration (it stays resumable)."""
         self._stop.set()
 
-    def wait(self, timeout: float = 600.0) -> str:
+    def wait(self, timeout: float | None = 600.0) -> str:
+        """The job's status once its thread has ended, or after `timeout` seconds (None: no limit)."""
         if self._thread is not None:
             self._thread.join(timeout)
         return self.status

@@ -362,10 +362,16 @@ def test_library_leaves_what_it_is_given_as_it_was(tmp_path):
     from workbench.asal.evaluate import EvalConfig
     from workbench.namm.models import tiny_llama
 
+    from workbench.asal.sweep import SweepConfig
+    from workbench.experts.cem import CEM
+
     ev = EvalConfig("boids", "pixels", steps=16, frames=8)
     cfg = SearchConfig(kind="illuminate", eval=ev)
     assert (ev.frames, ev.sampling) == (8, "chunk_ends") and (cfg.eval.frames, cfg.eval.sampling) == (1, "final")
     assert SearchConfig(kind="openended", eval=ev).eval.frames == 8
+    gol = EvalConfig("gol", "pixels", steps=8, frames=2)
+    assert SweepConfig(gol, limit=2, batch=2).eval is not gol
+    CEM(np.full(2, 0.5), seed=4_294_968_000)  # adapt derives CEM seeds beyond 2³² from its own (seed·1000 + k)
 
     torch.manual_seed(1)
     expected = torch.rand(3)

@@ -330,3 +330,38 @@ def test_screenshots_of_pages_in_chromium(tmp_path):
     for name in ("home", "runs"):
         img = np.asarray(Image.open(tmp_path / "shots" / f"{name}.png").convert("RGB"))
         assert img.shape[:2] == (900, 1440) and img.std() > 10  # a drawn page, not a blank one
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_a_ctrl_c_while_the_command_line_loads_ends_it_quietly(tmp_path, loaded):
+    """A Ctrl-C in the second the command line takes to import and build its parser: exit 130, nothing printed
+    (a KeyboardInterrupt traceback from inside an import, or from building the parser, before). The Ctrl-C is
+    delivered as the interpreter delivers SIGINT (`_thread.interrupt_main`), 10 ms into the entry point: within
+    the command line's imports, or (loaded: imported already) within building the parser or the command."""
+    code = ("import _thread, sys, threading, time\n"
+            "from workbench.entry import run\n"
+            + ("import workbench.cli\n" if loaded else "")
+            + "sys.argv = ['workbench', 'runs', 'list', '--runs', 'runs']\n"
+            "threading.Thread(target=lambda: (time.sleep(0.01), _thread.interrupt_main()), daemon=True).start()\n"
+            "run()\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stderr) == (130, ""), res.stderr
+
+
+def test_a_ctrl_c_that_lands_in_a_finaliser_still_stops_the_command():
+    """Python drops a KeyboardInterrupt raised inside __del__ ("Exception ignored in …"): a Ctrl-C that landed in
+    one while a model loaded was lost, and the command ran on to its end. The command line's hook raises it again."""
+    code = ("import sys, time\n"
+            "from workbench.cli import redeliver_interrupts\n"
+            "sys.unraisablehook = redeliver_interrupts\n"
+            "class Finalised:\n"
+            "    def __del__(self):\n"
+            "        raise KeyboardInterrupt\n"
+            "try:\n"
+            "    Finalised()\n"
+            "    time.sleep(600)\n"  # a real signal cuts it short; a simulated one would wait (timeout)
+            "    print('lost')\n"
+            "except KeyboardInterrupt:\n"
+            "    print('stopped')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (res.stdout, res.stderr) == ("stopped\n", ""), (res.stdout, res.stderr)

@@ -762,6 +762,42 @@ def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
         proc.wait(timeout=20)
 
 
+def test_ctrl_c_stops_the_server_and_waits_for_the_searches_its_pages_started(tmp_path):
+    """A Ctrl-C at the terminal (SIGINT to the process group) while a search a page started runs: the search stops
+    after its iteration, marked stopped (resumable), the command says so and exits 130. The search's thread is a
+    daemon: the process used to exit under it, aborting inside native code ("terminate called without an active
+    exception", exit -6) with the run left marked running; and serve exited 0 with Panel's banner on stdout."""
+    import signal
+
+    from procs import _as_from_a_terminal, kill_after
+
+    from workbench.runs import RunStore
+
+    runs, port = str(tmp_path / "runs"), free_port()
+    script = ("import sys\n"
+              "from workbench.asal.driver import SearchConfig\n"
+              "from workbench.asal.evaluate import EvalConfig\n"
+              "from workbench.cli import main\n"
+              "from workbench.dashboards.search import SearchJob\n"
+              "ev = EvalConfig('boids', 'pixels', steps=8, size=32, overrides={'N': 16})\n"
+              "SearchJob.launch(sys.argv[1], SearchConfig(kind='target', eval=ev, target_image=sys.argv[3], "
+              "iters=100000, pop=4))  # what the Search page's Start does\n"
+              "sys.exit(main(['serve', '--port', sys.argv[2], '--runs', sys.argv[1]]))\n")
+    target = tmp_path / "target.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(target)
+    proc = subprocess.Popen([sys.executable, "-c", script, runs, str(port), str(target)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal, process_group=0)
+    assert wait_live(f"http://127.0.0.1:{port}", 120, proc), proc.stderr.read()
+    row = kill_after(proc, RunStore(runs), 2, sig=signal.SIGINT, group=True)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "terminate called" not in err and "Traceback" not in err, err
+    assert "stopping 1 search after the current iteration" in err and "Launching server" not in out, (out, err)
+    assert row["status"] == "stopped" and row["iterations"] >= 2
+    RunStore(runs).open(row["id"]).check_resumable()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, runs):
     log = tmp_path_factory.mktemp("server") / "serve.log"

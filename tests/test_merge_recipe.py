@@ -120,6 +120,9 @@ def test_dtype_cast(models):
         (SLICED_LINEAR.replace("[2, 4]", "[1, 4]"), "same number of layers"),
         ("merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\n", "exactly 2"),
         (TIES + "tokenizer_source: chat\n", "tokenizer_source must be base, union or one of the recipe's models"),
+        # a key no method reads is a typo (it merged as if absent: unsparsified), in a models or a slices recipe
+        (TIES.replace("density: 0.5", "densty: 0.5"), r"models\[1\] has unknown parameter\(s\) 'densty'"),
+        (SLICED_LINEAR.replace("weight: 0.25", "wieght: 0.25"), r"slices\[0\] has unknown parameter\(s\) 'wieght'"),
     ],
 )
 def test_validate_errors(text, match):

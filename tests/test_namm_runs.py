@@ -204,7 +204,8 @@ def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tin
     """--workers 2 (a real LocalCluster): the generations done on the workers give exactly the local run's metrics
     and candidate evaluations; a Ctrl-C once the first is done (SIGINT to the command's process group, the workers
     too, as from a terminal): exit 130, the run marked stopped and resumable, no tracebacks on stderr (from Dask's
-    cut-short gathers, the interrupted workers, a worker's heartbeat to the closed scheduler), no worker left.
+    cut-short gathers, the interrupted workers, a worker's heartbeat to the closed scheduler) but one line with
+    the command that resumes the run, no worker left.
     The run on Dask is the local one with a longer second stage (its first three generations are the same): a
     loaded machine may let a few tiny generations pass before the signal lands, and the run must still be going
     then."""
@@ -217,6 +218,7 @@ def test_dask_workers_equal_the_local_run_and_ctrl_c_stops_quietly(tmp_path, tin
     err = proc.stderr.read()
     assert proc.returncode == 130, (row["status"], row["iterations"], err)  # "done", 12: the signal was lost
     assert "Traceback" not in err and "Task exception" not in err and "KeyboardInterrupt" not in err, err
+    assert f"stopped: run {row['id']} is resumable: workbench namm train --resume {row['id']}" in err, err
     assert _group_gone(proc.pid), "Dask workers outlived the command"
     assert row["status"] == "stopped" and 1 <= row["iterations"] < 12
     dask, local_run = store.open(row["id"]), RunStore(folder / "whole").open(local["id"])

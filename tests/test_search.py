@@ -312,3 +312,28 @@ def test_tell_refuses_what_does_not_match_the_ask():
     with pytest.raises(ValueError, match="the θ the last ask gave"):
         me.tell(x[::-1], None, _embed(x[::-1]))
     me.tell(x, None, _embed(x))
+
+
+def test_the_ga_over_rules_refuses_what_does_not_match_its_ask():
+    from workbench.asal.rules import RuleGA
+
+    ga = RuleGA(4, seed=0)
+    x = ga.ask()
+    for losses, message in ((np.array([np.nan, 1.0, 2.0, 3.0]), "NaN"),
+                            (np.zeros(2), r"shape \(4,\), got shape \(2,\)"), (None, "one loss per rule")):
+        with pytest.raises(ValueError, match=message):
+            ga.tell(x, losses)
+    assert ga.tell(x, np.arange(4.0))["best_loss"] == 0.0
+
+
+def test_the_iteration_bench_times_each_search_kind():
+    """`bench asal` / `bench gpu` time one iteration of each search kind: the illumination GA's first ask (θ = 0
+    alone) is evaluated as a whole generation, and the GA is told only what it asked for."""
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.bench import asal_iteration
+
+    ev = EvalConfig("boids", "pixels", steps=4, size=32, chunk=4, device="cpu", overrides={"N": 8})
+    for kind in ("illuminate", "openended"):
+        row = asal_iteration(ev, kind, 4, iters=1, population=8, warmup=True)
+        assert row["total"] > 0 and row["search"] >= 0, kind
+    assert (ev.frames, ev.sampling) == (1, "chunk_ends")  # the caller's config as it was

@@ -1,3 +1,3 @@
-from workbench.cli import run
+from workbench.entry import run
 
 run()

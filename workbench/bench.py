@@ -169,13 +169,16 @@ def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, 
         start = time.perf_counter()
         with timer("ask"):
             thetas = search.ask()
-            if kind == "illuminate" and len(thetas) < pop:  # the GA's first ask is θ = 0 alone: time a generation
+            asked = len(thetas)
+            if kind == "illuminate" and asked < pop:  # the GA's first ask is θ = 0 alone: time a generation
                 thetas = np.repeat(thetas, pop, axis=0)
-        z, _ = embed_rollouts(ev, thetas, search_seeds(cfg, it, len(thetas)), timer=timer)
+        z, _ = embed_rollouts(cfg.eval, thetas, search_seeds(cfg, it, len(thetas)), timer=timer)
         with timer("search"):
             losses = objective(z) if kind != "illuminate" else None
             final = z[:, :, -1].mean(axis=1)
-            search.tell(thetas, losses, final / np.linalg.norm(final, axis=1, keepdims=True))
+            # told what it asked for (the repeated θ = 0 once)
+            search.tell(thetas[:asked], None if losses is None else losses[:asked],
+                        (final / np.linalg.norm(final, axis=1, keepdims=True))[:asked])
         total = time.perf_counter() - start
         if it >= int(warmup):
             rows.append({"total": total, **timer.seconds, "other": total - sum(timer.seconds.values())})

@@ -790,15 +790,17 @@ def setting_up(run: Run, new: bool = True):
     except BaseException as exc:
         if new:
             with contextlib.suppress(Exception):  # the first error is the one to report
-                run.update(**_ended_by(exc))
+                run.update(**_ended_by(exc, run))
         run.release()
         raise
 
 
-def _ended_by(exc: BaseException) -> dict:
+def _ended_by(exc: BaseException, run: Run) -> dict:
     """What run.json says of a run that `exc` ended: Ctrl-C leaves it stopped, anything else failed, with the
-    error (both resumable)."""
+    error (both resumable). A KeyboardInterrupt carries the run on (`stopped_run`), so that the command line can
+    say how to resume it."""
     if isinstance(exc, KeyboardInterrupt):
+        exc.stopped_run = run
         return {"status": "stopped"}
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
@@ -829,7 +831,7 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
                 on_iteration(it + 1, iters, row)
         finish()
     except BaseException as exc:
-        run.update(**_ended_by(exc))
+        run.update(**_ended_by(exc, run))
         raise
     finally:
         run.release()

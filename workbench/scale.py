@@ -25,6 +25,7 @@ def local_client(workers: int, threads_per_worker: int = 1):
     import signal
     import threading
 
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if workers < 1:
@@ -32,10 +33,14 @@ def local_client(workers: int, threads_per_worker: int = 1):
     main = threading.current_thread() is threading.main_thread()  # only its handlers can be set
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
     try:
+        # no dashboard; the scheduler's HTTP routes (metrics, health) on a free port: Dask's default, 8787, said
+        # "Port 8787 is already in use" on stderr whenever another cluster or program held it
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                               dashboard_address=None, silence_logs=logging.CRITICAL, preload=[__name__])
+                               dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                               silence_logs=logging.CRITICAL,
+                               preload=[*dask.config.get("distributed.worker.preload", []), __name__])
     finally:
-        if main:
+        if main and previous is not None:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signal.SIGINT, previous)
     return Client(cluster)
 
@@ -54,7 +59,12 @@ def dask_setup(worker) -> None:
 def close(client) -> None:
     """Close `client` and, for one of `local_client`, its LocalCluster: workers first, then the scheduler. A
     `Client(cluster)` leaves its cluster to Dask's finalisers at exit, which could stop the scheduler while a worker
-    still sent it heartbeats (an ERROR with a traceback on stderr)."""
+    still sent it heartbeats (an ERROR with a traceback on stderr).
+
+    A Ctrl-C mid-gather leaves Dask's asyncio tasks with an AllExit that asyncio would log, tracebacks and all, as
+    the client closes and they are collected: what was running is stopped already, so asyncio stays quiet from
+    here on (in this process)."""
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     cluster = client.cluster  # None for a client of a scheduler reached by address
     client.close()
     if cluster is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.asal.search import SEARCHES, IlluminationGA
+from workbench.asal.search import SEARCHES, IlluminationGA, _told
 from workbench.checkpoint import checkpointable, rng_from_state, rng_state
 from workbench.simulations.gol import N_RULES
 
@@ -62,6 +62,11 @@ class RuleGA:
         return rules[:, None].astype(np.float64)
 
     def tell(self, thetas: np.ndarray, losses: np.ndarray, embeddings: np.ndarray | None = None) -> dict:
+        """Keep the best distinct rules of the elites and the asked ones (μ + λ); the generation's metrics.
+        ValueError: not the `population` rules of the last ask, or not one finite loss per rule."""
+        if losses is None:
+            raise ValueError("a GA over rules is told one loss per rule; got losses=None")
+        thetas, losses, _ = _told(thetas, 1, losses, rows=self.size)
         rules, losses = _rules(thetas), np.asarray(losses, np.float64)
         if self.elites is not None:
             rules, losses = np.concatenate([self.elites, rules]), np.concatenate([self.elite_losses, losses])

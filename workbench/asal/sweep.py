@@ -16,6 +16,7 @@ z_final.npy (rule order), best.npy / best.png / best.mp4 of the top rule.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -60,6 +61,10 @@ class SweepConfig:
         check_seed(self.seed)
         if isinstance(self.eval, dict):
             self.eval = EvalConfig(**self.eval)
+        elif isinstance(self.eval, EvalConfig):
+            self.eval = dataclasses.replace(self.eval)  # its own: run_sweep's device is not the caller's
+        else:
+            raise ValueError(f"eval must be an EvalConfig (or its dict), got {type(self.eval).__name__}")
         if self.eval.substrate != "gol":
             raise ValueError(f"the rule sweep is for --substrate gol (θ is one integer rule); for "
                              f"{self.eval.substrate} use workbench asal target / openended / illuminate")
@@ -151,6 +156,7 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
     elif cfg is None:
         raise ValueError("give a SweepConfig or resume=RUN_ID")
     else:
+        cfg = dataclasses.replace(cfg)  # the run's own: the caller's config stays as given (its eval: above)
         state = None
     if device is not None:
         cfg.eval.device = device

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import signal
 import sys
+import threading
+import time
 
 from workbench.cli import asal, bench, experts, figure, merge, namm, qd, runs, serve, sim, zoo
 from workbench.cli.common import say
@@ -74,14 +77,35 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # in the try: a Ctrl-C while the parser is built is one too
         return args.func(args)
     except ValueError as error:
         say("error", str(error), style="bold red")
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        run = getattr(stop, "stopped_run", None)  # the run the Ctrl-C stopped (workbench.runs marks it)
+        command = run.resume_command if run is not None else None
+        if command:
+            say("stopped", f"run {run.id} is resumable: {command}")
         return 130
+
+
+def redeliver_interrupts(unraisable) -> None:
+    """sys.unraisablehook for the command line: a Ctrl-C whose KeyboardInterrupt was raised inside an object's
+    finaliser (`__del__`, e.g. a regex or a tokenizer collected while a model loads) is one Python reports as
+    "Exception ignored in …" and drops, and the command ran on to its end. It is raised again in the main thread
+    once the finaliser has returned; anything else goes to Python's own hook."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+        return
+
+    def later() -> None:  # from a thread of its own: interrupting now would interrupt this hook, not the command
+        time.sleep(0.01)
+        # a real SIGINT to the main thread, as the terminal's: it also cuts short a sleep or a wait there
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=later, daemon=True).start()
 
 
 def run() -> None:
@@ -91,6 +115,7 @@ def run() -> None:
     # CycleQD command's time, 2 s of its 13. Cyclic garbage waits for 10,000 allocations instead (a CycleQD
     # command's peak memory: the same, 1.04 GB).
     gc.set_threshold(10_000, 10, 10)
+    sys.unraisablehook = redeliver_interrupts
     code = main()
     # The process ends here. Python's last garbage collections at exit would walk every object torch (and
     # transformers, the models, the runs) made, 0.5-1 s per command, only to free memory the OS takes back anyway.

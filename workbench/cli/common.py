@@ -151,16 +151,11 @@ def dask_client(args):
 
 def close_client(client) -> None:
     """Close the client of --workers / --dask (None: nothing), and the LocalCluster of --workers
-    (`workbench.scale.close`). A Ctrl-C mid-gather leaves Dask's asyncio tasks with an AllExit that asyncio would
-    log, tracebacks and all, as the client closes and they are collected: the run is already marked stopped and
-    resumable, so the CLI keeps asyncio quiet from here on."""
+    (`workbench.scale.close`, which also keeps a Ctrl-C's cut-short gathers quiet)."""
     if client is None:
         return
-    import logging
-
     from workbench.scale import close
 
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     close(client)
 
 

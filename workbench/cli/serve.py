@@ -50,8 +50,14 @@ def cmd_serve(args) -> int:
 
     pages = ", ".join(f"/{p}" for p in PAGES)
     err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)", soft_wrap=True)
-    serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show)
-    return 0
+    serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show, on_stop=_stopping)
+    return 130  # the server stops on Ctrl-C only
+
+
+def _stopping(searches: int) -> None:
+    if searches:
+        err.print(f"stopping {searches} search{'es' if searches > 1 else ''} after the current iteration; they stay "
+                  "resumable (Ctrl-C again: stop at once)", soft_wrap=True)
 
 
 def cmd_screenshots(args) -> int:

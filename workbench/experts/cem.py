@@ -40,9 +40,10 @@ class CEM:
         Raises:
             ValueError: any of them out of range, named.
         """
-        from workbench.checks import check_seed, count
+        from workbench.checks import count, is_count
 
-        check_seed(seed, "seed")
+        if not is_count(seed, 0):  # any whole number: NumPy's Generator takes them all (adapt derives them)
+            raise ValueError(f"seed must be a whole number ≥ 0, got {seed!r}")
         count(pop, "pop", 3)
         if isinstance(elite_ratio, bool) or not isinstance(elite_ratio, (int, float)) or not 0 < elite_ratio <= 1:
             raise ValueError(f"elite_ratio must be a number in (0, 1], got {elite_ratio!r}")

@@ -57,6 +57,18 @@ PARAMETERS = {
        for m in TASK_VECTOR_METHODS},
 }
 RESCALE_NORMS = ("l1", "inverse")
+#: every parameter some method reads (passthrough's scale included): keys of other methods are ignored, as
+#: mergekit's planner ignores them, but a key no method knows is a typo (a "densty" merged unsparsified)
+KNOWN_PARAMETERS = frozenset(set().union(*PARAMETERS.values()) | {"scale"})
+
+
+def check_parameter_names(params: Mapping[str, Any] | None, where: str) -> None:
+    """One ValueError naming the keys of `params` that no merge method reads (`where`: the scope, for the
+    message)."""
+    typos = sorted(set(params or {}) - KNOWN_PARAMETERS)
+    if typos:
+        raise ValueError(f"{where} has unknown parameter(s) {', '.join(map(repr, typos))}; merge methods take "
+                         f"{', '.join(sorted(KNOWN_PARAMETERS))}")
 
 
 def merge_tensors(

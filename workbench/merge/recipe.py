@@ -31,7 +31,7 @@ import yaml
 
 from workbench.atomic import atomic_write
 from workbench.kernels.device import resolve_device
-from workbench.merge.methods import METHODS
+from workbench.merge.methods import METHODS, check_parameter_names
 from workbench.merge.state import layer_index, merge_one_on, merge_state_dicts
 
 RECIPE_METHODS = (*METHODS, "passthrough")
@@ -236,6 +236,7 @@ def _numbers(setting: Any) -> Iterable[Any]:
 
 
 def _check_parameters(params: Mapping[str, Any] | None, where: str) -> None:
+    check_parameter_names(params, where)
     for key, setting in (params or {}).items():
         for v in _numbers(setting):
             if isinstance(v, float) and math.isnan(v):

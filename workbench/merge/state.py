@@ -30,7 +30,7 @@ import torch
 
 from workbench.checks import check_seed
 from workbench.kernels.device import resolve_device
-from workbench.merge.methods import METHODS, PARAMETERS, merge_tensors
+from workbench.merge.methods import METHODS, PARAMETERS, check_parameter_names, merge_tensors
 
 Settings = Mapping[str, Any] | None
 _BOOLS = ("normalize", "rescale", "int8_mask")
@@ -213,14 +213,9 @@ def merge_state_dicts(
     unknown = set(model_parameters or {}) - set(models)
     if unknown:
         raise ValueError(f"model_parameters names unknown model(s) {sorted(unknown)}; models are {list(models)}")
-    # keys of other methods are ignored, as mergekit's planner does; a key no method knows is a typo
-    known = set().union(*PARAMETERS.values()) | {"scale"}
-    for scope, given in (("parameters", parameters),
-                         *((f"model_parameters[{m!r}]", p) for m, p in (model_parameters or {}).items())):
-        typos = sorted(set(given or {}) - known)
-        if typos:
-            raise ValueError(f"{scope} has unknown parameter(s) {', '.join(map(repr, typos))}; merge methods take "
-                             f"{', '.join(sorted(known))}")
+    check_parameter_names(parameters, "parameters")
+    for m, given in (model_parameters or {}).items():
+        check_parameter_names(given, f"model_parameters[{m!r}]")
     check_seed(seed, "seed")
     n = num_layers if num_layers is not None else num_layers_of(names)
     shared = [parameters]

@@ -90,7 +90,9 @@ class MergeRun:
 
     @classmethod
     def open(cls, store: RunStore | str | Path, run_id: str) -> MergeRun:
-        run = store.open(run_id)
+        """Merge run `run_id` (an id or a unique prefix) of `store` (a RunStore or its folder), read for the views;
+        RunError for a run of another kind."""
+        run = RunStore.of(store).open(run_id)
         info = run.info
         if info.get("kind") != "merge":
             raise RunError(f"run {run_id!r} is an {info.get('kind')} run; the merge explorer opens merge runs")
