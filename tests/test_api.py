@@ -360,10 +360,9 @@ def test_library_leaves_what_it_is_given_as_it_was(tmp_path):
 
     from workbench.asal.driver import SearchConfig
     from workbench.asal.evaluate import EvalConfig
-    from workbench.namm.models import tiny_llama
-
     from workbench.asal.sweep import SweepConfig
     from workbench.experts.cem import CEM
+    from workbench.namm.models import tiny_llama
 
     ev = EvalConfig("boids", "pixels", steps=16, frames=8)
     cfg = SearchConfig(kind="illuminate", eval=ev)
