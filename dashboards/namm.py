@@ -303,9 +303,10 @@ class NAMMExplorer(param.Parameterized):
                                    ("kept", df["kept"] & ~df["fill"], COLORS[tr.KEPT]),
                                    ("kept to fill N", df["fill"], COLORS[tr.FILL])):
             counts, _ = np.histogram(df["score"][mask], bins=edges)
+            # matplotlib's histogram takes facecolor (it ignored color: evicted and kept came out swapped)
             parts.append(hv.Histogram((edges, counts), kdims="score", vdims="tokens", label=label).opts(
-                color=color, alpha=0.6, line_alpha=0, backend="bokeh").opts(color=color, alpha=0.6,
-                                                                            backend="matplotlib"))
+                color=color, alpha=0.6, line_alpha=0, backend="bokeh").opts(facecolor=color, alpha=0.6,
+                                                                            linewidth=0, backend="matplotlib"))
         over = hv.Overlay(parts)
         if t.policy.get("policy") == "namm":
             over = over * hv.VLine(0).opts(color="black", line_dash="dashed", backend="bokeh").opts(
@@ -323,10 +324,18 @@ class NAMMExplorer(param.Parameterized):
     def _sweep(self, hv, t: tr.Trace):
         plots = []
         rows = self.sweep_rows
+        try:
+            found = self.result_rows()
+            failed = None
+        except ValueError as exc:
+            found, failed = [], exc
+        # one colour per method in both panels (by the order each first appears)
+        methods = [*([] if rows is None else rows["method"]), *(r["method"] for r in found)]
+        colour = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(dict.fromkeys(methods))}
         if rows is not None and len(rows):
             parts = []
-            for k, (method, part) in enumerate(rows.groupby("method", sort=False)):
-                part, color = part.sort_values("kept"), PALETTE[k % len(PALETTE)]
+            for method, part in rows.groupby("method", sort=False):
+                part, color = part.sort_values("kept"), colour[method]
                 pts = hv.Scatter(part, "kept", ["agreement", "label"], label=method).opts(
                     size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
                 if len(part) > 1:
@@ -337,10 +346,8 @@ class NAMMExplorer(param.Parameterized):
                                 xlabel="kept cache fraction", ylabel="next-token agreement", xlim=(0, 1.05),
                                 ylim=(-0.05, 1.05), width=560, height=360, legend_position="bottom_right",
                                 fig_inches=(3.6, 2.6)))
-        try:
-            found = self.result_rows()
-        except ValueError as exc:
-            found, plots = [], [*plots, hv.Div(f"<i>{exc}</i>")]
+        if failed is not None:
+            plots = [*plots, hv.Div(f"<i>{failed}</i>")]
         if found:
             import pandas as pd
 
@@ -348,8 +355,8 @@ class NAMMExplorer(param.Parameterized):
             df["budget"] = df["budget"].fillna(-1)
             mean = df.groupby(["method", "budget"], as_index=False)[["score", "kept"]].mean()
             parts = []
-            for k, (method, part) in enumerate(mean.groupby("method", sort=False)):
-                part, color = part.sort_values("kept"), PALETTE[k % len(PALETTE)]
+            for method, part in mean.groupby("method", sort=False):
+                part, color = part.sort_values("kept"), colour[method]
                 pts = hv.Scatter(part, "kept", ["score", "budget"], label=method).opts(
                     size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
                 if len(part) > 1:

@@ -764,8 +764,9 @@ class QDModel(param.Parameterized):
         hv = _hv()
         view = view or self.view
         fig = self.figure(view)
-        if isinstance(fig, hv.Div):
-            raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
+        if isinstance(fig, hv.Div):  # the page's message, without its markup (&#x27; for a quote)
+            raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: "
+                             f"{html.unescape(fig.data.removeprefix('<i>').removesuffix('</i>'))}")
         if self.data.kind == "map-elites" and view == "archives":
             fig = self.archive_plot("novelty", thumb=64)  # sharper thumbnails than the page's
         name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name

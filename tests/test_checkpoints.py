@@ -172,3 +172,34 @@ def test_a_trusted_old_pickle_checkpoint_resumes_exactly_and_is_converted(tmp_pa
     # the old checkpoint kept no seeds: its members say −1 (unknown), the later ones theirs
     assert all(s == t or t == -1 for s, t in zip(a["seed"], b["seed"], strict=True)) and min(a["seed"]) >= 0
     np.testing.assert_array_equal(np.load(whole.path / "thumbs.npy"), np.load(done.path / "thumbs.npy"))
+
+
+def test_what_runs_write_is_the_same_bytes_in_every_process(tmp_path):
+    """Byte-identical files for identical runs: cmaes' function history was np.empty (a checkpoint held leftover
+    heap memory, other bytes in each process), and safetensors writes its header's keys in hash order (an expert's
+    file hash, which experts adapt records, changed from run to run)."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, torch\n"
+            "from workbench.asal.search import SepCMAESSearch\n"
+            "from workbench.atomic import save_safetensors\n"
+            "from workbench.merge.search import RecipeCMA\n"
+            "from workbench.namm.train import NAMMTrainConfig, new_search\n"
+            "from workbench.checkpoint import pack\n"
+            "search = SepCMAESSearch(193, population=6, seed=5)\n"
+            "recipe = RecipeCMA(np.zeros(3), np.array([[-1.0, 1.0]] * 3), population=4, steps=np.array([0, 0, 1.0]))\n"
+            "namm = new_search(NAMMTrainConfig(pop=4))\n"
+            "tree, arrays = pack({'a': search, 'b': recipe, 'c': namm.__dict__['_funhist_values']})\n"
+            "np.savez(sys.argv[1] + '.npz', **arrays)\n"
+            "save_safetensors({'p': torch.ones(3)}, sys.argv[1] + '.safetensors', "
+            "{k: str(i) for i, k in enumerate('abcdefgh')})\n")
+    digests = []
+    for i in range(3):
+        out = tmp_path / str(i)
+        res = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        digests.append({suffix: hashlib.sha256(out.with_suffix(suffix).read_bytes()).hexdigest()
+                        for suffix in (".npz", ".safetensors")})
+    assert digests[0] == digests[1] == digests[2]

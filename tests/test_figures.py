@@ -145,3 +145,43 @@ def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
     with pytest.raises(ValueError) as error:
         loss_curves(store, [fit.id], metric="sigma")
     assert str(error.value).endswith("give --metric one of best_loss, fitness_mean")
+
+
+def test_paper_figures_keep_text_as_text_and_the_style_in_every_panel(tmp_path):
+    """For a paper: PDF fonts embedded as TrueType (Type 3 before: some publishers refuse them, text not
+    searchable), SVG text as <text> (outlines before), the paper's font sizes in every panel of a layout and its
+    colour bars (HoloViews' 10–18 pt defaults there before), and one clear error for a dpi past any printer."""
+    import matplotlib.pyplot as plt
+
+    from workbench.figures import MAX_DPI, PAPER_STYLE, holoviews, save
+
+    hv = holoviews()
+    heat = hv.HeatMap([(i, j, i * j) for i in range(3) for j in range(3)]).opts(colorbar=True, clabel="value",
+                                                                                 backend="matplotlib")
+    layout = (hv.Curve([1, 2, 3], label="a") * hv.Curve([3, 2, 1], label="b") + heat).opts(title="two panels")
+    pdf = save(layout, tmp_path / "f.pdf").read_bytes()
+    assert b"/Type3" not in pdf and b"/FontFile2" in pdf
+    assert "<text" in save(layout, tmp_path / "f.svg").read_text()
+
+    seen = []
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):  # the sizes of the visible text of the figure save writes
+        fig.canvas.draw()
+        seen.extend(t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_text") and o.get_text()
+                                                           and o.get_visible() and hasattr(o, "get_fontsize")))
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        save(layout, tmp_path / "f.png")
+    finally:
+        plt.Figure.savefig = savefig
+    allowed = set(PAPER_STYLE["fontsize"].values())
+    assert seen and set(seen) <= allowed, sorted(set(seen) - allowed)
+
+    with pytest.raises(ValueError, match=f"--dpi 100000 is more than {MAX_DPI}"):
+        save(layout, tmp_path / "g.png", dpi=100_000)
+    assert not (tmp_path / "g.png").exists()
+    with pytest.raises(ValueError, match="an .html figure has none: leave --dpi out"):
+        save(layout, tmp_path / "g.html", dpi=600)

@@ -46,6 +46,9 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     assert printed["best_rule_name"] == rule_name(ranking["rule"][0])
     assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in b.iterdir()}
     assert not list(b.glob("z_final-*.npy"))
+    resumes = RunStore(tmp_path / "killed").open(row["id"]).info["resumes"]  # recorded as other kinds do
+    assert len(resumes) == 1 and resumes[0]["command"].startswith("workbench asal sweep --resume")
+    assert resumes[0]["from_iteration"] == row["iterations"]
 
     # killed in its last step, after the embeddings were merged: while deleting the batches (two left) or while
     # rendering the best rule. The resume finishes it (it had said "0 of 5 embedding batches on disk" for good).

@@ -112,3 +112,25 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     from PIL import Image
 
     return atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))
+
+
+def save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write torch tensors as safetensors, atomically, the same bytes for the same tensors and metadata: the
+    safetensors library writes its header's keys in hash order, another in each process (a run's file hashes,
+    which `experts adapt` records, changed from one identical run to the next), so the header is written again
+    with its keys sorted (the same length: JSON of the same content)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with open(tmp, "r+b") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+            text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+            if len(text) <= n:  # safetensors pads its header with spaces to its alignment
+                f.seek(8)
+                f.write(text + b" " * (n - len(text)))
+
+    return atomic_write(path, write)

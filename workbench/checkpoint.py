@@ -161,6 +161,16 @@ def _cmaes_classes() -> dict[str, type]:
     return {"SepCMA": SepCMA, "CMA": CMA, "CMAwM": CMAwM}
 
 
+def fresh_cmaes(opt: Any) -> Any:
+    """`opt`, a new cmaes optimiser, with its function-history array zeroed. cmaes allocates it with np.empty and
+    fills it a generation at a time (only its should_stop reads it, once full): a checkpoint held the leftover
+    process memory of the slots not yet written (heap addresses, text), other bytes in each identical run."""
+    for o in (opt, getattr(opt, "_cma", None)):  # CMAwM keeps a CMA of its own
+        if o is not None and isinstance(getattr(o, "_funhist_values", None), np.ndarray):
+            o._funhist_values[:] = 0.0
+    return opt
+
+
 def cmaes_state(opt: Any) -> dict:
     """Every attribute of a cmaes SepCMA / CMA / CMAwM (CMAwM's inner CMA included) and its RandomState.
 

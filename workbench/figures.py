@@ -20,13 +20,18 @@ from workbench.checks import count
 from workbench.compare import Comparison
 from workbench.runs import RunStore, article
 
-# Sizes in points for a single-column figure (≈ 3.3 in wide).
+# Sizes in points for a single-column figure (≈ 3.3 in wide); colour bars' labels and ticks too.
 PAPER_STYLE = {
     "fig_inches": (3.4, 2.4),
-    "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7},
+    "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7, "clabel": 8, "cticks": 7},
     "dpi": 300,
 }
 FORMATS = (".png", ".svg", ".pdf", ".html")
+MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
+# Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+# text stays text in vector figures: TrueType fonts embedded in PDF (not Type 3), <text> in SVG (not outlines)
+VECTOR_TEXT = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 
 
 def holoviews():
@@ -138,8 +143,11 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
                                    label=labels[run.id]))
     if not curves:
         raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
-    legend = {"show_legend": len(curves) > 1, "legend_position": "right"}
-    overlay = hv.Overlay(curves).opts(**legend, backend="bokeh").opts(**legend, backend="matplotlib")
+    curves = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(curves)]
+    legend = {"show_legend": len(curves) > 1}
+    # a paper's legend sits inside the axes (where matplotlib finds room): to the right it took half the width
+    overlay = hv.Overlay(curves).opts(**legend, legend_position="right", backend="bokeh").opts(
+        **legend, legend_position="best", backend="matplotlib")
     return whole_numbers(overlay)
 
 
@@ -165,10 +173,15 @@ def compare_curves(comparison: Comparison):
             if rows.empty:
                 continue
             label = f"{group.label} (n={int(rows['n'].max())})"
+            colour = OKABE_ITO[len(layers) // 2 % len(OKABE_ITO)]
             area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
-            layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, backend="matplotlib"),
-                       hv.Curve(rows, "iteration", ("mean", ylabel), label=label)]
-    overlay = hv.Overlay(layers).opts(legend_position="bottom", backend="bokeh").opts(legend_position="right",
+            layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, color=colour,
+                                                                   backend="matplotlib"),
+                       hv.Curve(rows, "iteration", ("mean", ylabel), label=label).opts(color=colour,
+                                                                                      backend="matplotlib")]
+    if not comparison.has_replicates:
+        layers = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(layers)]
+    overlay = hv.Overlay(layers).opts(legend_position="bottom", backend="bokeh").opts(legend_position="best",
                                                                                        backend="matplotlib")
     return whole_numbers(overlay)
 
@@ -188,7 +201,8 @@ def atlas(store: RunStore | str | Path, run_id: str):
         raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
                          f"({run.status} now)")
     img = np.asarray(Image.open(path).convert("RGB"))
-    return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None)
+    return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None, backend="bokeh").opts(
+        xaxis=None, yaxis=None, backend="matplotlib")  # a picture: no axes (they read "x", "y", 0 to 1)
 
 
 def check_figure_path(out: str | Path) -> Path:
@@ -209,6 +223,11 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     suffix = out.suffix.lower()
     style = {**PAPER_STYLE, **(style or {})}
     dpi = None if dpi is None else count(dpi, "dpi")
+    if dpi is not None and dpi > MAX_DPI:
+        raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
+    if dpi is not None and suffix == ".html":
+        raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
+                         "--dpi out")
 
     def write(tmp: Path) -> None:
         if suffix == ".html":
@@ -230,11 +249,17 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             return
         import matplotlib.pyplot as plt
 
-        # rendered by name: the current backend (Bokeh on the pages) stays what it is
-        styled = obj.opts(fig_inches=style["fig_inches"], fontsize=style["fontsize"], backend="matplotlib",
-                          clone=True)
-        fig = hv.render(styled, backend="matplotlib")
-        fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
+        # rendered by name: the current backend (Bokeh on the pages) stays what it is. The font sizes go to every
+        # panel of a layout (on the layout alone they reached its title only), the figure size to the whole.
+        styled = obj.map(lambda part: part.opts(fontsize=style["fontsize"], backend="matplotlib", clone=True),
+                         lambda part: isinstance(part, hv.core.Dimensioned))
+        styled = styled.opts(fig_inches=style["fig_inches"], backend="matplotlib", clone=True)
+        styled = styled.map(lambda part: part.opts(sublabel_size=style["fontsize"]["title"], backend="matplotlib",
+                                                   clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
+        # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
+        with plt.rc_context({**VECTOR_TEXT, "font.size": min(style["fontsize"].values())}):
+            fig = hv.render(styled, backend="matplotlib")
+            fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
         plt.close(fig)
 
     atomic_write(out, write)

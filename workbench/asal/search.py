@@ -24,6 +24,7 @@ from workbench.checkpoint import (
     cmaes_from_state,
     cmaes_state,
     dataclass_state,
+    fresh_cmaes,
     rng_from_state,
     rng_state,
 )
@@ -96,7 +97,7 @@ class SepCMAESSearch:
         _check(n_params, sigma, seed, population=(population, 2))
         mean = _start(x0, n_params)
         with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
-            self.opt = SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed)
+            self.opt = fresh_cmaes(SepCMA(mean=mean, sigma=sigma, population_size=population, seed=seed))
         self.best_theta = mean.copy()
         self.best_loss = np.inf
 

@@ -262,15 +262,13 @@ class SVFModel:
 def save_expert(path: str | Path, params: Mapping[str, torch.Tensor], meta: dict | None = None) -> Path:
     """Write an expert (matrix name -> p) as safetensors, atomically, with JSON-able `meta` (task, model key,
     seed, validation accuracy, ...) in the file's header. No pickle."""
-    from safetensors.torch import save_file
-
-    from workbench.atomic import atomic_write
+    from workbench.atomic import save_safetensors
 
     tensors = {name: torch.as_tensor(p).detach().to("cpu", torch.float32).contiguous() for name, p in params.items()}
-    header = {"format": EXPERT_FORMAT, "meta": json.dumps(meta or {})}
+    header = {"format": EXPERT_FORMAT, "meta": json.dumps(meta or {}, sort_keys=True)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    return save_safetensors(tensors, path, header)
 
 
 def load_expert(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

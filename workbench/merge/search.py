@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.checkpoint import checkpointable, cmaes_from_state, cmaes_state
+from workbench.checkpoint import checkpointable, cmaes_from_state, cmaes_state, fresh_cmaes
 
 
 @checkpointable("merge.RecipeCMA")
@@ -55,11 +55,13 @@ class RecipeCMA:
         # terms win, so the optimiser is sound and only the divide-by-zero warning is silenced
         with np.errstate(divide="ignore"):
             if steps is None:
-                self.opt = CMA(mean=mean, sigma=sigma, bounds=bounds, population_size=population, seed=seed)
+                self.opt = fresh_cmaes(CMA(mean=mean, sigma=sigma, bounds=bounds, population_size=population,
+                                           seed=seed))
                 self.margin = False
             else:
-                self.opt = CMAwM(mean=mean, sigma=sigma, bounds=bounds, steps=np.asarray(steps, np.float64),
-                                 population_size=population, seed=seed)
+                self.opt = fresh_cmaes(CMAwM(mean=mean, sigma=sigma, bounds=bounds,
+                                             steps=np.asarray(steps, np.float64), population_size=population,
+                                             seed=seed))
                 self.margin = True
         self.population_size = self.opt.population_size
         self._pending: list[np.ndarray] = []   # CMAwM's continuous x of each asked genome, in order

@@ -189,10 +189,12 @@ def new_search(cfg: NAMMTrainConfig):
     """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded."""
     from cmaes import CMA, SepCMA
 
+    from workbench.checkpoint import fresh_cmaes
+
     cls = SepCMA if cfg.cma == "sep" else CMA
     with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
-        return cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop),
-                   seed=int(cfg.seed))
+        return fresh_cmaes(cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop),
+                               seed=int(cfg.seed)))
 
 
 def denominator(full: list[float], prompts: list[int]) -> tuple[float, bool]:

@@ -127,9 +127,9 @@ def recipe_scores(ctx, path: str, sets) -> dict[str, float]:
 def multitask_model(run: Run, ctx, steps: int, lr: float) -> tuple[dict, dict]:
     """The multi-task baseline's weights and training record: read back from the run folder when a finish is
     redone with the same settings, else trained (and written, atomically)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from workbench.atomic import atomic_write
+    from workbench.atomic import save_safetensors
     from workbench.lm.zoo import finetune_multitask
 
     cfg = ctx.cfg
@@ -148,7 +148,7 @@ def multitask_model(run: Run, ctx, steps: int, lr: float) -> tuple[dict, dict]:
     seconds = time.perf_counter() - start
     path.parent.mkdir(exist_ok=True)
     meta = {**{k: str(v) for k, v in record.items()}, "seconds": f"{seconds:.2f}"}
-    atomic_write(path, lambda p: save_file({k: v.contiguous() for k, v in theta.items()}, str(p), metadata=meta))
+    save_safetensors({k: v.contiguous() for k, v in theta.items()}, path, meta)
     return theta, {**record, "seconds": round(seconds, 2), "reused": False}
 
 
