@@ -873,7 +873,8 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
     if labels:
         text = cells.assign(text=pd.Series([f"{int(v)}" for v in cells[value]], index=cells.index, dtype=object))
         layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text"]], ["x", "y"], "text"),
-                                  bokeh={"text_font_size": "7pt", "text_color": "#1a1a1a"}, mpl={"size": 4})
+                                  bokeh={"text_font_size": "7pt", "text_color": "#1a1a1a"},
+                                  mpl={"size": 6, "color": "#1a1a1a"})  # 4 pt in matplotlib's grey-blue before
     hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
     ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])
     layers["ring"] = _style(ring, bokeh={"fill_alpha": 0.0, "line_color": HIGHLIGHT, "line_width": 3},

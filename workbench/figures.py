@@ -68,7 +68,7 @@ class BarValues:
         tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
         if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
             for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
-                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=5)
+                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=6)
         else:
             plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
                             text_baseline="bottom", text_color="#333333")

@@ -181,7 +181,7 @@ def _grid(df: pd.DataFrame, x: str, y: str, value: str, x_order: list[str], y_or
                         colour=_text_colours(cells[value], cmap, clim))
     labels = _style(hv.Labels(text, [x, y], ["text", "colour"]), bokeh={"text_color": "colour",
                                                                         "text_font_size": "8pt"},
-                    mpl={"color": "colour", "size": 6})
+                    mpl={"color": "colour", "size": 7})
     ticks = {"xticks": list(enumerate(x_order)), "yticks": list(enumerate(y_order))}
     return _style(hm * labels, **ticks)
 
