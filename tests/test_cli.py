@@ -9,6 +9,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 from forked import run
+from procs import _as_from_a_terminal
 
 
 def test_help_everywhere():
@@ -344,7 +345,8 @@ def test_a_ctrl_c_while_the_command_line_loads_ends_it_quietly(tmp_path, loaded)
             + "sys.argv = ['workbench', 'runs', 'list', '--runs', 'runs']\n"
             "threading.Thread(target=lambda: (time.sleep(0.01), _thread.interrupt_main()), daemon=True).start()\n"
             "run()\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         preexec_fn=_as_from_a_terminal)  # SIGINT as a terminal leaves it (`make test &` ignores it)
     assert (res.returncode, res.stderr) == (130, ""), res.stderr
 
 
@@ -363,5 +365,6 @@ def test_a_ctrl_c_that_lands_in_a_finaliser_still_stops_the_command():
             "    print('lost')\n"
             "except KeyboardInterrupt:\n"
             "    print('stopped')\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         preexec_fn=_as_from_a_terminal)  # SIGINT as a terminal leaves it (`make test &` ignores it)
     assert (res.stdout, res.stderr) == ("stopped\n", ""), (res.stdout, res.stderr)
