@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -89,12 +88,7 @@ class SearchConfig:
 
     def __post_init__(self):
         check_seed(self.seed)
-        if isinstance(self.eval, dict):
-            self.eval = EvalConfig(**self.eval)
-        elif isinstance(self.eval, EvalConfig):
-            self.eval = dataclasses.replace(self.eval)  # its own: the frames set below are not the caller's
-        else:
-            raise ValueError(f"eval must be an EvalConfig (or its dict), got {type(self.eval).__name__}")
+        self.eval = EvalConfig.own_copy(self.eval)  # the frames set below are not the caller's
         if self.kind not in KINDS:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.child_seeds not in CHILD_SEEDS:

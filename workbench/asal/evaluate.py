@@ -8,6 +8,7 @@ chunks, locally or on Dask workers alike, so a chunk's numbers never depend on w
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -54,6 +55,16 @@ class EvalConfig:
         if self.steps is None:
             self.steps = DEFAULT_STEPS.get(self.substrate, 256)
         self.check()
+
+    @classmethod
+    def own_copy(cls, given: EvalConfig | dict) -> EvalConfig:
+        """A config of its own for a SearchConfig or SweepConfig: `given` copied (the search adjusts its frames,
+        a run its device: the caller's stays as given), or built from its dict (a run.json's)."""
+        if isinstance(given, dict):
+            return cls(**given)
+        if isinstance(given, cls):
+            return dataclasses.replace(given)
+        raise ValueError(f"eval must be an EvalConfig (or its dict), got {type(given).__name__}")
 
     def check(self) -> None:
         """One clear error (naming the CLI flag) for a substrate, a setting of it or a foundation model that does

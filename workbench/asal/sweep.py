@@ -60,12 +60,7 @@ class SweepConfig:
 
     def __post_init__(self):
         check_seed(self.seed)
-        if isinstance(self.eval, dict):
-            self.eval = EvalConfig(**self.eval)
-        elif isinstance(self.eval, EvalConfig):
-            self.eval = dataclasses.replace(self.eval)  # its own: run_sweep's device is not the caller's
-        else:
-            raise ValueError(f"eval must be an EvalConfig (or its dict), got {type(self.eval).__name__}")
+        self.eval = EvalConfig.own_copy(self.eval)  # run_sweep's device is not the caller's
         if self.eval.substrate != "gol":
             raise ValueError(f"the rule sweep is for --substrate gol (θ is one integer rule); for "
                              f"{self.eval.substrate} use workbench asal target / openended / illuminate")
