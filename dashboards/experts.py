@@ -619,7 +619,7 @@ class ExpertsModel(param.Parameterized):
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write a view as a paper figure (PNG / SVG / PDF via matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
-        from workbench.figures import FORMATS, save
+        from workbench.figures import FORMATS, layout_inches, save
 
         hv = _hv()
         view = view or self.view
@@ -630,8 +630,7 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        rows, cols = fig.shape if isinstance(fig, hv.Layout) else (1, 1)  # as the view lays its panels out
-        return save(fig, out, style={"fig_inches": (3.2 * cols, 2.6 * rows)})
+        return save(fig, out, style={"fig_inches": layout_inches(fig, (3.2, 2.6))})
 
     def summary(self) -> str:
         d = self.data
@@ -751,8 +750,9 @@ def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1
     if int(part["n"].max() or 0) > 1:
         layers.append(_style(hv.ErrorBars(part, key, ["mean", "std"]), bokeh={"line_width": 1.5},
                              mpl={"linewidth": 0.8}))
+    # a paper panel wider than tall (square by default): room under each bar for its slanted label
     return _style(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
-                  bokeh={"width": 360, "height": 340})
+                  bokeh={"width": 360, "height": 340}, mpl={"aspect": 1.5})
 
 
 def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
@@ -764,7 +764,7 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
         panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
 def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):

@@ -116,20 +116,20 @@ class MergeModel(param.Parameterized):
         """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML)."""
         import holoviews as hv
 
-        from workbench.figures import save
+        from workbench.figures import layout_inches, save
 
         fig = self.figure(name)
         if isinstance(fig, hv.Div):
             raise ValueError(f"run {self.run_id} has no {name!r} figure ({fig.data.strip('<i>/ ')})")
         out = Path(out_dir) / f"{self.run_id}-{name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out)
+        return save(fig, out, style={"fig_inches": layout_inches(fig)})
 
     def export_tab(self, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>."""
         import holoviews as hv
 
-        from workbench.figures import save
+        from workbench.figures import layout_inches, save
 
         fig = self.tab_figure()
         if isinstance(fig, hv.Div):
@@ -137,7 +137,7 @@ class MergeModel(param.Parameterized):
         slug = "-".join("".join(c if c.isalnum() else " " for c in self.tab.lower()).split())
         out = Path(out_dir) / f"{self.run_id}-{slug}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out)
+        return save(fig, out, style={"fig_inches": layout_inches(fig)})
 
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,

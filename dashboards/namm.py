@@ -242,8 +242,10 @@ class NAMMExplorer(param.Parameterized):
                      title=f"{t.label}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
                      width=900, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
                      fig_inches=(6, 2.6))
+        # every state the raster draws has its key; not yet seen (near white) gets an outline to show on white
         keys = [hv.Scatter([(np.nan, np.nan)], label=CODES_LABEL[c]).opts(color=COLORS[c], size=8, backend="bokeh")
-                .opts(color=COLORS[c], s=20, backend="matplotlib") for c in (tr.EVICTED, tr.KEPT, tr.FILL)]
+                .opts(color=COLORS[c], s=20, edgecolors="#888888" if c == tr.NOT_YET else COLORS[c],
+                      backend="matplotlib") for c in (tr.NOT_YET, tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(
             color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
         # the page has its own legend above the tabs; a paper figure carries one

@@ -759,7 +759,7 @@ class QDModel(param.Parameterized):
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX."""
-        from workbench.figures import save
+        from workbench.figures import PAGE_WIDTH, panel_inches, save
 
         hv = _hv()
         view = view or self.view
@@ -773,11 +773,11 @@ class QDModel(param.Parameterized):
         out = Path(out_dir) / f"{name}-{view}-gen{self.data.snap(self.generation)}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         if view == "lineage":
-            return save(fig, out, style={"fig_inches": (7.0, 1.2 + 0.6 * len(self.data.tasks))})
+            return save(fig, out, style={"fig_inches": (PAGE_WIDTH, 1.2 + 0.6 * len(self.data.tasks))})
         panels = len(fig) if isinstance(fig, hv.Layout) else 1
         cols = min(panels, 4 if view in ("archives", "sampling") else 3)
         rows = math.ceil(panels / cols)
-        return save(fig, out, style={"fig_inches": (3.0 * cols, 2.5 * rows)})
+        return save(fig, out, style={"fig_inches": panel_inches(cols, rows, (3.0, 2.5))})
 
     def summary(self) -> str:
         d = self.data
@@ -1058,8 +1058,8 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
         n = int(part["n"].max())
         panels.append(_style(hv.Overlay(layers), title=f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""),
                              ylabel="test accuracy", xlabel="", ylim=(0, 1.12),
-                             bokeh={"width": 330, "height": 330}))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+                             bokeh={"width": 330, "height": 330}, mpl={"aspect": 1.5}))  # room for the labels
+    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
 # --- the page --------------------------------------------------------------------------------------------------

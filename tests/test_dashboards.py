@@ -485,6 +485,11 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert isinstance(shown["path"], hv.Div) and not isinstance(shown["recipe"], hv.Div)
     for name in ("recipe", "fitness", "scores", "norms", "cosine", "conflicts"):
         hv.render(shown[name], backend="bokeh")
+    # the norms' legend lies inside its axes: to the right it covered the next panel of the Task vectors tab
+    ax = hv.render(shown["norms"], backend="matplotlib").axes[0]
+    ax.figure.canvas.draw()
+    inside, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert box.x0 <= inside.x0 and inside.x1 <= box.x1 and box.y0 <= inside.y0 and inside.y1 <= box.y1
     assert model.tabs() == ["Recipe", "Fitness", "Scores", "Task vectors", "TIES / DARE"] and model.tab == "Recipe"
     # cells sit at integer positions under their own tick labels (both backends, no categorical re-sorting),
     # and each cell writes its value

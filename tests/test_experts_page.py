@@ -186,6 +186,12 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
         assert "Bokeh" in html.read_text() and "cdn.bokeh.org" not in html.read_text()
     for view, suffix, head in (("z", ".png", b"\x89PNG"), ("confusion", ".pdf", b"%PDF"), ("shots", ".svg", b"<?xml")):
         assert model.export(view, tmp_path, suffix).read_bytes()[:len(head)] == head, view
+    from PIL import Image
+
+    from workbench.figures import PAGE_WIDTH
+
+    image = Image.open(model.export("strategies", tmp_path, ".png"))  # a panel per task: 9.6 in wide before
+    assert image.size[0] / image.info["dpi"][0] <= PAGE_WIDTH + 0.05
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
     assert per_matrix.export("alpha", tmp_path, ".png").stat().st_size > 1000
     with pytest.raises(ValueError, match="nothing to export under 'Dispatcher confusion'"):

@@ -137,6 +137,9 @@ def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
     ax = hv.render(loss_curves(store, [fit.id]), backend="matplotlib").axes[0]
     assert list(ax.lines[0].get_ydata()) == [0.2, 0.5, 0.7] and ax.get_ylabel() == "best fitness"
     assert ax.get_legend() is None
+    # one run's title says what it was, not its id (20261203-133435-target-lenia-s0 before)
+    ax = hv.render(loss_curves(store, [loss.id]), backend="matplotlib").axes[0]
+    assert ax.get_title() == "target · lenia · clip · seed 0"
     ax = hv.render(loss_curves(store, [fit.id, loss.id]), backend="matplotlib").axes[0]
     assert [list(line.get_ydata()) for line in ax.lines] == [[0.2, 0.5, 0.7], [0.9, 0.4]]
     assert ax.get_legend() is not None and ax.get_ylabel() == "best fitness / loss"
@@ -185,3 +188,22 @@ def test_paper_figures_keep_text_as_text_and_the_style_in_every_panel(tmp_path):
     assert not (tmp_path / "g.png").exists()
     with pytest.raises(ValueError, match="an .html figure has none: leave --dpi out"):
         save(layout, tmp_path / "g.html", dpi=600)
+
+
+def test_figures_of_panels_fit_a_page(tmp_path):
+    """Paper figures of several panels were as wide as their panels made them (QD archives and the experts'
+    strategies 9–12 in: shrunk to a page's 7 in text width, their 7 pt labels print at 4–5 pt)."""
+    from workbench.figures import PAGE_WIDTH, holoviews, layout_inches, panel_inches, save
+
+    assert panel_inches(4, 1, (3.0, 2.5)) == (PAGE_WIDTH, round(2.5 * PAGE_WIDTH / 12, 2))
+    assert panel_inches(2, 1, (3.2, 2.6)) == (6.4, 2.6)  # fits: as it is
+    with pytest.raises(ValueError, match="cols"):
+        panel_inches(0, 1)
+    hv = holoviews()
+    names = ["base", "expert:reverse", "task arithmetic", "multi-task FT", "classifier", "few-shot:5"]
+    bars = hv.Bars([(n, i / 10) for i, n in enumerate(names)], "strategy", "accuracy").opts(xrotation=40,
+                                                                                       backend="matplotlib")
+    layout = (bars + bars + bars + bars).cols(4)
+    assert layout_inches(layout) == panel_inches(4, 1)
+    png = Image.open(save(layout, tmp_path / "bars.png", style={"fig_inches": layout_inches(layout)}))
+    assert png.size[0] / png.info["dpi"][0] <= PAGE_WIDTH + 0.05

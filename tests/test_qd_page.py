@@ -141,12 +141,17 @@ def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
     import holoviews as hv
     from PIL import Image
 
+    from workbench.figures import PAGE_WIDTH
+
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     model.select(int(model.cells("brackets").iloc[0]["id"]))
     for view in VIEWS:
         hv.render(model.figure(view), backend="bokeh")
     png = model.export("archives", tmp_path, ".png")
     assert png.name == f"{qd['run']}-archives-gen12.png" and Image.open(png).size[0] > 600
+    for view in ("archives", "baselines"):  # three panels in a row: at most a page wide (9 in before)
+        image = Image.open(model.export(view, tmp_path, ".png"))
+        assert image.size[0] / image.info["dpi"][0] <= PAGE_WIDTH + 0.05, view
     assert model.export("lineage", tmp_path, ".svg").read_text().count("<svg") >= 1
     assert model.export("baselines", tmp_path, ".pdf").read_bytes()[:4] == b"%PDF"
     html = model.export("curves", tmp_path, ".html").read_text()

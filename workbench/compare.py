@@ -245,6 +245,16 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     return {i: i if times[label] > 1 else label for i, label in labels.items()}
 
 
+def run_title(info: dict, root: str | Path) -> str:
+    """A figure's title for one run, in words rather than its id: its kind and the columns the run list shows for
+    that kind, then its seed ("openended · boids · clip · sep-cma-es · seed 0"; "merge · ties · a+b · seed 1")."""
+    row = catalog_row(info, root)
+    parts = [str(row["kind"]), *(value_text(row.get(c)) for c in row["columns"] if row.get(c) not in (None, "", []))]
+    if row.get("seed") is not None:
+        parts.append(f"seed {row['seed']}")
+    return " · ".join(parts)
+
+
 def _telling_settings(infos: list[dict], ignored: set[str]) -> tuple[list[str], dict[str, list[str]]]:
     """The kinds of the runs (in order) and, per kind, the settings that differ among its runs, less `ignored`."""
     kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))

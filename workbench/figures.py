@@ -27,6 +27,8 @@ PAPER_STYLE = {
     "dpi": 300,
 }
 FORMATS = (".png", ".svg", ".pdf", ".html")
+# a two-column page's text width in inches (ACM and IEEE 7.0–7.16, ICML 6.75): the widest a figure of panels gets
+PAGE_WIDTH = 7.0
 MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -67,8 +69,10 @@ class BarValues:
         texts = [f"{m:.2f}" for m in self.means]
         tops = [m + s + 0.02 for m, s in zip(self.means, self.stds, strict=True)]
         if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib: bars at 0, 1, ...
+            # more than six bars in a paper panel: values upright would run into each other
+            rotation = 90 if len(texts) > 6 else 0
             for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
-                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=6)
+                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=6, rotation=rotation)
         else:
             plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
                             text_baseline="bottom", text_color="#333333")
@@ -116,9 +120,9 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     (compare.run_labels: "sigma=0.3, seed=1"), in each run's own metric and direction (an ASAL search's
     loss ↓, a merge's fitness ↑, CycleQD's qd_score ↑, an expert's val_accuracy ↑: not the negated scores the
     runs store as best_loss), or any metrics column `metric` as it is stored. One run: no legend (the title
-    names it)."""
+    says what the run was: its kind, substrate or task, model and seed, not its id)."""
     store = RunStore.of(store)
-    from workbench.compare import best_curves, run_labels
+    from workbench.compare import best_curves, run_labels, run_title
 
     hv = _hv()
     run_ids = [run_ids] if isinstance(run_ids, str) else run_ids  # one run's id, not one run per letter
@@ -145,6 +149,8 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
         raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
     curves = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(curves)]
     legend = {"show_legend": len(curves) > 1}
+    if len(curves) == 1:
+        curves = [curves[0].relabel(run_title(infos[0], store.root))]
     # a paper's legend sits inside the axes (where matplotlib finds room): to the right it took half the width
     overlay = hv.Overlay(curves).opts(**legend, legend_position="right", backend="bokeh").opts(
         **legend, legend_position="best", backend="matplotlib")
@@ -215,6 +221,43 @@ def check_figure_path(out: str | Path) -> Path:
     return out
 
 
+def panel_inches(cols: int, rows: int, panel: tuple[float, float] = PAPER_STYLE["fig_inches"],
+                 width: float = PAGE_WIDTH) -> tuple[float, float]:
+    """The size of a figure of `cols` × `rows` panels of `panel` inches each, scaled down as a whole (its
+    proportions kept) to at most `width` inches wide, the text width of a two-column page: four 3 in panels in
+    a row make a 12 in figure otherwise, which a paper shrinks to its text width, and its 7 pt labels with it, to
+    4 pt. Use: `save(layout, out, style={"fig_inches": panel_inches(3, 1, (3.2, 2.6))})`."""
+    cols, rows = count(cols, "cols"), count(rows, "rows")
+    w, h = panel[0] * cols, panel[1] * rows
+    scale = min(1.0, width / w)
+    return round(w * scale, 2), round(h * scale, 2)
+
+
+def layout_inches(obj, panel: tuple[float, float] = PAPER_STYLE["fig_inches"],
+                  width: float = PAGE_WIDTH) -> tuple[float, float]:
+    """panel_inches for a HoloViews object as it lays its panels out: a Layout's rows and columns, else one."""
+    from holoviews import Layout
+
+    rows, cols = obj.shape if isinstance(obj, Layout) else (1, 1)
+    return panel_inches(cols, rows, panel, width)
+
+
+def _fit_width(fig, width: float) -> None:
+    """Shrink `fig` until what a tight save writes is at most `width` inches wide. Colour bars, their labels and
+    legends beside the axes are drawn past the figure's edge, and the tight box takes them in: three QD archives
+    asked for 7 in came out 7.5 in. Text keeps its size; the axes give up the room."""
+    import matplotlib
+
+    width -= 2 * matplotlib.rcParams["savefig.pad_inches"]  # the tight save's margin on either side
+    for _ in range(4):
+        drawn = fig.get_tightbbox().width  # inches
+        if drawn <= width * 1.005:
+            return
+        w, h = fig.get_size_inches()
+        scale = max(0.5, (w - (drawn - width)) / w)  # what sticks out stays (text), the figure's own part shrinks
+        fig.set_size_inches(w * scale, h * scale)
+
+
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
     .html with Bokeh and inline resources. Written atomically."""
@@ -259,6 +302,8 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         with plt.rc_context({**VECTOR_TEXT, "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
+            fig.set_dpi(dpi or style["dpi"])  # text measured as it is written (its extent differs by dpi)
+            _fit_width(fig, style["fig_inches"][0])
             fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
         plt.close(fig)
 

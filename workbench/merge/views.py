@@ -284,8 +284,10 @@ def _layer_curves(analysis: dict, values: dict[str, list[float]], ylabel: str):
     curves = [hv.Curve(pd.DataFrame({"layer group": groups, ylabel: v}), "layer group", ylabel, label=name)
               for name, v in values.items()]
     width = max(520, min(1000, 48 * len(groups) + 300))
-    return _style(hv.Overlay(curves), legend_position="right", mpl={"xrotation": 90},
-                  bokeh={"width": width, "height": 300, "xrotation": 90 if len(groups) > 12 else 0})
+    # a paper's legend inside the axes (where matplotlib finds room): to the right it lay on the next panel
+    return _style(hv.Overlay(curves), mpl={"xrotation": 90, "legend_position": "best"},
+                  bokeh={"width": width, "height": 300, "xrotation": 90 if len(groups) > 12 else 0,
+                         "legend_position": "right"})
 
 
 def norms_plot(analysis: dict | None):
