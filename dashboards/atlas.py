@@ -81,7 +81,7 @@ class AtlasModel(param.Parameterized):
         thumbs_path = run.path / "thumbs.npy"
         if not thumbs_path.exists():
             raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
-        thumbs = np.load(thumbs_path)
+        thumbs = run.read_array("thumbs.npy")
         side = math.ceil(math.sqrt(len(z)))
         cells = snap_to_grid(project(z, self.projection, self.seed), side)
         # every field at once, after the slow part: a reader never sees cells of one layout with another's side

@@ -132,11 +132,7 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
         raise ValueError(f"{run.id!r} is {article(kind)} {kind} run; the Experts page opens experts and adapt runs "
                          "(`workbench experts train|adapt`)")
     metrics = run.read_table("metrics").to_pandas() if (run.path / "metrics.parquet").exists() else pd.DataFrame()
-    scores = None
-    if (run.path / "scores.json").exists():
-        import json
-
-        scores = json.loads((run.path / "scores.json").read_text())
+    scores = run.read_json("scores.json")
     experts: list[Expert] = []
     cfg = info["config"]
     if kind == "experts" and cfg.get("adapter") == "svf":

@@ -165,7 +165,7 @@ class LabModel(param.Parameterized):
             if not best.exists():
                 raise ValueError(f"run {run_id!r} has no best θ yet (status {info.get('status')}); it writes "
                                  f"best.npy when it finishes")
-            theta = np.load(best)
+            theta = run.read_array("best.npy")
         with self._lock:
             self._show(ev["substrate"])
             # a member from its thumbnail's initial state; a best θ from seed 0, as best.png and best.mp4 show it

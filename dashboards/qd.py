@@ -136,7 +136,7 @@ def read_qd_run(store: RunStore, run_id: str) -> QDData:
     # children come in generation order, so each list of draw generations is sorted already
     cells["draws"] = [float(bisect.bisect_right(drawn.get((t, int(i)), ()), g))
                       for t, i, g in zip(cells["task"], cells["id"], cells["generation"], strict=True)]
-    scores = json.loads((run.path / "scores.json").read_text()) if (run.path / "scores.json").exists() else None
+    scores = run.read_json("scores.json")
     ranges = {t: tuple(cfg["ranges"][t]) for t in tasks}
     return QDData("qd", run.id, tasks, {t: [a for a in tasks if a != t] for t in tasks}, int(cfg["bins"]), ranges,
                   cells, models, info, metrics=run.read_table("metrics").to_pandas(), scores=scores)
@@ -161,7 +161,7 @@ def read_map_elites(store: RunStore, run_id: str) -> QDData:
         raise ValueError(f"run {run.id!r} has no MAP-Elites archive in its checkpoint")
     data = archive.data(["index", "objective", "solution"])
     thetas = np.asarray(run.read_table("population").to_pydict()["theta"], np.float64)
-    thumbs = np.load(run.path / "thumbs.npy")
+    thumbs = run.read_array("thumbs.npy")
     if len(thetas) != len(data["index"]) or not np.allclose(thetas, data["solution"], atol=1e-5):
         raise ValueError(f"run {run.id!r}: population.parquet does not match its checkpointed archive")
     side = int(search.cells)

@@ -203,10 +203,14 @@ def _png_uri(image: np.ndarray) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _image_thumbnail(path: str, mtime_ns: int) -> str:
+def _image_thumbnail(path: str, mtime_ns: int) -> str | None:
     from PIL import Image
 
-    image = Image.open(path).convert("RGB")
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+    except (OSError, ValueError):  # a damaged picture: that card goes without one, the page shows the rest
+        return None
     image.thumbnail((THUMB, THUMB), Image.LANCZOS)
     return _png_uri(np.asarray(image))
 

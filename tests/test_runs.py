@@ -630,3 +630,76 @@ def test_resume_conflicts_of_settings_a_run_has_not_got():
     with pytest.raises(ValueError, match="unknown run setting 'gen'"):
         resume_conflicts(info, {"gen": 3}, NAMM)
     assert ASAL["init"] == ("zero", "zero") and ASAL["eval.pixels"] == ("float", "uint8")
+
+
+def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tmp_path):
+    """From a probe of damaged run folders: one truncated metrics.parquet failed `runs list`, `runs show` and the
+    Runs page for every run (DuckDB's traceback), a damaged best.png blanked the Runs page, run.json fields of the
+    wrong type (config a list, status a number) or a folder named run.json were tracebacks in every list, a
+    resume of a run whose checkpoint.json was gone started it over and overwrote its metrics, and a damaged
+    best.npy or a full disk was a traceback. Each is now one named damage; the other runs read as before."""
+    from workbench.dashboards.runs import RunsModel
+
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for seed in (0, 1, 2):
+        run = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2),
+                                      iters=2, pop=4, seed=seed), store)
+        ids.append(run.id)
+    good, bad, third = (store.root / i for i in ids)
+    (bad / "metrics.parquet").write_bytes(b"PAR1 not really")
+    (bad / "best.png").write_bytes(b"\x89PNG damaged")
+    (third / "best.npy").write_bytes(b"")
+    rows = store.list()
+    assert [r["id"] for r in rows] == ids and store.unreadable_metrics == [str(bad / "metrics.parquet")]
+    with pytest.raises(RunError, match="metrics.parquet is unreadable"):
+        store.metrics(bad.name)
+    assert len(store.metrics(good.name)) == 2
+    page = RunsModel(runs_dir=str(store.root))  # the page: every run, the damaged one without a picture
+    cards = {row["id"]: page.card(row) for row in page.shown()}
+    assert len(cards) == 3 and cards[bad.name]["thumbnail"] is None and cards[good.name]["thumbnail"]
+    listed = _short("runs", "list", "--runs", str(store.root))
+    assert listed.returncode == 0 and bad.name in listed.stdout and "metrics.parquet is not readable" in listed.stderr
+    shown = _short("runs", "show", bad.name, "--runs", str(store.root), "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["metrics"] is None and "unreadable" in shown.stderr
+    video = _short("figure", "video", third.name, "--out", str(tmp_path / "v.gif"), "--runs", str(store.root))
+    assert video.returncode == 2 and video.stderr.strip() == f"error: {third / 'best.npy'} is unreadable (EOFError); " \
+                                                                "it is damaged"
+
+    # run.json: fields of the wrong type, a folder, a newer format: each run skipped with a warning, named on open
+    for name, change in (("typed", {"config": [1, 2]}), ("status", {"status": 7}), ("newer", {"format": 2})):
+        (store.root / name).mkdir()
+        info = {**json.loads((good / "run.json").read_text()), **change}
+        (store.root / name / "run.json").write_text(json.dumps(info))
+    (store.root / "folder" / "run.json").mkdir(parents=True)
+    assert [r["id"] for r in store.list()] == ids
+    assert sorted(store.broken()) == ["folder", "newer", "status", "typed"]
+    with pytest.raises(RunError, match="config is list, not dict"):
+        store.open("typed")
+    with pytest.raises(RunError, match="newer workbench .*upgrade"):
+        store.open("newer")
+    with pytest.raises(RunError, match="run.json cannot be read"):
+        store.open("folder")
+
+    # a copied run folder is its own run (it listed as the original, and its readers read the original)
+    import shutil
+
+    shutil.copytree(good, store.root / "copy")
+    assert "copy" in [r["id"] for r in store.list()]
+
+    # an unfinished run without its checkpoint is not started over on top of its metrics
+    stopped = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2),
+                                      iters=2, pop=4, seed=5), store)
+    Run = type(stopped)
+    Run(stopped.path).update(status="stopped")
+    (stopped.path / "checkpoint.json").unlink()
+    before = (stopped.path / "metrics.parquet").read_bytes()
+    resumed = _short("asal", "openended", "--resume", stopped.id, "--runs", str(store.root), "--quiet")
+    assert resumed.returncode == 2 and "has no checkpoint.json: --resume would start it over" in resumed.stderr
+    assert (stopped.path / "metrics.parquet").read_bytes() == before
+
+    # the system's errors (here a name longer than the file system takes) are one line, not a traceback
+    long = _short("asal", "openended", "--substrate", "boids", "--fm", "pixels", "--runs",
+                  str(tmp_path / ("x" * 300)), "--quiet")
+    assert long.returncode == 1 and long.stderr.strip().startswith("error: OSError on ") and \
+        long.stderr.strip().endswith("File name too long") and len(long.stderr.strip().splitlines()) == 1

@@ -154,6 +154,31 @@ def test_map_elites_fills_cells_and_resumes_exactly():
     np.testing.assert_array_equal(me.archive.sample_elites(5)["solution"], clone.archive.sample_elites(5)["solution"])
 
 
+def test_map_elites_keeps_illuminating_with_embeddings_wider_than_its_seed_population():
+    """Bug (a reviewer's tiny runs: coverage 0.375 for every iteration, at any --sigma): with embeddings much wider
+    than the seed population, as pixels' 2352 for 32 members, the PCA fitted on the seed population spread it
+    4-5× wider than any other draw, the grid sized by it kept every child in the central cells the seed held; and
+    the seed elites scored novelty 1 (against an empty archive), which no child could beat. The grid is now sized
+    by members the PCA was not fitted on and the seed scored among itself: children land in new cells and
+    replace seed elites."""
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((6, 512))
+
+    def embed(x):  # a smooth image of θ in 512 dimensions, plus per-rollout noise: unit rows
+        z = np.tanh(x @ mix) + 2.0 * rng.standard_normal((len(x), 512))
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    me = MapElitesSearch(6, batch=8, sigma=0.3, cells=8, seed_population=32, seed=0)
+    x = me.ask()
+    first = me.tell(x, None, embed(x))["coverage"]
+    seed_elites = {tuple(t) for t in me.population()[0]}
+    for _ in range(30):
+        x = me.ask()
+        last = me.tell(x, None, embed(x))["coverage"]
+    assert last > first + 0.15, (first, last)  # 0.375 -> 0.64 (0.25 throughout before)
+    assert seed_elites - {tuple(t) for t in me.population()[0]}  # some seed elite was replaced by a child
+
+
 def test_cma_and_ga_resume_exactly():
     a = SepCMAESSearch(5, population=8, seed=3)
     for _ in range(3):

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from workbench.atomic import atomic_write
 from workbench.checks import count
 from workbench.compare import Comparison
@@ -195,7 +193,6 @@ def compare_curves(comparison: Comparison):
 def atlas(store: RunStore | str | Path, run_id: str):
     """The illumination atlas of a run (its atlas.png) as an RGB element."""
     store = RunStore.of(store)
-    from PIL import Image
 
     run = store.open(run_id)
     path = run.path / "atlas.png"
@@ -206,7 +203,7 @@ def atlas(store: RunStore | str | Path, run_id: str):
     if not path.exists():
         raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
                          f"({run.status} now)")
-    img = np.asarray(Image.open(path).convert("RGB"))
+    img = run.read_image(path.name)
     return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None, backend="bokeh").opts(
         xaxis=None, yaxis=None, backend="matplotlib")  # a picture: no axes (they read "x", "y", 0 to 1)
 
@@ -331,7 +328,7 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     if not (run.path / "best.npy").exists():
         raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
-    theta = np.load(run.path / "best.npy")
+    theta = run.read_array("best.npy")
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
     return export(sub, sub.decode(theta), steps, out, size=size,
                   every=every if every is not None else max(1, steps // 120))

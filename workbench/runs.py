@@ -303,6 +303,24 @@ class RunError(ValueError):
     """A run folder that is missing, corrupt or not ours."""
 
 
+#: run.json's fields that the catalog, the pages and resumes read, and the types they must have when present
+# (None allowed): a hand-edited or damaged record is refused as one unreadable run, not a traceback in every list
+_FIELD_TYPES = {"config": dict, "kind": str, "substrate": str, "status": str, "created": str, "updated": str,
+                "metric": str, "id": str, "iterations": int, "seed": int, "best_loss": (int, float), "pid": int,
+                "heartbeat": (int, float)}
+
+
+def _mistyped_fields(info: dict) -> str:
+    """'iterations is a str, not int' for each field of run.json whose type is not what readers expect; '' if none."""
+    wrong = []
+    for key, kind in _FIELD_TYPES.items():
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            wrong.append(f"{key} is {type(value).__name__}, not {names}")
+    return "; ".join(wrong)
+
+
 class Run:
     """One run folder."""
 
@@ -319,10 +337,18 @@ class Run:
             info = json.loads((self.path / "run.json").read_text())
         except FileNotFoundError as exc:
             raise RunError(f"{self.path} is not a workbench run (no run.json)") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise RunError(f"{self.path}/run.json is corrupt ({exc}); the run cannot be read") from exc
+        except OSError as exc:  # a folder named run.json, no permission to read it
+            raise RunError(f"{self.path}/run.json cannot be read ({exc.strerror or exc})") from exc
+        if isinstance(info, dict) and isinstance(info.get("format"), int) and info["format"] > FORMAT:
+            raise RunError(f"{self.path}/run.json was written by a newer workbench (run format {info['format']}, "
+                           f"this version reads {FORMAT}): upgrade the workbench to read it")
         if not isinstance(info, dict) or info.get("format") != FORMAT or "config" not in info:
             raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT})")
+        wrong = _mistyped_fields(info)
+        if wrong:
+            raise RunError(f"{self.path}/run.json is corrupt ({wrong}); the run cannot be read")
         return info
 
     @property
@@ -562,9 +588,50 @@ class Run:
         atomic_write(self.path / f"{name}.parquet", lambda p: pq.write_table(table, p))
 
     def read_table(self, name: str):
+        """The run's table `name` (NAME.parquet) as a pyarrow Table; a missing or damaged file is one RunError
+        naming it (pages and commands show it as their message)."""
         import pyarrow.parquet as pq
 
-        return pq.read_table(self.path / f"{name}.parquet")
+        path = self.path / f"{name}.parquet"
+        try:
+            return pq.read_table(path)
+        except FileNotFoundError as exc:
+            raise RunError(f"run {self.id!r} has no {path.name}") from exc
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+    def read_json(self, name: str) -> Any:
+        """The run's JSON file NAME, or None where it has none yet; a damaged file is one RunError naming it."""
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 decoding errors
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
+
+    def read_array(self, name: str) -> np.ndarray:
+        """The run's NAME (.npy) array; a missing or damaged file is one RunError naming it."""
+        path = self.path / name
+        try:
+            return np.load(path, allow_pickle=False)
+        except FileNotFoundError as exc:
+            raise RunError(f"run {self.id!r} has no {name}") from exc
+        except (OSError, ValueError, EOFError) as exc:  # truncated, empty, not an .npy, an object array
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
+
+    def read_image(self, name: str) -> np.ndarray:
+        """The run's picture NAME (.png) as RGB uint8; a missing or damaged file is one RunError naming it."""
+        from PIL import Image
+
+        path = self.path / name
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except FileNotFoundError as exc:
+            raise RunError(f"run {self.id!r} has no {name}") from exc
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
 
     def write_array(self, name: str, array: np.ndarray) -> None:
         def write(p: Path) -> None:
@@ -615,6 +682,8 @@ class RunStore:
 
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root)
+        #: the metrics.parquet files the last catalog() left out of its metrics view: they do not read as Parquet
+        self.unreadable_metrics: list[str] = []
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
 
@@ -696,7 +765,15 @@ class RunStore:
                 cfg = read_config(info["config"])
             except (TypeError, ValueError) as exc:
                 raise RunError(f"run {run.id!r} has a config this version cannot read ({exc})") from exc
-            return run, cfg, run.load_checkpoint(trust_pickle=trust_pickle)
+            state = run.load_checkpoint(trust_pickle=trust_pickle)
+            if state is None and info.get("status") != "done" and (
+                    info.get("iterations") or (run.path / "metrics.parquet").exists()):
+                # the loop writes the checkpoint before the metrics and run.json: its absence is damage, and
+                # starting over would overwrite the iterations the run did
+                raise RunError(f"run {run.id!r} did {info.get('iterations') or 'some'} iterations but has no "
+                               "checkpoint.json: --resume would start it over and overwrite its metrics; start a "
+                               "new run instead")
+            return run, cfg, state
         except BaseException:
             run.release()
             raise
@@ -713,7 +790,9 @@ class RunStore:
             except RunError:
                 broken.append(path.name)
                 continue
-            records.append(catalog_row(info, self.root, path))
+            # a run is its folder: a copied folder's run.json still names the original, and every reader (its
+            # metrics, its thumbnail, show and resume) would have gone to the original's folder
+            records.append(catalog_row({**info, "id": path.name}, self.root, path))
         return records, broken
 
     def catalog(self):
@@ -729,6 +808,7 @@ class RunStore:
         import pyarrow as pa
 
         records, _ = self._records()
+        self.unreadable_metrics = []
         con = duckdb.connect()
         text, integer, real, texts = pa.string(), pa.int64(), pa.float64(), pa.list_(pa.string())
         schema = pa.schema([("id", text), ("kind", text), ("substrate", text), ("fm", text), ("status", text),
@@ -742,8 +822,15 @@ class RunStore:
         con.unregister("runs_arrow")
         files = [str(self.root / r["id"] / "metrics.parquet") for r in records
                  if (self.root / r["id"] / "metrics.parquet").exists()]
+        try:
+            if files:
+                con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
+        except duckdb.Error:  # one damaged file fails the whole read: the view leaves those out
+            self.unreadable_metrics = [f for f in files if not _readable_parquet(f)]
+            files = [f for f in files if f not in self.unreadable_metrics]
+            if files:
+                con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
         if files:
-            con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
             con.execute(r"CREATE VIEW metrics AS SELECT regexp_extract(filename, '([^/\\]+)[/\\]metrics\.parquet$', 1) "
                         "AS run_id, * EXCLUDE (filename) FROM metrics_files")
         else:
@@ -771,10 +858,25 @@ class RunStore:
         path = run.path / "metrics.parquet"
         if not path.is_file():
             return []
-        cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM read_parquet(?) ORDER BY iteration",
-                                       [run.id, str(path)])
+        try:
+            cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM read_parquet(?) ORDER BY iteration",
+                                           [run.id, str(path)])
+        except duckdb.Error as exc:
+            raise RunError(f"{path} is unreadable ({str(exc).splitlines()[0]}); the run's curves and figures "
+                           "cannot be drawn (resuming an unfinished run rewrites it)") from exc
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def _readable_parquet(path: str) -> bool:
+    """Whether `path` opens as Parquet (its footer reads): a truncated or overwritten file does not."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except Exception:  # noqa: BLE001 - whatever the damage, the file is left out
+        return False
 
 
 @contextlib.contextmanager
@@ -802,6 +904,8 @@ def _ended_by(exc: BaseException, run: Run) -> dict:
     if isinstance(exc, KeyboardInterrupt):
         exc.stopped_run = run
         return {"status": "stopped"}
+    with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__ carries nothing
+        exc.failed_run = run
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 

@@ -256,8 +256,14 @@ class MapElitesSearch:
     """Our extension: MAP-Elites illumination (pyribs) on a 2-D descriptor of the embedding.
 
     The descriptor is a PCA of the embeddings of a seed population (θ = 0, or x0, plus σ-perturbations), fixed
-    after the first tell; the grid spans the seed population's range with a 50 % margin. The objective
-    is novelty: 1 − the highest cosine similarity to any elite already in the archive.
+    after the first tell. The PCA is fitted on every other member of the seed population and the grid spans the
+    range of the others' projections, with a 50 % margin: with embeddings wider than the population (2352 pixels
+    for 32 members) a PCA overfits the points it is fitted on, which spread several times wider along its
+    components than any other draw, and a grid sized by them kept every child in the one or two central cells
+    the seed population held (coverage never moved). Members outside the grid go to its edge cells.
+    The objective is novelty: 1 − the highest cosine similarity to any elite already in the archive, and for
+    the seed population to any other of its members (against an empty archive each would score 1, which no
+    child could beat: the seed elites were never replaced).
     """
 
     kind = "map-elites"
@@ -329,15 +335,20 @@ class MapElitesSearch:
             raise ValueError("tell takes the θ the last ask gave, in its order (pyribs keeps them)")
         z = np.asarray(embeddings, np.float64)
         if first:
-            self.centre = z.mean(axis=0)
-            _, _, vt = np.linalg.svd(z - self.centre, full_matrices=False)
+            # fitted on one half, the grid sized by the other (see the class docstring); a seed population
+            # too small to halve (under 8) does both on all of it
+            fit, held = (z[0::2], z[1::2]) if len(z) >= 8 else (z, z)
+            self.centre = fit.mean(axis=0)
+            _, _, vt = np.linalg.svd(fit - self.centre, full_matrices=False)
             self.components = vt[:2]
-            m = self.measures(z)
-            span = np.maximum(m.max(axis=0) - m.min(axis=0), 1e-6)
-            lo, hi = m.min(axis=0), m.max(axis=0)
+            m, calibration = self.measures(z), self.measures(held)
+            lo, hi = calibration.min(axis=0), calibration.max(axis=0)
+            span = np.maximum(hi - lo, 1e-6)
             ranges = [(a - 0.5 * s, b + 0.5 * s) for a, b, s in zip(lo, hi, span, strict=True)]
             self._build(ranges, z.shape[1])
-            self.archive.add(thetas, self._novelty(z), m, embedding=z.astype(np.float32))
+            similar = z @ z.T
+            np.fill_diagonal(similar, -np.inf)  # each member's novelty among the others
+            self.archive.add(thetas, 1.0 - similar.max(axis=1), m, embedding=z.astype(np.float32))
         else:
             self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
         elites = self.archive.data("embedding")

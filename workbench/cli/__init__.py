@@ -83,12 +83,30 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         say("error", str(error), style="bold red")
         return 2
+    except OSError as error:  # a full disk, a read-only folder: the system's words and the file, not a traceback
+        say("error", _os_error_text(error), style="bold red")
+        run = getattr(error, "failed_run", None)
+        command = run.resume_command if run is not None else None
+        if command:
+            say("note", f"run {run.id} is marked failed and resumable once that is fixed: {command}")
+        return 1
     except KeyboardInterrupt as stop:
         run = getattr(stop, "stopped_run", None)  # the run the Ctrl-C stopped (workbench.runs marks it)
         command = run.resume_command if run is not None else None
         if command:
             say("stopped", f"run {run.id} is resumable: {command}")
         return 130
+
+
+def _os_error_text(error: OSError) -> str:
+    """'cannot write runs/x/run.json: No space left on device (free some space)' from an OSError."""
+    import errno
+
+    where = f" {error.filename}" if error.filename else ""
+    what = error.strerror or str(error)
+    hint = {errno.ENOSPC: "free some space", errno.EROFS: "give a writable folder (--runs, --out)",
+            errno.EACCES: "check the folder's permissions", errno.EDQUOT: "free some space"}.get(error.errno)
+    return f"{type(error).__name__} on{where}: {what}" + (f" ({hint})" if hint else "")
 
 
 def redeliver_interrupts(unraisable) -> None:

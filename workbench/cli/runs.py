@@ -51,7 +51,7 @@ def _best_header(rows: list[dict]) -> str:
 
 
 def cmd_runs(args) -> int:
-    from workbench.runs import RunStore, catalog_row
+    from workbench.runs import RunError, RunStore, catalog_row
 
     store = RunStore(args.runs)
     if args.action == "list":
@@ -64,6 +64,8 @@ def cmd_runs(args) -> int:
             _runs_tables(rows)
         for name in store.broken():
             say("warning", f"{name} is not a readable run (corrupt or foreign run.json); skipped")
+        for path in store.unreadable_metrics:
+            say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
         return 0
     if args.action == "show":
         run = store.open(args.ids[0])
@@ -72,7 +74,11 @@ def cmd_runs(args) -> int:
         # the live status ("interrupted" when the process is gone) and how to go on; run.json's own as written
         info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command")},
                     recorded_status=info["status"])
-        info["metrics"] = store.metrics(run.id)
+        try:
+            info["metrics"] = store.metrics(run.id)
+        except RunError as error:  # the record is still worth showing
+            say("warning", str(error))
+            info["metrics"] = None
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
         return 0

@@ -133,7 +133,7 @@ def merge_runs(store: RunStore | str | Path) -> list[dict]:
 def _json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, or damaged (JSON, UTF-8): the views that need it say there is none
         return None
 
 
