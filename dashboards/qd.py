@@ -37,7 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.runs import RunError, RunStore
+from workbench.runs import RunError, RunStore, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
          "lineage": "Lineage", "children": "Children", "baselines": "Final vs baselines"}
@@ -297,7 +297,7 @@ def archive_thumbnail(run_path: str | Path, width: int = 224, height: int = 150)
     path = Path(run_path)
     try:
         config = json.loads((path / "run.json").read_text())["config"]
-        table = pd.read_parquet(path / "archives.parquet", columns=["generation", "task", "cell", "quality"])
+        table = read_parquet(path / "archives.parquet", ["generation", "task", "cell", "quality"]).to_pandas()
     except (OSError, ValueError, KeyError):
         return None
     if table.empty:

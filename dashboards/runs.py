@@ -238,10 +238,10 @@ def _qd_thumbnail(run_path: str, mtime_ns: int) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _metric_thumbnail(table: str, mtime_ns: int, metric: str, higher: bool) -> str | None:
-    import pyarrow.parquet as pq
+    from workbench.runs import read_parquet
 
     try:
-        image = metric_thumbnail(pq.read_table(table).to_pandas(), metric, higher, THUMB, THUMB * 2 // 3)
+        image = metric_thumbnail(read_parquet(table).to_pandas(), metric, higher, THUMB, THUMB * 2 // 3)
     except Exception:  # noqa: BLE001 - a table this code did not foresee costs its card the picture, not the page
         return None
     return None if image is None else _png_uri(image)

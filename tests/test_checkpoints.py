@@ -203,3 +203,24 @@ def test_what_runs_write_is_the_same_bytes_in_every_process(tmp_path):
         digests.append({suffix: hashlib.sha256(out.with_suffix(suffix).read_bytes()).hexdigest()
                         for suffix in (".npz", ".safetensors")})
     assert digests[0] == digests[1] == digests[2]
+
+
+def test_a_fresh_process_reads_a_checkpoint_of_any_registered_type(tmp_path):
+    """Bug: in a fresh process (a notebook reading a Game of Life run) a RuleGA checkpoint was "corrupt (unknown
+    type 'asal.RuleGA')" even after importing workbench.asal.search: only the module defining a type registers
+    it. The family's modules are imported when a checkpoint names one of its types."""
+    import pickle
+    import subprocess
+    import sys
+
+    from workbench.asal.rules import RuleGA
+    from workbench.checkpoint import pack
+
+    tree, arrays = pack({"search": RuleGA(population=4, seed=3)})
+    (tmp_path / "tree.pkl").write_bytes(pickle.dumps((tree, arrays)))
+    code = ("import pickle, sys; from workbench.checkpoint import unpack; "
+            "tree, arrays = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "print(type(unpack(tree, arrays)['search']).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tree.pkl")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "RuleGA", out.stderr

@@ -703,3 +703,37 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
                   str(tmp_path / ("x" * 300)), "--quiet")
     assert long.returncode == 1 and long.stderr.strip().startswith("error: OSError on ") and \
         long.stderr.strip().endswith("File name too long") and len(long.stderr.strip().splitlines()) == 1
+
+
+def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
+    """From a probe of concurrent use: a page or command reading a run's metrics while the run rewrote them got
+    the old file's footer with the new file's data about once in 100 reads (pyarrow, pandas and DuckDB open a file
+    twice; the writer renames a new one over it in between): TProtocolException, "Page was smaller than
+    expected", and now a RunError calling a healthy running run damaged. Tables are read in one open."""
+    import threading
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create("target", "lenia", "pixels", {}, 0)
+    rows = [{"iteration": i, "best_loss": 1.0 / (i + 1), "seconds": 0.1, "note": "x" * (i % 7)} for i in range(400)]
+    run.write_table("metrics", rows[:1])
+    stop, failures = threading.Event(), []
+
+    def write() -> None:
+        n = 1
+        while not stop.is_set():
+            n = n % len(rows) + 1
+            run.write_table("metrics", rows[:n])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for _ in range(300):
+            for read in (lambda: store.metrics(run.id), lambda: run.read_table("metrics")):
+                try:
+                    read()
+                except Exception as exc:  # noqa: BLE001 - any failure is the bug
+                    failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        stop.set()
+        writer.join()
+    assert not failures, failures[:3]

@@ -88,6 +88,21 @@ def pack(tree: Any) -> tuple[Any, dict[str, np.ndarray]]:
     return enc(tree), arrays
 
 
+#: the modules whose import registers each family's checkpointable types (REGISTRY fills as they are imported):
+#: a checkpoint read in a fresh process (a notebook, a page) finds its types without the caller knowing them
+REGISTERING = {"asal": ("workbench.asal.search", "workbench.asal.rules"), "experts": ("workbench.experts.cem",),
+               "merge": ("workbench.merge.search",), "qd": ("workbench.qd.cycle",)}
+
+
+def _import_registering(name: str):
+    """The registered type `name` ("asal.RuleGA") after importing the modules of its family; None if unknown."""
+    import importlib
+
+    for module in REGISTERING.get(name.split(".", 1)[0], ()):
+        importlib.import_module(module)
+    return REGISTRY.get(name)
+
+
 def unpack(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
     """The tree `pack` was given, from its JSON tree and arrays."""
 
@@ -114,7 +129,7 @@ def unpack(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
             if tag == "$tuple":
                 return tuple(dec(v) for v in value)
         if set(x) == {"$object", "state"}:
-            cls = REGISTRY.get(x["$object"])
+            cls = REGISTRY.get(x["$object"]) or _import_registering(x["$object"])
             if cls is None:
                 raise CheckpointError(f"the checkpoint holds an object of unknown type {x['$object']!r}")
             return cls.from_state(dec(x["state"]))

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
-from workbench.runs import RunStore, as_run_did, catalog_row
+from workbench.runs import RunStore, as_run_did, catalog_row, read_parquet
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -306,7 +306,7 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         path = store.root / info["id"] / "metrics.parquet"
         if not path.is_file():
             continue
-        df = pd.read_parquet(path, columns=["iteration", "best_loss"]).sort_values("iteration", kind="stable")
+        df = read_parquet(path, ["iteration", "best_loss"]).to_pandas().sort_values("iteration", kind="stable")
         if df.empty:
             continue
         df.insert(0, "run_id", info["id"])

@@ -557,12 +557,22 @@ class Run:
 
     def _load_json_checkpoint(self, path: Path) -> dict:
         corrupt = f"the checkpoint of run {self.id!r} is corrupt"
-        try:
-            meta = json.loads(path.read_text())
-            arrays_path = self.path / Path(meta["arrays"]).name
-            data = arrays_path.read_bytes()
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{corrupt} ({type(exc).__name__}: {exc}); start a new run instead of --resume") from exc
+        for attempt in range(3):
+            try:
+                text = path.read_text()
+                meta = json.loads(text)
+                arrays_path = self.path / Path(meta["arrays"]).name
+                data = arrays_path.read_bytes()
+                break
+            except FileNotFoundError as exc:
+                # a running run wrote its next checkpoint between our two reads and removed the arrays the one we
+                # read names: read the new one (damage, if checkpoint.json stays the same)
+                if attempt < 2 and path.is_file() and path.read_text() != text:
+                    continue
+                raise RunError(f"{corrupt} (FileNotFoundError: {exc}); start a new run instead of --resume") from exc
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise RunError(f"{corrupt} ({type(exc).__name__}: {exc}); start a new run instead of "
+                               "--resume") from exc
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"the checkpoint of run {self.id!r} has format {meta.get('format')}, this version reads "
                            f"{CHECKPOINT_FORMAT}")
@@ -590,11 +600,9 @@ class Run:
     def read_table(self, name: str):
         """The run's table `name` (NAME.parquet) as a pyarrow Table; a missing or damaged file is one RunError
         naming it (pages and commands show it as their message)."""
-        import pyarrow.parquet as pq
-
         path = self.path / f"{name}.parquet"
         try:
-            return pq.read_table(path)
+            return read_parquet(path)
         except FileNotFoundError as exc:
             raise RunError(f"run {self.id!r} has no {path.name}") from exc
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
@@ -859,13 +867,26 @@ class RunStore:
         if not path.is_file():
             return []
         try:
-            cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM read_parquet(?) ORDER BY iteration",
-                                           [run.id, str(path)])
-        except duckdb.Error as exc:
-            raise RunError(f"{path} is unreadable ({str(exc).splitlines()[0]}); the run's curves and figures "
-                           "cannot be drawn (resuming an unfinished run rewrites it)") from exc
+            rows = read_parquet(path)  # noqa: F841 - DuckDB reads the Arrow table by its name
+        except FileNotFoundError:
+            return []
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); the run's "
+                           "curves and figures cannot be drawn") from exc
+        cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM rows ORDER BY iteration", [run.id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def read_parquet(path: str | Path, columns: list[str] | None = None):
+    """A Parquet file as a pyarrow Table, read in one open: a run rewrites its tables while pages and commands
+    read them, by renaming a new file over the old, and a reader that opens the file twice (pyarrow, pandas and
+    DuckDB read the footer, then the data) took the old footer with the new data in 1 read of 100 under a fast
+    writer (TProtocolException, "Page was smaller than expected"). The bytes read at once are one file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(Path(path).read_bytes()), columns=columns)
 
 
 def _readable_parquet(path: str) -> bool:

@@ -29,7 +29,7 @@ def cmd_zoo_build(args) -> int:
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=args.quiet) as bar:
         task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
-        out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k))
+        out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k), replace=args.replace)
     info = load_zoo(out).info
     print(json.dumps({"path": str(out), "tasks": info["tasks"], "device": info["device"],
                       "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))

@@ -270,9 +270,11 @@ def check_zoo_out(out: str | Path) -> Path:
     return out
 
 
-def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None) -> Path:
+def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None,
+              replace: bool = True) -> Path:
     """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
-    renamed at the end; an existing zoo at `out` is replaced, any other existing folder is refused).
+    renamed at the end; an existing zoo at `out` is replaced, unless replace=False, any other existing folder is
+    refused: with replace=False a zoo another process wrote there meanwhile is refused at the end, not lost).
     progress(k) is called after every k training steps (total_steps(cfg) in all). Trains on cfg.device (checked
     first, before anything is written); zoo.json records that device, since a GPU build has other weights."""
     import safetensors
@@ -336,6 +338,9 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__}}
         (tmp / ZOO_FILE).write_text(json.dumps(info, indent=2))
+        if not replace and (Path(out) / ZOO_FILE).is_file():
+            raise ValueError(f"a zoo was written to {out} while this one was built (another `workbench zoo build`?); "
+                             "give --replace to replace it, or another --out")
         replace_dir(tmp, out)  # a zoo is shared data: replace_dir gives it the usual permissions
     finally:
         torch.set_num_threads(threads)

@@ -97,8 +97,8 @@ class MergeRun:
         if info.get("kind") != "merge":
             raise RunError(f"run {run_id!r} is an {info.get('kind')} run; the merge explorer opens merge runs")
         path = run.path
-        metrics = pd.read_parquet(path / "metrics.parquet") if (path / "metrics.parquet").exists() else pd.DataFrame()
-        evals = pd.read_parquet(path / "evaluations.parquet") if (path / "evaluations.parquet").exists() \
+        metrics = run.read_table("metrics").to_pandas() if (path / "metrics.parquet").exists() else pd.DataFrame()
+        evals = run.read_table("evaluations").to_pandas() if (path / "evaluations.parquet").exists() \
             else pd.DataFrame()
         recipe = dfs = None
         if (path / "recipe.yaml").exists():
