@@ -383,14 +383,13 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
 def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
     """The compared runs' curves (of `comparison`, default: the selection's, compared now)."""
     from workbench.dashboards.shell import placeholder
-    from workbench.figures import compare_curves
+    from workbench.figures import BAND_TITLE, compare_curves
 
     comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
         return placeholder(f"pick two to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
                            760, 320)
-    title = "best so far: mean over seeds, band = their range" if comparison.has_replicates \
-        else "best so far by iteration"
+    title = f"best so far: {BAND_TITLE}" if comparison.has_replicates else "best so far by iteration"
     overlay = compare_curves(comparison).opts(width=760, height=340, title=title, backend="bokeh")
     return pn.pane.HoloViews(overlay, backend="bokeh")
 

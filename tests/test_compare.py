@@ -226,3 +226,63 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and out == "" and err.strip().count("\n") == 0, err
         assert message in err, err
+
+
+def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once(three, tmp_path):
+    """From a reviewer's check of comparisons: runs toward other target images (every run's copy is
+    inputs/target.png) or from other zoos at one path were seeds of one setting, and one zoo given by two paths
+    two settings; a run repeating a seed counted as another replicate (n=3 for seeds 0, 1, 0); a NaN at the
+    compared iteration took the iteration before's value and an inf run stayed in the band (mean inf); the
+    matplotlib band had another colour than its line; nothing in an exported figure said what the band is."""
+    import shutil
+
+    from workbench.figures import BAND_TITLE, compare_curves, holoviews
+
+    def info(run_id, seed, **extra):
+        return {"id": run_id, "kind": "target", "substrate": "s", "fm": "f", "seed": seed, "status": "done",
+                "config": {"seed": seed, "target_image": "inputs/target.png"}, **extra}
+
+    image = {"inputs": {"target_image": {"path": "inputs/target.png", "sha256": "a" * 64}}}
+    other = {"inputs": {"target_image": {"path": "inputs/target.png", "sha256": "b" * 64}}}
+    groups = group_replicates([info("a", 0, **image), info("b", 1, **image), info("c", 2, **other)], str(tmp_path))
+    assert [g.ids for g in groups] == [["a", "b"], ["c"]]
+    assert [g.label for g in groups] == ["inputs.target_image=sha256:aaaaaaaaaaaa",
+                                         "inputs.target_image=sha256:bbbbbbbbbbbb"]
+    merge = {"kind": "merge", "substrate": "ties", "fm": "a+b", "status": "done"}
+    zoos = [{**merge, "id": i, "seed": s, "config": {"zoo": path, "seed": s}, "zoo_sha256": sha}
+            for i, s, path, sha in (("m", 0, "zoo", "1" * 64), ("n", 1, "/abs/zoo", "1" * 64),
+                                    ("o", 2, "zoo", "2" * 64))]
+    assert [g.ids for g in group_replicates(zoos, str(tmp_path))] == [["m", "n"], ["o"]]
+
+    store, (a, b, c) = three
+    local = RunStore(tmp_path / "runs")
+    for run_id in (a, b):
+        shutil.copytree(store.root / run_id, local.root / run_id)
+    shutil.copytree(store.root / a, local.root / "again")  # seed 0 once more: the same computation
+    cmp = compare_runs(local, [a, b, "again"])
+    (group,) = cmp.groups
+    assert group.repeats == {"again": a} and group.stats()["n"] == 2
+    assert set(cmp.bands()["n"]) == {2}
+    out = _short("runs", "compare", a, b, "again", "--runs", str(local.root))
+    assert out.returncode == 0 and f"again repeats the seed of {a}" in out.stderr
+
+    # a non-finite best: not in the stats, not in the band; a NaN is the run's value at its iteration
+    table = pq.read_table(local.root / b / "metrics.parquet").to_pandas()
+    table.loc[table.index[-1], "best_loss"] = float("nan")
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), local.root / b / "metrics.parquet")
+    cmp = compare_runs(local, [a, b])
+    (group,) = cmp.groups
+    assert group.bests[1] is None or math.isnan(group.bests[1])
+    assert group.stats()["n"] == 1 and set(cmp.bands()["n"].iloc[-1:]) == {1}
+
+    hv = holoviews()
+    figure = compare_curves(compare_runs(store, [a, b, c]))
+    axis = hv.render(figure, backend="matplotlib").axes[0]
+    assert axis.get_title() == BAND_TITLE
+    fills = [tuple(round(v, 3) for v in poly.get_facecolor()[0][:3]) for poly in axis.collections]
+    from matplotlib.colors import to_rgb
+
+    lines = [tuple(round(v, 3) for v in to_rgb(line.get_color())) for line in axis.lines]
+    assert fills == lines[:len(fills)], (fills, lines)

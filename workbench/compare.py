@@ -51,11 +51,14 @@ class RunGroup:
     seeds: list[Any] = field(default_factory=list)
     bests: list[float | None] = field(default_factory=list)
     at_iteration: int | None = None
+    #: runs that repeat an earlier run's seed (id -> that run's id): the same computation again, counted once
+    repeats: dict[str, str] = field(default_factory=dict)
 
     def stats(self) -> dict:
-        """n runs with a best at `at_iteration`, and their mean, sample standard deviation (None for one run),
-        min and max."""
-        values = [b for b in self.bests if b is not None and math.isfinite(b)]
+        """n runs with a finite best at `at_iteration` (a run repeating another's seed counted once), and their
+        mean, sample standard deviation (None for one run), min and max."""
+        values = [b for i, b in zip(self.ids, self.bests, strict=True)
+                  if i not in self.repeats and b is not None and math.isfinite(b)]
         n = len(values)
         if not n:
             return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
@@ -66,7 +69,7 @@ class RunGroup:
     def to_dict(self) -> dict:
         return {"label": self.label, "kind": self.kind, "metric": self.metric,
                 "better": "higher" if self.higher else "lower", "ids": self.ids, "seeds": self.seeds,
-                "at_iteration": self.at_iteration, "bests": self.bests,
+                "at_iteration": self.at_iteration, "bests": self.bests, "repeats": self.repeats,
                 **{f"best_{k}" if k != "n" else k: v for k, v in self.stats().items()}}
 
 
@@ -94,15 +97,24 @@ class Comparison:
         columns = ["group", "iteration", "mean", "lo", "hi", "n", "metric"]
         if self.curves.empty:
             return pd.DataFrame(columns=columns)
-        label = {run_id: g.label for g in self.groups for run_id in g.ids}
+        label = {run_id: g.label for g in self.groups for run_id in g.ids if run_id not in g.repeats}
         until = {run_id: g.at_iteration for g in self.groups for run_id in g.ids}
         df = self.curves.assign(group=self.curves["run_id"].map(label))
-        df = df[df["iteration"] <= df["run_id"].map(until)]
+        # as the groups' stats: a repeated seed once, non-finite values not at all (a mean of inf is no curve)
+        df = df[df["group"].notna() & (df["iteration"] <= df["run_id"].map(until))]
+        df = df[df["best"].map(lambda v: v is not None and math.isfinite(v))]
         out = (df.groupby(["group", "iteration"], sort=False)
                .agg(mean=("best", "mean"), lo=("best", "min"), hi=("best", "max"), n=("best", "count"),
                     metric=("metric", "first"))
                .reset_index())
         return out[columns]
+
+    def differs_within(self, kind: str) -> list[str]:
+        """The settings of `differs` whose values differ among the runs of `kind` (across kinds, every setting one
+        kind has and another has not differs)."""
+        ids = [r["id"] for r in self.rows if str(r["kind"]) == kind]
+        return [k for k, values in self.differs.items()
+                if len({repr(_canonical(_frozen(values[i]))) for i in ids}) > 1]
 
     def to_dict(self) -> dict:
         """JSON-able: runs (per id: catalog columns and best_loss per iteration), differs, groups."""
@@ -134,6 +146,18 @@ def flat_settings(info: dict) -> dict[str, Any]:
         config = upgrade_config(config) if info.get("kind") in SEARCH_KINDS else {
             **config, "eval": upgrade_eval(config["eval"])}
     walk("config", config)
+    # what a run read, by content: a run keeps its own copy of an input under one name (inputs/target.png for any
+    # target image) and a zoo by the path it was given, so runs toward other images, or from another zoo at the
+    # same path, read as one setting; and one zoo given by two paths as two
+    for key, entry in sorted((info.get("inputs") or {}).items()):
+        if isinstance(entry, dict) and entry.get("sha256"):
+            out[f"inputs.{key}"] = f"sha256:{str(entry['sha256'])[:12]}"
+    experts = [e.get("sha256") for e in info.get("expert_inputs") or [] if isinstance(e, dict)]
+    if experts:
+        out["inputs.experts"] = tuple(f"sha256:{str(h)[:12]}" for h in experts)
+    if info.get("zoo_sha256"):
+        out.pop("config.zoo", None)
+        out["zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"
     if asal and out.get("config.eval.frames", 1) != 1:  # the sampling only tells K = 1 apart
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
@@ -344,7 +368,14 @@ def compare_runs(store: RunStore | str | Path, ids: list[str]) -> Comparison:
             group.bests = [None] * len(group.ids)
             continue
         group.at_iteration = int(mine.groupby("run_id")["iteration"].max().min())
-        upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id")["best"].last()
+        # each run's row at that iteration (the last one up to it): a NaN there is the run's value, not skipped
+        upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id").tail(1).set_index("run_id")["best"]
         group.bests = [None if i not in upto.index or pd.isna(upto[i]) else float(upto[i]) for i in group.ids]
+        first_of: dict[Any, str] = {}
+        for run_id, seed in zip(group.ids, group.seeds, strict=True):
+            if seed is not None and seed in first_of:
+                group.repeats[run_id] = first_of[seed]
+            elif seed is not None:
+                first_of[seed] = run_id
     return Comparison(rows=[catalog_row(info, store.root) for info in infos], differs=differing_settings(infos),
                       groups=groups, curves=curves, labels=run_labels(infos, str(store.root)))

@@ -155,12 +155,16 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     return whole_numbers(overlay)
 
 
+#: the title of a comparison's curves over seeds
+BAND_TITLE = "mean over seeds; band: lowest to highest run"
+
+
 def compare_curves(comparison: Comparison):
     """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run (labelled
     as in loss_curves), or, where some runs repeat one setting with other seeds, one curve per setting (the mean
     over its seeds) over a band from its lowest to its highest run, labelled with the setting and its number of
-    runs with metrics; a setting's curve ends where the first of its runs stops (a running one: at the iteration
-    it has reached)."""
+    runs with metrics (a run repeating another's seed counted once), titled with what line and band are; a
+    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached)."""
     hv = _hv()
     df = comparison.curves
     if df.empty:
@@ -179,14 +183,17 @@ def compare_curves(comparison: Comparison):
             label = f"{group.label} (n={int(rows['n'].max())})"
             colour = OKABE_ITO[len(layers) // 2 % len(OKABE_ITO)]
             area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
+            # facecolor: matplotlib fills an Area from its own colour cycle otherwise, a band unlike its line
             layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, color=colour,
-                                                                   backend="matplotlib"),
+                                                                   facecolor=colour, backend="matplotlib"),
                        hv.Curve(rows, "iteration", ("mean", ylabel), label=label).opts(color=colour,
                                                                                       backend="matplotlib")]
     if not comparison.has_replicates:
         layers = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(layers)]
     overlay = hv.Overlay(layers).opts(legend_position="bottom", backend="bokeh").opts(legend_position="best",
                                                                                        backend="matplotlib")
+    if comparison.has_replicates:  # what line and band are, in the figure itself: a reader assumes ± sd or a CI
+        overlay = overlay.opts(title=BAND_TITLE, backend="bokeh").opts(title=BAND_TITLE, backend="matplotlib")
     return whole_numbers(overlay)
 
 

@@ -95,30 +95,50 @@ def cmd_runs(args) -> int:
 def _compare_tables(comparison) -> None:
     """`workbench runs compare`: the runs with the settings that differ between them, then, where some runs
     repeat one setting with other seeds, each setting's best over its seeds."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from workbench.compare import value_text
 
     console = Console(width=max(Console().width, 140), markup=False)
-    shown = [k for k in comparison.differs if k not in ("config.seed", "kind")]
+    # the settings that differ among the runs of each kind (those of one kind are absent from another's config:
+    # across kinds every setting "differs"), less the seed and the kind, which have columns of their own
+    kinds_shown = {kind: [k for k in comparison.differs_within(kind) if k not in ("config.seed", "config.kind")]
+                   for kind in dict.fromkeys(str(r["kind"]) for r in comparison.rows)}
+    shown = list(dict.fromkeys(k for keys in kinds_shown.values() for k in keys))
     best = _best_header(comparison.rows)
-    table = Table("id", "kind", "seed", *[k.removeprefix("config.") for k in shown], "status", "iterations", best,
+    whole = {"no_wrap": True, "overflow": "ignore"}  # ids and numbers are read whole or not at all
+    table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
+                  Column("iterations", **whole), Column(best, **whole),
                   title="runs compared" + ("" if shown else " (same settings)"))
     for r in comparison.rows:
-        cells = [value_text(comparison.differs[k][r["id"]]) for k in shown]
+        mine = kinds_shown.get(str(r["kind"]), [])
+        cells = [value_text(comparison.differs[k][r["id"]]) if k in mine else "" for k in shown]
         value = "" if r["best"] is None else f"{r['best']:.4f}"
         table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
     console.print(table)
     if comparison.has_replicates:
-        groups = Table("setting", "runs", "seeds", "at iteration", f"{best}: mean ± sd", "min", "max",
-                       title="over seeds (each run's best at the last iteration all of them reached)")
+        groups = Table("setting", "runs", "seeds", Column("after iterations", **whole),
+                       Column(f"{best}: mean ± sd", **whole), Column("min", **whole), Column("max", **whole),
+                       title="over seeds (each run's best after the iterations all of them did)")
         for g in comparison.groups:
             s = g.stats()
             mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
-            groups.add_row(g.label, str(len(g.ids)), ", ".join(map(value_text, g.seeds)),
-                           value_text(g.at_iteration), mean,
+            groups.add_row(g.label, str(len(g.ids) - len(g.repeats)), ", ".join(map(value_text, g.seeds)),
+                           "" if g.at_iteration is None else str(g.at_iteration + 1), mean,
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
+        for g in comparison.groups:
+            for run_id, first in g.repeats.items():
+                say("note", f"{run_id} repeats the seed of {first} (the same computation): counted once")
+        budgets = {}
+        for g in comparison.groups:
+            if g.at_iteration is not None:
+                budgets.setdefault(g.kind, set()).add(g.at_iteration + 1)
+        for kind, done in budgets.items():
+            if len(done) > 1:
+                say("note", f"the {kind} settings are summarised after different numbers of iterations "
+                            f"({', '.join(map(str, sorted(done)))}): a setting whose run stopped early or is still "
+                            "running is compared at that run's budget")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -260,6 +260,18 @@ def total_steps(cfg: ZooConfig) -> int:
     return cfg.base_steps + sum(cfg.budget(t)[0] for t in cfg.tasks)
 
 
+def zoo_fingerprint(path: str | Path) -> str | None:
+    """The sha256 of a zoo's zoo.json (its config, budgets, device, accuracies and build times: one build), or
+    None for a folder of models without one. Runs record it, so that comparing them tells their zoos apart by
+    what they hold, not by the path they were given."""
+    import hashlib
+
+    try:
+        return hashlib.sha256((Path(path) / ZOO_FILE).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def check_zoo_out(out: str | Path) -> Path:
     """Where a zoo may be built: a new or empty folder, or an existing zoo (replaced); else one clear error."""
     out = Path(out)

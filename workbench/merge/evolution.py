@@ -270,6 +270,10 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",
                            command=command)
     with setting_up(run, new=resume is None):
+        if resume is None:
+            from workbench.lm.zoo import zoo_fingerprint
+
+            run.update(zoo_sha256=zoo_fingerprint(cfg.zoo))  # compared runs tell zoos apart by content
         run.update(device=str(ctx.device))  # where this process evaluates (Dask workers resolve cfg.device themselves)
         if state is None:
             g = ctx.genome

@@ -394,7 +394,10 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
                            metric=METRIC, command=command)
     with setting_up(run, new=resume is None):
         if resume is None:
-            run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo))
+            from workbench.lm.zoo import zoo_fingerprint
+
+            run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo),
+                       zoo_sha256=zoo_fingerprint(cfg.zoo))  # compared runs tell zoos apart by content
             if cfg.merge_recipe:
                 run.add_input("merge_recipe", cfg.merge_recipe)
         run.update(device=str(ctx.device))
