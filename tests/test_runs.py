@@ -662,6 +662,9 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     assert listed.returncode == 0 and bad.name in listed.stdout and "metrics.parquet is not readable" in listed.stderr
     shown = _short("runs", "show", bad.name, "--runs", str(store.root), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["metrics"] is None and "unreadable" in shown.stderr
+    compared = _short("runs", "compare", good.name, bad.name, "--runs", str(store.root))
+    assert compared.returncode == 2 and compared.stderr.strip() == (
+        f"error: {bad / 'metrics.parquet'} is unreadable (ArrowInvalid); leave run {bad.name} out of the comparison")
     video = _short("figure", "video", third.name, "--out", str(tmp_path / "v.gif"), "--runs", str(store.root))
     assert video.returncode == 2 and video.stderr.strip() == f"error: {third / 'best.npy'} is unreadable (EOFError); " \
                                                                 "it is damaged"

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
-from workbench.runs import RunStore, as_run_did, catalog_row, read_parquet
+from workbench.runs import RunError, RunStore, as_run_did, catalog_row, read_parquet
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -330,7 +330,11 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         path = store.root / info["id"] / "metrics.parquet"
         if not path.is_file():
             continue
-        df = read_parquet(path, ["iteration", "best_loss"]).to_pandas().sort_values("iteration", kind="stable")
+        try:
+            df = read_parquet(path, ["iteration", "best_loss"]).to_pandas().sort_values("iteration", kind="stable")
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a damaged file vary; say which file
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}); leave run {info['id']} out of the "
+                           "comparison") from exc
         if df.empty:
             continue
         df.insert(0, "run_id", info["id"])
