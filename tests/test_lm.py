@@ -215,6 +215,16 @@ def test_zoo_errors(tmp_path, tiny_zoo):
         build_zoo(tmp_path / "z", ZooConfig.quick(tasks=("copy",)))
     with pytest.raises(ValueError, match="no model"):
         load_zoo(tiny_zoo[0]).state_dict("sort")
+    # without --replace, a zoo another build wrote to the same folder meanwhile is kept (it was replaced)
+    out = tmp_path / "raced"
+
+    def another_build_lands(_: int) -> None:
+        out.mkdir(exist_ok=True)
+        (out / "zoo.json").write_text('{"written": "by the other build"}')
+
+    with pytest.raises(ValueError, match="a zoo was written to .*raced while this one was built"):
+        build_zoo(out, ZooConfig.quick(tasks=("add",)), progress=another_build_lands, replace=False)
+    assert json.loads((out / "zoo.json").read_text()) == {"written": "by the other build"}
 
 
 def test_load_model_errors(tmp_path, monkeypatch):
