@@ -230,10 +230,10 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
 
 def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once(three, tmp_path):
     """From a reviewer's check of comparisons: runs toward other target images (every run's copy is
-    inputs/target.png) or from other zoos at one path were seeds of one setting, and one zoo given by two paths
-    two settings; a run repeating a seed counted as another replicate (n=3 for seeds 0, 1, 0); a NaN at the
-    compared iteration took the iteration before's value and an inf run stayed in the band (mean inf); the
-    matplotlib band had another colour than its line; nothing in an exported figure said what the band is."""
+    inputs/target.png) or from other zoos at one path were seeds of one setting; a run repeating a seed counted
+    as another replicate (n=3 for seeds 0, 1, 0); a NaN at the compared iteration took the iteration before's
+    value and an inf run stayed in the band (mean inf); the matplotlib band had another colour than its line;
+    nothing in an exported figure said what the band is."""
     import shutil
 
     from workbench.figures import BAND_TITLE, compare_curves, holoviews
@@ -249,9 +249,8 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
     assert [g.label for g in groups] == ["inputs.target_image=sha256:aaaaaaaaaaaa",
                                          "inputs.target_image=sha256:bbbbbbbbbbbb"]
     merge = {"kind": "merge", "substrate": "ties", "fm": "a+b", "status": "done"}
-    zoos = [{**merge, "id": i, "seed": s, "config": {"zoo": path, "seed": s}, "zoo_sha256": sha}
-            for i, s, path, sha in (("m", 0, "zoo", "1" * 64), ("n", 1, "/abs/zoo", "1" * 64),
-                                    ("o", 2, "zoo", "2" * 64))]
+    zoos = [{**merge, "id": i, "seed": s, "config": {"zoo": "zoo", "seed": s}, "zoo_sha256": sha}
+            for i, s, sha in (("m", 0, "1" * 64), ("n", 1, "1" * 64), ("o", 2, "2" * 64))]
     assert [g.ids for g in group_replicates(zoos, str(tmp_path))] == [["m", "n"], ["o"]]
 
     store, (a, b, c) = three
@@ -267,6 +266,7 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
     assert out.returncode == 0 and f"again repeats the seed of {a}" in out.stderr
 
     # a non-finite best: not in the stats, not in the band; a NaN is the run's value at its iteration
+    shutil.copytree(local.root / b, local.root / "b-again")
     table = pq.read_table(local.root / b / "metrics.parquet").to_pandas()
     table.loc[table.index[-1], "best_loss"] = float("nan")
     import pyarrow as pa
@@ -276,6 +276,9 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
     (group,) = cmp.groups
     assert group.bests[1] is None or math.isnan(group.bests[1])
     assert group.stats()["n"] == 1 and set(cmp.bands()["n"].iloc[-1:]) == {1}
+    # of two runs of one seed, the one with a finite best counts
+    (group,) = compare_runs(local, [a, b, "b-again"]).groups
+    assert group.repeats == {b: "b-again"} and group.stats()["n"] == 2
 
     hv = holoviews()
     figure = compare_curves(compare_runs(store, [a, b, c]))

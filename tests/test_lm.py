@@ -225,6 +225,8 @@ def test_zoo_errors(tmp_path, tiny_zoo):
     with pytest.raises(ValueError, match="a zoo was written to .*raced while this one was built"):
         build_zoo(out, ZooConfig.quick(tasks=("add",)), progress=another_build_lands, replace=False)
     assert json.loads((out / "zoo.json").read_text()) == {"written": "by the other build"}
+    (kept,) = tmp_path.glob("raced.built-*")  # this build's training is not lost
+    assert load_zoo(kept).names == ["base", "add"]
 
 
 def test_load_model_errors(tmp_path, monkeypatch):

@@ -663,8 +663,8 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     shown = _short("runs", "show", bad.name, "--runs", str(store.root), "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["metrics"] is None and "unreadable" in shown.stderr
     compared = _short("runs", "compare", good.name, bad.name, "--runs", str(store.root))
-    assert compared.returncode == 2 and compared.stderr.strip() == (
-        f"error: {bad / 'metrics.parquet'} is unreadable (ArrowInvalid); leave run {bad.name} out of the comparison")
+    assert compared.returncode == 2 and compared.stderr.strip().startswith(
+        f"error: {bad / 'metrics.parquet'} is unreadable (ArrowInvalid") and len(compared.stderr.splitlines()) == 1
     video = _short("figure", "video", third.name, "--out", str(tmp_path / "v.gif"), "--runs", str(store.root))
     assert video.returncode == 2 and video.stderr.strip() == f"error: {third / 'best.npy'} is unreadable (EOFError); " \
                                                                 "it is damaged"
@@ -704,8 +704,8 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     # the system's errors (here a name longer than the file system takes) are one line, not a traceback
     long = _short("asal", "openended", "--substrate", "boids", "--fm", "pixels", "--runs",
                   str(tmp_path / ("x" * 300)), "--quiet")
-    assert long.returncode == 1 and long.stderr.strip().startswith("error: OSError on ") and \
-        long.stderr.strip().endswith("File name too long") and len(long.stderr.strip().splitlines()) == 1
+    assert long.returncode == 1 and long.stderr.strip().startswith(f"error: {tmp_path / ('x' * 300)}") and \
+        long.stderr.strip().endswith(": File name too long") and len(long.stderr.strip().splitlines()) == 1
 
 
 def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
@@ -740,3 +740,20 @@ def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
         stop.set()
         writer.join()
     assert not failures, failures[:3]
+
+
+def test_a_write_that_fails_names_the_file_it_was_writing(tmp_path):
+    """A full disk's OSError names no file (and a read-only folder's the temporary file, gone after): the command
+    line's one error line said "OSError on: No space left on device". atomic_write names what it was writing."""
+    import errno
+
+    from workbench.atomic import atomic_write
+
+    def write_to_a_full_disk(_) -> None:
+        with open("/dev/full", "w") as full:  # the kernel's device that is always full
+            full.write("x")
+
+    with pytest.raises(OSError) as error:
+        atomic_write(tmp_path / "run.json", write_to_a_full_disk)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(tmp_path / "run.json")
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

@@ -362,3 +362,25 @@ def test_the_iteration_bench_times_each_search_kind():
         row = asal_iteration(ev, kind, 4, iters=1, population=8, warmup=True)
         assert row["total"] > 0 and row["search"] >= 0, kind
     assert (ev.frames, ev.sampling) == (1, "chunk_ends")  # the caller's config as it was
+
+
+def test_map_elites_runs_made_before_the_held_out_fit_resume_and_compare_as_they_started():
+    """Runs made before 2026-12-03 fitted the descriptor on the whole seed population: their stored configs lack
+    descriptor_fit, read as "all" (workbench.asal.legacy), so a resume keeps what they did and a comparison does
+    not take an old and a new run of one seed for one computation; their checkpoints without it too."""
+    from workbench.asal.legacy import upgrade_config
+    from workbench.compare import flat_settings
+
+    old = {"kind": "illuminate", "algorithm": "map-elites", "eval": {"frames": 1, "substrate": "boids"}, "seed": 0}
+    assert upgrade_config(old)["descriptor_fit"] == "all"
+    new = {**old, "descriptor_fit": "held-out"}
+    flat = [flat_settings({"kind": "illuminate", "config": c}) for c in (old, new)]
+    assert flat[0]["config.descriptor_fit"] == "all" and flat[1]["config.descriptor_fit"] == "held-out"
+    ga = {**old, "algorithm": "ga"}  # the setting means nothing to the GA: no difference there
+    assert "config.descriptor_fit" not in flat_settings({"kind": "illuminate", "config": ga})
+    me = MapElitesSearch(6, seed_population=8, fit="all")
+    state = me.state_dict()
+    del state["fit"]
+    assert MapElitesSearch.from_state(state).fit == "all"
+    with pytest.raises(ValueError, match="fit must be one of held-out, all"):
+        MapElitesSearch(6, fit="some")

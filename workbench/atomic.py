@@ -54,16 +54,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp) on a temporary file next to path (same suffix, so writers that pick a format from
     the name still work), fsync it, give it the usual permissions and rename it over path."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".tmp")
+        os.close(fd)
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any written file
         os.replace(tmp, path)
+    except OSError as error:
+        # a full disk names no file, a read-only folder the temporary one, gone after this: name what was written
+        if error.filename in (None, tmp):
+            error.filename = str(path)
+        raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

@@ -44,6 +44,10 @@ def checkpointable(name: str) -> Callable[[T], T]:
             raise TypeError(f"{cls.__name__} needs state_dict() and from_state() to be checkpointable")
         if REGISTRY.get(name, cls) is not cls:
             raise TypeError(f"checkpoint type name {name!r} is taken by {REGISTRY[name].__name__}")
+        family = name.split(".", 1)[0]
+        if cls.__module__.startswith("workbench.") and cls.__module__ not in REGISTERING.get(family, ()):
+            # a fresh process finds a checkpoint's type by importing its family's modules: list this one there
+            raise TypeError(f"{cls.__module__} registers {name!r}: add it to checkpoint.REGISTERING[{family!r}]")
         REGISTRY[name] = cls
         cls._checkpoint_name = name
         return cls

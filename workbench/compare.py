@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
-from workbench.runs import RunError, RunStore, as_run_did, catalog_row, read_parquet
+from workbench.runs import Run, RunStore, as_run_did, catalog_row
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -148,7 +148,8 @@ def flat_settings(info: dict) -> dict[str, Any]:
     walk("config", config)
     # what a run read, by content: a run keeps its own copy of an input under one name (inputs/target.png for any
     # target image) and a zoo by the path it was given, so runs toward other images, or from another zoo at the
-    # same path, read as one setting; and one zoo given by two paths as two
+    # same path, read as one setting. (The path stays a setting too: runs made before zoos were fingerprinted
+    # have it alone, and are still replicates of each other.)
     for key, entry in sorted((info.get("inputs") or {}).items()):
         if isinstance(entry, dict) and entry.get("sha256"):
             out[f"inputs.{key}"] = f"sha256:{str(entry['sha256'])[:12]}"
@@ -156,12 +157,13 @@ def flat_settings(info: dict) -> dict[str, Any]:
     if experts:
         out["inputs.experts"] = tuple(f"sha256:{str(h)[:12]}" for h in experts)
     if info.get("zoo_sha256"):
-        out.pop("config.zoo", None)
-        out["zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"
+        out["inputs.zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"
     if asal and out.get("config.eval.frames", 1) != 1:  # the sampling only tells K = 1 apart
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
         out.pop("config.child_seeds", None)
+    if asal and config.get("algorithm") != "map-elites":  # only MAP-Elites fits a descriptor
+        out.pop("config.descriptor_fit", None)
     if info.get("kind") == "adapt" and not uses_cem(config):  # no CEM, no tie-break to score
         out.pop("config.stop_token", None)
     return out
@@ -330,11 +332,8 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         path = store.root / info["id"] / "metrics.parquet"
         if not path.is_file():
             continue
-        try:
-            df = read_parquet(path, ["iteration", "best_loss"]).to_pandas().sort_values("iteration", kind="stable")
-        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a damaged file vary; say which file
-            raise RunError(f"{path} is unreadable ({type(exc).__name__}); leave run {info['id']} out of the "
-                           "comparison") from exc
+        df = (Run(path.parent).read_table("metrics").select(["iteration", "best_loss"]).to_pandas()
+              .sort_values("iteration", kind="stable"))  # one RunError naming a damaged file
         if df.empty:
             continue
         df.insert(0, "run_id", info["id"])
@@ -363,23 +362,31 @@ def compare_runs(store: RunStore | str | Path, ids: list[str]) -> Comparison:
     check_ids(ids)
     runs = [store.open(i) for i in ids]
     check_ids([r.id for r in runs])  # a prefix and its full id name one run
-    infos = [{**r.info, "id": r.id} for r in runs]  # the folder's name (a copied run keeps the original's run.json)
+    infos = [r.info for r in runs]
     curves = best_curves(store, infos)
     groups = group_replicates(infos, str(store.root))
     for group in groups:  # each run's best at the iteration all of the group's runs with metrics have reached
         mine = curves[curves["run_id"].isin(group.ids)]
-        if mine.empty:
+        last = mine.groupby("run_id").tail(1).set_index("run_id")["best"]  # each run's latest best
+        # a seed run twice is one computation: the run that counts is the first with a finite latest best (a
+        # repeat that stopped early or failed neither lowers the group's budget nor stands in for the other)
+        counting: dict[Any, str] = {}
+        for run_id, seed in zip(group.ids, group.seeds, strict=True):
+            if seed is None:
+                continue
+            finite = run_id in last.index and math.isfinite(last[run_id])
+            held = counting.get(seed)
+            if held is None or (finite and not (held in last.index and math.isfinite(last[held]))):
+                counting[seed] = run_id
+        group.repeats = {run_id: counting[seed] for run_id, seed in zip(group.ids, group.seeds, strict=True)
+                         if seed is not None and counting[seed] != run_id}
+        counted = mine[~mine["run_id"].isin(group.repeats)]
+        if counted.empty:
             group.bests = [None] * len(group.ids)
             continue
-        group.at_iteration = int(mine.groupby("run_id")["iteration"].max().min())
+        group.at_iteration = int(counted.groupby("run_id")["iteration"].max().min())
         # each run's row at that iteration (the last one up to it): a NaN there is the run's value, not skipped
         upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id").tail(1).set_index("run_id")["best"]
         group.bests = [None if i not in upto.index or pd.isna(upto[i]) else float(upto[i]) for i in group.ids]
-        first_of: dict[Any, str] = {}
-        for run_id, seed in zip(group.ids, group.seeds, strict=True):
-            if seed is not None and seed in first_of:
-                group.repeats[run_id] = first_of[seed]
-            elif seed is not None:
-                first_of[seed] = run_id
     return Comparison(rows=[catalog_row(info, store.root) for info in infos], differs=differing_settings(infos),
                       groups=groups, curves=curves, labels=run_labels(infos, str(store.root)))

@@ -127,15 +127,16 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     if not run_ids:
         raise ValueError("give at least one run id")
     runs = [store.open(run_id) for run_id in run_ids]
-    infos = [{**run.info, "id": run.id} for run in runs]
+    infos = [run.info for run in runs]
     labels = run_labels(infos, str(store.root))
     if metric is None:
         df = best_curves(store, infos)
         ylabel = f"best {' / '.join(sorted(set(df['metric'])))}" if not df.empty else "best"
+        drawn = list(dict.fromkeys(df["run_id"]))  # the runs with metrics, in order
         curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=labels[run_id])
                   for run_id, rows in df.groupby("run_id", sort=False)]
     else:
-        curves = []
+        curves, drawn = [], [run.id for run in runs]
         for run in runs:
             rows = store.metrics(run.id)
             if rows and metric not in rows[0]:
@@ -147,8 +148,8 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
         raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
     curves = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(curves)]
     legend = {"show_legend": len(curves) > 1}
-    if len(curves) == 1:
-        curves = [curves[0].relabel(run_title(infos[0], store.root))]
+    if len(curves) == 1:  # titled by the run drawn (another asked for may have no metrics yet)
+        curves = [curves[0].relabel(run_title(next(i for i in infos if i["id"] == drawn[0]), store.root))]
     # a paper's legend sits inside the axes (where matplotlib finds room): to the right it took half the width
     overlay = hv.Overlay(curves).opts(**legend, legend_position="right", backend="bokeh").opts(
         **legend, legend_position="best", backend="matplotlib")
@@ -306,7 +307,9 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         with plt.rc_context({**VECTOR_TEXT, "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
-            fig.set_dpi(dpi or style["dpi"])  # text measured as it is written (its extent differs by dpi)
+            # text measured near the dpi it is written at (its extent differs a little by dpi), at most the paper's:
+            # a 2400 dpi canvas only to measure would cost hundreds of MB
+            fig.set_dpi(min(dpi or style["dpi"], style["dpi"]))
             _fit_width(fig, style["fig_inches"][0])
             fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
         plt.close(fig)

@@ -303,11 +303,27 @@ class RunError(ValueError):
     """A run folder that is missing, corrupt or not ours."""
 
 
+#: The catalog's columns (RunStore.catalog) and their types: a run whose row does not fit is an unreadable run.
+CATALOG_COLUMNS = {"id": "text", "kind": "text", "substrate": "text", "fm": "text", "status": "text",
+                   "iterations": "int", "best_loss": "real", "seed": "int", "created": "text", "updated": "text",
+                   "metric": "text", "better": "text", "best": "real", "algorithm": "text", "method": "text",
+                   "models": "texts", "tasks": "texts", "sampling": "text", "mutation": "text", "columns": "texts",
+                   "resume_command": "text", "command": "text"}
+_FITS = {"text": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+         "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+         "texts": lambda v: isinstance(v, list) and all(x is None or isinstance(x, str) for x in v)}
+
+
+def _misfit_columns(row: dict) -> list[str]:
+    """The catalog columns whose value in `row` is neither None nor of the column's type."""
+    return [name for name, kind in CATALOG_COLUMNS.items() if row.get(name) is not None and not _FITS[kind](row[name])]
+
+
 #: run.json's fields that the catalog, the pages and resumes read, and the types they must have when present
 # (None allowed): a hand-edited or damaged record is refused as one unreadable run, not a traceback in every list
-_FIELD_TYPES = {"config": dict, "kind": str, "substrate": str, "status": str, "created": str, "updated": str,
-                "metric": str, "id": str, "iterations": int, "seed": int, "best_loss": (int, float), "pid": int,
-                "heartbeat": (int, float)}
+_FIELD_TYPES = {"config": dict, "kind": str, "substrate": str, "fm": str, "command": str, "status": str,
+                "created": str, "updated": str, "metric": str, "id": str, "iterations": int, "seed": int,
+                "best_loss": (int, float), "pid": int, "heartbeat": (int, float)}
 
 
 def _mistyped_fields(info: dict) -> str:
@@ -348,7 +364,11 @@ class Run:
             raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT})")
         wrong = _mistyped_fields(info)
         if wrong:
-            raise RunError(f"{self.path}/run.json is corrupt ({wrong}); the run cannot be read")
+            raise RunError(f"{self.path}/run.json is corrupt ({wrong}); correct it in run.json, or move the folder "
+                           "out of the run store")
+        # a run is its folder: a copied folder's run.json still names the original, and its readers (metrics,
+        # thumbnail, show, resume commands) would have gone to the original's folder
+        info["id"] = self.path.name
         return info
 
     @property
@@ -557,6 +577,7 @@ class Run:
 
     def _load_json_checkpoint(self, path: Path) -> dict:
         corrupt = f"the checkpoint of run {self.id!r} is corrupt"
+        text = None
         for attempt in range(3):
             try:
                 text = path.read_text()
@@ -567,8 +588,9 @@ class Run:
             except FileNotFoundError as exc:
                 # a running run wrote its next checkpoint between our two reads and removed the arrays the one we
                 # read names: read the new one (damage, if checkpoint.json stays the same)
-                if attempt < 2 and path.is_file() and path.read_text() != text:
-                    continue
+                with contextlib.suppress(OSError):
+                    if attempt < 2 and text is not None and path.read_text() != text:
+                        continue
                 raise RunError(f"{corrupt} (FileNotFoundError: {exc}); start a new run instead of --resume") from exc
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise RunError(f"{corrupt} ({type(exc).__name__}: {exc}); start a new run instead of "
@@ -798,9 +820,15 @@ class RunStore:
             except RunError:
                 broken.append(path.name)
                 continue
-            # a run is its folder: a copied folder's run.json still names the original, and every reader (its
-            # metrics, its thumbnail, show and resume) would have gone to the original's folder
-            records.append(catalog_row({**info, "id": path.name}, self.root, path))
+            try:
+                row = catalog_row(info, self.root, path)
+            except (TypeError, ValueError, AttributeError):  # a config of the right type with the wrong insides
+                broken.append(path.name)
+                continue
+            if _misfit_columns(row):  # e.g. a config.algorithm of 5: the catalog table refused every run
+                broken.append(path.name)
+                continue
+            records.append(row)
         return records, broken
 
     def catalog(self):
@@ -818,13 +846,8 @@ class RunStore:
         records, _ = self._records()
         self.unreadable_metrics = []
         con = duckdb.connect()
-        text, integer, real, texts = pa.string(), pa.int64(), pa.float64(), pa.list_(pa.string())
-        schema = pa.schema([("id", text), ("kind", text), ("substrate", text), ("fm", text), ("status", text),
-                            ("iterations", integer), ("best_loss", real), ("seed", integer), ("created", text),
-                            ("updated", text), ("metric", text), ("better", text), ("best", real),
-                            ("algorithm", text), ("method", text), ("models", texts), ("tasks", texts),
-                            ("sampling", text), ("mutation", text), ("columns", texts),
-                            ("resume_command", text), ("command", text)])
+        types = {"text": pa.string(), "int": pa.int64(), "real": pa.float64(), "texts": pa.list_(pa.string())}
+        schema = pa.schema([(name, types[kind]) for name, kind in CATALOG_COLUMNS.items()])
         con.register("runs_arrow", pa.Table.from_pylist(records, schema=schema))
         con.execute("CREATE TABLE runs AS SELECT * FROM runs_arrow")
         con.unregister("runs_arrow")
@@ -834,10 +857,13 @@ class RunStore:
             if files:
                 con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
         except duckdb.Error:  # one damaged file fails the whole read: the view leaves those out
-            self.unreadable_metrics = [f for f in files if not _readable_parquet(f)]
+            self.unreadable_metrics = [f for f in files if not _readable_parquet(con, f)]
             files = [f for f in files if f not in self.unreadable_metrics]
-            if files:
-                con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
+            try:
+                if files:
+                    con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
+            except duckdb.Error:  # a run rewrote its file between the probe and this read: no metrics view now
+                files = []
         if files:
             con.execute(r"CREATE VIEW metrics AS SELECT regexp_extract(filename, '([^/\\]+)[/\\]metrics\.parquet$', 1) "
                         "AS run_id, * EXCLUDE (filename) FROM metrics_files")
@@ -866,14 +892,9 @@ class RunStore:
         path = run.path / "metrics.parquet"
         if not path.is_file():
             return []
-        try:
-            rows = read_parquet(path)  # noqa: F841 - DuckDB reads the Arrow table by its name
-        except FileNotFoundError:
-            return []
-        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
-            raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]}); the run's "
-                           "curves and figures cannot be drawn") from exc
-        cur = duckdb.connect().execute("SELECT ? AS run_id, * FROM rows ORDER BY iteration", [run.id])
+        con = duckdb.connect()
+        con.register("metrics_rows", run.read_table("metrics"))  # one RunError naming a damaged file
+        cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
@@ -889,14 +910,14 @@ def read_parquet(path: str | Path, columns: list[str] | None = None):
     return pq.read_table(pa.BufferReader(Path(path).read_bytes()), columns=columns)
 
 
-def _readable_parquet(path: str) -> bool:
-    """Whether `path` opens as Parquet (its footer reads): a truncated or overwritten file does not."""
-    import pyarrow.parquet as pq
+def _readable_parquet(con, path: str) -> bool:
+    """Whether DuckDB (connection `con`) reads `path` as Parquet: a truncated or overwritten file it does not."""
+    import duckdb
 
     try:
-        pq.read_metadata(path)
+        con.read_parquet(path).limit(1).fetchall()
         return True
-    except Exception:  # noqa: BLE001 - whatever the damage, the file is left out
+    except duckdb.Error:
         return False
 
 

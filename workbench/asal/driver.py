@@ -25,7 +25,7 @@ from workbench.asal.atlas import compose, population_grid, project, snap_to_grid
 from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
-from workbench.asal.search import SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
+from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.checks import check_counts, check_positive, check_seed, check_weight, texts
 from workbench.runs import (
     Run,
@@ -84,6 +84,9 @@ class SearchConfig:
     # child), or "shared", one seed an iteration for all children (what illuminations made before 2026-12-01 did);
     # target and open-endedness searches always share an iteration's bs seeds, as the reference's
     child_seeds: str = "own"
+    # MAP-Elites: its descriptor's PCA on half the seed population, its grid sized by the other half, the seed
+    # elites scored among themselves ("held-out"); or as runs made before 2026-12-03 ("all": see MapElitesSearch)
+    descriptor_fit: str = "held-out"
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
@@ -93,6 +96,8 @@ class SearchConfig:
             raise ValueError(f"unknown search kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         if self.child_seeds not in CHILD_SEEDS:
             raise ValueError(f"child_seeds must be one of {', '.join(CHILD_SEEDS)}, got {self.child_seeds!r}")
+        if self.descriptor_fit not in DESCRIPTOR_FITS:
+            raise ValueError(f"descriptor_fit must be one of {', '.join(DESCRIPTOR_FITS)}, got {self.descriptor_fit!r}")
         if self.init not in INITS:
             raise ValueError(f"--init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.init == "random" and self.eval.substrate == "gol":
@@ -187,7 +192,7 @@ def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
         return IlluminationGA(n_params, population=cfg.population, children=cfg.pop, sigma=cfg.sigma, seed=cfg.seed,
                               x0=x0)
     return MapElitesSearch(n_params, batch=cfg.pop, sigma=cfg.sigma, cells=map_elites_side(cfg.population),
-                           seed=cfg.seed, x0=x0)
+                           seed=cfg.seed, x0=x0, fit=cfg.descriptor_fit)
 
 
 def start_theta(cfg: SearchConfig, sub) -> np.ndarray | None:

@@ -21,7 +21,8 @@ LEGACY_EVAL: dict[str, Any] = {"sampling": "final", "pixels": "uint8"}
 #: <setting> of a search's config → what runs made before the setting existed did.
 #: child_seeds (2026-12-01): an illumination's children shared one initial-state seed an iteration.
 #: init (2026-12-01): every search started at θ = 0.
-LEGACY_SEARCH: dict[str, Any] = {"child_seeds": "shared", "init": "zero"}
+#: descriptor_fit (2026-12-03): MAP-Elites fitted its descriptor and grid on the whole seed population.
+LEGACY_SEARCH: dict[str, Any] = {"child_seeds": "shared", "init": "zero", "descriptor_fit": "all"}
 
 #: Runs made before eval.sampling existed built --fm clip as a GELU ViT-B-32 (workbench.fm.LEGACY_CLIP).
 _GELU_CLIP_BEFORE = "sampling"

@@ -251,6 +251,10 @@ def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarr
     return np.flatnonzero(alive)
 
 
+#: how MapElitesSearch fits its descriptor and grid on the seed population (see the class)
+DESCRIPTOR_FITS = ("held-out", "all")
+
+
 @checkpointable("asal.MapElitesSearch")
 class MapElitesSearch:
     """Our extension: MAP-Elites illumination (pyribs) on a 2-D descriptor of the embedding.
@@ -264,18 +268,24 @@ class MapElitesSearch:
     The objective is novelty: 1 − the highest cosine similarity to any elite already in the archive, and for
     the seed population to any other of its members (against an empty archive each would score 1, which no
     child could beat: the seed elites were never replaced).
+
+    fit="all" is what runs made before 2026-12-03 did (workbench.asal.legacy): PCA and grid on the whole seed
+    population, seed elites of novelty 1.
     """
 
     kind = "map-elites"
 
     def __init__(self, n_params: int, batch: int = 16, sigma: float = 0.1, cells: int = 16,
-                 seed_population: int = 32, seed: int = 0, x0: np.ndarray | None = None):
+                 seed_population: int = 32, seed: int = 0, x0: np.ndarray | None = None, fit: str = "held-out"):
         # the seed population's embeddings fix the archive's 2-D projection (PCA): two at least
         _check(n_params, sigma, seed, batch=(batch, 1), cells=(cells, 1), seed_population=(seed_population, 2))
         self.n_params, self.batch, self.sigma, self.cells, self.seed = n_params, batch, sigma, cells, seed
         self.x0 = _start(x0, n_params)
         self.rng = np.random.default_rng(seed)
         self.seed_population = seed_population
+        if fit not in DESCRIPTOR_FITS:
+            raise ValueError(f"fit must be one of {', '.join(DESCRIPTOR_FITS)}, got {fit!r}")
+        self.fit = fit
         self.scheduler = None
         self.components: np.ndarray | None = None
         self.centre: np.ndarray | None = None
@@ -337,7 +347,7 @@ class MapElitesSearch:
         if first:
             # fitted on one half, the grid sized by the other (see the class docstring); a seed population
             # too small to halve (under 8) does both on all of it
-            fit, held = (z[0::2], z[1::2]) if len(z) >= 8 else (z, z)
+            fit, held = (z[0::2], z[1::2]) if len(z) >= 8 and self.fit == "held-out" else (z, z)
             self.centre = fit.mean(axis=0)
             _, _, vt = np.linalg.svd(fit - self.centre, full_matrices=False)
             self.components = vt[:2]
@@ -348,7 +358,8 @@ class MapElitesSearch:
             self._build(ranges, z.shape[1])
             similar = z @ z.T
             np.fill_diagonal(similar, -np.inf)  # each member's novelty among the others
-            self.archive.add(thetas, 1.0 - similar.max(axis=1), m, embedding=z.astype(np.float32))
+            novelty = 1.0 - similar.max(axis=1) if self.fit == "held-out" else self._novelty(z)
+            self.archive.add(thetas, novelty, m, embedding=z.astype(np.float32))
         else:
             self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
         elites = self.archive.data("embedding")
@@ -370,6 +381,7 @@ class MapElitesSearch:
         emitter and scheduler state."""
         state = {"n_params": self.n_params, "batch": self.batch, "sigma": self.sigma, "cells": self.cells,
                  "seed": self.seed, "seed_population": self.seed_population, "rng": rng_state(self.rng), "x0": self.x0,
+                 "fit": self.fit,
                  "components": self.components, "centre": self.centre, "ribs": None}
         if self.scheduler is not None:
             archive, (emitter,) = self.archive, self.scheduler.emitters
@@ -399,7 +411,8 @@ class MapElitesSearch:
         from ribs.archives import ArchiveStats
 
         me = cls(state["n_params"], batch=state["batch"], sigma=state["sigma"], cells=state["cells"],
-                 seed_population=state["seed_population"], seed=state["seed"], x0=state.get("x0"))
+                 seed_population=state["seed_population"], seed=state["seed"], x0=state.get("x0"),
+                 fit=state.get("fit", "all"))  # checkpoints made before fit existed did "all"
         me.rng, me.components, me.centre = rng_from_state(state["rng"]), state["components"], state["centre"]
         saved = state["ribs"]
         if saved is None:

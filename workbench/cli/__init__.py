@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import signal
 import sys
 import threading
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         say("error", str(error), style="bold red")
         return 2
+    except BrokenPipeError:  # `workbench runs list | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails quietly
+        return 1
     except OSError as error:  # a full disk, a read-only folder: the system's words and the file, not a traceback
         say("error", _os_error_text(error), style="bold red")
         run = getattr(error, "failed_run", None)
@@ -99,14 +103,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _os_error_text(error: OSError) -> str:
-    """'cannot write runs/x/run.json: No space left on device (free some space)' from an OSError."""
+    """'runs/x/run.json: No space left on device (free some space)' from an OSError: the file, the system's words,
+    and what to do where that is clear."""
     import errno
 
-    where = f" {error.filename}" if error.filename else ""
     what = error.strerror or str(error)
     hint = {errno.ENOSPC: "free some space", errno.EROFS: "give a writable folder (--runs, --out)",
             errno.EACCES: "check the folder's permissions", errno.EDQUOT: "free some space"}.get(error.errno)
-    return f"{type(error).__name__} on{where}: {what}" + (f" ({hint})" if hint else "")
+    return (f"{error.filename}: " if error.filename else "") + what + (f" ({hint})" if hint else "")
 
 
 def redeliver_interrupts(unraisable) -> None:

@@ -350,9 +350,10 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "tokenizers": tokenizers.__version__, "safetensors": safetensors.__version__}}
         (tmp / ZOO_FILE).write_text(json.dumps(info, indent=2))
-        if not replace and (Path(out) / ZOO_FILE).is_file():
+        if not replace and (Path(out) / ZOO_FILE).is_file():  # the training is kept beside it, not thrown away
+            kept = replace_dir(tmp, Path(out).with_name(f"{Path(out).name}.built-{os.getpid()}"))
             raise ValueError(f"a zoo was written to {out} while this one was built (another `workbench zoo build`?); "
-                             "give --replace to replace it, or another --out")
+                             f"this build is kept in {kept}: move it where you want it (a zoo is its folder)")
         replace_dir(tmp, out)  # a zoo is shared data: replace_dir gives it the usual permissions
     finally:
         torch.set_num_threads(threads)

@@ -245,7 +245,7 @@ def report(runs: list[Run]) -> dict:
     # runs that differ by more than their seed (and where they ran) make a spread that mixes settings: said, not hidden
     from workbench.qd.run import FLAGS
 
-    mixed = [k.removeprefix("config.") for k in differing_settings([{**r.info, "id": r.id} for r in runs])
+    mixed = [k.removeprefix("config.") for k in differing_settings([r.info for r in runs])
              if k not in REPLICATE_KEYS and k not in CONTEXT_KEYS]
     mixed = [FLAGS.get(k.split(".")[0], k) for k in mixed]  # as typed: --n-eval, --range (ranges.sort)
     out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
