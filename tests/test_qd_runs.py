@@ -133,6 +133,12 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert scores["beats"]["sort"].keys() == {"base", "expert", "task_arithmetic", "multitask"}
     assert baselines["settings"]["multitask"]["steps"] == 5 and (run.path / "baselines" /
                                                                    "multitask.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(run.path / "baselines" / "multitask.safetensors", framework="pt") as f:
+        assert "seconds" not in f.metadata()  # its bytes are the run's, not the wall clock's
+    assert json.loads((run.path / "baselines" / "multitask.json").read_text())["seconds"] == \
+        baselines["settings"]["multitask"]["seconds"]
     assert "stream 4, the validation prompts (stream 3) left out" in scores["split"]
     best = scores["cycleqd"]["brackets"]
     assert best["validation"] == qd.scores(best["id"]) and info["test_scores"]["brackets"] == best["test"]["brackets"]
