@@ -289,3 +289,18 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
 
     lines = [tuple(round(v, 3) for v in to_rgb(line.get_color())) for line in axis.lines]
     assert fills == lines[:len(fills)], (fills, lines)
+
+
+def test_figures_say_which_runs_they_leave_out(three, tmp_path):
+    """A run without metrics yet was left out of `figure compare` and `figure curves` without a word."""
+    import shutil
+
+    store, (a, b, _) = three
+    local = RunStore(tmp_path / "runs")
+    for run_id in (a, b):
+        shutil.copytree(store.root / run_id, local.root / run_id)
+    fresh = local.create("openended", "boids", "pixels", {"seed": 7}, 7).id
+    for what in ("compare", "curves"):
+        out = _short("figure", what, a, b, fresh, "--runs", str(local.root), "--out", str(tmp_path / f"{what}.png"))
+        assert out.returncode == 0, out.stderr
+        assert out.stderr.strip() == f"note: {fresh} has no metrics yet: the figure leaves it out"

@@ -14,18 +14,30 @@ def cmd_figure(args) -> int:
     store = RunStore(args.runs)
     if args.what == "curves":
         out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)
+        _say_undrawn(store, [store.open(i).id for i in args.ids], set())
     elif args.what == "compare":
         from workbench.compare import check_ids, compare_runs
 
         check_ids(args.ids)
         figures.check_figure_path(args.out)  # before the runs are read
-        out = figures.save(figures.compare_curves(compare_runs(store, args.ids)), args.out, dpi=args.dpi)
+        comparison = compare_runs(store, args.ids)
+        out = figures.save(figures.compare_curves(comparison), args.out, dpi=args.dpi)
+        _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "atlas":
         out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi)
     else:
         out = figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size)
     print(out)
     return 0
+
+
+def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:
+    """A note for each run asked for that the figure leaves out, having no metrics yet (it was silent)."""
+    from workbench.cli.common import say
+
+    for run_id in ids:
+        if run_id not in drawn and not (store.root / run_id / "metrics.parquet").is_file():
+            say("note", f"{run_id} has no metrics yet: the figure leaves it out")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
