@@ -45,7 +45,11 @@ class RunsModel(param.Parameterized):
 
     def refresh(self) -> list[dict]:
         """Re-read the catalog (new runs, a running one's progress) and the filter choices."""
-        self._rows = RunStore(self.runs_dir).list()
+        store = RunStore(self.runs_dir)
+        self._rows = store.list()
+        # what the catalog left out, for the page to say (the CLI's runs list warns of each)
+        self.unreadable = list(store.unreadable_runs)
+        self.without_metrics = [Path(p).parent.name for p in store.unreadable_metrics]
         for name in ("kind", "status"):
             values = ["all", *sorted({str(r[name]) for r in self._rows if r.get(name)})]
             self.param[name].objects = values
@@ -58,6 +62,16 @@ class RunsModel(param.Parameterized):
     @property
     def ids(self) -> list[str]:
         return [r["id"] for r in self._rows]
+
+    def count_text(self) -> str:
+        """The gallery's header: how many runs are shown of how many, and the folders the catalog could not read."""
+        text = f"{len(self.shown())} of {len(self._rows)} runs in `{self.runs_dir}` (newest first)"
+        if self.unreadable:
+            text += (f" · not readable as runs, left out: {', '.join(f'`{n}`' for n in self.unreadable)} "
+                     "(`workbench runs show ID` says why)")
+        if self.without_metrics:
+            text += f" · metrics unreadable: {', '.join(f'`{n}`' for n in self.without_metrics)}"
+        return text
 
     def shown(self) -> list[dict]:
         """The rows the filters let through, newest first, at most `limit`."""
@@ -430,7 +444,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def draw(*_):
         shown = model.shown()
         gallery.object = gallery_html([model.card(r) for r in shown], runs_dir)
-        count.object = f"{len(shown)} of {len(model.ids)} runs in `{runs_dir}` (newest first)"
+        count.object = model.count_text()
 
     def on_refresh(event):
         model.refresh()

@@ -677,6 +677,9 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     (store.root / "folder" / "run.json").mkdir(parents=True)
     assert [r["id"] for r in store.list()] == ids
     assert sorted(store.broken()) == ["folder", "newer", "status", "typed"]
+    header = RunsModel(runs_dir=str(store.root)).count_text()  # the page says what it left out, too
+    assert header.startswith("3 of 3 runs") and "left out: `folder`, `newer`, `status`, `typed`" in header
+    assert f"metrics unreadable: `{bad.name}`" in header
     with pytest.raises(RunError, match="config is list, not dict"):
         store.open("typed")
     with pytest.raises(RunError, match="newer workbench .*upgrade"):

@@ -714,6 +714,8 @@ class RunStore:
         self.root = Path(root)
         #: the metrics.parquet files the last catalog() left out of its metrics view: they do not read as Parquet
         self.unreadable_metrics: list[str] = []
+        #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
+        self.unreadable_runs: list[str] = []
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
 
@@ -843,7 +845,7 @@ class RunStore:
         import duckdb
         import pyarrow as pa
 
-        records, _ = self._records()
+        records, self.unreadable_runs = self._records()
         self.unreadable_metrics = []
         con = duckdb.connect()
         types = {"text": pa.string(), "int": pa.int64(), "real": pa.float64(), "texts": pa.list_(pa.string())}
