@@ -207,3 +207,20 @@ def test_figures_of_panels_fit_a_page(tmp_path):
     assert layout_inches(layout) == panel_inches(4, 1)
     png = Image.open(save(layout, tmp_path / "bars.png", style={"fig_inches": layout_inches(layout)}))
     assert png.size[0] / png.info["dpi"][0] <= PAGE_WIDTH + 0.05
+
+
+def test_an_illumination_curve_is_not_called_a_best_so_far(store):
+    """An illumination's loss is its population's (or archive's) at each iteration, which can rise: its curve was
+    labelled "best loss" like a search's best so far."""
+    import holoviews as hv
+
+    from workbench.compare import POPULATION_METRIC
+    from workbench.figures import holoviews, loss_curves
+
+    holoviews()
+    runs = store.list()
+    ill = [r["id"] for r in runs if r["kind"] == "illuminate"][0]
+    cma = [r["id"] for r in runs if r["kind"] == "openended"][0]
+    assert hv.render(loss_curves(store, [ill]), backend="matplotlib").axes[0].get_ylabel() == POPULATION_METRIC
+    both = hv.render(loss_curves(store, [cma, ill]), backend="matplotlib").axes[0].get_ylabel()
+    assert both == f"best loss / {POPULATION_METRIC}"

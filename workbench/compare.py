@@ -30,6 +30,8 @@ REPLICATE_KEYS = ("config.seed",)
 #: (each run kind documents the same results for any of them, up to floating-point order on another device).
 CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config.chunk", "config.eval.chunk",
                 "config.transfer")
+#: what an illumination's curve is: its population's (the GA's) or archive's (MAP-Elites') loss at each iteration
+POPULATION_METRIC = "illumination loss of the population"
 LABEL_CHARS = 60  # a label past this long is not read: a group is named by its substrate and first run, a run by id
 
 
@@ -339,10 +341,23 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         df.insert(0, "run_id", info["id"])
         row = catalog_row(info, store.root)
         higher = row["better"] == "higher"
-        frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"], metric=row["metric"]))
+        # an illumination's loss is its population's (or archive's) at each iteration, not a best so far
+        metric = POPULATION_METRIC if info.get("kind") == "illuminate" else row["metric"]
+        frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"], metric=metric))
     if not frames:
         return pd.DataFrame(columns=["run_id", "iteration", "best_loss", "best", "metric"])
     return pd.concat(frames, ignore_index=True)
+
+
+def curves_label(metrics) -> str:
+    """The y axis of curves in these metrics: "best loss", "best fitness / loss", "best loss / illumination loss
+    of the population" (an illumination's is not a best so far)."""
+    names = sorted(set(metrics))
+    bests = [m for m in names if m != POPULATION_METRIC]
+    parts = [f"best {' / '.join(bests)}"] if bests else []
+    if POPULATION_METRIC in names:
+        parts.append(POPULATION_METRIC)
+    return " / ".join(parts) or "best"
 
 
 def check_ids(ids: list[str]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from workbench.atomic import atomic_write
 from workbench.checks import count
-from workbench.compare import Comparison
+from workbench.compare import Comparison, curves_label
 from workbench.runs import RunStore, article
 
 # Sizes in points for a single-column figure (≈ 3.3 in wide); colour bars' labels and ticks too.
@@ -131,7 +131,7 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     labels = run_labels(infos, str(store.root))
     if metric is None:
         df = best_curves(store, infos)
-        ylabel = f"best {' / '.join(sorted(set(df['metric'])))}" if not df.empty else "best"
+        ylabel = curves_label(df["metric"])
         drawn = list(dict.fromkeys(df["run_id"]))  # the runs with metrics, in order
         curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=labels[run_id])
                   for run_id, rows in df.groupby("run_id", sort=False)]
@@ -170,7 +170,7 @@ def compare_curves(comparison: Comparison):
     df = comparison.curves
     if df.empty:
         raise ValueError("none of the runs compared has metrics yet")
-    ylabel = f"best {' / '.join(sorted(set(df['metric'])))}"
+    ylabel = curves_label(df["metric"])
     if not comparison.has_replicates:
         layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=comparison.labels.get(run_id, run_id))
                   for run_id, rows in df.groupby("run_id", sort=False)]
