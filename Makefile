@@ -44,15 +44,20 @@ test: $(STAMP) test-deps lint kvpress-peer
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --nbmake tests notebooks
 
 # kvpress, the NAMM bench's outside peer, pins transformers < 5.3 (it hooks attention through the keyword 5.3
-# renamed); the workbench runs 5.24. So it gets a virtualenv of its own inside .venv: kvpress + transformers 5.2
+# renamed); the workbench runs a newer one. So it gets a virtualenv of its own inside .venv: kvpress + transformers 5.2
 # and their few pins (~230 MB), everything else (torch included) shared with .venv through a .pth file that adds
 # .venv's site-packages after its own. Optional: without it `bench namm` leaves the presses out and says so.
+# A second .pth hides Hugging Face's `kernels` from the peer: transformers >= 5.25 puts kernels 0.19 in .venv,
+# whose API the peer's transformers 5.2 does not speak (it failed at import: "Either a revision or a version must
+# be specified"); without it transformers goes without Hub kernels (CUDA layers kvpress does not use), as before.
 PEER := $(VENV)/kvpress-peer
-kvpress-peer: $(PEER)/.installed
-$(PEER)/.installed: $(STAMP)
+kvpress-peer: $(PEER)/.installed-2
+$(PEER)/.installed-2: $(STAMP)
 	@python3 -m venv $(PEER) && \
+	  site="$$($(PEER)/bin/python -c 'import site; print(site.getsitepackages()[0])')" && \
 	  $(PY) -c "import site; print(f\"import site; site.addsitedir('{site.getsitepackages()[0]}')\")" \
-	    > "$$($(PEER)/bin/python -c 'import site; print(site.getsitepackages()[0])')/workbench-venv.pth" && \
+	    > "$$site/workbench-venv.pth" && \
+	  echo "import sys; sys.modules.setdefault('kernels', None)" > "$$site/workbench-no-hub-kernels.pth" && \
 	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' && touch $@ \
 	  || echo "kvpress peer not installed (no registry?): bench namm runs without the presses"
 
