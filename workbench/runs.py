@@ -311,7 +311,9 @@ CATALOG_COLUMNS = {"id": "text", "kind": "text", "substrate": "text", "fm": "tex
                    "resume_command": "text", "command": "text"}
 _FITS = {"text": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
          "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-         "texts": lambda v: isinstance(v, list) and all(x is None or isinstance(x, str) for x in v)}
+         "texts": lambda v: isinstance(v, list) and all(x is None or isinstance(x, str) for x in v),
+         "dict": lambda v: isinstance(v, dict)}
+_TYPE_NAMES = {"text": "str", "int": "int", "real": "int or float", "texts": "list of str", "dict": "dict"}
 
 
 def _misfit_columns(row: dict) -> list[str]:
@@ -320,21 +322,17 @@ def _misfit_columns(row: dict) -> list[str]:
 
 
 #: run.json's fields that the catalog, the pages and resumes read, and the types they must have when present
-# (None allowed): a hand-edited or damaged record is refused as one unreadable run, not a traceback in every list
-_FIELD_TYPES = {"config": dict, "kind": str, "substrate": str, "fm": str, "command": str, "status": str,
-                "created": str, "updated": str, "metric": str, "id": str, "iterations": int, "seed": int,
-                "best_loss": (int, float), "pid": int, "heartbeat": (int, float)}
+# (None allowed; those the catalog shows as columns, the column's type): a hand-edited or damaged record is
+# refused as one unreadable run, not a traceback in every list
+_FIELD_TYPES = {**{k: CATALOG_COLUMNS[k] for k in ("id", "kind", "substrate", "fm", "status", "iterations", "best_loss",
+                                                   "seed", "created", "updated", "metric", "command")},
+                "config": "dict", "pid": "int", "heartbeat": "real"}
 
 
 def _mistyped_fields(info: dict) -> str:
     """'iterations is a str, not int' for each field of run.json whose type is not what readers expect; '' if none."""
-    wrong = []
-    for key, kind in _FIELD_TYPES.items():
-        value = info.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-            wrong.append(f"{key} is {type(value).__name__}, not {names}")
-    return "; ".join(wrong)
+    return "; ".join(f"{key} is {type(info[key]).__name__}, not {_TYPE_NAMES[kind]}"
+                     for key, kind in _FIELD_TYPES.items() if info.get(key) is not None and not _FITS[kind](info[key]))
 
 
 class Run:
@@ -632,35 +630,37 @@ class Run:
 
     def read_json(self, name: str) -> Any:
         """The run's JSON file NAME, or None where it has none yet; a damaged file is one RunError naming it."""
-        path = self.path / name
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON and UTF-8 decoding errors
-            raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
+        # ValueError: JSON and UTF-8 decoding errors
+        return self._read_file(name, lambda p: json.loads(p.read_text()), (OSError, ValueError, RecursionError),
+                               missing_ok=True)
 
     def read_array(self, name: str) -> np.ndarray:
         """The run's NAME (.npy) array; a missing or damaged file is one RunError naming it."""
-        path = self.path / name
-        try:
-            return np.load(path, allow_pickle=False)
-        except FileNotFoundError as exc:
-            raise RunError(f"run {self.id!r} has no {name}") from exc
-        except (OSError, ValueError, EOFError) as exc:  # truncated, empty, not an .npy, an object array
-            raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
+        # truncated, empty, not an .npy, an object array
+        return self._read_file(name, lambda p: np.load(p, allow_pickle=False), (OSError, ValueError, EOFError))
 
     def read_image(self, name: str) -> np.ndarray:
         """The run's picture NAME (.png) as RGB uint8; a missing or damaged file is one RunError naming it."""
         from PIL import Image
 
-        path = self.path / name
-        try:
+        def load(path: Path) -> np.ndarray:
             with Image.open(path) as image:
                 return np.asarray(image.convert("RGB"))
+
+        return self._read_file(name, load, (OSError, ValueError))  # PIL's UnidentifiedImageError is an OSError
+
+    def _read_file(self, name: str, load: Callable[[Path], Any], damaged: tuple[type[Exception], ...],
+                   missing_ok: bool = False) -> Any:
+        """load(path) of the run's file NAME; None where it is missing and `missing_ok`, else one RunError naming
+        the file (missing, or raising one of `damaged`)."""
+        path = self.path / name
+        try:
+            return load(path)
         except FileNotFoundError as exc:
+            if missing_ok:
+                return None
             raise RunError(f"run {self.id!r} has no {name}") from exc
-        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        except damaged as exc:
             raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
 
     def write_array(self, name: str, array: np.ndarray) -> None:

@@ -356,9 +356,12 @@ class MapElitesSearch:
             span = np.maximum(hi - lo, 1e-6)
             ranges = [(a - 0.5 * s, b + 0.5 * s) for a, b, s in zip(lo, hi, span, strict=True)]
             self._build(ranges, z.shape[1])
-            similar = z @ z.T
-            np.fill_diagonal(similar, -np.inf)  # each member's novelty among the others
-            novelty = 1.0 - similar.max(axis=1) if self.fit == "held-out" else self._novelty(z)
+            if self.fit == "held-out":  # each member's novelty among the others
+                similar = z @ z.T
+                np.fill_diagonal(similar, -np.inf)
+                novelty = 1.0 - similar.max(axis=1)
+            else:
+                novelty = self._novelty(z)  # against the empty archive: 1
             self.archive.add(thetas, novelty, m, embedding=z.astype(np.float32))
         else:
             self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))

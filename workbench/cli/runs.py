@@ -62,7 +62,7 @@ def cmd_runs(args) -> int:
             err.print(f"no runs in {store.root}" + ("" if store.root.is_dir() else " (no such folder)"))
         else:
             _runs_tables(rows)
-        for name in store.broken():
+        for name in store.unreadable_runs:  # as broken(), from the list just read
             say("warning", f"{name} is not a readable run (corrupt or foreign run.json); skipped")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")

@@ -264,10 +264,10 @@ def zoo_fingerprint(path: str | Path) -> str | None:
     """The sha256 of a zoo's zoo.json (its config, budgets, device, accuracies and build times: one build), or
     None for a folder of models without one. Runs record it, so that comparing them tells their zoos apart by
     what they hold, not by the path they were given."""
-    import hashlib
+    from workbench.runs import sha256_file
 
     try:
-        return hashlib.sha256((Path(path) / ZOO_FILE).read_bytes()).hexdigest()
+        return sha256_file(Path(path) / ZOO_FILE)
     except OSError:
         return None
 
