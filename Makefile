@@ -50,6 +50,8 @@ test: $(STAMP) test-deps lint kvpress-peer
 # A second .pth hides Hugging Face's `kernels` from the peer: transformers >= 5.25 puts kernels 0.19 in .venv,
 # whose API the peer's transformers 5.2 does not speak (it failed at import: "Either a revision or a version must
 # be specified"); without it transformers goes without Hub kernels (CUDA layers kvpress does not use), as before.
+# It is written after the install: pip builds sdists (fire) with .venv's setuptools, which loads every egg_info
+# writer, kernels' among them, and a hidden kernels failed that build (the peer was never made on a fresh machine).
 PEER := $(VENV)/kvpress-peer
 kvpress-peer: $(PEER)/.installed-2
 $(PEER)/.installed-2: $(STAMP)
@@ -57,8 +59,9 @@ $(PEER)/.installed-2: $(STAMP)
 	  site="$$($(PEER)/bin/python -c 'import site; print(site.getsitepackages()[0])')" && \
 	  $(PY) -c "import site; print(f\"import site; site.addsitedir('{site.getsitepackages()[0]}')\")" \
 	    > "$$site/workbench-venv.pth" && \
-	  echo "import sys; sys.modules.setdefault('kernels', None)" > "$$site/workbench-no-hub-kernels.pth" && \
-	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' && touch $@ \
+	  rm -f "$$site/workbench-no-hub-kernels.pth" && \
+	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' && \
+	  echo "import sys; sys.modules.setdefault('kernels', None)" > "$$site/workbench-no-hub-kernels.pth" && touch $@ \
 	  || echo "kvpress peer not installed (no registry?): bench namm runs without the presses"
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
