@@ -41,7 +41,7 @@ lint: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP) test-deps lint kvpress-peer
 	$(PY) -m compileall -q workbench kernels simulations dashboards tests >/dev/null
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --nbmake tests notebooks
+	WORKBENCH_FULL_SETUP=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --nbmake tests notebooks
 
 # kvpress, the NAMM bench's outside peer, pins transformers < 5.3 (it hooks attention through the keyword 5.3
 # renamed); the workbench runs a newer one. So it gets a virtualenv of its own inside .venv: kvpress + transformers 5.2

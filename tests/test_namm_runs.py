@@ -13,6 +13,7 @@ import pytest
 import torch
 from forked import cli as _short
 from procs import cli, kill_after, run_command
+from setup_parts import missing_setup
 
 from workbench.cli import main
 from workbench.runs import RunStore
@@ -377,7 +378,7 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     assert out["cma"]["generation_s"] > 0 and out["cma"]["optimiser_sep_s"] > 0
     if not peer:
         assert "make kvpress-peer" in out["presses"]["skipped"]
-        pytest.skip("no kvpress virtualenv (make kvpress-peer): the press rows are not checked")
+        missing_setup("the kvpress virtualenv (make kvpress-peer): the press rows are not checked")
     assert out["presses"]["peer"] == "kvpress 0.5.5"
     for name in ("snapkv", "observed"):
         kept = [r["kept"] for r in rows if r["method"] == name]

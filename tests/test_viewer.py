@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pygame
 import pytest
+from setup_parts import missing_setup
 
 from workbench.viewer import ViewerModel, run_viewer
 
@@ -93,9 +94,11 @@ def test_the_new_substrates_play_in_the_window(name, tmp_path, monkeypatch):
         assert model.theta.tolist() == [6152] and model.frame().max() == 255
 
 
-@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="Xvfb is installed by `make test`")
 def test_smoke_under_xvfb_with_screenshot(tmp_path):
     from PIL import ImageGrab
+
+    if shutil.which("Xvfb") is None:
+        missing_setup("Xvfb (make test-deps)")
 
     # -displayfd: Xvfb picks a free display and writes its number once it accepts connections (a fixed
     # display and a fixed sleep failed when the number was taken or the server was slow to start)
