@@ -1023,6 +1023,12 @@ def test_a_change_the_server_makes_is_not_taken_for_the_browsers(browser):
         box = page.locator("input").first
         box.wait_for(timeout=60000)
         page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60000)
+        # until Panel marks the page loaded (a message after the browser's document exists) it leaves changes
+        # to Bokeh's own path, model callbacks included: a change made then was heard (once under a loaded suite)
+        deadline = time.time() + 60
+        while not pn.state._loaded.get(made["doc"]) and time.time() < deadline:
+            time.sleep(0.05)
+        assert pn.state._loaded.get(made["doc"]), "Panel never marked the page loaded"
         heard = []
         model = next(iter(made["box"]._models.values()))[0]
         model.on_change("value", lambda attr, old, new: heard.append(new))
