@@ -115,7 +115,10 @@ class AtlasModel(param.Parameterized):
 
 def atlas_view(model: AtlasModel, size: int = 560):
     """The atlas as a Bokeh image with one invisible cell per population member (hover: run, index, |θ|;
-    click: model.selected). Updates safely when the model is laid out on a worker thread."""
+    click: model.selected). Follows the model (another run, another layout): on a served page by changing its
+    sources, safely from a worker thread; unserved (a notebook) with a new figure, since changes of a shown
+    figure's raw Bokeh models never reach a notebook's view (the atlas stayed the old run's and clicks on it
+    selected members of the new one)."""
     from bokeh.models import ColumnDataSource, HoverTool, TapTool
     from bokeh.plotting import figure
 
@@ -125,35 +128,46 @@ def atlas_view(model: AtlasModel, size: int = 560):
     def oriented(img):
         return rgba(img)[::-1].copy()  # the atlas' row 0 is its top row
 
-    image = ColumnDataSource({"image": [oriented(model.image)]})
-    cells = ColumnDataSource(model.cell_table())
-    fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
-                 name="atlas", min_border=0, outline_line_color=None)
-    fig.axis.visible = False
-    fig.grid.visible = False
-    fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=image)
-    w = 1.0 / max(model.side, 1)
-    # faint cell borders show the grid; the clicked cell gets a strong one, the hovered one a yellow one
-    rects = fig.rect(x="x", y="y", width=w, height=w, source=cells, fill_alpha=0.0, line_color="#7f8c9d",
-                     line_alpha=0.35, selection_line_color="#2f5d8a", selection_line_alpha=1.0,
-                     selection_line_width=3, nonselection_line_color="#7f8c9d", nonselection_line_alpha=0.35,
-                     hover_line_color="#f9a825", hover_line_alpha=1.0, hover_line_width=3)
-    fig.add_tools(HoverTool(renderers=[rects], tooltips=[("run", "@run"), ("index", "@index"), ("θ", "@theta")]),
-                  TapTool(renderers=[rects]))
-    page = PageThread()
-
-    def on_layout(*_):
-        image.data = {"image": [oriented(model.image)]}
-        cells.data = model.cell_table()
-        rects.glyph.width = rects.glyph.height = 1.0 / max(model.side, 1)
-
-    model.param.watch(page.wrap(on_layout), "revision")
+    shown: dict = {}  # the sources and cells of the figure on show
 
     def on_tap(attr, old, new):
-        model.selected = int(cells.data["index"][new[0]]) if new else -1
+        index = shown["cells"].data["index"]
+        model.selected = int(index[new[0]]) if new and 0 <= new[0] < len(index) else -1
 
-    cells.selected.on_change("indices", on_tap)
-    return pn.pane.Bokeh(fig, margin=0)
+    def build():
+        image = ColumnDataSource({"image": [oriented(model.image)]})
+        cells = ColumnDataSource(model.cell_table())
+        fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
+                     name="atlas", min_border=0, outline_line_color=None)
+        fig.axis.visible = False
+        fig.grid.visible = False
+        fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=image)
+        w = 1.0 / max(model.side, 1)
+        # faint cell borders show the grid; the clicked cell gets a strong one, the hovered one a yellow one
+        rects = fig.rect(x="x", y="y", width=w, height=w, source=cells, fill_alpha=0.0, line_color="#7f8c9d",
+                         line_alpha=0.35, selection_line_color="#2f5d8a", selection_line_alpha=1.0,
+                         selection_line_width=3, nonselection_line_color="#7f8c9d", nonselection_line_alpha=0.35,
+                         hover_line_color="#f9a825", hover_line_alpha=1.0, hover_line_width=3)
+        fig.add_tools(HoverTool(renderers=[rects], tooltips=[("run", "@run"), ("index", "@index"), ("θ", "@theta")]),
+                      TapTool(renderers=[rects]))
+        cells.selected.on_change("indices", on_tap)
+        shown.update(image=image, cells=cells, rects=rects)
+        return fig
+
+    pane = pn.pane.Bokeh(build(), margin=0)
+    page = PageThread()
+    served = page.doc is not None and page.doc.session_context is not None
+
+    def on_layout(*_):
+        if not served:
+            pane.object = build()
+            return
+        shown["image"].data = {"image": [oriented(model.image)]}
+        shown["cells"].data = model.cell_table()
+        shown["rects"].glyph.width = shown["rects"].glyph.height = 1.0 / max(model.side, 1)
+
+    model.param.watch(page.wrap(on_layout), "revision")
+    return pane
 
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:

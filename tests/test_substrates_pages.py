@@ -188,6 +188,27 @@ def test_atlas_lays_out_game_of_life_and_nca_illuminations(runs, tmp_path):
         assert Image.open(path).size == (2 * model.image.shape[1],) * 2
 
 
+def test_atlas_view_in_a_notebook_follows_the_model(runs):
+    """Unserved (a notebook) the atlas view shows another run with a new figure: changes of a shown figure's
+    Bokeh sources never reached a notebook's view, so it kept the old run's atlas and clicks on it selected
+    members of the new run (or none); a click outside the table selects nothing."""
+    from workbench.dashboards.atlas import AtlasModel, atlas_view
+
+    model = AtlasModel(runs_dir=runs["dir"])
+    model.choose(runs["gol_ill"])
+    pane = atlas_view(model)
+    first = pane.object
+    model.choose(runs["nca_d1_ill"])
+    shown = pane.object
+    assert shown is not first
+    cells = next(r.data_source for r in shown.renderers if "index" in r.data_source.data)
+    assert set(cells.data["run"]) == {runs["nca_d1_ill"]} and len(cells.data["index"]) == 8
+    cells.selected.indices = [3]  # what a click in the notebook's view sends back
+    assert model.selected == cells.data["index"][3]
+    cells.selected.indices = [40]
+    assert model.selected == -1
+
+
 # --- the viewer and `workbench render` -------------------------------------------------------------------
 
 def test_viewer_shows_conway_and_mutates_rules(tmp_path):
