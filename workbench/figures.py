@@ -37,7 +37,10 @@ VECTOR_TEXT = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 def holoviews():
     """HoloViews with both plotting backends loaded and the current one left as it was (Bokeh by default).
     Options are set per backend, and HoloViews refuses any before a backend is loaded: every figure function
-    calls this first, so the first figure of a fresh process works too."""
+    calls this first, so the first figure of a fresh process works too. The backends are loaded as renderers,
+    not with hv.extension: in a notebook that also wrote Bokeh's and Panel's JavaScript loaders into the cell's
+    output, from the CDN, so offline the notebook's console filled with errors and a later plot could come out
+    blank (a notebook shows plots after its own `hv.extension('bokeh', inline=True)`)."""
     import holoviews as hv
 
     missing = [b for b in ("bokeh", "matplotlib") if b not in hv.Store.renderers]
@@ -47,7 +50,8 @@ def holoviews():
         if "inline" not in matplotlib.get_backend():  # no GUI backend: figures render on server threads too
             matplotlib.use("Agg")
         current = hv.Store.current_backend if hv.Store.renderers else "bokeh"
-        hv.extension(*missing, logo=False)
+        for backend in missing:
+            hv.renderer(backend)
         hv.Store.set_current_backend(current)
     return hv
 
