@@ -792,8 +792,8 @@ class QDModel(param.Parameterized):
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · {len(d.models)} "
-                    f"elites in a {d.bins} × {d.bins} grid · hover a cell for its novelty, click it to play it in "
-                    f"the Lab")
+                    f"elites in a {d.bins} × {d.bins} grid · hover a cell for its novelty (on the "
+                    f"QD page, a click plays it in the Lab)")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
         return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"

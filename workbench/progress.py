@@ -1,0 +1,83 @@
+"""A progress bar for long work in a notebook: what the CLI's rich bar is on a terminal.
+
+Every run function takes an `on_iteration(done, total, metrics row)` callback (run_search, evolve, run_cycleqd,
+train_expert, adapt, train_namm) and build_zoo a `progress(k)` one; a `Progress` is either:
+
+    from workbench.progress import Progress
+    run = run_search(cfg, store, on_iteration=Progress("search"))
+    zoo = build_zoo(out, cfg, progress=Progress("zoo", total=total_steps(cfg)))
+
+In a notebook it is an ipywidgets bar with the count, the best so far and the time taken; elsewhere (a script,
+a test) one plain line per tenth of the work on stderr, so that nothing floods a log.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+
+def _in_notebook() -> bool:
+    """Whether an IPython kernel with a front end that shows widgets runs this (not a terminal IPython)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class Progress:
+    """A progress bar for one piece of long work; call it as the work goes on (see the module's docstring).
+
+    Args:
+        label: what the work is ("search", "zoo"), shown before the bar.
+        total: the number of steps, if known before the first call (on_iteration callbacks bring their own).
+        metric: the row's key shown as the best so far ("best_loss" by default; shown only where the row has it).
+    """
+
+    def __init__(self, label: str, total: int | None = None, metric: str = "best_loss"):
+        self.label, self.total, self.metric = label, total, metric
+        self.done, self.best, self.started = 0, None, time.monotonic()
+        self._widgets = self._shown_at = None
+        if _in_notebook():
+            import ipywidgets as widgets
+            from IPython.display import display
+
+            bar = widgets.IntProgress(value=0, min=0, max=max(total or 1, 1), description=label,
+                                      bar_style="info", style={"description_width": "initial"})
+            text = widgets.Label(value="setting up …")
+            self._widgets = (bar, text)
+            display(widgets.HBox([bar, text]))
+
+    def __call__(self, done: int, total: int | None = None, row: dict | None = None) -> None:
+        """on_iteration(done, total, row) of the run functions, or progress(k) (k more steps) of build_zoo."""
+        if total is None:  # build_zoo's progress(k): k more steps
+            self.done += done
+        else:
+            self.done, self.total = done, total
+        value = (row or {}).get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            self.best = value
+        self._show()
+
+    def text(self) -> str:
+        """'12/40 · best_loss 0.1234 · 5.2 s' (what the bar's label says)."""
+        parts = [f"{self.done}/{self.total}" if self.total else f"{self.done}"]
+        if self.best is not None:
+            parts.append(f"{self.metric.replace('_', ' ')} {self.best:.4g}")
+        parts.append(f"{time.monotonic() - self.started:.1f} s")
+        return " · ".join(parts)
+
+    def _show(self) -> None:
+        finished = bool(self.total) and self.done >= self.total
+        if self._widgets is not None:
+            bar, text = self._widgets
+            bar.max, bar.value = max(self.total or 1, 1), min(self.done, max(self.total or 1, 1))
+            if finished:
+                bar.bar_style = "success"
+            text.value = self.text()
+            return
+        # the first step, then one line per tenth of the work: a script's log stays readable
+        tenth = max(1, (self.total or 10) // 10)
+        step = self.done // tenth
+        if finished or step != self._shown_at:
+            self._shown_at = step
+            print(f"{self.label}: {self.text()}", file=sys.stderr, flush=True)
