@@ -248,8 +248,8 @@ class NAMMExplorer(param.Parameterized):
                       backend="matplotlib") for c in (tr.NOT_YET, tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(
             color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
-        # the page has its own legend above the tabs; a paper figure carries one
-        return hv.Overlay([img, line, *keys]).opts(show_legend=False, backend="bokeh").opts(
+        # the figure carries its key (a notebook, an export); the page leaves it out for its own above the tabs
+        return hv.Overlay([img, line, *keys]).opts(legend_position="right", backend="bokeh").opts(
             legend_position="right", backend="matplotlib")
 
     def _sizes(self, hv, t: tr.Trace):
@@ -538,6 +538,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         def inner(step, layer_, head_, token_, version):
             fig = model.figure(name)
             if name == "retention" and isinstance(fig, hv.Overlay):  # a click picks token, layer and head
+                fig = fig.opts(show_legend=False, backend="bokeh")  # the page's key is above the tabs
                 tap = hv.streams.Tap(source=fig.get(0))
                 tap.add_subscriber(lambda x, y: model.pick(x, y))
             return pn.pane.HoloViews(fig, backend="bokeh", linked_axes=False)
