@@ -144,7 +144,7 @@ class GridSubstrate(Substrate):
 
 
 class GameOfLife(GridSubstrate):
-    """Life-like cellular automata on a 64×64 torus; θ = [rule]."""
+    """Life-like cellular automata on a torus (64×64 by default: `grid`); θ = [rule]."""
 
     name = "gol"
     n_params = 1

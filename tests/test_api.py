@@ -406,3 +406,14 @@ def test_library_takes_what_older_runs_and_other_callers_pass():
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert EvolveConfig(zoo="z", models=["base", "add"], method="linear", iters=np.int64(2)).iters == 2
     assert type(components(EvalConfig("boids", "pixels", weights="old.pt", steps=4))[1]).__name__ == "PixelsFM"
+
+
+def test_packages_reach_their_submodules_after_a_plain_import():
+    """`import workbench.experts; workbench.experts.adapt.adapt(...)` (the package's docstring) and
+    `import workbench; workbench.asal.scores` work in a fresh process, not only after another import loaded the
+    module; a name that is neither an export nor a submodule stays an AttributeError."""
+    code = ("import workbench, workbench.experts\n"
+            "print(workbench.experts.adapt.adapt.__name__, workbench.asal.scores.__name__)\n"
+            "try:\n    workbench.nothing\nexcept AttributeError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.splitlines() == ["adapt workbench.asal.scores", "module 'workbench' has no attribute 'nothing'"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 
@@ -13,9 +14,13 @@ def exports(package: str, modules: dict[str, list[str]]) -> tuple[Callable, Call
     where = {name: module for module, names in modules.items() for name in names}
 
     def __getattr__(name: str):
-        if name not in where:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(where[name]), name)
+        if name in where:
+            return getattr(importlib.import_module(where[name]), name)
+        # a submodule not imported yet: `workbench.experts.adapt.adapt(...)`, `workbench.asal.scores` work
+        # after a plain `import workbench.experts` too, as they would in a package that imports its modules
+        if importlib.util.find_spec(f"{package}.{name}") is not None:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:  # the exports, not yet loaded, and what the package holds (its submodules)
         return sorted(set(where) | set(vars(sys.modules[package])))

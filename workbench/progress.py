@@ -5,7 +5,7 @@ train_expert, adapt, train_namm) and build_zoo a `progress(k)` one; a `Progress`
 
     from workbench.progress import Progress
     run = run_search(cfg, store, on_iteration=Progress("search"))
-    zoo = build_zoo(out, cfg, progress=Progress("zoo", total=total_steps(cfg)))
+    path = build_zoo(out, cfg, progress=Progress("zoo", total=total_steps(cfg)))  # workbench.lm.total_steps
 
 In a notebook it is an ipywidgets bar with the count, the best so far and the time taken; elsewhere (a script,
 a test) one plain line per tenth of the work on stderr, so that nothing floods a log.

@@ -62,6 +62,24 @@ class SearchConfig:
     the loss's weights, the seed and where the search starts. Settings it adjusted are said in `notes` (the
     CLI prints them).
 
+    Attributes:
+        kind: "target" (match prompts or a target image), "openended" (novelty along the rollout) or
+            "illuminate" (a diverse population).
+        eval: how θ is scored (EvalConfig).
+        prompts, target_image: what a target search matches (prompts also steer an illumination's loss).
+        algorithm: None for the kind's default: "cma" (target, openended) or "ga" (illuminate); "map-elites"
+            illuminates into a grid archive; Game of Life takes the GAs over rules (workbench.asal.rules).
+        iters: iterations (generations) of the search.
+        pop: members asked per iteration: CMA-ES's population, the GA's children, MAP-Elites' batch.
+        population: the GA's population, or about the number of MAP-Elites' cells (a √P × √P grid).
+        sigma: CMA-ES's initial step size, or the GAs' mutation scale.
+        seed: every random choice of the search (the same seed, the same run).
+        c_prompt, c_softmax, c_oe: the loss's weights of the prompt, softmax and open-endedness terms.
+        init: where the search starts: "zero" (θ = 0, the reference's) or "random" (see INITS).
+        child_seeds: an illumination's initial states: "own" (a seed per child, the reference's) or "shared".
+        descriptor_fit: MAP-Elites' descriptor: "held-out" (the default) or "all" (runs made before 2026-12-03).
+        notes: what __post_init__ adjusted, in words.
+
     Raises:
         ValueError: one message naming the CLI flag for a setting out of range or a combination that cannot run.
     """

@@ -31,7 +31,22 @@ PIXELS = ("float", "uint8")
 
 @dataclass
 class EvalConfig:
-    """Everything that fixes how one θ is scored; plain data so it can travel to Dask workers."""
+    """Everything that fixes how one θ is scored; plain data so it can travel to Dask workers.
+
+    Attributes:
+        substrate: one of workbench.simulations.SUBSTRATES ("lenia", "boids", …).
+        fm: the foundation model that embeds the frames ("clip", "efficientnet-lite0", "pixels", …; see
+            workbench.fm), with `weights` its checkpoint where it takes one (None: its default).
+        steps: simulation steps of a rollout (None: the reference's length for the substrate).
+        frames: K, the frames of a rollout the FM embeds (which: `sampling`).
+        bs: initial-state seeds a θ is simulated from; its score is their mean (not a batch size).
+        size: the rendered frames' side in pixels (224: what CLIP takes).
+        overrides: the substrate's own settings (make_substrate's keywords, e.g. {"grid": 32}).
+        chunk: simulations run together in one batch (and one Dask task); memory, not results, depends on it.
+        device: where rollouts and the FM run (None: the GPU when present, else the CPU; each worker resolves it).
+        sampling: "chunk_ends" or "final" (the comments in the source say which states each takes).
+        pixels: "float" (frames in [0, 1], the reference's) or "uint8" (runs made before this setting).
+    """
 
     substrate: str
     fm: str

@@ -27,7 +27,7 @@ def _frames(z) -> np.ndarray:
     return z
 
 
-def supervised_target(z, z_txt) -> np.ndarray:
+def supervised_target(z, z_txt) -> np.ndarray | float:
     """L_ST = −(1/K)·Σ_t ⟨z_txt[t], z_t⟩ with prompts tiled over the K frames."""
     z = _frames(z)
     return -np.mean(np.sum(_tiled_for(z_txt, z) * z, axis=-1), axis=-1)
@@ -47,7 +47,7 @@ def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def softmax_target(z, z_txt, temperature: float = 0.01) -> np.ndarray:
+def softmax_target(z, z_txt, temperature: float = 0.01) -> np.ndarray | float:
     """L_SM = ½·(mean_t −log softmax_row(S)_tt + mean_t −log softmax_col(S)_tt), S = Z_txt·Z_imgᵀ/τ.
 
     Computed with log-softmax (max subtracted), so it stays finite at τ = 0.01.
@@ -62,7 +62,7 @@ def softmax_target(z, z_txt, temperature: float = 0.01) -> np.ndarray:
     return 0.5 * (-rows.mean(axis=-1) - cols.mean(axis=-1))
 
 
-def open_endedness(z) -> np.ndarray:
+def open_endedness(z) -> np.ndarray | float:
     """L_OE = (1/K)·Σ_t max(0, max_{t′<t} ⟨z_t, z_t′⟩): how much each frame repeats an earlier one.
 
     The clamp at 0 (and the 0 of the first frame) comes from the reference masking the upper

@@ -36,6 +36,6 @@ __getattr__, __dir__, __all__ = exports(__name__, {
                                 "score_shots", "format_prompt", "check_expert_task"],
     "workbench.experts.lora": ["LoRAModel"],
     "workbench.experts.run": ["ExpertRunConfig", "train_expert"],
-    "workbench.experts.adapt": ["AdaptConfig"],  # run it with workbench.experts.adapt.adapt (the module's name)
+    "workbench.experts.adapt": ["AdaptConfig"],  # run: workbench.experts.adapt.adapt (`adapt` names the module)
     "workbench.experts.generalist": ["build_generalist"],
 })

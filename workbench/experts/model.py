@@ -6,7 +6,8 @@
     svf.model.generate(...)                   #   costs exactly what the base model costs
     svf.apply_mixture([p1, p2], alpha)        # z′ = Σ α·p (raw, the reference's rule) composed once
     svf.reset()                               # the base weights, bit for bit
-    out = svf.forward(p, input_ids=ids)       # training: the forward uses W′(z(p)) built with autograd, so
+    p = {k: v.requires_grad_() for k, v in p.items()}  # training (ExpertTrainer does this): p is the leaf,
+    out = svf.forward(p, input_ids=ids)       # the forward uses W′(z(p)) built with autograd, so
     out.logits.sum().backward()               #   gradients reach p (the module's own weights are untouched)
 
 Which matrices: every 2-D parameter whose name contains "mlp" (the reference's rule: gate, up and down

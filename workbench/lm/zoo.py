@@ -257,6 +257,8 @@ def _train(model, tok, sample: Callable[[int], list], steps: int, lr: float, bat
 
 
 def total_steps(cfg: ZooConfig) -> int:
+    """The training steps build_zoo(…, cfg) takes in all (the base's and every expert's): what its progress(k)
+    callbacks add up to, the total of a progress bar."""
     return cfg.base_steps + sum(cfg.budget(t)[0] for t in cfg.tasks)
 
 

@@ -252,7 +252,7 @@ def apply_recipe(
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `dtype`.
+    """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `recipe.dtype`.
     Tensors are merged on `device` (default: resolve_device(None)) and come back where `load` put them."""
     dev = resolve_device(device)
     recipe.validate()
