@@ -400,7 +400,10 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
           on_start: Callable[[Run], None] | None = None, given: dict | None = None, command: str | None = None) -> Run:
     """Run (or resume) the adaptation evaluation (module doc); returns the run. Every refusal (bad settings,
     unreadable experts, an expert of the target, experts of another model, a run of another kind) comes before
-    a run folder is created."""
+    a run folder is created.
+    Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
+    on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
+    should_stop() between iterations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
     import workbench.experts.cem  # noqa: F401 - registers CEM, which the checkpoint holds between generations
     from workbench.threads import torch_threads

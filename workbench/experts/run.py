@@ -199,7 +199,10 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
     resume: a run id (or unique prefix); cfg may then be None. given: settings the caller was given on a resume
     (config field -> value), refused when they contradict the run's. command: the command line, kept in run.json.
     Every refusal (unknown model, model without MLP matrices, bad settings, a run of another kind) comes before
-    a run folder is created or a checkpoint is touched."""
+    a run folder is created or a checkpoint is touched.
+    Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
+    on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
+    should_stop() between iterations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
     from workbench.experts.train import ExpertTrainer
 

@@ -242,7 +242,11 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     resume: a run id (or a unique prefix of one); cfg may then be None, or a config that must equal the
     run's (else one error naming the differences). trust_pickle: also load a pickle checkpoint of an older
     version (it can run code: only for run folders you trust). command: the command line, kept in run.json.
-    The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness."""
+    The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness.
+    client: a Dask client to evaluate genomes on (the same results as without).
+    Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
+    on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
+    should_stop() between iterations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)

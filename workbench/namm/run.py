@@ -94,7 +94,10 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
 
     resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config
     field -> value), refused when they contradict the run's. client: a Dask client (same results as local).
-    command: the command line, kept in run.json."""
+    command: the command line, kept in run.json.
+    Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
+    on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
+    should_stop() between iterations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
     state = None
     if resume is not None:

@@ -361,7 +361,9 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     on_iteration(done, total, metrics row) after each generation is stored (done counts generation 0 too, so
     total = gens + 1). device, when given, replaces cfg.device (a resumed run's too; it then continues as a run on
     that device would). command: the command line, kept in run.json. Metric: the QD score summed over the
-    archives (higher is better; best_loss in run.json is its negative)."""
+    archives (higher is better; best_loss in run.json is its negative). client: a Dask client to evaluate
+    children on (the same results as without). on_start(run) once the run exists; should_stop() between
+    generations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)
