@@ -113,6 +113,15 @@ class AtlasModel(param.Parameterized):
         return path
 
 
+def set_cell_size(rects, w: float) -> None:
+    """The atlas' cell outlines `w` wide and high (another run's grid). Each state's glyph is a copy of its own:
+    setting the plain one only left the clicked and hovered outlines at the old run's cell size."""
+    for glyph in (rects.glyph, rects.selection_glyph, rects.nonselection_glyph, rects.hover_glyph,
+                  rects.muted_glyph):
+        if hasattr(glyph, "width"):
+            glyph.width = glyph.height = w
+
+
 def atlas_view(model: AtlasModel, size: int = 560):
     """The atlas as a Bokeh image with one invisible cell per population member (hover: run, index, |θ|;
     click: model.selected). Follows the model (another run, another layout): on a served page by changing its
@@ -164,7 +173,7 @@ def atlas_view(model: AtlasModel, size: int = 560):
             return
         shown["image"].data = {"image": [oriented(model.image)]}
         shown["cells"].data = model.cell_table()
-        shown["rects"].glyph.width = shown["rects"].glyph.height = 1.0 / max(model.side, 1)
+        set_cell_size(shown["rects"], 1.0 / max(model.side, 1))
 
     model.param.watch(page.wrap(on_layout), "revision")
     return pane

@@ -129,10 +129,15 @@ class LabModel(param.Parameterized):
 
     def set_theta(self, theta: np.ndarray, seed: int | None = None) -> None:
         """Play θ from its initial state (of `seed`, when given: e.g. the one a population member's thumbnail
-        came from)."""
+        came from). One θ of the substrate's length: a population (P, n) is refused (the page plays one; kept,
+        it broke every later step, render and snapshot)."""
         theta = np.asarray(theta, np.float64)
+        if theta.shape != (self.sub.n_params,):
+            raise ValueError(f"θ must be one vector of {self.sub.n_params} numbers for {self.sub.name}, got shape "
+                             f"{theta.shape}" + (": a population; pick one member (e.g. θ[0])" if theta.ndim == 2
+                                                 else ""))
         with self._lock:
-            self.sub.decode(theta)  # checks shape and values before anything changes
+            self.sub.decode(theta)  # checks values before anything changes
             self.theta = theta
             if seed is not None:
                 with param.discard_events(self):  # one reset, below, not one for the old θ first
@@ -154,7 +159,9 @@ class LabModel(param.Parameterized):
         ev = info.get("config", {}).get("eval")
         if not isinstance(ev, dict) or "substrate" not in ev:
             kind = info.get("kind") or "unknown"
-            where = {"merge": "; open it on the Merge page", "qd": "; open it on the QD archives page"}.get(kind, "")
+            where = {"merge": "; open it on the Merge page", "qd": "; open it on the QD archives page",
+                     "experts": "; open it on the Experts page", "adapt": "; open it on the Experts page",
+                     "namm": "; open it on the NAMM page"}.get(kind, "")
             raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run, not a simulation search: it has no θ to "
                              f"play{where}")
         seed = None

@@ -90,6 +90,11 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
     assert model.frame.shape == (224, 224, 3) and model.theta.shape == (42,)
     with pytest.raises(ValueError):
         model.set_theta(np.zeros(5))
+    with pytest.raises(ValueError, match="a population; pick one member"):  # kept, it broke every later step
+        model.set_theta(np.zeros((2, 42)))
+    assert model.theta.shape == (42,)
+    model.advance()
+    assert model.frame.shape == (224, 224, 3)
 
 
 def test_metric_thumbnail_draws_the_curve_or_the_bars():

@@ -207,6 +207,12 @@ def test_atlas_view_in_a_notebook_follows_the_model(runs):
     assert model.selected == cells.data["index"][3]
     cells.selected.indices = [40]
     assert model.selected == -1
+    from workbench.dashboards.atlas import set_cell_size
+
+    rects = next(r for r in shown.renderers if r.data_source is cells)
+    set_cell_size(rects, 0.25)  # what a served page does on another run: every state's outline that size
+    assert {g.width for g in (rects.glyph, rects.selection_glyph, rects.nonselection_glyph, rects.hover_glyph)} \
+        == {0.25}
 
 
 # --- the viewer and `workbench render` -------------------------------------------------------------------
