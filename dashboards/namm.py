@@ -117,8 +117,15 @@ class NAMMExplorer(param.Parameterized):
 
     def use_task(self, task: str, length: int = 256) -> str:
         """Put test prompt `seed` of a NAMM task (passkey, kv, …) at about `length` tokens in the prompt box; the
-        text carries its chat template already. Returns the expected answer."""
-        _, tok = tr.explorer_model(self.model_name)
+        text carries its chat template already. Returns the expected answer. A length that is not a number from
+        32 to the model's window raises ValueError (100 000 made a prompt no run could take, and sent it all)."""
+        if isinstance(length, bool) or not isinstance(length, int) or length < 32:
+            raise ValueError(f"task prompt tokens must be a whole number of at least 32, got {length!r}")
+        model, tok = tr.explorer_model(self.model_name)
+        window = getattr(model.config.get_text_config(decoder=True), "max_position_embeddings", None)
+        if window is not None and length + self.max_new_tokens > window:
+            raise ValueError(f"{length} task prompt tokens + {self.max_new_tokens} new ones exceed the model's window "
+                             f"of {window} positions: ask for at most {window - self.max_new_tokens}")
         text, answer = tr.task_prompt(task, tok, length, self.seed)
         self.param.update(prompt=text, chat=False)
         return answer
@@ -472,6 +479,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         checked_int_input,
         export_controls,
         off_loop,
+        put_back,
         run_alert,
         section,
         shell,
@@ -582,8 +590,15 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
 
     def link(widget, name):
         def on(event):
-            if not syncing[0]:
+            if syncing[0]:
+                return
+            try:  # an emptied number field (None) or a refused value: put back, said, not a server traceback
+                if event.new is None:
+                    raise ValueError("it was left empty")
                 setattr(model, name, event.new)
+            except ValueError as exc:
+                put_back(widget, lambda: getattr(model, name))
+                status.object = f"**{widget.name or name}:** {str(exc).splitlines()[0]}"
         widget.param.watch(on, "value")
 
     for widget, name in ((policy, "policy"), (theta, "theta"), (strict, "strict"), (chat, "chat"), (n_up, "n_up"),

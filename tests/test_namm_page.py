@@ -209,6 +209,9 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert answer in model.prompt and not model.chat and len(model.prompt) > 150
     with pytest.raises(ValueError, match="unknown task"):
         model.use_task("sudoku")
+    for length in (None, 8, 100_000):  # an emptied field, too short, beyond the model's window: said, nothing made
+        with pytest.raises(ValueError, match="at least 32|exceed the model's window"):
+            model.use_task("passkey", length)
 
 
 # --- the served page in Chromium -----------------------------------------------------------------------------------
