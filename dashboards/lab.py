@@ -545,14 +545,8 @@ def _scalar_editor(model: LabModel, guarded) -> list:
                            "value")
         sliders.append(slider)
 
-    def random_theta():  # the model draws; the sliders only show the new values (without setting them back)
-        model.random_init()
-        syncing[0] = True
-        try:
-            for slider, name in zip(sliders, names, strict=True):
-                slider.value = float(model.params[name])
-        finally:
-            syncing[0] = False
+    def random_theta():  # the model draws; its reset rebuilds this editor with the new values (setting these,
+        model.random_init()  # now removed, sliders made Bokeh warn "reference already known")
 
     draw = pn.widgets.Button(label="random θ ~ N(0, I)", sizing_mode="stretch_width")
     draw.on_click(lambda e: guarded(random_theta))
