@@ -209,17 +209,26 @@ class ExpertsModel(param.Parameterized):
             self._opened()
         return ids
 
-    def choose(self, run_id: str) -> None:
-        """Show run `run_id` (the page's ?run=ID); ValueError if this page cannot show it."""
+    def prepare(self, run_id: str) -> ExpertsData:
+        """Read run `run_id`'s files (the slow part of choose, for a worker thread: choose(run_id, data) then
+        changes the model on the page's event loop); ValueError if this page cannot show it."""
+        return read_run(RunStore(self.runs_dir), run_id.strip())  # raises the reason (another kind, no such run)
+
+    def choose(self, run_id: str, data: ExpertsData | None = None) -> None:
+        """Show run `run_id` (the page's ?run=ID), with its files as prepare(run_id) read them when given;
+        ValueError if this page cannot show it."""
         run_id = run_id.strip()
+        if data is None and run_id not in self.param.run_id.objects:
+            data = self.prepare(run_id)
         if run_id not in self.param.run_id.objects:
-            read_run(RunStore(self.runs_dir), run_id)  # raises the reason (another kind, no such run)
             self.param.run_id.objects = [*self.param.run_id.objects, run_id]
+        self._prepared = data
         self.run_id = run_id
 
     @param.depends("run_id", watch=True)
     def _opened(self) -> None:
-        self._data = None
+        prepared, self._prepared = getattr(self, "_prepared", None), None
+        self._data = prepared if prepared is not None and prepared.run.id == self.run_id else None
         d = self.data
         if d is None:
             return
@@ -939,7 +948,15 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import export_controls, no_runs_page, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import (
+        PageThread,
+        export_controls,
+        no_runs_page,
+        off_loop,
+        run_alert,
+        section,
+        shell,
+    )
 
     _hv()
     model = ExpertsModel(runs_dir=runs_dir)
@@ -948,6 +965,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         return no_runs_page("experts", alert, f"No experts or adapt run in {runs_dir} yet: `workbench experts train "
                                               f"--model … --task … --runs {runs_dir}` makes one.",
                             standalone=standalone)
+    page = PageThread()  # the page's document, for updates after an await
     picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
@@ -992,12 +1010,20 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
             what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
 
     async def on_pick(event):
-        try:
-            await off_loop(lambda: (model.choose(event.new), model.data), busy=[tabs, picker])
-            alert.visible = False
+        try:  # the files are read on a worker thread
+            data = await off_loop(model.prepare, event.new, busy=[tabs, picker])
         except ValueError as exc:
             alert.param.update(object=str(exc), visible=True)
-        build()
+            return
+
+        def show():
+            model.choose(event.new, data)
+            alert.visible = False
+            build()
+
+        # the model changes on the event loop, in one of the document's locked callbacks: its watchers re-run the
+        # bound views, which choose() on the worker thread (as it was) built there, outside any document
+        page.call_later(show)
 
     async def on_refresh(event):
         await off_loop(model.refresh, busy=[tabs, refresh])
