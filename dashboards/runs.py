@@ -452,8 +452,17 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         compare.options = model.ids[::-1]
         draw()
 
+    def rows_of(ids: list[str]) -> list[int]:
+        where = {rid: i for i, rid in enumerate(table.value["id"])} if not table.value.empty else {}
+        return [where[r] for r in ids if r in where]
+
     def on_table_select(event):
-        model.selected = [table.value.iloc[i]["id"] for i in event.new][-MAX_COMPARED:]
+        # the table's ticks are the runs compared (on_selected ticks the sidebar's picks): a tick adds its run,
+        # after those picked before; it replaced them (the sidebar's picks were lost)
+        ticked = [table.value.iloc[i]["id"] for i in event.new]
+        if set(ticked) != set(model.selected):
+            kept = [r for r in model.selected if r in ticked]
+            model.selected = (kept + [r for r in ticked if r not in kept])[-MAX_COMPARED:]
 
     def on_compare(event):
         if list(event.new) != model.selected:
@@ -462,6 +471,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def on_selected(event):
         if list(compare.value) != model.selected:
             compare.value = list(model.selected)
+        rows = rows_of(model.selected)
+        if sorted(table.selection) != sorted(rows):
+            table.selection = rows
         curves[:] = compare_views()
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2

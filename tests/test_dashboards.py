@@ -450,6 +450,25 @@ def test_search_address_follows_the_run_on_show(tmp_path):
     views.refresh()
     assert location.query_params == {"tab": "x"} and "failed" in views.status.object
 
+def test_runs_page_table_ticks_add_to_the_runs_picked_in_the_sidebar(runs):
+    """The Table tab's ticks are the runs compared: picks in the sidebar tick their rows, and a row ticked then
+    adds its run to them (it replaced them: the sidebar's picks were lost); an untick takes its run out."""
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+
+    page = runs_page(runs["dir"])
+    objects = pn.Column(*page.main, *page.sidebar)
+    (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
+    ids = list(table.value["id"])
+    compare.value = ids[:3]
+    assert sorted(table.selection) == [0, 1, 2]
+    table.selection = [*table.selection, 3]
+    assert compare.value == ids[:4]
+    table.selection = [0, 2, 3]
+    assert compare.value == [ids[0], ids[2], ids[3]]
+
+
 def test_atlas_model_snaps_and_exports(runs, tmp_path):
     from workbench.dashboards.atlas import AtlasModel
 
