@@ -222,13 +222,12 @@ class ExpertsModel(param.Parameterized):
             data = self.prepare(run_id)
         if run_id not in self.param.run_id.objects:
             self.param.run_id.objects = [*self.param.run_id.objects, run_id]
-        self._prepared = data
+        if data is not None:
+            self._data = data  # `data` reads the run again only if these files are another run's
         self.run_id = run_id
 
     @param.depends("run_id", watch=True)
     def _opened(self) -> None:
-        prepared, self._prepared = getattr(self, "_prepared", None), None
-        self._data = prepared if prepared is not None and prepared.run.id == self.run_id else None
         d = self.data
         if d is None:
             return
