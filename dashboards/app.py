@@ -9,7 +9,7 @@ from collections.abc import Callable
 import panel as pn
 
 from workbench.dashboards.shell import PAGES as PAGE_INFO
-from workbench.dashboards.shell import ordered_patches, quiet_closed_sessions, serial_blas
+from workbench.dashboards.shell import local_stylesheets, ordered_patches, quiet_closed_sessions, serial_blas
 
 PAGES = tuple(PAGE_INFO)
 
@@ -69,6 +69,7 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     pn.extension("tabulator", inline=True)
     quiet_closed_sessions()
     ordered_patches()  # see its docstring (a page's updates sent out of order broke the browser's copy)
+    local_stylesheets()  # see its docstring (a hidden tab's pane that changed sent the browser to the CDN)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
     server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,

@@ -131,6 +131,7 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
     sidebar = list(sidebar)
     quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()
     ordered_patches()
+    local_stylesheets()
     if standalone:
         serial_blas()
     template = pn.template.FastListTemplate(
@@ -414,6 +415,31 @@ def ordered_patches() -> None:
 
     panel_document.write_events = write_events
     panel_document.schedule_write_events = schedule_write_events
+
+
+@functools.cache
+def local_stylesheets() -> None:
+    """A pane hidden in a dynamic Tabs keeps its stylesheets on our server when it changes (once per process).
+
+    A dynamic Tabs keeps the model of a tab it hides, out of the document, to show it again later. When such a
+    pane changes (the Experts mixer's answer landing after a switch of run or tab, a spinner going off), Panel
+    rebuilds its properties for a document of None, and with no document to ask it takes the CDN for the place
+    of Panel's stylesheets: it rewrites the shared loading.css and markdown.css of the page to
+    cdn.holoviz.org, and the browser, offline, fails to fetch them. Panel is asked for the document the change
+    is made in instead (the current one of the session, which knows its server's address); where there is none
+    (a notebook, a saved file) Panel's own choice stays."""
+    from panel.io.state import state
+    from panel.reactive import Reactive
+
+    own = Reactive._get_properties
+
+    @functools.wraps(own)
+    def get_properties(self: Reactive, doc: Any) -> dict[str, Any]:
+        if doc is None and state.curdoc is not None and "dist_url" in state.curdoc._template_variables:
+            doc = state.curdoc
+        return own(self, doc)
+
+    Reactive._get_properties = get_properties
 
 
 @functools.cache

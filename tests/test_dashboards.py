@@ -570,6 +570,36 @@ def test_shell_registry_and_offline_design():
     assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
 
 
+def test_a_hidden_tabs_pane_that_changes_keeps_the_pages_stylesheets_on_our_server():
+    """A dynamic Tabs keeps a hidden tab's model out of the document; a change of its pane (the Experts mixer's
+    answer after a switch of run, a spinner) made Panel rewrite the page's shared loading.css and markdown.css
+    to cdn.holoviz.org (an offline browser then failed to fetch them). dashboards.shell.local_stylesheets."""
+    import panel as pn
+    from bokeh.document import Document
+    from bokeh.models import ImportedStyleSheet
+    from panel.io.resources import LOCAL_DIST, patch_model_css
+    from panel.io.state import set_curdoc
+
+    from workbench.dashboards.shell import local_stylesheets
+
+    local_stylesheets()
+    doc = Document()
+    doc._template_variables["dist_url"] = LOCAL_DIST  # as Panel's server sets it for a page it serves
+    said = pn.pane.Markdown("first answer")
+    tabs = pn.Tabs(("view", pn.pane.Markdown("a view")), ("mixer", said), dynamic=True, active=1)
+    with set_curdoc(doc):
+        root = tabs.get_root(doc)
+        doc.add_root(root)
+        patch_model_css(root, dist_url=LOCAL_DIST)
+        tabs.active = 0  # the mixer is hidden: its model leaves the document
+        said.loading = True
+        said.object = "the answer, landed while hidden"
+        said.loading = False
+    urls = {m.url for m in doc.models if isinstance(m, ImportedStyleSheet)}
+    assert any("markdown.css" in u for u in urls) and any("loading.css" in u for u in urls), urls
+    assert all(u.startswith(LOCAL_DIST) for u in urls), urls
+
+
 def test_every_page_builds_without_panel_deprecations_of_ours(tmp_path):
     """Panel's (pending) deprecations of what the pages call (Widget.name, say: Panel 2.0 removes it), raised from
     our code, are errors here; those inside third-party code (Bokeh's pandas calls) are not ours to fix."""

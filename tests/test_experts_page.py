@@ -270,6 +270,10 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         model.alphas = [0.51, 0.5]
         moved = model.answer("r:abc=")["answer"] or "∅"
         page.get_by_text(f"r:abc= → {moved} · z′ = 0.51·add + 0.50·sort (raw)").wait_for(timeout=60000)
+        # another run from the picker: read on a worker thread, shown on the loop, every stylesheet from our server
+        page.get_by_label("Run").select_option(ex["adapt1"])
+        page.get_by_text(f"{ex['adapt1']} · adaptation on").wait_for(timeout=60000)
+        page.wait_for_load_state("networkidle")
         # a run that is not there: the page says so (the same offline browser context, a fresh page session)
         page.goto(f"{served}/experts?run=nope", wait_until="networkidle")
         page.locator(".alert").get_by_text("no run 'nope'").wait_for(timeout=60000)
