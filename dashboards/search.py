@@ -483,6 +483,10 @@ class SearchViews:
             rest = {k: v for k, v in self.location.query_params.items() if k != "run"}
             self.location.search = "?" + urllib.parse.urlencode(rest) if rest else ""
 
+    def _addressed(self) -> str | None:
+        """The run the address names (?run=), as a text: as the browser last reported it or the page last set it."""
+        return dict(urllib.parse.parse_qsl(self.location.search.lstrip("?"))).get("run")
+
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
         if view is self.curve:
@@ -524,10 +528,14 @@ class SearchViews:
         self.spinner.value = self.spinner.visible = running
         self.start.disabled, self.stop.disabled = model.busy, not running
         self.resume.disabled = not model.resumable
-        if model.run_id != seen["run_id"]:
-            seen["run_id"] = model.run_id
-            if self.location is not None:
-                self._address(model.run_id)
+        # the run on show goes back in the address whenever the address lacks it, not only when the run changes: the
+        # first refresh runs before the browser has loaded the page (the periodic callback starts with the session),
+        # and the browser's first report of its address (/search, opened from the menu) then took out the ?run=ID
+        # written for a run on show from the start (the search this server runs)
+        run_id = model.run_id
+        if self.location is not None and (run_id != seen["run_id"] or (run_id and self._addressed() != run_id)):
+            self._address(run_id)
+        seen["run_id"] = run_id
         if (model.done, model.total) != (seen["done"], self.progress.max):
             seen["done"] = model.done
             self.progress.max, self.progress.value = max(model.total, 1), min(model.done, model.total)
@@ -547,8 +555,11 @@ class SearchViews:
             self.population_image.height = height
             if self.population[0] is not self.population_image:
                 self.population[:] = [self.population_image]
-        if model.status != seen["status"] or model.error:
-            seen["status"] = model.status
+        # when the status line's words change, not on every refresh while there is an error: that wrote over a note
+        # (a refused number) at once and sent the best frame to the browser anew every 300 ms
+        line = (model.status, model.error, model.notice)
+        if line != seen["status"]:
+            seen["status"] = line
             parts = [f"status: **{model.status}**"]
             if model.status == "running" and not running:
                 parts[0] += " (not in this server: shown as it was when opened)"

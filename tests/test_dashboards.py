@@ -450,6 +450,56 @@ def test_search_address_follows_the_run_on_show(tmp_path):
     views.refresh()
     assert location.query_params == {"tab": "x"} and "failed" in views.status.object
 
+
+def test_search_page_opened_from_the_menu_puts_the_running_search_in_the_address(tmp_path):
+    """A page opened from the menu while this server searches shows that search from its first refresh, which runs
+    before the browser has loaded the page (the periodic callback starts with the session): the browser's first
+    report of its address (/search) took the ?run=ID out again, and the page never put it back. The run on show
+    goes back in the address (the full id, for a prefix too); an idle page leaves its address alone. A note in the
+    status line (a refused number) stays while the run on show has an error (the next refresh wrote over it)."""
+    from panel.io.location import Location
+
+    from workbench.dashboards.search import SearchJob, SearchViews
+
+    model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
+                        frames=2, iters=1000, pop=4)
+    model.start()
+    try:
+        deadline = time.time() + 120
+        while model.run_id is None and model.running and time.time() < deadline:
+            time.sleep(0.05)
+        assert model.run_id is not None, model.error
+        menu = SearchModel(runs_dir=str(tmp_path))  # what search_page does when no run is asked for
+        menu.choose(SearchJob.searching(str(tmp_path))[-1].run_id)
+        assert menu.running and not menu.busy
+        location = Location(search="")  # the address asked for: /search
+        views = SearchViews(menu, location)
+        views.refresh()  # the first refresh, before the browser has loaded the page
+        assert location.query_params == {"run": model.run_id}
+        location.search = ""  # the browser's first report of its address
+        views.refresh()
+        assert location.query_params == {"run": model.run_id}
+        location.search = f"?tab=x&run={model.run_id[:-1]}"  # a prefix in the address names the run too
+        views.refresh()
+        assert location.query_params == {"tab": "x", "run": model.run_id}
+        idle_location = Location(search="?run=no-such-run")  # nothing on show (the run was refused): left alone
+        SearchViews(SearchModel(runs_dir=str(tmp_path)), idle_location).refresh()
+        assert idle_location.search == "?run=no-such-run"
+        failed = SearchJob(str(tmp_path))
+        failed.status, failed.error = "failed", "RuntimeError: boom"
+        failed.best_thumb = np.zeros((8, 8, 3), np.uint8)
+        menu.watch(failed)
+        views.refresh()
+        assert location.query_params == {"tab": "x"} and "boom" in views.status.object
+        best = views.best_image.object
+        views.note("**not taken** — Pop takes a whole number of at least 2")
+        views.refresh()
+        assert "not taken" in views.status.object and views.best_image.object is best  # not drawn anew either
+    finally:
+        model.stop()
+        model.wait()
+
+
 def test_runs_page_table_ticks_add_to_the_runs_picked_in_the_sidebar(runs):
     """The Table tab's ticks are the runs compared: picks in the sidebar tick their rows, and a row ticked then
     adds its run to them (it replaced them: the sidebar's picks were lost); an untick takes its run out."""
