@@ -95,6 +95,14 @@ class LabModel(param.Parameterized):
             self.scores = []
             self._render()
             self.resets += 1
+        self.dismiss()
+
+    def dismiss(self) -> None:
+        """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
+        substrate; the page's edits and steps): a refusal stayed on show over later actions that worked. The
+        score's standing error stays: the trace scores nothing until the FM, its weights or the prompt change."""
+        if self.message and self.message != f"no FM score: {self._score_error}":
+            self.tell("")
 
     def _show(self, substrate: str) -> None:
         """Switch to `substrate` (its default θ), building it first: if that fails nothing has changed."""
@@ -285,8 +293,10 @@ class LabModel(param.Parameterized):
         if name not in self.params:
             raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
         value = np.asarray(value, np.float64)
-        if value.shape != np.shape(self.params[name]) or not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} must be finite with shape {np.shape(self.params[name])}, got {value.shape}")
+        if value.shape != np.shape(self.params[name]):
+            raise ValueError(f"{name} has shape {np.shape(self.params[name])}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} takes finite numbers (a cell left empty is none): kept the values it had")
         if self.substrate == "plenia":  # its θ is known from the values: keep the two in step
             self.set_scalar(name, float(value))
             return
@@ -323,6 +333,14 @@ class LabModel(param.Parameterized):
     def wants_score(self) -> bool:
         return self._target_image is not None or bool(self.prompt.strip())
 
+    def score_problem(self) -> str:
+        """Why the FM loaded cannot score the target set ("" when it can, or when no FM is loaded yet): a prompt
+        with an FM that has no text encoder."""
+        if self._fm is None or self._fm.has_text or self._target_image is not None or not self.prompt.strip():
+            return ""
+        return (f"FM {self.fm} has no text encoder: a prompt needs FM clip (or openclip:ARCH); with {self.fm}, "
+                "upload a target image")
+
     def score(self) -> float | None:
         """Supervised-target loss of the current frame (its rendered floats, as searches embed them) against the
         prompt or target image (None: no target)."""
@@ -334,6 +352,8 @@ class LabModel(param.Parameterized):
         from workbench.asal.scores import supervised_target
 
         fm = self.load_fm()
+        if problem := self.score_problem():  # said as the page says it (the FM's own message names CLI flags)
+            raise ValueError(problem)
         if self._target_image is not None and self._target is None:
             self._target = fm.embed_images(self._target_image)
         target = self._target
@@ -463,11 +483,14 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
     survival checkboxes, Particle Lenia's six scalars as sliders, and for network weights a σ-mutation panel."""
     holder = pn.Column(sizing_mode="stretch_width")
 
-    def guarded(action):
+    def guarded(action, undo=None):
+        model.dismiss()
         try:
             action()
         except ValueError as exc:
             model.tell(str(exc), "danger")
+            if undo is not None:
+                undo()
 
     def build(*_):
         kind = EDITORS.get(model.substrate, "mutation")
@@ -482,14 +505,19 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
 def _table_editor(model: LabModel, guarded) -> list:
     import pandas as pd
 
-    p = model.params
-    if model.substrate in ("lenia", "flow_lenia"):
-        df = pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
-    else:
+    def frame() -> pd.DataFrame:
+        p = model.params
+        if model.substrate in ("lenia", "flow_lenia"):
+            return pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
         df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).rename_axis("colour")
         df["β"] = p["beta"]
+        return df
+
+    df = frame()
+    # fit_columns: Particle Life's eight columns share the editor's width (laid out to their data, they ran
+    # past it and the table scrolled sideways)
     table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
-                                 sizing_mode="stretch_width",
+                                 sizing_mode="stretch_width", layout="fit_columns",
                                  formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
                                              for c in df.columns if c.startswith("α")})
 
@@ -501,7 +529,10 @@ def _table_editor(model: LabModel, guarded) -> list:
         else:
             model.set_param(column, value[column].to_numpy())
 
-    table.on_edit(lambda event: guarded(lambda: apply(event.column)))
+    def put_back() -> None:  # the refused cell shows the value kept again (an emptied one showed "-")
+        table.value = frame()
+
+    table.on_edit(lambda event: guarded(lambda: apply(event.column), put_back))
     return [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them)"), table]
 
 
@@ -651,7 +682,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                         show_name=False, sizing_mode="stretch_width")
     step, reset, mutate = (pn.widgets.Button(label=n, sizing_mode="stretch_width")
                            for n in ("step", "reset", "new θ (σ-mutation)"))
-    step.on_click(lambda e: model.advance(score_needs_fm=False))
+    step.on_click(lambda e: (model.dismiss(), model.advance(score_needs_fm=False)))
     reset.on_click(lambda e: model.reset())
     mutate.on_click(lambda e: model.mutate())
 
@@ -726,7 +757,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
                 model.tell(f"cannot load FM {model.fm}: {exc}", "danger")
             else:  # and the error of an FM chosen before goes
-                model.tell(f"FM {model.fm} loaded: the trace scores frames with it", "success")
+                problem = model.score_problem()
+                model.tell(f"no FM score: {problem}" if problem else
+                           f"FM {model.fm} loaded: the trace scores frames with it", "danger" if problem else "success")
 
     model.param.watch(preload_fm, ["fm", "fm_weights", "prompt"])
 

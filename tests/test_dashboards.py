@@ -231,6 +231,48 @@ def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     assert words.message_kind == "danger" and "no text encoder" in words.message
 
 
+def test_lab_messages_follow_the_last_action():
+    """The alert is about the last action: a refusal went on showing over later actions that worked. An emptied
+    table cell is refused in the page's words and shows the value kept again (it showed "-"). An FM without a
+    text encoder is said when it loads, not "loaded: the trace scores frames with it", and in the page's words
+    (the FM's own message names CLI flags); that standing error stays over later actions."""
+    import panel as pn
+    from panel.models.tabulator import TableEditEvent
+
+    from workbench.dashboards.lab import param_editor
+
+    model = LabModel(substrate="lenia")
+    [table] = [w for w in param_editor(model).objects if isinstance(w, pn.widgets.Tabulator)]
+    m = model.params["m"].copy()
+    table.patch({"m": [(0, float("nan"))]})  # what the browser sends for an emptied cell
+    table._process_event(TableEditEvent(model=None, column="m", row=0))
+    assert model.message_kind == "danger" and "left empty" in model.message, model.message
+    np.testing.assert_array_equal(model.params["m"], m)
+    np.testing.assert_array_equal(table.value["m"].to_numpy(), m)  # the cell shows the value kept
+    table.patch({"m": [(0, m[0] + 0.01)]})  # the next edit works: the refusal goes
+    table._process_event(TableEditEvent(model=None, column="m", row=0))
+    assert model.message == "" and model.params["m"][0] == pytest.approx(m[0] + 0.01)
+    model.tell("cannot use x.npy as θ: …", "danger")
+    model.mutate()  # a new θ
+    assert model.message == ""
+    model.tell("saved snapshots/lenia.png", "success")
+    model.seed += 1
+    assert model.message == ""
+    # pixels has no text encoder: the prompt cannot be scored, which is said in the page's words and stays
+    words = LabModel(substrate="boids", fm="pixels", prompt="a flock", score_every=1)
+    words.load_fm()
+    assert "no text encoder" in words.score_problem() and "--" not in words.score_problem()
+    words.advance()
+    assert words.message == f"no FM score: {words.score_problem()}" and words.message_kind == "danger"
+    words.reset()
+    assert words.message == f"no FM score: {words.score_problem()}"
+    words.prompt = ""
+    assert words.score_problem() == ""
+    plife = LabModel(substrate="plife")
+    [grid] = [w for w in param_editor(plife).objects if isinstance(w, pn.widgets.Tabulator)]
+    assert grid.layout == "fit_columns"  # its eight columns fit the editor's width
+
+
 def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
     """Bug: a merge run's id gave KeyError('eval') in the server log and nothing on the page."""
     model = LabModel(substrate="lenia")
