@@ -397,15 +397,19 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
 def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
     """The compared runs' curves (of `comparison`, default: the selection's, compared now)."""
     from workbench.dashboards.shell import placeholder
-    from workbench.figures import BAND_TITLE, compare_curves
+    from workbench.figures import BAND_TITLE, compare_curves, holoviews
 
     comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
         return placeholder(f"pick two to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
                            760, 320)
+    hv = holoviews()
     title = f"best so far: {BAND_TITLE}" if comparison.has_replicates else "best so far by iteration"
-    overlay = compare_curves(comparison).opts(width=760, height=340, title=title, backend="bokeh")
-    return pn.pane.HoloViews(overlay, backend="bokeh")
+    figure = compare_curves(comparison)
+    # runs in several metrics come as a Layout of a panel per metric: each panel sized, the title once on top
+    height = 340 if isinstance(figure, hv.Overlay) else 260
+    figure = figure.opts(hv.opts.Overlay(width=760, height=height, backend="bokeh")).opts(title=title, backend="bokeh")
+    return pn.pane.HoloViews(figure, backend="bokeh")
 
 
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:

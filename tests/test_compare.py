@@ -79,6 +79,51 @@ def test_the_figure_draws_a_band_per_setting_with_replicates(three, tmp_path):
     assert png.width > 500 and np.asarray(png.convert("L")).std() > 0
 
 
+def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
+    """From a review of the Compare tab: a search's loss, a merge's fitness and a QD score were drawn on one y axis,
+    labelled "best fitness / loss / qd_score" (cut off on the page). Each metric is a panel of its own with its own
+    y label, over one iteration range, each run in one colour in both backends and named in its panel's legend; on
+    the page (Bokeh) and in the paper figure (matplotlib). Runs in one metric stay one plot."""
+    import holoviews as hv
+
+    from workbench.dashboards.runs import RunsModel, curves_plot
+    from workbench.figures import BAND_TITLE, OKABE_ITO, compare_curves, holoviews
+
+    holoviews()
+    store = RunStore(tmp_path / "runs")
+
+    def run(kind, metric, best_loss, seed=0):
+        made = store.create(kind, "s", "f", {"seed": seed}, seed, metric=metric)
+        made.write_table("metrics", {"iteration": list(range(len(best_loss))), "best_loss": best_loss})
+        return made.id
+
+    search, merge = run("target", "loss", [0.9, 0.6, 0.4]), run("merge", "fitness", [-0.2, -0.5])
+    qd = run("qd", "qd_score", [-3.0, -10.0, -20.0, -34.0, -40.0])
+    figure = compare_curves(compare_runs(store, [search, merge, qd]))
+    assert isinstance(figure, hv.Layout) and [len(panel) for panel in figure] == [1, 1, 1]
+    axes = hv.render(figure, backend="matplotlib").axes
+    assert [ax.get_ylabel() for ax in axes] == ["best loss", "best fitness", "best qd_score"]
+    assert [ax.get_xlim() for ax in axes] == [(0, 4)] * 3 and [ax.get_xlabel() for ax in axes] == ["", "", "iteration"]
+    assert [ax.lines[0].get_color() for ax in axes] == list(OKABE_ITO[:3])
+    assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in axes] == [["target · s"], ["merge · s"],
+                                                                                     ["qd · s"]]
+    # a second merge seed: bands, on the page, the title once above the panels, a setting's colour in its panel
+    twin = run("merge", "fitness", [-0.3, -0.4], seed=1)
+    model = RunsModel(runs_dir=str(store.root))
+    model.selected = [search, merge, qd, twin]
+    plotted = curves_plot(model).object
+    assert [[type(e).__name__ for e in panel] for panel in plotted] == [["Area", "Curve"]] * 3
+    title, grid = hv.render(plotted, backend="bokeh").children
+    plots = [plot for plot, *_ in grid.children]
+    assert BAND_TITLE in title.text and [p.yaxis[0].axis_label for p in plots] == ["best loss", "best fitness",
+                                                                                   "best qd_score"]
+    assert all(p.width == 760 and p.x_range is plots[0].x_range for p in plots)
+    assert [{getattr(r.glyph, "fill_color", r.glyph.line_color) for r in p.renderers} for p in plots] == [
+        {colour} for colour in OKABE_ITO[:3]]
+    assert model.export(".pdf").read_bytes().startswith(b"%PDF")  # the paper figure of the panels
+    assert isinstance(compare_curves(compare_runs(store, [merge, twin])), hv.Overlay)  # one metric: one plot
+
+
 def test_a_replicate_cut_short_sets_the_budget_the_group_is_compared_at(three, tmp_path):
     """A third σ = 0.1 seed stopped after its first iteration: the setting's bests are taken there for every
     seed, and its band ends there (past it, a mean of fewer runs would jump)."""

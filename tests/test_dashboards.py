@@ -331,13 +331,14 @@ def test_runs_model_gallery_filters_and_compares(runs):
     model.toggle(runs["illuminate"])  # another kind: a setting of its own (its band is its one curve)
     assert model.selected == [*runs["openended"], runs["illuminate"]]
     assert len(model.comparison().groups) == 2 and "kind" in model.settings_table()
-    assert [type(e).__name__ for e in curves_plot(model).object] == ["Area", "Curve", "Area", "Curve"]
+    # in another metric too (its population's loss, not a best so far): a panel of its own
+    assert [[type(e).__name__ for e in panel] for panel in curves_plot(model).object] == [["Area", "Curve"]] * 2
     written = model.export(".svg")  # the figure for a paper, beside the first run compared
     assert written.parent == Path(runs["dir"]) / runs["openended"][0] / "figures" and written.suffix == ".svg"
     assert written.read_text().lstrip().startswith("<?xml") and model.export(".svg") == written
     model.toggle(runs["openended"][0])  # ticked again: out
     assert model.selected == [runs["openended"][1], runs["illuminate"]]
-    assert [type(e).__name__ for e in curves_plot(model).object] == ["Curve", "Curve"]
+    assert [[type(e).__name__ for e in panel] for panel in curves_plot(model).object] == [["Curve"], ["Curve"]]
     kept = model.selected
     for n in range(MAX_COMPARED):  # past MAX_COMPARED the oldest leave: both of the kept ones
         model.toggle(f"run-{n}")

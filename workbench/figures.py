@@ -169,37 +169,75 @@ def compare_curves(comparison: Comparison):
     as in loss_curves), or, where some runs repeat one setting with other seeds, one curve per setting (the mean
     over its seeds) over a band from its lowest to its highest run, labelled with the setting and its number of
     runs with metrics (a run repeating another's seed counted once), titled with what line and band are; a
-    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached)."""
+    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached).
+    Runs in one metric are one Overlay; runs in several (a search's loss, a merge's fitness, a QD score) are a
+    Layout of one Overlay per metric (compare_panels)."""
     hv = _hv()
     df = comparison.curves
     if df.empty:
         raise ValueError("none of the runs compared has metrics yet")
-    ylabel = curves_label(df["metric"])
+    layers = []  # (metric, colour, elements): a run's curve, or a setting's band and mean
     if not comparison.has_replicates:
-        layers = [hv.Curve(rows, "iteration", ("best", ylabel), label=comparison.labels.get(run_id, run_id))
-                  for run_id, rows in df.groupby("run_id", sort=False)]
+        for run_id, rows in df.groupby("run_id", sort=False):
+            colour = OKABE_ITO[len(layers) % len(OKABE_ITO)]
+            metric = rows["metric"].iloc[0]
+            curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])),
+                             label=comparison.labels.get(run_id, run_id))
+            layers.append((metric, colour, [curve.opts(color=colour, backend="matplotlib")]))
     else:
         bands = comparison.bands()
-        layers = []
         for group in comparison.groups:
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
             label = f"{group.label} (n={int(rows['n'].max())})"
-            colour = OKABE_ITO[len(layers) // 2 % len(OKABE_ITO)]
+            colour = OKABE_ITO[len(layers) % len(OKABE_ITO)]
+            metric = rows["metric"].iloc[0]
+            ylabel = curves_label([metric])
             area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
             # facecolor: matplotlib fills an Area from its own colour cycle otherwise, a band unlike its line
-            layers += [area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, color=colour,
-                                                                   facecolor=colour, backend="matplotlib"),
-                       hv.Curve(rows, "iteration", ("mean", ylabel), label=label).opts(color=colour,
-                                                                                      backend="matplotlib")]
-    if not comparison.has_replicates:
-        layers = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(layers)]
-    overlay = hv.Overlay(layers).opts(legend_position="bottom", backend="bokeh").opts(legend_position="best",
-                                                                                       backend="matplotlib")
-    if comparison.has_replicates:  # what line and band are, in the figure itself: a reader assumes ± sd or a CI
-        overlay = overlay.opts(title=BAND_TITLE, backend="bokeh").opts(title=BAND_TITLE, backend="matplotlib")
+            layers.append((metric, colour, [
+                area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, color=colour, facecolor=colour,
+                                                           backend="matplotlib"),
+                hv.Curve(rows, "iteration", ("mean", ylabel), label=label).opts(color=colour, backend="matplotlib")]))
+    title = BAND_TITLE if comparison.has_replicates else None
+    if len({metric for metric, _, _ in layers}) > 1:
+        return compare_panels(layers, title)
+    overlay = hv.Overlay([e for _, _, elements in layers for e in elements]).opts(
+        legend_position="bottom", backend="bokeh").opts(legend_position="best", backend="matplotlib")
+    if title:  # what line and band are, in the figure itself: a reader assumes ± sd or a CI
+        overlay = overlay.opts(title=title, backend="bokeh").opts(title=title, backend="matplotlib")
     return whole_numbers(overlay)
+
+
+#: a panel of compare_panels is this many times as wide as high in a paper figure (stacked, they share the width)
+PANEL_ASPECT = 2.5
+
+
+def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None):
+    """compare_curves' layers in several metrics as one panel per metric, stacked: one y axis held a loss, a fitness
+    and a QD score, and its label ("best fitness / loss / qd_score") ran past the plot. The panels share the
+    iteration axis (its numbers under the lowest only); a run keeps its colour in every backend, so that no two
+    runs read as one across panels (each panel's own colour cycle would start again); each run is in one panel,
+    so each panel's legend names its own runs."""
+    hv = _hv()
+    metrics = list(dict.fromkeys(metric for metric, _, _ in layers))
+    # one iteration range for all panels, given: HoloViews shares a layout's ranges only among elements without
+    # options of their own, and each curve here has its colour (panels of 0..2 and 0..5 iterations looked alike)
+    drawn = [e.range("iteration") for _, _, elements in layers for e in elements]
+    xlim = (min(lo for lo, _ in drawn), max(hi for _, hi in drawn))
+    panels = []
+    for n, metric in enumerate(metrics):
+        elements = [e.opts(color=colour, backend="bokeh") for m, colour, mine in layers if m == metric for e in mine]
+        axis = "bottom" if n == len(metrics) - 1 else "bare"  # x ticks kept, their numbers once at the bottom
+        shared = {"title": "", "xaxis": axis, "xlim": xlim}  # the y label names the metric
+        panel = hv.Overlay(elements).opts(legend_position="bottom", **shared, backend="bokeh").opts(
+            legend_position="best", aspect=PANEL_ASPECT, **shared, backend="matplotlib")
+        panels.append(whole_numbers(panel))
+    layout = hv.Layout(panels).cols(1).opts(sublabel_format="", backend="matplotlib")  # no A, B: the y labels say
+    if title:
+        layout = layout.opts(title=title, backend="bokeh").opts(title=title, backend="matplotlib")
+    return layout
 
 
 def atlas(store: RunStore | str | Path, run_id: str):
