@@ -278,6 +278,18 @@ def test_bench_asal_prints_the_split_per_phase():
         assert row["total"] >= sum(row[p] for p in phases) - 0.05  # medians of rounded ms: a little slack
 
 
+def test_bench_fm_times_plain_open_clip_and_ours_against_the_roof():
+    """The FM benchmark at a small batch: the two towers agree, and each is given as images/s and as a fraction of
+    the machine's fp32 GEMM roof (figures checked for their form, never for their speed)."""
+    res = run("bench", "fm", "--json", "--batch", "2", "--precision", "fp32")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["precision"] == "fp32" and data["min_cosine_vs_plain"] > 0.999
+    assert data["plain_fp32_img_per_s"] > 0 and data["ours_img_per_s"] > 0 and data["roof_gflop_per_s"]["fp32"] > 0
+    assert data["ours_fraction_of_roof"] == pytest.approx(
+        data["ours_img_per_s"] * 8.8 / data["roof_gflop_per_s"]["fp32"], rel=0.05)  # rounded images/s
+
+
 def test_help_and_argument_errors_import_no_heavy_library():
     """`workbench --help` and argparse errors answer at once: building the parser imports neither torch nor the
     library (checked by module, not by clock)."""
