@@ -347,7 +347,7 @@ GALLERY_CSS = """
        box-shadow: 0 1px 2px rgba(0,0,0,.05); display: flex; flex-direction: column; font-size: 13px; }
 .run:hover { border-color: #2f5d8a; box-shadow: 0 2px 8px rgba(47,93,138,.18); }
 .thumb { display: flex; align-items: center; justify-content: center; height: 176px; background: #1d2330; }
-.thumb a { display: block; width: 100%; height: 100%; }
+.thumb a { display: flex; align-items: center; justify-content: center; width: 100%; height: 100%; }
 .thumb img { width: 100%; height: 176px; object-fit: contain; image-rendering: pixelated; display: block; }
 .thumb .none { color: #9aa3b2; font-size: 13px; }
 .body { padding: 8px 10px 10px 10px; display: flex; flex-direction: column; gap: 3px; }

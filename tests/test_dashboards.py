@@ -1190,6 +1190,23 @@ def test_a_change_the_server_makes_is_not_taken_for_the_browsers(browser):
         server.stop()
 
 
+def test_a_card_without_a_picture_says_so_in_the_middle_of_its_frame(browser):
+    """A run with no picture yet (a search before its first frame) says so centred in its card's dark frame, as
+    the pictures are (the link around it, a block, put the words at its top left)."""
+    from workbench.dashboards.runs import GALLERY_CSS, gallery_html
+
+    card = {"id": "r1", "title": "target · lenia", "subtitle": "", "status": "running", "iterations": 0, "best": "–",
+            "thumbnail": "", "links": [("Search", "./search?run=r1")], "resume_command": ""}
+    page = browser.new_page()
+    try:
+        page.set_content(f"<style>{GALLERY_CSS}</style>{gallery_html([card], 'runs')}")
+        frame, words = page.locator(".thumb").bounding_box(), page.locator(".thumb .none").bounding_box()
+        for x, size in (("x", "width"), ("y", "height")):
+            assert abs((words[x] + words[size] / 2) - (frame[x] + frame[size] / 2)) < 2, (frame, words)
+    finally:
+        page.close()
+
+
 def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, request):
     ids = SERVED[server]["ids"]
     with _browse(browser, f"{server}/runs", request) as page:
