@@ -51,6 +51,20 @@ FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--
 
 @dataclass
 class SweepConfig:
+    """One Game of Life rule sweep (`workbench asal sweep --substrate gol`): which rules, in batches of how many,
+    scored how (`eval`, an EvalConfig or its dict, of substrate "gol" with frames ≥ 2; the config keeps its own
+    copy). ValueError, naming the CLI flag, for settings that cannot run.
+
+    Attributes:
+        eval: how each rule is scored (EvalConfig; the flags --substrate, --fm, --weights, --steps, --frames, --bs,
+            --size, --chunk, --device). The CLI's defaults: efficientnet-lite0, 4096 steps (the reference sweep's;
+            EvalConfig's own for gol is 1024), 32 frames, 16 initial states.
+        start, end: the rules [start, end), 0 ≤ start < end ≤ 2^18 (`--start`, `--end`; default: every rule).
+        limit: only the first `limit` rules of [start, end) (`--limit`; small tests, partial sweeps); None: all.
+        batch: rules per iteration and checkpoint (`--batch`, default 256).
+        seed: the initial states' seeds, the same bs seeds for every rule (`--seed`, default 0).
+    """
+
     eval: EvalConfig
     start: int = 0
     end: int = N_RULES

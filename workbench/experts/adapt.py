@@ -84,7 +84,34 @@ class AdaptConfig:
     """The settings of a stored adaptation run (module doc). `experts` are SVF expert files (save_expert); the
     one trained on "classify", if any, is the classification expert. `strategies` empty: every strategy the
     inputs allow (classifier: with a classification expert; few-shot: with a target). `stop_token`: CEM's
-    tie-break log-likelihood leaves the answers' eos out ("drop", the reference's) or counts it ("count")."""
+    tie-break log-likelihood leaves the answers' eos out ("drop", the reference's) or counts it ("count").
+    `workbench experts adapt` sets each field with the flag named below.
+
+    Attributes:
+        model: the experts' base model: 'smollm2', a .gguf file or a model folder (`--model`).
+        experts: SVF expert files (`--experts`, which also takes `experts train` run ids), one per task; the one
+            trained on "classify" is the classification expert; none may be the target's.
+        tasks: the tasks of the mixed test set (`--tasks`); empty: the task experts' tasks and the target.
+        target: a task WITHOUT an expert, adapted to by few-shot CEM mixing (`--target`); None: no few-shot.
+        shots: the numbers of shots k, one CEM search each (`--shots`; distinct, ≥ 1; default 3 5 10 20); the
+            shots come from the target's training half.
+        cem_iters: CEM generations per number of shots (`--cem-iters`, default 5).
+        pop: CEM's population, ≥ 10 so that int(0.2·pop) ≥ 2 elites (`--pop`, default 32, the spec's).
+        alpha: one α per expert ("expert", the default) or per expert and matrix ("matrix") (`--alpha-per`).
+        variant: "raw" (z′ = Σ α_k·p_k, the reference's, the default) or "sigmoid" (Σ α_k·sigmoid(p_k))
+            (`--variant`).
+        normalize: divide α by its sum over the experts before mixing (`--normalize`; default False).
+        strategies: of "base", "experts", "prompt", "classifier", "few-shot" (`--strategies`); empty: every one
+            the inputs allow. The oracle is computed whenever the experts' scores are there.
+        n: test prompts per task of the mixed test set (`--n`, default 64).
+        seed: the shots' draw and CEM's generator (seed·1000 + k) (`--seed`, default 0): what varies across runs.
+        test_seed: the held-out stream of the test set (`--test-seed`, default 0), kept fixed across seeds.
+        threads: torch threads (`--threads`, default 1).
+        prompt_format: "plain" (the zoo's prompts) or "chat" (the chat template around an instruction, for chat
+            models such as SmolLM2) (`--prompt-format`): the format the experts were trained with.
+        stop_token: "drop" or "count" (`--stop-token`; above).
+        device: "cpu", "cuda" or "cuda:N" (`--device`); None: the GPU when torch sees one.
+    """
 
     model: str
     experts: list[str]

@@ -65,16 +65,21 @@ PREDATES = {"stop_token": ("drop", "count")}
 
 @dataclass
 class ExpertRunConfig:
-    """The settings of a stored expert training run (all recorded in run.json).
+    """The settings of a stored expert training run (all recorded in run.json). `workbench experts train` sets
+    every field but micro_batch and rollout_batch with the flag of its name in dashes (--kl-coeff, --val-every, …).
 
     Args:
         model: 'smollm2', a .gguf file or a model folder (a zoo's base: data/zoo/base).
-        task: one of the zoo's tasks or "classify" (the dispatcher expert).
+        task: one of the zoo's tasks, "classify" (the dispatcher expert) or "larger" (chat models, prompt_format
+            "chat").
         adapter: "svf" (Transformer², the default) or "lora" (peft LoRA on the same MLP matrices).
         rank: the LoRA rank (adapter "lora"). iters: REINFORCE steps. batch: prompts per step.
+        seed: the expert's initial p (or LoRA weights) and the training and validation prompt streams.
         lr, kl_coeff: Adam's learning rate (2e-3, the reference's) and λ of the KL term (0).
         val_every: steps between validations. val_n: validation prompts. n_test: held-out test prompts.
         threads: torch threads (part of the reproducibility contract). device: None = the GPU when torch sees one.
+        micro_batch, rollout_batch: rows per differentiable forward (memory, not the loss) and prompts per greedy
+            decoding batch (TrainConfig's; no flags).
         prompt_format: "plain" (the zoo's prompts) or "chat" (the chat template around an instruction: SmolLM2).
         stop_token: "drop" (the reference's log π: the answer's tokens, the eos left out) or "count" (the eos the
             model emitted counts too: stopping gets credit; runs made before 2026-12-01 did this).

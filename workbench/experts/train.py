@@ -59,7 +59,30 @@ STATE_FORMAT = "workbench-expert-trainer/1"
 
 @dataclass
 class TrainConfig:
-    """REINFORCE settings; the defaults are the reference's except batch_size (256 there: a GPU budget)."""
+    """REINFORCE settings; the defaults are the reference's except batch_size (256 there: a GPU budget).
+
+    No flags of its own: `workbench experts train` fills it from ExpertRunConfig (ExpertRunConfig.train_config:
+    lr `--lr`, kl_coeff `--kl-coeff`, batch_size `--batch`, val_n `--val-n`, prompt_format `--prompt-format`,
+    stop_token `--stop-token`; micro_batch and rollout_batch from the fields of those names; log_kl on).
+
+    Attributes:
+        lr: Adam's learning rate, > 0 (2e-3, the spec's).
+        max_grad_norm: the gradient-norm clip of every step, > 0 (1e-3, the spec's).
+        kl_coeff: λ ≥ 0 of the KL(π_ref‖π_θ) term, π_ref the base model (0: no KL term, the spec's default).
+        batch_size: prompts per REINFORCE step, B in the loss's (1/B)·Σ (16).
+        micro_batch: rows per differentiable forward; gradients accumulate over a batch, so it changes memory,
+            not the loss (16).
+        rollout_batch: prompts per greedy decoding batch, of the rollouts and of validation (64).
+        val_n: the fixed validation set's prompts, drawn from the task's training half (64).
+        init_value, init_noise: an SVF expert's start, p = init_value + init_noise·N(0, 1) per singular value
+            (0.1 and 0.01, the spec's: z = sigmoid(p) ≈ 0.525); a LoRA adapter ignores them.
+        max_new_tokens: the rollouts' token budget; None (or 0): the task's own (its answer and the eos).
+        log_kl: also measure KL(π_ref‖π_θ) when kl_coeff = 0 (one more no-grad forward per micro-batch).
+        prompt_format: "plain" (the task's prompt as it is, the zoo's format) or "chat" (the tokenizer's chat
+            template around an instruction and a few demonstrations, for chat models such as SmolLM2).
+        stop_token: which tokens log π sums: "drop" (the answer's, the eos left out: the reference's) or "count"
+            (the generated ids, the eos the model emitted included; runs made before 2026-12-01).
+    """
 
     lr: float = 2e-3
     max_grad_norm: float = 1e-3

@@ -52,7 +52,34 @@ EXPERT_BUDGET: dict[str, tuple[int, float]] = {"add": (600, 5e-3), "reverse": (3
 class ZooConfig:
     """How `build_zoo` builds the model zoo: a small Llama base pre-trained on the tasks' formats (answers
     random), then one expert per task fine-tuned from it (the merge methods' inputs). Sizes, steps, learning
-    rates, the seed, threads and device; every build with the same config on the same device is the same."""
+    rates, the seed, threads and device; every build with the same config on the same device is the same.
+    `workbench zoo build` sets tasks (`--tasks`), seed (`--seed`) and device (`--device`); `--quick` builds
+    ZooConfig.quick(); the other fields have no flags. zoo.json records them all (under "config").
+
+    Attributes:
+        tasks: the tasks of the experts, one expert each, named after it (one or more distinct workbench.lm.tasks
+            TASKS; default: all of them). The base's pre-training mixture shows them with random answers.
+        hidden, layers, heads, intermediate: the Llama's hidden size, decoder layers, attention heads (as many
+            KV heads) and MLP size (defaults 128, 2, 4, 256); hidden must be a multiple of heads.
+        base_steps, base_lr: the base's pre-training steps (700) and AdamW's peak learning rate (3e-3; a linear
+            warm-up over the first 5 % of the steps times a cosine decay to 0 over all of them).
+        expert_steps, expert_lr: each expert's fine-tuning steps (250) and peak learning rate (1e-3), for the
+            tasks `expert_budget` leaves out.
+        expert_budget: task → (steps, lr) of its expert, replacing (expert_steps, expert_lr) (default:
+            EXPERT_BUDGET, measured on the default build; zoo.json records each task's budget as built).
+        replay: the fraction of each expert batch drawn from the base's pre-training mixture (the auxiliary
+            tasks, the other tasks with random answers), in [0, 1) (default 0.25: round(replay·batch) examples).
+        batch: training examples per step, of the base and of every expert (default 64).
+        seed: the weights' initialisation and every training data stream (default 0).
+        threads: torch threads during the build (default 1): part of the reproducibility contract, as CPU
+            reductions may differ across thread counts; the multi-task baseline reuses it.
+        eval_n: held-out prompts per task (stream 0) that score the base and the experts into zoo.json's
+            "accuracy" (default 128).
+        device: "cpu", "cuda" or "cuda:N" the build trains on; None: the GPU when torch sees one. A GPU build
+            has other weights than a CPU one.
+        quick_build: set by ZooConfig.quick (`--quick`): a seconds-long smoke-test zoo with weak experts,
+            recorded so that its users are warned.
+    """
 
     tasks: tuple[str, ...] = tuple(TASKS)
     hidden: int = 128

@@ -59,7 +59,35 @@ FLAGS = {"zoo": "--zoo", "models": "--models", "method": "--method", "base": "--
 class EvolveConfig:
     """One evolutionary merge: the source models (and base) to merge with `method`, the tasks and weights of the
     fitness, CMA-ES's budget (iters × pop, sigma, seed), the prompts per candidate and for the final scores, and
-    where it runs. ValueError, naming the CLI flag, for settings that cannot run."""
+    where it runs. ValueError, naming the CLI flag, for settings that cannot run.
+
+    Attributes:
+        zoo: the folder models are looked up in (`--zoo`; the CLI's default: data/zoo): a name is `zoo/name` when
+            that is a folder, else a model folder of its own (workbench.lm.models.resolve_model).
+        models: the source models merged, in order (`--models`; one or more, distinct; the task-vector methods
+            refuse the base among them). dfs lays out their layers in this order.
+        method: "linear", "task_arithmetic", "ties" (the default), "dare_linear", "dare_ties" (parameter space:
+            one weight, plus a density for ties and dare_*, per source model per layer group) or "dfs" (data-flow
+            space: a layer path and activation scales) (`--method`).
+        base: θ0 of the task-vector methods (task_arithmetic, ties, dare_*), which merge τ = model − base
+            (`--base`; default "base", the zoo's). Loaded for every method but dfs (the analysis' task vectors);
+            dfs has none (the CLI refuses `--base` with it).
+        tasks: the tasks of the fitness (`--tasks`); empty: the source models named after a task.
+        task_weights: w_k, one per task in order (`--task-weights`), finite, ≥ 0, positive sum; empty: all 1.
+            Fitness = Σ w_k·acc_k / Σ w_k; CMA-ES minimises its negative.
+        iters: CMA-ES generations (`--iters`, default 10).
+        pop: candidates per generation, ≥ 2 (`--pop`, default 8).
+        sigma: CMA-ES's initial step size in genome units, > 0 (`--sigma`, default 0.2): weights in [0, 1],
+            densities in [0.05, 1]; dfs' indicator in [0, 1], its scales in [0, 2].
+        seed: CMA-ES's draws, DARE's random drops and the validation prompts (held-out stream `seed`; the final
+            test prompts: stream seed + 1) (`--seed`, default 0).
+        n_eval: validation prompts per task per candidate, the fitness (`--n-eval`, default 64).
+        n_test: test prompts per task for scores.json, of the sources and the best merge (`--n-test`, default 128).
+        dfs_r: dfs only: repetitions r of the layer list, T = M·r slots (`--r`, default 3, the reference's).
+        chunk: candidates per Dask task, with `--workers` or `--dask` (no flag of its own; default 2).
+        device: "cpu", "cuda" or "cuda:N" where models load, merge and score (`--device`); None: the GPU when
+            the process sees one. A name, resolved by each process (Dask workers too).
+    """
 
     zoo: str                                   # folder of models (a zoo from `workbench zoo build`, or any)
     models: list[str]                          # source models: names in the zoo folder or model folders

@@ -40,7 +40,33 @@ CMA_SEED = 0
 
 @dataclass
 class BenchConfig:
-    """Settings of `workbench bench namm` (flags of the same names)."""
+    """Settings of `workbench bench namm` (flags of the same names in dashes, but max_new_tokens: no flag;
+    policy is also set by `--run ID`, that run's policy file). check_config refuses bad ones before the model loads.
+
+    Attributes:
+        model: 'smollm2' (the default), a .gguf file or a model folder (eager attention).
+        tasks: the NAMM tasks scored (workbench.namm.tasks; default passkey and kv); the speed and cma sections
+            use the first.
+        policy: a trained policy file (policy.safetensors); None: no NAMM rows, the speed section times a random
+            θ (N(0, 0.065²), seeded by `seed`) and the cma section uses the statistics it collected.
+        budgets: kept-cache fractions in (0, 1] the baselines and presses run at (default 0.25 and 0.5); NAMM's
+            own mean kept fraction is added.
+        presses: kvpress presses run in the kvpress virtualenv (default: DEFAULT_PRESSES; empty: none).
+        n: test prompts per task (default 8).
+        length: prompt tokens of the scores and cma sections (default 512).
+        n_up: tokens between eviction steps, a multiple of 16; None: the policy's, else 64.
+        seed: the test and training prompts, and the random θ without a policy (default 0); the timed CMA-ES
+            itself uses CMA_SEED.
+        threads: torch threads (default 1).
+        max_new_tokens: answer tokens at most, in the scores and cma sections (default 8; no CLI flag).
+        speed_length: prompt tokens of the speed test (default 1024).
+        decode_tokens: tokens decoded after it in the speed test (default 32).
+        pop: the timed CMA-ES generation's population, ≥ 2 (default 8).
+        cma_prompts: training prompts of the first task each candidate of the timed generation is scored on
+            (default 2).
+        time_full_cma: also time full-covariance CMA-ES's update, not only the separable one's (minutes).
+        sections: any of "scores", "speed", "cma" (default: all three).
+    """
 
     model: str = "smollm2"
     tasks: list[str] = field(default_factory=lambda: ["passkey", "kv"])

@@ -47,9 +47,17 @@ SINKS = 4  # recent-window baselines keep the first 4 tokens ("attention sinks")
 
 @dataclass
 class TraceConfig:
-    """n_up: tokens between eviction steps (a multiple of 16); max_new_tokens: greedy tokens generated after the
-    prompt (evictions go on while decoding); spectra_mb: memory for the STFT magnitudes (float16); chat: wrap a
-    text prompt in the tokenizer's chat template when it has one."""
+    """How record_trace runs a prompt. No CLI flags: the NAMM explorer page (dashboards/namm.py) sets n_up,
+    max_new_tokens and chat from its sidebar.
+
+    Attributes:
+        n_up: tokens between eviction steps, a positive multiple of 16 (default 32; the reference's 512).
+        max_new_tokens: greedy tokens generated after the prompt, ≥ 0 (default 16); evictions go on while decoding.
+        spectra_mb: MiB for the STFT magnitudes kept (float16): the layers that fit, evenly spaced, keep theirs
+            (default 128; 0: none).
+        chat: wrap a text prompt in the tokenizer's chat template when it has one (default True); token ids are
+            used as given.
+    """
 
     n_up: int = 32
     max_new_tokens: int = 16

@@ -77,6 +77,7 @@ PROMPT_STREAM = 0x6E616D6D
 @dataclass
 class NAMMTrainConfig:
     """The settings of a NAMM training run (all recorded in run.json; module doc for their meaning).
+    `workbench namm train` sets each with the flag of its name in dashes, but n_prompts: `--prompts`.
 
     Args:
         model: 'smollm2', a .gguf file or a model folder (eager attention, full-attention layers).
@@ -90,6 +91,7 @@ class NAMMTrainConfig:
         max_kept: None (the paper's NAMM) or the capped variant's fraction (NAMMPolicy: at most ⌈f · seen⌉ slots).
         n_test: test prompts per task scored at the end (0: none). threads: torch threads of every evaluation.
         stage_gens: generations per curriculum stage (default: gens split evenly). chunk: candidates per Dask task.
+        device: "cpu", "cuda" or "cuda:N" the model loads on, in every process; None: the GPU when torch sees one.
     """
 
     model: str = "smollm2"
