@@ -77,6 +77,21 @@ def test_heldout_is_disjoint_from_training_and_stable():
         assert not {p for p, _ in ev} & {p for p, _ in train}
 
 
+def test_test_sets_leave_out_the_validation_prompts():
+    """Two streams of one held-out half share prompts (brackets: 45 of 128): a run's test set leaves out the
+    validation prompts it chose on, and still has as many as asked."""
+    from workbench.lm.evaluation import _encode, test_sets
+
+    tok = T.make_tokenizer()
+    shared = {p for p, _ in T.heldout("brackets", 64, 0)} & {p for p, _ in T.heldout("brackets", 128, 1)}
+    assert shared  # what the test set used to have
+    sets = test_sets(tok, T.TASKS, n_test=128, n_eval=64, seed=0)
+    for task in T.TASKS:
+        validation = {tuple(_encode(tok, p)) for p, _ in T.heldout(task, 64, 0)}
+        prompts, answers = sets.items[task]
+        assert len(prompts) == len(answers) == 128 and not {tuple(p) for p in prompts} & validation
+
+
 def test_exact_match_scoring():
     from workbench.lm.evaluation import exact_match
 

@@ -46,6 +46,7 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     assert all(-1 <= e["loss"] <= 0 for e in evals)
     scores = json.loads((run.path / "scores.json").read_text())
     assert set(scores["models"]) >= {"add", "sort"} and set(scores["merged"]) == {"add", "sort"}
+    assert "the validation prompts (stream 1) left out" in scores["split"] and scores["n_test"] == {"add": 8, "sort": 8}
     analysis = json.loads((run.path / "analysis.json").read_text())
     if method == "dfs":
         from workbench.merge.dfs import DFSRecipe

@@ -149,6 +149,26 @@ class HeldoutSets:
         return acc
 
 
+def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: int,
+              batch_size: int = 128) -> HeldoutSets:
+    """The test prompts of a run that validated on heldout(task, n_eval, seed): n_test per task from held-out
+    stream seed + 1, the validation prompts left out (drawn until n_test remain; fewer only if the task's held-out
+    prompts run out). Two streams of one held-out half share prompts: without this, 45 of brackets' 128 test
+    prompts were validation prompts its recipe had been chosen on (recall 22, add 6)."""
+    sets = HeldoutSets(tokenizer, tasks, n=1, seed=seed + 1, batch_size=batch_size)
+    for task in sets.tasks:
+        validation = {p for p, _ in heldout(task, n_eval, seed)}
+        draw, pool = n_test + n_eval, []
+        while True:   # tasks with few distinct prompts (brackets) repeat validation prompts often: draw more
+            pool = [ex for ex in heldout(task, draw, seed + 1) if ex[0] not in validation]
+            if len(pool) >= n_test or draw >= 64 * (n_test + n_eval):
+                break
+            draw *= 2
+        examples = sorted(pool[:n_test], key=lambda ex: len(ex[0]))
+        sets.items[task] = ([_encode(tokenizer, p) for p, _ in examples], [a for _, a in examples])
+    return sets
+
+
 def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
              method: str = "greedy", device: str | torch.device | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, float]:

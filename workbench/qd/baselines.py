@@ -63,23 +63,11 @@ def load_recipe(path: str | Path, zoo):
 
 def test_sets(ctx):
     """The run's test prompts: n_test per task from held-out stream seed + 1, the validation prompts left out
-    (drawn until n_test remain; fewer only if the task's held-out prompts run out)."""
-    from workbench.lm.evaluation import HeldoutSets, _encode
-    from workbench.lm.tasks import heldout
+    (workbench.lm.evaluation.test_sets)."""
+    from workbench.lm.evaluation import test_sets as disjoint_test_sets
 
-    cfg, tok = ctx.cfg, ctx.tokenizer
-    sets = HeldoutSets(tok, cfg.tasks, n=1, seed=cfg.seed + 1, batch_size=128)
-    for task in cfg.tasks:
-        validation = {p for p, _ in heldout(task, cfg.n_eval, cfg.seed)}
-        draw, pool = cfg.n_test + cfg.n_eval, []
-        while True:   # tasks with few distinct prompts (brackets) repeat validation prompts often: draw more
-            pool = [ex for ex in heldout(task, draw, cfg.seed + 1) if ex[0] not in validation]
-            if len(pool) >= cfg.n_test or draw >= 64 * (cfg.n_test + cfg.n_eval):
-                break
-            draw *= 2
-        examples = sorted(pool[:cfg.n_test], key=lambda ex: len(ex[0]))
-        sets.items[task] = ([_encode(tok, p) for p, _ in examples], [a for _, a in examples])
-    return sets
+    cfg = ctx.cfg
+    return disjoint_test_sets(ctx.tokenizer, cfg.tasks, cfg.n_test, cfg.n_eval, cfg.seed)
 
 
 def best_per_task(qd) -> dict[str, int]:
