@@ -116,6 +116,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["namm", "eval", "--out", "."], "--out . is a folder; give a file name"),
     (["bench", "namm", "--out", "nowhere/x.json"], "--out nowhere/x.json: the folder nowhere does not exist"),
     (["bench", "namm", "--policy", "p.safetensors", "--run", "r"], "give --policy FILE or --run ID, not both"),
+    (["bench", "namm", "--max-new-tokens", "0"], "argument --max-new-tokens: give a whole number of at least 1, got 0"),
     (["asal", "illuminate", "--substrate", "lenia", "--fm", "pixels", "--workers", "0"],
      "argument --workers: give a whole number of at least 1 (leave --workers out"),
     (["asal", "illuminate", "--substrate", "lenia", "--fm", "pixels", "--workers", "2", "--dask", "tcp://127.0.0.1:9"],

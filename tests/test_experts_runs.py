@@ -298,6 +298,9 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
     # ... or the same shapes and other weights (the model key)
     _refused(capsys, [*adapt[:3], str(quick_zoo / "add"), *adapt[4:], "--experts", str(add_file), sort_id],
              "was trained on another model", runs)
+    # a test set without the target: refused before anything loads (it failed after the whole CEM search)
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--tasks", "add", "sort", "--target", "reverse"],
+             "--tasks must include the --target task 'reverse'", runs)
     # α of the wrong shape
     _refused(capsys, ["experts", "eval", "--model", base, "--experts", str(add_file), sort_id, "--alpha", "1", "2",
                       "3", "--runs", str(runs), "--n", "2"], "--alpha has 3 values; 2 experts need 2", runs)

@@ -361,11 +361,11 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     presses = ["snapkv", "observed"] if peer else []
     out = _run("bench", "namm", "--model", str(tiny), "--tasks", "digit", "--policy", str(policy), "--n", "2",
                "--length", "160", "--budgets", "0.5", "--presses", *presses, "--threads", "1", "--speed-length",
-               "160", "--decode-tokens", "4", "--pop", "2", "--cma-prompts", "1", "--json", "--quiet", cwd=tmp_path,
-               short=True)
+               "160", "--decode-tokens", "4", "--pop", "2", "--cma-prompts", "1", "--max-new-tokens", "4",
+               "--json", "--quiet", cwd=tmp_path, short=True)
     rows = out["rows"]
     namm = next(r for r in rows if r["method"] == "namm")
-    assert 0 < namm["kept"] < 1 and out["config"]["n_up"] == 32
+    assert 0 < namm["kept"] < 1 and out["config"]["n_up"] == 32 and out["config"]["max_new_tokens"] == 4
     own = round(namm["kept"], 3)
     summary = out["summary"]["digit"]
     assert summary["namm_kept"] == namm["kept"] and summary["best_baseline"]["method"] in ("recent", "h2o")

@@ -74,6 +74,7 @@ def cmd_bench(args) -> int:
             model=args.model, tasks=args.tasks, policy=policy, budgets=args.budgets, presses=args.presses, n=args.n,
             length=args.length, n_up=args.n_up, seed=args.seed, threads=args.threads, speed_length=args.speed_length,
             decode_tokens=args.decode_tokens, pop=args.pop, cma_prompts=args.cma_prompts,
+            max_new_tokens=args.max_new_tokens,
             time_full_cma=args.time_full_cma, sections=args.sections), log=None if args.quiet else err.print)
         if args.out:
             from pathlib import Path
@@ -168,6 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="kvpress presses (default: streamingllm snapkv tova observed knorm; none: no kvpress)")
     nb.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
     nb.add_argument("--length", type=POSITIVE, default=512, help="prompt tokens (default: 512)")
+    nb.add_argument("--max-new-tokens", type=POSITIVE, default=8,
+                    help="answer tokens at most of the scored prompts (default: 8)")
     nb.add_argument("--n-up", type=POSITIVE, help="default: the policy's, else 64")
     nb.add_argument("--seed", type=SEED, default=0)
     nb.add_argument("--threads", type=POSITIVE, default=1,

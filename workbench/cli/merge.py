@@ -109,7 +109,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--zoo", help="folder holding the models (default: data/zoo)")
     ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders)")
     ev.add_argument("--method", choices=[*PS_METHODS, "dfs"], help="default: ties")
-    ev.add_argument("--base", help="base model of task-vector methods (default: base)")
+    ev.add_argument("--base", help="base model: θ0 of the task-vector methods; linear merges leave it out but the "
+                    "analysis (task-vector norms) reads it (default: base; not with dfs)")
     ev.add_argument("--tasks", nargs="+", help="tasks of the fitness (default: the models named after tasks)")
     ev.add_argument("--task-weights", nargs="+", type=float, help="weights of the tasks (default: equal)")
     ev.add_argument("--iters", type=int, help="default: 10")

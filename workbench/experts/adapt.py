@@ -152,6 +152,11 @@ class AdaptConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
+        if self.tasks and self.target is not None and self.target not in self.tasks:
+            # the few-shot mixtures are tested on the target: without it in the test set the run failed (KeyError)
+            # after its whole CEM search
+            raise ValueError(f"--tasks must include the --target task {self.target!r} (the few-shot mixture is "
+                             f"tested on it), or leave --tasks out: the experts' tasks and the target")
         if "few-shot" in self.strategies and self.target is None:
             raise ValueError("the few-shot strategy adapts to a task without an expert: give it with --target TASK")
         shots = list(self.shots)

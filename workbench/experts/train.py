@@ -99,10 +99,14 @@ class TrainConfig:
     stop_token: str = "drop"  # "drop": log π leaves the eos out (the reference); "count": the eos emitted counts
 
     def __post_init__(self):
+        from workbench.checks import check_counts
+
         check_stop_token(self.stop_token)
-        for name in ("batch_size", "micro_batch", "rollout_batch", "val_n"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
+        # whole numbers ≥ 1 (a check of int(value) let 1.5 through); max_new_tokens: None or 0 is the task's own
+        check_counts(self, ("batch_size", "micro_batch", "rollout_batch", "val_n"),
+                     {n: f"TrainConfig.{n}" for n in ("batch_size", "micro_batch", "rollout_batch", "val_n")})
+        if self.max_new_tokens is not None:
+            check_counts(self, ("max_new_tokens",), {"max_new_tokens": "TrainConfig.max_new_tokens"}, at_least=0)
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"TrainConfig.prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
         if not all(math.isfinite(float(getattr(self, n))) for n in ("lr", "max_grad_norm", "kl_coeff", "init_value",

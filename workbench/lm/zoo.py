@@ -101,7 +101,7 @@ class ZooConfig:
     quick_build: bool = False  # a seconds-long smoke-test build (weak experts): recorded so users are warned
 
     def __post_init__(self):
-        from workbench.checks import check_counts, check_positive, check_seed, texts
+        from workbench.checks import check_counts, check_positive, check_seed, count, texts
         from workbench.lm.tasks import check_tasks
 
         self.tasks = tuple(check_tasks(texts(self.tasks, "--tasks")))
@@ -114,6 +114,15 @@ class ZooConfig:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
         self.base_lr = check_positive(self.base_lr, "base_lr")
         self.expert_lr = check_positive(self.expert_lr, "expert_lr")
+        budgets = {}
+        for task, budget in dict(self.expert_budget).items():  # checked as expert_steps and expert_lr are: 0 steps
+            try:  # divided by zero in the learning-rate schedule, minutes into a build
+                steps, lr = budget
+            except (TypeError, ValueError):
+                raise ValueError(f"expert_budget[{task!r}] must be (steps, lr), got {budget!r}") from None
+            budgets[task] = (count(steps, f"expert_budget[{task!r}] steps"),
+                             check_positive(lr, f"expert_budget[{task!r}] lr"))
+        self.expert_budget = budgets
         if not (isinstance(self.replay, (int, float)) and 0 <= self.replay < 1):
             raise ValueError(f"replay is the fraction of each expert batch drawn from the base's mixture: give a "
                              f"number in [0, 1), got {self.replay!r}")

@@ -40,7 +40,7 @@ CMA_SEED = 0
 
 @dataclass
 class BenchConfig:
-    """Settings of `workbench bench namm` (flags of the same names in dashes, but max_new_tokens: no flag;
+    """Settings of `workbench bench namm` (flags of the same names in dashes;
     policy is also set by `--run ID`, that run's policy file). check_config refuses bad ones before the model loads.
 
     Attributes:
@@ -58,7 +58,7 @@ class BenchConfig:
         seed: the test and training prompts, and the random θ without a policy (default 0); the timed CMA-ES
             itself uses CMA_SEED.
         threads: torch threads (default 1).
-        max_new_tokens: answer tokens at most, in the scores and cma sections (default 8; no CLI flag).
+        max_new_tokens: answer tokens at most, in the scores and cma sections (default 8).
         speed_length: prompt tokens of the speed test (default 1024).
         decode_tokens: tokens decoded after it in the speed test (default 32).
         pop: the timed CMA-ES generation's population, ≥ 2 (default 8).
