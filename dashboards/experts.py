@@ -35,6 +35,8 @@ KINDS = ("experts", "adapt")
 VIEWS = {"z": "z per expert", "z_rank": "z vs σ rank", "curve": "Adaptation curve", "alpha": "Mixing weights α",
          "confusion": "Dispatcher confusion", "shots": "Accuracy vs shots", "strategies": "Strategies per task",
          "svf_lora": "SVF vs LoRA"}
+#: the Mixer tab as a view: export writes the z′ of the α its sliders set
+MIXER = "mixer"
 MEAN = "mean over matrices"
 ACCENT = "#2f5d8a"
 Z0 = 1.0 / (1.0 + math.exp(-0.1))  # z = sigmoid(0.1) where every expert starts (INIT_VALUE): "unchanged"
@@ -177,7 +179,7 @@ class ExpertsModel(param.Parameterized):
 
     runs_dir = param.String(default="runs")
     run_id = param.Selector(default=None, objects=[], doc="the experts / adapt run on show")
-    view = param.Selector(default="z", objects=list(VIEWS), doc="the view on show (and what export writes)")
+    view = param.Selector(default="z", objects=[*VIEWS, MIXER], doc="the view on show (and what export writes)")
     matrix = param.Selector(default=MEAN, objects=[MEAN], doc="the matrix of the z-vs-rank view")
     compare = param.ListSelector(default=[], objects=[], doc="runs of this config with other seeds, pooled")
     alphas = param.List(default=[], item_type=(int, float), doc="the mixer's α, one per task expert")
@@ -239,7 +241,7 @@ class ExpertsModel(param.Parameterized):
             self.param.update(matrix=MEAN, compare=list(same), message="", alphas=[round(1.0 / k, 4)] * k if k else [],
                               variant=d.config.get("variant", "raw") if d.kind == "adapt" else "raw",
                               normalize=bool(d.config.get("normalize", False)) if d.kind == "adapt" else False)
-        if self.view not in d.views:
+        if self.view not in d.views and not (self.view == MIXER and self.mixer_experts()):
             self.view = d.views[0]
 
     @property
@@ -599,6 +601,10 @@ class ExpertsModel(param.Parameterized):
         d = self.data
         if d is None:
             return hv.Div("<i>no experts or adapt run in this folder yet: run `workbench experts train`</i>")
+        if view == MIXER:
+            if not self.mixer_experts():
+                return hv.Div(f"<i>run {d.run.id} has no SVF experts to mix</i>")
+            return self.mixture_figure()
         if view not in d.views:
             return hv.Div(f"<i>run {d.run.id} has nothing for {VIEWS.get(view, view)!r}</i>")
         if view == "z":
@@ -622,7 +628,8 @@ class ExpertsModel(param.Parameterized):
         raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write a view as a paper figure (PNG / SVG / PDF via matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
+        """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
+        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
         from workbench.figures import FORMATS, layout_inches, save
 
         hv = _hv()
@@ -631,7 +638,7 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
         fig = self.figure(view)
         if isinstance(fig, hv.Div):
-            raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: {fig.data.strip('<i>/ ')}")
+            raise ValueError(f"nothing to export under {view_title(view)!r}: {fig.data.strip('<i>/ ')}")
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(fig, out, style={"fig_inches": layout_inches(fig, (3.2, 2.6))})
@@ -653,6 +660,11 @@ class ExpertsModel(param.Parameterized):
         return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
                 f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
                 f"{cfg['variant']} mixing · {info['status']}, {info['iterations']} iterations{pooled}")
+
+
+def view_title(view: str) -> str:
+    """A view's name on the page (the Mixer tab's: what its export writes)."""
+    return "Mixer: z′ of the α set" if view == MIXER else VIEWS.get(view, view)
 
 
 def model_text(model: str) -> str:
@@ -996,17 +1008,17 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         building[0] = True
         try:
             tabs[:] = [(VIEWS[v], view_pane(v)) for v in names] + [("Mixer", mixer_panel(model, off_loop))]
-            tabs.active = names.index(model.view) if model.view in names else 0
+            tabs.active = names.index(model.view) if model.view in names else len(names) if model.view == MIXER else 0
         finally:
             building[0] = False
         header.object = model.summary()
-        what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
+        what.object = f"Export writes the view on show: **{view_title(model.view)}**."
 
     def on_tab(event):
         names = model.data.views
-        if not building[0] and 0 <= event.new < len(names):
-            model.view = names[event.new]
-            what.object = f"Export writes the view on show: **{VIEWS[model.view]}**."
+        if not building[0] and 0 <= event.new <= len(names):  # the last tab: the Mixer
+            model.view = names[event.new] if event.new < len(names) else MIXER
+            what.object = f"Export writes the view on show: **{view_title(model.view)}**."
 
     async def on_pick(event):
         try:  # the files are read on a worker thread

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.experts import VIEWS, ExpertsModel, matrix_label, model_text
+from workbench.dashboards.experts import MIXER, VIEWS, ExpertsModel, matrix_label, model_text
 from workbench.runs import RunStore
 
 EXPERT = {"iters": 3, "batch": 4, "val_every": 1, "val_n": 4, "n_test": 4}
@@ -198,6 +198,12 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
         per_matrix.export("confusion", tmp_path)
     with pytest.raises(ValueError, match="format must be one of"):
         model.export("z", tmp_path, ".jpg")
+    # the Mixer tab: export writes the z′ of the α its sliders set (it wrote the view shown before it)
+    model.param.update(alphas=[0.7, 0.3], view=MIXER)
+    mixer = model.export(None, tmp_path, ".png")
+    assert mixer.name == f"{ex['adapt0']}-mixer.png" and Image.open(mixer).size[0] > 300
+    with pytest.raises(ValueError, match="nothing to export under 'Mixer: z′ of the α set'"):
+        ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"]).export(MIXER, tmp_path)
 
 
 def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
@@ -259,6 +265,7 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         page.get_by_text("written").wait_for(timeout=60000)
         assert (Path(ex["dir"]) / run_id / "figures" / f"{run_id}-strategies.html").is_file()
         page.locator(".bk-tab", has_text="Mixer").click()
+        page.get_by_text("Export writes the view on show: Mixer: z′ of the α set").wait_for(timeout=30000)
         box = page.get_by_placeholder("e.g. s:kdpa=")
         box.fill("r:abc=")
         box.press("Enter")
