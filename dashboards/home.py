@@ -7,7 +7,7 @@ from collections import Counter
 
 import panel as pn
 
-from workbench.dashboards.shell import PAGES, shell
+from workbench.dashboards.shell import PAGES, counted, shell
 from workbench.runs import RunStore
 
 CARDS_CSS = """
@@ -28,7 +28,7 @@ def store_summary(runs_dir: str) -> str:
         return f"The run store <code>{html.escape(runs_dir)}</code> is empty: start a search on the Search page."
     kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
     states = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).most_common())
-    return f"<code>{html.escape(runs_dir)}</code> holds {len(rows)} runs: {kinds} ({states})."
+    return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states})."
 
 
 def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:

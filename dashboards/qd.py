@@ -37,6 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.dashboards.shell import counted
 from workbench.runs import RunError, RunStore, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
@@ -787,8 +788,8 @@ class QDModel(param.Parameterized):
         if d.kind == "qd":
             cfg = d.info["config"]
             return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {d.info.get('method', cfg['sampling'])} · "
-                    f"{cfg['bins']} bins · {len(d.models)} models evaluated · generations {gens[0]}–{gens[-1]} · "
-                    f"{d.info.get('status')}")
+                    f"{cfg['bins']} bins · {counted(len(d.models), 'model')} evaluated · "
+                    f"generations {gens[0]}–{gens[-1]} · {d.info.get('status')}")
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · {len(d.models)} "
@@ -957,8 +958,8 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
         layers.append(_style(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], label=role),
                              color=colour, bokeh={"size": 9}, mpl={"s": 6}))
     span = max(nodes["x"].max() - nodes["x"].min(), 1)
-    title = f"lineage of the elites ({len(nodes)} models" + (f"; red: model {selected}'s ancestry)" if selected >= 0
-                                                              else ")")
+    ancestry = f"; red: model {selected}'s ancestry" if selected >= 0 else ""
+    title = f"lineage of the elites ({counted(len(nodes), 'model')}{ancestry})"
     plot = _style(hv.Overlay(layers), title=title, xlabel="generation", ylabel="quality task",
                   yticks=list(enumerate(tasks)),
                   xlim=(nodes["x"].min() - 0.05 * span - 0.5, nodes["x"].max() + 0.05 * span + 0.5),
@@ -997,7 +998,7 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
             lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
         first = not panels  # one legend for all panels
         panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
-                             title=f"{a} vs {b} ({len(children)} models)", show_legend=first,
+                             title=f"{a} vs {b} ({counted(len(children), 'model')})", show_legend=first,
                              bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})

@@ -21,7 +21,7 @@ import panel as pn
 import param
 
 from workbench.compare import Comparison, compare_runs, value_text
-from workbench.dashboards.shell import OPENERS, PAGES, open_links
+from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import RunError, RunStore
 
 COLUMNS = ["id", "kind", "substrate", "fm", "status", "iterations", "best_loss", "created"]
@@ -65,7 +65,7 @@ class RunsModel(param.Parameterized):
 
     def count_text(self) -> str:
         """The gallery's header: how many runs are shown of how many, and the folders the catalog could not read."""
-        text = f"{len(self.shown())} of {len(self._rows)} runs in `{self.runs_dir}` (newest first)"
+        text = f"{len(self.shown())} of {counted(len(self._rows), 'run')} in `{self.runs_dir}` (newest first)"
         if self.unreadable:
             text += (f" · not readable as runs, left out: {', '.join(f'`{n}`' for n in self.unreadable)} "
                      "(`workbench runs show ID` says why)")

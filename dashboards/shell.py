@@ -145,6 +145,11 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
     return template
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 model", "3 models": a count and its noun for the pages' headers and titles ("1 models" before)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def section(title: str) -> pn.pane.Markdown:
     """A heading between groups of sidebar controls."""
     return pn.pane.Markdown(f"#### {title}", margin=(12, 10, 0, 10))

@@ -638,9 +638,10 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
 
 
 def test_shell_registry_and_offline_design():
-    from workbench.dashboards.shell import OPENERS, PAGES, OfflineFast, open_links, register_opener
+    from workbench.dashboards.shell import OPENERS, PAGES, OfflineFast, counted, open_links, register_opener
 
     assert {"lab", "search", "runs", "atlas", "merge", "qd"} <= set(PAGES)  # and the pages other issues add
+    assert [counted(n, "model") for n in (0, 1, 2)] == ["0 models", "1 model", "2 models"]  # "1 models" before
     assert all(p.description for p in PAGES.values())
     assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1"),
                                               ("Search", "./search?run=r1")]
