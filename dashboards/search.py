@@ -579,7 +579,8 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
                 standalone: bool = False) -> pn.template.FastListTemplate:
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
-    asked = run or (pn.state.session_args.get("run") if pn.state.session_args else None)
+    # an empty ?run= asks for nothing (run_alert leaves it alone too): the search this server runs, as from the menu
+    asked = run or (pn.state.session_args.get("run", [b""])[0].strip() if pn.state.session_args else None)
     running = SearchJob.searching(model.runs_dir)
     if not asked and running:  # the page opened from the menu while this server searches: that search, live
         if running[-1].run_id:

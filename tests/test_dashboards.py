@@ -1279,12 +1279,13 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.get_by_text("status: running").wait_for(timeout=60000)
         page.get_by_text("the best frame appears when the run ends").wait_for(timeout=30000)  # the last run's went
         page.wait_for_function(f"() => ({CURVE_POINTS})() >= 3", timeout=60000)  # points added as it runs
-        # the address names the run; a second tab, opened from the menu (no run in its address), shows the search
-        # this server runs, live, and stops it
+        # the address names the run; a second tab with no run in its address (an empty ?run= here: it asks for
+        # none, as the menu's link) shows the search this server runs, live, names it in its address, and stops it
         page.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)
-        context, second, errors = _open(browser, f"{server}/search")
+        context, second, errors = _open(browser, f"{server}/search?run=")
         try:
             second.get_by_text(re.compile(r"status: running · run")).wait_for(timeout=60000)
+            second.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)
             second.get_by_role("button", name="stop").click()
             second.get_by_text("status: stopped").wait_for(timeout=120000)
             assert not errors, errors
