@@ -406,8 +406,15 @@ class NAMMExplorer(param.Parameterized):
             else:
                 import matplotlib.pyplot as plt
 
-                figure = text_figure(self.trace, self.step, layer, head)
-                atomic_write(out, lambda p: figure.savefig(p, dpi=300, bbox_inches="tight", format=suffix[1:]))
+                from workbench.figures import NO_DATE, PAGE_WIDTH, PAPER_RC
+
+                # a page's text width, its tight margins included; TrueType in PDF and text in SVG (Type 3 glyphs
+                # and SVG outlines before: matplotlib's defaults, as every paper figure but this one avoided)
+                pad = plt.rcParams["savefig.pad_inches"]
+                figure = text_figure(self.trace, self.step, layer, head, width=PAGE_WIDTH - 2 * pad)
+                with plt.rc_context(PAPER_RC):
+                    atomic_write(out, lambda p: figure.savefig(p, dpi=300, bbox_inches="tight", format=suffix[1:],
+                                                               metadata=NO_DATE.get(suffix)))
                 plt.close(figure)
             return out
         wide = isinstance(fig, hv.Layout)  # two panels side by side

@@ -224,3 +224,50 @@ def test_an_illumination_curve_is_not_called_a_best_so_far(store):
     assert hv.render(loss_curves(store, [ill]), backend="matplotlib").axes[0].get_ylabel() == POPULATION_METRIC
     both = hv.render(loss_curves(store, [cma, ill]), backend="matplotlib").axes[0].get_ylabel()
     assert both == f"best loss / {POPULATION_METRIC}"
+
+
+def test_a_long_title_wraps_and_the_figure_keeps_its_size(tmp_path):
+    """A title wider than the column ("DARE kept fraction (survivors rescaled to …)", the merge page's TIES / DARE
+    panels) made _fit_width halve the figure again and again: no narrower axes make a 9 pt title narrower, and
+    the figure came out 0.3 in wide, its plots specks. The title now breaks onto lines."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, save
+
+    holoviews()
+    title = "DARE kept fraction (survivors rescaled to the task vector's L1 norm) per layer"
+    curve = hv.Curve([(0, 1), (1, 2), (2, 1.5)], "layer group", "kept fraction").opts(title=title, backend="matplotlib")
+    png = Image.open(save(curve, tmp_path / "long.png"))
+    assert 2.0 <= png.size[0] / png.info["dpi"][0] <= 3.5, png.size
+
+
+def test_paper_figures_are_the_same_bytes_when_written_again(tmp_path):
+    """A paper's repository keeps its figures: the same figure written twice differed (PDF: its creation date;
+    SVG: its date and a random salt in every clip path's id), so every regeneration was a diff."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, save
+
+    holoviews()
+    curve = hv.Curve([(0, 0.47766), (1, 0.47767), (2, 0.47769)], "iteration", "best loss")
+    for suffix in (".pdf", ".svg", ".png"):
+        first, again = save(curve, tmp_path / f"a{suffix}"), save(curve, tmp_path / f"b{suffix}")
+        assert first.read_bytes() == again.read_bytes(), suffix
+    # ticks as plain numbers: no "1e-5+4.776e-1" offset over the axis
+    assert "4.776e" not in (tmp_path / "a.svg").read_text() and "0.47766" in (tmp_path / "a.svg").read_text()
+
+
+def test_a_legend_beside_the_axes_is_in_the_file(tmp_path):
+    """HoloViews clips a legend it adds with add_artist to the axes, and a tight save then left it out: the DFS
+    path's legend (right of the plot) was cut off at the file's edge ("mod…")."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, save
+
+    holoviews()
+    points = hv.Points({"x": [0, 1, 2, 3], "y": [0, 1, 0, 1], "model": ["add", "sort", "add", "sort"]},
+                       ["x", "y"], ["model"]).opts(color="model", cmap=["#0072B2", "#E69F00"],
+                                                   legend_position="right", backend="matplotlib")
+    png = np.asarray(Image.open(save(points, tmp_path / "legend.png")).convert("L"))
+    assert png[:, -5:].min() == 255, "something is cut at the file's right edge"  # the tight save's margin
+    assert png.shape[1] / png.shape[0] > 1.2  # the legend's room beside the square axes

@@ -188,6 +188,8 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
                "sweep": ".html"}
     assert set(formats) == set(VIEWS)
     written = [model.export(v, tmp_path, s) for v, s in formats.items()]
+    text_pdf = written[list(formats).index("text")].read_bytes()  # TrueType, as every paper figure (Type 3 was)
+    assert b"/Type3" not in text_pdf and b"/FontFile2" in text_pdf
     import holoviews as hv
 
     legend = hv.render(model.figure("retention"), backend="matplotlib").axes[0].get_legend()

@@ -32,6 +32,11 @@ MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 # text stays text in vector figures: TrueType fonts embedded in PDF (not Type 3), <text> in SVG (not outlines)
 VECTOR_TEXT = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+# the rest of a paper figure's rc: ticks as plain numbers (not "1e-5+4.776e-1" over the axis), and SVG ids from a
+# fixed salt (random per save otherwise: the same figure written twice differed in every clip path id)
+PAPER_RC = {**VECTOR_TEXT, "axes.formatter.useoffset": False, "svg.hashsalt": "workbench"}
+# no creation date in a vector figure: the same figure written again has the same bytes (a paper's repository)
+NO_DATE = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}}
 
 
 def holoviews():
@@ -289,19 +294,49 @@ def layout_inches(obj, panel: tuple[float, float] = PAPER_STYLE["fig_inches"],
     return panel_inches(cols, rows, panel, width)
 
 
+def _unclip_legends(fig) -> None:
+    """HoloViews adds some legends with `ax.add_artist`, which clips them to the axes; a legend so clipped is left
+    out of the tight box, so one placed beside the axes (legend_position="right": the DFS path's) was cut off at
+    the edge of the saved file."""
+    from matplotlib.legend import Legend
+
+    for legend in fig.findobj(Legend):
+        legend.set_clip_on(False)
+
+
+def _wrap_titles(fig, width: float) -> None:
+    """Break titles wider than `width` inches onto more lines: no shrinking of the axes makes a 9 pt title
+    narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
+    import textwrap
+
+    titles = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title)]
+    titles += [fig._suptitle] if fig._suptitle is not None else []
+    renderer = fig._get_renderer()  # a fresh one, at the figure's dpi: a title's own may be an earlier draw's
+    for title in titles:
+        text = title.get_text()
+        drawn = title.get_window_extent(renderer).width / renderer.dpi if text else 0.0
+        if drawn > width and "\n" not in text:
+            title.set_text(textwrap.fill(text, max(12, int(len(text) * width / drawn))))
+
+
 def _fit_width(fig, width: float) -> None:
     """Shrink `fig` until what a tight save writes is at most `width` inches wide. Colour bars, their labels and
     legends beside the axes are drawn past the figure's edge, and the tight box takes them in: three QD archives
-    asked for 7 in came out 7.5 in. Text keeps its size; the axes give up the room."""
+    asked for 7 in came out 7.5 in. Text keeps its size; the axes give up the room, but never more than half of it
+    (text that cannot fit leaves the figure wider rather than its axes a speck)."""
     import matplotlib
 
     width -= 2 * matplotlib.rcParams["savefig.pad_inches"]  # the tight save's margin on either side
+    _wrap_titles(fig, width)
+    smallest = fig.get_size_inches()[0] * 0.5
     for _ in range(4):
         drawn = fig.get_tightbbox().width  # inches
         if drawn <= width * 1.005:
             return
         w, h = fig.get_size_inches()
-        scale = max(0.5, (w - (drawn - width)) / w)  # what sticks out stays (text), the figure's own part shrinks
+        scale = max(0.5, (w - (drawn - width)) / w, smallest / w)  # what sticks out stays (text), the rest shrinks
+        if scale >= 1.0:
+            return
         fig.set_size_inches(w * scale, h * scale)
 
 
@@ -347,17 +382,34 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         styled = styled.map(lambda part: part.opts(sublabel_size=style["fontsize"]["title"], backend="matplotlib",
                                                    clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
-        with plt.rc_context({**VECTOR_TEXT, "font.size": min(style["fontsize"].values())}):
+        styled = _paper_colours(styled, hv)
+        with plt.rc_context({**PAPER_RC, "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
+            _unclip_legends(fig)
             # text measured near the dpi it is written at (its extent differs a little by dpi), at most the paper's:
             # a 2400 dpi canvas only to measure would cost hundreds of MB
             fig.set_dpi(min(dpi or style["dpi"], style["dpi"]))
             _fit_width(fig, style["fig_inches"][0])
-            fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:])
+            fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:],
+                        metadata=NO_DATE.get(suffix))
         plt.close(fig)
 
     atomic_write(out, write)
     return out
+
+
+def _paper_colours(obj, hv):
+    """Okabe & Ito's colours for every element left to HoloViews' default colour cycle (QD curves, merge fitness,
+    task-vector norms, NAMM cache sizes): its red and yellow are ΔE 13.5 apart to a deuteranope, its red and
+    green 10 to a protanope (Okabe & Ito's first three: over 50). Colours a plot chose stay; the pages (Bokeh) keep
+    their own."""
+    def recolour(part):
+        style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
+        mine = {k: hv.Cycle(list(OKABE_ITO)) for k, v in style.items()
+                if isinstance(v, hv.Cycle) and v.key == "default_colors"}
+        return part.opts(**mine, backend="matplotlib", clone=True) if mine else part
+
+    return obj.map(recolour, lambda part: isinstance(part, hv.Element))
 
 
 def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,

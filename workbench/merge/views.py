@@ -215,7 +215,7 @@ SHORT_FILTERS = {"attention": "attn", "mlp": "mlp", "norm & embeddings": "other"
 
 def dfs_path_plot(dfs):
     """The DFS inference path: step on x, layer on y, colour = source model, size = activation scale."""
-    from workbench.figures import whole_numbers
+    from workbench.figures import OKABE_ITO, whole_numbers
 
     hv = _hv()
     if dfs is None:
@@ -224,7 +224,8 @@ def dfs_path_plot(dfs):
     df = pd.DataFrame({"step": range(len(steps)), "layer": [s.layer for s in steps],
                        "model": [s.model for s in steps], "scale": [s.scale for s in steps]})
     path = _style(hv.Curve(df, "step", "layer"), color="lightgray")
-    pts = _style(hv.Points(df, ["step", "layer"], ["model", "scale"]), color="model", cmap="Category10",
+    # Okabe & Ito's colours, as the other paper figures: Category10's orange and green are ΔE 4.6 to a protanope
+    pts = _style(hv.Points(df, ["step", "layer"], ["model", "scale"]), color="model", cmap=list(OKABE_ITO),
                  legend_position="right", bokeh={"size": hv.dim("scale") * 8 + 4, "tools": ["hover"]},
                  mpl={"s": hv.dim("scale") * 40 + 10})
     plot = _style(path * pts, title=f"DFS path: {len(steps)} of {dfs.n_slots} slots (size = scale)",
