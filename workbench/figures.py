@@ -403,10 +403,14 @@ def _paper_colours(obj, hv):
     task-vector norms, NAMM cache sizes): its red and yellow are ΔE 13.5 apart to a deuteranope, its red and
     green 10 to a protanope (Okabe & Ito's first three: over 50). Colours a plot chose stay; the pages (Bokeh) keep
     their own."""
+    plots = hv.Store.registry.get("matplotlib", {})
+
     def recolour(part):
         style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
+        # only matplotlib's own options: the lookup also returns those set for Bokeh (a Labels' text_color)
+        own = set(getattr(plots.get(type(part)), "style_opts", ()))
         mine = {k: hv.Cycle(list(OKABE_ITO)) for k, v in style.items()
-                if isinstance(v, hv.Cycle) and v.key == "default_colors"}
+                if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"}
         return part.opts(**mine, backend="matplotlib", clone=True) if mine else part
 
     return obj.map(recolour, lambda part: isinstance(part, hv.Element))
