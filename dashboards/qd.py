@@ -4,7 +4,7 @@ Sources: a qd run (`workbench qd cycle`), an ASAL MAP-Elites illumination run (i
 thumbnails), a pyribs archive (`pyribs/<task>.parquet`, one file or the folder) and the reference's archive
 maps (`gen{N}_archive_map.json`, one file or a folder of them: one generation per file).
 
-    model = QDModel(runs_dir="runs", run_id="20260101-qd-...")     # or QDModel(path=".../archive_maps")
+    model = QDModel(runs_dir="runs", run_id="20260101-120000-qd-...")  # or QDModel(path=".../archive_maps")
     model.generation = 5                  # the scrubber
     model.select(12)                      # the elite card's model, highlighted in every view
     model.figure("archives")              # any of VIEWS, as a HoloViews object (page, notebook, paper)

@@ -9,7 +9,7 @@ task (workbench.lm.zoo.finetune_multitask, the zoo's recipe), plus the classific
 the task's name), so the generalist is partly right on each task and can be prompted to name a prompt's task,
 which the zoo's base cannot.
 
-    build_generalist("data/zoo", "data/zoo/generalist", steps=300)   # ~45 s on 2 CPU cores
+    build_generalist("data/zoo", "data/zoo/generalist", steps=300)   # ~30 s on 2 CPU cores
 
 Layout: out/ is a model folder (config.json, model.safetensors, tokenizer) plus generalist.json (the settings,
 held-out accuracy per task). Deterministic for a seed on a device; written to a temporary folder and renamed.

@@ -1,7 +1,7 @@
 """kvpress, the outside peer, on the same model, prompts and budgets as NAMM (run inside the peer virtualenv).
 
 kvpress 0.5.5 requires transformers < 5.3 (it hooks attention modules through the `past_key_values` keyword that
-transformers 5.3 renamed), while the workbench runs transformers 5.24. So kvpress lives in a virtualenv of its
+transformers 5.3 renamed), while the workbench runs a newer one (5.25 here). So kvpress lives in a virtualenv of its
 own, made by `make kvpress-peer` (.venv/kvpress-peer: kvpress, transformers 5.2 and their few pins; a .pth file
 adds .venv's site-packages AFTER its own, so torch and everything else are shared, not downloaded twice).
 `workbench bench namm` starts this module there with a JSON job on stdin:
