@@ -771,7 +771,9 @@ class QDModel(param.Parameterized):
         if self.data.kind == "map-elites" and view == "archives":
             fig = self.archive_plot("novelty", thumb=64)  # sharper thumbnails than the page's
         name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name
-        out = Path(out_dir) / f"{name}-{view}-gen{self.data.snap(self.generation)}{suffix}"
+        # a MAP-Elites run's archive is its last (no generations): named "-gen0" as if it were its first
+        gen = "" if self.data.kind == "map-elites" else f"-gen{self.data.snap(self.generation)}"
+        out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         if view == "lineage":
             return save(fig, out, style={"fig_inches": (PAGE_WIDTH, 1.2 + 0.6 * len(self.data.tasks))})
@@ -861,7 +863,9 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
             ("parents", "@parents")] + ([("times drawn", "@draws")] if value == "draws" else [])
     boxes = hv.Rectangles(rect[["x0", "y0", "x1", "y1", *vdims]], ["x0", "y0", "x1", "y1"], vdims)
     seen = under is not None  # the thumbnails show through transparent cells
-    layers = {"under": None if under is None else hv.RGB(under, bounds=(-0.5, -0.5, bins - 0.5, bins - 0.5))}
+    # the thumbnails at their own pixels in a PDF or SVG (resampled, a 1024 px mosaic was embedded at 525 px)
+    layers = {"under": None if under is None else hv.RGB(under, bounds=(-0.5, -0.5, bins - 0.5, bins - 0.5)).opts(
+        interpolation="none", backend="matplotlib")}
     layers["cells"] = _style(
         boxes, color=value, cmap=cmap, clim=clim, colorbar=not seen,
         bokeh={"tools": ["hover", "tap"], "hover_tooltips": tips, "line_color": "white", "line_width": 1,

@@ -30,6 +30,8 @@ def test_mp4_export_never_forks_and_pads_odd_sizes(tmp_path, substrates):
     assert len(frames) == 4 and frames[0].shape == (34, 34, 3)
     assert np.asarray(frames[-1])[:33, :33].std() > 1  # the picture, not a blank video
     assert [p.name for p in tmp_path.iterdir()] == ["b.mp4"]
+    data = out.read_bytes()  # the index before the frames: a web page plays it while it loads
+    assert data.index(b"moov") < data.index(b"mdat")
 
 
 def test_a_stopped_mp4_export_leaves_no_file_and_no_ffmpeg(tmp_path, substrates):

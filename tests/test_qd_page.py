@@ -208,6 +208,18 @@ def test_map_elites_run_and_the_lab_plays_a_member(qd):
     assert not lab.open_run(qd["dir"], qd["me"], 10_000) and "members 0 to" in lab.message
 
 
+def test_map_elites_archive_exports_its_thumbnails_at_their_own_pixels(qd, tmp_path):
+    """The paper figure of a MAP-Elites archive: named without a generation (it is the run's last archive, not
+    "-gen0"), its thumbnail mosaic embedded at its own size in a PDF (resampled to 525 px before)."""
+    import re
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["me"])
+    pdf = model.export("archives", tmp_path, ".pdf")
+    assert pdf.name == f"{qd['me']}-archives.pdf"
+    widths = {int(w) for w in re.findall(rb"/Width (\d+)", pdf.read_bytes())}
+    assert model.archive_layers("novelty", thumb=64)[0]["under"].data.shape[1] in widths, widths  # the export's
+
+
 def test_archive_maps_and_pyribs_files_show_the_same_archives(qd):
     run_dir = Path(qd["dir"]) / qd["run"]
     run = QDModel(runs_dir=qd["dir"], run_id=qd["run"])

@@ -48,7 +48,9 @@ class Mp4Writer:
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
-               "-crf", str(crf), "-f", "mp4", str(self.path)]
+               # faststart: the index (moov) before the frames, so a browser plays a video on a web page while it
+               # loads rather than after the whole file has come
+               "-crf", str(crf), "-movflags", "+faststart", "-f", "mp4", str(self.path)]
         self.log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on a full stderr pipe
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,

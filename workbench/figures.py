@@ -259,8 +259,10 @@ def atlas(store: RunStore | str | Path, run_id: str):
         raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
                          f"({run.status} now)")
     img = run.read_image(path.name)
+    # a picture: no axes (they read "x", "y", 0 to 1); its own pixels in a PDF or SVG (interpolation "none":
+    # resampled, a 222 px atlas was embedded as 504 px of uneven nearest-neighbour blocks)
     return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None, backend="bokeh").opts(
-        xaxis=None, yaxis=None, backend="matplotlib")  # a picture: no axes (they read "x", "y", 0 to 1)
+        xaxis=None, yaxis=None, interpolation="none", backend="matplotlib")
 
 
 def check_figure_path(out: str | Path) -> Path:
