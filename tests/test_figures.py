@@ -275,3 +275,23 @@ def test_a_legend_beside_the_axes_is_in_the_file(tmp_path):
     png = np.asarray(Image.open(save(points, tmp_path / "legend.png")).convert("L"))
     assert png[:, -5:].min() == 255, "something is cut at the file's right edge"  # the tight save's margin
     assert png.shape[1] / png.shape[0] > 1.2  # the legend's room beside the square axes
+
+
+def test_charts_alone_share_one_shape_in_a_paper(tmp_path):
+    """Curves, bands and bars alone come out as wide as one another, wider than high (HoloViews' square axes
+    made one figure 2.3 in wide and the next 3.1: once each was scaled to a column, their ticks printed from 7.6
+    to 10 pt); pictures keep their shape."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, save
+
+    holoviews()
+    curves = hv.Curve([(0, 0.9), (1, 0.6), (2, 0.4)], "iteration", "best loss") * hv.Curve([(0, 0.8), (2, 0.3)])
+    bars = hv.Bars([("base", 0.2), ("expert", 0.9)], "strategy", "accuracy")
+    sizes = []
+    for name, figure in (("curves", curves), ("bars", bars), ("picture", hv.RGB(np.zeros((8, 8, 3))))):
+        png = Image.open(save(figure, tmp_path / f"{name}.png"))
+        sizes.append([s / png.info["dpi"][0] for s in png.size])
+    (cw, ch), (bw, bh), (pw, ph) = sizes
+    assert abs(cw - bw) < 0.2 and cw > 1.3 * ch and bw > 1.3 * bh, sizes
+    assert abs(pw - ph) < 0.3, sizes

@@ -384,7 +384,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         styled = styled.map(lambda part: part.opts(sublabel_size=style["fontsize"]["title"], backend="matplotlib",
                                                    clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
-        styled = _paper_colours(styled, hv)
+        styled = _chart_aspect(_paper_colours(styled, hv), hv)
         with plt.rc_context({**PAPER_RC, "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
             _unclip_legends(fig)
@@ -398,6 +398,23 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
 
     atomic_write(out, write)
     return out
+
+
+#: a chart alone (curves, bands, bars) in a paper figure is this many times as wide as high: HoloViews' square axes
+#: made one figure 2.3 in wide and the next 3.1, their ticks 7.6 to 10 pt once each was scaled to a column
+CHART_ASPECT = 1.6
+
+
+def _chart_aspect(obj, hv):
+    """obj with CHART_ASPECT when it is one chart or an overlay of charts still on the default square shape;
+    layouts, pictures, heatmaps and figures that chose a shape keep theirs."""
+    charts = (hv.Curve, hv.Area, hv.Scatter, hv.Bars, hv.Spread, hv.Histogram, hv.ErrorBars)
+    parts = list(obj.values()) if isinstance(obj, hv.Overlay) else [obj]
+    if not parts or not all(isinstance(part, charts) for part in parts):
+        return obj
+    if hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("aspect", "square") != "square":
+        return obj
+    return obj.opts(aspect=CHART_ASPECT, backend="matplotlib", clone=True)
 
 
 def _paper_colours(obj, hv):
