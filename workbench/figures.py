@@ -127,7 +127,8 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     (compare.run_labels: "sigma=0.3, seed=1"), in each run's own metric and direction (an ASAL search's
     loss ↓, a merge's fitness ↑, CycleQD's qd_score ↑, an expert's val_accuracy ↑: not the negated scores the
     runs store as best_loss), or any metrics column `metric` as it is stored. One run: no legend (the title
-    says what the run was: its kind, substrate or task, model and seed, not its id)."""
+    says what the run was: its kind, substrate or task, model and seed, not its id). Runs in several metrics: a
+    panel per metric (compare_panels), one run's colour the same throughout."""
     store = RunStore.of(store)
     from workbench.compare import best_curves, run_labels, run_title
 
@@ -140,8 +141,13 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     labels = run_labels(infos, str(store.root))
     if metric is None:
         df = best_curves(store, infos)
-        ylabel = curves_label(df["metric"])
         drawn = list(dict.fromkeys(df["run_id"]))  # the runs with metrics, in order
+        if df["metric"].nunique() > 1:  # a search's loss beside a merge's fitness: a panel per metric
+            return compare_panels([(rows["metric"].iloc[0], OKABE_ITO[i % len(OKABE_ITO)], [
+                hv.Curve(rows, "iteration", ("best", curves_label([rows["metric"].iloc[0]])), label=labels[run_id])
+                .opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib")])
+                for i, (run_id, rows) in enumerate(df.groupby("run_id", sort=False))])
+        ylabel = curves_label(df["metric"])
         curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=labels[run_id])
                   for run_id, rows in df.groupby("run_id", sort=False)]
     else:
