@@ -15,12 +15,15 @@ import numpy as np
 import panel as pn
 import param
 
+from workbench.figures import OKABE_ITO
 from workbench.namm import trace as tr
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
          "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
 MODELS = {"tiny (random Llama, instant)": tr.TINY, "SmolLM2-135M-Instruct": "smollm2"}
-PALETTE = ("#2f5d8a", "#d1495b", "#edae49", "#00798c", "#66a182", "#8d6a9f", "#30343f", "#e07a5f")
+# the methods' colours: Okabe & Ito's, as every paper figure's (this page's own teal and purple were ΔE 6 apart
+# to a deuteranope)
+PALETTE = OKABE_ITO
 COLORS = {tr.NOT_YET: "#eef1f4", tr.EVICTED: "#d98b80", tr.KEPT: "#2f5d8a", tr.FILL: "#f0a63a"}
 DEFAULT_PROMPT = ("The passkey is 71432. Remember it. The grass is green. The sky is blue. The sun is yellow. "
                   "Here we go. There and back again. The grass is green. The sky is blue. The sun is yellow. "

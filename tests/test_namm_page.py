@@ -179,6 +179,14 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     with pytest.raises(ValueError, match="unknown view"):
         model.export("raster", tmp_path)
     model.show_sweep(model.compute_sweep(fractions=(0.5,)))
+    import holoviews as hv
+    import matplotlib.colors as mcolors
+
+    from workbench.figures import OKABE_ITO
+
+    drawn = {mcolors.to_hex(c).upper() for ax in hv.render(model.figure("sweep"), backend="matplotlib").axes
+             for coll in ax.collections for c in coll.get_facecolors()}
+    assert drawn and drawn <= set(OKABE_ITO), drawn  # the methods in colours a colour-blind reader tells apart
     rows = trace.n_layers * trace.n_heads  # a click on the raster's row 1 (L0 h1: drawn second from the top)
     assert model.pick(7.2, rows - 2 + 0.3) == (7, 0, 1) and (model.layer, model.head, model.token) == (0, 1, 7)
     assert model.pick(-3, 0) is None and model.pick(5, rows + 1) is None
