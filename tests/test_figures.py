@@ -162,12 +162,16 @@ def test_paper_figures_keep_text_as_text_and_the_style_in_every_panel(tmp_path):
     colour bars (HoloViews' 10–18 pt defaults there before), and one clear error for a dpi past any printer."""
     import matplotlib.pyplot as plt
 
-    from workbench.figures import MAX_DPI, PAPER_STYLE, holoviews, save
+    from workbench.figures import MAX_DPI, PAPER_STYLE, BarValues, holoviews, save
 
     hv = holoviews()
     heat = hv.HeatMap([(i, j, i * j) for i in range(3) for j in range(3)]).opts(colorbar=True, clabel="value",
                                                                                  backend="matplotlib")
-    layout = (hv.Curve([1, 2, 3], label="a") * hv.Curve([3, 2, 1], label="b") + heat).opts(title="two panels")
+    # bars with their values written above them (6 pt before)
+    bars = hv.Bars([("base", 0.2), ("expert", 0.9)], "strategy", "accuracy").opts(
+        hooks=[BarValues(("base", "expert"), (0.2, 0.9), (0.0, 0.0))], backend="matplotlib")
+    layout = (hv.Curve([1, 2, 3], label="a") * hv.Curve([3, 2, 1], label="b") + heat + bars).opts(
+        title="three panels")
     pdf = save(layout, tmp_path / "f.pdf").read_bytes()
     assert b"/Type3" not in pdf and b"/FontFile2" in pdf
     assert "<text" in save(layout, tmp_path / "f.svg").read_text()

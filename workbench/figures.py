@@ -79,7 +79,8 @@ class BarValues:
             # more than six bars in a paper panel: values upright would run into each other
             rotation = 90 if len(texts) > 6 else 0
             for i, (top, text) in enumerate(zip(tops, texts, strict=True)):
-                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=6, rotation=rotation)
+                # 7 pt, a paper's smallest text (PAPER_STYLE's ticks), not 6
+                plot.handles["axis"].text(i, top, text, ha="center", va="bottom", fontsize=7, rotation=rotation)
         else:
             plot.state.text(x=list(self.names), y=tops, text=texts, text_align="center", text_font_size="8pt",
                             text_baseline="bottom", text_color="#333333")
