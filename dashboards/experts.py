@@ -29,6 +29,7 @@ import panel as pn
 import param
 
 from workbench.compare import flat_settings
+from workbench.dashboards.shell import counted
 from workbench.runs import Run, RunError, RunStore, article
 
 KINDS = ("experts", "adapt")
@@ -482,8 +483,9 @@ class ExpertsModel(param.Parameterized):
         if len(experts) == 0:
             raise ValueError("this run has no SVF experts to mix (a LoRA run?)")
         if a.shape[0] != len(experts):
-            raise ValueError(f"alphas has {a.shape[0]} values; the {len(experts)} experts "
-                             f"({', '.join(e.label for e in experts)}) need one each")
+            need = "needs one" if len(experts) == 1 else "need one each"
+            raise ValueError(f"alphas has {counted(a.shape[0], 'value')}; the {counted(len(experts), 'expert')} "
+                             f"({', '.join(e.label for e in experts)}) {need}")
         return a
 
     def mixture_z(self) -> dict[str, np.ndarray]:

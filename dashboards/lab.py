@@ -100,8 +100,10 @@ class LabModel(param.Parameterized):
     def dismiss(self) -> None:
         """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
         substrate; the page's edits and steps): a refusal stayed on show over later actions that worked. The
-        score's standing error stays: the trace scores nothing until the FM, its weights or the prompt change."""
-        if self.message and self.message != f"no FM score: {self._score_error}":
+        score's standing error stays: the trace scores nothing until the FM, its weights or the prompt change (said
+        by advance, or by the page once the FM loads: _score_error is still "" then, score_problem() is not)."""
+        standing = self._score_error or self.score_problem()
+        if self.message and not (standing and self.message == f"no FM score: {standing}"):
             self.tell("")
 
     def _show(self, substrate: str) -> None:
@@ -338,8 +340,7 @@ class LabModel(param.Parameterized):
         with an FM that has no text encoder."""
         if self._fm is None or self._fm.has_text or self._target_image is not None or not self.prompt.strip():
             return ""
-        return (f"FM {self.fm} has no text encoder: a prompt needs FM clip (or openclip:ARCH); with {self.fm}, "
-                "upload a target image")
+        return f"FM {self.fm} has no text encoder: for a prompt choose FM clip, or upload a target image"
 
     def score(self) -> float | None:
         """Supervised-target loss of the current frame (its rendered floats, as searches embed them) against the

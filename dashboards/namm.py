@@ -446,7 +446,7 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
     import matplotlib.pyplot as plt
 
     df = tr.text_tokens(trace, i, layer, head)
-    chars_per_line, size = 96, 7.0  # 7 pt: a paper's smallest text (a mono char 4.2 pt of its 5.2 pt slot)
+    chars_per_line, size = 96, 7.0  # 7 pt: a paper's smallest text (a mono char 4.2 pt of its ~5.1 pt slot)
     line_h = size * 1.9 / 72
     x = 0.0
     lines: list[list[tuple[float, object]]] = [[]]

@@ -759,7 +759,8 @@ class QDModel(param.Parameterized):
         return out
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX."""
+        """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
+        or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file)."""
         from workbench.figures import PAGE_WIDTH, panel_inches, save
 
         hv = _hv()
@@ -771,8 +772,9 @@ class QDModel(param.Parameterized):
         if self.data.kind == "map-elites" and view == "archives":
             fig = self.archive_plot("novelty", thumb=64)  # sharper thumbnails than the page's
         name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name
-        # a MAP-Elites run's archive is its last (no generations): named "-gen0" as if it were its first
-        gen = "" if self.data.kind == "map-elites" else f"-gen{self.data.snap(self.generation)}"
+        # a MAP-Elites run's archive is its last and a pyribs file holds one: no generations to name ("-gen0"
+        # called a MAP-Elites run's final archive its first)
+        gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
         out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         if view == "lineage":
@@ -794,9 +796,9 @@ class QDModel(param.Parameterized):
                     f"generations {gens[0]}–{gens[-1]} · {d.info.get('status')}")
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
-            return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · {len(d.models)} "
-                    f"elites in a {d.bins} × {d.bins} grid · hover a cell for its novelty (on the "
-                    f"QD page, a click plays it in the Lab)")
+            return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · "
+                    f"{counted(len(d.models), 'elite')} in a {d.bins} × {d.bins} grid · hover a cell for its novelty "
+                    f"(on the QD page, a click plays it in the Lab)")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
         return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"

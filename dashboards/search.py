@@ -25,7 +25,7 @@ import param
 from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
-from workbench.dashboards.shell import checked_int_input, placeholder, run_alert, section, shell
+from workbench.dashboards.shell import checked_int_input, placeholder, run_alert, run_asked, section, shell
 from workbench.fm import weights_for
 from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
@@ -556,8 +556,9 @@ class SearchViews:
             if self.population[0] is not self.population_image:
                 self.population[:] = [self.population_image]
         # when the status line's words change, not on every refresh while there is an error: that wrote over a note
-        # (a refused number) at once and sent the best frame to the browser anew every 300 ms
-        line = (model.status, model.error, model.notice)
+        # (a refused number) at once and sent the best frame to the browser anew every 300 ms. The run's id and
+        # algorithm are words of it too: a new search gets its id after it starts, its status still "running"
+        line = (model.status, model.error, model.notice, model.run_id, model.algorithm_name)
         if line != seen["status"]:
             seen["status"] = line
             parts = [f"status: **{model.status}**"]
@@ -579,8 +580,8 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
                 standalone: bool = False) -> pn.template.FastListTemplate:
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
-    # an empty ?run= asks for nothing (run_alert leaves it alone too): the search this server runs, as from the menu
-    asked = run or (pn.state.session_args.get("run", [b""])[0].strip() if pn.state.session_args else None)
+    # an empty ?run= asks for nothing (run_alert reads it alike): the search this server runs, as from the menu
+    asked = run or run_asked(pn.state.session_args)
     running = SearchJob.searching(model.runs_dir)
     if not asked and running:  # the page opened from the menu while this server searches: that search, live
         if running[-1].run_id:

@@ -163,11 +163,19 @@ def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
     return pn.pane.HTML(f'<div style="{box}">{html.escape(text)}</div>', width=width, height=height, margin=(5, 10))
 
 
+def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
+    """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
+    or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as
+    "no run ' '")."""
+    asked = (args or {}).get("run", [b""])[0].decode().strip()
+    return asked or None
+
+
 def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
     why when the run could not be opened (an unknown id, a run of another kind), else hidden."""
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
-    arg = run or (pn.state.session_args.get("run", [b""])[0].decode() if pn.state.session_args else None)
+    arg = run or run_asked(pn.state.session_args)
     if arg:
         try:
             model.choose(arg)
@@ -436,13 +444,19 @@ def local_stylesheets() -> None:
     from panel.io.state import state
     from panel.reactive import Reactive
 
-    own = Reactive._get_properties
+    own = getattr(Reactive, "_get_properties", None)
+    if own is None:  # a Panel without this private method: its own behaviour, and the pages still build
+        logging.getLogger(__name__).warning("Panel %s has no Reactive._get_properties: hidden tabs' panes may "
+                                            "point the page's stylesheets at the CDN", pn.__version__)
+        return
 
     @functools.wraps(own)
-    def get_properties(self: Reactive, doc: Any) -> dict[str, Any]:
-        if doc is None and state.curdoc is not None and "dist_url" in state.curdoc._template_variables:
-            doc = state.curdoc
-        return own(self, doc)
+    def get_properties(self: Reactive, doc: Any = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if doc is None:
+            current = state.curdoc
+            if current is not None and "dist_url" in getattr(current, "_template_variables", {}):
+                doc = current
+        return own(self, doc, *args, **kwargs)
 
     Reactive._get_properties = get_properties
 

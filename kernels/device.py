@@ -3,8 +3,9 @@
     resolve_device(None)      # the default: the GPU when torch sees one, else the CPU
     resolve_device("cpu")     # explicit choices are checked: "cuda" without a GPU is one clear error
 
-``WORKBENCH_ARCH`` overrides the default for the whole process: ``cpu`` keeps everything on the CPU, ``cuda``
-insists on a CUDA GPU (and says so when there is none), ``gpu`` (or unset) takes the GPU when present. The
+``WORKBENCH_ARCH`` overrides the default for the whole process: ``cpu`` makes the CPU the default (an explicit
+``"cuda"`` still takes the GPU), ``cuda`` insists on a CUDA GPU (and says so when there is none), ``gpu`` (or
+unset) takes the GPU when present. The
 Taichi-only backends ``vulkan`` and ``metal`` run the Taichi kernels there and keep torch tensors on the CPU.
 This module imports no Taichi, so GPU-only code paths never need it.
 """

@@ -268,6 +268,12 @@ def test_lab_messages_follow_the_last_action():
     assert words.message == f"no FM score: {words.score_problem()}"
     words.prompt = ""
     assert words.score_problem() == ""
+    # said by the page as the FM loads, before any frame is scored (_score_error not set yet): it stays too
+    early = LabModel(substrate="boids", fm="pixels", prompt="a flock")
+    early.load_fm()
+    early.tell(f"no FM score: {early.score_problem()}", "danger")
+    early.reset()
+    assert early.message.startswith("no FM score")
     plife = LabModel(substrate="plife")
     [grid] = [w for w in param_editor(plife).objects if isinstance(w, pn.widgets.Tabulator)]
     assert grid.layout == "fit_columns"  # its eight columns fit the editor's width
@@ -506,12 +512,16 @@ def test_search_page_opened_from_the_menu_puts_the_running_search_in_the_address
 
     model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
                         frames=2, iters=1000, pop=4)
+    starter = SearchViews(model, None)  # the tab that starts it: its status line names the run once it has an id
     model.start()
     try:
+        starter.refresh()
         deadline = time.time() + 120
         while model.run_id is None and model.running and time.time() < deadline:
             time.sleep(0.05)
         assert model.run_id is not None, model.error
+        starter.refresh()  # still "running" (the line was keyed on its status alone and kept no run id)
+        assert f"run `{model.run_id}`" in starter.status.object, starter.status.object
         menu = SearchModel(runs_dir=str(tmp_path))  # what search_page does when no run is asked for
         menu.choose(SearchJob.searching(str(tmp_path))[-1].run_id)
         assert menu.running and not menu.busy
@@ -638,10 +648,22 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
 
 
 def test_shell_registry_and_offline_design():
-    from workbench.dashboards.shell import OPENERS, PAGES, OfflineFast, counted, open_links, register_opener
+    from workbench.dashboards.shell import (
+        OPENERS,
+        PAGES,
+        OfflineFast,
+        counted,
+        open_links,
+        register_opener,
+        run_asked,
+    )
 
     assert {"lab", "search", "runs", "atlas", "merge", "qd"} <= set(PAGES)  # and the pages other issues add
     assert [counted(n, "model") for n in (0, 1, 2)] == ["0 models", "1 model", "2 models"]  # "1 models" before
+    # the run an address asks for: an empty or blank ?run= asks for none (the Search page hid its server's search;
+    # a blank one was refused as "no run ' '")
+    assert [run_asked(a) for a in (None, {}, {"run": [b""]}, {"run": [b" "]}, {"run": [b" r1 "]})] == [
+        None, None, None, None, "r1"]
     assert all(p.description for p in PAGES.values())
     assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1"),
                                               ("Search", "./search?run=r1")]
@@ -1279,10 +1301,10 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.get_by_text("status: running").wait_for(timeout=60000)
         page.get_by_text("the best frame appears when the run ends").wait_for(timeout=30000)  # the last run's went
         page.wait_for_function(f"() => ({CURVE_POINTS})() >= 3", timeout=60000)  # points added as it runs
-        # the address names the run; a second tab with no run in its address (an empty ?run= here: it asks for
-        # none, as the menu's link) shows the search this server runs, live, names it in its address, and stops it
+        # the address names the run; a second tab, opened from the menu (no run in its address), shows the search
+        # this server runs, live, names it in its address, and stops it
         page.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)
-        context, second, errors = _open(browser, f"{server}/search?run=")
+        context, second, errors = _open(browser, f"{server}/search")
         try:
             second.get_by_text(re.compile(r"status: running · run")).wait_for(timeout=60000)
             second.wait_for_url(re.compile(r"/search\?run=.+-openended-boids-"), timeout=30000)

@@ -143,6 +143,10 @@ def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo,
     from workbench.experts.adapt import AdaptConfig, read_config
 
     assert AdaptConfig(model="m", experts=["e"]).stop_token == "drop"
+    # a target outside --tasks is refused only where few-shot runs: other strategies never test on it
+    assert AdaptConfig(model="m", experts=["e"], tasks=["add"], target="sort", strategies=["base"]).target == "sort"
+    with pytest.raises(ValueError, match="--tasks must include the --target task 'sort'"):
+        AdaptConfig(model="m", experts=["e"], tasks=["add"], target="sort", strategies=["base", "few-shot"])
     assert read_config({"model": "m", "experts": ["e"]}).stop_token == "count"
 
 

@@ -294,10 +294,12 @@ def test_charts_alone_share_one_shape_in_a_paper(tmp_path):
     holoviews()
     curves = hv.Curve([(0, 0.9), (1, 0.6), (2, 0.4)], "iteration", "best loss") * hv.Curve([(0, 0.8), (2, 0.3)])
     bars = hv.Bars([("base", 0.2), ("expert", 0.9)], "strategy", "accuracy")
+    marked = hv.Curve([(0, 0.5), (9, 0.6)], "σ rank", "z") * hv.HLine(0.525)  # a reference line: a chart still
     sizes = []
-    for name, figure in (("curves", curves), ("bars", bars), ("picture", hv.RGB(np.zeros((8, 8, 3))))):
+    for name, figure in (("curves", curves), ("bars", bars), ("picture", hv.RGB(np.zeros((8, 8, 3)))),
+                         ("marked", marked)):
         png = Image.open(save(figure, tmp_path / f"{name}.png"))
         sizes.append([s / png.info["dpi"][0] for s in png.size])
-    (cw, ch), (bw, bh), (pw, ph) = sizes
-    assert abs(cw - bw) < 0.2 and cw > 1.3 * ch and bw > 1.3 * bh, sizes
+    (cw, ch), (bw, bh), (pw, ph), (mw, mh) = sizes
+    assert abs(cw - bw) < 0.2 and abs(cw - mw) < 0.2 and cw > 1.3 * ch and bw > 1.3 * bh and mw > 1.3 * mh, sizes
     assert abs(pw - ph) < 0.3, sizes

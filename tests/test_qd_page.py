@@ -220,7 +220,7 @@ def test_map_elites_archive_exports_its_thumbnails_at_their_own_pixels(qd, tmp_p
     assert model.archive_layers("novelty", thumb=64)[0]["under"].data.shape[1] in widths, widths  # the export's
 
 
-def test_archive_maps_and_pyribs_files_show_the_same_archives(qd):
+def test_archive_maps_and_pyribs_files_show_the_same_archives(qd, tmp_path):
     run_dir = Path(qd["dir"]) / qd["run"]
     run = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     maps = QDModel(runs_dir=qd["dir"], path=str(run_dir / "archive_maps"))
@@ -249,6 +249,7 @@ def test_archive_maps_and_pyribs_files_show_the_same_archives(qd):
     single = QDModel(runs_dir=qd["dir"], path=str(run_dir / "pyribs" / "sort.parquet"))
     assert single.data.tasks == ["sort"] and len(single.cells("sort")) == len(run.cells("sort"))
     assert single.data.views == ["archives", "children"]
+    assert single.export("children", tmp_path).name == "sort-children.png"  # one archive: no "-gen0"
 
 
 def test_a_bad_file_is_one_clear_message(qd, tmp_path):

@@ -318,12 +318,17 @@ def _wrap_titles(fig, width: float) -> None:
     narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
     import textwrap
 
-    titles = [t for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title)]
-    titles += [fig._suptitle] if fig._suptitle is not None else []
-    renderer = fig._get_renderer()  # a fresh one, at the figure's dpi: a title's own may be an earlier draw's
+    # ax.title is public; the left and right titles and the suptitle only as matplotlib's private attributes,
+    # taken where they are (a matplotlib without them wraps the centre titles, and saves)
+    titles = [t for ax in fig.axes for t in (ax.title, getattr(ax, "_left_title", None),
+                                               getattr(ax, "_right_title", None)) if t is not None]
+    titles += [t for t in (getattr(fig, "_suptitle", None),) if t is not None]
+    # a fresh renderer, at the figure's dpi: a title's own may be an earlier draw's
+    fresh = getattr(fig, "_get_renderer", None)
+    renderer = fresh() if fresh is not None else fig.canvas.get_renderer()
     for title in titles:
         text = title.get_text()
-        drawn = title.get_window_extent(renderer).width / renderer.dpi if text else 0.0
+        drawn = title.get_window_extent(renderer).width / fig.dpi if text else 0.0
         if drawn > width and "\n" not in text:
             title.set_text(textwrap.fill(text, max(12, int(len(text) * width / drawn))))
 
@@ -390,8 +395,8 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         styled = styled.opts(fig_inches=style["fig_inches"], backend="matplotlib", clone=True)
         styled = styled.map(lambda part: part.opts(sublabel_size=style["fontsize"]["title"], backend="matplotlib",
                                                    clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
-        # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         styled = _chart_aspect(_paper_colours(styled, hv), hv)
+        # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         with plt.rc_context({**PAPER_RC, "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
             _unclip_legends(fig)
@@ -416,8 +421,11 @@ def _chart_aspect(obj, hv):
     """obj with CHART_ASPECT when it is one chart or an overlay of charts still on the default square shape;
     layouts, pictures, heatmaps and figures that chose a shape keep theirs."""
     charts = (hv.Curve, hv.Area, hv.Scatter, hv.Bars, hv.Spread, hv.Histogram, hv.ErrorBars)
-    parts = list(obj.values()) if isinstance(obj, hv.Overlay) else [obj]
-    if not parts or not all(isinstance(part, charts) for part in parts):
+    marks = (hv.HLine, hv.VLine, hv.HSpan, hv.VSpan)  # a reference line on a chart leaves it a chart
+    parts = list(obj.values()) if isinstance(obj, (hv.Overlay, hv.NdOverlay)) else [obj]
+    parts = [e for part in parts for e in (part.values() if isinstance(part, hv.NdOverlay) else [part])]
+    if not any(isinstance(part, charts) for part in parts) or not all(
+            isinstance(part, charts + marks) for part in parts):
         return obj
     if hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("aspect", "square") != "square":
         return obj

@@ -152,7 +152,8 @@ class AdaptConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
-        if self.tasks and self.target is not None and self.target not in self.tasks:
+        few_shot = self.target is not None and (not self.strategies or "few-shot" in self.strategies)
+        if self.tasks and few_shot and self.target not in self.tasks:
             # the few-shot mixtures are tested on the target: without it in the test set the run failed (KeyError)
             # after its whole CEM search
             raise ValueError(f"--tasks must include the --target task {self.target!r} (the few-shot mixture is "

@@ -169,6 +169,9 @@ def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: i
     return sets
 
 
+test_sets.__test__ = False  # a library function: pytest, finding it imported in a test module, would collect it
+
+
 def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
              method: str = "greedy", device: str | torch.device | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, float]:
