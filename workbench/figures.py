@@ -143,14 +143,10 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     if metric is None:
         df = best_curves(store, infos)
         drawn = list(dict.fromkeys(df["run_id"]))  # the runs with metrics, in order
-        if df["metric"].nunique() > 1:  # a search's loss beside a merge's fitness: a panel per metric
-            return compare_panels([(rows["metric"].iloc[0], OKABE_ITO[i % len(OKABE_ITO)], [
-                hv.Curve(rows, "iteration", ("best", curves_label([rows["metric"].iloc[0]])), label=labels[run_id])
-                .opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib")])
-                for i, (run_id, rows) in enumerate(df.groupby("run_id", sort=False))])
-        ylabel = curves_label(df["metric"])
-        curves = [hv.Curve(rows, "iteration", ("best", ylabel), label=labels[run_id])
-                  for run_id, rows in df.groupby("run_id", sort=False)]
+        layers = run_curves(df, labels)
+        if len({m for m, _, _ in layers}) > 1:  # a search's loss beside a merge's fitness: a panel per metric
+            return compare_panels(layers)
+        curves = [curve for _, _, (curve,) in layers]
     else:
         curves, drawn = [], [run.id for run in runs]
         for run in runs:
@@ -190,12 +186,7 @@ def compare_curves(comparison: Comparison):
         raise ValueError("none of the runs compared has metrics yet")
     layers = []  # (metric, colour, elements): a run's curve, or a setting's band and mean
     if not comparison.has_replicates:
-        for run_id, rows in df.groupby("run_id", sort=False):
-            colour = OKABE_ITO[len(layers) % len(OKABE_ITO)]
-            metric = rows["metric"].iloc[0]
-            curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])),
-                             label=comparison.labels.get(run_id, run_id))
-            layers.append((metric, colour, [curve.opts(color=colour, backend="matplotlib")]))
+        layers = run_curves(df, comparison.labels)
     else:
         bands = comparison.bands()
         for group in comparison.groups:
@@ -220,6 +211,18 @@ def compare_curves(comparison: Comparison):
     if title:  # what line and band are, in the figure itself: a reader assumes ± sd or a CI
         overlay = overlay.opts(title=title, backend="bokeh").opts(title=title, backend="matplotlib")
     return whole_numbers(overlay)
+
+
+def run_curves(df, labels: dict[str, str]) -> list[tuple[str, str, list]]:
+    """The best-so-far curve of each run in `df` (compare.best_curves' rows) as compare_panels' layers: (its
+    metric, its colour, [its curve labelled by labels[run id], y labelled by its own metric])."""
+    hv = _hv()
+    layers = []
+    for i, (run_id, rows) in enumerate(df.groupby("run_id", sort=False)):
+        colour, metric = OKABE_ITO[i % len(OKABE_ITO)], rows["metric"].iloc[0]
+        curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])), label=labels.get(run_id, run_id))
+        layers.append((metric, colour, [curve.opts(color=colour, backend="matplotlib")]))
+    return layers
 
 
 #: a panel of compare_panels is this many times as wide as high in a paper figure (stacked, they share the width)

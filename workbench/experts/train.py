@@ -103,8 +103,8 @@ class TrainConfig:
 
         check_stop_token(self.stop_token)
         # whole numbers ≥ 1 (a check of int(value) let 1.5 through); max_new_tokens: None or 0 is the task's own
-        check_counts(self, ("batch_size", "micro_batch", "rollout_batch", "val_n"),
-                     {n: f"TrainConfig.{n}" for n in ("batch_size", "micro_batch", "rollout_batch", "val_n")})
+        counts = ("batch_size", "micro_batch", "rollout_batch", "val_n")
+        check_counts(self, counts, {n: f"TrainConfig.{n}" for n in counts})
         if self.max_new_tokens is not None:
             check_counts(self, ("max_new_tokens",), {"max_new_tokens": "TrainConfig.max_new_tokens"}, at_least=0)
         if self.prompt_format not in PROMPT_FORMATS:

@@ -158,7 +158,7 @@ def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: i
     sets = HeldoutSets(tokenizer, tasks, n=1, seed=seed + 1, batch_size=batch_size)
     for task in sets.tasks:
         validation = {p for p, _ in heldout(task, n_eval, seed)}
-        draw, pool = n_test + n_eval, []
+        draw = n_test + n_eval
         while True:   # tasks with few distinct prompts (brackets) repeat validation prompts often: draw more
             pool = [ex for ex in heldout(task, draw, seed + 1) if ex[0] not in validation]
             if len(pool) >= n_test or draw >= 64 * (n_test + n_eval):
