@@ -101,6 +101,9 @@ def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
     qd = run("qd", "qd_score", [-3.0, -10.0, -20.0, -34.0, -40.0])
     figure = compare_curves(compare_runs(store, [search, merge, qd]))
     assert isinstance(figure, hv.Layout) and [len(panel) for panel in figure] == [1, 1, 1]
+    # on the page (Bokeh draws no legend for one element) each panel names its run in its title
+    assert [p.title.text for p, *_ in hv.render(figure, backend="bokeh").children] == [
+        "target · s", "merge · s", "qd · s"]
     axes = hv.render(figure, backend="matplotlib").axes
     assert [ax.get_ylabel() for ax in axes] == ["best loss", "best fitness", "best qd_score"]
     assert [ax.get_xlim() for ax in axes] == [(0, 4)] * 3 and [ax.get_xlabel() for ax in axes] == ["", "", "iteration"]

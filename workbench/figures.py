@@ -245,9 +245,12 @@ def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None
     for n, metric in enumerate(metrics):
         elements = [e.opts(color=colour, backend="bokeh") for m, colour, mine in layers if m == metric for e in mine]
         axis = "bottom" if n == len(metrics) - 1 else "bare"  # x ticks kept, their numbers once at the bottom
-        shared = {"title": "", "xaxis": axis, "xlim": xlim}  # the y label names the metric
-        panel = hv.Overlay(elements).opts(legend_position="bottom", **shared, backend="bokeh").opts(
-            legend_position="best", aspect=PANEL_ASPECT, **shared, backend="matplotlib")
+        shared = {"xaxis": axis, "xlim": xlim}  # the y label names the metric
+        # Bokeh draws no legend for a plot of one element: a panel of one run names it in its title instead (the
+        # page's panels said no run's name); matplotlib's legend names it
+        named = elements[0].label if len(elements) == 1 else ""
+        panel = hv.Overlay(elements).opts(legend_position="bottom", title=named, **shared, backend="bokeh").opts(
+            legend_position="best", aspect=PANEL_ASPECT, title="", **shared, backend="matplotlib")
         panels.append(whole_numbers(panel))
     layout = hv.Layout(panels).cols(1).opts(sublabel_format="", backend="matplotlib")  # no A, B: the y labels say
     if title:
