@@ -122,6 +122,21 @@ def test_iteration_axes_are_whole_numbers(store):
     assert len(ticks) and all(float(t).is_integer() for t in ticks)
 
 
+def test_one_generation_ticks_whole_numbers():
+    """Bug: a lineage (or any whole-number axis) whose points all sat at generation 0 ticked −0.60 … 0.60 in
+    0.15 steps in paper figures: matplotlib's integer locator gives up where fewer than two whole numbers fit."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, whole_numbers
+
+    holoviews()
+    mpl = hv.render(whole_numbers(hv.Scatter([(0, 1.0), (0, 2.0)], "generation", "y").opts(
+        xlim=(-0.55, 0.55), backend="matplotlib")), backend="matplotlib")
+    ax = mpl.axes[0]
+    shown = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert shown == [0]
+
+
 def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
     """Bug: `figure curves` of a merge, CycleQD or expert run plotted best_loss, the negated score those runs
     store (a qd_score curve went down to −34). By default each run is drawn in its own metric, higher up where
@@ -249,6 +264,21 @@ def test_a_long_title_wraps_and_the_figure_keeps_its_size(tmp_path):
     curve = hv.Curve([(0, 1), (1, 2), (2, 1.5)], "layer group", "kept fraction").opts(title=title, backend="matplotlib")
     png = Image.open(save(curve, tmp_path / "long.png"))
     assert 2.0 <= png.size[0] / png.info["dpi"][0] <= 3.5, png.size
+
+
+def test_a_wrapped_title_keeps_its_mathtext_whole():
+    """Each line of a title is parsed alone: a break inside $\\sigma = 0.1$ printed "$\\sigma" and "= 0.1 $" as
+    raw text on two lines (and textwrap cut words longer than a line). Math stays on one line; \\$ is text."""
+    import matplotlib.pyplot as plt
+
+    from workbench.figures import _wrap_titles
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.set_title(r"best loss over the iterations at $\sigma = 0.1 + \alpha \beta$ with seeds and \$5 here")
+    _wrap_titles(fig, 1.5)
+    lines = ax.get_title().split("\n")
+    plt.close(fig)
+    assert len(lines) > 2 and r"$\sigma = 0.1 + \alpha \beta$" in lines
 
 
 def test_paper_figures_are_the_same_bytes_when_written_again(tmp_path):

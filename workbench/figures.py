@@ -108,7 +108,10 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
         if "axis" in plot.handles and hasattr(plot.handles["axis"], "xaxis"):  # matplotlib
             from matplotlib.ticker import MaxNLocator
 
-            getattr(plot.handles["axis"], f"{self.axis}axis").set_major_locator(MaxNLocator(nbins=8, integer=True))
+            # min_n_ticks=1: where fewer than two whole numbers fit (every point at generation 0), one tick
+            # at 0, not matplotlib's fallback to ticks at 0.15 steps
+            locator = MaxNLocator(nbins=8, integer=True, min_n_ticks=1)
+            getattr(plot.handles["axis"], f"{self.axis}axis").set_major_locator(locator)
         else:  # bokeh
             from bokeh.models import BasicTicker
 
@@ -322,6 +325,7 @@ def _unclip_legends(fig) -> None:
 def _wrap_titles(fig, width: float) -> None:
     """Break titles wider than `width` inches onto more lines: no shrinking of the axes makes a 9 pt title
     narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
+    import re
     import textwrap
 
     # ax.title is public; the left and right titles and the suptitle only as matplotlib's private attributes,
@@ -336,7 +340,13 @@ def _wrap_titles(fig, width: float) -> None:
         text = title.get_text()
         drawn = title.get_window_extent(renderer).width / fig.dpi if text else 0.0
         if drawn > width and "\n" not in text:
-            title.set_text(textwrap.fill(text, max(12, int(len(text) * width / drawn))))
+            # mathtext ($\sigma = 0.1$) must not break across lines (each line is parsed alone): its spaces
+            # are held as NULs while wrapping, and no word is cut; a lone or escaped $ is plain text to
+            # matplotlib, and here
+            parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
+            held = "".join(p.replace(" ", "\0") if p.startswith("$") and len(p) > 1 else p for p in parts)
+            lines = textwrap.fill(held, max(12, int(len(text) * width / drawn)), break_long_words=False)
+            title.set_text(lines.replace("\0", " "))
 
 
 def _fit_width(fig, width: float) -> None:
