@@ -147,6 +147,19 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     # each figure has the flags it reads: one it would ignore is refused (--dpi of a video, a curve's --metric)
     (["figure", "video", "some-run", "--out", "v.mp4", "--dpi", "5"], "figure video: unrecognized arguments: --dpi 5"),
     (["figure", "atlas", "some-run", "--out", "a.png", "--metric", "loss"], "unrecognized arguments: --metric loss"),
+    # an illumination reads no loss weights and embeds the final state: these flags went unused, silently
+    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--c-oe", "5"],
+     "illuminate: unrecognized arguments: --c-oe 5"),
+    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--frames", "16"],
+     "illuminate: unrecognized arguments: --frames 16"),
+    (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--c-softmax", "1"],
+     "--c-softmax weighs a softmax loss over the targets: give --prompt TEXT or --target-image FILE"),
+    (["asal", "target", "--substrate", "boids", "--fm", "pixels", "--prompt", "a", "--size", "1"],
+     "--size must be at least 2 pixels, got 1"),
+    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--population", "100000000"],
+     "--population 100000000: the GA's similarities of 100000032 members"),
+    (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "10000000", "--frames", "10000000"],
+     "--frames 10000000: the open-endedness loss over 16 × 1 rollouts needs about"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

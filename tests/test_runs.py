@@ -545,7 +545,9 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     assert read_config({**target.to_dict(), "eval": clip.eval.__dict__}).eval.fm == "clip-gelu"  # one made before
     from workbench.asal.driver import check_new_search
 
-    check_new_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), c_oe=1.0))
+    # an illumination has no loss to weigh: a weight given was recorded, unused (found by a probe of the docs)
+    with pytest.raises(ValueError, match="an illumination has no target or open-endedness loss"):
+        check_new_search(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), c_oe=1.0))
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)
 
 

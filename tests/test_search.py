@@ -384,3 +384,35 @@ def test_map_elites_runs_made_before_the_held_out_fit_resume_and_compare_as_they
     assert MapElitesSearch.from_state(state).fit == "all"
     with pytest.raises(ValueError, match="fit must be one of held-out, all"):
         MapElitesSearch(6, fit="some")
+
+
+def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fits():
+    """A probe's --population 20000 segfaulted in BLAS (the GA's similarities), 10⁸ raised a 144 GiB
+    MemoryError after the progress bar, and --frames 8000 would have allocated 16 GB of K × K similarities:
+    each is one error naming the flag and the largest value that fits the memory available."""
+    from workbench.asal.driver import SearchConfig, check_memory
+    from workbench.asal.evaluate import EvalConfig
+
+    free = 8 * 2**30
+    ga = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), population=20000)
+    with pytest.raises(ValueError, match=r"--population 20000: .* give --population (\d+) or less") as err:
+        check_memory(ga, free=free)
+    largest = int(err.value.args[0].rsplit("--population ", 1)[1].split()[0])
+    check_memory(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), population=largest),
+                 free=free)  # the value named fits
+    with pytest.raises(ValueError, match="--population"):
+        check_memory(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10),
+                                  population=largest + 100), free=free)
+    oe = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8000, frames=8000))
+    with pytest.raises(ValueError, match=r"--frames 8000: the open-endedness loss over 16 × 1 rollouts"):
+        check_memory(oe, free=free)
+    check_memory(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=256, frames=32)), free=free)
+
+
+def test_similarities_go_through_gemm_and_equal_the_plain_product():
+    """gram(z) = z @ zᵀ (a copied transpose: OpenBLAS' syrk, which NumPy takes for z @ z.T, segfaulted on large
+    populations); the same numbers, on the batched shapes open-endedness uses too."""
+    from workbench.asal.scores import gram
+
+    z = np.random.default_rng(0).standard_normal((3, 5, 7, 4))
+    np.testing.assert_allclose(gram(z), np.einsum("...kd,...jd->...kj", z, z), rtol=1e-12, atol=1e-12)

@@ -76,3 +76,27 @@ def texts(value: object, flag: str) -> list[str]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{flag} takes a list of texts, got {value!r}")
     return list(value)
+
+
+def available_memory() -> int | None:
+    """Bytes the OS can hand out without swapping (Linux's MemAvailable), None where it does not say. Checks of
+    sizes a run would allocate use it: with no swap, a run too big for the machine was killed (or segfaulted in
+    BLAS) after its folder was made, taking memory from everything else on the way."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(need: float, flag: str, value: int, what: str, largest: int, free: int | None = None) -> None:
+    """One error naming `flag` and the largest value that fits, where `need` bytes for `value` exceed 80 % of
+    the memory available (free, default: measured now); nothing where the OS does not say."""
+    free = available_memory() if free is None else free
+    if free is None or need <= 0.8 * free:
+        return
+    raise ValueError(f"{flag} {value}: {what} needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are "
+                     f"available here: give {flag} {max(largest, 1)} or less")

@@ -26,7 +26,15 @@ from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rol
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
-from workbench.checks import check_counts, check_positive, check_seed, check_weight, texts
+from workbench.checks import (
+    available_memory,
+    check_counts,
+    check_fits,
+    check_positive,
+    check_seed,
+    check_weight,
+    texts,
+)
 from workbench.runs import (
     Run,
     RunError,
@@ -197,7 +205,36 @@ def check_new_search(cfg: SearchConfig) -> None:
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended") and cfg.eval.frames < 2:
         raise ValueError(f"open-endedness compares each frame with the earlier ones, so --frames "
                          f"{cfg.eval.frames} scores 0 for every θ: give --frames K ≥ 2 (the reference uses 32)")
+    if cfg.kind == "illuminate" and (cfg.c_softmax > 0 or cfg.c_oe > 0):  # no loss reads them: the run would
+        # record weights it never used, and comparisons would split its seeds from an identical run's
+        raise ValueError("an illumination has no target or open-endedness loss (its objective is the population's "
+                         "diversity): leave --c-softmax and --c-oe out")
+    if cfg.kind != "illuminate" and cfg.c_softmax > 0 and not (cfg.prompts or cfg.target_image):
+        raise ValueError("--c-softmax weighs a softmax loss over the targets: give --prompt TEXT or --target-image "
+                         "FILE, or leave --c-softmax out")
+    check_memory(cfg)
     check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # prompts without a text tower, …
+
+
+def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
+    """Refuse sizes whose arrays cannot fit in the memory available (free, default: measured now), naming the
+    flag and the largest value that fits: the GA's similarity matrices over population + children, and the
+    open-endedness loss's K × K similarities per simulation. Simulation buffers are not counted: --chunk bounds
+    them."""
+    if cfg.kind == "illuminate" and cfg.algorithm == "ga":
+        # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices
+        n = cfg.population + cfg.pop
+        free_now = available_memory() if free is None else free
+        largest = int(math.sqrt(0.8 * free_now / 24)) - cfg.pop if free_now else 0
+        check_fits(24.0 * n * n, "--population", cfg.population,
+                   f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)", largest, free_now)
+    if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended"):
+        # open_endedness: (pop, bs, K, K) float64 and its masked copy
+        per_k2 = 16.0 * cfg.pop * cfg.eval.bs
+        free_now = available_memory() if free is None else free
+        largest = int(math.sqrt(0.8 * free_now / per_k2)) if free_now else 0
+        check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
+                   f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free_now)
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):

@@ -90,6 +90,8 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+        if self.size < 2:  # the renderers' own check came after the run folder was made, naming no flag
+            raise ValueError(f"--size must be at least 2 pixels, got {self.size}")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.pixels not in PIXELS:
@@ -159,17 +161,28 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
         raise ValueError(f"seeds of {np.shape(seeds)[0]} simulations for {len(thetas)} θ")
     indices = frame_indices(cfg)
     batched = sub.device.type == "cuda"
-    out, thumbs = [], None
+    # every embedding is written into one array, made at the first: a list of K small arrays per simulation
+    # between the render's freed temporaries fragmented the heap (RSS grew 15-30x the embeddings it kept, 5 GiB
+    # for 200 MiB of them at K = 1500)
+    out, thumbs = None, None
+
+    def keep(z: np.ndarray, rows: slice, b: int, k: int | slice) -> None:
+        nonlocal out
+        z = np.asarray(z)
+        if out is None:
+            out = np.empty((len(thetas), len(columns), len(indices), z.shape[-1]), z.dtype)
+        out[rows, b, k] = z
+
     for lo in range(0, len(thetas), cfg.chunk):
         part = thetas[lo:lo + cfg.chunk]
         with _phase(timer, "decode"):
             params = sub.to_device(sub.decode(part))  # checked and copied once, not at every call
-        per_seed, last = [], None
+        last, rows = None, slice(lo, lo + len(part))
         columns = [[int(s) for s in column] for column in np.asarray(seeds)[lo:lo + cfg.chunk].T] if own else seeds
         for b, seed in enumerate(columns):
             with _phase(timer, "simulate"):
-                state, at, z, frames_k = sub.init(params, seed=seed), 0, [], []
-            for index in indices:
+                state, at, frames_k = sub.init(params, seed=seed), 0, []
+            for k, index in enumerate(indices):
                 if index > at:
                     with _phase(timer, "simulate"):
                         state, at = sub.step(state, params, steps=index - at), index
@@ -184,21 +197,18 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                     frames_k.append(frames)
                 else:
                     with _phase(timer, "embed"):
-                        z.append(fm.embed_images(frames.numpy(), use_cache=False))
+                        keep(fm.embed_images(frames.numpy(), use_cache=False), rows, b, k)
                 if thumbnail:
                     last = pixels
             if batched:  # (chunk, K, H, W, 3) → one FM batch of chunk·K frames
                 with _phase(timer, "embed"):
                     stacked = torch.stack(frames_k, dim=1)
                     zk = fm.embed_images(stacked.reshape(-1, *stacked.shape[2:]), use_cache=False)
-                per_seed.append(zk.reshape(len(part), len(indices), -1))
-            else:
-                per_seed.append(np.stack(z, axis=1))  # (chunk, K, D)
-        out.append(np.stack(per_seed, axis=1))   # (chunk, bs, K, D)
+                keep(np.asarray(zk).reshape(len(part), len(indices), -1), rows, b, slice(None))
         with _phase(timer, "thumbnails"):
             small = _downsample(last, thumb)
         thumbs = small if thumbs is None else np.concatenate([thumbs, small])
-    return np.concatenate(out), thumbs
+    return out, thumbs
 
 
 def to_uint8_tensor(frames: torch.Tensor) -> torch.Tensor:

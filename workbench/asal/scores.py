@@ -20,6 +20,13 @@ def tile_prompts(z_txt: np.ndarray, frames: int) -> np.ndarray:
     return np.tile(z_txt, (frames // len(z_txt), 1))
 
 
+def gram(z: np.ndarray) -> np.ndarray:
+    """z @ zᵀ over the last two axes, through a copied transpose: NumPy sends `z @ z.T` of one buffer to BLAS'
+    syrk, which segfaulted in OpenBLAS with 2 threads at 16 000 × 2352 rows (numpy/numpy#19685, open); gemm on
+    the copy did not. The copy costs one more array of z's size."""
+    return z @ np.ascontiguousarray(np.swapaxes(z, -1, -2))
+
+
 def _frames(z) -> np.ndarray:
     z = np.asarray(z, np.float64)
     if z.ndim < 2:
@@ -70,7 +77,7 @@ def open_endedness(z) -> np.ndarray | float:
     """
     z = _frames(z)
     K = z.shape[-2]
-    sim = z @ np.swapaxes(z, -1, -2)
+    sim = gram(z)
     sim = np.where(np.tril(np.ones((K, K), bool), k=-1), sim, 0.0)
     return sim.max(axis=-1).mean(axis=-1)
 
@@ -81,6 +88,6 @@ def illumination(z) -> np.ndarray | float:
     N = z.shape[-2]
     if N < 2:
         raise ValueError("illumination needs at least two simulations")
-    sim = z @ np.swapaxes(z, -1, -2)  # BLAS: einsum's own loop took 13 ms for the GA's 256 × 512
+    sim = gram(z)  # BLAS: einsum's own loop took 13 ms for the GA's 256 × 512
     sim = np.where(np.eye(N, dtype=bool), -np.inf, sim)
     return sim.max(axis=-1).mean(axis=-1)

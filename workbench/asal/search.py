@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.asal.scores import illumination
+from workbench.asal.scores import gram, illumination
 from workbench.checkpoint import (
     checkpointable,
     cmaes_from_state,
@@ -228,7 +228,7 @@ def prune_redundant(z: np.ndarray, remove: int, neighbours: int = 2) -> np.ndarr
     which matters at the GA's start, where the population is hundreds of copies of one θ and every removal
     touches every row. The numbers are the ones a full recount gives, summed in the same order."""
     n = len(z)
-    sim = z @ z.T
+    sim = gram(z)
     np.fill_diagonal(sim, -np.inf)
     width = min(n, neighbours + remove)
     cols = np.argpartition(-sim, width - 1, axis=1)[:, :width] if width < n else np.tile(np.arange(n), (n, 1))
@@ -357,7 +357,7 @@ class MapElitesSearch:
             ranges = [(a - 0.5 * s, b + 0.5 * s) for a, b, s in zip(lo, hi, span, strict=True)]
             self._build(ranges, z.shape[1])
             if self.fit == "held-out":  # each member's novelty among the others
-                similar = z @ z.T
+                similar = gram(z)
                 np.fill_diagonal(similar, -np.inf)
                 novelty = 1.0 - similar.max(axis=1)
             else:

@@ -115,17 +115,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--pop", type=int, help="CMA population / GA children / MAP-Elites batch (default: "
                                                f"{16 if name != 'illuminate' else 32})")
         a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
-        a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: " + (
-            "32, the reference's open-endedness recipes" if name == "openended" else
-            "1, the final state" if name == "illuminate" else "1, or one per prompt") + ")")
+        if name != "illuminate":  # an illumination embeds the final state, as the reference's: K = 1
+            a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: " + (
+                "32, the reference's open-endedness recipes" if name == "openended" else "1, or one per prompt") + ")")
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
-        a.add_argument("--size", type=int, help="render size fed to the FM and of best.png / best.mp4 (default: 224)")
+        a.add_argument("--size", type=int, help="render size fed to the FM" + (
+            "; the atlas' thumbnails are 64 px" if name == "illuminate" else " and of best.png / best.mp4")
+            + " (default: 224)")
         a.add_argument("--sigma", type=float, help="default: 0.1")
         a.add_argument("--init", choices=["zero", "random"],
                        help="start at θ = 0 (default, the reference) or at a random initialisation drawn from --seed "
                             "(NCA and discrete NCA, Particle Life+: the networks' flax init; Particle Lenia: N(0, I))")
-        a.add_argument("--c-softmax", type=float, help="weight of the softmax target loss (default: 0)")
-        a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: 0; openended: 1)")
+        if name != "illuminate":  # no loss there: the population's diversity is the objective
+            a.add_argument("--c-softmax", type=float, help="weight of the softmax loss over the targets (default: 0)")
+            a.add_argument("--c-oe", type=float, help="weight of the open-endedness loss (default: " + (
+                "1" if name == "openended" else "0") + ")")
         a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
         add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
         a.add_argument("--seed", type=SEED, help="default: 0")
