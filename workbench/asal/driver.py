@@ -74,7 +74,8 @@ class SearchConfig:
         kind: "target" (match prompts or a target image), "openended" (novelty along the rollout) or
             "illuminate" (a diverse population).
         eval: how θ is scored (EvalConfig).
-        prompts, target_image: what a target search matches (prompts also steer an illumination's loss).
+        prompts, target_image: what a target search matches (an illumination has no loss: it takes no
+            prompts, c_softmax or c_oe).
         algorithm: None for the kind's default: "cma" (target, openended) or "ga" (illuminate); "map-elites"
             illuminates into a grid archive; Game of Life takes the GAs over rules (workbench.asal.rules).
         iters: iterations (generations) of the search.
