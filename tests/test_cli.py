@@ -19,6 +19,17 @@ def test_help_everywhere():
         assert "usage: workbench" in out.stdout
 
 
+def test_help_says_each_default():
+    """Defaults the README gave (serve --port 5006, zoo eval --n 128) were in no --help: each option with a
+    default says it, once (help that says its own default is left as it is), switches and unset options don't."""
+    serve = run("serve", "--help").stdout
+    assert "default: 5006" in serve and "default: 127.0.0.1" in serve
+    zoo = " ".join(run("zoo", "eval", "--help").stdout.split())
+    assert "held-out prompts per task (default: 128)" in zoo
+    target = run("asal", "target", "--help").stdout
+    assert target.count("(default: 224)") == 1 and "default: None" not in target and "default: False" not in target
+
+
 @pytest.mark.parametrize("name, suffix, frames", [("lenia", "png", 1), ("boids", "gif", 4), ("plife", "mp4", 3)])
 def test_render_writes_png_gif_mp4(tmp_path, name, suffix, frames):
     out = tmp_path / f"{name}.{suffix}"

@@ -161,8 +161,8 @@ def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, 
                    warmup: bool = False) -> dict:
     """Milliseconds per search iteration (the median of `iters`), split into ask, decode (θ to parameters on the
     device), simulate, render, embed, thumbnails and search (loss + tell); "other" is what falls between
-    (Python, copies of embeddings to the host, stacking). With warmup, one
-    iteration runs first untimed (GPU kernels compile and CUDA graphs are captured on first use)."""
+    (Python, copies of embeddings to the host, stacking). With warmup, one iteration runs first untimed
+    (kernels compile, on the CPU too, and CUDA graphs are captured on first use)."""
     import numpy as np
 
     from workbench.asal.driver import SearchConfig, make_search, search_seeds
@@ -225,8 +225,9 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
                 for k in frames:
                     ev = EvalConfig(name, fm, weights=weights if fm.startswith("openclip") else None, steps=steps,
                                     frames=k, chunk=pop, device=str(dev))
-                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = asal_iteration(ev, "openended", pop,
-                                                                             warmup=dev.type == "cuda")
+                    # one untimed iteration first on every device: Taichi compiles its CPU kernels on first
+                    # use too (the first cell of a CPU run took 3.6 s against 0.6 s for the next)
+                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = asal_iteration(ev, "openended", pop, warmup=True)
     return out
 
 

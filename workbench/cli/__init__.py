@@ -8,6 +8,7 @@ and argument errors come back at once. Errors the library raises as ValueError p
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import os
 import signal
@@ -21,9 +22,39 @@ from workbench.cli.common import say
 GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts, namm)
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """argparse's help, each option's default said where its help does not say it: defaults the README gave
+    (serve --port 5006, zoo eval --n 128) were in no --help, so a reader could not check them."""
+
+    @staticmethod
+    def _default(action: argparse.Action) -> str | None:
+        """The default to say, None where there is none worth saying (None, a switch's False) or help says it."""
+        default = action.default
+        if (action.help == argparse.SUPPRESS or "default" in (action.help or "").lower() or default is None
+                or isinstance(default, bool) or default == argparse.SUPPRESS or not action.option_strings):
+            return None
+        return (" ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)).replace("%", "%%")
+
+    def _format_action(self, action: argparse.Action) -> str:
+        shown = self._default(action)
+        if action.help is None and shown is not None:  # argparse prints no help line for it at all
+            action = copy.copy(action)
+            action.help = f"default: {shown}"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        shown = self._default(action)
+        return action.help if shown is None else f"{action.help} (default: {shown})"
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, its errors one line like the library's ("error: argument --seed: …"), pointing at the
-    command's --help instead of printing a usage block. Subcommands' parsers are of this class too."""
+    command's --help instead of printing a usage block, and its help saying each option's default. Subcommands'
+    parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         say("error", f"{self.prog}: {message} (see {self.prog} --help)", style="bold red")

@@ -110,7 +110,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     fm.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where the CPU has bf16 instructions and the cosine check passes")
     fm.set_defaults(func=cmd_bench)
-    asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32)")
+    asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32), "
+                                  "each after one untimed iteration")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
     asal_b.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
     asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
