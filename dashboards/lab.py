@@ -185,8 +185,9 @@ class LabModel(param.Parameterized):
             theta = run.read_array("best.npy")
         with self._lock:
             self._show(ev["substrate"])
-            # a member from its thumbnail's initial state; a best θ from seed 0, as best.png and best.mp4 show it
-            self.set_theta(theta, seed=0 if member is None else seed)
+            # a member from its thumbnail's initial state; a best θ from the one it scored from, as best.png and
+            # best.mp4 show it (run.json's best_seed; seed 0 in runs made before it was kept)
+            self.set_theta(theta, seed=int(info.get("best_seed", 0)) if member is None else seed)
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
         """load_run for the page (on a worker thread, which also compiles the step: not in the first tick):

@@ -762,3 +762,30 @@ def test_a_write_that_fails_names_the_file_it_was_writing(tmp_path):
         atomic_write(tmp_path / "run.json", write_to_a_full_disk)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(tmp_path / "run.json")
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_best_video_plays_the_best_from_the_initial_state_it_scored_from(tmp_path):
+    """A probe: each iteration draws fresh initial states, and a seeded substrate's best θ kept its best loss
+    from one of them, but best.mp4 (and `figure video`, the Lab) played it from seed 0, where it scored
+    otherwise. run.json's best_seed names the state; from it the best θ scores the run's best loss again."""
+    from workbench.asal.driver import iteration_seeds
+    from workbench.asal.evaluate import Objective, embed_rollouts
+    from workbench.export import export
+    from workbench.figures import best_video
+    from workbench.simulations import make_substrate
+
+    ev = EvalConfig("boids", "pixels", steps=12, frames=3, size=32)
+    run = run_search(SearchConfig(kind="openended", eval=ev, iters=4, pop=4, seed=3), RunStore(tmp_path / "runs"))
+    seed = run.info["best_seed"]
+    assert seed in [iteration_seeds(3, it, 1)[0] for it in range(4)]
+    best = run.read_array("best.npy")
+    z, _ = embed_rollouts(ev, best[None], [seed])
+    assert float(Objective(None, 0.0, 0.0, 1.0)(z)[0]) == pytest.approx(run.info["best_loss"], abs=1e-6)
+    sub = make_substrate("boids")
+    export(sub, sub.decode(best), 12, tmp_path / "at-seed.png", seed=seed, size=32)
+    export(sub, sub.decode(best), 12, tmp_path / "at-0.png", seed=0, size=32)
+    shown = np.asarray(Image.open(run.path / "best.png"))
+    assert np.array_equal(shown, np.asarray(Image.open(tmp_path / "at-seed.png")))
+    assert not np.array_equal(shown, np.asarray(Image.open(tmp_path / "at-0.png")))
+    video = best_video(tmp_path / "runs", run.id, tmp_path / "again.png", size=32)
+    assert np.array_equal(np.asarray(Image.open(video)), shown)

@@ -468,7 +468,8 @@ def _paper_colours(obj, hv):
 
 def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
                every: int | None = None) -> Path:
-    """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config."""
+    """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config and the initial
+    state it scored from (run.json's best_seed; seed 0 in runs made before it was kept), as best.mp4."""
     store = RunStore.of(store)
     from workbench.asal.evaluate import DEFAULT_STEPS
     from workbench.export import export
@@ -488,5 +489,5 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     theta = run.read_array("best.npy")
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
-    return export(sub, sub.decode(theta), steps, out, size=size,
+    return export(sub, sub.decode(theta), steps, out, size=size, seed=int(info.get("best_seed", 0)),
                   every=every if every is not None else max(1, steps // 120))

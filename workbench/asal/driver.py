@@ -394,7 +394,12 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         losses = objective(z) if cfg.kind != "illuminate" else None
         final = z[:, :, -1].mean(axis=1)
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
+        before = getattr(search, "best_loss", None)
         info = search.tell(thetas, losses, final)
+        if cfg.kind != "illuminate" and search.best_loss != before:
+            # the initial state the best θ scored from (the first of its bs): best.mp4 plays it from there, not
+            # from seed 0, where a seeded substrate (Boids, Game of Life, NCA, …) scores otherwise
+            state["best_seed"] = int(seeds[0])
         if cfg.kind == "illuminate":  # thumbnails of the current population, for the atlas
             # keyed by θ and embedding: the same θ from another initial state (own child seeds) is another member;
             # with the initial-state seed of the thumbnail (the first of its bs), so the Lab can play it again
@@ -453,7 +458,11 @@ def _upgrade(state: dict | None) -> dict | None:
 
 def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
     """Final tables and pictures: population.parquet, best.npy, best.png + best.mp4 (the best θ rendered from
-    seed 0 at the config's render size; best.png is the last frame), or thumbs.npy + atlas.png."""
+    the initial state it scored its best loss from, run.json's best_seed, at the config's render size; best.png
+    is the last frame), or thumbs.npy + atlas.png.
+
+    best_loss is the lowest loss of one evaluation (bs initial states) seen in the run, as the reference's
+    best member: on a seeded substrate another initial state scores the same θ otherwise."""
     from workbench.export import export
 
     sub, _ = components(cfg.eval)
@@ -476,8 +485,10 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
         run.write_png("atlas.png", atlas_image(thumbs, z))
     else:
         best = search.best_theta
+        seed = int(state.get("best_seed", 0))  # runs checkpointed before it was kept: seed 0, as they rendered
         export(sub, sub.decode(best), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
-               every=max(1, cfg.eval.steps // 120), final_png=run.path / "best.png")
+               every=max(1, cfg.eval.steps // 120), final_png=run.path / "best.png", seed=seed)
+        run.update(best_seed=seed)
     run.write_array("best.npy", np.asarray(best, np.float64))
     run.update(status="done")
 
