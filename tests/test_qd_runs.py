@@ -375,6 +375,9 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     model, tok = load_model(str(out), device="cpu")
     evaluator = StateDictEvaluator(model, tok, cfg.tasks, n=cfg.n_eval, seed=cfg.seed, device="cpu")
     assert evaluator(model.state_dict()) == qd.scores(model_id)   # the exported weights are the scored ones
+    # each set of scores under its name (a probe: validation scores were printed as plain "scores")
+    assert exported["validation_scores"] == qd.scores(model_id) and "scores" not in exported
+    assert exported["test_scores"] == scores[0]["cycleqd"]["brackets"]["test"]
     assert json.loads((out / "lineage.json").read_text())["parents"] == qd.records[model_id]["parents"]
     umask = os.umask(0)
     os.umask(umask)  # as readable as any new folder (mkdtemp makes 0700, safetensors 0600 files)

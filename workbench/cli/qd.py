@@ -165,7 +165,18 @@ def cmd_export(args) -> int:
     run, _, qd = load_run(store, args.id)
     model_id = model_id_of(run, qd, args.model)
     out = export_model(store, run.id, model_id, args.out)
-    print(json.dumps({"out": str(out), "run": run.id, "model": model_id, "scores": qd.scores(model_id)}))
+    # the search's scores are on the validation prompts; the run's held-out test scores, where it reported this
+    # model (a task's best, the best all-rounder), are what a paper quotes: each under its own name
+    summary = {"out": str(out), "run": run.id, "model": model_id, "validation_scores": qd.scores(model_id)}
+    reported = run.path / "scores.json"
+    if reported.exists():
+        scores = json.loads(reported.read_text())
+        entries = [*scores.get("cycleqd", {}).values(), scores.get("cycleqd_one_model") or {}]
+        test = next((e["test"] for e in entries if isinstance(e, dict) and e.get("id") == model_id and "test" in e),
+                    None)
+        if test is not None:
+            summary["test_scores"] = test
+    print(json.dumps(summary))
     return 0
 
 
