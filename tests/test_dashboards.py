@@ -629,7 +629,12 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
         task, name = xticks[cell["task"]], yticks[cell["model"]]
         assert (task, name) == (cell["task name"], cell["model name"])
         source = scores["merged"] if name == "merged" else scores["models"][name]
-        assert cell["accuracy"] == pytest.approx(source[task], abs=1e-3)
+        expected = np.mean(list(source.values())) if task == "mean" else source[task]  # the last column: means
+        assert cell["accuracy"] == pytest.approx(expected, abs=1e-3)
+    assert list(xticks.values())[-1] == "mean"
+    best = max(scores["models"], key=lambda m: np.mean(list(scores["models"][m].values())))
+    title = hv.Store.lookup_options("bokeh", grid, "plot").kwargs["title"]
+    assert f"its best source ({best}) on the mean" in title
     assert sorted(labels.dframe()["text"]) == sorted(f"{v:.2f}" for v in heatmap.dframe()["accuracy"])
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300

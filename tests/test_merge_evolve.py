@@ -47,6 +47,11 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     scores = json.loads((run.path / "scores.json").read_text())
     assert set(scores["models"]) >= {"add", "sort"} and set(scores["merged"]) == {"add", "sort"}
     assert "the validation prompts (stream 1) left out" in scores["split"] and scores["n_test"] == {"add": 8, "sort": 8}
+    # the merge against taking one source as it is, on the means over the tasks
+    assert scores["mean"]["merged"] == pytest.approx(np.mean([scores["merged"][t] for t in ("add", "sort")]))
+    sources = {name: np.mean(list(s.values())) for name, s in scores["models"].items()}
+    assert scores["best_source"] == max(sources, key=sources.get)
+    assert scores["beats"] == {name: bool(scores["mean"]["merged"] > m) for name, m in sources.items()}
     analysis = json.loads((run.path / "analysis.json").read_text())
     if method == "dfs":
         from workbench.merge.dfs import DFSRecipe
