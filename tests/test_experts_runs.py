@@ -80,6 +80,7 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo
     assert meta["best_val_accuracy"] == whole["best_val_accuracy"] and len(params) == 6
     scores = json.loads((a.path / "scores.json").read_text())
     assert set(scores) >= {"base", "expert", "n_params"} and scores["expert"] == whole["test_scores"]["expert"]
+    assert scores["gain"] == scores["expert"] - scores["base"] and scores["beats_base"] == (scores["gain"] > 0)
     (row,) = RunStore(tmp_path / "whole").list()
     assert row["columns"] == ["substrate", "fm"] and row["best"] == whole["best_val_accuracy"]
 
