@@ -131,9 +131,14 @@ def test_mix_params_bad_input():
     from workbench.experts import DegenerateMixtureError
 
     params, keys = _experts()
-    for bad in (np.ones((3, 3)), np.ones((2, 2)), np.ones(3), np.ones((3, 2, 1))):
+    for bad in (np.ones((3, 3)), np.ones((2, 2)), np.ones(2), np.ones((3, 2, 1))):
         with pytest.raises(ValueError, match=r"alpha must have shape \(3, 2\)"):
             mix_params(params, bad, keys)
+    # one per expert as a flat list, as ExpertsModel.alphas and `experts eval --alpha` take it (a probe: refused)
+    flat, column = mix_params(params, [0.2, 0.3, 0.5], keys), mix_params(params, [[0.2], [0.3], [0.5]], keys)
+    assert all(torch.equal(flat[k], column[k]) for k in keys)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(3, 1\) or \(3,\), got \(2,\)"):
+        mix_params(params, [0.5, 0.5], keys[:1])  # one matrix: one shape said, not "(3, 1) ... or (3, 1)"
     with pytest.raises(ValueError, match="NaN"):
         mix_params(params, [[np.nan], [1], [1]], keys)
     with pytest.raises(DegenerateMixtureError, match="b.mlp.w"):

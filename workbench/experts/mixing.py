@@ -38,8 +38,8 @@ def mix_params(params: Sequence[Mapping[str, torch.Tensor]], alpha, keys: Sequen
     max_mult (variant "sigmoid").
 
     params: one dict per expert (matrix name -> raw parameter vector p), K = len(params).
-    alpha:  (K, M) with column m for keys[m], or (K, 1) (one coefficient per expert); a tensor, an array or
-            nested lists. Torch tensors stay differentiable (the mix is built from torch operations).
+    alpha:  (K, M) with column m for keys[m], or (K, 1) or (K,) (one coefficient per expert); a tensor, an
+            array or (nested) lists. Torch tensors stay differentiable (the mix is built from torch operations).
     normalize: divide each column of α by its sum over the experts first.
     Returns float32 tensors on the device of the experts' parameters."""
     if variant not in VARIANTS:
@@ -64,9 +64,12 @@ def mix_params(params: Sequence[Mapping[str, torch.Tensor]], alpha, keys: Sequen
     device = params[0][keys[0]].device
     a = alpha.to(device, torch.float32) if isinstance(alpha, torch.Tensor) else \
         torch.as_tensor(np.asarray(alpha, np.float32), device=device)
+    if a.ndim == 1 and a.shape[0] == K:  # one per expert as a flat list, as ExpertsModel.alphas and --alpha take it
+        a = a[:, None]
     if a.ndim != 2 or a.shape[0] != K or a.shape[1] not in (1, M):
-        raise ValueError(f"alpha must have shape ({K}, {M}) (one coefficient per expert per matrix) or ({K}, 1) "
-                         f"(one per expert), got {tuple(a.shape)}")
+        shapes = f"({K}, 1) or ({K},)" if M == 1 else \
+            f"({K}, {M}) (one coefficient per expert per matrix) or ({K}, 1) / ({K},) (one per expert)"
+        raise ValueError(f"alpha must have shape {shapes}, got {tuple(a.shape)}")
     if not torch.isfinite(a).all():
         raise ValueError("alpha has NaN or inf entries")
     if normalize:
