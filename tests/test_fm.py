@@ -144,6 +144,10 @@ def test_requests_are_checked_before_anything_loads(tmp_path, monkeypatch):
         check_fm("dino", prompts=["a cell"])
     check_fm("pixels")
     check_fm("efficientnet-lite0")
+    # a prompt past CLIP's 77-token context was cut without a word (a probe: 5000 words searched for 60)
+    with pytest.raises(ValueError, match=r"--prompt 'a caterpillar a caterpillar .*\.\.\.' is 80 tokens; "
+                                         r"ViT-B-32's text tower reads 75"):
+        check_fm("openclip:ViT-B-32", prompts=["a cell", "a caterpillar " * 40])
 
 
 def test_clip_is_vit_b32_with_quickgelu_as_openai_trained_it(clip_weights):

@@ -544,6 +544,7 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
 
     arch = HUB_ARCHS.get(name) or name.split(":", 1)[1]
     check_arch(arch)
+    _check_prompt_lengths(arch, prompts)
     if weights is not None:
         _check_checkpoint(Path(weights))
     elif name in HUB_ARCHS:
@@ -551,6 +552,23 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
     else:
         raise ValueError(f"--fm {name} needs --weights FILE (a local state dict); for the hub's OpenAI weights "
                          f"use --fm clip, offline --fm {OFFLINE_DEFAULT}")
+
+
+def _check_prompt_lengths(arch: str, prompts: Sequence[str]) -> None:
+    """A prompt longer than the text tower's context (77 tokens with start and end for CLIP) was cut without a
+    word, so two long prompts that differ only in their tails searched for the same target."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(arch)
+    encode, context = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
+    if encode is None or context is None:  # a hub tokenizer: nothing said, as before
+        return
+    for prompt in prompts:
+        n = len(encode(prompt))
+        if n > context - 2:
+            shown = prompt if len(prompt) <= 40 else f"{prompt[:37]}..."
+            raise ValueError(f"--prompt {shown!r} is {n} tokens; {arch}'s text tower reads {context - 2} (the rest "
+                             f"would be cut off): give a shorter prompt")
 
 
 def _check_image(path: Path) -> None:
