@@ -92,6 +92,9 @@ class EvalConfig:
                 raise ValueError(f"--{name} must be a positive integer, got {value!r}")
         if self.size < 2:  # the renderers' own check came after the run folder was made, naming no flag
             raise ValueError(f"--size must be at least 2 pixels, got {self.size}")
+        if self.size > 4096:  # a chunk's frames at 6000 px took the machine's memory; the FMs read 224 px
+            raise ValueError(f"--size {self.size}: the frames the FM reads are at most 4096 pixels a side (the FMs "
+                             "resize them to their input, 224 for CLIP); give a smaller --size")
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
         if self.pixels not in PIXELS:

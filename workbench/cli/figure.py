@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import POSITIVE
+from workbench.cli.common import FRAME_SIZE, POSITIVE
 
 
 def cmd_figure(args) -> int:
@@ -60,5 +60,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                         "so far in each run's own metric and direction)")
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
-            f.add_argument("--size", type=POSITIVE, default=224, help="frame size (default: 224)")
+            f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
         f.set_defaults(func=cmd_figure)

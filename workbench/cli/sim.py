@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.cli.common import POSITIVE, SEED, SUBSTRATES, add_device_argument, check_device, err, whole
+from workbench.cli.common import FRAME_SIZE, POSITIVE, SEED, SUBSTRATES, add_device_argument, check_device, err, whole
 
 
 def _substrate(args):
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
     render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
     render.add_argument("--seed", type=SEED, default=0)
-    render.add_argument("--size", type=POSITIVE, default=224)
+    render.add_argument("--size", type=FRAME_SIZE, default=224)
     render.add_argument("--every", type=POSITIVE, default=None, help="video: one frame every N steps (default: 1)")
     render.add_argument("--fps", type=POSITIVE, default=None, help="video: frames per second (default: 30)")
     add_device_argument(render)
