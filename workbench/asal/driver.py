@@ -457,9 +457,10 @@ def _upgrade(state: dict | None) -> dict | None:
 
 
 def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
-    """Final tables and pictures: population.parquet, best.npy, best.png + best.mp4 (the best θ rendered from
-    the initial state it scored its best loss from, run.json's best_seed, at the config's render size; best.png
-    is the last frame), or thumbs.npy + atlas.png.
+    """Final tables and pictures: population.parquet, best.npy (an illumination's: its first member, for the
+    readers that open any run's best.npy; no member of a diverse population ranks above another), best.png +
+    best.mp4 (the best θ rendered from the initial state it scored its best loss from, run.json's best_seed, at
+    the config's render size; best.png is the last frame), or thumbs.npy + atlas.png.
 
     best_loss is the lowest loss of one evaluation (bs initial states) seen in the run, as the reference's
     best member: on a seeded substrate another initial state scores the same θ otherwise."""
