@@ -221,21 +221,22 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
     """Refuse sizes whose arrays cannot fit in the memory available (free, default: measured now), naming the
     flag and the largest value that fits: the GA's similarity matrices over population + children, and the
     open-endedness loss's K × K similarities per simulation. Simulation buffers are not counted: --chunk bounds
-    them."""
+    them. Nothing is checked where the OS does not say what is available."""
+    free = available_memory() if free is None else free
+    if free is None:
+        return
     if cfg.kind == "illuminate" and cfg.algorithm == "ga":
         # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices
         n = cfg.population + cfg.pop
-        free_now = available_memory() if free is None else free
-        largest = int(math.sqrt(0.8 * free_now / 24)) - cfg.pop if free_now else 0
         check_fits(24.0 * n * n, "--population", cfg.population,
-                   f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)", largest, free_now)
+                   f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)",
+                   int(math.sqrt(0.8 * free / 24)) - cfg.pop, free)
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended"):
         # open_endedness: (pop, bs, K, K) float64 and its masked copy
         per_k2 = 16.0 * cfg.pop * cfg.eval.bs
-        free_now = available_memory() if free is None else free
-        largest = int(math.sqrt(0.8 * free_now / per_k2)) if free_now else 0
         check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
-                   f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free_now)
+                   f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts",
+                   int(math.sqrt(0.8 * free / per_k2)), free)
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
