@@ -407,6 +407,23 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
     with pytest.raises(ValueError, match=r"--frames 8000: the open-endedness loss over 16 × 1 rollouts"):
         check_memory(oe, free=free)
     check_memory(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=256, frames=32)), free=free)
+    rules = SearchConfig(kind="illuminate", eval=EvalConfig("gol", "pixels", steps=10), population=20000)
+    with pytest.raises(ValueError, match="give --population"):  # GoL's GA over rules prunes the same way
+        check_memory(rules, free=free)
+    # where even the smallest population does not fit beside the children, the fix is fewer children
+    many = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), population=3, pop=30000)
+    with pytest.raises(ValueError, match=r"--pop 30000: .* give --pop (\d+) or less") as err:
+        check_memory(many, free=free)
+    fewer = int(err.value.args[0].rsplit("--pop ", 1)[1].split()[0])
+    check_memory(SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=10), population=3,
+                              pop=fewer), free=free)
+    # and where two frames a rollout do not fit, fewer seeds per candidate (or fewer candidates)
+    wide = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=64, frames=4, bs=10**7))
+    with pytest.raises(ValueError, match=r"--bs 10000000: .* give --bs (\d+) or less") as err:
+        check_memory(wide, free=free)
+    bs = int(err.value.args[0].rsplit("--bs ", 1)[1].split()[0])
+    check_memory(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=64, frames=4, bs=bs)),
+                 free=free)
 
 
 def test_similarities_go_through_gemm_and_equal_the_plain_product():

@@ -225,18 +225,29 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
     free = available_memory() if free is None else free
     if free is None:
         return
-    if cfg.kind == "illuminate" and cfg.algorithm == "ga":
+    if cfg.kind == "illuminate" and cfg.algorithm in ("ga", "rule-ga"):
         # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices
         n = cfg.population + cfg.pop
-        check_fits(24.0 * n * n, "--population", cfg.population,
-                   f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)",
-                   int(math.sqrt(0.8 * free / 24)) - cfg.pop, free)
+        largest = int(math.sqrt(0.8 * free / 24)) - cfg.pop
+        if largest >= 3:  # the GA's smallest population
+            check_fits(24.0 * n * n, "--population", cfg.population,
+                       f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)", largest, free)
+        else:  # the children alone do not fit beside the smallest population
+            check_fits(24.0 * n * n, "--pop", cfg.pop,
+                       f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)",
+                       int(math.sqrt(0.8 * free / 24)) - cfg.population, free)
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended"):
         # open_endedness: (pop, bs, K, K) float64 and its masked copy
         per_k2 = 16.0 * cfg.pop * cfg.eval.bs
-        check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
-                   f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts",
-                   int(math.sqrt(0.8 * free / per_k2)), free)
+        largest = int(math.sqrt(0.8 * free / per_k2))
+        what = f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts"
+        if largest >= 2:  # open-endedness compares a frame with earlier ones
+            check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames, what, largest, free)
+        else:  # too many rollouts for even two frames each: fewer candidates (or seeds) per generation
+            flag, value = ("--bs", cfg.eval.bs) if cfg.eval.bs > 1 else ("--pop", cfg.pop)
+            other = cfg.pop if flag == "--bs" else cfg.eval.bs
+            check_fits(per_k2 * cfg.eval.frames ** 2, flag, value, what,
+                       int(0.8 * free / (16.0 * other * cfg.eval.frames ** 2)), free)
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
