@@ -557,9 +557,14 @@ def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str
 def _check_prompt_lengths(arch: str, prompts: Sequence[str]) -> None:
     """A prompt longer than the text tower's context (77 tokens with start and end for CLIP) was cut without a
     word, so two long prompts that differ only in their tails searched for the same target."""
+    if not prompts:  # nothing to check: no tokenizer to build (a hub one may need the network)
+        return
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(arch)
+    try:
+        tokenizer = open_clip.get_tokenizer(arch)
+    except OSError:  # a hub tokenizer offline: the model's own load says what is missing
+        return
     encode, context = getattr(tokenizer, "encode", None), getattr(tokenizer, "context_length", None)
     if encode is None or context is None:  # a hub tokenizer: nothing said, as before
         return
