@@ -46,6 +46,14 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     assert printed["best_rule_name"] == rule_name(ranking["rule"][0])
     assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in b.iterdir()}
     assert not list(b.glob("z_final-*.npy"))
+    # best.png / best.mp4 show the best rule from the first initial state it was scored from, run.json says which
+    assert whole.info["best_seed"] == iteration_seeds(0, 0, 2)[0]
+    from workbench.export import export
+
+    gol_sub = make_substrate("gol")
+    export(gol_sub, gol_sub.decode([ranking["rule"][0]]), 48, tmp_path / "again.mp4", seed=whole.info["best_seed"],
+           size=cfg.eval.size, every=1, final_png=tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes() == (a / "best.png").read_bytes()
     resumes = RunStore(tmp_path / "killed").open(row["id"]).info["resumes"]  # recorded as other kinds do
     assert len(resumes) == 1 and resumes[0]["command"].startswith("workbench asal sweep --resume")
     assert resumes[0]["from_iteration"] == row["iterations"]

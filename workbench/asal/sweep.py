@@ -219,10 +219,13 @@ def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
         p.unlink()
     best = rules[order[0]]
     sub, _ = components(cfg.eval)
-    export(sub, sub.decode([best]), cfg.eval.steps, run.path / "best.mp4", size=cfg.eval.size,
+    # from the first of the initial states every rule was scored from, as searches render theirs (run.json's
+    # best_seed, which figures and the Lab read)
+    seed = sweep_seeds(cfg)[0]
+    export(sub, sub.decode([best]), cfg.eval.steps, run.path / "best.mp4", seed=seed, size=cfg.eval.size,
            every=max(1, cfg.eval.steps // 120), final_png=run.path / "best.png")
     run.write_array("best.npy", np.asarray([best], np.float64))
-    run.update(status="done")
+    run.update(status="done", best_seed=int(seed))
 
 
 def _digits(rule: int, offset: int) -> str:
