@@ -289,6 +289,11 @@ class SearchModel(param.Parameterized):
         Particle Lenia); the others start at θ = 0."""
         return starts_random(self.substrate)
 
+    @property
+    def frames_choosable(self) -> bool:
+        """Whether the page shows the frames to embed: an illumination embeds the final state only (K = 1)."""
+        return self.kind != "illuminate"
+
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
         ev = EvalConfig(self.substrate, self.fm, weights=weights_for(self.fm, self.weights or None), steps=self.steps,
@@ -629,6 +634,11 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
 
     w = {name: checked_int_input(model, name, refused, sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
+    def frames_for_kind(*_):
+        w["frames"].visible = model.frames_choosable
+
+    model.param.watch(frames_for_kind, "kind")
+    frames_for_kind()
     pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),

@@ -636,6 +636,17 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     title = hv.Store.lookup_options("bokeh", grid, "plot").kwargs["title"]
     assert f"its best source ({best}) on the mean" in title
     assert sorted(labels.dframe()["text"]) == sorted(f"{v:.2f}" for v in heatmap.dframe()["accuracy"])
+    # a run that weighed its tasks (--task-weights 1 3) is judged on its weighted means, and says so
+    weighted = {"models": {"a": {"add": 0.9, "sort": 0.1}, "b": {"add": 0.1, "sort": 0.5}},
+                "merged": {"add": 0.5, "sort": 0.45}, "mean_weights": {"add": 1.0, "sort": 3.0},
+                "mean": {"merged": 0.4625, "a": 0.3, "b": 0.4}}
+    grid = scores_plot(weighted)
+    cells = grid.get(0).dframe()
+    means = cells[cells["task name"] == "weighted mean"].set_index("model name")["accuracy"]
+    assert means.to_dict() == pytest.approx({"merged": 0.4625, "a": 0.3, "b": 0.4}, abs=1e-3)  # cells round
+    title = hv.Store.lookup_options("bokeh", grid, "plot").kwargs["title"]
+    # on the plain means a (0.5) would beat the merge (0.475)
+    assert "the merge beats its best source (b) on the weighted mean" in title
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
     with pytest.raises(ValueError, match="no 'path' figure"):
@@ -1290,6 +1301,11 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         from playwright.sync_api import expect
 
         expect(page.get_by_label("Iters", exact=True)).to_have_value("20", timeout=30000)
+        # an illumination embeds the final state only: no Frames field while it is chosen
+        page.get_by_role("button", name="illuminate", exact=True).click()
+        expect(page.get_by_label("Frames", exact=True)).to_be_hidden(timeout=30000)
+        page.get_by_role("button", name="openended", exact=True).click()
+        expect(page.get_by_label("Frames", exact=True)).to_be_visible(timeout=30000)
         for label, value in (("Iters", "2"), ("Steps", "10"), ("Frames", "2"), ("Pop", "4")):
             _fill(page, label, value)
         page.get_by_text("0 / 2 iterations").wait_for(timeout=30000)  # the budget the start will run
