@@ -193,6 +193,14 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     assert len(group_replicates([info("a", "target", {"eval": {"frames": 2, "pixels": "float"}}),
                                  info("b", "target", {"eval": {"frames": 2, "pixels": "float"}, "child_seeds": "own"},
                                       1)], str(tmp_path))) == 1
+    # an illumination made before unused loss weights were refused, with --c-softmax 0.5 on record: no loss read
+    # it, so it replicates one without; a target search's weight tells runs apart
+    ill = {"eval": {"frames": 1, "pixels": "float"}, "child_seeds": "own"}
+    assert len(group_replicates([info("a", "illuminate", {**ill, "c_softmax": 0.5}), info("b", "illuminate", ill, 1)],
+                                str(tmp_path))) == 1
+    tgt = {"eval": {"frames": 2, "pixels": "float"}}
+    assert len(group_replicates([info("a", "target", {**tgt, "c_softmax": 0.5}), info("b", "target", tgt, 1)],
+                                str(tmp_path))) == 2
     # a setting a run has not got is None: a NAMM run made before max_kept is a replicate of one with None
     assert len(group_replicates([info("a", "namm", {"gens": 2}), info("b", "namm", {"gens": 2, "max_kept": None}, 1)],
                                 str(tmp_path))) == 1

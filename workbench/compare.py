@@ -164,6 +164,9 @@ def flat_settings(info: dict) -> dict[str, Any]:
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart
         out.pop("config.child_seeds", None)
+    if asal and info.get("kind") == "illuminate":  # no loss reads the weights (runs made before they were refused
+        for name in ("c_prompt", "c_softmax", "c_oe"):  # there may hold others): not a setting that tells runs apart
+            out.pop(f"config.{name}", None)
     if asal and config.get("algorithm") != "map-elites":  # only MAP-Elites fits a descriptor
         out.pop("config.descriptor_fit", None)
     if info.get("kind") == "adapt" and not uses_cem(config):  # no CEM, no tie-break to score
