@@ -277,8 +277,12 @@ def test_a_wrapped_title_keeps_its_mathtext_whole():
     ax.set_title(r"best loss over the iterations at $\sigma = 0.1 + \alpha \beta$ with seeds and \$5 here")
     _wrap_titles(fig, 1.5)
     lines = ax.get_title().split("\n")
-    plt.close(fig)
     assert len(lines) > 2 and r"$\sigma = 0.1 + \alpha \beta$" in lines
+    # a lone $ is text: a title that starts with one wraps as any other (it was held whole, as if math)
+    ax.set_title("$5 budget for the long search over many iterations and seeds")
+    _wrap_titles(fig, 1.5)
+    plt.close(fig)
+    assert len(ax.get_title().split("\n")) > 2
 
 
 def test_paper_figures_are_the_same_bytes_when_written_again(tmp_path):

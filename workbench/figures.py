@@ -344,7 +344,8 @@ def _wrap_titles(fig, width: float) -> None:
             # are held as NULs while wrapping, and no word is cut; a lone or escaped $ is plain text to
             # matplotlib, and here
             parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
-            held = "".join(p.replace(" ", "\0") if p.startswith("$") and len(p) > 1 else p for p in parts)
+            # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
+            held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
             lines = textwrap.fill(held, max(12, int(len(text) * width / drawn)), break_long_words=False)
             title.set_text(lines.replace("\0", " "))
 
