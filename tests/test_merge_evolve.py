@@ -30,7 +30,8 @@ def _evaluations(run):
 
 @pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "dfs"])
 def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
-    run = evolve(_cfg(quick_zoo, method=method), RunStore(tmp_path))
+    weights = [1.0, 3.0] if method == "task_arithmetic" else [1.0, 1.0]  # one run weighs its tasks
+    run = evolve(_cfg(quick_zoo, method=method, task_weights=weights), RunStore(tmp_path))
     info = run.info
     assert info["kind"] == "merge" and info["substrate"] == method and info["status"] == "done"
     assert info["iterations"] == 2 and len(run.read_table("metrics")) == 2
@@ -47,9 +48,12 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     scores = json.loads((run.path / "scores.json").read_text())
     assert set(scores["models"]) >= {"add", "sort"} and set(scores["merged"]) == {"add", "sort"}
     assert "the validation prompts (stream 1) left out" in scores["split"] and scores["n_test"] == {"add": 8, "sort": 8}
-    # the merge against taking one source as it is, on the means over the tasks
-    assert scores["mean"]["merged"] == pytest.approx(np.mean([scores["merged"][t] for t in ("add", "sort")]))
-    sources = {name: np.mean(list(s.values())) for name, s in scores["models"].items()}
+    # the merge against taking one source as it is, on the means over the tasks weighted as the search's objective
+    assert scores["mean_weights"] == dict(zip(("add", "sort"), weights, strict=True))
+    assert scores["mean"]["merged"] == pytest.approx(np.average([scores["merged"][t] for t in ("add", "sort")],
+                                                                weights=weights))
+    sources = {name: np.average([s[t] for t in ("add", "sort")], weights=weights)
+               for name, s in scores["models"].items()}
     assert scores["best_source"] == max(sources, key=sources.get)
     assert scores["beats"] == {name: bool(scores["mean"]["merged"] > m) for name, m in sources.items()}
     analysis = json.loads((run.path / "analysis.json").read_text())

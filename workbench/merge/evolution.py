@@ -346,8 +346,9 @@ def _check_resume_device(run_id: str, device: str) -> None:
 
 
 def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict]) -> None:
-    """Best recipe, test scores of sources and merge (per task; their means over the tasks, the source with the
-    best mean and whether the merge beats each source's mean), analysis of the task vectors."""
+    """Best recipe, test scores of sources and merge (per task; their means over the tasks, weighted by
+    --task-weights as the search's objective, the source with the best mean and whether the merge beats each
+    source's mean), analysis of the task vectors."""
     ctx = context(cfg)
     run.write_table("evaluations", evaluations)
     best = search.best_x
@@ -369,10 +370,13 @@ def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dic
               "merged": test.score(ctx.build(best), ctx.score_method)}
     # whether the merge beats taking one model as it is: at small budgets it often does not (a probe: 0.445 against
     # 0.496 for its better source), and the per-task numbers alone left that to the reader (CycleQD's say it)
-    mean = {name: float(np.mean([s[t] for t in cfg.tasks])) for name, s in
+    # weighted as the search's objective (--task-weights; all 1 by default: the plain mean)
+    w = np.asarray(cfg.task_weights, np.float64)
+    mean = {name: float(np.asarray([s[t] for t in cfg.tasks]) @ w / w.sum()) for name, s in
             {"merged": scores["merged"], **scores["models"]}.items()}
     sources = {name: m for name, m in mean.items() if name != "merged"}
-    scores.update(mean=mean, best_source=max(sources, key=sources.get),
+    scores.update(mean=mean, mean_weights=dict(zip(cfg.tasks, w.tolist(), strict=True)),
+                  best_source=max(sources, key=sources.get),
                   beats={name: mean["merged"] > m for name, m in sources.items()})
     write_json(run.path / "scores.json", scores)
     write_json(run.path / "analysis.json", analysis(ctx, best))

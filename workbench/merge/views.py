@@ -257,7 +257,8 @@ def fitness_plot(metrics: pd.DataFrame):
 
 def scores_plot(scores: dict | None):
     """Test accuracy per task (columns) of each source model and of the merge (rows), values in the cells; a last
-    column of the means over the tasks, and the title says whether the merge's beats the best source's."""
+    column of the means over the tasks (weighted as the run's search, --task-weights), and the title says
+    whether the merge's beats the best source's."""
     hv = _hv()
     if not scores:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
@@ -265,15 +266,20 @@ def scores_plot(scores: dict | None):
             for task, acc in accs.items()]
     rows += [{"model": "merged", "task": task, "accuracy": acc} for task, acc in scores["merged"].items()]
     df = pd.DataFrame(rows)
-    # a column of each model's mean over the tasks: whether the merge beats taking its best source as it is
+    # a column of each model's mean over the tasks: whether the merge beats taking its best source as it is;
+    # the run's own (weighted by --task-weights, as its search) where scores.json has it
     mean = df.groupby("model", sort=False)["accuracy"].mean()
-    df = pd.concat([df, pd.DataFrame({"model": mean.index, "task": "mean", "accuracy": mean.to_numpy()})])
+    if isinstance(scores.get("mean"), dict) and set(scores["mean"]) == set(mean.index):
+        mean = pd.Series({name: float(scores["mean"][name]) for name in mean.index})
+    weights = list((scores.get("mean_weights") or {}).values())
+    label = "weighted mean" if weights and len(set(weights)) > 1 else "mean"
+    df = pd.concat([df, pd.DataFrame({"model": mean.index, "task": label, "accuracy": mean.to_numpy()})])
     sources = mean.drop("merged")
     best = sources.idxmax()
     verdict = "beats" if mean["merged"] > sources[best] else "does not beat"
     models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
     hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models, cmap="Blues", clim=(0, 1))
-    return _style(hm, title=f"test accuracy: the merge {verdict} its best source ({best}) on the mean",
+    return _style(hm, title=f"test accuracy: the merge {verdict} its best source ({best}) on the {label}",
                   bokeh={"width": 110 * df["task"].nunique() + 260, "height": 44 * len(models) + 110})
 
 
