@@ -3,6 +3,7 @@ written as JSON + npz (and, for checkpoints of older versions, from a pickle).""
 
 import io
 import json
+import os
 import pickle
 
 import numpy as np
@@ -424,6 +425,34 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
     bs = int(err.value.args[0].rsplit("--bs ", 1)[1].split()[0])
     check_memory(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=64, frames=4, bs=bs)),
                  free=free)
+
+
+def test_the_memory_available_is_what_the_cgroup_still_allows(tmp_path):
+    """In a container or a batch job's slot the machine's MemAvailable overstates what the process may take:
+    the cgroup's limit less its use (page cache it may drop counted free), v2 or v1, the smaller of the two."""
+    from workbench.checks import available_memory, cgroup_headroom
+
+    v2 = tmp_path / "v2" / "job"
+    v2.mkdir(parents=True)
+    (v2 / "memory.max").write_text(f"{8 * 2**30}\n")
+    (v2 / "memory.current").write_text(f"{3 * 2**30}\n")
+    (v2 / "memory.stat").write_text(f"anon 100\ninactive_file {2**30}\nactive_file 5\n")
+    assert cgroup_headroom("0::/job\n", tmp_path / "v2") == 6 * 2**30
+    (v2 / "memory.max").write_text("max\n")
+    assert cgroup_headroom("0::/job\n", tmp_path / "v2") is None  # no limit: the machine's figure stands
+    # v1, the process' cgroup seen as the mount's root (inside a container), the limit on the root alone
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{4 * 2**30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.stat").write_text(f"cache 7\ntotal_inactive_file {2**29}\n")
+    own = "4:memory:/outer/abc\n0::/\n"
+    assert cgroup_headroom(own, tmp_path / "v1") == 3 * 2**30 + 2**29
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # what v1 writes for no limit
+    assert cgroup_headroom(own, tmp_path / "v1") is None
+    assert cgroup_headroom("", tmp_path) is None
+    free = available_memory()  # here: a number (Linux), never more than the machine's
+    assert free is None or 0 <= free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def test_similarities_go_through_gemm_and_equal_the_plain_product():

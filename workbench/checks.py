@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -79,16 +80,55 @@ def texts(value: object, flag: str) -> list[str]:
 
 
 def available_memory() -> int | None:
-    """Bytes the OS can hand out without swapping (Linux's MemAvailable), None where it does not say. Checks of
-    sizes a run would allocate use it: with no swap, a run too big for the machine was killed (or segfaulted in
-    BLAS) after its folder was made, taking memory from everything else on the way."""
+    """Bytes the OS can hand out without swapping (Linux's MemAvailable), less where the process' cgroup (a
+    container, a batch job's slot) allows less; None where the OS does not say. Checks of sizes a run would
+    allocate use it: with no swap, a run too big for the machine was killed (or segfaulted in BLAS) after its
+    folder was made, taking memory from everything else on the way."""
+    free = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    try:
+        own = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return free
+    room = cgroup_headroom(own, Path("/sys/fs/cgroup"))
+    return room if free is None else free if room is None else min(free, room)
+
+
+def cgroup_headroom(own: str, root: Path) -> int | None:
+    """What the memory cgroup named in `own` (the text of /proc/self/cgroup) still allows under `root` (where the
+    cgroup file systems are mounted): its limit less what it uses, the page cache it may drop counted as free.
+    cgroup v2 (a "0::/path" line) or v1 (a "memory" controller line); inside a container the process' own
+    cgroup is often the mount's root, so that is tried too. None where no limit is set or nothing says."""
+    for line in own.splitlines():
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and controllers == "":  # v2: memory.max / memory.current / memory.stat's inactive_file
+            names, base = ("memory.max", "memory.current", "inactive_file"), root
+        elif "memory" in controllers.split(","):  # v1: under the memory controller's own mount
+            names, base = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"), root / "memory"
+        else:
+            continue
+        rooms = []
+        for folder in {base / path.lstrip("/"), base}:  # the cgroup, and the mount's root (a container's own)
+            try:
+                limit = (folder / names[0]).read_text().strip()
+                used = int((folder / names[1]).read_text())
+                stat = (folder / "memory.stat").read_text() if (folder / "memory.stat").is_file() else ""
+            except (OSError, ValueError):
+                continue
+            if not limit.isdigit() or int(limit) >= 2**60:  # "max" (v2) or the huge number v1 writes: no limit
+                continue
+            cache = next((int(v) for k, v in (row.split() for row in stat.splitlines() if row.count(" ") == 1)
+                          if k == names[2]), 0)
+            rooms.append(max(0, int(limit) - used + cache))
+        if rooms:
+            return min(rooms)
     return None
 
 
