@@ -425,6 +425,31 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
     bs = int(err.value.args[0].rsplit("--bs ", 1)[1].split()[0])
     check_memory(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=64, frames=4, bs=bs)),
                  free=free)
+    # what an iteration holds: --pop 10⁸ ran out of memory inside cmaes' sampling, its run folder made
+    huge = SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels", steps=4), pop=10**8)
+    with pytest.raises(ValueError, match=r"--pop 100000000: evaluating 100000000 θ of 3117 numbers .* give --pop "
+                                         r"(\d+) or less") as err:
+        check_memory(huge, free=free)
+    pop = int(err.value.args[0].rsplit("--pop ", 1)[1].split()[0])
+    assert pop > 1000
+    check_memory(SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels", steps=4),
+                              pop=pop), free=free)
+    # a θ's frames alone too many for even two θ: --frames
+    long = SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels", steps=10**6,
+                                                                              frames=10**6))
+    with pytest.raises(ValueError, match=r"--frames 1000000: .* give --frames (\d+) or less") as err:
+        check_memory(long, free=free)
+    frames = int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
+    check_memory(SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels",
+                                                                                   steps=10**6, frames=frames)),
+                 free=free)
+    # and what a chunk of simulations renders at once: --chunk, or where one frame is too big, --size
+    with pytest.raises(ValueError, match=r"--chunk 10000: rendering 10000 simulations at 224² .* give --chunk"):
+        check_memory(SearchConfig(kind="target", target_image="t.png", pop=10**4,
+                                  eval=EvalConfig("lenia", "pixels", steps=4, chunk=10**4)), free=free)
+    with pytest.raises(ValueError, match=r"--size 4096: one 4096² frame .* give --size"):
+        check_memory(SearchConfig(kind="target", target_image="t.png",
+                                  eval=EvalConfig("lenia", "pixels", steps=4, size=4096)), free=2**28)
 
 
 def test_the_memory_available_is_what_the_cgroup_still_allows(tmp_path):

@@ -643,6 +643,22 @@ def _check_hub_reachable_repo(repo: str, filenames: Sequence[str], fm: str, loca
                          f"{offline_hint}") from None
 
 
+def embedding_dim(name: str) -> int:
+    """D, the length of `name`'s embeddings, known without loading the model (the memory checks' figure); an
+    architecture open_clip has no config for counts as 1024."""
+    if name == "pixels":
+        return PixelsFM.dim
+    if name == "efficientnet-lite0":
+        return 1280
+    if name == "dino":
+        return 768  # DINOv2-base
+    arch = HUB_ARCHS.get(name) or name.split(":", 1)[-1]
+    import open_clip
+
+    config = open_clip.get_model_config(arch) or {}
+    return int(config.get("embed_dim", 1024))
+
+
 def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto",
             cache_size: int = 4096, device: str | torch.device | None = None) -> FoundationModel:
     """A foundation model by name: "clip", "openclip:ARCH", "dino", "efficientnet-lite0" or "pixels".

@@ -219,9 +219,9 @@ def check_new_search(cfg: SearchConfig) -> None:
 
 def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
     """Refuse sizes whose arrays cannot fit in the memory available (free, default: measured now), naming the
-    flag and the largest value that fits: the GA's similarity matrices over population + children, and the
-    open-endedness loss's K × K similarities per simulation. Simulation buffers are not counted: --chunk bounds
-    them. Nothing is checked where the OS does not say what is available."""
+    flag and the largest value that fits: the GA's similarity matrices over population + children, the
+    open-endedness loss's K × K similarities per simulation, and what an iteration holds (check_batch_memory).
+    Nothing is checked where the OS does not say what is available."""
     free = available_memory() if free is None else free
     if free is None:
         return
@@ -237,17 +237,56 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
                        f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)",
                        int(math.sqrt(0.8 * free / 24)) - cfg.population, free)
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended"):
-        # open_endedness: (pop, bs, K, K) float64 and its masked copy
+        # open_endedness: (pop, bs, K, K) float64 and its masked copy; where not even two frames fit, fewer
+        # rollouts is the fix, which check_batch_memory names
         per_k2 = 16.0 * cfg.pop * cfg.eval.bs
         largest = int(math.sqrt(0.8 * free / per_k2))
-        what = f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts"
         if largest >= 2:  # open-endedness compares a frame with earlier ones
-            check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames, what, largest, free)
-        else:  # too many rollouts for even two frames each: fewer candidates (or seeds) per generation
-            flag, value = ("--bs", cfg.eval.bs) if cfg.eval.bs > 1 else ("--pop", cfg.pop)
-            other = cfg.pop if flag == "--bs" else cfg.eval.bs
-            check_fits(per_k2 * cfg.eval.frames ** 2, flag, value, what,
-                       int(0.8 * free / (16.0 * other * cfg.eval.frames ** 2)), free)
+            check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
+                       f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free)
+    check_batch_memory(cfg, free)  # last: the checks above name the flag that matters more
+
+
+def check_batch_memory(cfg: SearchConfig, free: int) -> None:
+    """What each iteration holds for the θ it evaluates (--pop of them: CMA's population, the GA's children,
+    MAP-Elites' batch) and the members it keeps (--population, illuminations), and what a chunk of simulations
+    renders at once (--chunk frames of --size² pixels): --pop 10⁸ ran out of memory inside cmaes' sampling,
+    after the run's folder was made. Where even the smallest --pop does not fit, --bs or --frames is named."""
+    from workbench.fm import embedding_dim
+    from workbench.simulations import make_substrate
+
+    ev = cfg.eval
+    n, dim = make_substrate(ev.substrate, **ev.overrides).n_params, embedding_dim(ev.fm)
+    oe = cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended")
+    # a rollout: its K embeddings of D as float32 and the float64 copies the losses work on, and open-endedness'
+    # K × K similarities; a θ: the search's samples, their stacked copy and the tell's (float64), and bs rollouts
+    per_rollout = 20.0 * ev.frames * dim + (16.0 * ev.frames ** 2 if oe else 0.0)
+    per_theta = 32.0 * n + ev.bs * per_rollout
+    kept = 8.0 * (n + dim) * cfg.population if cfg.kind == "illuminate" else 0.0  # the archive's θ and embeddings
+    need, room = cfg.pop * per_theta + kept, 0.8 * free - kept
+    what = (f"evaluating {cfg.pop} θ of {n} numbers each ({ev.bs} × {ev.frames} embeddings of {dim} a θ)"
+            + (", the archive's members" if kept else ""))
+    fewest = 1 if cfg.kind == "illuminate" else 2  # a CMA generation, the GA over rules: two at least
+    if need > 0.8 * free:
+        if room / per_theta >= fewest:
+            check_fits(need, "--pop", cfg.pop, what, int(room / per_theta), free)
+        per_seed = (room - cfg.pop * 32.0 * n) / (cfg.pop * per_rollout)  # rollouts a θ can have
+        if ev.bs > 1 and per_seed >= 1:
+            check_fits(need, "--bs", ev.bs, what, int(per_seed), free)
+        # K with pop · (20 K D + 16 K²) within the room (the frames' share, without K² where no open-endedness)
+        share = max(room / cfg.pop / ev.bs - 32.0 * n / ev.bs, 0.0)
+        frames = share / (20.0 * dim) if not oe else (-20.0 * dim + math.sqrt(400.0 * dim ** 2 + 64.0 * share)) / 32
+        check_fits(need, "--frames" if ev.frames > 1 else "--pop", ev.frames if ev.frames > 1 else cfg.pop, what,
+                   int(frames) if ev.frames > 1 else fewest, free)
+    # a chunk's frames: rendered, put in [0, 1] and resized for the FM, float32 (the simulations' own state is
+    # smaller than its frames)
+    per_sim = 3 * 12.0 * ev.size * ev.size
+    chunk = min(ev.chunk, cfg.pop)
+    if per_sim > 0.8 * free:
+        check_fits(per_sim, "--size", ev.size, f"one {ev.size}² frame and its copies",
+                   int(math.sqrt(0.8 * free / 36.0)), free)
+    check_fits(chunk * per_sim, "--chunk", ev.chunk, f"rendering {chunk} simulations at {ev.size}² at once",
+               int(0.8 * free / per_sim), free)
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
