@@ -297,10 +297,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--shots", nargs="+", type=int, help="numbers of shots (default: 3 5 10 20)")
     ad.add_argument("--cem-iters", type=int, help="CEM generations per number of shots (default: 5)")
     ad.add_argument("--pop", type=int, help="CEM population (default: 32, the reference's)")
-    ad.add_argument("--alpha-per", choices=["expert", "matrix"], help="one α per expert (default) or per expert "
-                                                                      "per matrix")
+    ad.add_argument("--alpha-per", choices=["expert", "matrix"],
+                    help="one α per expert (default, the reference's policy config) or per expert per matrix (what "
+                         "its few-shot script ran)")
     ad.add_argument("--variant", choices=["raw", "sigmoid"], help="mix raw p (default, the reference's) or sigmoid(p)")
-    ad.add_argument("--normalize", action="store_true", help="normalise α over the experts")
+    ad.add_argument("--normalize", action="store_true",
+                    help="normalise α over the experts (under SVF's rescale, the default, only α's scale changes, "
+                         "not the weights)")
     ad.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="default: all the inputs allow")
     ad.add_argument("--n", type=int, help="test prompts per task (default: 64)")
     ad.add_argument("--seed", type=SEED, help="seed of the shots and of CEM (default: 0)")

@@ -97,10 +97,12 @@ class AdaptConfig:
             shots come from the target's training half.
         cem_iters: CEM generations per number of shots (`--cem-iters`, default 5).
         pop: CEM's population, ≥ 10 so that int(0.2·pop) ≥ 2 elites (`--pop`, default 32, the spec's).
-        alpha: one α per expert ("expert", the default) or per expert and matrix ("matrix") (`--alpha-per`).
+        alpha: one α per expert ("expert", the default, as the reference's policy config) or per expert and
+            matrix ("matrix", what the reference's few-shot script ran: its per_layer=true) (`--alpha-per`).
         variant: "raw" (z′ = Σ α_k·p_k, the reference's, the default) or "sigmoid" (Σ α_k·sigmoid(p_k))
             (`--variant`).
-        normalize: divide α by its sum over the experts before mixing (`--normalize`; default False).
+        normalize: divide α by its sum over the experts before mixing (`--normalize`; default False, as the
+            reference's few-shot script). With SVF's rescale it changes only α's scale, not the weights.
         strategies: of "base", "experts", "prompt", "classifier", "few-shot" (`--strategies`); empty: every one
             the inputs allow. The oracle is computed whenever the experts' scores are there.
         n: test prompts per task of the mixed test set (`--n`, default 64).

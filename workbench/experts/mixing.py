@@ -11,8 +11,11 @@ although a single expert's z is sigmoid(p)·max_mult. The consistent alternative
 
 α has one coefficient per expert and matrix, shape (K, M), or one per expert, (K, 1), shared by every
 matrix; it starts at 1/K. With `normalize` each column is divided by its sum over the experts first
-(the reference's `norm_coeffs`, on in its config). Either way the result is z′ itself: compose it with
-`svf_compose` (SVFModel.apply_mixture does) without any further sigmoid.
+(the reference's `norm_coeffs`: on in its policy config, off in its few-shot script, which also mixes per
+matrix, `per_layer`). Either way the result is z′ itself: compose it with `svf_compose`
+(SVFModel.apply_mixture does) without any further sigmoid. Under SVF's rescale (always on in the reference)
+normalising changes nothing but α's scale: a column's positive factor scales z′ of a matrix, and the rescale
+takes it out again.
 """
 
 from __future__ import annotations
