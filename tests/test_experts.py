@@ -116,6 +116,15 @@ def test_mix_params_mixes_raw_parameters_per_matrix_and_per_expert():
     for m, key in enumerate(keys):
         w = alpha[:, m] / alpha[:, m].sum()
         torch.testing.assert_close(normed[key], sum(float(w[k]) * params[k][key] for k in range(3)))
+    # under SVF's rescale, normalising changes no weight (a column's positive factor scales z′ of its matrix,
+    # and the rescale takes it out again); without the rescale it does
+    from workbench.experts.svf import svf_compose
+
+    g = torch.Generator().manual_seed(5)
+    U, S, Vh = torch.linalg.svd(torch.randn(4, 3, generator=g), full_matrices=False)
+    for rescale, same in ((True, True), (False, False)):
+        w, w_normed = (svf_compose(U, S, Vh, m[keys[0]], rescale=rescale) for m in (mixed, normed))
+        assert torch.allclose(w, w_normed, atol=1e-6) == same, rescale
     # the named variant "mix sigmoid(p)"
     sig = mix_params(params, alpha, keys, variant="sigmoid")
     for m, key in enumerate(keys):
