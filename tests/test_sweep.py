@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from procs import cli, kill_after, run_command
 
 from workbench.asal import scores
@@ -132,3 +133,24 @@ def test_rule_searches_run_and_resume_exactly(tmp_path):
         assert run.info["status"] == "done"
         best = np.load(run.path / "best.npy")
         assert best.shape == (1,) and best[0] == int(best[0]) and 0 <= best[0] < 2 ** 18
+
+
+def test_a_sweep_too_big_for_the_memory_is_refused_naming_the_flag():
+    """--batch 10⁷ (every rule in one batch: 5.9 TiB of embeddings) made its run folder and sat for minutes
+    before running out of memory: one error naming the flag and the largest value that fits."""
+    from workbench.asal.sweep import check_sweep_memory
+
+    free = 8 * 2**30
+    big = SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=10**7)
+    with pytest.raises(ValueError, match=r"--batch 10000000: scoring 262144 rules .* give --batch (\d+)") as err:
+        check_sweep_memory(big, free=free)
+    batch = int(err.value.args[0].rsplit("--batch ", 1)[1].split()[0])
+    assert batch >= 1
+    check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=batch), free=free)
+    with pytest.raises(ValueError, match=r"--bs 1000000: .* give --bs"):  # not even one rule's initial states
+        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=10**6)), free=free)
+    # the final embeddings of every rule alone: fewer rules
+    with pytest.raises(ValueError, match=r"--limit 262144: the final embeddings of 262144 rules .* give --limit"):
+        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16)), free=2**32)
+    check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), limit=1000, batch=64),
+                       free=2**32)

@@ -29,7 +29,7 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, components
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.checks import check_seed
+from workbench.checks import available_memory, check_fits, check_seed
 from workbench.runs import (
     Run,
     RunError,
@@ -102,6 +102,41 @@ class SweepConfig:
         return asdict(self)
 
 
+def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
+    """Refuse a sweep whose arrays cannot fit in the memory available (free, default: measured now), naming the
+    flag and the largest value that fits: a batch's embeddings (rules × bs × K × D, float32, and the float64
+    copies and K × K similarities of the open-endedness loss), a chunk's frames, and the final embeddings of
+    every rule that the finished run keeps. Nothing is checked where the OS does not say."""
+    from workbench.fm import embedding_dim
+
+    free = available_memory() if free is None else free
+    if free is None:
+        return
+    ev, n_rules = cfg.eval, len(cfg.rules())
+    dim, k = embedding_dim(ev.fm), ev.frames
+    kept = 8.0 * n_rules * dim  # z_final: the batches' files joined into one (and the parts read in)
+    per_rollout = 20.0 * k * dim + 16.0 * k * k
+    batch = min(cfg.batch, n_rules)
+    room = 0.8 * free - kept
+    if room / (ev.bs * per_rollout) >= 1:
+        check_fits(kept + batch * ev.bs * per_rollout, "--batch", cfg.batch,
+                   f"scoring {batch} rules × {ev.bs} initial states × {k} frames (embeddings of {dim})",
+                   int(room / (ev.bs * per_rollout)), free)
+    elif room / per_rollout >= 1:
+        check_fits(kept + batch * ev.bs * per_rollout, "--bs", ev.bs,
+                   f"scoring one rule's {ev.bs} initial states × {k} frames (embeddings of {dim})",
+                   int(room / per_rollout), free)
+    else:  # even one rollout's frames, or the final embeddings alone
+        check_fits(kept + per_rollout, "--limit" if room < 0 else "--frames",
+                   n_rules if room < 0 else k,
+                   f"the final embeddings of {n_rules} rules" if room < 0 else f"one rollout's {k} frames",
+                   # --limit: half the memory for the final embeddings, half left for a batch's
+                   int(0.4 * free / (8.0 * dim)) if room < 0 else int(0.8 * free / (20.0 * dim + 16.0 * k)), free)
+    per_sim = 3 * 12.0 * ev.size * ev.size  # a chunk's frames: rendered, in [0, 1], resized, float32
+    check_fits(min(ev.chunk, batch) * per_sim, "--chunk", ev.chunk,
+               f"rendering {min(ev.chunk, batch)} simulations at {ev.size}² at once", int(0.8 * free / per_sim), free)
+
+
 def score_batch(cfg: SweepConfig, rules: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per rule: L_OE (averaged over the initial states), the reference's pixel open-endedness of the grids, and
     the final-frame embedding of the middle initial state."""
@@ -169,6 +204,7 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
     elif cfg is None:
         raise ValueError("give a SweepConfig or resume=RUN_ID")
     else:
+        check_sweep_memory(cfg)
         cfg = dataclasses.replace(cfg)  # the run's own: the caller's config stays as given (its eval: above)
         state = None
     if device is not None:
