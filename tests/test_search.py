@@ -443,6 +443,14 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
     check_memory(SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels",
                                                                                    steps=10**6, frames=frames)),
                  free=free)
+    # MAP-Elites' archive of a million cells (no similarities to hold): --population
+    cells = SearchConfig(kind="illuminate", algorithm="map-elites", population=10**6,
+                         eval=EvalConfig("lenia", "pixels", steps=4))
+    with pytest.raises(ValueError, match=r"--population 1000000: .* give --population (\d+) or less") as err:
+        check_memory(cells, free=free)
+    fits = int(err.value.args[0].rsplit("--population ", 1)[1].split()[0])
+    check_memory(SearchConfig(kind="illuminate", algorithm="map-elites", population=fits,
+                              eval=EvalConfig("lenia", "pixels", steps=4)), free=free)
     # and what a chunk of simulations renders at once: --chunk, or where one frame is too big, --size
     with pytest.raises(ValueError, match=r"--chunk 10000: rendering 10000 simulations at 224² .* give --chunk"):
         check_memory(SearchConfig(kind="target", target_image="t.png", pop=10**4,

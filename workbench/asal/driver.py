@@ -267,6 +267,8 @@ def check_batch_memory(cfg: SearchConfig, free: int) -> None:
     what = (f"evaluating {cfg.pop} θ of {n} numbers each ({ev.bs} × {ev.frames} embeddings of {dim} a θ)"
             + (", the archive's members" if kept else ""))
     fewest = 1 if cfg.kind == "illuminate" else 2  # a CMA generation, the GA over rules: two at least
+    if kept and room < fewest * per_theta:  # the archive alone: fewer members (half the memory left for the rest)
+        check_fits(need, "--population", cfg.population, what, int(0.4 * free / (8.0 * (n + dim))), free)
     if need > 0.8 * free:
         if room / per_theta >= fewest:
             check_fits(need, "--pop", cfg.pop, what, int(room / per_theta), free)
