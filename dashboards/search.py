@@ -634,6 +634,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
 
     w = {name: checked_int_input(model, name, refused, sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}
+
     def frames_for_kind(*_):
         w["frames"].visible = model.frames_choosable
 
