@@ -265,10 +265,12 @@ def check_batch_memory(cfg: SearchConfig, free: int) -> None:
     kept = 8.0 * (n + dim) * cfg.population if cfg.kind == "illuminate" else 0.0  # the archive's θ and embeddings
     need, room = cfg.pop * per_theta + kept, 0.8 * free - kept
     what = (f"evaluating {cfg.pop} θ of {n} numbers each ({ev.bs} × {ev.frames} embeddings of {dim} a θ)"
-            + (", the archive's members" if kept else ""))
+            + (f" beside an archive of {cfg.population}" if kept else ""))
     fewest = 1 if cfg.kind == "illuminate" else 2  # a CMA generation, the GA over rules: two at least
     if kept and room < fewest * per_theta:  # the archive alone: fewer members (half the memory left for the rest)
-        check_fits(need, "--population", cfg.population, what, int(0.4 * free / (8.0 * (n + dim))), free)
+        check_fits(need, "--population", cfg.population, f"an archive of {cfg.population} members (θ of {n} "
+                   f"numbers and an embedding of {dim} each) beside {cfg.pop} θ evaluated",
+                   int(0.4 * free / (8.0 * (n + dim))), free)
     if need > 0.8 * free:
         if room / per_theta >= fewest:
             check_fits(need, "--pop", cfg.pop, what, int(room / per_theta), free)
