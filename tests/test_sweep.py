@@ -149,8 +149,8 @@ def test_a_sweep_too_big_for_the_memory_is_refused_naming_the_flag():
     check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=batch), free=free)
     with pytest.raises(ValueError, match=r"--bs 1000000: .* give --bs"):  # not even one rule's initial states
         check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=10**6)), free=free)
-    # the final embeddings of every rule alone: fewer rules
+    # the final embeddings of every rule, joined at the end: fewer rules
     with pytest.raises(ValueError, match=r"--limit 262144: the final embeddings of 262144 rules .* give --limit"):
-        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16)), free=2**32)
+        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=16), free=2**32)
     check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), limit=1000, batch=64),
                        free=2**32)

@@ -106,7 +106,7 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
     """Refuse a sweep whose arrays cannot fit in the memory available (free, default: measured now), naming the
     flag and the largest value that fits: a batch's embeddings (rules × bs × K × D, float32, and the float64
     copies and K × K similarities of the open-endedness loss), a chunk's frames, and the final embeddings of
-    every rule that the finished run keeps. Nothing is checked where the OS does not say."""
+    every rule that the run joins at its end. Nothing is checked where the OS does not say."""
     from workbench.fm import embedding_dim
 
     free = available_memory() if free is None else free
@@ -114,24 +114,19 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
         return
     ev, n_rules = cfg.eval, len(cfg.rules())
     dim, k = embedding_dim(ev.fm), ev.frames
-    kept = 8.0 * n_rules * dim  # z_final: the batches' files joined into one (and the parts read in)
-    per_rollout = 20.0 * k * dim + 16.0 * k * k
+    per_rollout = 20.0 * k * dim + 16.0 * k * k  # float32 embeddings, the loss' float64 copies, K × K similarities
     batch = min(cfg.batch, n_rules)
-    room = 0.8 * free - kept
+    need, room = batch * ev.bs * per_rollout, 0.8 * free
+    what = f"scoring {batch} rules × {ev.bs} initial states × {k} frames (embeddings of {dim})"
     if room / (ev.bs * per_rollout) >= 1:
-        check_fits(kept + batch * ev.bs * per_rollout, "--batch", cfg.batch,
-                   f"scoring {batch} rules × {ev.bs} initial states × {k} frames (embeddings of {dim})",
-                   int(room / (ev.bs * per_rollout)), free)
-    elif room / per_rollout >= 1:
-        check_fits(kept + batch * ev.bs * per_rollout, "--bs", ev.bs,
-                   f"scoring one rule's {ev.bs} initial states × {k} frames (embeddings of {dim})",
-                   int(room / per_rollout), free)
-    else:  # even one rollout's frames, or the final embeddings alone
-        check_fits(kept + per_rollout, "--limit" if room < 0 else "--frames",
-                   n_rules if room < 0 else k,
-                   f"the final embeddings of {n_rules} rules" if room < 0 else f"one rollout's {k} frames",
-                   # --limit: half the memory for the final embeddings, half left for a batch's
-                   int(0.4 * free / (8.0 * dim)) if room < 0 else int(0.8 * free / (20.0 * dim + 16.0 * k)), free)
+        check_fits(need, "--batch", cfg.batch, what, int(room / (ev.bs * per_rollout)), free)
+    elif room / per_rollout >= 1:  # not even one rule's initial states
+        check_fits(need, "--bs", ev.bs, what, int(room / per_rollout), free)
+    else:
+        check_fits(need, "--frames", k, what, int(room / (20.0 * dim + 16.0 * k)), free)
+    # at the end (the batches gone): z_final, the batches' files (float32) read in and joined into one
+    check_fits(8.0 * n_rules * dim, "--limit", n_rules, f"the final embeddings of {n_rules} rules",
+               int(room / (8.0 * dim)), free)
     per_sim = 3 * 12.0 * ev.size * ev.size  # a chunk's frames: rendered, in [0, 1], resized, float32
     check_fits(min(ev.chunk, batch) * per_sim, "--chunk", ev.chunk,
                f"rendering {min(ev.chunk, batch)} simulations at {ev.size}² at once", int(0.8 * free / per_sim), free)
