@@ -212,6 +212,12 @@ def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
     for s in ("base", "expert:add", "oracle", "prompt", "classifier"):
         assert set(scores["strategies"][s]) == {"add", "sort", "reverse"}
     assert set(scores["strategies"]["few-shot:2"]) == {"reverse"}
+    # what the command prints: the means over the whole mixed set, and each strategy on the target apart (a
+    # few-shot mixture's target score printed beside the others' means read as a gain it was not)
+    means = {s: np.mean([r[t] for t in ("add", "sort", "reverse")]) for s, r in scores["strategies"].items()
+             if "add" in r}
+    assert out["test_scores"]["mean"] == pytest.approx(means) and "few-shot:2" not in out["test_scores"]["mean"]
+    assert out["test_scores"]["on_target"] == {s: r["reverse"] for s, r in scores["strategies"].items()}
     # the oracle takes each task's own expert, the base where there is none
     oracle, st = scores["strategies"]["oracle"], scores["strategies"]
     assert oracle == {"add": st["expert:add"]["add"], "sort": st["expert:sort"]["sort"],
