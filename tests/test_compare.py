@@ -270,6 +270,20 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
     assert proc.returncode == 0, err
     assert "runs compared" in out and "over seeds" in out and "sigma=0.1" in out and "eval.device" in out
     assert " ± " in out and a in out
+    # "same settings" where it is so (two seeds of one setting), never for runs of other kinds, whose settings
+    # are not compared (a target search and a CycleQD run read "same settings")
+    import shutil
+
+    mixed = RunStore(tmp_path / "mixed")
+    shutil.copytree(store.root / a, mixed.root / a)
+    shutil.copytree(store.root / a, mixed.root / "again")
+    proc = _short("runs", "compare", a, "again", "--runs", str(mixed.root), cwd=tmp_path)
+    assert "(same settings)" in proc.communicate(timeout=120)[0]
+    merge = mixed.create("merge", "ties", "a+b", {"method": "ties", "seed": 0}, 0)
+    proc = _short("runs", "compare", a, merge.id, "--runs", str(mixed.root), cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "(different kinds: settings not compared)" in out and "same settings" not in out
     # the paper figure, in its own process too
     proc = _short("figure", "compare", a, b, c, "--runs", str(store.root), "--out", "seeds.pdf", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)

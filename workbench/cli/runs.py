@@ -107,9 +107,11 @@ def _compare_tables(comparison) -> None:
     shown = list(dict.fromkeys(k for keys in kinds_shown.values() for k in keys))
     best = _best_header(comparison.rows)
     whole = {"no_wrap": True, "overflow": "ignore"}  # ids and numbers are read whole or not at all
+    # "same settings" only where it is so: runs of one kind, none of whose settings differ (across kinds the
+    # settings are not compared at all)
+    note = "" if shown else " (same settings)" if len(kinds_shown) == 1 else " (different kinds: settings not compared)"
     table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
-                  Column("iterations", **whole), Column(best, **whole),
-                  title="runs compared" + ("" if shown else " (same settings)"))
+                  Column("iterations", **whole), Column(best, **whole), title="runs compared" + note)
     for r in comparison.rows:
         mine = kinds_shown.get(str(r["kind"]), [])
         cells = [value_text(comparison.differs[k][r["id"]]) if k in mine else "" for k in shown]
