@@ -181,10 +181,10 @@ def atlas_view(model: AtlasModel, size: int = 560):
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.lab import LabModel, frame_view
-    from workbench.dashboards.shell import off_loop, placeholder, put_back, section, shell
+    from workbench.dashboards.shell import off_loop, placeholder, put_back, run_asked, section, shell
 
     model = AtlasModel(runs_dir=runs_dir)
-    wanted = (pn.state.session_args or {}).get("run") if pn.state.curdoc else None
+    wanted = run_asked(pn.state.session_args) if pn.state.curdoc else None
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
     def show_message(*_):
@@ -193,7 +193,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     model.param.watch(show_message, "message")
     if wanted:
         try:
-            model.choose(wanted[0].decode())
+            model.choose(wanted)
         except ValueError as exc:
             model.message = str(exc)
     show_message()

@@ -638,7 +638,7 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
 def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
              standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import PageThread, checked_int_input, off_loop, section, shell
+    from workbench.dashboards.shell import PageThread, checked_int_input, off_loop, run_asked, section, shell
 
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
     # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
@@ -717,9 +717,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.default_theta())
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
-    wanted, member = args.get("run"), args.get("member")
+    wanted, member = run_asked(args), args.get("member")
     if wanted:
-        run_id.value = wanted[0].decode()
+        run_id.value = wanted
 
         async def load_wanted():
             await do_load(run_id.value, member[0].decode() if member else None)

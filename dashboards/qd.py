@@ -1197,11 +1197,11 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
 
 
 def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import export_controls, off_loop, placeholder, section, shell
+    from workbench.dashboards.shell import export_controls, off_loop, placeholder, run_asked, section, shell
 
     _hv()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
-    wanted_run = args.get("run", [b""])[0].decode()
+    wanted_run = run_asked(args) or ""
     wanted_file = args.get("file", [b""])[0].decode()
     model = QDModel(runs_dir=runs_dir, autoload=False)
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))

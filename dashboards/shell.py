@@ -167,7 +167,9 @@ def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
     """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
     or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as
     "no run ' '")."""
-    asked = (args or {}).get("run", [b""])[0].decode().strip()
+    # a query string reads "+" as a space, and run ids hold "+" (a CycleQD run's "elite+svd") but never spaces:
+    # an address typed or pasted with the id as printed opened "no run '…elite svd…'"
+    asked = (args or {}).get("run", [b""])[0].decode().strip().replace(" ", "+")
     return asked or None
 
 

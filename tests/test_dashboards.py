@@ -680,6 +680,9 @@ def test_shell_registry_and_offline_design():
     # a blank one was refused as "no run ' '")
     assert [run_asked(a) for a in (None, {}, {"run": [b""]}, {"run": [b" "]}, {"run": [b" r1 "]})] == [
         None, None, None, None, "r1"]
+    from tornado.httputil import parse_qs_bytes  # the server's own reading of a query string: "+" is a space
+
+    assert run_asked(parse_qs_bytes(b"run=20261204-114241-qd-elite+svd-s0")) == "20261204-114241-qd-elite+svd-s0"
     assert all(p.description for p in PAGES.values())
     assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1"),
                                               ("Search", "./search?run=r1")]

@@ -351,7 +351,9 @@ def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browse
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     counts = {g: len(model.cells("sort", g)) for g in (0, 12)}
     assert counts[0] != counts[12]
-    with _browse(browser, f"{served}/qd?run={quote(qd['run'])}", request) as page:
+    # the id as `qd cycle` prints it, "+" and all, as a user types it (a query string reads "+" as a space)
+    assert "+" in qd["run"]
+    with _browse(browser, f"{served}/qd?run={qd['run']}", request) as page:
         page.get_by_text("generation 12 of 0–12").wait_for(timeout=60000)
         page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[12]}", timeout=30000)
         page.locator("button.first").click()  # the scrubber back to generation 0
