@@ -368,8 +368,12 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
 
     run, cfg, qd = load_run(store, ids[0])
     out = tmp_path / "best-brackets"
-    exported = _done(_short("qd", "export", ids[0], "--model", "best:brackets", "--out", str(out), "--runs",
-                          str(store.root), cwd=tmp_path))
+    proc = _short("qd", "export", ids[0], "--model", "best:brackets", "--out", str(out), "--runs", str(store.root),
+                  cwd=tmp_path)
+    printed, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Writing model shards" not in err  # transformers' bar stays out of the command's output
+    exported = json.loads(printed)
     model_id = exported["model"]
     assert model_id == scores[0]["cycleqd"]["brackets"]["id"]
     model, tok = load_model(str(out), device="cpu")

@@ -159,7 +159,10 @@ class LoRAModel:
         self.apply(params)
         tmp = staging_dir(path)
         try:
-            self.peft.save_pretrained(tmp)
+            from workbench.lm.models import quiet_progress
+
+            with quiet_progress():  # transformers' "Writing model shards" bar amid our own output
+                self.peft.save_pretrained(tmp)
             # peft keeps target_modules as a set and writes it in hash order, which changes from process to
             # process: sorted, the same adapter is the same file
             config = json.loads((tmp / "adapter_config.json").read_text())

@@ -176,7 +176,8 @@ def _smollm2(dtype: torch.dtype):
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:
-        model.save_pretrained(tmp)
+        with quiet_progress():  # transformers' "Writing model shards" bar amid our own output
+            model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps(stamp))
         replace_dir(tmp, folder)  # over a stale or broken cache, or the same one a concurrent loader wrote

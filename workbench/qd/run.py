@@ -592,7 +592,10 @@ def export_model(store: RunStore | str | Path, run_id: str, model_id: int | str,
     tmp = staging_dir(out)
     try:
         ctx.model.load_state_dict(theta, strict=True)
-        ctx.model.save_pretrained(tmp)
+        from workbench.lm.models import quiet_progress
+
+        with quiet_progress():  # transformers' "Writing model shards" bar, before the command's JSON
+            ctx.model.save_pretrained(tmp)
         ctx.tokenizer.save_pretrained(tmp)
         write_json(tmp / "lineage.json", {"run": run.id, "model": int(model_id), **qd.records[int(model_id)]})
         replace_dir(tmp, out, overwrite=False)
