@@ -368,6 +368,7 @@ def test_quick_zoo_goes_to_its_own_folder_and_is_marked(tmp_path, quick_zoo):
     assert not (tmp_path / "data" / "zoo").exists()  # the real zoo's place is left alone
     zoo = load_zoo(tmp_path / "data" / "zoo-quick")
     assert zoo.quick and "quick smoke-test zoo" in zoo.quick_warning()
+    assert "--zoo data/zoo" in zoo.quick_warning() and "--replace" not in zoo.quick_warning()  # not over this one
     assert load_zoo(quick_zoo).quick
 
 

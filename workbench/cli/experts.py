@@ -55,8 +55,8 @@ def cmd_train(args) -> int:
         total, task = config["iters"], config["task"]
     else:
         if not args.model or not args.task:
-            raise ValueError("give --model (e.g. data/zoo/base) and --task (one of the zoo's tasks or classify), or "
-                             "--resume RUN_ID")
+            raise ValueError("give --model (e.g. data/zoo/generalist) and --task (one of the zoo's tasks or "
+                             "classify), or --resume RUN_ID")
         cfg = ExpertRunConfig(**{**given, "device": device})
         if "rank" in given and cfg.adapter != "lora":  # an SVF expert has no rank: the flag would go unused
             raise ValueError("--rank is the rank of a LoRA adapter: give --adapter lora too, or leave --rank out")
@@ -259,7 +259,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "Adam on the SVF parameters only (spec §4); the best-validation expert is "
                                        "kept as expert.safetensors.")
     # settings default to None (then ExpertRunConfig's defaults apply), so that --resume can tell given flags
-    tr.add_argument("--model", help="'smollm2', a .gguf file or a model folder (e.g. data/zoo/base)")
+    tr.add_argument("--model", help="'smollm2', a .gguf file or a model folder (e.g. data/zoo/generalist, made by "
+                                    "workbench experts generalist: the zoo's base gives SVF nothing to learn from)")
     tr.add_argument("--task", choices=[*TASKS, "classify", "larger"],
                     help="the task (classify: the dispatcher expert; larger: for chat models such as smollm2)")
     tr.add_argument("--adapter", choices=["svf", "lora"], help="svf (default) or lora (peft, the same matrices)")

@@ -164,7 +164,8 @@ class Zoo:
         if not self.quick:
             return None
         return (f"{self.path} is a quick smoke-test zoo (weak experts, accuracies near 0): merges of it mean "
-                f"nothing; build the real one with `workbench zoo build --out {self.path} --replace` (a few minutes)")
+                f"nothing; build a real one with `workbench zoo build` (into data/zoo, a few minutes) and give it "
+                f"with --zoo data/zoo")
 
     @property
     def paths(self) -> dict[str, Path]:
