@@ -501,3 +501,17 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     from workbench.namm.legacy import PREDATES
 
     assert kind_predates("namm") == PREDATES
+
+
+def test_a_run_of_another_kind_is_named_with_its_article(tmp_path):
+    """`namm eval --run` with an adapt run said "is a adapt run"."""
+    from workbench.namm.saved import load_run_policy
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    adapt = store.create("adapt", "brackets", "sort+reverse", {"seed": 0}, 0)
+    with pytest.raises(ValueError, match=f"run {adapt.id} is an adapt run, not a NAMM training"):
+        load_run_policy(tmp_path, adapt.id)
+    target = store.create("target", "lenia", "pixels", {"seed": 0}, 0)
+    with pytest.raises(ValueError, match=f"run {target.id} is a target run"):
+        load_run_policy(tmp_path, target.id)

@@ -143,14 +143,15 @@ def run_policy_file(runs: str | Path, run_id: str) -> Path:
 def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True):
     """(SavedPolicy, Run) of a NAMM training run (kind "namm") in the run store `runs`; one ValueError for a
     missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run)."""
-    from workbench.runs import RunError, RunStore
+    from workbench.runs import RunError, RunStore, article
 
     try:
         run = RunStore(runs).open(run_id)
     except RunError as error:
         raise ValueError(str(error)) from None
     if run.info.get("kind") != "namm":
-        raise ValueError(f"run {run.id} is a {run.info.get('kind')} run, not a NAMM training: give a namm run "
+        kind = run.info.get("kind")
+        raise ValueError(f"run {run.id} is {article(kind)} {kind} run, not a NAMM training: give a namm run "
                          "(`workbench runs list` shows the kinds)")
     path = run.path / POLICY_FILE
     if not path.is_file():
