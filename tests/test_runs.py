@@ -246,6 +246,11 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     out, err = ok.communicate(timeout=300)
     assert ok.returncode == 0, err
     assert json.loads(out)["status"] == "done" and store.open(target.id).info["iterations"] == 2
+    # more iterations for a finished run: said to be no resume's work (it read "resume it without them")
+    with pytest.raises(RunError, match=r"is finished and was started with other settings \(iters 5 ≠ the run's 2\): "
+                                       r"a resume completes an interrupted run, it does not extend"):
+        run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+                                target_image=str(flock), iters=5, pop=4), store, resume=target.id)
 
 
 def test_run_id_prefixes(tmp_path, monkeypatch):

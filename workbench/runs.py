@@ -282,6 +282,10 @@ def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[
     conflicts = resume_conflicts(info, given, predates, typed)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
+        if info.get("status") == "done":  # e.g. --iters raised to go on: resuming does not do that
+            raise RunError(f"run {run.id} is finished and was started with other settings ({listed}): a resume "
+                           f"completes an interrupted run, it does not extend or change a finished one; start a "
+                           f"new run")
         raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "
                        f"or start a new run")
 
