@@ -50,7 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
         f = figure_sub.add_parser(name, help=text)
         f.add_argument("ids", nargs=n, metavar="ID")
-        f.add_argument("--out", required=True)
+        f.add_argument("--out", required=True, help="the file to write; its suffix picks the format: "
+                                                    + text.rsplit("(", 1)[1].rstrip(")"))
         f.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         # each subcommand has the flags it reads, no others: a flag it would ignore is refused by argparse
         if name != "video":
