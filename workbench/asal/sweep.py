@@ -108,22 +108,28 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
     copies and K × K similarities of the open-endedness loss), a chunk's frames, and the final embeddings of
     every rule that the run joins at its end. Nothing is checked where the OS does not say."""
     from workbench.fm import embedding_dim
+    from workbench.simulations import make_substrate
 
     free = available_memory() if free is None else free
     if free is None:
         return
     ev, n_rules = cfg.eval, len(cfg.rules())
     dim, k = embedding_dim(ev.fm), ev.frames
-    per_rollout = 20.0 * k * dim + 16.0 * k * k  # float32 embeddings, the loss' float64 copies, K × K similarities
+    cells = int(make_substrate("gol", **ev.overrides).grid) ** 2
+    # an initial state of a rule: float32 embeddings, the loss' float64 copies, K × K similarities; a rule: its bs
+    # of those, and the pixel score's K grids with one row of frame differences (grid_open_endedness, float32,
+    # one initial state at a time)
+    per_rollout = 20.0 * k * dim + 16.0 * k * k
+    per_rule = ev.bs * per_rollout + 12.0 * k * cells
     batch = min(cfg.batch, n_rules)
-    need, room = batch * ev.bs * per_rollout, 0.8 * free
+    need, room = batch * per_rule, 0.8 * free
     what = f"scoring {batch} rules × {ev.bs} initial states × {k} frames (embeddings of {dim})"
-    if room / (ev.bs * per_rollout) >= 1:
-        check_fits(need, "--batch", cfg.batch, what, int(room / (ev.bs * per_rollout)), free)
-    elif room / per_rollout >= 1:  # not even one rule's initial states
-        check_fits(need, "--bs", ev.bs, what, int(room / per_rollout), free)
+    if room / per_rule >= 1:
+        check_fits(need, "--batch", cfg.batch, what, int(room / per_rule), free)
+    elif (room - 12.0 * k * cells) / per_rollout >= 1:  # not even one rule's initial states
+        check_fits(need, "--bs", ev.bs, what, int((room - 12.0 * k * cells) / per_rollout), free)
     else:
-        check_fits(need, "--frames", k, what, int(room / (20.0 * dim + 16.0 * k)), free)
+        check_fits(need, "--frames", k, what, int(room / (20.0 * dim + 16.0 * k + 12.0 * cells)), free)
     # at the end (the batches gone): z_final, the batches' files (float32) read in and joined into one
     check_fits(8.0 * n_rules * dim, "--limit", n_rules, f"the final embeddings of {n_rules} rules",
                int(room / (8.0 * dim)), free)
@@ -163,8 +169,13 @@ def grid_open_endedness(cfg: SweepConfig, rules: np.ndarray) -> np.ndarray:
                 state, at = sub.step(state, params, index - at), index
             grids.append(sub.state_to_arrays(state)["state"].reshape(len(rules), -1).astype(np.float32))
         g = np.stack(grids, axis=1)  # (B, K, cells)
-        sim = 1.0 - np.abs(g[:, :, None] - g[:, None]).mean(axis=-1)  # (B, K, K)
-        sim = np.where(np.tril(np.ones(sim.shape[1:], bool), k=-1), sim, 0.0)
+        # the similarities below the diagonal, one row of frames at a time: the whole (B, K, K, cells) difference
+        # was 32 MiB a rule at K = 32 on the 64² grid (8 GiB for a default batch); the same numbers, element by
+        # element, and the zeros the reference's mask leaves elsewhere
+        K = g.shape[1]
+        sim = np.zeros((len(rules), K, K), np.float32)
+        for t in range(1, K):
+            sim[:, t, :t] = 1.0 - np.abs(g[:, t:t + 1] - g[:, :t]).mean(axis=-1)
         out += sim.max(axis=-1).mean(axis=-1)
     return out / len(sweep_seeds(cfg))
 
