@@ -296,8 +296,9 @@ class SearchModel(param.Parameterized):
 
     def config(self) -> SearchConfig:
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
+        # an illumination's K = 1 (its Frames field is hidden): a value left from another kind must not refuse it
         ev = EvalConfig(self.substrate, self.fm, weights=weights_for(self.fm, self.weights or None), steps=self.steps,
-                        frames=self.frames, bs=self.bs, chunk=self.pop)
+                        frames=self.frames if self.frames_choosable else 1, bs=self.bs, chunk=self.pop)
         if self.kind == "illuminate":
             extra = {"population": max(4 * self.pop, 8), "algorithm": self.algorithm}
         else:

@@ -466,6 +466,10 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert not model.init_choosable and model.config().init == "zero"
     model.substrate = "plenia"
     assert model.init_choosable and model.config().init == "random"
+    # Frames is hidden for an illumination, and a value left from another kind does not refuse it
+    model.kind, model.frames, model.steps = "openended", 50, 100
+    model.kind, model.steps = "illuminate", 20
+    assert not model.frames_choosable and model.config().eval.frames == 1
 
 
 
