@@ -655,6 +655,8 @@ def embedding_dim(name: str) -> int:
     arch = HUB_ARCHS.get(name) or name.split(":", 1)[-1]
     import open_clip
 
+    if arch not in open_clip.list_models():  # "hf-hub:…" / "local-dir:…": reading their config goes to the network
+        return 1024
     config = open_clip.get_model_config(arch) or {}
     return int(config.get("embed_dim", 1024))
 
