@@ -484,6 +484,13 @@ def test_the_memory_available_is_what_the_cgroup_still_allows(tmp_path):
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # what v1 writes for no limit
     assert cgroup_headroom(own, tmp_path / "v1") is None
     assert cgroup_headroom("", tmp_path) is None
+    # a batch job's limit on its job, the step and task below it unlimited (Slurm, systemd slices)
+    job = tmp_path / "v2b" / "job_1"
+    (job / "step_0" / "task_0").mkdir(parents=True)
+    for folder, limit in ((job, str(2 * 2**30)), (job / "step_0", "max"), (job / "step_0" / "task_0", "max")):
+        (folder / "memory.max").write_text(limit + "\n")
+        (folder / "memory.current").write_text(f"{2**30}\n")
+    assert cgroup_headroom("0::/job_1/step_0/task_0\n", tmp_path / "v2b") == 2**30
     free = available_memory()  # here: a number (Linux), never more than the machine's
     assert free is None or 0 <= free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 

@@ -104,8 +104,9 @@ def available_memory() -> int | None:
 def cgroup_headroom(own: str, root: Path) -> int | None:
     """What the memory cgroup named in `own` (the text of /proc/self/cgroup) still allows under `root` (where the
     cgroup file systems are mounted): its limit less what it uses, the page cache it may drop counted as free.
-    cgroup v2 (a "0::/path" line) or v1 (a "memory" controller line); inside a container the process' own
-    cgroup is often the mount's root, so that is tried too. None where no limit is set or nothing says."""
+    cgroup v2 (a "0::/path" line) or v1 (a "memory" controller line); the smallest room of the cgroup and those
+    above it, the mount's root included (inside a container, the process' own cgroup is often that root). None
+    where no limit is set or nothing says."""
     for line in own.splitlines():
         number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if number == "0" and controllers == "":  # v2: memory.max / memory.current / memory.stat's inactive_file
@@ -115,7 +116,10 @@ def cgroup_headroom(own: str, root: Path) -> int | None:
         else:
             continue
         rooms = []
-        for folder in {base / path.lstrip("/"), base}:  # the cgroup, and the mount's root (a container's own)
+        # the cgroup and each one above it (a batch job's limit sits on its job, not on the step or task it runs
+        # in), down to the mount's root (a container's own cgroup)
+        parts = [p for p in path.split("/") if p]
+        for folder in {base.joinpath(*parts[:i]) for i in range(len(parts) + 1)}:
             try:
                 limit = (folder / names[0]).read_text().strip()
                 used = int((folder / names[1]).read_text())

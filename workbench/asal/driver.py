@@ -226,16 +226,21 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
     if free is None:
         return
     if cfg.kind == "illuminate" and cfg.algorithm in ("ga", "rule-ga"):
-        # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices
+        # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices;
+        # beside them, per member, tell's copies of θ and of its embedding and its thumbnails (a reviewer's
+        # measurement: ~72 KB a member for Lenia with pixels besides the 24 N²)
+        from workbench.fm import embedding_dim
+        from workbench.simulations import make_substrate
+
+        b = 3.0 * (8 * make_substrate(cfg.eval.substrate, **cfg.eval.overrides).n_params
+                   + 4 * embedding_dim(cfg.eval.fm)) + 2.0 * 3 * 64 * 64
         n = cfg.population + cfg.pop
-        largest = int(math.sqrt(0.8 * free / 24)) - cfg.pop
-        if largest >= 3:  # the GA's smallest population
-            check_fits(24.0 * n * n, "--population", cfg.population,
-                       f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)", largest, free)
+        most = int((-b + math.sqrt(b * b + 96.0 * 0.8 * free)) / 48)  # 24 N² + b N ≤ 80 % of free
+        what = f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children) and their copies"
+        if most - cfg.pop >= 3:  # the GA's smallest population
+            check_fits(24.0 * n * n + b * n, "--population", cfg.population, what, most - cfg.pop, free)
         else:  # the children alone do not fit beside the smallest population
-            check_fits(24.0 * n * n, "--pop", cfg.pop,
-                       f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children)",
-                       int(math.sqrt(0.8 * free / 24)) - cfg.population, free)
+            check_fits(24.0 * n * n + b * n, "--pop", cfg.pop, what, most - cfg.population, free)
     if cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended"):
         # open_endedness: (pop, bs, K, K) float64 and its masked copy; where not even two frames fit, fewer
         # rollouts is the fix, which check_batch_memory names
@@ -260,9 +265,17 @@ def check_batch_memory(cfg: SearchConfig, free: int) -> None:
     oe = cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended")
     # a rollout: its K embeddings of D as float32 and the float64 copies the losses work on, and open-endedness'
     # K × K similarities; a θ: the search's samples, their stacked copy and the tell's (float64), and bs rollouts
-    per_rollout = 20.0 * ev.frames * dim + (16.0 * ev.frames ** 2 if oe else 0.0)
+    per_rollout = (20.0 * ev.frames * dim + (16.0 * ev.frames ** 2 if oe else 0.0)
+                   + (32.0 * ev.frames ** 2 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0))  # softmax's
     per_theta = 32.0 * n + ev.bs * per_rollout
     kept = 8.0 * (n + dim) * cfg.population if cfg.kind == "illuminate" else 0.0  # the archive's θ and embeddings
+    if cfg.algorithm == "map-elites":
+        # each tell scores the elites' illumination: their E × E similarities (17 bytes each), E at most the grid's
+        # cells and what was evaluated (the 32 seed θ, then pop an iteration)
+        cells = map_elites_side(cfg.population) ** 2
+        elites = min(cells, 32 + cfg.iters * cfg.pop)
+        check_fits(17.0 * elites * elites, "--population", cfg.population,
+                   f"the similarities of up to {elites} elites", int(math.sqrt(0.8 * free / 17.0)), free)
     need, room = cfg.pop * per_theta + kept, 0.8 * free - kept
     what = (f"evaluating {cfg.pop} θ of {n} numbers each ({ev.bs} × {ev.frames} embeddings of {dim} a θ)"
             + (f" beside an archive of {cfg.population}" if kept else ""))
@@ -279,7 +292,9 @@ def check_batch_memory(cfg: SearchConfig, free: int) -> None:
             check_fits(need, "--bs", ev.bs, what, int(per_seed), free)
         # K with pop · (20 K D + 16 K²) within the room (the frames' share, without K² where no open-endedness)
         share = max(room / cfg.pop / ev.bs - 32.0 * n / ev.bs, 0.0)
-        frames = share / (20.0 * dim) if not oe else (-20.0 * dim + math.sqrt(400.0 * dim ** 2 + 64.0 * share)) / 32
+        a = (16.0 if oe else 0.0) + (32.0 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0)  # K²'s bytes
+        b = 20.0 * dim  # bytes per frame of a rollout
+        frames = share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)
         check_fits(need, "--frames" if ev.frames > 1 else "--pop", ev.frames if ev.frames > 1 else cfg.pop, what,
                    int(frames) if ev.frames > 1 else fewest, free)
     # a chunk's frames: rendered, put in [0, 1] and resized for the FM, float32 (the simulations' own state is
