@@ -502,3 +502,25 @@ def test_similarities_go_through_gemm_and_equal_the_plain_product():
 
     z = np.random.default_rng(0).standard_normal((3, 5, 7, 4))
     np.testing.assert_allclose(gram(z), np.einsum("...kd,...jd->...kj", z, z), rtol=1e-12, atol=1e-12)
+
+
+def test_the_memory_checks_count_what_the_losses_really_allocate():
+    """The checks' bytes per rollout (20 K D for the embeddings and the losses' float64 copies, 16 K² for
+    open-endedness' similarities, 32 K² for the softmax loss') against the peak the losses allocate, so that a
+    loss that starts holding more cannot leave the checks behind (a reviewer found a sweep's pixel score at
+    32 MiB a rule, uncounted)."""
+    import tracemalloc
+
+    from workbench.asal import scores
+
+    rollouts, k, d = 8, 256, 64
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((rollouts, 1, k, d)).astype(np.float32)
+    target = rng.standard_normal((k, d)).astype(np.float32)  # one prompt a frame
+    for loss, counted in ((scores.open_endedness, 20.0 * k * d + 16.0 * k * k),
+                          (lambda x: scores.softmax_target(x, target), 20.0 * k * d + 32.0 * k * k)):
+        tracemalloc.start()
+        loss(z)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak + z.nbytes <= 1.05 * rollouts * counted, (loss, peak + z.nbytes, rollouts * counted)
