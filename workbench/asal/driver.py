@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.asal.atlas import compose, population_grid, project, snap_to_grid
-from workbench.asal.evaluate import EvalConfig, Objective, components, embed_rollouts
+from workbench.asal.evaluate import EvalConfig, Objective, check_chunk_memory, components, embed_rollouts
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
@@ -225,15 +225,15 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
     free = available_memory() if free is None else free
     if free is None:
         return
+    from workbench.fm import embedding_dim
+    from workbench.simulations import make_substrate
+
+    n_params, dim = make_substrate(cfg.eval.substrate, **cfg.eval.overrides).n_params, embedding_dim(cfg.eval.fm)
     if cfg.kind == "illuminate" and cfg.algorithm in ("ga", "rule-ga"):
         # prune_redundant: the (P + children)² similarities in float64, their negation and argpartition's indices;
         # beside them, per member, tell's copies of θ and of its embedding and its thumbnails (a reviewer's
         # measurement: ~72 KB a member for Lenia with pixels besides the 24 N²)
-        from workbench.fm import embedding_dim
-        from workbench.simulations import make_substrate
-
-        b = 3.0 * (8 * make_substrate(cfg.eval.substrate, **cfg.eval.overrides).n_params
-                   + 4 * embedding_dim(cfg.eval.fm)) + 2.0 * 3 * 64 * 64
+        b = 3.0 * (8 * n_params + 4 * dim) + 2.0 * 3 * 64 * 64
         n = cfg.population + cfg.pop
         most = int((-b + math.sqrt(b * b + 96.0 * 0.8 * free)) / 48)  # 24 N² + b N ≤ 80 % of free
         what = f"the GA's similarities of {n} members ({cfg.population} + {cfg.pop} children) and their copies"
@@ -249,24 +249,22 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
         if largest >= 2:  # open-endedness compares a frame with earlier ones
             check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
                        f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free)
-    check_batch_memory(cfg, free)  # last: the checks above name the flag that matters more
+    check_batch_memory(cfg, free, n_params, dim)  # last: the checks above name the flag that matters more
 
 
-def check_batch_memory(cfg: SearchConfig, free: int) -> None:
+def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
     """What each iteration holds for the θ it evaluates (--pop of them: CMA's population, the GA's children,
     MAP-Elites' batch) and the members it keeps (--population, illuminations), and what a chunk of simulations
     renders at once (--chunk frames of --size² pixels): --pop 10⁸ ran out of memory inside cmaes' sampling,
-    after the run's folder was made. Where even the smallest --pop does not fit, --bs or --frames is named."""
-    from workbench.fm import embedding_dim
-    from workbench.simulations import make_substrate
-
+    after the run's folder was made. Where even the smallest --pop does not fit, --bs or --frames is named.
+    n, dim: θ's numbers and the FM's embedding length."""
     ev = cfg.eval
-    n, dim = make_substrate(ev.substrate, **ev.overrides).n_params, embedding_dim(ev.fm)
     oe = cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended")
-    # a rollout: its K embeddings of D as float32 and the float64 copies the losses work on, and open-endedness'
-    # K × K similarities; a θ: the search's samples, their stacked copy and the tell's (float64), and bs rollouts
-    per_rollout = (20.0 * ev.frames * dim + (16.0 * ev.frames ** 2 if oe else 0.0)
-                   + (32.0 * ev.frames ** 2 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0))  # softmax's
+    # a rollout: its K embeddings of D as float32 and the float64 copies the losses work on, and the K × K arrays
+    # of open-endedness' similarities (16 bytes each) and of the softmax loss (32); a θ: the search's samples,
+    # their stacked copy and the tell's (float64), and bs rollouts
+    a = (16.0 if oe else 0.0) + (32.0 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0)
+    per_rollout = 20.0 * ev.frames * dim + a * ev.frames ** 2
     per_theta = 32.0 * n + ev.bs * per_rollout
     kept = 8.0 * (n + dim) * cfg.population if cfg.kind == "illuminate" else 0.0  # the archive's θ and embeddings
     if cfg.algorithm == "map-elites":
@@ -290,22 +288,13 @@ def check_batch_memory(cfg: SearchConfig, free: int) -> None:
         per_seed = (room - cfg.pop * 32.0 * n) / (cfg.pop * per_rollout)  # rollouts a θ can have
         if ev.bs > 1 and per_seed >= 1:
             check_fits(need, "--bs", ev.bs, what, int(per_seed), free)
-        # K with pop · (20 K D + 16 K²) within the room (the frames' share, without K² where no open-endedness)
+        # K with pop · (20 K D + a K²) within the room (the frames' share, without K² where no loss holds one)
         share = max(room / cfg.pop / ev.bs - 32.0 * n / ev.bs, 0.0)
-        a = (16.0 if oe else 0.0) + (32.0 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0)  # K²'s bytes
         b = 20.0 * dim  # bytes per frame of a rollout
         frames = share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)
         check_fits(need, "--frames" if ev.frames > 1 else "--pop", ev.frames if ev.frames > 1 else cfg.pop, what,
                    int(frames) if ev.frames > 1 else fewest, free)
-    # a chunk's frames: rendered, put in [0, 1] and resized for the FM, float32 (the simulations' own state is
-    # smaller than its frames)
-    per_sim = 3 * 12.0 * ev.size * ev.size
-    chunk = min(ev.chunk, cfg.pop)
-    if per_sim > 0.8 * free:
-        check_fits(per_sim, "--size", ev.size, f"one {ev.size}² frame and its copies",
-                   int(math.sqrt(0.8 * free / 36.0)), free)
-    check_fits(chunk * per_sim, "--chunk", ev.chunk, f"rendering {chunk} simulations at {ev.size}² at once",
-               int(0.8 * free / per_sim), free)
+    check_chunk_memory(ev, cfg.pop, free)
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):

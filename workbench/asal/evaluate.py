@@ -147,6 +147,23 @@ def _phase(timer: PhaseTimer | None, name: str):
     return contextlib.nullcontext() if timer is None else timer(name)
 
 
+def check_chunk_memory(cfg: EvalConfig, simulations: int, free: int) -> None:
+    """Refuse a chunk of simulations whose frames cannot fit in `free` bytes (rendered, put in [0, 1] and
+    resized for the FM, float32; the simulations' own state is smaller), naming --chunk, or --size where one
+    frame alone does not fit. `simulations`: how many a call evaluates (a chunk holds at most that many)."""
+    import math
+
+    from workbench.checks import check_fits
+
+    per_sim = 3 * 12.0 * cfg.size * cfg.size
+    chunk = min(cfg.chunk, simulations)
+    if per_sim > 0.8 * free:
+        check_fits(per_sim, "--size", cfg.size, f"one {cfg.size}² frame and its copies",
+                   int(math.sqrt(0.8 * free / 36.0)), free)
+    check_fits(chunk * per_sim, "--chunk", cfg.chunk, f"rendering {chunk} simulations at {cfg.size}² at once",
+               int(0.8 * free / per_sim), free)
+
+
 def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
                    timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of the first seed as uint8 thumbnails.

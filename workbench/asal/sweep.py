@@ -27,7 +27,7 @@ import numpy as np
 
 from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
-from workbench.asal.evaluate import EvalConfig, components
+from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components
 from workbench.asal.legacy import predated, upgrade_eval
 from workbench.checks import available_memory, check_fits, check_seed
 from workbench.runs import (
@@ -133,9 +133,7 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
     # at the end (the batches gone): z_final, the batches' files (float32) read in and joined into one
     check_fits(8.0 * n_rules * dim, "--limit", n_rules, f"the final embeddings of {n_rules} rules",
                int(room / (8.0 * dim)), free)
-    per_sim = 3 * 12.0 * ev.size * ev.size  # a chunk's frames: rendered, in [0, 1], resized, float32
-    check_fits(min(ev.chunk, batch) * per_sim, "--chunk", ev.chunk,
-               f"rendering {min(ev.chunk, batch)} simulations at {ev.size}² at once", int(0.8 * free / per_sim), free)
+    check_chunk_memory(ev, batch, free)
 
 
 def score_batch(cfg: SweepConfig, rules: np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
