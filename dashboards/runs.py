@@ -22,7 +22,7 @@ import param
 
 from workbench.compare import Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
-from workbench.runs import RunError, RunStore
+from workbench.runs import RunError, RunStore, steps_done
 
 COLUMNS = ["id", "kind", "substrate", "fm", "status", "iterations", "best_loss", "created"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
@@ -123,6 +123,7 @@ class RunsModel(param.Parameterized):
             subtitle = f"FM {row.get('fm')}" + (f" · {algorithm}" if algorithm else "")
         return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
                 "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
+                "steps": "{} {}".format(*steps_done(kind, row.get("iterations"))).replace(" iterations", " it"),
                 "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
                 "thumbnail": self.thumbnail(row),
                 "links": open_links(kind, row["id"], row.get("algorithm")),
@@ -389,7 +390,7 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
             f'<div class="thumb">{thumb}</div><div class="body">'
             f'<div class="title">{html.escape(c["title"])}</div><div class="sub">{html.escape(c["subtitle"])}</div>'
             f'<div class="meta"><span class="badge" style="background:{colour}">{html.escape(c["status"])}</span>'
-            f'{c["iterations"]} it · {html.escape(c["best"])}</div>'
+            f'{html.escape(c["steps"])} · {html.escape(c["best"])}</div>'
             f'<div class="id">{html.escape(c["id"])}</div>{resume}<div class="links">{buttons}</div></div></div>')
     return f'<div class="gallery">{"".join(out)}</div>'
 

@@ -138,6 +138,10 @@ def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo,
     _refused(capsys, [*resume, "--stop-token", "drop"], "--stop-token 'drop' ≠ what the run did, made before this "
              "setting existed ('count')", store.root)
     assert main([*resume, "--stop-token", "count"]) == 0
+    # more --iters for a finished expert: refused, saying why (a search's run can go on; this one cannot)
+    _refused(capsys, [*resume, "--iters", str(done.info["config"]["iters"] + 2)],
+             "it does not extend or change a finished one (its last step was validated and may be the expert it "
+             "kept", store.root)
     rows = {(e["stop_token"], e["expert"]["runs"]) for e in report([counted, dropped, done])["experts"]}
     assert rows == {("count", 2), ("drop", 1)}
     # adapt runs made before: CEM's tie-break counted the eos too

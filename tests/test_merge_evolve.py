@@ -124,6 +124,26 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
     assert b.info["command"] == shlex.join(["workbench", *args, "--runs", "killed"])
 
 
+def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, quick_zoo):
+    """A finished 2-iteration evolution resumed with iters=4 (the library) and then --iters 5 (the CLI, its own
+    process) ends as the run started with 5: every evaluation, the best genome, the recipe and the test scores."""
+    store = RunStore(tmp_path / "runs")
+    run = evolve(_cfg(quick_zoo), store)
+    assert evolve(None, store, resume=run.id, iters=4).info["iterations"] == 4
+    resumed = run_command(f"workbench merge evolve --resume {run.id} --iters 5 --runs runs --quiet", cwd=tmp_path)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert json.loads(out)["iterations"] == 5
+    whole = evolve(_cfg(quick_zoo, iters=5), RunStore(tmp_path / "whole"))
+    b = store.open(run.id)
+    assert b.info["config"] == whole.info["config"]
+    assert [(r["from_iteration"], r["extended_to"]) for r in b.info["resumes"]] == [(2, 4), (4, 5)]
+    np.testing.assert_array_equal(np.load(whole.path / "best.npy"), np.load(b.path / "best.npy"))
+    assert _evaluations(whole) == _evaluations(b) and b.info["best_loss"] == whole.info["best_loss"]
+    assert (whole.path / "recipe.yaml").read_text() == (b.path / "recipe.yaml").read_text()
+    assert (whole.path / "scores.json").read_text() == (b.path / "scores.json").read_text()
+
+
 @torch.no_grad()
 def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo, capsys):
     from workbench.lm.zoo import load_zoo

@@ -164,6 +164,13 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert main(["runs", "list", "--runs", str(store.root)]) == 0
     out = capsys.readouterr().out
     assert "CycleQD runs" in out and "best qd_score ↑" in out and "brackets, sort" in out and "svd" in out
+    # counted in generations, as --gens is: generation 0 (the seed experts) is not one of them
+    (line,) = [line for line in out.splitlines() if run.id in line]
+    assert "generations" in out and f" {GENS} " in line and f" {GENS + 1} " not in line
+    from workbench.dashboards.runs import RunsModel
+
+    (card,) = [RunsModel(runs_dir=str(store.root)).card(r) for r in store.list() if r["id"] == run.id]
+    assert card["steps"] == f"{GENS} generations" and card["iterations"] == GENS + 1
     (row,) = [r for r in store.list() if r["id"] == run.id]
     assert row["tasks"] == ["brackets", "sort"] and row["sampling"] == "elite" and row["mutation"] == "svd"
     assert row["columns"] == ["tasks", "sampling", "mutation"] and row["best"] == -info["best_loss"]
@@ -199,6 +206,32 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(finished, tmp_path, zo
     assert (a.path / "scores.json").read_text() == (b.path / "scores.json").read_text()
     base_a, base_b = (json.loads((r.path / "baselines.json").read_text()) for r in (a, b))
     assert base_a["test"] == base_b["test"]
+
+
+def test_a_finished_run_goes_on_to_more_generations_as_a_run_started_with_them(finished, tmp_path, zoo):
+    """Seed 1 of CYCLE run to generation GENS − 2, then `--resume ID --gens GENS`: equals the fixture's seed-1 run
+    (every table, file and score); a lower --gens is refused in one line."""
+    _, whole, _, results = finished
+    args = list(CYCLE)
+    args[args.index("--gens") + 1] = str(GENS - 2)
+    short = _done(_cli(*args, "--zoo", str(zoo), "--seed", "1", "--runs", "runs", cwd=tmp_path))
+    assert short["generations"] == GENS - 2
+    lower = _cli("qd", "cycle", "--resume", short["id"], "--gens", "1", "--runs", "runs", cwd=tmp_path)
+    out, err = lower.communicate(timeout=120)
+    assert lower.returncode == 2 and f"--gens 1 ≠ the run's {GENS - 2} (a resume can raise it, not lower it)" in err
+    result = _done(run_command(f"workbench qd cycle --resume {short['id']} --gens {GENS} --runs runs --quiet",
+                               cwd=tmp_path))
+    reference = results[SEEDS.index(1)]
+    assert result["status"] == "done" and result["generations"] == GENS
+    assert result["qd_score"] == reference["qd_score"] and result["test_scores"] == reference["test_scores"]
+    a, b = whole.open(reference["id"]), RunStore(tmp_path / "runs").open(short["id"])
+    assert b.info["config"] == a.info["config"]
+    assert b.info["resumes"][-1]["extended_to"] == GENS and b.info["resumes"][-1]["from_generation"] == GENS - 1
+    for name in ("children", "metrics", "archives"):
+        assert _table(a, name) == _table(b, name), name
+    assert _qd_state(a) == _qd_state(b)
+    assert _files(a, "archive_maps") == _files(b, "archive_maps") and _files(a, "pyribs") == _files(b, "pyribs")
+    assert (a.path / "scores.json").read_text() == (b.path / "scores.json").read_text()
 
 
 def test_batches_serial_equal_dask_with_either_transfer(finished, tmp_path, zoo):

@@ -246,11 +246,58 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     out, err = ok.communicate(timeout=300)
     assert ok.returncode == 0, err
     assert json.loads(out)["status"] == "done" and store.open(target.id).info["iterations"] == 2
-    # more iterations for a finished run: said to be no resume's work (it read "resume it without them")
-    with pytest.raises(RunError, match=r"is finished and was started with other settings \(iters 5 ≠ the run's 2\): "
-                                       r"a resume completes an interrupted run, it does not extend"):
-        run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=10, size=32),
+    # a finished run resumed with other settings besides more iterations: said what a resume does
+    with pytest.raises(RunError, match=r"is finished and was started with other settings \(eval\.steps 12 ≠ the "
+                                       r"run's 10\): a resume goes on with the run's own settings, to a larger "
+                                       r"iters where one is given"):
+        run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=12, size=32),
                                 target_image=str(flock), iters=5, pop=4), store, resume=target.id)
+    with pytest.raises(RunError, match=r"iters 1 ≠ the run's 2 \(a resume can raise it, not lower it\)"):
+        run_search(None, store, resume=target.id, iters=1)
+
+
+@pytest.mark.parametrize("search", list(SEARCHES))
+def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, search):
+    """--resume ID --iters N (N more than the run's): a finished run goes on from its last checkpoint and ends
+    as the run started with --iters N, bit for bit (a search's steps do not depend on its total); run.json says
+    what the run now is. The CLI, in its own process, takes the same request and refuses a lower one."""
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    args = list(SEARCHES[search])
+    args[args.index("--iters") + 1] = "2"
+    first = _short(*args, "--runs", "runs", "--quiet", cwd=tmp_path)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    run_id = json.loads(out)["id"]
+    store = RunStore(tmp_path / "runs")
+    lower = _one_error_line(_short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "1",
+                                   "--runs", "runs", cwd=tmp_path))
+    assert "--iters 1 ≠ the run's 2 (a resume can raise it, not lower it)" in lower
+    longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
+                    "--quiet", cwd=tmp_path)
+    out, err = longer.communicate(timeout=300)
+    assert longer.returncode == 0, err
+    assert json.loads(out)["iterations"] == 4 and json.loads(out)["status"] == "done"
+    args[args.index("--iters") + 1] = "4"
+    whole = _short(*args, "--runs", "whole", "--quiet", cwd=tmp_path)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    a, b = RunStore(tmp_path / "whole").open(json.loads(out)["id"]), store.open(run_id)
+    assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 4
+    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["extended_to"] == 4
+    assert b.info["best_loss"] == a.info["best_loss"]
+    np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
+    rows = lambda r: [{k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
+                      for m in r.read_table("metrics").to_pylist()]
+    assert rows(a) == rows(b) and len(rows(b)) == 4
+    assert a.read_table("population").to_pylist() == b.read_table("population").to_pylist()
+    if search != "target":
+        np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
+    # asked again for no more than it has: a finished run, left as it is
+    again = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
+                   "--quiet", cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and json.loads(out)["iterations"] == 4, err
+    assert len(store.open(run_id).info["resumes"]) == 1
 
 
 def test_run_id_prefixes(tmp_path, monkeypatch):

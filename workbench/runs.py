@@ -230,8 +230,8 @@ def as_run_did(config: dict, predates: dict[str, tuple[Any, Any]]) -> dict:
 
 
 def resume_conflicts(info: dict, given: dict[str, Any],
-                     predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False
-                     ) -> list[tuple[str, str]]:
+                     predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False,
+                     extends: str | None = None) -> list[tuple[str, str]]:
     """The settings in `given` (config fields, dotted for nested configs: "eval.substrate") that contradict
     a run's stored config, as (name, "given ≠ stored"). An input file the run copied (run.json `inputs`, by
     config field) is compared by content (sha256), not by path.
@@ -243,7 +243,8 @@ def resume_conflicts(info: dict, given: dict[str, Any],
     other value is compared with what the run did. typed: `given` holds only what a user typed (CLI flags), so
     the default typed is a request too, compared with what the run did. A key of a nested setting the run lacks (a
     task's range that is not the run's) is a conflict; any other name the stored config lacks and `predates` does
-    not list is an error (a misspelt setting must not switch its check off)."""
+    not list is an error (a misspelt setting must not switch its check off). extends: the length setting ("iters",
+    "gens") of a kind of run that can go on past its end (extended_total): a larger value of it is no conflict."""
     stored = flat_config(info["config"])
     predates = predates or {}
     out = []
@@ -266,28 +267,75 @@ def resume_conflicts(info: dict, given: dict[str, Any],
         if recorded is not None and value is not None:
             if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):
                 out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
+        elif name == extends and _is_int(plain) and _is_int(stored[name]) and plain > stored[name]:
+            continue  # more iterations: the run goes on (extended_total)
         elif plain != stored[name]:
-            out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
+            more = " (a resume can raise it, not lower it)" if name == extends and plain is not None else ""
+            out.append((name, f"{value!r} ≠ the run's {stored[name]!r}{more}"))
     return out
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def extended_total(run: Run, extends: str, value: int | None) -> int | None:
+    """The larger total that a resume asks of `run` for its length setting `extends` ("iters", "gens"), or None
+    when it asks for none (value None or the run's own). The caller checked the resume first (check_resume with
+    the same extends): a smaller value was refused there.
+
+    An extension goes on from the run's last checkpoint: a finished run of 100 iterations extended to 200 is
+    the run that --iters 200 would have made from the start, bit for bit, for the kinds of run whose steps do
+    not depend on their total (ASAL searches, recipe evolutions, CycleQD)."""
+    stored = run.info["config"].get(extends)
+    return value if value is not None and _is_int(stored) and value > stored else None
+
+
+def extend_run(run: Run, extends: str, total: int) -> None:
+    """Record in run.json that the (claimed) run goes on to `total` for its length setting `extends`: its
+    config's value, so that a later resume, a comparison and the runs list read the run as it now is, and on
+    the resume just recorded (its last `resumes` entry, "extended_to"). A finished run is 'stopped' until its loop
+    starts: a failure before then leaves it resumable to the new total, not finished short of it."""
+    info = run.info
+    resumes = [*info.get("resumes", [])]
+    if resumes:
+        resumes[-1] = {**resumes[-1], "extended_to": total}
+    status = "stopped" if info.get("status") == "done" else info.get("status")
+    run.update(config={**info["config"], extends: total}, resumes=resumes, status=status)
+
+
 def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None,
-                 predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False) -> None:
+                 predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False,
+                 extends: str | None = None, fixed: str | None = None) -> None:
     """Refuse to resume `run` as a `kind` run, or with settings that contradict its config: one error
-    naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates, typed: see
-    resume_conflicts."""
+    naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates, typed, extends:
+    see resume_conflicts (a kind that can go on past its end names its length setting). fixed: why a kind's length
+    cannot be raised (said when it is asked)."""
     info = run.info
     if kind is not None and info.get("kind") != kind:
         raise RunError(_wrong_kind(run, kind, resuming=True))
-    conflicts = resume_conflicts(info, given, predates, typed)
+    conflicts = resume_conflicts(info, given, predates, typed, extends)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
-        if info.get("status") == "done":  # e.g. --iters raised to go on: resuming does not do that
+        if extends is not None and info.get("status") == "done":
+            flag = (names or {}).get(extends, extends)
             raise RunError(f"run {run.id} is finished and was started with other settings ({listed}): a resume "
-                           f"completes an interrupted run, it does not extend or change a finished one; start a "
-                           f"new run")
+                           f"goes on with the run's own settings, to a larger {flag} where one is given; start a "
+                           f"new run to change them")
+        if info.get("status") == "done":  # e.g. --iters raised to go on, where a kind cannot
+            why = f" ({fixed})" if fixed else ""
+            raise RunError(f"run {run.id} is finished and was started with other settings ({listed}): a resume "
+                           f"completes an interrupted run, it does not extend or change a finished one{why}; start "
+                           f"a new run")
         raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "
                        f"or start a new run")
+
+
+def steps_done(kind: str | None, iterations: int | None) -> tuple[int, str]:
+    """A run's stored iterations as its users count them, with the unit: a CycleQD run's first iteration is its
+    generation 0 (the seed experts scored), so --gens 6 ends after 7 iterations, which are its 6 generations."""
+    n = iterations or 0
+    return (max(n - 1, 0), "generations") if kind == "qd" else (n, "iterations")
 
 
 def article(word: object) -> str:

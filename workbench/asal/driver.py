@@ -41,6 +41,8 @@ from workbench.runs import (
     RunStore,
     check_resume,
     checkpointed_loop,
+    extend_run,
+    extended_total,
     flat_config,
     releases_claims,
     setting_up,
@@ -387,13 +389,15 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
                device: str | None = None, *, kind: str | None = None, trust_pickle: bool = False,
-               command: str | None = None) -> Run:
+               command: str | None = None, iters: int | None = None) -> Run:
     """Run (or resume) a search to cfg.iters iterations; returns the finished run.
 
     resume: a run id (or a unique prefix of one) to continue from its last checkpoint; cfg may then be
-    None, or a config that must equal the run's (else one error naming the differences). kind: the kind
-    of search the caller means to resume ("target", "openended", "illuminate"); a run of another kind is
-    refused. trust_pickle: also load a pickle checkpoint of an older version (it can run code: only for
+    None, or a config that must equal the run's (else one error naming the differences) but for a larger iters.
+    iters (with resume): the total to go on to, more than the run's own: a finished run is extended from its last
+    checkpoint, exactly as a run started with that many iterations would have gone on (runs.extended_total).
+    kind: the kind of search the caller means to resume ("target", "openended", "illuminate"); a run of another
+    kind is refused. trust_pickle: also load a pickle checkpoint of an older version (it can run code: only for
     run folders you trust). command: the command line, recorded in run.json (the CLI passes its own).
     Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
@@ -405,11 +409,17 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
+        if iters is not None:
+            given["iters"] = iters
         check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")},
-                     predates=PREDATES)
+                     predates=PREDATES, extends="iters")
+        more = extended_total(run, "iters", given.get("iters"))
         run, cfg, state = store.reopen(run.id, read_config,
                                        kinds=KINDS, trust_pickle=trust_pickle)
-        if run.info.get("status") == "done":
+        if more is not None:
+            cfg.iters = more
+            check_memory(cfg)  # what grows with the iterations (MAP-Elites' archive) must fit
+        elif run.info.get("status") == "done":
             return run
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
             raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
@@ -421,6 +431,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         run.update(resumes=[*run.info.get("resumes", []), {
             "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "from_iteration": 0 if state is None else state["iteration"]}])
+        if more is not None:
+            extend_run(run, "iters", more)
     elif cfg is None:
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:

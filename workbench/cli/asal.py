@@ -41,9 +41,9 @@ def cmd_asal(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
     cfg, resume, total = None, None, None
-    run = resumed_run(store, args, args.search, given, FLAGS, PREDATES)
+    run = resumed_run(store, args, args.search, given, FLAGS, PREDATES, extends="iters")
     if run is not None:
-        resume, total = run.id, run.info["config"].get("iters")
+        resume, total = run.id, max(run.info["config"].get("iters") or 0, args.iters or 0) or None
     else:
         defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
 
@@ -79,7 +79,7 @@ def cmd_asal(args) -> int:
             run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                              on_start=on_iteration.start,
                              device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
-                             command=cli_command())
+                             command=cli_command(), iters=args.iters if resume is not None else None)
     finally:
         close_client(client)
     info = run.info
@@ -135,7 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--seed", type=SEED, help="default: 0")
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                         "settings flags must match the run's or be left out)")
+                                                         "settings flags must match the run's or be left out); with a "
+                                                         "larger --iters, also a finished run goes on to that many, "
+                                                         "as a run started with them would have")
         a.add_argument("--trust-pickle", action="store_true",
                        help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
                             "run folders you trust)")

@@ -114,10 +114,12 @@ def check_device(value: str | None) -> str | None:
 
 
 def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
-                names: dict[str, str] | Callable[[dict], dict[str, str]], predates: dict | None = None):
+                names: dict[str, str] | Callable[[dict], dict[str, str]], predates: dict | None = None,
+                extends: str | None = None, fixed: str | None = None):
     """The run that --resume ID names (None without --resume), with everything that would refuse the resume
     checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
-    (named by `names`, or by `names(config)`), its process still running, a pickle checkpoint without
+    (named by `names`, or by `names(config)`; but for a larger value of the length setting `extends`, which goes
+    on past the run's end; `fixed`: why a kind cannot), its process still running, a pickle checkpoint without
     --trust-pickle. --trust-pickle without --resume is refused: a new run would ignore it silently. So are
     --workers with --dask, here rather than when the client starts, after the notes about the run."""
     if getattr(args, "workers", None) is not None and getattr(args, "dask", None):
@@ -132,7 +134,7 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
 
     run = store.open(args.resume)
     check_resume(run, kind, given, names=names(run.info["config"]) if callable(names) else names,
-                 predates=predates, typed=True)  # given: the flags typed
+                 predates=predates, typed=True, extends=extends, fixed=fixed)  # given: the flags typed
     run.check_resumable(trust_pickle=trust)
     return run
 

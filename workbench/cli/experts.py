@@ -42,14 +42,14 @@ def _given(args, fields: dict[str, str]) -> dict:
 
 
 def cmd_train(args) -> int:
-    from workbench.experts.run import FLAGS, KIND, PREDATES, ExpertRunConfig, check_model, train_expert
+    from workbench.experts.run import FIXED, FLAGS, KIND, PREDATES, ExpertRunConfig, check_model, train_expert
     from workbench.runs import RunStore, cli_command
 
     device = check_device(args.device)
     store = RunStore(args.runs)
     given = _given(args, TRAIN_FIELDS)
     cfg, resume = None, None
-    run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
+    run = resumed_run(store, args, KIND, given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
         resume, config = run.id, run.info["config"]
         total, task = config["iters"], config["task"]

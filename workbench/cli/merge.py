@@ -37,9 +37,9 @@ def cmd_evolve(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in EVOLVE_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    run = resumed_run(store, args, "merge", given, FLAGS)
+    run = resumed_run(store, args, "merge", given, FLAGS, extends="iters")
     if run is not None:
-        resume, total = run.id, run.info["config"].get("iters")
+        resume, total = run.id, max(run.info["config"].get("iters") or 0, args.iters or 0) or None
     else:
         if not args.models:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
@@ -62,7 +62,7 @@ def cmd_evolve(args) -> int:
             run = evolve(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                          on_start=on_iteration.start,
                          device=device if resume is not None else None, trust_pickle=args.trust_pickle,
-                         command=cli_command())
+                         command=cli_command(), iters=args.iters if resume is not None else None)
     finally:
         close_client(client)
     info = run.info
@@ -122,7 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 3, as the reference)")
     ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                   "settings flags must match the run's or be left out)")
+                                                   "settings flags must match the run's or be left out); with a "
+                                                   "larger --iters, also a finished run goes on to that many, as a "
+                                                   "run started with them would have")
     ev.add_argument("--trust-pickle", action="store_true",
                     help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
                          "folders you trust)")

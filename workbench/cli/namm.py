@@ -40,7 +40,7 @@ METHODS = ("namm", "full", "recent", "h2o")
 
 def cmd_train(args) -> int:
     from workbench.namm.legacy import PREDATES
-    from workbench.namm.run import train_namm
+    from workbench.namm.run import FIXED, train_namm
     from workbench.namm.tasks import check_prompts
     from workbench.namm.train import FLAGS, NAMMTrainConfig
     from workbench.runs import RunStore, cli_command
@@ -49,7 +49,7 @@ def cmd_train(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in TRAIN_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
-    run = resumed_run(store, args, "namm", given, FLAGS, PREDATES)
+    run = resumed_run(store, args, "namm", given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
         resume, total = run.id, run.info["config"]["gens"]
     else:

@@ -65,11 +65,13 @@ def cmd_cycle(args) -> int:
     cfg, resume = None, None
     if args.resume is not None:
         given.update({f"ranges.{t}": r for t, r in (ranges or {}).items()})
-    run = resumed_run(store, args, "qd", given, flag_names)
+    run = resumed_run(store, args, "qd", given, flag_names, extends="gens")
     if run is not None:
         resume, config = run.id, run.info["config"]
-        total, tasks = config["gens"] + 1, config["tasks"]
-        args.quiet = args.quiet or run.info.get("status") == "done"   # nothing left to run: no bar
+        gens = max(config["gens"], args.gens or 0)
+        total, tasks = gens + 1, config["tasks"]
+        # nothing left to run: no bar
+        args.quiet = args.quiet or (run.info.get("status") == "done" and gens == config["gens"])
     else:
         if "transfer" in given and args.workers is None and args.dask is None:  # a flag the run would not read
             raise ValueError("--transfer says how children reach Dask workers; without --workers N or --dask "
@@ -216,7 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cy.add_argument("--threads", type=POSITIVE, help="torch threads per evaluating process (default: 1)")
     cy.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     cy.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                   "settings flags must match the run's or be left out)")
+                                                   "settings flags must match the run's or be left out); with a "
+                                                   "larger --gens, also a finished run goes on to that many, as a "
+                                                   "run started with them would have")
     cy.add_argument("--workers", type=WORKERS, help="evaluate each generation's children on a local Dask cluster")
     cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -23,6 +23,8 @@ def _runs_tables(rows: list[dict]) -> None:
     with the columns that describe its runs, and the best value in its metric's units and direction."""
     from rich.table import Table
 
+    from workbench.runs import steps_done
+
     console = Console(width=max(Console().width, 140), markup=False)
     families = {}
     for r in rows:
@@ -32,12 +34,14 @@ def _runs_tables(rows: list[dict]) -> None:
         best = _best_header(group)
         kind = ["kind"] if family == "asal" else []
         headers = [LABELS.get(family, {}).get(c, c) for c in describe]
-        table = Table(*kind, *headers, "status", "iterations", best, "id", title=TITLES[family])
+        steps = steps_done(family, 0)[1]  # CycleQD counts generations (its generation 0 is the seed experts)
+        table = Table(*kind, *headers, "status", steps, best, "id", title=TITLES[family])
         for r in group:
             cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
                      for c in describe]
             value = "" if r["best"] is None else f"{r['best']:.4f}"
-            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], str(r["iterations"]), value, r["id"])
+            done = str(steps_done(r["kind"], r["iterations"])[0])
+            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], done, value, r["id"])
         console.print(table)
     for r in rows:
         if r["resume_command"] and r["status"] == "interrupted":

@@ -49,6 +49,9 @@ from workbench.runs import (
 from workbench.threads import torch_threads
 
 KIND = "experts"
+#: why a finished run cannot go on to more --iters (runs.check_resume's fixed): its last step is validated, and the
+# kept expert may be that step's; a run started with more iterations would not have validated it
+FIXED = "its last step was validated and may be the expert it kept, which a longer run would not have done"
 METRIC = "val_accuracy"
 ADAPTERS = ("svf", "lora")
 EXPERT_FILE = "expert.safetensors"
@@ -214,7 +217,7 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
     state = None
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
+        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

@@ -44,6 +44,8 @@ from workbench.runs import (
     RunStore,
     check_resume,
     checkpointed_loop,
+    extend_run,
+    extended_total,
     releases_claims,
     setting_up,
     write_json,
@@ -263,13 +265,16 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
 def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-           device: str | None = None, *, trust_pickle: bool = False, command: str | None = None) -> Run:
+           device: str | None = None, *, trust_pickle: bool = False, command: str | None = None,
+           iters: int | None = None) -> Run:
     """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run. `device`, when given,
     replaces cfg.device (a resumed run's too: e.g. continue a GPU run on the CPU; it then continues as a run on
     that device would, not bit for bit as the original).
 
     resume: a run id (or a unique prefix of one); cfg may then be None, or a config that must equal the
-    run's (else one error naming the differences). trust_pickle: also load a pickle checkpoint of an older
+    run's (else one error naming the differences) but for a larger iters. iters (with resume): the total to go on
+    to, more than the run's own: a finished run is extended from its last checkpoint, as a run started with that
+    many iterations would have gone on (runs.extended_total). trust_pickle: also load a pickle checkpoint of an older
     version (it can run code: only for run folders you trust). command: the command line, kept in run.json.
     The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness.
     client: a Dask client to evaluate genomes on (the same results as without).
@@ -280,16 +285,23 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}
-        check_resume(run, "merge", given)
+        if iters is not None:
+            given["iters"] = iters
+        check_resume(run, "merge", given, extends="iters")
+        more = extended_total(run, "iters", given.get("iters"))
         run, cfg, state = store.reopen(run.id, lambda c: EvolveConfig(**c), kinds=("merge",),
                                        trust_pickle=trust_pickle)
-        if run.info.get("status") == "done":
+        if more is not None:
+            cfg = dataclasses.replace(cfg, iters=more)
+        elif run.info.get("status") == "done":
             return run
         if state is not None and not (isinstance(state.get("search"), RecipeCMA) and "evaluations" in state):
             raise RunError(f"the checkpoint of run {run.id!r} holds no recipe search; start a new run instead")
         run.update(resumes=[*run.info.get("resumes", []), {
             "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "from_iteration": 0 if state is None else state["iteration"]}])
+        if more is not None:
+            extend_run(run, "iters", more)
     elif cfg is None:
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:

@@ -63,6 +63,8 @@ from workbench.runs import (
 )
 
 KIND = "namm"
+#: why a finished run cannot go on to more --gens (runs.check_resume's fixed)
+FIXED = "its curriculum and its CMA-ES were set up for the stages --gens was divided into"
 METRIC = "fitness"
 
 
@@ -102,7 +104,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     state = None
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
+        check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

@@ -60,6 +60,8 @@ from workbench.runs import (
     RunStore,
     check_resume,
     checkpointed_loop,
+    extend_run,
+    extended_total,
     releases_claims,
     setting_up,
     write_json,
@@ -357,7 +359,9 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     """Run (or resume) CycleQD to generation cfg.gens; returns the run.
 
     resume: a run id (or a unique prefix); cfg may then be None. given: settings that must equal the resumed
-    run's (config field names, "ranges.<task>" for a range; else one error naming each difference by its flag).
+    run's (config field names, "ranges.<task>" for a range; else one error naming each difference by its flag),
+    but for a larger "gens": a finished run then goes on from its last checkpoint to that many generations, as a
+    run started with them would have (runs.extended_total).
     on_iteration(done, total, metrics row) after each generation is stored (done counts generation 0 too, so
     total = gens + 1). device, when given, replaces cfg.device (a resumed run's too; it then continues as a run on
     that device would). command: the command line, kept in run.json. Metric: the QD score summed over the
@@ -367,9 +371,12 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, dict(given or {}), names=flag_names(run.info["config"]))
+        check_resume(run, KIND, dict(given or {}), names=flag_names(run.info["config"]), extends="gens")
+        more = extended_total(run, "gens", (given or {}).get("gens"))
         run, cfg, state = store.reopen(run.id, QDRunConfig.from_dict, kinds=(KIND,))
-        if run.info.get("status") == "done":
+        if more is not None:
+            cfg = dataclasses.replace(cfg, gens=more)
+        elif run.info.get("status") == "done":
             return run
         if state is not None and not isinstance(state.get("qd"), CycleQD):
             raise RunError(f"the checkpoint of run {run.id!r} holds no CycleQD state; start a new run instead")
@@ -380,6 +387,8 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         run.update(resumes=[*run.info.get("resumes", []), {
             "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "from_generation": 0 if state is None else state["iteration"]}])
+        if more is not None:
+            extend_run(run, "gens", more)
     elif cfg is None:
         raise ValueError("give a QDRunConfig or resume=RUN_ID")
     else:
