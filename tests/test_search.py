@@ -443,6 +443,21 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
     check_memory(SearchConfig(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels",
                                                                                    steps=10**6, frames=frames)),
                  free=free)
+    # a value the search takes: a multiple of its prompts (it would round another up again, past what fits)
+    seven = dict(kind="target", prompts=list("abcdefg"), pop=10**4)
+    with pytest.raises(ValueError, match=r"--frames 700000: .* give --frames (\d+) or less") as err:
+        check_memory(SearchConfig(**seven, eval=EvalConfig("lenia", "pixels", steps=10**6, frames=7 * 10**5)),
+                     free=free)
+    frames = int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
+    assert frames % 7 == 0 and frames >= 7
+    check_memory(SearchConfig(**seven, eval=EvalConfig("lenia", "pixels", steps=10**6, frames=frames)), free=free)
+    # where no --frames fits at --pop as given, both flags that fix it
+    many_long = dict(kind="target", target_image="t.png", eval=EvalConfig("lenia", "pixels", steps=10**6,
+                                                                          frames=10**6))
+    with pytest.raises(ValueError, match=r"--frames 1000000: .* give --pop 2 and --frames (\d+) or less") as err:
+        check_memory(SearchConfig(**many_long, pop=10**6), free=free)
+    many_long["eval"].frames = int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
+    check_memory(SearchConfig(**many_long, pop=2), free=free)
     # MAP-Elites' archive of a million cells (no similarities to hold): --population
     cells = SearchConfig(kind="illuminate", algorithm="map-elites", population=10**6,
                          eval=EvalConfig("lenia", "pixels", steps=4))

@@ -149,6 +149,15 @@ def test_a_sweep_too_big_for_the_memory_is_refused_naming_the_flag():
     check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=batch), free=free)
     with pytest.raises(ValueError, match=r"--bs 1000000: .* give --bs"):  # not even one rule's initial states
         check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=10**6)), free=free)
+    # a rollout's frames alone too many: --frames, 2 at least (open-endedness compares frames), else said so
+    with pytest.raises(ValueError, match=r"--frames 100000: .* give --frames (\d+) or less") as err:
+        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=10**5, frames=10**5, bs=1)), free=free)
+    frames = int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
+    assert frames >= 2
+    check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=10**5, frames=frames, bs=1), batch=1), free=free)
+    with pytest.raises(ValueError, match=r"MiB are available here, and even --batch 1 --bs 1 --frames 2 would not "
+                                         r"fit"):
+        check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=1)), free=2**16)
     # the final embeddings of every rule, joined at the end: fewer rules
     with pytest.raises(ValueError, match=r"--limit 262144: the final embeddings of 262144 rules .* give --limit"):
         check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=16), free=2**32)

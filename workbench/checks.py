@@ -142,5 +142,10 @@ def check_fits(need: float, flag: str, value: int, what: str, largest: int, free
     free = available_memory() if free is None else free
     if free is None or need <= 0.8 * free:
         return
-    raise ValueError(f"{flag} {value}: {what} needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB are "
-                     f"available here: give {flag} {max(largest, 1)} or less")
+    raise ValueError(f"{flag} {value}: {what} {needs_of(need, free)}: give {flag} {max(largest, 1)} or less")
+
+
+def needs_of(need: float, free: float) -> str:
+    """"needs about 3.2 GiB, 1.5 GiB are available here", in MiB where both are under a GiB (not "0.0 GiB")."""
+    unit, scale = ("GiB", 2**30) if max(need, free) >= 2**30 else ("MiB", 2**20)
+    return f"needs about {need / scale:.1f} {unit}, {free / scale:.1f} {unit} are available here"

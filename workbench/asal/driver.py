@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from workbench.asal.atlas import compose, population_grid, project, snap_to_grid
-from workbench.asal.evaluate import EvalConfig, Objective, check_chunk_memory, components, embed_rollouts
+from workbench.asal.evaluate import (
+    EvalConfig,
+    Objective,
+    check_chunk_memory,
+    components,
+    embed_rollouts,
+    rollout_bytes,
+)
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
@@ -33,6 +40,7 @@ from workbench.checks import (
     check_positive,
     check_seed,
     check_weight,
+    needs_of,
     texts,
 )
 from workbench.runs import (
@@ -247,8 +255,9 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
         # open_endedness: (pop, bs, K, K) float64 and its masked copy; where not even two frames fit, fewer
         # rollouts is the fix, which check_batch_memory names
         per_k2 = 16.0 * cfg.pop * cfg.eval.bs
-        largest = int(math.sqrt(0.8 * free / per_k2))
-        if largest >= 2:  # open-endedness compares a frame with earlier ones
+        step, least = frame_steps(cfg)
+        largest = int(math.sqrt(0.8 * free / per_k2)) // step * step
+        if largest >= least:
             check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
                        f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free)
     check_batch_memory(cfg, free, n_params, dim)  # last: the checks above name the flag that matters more
@@ -266,7 +275,7 @@ def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
     # of open-endedness' similarities (16 bytes each) and of the softmax loss (32); a θ: the search's samples,
     # their stacked copy and the tell's (float64), and bs rollouts
     a = (16.0 if oe else 0.0) + (32.0 if cfg.kind != "illuminate" and cfg.c_softmax > 0 else 0.0)
-    per_rollout = 20.0 * ev.frames * dim + a * ev.frames ** 2
+    per_rollout = rollout_bytes(ev.frames, dim, a)
     per_theta = 32.0 * n + ev.bs * per_rollout
     kept = 8.0 * (n + dim) * cfg.population if cfg.kind == "illuminate" else 0.0  # the archive's θ and embeddings
     if cfg.algorithm == "map-elites":
@@ -287,16 +296,36 @@ def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
     if need > 0.8 * free:
         if room / per_theta >= fewest:
             check_fits(need, "--pop", cfg.pop, what, int(room / per_theta), free)
-        per_seed = (room - cfg.pop * 32.0 * n) / (cfg.pop * per_rollout)  # rollouts a θ can have
-        if ev.bs > 1 and per_seed >= 1:
-            check_fits(need, "--bs", ev.bs, what, int(per_seed), free)
-        # K with pop · (20 K D + a K²) within the room (the frames' share, without K² where no loss holds one)
-        share = max(room / cfg.pop / ev.bs - 32.0 * n / ev.bs, 0.0)
+        # even `fewest` θ do not fit: fewer rollouts or frames a θ, at --pop as given, else also at the fewest
+        step, least = frame_steps(cfg)
         b = 20.0 * dim  # bytes per frame of a rollout
-        frames = share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)
-        check_fits(need, "--frames" if ev.frames > 1 else "--pop", ev.frames if ev.frames > 1 else cfg.pop, what,
-                   int(frames) if ev.frames > 1 else fewest, free)
+        for pop in dict.fromkeys([cfg.pop, fewest]):
+            also = "" if pop == cfg.pop else f"--pop {pop} and "
+            per_seed = (room - pop * 32.0 * n) / (pop * per_rollout)  # rollouts a θ can have
+            if ev.bs > 1 and per_seed >= 1:
+                _too_big(need, free, "--bs", ev.bs, what, also + f"--bs {int(per_seed)}")
+            # K with pop · bs · (20 K D + a K²) within the room (without K² where no loss holds one)
+            share = max(room / pop / ev.bs - 32.0 * n / ev.bs, 0.0)
+            k = int(share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)) // step * step
+            if ev.frames > least and k >= least:
+                _too_big(need, free, "--frames", ev.frames, what, also + f"--frames {k}")
+        raise ValueError(f"{what} {needs_of(need, free)}, and even --pop {fewest} --bs 1 --frames {least} would "
+                         f"not fit: free memory or use a machine with more")
     check_chunk_memory(ev, cfg.pop, free)
+
+
+def frame_steps(cfg: SearchConfig) -> tuple[int, int]:
+    """(step, least): the --frames values a search takes are multiples of `step`, its prompts (each scores an
+    equal share of the frames; SearchConfig rounds other values up again), and `least` at least: the prompts, and
+    2 where open-endedness compares each frame with the earlier ones. What memory checks may suggest."""
+    targets = (len(cfg.prompts) or (1 if cfg.target_image else 0)) if cfg.kind != "illuminate" else 0
+    oe = cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended")
+    return max(targets, 1), max(targets, 2 if oe else 1)
+
+
+def _too_big(need: float, free: int, flag: str, value: int, what: str, fix: str) -> None:
+    """check_fits' error where the fix names more than one flag ("--pop 2 and --bs 3")."""
+    raise ValueError(f"{flag} {value}: {what} {needs_of(need, free)}: give {fix} or less")
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):

@@ -147,6 +147,14 @@ def _phase(timer: PhaseTimer | None, name: str):
     return contextlib.nullcontext() if timer is None else timer(name)
 
 
+def rollout_bytes(frames: int, dim: int, k2: float) -> float:
+    """What the losses hold for one rollout's K = frames embeddings of `dim`: the float32 embeddings and their
+    float64 copies (20 bytes a number), and k2 bytes for each of its K × K similarities (16 for open-endedness'
+    float64 matrix and its masked copy, 32 more for the softmax loss' arrays; 0 where no loss holds one).
+    Measured against tracemalloc peaks in tests/test_search.py."""
+    return 20.0 * frames * dim + k2 * frames * frames
+
+
 def check_chunk_memory(cfg: EvalConfig, simulations: int, free: int) -> None:
     """Refuse a chunk of simulations whose frames cannot fit in `free` bytes (rendered, put in [0, 1] and
     resized for the FM, float32; the simulations' own state is smaller), naming --chunk, or --size where one

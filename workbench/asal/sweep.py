@@ -27,9 +27,9 @@ import numpy as np
 
 from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
-from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components
+from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components, rollout_bytes
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.checks import available_memory, check_fits, check_seed
+from workbench.checks import available_memory, check_fits, check_seed, needs_of
 from workbench.runs import (
     Run,
     RunError,
@@ -119,7 +119,7 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
     # an initial state of a rule: float32 embeddings, the loss' float64 copies, K × K similarities; a rule: its bs
     # of those, and the pixel score's K grids with one row of frame differences (grid_open_endedness, float32,
     # one initial state at a time)
-    per_rollout = 20.0 * k * dim + 16.0 * k * k
+    per_rollout = rollout_bytes(k, dim, 16.0)
     per_rule = ev.bs * per_rollout + 12.0 * k * cells
     batch = min(cfg.batch, n_rules)
     need, room = batch * per_rule, 0.8 * free
@@ -128,8 +128,11 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
         check_fits(need, "--batch", cfg.batch, what, int(room / per_rule), free)
     elif (room - 12.0 * k * cells) / per_rollout >= 1:  # not even one rule's initial states
         check_fits(need, "--bs", ev.bs, what, int((room - 12.0 * k * cells) / per_rollout), free)
-    else:
+    elif int(room / (20.0 * dim + 16.0 * k + 12.0 * cells)) >= 2:  # open-endedness compares frames: 2 at least
         check_fits(need, "--frames", k, what, int(room / (20.0 * dim + 16.0 * k + 12.0 * cells)), free)
+    else:
+        raise ValueError(f"{what} {needs_of(need, free)}, and even --batch 1 --bs 1 --frames 2 would not fit: free "
+                         f"memory or use a machine with more")
     # at the end (the batches gone): z_final, the batches' files (float32) read in and joined into one
     check_fits(8.0 * n_rules * dim, "--limit", n_rules, f"the final embeddings of {n_rules} rules",
                int(room / (8.0 * dim)), free)
