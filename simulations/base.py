@@ -186,6 +186,10 @@ class Substrate(ABC):
         if missing:
             raise ValueError(f"{self.name}: parameters {sorted(missing)} missing; expected {sorted(self.param_shapes)} "
                              f"(sub.decode(theta) makes them)")
+        unknown = set(params) - set(self.param_shapes)
+        if unknown:  # a misspelt key edited in a notebook ({**p, "mu_K": 5}) would change nothing, silently
+            raise ValueError(f"{self.name}: no parameters {sorted(unknown)}; its parameters are "
+                             f"{sorted(self.param_shapes)}")
         out: dict[str, torch.Tensor] = {}
         batched = None
         for key, shape in self.param_shapes.items():

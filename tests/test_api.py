@@ -240,7 +240,7 @@ def _library_bad_input(tmp_path):
     from workbench.compare import compare_runs
     from workbench.experts.cem import CEM
     from workbench.export import export, read_theta
-    from workbench.figures import best_video
+    from workbench.figures import best_video, save
     from workbench.fm import load_fm
     from workbench.lm.evaluation import HeldoutSets, StateDictEvaluator
     from workbench.lm.tasks import make_tokenizer
@@ -318,7 +318,31 @@ def _library_bad_input(tmp_path):
         (lambda: run_search(None, 5, resume="x"), "give a RunStore or the path of its folder, got int"),
         (lambda: TraceConfig(n_up=-1), "n_up (tokens between eviction steps) must be a positive multiple of 16"),
         (lambda: CycleQDConfig(omega_sigma="x"), "omega_sigma must be a finite number, got 'x'"),
+        # from the third probe (2026-12-04): a config edited after it was built is checked again, before a folder
+        (lambda: run_search(_edited(ev, iters=0), store), "--iters must be a positive integer, got 0"),
+        (lambda: run_search(_edited(ev, pop=1), store), "--pop"),
+        (lambda: run_search(_edited(EvalConfig("boids", "pixels", steps=4), eval_steps=0), store),
+         "--steps must be a positive integer, got 0"),
+        (lambda: run_search(_edited(ev), store, iters=3), "iters= sets the total of a resumed run"),
+        (lambda: store.open(12), "give a run id (a str, or a Run), got int"),
+        (lambda: store.open(tmp_path / "elsewhere" / "r1"), "is not a run folder of the run store"),
+        (lambda: boids.init({**params, "W_1": params["W1"]}), "boids: no parameters ['W_1']; its parameters are"),
+        (lambda: population_grid(np.full((4, 8, 8, 3), 200.0)), "float frames must be in [0, 1]"),
+        (lambda: save(__import__("matplotlib.figure").figure.Figure(), tmp_path / "f.png"),
+         "save writes HoloViews objects"),
     ]
+
+
+def _edited(ev, eval_steps=None, **changes):
+    """A config changed after it was built, as a notebook does (cfg.iters = 0)."""
+    from workbench.asal.driver import SearchConfig
+
+    cfg = SearchConfig(kind="target", eval=ev, prompts=["a"], iters=2, pop=4)
+    for name, value in changes.items():
+        setattr(cfg, name, value)
+    if eval_steps is not None:
+        cfg.eval.steps = eval_steps
+    return cfg
 
 
 def torch_zeros(n):
@@ -417,3 +441,31 @@ def test_packages_reach_their_submodules_after_a_plain_import():
             "try:\n    workbench.nothing\nexcept AttributeError as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.splitlines() == ["adapt workbench.asal.scores", "module 'workbench' has no attribute 'nothing'"]
+
+
+def test_library_takes_paths_and_runs_where_it_takes_texts_and_ids(tmp_path, monkeypatch):
+    """What a notebook has at hand: a Path for a file or a store ("~/runs" too), the Run a run function returned
+    for its id, and float frames as render returns them (a cast to uint8 drew them black)."""
+    from PIL import Image
+
+    from workbench.asal.atlas import population_grid
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.compare import compare_runs
+    from workbench.runs import RunStore
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = RunStore("~/runs")
+    assert store.root == tmp_path / "runs"
+    image = tmp_path / "t.png"
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(image)
+    runs = [run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=4, size=32),
+                                    target_image=image, iters=1, pop=4, seed=seed), store) for seed in (0, 1)]
+    assert runs[0].info["config"]["target_image"] == "inputs/t.png"
+    assert store.open(runs[0]).id == store.open(runs[0].path).id == runs[0].id
+    assert {r["id"] for r in compare_runs(store, runs).rows} == {r.id for r in runs}
+    assert run_search(None, store, resume=runs[0], iters=2).info["iterations"] == 2
+    assert EvalConfig("boids", "pixels", weights=image).weights == str(image)
+    frames = np.random.default_rng(0).random((4, 8, 8, 3))
+    np.testing.assert_array_equal(population_grid(frames), population_grid((frames * 255 + 0.5).astype(np.uint8)))
+    assert population_grid(frames).max() > 200

@@ -1241,8 +1241,9 @@ def test_a_card_without_a_picture_says_so_in_the_middle_of_its_frame(browser):
     the pictures are (the link around it, a block, put the words at its top left)."""
     from workbench.dashboards.runs import GALLERY_CSS, gallery_html
 
-    card = {"id": "r1", "title": "target · lenia", "subtitle": "", "status": "running", "iterations": 0, "best": "–",
-            "thumbnail": "", "links": [("Search", "./search?run=r1")], "resume_command": ""}
+    card = {"id": "r1", "title": "target · lenia", "subtitle": "", "status": "running", "iterations": 0,
+            "steps": "0 it", "best": "–", "thumbnail": "", "links": [("Search", "./search?run=r1")],
+            "resume_command": ""}
     page = browser.new_page()
     try:
         page.set_content(f"<style>{GALLERY_CSS}</style>{gallery_html([card], 'runs')}")

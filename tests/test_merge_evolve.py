@@ -1,10 +1,12 @@
 """Recipe evolution end to end on a real (quick) zoo: run store, determinism, resume after SIGKILL, Dask,
 `workbench merge evolve|apply`, and the errors users meet."""
 
+import dataclasses
 import json
 import os
 import shlex
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,8 +130,8 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
     """A finished 2-iteration evolution resumed with iters=4 (the library) and then --iters 5 (the CLI, its own
     process) ends as the run started with 5: every evaluation, the best genome, the recipe and the test scores."""
     store = RunStore(tmp_path / "runs")
-    run = evolve(_cfg(quick_zoo), store)
-    assert evolve(None, store, resume=run.id, iters=4).info["iterations"] == 4
+    run = evolve(dataclasses.replace(_cfg(quick_zoo), zoo=Path(quick_zoo)), store)  # a notebook's Path: kept as text
+    assert evolve(None, store, resume=run, iters=4).info["iterations"] == 4
     resumed = run_command(f"workbench merge evolve --resume {run.id} --iters 5 --runs runs --quiet", cwd=tmp_path)
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
@@ -137,7 +139,7 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
     whole = evolve(_cfg(quick_zoo, iters=5), RunStore(tmp_path / "whole"))
     b = store.open(run.id)
     assert b.info["config"] == whole.info["config"]
-    assert [(r["from_iteration"], r["extended_to"]) for r in b.info["resumes"]] == [(2, 4), (4, 5)]
+    assert [(r["from_iteration"], r["total"]) for r in b.info["resumes"]] == [(2, 4), (4, 5)]
     np.testing.assert_array_equal(np.load(whole.path / "best.npy"), np.load(b.path / "best.npy"))
     assert _evaluations(whole) == _evaluations(b) and b.info["best_loss"] == whole.info["best_loss"]
     assert (whole.path / "recipe.yaml").read_text() == (b.path / "recipe.yaml").read_text()

@@ -218,7 +218,8 @@ def test_a_finished_run_goes_on_to_more_generations_as_a_run_started_with_them(f
     assert short["generations"] == GENS - 2
     lower = _cli("qd", "cycle", "--resume", short["id"], "--gens", "1", "--runs", "runs", cwd=tmp_path)
     out, err = lower.communicate(timeout=120)
-    assert lower.returncode == 2 and f"--gens 1 ≠ the run's {GENS - 2} (a resume can raise it, not lower it)" in err
+    assert lower.returncode == 2 and f"has done {GENS - 2} generations of its --gens {GENS - 2}: --gens 1 would end " \
+                                     f"it before that" in err
     result = _done(run_command(f"workbench qd cycle --resume {short['id']} --gens {GENS} --runs runs --quiet",
                                cwd=tmp_path))
     reference = results[SEEDS.index(1)]
@@ -226,7 +227,8 @@ def test_a_finished_run_goes_on_to_more_generations_as_a_run_started_with_them(f
     assert result["qd_score"] == reference["qd_score"] and result["test_scores"] == reference["test_scores"]
     a, b = whole.open(reference["id"]), RunStore(tmp_path / "runs").open(short["id"])
     assert b.info["config"] == a.info["config"]
-    assert b.info["resumes"][-1]["extended_to"] == GENS and b.info["resumes"][-1]["from_generation"] == GENS - 1
+    assert b.info["resumes"][-1]["total"] == GENS and b.info["resumes"][-1]["from_generation"] == GENS - 1
+    assert b.info["resumes"][-1]["previous_end"]["test_scores"] and b.info["test_scores"] == a.info["test_scores"]
     for name in ("children", "metrics", "archives"):
         assert _table(a, name) == _table(b, name), name
     assert _qd_state(a) == _qd_state(b)

@@ -248,12 +248,15 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
     assert json.loads(out)["status"] == "done" and store.open(target.id).info["iterations"] == 2
     # a finished run resumed with other settings besides more iterations: said what a resume does
     with pytest.raises(RunError, match=r"is finished and was started with other settings \(eval\.steps 12 ≠ the "
-                                       r"run's 10\): a resume goes on with the run's own settings, to a larger "
-                                       r"iters where one is given"):
+                                       r"run's 10\): a resume goes on with the run's own settings, to another "
+                                       r"total where iters is given"):
         run_search(SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=12, size=32),
                                 target_image=str(flock), iters=5, pop=4), store, resume=target.id)
-    with pytest.raises(RunError, match=r"iters 1 ≠ the run's 2 \(a resume can raise it, not lower it\)"):
+    with pytest.raises(RunError, match=rf"run {target.id} has done 2 iterations of its iters 2: iters 1 would end "
+                                       r"it before that; give iters 2 or more"):
         run_search(None, store, resume=target.id, iters=1)
+    with pytest.raises(ValueError, match=r"iters= sets the total of a resumed run \(with resume=RUN_ID\)"):
+        run_search(other, store, iters=5)  # a new run's length is its config's
 
 
 @pytest.mark.parametrize("search", list(SEARCHES))
@@ -271,7 +274,8 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
     store = RunStore(tmp_path / "runs")
     lower = _one_error_line(_short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "1",
                                    "--runs", "runs", cwd=tmp_path))
-    assert "--iters 1 ≠ the run's 2 (a resume can raise it, not lower it)" in lower
+    assert f"run {run_id} has done 2 iterations of its --iters 2: --iters 1 would end it before that; give " \
+           f"--iters 2 or more" in lower
     longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
                     "--quiet", cwd=tmp_path)
     out, err = longer.communicate(timeout=300)
@@ -283,7 +287,8 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
     assert whole.returncode == 0, err
     a, b = RunStore(tmp_path / "whole").open(json.loads(out)["id"]), store.open(run_id)
     assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 4
-    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["extended_to"] == 4
+    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["total"] == 4
+    assert b.info["resumes"][-1]["previous_end"]["iterations"] == 2
     assert b.info["best_loss"] == a.info["best_loss"]
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     rows = lambda r: [{k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
@@ -298,6 +303,38 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0 and json.loads(out)["iterations"] == 4, err
     assert len(store.open(run_id).info["resumes"]) == 1
+    if search != "target":
+        return
+    # while a finished run goes on, no other resume may take it (it came back from reopen unclaimed)
+    refusals = []
+
+    def another_resume(r) -> None:
+        try:
+            store.reopen(r.id, dict)
+            refusals.append("not refused")
+        except RunError as exc:
+            refusals.append(str(exc))
+
+    assert run_search(None, store, resume=run_id, iters=5, on_start=another_resume).info["iterations"] == 5
+    assert len(refusals) == 1 and "is being resumed by pid" in refusals[0], refusals
+    # a finished run whose checkpoint is gone: refused, not done over from iteration 0 under its old metrics
+    for f in store.open(run_id).path.glob("checkpoint*"):
+        f.unlink()
+    with pytest.raises(RunError, match=r"did 5 iterations but has no checkpoint\.json"):
+        run_search(None, store, resume=run_id, iters=6)
+    assert store.open(run_id).info["status"] == "done" and store.open(run_id).info["config"]["iters"] == 5
+    # a stopped run given a total below its own (not below what it did) ends there, as a run of that total
+    stops = iter([False, False, True])
+    cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=20, size=32),
+                       target_image=str(tmp_path / "target.png"), iters=9, pop=4, seed=2)
+    stopped = run_search(cfg, store, should_stop=lambda: next(stops))
+    assert stopped.status == "stopped" and stopped.info["iterations"] == 2
+    shorter = run_search(None, store, resume=stopped.id, iters=3)
+    assert shorter.status == "done" and shorter.info["config"]["iters"] == 3
+    cfg.iters = 3
+    fresh = run_search(cfg, RunStore(tmp_path / "fresh"))
+    np.testing.assert_array_equal(np.load(fresh.path / "best.npy"), np.load(shorter.path / "best.npy"))
+    assert rows(fresh) == rows(shorter)
 
 
 def test_run_id_prefixes(tmp_path, monkeypatch):

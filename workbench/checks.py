@@ -149,3 +149,29 @@ def needs_of(need: float, free: float) -> str:
     """"needs about 3.2 GiB, 1.5 GiB are available here", in MiB where both are under a GiB (not "0.0 GiB")."""
     unit, scale = ("GiB", 2**30) if max(need, free) >= 2**30 else ("MiB", 2**20)
     return f"needs about {need / scale:.1f} {unit}, {free / scale:.1f} {unit} are available here"
+
+
+def paths_as_text(config: object, *names: str) -> None:
+    """Set each of `config`'s fields `names` that holds a path (pathlib.Path, or a list of them) to its text, as
+    the CLI gives it: a notebook's zoo=Path(...) is stored in run.json and compared on resume as the text it is."""
+    import os
+
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, os.PathLike):
+            setattr(config, name, os.fspath(value))
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, os.PathLike) for v in value):
+            setattr(config, name, [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value])
+
+
+def checked_again(config):
+    """A copy of a dataclass config built anew from its fields, so that its checks (__post_init__) see what was
+    set on it after it was built: in a notebook `cfg.iters = 0` ran a run of nothing and `cfg.eval.steps = 0` left
+    a failed run folder. Its `notes` (what the checks adjusted, in words), where it has them, are made again."""
+    import copy
+    import dataclasses
+
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    if "notes" in values:
+        values["notes"] = []
+    return type(config)(**copy.deepcopy(values))

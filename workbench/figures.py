@@ -375,6 +375,10 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
     .html with Bokeh and inline resources. Written atomically."""
     hv = _hv()
+    if not isinstance(obj, hv.core.Dimensioned):  # a matplotlib figure failed deep inside ("no attribute 'map'")
+        raise ValueError(f"save writes HoloViews objects (figures.loss_curves, compare_curves, atlas, a page's "
+                         f"figure), got a {type(obj).__module__}.{type(obj).__name__}; a matplotlib figure has its "
+                         f"own fig.savefig")
     out = check_figure_path(out)
     suffix = out.suffix.lower()
     style = {**PAPER_STYLE, **(style or {})}

@@ -36,6 +36,7 @@ import os
 import pickle
 import platform
 import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -55,6 +56,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
+from workbench.checks import count
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -116,6 +118,8 @@ def _jsonable(x):
         return x.item()
     if isinstance(x, np.ndarray):
         return x.tolist()
+    if isinstance(x, os.PathLike):  # a config's Path (a notebook's zoo = Path(...)): stored as the text it is
+        return os.fspath(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
@@ -244,7 +248,7 @@ def resume_conflicts(info: dict, given: dict[str, Any],
     the default typed is a request too, compared with what the run did. A key of a nested setting the run lacks (a
     task's range that is not the run's) is a conflict; any other name the stored config lacks and `predates` does
     not list is an error (a misspelt setting must not switch its check off). extends: the length setting ("iters",
-    "gens") of a kind of run that can go on past its end (extended_total): a larger value of it is no conflict."""
+    "gens") of a kind of run whose total a resume may change (new_total): a whole number for it is no conflict."""
     stored = flat_config(info["config"])
     predates = predates or {}
     out = []
@@ -267,68 +271,96 @@ def resume_conflicts(info: dict, given: dict[str, Any],
         if recorded is not None and value is not None:
             if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):
                 out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
-        elif name == extends and _is_int(plain) and _is_int(stored[name]) and plain > stored[name]:
-            continue  # more iterations: the run goes on (extended_total)
+        elif name == extends and _is_int(plain):
+            continue  # another total: the run goes on to it, or ends there (new_total checks it)
         elif plain != stored[name]:
-            more = " (a resume can raise it, not lower it)" if name == extends and plain is not None else ""
-            out.append((name, f"{value!r} ≠ the run's {stored[name]!r}{more}"))
+            out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
     return out
 
 
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def extended_total(run: Run, extends: str, value: int | None) -> int | None:
-    """The larger total that a resume asks of `run` for its length setting `extends` ("iters", "gens"), or None
-    when it asks for none (value None or the run's own). The caller checked the resume first (check_resume with
-    the same extends): a smaller value was refused there.
-
-    An extension goes on from the run's last checkpoint: a finished run of 100 iterations extended to 200 is
-    the run that --iters 200 would have made from the start, bit for bit, for the kinds of run whose steps do
-    not depend on their total (ASAL searches, recipe evolutions, CycleQD)."""
+def new_total(run: Run, extends: str, value: object, flag: str | None = None) -> int | None:
+    """The total that a resume asks of `run` for its length setting `extends` ("iters", "gens"), where it is not
+    the run's own (None: value None or the run's own). Any total down to what the run has done is taken: a run
+    finished at 100 iterations and resumed with 200 goes on from its last checkpoint, and a run stopped at 40 of
+    100 and resumed with 60 ends at 60, each the run that total would have made from the start, bit for bit, for
+    the kinds of run whose steps do not depend on their total (ASAL searches, recipe evolutions, CycleQD). Less
+    than the run has done is refused (flag: the setting's name in the error, e.g. "--iters")."""
     stored = run.info["config"].get(extends)
-    return value if value is not None and _is_int(stored) and value > stored else None
+    if value is None or not _is_int(value) or not _is_int(stored) or value == stored:
+        return None
+    done, unit = steps_done(run.info.get("kind"), run.info.get("iterations"))
+    if value < max(done, 1):
+        flag = flag or extends
+        raise RunError(f"run {run.id} has done {done} {unit} of its {flag} {stored}: {flag} {value} would end it "
+                       f"before that; give {flag} {max(done, 1)} or more (a resume goes on from where the run is)")
+    return int(value)
 
 
-def extend_run(run: Run, extends: str, total: int) -> None:
-    """Record in run.json that the (claimed) run goes on to `total` for its length setting `extends`: its
-    config's value, so that a later resume, a comparison and the runs list read the run as it now is, and on
-    the resume just recorded (its last `resumes` entry, "extended_to"). A finished run is 'stopped' until its loop
-    starts: a failure before then leaves it resumable to the new total, not finished short of it."""
+def check_longer(resume: str | None, value: object, name: str) -> int | None:
+    """A run function's request to change a resumed run's total (its `iters=` / `gens=` keyword), checked: a
+    whole number ≥ 1, and only with resume= (a new run's length is its config's)."""
+    if value is None:
+        return None
+    if resume is None:
+        raise ValueError(f"{name}= sets the total of a resumed run (with resume=RUN_ID); a new run's length is its "
+                         f"config's {name}")
+    return count(value, name)
+
+
+def record_resume(run: Run, command: str | None, state: dict | None, key: str = "from_iteration",
+                  extends: str | None = None, total: int | None = None) -> None:
+    """Record a resume of the (claimed) run in run.json: its `resumes` entry (command, time, where it went on
+    from, under `key`), and where the resume sets another total (new_total), the config's `extends` setting, so
+    that a later resume, a comparison and the runs list read the run as it now is. A finished run goes on: it is
+    'stopped' until its loop starts (a failure before then leaves it resumable to the new total, not finished
+    short of it), and what its end measured on test sets (test_scores) moves into the resume's entry, as
+    previous_end: the run's files of that end stay until the new end rewrites them."""
     info = run.info
-    resumes = [*info.get("resumes", [])]
-    if resumes:
-        resumes[-1] = {**resumes[-1], "extended_to": total}
-    status = "stopped" if info.get("status") == "done" else info.get("status")
-    run.update(config={**info["config"], extends: total}, resumes=resumes, status=status)
+    entry = {"command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             key: 0 if state is None else state["iteration"]}
+    fields: dict[str, Any] = {}
+    if total is not None:
+        entry["total"] = total
+        fields["config"] = {**info["config"], extends: total}
+        if info.get("status") == "done":
+            entry["previous_end"] = {"iterations": info.get("iterations"), "best_loss": info.get("best_loss"),
+                                     "test_scores": info.get("test_scores")}
+            fields.update(status="stopped", test_scores=None)
+    run.update(resumes=[*info.get("resumes", []), entry], **fields)
 
 
 def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[str, str] | None = None,
                  predates: dict[str, tuple[Any, Any]] | None = None, typed: bool = False,
-                 extends: str | None = None, fixed: str | None = None) -> None:
+                 extends: str | None = None, fixed: tuple[str, str] | None = None) -> None:
     """Refuse to resume `run` as a `kind` run, or with settings that contradict its config: one error
     naming each setting by `names` (e.g. CLI flags; default: the config's field names). predates, typed, extends:
-    see resume_conflicts (a kind that can go on past its end names its length setting). fixed: why a kind's length
-    cannot be raised (said when it is asked)."""
+    see resume_conflicts (a kind whose total a resume may change names its length setting; new_total checks the
+    value). fixed: (length setting, why) of a kind whose total cannot change, the why said when it is asked."""
     info = run.info
     if kind is not None and info.get("kind") != kind:
         raise RunError(_wrong_kind(run, kind, resuming=True))
     conflicts = resume_conflicts(info, given, predates, typed, extends)
     if conflicts:
         listed = "; ".join(f"{(names or {}).get(name, name)} {text}" for name, text in conflicts)
+        setting, why = fixed or (None, "")
+        why = f" ({why})" if any(name == setting for name, _ in conflicts) else ""
         if extends is not None and info.get("status") == "done":
             flag = (names or {}).get(extends, extends)
             raise RunError(f"run {run.id} is finished and was started with other settings ({listed}): a resume "
-                           f"goes on with the run's own settings, to a larger {flag} where one is given; start a "
+                           f"goes on with the run's own settings, to another total where {flag} is given; start a "
                            f"new run to change them")
-        if info.get("status") == "done":  # e.g. --iters raised to go on, where a kind cannot
-            why = f" ({fixed})" if fixed else ""
+        if info.get("status") == "done":
             raise RunError(f"run {run.id} is finished and was started with other settings ({listed}): a resume "
                            f"completes an interrupted run, it does not extend or change a finished one{why}; start "
                            f"a new run")
-        raise RunError(f"run {run.id} was started with other settings ({listed}); resume it without them, "
+        raise RunError(f"run {run.id} was started with other settings ({listed}){why}; resume it without them, "
                        f"or start a new run")
+    if extends is not None:
+        new_total(run, extends, given.get(extends), (names or {}).get(extends, extends))
 
 
 def steps_done(kind: str | None, iterations: int | None) -> tuple[int, str]:
@@ -763,7 +795,7 @@ class RunStore:
     """A folder of runs and the DuckDB catalog over them."""
 
     def __init__(self, root: str | Path = "runs"):
-        self.root = Path(root)
+        self.root = Path(root).expanduser()  # "~/runs" in a notebook is the home folder's, as in a shell
         #: the metrics.parquet files the last catalog() left out of its metrics view: they do not read as Parquet
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
@@ -799,18 +831,34 @@ class RunStore:
             except FileExistsError:
                 continue
         run = Run(path)
-        write_json(path / "run.json", {
-            "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
-            "status": "running", "iterations": 0, "best_loss": None, "metric": metric, "better": METRICS[metric],
-            "config": config, "command": command, "versions": package_versions(), "machine": platform.machine(),
-            # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
-            # test) must still come out in the order they were made, not in their ids' alphabetical order
-            "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **heartbeat()})
+        try:
+            write_json(path / "run.json", {
+                "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
+                "status": "running", "iterations": 0, "best_loss": None, "metric": metric,
+                "better": METRICS[metric], "config": config, "command": command, "versions": package_versions(),
+                "machine": platform.machine(),
+                # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
+                # test) must still come out in the order they were made, not in their ids' alphabetical order
+                "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **heartbeat()})
+        except BaseException:  # a config that cannot be written: no folder without a run.json is left behind
+            shutil.rmtree(path, ignore_errors=True)
+            raise
         return run
 
-    def resolve(self, run_id: str) -> str:
-        """The full id of the run `run_id` names: itself, or the one run whose id starts with it."""
+    def resolve(self, run_id: str | Run | os.PathLike) -> str:
+        """The full id of the run `run_id` names: itself, or the one run whose id starts with it. A Run (what
+        run_search and the other run functions return) and a run's folder in this store name their run too."""
+        if isinstance(run_id, Run):
+            run_id = run_id.path
+        if isinstance(run_id, os.PathLike):
+            folder = Path(run_id)
+            if folder.parent.resolve() != self.root.resolve():
+                raise RunError(f"{folder} is not a run folder of the run store {self.root}: give a run id, or open "
+                               f"the store that holds it (RunStore({str(folder.parent)!r}))")
+            run_id = folder.name
+        if not isinstance(run_id, str):
+            raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
         if run_id and (self.root / run_id).is_dir() and "/" not in run_id and "\\" not in run_id:
             return run_id
         ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
@@ -825,24 +873,26 @@ class RunStore:
         known = ", ".join(ids[-5:]) or "none"
         raise RunError(f"no run {run_id!r} in {self.root} (latest runs: {known})")
 
-    def open(self, run_id: str) -> Run:
+    def open(self, run_id: str | Run | os.PathLike) -> Run:
         """The run with this id or unique id prefix (run.json checked)."""
         run = Run(self.root / self.resolve(run_id))
         run.info  # noqa: B018 - validates run.json
         return run
 
     def reopen(self, run_id: str, read_config: Callable[[dict], Any], kinds: tuple[str, ...] | None = None, *,
-               trust_pickle: bool = False) -> tuple[Run, Any, dict | None]:
+               trust_pickle: bool = False, going_on: bool = False) -> tuple[Run, Any, dict | None]:
         """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None).
         Refused: a run of another kind than `kinds`, a run whose process is still running, a run another resume
-        holds. The run comes back claimed (Run.claim) unless it is done: the caller's loop releases it."""
+        holds. The run comes back claimed (Run.claim) unless it is done and not `going_on` (a resume to another
+        total, new_total): the caller's loop releases it."""
         run = self.open(run_id)
         info = run.info
         if kinds is not None and info.get("kind") not in kinds:
             raise RunError(_wrong_kind(run, " / ".join(kinds), resuming=True))
         run.check_resumable(trust_pickle)
-        if info.get("status") != "done":  # a done run is handed back as it is: nothing to hold
+        if info.get("status") != "done" or going_on:  # a done run is handed back as it is: nothing to hold
             run.claim()  # to the end of the resume's loop (checkpointed_loop and setting_up release it)
+            info = run.info  # as it is now that no other resume can change it
         try:
             sweep_partial_writes(run.path)
             try:
@@ -850,7 +900,7 @@ class RunStore:
             except (TypeError, ValueError) as exc:
                 raise RunError(f"run {run.id!r} has a config this version cannot read ({exc})") from exc
             state = run.load_checkpoint(trust_pickle=trust_pickle)
-            if state is None and info.get("status") != "done" and (
+            if state is None and (info.get("status") != "done" or going_on) and (
                     info.get("iterations") or (run.path / "metrics.parquet").exists()):
                 # the loop writes the checkpoint before the metrics and run.json: its absence is damage, and
                 # starting over would overwrite the iterations the run did

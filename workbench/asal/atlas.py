@@ -96,8 +96,25 @@ def snap_to_grid(xy: np.ndarray, side: int | None = None) -> np.ndarray:
     return cells
 
 
+def as_uint8_frames(thumbs) -> np.ndarray:
+    """Frames as uint8 RGB: uint8 ones as they are, float ones in [0, 1] (what render and rollout return) scaled
+    to 0-255 and rounded, as the exports write them; float ones beyond [0, 1] are refused (a cast to uint8 left
+    [0, 1] floats black)."""
+    thumbs = np.asarray(thumbs)
+    if thumbs.dtype == np.uint8:
+        return thumbs
+    if np.issubdtype(thumbs.dtype, np.floating):
+        if thumbs.size and not (np.nanmin(thumbs) >= 0.0 and np.nanmax(thumbs) <= 1.0):
+            raise ValueError(f"float frames must be in [0, 1] (as render returns them), got values in "
+                             f"[{np.nanmin(thumbs):.3g}, {np.nanmax(thumbs):.3g}]: give them as uint8 0-255, or "
+                             f"divide by 255")
+        return (np.nan_to_num(thumbs) * 255.0 + 0.5).astype(np.uint8)
+    raise ValueError(f"frames must be uint8 (0-255) or floats in [0, 1], got {thumbs.dtype}")
+
+
 def compose(thumbs: np.ndarray, cells: np.ndarray, side: int) -> np.ndarray:
-    """The atlas image: thumbnail i at grid cell cells[i]."""
+    """The atlas image: thumbnail i at grid cell cells[i] (uint8, or floats in [0, 1]: as_uint8_frames)."""
+    thumbs = as_uint8_frames(thumbs)
     n, h, w, _ = thumbs.shape
     img = np.zeros((side * h, side * w, 3), np.uint8)
     for i, cell in enumerate(cells):
@@ -108,8 +125,9 @@ def compose(thumbs: np.ndarray, cells: np.ndarray, side: int) -> np.ndarray:
 
 def population_grid(thumbs: np.ndarray) -> np.ndarray:
     """A population's thumbnails in order, row by row in a near-square grid, without the empty rows below it
-    (6 thumbnails: 3 × 2, not 3 × 3): the Search page's "latest population", and a run's population.png."""
-    thumbs = np.asarray(thumbs)
+    (6 thumbnails: 3 × 2, not 3 × 3): the Search page's "latest population", and a run's population.png.
+    uint8 thumbnails, or floats in [0, 1] (as_uint8_frames)."""
+    thumbs = as_uint8_frames(thumbs)
     if thumbs.ndim != 4 or thumbs.shape[-1] != 3 or not len(thumbs):
         raise ValueError(f"population_grid takes thumbnails of shape (N, H, W, 3), got {thumbs.shape}")
     side = math.ceil(math.sqrt(len(thumbs)))

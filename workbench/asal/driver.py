@@ -12,7 +12,6 @@ resume; resuming with settings that contradict the run's config is refused (`che
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -40,18 +39,21 @@ from workbench.checks import (
     check_positive,
     check_seed,
     check_weight,
+    checked_again,
     needs_of,
+    paths_as_text,
     texts,
 )
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
+    check_longer,
     check_resume,
     checkpointed_loop,
-    extend_run,
-    extended_total,
     flat_config,
+    new_total,
+    record_resume,
     releases_claims,
     setting_up,
 )
@@ -127,6 +129,7 @@ class SearchConfig:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self):
+        paths_as_text(self, "target_image")
         check_seed(self.seed)
         self.eval = EvalConfig.own_copy(self.eval)  # the frames set below are not the caller's
         if self.kind not in KINDS:
@@ -422,9 +425,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     """Run (or resume) a search to cfg.iters iterations; returns the finished run.
 
     resume: a run id (or a unique prefix of one) to continue from its last checkpoint; cfg may then be
-    None, or a config that must equal the run's (else one error naming the differences) but for a larger iters.
-    iters (with resume): the total to go on to, more than the run's own: a finished run is extended from its last
-    checkpoint, exactly as a run started with that many iterations would have gone on (runs.extended_total).
+    None, or a config that must equal the run's (else one error naming the differences) but for iters.
+    iters (or cfg.iters, with resume): another total, down to what the run has done: a finished run goes on from its
+    last checkpoint, a stopped one ends there, each exactly as a run started with that total (runs.new_total).
     kind: the kind of search the caller means to resume ("target", "openended", "illuminate"); a run of another
     kind is refused. trust_pickle: also load a pickle checkpoint of an older version (it can run code: only for
     run folders you trust). command: the command line, recorded in run.json (the CLI passes its own).
@@ -434,6 +437,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     the GPU when present).
     """
     store = RunStore.of(store)
+    iters = check_longer(resume, iters, "iters")
     if resume is not None:
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
@@ -442,11 +446,12 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
             given["iters"] = iters
         check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")},
                      predates=PREDATES, extends="iters")
-        more = extended_total(run, "iters", given.get("iters"))
-        run, cfg, state = store.reopen(run.id, read_config,
-                                       kinds=KINDS, trust_pickle=trust_pickle)
-        if more is not None:
-            cfg.iters = more
+        going_on = new_total(run, "iters", given.get("iters")) is not None
+        run, cfg, state = store.reopen(run.id, read_config, kinds=KINDS, trust_pickle=trust_pickle,
+                                       going_on=going_on)
+        total = new_total(run, "iters", given.get("iters"))  # again, now that the run is held
+        if total is not None:
+            cfg.iters = total
             check_memory(cfg)  # what grows with the iterations (MAP-Elites' archive) must fit
         elif run.info.get("status") == "done":
             return run
@@ -457,16 +462,13 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         if kept is not None:
             cfg.target_image = str(kept)
         state = _upgrade(state)
-        run.update(resumes=[*run.info.get("resumes", []), {
-            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "from_iteration": 0 if state is None else state["iteration"]}])
-        if more is not None:
-            extend_run(run, "iters", more)
+        record_resume(run, command, state, extends="iters", total=total)
     elif cfg is None:
         raise ValueError("give a SearchConfig or resume=RUN_ID")
     else:
+        # the run's own, checked again (a notebook may have set a field since): the caller's stays as given
+        cfg = checked_again(cfg)
         check_new_search(cfg)
-        cfg = copy.deepcopy(cfg)  # the run's own: the caller's config stays as given (device, target image)
         state = None
     if device is not None:
         cfg.eval.device = device

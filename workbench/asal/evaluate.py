@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from workbench.asal import scores
+from workbench.checks import paths_as_text
 from workbench.fm import check_fm_name, load_fm, weights_for
 from workbench.kernels.device import synchronize
 from workbench.simulations import check_substrate, make_substrate
@@ -67,6 +68,7 @@ class EvalConfig:
     pixels: str = "float"
 
     def __post_init__(self):
+        paths_as_text(self, "weights")
         if self.steps is None:
             self.steps = DEFAULT_STEPS.get(self.substrate, 256)
         self.check()

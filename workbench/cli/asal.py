@@ -43,7 +43,7 @@ def cmd_asal(args) -> int:
     cfg, resume, total = None, None, None
     run = resumed_run(store, args, args.search, given, FLAGS, PREDATES, extends="iters")
     if run is not None:
-        resume, total = run.id, max(run.info["config"].get("iters") or 0, args.iters or 0) or None
+        resume, total = run.id, args.iters or run.info["config"].get("iters")
     else:
         defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
 
@@ -135,9 +135,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--seed", type=SEED, help="default: 0")
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                         "settings flags must match the run's or be left out); with a "
-                                                         "larger --iters, also a finished run goes on to that many, "
-                                                         "as a run started with them would have")
+                                                         "settings flags must match the run's or be left out); with "
+                                                         "another --iters, it goes on to that total (a finished run "
+                                                         "too) or ends there, as a run started with it would have")
         a.add_argument("--trust-pickle", action="store_true",
                        help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
                             "run folders you trust)")

@@ -39,7 +39,7 @@ def cmd_evolve(args) -> int:
     cfg, resume = None, None
     run = resumed_run(store, args, "merge", given, FLAGS, extends="iters")
     if run is not None:
-        resume, total = run.id, max(run.info["config"].get("iters") or 0, args.iters or 0) or None
+        resume, total = run.id, args.iters or run.info["config"].get("iters")
     else:
         if not args.models:
             raise ValueError("give the source models: --models NAME [NAME …] (or --resume RUN_ID)")
@@ -122,9 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 3, as the reference)")
     ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                   "settings flags must match the run's or be left out); with a "
-                                                   "larger --iters, also a finished run goes on to that many, as a "
-                                                   "run started with them would have")
+                                                   "settings flags must match the run's or be left out); with "
+                                                   "another --iters, it goes on to that total (a finished run too) "
+                                                   "or ends there, as a run started with it would have")
     ev.add_argument("--trust-pickle", action="store_true",
                     help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
                          "folders you trust)")

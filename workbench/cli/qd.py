@@ -55,8 +55,8 @@ def _progress_value(tasks: list[str]):
 
 
 def cmd_cycle(args) -> int:
-    from workbench.qd.run import QDRunConfig, check_inputs, flag_names, run_cycleqd
-    from workbench.runs import RunStore, cli_command
+    from workbench.qd.run import KIND, QDRunConfig, check_inputs, flag_names, run_cycleqd
+    from workbench.runs import RunStore, cli_command, steps_done
 
     device = check_device(args.device)
     store = RunStore(args.runs)
@@ -68,7 +68,7 @@ def cmd_cycle(args) -> int:
     run = resumed_run(store, args, "qd", given, flag_names, extends="gens")
     if run is not None:
         resume, config = run.id, run.info["config"]
-        gens = max(config["gens"], args.gens or 0)
+        gens = args.gens or config["gens"]
         total, tasks = gens + 1, config["tasks"]
         # nothing left to run: no bar
         args.quiet = args.quiet or (run.info.get("status") == "done" and gens == config["gens"])
@@ -90,7 +90,7 @@ def cmd_cycle(args) -> int:
         close_client(client)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
-                      "generations": info["iterations"] - 1 if info["iterations"] else 0,
+                      "generations": steps_done(KIND, info["iterations"])[0],
                       "qd_score": None if info["best_loss"] is None else -info["best_loss"],
                       "test_scores": info.get("test_scores")}))
     return 0
@@ -218,9 +218,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cy.add_argument("--threads", type=POSITIVE, help="torch threads per evaluating process (default: 1)")
     cy.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     cy.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                   "settings flags must match the run's or be left out); with a "
-                                                   "larger --gens, also a finished run goes on to that many, as a "
-                                                   "run started with them would have")
+                                                   "settings flags must match the run's or be left out); with "
+                                                   "another --gens, it goes on to that total (a finished run too) "
+                                                   "or ends there, as a run started with it would have")
     cy.add_argument("--workers", type=WORKERS, help="evaluate each generation's children on a local Dask cluster")
     cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")

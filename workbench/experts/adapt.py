@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.checks import check_counts, check_seed, is_count
+from workbench.checks import check_counts, check_seed, checked_again, is_count, paths_as_text
 from workbench.runs import (
     Run,
     RunError,
@@ -135,6 +135,7 @@ class AdaptConfig:
     device: str | None = None
 
     def __post_init__(self):
+        paths_as_text(self, "model", "experts")
         check_seed(self.seed)
         check_seed(self.test_seed, '--test-seed')
         from workbench.experts.mixing import VARIANTS
@@ -454,6 +455,7 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
     elif cfg is None:
         raise ValueError("give an AdaptConfig or resume=RUN_ID")
     else:
+        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
         experts = read_experts(cfg.experts, cfg.target)
     strategies, units = plan(cfg, experts)
     tasks = test_tasks(cfg, experts)

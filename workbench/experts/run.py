@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.checks import check_counts, check_positive, check_seed, check_weight
+from workbench.checks import check_counts, check_positive, check_seed, check_weight, checked_again, paths_as_text
 from workbench.runs import (
     Run,
     RunError,
@@ -49,9 +49,10 @@ from workbench.runs import (
 from workbench.threads import torch_threads
 
 KIND = "experts"
-#: why a finished run cannot go on to more --iters (runs.check_resume's fixed): its last step is validated, and the
+#: why a run's --iters cannot change on a resume (runs.check_resume's fixed): its last step is validated, and the
 # kept expert may be that step's; a run started with more iterations would not have validated it
-FIXED = "its last step was validated and may be the expert it kept, which a longer run would not have done"
+FIXED = ("iters", "its last step was validated and may be the expert it kept, which a longer run would not have "
+                  "done")
 METRIC = "val_accuracy"
 ADAPTERS = ("svf", "lora")
 EXPERT_FILE = "expert.safetensors"
@@ -108,6 +109,7 @@ class ExpertRunConfig:
     device: str | None = None
 
     def __post_init__(self):
+        paths_as_text(self, "model")
         check_seed(self.seed)
         from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format, check_stop_token
 
@@ -225,6 +227,8 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
             raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
     elif cfg is None:
         raise ValueError("give an ExpertRunConfig or resume=RUN_ID")
+    else:
+        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
     with torch_threads(cfg.threads):
         model = load_adapter_model(cfg.model, cfg.adapter, rank=cfg.rank, device=cfg.device)
         if state is None:

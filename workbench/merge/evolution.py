@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from workbench.checks import check_counts, check_positive, check_seed, texts
+from workbench.checks import check_counts, check_positive, check_seed, checked_again, paths_as_text, texts
 from workbench.merge.genome import NEEDS_BASE, DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 from workbench.merge.state import check_models
@@ -42,10 +41,11 @@ from workbench.runs import (
     Run,
     RunError,
     RunStore,
+    check_longer,
     check_resume,
     checkpointed_loop,
-    extend_run,
-    extended_total,
+    new_total,
+    record_resume,
     releases_claims,
     setting_up,
     write_json,
@@ -109,6 +109,7 @@ class EvolveConfig:
     device: str | None = None                  # "cpu", "cuda", "cuda:N"; None: the GPU when the process sees one
 
     def __post_init__(self):
+        paths_as_text(self, "zoo")
         check_seed(self.seed)
         from workbench.lm.tasks import TASKS, check_tasks
 
@@ -272,39 +273,38 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     that device would, not bit for bit as the original).
 
     resume: a run id (or a unique prefix of one); cfg may then be None, or a config that must equal the
-    run's (else one error naming the differences) but for a larger iters. iters (with resume): the total to go on
-    to, more than the run's own: a finished run is extended from its last checkpoint, as a run started with that
-    many iterations would have gone on (runs.extended_total). trust_pickle: also load a pickle checkpoint of an older
-    version (it can run code: only for run folders you trust). command: the command line, kept in run.json.
-    The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness.
+    run's (else one error naming the differences) but for iters. iters (or cfg.iters, with resume): another
+    total, down to what the run has done: a finished run goes on from its last checkpoint, a stopped one ends
+    there, each as a run started with that total would have (runs.new_total). trust_pickle: also load a pickle
+    checkpoint of an older version (it can run code: only for run folders you trust). command: the command line,
+    kept in run.json. The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness.
     client: a Dask client to evaluate genomes on (the same results as without).
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
+    iters = check_longer(resume, iters, "iters")
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}
         if iters is not None:
             given["iters"] = iters
         check_resume(run, "merge", given, extends="iters")
-        more = extended_total(run, "iters", given.get("iters"))
+        going_on = new_total(run, "iters", given.get("iters")) is not None
         run, cfg, state = store.reopen(run.id, lambda c: EvolveConfig(**c), kinds=("merge",),
-                                       trust_pickle=trust_pickle)
-        if more is not None:
-            cfg = dataclasses.replace(cfg, iters=more)
+                                       trust_pickle=trust_pickle, going_on=going_on)
+        total = new_total(run, "iters", given.get("iters"))  # again, now that the run is held
+        if total is not None:
+            cfg = dataclasses.replace(cfg, iters=total)
         elif run.info.get("status") == "done":
             return run
         if state is not None and not (isinstance(state.get("search"), RecipeCMA) and "evaluations" in state):
             raise RunError(f"the checkpoint of run {run.id!r} holds no recipe search; start a new run instead")
-        run.update(resumes=[*run.info.get("resumes", []), {
-            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "from_iteration": 0 if state is None else state["iteration"]}])
-        if more is not None:
-            extend_run(run, "iters", more)
+        record_resume(run, command, state, extends="iters", total=total)
     elif cfg is None:
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
+        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
         state = None
     if device is not None:
         cfg = dataclasses.replace(cfg, device=str(device))

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.checkpoint import cmaes_from_state, cmaes_state
+from workbench.checks import checked_again
 from workbench.namm.legacy import PREDATES
 from workbench.namm.saved import POLICY_FILE, save_policy
 from workbench.namm.tasks import check_prompts
@@ -64,7 +65,7 @@ from workbench.runs import (
 
 KIND = "namm"
 #: why a finished run cannot go on to more --gens (runs.check_resume's fixed)
-FIXED = "its curriculum and its CMA-ES were set up for the stages --gens was divided into"
+FIXED = ("gens", "its curriculum and its CMA-ES were set up for the stages --gens was divided into")
 METRIC = "fitness"
 
 
@@ -115,6 +116,8 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
             "from_iteration": 0 if state is None else state["iteration"]}])
     elif cfg is None:
         raise ValueError("give a NAMMTrainConfig or resume=RUN_ID")
+    else:
+        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
     if resume is None:  # prompts that do not fit the model's window: said before a run folder is made
         check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
     ctx = context(cfg)  # loads the model: every refusal of the settings came before

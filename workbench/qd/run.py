@@ -43,7 +43,6 @@ import dataclasses
 import functools
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -52,16 +51,18 @@ from pathlib import Path
 import numpy as np
 
 from workbench.atomic import replace_dir, staging_dir
+from workbench.checks import checked_again, paths_as_text
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
 from workbench.runs import (
     Run,
     RunError,
     RunStore,
+    check_longer,
     check_resume,
     checkpointed_loop,
-    extend_run,
-    extended_total,
+    new_total,
+    record_resume,
     releases_claims,
     setting_up,
     write_json,
@@ -125,6 +126,7 @@ class QDRunConfig:
     def __post_init__(self):
         from workbench.lm.tasks import TASKS
 
+        paths_as_text(self, "zoo", "merge_recipe")
         if isinstance(self.tasks, str):
             self.tasks = [self.tasks]
         self.tasks = list(self.tasks)
@@ -355,13 +357,15 @@ def _lineage_record(record: dict) -> dict:
 def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
                 on_iteration: Callable[[int, int, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-                *, given: dict | None = None, device: str | None = None, command: str | None = None) -> Run:
+                *, given: dict | None = None, device: str | None = None, command: str | None = None,
+                gens: int | None = None) -> Run:
     """Run (or resume) CycleQD to generation cfg.gens; returns the run.
 
     resume: a run id (or a unique prefix); cfg may then be None. given: settings that must equal the resumed
     run's (config field names, "ranges.<task>" for a range; else one error naming each difference by its flag),
-    but for a larger "gens": a finished run then goes on from its last checkpoint to that many generations, as a
-    run started with them would have (runs.extended_total).
+    but for "gens": another total, down to what the run has done (a finished run goes on from its last
+    checkpoint, a stopped one ends there, each as a run started with that total would have: runs.new_total);
+    gens=N (with resume) asks the same. cfg is not read on a resume.
     on_iteration(done, total, metrics row) after each generation is stored (done counts generation 0 too, so
     total = gens + 1). device, when given, replaces cfg.device (a resumed run's too; it then continues as a run on
     that device would). command: the command line, kept in run.json. Metric: the QD score summed over the
@@ -369,13 +373,16 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     children on (the same results as without). on_start(run) once the run exists; should_stop() between
     generations: True stops the run where it can be resumed."""
     store = RunStore.of(store)
+    gens = check_longer(resume, gens, "gens")
     if resume is not None:
         run = store.open(resume)
-        check_resume(run, KIND, dict(given or {}), names=flag_names(run.info["config"]), extends="gens")
-        more = extended_total(run, "gens", (given or {}).get("gens"))
-        run, cfg, state = store.reopen(run.id, QDRunConfig.from_dict, kinds=(KIND,))
-        if more is not None:
-            cfg = dataclasses.replace(cfg, gens=more)
+        given = {**(given or {}), **({"gens": gens} if gens is not None else {})}
+        check_resume(run, KIND, given, names=flag_names(run.info["config"]), extends="gens")
+        going_on = new_total(run, "gens", given.get("gens")) is not None
+        run, cfg, state = store.reopen(run.id, QDRunConfig.from_dict, kinds=(KIND,), going_on=going_on)
+        total = new_total(run, "gens", given.get("gens"))  # again, now that the run is held
+        if total is not None:
+            cfg = dataclasses.replace(cfg, gens=total)
         elif run.info.get("status") == "done":
             return run
         if state is not None and not isinstance(state.get("qd"), CycleQD):
@@ -384,14 +391,11 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         copy = run.input_path("merge_recipe")
         if copy is not None:
             cfg = dataclasses.replace(cfg, merge_recipe=str(copy))
-        run.update(resumes=[*run.info.get("resumes", []), {
-            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "from_generation": 0 if state is None else state["iteration"]}])
-        if more is not None:
-            extend_run(run, "gens", more)
+        record_resume(run, command, state, key="from_generation", extends="gens", total=total)
     elif cfg is None:
         raise ValueError("give a QDRunConfig or resume=RUN_ID")
     else:
+        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
         check_inputs(cfg)
         state = None
     if device is not None:
