@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from workbench.runs import (
     check_resume,
     checkpointed_loop,
     flat_config,
+    record_resume,
     releases_claims,
     setting_up,
 )
@@ -205,9 +205,7 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
         run, cfg, state = store.reopen(run.id, read_sweep_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
-        run.update(resumes=[*run.info.get("resumes", []), {  # as every other kind of run records its resumes
-            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "from_iteration": 0 if state is None else state["iteration"]}])
+        record_resume(run, command, state)
     elif cfg is None:
         raise ValueError("give a SweepConfig or resume=RUN_ID")
     else:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,6 +57,7 @@ from workbench.runs import (
     as_run_did,
     check_resume,
     checkpointed_loop,
+    record_resume,
     releases_claims,
     setting_up,
     write_json,
@@ -470,9 +470,7 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
             run = store.create(KIND, cfg.target or "mixed", "+".join(experts.tasks), cfg.to_dict(), cfg.seed,
                                metric=METRIC, command=command)
         else:
-            run.update(resumes=[*run.info.get("resumes", []), {
-                "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "from_iteration": 0 if state is None else state["iteration"]}])
+            record_resume(run, command, state)
         with setting_up(run, new=resume is None):
             if resume is None:
                 _copy_inputs(run, experts)

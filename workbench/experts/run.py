@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from workbench.runs import (
     as_run_did,
     check_resume,
     checkpointed_loop,
+    record_resume,
     releases_claims,
     setting_up,
     write_json,
@@ -239,9 +239,7 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
         if resume is None:
             run = store.create(KIND, cfg.task, cfg.adapter, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
         else:
-            run.update(resumes=[*run.info.get("resumes", []), {"command": command,
-                                                               "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                                               "from_iteration": state["iteration"]}])
+            record_resume(run, command, state)
         with setting_up(run, new=resume is None):
             run.update(model_key=model.key, n_params=model.n_params, device=str(model.device))
             if on_start is not None:

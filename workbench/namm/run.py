@@ -58,6 +58,7 @@ from workbench.runs import (
     as_run_did,
     check_resume,
     checkpointed_loop,
+    record_resume,
     releases_claims,
     setting_up,
     write_json,
@@ -111,9 +112,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
             return run
         if state is not None and "cma" not in state:
             raise RunError(f"the checkpoint of run {run.id!r} holds no NAMM search; start a new run instead")
-        run.update(resumes=[*run.info.get("resumes", []), {
-            "command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "from_iteration": 0 if state is None else state["iteration"]}])
+        record_resume(run, command, state)
     elif cfg is None:
         raise ValueError("give a NAMMTrainConfig or resume=RUN_ID")
     else:
