@@ -102,8 +102,9 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(device)
 
 
-def describe(device: torch.device) -> str:
-    """A short name for reports: 'cpu' or the GPU's name."""
+def describe(device: torch.device | str) -> str:
+    """A short name for reports: 'cpu' or the GPU's name (device: a torch.device or its name, "cuda:0")."""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"

@@ -144,7 +144,11 @@ class Substrate(ABC):
 
     def decode(self, theta: Any) -> dict[str, np.ndarray]:
         """Flat search vector θ (n_params,) or (P, n_params) -> named physical parameters."""
-        theta = np.asarray(theta, dtype=np.float64)
+        raw = np.asarray(theta)
+        if raw.dtype.kind not in "biuf":  # text, objects (None), complex: numpy's own errors or a silent cut
+            raise ValueError(f"{self.name}: θ must hold real numbers, got {raw.dtype} values (e.g. "
+                             f"{raw.flat[0]!r})" if raw.size else f"{self.name}: θ must hold real numbers")
+        theta = raw.astype(np.float64)
         batched = theta.ndim == 2
         if theta.ndim not in (1, 2) or theta.shape[-1] != self.n_params:
             raise ValueError(f"{self.name}: expected θ of shape ({self.n_params},) or (P, {self.n_params}), "

@@ -72,6 +72,10 @@ class GridSubstrate(Substrate):
         return {"state": arr if state.batched else arr[0]}
 
     def state_from_arrays(self, **arrays) -> State:
+        """The state the arrays hold, its noise key (module doc) seeded by a checksum of the grids: a stochastic
+        substrate (NCA's drop masks, DNCA's draws) steps a restored state on with other draws than the state it
+        was saved from did; give `noise=` to step for the same draws. Deterministic ones (Game of Life) step on
+        exactly."""
         state = super().state_from_arrays(**arrays)
         grids = state.arrays["state"].cpu().numpy()
         seeds = [zlib.crc32(np.ascontiguousarray(g).tobytes()) for g in grids]

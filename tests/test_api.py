@@ -249,7 +249,7 @@ def _library_bad_input(tmp_path):
     from workbench.merge.dfs import DFSRecipe
     from workbench.merge.evolution import EvolveConfig
     from workbench.merge.methods import merge_tensors
-    from workbench.merge.recipe import Recipe
+    from workbench.merge.recipe import Recipe, apply_recipe
     from workbench.merge.search import RecipeCMA
     from workbench.merge.state import merge_state_dicts
     from workbench.namm.trace import TraceConfig
@@ -330,6 +330,13 @@ def _library_bad_input(tmp_path):
         (lambda: population_grid(np.full((4, 8, 8, 3), 200.0)), "float frames must be in [0, 1]"),
         (lambda: save(__import__("matplotlib.figure").figure.Figure(), tmp_path / "f.png"),
          "save writes HoloViews objects"),
+        (lambda: boids.decode("abc"), "boids: θ must hold real numbers, got <U3 values"),
+        (lambda: boids.decode([None] * boids.n_params), "boids: θ must hold real numbers, got object values"),
+        (lambda: boids.decode(np.zeros(boids.n_params, complex)), "θ must hold real numbers, got complex128"),
+        (lambda: merge_state_dicts([{"w": torch_zeros(2)}] * 2, "linear"), "models is a dict {model name: state"),
+        (lambda: apply_recipe(Recipe.from_dict({"merge_method": "linear", "models": [
+            {"model": "a", "parameters": {"weight": 1.0}}, {"model": "b", "parameters": {"weight": 1.0}}]}),
+            {"a": {}, "b": {}}), "load is a function from a model name to its state dict, got a dict; for a dict"),
     ]
 
 
@@ -469,3 +476,6 @@ def test_library_takes_paths_and_runs_where_it_takes_texts_and_ids(tmp_path, mon
     frames = np.random.default_rng(0).random((4, 8, 8, 3))
     np.testing.assert_array_equal(population_grid(frames), population_grid((frames * 255 + 0.5).astype(np.uint8)))
     assert population_grid(frames).max() > 200
+    from workbench.kernels.device import describe
+
+    assert describe("cpu") == "cpu"  # a device's name as well as a torch.device

@@ -230,6 +230,9 @@ def test_zoo_errors(tmp_path, tiny_zoo):
         build_zoo(tmp_path / "z", ZooConfig.quick(tasks=("copy",)))
     with pytest.raises(ValueError, match="no model"):
         load_zoo(tiny_zoo[0]).state_dict("sort")
+    # an existing zoo is not trained over by default (the CLI asks for --replace; Python for replace=True)
+    with pytest.raises(ValueError, match="holds a zoo already; give replace=True to build it again"):
+        build_zoo(tiny_zoo[0], ZooConfig.quick(tasks=("add",)))
     # without --replace, a zoo another build wrote to the same folder meanwhile is kept (it was replaced)
     out = tmp_path / "raced"
 

@@ -1,7 +1,9 @@
 """ASAL's foundation-model scores (spec §3). All are minimised; embeddings are unit rows.
 
 Every function takes embeddings with optional leading batch axes, e.g. (P, K, D) for a population of
-P rollouts of K frames, and returns one loss per batch entry.
+P rollouts of K frames, and returns one loss per batch entry. The last two axes are always (frames, D): the
+final frames of P simulations scored one loss each are (P, 1, D) (z[:, None]); as (P, D) they read as one
+rollout of P frames and give one loss.
 """
 
 from __future__ import annotations

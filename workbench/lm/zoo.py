@@ -322,10 +322,11 @@ def check_zoo_out(out: str | Path) -> Path:
 
 
 def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] | None = None,
-              replace: bool = True) -> Path:
+              replace: bool = False) -> Path:
     """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
-    renamed at the end; an existing zoo at `out` is replaced, unless replace=False, any other existing folder is
-    refused: with replace=False a zoo another process wrote there meanwhile is refused at the end, not lost).
+    renamed at the end). An existing zoo at `out` is refused before anything trains unless replace=True (then it
+    is replaced, as `workbench zoo build --replace` does); any other existing folder is refused; with
+    replace=False a zoo another process wrote there meanwhile is refused at the end, not lost).
     progress(k) is called after every k training steps (total_steps(cfg) in all). Trains on cfg.device (checked
     first, before anything is written); zoo.json records that device, since a GPU build has other weights."""
     import safetensors
@@ -341,6 +342,9 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
         if get_task(t).name not in TASKS:
             raise ValueError(f"unknown zoo task {t!r}; choose from {', '.join(TASKS)}")
     out = check_zoo_out(out)
+    if not replace and (out / ZOO_FILE).is_file():  # minutes of training over it: asked for, not by default
+        raise ValueError(f"{out} holds a zoo already; give replace=True to build it again (its models, and what "
+                         f"was made inside it such as generalist/, are replaced), or another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     threads = torch.get_num_threads()

@@ -80,7 +80,11 @@ def merge_tensors(
     generator: torch.Generator | None = None,
     name: str | None = None,
 ) -> torch.Tensor:
-    """Merge the inputs of one output tensor; `name` only makes error messages point at the tensor."""
+    """Merge the inputs of one output tensor; `name` only makes error messages point at the tensor.
+
+    generator: the random draws of DARE's masks (dare_linear, dare_ties). None draws from torch's global
+    generator, so two calls give other masks: pass a seeded torch.Generator for the same masks every call
+    (merge_state_dicts does, one per tensor from its seed and the tensor's name)."""
     where = f" for tensor {name!r}" if name else ""
     params = dict(parameters or {})
     tensors = list(tensors)

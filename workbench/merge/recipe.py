@@ -254,6 +254,9 @@ def apply_recipe(
 ) -> dict[str, torch.Tensor]:
     """Run a recipe on state dicts from `load(model name)` (each loaded once); floats are cast to `recipe.dtype`.
     Tensors are merged on `device` (default: resolve_device(None)) and come back where `load` put them."""
+    if not callable(load):  # a dict of state dicts: models.get is such a function
+        raise ValueError(f"load is a function from a model name to its state dict, got a {type(load).__name__}"
+                         + ("; for a dict of state dicts give its .get" if isinstance(load, Mapping) else ""))
     dev = resolve_device(device)
     recipe.validate()
     cache: dict[str, Mapping[str, torch.Tensor]] = {}

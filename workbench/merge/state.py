@@ -204,6 +204,8 @@ def merge_state_dicts(
     DARE masks use one CPU generator per tensor derived from (seed, tensor name): same seed, same masks, on
     any device. Tensors are merged one at a time on `device` (default: resolve_device(None)); each result
     goes back to the device of the first model's tensor."""
+    if not isinstance(models, Mapping):  # a list of state dicts: which model is the base, which weight whose?
+        raise ValueError(f"models is a dict {{model name: state dict}}, got a {type(models).__name__}")
     dev = resolve_device(device)
     if method not in METHODS and method != "passthrough":
         raise ValueError(f"unknown merge method {method!r}; choose one of {', '.join(METHODS)} (or passthrough)")
