@@ -171,6 +171,10 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
 
     (card,) = [RunsModel(runs_dir=str(store.root)).card(r) for r in store.list() if r["id"] == run.id]
     assert card["steps"] == f"{GENS} generations" and card["iterations"] == GENS + 1
+    assert main(["runs", "compare", *ids, "--runs", str(store.root)]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if ids[0] in line]
+    assert "generations" in out and f" {GENS} " in line and f" {GENS + 1} " not in line
     (row,) = [r for r in store.list() if r["id"] == run.id]
     assert row["tasks"] == ["brackets", "sort"] and row["sampling"] == "elite" and row["mutation"] == "svd"
     assert row["columns"] == ["tasks", "sampling", "mutation"] and row["best"] == -info["best_loss"]

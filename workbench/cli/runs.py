@@ -102,6 +102,7 @@ def _compare_tables(comparison) -> None:
     from rich.table import Column, Table
 
     from workbench.compare import value_text
+    from workbench.runs import steps_done
 
     console = Console(width=max(Console().width, 140), markup=False)
     # the settings that differ among the runs of each kind (those of one kind are absent from another's config:
@@ -114,13 +115,17 @@ def _compare_tables(comparison) -> None:
     # "same settings" only where it is so: runs of one kind, none of whose settings differ (across kinds the
     # settings are not compared at all)
     note = "" if shown else " (same settings)" if len(kinds_shown) == 1 else " (different kinds: settings not compared)"
+    # one unit for the column: CycleQD's generations where every run is one (runs list counts them so too)
+    units = {steps_done(r["kind"], 0)[1] for r in comparison.rows}
+    unit = units.pop() if len(units) == 1 else "iterations"
     table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
-                  Column("iterations", **whole), Column(best, **whole), title="runs compared" + note)
+                  Column(unit, **whole), Column(best, **whole), title="runs compared" + note)
     for r in comparison.rows:
         mine = kinds_shown.get(str(r["kind"]), [])
         cells = [value_text(comparison.differs[k][r["id"]]) if k in mine else "" for k in shown]
         value = "" if r["best"] is None else f"{r['best']:.4f}"
-        table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], str(r["iterations"]), value)
+        done = str(steps_done(r["kind"], r["iterations"])[0] if unit != "iterations" else r["iterations"])
+        table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], done, value)
     console.print(table)
     if comparison.has_replicates:
         groups = Table("setting", "runs", "seeds", Column("after iterations", **whole),
