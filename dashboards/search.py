@@ -91,14 +91,15 @@ class SearchJob:
     # ---- making one ------------------------------------------------------------------------------------------
     @classmethod
     def launch(cls, runs_dir: str, cfg: SearchConfig | None, resume: str | None = None,
-               shown: SearchJob | None = None, owner: object | None = None) -> SearchJob:
+               shown: SearchJob | None = None, owner: object | None = None, iters: int | None = None) -> SearchJob:
         """Start a new search (cfg) or resume run `resume` (cfg None; its full id) on a background thread for
         `owner` (the page). A run that a job of this process is running already is not resumed twice: that job
         is returned (its owner unchanged). shown: what the page showed of the run (its rows, budget and best frame
-        stay on show until the thread has read the run, and when the resume is refused)."""
-        job = cls(runs_dir, total=cfg.iters if cfg is not None else (shown.total if shown else 0))
+        stay on show until the thread has read the run, and when the resume is refused). iters: a resumed run's
+        new total (run_search's iters: a finished run goes on to it)."""
+        job = cls(runs_dir, total=cfg.iters if cfg is not None else (iters or (shown.total if shown else 0)))
         job.status, job.owner = "running", owner
-        job._thread = threading.Thread(target=job._work, args=(cfg, resume), daemon=True)
+        job._thread = threading.Thread(target=job._work, args=(cfg, resume, iters), daemon=True)
         if resume is None:
             job.algorithm_ran = cfg.algorithm
             with cls._live_lock:  # found by a page opened meanwhile, before the run has a folder (_started)
@@ -151,10 +152,11 @@ class SearchJob:
         return job
 
     # ---- the thread --------------------------------------------------------------------------------------------
-    def _work(self, cfg, resume) -> None:
+    def _work(self, cfg, resume, iters=None) -> None:
         try:
             store = RunStore(self.runs_dir)  # in the try: a folder gone bad since start() is this job's failure
-            run = run_search(cfg, store, resume=resume, on_iteration=self._progress, should_stop=self._stop.is_set,
+            run = run_search(cfg, store, resume=resume, iters=iters, on_iteration=self._progress,
+                             should_stop=self._stop.is_set,
                              on_start=self._started,
                              on_population=lambda thetas, thumbs: setattr(self, "population",
                                                                           population_grid(thumbs)))
@@ -338,12 +340,19 @@ class SearchModel(param.Parameterized):
 
     @property
     def resumable(self) -> bool:
-        """Whether the run on show can be resumed: stopped, interrupted or failed, and not running here."""
-        return not self.running and self.run_id is not None and self.status in RESUMABLE
+        """Whether the run on show can be resumed: stopped, interrupted or failed, or finished with the sidebar's
+        iterations above its own (it goes on to them: goes_on), and not running here."""
+        return not self.running and self.run_id is not None and (self.status in RESUMABLE or self.goes_on)
 
-    def start(self, resume: str | None = None) -> None:
-        """Start a new search (or resume run `resume`) on a background thread. A run that another page of this
-        process is resuming already is not resumed twice: this page shows that search."""
+    @property
+    def goes_on(self) -> bool:
+        """Whether resume() takes the finished run on show on to the sidebar's iterations (more than it did)."""
+        return self.status == "done" and self.run_id is not None and self.iters > self.job.total
+
+    def start(self, resume: str | None = None, iters: int | None = None) -> None:
+        """Start a new search (or resume run `resume`, to `iters` in all where given) on a background thread. A
+        run that another page of this process is resuming already is not resumed twice: this page shows that
+        search."""
         if self.busy:
             raise ValueError("a search is already running; stop it first")
         store = RunStore(self.runs_dir)  # a runs path that is not a folder is refused here, before any thread
@@ -352,7 +361,7 @@ class SearchModel(param.Parameterized):
         cfg = None if resume else self.config()  # bad settings raise here, in the caller's thread
         if cfg is not None:
             check_new_search(cfg)
-        self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job, owner=self)
+        self.job = SearchJob.launch(self.runs_dir, cfg, resume, shown=self.job, owner=self, iters=iters)
         self.starts += 1  # the page's views clear what they show of the run before
         self.notice = ""
 
@@ -429,9 +438,12 @@ class SearchModel(param.Parameterized):
         self.job.stop()
 
     def resume(self) -> None:
+        """Resume the run on show: a stopped, interrupted or failed one to its own total (the sidebar's iterations
+        may be meant for the next new run), a finished one on to the sidebar's iterations where they are more
+        (goes_on; the button then says so)."""
         if not self.run_id:
             raise ValueError("no run to resume yet")
-        self.start(resume=self.run_id)
+        self.start(resume=self.run_id, iters=self.iters if self.goes_on else None)
 
     def wait(self, timeout: float = 600.0) -> str:
         return self.job.wait(timeout)
@@ -534,6 +546,7 @@ class SearchViews:
         self.spinner.value = self.spinner.visible = running
         self.start.disabled, self.stop.disabled = model.busy, not running
         self.resume.disabled = not model.resumable
+        self.resume.name = f"go on to {model.iters}" if model.goes_on else "resume"
         # the run on show goes back in the address whenever the address lacks it, not only when the run changes: the
         # first refresh runs before the browser has loaded the page (the periodic callback starts with the session),
         # and the browser's first report of its address (/search, opened from the menu) then took out the ?run=ID

@@ -439,6 +439,18 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     reopened_views.refresh()  # the resumed run's curve goes on from where it stopped
     assert [p[0] for p in reopened_views.losses.data] == list(range(40)) and reopened_views.shows(reopened_views.best)
     assert RunStore(tmp_path).open(stopped_id).info["iterations"] == 40
+    # a finished run: resumable only to more iterations than it did, which the button says
+    reopened.iters = 40
+    reopened_views.refresh()
+    assert not reopened.resumable and reopened_views.resume.disabled
+    reopened.iters = 43
+    reopened_views.refresh()
+    assert reopened.resumable and not reopened_views.resume.disabled and reopened_views.resume.name == "go on to 43"
+    reopened.resume()
+    assert reopened.wait() == "done" and reopened.progress_text() == "43 / 43 iterations"
+    reopened_views.refresh()
+    assert [p[0] for p in reopened_views.losses.data] == list(range(43)) and reopened_views.resume.name == "resume"
+    assert RunStore(tmp_path).open(stopped_id).info["config"]["iters"] == 43
     assert model.status == "stopped"  # the first page still shows its own job as it ended
     with pytest.raises(ValueError, match="no run"):
         other.choose("no-such-run")
