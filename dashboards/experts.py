@@ -834,7 +834,7 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
                       colorbar=True, bokeh={"tools": ["hover"]}, mpl={"show_values": False})
         labels = _style(hv.Labels(table, ["x", "y"], ["count", "ink"]),
                         bokeh={"text_font_size": "9pt", "text_color": hv.dim("ink")},
-                        mpl={"size": 6, "color": hv.dim("ink")})
+                        mpl={"size": 7, "color": hv.dim("ink")})
         acc = table[table["true"] == table["named"]]["count"].sum() / table["count"].sum()
         title = f"{titles.get(name, name)} · acc. {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
         panels.append(_style(heat * labels, title=title, xlabel="named class", ylabel="true task",

@@ -8,6 +8,7 @@ shows); the views are functions of it, each one exportable as a paper figure. `p
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -97,6 +98,7 @@ class NAMMExplorer(param.Parameterized):
     def __init__(self, **params):
         super().__init__(**params)
         self.trace: tr.Trace | None = None
+        self.trace_source = ""  # what made the trace on show (policy_source), for export names
         self.sweep_rows = None  # DataFrame of agreement_sweep
         self.message = ""
 
@@ -170,7 +172,16 @@ class NAMMExplorer(param.Parameterized):
     def run(self, progress=None) -> tr.Trace:
         trace = self.compute(progress)
         self.show(trace)
+        self.trace_source = self.policy_source()
         return trace
+
+    def policy_source(self) -> str:
+        """The policy as the settings choose it, for file names: a baseline and its budget ("h2o-b64"), or NAMM
+        with its θ: "zeros", "random-s<seed>-<σ>" (strict: "-strict") or a run's id."""
+        if self.policy != "namm":
+            return f"{self.policy}-b{self.budget}"
+        theta = f"random-s{self.seed}-{self.scale:g}" if self.theta == "random" else self.theta
+        return f"namm-{theta}" + ("-strict" if self.strict else "")
 
     def compute_sweep(self, progress=None, fractions=(0.25, 0.5, 0.75)):
         """Next-token agreement with the full cache vs kept fraction: this policy (NAMM) and the baselines."""
@@ -388,7 +399,7 @@ class NAMMExplorer(param.Parameterized):
         """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>."""
         import holoviews as hv
 
-        from workbench.figures import save
+        from workbench.figures import COLUMN_WIDTH, PAGE_WIDTH, save
 
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
@@ -397,8 +408,12 @@ class NAMMExplorer(param.Parameterized):
             raise ValueError(f"nothing to export under {VIEWS[name]!r}: {fig.data.strip('<i>/ ')}")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        label = "".join(c if c.isalnum() else "-" for c in (self.trace.label if self.trace else "")).strip("-")
-        out = out_dir / f"namm-{name}-{label}-step{self.step + 1}{suffix}"
+        # which policy and which prompt: exports of other θ or prompts went to one name, each over the last
+        source = self.trace_source or (self.trace.label if self.trace else "")
+        label = "".join(c if c.isalnum() or c == "." else "-" for c in source).strip("-")
+        prompt = hashlib.sha256(repr(self.trace.ids[: self.trace.n_prompt]).encode()).hexdigest()[:8] \
+            if self.trace else "none"
+        out = out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}"
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             from workbench.atomic import atomic_write
 
@@ -421,7 +436,7 @@ class NAMMExplorer(param.Parameterized):
                 plt.close(figure)
             return out
         wide = isinstance(fig, hv.Layout)  # two panels side by side
-        inches = (7.0, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (4.0, 2.6))
+        inches = (PAGE_WIDTH, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (COLUMN_WIDTH, 2.3))
         return save(fig.opts(sublabel_format="", backend="matplotlib") if wide else fig, out,
                     style={"fig_inches": inches})
 

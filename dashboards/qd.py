@@ -50,6 +50,10 @@ MODEL_NAMES = {"cycleqd": "CycleQD best", "cycleqd_one_model": "CycleQD one mode
                "multitask": "multi-task FT"}
 HIGHLIGHT = "#d62728"
 ACCENT = "#2f5d8a"
+# seed experts: Okabe & Ito's vermillion, apart from the elites' blue for any colour vision (a purple was not)
+SEED = "#D55E00"
+# the chosen cell's ring on a map: black, which no colour map here takes (red on Oranges hid for many readers)
+RING = "#000000"
 THUMB = 32  # pixels per MAP-Elites cell on the page (the exported figure uses the stored thumbnails)
 
 
@@ -879,13 +883,19 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
     layers["labels"] = None
     if labels:
         text = cells.assign(text=pd.Series([f"{int(v)}" for v in cells[value]], index=cells.index, dtype=object))
-        layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text"]], ["x", "y"], "text"),
-                                  bokeh={"text_font_size": "7pt", "text_color": "#1a1a1a"},
-                                  mpl={"size": 6, "color": "#1a1a1a"})  # 4 pt in matplotlib's grey-blue before
+        from workbench.figures import text_colours
+
+        # light text on the map's darkest cells, dark on the rest (black on dark orange was hard to read)
+        span = clim or (float(cells[value].min()), float(cells[value].max())) if len(cells) else (0.0, 1.0)
+        text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#1a1a1a"
+        layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
+                                            ["text", "ink"]),
+                                  bokeh={"text_font_size": "7pt", "text_color": hv.dim("ink")},
+                                  mpl={"size": 7, "color": hv.dim("ink")})  # 4 pt in matplotlib's grey-blue before
     hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
     ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])
-    layers["ring"] = _style(ring, bokeh={"fill_alpha": 0.0, "line_color": HIGHLIGHT, "line_width": 3},
-                            mpl={"facecolor": "none", "edgecolor": HIGHLIGHT, "linewidth": 1.2})
+    layers["ring"] = _style(ring, bokeh={"fill_alpha": 0.0, "line_color": RING, "line_width": 3},
+                            mpl={"facecolor": "none", "edgecolor": RING, "linewidth": 1.2})
     unit = "score" if axis_ranges else "bin"
     xlabel = f"{axes[0]} {unit}"
     ylabel = "" if one_d else f"{axes[1]} {unit}" + (f" (best over {', '.join(axes[2:])})" if len(axes) > 2 else "")
@@ -940,7 +950,7 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
     hv = _hv()
     if nodes.empty:
         return hv.Div("<i>no models yet</i>")
-    colours = {"seed expert": "#6a3d9a", "elite": ACCENT, "ancestor": "#b0b7c3"}
+    colours = {"seed expert": SEED, "elite": ACCENT, "ancestor": "#b0b7c3"}
     node_el = hv.Nodes(nodes, ["x", "y", "index"], ["model", "role", "scores", "parents", "on_path"])
     graph = hv.Graph((edges, node_el), ["source", "target"])
     tips = [("model", "@model"), ("role", "@role"), ("scores", "@scores"), ("parents", "@parents")]
@@ -993,7 +1003,7 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
             layers.append(_style(hv.Scatter(part[[xa, *vd]], xa, vd, label=status), color=colour,
                                  bokeh={"size": 7, "alpha": 0.7, "tools": ["hover"]}, mpl={"s": 8, "alpha": 0.7}))
         seeds = children[children["seed"].astype(bool)]
-        layers.append(_style(hv.Scatter(seeds[[xa, *vd]], xa, vd, label="seed experts"), color="#6a3d9a",
+        layers.append(_style(hv.Scatter(seeds[[xa, *vd]], xa, vd, label="seed experts"), color=SEED,
                              bokeh={"size": 11, "marker": "diamond", "tools": ["hover"]}, mpl={"s": 18, "marker": "D"}))
         sel = children[children["id"] == selected] if "id" in children else children.iloc[:0]
         layers.append(_style(hv.Scatter(sel[[xa, yb]], xa, yb), bokeh={"size": 16, "fill_alpha": 0.0,
@@ -1082,7 +1092,7 @@ CARD_CSS = """
 .elite .bar { display: inline-block; height: 8px; background: #2f5d8a; border-radius: 2px; vertical-align: middle; }
 .elite ol { margin: .2em 0; padding-left: 1.3em; max-height: 220px; overflow-y: auto; }
 .elite li { margin: 1px 0; }
-.elite .seed { color: #6a3d9a; font-weight: 600; }
+.elite .seed { color: #D55E00; font-weight: 600; }
 .elite a.play { display: inline-block; background: #2f5d8a; color: #fff; padding: 5px 12px; border-radius: 4px;
                 text-decoration: none; margin-top: .4em; }
 .elite img { width: 100%; image-rendering: pixelated; border-radius: 4px; }

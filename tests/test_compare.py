@@ -335,17 +335,24 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
     out = _short("runs", "compare", a, b, "again", "--runs", str(local.root))
     assert out.returncode == 0 and f"again repeats the seed of {a}" in out.stderr
 
-    # a non-finite best: not in the stats, not in the band; a NaN is the run's value at its iteration
+    # a non-finite best after a finite one: the best so far stays the run's earlier score (a NaN does not undo
+    # it); a run with no finite best at all is not in the stats nor in the band
     shutil.copytree(local.root / b, local.root / "b-again")
     table = pq.read_table(local.root / b / "metrics.parquet").to_pandas()
+    earlier = float(table["best_loss"].iloc[-2])
     table.loc[table.index[-1], "best_loss"] = float("nan")
     import pyarrow as pa
 
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), local.root / b / "metrics.parquet")
     cmp = compare_runs(local, [a, b])
     (group,) = cmp.groups
+    assert group.bests[1] == earlier and group.stats()["n"] == 2
+    table["best_loss"] = float("inf")
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), local.root / b / "metrics.parquet")
+    cmp = compare_runs(local, [a, b])
+    (group,) = cmp.groups
     assert group.bests[1] is None or math.isnan(group.bests[1])
-    assert group.stats()["n"] == 1 and set(cmp.bands()["n"].iloc[-1:]) == {1}
+    assert group.stats()["n"] == 1 and set(cmp.bands()["n"]) == {1}
     # of two runs of one seed, the one with a finite best counts
     (group,) = compare_runs(local, [a, b, "b-again"]).groups
     assert group.repeats == {b: "b-again"} and group.stats()["n"] == 2
@@ -374,3 +381,25 @@ def test_figures_say_which_runs_they_leave_out(three, tmp_path):
         out = _short("figure", what, a, b, fresh, "--runs", str(local.root), "--out", str(tmp_path / f"{what}.png"))
         assert out.returncode == 0, out.stderr
         assert out.stderr.strip() == f"note: {fresh} has no metrics yet: the figure leaves it out"
+
+
+def test_a_run_that_scored_nan_or_inf_stays_in_its_band_and_says_how_many_scored(tmp_path):
+    """A first population all NaN leaves best_loss inf; a NaN between scores cut a run's line. The best so far is
+    taken over the finite values (a NaN after a score keeps that score), the band's n says how many runs had scored
+    ("n=2–3"), and the mean never rises for a loss."""
+    from workbench.figures import compare_curves
+
+    store = RunStore(tmp_path / "runs")
+
+    def run(seed, best_loss):
+        made = store.create("target", "boids", "pixels", {"seed": seed, "sigma": 0.1}, seed)
+        made.write_table("metrics", {"iteration": list(range(len(best_loss))), "best_loss": best_loss})
+        return made.id
+
+    ids = [run(0, [0.9, 0.7, 0.6]), run(1, [0.8, float("nan"), 0.5]), run(2, [float("inf"), 0.75, 0.55])]
+    comparison = compare_runs(store, ids)
+    band = comparison.bands()
+    assert band["n"].tolist() == [2, 3, 3]
+    assert band["mean"].tolist() == pytest.approx([0.85, (0.7 + 0.8 + 0.75) / 3, (0.6 + 0.5 + 0.55) / 3])
+    assert all(np.diff(band["mean"]) <= 0)
+    assert [e.label.rsplit(" (", 1)[1] for e in compare_curves(comparison)] == ["n=2–3)"] * 2

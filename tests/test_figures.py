@@ -7,6 +7,7 @@ from PIL import Image
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.cli import main
+from workbench.figures import COLUMN_WIDTH
 from workbench.runs import RunStore
 
 
@@ -29,6 +30,19 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root, "--dpi", "200"]) == 0
     png = Image.open(tmp_path / "c.png")
     assert png.size[0] > 400 and np.asarray(png).std() > 0
+    inches = png.size[0] / png.info["dpi"][0]
+    assert COLUMN_WIDTH - 0.3 < inches <= COLUMN_WIDTH  # a column's width, not wider: a paper would shrink it
+    # --width: the same curves across a page (a NeurIPS page: 5.5), the text at its size, not scaled up
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "w.png"), "--runs", root, "--width", "5.5"]) == 0
+    wide = Image.open(tmp_path / "w.png")
+    assert 5.2 < wide.size[0] / wide.info["dpi"][0] <= 5.5
+    for bad, message in ((["--width", "0.5"], "--width is the figure's width in inches, from 1 to 20"),
+                         (["--width", "3", "--out", str(tmp_path / "w.html")], "--width sizes .png, .svg and .pdf")):
+        capsys.readouterr()
+        out = bad[bad.index("--out") + 1] if "--out" in bad else str(tmp_path / "x.png")
+        args = [a for a in bad if a not in ("--out", out)]
+        assert main(["figure", "curves", *cma, "--out", out, "--runs", root, *args]) == 2
+        assert message in capsys.readouterr().err
     assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.pdf"), "--runs", root]) == 0
     assert (tmp_path / "c.pdf").read_bytes().startswith(b"%PDF")
     assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.svg"), "--runs", root]) == 0

@@ -209,6 +209,10 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert "line-through" in written[-1].read_text() and 'class="tok evicted' in written[-1].read_text()
     model.policy, model.budget = "full", 8
     model.run()
+    # named by policy, θ and prompt: another one's export is another file, not written over the first
+    full = model.export("retention", tmp_path)
+    assert full != written[0] and "-full-b8-p" in full.name and written[0].is_file()
+    assert written[0].name.startswith(f"namm-retention-namm-{namm_run['id']}-p")
     with pytest.raises(ValueError, match="no scores"):
         model.export("scores", tmp_path)
     model.prompt = "  "

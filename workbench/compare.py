@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
@@ -346,6 +347,12 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         higher = row["better"] == "higher"
         # an illumination's loss is its population's (or archive's) at each iteration, not a best so far
         metric = POPULATION_METRIC if info.get("kind") == "illuminate" else row["metric"]
+        if info.get("kind") != "illuminate":
+            # best so far over the finite values only: an inf while no member had scored (a first population all
+            # NaN) or a NaN between two scores would drop the run from a band's mean at those iterations (n=2 of
+            # 3, its mean jumping) or cut its line; before any has scored it stays NaN (no point drawn)
+            finite = df["best_loss"].where(np.isfinite(df["best_loss"].astype(float)))
+            df = df.assign(best_loss=finite.cummin().ffill())
         frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"], metric=metric))
     if not frames:
         return pd.DataFrame(columns=["run_id", "iteration", "best_loss", "best", "metric"])

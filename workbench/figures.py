@@ -18,15 +18,19 @@ from workbench.checks import count
 from workbench.compare import Comparison, curves_label
 from workbench.runs import RunStore, article
 
-# Sizes in points for a single-column figure (≈ 3.3 in wide); colour bars' labels and ticks too.
+# a column of a two-column page (ICML, NeurIPS-style 2-column, ACM, IEEE: 3.25–3.5 in): a single figure's width
+COLUMN_WIDTH = 3.25
+# Sizes in points for a single-column figure; colour bars' labels and ticks too.
 PAPER_STYLE = {
-    "fig_inches": (3.4, 2.4),
+    "fig_inches": (COLUMN_WIDTH, 2.3),
     "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7, "clabel": 8, "cticks": 7},
     "dpi": 300,
 }
 FORMATS = (".png", ".svg", ".pdf", ".html")
-# a two-column page's text width in inches (ACM and IEEE 7.0–7.16, ICML 6.75): the widest a figure of panels gets
-PAGE_WIDTH = 7.0
+# a two-column page's text width in inches (ICML 6.75, ACM and IEEE 7.0–7.16; a one-column NeurIPS or ICLR page
+# 5.5: give --width 5.5): the widest a figure of panels gets, so that no paper shrinks its 7 pt text
+PAGE_WIDTH = 6.75
+MAX_WIDTH = 20.0  # inches: a poster's panel; more is a mistyped unit (cm, points)
 MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -196,7 +200,8 @@ def compare_curves(comparison: Comparison):
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
-            label = f"{group.label} (n={int(rows['n'].max())})"
+            lo, hi = int(rows["n"].min()), int(rows["n"].max())  # runs that had scored at each iteration
+            label = f"{group.label} (n={hi})" if lo == hi else f"{group.label} (n={lo}–{hi})"
             colour = OKABE_ITO[len(layers) % len(OKABE_ITO)]
             metric = rows["metric"].iloc[0]
             ylabel = curves_label([metric])
@@ -281,6 +286,32 @@ def atlas(store: RunStore | str | Path, run_id: str):
         xaxis=None, yaxis=None, interpolation="none", backend="matplotlib")
 
 
+def text_colours(values, cmap: str, clim: tuple[float, float]) -> list[str]:
+    """Dark or light text for values written on cells of colour map `cmap` over `clim`, whichever reads on the
+    cell's colour (by its luminance): black on the darkest cells of a map was hard to read."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    lo, hi = clim
+    span = (hi - lo) or 1.0
+    rgba = colormaps[cmap](np.clip((np.asarray(values, float) - lo) / span, 0, 1))
+    luminance = rgba[:, :3] @ np.array([0.299, 0.587, 0.114])
+    return ["#ffffff" if v < 0.55 else "#1a1a1a" for v in luminance]
+
+
+def check_width(width: float | None, out: str | Path) -> float | None:
+    """--width checked for a figure written to `out`: inches from 1 to MAX_WIDTH, and not for .html."""
+    if width is None:
+        return None
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 1.0 <= width <= MAX_WIDTH):
+        raise ValueError(f"--width is the figure's width in inches, from 1 to {MAX_WIDTH:g} (a column "
+                         f"{COLUMN_WIDTH:g}, a two-column page {PAGE_WIDTH:g}), got {width!r}")
+    if Path(out).suffix.lower() == ".html":
+        raise ValueError("--width sizes .png, .svg and .pdf figures; an .html figure fills its page: leave --width "
+                         "out")
+    return float(width)
+
+
 def check_figure_path(out: str | Path) -> Path:
     """`out` as a Path, or one error naming the fix: a format figures are written in, a folder that exists."""
     out = Path(out)
@@ -351,29 +382,37 @@ def _wrap_titles(fig, width: float) -> None:
 
 
 def _fit_width(fig, width: float) -> None:
-    """Shrink `fig` until what a tight save writes is at most `width` inches wide. Colour bars, their labels and
-    legends beside the axes are drawn past the figure's edge, and the tight box takes them in: three QD archives
-    asked for 7 in came out 7.5 in. Text keeps its size; the axes give up the room, but never more than half of it
-    (text that cannot fit leaves the figure wider rather than its axes a speck)."""
+    """Scale `fig` until what a tight save writes is `width` inches wide, within 2 %: a figure made for a column
+    is a column wide, so that a paper includes it at 100 % and prints its text at the sizes set. Too wide:
+    colour bars, their labels and legends beside the axes are drawn past the figure's edge, and the tight box
+    takes them in (three QD archives asked for 7 in came out 7.5 in); the axes give up the room, but never more
+    than half of it (text that cannot fit leaves the figure wider rather than its axes a speck). Too narrow: a
+    chart of a fixed aspect inside a taller box (a curve asked for 3.25 in came out 2.9 in); it grows, at most
+    by half."""
     import matplotlib
 
     width -= 2 * matplotlib.rcParams["savefig.pad_inches"]  # the tight save's margin on either side
+    width -= 0.04  # what the PDF's and SVG's text metrics add to the raster measured here (up to 0.06 in seen)
     _wrap_titles(fig, width)
-    smallest = fig.get_size_inches()[0] * 0.5
-    for _ in range(4):
+    w0 = fig.get_size_inches()[0]
+    for _ in range(5):
         drawn = fig.get_tightbbox().width  # inches
-        if drawn <= width * 1.005:
+        if width * 0.98 <= drawn <= width:
             return
         w, h = fig.get_size_inches()
-        scale = max(0.5, (w - (drawn - width)) / w, smallest / w)  # what sticks out stays (text), the rest shrinks
-        if scale >= 1.0:
+        # what sticks out (text) stays as it is: only the rest scales
+        scale = min(max(0.5 * w0 / w, (w - (drawn - width * 0.99)) / w), 1.5 * w0 / w)
+        if abs(scale - 1.0) < 1e-3:
             return
         fig.set_size_inches(w * scale, h * scale)
 
 
-def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None) -> Path:
+def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
+         width: float | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
-    .html with Bokeh and inline resources. Written atomically."""
+    .html with Bokeh and inline resources. Written atomically. width: the figure's width in inches, its height
+    scaled with it (default: the style's, COLUMN_WIDTH for one plot; e.g. PAGE_WIDTH, or 5.5 for a one-column
+    NeurIPS or ICLR page): a paper then prints its text at the sizes set, not shrunk."""
     hv = _hv()
     if not isinstance(obj, hv.core.Dimensioned):  # a matplotlib figure failed deep inside ("no attribute 'map'")
         raise ValueError(f"save writes HoloViews objects (figures.loss_curves, compare_curves, atlas, a page's "
@@ -382,6 +421,9 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     out = check_figure_path(out)
     suffix = out.suffix.lower()
     style = {**PAPER_STYLE, **(style or {})}
+    if check_width(width, out) is not None:
+        w, h = style["fig_inches"]
+        style["fig_inches"] = (float(width), round(h * width / w, 3))
     dpi = None if dpi is None else count(dpi, "dpi")
     if dpi is not None and dpi > MAX_DPI:
         raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")

@@ -12,19 +12,21 @@ def cmd_figure(args) -> int:
     from workbench.runs import RunStore
 
     store = RunStore(args.runs)
+    if args.what != "video":  # before any run is read
+        figures.check_figure_path(args.out)
+        figures.check_width(args.width, args.out)
     if args.what == "curves":
-        out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi)
+        out = figures.save(figures.loss_curves(store, args.ids, args.metric), args.out, dpi=args.dpi, width=args.width)
         _say_undrawn(store, [store.open(i).id for i in args.ids], set())
     elif args.what == "compare":
         from workbench.compare import check_ids, compare_runs
 
         check_ids(args.ids)
-        figures.check_figure_path(args.out)  # before the runs are read
         comparison = compare_runs(store, args.ids)
-        out = figures.save(figures.compare_curves(comparison), args.out, dpi=args.dpi)
+        out = figures.save(figures.compare_curves(comparison), args.out, dpi=args.dpi, width=args.width)
         _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "atlas":
-        out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi)
+        out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi, width=args.width)
     else:
         out = figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size)
     print(out)
@@ -56,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         # each subcommand has the flags it reads, no others: a flag it would ignore is refused by argparse
         if name != "video":
             f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
+            f.add_argument("--width", type=float, default=None, metavar="INCHES",
+                           help="the figure's width in inches, text kept at 7-9 pt (default: a column, 3.25; a "
+                                "two-column page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
         if name == "curves":
             f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
                                                         "so far in each run's own metric and direction)")

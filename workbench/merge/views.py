@@ -156,13 +156,10 @@ def _group_order(df: pd.DataFrame) -> list[str]:
 
 
 def _text_colours(values: pd.Series, cmap: str, clim: tuple[float, float]) -> list[str]:
-    """Dark or light text, whichever reads on the cell's colour (by its luminance in the colormap)."""
-    from matplotlib import colormaps
+    """Dark or light text, whichever reads on the cell's colour (workbench.figures.text_colours)."""
+    from workbench.figures import text_colours
 
-    lo, hi = clim
-    rgba = colormaps[cmap](np.clip((values.to_numpy(float) - lo) / (hi - lo), 0, 1))
-    luminance = rgba[:, :3] @ np.array([0.299, 0.587, 0.114])
-    return ["#ffffff" if v < 0.55 else "#1a1a1a" for v in luminance]
+    return text_colours(values.to_numpy(float), cmap, clim)
 
 
 def _grid(df: pd.DataFrame, x: str, y: str, value: str, x_order: list[str], y_order: list[str], *,
