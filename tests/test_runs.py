@@ -878,3 +878,17 @@ def test_best_video_plays_the_best_from_the_initial_state_it_scored_from(tmp_pat
     assert not np.array_equal(shown, np.asarray(Image.open(tmp_path / "at-0.png")))
     video = best_video(tmp_path / "runs", run.id, tmp_path / "again.png", size=32)
     assert np.array_equal(np.asarray(Image.open(video)), shown)
+
+
+def test_a_run_too_big_for_this_machine_is_refused_on_resume_before_anything_loads(tmp_path):
+    """A run started where memory was plentiful, resumed on a laptop: its settings cannot change on a resume, so
+    the memory check says so (not "give --pop 1234", which a resume refuses), before the FM loads."""
+    store = RunStore(tmp_path)
+    cfg = SearchConfig(kind="target", eval=EvalConfig("lenia", "pixels", steps=4), target_image="t.png",
+                       iters=3, pop=10**8)
+    made = store.create("target", "lenia", "pixels", cfg.to_dict(), 0)
+    made.update(status="stopped")
+    with pytest.raises(RunError, match=rf"run {made.id} needs more memory than this machine has free \(--pop "
+                                       r"100000000: .*\); a resume keeps the run's settings"):
+        run_search(None, store, resume=made.id)
+    assert store.open(made.id).info["status"] == "stopped" and store.open(made.id).info.get("resumes") is None

@@ -163,3 +163,15 @@ def test_a_sweep_too_big_for_the_memory_is_refused_naming_the_flag():
         check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=16), free=2**32)
     check_sweep_memory(SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), limit=1000, batch=64),
                        free=2**32)
+
+
+def test_a_sweep_too_big_for_this_machine_is_refused_on_resume(tmp_path):
+    from workbench.asal.sweep import KIND
+    from workbench.runs import RunError
+
+    store = RunStore(tmp_path)
+    cfg = SweepConfig(EvalConfig("gol", "pixels", steps=64, frames=32, bs=16), batch=10**7)
+    made = store.create(KIND, "gol", "pixels", cfg.to_dict(), 0)
+    made.update(status="stopped")
+    with pytest.raises(RunError, match=rf"run {made.id} needs more memory than this machine has free \(--batch "):
+        run_sweep(None, store, resume=made.id)

@@ -311,6 +311,18 @@ def check_longer(resume: str | None, value: object, name: str) -> int | None:
     return count(value, name)
 
 
+def check_memory_to_resume(run: Run, cfg: Any, check: Callable[[Any], None]) -> None:
+    """`check(cfg)` (a kind's memory check, which names the flag to lower) for a resume, whose settings cannot
+    change: on a machine with less memory than the run's, one error saying so before anything loads, not an
+    out-of-memory kill mid-iteration."""
+    try:
+        check(cfg)
+    except ValueError as exc:
+        raise RunError(f"run {run.id} needs more memory than this machine has free ({exc}); a resume keeps the "
+                       f"run's settings: resume it where more memory is free, or start a new run with the smaller "
+                       f"value") from None
+
+
 def record_resume(run: Run, command: str | None, state: dict | None, key: str = "from_iteration",
                   extends: str | None = None, total: int | None = None) -> None:
     """Record a resume of the (claimed) run in run.json: its `resumes` entry (command, time, where it went on

@@ -49,6 +49,7 @@ from workbench.runs import (
     RunError,
     RunStore,
     check_longer,
+    check_memory_to_resume,
     check_resume,
     checkpointed_loop,
     flat_config,
@@ -451,10 +452,10 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
                                        going_on=going_on)
         total = new_total(run, "iters", given.get("iters"))  # again, now that the run is held
         if total is not None:
-            cfg.iters = total
-            check_memory(cfg)  # what grows with the iterations (MAP-Elites' archive) must fit
+            cfg.iters = total  # what grows with the iterations (MAP-Elites' archive) is checked below
         elif run.info.get("status") == "done":
             return run
+        check_memory_to_resume(run, cfg, check_memory)
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
             raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
         run.check_copied("target_image", cfg.target_image)

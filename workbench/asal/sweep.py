@@ -33,6 +33,7 @@ from workbench.runs import (
     Run,
     RunError,
     RunStore,
+    check_memory_to_resume,
     check_resume,
     checkpointed_loop,
     flat_config,
@@ -205,6 +206,7 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
         run, cfg, state = store.reopen(run.id, read_sweep_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
+        check_memory_to_resume(run, cfg, check_sweep_memory)
         record_resume(run, command, state)
     elif cfg is None:
         raise ValueError("give a SweepConfig or resume=RUN_ID")
