@@ -105,7 +105,7 @@ def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
     assert [p.title.text for p, *_ in hv.render(figure, backend="bokeh").children] == [
         "target · s", "merge · s", "qd · s"]
     axes = hv.render(figure, backend="matplotlib").axes
-    assert [ax.get_ylabel() for ax in axes] == ["best loss", "best fitness", "best qd_score"]
+    assert [ax.get_ylabel() for ax in axes] == ["best target loss", "best fitness", "best qd_score"]
     assert [ax.get_xlim() for ax in axes] == [(0, 4)] * 3 and [ax.get_xlabel() for ax in axes] == ["", "", "iteration"]
     assert [ax.lines[0].get_color() for ax in axes] == list(OKABE_ITO[:3])
     assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in axes] == [["target · s"], ["merge · s"],
@@ -118,7 +118,7 @@ def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
     assert [[type(e).__name__ for e in panel] for panel in plotted] == [["Area", "Curve"]] * 3
     title, grid = hv.render(plotted, backend="bokeh").children
     plots = [plot for plot, *_ in grid.children]
-    assert BAND_TITLE in title.text and [p.yaxis[0].axis_label for p in plots] == ["best loss", "best fitness",
+    assert BAND_TITLE in title.text and [p.yaxis[0].axis_label for p in plots] == ["best target loss", "best fitness",
                                                                                    "best qd_score"]
     assert all(p.width == 760 and p.x_range is plots[0].x_range for p in plots)
     assert [{getattr(r.glyph, "fill_color", r.glyph.line_color) for r in p.renderers} for p in plots] == [

@@ -176,7 +176,7 @@ def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
     # two metrics: a panel each (one axis held both under "best fitness / loss")
     axes = hv.render(loss_curves(store, [fit.id, loss.id]), backend="matplotlib").axes
     assert [list(ax.lines[0].get_ydata()) for ax in axes] == [[0.2, 0.5, 0.7], [0.9, 0.4]]
-    assert [ax.get_ylabel() for ax in axes] == ["best fitness", "best loss"]
+    assert [ax.get_ylabel() for ax in axes] == ["best fitness", "best target loss"]
     assert [ax.lines[0].get_color() for ax in axes] == ["#0072B2", "#E69F00"]
     ax = hv.render(loss_curves(store, [fit.id], metric="fitness_mean"), backend="matplotlib").axes[0]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([.1, .2, .3])
@@ -262,7 +262,7 @@ def test_an_illumination_curve_is_not_called_a_best_so_far(store):
     cma = [r["id"] for r in runs if r["kind"] == "openended"][0]
     assert hv.render(loss_curves(store, [ill]), backend="matplotlib").axes[0].get_ylabel() == POPULATION_METRIC
     both = [ax.get_ylabel() for ax in hv.render(loss_curves(store, [cma, ill]), backend="matplotlib").axes]
-    assert both == ["best loss", POPULATION_METRIC]  # a panel each
+    assert both == ["best open-endedness loss", POPULATION_METRIC]  # a panel each
 
 
 def test_a_long_title_wraps_and_the_figure_keeps_its_size(tmp_path):

@@ -33,6 +33,9 @@ CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config
                 "config.transfer")
 #: what an illumination's curve is: its population's (the GA's) or archive's (MAP-Elites') loss at each iteration
 POPULATION_METRIC = "illumination loss of the population"
+#: a search's "loss" by what it minimises: a target search's and an open-ended one's are other quantities, apart
+# on a figure's axes (one axis labelled "best loss" held both)
+LOSS_NAMES = {"target": "target loss", "openended": "open-endedness loss"}
 LABEL_CHARS = 60  # a label past this long is not read: a group is named by its substrate and first run, a run by id
 
 
@@ -347,6 +350,8 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         higher = row["better"] == "higher"
         # an illumination's loss is its population's (or archive's) at each iteration, not a best so far
         metric = POPULATION_METRIC if info.get("kind") == "illuminate" else row["metric"]
+        if metric == "loss":
+            metric = LOSS_NAMES.get(info.get("kind"), metric)
         if info.get("kind") != "illuminate":
             # best so far over the finite values only: an inf while no member had scored (a first population all
             # NaN) or a NaN between two scores would drop the run from a band's mean at those iterations (n=2 of
