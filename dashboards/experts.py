@@ -748,9 +748,12 @@ def curve_plot(table: pd.DataFrame, kind: str):
     title = "expert training" if kind == "experts" else "α search: few-shot accuracy per generation"
     from workbench.figures import whole_numbers
 
+    # the paper figure's legend inside the axes, where matplotlib finds room: beside them it squeezed the plot to
+    # a third of the figure and its title into the y label; an accuracy on 0–1 (room above the curves)
+    mpl = {"legend_position": "best", **({"ylim": (0, 1.02)} if kind != "experts" else {})}
     return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel,
                                 bokeh={"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"]},
-                                mpl={"legend_position": "right"}))
+                                mpl=mpl))
 
 
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):

@@ -284,3 +284,24 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         # a run that is not there: the page says so (the same offline browser context, a fresh page session)
         page.goto(f"{served}/experts?run=nope", wait_until="networkidle")
         page.locator(".alert").get_by_text("no run 'nope'").wait_for(timeout=60000)
+
+
+def test_paper_curves_keep_their_legend_inside_the_axes():
+    """A reviewer's audit: the curves' legend beside the axes squeezed the plot to ~1.1 × 0.65 in of a column
+    figure and pushed the title into the y label; inside (where matplotlib finds room), an accuracy on 0–1."""
+    import holoviews as hv
+    import numpy as np
+    import pandas as pd
+
+    from workbench.dashboards.experts import curve_plot
+    from workbench.figures import holoviews
+
+    holoviews()
+    table = pd.DataFrame({"series": ["best"] * 8 + ["mean"] * 8, "x": list(range(8)) * 2,
+                          "y": [*np.linspace(0.2, 0.8, 8), *np.linspace(0.1, 0.6, 8)]})
+    fig = hv.render(curve_plot(table, "adapt"), backend="matplotlib")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
+    assert ax.get_ylim() == (0, 1.02)
