@@ -160,9 +160,11 @@ class NAMMExplorer(param.Parameterized):
         cfg = tr.TraceConfig(n_up=int(self.n_up), max_new_tokens=self.max_new_tokens, chat=self.chat)
         return tr.record_trace(model, tok, self.prompt, self.make_policy(model.config), cfg, progress=progress)
 
-    def show(self, trace: tr.Trace) -> None:
-        """Put a trace on show, at its last step."""
+    def show(self, trace: tr.Trace, source: str | None = None) -> None:
+        """Put a trace on show, at its last step. source: the policy that made it (policy_source, read before
+        it ran: the settings may change meanwhile), which export names carry; None: the trace's own label."""
         self.trace, self.sweep_rows = trace, None
+        self.trace_source = source or ""
         n = len(trace.steps)
         self.param.step.bounds = (0, max(n - 1, 0))
         self.param.update(step=max(n - 1, 0), layer=min(self.layer, trace.n_layers - 1),
@@ -170,9 +172,9 @@ class NAMMExplorer(param.Parameterized):
         self.version += 1
 
     def run(self, progress=None) -> tr.Trace:
+        source = self.policy_source()
         trace = self.compute(progress)
-        self.show(trace)
-        self.trace_source = self.policy_source()
+        self.show(trace, source)
         return trace
 
     def policy_source(self) -> str:
@@ -662,6 +664,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     async def on_run(event):
         progress.param.update(value=0, visible=True)
         status.object = "running…"
+        source = model.policy_source()  # as set when run was clicked: export names say what made the trace
         try:
             trace = await off_loop(model.compute, tick, busy=[run_button, tabs])
         except ValueError as exc:
@@ -671,7 +674,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         finally:
             progress.visible = False
         alert.visible = False
-        model.show(trace)
+        model.show(trace, source)
         sync_widgets()
         status.object = f"ran {trace.n_tokens} tokens: {len(trace.steps)} eviction steps"
 

@@ -886,7 +886,7 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         from workbench.figures import text_colours
 
         # light text on the map's darkest cells, dark on the rest (black on dark orange was hard to read)
-        span = clim or (float(cells[value].min()), float(cells[value].max())) if len(cells) else (0.0, 1.0)
+        span = clim or ((float(cells[value].min()), float(cells[value].max())) if len(cells) else (0.0, 1.0))
         text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#1a1a1a"
         layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
                                             ["text", "ink"]),

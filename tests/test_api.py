@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -320,12 +321,13 @@ def _library_bad_input(tmp_path):
         (lambda: CycleQDConfig(omega_sigma="x"), "omega_sigma must be a finite number, got 'x'"),
         # from the third probe (2026-12-04): a config edited after it was built is checked again, before a folder
         (lambda: run_search(_edited(ev, iters=0), store), "--iters must be a positive integer, got 0"),
-        (lambda: run_search(_edited(ev, pop=1), store), "--pop"),
+        (lambda: run_search(_edited(ev, pop=1), store), "--pop must be at least 2 (the population of each"),
         (lambda: run_search(_edited(EvalConfig("boids", "pixels", steps=4), eval_steps=0), store),
          "--steps must be a positive integer, got 0"),
         (lambda: run_search(_edited(ev), store, iters=3), "iters= sets the total of a resumed run"),
         (lambda: store.open(12), "give a run id (a str, or a Run), got int"),
         (lambda: store.open(tmp_path / "elsewhere" / "r1"), "is not a run folder of the run store"),
+        (lambda: store.open(tmp_path / "runs" / "r"), "no run folder"),  # a folder is never a prefix of another
         (lambda: boids.init({**params, "W_1": params["W1"]}), "boids: no parameters ['W_1']; its parameters are"),
         (lambda: population_grid(np.full((4, 8, 8, 3), 200.0)), "float frames must be in [0, 1]"),
         (lambda: save(__import__("matplotlib.figure").figure.Figure(), tmp_path / "f.png"),
@@ -473,6 +475,10 @@ def test_library_takes_paths_and_runs_where_it_takes_texts_and_ids(tmp_path, mon
     assert {r["id"] for r in compare_runs(store, runs).rows} == {r.id for r in runs}
     assert run_search(None, store, resume=runs[0], iters=2).info["iterations"] == 2
     assert EvalConfig("boids", "pixels", weights=image).weights == str(image)
+    from workbench.merge.evolution import EvolveConfig
+
+    assert EvolveConfig(zoo=tmp_path, models=[Path("add"), Path("sort")]).models == ["add", "sort"]
+    assert store.open(Path("~/runs") / runs[0].id).id == runs[0].id
     frames = np.random.default_rng(0).random((4, 8, 8, 3))
     np.testing.assert_array_equal(population_grid(frames), population_grid((frames * 255 + 0.5).astype(np.uint8)))
     assert population_grid(frames).max() > 200

@@ -140,8 +140,8 @@ def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo,
     assert main([*resume, "--stop-token", "count"]) == 0
     # more --iters for a finished expert: refused, saying why (a search's run can go on; this one cannot)
     _refused(capsys, [*resume, "--iters", str(done.info["config"]["iters"] + 2)],
-             "it does not extend or change a finished one (its last step was validated and may be the expert it "
-             "kept", store.root)
+             "it does not extend or change a finished one (its last step is validated and may be the expert it "
+             "keeps: a run of another total validates another step)", store.root)
     rows = {(e["stop_token"], e["expert"]["runs"]) for e in report([counted, dropped, done])["experts"]}
     assert rows == {("count", 2), ("drop", 1)}
     # adapt runs made before: CEM's tie-break counted the eos too

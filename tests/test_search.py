@@ -458,6 +458,20 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
         check_memory(SearchConfig(**many_long, pop=10**6), free=free)
     many_long["eval"].frames = int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
     check_memory(SearchConfig(**many_long, pop=2), free=free)
+    # where fewer frames fit only with one rollout a θ, both flags (the message claimed nothing fits)
+    from workbench.asal.driver import check_batch_memory
+
+    bs8 = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=64, frames=64, bs=8, size=8),
+                       pop=2)
+    with pytest.raises(ValueError, match=r"--frames 64: .* give --bs 1 and --frames (\d+) or less") as err:
+        check_batch_memory(bs8, 375_000, 1000, 512)
+    bs8.eval.bs, bs8.eval.frames = 1, int(err.value.args[0].rsplit("--frames ", 1)[1].split()[0])
+    check_batch_memory(bs8, 375_000, 1000, 512)  # what it named fits
+    # and where nothing fits, said so (in MiB: not "0.0 GiB")
+    with pytest.raises(ValueError, match=r"needs about 2\.2 MiB, 0\.2 MiB are available here, and even --pop 2 --bs 1 "
+                                         r"--frames 1 would not fit: free memory or use a machine with more"):
+        check_memory(SearchConfig(kind="target", target_image="t.png",
+                                  eval=EvalConfig("lenia", "pixels", steps=4, frames=1)), free=2**18)
     # MAP-Elites' archive of a million cells (no similarities to hold): --population
     cells = SearchConfig(kind="illuminate", algorithm="map-elites", population=10**6,
                          eval=EvalConfig("lenia", "pixels", steps=4))

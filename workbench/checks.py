@@ -136,13 +136,17 @@ def cgroup_headroom(own: str, root: Path) -> int | None:
     return None
 
 
+class MemoryNeedError(ValueError):
+    """Sizes whose arrays cannot fit in the memory available (check_fits and the kinds' memory checks)."""
+
+
 def check_fits(need: float, flag: str, value: int, what: str, largest: int, free: int | None = None) -> None:
     """One error naming `flag` and the largest value that fits, where `need` bytes for `value` exceed 80 % of
     the memory available (free, default: measured now); nothing where the OS does not say."""
     free = available_memory() if free is None else free
     if free is None or need <= 0.8 * free:
         return
-    raise ValueError(f"{flag} {value}: {what} {needs_of(need, free)}: give {flag} {max(largest, 1)} or less")
+    raise MemoryNeedError(f"{flag} {value}: {what} {needs_of(need, free)}: give {flag} {max(largest, 1)} or less")
 
 
 def needs_of(need: float, free: float) -> str:
@@ -167,7 +171,10 @@ def paths_as_text(config: object, *names: str) -> None:
 def checked_again(config):
     """A copy of a dataclass config built anew from its fields, so that its checks (__post_init__) see what was
     set on it after it was built: in a notebook `cfg.iters = 0` ran a run of nothing and `cfg.eval.steps = 0` left
-    a failed run folder. Its `notes` (what the checks adjusted, in words), where it has them, are made again."""
+    a failed run folder. Its `notes` (what the checks adjusted, in words), where it has them, are made again.
+    What the first build derived from other settings stays as derived (a search's algorithm and loss weights from
+    its kind, the frames of an illumination, a substrate's default steps, a merge's tasks from its models, a
+    mutation's scale): to change kind, substrate, models or mutation, build a new config."""
     import copy
     import dataclasses
 

@@ -353,11 +353,12 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
         if metric == "loss":
             metric = LOSS_NAMES.get(info.get("kind"), metric)
         if info.get("kind") != "illuminate":
-            # best so far over the finite values only: an inf while no member had scored (a first population all
-            # NaN) or a NaN between two scores would drop the run from a band's mean at those iterations (n=2 of
-            # 3, its mean jumping) or cut its line; before any has scored it stays NaN (no point drawn)
+            # a non-finite value (an inf while no member had scored: a first population all NaN; a NaN after a
+            # score) takes the run's last finite one: it dropped the run from a band's mean at those iterations
+            # (n=2 of 3, the mean jumping) or cut its line; before any score it stays NaN (no point drawn). Not a
+            # running min: the stored value is each kind's own best so far (NAMM's restarts with each stage)
             finite = df["best_loss"].where(np.isfinite(df["best_loss"].astype(float)))
-            df = df.assign(best_loss=finite.cummin().ffill())
+            df = df.assign(best_loss=finite.ffill())
         frames.append(df.assign(best=-df["best_loss"] if higher else df["best_loss"], metric=metric))
     if not frames:
         return pd.DataFrame(columns=["run_id", "iteration", "best_loss", "best", "metric"])

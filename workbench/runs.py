@@ -295,8 +295,10 @@ def new_total(run: Run, extends: str, value: object, flag: str | None = None) ->
     done, unit = steps_done(run.info.get("kind"), run.info.get("iterations"))
     if value < max(done, 1):
         flag = flag or extends
+        if value < 1:
+            raise RunError(f"{flag} must be a whole number ≥ 1, got {value}")
         raise RunError(f"run {run.id} has done {done} {unit} of its {flag} {stored}: {flag} {value} would end it "
-                       f"before that; give {flag} {max(done, 1)} or more (a resume goes on from where the run is)")
+                       f"before that; give {flag} {done} or more (a resume goes on from where the run is)")
     return int(value)
 
 
@@ -315,9 +317,11 @@ def check_memory_to_resume(run: Run, cfg: Any, check: Callable[[Any], None]) -> 
     """`check(cfg)` (a kind's memory check, which names the flag to lower) for a resume, whose settings cannot
     change: on a machine with less memory than the run's, one error saying so before anything loads, not an
     out-of-memory kill mid-iteration."""
+    from workbench.checks import MemoryNeedError
+
     try:
         check(cfg)
-    except ValueError as exc:
+    except MemoryNeedError as exc:
         raise RunError(f"run {run.id} needs more memory than this machine has free ({exc}); a resume keeps the "
                        f"run's settings: resume it where more memory is free, or start a new run with the smaller "
                        f"value") from None
@@ -332,6 +336,9 @@ def record_resume(run: Run, command: str | None, state: dict | None, key: str = 
     short of it), and what its end measured on test sets (test_scores) moves into the resume's entry, as
     previous_end: the run's files of that end stay until the new end rewrites them."""
     info = run.info
+    if total is not None and state is not None and total < state["iteration"]:  # its checkpoint is a step on
+        raise RunError(f"run {run.id} has done {state['iteration']} steps by its checkpoint: {extends} {total} would "
+                       f"end it before that; give {extends} {state['iteration']} or more")
     entry = {"command": command, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
              key: 0 if state is None else state["iteration"]}
     fields: dict[str, Any] = {}
@@ -864,11 +871,13 @@ class RunStore:
         if isinstance(run_id, Run):
             run_id = run_id.path
         if isinstance(run_id, os.PathLike):
-            folder = Path(run_id)
+            folder = Path(run_id).expanduser()
             if folder.parent.resolve() != self.root.resolve():
                 raise RunError(f"{folder} is not a run folder of the run store {self.root}: give a run id, or open "
                                f"the store that holds it (RunStore({str(folder.parent)!r}))")
-            run_id = folder.name
+            if not (self.root / folder.name).is_dir():  # a folder names its run, never another by its prefix
+                raise RunError(f"no run folder {folder} in {self.root}")
+            return folder.name
         if not isinstance(run_id, str):
             raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
         if run_id and (self.root / run_id).is_dir() and "/" not in run_id and "\\" not in run_id:

@@ -33,6 +33,7 @@ from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.checks import (
+    MemoryNeedError,
     available_memory,
     check_counts,
     check_fits,
@@ -300,21 +301,22 @@ def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
     if need > 0.8 * free:
         if room / per_theta >= fewest:
             check_fits(need, "--pop", cfg.pop, what, int(room / per_theta), free)
-        # even `fewest` θ do not fit: fewer rollouts or frames a θ, at --pop as given, else also at the fewest
+        # even `fewest` θ do not fit: fewer rollouts or frames a θ, at --pop as given, else also at the fewest;
+        # frames at --bs as given, else also at one rollout a θ
         step, least = frame_steps(cfg)
         b = 20.0 * dim  # bytes per frame of a rollout
         for pop in dict.fromkeys([cfg.pop, fewest]):
-            also = "" if pop == cfg.pop else f"--pop {pop} and "
             per_seed = (room - pop * 32.0 * n) / (pop * per_rollout)  # rollouts a θ can have
             if ev.bs > 1 and per_seed >= 1:
-                _too_big(need, free, "--bs", ev.bs, what, also + f"--bs {int(per_seed)}")
-            # K with pop · bs · (20 K D + a K²) within the room (without K² where no loss holds one)
-            share = max(room / pop / ev.bs - 32.0 * n / ev.bs, 0.0)
-            k = int(share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)) // step * step
-            if ev.frames > least and k >= least:
-                _too_big(need, free, "--frames", ev.frames, what, also + f"--frames {k}")
-        raise ValueError(f"{what} {needs_of(need, free)}, and even --pop {fewest} --bs 1 --frames {least} would "
-                         f"not fit: free memory or use a machine with more")
+                _too_big(need, free, "--bs", ev.bs, what, _fix(cfg.pop, pop, ev.bs, ev.bs, f"--bs {int(per_seed)}"))
+            for bs in dict.fromkeys([ev.bs, 1]):
+                # K with pop · bs · (20 K D + a K²) within the room (without K² where no loss holds one)
+                share = max(room / pop / bs - 32.0 * n / bs, 0.0)
+                k = int(share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)) // step * step
+                if ev.frames > least and k >= least:
+                    _too_big(need, free, "--frames", ev.frames, what, _fix(cfg.pop, pop, ev.bs, bs, f"--frames {k}"))
+        raise MemoryNeedError(f"{what} {needs_of(need, free)}, and even --pop {fewest} --bs 1 --frames {least} "
+                              f"would not fit: free memory or use a machine with more")
     check_chunk_memory(ev, cfg.pop, free)
 
 
@@ -329,7 +331,13 @@ def frame_steps(cfg: SearchConfig) -> tuple[int, int]:
 
 def _too_big(need: float, free: int, flag: str, value: int, what: str, fix: str) -> None:
     """check_fits' error where the fix names more than one flag ("--pop 2 and --bs 3")."""
-    raise ValueError(f"{flag} {value}: {what} {needs_of(need, free)}: give {fix} or less")
+    raise MemoryNeedError(f"{flag} {value}: {what} {needs_of(need, free)}: give {fix} or less")
+
+
+def _fix(pop_given: int, pop: int, bs_given: int, bs: int, last: str) -> str:
+    """The flags of a memory fix: --pop and --bs where they differ from what was given, then `last`."""
+    parts = ([f"--pop {pop}"] if pop != pop_given else []) + ([f"--bs {bs}"] if bs != bs_given else [])
+    return " and ".join([*parts, last])
 
 
 def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):

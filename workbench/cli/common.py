@@ -115,7 +115,7 @@ def check_device(value: str | None) -> str | None:
 
 def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
                 names: dict[str, str] | Callable[[dict], dict[str, str]], predates: dict | None = None,
-                extends: str | None = None, fixed: str | None = None):
+                extends: str | None = None, fixed: tuple[str, str] | None = None):
     """The run that --resume ID names (None without --resume), with everything that would refuse the resume
     checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
     (named by `names`, or by `names(config)`; but for a larger value of the length setting `extends`, which goes

@@ -51,8 +51,8 @@ from workbench.threads import torch_threads
 KIND = "experts"
 #: why a run's --iters cannot change on a resume (runs.check_resume's fixed): its last step is validated, and the
 # kept expert may be that step's; a run started with more iterations would not have validated it
-FIXED = ("iters", "its last step was validated and may be the expert it kept, which a longer run would not have "
-                  "done")
+FIXED = ("iters", "its last step is validated and may be the expert it keeps: a run of another total validates "
+                  "another step")
 METRIC = "val_accuracy"
 ADAPTERS = ("svf", "lora")
 EXPERT_FILE = "expert.safetensors"

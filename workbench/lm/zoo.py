@@ -326,7 +326,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     """Train the base and one expert per task; write the zoo atomically to `out` (a temporary sibling folder
     renamed at the end). An existing zoo at `out` is refused before anything trains unless replace=True (then it
     is replaced, as `workbench zoo build --replace` does); any other existing folder is refused; with
-    replace=False a zoo another process wrote there meanwhile is refused at the end, not lost).
+    replace=False a zoo another process wrote there meanwhile is refused at the end, not lost.
     progress(k) is called after every k training steps (total_steps(cfg) in all). Trains on cfg.device (checked
     first, before anything is written); zoo.json records that device, since a GPU build has other weights."""
     import safetensors

@@ -109,7 +109,7 @@ class EvolveConfig:
     device: str | None = None                  # "cpu", "cuda", "cuda:N"; None: the GPU when the process sees one
 
     def __post_init__(self):
-        paths_as_text(self, "zoo")
+        paths_as_text(self, "zoo", "models", "base")
         check_seed(self.seed)
         from workbench.lm.tasks import TASKS, check_tasks
 
