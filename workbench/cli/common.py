@@ -118,8 +118,9 @@ def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
                 extends: str | None = None, fixed: tuple[str, str] | None = None):
     """The run that --resume ID names (None without --resume), with everything that would refuse the resume
     checked before a model loads or a progress bar starts: its kind, given flags that contradict its config
-    (named by `names`, or by `names(config)`; but for a larger value of the length setting `extends`, which goes
-    on past the run's end; `fixed`: why a kind cannot), its process still running, a pickle checkpoint without
+    (named by `names`, or by `names(config)`; but for the length setting `extends`, whose new total may be
+    anything down to what the run has done; `fixed`: why a kind's cannot change), its process still running, a
+    pickle checkpoint without
     --trust-pickle. --trust-pickle without --resume is refused: a new run would ignore it silently. So are
     --workers with --dask, here rather than when the client starts, after the notes about the run."""
     if getattr(args, "workers", None) is not None and getattr(args, "dask", None):
