@@ -63,6 +63,10 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     atlas = store.open(ill).read_image("atlas.png")  # embedded at its own pixels repeated, not resampled
     embedded = int(re.search(rb"/Width (\d+)", (tmp_path / "a.pdf").read_bytes()).group(1))
     assert embedded % atlas.shape[1] == 0 and 600 <= embedded <= 1400
+    # across a page: blocks for 6.75 in at 300 dpi
+    assert main(["figure", "atlas", ill, "--out", str(tmp_path / "wide.pdf"), "--runs", root, "--width", "6.75"]) == 0
+    embedded = int(re.search(rb"/Width (\d+)", (tmp_path / "wide.pdf").read_bytes()).group(1))
+    assert embedded % atlas.shape[1] == 0 and abs(embedded - 6.75 * 300) <= atlas.shape[1]
     assert main(["figure", "video", cma[0], "--out", str(tmp_path / "v.gif"), "--runs", root, "--size", "64"]) == 0
     assert Image.open(tmp_path / "v.gif").n_frames > 1
     capsys.readouterr()
@@ -356,3 +360,22 @@ def test_charts_alone_share_one_shape_in_a_paper(tmp_path):
     (cw, ch), (bw, bh), (pw, ph), (mw, mh) = sizes
     assert abs(cw - bw) < 0.2 and abs(cw - mw) < 0.2 and cw > 1.3 * ch and bw > 1.3 * bh and mw > 1.3 * mh, sizes
     assert abs(pw - ph) < 0.3, sizes
+
+
+def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes():
+    """A reviewer's audit: beside the axes, the fitness panels filled half of the figure's width."""
+    import holoviews as hv
+    import pandas as pd
+
+    from workbench.figures import holoviews
+    from workbench.merge.views import fitness_plot
+
+    holoviews()
+    metrics = pd.DataFrame({"iteration": range(6), "best_loss": [-0.2, -0.3, -0.5, -0.5, -0.6, -0.7],
+                            "loss_mean": [-0.1, -0.2, -0.3, -0.4, -0.4, -0.5], "sigma": [0.2] * 6})
+    fig = hv.render(fitness_plot(metrics), backend="matplotlib")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
+    assert fig.axes[1].get_ylabel() == "σ"

@@ -266,8 +266,10 @@ def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None
     return layout
 
 
-def atlas(store: RunStore | str | Path, run_id: str):
-    """The illumination atlas of a run (its atlas.png) as an RGB element."""
+def atlas(store: RunStore | str | Path, run_id: str, pixels: int = 900):
+    """The illumination atlas of a run (its atlas.png) as an RGB element, its pixels repeated a whole number of
+    times to about `pixels` across (what the figure prints: 3 in at 300 dpi by default; width × dpi for others,
+    the atlas' own size for a page)."""
     store = RunStore.of(store)
 
     run = store.open(run_id)
@@ -282,7 +284,7 @@ def atlas(store: RunStore | str | Path, run_id: str):
     img = run.read_image(path.name)
     # its pixels repeated a whole number of times to about a column's print width (3 in at 300 dpi): a 224 px
     # atlas drawn at ~900 px came out as uneven 2- and 3-pixel blocks, and a PDF embedded it at ~119 dpi
-    k = max(1, round(900 / max(img.shape[:2])))
+    k = max(1, round(count(pixels, "pixels") / max(img.shape[:2])))
     img = img.repeat(k, axis=0).repeat(k, axis=1)
     # a picture: no axes (they read "x", "y", 0 to 1); its own pixels in a PDF or SVG (interpolation "none":
     # resampled, a 222 px atlas was embedded as 504 px of uneven nearest-neighbour blocks)

@@ -26,7 +26,10 @@ def cmd_figure(args) -> int:
         out = figures.save(figures.compare_curves(comparison), args.out, dpi=args.dpi, width=args.width)
         _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "atlas":
-        out = figures.save(figures.atlas(store, args.ids[0]), args.out, dpi=args.dpi, width=args.width)
+        # drawn at whole-pixel blocks for the size it prints at (an .html page shows its own pixels)
+        pixels = 1 if args.out.lower().endswith(".html") else \
+            int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
+        out = figures.save(figures.atlas(store, args.ids[0], pixels), args.out, dpi=args.dpi, width=args.width)
     else:
         out = figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size)
     print(out)

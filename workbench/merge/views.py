@@ -241,13 +241,16 @@ def fitness_plot(metrics: pd.DataFrame):
     df = metrics.assign(best=-metrics["best_loss"], mean=-metrics["loss_mean"])
     fit = (hv.Curve(df, "iteration", "best", label="best so far") * hv.Curve(df, "iteration", "mean",
                                                                              label="population mean"))
-    fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", legend_position="right",
-                 bokeh={"width": 520, "height": 280})
+    # the paper figure's legend inside the axes (beside them the panels filled half the figure's width)
+    fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", bokeh={"width": 520, "height": 280,
+                                                                                    "legend_position": "right"},
+                 mpl={"legend_position": "best"})
     values = df[["best", "mean"]].to_numpy()
     if values.min() == values.max():  # flat (a search that found nothing): an accuracy's axis, not −1 … 1
         v = float(values.min())
         fit = _style(fit, ylim=(min(0.0, v), max(1.0, v)))
-    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES σ", bokeh={"width": 520, "height": 220})
+    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES step size σ", ylabel="σ",
+                   bokeh={"width": 520, "height": 220})
     return _style((whole_numbers(fit) + whole_numbers(sigma)).cols(1), shared_axes=False,
                   mpl={"sublabel_format": "", "vspace": 0.7})
 
