@@ -123,7 +123,7 @@ class RunsModel(param.Parameterized):
             subtitle = f"FM {row.get('fm')}" + (f" · {algorithm}" if algorithm else "")
         return {"id": row["id"], "kind": kind, "title": title, "subtitle": subtitle,
                 "status": str(row.get("status") or "unknown"), "iterations": row.get("iterations") or 0,
-                "steps": "{} {}".format(*steps_done(kind, row.get("iterations"))).replace(" iterations", " it"),
+                "steps": _steps_text(kind, row.get("iterations")),
                 "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
                 "thumbnail": self.thumbnail(row),
                 "links": open_links(kind, row["id"], row.get("algorithm")),
@@ -207,6 +207,12 @@ def best_text(row: dict) -> str:
     if row.get("best_loss") is not None:
         return f"best loss {row['best_loss']:.4g} ↓"
     return "no score yet"
+
+
+def _steps_text(kind: str, iterations: int | None) -> str:
+    """A card's steps: "12 it", or a CycleQD run's "6 generations"."""
+    done, unit = steps_done(kind, iterations)
+    return f"{done} {'it' if unit == 'iterations' else unit}"
 
 
 def _png_uri(image: np.ndarray) -> str:

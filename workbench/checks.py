@@ -146,7 +146,19 @@ def check_fits(need: float, flag: str, value: int, what: str, largest: int, free
     free = available_memory() if free is None else free
     if free is None or need <= 0.8 * free:
         return
-    raise MemoryNeedError(f"{flag} {value}: {what} {needs_of(need, free)}: give {flag} {max(largest, 1)} or less")
+    raise too_big(need, free, flag, value, what, f"{flag} {max(largest, 1)}")
+
+
+def too_big(need: float, free: float, flag: str, value: int, what: str, fix: str) -> MemoryNeedError:
+    """check_fits' error, with its fix in words ("--bs 1 and --frames 11"), where a check names more than one
+    flag."""
+    return MemoryNeedError(f"{flag} {value}: {what} {needs_of(need, free)}: give {fix} or less")
+
+
+def nothing_fits(need: float, free: float, what: str, smallest: str) -> MemoryNeedError:
+    """The error where not even the `smallest` settings ("--pop 2 --bs 1 --frames 2") fit."""
+    return MemoryNeedError(f"{what} {needs_of(need, free)}, and even {smallest} would not fit: free memory or use "
+                           f"a machine with more")
 
 
 def needs_of(need: float, free: float) -> str:

@@ -282,12 +282,12 @@ def atlas(store: RunStore | str | Path, run_id: str, pixels: int = 900):
         raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
                          f"({run.status} now)")
     img = run.read_image(path.name)
-    # its pixels repeated a whole number of times to about a column's print width (3 in at 300 dpi): a 224 px
-    # atlas drawn at ~900 px came out as uneven 2- and 3-pixel blocks, and a PDF embedded it at ~119 dpi
+    # its pixels repeated a whole number of times to about the width it prints at, and not resampled
+    # (interpolation "none"): a 224 px atlas drawn at ~900 px came out as uneven 2- and 3-pixel blocks, and a PDF
+    # embedded it at ~119 dpi
     k = max(1, round(count(pixels, "pixels") / max(img.shape[:2])))
     img = img.repeat(k, axis=0).repeat(k, axis=1)
-    # a picture: no axes (they read "x", "y", 0 to 1); its own pixels in a PDF or SVG (interpolation "none":
-    # resampled, a 222 px atlas was embedded as 504 px of uneven nearest-neighbour blocks)
+    # a picture: no axes (they read "x", "y", 0 to 1)
     return _hv().RGB(img, bounds=(0, 0, 1, 1)).opts(xaxis=None, yaxis=None, backend="bokeh").opts(
         xaxis=None, yaxis=None, interpolation="none", backend="matplotlib")
 

@@ -382,11 +382,16 @@ def check_resume(run: Run, kind: str | None, given: dict[str, Any], names: dict[
         new_total(run, extends, given.get(extends), (names or {}).get(extends, extends))
 
 
+def step_unit(kind: str | None) -> str:
+    """What a kind of run counts its steps in: CycleQD in generations (as --gens does), the others iterations."""
+    return "generations" if kind == "qd" else "iterations"
+
+
 def steps_done(kind: str | None, iterations: int | None) -> tuple[int, str]:
     """A run's stored iterations as its users count them, with the unit: a CycleQD run's first iteration is its
     generation 0 (the seed experts scored), so --gens 6 ends after 7 iterations, which are its 6 generations."""
     n = iterations or 0
-    return (max(n - 1, 0), "generations") if kind == "qd" else (n, "iterations")
+    return (max(n - 1, 0) if kind == "qd" else n), step_unit(kind)
 
 
 def article(word: object) -> str:
@@ -932,6 +937,16 @@ class RunStore:
         except BaseException:
             run.release()
             raise
+
+    def reopen_to(self, run: Run, read_config: Callable[[dict], Any], kinds: tuple[str, ...], extends: str,
+                  value: int | None, *, trust_pickle: bool = False) -> tuple[Run, Any, dict | None, int | None]:
+        """reopen for a kind whose length setting `extends` a resume may change to `value` (check_resume checked
+        it first): the run, its config, its checkpoint and the new total (new_total; None: the run's own). A
+        finished run that goes on is held as an unfinished one is, and the total is worked out again once the
+        run is held (another resume may have changed it meanwhile)."""
+        going_on = new_total(run, extends, value) is not None
+        run, cfg, state = self.reopen(run.id, read_config, kinds=kinds, trust_pickle=trust_pickle, going_on=going_on)
+        return run, cfg, state, new_total(run, extends, value)
 
     def _records(self) -> tuple[list[dict], list[str]]:
         records, broken = [], []

@@ -33,7 +33,6 @@ from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.checks import (
-    MemoryNeedError,
     available_memory,
     check_counts,
     check_fits,
@@ -41,9 +40,10 @@ from workbench.checks import (
     check_seed,
     check_weight,
     checked_again,
-    needs_of,
+    nothing_fits,
     paths_as_text,
     texts,
+    too_big,
 )
 from workbench.runs import (
     Run,
@@ -54,7 +54,6 @@ from workbench.runs import (
     check_resume,
     checkpointed_loop,
     flat_config,
-    new_total,
     record_resume,
     releases_claims,
     setting_up,
@@ -308,15 +307,16 @@ def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
         for pop in dict.fromkeys([cfg.pop, fewest]):
             per_seed = (room - pop * 32.0 * n) / (pop * per_rollout)  # rollouts a θ can have
             if ev.bs > 1 and per_seed >= 1:
-                _too_big(need, free, "--bs", ev.bs, what, _fix(cfg.pop, pop, ev.bs, ev.bs, f"--bs {int(per_seed)}"))
+                raise too_big(need, free, "--bs", ev.bs, what,
+                              _fix(cfg.pop, pop, ev.bs, ev.bs, f"--bs {int(per_seed)}"))
             for bs in dict.fromkeys([ev.bs, 1]):
                 # K with pop · bs · (20 K D + a K²) within the room (without K² where no loss holds one)
                 share = max(room / pop / bs - 32.0 * n / bs, 0.0)
                 k = int(share / b if not a else (-b + math.sqrt(b * b + 4 * a * share)) / (2 * a)) // step * step
                 if ev.frames > least and k >= least:
-                    _too_big(need, free, "--frames", ev.frames, what, _fix(cfg.pop, pop, ev.bs, bs, f"--frames {k}"))
-        raise MemoryNeedError(f"{what} {needs_of(need, free)}, and even --pop {fewest} --bs 1 --frames {least} "
-                              f"would not fit: free memory or use a machine with more")
+                    raise too_big(need, free, "--frames", ev.frames, what,
+                                  _fix(cfg.pop, pop, ev.bs, bs, f"--frames {k}"))
+        raise nothing_fits(need, free, what, f"--pop {fewest} --bs 1 --frames {least}")
     check_chunk_memory(ev, cfg.pop, free)
 
 
@@ -327,11 +327,6 @@ def frame_steps(cfg: SearchConfig) -> tuple[int, int]:
     targets = (len(cfg.prompts) or (1 if cfg.target_image else 0)) if cfg.kind != "illuminate" else 0
     oe = cfg.kind != "illuminate" and (cfg.c_oe > 0 or cfg.kind == "openended")
     return max(targets, 1), max(targets, 2 if oe else 1)
-
-
-def _too_big(need: float, free: int, flag: str, value: int, what: str, fix: str) -> None:
-    """check_fits' error where the fix names more than one flag ("--pop 2 and --bs 3")."""
-    raise MemoryNeedError(f"{flag} {value}: {what} {needs_of(need, free)}: give {fix} or less")
 
 
 def _fix(pop_given: int, pop: int, bs_given: int, bs: int, last: str) -> str:
@@ -455,10 +450,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
             given["iters"] = iters
         check_resume(run, kind, {k: v for k, v in given.items() if k not in ("kind", "eval.device")},
                      predates=PREDATES, extends="iters")
-        going_on = new_total(run, "iters", given.get("iters")) is not None
-        run, cfg, state = store.reopen(run.id, read_config, kinds=KINDS, trust_pickle=trust_pickle,
-                                       going_on=going_on)
-        total = new_total(run, "iters", given.get("iters"))  # again, now that the run is held
+        run, cfg, state, total = store.reopen_to(run, read_config, KINDS, "iters", given.get("iters"),
+                                                 trust_pickle=trust_pickle)
         if total is not None:
             cfg.iters = total  # what grows with the iterations (MAP-Elites' archive) is checked below
         elif run.info.get("status") == "done":

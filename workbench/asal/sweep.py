@@ -28,7 +28,7 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components, rollout_bytes
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.checks import MemoryNeedError, available_memory, check_fits, check_seed, needs_of
+from workbench.checks import available_memory, check_fits, check_seed, nothing_fits
 from workbench.runs import (
     Run,
     RunError,
@@ -129,11 +129,10 @@ def check_sweep_memory(cfg: SweepConfig, free: int | None = None) -> None:
         check_fits(need, "--batch", cfg.batch, what, int(room / per_rule), free)
     elif (room - 12.0 * k * cells) / per_rollout >= 1:  # not even one rule's initial states
         check_fits(need, "--bs", ev.bs, what, int((room - 12.0 * k * cells) / per_rollout), free)
-    elif int(room / (20.0 * dim + 16.0 * k + 12.0 * cells)) >= 2:  # open-endedness compares frames: 2 at least
-        check_fits(need, "--frames", k, what, int(room / (20.0 * dim + 16.0 * k + 12.0 * cells)), free)
+    elif (frames := int(room / (20.0 * dim + 16.0 * k + 12.0 * cells))) >= 2:  # open-endedness compares frames
+        check_fits(need, "--frames", k, what, frames, free)
     else:
-        raise MemoryNeedError(f"{what} {needs_of(need, free)}, and even --batch 1 --bs 1 --frames 2 would not "
-                              f"fit: free memory or use a machine with more")
+        raise nothing_fits(need, free, what, "--batch 1 --bs 1 --frames 2")
     # at the end (the batches gone): z_final, the batches' files (float32) read in and joined into one
     check_fits(8.0 * n_rules * dim, "--limit", n_rules, f"the final embeddings of {n_rules} rules",
                int(room / (8.0 * dim)), free)

@@ -23,7 +23,7 @@ def _runs_tables(rows: list[dict]) -> None:
     with the columns that describe its runs, and the best value in its metric's units and direction."""
     from rich.table import Table
 
-    from workbench.runs import steps_done
+    from workbench.runs import step_unit, steps_done
 
     console = Console(width=max(Console().width, 140), markup=False)
     families = {}
@@ -34,8 +34,7 @@ def _runs_tables(rows: list[dict]) -> None:
         best = _best_header(group)
         kind = ["kind"] if family == "asal" else []
         headers = [LABELS.get(family, {}).get(c, c) for c in describe]
-        steps = steps_done(family, 0)[1]  # CycleQD counts generations (its generation 0 is the seed experts)
-        table = Table(*kind, *headers, "status", steps, best, "id", title=TITLES[family])
+        table = Table(*kind, *headers, "status", step_unit(family), best, "id", title=TITLES[family])
         for r in group:
             cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
                      for c in describe]
@@ -102,7 +101,7 @@ def _compare_tables(comparison) -> None:
     from rich.table import Column, Table
 
     from workbench.compare import value_text
-    from workbench.runs import steps_done
+    from workbench.runs import step_unit, steps_done
 
     console = Console(width=max(Console().width, 140), markup=False)
     # the settings that differ among the runs of each kind (those of one kind are absent from another's config:
@@ -116,7 +115,7 @@ def _compare_tables(comparison) -> None:
     # settings are not compared at all)
     note = "" if shown else " (same settings)" if len(kinds_shown) == 1 else " (different kinds: settings not compared)"
     # one unit for the column: CycleQD's generations where every run is one (runs list counts them so too)
-    units = {steps_done(r["kind"], 0)[1] for r in comparison.rows}
+    units = {step_unit(r["kind"]) for r in comparison.rows}
     unit = units.pop() if len(units) == 1 else "iterations"
     table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
                   Column(unit, **whole), Column(best, **whole), title="runs compared" + note)

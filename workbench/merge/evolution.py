@@ -44,7 +44,6 @@ from workbench.runs import (
     check_longer,
     check_resume,
     checkpointed_loop,
-    new_total,
     record_resume,
     releases_claims,
     setting_up,
@@ -290,10 +289,8 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         if iters is not None:
             given["iters"] = iters
         check_resume(run, "merge", given, extends="iters")
-        going_on = new_total(run, "iters", given.get("iters")) is not None
-        run, cfg, state = store.reopen(run.id, lambda c: EvolveConfig(**c), kinds=("merge",),
-                                       trust_pickle=trust_pickle, going_on=going_on)
-        total = new_total(run, "iters", given.get("iters"))  # again, now that the run is held
+        run, cfg, state, total = store.reopen_to(run, lambda c: EvolveConfig(**c), ("merge",), "iters",
+                                                 given.get("iters"), trust_pickle=trust_pickle)
         if total is not None:
             cfg = dataclasses.replace(cfg, iters=total)
         elif run.info.get("status") == "done":

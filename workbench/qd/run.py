@@ -61,7 +61,6 @@ from workbench.runs import (
     check_longer,
     check_resume,
     checkpointed_loop,
-    new_total,
     record_resume,
     releases_claims,
     setting_up,
@@ -378,9 +377,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         run = store.open(resume)
         given = {**(given or {}), **({"gens": gens} if gens is not None else {})}
         check_resume(run, KIND, given, names=flag_names(run.info["config"]), extends="gens")
-        going_on = new_total(run, "gens", given.get("gens")) is not None
-        run, cfg, state = store.reopen(run.id, QDRunConfig.from_dict, kinds=(KIND,), going_on=going_on)
-        total = new_total(run, "gens", given.get("gens"))  # again, now that the run is held
+        run, cfg, state, total = store.reopen_to(run, QDRunConfig.from_dict, (KIND,), "gens", given.get("gens"))
         if total is not None:
             cfg = dataclasses.replace(cfg, gens=total)
         elif run.info.get("status") == "done":
