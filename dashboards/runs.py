@@ -24,7 +24,8 @@ from workbench.compare import Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import RunError, RunStore, steps_done
 
-COLUMNS = ["id", "kind", "substrate", "fm", "status", "iterations", "best_loss", "created"]
+# "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
+COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss", "created"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -88,7 +89,9 @@ class RunsModel(param.Parameterized):
         return [r for r in reversed(self._rows) if keep(r)][: self.limit]
 
     def table(self) -> pd.DataFrame:
-        rows = self._rows
+        """Every run in the catalog, one row each: COLUMNS, then the metric, best, algorithm and method columns
+        of the kinds that have them."""
+        rows = [{**r, **_done(r)} for r in self._rows]
         extra = [c for c in ("metric", "best", "algorithm", "method") if any(c in r for r in rows)]
         return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
 
@@ -171,14 +174,13 @@ class RunsModel(param.Parameterized):
         `comparison`, default: the selection's, compared now)."""
         comparison = comparison or self.comparison()
         if comparison is None:
-            return pd.DataFrame(columns=["id", "seed", "status", "best"])
+            return pd.DataFrame(columns=["id", "seed", "done", "unit", "status", "best"])
         keys = [k for k in comparison.differs if k != "config.seed"]
         out = []
         for r in comparison.rows:
             out.append({"id": r["id"], "seed": r["seed"],
                         **{k.removeprefix("config."): value_text(comparison.differs[k][r["id"]]) for k in keys},
-                        "iterations": r["iterations"],
-                        "status": r["status"], "best": best_text(r)})
+                        **_done(r), "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
 
     def export(self, suffix: str = ".png") -> Path:
@@ -207,6 +209,13 @@ def best_text(row: dict) -> str:
     if row.get("best_loss") is not None:
         return f"best loss {row['best_loss']:.4g} ↓"
     return "no score yet"
+
+
+def _done(row: dict) -> dict:
+    """A row's steps as its users count them: {"done": 6, "unit": "generations"} for a CycleQD run of --gens 6
+    (its 7 stored iterations), {"done": 12, "unit": "iterations"} for the others."""
+    done, unit = steps_done(row.get("kind"), row.get("iterations"))
+    return {"done": done, "unit": unit}
 
 
 def _steps_text(kind: str, iterations: int | None) -> str:

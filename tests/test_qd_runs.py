@@ -169,8 +169,15 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert "generations" in out and f" {GENS} " in line and f" {GENS + 1} " not in line
     from workbench.dashboards.runs import RunsModel
 
-    (card,) = [RunsModel(runs_dir=str(store.root)).card(r) for r in store.list() if r["id"] == run.id]
+    gallery = RunsModel(runs_dir=str(store.root))
+    (card,) = [gallery.card(r) for r in store.list() if r["id"] == run.id]
     assert card["steps"] == f"{GENS} generations" and card["iterations"] == GENS + 1
+    (listed,) = gallery.table().query("id == @run.id").to_dict("records")  # the page's table counts them so too
+    assert (listed["done"], listed["unit"]) == (GENS, "generations")
+    for compared in ids:
+        gallery.toggle(compared)
+    (listed,) = gallery.settings_table().query("id == @run.id").to_dict("records")
+    assert (listed["done"], listed["unit"]) == (GENS, "generations")
     assert main(["runs", "compare", *ids, "--runs", str(store.root)]) == 0
     out = capsys.readouterr().out
     (line,) = [line for line in out.splitlines() if ids[0] in line]
