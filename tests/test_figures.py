@@ -379,3 +379,117 @@ def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes():
     box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
     assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
     assert fig.axes[1].get_ylabel() == "σ"
+
+
+def _drawn_colours(obj, out) -> dict[str, set[str]]:
+    """{legend name: the colours of its lines} in the figure `save` writes of `obj` to `out`."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from workbench.figures import save
+
+    seen: dict[str, set[str]] = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        for ax in fig.axes:
+            for line in ax.lines:
+                if not line.get_label().startswith("_"):
+                    seen.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        save(obj, out)
+    finally:
+        plt.Figure.savefig = savefig
+    return seen
+
+
+def test_a_task_or_a_pinned_name_has_one_colour_in_every_figure(tmp_path):
+    """A paper's figures drew "sort" blue in one (its first task) and green in the next: a task now has its own
+    colour wherever it is drawn (QD curves, experts' z), a name pinned by the user (pin_colours, --colour) keeps
+    its colour in every figure, and the rest take Okabe & Ito's colours no name of the figure took."""
+    import pandas as pd
+
+    from workbench.cli.namm import TASK_NAMES
+    from workbench.dashboards.experts import z_rank_plot
+    from workbench.dashboards.qd import curves_plot
+    from workbench.figures import OKABE_ITO, PINNED_COLOURS, TASK_COLOURS, colours_for, holoviews, pin_colours
+    from workbench.lm.tasks import EXTRA_TASKS, TASKS
+
+    holoviews()
+    assert {*TASKS, *EXTRA_TASKS, *TASK_NAMES} <= set(TASK_COLOURS)  # every task the project draws
+    assert colours_for(["mean", "sort", "best"]) == {"sort": TASK_COLOURS["sort"], "mean": OKABE_ITO[0],
+                                                     "best": OKABE_ITO[1]}
+    assert colours_for(["add", "x"])["x"] == OKABE_ITO[1]  # add took the first: x the next free one
+    qd = pd.DataFrame({"generation": [0, 1, 0, 1], "task": ["brackets", "brackets", "sort", "sort"],
+                       "coverage": [0.1, 0.2, 0.1, 0.3], "qd_score": [1.0, 2.0, 1.0, 3.0],
+                       "max_quality": [0.5, 0.6, 0.4, 0.7]})
+    experts = pd.DataFrame({"expert": ["add"] * 3 + ["sort"] * 3, "rank": [0, 1, 2] * 2,
+                            "z": [0.5, 0.6, 0.4, 0.55, 0.5, 0.45]})
+    in_qd = _drawn_colours(curves_plot(qd, 1), tmp_path / "qd.png")
+    in_experts = _drawn_colours(z_rank_plot(experts, "all"), tmp_path / "experts.png")
+    assert in_qd["sort"] == in_experts["sort"] == {TASK_COLOURS["sort"].lower()}  # in every panel too
+    assert in_qd["brackets"] == {TASK_COLOURS["brackets"].lower()}
+    before = pin_colours({"sort": "black"})
+    try:
+        assert _drawn_colours(curves_plot(qd, 1), tmp_path / "qd2.png")["sort"] == {"#000000"}
+        # a setting compared over seeds keeps its pinned colour with its run count
+        assert colours_for(["sort (n=3)", "sort (n=2–3)"]) == {"sort (n=3)": "#000000", "sort (n=2–3)": "#000000"}
+    finally:
+        PINNED_COLOURS.clear()
+        PINNED_COLOURS.update(before)
+    for bad, message in (({"sort": "blurple"}, "--colour sort=blurple: 'blurple' is not a colour"),
+                         (["sort"], "--colour takes NAME=COLOUR"), (["a=red", "a=blue"], "--colour a is given twice")):
+        with pytest.raises(ValueError, match=message):
+            pin_colours(bad)
+    assert PINNED_COLOURS == {}
+
+
+def test_colours_and_fonts_from_the_cli(store, tmp_path, capsys):
+    """--colour NAME=COLOUR pins a legend entry's colour for one command, --font serif sets the text in a
+    Times-like face (embedded in the PDF); each bad one is one error before anything is read or written."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from workbench.figures import PINNED_COLOURS
+
+    cma = [r["id"] for r in store.list() if r["kind"] == "openended"]
+    root = str(store.root)
+    seen = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.update({line.get_label(): to_hex(line.get_color()) for ax in fig.axes for line in ax.lines})
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root]) == 0
+        label = next(name for name in seen if "seed=1" in name)
+        assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root,
+                     "--colour", f"{label}=#000000"]) == 0
+    finally:
+        plt.Figure.savefig = savefig
+    assert seen[label] == "#000000" and PINNED_COLOURS == {}  # for that command only
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "serif.pdf"), "--runs", root,
+                 "--font", "serif"]) == 0
+    pdf = (tmp_path / "serif.pdf").read_bytes()
+    assert b"STIXGeneral" in pdf and b"DejaVuSans" not in pdf
+    assert main(["figure", "curves", *cma, "--out", str(tmp_path / "sans.pdf"), "--runs", root]) == 0
+    assert b"DejaVuSans" in (tmp_path / "sans.pdf").read_bytes()  # the default
+    for bad, message in ((["--colour", "seed=1"], "'1' is not a colour; give NAME=COLOUR"),
+                         (["--colour", "=red"], "--colour takes NAME=COLOUR"),
+                         (["--colour", "x=nocolour"], "not a colour"),
+                         (["--colour", "sigma=2=red"], "the figure has no legend entry 'sigma=2'; its entries are"),
+                         (["--font", "serif", "--out", str(tmp_path / "f.html")], "leave --font out")):
+        capsys.readouterr()
+        out = bad[bad.index("--out") + 1] if "--out" in bad else str(tmp_path / "bad.png")
+        args = [a for a in bad if a not in ("--out", out)]
+        assert main(["figure", "curves", *cma, "--out", out, "--runs", root, *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad.png").exists() and not (tmp_path / "f.html").exists()
+    assert PINNED_COLOURS == {}
+    with pytest.raises(SystemExit):  # an atlas has no legend: no --colour
+        main(["figure", "atlas", cma[0], "--out", str(tmp_path / "a.png"), "--runs", root, "--colour", "a=red"])

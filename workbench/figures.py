@@ -5,6 +5,7 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
     save(fig, "curves.pdf")              # .png .svg .pdf (matplotlib) or .html (Bokeh, inline, offline)
     save(atlas(store, "run-c"), "atlas.png", dpi=600)
     save(compare_curves(compare_runs(store, ids)), "seeds.pdf")   # each setting's mean and range over seeds
+    pin_colours({"ours": "#D55E00"}); save(fig, "curves.pdf", font="serif")   # a method's colour, Times-like text
 
 `workbench figure curves|compare|atlas|video ...` is the same on the command line.
 """
@@ -34,6 +35,25 @@ MAX_WIDTH = 20.0  # inches: a poster's panel; more is a mistyped unit (cm, point
 MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+#: The project's task names in fixed colours, so that a task reads alike in every figure of a paper: the QD curves'
+#: "sort" and the experts' "sort" (by position, each figure gave its first task blue). The language models' tasks,
+#: then the NAMM's (no figure draws the two families together); Okabe & Ito's yellow, weak on white, left out.
+TASK_COLOURS = {
+    "add": OKABE_ITO[0], "reverse": OKABE_ITO[1], "sort": OKABE_ITO[2], "recall": OKABE_ITO[3],
+    "brackets": OKABE_ITO[4], "classify": OKABE_ITO[5], "larger": OKABE_ITO[7],
+    "passkey": OKABE_ITO[0], "kv": OKABE_ITO[1], "vartrack": OKABE_ITO[2], "count": OKABE_ITO[3],
+    "digit": OKABE_ITO[4],
+}
+#: Colours you pin to legend names, for every figure this process writes: a method drawn alike in all of a paper's
+#: figures. Set with pin_colours (checked), or `workbench figure --colour NAME=COLOUR` for one command. A name
+#: matches a legend entry equal to it, or one that adds a setting's run count ("sigma=0.3 (n=3)").
+PINNED_COLOURS: dict[str, str] = {}
+#: Fonts for a figure's text (save(font=...), `workbench figure --font`): matplotlib's own sans (DejaVu Sans), or a
+#: Times-like serif (STIX, which matplotlib ships) for papers set in Times; maths ($\sigma$) in the same face.
+FONTS = {
+    "sans": {"font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"], "mathtext.fontset": "dejavusans"},
+    "serif": {"font.family": "serif", "font.serif": ["STIXGeneral", "DejaVu Serif"], "mathtext.fontset": "stix"},
+}
 # text stays text in vector figures: TrueType fonts embedded in PDF (not Type 3), <text> in SVG (not outlines)
 VECTOR_TEXT = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 # the rest of a paper figure's rc: ticks as plain numbers (not "1e-5+4.776e-1" over the axis), and SVG ids from a
@@ -130,6 +150,86 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
         return hash(("integer-ticks", self.axis))
 
 
+def _legend_key(name: str) -> str:
+    """A legend entry as colours are pinned to it: a setting's "(n=3)" / "(n=2–3)" left out."""
+    import re
+
+    return re.sub(r" \(n=\d+(–\d+)?\)$", "", str(name))
+
+
+def colours_for(names) -> dict[str, str]:
+    """Each legend name's colour in one figure: the colour pinned to it (PINNED_COLOURS), else a task's own
+    (TASK_COLOURS), else Okabe & Ito's colours that no name of this figure took, in order (cycling past the last).
+    Names are taken once, in order."""
+    names = list(dict.fromkeys(str(n) for n in names))
+    fixed = {n: PINNED_COLOURS.get(_legend_key(n)) or TASK_COLOURS.get(_legend_key(n)) for n in names}
+    taken = {c.lower() for c in fixed.values() if c}
+    free = [c for c in OKABE_ITO if c.lower() not in taken] or list(OKABE_ITO)
+    out, n_free = {}, 0
+    for name in names:
+        if fixed[name]:
+            out[name] = fixed[name]
+        else:
+            out[name], n_free = free[n_free % len(free)], n_free + 1
+    return out
+
+
+def check_colours(colours) -> dict[str, str]:
+    """`colours` ({name: colour}, or "NAME=COLOUR" texts as --colour gives them) checked: each colour one
+    matplotlib reads ("#D55E00", "tab:blue", "black"), each name given once; returned as {name: "#rrggbb"}."""
+    from matplotlib.colors import is_color_like, to_hex
+
+    pairs = []
+    for item in (colours.items() if isinstance(colours, dict) else colours):
+        if isinstance(item, str):
+            name, sep, colour = item.rpartition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"--colour takes NAME=COLOUR (a legend name, e.g. sort=#D55E00), got {item!r}")
+            item = (name.strip(), colour.strip())
+        pairs.append(item)
+    out: dict[str, str] = {}
+    for name, colour in pairs:
+        # a number is a grey to matplotlib ("1": white): here the likely slip is a name with "=" in it given alone
+        # ("seed=1" for the legend entry seed=1)
+        number = str(colour).replace(".", "", 1).isdigit()
+        if number or not is_color_like(colour) or str(colour).strip() in ("", "none"):
+            raise ValueError(f"--colour {name}={colour}: {colour!r} is not a colour; give NAME=COLOUR with a hex "
+                             f"colour (#D55E00) or a matplotlib colour name (black, tab:blue); a name with = in it "
+                             f"takes its colour after the last = ({name}={colour}=#D55E00)")
+        if name in out:
+            raise ValueError(f"--colour {name} is given twice; give each name one colour")
+        out[str(name)] = to_hex(colour)
+    return out
+
+
+def legend_names(obj) -> list[str]:
+    """The legend entries of a HoloViews figure as colours are pinned to them (a setting's "(n=3)" left out)."""
+    hv = _hv()
+    found = obj.traverse(lambda part: part.label, [lambda part: isinstance(part, hv.Element)])
+    return list(dict.fromkeys(_legend_key(label) for label in found if label))
+
+
+def pin_colours(colours) -> dict[str, str]:
+    """Pin colours to legend names for every later figure of this process (PINNED_COLOURS), checked
+    (check_colours); returns what was pinned before, for pin_colours(previous) to restore after
+    PINNED_COLOURS.clear()."""
+    checked, before = check_colours(colours), dict(PINNED_COLOURS)
+    PINNED_COLOURS.update(checked)
+    return before
+
+
+def check_font(font: str | None, out: str | Path) -> str | None:
+    """--font checked for a figure written to `out`: one of FONTS, and not for .html."""
+    if font is None:
+        return None
+    if font not in FONTS:
+        raise ValueError(f"--font is one of {', '.join(FONTS)}, got {font!r}")
+    if Path(out).suffix.lower() == ".html":
+        raise ValueError("--font sets the text of .png, .svg and .pdf figures; an .html figure uses its page's: "
+                         "leave --font out")
+    return font
+
+
 def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | None = None):
     """Best so far against iteration, one curve per run labelled by the settings that tell it from the others
     (compare.run_labels: "sigma=0.3, seed=1"), in each run's own metric and direction (an ASAL search's
@@ -165,7 +265,8 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
                                    label=labels[run.id]))
     if not curves:
         raise ValueError(f"no metrics yet in {', '.join(run.id for run in runs)}")
-    curves = [c.opts(color=OKABE_ITO[i % len(OKABE_ITO)], backend="matplotlib") for i, c in enumerate(curves)]
+    colours = colours_for(c.label for c in curves)
+    curves = [c.opts(color=colours[c.label], backend="matplotlib") for c in curves]
     legend = {"show_legend": len(curves) > 1}
     if len(curves) == 1:  # titled by the run drawn (another asked for may have no metrics yet)
         curves = [curves[0].relabel(run_title(next(i for i in infos if i["id"] == drawn[0]), store.root))]
@@ -196,13 +297,14 @@ def compare_curves(comparison: Comparison):
         layers = run_curves(df, comparison.labels)
     else:
         bands = comparison.bands()
+        colours = colours_for(g.label for g in comparison.groups)
         for group in comparison.groups:
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
             lo, hi = int(rows["n"].min()), int(rows["n"].max())  # runs that had scored at each iteration
             label = f"{group.label} (n={hi})" if lo == hi else f"{group.label} (n={lo}–{hi})"
-            colour = OKABE_ITO[len(layers) % len(OKABE_ITO)]
+            colour = colours[group.label]
             metric = rows["metric"].iloc[0]
             ylabel = curves_label([metric])
             area = hv.Area(rows, "iteration", [("lo", ylabel), "hi"], label=label)
@@ -226,9 +328,11 @@ def run_curves(df, labels: dict[str, str]) -> list[tuple[str, str, list]]:
     metric, its colour, [its curve labelled by labels[run id], y labelled by its own metric])."""
     hv = _hv()
     layers = []
-    for i, (run_id, rows) in enumerate(df.groupby("run_id", sort=False)):
-        colour, metric = OKABE_ITO[i % len(OKABE_ITO)], rows["metric"].iloc[0]
-        curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])), label=labels.get(run_id, run_id))
+    named = {run_id: labels.get(run_id, run_id) for run_id in dict.fromkeys(df["run_id"])}
+    colours = colours_for(named.values())
+    for run_id, rows in df.groupby("run_id", sort=False):
+        colour, metric = colours[named[run_id]], rows["metric"].iloc[0]
+        curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])), label=named[run_id])
         layers.append((metric, colour, [curve.opts(color=colour, backend="matplotlib")]))
     return layers
 
@@ -414,11 +518,13 @@ def _fit_width(fig, width: float) -> None:
 
 
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
-         width: float | None = None) -> Path:
+         width: float | None = None, font: str | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
     .html with Bokeh and inline resources. Written atomically. width: the figure's width in inches, its height
     scaled with it (default: the style's, COLUMN_WIDTH for one plot; e.g. PAGE_WIDTH, or 5.5 for a one-column
-    NeurIPS or ICLR page): a paper then prints its text at the sizes set, not shrunk."""
+    NeurIPS or ICLR page): a paper then prints its text at the sizes set, not shrunk. font: "sans" (default) or
+    "serif" (FONTS: Times-like, for a paper set in Times). Legend names keep their colours across figures
+    (colours_for; pin your own with pin_colours)."""
     hv = _hv()
     if not isinstance(obj, hv.core.Dimensioned):  # a matplotlib figure failed deep inside ("no attribute 'map'")
         raise ValueError(f"save writes HoloViews objects (figures.loss_curves, compare_curves, atlas, a page's "
@@ -433,6 +539,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     dpi = None if dpi is None else count(dpi, "dpi")
     if dpi is not None and dpi > MAX_DPI:
         raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
+    check_font(font, out)
     if dpi is not None and suffix == ".html":
         raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
                          "--dpi out")
@@ -466,7 +573,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
                                                    clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
         styled = _chart_aspect(_paper_colours(styled, hv), hv)
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
-        with plt.rc_context({**PAPER_RC, "font.size": min(style["fontsize"].values())}):
+        with plt.rc_context({**PAPER_RC, **FONTS[font or "sans"], "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
             _unclip_legends(fig)
             # text measured near the dpi it is written at (its extent differs a little by dpi), at most the paper's:
@@ -504,19 +611,31 @@ def _chart_aspect(obj, hv):
 def _paper_colours(obj, hv):
     """Okabe & Ito's colours for every element left to HoloViews' default colour cycle (QD curves, merge fitness,
     task-vector norms, NAMM cache sizes): its red and yellow are ΔE 13.5 apart to a deuteranope, its red and
-    green 10 to a protanope (Okabe & Ito's first three: over 50). Colours a plot chose stay; the pages (Bokeh) keep
-    their own."""
+    green 10 to a protanope (Okabe & Ito's first three: over 50). An element with a legend name takes that name's
+    colour (colours_for: pinned, a task's own, else the next free), so a task or a method reads alike in every
+    figure and in every panel of one; unnamed ones cycle through the colours no name took. Colours a plot chose
+    stay; the pages (Bokeh) keep their own."""
     plots = hv.Store.registry.get("matplotlib", {})
 
-    def recolour(part):
+    def cycled(part) -> list[str]:
         style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
         # only matplotlib's own options: the lookup also returns those set for Bokeh (a Labels' text_color)
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
-        mine = {k: hv.Cycle(list(OKABE_ITO)) for k, v in style.items()
-                if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"}
-        return part.opts(**mine, backend="matplotlib", clone=True) if mine else part
+        return [k for k, v in style.items() if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"]
 
-    return obj.map(recolour, lambda part: isinstance(part, hv.Element))
+    is_element = lambda part: isinstance(part, hv.Element)  # noqa: E731
+    names = [part.label for part in obj.traverse(lambda part: part, [is_element]) if part.label and cycled(part)]
+    colours = colours_for(names)
+    rest = hv.Cycle([c for c in OKABE_ITO if c not in colours.values()] or list(OKABE_ITO))
+
+    def recolour(part):
+        keys = cycled(part)
+        if not keys:
+            return part
+        colour = colours.get(part.label, rest) if part.label else rest
+        return part.opts(**dict.fromkeys(keys, colour), backend="matplotlib", clone=True)
+
+    return obj.map(recolour, is_element)
 
 
 def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
