@@ -493,3 +493,42 @@ def test_colours_and_fonts_from_the_cli(store, tmp_path, capsys):
     assert PINNED_COLOURS == {}
     with pytest.raises(SystemExit):  # an atlas has no legend: no --colour
         main(["figure", "atlas", cma[0], "--out", str(tmp_path / "a.png"), "--runs", root, "--colour", "a=red"])
+
+
+def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
+    """Six crossing curves left matplotlib's "best" place no free ground: the legend sat on the lines. It moves
+    under the x label, in columns that fit the figure's width; a legend on free ground stays inside the axes."""
+    import matplotlib.pyplot as plt
+
+    from workbench.figures import holoviews, save
+
+    hv = holoviews()
+    x = np.linspace(0, 10, 100)
+    crowded = hv.Overlay([hv.Curve((x, np.sin(x + k)), "iteration", "loss", label=f"sigma=0.{k}, seed={k}")
+                          for k in range(6)])
+    roomy = hv.Overlay([hv.Curve((x, x * k), "iteration", "loss", label=f"run {k}") for k in range(2)])
+    boxes = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()
+        (ax,) = fig.axes
+        legend = ax.get_legend()
+        boxes[kwargs.get("format")] = (ax.xaxis.get_tightbbox(renderer), ax.bbox, legend.get_window_extent(renderer))
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        save(crowded, tmp_path / "crowded.png")
+        below = boxes.pop("png")
+        save(roomy, tmp_path / "roomy.svg")
+        inside = boxes.pop("svg")
+    finally:
+        plt.Figure.savefig = savefig
+    x_axis, axes, legend = below
+    assert legend.y1 <= x_axis.y0 and x_axis.y0 - legend.y1 < 20  # under the tick labels and the x label
+    png = Image.open(tmp_path / "crowded.png")
+    assert png.size[0] / png.info["dpi"][0] <= COLUMN_WIDTH  # in columns that fit: still a column wide
+    _, axes, legend = inside
+    assert axes.x0 <= legend.x0 and legend.x1 <= axes.x1 and axes.y0 <= legend.y0 and legend.y1 <= axes.y1

@@ -463,6 +463,51 @@ def _unclip_legends(fig) -> None:
         legend.set_clip_on(False)
 
 
+def _legends_off_the_data(fig, width: float) -> None:
+    """A legend inside the axes that still covers a line or a point (matplotlib's "best" place only finds the
+    least covered one: six crossing curves leave none free) moves below its axes, under the x label, in as many
+    columns side by side (at most 3) as fit in `width` inches: a reader must see every line. Legends on free
+    ground stay where they are."""
+    from matplotlib.legend import Legend
+    from matplotlib.transforms import offset_copy
+
+    fig.draw_without_rendering()  # places "best" legends and the tick labels
+    fresh = getattr(fig, "_get_renderer", None)  # as _wrap_titles: matplotlib's private, else the canvas'
+    renderer = fresh() if fresh is not None else fig.canvas.get_renderer()
+    for legend in fig.findobj(Legend):
+        ax = legend.axes
+        if ax is None or not legend.get_visible() or legend in fig.legends or not legend.get_texts():
+            continue
+        box = legend.get_window_extent(renderer)
+        if not ax.bbox.contains(box.x0 + 1, box.y0 + 1) or not ax.bbox.contains(box.x1 - 1, box.y1 - 1):
+            continue  # beside the axes already (legend_position="right")
+        covered = any(line.get_visible() and len(line.get_xydata()) and
+                      line.get_path().transformed(line.get_transform()).intersects_bbox(box, filled=False)
+                      for line in ax.lines)
+        covered = covered or any(
+            c.get_visible() and len(c.get_offsets()) and box.count_contains(c.get_offset_transform().transform(
+                c.get_offsets())) for c in ax.collections if hasattr(c, "get_sizes") and len(c.get_sizes()))
+        if not covered:
+            continue
+        texts = [t.get_text() for t in legend.get_texts()]
+        # under the tick labels and the x label, a distance in points: it holds when _fit_width scales the axes
+        drop = (ax.bbox.y0 - ax.get_tightbbox(renderer).y0) * 72 / fig.dpi + 3
+        anchor = offset_copy(ax.transAxes, fig=fig, y=-drop, units="points")
+        for ncols in range(min(len(texts), 3), 0, -1):
+            moved = Legend(ax, legend.legend_handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                           bbox_transform=anchor, ncols=ncols, fontsize=legend.get_texts()[0].get_fontsize(),
+                           frameon=False, borderaxespad=0.0, columnspacing=1.2, handlelength=1.8)
+            if moved.get_window_extent(renderer).width / fig.dpi <= width or ncols == 1:
+                break
+        moved.set_clip_on(False)
+        if ax.get_legend() is legend:  # as Axes.legend sets one
+            moved._remove_method = ax._remove_legend
+            ax.legend_ = moved
+        else:  # added with add_artist (HoloViews does so for some)
+            legend.remove()
+            ax.add_artist(moved)
+
+
 def _wrap_titles(fig, width: float) -> None:
     """Break titles wider than `width` inches onto more lines: no shrinking of the axes makes a 9 pt title
     narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
@@ -575,6 +620,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         with plt.rc_context({**PAPER_RC, **FONTS[font or "sans"], "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
+            _legends_off_the_data(fig, style["fig_inches"][0] - 0.1)
             _unclip_legends(fig)
             # text measured near the dpi it is written at (its extent differs a little by dpi), at most the paper's:
             # a 2400 dpi canvas only to measure would cost hundreds of MB
