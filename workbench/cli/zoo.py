@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this package's subcommands to the `workbench` parser."""
     zoo = sub.add_parser("zoo", help="the model zoo: build a base + per-task experts, evaluate models")
     zoo_sub = zoo.add_subparsers(dest="zoo_action", required=True, metavar="ACTION")
-    build = zoo_sub.add_parser("build", help="train the base and one expert per task (3–5 min on 2 CPU cores)",
+    build = zoo_sub.add_parser("build", help="train the base and one expert per task (2–3 min on 2 CPU cores)",
                                description="A zoo trained on a GPU has other weights than one trained on the CPU "
                                            "(zoo.json records the device); each is reproducible for a seed.")
     build.add_argument("--out", default=None, help="zoo folder (default: data/zoo; with --quick data/zoo-quick, "
