@@ -629,21 +629,30 @@ class ExpertsModel(param.Parameterized):
                 "<i>no finished expert runs on this model in this folder</i>")
         raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
 
-    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
-        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
-        from workbench.figures import FORMATS, layout_inches, save
+    def paper_figure(self, view: str | None = None):
+        """A view (of VIEWS, or MIXER) as export writes it, with the paper style it is written in: (figure,
+        style for figures.save). ValueError, with the page's reason, where the run has nothing under it."""
+        from workbench.figures import layout_inches
 
         hv = _hv()
         view = view or self.view
-        if suffix not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
         fig = self.figure(view)
         if isinstance(fig, hv.Div):
             raise ValueError(f"nothing to export under {view_title(view)!r}: {fig.data.strip('<i>/ ')}")
+        return fig, {"fig_inches": layout_inches(fig, (3.2, 2.6))}
+
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
+        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
+        from workbench.figures import FORMATS, save
+
+        view = view or self.view
+        if suffix not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+        fig, style = self.paper_figure(view)
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style={"fig_inches": layout_inches(fig, (3.2, 2.6))})
+        return save(fig, out, style=style)
 
     def summary(self) -> str:
         d = self.data

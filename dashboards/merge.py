@@ -112,18 +112,28 @@ class MergeModel(param.Parameterized):
                 f"{', '.join(cfg['tasks'])} · {d.info['status']}, {d.info['iterations']}/{cfg['iters']} iterations · "
                 f"best validation fitness {fit}")
 
-    def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML)."""
+    def paper_figure(self, name: str):
+        """One of FIGURES as export writes it, with the paper style it is written in: (figure, style for
+        figures.save). ValueError where the run has no such figure."""
         import holoviews as hv
 
-        from workbench.figures import layout_inches, save
+        from workbench.figures import layout_inches
 
+        if name not in FIGURES:
+            raise ValueError(f"unknown figure {name!r}: one of {', '.join(FIGURES)}")
         fig = self.figure(name)
         if isinstance(fig, hv.Div):
             raise ValueError(f"run {self.run_id} has no {name!r} figure ({fig.data.strip('<i>/ ')})")
+        return fig, {"fig_inches": layout_inches(fig)}
+
+    def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML)."""
+        from workbench.figures import save
+
+        fig, style = self.paper_figure(name)
         out = Path(out_dir) / f"{self.run_id}-{name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style={"fig_inches": layout_inches(fig)})
+        return save(fig, out, style=style)
 
     def export_tab(self, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>."""

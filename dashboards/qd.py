@@ -762,10 +762,10 @@ class QDModel(param.Parameterized):
         self._layers = (key, out)
         return out
 
-    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
-        or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file)."""
-        from workbench.figures import PAGE_WIDTH, panel_inches, save
+    def paper_figure(self, view: str | None = None):
+        """A view as export writes it, with the paper style it is written in: (figure, style for
+        figures.save). ValueError, with the page's reason, where the source has nothing under that view."""
+        from workbench.figures import PAGE_WIDTH, panel_inches
 
         hv = _hv()
         view = view or self.view
@@ -775,18 +775,27 @@ class QDModel(param.Parameterized):
                              f"{html.unescape(fig.data.removeprefix('<i>').removesuffix('</i>'))}")
         if self.data.kind == "map-elites" and view == "archives":
             fig = self.archive_plot("novelty", thumb=64)  # sharper thumbnails than the page's
+        if view == "lineage":
+            return fig, {"fig_inches": (PAGE_WIDTH, 1.2 + 0.6 * len(self.data.tasks))}
+        panels = len(fig) if isinstance(fig, hv.Layout) else 1
+        cols = min(panels, 4 if view in ("archives", "sampling") else 3)
+        rows = math.ceil(panels / cols)
+        return fig, {"fig_inches": panel_inches(cols, rows, (3.0, 2.5))}
+
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+        """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
+        or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file)."""
+        from workbench.figures import save
+
+        view = view or self.view
+        fig, style = self.paper_figure(view)
         name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name
         # a MAP-Elites run's archive is its last and a pyribs file holds one: no generations to name ("-gen0"
         # called a MAP-Elites run's final archive its first)
         gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
         out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        if view == "lineage":
-            return save(fig, out, style={"fig_inches": (PAGE_WIDTH, 1.2 + 0.6 * len(self.data.tasks))})
-        panels = len(fig) if isinstance(fig, hv.Layout) else 1
-        cols = min(panels, 4 if view in ("archives", "sampling") else 3)
-        rows = math.ceil(panels / cols)
-        return save(fig, out, style={"fig_inches": panel_inches(cols, rows, (3.0, 2.5))})
+        return save(fig, out, style=style)
 
     def summary(self) -> str:
         d = self.data

@@ -612,6 +612,23 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     model.choose(runs["illuminate"])
 
 
+def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
+    """`workbench figure view` (its own process): a merge run's DFS path as the Merge page exports it; a search
+    has no page view to draw: one error naming the commands that draw it."""
+    from forked import run
+
+    from workbench.dashboards.merge import MergeModel
+
+    want = MergeModel(runs_dir=runs["dir"], run_id=runs["dfs"]).export("path", tmp_path / "page", ".pdf")
+    done = run("figure", "view", runs["dfs"], "--view", "path", "--runs", runs["dir"], "--out", str(tmp_path / "p.pdf"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.pdf").read_bytes() == want.read_bytes()
+    done = run("figure", "view", runs["openended"][0], "--runs", runs["dir"], "--out", str(tmp_path / "o.png"))
+    assert done.returncode == 2 and "is an openended run; `figure view` draws the pages' views of qd, MAP-Elites, " \
+        "experts, adapt and merge runs (a search: figure curves, compare, atlas or video" in done.stderr, done.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_merge_model_views_tabs_and_export(runs, tmp_path):
     import holoviews as hv
 

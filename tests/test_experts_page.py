@@ -305,3 +305,20 @@ def test_paper_curves_keep_their_legend_inside_the_axes():
     box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
     assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
     assert ax.get_ylim() == (0, 1.02)
+
+
+def test_figure_view_of_an_adapt_run_is_its_page_export(ex, tmp_path):
+    """`workbench figure view` (its own process) on an adapt run: the page's export of that view, byte for byte;
+    a view the run has nothing under is refused with the views it has."""
+    from forked import run
+
+    want = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"]).export("shots", tmp_path / "page", ".svg")
+    done = run("figure", "view", ex["adapt0"], "--view", "shots", "--runs", ex["dir"], "--out",
+               str(tmp_path / "shots.svg"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "shots.svg").read_bytes() == want.read_bytes()
+    done = run("figure", "view", ex["matrix"], "--view", "confusion", "--runs", ex["dir"], "--out",
+               str(tmp_path / "c.png"))
+    assert done.returncode == 2 and f"--view confusion: run {ex['matrix']} has nothing under it yet; its views: " \
+        in done.stderr, done.stderr
+    assert not (tmp_path / "c.png").exists()

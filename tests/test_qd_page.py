@@ -479,3 +479,30 @@ def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
     assert float(at["draws"].iloc[0]) == best["draws"] + 5.0
     layers, _ = model.archive_layers("sort", "sampling")  # the colour scale reaches the summed count
     assert layers["cells"].opts.get().kwargs["clim"][1] >= best["draws"] + 5.0
+
+
+def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
+    """`workbench figure view` (its own process): a page's view of a run for a paper's build script, the same
+    bytes as the page's export of that view at that generation; a MAP-Elites run's archive by default; each
+    wrong view, generation or kind of run one error naming the fix, nothing written."""
+    from forked import run
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    model.generation = 3
+    want = model.export("curves", tmp_path / "page", ".pdf").read_bytes()
+    args = ("figure", "view", qd["run"], "--runs", qd["dir"])
+    done = run(*args, "--view", "curves", "--generation", "3", "--out", str(tmp_path / "curves.pdf"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "curves.pdf").read_bytes() == want
+    done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--out", str(tmp_path / "me.png"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "me.png").read_bytes() == \
+        QDModel(runs_dir=qd["dir"], run_id=qd["me"]).export("archives", tmp_path / "page", ".png").read_bytes()
+    for bad, message in ((["--view", "z"], "--view z: a qd run's views are archives, sampling, curves"),
+                         (["--generation", "99"], f"--generation 99: run {qd['run']} has generations 0 to 12"),
+                         (["--view", "nope"], "invalid choice: 'nope'")):
+        done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--generation", "1", "--out", str(tmp_path / "b.png"))
+    assert done.returncode == 2 and "--generation picks a CycleQD run's archives" in done.stderr
+    assert not (tmp_path / "bad.png").exists() and not (tmp_path / "b.png").exists()

@@ -1,10 +1,10 @@
-"""`workbench figure curves|compare|atlas|video`: paper figures and videos of runs."""
+"""`workbench figure curves|compare|atlas|view|video`: paper figures and videos of runs."""
 
 from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import FRAME_SIZE, POSITIVE
+from workbench.cli.common import FRAME_SIZE, POSITIVE, whole
 
 
 def cmd_figure(args) -> int:
@@ -47,11 +47,83 @@ def _figure(figures, store, args):
         _check_pinned(figures, figure, getattr(args, "colour", None))
         out = figures.save(figure, args.out, **saved)
         _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
+    elif args.what == "view":
+        figure, style = page_view(store, args.ids[0], args.view, args.generation)
+        _check_pinned(figures, figure, getattr(args, "colour", None))
+        out = figures.save(figure, args.out, style=style, **saved)
     else:  # atlas: drawn at whole-pixel blocks for the size it prints at (an .html page shows its own pixels)
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
         out = figures.save(figures.atlas(store, args.ids[0], pixels), args.out, **saved)
     return out
+
+
+#: the views `figure view` draws, per kind of run: the pages' own (QD archives, Experts, Merge), as their export
+#: buttons write them
+PAGE_VIEWS = {
+    "qd": ("archives", "sampling", "curves", "lineage", "children", "baselines"),
+    "map-elites": ("archives",),
+    "experts": ("z", "z_rank", "curve", "alpha", "confusion", "shots", "strategies", "svf_lora"),
+    "merge": ("recipe", "path", "fitness", "scores", "norms", "cosine", "conflicts"),
+}
+PAGE_VIEWS["adapt"] = PAGE_VIEWS["experts"]
+ALL_VIEWS = tuple(dict.fromkeys(v for views in PAGE_VIEWS.values() for v in views))
+
+
+def page_view(store, run_id: str, view: str | None, generation: int | None):
+    """A page's view of a run as its export writes it: (HoloViews figure, paper style). The run's kind picks the
+    page (a CycleQD or MAP-Elites run: QD archives; experts and adapt: Experts; merge: Merge); `view` must be one
+    it has (default: the first the page shows it with); `generation` (CycleQD) the archives as they stood then
+    (default: the last)."""
+    run = store.open(run_id)
+    info = run.info
+    algorithm = (info.get("config") or {}).get("algorithm")
+    kind = "map-elites" if info.get("kind") == "illuminate" and algorithm == "map-elites" else info.get("kind")
+    if kind not in PAGE_VIEWS:
+        raise ValueError(f"run {run.id} is {article_of(kind)} run; `figure view` draws the pages' views of "
+                         "qd, MAP-Elites, experts, adapt and merge runs (a search: figure curves, compare, atlas or "
+                         "video; NAMM: the NAMM page's export)")
+    if view is not None and view not in PAGE_VIEWS[kind]:
+        raise ValueError(f"--view {view}: {article_of(kind)} run's views are {', '.join(PAGE_VIEWS[kind])}")
+    if generation is not None and kind != "qd":
+        raise ValueError(f"--generation picks a CycleQD run's archives; run {run.id} is {article_of(kind)} run: "
+                         "leave --generation out")
+    root = str(store.root)
+    if kind in ("qd", "map-elites"):
+        from workbench.dashboards.qd import QDModel
+
+        model = QDModel(runs_dir=root, autoload=False)
+        model.open_run(run.id)
+        if generation is not None:
+            last = model.data.generations[-1]
+            if generation > last:
+                raise ValueError(f"--generation {generation}: run {run.id} has generations 0 to {last}")
+            model.generation = generation
+        views = model.data.views
+    elif kind in ("experts", "adapt"):
+        from workbench.dashboards.experts import ExpertsModel
+
+        model = ExpertsModel(runs_dir=root)
+        model.choose(run.id)
+        views = [v for v in model.data.views if v in PAGE_VIEWS[kind]]
+    else:
+        from workbench.dashboards.merge import MergeModel
+
+        model = MergeModel(runs_dir=root)
+        model.choose(run.id)
+        views = [v for v in PAGE_VIEWS[kind] if model.has(v)]
+    if not views:
+        raise ValueError(f"run {run.id} has nothing to draw yet (status {info.get('status')})")
+    if view is not None and view not in views:
+        raise ValueError(f"--view {view}: run {run.id} has nothing under it yet; its views: {', '.join(views)}")
+    return model.paper_figure(view or views[0])
+
+
+def article_of(kind: str) -> str:
+    """"a qd" / "an experts" / "a MAP-Elites": a kind of run with its article."""
+    from workbench.runs import article
+
+    return f"{article(kind)} {kind}"
 
 
 def _check_pinned(figures, figure, colours: list[str] | None) -> None:
@@ -80,6 +152,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
                                            "setting's mean with the range of its seeds (.png .svg .pdf .html)"),
                           ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
+                          ("view", 1, "a page's view of a qd, MAP-Elites, experts, adapt or merge run, as its "
+                                      "export writes it (.png .svg .pdf .html)"),
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
         f = figure_sub.add_parser(name, help=text)
         f.add_argument("ids", nargs=n, metavar="ID")
@@ -103,6 +177,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "curves":
             f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
                                                         "so far in each run's own metric and direction)")
+        if name == "view":
+            f.add_argument("--view", choices=ALL_VIEWS, default=None,
+                           help="qd: " + ", ".join(PAGE_VIEWS["qd"]) + "; MAP-Elites: archives; experts, adapt: "
+                                + ", ".join(PAGE_VIEWS["experts"]) + "; merge: " + ", ".join(PAGE_VIEWS["merge"])
+                                + " (default: the first the run has, as its page opens)")
+            f.add_argument("--generation", type=whole(0), default=None,
+                           help="a qd run's archives as they stood after this generation (default: the last)")
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
