@@ -178,7 +178,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
                                                         "so far in each run's own metric and direction)")
         if name == "view":
-            f.add_argument("--view", choices=ALL_VIEWS, default=None,
+            f.add_argument("--view", choices=ALL_VIEWS, default=None, metavar="VIEW",
                            help="qd: " + ", ".join(PAGE_VIEWS["qd"]) + "; MAP-Elites: archives; experts, adapt: "
                                 + ", ".join(PAGE_VIEWS["experts"]) + "; merge: " + ", ".join(PAGE_VIEWS["merge"])
                                 + " (default: the first the run has, as its page opens)")
