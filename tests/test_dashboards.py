@@ -617,8 +617,13 @@ def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
     has no page view to draw: one error naming the commands that draw it."""
     from forked import run
 
-    from workbench.dashboards.merge import MergeModel
+    from workbench.cli.figure import PAGE_VIEWS
+    from workbench.dashboards import experts, qd
+    from workbench.dashboards.merge import FIGURES, MergeModel
 
+    # the command's choices (kept in the CLI: the pages' modules load Panel) are the pages' views
+    assert PAGE_VIEWS["qd"] == tuple(qd.KIND_VIEWS["qd"]) and PAGE_VIEWS["map-elites"] == qd.KIND_VIEWS["map-elites"]
+    assert PAGE_VIEWS["experts"] == tuple(experts.VIEWS) and PAGE_VIEWS["merge"] == FIGURES
     want = MergeModel(runs_dir=runs["dir"], run_id=runs["dfs"]).export("path", tmp_path / "page", ".pdf")
     done = run("figure", "view", runs["dfs"], "--view", "path", "--runs", runs["dir"], "--out", str(tmp_path / "p.pdf"))
     assert done.returncode == 0, done.stderr
