@@ -16,15 +16,12 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.figures import OKABE_ITO
+from workbench.figures import colours_for
 from workbench.namm import trace as tr
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
          "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
 MODELS = {"tiny (random Llama, instant)": tr.TINY, "SmolLM2-135M-Instruct": "smollm2"}
-# the methods' colours: Okabe & Ito's, as every paper figure's (this page's own teal and purple were ΔE 6 apart
-# to a deuteranope)
-PALETTE = OKABE_ITO
 COLORS = {tr.NOT_YET: "#eef1f4", tr.EVICTED: "#d98b80", tr.KEPT: "#2f5d8a", tr.FILL: "#f0a63a"}
 DEFAULT_PROMPT = ("The passkey is 71432. Remember it. The grass is green. The sky is blue. The sun is yellow. "
                   "Here we go. There and back again. The grass is green. The sky is blue. The sun is yellow. "
@@ -356,7 +353,9 @@ class NAMMExplorer(param.Parameterized):
             found, failed = [], exc
         # one colour per method in both panels (by the order each first appears)
         methods = [*([] if rows is None else rows["method"]), *(r["method"] for r in found)]
-        colour = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(dict.fromkeys(methods))}
+        # the methods' colours: Okabe & Ito's, as every paper figure's (this page's own teal and purple were ΔE 6
+        # apart to a deuteranope), by name: colours pinned with figures.pin_colours hold here too
+        colour = colours_for(methods)
         if rows is not None and len(rows):
             parts = []
             for method, part in rows.groupby("method", sort=False):
@@ -399,15 +398,9 @@ class NAMMExplorer(param.Parameterized):
 
     def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
         """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>."""
-        import holoviews as hv
-
-        from workbench.figures import COLUMN_WIDTH, PAGE_WIDTH, save
-
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
-        fig = self.figure(name)
-        if isinstance(fig, hv.Div) and name != "text":
-            raise ValueError(f"nothing to export under {VIEWS[name]!r}: {fig.data.strip('<i>/ ')}")
+        self._drawn(name)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # which policy and which prompt: exports of other θ or prompts went to one name, each over the last
@@ -415,32 +408,51 @@ class NAMMExplorer(param.Parameterized):
         label = "".join(c if c.isalnum() or c == "." else "-" for c in source).strip("-")
         prompt = hashlib.sha256(repr(self.trace.ids[: self.trace.n_prompt]).encode()).hexdigest()[:8] \
             if self.trace else "none"
-        out = out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}"
+        return self.write(name, out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}")
+
+    def _drawn(self, name: str):
+        """figure(name), or the page's reason why there is nothing to write under it (ValueError)."""
+        hv = _hv()
+        fig = self.figure(name)
+        if isinstance(fig, hv.Div) and (name != "text" or self.trace is None or not self.trace.steps):
+            raise ValueError(f"nothing to export under {VIEWS[name]!r}: {fig.data.strip('<i>/ ')}")
+        return fig
+
+    def write(self, name: str, out: str | Path, dpi: int | None = None, width: float | None = None,
+              font: str | None = None) -> Path:
+        """Write view `name` to the file `out` (its suffix picks the format) as export does, at figures.save's
+        dpi, width (inches) and font (`workbench figure namm`); the text view is drawn token by token."""
+        from workbench.figures import COLUMN_WIDTH, FONTS, NO_DATE, PAGE_WIDTH, PAPER_RC, check_font, save
+
+        hv = _hv()
+        if name not in VIEWS:
+            raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
+        fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             from workbench.atomic import atomic_write
 
             layer, head = None if self.layer < 0 else self.layer, None if self.head < 0 else self.head
-            if suffix == ".html":
+            if out.suffix.lower() == ".html":
                 page = f"<!doctype html><meta charset='utf-8'><style>{tr.TEXT_CSS}</style>{fig.data}"
                 atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"))
             else:
                 import matplotlib.pyplot as plt
 
-                from workbench.figures import NO_DATE, PAGE_WIDTH, PAPER_RC
-
                 # a page's text width, its tight margins included; TrueType in PDF and text in SVG (Type 3 glyphs
                 # and SVG outlines before: matplotlib's defaults, as every paper figure but this one avoided)
                 pad = plt.rcParams["savefig.pad_inches"]
-                figure = text_figure(self.trace, self.step, layer, head, width=PAGE_WIDTH - 2 * pad)
-                with plt.rc_context(PAPER_RC):
-                    atomic_write(out, lambda p: figure.savefig(p, dpi=300, bbox_inches="tight", format=suffix[1:],
-                                                               metadata=NO_DATE.get(suffix)))
+                figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)
+                suffix = out.suffix.lower()
+                # the tokens keep their monospace face; a serif font sets the rest (a legend, if any)
+                with plt.rc_context({**PAPER_RC, **FONTS[check_font(font, out) or "sans"]}):
+                    atomic_write(out, lambda p: figure.savefig(p, dpi=dpi or 300, bbox_inches="tight",
+                                                               format=suffix[1:], metadata=NO_DATE.get(suffix)))
                 plt.close(figure)
             return out
         wide = isinstance(fig, hv.Layout)  # two panels side by side
         inches = (PAGE_WIDTH, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (COLUMN_WIDTH, 2.3))
         return save(fig.opts(sublabel_format="", backend="matplotlib") if wide else fig, out,
-                    style={"fig_inches": inches})
+                    style={"fig_inches": inches}, dpi=dpi, width=width, font=font)
 
     def figures_dir(self) -> Path:
         """Where exports go: the run's figures folder for a trained θ, else <runs_dir>/../figures/namm."""

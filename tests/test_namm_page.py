@@ -325,3 +325,38 @@ def test_a_model_warms_in_the_background_once_and_holds_up_only_its_own_callers(
     assert not warming.is_alive() and slow not in tr._MODELS
     with pytest.raises(ValueError, match="no/such/model-folder"):
         tr.explorer_model(slow)  # the run reports why
+
+
+def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
+    """`workbench figure namm` (its own process): a trained policy's retention on a prompt, the same bytes as the
+    page's export of that prompt and step; a task's prompt, the text view and a serif font; each bad flag one
+    error before the model loads, nothing written."""
+    from forked import run
+
+    from workbench.cli.figure import NAMM_VIEWS
+
+    assert NAMM_VIEWS == tuple(VIEWS)  # the command's choices are the page's views
+    model = NAMMExplorer(runs_dir=namm_run["dir"])
+    model.choose(namm_run["id"])
+    model.prompt = PROMPT
+    model.run()
+    model.step = 1
+    want = model.export("retention", tmp_path / "page", ".pdf").read_bytes()
+    args = ("figure", "namm", namm_run["id"], "--runs", namm_run["dir"])
+    done = run(*args, "--prompt", PROMPT, "--step", "2", "--out", str(tmp_path / "r.pdf"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "r.pdf").read_bytes() == want and done.stdout.strip() == str(tmp_path / "r.pdf")
+    done = run(*args, "--task", "passkey", "--length", "200", "--view", "sizes", "--font", "serif", "--out",
+               str(tmp_path / "s.pdf"))
+    assert done.returncode == 0, done.stderr
+    assert b"STIXGeneral" in (tmp_path / "s.pdf").read_bytes()
+    done = run(*args, "--prompt", PROMPT, "--view", "text", "--out", str(tmp_path / "t.pdf"))
+    assert done.returncode == 0 and (tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF", done.stderr
+    for bad, message in ((["--length", "64"], "--length sizes a --task prompt"),
+                         (["--no-chat"], "--no-chat leaves a --prompt without the chat template"),
+                         (["--prompt", PROMPT, "--step", "99"], "--step 99: the prompt's trace has eviction steps"),
+                         (["--prompt", PROMPT, "--layer", "99"], "--layer 99: the model has"),
+                         (["--task", "sudoku"], "invalid choice: 'sudoku'")):
+        done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
+        assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)
+    assert not (tmp_path / "bad.png").exists()

@@ -1,10 +1,11 @@
-"""`workbench figure curves|compare|atlas|view|video`: paper figures and videos of runs."""
+"""`workbench figure curves|compare|atlas|view|namm|video`: paper figures and videos of runs."""
 
 from __future__ import annotations
 
 import argparse
 
 from workbench.cli.common import FRAME_SIZE, POSITIVE, whole
+from workbench.cli.namm import TASK_NAMES
 
 
 def cmd_figure(args) -> int:
@@ -47,6 +48,8 @@ def _figure(figures, store, args):
         _check_pinned(figures, figure, getattr(args, "colour", None))
         out = figures.save(figure, args.out, **saved)
         _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
+    elif args.what == "namm":
+        out = namm_view(store, args)
     elif args.what == "view":
         figure, style = page_view(store, args.ids[0], args.view, args.generation)
         _check_pinned(figures, figure, getattr(args, "colour", None))
@@ -119,6 +122,63 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
     return model.paper_figure(view or views[0])
 
 
+#: the NAMM page's views (dashboards.namm.VIEWS, kept here: the page's module loads Panel)
+NAMM_VIEWS = ("retention", "sizes", "spectrogram", "scores", "text", "sweep")
+
+
+def namm_view(store, args):
+    """A trained NAMM policy's view of one prompt (a NAMM task's test prompt, or text), as the NAMM page's export
+    writes it; the model is the one the run trained on. Written to args.out; its path."""
+    from workbench import figures
+
+    if args.length is not None and args.task is None:
+        raise ValueError("--length sizes a --task prompt; give --task NAME too, or leave --length out")
+    if args.no_chat and args.prompt is None:
+        raise ValueError("--no-chat leaves a --prompt without the chat template; a --task prompt has its own: give "
+                         "--prompt TEXT too, or leave --no-chat out")
+    run = store.open(args.ids[0])
+    if run.info.get("kind") != "namm":
+        raise ValueError(f"run {run.id} is {article_of(run.info.get('kind'))} run; `figure namm` draws namm runs "
+                         "(`workbench namm train`); `figure view` the pages' views of qd, experts and merge runs")
+    from workbench.dashboards.namm import NAMMExplorer
+
+    model = NAMMExplorer(runs_dir=str(store.root))
+    model.choose(run.id)
+    if args.prompt is not None:
+        model.param.update(prompt=args.prompt, chat=not args.no_chat)
+    elif args.task is not None:
+        model.use_task(args.task, args.length or 256)
+    with _quiet_progress():
+        model.run()
+        if args.view == "sweep":
+            model.show_sweep(model.compute_sweep())
+    steps = len(model.trace.steps)
+    if args.step is not None:
+        if not 1 <= args.step <= max(steps, 1) or not steps:
+            raise ValueError(f"--step {args.step}: the prompt's trace has eviction steps 1 to {steps}; give one of "
+                             "them (or leave --step out: the last)")
+        model.step = args.step - 1
+    for name in ("layer", "head", "token"):
+        value = getattr(args, name)
+        if value is not None:
+            most = {"layer": model.trace.n_layers, "head": model.trace.n_heads, "token": model.trace.n_tokens}[name]
+            if value >= most:
+                raise ValueError(f"--{name} {value}: the model has {most} {name}s (0 to {most - 1})")
+            setattr(model, name, value)
+    fig = model.figure(args.view)
+    if args.view != "text":
+        _check_pinned(figures, fig, getattr(args, "colour", None))
+    return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font)
+
+
+def _quiet_progress():
+    """Nothing of the model's loading on the terminal (its weights' bars): this command prints the file it wrote."""
+    import contextlib
+    import io
+
+    return contextlib.redirect_stderr(io.StringIO())
+
+
 def article_of(kind: str) -> str:
     """"a qd" / "an experts" / "a MAP-Elites": a kind of run with its article."""
     from workbench.runs import article
@@ -152,6 +212,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
                                            "setting's mean with the range of its seeds (.png .svg .pdf .html)"),
                           ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
+                          ("namm", 1, "a trained NAMM policy's view of one prompt (a task's test prompt or "
+                                      "--prompt), as the NAMM page exports it (.png .svg .pdf .html)"),
                           ("view", 1, "a page's view of a qd, MAP-Elites, experts, adapt or merge run, as its "
                                       "export writes it (.png .svg .pdf .html)"),
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
@@ -184,6 +246,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 + " (default: the first the run has, as its page opens)")
             f.add_argument("--generation", type=whole(0), default=None,
                            help="a qd run's archives as they stood after this generation (default: the last)")
+        if name == "namm":
+            f.add_argument("--view", choices=NAMM_VIEWS, default="retention",
+                           help="what to draw (default: retention, the cache's kept and evicted tokens per layer "
+                                "and KV head); sweep runs the baselines on the prompt too")
+            prompt = f.add_mutually_exclusive_group()
+            prompt.add_argument("--task", choices=TASK_NAMES, default=None,
+                                help="a NAMM task's test prompt, its answer hidden in filler (default: the page's "
+                                     "passkey text)")
+            prompt.add_argument("--prompt", default=None, help="this text as the prompt")
+            f.add_argument("--length", type=whole(32), default=None, help="the --task prompt's tokens (default: 256)")
+            f.add_argument("--no-chat", action="store_true", help="--prompt as it is, without the chat template")
+            f.add_argument("--step", type=POSITIVE, default=None, help="the eviction step drawn (default: the last)")
+            for name, text in (("layer", "layer of the text, scores and spectrogram views (default: all; the "
+                                         "spectrogram's: 0)"),
+                               ("head", "KV head of the text and spectrogram views (default: all; the spectrogram's: "
+                                        "0)"),
+                               ("token", "token position of the spectrogram view (default: 0)")):
+                f.add_argument(f"--{name}", type=whole(0), default=None, help=text)
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
