@@ -432,15 +432,26 @@ def test_a_task_or_a_pinned_name_has_one_colour_in_every_figure(tmp_path):
     in_experts = _drawn_colours(z_rank_plot(experts, "all"), tmp_path / "experts.png")
     assert in_qd["sort"] == in_experts["sort"] == {TASK_COLOURS["sort"].lower()}  # in every panel too
     assert in_qd["brackets"] == {TASK_COLOURS["brackets"].lower()}
-    before = pin_colours({"sort": "black"})
+    # more names than colours left free: they go on round the palette, not all onto the last free one
+    extra = colours_for([*TASK_COLOURS][:7] + ["x", "y"])
+    assert extra["x"] != extra["y"]
+    import holoviews as hv
+
+    x = np.linspace(0, 1, 5)
+    built = hv.Overlay([hv.Curve((x, x), label="ours"), hv.Curve((x, x ** 2), label="theirs")])
+    before = pin_colours({"sort": "black", "ours (n=3)": "#0072B2"})  # a setting's "(n=3)" pins the setting
     try:
         assert _drawn_colours(curves_plot(qd, 1), tmp_path / "qd2.png")["sort"] == {"#000000"}
         # a setting compared over seeds keeps its pinned colour with its run count
         assert colours_for(["sort (n=3)", "sort (n=2–3)"]) == {"sort (n=3)": "#000000", "sort (n=2–3)": "#000000"}
+        # a figure built before the pin takes it, and no other entry takes the pinned colour
+        drawn = _drawn_colours(built, tmp_path / "pinned.png")
+        assert drawn["ours"] == {"#0072b2"} and drawn["theirs"] != {"#0072b2"}
     finally:
         PINNED_COLOURS.clear()
         PINNED_COLOURS.update(before)
     for bad, message in (({"sort": "blurple"}, "--colour sort=blurple: 'blurple' is not a colour"),
+                         ({"sort": "None"}, "'None' is not a colour"),
                          (["sort"], "--colour takes NAME=COLOUR"), (["a=red", "a=blue"], "--colour a is given twice")):
         with pytest.raises(ValueError, match=message):
             pin_colours(bad)
@@ -483,7 +494,8 @@ def test_colours_and_fonts_from_the_cli(store, tmp_path, capsys):
                          (["--colour", "=red"], "--colour takes NAME=COLOUR"),
                          (["--colour", "x=nocolour"], "not a colour"),
                          (["--colour", "sigma=2=red"], "the figure has no legend entry 'sigma=2'; its entries are"),
-                         (["--font", "serif", "--out", str(tmp_path / "f.html")], "leave --font out")):
+                         (["--font", "serif", "--out", str(tmp_path / "f.html")], "leave --font out"),
+                         (["--colour", "x=red", "--out", str(tmp_path / "f.html")], "leave --colour out")):
         capsys.readouterr()
         out = bad[bad.index("--out") + 1] if "--out" in bad else str(tmp_path / "bad.png")
         args = [a for a in bad if a not in ("--out", out)]
@@ -532,3 +544,50 @@ def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
     assert png.size[0] / png.info["dpi"][0] <= COLUMN_WIDTH  # in columns that fit: still a column wide
     _, axes, legend = inside
     assert axes.x0 <= legend.x0 and legend.x1 <= axes.x1 and axes.y0 <= legend.y0 and legend.y1 <= axes.y1
+
+
+def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_path):
+    """Panels whose legends are alike (the QD curves' tasks in each) that cover their lines share one legend under
+    the lowest panels (a legend under each overprinted its neighbours'); a dashed reference line across a panel
+    does not count as data under a legend; a legend's title (an NdOverlay's key) stays with it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+
+    from workbench.figures import holoviews, panel_inches, save
+
+    hv = holoviews()
+    x = np.linspace(0, 10, 100)
+
+    def panel():
+        return hv.Overlay([hv.Curve((x, np.sin(x + k)), "iteration", "loss", label=f"sigma=0.{k}, seed={k}")
+                           for k in range(4)])
+
+    found = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()
+        legends = [lg for lg in fig.findobj(Legend) if lg.get_visible()]
+        found[kwargs["format"]] = ([lg.get_window_extent(renderer) for lg in legends],
+                                   [ax.xaxis.get_tightbbox(renderer) for ax in fig.axes],
+                                   [lg.get_title().get_text() for lg in legends])
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        save((panel() + panel() + panel() + panel()).cols(2), tmp_path / "grid.png",
+             style={"fig_inches": panel_inches(2, 2)})
+        flat = hv.Overlay([hv.Curve((x, 0.1 * x), "t", "y", label="a"), hv.Curve((x, 0.1 * x + 0.2), "t", "y",
+                                                                                  label="b"), hv.VLine(9.5)])
+        save(flat.opts(legend_position="bottom_right", backend="matplotlib"), tmp_path / "flat.svg")
+        nd = hv.NdOverlay({i: hv.Curve((x, np.cos(x + i))) for i in range(5)}, kdims="layer")
+        save(nd, tmp_path / "nd.pdf")
+    finally:
+        plt.Figure.savefig = savefig
+    (shared,), x_axes, _ = found["png"]
+    assert shared.y1 <= min(b.y0 for b in x_axes)  # one legend, under every panel's x label
+    (kept,), (x_axis,), _ = found["svg"]
+    assert kept.y0 > x_axis.y1  # the VLine under it: left inside its axes
+    (titled,), (x_axis,), titles = found["pdf"]
+    assert titles == ["layer"] and titled.y1 <= x_axis.y0

@@ -44,9 +44,10 @@ TASK_COLOURS = {
     "passkey": OKABE_ITO[0], "kv": OKABE_ITO[1], "vartrack": OKABE_ITO[2], "count": OKABE_ITO[3],
     "digit": OKABE_ITO[4],
 }
-#: Colours you pin to legend names, for every figure this process writes: a method drawn alike in all of a paper's
-#: figures. Set with pin_colours (checked), or `workbench figure --colour NAME=COLOUR` for one command. A name
-#: matches a legend entry equal to it, or one that adds a setting's run count ("sigma=0.3 (n=3)").
+#: Colours you pin to legend names, for every figure this process writes (.png .svg .pdf; an .html figure keeps
+#: its page's colours), figures built before the pin included: a method drawn alike in all of a paper's figures.
+#: Set with pin_colours (checked), or `workbench figure --colour NAME=COLOUR` for one command. A name matches a
+#: legend entry equal to it, or one that adds a setting's run count ("sigma=0.3 (n=3)").
 PINNED_COLOURS: dict[str, str] = {}
 #: Fonts for a figure's text (save(font=...), `workbench figure --font`): matplotlib's own sans (DejaVu Sans), or a
 #: Times-like serif (STIX, which matplotlib ships) for papers set in Times; maths ($\sigma$) in the same face.
@@ -159,12 +160,15 @@ def _legend_key(name: str) -> str:
 
 def colours_for(names) -> dict[str, str]:
     """Each legend name's colour in one figure: the colour pinned to it (PINNED_COLOURS), else a task's own
-    (TASK_COLOURS), else Okabe & Ito's colours that no name of this figure took, in order (cycling past the last).
+    (TASK_COLOURS), else Okabe & Ito's colours that no name of this figure took, in order (then the palette again).
     Names are taken once, in order."""
     names = list(dict.fromkeys(str(n) for n in names))
     fixed = {n: PINNED_COLOURS.get(_legend_key(n)) or TASK_COLOURS.get(_legend_key(n)) for n in names}
     taken = {c.lower() for c in fixed.values() if c}
-    free = [c for c in OKABE_ITO if c.lower() not in taken] or list(OKABE_ITO)
+    # the colours no name took first; past them the palette again (more names than free colours share, rather
+    # than all falling on the last free one)
+    free = [c for c in OKABE_ITO if c.lower() not in taken]
+    free += [c for c in OKABE_ITO if c not in free]
     out, n_free = {}, 0
     for name in names:
         if fixed[name]:
@@ -177,7 +181,7 @@ def colours_for(names) -> dict[str, str]:
 def check_colours(colours) -> dict[str, str]:
     """`colours` ({name: colour}, or "NAME=COLOUR" texts as --colour gives them) checked: each colour one
     matplotlib reads ("#D55E00", "tab:blue", "black"), each name given once; returned as {name: "#rrggbb"}."""
-    from matplotlib.colors import is_color_like, to_hex
+    from matplotlib.colors import is_color_like, to_hex, to_rgba
 
     pairs = []
     for item in (colours.items() if isinstance(colours, dict) else colours):
@@ -192,13 +196,14 @@ def check_colours(colours) -> dict[str, str]:
         # a number is a grey to matplotlib ("1": white): here the likely slip is a name with "=" in it given alone
         # ("seed=1" for the legend entry seed=1)
         number = str(colour).replace(".", "", 1).isdigit()
-        if number or not is_color_like(colour) or str(colour).strip() in ("", "none"):
+        if number or not is_color_like(colour) or str(colour).strip().lower() in ("", "none"):
             raise ValueError(f"--colour {name}={colour}: {colour!r} is not a colour; give NAME=COLOUR with a hex "
                              f"colour (#D55E00) or a matplotlib colour name (black, tab:blue); a name with = in it "
                              f"takes its colour after the last = ({name}={colour}=#D55E00)")
+        name = _legend_key(name)  # "sigma=0.3 (n=3)" pins "sigma=0.3", as legends are matched
         if name in out:
             raise ValueError(f"--colour {name} is given twice; give each name one colour")
-        out[str(name)] = to_hex(colour)
+        out[name] = to_hex(colour, keep_alpha=to_rgba(colour)[3] < 1)  # a translucent colour stays so
     return out
 
 
@@ -463,47 +468,99 @@ def _unclip_legends(fig) -> None:
         legend.set_clip_on(False)
 
 
+def _covers_data(ax, box, renderer) -> bool:
+    """Whether the box (display units) lies on data of `ax`: a line, a point, a band (an Area's fill) or a bar;
+    not a reference line across the axes (a VLine: drawn in axes units along one side)."""
+    from matplotlib.collections import PolyCollection
+
+    data = ax.transData
+    if any(line.get_visible() and len(line.get_xydata()) and line.get_transform() == data and
+           line.get_path().transformed(data).intersects_bbox(box, filled=False) for line in ax.lines):
+        return True
+    for c in ax.collections:
+        if not c.get_visible():
+            continue
+        if hasattr(c, "get_sizes") and len(c.get_sizes()) and len(c.get_offsets()):  # points
+            if box.count_contains(c.get_offset_transform().transform(c.get_offsets())):
+                return True
+        elif isinstance(c, PolyCollection) and any(p.transformed(c.get_transform()).intersects_bbox(box)
+                                                   for p in c.get_paths()):
+            return True
+    return any(p.get_visible() and p.get_window_extent(renderer).overlaps(box) for p in ax.patches)
+
+
 def _legends_off_the_data(fig, width: float) -> None:
-    """A legend inside the axes that still covers a line or a point (matplotlib's "best" place only finds the
-    least covered one: six crossing curves leave none free) moves below its axes, under the x label, in as many
-    columns side by side (at most 3) as fit in `width` inches: a reader must see every line. Legends on free
-    ground stay where they are."""
+    """A legend inside the axes that still covers data where matplotlib put it ("best" only finds the least
+    covered place: six crossing curves leave none free) moves below its axes, under the x label, in as many
+    columns side by side (at most 3) as fit under the axes (`width` inches for a figure of one): a reader must
+    see every line. Panels whose legends are all alike (the QD curves' tasks in each panel) share one legend under
+    the lowest panels instead. A legend stays where it is on free ground, and where another panel lies below it
+    (moved, it would sit on that one)."""
     from matplotlib.legend import Legend
-    from matplotlib.transforms import offset_copy
+    from matplotlib.transforms import blended_transform_factory, offset_copy
 
     fig.draw_without_rendering()  # places "best" legends and the tick labels
     fresh = getattr(fig, "_get_renderer", None)  # as _wrap_titles: matplotlib's private, else the canvas'
     renderer = fresh() if fresh is not None else fig.canvas.get_renderer()
-    for legend in fig.findobj(Legend):
+    panels = [a for a in fig.axes if a.get_visible() and a.get_label() != "<colorbar>"]
+    inside = [lg for lg in fig.findobj(Legend) if lg.axes is not None and lg.get_visible() and lg not in fig.legends
+              and lg.get_texts() and lg.get_window_extent(renderer).overlaps(lg.axes.bbox)]  # not beside its axes
+    if not inside:
+        return
+
+    def entries(legend) -> tuple:
+        return tuple(t.get_text() for t in legend.get_texts()), legend.get_title().get_text()
+
+    def under(ax) -> float:
+        """Points from the axes' bottom to below its tick labels and x label."""
+        labels = ax.xaxis.get_tightbbox(renderer)  # None for a bare axis
+        return (ax.bbox.y0 - (labels.y0 if labels is not None else ax.bbox.y0)) * 72 / fig.dpi + 3
+
+    def remove(legend) -> None:
         ax = legend.axes
-        if ax is None or not legend.get_visible() or legend in fig.legends or not legend.get_texts():
-            continue
-        box = legend.get_window_extent(renderer)
-        if not ax.bbox.contains(box.x0 + 1, box.y0 + 1) or not ax.bbox.contains(box.x1 - 1, box.y1 - 1):
-            continue  # beside the axes already (legend_position="right")
-        covered = any(line.get_visible() and len(line.get_xydata()) and
-                      line.get_path().transformed(line.get_transform()).intersects_bbox(box, filled=False)
-                      for line in ax.lines)
-        covered = covered or any(
-            c.get_visible() and len(c.get_offsets()) and box.count_contains(c.get_offset_transform().transform(
-                c.get_offsets())) for c in ax.collections if hasattr(c, "get_sizes") and len(c.get_sizes()))
-        if not covered:
-            continue
-        texts = [t.get_text() for t in legend.get_texts()]
-        # under the tick labels and the x label, a distance in points: it holds when _fit_width scales the axes
-        drop = (ax.bbox.y0 - ax.get_tightbbox(renderer).y0) * 72 / fig.dpi + 3
-        anchor = offset_copy(ax.transAxes, fig=fig, y=-drop, units="points")
+        if ax.get_legend() is legend:
+            ax.legend_ = None
+        else:  # added with add_artist (HoloViews does so for some)
+            legend.remove()
+
+    def placed(parent, legend, anchor, room: float) -> Legend:
+        """The legend's entries anchored at `anchor`'s (0.5, 0), in as many columns (at most 3) as fit `room`."""
+        texts, title = entries(legend)
         for ncols in range(min(len(texts), 3), 0, -1):
-            moved = Legend(ax, legend.legend_handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+            moved = Legend(parent, legend.legend_handles, list(texts), loc="upper center", bbox_to_anchor=(0.5, 0.0),
                            bbox_transform=anchor, ncols=ncols, fontsize=legend.get_texts()[0].get_fontsize(),
-                           frameon=False, borderaxespad=0.0, columnspacing=1.2, handlelength=1.8)
-            if moved.get_window_extent(renderer).width / fig.dpi <= width or ncols == 1:
+                           title=title or None, title_fontsize=legend.get_title().get_fontsize(), frameon=False,
+                           borderaxespad=0.0, columnspacing=1.2, handlelength=1.8)
+            if moved.get_window_extent(renderer).width / fig.dpi <= room or ncols == 1:
                 break
         moved.set_clip_on(False)
+        return moved
+
+    covering = [lg for lg in inside if _covers_data(lg.axes, lg.get_window_extent(renderer), renderer)]
+    if len(inside) > 1 and len(inside) == len({lg.axes for lg in inside}) == len(panels) and covering \
+            and len({entries(lg) for lg in inside}) == 1:
+        # one legend for all: under the lowest panels (the figure's x centre; in points below their labels,
+        # which holds when _fit_width scales the figure)
+        lowest = min(panels, key=lambda a: a.bbox.y0)
+        drop = max(under(a) for a in panels if a.bbox.y0 <= lowest.bbox.y0 + 1)
+        anchor = blended_transform_factory(fig.transFigure, offset_copy(lowest.transAxes, fig=fig, y=-drop,
+                                                                         units="points"))
+        shared = placed(fig, inside[0], anchor, width)
+        for legend in inside:
+            remove(legend)
+        fig.legends.append(shared)
+        return
+    for legend in covering:
+        ax = legend.axes
+        if any(other is not ax and other.bbox.y1 <= ax.bbox.y0 and other.bbox.x0 < ax.bbox.x1
+               and ax.bbox.x0 < other.bbox.x1 for other in panels):
+            continue  # a panel below: moved, it would sit on that one
+        room = width if len(panels) == 1 else ax.bbox.width / fig.dpi + 0.2  # a panel's legend under its panel
+        moved = placed(ax, legend, offset_copy(ax.transAxes, fig=fig, y=-under(ax), units="points"), room)
         if ax.get_legend() is legend:  # as Axes.legend sets one
             moved._remove_method = ax._remove_legend
             ax.legend_ = moved
-        else:  # added with add_artist (HoloViews does so for some)
+        else:
             legend.remove()
             ax.add_artist(moved)
 
@@ -672,13 +729,19 @@ def _paper_colours(obj, hv):
     is_element = lambda part: isinstance(part, hv.Element)  # noqa: E731
     names = [part.label for part in obj.traverse(lambda part: part, [is_element]) if part.label and cycled(part)]
     colours = colours_for(names)
-    rest = hv.Cycle([c for c in OKABE_ITO if c not in colours.values()] or list(OKABE_ITO))
+    named = {c.lower() for c in colours.values()}
+    rest = hv.Cycle([c for c in OKABE_ITO if c.lower() not in named] or list(OKABE_ITO))
 
     def recolour(part):
         keys = cycled(part)
+        pinned = PINNED_COLOURS.get(_legend_key(part.label)) if part.label else None
+        if pinned and not keys:  # a figure built before the pin (its colours chosen then): the pin holds
+            style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
+            own = set(getattr(plots.get(type(part)), "style_opts", ()))
+            keys = [k for k in ("color", "facecolor") if k in own and (k == "color" or k in style)]
         if not keys:
             return part
-        colour = colours.get(part.label, rest) if part.label else rest
+        colour = pinned or (colours.get(part.label, rest) if part.label else rest)
         return part.opts(**dict.fromkeys(keys, colour), backend="matplotlib", clone=True)
 
     return obj.map(recolour, is_element)

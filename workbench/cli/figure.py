@@ -20,6 +20,9 @@ def cmd_figure(args) -> int:
     figures.check_figure_path(args.out)
     figures.check_width(args.width, args.out)
     figures.check_font(args.font, args.out)
+    if getattr(args, "colour", None) and args.out.lower().endswith(".html"):
+        raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; an .html figure keeps its page's "
+                         "colours: leave --colour out")
     # pinned for this command only: main() may run inside a notebook, whose later figures keep their own
     before = figures.pin_colours(getattr(args, "colour", None) or [])
     try:
