@@ -157,7 +157,7 @@ def namm_view(store, args):
             model.show_sweep(model.compute_sweep())
     steps = len(model.trace.steps)
     if args.step is not None:
-        if not 1 <= args.step <= max(steps, 1) or not steps:
+        if args.step > steps:
             raise ValueError(f"--step {args.step}: the prompt's trace has eviction steps 1 to {steps}; give one of "
                              "them (or leave --step out: the last)")
         model.step = args.step - 1
@@ -261,12 +261,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             f.add_argument("--length", type=whole(32), default=None, help="the --task prompt's tokens (default: 256)")
             f.add_argument("--no-chat", action="store_true", help="--prompt as it is, without the chat template")
             f.add_argument("--step", type=POSITIVE, default=None, help="the eviction step drawn (default: the last)")
-            for name, text in (("layer", "layer of the text, scores and spectrogram views (default: all; the "
+            for flag, text in (("layer", "layer of the text, scores and spectrogram views (default: all; the "
                                          "spectrogram's: 0)"),
                                ("head", "KV head of the text and spectrogram views (default: all; the spectrogram's: "
                                         "0)"),
                                ("token", "token position of the spectrogram view (default: 0)")):
-                f.add_argument(f"--{name}", type=whole(0), default=None, help=text)
+                f.add_argument(f"--{flag}", type=whole(0), default=None, help=text)
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
