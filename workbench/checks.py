@@ -12,9 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
+def is_whole(value: object) -> bool:
+    """Whether `value` is a whole number: a Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def is_count(value: object, at_least: int = 1) -> bool:
     """Whether `value` is a whole number (a Python or NumPy integer, not a bool) ≥ at_least."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= at_least
+    return is_whole(value) and value >= at_least
 
 
 def _number(value: object) -> float:

@@ -56,7 +56,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
-from workbench.checks import count
+from workbench.checks import MemoryNeedError, count, is_whole
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -271,15 +271,11 @@ def resume_conflicts(info: dict, given: dict[str, Any],
         if recorded is not None and value is not None:
             if not (Path(value).is_file() and sha256_file(value) == recorded["sha256"]):
                 out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
-        elif name == extends and _is_int(plain):
-            continue  # another total: the run goes on to it, or ends there (new_total checks it)
+        elif name == extends and is_whole(plain):
+            continue  # another total: the run goes on to it, or ends there (new_total checks it, below 1 too)
         elif plain != stored[name]:
             out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
     return out
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def new_total(run: Run, extends: str, value: object, flag: str | None = None) -> int | None:
@@ -290,7 +286,7 @@ def new_total(run: Run, extends: str, value: object, flag: str | None = None) ->
     the kinds of run whose steps do not depend on their total (ASAL searches, recipe evolutions, CycleQD). Less
     than the run has done is refused (flag: the setting's name in the error, e.g. "--iters")."""
     stored = run.info["config"].get(extends)
-    if value is None or not _is_int(value) or not _is_int(stored) or value == stored:
+    if value is None or not is_whole(value) or not is_whole(stored) or value == stored:
         return None
     done, unit = steps_done(run.info.get("kind"), run.info.get("iterations"))
     if value < max(done, 1):
@@ -317,8 +313,6 @@ def check_memory_to_resume(run: Run, cfg: Any, check: Callable[[Any], None]) -> 
     """`check(cfg)` (a kind's memory check, which names the flag to lower) for a resume, whose settings cannot
     change: on a machine with less memory than the run's, one error saying so before anything loads, not an
     out-of-memory kill mid-iteration."""
-    from workbench.checks import MemoryNeedError
-
     try:
         check(cfg)
     except MemoryNeedError as exc:
