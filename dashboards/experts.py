@@ -734,7 +734,11 @@ def z_rank_plot(table: pd.DataFrame, what: str):
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no SVF expert</i>")
-    curves = [hv.Curve(part, "rank", "z", label=name) for name, part in table.groupby("expert", sort=False)]
+    from workbench.figures import colours_for
+
+    colours = colours_for(str(e) for e in table["expert"].unique())  # an expert's task in its colour, page and paper
+    curves = [hv.Curve(part, "rank", "z", label=name).opts(color=colours[str(name)])
+              for name, part in table.groupby("expert", sort=False)]
     start = _style(hv.HLine(Z0), color="#555555", bokeh={"line_dash": "dashed", "line_width": 1},
                    mpl={"linestyle": "--", "linewidth": 0.8})
     return _style(hv.Overlay([*curves, start]), title=f"z vs σ rank · {what}", xlabel="singular-value rank "

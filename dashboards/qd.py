@@ -932,12 +932,14 @@ def cell_plot(layers: dict, opts: dict):
 def curves_plot(curves: pd.DataFrame, generation: int):
     """Coverage, QD score and max quality per archive over generations (whole-number generation axis), a
     dashed line at the scrubber's generation."""
-    from workbench.figures import whole_numbers
+    from workbench.figures import colours_for, whole_numbers
 
     hv = _hv()
     panels = []
+    # each task in its own colour on the page as in the paper figure (figures.TASK_COLOURS)
+    colours = colours_for(str(t) for t in curves["task"].unique())
     for column, label in (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality")):
-        lines = [hv.Curve(g, "generation", (column, label), label=str(t))
+        lines = [hv.Curve(g, "generation", (column, label), label=str(t)).opts(color=colours[str(t)])
                  for t, g in curves.groupby("task", sort=False)]
         now = hv.VLine(generation).opts(color="#888888", line_dash="dashed", backend="bokeh").opts(
             color="#888888", linestyle="--", linewidth=0.8, backend="matplotlib")

@@ -432,6 +432,12 @@ def test_a_task_or_a_pinned_name_has_one_colour_in_every_figure(tmp_path):
     in_experts = _drawn_colours(z_rank_plot(experts, "all"), tmp_path / "experts.png")
     assert in_qd["sort"] == in_experts["sort"] == {TASK_COLOURS["sort"].lower()}  # in every panel too
     assert in_qd["brackets"] == {TASK_COLOURS["brackets"].lower()}
+    import holoviews as hv
+    from bokeh.models import GlyphRenderer, Line
+
+    page = hv.renderer("bokeh").get_plot(curves_plot(qd, 1)).state  # the page draws them so too
+    lines = {str(r.glyph.line_color).upper() for r in page.select({"type": GlyphRenderer}) if isinstance(r.glyph, Line)}
+    assert {TASK_COLOURS["sort"], TASK_COLOURS["brackets"]} <= lines
     # more names than colours left free: they go on round the palette, not all onto the last free one
     extra = colours_for([*TASK_COLOURS][:7] + ["x", "y"])
     assert extra["x"] != extra["y"]
