@@ -597,3 +597,51 @@ def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_pat
     assert kept.y0 > x_axis.y1  # the VLine under it: left inside its axes
     (titled,), (x_axis,), titles = found["pdf"]
     assert titles == ["layer"] and titled.y1 <= x_axis.y0
+
+
+def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
+    """`figures.frames` / `workbench figure frames` (its own process): the best θ re-simulated from the initial
+    state it scored from, the frames the search scored titled with their steps and, for a target search over
+    several prompts, the prompt each frame was matched to; its pixels in whole blocks; bad input one error."""
+    import holoviews as hv
+    from forked import run
+
+    from workbench.export import to_uint8
+    from workbench.figures import frames
+    from workbench.simulations import make_substrate
+
+    def titles(strip) -> list[str]:
+        return [hv.Store.lookup_options("matplotlib", p, "plot").kwargs["title"] for p in strip]
+
+    cma = [r["id"] for r in store.list() if r["kind"] == "openended"][0]
+    strip = frames(store, cma)
+    assert titles(strip) == ["t = 4", "t = 9"]
+    info = store.open(cma).info
+    sub = make_substrate("boids")
+    params = sub.decode(store.open(cma).read_array("best.npy"))
+    state = sub.step(sub.init(params, seed=int(info["best_seed"])), params, 9)
+    want = to_uint8(sub.render(state, params, 224))
+    shown = strip[1].data  # the frame's pixels repeated (224 px printed 1.5 in at 300 dpi: twice)
+    np.testing.assert_array_equal(shown[::2, ::2], want)
+    assert shown.shape[0] == 2 * 224
+    assert titles(frames(store, cma, n=3)) == ["t = 2", "t = 5", "t = 8"]
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+
+    target = run_search(SearchConfig(kind="target", prompts=["a red blob", "a blue ring"], iters=1, pop=2,
+                                     eval=EvalConfig("boids", "openclip:ViT-B-32", weights=str(clip_weights),
+                                                     steps=10, frames=4)), store).id
+    assert titles(frames(store, target)) == ["t = 1\n“a red blob”", "t = 3\n“a blue ring”", "t = 5\n“a red blob”",
+                                             "t = 7\n“a blue ring”"]
+    args = ("figure", "frames", cma, "--runs", str(store.root))
+    done = run(*args, "--out", str(tmp_path / "strip.pdf"))
+    assert done.returncode == 0 and (tmp_path / "strip.pdf").read_bytes()[:4] == b"%PDF", done.stderr
+    for bad, message in ((["--frames", "20"], "--frames 20 is more than --steps 10"),
+                         (["--colour", "a=red"], "unrecognized arguments: --colour")):
+        done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+    other = RunStore(tmp_path / "other")
+    merge = other.create("merge", "ties", "a+b", {}, 0, metric="fitness")
+    done = run("figure", "frames", merge.id, "--runs", str(other.root), "--out", str(tmp_path / "bad.png"))
+    assert done.returncode == 2 and "a strip of frames shows the best simulation of an ASAL run" in done.stderr
+    assert not (tmp_path / "bad.png").exists()

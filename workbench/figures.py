@@ -401,6 +401,72 @@ def atlas(store: RunStore | str | Path, run_id: str, pixels: int = 900):
         xaxis=None, yaxis=None, interpolation="none", backend="matplotlib")
 
 
+#: frames a strip shows of a run that scored one (an illumination's final state, a one-frame target search)
+STRIP_FRAMES = 5
+
+
+#: a strip's frame in a paper figure: (width, height) in inches, titles included (panel_inches: at most a page wide)
+STRIP_PANEL = (1.5, 1.8)
+
+
+def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, steps: int | None = None,
+           size: int | None = None, width: float | None = None, dpi: int | None = None):
+    """The best simulation of an ASAL run as a strip of frames for a paper: its best θ re-simulated from the
+    initial state it scored from (as best_video), one panel per frame, titled with its step. By default the frames
+    its search scored (its --frames K states: for a target search over several prompts, each titled with the
+    prompt it was matched to, tiled p1 … pP p1 … as the loss tiles them), or STRIP_FRAMES evenly spaced
+    ones where it scored one; n: that many evenly spaced (chunk ends, as the search samples); steps: a rollout of
+    that length (default: the run's); size: the frames' side in pixels (default: the run's render size); width,
+    dpi: the strip's printed width in inches (default: STRIP_PANEL a frame, at most a page) and resolution, for
+    which each frame's pixels are repeated a whole number of times (as atlas). Save it with
+    style={"fig_inches": layout_inches(strip, STRIP_PANEL)} (and the same width)."""
+    import textwrap
+
+    import numpy as np
+
+    from workbench.asal.evaluate import DEFAULT_STEPS
+    from workbench.export import to_uint8
+    from workbench.simulations import make_substrate
+    from workbench.simulations.rollout import rollout, sample_indices
+
+    store = RunStore.of(store)
+    n, steps, size = (None if v is None else count(v, name) for v, name in ((n, "frames"), (steps, "steps"),
+                                                                              (size, "size")))
+    run = store.open(run_id)
+    info = run.info
+    if "eval" not in info.get("config", {}):
+        kind = info.get("kind")
+        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a strip of frames shows the best simulation "
+                         "of an ASAL run (workbench asal target|openended|illuminate|sweep)")
+    if not (run.path / "best.npy").exists():
+        raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
+    cfg, ev = info["config"], info["config"]["eval"]
+    steps = steps or ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
+    scored = int(ev.get("frames") or 1)
+    own = n is None and steps == (ev.get("steps") or steps) and scored > 1  # the frames the search scored
+    k = scored if own else (n or STRIP_FRAMES)
+    if k > steps:
+        raise ValueError(f"--frames {k} is more than --steps {steps}: a strip takes one frame a chunk of steps")
+    sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
+    theta = run.read_array("best.npy")
+    shots = to_uint8(np.asarray(rollout(sub, sub.decode(theta), steps, (k, True), size=size or ev.get("size", 224),
+                                        seed=int(info.get("best_seed", 0)))))
+    prompts = list(cfg.get("prompts") or []) if own and info.get("kind") == "target" else []
+    across = (check_width(width, "strip.pdf") or panel_inches(k, 1, STRIP_PANEL)[0]) / k
+    repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1]))
+    shots = shots.repeat(repeat, axis=1).repeat(repeat, axis=2)
+    hv = _hv()
+    panels = []
+    for i, (index, shot) in enumerate(zip(sample_indices(steps, (k, True)), shots, strict=True)):
+        title = f"t = {index}"
+        if len(prompts) > 1:  # one prompt alone is the run's, said once by the caller's caption
+            title += "\n" + "\n".join(textwrap.wrap(f"“{prompts[i % len(prompts)]}”", 18))
+        panels.append(hv.RGB(shot, bounds=(0, 0, 1, 1), label="").opts(
+            title=title, xaxis=None, yaxis=None, backend="bokeh").opts(
+            title=title, xaxis=None, yaxis=None, interpolation="none", backend="matplotlib"))
+    return hv.Layout(panels).cols(len(panels)).opts(sublabel_format="", hspace=0.1, backend="matplotlib")
+
+
 def text_colours(values, cmap: str, clim: tuple[float, float]) -> list[str]:
     """Dark or light text for values written on cells of colour map `cmap` over `clim`, whichever reads on the
     cell's colour (by its luminance): black on the darkest cells of a map was hard to read."""

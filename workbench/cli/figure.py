@@ -1,4 +1,4 @@
-"""`workbench figure curves|compare|atlas|view|namm|video`: paper figures and videos of runs."""
+"""`workbench figure curves|compare|atlas|frames|view|namm|video`: paper figures and videos of runs."""
 
 from __future__ import annotations
 
@@ -51,6 +51,13 @@ def _figure(figures, store, args):
         _check_pinned(figures, figure, getattr(args, "colour", None))
         out = figures.save(figure, args.out, **saved)
         _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
+    elif args.what == "frames":
+        # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels)
+        html = args.out.lower().endswith(".html")
+        strip = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
+                               dpi=1 if html else args.dpi)
+        out = figures.save(strip, args.out, style={"fig_inches": figures.layout_inches(strip, figures.STRIP_PANEL)},
+                           **saved)
     elif args.what == "namm":
         out = namm_view(store, args)
     elif args.what == "view":
@@ -215,6 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
                                            "setting's mean with the range of its seeds (.png .svg .pdf .html)"),
                           ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
+                          ("frames", 1, "an ASAL run's best simulation as a strip of frames, titled with their "
+                                        "steps (and prompts) (.png .svg .pdf .html)"),
                           ("namm", 1, "a trained NAMM policy's view of one prompt (a task's test prompt or "
                                       "--prompt), as the NAMM page exports it (.png .svg .pdf .html)"),
                           ("view", 1, "a page's view of a qd, MAP-Elites, experts, adapt or merge run, as its "
@@ -234,7 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             f.add_argument("--font", choices=("sans", "serif"), default=None,
                            help="the text's face: sans (default, DejaVu Sans) or serif (Times-like STIX, for a "
                                 "paper set in Times)")
-            if name != "atlas":
+            if name not in ("atlas", "frames"):
                 f.add_argument("--colour", action="append", default=None, metavar="NAME=COLOUR",
                                help="draw the legend entry NAME in COLOUR (#D55E00, black, tab:blue), e.g. the "
                                     "same method alike in every figure; repeat for more (default: tasks in "
@@ -267,6 +276,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "0)"),
                                ("token", "token position of the spectrogram view (default: 0)")):
                 f.add_argument(f"--{flag}", type=whole(0), default=None, help=text)
+        if name == "frames":
+            f.add_argument("--frames", type=POSITIVE, default=None,
+                           help="evenly spaced frames (default: the K frames the search scored, each with its "
+                                "prompt; 5 where it scored one)")
+            f.add_argument("--steps", type=POSITIVE, default=None, help="steps of the rollout (default: the run's)")
+            f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
