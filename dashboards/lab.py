@@ -159,6 +159,7 @@ class LabModel(param.Parameterized):
         illumination (`/lab?run=ID&member=K`: the QD page's MAP-Elites cells), from the initial state its thumbnail
         came from when the run kept that seed. A run that does not exist, one of another kind (a merge recipe) or
         one without a best θ yet raises ValueError with the reason."""
+        from workbench.asal.driver import population_member
         from workbench.runs import RunStore, article
 
         run_id = run_id.strip()
@@ -176,7 +177,7 @@ class LabModel(param.Parameterized):
                              f"play{where}")
         seed = None
         if member is not None:
-            theta, seed = _member(run, member)
+            theta, seed = population_member(run, member)
         else:
             best = run.path / "best.npy"
             if not best.exists():
@@ -420,23 +421,6 @@ class LabModel(param.Parameterized):
         frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
         self._rendered = frame  # the floats, which score() hands the FM
-
-
-def _member(run, member: int | str) -> tuple[np.ndarray, int | None]:
-    """θ of population member `member` (an index, or its text from a URL) of a finished illumination run
-    (population.parquet), and the initial-state seed of its thumbnail (None where the run did not keep it)."""
-    if not (run.path / "population.parquet").exists():
-        raise ValueError(f"run {run.id!r} has no population (only finished illumination runs have one)")
-    table = run.read_table("population")
-    thetas = table.column("theta").to_pylist()
-    try:
-        k = int(member)
-    except (TypeError, ValueError):
-        raise ValueError(f"member must be a population index, got {member!r}") from None
-    if not 0 <= k < len(thetas):
-        raise ValueError(f"run {run.id!r} has population members 0 to {len(thetas) - 1}, not {k}")
-    seed = table.column("seed")[k].as_py() if "seed" in table.column_names else None
-    return np.asarray(thetas[k], np.float64), (None if seed is None or seed < 0 else int(seed))
 
 
 def rgba(image: np.ndarray) -> np.ndarray:

@@ -625,6 +625,17 @@ def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     np.testing.assert_array_equal(shown[::2, ::2], want)
     assert shown.shape[0] == 2 * 224
     assert titles(frames(store, cma, n=3)) == ["t = 2", "t = 5", "t = 8"]
+    # an illumination's member, from the initial state its thumbnail came from
+    ill = [r["id"] for r in store.list() if r["kind"] == "illuminate"][0]
+    population = store.open(ill).read_table("population")
+    theta, seed = np.asarray(population.column("theta")[3].as_py()), population.column("seed")[3].as_py()
+    params = sub.decode(theta)
+    want = to_uint8(sub.render(sub.step(sub.init(params, seed=seed), params, 9), params, 224))
+    np.testing.assert_array_equal(frames(store, ill, member=3)[-1].data[::2, ::2], want)
+    for bad, message in (((cma, 3), "--member picks an illumination's population member"),
+                         ((ill, 99), "has population members 0 to 8, not 99")):
+        with pytest.raises(ValueError, match=message):
+            frames(store, bad[0], member=bad[1])
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
 

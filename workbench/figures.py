@@ -410,7 +410,8 @@ STRIP_PANEL = (1.5, 1.8)
 
 
 def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, steps: int | None = None,
-           size: int | None = None, width: float | None = None, dpi: int | None = None):
+           size: int | None = None, width: float | None = None, dpi: int | None = None,
+           member: int | None = None):
     """The best simulation of an ASAL run as a strip of frames for a paper: its best θ re-simulated from the
     initial state it scored from (as best_video), one panel per frame, titled with its step. By default the frames
     its search scored (its --frames K states: for a target search over several prompts, each titled with the
@@ -418,8 +419,9 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     ones where it scored one; n: that many evenly spaced (chunk ends, as the search samples); steps: a rollout of
     that length (default: the run's); size: the frames' side in pixels (default: the run's render size); width,
     dpi: the strip's printed width in inches (default: STRIP_PANEL a frame, at most a page) and resolution, for
-    which each frame's pixels are repeated a whole number of times (as atlas). Save it with
-    style={"fig_inches": layout_inches(strip, STRIP_PANEL)} (and the same width)."""
+    which each frame's pixels are repeated a whole number of times (as atlas); member: an illumination's population
+    member (the atlas' and the Lab's index; its best.npy is member 0) from its thumbnail's initial state. Save it
+    with style={"fig_inches": layout_inches(strip, STRIP_PANEL)} (and the same width)."""
     import textwrap
 
     import numpy as np
@@ -438,8 +440,19 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
         kind = info.get("kind")
         raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a strip of frames shows the best simulation "
                          "of an ASAL run (workbench asal target|openended|illuminate|sweep)")
-    if not (run.path / "best.npy").exists():
+    seed = int(info.get("best_seed", 0))
+    if member is not None:
+        from workbench.asal.driver import population_member
+
+        if info.get("kind") != "illuminate":
+            raise ValueError(f"--member picks an illumination's population member; run {run_id!r} is "
+                             f"{article(info.get('kind'))} {info.get('kind')} run: leave --member out")
+        theta, kept = population_member(run, count(member, "member", 0))
+        seed = 0 if kept is None else kept
+    elif not (run.path / "best.npy").exists():
         raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
+    else:
+        theta = run.read_array("best.npy")
     cfg, ev = info["config"], info["config"]["eval"]
     steps = steps or ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
     scored = int(ev.get("frames") or 1)
@@ -448,9 +461,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     if k > steps:
         raise ValueError(f"--frames {k} is more than --steps {steps}: a strip takes one frame a chunk of steps")
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
-    theta = run.read_array("best.npy")
     shots = to_uint8(np.asarray(rollout(sub, sub.decode(theta), steps, (k, True), size=size or ev.get("size", 224),
-                                        seed=int(info.get("best_seed", 0)))))
+                                        seed=seed)))
     prompts = list(cfg.get("prompts") or []) if own and info.get("kind") == "target" else []
     across = (check_width(width, "strip.pdf") or panel_inches(k, 1, STRIP_PANEL)[0]) / k
     repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1]))

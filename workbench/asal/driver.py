@@ -648,3 +648,20 @@ def atlas_image(thumbs: np.ndarray, z: np.ndarray | None) -> np.ndarray:
     if z is not None and len(z) > 1:
         cells = snap_to_grid(project(z, "pca"), side)
     return compose(thumbs, cells, side)
+
+
+def population_member(run: Run, member: int | str) -> tuple[np.ndarray, int | None]:
+    """θ of population member `member` (an index, or its text from a URL) of a finished illumination run
+    (population.parquet), and the initial-state seed of its thumbnail (None where the run did not keep it)."""
+    if not (run.path / "population.parquet").exists():
+        raise ValueError(f"run {run.id!r} has no population (only finished illumination runs have one)")
+    table = run.read_table("population")
+    thetas = table.column("theta").to_pylist()
+    try:
+        k = int(member)
+    except (TypeError, ValueError):
+        raise ValueError(f"member must be a population index, got {member!r}") from None
+    if not 0 <= k < len(thetas):
+        raise ValueError(f"run {run.id!r} has population members 0 to {len(thetas) - 1}, not {k}")
+    seed = table.column("seed")[k].as_py() if "seed" in table.column_names else None
+    return np.asarray(thetas[k], np.float64), (None if seed is None or seed < 0 else int(seed))

@@ -55,7 +55,7 @@ def _figure(figures, store, args):
         # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels)
         html = args.out.lower().endswith(".html")
         strip = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
-                               dpi=1 if html else args.dpi)
+                               dpi=1 if html else args.dpi, member=args.member)
         out = figures.save(strip, args.out, style={"fig_inches": figures.layout_inches(strip, figures.STRIP_PANEL)},
                            **saved)
     elif args.what == "namm":
@@ -282,6 +282,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "prompt; 5 where it scored one)")
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps of the rollout (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
+            f.add_argument("--member", type=whole(0), default=None,
+                           help="an illumination's population member (its index in the atlas and the Lab; "
+                                "default: the best θ, member 0)")
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
