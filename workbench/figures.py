@@ -420,8 +420,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     that length (default: the run's); size: the frames' side in pixels (default: the run's render size); width,
     dpi: the strip's printed width in inches (default: STRIP_PANEL a frame, at most a page) and resolution, for
     which each frame's pixels are repeated a whole number of times (as atlas); member: an illumination's population
-    member (the atlas' and the Lab's index; its best.npy is member 0) from its thumbnail's initial state. Save it
-    with style={"fig_inches": layout_inches(strip, STRIP_PANEL)} (and the same width)."""
+    member (the atlas' and the Lab's index; its best.npy is member 0) from its thumbnail's initial state. It
+    carries its size (STRIP_PANEL a frame, at most a page wide), which save keeps: save(strip, "strip.pdf")."""
     import textwrap
 
     import numpy as np
@@ -476,7 +476,9 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
         panels.append(hv.RGB(shot, bounds=(0, 0, 1, 1), label="").opts(
             title=title, xaxis=None, yaxis=None, backend="bokeh").opts(
             title=title, xaxis=None, yaxis=None, interpolation="none", backend="matplotlib"))
-    return hv.Layout(panels).cols(len(panels)).opts(sublabel_format="", hspace=0.1, backend="matplotlib")
+    strip = hv.Layout(panels).cols(len(panels))
+    return strip.opts(sublabel_format="", hspace=0.1, fig_inches=panel_inches(len(panels), 1, STRIP_PANEL),
+                      backend="matplotlib")
 
 
 def text_colours(values, cmap: str, clim: tuple[float, float]) -> list[str]:
@@ -712,7 +714,10 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
                          f"own fig.savefig")
     out = check_figure_path(out)
     suffix = out.suffix.lower()
-    style = {**PAPER_STYLE, **(style or {})}
+    # a layout that set its own size (a strip of frames: figures.frames) keeps it, unless the caller's style says
+    own = hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("fig_inches") \
+        if isinstance(obj, hv.Layout) else None
+    style = {**PAPER_STYLE, **({"fig_inches": tuple(own)} if own else {}), **(style or {})}
     if check_width(width, out) is not None:
         w, h = style["fig_inches"]
         style["fig_inches"] = (float(width), round(h * width / w, 3))

@@ -56,8 +56,7 @@ def _figure(figures, store, args):
         html = args.out.lower().endswith(".html")
         strip = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
                                dpi=1 if html else args.dpi, member=args.member)
-        out = figures.save(strip, args.out, style={"fig_inches": figures.layout_inches(strip, figures.STRIP_PANEL)},
-                           **saved)
+        out = figures.save(strip, args.out, **saved)  # at the strip's own size (a page at most)
     elif args.what == "namm":
         out = namm_view(store, args)
     elif args.what == "view":
