@@ -884,7 +884,7 @@ def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
     return _style(hv.Overlay(layers), title=f"few-shot mixing for {target}", xlabel="shots k", ylabel="accuracy",
                   ylim=(0, 1.05), xticks=[int(k) for k in ks], bokeh={"width": 760, "height": 380,
                                                                      "legend_position": "right", "tools": ["hover"]},
-                  mpl={"legend_position": "right"})
+                  mpl={"legend_position": "best"})  # inside (moved under the axes if it covers a line): a column wide
 
 
 # --- the page ----------------------------------------------------------------------------------------------------

@@ -134,8 +134,9 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
             from matplotlib.ticker import MaxNLocator
 
             # min_n_ticks=1: where fewer than two whole numbers fit (every point at generation 0), one tick
-            # at 0, not matplotlib's fallback to ticks at 0.15 steps
-            locator = MaxNLocator(nbins=8, integer=True, min_n_ticks=1)
+            # at 0, not matplotlib's fallback to ticks at 0.15 steps; nbins "auto": as many as the axis' length
+            # holds at its tick labels' size (8 ran "100125150175200" together in a 1.3 in panel)
+            locator = MaxNLocator(nbins="auto", integer=True, min_n_ticks=1)
             getattr(plot.handles["axis"], f"{self.axis}axis").set_major_locator(locator)
         else:  # bokeh
             from bokeh.models import BasicTicker
