@@ -362,7 +362,7 @@ def test_charts_alone_share_one_shape_in_a_paper(tmp_path):
     assert abs(pw - ph) < 0.3, sizes
 
 
-def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes():
+def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes(tmp_path):
     """A reviewer's audit: beside the axes, the fitness panels filled half of the figure's width."""
     import holoviews as hv
     import pandas as pd
@@ -379,6 +379,13 @@ def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes():
     box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
     assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
     assert fig.axes[1].get_ylabel() == "σ"
+    # a column wide and its two panels wider than high: stacked square panels made it 3.2 × 7.5 in
+    from workbench.figures import layout_inches, save
+
+    plot = fitness_plot(metrics)
+    png = Image.open(save(plot, tmp_path / "fitness.png", style={"fig_inches": layout_inches(plot)}))
+    width, height = (n / png.info["dpi"][0] for n in png.size)
+    assert COLUMN_WIDTH - 0.1 < width <= COLUMN_WIDTH and height < 4.5, (width, height)
 
 
 def _drawn_colours(obj, out) -> dict[str, set[str]]:

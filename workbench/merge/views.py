@@ -233,7 +233,7 @@ def dfs_path_plot(dfs):
 
 def fitness_plot(metrics: pd.DataFrame):
     """Best and mean fitness (= −loss) and CMA σ over generations."""
-    from workbench.figures import whole_numbers
+    from workbench.figures import PANEL_ASPECT, whole_numbers
 
     hv = _hv()
     if metrics.empty:
@@ -244,13 +244,14 @@ def fitness_plot(metrics: pd.DataFrame):
     # the paper figure's legend inside the axes (beside them the panels filled half the figure's width)
     fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", bokeh={"width": 520, "height": 280,
                                                                                     "legend_position": "right"},
-                 mpl={"legend_position": "best"})
+                 mpl={"legend_position": "best", "aspect": PANEL_ASPECT})
     values = df[["best", "mean"]].to_numpy()
     if values.min() == values.max():  # flat (a search that found nothing): an accuracy's axis, not −1 … 1
         v = float(values.min())
         fit = _style(fit, ylim=(min(0.0, v), max(1.0, v)))
+    # both wider than high in a paper figure, one width: two square panels stacked made it 7.5 in tall
     sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES step size σ", ylabel="σ",
-                   bokeh={"width": 520, "height": 220})
+                   bokeh={"width": 520, "height": 220}, mpl={"aspect": PANEL_ASPECT})
     return _style((whole_numbers(fit) + whole_numbers(sigma)).cols(1), shared_axes=False,
                   mpl={"sublabel_format": "", "vspace": 0.7})
 
