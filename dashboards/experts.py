@@ -744,7 +744,7 @@ def z_rank_plot(table: pd.DataFrame, what: str):
     return _style(hv.Overlay([*curves, start]), title=f"z vs σ rank · {what}", xlabel="singular-value rank "
                   "(0 = largest σ)", ylabel="z = sigmoid(p)", bokeh={"width": 760, "height": 380,
                                                                     "legend_position": "right", "tools": ["hover"]},
-                  mpl={"legend_position": "right"})
+                  mpl={"legend_position": "best"})  # inside (under the axes if it covers a curve): a column wide
 
 
 def curve_plot(table: pd.DataFrame, kind: str):

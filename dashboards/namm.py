@@ -263,7 +263,9 @@ class NAMMExplorer(param.Parameterized):
                      width=900, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
                      fig_inches=(6, 2.6))
         # every state the raster draws has its key; not yet seen (near white) gets an outline to show on white
-        keys = [hv.Scatter([(np.nan, np.nan)], label=CODES_LABEL[c]).opts(color=COLORS[c], size=8, backend="bokeh")
+        # the raster's key: stand-ins (group "Key") for the colour map's states, not data a colour is pinned to
+        keys = [hv.Scatter([(np.nan, np.nan)], group="Key", label=CODES_LABEL[c]).opts(color=COLORS[c], size=8,
+                                                                                        backend="bokeh")
                 .opts(color=COLORS[c], s=20, edgecolors="#888888" if c == tr.NOT_YET else COLORS[c],
                       backend="matplotlib") for c in (tr.NOT_YET, tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(
@@ -422,11 +424,21 @@ class NAMMExplorer(param.Parameterized):
               font: str | None = None) -> Path:
         """Write view `name` to the file `out` (its suffix picks the format) as export does, at figures.save's
         dpi, width (inches) and font (`workbench figure namm`); the text view is drawn token by token."""
-        from workbench.figures import COLUMN_WIDTH, FONTS, NO_DATE, PAGE_WIDTH, PAPER_RC, check_font, save
+        from workbench.figures import (
+            COLUMN_WIDTH,
+            NO_DATE,
+            PAGE_WIDTH,
+            PAPER_RC,
+            check_dpi,
+            check_font,
+            check_width,
+            save,
+        )
 
         hv = _hv()
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
+        check_dpi(dpi, out), check_width(width, out), check_font(font, out)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             from workbench.atomic import atomic_write
@@ -440,11 +452,12 @@ class NAMMExplorer(param.Parameterized):
 
                 # a page's text width, its tight margins included; TrueType in PDF and text in SVG (Type 3 glyphs
                 # and SVG outlines before: matplotlib's defaults, as every paper figure but this one avoided)
+                if font == "serif":  # each token sits in its monospace slots: no serif face keeps them
+                    raise ValueError("--font: the text view sets its tokens in a monospace face; leave --font out")
                 pad = plt.rcParams["savefig.pad_inches"]
-                figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)
                 suffix = out.suffix.lower()
-                # the tokens keep their monospace face; a serif font sets the rest (a legend, if any)
-                with plt.rc_context({**PAPER_RC, **FONTS[check_font(font, out) or "sans"]}):
+                figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)
+                with plt.rc_context(PAPER_RC):
                     atomic_write(out, lambda p: figure.savefig(p, dpi=dpi or 300, bbox_inches="tight",
                                                                format=suffix[1:], metadata=NO_DATE.get(suffix)))
                 plt.close(figure)
@@ -475,7 +488,10 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
     import matplotlib.pyplot as plt
 
     df = tr.text_tokens(trace, i, layer, head)
-    chars_per_line, size = 96, 7.0  # 7 pt: a paper's smallest text (a mono char 4.2 pt of its ~5.1 pt slot)
+    # 7 pt: a paper's smallest text (a mono char 4.2 pt of its ~5.1 pt slot); as many slots as `width` holds (96
+    # at a page's 6.55 in; a fixed 96 ran the letters together in a column)
+    size = 7.0
+    chars_per_line = max(20, int(width * 72 / 4.9))
     line_h = size * 1.9 / 72
     x = 0.0
     lines: list[list[tuple[float, object]]] = [[]]

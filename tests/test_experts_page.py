@@ -319,6 +319,6 @@ def test_figure_view_of_an_adapt_run_is_its_page_export(ex, tmp_path):
     assert (tmp_path / "shots.svg").read_bytes() == want.read_bytes()
     done = run("figure", "view", ex["matrix"], "--view", "confusion", "--runs", ex["dir"], "--out",
                str(tmp_path / "c.png"))
-    assert done.returncode == 2 and f"--view confusion: run {ex['matrix']} has nothing under it yet; its views: " \
-        in done.stderr, done.stderr
+    assert done.returncode == 2 and f"--view confusion: run {ex['matrix']} has nothing to draw there (done); its " \
+        "views: " in done.stderr, done.stderr
     assert not (tmp_path / "c.png").exists()

@@ -231,6 +231,8 @@ def test_paper_figures_keep_text_as_text_and_the_style_in_every_panel(tmp_path):
     allowed = set(PAPER_STYLE["fontsize"].values())
     assert seen and set(seen) <= allowed, sorted(set(seen) - allowed)
 
+    with pytest.raises(ValueError, match="--width 2: a figure of 3 panels across needs at least 3.3 in"):
+        save(layout.cols(3), tmp_path / "narrow.png", width=2)
     with pytest.raises(ValueError, match=f"--dpi 100000 is more than {MAX_DPI}"):
         save(layout, tmp_path / "g.png", dpi=100_000)
     assert not (tmp_path / "g.png").exists()
@@ -655,6 +657,8 @@ def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     done = run(*args, "--out", str(tmp_path / "strip.pdf"))
     assert done.returncode == 0 and (tmp_path / "strip.pdf").read_bytes()[:4] == b"%PDF", done.stderr
     for bad, message in ((["--frames", "20"], "--frames 20 is more than --steps 10"),
+                         (["--steps", "3"], "the strip's 5 frames (the default) are more than --steps 3: a strip "
+                                            "takes one frame a chunk of steps; give --frames 3 or fewer"),
                          (["--colour", "a=red"], "unrecognized arguments: --colour")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -352,10 +352,19 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     assert b"STIXGeneral" in (tmp_path / "s.pdf").read_bytes()
     done = run(*args, "--prompt", PROMPT, "--view", "text", "--out", str(tmp_path / "t.pdf"))
     assert done.returncode == 0 and (tmp_path / "t.pdf").read_bytes()[:4] == b"%PDF", done.stderr
+    done = run(*args, "--prompt", PROMPT, "--view", "text", "--width", "3.25", "--out", str(tmp_path / "t.png"))
+    assert done.returncode == 0, done.stderr
+    from PIL import Image
+
+    narrow = Image.open(tmp_path / "t.png")  # a column wide, its tokens in as many slots as fit (96 ran past it)
+    assert narrow.size[0] / narrow.info["dpi"][0] <= 3.3
     for bad, message in ((["--length", "64"], "--length sizes a --task prompt"),
                          (["--no-chat"], "--no-chat leaves a --prompt without the chat template"),
                          (["--prompt", PROMPT, "--step", "99"], "--step 99: the prompt's trace has eviction steps"),
-                         (["--prompt", PROMPT, "--layer", "99"], "--layer 99: the model has"),
+                         (["--prompt", PROMPT, "--view", "scores", "--layer", "99"], "--layer 99: the model has"),
+                         (["--token", "3"], "--token changes the spectrogram views; --view retention has none"),
+                         (["--prompt", PROMPT, "--colour", "kept=black"], "the figure has no legend whose colours"),
+                         (["--view", "text", "--font", "serif"], "the text view sets its tokens in a monospace face"),
                          (["--task", "sudoku"], "invalid choice: 'sudoku'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)

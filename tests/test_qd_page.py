@@ -498,8 +498,17 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "me.png").read_bytes() == \
         QDModel(runs_dir=qd["dir"], run_id=qd["me"]).export("archives", tmp_path / "page", ".png").read_bytes()
+    # the lineage of the elites as they stood at a generation is another figure than at the end
+    done = run(*args, "--view", "lineage", "--generation", "2", "--out", str(tmp_path / "early.svg"))
+    assert done.returncode == 0, done.stderr
+    assert run(*args, "--view", "lineage", "--out", str(tmp_path / "late.svg")).returncode == 0
+    assert (tmp_path / "early.svg").read_bytes() != (tmp_path / "late.svg").read_bytes()
     for bad, message in ((["--view", "z"], "--view z: a qd run's views are archives, sampling, curves"),
                          (["--generation", "99"], f"--generation 99: run {qd['run']} has generations 0 to 12"),
+                         (["--view", "baselines", "--generation", "3"], "--view baselines has none"),
+                         (["--colour", "sort=black"], "the figure has no legend whose colours can be set"),
+                         # the lineage's key is its colour map's (roles), not lines a colour is pinned to
+                         (["--view", "lineage", "--colour", "elite=black"], "no legend whose colours can be set"),
                          (["--view", "nope"], "invalid choice: 'nope'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, done.stderr

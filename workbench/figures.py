@@ -7,7 +7,7 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
     save(compare_curves(compare_runs(store, ids)), "seeds.pdf")   # each setting's mean and range over seeds
     pin_colours({"ours": "#D55E00"}); save(fig, "curves.pdf", font="serif")   # a method's colour, Times-like text
 
-`workbench figure curves|compare|atlas|video ...` is the same on the command line.
+`workbench figure curves|compare|atlas|frames|view|namm|video ...` is the same on the command line.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ FORMATS = (".png", ".svg", ".pdf", ".html")
 PAGE_WIDTH = 6.75
 MAX_WIDTH = 20.0  # inches: a poster's panel; more is a mistyped unit (cm, points)
 MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
+MIN_PANEL_WIDTH = 1.1  # inches a panel of a --width figure keeps at least: three panels in 3.25 in ran together
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 #: The project's task names in fixed colours, so that a task reads alike in every figure of a paper: the QD curves'
@@ -209,9 +210,10 @@ def check_colours(colours) -> dict[str, str]:
 
 
 def legend_names(obj) -> list[str]:
-    """The legend entries of a HoloViews figure as colours are pinned to them (a setting's "(n=3)" left out)."""
+    """The legend entries of a HoloViews figure as colours are pinned to them (a setting's "(n=3)" left out);
+    not a colour map's key (elements of group "Key": stand-ins whose colour the map sets, not data)."""
     hv = _hv()
-    found = obj.traverse(lambda part: part.label, [lambda part: isinstance(part, hv.Element)])
+    found = obj.traverse(lambda part: part.label, [lambda part: isinstance(part, hv.Element) and part.group != "Key"])
     return list(dict.fromkeys(_legend_key(label) for label in found if label))
 
 
@@ -460,7 +462,9 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     own = n is None and steps == (ev.get("steps") or steps) and scored > 1  # the frames the search scored
     k = scored if own else (n or STRIP_FRAMES)
     if k > steps:
-        raise ValueError(f"--frames {k} is more than --steps {steps}: a strip takes one frame a chunk of steps")
+        given = f"--frames {k} is" if n is not None else f"the strip's {k} frames (the default) are"
+        raise ValueError(f"{given} more than --steps {steps}: a strip takes one frame a chunk of steps; give "
+                         f"--frames {steps} or fewer")
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     shots = to_uint8(np.asarray(rollout(sub, sub.decode(theta), steps, (k, True), size=size or ev.get("size", 224),
                                         seed=seed)))
@@ -506,6 +510,17 @@ def check_width(width: float | None, out: str | Path) -> float | None:
         raise ValueError("--width sizes .png, .svg and .pdf figures; an .html figure fills its page: leave --width "
                          "out")
     return float(width)
+
+
+def check_dpi(dpi: int | None, out: str | Path) -> int | None:
+    """--dpi checked for a figure written to `out`: a whole number up to MAX_DPI, and not for .html."""
+    dpi = None if dpi is None else count(dpi, "dpi")
+    if dpi is not None and dpi > MAX_DPI:
+        raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
+    if dpi is not None and Path(out).suffix.lower() == ".html":
+        raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
+                         "--dpi out")
+    return dpi
 
 
 def check_figure_path(out: str | Path) -> Path:
@@ -722,13 +737,16 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     if check_width(width, out) is not None:
         w, h = style["fig_inches"]
         style["fig_inches"] = (float(width), round(h * width / w, 3))
-    dpi = None if dpi is None else count(dpi, "dpi")
-    if dpi is not None and dpi > MAX_DPI:
-        raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
+    dpi = check_dpi(dpi, out)
     check_font(font, out)
-    if dpi is not None and suffix == ".html":
-        raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
-                         "--dpi out")
+    pictures = (hv.RGB, hv.Image)  # a strip of frames has no labels to keep room for
+    if width is not None and isinstance(obj, hv.Layout) and not all(isinstance(p, pictures) for p in obj):
+        # each panel keeps room for its labels and title
+        cols = obj.shape[1]
+        if width / cols < MIN_PANEL_WIDTH:
+            raise ValueError(f"--width {width:g}: a figure of {cols} panels across needs at least "
+                             f"{cols * MIN_PANEL_WIDTH:g} in (their labels ran into each other); give --width "
+                             f"{cols * MIN_PANEL_WIDTH:g} or more")
 
     def write(tmp: Path) -> None:
         if suffix == ".html":

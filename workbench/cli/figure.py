@@ -93,13 +93,16 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
     kind = "map-elites" if info.get("kind") == "illuminate" and algorithm == "map-elites" else info.get("kind")
     if kind not in PAGE_VIEWS:
         raise ValueError(f"run {run.id} is {article_of(kind)} run; `figure view` draws the pages' views of "
-                         "qd, MAP-Elites, experts, adapt and merge runs (a search: figure curves, compare, atlas or "
-                         "video; NAMM: the NAMM page's export)")
+                         "qd, MAP-Elites, experts, adapt and merge runs (a search: figure curves, compare, atlas, "
+                         "frames or video; a namm run: figure namm)")
     if view is not None and view not in PAGE_VIEWS[kind]:
         raise ValueError(f"--view {view}: {article_of(kind)} run's views are {', '.join(PAGE_VIEWS[kind])}")
     if generation is not None and kind != "qd":
         raise ValueError(f"--generation picks a CycleQD run's archives; run {run.id} is {article_of(kind)} run: "
                          "leave --generation out")
+    if generation is not None and (view or "archives") not in GENERATION_VIEWS:
+        raise ValueError(f"--generation draws the {', '.join(GENERATION_VIEWS)} views at a generation; "
+                         f"--view {view or 'archives'} has none: leave --generation out")
     root = str(store.root)
     if kind in ("qd", "map-elites"):
         from workbench.dashboards.qd import QDModel
@@ -127,12 +130,18 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
     if not views:
         raise ValueError(f"run {run.id} has nothing to draw yet (status {info.get('status')})")
     if view is not None and view not in views:
-        raise ValueError(f"--view {view}: run {run.id} has nothing under it yet; its views: {', '.join(views)}")
+        raise ValueError(f"--view {view}: run {run.id} has nothing to draw there ({info.get('status')}); its views: "
+                         f"{', '.join(views)}")
     return model.paper_figure(view or views[0])
 
 
+#: a qd run's views drawn as the archives stood at a generation (--generation); baselines are the final models'
+GENERATION_VIEWS = ("archives", "sampling", "curves", "lineage", "children")
 #: the NAMM page's views (dashboards.namm.VIEWS, kept here: the page's module loads Panel)
 NAMM_VIEWS = ("retention", "sizes", "spectrogram", "scores", "text", "sweep")
+#: the NAMM views each of `figure namm`'s flags changes (the page's step, layer, KV head and token)
+NAMM_FLAGS = {"step": ("retention", "sizes", "scores", "text"), "layer": ("spectrogram", "scores", "text"),
+              "head": ("spectrogram", "text"), "token": ("spectrogram",)}
 
 
 def namm_view(store, args):
@@ -145,6 +154,12 @@ def namm_view(store, args):
     if args.no_chat and args.prompt is None:
         raise ValueError("--no-chat leaves a --prompt without the chat template; a --task prompt has its own: give "
                          "--prompt TEXT too, or leave --no-chat out")
+    for flag, views in NAMM_FLAGS.items():
+        if getattr(args, flag) is not None and args.view not in views:
+            raise ValueError(f"--{flag} changes the {', '.join(views)} views; --view {args.view} has none: leave "
+                             f"--{flag} out")
+    if args.view == "text" and args.font == "serif":
+        raise ValueError("--font: the text view sets its tokens in a monospace face; leave --font out")
     run = store.open(args.ids[0])
     if run.info.get("kind") != "namm":
         raise ValueError(f"run {run.id} is {article_of(run.info.get('kind'))} run; `figure namm` draws namm runs "
@@ -167,16 +182,16 @@ def namm_view(store, args):
             raise ValueError(f"--step {args.step}: the prompt's trace has eviction steps 1 to {steps}; give one of "
                              "them (or leave --step out: the last)")
         model.step = args.step - 1
-    for name in ("layer", "head", "token"):
+    for name, (most, what) in {"layer": (model.trace.n_layers, "the model has {} layers"),
+                               "head": (model.trace.n_heads, "the model has {} KV heads"),
+                               "token": (model.trace.n_tokens, "the prompt and its answer have {} tokens")}.items():
         value = getattr(args, name)
         if value is not None:
-            most = {"layer": model.trace.n_layers, "head": model.trace.n_heads, "token": model.trace.n_tokens}[name]
             if value >= most:
-                raise ValueError(f"--{name} {value}: the model has {most} {name}s (0 to {most - 1})")
+                raise ValueError(f"--{name} {value}: {what.format(most)} (0 to {most - 1})")
             setattr(model, name, value)
-    fig = model.figure(args.view)
-    if args.view != "text":
-        _check_pinned(figures, fig, getattr(args, "colour", None))
+    _check_pinned(figures, model.figure(args.view) if args.view != "text" else figures.holoviews().Div(""),
+                  getattr(args, "colour", None))  # the text view has no legend
     return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font)
 
 
@@ -200,6 +215,9 @@ def _check_pinned(figures, figure, colours: list[str] | None) -> None:
     there are, before anything is written: it would have coloured nothing, silently."""
     names = figures.legend_names(figure)
     for name in figures.check_colours(colours or []):
+        if not names:
+            raise ValueError("--colour: the figure has no legend whose colours can be set (its colours are a colour "
+                             "map's or its own): leave --colour out")
         if name not in names:
             raise ValueError(f"--colour {name}=…: the figure has no legend entry {name!r}; its entries are "
                              + ", ".join(repr(n) for n in names))
@@ -215,7 +233,8 @@ def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    figure = sub.add_parser("figure", help="paper figures of runs: curves, compare, atlas, video")
+    figure = sub.add_parser("figure", help="paper figures of runs: curves, compare, atlas, frames, view, namm, "
+                                           "video")
     figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT")
     for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
@@ -236,9 +255,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         # each subcommand has the flags it reads, no others: a flag it would ignore is refused by argparse
         if name != "video":
             f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
+            own = "a column, 3.25" if name in ("curves", "compare", "atlas") else \
+                "the figure's own: a column for one panel, at most a page for several"
             f.add_argument("--width", type=float, default=None, metavar="INCHES",
-                           help="the figure's width in inches, text kept at 7-9 pt (default: a column, 3.25; a "
-                                "two-column page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
+                           help=f"the figure's width in inches, text kept at 7-9 pt (default: {own}; a column 3.25, "
+                                "a two-column page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
             f.add_argument("--font", choices=("sans", "serif"), default=None,
                            help="the text's face: sans (default, DejaVu Sans) or serif (Times-like STIX, for a "
                                 "paper set in Times)")
@@ -278,7 +299,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "frames":
             f.add_argument("--frames", type=POSITIVE, default=None,
                            help="evenly spaced frames (default: the K frames the search scored, each with its "
-                                "prompt; 5 where it scored one)")
+                                "prompt; 5 where it scored one or --steps is not the run's)")
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps of the rollout (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
             f.add_argument("--member", type=whole(0), default=None,
