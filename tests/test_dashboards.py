@@ -630,7 +630,8 @@ def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
     assert (tmp_path / "p.pdf").read_bytes() == want.read_bytes()
     done = run("figure", "view", runs["openended"][0], "--runs", runs["dir"], "--out", str(tmp_path / "o.png"))
     assert done.returncode == 2 and "is an openended run; `figure view` draws the pages' views of qd, MAP-Elites, " \
-        "experts, adapt and merge runs (a search: figure curves, compare, atlas or video" in done.stderr, done.stderr
+        "experts, adapt and merge runs (a search: figure curves, compare, atlas, frames or video" in done.stderr, \
+        done.stderr
     assert not (tmp_path / "o.png").exists()
 
 
