@@ -983,7 +983,7 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
                          mpl={"s": 14, "facecolors": "none", "edgecolors": HIGHLIGHT, "linewidth": 0.8}))
     for role, colour in colours.items():  # the legend (the graph's own nodes have none): a point off the axes
         layers.append(_style(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], group="Key", label=role),
-                             color=colour, bokeh={"size": 9}, mpl={"s": 6}))
+                             color=colour, bokeh={"size": 9}, mpl={"s": 20}))  # a key readable at 7 pt
     span = max(nodes["x"].max() - nodes["x"].min(), 1)
     ancestry = f"; red: model {selected}'s ancestry" if selected >= 0 else ""
     title = f"lineage of the elites ({counted(len(nodes), 'model')}{ancestry})"
