@@ -828,7 +828,8 @@ def _paper_colours(obj, hv):
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
         return [k for k, v in style.items() if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"]
 
-    is_element = lambda part: isinstance(part, hv.Element)  # noqa: E731
+    # a colour map's key (group "Key": stand-ins whose colours the map sets) keeps them, pinned names or not
+    is_element = lambda part: isinstance(part, hv.Element) and part.group != "Key"  # noqa: E731
     names = [part.label for part in obj.traverse(lambda part: part, [is_element]) if part.label and cycled(part)]
     colours = colours_for(names)
     named = {c.lower() for c in colours.values()}

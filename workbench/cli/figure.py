@@ -177,6 +177,9 @@ def namm_view(store, args):
         if args.view == "sweep":
             model.show_sweep(model.compute_sweep())
     steps = len(model.trace.steps)
+    if not steps and args.view != "sweep":  # the page's message suggests a smaller n_up, which is the run's here
+        raise ValueError(f"the prompt's {model.trace.n_tokens} tokens make no eviction step (one every "
+                         f"{model.trace.n_up} tokens, the policy's n_up): give a longer --prompt, or --task NAME")
     if args.step is not None:
         if args.step > steps:
             raise ValueError(f"--step {args.step}: the prompt's trace has eviction steps 1 to {steps}; give one of "
