@@ -363,8 +363,6 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
                          (["--prompt", PROMPT, "--step", "99"], "--step 99: the prompt's trace has eviction steps"),
                          (["--prompt", PROMPT, "--view", "scores", "--layer", "99"], "--layer 99: the model has"),
                          (["--token", "3"], "--token changes the spectrogram views; --view retention has none"),
-                         (["--prompt", "hi", "--no-chat"], "make no eviction step (one every 16 tokens, the policy's "
-                                                           "n_up): give a longer --prompt, or --task NAME"),
                          (["--prompt", PROMPT, "--colour", "kept=black"], "the figure has no legend whose colours"),
                          (["--view", "text", "--font", "serif"], "the text view sets its tokens in a monospace face"),
                          (["--task", "sudoku"], "invalid choice: 'sudoku'")):
