@@ -25,7 +25,15 @@ import param
 from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
-from workbench.dashboards.shell import checked_int_input, placeholder, run_alert, run_asked, section, shell
+from workbench.dashboards.shell import (
+    checked_int_input,
+    export_controls,
+    placeholder,
+    run_alert,
+    run_asked,
+    section,
+    shell,
+)
 from workbench.fm import weights_for
 from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
 from workbench.simulations import SUBSTRATES
@@ -244,6 +252,10 @@ def _picture(path: Path) -> np.ndarray | None:
         return None
 
 
+#: what the page exports for a paper: the run's loss curve, or its best simulation as a strip of frames
+EXPORTS = {"loss curve": "curve", "frames of the best simulation": "frames"}
+
+
 class SearchModel(param.Parameterized):
     kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
     algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
@@ -444,6 +456,31 @@ class SearchModel(param.Parameterized):
         if not self.run_id:
             raise ValueError("no run to resume yet")
         self.start(resume=self.run_id, iters=self.iters if self.goes_on else None)
+
+    def export(self, what: str, suffix: str = ".png") -> Path:
+        """The run on show as a paper figure, in its figures/ folder as RUN-<what>.<suffix>, written as `workbench
+        figure curves|frames` write it: its loss curve ("curve", figures.loss_curves) or its best simulation as a
+        strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ).
+        ValueError, saying why, where there is nothing to export."""
+        from workbench.figures import FORMATS, frames, loss_curves, save
+
+        if what not in EXPORTS.values():
+            raise ValueError(f"export one of {', '.join(EXPORTS.values())}, got {what!r}")
+        if suffix not in FORMATS:
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+        run_id = self.job.run_id
+        if run_id is None:
+            raise ValueError("no run on show: start a search or open one (the Runs page links them here)")
+        store = RunStore(self.runs_dir)
+        if what == "curve":
+            if not self.metrics:
+                raise ValueError(f"run {run_id} has no iteration yet")
+            figure = loss_curves(store, [run_id])
+        else:  # its pixels in whole blocks for the printed size; an .html page shows its own
+            figure = frames(store, run_id, dpi=1 if suffix == ".html" else None)
+        out = store.root / run_id / "figures" / f"{run_id}-{what}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return save(figure, out)
 
     def wait(self, timeout: float = 600.0) -> str:
         return self.job.wait(timeout)
@@ -654,11 +691,14 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
 
     model.param.watch(frames_for_kind, "kind")
     frames_for_kind()
+    figure = pn.widgets.Select(label="Figure", options=EXPORTS, value="curve", sizing_mode="stretch_width")
+    fmt, export, exported = export_controls(lambda suffix: model.export(figure.value, suffix))
     pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
-               section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width")]
+               section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width"),
+               section("Export for a paper"), figure, fmt, export, exported]
     main = [alert, pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
             pn.Row(views.progress, views.count, sizing_mode="stretch_width"),
             pn.FlexBox(views.curve, pn.Column(pn.pane.Markdown("**best so far**"), views.best),

@@ -372,6 +372,30 @@ def test_a_search_not_done_shows_its_latest_population_in_the_gallery(tmp_path):
     assert thumb.size == Image.open(run.path / "population.png").size  # its frames, not the loss curve (224 × 149)
 
 
+def test_the_search_page_exports_a_runs_curve_and_frames_as_the_cli_writes_them(tmp_path):
+    """Export for a paper on the Search page: the run on show's loss curve and its best simulation as a strip of
+    frames, in its figures/ folder, the same bytes as `workbench figure curves|frames` (its own process); before a
+    run, and for frames before its best θ, one reason."""
+    from forked import run
+
+    model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
+                        frames=2, iters=2, pop=4)
+    with pytest.raises(ValueError, match="no run on show"):
+        model.export("curve")
+    model.start()
+    assert model.wait() == "done"
+    run_id = model.job.run_id
+    curve, strip = model.export("curve", ".pdf"), model.export("frames", ".svg")
+    assert curve == tmp_path / run_id / "figures" / f"{run_id}-curve.pdf"
+    for what, page in (("curves", curve), ("frames", strip)):
+        done = run("figure", what, run_id, "--runs", str(tmp_path), "--out", str(tmp_path / f"cli{page.suffix}"))
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / f"cli{page.suffix}").read_bytes() == page.read_bytes(), what
+    assert model.export("frames", ".html").read_text().count("Bokeh") > 0
+    with pytest.raises(ValueError, match="export one of curve, frames"):
+        model.export("atlas")
+
+
 def test_search_model_runs_stops_and_resumes(tmp_path):
     from workbench.dashboards.search import SearchJob, SearchViews
 
@@ -1359,6 +1383,10 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the loss curve replaced its placeholder
         page.wait_for_function(f"() => ({CURVE_POINTS})() === 2", timeout=30000)
         source = page.evaluate(CURVE_SOURCE)[0]
+        # export for a paper: the finished run's best simulation as a strip of frames, in its figures folder
+        page.get_by_label("Figure", exact=True).select_option(label="frames of the best simulation")
+        page.get_by_role("button", name="export").click()
+        page.get_by_text(re.compile(r"written .*-openended-boids-s0-frames\.png")).wait_for(timeout=60000)
         # a long one, stopped from the page: the curve is fed, not redrawn, so the page answers while it runs
         _fill(page, "Iters", "500")
         page.get_by_role("button", name="start", exact=True).click()
