@@ -438,7 +438,9 @@ class NAMMExplorer(param.Parameterized):
         hv = _hv()
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
-        check_dpi(dpi, out), check_width(width, out), check_font(font, out)
+        check_dpi(dpi, out)
+        check_width(width, out)
+        check_font(font, out)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             from workbench.atomic import atomic_write

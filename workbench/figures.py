@@ -209,11 +209,17 @@ def check_colours(colours) -> dict[str, str]:
     return out
 
 
+def _named_data(hv):
+    """Whether a part is an element whose legend name a colour can be given to: not a colour map's key (group
+    "Key": stand-ins whose colours the map sets, not data)."""
+    return lambda part: isinstance(part, hv.Element) and part.group != "Key"
+
+
 def legend_names(obj) -> list[str]:
-    """The legend entries of a HoloViews figure as colours are pinned to them (a setting's "(n=3)" left out);
-    not a colour map's key (elements of group "Key": stand-ins whose colour the map sets, not data)."""
+    """The legend entries of a HoloViews figure as colours are pinned to them (a setting's "(n=3)" left out),
+    not a colour map's key (_named_data)."""
     hv = _hv()
-    found = obj.traverse(lambda part: part.label, [lambda part: isinstance(part, hv.Element) and part.group != "Key"])
+    found = obj.traverse(lambda part: part.label, [_named_data(hv)])
     return list(dict.fromkeys(_legend_key(label) for label in found if label))
 
 
@@ -828,8 +834,7 @@ def _paper_colours(obj, hv):
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
         return [k for k, v in style.items() if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"]
 
-    # a colour map's key (group "Key": stand-ins whose colours the map sets) keeps them, pinned names or not
-    is_element = lambda part: isinstance(part, hv.Element) and part.group != "Key"  # noqa: E731
+    is_element = _named_data(hv)  # a colour map's key keeps its colours, pinned names or not
     names = [part.label for part in obj.traverse(lambda part: part, [is_element]) if part.label and cycled(part)]
     colours = colours_for(names)
     named = {c.lower() for c in colours.values()}

@@ -24,9 +24,10 @@ def cmd_figure(args) -> int:
         raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; an .html figure keeps its page's "
                          "colours: leave --colour out")
     # pinned for this command only: main() may run inside a notebook, whose later figures keep their own
-    before = figures.pin_colours(getattr(args, "colour", None) or [])
+    pinned = figures.check_colours(getattr(args, "colour", None) or [])
+    before = figures.pin_colours(pinned)
     try:
-        out = _figure(figures, store, args)
+        out = _figure(figures, store, args, pinned)
     finally:
         figures.PINNED_COLOURS.clear()
         figures.PINNED_COLOURS.update(before)
@@ -34,39 +35,38 @@ def cmd_figure(args) -> int:
     return 0
 
 
-def _figure(figures, store, args):
-    """The figure `args.what` of args.ids written to args.out; its path."""
-    saved = {"dpi": args.dpi, "width": args.width, "font": args.font}
+def _figure(figures, store, args, pinned: dict[str, str]):
+    """The figure `args.what` of args.ids written to args.out (its colours `pinned`, checked against its legend);
+    its path."""
+    if args.what == "namm":
+        return namm_view(store, args, pinned)
+    style, undrawn = None, None  # the figure's own style (a page's view); the runs a curve figure left out
     if args.what == "curves":
         figure = figures.loss_curves(store, args.ids, args.metric)
-        _check_pinned(figures, figure, getattr(args, "colour", None))
-        out = figures.save(figure, args.out, **saved)
-        _say_undrawn(store, [store.open(i).id for i in args.ids], set())
+        undrawn = ([store.open(i).id for i in args.ids], set())
     elif args.what == "compare":
         from workbench.compare import check_ids, compare_runs
 
         check_ids(args.ids)
         comparison = compare_runs(store, args.ids)
         figure = figures.compare_curves(comparison)
-        _check_pinned(figures, figure, getattr(args, "colour", None))
-        out = figures.save(figure, args.out, **saved)
-        _say_undrawn(store, [r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
+        undrawn = ([r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "frames":
-        # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels)
+        # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels); at the strip's
+        # own size (a page at most)
         html = args.out.lower().endswith(".html")
-        strip = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
-                               dpi=1 if html else args.dpi, member=args.member)
-        out = figures.save(strip, args.out, **saved)  # at the strip's own size (a page at most)
-    elif args.what == "namm":
-        out = namm_view(store, args)
+        figure = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
+                                dpi=1 if html else args.dpi, member=args.member)
     elif args.what == "view":
         figure, style = page_view(store, args.ids[0], args.view, args.generation)
-        _check_pinned(figures, figure, getattr(args, "colour", None))
-        out = figures.save(figure, args.out, style=style, **saved)
     else:  # atlas: drawn at whole-pixel blocks for the size it prints at (an .html page shows its own pixels)
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
-        out = figures.save(figures.atlas(store, args.ids[0], pixels), args.out, **saved)
+        figure = figures.atlas(store, args.ids[0], pixels)
+    _check_pinned(figures, figure, pinned)
+    out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=args.font)
+    if undrawn is not None:
+        _say_undrawn(store, *undrawn)
     return out
 
 
@@ -144,7 +144,7 @@ NAMM_FLAGS = {"step": ("retention", "sizes", "scores", "text"), "layer": ("spect
               "head": ("spectrogram", "text"), "token": ("spectrogram",)}
 
 
-def namm_view(store, args):
+def namm_view(store, args, pinned: dict[str, str]):
     """A trained NAMM policy's view of one prompt (a NAMM task's test prompt, or text), as the NAMM page's export
     writes it; the model is the one the run trained on. Written to args.out; its path."""
     from workbench import figures
@@ -194,7 +194,7 @@ def namm_view(store, args):
                 raise ValueError(f"--{name} {value}: {what.format(most)} (0 to {most - 1})")
             setattr(model, name, value)
     _check_pinned(figures, model.figure(args.view) if args.view != "text" else figures.holoviews().Div(""),
-                  getattr(args, "colour", None))  # the text view has no legend
+                  pinned)  # the text view has no legend
     return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font)
 
 
@@ -213,11 +213,12 @@ def article_of(kind: str) -> str:
     return f"{article(kind)} {kind}"
 
 
-def _check_pinned(figures, figure, colours: list[str] | None) -> None:
-    """A --colour NAME that is no legend entry of the figure (a slip in a label) is refused with the entries
-    there are, before anything is written: it would have coloured nothing, silently."""
-    names = figures.legend_names(figure)
-    for name in figures.check_colours(colours or []):
+def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:
+    """A --colour NAME (of `pinned`, figures.check_colours' names) that is no legend entry of the figure (a slip in
+    a label) is refused with the entries there are, before anything is written: it would have coloured nothing,
+    silently."""
+    names = figures.legend_names(figure) if pinned else []
+    for name in pinned:
         if not names:
             raise ValueError("--colour: the figure has no legend whose colours can be set (its colours are a colour "
                              "map's or its own): leave --colour out")
