@@ -641,9 +641,10 @@ class ExpertsModel(param.Parameterized):
             raise ValueError(f"nothing to export under {view_title(view)!r}: {fig.data.strip('<i>/ ')}")
         return fig, {"fig_inches": layout_inches(fig, (3.2, 2.6))}
 
-    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
+               font: str | None = None) -> Path:
         """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
-        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX."""
+        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX, at figures.save's width (inches) and font."""
         from workbench.figures import FORMATS, save
 
         view = view or self.view
@@ -652,7 +653,7 @@ class ExpertsModel(param.Parameterized):
         fig, style = self.paper_figure(view)
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style)
+        return save(fig, out, style=style, width=width, font=font)
 
     def summary(self) -> str:
         d = self.data
@@ -1002,8 +1003,8 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
                                           sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Seeds pooled (same settings)",
                                                 sizing_mode="stretch_width")
-    fmt, export, status = export_controls(
-        lambda suffix: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix))
+    fmt, size, export, status = export_controls(
+        lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
@@ -1066,7 +1067,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
     build()
     sidebar = [section("Run"), picker, refresh, section("View"), matrix, compare, section("Export for a paper"), what,
-               fmt, export, status]
+               fmt, size, export, status]
     return shell("experts", [alert, header, tabs], sidebar, standalone=standalone)
 
 

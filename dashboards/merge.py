@@ -126,17 +126,21 @@ class MergeModel(param.Parameterized):
             raise ValueError(f"run {self.run_id} has no {name!r} figure ({fig.data.strip('<i>/ ')})")
         return fig, {"fig_inches": layout_inches(fig)}
 
-    def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML)."""
+    def export(self, name: str, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
+               font: str | None = None) -> Path:
+        """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) at figures.save's width
+        (inches) and font."""
         from workbench.figures import save
 
         fig, style = self.paper_figure(name)
         out = Path(out_dir) / f"{self.run_id}-{name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style)
+        return save(fig, out, style=style, width=width, font=font)
 
-    def export_tab(self, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>."""
+    def export_tab(self, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
+                   font: str | None = None) -> Path:
+        """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>, at figures.save's
+        width (inches) and font."""
         import holoviews as hv
 
         from workbench.figures import layout_inches, save
@@ -147,7 +151,7 @@ class MergeModel(param.Parameterized):
         slug = "-".join("".join(c if c.isalnum() else " " for c in self.tab.lower()).split())
         out = Path(out_dir) / f"{self.run_id}-{slug}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style={"fig_inches": layout_inches(fig)})
+        return save(fig, out, style={"fig_inches": layout_inches(fig)}, width=width, font=font)
 
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,
@@ -164,8 +168,8 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
-    fmt, export, status = export_controls(
-        lambda suffix: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix))
+    fmt, size, export, status = export_controls(
+        lambda suffix, **printed: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
     what = pn.pane.Markdown("", margin=(0, 10))
@@ -214,7 +218,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
     build_tabs()
-    sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, export, status]
+    sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status]
     return shell("merge", [alert, header, tabs], sidebar, standalone=standalone)
 
 

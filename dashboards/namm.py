@@ -18,6 +18,7 @@ import param
 
 from workbench.figures import colours_for
 from workbench.namm import trace as tr
+from workbench.namm.features import HOP
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
          "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
@@ -110,8 +111,11 @@ class NAMMExplorer(param.Parameterized):
                              "opens runs of `workbench namm train`")
         self.param.update(theta=run_id, policy="namm")
         saved = tr.load_saved_policy(Path(self.runs_dir) / run_id)
-        if saved.meta.get("n_up") in self.param.n_up.objects:
-            self.n_up = saved.meta["n_up"]
+        n_up = saved.meta.get("n_up")  # the interval it was trained at: any multiple of 16 `namm train` takes
+        if isinstance(n_up, int) and not isinstance(n_up, bool) and n_up >= HOP and n_up % HOP == 0:
+            if n_up not in self.param.n_up.objects:  # this explorer's menu only (a parameter per instance)
+                self.param.n_up.objects = sorted({*self.param.n_up.objects, n_up})
+            self.n_up = n_up
         trained_on = str(saved.meta.get("model") or "")
         if trained_on == "smollm2" or (trained_on and Path(trained_on).is_dir()):
             self.model_name = trained_on  # its statistics were collected on that model
@@ -398,8 +402,10 @@ class NAMMExplorer(param.Parameterized):
         shown = [p for p in plots if not isinstance(p, hv.Div)] or plots
         return _side_by_side(hv, shown)
 
-    def export(self, name: str, out_dir: str | Path, suffix: str = ".png") -> Path:
-        """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>."""
+    def export(self, name: str, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
+               font: str | None = None) -> Path:
+        """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>, at
+        figures.save's width (inches) and font."""
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
         self._drawn(name)
@@ -410,7 +416,8 @@ class NAMMExplorer(param.Parameterized):
         label = "".join(c if c.isalnum() or c == "." else "-" for c in source).strip("-")
         prompt = hashlib.sha256(repr(self.trace.ids[: self.trace.n_prompt]).encode()).hexdigest()[:8] \
             if self.trace else "none"
-        return self.write(name, out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}")
+        return self.write(name, out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}", width=width,
+                          font=font)
 
     def _drawn(self, name: str):
         """figure(name), or the page's reason why there is nothing to write under it (ValueError)."""
@@ -590,7 +597,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     results = w.TextInput(label="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
     compare = w.Button(label="compare with baselines", sizing_mode="stretch_width")
-    fmt, export, status = export_controls(lambda suffix: model.export(model.view, model.figures_dir(), suffix))
+    fmt, size, export, status = export_controls(
+        lambda suffix, **printed: model.export(model.view, model.figures_dir(), suffix, **printed))
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
@@ -745,7 +753,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
-               section("Export the view on show"), fmt, export, status]
+               section("Export the view on show"), fmt, size, export, status]
     return shell("namm", [alert, header, legend, tabs], sidebar, standalone=standalone)
 
 

@@ -782,9 +782,11 @@ class QDModel(param.Parameterized):
         rows = math.ceil(panels / cols)
         return fig, {"fig_inches": panel_inches(cols, rows, (3.0, 2.5))}
 
-    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png") -> Path:
+    def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
+               font: str | None = None) -> Path:
         """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
-        or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file)."""
+        or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file); at figures.save's width
+        (inches) and font."""
         from workbench.figures import save
 
         view = view or self.view
@@ -795,7 +797,7 @@ class QDModel(param.Parameterized):
         gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
         out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style)
+        return save(fig, out, style=style, width=width, font=font)
 
     def summary(self) -> str:
         d = self.data
@@ -1253,9 +1255,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
-    fmt, export, status = export_controls(lambda suffix: model.export(
+    fmt, size, export, status = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
-        suffix))
+        suffix, **printed))
 
     syncing = [False]  # widgets set from the model are not the user choosing
     streams: list = []  # the parameter streams of the views on show
@@ -1410,7 +1412,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     else:
         build()
     sidebar = [section("Source"), runs, path, open_path, refresh, *gen_box, section("Highlight"), highlight, compare,
-               section("Export for a paper"), pn.pane.Markdown(what, margin=(0, 10)), fmt, export, status]
+               section("Export for a paper"), pn.pane.Markdown(what, margin=(0, 10)), fmt, size, export, status]
     return shell("qd", [alert, header, main], sidebar, standalone=standalone)
 
 

@@ -183,9 +183,10 @@ class RunsModel(param.Parameterized):
                         **_done(r), "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
 
-    def export(self, suffix: str = ".png") -> Path:
+    def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
-        compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file)."""
+        compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file); at figures.save's width
+        (inches) and font."""
         import hashlib
 
         from workbench.figures import compare_curves, save
@@ -197,7 +198,7 @@ class RunsModel(param.Parameterized):
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(compare_curves(comparison), out)
+        return save(compare_curves(comparison), out, width=width, font=font)
 
 
 def best_text(row: dict) -> str:
@@ -456,7 +457,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             table, index=False, sizing_mode="stretch_width", name="compare-settings")
         return [compared(), curves_plot(model, comparison), settings]
 
-    fmt, export, written = export_controls(model.export)
+    fmt, size, export, written = export_controls(model.export)
     curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
@@ -505,7 +506,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     refresh.on_click(on_refresh)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
-    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, export, written,
+    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

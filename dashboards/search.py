@@ -457,11 +457,11 @@ class SearchModel(param.Parameterized):
             raise ValueError("no run to resume yet")
         self.start(resume=self.run_id, iters=self.iters if self.goes_on else None)
 
-    def export(self, what: str, suffix: str = ".png") -> Path:
+    def export(self, what: str, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
         """The run on show as a paper figure, in its figures/ folder as RUN-<what>.<suffix>, written as `workbench
         figure curves|frames` write it: its loss curve ("curve", figures.loss_curves) or its best simulation as a
-        strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ).
-        ValueError, saying why, where there is nothing to export."""
+        strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ);
+        at figures.save's width (inches) and font. ValueError, saying why, where there is nothing to export."""
         from workbench.figures import FORMATS, frames, loss_curves, save
 
         if what not in EXPORTS.values():
@@ -477,10 +477,10 @@ class SearchModel(param.Parameterized):
                 raise ValueError(f"run {run_id} has no iteration yet")
             figure = loss_curves(store, [run_id])
         else:  # its pixels in whole blocks for the printed size; an .html page shows its own
-            figure = frames(store, run_id, dpi=1 if suffix == ".html" else None)
+            figure = frames(store, run_id, width=width, dpi=1 if suffix == ".html" else None)
         out = store.root / run_id / "figures" / f"{run_id}-{what}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(figure, out)
+        return save(figure, out, width=width, font=font)
 
     def wait(self, timeout: float = 600.0) -> str:
         return self.job.wait(timeout)
@@ -692,13 +692,14 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     model.param.watch(frames_for_kind, "kind")
     frames_for_kind()
     figure = pn.widgets.Select(label="Figure", options=EXPORTS, value="curve", sizing_mode="stretch_width")
-    fmt, export, exported = export_controls(lambda suffix: model.export(figure.value, suffix))
+    fmt, size, export, exported = export_controls(
+        lambda suffix, **printed: model.export(figure.value, suffix, **printed))
     pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
                section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width"),
-               section("Export for a paper"), figure, fmt, export, exported]
+               section("Export for a paper"), figure, fmt, size, export, exported]
     main = [alert, pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
             pn.Row(views.progress, views.count, sizing_mode="stretch_width"),
             pn.FlexBox(views.curve, pn.Column(pn.pane.Markdown("**best so far**"), views.best),

@@ -246,27 +246,66 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
     return widget
 
 
-def export_controls(write: Callable[[str], Any]) -> tuple[pn.widgets.Select, pn.widgets.Button, pn.pane.Markdown]:
-    """A run explorer's "export for a paper" controls: a format menu, the export button and a status line.
-    A click runs write(suffix) off the event loop (it writes the figure on show and returns the file's path) and
-    says what it wrote, or why it could not (its ValueError). The status line is the page's to use as well."""
+def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Row, pn.widgets.Button,
+                                                      pn.pane.Markdown]:
+    """A run explorer's "export for a paper" controls: a format menu, the printed size (a row of the figure's
+    width in inches and its font), the export button and a status line. A click runs write(suffix, width=,
+    font=) off the event loop (it writes the figure on show and returns the file's path; export_settings says
+    what it is given) and says what it wrote, or why it could not (its ValueError, in the page's words). The
+    status line is the page's to use as well."""
+    from workbench.figures import COLUMN_WIDTH, MAX_WIDTH, PAGE_WIDTH
+
     fmt = pn.widgets.Select(label="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
                             sizing_mode="stretch_width")
+    # empty: the figure's own size, as the CLI without --width
+    width = pn.widgets.FloatInput(label="Width (in)", value=None, start=1.0, end=MAX_WIDTH, step=0.25,
+                                  placeholder="its own", sizing_mode="stretch_width",
+                                  description=f"the printed width in inches, text kept at 7-9 pt: a column "
+                                              f"{COLUMN_WIDTH:g}, a two-column page {PAGE_WIDTH:g}, a one-column "
+                                              f"NeurIPS/ICLR page 5.5; empty: the figure's own")
+    font = pn.widgets.Select(label="Font", options=["sans", "serif"], value="sans", sizing_mode="stretch_width",
+                             description="serif: STIX, Times-like, for a paper set in Times")
+    size = pn.Row(width, font, sizing_mode="stretch_width")
     export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
+    def html_takes_no_size(event=None) -> None:  # an .html figure fills its page in the page's own font
+        width.disabled = font.disabled = fmt.value == ".html"
+
+    fmt.param.watch(html_takes_no_size, "value")
+
     async def on_export(event):
         try:
-            path = await off_loop(write, fmt.value, busy=[export])
+            settings = export_settings(fmt.value, width.value, font.value)
+            path = await off_loop(functools.partial(write, fmt.value, **settings), busy=[export])
             status.object = f"written `{path}`"
         except ValueError as exc:
-            status.object = f"**cannot export:** {exc}"
+            status.object = f"**cannot export:** {page_words(str(exc))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
             status.object = f"**export failed:** {type(exc).__name__}: {exc}"
             raise
 
     export.on_click(on_export)
-    return fmt, export, status
+    return fmt, size, export, status
+
+
+def export_settings(suffix: str, width: float | None, font: str) -> dict[str, Any]:
+    """What an export's write is given besides its format: the printed width and font of a .png, .svg or .pdf
+    (figures.save's width and font); none for .html, which fills its page in the page's own font."""
+    if suffix == ".html":
+        return {"width": None, "font": None}
+    return {"width": None if width is None else float(width), "font": None if font == "sans" else font}
+
+
+#: the CLI flags the library's messages name, as the export controls label them
+PAGE_WORDS = {"--width": "Width", "--font": "Font", "--dpi": "the resolution"}
+
+
+def page_words(message: str) -> str:
+    """A library message naming the fix as a `workbench figure` flag, reworded for the export controls."""
+    for flag, label in PAGE_WORDS.items():
+        message = message.replace(flag, label)
+    return message
 
 
 class PageThread:

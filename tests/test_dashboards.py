@@ -340,6 +340,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # in another metric too (its population's loss, not a best so far): a panel of its own
     assert [[type(e).__name__ for e in panel] for panel in curves_plot(model).object] == [["Area", "Curve"]] * 2
     written = model.export(".svg")  # the figure for a paper, beside the first run compared
+    wide = Image.open(model.export(".png", width=6.75, font="serif"))  # at a two-column page's width, 300 dpi
+    assert 0.9 * 6.75 * 300 < wide.width <= 6.75 * 300, wide.size
     assert written.parent == Path(runs["dir"]) / runs["openended"][0] / "figures" and written.suffix == ".svg"
     assert written.read_text().lstrip().startswith("<?xml") and model.export(".svg") == written
     model.toggle(runs["openended"][0])  # ticked again: out
@@ -374,8 +376,8 @@ def test_a_search_not_done_shows_its_latest_population_in_the_gallery(tmp_path):
 
 def test_the_search_page_exports_a_runs_curve_and_frames_as_the_cli_writes_them(tmp_path):
     """Export for a paper on the Search page: the run on show's loss curve and its best simulation as a strip of
-    frames, in its figures/ folder, the same bytes as `workbench figure curves|frames` (its own process); before a
-    run, and for frames before its best θ, one reason."""
+    frames, in its figures/ folder, the same bytes as `workbench figure curves|frames` (its own process), at the
+    width and font asked too; before a run, and for frames before its best θ, one reason."""
     from forked import run
 
     model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
@@ -385,10 +387,11 @@ def test_the_search_page_exports_a_runs_curve_and_frames_as_the_cli_writes_them(
     model.start()
     assert model.wait() == "done"
     run_id = model.job.run_id
-    curve, strip = model.export("curve", ".pdf"), model.export("frames", ".svg")
+    curve, strip = model.export("curve", ".pdf"), model.export("frames", ".svg", width=5.5, font="serif")
     assert curve == tmp_path / run_id / "figures" / f"{run_id}-curve.pdf"
-    for what, page in (("curves", curve), ("frames", strip)):
-        done = run("figure", what, run_id, "--runs", str(tmp_path), "--out", str(tmp_path / f"cli{page.suffix}"))
+    for what, page, printed in (("curves", curve, ()), ("frames", strip, ("--width", "5.5", "--font", "serif"))):
+        done = run("figure", what, run_id, "--runs", str(tmp_path), *printed, "--out",
+                   str(tmp_path / f"cli{page.suffix}"))
         assert done.returncode == 0, done.stderr
         assert (tmp_path / f"cli{page.suffix}").read_bytes() == page.read_bytes(), what
     assert model.export("frames", ".html").read_text().count("Bokeh") > 0
@@ -648,8 +651,9 @@ def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
     # the command's choices (kept in the CLI: the pages' modules load Panel) are the pages' views
     assert PAGE_VIEWS["qd"] == tuple(qd.KIND_VIEWS["qd"]) and PAGE_VIEWS["map-elites"] == qd.KIND_VIEWS["map-elites"]
     assert PAGE_VIEWS["experts"] == tuple(experts.VIEWS) and PAGE_VIEWS["merge"] == FIGURES
-    want = MergeModel(runs_dir=runs["dir"], run_id=runs["dfs"]).export("path", tmp_path / "page", ".pdf")
-    done = run("figure", "view", runs["dfs"], "--view", "path", "--runs", runs["dir"], "--out", str(tmp_path / "p.pdf"))
+    want = MergeModel(runs_dir=runs["dir"], run_id=runs["dfs"]).export("path", tmp_path / "page", ".pdf", font="serif")
+    done = run("figure", "view", runs["dfs"], "--view", "path", "--runs", runs["dir"], "--font", "serif", "--out",
+               str(tmp_path / "p.pdf"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "p.pdf").read_bytes() == want.read_bytes()
     done = run("figure", "view", runs["openended"][0], "--runs", runs["dir"], "--out", str(tmp_path / "o.png"))
@@ -724,6 +728,26 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert model.export_tab(tmp_path / "figs", ".png").name == f"{runs['dfs']}-dfs-path.png"
     with pytest.raises(ValueError, match="is an illuminate run"):
         model.choose(runs["illuminate"])
+
+
+def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_page():
+    """The export controls' printed size: the width and font asked go to a .png/.svg/.pdf export (sans: the
+    default, as the CLI without --font), none to an .html one (its page's), whose size fields are then greyed; a
+    refusal names the page's fields, not the CLI's flags."""
+    from workbench.dashboards.shell import export_controls, export_settings, page_words
+
+    assert export_settings(".pdf", 5.5, "serif") == {"width": 5.5, "font": "serif"}
+    assert export_settings(".png", None, "sans") == {"width": None, "font": None}
+    assert export_settings(".html", 5.5, "serif") == {"width": None, "font": None}
+    fmt, size, export, status = export_controls(lambda suffix, **printed: None)
+    width, font = size
+    assert (width.value, font.value) == (None, "sans") and not width.disabled
+    fmt.value = ".html"
+    assert width.disabled and font.disabled
+    fmt.value = ".svg"
+    assert not width.disabled and not font.disabled
+    assert page_words("--width 2: ... give --width 3.3 or more; leave --font out") == \
+        "Width 2: ... give Width 3.3 or more; leave Font out"
 
 
 def test_shell_registry_and_offline_design():
@@ -1383,10 +1407,15 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.locator(".bk-Canvas, canvas").first.wait_for(timeout=30000)  # the loss curve replaced its placeholder
         page.wait_for_function(f"() => ({CURVE_POINTS})() === 2", timeout=30000)
         source = page.evaluate(CURVE_SOURCE)[0]
-        # export for a paper: the finished run's best simulation as a strip of frames, in its figures folder
+        # export for a paper: the finished run's best simulation as a strip of frames, in its figures folder, at
+        # a two-column page's width (300 dpi)
         page.get_by_label("Figure", exact=True).select_option(label="frames of the best simulation")
+        _fill(page, "Width (in)", "6.75")
         page.get_by_role("button", name="export").click()
-        page.get_by_text(re.compile(r"written .*-openended-boids-s0-frames\.png")).wait_for(timeout=60000)
+        written = page.get_by_text(re.compile(r"written .*-openended-boids-s0-frames\.png"))
+        written.wait_for(timeout=60000)
+        strip = Image.open(re.search(r"written (\S+\.png)", written.inner_text()).group(1))
+        assert 0.9 * 6.75 * 300 < strip.width <= 6.75 * 300, strip.size
         # a long one, stopped from the page: the curve is fed, not redrawn, so the page answers while it runs
         _fill(page, "Iters", "500")
         page.get_by_role("button", name="start", exact=True).click()

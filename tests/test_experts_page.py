@@ -312,8 +312,9 @@ def test_figure_view_of_an_adapt_run_is_its_page_export(ex, tmp_path):
     a view the run has nothing under is refused with the views it has."""
     from forked import run
 
-    want = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"]).export("shots", tmp_path / "page", ".svg")
-    done = run("figure", "view", ex["adapt0"], "--view", "shots", "--runs", ex["dir"], "--out",
+    want = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"]).export("shots", tmp_path / "page", ".svg",
+                                                                        width=5.5)
+    done = run("figure", "view", ex["adapt0"], "--view", "shots", "--runs", ex["dir"], "--width", "5.5", "--out",
                str(tmp_path / "shots.svg"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "shots.svg").read_bytes() == want.read_bytes()

@@ -341,9 +341,10 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     model.prompt = PROMPT
     model.run()
     model.step = 1
-    want = model.export("retention", tmp_path / "page", ".pdf").read_bytes()
+    want = model.export("retention", tmp_path / "page", ".pdf", width=5.5, font="serif").read_bytes()
     args = ("figure", "namm", namm_run["id"], "--runs", namm_run["dir"])
-    done = run(*args, "--prompt", PROMPT, "--step", "2", "--out", str(tmp_path / "r.pdf"))
+    done = run(*args, "--prompt", PROMPT, "--step", "2", "--width", "5.5", "--font", "serif", "--out",
+               str(tmp_path / "r.pdf"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.pdf").read_bytes() == want and done.stdout.strip() == str(tmp_path / "r.pdf")
     done = run(*args, "--task", "passkey", "--length", "200", "--view", "sizes", "--font", "serif", "--out",
@@ -369,3 +370,36 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_refused(namm_run, tmp_path):
+    """A policy trained at an n_up the page's menu lacks (`namm train --n-up 256`: any multiple of 16) is opened at
+    it (it was drawn at 32); `workbench figure namm` (its own process) on a prompt whose tokens with its answer's
+    stay under it has no eviction step to draw: one error counting them and naming the flag that fixes it, nothing
+    written (a --task prompt: its --length)."""
+    from forked import run
+    from safetensors.numpy import load_file, save_file
+
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    r = store.create("namm", "passkey", "tiny", {"tasks": ["passkey"], "n_up": 256}, 3, metric="fitness")
+    meta = {"model": "tiny", "n_up": 256, "variant": "equal-n", "run": r.id}
+    save_file(load_file(Path(namm_run["dir"]) / namm_run["id"] / "policy.safetensors"),
+              r.path / "policy.safetensors", metadata={"namm": json.dumps(meta)})
+    r.update(status="done")
+    model = NAMMExplorer(runs_dir=str(store.root))
+    model.choose(r.id)
+    assert model.n_up == 256 and 256 in model.param.n_up.objects
+    assert 256 not in NAMMExplorer.param.n_up.objects  # this explorer's menu, not every page's
+    args = ("figure", "namm", r.id, "--runs", str(store.root))
+    done = run(*args, "--prompt", "Hi", "--step", "1", "--out", str(tmp_path / "none.pdf"))
+    said = re.search(r"(\d+) tokens \(the prompt's (\d+) and (\d+) of its answer\) make no eviction step \(one "
+                     r"every 256 tokens, the policy's n_up\): give a --prompt of (\d+) tokens or more, or --task NAME",
+                     done.stderr)
+    assert done.returncode == 2 and said, done.stderr  # before --step's check: there are no steps to pick from
+    total, prompt, answer, enough = map(int, said.groups())
+    assert total == prompt + answer < 256 and enough == 256 - answer
+    done = run(*args, "--task", "passkey", "--length", "192", "--view", "sizes", "--out", str(tmp_path / "none.pdf"))
+    assert done.returncode == 2 and "give --length 256 or more" in done.stderr, done.stderr
+    assert not (tmp_path / "none.pdf").exists()

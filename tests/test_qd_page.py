@@ -489,9 +489,10 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     model.generation = 3
-    want = model.export("curves", tmp_path / "page", ".pdf").read_bytes()
+    want = model.export("curves", tmp_path / "page", ".pdf", width=6.75, font="serif").read_bytes()
     args = ("figure", "view", qd["run"], "--runs", qd["dir"])
-    done = run(*args, "--view", "curves", "--generation", "3", "--out", str(tmp_path / "curves.pdf"))
+    done = run(*args, "--view", "curves", "--generation", "3", "--width", "6.75", "--font", "serif", "--out",
+               str(tmp_path / "curves.pdf"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "curves.pdf").read_bytes() == want
     done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--out", str(tmp_path / "me.png"))

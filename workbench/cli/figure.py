@@ -178,8 +178,11 @@ def namm_view(store, args, pinned: dict[str, str]):
             model.show_sweep(model.compute_sweep())
     steps = len(model.trace.steps)
     if not steps and args.view != "sweep":  # the page's message suggests a smaller n_up, which is the run's here
-        raise ValueError(f"the prompt's {model.trace.n_tokens} tokens make no eviction step (one every "
-                         f"{model.trace.n_up} tokens, the policy's n_up): give a longer --prompt, or --task NAME")
+        t = model.trace
+        fix = (f"give --length {t.n_up} or more" if args.task is not None else
+               f"give a --prompt of {t.n_up - (t.n_tokens - t.n_prompt)} tokens or more, or --task NAME")
+        raise ValueError(f"{t.n_tokens} tokens (the prompt's {t.n_prompt} and {t.n_tokens - t.n_prompt} of its "
+                         f"answer) make no eviction step (one every {t.n_up} tokens, the policy's n_up): {fix}")
     if args.step is not None:
         if args.step > steps:
             raise ValueError(f"--step {args.step}: the prompt's trace has eviction steps 1 to {steps}; give one of "
