@@ -561,6 +561,54 @@ def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
     assert axes.x0 <= legend.x0 and legend.x1 <= axes.x1 and axes.y0 <= legend.y0 and legend.y1 <= axes.y1
 
 
+def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path):
+    """Stacked panels with legends of their own (compare_panels: a loss and a fitness, each naming its runs) whose
+    curves fill the axes: the upper panel's legend stayed on its lines, since under its axes it would have sat on
+    the panel below. It moves under its x label; the rows move apart so that it sits on no other panel."""
+    import matplotlib.pyplot as plt
+    from matplotlib.legend import Legend
+
+    from workbench.figures import holoviews, panel_inches, save
+
+    hv = holoviews()
+    x = np.linspace(0, 10, 200)
+
+    def panel(tag):
+        return hv.Overlay([hv.Curve((x, np.sin(x + k)), "iteration", "loss", label=f"{tag} sigma=0.{k}")
+                           for k in range(6)])
+
+    found = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.draw_without_rendering()
+        renderer = fig._get_renderer()
+        boxes = []
+        for legend in (lg for lg in fig.findobj(Legend) if lg.get_visible() and lg.get_texts()):
+            box, ax = legend.get_window_extent(renderer), legend.axes
+            on_lines = any(line.get_path().transformed(a.transData).intersects_bbox(box, filled=False)
+                           for a in fig.axes for line in a.lines)
+            on_panels = [a for a in fig.axes if a is not ax and a.get_tightbbox(renderer).overlaps(box)]
+            boxes.append((on_lines, on_panels, box, ax.xaxis.get_tightbbox(renderer)))
+        found[kwargs["format"]] = boxes
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        for name, layout, shape in (("column", (panel("a") + panel("b")).cols(1), (1, 2)),
+                                    ("grid", (panel("a") + panel("b") + panel("c") + panel("d")).cols(2), (2, 2))):
+            save(layout, tmp_path / f"{name}.png", style={"fig_inches": panel_inches(*shape)})
+            legends = found.pop("png")
+            assert len(legends) == shape[0] * shape[1], name
+            for on_lines, on_panels, legend, x_axis in legends:
+                assert not on_lines and not on_panels, name  # on no line, on no other panel
+                assert legend.y1 <= x_axis.y0 and x_axis.y0 - legend.y1 < 20, name  # under its own x label
+    finally:
+        plt.Figure.savefig = savefig
+    png = Image.open(tmp_path / "column.png")
+    assert png.size[0] / png.info["dpi"][0] <= COLUMN_WIDTH  # still a column wide: the rows opened, not the width
+
+
 def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_path):
     """Panels whose legends are alike (the QD curves' tasks in each) that cover their lines share one legend under
     the lowest panels (a legend under each overprinted its neighbours'); a dashed reference line across a panel

@@ -596,8 +596,9 @@ def _legends_off_the_data(fig, width: float) -> None:
     covered place: six crossing curves leave none free) moves below its axes, under the x label, in as many
     columns side by side (at most 3) as fit under the axes (`width` inches for a figure of one): a reader must
     see every line. Panels whose legends are all alike (the QD curves' tasks in each panel) share one legend under
-    the lowest panels instead. A legend stays where it is on free ground, and where another panel lies below it
-    (moved, it would sit on that one)."""
+    the lowest panels instead. A legend stays where it is on free ground. Where another panel lies below (a layout of
+    rows), the rows above move up and the figure grows by what the legend needs (_open_rows): it stayed on the lines
+    otherwise."""
     from matplotlib.legend import Legend
     from matplotlib.transforms import blended_transform_factory, offset_copy
 
@@ -652,11 +653,9 @@ def _legends_off_the_data(fig, width: float) -> None:
             remove(legend)
         fig.legends.append(shared)
         return
+    moved_under = []
     for legend in covering:
         ax = legend.axes
-        if any(other is not ax and other.bbox.y1 <= ax.bbox.y0 and other.bbox.x0 < ax.bbox.x1
-               and ax.bbox.x0 < other.bbox.x1 for other in panels):
-            continue  # a panel below: moved, it would sit on that one
         room = width if len(panels) == 1 else ax.bbox.width / fig.dpi + 0.2  # a panel's legend under its panel
         moved = placed(ax, legend, offset_copy(ax.transAxes, fig=fig, y=-under(ax), units="points"), room)
         if ax.get_legend() is legend:  # as Axes.legend sets one
@@ -665,6 +664,40 @@ def _legends_off_the_data(fig, width: float) -> None:
         else:
             legend.remove()
             ax.add_artist(moved)
+        moved_under.append(moved)
+    _open_rows(fig, moved_under, renderer)
+
+
+def _open_rows(fig, legends, renderer) -> None:
+    """Where a legend moved under its panel runs into what lies below it (the next row's panel, its title or
+    letter, a colour bar), the gap under that panel's row opens by as much: every axes and figure text from that
+    row up moves up, and the figure grows taller by the sum, so no panel changes size (the legend is anchored to its
+    axes in points, and follows it)."""
+    pad = 4 * fig.dpi / 72  # display units kept between a legend and what is below it
+    gaps: dict[float, float] = {}  # a row's bottom (display units): how much its gap opens (display units)
+    for legend in legends:
+        box, ax = legend.get_window_extent(renderer), legend.axes
+        tops = [other.get_tightbbox(renderer).y1 for other in fig.axes if other is not ax and other.get_visible()
+                and other.bbox.y1 <= ax.bbox.y0 + 1 and other.bbox.x0 < box.x1 and box.x0 < other.bbox.x1]
+        need = max(tops, default=box.y0) + pad - box.y0
+        if tops and need > 0:
+            row = round(ax.bbox.y0, 1)
+            gaps[row] = max(gaps.get(row, 0.0), need)
+    if not gaps:
+        return
+    w, h = fig.get_size_inches()
+    grown = h + sum(gaps.values()) / fig.dpi
+
+    def lift(y: float) -> float:  # inches from the figure's bottom, before: after
+        return y + sum(g for row, g in gaps.items() if y * fig.dpi >= row - 1) / fig.dpi
+
+    for ax in fig.axes:
+        x0, y0, aw, ah = ax.get_position(original=True).bounds
+        ax.set_position([x0, lift(y0 * h) / grown, aw, ah * h / grown])
+    for text in fig.texts:  # a layout's title (the suptitle), in figure units
+        if text.get_transform() == fig.transFigure:
+            text.set_y(lift(text.get_position()[1] * h) / grown)
+    fig.set_size_inches(w, grown)
 
 
 def _wrap_titles(fig, width: float) -> None:
