@@ -105,20 +105,32 @@ class NAMMExplorer(param.Parameterized):
         return ["zeros", "random", *tr.namm_runs(self.runs_dir)]
 
     def choose(self, run_id: str) -> None:
-        """Open a trained namm run's policy (the page's ?run=ID)."""
+        """Open a trained namm run's policy (the page's ?run=ID), at the settings it was trained at (adopt_run)."""
         if run_id not in tr.namm_runs(self.runs_dir):
             raise ValueError(f"{run_id!r} is not a namm run with a saved policy in {self.runs_dir}; the NAMM page "
                              "opens runs of `workbench namm train`")
-        self.param.update(theta=run_id, policy="namm")
-        saved = tr.load_saved_policy(Path(self.runs_dir) / run_id)
-        n_up = saved.meta.get("n_up")  # the interval it was trained at: any multiple of 16 `namm train` takes
+        self.policy = "namm"
+        if self.theta == run_id:
+            self.adopt_run()
+        else:
+            self.theta = run_id  # adopt_run follows
+
+    @param.depends("theta", watch=True)
+    def adopt_run(self) -> None:
+        """A trained run as θ (chosen, or picked in the θ menu) brings what it was trained at: its n_up (any
+        multiple of 16 `namm train` takes: a menu lacking it gains it), its model (its statistics were collected
+        there) and its strict variant. Each can be changed afterwards. A broken policy file: one ValueError."""
+        saved = self.saved()
+        if saved is None:  # zeros or random: nothing trained
+            return
+        n_up = saved.meta.get("n_up")
         if isinstance(n_up, int) and not isinstance(n_up, bool) and n_up >= HOP and n_up % HOP == 0:
             if n_up not in self.param.n_up.objects:  # this explorer's menu only (a parameter per instance)
                 self.param.n_up.objects = sorted({*self.param.n_up.objects, n_up})
             self.n_up = n_up
         trained_on = str(saved.meta.get("model") or "")
-        if trained_on == "smollm2" or (trained_on and Path(trained_on).is_dir()):
-            self.model_name = trained_on  # its statistics were collected on that model
+        if trained_on in MODELS.values() or (trained_on and Path(trained_on).is_dir()):
+            self.model_name = trained_on
         self.strict = saved.strict
 
     def use_task(self, task: str, length: int = 256) -> str:
@@ -686,6 +698,20 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         model.model_name = folder.value if event.new == "folder" else event.new
     model_pick.param.watch(on_model, "value")
     folder.param.watch(lambda e: setattr(model, "model_name", e.new), "value")
+
+    def follow_run(*_):
+        """The sidebar follows the settings a trained run picked as θ brings (NAMMExplorer.adopt_run)."""
+        syncing[0] = True
+        try:
+            n_up.param.update(options=list(model.param.n_up.objects), value=model.n_up)
+            strict.value = model.strict
+            known = model.model_name in models.values()
+            # the folder first: picking "folder" hands the folder field's value to the model
+            folder.param.update(visible=not known, value="" if known else model.model_name)
+            model_pick.value = model.model_name if known else "folder"
+        finally:
+            syncing[0] = False
+    model.param.watch(follow_run, ["n_up", "strict", "model_name"])
     # the chosen model loads in the background while the prompt is being picked (SmolLM2: 5-30 s), not on the click
     model.param.watch(lambda e: tr.warm_model(e.new), "model_name")
     tr.warm_model(model.model_name)  # a run opened with ?run=ID chose the model it was trained on

@@ -259,6 +259,16 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         link.click()
         page.wait_for_url(re.compile(r"/namm\?run="), timeout=30000)
         page.get_by_text("Type a prompt and press").wait_for(timeout=60000)
+        # the run picked again in the θ menu brings the n_up it was trained at (16), as ?run= did
+        n_up, theta = page.get_by_label("n_up (tokens between evictions)"), page.get_by_label("θ", exact=True)
+        assert n_up.input_value() == "16"
+        theta.select_option("random")
+        n_up.select_option("32")
+        theta.select_option(run_id)
+        deadline = time.time() + 30
+        while n_up.input_value() != "16" and time.time() < deadline:
+            page.wait_for_timeout(200)
+        assert n_up.input_value() == "16"
         page.get_by_role("button", name="run", exact=True).click()
         page.get_by_text(re.compile(r"eviction steps? · cache at the end")).wait_for(timeout=60000)
         summary = page.get_by_text("cache at the end").inner_text()
@@ -374,9 +384,9 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
 
 def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_refused(namm_run, tmp_path):
     """A policy trained at an n_up the page's menu lacks (`namm train --n-up 256`: any multiple of 16) is opened at
-    it (it was drawn at 32); `workbench figure namm` (its own process) on a prompt whose tokens with its answer's
-    stay under it has no eviction step to draw: one error counting them and naming the flag that fixes it, nothing
-    written (a --task prompt: its --length)."""
+    it (it was drawn at 32), as it is when picked in the θ menu (which kept the menu's before); `workbench figure
+    namm` (its own process) on a prompt whose tokens with its answer's stay under it has no eviction step to draw:
+    one error counting them and naming the flag that fixes it, nothing written (a --task prompt: its --length)."""
     from forked import run
     from safetensors.numpy import load_file, save_file
 
@@ -392,6 +402,11 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     model.choose(r.id)
     assert model.n_up == 256 and 256 in model.param.n_up.objects
     assert 256 not in NAMMExplorer.param.n_up.objects  # this explorer's menu, not every page's
+    picked = NAMMExplorer(runs_dir=str(store.root), n_up=16, strict=True)
+    picked.theta = r.id  # picked in the θ menu: the same (it kept the menu's n_up before)
+    assert (picked.n_up, picked.strict, picked.model_name) == (256, False, "tiny")
+    picked.param.update(theta="random", n_up=32)  # each can be changed afterwards
+    assert picked.n_up == 32
     args = ("figure", "namm", r.id, "--runs", str(store.root))
     done = run(*args, "--prompt", "Hi", "--step", "1", "--out", str(tmp_path / "none.pdf"))
     said = re.search(r"(\d+) tokens \(the prompt's (\d+) and (\d+) of its answer\) make no eviction step \(one "

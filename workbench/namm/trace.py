@@ -270,31 +270,15 @@ class PolicySource:
 
 
 def load_saved_policy(path: str | Path) -> PolicySource:
-    """A policy file (policy.safetensors / .npz with theta, mean, var) or a run folder holding one."""
+    """A policy file (policy.safetensors / .npz with theta, mean, var: workbench.namm.saved) or a run folder
+    holding one; a missing or broken one is one ValueError."""
+    from workbench.namm.saved import load_policy
+
     path = Path(path)
     if path.is_dir():
         path = path / "policy.safetensors"
-    try:
-        from workbench.namm.saved import load_policy
-    except ImportError:  # an older tree: read the arrays directly
-        load_policy = None
-    if load_policy is not None:
-        saved = load_policy(path)
-        return PolicySource(saved.theta, (saved.mean, saved.var), dict(saved.meta), path)
-    if not path.is_file():
-        raise ValueError(f"no policy file {path}: a trained NAMM run holds policy.safetensors")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(path, framework="numpy") as f:
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-            meta = json.loads((f.metadata() or {}).get("namm", "{}"))
-    except Exception as error:  # noqa: BLE001 - a damaged or foreign file
-        raise ValueError(f"cannot read the policy file {path} ({type(error).__name__}: {error})") from None
-    if "theta" not in arrays or np.asarray(arrays["theta"]).shape != (N_PARAMS,):
-        raise ValueError(f"{path} holds no θ of {N_PARAMS} numbers: not a NAMM policy file")
-    stats = (arrays["mean"], arrays["var"]) if "mean" in arrays and "var" in arrays else None
-    return PolicySource(np.asarray(arrays["theta"], np.float64), stats, meta, path)
+    saved = load_policy(path)
+    return PolicySource(saved.theta, (saved.mean, saved.var), dict(saved.meta), path)
 
 
 def namm_runs(runs_dir: str | Path) -> list[str]:
