@@ -107,13 +107,32 @@ class NAMMExplorer(param.Parameterized):
     def choose(self, run_id: str) -> None:
         """Open a trained namm run's policy (the page's ?run=ID), at the settings it was trained at (adopt_run)."""
         if run_id not in tr.namm_runs(self.runs_dir):
-            raise ValueError(f"{run_id!r} is not a namm run with a saved policy in {self.runs_dir}; the NAMM page "
-                             "opens runs of `workbench namm train`")
+            raise ValueError(self._why_not(run_id))
         self.policy = "namm"
         if self.theta == run_id:
             self.adopt_run()
         else:
             self.theta = run_id  # adopt_run follows
+
+    def _why_not(self, run_id: str) -> str:
+        """Why `run_id` has no policy to open: no such run, a run of another kind, or a namm run that has saved
+        none yet (it saves one after its first generation: stopped or failed before, it resumes)."""
+        import json
+
+        from workbench.runs import article
+
+        try:
+            info = json.loads((Path(self.runs_dir) / run_id / "run.json").read_text())
+        except (OSError, ValueError):
+            info = None
+        if not isinstance(info, dict):
+            return (f"{run_id!r} is no run in {self.runs_dir}: the NAMM page opens runs of `workbench namm train` "
+                    f"({len(tr.namm_runs(self.runs_dir))} there)")
+        if info.get("kind") != "namm":
+            return (f"run {run_id} is {article(str(info.get('kind')))} {info.get('kind')} run, not a namm run: the "
+                    "NAMM page opens runs of `workbench namm train`")
+        return (f"namm run {run_id} has saved no policy yet (status {info.get('status')}): it saves one after its "
+                f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
 
     @param.depends("theta", watch=True)
     def adopt_run(self) -> None:

@@ -156,7 +156,8 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert PAGES["namm"].title == "NAMM" and open_links("namm", "r1") == [("NAMM", "./namm?run=r1")]
     model = NAMMExplorer(runs_dir=namm_run["dir"])
     assert model.theta_choices() == ["zeros", "random", namm_run["id"]]
-    with pytest.raises(ValueError, match="not a namm run"):
+    with pytest.raises(ValueError, match="'nope' is no run in .*: the NAMM page opens runs of `workbench namm "
+                                         "train` \\(1 there\\)"):
         model.choose("nope")
     broken = tmp_path / "broken-run"
     broken.mkdir()
@@ -402,6 +403,15 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     model.choose(r.id)
     assert model.n_up == 256 and 256 in model.param.n_up.objects
     assert 256 not in NAMMExplorer.param.n_up.objects  # this explorer's menu, not every page's
+    early = store.create("namm", "passkey", "tiny", {"tasks": ["passkey"], "n_up": 256}, 4, metric="fitness")
+    early.update(status="failed")  # before its first generation: no policy saved
+    with pytest.raises(ValueError, match=f"namm run {early.id} has saved no policy yet \\(status failed\\): it "
+                                         f"saves one after its first generation; `workbench namm train --resume "
+                                         f"{early.id} --runs "):
+        model.choose(early.id)
+    other = store.create("qd", "sort", "zoo", {}, 0)
+    with pytest.raises(ValueError, match=f"run {other.id} is a qd run, not a namm run"):
+        model.choose(other.id)
     picked = NAMMExplorer(runs_dir=str(store.root), n_up=16, strict=True)
     picked.theta = r.id  # picked in the θ menu: the same (it kept the menu's n_up before)
     assert (picked.n_up, picked.strict, picked.model_name) == (256, False, "tiny")
