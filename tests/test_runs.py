@@ -512,6 +512,53 @@ def test_a_run_being_resumed_is_refused_to_every_other_resume(tmp_path):
     assert store.reopen(run.id, dict)[0].status == "done"
 
 
+def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resumed(tmp_path):
+    """`workbench runs rm` (its own process): by id and by --status, the runs listed and, with --yes, removed
+    folders and all (a broken run too); a run that is running is refused and then none goes; a folder that is no
+    run is refused. RunStore.remove refuses a run being resumed, and sweeps what a removal cut short left."""
+    from workbench.runs import Run, heartbeat
+
+    store = RunStore(tmp_path)
+    failed, done, live, paused = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(4))
+    failed.update(status="failed")
+    done.update(status="done")
+    live.update(status="running", **heartbeat())  # this test's process: alive
+    paused.update(status="stopped")
+    broken = tmp_path / "broken-run"
+    broken.mkdir()
+    (broken / "run.json").write_text("{")
+    (tmp_path / "snapshots").mkdir()  # the Lab's: no run
+    rm = ("runs", "rm", "--runs", str(tmp_path))
+    listed = _short(*rm, "--status", "failed", done.id, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [f"{done.id}  (openended, done)", f"{failed.id}  (openended, failed)"]
+    assert "nothing removed: these 2 run(s) go, folders and all, with --yes" in listed.stderr
+    refused = _short(*rm, failed.id, live.id, "--yes", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.strip() == (f"error: run {live.id} is running (pid {os.getpid()} on {socket.gethostname()}"
+                                      "): stop it first (Ctrl-C where it runs, or stop on its page), then remove it")
+    assert failed.path.is_dir()  # none went
+    for bad, message in (((), "name the runs to remove: run ids (or unique prefixes), or --status"),
+                         (("snapshots",), "snapshots is no run (it has no run.json); not removed"),
+                         (("nope",), "no run 'nope' in")):
+        refused = _short(*rm, *bad, "--yes", cwd=tmp_path)
+        assert refused.returncode == 2 and message in refused.stderr, (bad, refused.stderr)
+    (tmp_path / ".removing-old").mkdir()  # a removal a kill cut short
+    removed = _short(*rm, "--status", "failed", done.id, "broken-run", "--yes", cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert "broken-run  (unreadable run.json)" in removed.stdout and "removed 3 run(s)" in removed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.id, paused.id, "snapshots"])
+    assert [r["id"] for r in store.list()] == [live.id, paused.id]
+    resuming = Run(paused.path)
+    resuming.claim()  # a resume setting up
+    try:
+        with pytest.raises(RunError, match=f"run {paused.id} is resuming \\(pid {os.getpid()} on "):
+            store.remove(paused.id)
+    finally:
+        resuming.release()
+    assert store.remove(paused) == paused.id and not paused.path.exists()  # a Run names its run too
+
+
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
     """A SIGKILL during an atomic write leaves its never-renamed temporary beside the intact file (seen once in a
     kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""

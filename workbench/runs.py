@@ -899,6 +899,42 @@ class RunStore:
         run.info  # noqa: B018 - validates run.json
         return run
 
+    def remove(self, run_id: str | Run | os.PathLike) -> str:
+        """Delete the run `run_id` names (an id or unique prefix, a Run, its folder) for good, with its folder;
+        its id. Refused (RunError) while the run runs or is being resumed, here or on another host (its status:
+        stop it first), and for a folder that is no run (no run.json). A run whose run.json no longer reads
+        (broken()) is removed too. The folder leaves the store in one rename (to a hidden .removing-ID) before it
+        is deleted: a removal cut short leaves no half run in the catalog, and the next removal deletes it."""
+        run = Run(self.root / self.resolve(run_id))
+        if not (run.path / "run.json").exists():
+            raise RunError(f"{run.path} is no run (it has no run.json); not removed")
+        self.check_removable(run)
+        run.claim()  # from here no resume can start (one holding the claim already made claim() refuse)
+        trash = self.root / f".removing-{run.id}"
+        try:
+            shutil.rmtree(trash, ignore_errors=True)  # what an earlier removal of this id left
+            os.replace(run.path, trash)
+        finally:
+            run.release()
+        shutil.rmtree(trash)
+        for left in self.root.glob(".removing-*"):  # removals cut short; another process's ends the same way
+            shutil.rmtree(left, ignore_errors=True)
+        return run.id
+
+    def check_removable(self, run: Run) -> None:
+        """RunError where `run` may not be removed now: it is running (its process alive, here or a fresh
+        heartbeat elsewhere) or being resumed. A run whose run.json does not read runs nowhere: removable."""
+        try:
+            info = run.info
+        except RunError:
+            return
+        status = run.live_status(info)
+        if status in ("running", "resuming"):
+            by = run._claimed_by() if status == "resuming" else \
+                f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None else "another process"
+            raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "
+                           "page), then remove it")
+
     def reopen(self, run_id: str, read_config: Callable[[dict], Any], kinds: tuple[str, ...] | None = None, *,
                trust_pickle: bool = False, going_on: bool = False) -> tuple[Run, Any, dict | None]:
         """A run to resume: its folder, its config read back by `read_config`, its last checkpoint (or None).

@@ -1,4 +1,4 @@
-"""`workbench runs list|show|compare`: the run store's catalog."""
+"""`workbench runs list|show|compare|rm`: the run store's catalog."""
 
 from __future__ import annotations
 
@@ -85,6 +85,8 @@ def cmd_runs(args) -> int:
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         print(json.dumps(info, indent=None if args.json else 2, default=str))
         return 0
+    if args.action == "rm":
+        return _remove(store, args)
     from workbench.compare import compare_runs
 
     comparison = compare_runs(store, args.ids)
@@ -151,8 +153,39 @@ def _compare_tables(comparison) -> None:
                             "running is compared at that run's budget")
 
 
+def _remove(store, args) -> int:
+    """`workbench runs rm`: the runs named (ids, and every run of each --status) listed, every one checked
+    (none running) before any is removed; removed with --yes, else only listed."""
+    from workbench.runs import Run, RunError
+
+    if not args.ids and not args.status:
+        raise ValueError("name the runs to remove: run ids (or unique prefixes), or --status failed|interrupted|"
+                         "stopped for every run of that status")
+    ids = [store.resolve(i) for i in args.ids]
+    rows = {r["id"]: r for r in store.list()}
+    ids += [i for i, r in rows.items() if r["status"] in (args.status or ())]
+    ids = list(dict.fromkeys(ids))
+    for run_id in ids:  # all of them, before any goes
+        if not (store.root / run_id / "run.json").exists():
+            raise RunError(f"{store.root / run_id} is no run (it has no run.json); not removed")
+        store.check_removable(Run(store.root / run_id))
+    if not ids:
+        err.print(f"no {' or '.join(args.status)} runs in {store.root}: nothing to remove")
+        return 0
+    for run_id in ids:
+        r = rows.get(run_id)
+        print(f"{run_id}  ({r['kind']}, {r['status']})" if r else f"{run_id}  (unreadable run.json)")
+    if not args.yes:
+        err.print(f"nothing removed: these {len(ids)} run(s) go, folders and all, with --yes")
+        return 0
+    for run_id in ids:
+        store.remove(run_id)
+    err.print(f"removed {len(ids)} run(s) from {store.root}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    runs = sub.add_parser("runs", help="the run store: list, show, compare")
+    runs = sub.add_parser("runs", help="the run store: list, show, compare, rm")
     runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
                           ("compare", "+", "two or more runs side by side: the settings that differ, and runs that "
@@ -163,3 +196,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         r.add_argument("--json", action="store_true")
         r.set_defaults(func=cmd_runs)
+    r = runs_sub.add_parser("rm", help="remove runs for good, folders and all: by id, or every run of a status; "
+                                       "lists them, and removes them with --yes",
+                            description="Remove runs from the store for good (their folders: metrics, checkpoints, "
+                                        "figures). Without --yes the runs are only listed. A run that is running or "
+                                        "being resumed is refused, and then none is removed.")
+    r.add_argument("ids", nargs="*", metavar="ID", help="a run id or a unique prefix of one")
+    r.add_argument("--status", action="append", choices=("failed", "interrupted", "stopped"),
+                   help="every run of this status too (repeatable)")
+    r.add_argument("--yes", action="store_true", help="remove them (without it: only list them)")
+    r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    r.set_defaults(func=cmd_runs)
