@@ -183,6 +183,22 @@ class RunsModel(param.Parameterized):
                         **_done(r), "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
 
+    def remove(self, ids: list[str]) -> list[str]:
+        """Remove these runs for good, folders and all (RunStore.remove, as `workbench runs rm --yes`); their ids.
+        Every one is checked first: one that runs or is being resumed refuses them all (RunError, naming it). The
+        catalog is read again, so the removed leave the gallery, the table and the selection."""
+        from workbench.runs import Run
+
+        if not ids:
+            raise ValueError("tick the runs to remove first (in the Table, or pick them to compare)")
+        store = RunStore(self.runs_dir)
+        runs = [Run(store.root / store.resolve(i)) for i in ids]
+        for run in runs:
+            store.check_removable(run)
+        removed = [store.remove(run) for run in runs]
+        self.refresh()
+        return removed
+
     def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
         compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file); at figures.save's width
@@ -429,6 +445,12 @@ def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.vi
     return pn.pane.HoloViews(figure, backend="bokeh")
 
 
+def removal_question(ids: list[str]) -> str:
+    """What the Runs page asks before it removes runs: which, and that it is for good."""
+    return (f"Remove {counted(len(ids), 'run')} for good, folders and all (metrics, checkpoints, figures)? "
+            f"{', '.join(f'`{i}`' for i in ids)}")
+
+
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.shell import export_controls, section, shell
 
@@ -458,6 +480,12 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         return [compared(), curves_plot(model, comparison), settings]
 
     fmt, size, export, written = export_controls(model.export)
+    remove = pn.widgets.Button(label="remove the ticked runs…", sizing_mode="stretch_width")
+    confirm = pn.widgets.Button(label="yes, remove them for good", color="danger", visible=False,
+                                sizing_mode="stretch_width")
+    cancel = pn.widgets.Button(label="keep them", visible=False, sizing_mode="stretch_width")
+    removal = pn.pane.Markdown("", sizing_mode="stretch_width")
+    asked: list[str] = []  # the runs the question names: removed on "yes" whatever is ticked by then
     curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
@@ -499,7 +527,32 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 
+    def ask_removal(event):
+        asked[:] = list(model.selected)
+        removal.object = removal_question(asked) if asked else \
+            "Tick the runs to remove first (in the Table, or pick them to compare)."
+        confirm.visible = cancel.visible = bool(asked)
+
+    def on_confirm(event):
+        confirm.visible = cancel.visible = False
+        try:
+            removed = model.remove(asked)
+        except ValueError as exc:
+            removal.object = f"**not removed:** {exc}"
+            return
+        removal.object = f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}"
+        table.value = model.table()
+        compare.options = model.ids[::-1]
+        draw()
+
+    def on_cancel(event):
+        confirm.visible = cancel.visible = False
+        removal.object = ""
+
     model.param.watch(draw, ["kind", "status", "query", "limit"])
+    remove.on_click(ask_removal)
+    confirm.on_click(on_confirm)
+    cancel.on_click(on_cancel)
     model.param.watch(on_selected, "selected")
     table.param.watch(on_table_select, "selection")
     compare.param.watch(on_compare, "value")
@@ -507,6 +560,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
+               section("Remove"), remove, confirm, cancel, removal,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

@@ -615,6 +615,54 @@ def test_runs_page_table_ticks_add_to_the_runs_picked_in_the_sidebar(runs):
     assert compare.value == [ids[0], ids[2], ids[3]]
 
 
+def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_runs(tmp_path):
+    """The Runs page's Remove: the ticked runs named in a question, removed for good on "yes" (those the question
+    named, whatever is ticked by then) and gone from the gallery, the table and the picks; "keep them" removes
+    nothing; a run that is running refuses the removal, and then none goes (RunsModel.remove, as `runs rm`)."""
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+    from workbench.runs import RunStore, heartbeat
+
+    store = RunStore(tmp_path)
+    failed, done, kept, live = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(4))
+    failed.update(status="failed")
+    done.update(status="done")
+    kept.update(status="done")
+    live.update(status="running", **heartbeat())  # this test's process: alive
+    page = runs_page(str(tmp_path))
+    objects = pn.Column(*page.main, *page.sidebar)
+    (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
+    buttons = {b.label: b for b in objects.select(pn.widgets.Button)}
+    remove, confirm, keep = (buttons[k] for k in ("remove the ticked runs…", "yes, remove them for good",
+                                                  "keep them"))
+    (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
+    said = [p for p in objects.select(pn.pane.Markdown) if p.object == ""]
+
+    def told() -> str:
+        return " ".join(p.object for p in said if p.object)
+
+    remove.clicks += 1  # nothing ticked
+    assert "Tick the runs to remove first" in told() and not confirm.visible
+    compare.value = [failed.id, done.id]
+    remove.clicks += 1
+    assert f"Remove 2 runs for good, folders and all (metrics, checkpoints, figures)? `{failed.id}`, `{done.id}`" \
+        in told() and confirm.visible and keep.visible
+    keep.clicks += 1
+    assert not confirm.visible and failed.path.is_dir() and done.path.is_dir()
+    remove.clicks += 1
+    compare.value = [kept.id]  # ticked after the question: the question's runs go
+    confirm.clicks += 1
+    assert f"removed 2 runs: `{failed.id}`, `{done.id}`" in told()
+    assert not failed.path.exists() and not done.path.exists() and kept.path.is_dir()
+    assert list(table.value["id"]) == [kept.id, live.id] and sorted(compare.options) == [kept.id, live.id]
+    assert failed.id not in gallery.object and kept.id in gallery.object
+    compare.value = [kept.id, live.id]
+    remove.clicks += 1
+    confirm.clicks += 1
+    assert f"**not removed:** run {live.id} is running (pid {os.getpid()} on " in told() and kept.path.is_dir()
+
+
 def test_atlas_model_snaps_and_exports(runs, tmp_path):
     from workbench.dashboards.atlas import AtlasModel
 
