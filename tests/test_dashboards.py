@@ -1414,6 +1414,31 @@ def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, re
         page.get_by_text("loaded the best θ").wait_for(timeout=60000)
 
 
+def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
+    """In Chromium, on a server of its own: a run ticked in the Table, "remove", the question, "yes": its folder
+    is gone and its card leaves the gallery; the other run stays."""
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    gone, stays = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
+    for run in (gone, stays):
+        run.update(status="done")
+    with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/runs", request) as page:
+        page.locator(f'.gallery .run[data-run="{gone.id}"]').wait_for(timeout=60000)
+        page.locator(".bk-tab", has_text="Table").click()
+        page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        page.locator(".tabulator-row", has_text=gone.id).locator("input[type=checkbox]").check()
+        page.get_by_role("button", name="remove the ticked runs…").click()
+        page.get_by_text(re.compile(r"Remove 1 run for good")).wait_for(timeout=30000)
+        page.get_by_role("button", name="yes, remove them for good").click()
+        page.get_by_text(f"removed 1 run: {gone.id}").wait_for(timeout=30000)
+        page.locator(".bk-tab", has_text="Gallery").click()
+        page.locator(f'.gallery .run[data-run="{stays.id}"]').wait_for(timeout=30000)
+        assert page.locator(f'.gallery .run[data-run="{gone.id}"]').count() == 0
+    assert not gone.path.exists() and stays.path.is_dir()
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
 # The search page's loss curve: the id and length of its data source (the one with an "iteration" column).
 CURVE_SOURCE = """() => {
     for (const doc of Bokeh.documents)
