@@ -22,10 +22,10 @@ import param
 
 from workbench.compare import Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
-from workbench.runs import RunError, RunStore, steps_done
+from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 # "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
-COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss", "created"]
+COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss", "created", "note"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -35,7 +35,7 @@ class RunsModel(param.Parameterized):
     runs_dir = param.String(default="runs")
     kind = param.Selector(default="all", objects=["all"], doc="show runs of this kind")
     status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
-    query = param.String(default="", doc="text the run's id, substrate, FM, method or models contain")
+    query = param.String(default="", doc="text the run's id, substrate, FM, method, models or note contain")
     selected = param.List(default=[], doc=f"ids of the runs to compare (at most {MAX_COMPARED})")
     limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
 
@@ -83,7 +83,8 @@ class RunsModel(param.Parameterized):
                 return False
             if self.status != "all" and r.get("status") != self.status:
                 return False
-            hay = " ".join(str(r.get(k) or "") for k in ("id", "substrate", "fm", "method", "models", "algorithm"))
+            hay = " ".join(str(r.get(k) or "") for k in ("id", "substrate", "fm", "method", "models", "algorithm",
+                                                          "note"))
             return text in hay.lower()
 
         return [r for r in reversed(self._rows) if keep(r)][: self.limit]
@@ -91,7 +92,7 @@ class RunsModel(param.Parameterized):
     def table(self) -> pd.DataFrame:
         """Every run in the catalog, one row each: COLUMNS, then the metric, best, algorithm and method columns
         of the kinds that have them."""
-        rows = [{**r, **_done(r)} for r in self._rows]
+        rows = [{**r, **_done(r), "note": r.get("note") or ""} for r in self._rows]
         extra = [c for c in ("metric", "best", "algorithm", "method") if any(c in r for r in rows)]
         return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
 
@@ -130,7 +131,7 @@ class RunsModel(param.Parameterized):
                 "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
                 "thumbnail": self.thumbnail(row),
                 "links": open_links(kind, row["id"], row.get("algorithm")),
-                "resume_command": row.get("resume_command")}
+                "resume_command": row.get("resume_command"), "note": row.get("note") or ""}
 
     def thumbnail(self, row: dict) -> str | None:
         """A catalog row's picture as a data: URI (best frame, atlas, a search's latest population, a recipe
@@ -182,6 +183,13 @@ class RunsModel(param.Parameterized):
                         **{k.removeprefix("config."): value_text(comparison.differs[k][r["id"]]) for k in keys},
                         **_done(r), "status": r["status"], "best": best_text(r)})
         return pd.DataFrame(out)
+
+    def note(self, run_id: str, text: str) -> str:
+        """Write a run's note (Run.set_note, as `workbench runs note ID TEXT`; '' removes it) and read the
+        catalog again: the card, the table and the search show it. The note as stored."""
+        written = RunStore(self.runs_dir).open(run_id).set_note(text)
+        self.refresh()
+        return written
 
     def remove(self, ids: list[str]) -> list[str]:
         """Remove these runs for good, folders and all (RunStore.remove, as `workbench runs rm --yes`); their ids.
@@ -387,6 +395,7 @@ GALLERY_CSS = """
 .title { font-weight: 600; font-size: 14px; color: #1d2330; }
 .sub, .meta { color: #5b6472; }
 .id { color: #8a93a1; font-family: ui-monospace, monospace; font-size: 11px; word-break: break-all; }
+.note { color: #3a4250; font-style: italic; white-space: pre-wrap; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 11px;
          font-weight: 600; margin-right: 6px; }
 .links { display: flex; gap: 6px; margin-top: 4px; flex-wrap: wrap; }
@@ -415,6 +424,7 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
                           f'{"open in " if i == 0 else ""}{html.escape(title)}</a>'
                           for i, (title, url) in enumerate(links))
         colour = STATUS_COLOURS.get(c["status"], "#616161")
+        note = f'<div class="note">{html.escape(c["note"])}</div>' if c.get("note") else ""
         resume = (f'<code class="resume" title="the command that resumes this run">{html.escape(c["resume_command"])}'
                   "</code>" if c["resume_command"] else "")
         out.append(
@@ -423,7 +433,7 @@ def gallery_html(cards: list[dict], runs_dir: str) -> str:
             f'<div class="title">{html.escape(c["title"])}</div><div class="sub">{html.escape(c["subtitle"])}</div>'
             f'<div class="meta"><span class="badge" style="background:{colour}">{html.escape(c["status"])}</span>'
             f'{html.escape(c["steps"])} · {html.escape(c["best"])}</div>'
-            f'<div class="id">{html.escape(c["id"])}</div>{resume}<div class="links">{buttons}</div></div></div>')
+            f'<div class="id">{html.escape(c["id"])}</div>{note}{resume}<div class="links">{buttons}</div></div></div>')
     return f'<div class="gallery">{"".join(out)}</div>'
 
 
@@ -486,6 +496,13 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     cancel = pn.widgets.Button(label="keep them", visible=False, sizing_mode="stretch_width")
     removal = pn.pane.Markdown("", sizing_mode="stretch_width")
     asked: list[str] = []  # the runs the question names: removed on "yes" whatever is ticked by then
+    note = pn.widgets.TextAreaInput(label="Note on the ticked run", placeholder="tick one run", disabled=True,
+                                    max_length=MAX_NOTE, height=80, sizing_mode="stretch_width")
+    save_note = pn.widgets.Button(label="save note", disabled=True, sizing_mode="stretch_width")
+    noted = pn.pane.Markdown("", sizing_mode="stretch_width")
+    # the field's text as last typed: value follows only when the field loses focus, value_input each key
+    typed = [""]
+    note.param.watch(lambda e: typed.__setitem__(0, e.new or ""), ["value", "value_input"])
     curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
@@ -545,12 +562,36 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         compare.options = model.ids[::-1]
         draw()
 
+    def show_note(*_):
+        """The note field holds the one ticked run's note (two or none ticked: nothing to write on)."""
+        one = model.selected[-1] if len(model.selected) == 1 else None
+        row = next((r for r in model._rows if r["id"] == one), None) if one else None
+        note.param.update(value=(row or {}).get("note") or "", disabled=one is None,
+                          placeholder=f"what {one} is for" if one else "tick one run")
+        save_note.disabled = one is None
+        noted.object = ""
+
+    def on_save_note(event):
+        run_id = model.selected[-1] if len(model.selected) == 1 else None
+        if run_id is None:
+            return
+        try:
+            written = model.note(run_id, typed[0])
+        except ValueError as exc:
+            noted.object = f"**not saved:** {exc}"
+            return
+        noted.object = f"note saved on `{run_id}`" if written else f"note removed from `{run_id}`"
+        table.value = model.table()
+        draw()
+
     def on_cancel(event):
         confirm.visible = cancel.visible = False
         removal.object = ""
 
     model.param.watch(draw, ["kind", "status", "query", "limit"])
     remove.on_click(ask_removal)
+    save_note.on_click(on_save_note)
+    model.param.watch(show_note, "selected")
     confirm.on_click(on_confirm)
     cancel.on_click(on_cancel)
     model.param.watch(on_selected, "selected")
@@ -560,7 +601,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
-               section("Remove"), remove, confirm, cancel, removal,
+               section("Note"), note, save_note, noted, section("Remove"), remove, confirm, cancel, removal,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

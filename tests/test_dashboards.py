@@ -663,6 +663,42 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
     assert f"**not removed:** run {live.id} is running (pid {os.getpid()} on " in told() and kept.path.is_dir()
 
 
+def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it(tmp_path):
+    """The Runs page's Note: one run ticked, the field holds its note; saved, the card, the table and the search
+    show it; two ticked or none, nothing to write on; too long a note is refused in words."""
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+    from workbench.runs import MAX_NOTE, RunStore
+
+    store = RunStore(tmp_path)
+    first, second = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
+    first.set_note("the old note")
+    page = runs_page(str(tmp_path))
+    objects = pn.Column(*page.main, *page.sidebar)
+    (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
+    (note,) = objects.select(pn.widgets.TextAreaInput)
+    (save,) = [b for b in objects.select(pn.widgets.Button) if b.label == "save note"]
+    (query,) = [w for w in objects.select(pn.widgets.TextInput) if w.name == "Search"]
+    (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
+    assert note.disabled and save.disabled
+    compare.value = [first.id]
+    assert note.value == "the old note" and not note.disabled and not save.disabled
+    note.value_input = "baseline <of> figure 3"  # typed, the field not left yet
+    save.clicks += 1
+    assert first.note == "baseline <of> figure 3" and "baseline &lt;of&gt; figure 3" in gallery.object
+    assert list(table.value.set_index("id")["note"]) == ["baseline <of> figure 3", ""]
+    query.value = "figure 3"
+    assert first.id in gallery.object and second.id not in gallery.object
+    note.value = "x" * (MAX_NOTE + 1)
+    save.clicks += 1
+    assert first.note == "baseline <of> figure 3" and any(
+        f"not saved:** the note has {MAX_NOTE + 1} characters" in (p.object or "")
+        for p in objects.select(pn.pane.Markdown))
+    compare.value = [first.id, second.id]
+    assert note.disabled and save.disabled
+
+
 def test_atlas_model_snaps_and_exports(runs, tmp_path):
     from workbench.dashboards.atlas import AtlasModel
 
@@ -1415,8 +1451,9 @@ def test_runs_gallery_opens_runs_where_they_fit_and_compares(server, browser, re
 
 
 def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
-    """In Chromium, on a server of its own: a run ticked in the Table, "remove", the question, "yes": its folder
-    is gone and its card leaves the gallery; the other run stays."""
+    """In Chromium, on a server of its own: a note typed on the one run ticked and saved shows on its card; a run
+    ticked in the Table, "remove", the question, "yes": its folder is gone and its card leaves the gallery; the
+    other run stays."""
     from workbench.runs import RunStore
 
     store = RunStore(tmp_path / "runs")
@@ -1427,6 +1464,13 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         page.locator(f'.gallery .run[data-run="{gone.id}"]').wait_for(timeout=60000)
         page.locator(".bk-tab", has_text="Table").click()
         page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        # a note on the one run ticked, typed and saved without leaving the field
+        kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
+        kept.check()
+        page.get_by_label("Note on the ticked run").fill("kept for figure 2")
+        page.get_by_role("button", name="save note").click()
+        page.get_by_text(f"note saved on {stays.id}").wait_for(timeout=30000)
+        kept.uncheck()
         page.locator(".tabulator-row", has_text=gone.id).locator("input[type=checkbox]").check()
         page.get_by_role("button", name="remove the ticked runs…").click()
         page.get_by_text(re.compile(r"Remove 1 run for good")).wait_for(timeout=30000)
@@ -1435,7 +1479,8 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         page.locator(".bk-tab", has_text="Gallery").click()
         page.locator(f'.gallery .run[data-run="{stays.id}"]').wait_for(timeout=30000)
         assert page.locator(f'.gallery .run[data-run="{gone.id}"]').count() == 0
-    assert not gone.path.exists() and stays.path.is_dir()
+        assert page.locator(f'.gallery .run[data-run="{stays.id}"] .note').inner_text() == "kept for figure 2"
+    assert not gone.path.exists() and stays.path.is_dir() and stays.note == "kept for figure 2"
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
 

@@ -559,6 +559,34 @@ def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resu
     assert store.remove(paused) == paused.id and not paused.path.exists()  # a Run names its run too
 
 
+def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
+    """`workbench runs note ID TEXT` (its own process): the note is kept in a file of its own (a running run
+    rewrites run.json at each heartbeat), shown by `runs list` (a note column once one is written, the ids whole)
+    and `runs show`, printed by `runs note ID`; '' removes it; too long a note is refused; a damaged note file
+    costs its characters, not the run's place in the catalog."""
+    from workbench.runs import MAX_NOTE, NOTE_FILE, heartbeat
+
+    store = RunStore(tmp_path)
+    live, other = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
+    live.update(status="running", **heartbeat())
+    note = ("runs", "note", "--runs", str(tmp_path))
+    done = _short(*note, live.id, "  baseline of figure 3: σ = 0.1  ", cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "baseline of figure 3: σ = 0.1\n", done.stderr
+    live.update(iterations=3, **heartbeat())  # the run's own writes leave the note alone
+    assert _short(*note, live.id, cwd=tmp_path).stdout == "baseline of figure 3: σ = 0.1\n"
+    listed = _short("runs", "list", "--runs", str(tmp_path), env={"COLUMNS": "120"}, cwd=tmp_path)
+    assert listed.returncode == 0 and "note" in listed.stdout and live.id in listed.stdout and \
+        other.id in listed.stdout, listed.stdout  # whole ids in a narrow terminal
+    assert [r["note"] for r in store.list()] == ["baseline of figure 3: σ = 0.1", None]
+    shown = json.loads(_short("runs", "show", live.id, "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout)
+    assert shown["note"] == "baseline of figure 3: σ = 0.1" and shown["status"] == "running"
+    refused = _short(*note, other.id, "x" * (MAX_NOTE + 1), cwd=tmp_path)
+    assert refused.returncode == 2 and f"a note holds at most {MAX_NOTE}" in refused.stderr, refused.stderr
+    assert _short(*note, live.id, "", cwd=tmp_path).returncode == 0 and not (live.path / NOTE_FILE).exists()
+    (other.path / NOTE_FILE).write_bytes(b"\xff\xfe half a note")
+    assert [r["id"] for r in store.list()] == [live.id, other.id] and store.list()[1]["note"].endswith("half a note")
+
+
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
     """A SIGKILL during an atomic write leaves its never-renamed temporary beside the intact file (seen once in a
     kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""

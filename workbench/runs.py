@@ -81,6 +81,10 @@ KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("subst
 STALE_AFTER = 600.0
 RESUMABLE = ("interrupted", "stopped", "failed")
 CLAIM_FILE = ".resume.lock"  # flock'ed by the process resuming the run (Run.claim)
+#: a run's note, the researcher's own words on it (Run.set_note): a file of its own, which the run's process never
+#: writes (run.json is rewritten by it at every heartbeat: a note written there could be lost)
+NOTE_FILE = "note.txt"
+MAX_NOTE = 2000  # characters: a note, not a lab book
 #: the Run objects of this process that hold a claim, by resolved folder (weak: a Run that is gone let go)
 _CLAIMED: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
 _CLAIM_LOCK = threading.Lock()
@@ -410,7 +414,7 @@ CATALOG_COLUMNS = {"id": "text", "kind": "text", "substrate": "text", "fm": "tex
                    "iterations": "int", "best_loss": "real", "seed": "int", "created": "text", "updated": "text",
                    "metric": "text", "better": "text", "best": "real", "algorithm": "text", "method": "text",
                    "models": "texts", "tasks": "texts", "sampling": "text", "mutation": "text", "columns": "texts",
-                   "resume_command": "text", "command": "text"}
+                   "resume_command": "text", "command": "text", "note": "text"}
 _FITS = {"text": lambda v: isinstance(v, str), "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
          "real": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
          "texts": lambda v: isinstance(v, list) and all(x is None or isinstance(x, str) for x in v),
@@ -491,6 +495,31 @@ class Run:
     def resume_command(self) -> str | None:
         info = self.info
         return _resume_cli(info, self.path.parent) if self.live_status(info) in RESUMABLE else None
+
+    @property
+    def note(self) -> str:
+        """The researcher's note on the run (set_note; `workbench runs note`), '' when it has none."""
+        try:  # a damaged note costs its own characters, never the run's place in the catalog
+            return (self.path / NOTE_FILE).read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return ""
+
+    def set_note(self, text: str) -> str:
+        """Write the run's note (what it is for: "baseline of figure 3"; shown by `runs list`, the Runs page's
+        cards and table, and found by its search); '' removes it. Written atomically, beside run.json, so a
+        running run can be noted. The note as stored."""
+        if not isinstance(text, str):
+            raise ValueError(f"a note is text, got {type(text).__name__}")
+        text = text.strip()
+        if len(text) > MAX_NOTE:
+            raise ValueError(f"the note has {len(text)} characters; a note holds at most {MAX_NOTE}")
+        self.info  # noqa: B018 - a run, not any folder
+        path = self.path / NOTE_FILE
+        if text:
+            atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+        else:
+            path.unlink(missing_ok=True)
+        return text
 
     def update(self, **fields) -> dict:
         info = self.info
@@ -799,7 +828,8 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
             "sampling": config.get("sampling") if qd else None, "mutation": config.get("mutation") if qd else None,
             "columns": list(KIND_COLUMNS.get(kind, ("substrate", "fm"))),
             "resume_command": _resume_cli(info, root) if status in RESUMABLE else None,
-            "command": info.get("command")}
+            "command": info.get("command"),
+            "note": Run(Path(path) if path is not None else Path(root) / str(info.get("id"))).note or None}
 
 
 def _now_ms() -> str:

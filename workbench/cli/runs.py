@@ -1,4 +1,4 @@
-"""`workbench runs list|show|compare|rm`: the run store's catalog."""
+"""`workbench runs list|show|compare|note|rm`: the run store's catalog."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LABELS = {"experts": {"substrate": "task", "fm": "adapter"}, "adapt": {"substrat
 def _runs_tables(rows: list[dict]) -> None:
     """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions, CycleQD runs), each
     with the columns that describe its runs, and the best value in its metric's units and direction."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from workbench.runs import step_unit, steps_done
 
@@ -34,13 +34,18 @@ def _runs_tables(rows: list[dict]) -> None:
         best = _best_header(group)
         kind = ["kind"] if family == "asal" else []
         headers = [LABELS.get(family, {}).get(c, c) for c in describe]
-        table = Table(*kind, *headers, "status", step_unit(family), best, "id", title=TITLES[family])
+        noted = any(r.get("note") for r in group)  # the researchers' notes: a column once one is written
+        # an id is read whole or not at all; a note wraps
+        ident = Column("id", no_wrap=True, min_width=max(len(r["id"]) for r in group))
+        table = Table(*kind, *headers, "status", step_unit(family), best, ident,
+                      *([Column("note", overflow="fold", min_width=12)] if noted else []), title=TITLES[family])
         for r in group:
             cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
                      for c in describe]
             value = "" if r["best"] is None else f"{r['best']:.4f}"
             done = str(steps_done(r["kind"], r["iterations"])[0])
-            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], done, value, r["id"])
+            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], done, value, r["id"],
+                          *([r.get("note") or ""] if noted else []))
         console.print(table)
     for r in rows:
         if r["resume_command"] and r["status"] == "interrupted":
@@ -75,7 +80,7 @@ def cmd_runs(args) -> int:
         info = run.info
         row = catalog_row(info, store.root)
         # the live status ("interrupted" when the process is gone) and how to go on; run.json's own as written
-        info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command")},
+        info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command", "note")},
                     recorded_status=info["status"])
         try:
             info["metrics"] = store.metrics(run.id)
@@ -87,6 +92,10 @@ def cmd_runs(args) -> int:
         return 0
     if args.action == "rm":
         return _remove(store, args)
+    if args.action == "note":
+        run = store.open(args.ids[0])
+        print(run.set_note(args.text) if args.text is not None else run.note)
+        return 0
     from workbench.compare import compare_runs
 
     comparison = compare_runs(store, args.ids)
@@ -185,7 +194,7 @@ def _remove(store, args) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    runs = sub.add_parser("runs", help="the run store: list, show, compare, rm")
+    runs = sub.add_parser("runs", help="the run store: list, show, compare, note, rm")
     runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
     for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
                           ("compare", "+", "two or more runs side by side: the settings that differ, and runs that "
@@ -196,6 +205,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         r.add_argument("--json", action="store_true")
         r.set_defaults(func=cmd_runs)
+    r = runs_sub.add_parser("note", help="a run's note (what it is for): written with TEXT ('' removes it), else "
+                                         "printed; runs list, the Runs page and its search show it")
+    r.add_argument("ids", nargs=1, metavar="ID", help="a run id or a unique prefix of one")
+    r.add_argument("text", nargs="?", metavar="TEXT", help="the note (at most 2000 characters; '' removes it)")
+    r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
+    r.set_defaults(func=cmd_runs)
     r = runs_sub.add_parser("rm", help="remove runs for good, folders and all: by id, or every run of a status; "
                                        "lists them, and removes them with --yes",
                             description="Remove runs from the store for good (their folders: metrics, checkpoints, "
