@@ -522,6 +522,56 @@ def test_colours_and_fonts_from_the_cli(store, tmp_path, capsys):
         main(["figure", "atlas", cma[0], "--out", str(tmp_path / "a.png"), "--runs", root, "--colour", "a=red"])
 
 
+def test_legend_entries_renamed_for_a_paper_take_their_colours_by_the_new_name(store, tmp_path, capsys):
+    """--rename NAME NEW (figures.rename): a legend entry the runs' settings named ("sigma=0.3, seed=1") called
+    what the paper calls it, --colour then pinning the new name; a setting's "(n=2)" kept after it; an old name
+    that is no entry, a name given twice, two entries called alike: one error each, nothing written."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from workbench.figures import holoviews, legend_names, rename
+
+    cma = [r["id"] for r in store.list() if r["kind"] == "openended"]
+    root = str(store.root)
+    seen = {}
+    savefig = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        seen.clear()
+        seen.update({line.get_label(): to_hex(line.get_color()) for ax in fig.axes for line in ax.lines})
+        return savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root]) == 0
+        before = [name for name in seen if not name.startswith("_")]
+        label = next(name for name in before if "seed=1" in name)
+        assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.png"), "--runs", root,
+                     "--rename", label, "ours", "--colour", "ours=#000000"]) == 0
+        after = [name for name in seen if not name.startswith("_")]
+    finally:
+        plt.Figure.savefig = savefig
+    assert after == [("ours" if n == label else n) for n in before] and seen["ours"] == "#000000"
+    hv = holoviews()
+    band = hv.Overlay([hv.Area(([0, 1], [0, 1], [1, 2]), vdims=["y", "y2"], label="sigma=0.3 (n=2)"),
+                       hv.Curve(([0, 1], [1, 2]), label="sigma=0.3 (n=2)"), hv.Curve(([0, 1], [0, 0]), label="b")])
+    assert legend_names(rename(band, {"sigma=0.3": "ours"})) == ["ours", "b"]
+    assert [e.label for e in rename(band, {"sigma=0.3": "ours"})] == ["ours (n=2)", "ours (n=2)", "b"]
+    assert rename(band, {}) is band
+    for bad, message in ((["--rename", "sigma=2", "x"], "--rename 'sigma=2': the figure has no legend entry "
+                                                         "'sigma=2'; its entries are"),
+                         (["--rename", label, "a", "--rename", label, "b"], "is given twice"),
+                         (["--rename", label, before[0] if before[0] != label else before[1]],
+                          "two legend entries would be called"),
+                         (["--rename", label, " "], "give the entry a name")):
+        capsys.readouterr()
+        assert main(["figure", "curves", *cma, "--out", str(tmp_path / "bad.png"), "--runs", root, *bad]) == 2
+        assert message in capsys.readouterr().err, bad
+        assert not (tmp_path / "bad.png").exists()
+    with pytest.raises(SystemExit):  # a strip of frames has no legend: no --rename
+        main(["figure", "frames", cma[0], "--out", str(tmp_path / "f.png"), "--runs", root, "--rename", "a", "b"])
+
+
 def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
     """Six crossing curves left matplotlib's "best" place no free ground: the legend sat on the lines. It moves
     under the x label, in columns that fit the figure's width; a legend on free ground stays inside the axes."""

@@ -223,6 +223,39 @@ def legend_names(obj) -> list[str]:
     return list(dict.fromkeys(_legend_key(label) for label in found if label))
 
 
+def rename(obj, names: dict[str, str]):
+    """`obj` with legend entries renamed for a paper ({"sigma=0.3, seed=1": "ours"}: the names the runs' settings
+    gave, as legend_names lists them). A setting's "(n=3)" stays after its new name. Refused (ValueError) where an
+    old name is no legend entry (it would rename nothing, silently: the entries there are are named), a new name
+    is empty, or two entries would share one name (their colours too). Colours are then pinned to the new names.
+    `workbench figure curves|compare|view --rename NAME NEW` calls it."""
+    hv = _hv()
+    names = {str(old): str(new).strip() for old, new in dict(names).items()}
+    if not names:
+        return obj
+    entries = legend_names(obj)
+    if not entries:
+        raise ValueError("--rename: the figure has no legend entries to rename (its colours are a colour map's or "
+                         "its own): leave --rename out")
+    for old, new in names.items():
+        if old not in entries:
+            raise ValueError(f"--rename {old!r}: the figure has no legend entry {old!r}; its entries are "
+                             + ", ".join(repr(n) for n in entries))
+        if not new:
+            raise ValueError(f"--rename {old!r} '': give the entry a name")
+    after = [names.get(n, n) for n in entries]
+    shared = sorted({n for n in after if after.count(n) > 1})
+    if shared:
+        raise ValueError(f"--rename: two legend entries would be called {shared[0]!r} (and share a colour); give "
+                         "each its own name")
+
+    def relabel(part):
+        key = _legend_key(part.label)
+        return part.relabel(label=names[key] + part.label[len(key):]) if part.label and key in names else part
+
+    return obj.map(relabel, [_named_data(hv)])
+
+
 def pin_colours(colours) -> dict[str, str]:
     """Pin colours to legend names for every later figure of this process (PINNED_COLOURS), checked
     (check_colours); returns what was pinned before, for pin_colours(previous) to restore after

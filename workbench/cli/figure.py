@@ -63,6 +63,13 @@ def _figure(figures, store, args, pinned: dict[str, str]):
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
         figure = figures.atlas(store, args.ids[0], pixels)
+    if getattr(args, "rename", None):
+        renames = {}
+        for old, new in args.rename:
+            if old in renames:
+                raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
+            renames[old] = new
+        figure = figures.rename(figure, renames)  # before the pins: --colour takes the new names
     _check_pinned(figures, figure, pinned)
     out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=args.font)
     if undrawn is not None:
@@ -275,6 +282,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                help="draw the legend entry NAME in COLOUR (#D55E00, black, tab:blue), e.g. the "
                                     "same method alike in every figure; repeat for more (default: tasks in "
                                     "their own colours, the rest in Okabe & Ito's)")
+        if name in ("curves", "compare", "view"):
+            f.add_argument("--rename", nargs=2, action="append", default=None, metavar=("NAME", "NEW"),
+                           help="call the legend entry NAME (e.g. 'sigma=0.3, seed=1', as the runs' settings named "
+                                "it) NEW (ours) in the figure; repeat for more; --colour then takes NEW")
         if name == "curves":
             f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
                                                         "so far in each run's own metric and direction)")
