@@ -38,6 +38,7 @@ class AtlasModel(param.Parameterized):
         self.seeds: np.ndarray | None = None
         self.thumbs = np.zeros((0, 8, 8, 3), np.uint8)
         self.substrate = None
+        self._laid_out: str | None = None  # the run of the layout on show
         try:
             self.refresh_runs()  # picking a run lays it out (the watcher); a run given by name is laid out here
             if self.revision == 0:
@@ -88,7 +89,11 @@ class AtlasModel(param.Parameterized):
         self.substrate = run.info["config"]["eval"]["substrate"]
         self.side, self.cells, self.thumbs = side, cells, thumbs
         self.image = compose(thumbs, cells, side)
-        self.selected = -1
+        # the member played stays picked in another projection of its run (its cell outlined where it lies now);
+        # another run has other members
+        if self._laid_out != self.run_id:
+            self.selected = -1
+        self._laid_out = self.run_id
         self.revision += 1
 
     def cell_table(self) -> dict:
@@ -173,6 +178,9 @@ def atlas_view(model: AtlasModel, size: int = 560):
             return
         shown["image"].data = {"image": [oriented(model.image)]}
         shown["cells"].data = model.cell_table()
+        # the outline follows the member picked (none: another run); Bokeh kept the last rows selected, and a
+        # click on a row still selected changes nothing (the member was not played again)
+        shown["cells"].selected.indices = [model.selected] if model.selected >= 0 else []
         set_cell_size(shown["rects"], 1.0 / max(model.side, 1))
 
     model.param.watch(page.wrap(on_layout), "revision")
@@ -206,7 +214,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
 
     def on_select(event):
-        if event.new < 0:
+        if event.new < 0:  # another run laid out: its members are others
+            player.playing = False
+            playing.object = "Click a cell of the atlas to play its simulation here."
             return
         if player.substrate != model.substrate:
             player.substrate = model.substrate

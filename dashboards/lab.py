@@ -28,6 +28,7 @@ RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224, "gol": 64, "nca_d1": 12
                "plenia": 224, "plife_plus": 224, "flow_lenia": 128}
 # how the page edits each substrate's θ: "table" (named parameters), "rule" (GoL checkboxes), "sliders"
 # (Particle Lenia's scalars) or "mutation" (network weights: σ-mutation only)
+GIF_STEPS = 120  # the Lab's GIF: these steps from the start (step 0) of its θ and seed, every second one drawn
 EDITORS = {"lenia": "table", "flow_lenia": "table", "plife": "table", "gol": "rule", "plenia": "sliders",
            "boids": "mutation", "nca_d1": "mutation", "nca_d3": "mutation", "dnca": "mutation",
            "plife_plus": "mutation"}
@@ -293,7 +294,8 @@ class LabModel(param.Parameterized):
 
     def set_param(self, name: str, value) -> None:
         """Edit a named physical parameter (e.g. Lenia m/s/h per kernel, Particle Life alpha/beta) in place;
-        the simulation goes on from its current state with the new dynamics."""
+        the simulation goes on from its current state with the new dynamics. θ follows (Substrate.theta_with:
+        the numbers changed, each within θ's reach), so a snapshot's θ, a reset and a GIF play what was edited."""
         if name not in self.params:
             raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
         value = np.asarray(value, np.float64)
@@ -304,7 +306,19 @@ class LabModel(param.Parameterized):
         if self.substrate == "plenia":  # its θ is known from the values: keep the two in step
             self.set_scalar(name, float(value))
             return
-        self.params = {**self.params, name: value}
+        with self._lock:
+            theta = self.sub.theta_with(self.theta, name, value)
+            self.params, self.theta = self.sub.decode(theta), theta
+
+    def set_cell(self, name: str, index: tuple[int, ...], value: float) -> None:
+        """One number of a parameter edited (the Lab's table cell `index` of `name`), the others as they are."""
+        current = np.array(self.params[name], np.float64) if name in self.params else None
+        if current is None:
+            raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
+        if value is None or not np.isfinite(float(value)):
+            raise ValueError(f"{name} takes finite numbers (a cell left empty is none): kept the value it had")
+        current[index] = float(value)
+        self.set_param(name, current)
 
     def set_target_image(self, image: np.ndarray | None) -> None:
         """A target image for the score trace (any FM); None goes back to the prompt."""
@@ -491,13 +505,13 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
 def _table_editor(model: LabModel, guarded) -> list:
     import pandas as pd
 
-    def frame() -> pd.DataFrame:
+    def frame() -> pd.DataFrame:  # shown to 4 places (float32's noise digits crowded the cells); edits are exact
         p = model.params
         if model.substrate in ("lenia", "flow_lenia"):
-            return pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).rename_axis("kernel")
-        df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).rename_axis("colour")
-        df["β"] = p["beta"]
-        return df
+            return pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).astype(float).round(4).rename_axis("kernel")
+        df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).astype(float).round(3)
+        df["β"] = np.round(p["beta"].astype(float), 4)
+        return df.rename_axis("colour")
 
     df = frame()
     # fit_columns: Particle Life's eight columns share the editor's width (laid out to their data, they ran
@@ -507,19 +521,22 @@ def _table_editor(model: LabModel, guarded) -> list:
                                  formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
                                              for c in df.columns if c.startswith("α")})
 
-    def apply(column: str) -> None:
-        value = table.value
-        if model.substrate == "plife":
-            model.set_param("alpha", value[[f"α·{j}" for j in range(6)]].to_numpy())
-            model.set_param("beta", value["β"].to_numpy())
+    def apply(event) -> None:  # the one cell edited, the others as the model holds them (not their rounding)
+        row, column = int(event.row), str(event.column)
+        if column.startswith("α·"):
+            model.set_cell("alpha", (row, int(column.removeprefix("α·"))), event.value)
         else:
-            model.set_param(column, value[column].to_numpy())
+            model.set_cell({"β": "beta"}.get(column, column), (row,), event.value)
 
     def put_back() -> None:  # the refused cell shows the value kept again (an emptied one showed "-")
         table.value = frame()
 
-    table.on_edit(lambda event: guarded(lambda: apply(event.column), put_back))
-    return [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them)"), table]
+    table.on_edit(lambda event: guarded(lambda: apply(event), put_back))
+    ranges = ("m: growth centre, s: growth width, h: kernel weight, each within θ's reach of the pattern's value"
+              if model.substrate in ("lenia", "flow_lenia") else
+              "α·j: colour i's attraction to colour j, from −1.5 to 1.5; β: colour i's repulsion radius, 0 to 1")
+    return [pn.pane.Markdown("**Parameters** (edit a cell; the simulation goes on with them, and θ with it)"),
+            table, pn.pane.Markdown(ranges, styles={"color": "#666", "font-size": "12px"})]
 
 
 def _rule_editor(model: LabModel, guarded) -> list:
@@ -662,6 +679,14 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         model.tell(why, "danger")
 
     seed = checked_int_input(model, "seed", refused, sizing_mode="stretch_width")
+
+    def seed_for_substrate(*_):  # Lenia's start is its θ's own pattern: a seed there changed nothing, silently
+        seeded = model.sub.seeded_init
+        seed.param.update(disabled=not seeded, description=None if seeded else
+                          f"{model.substrate} starts from its θ's own pattern: no seed draws its initial state")
+
+    seed_for_substrate()
+    model.param.watch(page.wrap(seed_for_substrate), "substrate")
     controls = pn.Param(model, parameters=["steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "label": "▶ play / pause",
                                              "color": "primary"}},
@@ -751,7 +776,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     # --- save
     snap = pn.widgets.Button(label="snapshot PNG + θ", sizing_mode="stretch_width")
-    video = pn.widgets.Button(label="export GIF", sizing_mode="stretch_width")
+    video = pn.widgets.Button(label="export GIF (from the start)", sizing_mode="stretch_width",
+                              description=f"steps 0 to {GIF_STEPS} of the θ and seed on show, every second one drawn")
     snap.on_click(lambda e: model.tell(f"saved {model.snapshot()}", "success"))
 
     def export_gif() -> Path:
@@ -760,7 +786,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         out = Path(model.snapshot_dir)
         out.mkdir(parents=True, exist_ok=True)
         [gif] = fresh_paths(out / f"{model.substrate}-seed{model.seed}", (".gif",))  # keeps earlier exports
-        return export(model.sub, model.params, 120, gif,
+        return export(model.sub, model.params, GIF_STEPS, gif,
                       seed=model.seed, size=RENDER_SIZE.get(model.substrate, 224), every=2)
 
     async def on_video(event):
@@ -769,8 +795,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     video.on_click(on_video)
 
+    # fps: frames the substrate computes (and renders) per second; the page shows at most one per period_ms
     status = pn.bind(lambda n, fps, playing: f"{'playing' if playing else 'paused'} · step **{n}** · "
-                     f"{fps:.1f} fps", model.param.step_count, model.param.fps, model.param.playing)
+                     f"{fps:.1f} frames/s computed", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
     step_reset = pn.Row(step, reset, sizing_mode="stretch_width")

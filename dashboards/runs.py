@@ -178,10 +178,12 @@ class RunsModel(param.Parameterized):
             return pd.DataFrame(columns=["id", "seed", "done", "unit", "status", "best"])
         keys = [k for k in comparison.differs if k != "config.seed"]
         out = []
+        noted = any(r.get("note") for r in comparison.rows)  # the researchers' own words, where there are some
         for r in comparison.rows:
             out.append({"id": r["id"], "seed": r["seed"],
                         **{k.removeprefix("config."): value_text(comparison.differs[k][r["id"]]) for k in keys},
-                        **_done(r), "status": r["status"], "best": best_text(r)})
+                        **_done(r), "status": r["status"], "best": best_text(r),
+                        **({"note": r.get("note") or ""} if noted else {})})
         return pd.DataFrame(out)
 
     def note(self, run_id: str, text: str) -> str:
@@ -496,13 +498,13 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     cancel = pn.widgets.Button(label="keep them", visible=False, sizing_mode="stretch_width")
     removal = pn.pane.Markdown("", sizing_mode="stretch_width")
     asked: list[str] = []  # the runs the question names: removed on "yes" whatever is ticked by then
-    note = pn.widgets.TextAreaInput(label="Note on the ticked run", placeholder="tick one run", disabled=True,
-                                    max_length=MAX_NOTE, height=80, sizing_mode="stretch_width")
-    save_note = pn.widgets.Button(label="save note", disabled=True, sizing_mode="stretch_width")
+    # saved as the field is left (its value is sent then): a "save" button's click could reach the server before
+    # the text typed just before it, and saved the text the field had held
+    note = pn.widgets.TextAreaInput(label="Note on the ticked run (saved as you leave the field)",
+                                    placeholder="tick one run", disabled=True, max_length=MAX_NOTE, height=80,
+                                    sizing_mode="stretch_width")
     noted = pn.pane.Markdown("", sizing_mode="stretch_width")
-    # the field's text as last typed: value follows only when the field loses focus, value_input each key
-    typed = [""]
-    note.param.watch(lambda e: typed.__setitem__(0, e.new or ""), ["value", "value_input"])
+    showing = [False]  # the field filled from the model is not the user writing
     curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
@@ -566,17 +568,20 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         """The note field holds the one ticked run's note (two or none ticked: nothing to write on)."""
         one = model.selected[-1] if len(model.selected) == 1 else None
         row = next((r for r in model._rows if r["id"] == one), None) if one else None
-        note.param.update(value=(row or {}).get("note") or "", disabled=one is None,
-                          placeholder=f"what {one} is for" if one else "tick one run")
-        save_note.disabled = one is None
+        showing[0] = True
+        try:
+            note.param.update(value=(row or {}).get("note") or "", disabled=one is None,
+                              placeholder=f"what {one} is for" if one else "tick one run")
+        finally:
+            showing[0] = False
         noted.object = ""
 
-    def on_save_note(event):
+    def on_note(event):
         run_id = model.selected[-1] if len(model.selected) == 1 else None
-        if run_id is None:
+        if showing[0] or run_id is None:
             return
         try:
-            written = model.note(run_id, typed[0])
+            written = model.note(run_id, event.new or "")
         except ValueError as exc:
             noted.object = f"**not saved:** {exc}"
             return
@@ -590,7 +595,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
     model.param.watch(draw, ["kind", "status", "query", "limit"])
     remove.on_click(ask_removal)
-    save_note.on_click(on_save_note)
+    note.param.watch(on_note, "value")
     model.param.watch(show_note, "selected")
     confirm.on_click(on_confirm)
     cancel.on_click(on_cancel)
@@ -601,7 +606,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
-               section("Note"), note, save_note, noted, section("Remove"), remove, confirm, cancel, removal,
+               section("Note"), note, noted, section("Remove"), remove, confirm, cancel, removal,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

@@ -161,6 +161,13 @@ class Substrate(ABC):
         params = {k: v.astype(np.float32) for k, v in params.items()}
         return params if batched else {k: v[0] for k, v in params.items()}
 
+    def theta_with(self, theta: Any, name: str, value: Any) -> np.ndarray:
+        """θ changed so that decode gives parameter `name` the numbers `value` (its shape): only the entries of θ
+        behind the numbers that differ from what θ decodes to now change, so a θ edited one number at a time (the
+        Lab's tables) is the θ that plays and saves. ValueError for a value θ cannot reach (its range named), and
+        for substrates whose parameters are not θ's one by one (networks: their weights are θ)."""
+        raise ValueError(f"{self.name}: θ is not set parameter by parameter; edit θ itself")
+
     def zero_theta(self) -> np.ndarray:
         return np.zeros(self.n_params, dtype=np.float32)
 

@@ -118,6 +118,33 @@ class Lenia(Substrate):
         return {"m": dyn[:, :k], "s": dyn[:, k:2 * k], "h": dyn[:, 2 * k:],
                 "cells": cells.reshape(-1, self.cells, self.cells, self.channels)}
 
+    def theta_with(self, theta, name: str, value) -> np.ndarray:
+        """θ giving m, s, h or cells the numbers `value` (Substrate.theta_with). θ moves each of m, s, h within
+        sigmoid(logit(the pattern's value) ± 1) (its clip to ±1): a number outside that reach is refused with it;
+        cells take any number in (0, 1)."""
+        theta = np.array(theta, np.float64).reshape(self.n_params)
+        old = self.decode(theta)
+        if name not in old:
+            raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
+        value = np.asarray(value, np.float64)
+        if value.shape != old[name].shape or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} takes {old[name].shape} finite numbers, got {value.shape}")
+        k = self.n_kernels
+        start = {"m": 0, "s": k, "h": 2 * k, "cells": self.n_dyn}[name]
+        where = start + np.arange(value.size)
+        base, new, changed = self.base[where], value.ravel(), (value != old[name]).ravel()
+        low, high = (_sigmoid(base - 1.0), _sigmoid(base + 1.0)) if name != "cells" else (0.0, 1.0)
+        out = changed & ((new < low) | (new > high) if name != "cells" else (new <= 0.0) | (new >= 1.0))
+        if out.any():
+            i = int(np.argmax(out))
+            if name == "cells":
+                raise ValueError(f"cells take numbers in (0, 1), got {new[i]:g}")
+            raise ValueError(f"{name}[{i}] = {new[i]:g} is out of θ's reach: it moves {name}[{i}] from "
+                             f"{low[i]:.4g} to {high[i]:.4g} (the pattern's {_sigmoid(base[i]):.4g}, θ clipped to ±1)")
+        theta[where[changed]] = np.clip(_logit(new[changed]) - base[changed], -1.0, 1.0) if name != "cells" \
+            else _logit(new[changed]) - base[changed]
+        return theta
+
     def world_from_cells(self, cells: torch.Tensor) -> torch.Tensor:
         P = cells.shape[0]
         world = torch.zeros(P, self.grid, self.grid, self.channels, device=self.device)

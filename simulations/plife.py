@@ -51,6 +51,29 @@ class ParticleLife(Substrate):
         alpha = 3.0 / (1.0 + np.exp(-theta[:, N_COLOURS:])) - 1.5
         return {"alpha": alpha.reshape(-1, N_COLOURS, N_COLOURS), "beta": beta}
 
+    def theta_with(self, theta, name: str, value) -> np.ndarray:
+        """θ giving α or β the numbers `value` (Substrate.theta_with): β in (0, 1) (θ = logit β), α in (−1.5, 1.5)
+        (θ = logit((α + 1.5) / 3)); a number outside is refused with its range."""
+        theta = np.array(theta, np.float64).reshape(self.n_params)
+        old = self.decode(theta)
+        if name not in old:
+            raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
+        value = np.asarray(value, np.float64)
+        if value.shape != old[name].shape or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} takes {old[name].shape} finite numbers, got {value.shape}")
+        low, high, start = (0.0, 1.0, 0) if name == "beta" else (-1.5, 1.5, N_COLOURS)
+        new, changed = value.ravel(), (value != old[name]).ravel()
+        out = changed & ((new <= low) | (new >= high))
+        if out.any():
+            i = int(np.argmax(out))
+            where = f"[{i}]" if name == "beta" else f"[{i // N_COLOURS}, {i % N_COLOURS}]"
+            raise ValueError(f"{name}{where} = {new[i]:g}: {name} takes numbers between {low:g} and {high:g} "
+                             "(both left out)")
+        unit = (new - low) / (high - low)
+        where = start + np.flatnonzero(changed)
+        theta[where] = np.log(unit[changed]) - np.log1p(-unit[changed])
+        return theta
+
     def _init(self, params, seeds):
         xs, cs = [], []
         for seed in seeds:

@@ -231,6 +231,45 @@ def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     assert words.message_kind == "danger" and "no text encoder" in words.message
 
 
+def test_lab_table_edits_move_theta_so_a_snapshot_or_reset_plays_them(tmp_path):
+    """A cell edited in the Lab's table (Lenia's m, s, h; Particle Life's α, β) moves θ with the parameters: the
+    snapshot's θ, a reset and a GIF play the edit (θ stayed the default, the edit lost on save). Only the numbers
+    edited move θ; a number θ cannot reach is refused with its range, the cell put back."""
+    import panel as pn
+    from panel.models.tabulator import TableEditEvent
+
+    from workbench.dashboards.lab import param_editor
+
+    model = LabModel(substrate="lenia", snapshot_dir=str(tmp_path))
+    [table] = [w for w in param_editor(model).objects if isinstance(w, pn.widgets.Tabulator)]
+    m = model.params["m"].copy()
+    table.patch({"m": [(1, 0.2)]})
+    table._process_event(TableEditEvent(model=None, column="m", row=1))
+    assert model.message == "" and model.params["m"][1] == pytest.approx(0.2) and np.count_nonzero(model.theta) == 1
+    snap = model.snapshot()
+    theta = np.load(next(tmp_path.glob("*.npy")))
+    np.testing.assert_array_equal(theta, model.theta)
+    assert model.sub.decode(theta)["m"][1] == pytest.approx(0.2), snap
+    model.reset()  # back to the start of the edited θ, not the pattern's
+    assert model.params["m"][1] == pytest.approx(0.2) and model.params["m"][0] == m[0]
+    table.patch({"s": [(0, 7.0)]})
+    table._process_event(TableEditEvent(model=None, column="s", row=0))
+    assert model.message_kind == "danger" and "s[0] = 7 is out of θ's reach: it moves s[0] from" in model.message
+    assert np.count_nonzero(model.theta) == 1
+    life = LabModel(substrate="plife")
+    [table] = [w for w in param_editor(life).objects if isinstance(w, pn.widgets.Tabulator)]
+    table.patch({"α·2": [(1, 0.5)]})
+    table._process_event(TableEditEvent(model=None, column="α·2", row=1))
+    assert life.params["alpha"][1, 2] == pytest.approx(0.5) and np.flatnonzero(life.theta).tolist() == [6 + 6 + 2]
+    table.patch({"β": [(0, 1.0)]})
+    table._process_event(TableEditEvent(model=None, column="β", row=0))
+    assert "beta[0] = 1: beta takes numbers between 0 and 1 (both left out)" in life.message
+    nca = LabModel(substrate="nca_d1")
+    name, weights = next(iter(nca.params.items()))
+    with pytest.raises(ValueError, match="θ is not set parameter by parameter"):
+        nca.set_param(name, np.zeros_like(weights))
+
+
 def test_lab_messages_follow_the_last_action():
     """The alert is about the last action: a refusal went on showing over later actions that worked. An emptied
     table cell is refused in the page's words and shows the value kept again (it showed "-"). An FM without a
@@ -248,7 +287,7 @@ def test_lab_messages_follow_the_last_action():
     table._process_event(TableEditEvent(model=None, column="m", row=0))
     assert model.message_kind == "danger" and "left empty" in model.message, model.message
     np.testing.assert_array_equal(model.params["m"], m)
-    np.testing.assert_array_equal(table.value["m"].to_numpy(), m)  # the cell shows the value kept
+    np.testing.assert_array_equal(table.value["m"].to_numpy(), m.astype(float).round(4))  # the value kept, shown
     table.patch({"m": [(0, m[0] + 0.01)]})  # the next edit works: the refusal goes
     table._process_event(TableEditEvent(model=None, column="m", row=0))
     assert model.message == "" and model.params["m"][0] == pytest.approx(m[0] + 0.01)
@@ -664,8 +703,8 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
 
 
 def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it(tmp_path):
-    """The Runs page's Note: one run ticked, the field holds its note; saved, the card, the table and the search
-    show it; two ticked or none, nothing to write on; too long a note is refused in words."""
+    """The Runs page's Note: one run ticked, the field holds its note; saved as the field is left, the card, the
+    table and the search show it; two ticked or none, nothing to write on; too long a note is refused in words."""
     import panel as pn
 
     from workbench.dashboards.runs import runs_page
@@ -678,25 +717,24 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     objects = pn.Column(*page.main, *page.sidebar)
     (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
     (note,) = objects.select(pn.widgets.TextAreaInput)
-    (save,) = [b for b in objects.select(pn.widgets.Button) if b.label == "save note"]
     (query,) = [w for w in objects.select(pn.widgets.TextInput) if w.name == "Search"]
     (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
-    assert note.disabled and save.disabled
+    assert note.disabled
     compare.value = [first.id]
-    assert note.value == "the old note" and not note.disabled and not save.disabled
-    note.value_input = "baseline <of> figure 3"  # typed, the field not left yet
-    save.clicks += 1
+    assert note.value == "the old note" and not note.disabled and first.note == "the old note"  # shown, not saved
+    note.value = "baseline <of> figure 3"  # typed, and the field left
     assert first.note == "baseline <of> figure 3" and "baseline &lt;of&gt; figure 3" in gallery.object
     assert list(table.value.set_index("id")["note"]) == ["baseline <of> figure 3", ""]
     query.value = "figure 3"
     assert first.id in gallery.object and second.id not in gallery.object
     note.value = "x" * (MAX_NOTE + 1)
-    save.clicks += 1
     assert first.note == "baseline <of> figure 3" and any(
         f"not saved:** the note has {MAX_NOTE + 1} characters" in (p.object or "")
         for p in objects.select(pn.pane.Markdown))
     compare.value = [first.id, second.id]
-    assert note.disabled and save.disabled
+    assert note.disabled
+    (settings,) = [p for p in objects.select(pn.pane.DataFrame) if p.name == "compare-settings"]
+    assert list(settings.object["note"]) == ["baseline <of> figure 3", ""]  # compared, with their notes
 
 
 def test_atlas_model_snaps_and_exports(runs, tmp_path):
@@ -721,6 +759,15 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     with pytest.raises(ValueError, match="not a finished illumination run"):
         model.choose(runs["dare_ties"])
     model.choose(runs["illuminate"])
+    model.selected = 5
+    model.projection = "pca"  # another layout of its run: the member played stays picked (its cell outlined)
+    assert model.selected == 5 and model.revision == 3
+    for name in ("a", "b"):  # two runs (a run is its folder)
+        shutil.copytree(Path(runs["dir"]) / runs["illuminate"], tmp_path / "two" / name)
+    other = AtlasModel(runs_dir=str(tmp_path / "two"))
+    other.selected = 3
+    other.run_id = "a" if other.run_id == "b" else "b"  # another run: none of its members is picked
+    assert other.selected == -1
 
 
 def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
@@ -1454,6 +1501,8 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
     """In Chromium, on a server of its own: a note typed on the one run ticked and saved shows on its card; a run
     ticked in the Table, "remove", the question, "yes": its folder is gone and its card leaves the gallery; the
     other run stays."""
+    from playwright.sync_api import expect
+
     from workbench.runs import RunStore
 
     store = RunStore(tmp_path / "runs")
@@ -1467,8 +1516,10 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
         kept.check()
-        page.get_by_label("Note on the ticked run").fill("kept for figure 2")
-        page.get_by_role("button", name="save note").click()
+        field = page.get_by_label("Note on the ticked run (saved as you leave the field)")
+        expect(field).to_be_enabled(timeout=30000)
+        field.fill("kept for figure 2")
+        field.press("Tab")
         page.get_by_text(f"note saved on {stays.id}").wait_for(timeout=30000)
         kept.uncheck()
         page.locator(".tabulator-row", has_text=gone.id).locator("input[type=checkbox]").check()

@@ -353,6 +353,10 @@ def test_run_id_prefixes(tmp_path, monkeypatch):
         store.open(a.id[:10])
     with pytest.raises(RunError, match="no run 'zzz'"):
         store.open("zzz")
+    (tmp_path / "snapshots").mkdir()  # the Lab's, in the store's folder: no run to match or to name
+    with pytest.raises(RunError, match=r"no run 'snap' in .* \(latest runs: [^)]*\)$") as refused:
+        store.open("snap")
+    assert "snapshots" not in str(refused.value)
 
 
 def test_heartbeat_and_interrupted_runs(tmp_path, capsys):

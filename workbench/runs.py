@@ -911,8 +911,9 @@ class RunStore:
             raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
         if run_id and (self.root / run_id).is_dir() and "/" not in run_id and "\\" not in run_id:
             return run_id
-        ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if self.root.is_dir() else []
+        # runs only: the Lab's snapshots or a page's figures folder is no run to match or to name
+        ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                     and (p / "run.json").exists()) if self.root.is_dir() else []
         matches = [i for i in ids if run_id and i.startswith(run_id)]
         if len(matches) == 1:
             return matches[0]

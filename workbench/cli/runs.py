@@ -128,14 +128,17 @@ def _compare_tables(comparison) -> None:
     # one unit for the column: CycleQD's generations where every run is one (runs list counts them so too)
     units = {step_unit(r["kind"]) for r in comparison.rows}
     unit = units.pop() if len(units) == 1 else "iterations"
+    noted = any(r.get("note") for r in comparison.rows)  # the researchers' own words on the runs
     table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
-                  Column(unit, **whole), Column(best, **whole), title="runs compared" + note)
+                  Column(unit, **whole), Column(best, **whole),
+                  *([Column("note", overflow="fold", min_width=12)] if noted else []), title="runs compared" + note)
     for r in comparison.rows:
         mine = kinds_shown.get(str(r["kind"]), [])
         cells = [value_text(comparison.differs[k][r["id"]]) if k in mine else "" for k in shown]
         value = "" if r["best"] is None else f"{r['best']:.4f}"
         done = str(steps_done(r["kind"], r["iterations"])[0] if unit != "iterations" else r["iterations"])
-        table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], done, value)
+        table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], done, value,
+                      *([r.get("note") or ""] if noted else []))
     console.print(table)
     if comparison.has_replicates:
         groups = Table("setting", "runs", "seeds", Column("after iterations", **whole),
