@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +223,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             player.substrate = model.substrate
         player.set_theta(model.thetas[event.new], seed=model.member_seed(event.new))
         player.playing = True
-        playing.object = f"playing population member **{event.new}** of `{model.run_id}`"
+        link = f"./lab?run={urllib.parse.quote(str(model.run_id), safe='')}&member={event.new}"
+        playing.object = (f"playing population member **{event.new}** of `{model.run_id}` · "
+                          f"[open it in the Lab]({link}) (edit, score, snapshot)")
 
     model.param.watch(on_select, "selected")
     pn.state.add_periodic_callback(player.tick, period=50, start=True)

@@ -1627,6 +1627,14 @@ CELL_PLACES = """() => {  // where the atlas' cells put the population members (
 }"""
 
 
+CELL_PICKED = """() => {  // the population members whose cells are outlined (Bokeh's selection)
+  const fig = Bokeh.documents[0].get_model_by_name('atlas');
+  for (const r of fig.renderers)
+    if (r.data_source.columns().includes('theta_norm')) return Array.from(r.data_source.selected.indices);
+  return null;
+}"""
+
+
 def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/atlas?run={SERVED[server]['ids']['illuminate']}", request) as page:
         _wait_for_model(page, "atlas")
@@ -1635,9 +1643,13 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         box = canvas.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text("playing population member").wait_for(timeout=30000)
+        href = page.get_by_role("link", name="open it in the Lab").get_attribute("href")
+        member = int(re.fullmatch(r"\./lab\?run=[^&]+&member=(\d+)", href).group(1))  # the Lab opens that member
+        assert page.evaluate(CELL_PICKED) == [member]
         pca = page.evaluate(CELL_PLACES)
         page.get_by_role("button", name="UMAP").click()  # compiles, unless an earlier process on this machine did
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
+        assert page.evaluate(CELL_PICKED) == [member]  # still played, its cell outlined where it lies now
         umap = page.evaluate(CELL_PLACES)
         page.get_by_role("button", name="t-SNE").click()
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {umap!r}", timeout=300000)  # laid out: exported as such
