@@ -190,7 +190,16 @@ def atlas_view(model: AtlasModel, size: int = 560):
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.lab import LabModel, frame_view
-    from workbench.dashboards.shell import off_loop, placeholder, put_back, run_asked, section, shell
+    from workbench.dashboards.shell import (
+        download_button,
+        off_loop,
+        offer,
+        placeholder,
+        put_back,
+        run_asked,
+        section,
+        shell,
+    )
 
     model = AtlasModel(runs_dir=runs_dir)
     wanted = run_asked(pn.state.session_args) if pn.state.curdoc else None
@@ -265,15 +274,17 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         w.param.watch(relayout, "value")
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
+    download = download_button()
 
     def on_export(event):
         [png] = fresh_paths(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
         path = model.export_png(png)
         saved.object = f"saved `{path}` (4× the thumbnails' resolution)"
+        offer(download, path)
 
     export.on_click(on_export)
     sidebar = [section("Run"), run, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)), projection,
-               seed, section("Export"), export, saved]
+               seed, section("Export"), export, saved, download]
     main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), frame_view(player, size=300), playing,
                                               margin=(0, 20)))]
     return shell("atlas", main, sidebar, standalone=standalone)

@@ -1003,7 +1003,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
                                           sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Seeds pooled (same settings)",
                                                 sizing_mode="stretch_width")
-    fmt, size, export, status = export_controls(
+    fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
@@ -1067,7 +1067,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
     build()
     sidebar = [section("Run"), picker, refresh, section("View"), matrix, compare, section("Export for a paper"), what,
-               fmt, size, export, status]
+               fmt, size, export, status, download]
     return shell("experts", [alert, header, tabs], sidebar, standalone=standalone)
 
 

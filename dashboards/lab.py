@@ -639,7 +639,16 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
 def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
              standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import PageThread, checked_int_input, off_loop, run_asked, section, shell
+    from workbench.dashboards.shell import (
+        PageThread,
+        checked_int_input,
+        download_button,
+        off_loop,
+        offer,
+        run_asked,
+        section,
+        shell,
+    )
 
     model = model or LabModel(snapshot_dir=str(Path(runs_dir) / "snapshots"))
     # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
@@ -778,7 +787,16 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     snap = pn.widgets.Button(label="snapshot PNG + θ", sizing_mode="stretch_width")
     video = pn.widgets.Button(label="export GIF (from the start)", sizing_mode="stretch_width",
                               description=f"steps 0 to {GIF_STEPS} of the θ and seed on show, every second one drawn")
-    snap.on_click(lambda e: model.tell(f"saved {model.snapshot()}", "success"))
+    # what was saved, for a browser elsewhere to take (the files are on the server's disk)
+    downloads = [download_button(), download_button()]
+
+    def on_snapshot(event):
+        png = model.snapshot()
+        model.tell(f"saved {png} and its θ", "success")
+        offer(downloads[0], png)
+        offer(downloads[1], png.with_suffix(".npy"))
+
+    snap.on_click(on_snapshot)
 
     def export_gif() -> Path:
         from workbench.export import export
@@ -792,6 +810,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     async def on_video(event):
         path = await off_loop(export_gif, busy=[video])
         model.tell(f"saved {path}", "success")
+        offer(downloads[0], path)
+        downloads[1].visible = False
 
     video.on_click(on_video)
 
@@ -806,7 +826,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     sidebar = [section("Simulation"), substrate, seed, controls, step_reset, mutate,
                section("θ from a run or a file"), run_id, load, theta_file, preset,
                section("FM score trace"), score_controls, score_every, upload,
-               section("Save"), pn.Row(snap, video, sizing_mode="stretch_width")]
+               section("Save"), pn.Row(snap, video, sizing_mode="stretch_width"),
+               pn.Row(*downloads, sizing_mode="stretch_width")]
     main = [alert,
             pn.FlexBox(pn.Column(pn.pane.Markdown(status, margin=(0, 10)), frame, margin=(0, 10)),
                        pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400))]

@@ -168,7 +168,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
-    fmt, size, export, status = export_controls(
+    fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
@@ -218,7 +218,8 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
     build_tabs()
-    sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status]
+    sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status,
+               download]
     return shell("merge", [alert, header, tabs], sidebar, standalone=standalone)
 
 

@@ -628,7 +628,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     results = w.TextInput(label="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
     compare = w.Button(label="compare with baselines", sizing_mode="stretch_width")
-    fmt, size, export, status = export_controls(
+    fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(model.view, model.figures_dir(), suffix, **printed))
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
@@ -798,7 +798,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
-               section("Export the view on show"), fmt, size, export, status]
+               section("Export the view on show"), fmt, size, export, status, download]
     return shell("namm", [alert, header, legend, tabs], sidebar, standalone=standalone)
 
 

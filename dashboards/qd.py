@@ -1255,7 +1255,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
-    fmt, size, export, status = export_controls(lambda suffix, **printed: model.export(
+    fmt, size, export, status, download = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
         suffix, **printed))
 
@@ -1412,7 +1412,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     else:
         build()
     sidebar = [section("Source"), runs, path, open_path, refresh, *gen_box, section("Highlight"), highlight, compare,
-               section("Export for a paper"), pn.pane.Markdown(what, margin=(0, 10)), fmt, size, export, status]
+               section("Export for a paper"), pn.pane.Markdown(what, margin=(0, 10)), fmt, size, export, status,
+               download]
     return shell("qd", [alert, header, main], sidebar, standalone=standalone)
 
 

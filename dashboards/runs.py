@@ -491,7 +491,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             table, index=False, sizing_mode="stretch_width", name="compare-settings")
         return [compared(), curves_plot(model, comparison), settings]
 
-    fmt, size, export, written = export_controls(model.export)
+    fmt, size, export, written, download = export_controls(model.export)
     remove = pn.widgets.Button(label="remove the ticked runs…", sizing_mode="stretch_width")
     confirm = pn.widgets.Button(label="yes, remove them for good", color="danger", visible=False,
                                 sizing_mode="stretch_width")
@@ -606,7 +606,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
-               section("Note"), note, noted, section("Remove"), remove, confirm, cancel, removal,
+               download, section("Note"), note, noted, section("Remove"), remove, confirm, cancel, removal,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

@@ -692,14 +692,14 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     model.param.watch(frames_for_kind, "kind")
     frames_for_kind()
     figure = pn.widgets.Select(label="Figure", options=EXPORTS, value="curve", sizing_mode="stretch_width")
-    fmt, size, export, exported = export_controls(
+    fmt, size, export, exported, download = export_controls(
         lambda suffix, **printed: model.export(figure.value, suffix, **printed))
     pn.state.add_periodic_callback(views.refresh, period=300)
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
                section("Run"), pn.Row(views.start, views.stop, views.resume, sizing_mode="stretch_width"),
-               section("Export for a paper"), figure, fmt, size, export, exported]
+               section("Export for a paper"), figure, fmt, size, export, exported, download]
     main = [alert, pn.Row(views.spinner, views.status, sizing_mode="stretch_width"),
             pn.Row(views.progress, views.count, sizing_mode="stretch_width"),
             pn.FlexBox(views.curve, pn.Column(pn.pane.Markdown("**best so far**"), views.best),

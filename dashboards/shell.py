@@ -247,12 +247,13 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
 
 
 def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Row, pn.widgets.Button,
-                                                      pn.pane.Markdown]:
+                                                      pn.pane.Markdown, pn.widgets.FileDownload]:
     """A run explorer's "export for a paper" controls: a format menu, the printed size (a row of the figure's
-    width in inches and its font), the export button and a status line. A click runs write(suffix, width=,
-    font=) off the event loop (it writes the figure on show and returns the file's path; export_settings says
-    what it is given) and says what it wrote, or why it could not (its ValueError, in the page's words). The
-    status line is the page's to use as well."""
+    width in inches and its font), the export button and what it did: a status line, and once a file is written
+    a button that downloads it to the browser (the file is on the server's disk). A click runs write(suffix,
+    width=, font=) off the event loop (it writes the figure on show and returns the file's path; export_settings
+    says what it is given) and says what it wrote, or why it could not (its ValueError, in the page's words).
+    The status line is the page's to use as well (the download button hides while it says something else)."""
     from workbench.figures import COLUMN_WIDTH, MAX_WIDTH, PAGE_WIDTH
 
     fmt = pn.widgets.Select(label="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
@@ -268,6 +269,9 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
     size = pn.Row(width, font, sizing_mode="stretch_width")
     export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    download = download_button()
+    status.param.watch(lambda e: setattr(download, "visible", False) if not str(e.new).startswith("written")
+                       else None, "object")
 
     def html_takes_no_size(event=None) -> None:  # an .html figure fills its page in the page's own font
         width.disabled = font.disabled = fmt.value == ".html"
@@ -279,6 +283,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
             settings = export_settings(fmt.value, width.value, font.value)
             path = await off_loop(functools.partial(write, fmt.value, **settings), busy=[export])
             status.object = f"written `{path}`"
+            offer(download, path)
         except ValueError as exc:
             status.object = f"**cannot export:** {page_words(str(exc))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
@@ -286,7 +291,20 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
             raise
 
     export.on_click(on_export)
-    return fmt, size, export, status
+    return fmt, size, export, status, download
+
+
+def download_button() -> pn.widgets.FileDownload:
+    """A button, hidden until `offer` hands it a file, that downloads a file the page wrote to the browser: the
+    file is on the server's disk, and a browser elsewhere (an SSH tunnel to a GPU box) has no other way to it."""
+    return pn.widgets.FileDownload(label="download", embed=False, visible=False, button_type="light",
+                                   sizing_mode="stretch_width")
+
+
+def offer(download: pn.widgets.FileDownload, path: str | os.PathLike) -> None:
+    """Show `download` for the file at `path` ("download NAME")."""
+    name = os.path.basename(str(path))
+    download.param.update(file=str(path), filename=name, label=f"download {name}", visible=True)
 
 
 def export_settings(suffix: str, width: float | None, font: str) -> dict[str, Any]:

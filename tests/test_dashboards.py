@@ -870,8 +870,9 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
     assert export_settings(".pdf", 5.5, "serif") == {"width": 5.5, "font": "serif"}
     assert export_settings(".png", None, "sans") == {"width": None, "font": None}
     assert export_settings(".html", 5.5, "serif") == {"width": None, "font": None}
-    fmt, size, export, status = export_controls(lambda suffix, **printed: None)
+    fmt, size, export, status, download = export_controls(lambda suffix, **printed: None)
     width, font = size
+    assert not download.visible  # until a file is written
     assert (width.value, font.value) == (None, "sans") and not width.disabled
     fmt.value = ".html"
     assert width.disabled and font.disabled
@@ -1330,6 +1331,10 @@ def test_lab_page_in_chromium(server, browser, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {moved}", timeout=30000)
         page.get_by_role("button", name="snapshot PNG + θ").click()
         page.get_by_text("saved").wait_for(timeout=30000)
+        # the θ saved, taken by the browser (the file is on the server's disk)
+        with page.expect_download(timeout=60000) as got:
+            page.get_by_role("button", name=re.compile(r"download lenia-seed0-step3.*\.npy")).click()
+        np.testing.assert_array_equal(np.load(got.value.path()), np.zeros(LabModel(substrate="lenia").sub.n_params))
         # the substrate menu (the switch runs on a worker thread, its spinner on the frame)
         shown = page.evaluate(FRAME_SUM)
         page.get_by_label("Substrate").select_option("boids")
@@ -1539,7 +1544,7 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
 CURVE_SOURCE = """() => {
     for (const doc of Bokeh.documents)
         for (const m of doc.all_models)
-            if (m.data !== undefined && m.data.iteration !== undefined) return [m.id, m.data.iteration.length];
+            if (m.data != null && m.data.iteration !== undefined) return [m.id, m.data.iteration.length];
     return [null, -1];
 }"""
 CURVE_POINTS = f"() => ({CURVE_SOURCE})()[1]"
@@ -1583,8 +1588,13 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         page.get_by_role("button", name="export").click()
         written = page.get_by_text(re.compile(r"written .*-openended-boids-s0-frames\.png"))
         written.wait_for(timeout=60000)
-        strip = Image.open(re.search(r"written (\S+\.png)", written.inner_text()).group(1))
+        path = Path(re.search(r"written (\S+\.png)", written.inner_text()).group(1))
+        strip = Image.open(path)
         assert 0.9 * 6.75 * 300 < strip.width <= 6.75 * 300, strip.size
+        # the file is on the server's disk; the browser takes it with the button that appears
+        with page.expect_download(timeout=60000) as got:
+            page.get_by_role("button", name=f"download {path.name}").click()
+        assert got.value.suggested_filename == path.name and Path(got.value.path()).read_bytes() == path.read_bytes()
         # a long one, stopped from the page: the curve is fed, not redrawn, so the page answers while it runs
         _fill(page, "Iters", "500")
         page.get_by_role("button", name="start", exact=True).click()
@@ -1654,9 +1664,12 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         page.get_by_role("button", name="t-SNE").click()
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {umap!r}", timeout=300000)  # laid out: exported as such
         page.get_by_role("button", name="export PNG").click()
-        page.get_by_text("atlas-tsne.png").wait_for(timeout=30000)
+        page.get_by_text(re.compile(r"saved \S+atlas-tsne\.png")).wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()  # a second export keeps the first
-        page.get_by_text("atlas-tsne-2.png").wait_for(timeout=30000)
+        page.get_by_text(re.compile(r"saved \S+atlas-tsne-2\.png")).wait_for(timeout=30000)
+        with page.expect_download(timeout=60000) as got:
+            page.get_by_role("button", name="download atlas-tsne-2.png").click()
+        assert Image.open(got.value.path()).size[0] > 0
         # a refused seed is said in the page's words (param's named 'AtlasModel.seed'), put back, and the message
         # goes with the next layout taken (it stayed up)
         from playwright.sync_api import expect
@@ -1705,7 +1718,7 @@ def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, requ
         page.locator(".bk-tab", has_text="Fitness").click()
         page.get_by_text("Export writes the tab on show: Fitness").wait_for(timeout=30000)
         page.get_by_role("button", name="export").click()
-        page.get_by_text(f"{ids['dare_ties']}-fitness.png").wait_for(timeout=60000)
+        page.get_by_text(re.compile(rf"written \S+{ids['dare_ties']}-fitness\.png")).wait_for(timeout=60000)
     with _browse(browser, f"{server}/merge?run={ids['illuminate']}", request) as page:
         page.locator(".alert").get_by_text("is an illuminate run").wait_for(timeout=60000)
 
