@@ -272,6 +272,15 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     for w in widgets.values():
         w.param.watch(relayout, "value")
+    refresh = pn.widgets.Button(label="refresh the runs", sizing_mode="stretch_width")
+
+    async def on_refresh(event):
+        """Runs finished since the page opened join the menu; a run removed since leaves it (the atlas on show
+        then lays out the newest run, off the event loop)."""
+        await off_loop(model.refresh_runs, busy=[plot, refresh])
+        run.param.update(options=list(model.param.run_id.objects), value=model.run_id)
+
+    refresh.on_click(on_refresh)
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
     download = download_button()
@@ -283,8 +292,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         offer(download, path)
 
     export.on_click(on_export)
-    sidebar = [section("Run"), run, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)), projection,
-               seed, section("Export"), export, saved, download]
+    sidebar = [section("Run"), run, refresh, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)),
+               projection, seed, section("Export"), export, saved, download]
     main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), frame_view(player, size=300), playing,
                                               margin=(0, 20)))]
     return shell("atlas", main, sidebar, standalone=standalone)

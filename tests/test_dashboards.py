@@ -770,6 +770,27 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     assert other.selected == -1
 
 
+def test_the_atlas_page_takes_runs_finished_since_it_opened(runs, tmp_path):
+    """The Atlas page's "refresh the runs": an illumination run finished after the page opened joins the menu
+    (the menu was the page's first list for good)."""
+    import panel as pn
+
+    from workbench.dashboards.atlas import atlas_page
+
+    shutil.copytree(Path(runs["dir"]) / runs["illuminate"], tmp_path / "a")  # a run is its folder
+    page = atlas_page(str(tmp_path))
+    objects = pn.Column(*page.main, *page.sidebar)
+    (menu,) = [w for w in objects.select(pn.widgets.Select) if w.name == "Run"]
+    (refresh,) = [b for b in objects.select(pn.widgets.Button) if b.label == "refresh the runs"]
+    assert menu.options == ["a"]
+    shutil.copytree(Path(runs["dir"]) / runs["illuminate"], tmp_path / "b")
+    refresh.clicks += 1
+    deadline = time.time() + 30
+    while menu.options != ["a", "b"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert menu.options == ["a", "b"] and menu.value == "a"
+
+
 def test_figure_view_of_a_merge_run_and_of_a_search(runs, tmp_path):
     """`workbench figure view` (its own process): a merge run's DFS path as the Merge page exports it; a search
     has no page view to draw: one error naming the commands that draw it."""
