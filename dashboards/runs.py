@@ -500,7 +500,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     asked: list[str] = []  # the runs the question names: removed on "yes" whatever is ticked by then
     # saved as the field is left (its value is sent then): a "save" button's click could reach the server before
     # the text typed just before it, and saved the text the field had held
-    note = pn.widgets.TextAreaInput(label="Note on the ticked run (saved as you leave the field)",
+    note = pn.widgets.TextAreaInput(label="Note on the ticked run", description="saved as you leave the field",
                                     placeholder="tick one run", disabled=True, max_length=MAX_NOTE, height=80,
                                     sizing_mode="stretch_width")
     noted = pn.pane.Markdown("", sizing_mode="stretch_width")
@@ -571,7 +571,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         showing[0] = True
         try:
             note.param.update(value=(row or {}).get("note") or "", disabled=one is None,
-                              placeholder=f"what {one} is for" if one else "tick one run")
+                              placeholder=f"what {one} is for (saved as you leave the field)" if one else
+                              "tick one run")
         finally:
             showing[0] = False
         noted.object = ""

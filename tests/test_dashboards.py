@@ -1542,7 +1542,7 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
         kept.check()
-        field = page.get_by_label("Note on the ticked run (saved as you leave the field)")
+        field = page.get_by_label("Note on the ticked run")
         expect(field).to_be_enabled(timeout=30000)
         field.fill("kept for figure 2")
         field.press("Tab")
