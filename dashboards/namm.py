@@ -134,7 +134,7 @@ class NAMMExplorer(param.Parameterized):
         return (f"namm run {run_id} has saved no policy yet (status {info.get('status')}): it saves one after its "
                 f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
 
-    @param.depends("theta", watch=True)
+    @param.depends("theta", watch=True, on_init=True)
     def adopt_run(self) -> None:
         """A trained run as θ (chosen, or picked in the θ menu) brings what it was trained at: its n_up (any
         multiple of 16 `namm train` takes: a menu lacking it gains it), its model (its statistics were collected

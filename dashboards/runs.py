@@ -205,8 +205,15 @@ class RunsModel(param.Parameterized):
         runs = [Run(store.root / store.resolve(i)) for i in ids]
         for run in runs:
             store.check_removable(run)
-        removed = [store.remove(run) for run in runs]
-        self.refresh()
+        removed: list[str] = []
+        try:
+            for run in runs:
+                removed.append(store.remove(run))
+        except (RunError, OSError) as exc:  # one that changed since the check: those before it are gone
+            gone = f"removed {', '.join(removed)}; " if removed else ""
+            raise RunError(f"{gone}{exc}") from exc
+        finally:
+            self.refresh()  # what went leaves the gallery and the table whatever came after
         return removed
 
     def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
@@ -505,6 +512,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
                                     sizing_mode="stretch_width")
     noted = pn.pane.Markdown("", sizing_mode="stretch_width")
     showing = [False]  # the field filled from the model is not the user writing
+    noting: list[str | None] = [None]  # the run whose note the field holds (the ticks may change before it is left)
     curves = pn.Column(*compare_views())
     tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
@@ -556,8 +564,11 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         confirm.visible = cancel.visible = False
         try:
             removed = model.remove(asked)
-        except ValueError as exc:
-            removal.object = f"**not removed:** {exc}"
+        except (ValueError, OSError) as exc:
+            removal.object = f"**not (all) removed:** {exc}"
+            table.value = model.table()
+            compare.options = model.ids[::-1]
+            draw()
             return
         removal.object = f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}"
         table.value = model.table()
@@ -567,6 +578,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def show_note(*_):
         """The note field holds the one ticked run's note (two or none ticked: nothing to write on)."""
         one = model.selected[-1] if len(model.selected) == 1 else None
+        noting[0] = one
         row = next((r for r in model._rows if r["id"] == one), None) if one else None
         showing[0] = True
         try:
@@ -578,7 +590,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         noted.object = ""
 
     def on_note(event):
-        run_id = model.selected[-1] if len(model.selected) == 1 else None
+        run_id = noting[0]
         if showing[0] or run_id is None:
             return
         try:

@@ -316,7 +316,7 @@ def export_settings(suffix: str, width: float | None, font: str) -> dict[str, An
 
 
 #: the CLI flags the library's messages name, as the export controls label them
-PAGE_WORDS = {"--width": "Width", "--font": "Font", "--dpi": "the resolution"}
+PAGE_WORDS = {"--width": "Width", "--font": "Font"}
 
 
 def page_words(message: str) -> str:

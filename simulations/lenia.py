@@ -122,8 +122,8 @@ class Lenia(Substrate):
         """θ giving m, s, h or cells the numbers `value` (Substrate.theta_with). θ moves each of m, s, h within
         sigmoid(logit(the pattern's value) ± 1) (its clip to ±1): a number outside that reach is refused with it;
         cells take any number in (0, 1)."""
+        old = self.decode(theta)  # θ checked (its size, its numbers)
         theta = np.array(theta, np.float64).reshape(self.n_params)
-        old = self.decode(theta)
         if name not in old:
             raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
         value = np.asarray(value, np.float64)
@@ -134,15 +134,21 @@ class Lenia(Substrate):
         where = start + np.arange(value.size)
         base, new, changed = self.base[where], value.ravel(), (value != old[name]).ravel()
         low, high = (_sigmoid(base - 1.0), _sigmoid(base + 1.0)) if name != "cells" else (0.0, 1.0)
-        out = changed & ((new < low) | (new > high) if name != "cells" else (new <= 0.0) | (new >= 1.0))
+        slack = 1e-6  # a bound as float32 (or 4 places) shows it is the bound: taken
+        out = changed & ((new < low - slack) | (new > high + slack) if name != "cells" else
+                         (new <= 0.0) | (new >= 1.0))
         if out.any():
             i = int(np.argmax(out))
             if name == "cells":
                 raise ValueError(f"cells take numbers in (0, 1), got {new[i]:g}")
+            inward = np.ceil(low[i] * 1e4) / 1e4, np.floor(high[i] * 1e4) / 1e4  # numbers that are taken
             raise ValueError(f"{name}[{i}] = {new[i]:g} is out of θ's reach: it moves {name}[{i}] from "
-                             f"{low[i]:.4g} to {high[i]:.4g} (the pattern's {_sigmoid(base[i]):.4g}, θ clipped to ±1)")
-        theta[where[changed]] = np.clip(_logit(new[changed]) - base[changed], -1.0, 1.0) if name != "cells" \
-            else _logit(new[changed]) - base[changed]
+                             f"{inward[0]:g} to {inward[1]:g} (the pattern's {_sigmoid(base[i]):.4g}, θ clipped "
+                             "to ±1)")
+        if name != "cells":
+            theta[where[changed]] = np.clip(_logit(np.clip(new, low, high)[changed]) - base[changed], -1.0, 1.0)
+        else:
+            theta[where[changed]] = _logit(new[changed]) - base[changed]
         return theta
 
     def world_from_cells(self, cells: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,8 @@ class ParticleLife(Substrate):
     def theta_with(self, theta, name: str, value) -> np.ndarray:
         """θ giving α or β the numbers `value` (Substrate.theta_with): β in (0, 1) (θ = logit β), α in (−1.5, 1.5)
         (θ = logit((α + 1.5) / 3)); a number outside is refused with its range."""
+        old = self.decode(theta)  # θ checked (its size, its numbers)
         theta = np.array(theta, np.float64).reshape(self.n_params)
-        old = self.decode(theta)
         if name not in old:
             raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
         value = np.asarray(value, np.float64)

@@ -252,10 +252,13 @@ def test_lab_table_edits_move_theta_so_a_snapshot_or_reset_plays_them(tmp_path):
     assert model.sub.decode(theta)["m"][1] == pytest.approx(0.2), snap
     model.reset()  # back to the start of the edited θ, not the pattern's
     assert model.params["m"][1] == pytest.approx(0.2) and model.params["m"][0] == m[0]
+    high = float(np.float32(1 / (1 + np.exp(-(model.sub.base[0] + 1.0)))))  # m[0]'s bound, as float32 shows it
+    model.set_cell("m", (0,), high)
+    assert model.theta[0] == 1.0 and model.message == ""
     table.patch({"s": [(0, 7.0)]})
     table._process_event(TableEditEvent(model=None, column="s", row=0))
     assert model.message_kind == "danger" and "s[0] = 7 is out of θ's reach: it moves s[0] from" in model.message
-    assert np.count_nonzero(model.theta) == 1
+    assert np.count_nonzero(model.theta) == 2
     life = LabModel(substrate="plife")
     [table] = [w for w in param_editor(life).objects if isinstance(w, pn.widgets.Tabulator)]
     table.patch({"α·2": [(1, 0.5)]})
@@ -699,7 +702,7 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
     compare.value = [kept.id, live.id]
     remove.clicks += 1
     confirm.clicks += 1
-    assert f"**not removed:** run {live.id} is running (pid {os.getpid()} on " in told() and kept.path.is_dir()
+    assert f"**not (all) removed:** run {live.id} is running (pid {os.getpid()} on " in told() and kept.path.is_dir()
 
 
 def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it(tmp_path):

@@ -558,6 +558,8 @@ def test_legend_entries_renamed_for_a_paper_take_their_colours_by_the_new_name(s
     assert legend_names(rename(band, {"sigma=0.3": "ours"})) == ["ours", "b"]
     assert [e.label for e in rename(band, {"sigma=0.3": "ours"})] == ["ours (n=2)", "ours (n=2)", "b"]
     assert rename(band, {}) is band
+    with pytest.raises(ValueError, match="two legend entries would be called 'b'"):
+        rename(band, {"sigma=0.3": "b (n=4)"})  # one colour key ("b") for two entries
     for bad, message in ((["--rename", "sigma=2", "x"], "--rename 'sigma=2': the figure has no legend entry "
                                                          "'sigma=2'; its entries are"),
                          (["--rename", label, "a", "--rename", label, "b"], "is given twice"),

@@ -417,6 +417,7 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     assert (picked.n_up, picked.strict, picked.model_name) == (256, False, "tiny")
     picked.param.update(theta="random", n_up=32)  # each can be changed afterwards
     assert picked.n_up == 32
+    assert NAMMExplorer(runs_dir=str(store.root), theta=r.id).n_up == 256  # given when made, too
     args = ("figure", "namm", r.id, "--runs", str(store.root))
     done = run(*args, "--prompt", "Hi", "--step", "1", "--out", str(tmp_path / "none.pdf"))
     said = re.search(r"(\d+) tokens \(the prompt's (\d+) and (\d+) of its answer\) make no eviction step \(one "

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -554,13 +555,33 @@ def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resu
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.id, paused.id, "snapshots"])
     assert [r["id"] for r in store.list()] == [live.id, paused.id]
     resuming = Run(paused.path)
-    resuming.claim()  # a resume setting up
+    resuming.claim()  # a resume setting up (or a finished run's going on: its status says "done")
     try:
-        with pytest.raises(RunError, match=f"run {paused.id} is resuming \\(pid {os.getpid()} on "):
+        with pytest.raises(RunError, match=f"run {paused.id} is held by another process \\(a resume\\) \\(pid "
+                                           f"{os.getpid()} on "):
             store.remove(paused.id)
     finally:
         resuming.release()
+    # a run.json this version does not read (a newer workbench's) that says its run runs: refused all the same
+    newer = json.loads((live.path / "run.json").read_text())
+    (live.path / "run.json").write_text(json.dumps({**newer, "format": newer["format"] + 1}))
+    with pytest.raises(RunError, match=f"run {live.id} is running \\(pid {os.getpid()} on "):
+        store.remove(live.id)
+    for hidden in ("..", ".", ".removing-x"):  # no run ids: ".." read the parent's run.json
+        with pytest.raises(RunError, match="no run"):
+            store.remove(hidden)
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    shutil.copytree(paused.path, elsewhere)
+    (tmp_path / "linked").symlink_to(elsewhere)
+    with pytest.raises(RunError, match="links to .*: remove the link yourself"):
+        store.remove("linked")
+    (tmp_path / "linked").unlink()
+    shutil.rmtree(elsewhere)
+    # what removals cut short left goes with the next one, but not what another process is deleting right now
+    (tmp_path / ".removing-cut-999999999").mkdir()  # no such process
+    (tmp_path / f".removing-busy-{os.getppid()}").mkdir()  # a live one
     assert store.remove(paused) == paused.id and not paused.path.exists()  # a Run names its run too
+    assert [p.name for p in tmp_path.glob(".removing-*")] == [f".removing-busy-{os.getppid()}"]
 
 
 def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):

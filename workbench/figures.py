@@ -243,7 +243,7 @@ def rename(obj, names: dict[str, str]):
                              + ", ".join(repr(n) for n in entries))
         if not new:
             raise ValueError(f"--rename {old!r} '': give the entry a name")
-    after = [names.get(n, n) for n in entries]
+    after = [_legend_key(names.get(n, n)) for n in entries]  # as colours are pinned: "x (n=4)" is "x"
     shared = sorted({n for n in after if after.count(n) > 1})
     if shared:
         raise ValueError(f"--rename: two legend entries would be called {shared[0]!r} (and share a colour); give "

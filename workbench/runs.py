@@ -909,7 +909,9 @@ class RunStore:
             return folder.name
         if not isinstance(run_id, str):
             raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
-        if run_id and (self.root / run_id).is_dir() and "/" not in run_id and "\\" not in run_id:
+        # a hidden name ("..", ".", a removal's .removing-…) is no run id: ".." read the parent's run.json
+        if run_id and not run_id.startswith(".") and "/" not in run_id and "\\" not in run_id \
+                and (self.root / run_id).is_dir():
             return run_id
         # runs only: the Lab's snapshots or a page's figures folder is no run to match or to name
         ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
@@ -932,37 +934,64 @@ class RunStore:
 
     def remove(self, run_id: str | Run | os.PathLike) -> str:
         """Delete the run `run_id` names (an id or unique prefix, a Run, its folder) for good, with its folder;
-        its id. Refused (RunError) while the run runs or is being resumed, here or on another host (its status:
-        stop it first), and for a folder that is no run (no run.json). A run whose run.json no longer reads
-        (broken()) is removed too. The folder leaves the store in one rename (to a hidden .removing-ID) before it
-        is deleted: a removal cut short leaves no half run in the catalog, and the next removal deletes it."""
+        its id. Refused (RunError) while the run runs or is held by another process (a resume), here or on
+        another host (stop it first), for a folder that is no run (no run.json) and for a link to a folder
+        elsewhere. A run whose run.json no longer reads is removed too, unless it says it runs. The folder leaves
+        the store in one rename (to a hidden .removing-ID-PID) before it is deleted: a removal cut short leaves no
+        half run in the catalog, and a later removal deletes what it left."""
         run = Run(self.root / self.resolve(run_id))
         if not (run.path / "run.json").exists():
             raise RunError(f"{run.path} is no run (it has no run.json); not removed")
+        if run.path.is_symlink():  # its data is elsewhere: not ours to delete through a link
+            raise RunError(f"{run.path} links to {run.path.resolve()}: remove the link yourself (the run's files "
+                           "stay where they are)")
         self.check_removable(run)
-        run.claim()  # from here no resume can start (one holding the claim already made claim() refuse)
-        trash = self.root / f".removing-{run.id}"
         try:
-            shutil.rmtree(trash, ignore_errors=True)  # what an earlier removal of this id left
+            run.claim()  # from here no resume can start
+        except RunError:
+            raise RunError(f"run {run.id} is held by {run._claimed_by() or 'another process'} (a resume): wait "
+                           "for it to end, or stop it, then remove the run") from None
+        trash = self.root / f".removing-{run.id}-{os.getpid()}"
+        try:
             os.replace(run.path, trash)
         finally:
             run.release()
-        shutil.rmtree(trash)
-        for left in self.root.glob(".removing-*"):  # removals cut short; another process's ends the same way
-            shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
+        if trash.exists():
+            raise RunError(f"run {run.id} left the store, but {trash} could not be deleted whole: delete it yourself")
+        self._sweep_removals()
         return run.id
 
+    def _sweep_removals(self) -> None:
+        """Delete what removals cut short left (.removing-ID-PID whose process is gone: a live one is still at
+        it)."""
+        for left in self.root.glob(".removing-*"):
+            pid = left.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and _process_started(int(pid)) is not None and int(pid) != os.getpid():
+                continue  # another process deleting it now
+            shutil.rmtree(left, ignore_errors=True)
+
     def check_removable(self, run: Run) -> None:
-        """RunError where `run` may not be removed now: it is running (its process alive, here or a fresh
-        heartbeat elsewhere) or being resumed. A run whose run.json does not read runs nowhere: removable."""
+        """RunError where `run` may not be removed now: it runs (its process alive here, or a fresh heartbeat
+        elsewhere), or another process holds it (a resume setting up or going on). A run.json this version does
+        not read (damaged, or a newer workbench's) is read as plain JSON for that."""
         try:
             info = run.info
         except RunError:
-            return
-        status = run.live_status(info)
-        if status in ("running", "resuming"):
-            by = run._claimed_by() if status == "resuming" else \
-                f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None else "another process"
+            try:
+                info = json.loads((run.path / "run.json").read_text())
+            except (OSError, ValueError, RecursionError):
+                info = None
+            info = info if isinstance(info, dict) else {}
+        try:
+            running = effective_status(info) == "running"
+        except (TypeError, ValueError):  # a damaged pid or heartbeat: nothing runs it that we can tell
+            running = False
+        holder = run._claimed_by() if run._claim is None else None
+        if running or holder:
+            status = "running" if running else "held by another process (a resume)"
+            by = holder or (f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None
+                            else "another process")
             raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "
                            "page), then remove it")
 
