@@ -168,6 +168,17 @@ class Substrate(ABC):
         for substrates whose parameters are not θ's one by one (networks: their weights are θ)."""
         raise ValueError(f"{self.name}: θ is not set parameter by parameter; edit θ itself")
 
+    def _edit_checked(self, theta: Any, name: str, value: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For theta_with: θ as a float64 copy, the parameter's numbers it decodes to now, and `value`, checked
+        (θ's size and numbers, the parameter's name, value's shape and finiteness)."""
+        old = self.decode(theta)
+        if name not in old:
+            raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
+        value = np.asarray(value, np.float64)
+        if value.shape != old[name].shape or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} takes {old[name].shape} finite numbers, got {value.shape}")
+        return np.array(theta, np.float64).reshape(self.n_params), np.asarray(old[name]), value
+
     def zero_theta(self) -> np.ndarray:
         return np.zeros(self.n_params, dtype=np.float32)
 

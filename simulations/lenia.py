@@ -122,17 +122,11 @@ class Lenia(Substrate):
         """θ giving m, s, h or cells the numbers `value` (Substrate.theta_with). θ moves each of m, s, h within
         sigmoid(logit(the pattern's value) ± 1) (its clip to ±1): a number outside that reach is refused with it;
         cells take any number in (0, 1)."""
-        old = self.decode(theta)  # θ checked (its size, its numbers)
-        theta = np.array(theta, np.float64).reshape(self.n_params)
-        if name not in old:
-            raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
-        value = np.asarray(value, np.float64)
-        if value.shape != old[name].shape or not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} takes {old[name].shape} finite numbers, got {value.shape}")
+        theta, old, value = self._edit_checked(theta, name, value)
         k = self.n_kernels
         start = {"m": 0, "s": k, "h": 2 * k, "cells": self.n_dyn}[name]
         where = start + np.arange(value.size)
-        base, new, changed = self.base[where], value.ravel(), (value != old[name]).ravel()
+        base, new, changed = self.base[where], value.ravel(), (value != old).ravel()
         low, high = (_sigmoid(base - 1.0), _sigmoid(base + 1.0)) if name != "cells" else (0.0, 1.0)
         slack = 1e-6  # a bound as float32 (or 4 places) shows it is the bound: taken
         out = changed & ((new < low - slack) | (new > high + slack) if name != "cells" else

@@ -54,15 +54,9 @@ class ParticleLife(Substrate):
     def theta_with(self, theta, name: str, value) -> np.ndarray:
         """θ giving α or β the numbers `value` (Substrate.theta_with): β in (0, 1) (θ = logit β), α in (−1.5, 1.5)
         (θ = logit((α + 1.5) / 3)); a number outside is refused with its range."""
-        old = self.decode(theta)  # θ checked (its size, its numbers)
-        theta = np.array(theta, np.float64).reshape(self.n_params)
-        if name not in old:
-            raise ValueError(f"{self.name} has no parameter {name!r}; it has {', '.join(old)}")
-        value = np.asarray(value, np.float64)
-        if value.shape != old[name].shape or not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} takes {old[name].shape} finite numbers, got {value.shape}")
+        theta, old, value = self._edit_checked(theta, name, value)
         low, high, start = (0.0, 1.0, 0) if name == "beta" else (-1.5, 1.5, N_COLOURS)
-        new, changed = value.ravel(), (value != old[name]).ravel()
+        new, changed = value.ravel(), (value != old).ravel()
         out = changed & ((new <= low) | (new >= high))
         if out.any():
             i = int(np.argmax(out))

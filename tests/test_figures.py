@@ -11,6 +11,24 @@ from workbench.figures import COLUMN_WIDTH
 from workbench.runs import RunStore
 
 
+@pytest.fixture
+def before_save(monkeypatch):
+    """A list of look(fig, fmt, renderer) callables, each called with every matplotlib figure figures.save
+    writes, drawn, just before it is written (to measure where its legends went)."""
+    import matplotlib.pyplot as plt
+
+    looks, savefig = [], plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        fig.draw_without_rendering()
+        for look in looks:
+            look(fig, kwargs.get("format"), fig._get_renderer())
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    return looks
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     store = RunStore(tmp_path_factory.mktemp("runs"))
@@ -613,11 +631,10 @@ def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
     assert axes.x0 <= legend.x0 and legend.x1 <= axes.x1 and axes.y0 <= legend.y0 and legend.y1 <= axes.y1
 
 
-def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path):
+def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path, before_save):
     """Stacked panels with legends of their own (compare_panels: a loss and a fitness, each naming its runs) whose
     curves fill the axes: the upper panel's legend stayed on its lines, since under its axes it would have sat on
     the panel below. It moves under its x label; the rows move apart so that it sits on no other panel."""
-    import matplotlib.pyplot as plt
     from matplotlib.legend import Legend
 
     from workbench.figures import holoviews, panel_inches, save
@@ -630,11 +647,8 @@ def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path)
                            for k in range(6)])
 
     found = {}
-    savefig = plt.Figure.savefig
 
-    def spy(fig, *args, **kwargs):
-        fig.draw_without_rendering()
-        renderer = fig._get_renderer()
+    def look(fig, fmt, renderer):
         boxes = []
         for legend in (lg for lg in fig.findobj(Legend) if lg.get_visible() and lg.get_texts()):
             box, ax = legend.get_window_extent(renderer), legend.axes
@@ -642,30 +656,25 @@ def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path)
                            for a in fig.axes for line in a.lines)
             on_panels = [a for a in fig.axes if a is not ax and a.get_tightbbox(renderer).overlaps(box)]
             boxes.append((on_lines, on_panels, box, ax.xaxis.get_tightbbox(renderer)))
-        found[kwargs["format"]] = boxes
-        return savefig(fig, *args, **kwargs)
+        found[fmt] = boxes
 
-    plt.Figure.savefig = spy
-    try:
-        for name, layout, shape in (("column", (panel("a") + panel("b")).cols(1), (1, 2)),
-                                    ("grid", (panel("a") + panel("b") + panel("c") + panel("d")).cols(2), (2, 2))):
-            save(layout, tmp_path / f"{name}.png", style={"fig_inches": panel_inches(*shape)})
-            legends = found.pop("png")
-            assert len(legends) == shape[0] * shape[1], name
-            for on_lines, on_panels, legend, x_axis in legends:
-                assert not on_lines and not on_panels, name  # on no line, on no other panel
-                assert legend.y1 <= x_axis.y0 and x_axis.y0 - legend.y1 < 20, name  # under its own x label
-    finally:
-        plt.Figure.savefig = savefig
+    before_save.append(look)
+    for name, layout, shape in (("column", (panel("a") + panel("b")).cols(1), (1, 2)),
+                                ("grid", (panel("a") + panel("b") + panel("c") + panel("d")).cols(2), (2, 2))):
+        save(layout, tmp_path / f"{name}.png", style={"fig_inches": panel_inches(*shape)})
+        legends = found.pop("png")
+        assert len(legends) == shape[0] * shape[1], name
+        for on_lines, on_panels, legend, x_axis in legends:
+            assert not on_lines and not on_panels, name  # on no line, on no other panel
+            assert legend.y1 <= x_axis.y0 and x_axis.y0 - legend.y1 < 20, name  # under its own x label
     png = Image.open(tmp_path / "column.png")
     assert png.size[0] / png.info["dpi"][0] <= COLUMN_WIDTH  # still a column wide: the rows opened, not the width
 
 
-def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_path):
+def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_path, before_save):
     """Panels whose legends are alike (the QD curves' tasks in each) that cover their lines share one legend under
     the lowest panels (a legend under each overprinted its neighbours'); a dashed reference line across a panel
     does not count as data under a legend; a legend's title (an NdOverlay's key) stays with it."""
-    import matplotlib.pyplot as plt
     from matplotlib.legend import Legend
 
     from workbench.figures import holoviews, panel_inches, save
@@ -678,28 +687,21 @@ def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_pat
                            for k in range(4)])
 
     found = {}
-    savefig = plt.Figure.savefig
 
-    def spy(fig, *args, **kwargs):
-        fig.draw_without_rendering()
-        renderer = fig._get_renderer()
+    def look(fig, fmt, renderer):
         legends = [lg for lg in fig.findobj(Legend) if lg.get_visible()]
-        found[kwargs["format"]] = ([lg.get_window_extent(renderer) for lg in legends],
-                                   [ax.xaxis.get_tightbbox(renderer) for ax in fig.axes],
-                                   [lg.get_title().get_text() for lg in legends])
-        return savefig(fig, *args, **kwargs)
+        found[fmt] = ([lg.get_window_extent(renderer) for lg in legends],
+                      [ax.xaxis.get_tightbbox(renderer) for ax in fig.axes],
+                      [lg.get_title().get_text() for lg in legends])
 
-    plt.Figure.savefig = spy
-    try:
-        save((panel() + panel() + panel() + panel()).cols(2), tmp_path / "grid.png",
-             style={"fig_inches": panel_inches(2, 2)})
-        flat = hv.Overlay([hv.Curve((x, 0.1 * x), "t", "y", label="a"), hv.Curve((x, 0.1 * x + 0.2), "t", "y",
-                                                                                  label="b"), hv.VLine(9.5)])
-        save(flat.opts(legend_position="bottom_right", backend="matplotlib"), tmp_path / "flat.svg")
-        nd = hv.NdOverlay({i: hv.Curve((x, np.cos(x + i))) for i in range(5)}, kdims="layer")
-        save(nd, tmp_path / "nd.pdf")
-    finally:
-        plt.Figure.savefig = savefig
+    before_save.append(look)
+    save((panel() + panel() + panel() + panel()).cols(2), tmp_path / "grid.png",
+         style={"fig_inches": panel_inches(2, 2)})
+    flat = hv.Overlay([hv.Curve((x, 0.1 * x), "t", "y", label="a"), hv.Curve((x, 0.1 * x + 0.2), "t", "y",
+                                                                              label="b"), hv.VLine(9.5)])
+    save(flat.opts(legend_position="bottom_right", backend="matplotlib"), tmp_path / "flat.svg")
+    nd = hv.NdOverlay({i: hv.Curve((x, np.cos(x + i))) for i in range(5)}, kdims="layer")
+    save(nd, tmp_path / "nd.pdf")
     (shared,), x_axes, _ = found["png"]
     assert shared.y1 <= min(b.y0 for b in x_axes)  # one legend, under every panel's x label
     (kept,), (x_axis,), _ = found["svg"]
