@@ -297,7 +297,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
 def download_button() -> pn.widgets.FileDownload:
     """A button, hidden until `offer` hands it a file, that downloads a file the page wrote to the browser: the
     file is on the server's disk, and a browser elsewhere (an SSH tunnel to a GPU box) has no other way to it."""
-    return pn.widgets.FileDownload(label="download", embed=False, visible=False, button_type="light",
+    return pn.widgets.FileDownload(label="download", embed=False, visible=False, color="light",
                                    sizing_mode="stretch_width")
 
 
