@@ -940,11 +940,6 @@ class RunStore:
         the store in one rename (to a hidden .removing-ID-PID) before it is deleted: a removal cut short leaves no
         half run in the catalog, and a later removal deletes what it left."""
         run = Run(self.root / self.resolve(run_id))
-        if not (run.path / "run.json").exists():
-            raise RunError(f"{run.path} is no run (it has no run.json); not removed")
-        if run.path.is_symlink():  # its data is elsewhere: not ours to delete through a link
-            raise RunError(f"{run.path} links to {run.path.resolve()}: remove the link yourself (the run's files "
-                           "stay where they are)")
         self.check_removable(run)
         try:
             run.claim()  # from here no resume can start
@@ -972,9 +967,16 @@ class RunStore:
             shutil.rmtree(left, ignore_errors=True)
 
     def check_removable(self, run: Run) -> None:
-        """RunError where `run` may not be removed now: it runs (its process alive here, or a fresh heartbeat
-        elsewhere), or another process holds it (a resume setting up or going on). A run.json this version does
-        not read (damaged, or a newer workbench's) is read as plain JSON for that."""
+        """RunError where `run` may not be removed (remove's refusals, for callers that check a list of runs
+        before any goes): a folder that is no run (no run.json), a link to a folder elsewhere, a run that runs
+        (its process alive here, or a fresh heartbeat elsewhere) or that another process holds (a resume setting
+        up or going on). A run.json this version does not read (damaged, or a newer workbench's) is read as plain
+        JSON for that."""
+        if not (run.path / "run.json").exists():
+            raise RunError(f"{run.path} is no run (it has no run.json); not removed")
+        if run.path.is_symlink():  # its data is elsewhere: not ours to delete through a link
+            raise RunError(f"{run.path} links to {run.path.resolve()}: remove the link yourself (the run's files "
+                           "stay where they are)")
         try:
             info = run.info
         except RunError:
