@@ -221,19 +221,27 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         return shell("atlas", [alert, note], standalone=standalone)
     player = LabModel(substrate=model.substrate or "lenia")
     playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
+    shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads
     plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
 
-    def on_select(event):
+    async def on_select(event):
         if event.new < 0:  # another run laid out: its members are others
             player.playing = False
             playing.object = "Click a cell of the atlas to play its simulation here."
             return
-        if player.substrate != model.substrate:
-            player.substrate = model.substrate
-        player.set_theta(model.thetas[event.new], seed=model.member_seed(event.new))
+        member, request = event.new, player.request_switch()
+
+        def load() -> bool:  # another run's substrate compiles its kernels: on a worker thread, as the Lab's menu
+            if player.substrate != model.substrate and not player.switch(model.substrate, request):
+                return False  # a later click overtook this one
+            player.set_theta(model.thetas[member], seed=model.member_seed(member))
+            return True
+
+        if not await off_loop(load, busy=[shown_player]) or model.selected != member:
+            return
         player.playing = True
-        link = f"./lab?run={urllib.parse.quote(str(model.run_id), safe='')}&member={event.new}"
-        playing.object = (f"playing population member **{event.new}** of `{model.run_id}` · "
+        link = f"./lab?run={urllib.parse.quote(str(model.run_id), safe='')}&member={member}"
+        playing.object = (f"playing population member **{member}** of `{model.run_id}` · "
                           f"[open it in the Lab]({link}) (edit, score, snapshot)")
 
     model.param.watch(on_select, "selected")
@@ -294,8 +302,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     export.on_click(on_export)
     sidebar = [section("Run"), run, refresh, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)),
                projection, seed, section("Export"), export, saved, download]
-    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), frame_view(player, size=300), playing,
-                                              margin=(0, 20)))]
+    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), shown_player, playing, margin=(0, 20)))]
     return shell("atlas", main, sidebar, standalone=standalone)
 
 

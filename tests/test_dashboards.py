@@ -1706,6 +1706,33 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         expect(refusal).to_have_count(0, timeout=120000)
 
 
+def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(runs, browser, request, tmp_path):
+    """Atlas: a cell of a run of another substrate than the player's (Lenia's atlas open, then a Boids run picked)
+    switches the player on a worker thread, as the Lab's menu does (on the event loop its compile held every
+    session), and plays the member clicked; the run switch stopped the member played before."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    shutil.copytree(Path(runs["dir"]) / runs["illuminate"], store.root / runs["illuminate"])
+    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("lenia", "pixels", steps=8, frames=2), iters=1, pop=4,
+                       population=4)
+    lenia = run_search(cfg, store).id
+    with serving(str(store.root), tmp_path / "serve.log") as url, \
+            _browse(browser, f"{url}/atlas?run={lenia}", request) as page:
+        _wait_for_model(page, "atlas")
+        canvas = page.locator(".bk-Canvas").first
+        box = canvas.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
+        page.get_by_text(f"of {lenia}").wait_for(timeout=60000)
+        page.get_by_label("Run").select_option(runs["illuminate"])
+        page.get_by_text("Click a cell of the atlas to play its simulation here.").wait_for(timeout=60000)
+        page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        page.get_by_text(f"of {runs['illuminate']}").wait_for(timeout=60000)
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
 def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_path):
     """UMAP's first layout on a machine takes tens of seconds (numba compiles its kernels, then keeps them in its
     cache): it runs on a worker thread, so a Lab in another tab steps meanwhile. A server of its own, with an empty
