@@ -296,11 +296,10 @@ class LabModel(param.Parameterized):
         """Edit a named physical parameter (e.g. Lenia m/s/h per kernel, Particle Life alpha/beta) in place;
         the simulation goes on from its current state with the new dynamics. θ follows (Substrate.theta_with:
         the numbers changed, each within θ's reach), so a snapshot's θ, a reset and a GIF play what was edited."""
-        if name not in self.params:
-            raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
+        shape = np.shape(self._param(name))
         value = np.asarray(value, np.float64)
-        if value.shape != np.shape(self.params[name]):
-            raise ValueError(f"{name} has shape {np.shape(self.params[name])}, got {value.shape}")
+        if value.shape != shape:
+            raise ValueError(f"{name} has shape {shape}, got {value.shape}")
         if not np.all(np.isfinite(value)):
             raise ValueError(f"{name} takes finite numbers (a cell left empty is none): kept the values it had")
         if self.substrate == "plenia":  # its θ is known from the values: keep the two in step
@@ -310,11 +309,15 @@ class LabModel(param.Parameterized):
             theta = self.sub.theta_with(self.theta, name, value)
             self.params, self.theta = self.sub.decode(theta), theta
 
+    def _param(self, name: str) -> np.ndarray:
+        """The parameter `name` as it plays, or one error naming those there are."""
+        if name not in self.params:
+            raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
+        return self.params[name]
+
     def set_cell(self, name: str, index: tuple[int, ...], value: float) -> None:
         """One number of a parameter edited (the Lab's table cell `index` of `name`), the others as they are."""
-        current = np.array(self.params[name], np.float64) if name in self.params else None
-        if current is None:
-            raise ValueError(f"{self.substrate} has no parameter {name!r}; it has {sorted(self.params)}")
+        current = np.array(self._param(name), np.float64)
         if value is None or not np.isfinite(float(value)):
             raise ValueError(f"{name} takes finite numbers (a cell left empty is none): kept the value it had")
         current[index] = float(value)

@@ -18,7 +18,6 @@ import param
 
 from workbench.figures import colours_for
 from workbench.namm import trace as tr
-from workbench.namm.features import HOP
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
          "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
@@ -117,15 +116,13 @@ class NAMMExplorer(param.Parameterized):
     def _why_not(self, run_id: str) -> str:
         """Why `run_id` has no policy to open: no such run, a run of another kind, or a namm run that has saved
         none yet (it saves one after its first generation: stopped or failed before, it resumes)."""
-        import json
-
-        from workbench.runs import article
+        from workbench.runs import Run, RunError, article
 
         try:
-            info = json.loads((Path(self.runs_dir) / run_id / "run.json").read_text())
-        except (OSError, ValueError):
+            info = Run(Path(self.runs_dir) / run_id).info
+        except RunError:
             info = None
-        if not isinstance(info, dict):
+        if info is None:
             return (f"{run_id!r} is no run in {self.runs_dir}: the NAMM page opens runs of `workbench namm train` "
                     f"({len(tr.namm_runs(self.runs_dir))} there)")
         if info.get("kind") != "namm":
@@ -139,11 +136,16 @@ class NAMMExplorer(param.Parameterized):
         """A trained run as θ (chosen, or picked in the θ menu) brings what it was trained at: its n_up (any
         multiple of 16 `namm train` takes: a menu lacking it gains it), its model (its statistics were collected
         there) and its strict variant. Each can be changed afterwards. A broken policy file: one ValueError."""
+        from workbench.namm.cache import check_n_up
+
         saved = self.saved()
         if saved is None:  # zeros or random: nothing trained
             return
-        n_up = saved.meta.get("n_up")
-        if isinstance(n_up, int) and not isinstance(n_up, bool) and n_up >= HOP and n_up % HOP == 0:
+        try:
+            n_up = check_n_up(saved.meta.get("n_up"))
+        except ValueError:  # a policy file without one (or a broken one): the menu's stays
+            n_up = None
+        if n_up is not None:
             if n_up not in self.param.n_up.objects:  # this explorer's menu only (a parameter per instance)
                 self.param.n_up.objects = sorted({*self.param.n_up.objects, n_up})
             self.n_up = n_up

@@ -29,6 +29,7 @@ COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
+NOTHING_TICKED = "tick the runs to remove first (in the Table, or pick them to compare)"
 
 
 class RunsModel(param.Parameterized):
@@ -197,24 +198,14 @@ class RunsModel(param.Parameterized):
         """Remove these runs for good, folders and all (RunStore.remove, as `workbench runs rm --yes`); their ids.
         Every one is checked first: one that runs or is being resumed refuses them all (RunError, naming it). The
         catalog is read again, so the removed leave the gallery, the table and the selection."""
-        from workbench.runs import Run
-
         if not ids:
-            raise ValueError("tick the runs to remove first (in the Table, or pick them to compare)")
+            raise ValueError(NOTHING_TICKED)
         store = RunStore(self.runs_dir)
-        runs = [Run(store.root / store.resolve(i)) for i in ids]
-        for run in runs:
-            store.check_removable(run)
-        removed: list[str] = []
+        runs = store.removable(ids)
         try:
-            for run in runs:
-                removed.append(store.remove(run))
-        except (RunError, OSError) as exc:  # one that changed since the check: those before it are gone
-            gone = f"removed {', '.join(removed)}; " if removed else ""
-            raise RunError(f"{gone}{exc}") from exc
+            return store.remove_all(runs)
         finally:
             self.refresh()  # what went leaves the gallery and the table whatever came after
-        return removed
 
     def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
@@ -522,11 +513,16 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         gallery.object = gallery_html([model.card(r) for r in shown], runs_dir)
         count.object = model.count_text()
 
-    def on_refresh(event):
-        model.refresh()
+    def show_store(*_):
+        """The table, the compare menu and the gallery as the catalog now reads (model.refresh: a removal or a
+        note read it)."""
         table.value = model.table()
         compare.options = model.ids[::-1]
         draw()
+
+    def on_refresh(event):
+        model.refresh()
+        show_store()
 
     def rows_of(ids: list[str]) -> list[int]:
         where = {rid: i for i, rid in enumerate(table.value["id"])} if not table.value.empty else {}
@@ -556,24 +552,18 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
     def ask_removal(event):
         asked[:] = list(model.selected)
-        removal.object = removal_question(asked) if asked else \
-            "Tick the runs to remove first (in the Table, or pick them to compare)."
+        removal.object = removal_question(asked) if asked else f"{NOTHING_TICKED.capitalize()}."
         confirm.visible = cancel.visible = bool(asked)
 
     def on_confirm(event):
         confirm.visible = cancel.visible = False
         try:
             removed = model.remove(asked)
+            removal.object = f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}"
         except (ValueError, OSError) as exc:
             removal.object = f"**not (all) removed:** {exc}"
-            table.value = model.table()
-            compare.options = model.ids[::-1]
-            draw()
-            return
-        removal.object = f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}"
-        table.value = model.table()
-        compare.options = model.ids[::-1]
-        draw()
+        finally:
+            show_store()
 
     def show_note(*_):
         """The note field holds the one ticked run's note (two or none ticked: nothing to write on)."""
@@ -599,8 +589,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             noted.object = f"**not saved:** {exc}"
             return
         noted.object = f"note saved on `{run_id}`" if written else f"note removed from `{run_id}`"
-        table.value = model.table()
-        draw()
+        show_store()
 
     def on_cancel(event):
         confirm.visible = cancel.visible = False

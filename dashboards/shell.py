@@ -270,8 +270,12 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
     export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     download = download_button()
-    status.param.watch(lambda e: setattr(download, "visible", False) if not str(e.new).startswith("written")
-                       else None, "object")
+
+    def offer_only_what_was_written(event) -> None:  # the page's other messages hide the last file's button
+        if not str(event.new).startswith("written"):
+            download.visible = False
+
+    status.param.watch(offer_only_what_was_written, "object")
 
     def html_takes_no_size(event=None) -> None:  # an .html figure fills its page in the page's own font
         width.disabled = font.disabled = fmt.value == ".html"

@@ -812,7 +812,8 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
     """One catalog row: today's keys, the metric and its direction, kind-specific columns, live status (see
     Run.live_status; `path`: the run's folder, by default root/id)."""
     kind, config = info.get("kind"), info.get("config") or {}
-    status = Run(Path(path) if path is not None else Path(root) / str(info.get("id"))).live_status(info)
+    run = Run(Path(path) if path is not None else Path(root) / str(info.get("id")))
+    status = run.live_status(info)
     metric = info.get("metric") or ("fitness" if kind == "merge" else "loss")
     better = METRICS.get(metric, "lower")
     best_loss = info.get("best_loss")
@@ -829,7 +830,7 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
             "columns": list(KIND_COLUMNS.get(kind, ("substrate", "fm"))),
             "resume_command": _resume_cli(info, root) if status in RESUMABLE else None,
             "command": info.get("command"),
-            "note": Run(Path(path) if path is not None else Path(root) / str(info.get("id"))).note or None}
+            "note": run.note or None}
 
 
 def _now_ms() -> str:
@@ -956,6 +957,27 @@ class RunStore:
             raise RunError(f"run {run.id} left the store, but {trash} could not be deleted whole: delete it yourself")
         self._sweep_removals()
         return run.id
+
+    def removable(self, run_ids) -> list[Run]:
+        """The runs `run_ids` name (ids, unique prefixes, Runs), each checked as remove checks it
+        (check_removable): one refusal refuses them all, before any goes."""
+        runs = [Run(self.root / self.resolve(i)) for i in run_ids]
+        for run in runs:
+            self.check_removable(run)
+        return runs
+
+    def remove_all(self, runs: list[Run]) -> list[str]:
+        """remove() each of `runs` (what removable returned); their ids. One that changed since its check (a
+        resume that started) stops the rest: RunError naming those already removed."""
+        removed: list[str] = []
+        try:
+            for run in runs:
+                removed.append(self.remove(run))
+        except (RunError, OSError) as exc:
+            if not removed:
+                raise
+            raise RunError(f"removed {', '.join(removed)}; {exc}") from exc
+        return removed
 
     def _sweep_removals(self) -> None:
         """Delete what removals cut short left (.removing-ID-PID whose process is gone: a live one is still at

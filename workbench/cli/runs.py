@@ -168,29 +168,24 @@ def _compare_tables(comparison) -> None:
 def _remove(store, args) -> int:
     """`workbench runs rm`: the runs named (ids, and every run of each --status) listed, every one checked
     (none running) before any is removed; removed with --yes, else only listed."""
-    from workbench.runs import Run
-
     if not args.ids and not args.status:
         raise ValueError("name the runs to remove: run ids (or unique prefixes), or --status failed|interrupted|"
                          "stopped for every run of that status")
     ids = [store.resolve(i) for i in args.ids]
     rows = {r["id"]: r for r in store.list()}
     ids += [i for i, r in rows.items() if r["status"] in (args.status or ())]
-    ids = list(dict.fromkeys(ids))
-    for run_id in ids:  # all of them, before any goes
-        store.check_removable(Run(store.root / run_id))
-    if not ids:
+    runs = store.removable(dict.fromkeys(ids))  # all of them, before any goes
+    if not runs:
         err.print(f"no {' or '.join(args.status)} runs in {store.root}: nothing to remove")
         return 0
-    for run_id in ids:
-        r = rows.get(run_id)
-        print(f"{run_id}  ({r['kind']}, {r['status']})" if r else f"{run_id}  (unreadable run.json)")
+    for run in runs:
+        r = rows.get(run.id)
+        print(f"{run.id}  ({r['kind']}, {r['status']})" if r else f"{run.id}  (unreadable run.json)")
     if not args.yes:
-        err.print(f"nothing removed: these {len(ids)} run(s) go, folders and all, with --yes")
+        err.print(f"nothing removed: these {len(runs)} run(s) go, folders and all, with --yes")
         return 0
-    for run_id in ids:
-        store.remove(run_id)
-    err.print(f"removed {len(ids)} run(s) from {store.root}")
+    store.remove_all(runs)
+    err.print(f"removed {len(runs)} run(s) from {store.root}")
     return 0
 
 
