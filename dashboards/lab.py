@@ -573,14 +573,21 @@ def _scalar_editor(model: LabModel, guarded) -> list:
     for i, name in enumerate(names):
         base, value = float(PARAM_BASE[i]), float(model.params[name])
         # the slider spans base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference value mid-way); a typed value may
-        # go beyond, down to a tiny positive one
+        # go beyond. No bound on the typed value: the browser's input silently kept the old one below its bound;
+        # set_scalar refuses a value that is not positive, said on the page, and the slider goes back
         slider = pn.widgets.EditableFloatSlider(label=SCALAR_LABELS[name], start=base / 10, end=2 * base,
-                                                step=base / 100, value=value,
-                                                fixed_start=base * 1e-6, format="0.0000",
-                                                sizing_mode="stretch_width")
-        slider.param.watch(lambda event, n=name: syncing[0] or guarded(lambda: model.set_scalar(n, event.new)),
-                           "value")
+                                                step=base / 100, value=value, format="0.0000",
+                                                css_classes=[f"scalar-{name}"], sizing_mode="stretch_width")
+        slider.param.watch(lambda event, n=name, s=slider: syncing[0] or guarded(
+            lambda: model.set_scalar(n, event.new), undo=lambda: _put_back(s, float(model.params[n]))), "value")
         sliders.append(slider)
+
+    def _put_back(slider, value: float) -> None:  # the model's value again, without setting it once more
+        syncing[0] = True
+        try:
+            slider.value = value
+        finally:
+            syncing[0] = False
 
     def random_theta():  # the model draws; its reset rebuilds this editor with the new values (setting these,
         model.random_init()  # now removed, sliders made Bokeh warn "reference already known")

@@ -481,6 +481,7 @@ class NAMMExplorer(param.Parameterized):
         check_dpi(dpi, out)
         check_width(width, out)
         check_font(font, out)
+        tr.check_text_font(name, font)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             from workbench.atomic import atomic_write
@@ -494,8 +495,6 @@ class NAMMExplorer(param.Parameterized):
 
                 # a page's text width, its tight margins included; TrueType in PDF and text in SVG (Type 3 glyphs
                 # and SVG outlines before: matplotlib's defaults, as every paper figure but this one avoided)
-                if font == "serif":  # each token sits in its monospace slots: no serif face keeps them
-                    raise ValueError("--font: the text view sets its tokens in a monospace face; leave --font out")
                 pad = plt.rcParams["savefig.pad_inches"]
                 suffix = out.suffix.lower()
                 figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)

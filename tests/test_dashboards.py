@@ -1368,6 +1368,25 @@ def test_lab_page_in_chromium(server, browser, request):
         page.get_by_text("step 0").wait_for(timeout=30000)
 
 
+def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromium(server, browser, request):
+    """A value typed into a Particle Lenia slider's box below zero is refused on the page, and the box shows the
+    value in use again (the browser's input bound kept the old value without a word); a positive one is taken."""
+    from playwright.sync_api import expect
+
+    with _browse(browser, f"{server}/lab", request) as page:
+        _wait_for_model(page, "lab-frame")
+        page.get_by_label("Substrate").select_option("plenia")
+        box = page.locator(".scalar-c_rep input").first
+        expect(box).to_have_value("1.0000", timeout=90000)
+        box.fill("-1")
+        box.press("Enter")
+        page.get_by_text("c_rep must be a positive number").wait_for(timeout=30000)
+        expect(box).to_have_value("1.0000", timeout=30000)
+        box.fill("0.5")
+        box.press("Enter")
+        expect(box).to_have_value("0.5000", timeout=30000)
+
+
 def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, request):
     ids = SERVED[server]["ids"]
     with _browse(browser, f"{server}/lab", request) as page:

@@ -375,7 +375,7 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
                          (["--prompt", PROMPT, "--step", "99"], "--step 99: the prompt's trace has eviction steps"),
                          (["--prompt", PROMPT, "--view", "scores", "--layer", "99"], "--layer 99: the model has"),
                          (["--token", "3"], "--token changes the spectrogram views; --view retention has none"),
-                         (["--prompt", PROMPT, "--colour", "kept=black"], "the figure has no legend whose colours"),
+                         (["--prompt", PROMPT, "--colour", "kept=black"], "--colour: the figure has no legend entries"),
                          (["--view", "text", "--font", "serif"], "the text view sets its tokens in a monospace face"),
                          (["--task", "sudoku"], "invalid choice: 'sudoku'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))

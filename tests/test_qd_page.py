@@ -507,9 +507,9 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     for bad, message in ((["--view", "z"], "--view z: a qd run's views are archives, sampling, curves"),
                          (["--generation", "99"], f"--generation 99: run {qd['run']} has generations 0 to 12"),
                          (["--view", "baselines", "--generation", "3"], "--view baselines has none"),
-                         (["--colour", "sort=black"], "the figure has no legend whose colours can be set"),
+                         (["--colour", "sort=black"], "--colour: the figure has no legend entries"),
                          # the lineage's key is its colour map's (roles), not lines a colour is pinned to
-                         (["--view", "lineage", "--colour", "elite=black"], "no legend whose colours can be set"),
+                         (["--view", "lineage", "--colour", "elite=black"], "no legend entries"),
                          (["--view", "nope"], "invalid choice: 'nope'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, done.stderr

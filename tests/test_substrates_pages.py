@@ -93,6 +93,12 @@ def test_lab_particle_lenia_sliders_are_decoded_values_mapped_back_to_theta():
     assert [s.value for s in sliders] == pytest.approx([5.0, 1.0, 0.022, 0.6, 0.3, 1.0], rel=1e-6)
     sliders[5].value = 2.0  # a slider moved on the page
     assert model.theta[5] == pytest.approx(np.log(2.0 / PARAM_BASE[5]))
+    for typed in (-1.0, 0.0):  # typed below zero: refused on the page and the slider back (the browser's input
+        sliders[5].value = typed  # bound kept the old value, silently)
+        assert "c_rep must be a positive number" in model.message and model.message_kind == "danger"
+        assert sliders[5].value == pytest.approx(2.0) and model.theta[5] == pytest.approx(np.log(2.0 / PARAM_BASE[5]))
+    sliders[5].value = 2e-7  # a tiny positive value is taken (the bound was base · 1e-6)
+    assert model.theta[5] == pytest.approx(np.log(2e-7 / PARAM_BASE[5]))
     (draw,) = [w for w in editor.objects if getattr(w, "label", "") == "random θ ~ N(0, I)"]
     seed = model.mutation_seed
     draw.clicks += 1  # θ ~ N(0, I) from the mutation seed; the sliders show its values and leave θ as drawn

@@ -223,6 +223,22 @@ def legend_names(obj) -> list[str]:
     return list(dict.fromkeys(_legend_key(label) for label in found if label))
 
 
+def check_legend_entries(obj, names, flag: str) -> list[str]:
+    """The legend entries of `obj` (legend_names), `names` checked against them for `flag` (--colour, --rename): a
+    name that is no entry (a slip in a label) would have coloured or renamed nothing, silently, so it is refused
+    (ValueError) with the entries there are, as is any name where the figure has no legend at all."""
+    entries = legend_names(obj)
+    names = list(names)
+    if names and not entries:
+        raise ValueError(f"{flag}: the figure has no legend entries (its colours are a colour map's or its own): "
+                         f"leave {flag} out")
+    for name in names:
+        if name not in entries:
+            raise ValueError(f"{flag} {name!r}: the figure has no legend entry {name!r}; its entries are "
+                             + ", ".join(repr(n) for n in entries))
+    return entries
+
+
 def rename(obj, names: dict[str, str]):
     """`obj` with legend entries renamed for a paper ({"sigma=0.3, seed=1": "ours"}: the names the runs' settings
     gave, as legend_names lists them). A setting's "(n=3)" stays after its new name. Refused (ValueError) where an
@@ -233,14 +249,8 @@ def rename(obj, names: dict[str, str]):
     names = {str(old): str(new).strip() for old, new in dict(names).items()}
     if not names:
         return obj
-    entries = legend_names(obj)
-    if not entries:
-        raise ValueError("--rename: the figure has no legend entries to rename (its colours are a colour map's or "
-                         "its own): leave --rename out")
+    entries = check_legend_entries(obj, names, "--rename")
     for old, new in names.items():
-        if old not in entries:
-            raise ValueError(f"--rename {old!r}: the figure has no legend entry {old!r}; its entries are "
-                             + ", ".join(repr(n) for n in entries))
         if not new:
             raise ValueError(f"--rename {old!r} '': give the entry a name")
     after = [_legend_key(names.get(n, n)) for n in entries]  # as colours are pinned: "x (n=4)" is "x"

@@ -165,8 +165,9 @@ def namm_view(store, args, pinned: dict[str, str]):
         if getattr(args, flag) is not None and args.view not in views:
             raise ValueError(f"--{flag} changes the {', '.join(views)} views; --view {args.view} has none: leave "
                              f"--{flag} out")
-    if args.view == "text" and args.font == "serif":
-        raise ValueError("--font: the text view sets its tokens in a monospace face; leave --font out")
+    from workbench.namm.trace import check_text_font
+
+    check_text_font(args.view, args.font)
     run = store.open(args.ids[0])
     if run.info.get("kind") != "namm":
         raise ValueError(f"run {run.id} is {article_of(run.info.get('kind'))} run; `figure namm` draws namm runs "
@@ -227,14 +228,7 @@ def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:
     """A --colour NAME (of `pinned`, figures.check_colours' names) that is no legend entry of the figure (a slip in
     a label) is refused with the entries there are, before anything is written: it would have coloured nothing,
     silently."""
-    names = figures.legend_names(figure) if pinned else []
-    for name in pinned:
-        if not names:
-            raise ValueError("--colour: the figure has no legend whose colours can be set (its colours are a colour "
-                             "map's or its own): leave --colour out")
-        if name not in names:
-            raise ValueError(f"--colour {name}=…: the figure has no legend entry {name!r}; its entries are "
-                             + ", ".join(repr(n) for n in names))
+    figures.check_legend_entries(figure, pinned, "--colour")
 
 
 def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:

@@ -668,6 +668,13 @@ TEXT_CSS = """
 """
 
 
+def check_text_font(view: str, font: str | None) -> None:
+    """The text view sets each token in its monospace slots (the page's HTML as its figure): no serif face keeps
+    them, so --font serif is refused for it, before the model runs."""
+    if view == "text" and font == "serif":
+        raise ValueError("--font: the text view sets its tokens in a monospace face; leave --font out")
+
+
 # ---- score vs cache size ----------------------------------------------------------------------------------------
 
 @torch.inference_mode()
