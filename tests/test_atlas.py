@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from workbench.asal.atlas import project, snap_to_grid
+from workbench.asal.atlas import EMPTY_CELL, compose, population_grid, project, snap_to_grid
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -43,3 +43,15 @@ def test_umap_is_seeded_normalised_quiet_and_compiles_once_per_machine():
     # smooth_knn_dist: one of the kernels umap-learn itself leaves uncached
     assert second["hits"] > 0, "the second process should load UMAP's kernels from numba's cache"
     assert second["xy"] == first["xy"]
+
+
+def test_cells_no_thumbnail_sits_in_are_grey_not_a_dead_members_black():
+    """Three dead (black) thumbnails on a 2 × 2 grid: the fourth cell is EMPTY_CELL grey, so an empty cell and a
+    member that rendered nothing look different; population_grid's short last row likewise."""
+    dead = np.zeros((3, 4, 4, 3), np.uint8)
+    img = compose(dead, np.array([3, 0, 1]), 2)
+    assert img.shape == (8, 8, 3)
+    assert (img[:4, :8] == 0).all() and (img[4:, 4:] == 0).all()  # cells 0, 1, 3: the members
+    assert (img[4:, :4] == EMPTY_CELL).all() and EMPTY_CELL != (0, 0, 0)  # cell 2: none
+    grid = population_grid(dead)
+    assert (grid[4:, :4] == 0).all() and (grid[4:, 4:] == EMPTY_CELL).all()

@@ -112,11 +112,17 @@ def as_uint8_frames(thumbs) -> np.ndarray:
     raise ValueError(f"frames must be uint8 (0-255) or floats in [0, 1], got {thumbs.dtype}")
 
 
+#: the colour of a grid cell no thumbnail sits in: a light grey, not black, which a dead simulation renders
+EMPTY_CELL = (236, 236, 236)
+
+
 def compose(thumbs: np.ndarray, cells: np.ndarray, side: int) -> np.ndarray:
-    """The atlas image: thumbnail i at grid cell cells[i] (uint8, or floats in [0, 1]: as_uint8_frames)."""
+    """The atlas image: thumbnail i at grid cell cells[i] (uint8, or floats in [0, 1]: as_uint8_frames); the
+    cells no thumbnail sits in are EMPTY_CELL grey (black was a dead member's look)."""
     thumbs = as_uint8_frames(thumbs)
     n, h, w, _ = thumbs.shape
-    img = np.zeros((side * h, side * w, 3), np.uint8)
+    img = np.empty((side * h, side * w, 3), np.uint8)
+    img[:] = EMPTY_CELL
     for i, cell in enumerate(cells):
         r, c = divmod(int(cell), side)
         img[r * h:(r + 1) * h, c * w:(c + 1) * w] = thumbs[i]
