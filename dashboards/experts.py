@@ -642,9 +642,10 @@ class ExpertsModel(param.Parameterized):
         return fig, {"fig_inches": layout_inches(fig, (3.2, 2.6))}
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
-               font: str | None = None) -> Path:
+               font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
-        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX, at figures.save's width (inches) and font."""
+        matplotlib, or standalone HTML): RUN-VIEW.SUFFIX, at figures.save's width (inches) and font, its legend
+        entries renamed (figures.save's rename)."""
         from workbench.figures import FORMATS, save
 
         view = view or self.view
@@ -653,7 +654,7 @@ class ExpertsModel(param.Parameterized):
         fig, style = self.paper_figure(view)
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style, width=width, font=font)
+        return save(fig, out, style=style, width=width, font=font, rename=rename)
 
     def summary(self) -> str:
         d = self.data

@@ -127,20 +127,20 @@ class MergeModel(param.Parameterized):
         return fig, {"fig_inches": layout_inches(fig)}
 
     def export(self, name: str, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
-               font: str | None = None) -> Path:
+               font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) at figures.save's width
-        (inches) and font."""
+        (inches), font and legend names (rename)."""
         from workbench.figures import save
 
         fig, style = self.paper_figure(name)
         out = Path(out_dir) / f"{self.run_id}-{name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style, width=width, font=font)
+        return save(fig, out, style=style, width=width, font=font, rename=rename)
 
     def export_tab(self, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
-                   font: str | None = None) -> Path:
+                   font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write the current tab (what the page shows) as one figure: RUN-<tab>.<suffix>, at figures.save's
-        width (inches) and font."""
+        width (inches), font and legend names (rename)."""
         import holoviews as hv
 
         from workbench.figures import layout_inches, save
@@ -151,7 +151,7 @@ class MergeModel(param.Parameterized):
         slug = "-".join("".join(c if c.isalnum() else " " for c in self.tab.lower()).split())
         out = Path(out_dir) / f"{self.run_id}-{slug}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style={"fig_inches": layout_inches(fig)}, width=width, font=font)
+        return save(fig, out, style={"fig_inches": layout_inches(fig)}, width=width, font=font, rename=rename)
 
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,

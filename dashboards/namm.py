@@ -436,9 +436,9 @@ class NAMMExplorer(param.Parameterized):
         return _side_by_side(hv, shown)
 
     def export(self, name: str, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
-               font: str | None = None) -> Path:
+               font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write one view for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) as namm-<view>-<step>, at
-        figures.save's width (inches) and font."""
+        figures.save's width (inches), font and legend names (rename)."""
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
         self._drawn(name)
@@ -450,7 +450,7 @@ class NAMMExplorer(param.Parameterized):
         prompt = hashlib.sha256(repr(self.trace.ids[: self.trace.n_prompt]).encode()).hexdigest()[:8] \
             if self.trace else "none"
         return self.write(name, out_dir / f"namm-{name}-{label}-p{prompt}-step{self.step + 1}{suffix}", width=width,
-                          font=font)
+                          font=font, rename=rename)
 
     def _drawn(self, name: str):
         """figure(name), or the page's reason why there is nothing to write under it (ValueError)."""
@@ -461,9 +461,10 @@ class NAMMExplorer(param.Parameterized):
         return fig
 
     def write(self, name: str, out: str | Path, dpi: int | None = None, width: float | None = None,
-              font: str | None = None) -> Path:
+              font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write view `name` to the file `out` (its suffix picks the format) as export does, at figures.save's
-        dpi, width (inches) and font (`workbench figure namm`); the text view is drawn token by token."""
+        dpi, width (inches), font and legend names (rename; `workbench figure namm`); the text view is drawn
+        token by token."""
         from workbench.figures import (
             COLUMN_WIDTH,
             NO_DATE,
@@ -471,6 +472,7 @@ class NAMMExplorer(param.Parameterized):
             PAPER_RC,
             check_dpi,
             check_font,
+            check_legend_entries,
             check_width,
             save,
         )
@@ -484,6 +486,7 @@ class NAMMExplorer(param.Parameterized):
         tr.check_text_font(name, font)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
+            check_legend_entries(fig, rename or {}, "--rename")  # no legend: refused, as save refuses
             from workbench.atomic import atomic_write
 
             layer, head = None if self.layer < 0 else self.layer, None if self.head < 0 else self.head
@@ -506,7 +509,7 @@ class NAMMExplorer(param.Parameterized):
         wide = isinstance(fig, hv.Layout)  # two panels side by side
         inches = (PAGE_WIDTH, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (COLUMN_WIDTH, 2.3))
         return save(fig.opts(sublabel_format="", backend="matplotlib") if wide else fig, out,
-                    style={"fig_inches": inches}, dpi=dpi, width=width, font=font)
+                    style={"fig_inches": inches}, dpi=dpi, width=width, font=font, rename=rename)
 
     def figures_dir(self) -> Path:
         """Where exports go: the run's figures folder for a trained θ, else <runs_dir>/../figures/namm."""

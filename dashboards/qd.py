@@ -783,10 +783,10 @@ class QDModel(param.Parameterized):
         return fig, {"fig_inches": panel_inches(cols, rows, (3.0, 2.5))}
 
     def export(self, view: str | None, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
-               font: str | None = None) -> Path:
+               font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
         or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file); at figures.save's width
-        (inches) and font."""
+        (inches), font and legend names (rename)."""
         from workbench.figures import save
 
         view = view or self.view
@@ -797,7 +797,7 @@ class QDModel(param.Parameterized):
         gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
         out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(fig, out, style=style, width=width, font=font)
+        return save(fig, out, style=style, width=width, font=font, rename=rename)
 
     def summary(self) -> str:
         d = self.data

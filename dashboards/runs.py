@@ -207,10 +207,11 @@ class RunsModel(param.Parameterized):
         finally:
             self.refresh()  # what went leaves the gallery and the table whatever came after
 
-    def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
+    def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None,
+               rename: dict[str, str] | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
         compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file); at figures.save's width
-        (inches) and font."""
+        (inches) and font, the settings' legend entries renamed ({"sigma=0.3": "ours"}: figures.save's rename)."""
         import hashlib
 
         from workbench.figures import compare_curves, save
@@ -222,7 +223,7 @@ class RunsModel(param.Parameterized):
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(compare_curves(comparison), out, width=width, font=font)
+        return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
 
 
 def best_text(row: dict) -> str:

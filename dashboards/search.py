@@ -457,11 +457,13 @@ class SearchModel(param.Parameterized):
             raise ValueError("no run to resume yet")
         self.start(resume=self.run_id, iters=self.iters if self.goes_on else None)
 
-    def export(self, what: str, suffix: str = ".png", width: float | None = None, font: str | None = None) -> Path:
+    def export(self, what: str, suffix: str = ".png", width: float | None = None, font: str | None = None,
+               rename: dict[str, str] | None = None) -> Path:
         """The run on show as a paper figure, in its figures/ folder as RUN-<what>.<suffix>, written as `workbench
         figure curves|frames` write it: its loss curve ("curve", figures.loss_curves) or its best simulation as a
         strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ);
-        at figures.save's width (inches) and font. ValueError, saying why, where there is nothing to export."""
+        at figures.save's width (inches), font and legend names (rename). ValueError, saying why, where there is
+        nothing to export."""
         from workbench.figures import FORMATS, frames, loss_curves, save
 
         if what not in EXPORTS.values():
@@ -480,7 +482,7 @@ class SearchModel(param.Parameterized):
             figure = frames(store, run_id, width=width, dpi=1 if suffix == ".html" else None)
         out = store.root / run_id / "figures" / f"{run_id}-{what}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(figure, out, width=width, font=font)
+        return save(figure, out, width=width, font=font, rename=rename)
 
     def wait(self, timeout: float = 600.0) -> str:
         return self.job.wait(timeout)

@@ -248,11 +248,12 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
 
 def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Row, pn.widgets.Button,
                                                       pn.pane.Markdown, pn.widgets.FileDownload]:
-    """A run explorer's "export for a paper" controls: a format menu, the printed size (a row of the figure's
-    width in inches and its font), the export button and what it did: a status line, and once a file is written
-    a button that downloads it to the browser (the file is on the server's disk). A click runs write(suffix,
-    width=, font=) off the event loop (it writes the figure on show and returns the file's path; export_settings
-    says what it is given) and says what it wrote, or why it could not (its ValueError, in the page's words).
+    """A run explorer's "export for a paper" controls: a format menu, the printed size (a column: a row of the
+    figure's width in inches and its font, and the legend's new names), the export button and what it did: a
+    status line, and once a file is written a button that downloads it to the browser (the file is on the
+    server's disk). A click runs write(suffix, width=, font=, rename=) off the event loop (it writes the figure on
+    show and returns the file's path; export_settings says what it is given) and says what it wrote, or why it
+    could not (its ValueError, in the page's words).
     The status line is the page's to use as well (the download button hides while it says something else)."""
     from workbench.figures import COLUMN_WIDTH, MAX_WIDTH, PAGE_WIDTH
 
@@ -266,7 +267,11 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
                                               f"NeurIPS/ICLR page 5.5; empty: the figure's own")
     font = pn.widgets.Select(label="Font", options=["sans", "serif"], value="sans", sizing_mode="stretch_width",
                              description="serif: STIX, Times-like, for a paper set in Times")
-    size = pn.Row(width, font, sizing_mode="stretch_width")
+    legend = pn.widgets.TextAreaInput(label="Rename legend entries", rows=2, sizing_mode="stretch_width",
+                                      placeholder="sigma=0.3, seed=1 → ours",
+                                      description="one entry a line, NAME → NEW (or ->), as `figure --rename NAME "
+                                                  "NEW`: a paper's names for the runs' settings; empty: as drawn")
+    size = pn.Column(pn.Row(width, font, sizing_mode="stretch_width"), legend, sizing_mode="stretch_width")
     export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
     download = download_button()
@@ -284,7 +289,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
 
     async def on_export(event):
         try:
-            settings = export_settings(fmt.value, width.value, font.value)
+            settings = export_settings(fmt.value, width.value, font.value, legend.value)
             path = await off_loop(functools.partial(write, fmt.value, **settings), busy=[export])
             status.object = f"written `{path}`"
             offer(download, path)
@@ -311,16 +316,39 @@ def offer(download: pn.widgets.FileDownload, path: str | os.PathLike) -> None:
     download.param.update(file=str(path), filename=name, label=f"download {name}", visible=True)
 
 
-def export_settings(suffix: str, width: float | None, font: str) -> dict[str, Any]:
+def export_settings(suffix: str, width: float | None, font: str, renames: str = "") -> dict[str, Any]:
     """What an export's write is given besides its format: the printed width and font of a .png, .svg or .pdf
-    (figures.save's width and font); none for .html, which fills its page in the page's own font."""
-    if suffix == ".html":
-        return {"width": None, "font": None}
-    return {"width": None if width is None else float(width), "font": None if font == "sans" else font}
+    (figures.save's width and font; none for .html, which fills its page in the page's own font) and the legend's
+    new names (parse_renames), any format."""
+    printed = {"width": None, "font": None} if suffix == ".html" else \
+        {"width": None if width is None else float(width), "font": None if font == "sans" else font}
+    return {**printed, "rename": parse_renames(renames)}
+
+
+#: what separates a legend entry's name from its new one on a line of the export's renames ("=" is in the names)
+RENAME_ARROWS = ("→", "->")
+
+
+def parse_renames(text: str) -> dict[str, str]:
+    """The export controls' renames, one a line as NAME → NEW (or NAME -> NEW), as {NAME: NEW} for figures.save's
+    rename; blank lines are skipped. A line without an arrow, or a name given twice, is refused (ValueError) in
+    the `--rename` words page_words turns into the field's."""
+    names: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        arrow = next((a for a in RENAME_ARROWS if a in line), None)
+        if arrow is None:
+            raise ValueError(f"--rename: write each line as NAME → NEW, got {line.strip()!r}")
+        old, new = (part.strip() for part in line.split(arrow, 1))
+        if old in names:
+            raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
+        names[old] = new
+    return names
 
 
 #: the CLI flags the library's messages name, as the export controls label them
-PAGE_WORDS = {"--width": "Width", "--font": "Font"}
+PAGE_WORDS = {"--width": "Width", "--font": "Font", "--rename": "Rename legend entries"}
 
 
 def page_words(message: str) -> str:

@@ -382,6 +382,13 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # in another metric too (its population's loss, not a best so far): a panel of its own
     assert [[type(e).__name__ for e in panel] for panel in curves_plot(model).object] == [["Area", "Curve"]] * 2
     written = model.export(".svg")  # the figure for a paper, beside the first run compared
+    from workbench.figures import compare_curves, legend_names
+
+    names = legend_names(compare_curves(model.comparison()))  # the settings' names, renamed for the paper
+    renamed = model.export(".svg", rename={names[0]: "our search"}).read_text()
+    assert "our search" in renamed and names[0] not in renamed and names[1] in renamed
+    with pytest.raises(ValueError, match="--rename 'nope': the figure has no legend entry 'nope'"):
+        model.export(".svg", rename={"nope": "x"})
     wide = Image.open(model.export(".png", width=6.75, font="serif"))  # at a two-column page's width, 300 dpi
     assert 0.9 * 6.75 * 300 < wide.width <= 6.75 * 300, wide.size
     assert written.parent == Path(runs["dir"]) / runs["openended"][0] / "figures" and written.suffix == ".svg"
@@ -891,11 +898,19 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
     refusal names the page's fields, not the CLI's flags."""
     from workbench.dashboards.shell import export_controls, export_settings, page_words
 
-    assert export_settings(".pdf", 5.5, "serif") == {"width": 5.5, "font": "serif"}
-    assert export_settings(".png", None, "sans") == {"width": None, "font": None}
-    assert export_settings(".html", 5.5, "serif") == {"width": None, "font": None}
+    assert export_settings(".pdf", 5.5, "serif") == {"width": 5.5, "font": "serif", "rename": {}}
+    assert export_settings(".png", None, "sans") == {"width": None, "font": None, "rename": {}}
+    # the legend's new names, one a line as NAME → NEW (names hold "=", so an arrow parts them), for any format
+    assert export_settings(".html", 5.5, "serif", "sigma=0.3, seed=1 → ours\n\n b -> baseline ") == \
+        {"width": None, "font": None, "rename": {"sigma=0.3, seed=1": "ours", "b": "baseline"}}
+    for bad, message in (("sigma=0.3 ours", "Rename legend entries: write each line as NAME → NEW"),
+                         ("a → x\na → y", "Rename legend entries 'a' is given twice")):
+        with pytest.raises(ValueError) as refused:
+            export_settings(".png", None, "sans", bad)
+        assert message in page_words(str(refused.value))
     fmt, size, export, status, download = export_controls(lambda suffix, **printed: None)
-    width, font = size
+    (width, font), legend = size
+    assert legend.value == "" and legend.label == "Rename legend entries"
     assert not download.visible  # until a file is written
     assert (width.value, font.value) == (None, "sans") and not width.disabled
     fmt.value = ".html"
@@ -1638,6 +1653,13 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         with page.expect_download(timeout=60000) as got:
             page.get_by_role("button", name=f"download {path.name}").click()
         assert got.value.suggested_filename == path.name and Path(got.value.path()).read_bytes() == path.read_bytes()
+        # a strip of frames has no legend to rename: said in the field's words, nothing written
+        renames = page.get_by_label("Rename legend entries", exact=True)
+        renames.fill("best → ours")
+        renames.press("Tab")
+        page.get_by_role("button", name="export").click()
+        page.get_by_text("Rename legend entries: the figure has no legend entries").wait_for(timeout=60000)
+        assert not page.get_by_role("button", name=re.compile("^download ")).is_visible()
         # a long one, stopped from the page: the curve is fed, not redrawn, so the page answers while it runs
         _fill(page, "Iters", "500")
         page.get_by_role("button", name="start", exact=True).click()

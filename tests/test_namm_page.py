@@ -353,11 +353,21 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     model.run()
     model.step = 1
     want = model.export("retention", tmp_path / "page", ".pdf", width=5.5, font="serif").read_bytes()
+    from workbench.figures import legend_names
+
+    first = legend_names(model.figure("sizes"))[0]  # the page's export and the command rename alike
+    renamed = model.export("sizes", tmp_path / "page", ".svg", rename={first: "our policy"}).read_bytes()
+    assert b"our policy" in renamed and first.encode() not in renamed
     args = ("figure", "namm", namm_run["id"], "--runs", namm_run["dir"])
     done = run(*args, "--prompt", PROMPT, "--step", "2", "--width", "5.5", "--font", "serif", "--out",
                str(tmp_path / "r.pdf"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.pdf").read_bytes() == want and done.stdout.strip() == str(tmp_path / "r.pdf")
+    done = run(*args, "--prompt", PROMPT, "--step", "2", "--view", "sizes", "--rename", first, "our policy",
+               "--colour", "our policy=black", "--out", str(tmp_path / "sizes.svg"))
+    assert done.returncode == 0, done.stderr
+    svg = (tmp_path / "sizes.svg").read_bytes()  # its colour pinned to the new name
+    assert b"our policy" in svg and first.encode() not in svg
     done = run(*args, "--task", "passkey", "--length", "200", "--view", "sizes", "--font", "serif", "--out",
                str(tmp_path / "s.pdf"))
     assert done.returncode == 0, done.stderr
@@ -377,6 +387,8 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
                          (["--token", "3"], "--token changes the spectrogram views; --view retention has none"),
                          (["--prompt", PROMPT, "--colour", "kept=black"], "--colour: the figure has no legend entries"),
                          (["--view", "text", "--font", "serif"], "the text view sets its tokens in a monospace face"),
+                         (["--prompt", PROMPT, "--view", "text", "--rename", "kept", "ours"],
+                          "--rename: the figure has no legend entries"),
                          (["--task", "sudoku"], "invalid choice: 'sudoku'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)

@@ -266,6 +266,9 @@ def rename(obj, names: dict[str, str]):
     return obj.map(relabel, [_named_data(hv)])
 
 
+_rename_legend = rename  # save's keyword of the same name hides it there
+
+
 def pin_colours(colours) -> dict[str, str]:
     """Pin colours to legend names for every later figure of this process (PINNED_COLOURS), checked
     (check_colours); returns what was pinned before, for pin_colours(previous) to restore after
@@ -798,13 +801,14 @@ def _fit_width(fig, width: float) -> None:
 
 
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
-         width: float | None = None, font: str | None = None) -> Path:
+         width: float | None = None, font: str | None = None, rename: dict[str, str] | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
     .html with Bokeh and inline resources. Written atomically. width: the figure's width in inches, its height
     scaled with it (default: the style's, COLUMN_WIDTH for one plot; e.g. PAGE_WIDTH, or 5.5 for a one-column
     NeurIPS or ICLR page): a paper then prints its text at the sizes set, not shrunk. font: "sans" (default) or
     "serif" (FONTS: Times-like, for a paper set in Times). Legend names keep their colours across figures
-    (colours_for; pin your own with pin_colours)."""
+    (colours_for; pin your own with pin_colours). rename: legend entries renamed first ({"sigma=0.3, seed=1":
+    "ours"}: figures.rename, checked likewise)."""
     hv = _hv()
     if not isinstance(obj, hv.core.Dimensioned):  # a matplotlib figure failed deep inside ("no attribute 'map'")
         raise ValueError(f"save writes HoloViews objects (figures.loss_curves, compare_curves, atlas, a page's "
@@ -812,6 +816,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
                          f"own fig.savefig")
     out = check_figure_path(out)
     suffix = out.suffix.lower()
+    obj = _rename_legend(obj, rename or {})
     # a layout that set its own size (a strip of frames: figures.frames) keeps it, unless the caller's style says
     own = hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("fig_inches") \
         if isinstance(obj, hv.Layout) else None

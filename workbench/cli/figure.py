@@ -63,13 +63,7 @@ def _figure(figures, store, args, pinned: dict[str, str]):
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
         figure = figures.atlas(store, args.ids[0], pixels)
-    if getattr(args, "rename", None):
-        renames = {}
-        for old, new in args.rename:
-            if old in renames:
-                raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
-            renames[old] = new
-        figure = figures.rename(figure, renames)  # before the pins: --colour takes the new names
+    figure = figures.rename(figure, _renames(args))  # before the pins: --colour takes the new names
     _check_pinned(figures, figure, pinned)
     out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=args.font)
     if undrawn is not None:
@@ -204,9 +198,10 @@ def namm_view(store, args, pinned: dict[str, str]):
             if value >= most:
                 raise ValueError(f"--{name} {value}: {what.format(most)} (0 to {most - 1})")
             setattr(model, name, value)
-    _check_pinned(figures, model.figure(args.view) if args.view != "text" else figures.holoviews().Div(""),
-                  pinned)  # the text view has no legend
-    return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font)
+    renames = _renames(args)
+    drawn = model.figure(args.view) if args.view != "text" else figures.holoviews().Div("")  # text: no legend
+    _check_pinned(figures, figures.rename(drawn, renames), pinned)  # --colour takes the new names
+    return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font, rename=renames)
 
 
 def _quiet_progress():
@@ -229,6 +224,16 @@ def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:
     a label) is refused with the entries there are, before anything is written: it would have coloured nothing,
     silently."""
     figures.check_legend_entries(figure, pinned, "--colour")
+
+
+def _renames(args) -> dict[str, str]:
+    """--rename NAME NEW … as {NAME: NEW}; a NAME given twice is refused."""
+    renames: dict[str, str] = {}
+    for old, new in getattr(args, "rename", None) or []:
+        if old in renames:
+            raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
+        renames[old] = new
+    return renames
 
 
 def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:
@@ -276,7 +281,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                help="draw the legend entry NAME in COLOUR (#D55E00, black, tab:blue), e.g. the "
                                     "same method alike in every figure; repeat for more (default: tasks in "
                                     "their own colours, the rest in Okabe & Ito's)")
-        if name in ("curves", "compare", "view"):
+        if name in ("curves", "compare", "view", "namm"):
             f.add_argument("--rename", nargs=2, action="append", default=None, metavar=("NAME", "NEW"),
                            help="call the legend entry NAME (e.g. 'sigma=0.3, seed=1', as the runs' settings named "
                                 "it) NEW (ours) in the figure; repeat for more; --colour then takes NEW")
