@@ -416,7 +416,8 @@ class QDModel(param.Parameterized):
         self.revision += 1
 
     def same_config(self) -> list[str]:
-        """Finished qd runs of this run's config with other seeds (their test scores pool into the bars)."""
+        """Finished qd runs of this run's config with other seeds (their test scores pool into the bars): one a
+        seed (a run that repeats a seed is the same computation again: it would count twice)."""
         d = self.data
         if d is None or d.kind != "qd":
             return []
@@ -425,12 +426,14 @@ class QDModel(param.Parameterized):
         def key(config: dict) -> dict:
             return {k: v for k, v in config.items() if k not in ignore}
 
-        mine, out = key(d.info["config"]), []
+        mine, out, seeds = key(d.info["config"]), [], {d.info["config"].get("seed")}
         store = RunStore(self.runs_dir)
         for r in store.list():
             if r["kind"] != "qd" or r["id"] == d.name or not (store.root / r["id"] / "scores.json").exists():
                 continue
-            if key(store.open(r["id"]).info["config"]) == mine:
+            config = store.open(r["id"]).info["config"]
+            if key(config) == mine and config.get("seed") not in seeds:
+                seeds.add(config.get("seed"))
                 out.append(r["id"])
         return out
 
@@ -685,21 +688,20 @@ class QDModel(param.Parameterized):
 
     def _ready(self, d: QDData, selected: int):
         """(the zoo's model holding elite `selected`'s weights, its tokenizer); the caller holds self._lock."""
-        from workbench.qd.run import QDRunConfig, rebuild_model
+        from workbench.qd.run import QDRunConfig, rebuild_model, run_zoo
 
         cfg = QDRunConfig.from_dict(d.info["config"])
-        if not (Path(cfg.zoo) / "zoo.json").exists():
-            raise ValueError(f"the run's zoo {cfg.zoo} is not here: its models cannot be rebuilt")
+        folder = run_zoo(RunStore(self.runs_dir).open(d.name))  # not there: why, and the resume that says where
         key = (d.name, selected)
         if key not in self._built:
             self._built = {k: v for k, v in list(self._built.items())[-3:]}  # keep a few
             self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, selected)
-        if self._lm is None or self._lm[0] != cfg.zoo:
+        if self._lm is None or self._lm[0] != folder:
             from workbench.lm.zoo import load_zoo
 
-            zoo = load_zoo(cfg.zoo)
+            zoo = load_zoo(folder)
             # a model of our own: the run's shared Context model is not ours to load weights into
-            self._lm = (cfg.zoo, zoo.model(cfg.base, device="cpu"), zoo.tokenizer())
+            self._lm = (folder, zoo.model(cfg.base, device="cpu"), zoo.tokenizer())
         _, lm, tok = self._lm
         lm.load_state_dict(self._built[key], strict=True)
         return lm, tok
@@ -1007,7 +1009,7 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
         return hv.Div("<i>no children yet</i>")
     panels = []
     colours = {"entered an archive": ACCENT, "entered none": "#c3c9d2"}
-    for a, b in list(itertools.combinations(tasks, 2))[:6]:
+    for a, b in itertools.combinations(tasks, 2):  # every pair: five tasks make ten panels
         xa, yb = f"score_{a}", f"score_{b}"
         vd = [yb, "model", "parents_text", "status"]
         layers = []

@@ -250,6 +250,8 @@ def test_grid_axes_are_the_other_tasks_in_task_order():
     (["sort", "reverse"], {"sort": (0, 1)}, 15, "no range for task"),
     (["sort", "reverse"], {"sort": (0.5, 0.5), "reverse": (0, 1)}, 15, "lo must be below hi"),
     (["sort", "reverse"], None, 0, "bins must be"),
+    (["sort", "reverse", "add", "brackets", "recall"], None, 32, "bins 32: 5 tasks make archives of 32\\^4 cells, "
+                                                                  "more than 1,000,000.*give bins 31 or fewer"),
 ])
 def test_bad_archive_settings_are_one_clear_error(tasks, ranges, bins, match):
     with pytest.raises(ValueError, match=match):
@@ -360,6 +362,20 @@ def test_loop_k3_records_lineage_draws_and_metrics():
         ids, quality = qd.archives.grid(t)
         assert (last[t][0] == ids).all() and np.array_equal(last[t][1], quality, equal_nan=True)
     assert (qd.snapshot(0)["sort"][0] >= 0).sum() <= 3
+    # each generation keeps the cells it changed, not a dense copy of every archive (which grew as generations ×
+    # K × bins^(K-1)); every snapshot is the archives as they stood then
+    state = qd.state_dict()
+    assert "snapshots" not in state and state["snapshot_changes"].shape[1] == 4
+    assert len(state["snapshot_changes"]) <= 3 * len(records)  # a cell changes when a model enters it
+    dense = np.stack([qd.snapshot_ids(g) for g in range(qd.finished)])
+    for g in range(1, qd.finished):  # a generation's changes are the cells whose elite differs from the one before
+        k, cell, elite = qd.changes(g).T
+        assert (dense[g].reshape(3, -1)[k, cell] == elite).all()
+        assert ((dense[g] != dense[g - 1]).sum()) == len(k)
+    # a checkpoint of the dense format (/2) reads as the same state
+    old = {**state, "format": "workbench.qd.CycleQD/2", "snapshots": dense}
+    del old["snapshot_changes"]
+    assert canonical(CycleQD.from_state(old)) == canonical(qd)
     # the children the loop kept are exactly the models a rebuild from lineage produces, bit for bit
     for i, theta in loop.models.items():
         again = rebuild(i, qd.child, THETA0, SEEDS, loop.factors)

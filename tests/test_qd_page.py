@@ -137,6 +137,27 @@ def test_lineage_children_card_and_baselines(qd):
     assert pooled["std"] == pytest.approx(np.std(pair, ddof=1))
 
 
+def test_a_run_that_repeats_a_seed_pools_once_on_the_page_and_in_the_report(qd, tmp_path, capsys):
+    """A copy of a run (its seed repeated: the same computation again) is not offered as another seed to pool, and
+    `qd report` counts it once, with a note (the spread and the wins counted it twice)."""
+    import shutil
+
+    from workbench.cli import main
+
+    runs = tmp_path / "runs"
+    shutil.copytree(qd["dir"], runs)
+    again = qd["other"] + "-again"
+    shutil.copytree(runs / qd["other"], runs / again)
+    model = QDModel(runs_dir=str(runs), run_id=qd["run"])
+    assert model.param.compare.objects in ([qd["other"]], [again])
+    assert main(["qd", "report", qd["run"], qd["other"], again, "--runs", str(runs), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["repeats"] == {again: qd["other"]} and out["counted"] == [qd["run"], qd["other"]]
+    assert len(out["per_task"]["brackets"]["scores"]["cycleqd"]["values"]) == 2
+    assert f"{again} repeats the seed of {qd['other']}" in captured.err
+
+
 def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
     import holoviews as hv
     from PIL import Image

@@ -298,6 +298,9 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
         (["--tasks", "brackets", "sort", "--range", "add", "0", "1"], "--range names 'add', not among --tasks"),
         (["--tasks", "brackets", "sort", "--range", "sort", "low", "1"], "LO and HI must be numbers"),
         (["--tasks", "brackets", "sort", "--bins", "0"], "--bins must be an integer of at least 1"),
+        # a dense grid per archive: a typo took the machine's memory (20 GB) after the models had loaded
+        (["--tasks", "brackets", "sort", "--bins", "100000000"], "--bins 100000000: 2 tasks make archives of "
+                                                                   "100000000^1 cells, more than 1,000,000"),
         (["--tasks", "brackets", "sort", "--batch", "0"], "--batch must be an integer of at least 1"),
         (["--tasks", "brackets", "sort", "--transfer", "weights"], "--transfer says how children reach Dask workers"),
         (["--tasks", "brackets", "sort", "--merge-recipe", str(tmp_path / "none.yaml")], "--merge-recipe: no file"),
@@ -444,3 +447,46 @@ def test_cli_choices_match_the_library():
     assert cli_qd.SAMPLINGS == tuple(SAMPLERS) and cli_qd.MUTATIONS == tuple(MUTATIONS)
     assert cli_qd.TRANSFERS == run.TRANSFERS
     assert set(cli_qd.CYCLE_FIELDS.values()) | {"ranges"} == set(run.FLAGS)
+
+
+def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_path, zoo, capsys, monkeypatch):
+    """A relative --zoo is recorded as the folder it names (an export, a resume or the page from another folder
+    read no zoo, or another); a zoo moved is given to a resume as --zoo DIR, checked by its zoo.json, and the run
+    records where it is now; another zoo is refused; a resume that fails leaves no entry in run.json."""
+    import shutil
+
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    here = tmp_path / "here"
+    shutil.copytree(zoo, here / "zoo")
+    monkeypatch.chdir(here)
+    short = ["qd", "cycle", "--tasks", "brackets", "sort", "--gens", "1", "--n-eval", "4", "--n-test", "4",
+             "--multitask-steps", "0", "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert main([*short, "--zoo", "zoo"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["id"]
+    store = RunStore(tmp_path / "runs")
+    assert store.open(run_id).info["config"]["zoo"] == str(here / "zoo")
+    monkeypatch.chdir(tmp_path)  # elsewhere: the run still reads its zoo
+    assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m0"), "--runs", "runs"]) == 0
+    capsys.readouterr()
+    (here / "zoo").rename(tmp_path / "moved")  # the zoo moved: said, with the resume that finds it again
+    assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m1"), "--runs", "runs"]) == 2
+    err = capsys.readouterr().err
+    assert f"run {run_id}'s zoo {here / 'zoo'} is not there" in err and f"--resume {run_id} --zoo DIR" in err
+    other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("brackets", "sort"), base_steps=2, expert_steps=2))
+    resumes = store.open(run_id).info.get("resumes", [])
+    for zoo_given, message in ((other, "is not run"), (tmp_path / "nowhere", "is not run")):
+        assert main(["qd", "cycle", "--resume", run_id, "--zoo", str(zoo_given), "--gens", "2", "--runs", "runs",
+                     "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["qd", "cycle", "--resume", run_id, "--gens", "2", "--runs", "runs", "--device", "cuda:7",
+                 "--zoo", "moved", "--quiet"]) == 2  # no such device: refused before the resume is recorded
+    capsys.readouterr()
+    assert store.open(run_id).info.get("resumes", []) == resumes
+    assert main(["qd", "cycle", "--resume", run_id, "--gens", "2", "--zoo", "moved", "--runs", "runs",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    info = store.open(run_id).info
+    assert info["config"]["zoo"] == info["zoo"] == str(tmp_path / "moved") and info["status"] == "done"
+    assert main(["qd", "export", run_id, "--model", "best:sort", "--out", str(tmp_path / "m2"), "--runs",
+                 "runs"]) == 0

@@ -55,7 +55,7 @@ def _progress_value(tasks: list[str]):
 
 
 def cmd_cycle(args) -> int:
-    from workbench.qd.run import KIND, QDRunConfig, check_inputs, flag_names, run_cycleqd
+    from workbench.qd.run import KIND, QDRunConfig, check_inputs, flag_names, run_cycleqd, run_zoo
     from workbench.runs import RunStore, cli_command, steps_done
 
     device = check_device(args.device)
@@ -63,10 +63,14 @@ def cmd_cycle(args) -> int:
     given = {field: getattr(args, dest) for dest, field in CYCLE_FIELDS.items() if getattr(args, dest) is not None}
     ranges = _ranges(args.range)
     cfg, resume = None, None
+    zoo = None
     if args.resume is not None:
         given.update({f"ranges.{t}": r for t, r in (ranges or {}).items()})
+        # the run's zoo where it is now (a --zoo is checked by content, not compared as text): before any bar
+        zoo = given.pop("zoo", None)
     run = resumed_run(store, args, "qd", given, flag_names, extends="gens")
     if run is not None:
+        run_zoo(run, zoo)
         resume, config = run.id, run.info["config"]
         gens = args.gens or config["gens"]
         total, tasks = gens + 1, config["tasks"]
@@ -84,7 +88,7 @@ def cmd_cycle(args) -> int:
     try:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
             run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
-                              on_start=on_iteration.start, given=given,
+                              on_start=on_iteration.start, given={**given, **({"zoo": zoo} if zoo else {})},
                               device=device if resume is not None else None, command=cli_command())
     finally:
         close_client(client)
@@ -110,6 +114,8 @@ def cmd_report(args) -> int:
     if out["differs"]:
         say("note", f"these runs differ in {', '.join(out['differs'])}, not only in their seed: each mean ± std "
                     "mixes those settings")
+    for run_id, held in out["repeats"].items():
+        say("note", f"{run_id} repeats the seed of {held} (the same computation again): counted once")
     if args.json:
         print(json.dumps(out))
         return 0
@@ -118,7 +124,8 @@ def cmd_report(args) -> int:
 
     console = Console(width=max(Console().width, 120), markup=False)
     for task, entry in out["per_task"].items():
-        table = Table("model", "mean ± std", "min", "max", "CycleQD beats it", title=f"{task} (test, {len(runs)} runs)")
+        table = Table("model", "mean ± std", "min", "max", "CycleQD beats it",
+                      title=f"{task} (test, {len(out['counted'])} runs)")
         for model, s in entry["scores"].items():
             versus = entry["cycleqd_vs"].get(model)
             beats = "" if versus is None else (f"{versus['wins']}/{versus['runs']} runs, margin "
@@ -127,7 +134,7 @@ def cmd_report(args) -> int:
         console.print(table)
         if entry["best_is_a_seed_expert"]:
             console.print(f"{task}: CycleQD's best model is the seed expert itself in {entry['best_is_a_seed_expert']}"
-                          f"/{len(runs)} runs")
+                          f"/{len(out['counted'])} runs")
     return 0
 
 

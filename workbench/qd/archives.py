@@ -79,10 +79,22 @@ def check_ranges(tasks: list[str], ranges: Mapping[str, Iterable[float]] | None)
     return {t: check_range(ranges[t], t) for t in tasks}
 
 
-def check_bins(bins) -> int:
+#: the most cells an archive may have (bins^(K-1)): every archive is a dense grid, and a typo in --bins took a
+#: machine's memory (10^8 bins of two tasks: 20 GB) instead of an error
+MAX_CELLS = 1_000_000
+
+
+def check_bins(bins, n_tasks: int | None = None, flag: str = "bins") -> int:
+    """bins as an int of at least 1; with n_tasks, archives of bins^(n_tasks - 1) cells at most MAX_CELLS."""
     if isinstance(bins, bool) or not isinstance(bins, Integral) or bins < 1:
-        raise ValueError(f"bins must be an integer of at least 1 (the reference uses 15), got {bins!r}")
-    return int(bins)
+        raise ValueError(f"{flag} must be an integer of at least 1 (the reference uses 15), got {bins!r}")
+    bins = int(bins)
+    if n_tasks is not None and n_tasks >= 2 and bins ** (n_tasks - 1) > MAX_CELLS:
+        most = int(math.floor(MAX_CELLS ** (1 / (n_tasks - 1)) + 1e-9))
+        raise ValueError(f"{flag} {bins}: {n_tasks} tasks make archives of {bins}^{n_tasks - 1} cells, more than "
+                         f"{MAX_CELLS:,} (each is a grid in memory); give {flag} {most} or fewer (the reference "
+                         f"uses 15)")
+    return bins
 
 
 # --- binning -------------------------------------------------------------------------------------------------------
@@ -133,7 +145,7 @@ class TaskArchives:
                  bins: int = DEFAULT_BINS):
         self.tasks = check_task_list(tasks)
         self.ranges = check_ranges(self.tasks, ranges)
-        self.bins = check_bins(bins)
+        self.bins = check_bins(bins, len(self.tasks))
         self._ids = {t: np.full(self.shape, -1, np.int64) for t in self.tasks}
         self._quality = {t: np.full(self.shape, np.nan, np.float64) for t in self.tasks}
 

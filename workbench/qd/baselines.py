@@ -209,7 +209,8 @@ def report(runs: list[Run]) -> dict:
     their mean, sample standard deviation, min and max; per baseline how many runs CycleQD's best beats it in,
     with the mean ± std of the margin; and in how many runs that best model is a seed expert itself. `differs`
     lists the flags of the settings other than the seed (and device, threads) in which the runs differ: their spread
-    mixes them."""
+    mixes them. A run that repeats an earlier one's seed (of the same setting) is the same computation again: it
+    counts once (`repeats`: its id -> the id counted; `counted`: the runs the statistics are over)."""
     import json
 
     loaded = []
@@ -240,8 +241,13 @@ def report(runs: list[Run]) -> dict:
     mixed = [k.removeprefix("config.") for k in differing_settings([r.info for r in runs])
              if k not in REPLICATE_KEYS and k not in CONTEXT_KEYS]
     mixed = [FLAGS.get(k.split(".")[0], k) for k in mixed]  # as typed: --n-eval, --range (ranges.sort)
+    first: dict = {}  # seed -> the first run with it; of one setting, a repeat is the same computation again
+    repeats = {r.id: first.setdefault(r.info.get("seed"), r.id) for r in runs if not mixed}
+    repeats = {i: held for i, held in repeats.items() if held != i}
+    counted = [i for i in ids if i not in repeats]
+    loaded = [s for i, s in zip(ids, loaded, strict=True) if i not in repeats]
     out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
-                 "differs": mixed, "per_task": {}}
+                 "differs": mixed, "repeats": repeats, "counted": counted, "per_task": {}}
     for t in tasks:
         models = [m for m in loaded[0]["per_task"][t] if all(m in s["per_task"][t] for s in loaded)]
         entry = {m: stats([s["per_task"][t][m] for s in loaded]) for m in models}

@@ -61,8 +61,8 @@ from workbench.qd.archives import DEFAULT_BINS, TaskArchives, check_bins, check_
 from workbench.qd.operators import MUTATION_SCALES, MUTATIONS
 from workbench.qd.sampling import SAMPLERS
 
-STATE_FORMAT = "workbench.qd.CycleQD/2"   # /1 (one pending child) is read too
-_FORMATS = ("workbench.qd.CycleQD/1", STATE_FORMAT)
+STATE_FORMAT = "workbench.qd.CycleQD/3"   # /1 (one pending child) and /2 (dense snapshots) are read too
+_FORMATS = ("workbench.qd.CycleQD/1", "workbench.qd.CycleQD/2", STATE_FORMAT)
 _PARENTS, _OMEGAS, _MUTATION = range(3)   # the spawned seed streams of a generation
 
 
@@ -100,7 +100,7 @@ class CycleQDConfig:
 
         self.tasks = tuple(check_tasks(check_task_list(self.tasks)))
         self.ranges = check_ranges(list(self.tasks), self.ranges)
-        self.bins = check_bins(self.bins)
+        self.bins = check_bins(self.bins, len(self.tasks))
         if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
@@ -223,7 +223,11 @@ class CycleQD:
         self.generation = 0
         self._records: list[dict] = []
         self._pending: list[Child] = []           # the current generation's children not told yet, in order
-        self._snapshots: list[np.ndarray] = []    # per finished generation: (K, *grid) elite ids
+        # per finished generation, the cells it changed: (n, 3) int64 rows (archive k, flat cell, elite id). A
+        # dense (K, *grid) copy per generation grew as generations × K × bins^(K-1): 400 MB rewritten each
+        # generation of a five-task run at the reference's 15 bins
+        self._changes: list[np.ndarray] = []
+        self._last = self._dense_ids()            # the archives' elite ids after the last finished generation
         self._history: list[dict] = []            # per finished generation: the archives' statistics
 
     @property
@@ -303,8 +307,15 @@ class CycleQD:
             self._finish_generation()
         return entered
 
+    def _dense_ids(self) -> np.ndarray:
+        """The archives' elite ids now, flat: (K, cells) int64, -1 where empty."""
+        return np.stack([self.archives.grid(t)[0].reshape(-1) for t in self.tasks])
+
     def _finish_generation(self) -> None:
-        self._snapshots.append(np.stack([self.archives.grid(t)[0] for t in self.tasks]))
+        now = self._dense_ids()
+        k, cell = np.nonzero(now != self._last)
+        self._changes.append(np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64))
+        self._last = now
         stats = [self.archives.stats(t) for t in self.tasks]
         told = self._records[-self.config.batch:] if self.generation else self._records   # B children, or K seeds
         self._history.append({"generation": self.generation, "task": self.quality_task,
@@ -359,14 +370,33 @@ class CycleQD:
             out[k] = np.array([x[k] for x in h], np.float64).reshape(len(h), len(self.tasks))
         return out
 
+    @property
+    def finished(self) -> int:
+        """How many generations have finished (their snapshots: 0 .. finished - 1)."""
+        return len(self._changes)
+
+    def snapshot_ids(self, generation: int) -> np.ndarray:
+        """The archives' elite ids as they were after `generation`: (K, *grid) int64, -1 where empty."""
+        if not (0 <= generation < len(self._changes)):
+            raise ValueError(f"no snapshot of generation {generation}; "
+                             f"finished generations: 0..{len(self._changes) - 1}")
+        ids = np.full((len(self.tasks), int(np.prod(self.archives.shape))), -1, np.int64)
+        for change in self._changes[: generation + 1]:
+            ids[change[:, 0], change[:, 1]] = change[:, 2]
+        return ids.reshape(len(self.tasks), *self.archives.shape)
+
+    def changes(self, generation: int) -> np.ndarray:
+        """The cells generation `generation` changed: (n, 3) int64 rows of archive k (task order), flat cell
+        (row-major in the archive's shape) and the elite id now there. Copies."""
+        self.snapshot_ids(generation)  # checks the generation
+        return self._changes[generation].copy()
+
     def snapshot(self, generation: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The archives as they were after `generation`: task -> (elite ids, qualities), as `TaskArchives.grid`."""
-        if not (0 <= generation < len(self._snapshots)):
-            raise ValueError(f"no snapshot of generation {generation}; "
-                             f"finished generations: 0..{len(self._snapshots) - 1}")
+        snap = self.snapshot_ids(generation)
         out = {}
         for k, task in enumerate(self.tasks):
-            ids = self._snapshots[generation][k].copy()
+            ids = snap[k]
             quality = np.full(ids.shape, np.nan)
             for idx in zip(*np.nonzero(ids >= 0), strict=True):
                 quality[idx] = self._records[ids[idx]]["scores"][task]
@@ -397,7 +427,7 @@ class CycleQD:
         reference starts each entry at 1). Write it with workbench.qd.archive_map.write_archive_map."""
         from workbench.qd.archive_map import to_archive_map
 
-        generation = len(self._snapshots) - 1 if generation is None else generation
+        generation = len(self._changes) - 1 if generation is None else generation
         counts = self.draw_counts(generation)
         return to_archive_map(self.snapshot_archives(generation), model_path or self.model_path,
                               sampling_freq=lambda task, i: 1 + int(counts[i, self.tasks.index(task)]),
@@ -407,14 +437,14 @@ class CycleQD:
 
     def state_dict(self) -> dict:
         """Everything, as plain values and arrays (no pickle): config, seed experts, generation, the archives,
-        every record, the pending children, snapshots (G, K, *grid) and per-generation statistics."""
-        k = len(self.tasks)
-        snapshots = (np.stack(self._snapshots) if self._snapshots
-                     else np.zeros((0, k, *self.archives.shape), np.int64))
+        every record, the pending children, the cells each generation changed (snapshot_changes: (n, 4) int64
+        rows of generation, archive k, flat cell, elite id) and per-generation statistics."""
+        changes = [np.concatenate([np.full((len(c), 1), g, np.int64), c], axis=1) for g, c in enumerate(self._changes)]
         return {"format": STATE_FORMAT, "config": self.config.to_dict(), "seed_experts": dict(self.seed_experts),
                 "generation": self.generation, "archives": self.archives.state_dict(), "records": self.records,
                 "pending": [c.to_dict() for c in self._pending],
-                "snapshots": snapshots, "history": [dict(h) for h in self._history]}
+                "snapshot_changes": np.concatenate(changes) if changes else np.zeros((0, 4), np.int64),
+                "history": [dict(h) for h in self._history]}
 
     @classmethod
     def from_state(cls, state: Mapping) -> CycleQD:
@@ -428,8 +458,19 @@ class CycleQD:
         pending = state["pending"]
         pending = [] if pending is None else [pending] if isinstance(pending, Mapping) else pending   # /1: one child
         qd._pending = [Child.from_dict(c) for c in pending]
-        qd._snapshots = [np.asarray(s, np.int64) for s in state["snapshots"]]
         qd._history = [dict(h) for h in state["history"]]
+        if "snapshot_changes" in state:
+            rows = np.asarray(state["snapshot_changes"], np.int64).reshape(-1, 4)
+            qd._changes = [rows[rows[:, 0] == g, 1:] for g in range(len(qd._history))]
+        else:  # /1, /2: a dense (K, *grid) snapshot per finished generation
+            before = np.full((len(qd.tasks), int(np.prod(qd.archives.shape))), -1, np.int64)
+            for snap in state["snapshots"]:
+                now = np.asarray(snap, np.int64).reshape(len(qd.tasks), -1)
+                k, cell = np.nonzero(now != before)
+                qd._changes.append(np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64))
+                before = now
+        qd._last = (qd.snapshot_ids(qd.finished - 1).reshape(len(qd.tasks), -1) if qd.finished
+                    else np.full((len(qd.tasks), int(np.prod(qd.archives.shape))), -1, np.int64))
         return qd
 
 

@@ -43,6 +43,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -149,6 +150,9 @@ class QDRunConfig:
             if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
                 raise ValueError(f"{FLAGS[name]} must be an integer of at least {least}, got {value!r}")
             setattr(self, name, int(value))
+        from workbench.qd.archives import check_bins
+
+        check_bins(self.bins, len(self.tasks), "--bins")  # archives of bins^(K-1) cells: a grid each, in memory
         if self.multitask_steps is not None:
             if isinstance(self.multitask_steps, bool) or not isinstance(self.multitask_steps, Integral) \
                     or self.multitask_steps < 0:
@@ -376,8 +380,12 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     if resume is not None:
         run = store.open(resume)
         given = {**(given or {}), **({"gens": gens} if gens is not None else {})}
+        moved = run_zoo(run, given.pop("zoo", None))  # the run's zoo, wherever it is now (checked by content)
         check_resume(run, KIND, given, names=flag_names(run.info["config"]), extends="gens")
         run, cfg, state, total = store.reopen_to(run, QDRunConfig.from_dict, (KIND,), "gens", given.get("gens"))
+        if moved != cfg.zoo:  # recorded, so that its exports, its page and later resumes find it too
+            run.update(config={**run.info["config"], "zoo": moved}, zoo=moved)
+            cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, gens=total)
         elif run.info.get("status") == "done":
@@ -388,7 +396,6 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         copy = run.input_path("merge_recipe")
         if copy is not None:
             cfg = dataclasses.replace(cfg, merge_recipe=str(copy))
-        record_resume(run, command, state, key="from_generation", extends="gens", total=total)
     elif cfg is None:
         raise ValueError("give a QDRunConfig or resume=RUN_ID")
     else:
@@ -398,7 +405,10 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     if device is not None:
         cfg = dataclasses.replace(cfg, device=str(device))
     ctx = context(cfg)   # fails fast on a missing device or model
+    if resume is not None:  # once the zoo and the device are there: a resume that failed left no entry
+        record_resume(run, command, state, key="from_generation", extends="gens", total=total)
     if resume is None:
+        cfg = dataclasses.replace(cfg, zoo=os.path.abspath(os.path.expanduser(cfg.zoo)))  # read from anywhere later
         config = cfg.to_dict()
         if cfg.merge_recipe:   # the run keeps its own copy (hashed), not a path into the user's files
             config["merge_recipe"] = f"inputs/{Path(cfg.merge_recipe).name}"
@@ -499,18 +509,19 @@ def archive_rows(qd: CycleQD) -> dict[str, list]:
     """archives.parquet: every filled cell of every archive after every generation (columns generation, task,
     cell (bin indices along the archive's axes, the other tasks in task order), id, quality)."""
     out: dict[str, list] = {"generation": [], "task": [], "cell": [], "id": [], "quality": []}
-    snapshots = qd.state_dict()["snapshots"]   # (G, K, *grid) elite ids
     quality = {r["id"]: r["scores"] for r in qd.records}
-    for g, snap in enumerate(snapshots):
-        for k, task in enumerate(qd.tasks):
-            cells = np.argwhere(snap[k] >= 0)
-            for cell in cells:
-                i = int(snap[k][tuple(cell)])
-                out["generation"].append(g)
-                out["task"].append(task)
-                out["cell"].append([int(c) for c in cell])
-                out["id"].append(i)
-                out["quality"].append(quality[i][task])
+    shape = qd.archives.shape
+    filled: dict[tuple[int, int], int] = {}  # (archive k, flat cell) -> elite id, generation by generation
+    for g in range(qd.finished):
+        for k, cell, i in qd.changes(g).tolist():
+            filled[k, cell] = i
+        for k, cell in sorted(filled):  # task order, then row-major: as the archives read
+            i = filled[k, cell]
+            out["generation"].append(g)
+            out["task"].append(qd.tasks[k])
+            out["cell"].append([int(c) for c in np.unravel_index(cell, shape)])
+            out["id"].append(i)
+            out["quality"].append(quality[i][qd.tasks[k]])
     return out
 
 
@@ -535,6 +546,29 @@ def write_generation_files(run: Run, qd: CycleQD) -> None:
             write_archive_map(path, qd.archive_map(g))
 
 
+def run_zoo(run: Run, zoo: str | None = None) -> str:
+    """The zoo folder a qd run reads (for a resume, an export, its page's rebuilds): `zoo` (a resume's --zoo),
+    which must be the run's zoo by content (its zoo.json: a zoo moved, or a relative path given from another
+    folder), else the path it recorded. One error naming --zoo where that is not there (runs before this version
+    recorded the path as given: a relative one reads from the folder they were started in)."""
+    from workbench.lm.zoo import ZOO_FILE, zoo_fingerprint
+
+    recorded, sha = run.info["config"].get("zoo"), run.info.get("zoo_sha256")
+    if zoo is not None:
+        zoo = os.path.abspath(os.path.expanduser(str(zoo)))
+        if os.path.abspath(str(recorded)) != zoo and sha is not None and zoo_fingerprint(zoo) != sha:
+            raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
+                           f"on, {recorded}); give that zoo's folder, or leave --zoo out")
+        return zoo
+    if not (Path(str(recorded)).expanduser() / ZOO_FILE).is_file():
+        relative = "" if os.path.isabs(str(recorded)) else \
+            " (a relative path, read from the folder you are in: the run was started elsewhere)"
+        raise RunError(f"run {run.id}'s zoo {recorded} is not there{relative}; resume it with `workbench qd cycle "
+                       f"--resume {run.id} --zoo DIR` (the same zoo, checked by its {ZOO_FILE}): the run then "
+                       f"records where it is")
+    return str(recorded)
+
+
 def load_run(store: RunStore | str | Path, run_id: str) -> tuple[Run, QDRunConfig, CycleQD]:
     """A qd run's folder, config and CycleQD (from its last checkpoint)."""
     store = RunStore.of(store)
@@ -543,7 +577,7 @@ def load_run(store: RunStore | str | Path, run_id: str) -> tuple[Run, QDRunConfi
         from workbench.runs import _wrong_kind
 
         raise RunError(_wrong_kind(run, KIND))
-    cfg = QDRunConfig.from_dict(run.info["config"])
+    cfg = dataclasses.replace(QDRunConfig.from_dict(run.info["config"]), zoo=run_zoo(run))
     copy = run.input_path("merge_recipe")
     if copy is not None:
         cfg = dataclasses.replace(cfg, merge_recipe=str(copy))
