@@ -333,7 +333,9 @@ class ExpertsModel(param.Parameterized):
 
     def alpha_table(self) -> pd.DataFrame:
         """α per seed, number of shots k, expert (and matrix, for α per matrix): CEM's best member, chosen on the
-        shots (never on the test set)."""
+        shots (never on the test set); share: α / Σα over the experts, what the mixture is made of. SVF's rescale
+        takes a column's scale out (α and 2α compose the same weights), so shares compare across k and seeds
+        where α's do not."""
         rows = []
         for d in self.pooled():
             s = d.scores or {}
@@ -341,16 +343,17 @@ class ExpertsModel(param.Parameterized):
             matrices = d.matrices
             for k, rec in (s.get("few_shot") or {}).items():
                 a = np.asarray(rec["alpha"], float)
+                shares = alpha_shares(a)
                 for i, name in enumerate(names):
                     for j in range(a.shape[1]):
                         rows.append({"seed": d.config["seed"], "k": int(k), "expert": name, "target": s.get("target"),
                                      "matrix": matrix_label(matrices[j]) if a.shape[1] > 1 else "all",
-                                     "alpha": float(a[i, j])})
-        return pd.DataFrame(rows, columns=["seed", "k", "expert", "target", "matrix", "alpha"])
+                                     "alpha": float(a[i, j]), "share": float(shares[i, j])})
+        return pd.DataFrame(rows, columns=["seed", "k", "expert", "target", "matrix", "alpha", "share"])
 
     def targets_alpha(self) -> pd.DataFrame:
-        """α per expert (mean over matrices) for each target task of the adapt runs on this model with these
-        expert tasks: its largest k, averaged over seeds (one bar group per target task)."""
+        """α's share per expert (alpha_shares, mean over matrices) for each target task of the adapt runs on this
+        model with these expert tasks: its largest k, averaged over seeds (one bar group per target task)."""
         d = self.data
         if d is None or d.kind != "adapt":
             return pd.DataFrame(columns=["target", "expert", "alpha", "std", "n"])
@@ -364,7 +367,7 @@ class ExpertsModel(param.Parameterized):
             if other.info.get("model_key") != d.info.get("model_key") or [e.task for e in other.task_experts] != tasks \
                     or not few:
                 continue
-            a = np.asarray(few[str(max(map(int, few)))]["alpha"], float).mean(1)
+            a = alpha_shares(np.asarray(few[str(max(map(int, few)))]["alpha"], float)).mean(1)
             for e, v in zip(other.task_experts, a, strict=True):
                 found.setdefault((other.scores["target"], e.task), []).append(float(v))
         return pd.DataFrame([{"target": t, "expert": e, **spread(v)} for (t, e), v in found.items()])
@@ -392,11 +395,12 @@ class ExpertsModel(param.Parameterized):
         return pd.DataFrame(rows, columns=["seed", "k", "test", "shots"]).sort_values(["k", "seed"])
 
     def target_refs(self) -> dict[str, dict]:
-        """The target task's base and oracle accuracy (spread over the pooled runs)."""
+        """The target task's base accuracy (spread over the pooled runs). Not its oracle: the target has no expert
+        by definition, so the oracle is the base there (its line hid the base's)."""
         pooled = self.pooled()
         target = (pooled[0].scores or {}).get("target") if pooled else None
         out = {}
-        for name in ("base", "oracle"):
+        for name in ("base",):
             values = [((d.scores or {}).get("strategies") or {}).get(name, {}).get(target) for d in pooled]
             if any(v is not None for v in values):
                 out[name] = spread(values)
@@ -803,31 +807,43 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
+def alpha_shares(alpha: np.ndarray) -> np.ndarray:
+    """α / Σα over the experts (rows), per matrix (column): the mixture's make-up. Under SVF's rescale a column's
+    scale cancels (CEM's (0, 0.38) and (0, 0.41) are one mixture), so shares are what compares; NaN where a
+    column sums to 0 (no mixture)."""
+    alpha = np.asarray(alpha, float)
+    total = alpha.sum(0, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, alpha / np.where(total > 0, total, 1.0), np.nan)
+
+
 def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
-    """α per expert for each number of shots (mean ± std over seeds); α per matrix: grouped bars per layer ·
-    matrix; with adapt runs of several targets on this model, α per target task (largest k)."""
+    """Each expert's share of the mixture, α / Σα (alpha_shares: SVF's rescale keeps only α's ratios), for each
+    number of shots (mean ± std over seeds); α per matrix: grouped bars per layer · matrix; with adapt runs of
+    several targets on this model, the shares per target task (largest k)."""
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no few-shot result</i>")
     panels = []
     per_matrix = (table["matrix"] != "all").any()
-    top = max(1.12, float(table["alpha"].max()) + 0.15)
+    top = 1.12
     for k, part in table.groupby("k", sort=True):
         if per_matrix:
-            mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["alpha"].mean()
-            panels.append(_style(hv.Bars(mean, ["matrix", "expert"], "alpha"), title=f"α per matrix · {target} · "
-                                 f"k = {k}", ylim=(0, top), xlabel="", bokeh={"width": 520, "height": 340,
-                                                                               "tools": ["hover"], "xrotation": 35},
+            mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["share"].mean()
+            panels.append(_style(hv.Bars(mean, ["matrix", "expert"], ("share", "α / Σα")),
+                                 title=f"α's shares per matrix · {target} · k = {k}", ylim=(0, top), xlabel="",
+                                 bokeh={"width": 520, "height": 340, "tools": ["hover"], "xrotation": 35},
                                  mpl={"xrotation": 40}))
         else:
-            rows = [{"expert": e, **spread(g["alpha"].tolist())}
+            rows = [{"expert": e, **spread(g["share"].tolist())}
                     for e, g in part.groupby("expert", sort=False)]
             n = max(r["n"] for r in rows)
-            panels.append(_bars(pd.DataFrame(rows), "expert", f"α · {target} · k = {k}" +
-                                (f" ({n} seeds)" if n > 1 else ""), "α", top))
+            panels.append(_bars(pd.DataFrame(rows), "expert", f"α's shares · {target} · k = {k}" +
+                                (f" ({n} seeds)" if n > 1 else ""), "α / Σα", top))
     if not targets.empty and targets["target"].nunique() > 1:
-        panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"), title="α per target task (largest k)",
-                             ylabel="α (mean over seeds)", xlabel="", ylim=(0, top),
+        panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"),
+                             title="α's shares per target task (largest k)",
+                             ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
 
@@ -864,7 +880,7 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
 
 def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
     """Test accuracy of the best mixture (mean ± std over seeds, each seed a dot) and its few-shot accuracy
-    against the number of shots k; the target's base and oracle as dashed lines."""
+    against the number of shots k; the target's base as a dashed line (its oracle is the base: no expert)."""
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no few-shot result</i>")
@@ -878,7 +894,7 @@ def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
                      bokeh={"line_dash": "dotted"}, mpl={"linestyle": ":"})]
     if len(table["seed"].unique()) > 1:
         layers.append(hv.ErrorBars(mean, "k", ["test", "std"]))
-    for name, colour in (("base", "#555555"), ("oracle", "#c75000")):
+    for name, colour in (("base", "#555555"),):
         if name in refs:
             layers.append(_style(hv.Curve([(ks[0], refs[name]["mean"]), (ks[-1], refs[name]["mean"])], "k",
                                           "test", label=f"{name} on {target}"), color=colour,
@@ -891,6 +907,17 @@ def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
 
 # --- the page ----------------------------------------------------------------------------------------------------
 
+def mixture_shares(alphas: list[float], tasks: list[str]) -> str:
+    """"shares 33 % add, 67 % sort": what a mixture is made of under SVF's rescale (α / Σα); "no mixture" at
+    Σα = 0; "one expert" alone (its α does not matter)."""
+    if len(alphas) == 1:
+        return "one expert (its α does not change the weights)"
+    total = float(sum(alphas))
+    if total <= 0:
+        return "no mixture (every α is 0)"
+    return "shares " + ", ".join(f"{100 * a / total:.0f} % {t}" for a, t in zip(alphas, tasks, strict=True))
+
+
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
@@ -899,15 +926,23 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                          sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
+    if len(sliders) == 1:  # α·p composes the same weights at every α > 0: SVF's rescale takes the scale out
+        sliders[0].param.update(disabled=True, description="one expert: every α > 0 composes the same weights "
+                                                           "(SVF's rescale keeps only α's ratios)")
     variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
                                           color="primary", variant="outline")
-    normalize = pn.widgets.Checkbox(label="normalise α over the experts", value=model.normalize)
+    # the reference's norm_coeffs: kept for its runs, shown for what it does (α's scale only, not the weights)
+    normalize = pn.widgets.Checkbox(label="normalise α over the experts (α's scale: same weights)",
+                                    value=model.normalize)
     prompt = pn.widgets.TextInput(label="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
                                   value="s:kdpa=", width=320)
     said = pn.pane.Markdown("", sizing_mode="stretch_width")
     found = [int(k) for k in ((model.data.scores or {}).get("few_shot") or {})]
-    load = pn.widgets.Select(label="α that CEM found", options=["–"] + [f"k = {k}" for k in found], width=200) \
-        if found else None
+    per_matrix = model.data.config.get("alpha") == "matrix"  # CEM's α per matrix: the sliders hold its means
+    load = pn.widgets.Select(label="α CEM found (mean over matrices)" if per_matrix else "α that CEM found",
+                             options=["–"] + [f"k = {k}" for k in found], width=200,
+                             description="the sliders take one α an expert: CEM's α per matrix averaged, not "
+                                         "the mixture it chose" if per_matrix else None) if found else None
     score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300)
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
@@ -936,11 +971,12 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                 model.param.update(alphas=[float(s.value) for s in sliders], variant=variant.value,
                                    normalize=normalize.value)
                 mix = " + ".join(f"{s.value:.2f}·{e.task}" for s, e in zip(sliders, experts, strict=True))
+                shares = mixture_shares([s.value for s in sliders], [e.task for e in experts])
                 try:
                     asked = prompt.value.strip()
                     out = await off_loop(model.answer, asked, busy=[said])
                     said.object = (f"**{asked} →** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · "
-                                   f"composed and decoded in {out['seconds'] * 1000:.0f} ms")
+                                   f"{shares} · composed and decoded in {out['seconds'] * 1000:.0f} ms")
                 except ValueError as exc:
                     said.object = f"**cannot answer:** {exc}"
                 if not state["again"]:
@@ -969,7 +1005,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
         load.param.watch(on_load, "value")
     note = pn.pane.Markdown(
         "Each change composes W′ = U·diag(σ⊙z′)·Vᵀ·Σσ/Σ(σ⊙z′) once into the model (z′ = Σ α·p over the experts' "
-        "raw parameters, the reference's rule, or Σ α·sigmoid(p)) and decodes the prompt greedily.",
+        "raw parameters, the reference's rule, or Σ α·sigmoid(p)) and decodes the prompt greedily. The rescale "
+        "takes z′'s scale out: only α's ratios (each expert's share) change the weights.",
         sizing_mode="stretch_width")
     pn.state.onload(run) if pn.state.curdoc else None
     return pn.Column(note, pn.Row(pn.Column(*sliders, variant, normalize, *([load] if load else [])),

@@ -84,6 +84,7 @@ def test_views_follow_the_run_files(ex):
         for k, rec in s["few_shot"].items():
             got = alpha[(alpha["seed"] == s["seed"]) & (alpha["k"] == int(k))]
             assert list(got["alpha"]) == [a[0] for a in rec["alpha"]] and list(got["expert"]) == ["add", "sort"]
+            assert got["share"].sum() == pytest.approx(1.0)  # what the mixture is made of (the rescale: ratios)
     # dispatcher confusion: every test prompt of both seeds counted once
     for table in model.confusion_tables().values():
         assert table.groupby("true")["count"].sum().to_dict() == {"add": 10, "sort": 10, "reverse": 10}
@@ -105,6 +106,18 @@ def test_views_follow_the_run_files(ex):
                                     ["shots_accuracy"])
     model.compare = []
     assert model.strategies_table()["n"].max() == 1 and "pooled" not in model.summary()
+
+
+def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
+    """SVF's rescale takes z′'s scale out: CEM's (0, 0.377) and (0, 0.406) are one mixture, shown as one share;
+    a column of zeros is no mixture; the mixer says the shares, and that one expert's α changes nothing."""
+    from workbench.dashboards.experts import alpha_shares, mixture_shares
+
+    np.testing.assert_array_equal(alpha_shares([[0.0], [0.377]]), alpha_shares([[0.0], [0.406]]))
+    np.testing.assert_allclose(alpha_shares([[0.3, 0.0], [0.6, 0.0]]), [[1 / 3, np.nan], [2 / 3, np.nan]])
+    assert mixture_shares([0.3, 0.6], ["add", "sort"]) == "shares 33 % add, 67 % sort"
+    assert mixture_shares([0.0, 0.0], ["add", "sort"]) == "no mixture (every α is 0)"
+    assert mixture_shares([0.4], ["add"]).startswith("one expert")
 
 
 def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
@@ -269,14 +282,15 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         box = page.get_by_placeholder("e.g. s:kdpa=")
         box.fill("r:abc=")
         box.press("Enter")
-        mix = f"r:abc= → {want or '∅'} · z′ = 0.50·add + 0.50·sort (raw) · composed and decoded in"
+        mix = f"r:abc= → {want or '∅'} · z′ = 0.50·add + 0.50·sort (raw) · shares 50 % add, 50 % sort · composed"
         page.get_by_text(mix).wait_for(timeout=60000)
         handle = page.locator(".noUi-handle").first  # the add slider, moved one step by the keyboard
         handle.focus()
         handle.press("ArrowRight")
         model.alphas = [0.51, 0.5]
         moved = model.answer("r:abc=")["answer"] or "∅"
-        page.get_by_text(f"r:abc= → {moved} · z′ = 0.51·add + 0.50·sort (raw)").wait_for(timeout=60000)
+        page.get_by_text(f"r:abc= → {moved} · z′ = 0.51·add + 0.50·sort (raw) · shares 50 % add").wait_for(
+            timeout=60000)
         # another run from the picker: read on a worker thread, shown on the loop, every stylesheet from our server
         page.get_by_label("Run").select_option(ex["adapt1"])
         page.get_by_text(f"{ex['adapt1']} · adaptation on").wait_for(timeout=60000)

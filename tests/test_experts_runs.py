@@ -261,7 +261,8 @@ def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_z
     done = adapt(None, RunStore(tmp_path / "part"), resume=part.id)
     assert done.info["status"] == "done"
     sw, sp = (json.loads((r.path / "scores.json").read_text()) for r in (whole, done))
-    assert sw["strategies"] == sp["strategies"] and sw["few_shot"] == sp["few_shot"]
+    assert sw == sp  # all of it: the experts' files as given too (the resumed run named its own copies)
+    assert [e["file"] for e in sp["experts"]] == files
     assert _rows(whole) == _rows(done)
 
 
@@ -319,6 +320,15 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
     # α of the wrong shape
     _refused(capsys, ["experts", "eval", "--model", base, "--experts", str(add_file), sort_id, "--alpha", "1", "2",
                       "3", "--runs", str(runs), "--n", "2"], "--alpha has 3 values; 2 experts need 2", runs)
+    # a negative α turns its expert around and the rescale blows the weights up (sort fell from 0.84 to 0); all 0
+    # mixes nothing (the rescale divides by 0)
+    for alpha, message in ((["1", "-1"], "--alpha takes mixing coefficients >= 0"),
+                           (["0", "0"], "--alpha: the coefficients of a matrix are all 0")):
+        _refused(capsys, ["experts", "eval", "--model", base, "--experts", str(add_file), sort_id, "--alpha", *alpha,
+                          "--runs", str(runs), "--n", "2"], message, runs)
+    # few-shot mixing of one task expert: every α the same weights, CEM's rollouts all of one model
+    _refused(capsys, [*adapt, "--experts", str(add_file), "--target", "reverse", "--strategies", "few-shot"],
+             "few-shot CEM mixes task experts, and one alone (add)", runs)
     # a model without MLP matrices (OPT names its feed-forward layers fc1 / fc2)
     from transformers import OPTConfig, OPTForCausalLM
 
@@ -413,3 +423,14 @@ def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "exists and is not a generalist folder" in err
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    # a generalist there already: the experts trained on it read it, so it is trained anew only with --replace
+    before = (tmp_path / "gen" / "model.safetensors").read_bytes()
+    again = ["experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "1",
+             "--quiet"]
+    proc = _short(*again, cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "holds a generalist already" in err and "--replace" in err, err
+    assert (tmp_path / "gen" / "model.safetensors").read_bytes() == before
+    proc = _short(*again, "--replace", cwd=tmp_path)
+    text, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and json.loads(text)["steps"] == 1, err

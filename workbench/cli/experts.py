@@ -99,7 +99,16 @@ def resolve_experts(specs: list[str], runs: str) -> list[str]:
 
 
 def cmd_adapt(args) -> int:
-    from workbench.experts.adapt import FLAGS, KIND, PREDATES, AdaptConfig, plan, read_experts, resumed_units
+    from workbench.experts.adapt import (
+        FLAGS,
+        KIND,
+        PREDATES,
+        AdaptConfig,
+        check_mixable,
+        plan,
+        read_experts,
+        resumed_units,
+    )
     from workbench.experts.run import check_model
     from workbench.runs import RunStore, cli_command
 
@@ -119,7 +128,9 @@ def cmd_adapt(args) -> int:
             raise ValueError("give --model (the experts' base model) and --experts RUN_ID|FILE …, or --resume RUN_ID")
         cfg = AdaptConfig(**{**given, "experts": resolve_experts(args.experts, args.runs), "device": device})
         check_model(cfg.model, cfg.prompt_format)
-        strategies, units = plan(cfg, read_experts(cfg.experts, cfg.target))
+        experts = read_experts(cfg.experts, cfg.target)
+        strategies, units = plan(cfg, experts)
+        check_mixable(strategies, experts)
         unused = [FEW_SHOT_FLAGS[f] for f in FEW_SHOT_FLAGS if f in given] + (["--normalize"] if args.normalize else [])
         if unused and "few-shot" not in strategies:
             raise ValueError(f"{', '.join(unused)} set(s) few-shot CEM mixing, which this run does not do: give "
@@ -202,6 +213,13 @@ def cmd_eval(args) -> int:
             raise ValueError(f"--alpha has {alpha.size} values; {k} experts need {k} (one per expert) or {k * m} "
                              f"(one per expert per matrix, {m} matrices, expert-major)")
         alpha = alpha.reshape(k, -1)
+        if not np.isfinite(alpha).all() or (alpha < 0).any():
+            raise ValueError(f"--alpha takes mixing coefficients >= 0 (CEM searches [0, 1]), got "
+                             f"{' '.join(f'{a:g}' for a in args.alpha)}: a negative one turns its expert around and "
+                             "SVF's rescale Σσ/Σ(σ⊙z′) then blows the weights up")
+        if (alpha.sum(0) == 0).any():
+            raise ValueError("--alpha: the coefficients of a matrix are all 0, which mixes no expert (SVF's rescale "
+                             "divides by 0); give one of them a positive value")
     elif experts is not None and len(experts.task_experts) > 1:
         raise ValueError(f"{len(experts.task_experts)} experts: give their mixing coefficients with --alpha (one per "
                          "expert, or one per expert per matrix), or give one expert")
@@ -239,12 +257,13 @@ def cmd_generalist(args) -> int:
     from workbench.experts.generalist import build_generalist, check_generalist
 
     device = check_device(args.device)
-    check_generalist(args.zoo, args.out or f"{args.zoo}/generalist", steps=args.steps, lr=args.lr)
+    check_generalist(args.zoo, args.out or f"{args.zoo}/generalist", steps=args.steps, lr=args.lr,
+                     replace=args.replace)
     with Progress(console=err, disable=args.quiet) as bar:
         task = bar.add_task("generalist", total=args.steps)
         out = build_generalist(args.zoo, args.out or f"{args.zoo}/generalist", steps=args.steps, lr=args.lr,
                                seed=args.seed, classify=not args.no_classify, device=device,
-                               progress=lambda n: bar.advance(task, n))
+                               progress=lambda n: bar.advance(task, n), replace=args.replace)
     print(json.dumps(json.loads((out / "generalist.json").read_text())))  # one line, as every command
     return 0
 
@@ -346,6 +365,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--lr", type=float, default=3e-3, help="default: 3e-3")
     ge.add_argument("--seed", type=SEED, default=0)
     ge.add_argument("--no-classify", action="store_true", help="leave the classification task out")
+    ge.add_argument("--replace", action="store_true", help="train anew where a generalist is (default: refuse; the "
+                                                           "experts trained on it no longer load)")
     ge.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(ge)
     ge.set_defaults(func=cmd_generalist)

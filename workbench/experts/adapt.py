@@ -270,6 +270,16 @@ def plan(cfg: AdaptConfig, experts: Experts) -> tuple[list[str], list[str]]:
     return wanted, units
 
 
+def check_mixable(strategies: list[str], experts: Experts) -> None:
+    """Few-shot mixing of one task expert searches nothing: α·p composes the same weights at every α > 0 (SVF's
+    rescale takes z′'s scale out), so CEM's pop × iterations × shots rollouts would all score one model. Refused
+    for a new run (a resumed one goes on as it was started)."""
+    if "few-shot" in strategies and len(experts.task_experts) < 2:
+        raise ValueError(f"few-shot CEM mixes task experts, and one alone ({', '.join(experts.task_experts)}) composes "
+                         "the same weights at every α (SVF's rescale keeps only α's ratios): give two or more task "
+                         "experts with --experts, or leave few-shot out of --strategies")
+
+
 def test_tasks(cfg: AdaptConfig, experts: Experts) -> list[str]:
     """The mixed test set's tasks: cfg.tasks, else the task experts' tasks and the target."""
     if cfg.tasks:
@@ -405,6 +415,14 @@ def _copy_inputs(run: Run, experts: Experts) -> None:
     run.update(expert_inputs=records)
 
 
+def _sources(run: Run, experts: Experts) -> list[str]:
+    """The expert files as the run was given them (run.json's expert_inputs), else the paths read."""
+    records = run.info.get("expert_inputs") or []
+    if len(records) == len(experts.paths):
+        return [str(rec["source"]) for rec in records]
+    return [str(p) for p in experts.paths]
+
+
 def _input_copies(run: Run) -> list[Path]:
     if not run.info.get("expert_inputs"):
         raise RunError(f"run {run.id!r} has no copies of its experts: its set-up did not finish "
@@ -458,6 +476,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
         cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
         experts = read_experts(cfg.experts, cfg.target)
     strategies, units = plan(cfg, experts)
+    if resume is None:
+        check_mixable(strategies, experts)
     tasks = test_tasks(cfg, experts)
     with torch_threads(cfg.threads):
         from workbench.experts.model import SVFModel
@@ -573,7 +593,10 @@ def finish(run: Run, cfg: AdaptConfig, state: dict, tasks: list[str], experts: E
     out = {"tasks": tasks, "n": cfg.n, "test_seed": cfg.test_seed, "seed": cfg.seed, "target": cfg.target,
            "variant": cfg.variant, "alpha_per": cfg.alpha, "strategies": strategies, "mean": means,
            "dispatch": state["dispatch"], "few_shot": state["few_shot"],
-           "experts": [{"file": str(p), "task": t} for p, t in zip(experts.paths, experts.tasks, strict=True)]}
+           # the files as given (a resume reads the run's copies of them: their paths made a resumed run's scores
+           # differ from an uninterrupted one's)
+           "experts": [{"file": source, "task": t} for source, t in zip(_sources(run, experts), experts.tasks,
+                                                                         strict=True)]}
     write_json(run.path / "scores.json", out)
     run.write_table("scores", [{"strategy": s, "task": t, "accuracy": float(a), "n": cfg.n, "seed": cfg.seed}
                                for s, r in strategies.items() for t, a in r.items()])

@@ -27,9 +27,10 @@ from workbench.atomic import replace_dir, staging_dir
 GENERALIST_FILE = "generalist.json"
 
 
-def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float) -> Path:
-    """One error, before anything is trained or written, for bad settings, a missing zoo, or an --out folder that
-    is something else than a generalist (it would be replaced). Returns out as a Path."""
+def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float, replace: bool = False) -> Path:
+    """One error, before anything is trained or written, for bad settings, a missing zoo, an --out folder that
+    is something else than a generalist, or one that is a generalist already, unless `replace` (the experts and
+    adapt runs trained on it would no longer load: their SVF factors are of its weights). Returns out as a Path."""
     from workbench.lm.zoo import load_zoo
 
     if int(steps) < 1 or not lr > 0:
@@ -37,19 +38,24 @@ def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float)
     out = Path(out)
     if out.exists() and not (out / GENERALIST_FILE).is_file():
         raise ValueError(f"--out {out} exists and is not a generalist folder; choose a new folder")
+    if (out / GENERALIST_FILE).is_file() and not replace:
+        raise ValueError(f"--out {out} holds a generalist already: the experts and adapt runs trained on it read "
+                         "it (trained anew, they no longer load); give another --out, or --replace to train it "
+                         "anew")
     load_zoo(zoo)  # a missing or broken zoo: its own error
     return out
 
 
 def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: float = 3e-3, seed: int = 0,
                      classify: bool = True, device=None, progress: Callable[[int], None] | None = None,
-                     eval_n: int = 128) -> Path:
-    """Fine-tune the zoo's base on every zoo task (and "classify") for `steps` steps; write the model folder."""
+                     eval_n: int = 128, replace: bool = False) -> Path:
+    """Fine-tune the zoo's base on every zoo task (and "classify") for `steps` steps; write the model folder (a
+    generalist there already only with `replace`: check_generalist)."""
     from workbench.lm.evaluation import evaluate
     from workbench.lm.tasks import CLASSIFY
     from workbench.lm.zoo import finetune_multitask, load_zoo
 
-    out = check_generalist(zoo, out, steps=steps, lr=lr)
+    out = check_generalist(zoo, out, steps=steps, lr=lr, replace=replace)
     z = load_zoo(zoo)
     tasks = [*z.tasks, *([CLASSIFY] if classify else [])]
     weights = finetune_multitask(z, tasks, steps=int(steps), lr=float(lr), seed=int(seed), device=device,
