@@ -719,8 +719,10 @@ class QDModel(param.Parameterized):
         if view not in d.views:
             return hv.Div(f"<i>a {d.kind} source has no {VIEWS.get(view, view).lower()} view</i>")
         if view in ("archives", "sampling"):
-            return hv.Layout([self.archive_plot(t, view) for t in d.tasks]).cols(4).opts(
-                shared_axes=False).opts(sublabel_format="", hspace=0.9, backend="matplotlib")
+            # three across, room between them for each colour bar's label and the next panel's axis label (four
+            # across ran them together: "brackets score reverse score")
+            return hv.Layout([self.archive_plot(t, view) for t in d.tasks]).cols(3).opts(
+                shared_axes=False).opts(sublabel_format="", hspace=1.1, vspace=1.0, backend="matplotlib")
         if view == "curves":
             return curves_plot(self.curves(), self.generation).opts(sublabel_format="", backend="matplotlib")
         if view == "lineage":
@@ -733,8 +735,13 @@ class QDModel(param.Parameterized):
 
     def archive_plot(self, task: str, view: str = "archives", thumb: int = THUMB):
         """One archive at the current generation: its cells coloured by quality (or by draws), the selected
-        model's cell outlined; MAP-Elites: the thumbnails under the cells."""
-        return cell_plot(*self.archive_layers(task, view, thumb))
+        model's cell outlined; MAP-Elites: the thumbnails under the cells. The counts written in the cells of the
+        sampling view only where a cell is wide enough for them at 7 pt (bins <= LABELLED_BINS: at 15 bins a third
+        of a page "8" and "30" printed as "830"); the colour bar reads them otherwise."""
+        layers, opts = self.archive_layers(task, view, thumb)
+        if self.data.bins > LABELLED_BINS:
+            layers = {**layers, "labels": None}
+        return cell_plot(layers, opts)
 
     def archive_layers(self, task: str, view: str = "archives", thumb: int = THUMB) -> tuple[dict, dict]:
         """`cell_layers` of one archive at the current generation (view "archives" or "sampling")."""
@@ -760,7 +767,7 @@ class QDModel(param.Parameterized):
         scored = [d.ranges[a] for a in axes] if d.kind in ("qd", "pyribs") else None
         out = cell_layers(cells, value, clim, cmap, d.bins, axes, title, self.elite_cells().get(task), under,
                           labels=sampling, axis_ranges=scored, size=470 if under is not None else 190,
-                          clabel="times drawn as a parent" if sampling else f"{task} score")
+                          clabel="times drawn" if sampling else f"{task} score")
         self._layers = (key, out)
         return out
 
@@ -780,7 +787,7 @@ class QDModel(param.Parameterized):
         if view == "lineage":
             return fig, {"fig_inches": (PAGE_WIDTH, 1.2 + 0.6 * len(self.data.tasks))}
         panels = len(fig) if isinstance(fig, hv.Layout) else 1
-        cols = min(panels, 4 if view in ("archives", "sampling") else 3)
+        cols = min(panels, 3)
         rows = math.ceil(panels / cols)
         return fig, {"fig_inches": panel_inches(cols, rows, (3.0, 2.5))}
 
@@ -911,7 +918,9 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
                             mpl={"facecolor": "none", "edgecolor": RING, "linewidth": 1.2})
     unit = "score" if axis_ranges else "bin"
     xlabel = f"{axes[0]} {unit}"
-    ylabel = "" if one_d else f"{axes[1]} {unit}" + (f" (best over {', '.join(axes[2:])})" if len(axes) > 2 else "")
+    ylabel = "" if one_d else f"{axes[1]} {unit}"
+    if len(axes) > 2:  # the other axes, folded into the plot: said under the title (a y label that long ran into
+        title += f"\nbest over {', '.join(axes[2:])}"  # the panels beside it)
     common = {"xlim": (-0.5, bins - 0.5), "ylim": (-0.5, 0.5) if one_d else (-0.5, bins - 0.5), "title": title,
               "xlabel": xlabel, "ylabel": ylabel}
     if axis_ranges:
@@ -924,6 +933,10 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         common["yaxis"] = None
     bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None}
     return layers, {"common": common, "bokeh": bokeh, "mpl": {"aspect": "equal" if not one_d else 5}}
+
+
+#: the most bins a side whose cells a figure writes counts in (a third of a page wide, at 7 pt)
+LABELLED_BINS = 8
 
 
 def cell_plot(layers: dict, opts: dict):
@@ -1032,7 +1045,9 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
                              title=f"{a} vs {b} ({counted(len(children), 'model')})", show_legend=first,
                              bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+    # rows apart: a panel's title sat on the x label of the one above it (five tasks draw four rows)
+    return _style(hv.Layout(panels).cols(3), shared_axes=False,
+                  mpl={"sublabel_format": "", "hspace": 0.5, "vspace": 0.6})
 
 
 def _padded(bounds: tuple[float, float], scores: pd.Series) -> tuple[float, float]:
@@ -1112,6 +1127,7 @@ CARD_CSS = """
                 text-decoration: none; margin-top: .4em; }
 .elite img { width: 100%; image-rendering: pixelated; border-radius: 4px; }
 .empty { color: #7a8290; font-size: 14px; }
+.elite .warn { color: #8a5a00; background: #fff4d6; padding: 3px 6px; border-radius: 3px; margin-bottom: .5em; }
 """
 
 
@@ -1131,6 +1147,9 @@ def card_html(model: QDModel) -> str:
                f"child of {' × '.join(str(p) for p in c['parents'])} (ω {', '.join(f'{w:.3f}' for w in c['omegas'])}), "
                f"{e(c['mutation'])} mutation {c['mutation_scale']:g}, parents from {e(c['pool'])}")
         parts.append(f'<div class="sub">born in generation {c["born"]} (quality task {e(c["task"])}) · {how}</div>')
+        if c["born"] > c["generation"]:  # picked from the final models while the scrubber stands earlier
+            parts.append(f'<div class="warn">not born yet at generation {c["generation"]}, the one shown: move the '
+                         f'generation to {c["born"]} or later to find it in the archives</div>')
     if c["scores"]:
         rows = "".join(f"<tr><td>{e(t)}</td><td>{v:.3f}</td><td><span class='bar' style='width:{max(v, 0) * 90:.0f}px'>"
                        f"</span></td><td>{e(c['elite_of'].get(t, '–'))}</td></tr>" for t, v in c["scores"].items())

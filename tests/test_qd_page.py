@@ -122,6 +122,12 @@ def test_lineage_children_card_and_baselines(qd):
     assert all(p in ancestry for a in card["ancestry"] for p in a["parents"])
     assert set(card["elite_of"]) == {t for t in TASKS if newest in set(model.cells(t)["id"])}
     assert model.lineage()[0]["on_path"].sum() == len(ancestry)  # the selection's ancestry is ringed
+    from workbench.dashboards.qd import card_html
+
+    assert "not born yet" not in card_html(model)
+    model.generation = int(card["born"]) - 1  # the scrubber before its birth: said, not a card of a model not there
+    assert f"not born yet at generation {card['born'] - 1}" in card_html(model)
+    model.generation = 12
     # final models vs seed experts vs baselines: the run's scores.json, then pooled with the other seed
     scores = json.loads((Path(qd["dir"]) / qd["run"] / "scores.json").read_text())
     bars = model.baselines()
@@ -537,3 +543,27 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--generation", "1", "--out", str(tmp_path / "b.png"))
     assert done.returncode == 2 and "--generation picks a CycleQD run's archives" in done.stderr
     assert not (tmp_path / "bad.png").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_five_tasks_draw_every_pair_and_archive_panels_that_read(qd):
+    """Five tasks: the children view draws all ten pairs (it kept six, silently); an archive of four axes says
+    which it takes the best over under its title, not in a y label that ran into the next panel; the sampling
+    view's counts are written in cells wide enough for them (at 15 bins "8" and "30" printed as "830")."""
+    from workbench.dashboards.qd import LABELLED_BINS, cell_layers, children_plot
+
+    tasks = ["add", "reverse", "sort", "recall", "brackets"]
+    rng = np.random.default_rng(0)
+    children = pd.DataFrame({**{f"score_{t}": rng.random(6) for t in tasks}, "id": range(6), "model": list("abcdef"),
+                             "parents_text": [""] * 6, "seed": [True] * 5 + [False],
+                             "status": ["entered an archive"] * 6})
+    assert len(children_plot(children, tasks)) == 10
+    cells = pd.DataFrame({"x": [0], "y": [0], "draws": [30.0], "model": ["m"], "id": [1], "scores": [""],
+                          "parents": [""], "cell_text": [""], "quality": [0.5]})
+    layers, opts = cell_layers(cells, "draws", (0, 30), "Oranges", 15, tasks[1:], "add: times drawn", labels=True)
+    assert opts["common"]["title"] == "add: times drawn\nbest over recall, brackets"
+    assert opts["common"]["ylabel"] == "sort bin" and layers["labels"] is not None
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])  # 15 bins: no counts in the figure's cells
+    assert model.data.bins > LABELLED_BINS
+    kinds = [type(e).__name__ for e in model.archive_plot(TASKS[0], "sampling")]
+    assert "Rectangles" in kinds and "Labels" not in kinds
+    assert model.archive_layers(TASKS[0], "sampling")[0]["labels"] is not None  # the page's own cells keep them

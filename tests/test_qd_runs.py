@@ -490,3 +490,17 @@ def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_pat
     assert info["config"]["zoo"] == info["zoo"] == str(tmp_path / "moved") and info["status"] == "done"
     assert main(["qd", "export", run_id, "--model", "best:sort", "--out", str(tmp_path / "m2"), "--runs",
                  "runs"]) == 0
+
+
+def test_the_runs_end_says_what_it_does_after_the_last_generation(tmp_path, zoo):
+    """After the last generation (the bar full) the run scores its best models and the baselines and trains the
+    multi-task one: a minute that looked like a hang; on_phase (the bar's text in the CLI) says each step."""
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+
+    said: list[str] = []
+    cfg = QDRunConfig(zoo=str(zoo), tasks=["brackets", "sort"], gens=1, n_eval=4, n_test=4, multitask_steps=3)
+    run = run_cycleqd(cfg, RunStore(tmp_path), on_phase=said.append)
+    assert run.info["status"] == "done"
+    assert said[0] == "test scores of the best models and the baselines …"
+    assert [s for s in said if s.startswith("multi-task baseline: step")][-1] == "multi-task baseline: step 3/3 …"
+    assert said[-1] == "test scores of the multi-task baseline …"

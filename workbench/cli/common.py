@@ -231,5 +231,10 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
             start()
             bar.update(task, completed=done, total=total, value=value(row))
 
+        def phase(text: str) -> None:  # what a run's end does once the bar is full (its test scores, baselines)
+            start()
+            bar.update(task, value=text)
+
         on_iteration.start = start  # the drivers' on_start(run)
+        on_iteration.phase = phase
         yield on_iteration

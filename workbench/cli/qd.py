@@ -89,6 +89,7 @@ def cmd_cycle(args) -> int:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
             run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                               on_start=on_iteration.start, given={**given, **({"zoo": zoo} if zoo else {})},
+                              on_phase=on_iteration.phase,
                               device=device if resume is not None else None, command=cli_command())
     finally:
         close_client(client)

@@ -26,6 +26,7 @@ many runs CycleQD beats each baseline in.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +114,10 @@ def recipe_scores(ctx, path: str, sets) -> dict[str, float]:
     return ctx.score(apply_recipe(recipe, ctx.zoo.state_dict, seed=0, device=ctx.device), sets)
 
 
-def multitask_model(run: Run, ctx, steps: int, lr: float) -> tuple[dict, dict]:
+def multitask_model(run: Run, ctx, steps: int, lr: float,
+                    progress: Callable[[int], None] | None = None) -> tuple[dict, dict]:
     """The multi-task baseline's weights and training record: read back from the run folder when a finish is
-    redone with the same settings, else trained (and written, atomically)."""
+    redone with the same settings, else trained (and written, atomically; progress(k) after every k steps)."""
     from safetensors.torch import load_file
 
     from workbench.atomic import save_safetensors
@@ -135,7 +137,8 @@ def multitask_model(run: Run, ctx, steps: int, lr: float) -> tuple[dict, dict]:
             seconds = float(timing.get("seconds", meta.get("seconds", "nan")))
             return load_file(path), {**record, "seconds": seconds, "reused": True}
     start = time.perf_counter()
-    theta = finetune_multitask(ctx.zoo, list(cfg.tasks), steps=steps, lr=lr, seed=cfg.seed, device=ctx.device)
+    theta = finetune_multitask(ctx.zoo, list(cfg.tasks), steps=steps, lr=lr, seed=cfg.seed, device=ctx.device,
+                               progress=progress)
     seconds = time.perf_counter() - start
     path.parent.mkdir(exist_ok=True)
     # the weights' file holds what made them, the same bytes for the same run; its wall time goes beside it
@@ -144,13 +147,16 @@ def multitask_model(run: Run, ctx, steps: int, lr: float) -> tuple[dict, dict]:
     return theta, {**record, "seconds": round(seconds, 2), "reused": False}
 
 
-def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict]) -> None:
-    """Final files of a run: the pyribs archives, then baselines.json and scores.json (test prompts)."""
+def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict], say: Callable[[str], None] | None = None) -> None:
+    """Final files of a run: the pyribs archives, then baselines.json and scores.json (test prompts). say(text)
+    tells what it is doing (the loop's bar is full by then: a minute of this looked like a hang)."""
     from workbench.lm.zoo import multitask_budget
     from workbench.qd.pyribs import write_pyribs
     from workbench.threads import torch_threads
 
+    say = say or (lambda text: None)
     write_pyribs(run.path / "pyribs", qd.archives, {r["id"]: r["scores"] for r in qd.records})
+    say("test scores of the best models and the baselines …")
     sets = test_sets(ctx)
     tasks = list(cfg.tasks)
     with torch_threads(cfg.threads):
@@ -180,7 +186,15 @@ def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict]) -> None:
     steps, lr = multitask_budget(ctx.zoo, tasks)
     steps = steps if cfg.multitask_steps is None else cfg.multitask_steps
     if steps > 0:
-        theta, record = multitask_model(run, ctx, steps, lr)
+        done = [0]
+
+        def trained(k: int) -> None:
+            done[0] += k
+            say(f"multi-task baseline: step {done[0]}/{steps} …")
+
+        say(f"multi-task baseline: step 0/{steps} …")
+        theta, record = multitask_model(run, ctx, steps, lr, progress=trained)
+        say("test scores of the multi-task baseline …")
         with torch_threads(cfg.threads):
             test["multitask"] = ctx.score(theta, sets)
         what["multitask"] = (f"the base fine-tuned on the mixed data of {', '.join(tasks)} for {steps} steps "
@@ -218,7 +232,7 @@ def report(runs: list[Run]) -> dict:
         path = run.path / "scores.json"
         if not path.is_file():
             raise ValueError(f"run {run.id} has no scores.json (status {run.status}); finish it first "
-                             f"(workbench qd cycle --resume {run.id})")
+                             f"(workbench qd cycle --resume {run.id} --runs {run.path.parent})")
         loaded.append(json.loads(path.read_text()))
     tasks = loaded[0]["tasks"]
     other = [r.id for r, s in zip(runs, loaded, strict=True) if s["tasks"] != tasks]

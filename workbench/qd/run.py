@@ -361,7 +361,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
                 on_iteration: Callable[[int, int, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                 *, given: dict | None = None, device: str | None = None, command: str | None = None,
-                gens: int | None = None) -> Run:
+                gens: int | None = None, on_phase: Callable[[str], None] | None = None) -> Run:
     """Run (or resume) CycleQD to generation cfg.gens; returns the run.
 
     resume: a run id (or a unique prefix); cfg may then be None. given: settings that must equal the resumed
@@ -374,7 +374,8 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     that device would). command: the command line, kept in run.json. Metric: the QD score summed over the
     archives (higher is better; best_loss in run.json is its negative). client: a Dask client to evaluate
     children on (the same results as without). on_start(run) once the run exists; should_stop() between
-    generations: True stops the run where it can be resumed."""
+    generations: True stops the run where it can be resumed. on_phase(text) says what the run's end (its test
+    scores and baselines, after the last generation) is doing."""
     store = RunStore.of(store)
     gens = check_longer(resume, gens, "gens")
     if resume is not None:
@@ -458,7 +459,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         from workbench.qd.baselines import finish_run
 
         write_generation_files(run, qd)
-        finish_run(run, cfg, ctx, qd, models)
+        finish_run(run, cfg, ctx, qd, models, say=on_phase)
 
     return checkpointed_loop(run, state, cfg.gens + 1, step, finish, should_stop=should_stop, on_iteration=after)
 
