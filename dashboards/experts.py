@@ -307,8 +307,9 @@ class ExpertsModel(param.Parameterized):
         return z.groupby(["expert", "rank"], sort=False, as_index=False)["z"].mean()
 
     def curve_table(self) -> pd.DataFrame:
-        """experts run: reward, training and validation accuracy per step. adapt run: CEM's best few-shot accuracy
-        per generation for each number of shots k (the α search's adaptation curve)."""
+        """experts run: reward, training and validation accuracy per step (1 to iters, as best_step counts them).
+        adapt run: CEM's best few-shot accuracy per generation for each number of shots k (the α search's
+        adaptation curve)."""
         d = self.data
         m = d.metrics
         if m.empty:
@@ -318,8 +319,8 @@ class ExpertsModel(param.Parameterized):
             for col, name in (("reward", "reward (mean ±1)"), ("train_accuracy", "training accuracy"),
                               ("val_accuracy", "validation accuracy"), ("best_val_accuracy", "best validation")):
                 if col in m:
-                    part = m[["iteration", col]].dropna()
-                    out.append(pd.DataFrame({"series": name, "x": part["iteration"], "y": part[col]}))
+                    part = m[["iteration", col]].dropna()  # iteration i's row is after step i + 1 (best_step's)
+                    out.append(pd.DataFrame({"series": name, "x": part["iteration"] + 1, "y": part[col]}))
             return pd.concat(out, ignore_index=True)
         rows = []
         for _, r in m.iterrows():

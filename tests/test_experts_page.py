@@ -133,6 +133,9 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     curve = model.curve_table()
     metrics = RunStore(ex["dir"]).open(ex["add"]).read_table("metrics").to_pandas()
     assert list(curve[curve["series"] == "reward (mean ±1)"]["y"]) == list(metrics["reward"])
+    # steps as best_step counts them: the best validation is drawn at the step it was measured
+    best = curve[curve["series"] == "best validation"]
+    assert best["x"].min() == 1 and _scores(ex, ex["add"])["best_step"] in set(best["x"])
     lora_model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"])
     assert lora_model.data.views == ["curve", "svf_lora"] and lora_model.mixer_experts() == []
     # an experts run mixes the finished SVF experts of its model and seed, one per task (the classifier aside)

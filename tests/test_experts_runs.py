@@ -162,9 +162,13 @@ def test_lora_adapter_trains_the_same_matrices_with_peft(tmp_path, quick_zoo):
     from workbench.experts.lora import LoRAModel
     from workbench.lm.models import load_model
 
-    out = _run("experts", "train", "--model", str(quick_zoo / "base"), "--task", "add", "--adapter", "lora", "--rank",
-               "2", "--iters", "3", "--runs", "runs", *TRAIN, cwd=tmp_path,
-               short=True)
+    proc = _short("experts", "train", "--model", str(quick_zoo / "base"), "--task", "add", "--adapter", "lora",
+                  "--rank", "2", "--iters", "3", "--runs", "runs", *TRAIN, cwd=tmp_path)
+    text, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    out = json.loads(text)
+    # a model of a smoke-test zoo: said before the run, with the real zoo's model to give instead
+    assert "experts of its models mean nothing" in err and "--model data/zoo/base" in err
     run = RunStore(tmp_path / "runs").open(out["id"])
     assert run.info["fm"] == "lora" and out["status"] == "done"
     # LoRA trains r·(in + out) per matrix: 6 matrices of 32 <-> 64 at rank 2
@@ -240,6 +244,10 @@ def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
     assert {e["task"] for e in report["experts"]} == {"add", "sort", "classify"}
     assert report["adapt"]["runs"] == 1 and report["adapt"]["per_task"]["oracle"]["add"]["runs"] == 1
     assert set(report["adapt"]["dispatch"]) == {"prompt", "classifier"}
+    proc = _short("experts", "report", out["id"], "--runs", str(runs), cwd=tmp_path)
+    text, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "adaptation: test accuracy" in text, err
+    assert "±" not in text.split("adaptation: test accuracy")[1].split("\n", 1)[1]  # one run: no spread to show
 
     mixed = _run("experts", "eval", "--model", str(quick_zoo / "base"), "--experts", ids[0], ids[1], "--alpha", "0.3",
                  "0.7", "--tasks", "add", "sort", "--n", "4", "--runs", str(runs), cwd=tmp_path, short=True)

@@ -631,6 +631,28 @@ def test_a_legend_that_covers_lines_moves_below_its_axes(tmp_path):
     assert axes.x0 <= legend.x0 and legend.x1 <= axes.x1 and axes.y0 <= legend.y0 and legend.y1 <= axes.y1
 
 
+def test_a_legend_on_a_line_along_the_frame_finds_free_ground_inside(tmp_path, before_save):
+    """A line at accuracy 1.0 under the top of the frame (CEM's k = 3): "best" put the legend on it (the path
+    missed the legend's box by its stroke). The legend goes where it covers no data inside the axes."""
+    from workbench.figures import _covers_data, holoviews, save
+
+    hv = holoviews()
+    top = hv.Curve(([1, 2, 3], [1.0, 1.0, 1.0]), "generation", "accuracy", label="k = 3")
+    rising = hv.Curve(([1, 2, 3], [0.6, 0.7, 0.8]), "generation", "accuracy", label="k = 8")
+    seen = []
+
+    def look(fig, fmt, renderer):
+        (ax,) = fig.axes
+        box = ax.get_legend().get_window_extent(renderer)
+        seen.append((ax.bbox.contains(box.x0, box.y0) and ax.bbox.contains(box.x1, box.y1),
+                     _covers_data(ax, box, renderer)))
+
+    before_save.append(look)
+    save(hv.Overlay([top, rising]).opts(ylim=(0, 1.02), legend_position="top_left", backend="matplotlib"),
+         tmp_path / "cem.png")
+    assert seen == [(True, False)]  # inside the axes, on free ground
+
+
 def test_a_covering_legend_over_another_panel_moves_below_its_axes_too(tmp_path, before_save):
     """Stacked panels with legends of their own (compare_panels: a loss and a fitness, each naming its runs) whose
     curves fill the axes: the upper panel's legend stayed on its lines, since under its axes it would have sat on

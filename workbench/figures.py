@@ -618,9 +618,12 @@ def _unclip_legends(fig) -> None:
 
 def _covers_data(ax, box, renderer) -> bool:
     """Whether the box (display units) lies on data of `ax`: a line, a point, a band (an Area's fill) or a bar;
-    not a reference line across the axes (a VLine: drawn in axes units along one side)."""
+    not a reference line across the axes (a VLine: drawn in axes units along one side). The box is taken 2 pt
+    wider on every side: a line drawn along its edge (an accuracy of 1.0 under the frame) is covered by its
+    stroke and the frame's, though its path misses the box."""
     from matplotlib.collections import PolyCollection
 
+    box = box.padded(renderer.points_to_pixels(2.0))
     data = ax.transData
     if any(line.get_visible() and len(line.get_xydata()) and line.get_transform() == data and
            line.get_path().transformed(data).intersects_bbox(box, filled=False) for line in ax.lines):
@@ -702,6 +705,10 @@ def _legends_off_the_data(fig, width: float) -> None:
     moved_under = []
     for legend in covering:
         ax = legend.axes
+        free = next((loc for loc in INSIDE_PLACES if _covers_nothing_at(legend, loc, renderer)), None)
+        if free is not None:  # a place inside the axes on free ground after all ("best" missed it: a line on the
+            continue  # frame's edge): the legend stays there
+        legend.set_loc("best")
         room = width if len(panels) == 1 else ax.bbox.width / fig.dpi + 0.2  # a panel's legend under its panel
         moved = placed(ax, legend, offset_copy(ax.transAxes, fig=fig, y=-under(ax), units="points"), room)
         if ax.get_legend() is legend:  # as Axes.legend sets one
@@ -712,6 +719,18 @@ def _legends_off_the_data(fig, width: float) -> None:
             ax.add_artist(moved)
         moved_under.append(moved)
     _open_rows(fig, moved_under, renderer)
+
+
+#: where inside its axes a legend that covers data is tried before it moves under them, in order
+INSIDE_PLACES = ("lower right", "upper right", "lower left", "upper left", "center right", "center left")
+
+
+def _covers_nothing_at(legend, loc: str, renderer) -> bool:
+    """Put `legend` at `loc` inside its axes: whether it lies on no data there (and inside the axes)."""
+    legend.set_loc(loc)
+    box = legend.get_window_extent(renderer)
+    return legend.axes.bbox.contains(box.x0, box.y0) and legend.axes.bbox.contains(box.x1, box.y1) and \
+        not _covers_data(legend.axes, box, renderer)
 
 
 def _open_rows(fig, legends, renderer) -> None:

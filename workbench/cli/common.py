@@ -73,16 +73,19 @@ WORKERS = whole(1, why=" (leave --workers out to evaluate in this process)")
 PORT = whole(1, 65535)
 
 
-def note_quick_zoo(path: str) -> None:
+def note_quick_zoo(path: str, model: str | None = None) -> None:
     """A smoke-test zoo (`zoo build --quick`) evolves and cycles, but what comes of it means nothing: say so before
-    the run (a folder that is no zoo: the run's config checks say what is wrong)."""
+    the run (a folder that is no zoo: the run's config checks say what is wrong). model: a --model folder whose
+    zoo `path` is (ZOO/generalist, ZOO/base: the experts trained on it mean nothing either)."""
     from pathlib import Path
 
     if not (Path(path) / "zoo.json").is_file():
         return
     from workbench.lm.zoo import load_zoo
 
-    warning = load_zoo(path).quick_warning()
+    zoo = load_zoo(path)
+    warning = zoo.quick_warning() if model is None else \
+        zoo.quick_warning("experts of its models", f"--model data/zoo/{Path(model).name}")
     if warning:
         say("note", warning)
 

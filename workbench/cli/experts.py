@@ -13,6 +13,7 @@ from workbench.cli.common import (
     check_device,
     finite,
     iteration_progress,
+    note_quick_zoo,
     resumed_run,
     work_progress,
 )
@@ -58,6 +59,9 @@ def cmd_train(args) -> int:
             raise ValueError("give --model (e.g. data/zoo/generalist) and --task (one of the zoo's tasks or "
                              "classify), or --resume RUN_ID")
         cfg = ExpertRunConfig(**{**given, "device": device})
+        from pathlib import Path
+
+        note_quick_zoo(str(Path(cfg.model).parent), model=cfg.model)  # ZOO/generalist of a smoke-test zoo
         if "rank" in given and cfg.adapter != "lora":  # an SVF expert has no rank: the flag would go unused
             raise ValueError("--rank is the rank of a LoRA adapter: give --adapter lora too, or leave --rank out")
         check_model(cfg.model, cfg.prompt_format)
@@ -165,8 +169,10 @@ def cmd_report(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    def cell(s: dict) -> str:
-        return "" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    def cell(s: dict) -> str:  # one run has no spread: its score alone (± 0.000 read as a measured one)
+        if s["mean"] is None:
+            return ""
+        return f"{s['mean']:.3f}" if s.get("runs", 2) < 2 else f"{s['mean']:.3f} ± {s['std']:.3f}"
 
     console = Console(width=max(Console().width, 140), markup=False)
     if "experts" in out:

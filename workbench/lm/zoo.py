@@ -159,13 +159,14 @@ class Zoo:
         """A smoke-test zoo (`zoo build --quick`): its experts are too weak for meaningful merges."""
         return bool(self.info.get("config", {}).get("quick_build", False))
 
-    def quick_warning(self) -> str | None:
-        """The note to show before using a quick zoo for real work (None for a real zoo)."""
+    def quick_warning(self, what: str = "merges of it", flag: str = "--zoo data/zoo") -> str | None:
+        """The note to show before using a quick zoo for real work (None for a real zoo): `what` means nothing,
+        and the real zoo is given with `flag`."""
         if not self.quick:
             return None
-        return (f"{self.path} is a quick smoke-test zoo (weak experts, accuracies near 0): merges of it mean "
+        return (f"{self.path} is a quick smoke-test zoo (weak experts, accuracies near 0): {what} mean "
                 f"nothing; build a real one with `workbench zoo build` (into data/zoo, a few minutes) and give it "
-                f"with --zoo data/zoo")
+                f"with {flag}")
 
     @property
     def paths(self) -> dict[str, Path]:
