@@ -188,8 +188,10 @@ class LabModel(param.Parameterized):
         with self._lock:
             self._show(ev["substrate"])
             # a member from its thumbnail's initial state; a best θ from the one it scored from, as best.png and
-            # best.mp4 show it (run.json's best_seed; seed 0 in runs made before it was kept)
-            self.set_theta(theta, seed=int(info.get("best_seed", 0)) if member is None else seed)
+            # best.mp4 show it (asal.driver.best_seed)
+            from workbench.asal.driver import best_seed
+
+            self.set_theta(theta, seed=best_seed(run, info) if member is None else seed)
 
     def open_run(self, runs_dir: str, run_id: str, member: int | str | None = None) -> bool:
         """load_run for the page (on a worker thread, which also compiles the step: not in the first tick):

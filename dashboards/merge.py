@@ -44,7 +44,12 @@ class MergeModel(param.Parameterized):
         return ids
 
     def choose(self, run_id: str) -> None:
-        """Show run `run_id` (the page's ?run=ID); ValueError if it is not a merge run of this folder."""
+        """Show run `run_id` (the page's ?run=ID; a unique prefix too, as the CLI takes); ValueError if it is not
+        a merge run of this folder."""
+        try:
+            run_id = RunStore(self.runs_dir).open(run_id).id
+        except ValueError:
+            pass  # said below, with the page's words
         if run_id not in self.param.run_id.objects:
             kind = next((r["kind"] for r in RunStore(self.runs_dir).list() if r["id"] == run_id), None)
             why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"
@@ -108,9 +113,11 @@ class MergeModel(param.Parameterized):
             return "No merge runs yet."
         cfg = d.info["config"]
         fit = "–" if d.info.get("best_loss") is None else f"{-d.info['best_loss']:.3f}"
+        status = d.run.live_status(d.info)  # a killed run says "interrupted", not the "running" it last wrote
+        resume = d.run.resume_command
         return (f"**{d.info['id']}** · method `{cfg['method']}` · models {', '.join(cfg['models'])} · tasks "
-                f"{', '.join(cfg['tasks'])} · {d.info['status']}, {d.info['iterations']}/{cfg['iters']} iterations · "
-                f"best validation fitness {fit}")
+                f"{', '.join(cfg['tasks'])} · {status}, {d.info['iterations']}/{cfg['iters']} iterations · "
+                f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else ""))
 
     def paper_figure(self, name: str):
         """One of FIGURES as export writes it, with the paper style it is written in: (figure, style for

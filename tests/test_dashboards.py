@@ -890,6 +890,18 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert model.export_tab(tmp_path / "figs", ".png").name == f"{runs['dfs']}-dfs-path.png"
     with pytest.raises(ValueError, match="is an illuminate run"):
         model.choose(runs["illuminate"])
+    model.choose(runs["dare_ties"][:-1])  # a unique prefix, as the CLI takes one
+    assert model.run_id == runs["dare_ties"]
+    # a run whose process is gone (killed): interrupted, with its resume, not the "running" it last wrote
+    import socket
+
+    store = tmp_path / "killed"
+    shutil.copytree(Path(runs["dir"]) / runs["dfs"], store / runs["dfs"])
+    info = json.loads((store / runs["dfs"] / "run.json").read_text())
+    info.update(status="running", pid=2 ** 22 + 7, host=socket.gethostname(), pid_started=1.0)
+    (store / runs["dfs"] / "run.json").write_text(json.dumps(info))
+    killed = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
+    assert "· interrupted," in killed.summary() and f"merge evolve --resume {runs['dfs']}" in killed.summary()
 
 
 def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_page():

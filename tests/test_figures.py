@@ -791,3 +791,20 @@ def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     done = run("figure", "frames", merge.id, "--runs", str(other.root), "--out", str(tmp_path / "bad.png"))
     assert done.returncode == 2 and "a strip of frames shows the best simulation of an ASAL run" in done.stderr
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_an_illuminations_best_plays_from_its_thumbnails_initial_state(store):
+    """best.npy of an illumination is member 0: its strip, its video and the Lab play it from the initial state
+    its thumbnail and embedding came from (seed 0 before, another simulation than the atlas showed); runs made
+    before it was recorded find that seed in population.parquet."""
+    from workbench.asal.driver import best_seed, population_member
+    from workbench.figures import frames
+
+    (ill,) = [r["id"] for r in store.list() if r["kind"] == "illuminate"]
+    run = store.open(ill)
+    kept = population_member(run, 0)[1]
+    assert run.info["best_seed"] == kept and kept is not None
+    older = {k: v for k, v in run.info.items() if k != "best_seed"}
+    assert best_seed(run, older) == kept
+    strip, member = frames(store, ill), frames(store, ill, member=0)
+    assert [p.data.tobytes() for p in strip] == [p.data.tobytes() for p in member]

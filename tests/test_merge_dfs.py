@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.masking_utils import create_causal_mask
 
 from workbench.merge.dfs import DFSRecipe, build_dfs_model
-from workbench.merge.genome import DFSGenome, PSGenome
+from workbench.merge.genome import LINEAR_WEIGHT_MIN, DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 
 
@@ -126,6 +126,11 @@ def test_ps_genome_decodes_to_per_group_filters():
     assert sort["weight"][-1]["value"] == pytest.approx(w[1, 1:5].tolist(), abs=1e-6)
     assert sort["density"][1]["value"] == pytest.approx(max(d[1, -1], 0.05), abs=1e-6)
     assert PSGenome(["a", "b"], 4, "linear").size == 2 * 6
+    # linear divides by its weights' sum: every model of a group at 0 (CMA-ES clips onto the bound) failed the run
+    linear = PSGenome(["a", "b"], 4, "linear")
+    assert (linear.bounds()[:, 0] == LINEAR_WEIGHT_MIN).all() and (g.bounds()[: g.size // 2, 0] == 0).all()
+    w, _ = linear.split(np.zeros(linear.size))
+    assert (w == LINEAR_WEIGHT_MIN).all()
     with pytest.raises(ValueError, match="methods"):
         PSGenome(["a"], 4, "slerp_ish")
     with pytest.raises(ValueError, match="base"):

@@ -94,6 +94,20 @@ def test_same_seed_same_run_and_cluster_equals_local(tmp_path, quick_zoo):
         client.cluster.close()
     assert _evaluations(a) == _evaluations(c)
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(c.path / "best.npy"))
+    # the recipe names the seed its DARE drops were drawn with: `merge apply` rebuilds the model the run scored
+    # (seed 0 before: another draw, 0.019 off)
+    from workbench.lm.zoo import load_zoo
+    from workbench.merge.apply import apply_recipe_file, load_merged
+    from workbench.merge.recipe import Recipe, apply_recipe, recipe_seed
+
+    assert recipe_seed(a.path / "recipe.yaml") == a.info["config"]["seed"] == 1
+    applied = load_merged(apply_recipe_file(a.path / "recipe.yaml", models_dir=quick_zoo, out=tmp_path / "m"),
+                          device="cpu")[0].state_dict()
+    recipe, zoo = Recipe.from_yaml(a.path / "recipe.yaml"), load_zoo(quick_zoo)
+    ours, other = apply_recipe(recipe, zoo.state_dict, seed=1), apply_recipe(recipe, zoo.state_dict, seed=0)
+    for k, v in applied.items():
+        torch.testing.assert_close(v, ours[k], rtol=0, atol=0)
+    assert any(not torch.equal(ours[k], other[k]) for k in ours)
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
@@ -276,3 +290,38 @@ def test_dfs_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_zoo
     done = evolve(None, store, resume=stopped.id)
     assert done.status == "done" and _evaluations(done) == _evaluations(whole)
     assert (done.path / "dfs.json").read_text() == (whole.path / "dfs.json").read_text()
+
+
+def test_a_runs_zoo_is_read_from_anywhere_checked_and_found_again_where_it_moved(tmp_path, quick_zoo, capsys,
+                                                                                  monkeypatch):
+    """A relative --zoo is recorded as the folder it names: a resume from another folder read another zoo of the
+    same name, or none. A resume checks the zoo by its zoo.json (another zoo under the recorded name is refused,
+    not mixed into the run), takes a moved one as --zoo DIR and records it; a resume that fails leaves no entry."""
+    import shutil
+
+    from workbench.lm.zoo import ZooConfig, build_zoo
+
+    here = tmp_path / "here"
+    shutil.copytree(quick_zoo, here / "zoo")
+    monkeypatch.chdir(here)
+    store = RunStore(tmp_path / "runs")
+    stops = iter([False, True])
+    run = evolve(_cfg("zoo", method="ties", iters=3), store, should_stop=lambda: next(stops))
+    assert run.info["config"]["zoo"] == str(here / "zoo") and run.info["status"] == "stopped"
+    (here / "zoo").rename(tmp_path / "moved")
+    build_zoo(here / "zoo", ZooConfig.quick(tasks=("add", "sort"), base_steps=2, expert_steps=2))  # another zoo
+    monkeypatch.chdir(tmp_path)
+    resume = ["merge", "evolve", "--resume", run.id, "--runs", "runs", "--quiet"]
+    assert main(resume) == 2
+    assert f"run {run.id}'s zoo {here / 'zoo'} holds another zoo now" in capsys.readouterr().err
+    assert main([*resume, "--zoo", str(here / "zoo")]) == 2
+    assert "is not run" in capsys.readouterr().err
+    assert main([*resume, "--zoo", "moved", "--device", "cuda:7"]) == 2  # refused before the resume is recorded
+    capsys.readouterr()
+    assert "resumes" not in store.open(run.id).info
+    assert main([*resume, "--zoo", "moved"]) == 0
+    capsys.readouterr()
+    info = store.open(run.id).info
+    assert info["config"]["zoo"] == str(tmp_path / "moved") and info["status"] == "done" and info["iterations"] == 3
+    whole = evolve(_cfg(tmp_path / "moved", method="ties", iters=3), RunStore(tmp_path / "whole"))
+    assert _evaluations(whole) == _evaluations(store.open(run.id))  # the run its own zoo makes, bit for bit

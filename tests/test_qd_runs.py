@@ -474,6 +474,10 @@ def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_pat
     err = capsys.readouterr().err
     assert f"run {run_id}'s zoo {here / 'zoo'} is not there" in err and f"--resume {run_id} --zoo DIR" in err
     other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("brackets", "sort"), base_steps=2, expert_steps=2))
+    (tmp_path / "other").rename(here / "zoo")  # another zoo under the recorded name: refused, not read
+    assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m1"), "--runs", "runs"]) == 2
+    assert "holds another zoo now" in capsys.readouterr().err
+    (here / "zoo").rename(other)
     resumes = store.open(run_id).info.get("resumes", [])
     for zoo_given, message in ((other, "is not run"), (tmp_path / "nowhere", "is not run")):
         assert main(["qd", "cycle", "--resume", run_id, "--zoo", str(zoo_given), "--gens", "2", "--runs", "runs",

@@ -495,7 +495,9 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
         kind = info.get("kind")
         raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a strip of frames shows the best simulation "
                          "of an ASAL run (workbench asal target|openended|illuminate|sweep)")
-    seed = int(info.get("best_seed", 0))
+    from workbench.asal.driver import best_seed
+
+    seed = best_seed(run, info)
     if member is not None:
         from workbench.asal.driver import population_member
 
@@ -958,7 +960,7 @@ def _paper_colours(obj, hv):
 def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
                every: int | None = None) -> Path:
     """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config and the initial
-    state it scored from (run.json's best_seed; seed 0 in runs made before it was kept), as best.mp4."""
+    state it scored from (asal.driver.best_seed: run.json's best_seed), as best.mp4."""
     store = RunStore.of(store)
     from workbench.asal.evaluate import DEFAULT_STEPS
     from workbench.export import export
@@ -978,5 +980,7 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     theta = run.read_array("best.npy")
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
-    return export(sub, sub.decode(theta), steps, out, size=size, seed=int(info.get("best_seed", 0)),
+    from workbench.asal.driver import best_seed
+
+    return export(sub, sub.decode(theta), steps, out, size=size, seed=best_seed(run, info),
                   every=every if every is not None else max(1, steps // 120))

@@ -588,6 +588,8 @@ def finish(run: Run, cfg: SearchConfig, search, state: dict) -> None:
         thumbs = np.stack([image for image, _ in kept])
         run.write_array("thumbs.npy", thumbs)
         run.write_png("atlas.png", atlas_image(thumbs, z))
+        if kept and kept[0][1] >= 0:  # best.npy is member 0: the figures, the video and the Lab play it from the
+            run.update(best_seed=int(kept[0][1]))  # initial state its thumbnail and embedding came from (seed 0 before)
     else:
         best = search.best_theta
         seed = int(state.get("best_seed", 0))  # runs checkpointed before it was kept: seed 0, as they rendered
@@ -648,6 +650,18 @@ def atlas_image(thumbs: np.ndarray, z: np.ndarray | None) -> np.ndarray:
     if z is not None and len(z) > 1:
         cells = snap_to_grid(project(z, "pca"), side)
     return compose(thumbs, cells, side)
+
+
+def best_seed(run: Run, info: dict | None = None) -> int:
+    """The initial-state seed a run's best θ (best.npy) plays from: run.json's best_seed; for an illumination
+    made before it recorded one, member 0's thumbnail seed (best.npy is member 0); else 0, as older runs
+    rendered."""
+    info = run.info if info is None else info
+    if "best_seed" in info:
+        return int(info["best_seed"])
+    if info.get("kind") == "illuminate" and (run.path / "population.parquet").exists():
+        return population_member(run, 0)[1] or 0
+    return 0
 
 
 def population_member(run: Run, member: int | str) -> tuple[np.ndarray, int | None]:

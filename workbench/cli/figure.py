@@ -128,10 +128,11 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
         model = MergeModel(runs_dir=root)
         model.choose(run.id)
         views = [v for v in PAGE_VIEWS[kind] if model.has(v)]
+    status = run.live_status(info)  # a killed run is interrupted, not the "running" it last wrote
     if not views:
-        raise ValueError(f"run {run.id} has nothing to draw yet (status {info.get('status')})")
+        raise ValueError(f"run {run.id} has nothing to draw yet (status {status})")
     if view is not None and view not in views:
-        raise ValueError(f"--view {view}: run {run.id} has nothing to draw there ({info.get('status')}); its views: "
+        raise ValueError(f"--view {view}: run {run.id} has nothing to draw there ({status}); its views: "
                          f"{', '.join(views)}")
     return model.paper_figure(view or views[0])
 

@@ -37,8 +37,12 @@ def cmd_evolve(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in EVOLVE_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
+    zoo = given.pop("zoo", None) if args.resume is not None else None  # checked by content, not as text
     run = resumed_run(store, args, "merge", given, FLAGS, extends="iters")
     if run is not None:
+        from workbench.lm.zoo import run_zoo
+
+        run_zoo(run, zoo, "merge evolve")  # a zoo not there (or another one): said before any bar
         resume, total = run.id, args.iters or run.info["config"].get("iters")
     else:
         if not args.models:
@@ -62,7 +66,7 @@ def cmd_evolve(args) -> int:
             run = evolve(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                          on_start=on_iteration.start,
                          device=device if resume is not None else None, trust_pickle=args.trust_pickle,
-                         command=cli_command(), iters=args.iters if resume is not None else None)
+                         command=cli_command(), iters=args.iters if resume is not None else None, zoo=zoo)
     finally:
         close_client(client)
     info = run.info
@@ -138,7 +142,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ap.add_argument("recipe", help="recipe.yaml (mergekit format) or dfs.json")
     ap.add_argument("--zoo", default="data/zoo", help="folder holding the recipe's models (default: data/zoo)")
     ap.add_argument("--out", required=True, help="new folder for the merged model")
-    ap.add_argument("--seed", type=SEED, default=0, help="seed of DARE's random drops")
+    ap.add_argument("--seed", type=SEED, default=None,
+                    help="seed of DARE's random drops (default: the one the recipe was saved with, a merge run's "
+                         "recipe.yaml: the model it scored; else 0)")
     ap.add_argument("--eval", nargs="+", metavar="TASK", help="also score the merge on these tasks ('all')")
     ap.add_argument("--n", type=POSITIVE, default=128, help="prompts per task for --eval")
     add_device_argument(ap)

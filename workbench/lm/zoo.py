@@ -312,6 +312,35 @@ def zoo_fingerprint(path: str | Path) -> str | None:
         return None
 
 
+def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str:
+    """The zoo folder a run built on a zoo reads (a qd or merge run: a resume, an export, its page): `zoo` (a
+    resume's --zoo), which must be the run's zoo by content (its zoo.json: a zoo moved, or a relative path given
+    from another folder), else the path the run recorded, which must still hold that zoo. One error naming --zoo
+    (`workbench RESUME --resume ID --zoo DIR`) where it is not there or holds another zoo (a relative path reads
+    from the folder you are in: runs before this version recorded it as given)."""
+    import os
+
+    from workbench.runs import RunError
+
+    recorded, sha = str(run.info["config"].get("zoo")), run.info.get("zoo_sha256")
+    fix = (f"resume it with `workbench {resume} --resume {run.id} --zoo DIR` (the same zoo, checked by its "
+           f"{ZOO_FILE}): the run then records where it is")
+    if zoo is not None:
+        zoo = os.path.abspath(os.path.expanduser(str(zoo)))
+        if not Path(zoo).is_dir() or (sha is not None and zoo_fingerprint(zoo) != sha):
+            raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
+                           f"on, {recorded}); give that zoo's folder, or leave --zoo out")
+        return zoo
+    if not Path(recorded).expanduser().is_dir():
+        relative = "" if os.path.isabs(recorded) else \
+            " (a relative path, read from the folder you are in: the run was started elsewhere)"
+        raise RunError(f"run {run.id}'s zoo {recorded} is not there{relative}; {fix}")
+    if sha is not None and zoo_fingerprint(recorded) != sha:  # another zoo under the recorded name
+        raise RunError(f"run {run.id}'s zoo {recorded} holds another zoo now (its {ZOO_FILE} is not the one the run "
+                       f"was built on); {fix}")
+    return recorded
+
+
 def check_zoo_out(out: str | Path) -> Path:
     """Where a zoo may be built: a new or empty folder, or an existing zoo (replaced); else one clear error."""
     out = Path(out)

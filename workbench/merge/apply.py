@@ -32,9 +32,10 @@ def _load(name: str, models_dir, cache: dict, device: torch.device):
 
 
 def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = None, out: str | Path,
-                      seed: int = 0, device: str | torch.device | None = None) -> Path:
+                      seed: int | None = None, device: str | torch.device | None = None) -> Path:
     """Merge per `recipe` (a mergekit .yaml or a DFS .json) on `device` (default: resolve_device(None), checked
-    first) and save to `out` (must not exist)."""
+    first) and save to `out` (must not exist). seed: DARE's drops (default: the seed the recipe was saved with,
+    a run's recipe.yaml: the merge it scored; else 0)."""
     from workbench.kernels.device import resolve_device
     from workbench.lm.models import quiet_progress
 
@@ -53,10 +54,12 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         model, scales = materialise_dfs(dfs, sources), [s.scale for s in dfs.steps()]
         tokenizer = _load(dfs.embed_from, models_dir, cache, dev)[1]
     else:
-        from workbench.merge.recipe import Recipe, apply_recipe
+        from workbench.merge.recipe import Recipe, apply_recipe, recipe_seed
 
         rec = Recipe.from_yaml(recipe)
         rec.validate()
+        if seed is None:
+            seed = recipe_seed(recipe) or 0
         sds = {}
 
         def load(name: str):

@@ -262,11 +262,24 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
 
 
 @releases_claims
+def _absolute(cfg: EvolveConfig) -> EvolveConfig:
+    """cfg with its zoo, and the models named by a path rather than inside the zoo, as absolute paths: a run
+    records them so, and reads them from any folder later (a resume from elsewhere read another zoo, or none)."""
+    import os
+
+    def absolute(name: str) -> str:
+        return name if (Path(cfg.zoo) / name).is_dir() else os.path.abspath(os.path.expanduser(name))
+
+    return dataclasses.replace(cfg, zoo=os.path.abspath(os.path.expanduser(cfg.zoo)),
+                               models=[absolute(m) for m in cfg.models],
+                               base=absolute(cfg.base) if cfg.method != "dfs" else cfg.base)
+
+
 def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
            device: str | None = None, *, trust_pickle: bool = False, command: str | None = None,
-           iters: int | None = None) -> Run:
+           iters: int | None = None, zoo: str | Path | None = None) -> Run:
     """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run. `device`, when given,
     replaces cfg.device (a resumed run's too: e.g. continue a GPU run on the CPU; it then continues as a run on
     that device would, not bit for bit as the original).
@@ -277,7 +290,9 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     there, each as a run started with that total would have (runs.new_total). trust_pickle: also load a pickle
     checkpoint of an older version (it can run code: only for run folders you trust). command: the command line,
     kept in run.json. The run's metric is fitness (higher is better); best_loss in run.json and the metrics is −fitness.
-    client: a Dask client to evaluate genomes on (the same results as without).
+    client: a Dask client to evaluate genomes on (the same results as without). zoo (with resume): where the
+    run's zoo is now, checked by its zoo.json and recorded (workbench.lm.zoo.run_zoo); a new run records its zoo
+    and model folders as absolute paths, read from anywhere later.
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""
@@ -288,16 +303,22 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}
         if iters is not None:
             given["iters"] = iters
+        from workbench.lm.zoo import run_zoo
+
+        moved = run_zoo(run, zoo if zoo is not None else given.pop("zoo", None), "merge evolve")
+        given.pop("zoo", None)  # compared by content above, not as text
         check_resume(run, "merge", given, extends="iters")
         run, cfg, state, total = store.reopen_to(run, lambda c: EvolveConfig(**c), ("merge",), "iters",
                                                  given.get("iters"), trust_pickle=trust_pickle)
+        if moved != cfg.zoo:  # recorded, so that its page and later resumes find it too
+            run.update(config={**run.info["config"], "zoo": moved})
+            cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, iters=total)
         elif run.info.get("status") == "done":
             return run
         if state is not None and not (isinstance(state.get("search"), RecipeCMA) and "evaluations" in state):
             raise RunError(f"the checkpoint of run {run.id!r} holds no recipe search; start a new run instead")
-        record_resume(run, command, state, extends="iters", total=total)
     elif cfg is None:
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
@@ -308,7 +329,10 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     elif resume is not None and cfg.device is not None:
         _check_resume_device(resume, cfg.device)
     ctx = context(cfg)  # fails fast on a missing GPU, missing or incompatible models
+    if resume is not None:  # once the models and the device are there: a resume that failed left no entry
+        record_resume(run, command, state, extends="iters", total=total)
     if resume is None:
+        cfg = _absolute(cfg)
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",
                            command=command)
     with setting_up(run, new=resume is None):
@@ -365,7 +389,8 @@ def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dic
     if cfg.method == "dfs":
         ctx.genome.recipe(best).save(run.path / "dfs.json")
     else:
-        ctx.genome.recipe(best).save(run.path / "recipe.yaml")
+        recipe = ctx.genome.recipe(best)  # with the seed its DARE drops were drawn with: apply rebuilds this merge
+        recipe.save(run.path / "recipe.yaml", seed=cfg.seed if recipe.uses_drops() else None)
     from workbench.lm.evaluation import test_sets
 
     # the test prompts leave out the validation prompts the recipe was chosen on (two streams of one held-out

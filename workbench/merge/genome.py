@@ -2,7 +2,8 @@
 
 Parameter space (spec §1): one (weight, density) pair per source model per layer group, the groups being
 the embeddings, each decoder layer, and the head (final norm + LM head): 2·N·(L+2) numbers, each in
-[0, 1] (densities floored at DENSITY_MIN, since mergekit's density lives in (0, 1]). The vector is laid
+[0, 1] (densities floored at DENSITY_MIN, since mergekit's density lives in (0, 1]; linear's weights at
+LINEAR_WEIGHT_MIN, since it divides by their sum). The vector is laid
 out as weights[N][G] then densities[N][G]. Methods without a density (linear, task_arithmetic) use the
 weights only. A genome decodes to a mergekit YAML recipe whose per-model parameters are filter lists:
 
@@ -24,6 +25,10 @@ import numpy as np
 from workbench.merge.dfs import DFSRecipe
 
 DENSITY_MIN = 0.05
+#: linear merging's weights are floored above 0: it divides by their sum, and CMA-ES clips samples below the
+#: bound onto it, so every model of a group at 0 (likely at a large sigma) made a merge of nothing and the run failed
+#: (its resume drew the same and failed again)
+LINEAR_WEIGHT_MIN = 1e-3
 WITH_DENSITY = ("ties", "dare_linear", "dare_ties")
 EVOLVABLE = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 NEEDS_BASE = ("task_arithmetic", "ties", "dare_linear", "dare_ties")
@@ -59,8 +64,13 @@ class PSGenome:
     def size(self) -> int:
         return len(self.models) * len(self.groups) * (2 if self.has_density else 1)
 
+    @property
+    def weight_min(self) -> float:
+        """The weights' lower bound: LINEAR_WEIGHT_MIN for linear (it divides by their sum), else 0."""
+        return LINEAR_WEIGHT_MIN if self.method == "linear" else 0.0
+
     def bounds(self) -> np.ndarray:
-        lo = np.zeros(self.size)
+        lo = np.full(self.size, self.weight_min)
         if self.has_density:
             lo[self.size // 2:] = DENSITY_MIN
         return np.stack([lo, np.ones(self.size)], axis=1)
@@ -77,7 +87,7 @@ class PSGenome:
             raise ValueError(f"a genome for {len(self.models)} models × {len(self.groups)} groups has "
                              f"{self.size} numbers, got shape {x.shape}")
         n, g = len(self.models), len(self.groups)
-        w = np.clip(x[:n * g].reshape(n, g), 0.0, 1.0)
+        w = np.clip(x[:n * g].reshape(n, g), self.weight_min, 1.0)
         d = np.clip(x[n * g:].reshape(n, g), DENSITY_MIN, 1.0) if self.has_density else None
         return w, d
 

@@ -40,6 +40,25 @@ _TOP = ("merge_method", "base_model", "models", "slices", "parameters", "dtype",
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+
+#: the comment line a saved recipe names its DARE seed in (Recipe.save, recipe_seed)
+SEED_COMMENT = "# workbench: DARE seed"
+
+
+def recipe_seed(path: str | Path) -> int | None:
+    """The DARE seed a recipe file was saved with (Recipe.save(seed=)), or None."""
+    import re
+
+    try:
+        head = Path(path).read_text().splitlines()[:5]
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in head:
+        found = re.fullmatch(re.escape(SEED_COMMENT) + r" (\d+)\s*", line)
+        if found:
+            return int(found.group(1))
+    return None
+
 @dataclass
 class Recipe:
     """One mergekit configuration; `models` items are {model, parameters?}, `slices` items are
@@ -111,9 +130,16 @@ class Recipe:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
-    def save(self, path: str | Path) -> Path:
-        text = self.to_yaml()
+    def save(self, path: str | Path, seed: int | None = None) -> Path:
+        """Write the recipe as mergekit YAML; seed: the seed its DARE drops were drawn with, in a comment line
+        (mergekit's format has no field for it) that `recipe_seed` reads back: `merge apply` then rebuilds the
+        model a run scored, not another draw."""
+        text = (f"{SEED_COMMENT} {int(seed)}\n" if seed is not None else "") + self.to_yaml()
         return atomic_write(path, lambda p: p.write_text(text))
+
+    def uses_drops(self) -> bool:
+        """Whether merging by this recipe draws random DARE drops (its seed then matters)."""
+        return self.merge_method.startswith("dare")
 
     def model_names(self) -> list[str]:
         """Every model the recipe references, in first-use order (base first)."""

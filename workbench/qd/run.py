@@ -548,26 +548,10 @@ def write_generation_files(run: Run, qd: CycleQD) -> None:
 
 
 def run_zoo(run: Run, zoo: str | None = None) -> str:
-    """The zoo folder a qd run reads (for a resume, an export, its page's rebuilds): `zoo` (a resume's --zoo),
-    which must be the run's zoo by content (its zoo.json: a zoo moved, or a relative path given from another
-    folder), else the path it recorded. One error naming --zoo where that is not there (runs before this version
-    recorded the path as given: a relative one reads from the folder they were started in)."""
-    from workbench.lm.zoo import ZOO_FILE, zoo_fingerprint
+    """The zoo folder a qd run reads (for a resume, an export, its page's rebuilds): workbench.lm.zoo.run_zoo."""
+    from workbench.lm.zoo import run_zoo as found
 
-    recorded, sha = run.info["config"].get("zoo"), run.info.get("zoo_sha256")
-    if zoo is not None:
-        zoo = os.path.abspath(os.path.expanduser(str(zoo)))
-        if os.path.abspath(str(recorded)) != zoo and sha is not None and zoo_fingerprint(zoo) != sha:
-            raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
-                           f"on, {recorded}); give that zoo's folder, or leave --zoo out")
-        return zoo
-    if not (Path(str(recorded)).expanduser() / ZOO_FILE).is_file():
-        relative = "" if os.path.isabs(str(recorded)) else \
-            " (a relative path, read from the folder you are in: the run was started elsewhere)"
-        raise RunError(f"run {run.id}'s zoo {recorded} is not there{relative}; resume it with `workbench qd cycle "
-                       f"--resume {run.id} --zoo DIR` (the same zoo, checked by its {ZOO_FILE}): the run then "
-                       f"records where it is")
-    return str(recorded)
+    return found(run, zoo, "qd cycle")
 
 
 def load_run(store: RunStore | str | Path, run_id: str) -> tuple[Run, QDRunConfig, CycleQD]:
