@@ -136,3 +136,28 @@ def test_smoke_under_xvfb_with_screenshot(tmp_path):
     finally:
         xvfb.terminate()
         xvfb.wait(timeout=10)
+
+
+def test_snapshots_keep_each_other_and_a_missing_folder_is_made(tmp_path, substrates):
+    """`s`, `n` (a new θ: step 0 again), `s`: two snapshots, the first kept (the second overwrote it, PNG and θ);
+    into a folder not there yet (the first `s` ended the session)."""
+    sub = substrates["boids"]
+    model = ViewerModel(sub, sub.zero_theta(), seed=3, out_dir=tmp_path / "new", render_size=32)
+    first = model.save_png()
+    model.key("n")
+    second = model.save_png()
+    assert first != second and first.is_file() and second.is_file()
+    np.testing.assert_array_equal(np.load(first.with_suffix(".theta.npy")), sub.zero_theta())
+    np.testing.assert_array_equal(np.load(second.with_suffix(".theta.npy")), model.theta)
+
+
+@pytest.mark.parametrize("env, message", [({}, "this session has no display (DISPLAY is unset)"),
+                                          ({"SDL_VIDEODRIVER": "x11"}, "workbench view cannot open a window")])
+def test_view_without_a_display_is_one_error_naming_what_to_do(env, message):
+    """No display: SDL played to its offscreen driver, forever, without a word; a driver it cannot open ended in
+    a traceback. One error line naming the render command and the Lab instead, exit 2."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    proc = subprocess.run([sys.executable, "-m", "workbench", "view", "gol", "--frames", "2"], capture_output=True,
+                          text=True, timeout=120, env={**clean, **env})
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "workbench render" in proc.stderr and "Traceback" not in proc.stderr

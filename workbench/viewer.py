@@ -89,11 +89,15 @@ class ViewerModel:
         return to_uint8(self.sub.render(self.state, self.params, self.render_size))
 
     def save_png(self) -> Path:
-        import imageio.v2 as imageio
+        """The current frame as PNG with θ beside it (.theta.npy, to reload with --theta), both atomically, under
+        a name no earlier snapshot has (a new θ starts again at step 0: …-2, …-3, as the Lab's snapshots)."""
+        from workbench.atomic import atomic_write, fresh_paths, write_png
 
-        path = self.out_dir / f"{self.sub.name}-seed{self.seed}-step{self.steps:06d}.png"
-        imageio.imwrite(path, self.frame())
-        np.save(path.with_suffix(".theta.npy"), self.theta)  # θ beside the picture, to reload with --theta
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        stem = self.out_dir / f"{self.sub.name}-seed{self.seed}-step{self.steps:06d}"
+        path, npy = fresh_paths(stem, (".png", ".theta.npy"))
+        atomic_write(npy, lambda p: np.save(p, self.theta))
+        write_png(path, self.frame())
         self.saved.append(path)
         return path
 
@@ -128,16 +132,47 @@ def _key_name(event) -> str | None:
     return names.get(event.key)
 
 
+NO_DISPLAY_FIX = ("render a video instead (`workbench render SUBSTRATE --out sim.mp4`) or play it on the Lab page "
+                  "(`workbench serve`, through an SSH tunnel from a remote machine)")
+
+
+def check_display() -> None:
+    """One ValueError, before a kernel compiles, where `workbench view` has no screen to open its window on: on
+    Linux neither DISPLAY nor WAYLAND_DISPLAY is set (SDL then picked its offscreen driver and played to nobody,
+    forever), unless SDL_VIDEODRIVER names a driver on purpose (the tests' dummy)."""
+    import os
+    import sys
+
+    if os.environ.get("SDL_VIDEODRIVER") or not sys.platform.startswith("linux"):
+        return
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError(f"workbench view opens a window, and this session has no display (DISPLAY is unset); "
+                         f"{NO_DISPLAY_FIX}")
+
+
 def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = None,
                fps_cap: int = 60) -> ViewerModel:
-    """Open the window and loop until q / close (or max_frames, for tests and demos)."""
+    """Open the window and loop until q / close (or max_frames, for tests and demos). A display SDL cannot open
+    (or one it only offers offscreen, not asked for) is one ValueError naming what to do instead."""
+    import os
+
     import pygame
 
     # the viewer plays no sound: no audio device is opened (ALSA complains on machines without one)
-    pygame.display.init()
-    pygame.font.init()
     try:
-        screen = pygame.display.set_mode((window, window))
+        pygame.display.init()
+        headless = pygame.display.get_driver() in ("offscreen", "dummy") and not os.environ.get("SDL_VIDEODRIVER")
+        if headless:
+            raise pygame.error(f"SDL found no screen, only its {pygame.display.get_driver()} driver")
+        pygame.font.init()
+    except pygame.error as exc:
+        pygame.quit()
+        raise ValueError(f"workbench view cannot open a window ({exc}); {NO_DISPLAY_FIX}") from None
+    try:
+        try:
+            screen = pygame.display.set_mode((window, window))
+        except pygame.error as exc:
+            raise ValueError(f"workbench view cannot open a window ({exc}); {NO_DISPLAY_FIX}") from None
         title = f" {rule_text(model.params['rule'])}" if model.sub.name == "gol" else ""
         pygame.display.set_caption(f"workbench view {model.sub.name}{title}")
         font = pygame.font.Font(None, 24)

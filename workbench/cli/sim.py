@@ -24,8 +24,9 @@ def _theta(args, sub):
 
 
 def cmd_view(args) -> int:
-    from workbench.viewer import ViewerModel, run_viewer
+    from workbench.viewer import ViewerModel, check_display, run_viewer
 
+    check_display()  # before the substrate's kernels compile
     sub = _substrate(args)
     if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
         raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
