@@ -73,8 +73,17 @@ def test_render_png_equals_library_frame(tmp_path):
     (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2"], "--every sets a video's frames"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--every", "2", "--fps", "9"],
      "--every and --fps set a video's frames; a .png is the last frame alone: leave them out"),
+    # found before the simulation, not after it ("Is a directory", exit 1)
+    (["render", "boids", "--steps", "3", "--out", "adir.png"], "--out adir.png is a folder; give a file name"),
+    # browsers play GIF frames under 2 hundredths at 10 frames/s
+    (["render", "gol", "--steps", "3", "--out", "x.gif", "--fps", "60"], "--fps 60: a GIF's frames last whole "
+                                                                        "hundredths of a second"),
+    # a θ far out of its range: the swarm diverges (NaN), said, not drawn black
+    (["render", "plenia", "--steps", "5", "--out", "x.png", "--theta", "p6.npy"], "the simulation diverged"),
 ])
 def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
+    (tmp_path / "adir.png").mkdir()
+    np.save(tmp_path / "p6.npy", np.full(6, 50.0))
     np.save(tmp_path / "wrong.npy", np.zeros(42))
     np.save(tmp_path / "rule.npy", np.array([2 ** 18]))  # one past the last life-like rule
     (tmp_path / "notes.txt").write_text("a text file, not θ\n" * 20)

@@ -808,3 +808,19 @@ def test_an_illuminations_best_plays_from_its_thumbnails_initial_state(store):
     assert best_seed(run, older) == kept
     strip, member = frames(store, ill), frames(store, ill, member=0)
     assert [p.data.tobytes() for p in strip] == [p.data.tobytes() for p in member]
+
+
+def test_a_strip_of_many_scored_frames_shows_eight_of_them(tmp_path):
+    """An open-ended search scores 32 frames by default: one row of 32 panels ran their titles together. The
+    strip shows STRIP_MAX of them, evenly spaced from the first to the last; --frames N still takes N."""
+    from workbench.figures import STRIP_MAX, frames
+    from workbench.simulations.rollout import sample_indices
+
+    store = RunStore(tmp_path)
+    run = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=16, frames=16, size=32),
+                                  iters=1, pop=4), store)
+    strip = frames(store, run.id)
+    scored = sample_indices(16, (16, True))
+    titles = [p.opts.get("plot", "matplotlib").kwargs["title"] for p in strip]
+    assert len(strip) == STRIP_MAX == 8 and titles[0] == f"t = {scored[0]}" and titles[-1] == f"t = {scored[-1]}"
+    assert len(frames(store, run.id, n=12)) == 12

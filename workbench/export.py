@@ -132,45 +132,66 @@ class _GifWriter:
         self.writer.close()
 
 
+#: the fastest a GIF plays: frames of 2 hundredths of a second (browsers play shorter ones at 10 frames/s)
+GIF_MAX_FPS = 50
+
+
 def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: int = 0, size: int = 224,
            every: int = 1, fps: int = 30, progress: Callable[[int], None] | None = None,
-           final_png: str | Path | None = None) -> Path:
+           final_png: str | Path | None = None, strict: bool = False) -> Path:
     """Run `steps` steps from init and write the result.
 
     PNG: the final frame. GIF / MP4: every `every`-th state from init to the final one.
     Frames are streamed to the encoder, so long videos need no memory for all frames.
     final_png: a video's last frame is also written to this PNG file (from the same rollout).
+    strict: a simulation that diverges (NaN or inf in a frame) is a ValueError naming --theta, not frames drawn
+    black (`workbench render` and `figure video`; a search's best.mp4 keeps what it shows).
     """
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
     steps, size, every, fps = (check_positive(n, v) for n, v in
                                (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
+    if out.suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
+        raise ValueError(f"--fps {fps}: a GIF's frames last whole hundredths of a second and browsers play those "
+                         f"under 2 at 10 frames/s; give --fps {GIF_MAX_FPS} or less, or write an .mp4")
     for path in (out, *([Path(final_png)] if final_png is not None else [])):
         if not path.parent.is_dir():
             raise ValueError(f"the folder {str(path.parent)!r} does not exist; create it first")
+        if path.is_dir():  # found before the simulation, not after it ("Is a directory")
+            raise ValueError(f"--out {path} is a folder; give a file name, e.g. --out {path / ('sim' + path.suffix)}")
+
+    def picture(state, step: int) -> np.ndarray:
+        """The rendered state as uint8; a simulation that diverged (NaN, inf) is said, not drawn black."""
+        frame = np.asarray(sub.render(state, params, size))
+        if strict and not np.isfinite(frame).all():
+            raise ValueError(f"the simulation diverged (NaN or inf) by step {step}: θ sets it outside its stable "
+                             f"range; give another --theta (or fewer --steps to see it before)")
+        return to_uint8(frame)
 
     def write(tmp: Path) -> None:
         state = sub.init(params, seed=seed)
         if out.suffix.lower() == ".png":
             state = sub.step(state, params, steps)
-            imageio.imwrite(tmp, to_uint8(sub.render(state, params, size)), format="png")
+            imageio.imwrite(tmp, picture(state, steps), format="png")
             if progress:
                 progress(steps)
             return
         if out.suffix.lower() == ".mp4":
             writer = Mp4Writer(tmp, fps)
         else:
-            writer = _GifWriter(imageio.get_writer(tmp, format="gif", mode="I", duration=1000 / fps, loop=0))
+            # whole hundredths (what a GIF stores): 30 fps plays at 33, the nearest it can
+            delay = 10 * max(2, round(100 / fps))
+            writer = _GifWriter(imageio.get_writer(tmp, format="gif", mode="I", duration=delay, loop=0))
         with writer:
-            frame = to_uint8(sub.render(state, params, size))
+            frame = picture(state, 0)
             writer.append(frame)
             done = 0
             while done < steps:
                 n = min(every, steps - done)
                 state = sub.step(state, params, n)
                 done += n
-                frame = to_uint8(sub.render(state, params, size))
+                frame = picture(state, done)
                 writer.append(frame)
                 if progress:
                     progress(n)

@@ -459,6 +459,10 @@ def atlas(store: RunStore | str | Path, run_id: str, pixels: int = 900):
 #: frames a strip shows of a run that scored one (an illumination's final state, a one-frame target search)
 STRIP_FRAMES = 5
 
+#: the most of the frames a search scored that a strip shows by default (evenly spaced among them): an open-ended
+#: search scores 32, which made one row of 32 panels whose titles ran together
+STRIP_MAX = 8
+
 
 #: a strip's frame in a paper figure: (width, height) in inches, titles included (panel_inches: at most a page wide)
 STRIP_PANEL = (1.5, 1.8)
@@ -470,7 +474,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     """The best simulation of an ASAL run as a strip of frames for a paper: its best θ re-simulated from the
     initial state it scored from (as best_video), one panel per frame, titled with its step. By default the frames
     its search scored (its --frames K states: for a target search over several prompts, each titled with the
-    prompt it was matched to, tiled p1 … pP p1 … as the loss tiles them), or STRIP_FRAMES evenly spaced
+    prompt it was matched to, tiled p1 … pP p1 … as the loss tiles them; of more than STRIP_MAX, that many
+    evenly spaced among them), or STRIP_FRAMES evenly spaced
     ones where it scored one; n: that many evenly spaced (chunk ends, as the search samples); steps: a rollout of
     that length (default: the run's); size: the frames' side in pixels (default: the run's render size); width,
     dpi: the strip's printed width in inches (default: STRIP_PANEL a frame, at most a page) and resolution, for
@@ -523,12 +528,18 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     shots = to_uint8(np.asarray(rollout(sub, sub.decode(theta), steps, (k, True), size=size or ev.get("size", 224),
                                         seed=seed)))
     prompts = list(cfg.get("prompts") or []) if own and info.get("kind") == "target" else []
+    # of many scored frames, STRIP_MAX evenly spaced (the first and the last among them); a target search's
+    # frames tiled over its prompts keep their prompts
+    shown = np.unique(np.round(np.linspace(0, k - 1, STRIP_MAX)).astype(int)) if own and k > STRIP_MAX \
+        else np.arange(k)
+    indices = [sample_indices(steps, (k, True))[i] for i in shown]
+    shots, k = shots[shown], len(shown)
     across = (check_width(width, "strip.pdf") or panel_inches(k, 1, STRIP_PANEL)[0]) / k
     repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1]))
     shots = shots.repeat(repeat, axis=1).repeat(repeat, axis=2)
     hv = _hv()
     panels = []
-    for i, (index, shot) in enumerate(zip(sample_indices(steps, (k, True)), shots, strict=True)):
+    for i, index, shot in zip(shown, indices, shots, strict=True):
         title = f"t = {index}"
         if len(prompts) > 1:  # one prompt alone is the run's, said once by the caller's caption
             title += "\n" + "\n".join(textwrap.wrap(f"“{prompts[i % len(prompts)]}”", 18))
@@ -584,6 +595,8 @@ def check_figure_path(out: str | Path) -> Path:
         raise ValueError(f"cannot write {out.name!r}: figures are {', '.join(FORMATS)}")
     if not out.parent.is_dir():
         raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name, e.g. --out {out / ('figure' + out.suffix)}")
     return out
 
 
@@ -982,5 +995,5 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
     from workbench.asal.driver import best_seed
 
-    return export(sub, sub.decode(theta), steps, out, size=size, seed=best_seed(run, info),
+    return export(sub, sub.decode(theta), steps, out, size=size, seed=best_seed(run, info), strict=True,
                   every=every if every is not None else max(1, steps // 120))

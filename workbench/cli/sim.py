@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.cli.common import FRAME_SIZE, POSITIVE, SEED, SUBSTRATES, add_device_argument, check_device, err, whole
+from workbench.cli.common import (
+    FRAME_SIZE,
+    POSITIVE,
+    SEED,
+    SUBSTRATES,
+    add_device_argument,
+    check_device,
+    check_out_file,
+    err,
+    whole,
+)
 
 
 def _substrate(args):
@@ -44,6 +54,11 @@ def cmd_render(args) -> int:
     from workbench.export import export
 
     check_device(args.device)
+    from workbench.export import FORMATS
+
+    if Path(args.out).suffix.lower() not in FORMATS:  # before the substrate is built (seconds), not after
+        raise ValueError(f"--out {args.out}: the output must end in {', '.join(FORMATS)}")
+    check_out_file(args.out)
     video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
     video = [f"--{name}" for name in video_args]
     if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
@@ -57,7 +72,7 @@ def cmd_render(args) -> int:
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task(f"{sub.name} → {Path(args.out).name}", total=args.steps)
         out = export(sub, params, args.steps, args.out, seed=args.seed, size=args.size,
-                     progress=lambda n: bar.advance(task, n), **video_args)  # else export's defaults
+                     progress=lambda n: bar.advance(task, n), strict=True, **video_args)  # else export's defaults
     print(out)
     return 0
 
@@ -86,6 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--seed", type=SEED, default=0)
     render.add_argument("--size", type=FRAME_SIZE, default=224)
     render.add_argument("--every", type=POSITIVE, default=None, help="video: one frame every N steps (default: 1)")
-    render.add_argument("--fps", type=POSITIVE, default=None, help="video: frames per second (default: 30)")
+    render.add_argument("--fps", type=POSITIVE, default=None,
+                        help="video: frames per second (default: 30; a GIF at most 50, its frames in whole "
+                             "hundredths of a second: 30 plays at 33)")
     add_device_argument(render)
     render.set_defaults(func=cmd_render)
