@@ -104,6 +104,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--c-softmax weighs a term of the loss: give a finite number ≥ 0"),
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--iters", "0"],
      "--iters must be a positive integer"),
+    # a softmax over one frame is 1: the term is 0 for every θ, the run the same with it or without it
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--c-softmax", "1"],
+     "one frame (--frames 1) makes it 0 for every θ"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json"],
      "--runs file.json is a file, not a folder"),
     (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),

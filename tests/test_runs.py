@@ -978,6 +978,8 @@ def test_best_video_plays_the_best_from_the_initial_state_it_scored_from(tmp_pat
     assert not np.array_equal(shown, np.asarray(Image.open(tmp_path / "at-0.png")))
     video = best_video(tmp_path / "runs", run.id, tmp_path / "again.png", size=32)
     assert np.array_equal(np.asarray(Image.open(video)), shown)
+    own = best_video(tmp_path / "runs", run.id, tmp_path / "own.png")  # at the run's own size (224 before)
+    assert np.array_equal(np.asarray(Image.open(own)), shown)
 
 
 def test_a_run_too_big_for_this_machine_is_refused_on_resume_before_anything_loads(tmp_path):

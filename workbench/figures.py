@@ -970,17 +970,18 @@ def _paper_colours(obj, hv):
     return obj.map(recolour, is_element)
 
 
-def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None, size: int = 224,
-               every: int | None = None) -> Path:
+def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None,
+               size: int | None = None, every: int | None = None) -> Path:
     """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config and the initial
-    state it scored from (asal.driver.best_seed: run.json's best_seed), as best.mp4."""
+    state it scored from (asal.driver.best_seed: run.json's best_seed), as best.mp4; size: the frames' side in
+    pixels (default: the run's render size, as best.mp4 and figures.frames)."""
     store = RunStore.of(store)
     from workbench.asal.evaluate import DEFAULT_STEPS
     from workbench.export import export
     from workbench.simulations import make_substrate
 
     steps, every = (None if v is None else count(v, name) for v, name in ((steps, "steps"), (every, "every")))
-    size = count(size, "size")
+    size = None if size is None else count(size, "size")
     run = store.open(run_id)
     info = run.info
     if "eval" not in info.get("config", {}):  # merges, CycleQD, experts and NAMM runs have no simulation
@@ -995,5 +996,6 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
     from workbench.asal.driver import best_seed
 
-    return export(sub, sub.decode(theta), steps, out, size=size, seed=best_seed(run, info), strict=True,
+    return export(sub, sub.decode(theta), steps, out, size=size or ev.get("size", 224), seed=best_seed(run, info),
+                  strict=True,
                   every=every if every is not None else max(1, steps // 120))

@@ -227,6 +227,10 @@ def check_new_search(cfg: SearchConfig) -> None:
     if cfg.kind != "illuminate" and cfg.c_softmax > 0 and not (cfg.prompts or cfg.target_image):
         raise ValueError("--c-softmax weighs a softmax loss over the targets: give --prompt TEXT or --target-image "
                          "FILE, or leave --c-softmax out")
+    if cfg.kind != "illuminate" and cfg.c_softmax > 0 and cfg.eval.frames < 2:  # a softmax over one frame is 1
+        raise ValueError("--c-softmax weighs a softmax over the frames each target is matched to, and one frame "
+                         f"(--frames {cfg.eval.frames}) makes it 0 for every θ: give --frames K ≥ 2, or several "
+                         "--prompt (one frame each), or leave --c-softmax out")
     check_memory(cfg)
     check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # prompts without a text tower, …
 

@@ -120,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "32, the reference's open-endedness recipes" if name == "openended" else "1, or one per prompt") + ")")
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
         a.add_argument("--size", type=int, help="render size fed to the FM" + (
-            "; the atlas' thumbnails are 64 px" if name == "illuminate" else " and of best.png / best.mp4")
+            "; the atlas' thumbnails are at most 64 px" if name == "illuminate" else " and of best.png / best.mp4")
             + " (default: 224)")
         a.add_argument("--sigma", type=float, help="default: 0.1")
         a.add_argument("--init", choices=["zero", "random"],

@@ -325,5 +325,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "default: the best θ, member 0)")
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
-            f.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size (default: 224)")
+            f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
         f.set_defaults(func=cmd_figure)
