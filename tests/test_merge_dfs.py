@@ -107,8 +107,16 @@ def test_dfs_recipe_json_round_trip_and_errors(tmp_path, pair):
     with torch.no_grad():  # a path over fewer layers than the models have: it runs, as the spec's pass does
         torch.testing.assert_close(build_dfs_model(walked, pair)(ids).logits,
                                    reference_path(pair, walked.steps(), ids, head="b"), rtol=0, atol=1e-5)
+    # a path step beyond a model's layers: named (it said "the recipe expects 6" layers, which it never said)
+    with pytest.raises(ValueError, match="path step {model: a, layer: 5} names a layer 'a' has not: it has layers 0"):
+        build_dfs_model(DFSRecipe(["a"], 6, path=[{"model": "a", "layer": 5}]), pair)
     for text, message in (('{"models": ["a", "b"], "r": 1, "indicator": [1], "scales": [[1, 1, 1]]}', "multiple"),
-                          ('[{"model": "a"}]', "path must be"), ('"a"', "a DFS recipe is JSON")):
+                          ('[{"model": "a"}]', "path must be"), ('"a"', "a DFS recipe is JSON"),
+                          # ragged scales: NumPy's "inhomogeneous shape" before
+                          ('{"models": ["a"], "r": 1, "indicator": [1, 1], "scales": [[1, 1], [1]]}',
+                           "scales must be an M×M = 2×2 matrix"),
+                          ('{"models": ["a"], "r": 1, "indicator": [1, 1], "scales": [[1, "x"], [1, 1]]}',
+                           "must hold numbers")):
         (tmp_path / "bad.json").write_text(text)
         with pytest.raises(ValueError, match=message):
             DFSRecipe.load(tmp_path / "bad.json")

@@ -68,8 +68,17 @@ class DFSRecipe:
                     raise ValueError(f"path step {s} has a non-finite scale")
             return
         m, t = self.n_layers_total, self.n_slots
-        ind = np.asarray(self.indicator if len(self.indicator) else np.ones(t), np.float64)
-        w = np.asarray(self.scales if len(self.scales) else np.ones((m, m)), np.float64)
+        # ragged or non-numeric lists: said as the recipe's shape, not NumPy's "inhomogeneous shape"
+        rows = self.scales if len(self.scales) else np.ones((m, m))
+        if not all(isinstance(row, (list, tuple, np.ndarray)) and len(row) == m for row in rows) or len(rows) != m:
+            raise ValueError(f"scales must be an M×M = {m}×{m} matrix (M = {len(self.models)} models × "
+                             f"{self.layers} layers): {len(rows)} rows of lengths "
+                             f"{sorted({len(r) if isinstance(r, (list, tuple, np.ndarray)) else 1 for r in rows})}")
+        try:
+            ind = np.asarray(self.indicator if len(self.indicator) else np.ones(t), np.float64)
+            w = np.asarray(rows, np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("indicator and scales must hold numbers") from None
         if ind.shape != (t,):
             raise ValueError(f"indicator must have T = M·r = {m}·{self.r} = {t} entries, got {ind.shape}")
         if w.shape != (m, m):
@@ -197,11 +206,17 @@ def build_dfs_model(recipe: DFSRecipe, sources: Mapping[str, nn.Module]) -> nn.M
     ref = configs[recipe.embed_from]
     for name, cfg in configs.items():
         # an explicit path needs the layers it names; the indicator's slots are laid out over exactly L layers
-        fits = cfg.num_hidden_layers >= recipe.layers if recipe.path is not None else \
-            cfg.num_hidden_layers == recipe.layers
-        if cfg.hidden_size != ref.hidden_size or not fits:
-            raise ValueError(f"model {name!r} has hidden size {cfg.hidden_size} and {cfg.num_hidden_layers} layers; "
-                             f"the recipe expects {ref.hidden_size} and {recipe.layers}")
+        if cfg.hidden_size != ref.hidden_size:
+            raise ValueError(f"model {name!r} has hidden size {cfg.hidden_size}, {recipe.embed_from!r} (the "
+                             f"embeddings') {ref.hidden_size}: a DFS path stacks layers of one width")
+        if recipe.path is not None:
+            beyond = [s for s in recipe.path if s.model == name and s.layer >= cfg.num_hidden_layers]
+            if beyond:
+                raise ValueError(f"path step {{model: {name}, layer: {beyond[0].layer}}} names a layer {name!r} has "
+                                 f"not: it has layers 0 to {cfg.num_hidden_layers - 1}")
+        elif cfg.num_hidden_layers != recipe.layers:
+            raise ValueError(f"model {name!r} has {cfg.num_hidden_layers} layers; the recipe's indicator and scales "
+                             f"are laid out over {recipe.layers} a model")
     steps = recipe.steps()
     if not steps:
         raise ValueError("the DFS path is empty (no indicator entry > 0)")
