@@ -74,6 +74,8 @@ def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
         assert len(analysis["task_vector_norms"]["add"]) == len(analysis["layer_groups"])
         if method != "task_arithmetic":
             assert 0 <= analysis["sign_conflict"]["total"] <= 1
+            # the election the merge ran: over DARE's random drop for dare_ties, TIES' trim otherwise
+            assert analysis["sign_conflict"]["after"] == ("dare drop" if method == "dare_ties" else "trim")
         if method == "dare_ties":
             assert all(0 < f <= 1 for f in analysis["dare_kept"]["add"])
             assert analysis["dare_rescale"] == "l1"  # which rescaling ran is named (mergekit's default)

@@ -371,6 +371,12 @@ def test_analysis_helpers():
     assert sign_conflict_rate(base, {"a": experts["a"], "b": experts["b"]}, 0.5)["total"] == 0
     rate = sign_conflict_rate(base, {"a": experts["a"], "c": experts["c"]}, 1.0)
     assert rate["total"] == 1 and rate["per_layer"]["layers.0"] == 1
+    # DARE-TIES elects signs over the entries DARE's random drop keeps, not the top-|τ| ones: with τ_c = −τ_a
+    # the trim keeps the same entries of both (every one conflicts); independent drops at density d keep both
+    # in d² of the d(2 − d) entries either keeps
+    dropped = sign_conflict_rate(base, {"a": experts["a"], "c": experts["c"]}, 0.4, drop_seed=5)
+    assert sign_conflict_rate(base, {"a": experts["a"], "c": experts["c"]}, 0.4)["total"] == 1
+    assert dropped["total"] == pytest.approx(0.4 / 1.6, abs=0.03)
     kept = dare_kept_fraction(base, experts, 0.3, seed=1)
     assert abs(kept["model.embed_tokens"]["a"] - 0.3) < 0.05
     assert dare_kept_fraction(base, experts, 1.0)["layers.0"]["b"] == 1

@@ -108,17 +108,26 @@ def sign_conflict_rate(
     expert_sds: Mapping[str, StateDict],
     density: PerTensor,
     weights: PerTensor | None = None,
+    *,
+    drop_seed: int | None = None,
 ) -> dict[str, object]:
     """TIES sign conflicts: among entries where at least one trimmed τ̃n is nonzero, the fraction where some
     nonzero τ̃n has the sign opposite to the elected s = sign(Σ wn·τ̃n) (+ on ties). Returns
-    {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor.
-    density and weights: one value, one per expert, or per (expert, tensor name) (default weight 1)."""
+    {"total": fraction, "per_layer": {group: fraction}}; trimming keeps the top-`density` |τ| per tensor, or with
+    drop_seed (DARE-TIES) the entries DARE's random drop keeps, the masks merge_state_dicts draws for that seed
+    (as dare_kept_fraction): the election the merge ran. density and weights: one value, one per expert, or per
+    (expert, tensor name) (default weight 1)."""
     dens, weight = _density(density), _setting(weights, 1.0)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name in _float_names(base_sd):
         taus = _task_vectors(base_sd, expert_sds, name)
+        g = tensor_generator(drop_seed, name) if drop_seed is not None else None
         for expert, tau in zip(expert_sds, taus, strict=True):
-            _magnitude_trim_(tau, dens(expert, name), rescale=False)
+            d = dens(expert, name)
+            if g is None:
+                _magnitude_trim_(tau, d, rescale=False)
+            elif d < 1:  # the same CPU draw as methods._dare_drop_; rescaling keeps each entry's sign
+                tau.mul_((torch.rand(tau.shape, generator=g, dtype=tau.dtype) < d).to(tau.device, tau.dtype))
             tau.mul_(weight(expert, name))
         stack = torch.stack(taus)
         positive = stack.sum(0) >= 0

@@ -439,8 +439,13 @@ def analysis(ctx: Context, best: np.ndarray) -> dict:
         density = tv.recipe_setting(recipe, "density", ctx.layers)
         _, d = ctx.genome.split(best)
         out["density_mean"] = float(np.mean(d))
-        sc = tv.sign_conflict_rate(base_sd, experts, density, tv.recipe_setting(recipe, "weight", ctx.layers))
-        out["sign_conflict"] = {"total": sc["total"], "per_layer": [sc["per_layer"][g] for g in order]}
+        if ctx.cfg.method != "dare_linear":  # which has no sign election: a conflict rate there described nothing
+            # the election the merge ran: over TIES' magnitude trim, or over DARE's random drop (dare_ties)
+            drop = ctx.cfg.seed if ctx.cfg.method == "dare_ties" else None
+            sc = tv.sign_conflict_rate(base_sd, experts, density, tv.recipe_setting(recipe, "weight", ctx.layers),
+                                       drop_seed=drop)
+            out["sign_conflict"] = {"total": sc["total"], "per_layer": [sc["per_layer"][g] for g in order],
+                                    "after": "trim" if drop is None else "dare drop"}
         if ctx.cfg.method.startswith("dare"):
             kept = tv.dare_kept_fraction(base_sd, experts, density, seed=ctx.cfg.seed)
             out["dare_kept"] = {e: [kept[g][e] for g in order] for e in experts}

@@ -335,8 +335,9 @@ def conflict_plot(analysis: dict | None):
     plots = []
     if a.get("sign_conflict"):
         sc = a["sign_conflict"]
+        after = " after DARE's drop" if sc.get("after") == "dare drop" else ""
         plots.append(_style(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate"),
-                            title=f"TIES sign conflicts ({sc['total']:.1%} overall)", show_legend=False))
+                            title=f"TIES sign conflicts{after} ({sc['total']:.1%} overall)", show_legend=False))
     if a.get("dare_kept"):
         rescale = {"l1": "survivors rescaled to the task vector's L1 norm", "inverse": "survivors ×1/density",
                    "none": "survivors not rescaled"}.get(a.get("dare_rescale"), "")
