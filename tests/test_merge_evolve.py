@@ -327,3 +327,13 @@ def test_a_runs_zoo_is_read_from_anywhere_checked_and_found_again_where_it_moved
     assert info["config"]["zoo"] == str(tmp_path / "moved") and info["status"] == "done" and info["iterations"] == 3
     whole = evolve(_cfg(tmp_path / "moved", method="ties", iters=3), RunStore(tmp_path / "whole"))
     assert _evaluations(whole) == _evaluations(store.open(run.id))  # the run its own zoo makes, bit for bit
+
+
+def test_the_runs_end_says_what_it_does_after_the_last_iteration(tmp_path, quick_zoo):
+    """After the last iteration (the bar full) the run scores its sources and the merge on the test sets: said
+    (on_phase, the CLI bar's text), where the bar sat at n/n with nothing left."""
+    said: list[str] = []
+    run = evolve(_cfg(quick_zoo, method="ties", iters=1), RunStore(tmp_path), on_phase=said.append)
+    assert run.info["status"] == "done"
+    assert said == ["test scores of base, add, sort and the merge …",
+                    "the task vectors' norms, cosines and sign conflicts …"]

@@ -66,7 +66,8 @@ def cmd_evolve(args) -> int:
             run = evolve(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                          on_start=on_iteration.start,
                          device=device if resume is not None else None, trust_pickle=args.trust_pickle,
-                         command=cli_command(), iters=args.iters if resume is not None else None, zoo=zoo)
+                         command=cli_command(), iters=args.iters if resume is not None else None, zoo=zoo,
+                         on_phase=on_iteration.phase)
     finally:
         close_client(client)
     info = run.info

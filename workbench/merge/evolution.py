@@ -279,7 +279,8 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
            device: str | None = None, *, trust_pickle: bool = False, command: str | None = None,
-           iters: int | None = None, zoo: str | Path | None = None) -> Run:
+           iters: int | None = None, zoo: str | Path | None = None,
+           on_phase: Callable[[str], None] | None = None) -> Run:
     """Run (or resume) a recipe evolution to cfg.iters iterations; returns the run. `device`, when given,
     replaces cfg.device (a resumed run's too: e.g. continue a GPU run on the CPU; it then continues as a run on
     that device would, not bit for bit as the original).
@@ -295,7 +296,8 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     and model folders as absolute paths, read from anywhere later.
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
-    should_stop() between iterations: True stops the run where it can be resumed."""
+    should_stop() between iterations: True stops the run where it can be resumed; on_phase(text) says what the
+    run's end (test scores, analysis: after the last iteration) is doing."""
     store = RunStore.of(store)
     iters = check_longer(resume, iters, "iters")
     if resume is not None:
@@ -363,7 +365,7 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
                             "genome": xs[j].astype(np.float64).tolist()} for j in range(len(xs)))
         return info
 
-    return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, evaluations),
+    return checkpointed_loop(run, state, cfg.iters, step, lambda: finish(run, cfg, search, evaluations, on_phase),
                              should_stop=should_stop, on_iteration=on_iteration)
 
 
@@ -378,10 +380,12 @@ def _check_resume_device(run_id: str, device: str) -> None:
                          f"device with --device cpu (Python: device='cpu')") from None
 
 
-def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict]) -> None:
+def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dict],
+           say: Callable[[str], None] | None = None) -> None:
     """Best recipe, test scores of sources and merge (per task; their means over the tasks, weighted by
     --task-weights as the search's objective, the source with the best mean and whether the merge beats each
-    source's mean), analysis of the task vectors."""
+    source's mean), analysis of the task vectors. say(text): what it is doing (the bar is full by then)."""
+    say = say or (lambda text: None)
     ctx = context(cfg)
     run.write_table("evaluations", evaluations)
     best = search.best_x
@@ -396,6 +400,7 @@ def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dic
     # the test prompts leave out the validation prompts the recipe was chosen on (two streams of one held-out
     # half share prompts: brackets 45 of 128, recall 22, add 6)
     test = test_sets(ctx.tokenizer, cfg.tasks, cfg.n_test, cfg.n_eval, cfg.seed)
+    say(f"test scores of {', '.join(ctx.models)} and the merge …")
     scores = {"tasks": cfg.tasks, "method": ctx.score_method,
               "split": f"test (stream {cfg.seed + 1}, n {cfg.n_test}, the validation prompts (stream {cfg.seed}) "
                        "left out)",
@@ -413,6 +418,7 @@ def finish(run: Run, cfg: EvolveConfig, search: RecipeCMA, evaluations: list[dic
                   best_source=max(sources, key=sources.get),
                   beats={name: mean["merged"] > m for name, m in sources.items()})
     write_json(run.path / "scores.json", scores)
+    say("the task vectors' norms, cosines and sign conflicts …")
     write_json(run.path / "analysis.json", analysis(ctx, best))
     run.update(status="done", test_scores=scores["merged"])
 
