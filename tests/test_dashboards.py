@@ -839,6 +839,13 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert table["density"].between(0.05, 1).all() and len(set(table["group"])) == 2 + 2
     shown = {name: model.figure(name) for name in FIGURES}
     assert isinstance(shown["path"], hv.Div) and not isinstance(shown["recipe"], hv.Div)
+    # the heatmaps' rows top to bottom in --models order (the norms' legends'), not reverse-alphabetical
+    from workbench.merge.views import recipe_heatmaps
+
+    swapped = table.iloc[::-1]  # --models sort add
+    yticks = hv.Store.lookup_options("bokeh", recipe_heatmaps(swapped).values()[0], "plot").kwargs["yticks"]
+    assert [label for _, label in yticks][::-1] == ["sort · attn", "sort · mlp", "sort · other", "add · attn",
+                                                    "add · mlp", "add · other"]
     for name in ("recipe", "fitness", "scores", "norms", "cosine", "conflicts"):
         hv.render(shown[name], backend="bokeh")
     # the norms' legend lies inside its axes: to the right it covered the next panel of the Task vectors tab

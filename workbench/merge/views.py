@@ -196,7 +196,12 @@ def recipe_heatmaps(table: pd.DataFrame):
     for key in ("weight", "density"):
         if df[key].isna().all():
             continue
-        rows = sorted(df["row"].unique(), reverse=True)
+        # top to bottom in the recipe's (--models) order, as the norms' legends; the filters in SHORT_FILTERS'
+        # order (the y axis counts from the bottom: reversed)
+        models, kinds = list(dict.fromkeys(df["model"])), list(SHORT_FILTERS.values())
+        present = set(df["row"])
+        rows = [r for r in (f"{m} · {k}" for m in models for k in kinds) if r in present][::-1]
+        rows += sorted(present - set(rows), reverse=True)
         hm = _grid(df.dropna(subset=[key]), "group", "row", key, order, rows, cmap="viridis", clim=(0, 1))
         plots.append(_style(hm, title=f"{key} per layer group", xlabel="layer group", ylabel="model · tensors",
                             bokeh={"width": cell * len(order) + 300, "height": 30 * df["row"].nunique() + 120,
