@@ -117,6 +117,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
                                                         "implementation"),
     (["bench", "substrates", "--min-time", "nan"], "argument --min-time: give a finite number, got nan"),
     (["bench", "asal", "--steps", "4"], "--steps must be at least 8: the bench samples 1 and 8 frames a rollout"),
+    (["bench", "asal", "--pop", "1"], "--pop must be at least 2"),
+    (["bench", "substrates", "--substrates"], "argument --substrates: expected at least one argument"),
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),

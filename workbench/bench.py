@@ -202,6 +202,13 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     with the split per phase: {"substrate/fm/K": {"total": ms, "simulate": ms, …}}."""
     import tempfile
 
+    # the flags first: importing open_clip and torch takes seconds
+    if steps is not None and steps < max(frames):  # EvalConfig would name --frames, which this bench has not
+        raise ValueError(f"--steps must be at least {max(frames)}: the bench samples "
+                         f"{' and '.join(map(str, frames))} frames a rollout, got {steps}")
+    if pop < 2:  # a search's population (SearchConfig's check, after the imports and a model built)
+        raise ValueError(f"--pop must be at least 2 (the population of each generation), got {pop}")
+
     import open_clip
     import torch
 
@@ -209,9 +216,6 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     from workbench.fm import quiet_logs
     from workbench.kernels.device import describe, resolve_device
 
-    if steps is not None and steps < max(frames):  # EvalConfig would name --frames, which this bench has not
-        raise ValueError(f"--steps must be at least {max(frames)}: the bench samples "
-                         f"{' and '.join(map(str, frames))} frames a rollout, got {steps}")
     dev = resolve_device(device)
     out: dict = {"pop": pop, "device": describe(dev), "machine": platform.processor() or platform.machine(),
                  "date": time.strftime("%Y-%m-%d"), "unit": "ms per iteration"}

@@ -99,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
     subs = bench_sub.add_parser("substrates", help="steps/s at P=1, sim-steps/s at P=16, render ms")
     subs.add_argument("--json", action="store_true", help="one JSON line")
-    subs.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
+    subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES)  # none named ran them all, silently
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     subs.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     subs.set_defaults(func=cmd_bench)
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32), "
                                   "each after one untimed iteration")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
-    asal_b.add_argument("--substrates", nargs="*", choices=SUBSTRATES)
+    asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES)
     asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=POSITIVE, default=16)
     add_device_argument(asal_b)
