@@ -726,7 +726,7 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     page = runs_page(str(tmp_path))
     objects = pn.Column(*page.main, *page.sidebar)
     (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
-    (note,) = objects.select(pn.widgets.TextAreaInput)
+    (note,) = [w for w in objects.select(pn.widgets.TextAreaInput) if w.name == "Note on the ticked run"]
     (query,) = [w for w in objects.select(pn.widgets.TextInput) if w.name == "Search"]
     (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
     assert note.disabled

@@ -321,6 +321,13 @@ def test_a_runs_zoo_is_read_from_anywhere_checked_and_found_again_where_it_moved
     assert main([*resume, "--zoo", "moved", "--device", "cuda:7"]) == 2  # refused before the resume is recorded
     capsys.readouterr()
     assert "resumes" not in store.open(run.id).info
+    # the failed resume lets go of the run, also while its error is kept (a notebook's cell, a page)
+    failures = []
+    for _ in range(2):
+        with pytest.raises(ValueError) as failed:
+            evolve(None, store, resume=run.id, device="cuda:7", zoo=tmp_path / "moved")
+        failures.append(failed)
+    assert "being resumed" not in str(failures[1].value)
     assert main([*resume, "--zoo", "moved"]) == 0
     capsys.readouterr()
     info = store.open(run.id).info

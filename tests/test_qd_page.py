@@ -154,12 +154,17 @@ def test_a_run_that_repeats_a_seed_pools_once_on_the_page_and_in_the_report(qd, 
     shutil.copytree(qd["dir"], runs)
     again = qd["other"] + "-again"
     shutil.copytree(runs / qd["other"], runs / again)
+    # its zoo recorded at another path (a relative one of an older version, a zoo moved): the same zoo by content
+    info = json.loads((runs / again / "run.json").read_text())
+    info["config"]["zoo"] = "data/zoo"
+    (runs / again / "run.json").write_text(json.dumps(info))
     model = QDModel(runs_dir=str(runs), run_id=qd["run"])
     assert model.param.compare.objects in ([qd["other"]], [again])
     assert main(["qd", "report", qd["run"], qd["other"], again, "--runs", str(runs), "--json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["repeats"] == {again: qd["other"]} and out["counted"] == [qd["run"], qd["other"]]
+    assert out["differs"] == []  # the zoo's path is no setting where its content is known
     assert len(out["per_task"]["brackets"]["scores"]["cycleqd"]["values"]) == 2
     assert f"{again} repeats the seed of {qd['other']}" in captured.err
 

@@ -154,16 +154,17 @@ def flat_settings(info: dict) -> dict[str, Any]:
     walk("config", config)
     # what a run read, by content: a run keeps its own copy of an input under one name (inputs/target.png for any
     # target image) and a zoo by the path it was given, so runs toward other images, or from another zoo at the
-    # same path, read as one setting. (The path stays a setting too: runs made before zoos were fingerprinted
-    # have it alone, and are still replicates of each other.)
+    # same path, read as one setting. (The path stays a setting where a run has no fingerprint: runs made before
+    # zoos were fingerprinted have it alone, and are still replicates of each other.)
     for key, entry in sorted((info.get("inputs") or {}).items()):
         if isinstance(entry, dict) and entry.get("sha256"):
             out[f"inputs.{key}"] = f"sha256:{str(entry['sha256'])[:12]}"
     experts = [e.get("sha256") for e in info.get("expert_inputs") or [] if isinstance(e, dict)]
     if experts:
         out["inputs.experts"] = tuple(f"sha256:{str(h)[:12]}" for h in experts)
-    if info.get("zoo_sha256"):
-        out["inputs.zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"
+    if info.get("zoo_sha256"):  # then the zoo is its content: where it lay (a path recorded as given, absolute in
+        out["inputs.zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"  # newer runs, moved by a resume) is no setting
+        out.pop("config.zoo", None)
     if asal and out.get("config.eval.frames", 1) != 1:  # the sampling only tells K = 1 apart
         out.pop("config.eval.sampling", None)
     if asal and info.get("kind") != "illuminate":  # only illuminations seed their children apart

@@ -59,12 +59,13 @@ def cmd_train(args) -> int:
             raise ValueError("give --model (e.g. data/zoo/generalist) and --task (one of the zoo's tasks or "
                              "classify), or --resume RUN_ID")
         cfg = ExpertRunConfig(**{**given, "device": device})
-        from pathlib import Path
-
-        note_quick_zoo(str(Path(cfg.model).parent), model=cfg.model)  # ZOO/generalist of a smoke-test zoo
         if "rank" in given and cfg.adapter != "lora":  # an SVF expert has no rank: the flag would go unused
             raise ValueError("--rank is the rank of a LoRA adapter: give --adapter lora too, or leave --rank out")
         check_model(cfg.model, cfg.prompt_format)
+        from pathlib import Path
+
+        # after the checks: a refusal is one line alone
+        note_quick_zoo(str(Path(cfg.model).parent), model=cfg.model)  # ZOO/generalist of a smoke-test zoo
         total, task = cfg.iters, cfg.task
     with iteration_progress(f"experts train {task}", total, "val", _train_value, quiet=args.quiet) as on_iteration:
         run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration,

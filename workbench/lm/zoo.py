@@ -331,6 +331,8 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
             raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
                            f"on, {recorded}); give that zoo's folder, or leave --zoo out")
         return zoo
+    if sha is None and not (Path(recorded).expanduser() / ZOO_FILE).is_file():  # a run that read no zoo.json: its
+        return recorded  # models were folders of their own (merge --models PATH …), its zoo no input to check
     if not Path(recorded).expanduser().is_dir():
         relative = "" if os.path.isabs(recorded) else \
             " (a relative path, read from the folder you are in: the run was started elsewhere)"

@@ -261,7 +261,6 @@ def evaluate_population(cfg: EvolveConfig, xs: np.ndarray, client=None) -> np.nd
     return np.concatenate(parts)
 
 
-@releases_claims
 def _absolute(cfg: EvolveConfig) -> EvolveConfig:
     """cfg with its zoo, and the models named by a path rather than inside the zoo, as absolute paths: a run
     records them so, and reads them from any folder later (a resume from elsewhere read another zoo, or none)."""
@@ -275,6 +274,7 @@ def _absolute(cfg: EvolveConfig) -> EvolveConfig:
                                base=absolute(cfg.base) if cfg.method != "dfs" else cfg.base)
 
 
+@releases_claims
 def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
@@ -324,7 +324,9 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     elif cfg is None:
         raise ValueError("give an EvolveConfig or resume=RUN_ID")
     else:
-        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
+        # a notebook may have set a field since the config was built; the zoo as the run records it, before the
+        # context is built (a context of the relative path and one of the absolute: every model loaded twice)
+        cfg = _absolute(checked_again(cfg))
         state = None
     if device is not None:
         cfg = dataclasses.replace(cfg, device=str(device))
@@ -334,7 +336,6 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
     if resume is not None:  # once the models and the device are there: a resume that failed left no entry
         record_resume(run, command, state, extends="iters", total=total)
     if resume is None:
-        cfg = _absolute(cfg)
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",
                            command=command)
     with setting_up(run, new=resume is None):

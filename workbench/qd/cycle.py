@@ -388,7 +388,9 @@ class CycleQD:
     def changes(self, generation: int) -> np.ndarray:
         """The cells generation `generation` changed: (n, 3) int64 rows of archive k (task order), flat cell
         (row-major in the archive's shape) and the elite id now there. Copies."""
-        self.snapshot_ids(generation)  # checks the generation
+        if not (0 <= generation < len(self._changes)):
+            raise ValueError(f"no snapshot of generation {generation}; "
+                             f"finished generations: 0..{len(self._changes) - 1}")
         return self._changes[generation].copy()
 
     def snapshot(self, generation: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
