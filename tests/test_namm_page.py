@@ -265,6 +265,9 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         assert n_up.input_value() == "16"
         theta.select_option("random")
         n_up.select_option("32")
+        # a user's next pick comes a moment later: θ picked in the same instant as n_up ended once with 32 shown
+        # (a fresh clone's run, under load; never in the tree's)
+        page.wait_for_timeout(1500)
         theta.select_option(run_id)
         deadline = time.time() + 30
         while n_up.input_value() != "16" and time.time() < deadline:
