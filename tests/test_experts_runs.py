@@ -171,6 +171,7 @@ def test_lora_adapter_trains_the_same_matrices_with_peft(tmp_path, quick_zoo):
     assert "experts of its models mean nothing" in err and "--model data/zoo/base" in err
     run = RunStore(tmp_path / "runs").open(out["id"])
     assert run.info["fm"] == "lora" and out["status"] == "done"
+    assert out["id"].endswith("-experts-add-lora-s0")  # told from an SVF expert of the same task and seed by its id
     # LoRA trains r·(in + out) per matrix: 6 matrices of 32 <-> 64 at rank 2
     assert out["n_params"] == 6 * 2 * (32 + 64)
     assert SVFModel(load_model(str(quick_zoo / "base"), device="cpu")[0], cache=False).n_params == 6 * 32

@@ -863,15 +863,16 @@ class RunStore:
         return cls(store)
 
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
-               command: str | None = None) -> Run:
+               command: str | None = None, name: str | None = None) -> Run:
         """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its
         method and models there too, for older readers). metric: what best_loss measures ("loss", lower is
-        better, or "fitness", higher is better, stored negated as best_loss). command: the command line."""
+        better, or "fitness", higher is better, stored negated as best_loss). command: the command line. name:
+        the id's middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{kind}-{substrate}-s{seed}"
+        base = f"{stamp}-{kind}-{name or substrate}-s{seed}"
         for n in range(1000):
             path = self.root / (base if n == 0 else f"{base}-{n}")
             try:

@@ -237,7 +237,9 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
         else:
             trainer = ExpertTrainer.from_state(state["trainer"], model)
         if resume is None:
-            run = store.create(KIND, cfg.task, cfg.adapter, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
+            # a LoRA expert's id says so (an SVF and a LoRA expert of one task and seed differed by their time only)
+            run = store.create(KIND, cfg.task, cfg.adapter, cfg.to_dict(), cfg.seed, metric=METRIC, command=command,
+                               name=cfg.task if cfg.adapter == "svf" else f"{cfg.task}-{cfg.adapter}")
         else:
             record_resume(run, command, state)
         with setting_up(run, new=resume is None):
