@@ -331,20 +331,19 @@ RENAME_ARROWS = ("→", "->")
 
 def parse_renames(text: str) -> dict[str, str]:
     """The export controls' renames, one a line as NAME → NEW (or NAME -> NEW), as {NAME: NEW} for figures.save's
-    rename; blank lines are skipped. A line without an arrow, or a name given twice, is refused (ValueError) in
-    the `--rename` words page_words turns into the field's."""
-    names: dict[str, str] = {}
+    rename; blank lines are skipped. A line without an arrow, or a name given twice (figures.rename_pairs), is
+    refused (ValueError) in the `--rename` words page_words turns into the field's."""
+    from workbench.figures import rename_pairs
+
+    pairs = []
     for line in (text or "").splitlines():
         if not line.strip():
             continue
         arrow = next((a for a in RENAME_ARROWS if a in line), None)
         if arrow is None:
             raise ValueError(f"--rename: write each line as NAME → NEW, got {line.strip()!r}")
-        old, new = (part.strip() for part in line.split(arrow, 1))
-        if old in names:
-            raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
-        names[old] = new
-    return names
+        pairs.append(tuple(part.strip() for part in line.split(arrow, 1)))
+    return rename_pairs(pairs)
 
 
 #: the CLI flags the library's messages name, as the export controls label them

@@ -136,6 +136,20 @@ class _GifWriter:
 GIF_MAX_FPS = 50
 
 
+def check_out(out: str | Path, final_png: str | Path | None = None) -> Path:
+    """`out` as a Path, or one error naming the fix (before a simulation, not after it): a format export writes
+    (FORMATS), a folder that exists, not a folder itself; final_png likewise."""
+    out = Path(out)
+    if out.suffix.lower() not in FORMATS:
+        raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
+    for path in (out, *([Path(final_png)] if final_png is not None else [])):
+        if not path.parent.is_dir():
+            raise ValueError(f"the folder {str(path.parent)!r} does not exist; create it first")
+        if path.is_dir():  # found before the simulation, not after it ("Is a directory")
+            raise ValueError(f"--out {path} is a folder; give a file name, e.g. --out {path / ('sim' + path.suffix)}")
+    return out
+
+
 def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: int = 0, size: int = 224,
            every: int = 1, fps: int = 30, progress: Callable[[int], None] | None = None,
            final_png: str | Path | None = None, strict: bool = False) -> Path:
@@ -147,19 +161,12 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
     strict: a simulation that diverges (NaN or inf in a frame) is a ValueError naming --theta, not frames drawn
     black (`workbench render` and `figure video`; a search's best.mp4 keeps what it shows).
     """
-    out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
+    out = check_out(out, final_png)
     steps, size, every, fps = (check_positive(n, v) for n, v in
                                (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
     if out.suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
         raise ValueError(f"--fps {fps}: a GIF's frames last whole hundredths of a second and browsers play those "
                          f"under 2 at 10 frames/s; give --fps {GIF_MAX_FPS} or less, or write an .mp4")
-    for path in (out, *([Path(final_png)] if final_png is not None else [])):
-        if not path.parent.is_dir():
-            raise ValueError(f"the folder {str(path.parent)!r} does not exist; create it first")
-        if path.is_dir():  # found before the simulation, not after it ("Is a directory")
-            raise ValueError(f"--out {path} is a folder; give a file name, e.g. --out {path / ('sim' + path.suffix)}")
 
     def picture(state, step: int) -> np.ndarray:
         """The rendered state as uint8; a simulation that diverged (NaN, inf) is said, not drawn black."""

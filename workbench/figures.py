@@ -239,6 +239,17 @@ def check_legend_entries(obj, names, flag: str) -> list[str]:
     return entries
 
 
+def rename_pairs(pairs) -> dict[str, str]:
+    """(NAME, NEW) pairs (`--rename NAME NEW` …, the export controls' lines) as rename's {NAME: NEW}; a NAME given
+    twice is refused (ValueError): a dict would keep its last NEW silently."""
+    names: dict[str, str] = {}
+    for old, new in pairs:
+        if old in names:
+            raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
+        names[old] = new
+    return names
+
+
 def rename(obj, names: dict[str, str]):
     """`obj` with legend entries renamed for a paper ({"sigma=0.3, seed=1": "ours"}: the names the runs' settings
     gave, as legend_names lists them). A setting's "(n=3)" stays after its new name. Refused (ValueError) where an
@@ -532,7 +543,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     # frames tiled over its prompts keep their prompts
     shown = np.unique(np.round(np.linspace(0, k - 1, STRIP_MAX)).astype(int)) if own and k > STRIP_MAX \
         else np.arange(k)
-    indices = [sample_indices(steps, (k, True))[i] for i in shown]
+    scored_at = sample_indices(steps, (k, True))
+    indices = [scored_at[i] for i in shown]
     shots, k = shots[shown], len(shown)
     across = (check_width(width, "strip.pdf") or panel_inches(k, 1, STRIP_PANEL)[0]) / k
     repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1]))

@@ -63,7 +63,8 @@ def _figure(figures, store, args, pinned: dict[str, str]):
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
         figure = figures.atlas(store, args.ids[0], pixels)
-    figure = figures.rename(figure, _renames(args))  # before the pins: --colour takes the new names
+    # before the pins: --colour takes the new names (frames and atlas have no --rename)
+    figure = figures.rename(figure, figures.rename_pairs(getattr(args, "rename", None) or []))
     _check_pinned(figures, figure, pinned)
     out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=args.font)
     if undrawn is not None:
@@ -199,7 +200,7 @@ def namm_view(store, args, pinned: dict[str, str]):
             if value >= most:
                 raise ValueError(f"--{name} {value}: {what.format(most)} (0 to {most - 1})")
             setattr(model, name, value)
-    renames = _renames(args)
+    renames = figures.rename_pairs(args.rename or [])
     drawn = model.figure(args.view) if args.view != "text" else figures.holoviews().Div("")  # text: no legend
     _check_pinned(figures, figures.rename(drawn, renames), pinned)  # --colour takes the new names
     return model.write(args.view, args.out, dpi=args.dpi, width=args.width, font=args.font, rename=renames)
@@ -225,16 +226,6 @@ def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:
     a label) is refused with the entries there are, before anything is written: it would have coloured nothing,
     silently."""
     figures.check_legend_entries(figure, pinned, "--colour")
-
-
-def _renames(args) -> dict[str, str]:
-    """--rename NAME NEW … as {NAME: NEW}; a NAME given twice is refused."""
-    renames: dict[str, str] = {}
-    for old, new in getattr(args, "rename", None) or []:
-        if old in renames:
-            raise ValueError(f"--rename {old!r} is given twice; give each legend entry one new name")
-        renames[old] = new
-    return renames
 
 
 def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:

@@ -12,7 +12,6 @@ from workbench.cli.common import (
     SUBSTRATES,
     add_device_argument,
     check_device,
-    check_out_file,
     err,
     whole,
 )
@@ -51,14 +50,10 @@ def cmd_view(args) -> int:
 def cmd_render(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from workbench.export import export
+    from workbench.export import check_out, export
 
     check_device(args.device)
-    from workbench.export import FORMATS
-
-    if Path(args.out).suffix.lower() not in FORMATS:  # before the substrate is built (seconds), not after
-        raise ValueError(f"--out {args.out}: the output must end in {', '.join(FORMATS)}")
-    check_out_file(args.out)
+    check_out(args.out)  # before the substrate is built (seconds), not after
     video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
     video = [f"--{name}" for name in video_args]
     if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from workbench.merge.methods import _magnitude_trim_
+from workbench.merge.methods import _magnitude_trim_, dare_keep_mask
 from workbench.merge.state import layer_index, tensor_generator
 
 StateDict = Mapping[str, torch.Tensor]
@@ -126,8 +126,8 @@ def sign_conflict_rate(
             d = dens(expert, name)
             if g is None:
                 _magnitude_trim_(tau, d, rescale=False)
-            elif d < 1:  # the same CPU draw as methods._dare_drop_; rescaling keeps each entry's sign
-                tau.mul_((torch.rand(tau.shape, generator=g, dtype=tau.dtype) < d).to(tau.device, tau.dtype))
+            elif d < 1:  # the merge's own draw (skipped at density 1); rescaling keeps each entry's sign
+                tau.mul_(dare_keep_mask(tau, d, g))
             tau.mul_(weight(expert, name))
         stack = torch.stack(taus)
         positive = stack.sum(0) >= 0
@@ -161,8 +161,8 @@ def dare_kept_fraction(
         for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
             d = dens(expert, name)
             nonzero = tau != 0
-            if d < 1:  # same CPU draw as methods._dare_drop_ (skipped at density 1), on any device
-                nonzero &= (torch.rand(tau.shape, generator=g, dtype=tau.dtype) < d).to(tau.device)
+            if d < 1:  # the merge's own draw (skipped at density 1), on any device
+                nonzero &= dare_keep_mask(tau, d, g)
             c = counts[layer_group(name)][expert]
             c[0] += int(nonzero.sum())
             c[1] += int((tau != 0).sum())

@@ -307,8 +307,8 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
             given["iters"] = iters
         from workbench.lm.zoo import run_zoo
 
-        moved = run_zoo(run, zoo if zoo is not None else given.pop("zoo", None), "merge evolve")
-        given.pop("zoo", None)  # compared by content above, not as text
+        typed = given.pop("zoo", None)  # compared by content (run_zoo), not as text
+        moved = run_zoo(run, zoo if zoo is not None else typed, "merge evolve")
         check_resume(run, "merge", given, extends="iters")
         run, cfg, state, total = store.reopen_to(run, lambda c: EvolveConfig(**c), ("merge",), "iters",
                                                  given.get("iters"), trust_pickle=trust_pickle)

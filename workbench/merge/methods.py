@@ -289,6 +289,13 @@ def _l1_rescale_(x: torch.Tensor, before: torch.Tensor, after: torch.Tensor, eps
         x.mul_(before / after)
 
 
+def dare_keep_mask(delta: torch.Tensor, density: float, generator: torch.Generator | None) -> torch.Tensor:
+    """The entries of `delta` DARE keeps (bool, on delta's device): each with probability `density`, drawn on the
+    CPU from `generator` whatever delta's device (same seed, same mask everywhere). The one draw of the merge
+    (_dare_drop_) and of the views that must show its masks (analysis: kept fraction, sign conflicts)."""
+    return (torch.rand(delta.shape, generator=generator, dtype=delta.dtype) < density).to(delta.device)
+
+
 def _dare_drop_(
     delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str, generator: torch.Generator | None
 ) -> None:
@@ -301,7 +308,7 @@ def _dare_drop_(
         raise ValueError(f"DARE draws its masks with a CPU torch.Generator (device-independent masks); got one on "
                          f"{generator.device}: use torch.Generator() or workbench.merge.state.tensor_generator")
     before = torch.linalg.vector_norm(delta, 1) if rescale and rescale_norm == "l1" else None
-    keep = (torch.rand(delta.shape, generator=generator, dtype=delta.dtype) < density).to(delta.device)
+    keep = dare_keep_mask(delta, density, generator)
     delta.mul_(keep)
     if not rescale:
         return

@@ -40,7 +40,6 @@ _TOP = ("merge_method", "base_model", "models", "slices", "parameters", "dtype",
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
-
 #: the comment line a saved recipe names its DARE seed in (Recipe.save, recipe_seed)
 SEED_COMMENT = "# workbench: DARE seed"
 
@@ -58,6 +57,7 @@ def recipe_seed(path: str | Path) -> int | None:
         if found:
             return int(found.group(1))
     return None
+
 
 @dataclass
 class Recipe:

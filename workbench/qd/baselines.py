@@ -101,18 +101,18 @@ def task_arithmetic(theta0: dict, experts: list[dict]) -> dict:
     return out
 
 
-def recipe_scores(ctx, path: str, sets) -> dict[str, float]:
-    """Test scores of a merge recipe applied to the zoo (DARE drops, if any, seeded as the recipe was saved:
-    recipe_seed, else 0)."""
+def recipe_scores(ctx, path: str, sets, seed: int = 0) -> dict[str, float]:
+    """Test scores of a merge recipe applied to the zoo (DARE drops, if any, seeded with `seed`: the one the
+    recipe was saved with, merge.recipe.recipe_seed)."""
     recipe = load_recipe(path, ctx.zoo)
     if Path(path).suffix == ".json":
         from workbench.merge.dfs import build_dfs_model
 
         model = build_dfs_model(recipe, {m: ctx.zoo.model(m, device=ctx.device) for m in recipe.models})
         return sets.score(model.eval(), "forced")
-    from workbench.merge.recipe import apply_recipe, recipe_seed
+    from workbench.merge.recipe import apply_recipe
 
-    return ctx.score(apply_recipe(recipe, ctx.zoo.state_dict, seed=recipe_seed(path) or 0, device=ctx.device), sets)
+    return ctx.score(apply_recipe(recipe, ctx.zoo.state_dict, seed=seed, device=ctx.device), sets)
 
 
 def multitask_model(run: Run, ctx, steps: int, lr: float,
@@ -181,11 +181,12 @@ def finish_run(run: Run, cfg, ctx, qd, models: dict[int, dict], say: Callable[[s
                 "task_arithmetic": "merging alone: θ0 + Σ_k τ_k of the K seed experts (λ = 1)"}
         settings: dict = {}
         if cfg.merge_recipe:
-            test["merge_recipe"] = recipe_scores(ctx, cfg.merge_recipe, sets)
-            what["merge_recipe"] = f"the merge evolve recipe {Path(cfg.merge_recipe).name}"
             from workbench.merge.recipe import recipe_seed
 
-            settings["merge_recipe"] = {"path": str(cfg.merge_recipe), "dare_seed": recipe_seed(cfg.merge_recipe) or 0}
+            seed = recipe_seed(cfg.merge_recipe) or 0  # its DARE drops as the run that evolved it drew them
+            test["merge_recipe"] = recipe_scores(ctx, cfg.merge_recipe, sets, seed)
+            what["merge_recipe"] = f"the merge evolve recipe {Path(cfg.merge_recipe).name}"
+            settings["merge_recipe"] = {"path": str(cfg.merge_recipe), "dare_seed": seed}
     steps, lr = multitask_budget(ctx.zoo, tasks)
     steps = steps if cfg.multitask_steps is None else cfg.multitask_steps
     if steps > 0:

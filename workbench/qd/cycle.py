@@ -311,10 +311,13 @@ class CycleQD:
         """The archives' elite ids now, flat: (K, cells) int64, -1 where empty."""
         return np.stack([self.archives.grid(t)[0].reshape(-1) for t in self.tasks])
 
+    def _empty_ids(self) -> np.ndarray:
+        """Archives with no elite yet, flat: (K, cells) int64 of -1 (as _dense_ids)."""
+        return np.full((len(self.tasks), int(np.prod(self.archives.shape))), -1, np.int64)
+
     def _finish_generation(self) -> None:
         now = self._dense_ids()
-        k, cell = np.nonzero(now != self._last)
-        self._changes.append(np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64))
+        self._changes.append(_changed(self._last, now))
         self._last = now
         stats = [self.archives.stats(t) for t in self.tasks]
         told = self._records[-self.config.batch:] if self.generation else self._records   # B children, or K seeds
@@ -375,12 +378,15 @@ class CycleQD:
         """How many generations have finished (their snapshots: 0 .. finished - 1)."""
         return len(self._changes)
 
-    def snapshot_ids(self, generation: int) -> np.ndarray:
-        """The archives' elite ids as they were after `generation`: (K, *grid) int64, -1 where empty."""
+    def _check_generation(self, generation: int) -> None:
         if not (0 <= generation < len(self._changes)):
             raise ValueError(f"no snapshot of generation {generation}; "
                              f"finished generations: 0..{len(self._changes) - 1}")
-        ids = np.full((len(self.tasks), int(np.prod(self.archives.shape))), -1, np.int64)
+
+    def snapshot_ids(self, generation: int) -> np.ndarray:
+        """The archives' elite ids as they were after `generation`: (K, *grid) int64, -1 where empty."""
+        self._check_generation(generation)
+        ids = self._empty_ids()
         for change in self._changes[: generation + 1]:
             ids[change[:, 0], change[:, 1]] = change[:, 2]
         return ids.reshape(len(self.tasks), *self.archives.shape)
@@ -388,9 +394,7 @@ class CycleQD:
     def changes(self, generation: int) -> np.ndarray:
         """The cells generation `generation` changed: (n, 3) int64 rows of archive k (task order), flat cell
         (row-major in the archive's shape) and the elite id now there. Copies."""
-        if not (0 <= generation < len(self._changes)):
-            raise ValueError(f"no snapshot of generation {generation}; "
-                             f"finished generations: 0..{len(self._changes) - 1}")
+        self._check_generation(generation)
         return self._changes[generation].copy()
 
     def snapshot(self, generation: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -465,15 +469,20 @@ class CycleQD:
             rows = np.asarray(state["snapshot_changes"], np.int64).reshape(-1, 4)
             qd._changes = [rows[rows[:, 0] == g, 1:] for g in range(len(qd._history))]
         else:  # /1, /2: a dense (K, *grid) snapshot per finished generation
-            before = np.full((len(qd.tasks), int(np.prod(qd.archives.shape))), -1, np.int64)
+            before = qd._empty_ids()
             for snap in state["snapshots"]:
                 now = np.asarray(snap, np.int64).reshape(len(qd.tasks), -1)
-                k, cell = np.nonzero(now != before)
-                qd._changes.append(np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64))
+                qd._changes.append(_changed(before, now))
                 before = now
-        qd._last = (qd.snapshot_ids(qd.finished - 1).reshape(len(qd.tasks), -1) if qd.finished
-                    else np.full((len(qd.tasks), int(np.prod(qd.archives.shape))), -1, np.int64))
+        qd._last = qd.snapshot_ids(qd.finished - 1).reshape(len(qd.tasks), -1) if qd.finished else qd._empty_ids()
         return qd
+
+
+def _changed(before: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """The cells whose elite differs between two flat (K, cells) id arrays: (n, 3) int64 rows of archive k, flat
+    cell and the elite id now there."""
+    k, cell = np.nonzero(now != before)
+    return np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64)
 
 
 def _record(r: Mapping) -> dict:

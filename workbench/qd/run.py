@@ -400,8 +400,11 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     elif cfg is None:
         raise ValueError("give a QDRunConfig or resume=RUN_ID")
     else:
-        cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
+        # a notebook may have set a field since the config was built; the zoo as the run records it (read from
+        # anywhere later), before the context is built on it
+        cfg = checked_again(cfg)
         check_inputs(cfg)
+        cfg = dataclasses.replace(cfg, zoo=os.path.abspath(os.path.expanduser(cfg.zoo)))
         state = None
     if device is not None:
         cfg = dataclasses.replace(cfg, device=str(device))
@@ -409,7 +412,6 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     if resume is not None:  # once the zoo and the device are there: a resume that failed left no entry
         record_resume(run, command, state, key="from_generation", extends="gens", total=total)
     if resume is None:
-        cfg = dataclasses.replace(cfg, zoo=os.path.abspath(os.path.expanduser(cfg.zoo)))  # read from anywhere later
         config = cfg.to_dict()
         if cfg.merge_recipe:   # the run keeps its own copy (hashed), not a path into the user's files
             config["merge_recipe"] = f"inputs/{Path(cfg.merge_recipe).name}"
