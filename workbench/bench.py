@@ -259,7 +259,7 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
-    server = None
+    server = scratch = None
     if url is not None:
         url = url.rstrip("/") if "://" in url else f"http://{url.rstrip('/')}"
         if not wait_live(url, 3.0):
@@ -267,7 +267,9 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
                              "`workbench serve`, or leave out --url and the bench starts its own")
     else:
         port = free_port()
-        runs_dir = runs_dir or tempfile.mkdtemp()
+        if runs_dir is None:  # the bench's own server reads an empty run store, removed after it
+            scratch = tempfile.TemporaryDirectory(prefix="bench-dashboards-")
+            runs_dir = scratch.name
         server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
                                    runs_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
@@ -287,6 +289,8 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        if scratch is not None:
+            scratch.cleanup()
     fps = [round(n / elapsed, 1) for n in frames]
     return {"sessions": sessions, "seconds": seconds, "substrate": substrate, "fps_per_session": fps,
             "fps_total": round(sum(fps), 1), "errors": errors,
