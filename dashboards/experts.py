@@ -482,7 +482,10 @@ class ExpertsModel(param.Parameterized):
         return out
 
     def alpha_array(self) -> np.ndarray:
-        """The sliders as mix_params' α, shape (K, 1); one error for the wrong number of values."""
+        """The sliders as mix_params' α, shape (K, 1); one error for the wrong number of values, a negative one or
+        all 0 (check_alpha, as `experts eval --alpha`)."""
+        from workbench.experts.mixing import check_alpha
+
         experts = self.mixer_experts()
         a = np.asarray(self.alphas, np.float64).reshape(-1, 1)
         if len(experts) == 0:
@@ -491,7 +494,7 @@ class ExpertsModel(param.Parameterized):
             need = "needs one" if len(experts) == 1 else "need one each"
             raise ValueError(f"alphas has {counted(a.shape[0], 'value')}; the {counted(len(experts), 'expert')} "
                              f"({', '.join(e.label for e in experts)}) {need}")
-        return a
+        return check_alpha(a, "the mixer's α")
 
     def mixture_z(self) -> dict[str, np.ndarray]:
         """z′ of the mixer's setting (raw: Σ α·p, no sigmoid; sigmoid: Σ α·sigmoid(p)), per matrix."""

@@ -183,9 +183,13 @@ def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):
     with pytest.raises(ValueError, match="alphas has 3 values; the 2 experts"):
         model.alphas = [0.1, 0.2, 0.3]
         model.answer("s:ab=")
+    # all 0 mixes no expert, a negative α turns its expert around: refused as `experts eval --alpha` refuses them
     model.param.update(alphas=[0.0, 0.0], variant="raw")
-    with pytest.raises(ValueError, match="Σ\\(σ⊙z\\) = 0"):
+    with pytest.raises(ValueError, match="the mixer's α: the coefficients of a matrix are all 0"):
         model.answer("s:ab=")
+    model.alphas = [1.0, -0.5]
+    with pytest.raises(ValueError, match="the mixer's α takes mixing coefficients >= 0 .*, got 1 -0.5"):
+        model.mixture_z()
     model.alphas = [0.5, 0.5]
     with pytest.raises(ValueError, match="the prompt has 'AB'"):
         model.answer("AB")

@@ -203,6 +203,7 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from workbench.experts.adapt import check_experts_fit, read_experts
+    from workbench.experts.mixing import check_alpha
     from workbench.experts.run import check_model
     from workbench.lm.tasks import check_tasks
 
@@ -219,14 +220,7 @@ def cmd_eval(args) -> int:
         if alpha.size not in (k, k * m):
             raise ValueError(f"--alpha has {alpha.size} values; {k} experts need {k} (one per expert) or {k * m} "
                              f"(one per expert per matrix, {m} matrices, expert-major)")
-        alpha = alpha.reshape(k, -1)
-        if not np.isfinite(alpha).all() or (alpha < 0).any():
-            raise ValueError(f"--alpha takes mixing coefficients >= 0 (CEM searches [0, 1]), got "
-                             f"{' '.join(f'{a:g}' for a in args.alpha)}: a negative one turns its expert around and "
-                             "SVF's rescale Σσ/Σ(σ⊙z′) then blows the weights up")
-        if (alpha.sum(0) == 0).any():
-            raise ValueError("--alpha: the coefficients of a matrix are all 0, which mixes no expert (SVF's rescale "
-                             "divides by 0); give one of them a positive value")
+        alpha = check_alpha(alpha.reshape(k, -1))
     elif experts is not None and len(experts.task_experts) > 1:
         raise ValueError(f"{len(experts.task_experts)} experts: give their mixing coefficients with --alpha (one per "
                          "expert, or one per expert per matrix), or give one expert")

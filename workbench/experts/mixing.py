@@ -35,6 +35,22 @@ class DegenerateMixtureError(ValueError):
     failures (the reference's NaN weights amount to that) instead of stopping the search."""
 
 
+def check_alpha(alpha, flag: str = "--alpha") -> np.ndarray:
+    """α given by a user (a CLI flag, the page's sliders) as a float array, or one error naming the fix: finite,
+    ≥ 0 (CEM searches [0, 1]; a negative coefficient turns its expert around and SVF's rescale Σσ/Σ(σ⊙z′) then
+    blows the weights up) and not all 0 for a matrix (it mixes no expert: the rescale divides by 0). A search's
+    own members go to mix_params unchecked (DegenerateMixtureError scores them as failures)."""
+    a = np.asarray(alpha, np.float64)
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError(f"{flag} takes mixing coefficients >= 0 (CEM searches [0, 1]), got "
+                         f"{' '.join(f'{v:g}' for v in a.ravel())}: a negative one turns its expert around and "
+                         "SVF's rescale Σσ/Σ(σ⊙z′) then blows the weights up")
+    if a.size and (a.reshape(a.shape[0], -1).sum(0) == 0).any():
+        raise ValueError(f"{flag}: the coefficients of a matrix are all 0, which mixes no expert (SVF's rescale "
+                         "divides by 0); give one of them a positive value")
+    return a
+
+
 def mix_params(params: Sequence[Mapping[str, torch.Tensor]], alpha, keys: Sequence[str], normalize: bool = False,
                *, variant: str = RAW, max_mult: float = 1.0) -> dict[str, torch.Tensor]:
     """z′ for every name in `keys`: Σ_k α_{k,m}·p_{k,m} (variant "raw", default) or Σ_k α_{k,m}·sigmoid(p_{k,m})·
