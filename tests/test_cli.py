@@ -122,6 +122,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
     (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
+    # the zoo's tasks, as zoo eval takes them (it offered the classifier's and the chat models' tasks too)
+    (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "larger"], "unknown task 'larger'; choose from "
+                                                                            "add, reverse, sort, recall, brackets"),
     (["experts", "eval", "--model", "nope", "--n", "0"], "argument --n: give a whole number of at least 1"),
     (["namm", "eval", "--n", "0"], "argument --n: give a whole number of at least 1"),
     (["view", "lenia", "--frames", "0"], "argument --frames: give a whole number of at least 1"),

@@ -81,19 +81,17 @@ def cmd_apply(args) -> int:
     from workbench.merge.apply import apply_recipe_file
 
     device = check_device(args.device)
-    if args.eval:  # checked before the merge is written
-        from workbench.lm.tasks import get_task
+    tasks = None
+    if args.eval:  # checked before the merge is written: the zoo's tasks, as `zoo eval --tasks` takes them
+        from workbench.lm.tasks import TASKS, check_tasks
 
-        for task in args.eval if args.eval != ["all"] else []:
-            get_task(task)  # the evaluation's own error for an unknown task
+        tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval)
     out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
-    if args.eval:
+    if tasks:
         from workbench.lm.evaluation import evaluate
-        from workbench.lm.tasks import TASKS
         from workbench.merge.apply import load_merged
 
-        tasks = args.eval if args.eval != ["all"] else list(TASKS)
         with work_progress("merge eval", args.n * len(tasks), loading="the merge") as advance:
             model, tok = load_merged(out, device=device)
             result["accuracy"] = evaluate(model, tok, tasks, n=args.n, device=device, progress=advance)
