@@ -58,6 +58,16 @@ def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable
             "namm": namm, "experts": experts}
 
 
+def _stop_as_ctrl_c(signum, frame) -> None:
+    """SIGTERM (`kill`, a service manager's stop) stops the server as a Ctrl-C does: the SIGINT handler of the
+    moment (Panel's stops the loop; then the searches the pages started stop after their iteration, resumable).
+    It killed the process, and them with it, mid-iteration and left their runs marked running."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
+
+
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,
           threaded: bool = False, on_stop: Callable[[int], None] | None = None):
     """Start the server (blocking unless threaded); each page gets a fresh model per browser session. OpenBLAS
@@ -72,6 +82,8 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     local_stylesheets()  # see its docstring (a hidden tab's pane that changed sent the browser to the CDN)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
+    if not threaded:
+        signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
     server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
                       threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False)
     if not threaded:

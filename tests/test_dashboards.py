@@ -1233,11 +1233,13 @@ def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
         proc.wait(timeout=20)
 
 
-def test_ctrl_c_stops_the_server_and_waits_for_the_searches_its_pages_started(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_the_server_and_waits_for_the_searches_its_pages_started(tmp_path, sig):
     """A Ctrl-C at the terminal (SIGINT to the process group) while a search a page started runs: the search stops
     after its iteration, marked stopped (resumable), the command says so and exits 130. The search's thread is a
     daemon: the process used to exit under it, aborting inside native code ("terminate called without an active
-    exception", exit -6) with the run left marked running; and serve exited 0 with Panel's banner on stdout."""
+    exception", exit -6) with the run left marked running; and serve exited 0 with Panel's banner on stdout.
+    SIGTERM to the server alone (`kill`, a service manager's stop) does the same (it killed the process at once)."""
     import signal
 
     from procs import _as_from_a_terminal, kill_after
@@ -1260,7 +1262,7 @@ def test_ctrl_c_stops_the_server_and_waits_for_the_searches_its_pages_started(tm
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_as_from_a_terminal, process_group=0)
     assert wait_live(f"http://127.0.0.1:{port}", 120, proc), proc.stderr.read()
-    row = kill_after(proc, RunStore(runs), 2, sig=signal.SIGINT, group=True)
+    row = kill_after(proc, RunStore(runs), 2, sig=getattr(signal, sig), group=sig == "SIGINT")
     out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 130, (proc.returncode, err)
     assert "terminate called" not in err and "Traceback" not in err, err

@@ -132,6 +132,23 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
         np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
 
 
+def test_sigterm_stops_a_run_resumable_as_ctrl_c_does(tmp_path):
+    """SIGTERM (`kill`, a cluster scheduler's stop) to the command alone: the run stops after its iteration, marked
+    stopped, the command says how to resume it and exits 143 (it died at once and left its run marked running)."""
+    import signal
+
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    args = [*SEARCHES["target"][:-6], "--iters", "100000", "--pop", "4"]
+    proc = _cli(*args, "--runs", "runs", cwd=tmp_path)
+    store = RunStore(tmp_path / "runs")
+    row = kill_after(proc, store, 2, sig=signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.returncode == 143, (proc.returncode, err)
+    assert "Traceback" not in err and f"stopped: run {row['id']} is resumable: workbench asal target --resume" in err
+    assert row["status"] == "stopped" and row["iterations"] >= 2
+    store.open(row["id"]).check_resumable()
+
+
 def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     store = RunStore(tmp_path)
     (tmp_path / "broken").mkdir()

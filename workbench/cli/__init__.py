@@ -22,6 +22,16 @@ from workbench.cli.common import say
 GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts, namm)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a cluster scheduler's stop, a container's shutdown) taken as a Ctrl-C is: the run stops
+    where it can be resumed, marked stopped, and the command says how to resume it; exit 143 (128 + SIGTERM). By
+    default the process died at once and left its run marked running."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
     """argparse's help, each option's default said where its help does not say it: defaults the README gave
     (serve --port 5006, zoo eval --n 128) were in no --help, so a reader could not check them."""
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         command = run.resume_command if run is not None else None
         if command:
             say("stopped", f"run {run.id} is resumable: {command}")
-        return 130
+        return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
 
 
 def _os_error_text(error: OSError) -> str:
@@ -169,6 +179,7 @@ def run() -> None:
     # command's peak memory: the same, 1.04 GB).
     gc.set_threshold(10_000, 10, 10)
     sys.unraisablehook = redeliver_interrupts
+    signal.signal(signal.SIGTERM, _terminate)
     code = main()
     # The process ends here. Python's last garbage collections at exit would walk every object torch (and
     # transformers, the models, the runs) made, 0.5-1 s per command, only to free memory the OS takes back anyway.
