@@ -150,9 +150,23 @@ class NAMMExplorer(param.Parameterized):
                 self.param.n_up.objects = sorted({*self.param.n_up.objects, n_up})
             self.n_up = n_up
         trained_on = str(saved.meta.get("model") or "")
-        if trained_on in MODELS.values() or (trained_on and Path(trained_on).is_dir()):
-            self.model_name = trained_on
+        if trained_on:
+            self.model_name = self._trained_model(trained_on)
         self.strict = saved.strict
+
+    def _trained_model(self, trained_on: str) -> str:
+        """The model a run's policy was trained on, as this page loads it: a model file or folder (`namm train`
+        records its absolute path; a relative one from older runs is taken from here), else a model's name. One
+        that is neither: ValueError (the page drew the policy on its default model, which it was never trained
+        on, without a word)."""
+        path = Path(trained_on).expanduser()
+        if path.exists():
+            return str(path.absolute())
+        if trained_on in MODELS.values():
+            return trained_on
+        raise ValueError(f"run {self.theta} was trained on the model {trained_on}, which is not there (moved or "
+                         "deleted?): its θ and feature statistics belong to that model; put the model back there "
+                         "to open the run")
 
     def use_task(self, task: str, length: int = 256) -> str:
         """Put test prompt `seed` of a NAMM task (passkey, kv, …) at about `length` tokens in the prompt box; the
@@ -313,8 +327,9 @@ class NAMMExplorer(param.Parameterized):
 
     def _sizes(self, hv, t: tr.Trace):
         df = tr.cache_sizes(t)
-        curves = {f"L{layer}": hv.Curve(part, "tokens", "size") for layer, part in df.groupby("layer")}
-        over = hv.NdOverlay(curves, kdims="layer")
+        # labelled curves, not an NdOverlay keyed by layer: its keys were no legend entries --colour and --rename
+        # could reach (legend_names saw "full cache" alone)
+        over = hv.Overlay([hv.Curve(part, "tokens", "size", label=f"L{layer}") for layer, part in df.groupby("layer")])
         full = hv.Curve([(0, 0), (t.n_tokens, t.n_tokens)], "tokens", "size", label="full cache").opts(
             color="grey", line_dash="dotted", backend="bokeh").opts(color="grey", linestyle=":", backend="matplotlib")
         now = hv.VLine(t.steps[self.step]).opts(color="black", line_dash="dashed", backend="bokeh").opts(

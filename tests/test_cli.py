@@ -127,6 +127,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
                                                                             "add, reverse, sort, recall, brackets"),
     (["experts", "eval", "--model", "nope", "--n", "0"], "argument --n: give a whole number of at least 1"),
     (["namm", "eval", "--n", "0"], "argument --n: give a whole number of at least 1"),
+    (["namm", "train", "--length", "0"], "argument --length: give a whole number of at least 1"),
     (["view", "lenia", "--frames", "0"], "argument --frames: give a whole number of at least 1"),
     (["view", "lenia", "--out-dir", "file.json"], "--out-dir file.json is a file"),
     (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "argument --dpi: give a whole number of at "

@@ -103,6 +103,29 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, quick_zoo
     assert len(b.info["resumes"]) == 1
 
 
+def test_model_and_expert_paths_are_recorded_absolute_and_resumed_however_written(tmp_path, quick_zoo, monkeypatch):
+    """An expert or adapt run records its model folder and expert files as the absolute paths they are (as typed,
+    `--model zoo/base` failed to resume from any other folder); a resume may name them relative again, and a run
+    id among --experts stays an id. Another folder is still another model."""
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.run import ExpertRunConfig, train_expert
+    from workbench.runs import resume_conflicts
+
+    (tmp_path / "e.safetensors").write_bytes(b"")
+    monkeypatch.chdir(quick_zoo.parent)
+    relative = str((quick_zoo / "base").relative_to(quick_zoo.parent))
+    cfg = ExpertRunConfig(model=relative, task="sort", iters=1, batch=2, val_every=1, val_n=2, n_test=2)
+    assert cfg.model == str(quick_zoo / "base")
+    assert ExpertRunConfig(model="smollm2", task="sort").model == "smollm2"  # a name, not a path
+    adapt = AdaptConfig(model=relative, experts=[str(tmp_path / "e.safetensors"), "20261205-000000-experts-sort-s0"])
+    assert adapt.model == str(quick_zoo / "base") and adapt.experts[1] == "20261205-000000-experts-sort-s0"
+    run = train_expert(cfg, RunStore(tmp_path / "runs"))
+    assert run.info["config"]["model"] == str(quick_zoo / "base")
+    monkeypatch.chdir(quick_zoo)
+    assert resume_conflicts(run.info, {"model": "base/"}) == []
+    assert resume_conflicts(run.info, {"model": "add"}) == [("model", f"'add' ≠ the run's '{quick_zoo / 'base'}'")]
+
+
 def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo, capsys):
     """Runs made before --stop-token counted the eos in log π; one resumed (also with the new default spelled
     out) goes on counting it and ends as an uninterrupted run that counted it, unlike one that drops it."""

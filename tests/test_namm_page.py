@@ -358,7 +358,9 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     want = model.export("retention", tmp_path / "page", ".pdf", width=5.5, font="serif").read_bytes()
     from workbench.figures import legend_names
 
-    first = legend_names(model.figure("sizes"))[0]  # the page's export and the command rename alike
+    names = legend_names(model.figure("sizes"))
+    assert names == ["L0", "L1", "full cache"], names  # each layer's curve an entry --colour and --rename reach
+    first = names[-1]  # the page's export and the command rename alike
     renamed = model.export("sizes", tmp_path / "page", ".svg", rename={first: "our policy"}).read_bytes()
     assert b"our policy" in renamed and first.encode() not in renamed
     args = ("figure", "namm", namm_run["id"], "--runs", namm_run["dir"])
@@ -367,10 +369,10 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "r.pdf").read_bytes() == want and done.stdout.strip() == str(tmp_path / "r.pdf")
     done = run(*args, "--prompt", PROMPT, "--step", "2", "--view", "sizes", "--rename", first, "our policy",
-               "--colour", "our policy=black", "--out", str(tmp_path / "sizes.svg"))
+               "--colour", "our policy=black", "--colour", "L1=#d55e00", "--out", str(tmp_path / "sizes.svg"))
     assert done.returncode == 0, done.stderr
-    svg = (tmp_path / "sizes.svg").read_bytes()  # its colour pinned to the new name
-    assert b"our policy" in svg and first.encode() not in svg
+    svg = (tmp_path / "sizes.svg").read_bytes()  # its colour pinned to the new name, a layer's to its own
+    assert b"our policy" in svg and first.encode() not in svg and b"#d55e00" in svg
     done = run(*args, "--task", "passkey", "--length", "200", "--view", "sizes", "--font", "serif", "--out",
                str(tmp_path / "s.pdf"))
     assert done.returncode == 0, done.stderr
@@ -398,7 +400,8 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
-def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_refused(namm_run, tmp_path):
+def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_refused(namm_run, tmp_path,
+                                                                                         monkeypatch):
     """A policy trained at an n_up the page's menu lacks (`namm train --n-up 256`: any multiple of 16) is opened at
     it (it was drawn at 32), as it is when picked in the θ menu (which kept the menu's before); `workbench figure
     namm` (its own process) on a prompt whose tokens with its answer's stay under it has no eviction step to draw:
@@ -431,6 +434,27 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     picked.theta = r.id  # picked in the θ menu: the same (it kept the menu's n_up before)
     assert (picked.n_up, picked.strict, picked.model_name) == (256, False, "tiny")
     picked.param.update(theta="random", n_up=32)  # each can be changed afterwards
+    # the model a run was trained on: a folder (`namm train` records its absolute path; older runs the path as
+    # typed, read from where the page runs), or one that is no longer there: refused (the page drew the policy on
+    # its default model, never trained on it, and `figure namm` wrote that figure)
+    for trained_on, expected in ((str(tmp_path / "runs"), str(tmp_path / "runs")), ("runs", str(tmp_path / "runs")),
+                                 (str(tmp_path / "moved"), None)):
+        meta["model"] = trained_on  # a folder stands in for a model: the page loads it on a prompt's run only
+        save_file(load_file(r.path / "policy.safetensors"), r.path / "policy.safetensors",
+                  metadata={"namm": json.dumps(meta)})
+        with monkeypatch.context() as patched:
+            patched.chdir(tmp_path)
+            opened = NAMMExplorer(runs_dir=str(store.root))
+            if expected is None:
+                with pytest.raises(ValueError, match=f"run {r.id} was trained on the model {tmp_path / 'moved'}, "
+                                                     "which is not there"):
+                    opened.choose(r.id)
+            else:
+                opened.choose(r.id)
+                assert opened.model_name == expected
+    meta["model"] = "tiny"
+    save_file(load_file(r.path / "policy.safetensors"), r.path / "policy.safetensors",
+              metadata={"namm": json.dumps(meta)})
     assert picked.n_up == 32
     assert NAMMExplorer(runs_dir=str(store.root), theta=r.id).n_up == 256  # given when made, too
     args = ("figure", "namm", r.id, "--runs", str(store.root))

@@ -249,7 +249,7 @@ def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
     assert kept and max(kept) <= 0.25 + 32 / 160  # the cap at the last step, plus at most n_up unevaluated tokens
 
 
-def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
+def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monkeypatch):
     from transformers import MistralConfig, MistralForCausalLM
 
     from workbench.namm.run import train_namm
@@ -304,7 +304,25 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys):
     _refused(capsys, ["bench", "namm", "--model", str(tiny), "--presses", "snapkv", "h2o-press"],
              "unknown kvpress press 'h2o-press'", tmp_path)
     _refused(capsys, ["bench", "namm", "--model", str(tiny), "--length", "2000"], "longer than the window", tmp_path)
-    assert store.list()[0]["status"] == "done"
+    # a --length too short for a task: the task's own error, naming the flag (a library's "n ≥ 1 prompts" before)
+    _refused(capsys, [*train[:-1], "10", "--tasks", "digit"], "--length 10 is too short for task 'digit'", tmp_path)
+    # a task the model cannot solve (its full cache scores 0): refused before a run folder is made (a failed run
+    # was left behind)
+    _refused(capsys, [*train, "--tasks", "passkey", "--prompts", "2", "--pool", "2", "--n-test", "0"],
+             "the full cache scores 0 on the 2 training prompts of task(s) 'passkey'", tmp_path)
+    assert [r["status"] for r in store.list()] == ["done"]
+    # the model's folder is recorded as the absolute path it is, so that a resume, `namm eval --run`, `figure
+    # namm` and the page find it from any folder; a resume names it however it likes
+    assert done.info["config"]["model"] == str(tiny)
+    monkeypatch.chdir(tiny.parent)
+    assert NAMMTrainConfig(model="tiny", tasks=["digit"], length=160).model == str(tiny)
+    assert main([*train[:2], "--resume", done.id, "--runs", str(runs), "--model", "./tiny/", "--quiet"]) == 0
+    _refused(capsys, [*train[:2], "--resume", done.id, "--runs", str(runs), "--model", str(sliding)],
+             f"--model '{sliding}' ≠ the run's '{tiny}'", tmp_path)
+    # a run with no policy yet: the command that resumes it, with its --runs
+    early = store.create("namm", "digit", "tiny", {"tasks": ["digit"]}, 0, metric="fitness")
+    _refused(capsys, ["namm", "eval", "--run", early.id, "--runs", str(runs)],
+             f"resume it with `workbench namm train --resume {early.id} --runs {runs}`", tmp_path)
 
 
 # --- the one-shot replay behind the kvpress press, the press, bench namm -------------------------------------

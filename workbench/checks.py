@@ -185,6 +185,39 @@ def paths_as_text(config: object, *names: str) -> None:
             setattr(config, name, [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value])
 
 
+def absolute_paths(config: object, *names: str, keep: tuple[str, ...] = ()) -> None:
+    """Set each of `config`'s fields `names` whose text (or a list's item) names a file or folder that exists to
+    its absolute path: a run records `--model tiny/` as the folder it is, so that its resume, `namm eval --run`,
+    `figure namm` and the pages find it from any folder (stored as typed, they failed or silently took another
+    model). keep: names that are no paths (a model called "smollm2"), kept as they are."""
+    import os
+
+    def absolute(value):
+        if isinstance(value, str) and value not in keep and value.strip() and os.path.exists(os.path.expanduser(value)):
+            return os.path.abspath(os.path.expanduser(value))
+        return value
+
+    for name in names:
+        value = getattr(config, name)
+        setattr(config, name, [absolute(v) for v in value] if isinstance(value, (list, tuple)) else absolute(value))
+
+
+def same_paths(given: object, stored: object) -> bool:
+    """True where `given` and `stored` (texts, or lists of them) name the same existing files or folders, however
+    written: `--model tiny/` given to resume a run that recorded the folder's absolute path (absolute_paths)."""
+    import os
+
+    if isinstance(given, (list, tuple)) and isinstance(stored, (list, tuple)):
+        return len(given) == len(stored) and all(same_paths(g, s) for g, s in zip(given, stored, strict=True))
+    if not (isinstance(given, str) and isinstance(stored, str)):
+        return False
+    given, stored = os.path.expanduser(given), os.path.expanduser(stored)
+    try:
+        return os.path.exists(given) and os.path.exists(stored) and os.path.samefile(given, stored)
+    except OSError:
+        return False
+
+
 def checked_again(config):
     """A copy of a dataclass config built anew from its fields, so that its checks (__post_init__) see what was
     set on it after it was built: in a notebook `cfg.iters = 0` ran a run of nothing and `cfg.eval.steps = 0` left

@@ -56,7 +56,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
-from workbench.checks import MemoryNeedError, count, is_whole
+from workbench.checks import MemoryNeedError, count, is_whole, same_paths
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -277,7 +277,7 @@ def resume_conflicts(info: dict, given: dict[str, Any],
                 out.append((name, f"{value} is not the run's file ({recorded['source']}, kept as {recorded['path']})"))
         elif name == extends and is_whole(plain):
             continue  # another total: the run goes on to it, or ends there (new_total checks it, below 1 too)
-        elif plain != stored[name]:
+        elif plain != stored[name] and not same_paths(plain, stored[name]):  # a folder however written
             out.append((name, f"{value!r} ≠ the run's {stored[name]!r}"))
     return out
 

@@ -163,7 +163,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
     tr.add_argument("--pool", type=int, help="training prompts per task each generation draws its --prompts from, "
                     "afresh, as the reference (default: 32; 0: the same --prompts every generation)")
-    tr.add_argument("--length", type=int, help="prompt tokens (default: 512)")
+    tr.add_argument("--length", type=POSITIVE, help="prompt tokens (default: 512)")
     tr.add_argument("--max-new-tokens", type=int, help="answer tokens at most (default: 8)")
     tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "
                                                         "fill slots masked")

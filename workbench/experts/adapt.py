@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.checks import check_counts, check_seed, checked_again, is_count, paths_as_text
+from workbench.checks import absolute_paths, check_counts, check_seed, checked_again, is_count, paths_as_text
 from workbench.runs import (
     Run,
     RunError,
@@ -135,7 +135,10 @@ class AdaptConfig:
     device: str | None = None
 
     def __post_init__(self):
+        from workbench.lm.models import SMOLLM2
+
         paths_as_text(self, "model", "experts")
+        absolute_paths(self, "model", "experts", keep=(SMOLLM2,))  # found from any folder on resume
         check_seed(self.seed)
         check_seed(self.test_seed, '--test-seed')
         from workbench.experts.mixing import VARIANTS

@@ -33,7 +33,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from workbench.checks import check_counts, check_positive, check_seed, check_weight, checked_again, paths_as_text
+from workbench.checks import (
+    absolute_paths,
+    check_counts,
+    check_positive,
+    check_seed,
+    check_weight,
+    checked_again,
+    paths_as_text,
+)
 from workbench.runs import (
     Run,
     RunError,
@@ -109,7 +117,10 @@ class ExpertRunConfig:
     device: str | None = None
 
     def __post_init__(self):
+        from workbench.lm.models import SMOLLM2
+
         paths_as_text(self, "model")
+        absolute_paths(self, "model", keep=(SMOLLM2,))  # found from any folder on resume
         check_seed(self.seed)
         from workbench.experts.train import check_chat_tasks, check_expert_task, check_prompt_format, check_stop_token
 

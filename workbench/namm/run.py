@@ -120,7 +120,10 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     if resume is None:  # prompts that do not fit the model's window: said before a run folder is made
         check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
     ctx = context(cfg)  # loads the model: every refusal of the settings came before
-    if resume is None:
+    first = None
+    if resume is None:  # a task the model cannot solve is refused before a run folder exists, too
+        first = {"stats": None, "full": {}}
+        _first_scores(cfg, ctx, first)
         tasks, model = _describe(cfg)
         run = store.create(KIND, tasks, model, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
     with setting_up(run, new=resume is None):
@@ -129,7 +132,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
                        mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
         if state is None:
             state = {"iteration": 0, "metrics": [], "evaluations": [], "cma": cmaes_state(new_search(cfg)),
-                     "stats": None, "full": {}, "best": None}
+                     "stats": None, "full": {}, "best": None, **(first or {})}
         if on_start is not None:
             on_start(run)
         opt = cmaes_from_state(state["cma"])
@@ -138,16 +141,8 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
         start = time.perf_counter()
         prompts = {t: cfg.prompts_of(it, t) for t in tasks}
-        if state["stats"] is None:  # θ = 0 keeps every token: its scores are the full cache's
-            scores, mean, var, count = ctx.collect_stats(tasks[0], list(range(cfg.pool_size())))
-            state["stats"] = {"mean": mean, "var": var, "count": count}
-            state["full"][tasks[0]] = scores
-            # every task's per-prompt full-cache scores before the first generation: a task the model cannot
-            # solve stops the run here, not stages later
-            for task in cfg.tasks:
-                if task not in state["full"]:
-                    state["full"][task] = ctx.full_scores(task)
-            _check_full(cfg, state["full"])
+        if state["stats"] is None:  # a run resumed before its first generation was stored
+            _first_scores(cfg, ctx, state)
         for task in tasks:
             if task not in state["full"]:
                 state["full"][task] = ctx.full_scores(task)
@@ -179,6 +174,20 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
 
     return checkpointed_loop(run, state, cfg.gens, step, lambda: finish(run, cfg, opt, state),
                              should_stop=should_stop, on_iteration=on_iteration)
+
+
+def _first_scores(cfg: NAMMTrainConfig, ctx, state: dict) -> None:
+    """Fill state's "stats" (θ = 0 keeps every token: the first stage's task scored with the feature statistics
+    collected, its scores the full cache's) and every task's per-prompt full-cache scores ("full"), before the first
+    generation: a task the model cannot solve stops the run here (_check_full), not stages later."""
+    task = cfg.active_tasks(0)[0]
+    scores, mean, var, count = ctx.collect_stats(task, list(range(cfg.pool_size())))
+    state["stats"] = {"mean": mean, "var": var, "count": count}
+    state["full"][task] = scores
+    for other in cfg.tasks:
+        if other not in state["full"]:
+            state["full"][other] = ctx.full_scores(other)
+    _check_full(cfg, state["full"])
 
 
 def _check_full(cfg: NAMMTrainConfig, full: dict[str, list[float]]) -> None:

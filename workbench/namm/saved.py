@@ -156,5 +156,5 @@ def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True):
     path = run.path / POLICY_FILE
     if not path.is_file():
         raise ValueError(f"run {run.id} has no policy yet (no generation finished): resume it with "
-                         f"`workbench namm train --resume {run.id}`")
+                         f"`workbench namm train --resume {run.id} --runs {run.path.parent}`")
     return (load_policy(path) if load else None), run

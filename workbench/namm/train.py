@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from workbench.checks import check_counts, check_seed, is_count, paths_as_text
+from workbench.checks import absolute_paths, check_counts, check_seed, is_count, paths_as_text
 from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
@@ -116,7 +116,10 @@ class NAMMTrainConfig:
     device: str | None = None
 
     def __post_init__(self):
+        from workbench.lm.models import SMOLLM2
+
         paths_as_text(self, "model")
+        absolute_paths(self, "model", keep=(SMOLLM2,))  # found from any folder on resume
         check_seed(self.seed)
         self.tasks = check_task_names(self.tasks)
         check_counts(self, ("gens", "pop", "n_prompts", "length", "max_new_tokens", "threads", "chunk"), FLAGS)
