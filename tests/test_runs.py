@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -170,7 +171,7 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
         store.open("broken")
 
 
-def test_cli_bad_inputs(tmp_path, capsys, clip_weights):
+def test_cli_bad_inputs(tmp_path, capsys, clip_weights, monkeypatch):
     runs = str(tmp_path / "runs")
     assert main(["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a cell", "--runs", runs,
                  "--quiet"]) == 2
@@ -193,6 +194,11 @@ def test_cli_bad_inputs(tmp_path, capsys, clip_weights):
     run = RunStore(runs).open(json.loads(captured.out)["id"])
     assert run.info["config"]["eval"]["frames"] == 4
     assert os.path.exists(run.path / "best.mp4")
+    # the FM's weights recorded as the absolute path they are: a resume from another folder finds them
+    from workbench.asal.evaluate import EvalConfig
+
+    monkeypatch.chdir(Path(clip_weights).parent)
+    assert EvalConfig("lenia", "openclip:ViT-B-32", weights=Path(clip_weights).name).weights == str(clip_weights)
 
 
 @pytest.mark.parametrize("algorithm", ["ga", "map-elites"])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from workbench.asal import scores
-from workbench.checks import paths_as_text
+from workbench.checks import absolute_paths, paths_as_text
 from workbench.fm import check_fm_name, load_fm, weights_for
 from workbench.kernels.device import synchronize
 from workbench.simulations import check_substrate, make_substrate
@@ -69,6 +69,7 @@ class EvalConfig:
 
     def __post_init__(self):
         paths_as_text(self, "weights")
+        absolute_paths(self, "weights")  # the FM's weights found again on a resume from another folder
         if self.steps is None:
             self.steps = DEFAULT_STEPS.get(self.substrate, 256)
         self.check()
