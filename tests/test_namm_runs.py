@@ -160,14 +160,21 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny, who
     assert len(b.info["resumes"]) == 1
 
     # namm eval of the run: NAMM, the full cache and the baselines at the budgets and NAMM's own fraction
-    ev = _run("namm", "eval", "--run", whole["id"], "--runs", "whole", "--n", "2", "--budgets", "0.5",
+    ev = _run("namm", "eval", "--run", whole["id"], "--runs", "whole", "--n", "2", "--budgets", "0.5", "0.5",
               "--threads", "1", "--json", "--quiet", cwd=folder, short=True)
     assert ev["model"] == str(tiny) and ev["n_up"] == 32 and ev["policy"]["run"] == whole["id"]
+    scored = [(r["method"], r["budget"], r["task"]) for r in ev["rows"]]
+    assert len(scored) == len(set(scored)), scored  # a budget given twice is evaluated once
     methods = {(r["method"], r["task"]) for r in ev["rows"]}
     assert methods == {(m, t) for m in ("namm", "full", "recent", "h2o") for t in ("digit", "count")}
     assert all(r["kept"] == 1.0 for r in ev["rows"] if r["method"] == "full")
     halves = [r["kept"] for r in ev["rows"] if r["budget"] == 0.5]
     assert halves and all(abs(k - 0.5) < 0.03 for k in halves)
+    # NAMM scored at another n_up than it was trained at: said (its statistics were collected at its own)
+    other = _short("namm", "eval", "--run", whole["id"], "--runs", "whole", "--n", "1", "--methods", "namm",
+                   "--n-up", "48", "--tasks", "digit", "--json", "--quiet", cwd=folder, timeout=300)
+    out, err = other.communicate(timeout=300)
+    assert other.returncode == 0 and "note: --n-up 48: the policy was trained at n_up 32" in err, err
 
 
 # --- bad input -----------------------------------------------------------------------------------------------

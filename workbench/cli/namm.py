@@ -22,6 +22,7 @@ from workbench.cli.common import (
     err,
     iteration_progress,
     resumed_run,
+    say,
 )
 
 #: `namm train` flags whose parser default is None (so --resume can tell given flags from defaults) and the
@@ -105,9 +106,13 @@ def cmd_eval(args) -> int:
     tasks = check_task_names(args.tasks or meta.get("tasks") or ["passkey"])
     length = args.length or meta.get("length") or 512
     n_up = check_n_up(args.n_up or meta.get("n_up") or 64, "--n-up")
-    budgets = [float(b) for b in args.budgets]
+    budgets = sorted({float(b) for b in args.budgets})  # a budget given twice is evaluated once
     if any(not 0 < b <= 1 for b in budgets):
         raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {budgets}")
+    trained_at = meta.get("n_up")
+    if "namm" in methods and args.n_up and trained_at and args.n_up != trained_at:
+        say("note", f"--n-up {args.n_up}: the policy was trained at n_up {trained_at} (its feature statistics were "
+                    "collected there); NAMM is scored at --n-up as asked")
     check_prompts(model, tasks, length, args.n, args.seed, args.max_new_tokens, "test")
     device = check_device(args.device)
 
@@ -157,7 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--gens", type=int, help="CMA-ES generations in all (default: 10)")
     tr.add_argument("--pop", type=int, help="population λ (default: 8; the spec's 32 is slow on a CPU)")
     tr.add_argument("--sigma", type=float, help="σ0 (default: 0.065, the spec's)")
-    tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance")
+    tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance (its "
+                    "4172² matrix and eigenbasis make each generation's checkpoint ≈ 280 MB)")
     tr.add_argument("--n-up", type=int, help="tokens between eviction steps, a multiple of 16 (default: 64)")
     tr.add_argument("--seed", type=SEED, help="default: 0")
     tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
