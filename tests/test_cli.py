@@ -109,6 +109,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "one frame (--frames 1) makes it 0 for every θ"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json"],
      "--runs file.json is a file, not a folder"),
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json/runs"],
+     "--runs file.json/runs: file.json is a file, so no folder can be made under it"),
     (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),
     (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
     (["bench", "merge", "--repeats", "0"], "argument --repeats: give a whole number of at least 1, got 0"),
@@ -193,6 +195,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--population 100000000: the GA's similarities of 100000032 members"),
     (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "10000000", "--frames", "10000000"],
      "--frames 10000000: the open-endedness loss over 16 × 1 rollouts needs about"),
+    # a --pop whose batch fits at no --frames: --pop is named (--frames 3 was, then --pop once that was followed)
+    (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--pop", "100000000"],
+     "--pop 100000000: evaluating 100000000 θ of 3117 numbers each"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

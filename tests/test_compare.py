@@ -148,6 +148,14 @@ def test_a_replicate_cut_short_sets_the_budget_the_group_is_compared_at(three, t
     assert group.bests == [_best_by_iteration(local, i)[last] for i in (a, b, short)]
     bands = cmp.bands()
     assert list(bands["n"]) == [3] * len(bands) and bands["iteration"].max() == group.at_iteration
+    # a seed run with a smaller --iters is a replicate too (its iteration i is the same whatever the total): one
+    # setting compared where the shortest ended, iters said among the differences (seeds of --iters 3 and 2 made
+    # two settings)
+    shorter = run_search(SearchConfig(kind="openended", eval=ev, iters=2, pop=4, sigma=0.1, seed=3), local).id
+    cmp = compare_runs(local, [a, b, shorter])
+    (group,) = cmp.groups
+    assert group.ids == [a, b, shorter] and group.at_iteration == 1 and group.label == "openended · boids"
+    assert cmp.differs["config.iters"] == {a: 3, b: 3, shorter: 2}
     # a copied run folder is its own run: compared by its folder's name, not the id in its run.json
     shutil.copytree(local.root / a, local.root / "copy-of-a")
     cmp = compare_runs(local, [a, "copy-of-a"])

@@ -31,6 +31,11 @@ REPLICATE_KEYS = ("config.seed",)
 #: (each run kind documents the same results for any of them, up to floating-point order on another device).
 CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config.chunk", "config.eval.chunk",
                 "config.transfer")
+#: A run's length where a kind's run goes on to any total (a resume extends it) and its iteration i does not depend
+#: on the total: runs that differ only there repeat one setting, compared at the iteration all of them have reached
+#: (RunGroup.at_iteration). Shown when they differ, never split replicates (seeds run with --iters 5 and 3 made two
+#: settings). NAMM's --gens (its curriculum's stages split them) and an expert's --iters are settings.
+BUDGET_KEYS = {**{kind: "config.iters" for kind in SEARCH_KINDS}, "merge": "config.iters", "qd": "config.gens"}
 #: what an illumination's curve is: its population's (the GA's) or archive's (MAP-Elites') loss at each iteration
 POPULATION_METRIC = "illumination loss of the population"
 #: a search's "loss" by what it minimises: a target search's and an open-ended one's are other quantities, apart
@@ -41,7 +46,7 @@ LABEL_CHARS = 60  # a label past this long is not read: a group is named by its 
 
 @dataclass
 class RunGroup:
-    """Runs of one kind whose settings are equal but for REPLICATE_KEYS and CONTEXT_KEYS.
+    """Runs of one kind whose settings are equal but for REPLICATE_KEYS, CONTEXT_KEYS and its BUDGET_KEYS.
 
     label: the settings that tell this group from the others of its kind ("sigma=0.2, pop=16"; with other
     kinds compared, the kind first), or the kind and substrate when nothing tells them apart. at_iteration: the
@@ -234,19 +239,20 @@ def differing_settings(infos: list[dict]) -> dict[str, dict[str, Any]]:
 
 
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
-    """Runs grouped by their settings without REPLICATE_KEYS and CONTEXT_KEYS, groups in order of their first
-    run. Each label names the settings that differ between the groups of its kind (not seeds, devices or
+    """Runs grouped by their settings without REPLICATE_KEYS, CONTEXT_KEYS and BUDGET_KEYS, groups in order of
+    their first run. Each label names the settings that differ between the groups of its kind (not seeds, devices or
     thread counts), after the kind when runs of several kinds are compared. The groups' bests and
     at_iteration come from the runs' curves (compare_runs)."""
     ignored = set(REPLICATE_KEYS) | set(CONTEXT_KEYS)
     keyed: dict[tuple, list[dict]] = {}
     for info in infos:
-        settings = flat_settings(info)
+        settings, budget = flat_settings(info), BUDGET_KEYS.get(str(info.get("kind")))
         # a setting a run has not got reads as None, as in differing_settings (NAMM's max_kept, absent from the
         # runs made before it, was None there)
-        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items() if k not in ignored and v is not None))
+        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items()
+                           if k not in ignored and k != budget and v is not None))
         keyed.setdefault(key, []).append(info)
-    kinds, telling = _telling_settings(infos, ignored)
+    kinds, telling = _telling_settings(infos, ignored, budgets=True)
     groups = []
     for members in keyed.values():
         first, row = flat_settings(members[0]), catalog_row(members[0], root)
@@ -291,11 +297,13 @@ def run_title(info: dict, root: str | Path) -> str:
     return " · ".join(parts)
 
 
-def _telling_settings(infos: list[dict], ignored: set[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """The kinds of the runs (in order) and, per kind, the settings that differ among its runs, less `ignored`."""
+def _telling_settings(infos: list[dict], ignored: set[str], budgets: bool = False
+                      ) -> tuple[list[str], dict[str, list[str]]]:
+    """The kinds of the runs (in order) and, per kind, the settings that differ among its runs, less `ignored`
+    (budgets: and less the kind's BUDGET_KEYS)."""
     kinds = list(dict.fromkeys(str(info.get("kind")) for info in infos))
     return kinds, {kind: [k for k in differing_settings([i for i in infos if str(i.get("kind")) == kind])
-                          if k not in ignored] for kind in kinds}
+                          if k not in ignored and not (budgets and k == BUDGET_KEYS.get(kind))] for kind in kinds}
 
 
 def _short(key: str) -> str:

@@ -851,6 +851,12 @@ class RunStore:
         self.unreadable_runs: list[str] = []
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
+        # a folder to be made under a file ("afile/runs") cannot be: said now, not by the mkdir of the first run,
+        # after its model had loaded
+        blocking = next((p for p in self.root.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise ValueError(f"--runs {root}: {blocking} is a file, so no folder can be made under it; give the run "
+                             "store's folder (made when missing)")
 
     @classmethod
     def of(cls, store: RunStore | str | Path) -> RunStore:

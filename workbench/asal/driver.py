@@ -265,10 +265,32 @@ def check_memory(cfg: SearchConfig, free: int | None = None) -> None:
         per_k2 = 16.0 * cfg.pop * cfg.eval.bs
         step, least = frame_steps(cfg)
         largest = int(math.sqrt(0.8 * free / per_k2)) // step * step
-        if largest >= least:
+        # the --frames to name fits the iteration's batch too (--pop 10⁸ was told --frames 3, then --pop): the
+        # largest multiple of step that does, found by bisection (the batch grows with the frames); none: the
+        # batch check below names --pop or --bs
+        lo, hi = least // step, largest // step
+        if lo <= hi and _batch_fits(cfg, lo * step, free, n_params, dim):
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if _batch_fits(cfg, mid * step, free, n_params, dim) else (lo, mid - 1)
             check_fits(per_k2 * cfg.eval.frames ** 2, "--frames", cfg.eval.frames,
-                       f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", largest, free)
+                       f"the open-endedness loss over {cfg.pop} × {cfg.eval.bs} rollouts", lo * step, free)
     check_batch_memory(cfg, free, n_params, dim)  # last: the checks above name the flag that matters more
+
+
+def _batch_fits(cfg: SearchConfig, frames: int, free: int, n: int, dim: int) -> bool:
+    """Whether the iteration's batch fits at `frames` frames (check_batch_memory): a --frames the open-endedness
+    check would name is no fix where it does not (--pop 10⁸ was told --frames 3, then --pop)."""
+    import copy
+
+    trial = copy.copy(cfg)
+    trial.eval = copy.copy(cfg.eval)
+    trial.eval.frames = frames
+    try:
+        check_batch_memory(trial, free, n, dim)
+    except ValueError:
+        return False
+    return True
 
 
 def check_batch_memory(cfg: SearchConfig, free: int, n: int, dim: int) -> None:
