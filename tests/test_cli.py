@@ -195,6 +195,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--population 100000000: the GA's similarities of 100000032 members"),
     (["asal", "openended", "--substrate", "boids", "--fm", "pixels", "--steps", "10000000", "--frames", "10000000"],
      "--frames 10000000: the open-endedness loss over 16 × 1 rollouts needs about"),
+    # GoL's GAs flip a rule's bits at 1/18: a --sigma was recorded, unused, and split comparisons of equal runs
+    (["asal", "openended", "--substrate", "gol", "--fm", "pixels", "--sigma", "0.9"],
+     "--sigma 0.9 does not apply to Game of Life"),
     # a --pop whose batch fits at no --frames: --pop is named (--frames 3 was, then --pop once that was followed)
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--pop", "100000000"],
      "--pop 100000000: evaluating 100000000 θ of 3117 numbers each"),

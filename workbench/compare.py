@@ -40,7 +40,7 @@ BUDGET_KEYS = {**{kind: "config.iters" for kind in SEARCH_KINDS}, "merge": "conf
 POPULATION_METRIC = "illumination loss of the population"
 #: a search's "loss" by what it minimises: a target search's and an open-ended one's are other quantities, apart
 # on a figure's axes (one axis labelled "best loss" held both)
-LOSS_NAMES = {"target": "target loss", "openended": "open-endedness loss"}
+LOSS_NAMES = {"target": "target loss", "openended": "open-endedness loss", "sweep": "open-endedness loss"}
 LABEL_CHARS = 60  # a label past this long is not read: a group is named by its substrate and first run, a run by id
 
 

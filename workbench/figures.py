@@ -604,7 +604,8 @@ def check_figure_path(out: str | Path) -> Path:
     """`out` as a Path, or one error naming the fix: a format figures are written in, a folder that exists."""
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {out.name!r}: figures are {', '.join(FORMATS)}")
+        raise ValueError(f"cannot write {str(out)!r}: figures are {', '.join(FORMATS)}; give a file name ending in "
+                         "one of them (--out)")
     if not out.parent.is_dir():
         raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
     if out.is_dir():

@@ -231,6 +231,9 @@ def check_new_search(cfg: SearchConfig) -> None:
         raise ValueError("--c-softmax weighs a softmax over the frames each target is matched to, and one frame "
                          f"(--frames {cfg.eval.frames}) makes it 0 for every θ: give --frames K ≥ 2, or several "
                          "--prompt (one frame each), or leave --c-softmax out")
+    if cfg.eval.substrate == "gol" and cfg.sigma != SearchConfig.sigma:  # the run would record a σ it never used
+        raise ValueError(f"--sigma {cfg.sigma:g} does not apply to Game of Life: its GAs over rules flip each of a "
+                         "rule's 18 bits with probability 1/18 (the reference's); leave --sigma out")
     check_memory(cfg)
     check_fm(cfg.eval.fm, cfg.eval.weights, cfg.prompts, cfg.target_image)  # prompts without a text tower, …
 
