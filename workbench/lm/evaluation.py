@@ -119,7 +119,9 @@ class HeldoutSets:
                                eos_id=self.tokenizer.eos_token_id)
                 if progress is not None:
                     progress(len(prompts[i: i + self.batch_size]))
-            acc[name] = exact_match([self.tokenizer.decode(o, skip_special_tokens=True) for o in outs], answers)
+            # special tokens kept: one generated inside an answer ("1<pad>22") makes it wrong, as the forced method
+            # counts it (dropped, it read "122")
+            acc[name] = exact_match([self.tokenizer.decode(o, skip_special_tokens=False) for o in outs], answers)
         return acc
 
     @torch.inference_mode()
