@@ -112,6 +112,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--runs", "file.json/runs"],
      "--runs file.json/runs: file.json is a file, so no folder can be made under it"),
     (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),
+    (["zoo", "build", "--quick", "--out", "file.json/zoo"], "file.json is a file, so no folder can be made under it"),
+    (["zoo", "build", "--quick", "--tasks", "foo"], "--tasks: unknown task 'foo'; choose from"),
     (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
     (["bench", "merge", "--repeats", "0"], "argument --repeats: give a whole number of at least 1, got 0"),
     (["bench", "gpu", "--min-time", "0"], "argument --min-time: give a number greater than 0, got 0"),

@@ -224,8 +224,17 @@ def test_greedy_matches_generate(tiny_zoo):
         assert got == ref
 
 
-def test_zoo_errors(tmp_path, tiny_zoo):
-    from workbench.lm.zoo import ZooConfig, build_zoo, load_zoo
+def test_zoo_errors(tmp_path, tiny_zoo, monkeypatch):
+    from workbench.lm.zoo import ZooConfig, build_zoo, check_zoo_out, load_zoo
+
+    # "." and ".." are the folders they name (`zoo build --out .` trained the zoo, then failed on the staging
+    # folder named after "."'s empty name and threw it away); a folder under a file is refused before training
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    assert check_zoo_out(".") == tmp_path / "empty" and check_zoo_out("../empty/.") == tmp_path / "empty"
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match=f"--out {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file"):
+        check_zoo_out(tmp_path / "f" / "sub")
 
     with pytest.raises(ValueError, match="workbench zoo build --out"):
         load_zoo(tmp_path)

@@ -85,7 +85,7 @@ def cmd_apply(args) -> int:
     if args.eval:  # checked before the merge is written: the zoo's tasks, as `zoo eval --tasks` takes them
         from workbench.lm.tasks import TASKS, check_tasks
 
-        tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval)
+        tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval, flag="--eval")
     out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
     result = {"out": str(out)}
     if tasks:

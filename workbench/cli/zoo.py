@@ -18,7 +18,7 @@ def cmd_zoo_build(args) -> int:
     from workbench.lm.zoo import ZooConfig, build_zoo, check_zoo_out, load_zoo, total_steps
 
     device = check_device(args.device)
-    tasks = tuple(check_tasks(args.tasks or TASKS))
+    tasks = tuple(check_tasks(args.tasks or TASKS, flag="--tasks"))
     cfg = (ZooConfig.quick if args.quick else ZooConfig)(tasks=tasks, seed=args.seed, device=device)
     args.out = args.out or ("data/zoo-quick" if args.quick else "data/zoo")
     check_zoo_out(args.out)  # before the progress bar starts
@@ -44,7 +44,7 @@ def cmd_zoo_eval(args) -> int:
     from workbench.lm.tasks import TASKS, check_tasks
 
     device = check_device(args.device)
-    tasks = check_tasks(args.tasks or TASKS)
+    tasks = check_tasks(args.tasks or TASKS, flag="--tasks")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     with work_progress("zoo eval", args.n * len(tasks), loading=args.model) as advance:
         model, tok = load_model(args.model, device=device)

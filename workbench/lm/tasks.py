@@ -164,16 +164,16 @@ EXTRA_TASKS[LARGER] = Task(LARGER, sample_larger, LARGER_BUDGET)
 _IDS = {name: i for i, name in enumerate({**PRETRAIN_TASKS, **EXTRA_TASKS})}  # appended: old ids unchanged
 
 
-def check_tasks(names, extra: tuple[str, ...] = ()) -> list[str]:
+def check_tasks(names, extra: tuple[str, ...] = (), flag: str | None = None) -> list[str]:
     """The names as a list, each one of the evaluated TASKS (or of `extra`, e.g. the chat tasks), else one error
-    listing them."""
+    listing them (after `flag`, the CLI's option, where given)."""
     allowed = (*TASKS, *extra)
     if isinstance(names, str):  # one name, not one task per letter
         names = [names]
     unknown = [t for t in names if t not in allowed]
     if unknown:
-        raise ValueError(f"unknown task{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                         f"choose from {', '.join(allowed)}")
+        raise ValueError(f"{f'{flag}: ' if flag else ''}unknown task{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; choose from {', '.join(allowed)}")
     return list(names)
 
 

@@ -344,12 +344,19 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
 
 
 def check_zoo_out(out: str | Path) -> Path:
-    """Where a zoo may be built: a new or empty folder, or an existing zoo (replaced); else one clear error."""
-    out = Path(out)
+    """Where a zoo may be built, as an absolute path: a new or empty folder, or an existing zoo (replaced); else
+    one clear error, before anything trains (`--out .` failed at the end, its zoo thrown away: the staging folder
+    beside it is named after the folder's name, which "." has not got)."""
+    given = out
+    out = Path(os.path.abspath(Path(out).expanduser()))  # "." and ".." as the folders they name
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; choose a new folder for the zoo")
+        raise ValueError(f"--out {given} is a file; choose a new folder for the zoo")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ValueError(f"--out {given}: {blocking} is a file, so no folder can be made under it; choose another "
+                         "--out")
     if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a zoo; choose another --out or remove it")
+        raise ValueError(f"{given} exists and is not a zoo; choose another --out or remove it")
     return out
 
 
