@@ -508,3 +508,40 @@ def test_the_runs_end_says_what_it_does_after_the_last_generation(tmp_path, zoo)
     assert said[0] == "test scores of the best models and the baselines …"
     assert [s for s in said if s.startswith("multi-task baseline: step")][-1] == "multi-task baseline: step 3/3 …"
     assert said[-1] == "test scores of the multi-task baseline …"
+
+
+def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
+    """`workbench bench qd` (its own process, a real one-worker LocalCluster) at its smallest: the serial B = 1
+    run the estimate is from, the batched serial run and the Dask run each under a key of their own (--batch 1
+    wrote the batched run over the serial one), and no run left behind (its store is temporary)."""
+    done = _short("bench", "qd", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "2", "--batch", "1",
+                  "--batch-gens", "1", "--workers", "1", "--json", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    runs = out["runs"]
+    assert set(runs) == {"serial_b1", "serial_b1_g1", "dask_b1_w1_weights", "dask_b1_w1_lineage"}, sorted(runs)
+    assert runs["serial_b1"]["gens"] == 2 and runs["serial_b1_g1"]["gens"] == 1
+    assert out["estimate_200_generations"]["wall_s"] > 0 and list(tmp_path.iterdir()) == []
+
+
+def test_a_bench_stopped_mid_run_ends_quietly(tmp_path, zoo):
+    """SIGTERM to `bench qd` while one of its runs goes: exit 143 and no traceback (the stop carried the run,
+    whose temporary store was removed on the way out, and reading it for a resume command failed)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "t").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "bench", "qd", "--zoo", str(zoo), "--tasks", "brackets",
+                             "sort", "--gens", "100000", "--workers", "1", "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "t")})
+    deadline = time.time() + 240
+    started = lambda: any((tmp_path / "t").glob("bench-qd-*/runs/*/run.json"))  # noqa: E731 - a run goes
+    while time.time() < deadline and proc.poll() is None and not started():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err and out == "", (proc.returncode, err)
+    assert not any((tmp_path / "t").glob("bench-qd-*")), "the bench's temporary store outlived it"

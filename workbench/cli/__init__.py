@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as stop:
         run = getattr(stop, "stopped_run", None)  # the run the Ctrl-C stopped (workbench.runs marks it)
-        command = run.resume_command if run is not None else None
+        try:
+            command = run.resume_command if run is not None else None
+        except (ValueError, OSError):  # a run in a folder removed on the way out (a bench's temporary store)
+            command = None
         if command:
             say("stopped", f"run {run.id} is resumable: {command}")
         return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130

@@ -14,6 +14,7 @@ bytes by file group, per generation. The serial B = 1 run gives the 200-generati
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import tempfile
 import time
@@ -65,6 +66,17 @@ def _one(cfg, store, client=None) -> dict:
             "coverage": last["coverage"], "qd_score": last["qd_score"]}
 
 
+@contextlib.contextmanager
+def _no_resume():
+    """A Ctrl-C or SIGTERM during the bench: its runs live in a temporary store removed on the way out, so the
+    stop carries no run to resume (the command line read the removed run and ended in a traceback)."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        stop.__dict__.pop("stopped_run", None)
+        raise
+
+
 def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse", "brackets"), gens: int = 200,
              batch: int = 4, batch_gens: int = 50, workers: int = 2, seed: int = 0,
              transfers: tuple[str, ...] = ("weights", "lineage")) -> dict:
@@ -79,10 +91,11 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
     check_inputs(QDRunConfig(**base, gens=gens))
     out: dict = {"zoo": str(zoo), "tasks": list(tasks), "cpu": _cpu(), "cores": __import__("os").cpu_count(),
                  "torch": torch.__version__, "threads_per_process": 1, "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp, _no_resume():
         store = RunStore(Path(tmp) / "runs")
         out["runs"]["serial_b1"] = _one(QDRunConfig(**base, gens=gens, batch=1), store)
-        out["runs"][f"serial_b{batch}"] = _one(QDRunConfig(**base, gens=batch_gens, batch=batch), store)
+        # the batched serial run has a key of its own (--batch 1 overwrote the serial B = 1 run the estimate is from)
+        out["runs"][f"serial_b{batch}_g{batch_gens}"] = _one(QDRunConfig(**base, gens=batch_gens, batch=batch), store)
         client = local_client(workers)
         try:
             for transfer in transfers:
