@@ -74,20 +74,28 @@ class AtlasModel(param.Parameterized):
         self.message = ""
         if self.run_id is None:
             return
-        run = RunStore(self.runs_dir).open(self.run_id)
-        table = run.read_table("population").to_pydict()
-        self.thetas = np.asarray(table["theta"], np.float64)
-        # each member's initial-state seed (its thumbnail's; −1 or absent in runs made before seeds were kept)
-        self.seeds = np.asarray(table["seed"], np.int64) if "seed" in table else None
-        z = np.asarray(table["embedding"], np.float64)
-        thumbs_path = run.path / "thumbs.npy"
-        if not thumbs_path.exists():
-            raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
-        thumbs = run.read_array("thumbs.npy")
-        side = math.ceil(math.sqrt(len(z)))
-        cells = snap_to_grid(project(z, self.projection, self.seed), side)
+        try:
+            run = RunStore(self.runs_dir).open(self.run_id)
+            if not (run.path / "thumbs.npy").exists():
+                raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
+            table = run.read_table("population").to_pydict()
+            thetas = np.asarray(table["theta"], np.float64)
+            # each member's initial-state seed (its thumbnail's; −1 or absent in runs made before seeds were kept)
+            seeds = np.asarray(table["seed"], np.int64) if "seed" in table else None
+            z = np.asarray(table["embedding"], np.float64)
+            thumbs = run.read_array("thumbs.npy")
+            side = math.ceil(math.sqrt(len(z)))
+            cells = snap_to_grid(project(z, self.projection, self.seed), side)
+        except ValueError:
+            # a run refused leaves the layout on show whole, its run chosen again: the population of the refused
+            # run beside the old one's picture exported that picture into the refused run's folder
+            if self._laid_out is not None and self._laid_out != self.run_id:
+                with param.discard_events(self):
+                    self.run_id = self._laid_out
+            raise
         # every field at once, after the slow part: a reader never sees cells of one layout with another's side
         self.substrate = run.info["config"]["eval"]["substrate"]
+        self.thetas, self.seeds = thetas, seeds
         self.side, self.cells, self.thumbs = side, cells, thumbs
         self.image = compose(thumbs, cells, side)
         # the member played stays picked in another projection of its run (its cell outlined where it lies now);
@@ -191,6 +199,7 @@ def atlas_view(model: AtlasModel, size: int = 560):
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.lab import LabModel, frame_view
     from workbench.dashboards.shell import (
+        address,
         download_button,
         off_loop,
         offer,
@@ -198,10 +207,12 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         put_back,
         run_asked,
         section,
+        served_location,
         shell,
     )
 
     model = AtlasModel(runs_dir=runs_dir)
+    location = served_location()
     wanted = run_asked(pn.state.session_args) if pn.state.curdoc else None
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
@@ -277,6 +288,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         else:
             if refused[0]:
                 model.message, refused[0] = "", False
+            if name == "run_id":  # the address follows the run on show: a reload comes back to it
+                address(location, run=model.run_id)
 
     for w in widgets.values():
         w.param.watch(relayout, "value")

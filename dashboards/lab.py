@@ -10,6 +10,7 @@ Run alone with `panel serve dashboards/lab.py`, or with every page via `workbenc
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -653,12 +654,14 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
              standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.shell import (
         PageThread,
+        address,
         checked_int_input,
         download_button,
         off_loop,
         offer,
         run_asked,
         section,
+        served_location,
         shell,
     )
 
@@ -722,9 +725,23 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     run_id = pn.widgets.TextInput(label="run id", placeholder="a run in the run store", sizing_mode="stretch_width")
     load = pn.widgets.Button(label="load best θ", color="primary", sizing_mode="stretch_width")
 
+    # the address names the run on show (?run=ID&member=N): a reload or a link comes back to it. shown: its θ
+    # and substrate; set from the worker threads that switch substrates too, so through the page's document
+    location, shown, on_page = served_location(), {}, PageThread()
+
     async def do_load(rid: str, member: str | None = None) -> None:
         # a new substrate compiles its kernels: on a worker thread, so other sessions keep playing
-        await off_loop(model.open_run, runs_dir, rid, member, busy=[frame, load, *held])
+        if await off_loop(model.open_run, runs_dir, rid, member, busy=[frame, load, *held]):
+            shown.update(theta=model.theta.copy(), substrate=model.substrate)
+            on_page.call(functools.partial(address, location, run=rid.strip(), member=member))
+
+    def leave_run(*_):
+        """Another θ or substrate than the run's: the address names no run any more (a reload brought it back)."""
+        if shown and (model.substrate != shown["substrate"] or not np.array_equal(model.theta, shown["theta"])):
+            shown.clear()
+            on_page.call(functools.partial(address, location, run=None, member=None))
+
+    model.param.watch(leave_run, "resets")
 
     async def on_load(event):
         await do_load(run_id.value)

@@ -173,6 +173,30 @@ def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
     return asked or None
 
 
+def served_location():
+    """The page's address (pn.state.location) where a server serves it, else None (a page built in a test or a
+    notebook has no address to follow)."""
+    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+    return pn.state.location if served else None
+
+
+def address(location, **query: str | int | None) -> None:
+    """Set (a value) or drop (None) query parameters of the page's address, the others kept: ?run=ID of the run on
+    show, so that a reload, a bookmark or a link come back to it (the Atlas and the Lab kept the run they opened
+    with after another was shown, and a reload brought the first back). No address (None): nothing."""
+    if location is None:
+        return
+    current = dict(urllib.parse.parse_qsl((location.search or "").lstrip("?")))
+    for key, value in query.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = str(value)
+    search = "?" + urllib.parse.urlencode(current) if current else ""
+    if search != (location.search or ""):
+        location.search = search
+
+
 def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
     why when the run could not be opened (an unknown id, a run of another kind), else hidden."""

@@ -778,6 +778,14 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     other.selected = 3
     other.run_id = "a" if other.run_id == "b" else "b"  # another run: none of its members is picked
     assert other.selected == -1
+    # a run that cannot be laid out leaves the layout on show whole, its run chosen again (its population beside
+    # the other's picture went into an export named after the refused run)
+    shown, image, thetas = other.run_id, other.image.copy(), other.thetas.copy()
+    refused = "a" if shown == "b" else "b"
+    (tmp_path / "two" / refused / "thumbs.npy").unlink()
+    with pytest.raises(ValueError, match=f"run '{refused}' has no thumbs.npy"):
+        other.run_id = refused
+    assert other.run_id == shown and np.array_equal(other.image, image) and np.array_equal(other.thetas, thetas)
 
 
 def test_the_atlas_page_takes_runs_finished_since_it_opened(runs, tmp_path):
@@ -1436,6 +1444,10 @@ def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, re
 
         expect(page.get_by_label("Substrate")).to_have_value("boids", timeout=30000)  # and so does the menu
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=60000)  # the load's spinners go
+        # the address names the run on show (a reload brings it back), and no run once θ is another
+        page.wait_for_url(f"{server}/lab?run={ids['openended'][0]}", timeout=30000)
+        page.get_by_role("button", name="new θ (σ-mutation)").click()
+        page.wait_for_url(f"{server}/lab", timeout=30000)
         box.fill(ids["dare_ties"])
         page.get_by_role("button", name="load best θ").click()
         alert = page.locator(".alert")
@@ -1790,6 +1802,7 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         page.get_by_text(f"of {lenia}").wait_for(timeout=60000)
         page.get_by_label("Run").select_option(runs["illuminate"])
         page.get_by_text("Click a cell of the atlas to play its simulation here.").wait_for(timeout=60000)
+        page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=30000)  # a reload comes back to it
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text(f"of {runs['illuminate']}").wait_for(timeout=60000)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
