@@ -38,12 +38,37 @@ class RunsModel(param.Parameterized):
     status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
     query = param.String(default="", doc="text the run's id, substrate, FM, method, models or note contain")
     selected = param.List(default=[], doc=f"ids of the runs to compare (at most {MAX_COMPARED})")
+    ticked = param.List(default=[], doc=f"ids of the runs ticked in the table, in the order ticked: removal takes "
+                                        f"every one, the comparison the last {MAX_COMPARED}")
     limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
 
     def __init__(self, **params):
         super().__init__(**params)
         self._rows: list[dict] = []
+        self._ticking = False  # tick() sets the comparison from the ticks, not the other way round
+        self.ticked = [*self.ticked, *(r for r in self.selected if r not in self.ticked)]  # runs given compared
+        self.param.watch(self._follow_compared, "selected")
         self.refresh()
+
+    def tick(self, ids: list[str]) -> None:
+        """The table's ticks (any number), in the order ticked (a tick adds its run after those ticked before);
+        compared: the last MAX_COMPARED of them. A ninth tick unticked the first, and a removal took eight
+        runs at most."""
+        kept = [r for r in self.ticked if r in ids]
+        ticked = kept + [r for r in ids if r not in kept]
+        self._ticking = True
+        try:
+            self.param.update(ticked=ticked, selected=ticked[-MAX_COMPARED:])
+        finally:
+            self._ticking = False
+
+    def _follow_compared(self, event) -> None:
+        """A run taken into the comparison (toggle, the compare menu) is ticked too; one taken out, unticked."""
+        if self._ticking:
+            return
+        dropped = set(event.old) - set(event.new)
+        ticked = [r for r in self.ticked if r not in dropped]
+        self.ticked = ticked + [r for r in event.new if r not in ticked]
 
     def refresh(self) -> list[dict]:
         """Re-read the catalog (new runs, a running one's progress) and the filter choices."""
@@ -58,6 +83,7 @@ class RunsModel(param.Parameterized):
             if getattr(self, name) not in values:
                 setattr(self, name, "all")
         known = {r["id"] for r in self._rows}
+        self.ticked = [i for i in self.ticked if i in known]  # removed runs leave the ticks and the comparison
         self.selected = [i for i in self.selected if i in known]
         return self._rows
 
@@ -530,12 +556,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         return [where[r] for r in ids if r in where]
 
     def on_table_select(event):
-        # the table's ticks are the runs compared (on_selected ticks the sidebar's picks): a tick adds its run,
-        # after those picked before; it replaced them (the sidebar's picks were lost)
-        ticked = [table.value.iloc[i]["id"] for i in event.new]
-        if set(ticked) != set(model.selected):
-            kept = [r for r in model.selected if r in ticked]
-            model.selected = (kept + [r for r in ticked if r not in kept])[-MAX_COMPARED:]
+        # the table's ticks (any number: removal takes them all) and the last MAX_COMPARED of them compared
+        # (model.tick); the sidebar's picks are ticked in turn (on_ticked)
+        model.tick([table.value.iloc[i]["id"] for i in event.new])
 
     def on_compare(event):
         if list(event.new) != model.selected:
@@ -544,15 +567,18 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def on_selected(event):
         if list(compare.value) != model.selected:
             compare.value = list(model.selected)
-        rows = rows_of(model.selected)
-        if sorted(table.selection) != sorted(rows):
-            table.selection = rows
+        on_ticked()
         curves[:] = compare_views()
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 
+    def on_ticked(*_):
+        rows = rows_of(model.ticked)
+        if sorted(table.selection) != sorted(rows):
+            table.selection = rows
+
     def ask_removal(event):
-        asked[:] = list(model.selected)
+        asked[:] = list(model.ticked)
         removal.object = removal_question(asked) if asked else f"{NOTHING_TICKED.capitalize()}."
         confirm.visible = cancel.visible = bool(asked)
 
@@ -603,6 +629,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     confirm.on_click(on_confirm)
     cancel.on_click(on_cancel)
     model.param.watch(on_selected, "selected")
+    model.param.watch(on_ticked, "ticked")
     table.param.watch(on_table_select, "selection")
     compare.param.watch(on_compare, "value")
     refresh.on_click(on_refresh)

@@ -399,8 +399,20 @@ def test_runs_model_gallery_filters_and_compares(runs):
     kept = model.selected
     for n in range(MAX_COMPARED):  # past MAX_COMPARED the oldest leave: both of the kept ones
         model.toggle(f"run-{n}")
-    assert model.selected == [f"run-{n}" for n in range(MAX_COMPARED)]
+    assert model.selected == [f"run-{n}" for n in range(MAX_COMPARED)] == model.ticked  # compared ones are ticked
     model.selected = kept
+    assert model.ticked == kept
+    # the table's ticks: any number, in the order ticked, all of them for a removal; the last MAX_COMPARED
+    # compared (a ninth tick unticked the first, and a removal took eight runs at most)
+    many = [f"run-{n}" for n in range(MAX_COMPARED + 2)]
+    model.tick(many)
+    assert model.ticked == many and model.selected == many[-MAX_COMPARED:]
+    model.tick(many[1:])  # one unticked
+    assert model.ticked == many[1:] and model.selected == many[-MAX_COMPARED:]
+    model.selected = many[-MAX_COMPARED:-1]  # one taken out of the comparison (the compare menu): unticked too
+    assert model.ticked == many[1:-1]
+    model.tick(kept)
+    assert model.ticked == model.selected == kept
     assert f"./merge?run={runs['dfs']}" in model.link(runs["dfs"])
 
 
