@@ -279,12 +279,13 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
     show and returns the file's path; export_settings says what it is given) and says what it wrote, or why it
     could not (its ValueError, in the page's words).
     The status line is the page's to use as well (the download button hides while it says something else)."""
-    from workbench.figures import COLUMN_WIDTH, MAX_WIDTH, PAGE_WIDTH
+    from workbench.figures import COLUMN_WIDTH, PAGE_WIDTH
 
     fmt = pn.widgets.Select(label="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
                             sizing_mode="stretch_width")
-    # empty: the figure's own size, as the CLI without --width
-    width = pn.widgets.FloatInput(label="Width (in)", value=None, start=1.0, end=MAX_WIDTH, step=0.25,
+    # empty: the figure's own size, as the CLI without --width. No start/end: the browser's bounds kept the
+    # number typed on show and sent 0 (100 and 0.5 were exported as "got 0.0"); the export says what it takes
+    width = pn.widgets.FloatInput(label="Width (in)", value=None, step=0.25,
                                   placeholder="its own", sizing_mode="stretch_width",
                                   description=f"the printed width in inches, text kept at 7-9 pt: a column "
                                               f"{COLUMN_WIDTH:g}, a two-column page {PAGE_WIDTH:g}, a one-column "

@@ -1687,6 +1687,10 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         # export for a paper: the finished run's best simulation as a strip of frames, in its figures folder, at
         # a two-column page's width (300 dpi)
         page.get_by_label("Figure", exact=True).select_option(label="frames of the best simulation")
+        # a width out of range is said with the number typed (the browser's bounds sent 0 for 100 and for 0.5)
+        _fill(page, "Width (in)", "100")
+        page.get_by_role("button", name="export").click()
+        page.get_by_text(re.compile(r"cannot export:.* from 1 to \d+.*got 100")).wait_for(timeout=60000)
         _fill(page, "Width (in)", "6.75")
         page.get_by_role("button", name="export").click()
         written = page.get_by_text(re.compile(r"written .*-openended-boids-s0-frames\.png"))
