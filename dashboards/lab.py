@@ -755,11 +755,13 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
         from workbench.export import read_theta
 
+        # a file's name in backticks: the message is Markdown, which made "drv.py" a link to http://drv.py
+        name = f"`{theta_file.filename}`" if theta_file.filename else "the file"
         try:
-            model.set_theta(read_theta(io.BytesIO(event.new), theta_file.filename or "the file"))
-            model.tell(f"loaded θ from {theta_file.filename}", "success")
+            model.set_theta(read_theta(io.BytesIO(event.new), name))
+            model.tell(f"loaded θ from {name}", "success")
         except Exception as exc:  # noqa: BLE001 - any unreadable file is shown to the user
-            model.tell(f"cannot use {theta_file.filename} as θ: {exc}", "danger")
+            model.tell(f"cannot use {name} as θ: {exc}", "danger")
 
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.default_theta())
@@ -790,8 +792,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             try:
                 image = np.asarray(Image.open(io.BytesIO(event.new)).convert("RGB"))
             except OSError:  # PIL's own message names a BytesIO object
-                raise ValueError(f"{upload.filename or 'the file'} is not an image PIL can read; give a PNG or "
-                                 "JPEG") from None
+                name = f"`{upload.filename}`" if upload.filename else "the file"  # no link of it (Markdown)
+                raise ValueError(f"{name} is not an image PIL can read; give a PNG or JPEG") from None
             await off_loop(model.set_target_image, image, busy=[trace])
             model.tell("target image set: the trace scores frames against it", "success")
         except Exception as exc:  # noqa: BLE001 - shown to the user

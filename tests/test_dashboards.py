@@ -1468,6 +1468,11 @@ def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, re
         box.fill("no-such-run")
         page.get_by_role("button", name="load best θ").click()
         alert.get_by_text("no run 'no-such-run'").wait_for(timeout=60000)
+        # a file's name is no link in the message (Markdown made drv.py one to http://drv.py)
+        page.locator('input[type="file"][accept=".npy"]').set_input_files(
+            files=[{"name": "drv.py", "mimeType": "text/plain", "buffer": b"x"}])
+        alert.get_by_text("cannot use drv.py as θ").wait_for(timeout=60000)
+        assert alert.locator("a").count() == 0, alert.inner_html()
 
 
 def test_lab_spinner_goes_after_every_load(server, browser, request):
