@@ -29,6 +29,7 @@ COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
+FOLLOW_MS = 5000  # how often the page reads the catalog again while a run runs
 NOTHING_TICKED = "tick the runs to remove first (in the Table, or pick them to compare)"
 
 
@@ -182,6 +183,15 @@ class RunsModel(param.Parameterized):
             return _metric_thumbnail(str(table), table.stat().st_mtime_ns, str(row.get("metric") or "loss"),
                                      str(row.get("better") or "lower") in HIGHER)
         return None
+
+    def follow(self) -> bool:
+        """The catalog read again while a run of it runs (the page every FOLLOW_MS): True when it changed (a card's
+        count, a status), for the page to redraw; nothing read while none runs. A running run's card stayed at
+        its first count until "refresh" was pressed."""
+        if not any(r.get("status") == "running" for r in self._rows):
+            return False
+        before = self._rows
+        return self.refresh() != before
 
     def toggle(self, run_id: str) -> None:
         """Add a run to the comparison (the oldest leaves past MAX_COMPARED) or take it out."""
@@ -544,6 +554,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         """The table, the compare menu and the gallery as the catalog now reads (model.refresh: a removal or a
         note read it)."""
         table.value = model.table()
+        on_ticked()  # the ticks by run, not by row: a new run's row moves the others down
         compare.options = model.ids[::-1]
         draw()
 
@@ -633,6 +644,13 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     table.param.watch(on_table_select, "selection")
     compare.param.watch(on_compare, "value")
     refresh.on_click(on_refresh)
+
+    def follow_runs():
+        if model.follow():
+            show_store()
+
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:  # served: a session's own
+        pn.state.add_periodic_callback(follow_runs, period=FOLLOW_MS)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,

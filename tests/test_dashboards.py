@@ -676,6 +676,26 @@ def test_runs_page_table_ticks_add_to_the_runs_picked_in_the_sidebar(runs):
     assert compare.value == [ids[0], ids[2], ids[3]]
 
 
+def test_the_runs_page_follows_a_running_run(tmp_path):
+    """While a run runs, the page reads the catalog again (RunsModel.follow, every FOLLOW_MS): its card and row
+    follow its iterations (they stayed at the first count until "refresh" was pressed); nothing is read while
+    none runs."""
+    from workbench.dashboards.runs import RunsModel
+    from workbench.runs import RunStore, heartbeat
+
+    store = RunStore(tmp_path)
+    run = store.create("openended", "boids", "pixels", {}, 0)
+    run.update(status="running", iterations=1, **heartbeat())
+    model = RunsModel(runs_dir=str(tmp_path))
+    assert [r["iterations"] for r in model._rows] == [1] and not model.follow()  # nothing new
+    run.update(iterations=2, **heartbeat())
+    assert model.follow() and [r["iterations"] for r in model._rows] == [2]
+    run.update(status="done", iterations=3)
+    assert model.follow() and [r["status"] for r in model._rows] == ["done"]
+    run.update(note="read only on refresh now")
+    assert not model.follow() and model._rows[0].get("note") is None
+
+
 def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_runs(tmp_path):
     """The Runs page's Remove: the ticked runs named in a question, removed for good on "yes" (those the question
     named, whatever is ticked by then) and gone from the gallery, the table and the picks; "keep them" removes
