@@ -124,7 +124,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "asal", "--pop", "1"], "--pop must be at least 2"),
     (["bench", "substrates", "--substrates"], "argument --substrates: expected at least one argument"),
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
-    (["bench", "merge", "--zoo", "nope"], "nope is not a model zoo"),
+    (["bench", "merge", "--zoo", "nope"], "--zoo nope is not a model zoo"),
+    (["bench", "merge", "--zoo", "file.json"], "--zoo file.json is a file, not a model zoo: give the zoo's folder"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
     # the zoo's tasks, as zoo eval takes them (it offered the classifier's and the chat models' tasks too)
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "larger"], "unknown task 'larger'; choose from "

@@ -326,6 +326,25 @@ def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch, capsys):
     assert "Paris" in text
 
 
+def test_a_zoo_build_stopped_says_so_and_leaves_nothing(tmp_path):
+    """SIGTERM (or Ctrl-C) while `zoo build` trains: exit 143, one line saying nothing was written, and nothing
+    left beside --out (the build is staged in a folder of its own; it ended without a word)."""
+    import signal
+    import time
+
+    from procs import cli
+
+    proc = cli("zoo", "build", "--out", "zoo", "--tasks", "sort", cwd=tmp_path)  # minutes: stopped long before
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob(".zoo.staging-*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and out == "", (proc.returncode, err)
+    assert "stopped: zoo build interrupted; nothing was written to zoo" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_quick_build_and_eval(tmp_path, capsys):
     from workbench.cli import main
 

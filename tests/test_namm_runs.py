@@ -311,6 +311,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monke
     _refused(capsys, ["bench", "namm", "--model", str(tiny), "--presses", "snapkv", "h2o-press"],
              "unknown kvpress press 'h2o-press'", tmp_path)
     _refused(capsys, ["bench", "namm", "--model", str(tiny), "--length", "2000"], "longer than the window", tmp_path)
+    _refused(capsys, ["bench", "namm", "--model", str(tiny), "--tasks", "digit", "--length", "160", "--speed-length",
+                      "10"], "--speed-length 10 is too short for task 'digit'", tmp_path)  # not --length's
     # a --length too short for a task: the task's own error, naming the flag (a library's "n ≥ 1 prompts" before)
     _refused(capsys, [*train[:-1], "10", "--tasks", "digit"], "--length 10 is too short for task 'digit'", tmp_path)
     # a task the model cannot solve (its full cache scores 0): refused before a run folder is made (a failed run

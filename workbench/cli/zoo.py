@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device, work_progress
+from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device, say, work_progress
 
 
 def cmd_zoo_build(args) -> int:
@@ -26,10 +26,15 @@ def cmd_zoo_build(args) -> int:
         raise ValueError(f"{args.out} holds a zoo already; give --replace to build it again (its models, and "
                          "what was made inside it such as generalist/, are replaced), or another --out")
     err = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=args.quiet) as bar:
-        task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
-        out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k), replace=args.replace)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=err, disable=args.quiet) as bar:
+            task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
+            out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k), replace=args.replace)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the build is staged beside --out, so nothing half-made is left
+        say("stopped", f"zoo build interrupted; nothing was written to {args.out}")
+        raise
     info = load_zoo(out).info
     print(json.dumps({"path": str(out), "tasks": info["tasks"], "device": info["device"],
                       "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))

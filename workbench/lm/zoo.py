@@ -208,7 +208,10 @@ def load_zoo(path: str | Path) -> Zoo:
         info = json.loads((path / ZOO_FILE).read_text())
         names = ["base", *info["tasks"]]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a model zoo (no readable {ZOO_FILE}: {error}); "
+        if path.is_file():  # `zoo build --out FILE` would fail too
+            raise ValueError(f"--zoo {path} is a file, not a model zoo: give the zoo's folder (`workbench zoo build "
+                             "--out DIR` makes one)") from None
+        raise ValueError(f"--zoo {path} is not a model zoo (no readable {ZOO_FILE}: {error}); "
                          f"build one with `workbench zoo build --out {path}`") from None
     missing = [n for n in names if not (path / n / "model.safetensors").is_file()]
     if missing:
