@@ -517,15 +517,20 @@ def _table_editor(model: LabModel, guarded) -> list:
             return pd.DataFrame({"m": p["m"], "s": p["s"], "h": p["h"]}).astype(float).round(4).rename_axis("kernel")
         df = pd.DataFrame(p["alpha"], columns=[f"α·{j}" for j in range(6)]).astype(float).round(3)
         df["β"] = np.round(p["beta"].astype(float), 4)
-        return df.rename_axis("colour")
+        return df.rename_axis("i")  # colour i (a longer name was cut to "c…")
 
     df = frame()
     # fit_columns: Particle Life's eight columns share the editor's width (laid out to their data, they ran
-    # past it and the table scrolled sideways)
+    # past it and the table scrolled sideways); no sort arrows in the headers, which then cut "α·0" to "α…".
+    # α as numbers on a diverging background (attraction red, repulsion blue): progress bars filled every cell
+    # green whatever its value
+    alphas = [c for c in df.columns if c.startswith("α")]
     table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
                                  sizing_mode="stretch_width", layout="fit_columns",
-                                 formatters={c: {"type": "progress", "min": -1.5, "max": 1.5, "legend": True}
-                                             for c in df.columns if c.startswith("α")})
+                                 configuration={"columnDefaults": {"headerSort": False}},
+                                 formatters={c: {"type": "money", "precision": 2, "symbol": ""} for c in alphas})
+    if alphas:
+        table.style.background_gradient(cmap="RdBu_r", vmin=-1.5, vmax=1.5, subset=alphas)
 
     def apply(event) -> None:  # the one cell edited, the others as the model holds them (not their rounding)
         row, column = int(event.row), str(event.column)
