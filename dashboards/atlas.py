@@ -267,8 +267,15 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                                              value=model.projection, color="primary", variant="outline",
                                              sizing_mode="stretch_width")
     # no start/end: Bokeh's input would send the bound and keep showing the number typed (shell.checked_int_input)
-    seed = pn.widgets.IntInput(label="Seed", value=model.seed, sizing_mode="stretch_width")
+    seed = pn.widgets.IntInput(label="Seed", value=model.seed, sizing_mode="stretch_width",
+                               description="draws t-SNE's and UMAP's layouts (PCA has no randomness)")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
+
+    def seed_for_projection(*_):  # under PCA a new seed laid the same atlas out again, to no effect
+        seed.disabled = model.projection == "pca"
+
+    seed_for_projection()
+    model.param.watch(seed_for_projection, "projection")
 
     refused = [False]  # a refusal is on show: the next layout taken clears it
 

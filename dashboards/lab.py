@@ -714,12 +714,19 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         seed.param.update(disabled=not seeded, description=None if seeded else
                           f"{model.substrate} starts from its θ's own pattern: no seed draws its initial state")
 
-    seed_for_substrate()
-    model.param.watch(page.wrap(seed_for_substrate), "substrate")
     controls = pn.Param(model, parameters=["steps_per_frame", "sigma", "playing"],
                         widgets={"playing": {"type": pn.widgets.Toggle, "label": "▶ play / pause",
                                              "color": "primary"}},
                         show_name=False, sizing_mode="stretch_width")
+
+    def sigma_for_substrate(*_):  # Game of Life's mutation flips a rule's bits: σ, offered there, changed nothing
+        life = model.substrate == "gol"
+        controls._widgets["sigma"].param.update(disabled=life, name="Sigma (not used: GoL flips rule bits)" if life
+                                                else "Sigma")
+
+    for follow in (seed_for_substrate, sigma_for_substrate):
+        follow()
+        model.param.watch(page.wrap(follow), "substrate")
     step, reset, mutate = (pn.widgets.Button(label=n, sizing_mode="stretch_width")
                            for n in ("step", "reset", "new θ (σ-mutation)"))
     step.on_click(lambda e: (model.dismiss(), model.advance(score_needs_fm=False)))

@@ -1442,6 +1442,12 @@ def test_lab_page_in_chromium(server, browser, request):
         page.wait_for_function(f"() => ({FRAME_SUM})() !== {shown}", timeout=30000)
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=60000)
         page.get_by_text("step 0").wait_for(timeout=30000)
+        # Game of Life's new θ flips a rule's bits: its σ slider is off (offered, it changed nothing)
+        from playwright.sync_api import expect
+
+        assert page.locator(".noUi-target[disabled]").count() == 0
+        page.get_by_label("Substrate").select_option("gol")
+        expect(page.locator(".noUi-target[disabled]")).to_have_count(1, timeout=60000)
 
 
 def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromium(server, browser, request):
@@ -1796,6 +1802,9 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         member = int(re.fullmatch(r"\./lab\?run=[^&]+&member=(\d+)", href).group(1))  # the Lab opens that member
         assert page.evaluate(CELL_PICKED) == [member]
         pca = page.evaluate(CELL_PLACES)
+        from playwright.sync_api import expect
+
+        expect(page.get_by_label("Seed", exact=True)).to_be_disabled()  # PCA draws nothing: no seed to give
         page.get_by_role("button", name="UMAP").click()  # compiles, unless an earlier process on this machine did
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
         assert page.evaluate(CELL_PICKED) == [member]  # still played, its cell outlined where it lies now
@@ -1811,8 +1820,7 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         assert Image.open(got.value.path()).size[0] > 0
         # a refused seed is said in the page's words (param's named 'AtlasModel.seed'), put back, and the message
         # goes with the next layout taken (it stayed up)
-        from playwright.sync_api import expect
-
+        expect(page.get_by_label("Seed", exact=True)).to_be_enabled()
         _fill(page, "Seed", "-3")
         refusal = page.get_by_text("Seed must be a whole number from 0 to 4294967295, got -3; the atlas keeps seed 0")
         refusal.wait_for(timeout=30000)
