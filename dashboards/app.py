@@ -4,6 +4,7 @@ liveness, inline resources (works offline)."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable
 
 import panel as pn
@@ -82,8 +83,9 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     local_stylesheets()  # see its docstring (a hidden tab's pane that changed sent the browser to the CDN)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
-    if not threaded:
-        signal.signal(signal.SIGTERM, _stop_as_ctrl_c)
+    # the main thread's only (signal.signal refuses elsewhere, as Panel's own SIGINT handler is)
+    previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) \
+        if not threaded and threading.current_thread() is threading.main_thread() else None
     server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
                       threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False)
     if not threaded:
@@ -94,4 +96,6 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
         if on_stop is not None:
             on_stop(len(jobs))
         SearchJob.stop_all(jobs)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)  # a notebook's own handling back
     return server

@@ -89,7 +89,7 @@ class AtlasModel(param.Parameterized):
         except ValueError:
             # a run refused leaves the layout on show whole, its run chosen again: the population of the refused
             # run beside the old one's picture exported that picture into the refused run's folder
-            if self._laid_out is not None and self._laid_out != self.run_id:
+            if self._laid_out in self.param.run_id.objects and self._laid_out != self.run_id:
                 with param.discard_events(self):
                     self.run_id = self._laid_out
             raise

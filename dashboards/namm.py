@@ -107,11 +107,15 @@ class NAMMExplorer(param.Parameterized):
         """Open a trained namm run's policy (the page's ?run=ID), at the settings it was trained at (adopt_run)."""
         if run_id not in tr.namm_runs(self.runs_dir):
             raise ValueError(self._why_not(run_id))
-        self.policy = "namm"
-        if self.theta == run_id:
-            self.adopt_run()
-        else:
-            self.theta = run_id  # adopt_run follows
+        policy, self.policy = self.policy, "namm"
+        try:
+            if self.theta == run_id:
+                self.adopt_run()
+            else:
+                self.theta = run_id  # adopt_run follows
+        except ValueError:
+            self.policy = policy  # a run refused leaves the policy as it was
+            raise
 
     def _why_not(self, run_id: str) -> str:
         """Why `run_id` has no policy to open: no such run, a run of another kind, or a namm run that has saved
@@ -131,16 +135,28 @@ class NAMMExplorer(param.Parameterized):
         return (f"namm run {run_id} has saved no policy yet (status {info.get('status')}): it saves one after its "
                 f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
 
+    _adopted = "random"  # the θ of the last run adopted (the default before any): a refused one goes back to it
+
     @param.depends("theta", watch=True, on_init=True)
     def adopt_run(self) -> None:
         """A trained run as θ (chosen, or picked in the θ menu) brings what it was trained at: its n_up (any
         multiple of 16 `namm train` takes: a menu lacking it gains it), its model (its statistics were collected
-        there) and its strict variant. Each can be changed afterwards. A broken policy file: one ValueError."""
+        there) and its strict variant. Each can be changed afterwards. A broken policy file, or a model that is
+        not there: one ValueError, and the θ chosen before is chosen again, nothing of the run taken (it was left
+        chosen, its policy then drawn on a model it was not trained on)."""
         from workbench.namm.cache import check_n_up
 
-        saved = self.saved()
-        if saved is None:  # zeros or random: nothing trained
-            return
+        try:
+            saved = self.saved()
+            if saved is None:  # zeros or random: nothing trained
+                self._adopted = self.theta
+                return
+            trained_on = str(saved.meta.get("model") or "")
+            model = self._trained_model(trained_on) if trained_on else None  # refused before anything changes
+        except ValueError:
+            with param.discard_events(self):
+                self.theta = self._adopted
+            raise
         try:
             n_up = check_n_up(saved.meta.get("n_up"))
         except ValueError:  # a policy file without one (or a broken one): the menu's stays
@@ -149,21 +165,21 @@ class NAMMExplorer(param.Parameterized):
             if n_up not in self.param.n_up.objects:  # this explorer's menu only (a parameter per instance)
                 self.param.n_up.objects = sorted({*self.param.n_up.objects, n_up})
             self.n_up = n_up
-        trained_on = str(saved.meta.get("model") or "")
-        if trained_on:
-            self.model_name = self._trained_model(trained_on)
+        if model is not None:
+            self.model_name = model
         self.strict = saved.strict
+        self._adopted = self.theta
 
     def _trained_model(self, trained_on: str) -> str:
         """The model a run's policy was trained on, as this page loads it: a model file or folder (`namm train`
         records its absolute path; a relative one from older runs is taken from here), else a model's name. One
         that is neither: ValueError (the page drew the policy on its default model, which it was never trained
         on, without a word)."""
+        if trained_on in MODELS.values():  # a name first, as `namm train` keeps "smollm2" one
+            return trained_on
         path = Path(trained_on).expanduser()
         if path.exists():
             return str(path.absolute())
-        if trained_on in MODELS.values():
-            return trained_on
         raise ValueError(f"run {self.theta} was trained on the model {trained_on}, which is not there (moved or "
                          "deleted?): its θ and feature statistics belong to that model; put the model back there "
                          "to open the run")

@@ -12,6 +12,7 @@ import base64
 import functools
 import html
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,14 @@ THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
 FOLLOW_MS = 5000  # how often the page reads the catalog again while a run runs
 NOTHING_TICKED = "tick the runs to remove first (in the Table, or pick them to compare)"
+
+
+def _folders(runs_dir: str) -> frozenset[str]:
+    """The names of the run store's folders (a cheap look for runs started or removed since)."""
+    try:
+        return frozenset(e.name for e in os.scandir(runs_dir) if e.is_dir())
+    except OSError:
+        return frozenset()
 
 
 class RunsModel(param.Parameterized):
@@ -74,6 +83,7 @@ class RunsModel(param.Parameterized):
     def refresh(self) -> list[dict]:
         """Re-read the catalog (new runs, a running one's progress) and the filter choices."""
         store = RunStore(self.runs_dir)
+        self._folders = _folders(self.runs_dir)
         self._rows = store.list()
         # what the catalog left out, for the page to say (the CLI's runs list warns of each)
         self.unreadable = list(store.unreadable_runs)
@@ -185,11 +195,13 @@ class RunsModel(param.Parameterized):
         return None
 
     def follow(self) -> bool:
-        """The catalog read again while a run of it runs (the page every FOLLOW_MS): True when it changed (a card's
-        count, a status), for the page to redraw; nothing read while none runs. A running run's card stayed at
-        its first count until "refresh" was pressed."""
-        if not any(r.get("status") == "running" for r in self._rows):
-            return False
+        """The catalog read again while a run of it runs, or once runs came or went (the page every FOLLOW_MS: a
+        listing of the store's folders, and only then the catalog): True when it changed (a card's count, a
+        status, a run new or removed), for the page to redraw. A running run's card stayed at its first count
+        until "refresh" was pressed."""
+        folders = _folders(self.runs_dir)
+        if folders == self._folders and not any(r.get("status") in ("running", "resuming") for r in self._rows):
+            return False  # no run started, removed or going since the last read
         before = self._rows
         return self.refresh() != before
 
@@ -553,8 +565,14 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     def show_store(*_):
         """The table, the compare menu and the gallery as the catalog now reads (model.refresh: a removal or a
         note read it)."""
-        table.value = model.table()
-        on_ticked()  # the ticks by run, not by row: a new run's row moves the others down
+        # the ticks by run, not by row: Panel maps the old ticks onto the new rows by position, and a run gone
+        # from above them moved them onto others (which on_table_select then took as ticked)
+        replacing[0] = True
+        try:
+            table.value = model.table()
+        finally:
+            replacing[0] = False
+        on_ticked()
         compare.options = model.ids[::-1]
         draw()
 
@@ -566,7 +584,11 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         where = {rid: i for i, rid in enumerate(table.value["id"])} if not table.value.empty else {}
         return [where[r] for r in ids if r in where]
 
+    replacing = [False]  # the table's rows are being replaced: its selection is not the user's
+
     def on_table_select(event):
+        if replacing[0]:
+            return
         # the table's ticks (any number: removal takes them all) and the last MAX_COMPARED of them compared
         # (model.tick); the sidebar's picks are ticked in turn (on_ticked)
         model.tick([table.value.iloc[i]["id"] for i in event.new])

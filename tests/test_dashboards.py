@@ -679,7 +679,7 @@ def test_runs_page_table_ticks_add_to_the_runs_picked_in_the_sidebar(runs):
 def test_the_runs_page_follows_a_running_run(tmp_path):
     """While a run runs, the page reads the catalog again (RunsModel.follow, every FOLLOW_MS): its card and row
     follow its iterations (they stayed at the first count until "refresh" was pressed); nothing is read while
-    none runs."""
+    none runs, until a run is started or removed elsewhere."""
     from workbench.dashboards.runs import RunsModel
     from workbench.runs import RunStore, heartbeat
 
@@ -694,6 +694,35 @@ def test_the_runs_page_follows_a_running_run(tmp_path):
     assert model.follow() and [r["status"] for r in model._rows] == ["done"]
     run.update(note="read only on refresh now")
     assert not model.follow() and model._rows[0].get("note") is None
+    other = store.create("openended", "boids", "pixels", {}, 1)  # a run started elsewhere: taken in, then followed
+    other.update(status="running", iterations=1, **heartbeat())
+    assert model.follow() and [r["id"] for r in model._rows] == [run.id, other.id]
+
+
+def test_the_runs_page_keeps_its_ticks_on_their_runs_when_rows_come_and_go(tmp_path):
+    """The table's ticks stay on the runs ticked when the catalog is read again: Panel maps a selection onto the
+    new rows by position, so a run removed above them (elsewhere; the page follows the store every 5 s) moved the
+    ticks onto other runs, which a removal would then have named."""
+    import shutil
+
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    ids = [store.create("openended", "boids", "pixels", {}, seed).id for seed in range(4)]
+    for run_id in ids:
+        store.open(run_id).update(status="done")
+    page = runs_page(str(tmp_path))
+    objects = pn.Column(*page.main, *page.sidebar)
+    (table,) = objects.select(pn.widgets.Tabulator)
+    (refresh,) = [b for b in objects.select(pn.widgets.Button) if b.label.startswith("refresh")]
+    row = {rid: i for i, rid in enumerate(table.value["id"])}
+    table.selection = [row[ids[1]], row[ids[3]]]
+    shutil.rmtree(tmp_path / ids[0])  # a run above them, removed elsewhere
+    refresh.clicks += 1
+    assert sorted(table.value.iloc[i]["id"] for i in table.selection) == [ids[1], ids[3]]
 
 
 def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_runs(tmp_path):
@@ -1254,9 +1283,10 @@ def test_a_spinner_left_on_by_a_closed_tab_passes_to_no_other_component():
 # --- the served pages in Chromium ---------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
+def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None, kill: bool = False):
     """`workbench serve` over runs_dir on a free port (env: variables to add), its output in log; yields the url
-    once /liveness answers."""
+    once /liveness answers. Stopped by SIGTERM (as a Ctrl-C: it waits for the work its pages started), or by
+    SIGKILL (kill) where that work is seconds long."""
     port = free_port()
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs", runs_dir],
@@ -1269,7 +1299,7 @@ def serving(runs_dir: str, log: Path, env: dict[str, str] | None = None):
     try:
         yield url
     finally:
-        proc.terminate()
+        proc.kill() if kill else proc.terminate()
         proc.wait(timeout=20)
 
 
@@ -1860,9 +1890,10 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
 def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_path):
     """UMAP's first layout on a machine takes tens of seconds (numba compiles its kernels, then keeps them in its
     cache): it runs on a worker thread, so a Lab in another tab steps meanwhile. A server of its own, with an empty
-    NUMBA_CACHE_DIR, makes that first layout; it is stopped without waiting for the compile to end."""
+    NUMBA_CACHE_DIR, makes that first layout; it is stopped without waiting for the compile to end (killed: a
+    SIGTERM stops it as a Ctrl-C does, after the layout)."""
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-    with serving(runs["dir"], tmp_path / "serve.log", env) as url, \
+    with serving(runs["dir"], tmp_path / "serve.log", env, kill=True) as url, \
             _browse(browser, f"{url}/atlas", request) as atlas, _browse(browser, f"{url}/lab", request) as lab:
         _wait_for_model(atlas, "atlas")
         _wait_for_model(lab, "lab-frame")

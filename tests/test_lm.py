@@ -341,7 +341,7 @@ def test_a_zoo_build_stopped_says_so_and_leaves_nothing(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and out == "", (proc.returncode, err)
-    assert "stopped: zoo build interrupted; nothing was written to zoo" in err and "Traceback" not in err, err
+    assert "stopped: zoo build interrupted; no zoo was built at zoo" in err and "Traceback" not in err, err
     assert list(tmp_path.iterdir()) == []
 
 

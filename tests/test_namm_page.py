@@ -446,9 +446,15 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
             patched.chdir(tmp_path)
             opened = NAMMExplorer(runs_dir=str(store.root))
             if expected is None:
+                before = (opened.theta, opened.policy, opened.n_up, opened.model_name)
                 with pytest.raises(ValueError, match=f"run {r.id} was trained on the model {tmp_path / 'moved'}, "
                                                      "which is not there"):
                     opened.choose(r.id)
+                # nothing of the run taken: it stayed chosen, and a prompt's run drew it on another model
+                assert (opened.theta, opened.policy, opened.n_up, opened.model_name) == before
+                with pytest.raises(ValueError, match="which is not there"):
+                    opened.theta = r.id  # picked in the θ menu
+                assert opened.theta == before[0]
             else:
                 opened.choose(r.id)
                 assert opened.model_name == expected

@@ -168,8 +168,10 @@ def redeliver_interrupts(unraisable) -> None:
 
     def later() -> None:  # from a thread of its own: interrupting now would interrupt this hook, not the command
         time.sleep(0.01)
-        # a real SIGINT to the main thread, as the terminal's: it also cuts short a sleep or a wait there
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        # a real signal to the main thread, as the terminal's: it also cuts short a sleep or a wait there (SIGTERM
+        # for a Terminated, so that the command still exits 143)
+        sig = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        signal.pthread_kill(threading.main_thread().ident, sig)
 
     threading.Thread(target=later, daemon=True).start()
 

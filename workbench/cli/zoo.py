@@ -33,7 +33,7 @@ def cmd_zoo_build(args) -> int:
             task = bar.add_task(f"zoo → {args.out}", total=total_steps(cfg))
             out = build_zoo(args.out, cfg, progress=lambda k: bar.advance(task, k), replace=args.replace)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the build is staged beside --out, so nothing half-made is left
-        say("stopped", f"zoo build interrupted; nothing was written to {args.out}")
+        say("stopped", f"zoo build interrupted; no zoo was built at {args.out}")
         raise
     info = load_zoo(out).info
     print(json.dumps({"path": str(out), "tasks": info["tasks"], "device": info["device"],
