@@ -307,6 +307,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         then lays out the newest run, off the event loop)."""
         await off_loop(model.refresh_runs, busy=[plot, refresh])
         run.param.update(options=list(model.param.run_id.objects), value=model.run_id)
+        address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
 
     refresh.on_click(on_refresh)
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
