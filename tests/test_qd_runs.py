@@ -522,6 +522,9 @@ def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
     assert set(runs) == {"serial_b1", "serial_b1_g1", "dask_b1_w1_weights", "dask_b1_w1_lineage"}, sorted(runs)
     assert runs["serial_b1"]["gens"] == 2 and runs["serial_b1_g1"]["gens"] == 1
     assert out["estimate_200_generations"]["wall_s"] > 0 and list(tmp_path.iterdir()) == []
+    said = done.stderr.splitlines()  # minutes at its defaults: each run said as it starts (nothing was)
+    assert said[:2] == ["serial run: 2 generations of 1 child", "serial run: 1 generation of 1 child"], said
+    assert "Dask run (lineage to the workers): 1 generation of 1 child" in said
 
 
 def test_a_bench_stopped_mid_run_ends_quietly(tmp_path, zoo):

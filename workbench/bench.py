@@ -324,9 +324,11 @@ def _play_lab(browser, url: str, sessions: int, seconds: float, substrate: str, 
 
 
 def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, methods=("ties", "dare_ties"),
-                pop: int = 8) -> dict:
+                pop: int = 8, log=None) -> dict:
     """GB/s of merged weights, ours vs mergekit, on a SmolLM2-135M-sized state dict; seconds per recipe
-    evaluation (merge + validation on every task of the zoo, n = 64 each) for each method and DFS."""
+    evaluation (merge + validation on every task of the zoo, n = 64 each) for each method and DFS. log(line), if
+    given, is told each step as it starts (the bench takes a minute or more)."""
+    say = log or (lambda line: None)
     from workbench.lm.zoo import load_zoo
     from workbench.merge.bench import bench_merge_tensors
     from workbench.merge.evolution import EvolveConfig, context, evaluate_genomes
@@ -335,11 +337,13 @@ def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, metho
     z = load_zoo(zoo)  # a clear error naming `workbench zoo build` when missing, before a minute of timings
     if layers < 1 or repeats < 1:
         raise ValueError(f"--layers and --repeats must be at least 1, got {layers} and {repeats}")
+    say(f"merging a {layers}-layer state dict: ours and mergekit, {', '.join(methods)}, best of {repeats}")
     out: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
                  "tensors": bench_merge_tensors(layers, methods=tuple(methods), repeats=repeats)}
     experts = z.names[1:]
     per_eval = {}
     for method in (*methods, "dfs"):
+        say(f"recipe evaluations: {method}, {pop} recipes on {len(z.tasks)} tasks, best of {max(1, repeats)}")
         cfg = EvolveConfig(zoo=str(zoo), models=experts if method != "dfs" else experts[:2], method=method,
                            tasks=z.tasks, pop=pop, n_eval=64)
         ctx = context(cfg)

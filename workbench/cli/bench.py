@@ -51,12 +51,13 @@ def cmd_bench(args) -> int:
     elif args.target == "dashboards":
         result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate, url=args.url)
     elif args.target == "merge":
-        result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats)
+        result = bench.bench_merge(args.zoo, layers=args.layers, repeats=args.repeats,
+                                   log=None if args.quiet else err.print)  # a minute or more: each step said
     elif args.target == "qd":
         from workbench.qd.bench import bench_qd
 
         result = bench_qd(args.zoo, tuple(args.tasks), gens=args.gens, batch=args.batch, batch_gens=args.batch_gens,
-                          workers=args.workers)
+                          workers=args.workers, log=None if args.quiet else err.print)  # minutes: each run said
     elif args.target == "experts":
         from workbench.experts.bench import bench_experts
 
@@ -132,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mb.add_argument("--zoo", default="data/zoo", help="zoo for the recipe evaluations (default: data/zoo)")
     mb.add_argument("--layers", type=POSITIVE, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
     mb.add_argument("--repeats", type=POSITIVE, default=2, help="best of N timings")
+    mb.add_argument("--quiet", action="store_true", help="no line per step on stderr")
     mb.set_defaults(func=cmd_bench)
 
     qb = bench_sub.add_parser("qd", help="CycleQD: s per generation serial and batched on Dask, bytes per generation")
@@ -143,6 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="children per generation of the batched runs (default: 4)")
     qb.add_argument("--batch-gens", type=POSITIVE, default=50, help="generations of the batched runs (default: 50)")
     qb.add_argument("--workers", type=POSITIVE, default=2, help="Dask workers of the batched runs (default: 2)")
+    qb.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     qb.set_defaults(func=cmd_bench)
 
     xb = bench_sub.add_parser("experts", help="Transformer²: s per REINFORCE step (zoo, SmolLM2), s per CEM "

@@ -66,6 +66,11 @@ def _one(cfg, store, client=None) -> dict:
             "coverage": last["coverage"], "qd_score": last["qd_score"]}
 
 
+def _gens(gens: int, children: int) -> str:
+    """"3 generations of 2 children", "1 generation of 1 child"."""
+    return f"{gens} generation{'s' * (gens != 1)} of {children} child{'ren' * (children != 1)}"
+
+
 @contextlib.contextmanager
 def _no_resume():
     """A Ctrl-C or SIGTERM during the bench: its runs live in a temporary store removed on the way out, so the
@@ -79,8 +84,10 @@ def _no_resume():
 
 def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse", "brackets"), gens: int = 200,
              batch: int = 4, batch_gens: int = 50, workers: int = 2, seed: int = 0,
-             transfers: tuple[str, ...] = ("weights", "lineage")) -> dict:
-    """Time CycleQD runs on a zoo (see the module docstring); JSON-ready."""
+             transfers: tuple[str, ...] = ("weights", "lineage"), log=None) -> dict:
+    """Time CycleQD runs on a zoo (see the module docstring); JSON-ready. log(line), if given, is told each run as
+    it starts (the bench takes minutes)."""
+    say = log or (lambda line: None)
     import torch
 
     from workbench.qd.run import QDRunConfig, check_inputs
@@ -93,12 +100,16 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
                  "torch": torch.__version__, "threads_per_process": 1, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp, _no_resume():
         store = RunStore(Path(tmp) / "runs")
+        say(f"serial run: {_gens(gens, 1)}")
         out["runs"]["serial_b1"] = _one(QDRunConfig(**base, gens=gens, batch=1), store)
+        say(f"serial run: {_gens(batch_gens, batch)}")
         # the batched serial run has a key of its own (--batch 1 overwrote the serial B = 1 run the estimate is from)
         out["runs"][f"serial_b{batch}_g{batch_gens}"] = _one(QDRunConfig(**base, gens=batch_gens, batch=batch), store)
+        say(f"starting {workers} Dask worker{'s' if workers > 1 else ''}")
         client = local_client(workers)
         try:
             for transfer in transfers:
+                say(f"Dask run ({transfer} to the workers): {_gens(batch_gens, batch)}")
                 cfg = QDRunConfig(**base, gens=batch_gens, batch=batch, transfer=transfer)
                 out["runs"][f"dask_b{batch}_w{workers}_{transfer}"] = _one(cfg, store, client)
         finally:
