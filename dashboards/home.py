@@ -21,9 +21,9 @@ CARDS_CSS = """
 """
 
 
-def store_summary(runs_dir: str) -> str:
-    """One line: how many runs of each kind and status the store holds."""
-    rows = RunStore(runs_dir).list()
+def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
+    """One line: how many runs of each kind and status the store holds (rows: its catalog, read when not given)."""
+    rows = RunStore(runs_dir).list() if rows is None else rows
     if not rows:
         return f"The run store <code>{html.escape(runs_dir)}</code> is empty: start a search on the Search page."
     kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
@@ -32,18 +32,26 @@ def store_summary(runs_dir: str) -> str:
 
 
 def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:
-    from workbench.dashboards.runs import GALLERY_CSS, RunsModel, gallery_html
+    from workbench.dashboards.runs import FOLLOW_MS, GALLERY_CSS, RunsModel, gallery_html
 
     cards = "".join(f'<a class="card" href="./{p.slug}"><h3>{html.escape(p.title)}</h3>'
                     f"<p>{html.escape(p.description)}</p></a>" for p in PAGES.values())
-    body = pn.pane.HTML(f'<div class="cards">{cards}</div><p class="store">{store_summary(runs_dir)}</p>',
-                        stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
     runs = RunsModel(runs_dir=runs_dir, limit=recent)
-    main = [body]
-    if runs.ids:
-        latest = gallery_html([runs.card(r) for r in runs.shown()], runs_dir)
-        main += [pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10)),
-                 pn.pane.HTML(latest, stylesheets=[GALLERY_CSS], sizing_mode="stretch_width")]
+    body = pn.pane.HTML("", stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
+    heading = pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10))
+    latest = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width")
+
+    def draw() -> None:
+        body.object = f'<div class="cards">{cards}</div><p class="store">{store_summary(runs_dir, runs._rows)}</p>'
+        latest.object = gallery_html([runs.card(r) for r in runs.shown()], runs_dir) if runs.ids else ""
+        heading.visible = latest.visible = bool(runs.ids)
+
+    draw()
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        # the summary and the latest cards follow the store (a running run's count, runs started or removed):
+        # they were the page's first look for good
+        pn.state.add_periodic_callback(lambda: runs.follow() and draw(), period=FOLLOW_MS)
+    main = [body, heading, latest]
     return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "
                  "recipes, CycleQD archives, NAMM caches and Transformer² experts. Every page also runs alone: "
                  "panel serve dashboards/PAGE.py")

@@ -1447,6 +1447,21 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
+def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
+    """Home's summary and latest cards follow the store (a run started elsewhere appears within FOLLOW_MS): they
+    were the page's first look for good."""
+    from workbench.runs import RunStore, heartbeat
+
+    store = RunStore(tmp_path / "runs")
+    store.root.mkdir()
+    with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/", request) as page:
+        page.get_by_text("is empty: start a search on the Search page").wait_for(timeout=60000)
+        run = store.create("openended", "boids", "pixels", {}, 0)
+        run.update(status="running", iterations=1, **heartbeat())
+        page.get_by_text("holds 1 run: 1 openended (1 running)").wait_for(timeout=30000)
+        page.get_by_text("Latest runs").wait_for(timeout=30000)
+
+
 def test_lab_page_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/lab", request) as page:
         _wait_for_model(page, "lab-frame")
