@@ -218,6 +218,12 @@ def same_paths(given: object, stored: object) -> bool:
         return False
 
 
+def file_above(path: str | Path) -> Path | None:
+    """The file among `path`'s parents, if one is: no folder can be made under it ("afile/runs"), which a caller
+    says before the work, not at its first mkdir after it."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+
+
 def checked_again(config):
     """A copy of a dataclass config built anew from its fields, so that its checks (__post_init__) see what was
     set on it after it was built: in a notebook `cfg.iters = 0` ran a run of nothing and `cfg.eval.steps = 0` left

@@ -56,7 +56,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
-from workbench.checks import MemoryNeedError, count, is_whole, same_paths
+from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -853,7 +853,7 @@ class RunStore:
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
         # a folder to be made under a file ("afile/runs") cannot be: said now, not by the mkdir of the first run,
         # after its model had loaded
-        blocking = next((p for p in self.root.parents if p.exists() and not p.is_dir()), None)
+        blocking = file_above(self.root)
         if blocking is not None:
             raise ValueError(f"--runs {root}: {blocking} is a file, so no folder can be made under it; give the run "
                              "store's folder (made when missing)")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
+from workbench.checks import file_above
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
@@ -354,7 +355,7 @@ def check_zoo_out(out: str | Path) -> Path:
     out = Path(os.path.abspath(Path(out).expanduser()))  # "." and ".." as the folders they name
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {given} is a file; choose a new folder for the zoo")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_above(out)
     if blocking is not None:
         raise ValueError(f"--out {given}: {blocking} is a file, so no folder can be made under it; choose another "
                          "--out")
