@@ -7,7 +7,7 @@ from collections import Counter
 
 import panel as pn
 
-from workbench.dashboards.shell import PAGES, counted, shell
+from workbench.dashboards.shell import PAGES, counted, served, shell
 from workbench.runs import RunStore
 
 CARDS_CSS = """
@@ -47,7 +47,7 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
         heading.visible = latest.visible = bool(runs.ids)
 
     draw()
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+    if served():
         # the summary and the latest cards follow the store (a running run's count, runs started or removed):
         # they were the page's first look for good
         pn.state.add_periodic_callback(lambda: runs.follow() and draw(), period=FOLLOW_MS)

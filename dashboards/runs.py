@@ -511,7 +511,7 @@ def removal_question(ids: list[str]) -> str:
 
 
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import export_controls, section, shell
+    from workbench.dashboards.shell import export_controls, section, served, shell
 
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
@@ -671,7 +671,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         if model.follow():
             show_store()
 
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:  # served: a session's own
+    if served():  # a session's own
         pn.state.add_periodic_callback(follow_runs, period=FOLLOW_MS)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())

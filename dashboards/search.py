@@ -32,6 +32,7 @@ from workbench.dashboards.shell import (
     run_alert,
     run_asked,
     section,
+    served_location,
     shell,
 )
 from workbench.fm import weights_for
@@ -676,8 +677,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
 
     model.param.watch(show_for_kind, ["kind", "substrate"])
     show_for_kind()
-    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
-    views = SearchViews(model, pn.state.location if served else None)
+    views = SearchViews(model, served_location())
     views.start.on_click(lambda e: views.safely(model.start))
     views.stop.on_click(lambda e: model.stop())
     views.resume.on_click(lambda e: views.safely(model.resume))

@@ -173,11 +173,15 @@ def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
     return asked or None
 
 
+def served() -> bool:
+    """Whether the page being built is a server's session (else a test's or a notebook's: no address to follow,
+    no periodic callbacks to add)."""
+    return pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
+
+
 def served_location():
-    """The page's address (pn.state.location) where a server serves it, else None (a page built in a test or a
-    notebook has no address to follow)."""
-    served = pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
-    return pn.state.location if served else None
+    """The page's address (pn.state.location) where a server serves it, else None."""
+    return pn.state.location if served() else None
 
 
 def address(location, **query: str | int | None) -> None:
@@ -222,9 +226,8 @@ def put_back(widget: pn.widgets.Widget, read: Callable[[], Any]) -> None:
     """Show the value read() gives (the model's) in `widget` again after the page refused what the user typed
     there: in a served page on the next tick (a change made while the browser's own change is handled is not sent
     back to it), read then (the model may have changed meanwhile)."""
-    doc = pn.state.curdoc
-    if doc is not None and doc.session_context is not None:
-        doc.add_next_tick_callback(lambda: setattr(widget, "value", read()))
+    if served():
+        pn.state.curdoc.add_next_tick_callback(lambda: setattr(widget, "value", read()))
     else:
         widget.value = read()
 
