@@ -14,7 +14,6 @@ bytes by file group, per generation. The serial B = 1 run gives the 200-generati
 
 from __future__ import annotations
 
-import contextlib
 import platform
 import tempfile
 import time
@@ -71,17 +70,6 @@ def _gens(gens: int, children: int) -> str:
     return f"{gens} generation{'s' * (gens != 1)} of {children} child{'ren' * (children != 1)}"
 
 
-@contextlib.contextmanager
-def _no_resume():
-    """A Ctrl-C or SIGTERM during the bench: its runs live in a temporary store removed on the way out, so the
-    stop carries no run to resume (the command line read the removed run and ended in a traceback)."""
-    try:
-        yield
-    except KeyboardInterrupt as stop:
-        stop.__dict__.pop("stopped_run", None)
-        raise
-
-
 def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse", "brackets"), gens: int = 200,
              batch: int = 4, batch_gens: int = 50, workers: int = 2, seed: int = 0,
              transfers: tuple[str, ...] = ("weights", "lineage"), log=None) -> dict:
@@ -98,7 +86,8 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
     check_inputs(QDRunConfig(**base, gens=gens))
     out: dict = {"zoo": str(zoo), "tasks": list(tasks), "cpu": _cpu(), "cores": __import__("os").cpu_count(),
                  "torch": torch.__version__, "threads_per_process": 1, "runs": {}}
-    with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp, _no_resume():
+    # a stop mid-run names a run of this temporary store, gone by then: the command line says no resume for it
+    with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp:
         store = RunStore(Path(tmp) / "runs")
         say(f"serial run: {_gens(gens, 1)}")
         out["runs"]["serial_b1"] = _one(QDRunConfig(**base, gens=gens, batch=1), store)
