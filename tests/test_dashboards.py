@@ -1897,6 +1897,10 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         page.get_by_label("Run").select_option(runs["illuminate"])
         page.get_by_text("Click a cell of the atlas to play its simulation here.").wait_for(timeout=60000)
         page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=30000)  # a reload comes back to it
+        # the click once the browser draws the new run's 16 cells, as a user clicks what they see (a click on the
+        # Lenia run's four, under a loaded fresh clone's run, was lost once)
+        page.wait_for_function(f"() => {{ const p = ({CELL_PLACES})(); "
+                               "return p !== null && p.split(';')[0].split(',').length === 16; }", timeout=60000)
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text(f"of {runs['illuminate']}").wait_for(timeout=60000)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
