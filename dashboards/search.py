@@ -480,7 +480,7 @@ class SearchModel(param.Parameterized):
                 raise ValueError(f"run {run_id} has no iteration yet")
             figure = loss_curves(store, [run_id])
         else:  # its pixels in whole blocks for the printed size; an .html page shows its own
-            figure = frames(store, run_id, width=width, dpi=1 if suffix == ".html" else None)
+            figure = frames(store, run_id, width=width, upscale=suffix != ".html")
         out = store.root / run_id / "figures" / f"{run_id}-{what}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(figure, out, width=width, font=font, rename=rename)

@@ -284,7 +284,7 @@ def _library_bad_input(tmp_path):
         (lambda: load_fm("efficientnet-lite0", weights="mine.pt"), "--fm efficientnet-lite0 brings its weights"),
         (lambda: load_fm("pixels", cache_size="x"), "cache_size (embeddings kept; 0: none) must be a whole number"),
         (lambda: export(boids, params, 4, tmp_path / "v.gif", final_png=tmp_path / "nowhere" / "f.png"),
-         "nowhere' does not exist"),
+         "nowhere does not exist; create it first"),
         (lambda: compare_runs(store, "abc"), "give a list of two or more run ids to compare, got the one string"),
         (lambda: Recipe.from_yaml("nope.yaml"), "no such recipe file: nope.yaml"),
         (lambda: best_video(store, "any", tmp_path / "v.mp4", steps=0), "steps must be a whole number ≥ 1, got 0"),

@@ -757,6 +757,7 @@ def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     shown = strip[1].data  # the frame's pixels repeated (224 px printed 1.5 in at 300 dpi: twice)
     np.testing.assert_array_equal(shown[::2, ::2], want)
     assert shown.shape[0] == 2 * 224
+    np.testing.assert_array_equal(frames(store, cma, upscale=False)[1].data, want)  # an .html page's own pixels
     assert titles(frames(store, cma, n=3)) == ["t = 2", "t = 5", "t = 8"]
     # an illumination's member, from the initial state its thumbnail came from
     ill = [r["id"] for r in store.list() if r["kind"] == "illuminate"][0]

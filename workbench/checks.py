@@ -218,6 +218,18 @@ def same_paths(given: object, stored: object) -> bool:
         return False
 
 
+def output_file(path: str | Path, flag: str = "--out", example: str = "result.json") -> Path:
+    """`path` as a Path, or one error naming `flag` for an output file that cannot be written (found before the
+    work, not after it as "Is a directory"): a folder (the fix names `example` in it), or a file in a folder that
+    does not exist."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {out / example}")
+    if not out.parent.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
+    return out
+
+
 def file_above(path: str | Path) -> Path | None:
     """The file among `path`'s parents, if one is: no folder can be made under it ("afile/runs"), which a caller
     says before the work, not at its first mkdir after it."""

@@ -14,6 +14,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from workbench.atomic import atomic_write, write_png
+from workbench.checks import output_file
 from workbench.simulations import Substrate
 from workbench.simulations.base import Params, check_positive
 
@@ -142,11 +143,9 @@ def check_out(out: str | Path, final_png: str | Path | None = None) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
-    for path in (out, *([Path(final_png)] if final_png is not None else [])):
-        if not path.parent.is_dir():
-            raise ValueError(f"the folder {str(path.parent)!r} does not exist; create it first")
-        if path.is_dir():  # found before the simulation, not after it ("Is a directory")
-            raise ValueError(f"--out {path} is a folder; give a file name, e.g. --out {path / ('sim' + path.suffix)}")
+    output_file(out, "--out", "sim" + out.suffix)
+    if final_png is not None:
+        output_file(final_png, "final_png", "final.png")
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.atomic import atomic_write
-from workbench.checks import count
+from workbench.checks import count, output_file
 from workbench.compare import Comparison, curves_label
 from workbench.runs import RunStore, article
 
@@ -481,7 +481,7 @@ STRIP_PANEL = (1.5, 1.8)
 
 def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, steps: int | None = None,
            size: int | None = None, width: float | None = None, dpi: int | None = None,
-           member: int | None = None):
+           member: int | None = None, upscale: bool = True):
     """The best simulation of an ASAL run as a strip of frames for a paper: its best θ re-simulated from the
     initial state it scored from (as best_video), one panel per frame, titled with its step. By default the frames
     its search scored (its --frames K states: for a target search over several prompts, each titled with the
@@ -490,7 +490,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     ones where it scored one; n: that many evenly spaced (chunk ends, as the search samples); steps: a rollout of
     that length (default: the run's); size: the frames' side in pixels (default: the run's render size); width,
     dpi: the strip's printed width in inches (default: STRIP_PANEL a frame, at most a page) and resolution, for
-    which each frame's pixels are repeated a whole number of times (as atlas); member: an illumination's population
+    which each frame's pixels are repeated a whole number of times (as atlas; upscale=False keeps the frames' own
+    pixels, as an .html page shows them); member: an illumination's population
     member (the atlas' and the Lab's index; its best.npy is member 0) from its thumbnail's initial state. It
     carries its size (STRIP_PANEL a frame, at most a page wide), which save keeps: save(strip, "strip.pdf")."""
     import textwrap
@@ -547,7 +548,8 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     indices = [scored_at[i] for i in shown]
     shots, k = shots[shown], len(shown)
     across = (check_width(width, "strip.pdf") or panel_inches(k, 1, STRIP_PANEL)[0]) / k
-    repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1]))
+    repeat = max(1, round(across * (count(dpi, "dpi") if dpi is not None else PAPER_STYLE["dpi"]) / shots.shape[1])) \
+        if upscale else 1
     shots = shots.repeat(repeat, axis=1).repeat(repeat, axis=2)
     hv = _hv()
     panels = []
@@ -606,11 +608,7 @@ def check_figure_path(out: str | Path) -> Path:
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"cannot write {str(out)!r}: figures are {', '.join(FORMATS)}; give a file name ending in "
                          "one of them (--out)")
-    if not out.parent.is_dir():
-        raise ValueError(f"the folder {str(out.parent)!r} does not exist; create it first")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name, e.g. --out {out / ('figure' + out.suffix)}")
-    return out
+    return output_file(out, "--out", "figure" + out.suffix)
 
 
 def panel_inches(cols: int, rows: int, panel: tuple[float, float] = PAPER_STYLE["fig_inches"],

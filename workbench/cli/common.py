@@ -93,15 +93,10 @@ def note_quick_zoo(path: str, model: str | None = None) -> None:
 def check_out_file(path: str | None, flag: str = "--out") -> None:
     """One ValueError naming the flag for an output file that cannot be written: a folder, or a file in a folder
     that does not exist (checked before the work, not found after it)."""
-    if path is None:
-        return
-    from pathlib import Path
+    if path is not None:
+        from workbench.checks import output_file
 
-    out = Path(path)
-    if out.is_dir():
-        raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {out / 'result.json'}")
-    if not out.parent.is_dir():
-        raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
+        output_file(path, flag)
 
 
 def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None:

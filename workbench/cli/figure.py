@@ -54,9 +54,8 @@ def _figure(figures, store, args, pinned: dict[str, str]):
     elif args.what == "frames":
         # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels); at the strip's
         # own size (a page at most)
-        html = args.out.lower().endswith(".html")
         figure = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
-                                dpi=1 if html else args.dpi, member=args.member)
+                                dpi=args.dpi, member=args.member, upscale=not args.out.lower().endswith(".html"))
     elif args.what == "view":
         figure, style = page_view(store, args.ids[0], args.view, args.generation)
     else:  # atlas: drawn at whole-pixel blocks for the size it prints at (an .html page shows its own pixels)

@@ -56,11 +56,16 @@ ANSWER_ONLY = "Answer with the number only."
 
 
 class PromptTooShort(ValueError):
-    """--length below what a task's facts and question alone take; `needed` is the length to ask for instead."""
+    """A prompt length below what a task's facts and question alone take (`base` tokens); `needed` is the length to
+    ask for instead. The message names --length; `named(flag)` names the flag that gave the length."""
 
-    def __init__(self, message: str, task: str, needed: int):
-        super().__init__(message)
-        self.task, self.needed = task, needed
+    def __init__(self, task: str, length: int, base: int, flag: str = "--length"):
+        super().__init__(f"{flag} {length} is too short for task {task!r}: its facts and question alone take "
+                         f"{base} tokens; use {flag} {base + 64} or more")
+        self.task, self.length, self.base, self.needed = task, length, base, base + 64
+
+    def named(self, flag: str) -> PromptTooShort:
+        return PromptTooShort(self.task, self.length, self.base, flag)
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,7 @@ def make_example(task: str, tokenizer, length: int, seed: int, index: int, split
     base = sum(len(_encode(tokenizer, part))
                for part in _render(tokenizer, " ".join([*spec.facts, *spec.extra_filler]), spec))
     if base >= length:
-        raise PromptTooShort(f"--length {length} is too short for task {task!r}: its facts and question alone take "
-                             f"{base} tokens; use --length {base + 64} or more", task, base + 64)
+        raise PromptTooShort(task, length, base)
     # filler sentences until the prompt reaches `length` tokens (counted per sentence: within one sentence)
     sentences, tokens = [], base
     while tokens < length:
@@ -227,11 +231,11 @@ def score_answer(generated: str, answer: str) -> float:
 
 
 def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, max_new_tokens: int,
-                  split: str = "train") -> None:
+                  split: str = "train", flag: str = "--length") -> None:
     """Build the prompts with the model's tokenizer alone and check model and context length, before the model's
     weights load (a too-short --length, a context longer than the window, a model without eager attention). Each
     error names a --length that works, or says that none does (a task too long for the model's window), so that
-    following one error never leads to the other."""
+    following one error never leads to the other; `flag` is the option that gave `length`."""
     from workbench.namm.models import check_model_source, load_tokenizer, window
 
     limit = window(check_model_source(model))
@@ -245,7 +249,7 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
                 raise ValueError(f"task {error.task!r} needs prompts of {error.needed} tokens or more, beyond the "
                                  f"window of --model {model} ({limit} positions): leave {error.task} out of --tasks or "
                                  "give a model with a longer window (e.g. --model smollm2)") from None
-            raise
+            raise error.named(flag) from None
 
     longest = longest_at(length)
     if limit is not None and longest + max_new_tokens > limit:
@@ -256,4 +260,4 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
             most = max(1, most - (fits + max_new_tokens - limit))
             fits = longest_at(most)
         raise ValueError(f"a context of {longest + max_new_tokens} tokens (prompt + answer) is longer than the window "
-                         f"of --model {model} ({limit} positions): use --length {most} or less")
+                         f"of --model {model} ({limit} positions): use {flag} {most} or less")
