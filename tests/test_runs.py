@@ -725,6 +725,29 @@ def test_a_folder_built_aside_lands_whole_with_the_usual_permissions(tmp_path):
         os.umask(old)
 
 
+def test_a_killed_builds_staging_folder_goes_with_the_next_build(tmp_path):
+    """A build killed with SIGKILL (a zoo, a model export) leaves its hidden staging folder beside the target: the
+    next build of that target removes it, and an old folder set aside, where their process is gone; a live
+    process's, another host's and other files stay."""
+    from workbench.atomic import _owner_tag, staging_dir
+
+    proc = subprocess.Popen([sys.executable, "-c", "from workbench.atomic import staging_dir; import sys; "
+                             "print(staging_dir(sys.argv[1]))", str(tmp_path / "zoo")], stdout=subprocess.PIPE,
+                            text=True)
+    dead_staging = Path(proc.communicate()[0].strip())  # its process has ended: as a killed build's
+    assert proc.returncode == 0 and dead_staging.is_dir() and dead_staging.parent == tmp_path
+    (dead_staging / "weights.bin").write_bytes(b"x" * 100)
+    host = _owner_tag().rsplit("-", 1)[0]
+    dead_replaced = tmp_path / f".zoo.replaced-{host}-{proc.pid}"
+    live = staging_dir(tmp_path / "zoo")  # this process's own: alive
+    others = [tmp_path / ".zoo.staging-elsewhere-1-abc", tmp_path / ".zoo2.staging-x", tmp_path / "zoo"]
+    for path in [dead_replaced, *others]:
+        path.mkdir()
+    again = staging_dir(tmp_path / "zoo")
+    assert not dead_staging.exists() and not dead_replaced.exists()
+    assert live.is_dir() and again.is_dir() and all(p.is_dir() for p in others)
+
+
 def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     """Open-endedness compares frames: the CLI takes the reference's K = 32 by default, and K = 1 (which scores
     0 for every θ) is refused for a new run. K = 1 of a target search is the last chunk end, state T − 1, as the

@@ -4,6 +4,7 @@ is flushed to disk and renamed over the target, so a crash leaves the old file o
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
@@ -20,11 +21,47 @@ def _umask() -> int:
     return umask
 
 
+def _owner_tag() -> str:
+    """This process as a folder name's part: its host (a shared file system's other machines have their own pids)
+    and pid."""
+    import socket
+
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphans(target: str | Path) -> list[Path]:
+    """Remove the staging and set-aside folders beside `target` that a killed process of this host left (a zoo
+    build killed with SIGKILL left its hidden staging folder, tens of MB, for good); those of a live process, of
+    another host, or named otherwise are left alone. Returns what was removed."""
+    target = Path(target)
+    host, _ = _owner_tag().rsplit("-", 1)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|replaced)-{re.escape(host)}-(\d+)(?:-.*)?")
+    removed = []
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        found = pattern.fullmatch(path.name)
+        if found and path.is_dir() and not path.is_symlink() and not _alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def staging_dir(target: str | Path) -> Path:
     """An empty temporary folder beside `target` (the same file system, so the rename is atomic) to build a folder
-    in (a model, a zoo) before replace_dir moves it into place."""
+    in (a model, a zoo) before replace_dir moves it into place. Named after this host and process, so that the next
+    build removes what a killed one left (remove_orphans)."""
     target = Path(target)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    remove_orphans(target)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-{_owner_tag()}-"))
 
 
 def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) -> Path:
@@ -42,7 +79,7 @@ def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) 
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; choose a new folder")
     if target.exists():
-        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+        old = target.with_name(f".{target.name}.replaced-{_owner_tag()}")
         os.replace(target, old)
     os.replace(tmp, target)
     if old is not None:
