@@ -133,10 +133,12 @@ def read_qd_run(store: RunStore, run_id: str) -> QDData:
     models["parents"] = [[int(p) for p in ps] for ps in models["parents"]]
     snapshots = run.read_table("archives").to_pandas()
     cells = _cells(snapshots)
-    # times drawn as a parent: from archive t in the generations optimising t, counted up to each snapshot
+    # times drawn as a parent: from archive t in the generations optimising t (not from all archives, where t held
+    # fewer than two elites), counted up to each snapshot
     drawn: dict[tuple[str, int], list[int]] = {}
-    for g, t, parents in zip(children["generation"], children["task"], children["parents"], strict=True):
-        for p in parents:
+    for g, t, parents, pool in zip(children["generation"], children["task"], children["parents"], children["pool"],
+                                   strict=True):
+        for p in parents if pool == "archive" else ():
             drawn.setdefault((t, int(p)), []).append(int(g))
     # children come in generation order, so each list of draw generations is sorted already
     cells["draws"] = [float(bisect.bisect_right(drawn.get((t, int(i)), ()), g))
@@ -217,9 +219,10 @@ def read_pyribs_source(path: Path) -> QDData:
 
 def read_archive_map_source(path: Path) -> QDData:
     """The reference's archive maps: one gen{N}_archive_map.json or a folder of them (one generation each).
-    Model ids are the distinct model paths in order of appearance; bins and ranges are not in the files
-    (bins: at least 15 and the largest index + 1; colours on [0, 1] or the best quality)."""
-    from workbench.qd.archive_map import _FILE, read_archive_map
+    Model ids are the distinct model paths in order of appearance; bins and ranges are not in the files: those of
+    the qd run whose archive_maps/ they are in, else bins at least 15 and the largest index + 1, colours on [0, 1]
+    or the best quality."""
+    from workbench.qd.archive_map import _FILE, read_archive_map, run_settings
 
     if path.is_dir():
         files = sorted((int(m.group(1)), p) for p in path.iterdir() if (m := _FILE.fullmatch(p.name)))
@@ -239,13 +242,14 @@ def read_archive_map_source(path: Path) -> QDData:
                 rows.append({"generation": g, "task": task, "cell": cell, "id": i, "quality": e.quality,
                              "draws": float(max(e.sampling_freq - 1, 0)), "path": e.model_path})
     cells = _cells(pd.DataFrame(rows))
-    bins = max(15, int(max((max(c) for c in cells["cell"]), default=0)) + 1)
+    own = run_settings(path)
+    bins = max(own[0] if own else 15, int(max((max(c) for c in cells["cell"]), default=0)) + 1)
     models = pd.DataFrame({"id": list(paths.values()), "label": list(paths)}).set_index("id", drop=False)
     last = cells.sort_values("generation").drop_duplicates(["task", "id"], keep="last")
     for t in tasks:  # a model's quality in archive t is its score on t
         models[f"score_{t}"] = last[last["task"] == t].set_index("id")["quality"].reindex(models.index)
     top = float(cells["quality"].max()) if len(cells) else 1.0
-    ranges = {t: (0.0, 1.0 if top <= 1.0 else top) for t in tasks}
+    ranges = {t: own[1][t] if own and t in own[1] else (0.0, 1.0 if top <= 1.0 else top) for t in tasks}
     return QDData("archive_map", str(path), tasks, {t: [a for a in tasks if a != t] for t in tasks}, bins, ranges,
                   cells, models, {"tasks": tasks})
 
@@ -551,8 +555,10 @@ class QDModel(param.Parameterized):
         lane = {t: k for k, t in enumerate(d.tasks)}
         nodes = pd.DataFrame({
             "x": models["generation"].astype(float),
-            "y": [lane[t] + (0.0 if batch == 1 else (int(i) - (batch - 1) / 2) * 0.6 / batch)
-                  for t, i in zip(models["task"], models["index"], strict=True)],
+            # a child beside its batch's siblings; a seed expert (its index is its task's, not a place in a batch:
+            # seed 2 of three was drawn on lane 3, and of five off the plot) on its lane
+            "y": [lane[t] + (0.0 if batch == 1 or not ps else (int(i) - (batch - 1) / 2) * 0.6 / batch)
+                  for t, i, ps in zip(models["task"], models["index"], models["parents"], strict=True)],
             "index": models["id"].astype(int),
             "model": pd.Series(list(models["label"]), dtype=object),
             "role": pd.Series(["seed expert" if not ps else ("elite" if i in set(elites) else "ancestor")
@@ -617,9 +623,12 @@ class QDModel(param.Parameterized):
                "generation": d.snap(self.generation)}
         if d.kind == "qd":
             g = d.snap(self.generation)
-            draws = {t: int(sum(int(p) == i for gen, task, ps in zip(d.models["generation"], d.models["task"],
-                                                                     d.models["parents"], strict=True)
-                                if task == t and gen <= g for p in ps)) for t in d.tasks}
+            born = d.models[d.models["generation"] <= g]
+            drawn = [(task, pool) for task, ps, pool in zip(born["task"], born["parents"], born["pool"], strict=True)
+                     for p in ps if int(p) == i]
+            # from archive t; and from all archives where the archive optimised held fewer than two elites
+            draws = {t: sum(task == t and pool == "archive" for task, pool in drawn) for t in d.tasks}
+            out["draws_all"] = sum(pool != "archive" for _, pool in drawn)
             ancestry = []
             for a in self.ancestors(i):
                 r = d.models.loc[a]
@@ -1161,8 +1170,10 @@ def card_html(model: QDModel) -> str:
     if "draws" in c:
         total = sum(c["draws"].values())
         per = ", ".join(f"{e(t)} {n}" for t, n in c["draws"].items())
-        parts.append(f"<div>drawn as a parent <b>{total}</b> time{'s' if total != 1 else ''} up to generation "
-                     f"{c['generation']} ({per})</div>")
+        pooled = c.get("draws_all", 0)
+        also = f"; {pooled} more from all archives, where one held fewer than two elites" if pooled else ""
+        parts.append(f"<div>drawn as a parent from an archive <b>{total}</b> time{'s' if total != 1 else ''} up to "
+                     f"generation {c['generation']} ({per}{also})</div>")
     if c.get("ancestry"):
         items = []
         for a in c["ancestry"][:40]:

@@ -512,6 +512,10 @@ def test_scarce_archives_fall_back_to_all_elites_then_a_single_parent():
     assert qd.tell(child, {"add": 0.5, "sort": 0.1}) == []              # ties seed 1 in both cells
     child = qd.ask()
     assert child.task == "add" and child.pool == "all archives" and sorted(child.parents) == [0, 1]
+    qd.tell(child, {"add": 0.0, "sort": 0.0})
+    # the sampling frequency counts draws from archive k alone (as the reference's): not those from all archives
+    assert qd.draw_counts().tolist() == [[0, 1], [0, 1], [0, 0], [0, 0]]
+    assert loop.qd.draw_counts().sum() == 0
 
 
 # --- the loop on real zoo models (K = 2: the quick zoo's add and sort experts) -----------------------------------

@@ -98,6 +98,8 @@ def test_lineage_children_card_and_baselines(qd):
     ids = set(nodes["index"])
     final = set(_table(qd, "archives").query("generation == 12")["id"])
     assert final <= ids and set(nodes[nodes["role"] == "seed expert"]["index"]) <= {0, 1, 2}
+    seeds = nodes[nodes["role"] == "seed expert"]  # each on its task's lane (batch 2 moved them off it)
+    assert [TASKS.index(model.data.models.loc[i, "task"]) for i in seeds["index"]] == list(seeds["y"])
     for src, dst in zip(edges["source"], edges["target"], strict=True):  # every edge is a recorded parent
         assert src in children.loc[dst, "parents"] and src in ids
     assert all(p in ids for i in ids for p in children.loc[i, "parents"])  # whole ancestries, back to seeds
@@ -117,6 +119,8 @@ def test_lineage_children_card_and_baselines(qd):
     assert card["parents"] == list(children.loc[newest, "parents"])
     assert card["born"] == children.loc[newest, "generation"]
     assert card["draws"] == {t: int(children.loc[newest, f"draws_{t}"]) for t in TASKS}
+    assert card["draws_all"] == sum(newest in ps for ps, pool in zip(children["parents"], children["pool"],
+                                                                    strict=True) if pool != "archive")
     ancestry = {a["id"] for a in card["ancestry"]}
     assert newest in ancestry and any(not a["parents"] for a in card["ancestry"])  # down to a seed expert
     assert all(p in ancestry for a in card["ancestry"] for p in a["parents"])
@@ -167,6 +171,24 @@ def test_a_run_that_repeats_a_seed_pools_once_on_the_page_and_in_the_report(qd, 
     assert out["differs"] == []  # the zoo's path is no setting where its content is known
     assert len(out["per_task"]["brackets"]["scores"]["cycleqd"]["values"]) == 2
     assert f"{again} repeats the seed of {qd['other']}" in captured.err
+    # beside a run of another setting too (the repeat counted twice where the runs differed in more than seeds)
+    varied = qd["run"] + "-varied"
+    shutil.copytree(runs / qd["run"], runs / varied)
+    info = json.loads((runs / varied / "run.json").read_text())
+    info["config"]["mutation_scale"] = 0.5
+    (runs / varied / "run.json").write_text(json.dumps(info))
+    scores = json.loads((runs / varied / "scores.json").read_text())  # as a run of --multitask-steps 0
+    for row in scores["per_task"].values():
+        del row["multitask"]
+    (runs / varied / "scores.json").write_text(json.dumps(scores))
+    assert main(["qd", "report", qd["run"], qd["other"], again, varied, "--runs", str(runs), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["differs"] == ["--mutation-scale"] and out["repeats"] == {again: qd["other"]}
+    assert out["counted"] == [qd["run"], qd["other"], varied]
+    assert out["missing"] == dict.fromkeys(TASKS, ["multitask"])
+    assert "multitask" not in out["per_task"]["sort"]["scores"]
+    assert "sort: multitask left out: not scored in every run" in captured.err
 
 
 def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
@@ -258,6 +280,7 @@ def test_archive_maps_and_pyribs_files_show_the_same_archives(qd, tmp_path):
     maps = QDModel(runs_dir=qd["dir"], path=str(run_dir / "archive_maps"))
     assert maps.data.kind == "archive_map" and maps.data.generations == list(range(13)) and not maps.message
     assert maps.data.views == ["archives", "sampling", "curves"]
+    assert maps.data.bins == 15 and maps.data.ranges == run.data.ranges  # the run's, which the files do not hold
     for g in (0, 12):
         run.generation = maps.generation = g
         for t in TASKS:

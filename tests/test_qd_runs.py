@@ -14,6 +14,7 @@ mutation scales picked for that): plumbing, not quality.
 import hashlib
 import json
 import os
+import shutil
 import stat
 
 import numpy as np
@@ -102,7 +103,11 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     for c, r in zip(children, qd.records, strict=True):
         assert c["parents"] == r["parents"] and c["omegas"] == r["omegas"] and c["entered"] == r["entered"]
         assert c["score_brackets"] == r["scores"]["brackets"] and c["mutation_seed"] == r["mutation_seed"]
-    assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * GENS * 2   # two parents per child
+    # two parents per child drawn from an archive (those drawn from all archives, while the quality task's archive
+    # held fewer than two elites, are no archive's sampling frequency)
+    pools = [c["pool"] for c in children[2:]]
+    assert len(pools) == GENS * 2 and set(pools) <= {"archive", "all archives", "single"}
+    assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * pools.count("archive")
     metrics = run.read_table("metrics").to_pylist()
     assert [m["generation"] for m in metrics] == list(range(GENS + 1))
     m = qd.metrics()
@@ -317,14 +322,26 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
     assert main(["qd", "report", merge.id, "--runs", str(runs)]) == 2
     err = capsys.readouterr().err
     assert f"run {merge.id} is a merge run, not qd" in err and "resume" not in err, err
-    # archive maps: corrupt, foreign (a run.json), bins < 1
+    # archive maps: corrupt, foreign (a run.json), bins < 1, a range, a folder under a file, a task's name that is
+    # no file's (it wrote outside --pyribs, then failed half-way)
     (tmp_path / "gen3_archive_map.json").write_text('{"brackets": {"0": {"quality": 0.5')
+    entry = {"0": {"quality": 0.5, "model_path": "m/gen_1", "sampling_freq": 1, "validation_quality": None}}
+    (tmp_path / "gen4_archive_map.json").write_text(json.dumps({"../out": entry, "b": entry}))
+    (tmp_path / "afile").write_text("")
+    good = tmp_path / "gen5_archive_map.json"
+    good.write_text(json.dumps({"a": entry, "b": entry}))
     for path, extra, message in [(tmp_path / "gen3_archive_map.json", [], "not valid JSON"),
                                  (runs / merge.id / "run.json", [], "is not a CycleQD archive map"),
-                                 (tmp_path / "gen3_archive_map.json", ["--bins", "0"], "--bins must be at least 1")]:
+                                 (good, ["--bins", "0"], "--bins must be an integer of at least 1"),
+                                 (good, ["--bins", "100000000"], "--bins 100000000: 2 tasks make archives"),
+                                 (good, ["--range", "a", "1", "0"], "--range a 1 0: lo must be below hi"),
+                                 (good, ["--pyribs", str(tmp_path / "afile" / "x")], "afile is a file; give a new"),
+                                 (tmp_path / "gen4_archive_map.json", ["--pyribs", str(tmp_path / "ribs4")],
+                                  "tasks ['../out']: a task's archive is written to <folder>/<task>.parquet")]:
         assert main(["qd", "archive", str(path), *extra]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "out.parquet").exists() and not (tmp_path / "ribs4").exists()
     # in a real process: the error line only, nothing on stdout, nothing in the store
     proc = _short(*base, "--tasks", "brackets", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)
@@ -346,6 +363,12 @@ def test_archive_map_and_pyribs_round_trips_in_the_cli(finished, tmp_path):
     for k, task in enumerate(qd.tasks):
         assert summary["archives"][task]["coverage"] == qd.metrics()["coverage"][-1, k]
         assert summary["archives"][task]["qd_score"] == pytest.approx(qd.metrics()["qd_score"][-1, k])
+    # a run's own map file reads at the run's bins and ranges (the file holds neither), a copy elsewhere at 15 on [0, 1]
+    again = _done(_short("qd", "archive", str(path), "--json", cwd=tmp_path))
+    assert again["ranges"] == {"brackets": [0.0, 0.5], "sort": [0.0, 1.0]} and again["archives"] == summary["archives"]
+    shutil.copy(path, tmp_path / path.name)
+    assert _done(_short("qd", "archive", str(tmp_path / path.name), "--json", cwd=tmp_path))["ranges"]["brackets"] == \
+        [0.0, 1.0]
     entries = read_archive_map(path)
     archives, paths = archives_from_map(entries, {"brackets": (0.0, 0.5), "sort": (0.0, 1.0)})
     ribs = read_pyribs(tmp_path / "ribs")
@@ -414,6 +437,8 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     assert entry["scores"]["cycleqd"]["std"] == pytest.approx(np.std(values, ddof=1))
     versus = entry["cycleqd_vs"]["task_arithmetic"]
     assert versus["runs"] == 2 and versus["wins"] == sum(s["beats"]["brackets"]["task_arithmetic"] for s in scores)
+    assert set(entry["cycleqd_vs"]) == set(scores[0]["beats"]["brackets"])  # CycleQD's one model is not beaten
+    assert report["missing"] == {}
 
     run, cfg, qd = load_run(store, ids[0])
     out = tmp_path / "best-brackets"

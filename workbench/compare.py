@@ -238,6 +238,14 @@ def differing_settings(infos: list[dict]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def settings_key(info: dict, ignored: set[str] | frozenset[str] = frozenset()) -> tuple:
+    """A run's settings (flat_settings) but the `ignored` keys, as a hashable key: runs with equal keys ran one
+    setting. A setting a run has not got reads as None, as in differing_settings (NAMM's max_kept, absent from the
+    runs made before it, was None there)."""
+    return tuple(sorted((k, repr(_canonical(v))) for k, v in flat_settings(info).items()
+                        if k not in ignored and v is not None))
+
+
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     """Runs grouped by their settings without REPLICATE_KEYS, CONTEXT_KEYS and BUDGET_KEYS, groups in order of
     their first run. Each label names the settings that differ between the groups of its kind (not seeds, devices or
@@ -246,12 +254,8 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     ignored = set(REPLICATE_KEYS) | set(CONTEXT_KEYS)
     keyed: dict[tuple, list[dict]] = {}
     for info in infos:
-        settings, budget = flat_settings(info), BUDGET_KEYS.get(str(info.get("kind")))
-        # a setting a run has not got reads as None, as in differing_settings (NAMM's max_kept, absent from the
-        # runs made before it, was None there)
-        key = tuple(sorted((k, repr(_canonical(v))) for k, v in settings.items()
-                           if k not in ignored and k != budget and v is not None))
-        keyed.setdefault(key, []).append(info)
+        budget = BUDGET_KEYS.get(str(info.get("kind")))
+        keyed.setdefault(settings_key(info, ignored | {budget}), []).append(info)
     kinds, telling = _telling_settings(infos, ignored, budgets=True)
     groups = []
     for members in keyed.values():

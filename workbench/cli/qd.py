@@ -117,6 +117,8 @@ def cmd_report(args) -> int:
                     "mixes those settings")
     for run_id, held in out["repeats"].items():
         say("note", f"{run_id} repeats the seed of {held} (the same computation again): counted once")
+    for task, names in out["missing"].items():
+        say("note", f"{task}: {', '.join(names)} left out: not scored in every run")
     if args.json:
         print(json.dumps(out))
         return 0
@@ -142,18 +144,30 @@ def cmd_report(args) -> int:
 def cmd_archive(args) -> int:
     from pathlib import Path
 
-    from workbench.qd.archive_map import archives_from_map, read_archive_map
+    from workbench.checks import file_above
+    from workbench.qd.archive_map import archives_from_map, read_archive_map, run_settings
+    from workbench.qd.archives import DEFAULT_BINS, check_bins
+    from workbench.qd.run import _check_ranges
 
-    if args.bins < 1:
-        raise ValueError(f"--bins must be at least 1 (the reference uses 15), got {args.bins}")
+    # a qd run's own maps at the run's bins and ranges (the files hold neither), unless given
+    run_bins, run_ranges = run_settings(args.path) or (None, {})
+    args.bins = args.bins if args.bins is not None else run_bins or DEFAULT_BINS
+    check_bins(args.bins, flag="--bins")
+    if args.pyribs and (Path(args.pyribs).is_file() or file_above(args.pyribs)):
+        raise ValueError(f"--pyribs {args.pyribs}: {file_above(args.pyribs) or args.pyribs} is a file; give a new "
+                         "folder")
     entries = read_archive_map(args.path, bins=args.bins)
     tasks = list(entries)
+    check_bins(args.bins, len(tasks), "--bins")
     ranges = _ranges(args.range) or {}
     unknown = [t for t in ranges if t not in tasks]
     if unknown:
         raise ValueError(f"--range names {unknown}, not among the archive map's tasks {tasks}")
-    archives, paths = archives_from_map(entries, {t: tuple(ranges.get(t, (0.0, 1.0))) for t in tasks}, args.bins)
-    summary = {"path": str(args.path), "tasks": tasks, "bins": args.bins, "models": len(paths), "archives": {
+    ranges = {**{t: r for t, r in run_ranges.items() if t in tasks}, **ranges}
+    archives, paths = archives_from_map(entries, {t: tuple(r) for t, r in _check_ranges(tasks, ranges).items()},
+                                        args.bins)
+    summary = {"path": str(args.path), "tasks": tasks, "bins": args.bins,
+               "ranges": {t: list(archives.ranges[t]) for t in tasks}, "models": len(paths), "archives": {
         t: {**archives.stats(t), "elites": len(entries[t])} for t in tasks}}
     if args.pyribs:
         from workbench.qd.pyribs import write_pyribs
@@ -199,8 +213,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            description="Generation 0 scores the seed experts; each generation g breeds --batch "
                                        "children from the archive of task g mod K (elite sampling, model-wise "
                                        "crossover of task vectors, SVD mutation: the paper's method by default) "
-                                       "and inserts each into every archive it enters. At the end the best model "
-                                       "per task is scored on test prompts against the baselines.")
+                                       "and inserts each into every archive it enters (parents from all archives "
+                                       "while archive g mod K holds fewer than two elites). At the end the best "
+                                       "model per task is scored on test prompts against the baselines.")
     # settings default to None here (then QDRunConfig's defaults apply), so that --resume can tell given flags
     cy.add_argument("--zoo", help="zoo folder (default: data/zoo)")
     cy.add_argument("--tasks", nargs="+", metavar="TASK", help="K >= 2 tasks (default: sort reverse brackets)")
@@ -245,9 +260,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ar = qd_sub.add_parser("archive", help="read a reference gen{N}_archive_map.json: summary, optional pyribs "
                                            "parquet")
     ar.add_argument("path", help="a gen{N}_archive_map.json (SakanaAI/CycleQD's format)")
-    ar.add_argument("--bins", type=int, default=15, help="bins per task (default: 15)")
+    ar.add_argument("--bins", type=int, help="bins per task (default: the run's, for a qd run's archive_maps/ "
+                                             "file; else 15)")
     ar.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),
-                    help="a task's fixed range (default 0 1; the file does not hold ranges)")
+                    help="a task's fixed range (the file holds none; default: the run's, for a "
+                         "qd run's archive_maps/ file, else 0 1)")
     ar.add_argument("--pyribs", metavar="DIR", help="also write the archives as pyribs ArchiveDataFrames, "
                                                     "DIR/<task>.parquet")
     ar.add_argument("--json", action="store_true", help="one JSON line")

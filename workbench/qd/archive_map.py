@@ -39,6 +39,22 @@ class ArchiveMapError(ValueError):
     """A file or dict that is not a reference archive map."""
 
 
+def run_settings(path: str | Path) -> tuple[int, dict[str, tuple[float, float]]] | None:
+    """(bins, {task: (lo, hi)}) of the qd run whose `archive_maps/` folder holds `path` (a map file or the folder),
+    or None: the files hold no bins nor ranges, and a run's own maps read at the defaults (15 bins on [0, 1]) put
+    a run of --bins 5 at a third of its coverage."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if folder.name != "archive_maps" or not (folder.parent / "run.json").is_file():
+        return None
+    try:
+        info = json.loads((folder.parent / "run.json").read_text())
+        cfg = info["config"]
+        return int(cfg["bins"]), {t: (float(r[0]), float(r[1])) for t, r in cfg["ranges"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 @dataclass(frozen=True)
 class ArchiveEntry:
     """One elite of a reference archive map (the reference's ArchiveData)."""

@@ -248,7 +248,7 @@ def report(runs: list[Run]) -> dict:
         return {"values": [float(x) for x in v], "mean": float(v.mean()),
                 "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}
 
-    from workbench.compare import CONTEXT_KEYS, REPLICATE_KEYS, differing_settings
+    from workbench.compare import CONTEXT_KEYS, REPLICATE_KEYS, differing_settings, settings_key
 
     ids = [r.id for r in runs]
     if len(set(ids)) < len(ids):
@@ -259,19 +259,25 @@ def report(runs: list[Run]) -> dict:
     mixed = [k.removeprefix("config.") for k in differing_settings([r.info for r in runs])
              if k not in REPLICATE_KEYS and k not in CONTEXT_KEYS]
     mixed = [FLAGS.get(k.split(".")[0], k) for k in mixed]  # as typed: --n-eval, --range (ranges.sort)
-    first: dict = {}  # seed -> the first run with it; of one setting, a repeat is the same computation again
-    repeats = {r.id: first.setdefault(r.info.get("seed"), r.id) for r in runs if not mixed}
+    # a run of the same settings and seed as an earlier one is the same computation again: counted once (whether or
+    # not other runs of the report differ in their settings)
+    first: dict = {}
+    repeats = {r.id: first.setdefault(settings_key(r.info, frozenset(CONTEXT_KEYS)), r.id) for r in runs}
     repeats = {i: held for i, held in repeats.items() if held != i}
     counted = [i for i in ids if i not in repeats]
     loaded = [s for i, s in zip(ids, loaded, strict=True) if i not in repeats]
     out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,
                  "differs": mixed, "repeats": repeats, "counted": counted, "per_task": {}}
+    out["missing"] = {}
     for t in tasks:
-        models = [m for m in loaded[0]["per_task"][t] if all(m in s["per_task"][t] for s in loaded)]
+        every = list(dict.fromkeys(m for s in loaded for m in s["per_task"][t]))
+        models = [m for m in every if all(m in s["per_task"][t] for s in loaded)]
+        if len(models) < len(every):  # e.g. multitask where a run had --multitask-steps 0: said, not dropped unseen
+            out["missing"][t] = [m for m in every if m not in models]
         entry = {m: stats([s["per_task"][t][m] for s in loaded]) for m in models}
         versus = {}
         for m in models:
-            if m == "cycleqd":
+            if m.startswith("cycleqd"):  # CycleQD's own models are listed, not beaten (as in scores.json's beats)
                 continue
             margin = [s["per_task"][t]["cycleqd"] - s["per_task"][t][m] for s in loaded]
             versus[m] = {"wins": int(sum(x > 0 for x in margin)), "runs": len(margin),

@@ -353,12 +353,13 @@ class CycleQD:
         return self.archives.elite_ids().tolist()
 
     def draw_counts(self, generation: int | None = None) -> np.ndarray:
-        """(models, K) int64: how often each model was drawn as a parent in generations optimising each task (so
-        column k counts draws from archive k, or from all archives when k's held fewer than 2 elites), up to and
-        including `generation` (default: every told child). Row sums: draws per model."""
+        """(models, K) int64: how often each model was drawn as a parent from archive k (in the generations
+        optimising task k), up to and including `generation` (default: every told child): the reference's sampling
+        frequency. Draws from all archives (pool "all archives" or "single": archive k held fewer than 2 elites)
+        are not from archive k, and not counted."""
         counts = np.zeros((len(self._records), len(self.tasks)), np.int64)
         for r in self._records:
-            if r["parents"] and (generation is None or r["generation"] <= generation):
+            if r["parents"] and r["pool"] == "archive" and (generation is None or r["generation"] <= generation):
                 for p in r["parents"]:
                     counts[p, self.tasks.index(r["task"])] += 1
         return counts

@@ -87,6 +87,12 @@ def write_pyribs(directory: str | Path, archives: TaskArchives,
     import pyarrow.parquet as pq
 
     directory = Path(directory)
+    # a task's name is its file's: one that is no plain file name ("../x", "b/c", read from an archive map) wrote
+    # outside the folder, or failed half-way
+    bad = [t for t in archives.tasks if t in (".", "..") or t.startswith(".") or any(c in t for c in "/\\\0")]
+    if bad:
+        raise ValueError(f"cannot write the pyribs archives of tasks {bad}: a task's archive is written to "
+                         f"<folder>/<task>.parquet, and these names are no plain file names")
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for task in archives.tasks:
