@@ -79,7 +79,33 @@ class ExpertsData:
 
     @property
     def matrices(self) -> list[str]:
+        """The experts' matrices, in their file's order (alphabetical): z rows are found by name."""
         return list(self.experts[0].params) if self.experts else []
+
+    @property
+    def alpha_matrices(self) -> list[str] | None:
+        """The matrices of a few-shot α's columns: the model's order (gate, up, down of a layer), which adapt
+        records in scores.json; for a run made before, that of the recorded model folder's architecture (built on
+        the meta device: no weights); None where neither is known. (The file's order put each α on another
+        matrix.)"""
+        recorded = (self.scores or {}).get("matrices")
+        if recorded:
+            return list(recorded)
+        folder = Path(str(self.config.get("model", "")))
+        if not (folder / "config.json").is_file():
+            return None
+        try:
+            from accelerate import init_empty_weights
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            from workbench.experts.model import svf_matrix_names
+
+            with init_empty_weights():
+                skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+            names = svf_matrix_names(skeleton)
+        except Exception:  # an unreadable folder: the columns stay unnamed
+            return None
+        return names if sorted(names) == sorted(self.matrices) else None
 
     @property
     def task_experts(self) -> list[Expert]:
@@ -254,18 +280,20 @@ class ExpertsModel(param.Parameterized):
         return self._data
 
     def same_config(self) -> list[str]:
-        """Finished adapt runs of this run's settings with other seeds (pooled into the spread)."""
+        """Finished adapt runs of this run's settings with other seeds (pooled into the spread): one a seed (a run
+        that repeats a seed is the same computation again: it counted twice and narrowed the spread)."""
         d = self.data
         if d is None or d.kind != "adapt":
             return []
-        ignore = {"config.seed", "config.device", "config.threads", "config.experts"}  # each seed: its own experts
+        # each seed: its own experts (files and their contents); their tasks are checked below
+        ignore = {"config.seed", "config.device", "config.threads", "config.experts", "inputs.experts"}
 
         def settings(info: dict) -> dict:  # settings newer than a run as the run did them (flat_settings)
             return {k: v for k, v in flat_settings(info).items() if k not in ignore}
 
         mine = settings(d.info)
         tasks = [e.task for e in d.experts]
-        out = []
+        out, seeds = [], {d.config.get("seed")}
         store = RunStore(self.runs_dir)
         for row in store.list():
             if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
@@ -275,6 +303,9 @@ class ExpertsModel(param.Parameterized):
                 continue
             if d.kind == "adapt" and [r["task"] for r in info.get("expert_inputs") or []] != tasks:
                 continue
+            if info["config"].get("seed") in seeds:
+                continue
+            seeds.add(info["config"].get("seed"))
             out.append(row["id"])
         return out
 
@@ -341,14 +372,16 @@ class ExpertsModel(param.Parameterized):
         for d in self.pooled():
             s = d.scores or {}
             names = [e.label for e in d.task_experts]
-            matrices = d.matrices
+            matrices = d.alpha_matrices if any(np.asarray(r["alpha"]).shape[1] > 1
+                                               for r in (s.get("few_shot") or {}).values()) else None
             for k, rec in (s.get("few_shot") or {}).items():
                 a = np.asarray(rec["alpha"], float)
                 shares = alpha_shares(a)
                 for i, name in enumerate(names):
                     for j in range(a.shape[1]):
+                        label = "all" if a.shape[1] == 1 else matrix_label(matrices[j]) if matrices else f"matrix {j}"
                         rows.append({"seed": d.config["seed"], "k": int(k), "expert": name, "target": s.get("target"),
-                                     "matrix": matrix_label(matrices[j]) if a.shape[1] > 1 else "all",
+                                     "matrix": label,
                                      "alpha": float(a[i, j]), "share": float(shares[i, j])})
         return pd.DataFrame(rows, columns=["seed", "k", "expert", "target", "matrix", "alpha", "share"])
 
@@ -426,7 +459,8 @@ class ExpertsModel(param.Parameterized):
         d = self.data
         if d is None:
             return pd.DataFrame()
-        if self._store_scores is None:
+        # read again for another model (a run of another model chosen showed the first model's table)
+        if self._store_scores is None or self._store_scores["model_key"] != d.info.get("model_key"):
             store, found = RunStore(self.runs_dir), []
             for row in store.list():
                 if row.get("kind") != "experts" or row.get("status") != "done":
@@ -562,9 +596,17 @@ class ExpertsModel(param.Parameterized):
                 raise ValueError(f"the zoo's models read the characters {CHARS!r} only; the prompt has "
                                  f"{''.join(unknown)!r}")
             text = prompt
-            if self.data.config.get("prompt_format") == "chat":  # experts trained inside the chat template
-                text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                               add_generation_prompt=True)
+            if self.data.config.get("prompt_format") == "chat":
+                # experts trained and scored inside their task's chat prompt (its instruction and demonstrations,
+                # format_prompt): answered in it too, not in a bare user turn
+                from workbench.experts.train import format_prompt
+                from workbench.lm.tasks import prompt_task
+
+                task = prompt_task(prompt)
+                if task is None:
+                    raise ValueError("this run's experts answer inside their task's chat prompt: type a prompt of "
+                                     "one of its tasks, e.g. s:kdpa= (sort), 12+34= (add), 84 63 (larger)")
+                text = format_prompt(tok, task, prompt, "chat")
             start = time.perf_counter()
             experts = _torch_experts(self.mixer_experts())
             try:

@@ -120,6 +120,32 @@ def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
     assert mixture_shares([0.4], ["add"]).startswith("one expert")
 
 
+def test_seeds_pool_once_each_whatever_their_experts(ex, tmp_path):
+    """The spread pools one run a seed (a copy of a run repeats its computation: it counted twice and narrowed
+    the std) and pools seeds that trained experts of their own (other files, other contents); the SVF-vs-LoRA
+    table is read again for a run of another model."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(ex["dir"], runs)
+    shutil.copytree(runs / ex["adapt1"], runs / (ex["adapt1"] + "-again"))
+    own = ex["adapt1"] + "-own"  # seed 2, with experts of other contents (as each seed's own would be)
+    shutil.copytree(runs / ex["adapt1"], runs / own)
+    info = json.loads((runs / own / "run.json").read_text())
+    info["config"]["seed"] = 2
+    info["config"]["experts"] = [f"seed2/{Path(f).name}" for f in info["config"]["experts"]]
+    for rec in info["expert_inputs"]:
+        rec["sha256"] = "0" * 64
+    (runs / own / "run.json").write_text(json.dumps(info))
+    model = ExpertsModel(runs_dir=str(runs), run_id=ex["adapt0"])
+    pooled = model.param.compare.objects
+    assert len(pooled) == 2 and own in pooled and len({ex["adapt1"], ex["adapt1"] + "-again"} & set(pooled)) == 1
+    assert set(model.strategies_table()["n"]) == {3}
+    model.svf_lora_table()
+    model._store_scores["model_key"] = "another model's"  # as read for a run of another model
+    assert len(model.svf_lora_table()) > 0 and model._store_scores["model_key"] == model.data.info["model_key"]
+
+
 def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["add"])
     assert model.data.views == ["z", "z_rank", "curve", "svf_lora"]
@@ -145,10 +171,19 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     table = per_matrix.alpha_table()
     s = _scores(ex, ex["matrix"])
     assert len(table) == 2 * 2 * 6 and set(table["matrix"]) == {matrix_label(m) for m in per_matrix.data.matrices}
+    # α's columns are the model's matrices in the model's order (gate, up, down), not the expert file's
+    # (alphabetical: each α was labelled with another matrix)
+    from workbench.experts.model import svf_matrix_names
+    from workbench.lm.models import load_model
+
+    names = svf_matrix_names(load_model(ex["base"])[0])
+    assert s["matrices"] == names and names != per_matrix.data.matrices and per_matrix.data.alpha_matrices == names
     got = table[table["k"] == 3].pivot_table(index="expert", columns="matrix", values="alpha", sort=False)
     want = np.asarray(s["few_shot"]["3"]["alpha"])
-    np.testing.assert_allclose(got[[matrix_label(m) for m in per_matrix.data.matrices]].to_numpy(), want)
+    np.testing.assert_allclose(got[[matrix_label(m) for m in names]].to_numpy(), want)
     assert per_matrix.found_alpha(3) == [round(float(v), 4) for v in want.mean(1)]
+    del per_matrix.data.scores["matrices"]  # a run made before scores.json said: its model folder's architecture
+    assert per_matrix.data.alpha_matrices == names
 
 
 def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):

@@ -14,7 +14,7 @@ from forked import cli as _short
 from procs import cli, kill_after, run_command
 
 from workbench.cli import main
-from workbench.runs import RunStore
+from workbench.runs import RunError, RunStore
 
 TRAIN = ["--batch", "4", "--val-every", "3", "--val-n", "6", "--n-test", "6", "--quiet"]
 
@@ -165,8 +165,23 @@ def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo,
     _refused(capsys, [*resume, "--iters", str(done.info["config"]["iters"] + 2)],
              "it does not extend or change a finished one (its last step is validated and may be the expert it "
              "keeps: a run of another total validates another step)", store.root)
-    rows = {(e["stop_token"], e["expert"]["runs"]) for e in report([counted, dropped, done])["experts"]}
-    assert rows == {("count", 2), ("drop", 1)}
+    # the resumed old run is the same computation as the one that counted (same settings and seed): counted once
+    out = report([counted, dropped, done])
+    assert {(e["stop_token"], e["expert"]["runs"]) for e in out["experts"]} == {("count", 1), ("drop", 1)}
+    assert out["repeats"] == {done.id: counted.id}
+    with pytest.raises(RunError, match=f"run {counted.id} is named more than once"):
+        report([counted, counted])
+    # an expert of another model (its key) is grouped apart, named by its model (two bases were averaged)
+    import shutil
+
+    shutil.copytree(counted.path, counted.path.parent / f"{counted.id}-m")
+    info = json.loads((counted.path.parent / f"{counted.id}-m" / "run.json").read_text())
+    info.update(id=f"{counted.id}-m", model_key="another model's")
+    info["config"]["model"] = "elsewhere/base"
+    (counted.path.parent / f"{counted.id}-m" / "run.json").write_text(json.dumps(info))
+    other = RunStore(tmp_path / "count").open(f"{counted.id}-m")
+    out = report([counted, other])
+    assert out["repeats"] == {} and {e["model"] for e in out["experts"]} == {"elsewhere/base", str(quick_zoo / "base")}
     # adapt runs made before: CEM's tie-break counted the eos too
     from workbench.experts.adapt import AdaptConfig, read_config
 
@@ -358,6 +373,18 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
                            (["0", "0"], "--alpha: the coefficients of a matrix are all 0")):
         _refused(capsys, ["experts", "eval", "--model", base, "--experts", str(add_file), sort_id, "--alpha", *alpha,
                           "--runs", str(runs), "--n", "2"], message, runs)
+    # eval: the classifier is no task expert (it was listed in the output and never applied); --variant without
+    # --alpha (ignored: one expert is applied as trained); a chat task without the chat format
+    evaluate = ["experts", "eval", "--model", base, "--runs", str(runs), "--n", "2"]
+    _refused(capsys, [*evaluate, "--experts", str(add_file), expert_runs["classify"], "--alpha", "1", "1"],
+             "--experts: the classification expert dispatches prompts", runs)
+    _refused(capsys, [*evaluate, "--experts", str(add_file), "--variant", "sigmoid"],
+             "--variant says how --alpha mixes experts", runs)
+    _refused(capsys, [*evaluate, "--tasks", "larger"], "larger is a task for chat models", runs)
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--strategies", "base", "experts", "base"],
+             "--strategies names 'base' twice; give each once", runs)
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--tasks", "add", "add", "sort"],
+             "--tasks names 'add' twice", runs)
     # few-shot mixing of one task expert: every α the same weights, CEM's rollouts all of one model
     _refused(capsys, [*adapt, "--experts", str(add_file), "--target", "reverse", "--strategies", "few-shot"],
              "few-shot CEM mixes task experts, and one alone (add)", runs)
@@ -455,6 +482,10 @@ def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "exists and is not a generalist folder" in err
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    from workbench.experts.generalist import check_generalist  # --lr inf trained a model of NaNs and wrote it
+
+    with pytest.raises(ValueError, match="--lr a finite positive number, got 1 and inf"):
+        check_generalist(quick_zoo, tmp_path / "nan", steps=1, lr=float("inf"))
     # a generalist there already: the experts trained on it read it, so it is trained anew only with --replace
     before = (tmp_path / "gen" / "model.safetensors").read_bytes()
     again = ["experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "1",

@@ -451,3 +451,15 @@ def test_overlapping_gguf_loads_leave_the_gguf_package_as_they_found_it():
     first.join()
     second.join()
     assert (gguf.GGUFReader, gguf.get_tensor_name_map) == own and outside is not None
+
+
+def test_a_prompt_tells_its_task():
+    """prompt_task reads a task from its prompt's syntax (the experts page answers a chat run's mixture inside that
+    task's chat prompt, as its experts were trained): every task's prompts, and none for other text."""
+    import numpy as np
+
+    from workbench.lm.tasks import EXTRA_TASKS, TASKS, prompt_task
+
+    for name, task in {**TASKS, **EXTRA_TASKS}.items():
+        assert {prompt_task(p) for p, _ in task.sample(np.random.default_rng(0), 64)} == {name}, name
+    assert prompt_task("hello") is None and prompt_task("s:kdpa") is None

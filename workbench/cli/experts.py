@@ -15,6 +15,7 @@ from workbench.cli.common import (
     iteration_progress,
     note_quick_zoo,
     resumed_run,
+    say,
     work_progress,
 )
 
@@ -164,6 +165,11 @@ def cmd_report(args) -> int:
 
     store = RunStore(args.runs)
     out = report([store.open(i) for i in args.ids])
+    for run_id, held in out["repeats"].items():
+        say("note", f"{run_id} repeats the settings and seed of {held} (the same computation again): counted once")
+    if out.get("adapt", {}).get("differs"):
+        say("note", f"these adapt runs differ in {', '.join(out['adapt']['differs'])}, not only in their seed: each "
+                    "mean ± std mixes those settings")
     if args.json:
         print(json.dumps(out))
         return 0
@@ -177,10 +183,13 @@ def cmd_report(args) -> int:
 
     console = Console(width=max(Console().width, 140), markup=False)
     if "experts" in out:
-        table = Table("task", "adapter", "stop token", "trainable params", "base (test)", "expert (test)",
-                      "best validation", "runs", title="experts: held-out test accuracy, mean ± std over runs")
+        several = len({e["model"] for e in out["experts"]}) > 1  # grouped apart: the model named
+        table = Table("task", *(["model"] if several else []), "adapter", "stop token", "trainable params",
+                      "base (test)", "expert (test)", "best validation", "runs",
+                      title="experts: held-out test accuracy, mean ± std over runs")
         for e in out["experts"]:
-            table.add_row(e["task"], e["adapter"], e["stop_token"], str(e["n_params"]), cell(e["base"]),
+            table.add_row(e["task"], *([e["model"]] if several else []), e["adapter"], e["stop_token"],
+                          str(e["n_params"]), cell(e["base"]),
                           cell(e["expert"]), cell(e["best_val_accuracy"]), str(e["expert"]["runs"]))
         console.print(table)
     if "adapt" in out:
@@ -205,12 +214,20 @@ def cmd_eval(args) -> int:
     from workbench.experts.adapt import check_experts_fit, read_experts
     from workbench.experts.mixing import check_alpha
     from workbench.experts.run import check_model
+    from workbench.experts.train import check_chat_tasks
     from workbench.lm.tasks import check_tasks
 
     device = check_device(args.device)
-    tasks = check_tasks(args.tasks)
-    check_model(args.model)
+    tasks = check_tasks(args.tasks, CHAT_TASKS, "--tasks")
+    check_chat_tasks(tasks, args.prompt_format)
+    check_model(args.model, args.prompt_format)
+    if args.variant != "raw" and args.alpha is None:  # it was ignored: one expert is applied as trained
+        raise ValueError("--variant says how --alpha mixes experts; one expert alone is applied as it was trained "
+                         "(z = sigmoid(p)): leave --variant out, or give --alpha")
     experts = read_experts(resolve_experts(args.experts, args.runs), None) if args.experts else None
+    if experts is not None and experts.classifier is not None:  # listed in the output, never applied
+        raise ValueError("--experts: the classification expert dispatches prompts to experts (`experts adapt "
+                         "--strategies classifier`); eval scores task experts: leave it out")
     alpha = None
     if args.alpha is not None:
         if experts is None:
@@ -234,7 +251,8 @@ def cmd_eval(args) -> int:
         svf = SVFModel(net, tok)
         if experts is not None:
             check_experts_fit(svf, experts)
-        scorer = Scorer(svf, experts or _no_experts(), tasks, args.n, args.test_seed)
+        scorer = Scorer(svf, experts or _no_experts(), tasks, args.n, args.test_seed,
+                        prompt_format=args.prompt_format)
         if alpha is not None:
             svf.apply_mixture(list(experts.task_experts.values()), alpha, variant=args.variant)
         else:
@@ -348,9 +366,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--experts", nargs="+", metavar="RUN_ID|FILE", help="none: the base; one: that expert; several: "
                                                                          "a mixture (needs --alpha)")
     ev.add_argument("--alpha", nargs="+", type=finite, help="mixing coefficients: one per expert, or one per expert "
-                                                            "per matrix (expert-major)")
+                                                            "per matrix (expert-major, matrices in the model's order "
+                                                            "as an adapt run's scores.json lists them)")
     ev.add_argument("--variant", choices=["raw", "sigmoid"], default="raw", help="mix raw p (default) or sigmoid(p)")
-    ev.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, help="default: every zoo task")
+    ev.add_argument("--tasks", nargs="+", default=list(TASKS), choices=[*TASKS, *CHAT_TASKS],
+                    help="default: every zoo task (larger: for chat models, with --prompt-format chat)")
+    ev.add_argument("--prompt-format", choices=["plain", "chat"], default="plain",
+                    help="plain (default: the zoo's prompts) or chat (the chat template around an instruction, as "
+                         "experts trained with --prompt-format chat were)")
     ev.add_argument("--n", type=POSITIVE, default=128, help="held-out prompts per task (default: 128)")
     ev.add_argument("--test-seed", type=SEED, default=0, help="held-out stream (default: 0)")
     ev.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default: 1)")

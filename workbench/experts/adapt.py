@@ -158,6 +158,10 @@ class AdaptConfig:
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
+        for flag, values in (("--tasks", self.tasks), ("--strategies", list(self.strategies))):
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if twice is not None:  # each was run (or scored) twice, the first result overwritten
+                raise ValueError(f"{flag} names {twice!r} twice; give each once")
         few_shot = self.target is not None and (not self.strategies or "few-shot" in self.strategies)
         if self.tasks and few_shot and self.target not in self.tasks:
             # the few-shot mixtures are tested on the target: without it in the test set the run failed (KeyError)
@@ -504,7 +508,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
             step = _stepper(cfg, state, units, scorer)
             if on_start is not None:  # set up: the loop starts (a progress bar, a page showing the run)
                 on_start(run)
-        return checkpointed_loop(run, state, len(units), step, lambda: finish(run, cfg, state, tasks, experts),
+        return checkpointed_loop(run, state, len(units), step,
+                                 lambda: finish(run, cfg, state, tasks, experts, svf.names),
                                  should_stop=should_stop, on_iteration=on_iteration)
 
 
@@ -582,8 +587,10 @@ def _stepper(cfg: AdaptConfig, state: dict, units: list[str], scorer: Scorer) ->
     return step
 
 
-def finish(run: Run, cfg: AdaptConfig, state: dict, tasks: list[str], experts: Experts) -> None:
-    """The oracle from the single-expert scores, then scores.json and scores.parquet."""
+def finish(run: Run, cfg: AdaptConfig, state: dict, tasks: list[str], experts: Experts,
+           matrices: list[str]) -> None:
+    """The oracle from the single-expert scores, then scores.json and scores.parquet. `matrices`: the adapted
+    matrices in the model's order, the order of a few-shot α's columns (an expert file's is alphabetical)."""
     results = dict(state["results"])
     if any(k.startswith("expert:") for k in results):
         base = results.get("base", {})
@@ -595,7 +602,7 @@ def finish(run: Run, cfg: AdaptConfig, state: dict, tasks: list[str], experts: E
     means = {s: float(np.mean(list(r.values()))) for s, r in strategies.items() if set(tasks) <= set(r)}
     out = {"tasks": tasks, "n": cfg.n, "test_seed": cfg.test_seed, "seed": cfg.seed, "target": cfg.target,
            "variant": cfg.variant, "alpha_per": cfg.alpha, "strategies": strategies, "mean": means,
-           "dispatch": state["dispatch"], "few_shot": state["few_shot"],
+           "dispatch": state["dispatch"], "few_shot": state["few_shot"], "matrices": list(matrices),
            # the files as given (a resume reads the run's copies of them: their paths made a resumed run's scores
            # differ from an uninterrupted one's)
            "experts": [{"file": source, "task": t} for source, t in zip(_sources(run, experts), experts.tasks,

@@ -18,6 +18,7 @@ held-out accuracy per task). Deterministic for a seed on a device; written to a 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +34,9 @@ def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float,
     adapt runs trained on it would no longer load: their SVF factors are of its weights). Returns out as a Path."""
     from workbench.lm.zoo import load_zoo
 
-    if int(steps) < 1 or not lr > 0:
-        raise ValueError(f"--steps must be a positive integer and --lr positive, got {steps} and {lr}")
+    if int(steps) < 1 or not (math.isfinite(lr) and lr > 0):  # inf trained a model of NaNs and wrote it
+        raise ValueError(f"--steps must be a positive integer and --lr a finite positive number, got {steps} and "
+                         f"{lr}")
     out = Path(out)
     if out.exists() and not (out / GENERALIST_FILE).is_file():
         raise ValueError(f"--out {out} exists and is not a generalist folder; choose a new folder")

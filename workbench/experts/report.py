@@ -40,34 +40,66 @@ def stop_token(run: Run) -> str:
     return run.info["config"].get("stop_token", "count")
 
 
+#: what an adapt run's seed brings along: its own experts (files and contents); the spread is over those
+ADAPT_SEED_KEYS = ("config.seed", "config.experts", "inputs.experts")
+
+
 def report(runs: list[Run]) -> dict:
-    """The spread over seeds of finished `experts` and `adapt` runs (module doc); other kinds are refused."""
-    experts: dict[tuple[str, str, str], list[dict]] = {}
+    """The spread over seeds of finished `experts` and `adapt` runs (module doc); other kinds are refused. A run
+    named twice is refused; a run of the same settings and seed as an earlier one (the same computation again) is
+    counted once (`repeats`: its id -> the one counted). experts runs of different models (their model key) are
+    grouped apart; adapt runs that differ in more than their seed and experts are pooled, and `adapt.differs`
+    names the settings they mix."""
+    from workbench.compare import CONTEXT_KEYS, differing_settings, settings_key
+
+    folders = [run.path.resolve() for run in runs]  # (runs of two stores may share an id)
+    twice = next((run for run, f in zip(runs, folders, strict=True) if folders.count(f) > 1), None)
+    if twice is not None:
+        raise RunError(f"run {twice.id} is named more than once; give each run once")
+    for run in runs:
+        if run.info.get("kind") not in ("experts", "adapt"):
+            raise RunError(f"run {run.id} is a {run.info.get('kind')} run; experts report reads `experts train` and "
+                           "`experts adapt` runs")
+    first: dict = {}
+    repeats, kept = {}, []
+    for run in runs:
+        held = first.setdefault(settings_key(run.info, frozenset(CONTEXT_KEYS)), run)
+        if held is run:
+            kept.append(run)
+        else:
+            repeats[run.id] = held.id
+    runs = kept
+    experts: dict[tuple[str, str, str, str], list[dict]] = {}
+    models: dict[str, str] = {}
     adapts: list[dict] = []
+    adapt_runs: list[Run] = []
     adapt_rules: set[str] = set()
     for run in runs:
-        kind = run.info.get("kind")
-        if kind == "experts":
+        if run.info["kind"] == "experts":
             s = _scores(run)
-            experts.setdefault((s["task"], s["adapter"], stop_token(run)), []).append(s)
-        elif kind == "adapt":
+            key = str(run.info.get("model_key") or run.info["config"].get("model"))
+            models.setdefault(key, str(run.info["config"].get("model")))
+            experts.setdefault((s["task"], s["adapter"], stop_token(run), key), []).append(s)
+        else:
             adapts.append(_scores(run))
+            adapt_runs.append(run)
             if uses_cem(run.info["config"]):  # the rule only breaks CEM's ties
                 adapt_rules.add(stop_token(run))
-        else:
-            raise RunError(f"run {run.id} is a {kind} run; experts report reads `experts train` and `experts adapt` "
-                           "runs")
-    out: dict = {}
+    out: dict = {"repeats": repeats}
     if experts:
-        out["experts"] = [{"task": task, "adapter": adapter, "stop_token": rule, "n_params": group[0]["n_params"],
+        out["experts"] = [{"task": task, "adapter": adapter, "stop_token": rule, "model": models[key],
+                           "n_params": group[0]["n_params"],
                            "base": spread([g["base"] for g in group]), "expert": spread([g["expert"] for g in group]),
                            "best_val_accuracy": spread([g["best_val_accuracy"] for g in group])}
-                          for (task, adapter, rule), group in sorted(experts.items())]
+                          for (task, adapter, rule, key), group in sorted(experts.items())]
     if adapts:
         strategies = list(dict.fromkeys(s for a in adapts for s in a["strategies"]))
         tasks = list(dict.fromkeys(t for a in adapts for t in a["tasks"]))
+        ignored = set(ADAPT_SEED_KEYS) | set(CONTEXT_KEYS)
+        differs = [k.removeprefix("config.") for k in differing_settings([r.info for r in adapt_runs])
+                   if k not in ignored]
         out["adapt"] = {
-            "tasks": tasks, "runs": len(adapts), "seeds": [a["seed"] for a in adapts],
+            "tasks": tasks, "runs": len(adapts), "seeds": [a["seed"] for a in adapts], "differs": differs,
             "stop_tokens": sorted(adapt_rules),
             "per_task": {s: {t: spread([a["strategies"].get(s, {}).get(t) for a in adapts]) for t in tasks
                              if any(t in a["strategies"].get(s, {}) for a in adapts)} for s in strategies},

@@ -38,6 +38,7 @@ training prompt, whatever the seeds.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +189,16 @@ def get_task(name: str) -> Task:
 def classify_prompt(prompt: str) -> str:
     """The classification prompt of a task prompt: "t:" + prompt (answer: the task's name)."""
     return CLASSIFY_PREFIX + prompt
+
+
+#: each task's prompt syntax (as its sampler writes prompts), for prompt_task
+_SYNTAX = {"add": r"\d+\+\d+=", "reverse": r"r:[a-z]+=", "sort": r"s:[a-z]+=", "recall": r"k:[a-z]+=",
+           "brackets": r"b:[\[\](){}]+=", CLASSIFY: r"t:.+", LARGER: r"\d+ \d+"}
+
+
+def prompt_task(prompt: str) -> str | None:
+    """The task whose syntax a prompt has ("s:kdpa=" sort, "12+34=" add, "t:…" classify, …), else None."""
+    return next((t for t, pattern in _SYNTAX.items() if re.fullmatch(pattern, prompt)), None)
 
 
 def is_eval_prompt(prompt: str) -> bool:
