@@ -61,6 +61,15 @@ def test_render_png_equals_library_frame(tmp_path):
     np.testing.assert_array_equal(imageio.imread(out), to_uint8(frame))
 
 
+def test_a_seed_a_substrate_does_not_read_is_said(tmp_path):
+    """Lenia starts from one fixed pattern: --seed 3 drew the same picture as --seed 0, without a word."""
+    seeded = run("render", "lenia", "--steps", "2", "--size", "32", "--out", "s.png", "--seed", "3", cwd=tmp_path)
+    plain = run("render", "lenia", "--steps", "2", "--size", "32", "--out", "p.png", cwd=tmp_path)
+    assert seeded.returncode == 0 and plain.returncode == 0, seeded.stderr
+    assert seeded.stderr.strip() == "note: lenia starts from one fixed initial state: --seed 3 changes nothing"
+    assert plain.stderr == "" and (tmp_path / "s.png").read_bytes() == (tmp_path / "p.png").read_bytes()
+
+
 @pytest.mark.parametrize("args, message", [
     (["render", "lenia", "--steps", "0", "--out", "x.png"], "argument --steps: give a whole number of at least 1"),
     (["render", "lenia", "--steps", "3", "--out", "x.jpg"], ".png, .gif, .mp4"),
@@ -75,6 +84,12 @@ def test_render_png_equals_library_frame(tmp_path):
      "--every and --fps set a video's frames; a .png is the last frame alone: leave them out"),
     # found before the simulation, not after it ("Is a directory", exit 1)
     (["render", "boids", "--steps", "3", "--out", "adir.png"], "--out adir.png is a folder; give a file name"),
+    (["render", "gol", "--steps", "1", "--out", "notes.txt/x.png"], "--out notes.txt/x.png: notes.txt is a file, not "
+                                                                   "a folder"),
+    (["render", "gol", "--steps", "1", "--out", "a.txt"], "--out a.txt: the output must end in .png, .gif, .mp4"),
+    (["view", "boids", "--out-dir", "notes.txt/shots", "--frames", "1"], "--out-dir notes.txt/shots: notes.txt is a "
+                                                                         "file"),
+    (["view", "boids", "--render-size", "100000"], "argument --render-size: give a whole number from 2 to 8192"),
     # browsers play GIF frames under 2 hundredths at 10 frames/s
     (["render", "gol", "--steps", "3", "--out", "x.gif", "--fps", "60"], "--fps 60: a GIF's frames last whole "
                                                                         "hundredths of a second"),

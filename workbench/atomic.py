@@ -113,10 +113,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
-#: staging_dir's folders (mkdtemp: ".<name>.staging-<8 random>") and the old folder replace_dir moves aside
-#: (".<name>.replaced-PID"): names a folder of the user's does not take by chance
-_STAGING = re.compile(r"^\..+\.staging-[a-z0-9_]{8}$")
-_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-\d+$")
+#: staging_dir's folders (mkdtemp: ".<name>.staging-<host>-<pid>-<8 random>"; before: no host and pid) and the old
+#: folder replace_dir moves aside (".<name>.replaced-<host>-<pid>"; before: the pid alone): names a folder of the
+#: user's does not take by chance
+_STAGING = re.compile(r"^\..+\.staging-(?:[A-Za-z0-9-]+-\d+-)?[a-z0-9_]{8}$")
+_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-(?:[A-Za-z0-9-]+-)?\d+$")
 
 
 def sweep_partial_writes(folder: Path) -> list[Path]:

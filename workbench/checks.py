@@ -226,6 +226,9 @@ def output_file(path: str | Path, flag: str = "--out", example: str = "result.js
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {out / example}")
     if not out.parent.is_dir():
+        above = file_above(out)
+        if above is not None:
+            raise ValueError(f"{flag} {path}: {above} is a file, not a folder")
         raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
     return out
 

@@ -137,15 +137,20 @@ class _GifWriter:
 GIF_MAX_FPS = 50
 
 
-def check_out(out: str | Path, final_png: str | Path | None = None) -> Path:
-    """`out` as a Path, or one error naming the fix (before a simulation, not after it): a format export writes
-    (FORMATS), a folder that exists, not a folder itself; final_png likewise."""
+def check_out(out: str | Path, final_png: str | Path | None = None, fps: int | None = None) -> Path:
+    """`out` as a Path, or one error naming the fix (before a simulation, not after it): not a folder itself, a
+    format export writes (FORMATS), in a folder that exists; final_png likewise; a GIF's `fps` it can play."""
     out = Path(out)
+    if out.is_dir():  # a folder named like a file or not: said as what it is
+        output_file(out, "--out", "sim.gif")
     if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {out.name!r}: the output must end in {', '.join(FORMATS)}")
+        raise ValueError(f"--out {out}: the output must end in {', '.join(FORMATS)}")
     output_file(out, "--out", "sim" + out.suffix)
     if final_png is not None:
         output_file(final_png, "final_png", "final.png")
+    if fps is not None and out.suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
+        raise ValueError(f"--fps {fps}: a GIF's frames last whole hundredths of a second and browsers play those "
+                         f"under 2 at 10 frames/s; give --fps {GIF_MAX_FPS} or less, or write an .mp4")
     return out
 
 
@@ -160,12 +165,9 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
     strict: a simulation that diverges (NaN or inf in a frame) is a ValueError naming --theta, not frames drawn
     black (`workbench render` and `figure video`; a search's best.mp4 keeps what it shows).
     """
-    out = check_out(out, final_png)
     steps, size, every, fps = (check_positive(n, v) for n, v in
                                (("steps", steps), ("size", size), ("every", every), ("fps", fps)))
-    if out.suffix.lower() == ".gif" and fps > GIF_MAX_FPS:
-        raise ValueError(f"--fps {fps}: a GIF's frames last whole hundredths of a second and browsers play those "
-                         f"under 2 at 10 frames/s; give --fps {GIF_MAX_FPS} or less, or write an .mp4")
+    out = check_out(out, final_png, fps)
 
     def picture(state, step: int) -> np.ndarray:
         """The rendered state as uint8; a simulation that diverged (NaN, inf) is said, not drawn black."""

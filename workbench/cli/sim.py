@@ -32,13 +32,28 @@ def _theta(args, sub):
     return default_theta(sub) if args.theta is None else load_theta(args.theta, sub)
 
 
+def _note_seed(args, sub) -> None:
+    """A --seed the substrate's initial state does not read (Lenia's and Flow-Lenia's are fixed patterns) is said:
+    two seeds gave the same picture without a word."""
+    from workbench.cli.common import say
+
+    if args.seed != 0 and not sub.seeded_init:
+        say("note", f"{sub.name} starts from one fixed initial state: --seed {args.seed} changes nothing")
+
+
 def cmd_view(args) -> int:
+    from workbench.checks import file_above
     from workbench.viewer import ViewerModel, check_display, run_viewer
 
+    # found now, not at the first `s` (the error ended the session)
+    if Path(args.out_dir).is_file():
+        raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
+    if file_above(args.out_dir) is not None:
+        raise ValueError(f"--out-dir {args.out_dir}: {file_above(args.out_dir)} is a file; give a folder for the "
+                         "saved PNGs")
     check_display()  # before the substrate's kernels compile
     sub = _substrate(args)
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
-        raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
+    _note_seed(args, sub)
     model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
                         render_size=args.render_size or min(args.window, 512))
     run_viewer(model, window=args.window, max_frames=args.frames)
@@ -53,7 +68,7 @@ def cmd_render(args) -> int:
     from workbench.export import check_out, export
 
     check_device(args.device)
-    check_out(args.out)  # before the substrate is built (seconds), not after
+    check_out(args.out, fps=args.fps)  # before the substrate is built (seconds), not after
     video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
     video = [f"--{name}" for name in video_args]
     if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
@@ -62,6 +77,7 @@ def cmd_render(args) -> int:
                          f".mp4")
 
     sub = _substrate(args)
+    _note_seed(args, sub)
     params = sub.decode(_theta(args, sub))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
@@ -74,14 +90,15 @@ def cmd_render(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     view = sub.add_parser("view", help="real-time pygame window of a substrate",
-                          description="Keys: space pause, n new θ (σ=0.1), r reset, s save PNG, +/- steps per "
-                                      "frame, q quit.")
+                          description="Keys: space pause, n new θ (σ=0.1; gol: flips rule bits), r reset, s save "
+                                      "PNG, +/- steps per frame, q quit.")
     view.add_argument("substrate", choices=SUBSTRATES)
     view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults; gol: Conway's "
                                       "B3/S23, rule 6152)")
-    view.add_argument("--seed", type=SEED, default=0)
+    view.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from one "
+                                                           "fixed state)")
     view.add_argument("--window", type=whole(64, why=" pixels"), default=768, help="window size in pixels")
-    view.add_argument("--render-size", type=whole(8, why=" pixels"), default=None,
+    view.add_argument("--render-size", type=FRAME_SIZE, default=None,
                       help="render resolution (default: min(window, 512))")
     view.add_argument("--out-dir", default=".", help="where s saves PNGs")
     view.add_argument("--frames", type=whole(1, why=" (or leave it out: run until q)"), default=None,
@@ -93,9 +110,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--steps", type=POSITIVE, required=True, help="simulation steps after init")
     render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
     render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
-    render.add_argument("--seed", type=SEED, default=0)
+    render.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from "
+                                                             "one fixed state)")
     render.add_argument("--size", type=FRAME_SIZE, default=224)
-    render.add_argument("--every", type=POSITIVE, default=None, help="video: one frame every N steps (default: 1)")
+    render.add_argument("--every", type=POSITIVE, default=None,
+                        help="video: one frame every N steps, and the last step's (default: 1)")
     render.add_argument("--fps", type=POSITIVE, default=None,
                         help="video: frames per second (default: 30; a GIF at most 50, its frames in whole "
                              "hundredths of a second: 30 plays at 33)")
