@@ -494,6 +494,13 @@ def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_pat
     monkeypatch.chdir(tmp_path)  # elsewhere: the run still reads its zoo
     assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m0"), "--runs", "runs"]) == 0
     capsys.readouterr()
+    (tmp_path / "afile").write_text("")  # bad --model and --out: named, before a model is rebuilt
+    for extra, message in ((["--model", "99", "--out", "m9"], "--model 99: run "),
+                           (["--model", "0", "--out", str(tmp_path / "afile" / "m")], "afile is a file, not a folder"),
+                           (["--model", "0", "--out", "/proc/nope/m"], "--out /proc/nope/m: cannot make its folder")):
+        assert main(["qd", "export", run_id, *extra, "--runs", "runs"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
     (here / "zoo").rename(tmp_path / "moved")  # the zoo moved: said, with the resume that finds it again
     assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m1"), "--runs", "runs"]) == 2
     err = capsys.readouterr().err
@@ -512,6 +519,11 @@ def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_pat
                  "--zoo", "moved", "--quiet"]) == 2  # no such device: refused before the resume is recorded
     capsys.readouterr()
     assert store.open(run_id).info.get("resumes", []) == resumes
+    # a --range of a task the run has not got: named as typed (it said ranges.reverse)
+    assert main(["qd", "cycle", "--resume", run_id, "--range", "reverse", "0", "1", "--zoo", "moved", "--runs", "runs",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--range reverse" in err and "ranges.reverse" not in err, err
     assert main(["qd", "cycle", "--resume", run_id, "--gens", "2", "--zoo", "moved", "--runs", "runs",
                  "--quiet"]) == 0
     capsys.readouterr()

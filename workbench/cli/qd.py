@@ -68,7 +68,9 @@ def cmd_cycle(args) -> int:
         given.update({f"ranges.{t}": r for t, r in (ranges or {}).items()})
         # the run's zoo where it is now (a --zoo is checked by content, not compared as text): before any bar
         zoo = given.pop("zoo", None)
-    run = resumed_run(store, args, "qd", given, flag_names, extends="gens")
+    run = resumed_run(store, args, "qd", given,  # a --range of a task the run has not got named as typed too
+                      lambda config: {**{k: f"--range {k.split('.', 1)[1]}" for k in given if k.startswith("ranges.")},
+                                      **flag_names(config)}, extends="gens")
     if run is not None:
         run_zoo(run, zoo)
         resume, config = run.id, run.info["config"]

@@ -591,7 +591,7 @@ def model_id_of(run: Run, qd: CycleQD, model: int | str) -> int:
     except (TypeError, ValueError):
         raise ValueError(f"--model takes a model id or best:TASK, got {model!r}") from None
     if not 0 <= model_id < len(qd.records):
-        raise ValueError(f"run {run.id} has models 0 to {len(qd.records) - 1}, not {model_id}")
+        raise ValueError(f"--model {model_id}: run {run.id} has models 0 to {len(qd.records) - 1}")
     return model_id
 
 
@@ -612,14 +612,21 @@ def export_model(store: RunStore | str | Path, run_id: str, model_id: int | str,
     store = RunStore.of(store)
     import shutil
 
+    from workbench.checks import file_above
+
     out = Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
+    if file_above(out) is not None:
+        raise ValueError(f"--out {out}: {file_above(out)} is a file, not a folder")
     run, cfg, qd = load_run(store, run_id)
     model_id = model_id_of(run, qd, model_id)
+    try:  # before the rebuild: a folder it may not make ("/proc/x") said with the flag
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot make its folder {out.parent} ({error.strerror})") from None
     theta = rebuild_model(store, run.id, model_id)
     ctx = context(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(out)
     try:
         ctx.model.load_state_dict(theta, strict=True)
