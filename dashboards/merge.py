@@ -48,8 +48,10 @@ class MergeModel(param.Parameterized):
         a merge run of this folder."""
         try:
             run_id = RunStore(self.runs_dir).open(run_id).id
-        except ValueError:
-            pass  # said below, with the page's words
+        except ValueError as error:
+            if "ambiguous" in str(error):  # a prefix of several runs: said so ("not a run" was wrong)
+                raise ValueError(str(error)) from None
+            # no such run: said below, with the page's words
         if run_id not in self.param.run_id.objects:
             kind = next((r["kind"] for r in RunStore(self.runs_dir).list() if r["id"] == run_id), None)
             why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"

@@ -902,6 +902,10 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
 
     model = MergeModel(runs_dir=runs["dir"])
     assert sorted(model.param.run_id.objects) == sorted([runs["dare_ties"], runs["dfs"]])
+    prefix = next(p for p in (runs["dfs"][:k] for k in range(len(runs["dfs"]), 0, -1))
+                  if sum(r.startswith(p) for r in model.param.run_id.objects) == 2)
+    with pytest.raises(ValueError, match=f"run id '{prefix}' is ambiguous"):  # "not a run", it said
+        model.choose(prefix)
     model.run_id = runs["dare_ties"]
     table = model.data().recipe_table()
     assert set(table["model"]) == {"add", "sort"} and set(table["filter"]) == {"attention", "mlp", "norm & embeddings"}

@@ -183,6 +183,23 @@ def test_apply_writes_models_that_match_the_in_memory_merge(tmp_path, quick_zoo,
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
     assert (tmp_path / "m1" / "mergekit_config.yml").is_file()
+    # the recipe's dtype is the written model's, as mergekit writes it (float32 files held bf16 values)
+    from safetensors import safe_open
+
+    half = Recipe.from_dict({**recipe.to_dict(), "dtype": "bfloat16"})
+    half.save(tmp_path / "half.yaml")
+    assert main(["merge", "apply", str(tmp_path / "half.yaml"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "m3")]) == 0
+    capsys.readouterr()
+    with safe_open(str(tmp_path / "m3" / "model.safetensors"), framework="pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    config = json.loads((tmp_path / "m3" / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"
+    # an --out under a file: refused before the models load and merge
+    (tmp_path / "afile").write_text("")
+    assert main(["merge", "apply", str(tmp_path / "recipe.yaml"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "afile" / "m")]) == 2
+    assert "--out" in capsys.readouterr().err and not (tmp_path / "afile").is_dir()
     umask = os.umask(0)
     os.umask(umask)  # the folder and its weights as readable as any new file (mkdtemp: 0700, safetensors: 0600)
     assert {stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "m1", *(tmp_path / "m1").iterdir()]} == {

@@ -143,6 +143,19 @@ def test_dare_kept_fraction_and_l1_rescale(density):
     assert float(ratio.std()) < 1e-3 * float(ratio.mean())
 
 
+def test_ties_rescale_takes_its_rescale_norm():
+    """ties with rescale: "inverse" is 1/density on the kept magnitudes (it was accepted and L1 ran)."""
+    base, x = dare_setup(10_000)
+    tau = x - base
+    params = {"weight": 1.0, "density": 0.3, "rescale": True, "normalize": False}
+    inverse = merge_tensors([base, x], "ties", parameters={**params, "rescale_norm": "inverse"}, base_index=0) - base
+    l1 = merge_tensors([base, x], "ties", parameters=params, base_index=0) - base
+    mask = inverse != 0
+    assert int(mask.sum()) == int(0.3 * tau.numel())
+    torch.testing.assert_close(inverse[mask], tau[mask] / 0.3, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(inverse, l1)
+
+
 def test_dare_inverse_rescale_and_no_rescale():
     base, x = dare_setup(10_000)
     tau = x - base

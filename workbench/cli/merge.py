@@ -56,7 +56,11 @@ def cmd_evolve(args) -> int:
         from workbench.lm.models import resolve_model
 
         for name in dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]):
-            resolve_model(name, cfg.zoo)  # a missing model is one error before a progress bar starts
+            try:  # a missing model is one error before a progress bar starts, naming its flag
+                resolve_model(name, cfg.zoo)
+            except ValueError as error:
+                flag = "--base" if name == cfg.base and name not in cfg.models else "--models"
+                raise ValueError(f"{flag}: {error}") from None
         note_quick_zoo(cfg.zoo)
     client = dask_client(args)
     try:

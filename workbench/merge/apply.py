@@ -43,6 +43,10 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
     recipe, out = Path(recipe), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
+    from workbench.checks import file_above
+
+    if file_above(out) is not None:  # found before the models load and merge, not at the mkdir after
+        raise ValueError(f"--out {out}: {file_above(out)} is a file, not a folder")
     if not recipe.is_file():
         raise ValueError(f"no recipe file {recipe}")
     cache: dict = {}
@@ -72,6 +76,10 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
         merged = apply_recipe(rec, load, seed=seed, device=dev)
         ref = _load(rec.model_names()[0], models_dir, cache, dev)[0]  # the base when there is one
         model, scales = _with_layers(ref, merged), None  # a CPU model: load_state_dict copies the merge to it
+        if rec.dtype:  # written in the recipe's dtype, as mergekit writes it (float32 tensors held bf16 values)
+            from workbench.merge.recipe import _DTYPES
+
+            model = model.to(_DTYPES[rec.dtype])
         model.load_state_dict(merged, strict=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = staging_dir(out)  # its own name: two merges into one folder do not write into each other's files

@@ -119,14 +119,17 @@ class EvolveConfig:
         if not self.models:
             raise ValueError("give the source models to merge (--models NAME …)")
         if len(set(self.models)) != len(self.models):
-            raise ValueError(f"source models repeat: {self.models}")
+            raise ValueError(f"--models names a model twice: {' '.join(self.models)}; give each once")
         if self.method in NEEDS_BASE and self.base in self.models:
             raise ValueError(f"--base {self.base} is also one of --models: {self.method} merges the task vectors of "
                              f"--models (each model minus the base); leave the base out of --models")
         self.tasks = texts(self.tasks, "--tasks") or [m for m in self.models if m in TASKS]
         if not self.tasks:
             raise ValueError(f"no task to score: give --tasks (known: {', '.join(TASKS)})")
-        check_tasks(self.tasks)
+        check_tasks(self.tasks, flag="--tasks")
+        if len(set(self.tasks)) != len(self.tasks):  # scored twice, recorded once at the last weight
+            raise ValueError(f"--tasks names a task twice: {' '.join(self.tasks)}; give each once (weigh one more "
+                             "with --task-weights)")
         self.task_weights = [float(w) for w in self.task_weights] or [1.0] * len(self.tasks)
         if len(self.task_weights) != len(self.tasks) or not all(np.isfinite(self.task_weights)) \
                 or min(self.task_weights) < 0 or sum(self.task_weights) <= 0:

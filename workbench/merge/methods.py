@@ -242,7 +242,7 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, work: torch.dtype = torc
     return torch.add(a * ca, b, alpha=cb).reshape(v0.shape)
 
 
-def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool) -> None:
+def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str = "l1") -> None:
     """Zero all but the top-k |delta| entries in place, k = max(1, ⌊density·n⌋) as in mergekit.
     A k-th value threshold (O(n) selection) replaces mergekit's full argsort. Magnitudes tied at the threshold
     are common (task vectors of bf16 checkpoints are quantised: keeping every tie kept 37.7 % at density 0.3),
@@ -259,7 +259,9 @@ def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool) -> None
     short = k - int(keep.sum())
     if short > 0:
         keep[(mag == thr).nonzero().squeeze(1)[:short]] = True
-    if rescale:
+    if rescale and rescale_norm == "inverse":  # the textbook 1/density, as DARE's (it was ignored: L1 ran)
+        flat.mul_(keep).mul_(1.0 / density)
+    elif rescale:
         before = mag.sum()
         after = mag.mul_(keep).sum()
         flat.mul_(keep)
@@ -343,7 +345,7 @@ def _task_vector_merge(
         di = deltas[i]
         torch.sub(x.to(work), b, out=di)
         if sparsify == "magnitude" and d < 1:
-            _magnitude_trim_(di, d, rescale)
+            _magnitude_trim_(di, d, rescale, rescale_norm)
         elif sparsify == "random":
             _dare_drop_(di, d, rescale, rescale_norm, generator)
         if w != 1:

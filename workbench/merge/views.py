@@ -188,7 +188,7 @@ def recipe_heatmaps(table: pd.DataFrame):
     layer groups (embeddings, each layer, head); each cell shows its value."""
     hv = _hv()
     if table.empty:
-        return hv.Div("<i>no parameter-space recipe in this run</i>")
+        return hv.Div("<i>no parameter-space recipe: a run writes it when it finishes (a DFS run has none)</i>")
     order = _group_order(table)
     df = table.assign(row=table["model"] + " · " + table["filter"].map(SHORT_FILTERS))
     cell = max(34, min(80, 900 // len(order)))  # wide enough for "0.53" in 8 pt, at most ~1,100 px in all
@@ -315,7 +315,8 @@ def norms_plot(analysis: dict | None):
     hv = _hv()
     a = analysis or {}
     if not a.get("task_vector_norms"):
-        return hv.Div("<i>no task-vector analysis (needs a base model)</i>")
+        return hv.Div("<i>no task-vector analysis: a run writes it when it finishes, for methods with a base "
+                      "model</i>")
     return _style(_layer_curves(a, a["task_vector_norms"], "task-vector norm"), title="task-vector norm")
 
 
