@@ -142,6 +142,11 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "merge", "--zoo", "nope"], "--zoo nope is not a model zoo"),
     (["bench", "merge", "--zoo", "file.json"], "--zoo file.json is a file, not a model zoo: give the zoo's folder"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
+    (["merge", "evolve", "--models", "add", "add"], "--models names a model twice: add add"),
+    # scored twice, recorded once at the last weight
+    (["merge", "evolve", "--models", "add", "sort", "--tasks", "sort", "sort"], "--tasks names a task twice"),
+    (["merge", "evolve", "--models", "add", "sort", "--tasks", "nosuch"], "--tasks: unknown task 'nosuch'"),
+    (["merge", "evolve", "--models", "add", "sort", "--zoo", "."], "--base: no model 'base'"),
     # the zoo's tasks, as zoo eval takes them (it offered the classifier's and the chat models' tasks too)
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "larger"], "unknown task 'larger'; choose from "
                                                                             "add, reverse, sort, recall, brackets"),

@@ -247,6 +247,10 @@ def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
                       root) == {"a": "a", "b": "b"}
     assert run_labels([info("a", "target", {"x": 1}), info("b", "target", {"x": 1.0}), info("c", "target", {"x": 2})],
                       root) == {"a": "a", "b": "b", "c": "x=2"}  # 1 and 1.0 read the same
+    # a setting a run has not got is left out of its label (a GA's read "descriptor_fit=—")
+    assert run_labels([info("a", "target", {"algorithm": "ga"}),
+                       info("b", "target", {"algorithm": "map-elites", "descriptor_fit": "held-out"})],
+                      root) == {"a": "algorithm=ga", "b": "algorithm=map-elites, descriptor_fit=held-out"}
 
 
 def test_flat_settings_and_runs_of_other_kinds():

@@ -145,6 +145,7 @@ def test_html_figures_need_no_current_bokeh_document(tmp_path):
         set_curdoc(before)
     html = out.read_text()
     assert html.lstrip().startswith("<!DOCTYPE html>") and "best loss" in html
+    assert 'src="static/' not in html  # Panel's module shim by a server's path: a file has no server
 
 
 def test_iteration_axes_are_whole_numbers(store):
@@ -576,6 +577,7 @@ def test_legend_entries_renamed_for_a_paper_take_their_colours_by_the_new_name(s
     assert legend_names(rename(band, {"sigma=0.3": "ours"})) == ["ours", "b"]
     assert [e.label for e in rename(band, {"sigma=0.3": "ours"})] == ["ours (n=2)", "ours (n=2)", "b"]
     assert rename(band, {}) is band
+    assert legend_names(rename(band, {"sigma=0.3 (n=2)": "ours"})) == ["ours", "b"]  # as printed, as --colour takes
     with pytest.raises(ValueError, match="two legend entries would be called 'b'"):
         rename(band, {"sigma=0.3": "b (n=4)"})  # one colour key ("b") for two entries
     for bad, message in ((["--rename", "sigma=2", "x"], "--rename 'sigma=2': the figure has no legend entry "
@@ -781,7 +783,7 @@ def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     args = ("figure", "frames", cma, "--runs", str(store.root))
     done = run(*args, "--out", str(tmp_path / "strip.pdf"))
     assert done.returncode == 0 and (tmp_path / "strip.pdf").read_bytes()[:4] == b"%PDF", done.stderr
-    for bad, message in ((["--frames", "20"], "--frames 20 is more than --steps 10"),
+    for bad, message in ((["--frames", "20"], "--frames 20 is more than the run's 10 steps"),
                          (["--steps", "3"], "the strip's 5 frames (the default) are more than --steps 3: a strip "
                                             "takes one frame a chunk of steps; give --frames 3 or fewer"),
                          (["--colour", "a=red"], "unrecognized arguments: --colour")):
@@ -825,3 +827,53 @@ def test_a_strip_of_many_scored_frames_shows_eight_of_them(tmp_path):
     titles = [p.opts.get("plot", "matplotlib").kwargs["title"] for p in strip]
     assert len(strip) == STRIP_MAX == 8 and titles[0] == f"t = {scored[0]}" and titles[-1] == f"t = {scored[-1]}"
     assert len(frames(store, run.id, n=12)) == 12
+
+
+def test_long_y_labels_and_wide_legends_keep_to_their_panels():
+    """Stacked panels a column wide: "best open-endedness loss" (1.3 in at 8 pt) ran past its 1 in panel into the
+    legend and tick labels below; a legend wider than its axes lay on the tick labels and the y label. The label
+    breaks onto lines that fit the panel's height; the legend moves under its axes."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    from workbench.figures import _legends_off_the_data, _renderer, _wrap_ylabels
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(3.25, 2.3))
+    for ax in (top, bottom):
+        ax.plot([0, 1, 2], [3, 2, 1], label="openended · algorithm=map-elites, descriptor_fit=held-out")
+    top.set_ylabel("best open-endedness loss of the population", fontsize=8)
+    top.legend(loc="upper right", fontsize=7)
+    _wrap_ylabels(fig)
+    renderer = _renderer(fig)
+    label = top.yaxis.label
+    assert "\n" in label.get_text() and label.get_window_extent(renderer).height <= top.bbox.height
+    fig.set_size_inches(3.25, 2.0)  # a scaled figure: wrapped again for the lower panel, from the label as given
+    _wrap_ylabels(fig)
+    assert label.get_window_extent(_renderer(fig)).height <= top.bbox.height
+    assert label.get_text().replace("-\n", "-").replace("\n", " ") == "best open-endedness loss of the population"
+    _legends_off_the_data(fig, 3.15)
+    box = top.get_legend().get_window_extent(_renderer(fig))
+    assert box.y1 <= top.bbox.y0  # under its axes, not across them and their labels
+    plt.close(fig)
+
+
+def test_a_picture_is_as_wide_as_asked_and_panels_take_their_minimum_width(store, tmp_path):
+    """An atlas (a picture alone) filled the column's 3.25 × 2.3 in box by its height: 2.6 in wide, 5.2 of 6.75 asked.
+    Three panels need 3 × 1.1 in, which is 3.3000000000000003 in floating point: --width 3.3 was refused while
+    the message asked for it."""
+    import re
+
+    import holoviews as hv
+
+    from workbench.figures import atlas, holoviews, save
+
+    holoviews()
+    ill = [r["id"] for r in store.list() if r["kind"] == "illuminate"][0]
+    for width in (None, 6.75):
+        out = save(atlas(store, ill), tmp_path / "a.pdf", width=width)
+        box = re.search(rb"/MediaBox \[ *([\d.]+) ([\d.]+) ([\d.]+) ([\d.]+)", out.read_bytes())
+        assert float(box.group(3)) / 72 == pytest.approx(width or 3.25, rel=0.03)
+    curve = hv.Curve([(0, 1.0), (1, 0.5)], "iteration", "loss")
+    save(hv.Layout([curve, curve, curve]).cols(3), tmp_path / "three.png", width=3.3)

@@ -257,7 +257,7 @@ def rename(obj, names: dict[str, str]):
     is empty, or two entries would share one name (their colours too). Colours are then pinned to the new names.
     `workbench figure curves|compare|view --rename NAME NEW` calls it."""
     hv = _hv()
-    names = {str(old): str(new).strip() for old, new in dict(names).items()}
+    names = {_legend_key(str(old)): str(new).strip() for old, new in dict(names).items()}  # as printed: "x (n=3)"
     if not names:
         return obj
     entries = check_legend_entries(obj, names, "--rename")
@@ -528,13 +528,15 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     else:
         theta = run.read_array("best.npy")
     cfg, ev = info["config"], info["config"]["eval"]
+    asked = steps
     steps = steps or ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
     scored = int(ev.get("frames") or 1)
     own = n is None and steps == (ev.get("steps") or steps) and scored > 1  # the frames the search scored
     k = scored if own else (n or STRIP_FRAMES)
     if k > steps:
         given = f"--frames {k} is" if n is not None else f"the strip's {k} frames (the default) are"
-        raise ValueError(f"{given} more than --steps {steps}: a strip takes one frame a chunk of steps; give "
+        length = f"--steps {steps}" if asked is not None else f"the run's {steps} steps"
+        raise ValueError(f"{given} more than {length}: a strip takes one frame a chunk of steps; give "
                          f"--frames {steps} or fewer")
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     shots = to_uint8(np.asarray(rollout(sub, sub.decode(theta), steps, (k, True), size=size or ev.get("size", 224),
@@ -677,9 +679,9 @@ def _legends_off_the_data(fig, width: float) -> None:
     from matplotlib.legend import Legend
     from matplotlib.transforms import blended_transform_factory, offset_copy
 
+    _wrap_ylabels(fig)
     fig.draw_without_rendering()  # places "best" legends and the tick labels
-    fresh = getattr(fig, "_get_renderer", None)  # as _wrap_titles: matplotlib's private, else the canvas'
-    renderer = fresh() if fresh is not None else fig.canvas.get_renderer()
+    renderer = _renderer(fig)
     panels = [a for a in fig.axes if a.get_visible() and a.get_label() != "<colorbar>"]
     inside = [lg for lg in fig.findobj(Legend) if lg.axes is not None and lg.get_visible() and lg not in fig.legends
               and lg.get_texts() and lg.get_window_extent(renderer).overlaps(lg.axes.bbox)]  # not beside its axes
@@ -714,7 +716,12 @@ def _legends_off_the_data(fig, width: float) -> None:
         moved.set_clip_on(False)
         return moved
 
-    covering = [lg for lg in inside if _covers_data(lg.axes, lg.get_window_extent(renderer), renderer)]
+    def out_of_axes(legend) -> bool:  # wider than its axes, it lay on the tick labels and the y label
+        box, frame = legend.get_window_extent(renderer), legend.axes.bbox.padded(1.0)
+        return not (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1))
+
+    covering = [lg for lg in inside if out_of_axes(lg) or _covers_data(lg.axes, lg.get_window_extent(renderer),
+                                                                       renderer)]
     if len(inside) > 1 and len(inside) == len({lg.axes for lg in inside}) == len(panels) and covering \
             and len({entries(lg) for lg in inside}) == 1:
         # one legend for all: under the lowest panels (the figure's x centre; in points below their labels,
@@ -791,32 +798,64 @@ def _open_rows(fig, legends, renderer) -> None:
     fig.set_size_inches(w, grown)
 
 
+def _wrapped(text: str, chars: int) -> str:
+    """`text` broken onto lines of about `chars` characters. Mathtext ($\\sigma = 0.1$) must not break across
+    lines (each line is parsed alone): its spaces are held as NULs while wrapping, and no word is cut; a lone or
+    escaped $ is plain text to matplotlib, and here."""
+    import re
+    import textwrap
+
+    parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
+    # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
+    held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
+    return textwrap.fill(held, chars, break_long_words=False).replace("\0", " ")
+
+
+def _renderer(fig):
+    """A fresh renderer at the figure's dpi (matplotlib's private one where it has it, else the canvas'): a text's
+    own may be an earlier draw's."""
+    fresh = getattr(fig, "_get_renderer", None)
+    return fresh() if fresh is not None else fig.canvas.get_renderer()
+
+
+def _wrap_ylabels(fig) -> None:
+    """Break y labels longer than their axes are high onto more lines: "best open-endedness loss" at 8 pt is
+    1.3 in, a stacked panel of a column-wide figure 1 in high, and it ran past its panel into the legend and
+    tick labels below."""
+    renderer = _renderer(fig)
+    for ax in fig.axes:
+        label = ax.yaxis.label
+        # from the label as it was: the figure may have been scaled since an earlier wrap (_fit_width)
+        text = getattr(label, "_unwrapped", None) or label.get_text()
+        if not ax.get_visible() or not label.get_visible() or not text or "\n" in text:
+            continue
+        label.set_text(text)
+        length, room = label.get_window_extent(renderer).height, ax.bbox.height
+        if length > room:
+            label._unwrapped = text
+            # lines of about the panel's height, shorter while they are still too many for it (no word is cut)
+            chars, longest = max(8, int(len(text) * room / length)), max(map(len, text.split()))
+            label.set_text(_wrapped(text, chars))
+            while label.get_window_extent(renderer).height > room and chars > longest:
+                chars -= 2
+                label.set_text(_wrapped(text, chars))
+
+
 def _wrap_titles(fig, width: float) -> None:
     """Break titles wider than `width` inches onto more lines: no shrinking of the axes makes a 9 pt title
     narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
-    import re
-    import textwrap
 
     # ax.title is public; the left and right titles and the suptitle only as matplotlib's private attributes,
     # taken where they are (a matplotlib without them wraps the centre titles, and saves)
     titles = [t for ax in fig.axes for t in (ax.title, getattr(ax, "_left_title", None),
                                                getattr(ax, "_right_title", None)) if t is not None]
     titles += [t for t in (getattr(fig, "_suptitle", None),) if t is not None]
-    # a fresh renderer, at the figure's dpi: a title's own may be an earlier draw's
-    fresh = getattr(fig, "_get_renderer", None)
-    renderer = fresh() if fresh is not None else fig.canvas.get_renderer()
+    renderer = _renderer(fig)
     for title in titles:
         text = title.get_text()
         drawn = title.get_window_extent(renderer).width / fig.dpi if text else 0.0
         if drawn > width and "\n" not in text:
-            # mathtext ($\sigma = 0.1$) must not break across lines (each line is parsed alone): its spaces
-            # are held as NULs while wrapping, and no word is cut; a lone or escaped $ is plain text to
-            # matplotlib, and here
-            parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
-            # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
-            held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
-            lines = textwrap.fill(held, max(12, int(len(text) * width / drawn)), break_long_words=False)
-            title.set_text(lines.replace("\0", " "))
+            title.set_text(_wrapped(text, max(12, int(len(text) * width / drawn))))
 
 
 def _fit_width(fig, width: float) -> None:
@@ -834,15 +873,17 @@ def _fit_width(fig, width: float) -> None:
     _wrap_titles(fig, width)
     w0 = fig.get_size_inches()[0]
     for _ in range(5):
+        _wrap_ylabels(fig)  # at the panels' height now: a scaled figure's axes are lower
         drawn = fig.get_tightbbox().width  # inches
         if width * 0.99 <= drawn <= width:
-            return
+            break
         w, h = fig.get_size_inches()
         # what sticks out (text) stays as it is: only the rest scales
         scale = min(max(0.5 * w0 / w, (w - (drawn - width * 0.995)) / w), 1.5 * w0 / w)
         if abs(scale - 1.0) < 1e-3:
-            return
+            break
         fig.set_size_inches(w * scale, h * scale)
+    _wrap_ylabels(fig)
 
 
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
@@ -865,17 +906,23 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     # a layout that set its own size (a strip of frames: figures.frames) keeps it, unless the caller's style says
     own = hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("fig_inches") \
         if isinstance(obj, hv.Layout) else None
+    pictures = (hv.RGB, hv.Image)  # a strip of frames has no labels to keep room for
+    if isinstance(obj, pictures) and not own and "fig_inches" not in (style or {}):
+        # a picture alone (an atlas) in a box of its own shape, room for a title above: in the column's
+        # 3.25 × 2.3 in box a square one filled its height, 2.6 in wide (5.2 of 6.75 asked)
+        rows, cols = obj.dimension_values(2, flat=False).shape[:2]
+        w = PAPER_STYLE["fig_inches"][0]
+        own = (w, round(w * rows / cols + 0.4, 3))
     style = {**PAPER_STYLE, **({"fig_inches": tuple(own)} if own else {}), **(style or {})}
     if check_width(width, out) is not None:
         w, h = style["fig_inches"]
         style["fig_inches"] = (float(width), round(h * width / w, 3))
     dpi = check_dpi(dpi, out)
     check_font(font, out)
-    pictures = (hv.RGB, hv.Image)  # a strip of frames has no labels to keep room for
     if width is not None and isinstance(obj, hv.Layout) and not all(isinstance(p, pictures) for p in obj):
         # each panel keeps room for its labels and title
         cols = obj.shape[1]
-        if width / cols < MIN_PANEL_WIDTH:
+        if width < cols * MIN_PANEL_WIDTH - 1e-9:
             raise ValueError(f"--width {width:g}: a figure of {cols} panels across needs at least "
                              f"{cols * MIN_PANEL_WIDTH:g} in (their labels ran into each other); give --width "
                              f"{cols * MIN_PANEL_WIDTH:g} or more")
@@ -889,6 +936,8 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # for Bokeh's current document: in a server's worker thread that is whatever document a session's
             # callback holds at that moment, the destroyed one of a closed tab included ("'Document' object has
             # no attribute '_theme'"). A server-mode renderer attaches the plot to the document it is given.
+            import re
+
             from bokeh.document import Document
             from bokeh.embed import file_html
             from bokeh.resources import INLINE
@@ -896,7 +945,11 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             doc = Document()
             state = hv.renderer("bokeh").instance(mode="server").get_plot(obj, doc=doc).state
             doc.add_root(state)
-            tmp.write_text(file_html(state, INLINE, out.stem), encoding="utf-8")
+            page = file_html(state, INLINE, out.stem)
+            # Panel adds a module shim by a server's relative path to Bokeh's resources: a file has no server, so
+            # a browser failed that load (and a hosted copy requested it); nothing here needs it
+            page = re.sub(r'<script[^>]*\ssrc="static/[^"]*"[^>]*>\s*</script>\s*', "", page)
+            tmp.write_text(page, encoding="utf-8")
             return
         import matplotlib.pyplot as plt
 
