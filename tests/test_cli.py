@@ -143,6 +143,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "merge", "--zoo", "file.json"], "--zoo file.json is a file, not a model zoo: give the zoo's folder"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
     (["merge", "evolve", "--models", "add", "add"], "--models names a model twice: add add"),
+    (["figure", "atlas", "x", "--out", "a.png", "--font", "serif"], "unrecognized arguments: --font serif"),  # no text
+    (["figure", "curves", "x", "--out", "c.png", "--runs", "nowhere"], "(no such folder: give --runs)"),
     # scored twice, recorded once at the last weight
     (["merge", "evolve", "--models", "add", "sort", "--tasks", "sort", "sort"], "--tasks names a task twice"),
     (["merge", "evolve", "--models", "add", "sort", "--tasks", "nosuch"], "--tasks: unknown task 'nosuch'"),

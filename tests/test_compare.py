@@ -105,7 +105,7 @@ def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
     assert [p.title.text for p, *_ in hv.render(figure, backend="bokeh").children] == [
         "target · s", "merge · s", "qd · s"]
     axes = hv.render(figure, backend="matplotlib").axes
-    assert [ax.get_ylabel() for ax in axes] == ["best target loss", "best fitness", "best qd_score"]
+    assert [ax.get_ylabel() for ax in axes] == ["best target loss", "best fitness", "best QD score"]
     assert [ax.get_xlim() for ax in axes] == [(0, 4)] * 3 and [ax.get_xlabel() for ax in axes] == ["", "", "iteration"]
     assert [ax.lines[0].get_color() for ax in axes] == list(OKABE_ITO[:3])
     assert [[t.get_text() for t in ax.get_legend().get_texts()] for ax in axes] == [["target · s"], ["merge · s"],
@@ -119,7 +119,7 @@ def test_runs_in_other_metrics_are_drawn_a_panel_per_metric(tmp_path):
     title, grid = hv.render(plotted, backend="bokeh").children
     plots = [plot for plot, *_ in grid.children]
     assert BAND_TITLE in title.text and [p.yaxis[0].axis_label for p in plots] == ["best target loss", "best fitness",
-                                                                                   "best qd_score"]
+                                                                                   "best QD score"]
     assert all(p.width == 760 and p.x_range is plots[0].x_range for p in plots)
     assert [{getattr(r.glyph, "fill_color", r.glyph.line_color) for r in p.renderers} for p in plots] == [
         {colour} for colour in OKABE_ITO[:3]]
@@ -296,6 +296,12 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "(different kinds: settings not compared)" in out and "same settings" not in out
+    # runs counted in other units each say theirs: a qd run's 3 iterations are its 2 generations ("3" read wrong)
+    qd = mixed.create("qd", "elite+svd", "add+sort", {"seed": 0, "gens": 2}, 0)
+    qd.update(iterations=3, status="done")
+    proc = _short("runs", "compare", a, qd.id, "--runs", str(mixed.root), cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "2 generations" in out and "iterations" in out, err
     # the paper figure, in its own process too
     proc = _short("figure", "compare", a, b, c, "--runs", str(store.root), "--out", "seeds.pdf", cwd=tmp_path)
     out, err = proc.communicate(timeout=120)

@@ -380,10 +380,14 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
+#: a metric's name as an axis says it (a CycleQD run's "qd_score" read "best qd_score"; its page says QD score)
+METRIC_WORDS = {"qd_score": "QD score"}
+
+
 def curves_label(metrics) -> str:
     """The y axis of curves in these metrics: "best loss", "best fitness / loss", "best loss / illumination loss
     of the population" (an illumination's is not a best so far)."""
-    names = sorted(set(metrics))
+    names = sorted({METRIC_WORDS.get(m, m) for m in metrics})
     bests = [m for m in names if m != POPULATION_METRIC]
     parts = [f"best {' / '.join(bests)}"] if bests else []
     if POPULATION_METRIC in names:

@@ -932,7 +932,8 @@ class RunStore:
             raise RunError(f"run id {run_id!r} is ambiguous in {self.root}: it starts {len(matches)} runs ({shown}); "
                            f"give more of the id")
         known = ", ".join(ids[-5:]) or "none"
-        raise RunError(f"no run {run_id!r} in {self.root} (latest runs: {known})")
+        where = f"latest runs: {known}" if self.root.is_dir() else "no such folder: give --runs"
+        raise RunError(f"no run {run_id!r} in {self.root} ({where})")
 
     def open(self, run_id: str | Run | os.PathLike) -> Run:
         """The run with this id or unique id prefix (run.json checked)."""

@@ -19,7 +19,7 @@ def cmd_figure(args) -> int:
     # before any run is read
     figures.check_figure_path(args.out)
     figures.check_width(args.width, args.out)
-    figures.check_font(args.font, args.out)
+    figures.check_font(getattr(args, "font", None), args.out)
     if getattr(args, "colour", None) and args.out.lower().endswith(".html"):
         raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; an .html figure keeps its page's "
                          "colours: leave --colour out")
@@ -65,7 +65,7 @@ def _figure(figures, store, args, pinned: dict[str, str]):
     # before the pins: --colour takes the new names (frames and atlas have no --rename)
     figure = figures.rename(figure, figures.rename_pairs(getattr(args, "rename", None) or []))
     _check_pinned(figures, figure, pinned)
-    out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=args.font)
+    out = figures.save(figure, args.out, style=style, dpi=args.dpi, width=args.width, font=getattr(args, "font", None))
     if undrawn is not None:
         _say_undrawn(store, *undrawn)
     return out
@@ -261,12 +261,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
             own = "a column, 3.25" if name in ("curves", "compare", "atlas") else \
                 "the figure's own: a column for one panel, at most a page for several"
+            kept = "" if name == "atlas" else ", text kept at 7-9 pt"  # an atlas is a picture: no text
             f.add_argument("--width", type=float, default=None, metavar="INCHES",
-                           help=f"the figure's width in inches, text kept at 7-9 pt (default: {own}; a column 3.25, "
-                                "a two-column page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
-            f.add_argument("--font", choices=("sans", "serif"), default=None,
-                           help="the text's face: sans (default, DejaVu Sans) or serif (Times-like STIX, for a "
-                                "paper set in Times)")
+                           help=f"the figure's width in inches{kept} (default: {own}; a column 3.25, a two-column "
+                                "page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
+            if name != "atlas":
+                f.add_argument("--font", choices=("sans", "serif"), default=None,
+                               help="the text's face: sans (default, DejaVu Sans) or serif (Times-like STIX, for a "
+                                    "paper set in Times)")
             if name not in ("atlas", "frames"):
                 f.add_argument("--colour", action="append", default=None, metavar="NAME=COLOUR",
                                help="draw the legend entry NAME in COLOUR (#D55E00, black, tab:blue), e.g. the "

@@ -125,9 +125,10 @@ def _compare_tables(comparison) -> None:
     # "same settings" only where it is so: runs of one kind, none of whose settings differ (across kinds the
     # settings are not compared at all)
     note = "" if shown else " (same settings)" if len(kinds_shown) == 1 else " (different kinds: settings not compared)"
-    # one unit for the column: CycleQD's generations where every run is one (runs list counts them so too)
+    # one unit for the column: CycleQD's generations where every run is one (runs list counts them so too); of
+    # mixed units each run's count says its own (a qd run's 3 iterations are its 2 generations)
     units = {step_unit(r["kind"]) for r in comparison.rows}
-    unit = units.pop() if len(units) == 1 else "iterations"
+    unit = units.pop() if len(units) == 1 else "done"
     noted = any(r.get("note") for r in comparison.rows)  # the researchers' own words on the runs
     table = Table(Column("id", **whole), "kind", "seed", *[k.removeprefix("config.") for k in shown], "status",
                   Column(unit, **whole), Column(best, **whole),
@@ -136,19 +137,23 @@ def _compare_tables(comparison) -> None:
         mine = kinds_shown.get(str(r["kind"]), [])
         cells = [value_text(comparison.differs[k][r["id"]]) if k in mine else "" for k in shown]
         value = "" if r["best"] is None else f"{r['best']:.4f}"
-        done = str(steps_done(r["kind"], r["iterations"])[0] if unit != "iterations" else r["iterations"])
+        done = steps_done(r["kind"], r["iterations"])
+        done = f"{done[0]} {done[1]}" if unit == "done" else str(done[0])
         table.add_row(r["id"], str(r["kind"]), value_text(r["seed"]), *cells, r["status"], done, value,
                       *([r.get("note") or ""] if noted else []))
     console.print(table)
     if comparison.has_replicates:
-        groups = Table("setting", "runs", "seeds", Column("after iterations", **whole),
+        group_units = {step_unit(g.kind) for g in comparison.groups}
+        after = f"after {group_units.pop()}" if len(group_units) == 1 else "after"
+        groups = Table("setting", "runs", "seeds", Column(after, **whole),
                        Column(f"{best}: mean ± sd", **whole), Column("min", **whole), Column("max", **whole),
                        title="over seeds (each run's best after the iterations all of them did)")
         for g in comparison.groups:
             s = g.stats()
             mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
+            done = None if g.at_iteration is None else steps_done(g.kind, g.at_iteration + 1)
             groups.add_row(g.label, str(len(g.ids) - len(g.repeats)), ", ".join(map(value_text, g.seeds)),
-                           "" if g.at_iteration is None else str(g.at_iteration + 1), mean,
+                           "" if done is None else str(done[0]) if after != "after" else f"{done[0]} {done[1]}", mean,
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
         for g in comparison.groups:
@@ -157,10 +162,10 @@ def _compare_tables(comparison) -> None:
         budgets = {}
         for g in comparison.groups:
             if g.at_iteration is not None:
-                budgets.setdefault(g.kind, set()).add(g.at_iteration + 1)
+                budgets.setdefault(g.kind, set()).add(steps_done(g.kind, g.at_iteration + 1)[0])
         for kind, done in budgets.items():
             if len(done) > 1:
-                say("note", f"the {kind} settings are summarised after different numbers of iterations "
+                say("note", f"the {kind} settings are summarised after different numbers of {step_unit(kind)} "
                             f"({', '.join(map(str, sorted(done)))}): a setting whose run stopped early or is still "
                             "running is compared at that run's budget")
 
