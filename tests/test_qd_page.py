@@ -554,6 +554,8 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "me.png").read_bytes() == \
         QDModel(runs_dir=qd["dir"], run_id=qd["me"]).export("archives", tmp_path / "page", ".png").read_bytes()
+    done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--out", str(tmp_path / "me.html"))
+    assert done.returncode == 0 and done.stderr == "", done.stderr  # Bokeh's W-1005 line for a frame-sized plot
     # the lineage of the elites as they stood at a generation is another figure than at the end
     done = run(*args, "--view", "lineage", "--generation", "2", "--out", str(tmp_path / "early.svg"))
     assert done.returncode == 0, done.stderr

@@ -945,6 +945,12 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             doc = Document()
             state = hv.renderer("bokeh").instance(mode="server").get_plot(obj, doc=doc).state
             doc.add_root(state)
+            from bokeh.core.validation import silence
+            from bokeh.core.validation.warnings import FIXED_SIZING_MODE
+
+            # a plot sized by its frame and aspect (an archive's square cells) draws as it should; Bokeh's check
+            # for fixed width and height printed a warning line per export (silenced for the process: noise alone)
+            silence(FIXED_SIZING_MODE, True)
             page = file_html(state, INLINE, out.stem)
             # Panel adds a module shim by a server's relative path to Bokeh's resources: a file has no server, so
             # a browser failed that load (and a hosted copy requested it); nothing here needs it
