@@ -251,6 +251,8 @@ def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
     assert run_labels([info("a", "target", {"algorithm": "ga"}),
                        info("b", "target", {"algorithm": "map-elites", "descriptor_fit": "held-out"})],
                       root) == {"a": "algorithm=ga", "b": "algorithm=map-elites, descriptor_fit=held-out"}
+    assert run_labels([info("a", "namm", {"max_kept": None}), info("b", "namm", {"max_kept": 0.5})],
+                      root) == {"a": "max_kept=—", "b": "max_kept=0.5"}  # None is a value (no cap): said
 
 
 def test_flat_settings_and_runs_of_other_kinds():

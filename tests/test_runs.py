@@ -727,9 +727,10 @@ def test_a_folder_built_aside_lands_whole_with_the_usual_permissions(tmp_path):
 
 def test_a_killed_builds_staging_folder_goes_with_the_next_build(tmp_path):
     """A build killed with SIGKILL (a zoo, a model export) leaves its hidden staging folder beside the target: the
-    next build of that target removes it, and an old folder set aside, where their process is gone; a live
-    process's, another host's and other files stay."""
-    from workbench.atomic import _owner_tag, staging_dir
+    next build of that target removes it where its process is gone, and puts back an old folder a killed replace
+    had set aside (its only copy). A live process's, another host's (one whose name starts with this host's too)
+    and other folders stay."""
+    from workbench.atomic import _host_tag, staging_dir
 
     proc = subprocess.Popen([sys.executable, "-c", "from workbench.atomic import staging_dir; import sys; "
                              "print(staging_dir(sys.argv[1]))", str(tmp_path / "zoo")], stdout=subprocess.PIPE,
@@ -737,15 +738,20 @@ def test_a_killed_builds_staging_folder_goes_with_the_next_build(tmp_path):
     dead_staging = Path(proc.communicate()[0].strip())  # its process has ended: as a killed build's
     assert proc.returncode == 0 and dead_staging.is_dir() and dead_staging.parent == tmp_path
     (dead_staging / "weights.bin").write_bytes(b"x" * 100)
-    host = _owner_tag().rsplit("-", 1)[0]
-    dead_replaced = tmp_path / f".zoo.replaced-{host}-{proc.pid}"
+    host, dead = _host_tag(), proc.pid
     live = staging_dir(tmp_path / "zoo")  # this process's own: alive
-    others = [tmp_path / ".zoo.staging-elsewhere-1-abc", tmp_path / ".zoo2.staging-x", tmp_path / "zoo"]
-    for path in [dead_replaced, *others]:
+    others = [tmp_path / f".zoo.staging-{host}1.{dead}-abcdefgh",  # another host, this one's name and more
+              tmp_path / f".zoo.staging-other-0000abcd.{dead}-abcdefgh", tmp_path / ".zoo2.staging-x", tmp_path / "zoo"]
+    for path in others:
         path.mkdir()
+    (tmp_path / "zoo" / "old.bin").write_text("old")
+    aside = tmp_path / f".model.replaced-{host}.{dead}"  # a killed replace_dir: model/ moved aside, none in place
+    aside.mkdir()
+    (aside / "weights").write_text("the only copy")
     again = staging_dir(tmp_path / "zoo")
-    assert not dead_staging.exists() and not dead_replaced.exists()
-    assert live.is_dir() and again.is_dir() and all(p.is_dir() for p in others)
+    assert not dead_staging.exists() and live.is_dir() and again.is_dir() and all(p.is_dir() for p in others)
+    staging_dir(tmp_path / "model")
+    assert not aside.exists() and (tmp_path / "model" / "weights").read_text() == "the only copy"
 
 
 def test_frames_follow_the_reference_recipes(tmp_path, capsys):

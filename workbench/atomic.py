@@ -21,12 +21,20 @@ def _umask() -> int:
     return umask
 
 
-def _owner_tag() -> str:
-    """This process as a folder name's part: its host (a shared file system's other machines have their own pids)
-    and pid."""
+def _host_tag() -> str:
+    """This machine as a folder name's part (a shared file system's other machines have their own pids): its name
+    in letters, digits and dashes, and a hash of the name as it is, so that "node_1" and "node.1" stay apart."""
     import socket
+    import zlib
 
-    return f"{re.sub(r'[^A-Za-z0-9-]', '-', socket.gethostname())}-{os.getpid()}"
+    name = socket.gethostname()
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', name) or 'host'}-{zlib.crc32(name.encode()):08x}"
+
+
+def _owner_tag() -> str:
+    """This process as a folder name's part: its host's tag, a dot (which the tag never holds: no other host's
+    name reads as this one's followed by a pid) and its pid."""
+    return f"{_host_tag()}.{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
@@ -40,18 +48,26 @@ def _alive(pid: int) -> bool:
 
 
 def remove_orphans(target: str | Path) -> list[Path]:
-    """Remove the staging and set-aside folders beside `target` that a killed process of this host left (a zoo
-    build killed with SIGKILL left its hidden staging folder, tens of MB, for good); those of a live process, of
-    another host, or named otherwise are left alone. Returns what was removed."""
+    """Remove the staging folders beside `target` that a killed process of this host left (a zoo build killed with
+    SIGKILL left its hidden staging folder, tens of MB, for good), and the old folder a replace_dir killed between
+    its two renames set aside: put back where its replacement never arrived (it is the only copy), else removed.
+    Those of a live process, of another host, or named otherwise are left alone. Returns what was removed."""
     target = Path(target)
-    host, _ = _owner_tag().rsplit("-", 1)
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|replaced)-{re.escape(host)}-(\d+)(?:-.*)?")
+    host = re.escape(_host_tag())
+    name = re.escape(target.name)
+    staging = re.compile(rf"\.{name}\.staging-{host}\.(\d+)-[a-z0-9_]{{8}}")
+    aside = re.compile(rf"\.{name}\.replaced-{host}\.(\d+)")
     removed = []
-    for path in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        found = pattern.fullmatch(path.name)
-        if found and path.is_dir() and not path.is_symlink() and not _alive(int(found.group(1))):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+    for path in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
+        found = staging.fullmatch(path.name) or aside.fullmatch(path.name)
+        if not found or not path.is_dir() or path.is_symlink() or _alive(int(found.group(1))):
+            continue
+        if found.re is aside and not target.exists():
+            with contextlib.suppress(OSError):  # put in place meanwhile after all: the old one stays aside
+                os.replace(path, target)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
@@ -113,11 +129,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
-#: staging_dir's folders (mkdtemp: ".<name>.staging-<host>-<pid>-<8 random>"; before: no host and pid) and the old
-#: folder replace_dir moves aside (".<name>.replaced-<host>-<pid>"; before: the pid alone): names a folder of the
-#: user's does not take by chance
-_STAGING = re.compile(r"^\..+\.staging-(?:[A-Za-z0-9-]+-\d+-)?[a-z0-9_]{8}$")
-_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-(?:[A-Za-z0-9-]+-)?\d+$")
+#: staging_dir's folders (mkdtemp: ".<name>.staging-<host tag>.<pid>-<8 random>"; before: no host and pid) and the
+#: old folder replace_dir moves aside (".<name>.replaced-<host tag>.<pid>"; before: the pid alone): names a folder
+#: of the user's does not take by chance
+_STAGING = re.compile(r"^\..+\.staging-(?:[A-Za-z0-9-]+\.\d+-)?[a-z0-9_]{8}$")
+_MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-(?:[A-Za-z0-9-]+\.)?\d+$")
 
 
 def sweep_partial_writes(folder: Path) -> list[Path]:

@@ -261,8 +261,9 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     for members in keyed.values():
         first, row = flat_settings(members[0]), catalog_row(members[0], root)
         kind = str(row["kind"])
-        # a setting the group's runs have not got is left out ("descriptor_fit=—" named a GA's)
-        parts = [f"{_short(k)}={value_text(_thawed(first.get(k)))}" for k in telling[kind] if first.get(k) is not None]
+        # a setting the group's runs have not got is left out ("descriptor_fit=—" named a GA's); one set to None
+        # (NAMM's max_kept: no cap) is said
+        parts = [f"{_short(k)}={value_text(_thawed(first.get(k)))}" for k in telling[kind] if k in first]
         label = ", ".join(parts)
         if len(label) > LABEL_CHARS:  # too many differences to read: name the group by its first run
             label = f"{row['substrate']} · {row['id']}"
@@ -285,7 +286,7 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     for info in infos:
         kind, settings = str(info.get("kind")), flat_settings(info)
         label = ", ".join(f"{_short(k)}={value_text(_thawed(settings.get(k)))}" for k in telling[kind]
-                          if settings.get(k) is not None)  # one the run has not got is left out
+                          if k in settings)  # one the run has not got is left out (one set to None is said)
         if len(kinds) > 1:
             label = f"{kind} · {label or catalog_row(info, root)['substrate']}"
         labels[info["id"]] = label if label and len(label) <= LABEL_CHARS else info["id"]
