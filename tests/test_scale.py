@@ -70,3 +70,32 @@ def test_a_worker_killed_mid_iteration_is_retried(tmp_path, client):
     assert killed.is_set(), "the worker was never seen busy: the test did not kill mid-iteration"
     assert remote.info["status"] == "done"
     assert _losses(local) == _losses(remote)
+
+
+def test_dask_names_what_answers_at_its_address(capsys):
+    """--dask at a port that accepts and never answers (a scheduler's dashboard port, an HTTP server) waited for
+    ever, Dask's handshake having no timeout; an empty address ran serially without a word; a scheduler without
+    workers waited in silence. Each is said now, naming --dask."""
+    import argparse
+    import socket
+
+    from distributed import LocalCluster
+
+    from workbench.cli.common import close_client, dask_client
+    from workbench.scale import connect
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), answers nothing
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=f"--dask {address}: no Dask scheduler answers there"):
+            connect(address, timeout=2.0)
+        assert time.monotonic() - start < 30
+    for bad, message in (("", "--dask needs a scheduler's address"), ("nonsense", "--dask nonsense: ")):
+        with pytest.raises(ValueError, match=message):
+            connect(bad, timeout=2.0)
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        client = dask_client(argparse.Namespace(workers=None, dask=cluster.scheduler_address))
+        try:
+            assert "has no workers yet: the run waits for one" in capsys.readouterr().err
+        finally:
+            close_client(client)

@@ -71,12 +71,44 @@ def close(client) -> None:
         cluster.close()
 
 
+def _identity(address: str, timeout: float) -> dict:
+    """What answers at `address` says it is (Dask's identity message), all of it within `timeout` seconds: Client's
+    own timeout covers the connection alone, and the handshake after it waited for ever on a port that accepts and
+    does not answer (a scheduler's dashboard port, an HTTP server); text that answers was read as a message's
+    length (an allocation of 3 EiB)."""
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    async def ask() -> dict:
+        comm = await comm_connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    return asyncio.run(asyncio.wait_for(ask(), timeout))
+
+
 def connect(address: str, timeout: float = 10.0):
-    """A client of the scheduler at `address` (tcp://HOST:PORT)."""
+    """A client of the scheduler at `address` (tcp://HOST:PORT), or one ValueError naming --dask within `timeout`
+    seconds: no address, one Dask cannot parse, nothing there, or something there that is no Dask scheduler."""
     from dask.distributed import Client
 
+    fix = "start one with `dask scheduler` (its address, port 8786 by default) or use --workers N for a local cluster"
+    if not address or not address.strip():  # "$SCHED" unset: a serial run said nothing
+        raise ValueError(f"--dask needs a scheduler's address, e.g. --dask tcp://127.0.0.1:8786; {fix}")
+    try:
+        info = _identity(address, timeout)
+    except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever answered (or did not), one error
+        why = "no answer" if isinstance(exc, (TimeoutError, OSError)) else f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"--dask {address}: no Dask scheduler answers there ({str(why)[:160]}); {fix}") from None
+    if not isinstance(info, dict) or info.get("type") != "Scheduler":
+        kind = info.get("type") if isinstance(info, dict) else None
+        raise ValueError(f"--dask {address}: {f'a Dask {kind}' if kind else 'what answers there'} is no Dask "
+                         f"scheduler; {fix}")
     try:
         return Client(address, timeout=timeout)
     except OSError as exc:
-        raise ValueError(f"cannot reach a Dask scheduler at {address!r} ({exc}); start one with "
-                         f"`dask scheduler` or use --workers N for a local cluster") from exc
+        raise ValueError(f"--dask {address}: cannot reach a Dask scheduler there ({exc}); {fix}") from None

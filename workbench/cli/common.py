@@ -145,10 +145,14 @@ def dask_client(args):
         from workbench.scale import local_client
 
         return local_client(args.workers)
-    if args.dask:
+    if args.dask is not None:
         from workbench.scale import connect
 
-        return connect(args.dask)
+        client = connect(args.dask)
+        if not client.scheduler_info().get("workers"):  # its tasks wait for one: said, not a silent wait
+            say("note", f"the Dask scheduler at {args.dask} has no workers yet: the run waits for one (start one "
+                        f"with `dask worker {args.dask}`)")
+        return client
     return None
 
 
