@@ -99,3 +99,29 @@ def test_dask_names_what_answers_at_its_address(capsys):
             assert "has no workers yet: the run waits for one" in capsys.readouterr().err
         finally:
             close_client(client)
+
+
+def test_a_lost_scheduler_is_one_error_and_the_run_resumable(tmp_path):
+    """The --dask scheduler gone under a run: 76 lines of client logs and tracebacks. One error line now, and the
+    note that the run is marked failed and how to resume it."""
+    import subprocess
+    import sys
+
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=50)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "workbench", "asal", "openended", "--substrate", "boids",
+                                 "--fm", "pixels", "--iters", "500", "--pop", "4", "--steps", "16", "--frames", "2",
+                                 "--runs", "runs", "--quiet", "--dask", cluster.scheduler_address], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not list(tmp_path.glob("runs/*/metrics.parquet")):
+            time.sleep(0.1)
+    finally:
+        cluster.close()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: Dask: the cluster was lost under the run"), err
+    assert lines[1].startswith("note: run ") and "--resume" in lines[1], err

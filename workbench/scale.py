@@ -109,6 +109,10 @@ def connect(address: str, timeout: float = 10.0):
         raise ValueError(f"--dask {address}: {f'a Dask {kind}' if kind else 'what answers there'} is no Dask "
                          f"scheduler; {fix}")
     try:
-        return Client(address, timeout=timeout)
+        client = Client(address, timeout=timeout)
     except OSError as exc:
         raise ValueError(f"--dask {address}: cannot reach a Dask scheduler there ({exc}); {fix}") from None
+    # a scheduler lost under a run reaches the command as an exception, said in one line: not also as the client's
+    # ERROR log lines and tracebacks
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    return client

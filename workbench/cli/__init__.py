@@ -128,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `workbench runs list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails quietly
         return 1
-    except OSError as error:  # a full disk, a read-only folder: the system's words and the file, not a traceback
-        say("error", _os_error_text(error), style="bold red")
+    except Exception as error:
+        # a full disk, a read-only folder: the system's words and the file; Dask's cluster failing under a run (a
+        # worker killed again and again, the --dask scheduler gone): what happened. Not a traceback (76 lines).
+        dask = type(error).__module__.split(".")[0] == "distributed"
+        if not (dask or isinstance(error, OSError)):
+            raise
+        say("error", _dask_error_text(error) if dask else _os_error_text(error), style="bold red")
         run = getattr(error, "failed_run", None)
         command = run.resume_command if run is not None else None
         if command:
@@ -144,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         if command:
             say("stopped", f"run {run.id} is resumable: {command}")
         return 128 + signal.SIGTERM if isinstance(stop, Terminated) else 130
+
+
+def _dask_error_text(error: Exception) -> str:
+    """One line for a Dask failure under a run: a task whose workers kept dying, or the cluster lost."""
+    name, said = type(error).__name__, " ".join(str(error).split())[:200]  # one line
+    if name == "KilledWorker":
+        return f"Dask: the workers running one task died again and again (out of memory? a worker killed?); {said}"
+    return f"Dask: the cluster was lost under the run (the --dask scheduler or its workers gone?): {name}: {said}"
 
 
 def _os_error_text(error: OSError) -> str:
