@@ -99,8 +99,15 @@ def connect(address: str, timeout: float = 10.0):
     fix = "start one with `dask scheduler` (its address, port 8786 by default) or use --workers N for a local cluster"
     if not address or not address.strip():  # "$SCHED" unset: a serial run said nothing
         raise ValueError(f"--dask needs a scheduler's address, e.g. --dask tcp://127.0.0.1:8786; {fix}")
+    import asyncio
+
     try:
-        info = _identity(address, timeout)
+        asyncio.get_running_loop()  # a notebook's or a server's loop runs in this thread: no probe of our own
+        info = {"type": "Scheduler"}
+    except RuntimeError:
+        info = None
+    try:
+        info = info or _identity(address, timeout)
     except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever answered (or did not), one error
         why = "no answer" if isinstance(exc, (TimeoutError, OSError)) else f"{type(exc).__name__}: {exc}"
         raise ValueError(f"--dask {address}: no Dask scheduler answers there ({str(why)[:160]}); {fix}") from None
