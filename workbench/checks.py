@@ -226,9 +226,7 @@ def output_file(path: str | Path, flag: str = "--out", example: str = "result.js
     if out.is_dir():
         raise ValueError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {out / example}")
     if not out.parent.is_dir():
-        above = file_above(out)
-        if above is not None:
-            raise ValueError(f"{flag} {path}: {above} is a file, not a folder")
+        refuse_file_above(path, flag)
         raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
     return out
 
@@ -237,6 +235,14 @@ def file_above(path: str | Path) -> Path | None:
     """The file among `path`'s parents, if one is: no folder can be made under it ("afile/runs"), which a caller
     says before the work, not at its first mkdir after it."""
     return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+
+
+def refuse_file_above(path: str | Path, flag: str = "--out") -> None:
+    """One ValueError naming `flag` where a file lies among `path`'s parents (file_above): nothing can be written
+    under it, found before the work."""
+    above = file_above(path)
+    if above is not None:
+        raise ValueError(f"{flag} {path}: {above} is a file, not a folder")
 
 
 def checked_again(config):

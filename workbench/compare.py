@@ -246,6 +246,14 @@ def settings_key(info: dict, ignored: set[str] | frozenset[str] = frozenset()) -
                         if k not in ignored and v is not None))
 
 
+def repeats_of(infos: list[dict]) -> dict[int, int]:
+    """Which runs repeat an earlier one's settings and seed, where or how they ran aside (CONTEXT_KEYS): the same
+    computation again, to be counted once in a spread. {index in `infos`: index of the first run it repeats}."""
+    first: dict[tuple, int] = {}
+    return {i: j for i, info in enumerate(infos)
+            if (j := first.setdefault(settings_key(info, frozenset(CONTEXT_KEYS)), i)) != i}
+
+
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
     """Runs grouped by their settings without REPLICATE_KEYS, CONTEXT_KEYS and BUDGET_KEYS, groups in order of
     their first run. Each label names the settings that differ between the groups of its kind (not seeds, devices or

@@ -883,7 +883,8 @@ def _fit_width(fig, width: float) -> None:
         if abs(scale - 1.0) < 1e-3:
             break
         fig.set_size_inches(w * scale, h * scale)
-    _wrap_ylabels(fig)
+    else:  # the last scaling is not measured yet: its panels' labels wrapped to them
+        _wrap_ylabels(fig)
 
 
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
@@ -938,6 +939,8 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # no attribute '_theme'"). A server-mode renderer attaches the plot to the document it is given.
             import re
 
+            from bokeh.core.validation import silence
+            from bokeh.core.validation.warnings import FIXED_SIZING_MODE
             from bokeh.document import Document
             from bokeh.embed import file_html
             from bokeh.resources import INLINE
@@ -945,9 +948,6 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             doc = Document()
             state = hv.renderer("bokeh").instance(mode="server").get_plot(obj, doc=doc).state
             doc.add_root(state)
-            from bokeh.core.validation import silence
-            from bokeh.core.validation.warnings import FIXED_SIZING_MODE
-
             # a plot sized by its frame and aspect (an archive's square cells) draws as it should; Bokeh's check
             # for fixed width and height printed a warning line per export (silenced for the process: noise alone)
             silence(FIXED_SIZING_MODE, True)

@@ -91,6 +91,17 @@ def _identity(address: str, timeout: float) -> dict:
     return asyncio.run(asyncio.wait_for(ask(), timeout))
 
 
+def _loop_running() -> bool:
+    """Whether an asyncio loop runs in this thread (asyncio.run cannot run there)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def connect(address: str, timeout: float = 10.0):
     """A client of the scheduler at `address` (tcp://HOST:PORT), or one ValueError naming --dask within `timeout`
     seconds: no address, one Dask cannot parse, nothing there, or something there that is no Dask scheduler."""
@@ -99,22 +110,16 @@ def connect(address: str, timeout: float = 10.0):
     fix = "start one with `dask scheduler` (its address, port 8786 by default) or use --workers N for a local cluster"
     if not address or not address.strip():  # "$SCHED" unset: a serial run said nothing
         raise ValueError(f"--dask needs a scheduler's address, e.g. --dask tcp://127.0.0.1:8786; {fix}")
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()  # a notebook's or a server's loop runs in this thread: no probe of our own
-        info = {"type": "Scheduler"}
-    except RuntimeError:
-        info = None
-    try:
-        info = info or _identity(address, timeout)
-    except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever answered (or did not), one error
-        why = "no answer" if isinstance(exc, (TimeoutError, OSError)) else f"{type(exc).__name__}: {exc}"
-        raise ValueError(f"--dask {address}: no Dask scheduler answers there ({str(why)[:160]}); {fix}") from None
-    if not isinstance(info, dict) or info.get("type") != "Scheduler":
-        kind = info.get("type") if isinstance(info, dict) else None
-        raise ValueError(f"--dask {address}: {f'a Dask {kind}' if kind else 'what answers there'} is no Dask "
-                         f"scheduler; {fix}")
+    if not _loop_running():  # a notebook's or a server's loop runs in this thread: no probe of our own there
+        try:
+            info = _identity(address, timeout)
+        except (Exception, MemoryError) as exc:  # noqa: BLE001 - whatever answered (or did not), one error
+            why = "no answer" if isinstance(exc, (TimeoutError, OSError)) else f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"--dask {address}: no Dask scheduler answers there ({str(why)[:160]}); {fix}") from None
+        if not isinstance(info, dict) or info.get("type") != "Scheduler":
+            kind = info.get("type") if isinstance(info, dict) else None
+            raise ValueError(f"--dask {address}: {f'a Dask {kind}' if kind else 'what answers there'} is no Dask "
+                             f"scheduler; {fix}")
     try:
         client = Client(address, timeout=timeout)
     except OSError as exc:

@@ -155,9 +155,9 @@ def cmd_archive(args) -> int:
     run_bins, run_ranges = run_settings(args.path) or (None, {})
     args.bins = args.bins if args.bins is not None else run_bins or DEFAULT_BINS
     check_bins(args.bins, flag="--bins")
-    if args.pyribs and (Path(args.pyribs).is_file() or file_above(args.pyribs)):
-        raise ValueError(f"--pyribs {args.pyribs}: {file_above(args.pyribs) or args.pyribs} is a file; give a new "
-                         "folder")
+    blocking = args.pyribs and (file_above(args.pyribs) or (args.pyribs if Path(args.pyribs).is_file() else None))
+    if blocking:
+        raise ValueError(f"--pyribs {args.pyribs}: {blocking} is a file; give a new folder")
     entries = read_archive_map(args.path, bins=args.bins)
     tasks = list(entries)
     check_bins(args.bins, len(tasks), "--bins")

@@ -48,9 +48,9 @@ def cmd_view(args) -> int:
     # found now, not at the first `s` (the error ended the session)
     if Path(args.out_dir).is_file():
         raise ValueError(f"--out-dir {args.out_dir} is a file; give a folder for the saved PNGs")
-    if file_above(args.out_dir) is not None:
-        raise ValueError(f"--out-dir {args.out_dir}: {file_above(args.out_dir)} is a file; give a folder for the "
-                         "saved PNGs")
+    above = file_above(args.out_dir)
+    if above is not None:
+        raise ValueError(f"--out-dir {args.out_dir}: {above} is a file; give a folder for the saved PNGs")
     check_display()  # before the substrate's kernels compile
     sub = _substrate(args)
     _note_seed(args, sub)

@@ -50,7 +50,7 @@ def report(runs: list[Run]) -> dict:
     counted once (`repeats`: its id -> the one counted). experts runs of different models (their model key) are
     grouped apart; adapt runs that differ in more than their seed and experts are pooled, and `adapt.differs`
     names the settings they mix."""
-    from workbench.compare import CONTEXT_KEYS, differing_settings, settings_key
+    from workbench.compare import CONTEXT_KEYS, differing_settings, repeats_of
 
     folders = [run.path.resolve() for run in runs]  # (runs of two stores may share an id)
     twice = next((run for run, f in zip(runs, folders, strict=True) if folders.count(f) > 1), None)
@@ -60,15 +60,9 @@ def report(runs: list[Run]) -> dict:
         if run.info.get("kind") not in ("experts", "adapt"):
             raise RunError(f"run {run.id} is a {run.info.get('kind')} run; experts report reads `experts train` and "
                            "`experts adapt` runs")
-    first: dict = {}
-    repeats, kept = {}, []
-    for run in runs:
-        held = first.setdefault(settings_key(run.info, frozenset(CONTEXT_KEYS)), run)
-        if held is run:
-            kept.append(run)
-        else:
-            repeats[run.id] = held.id
-    runs = kept
+    twins = repeats_of([run.info for run in runs])
+    repeats = {runs[i].id: runs[j].id for i, j in twins.items()}
+    runs = [run for i, run in enumerate(runs) if i not in twins]
     experts: dict[tuple[str, str, str, str], list[dict]] = {}
     models: dict[str, str] = {}
     adapts: list[dict] = []

@@ -43,10 +43,9 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
     recipe, out = Path(recipe), Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
-    from workbench.checks import file_above
+    from workbench.checks import refuse_file_above
 
-    if file_above(out) is not None:  # found before the models load and merge, not at the mkdir after
-        raise ValueError(f"--out {out}: {file_above(out)} is a file, not a folder")
+    refuse_file_above(out)  # found before the models load and merge, not at the mkdir after
     if not recipe.is_file():
         raise ValueError(f"no recipe file {recipe}")
     cache: dict = {}

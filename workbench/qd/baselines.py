@@ -248,7 +248,7 @@ def report(runs: list[Run]) -> dict:
         return {"values": [float(x) for x in v], "mean": float(v.mean()),
                 "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()), "max": float(v.max())}
 
-    from workbench.compare import CONTEXT_KEYS, REPLICATE_KEYS, differing_settings, settings_key
+    from workbench.compare import CONTEXT_KEYS, REPLICATE_KEYS, differing_settings, repeats_of
 
     ids = [r.id for r in runs]
     if len(set(ids)) < len(ids):
@@ -261,9 +261,7 @@ def report(runs: list[Run]) -> dict:
     mixed = [FLAGS.get(k.split(".")[0], k) for k in mixed]  # as typed: --n-eval, --range (ranges.sort)
     # a run of the same settings and seed as an earlier one is the same computation again: counted once (whether or
     # not other runs of the report differ in their settings)
-    first: dict = {}
-    repeats = {r.id: first.setdefault(settings_key(r.info, frozenset(CONTEXT_KEYS)), r.id) for r in runs}
-    repeats = {i: held for i, held in repeats.items() if held != i}
+    repeats = {runs[i].id: runs[j].id for i, j in repeats_of([r.info for r in runs]).items()}
     counted = [i for i in ids if i not in repeats]
     loaded = [s for i, s in zip(ids, loaded, strict=True) if i not in repeats]
     out: dict = {"runs": ids, "seeds": [r.info.get("seed") for r in runs], "tasks": tasks,

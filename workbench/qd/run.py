@@ -612,13 +612,12 @@ def export_model(store: RunStore | str | Path, run_id: str, model_id: int | str,
     store = RunStore.of(store)
     import shutil
 
-    from workbench.checks import file_above
+    from workbench.checks import refuse_file_above
 
     out = Path(out)
     if out.exists():
         raise ValueError(f"{out} exists; choose a new --out folder")
-    if file_above(out) is not None:
-        raise ValueError(f"--out {out}: {file_above(out)} is a file, not a folder")
+    refuse_file_above(out)
     run, cfg, qd = load_run(store, run_id)
     model_id = model_id_of(run, qd, model_id)
     try:  # before the rebuild: a folder it may not make ("/proc/x") said with the flag
