@@ -208,7 +208,7 @@ class ExpertsModel(param.Parameterized):
     run_id = param.Selector(default=None, objects=[], doc="the experts / adapt run on show")
     view = param.Selector(default="z", objects=[*VIEWS, MIXER], doc="the view on show (and what export writes)")
     matrix = param.Selector(default=MEAN, objects=[MEAN], doc="the matrix of the z-vs-rank view")
-    compare = param.ListSelector(default=[], objects=[], doc="runs of this config with other seeds, pooled")
+    compare = param.ListSelector(default=[], objects=[], doc="runs of this config with other seeds or experts, pooled")
     alphas = param.List(default=[], item_type=(int, float), doc="the mixer's α, one per task expert")
     variant = param.Selector(default="raw", objects=["raw", "sigmoid"], doc="mix raw p (the reference's) or sigmoid(p)")
     normalize = param.Boolean(default=False, doc="divide α by its sum over the experts")
@@ -280,8 +280,9 @@ class ExpertsModel(param.Parameterized):
         return self._data
 
     def same_config(self) -> list[str]:
-        """Finished adapt runs of this run's settings with other seeds (pooled into the spread): one a seed (a run
-        that repeats a seed is the same computation again: it counted twice and narrowed the spread)."""
+        """Finished adapt runs of this run's settings with other seeds or experts (pooled into the spread), each
+        seed and experts once: a run that repeats both is the same computation again (it counted twice and narrowed
+        the spread), as `experts report` counts it."""
         d = self.data
         if d is None or d.kind != "adapt":
             return []
@@ -293,7 +294,10 @@ class ExpertsModel(param.Parameterized):
 
         mine = settings(d.info)
         tasks = [e.task for e in d.experts]
-        out, seeds = [], {d.config.get("seed")}
+        def done_as(info: dict) -> tuple:  # what a repeat shares: the seed and the experts' contents
+            return info["config"].get("seed"), flat_settings(info).get("inputs.experts")
+
+        out, seen = [], {done_as(d.info)}
         store = RunStore(self.runs_dir)
         for row in store.list():
             if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
@@ -303,9 +307,9 @@ class ExpertsModel(param.Parameterized):
                 continue
             if d.kind == "adapt" and [r["task"] for r in info.get("expert_inputs") or []] != tasks:
                 continue
-            if info["config"].get("seed") in seeds:
+            if done_as(info) in seen:
                 continue
-            seeds.add(info["config"].get("seed"))
+            seen.add(done_as(info))
             out.append(row["id"])
         return out
 
@@ -711,7 +715,7 @@ class ExpertsModel(param.Parameterized):
         if d is None:
             return self.message or "No experts or adapt runs yet."
         cfg, info = d.config, d.info
-        pooled = f" · pooled with {len(self.compare)} other seed(s)" if self.compare else ""
+        pooled = f" · pooled with {len(self.compare)} other run(s)" if self.compare else ""
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")

@@ -122,7 +122,8 @@ def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
 
 def test_seeds_pool_once_each_whatever_their_experts(ex, tmp_path):
     """The spread pools one run a seed (a copy of a run repeats its computation: it counted twice and narrowed
-    the std) and pools seeds that trained experts of their own (other files, other contents); the SVF-vs-LoRA
+    the std) and pools seeds that trained experts of their own (other files, other contents), a seed again with
+    other experts too, as `experts report` counts them (experts copied elsewhere are the same); the SVF-vs-LoRA
     table is read again for a run of another model."""
     import shutil
 
@@ -137,10 +138,27 @@ def test_seeds_pool_once_each_whatever_their_experts(ex, tmp_path):
     for rec in info["expert_inputs"]:
         rec["sha256"] = "0" * 64
     (runs / own / "run.json").write_text(json.dumps(info))
+    # seed 1 again with experts of other contents: another computation, pooled (as `experts report` counts it);
+    # the run on show with its experts copied elsewhere (paths, not contents, differ): the same one, not pooled
+    for name, source, hashes in (("-seed1-other", ex["adapt1"], "1"), ("-moved", ex["adapt0"], None)):
+        shutil.copytree(runs / source, runs / (ex["adapt1"] + name))
+        info = json.loads((runs / (ex["adapt1"] + name) / "run.json").read_text())
+        info["config"]["experts"] = [f"moved/{Path(f).name}" for f in info["config"]["experts"]]
+        for rec in info["expert_inputs"] if hashes else []:
+            rec["sha256"] = hashes * 64
+        (runs / (ex["adapt1"] + name) / "run.json").write_text(json.dumps(info))
     model = ExpertsModel(runs_dir=str(runs), run_id=ex["adapt0"])
     pooled = model.param.compare.objects
-    assert len(pooled) == 2 and own in pooled and len({ex["adapt1"], ex["adapt1"] + "-again"} & set(pooled)) == 1
-    assert set(model.strategies_table()["n"]) == {3}
+    assert len(pooled) == 3 and {own, ex["adapt1"] + "-seed1-other"} <= set(pooled), pooled
+    (first,) = {ex["adapt1"], ex["adapt1"] + "-again"} & set(pooled)
+    second = ({ex["adapt1"], ex["adapt1"] + "-again"} - {first}).pop()
+    assert set(model.strategies_table()["n"]) == {4}
+    from workbench.experts.report import report
+
+    store = RunStore(runs)
+    counted = report([store.open(i) for i in [ex["adapt0"], *pooled, second, ex["adapt1"] + "-moved"]])
+    assert counted["adapt"]["runs"] == 4, counted
+    assert counted["repeats"] == {second: first, ex["adapt1"] + "-moved": ex["adapt0"]}, counted["repeats"]
     model.svf_lora_table()
     model._store_scores["model_key"] = "another model's"  # as read for a run of another model
     assert len(model.svf_lora_table()) > 0 and model._store_scores["model_key"] == model.data.info["model_key"]

@@ -165,8 +165,9 @@ def flat_settings(info: dict) -> dict[str, Any]:
         if isinstance(entry, dict) and entry.get("sha256"):
             out[f"inputs.{key}"] = f"sha256:{str(entry['sha256'])[:12]}"
     experts = [e.get("sha256") for e in info.get("expert_inputs") or [] if isinstance(e, dict)]
-    if experts:
+    if experts:  # then the experts are their contents: copies of them elsewhere are the same setting
         out["inputs.experts"] = tuple(f"sha256:{str(h)[:12]}" for h in experts)
+        out.pop("config.experts", None)
     if info.get("zoo_sha256"):  # then the zoo is its content: where it lay (a path recorded as given, absolute in
         out["inputs.zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"  # newer runs, moved by a resume) is no setting
         out.pop("config.zoo", None)
