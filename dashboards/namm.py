@@ -318,7 +318,8 @@ class NAMMExplorer(param.Parameterized):
     def _retention(self, hv, t: tr.Trace):
         codes = tr.retention(t, self.step)
         rows, n = codes.shape
-        img = hv.Image(codes[::-1].astype(float), bounds=(-0.5, -0.5, n - 0.5, rows - 0.5), kdims=["token", "row"],
+        # an Image draws its array's row 0 at the top: layer 0 head 0 there, as the ticks, hover and pick read it
+        img = hv.Image(codes.astype(float), bounds=(-0.5, -0.5, n - 0.5, rows - 0.5), kdims=["token", "row"],
                        vdims=["state"])
         every = max(1, t.n_layers // 12)
         ticks = [(rows - 1 - layer * t.n_heads - (t.n_heads - 1) / 2, f"L{layer}")

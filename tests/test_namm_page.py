@@ -191,6 +191,15 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     rows = trace.n_layers * trace.n_heads  # a click on the raster's row 1 (L0 h1: drawn second from the top)
     assert model.pick(7.2, rows - 2 + 0.3) == (7, 0, 1) and (model.layer, model.head, model.token) == (0, 1, 7)
     assert model.pick(-3, 0) is None and model.pick(5, rows + 1) is None
+    # what is drawn where a click picks: each row's states at the height pick reads as that layer and head (the
+    # array was drawn upside down: layer 0 at the bottom under its top label)
+    image = next(e for e in model.figure("retention").traverse(lambda e: e, [hv.Image]))
+    codes = tr.retention(trace, model.step)
+    for row in range(rows):
+        assert model.pick(0, rows - 1 - row)[1:] == (row // trace.n_heads, row % trace.n_heads)
+        drawn = [image[x, rows - 1 - row] for x in range(trace.n_tokens)]
+        np.testing.assert_array_equal(drawn, codes[row].astype(float))
+    assert len({tuple(r) for r in codes}) > 1  # rows that differ: a flip would show
     model.step, model.layer, model.token = 1, 1, 3
     # every view, every format (matplotlib for PNG / SVG / PDF, Bokeh for HTML; the text drawn token by token)
     formats = {"retention": ".png", "sizes": ".html", "spectrogram": ".svg", "scores": ".html", "text": ".pdf",
