@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,21 @@ def raster_hover(n_layers: int, n_heads: int):
                      formatters={"$y": where, "@image": state})
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What makes a trace, as the settings were when run was pressed (they may change while it runs, and after):
+    the model, n_up, the policy's name for export files (`policy_source`) and for the sweep (None: a baseline,
+    which the sweep draws anyway) and `make(config)`, a fresh policy. The sweep compares on the recipe of the
+    trace on show (it took the settings of the moment: another model's vocabulary crashed it, another n_up or θ
+    was plotted as this trace's)."""
+
+    model_name: str
+    n_up: int
+    source: str
+    sweep_name: str | None
+    make: Callable
+
+
 class NAMMExplorer(param.Parameterized):
     """The explorer's state: what to run, and which step / layer / head / token the views show."""
 
@@ -95,7 +112,7 @@ class NAMMExplorer(param.Parameterized):
     def __init__(self, **params):
         super().__init__(**params)
         self.trace: tr.Trace | None = None
-        self.trace_source = ""  # what made the trace on show (policy_source), for export names
+        self.ran: Recipe | None = None  # what made the trace on show (export names, the sweep)
         self.sweep_rows = None  # DataFrame of agreement_sweep
         self.message = ""
 
@@ -204,31 +221,49 @@ class NAMMExplorer(param.Parameterized):
             return None
         return tr.load_saved_policy(Path(self.runs_dir) / self.theta)
 
+    def recipe(self) -> Recipe:
+        """The trace the settings ask for now, frozen (Recipe): a broken policy file is one ValueError here,
+        before a model loads."""
+        kind, theta, strict, budget = self.policy, self.theta, self.strict, self.budget
+        if kind != "namm":
+            def make(config):
+                return tr.make_policy(kind, config, budget=budget)
+        elif theta == "zeros":
+            def make(config):
+                return tr.make_policy("namm", config, strict=strict)
+        elif theta == "random":
+            random_theta = tr.random_theta(self.seed, self.scale)
+
+            def make(config):
+                return tr.make_policy("namm", config, theta=random_theta, strict=strict)
+        else:
+            saved = self.saved()
+
+            def make(config):  # a run trained with a cache cap keeps to it here as in `namm eval`
+                return tr.make_policy("namm", config, theta=saved.theta, stats=saved.stats, strict=strict,
+                                      max_kept=saved.max_kept)
+        return Recipe(self.model_name, int(self.n_up), self.policy_source(),
+                      f"namm ({theta})" if kind == "namm" else None, make)
+
     def make_policy(self, config):
         """The chosen policy for a model of this config (a fresh object: its per-sequence state is empty)."""
-        if self.policy != "namm":
-            return tr.make_policy(self.policy, config, budget=self.budget)
-        if self.theta == "zeros":
-            return tr.make_policy("namm", config, strict=self.strict)
-        if self.theta == "random":
-            return tr.make_policy("namm", config, theta=tr.random_theta(self.seed, self.scale), strict=self.strict)
-        saved = self.saved()
-        return tr.make_policy("namm", config, theta=saved.theta, stats=saved.stats, strict=self.strict)
+        return self.recipe().make(config)
 
-    def compute(self, progress=None) -> tr.Trace:
-        """Load the model (once per process) and record the prompt's trace; nothing on show changes yet."""
+    def compute(self, progress=None, recipe: Recipe | None = None) -> tr.Trace:
+        """Load the model (once per process) and record the prompt's trace by `recipe` (default: the settings
+        now); nothing on show changes yet."""
         if not self.prompt.strip():
             raise ValueError("the prompt is empty: type some text")
-        self.saved()  # a broken policy file is one error before the model loads
-        model, tok = tr.explorer_model(self.model_name)
-        cfg = tr.TraceConfig(n_up=int(self.n_up), max_new_tokens=self.max_new_tokens, chat=self.chat)
-        return tr.record_trace(model, tok, self.prompt, self.make_policy(model.config), cfg, progress=progress)
+        recipe = recipe or self.recipe()  # a broken policy file is one error before the model loads
+        model, tok = tr.explorer_model(recipe.model_name)
+        cfg = tr.TraceConfig(n_up=recipe.n_up, max_new_tokens=self.max_new_tokens, chat=self.chat)
+        return tr.record_trace(model, tok, self.prompt, recipe.make(model.config), cfg, progress=progress)
 
-    def show(self, trace: tr.Trace, source: str | None = None) -> None:
-        """Put a trace on show, at its last step. source: the policy that made it (policy_source, read before
-        it ran: the settings may change meanwhile), which export names carry; None: the trace's own label."""
+    def show(self, trace: tr.Trace, recipe: Recipe | None = None) -> None:
+        """Put a trace on show, at its last step. recipe: what made it (read before it ran: the settings may
+        change meanwhile), which export names carry and the sweep compares on; None: the settings now."""
         self.trace, self.sweep_rows = trace, None
-        self.trace_source = source or ""
+        self.ran = recipe or self.recipe()
         n = len(trace.steps)
         self.param.step.bounds = (0, max(n - 1, 0))
         self.param.update(step=max(n - 1, 0), layer=min(self.layer, trace.n_layers - 1),
@@ -236,9 +271,9 @@ class NAMMExplorer(param.Parameterized):
         self.version += 1
 
     def run(self, progress=None) -> tr.Trace:
-        source = self.policy_source()
-        trace = self.compute(progress)
-        self.show(trace, source)
+        recipe = self.recipe()
+        trace = self.compute(progress, recipe)
+        self.show(trace, recipe)
         return trace
 
     def policy_source(self) -> str:
@@ -250,15 +285,17 @@ class NAMMExplorer(param.Parameterized):
         return f"namm-{theta}" + ("-strict" if self.strict else "")
 
     def compute_sweep(self, progress=None, fractions=(0.25, 0.5, 0.75)):
-        """Next-token agreement with the full cache vs kept fraction: this policy (NAMM) and the baselines."""
-        if self.trace is None:
+        """Next-token agreement with the full cache vs kept fraction on the trace on show's prompt, model and
+        n_up: its policy (NAMM) and the baselines."""
+        if self.trace is None or self.ran is None:
             raise ValueError("run a prompt first")
-        model, _ = tr.explorer_model(self.model_name)
+        ran = self.ran
+        model, _ = tr.explorer_model(ran.model_name)
         ids = self.trace.ids[: self.trace.n_prompt]
-        methods = tr.budget_methods(model.config, len(ids), fractions, int(self.n_up))
-        if self.policy == "namm":
-            methods = {f"namm ({self.theta})": lambda: self.make_policy(model.config), **methods}
-        return tr.agreement_sweep(model, ids, methods, n_up=int(self.n_up),
+        methods = tr.budget_methods(model.config, len(ids), fractions, ran.n_up)
+        if ran.sweep_name is not None:
+            methods = {ran.sweep_name: lambda: ran.make(model.config), **methods}
+        return tr.agreement_sweep(model, ids, methods, n_up=ran.n_up,
                                   new_tokens=max(1, min(self.max_new_tokens, 32)), progress=progress)
 
     def show_sweep(self, rows) -> None:
@@ -279,7 +316,8 @@ class NAMMExplorer(param.Parameterized):
         if t is None:
             return "Type a prompt and press **run**."
         frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
-        return (f"**{t.label}** on `{self.model_name}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
+        model = self.ran.model_name if self.ran else self.model_name  # the trace's, whatever the settings say now
+        return (f"**{t.label}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
                 f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
                 f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
                 f"`{t.generated.strip()[:80]}`")
@@ -477,7 +515,7 @@ class NAMMExplorer(param.Parameterized):
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # which policy and which prompt: exports of other θ or prompts went to one name, each over the last
-        source = self.trace_source or (self.trace.label if self.trace else "")
+        source = self.ran.source if self.ran else (self.trace.label if self.trace else "")
         label = "".join(c if c.isalnum() or c == "." else "-" for c in source).strip("-")
         prompt = hashlib.sha256(repr(self.trace.ids[: self.trace.n_prompt]).encode()).hexdigest()[:8] \
             if self.trace else "none"
@@ -783,9 +821,9 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     async def on_run(event):
         progress.param.update(value=0, visible=True)
         status.object = "running…"
-        source = model.policy_source()  # as set when run was clicked: export names say what made the trace
-        try:
-            trace = await off_loop(model.compute, tick, busy=[run_button, tabs])
+        try:  # the settings as they are when run is clicked: export names and the sweep say what made the trace
+            recipe = model.recipe()
+            trace = await off_loop(model.compute, tick, recipe, busy=[run_button, tabs])
         except ValueError as exc:
             alert.param.update(object=str(exc), visible=True)
             status.object = ""
@@ -793,7 +831,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         finally:
             progress.visible = False
         alert.visible = False
-        model.show(trace, source)
+        model.show(trace, recipe)
         sync_widgets()
         status.object = f"ran {trace.n_tokens} tokens: {len(trace.steps)} eviction steps"
 

@@ -261,6 +261,46 @@ RASTER = """([x, y]) => {  // the page position of data point (x, y) in the rete
 }"""
 
 
+def test_a_capped_run_keeps_its_cap_and_the_sweep_compares_on_the_trace_on_show(namm_run, tiny, tmp_path):
+    """A run trained with a cache cap (--max-kept) is drawn with it, as `namm eval` builds it (the page drew it
+    uncapped); a policy file whose cap is no fraction is refused as it is read or written (it was refused by
+    `namm eval` only after its model loaded, naming --max-kept, a flag eval has not got); "compare with baselines"
+    runs on the trace on show's model, n_up and policy, whatever the settings say since (it took the settings of
+    the moment: another model crashed it, another θ was plotted as this trace's)."""
+    import pandas as pd
+    from safetensors.numpy import save
+
+    from workbench.namm.saved import load_policy, save_policy
+
+    runs = tmp_path / "runs"
+    __import__("shutil").copytree(namm_run["dir"], runs)
+    path = runs / namm_run["id"] / "policy.safetensors"
+    saved = load_policy(path)
+    # θ = 0 keeps every token: what is evicted, the cap evicts
+    save_policy(path, np.zeros_like(saved.theta), saved.stats, {**saved.meta, "max_kept": 0.25})
+    model = NAMMExplorer(runs_dir=str(runs))
+    model.choose(namm_run["id"])
+    model.prompt = PROMPT
+    trace = model.run()
+    m, tok = tiny
+    direct = tr.record_trace(m, tok, PROMPT, load_policy(path).build(m.config),
+                             tr.TraceConfig(n_up=16, max_new_tokens=model.max_new_tokens))
+    assert trace.final_sizes == direct.final_sizes and max(trace.final_sizes) < trace.n_tokens / 2
+    assert "cap 25%" in trace.label and "cap 25%" in model.summary()
+    for cap in (5, "half"):
+        with pytest.raises(ValueError, match=f"records a cache cap max_kept={cap!r}, not a fraction"):
+            save_policy(tmp_path / "bad.safetensors", saved.theta, saved.stats, {"max_kept": cap})
+        (tmp_path / "bad.safetensors").write_bytes(save({"theta": saved.theta, "mean": saved.mean, "var": saved.var},
+                                                        metadata={"namm": json.dumps({"max_kept": cap})}))
+        with pytest.raises(ValueError, match="bad.safetensors records a cache cap"):
+            load_policy(tmp_path / "bad.safetensors")
+    before = model.compute_sweep(fractions=(0.5,))
+    assert f"namm ({namm_run['id']})" in set(before["label"]), before
+    model.param.update(theta="random", n_up=32, model_name="no-such-model")  # settings for the next run
+    pd.testing.assert_frame_equal(model.compute_sweep(fractions=(0.5,)), before)
+    assert model.summary().startswith(f"**{trace.label}** on `{tr.TINY}`")
+
+
 def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run, browser, request):  # noqa: F811
     run_id = namm_run["id"]
     with _browse(browser, f"{served}/runs", request) as page:

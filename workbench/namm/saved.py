@@ -81,6 +81,18 @@ class SavedPolicy:
         return self.meta.get("max_kept")
 
 
+def _check_cap(max_kept, source: str) -> None:
+    """The cache cap a policy file records: None (the paper's uncapped NAMM) or a fraction in (0, 1] (a cap of 5
+    was read, and refused only once the model had loaded, naming a flag `namm eval` has not got)."""
+    from workbench.namm.policy import check_max_kept
+
+    try:
+        check_max_kept(max_kept)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} records a cache cap max_kept={max_kept!r}, not a fraction of the tokens in "
+                         "(0, 1]: it is not a policy file this version wrote") from None
+
+
 def _check(theta: np.ndarray, mean: np.ndarray, var: np.ndarray, source: str) -> None:
     if theta.ndim != 1 or theta.shape[0] != N_PARAMS:
         raise ValueError(f"{source}: θ has shape {theta.shape}, the BAM policy has {N_PARAMS} parameters: give a "
@@ -102,6 +114,7 @@ def save_policy(path: str | Path, theta, stats, meta: dict) -> Path:
     mean, var = (np.asarray(s, np.float64) for s in stats)
     _check(theta, mean, var, str(path))
     check_variant(meta.get("variant", "equal-n"))
+    _check_cap(meta.get("max_kept"), str(path))
     data = save({"theta": theta, "mean": mean, "var": var}, metadata={"namm": json.dumps(meta, sort_keys=True)})
     path = Path(path)
     atomic_write(path, lambda p: p.write_bytes(data))
@@ -132,6 +145,7 @@ def load_policy(path: str | Path) -> SavedPolicy:
     theta, mean, var = (np.asarray(arrays[k], np.float64) for k in ("theta", "mean", "var"))
     _check(theta, mean, var, str(path))
     check_variant(meta.get("variant", "equal-n"), str(path))
+    _check_cap(meta.get("max_kept"), str(path))
     return SavedPolicy(theta, mean, var, meta)
 
 

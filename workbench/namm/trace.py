@@ -220,10 +220,11 @@ def random_theta(seed: int, scale: float = 0.065) -> np.ndarray:
     return np.random.default_rng(int(seed)).normal(0.0, float(scale), N_PARAMS)
 
 
-def make_policy(kind: str, config, *, theta=None, stats=None, strict: bool = False, budget: int = 64,
-                sinks: int = SINKS) -> EvictionPolicy:
+def make_policy(kind: str, config, *, theta=None, stats=None, strict: bool = False, max_kept: float | None = None,
+                budget: int = 64, sinks: int = SINKS) -> EvictionPolicy:
     """A policy for a model of this config: "namm" (θ, None = all zeros: keeps everything; stats None: collected
-    on the way), "full", "recent" (the `budget` newest tokens + `sinks`), "h2o" (budget/2 heavy + budget/2 recent)."""
+    on the way; max_kept: the capped variant's fraction, a trained policy's `PolicySource.max_kept`), "full",
+    "recent" (the `budget` newest tokens + `sinks`), "h2o" (budget/2 heavy + budget/2 recent)."""
     from workbench.namm.baselines import H2O, FullCache, RecentWindow
     from workbench.namm.cache import model_shape
     from workbench.namm.policy import NAMMPolicy
@@ -231,7 +232,7 @@ def make_policy(kind: str, config, *, theta=None, stats=None, strict: bool = Fal
     shape = model_shape(config)
     if kind == "namm":
         theta = np.zeros(N_PARAMS) if theta is None else theta
-        return NAMMPolicy(theta, *shape, stats=stats, strict=strict)
+        return NAMMPolicy(theta, *shape, stats=stats, strict=strict, max_kept=max_kept)
     if kind == "full":
         return FullCache(*shape)
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 2:
@@ -250,7 +251,8 @@ def policy_label(policy: EvictionPolicy) -> str:
         return f"recent {c['window']}+{c['sinks']}"
     if c["policy"] == "h2o":
         return f"h2o {c['heavy']}+{c['recent']}"
-    return c["policy"] + (" (strict)" if c.get("strict") else "")
+    cap = f", cap {c['max_kept']:.0%}" if c.get("max_kept") is not None else ""
+    return c["policy"] + (f" (strict{cap})" if c.get("strict") else f" ({cap[2:]})" if cap else "")
 
 
 # ---- saved policies ---------------------------------------------------------------------------------------------
@@ -267,6 +269,11 @@ class PolicySource:
     @property
     def strict(self) -> bool:
         return self.meta.get("variant") == "strict"
+
+    @property
+    def max_kept(self) -> float | None:
+        """The cache cap the policy was trained with (the capped variant), None: the paper's uncapped NAMM."""
+        return self.meta.get("max_kept")
 
 
 def load_saved_policy(path: str | Path) -> PolicySource:
