@@ -443,7 +443,8 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
                          (["--view", "text", "--font", "serif"], "the text view sets its tokens in a monospace face"),
                          (["--prompt", PROMPT, "--view", "text", "--rename", "kept", "ours"],
                           "--rename: the figure has no legend entries"),
-                         (["--task", "sudoku"], "invalid choice: 'sudoku'")):
+                         (["--task", "sudoku"], "invalid choice: 'sudoku'"),
+                         (["--prompt", "  "], "--prompt is empty: give some text, or --task NAME")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)
     assert not (tmp_path / "bad.png").exists()

@@ -170,11 +170,23 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny, who
     assert all(r["kept"] == 1.0 for r in ev["rows"] if r["method"] == "full")
     halves = [r["kept"] for r in ev["rows"] if r["budget"] == 0.5]
     assert halves and all(abs(k - 0.5) < 0.03 for k in halves)
-    # NAMM scored at another n_up than it was trained at: said (its statistics were collected at its own)
+    # NAMM scored at another n_up, on another model than it was trained at / on: said (its statistics were
+    # collected at its own, on its own); the model it was trained on, named by another path, is its own
+    __import__("shutil").copytree(tiny, folder / "other-model")
     other = _short("namm", "eval", "--run", whole["id"], "--runs", "whole", "--n", "1", "--methods", "namm",
-                   "--n-up", "48", "--tasks", "digit", "--json", "--quiet", cwd=folder, timeout=300)
+                   "--n-up", "48", "--tasks", "digit", "--model", "other-model", "--json", "--quiet", cwd=folder,
+                   timeout=300)
     out, err = other.communicate(timeout=300)
     assert other.returncode == 0 and "note: --n-up 48: the policy was trained at n_up 32" in err, err
+    assert f"note: --model other-model: the policy was trained on {tiny} (its feature statistics" in err, err
+    from workbench.cli.namm import _same_model
+
+    assert _same_model(os.path.relpath(tiny), str(tiny)) and not _same_model("smollm2", str(tiny))
+    # figure namm of a task prompt longer than the model's window: one error naming --length, as namm eval's
+    done = _short("figure", "namm", whole["id"], "--runs", "whole", "--task", "digit", "--length", "5000", "--out",
+                  "f.png", cwd=folder, timeout=300)
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 2 and "use --length" in err and "Traceback" not in err, err
 
 
 # --- bad input -----------------------------------------------------------------------------------------------

@@ -168,12 +168,20 @@ def namm_view(store, args, pinned: dict[str, str]):
         raise ValueError(f"run {run.id} is {article_of(run.info.get('kind'))} run; `figure namm` draws namm runs "
                          "(`workbench namm train`); `figure view` the pages' views of qd, experts and merge runs")
     from workbench.dashboards.namm import NAMMExplorer
+    from workbench.namm.trace import TINY
 
     model = NAMMExplorer(runs_dir=str(store.root))
     model.choose(run.id)
     if args.prompt is not None:
+        if not args.prompt.strip():
+            raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
         model.param.update(prompt=args.prompt, chat=not args.no_chat)
     elif args.task is not None:
+        if model.model_name != TINY:  # the window, with the tokenizer alone: before the model's weights load
+            from workbench.namm.tasks import check_prompts
+
+            check_prompts(model.model_name, [args.task], args.length or 256, 1, model.seed, model.max_new_tokens,
+                          "test")
         model.use_task(args.task, args.length or 256)
     with _quiet_progress():
         model.run()

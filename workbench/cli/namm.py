@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from workbench.cli.common import (
     POSITIVE,
@@ -91,6 +92,14 @@ def _policy_source(args):
     return load_policy(args.policy) if args.policy else None
 
 
+def _same_model(given: str, trained_on: str) -> bool:
+    """Whether --model names the model a policy was trained on: the same name, or the same folder."""
+    if given == trained_on:
+        return True
+    a, b = Path(given).expanduser(), Path(trained_on).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
 def cmd_eval(args) -> int:
     from workbench.atomic import atomic_write
     from workbench.namm.cache import check_n_up
@@ -109,6 +118,10 @@ def cmd_eval(args) -> int:
     budgets = sorted({float(b) for b in args.budgets})  # a budget given twice is evaluated once
     if any(not 0 < b <= 1 for b in budgets):
         raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {budgets}")
+    trained_on = meta.get("model")
+    if "namm" in methods and args.model and trained_on and not _same_model(args.model, trained_on):
+        say("note", f"--model {args.model}: the policy was trained on {trained_on} (its feature statistics were "
+                    "collected there); NAMM is scored on --model as asked")
     trained_at = meta.get("n_up")
     if "namm" in methods and args.n_up and trained_at and args.n_up != trained_at:
         say("note", f"--n-up {args.n_up}: the policy was trained at n_up {trained_at} (its feature statistics were "
