@@ -93,7 +93,7 @@ class NAMMExplorer(param.Parameterized):
     model_name = param.String(default=tr.TINY, doc="tiny, smollm2 or a Hugging Face model folder")
     policy = param.Selector(default="namm", objects=list(tr.POLICIES))
     theta = param.String(default="random", doc="zeros (keeps all), random, or the id of a namm run")
-    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1), doc="seed of a random θ")
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1), doc="seed of a random θ; the test prompt use_task picks")
     scale = param.Number(default=0.065, bounds=(0, None), doc="σ of a random θ")
     strict = param.Boolean(default=False, doc="NAMM's strict-per-head variant (fill tokens masked)")
     budget = param.Integer(default=64, bounds=(2, None), doc="tokens a baseline keeps")
@@ -674,7 +674,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     def refused(why: str) -> None:
         status.object = f"**not taken:** {why}" if why else ""
 
-    seed = checked_int_input(model, "seed", refused, label="seed (random θ)", sizing_mode="stretch_width")
+    seed = checked_int_input(model, "seed", refused, label="seed (random θ, task prompt)", sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
     budget = checked_int_input(model, "budget", refused, label="budget (tokens kept)", sizing_mode="stretch_width")
     chat = w.Checkbox(label="chat template (when the model has one)", value=model.chat)
@@ -810,7 +810,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     tr.warm_model(model.model_name)  # a run opened with ?run=ID chose the model it was trained on
 
     def show_policy_fields(kind: str) -> None:
-        theta.visible = seed.visible = strict.visible = kind == "namm"
+        theta.visible = strict.visible = kind == "namm"  # the seed stays: it picks the task prompt too
         budget.visible = kind in ("recent", "h2o")
     policy.param.watch(lambda e: show_policy_fields(e.new), "value")
     show_policy_fields(model.policy)
