@@ -59,10 +59,17 @@ def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable
             "namm": namm, "experts": experts}
 
 
+#: the signal that stopped the last blocking `serve` (SIGINT, or SIGTERM handled as one): `workbench serve` exits
+#: 128 + it, as every other command stopped by a signal does
+stopped_by = signal.SIGINT
+
+
 def _stop_as_ctrl_c(signum, frame) -> None:
     """SIGTERM (`kill`, a service manager's stop) stops the server as a Ctrl-C does: the SIGINT handler of the
     moment (Panel's stops the loop; then the searches the pages started stop after their iteration, resumable).
     It killed the process, and them with it, mid-iteration and left their runs marked running."""
+    global stopped_by
+    stopped_by = signal.SIGTERM
     handler = signal.getsignal(signal.SIGINT)
     if not callable(handler):
         raise KeyboardInterrupt
@@ -83,6 +90,8 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     local_stylesheets()  # see its docstring (a hidden tab's pane that changed sent the browser to the CDN)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
     titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
+    global stopped_by
+    stopped_by = signal.SIGINT
     # the main thread's only (signal.signal refuses elsewhere, as Panel's own SIGINT handler is)
     previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) \
         if not threaded and threading.current_thread() is threading.main_thread() else None

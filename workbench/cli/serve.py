@@ -46,12 +46,13 @@ def check_serve(args) -> None:
 
 def cmd_serve(args) -> int:
     check_serve(args)
+    from workbench.dashboards import app
     from workbench.dashboards.app import PAGES, serve
 
     pages = ", ".join(f"/{p}" for p in PAGES)
     err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)", soft_wrap=True)
     serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show, on_stop=_stopping)
-    return 130  # the server stops on Ctrl-C only
+    return 128 + app.stopped_by  # a Ctrl-C's 130, SIGTERM's 143 (the server stops on a signal only)
 
 
 def _stopping(searches: int) -> None:
