@@ -226,6 +226,13 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     # a --pop whose batch fits at no --frames: --pop is named (--frames 3 was, then --pop once that was followed)
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--pop", "100000000"],
      "--pop 100000000: evaluating 100000000 θ of 3117 numbers each"),
+    # the bench's foundation models, before ViT-B-32 is built (an unknown one was refused after; another open_clip
+    # architecture was handed ViT-B-32's weights); frames beyond the memory free (the bench swapped, deaf to SIGTERM)
+    (["bench", "asal", "--fm", "bogus"], "unknown foundation model --fm bogus"),
+    (["bench", "asal", "--fm", "clip"], "--fm clip: the bench times pixels, efficientnet-lite0 and openclip:ARCH"),
+    (["bench", "asal", "--iters", "0"], "argument --iters: give a whole number of at least 1, got 0"),
+    (["bench", "fm", "--batch", "100000000"], "--batch 100000000: its frames and activations need about"),
+    (["bench", "gpu", "--sections"], "argument --sections: expected at least one argument"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an
@@ -320,6 +327,7 @@ def test_bench_prints_one_json_line():
     lines = res.stdout.strip().splitlines()
     assert len(lines) == 1
     data = json.loads(lines[0])
+    assert data["device"] == "cpu" and data["backend"] in ("x64", "arm64")  # the CPU's Taichi kernels, said
     assert set(data["boids"]) >= {"steps_per_s_p1", "sim_steps_per_s_p16", "render_ms"}
     assert data["boids"]["steps_per_s_p1"] > 0
 
@@ -336,6 +344,8 @@ def test_bench_prints_one_json_line():
      {}, "--device cuda:1: torch sees no CUDA GPU; use --device cpu"),
     (["bench", "gpu"], {}, "workbench bench gpu needs a CUDA GPU"),
     (["bench", "asal", "--device", "cuda"], {}, "--device cuda: torch sees no CUDA GPU; use --device cpu"),
+    (["bench", "substrates", "--device", "cuda"], {}, "--device cuda: torch sees no CUDA GPU; use --device cpu"),
+    (["bench", "gpu", "--device", "cpu"], {}, "--device cpu: bench gpu times a CUDA GPU; give --device cuda"),
 ])
 def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(tmp_path, args, env, message):
     res = run(*args, cwd=tmp_path, env=env)
@@ -347,9 +357,10 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(tmp_path, args, 
 
 def test_bench_asal_prints_the_split_per_phase():
     res = run("bench", "asal", "--json", "--substrates", "boids", "--fm", "pixels", "--steps", "20", "--pop", "4",
-              "--device", "cpu")
+              "--device", "cpu", "--iters", "2")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
+    assert data["unit"] == "ms per iteration (median of 2)"
     for k in (1, 8):
         row = data[f"boids/pixels/K{k}"]
         phases = {"ask", "decode", "simulate", "render", "embed", "thumbnails", "search"}
@@ -368,6 +379,20 @@ def test_bench_fm_times_plain_open_clip_and_ours_against_the_roof():
     assert data["plain_fp32_img_per_s"] > 0 and data["ours_img_per_s"] > 0 and data["roof_gflop_per_s"]["fp32"] > 0
     assert data["ours_fraction_of_roof"] == pytest.approx(
         data["ours_img_per_s"] * 8.8 / data["roof_gflop_per_s"]["fp32"], rel=0.05)  # rounded images/s
+
+
+def test_bench_fm_forced_to_bf16_without_bf16_instructions_has_its_roof(monkeypatch):
+    """--precision bf16 on a CPU without bf16 instructions (AVX2 only): the roof of the dtype the model ran in is
+    measured too (the bench died with a KeyError after all its timings); and bench output is JSON, which has no
+    Infinity (a PSNR of bit-identical renders is infinite): non-finite numbers are null."""
+    import workbench.fm
+    from workbench.bench import bench_fm, finite
+
+    monkeypatch.setattr(workbench.fm, "bf16_supported", lambda: False)
+    out = bench_fm(batch=1, repeats=1, precision="bf16")
+    assert out["precision"] in out["roof_gflop_per_s"] and out["ours_fraction_of_roof"] > 0, out
+    assert finite({"psnr": [float("inf"), 30.5], "x": float("nan"), "n": 3}) == {"psnr": [None, 30.5], "x": None,
+                                                                                "n": 3}
 
 
 def test_help_and_argument_errors_import_no_heavy_library():

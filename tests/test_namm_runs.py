@@ -363,6 +363,15 @@ def test_length_errors_on_a_short_window_name_a_length_that_works_or_say_none_do
     with pytest.raises(ValueError, match=r"longer than the window .*\(400 positions\): use --length \d+ or less") as e:
         check_prompts(wider, ["passkey"], 600, 4, 0, 8)
     check_prompts(wider, ["passkey"], int(str(e.value).split("--length ")[1].split()[0]), 4, 0, 8)  # it passes
+    # the answer's tokens leave the prompt no room: the flag that gave them is named (the task and the model were),
+    # with a number of them that leaves it room, then a --length that fits beside them
+    with pytest.raises(ValueError, match=r"--decode-tokens 390 leaves 10 of the window of --model .*\(400 "
+                                         r"positions\) to the prompt, .* give --decode-tokens \d+ or less") as e:
+        check_prompts(wider, ["passkey"], 300, 4, 0, 390, new_flag="--decode-tokens")
+    fewer = int(str(e.value).split("--decode-tokens ")[-1].split()[0])
+    with pytest.raises(ValueError, match=r"use --length \d+ or less") as e:
+        check_prompts(wider, ["passkey"], 300, 4, 0, fewer)
+    check_prompts(wider, ["passkey"], int(str(e.value).split("--length ")[1].split()[0]), 4, 0, fewer)
 
 
 def test_one_shot_replay_keeps_what_the_evicting_cache_keeps_in_layer_0(tiny):

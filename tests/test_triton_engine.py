@@ -198,10 +198,22 @@ def test_a_population_too_big_for_the_gpu_is_refused_with_the_size_that_fits():
         fits_in_memory(torch.device("cuda"), 5000, 2**20, "lenia", free_bytes=2**30)
 
 
-def test_gpu_benchmark_sections_dry_run_on_the_cpu():
+def test_gpu_benchmark_sections_dry_run_on_the_cpu(monkeypatch):
     """`workbench bench gpu` only runs on CUDA (GPU time is scarce: one prepared run), so its sections are run
-    here on the CPU with small sizes: a section that broke would record an error instead of figures."""
+    here on the CPU with small sizes: a section that broke would record an error instead of figures. Its
+    conformance check puts the user's WORKBENCH_CUDA_GRAPHS back (it deleted it, for every later section), and
+    says the graphs-vs-plain comparison is skipped where the user turned graphs off (it compared plain with plain
+    and reported 0)."""
+    import os
+
     from workbench import bench_gpu
+
+    for setting in ("1", "0"):
+        monkeypatch.setenv("WORKBENCH_CUDA_GRAPHS", setting)
+        checked = bench_gpu._self_consistency(torch.device("cpu"), None)
+        assert os.environ.get("WORKBENCH_CUDA_GRAPHS") == setting
+        diff = checked["boids"]["graphs_vs_plain_max_diff"]
+        assert diff == "skipped (WORKBENCH_CUDA_GRAPHS=0)" if setting == "0" else diff == 0, diff
 
     subs = bench_gpu.substrates(torch.device("cpu"), min_time=0.01, sizes={"boids": [1], "plife": [2]})
     for name in ("boids", "plife"):

@@ -10,12 +10,31 @@ import numpy as np
 from workbench.simulations import make_substrate
 
 
-def _rate(fn, min_time: float = 1.0) -> float:
-    """Calls per second of fn (after one warm-up call), measured over at least min_time seconds."""
+def finite(value):
+    """`value` with every non-finite float made None, for JSON, which has no Infinity or NaN (the PSNR of two
+    bit-identical renders is infinite, and printed as `Infinity` made the bench's output no JSON)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _rate(fn, min_time: float = 1.0, device=None) -> float:
+    """Calls per second of fn (after one warm-up call), measured over at least min_time seconds, the device's
+    queued work waited for before each clock read (a GPU's steps return before they run)."""
+    from workbench.kernels.device import synchronize
+
     fn()
+    synchronize(device)
     calls, start = 0, time.perf_counter()
     while True:
         fn()
+        synchronize(device)
         calls += 1
         elapsed = time.perf_counter() - start
         if elapsed >= min_time:
@@ -34,30 +53,38 @@ CHUNK = {"lenia": 16, "boids": 100, "plife": 4, "gol": 1024, "nca_d1": 10, "nca_
          "plenia": 100, "plife_plus": 4, "flow_lenia": 4}
 
 
-def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, reference: str | None = None) -> dict:
-    """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time; with `reference`
-    (a checkout of the reference implementation, SakanaAI/asal), the reference's figures timed the same way
-    beside them (JAX on its default device; workbench.bench_reference) and ours / theirs."""
-    result: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    from workbench.kernels.runtime import ensure_taichi
+def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, reference: str | None = None,
+                     device: str = "cpu") -> dict:
+    """Steps per second at P = 1, simulation steps per second at P = 16, and 224² render time on `device` (the
+    CPU by default: the Taichi kernels; `bench gpu` times the GPU's engines); with `reference` (a checkout of the
+    reference implementation, SakanaAI/asal), the reference's figures timed the same way beside them (JAX on its
+    default device; workbench.bench_reference) and ours / theirs."""
+    from workbench.kernels.device import describe, resolve_device
 
-    result["backend"] = ensure_taichi()
+    dev = resolve_device(device)
+    result: dict = {"machine": platform.processor() or platform.machine(), "device": describe(dev),
+                    "date": time.strftime("%Y-%m-%d")}
+    if dev.type == "cpu":  # the Taichi arch of the CPU engine (a GPU's substrates default to their own engines)
+        from workbench.kernels.runtime import ensure_taichi
+
+        result["backend"] = ensure_taichi()
     for name in names:
-        sub = make_substrate(name)
+        sub = make_substrate(name, device=dev)
         rng = np.random.default_rng(0)
         n = CHUNK[name]
         row = {}
         for P in (1, 16):
             params = sub.decode(_bench_theta(sub, rng, P))
             state = sub.init(params, seed=0)
-            rate = _rate(lambda sub=sub, state=state, params=params, n=n: sub.step(state, params, n), min_time) * n
+            rate = _rate(lambda sub=sub, state=state, params=params, n=n: sub.step(state, params, n), min_time,
+                         dev) * n
             row["steps_per_s_p1" if P == 1 else "sim_steps_per_s_p16"] = round(rate * P, 1)
             if P == 16:
                 row["batch_steps_per_s_p16"] = round(rate, 1)
         params = sub.decode(_bench_theta(sub, rng))
         state = sub.step(sub.init(params, seed=0), params, 10)
         frame = lambda sub=sub, state=state, params=params: sub.render(state, params, 224)  # noqa: E731
-        row["render_ms"] = round(1000 / _rate(frame, min_time), 2)
+        row["render_ms"] = round(1000 / _rate(frame, min_time, dev), 2)
         result[name] = row
     if reference is not None:
         from workbench.bench_reference import ratios, reference_rates
@@ -107,6 +134,7 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
     check_arch(arch)
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
+    check_fm_batch(batch)
     torch.manual_seed(0)
 
     with quiet_logs():
@@ -128,7 +156,10 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
         path = f"{tmp}/weights.pt"
         torch.save(model.state_dict(), path)
         fm = load_fm(f"openclip:{arch}", weights=path, precision=precision, device="cpu")
-    roof_dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if bf16_supported() else {})}
+    # the roof of each dtype the model may run in: bf16 where the CPU has bf16 instructions, or where it was asked
+    # for (--precision bf16: emulated bf16 then has a roof of its own, measured like the others)
+    roof_dtypes = {"fp32": torch.float32,
+                   **({"bf16": torch.bfloat16} if bf16_supported() or fm.precision == "bf16" else {})}
     roof = {k: matmul_roof(dtype) for k, dtype in roof_dtypes.items()} if arch == "ViT-B-32" else {}
 
     def run_plain():
@@ -155,6 +186,24 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
         out["plain_fraction_of_fp32_roof"] = round(batch / plain * VIT_B32_GFLOP / roof["fp32"], 3)
         out["ours_fraction_of_roof"] = round(batch / ours * VIT_B32_GFLOP / roof[fm.precision], 3)
     return out
+
+
+#: bytes an image of `bench fm` holds at once, an estimate: its 224² float frame, the preprocessed copy each model
+#: reads, and two frames' worth for the copies and activations on the way
+FM_BYTES_PER_IMAGE = 4 * 224 * 224 * 3 * 4
+
+
+def check_fm_batch(batch: int, free: int | None = None) -> None:
+    """One error naming --batch where its frames and activations would not fit in the memory free now (200 000
+    images asked for 120 GB: the bench allocated for minutes, swapping, deaf to SIGTERM)."""
+    from workbench.checks import available_memory
+
+    free = available_memory() if free is None else free
+    need = batch * FM_BYTES_PER_IMAGE
+    if free is not None and need > 0.8 * free:
+        fit = max(1, int(0.8 * free) // FM_BYTES_PER_IMAGE)
+        raise ValueError(f"--batch {batch}: its frames and activations need about {need / 2**30:.1f} GiB, "
+                         f"{free / 2**30:.1f} GiB are free: give at most --batch {fit}")
 
 
 def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, ...] = (), population: int = 256,
@@ -197,17 +246,30 @@ def asal_iteration(ev, kind: str, pop: int, iters: int = 1, prompts: tuple[str, 
 
 
 def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:ViT-B-32"), frames=(1, 8),
-               pop: int = 16, steps: int | None = None, device: str | None = None) -> dict:
+               pop: int = 16, steps: int | None = None, device: str | None = None, iters: int = 3) -> dict:
     """Milliseconds per open-endedness Sep-CMA-ES iteration at population `pop` (rollout + render + embed + tell),
-    with the split per phase: {"substrate/fm/K": {"total": ms, "simulate": ms, …}}."""
+    the median of `iters` after one untimed iteration, with the split per phase:
+    {"substrate/fm/K": {"total": ms, "simulate": ms, …}}. (One timed iteration gave 7 to 280 ms for the same cell
+    on a shared machine.)"""
     import tempfile
 
     # the flags first: importing open_clip and torch takes seconds
     if steps is not None and steps < max(frames):  # EvalConfig would name --frames, which this bench has not
         raise ValueError(f"--steps must be at least {max(frames)}: the bench samples "
                          f"{' and '.join(map(str, frames))} frames a rollout, got {steps}")
+    if iters < 1:
+        raise ValueError(f"--iters must be at least 1 (timed iterations, after an untimed one), got {iters}")
     if pop < 2:  # a search's population (SearchConfig's check, after the imports and a model built)
         raise ValueError(f"--pop must be at least 2 (the population of each generation), got {pop}")
+    from workbench.fm import check_arch, check_fm_name
+
+    for fm in fms:  # before any model is built (an unknown one was refused after ViT-B-32 was made and saved)
+        check_fm_name(fm)
+        if fm.startswith("openclip:"):
+            check_arch(fm.split(":", 1)[1])
+        elif fm not in ("pixels", "efficientnet-lite0"):  # the hub's weights: online, and not what is timed here
+            raise ValueError(f"--fm {fm}: the bench times pixels, efficientnet-lite0 and openclip:ARCH (random "
+                             "weights of any open_clip architecture; CLIP's is openclip:ViT-B-32-quickgelu)")
 
     import open_clip
     import torch
@@ -218,20 +280,25 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
 
     dev = resolve_device(device)
     out: dict = {"pop": pop, "device": describe(dev), "machine": platform.processor() or platform.machine(),
-                 "date": time.strftime("%Y-%m-%d"), "unit": "ms per iteration"}
+                 "date": time.strftime("%Y-%m-%d"), "unit": f"ms per iteration (median of {iters})"}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = f"{tmp}/vitb32.pt"
-        torch.manual_seed(0)
-        with quiet_logs():
-            torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), weights)
+        weights: dict[str, str] = {}  # random-initialised weights of each open_clip architecture timed
+        for fm in fms:
+            if fm.startswith("openclip:") and fm not in weights:
+                weights[fm] = f"{tmp}/{len(weights)}.pt"
+                torch.manual_seed(0)
+                with quiet_logs():
+                    model = open_clip.create_model(fm.split(":", 1)[1], pretrained=None)
+                torch.save(model.state_dict(), weights[fm])
         for name in substrates:
             for fm in fms:
                 for k in frames:
-                    ev = EvalConfig(name, fm, weights=weights if fm.startswith("openclip") else None, steps=steps,
-                                    frames=k, chunk=pop, device=str(dev))
+                    ev = EvalConfig(name, fm, weights=weights.get(fm), steps=steps, frames=k, chunk=pop,
+                                    device=str(dev))
                     # one untimed iteration first on every device: Taichi compiles its CPU kernels on first
                     # use too (the first cell of a CPU run took 3.6 s against 0.6 s for the next)
-                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = asal_iteration(ev, "openended", pop, warmup=True)
+                    out[f"{name}/{fm.split(':')[-1]}/K{k}"] = asal_iteration(ev, "openended", pop, iters=iters,
+                                                                             warmup=True)
     return out
 
 

@@ -175,12 +175,20 @@ def _self_consistency(device, gold) -> dict:
         one = sub.decode(thetas[2])
         single = sub.state_to_arrays(sub.step(sub.init(one, seed=1), one, steps))
         row["member_vs_population_max_diff"] = max(_max_diff(single[k], a[k][2]) for k in a)
+        if os.environ.get("WORKBENCH_CUDA_GRAPHS") == "0":  # off for the whole run: a comparison of plain with plain
+            row["graphs_vs_plain_max_diff"] = "skipped (WORKBENCH_CUDA_GRAPHS=0)"
+            res[name] = row
+            continue
+        before = os.environ.get("WORKBENCH_CUDA_GRAPHS")
         os.environ["WORKBENCH_CUDA_GRAPHS"] = "0"
         try:
             plain = _make(name, device=device)
             c = plain.state_to_arrays(plain.step(plain.init(params, seed=1), params, steps))
-        finally:
-            os.environ.pop("WORKBENCH_CUDA_GRAPHS")
+        finally:  # the user's setting back for the sections after this one
+            if before is None:
+                os.environ.pop("WORKBENCH_CUDA_GRAPHS")
+            else:
+                os.environ["WORKBENCH_CUDA_GRAPHS"] = before
         row["graphs_vs_plain_max_diff"] = max(_max_diff(c[k], a[k]) for k in a)
         res[name] = row
     return res
@@ -305,8 +313,8 @@ def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
     runners: dict[str, Callable[[], dict]] = {
         "conformance": lambda: conformance(dev),
         "substrates": lambda: substrates(dev, min_time),
-        "fm": lambda: fm(dev),
-        "asal": lambda: asal(dev),
+        "fm": lambda: fm(dev, min_time=2 * min_time),  # its two timings a model, as long as a substrate's
+        "asal": lambda: asal(dev, iters=max(3, min(10, round(5 * min_time)))),
         "lm": lambda: _lm(dev),
         "reference": lambda: _reference(reference, min_time, result.get("substrates", {})),
     }
@@ -320,7 +328,9 @@ def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
         if log is not None:
             log(f"{name}: {result['seconds'][name]} s")
         if out_file:
-            Path(out_file).write_text(json.dumps(result, indent=1, default=str))
+            from workbench.bench import finite
+
+            Path(out_file).write_text(json.dumps(finite(result), indent=1, default=str, allow_nan=False))
     return result
 
 

@@ -27,8 +27,16 @@ def check_bench_args(args) -> None:
     check_out_file(getattr(args, "out", None))
     if getattr(args, "policy", None) and getattr(args, "run", None):
         raise ValueError("give --policy FILE or --run ID, not both")
-    if args.target == "asal":
+    if args.target in ("asal", "substrates"):
         check_device(args.device)  # named as the flag, with the fallback
+    if args.target == "gpu":  # --device as a flag: a raw torch error, or "needs a CUDA GPU" where one was there
+        if not args.device.startswith("cuda"):
+            raise ValueError(f"--device {args.device}: bench gpu times a CUDA GPU; give --device cuda or cuda:N (on "
+                             "the CPU use `workbench bench substrates|fm|asal`)")
+        from workbench.kernels.device import cuda_available
+
+        if cuda_available():
+            check_device(args.device)  # cuda:N of a GPU that is not there
     if getattr(args, "reference", None):
         from workbench.bench_reference import check_reference
 
@@ -45,7 +53,7 @@ def cmd_bench(args) -> int:
     check_bench_args(args)
     if args.target == "substrates":
         result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time,
-                                        reference=args.reference)
+                                        reference=args.reference, device=args.device or "cpu")
     elif args.target == "fm":
         result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
     elif args.target == "dashboards":
@@ -90,8 +98,9 @@ def cmd_bench(args) -> int:
                            log=lambda line: err.print(line), reference=args.reference)
     else:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), fms=tuple(args.fm), steps=args.steps,
-                                  pop=args.pop, device=args.device)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+                                  pop=args.pop, device=args.device, iters=args.iters)
+    result = bench.finite(result)  # JSON has no Infinity / NaN (a bit-exact render's PSNR is infinite): null
+    print(json.dumps(result, allow_nan=False) if args.json else json.dumps(result, indent=2, allow_nan=False))
     return 0
 
 
@@ -103,6 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES)  # none named ran them all, silently
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     subs.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
+    subs.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cpu, the Taichi kernels; "
+                      "`bench gpu` times a GPU's engines and more)")
     subs.set_defaults(func=cmd_bench)
     fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
     fm.add_argument("--json", action="store_true", help="one JSON line")
@@ -117,6 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES)
     asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=POSITIVE, default=16)
+    asal_b.add_argument("--iters", type=POSITIVE, default=3, help="timed iterations, after an untimed one; the "
+                        "median is printed (default: 3)")
     add_device_argument(asal_b)
     asal_b.add_argument("--fm", nargs="+", default=["pixels", "openclip:ViT-B-32"],
                         help="foundation models to time (default: pixels and a random-initialised ViT-B-32)")
@@ -194,9 +207,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     gpu = bench_sub.add_parser("gpu", help="the GPU conformance check and benchmark in one run (needs CUDA)")
     gpu.add_argument("--json", action="store_true", help="one JSON line")
     gpu.add_argument("--device", default="cuda", help="CUDA device (default: cuda)")
-    gpu.add_argument("--sections", nargs="*", choices=["conformance", "substrates", "fm", "asal", "lm"],
+    gpu.add_argument("--sections", nargs="+", choices=["conformance", "substrates", "fm", "asal", "lm"],
                      help="run only these (default: all)")
-    gpu.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
+    gpu.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement (default: 1; the FM's "
+                     "take twice it, and asal times 5 iterations a second of it, 3 to 10)")
     gpu.add_argument("--out", help="also write the JSON here, section by section")
     gpu.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     gpu.set_defaults(func=cmd_bench)

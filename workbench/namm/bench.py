@@ -114,7 +114,7 @@ def check_config(cfg: BenchConfig):
     check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.n, cfg.seed, cfg.max_new_tokens, "test")
     if "speed" in cfg.sections:
         check_prompts(cfg.model, cfg.tasks[:1], cfg.speed_length, 1, cfg.seed, cfg.decode_tokens, "test",
-                      flag="--speed-length")
+                      flag="--speed-length", new_flag="--decode-tokens")
     return saved
 
 
