@@ -28,7 +28,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.compare import flat_settings
+from workbench.compare import replicates_of
 from workbench.dashboards.shell import counted
 from workbench.runs import Run, RunError, RunStore, article
 
@@ -286,32 +286,20 @@ class ExpertsModel(param.Parameterized):
         d = self.data
         if d is None or d.kind != "adapt":
             return []
-        # each seed: its own experts (files and their contents); their tasks are checked below
-        ignore = {"config.seed", "config.device", "config.threads", "config.experts", "inputs.experts"}
-
-        def settings(info: dict) -> dict:  # settings newer than a run as the run did them (flat_settings)
-            return {k: v for k, v in flat_settings(info).items() if k not in ignore}
-
-        mine = settings(d.info)
         tasks = [e.task for e in d.experts]
-        def done_as(info: dict) -> tuple:  # what a repeat shares: the seed and the experts' contents
-            return info["config"].get("seed"), flat_settings(info).get("inputs.experts")
-
-        out, seen = [], {done_as(d.info)}
         store = RunStore(self.runs_dir)
-        for row in store.list():
-            if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
-                continue
-            info = store.open(row["id"]).info
-            if settings(info) != mine:
-                continue
-            if d.kind == "adapt" and [r["task"] for r in info.get("expert_inputs") or []] != tasks:
-                continue
-            if done_as(info) in seen:
-                continue
-            seen.add(done_as(info))
-            out.append(row["id"])
-        return out
+
+        def candidates():  # finished adapt runs with experts of the same tasks
+            for row in store.list():
+                if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
+                    continue
+                info = store.open(row["id"]).info
+                if [r["task"] for r in info.get("expert_inputs") or []] == tasks:
+                    yield row["id"], info
+
+        from workbench.experts.report import ADAPT_SEED_KEYS  # a seed's own experts: as the report counts them
+
+        return replicates_of(d.info, candidates(), ADAPT_SEED_KEYS)
 
     def pooled(self) -> list[ExpertsData]:
         """The run on show and the compared ones (their scores pool into means ± std over seeds)."""

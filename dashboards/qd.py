@@ -425,24 +425,13 @@ class QDModel(param.Parameterized):
         d = self.data
         if d is None or d.kind != "qd":
             return []
-        ignore = ("seed", "device", "threads", "transfer", "zoo")
+        from workbench.compare import replicates_of
 
-        def key(info: dict) -> tuple:  # a zoo by its content where the run fingerprinted it, not the path it lay at
-            config = info["config"]
-            return ({k: v for k, v in config.items() if k not in ignore},
-                    info.get("zoo_sha256") or config.get("zoo"))
-
-        mine, out, seeds = key(d.info), [], {d.info["config"].get("seed")}
         store = RunStore(self.runs_dir)
-        for r in store.list():
-            if r["kind"] != "qd" or r["id"] == d.name or not (store.root / r["id"] / "scores.json").exists():
-                continue
-            info = store.open(r["id"]).info
-            config = info["config"]
-            if key(info) == mine and config.get("seed") not in seeds:
-                seeds.add(config.get("seed"))
-                out.append(r["id"])
-        return out
+        # a zoo counts by its content where the run fingerprinted it, not the path it lay at (flat_settings)
+        return replicates_of(d.info, ((r["id"], store.open(r["id"]).info) for r in store.list()
+                                      if r["kind"] == "qd" and r["id"] != d.name
+                                      and (store.root / r["id"] / "scores.json").exists()))
 
     # --- selection ---
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,6 +254,26 @@ def repeats_of(infos: list[dict]) -> dict[int, int]:
     first: dict[tuple, int] = {}
     return {i: j for i, info in enumerate(infos)
             if (j := first.setdefault(settings_key(info, frozenset(CONTEXT_KEYS)), i)) != i}
+
+
+def replicates_of(info: dict, candidates: Iterable[tuple[str, dict]],
+                  varying: tuple[str, ...] = REPLICATE_KEYS) -> list[str]:
+    """The ids of the `candidates` ((id, run.json), in order) that ran `info`'s settings but for `varying` (a seed,
+    and what a seed brings: an adapt run's experts) and where or how they ran (CONTEXT_KEYS): the runs a page
+    pools with `info` into a spread. One a value of `varying`, and none with `info`'s own: a run repeating another's
+    is the same computation again, which counted twice and narrowed the spread (repeats_of, for a report)."""
+    ignored = frozenset(varying) | frozenset(CONTEXT_KEYS)
+
+    def seed_of(run: dict) -> tuple:
+        flat = flat_settings(run)
+        return tuple(repr(_canonical(flat.get(k))) for k in varying)
+
+    mine, seen, out = settings_key(info, ignored), {seed_of(info)}, []
+    for run_id, other in candidates:
+        if settings_key(other, ignored) == mine and seed_of(other) not in seen:
+            seen.add(seed_of(other))
+            out.append(run_id)
+    return out
 
 
 def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
