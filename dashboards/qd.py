@@ -1244,7 +1244,16 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
 
 
 def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import export_controls, off_loop, placeholder, run_asked, section, shell
+    from workbench.dashboards.shell import (
+        address,
+        export_controls,
+        off_loop,
+        placeholder,
+        run_asked,
+        section,
+        served_location,
+        shell,
+    )
 
     _hv()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
@@ -1289,10 +1298,24 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     def show_message(*_):
         alert.param.update(object=model.message, visible=bool(model.message))
 
+    def run_menu() -> None:
+        """The Run menu names the run on show, or says none is (a file, nothing yet, a ?run= refused): it showed
+        the first run, which was not open, and picking it changed nothing."""
+        ids = [i for i in model.param.run_id.objects if i]  # (the parameter's objects hold None: no run)
+        syncing[0] = True
+        try:
+            if model.data is not None and model.run_id in ids:
+                runs.param.update(options=ids, value=model.run_id)
+            else:
+                runs.param.update(options={"(none open)": "", **{i: i for i in ids}}, value="")
+        finally:
+            syncing[0] = False
+
     def build(*_):
         """After a load: the views, the scrubber's range, the sidebar's choices (on the event loop)."""
         show_message()
-        header.object = model.summary()
+        header.object = model.summary() if model.data is not None else ""  # the alert says why, once
+        run_menu()
         d = model.data
         if d is None:
             note = ("Pick a run or open a file (sidebar)." if model.param.run_id.objects else
@@ -1305,8 +1328,6 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             gens = d.generations
             player.param.update(start=gens[0], end=max(gens[-1], gens[0] + 1), value=model.generation,
                                 disabled=len(gens) < 2)
-            runs.options = list(model.param.run_id.objects)
-            runs.value = model.run_id
             path.value = model.path
             best = {}
             if d.kind == "qd" and d.scores:
@@ -1315,6 +1336,10 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             elites = sorted(d.cells[d.cells["generation"] == gens[-1]]["id"].unique())
             highlight.options = {"none": -1, **best, **{str(d.models.at[i, "label"]): int(i) for i in elites}}
             highlight.value = -1
+            # options whose values repeat (a best-on-task entry is an elite listed too) go to the browser as labels,
+            # unique ones as (value, label) pairs: the value, unchanged at -1, was left in the other form and the
+            # menu showed blank after a qd run and a MAP-Elites run in turn
+            highlight.param.trigger("value")
             compare.options = list(model.param.compare.objects)
             compare.value = []
             compare.visible = d.kind == "qd"
@@ -1372,6 +1397,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             show_message()
             return
         model.show(data)
+        # the address follows the source on show: a reload or a bookmark comes back to it
+        address(served_location(), run=model.run_id if "run" in what else None,
+                file=what.get("path") if "path" in what else None)
 
     model.param.watch(build, "revision")
     model.param.watch(on_generation, "generation")
@@ -1425,6 +1453,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     what = pn.bind(lambda v: f"Export writes the tab on show: **{VIEWS[v]}** at the scrubber's generation.",
                    model.param.view)
 
+    run_menu()
     first = ({"run": wanted_run} if wanted_run else {"path": wanted_file} if wanted_file else
              {"run": model.param.run_id.objects[-1]} if model.param.run_id.objects else None)
     if first is not None:  # read off the event loop once the page is up (a long run's tables take a moment)

@@ -1895,6 +1895,12 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
     with serving(str(store.root), tmp_path / "serve.log") as url, \
             _browse(browser, f"{url}/atlas?run={lenia}", request) as page:
         _wait_for_model(page, "atlas")
+        # the address follows a run picked with nothing playing (it waited for the browser's next event: a reload
+        # or a bookmark meanwhile opened the run before)
+        page.get_by_label("Run").select_option(runs["illuminate"])
+        page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=20000)
+        page.get_by_label("Run").select_option(lenia)
+        page.wait_for_url(f"{url}/atlas?run={lenia}", timeout=20000)
         canvas = page.locator(".bk-Canvas").first
         box = canvas.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)

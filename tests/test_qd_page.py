@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import pandas as pd
@@ -456,6 +456,10 @@ def test_runs_gallery_opens_qd_runs_and_map_elites_plays_in_the_lab(served, qd, 
         page.get_by_text(f"loaded population member {int(cell['id'])}").wait_for(timeout=60000)
 
 
+#: the text of a <select>'s chosen option ('' where the browser shows none)
+SELECTED = "s => s.selectedIndex >= 0 ? s.options[s.selectedIndex].text : ''"
+
+
 def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request, tmp_path):  # noqa: F811
     bad = tmp_path / "gen1_archive_map.json"
     bad.write_text("[1, 2]")
@@ -467,14 +471,29 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
     try:
         with _browse(browser, f"{served}/qd?file={bad}", request) as page:
             page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
+            # the Run menu says no run is open (it showed the first run, and picking it changed nothing)
+            assert page.get_by_label("Run (qd or MAP-Elites)").evaluate(SELECTED) == "(none open)"
             newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
             page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
             page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)
+            # the address follows the source on show (it kept the one the page opened with)
+            page.wait_for_url(f"{served}/qd?{urlencode({'run': newest})}", timeout=30000)
+            assert page.get_by_label("Run (qd or MAP-Elites)").evaluate(SELECTED) == newest
             box = page.get_by_placeholder("pyribs .parquet / archive map .json")
-            box.fill(str(Path(qd["dir"]) / qd["run"] / "pyribs"))
+            pyribs = str(Path(qd["dir"]) / qd["run"] / "pyribs")
+            box.fill(pyribs)
             page.get_by_role("button", name="open", exact=True).click()
             page.get_by_text("pyribs archive · tasks").wait_for(timeout=60000)
             assert not page.locator(".alert").is_visible()
+            page.wait_for_url(f"{served}/qd?{urlencode({'file': pyribs})}", timeout=30000)
+            assert page.get_by_label("Run (qd or MAP-Elites)").evaluate(SELECTED) == "(none open)"
+            # a qd run's highlight menu repeats values (a best-on-task entry is an elite listed too), a MAP-Elites
+            # run's does not: after one and the other, the menu still shows its "none" (it went blank)
+            for run, said in ((qd["run"], f"{qd['run']} · tasks"), (qd["me"], "MAP-Elites illumination of boids")):
+                page.get_by_label("Run (qd or MAP-Elites)").select_option(run)
+                page.get_by_text(said).first.wait_for(timeout=60000)
+                page.wait_for_url(f"{served}/qd?{urlencode({'run': run})}", timeout=30000)
+            assert page.get_by_label("Highlight a model").evaluate(SELECTED) == "none"
         html = first_answer(f"http://127.0.0.1:{port}/qd", 120, proc)
         if html is None:
             pytest.fail("panel serve dashboards/qd.py did not answer")
