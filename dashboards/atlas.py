@@ -238,6 +238,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     async def on_select(event):
         if event.new < 0:  # another run laid out: its members are others
             player.playing = False
+            if player.frame is not None:  # the last run's member left the player (beside another run's atlas)
+                player.frame = np.zeros_like(player.frame)
             playing.object = "Click a cell of the atlas to play its simulation here."
             return
         member, request = event.new, player.request_switch()
@@ -297,6 +299,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                 model.message, refused[0] = "", False
             if name == "run_id":  # the address follows the run on show: a reload comes back to it
                 address(location, run=model.run_id)
+                saved.object, download.visible = "", False  # the last run's export is not this one's
 
     for w in widgets.values():
         w.param.watch(relayout, "value")

@@ -823,7 +823,7 @@ class QDModel(param.Parameterized):
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · "
                     f"{counted(len(d.models), 'elite')} in a {d.bins} × {d.bins} grid · hover a cell for its novelty "
-                    f"(on the QD page, a click plays it in the Lab)")
+                    f"(on the QD page, a click shows its card, with a link that plays it in the Lab)")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
         return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"
@@ -1397,6 +1397,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             show_message()
             return
         model.show(data)
+        status.object = ""  # the last source's export (and its download) is not this one's
         # the address follows the source on show: a reload or a bookmark comes back to it
         address(served_location(), run=model.run_id if "run" in what else None,
                 file=what.get("path") if "path" in what else None)

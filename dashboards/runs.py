@@ -26,7 +26,7 @@ from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 # "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
-COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "best_loss", "created", "note"]
+COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "metric", "best", "created", "note"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -128,10 +128,11 @@ class RunsModel(param.Parameterized):
         return [r for r in reversed(self._rows) if keep(r)][: self.limit]
 
     def table(self) -> pd.DataFrame:
-        """Every run in the catalog, one row each: COLUMNS, then the metric, best, algorithm and method columns
-        of the kinds that have them."""
-        rows = [{**r, **_done(r), "note": r.get("note") or ""} for r in self._rows]
-        extra = [c for c in ("metric", "best", "algorithm", "method") if any(c in r for r in rows)]
+        """Every run in the catalog, one row each: COLUMNS — the best score in the run's own metric and direction
+        (the card's; a CycleQD run's best_loss is its QD score negated, which the table showed under best_loss) —
+        then the algorithm and method columns of the kinds that have them."""
+        rows = [{**r, **_done(r), **_best(r), "note": r.get("note") or ""} for r in self._rows]
+        extra = [c for c in ("algorithm", "method") if any(c in r for r in rows)]
         return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
 
     def link(self, run_id: str) -> str:
@@ -272,6 +273,15 @@ class RunsModel(param.Parameterized):
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
+
+
+def _best(row: dict) -> dict:
+    """A row's best score as best_text says it: {"metric": "qd_score ↑", "best": 0.125}, else the loss."""
+    if row.get("best") is not None:
+        higher = str(row.get("better")) in HIGHER
+        metric = row.get("metric") or ("fitness" if higher else "loss")
+        return {"metric": f"{metric} {'↑' if higher else '↓'}", "best": row["best"]}
+    return {"metric": "loss ↓" if row.get("best_loss") is not None else "", "best": row.get("best_loss")}
 
 
 def best_text(row: dict) -> str:
@@ -456,10 +466,14 @@ code.resume { display: block; background: #f4f6f8; border-radius: 4px; padding: 
 """
 
 
-def gallery_html(cards: list[dict], runs_dir: str) -> str:
-    """The cards as one HTML grid (one pane for any number of runs)."""
+def gallery_html(cards: list[dict], runs_dir: str, filtered: bool = False) -> str:
+    """The cards as one HTML grid (one pane for any number of runs); none: why — no run yet, or (`filtered`: the
+    folder has runs) none that the filters keep (it said to start a run)."""
+    if not cards and filtered:
+        return ('<div class="empty">No run matches the filters (kind, status, search): clear them to see every '
+                "run.</div>")
     if not cards:
-        return (f'<div class="empty">No run matches in <code>{html.escape(runs_dir)}</code>. Start one on the '
+        return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>. Start one on the '
                 f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
                 f"<code>workbench merge evolve …</code>.</div>")
     out = []
@@ -559,7 +573,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
     def draw(*_):
         shown = model.shown()
-        gallery.object = gallery_html([model.card(r) for r in shown], runs_dir)
+        gallery.object = gallery_html([model.card(r) for r in shown], runs_dir, filtered=bool(model._rows))
         count.object = model.count_text()
 
     def show_store(*_):
@@ -602,6 +616,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             compare.value = list(model.selected)
         on_ticked()
         curves[:] = compare_views()
+        written.object = ""  # another comparison: the last one's file and its download leave the sidebar
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 

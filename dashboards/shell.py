@@ -15,6 +15,7 @@ import functools
 import html
 import logging
 import os
+import re
 import threading
 import urllib.parse
 import weakref
@@ -156,11 +157,14 @@ def section(title: str) -> pn.pane.Markdown:
 
 
 def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
-    """What a plot shows before it has data (instead of empty 0–1 axes)."""
+    """What a plot shows before it has data (instead of empty 0–1 axes); `commands` in backticks are set as code
+    (they showed their backticks)."""
     box = (f"width:{width - 2}px;height:{height - 2}px;display:flex;align-items:center;justify-content:center;"
            "color:#7a8290;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
            "text-align:center;padding:0 16px;box-sizing:border-box")
-    return pn.pane.HTML(f'<div style="{box}">{html.escape(text)}</div>', width=width, height=height, margin=(5, 10))
+    body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return pn.pane.HTML(f'<div style="{box}"><span>{body}</span></div>', width=width, height=height,
+                        margin=(5, 10))
 
 
 def run_asked(args: dict[str, list[bytes]] | None) -> str | None:

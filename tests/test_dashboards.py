@@ -335,12 +335,27 @@ def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
         np.testing.assert_array_equal(model.theta, theta)  # and nothing changed
 
 
+def test_a_placeholder_sets_commands_as_code():
+    """A page's placeholder names a command in backticks: set as code, the text escaped (the backticks showed)."""
+    from workbench.dashboards.shell import placeholder
+
+    box = placeholder("no run in <runs>: `workbench qd cycle --zoo Z` makes one").object
+    assert "<code>workbench qd cycle --zoo Z</code>" in box and "&lt;runs&gt;" in box and "`" not in box
+
+
 def test_runs_model_gallery_filters_and_compares(runs):
     from workbench.dashboards.runs import best_text, gallery_html
 
     model = RunsModel(runs_dir=runs["dir"])
     ids = {runs["illuminate"], *runs["openended"], runs["dare_ties"], runs["dfs"]}
-    assert set(model.table()["id"]) == ids
+    table = model.table().set_index("id")
+    assert set(table.index) == ids
+    # each run's best in its own metric and direction, as its card says it (a merge run's fitness was shown
+    # negated under best_loss)
+    for row in model.shown():
+        assert best_text(row) == (f"best {table.at[row['id'], 'metric'][:-2]} {table.at[row['id'], 'best']:.4g} "
+                                  f"{table.at[row['id'], 'metric'][-1]}")
+    assert "best_loss" not in table and set(table["metric"]) >= {"loss ↓", "fitness ↑"}, table["metric"]
     cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
     assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
     thumb = Image.open(__import__("io").BytesIO(__import__("base64").b64decode(
@@ -362,7 +377,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert 'data-status="interrupted"' in page and "--resume " + runs["illuminate"] in page
     assert best_text({"best": 0.75, "better": "higher", "metric": "fitness"}) == "best fitness 0.75 ↑"
     assert best_text({"best_loss": 0.5}) == "best loss 0.5 ↓"
-    assert "No run matches" in gallery_html([], runs["dir"])
+    assert "No run yet in" in gallery_html([], runs["dir"])
+    assert "No run matches the filters" in gallery_html([], runs["dir"], filtered=True)  # not "start a run"
     from workbench.dashboards.runs import MAX_COMPARED, curves_plot
 
     for run_id in runs["openended"]:
@@ -1908,6 +1924,10 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         page.get_by_label("Run").select_option(runs["illuminate"])
         page.get_by_text("Click a cell of the atlas to play its simulation here.").wait_for(timeout=60000)
         page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=30000)  # a reload comes back to it
+        # the player is blank beside the new run's atlas (the last run's member stayed in it)
+        page.wait_for_function("() => { const img = Bokeh.documents[0].get_model_by_name('lab-frame')"
+                               ".renderers[0].data_source.data.image[0]; return img.every(v => v === img[0]); }",
+                               timeout=30000)
         # the click once the browser draws the new run's 16 cells, as a user clicks what they see (a click on the
         # Lenia run's four, under a loaded fresh clone's run, was lost once)
         page.wait_for_function(f"() => {{ const p = ({CELL_PLACES})(); "
