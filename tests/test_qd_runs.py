@@ -547,6 +547,31 @@ def test_the_runs_end_says_what_it_does_after_the_last_generation(tmp_path, zoo)
     assert said[-1] == "test scores of the multi-task baseline …"
 
 
+def test_a_merge_recipe_is_kept_with_the_run_and_scored_as_a_baseline(tmp_path, zoo):
+    """--merge-recipe: the run's own copy is made with its folder, before its run.json (a kill in between left a
+    run listed as resumable whose resume was refused), and the recipe is scored on the test sets beside the other
+    baselines, from the copy (the file given may be gone by then)."""
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("merge_method: task_arithmetic\nbase_model: base\nmodels:\n"
+                      "  - model: brackets\n    parameters: {weight: 0.5}\n"
+                      "  - model: sort\n    parameters: {weight: 0.5}\n")
+    cfg = QDRunConfig(zoo=str(zoo), tasks=["brackets", "sort"], gens=1, n_eval=4, n_test=4, multitask_steps=1,
+                      merge_recipe=str(recipe))
+    seen, text = [], recipe.read_text()
+
+    def started(r):  # the run exists: its copy is recorded already, and the file given goes
+        seen.append(r.info.get("inputs", {}).get("merge_recipe"))
+        recipe.unlink()
+
+    run = run_cycleqd(cfg, RunStore(tmp_path / "runs"), on_start=started)
+    assert seen[0]["path"] == "inputs/recipe.yaml" and (run.path / "inputs" / "recipe.yaml").read_text() == text
+    assert run.info["status"] == "done" and run.info["config"]["merge_recipe"] == "inputs/recipe.yaml"
+    scores = json.loads((run.path / "scores.json").read_text())
+    assert "merge_recipe" in scores["baselines"] and all("merge_recipe" in scores["per_task"][t] for t in cfg.tasks)
+
+
 def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
     """`workbench bench qd` (its own process, a real one-worker LocalCluster) at its smallest: the serial B = 1
     run the estimate is from, the batched serial run and the Dask run each under a key of their own (--batch 1

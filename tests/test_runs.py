@@ -445,7 +445,8 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
         assert run_search(None, store, resume=run.id).info["status"] == "done"
     assert pd.read_parquet(stopped.path / "metrics.parquet")["best_loss"].tolist() == \
         pd.read_parquet(whole.path / "metrics.parquet")["best_loss"].tolist()
-    # set-up cut short before the run's copy of its target image was made: its resume says so
+    # set-up cut short: the run's copy of its target image was made with its folder, before its run.json (a
+    # kill between the two left a run listed as resumable whose resume was refused), so the run resumes
     image = tmp_path / "target.png"
     Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
     targeted = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=8), iters=1, pop=2,
@@ -453,10 +454,16 @@ def test_a_run_whose_set_up_fails_is_marked_failed_or_stopped_and_resumes_from_i
     with pytest.raises(KeyboardInterrupt):
         run_search(targeted, store, on_start=fail(KeyboardInterrupt()))
     cut = next(r["id"] for r in store.list() if r["kind"] == "target")
+    assert store.open(cut).info["inputs"]["target_image"]["path"] == "inputs/target.png"
+    image.unlink()  # the run reads its own copy
+    assert run_search(None, store, resume=cut).info["status"] == "done"
+    # a run made before, whose set-up ended before its copy was recorded: its resume says so
+    old = store.create("target", "boids", "pixels", {**targeted.to_dict(), "target_image": "inputs/target.png"}, 0)
+    old.update(status="failed")
     with pytest.raises(RunError, match="no copy of its target image .* start a new run") as caught:
-        run_search(None, store, resume=cut)
+        run_search(None, store, resume=old.id)
     # that resume failed after it claimed the run; it let go although its traceback (kept here) holds the Run
-    assert caught.traceback and store.reopen(cut, dict)[0].release() is None
+    assert caught.traceback and store.reopen(old.id, dict)[0].release() is None
     # settings no search can take: one error naming the flag, no run folder
     runs = tmp_path / "refused"
     for args, flag in ((["openended", "--pop", "1"], "--pop must be at least 2"),

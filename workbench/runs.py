@@ -31,6 +31,7 @@ import contextvars
 import functools
 import hashlib
 import io
+import itertools
 import json
 import os
 import pickle
@@ -529,16 +530,11 @@ class Run:
 
     def add_input(self, key: str, source: str | Path) -> Path:
         """Copy an input file (e.g. the target image) to inputs/<name>, record its sha256 in run.json under
-        inputs[key], and return the copy's path, which the run reads from then on."""
-        source = Path(source)
-        data = source.read_bytes()
-        (self.path / "inputs").mkdir(exist_ok=True)
-        copy = self.path / "inputs" / source.name
-        atomic_write(copy, lambda p: p.write_bytes(data))
-        inputs = {**self.info.get("inputs", {}), key: {"path": f"inputs/{source.name}", "source": str(source),
-                                                     "sha256": hashlib.sha256(data).hexdigest()}}
-        self.update(inputs=inputs)
-        return copy
+        inputs[key], and return the copy's path, which the run reads from then on. (A new run's inputs are
+        better given to RunStore.create, which copies them before the run exists.)"""
+        entry = _copy_input(self.path, Path(source))
+        self.update(inputs={**self.info.get("inputs", {}), key: entry})
+        return self.path / entry["path"]
 
     def check_copied(self, key: str, configured: str | None) -> None:
         """Refuse to resume a run whose config names its own copy of input `key` (inputs/<name>) while run.json
@@ -840,6 +836,14 @@ def _now_ms() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
 
 
+def _copy_input(folder: Path, source: Path) -> dict:
+    """Copy `source` to folder/inputs/<name> (atomically); its run.json record: path, source and sha256."""
+    data = source.read_bytes()
+    (folder / "inputs").mkdir(exist_ok=True)
+    atomic_write(folder / "inputs" / source.name, lambda p: p.write_bytes(data))
+    return {"path": f"inputs/{source.name}", "source": str(source), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 class RunStore:
     """A folder of runs and the DuckDB catalog over them."""
 
@@ -869,17 +873,21 @@ class RunStore:
         return cls(store)
 
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
-               command: str | None = None, name: str | None = None) -> Run:
+               command: str | None = None, name: str | None = None,
+               inputs: dict[str, str | Path] | None = None) -> Run:
         """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its
         method and models there too, for older readers). metric: what best_loss measures ("loss", lower is
         better, or "fitness", higher is better, stored negated as best_loss). command: the command line. name:
-        the id's middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED."""
+        the id's middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED. inputs: files the run keeps its own
+        copies of (key -> file: inputs/<name>, hashed in run.json under inputs[key], Run.input_path), copied
+        before run.json is written: a run is never listed, resumable, without them (a kill between the run.json
+        and a later copy left one whose resume was refused)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{kind}-{name or substrate}-s{seed}"
-        for n in range(1000):
+        for n in itertools.count():  # bounded, the last id was reused when all were taken: its run overwritten
             path = self.root / (base if n == 0 else f"{base}-{n}")
             try:
                 path.mkdir()
@@ -888,6 +896,7 @@ class RunStore:
                 continue
         run = Run(path)
         try:
+            copies = {key: _copy_input(path, Path(source)) for key, source in (inputs or {}).items()}
             write_json(path / "run.json", {
                 "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
                 "status": "running", "iterations": 0, "best_loss": None, "metric": metric,
@@ -896,7 +905,7 @@ class RunStore:
                 # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
                 # test) must still come out in the order they were made, not in their ids' alphabetical order
                 "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                **heartbeat()})
+                **({"inputs": copies} if copies else {}), **heartbeat()})
         except BaseException:  # a config that cannot be written: no folder without a run.json is left behind
             shutil.rmtree(path, ignore_errors=True)
             raise

@@ -510,12 +510,11 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         config = cfg.to_dict()
         if cfg.target_image:  # the run keeps its own copy (hashed), not a path into the user's files
             config["target_image"] = f"inputs/{Path(cfg.target_image).name}"
-        run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, config, cfg.seed, command=command)
+        run = store.create(cfg.kind, cfg.eval.substrate, cfg.eval.fm, config, cfg.seed, command=command,
+                           inputs={"target_image": cfg.target_image} if cfg.target_image else None)
     with setting_up(run, new=resume is None):
         if on_start is not None:  # first: a page shows the run (its id) even when the rest of the set-up fails
             on_start(run)
-        if resume is None and cfg.target_image:
-            run.add_input("target_image", cfg.target_image)
         if state is None:
             state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
     search = state["search"]

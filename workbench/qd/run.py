@@ -416,15 +416,16 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         if cfg.merge_recipe:   # the run keeps its own copy (hashed), not a path into the user's files
             config["merge_recipe"] = f"inputs/{Path(cfg.merge_recipe).name}"
         run = store.create(KIND, cfg.sampling + "+" + cfg.mutation, "+".join(cfg.tasks), config, cfg.seed,
-                           metric=METRIC, command=command)
+                           metric=METRIC, command=command,
+                           inputs={"merge_recipe": cfg.merge_recipe} if cfg.merge_recipe else None)
+        if cfg.merge_recipe:  # read from the run's copy, as a resume does (the file given may be gone at the end)
+            cfg = dataclasses.replace(cfg, merge_recipe=str(run.input_path("merge_recipe")))
     with setting_up(run, new=resume is None):
         if resume is None:
             from workbench.lm.zoo import zoo_fingerprint
 
             run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo),
                        zoo_sha256=zoo_fingerprint(cfg.zoo))  # compared runs tell zoos apart by content
-            if cfg.merge_recipe:
-                run.add_input("merge_recipe", cfg.merge_recipe)
         run.update(device=str(ctx.device))
         if state is None:
             state = {"iteration": 0, "qd": CycleQD(cfg.cycle_config(), {t: t for t in cfg.tasks}), "metrics": []}
