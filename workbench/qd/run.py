@@ -291,8 +291,9 @@ def _context(key: str) -> Context:
 
 
 def context(cfg: QDRunConfig) -> Context:
-    """This process's Context for cfg (made once)."""
-    return _context(json.dumps(cfg.to_dict(), sort_keys=True))
+    """This process's Context for cfg (made once; the merge recipe, a baseline's alone, is no part of it: a new
+    run reads its own copy once it exists, and the Context made before stays the one)."""
+    return _context(json.dumps({**cfg.to_dict(), "merge_recipe": None}, sort_keys=True))
 
 
 def score_weights(cfg: QDRunConfig, thetas: list[dict]) -> list[dict[str, float]]:
