@@ -902,6 +902,16 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     (third / "best.npy").write_bytes(b"")
     rows = store.list()
     assert [r["id"] for r in rows] == ids and store.unreadable_metrics == [str(bad / "metrics.parquet")]
+    # a run removed while the catalog reads (its file there when listed, gone when read) is not "unreadable"
+    gone = third / "metrics.parquet"
+    moved = tmp_path / "moved.parquet"
+    gone.rename(moved)
+    listed_as_there = Path.exists
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "exists", lambda p: p == gone or listed_as_there(p))
+        store.list()
+    assert store.unreadable_metrics == [str(bad / "metrics.parquet")]
+    moved.rename(gone)
     with pytest.raises(RunError, match="metrics.parquet is unreadable"):
         store.metrics(bad.name)
     assert len(store.metrics(good.name)) == 2
@@ -1010,6 +1020,26 @@ def test_a_write_that_fails_names_the_file_it_was_writing(tmp_path):
         atomic_write(tmp_path / "run.json", write_to_a_full_disk)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(tmp_path / "run.json")
     assert list(tmp_path.iterdir()) == []  # no temporary file left
+    # a folder where no temporary file can be made (as a read-only one): its name, not a random one never made
+    with pytest.raises(OSError) as error:
+        atomic_write("/proc/self/run.json", lambda p: p.write_text("{}"))
+    assert error.value.filename == "/proc/self/run.json"
+
+
+def test_a_folder_replaced_through_a_symlink_leaves_no_link_aside(tmp_path):
+    """replace_dir over a symlink: the link moves aside and goes (rmtree refused it, silently, and it stayed as
+    a dangling `.name.replaced-…` link); what it pointed to is not touched."""
+    from workbench.atomic import replace_dir, staging_dir
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "kept.txt").write_text("old")
+    (tmp_path / "link").symlink_to(real)
+    new = staging_dir(tmp_path / "link")
+    (new / "made.txt").write_text("new")
+    replace_dir(new, tmp_path / "link")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    assert (tmp_path / "link" / "made.txt").read_text() == "new" and (real / "kept.txt").read_text() == "old"
 
 
 def test_best_video_plays_the_best_from_the_initial_state_it_scored_from(tmp_path):

@@ -98,8 +98,11 @@ def replace_dir(tmp: str | Path, target: str | Path, *, overwrite: bool = True) 
         old = target.with_name(f".{target.name}.replaced-{_owner_tag()}")
         os.replace(target, old)
     os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if old is not None:  # a symlink moved aside goes as a link (rmtree refused it, silently, and it stayed)
+        if old.is_symlink():
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -117,8 +120,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any written file
         os.replace(tmp, path)
     except OSError as error:
-        # a full disk names no file, a read-only folder the temporary one, gone after this: name what was written
-        if error.filename in (None, tmp):
+        # a full disk names no file, a read-only folder the temporary one (mkstemp's last try, when it could not
+        # make one: `tmp` is still None), gone after this: name what was written
+        named = Path(str(error.filename)) if error.filename is not None else None
+        if named is None or str(named) == tmp or (named.parent == path.parent
+                                                 and named.name.startswith(f".{path.stem}.")):
             error.filename = str(path)
         raise
     finally:
