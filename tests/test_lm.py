@@ -363,6 +363,26 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"sort"}
     assert main(["zoo", "build", "--out", str(tmp_path / "x"), "--quick", "--tasks", "nope"]) == 2
     assert main(["zoo", "eval", str(tmp_path / "missing")]) == 2
+    # a zoo's folder, a file, a folder nothing can be written in, a model without its tokenizer: each said as
+    # what it is, in one line (transformers' tokenizer error ran to five), before any work
+    no_tokenizer = tmp_path / "no-tokenizer"
+    __import__("shutil").copytree(out / "sort", no_tokenizer)
+    for file in no_tokenizer.glob("tokenizer*"):
+        file.unlink()
+    capsys.readouterr()
+    for args, said in ((["zoo", "eval", str(out)], f"{out} is a model zoo, not a model: give one of its models"),
+                       (["zoo", "eval", str(out / "zoo.json")], "is a file, not a model folder or a .gguf file"),
+                       (["zoo", "build", "--quick", "--out", "/proc/zz"], "--out /proc/zz: cannot write in /proc"),
+                       (["zoo", "eval", str(no_tokenizer)], "cannot load the model folder")):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1 and "━" not in err, err  # one line, no progress bar
+    # --replace through a symlink replaces the zoo it points to (the link was replaced, the zoo left as it was)
+    (tmp_path / "link").symlink_to(out)
+    assert main(["zoo", "build", "--out", str(tmp_path / "link"), "--quick", "--quiet", "--tasks", "recall",
+                 "--replace"]) == 0
+    assert json.loads((out / "zoo.json").read_text())["tasks"] == ["recall"] and (tmp_path / "link").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_evaluation_reports_its_progress_prompt_by_prompt(quick_zoo):

@@ -23,8 +23,8 @@ def cmd_zoo_build(args) -> int:
     args.out = args.out or ("data/zoo-quick" if args.quick else "data/zoo")
     check_zoo_out(args.out)  # before the progress bar starts
     if (Path(args.out) / "zoo.json").is_file() and not args.replace:
-        raise ValueError(f"{args.out} holds a zoo already; give --replace to build it again (its models, and "
-                         "what was made inside it such as generalist/, are replaced), or another --out")
+        raise ValueError(f"{args.out} holds a zoo already; give --replace to build it again (everything in it, its "
+                         "models and what was made there such as generalist/, is replaced), or another --out")
     err = Console(stderr=True)
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -71,7 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--seed", type=SEED, default=0)
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
-    build.add_argument("--replace", action="store_true", help="build again where a zoo is (default: refuse)")
+    build.add_argument("--replace", action="store_true",
+                       help="build again where a zoo is: everything in --out is deleted once the new zoo is built "
+                            "(default: refuse)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(build)
     build.set_defaults(func=cmd_zoo_build)

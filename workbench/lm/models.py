@@ -128,6 +128,9 @@ def _check_folder(path: Path) -> None:
     """A clear error for a folder that is not a model, or whose safetensors files do not open."""
     from safetensors import safe_open
 
+    if (path / "zoo.json").is_file():  # a zoo's folder, not one of its models
+        raise ValueError(f"{path} is a model zoo, not a model: give one of its models, e.g. {path / 'base'} or "
+                         f"{path / 'sort'} (a task's expert)")
     if not (path / "config.json").is_file() or not any((path / w).is_file() for w in _WEIGHTS):
         raise ValueError(f"{path} is not a Hugging Face model folder (needs config.json and model.safetensors); "
                          "give 'smollm2', a .gguf file or a folder written by save_pretrained "
@@ -152,7 +155,9 @@ def _from_folder(path: Path, dtype: torch.dtype):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path)
     except Exception as error:
-        raise ValueError(f"cannot load the model folder {path} ({type(error).__name__}: {error})") from None
+        said = " ".join(str(error).split())  # one line (transformers' tokenizer errors run to five)
+        raise ValueError(f"cannot load the model folder {path} ({type(error).__name__}: "
+                         f"{said if len(said) <= 300 else said[:300] + '…'})") from None
     return model, tok
 
 
@@ -239,6 +244,9 @@ def _load_model(name_or_path: str, dtype: torch.dtype):
         model, tok = _from_gguf(path, dtype)
     elif path.is_dir():
         model, tok = _from_folder(path, dtype)
+    elif path.is_file():  # said as the file it is ("unknown model", or "no such file" of a file that is there)
+        raise ValueError(f"model {name_or_path!r} is a file, not a model folder or a .gguf file; give '{SMOLLM2}', "
+                         "a .gguf file or a local Hugging Face model folder")
     elif path.suffix in (".gguf", ".safetensors") or len(path.parts) > 1:  # meant as a path: say it is not there
         raise ValueError(f"model {name_or_path!r}: no such {'file' if path.suffix else 'folder'}; give '{SMOLLM2}', "
                          "a .gguf file or a local Hugging Face model folder")

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -352,7 +353,9 @@ def check_zoo_out(out: str | Path) -> Path:
     one clear error, before anything trains (`--out .` failed at the end, its zoo thrown away: the staging folder
     beside it is named after the folder's name, which "." has not got)."""
     given = out
-    out = Path(os.path.abspath(Path(out).expanduser()))  # "." and ".." as the folders they name
+    # "." and ".." as the folders they name, a symlink as the folder it points to (the link itself was replaced,
+    # and the zoo it pointed to was left as it was)
+    out = Path(os.path.realpath(Path(out).expanduser()))
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {given} is a file; choose a new folder for the zoo")
     blocking = file_above(out)
@@ -361,6 +364,12 @@ def check_zoo_out(out: str | Path) -> Path:
                          "--out")
     if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
         raise ValueError(f"{given} exists and is not a zoo; choose another --out or remove it")
+    existing = next(p for p in (out, *out.parents) if p.exists())  # where the zoo's folders would be made
+    try:  # a folder nothing can be written in: said with the flag before the bar (it failed inside the build)
+        tempfile.TemporaryDirectory(dir=existing if existing != out else out.parent).cleanup()
+    except OSError as error:
+        raise ValueError(f"--out {given}: cannot write in {existing} ({error.strerror}); choose another "
+                         "--out") from None
     return out
 
 
