@@ -946,6 +946,9 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
         store.open("newer")
     with pytest.raises(RunError, match="run.json cannot be read"):
         store.open("folder")
+    listed = _short("runs", "list", "--runs", str(store.root))  # a newer workbench's run is said to be one
+    assert "warning: newer is not a readable run (written by a newer workbench: upgrade to read it)" in \
+        listed.stderr and "warning: typed is not a readable run (corrupt or foreign run.json)" in listed.stderr
 
     # a copied run folder is its own run (it listed as the original, and its readers read the original)
     import shutil

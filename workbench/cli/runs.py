@@ -58,6 +58,21 @@ def _best_header(rows: list[dict]) -> str:
     return " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
 
 
+def _unreadable(store, name: str) -> str:
+    """Why a folder's run.json is not read: a newer workbench's run (upgrade to read it: not damaged), else
+    damaged or another program's."""
+    from workbench.runs import Run, RunError
+
+    try:
+        Run(store.root / name).info  # noqa: B018 - read for its error
+    except RunError as error:
+        if "newer workbench" in str(error):
+            return "written by a newer workbench: upgrade to read it"
+    except OSError:
+        pass
+    return "corrupt or foreign run.json"
+
+
 def cmd_runs(args) -> int:
     from workbench.runs import RunError, RunStore, catalog_row
 
@@ -71,7 +86,7 @@ def cmd_runs(args) -> int:
         else:
             _runs_tables(rows)
         for name in store.unreadable_runs:  # as broken(), from the list just read
-            say("warning", f"{name} is not a readable run (corrupt or foreign run.json); skipped")
+            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
         return 0
@@ -185,7 +200,7 @@ def _remove(store, args) -> int:
         return 0
     for run in runs:
         r = rows.get(run.id)
-        print(f"{run.id}  ({r['kind']}, {r['status']})" if r else f"{run.id}  (unreadable run.json)")
+        print(f"{run.id}  ({r['kind']}, {r['status']})" if r else f"{run.id}  ({_unreadable(store, run.id)})")
     if not args.yes:
         err.print(f"nothing removed: these {len(runs)} run(s) go, folders and all, with --yes")
         return 0
