@@ -201,9 +201,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     from workbench.dashboards.shell import (
         address,
         download_button,
+        no_runs_page,
         off_loop,
         offer,
-        placeholder,
         put_back,
         run_asked,
         section,
@@ -226,10 +226,10 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         except ValueError as exc:
             model.message = str(exc)
     show_message()
-    if model.run_id is None:
-        note = placeholder(f"No finished illumination run in {runs_dir} yet: start one on the Search page "
-                           f"(kind illuminate) or with `workbench asal illuminate …`.", 640, 200)
-        return shell("atlas", [alert, note], standalone=standalone)
+    if model.run_id is None:  # a sidebar that says what to do, as the other explorers' (it had none)
+        return no_runs_page("atlas", alert, f"No finished illumination run in {runs_dir} yet: start one on the "
+                            f"Search page (kind illuminate) or with `workbench asal illuminate …`.",
+                            standalone=standalone)
     player = LabModel(substrate=model.substrate or "lenia")
     playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
     shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads

@@ -335,6 +335,20 @@ def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
         np.testing.assert_array_equal(model.theta, theta)  # and nothing changed
 
 
+@pytest.mark.parametrize("page", ["atlas", "merge", "experts"])
+def test_an_explorer_of_an_empty_folder_says_what_to_do_in_its_sidebar(tmp_path, page):
+    """No run of its kinds yet: the note names the command that makes one, and the sidebar says to reload after
+    (the Atlas had no sidebar at all)."""
+    import importlib
+
+    import panel as pn
+
+    template = getattr(importlib.import_module(f"workbench.dashboards.{page}"), f"{page}_page")(str(tmp_path))
+    said = [o.object for o in template.sidebar if isinstance(o, pn.pane.Markdown)]
+    assert any("No runs to show yet" in text for text in said), said
+    assert any("<code>workbench " in str(getattr(o, "object", "")) for o in template.main), template.main
+
+
 def test_a_placeholder_sets_commands_as_code():
     """A page's placeholder names a command in backticks: set as code, the text escaped (the backticks showed)."""
     from workbench.dashboards.shell import placeholder
