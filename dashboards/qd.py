@@ -1322,7 +1322,10 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
                     f"No qd run or MAP-Elites illumination in {runs_dir} yet: `workbench qd cycle --zoo … --runs "
                     f"{runs_dir}` makes one; or open a pyribs archive or an archive map (sidebar).")
             main[:] = [placeholder(note, 700, 200)]
+            for item in (*gen_box, highlight, compare):  # nothing to scrub, highlight or pool (they stayed, blank)
+                item.visible = False
             return
+        highlight.visible = True
         syncing[0] = True
         try:
             gens = d.generations

@@ -473,6 +473,7 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
             page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
             # the Run menu says no run is open (it showed the first run, and picking it changed nothing)
             assert page.get_by_label("Run (qd or MAP-Elites)").evaluate(SELECTED) == "(none open)"
+            assert page.get_by_label("Highlight a model").is_hidden()  # nothing to highlight (it stayed, blank)
             newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
             page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
             page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)
