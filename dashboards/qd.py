@@ -1043,7 +1043,7 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
             lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
         first = not panels  # one legend for all panels
         panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
-                             title=f"{a} vs {b} ({counted(len(children), 'model')})", show_legend=first,
+                             title=f"{a} vs {b} (n = {len(children)})", show_legend=first,  # fits 330 px
                              bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     # rows apart: a panel's title sat on the x label of the one above it (five tasks draw four rows)
