@@ -229,7 +229,7 @@ class ExpertsModel(param.Parameterized):
         """Re-read the catalog (new runs, a running one's progress)."""
         ids = explorer_runs(self.runs_dir)
         self.param.run_id.objects = ids
-        self._data, self._store_scores = None, None
+        self._data, self._store_scores, self._mixer = None, None, None  # new runs: new experts to mix
         if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run
             kinds = {r["id"]: r.get("kind") for r in RunStore(self.runs_dir).list()}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
@@ -249,6 +249,8 @@ class ExpertsModel(param.Parameterized):
         run_id = run_id.strip()
         if data is None and run_id not in self.param.run_id.objects:
             data = self.prepare(run_id)
+        if data is not None:  # a prefix stands for its run's full id (kept, export made a folder of that name)
+            run_id = data.run.id
         if run_id not in self.param.run_id.objects:
             self.param.run_id.objects = [*self.param.run_id.objects, run_id]
         if data is not None:
@@ -703,7 +705,7 @@ class ExpertsModel(param.Parameterized):
         if d is None:
             return self.message or "No experts or adapt runs yet."
         cfg, info = d.config, d.info
-        pooled = f" · pooled with {len(self.compare)} other run(s)" if self.compare else ""
+        pooled = f" · pooled with {counted(len(self.compare), 'other run')}" if self.compare else ""
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
@@ -1056,11 +1058,14 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.shell import (
         PageThread,
+        address,
         export_controls,
         no_runs_page,
         off_loop,
+        put_back,
         run_alert,
         section,
+        served_location,
         shell,
     )
 
@@ -1116,15 +1121,20 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
             what.object = f"Export writes the view on show: **{view_title(model.view)}**."
 
     async def on_pick(event):
+        if event.new == model.run_id:  # the menu put back to the run on show
+            return
         try:  # the files are read on a worker thread
             data = await off_loop(model.prepare, event.new, busy=[tabs, picker])
         except ValueError as exc:
             alert.param.update(object=str(exc), visible=True)
+            put_back(picker, lambda: model.run_id)  # the menu names the run on show (it kept the one refused)
             return
 
         def show():
             model.choose(event.new, data)
             alert.visible = False
+            status.object = ""  # the last run's export (and its download) is not this one's
+            address(location, run=model.run_id)  # a reload or a bookmark comes back to it
             build()
 
         # the model changes on the event loop, in one of the document's locked callbacks: its watchers re-run the
@@ -1135,12 +1145,16 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         await off_loop(model.refresh, busy=[tabs, refresh])
         picker.options = list(model.param.run_id.objects)
         picker.value = model.run_id
+        alert.visible = False  # a refusal before is not this read's
+        address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
         build()
 
     picker.param.watch(on_pick, "value")
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
     model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
+    location = served_location()
+    address(location, run=model.run_id)  # the run on show (a ?run= prefix: its full id; one refused: the run shown)
     build()
     sidebar = [section("Run"), picker, refresh, section("View"), matrix, compare, section("Export for a paper"), what,
                fmt, size, export, status, download]

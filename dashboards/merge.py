@@ -165,7 +165,17 @@ class MergeModel(param.Parameterized):
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,
                standalone: bool = False) -> pn.template.FastListTemplate:
-    from workbench.dashboards.shell import export_controls, no_runs_page, off_loop, run_alert, section, shell
+    from workbench.dashboards.shell import (
+        address,
+        export_controls,
+        no_runs_page,
+        off_loop,
+        put_back,
+        run_alert,
+        section,
+        served_location,
+        shell,
+    )
     from workbench.figures import holoviews
 
     holoviews()
@@ -210,22 +220,43 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             model.tab_figure(t)  # reads the run's files and makes its figures, off the event loop
 
     async def on_pick(event):
+        if event.new == model.run_id:  # the menu put back to the run on show
+            return
+        shown = model.run_id
+
+        def pick() -> None:
+            try:
+                model.run_id = event.new
+                load()
+            except ValueError:  # a run that cannot be read (removed since the menu was made): the last one stays
+                model.run_id = shown
+                raise
+
         try:
-            await off_loop(lambda: (model.param.update(run_id=event.new), load()), busy=[tabs, picker])
-            alert.visible = False
+            await off_loop(pick, busy=[tabs, picker])
         except ValueError as exc:
+            # the tabs stayed the last run's while run_id named the one refused: every tab click was a traceback
             alert.param.update(object=str(exc), visible=True)
+            put_back(picker, lambda: model.run_id)
+            return
+        alert.visible = False
+        status.object = ""  # the last run's export (and its download) is not this one's
+        address(location, run=model.run_id)  # a reload or a bookmark comes back to it
         build_tabs()
 
     async def on_refresh(event):
         await off_loop(lambda: (model.refresh(), load()), busy=[tabs, refresh])
         picker.options = list(model.param.run_id.objects)
         picker.value = model.run_id
+        alert.visible = False  # a refusal before is not this read's
+        address(location, run=model.run_id)
         build_tabs()
 
     picker.param.watch(on_pick, "value")
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
+    location = served_location()
+    address(location, run=model.run_id)  # the run on show (a ?run= prefix: its full id; one refused: the run shown)
     build_tabs()
     sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status,
                download]

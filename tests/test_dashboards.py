@@ -1973,7 +1973,13 @@ def test_a_slow_layout_leaves_other_sessions_live(runs, browser, request, tmp_pa
 
 
 def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, request):
+    """Each run's own tabs and exports; the address follows the run on show and an export's line leaves with its
+    run; a run removed after the menu was made is refused and the run on show stays, its tabs working (the page
+    was left naming the removed run: every tab click a traceback in the server's log, which the module's last test
+    reads)."""
     ids = SERVED[server]["ids"]
+    gone = f"{ids['dfs']}-gone"
+    shutil.copytree(Path(SERVED[server]["runs"]) / ids["dfs"], Path(SERVED[server]["runs"]) / gone)
     with _browse(browser, f"{server}/merge?run={ids['dfs']}", request) as page:
         page.get_by_text(re.compile(r"method\s+dfs")).wait_for(timeout=60000)
         tabs = page.locator(".bk-tab").all_inner_texts()
@@ -1984,11 +1990,24 @@ def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, requ
         assert (Path(SERVED[server]["runs"]) / ids["dfs"] / "figures" / f"{ids['dfs']}-dfs-path.png").is_file()
         page.locator("select").first.select_option(ids["dare_ties"])
         page.get_by_text(re.compile(r"method\s+dare_ties")).wait_for(timeout=60000)
+        page.wait_for_url(f"{server}/merge?run={ids['dare_ties']}", timeout=30000)
+        assert page.get_by_text(re.compile(r"written .*dfs-path")).count() == 0  # the last run's export left
         page.locator(".bk-tab", has_text="Recipe").wait_for(timeout=30000)
         page.locator(".bk-tab", has_text="Fitness").click()
         page.get_by_text("Export writes the tab on show: Fitness").wait_for(timeout=30000)
         page.get_by_role("button", name="export").click()
         page.get_by_text(re.compile(rf"written \S+{ids['dare_ties']}-fitness\.png")).wait_for(timeout=60000)
+        shutil.rmtree(Path(SERVED[server]["runs"]) / gone)
+        page.locator("select").first.select_option(gone)
+        page.locator(".alert").get_by_text(f"no run '{gone}'").wait_for(timeout=60000)
+        for _ in range(50):
+            if page.locator("select").first.evaluate("s => s.value") == ids["dare_ties"]:
+                break
+            time.sleep(0.2)
+        assert page.locator("select").first.evaluate("s => s.value") == ids["dare_ties"]
+        page.locator(".bk-tab", has_text="Recipe").click()  # the run on show's tabs still work
+        page.get_by_text("Export writes the tab on show: Recipe").wait_for(timeout=30000)
+    assert "merge.py" not in SERVED[server]["log"].read_text()  # no traceback through the page's callbacks
     with _browse(browser, f"{server}/merge?run={ids['illuminate']}", request) as page:
         page.locator(".alert").get_by_text("is an illuminate run").wait_for(timeout=60000)
 

@@ -284,6 +284,18 @@ def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
     assert model.run_id == ex["matrix"]  # the newest
     with pytest.raises(ValueError, match="no run 'nope'"):
         model.choose("nope")
+    # a prefix of a run's id (an address typed short) stands for its full id: kept, an export made a folder of
+    # that name in the run store, which then broke the prefix for every page and command
+    ids = list(model.param.run_id.objects)
+    full = next(i for i in ids if sum(j.startswith(i[:-1]) for j in ids) == 1)  # a run its prefix names alone
+    model.choose(full[:-1])
+    assert model.run_id == full and full[:-1] not in model.param.run_id.objects
+    # refresh: the mixer's experts are read again (new runs, new experts: it kept the first ones)
+    model.mixer_experts()
+    kept = model._mixer
+    model.refresh()
+    model.mixer_experts()
+    assert model._mixer is not kept
     other = RunStore(tmp_path / "runs").create("merge", "ties", "-", {"x": 1}, 0)
     elsewhere = ExpertsModel(runs_dir=str(tmp_path / "runs"))
     assert elsewhere.run_id is None and "No experts or adapt runs" in elsewhere.summary()
@@ -354,6 +366,8 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         # another run from the picker: read on a worker thread, shown on the loop, every stylesheet from our server
         page.get_by_label("Run").select_option(ex["adapt1"])
         page.get_by_text(f"{ex['adapt1']} · adaptation on").wait_for(timeout=60000)
+        page.wait_for_url(f"{served}/experts?run={quote(ex['adapt1'], safe='')}", timeout=30000)  # it follows
+        assert page.get_by_text("written").count() == 0  # the last run's export line left with it
         page.wait_for_load_state("networkidle")
         # a run that is not there: the page says so (the same offline browser context, a fresh page session)
         page.goto(f"{served}/experts?run=nope", wait_until="networkidle")
