@@ -810,9 +810,11 @@ def curve_plot(table: pd.DataFrame, kind: str):
     # the paper figure's legend inside the axes, where matplotlib finds room: beside them it squeezed the plot to
     # a third of the figure and its title into the y label; an accuracy on 0–1 (room above the curves)
     mpl = {"legend_position": "best", **({"ylim": (0, 1.02)} if kind != "experts" else {})}
-    return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel,
-                                bokeh={"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"]},
-                                mpl=mpl))
+    # the page too: a flat curve (an accuracy of 0 throughout) had a −1 … 1 axis; a reward lies in [−1, 1]
+    flat = table["y"].min() == table["y"].max()
+    bokeh = {"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"],
+             **({"ylim": (0, 1.02)} if kind != "experts" else {"ylim": (-1.05, 1.05)} if flat else {})}
+    return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel, bokeh=bokeh, mpl=mpl))
 
 
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):
@@ -843,7 +845,9 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     panels = []
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
-        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
+        # three a row fit a 1400 px window at 300 px each (at 360 the third ran past it)
+        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel)
+                      .opts(width=300, backend="bokeh"))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 

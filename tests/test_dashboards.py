@@ -961,6 +961,8 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     # and each cell writes its value
     scores = model.data().scores
     grid = scores_plot(scores)
+    title = grid.opts.get("plot", backend="bokeh").kwargs["title"]  # the page's plot is wide enough for it
+    assert grid.opts.get("plot", backend="bokeh").kwargs["width"] >= 7 * len(title)
     heatmap, labels = grid.get(0), grid.get(1)
     opts = hv.Store.lookup_options("matplotlib", grid, "plot").kwargs
     xticks, yticks = dict(opts["xticks"]), dict(opts["yticks"])

@@ -393,6 +393,10 @@ def test_paper_curves_keep_their_legend_inside_the_axes():
     box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
     assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
     assert ax.get_ylim() == (0, 1.02)
+    # on the page too: a flat accuracy (0 throughout) had a −1 … 1 axis; a flat reward keeps a reward's
+    for kind, ylim in (("adapt", (0, 1.02)), ("experts", (-1.05, 1.05))):
+        flat = curve_plot(table.assign(y=0.0), kind)
+        assert flat.opts.get("plot", backend="bokeh").kwargs["ylim"] == ylim
 
 
 def test_figure_view_of_an_adapt_run_is_its_page_export(ex, tmp_path):

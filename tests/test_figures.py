@@ -403,6 +403,8 @@ def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes(tmp_path):
     # a column wide and its two panels wider than high: stacked square panels made it 3.2 × 7.5 in
     from workbench.figures import layout_inches, save
 
+    # a run of one generation draws its points (its curves of one point drew nothing)
+    assert len(fitness_plot(metrics.iloc[:1]).traverse(lambda e: e, [hv.Scatter])) == 2
     plot = fitness_plot(metrics)
     png = Image.open(save(plot, tmp_path / "fitness.png", style={"fig_inches": layout_inches(plot)}))
     width, height = (n / png.info["dpi"][0] for n in png.size)

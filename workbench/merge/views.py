@@ -246,6 +246,9 @@ def fitness_plot(metrics: pd.DataFrame):
     df = metrics.assign(best=-metrics["best_loss"], mean=-metrics["loss_mean"])
     fit = (hv.Curve(df, "iteration", "best", label="best so far") * hv.Curve(df, "iteration", "mean",
                                                                              label="population mean"))
+    if len(df) < 30:  # a few generations: their points drawn (one generation's curves drew nothing)
+        fit = fit * hv.Scatter(df, "iteration", "best", label="best so far") * hv.Scatter(
+            df, "iteration", "mean", label="population mean")
     # the paper figure's legend inside the axes (beside them the panels filled half the figure's width)
     fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", bokeh={"width": 520, "height": 280,
                                                                                     "legend_position": "right"},
@@ -285,8 +288,10 @@ def scores_plot(scores: dict | None):
     verdict = "beats" if mean["merged"] > sources[best] else "does not beat"
     models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
     hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models, cmap="Blues", clim=(0, 1))
-    return _style(hm, title=f"test accuracy: the merge {verdict} its best source ({best}) on the {label}",
-                  bokeh={"width": 110 * df["task"].nunique() + 260, "height": 44 * len(models) + 110})
+    title = f"test accuracy: the merge {verdict} its best source ({best}) on the {label}"
+    # wide enough for its title (at two tasks, 590 px cut it at "(ba")
+    return _style(hm, title=title, bokeh={"width": max(110 * df["task"].nunique() + 260, 7 * len(title) + 40),
+                                          "height": 44 * len(models) + 110})
 
 
 def _short_group(name: str) -> str:
