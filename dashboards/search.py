@@ -25,6 +25,7 @@ import param
 from workbench.asal.atlas import population_grid
 from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, read_config, run_search, starts_random
 from workbench.asal.evaluate import EvalConfig
+from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
     checked_int_input,
     export_controls,
@@ -64,6 +65,7 @@ class SearchJob:
         self.population: np.ndarray | None = None  # the latest evaluated batch's thumbnails in a grid (RGB)
         self.error = ""
         self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
+        self.kind_ran: str | None = None  # the search kind of the run on show (its curve and frames say it)
         self.done = 0  # iterations the run has done, of `total`
         self.total = total
         self.owner: object | None = None  # the page (SearchModel) that started it; others only watch it
@@ -110,7 +112,7 @@ class SearchJob:
         job.status, job.owner = "running", owner
         job._thread = threading.Thread(target=job._work, args=(cfg, resume, iters), daemon=True)
         if resume is None:
-            job.algorithm_ran = cfg.algorithm
+            job.algorithm_ran, job.kind_ran = cfg.algorithm, cfg.kind
             with cls._live_lock:  # found by a page opened meanwhile, before the run has a folder (_started)
                 cls._starting.append(job)
             job._thread.start()
@@ -199,6 +201,7 @@ class SearchJob:
         self.run_id = run.id
         try:
             self.algorithm_ran = info["config"].get("algorithm") or self.algorithm_ran
+            self.kind_ran = info.get("kind") or self.kind_ran
             self.total = int(info["config"].get("iters", self.total))
             self.done = int(info.get("iterations") or 0)
         except (AttributeError, TypeError, ValueError) as exc:
@@ -332,6 +335,7 @@ class SearchModel(param.Parameterized):
     population = property(lambda self: self.job.population)
     error = property(lambda self: self.job.error)
     algorithm_ran = property(lambda self: self.job.algorithm_ran)
+    kind_ran = property(lambda self: self.job.kind_ran)
     done = property(lambda self: self.job.done)
 
     @property
@@ -497,7 +501,7 @@ class SearchViews:
     the stop button did not answer a click.) A new search clears what the views showed of the one before."""
 
     CURVE_HINT = "the loss curve appears after the first iteration"
-    BEST_HINT = "the best frame appears when the run ends"
+    BEST_HINT = "the best frame appears when the run ends (an illumination keeps a population: see its Atlas)"
     POPULATION_HINT = "thumbnails of each evaluated population"
 
     def __init__(self, model: SearchModel, location=None):
@@ -518,11 +522,17 @@ class SearchViews:
                                                bar_color="primary", margin=(0, 10))
         self.count = pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200)
         self.losses = hv.streams.Pipe(data=[])
-        loss_curve = hv.DynamicMap(
-            lambda data: whole_numbers(hv.Curve(data, "iteration", "best loss").opts(
-                width=520, height=280, title="best loss so far", color="#2f5d8a", line_width=2, tools=["hover"],
-                toolbar=None, framewise=True, backend="bokeh")),
-            streams=[self.losses])
+        def curve(data):
+            # an illumination's loss is its population's (or archive's) at each iteration, not a best so far: it
+            # can rise (the page said "best loss so far" of it); named as `figure curves` names it
+            population = self.model.kind_ran == "illuminate"
+            loss = hv.Dimension("loss", label=POPULATION_METRIC if population else "best loss")
+            title = "illumination loss per iteration" if population else "best loss so far"
+            return whole_numbers(hv.Curve(data, "iteration", loss).opts(
+                width=520, height=280, title=title, color="#2f5d8a", line_width=2, tools=["hover"], toolbar=None,
+                framewise=True, backend="bokeh"))
+
+        loss_curve = hv.DynamicMap(curve, streams=[self.losses])
         self.loss_curve = pn.pane.HoloViews(loss_curve, backend="bokeh")
         self.population_image = pn.pane.Image(None, width=280, height=280)
         self.best_image = pn.pane.Image(None, width=224, height=224)

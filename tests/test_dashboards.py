@@ -504,6 +504,9 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     views.refresh()
     assert views.shows(views.curve) and [p[0] for p in views.losses.data] == [0, 1, 2]
     assert views.shows(views.best) and views.shows(views.population)
+    drawn = views.loss_curve.object[()]
+    assert (drawn.vdims[0].label, drawn.opts.get("plot", backend="bokeh").kwargs["title"]) == \
+        ("best loss", "best loss so far")
     model.iters = 40
     before = model.population
     model.start()
@@ -588,6 +591,10 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     model.kind, model.algorithm, model.iters = "illuminate", "map-elites", 2
     model.start()
     assert model.wait() == "done" and model.algorithm_name == "MAP-Elites"
+    views.refresh()  # an illumination's curve is its population's loss at each iteration, not a best so far
+    drawn = views.loss_curve.object[()]
+    assert (drawn.vdims[0].label, drawn.opts.get("plot", backend="bokeh").kwargs["title"]) == \
+        ("illumination loss of the population", "illumination loss per iteration")
     model.fm = "pixels"
     model.kind = "target"
     with pytest.raises(ValueError, match="--prompt"):
