@@ -93,7 +93,8 @@ class LabModel(param.Parameterized):
             self.params = self.sub.decode(self.theta)
             self.state = self.sub.init(self.params, seed=self.seed)
             with param.edit_constant(self):
-                self.step_count = 0
+                self.step_count, self.fps = 0, 0.0  # another θ or seed: its own speed, said once it plays
+            self._frames = 0  # the first score after a reset comes after score_every frames, not at any step
             self.scores = []
             self._render()
             self.resets += 1
@@ -353,6 +354,11 @@ class LabModel(param.Parameterized):
     @property
     def fm_loaded(self) -> bool:
         return self._fm is not None
+
+    def fm_failed(self, why: str) -> None:
+        """The FM chosen cannot load: the trace scores nothing (and says so) until the FM or its weights change."""
+        self._score_error = why
+        self.param.trigger("scores")
 
     def wants_score(self) -> bool:
         return self._target_image is not None or bool(self.prompt.strip())
@@ -639,13 +645,17 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
     def update(*_):
         if not model.scores:
-            hint = ("scores appear every few frames while playing" if model.wants_score()
+            problem = model._score_error or model.score_problem()
+            hint = (f"no score: {problem} (see the message above)" if problem and model.wants_score() else
+                    "scores appear every few frames while playing" if model.wants_score()
                     else "type a prompt or upload a target image (sidebar) to trace an FM score")
             holder[:] = [placeholder(hint, width=width, height=height)]
             return
         curve = hv.Curve(model.scores, "step", "loss").opts(width=width, height=height, color="#2f5d8a",
                                                             title="supervised-target loss", line_width=2,
                                                             backend="bokeh")
+        if len(model.scores) < 30:  # its points drawn: a first score alone, a line of one point, drew nothing
+            curve = curve * hv.Scatter(model.scores, "step", "loss").opts(color="#2f5d8a", size=5, backend="bokeh")
         pane.object = whole_numbers(curve)
         if holder.objects != [pane]:
             holder[:] = [pane]
@@ -662,6 +672,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         address,
         checked_int_input,
         download_button,
+        in_page_words,
         off_loop,
         offer,
         run_asked,
@@ -818,7 +829,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             try:
                 await off_loop(model.load_fm, busy=[trace])
             except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
-                model.tell(f"cannot load FM {model.fm}: {exc}", "danger")
+                said = in_page_words(str(exc), {"--fm": "FM", "--weights": "FM weights"})  # the page's fields
+                model.tell(f"cannot load FM {model.fm}: {said}", "danger")
+                model.fm_failed(f"FM {model.fm} did not load")  # the trace says it scores nothing
             else:  # and the error of an FM chosen before goes
                 problem = model.score_problem()
                 model.tell(f"no FM score: {problem}" if problem else
@@ -828,8 +841,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     # --- save
     snap = pn.widgets.Button(label="snapshot PNG + θ", sizing_mode="stretch_width")
-    video = pn.widgets.Button(label="export GIF (from the start)", sizing_mode="stretch_width",
-                              description=f"steps 0 to {GIF_STEPS} of the θ and seed on show, every second one drawn")
+    video = pn.widgets.Button(label="export GIF", sizing_mode="stretch_width",  # (the longer label was cut off)
+                              description=f"from the start: steps 0 to {GIF_STEPS} of the θ and seed on show, every "
+                                          "second one drawn")
     # what was saved, for a browser elsewhere to take (the files are on the server's disk)
     downloads = [download_button(), download_button()]
 

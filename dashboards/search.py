@@ -29,6 +29,7 @@ from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
     checked_int_input,
     export_controls,
+    in_page_words,
     placeholder,
     run_alert,
     run_asked,
@@ -493,6 +494,12 @@ class SearchModel(param.Parameterized):
         return self.job.wait(timeout)
 
 
+#: the sidebar's fields by the command-line flags the library's messages name
+FIELDS = {"--prompt": "Prompt", "--target-image": "Target image", "--frames": "Frames", "--fm": "FM",
+          "--weights": "Weights", "--iters": "Iters", "--pop": "Pop", "--steps": "Steps", "--bs": "BS",
+          "--seed": "Seed", "--init": "Start", "--algorithm": "Algorithm", "--substrate": "Substrate", "--kind": "Kind"}
+
+
 class SearchViews:
     """What the Search page shows of a SearchModel: status, progress, the loss curve, the best frame and the
     latest population. The views are made once and then only fed by refresh(), which the page calls every
@@ -578,11 +585,12 @@ class SearchViews:
             self._seen["status"] = None  # the next refresh writes the status line anew
 
     def safely(self, action) -> None:
-        """Run a button's action; a ValueError (bad settings, nothing to resume) shows in the status line."""
+        """Run a button's action; a ValueError (bad settings, nothing to resume) shows in the status line, in the
+        page's words (the library's name the command line's flags: "needs --prompt TEXT")."""
         try:
             action()
         except ValueError as exc:
-            self.status.object = f"status: **error** — {exc}"
+            self.status.object = f"status: **error** — {in_page_words(str(exc), FIELDS)}"
 
     def refresh(self) -> None:
         from PIL import Image

@@ -167,6 +167,16 @@ def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
                         margin=(5, 10))
 
 
+def in_page_words(message: str, fields: dict[str, str]) -> str:
+    """A message the library words for the command line ("needs --prompt TEXT or --target-image FILE"), in the
+    words of a page whose fields are `fields` (flag -> the field's label): each flag named there becomes its
+    field, the value's placeholder after it (TEXT, FILE, K) dropped; other flags are left as they are."""
+    def field(found: re.Match) -> str:
+        return f"**{fields[found.group(1)]}**" if found.group(1) in fields else found.group(0)
+
+    return re.sub(r"(--[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
+
+
 def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
     """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
     or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as

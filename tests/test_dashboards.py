@@ -217,6 +217,21 @@ def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     for _ in range(4):
         lenia.advance()
     assert len(lenia.scores) == 2 and all(-1.0 <= loss <= 0.0 for _, loss in lenia.scores)
+    # a reset (a seed, a θ, a substrate) starts the count of frames again, and the speed: the first score came at
+    # whatever frame the count had reached, and the frames/s of the θ before stayed on show
+    lenia.advance()
+    assert lenia.fps > 0
+    lenia.seed += 1
+    assert lenia.fps == 0.0 and lenia.scores == []
+    lenia.advance()
+    assert lenia.scores == []  # one frame: the first score comes at the second
+    lenia.advance()
+    assert [s for s, _ in lenia.scores] == [2 * lenia.steps_per_frame]
+    # an FM that does not load: the trace scores nothing, and says so
+    lenia.fm_failed("FM clip did not load")
+    lenia.advance()
+    lenia.advance()
+    assert len(lenia.scores) == 1
     # another FM embeds the target image again (the pixels model's embedding, of another size, raised in the
     # page's tick at every frame)
     lenia.fm = "efficientnet-lite0"
@@ -347,6 +362,25 @@ def test_an_explorer_of_an_empty_folder_says_what_to_do_in_its_sidebar(tmp_path,
     said = [o.object for o in template.sidebar if isinstance(o, pn.pane.Markdown)]
     assert any("No runs to show yet" in text for text in said), said
     assert any("<code>workbench " in str(getattr(o, "object", "")) for o in template.main), template.main
+
+
+def test_a_message_for_the_command_line_is_said_in_a_pages_words(tmp_path):
+    """The library words its errors for the command line; a page shows them with its own fields' names (the Search
+    page said "a target search needs --prompt TEXT", beside a field called Prompt)."""
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.dashboards.search import FIELDS, SearchModel, SearchViews
+    from workbench.dashboards.shell import in_page_words
+
+    with pytest.raises(ValueError) as refused:
+        SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=8))
+    said = in_page_words(str(refused.value), FIELDS)
+    assert "**Prompt**" in said and "**Target image**" in said and "--" not in said and "TEXT" not in said, said
+    assert in_page_words("give --frames K ≥ 2 or --other 3", {"--frames": "Frames"}) == \
+        "give **Frames** ≥ 2 or --other 3"
+    views = SearchViews(SearchModel(runs_dir=str(tmp_path), kind="target", fm="pixels"))
+    views.safely(views.model.start)
+    assert "**Prompt**" in views.status.object and "--prompt" not in views.status.object
 
 
 def test_a_placeholder_sets_commands_as_code():
