@@ -169,8 +169,16 @@ class RunsModel(param.Parameterized):
                 "steps": _steps_text(kind, row.get("iterations")),
                 "best": best_text(row), "created": str(row.get("created") or "")[:19].replace("T", " "),
                 "thumbnail": self.thumbnail(row),
-                "links": open_links(kind, row["id"], row.get("algorithm")),
+                "links": self._links(row),
                 "resume_command": row.get("resume_command"), "note": row.get("note") or ""}
+
+    def _links(self, row: dict) -> list[tuple[str, str]]:
+        """The pages that open the run, best fit first: a search without its best θ yet (stopped, running) opens
+        on the Search page first, where it goes on (the Lab said it had no best θ yet: a dead end)."""
+        links = open_links(row.get("kind"), row["id"], row.get("algorithm"))
+        if row.get("kind") in ("target", "openended") and not (Path(self.runs_dir) / row["id"] / "best.npy").exists():
+            links = sorted(links, key=lambda link: link[0] != PAGES["search"].title)
+        return links
 
     def thumbnail(self, row: dict) -> str | None:
         """A catalog row's picture as a data: URI (best frame, atlas, a search's latest population, a recipe

@@ -426,6 +426,11 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert best_text({"best": 0.75, "better": "higher", "metric": "fitness"}) == "best fitness 0.75 ↑"
     assert best_text({"best_loss": 0.5}) == "best loss 0.5 ↓"
     assert "No run yet in" in gallery_html([], runs["dir"])
+    # a search without its best θ yet (stopped, running) opens on the Search page first, where it goes on (the
+    # Lab said it had no best θ yet); a finished one in the Lab
+    done = runs["openended"][0]
+    assert [t for t, _ in model._links({"kind": "openended", "id": done})] == ["Lab", "Search"]
+    assert [t for t, _ in model._links({"kind": "openended", "id": "not-finished"})] == ["Search", "Lab"]
     assert "No run matches the filters" in gallery_html([], runs["dir"], filtered=True)  # not "start a run"
     from workbench.dashboards.runs import MAX_COMPARED, curves_plot
 
