@@ -581,7 +581,7 @@ def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resu
     (tmp_path / ".removing-old").mkdir()  # a removal a kill cut short
     removed = _short(*rm, "--status", "failed", done.id, "broken-run", "--yes", cwd=tmp_path)
     assert removed.returncode == 0, removed.stderr
-    assert "broken-run  (unreadable run.json)" in removed.stdout and "removed 3 run(s)" in removed.stderr
+    assert "broken-run  (corrupt or foreign run.json)" in removed.stdout and "removed 3 run(s)" in removed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.id, paused.id, "snapshots"])
     assert [r["id"] for r in store.list()] == [live.id, paused.id]
     resuming = Run(paused.path)
