@@ -1061,6 +1061,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.shell import (
+        WRAPPED_TABS,
         PageThread,
         address,
         export_controls,
@@ -1092,7 +1093,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
-    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
+    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
     building = [False]
 
     def view_pane(view: str):

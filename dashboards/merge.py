@@ -166,6 +166,7 @@ class MergeModel(param.Parameterized):
 def merge_page(runs_dir: str = "runs", run: str | None = None,
                standalone: bool = False) -> pn.template.FastListTemplate:
     from workbench.dashboards.shell import (
+        WRAPPED_TABS,
         address,
         export_controls,
         no_runs_page,
@@ -190,7 +191,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
-    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True)
+    tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
     what = pn.pane.Markdown("", margin=(0, 10))
 
     building = [False]  # replacing the tabs moves `active`; that is not the user picking a tab

@@ -37,7 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.dashboards.shell import counted
+from workbench.dashboards.shell import WRAPPED_TABS, counted
 from workbench.runs import RunError, RunStore, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
@@ -1233,7 +1233,7 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
             body = pn.panel(pn.bind(draw, model.param.generation, model.param.selected, model.param.compare),
                             lazy=True)
         tabs.append((VIEWS[view], body))
-    out = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width")
+    out = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width", stylesheets=[WRAPPED_TABS])
     out.active = d.views.index(model.view) if model.view in d.views else 0
 
     def on_tab(event):

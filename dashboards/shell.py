@@ -156,6 +156,11 @@ def section(title: str) -> pn.pane.Markdown:
     return pn.pane.Markdown(f"#### {title}", margin=(12, 10, 0, 10))
 
 
+#: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
+#: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)
+WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; }"
+
+
 def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
     """What a plot shows before it has data (instead of empty 0–1 axes); `commands` in backticks are set as code
     (they showed their backticks)."""
