@@ -541,7 +541,8 @@ class ExpertsModel(param.Parameterized):
                               "rank": np.arange(len(v)), "z": v.astype(np.float64)}) for m, (name, v) in
                 enumerate(z.items())]
         table = pd.concat(rows, ignore_index=True)
-        return z_heatmaps(table, center=float(table["z"].mean()), width=620).values()[0]  # one plot, no grid
+        # z′, the mixed vectors (raw: Σ α·p, before any sigmoid), not one expert's z (it said "z · mixture")
+        return z_heatmaps(table, center=float(table["z"].mean()), width=620, quantity="z′").values()[0]
 
     def model_path(self) -> str:
         """The run's base model, found as given (relative to where the run was made) or under the run folder's
@@ -748,7 +749,7 @@ def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     return obj.opts(**common, **(mpl or {}), backend="matplotlib")
 
 
-def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460):
+def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: str = "z"):
     """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
     centred on `center`, by default sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up,
     relative to it)."""
@@ -765,8 +766,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460):
         step = max(1, rows // 12)
         ticks = [(rows - 1 - i, labels[i]) for i in range(0, rows, step)]
         img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, ranks - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
-                       vdims=["z"])
-        panels.append(_style(img, title=f"z · {name}", cmap="RdBu_r", clim=(center - half, center + half),
+                       vdims=[hv.Dimension("z", label=quantity)])
+        panels.append(_style(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
                              colorbar=True, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
                              bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
                              mpl={"aspect": "auto"}))

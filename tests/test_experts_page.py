@@ -218,6 +218,9 @@ def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):
     svf = SVFModel(net, tok)
     for alphas, variant in (([0.3, 0.9], "raw"), ([1.0, 0.0], "sigmoid")):
         model.param.update(alphas=alphas, variant=variant)
+        heat = model.mixture_figure()  # z′, the mixed vectors (it said z, one expert's quantity)
+        assert heat.vdims[0].label == "z′" and heat.opts.get("plot", backend="bokeh").kwargs["title"] == \
+            f"z′ · mixture ({variant})"
         svf.apply_mixture(experts, np.array(alphas).reshape(2, 1), variant=variant)
         for prompt in ("s:kdpa=", "12+34="):
             want = tok.decode(greedy(svf.model, [_encode(tok, prompt)], 12, pad_id=tok.pad_token_id,
