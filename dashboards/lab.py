@@ -826,9 +826,12 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     async def preload_fm(*_):
         if model.wants_score() and not model.fm_loaded:
+            asked = (model.fm, model.fm_weights)  # a load that fails after another FM was chosen says nothing
             try:
                 await off_loop(model.load_fm, busy=[trace])
             except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
+                if (model.fm, model.fm_weights) != asked:
+                    return
                 said = in_page_words(str(exc), {"--fm": "FM", "--weights": "FM weights"})  # the page's fields
                 model.tell(f"cannot load FM {model.fm}: {said}", "danger")
                 model.fm_failed(f"FM {model.fm} did not load")  # the trace says it scores nothing

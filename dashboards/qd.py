@@ -1397,6 +1397,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             model.message = str(exc)
             if model.data is None:
                 build()  # "loading…" gives way to the message and what to do
+            else:
+                run_menu()  # the menu names the source still on show, not the run refused
             show_message()
             return
         model.show(data)

@@ -370,7 +370,8 @@ def test_cli_quick_build_and_eval(tmp_path, capsys):
     for file in no_tokenizer.glob("tokenizer*"):
         file.unlink()
     capsys.readouterr()
-    for args, said in ((["zoo", "eval", str(out)], f"{out} is a model zoo, not a model: give one of its models"),
+    for args, said in ((["zoo", "eval", str(out)], f"{out} is a model zoo, not a model: give one of its models, "
+                                                   f"e.g. {out / 'base'} or {out / 'sort'}"),
                        (["zoo", "eval", str(out / "zoo.json")], "is a file, not a model folder or a .gguf file"),
                        (["zoo", "build", "--quick", "--out", "/proc/zz"], "--out /proc/zz: cannot write in /proc"),
                        (["zoo", "eval", str(no_tokenizer)], "cannot load the model folder")):

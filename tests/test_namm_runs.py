@@ -359,6 +359,9 @@ def test_length_errors_on_a_short_window_name_a_length_that_works_or_say_none_do
         with pytest.raises(ValueError, match=r"task 'passkey' needs prompts of \d+ tokens or more, beyond the window "
                                              r"of --model .*\(96 positions\): leave passkey out of --tasks"):
             check_prompts(short, ["passkey"], length, 4, 0, 8)
+    # a run's own model (figure namm: no --model to change it): said as the run's, with what can change
+    with pytest.raises(ValueError, match=r"window of the run's model .*\(96 positions\): choose another --task"):
+        check_prompts(short, ["passkey"], 30, 1, 0, 8, "test", new_flag=None, model_flag=None)
     wider = str(tiny_llama(tmp_path / "w400", SEED, window=400))
     with pytest.raises(ValueError, match=r"longer than the window .*\(400 positions\): use --length \d+ or less") as e:
         check_prompts(wider, ["passkey"], 600, 4, 0, 8)

@@ -1128,7 +1128,7 @@ class RunStore:
             if files:
                 con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
         except duckdb.Error:  # one damaged file fails the whole read: the view leaves those out
-            # (a run removed meanwhile is no damaged file: it is not listed, and not reported)
+            # (a run removed meanwhile is no damaged file: its metrics are left out, and it is not reported)
             files = [f for f in files if os.path.exists(f)]
             self.unreadable_metrics = [f for f in files if not _readable_parquet(con, f)]
             files = [f for f in files if f not in self.unreadable_metrics]

@@ -27,8 +27,8 @@ def check_bench_args(args) -> None:
     check_out_file(getattr(args, "out", None))
     if getattr(args, "policy", None) and getattr(args, "run", None):
         raise ValueError("give --policy FILE or --run ID, not both")
-    if args.target in ("asal", "substrates"):
-        check_device(args.device)  # named as the flag, with the fallback
+    if args.target == "asal" or (args.target == "substrates" and args.device is not None):
+        check_device(args.device)  # named as the flag, with the fallback (substrates' default is the CPU)
     if args.target == "gpu":  # --device as a flag: a raw torch error, or "needs a CUDA GPU" where one was there
         if not args.device.startswith("cuda"):
             raise ValueError(f"--device {args.device}: bench gpu times a CUDA GPU; give --device cuda or cuda:N (on "

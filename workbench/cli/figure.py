@@ -181,7 +181,7 @@ def namm_view(store, args, pinned: dict[str, str]):
             from workbench.namm.tasks import check_prompts
 
             check_prompts(model.model_name, [args.task], args.length or 256, 1, model.seed, model.max_new_tokens,
-                          "test", new_flag=None)
+                          "test", new_flag=None, model_flag=None)
         model.use_task(args.task, args.length or 256)
     with _quiet_progress():
         model.run()

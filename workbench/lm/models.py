@@ -129,8 +129,12 @@ def _check_folder(path: Path) -> None:
     from safetensors import safe_open
 
     if (path / "zoo.json").is_file():  # a zoo's folder, not one of its models
+        try:
+            task = (json.loads((path / "zoo.json").read_text()).get("tasks") or ["TASK"])[0]
+        except (OSError, ValueError, AttributeError):
+            task = "TASK"
         raise ValueError(f"{path} is a model zoo, not a model: give one of its models, e.g. {path / 'base'} or "
-                         f"{path / 'sort'} (a task's expert)")
+                         f"{path / str(task)} (a task's expert)")
     if not (path / "config.json").is_file() or not any((path / w).is_file() for w in _WEIGHTS):
         raise ValueError(f"{path} is not a Hugging Face model folder (needs config.json and model.safetensors); "
                          "give 'smollm2', a .gguf file or a folder written by save_pretrained "

@@ -364,11 +364,12 @@ def check_zoo_out(out: str | Path) -> Path:
                          "--out")
     if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
         raise ValueError(f"{given} exists and is not a zoo; choose another --out or remove it")
-    existing = next(p for p in (out, *out.parents) if p.exists())  # where the zoo's folders would be made
+    # where the build writes: beside --out (its staging folder), in the nearest folder there is on the way
+    where = next(p for p in out.parents if p.exists())
     try:  # a folder nothing can be written in: said with the flag before the bar (it failed inside the build)
-        tempfile.TemporaryDirectory(dir=existing if existing != out else out.parent).cleanup()
+        tempfile.TemporaryDirectory(dir=where).cleanup()
     except OSError as error:
-        raise ValueError(f"--out {given}: cannot write in {existing} ({error.strerror}); choose another "
+        raise ValueError(f"--out {given}: cannot write in {where} ({error.strerror}); choose another "
                          "--out") from None
     return out
 

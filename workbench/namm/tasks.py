@@ -231,12 +231,15 @@ def score_answer(generated: str, answer: str) -> float:
 
 
 def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, max_new_tokens: int,
-                  split: str = "train", flag: str = "--length", new_flag: str | None = "--max-new-tokens") -> None:
+                  split: str = "train", flag: str = "--length", new_flag: str | None = "--max-new-tokens",
+                  model_flag: str | None = "--model") -> None:
     """Build the prompts with the model's tokenizer alone and check model and context length, before the model's
     weights load (a too-short --length, a context longer than the window, a model without eager attention). Each
     error names a --length that works, or says that none does (a task too long for the model's window), so that
     following one error never leads to the other; `flag` is the option that gave `length`, `new_flag` the one
-    that gave `max_new_tokens` (named where the answer's tokens alone leave a task's prompt no room)."""
+    that gave `max_new_tokens` (named where the answer's tokens alone leave a task's prompt no room), `model_flag`
+    the one that gave the model (None: a run's own model, which no flag changes)."""
+    named = f"{model_flag} {model}" if model_flag else f"the run's model {model}"
     from workbench.namm.models import check_model_source, load_tokenizer, window
 
     limit = window(check_model_source(model))
@@ -249,12 +252,13 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
             if limit is not None and error.needed + max_new_tokens > limit:  # no --length fits this model
                 if new_flag is not None and error.needed < limit:  # it would, with fewer new tokens
                     raise ValueError(f"{new_flag} {max_new_tokens} leaves {max(0, limit - max_new_tokens)} of the "
-                                     f"window of --model {model} ({limit} positions) to the prompt, and task "
+                                     f"window of {named} ({limit} positions) to the prompt, and task "
                                      f"{error.task!r} needs {error.needed} tokens or more: give {new_flag} "
                                      f"{limit - error.needed} or less") from None
+                fix = (f"leave {error.task} out of --tasks or give a model with a longer window (e.g. --model "
+                       "smollm2)" if model_flag else "choose another --task")
                 raise ValueError(f"task {error.task!r} needs prompts of {error.needed} tokens or more, beyond the "
-                                 f"window of --model {model} ({limit} positions): leave {error.task} out of --tasks or "
-                                 "give a model with a longer window (e.g. --model smollm2)") from None
+                                 f"window of {named} ({limit} positions): {fix}") from None
             raise error.named(flag) from None
 
     longest = longest_at(length)
@@ -266,4 +270,4 @@ def check_prompts(model: str, tasks: list[str], length: int, n: int, seed: int, 
             most = max(1, most - (fits + max_new_tokens - limit))
             fits = longest_at(most)
         raise ValueError(f"a context of {longest + max_new_tokens} tokens (prompt + answer) is longer than the window "
-                         f"of --model {model} ({limit} positions): use {flag} {most} or less")
+                         f"of {named} ({limit} positions): use {flag} {most} or less")
