@@ -1088,7 +1088,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Runs pooled (other seeds or experts)",
+    compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
                                                 sizing_mode="stretch_width")
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))

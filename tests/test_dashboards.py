@@ -383,29 +383,6 @@ def test_a_message_for_the_command_line_is_said_in_a_pages_words(tmp_path):
     assert "**Prompt**" in views.status.object and "--prompt" not in views.status.object
 
 
-def test_tab_headers_that_do_not_fit_wrap_in_chromium(browser):
-    """WRAPPED_TABS: ten tab headers in a 1000 px window wrap onto a second row, every one of them in the window
-    (Bokeh's header cut the last ones off: the Experts page's Mixer could not be reached at 1400 px)."""
-    import panel as pn
-
-    from workbench.dashboards.shell import WRAPPED_TABS
-
-    port = free_port()
-    tabs = [(f"a long tab label {i}", pn.pane.Markdown(f"tab {i}")) for i in range(10)]
-    server = pn.serve(lambda: pn.Tabs(*tabs, sizing_mode="stretch_width", stylesheets=[WRAPPED_TABS]), port=port,
-                      threaded=True, show=False, verbose=False)
-    try:
-        page = browser.new_page(viewport={"width": 1000, "height": 600})
-        page.goto(f"http://127.0.0.1:{port}/")
-        last = page.locator(".bk-tab", has_text="label 9")
-        last.wait_for(timeout=30000)
-        box = last.bounding_box()
-        assert box["x"] + box["width"] <= 1000 and box["y"] > 10, box  # on a second row, in the window
-        page.close()
-    finally:
-        server.stop()
-
-
 def test_a_placeholder_sets_commands_as_code():
     """A page's placeholder names a command in backticks: set as code, the text escaped (the backticks showed)."""
     from workbench.dashboards.shell import placeholder
@@ -2081,6 +2058,33 @@ def test_merge_page_opens_a_tab_the_run_has_and_exports_it(server, browser, requ
     assert "merge.py" not in SERVED[server]["log"].read_text()  # no traceback through the page's callbacks
     with _browse(browser, f"{server}/merge?run={ids['illuminate']}", request) as page:
         page.locator(".alert").get_by_text("is an illuminate run").wait_for(timeout=60000)
+
+
+def test_tab_headers_that_do_not_fit_wrap_in_chromium(browser, tmp_path):
+    """WRAPPED_TABS: ten tab headers in a 1000 px window wrap onto a second row, every one of them in the window
+    (Bokeh's header cut the last ones off: the Experts page's Mixer could not be reached at 1400 px). Served by a
+    `panel serve` of its own (a server in this process left an event loop behind that later tests tripped on)."""
+    app = tmp_path / "tabs.py"
+    app.write_text("import panel as pn\n"
+                   "from workbench.dashboards.shell import WRAPPED_TABS\n"
+                   "pn.extension(inline=True)\n"
+                   "pn.Tabs(*[(f'a long tab label {i}', pn.pane.Markdown(f'tab {i}')) for i in range(10)],\n"
+                   "        sizing_mode='stretch_width', stylesheets=[WRAPPED_TABS]).servable()\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "panel", "serve", str(app), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert first_answer(f"http://127.0.0.1:{port}/tabs", 120, proc) is not None, "panel serve did not start"
+        page = browser.new_page(viewport={"width": 1000, "height": 600})
+        page.goto(f"http://127.0.0.1:{port}/tabs")
+        last = page.locator(".bk-tab", has_text="label 9")
+        last.wait_for(timeout=30000)
+        box = last.bounding_box()
+        assert box["x"] + box["width"] <= 1000 and box["y"] > 10, box  # on a second row, in the window
+        page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def test_concurrent_lab_sessions_play_without_errors(server, browser):
