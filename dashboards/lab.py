@@ -105,7 +105,7 @@ class LabModel(param.Parameterized):
         substrate; the page's edits and steps): a refusal stayed on show over later actions that worked. The
         score's standing error stays: the trace scores nothing until the FM, its weights or the prompt change (said
         by advance, or by the page once the FM loads: _score_error is still "" then, score_problem() is not)."""
-        standing = self._score_error or self.score_problem()
+        standing = self.standing_problem()
         if self.message and not (standing and self.message == f"no FM score: {standing}"):
             self.tell("")
 
@@ -354,6 +354,11 @@ class LabModel(param.Parameterized):
     @property
     def fm_loaded(self) -> bool:
         return self._fm is not None
+
+    def standing_problem(self) -> str:
+        """Why the trace scores nothing until the FM, its weights or the prompt change ("" when it can score): an
+        error met scoring or loading the FM, or the FM loaded unable to read the target set."""
+        return self._score_error or self.score_problem()
 
     def fm_failed(self, why: str) -> None:
         """The FM chosen cannot load: the trace scores nothing (and says so) until the FM or its weights change."""
@@ -645,7 +650,7 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
     def update(*_):
         if not model.scores:
-            problem = model._score_error or model.score_problem()
+            problem = model.standing_problem()
             hint = (f"no score: {problem} (see the message above)" if problem and model.wants_score() else
                     "scores appear every few frames while playing" if model.wants_score()
                     else "type a prompt or upload a target image (sidebar) to trace an FM score")

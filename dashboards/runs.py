@@ -284,7 +284,8 @@ class RunsModel(param.Parameterized):
 
 
 def _best(row: dict) -> dict:
-    """A row's best score as best_text says it: {"metric": "qd_score ↑", "best": 0.125}, else the loss."""
+    """A row's best score in its own metric and direction: {"metric": "qd_score ↑", "best": 0.125}, from the
+    catalog's best + better + metric, else best_loss ({"metric": "", "best": None}: no score yet)."""
     if row.get("best") is not None:
         higher = str(row.get("better")) in HIGHER
         metric = row.get("metric") or ("fitness" if higher else "loss")
@@ -293,14 +294,12 @@ def _best(row: dict) -> dict:
 
 
 def best_text(row: dict) -> str:
-    """'best loss 0.123' / 'best fitness 0.87', from the catalog's best + better + metric, else best_loss."""
-    if row.get("best") is not None:
-        metric = row.get("metric") or ("fitness" if str(row.get("better")) in HIGHER else "loss")
-        arrow = "↑" if str(row.get("better")) in HIGHER else "↓"
-        return f"best {metric} {row['best']:.4g} {arrow}"
-    if row.get("best_loss") is not None:
-        return f"best loss {row['best_loss']:.4g} ↓"
-    return "no score yet"
+    """'best loss 0.123 ↓' / 'best fitness 0.87 ↑': a card's line, the table's metric and best (_best) in words."""
+    best = _best(row)
+    if best["best"] is None:
+        return "no score yet"
+    metric, arrow = best["metric"].rsplit(" ", 1)
+    return f"best {metric} {best['best']:.4g} {arrow}"
 
 
 def _done(row: dict) -> dict:

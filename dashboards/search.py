@@ -494,10 +494,10 @@ class SearchModel(param.Parameterized):
         return self.job.wait(timeout)
 
 
-#: the sidebar's fields by the command-line flags the library's messages name
-FIELDS = {"--prompt": "Prompt", "--target-image": "Target image", "--frames": "Frames", "--fm": "FM",
-          "--weights": "Weights", "--iters": "Iters", "--pop": "Pop", "--steps": "Steps", "--bs": "BS",
-          "--seed": "Seed", "--init": "Start", "--algorithm": "Algorithm", "--substrate": "Substrate", "--kind": "Kind"}
+#: the sidebar's fields by the command-line flags the library's messages name: each setting's label (the flag is
+#: the setting's name), the start's menu called "Start" on the page
+FIELDS = {**{f"--{name.replace('_', '-')}": p.label for name, p in SearchModel.param.objects().items()
+             if name not in ("name", "runs_dir")}, "--init": "Start"}
 
 
 class SearchViews:

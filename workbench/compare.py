@@ -270,8 +270,8 @@ def replicates_of(info: dict, candidates: Iterable[tuple[str, dict]],
 
     mine, seen, out = settings_key(info, ignored), {seed_of(info)}, []
     for run_id, other in candidates:
-        if settings_key(other, ignored) == mine and seed_of(other) not in seen:
-            seen.add(seed_of(other))
+        if settings_key(other, ignored) == mine and (seed := seed_of(other)) not in seen:
+            seen.add(seed)
             out.append(run_id)
     return out
 

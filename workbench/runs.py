@@ -528,14 +528,6 @@ class Run:
         write_json(self.path / "run.json", info)
         return info
 
-    def add_input(self, key: str, source: str | Path) -> Path:
-        """Copy an input file (e.g. the target image) to inputs/<name>, record its sha256 in run.json under
-        inputs[key], and return the copy's path, which the run reads from then on. (A new run's inputs are
-        better given to RunStore.create, which copies them before the run exists.)"""
-        entry = _copy_input(self.path, Path(source))
-        self.update(inputs={**self.info.get("inputs", {}), key: entry})
-        return self.path / entry["path"]
-
     def check_copied(self, key: str, configured: str | None) -> None:
         """Refuse to resume a run whose config names its own copy of input `key` (inputs/<name>) while run.json
         records none: its set-up failed before the copy was made (setting_up), so nothing can restore the file."""

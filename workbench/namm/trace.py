@@ -251,8 +251,9 @@ def policy_label(policy: EvictionPolicy) -> str:
         return f"recent {c['window']}+{c['sinks']}"
     if c["policy"] == "h2o":
         return f"h2o {c['heavy']}+{c['recent']}"
-    cap = f", cap {c['max_kept']:.0%}" if c.get("max_kept") is not None else ""
-    return c["policy"] + (f" (strict{cap})" if c.get("strict") else f" ({cap[2:]})" if cap else "")
+    variant = [*(["strict"] if c.get("strict") else []),
+               *([f"cap {c['max_kept']:.0%}"] if c.get("max_kept") is not None else [])]
+    return c["policy"] + (f" ({', '.join(variant)})" if variant else "")
 
 
 # ---- saved policies ---------------------------------------------------------------------------------------------
