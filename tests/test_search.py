@@ -238,6 +238,22 @@ def test_searches_start_from_a_random_init_when_asked(tmp_path):
         SearchConfig(kind="openended", eval=EvalConfig("lenia", "pixels"), init="random")
 
 
+def test_the_open_endedness_weight_defaults_by_kind_and_an_open_ended_search_refuses_none():
+    """Left unset, c_oe is 1 for an open-ended search (novelty is its objective) and 0 for the others; an open-ended
+    search given 0 explicitly is refused (it was read as the default 1), naming the flag."""
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+
+    ev = EvalConfig("boids", "pixels", steps=8, frames=2)
+    assert SearchConfig(kind="openended", eval=ev).c_oe == 1.0
+    assert SearchConfig(kind="openended", eval=ev, c_oe=0.5).c_oe == 0.5
+    assert SearchConfig(kind="target", eval=ev, prompts=["a cell"]).c_oe == 0.0
+    assert SearchConfig(kind="target", eval=ev, prompts=["a cell"], c_oe=2).c_oe == 2.0
+    assert SearchConfig(kind="illuminate", eval=ev).c_oe == 0.0
+    with pytest.raises(ValueError, match="--c-oe 0 would leave an open-ended search without its objective"):
+        SearchConfig(kind="openended", eval=ev, c_oe=0)
+
+
 def test_illumination_children_start_from_their_own_initial_states():
     """The reference's illumination splits one key per child (its own initial state); target and open-endedness
     searches share an iteration's seeds. Own seeds give each θ what it gets alone with them, in any chunking."""

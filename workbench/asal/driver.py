@@ -96,7 +96,8 @@ class SearchConfig:
         population: the GA's population, or about the number of MAP-Elites' cells (a √P × √P grid).
         sigma: CMA-ES's initial step size, or the GAs' mutation scale.
         seed: every random choice of the search (the same seed, the same run).
-        c_prompt, c_softmax, c_oe: the loss's weights of the prompt, softmax and open-endedness terms.
+        c_prompt, c_softmax, c_oe: the loss's weights of the prompt, softmax and open-endedness terms (c_oe
+            unset: 1 for an open-ended search, 0 otherwise; an open-ended search refuses 0).
         init: where the search starts: "zero" (θ = 0, the reference's) or "random" (see INITS).
         child_seeds: an illumination's initial states: "own" (a seed per child, the reference's) or "shared".
         descriptor_fit: MAP-Elites' descriptor: "held-out" (the default) or "all" (runs made before 2026-12-03).
@@ -118,7 +119,7 @@ class SearchConfig:
     seed: int = 0
     c_prompt: float = 1.0
     c_softmax: float = 0.0
-    c_oe: float = 0.0
+    c_oe: float | None = None         # None: 1 for an open-ended search (its objective), else 0
     init: str = "zero"                # where the search starts: θ = 0 (the reference), or "random" (see INITS)
     # illumination: "own", each child's initial state from a seed of its own (the reference splits one key per
     # child), or "shared", one seed an iteration for all children (what illuminations made before 2026-12-01 did);
@@ -165,6 +166,8 @@ class SearchConfig:
         if self.kind == "illuminate" and self.algorithm in ("ga", "rule-ga") and self.population < 3:
             raise ValueError(f"--population must be at least 3 for the illumination GA, got {self.population}")
         self.sigma = check_positive(self.sigma, "--sigma", " (the search's step size)")
+        if self.c_oe is None:  # unset: an open-ended search's objective is novelty; the others leave it out
+            self.c_oe = 1.0 if self.kind == "openended" else 0.0
         for name in ("c_prompt", "c_softmax", "c_oe"):  # the loss's terms' weights (spec: ASAL's losses, each ≥ 0)
             flag = "c_prompt" if name == "c_prompt" else f"--{name.replace('_', '-')}"  # c_prompt has no flag
             setattr(self, name, check_weight(getattr(self, name), flag))
@@ -186,7 +189,8 @@ class SearchConfig:
                                  f"frames), more than --steps {self.eval.steps}: give fewer prompts or more --steps")
             self.eval.frames = k
         if self.kind == "openended" and self.c_oe == 0.0:
-            self.c_oe = 1.0
+            raise ValueError("--c-oe 0 would leave an open-ended search without its objective: give a weight > 0 "
+                             "(default: 1), or search for a prompt with workbench asal target")
         if self.kind == "openended" and not n:
             self.c_prompt = 0.0
         if self.kind == "illuminate":  # the final state, as the reference's illumination embeds it

@@ -19,9 +19,10 @@ from workbench.cli.common import (
 )
 
 #: `workbench asal` flags whose parser default is None, so that a --resume can tell the flags given from
-#: defaults: their defaults, and the SearchConfig fields they set.
+#: defaults: their defaults, and the SearchConfig fields they set (c_oe None: SearchConfig's own, 1 for an
+#: open-ended search and 0 otherwise).
 ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 256, "iters": 100, "frames": 1, "bs": 1,
-                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": 0.0, "chunk": 16, "seed": 0,
+                 "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": None, "chunk": 16, "seed": 0,
                  "init": "zero"}
 OPEN_ENDED_FRAMES = 32  # K of the reference's open-endedness recipes (asal.md §4)
 ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
@@ -53,9 +54,6 @@ def cmd_asal(args) -> int:
 
         if args.substrate is None:
             raise ValueError("--substrate is required (unless --resume RUN_ID)")
-        if args.search == "openended" and args.c_oe == 0:  # SearchConfig reads c_oe 0 as "the default", 1
-            raise ValueError("--c-oe 0 would leave an open-ended search without its objective: give a weight > 0 "
-                             "(default: 1), or search for a prompt with workbench asal target")
         ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
                         bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
         if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
