@@ -36,7 +36,7 @@ else:
 
     __getattr__, __dir__, __all__ = exports(__name__, {
         "workbench.kernels.device": ["resolve_device", "check_device_flag", "default_device", "cuda_available",
-                                     "synchronize", "fits_in_memory", "describe"],
+                                     "synchronize", "fits_in_memory", "describe", "ieee_convolutions"],
         "workbench.kernels.runtime": ["ensure_taichi"],
         "workbench.kernels.graphs": ["GraphedSteps"],
     })

@@ -12,7 +12,10 @@ This module imports no Taichi, so GPU-only code paths never need it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 
 import torch
 
@@ -131,3 +134,37 @@ def fits_in_memory(device: torch.device, population: int, bytes_per_item: int, w
     raise ValueError(f"{what}: a population of {population} needs about {need / 2**30:.1f} GiB on {device}, "
                      f"{free_bytes / 2**30:.1f} GiB are free: at most {fit} fit at once; evaluate fewer at a "
                      f"time (--chunk N, or a smaller --pop)")
+
+
+_ieee = {"lock": threading.Lock(), "depth": 0, "before": None}
+
+
+@contextlib.contextmanager
+def ieee_convolutions() -> Iterator[None]:
+    """cuDNN's float32 convolutions in full float32 inside the block, the user's setting back after it.
+
+    torch lets cuDNN round a float32 convolution's operands to TF32 (a 10-bit mantissa) by default
+    (``torch.backends.cudnn.conv.fp32_precision`` "tf32"; ``allow_tf32`` before torch 2.9): that moves an NCA d = 3
+    state by 3e-5 and a Flow-Lenia world by 5e-4 in one step, where the reference's golden step holds to 1e-5.
+    The setting is process-wide, so nested and concurrent blocks (a page's search thread beside a notebook's)
+    share one save and one restore. The CPU ignores it.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    modern = conv is not None and hasattr(conv, "fp32_precision")
+    with _ieee["lock"]:
+        if _ieee["depth"] == 0:
+            if modern:
+                _ieee["before"], conv.fp32_precision = conv.fp32_precision, "ieee"
+            else:
+                _ieee["before"], torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        _ieee["depth"] += 1
+    try:
+        yield
+    finally:
+        with _ieee["lock"]:
+            _ieee["depth"] -= 1
+            if _ieee["depth"] == 0:
+                if modern:
+                    conv.fp32_precision = _ieee["before"]
+                else:
+                    torch.backends.cudnn.allow_tf32 = _ieee["before"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.kernels.device import ieee_convolutions
 from workbench.kernels.runtime import ensure_taichi
 from workbench.simulations.base import Deterministic, check_positive
 from workbench.simulations.lenia import Lenia, kernel_fields, load_pattern
@@ -118,8 +119,9 @@ class FlowLenia(Deterministic, Lenia):
 
         def grad(f):  # zero-padded cross-correlation per channel
             flat = f.reshape(-1, 1, *f.shape[-2:])
-            return (torch.nn.functional.conv2d(flat, ky, padding=1).view_as(f),
-                    torch.nn.functional.conv2d(flat, kx, padding=1).view_as(f))
+            with ieee_convolutions():  # TF32 (torch's default for cuDNN) moves a step by 5e-4
+                return (torch.nn.functional.conv2d(flat, ky, padding=1).view_as(f),
+                        torch.nn.functional.conv2d(flat, kx, padding=1).view_as(f))
 
         uy, ux = grad(ubar)
         sy, sx = grad(a.sum(1, keepdim=True))

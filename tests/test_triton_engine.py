@@ -215,6 +215,10 @@ def test_gpu_benchmark_sections_dry_run_on_the_cpu(monkeypatch):
         diff = checked["boids"]["graphs_vs_plain_max_diff"]
         assert diff == "skipped (WORKBENCH_CUDA_GRAPHS=0)" if setting == "0" else diff == 0, diff
 
+    more = bench_gpu._golden_more(torch.device("cpu"), None)  # every further substrate's golden step and render
+    assert more["pass"] and len(more) == 16 and more["gol"] == more["dnca"] == 0, more
+    monkeypatch.setattr(bench_gpu, "_ENGINE", "triton")  # the engines a GPU runs them with: torch's and Triton's
+    assert bench_gpu._golden_more(torch.device("cpu"), None)["pass"]
     subs = bench_gpu.substrates(torch.device("cpu"), min_time=0.01, sizes={"boids": [1], "plife": [2]})
     for name in ("boids", "plife"):
         assert "error" not in subs[name], subs[name]

@@ -1,6 +1,7 @@
 """`workbench bench gpu`: the whole GPU conformance check and benchmark in one run, printed as JSON.
 
-    conformance   every substrate on CUDA against the reference implementation's golden step, the NumPy
+    conformance   every substrate on CUDA against the reference implementation's golden step (the further
+                  substrates' too, from asal_more_step1_reference.npz), the NumPy
                   version of the spec over many steps, the NumPy renderers, itself (same seed, same bits;
                   CUDA graphs vs plain launches; a population vs its members one by one)
     substrates    simulation steps per second at P = 1, 16, 256, 1024 (Particle Life 1, 16, 64, 256), and
@@ -66,7 +67,7 @@ def conformance(device: torch.device, engine: str | None = None) -> dict:
     _ENGINE = engine
     out: dict = {}
     gold = ref.golden()
-    checks = {"golden": _golden, "numpy_multistep": _numpy_multistep, "renders": _renders,
+    checks = {"golden": _golden, "golden_more": _golden_more, "numpy_multistep": _numpy_multistep, "renders": _renders,
               "self_consistency": _self_consistency}
     for name, check in checks.items():
         try:
@@ -95,6 +96,39 @@ def _golden(device, gold) -> dict:
     res["plife_x"], res["plife_v"] = _max_diff(got["x"], gold["plife_x1"]), _max_diff(got["v"], gold["plife_v1"])
     res["tolerance"] = 1e-5
     res["pass"] = all(v <= 1e-5 for k, v in res.items() if k != "tolerance")
+    return res
+
+
+def _golden_more(device, gold) -> dict:
+    """The further substrates' golden step (asal_more_step1_reference.npz) with their default engine on `device`
+    (on CUDA: the torch paths, none of which the CPU runs by default): max |difference| per state, cells that
+    differ for the discrete ones (Game of Life, discrete NCA: 0 passes), and the renders of the initial states."""
+    from workbench.simulations.reference_ca import golden_more
+
+    more = golden_more()
+    res: dict = {}
+    for name in ("gol", "nca_d1", "nca_d3", "dnca"):  # the CAs' CUDA engine is torch's, Triton's the particles'
+        sub = make_substrate(name, device=device, engine=_ENGINE and "torch")
+        if name == "gol":
+            params, noise = sub.decode([more["gol_rule"]]), None
+        else:
+            params = sub.decode(more[f"{name}_theta"])
+            noise = more["dnca_gumbel0"][None] if name == "dnca" else more[f"{name}_mask0"][None]
+        state = sub.state_from_arrays(state=more[f"{name}_state0"])
+        got = sub.state_to_arrays(sub.step(state, params, 1, noise=noise))["state"]
+        want = more[f"{name}_state1"]
+        res[name] = int(np.sum(got != want)) if name in ("gol", "dnca") else _max_diff(got, want)
+        res[f"{name}_render"] = _max_diff(sub.render(state, params, 224), more[f"{name}_render0"])
+    states = {"plenia": ("x",), "plife_plus": ("x", "v", "c"), "flow_lenia": ("world",)}
+    for name, keys in states.items():
+        sub = _make(name, device=device)
+        params = sub.decode(more[f"{name}_theta"])
+        state = sub.state_from_arrays(**{k: more[f"{name}_{k}0"] for k in keys})
+        got = sub.state_to_arrays(sub.step(state, params, 1))
+        res[name] = max(_max_diff(got[k], more[f"{name}_{k}1"]) for k in keys)
+        res[f"{name}_render"] = _max_diff(sub.render(state, params, 224), more[f"{name}_render0"])
+    res["tolerance"] = {"state": 1e-5, "render": 5e-5, "gol_dnca_cells": 0}
+    res["pass"] = all(v <= (5e-5 if k.endswith("_render") else 1e-5) for k, v in res.items() if k != "tolerance")
     return res
 
 
