@@ -22,6 +22,8 @@ from workbench.simulations import Substrate
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame prints a banner on import otherwise
 
+__all__ = ["ViewerModel", "check_display", "default_theta", "mutated_theta", "rule_text", "run_viewer"]
+
 CONWAY = 6152  # B3/S23 (workbench.simulations.gol.CONWAY; not imported, so this module loads no kernels)
 
 

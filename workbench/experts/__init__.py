@@ -35,7 +35,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.experts.train": ["ExpertTrainer", "TrainConfig", "Rollouts", "rollout", "teacher_batch",
                                 "score_shots", "format_prompt", "check_expert_task"],
     "workbench.experts.lora": ["LoRAModel"],
-    "workbench.experts.run": ["ExpertRunConfig", "train_expert"],
+    "workbench.experts.run": ["ExpertRunConfig", "train_expert", "expert_file"],
     "workbench.experts.adapt": ["AdaptConfig"],  # run: workbench.experts.adapt.adapt (`adapt` names the module)
     "workbench.experts.generalist": ["build_generalist"],
 })

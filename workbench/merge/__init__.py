@@ -9,6 +9,6 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.merge.apply": ["apply_recipe_file", "load_merged"],
     "workbench.merge.dfs": ["DFSRecipe", "build_dfs_model"],
     "workbench.merge.search": ["RecipeCMA"],
-    "workbench.merge.evolution": ["EvolveConfig", "evolve"],
+    "workbench.merge.evolution": ["EvolveConfig", "evolve", "context", "evaluate_genomes"],
     "workbench.merge.analysis": ["task_vector_norms", "task_vector_cosine", "sign_conflict_rate", "dare_kept_fraction"],
 })
