@@ -401,6 +401,13 @@ def test_figures_say_which_runs_they_leave_out(three, tmp_path):
         out = _short("figure", what, a, b, fresh, "--runs", str(local.root), "--out", str(tmp_path / f"{what}.png"))
         assert out.returncode == 0, out.stderr
         assert out.stderr.strip() == f"note: {fresh} has no metrics yet: the figure leaves it out"
+    # with --metric: the run without metrics drew bare axes (exit 0), and any misspelt column passed unchecked
+    out = _short("figure", "curves", fresh, "--metric", "no_such", "--runs", str(local.root), "--out",
+                 str(tmp_path / "m.png"))
+    assert out.returncode == 2 and f"no metrics yet in {fresh}" in out.stderr, out.stderr
+    out = _short("figure", "curves", a, fresh, "--metric", "no_such", "--runs", str(local.root), "--out",
+                 str(tmp_path / "m.png"))
+    assert out.returncode == 2 and f"run {a!r} has no metric 'no_such'; give --metric one of" in out.stderr
 
 
 def test_a_run_that_scored_nan_or_inf_stays_in_its_band_and_says_how_many_scored(tmp_path):

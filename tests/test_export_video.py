@@ -56,3 +56,47 @@ def test_mp4_writer_errors_say_what_went_wrong(tmp_path):
             Mp4Writer(tmp_path / "missing" / "c.mp4", 10) as w:
         w.append(np.zeros((8, 8, 3), np.uint8))
     assert _ffmpegs() == []
+
+
+def test_a_full_disk_is_an_os_error_naming_the_file_and_leaves_no_traceback_behind(tmp_path):
+    """A full disk under ffmpeg was a RuntimeError (the CLI printed its traceback), naming the temporary file; a
+    GIF's failed close left imageio's __del__ to write the frames again (two tracebacks after the error line).
+    /dev/full answers every write with ENOSPC."""
+    import errno
+    import gc
+    import sys
+
+    frames = np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
+    with pytest.raises(OSError) as caught, Mp4Writer("/dev/full", 10) as w:
+        for frame in frames:
+            w.append(frame)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == "/dev/full"
+    assert _ffmpegs() == []
+
+    from workbench.export import _GifWriter
+
+    unraisable, hook = [], sys.unraisablehook
+    sys.unraisablehook = unraisable.append
+    try:
+        with pytest.raises(OSError), \
+                _GifWriter(imageio.get_writer("/dev/full", format="gif", mode="I", duration=30, loop=0)) as g:
+            for frame in frames[:3]:
+                g.append(frame)
+        del g
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []
+
+
+def test_a_png_export_reports_progress_as_it_goes_and_equals_one_call(tmp_path, substrates):
+    """The PNG branch stepped in one call: a bar sat at 0 until the end. In pieces, the same picture."""
+    sub = substrates["boids"]
+    params = sub.decode(0.2 * np.random.default_rng(0).standard_normal(sub.n_params))
+    calls: list[int] = []
+    out = export(sub, params, 250, tmp_path / "b.png", size=48, seed=3, progress=calls.append)
+    assert len(calls) == 125 and sum(calls) == 250  # steps // 100 = 2 a piece
+    want = sub.render(sub.step(sub.init(params, seed=3), params, 250), params, 48)
+    from workbench.export import to_uint8
+
+    np.testing.assert_array_equal(imageio.imread(out), to_uint8(np.asarray(want)))

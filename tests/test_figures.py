@@ -736,6 +736,54 @@ def test_panels_with_one_legend_share_it_and_a_reference_line_is_no_data(tmp_pat
     assert titles == ["layer"] and titled.y1 <= x_axis.y0
 
 
+def test_no_legend_lies_on_the_data_once_the_figure_is_scaled_to_its_width(tmp_path, before_save):
+    """Legends were checked against the data at the style's size (3.25 × 5.5 in), then the figure was scaled to fit
+    its width (here 1.7 in wide: the title and y labels keep their size) and matplotlib's "best" put the search's
+    legend on its band. Each legend still inside its axes as the figure is written lies on no data."""
+    from matplotlib.legend import Legend
+
+    from workbench.compare import compare_runs
+    from workbench.figures import _covers_data, compare_curves, save
+
+    store = RunStore(tmp_path / "runs")
+
+    def run(kind, metric, best_loss, seed=0):
+        made = store.create(kind, "boids" if kind == "openended" else "s", "f", {"seed": seed}, seed, metric=metric)
+        made.write_table("metrics", {"iteration": list(range(len(best_loss))), "best_loss": best_loss})
+        return made.id
+
+    ids = [run("openended", "loss", [0.48117, 0.48117, 0.47691]),
+           run("openended", "loss", [0.48195, 0.48195, 0.48036], seed=1),
+           run("merge", "fitness", [-0.0, -0.0]), run("experts", "val_accuracy", [-0.0, -0.0, -0.0])]
+    covering = []
+
+    def look(fig, fmt, renderer):
+        inside = [lg for lg in fig.findobj(Legend) if lg.axes is not None and lg.get_visible()
+                  and lg.get_window_extent(renderer).overlaps(lg.axes.bbox)]
+        assert inside
+        covering.extend(lg for lg in inside if _covers_data(lg.axes, lg.get_window_extent(renderer), renderer))
+
+    before_save.append(look)
+    save(compare_curves(compare_runs(store, ids)), tmp_path / "mixed.png")
+    assert covering == []
+
+
+def test_a_run_stopped_before_its_best_says_how_to_go_on(tmp_path):
+    """A strip or a video of a run that stopped (or was killed) before it wrote best.npy said "it finishes with
+    one", which it never does unless resumed: it says how."""
+    from workbench.figures import best_video, frames
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create("openended", "boids", "pixels", {"eval": {"substrate": "boids", "fm": "pixels"}}, 0)
+    with pytest.raises(ValueError, match=r"no best.npy yet \(it finishes with one\)"):  # running: it will
+        frames(store, run.id)
+    run.update(status="stopped")
+    for draw in (lambda: frames(store, run.id), lambda: best_video(store, run.id, tmp_path / "b.mp4")):
+        with pytest.raises(ValueError, match=f"it is stopped and writes one when it finishes; resume it with "
+                                             f"`workbench asal openended --resume {run.id} --runs "):
+            draw()
+
+
 def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     """`figures.frames` / `workbench figure frames` (its own process): the best θ re-simulated from the initial
     state it scored from, the frames the search scored titled with their steps and, for a target search over

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -92,6 +94,9 @@ class Mp4Writer:
             if code != 0:
                 self.log.seek(0)
                 said = self.log.read().decode(errors="replace").strip()[-2000:]
+                for number in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):  # the system's, as one
+                    if os.strerror(number) in said:  # error line of the CLI naming the file (atomic_write's)
+                        raise OSError(number, os.strerror(number), str(self.path))
                 raise RuntimeError(f"ffmpeg could not write {self.path.name}: {said or f'exit {code}'}")
         finally:
             self.log.close()
@@ -118,7 +123,8 @@ class Mp4Writer:
 
 
 class _GifWriter:
-    """imageio's GIF writer (pillow, in process) behind Mp4Writer's append."""
+    """imageio's GIF writer (pillow, in process) behind Mp4Writer's append. It holds every frame until it closes
+    (Pillow writes a GIF's frames at once): long videos belong in an .mp4, which streams."""
 
     def __init__(self, writer: Any) -> None:
         self.writer = writer
@@ -129,8 +135,15 @@ class _GifWriter:
     def __enter__(self) -> _GifWriter:
         return self
 
-    def __exit__(self, *_: object) -> None:
-        self.writer.close()
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        try:
+            if exc_type is None:
+                self.writer.close()
+        finally:  # written, failed (a full disk) or stopped: the frames go, and the file, so that imageio's __del__
+            self.writer.instance.images_to_write.clear()  # does not try again (two tracebacks after the error)
+            with contextlib.suppress(Exception):
+                self.writer.instance.close()
+            self.writer.closed = True
 
 
 #: the fastest a GIF plays: frames of 2 hundredths of a second (browsers play shorter ones at 10 frames/s)
@@ -160,7 +173,8 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
     """Run `steps` steps from init and write the result.
 
     PNG: the final frame. GIF / MP4: every `every`-th state from init to the final one.
-    Frames are streamed to the encoder, so long videos need no memory for all frames.
+    An MP4's frames are streamed to the encoder, so long videos need no memory for all frames; a GIF holds them all
+    until it is written (Pillow's GIF writer).
     final_png: a video's last frame is also written to this PNG file (from the same rollout).
     strict: a simulation that diverges (NaN or inf in a frame) is a ValueError naming --theta, not frames drawn
     black (`workbench render` and `figure video`; a search's best.mp4 keeps what it shows).
@@ -180,10 +194,15 @@ def export(sub: Substrate, params: Params, steps: int, out: str | Path, seed: in
     def write(tmp: Path) -> None:
         state = sub.init(params, seed=seed)
         if out.suffix.lower() == ".png":
-            state = sub.step(state, params, steps)
+            # in a hundred pieces where a bar shows them (one call sat at 0 until the end); a seed gives the same
+            # run however its steps are split
+            chunk = max(1, steps // 100) if progress else steps
+            for done in range(0, steps, chunk):
+                n = min(chunk, steps - done)
+                state = sub.step(state, params, n)
+                if progress:
+                    progress(n)
             imageio.imwrite(tmp, picture(state, steps), format="png")
-            if progress:
-                progress(steps)
             return
         if out.suffix.lower() == ".mp4":
             writer = Mp4Writer(tmp, fps)

@@ -326,10 +326,13 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
             return compare_panels(layers)
         curves = [curve for _, _, (curve,) in layers]
     else:
-        curves, drawn = [], [run.id for run in runs]
+        curves, drawn = [], []
         for run in runs:
             rows = store.metrics(run.id)
-            if rows and metric not in rows[0]:
+            if not rows:  # no curve (an empty one drew bare axes, and let any --metric name pass unchecked)
+                continue
+            drawn.append(run.id)
+            if metric not in rows[0]:
                 columns = sorted(set(rows[0]) - {"run_id", "iteration"})
                 raise ValueError(f"run {run.id!r} has no metric {metric!r}; give --metric one of {', '.join(columns)}")
             curves.append(hv.Curve([(r["iteration"], r[metric]) for r in rows], "iteration", metric,
@@ -479,6 +482,15 @@ STRIP_MAX = 8
 STRIP_PANEL = (1.5, 1.8)
 
 
+def _no_best_yet(run) -> str:
+    """Why a run has no best θ to draw: it finishes with one; a run stopped before it does says how to go on."""
+    command = run.resume_command
+    if command is None:
+        return f"run {run.id!r} has no best.npy yet (it finishes with one)"
+    return (f"run {run.id!r} has no best.npy: it is {run.status} and writes one when it finishes; resume it with "
+            f"`{command}`")
+
+
 def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, steps: int | None = None,
            size: int | None = None, width: float | None = None, dpi: int | None = None,
            member: int | None = None, upscale: bool = True):
@@ -524,7 +536,7 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
         theta, kept = population_member(run, count(member, "member", 0))
         seed = 0 if kept is None else kept
     elif not (run.path / "best.npy").exists():
-        raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
+        raise ValueError(_no_best_yet(run))
     else:
         theta = run.read_array("best.npy")
     cfg, ev = info["config"], info["config"]["eval"]
@@ -668,7 +680,7 @@ def _covers_data(ax, box, renderer) -> bool:
     return any(p.get_visible() and p.get_window_extent(renderer).overlaps(box) for p in ax.patches)
 
 
-def _legends_off_the_data(fig, width: float) -> None:
+def _legends_off_the_data(fig, width: float) -> bool:
     """A legend inside the axes that still covers data where matplotlib put it ("best" only finds the least
     covered place: six crossing curves leave none free) moves below its axes, under the x label, in as many
     columns side by side (at most 3) as fit under the axes (`width` inches for a figure of one): a reader must
@@ -686,7 +698,7 @@ def _legends_off_the_data(fig, width: float) -> None:
     inside = [lg for lg in fig.findobj(Legend) if lg.axes is not None and lg.get_visible() and lg not in fig.legends
               and lg.get_texts() and lg.get_window_extent(renderer).overlaps(lg.axes.bbox)]  # not beside its axes
     if not inside:
-        return
+        return False
 
     def entries(legend) -> tuple:
         return tuple(t.get_text() for t in legend.get_texts()), legend.get_title().get_text()
@@ -734,7 +746,7 @@ def _legends_off_the_data(fig, width: float) -> None:
         for legend in inside:
             remove(legend)
         fig.legends.append(shared)
-        return
+        return True
     moved_under = []
     for legend in covering:
         ax = legend.axes
@@ -752,6 +764,7 @@ def _legends_off_the_data(fig, width: float) -> None:
             ax.add_artist(moved)
         moved_under.append(moved)
     _open_rows(fig, moved_under, renderer)
+    return bool(moved_under)
 
 
 #: where inside its axes a legend that covers data is tried before it moves under them, in order
@@ -858,20 +871,21 @@ def _wrap_titles(fig, width: float) -> None:
             title.set_text(_wrapped(text, max(12, int(len(text) * width / drawn))))
 
 
-def _fit_width(fig, width: float) -> None:
+def _fit_width(fig, width: float, w0: float | None = None) -> None:
     """Scale `fig` until what a tight save writes is `width` inches wide, within 1 %: a figure made for a column
     is a column wide, so that a paper includes it at 100 % and prints its text at the sizes set. Too wide:
     colour bars, their labels and legends beside the axes are drawn past the figure's edge, and the tight box
     takes them in (three QD archives asked for 7 in came out 7.5 in); the axes give up the room, but never more
     than half of it (text that cannot fit leaves the figure wider rather than its axes a speck). Too narrow: a
     chart of a fixed aspect inside a taller box (a curve asked for 3.25 in came out 2.9 in); it grows, at most
-    by half."""
+    by half. w0: the width those bounds are of (default: the figure's now; a second fit after legends moved
+    gives the first's, so that the halves do not compound)."""
     import matplotlib
 
     width -= 2 * matplotlib.rcParams["savefig.pad_inches"]  # the tight save's margin on either side
     width -= 0.02  # what the PDF's and SVG's text metrics may add to the raster measured here
     _wrap_titles(fig, width)
-    w0 = fig.get_size_inches()[0]
+    w0 = w0 or fig.get_size_inches()[0]
     for _ in range(5):
         _wrap_ylabels(fig)  # at the panels' height now: a scaled figure's axes are lower
         drawn = fig.get_tightbbox().width  # inches
@@ -970,12 +984,21 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
         with plt.rc_context({**PAPER_RC, **FONTS[font or "sans"], "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
+            w0 = fig.get_size_inches()[0]
             _legends_off_the_data(fig, style["fig_inches"][0] - 0.1)
             _unclip_legends(fig)
             # text measured near the dpi it is written at (its extent differs a little by dpi), at most the paper's:
             # a 2400 dpi canvas only to measure would cost hundreds of MB
             fig.set_dpi(min(dpi or style["dpi"], style["dpi"]))
             _fit_width(fig, style["fig_inches"][0])
+            # scaled to the width, the axes shrink under text that does not: a legend on free ground before may
+            # lie on the data now (a band: matplotlib's "best" sees lines only); looked at again at the size fitted,
+            # until none moves (a moved legend never comes back inside: a pass per legend at most)
+            for _ in range(3):
+                if not _legends_off_the_data(fig, style["fig_inches"][0] - 0.1):
+                    break
+                _unclip_legends(fig)
+                _fit_width(fig, style["fig_inches"][0], w0)
             fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:],
                         metadata=NO_DATE.get(suffix))
         plt.close(fig)
@@ -1060,7 +1083,7 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
                          "run (workbench asal target|openended|illuminate|sweep)")
     ev = info["config"]["eval"]
     if not (run.path / "best.npy").exists():
-        raise ValueError(f"run {run_id!r} has no best.npy yet (it finishes with one)")
+        raise ValueError(_no_best_yet(run))
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     theta = run.read_array("best.npy")
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
