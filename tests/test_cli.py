@@ -157,6 +157,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["namm", "train", "--length", "0"], "argument --length: give a whole number of at least 1"),
     (["view", "lenia", "--frames", "0"], "argument --frames: give a whole number of at least 1"),
     (["view", "lenia", "--out-dir", "file.json"], "--out-dir file.json is a file"),
+    # a folder nothing can be written in ended the session at the first `s`; SDL's largest window, after the build
+    (["view", "gol", "--out-dir", "/proc/self/shots"], "--out-dir /proc/self/shots: cannot write in /proc/self"),
+    (["view", "gol", "--window", "16385"], "argument --window: give a whole number from 64 to 16384 pixels"),
     (["figure", "curves", "some-run", "--out", "c.png", "--dpi", "0"], "argument --dpi: give a whole number of at "
                                                                         "least 1, got 0"),
     # found by a probe of every command: tracebacks, work thrown away, zeros taken for "the default", failed runs

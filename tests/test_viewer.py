@@ -151,6 +151,44 @@ def test_snapshots_keep_each_other_and_a_missing_folder_is_made(tmp_path, substr
     np.testing.assert_array_equal(np.load(second.with_suffix(".theta.npy")), model.theta)
 
 
+def test_the_title_follows_the_rule_and_the_status_says_what_went_wrong(tmp_path, monkeypatch):
+    """n gave Game of Life a new rule and the window's title kept the old one; a θ that diverges played black with
+    a NumPy warning and no word; a snapshot the disk refused ended the session. The title follows, the status
+    line says it, the frame is drawn without a warning."""
+    import warnings
+
+    from workbench.simulations import make_substrate
+    from workbench.viewer import default_theta
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    sub = make_substrate("gol", grid=64)
+
+    class Titled(ScriptedViewer):
+        def advance(self):
+            super().advance()
+            self.captions = [*getattr(self, "captions", []), pygame.display.get_caption()[0]]
+
+    model = Titled(sub, default_theta(sub), out_dir=tmp_path, render_size=64)
+    model.script = {1: [pygame.K_n], 3: [pygame.K_q]}
+    run_viewer(model, window=64, max_frames=20, fps_cap=1000)
+    assert model.captions[1] == "workbench view gol B3/S23" and model.captions[-1] == f"workbench view {model.title}"
+    assert model.title != "gol B3/S23"
+
+    plenia = make_substrate("plenia")
+    blown = ViewerModel(plenia, np.full(6, 50.0), out_dir=tmp_path / "a-file" / "shots", render_size=32)
+    (tmp_path / "a-file").write_text("")
+    blown.steps_per_frame = 4  # gone by its third step
+    blown.advance()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frame = blown.frame()
+    assert blown.diverged and frame.dtype == np.uint8 and "[diverged: n for a new θ]" in blown.status(30.0)
+    blown.key("s")
+    assert blown.running and blown.saved == [] and "not saved:" in blown.notice and "not saved:" in blown.status(0)
+    blown.key("r")
+    assert not blown.diverged and blown.notice == ""
+
+
 @pytest.mark.parametrize("env, message", [({}, "this session has no display (DISPLAY is unset)"),
                                           ({"SDL_VIDEODRIVER": "x11"}, "workbench view cannot open a window")])
 def test_view_without_a_display_is_one_error_naming_what_to_do(env, message):

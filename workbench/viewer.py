@@ -69,12 +69,28 @@ class ViewerModel:
         self.out_dir = Path(self.out_dir)  # a string is a folder too
         self.rng = np.random.default_rng(self.seed)
         self.saved: list[Path] = []
+        self.notice = ""  # what the last key could not do (a snapshot the disk refused), until the next key
         self.reset()
 
     def reset(self) -> None:
         self.params = self.sub.decode(self.theta)
         self.state = self.sub.init(self.params, seed=self.seed)
         self.steps = 0
+        self.diverged = False  # the simulation left the numbers (NaN or inf): drawn black, said in the status
+
+    @property
+    def title(self) -> str:
+        """The substrate's name, and Game of Life's rule (it changes with n)."""
+        return self.sub.name + (f" {rule_text(self.params['rule'])}" if self.sub.name == "gol" else "")
+
+    def status(self, fps: float) -> str:
+        """The status line: step, speed, and what is wrong (a diverged simulation, a snapshot not saved)."""
+        line = f"{self.title}  step {self.steps}  {fps:5.1f} FPS  {self.steps_per_frame} steps/frame"
+        if self.paused:
+            line += "  [paused]"
+        if self.diverged:
+            line += "  [diverged: n for a new θ]"
+        return line + (f"  [{self.notice}]" if self.notice else "")
 
     def new_theta(self, sigma: float = 0.1) -> None:
         theta = mutated_theta(self.sub, self.theta, sigma, self.rng)
@@ -87,8 +103,13 @@ class ViewerModel:
             self.steps += self.steps_per_frame
 
     def frame(self) -> np.ndarray:
-        """The current picture as uint8 (size, size, 3), laid out like the saved PNG."""
-        return to_uint8(self.sub.render(self.state, self.params, self.render_size))
+        """The current picture as uint8 (size, size, 3), laid out like the saved PNG; a diverged simulation's
+        NaN and inf as black and white (a cast of NaN warned), and `diverged` set."""
+        picture = np.asarray(self.sub.render(self.state, self.params, self.render_size))
+        if not np.isfinite(picture).all():
+            self.diverged = True
+            picture = np.nan_to_num(picture, nan=0.0, posinf=1.0, neginf=0.0)
+        return to_uint8(picture)
 
     def save_png(self) -> Path:
         """The current frame as PNG with θ beside it (.theta.npy, to reload with --theta), both atomically, under
@@ -104,7 +125,9 @@ class ViewerModel:
         return path
 
     def key(self, name: str) -> None:
-        """Apply one key press: 'space', 'n', 'r', 's', '+', '-', 'q'."""
+        """Apply one key press: 'space', 'n', 'r', 's', '+', '-', 'q'. A snapshot the disk refuses is said in
+        the status line (it ended the session)."""
+        self.notice = ""
         if name == "space":
             self.paused = not self.paused
         elif name == "n":
@@ -112,7 +135,10 @@ class ViewerModel:
         elif name == "r":
             self.reset()
         elif name == "s":
-            self.save_png()
+            try:
+                self.save_png()
+            except OSError as error:
+                self.notice = f"not saved: {error.strerror or error} ({self.out_dir})"
         elif name == "+":
             self.steps_per_frame = min(self.steps_per_frame * 2, 1024)
         elif name == "-":
@@ -175,8 +201,7 @@ def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = N
             screen = pygame.display.set_mode((window, window))
         except pygame.error as exc:
             raise ValueError(f"workbench view cannot open a window ({exc}); {NO_DISPLAY_FIX}") from None
-        title = f" {rule_text(model.params['rule'])}" if model.sub.name == "gol" else ""
-        pygame.display.set_caption(f"workbench view {model.sub.name}{title}")
+        caption = None
         font = pygame.font.Font(None, 24)
         clock = pygame.time.Clock()
         frames, last, fps = 0, time.perf_counter(), 0.0
@@ -193,10 +218,10 @@ def run_viewer(model: ViewerModel, window: int = 768, max_frames: int | None = N
             now = time.perf_counter()
             fps = 0.9 * fps + 0.1 / max(now - last, 1e-6) if frames else 0.0
             last = now
-            name = model.sub.name + (f" {rule_text(model.params['rule'])}" if model.sub.name == "gol" else "")
-            status = (f"{name}  step {model.steps}  {fps:5.1f} FPS  {model.steps_per_frame} steps/frame"
-                      + ("  [paused]" if model.paused else ""))
-            text = font.render(status, True, (255, 255, 255), (0, 0, 0))
+            if caption != model.title:  # Game of Life's rule changes with n
+                caption = model.title
+                pygame.display.set_caption(f"workbench view {caption}")
+            text = font.render(model.status(fps), True, (255, 255, 255), (0, 0, 0))
             screen.blit(text, (8, 8))
             pygame.display.flip()
             clock.tick(fps_cap)

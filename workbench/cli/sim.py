@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 from workbench.cli.common import (
@@ -15,6 +16,8 @@ from workbench.cli.common import (
     err,
     whole,
 )
+
+MAX_WINDOW = 16384  # SDL's largest window ("Window is too large" above it, after the kernels were built)
 
 
 def _substrate(args):
@@ -51,14 +54,22 @@ def cmd_view(args) -> int:
     above = file_above(args.out_dir)
     if above is not None:
         raise ValueError(f"--out-dir {args.out_dir}: {above} is a file; give a folder for the saved PNGs")
+    where = next(p for p in (Path(args.out_dir), *Path(args.out_dir).parents) if p.exists())
+    try:  # the folder, or the nearest one on its way that `s` creates it in
+        tempfile.TemporaryFile(dir=where).close()
+    except OSError as error:
+        raise ValueError(f"--out-dir {args.out_dir}: cannot write in {where} ({error.strerror}); give a writable "
+                         "folder for the saved PNGs") from None
     check_display()  # before the substrate's kernels compile
     sub = _substrate(args)
     _note_seed(args, sub)
     model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
                         render_size=args.render_size or min(args.window, 512))
-    run_viewer(model, window=args.window, max_frames=args.frames)
-    for path in model.saved:
-        print(path)
+    try:
+        run_viewer(model, window=args.window, max_frames=args.frames)
+    finally:  # Ctrl-C too: the snapshots taken are said
+        for path in model.saved:
+            print(path)
     return 0
 
 
@@ -97,7 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "B3/S23, rule 6152)")
     view.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from one "
                                                            "fixed state)")
-    view.add_argument("--window", type=whole(64, why=" pixels"), default=768, help="window size in pixels")
+    view.add_argument("--window", type=whole(64, MAX_WINDOW, " pixels"), default=768,
+                      help="window size in pixels (at most 16384, SDL's)")
     view.add_argument("--render-size", type=FRAME_SIZE, default=None,
                       help="render resolution (default: min(window, 512))")
     view.add_argument("--out-dir", default=".", help="where s saves PNGs")
