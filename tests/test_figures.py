@@ -784,6 +784,26 @@ def test_a_run_stopped_before_its_best_says_how_to_go_on(tmp_path):
             draw()
 
 
+def test_html_charts_get_room_beside_their_legend(store):
+    """An .html export of curves drew Bokeh's 300 px default: 95 px of plot beside the legend, a comparison's
+    title cut short. Charts without a width of their own get HTML_CHART_WIDTH, alone or as a layout's panels (the
+    layout's title kept); a width set (a page's) stays."""
+    import holoviews as hv
+
+    from workbench.figures import HTML_CHART_WIDTH, _html_width, holoviews, loss_curves
+
+    holoviews()
+    ids = [r["id"] for r in store.list()][:2]
+    curves = loss_curves(store, ids)
+    assert hv.render(curves, backend="bokeh").width == 300  # what the export had
+    assert hv.render(_html_width(curves, hv), backend="bokeh").width == HTML_CHART_WIDTH
+    set_here = curves.opts(width=760, backend="bokeh", clone=True)
+    assert hv.render(_html_width(set_here, hv), backend="bokeh").width == 760
+    layout = (curves + curves).cols(1).opts(title="both", backend="bokeh")
+    title, grid = hv.render(_html_width(layout, hv), backend="bokeh").children
+    assert "both" in title.text and [p.width for p, *_ in grid.children] == [HTML_CHART_WIDTH] * 2
+
+
 def test_a_strip_of_the_frames_a_search_scored(store, tmp_path, clip_weights):
     """`figures.frames` / `workbench figure frames` (its own process): the best θ re-simulated from the initial
     state it scored from, the frames the search scored titled with their steps and, for a target search over

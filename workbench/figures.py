@@ -960,7 +960,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             from bokeh.resources import INLINE
 
             doc = Document()
-            state = hv.renderer("bokeh").instance(mode="server").get_plot(obj, doc=doc).state
+            state = hv.renderer("bokeh").instance(mode="server").get_plot(_html_width(obj, hv), doc=doc).state
             doc.add_root(state)
             # a plot sized by its frame and aspect (an archive's square cells) draws as it should; Bokeh's check
             # for fixed width and height printed a warning line per export (silenced for the process: noise alone)
@@ -1005,6 +1005,26 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
 
     atomic_write(out, write)
     return out
+
+
+#: an .html export's chart (curves, bands) without a width of its own: Bokeh's 300 px default kept 95 px for the
+#: plot beside a legend on the right, and cut a comparison's title short
+HTML_CHART_WIDTH = 640
+
+
+def _html_width(obj, hv):
+    """obj with HTML_CHART_WIDTH on each chart (alone, or a panel of a layout) that sets no width for Bokeh."""
+    charts = (hv.Overlay, hv.NdOverlay, hv.Curve, hv.Area)
+
+    def widen(part):
+        options = hv.Store.lookup_options("bokeh", part, "plot").kwargs
+        if not isinstance(part, charts) or options.get("width") is not None or options.get("frame_width"):
+            return part
+        return part.opts(width=HTML_CHART_WIDTH, backend="bokeh", clone=True)
+
+    if isinstance(obj, hv.Layout):  # its panels, the layout's own options (title, columns) kept
+        return obj.clone(data=[(key, widen(part)) for key, part in obj.data.items()])
+    return widen(obj)
 
 
 #: a chart alone (curves, bands, bars) in a paper figure is this many times as wide as high: HoloViews' square axes
