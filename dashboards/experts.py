@@ -963,6 +963,10 @@ def mixture_shares(alphas: list[float], tasks: list[str]) -> str:
     return "shares " + ", ".join(f"{100 * a / total:.0f} % {t}" for a, t in zip(alphas, tasks, strict=True))
 
 
+#: under a lone expert's greyed α slider
+LONE_EXPERT = "*One expert: every α > 0 composes the same weights (SVF's rescale keeps only α's ratios).*"
+
+
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
@@ -971,9 +975,10 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                          sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
+    lone = None
     if len(sliders) == 1:  # α·p composes the same weights at every α > 0: SVF's rescale takes the scale out
-        sliders[0].param.update(disabled=True, description="one expert: every α > 0 composes the same weights "
-                                                           "(SVF's rescale keeps only α's ratios)")
+        sliders[0].disabled = True  # (a slider has no description to say so: the page failed to build)
+        lone = pn.pane.Markdown(LONE_EXPERT, sizing_mode="stretch_width", margin=(0, 10))
     variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
                                           color="primary", variant="outline")
     # the reference's norm_coeffs: kept for its runs, shown for what it does (α's scale only, not the weights)
@@ -1054,7 +1059,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
         "takes z′'s scale out: only α's ratios (each expert's share) change the weights.",
         sizing_mode="stretch_width")
     pn.state.onload(run) if pn.state.curdoc else None
-    return pn.Column(note, pn.Row(pn.Column(*sliders, variant, normalize, *([load] if load else [])),
+    return pn.Column(note, pn.Row(pn.Column(*sliders, *([lone] if lone else []), variant, normalize,
+                                            *([load] if load else [])),
                                   pn.Column(prompt, said, score, scores, sizing_mode="stretch_width")),
                      heat, sizing_mode="stretch_width")
 

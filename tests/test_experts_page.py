@@ -253,6 +253,21 @@ def test_the_mixer_answers_as_the_experts_composed_by_hand(ex):
         model.answer("")
 
 
+def test_the_page_of_one_expert_builds_with_its_slider_greyed(ex):
+    """An experts run mixes the finished experts of its seed in the folder: alone there (the seed-1 add expert), its
+    mixer set a description on the α slider, which a slider has not got, and the page failed to build (a traceback
+    in the server log)."""
+    import panel as pn
+
+    from workbench.dashboards.experts import LONE_EXPERT, experts_page, mixer_panel
+    from workbench.dashboards.shell import off_loop
+
+    experts_page(ex["dir"], run=ex["add1"], standalone=True)  # it raised as it built its tabs
+    mixer = mixer_panel(ExpertsModel(runs_dir=ex["dir"], run_id=ex["add1"]), off_loop)  # seed 1: add alone
+    assert [s.disabled for s in mixer.select(pn.widgets.FloatSlider)] == [True]
+    assert LONE_EXPERT in [m.object for m in mixer.select(pn.pane.Markdown)]
+
+
 def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
     # every view as standalone HTML (Bokeh, inline); the matplotlib formats for views of each kind of plot
