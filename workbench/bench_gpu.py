@@ -108,7 +108,7 @@ def _golden_more(device, gold) -> dict:
     more = golden_more()
     res: dict = {}
     for name in ("gol", "nca_d1", "nca_d3", "dnca"):  # the CAs' CUDA engine is torch's, Triton's the particles'
-        sub = make_substrate(name, device=device, engine=_ENGINE and "torch")
+        sub = make_substrate(name, device=device, engine="torch" if _ENGINE == "triton" else _ENGINE)
         if name == "gol":
             params, noise = sub.decode([more["gol_rule"]]), None
         else:
