@@ -313,6 +313,44 @@ def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_z
     assert _rows(whole) == _rows(done)
 
 
+def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quick_zoo, expert_runs, monkeypatch):
+    """The copies of the experts were made after run.json: a kill between the two left a run that `runs list`
+    offered to resume and whose resume was refused, for good. Its first run.json records them, made by then; and a
+    folder a kill left with its copies alone is named by `runs list` (nothing to resume there)."""
+    import workbench.runs as runs_module
+    from workbench.experts.adapt import AdaptConfig, adapt
+    from workbench.experts.run import expert_file
+
+    store = RunStore(tmp_path / "runs")
+    files = [str(expert_file(store.open(expert_runs[t]))) for t in ("add", "sort")]
+    first, write_json = {}, runs_module.write_json
+
+    def keep_first(path, data):
+        if path.name == "run.json" and data.get("kind") == "adapt":
+            first.setdefault(path.parent.name, (dict(data), sorted(p.name for p in (path.parent / "inputs").iterdir())
+                                                if (path.parent / "inputs").is_dir() else []))
+        return write_json(path, data)
+
+    monkeypatch.setattr(runs_module, "write_json", keep_first)
+    run = adapt(AdaptConfig(model=str(quick_zoo / "base"), experts=files, n=2, strategies=["base"]),
+                RunStore(tmp_path / "adapt"))
+    data, copies = first[run.id]
+    assert [rec["task"] for rec in data["expert_inputs"]] == ["add", "sort"]
+    assert copies == ["expert-0-add.safetensors", "expert-1-sort.safetensors"]
+    # a kill before run.json: the folder holds inputs/ only, which runs list names (a minute old: not one in the
+    # making)
+    left = tmp_path / "adapt" / "20261205-000000-adapt-mixed-s0"
+    (left / "inputs").mkdir(parents=True)
+    (left / "inputs" / ".expert-0-add.abcdefgh.safetensors").write_bytes(b"")
+    os.utime(left / "inputs", (0, 0))
+    os.utime(left, (0, 0))
+    assert RunStore(tmp_path / "adapt").unfinished() == [left.name]
+    proc = _short("runs", "list", "--runs", str(tmp_path / "adapt"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"note: {left.name} holds only the inputs of a run killed as it was created (no run.json)" in err, err
+
+
 # --- bad input -------------------------------------------------------------------------------------------------
 
 def _refused(capsys, argv, message, runs) -> None:

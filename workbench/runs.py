@@ -866,14 +866,15 @@ class RunStore:
 
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
                command: str | None = None, name: str | None = None,
-               inputs: dict[str, str | Path] | None = None) -> Run:
+               inputs: dict[str, str | Path] | None = None, setup: Callable[[Path], dict] | None = None) -> Run:
         """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its
         method and models there too, for older readers). metric: what best_loss measures ("loss", lower is
         better, or "fitness", higher is better, stored negated as best_loss). command: the command line. name:
         the id's middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED. inputs: files the run keeps its own
         copies of (key -> file: inputs/<name>, hashed in run.json under inputs[key], Run.input_path), copied
         before run.json is written: a run is never listed, resumable, without them (a kill between the run.json
-        and a later copy left one whose resume was refused)."""
+        and a later copy left one whose resume was refused). setup(folder): more such files, made before run.json
+        too; it returns the run.json fields that record them (an adapt run's copies of its experts)."""
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -889,6 +890,7 @@ class RunStore:
         run = Run(path)
         try:
             copies = {key: _copy_input(path, Path(source)) for key, source in (inputs or {}).items()}
+            recorded = setup(path) if setup is not None else {}
             write_json(path / "run.json", {
                 "format": FORMAT, "id": run.id, "kind": kind, "substrate": substrate, "fm": fm, "seed": seed,
                 "status": "running", "iterations": 0, "best_loss": None, "metric": metric,
@@ -897,7 +899,7 @@ class RunStore:
                 # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
                 # test) must still come out in the order they were made, not in their ids' alphabetical order
                 "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                **({"inputs": copies} if copies else {}), **heartbeat()})
+                **({"inputs": copies} if copies else {}), **recorded, **heartbeat()})
         except BaseException:  # a config that cannot be written: no folder without a run.json is left behind
             shutil.rmtree(path, ignore_errors=True)
             raise
@@ -1141,6 +1143,16 @@ class RunStore:
         cur = con.execute("SELECT * FROM runs ORDER BY created, id")
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    def unfinished(self, older_than: float = 60.0) -> list[str]:
+        """Folders a kill left as their run was created: its input copies (inputs/), no run.json, untouched for
+        `older_than` seconds (a run being created now is not one). Not runs: nothing to resume or list."""
+        if not self.root.is_dir():
+            return []
+        now = time.time()
+        return [p.name for p in sorted(self.root.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
+                and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than]
 
     def broken(self) -> list[str]:
         """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are

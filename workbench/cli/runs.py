@@ -89,6 +89,9 @@ def cmd_runs(args) -> int:
             say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
+        for name in store.unfinished():
+            say("note", f"{name} holds only the inputs of a run killed as it was created (no run.json): there is "
+                        f"nothing to resume; delete the folder")
         return 0
     if args.action == "show":
         run = store.open(args.ids[0])

@@ -408,18 +408,20 @@ def _hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _copy_inputs(run: Run, experts: Experts) -> None:
-    """Copies of the expert files in inputs/ with their hashes in run.json (a resume reads the copies)."""
+def _copy_inputs(folder: Path, experts: Experts) -> dict:
+    """Copies of the expert files in the new run's inputs/, made before its run.json (RunStore.create's setup: a
+    kill between the two left a run offered for a resume that was refused); their hashes, for its run.json (a
+    resume reads the copies)."""
     from workbench.atomic import atomic_write
 
-    (run.path / "inputs").mkdir(exist_ok=True)
+    (folder / "inputs").mkdir(exist_ok=True)
     records = []
     for i, (path, task) in enumerate(zip(experts.paths, experts.tasks, strict=True)):
         data = path.read_bytes()
         name = f"inputs/expert-{i}-{task}.safetensors"
-        atomic_write(run.path / name, lambda p, data=data: p.write_bytes(data))
+        atomic_write(folder / name, lambda p, data=data: p.write_bytes(data))
         records.append({"path": name, "source": str(path), "task": task, "sha256": hashlib.sha256(data).hexdigest()})
-    run.update(expert_inputs=records)
+    return {"expert_inputs": records}
 
 
 def _sources(run: Run, experts: Experts) -> list[str]:
@@ -495,12 +497,10 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
         check_experts_fit(svf, experts)
         if resume is None:
             run = store.create(KIND, cfg.target or "mixed", "+".join(experts.tasks), cfg.to_dict(), cfg.seed,
-                               metric=METRIC, command=command)
+                               metric=METRIC, command=command, setup=lambda folder: _copy_inputs(folder, experts))
         else:
             record_resume(run, command, state)
         with setting_up(run, new=resume is None):
-            if resume is None:
-                _copy_inputs(run, experts)
             run.update(model_key=svf.key, device=str(svf.device), strategies=strategies, test_tasks=tasks)
             if state is None:
                 state = {"iteration": 0, "metrics": [], "results": {}, "dispatch": {}, "few_shot": {}, "cem": None}
