@@ -56,7 +56,7 @@ class AtlasModel(param.Parameterized):
     def choose(self, run_id: str) -> None:
         """Show run `run_id` (the page's ?run=ID); ValueError if it is not a finished illumination run here."""
         if run_id not in self.param.run_id.objects:
-            listed = ", ".join(self.param.run_id.objects[-3:]) or "none yet"
+            listed = ", ".join(o for o in self.param.run_id.objects[-3:] if o) or "none yet"  # (None: no run)
             raise ValueError(f"{run_id!r} is not a finished illumination run in {self.runs_dir} (some that are: "
                              f"{listed})")
         self.run_id = run_id

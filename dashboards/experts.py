@@ -68,6 +68,7 @@ class ExpertsData:
     metrics: pd.DataFrame
     scores: dict | None
     experts: list[Expert]
+    damaged: list[str] = field(default_factory=list)  # the files it could not read (their views are empty)
 
     @property
     def kind(self) -> str:
@@ -160,7 +161,7 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
     if kind not in KINDS:
         raise ValueError(f"{run.id!r} is {article(kind)} {kind} run; the Experts page opens experts and adapt runs "
                          "(`workbench experts train|adapt`)")
-    metrics = run.read_table("metrics").to_pandas() if (run.path / "metrics.parquet").exists() else pd.DataFrame()
+    metrics, damaged = run.table_frame("metrics")
     scores = run.read_json("scores.json")
     experts: list[Expert] = []
     cfg = info["config"]
@@ -177,7 +178,7 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
         for rec in info.get("expert_inputs") or []:
             if (run.path / rec["path"]).exists():
                 experts.append(_load_expert_file(run.path / rec["path"]))
-    return ExpertsData(run, info, metrics, scores, experts)
+    return ExpertsData(run, info, metrics, scores, experts, [damaged] if damaged else [])
 
 
 def _torch_experts(experts: list[Expert]) -> list[dict]:
@@ -390,7 +391,10 @@ class ExpertsModel(param.Parameterized):
         for row in store.list():
             if row.get("kind") != "adapt" or row.get("status") != "done":
                 continue
-            other = read_run(store, row["id"]) if row["id"] != d.run.id else d
+            try:
+                other = read_run(store, row["id"]) if row["id"] != d.run.id else d
+            except ValueError:  # another run that cannot be read (its scores damaged): not this run's view
+                continue
             few = (other.scores or {}).get("few_shot") or {}
             if other.info.get("model_key") != d.info.get("model_key") or [e.task for e in other.task_experts] != tasks \
                     or not few:
@@ -707,17 +711,18 @@ class ExpertsModel(param.Parameterized):
             return self.message or "No experts or adapt runs yet."
         cfg, info = d.config, d.info
         pooled = f" · pooled with {counted(len(self.compare), 'other run')}" if self.compare else ""
+        pooled += "".join(f" · **cannot read** {why}" for why in d.damaged)  # its views without those rows
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
             return (f"**{d.run.id}** · {cfg['adapter'].upper()} expert for **{cfg['task']}** on "
                     f"{model_text(cfg['model'])} · "
-                    f"{info.get('n_params', '?')} trainable parameters · {info['status']}, "
+                    f"{info.get('n_params', '?')} trainable parameters · {d.run.live_status(info)}, "
                     f"{info['iterations']}/{cfg['iters']} steps{score}{pooled}")
         target = cfg.get("target")
         return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
                 f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
-                f"{cfg['variant']} mixing · {info['status']}, {info['iterations']} iterations{pooled}")
+                f"{cfg['variant']} mixing · {d.run.live_status(info)}, {info['iterations']} iterations{pooled}")
 
 
 def view_title(view: str) -> str:

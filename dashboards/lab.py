@@ -184,8 +184,9 @@ class LabModel(param.Parameterized):
         else:
             best = run.path / "best.npy"
             if not best.exists():
-                raise ValueError(f"run {run_id!r} has no best θ yet (status {info.get('status')}); it writes "
-                                 f"best.npy when it finishes")
+                command = run.resume_command  # a killed run said "running" (run.json's word)
+                raise ValueError(f"run {run_id!r} has no best θ yet (status {run.live_status(info)}); it writes "
+                                 f"best.npy when it finishes" + (f": resume it with `{command}`" if command else ""))
             theta = run.read_array("best.npy")
         with self._lock:
             self._show(ev["substrate"])

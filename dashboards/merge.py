@@ -119,7 +119,8 @@ class MergeModel(param.Parameterized):
         resume = d.run.resume_command
         return (f"**{d.info['id']}** · method `{cfg['method']}` · models {', '.join(cfg['models'])} · tasks "
                 f"{', '.join(cfg['tasks'])} · {status}, {d.info['iterations']}/{cfg['iters']} iterations · "
-                f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else ""))
+                f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else "")
+                + "".join(f" · **cannot read** {why}" for why in d.damaged))
 
     def paper_figure(self, name: str):
         """One of FIGURES as export writes it, with the paper style it is written in: (figure, style for

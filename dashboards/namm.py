@@ -139,8 +139,9 @@ class NAMMExplorer(param.Parameterized):
         none yet (it saves one after its first generation: stopped or failed before, it resumes)."""
         from workbench.runs import Run, RunError, article
 
+        run = Run(Path(self.runs_dir) / run_id)
         try:
-            info = Run(Path(self.runs_dir) / run_id).info
+            info = run.info
         except RunError:
             info = None
         if info is None:
@@ -149,7 +150,7 @@ class NAMMExplorer(param.Parameterized):
         if info.get("kind") != "namm":
             return (f"run {run_id} is {article(str(info.get('kind')))} {info.get('kind')} run, not a namm run: the "
                     "NAMM page opens runs of `workbench namm train`")
-        return (f"namm run {run_id} has saved no policy yet (status {info.get('status')}): it saves one after its "
+        return (f"namm run {run_id} has saved no policy yet (status {run.live_status(info)}): it saves one after its "
                 f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
 
     _adopted = "random"  # the θ of the last run adopted (the default before any): a refused one goes back to it

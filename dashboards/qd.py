@@ -38,7 +38,7 @@ import panel as pn
 import param
 
 from workbench.dashboards.shell import WRAPPED_TABS, counted
-from workbench.runs import RunError, RunStore, read_parquet
+from workbench.runs import RunError, RunStore, effective_status, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
          "lineage": "Lineage", "children": "Children", "baselines": "Final vs baselines"}
@@ -158,8 +158,9 @@ def read_map_elites(store: RunStore, run_id: str) -> QDData:
     if info.get("kind") != "illuminate" or cfg.get("algorithm") != "map-elites":
         raise ValueError(_not_openable(run_id, info.get("kind"), cfg.get("algorithm")))
     if info.get("status") != "done" or not (run.path / "thumbs.npy").exists():
-        raise ValueError(f"run {run.id!r} has not finished (status {info.get('status')}): its archive and "
-                         f"thumbnails are written at the end")
+        command = run.resume_command  # a killed run said "running" (run.json's word, not the live status)
+        raise ValueError(f"run {run.id!r} has not finished (status {run.live_status(info)}): its archive and "
+                         f"thumbnails are written at the end" + (f"; resume it with `{command}`" if command else ""))
     import workbench.asal.search  # noqa: F401 - registers the searches the checkpoint holds
 
     search = (run.load_checkpoint() or {}).get("search")
@@ -818,7 +819,7 @@ class QDModel(param.Parameterized):
             cfg = d.info["config"]
             return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {d.info.get('method', cfg['sampling'])} · "
                     f"{cfg['bins']} bins · {counted(len(d.models), 'model')} evaluated · "
-                    f"generations {gens[0]}–{gens[-1]} · {d.info.get('status')}")
+                    f"generations {gens[0]}–{gens[-1]} · {effective_status(d.info)}")
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · "

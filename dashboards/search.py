@@ -155,7 +155,8 @@ class SearchJob:
         that is not an ASAL search."""
         if info.get("kind") not in KINDS:
             raise RunError(f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run; the Search page "
-                           f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page")
+                           f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page"
+                           + (" (a sweep's best rule plays on the Lab page)" if info.get("kind") == "sweep" else ""))
         job = cls(runs_dir)
         job._opened(run, info)
         job.status = run.live_status(info)

@@ -68,6 +68,7 @@ OPENERS: dict[str, tuple[str, ...]] = {
     "namm": ("namm",),
     "experts": ("experts",),
     "adapt": ("experts",),
+    "sweep": ("lab",),  # the best rule of a Game of Life sweep plays there (the Search page opens searches only)
 }
 
 

@@ -905,6 +905,8 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     assert np.asarray(Image.open(out)).shape == (model.image.shape[0] * 2, model.image.shape[1] * 2, 3)
     with pytest.raises(ValueError, match="not a finished illumination run"):
         model.choose(runs["dare_ties"])
+    with pytest.raises(ValueError, match=r"'x' is not a finished illumination run .* \(some that are: none yet\)"):
+        AtlasModel(runs_dir=str(tmp_path / "none")).choose("x")  # a bookmark on an empty store (TypeError: None)
     model.choose(runs["illuminate"])
     model.selected = 5
     model.projection = "pca"  # another layout of its run: the member played stays picked (its cell outlined)
@@ -1060,6 +1062,12 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     (store / runs["dfs"] / "run.json").write_text(json.dumps(info))
     killed = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
     assert "· interrupted," in killed.summary() and f"merge evolve --resume {runs['dfs']}" in killed.summary()
+    # a damaged metrics file: the page shows the run's other files and says what it could not read (it failed to
+    # build, a traceback for the Runs gallery's link)
+    (store / runs["dfs"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
+    damaged = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
+    assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
+    assert "DFS path" in damaged.tabs()
 
 
 def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_page():
@@ -1121,6 +1129,7 @@ def test_shell_registry_and_offline_design():
     assert open_links("illuminate", "r1", "ga") == open_links("illuminate", "r1")
     assert open_links("qd", "a+b s") == [("QD archives", "./qd?run=a%2Bb%20s")]
     assert open_links("unknown-kind", "r1") == []
+    assert open_links("sweep", "r1") == [("Lab", "./lab?run=r1")]  # its best rule plays there (it linked nowhere)
     with pytest.raises(ValueError, match="unknown page"):
         register_opener("a-new-kind", "explorer-that-does-not-exist")
     register_opener("a-new-kind", "atlas")

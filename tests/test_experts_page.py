@@ -298,6 +298,20 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
 
 
 def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
+    import shutil
+
+    # a damaged metrics file: the run's page still builds and says what it could not read; another adapt run's
+    # damage leaves this one's α view as it is (it went blank)
+    copied = tmp_path / "damaged"
+    for name in (ex["sort"], ex["adapt0"], ex["adapt1"]):
+        shutil.copytree(Path(ex["dir"]) / name, copied / name)
+    (copied / ex["sort"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
+    (copied / ex["adapt1"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
+    (copied / ex["adapt1"] / "scores.json").write_text("{")
+    damaged = ExpertsModel(runs_dir=str(copied), run_id=ex["sort"])
+    assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
+    alpha = ExpertsModel(runs_dir=str(copied), run_id=ex["adapt0"]).targets_alpha()
+    assert len(alpha) and set(alpha["n"]) == {1}  # this run's α alone: its damaged sibling left out
     model = ExpertsModel(runs_dir=ex["dir"])
     assert model.run_id == ex["matrix"]  # the newest
     with pytest.raises(ValueError, match="no run 'nope'"):

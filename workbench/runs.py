@@ -747,6 +747,19 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
             raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
+    def table_frame(self, name: str):
+        """The run's table `name` as a pandas DataFrame (empty where it has none yet), and None; a damaged file:
+        an empty one and why, so that a page shows the run's other files and says what it could not read (it
+        failed to build)."""
+        import pandas as pd
+
+        if not (self.path / f"{name}.parquet").exists():
+            return pd.DataFrame(), None
+        try:
+            return self.read_table(name).to_pandas(), None
+        except RunError as exc:
+            return pd.DataFrame(), str(exc)
+
     def read_json(self, name: str) -> Any:
         """The run's JSON file NAME, or None where it has none yet; a damaged file is one RunError naming it."""
         # ValueError: JSON and UTF-8 decoding errors

@@ -12,7 +12,7 @@ PNG / SVG / PDF (matplotlib) or standalone HTML.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +87,7 @@ class MergeRun:
     dfs: object | None           # workbench.merge.dfs.DFSRecipe (dfs runs)
     scores: dict | None
     analysis: dict | None
+    damaged: list[str] = field(default_factory=list)  # the files it could not read (their views are empty)
 
     @classmethod
     def open(cls, store: RunStore | str | Path, run_id: str) -> MergeRun:
@@ -97,9 +98,7 @@ class MergeRun:
         if info.get("kind") != "merge":
             raise RunError(f"run {run_id!r} is an {info.get('kind')} run; the merge explorer opens merge runs")
         path = run.path
-        metrics = run.read_table("metrics").to_pandas() if (path / "metrics.parquet").exists() else pd.DataFrame()
-        evals = run.read_table("evaluations").to_pandas() if (path / "evaluations.parquet").exists() \
-            else pd.DataFrame()
+        (metrics, damaged), (evals, damaged_evals) = run.table_frame("metrics"), run.table_frame("evaluations")
         recipe = dfs = None
         if (path / "recipe.yaml").exists():
             from workbench.merge.recipe import Recipe
@@ -109,7 +108,8 @@ class MergeRun:
             from workbench.merge.dfs import DFSRecipe
 
             dfs = DFSRecipe.load(path / "dfs.json")
-        return cls(run, info, metrics, evals, recipe, dfs, _json(path / "scores.json"), _json(path / "analysis.json"))
+        return cls(run, info, metrics, evals, recipe, dfs, _json(path / "scores.json"), _json(path / "analysis.json"),
+                   [why for why in (damaged, damaged_evals) if why])
 
     @property
     def layers(self) -> int:
