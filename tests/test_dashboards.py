@@ -350,6 +350,23 @@ def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
         np.testing.assert_array_equal(model.theta, theta)  # and nothing changed
 
 
+def test_a_killed_run_is_interrupted_on_the_lab_not_running(runs, tmp_path):
+    """run.json says "running" until its process writes otherwise: a killed run's own word. The Lab read it as it
+    stood (the Merge page already said interrupted, with its resume; the Experts page: test_experts_page)."""
+    import socket
+
+    store = tmp_path / "killed"
+    run_id = runs["openended"][0]
+    shutil.copytree(Path(runs["dir"]) / run_id, store / run_id)
+    info = json.loads((store / run_id / "run.json").read_text())
+    info.update(status="running", pid=2 ** 22 + 7, host=socket.gethostname(), pid_started=1.0)
+    (store / run_id / "run.json").write_text(json.dumps(info))
+    (store / run_id / "best.npy").unlink()
+    model = LabModel(substrate="lenia")
+    assert not model.open_run(str(store), run_id)
+    assert "(status interrupted)" in model.message and f"--resume {run_id}" in model.message, model.message
+
+
 @pytest.mark.parametrize("page", ["atlas", "merge", "experts"])
 def test_an_explorer_of_an_empty_folder_says_what_to_do_in_its_sidebar(tmp_path, page):
     """No run of its kinds yet: the note names the command that makes one, and the sidebar says to reload after

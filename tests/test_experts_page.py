@@ -308,8 +308,12 @@ def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
     (copied / ex["sort"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
     (copied / ex["adapt1"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
     (copied / ex["adapt1"] / "scores.json").write_text("{")
+    killed = json.loads((copied / ex["sort"] / "run.json").read_text())  # and killed: its process gone
+    killed.update(status="running", pid=2 ** 22 + 7, host=__import__("socket").gethostname(), pid_started=1.0)
+    (copied / ex["sort"] / "run.json").write_text(json.dumps(killed))
     damaged = ExpertsModel(runs_dir=str(copied), run_id=ex["sort"])
     assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
+    assert "· interrupted, " in damaged.summary()  # not the "running" its run.json last said
     alpha = ExpertsModel(runs_dir=str(copied), run_id=ex["adapt0"]).targets_alpha()
     assert len(alpha) and set(alpha["n"]) == {1}  # this run's α alone: its damaged sibling left out
     model = ExpertsModel(runs_dir=ex["dir"])
