@@ -6,6 +6,7 @@ leave a failed run behind."""
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -243,6 +244,19 @@ def refuse_file_above(path: str | Path, flag: str = "--out") -> None:
     above = file_above(path)
     if above is not None:
         raise ValueError(f"{flag} {path}: {above} is a file, not a folder")
+
+
+def check_writable(path: str | Path, flag: str, fix: str, within: bool = False, given: str | None = None) -> None:
+    """One ValueError naming `flag` where nothing can be written on the way to `path`: in the nearest folder that
+    exists among its parents (a build staged beside it), or from `path` itself on (`within`: files written into
+    it, made first). Found before the work, not at its first write after it; `fix` says what to give instead,
+    `given` the path as the user gave it (default: `path`)."""
+    path = Path(path)
+    where = next(p for p in ((path,) if within else ()) + tuple(path.parents) if p.exists())
+    try:
+        tempfile.TemporaryDirectory(dir=where).cleanup()
+    except OSError as error:
+        raise ValueError(f"{flag} {given or path}: cannot write in {where} ({error.strerror}); {fix}") from None
 
 
 def checked_again(config):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from workbench.cli.common import (
@@ -45,7 +44,7 @@ def _note_seed(args, sub) -> None:
 
 
 def cmd_view(args) -> int:
-    from workbench.checks import file_above
+    from workbench.checks import check_writable, file_above
     from workbench.viewer import ViewerModel, check_display, run_viewer
 
     # found now, not at the first `s` (the error ended the session)
@@ -54,12 +53,9 @@ def cmd_view(args) -> int:
     above = file_above(args.out_dir)
     if above is not None:
         raise ValueError(f"--out-dir {args.out_dir}: {above} is a file; give a folder for the saved PNGs")
-    where = next(p for p in (Path(args.out_dir), *Path(args.out_dir).parents) if p.exists())
-    try:  # the folder, or the nearest one on its way that `s` creates it in
-        tempfile.TemporaryFile(dir=where).close()
-    except OSError as error:
-        raise ValueError(f"--out-dir {args.out_dir}: cannot write in {where} ({error.strerror}); give a writable "
-                         "folder for the saved PNGs") from None
+    # the folder, or the nearest one on its way that `s` creates it in
+    check_writable(args.out_dir, "--out-dir", "give a writable folder for the saved PNGs", within=True,
+                   given=args.out_dir)
     check_display()  # before the substrate's kernels compile
     sub = _substrate(args)
     _note_seed(args, sub)

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
-from workbench.checks import file_above
+from workbench.checks import check_writable, file_above
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
@@ -364,13 +363,9 @@ def check_zoo_out(out: str | Path) -> Path:
                          "--out")
     if out.exists() and not (out / ZOO_FILE).is_file() and any(out.iterdir()):
         raise ValueError(f"{given} exists and is not a zoo; choose another --out or remove it")
-    # where the build writes: beside --out (its staging folder), in the nearest folder there is on the way
-    where = next(p for p in out.parents if p.exists())
-    try:  # a folder nothing can be written in: said with the flag before the bar (it failed inside the build)
-        tempfile.TemporaryDirectory(dir=where).cleanup()
-    except OSError as error:
-        raise ValueError(f"--out {given}: cannot write in {where} ({error.strerror}); choose another "
-                         "--out") from None
+    # where the build writes: beside --out (its staging folder), in the nearest folder there is on the way; one
+    # nothing can be written in is said with the flag before the bar (it failed inside the build)
+    check_writable(out, "--out", "choose another --out", given=str(given))
     return out
 
 
