@@ -1,13 +1,14 @@
 """Plain NumPy versions of the grid substrates (Game of Life, NCA, discrete NCA), written from asal-more.md §1–3.
 
 Slow and obvious on purpose: the tests compare the Taichi kernels against these, step by step, with the same
-drop masks and Gumbel noise injected into both. `golden_more()` loads one step of each substrate computed by the
-reference implementations.
+drop masks and Gumbel noise injected into both. `golden_more()` loads one step of each further substrate computed
+by the reference implementations, `golden_step()` unpacks one for a substrate (the tests and `bench gpu`).
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,32 @@ def golden_more() -> dict[str, np.ndarray]:
     """One step of each further substrate from the reference implementations (asal_more_step1_reference.npz)."""
     with resources.files("workbench.data").joinpath("asal_more_step1_reference.npz").open("rb") as f:
         return dict(np.load(f))
+
+
+#: each further substrate's state arrays in golden_more(): NAME_KEY0 before the step, NAME_KEY1 after it
+GOLDEN_STATES = {"gol": ("state",), "nca_d1": ("state",), "nca_d3": ("state",), "dnca": ("state",),
+                 "plenia": ("x",), "plife_plus": ("x", "v", "c"), "flow_lenia": ("world",)}
+
+
+class GoldenStep(NamedTuple):
+    """One reference step of a further substrate, ready for `sub.step(state, params, 1, noise=noise)`."""
+
+    params: dict
+    state: Any                   # the substrate's state before the step (its state_from_arrays)
+    noise: np.ndarray | None     # the step's injected noise: NCA's update mask, the discrete NCA's Gumbel noise
+    after: dict[str, np.ndarray]  # the reference's arrays after the step, by state key
+
+
+def golden_step(name: str, sub, more: dict[str, np.ndarray] | None = None) -> GoldenStep:
+    """The golden step of further substrate `name` (GOLDEN_STATES) on substrate `sub` (any engine or device), from
+    `more` (default: golden_more()): the tests and `workbench bench gpu` read it alike."""
+    more = golden_more() if more is None else more
+    keys = GOLDEN_STATES[name]
+    params = sub.decode([more["gol_rule"]]) if name == "gol" else sub.decode(more[f"{name}_theta"])
+    noise = more["dnca_gumbel0"][None] if name == "dnca" else more[f"{name}_mask0"][None] \
+        if name.startswith("nca") else None
+    state = sub.state_from_arrays(**{k: more[f"{name}_{k}0"] for k in keys})
+    return GoldenStep(params, state, noise, {k: more[f"{name}_{k}1"] for k in keys})
 
 
 def nearest_resize(img: np.ndarray, size: int) -> np.ndarray:

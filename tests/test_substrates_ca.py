@@ -18,21 +18,12 @@ def subs():
     return {name: make_substrate(name) for name in ("gol", "nca_d1", "nca_d3", "dnca")}
 
 
-def golden_case(name, more, sub):
-    """(params, state, noise of step 1, the reference's next state) from the golden data."""
-    if name == "gol":
-        params, noise = sub.decode([more["gol_rule"]]), None
-    else:
-        params = sub.decode(more[f"{name}_theta"])
-        noise = more[f"{name}_mask0"][None] if name != "dnca" else more["dnca_gumbel0"][None]
-    return params, sub.state_from_arrays(state=more[f"{name}_state0"]), noise, more[f"{name}_state1"]
-
-
 @pytest.mark.parametrize("engine", ["taichi", "torch"])
 @pytest.mark.parametrize("name", ["gol", "nca_d1", "nca_d3", "dnca"])
 def test_one_step_and_render_match_reference(name, engine, more, subs):
     sub = subs[name] if engine == "taichi" else make_substrate(name, engine="torch")
-    params, state, noise, want = golden_case(name, more, sub)
+    params, state, noise, after = ref.golden_step(name, sub, more)
+    want = after["state"]
     out = sub.state_to_arrays(sub.step(state, params, 1, noise=noise))["state"]
     assert out.dtype == want.dtype or name.startswith("nca")
     if name in ("gol", "dnca"):

@@ -10,6 +10,7 @@ import torch
 from workbench.simulations import make_substrate
 from workbench.simulations import reference_flow as rf
 from workbench.simulations import reference_particles as rp
+from workbench.simulations.reference_ca import golden_step
 
 NAMES = ("plenia", "plife_plus", "flow_lenia")
 
@@ -23,22 +24,6 @@ def more():
 @pytest.fixture(scope="module")
 def subs():
     return {name: make_substrate(name) for name in NAMES}
-
-
-def golden_state(name, more, sub):
-    if name == "plenia":
-        return sub.state_from_arrays(x=more["plenia_x0"])
-    if name == "plife_plus":
-        return sub.state_from_arrays(**{k: more[f"plife_plus_{k}0"] for k in "xvc"})
-    return sub.state_from_arrays(world=more["flow_lenia_world0"])
-
-
-def golden_next(name, more):
-    if name == "plenia":
-        return {"x": more["plenia_x1"]}
-    if name == "plife_plus":
-        return {k: more[f"plife_plus_{k}1"] for k in "xvc"}
-    return {"world": more["flow_lenia_world1"]}
 
 
 def test_api_shapes(subs):
@@ -79,10 +64,9 @@ def test_decode_matches_reference(name, more, subs):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_step_and_render_match_reference(name, more, subs):
     sub = subs[name]
-    params = sub.decode(more[f"{name}_theta"])
-    state = golden_state(name, more, sub)
+    params, state, _, after = golden_step(name, sub, more)
     out = sub.state_to_arrays(sub.step(state, params, 1))
-    for key, want in golden_next(name, more).items():
+    for key, want in after.items():
         np.testing.assert_allclose(out[key], want, atol=1e-5, rtol=0, err_msg=key)
     np.testing.assert_allclose(sub.render(state, params, size=224), more[f"{name}_render0"], atol=5e-5, rtol=0)
 
@@ -94,7 +78,7 @@ def test_ten_steps_match_numpy(more, subs):
     for _ in range(10):
         x = rp.plenia_step(x, p)
     sub = subs["plenia"]
-    got = sub.state_to_arrays(sub.step(golden_state("plenia", more, sub), sub.decode(more["plenia_theta"]), 10))
+    got = sub.state_to_arrays(sub.step(golden_step("plenia", sub, more).state, sub.decode(more["plenia_theta"]), 10))
     np.testing.assert_allclose(got["x"], x, atol=3e-5, rtol=0)  # measured 3e-6
 
     q = rp.plife_plus_decode(more["plife_plus_theta"])
@@ -102,7 +86,7 @@ def test_ten_steps_match_numpy(more, subs):
     for _ in range(10):
         x, v, c = rp.plife_plus_step(x, v, c, q)
     sub = subs["plife_plus"]
-    got = sub.state_to_arrays(sub.step(golden_state("plife_plus", more, sub), sub.decode(more["plife_plus_theta"]),
+    got = sub.state_to_arrays(sub.step(golden_step("plife_plus", sub, more).state, sub.decode(more["plife_plus_theta"]),
                                        10))
     dx = np.abs(got["x"] - x)
     assert np.minimum(dx, 1 - dx).max() < 1e-4  # positions on the torus
@@ -115,7 +99,7 @@ def test_ten_steps_match_numpy(more, subs):
     w = more["flow_lenia_world0"]
     for _ in range(10):
         w = rf.flow_step(w, params["m"], params["s"], params["h"], fK, c0, c1)
-    got = sub.state_to_arrays(sub.step(golden_state("flow_lenia", more, sub), params, 10))["world"]
+    got = sub.state_to_arrays(sub.step(golden_step("flow_lenia", sub, more).state, params, 10))["world"]
     np.testing.assert_allclose(got, w, atol=1e-4, rtol=0)
     # mass is conserved (to float32 rounding), and no clipping: values above 1 survive
     assert abs(got.sum() - more["flow_lenia_world0"].sum()) < 1e-4 * more["flow_lenia_world0"].sum()
@@ -128,7 +112,7 @@ def test_renders_of_evolved_states_match_numpy(name, more, subs):
     the particles' discs and fields where they have moved; 50: a size the grid does not divide."""
     sub = subs[name]
     params = sub.decode(more[f"{name}_theta"])
-    state = sub.step(golden_state(name, more, sub), params, 10)
+    state = sub.step(golden_step(name, sub, more).state, params, 10)
     arrays = sub.state_to_arrays(state)
     for size in (64, 50):
         if name == "plenia":
@@ -220,8 +204,8 @@ def test_bad_input(name, subs):
 def test_tensor_engine_matches_reference(name, more):
     """The batched-tensor path (what runs on a CUDA GPU) gives the golden step on the CPU too."""
     sub = make_substrate(name, **({"N": 1000} if name == "plife_plus" else {}))
-    params, _ = sub._params_batch(sub.decode(more[f"{name}_theta"]))
-    state = golden_state(name, more, sub)
+    golden = golden_step(name, sub, more)
+    params, state = sub._params_batch(golden.params)[0], golden.state
     if name == "plenia":
         from workbench.simulations.plenia import _step_torch
 
@@ -235,7 +219,7 @@ def test_tensor_engine_matches_reference(name, more):
     else:
         a = state["world"].permute(0, 3, 1, 2).contiguous()
         got = {"world": sub._step_torch(a, params).permute(0, 2, 3, 1)[0]}
-    for key, want in golden_next(name, more).items():
+    for key, want in golden.after.items():
         np.testing.assert_allclose(torch.as_tensor(got[key]).numpy(), want, atol=1e-5, rtol=0, err_msg=key)
 
 
@@ -258,7 +242,7 @@ def test_convolutions_of_the_tensor_paths_run_in_full_float32(more, monkeypatch)
     before = precision()
     sub = make_substrate("flow_lenia")
     params, _ = sub._params_batch(sub.decode(more["flow_lenia_theta"]))
-    a = golden_state("flow_lenia", more, sub)["world"].permute(0, 3, 1, 2).contiguous()
+    a = golden_step("flow_lenia", sub, more).state["world"].permute(0, 3, 1, 2).contiguous()
     sub._step_torch(a, params)
     nca = make_substrate("nca_d3", engine="torch")
     params = nca.decode(more["nca_d3_theta"])

@@ -103,29 +103,21 @@ def _golden_more(device, gold) -> dict:
     """The further substrates' golden step (asal_more_step1_reference.npz) with their default engine on `device`
     (on CUDA: the torch paths, none of which the CPU runs by default): max |difference| per state, cells that
     differ for the discrete ones (Game of Life, discrete NCA: 0 passes), and the renders of the initial states."""
-    from workbench.simulations.reference_ca import golden_more
+    from workbench.simulations.reference_ca import GOLDEN_STATES, golden_more, golden_step
 
     more = golden_more()
     res: dict = {}
-    for name in ("gol", "nca_d1", "nca_d3", "dnca"):  # the CAs' CUDA engine is torch's, Triton's the particles'
-        sub = make_substrate(name, device=device, engine="torch" if _ENGINE == "triton" else _ENGINE)
-        if name == "gol":
-            params, noise = sub.decode([more["gol_rule"]]), None
+    for name in GOLDEN_STATES:
+        if name in ("gol", "nca_d1", "nca_d3", "dnca"):  # the CAs' CUDA engine is torch's, Triton's the particles'
+            sub = make_substrate(name, device=device, engine="torch" if _ENGINE == "triton" else _ENGINE)
         else:
-            params = sub.decode(more[f"{name}_theta"])
-            noise = more["dnca_gumbel0"][None] if name == "dnca" else more[f"{name}_mask0"][None]
-        state = sub.state_from_arrays(state=more[f"{name}_state0"])
-        got = sub.state_to_arrays(sub.step(state, params, 1, noise=noise))["state"]
-        want = more[f"{name}_state1"]
-        res[name] = int(np.sum(got != want)) if name in ("gol", "dnca") else _max_diff(got, want)
-        res[f"{name}_render"] = _max_diff(sub.render(state, params, 224), more[f"{name}_render0"])
-    states = {"plenia": ("x",), "plife_plus": ("x", "v", "c"), "flow_lenia": ("world",)}
-    for name, keys in states.items():
-        sub = _make(name, device=device)
-        params = sub.decode(more[f"{name}_theta"])
-        state = sub.state_from_arrays(**{k: more[f"{name}_{k}0"] for k in keys})
-        got = sub.state_to_arrays(sub.step(state, params, 1))
-        res[name] = max(_max_diff(got[k], more[f"{name}_{k}1"]) for k in keys)
+            sub = _make(name, device=device)
+        params, state, noise, after = golden_step(name, sub, more)
+        got = sub.state_to_arrays(sub.step(state, params, 1, noise=noise))
+        if name in ("gol", "dnca"):
+            res[name] = int(np.sum(got["state"] != after["state"]))
+        else:
+            res[name] = max(_max_diff(got[k], after[k]) for k in after)
         res[f"{name}_render"] = _max_diff(sub.render(state, params, 224), more[f"{name}_render0"])
     res["tolerance"] = {"state": 1e-5, "render": 5e-5, "gol_dnca_cells": 0}
     res["pass"] = all(v <= (5e-5 if k.endswith("_render") else 1e-5) for k, v in res.items() if k != "tolerance")
