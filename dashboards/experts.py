@@ -187,11 +187,6 @@ def _torch_experts(experts: list[Expert]) -> list[dict]:
     return [{n: torch.from_numpy(np.asarray(p, np.float32)) for n, p in e.params.items()} for e in experts]
 
 
-def explorer_runs(runs_dir: str) -> list[str]:
-    """The ids of the runs this page opens (experts and adapt), oldest first."""
-    return [r["id"] for r in RunStore(runs_dir).list() if r.get("kind") in KINDS]
-
-
 def spread(values: list[float]) -> dict:
     a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
     if a.size == 0:
@@ -221,6 +216,7 @@ class ExpertsModel(param.Parameterized):
         self._store_scores: dict | None = None
         self._lm: tuple | None = None  # (model path, SVFModel, tokenizer) for the mixer
         self._mixer: tuple[str, list[Expert]] | None = None  # (run id, the experts its sliders mix)
+        self._rows: list[dict] = []  # the catalog as refresh() last read it
         self._lock = threading.Lock()
         self.refresh()
 
@@ -228,11 +224,14 @@ class ExpertsModel(param.Parameterized):
 
     def refresh(self) -> list[str]:
         """Re-read the catalog (new runs, a running one's progress)."""
-        ids = explorer_runs(self.runs_dir)
+        # the catalog once per refresh: the run menu, the seeds to pool, the α of other runs, the store's experts
+        # read it (each read its own, four times per page at 1,000 runs: a second each)
+        self._rows = RunStore(self.runs_dir).list()
+        ids = [r["id"] for r in self._rows if r.get("kind") in KINDS]
         self.param.run_id.objects = ids
         self._data, self._store_scores, self._mixer = None, None, None  # new runs: new experts to mix
         if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run
-            kinds = {r["id"]: r.get("kind") for r in RunStore(self.runs_dir).list()}
+            kinds = {r["id"]: r.get("kind") for r in self._rows}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
             self.run_id = (adapts or ids)[-1] if ids else None
         else:
@@ -293,7 +292,7 @@ class ExpertsModel(param.Parameterized):
         store = RunStore(self.runs_dir)
 
         def candidates():  # finished adapt runs with experts of the same tasks
-            for row in store.list():
+            for row in self._rows:
                 if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
                     continue
                 info = store.open(row["id"]).info
@@ -388,7 +387,7 @@ class ExpertsModel(param.Parameterized):
             return pd.DataFrame(columns=["target", "expert", "alpha", "std", "n"])
         store, found = RunStore(self.runs_dir), {}
         tasks = [e.task for e in d.task_experts]
-        for row in store.list():
+        for row in self._rows:
             if row.get("kind") != "adapt" or row.get("status") != "done":
                 continue
             try:
@@ -460,7 +459,7 @@ class ExpertsModel(param.Parameterized):
         # read again for another model (a run of another model chosen showed the first model's table)
         if self._store_scores is None or self._store_scores["model_key"] != d.info.get("model_key"):
             store, found = RunStore(self.runs_dir), []
-            for row in store.list():
+            for row in self._rows:
                 if row.get("kind") != "experts" or row.get("status") != "done":
                     continue
                 run = store.open(row["id"])
@@ -499,7 +498,7 @@ class ExpertsModel(param.Parameterized):
             return self._mixer[1]
         store, out = RunStore(self.runs_dir), list(d.experts)
         tasks = {e.task for e in out} | {"classify"}
-        for row in reversed(store.list()):  # the newest run of each task
+        for row in reversed(self._rows):  # the newest run of each task
             if row.get("kind") != "experts" or row.get("status") != "done" or row["id"] == d.run.id:
                 continue
             info = store.open(row["id"]).info
