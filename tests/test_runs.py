@@ -882,6 +882,24 @@ def test_resume_conflicts_of_settings_a_run_has_not_got():
     assert ASAL["init"] == ("zero", "zero") and ASAL["eval.pixels"] == ("float", "uint8")
 
 
+def test_a_listing_names_cut_and_foreign_metrics_files_as_the_catalog_view_does(tmp_path):
+    """list() reads no metrics view (three quarters of its time at 1,000 runs): it tells a damaged metrics.parquet
+    by the file's Parquet ends. A file cut anywhere, one overwritten, a folder of that name: each named as the
+    view's read names it, and the intact ones not."""
+    store = RunStore(tmp_path / "runs")
+    runs = [run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2),
+                                    iters=2, pop=4, seed=seed), store) for seed in range(4)]
+    whole = (runs[0].path / "metrics.parquet").read_bytes()
+    (runs[1].path / "metrics.parquet").write_bytes(whole[: len(whole) - 3])  # the end cut off
+    (runs[2].path / "metrics.parquet").write_bytes(whole[:4] + b"x" * (len(whole) - 4))  # overwritten inside
+    (runs[3].path / "metrics.parquet").unlink()
+    (runs[3].path / "metrics.parquet").mkdir()
+    damaged = [str(r.path / "metrics.parquet") for r in runs[1:]]
+    assert [r["id"] for r in store.list()] == [r.id for r in runs] and store.unreadable_metrics == damaged
+    store.catalog()  # the view's read: the same files
+    assert store.unreadable_metrics == damaged
+
+
 def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tmp_path):
     """From a probe of damaged run folders: one truncated metrics.parquet failed `runs list`, `runs show` and the
     Runs page for every run (DuckDB's traceback), a damaged best.png blanked the Runs page, run.json fields of the
