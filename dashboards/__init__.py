@@ -8,7 +8,7 @@
 `serve` starts every page in one app (what `workbench serve` runs); each `*_page` builds one page.
 """
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.dashboards.app": ["pages", "serve"],

@@ -32,7 +32,7 @@ else:
     # which ours never call.
     os.environ.setdefault("TI_ENABLE_PYBUF", "0")
 
-    from workbench.lazy import exports
+    from workbench.kernels.lazy import exports
 
     __getattr__, __dir__, __all__ = exports(__name__, {
         "workbench.kernels.device": ["resolve_device", "check_device_flag", "default_device", "cuda_available",

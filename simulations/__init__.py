@@ -21,7 +21,7 @@ from workbench.simulations.base import DeviceParams, State, Substrate
 from workbench.simulations.boids import Boids
 from workbench.simulations.dnca import DiscreteNCA
 from workbench.simulations.flow_lenia import FlowLenia
-from workbench.simulations.gol import GameOfLife
+from workbench.simulations.gol import GameOfLife, rule_text
 from workbench.simulations.lenia import Lenia
 from workbench.simulations.nca import NCA1, NCA3
 from workbench.simulations.plenia import ParticleLenia
@@ -77,6 +77,6 @@ def random_init_of(substrate: Substrate | str):
 
 
 __all__ = ["SUBSTRATES", "DeviceParams", "State", "Substrate", "check_substrate", "make_substrate", "random_init_of",
-           "rollout", "sample_indices",
+           "rollout", "rule_text", "sample_indices",
            "Lenia", "Boids", "ParticleLife", "GameOfLife", "NCA1", "NCA3", "DiscreteNCA", "ParticleLenia",
            "ParticleLifePlus", "FlowLenia"]

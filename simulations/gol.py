@@ -26,6 +26,17 @@ N_RULES = 2 ** 18
 CONWAY = 6152  # B3/S23
 
 
+def rule_text(rule: int) -> str:
+    """A life-like rule in B/S notation: 6152 -> 'B3/S23' (bit n: a birth at n live neighbours, bit 9 + n: a
+    survival at n)."""
+    return f"B{rule_digits(rule, 0)}/S{rule_digits(rule, 9)}"
+
+
+def rule_digits(rule: int, offset: int) -> str:
+    """The neighbour counts n whose bit offset + n is set in `rule`: '3' of B3 (offset 0), '23' of S23 (offset 9)."""
+    return "".join(str(n) for n in range(9) if (int(rule) >> (offset + n)) & 1)
+
+
 def _splitmix64(z: np.ndarray) -> np.ndarray:
     z = z + np.uint64(0x9E3779B97F4A7C15)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)

@@ -54,3 +54,68 @@ def test_the_kernels_folder_does_not_hide_hugging_faces_kernels_package():
     assert proc.returncode == 0, proc.stderr
     found = Path(proc.stdout.splitlines()[0]).resolve()
     assert root / "kernels" not in found.parents and "resolve_device" in proc.stdout
+
+
+ROOT = importlib.import_module("workbench").__file__.rsplit("/", 2)[0]
+LAYERS = {"kernels": "workbench.kernels", "simulations": "workbench.simulations", "workbench": "workbench",
+          "dashboards": "workbench.dashboards"}
+
+
+def _imports(path):
+    """Every module a file imports, at its top or inside a function (absolute names)."""
+    import ast
+
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+
+
+def test_imports_point_one_way():
+    """kernels ← simulations ← workbench ← dashboards, and only the CLI (and its entry point) reaches the pages:
+    a module of a lower layer importing a higher one is named with the import."""
+    from pathlib import Path
+
+    def layer(module: str) -> int | None:
+        for rank, name in enumerate(("workbench.kernels", "workbench.simulations", "workbench.dashboards")):
+            if module == name or module.startswith(name + "."):
+                return (0, 1, 3)[rank]
+        return 2 if module == "workbench" or module.startswith("workbench.") else None
+
+    wrong = []
+    for folder, package in LAYERS.items():
+        own = layer(package)
+        for path in sorted(Path(ROOT, folder).rglob("*.py")):
+            rel = path.relative_to(Path(ROOT, folder))
+            if folder == "workbench" and rel.parts[0] in ("cli", "entry.py"):
+                continue  # the CLI imports the library and the pages (serve, figure view)
+            for module in _imports(path):
+                if layer(module) is not None and layer(module) > own or module.startswith("workbench.cli"):
+                    wrong.append(f"{folder}/{rel} imports {module}")
+    assert wrong == []
+
+
+def test_notebooks_and_the_readme_import_what_the_packages_export():
+    """A name a package exports is imported from the package, not from the module that holds it today (modules
+    move; the exports are the API the notebooks and the README teach)."""
+    import json
+    import re
+    from pathlib import Path
+
+    sources = [Path(ROOT, "README.md").read_text(encoding="utf-8")]
+    for nb in sorted(Path(ROOT, "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        sources += ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    reached = []
+    for text in sources:
+        for module, names in re.findall(r"^\s*from (workbench(?:\.\w+)+) import ([\w, ]+)$", text, re.M):
+            parts = module.split(".")
+            if hasattr(importlib.import_module(module), "__path__"):
+                continue  # a package's own exports (workbench.simulations' make_substrate)
+            for k in range(len(parts) - 1, 0, -1):
+                package = importlib.import_module(".".join(parts[:k]))
+                if hasattr(package, "__all__") and all(n.strip() in package.__all__ for n in names.split(",")):
+                    reached.append(f"from {module} import {names} (exported by {package.__name__})")
+                    break
+    assert reached == []

@@ -8,14 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 from procs import cli, kill_after, run_command
 
-from workbench.asal import scores
+from workbench.asal import SweepConfig, run_sweep, scores
 from workbench.asal.driver import SearchConfig, iteration_seeds, run_search
 from workbench.asal.evaluate import EvalConfig, embed_rollouts
 from workbench.asal.rules import RuleGA, mutate_rules
-from workbench.asal.sweep import SweepConfig, rule_name, run_sweep
 from workbench.cli import main
 from workbench.runs import RunStore
-from workbench.simulations import make_substrate
+from workbench.simulations import make_substrate, rule_text
 from workbench.simulations import reference_ca as ref_ca
 
 ARGS = ("asal", "sweep", "--substrate", "gol", "--fm", "pixels", "--start", "6148", "--limit", "10", "--batch", "2",
@@ -44,7 +43,7 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     assert sorted(ranking["rule"]) == list(range(6148, 6158))
     assert ranking["open_endedness"] == sorted(ranking["open_endedness"])
     assert printed["status"] == "done" and printed["best_rule"] == ranking["rule"][0]
-    assert printed["best_rule_name"] == rule_name(ranking["rule"][0])
+    assert printed["best_rule_name"] == rule_text(ranking["rule"][0])
     assert {"best.png", "best.mp4", "best.npy", "metrics.parquet"} <= {p.name for p in b.iterdir()}
     assert not list(b.glob("z_final-*.npy"))
     # best.png / best.mp4 show the best rule from the first initial state it was scored from, run.json says which
@@ -79,7 +78,7 @@ def test_sweep_ranks_rules_and_resumes_bit_identical_after_a_kill(tmp_path):
     z, _ = embed_rollouts(cfg.eval, np.array([[6152.0]]), iteration_seeds(0, 0, 2))
     conway = ranking["open_endedness"][ranking["rule"].index(6152)]
     assert abs(scores.open_endedness(z).mean() - conway) < 1e-9
-    assert rule_name(6152) == "B3/S23"
+    assert rule_text(6152) == "B3/S23"
     # and its grid score is the reference's pixel metric on grids stepped by the NumPy Game of Life
     gol = make_substrate("gol")
     total = 0.0

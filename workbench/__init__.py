@@ -1,14 +1,20 @@
 """Workbench for the methods of the "evolve foundation models" papers (ASAL and friends).
 
     from workbench import make_substrate, rollout, load_fm, RunStore, resolve_device, Progress
+
+Also here: default_theta (the θ a substrate is shown with), rule_text (a Game of Life rule as B3/S23), and
+compare_runs / Comparison (runs side by side: settings that differ, replicate groups, curves). Modules of their
+own: workbench.figures (paper figures and videos), workbench.viewer (the pygame viewer).
 """
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __version__ = "0.1.0"
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "workbench.simulations": ["make_substrate", "rollout"],
+    "workbench.simulations": ["make_substrate", "rollout", "rule_text"],
+    "workbench.viewer": ["default_theta"],
+    "workbench.compare": ["compare_runs", "Comparison"],
     "workbench.fm": ["load_fm"],
     "workbench.runs": ["RunStore"],
     "workbench.progress": ["Progress"],

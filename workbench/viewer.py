@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.export import to_uint8
-from workbench.simulations import Substrate
+from workbench.simulations import Substrate, rule_text
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame prints a banner on import otherwise
 
@@ -33,14 +33,6 @@ def default_theta(sub: Substrate) -> np.ndarray:
     if sub.name == "gol":
         return np.array([CONWAY], np.int64)
     return sub.zero_theta()
-
-
-def rule_text(rule: int) -> str:
-    """A life-like rule in B/S notation: 6152 -> 'B3/S23' (bits 0–8 births, 9–17 survivals)."""
-    rule = int(rule)
-    births = "".join(str(n) for n in range(9) if rule >> n & 1)
-    survivals = "".join(str(n) for n in range(9) if rule >> (9 + n) & 1)
-    return f"B{births}/S{survivals}"
 
 
 def mutated_theta(sub: Substrate, theta: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

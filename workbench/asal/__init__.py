@@ -1,6 +1,6 @@
 """ASAL: foundation-model scores and the target, open-endedness and illumination searches."""
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.asal.scores": ["supervised_target", "softmax_target", "open_endedness", "illumination"],
@@ -9,4 +9,5 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.asal.driver": ["SearchConfig", "make_search", "start_theta", "run_search", "iteration_seeds",
                               "search_seeds"],
     "workbench.asal.atlas": ["project", "snap_to_grid", "compose", "population_grid"],
+    "workbench.asal.sweep": ["SweepConfig", "run_sweep"],
 })

@@ -41,7 +41,7 @@ from workbench.runs import (
     releases_claims,
     setting_up,
 )
-from workbench.simulations.gol import N_RULES
+from workbench.simulations.gol import N_RULES, rule_digits
 
 KIND = "sweep"
 #: SweepConfig fields and the CLI flags that set them, for resume errors.
@@ -247,8 +247,8 @@ def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
     order = np.argsort(oe, kind="stable")
     run.write_table("ranking", {"rule": rules[order].tolist(), "open_endedness": oe[order].tolist(),
                                 "open_endedness_grid": state["grid_scores"][order].tolist(),
-                                "birth": [_digits(r, 0) for r in rules[order]],
-                                "survival": [_digits(r, 9) for r in rules[order]]})
+                                "birth": [rule_digits(r, 0) for r in rules[order]],
+                                "survival": [rule_digits(r, 9) for r in rules[order]]})
     parts = sorted(run.path.glob("z_final-*.npy"))
     # z_final.npy is written whole (atomically) before any part goes: a finish killed after it (while deleting
     # the parts, or rendering the best rule) has it, and its resume does not need the parts again
@@ -270,11 +270,3 @@ def finish(run: Run, cfg: SweepConfig, state: dict) -> None:
     run.update(status="done", best_seed=int(seed))
 
 
-def _digits(rule: int, offset: int) -> str:
-    """The neighbour counts n with bit offset + n set: 'B3' / 'S23' style digits."""
-    return "".join(str(n) for n in range(9) if (int(rule) >> (offset + n)) & 1)
-
-
-def rule_name(rule: int) -> str:
-    """A rule in B/S notation, e.g. 6152 -> 'B3/S23'."""
-    return f"B{_digits(rule, 0)}/S{_digits(rule, 9)}"

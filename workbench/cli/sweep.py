@@ -28,8 +28,9 @@ SWEEP_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval
 
 def cmd_sweep(args) -> int:
     from workbench.asal.evaluate import EvalConfig
-    from workbench.asal.sweep import FLAGS, KIND, PREDATES, SweepConfig, read_sweep_config, rule_name, run_sweep
+    from workbench.asal.sweep import FLAGS, KIND, PREDATES, SweepConfig, read_sweep_config, run_sweep
     from workbench.runs import RunStore, cli_command
+    from workbench.simulations import rule_text
 
     check_device(args.device)
     store = RunStore(args.runs)
@@ -64,7 +65,7 @@ def cmd_sweep(args) -> int:
     best = int(run.read_table("ranking").column("rule")[0].as_py()) if info["status"] == "done" else None
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_loss": info["best_loss"], "best_rule": best,
-                      "best_rule_name": None if best is None else rule_name(best)}))
+                      "best_rule_name": None if best is None else rule_text(best)}))
     return 0
 
 

@@ -15,7 +15,7 @@ The math follows the project spec (shared/specs/model-evolution.md §4) and the 
 
     lora = LoRAModel(model, tokenizer, rank=4)          # peft LoRA on the same matrices: the same trainer
     run = train_expert(ExpertRunConfig(model="data/zoo/generalist", task="sort"), RunStore("runs"))
-    run = workbench.experts.adapt.adapt(AdaptConfig(model=..., experts=[...], target="brackets"), RunStore("runs"))
+    run = run_adapt(AdaptConfig(model=..., experts=[...], target="brackets"), RunStore("runs"))
 
 Modules: svf (decompose / compose / z = sigmoid(p)), mixing (mix_params), cem (CEM), reinforce (the loss),
 model (SVFModel, expert files), train (rollouts, prompt formats, ExpertTrainer), lora (LoRAModel), run (expert
@@ -23,7 +23,7 @@ training runs, kind "experts"), adapt (the adaptation strategies on a mixed test
 spread over seeds), generalist (a zoo base SVF can improve), bench (`workbench bench experts`).
 """
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.experts.svf": ["svf_decompose", "svf_compose", "z_from_params", "init_params", "INIT_VALUE",
@@ -36,6 +36,6 @@ __getattr__, __dir__, __all__ = exports(__name__, {
                                 "score_shots", "format_prompt", "check_expert_task"],
     "workbench.experts.lora": ["LoRAModel"],
     "workbench.experts.run": ["ExpertRunConfig", "train_expert", "expert_file"],
-    "workbench.experts.adapt": ["AdaptConfig"],  # run: workbench.experts.adapt.adapt (`adapt` names the module)
+    "workbench.experts.adapt": ["AdaptConfig", "run_adapt"],  # run_adapt: `adapt` names the module here
     "workbench.experts.generalist": ["build_generalist"],
 })

@@ -615,3 +615,7 @@ def finish(run: Run, cfg: AdaptConfig, state: dict, tasks: list[str], experts: E
     # (over easier tasks too) read as a gain it was not
     on_target = {s: float(r[cfg.target]) for s, r in strategies.items() if cfg.target in r}
     run.update(status="done", test_scores={"mean": means, **({"on_target": on_target} if cfg.target else {})})
+
+
+#: adapt() as workbench.experts exports it (there `adapt` is this module), beside train_expert and run_cycleqd
+run_adapt = adapt

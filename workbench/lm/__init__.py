@@ -1,6 +1,6 @@
 """Language models: procedural tasks, the CPU-built model zoo, SmolLM2 from its GGUF, the evaluation harness."""
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.lm.tasks": ["TASKS", "Task", "get_task", "check_tasks", "heldout", "make_tokenizer"],

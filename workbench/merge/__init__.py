@@ -1,6 +1,6 @@
 """Model merging: mergekit-compatible methods and recipes, DFS merging, evolved recipes."""
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.merge.methods": ["merge_tensors", "slerp", "METHODS"],

@@ -13,7 +13,7 @@ evicting transformers Cache and its hooks), driver (chunked forward and greedy d
 page /namm shows: every eviction step of one prompt, per layer and head).
 """
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.namm.features": ["age_embedding", "stft_magnitudes", "ema_update", "RunningStats", "hann_periodic",
@@ -27,7 +27,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
                              "check_n_up", "model_shape"],
     "workbench.namm.driver": ["forward", "generate", "Generation"],
     "workbench.namm.trace": ["Trace", "TraceConfig", "LayerStep", "record_trace", "retention", "cache_sizes",
-                             "spectrogram", "ema_history", "score_table", "text_tokens", "text_html",
+                             "spectrogram", "ema_history", "score_table", "text_tokens", "text_html", "TEXT_CSS",
                              "agreement_sweep", "explorer_model", "warm_model", "make_policy", "random_theta",
                              "read_results", "load_saved_policy"],
     # tasks, training runs, policy files, kvpress (workbench.namm.press imports kvpress: not exported here), bench

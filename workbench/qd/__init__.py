@@ -6,7 +6,7 @@ SVD mutation, and the loop as an ask/tell object whose children are rebuilt from
     from workbench.qd import write_pyribs, read_pyribs       # pyribs ArchiveDataFrame parquet files
 """
 
-from workbench.lazy import exports
+from workbench.kernels.lazy import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.qd.archives": ["bin_ids", "bin_edges", "TaskArchives"],

@@ -1,5 +1,8 @@
 """Package exports that load on first use (PEP 562), so `import workbench.merge` stays as cheap as the CLI's
-`--help` needs while `from workbench.merge import merge_tensors` works as the README shows."""
+`--help` needs while `from workbench.merge import merge_tensors` works as the README shows.
+
+It lives in the lowest layer (installed as workbench.kernels.lazy) because every package uses it, the kernels too:
+imports point one way, kernels ← simulations ← workbench ← dashboards."""
 
 from __future__ import annotations
 
