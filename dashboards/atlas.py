@@ -22,10 +22,18 @@ from workbench.runs import RunStore
 
 
 class AtlasModel(param.Parameterized):
-    runs_dir = param.String(default="runs")
-    run_id = param.Selector(default=None, objects=[])
-    projection = param.Selector(default="pca", objects=list(PROJECTIONS))
-    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds (the run configs check it too)
+    """The Atlas page's state: a finished illumination run's population laid out on a grid by a 2-D projection of
+    its embeddings, and the member clicked. A notebook drives it and shows it with atlas_view(model).
+
+        model = AtlasModel(runs_dir="runs")            # the newest finished illumination run
+        model.projection = "umap"                      # another layout
+        model.selected = 12                            # member 12 on show (its cell outlined)"""
+
+    runs_dir = param.String(default="runs", doc="the run store")
+    run_id = param.Selector(default=None, objects=[], doc="the illumination run on show")
+    projection = param.Selector(default="pca", objects=list(PROJECTIONS), doc="the 2-D layout of the embeddings")
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds (the run configs check it too)
+                         doc="seeds the projection (t-SNE, UMAP)")
     selected = param.Integer(default=-1, doc="population index of the clicked cell (-1: none)")
     message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
     revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")
@@ -197,6 +205,8 @@ def atlas_view(model: AtlasModel, size: int = 560):
 
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /atlas page over the store `runs_dir`: an illumination run's population on a grid, the member clicked
+    played live. standalone: a page of its own (`panel serve dashboards/atlas.py`), without the links to the others."""
     from workbench.dashboards.lab import LabModel, frame_view
     from workbench.dashboards.shell import (
         address,

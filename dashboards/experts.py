@@ -1071,6 +1071,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,
                  standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /experts page over the store `runs_dir`, on run `run` (default: the newest adapt run, else the newest
+    experts run): its views, the mixer, export. standalone: a page of its own, without the links to the others."""
     from workbench.dashboards.shell import (
         WRAPPED_TABS,
         PageThread,

@@ -32,6 +32,7 @@ def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
 
 
 def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:
+    """The / page: what the store `runs_dir` holds, its `recent` newest runs as cards, and the way to each page."""
     from workbench.dashboards.runs import FOLLOW_MS, GALLERY_CSS, RunsModel, gallery_html
 
     cards = "".join(f'<a class="card" href="./{p.slug}"><h3>{html.escape(p.title)}</h3>'

@@ -42,6 +42,11 @@ NETWORKS = {"boids": "Boids: the {n} weights of the steering network",
 
 
 class LabModel(param.Parameterized):
+    """The Lab page's state: one substrate simulated live (play / pause, steps per frame, θ mutated by σ or edited
+    one parameter at a time, Game of Life's rule bit by bit), its latest frame, and optionally a foundation
+    model's score of the frames against a prompt or an image. A notebook shows it with frame_view(model),
+    param_editor(model) and score_trace(model); snapshots go to snapshot_dir."""
+
     substrate = param.Selector(default="lenia", objects=list(SUBSTRATES))
     seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds, as the substrates take
     steps_per_frame = param.Integer(default=1, bounds=(1, 64))
@@ -673,6 +678,9 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
 
 def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: int = 30,
              standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /lab page: `model` (a new LabModel when None) simulated live, a frame every `period_ms` while it plays;
+    snapshots in `runs_dir`/snapshots, ?run=ID plays a run's θ. standalone: a page of its own, without the links to
+    the others."""
     from workbench.dashboards.shell import (
         PageThread,
         address,

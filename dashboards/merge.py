@@ -22,7 +22,10 @@ TABS = {"Recipe": ("recipe",), "DFS path": ("path",), "Fitness": ("fitness",), "
 
 
 class MergeModel(param.Parameterized):
-    runs_dir = param.String(default="runs")
+    """The Merge page's state: an evolved merge run on show and the tab (its recipe, fitness curves, …); each
+    tab's figure is a method of it, for a notebook and for export."""
+
+    runs_dir = param.String(default="runs", doc="the run store")
     run_id = param.Selector(default=None, objects=[], doc="the merge run on show")
     tab = param.Selector(default="Recipe", objects=list(TABS), doc="the tab on show (and what export writes)")
 
@@ -166,6 +169,8 @@ class MergeModel(param.Parameterized):
 
 def merge_page(runs_dir: str = "runs", run: str | None = None,
                standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /merge page over the store `runs_dir`, on run `run` (default: the newest merge run): the recipe, its
+    fitness and scores, export. standalone: a page of its own, without the links to the others."""
     from workbench.dashboards.shell import (
         WRAPPED_TABS,
         address,

@@ -644,6 +644,8 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
 
 
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
+    """The /namm page: the attention-mask explorer (a policy's kept tokens, scores and spectra on a prompt), with
+    the trained NAMM run `run` of the store `runs_dir` as θ when given. standalone: a page of its own."""
     from workbench.dashboards.shell import (
         PageThread,
         checked_int_input,

@@ -343,7 +343,11 @@ def source_runs(runs_dir: str) -> list[str]:
 # --- the model -------------------------------------------------------------------------------------------------
 
 class QDModel(param.Parameterized):
-    runs_dir = param.String(default="runs")
+    """The QD page's state: a CycleQD or MAP-Elites run (or a pyribs archive file) on show, the generation the
+    scrubber stands at, the archive and elite picked, seeds pooled; every view is a method of it (views_panel
+    shows them in a notebook)."""
+
+    runs_dir = param.String(default="runs", doc="the run store")
     run_id = param.Selector(default=None, objects=[], allow_None=True, doc="the run on show (qd or MAP-Elites)")
     path = param.String(default="", doc="a pyribs archive or archive map on show instead of a run")
     generation = param.Integer(default=0, doc="the scrubber: archives as they stood after this generation")
@@ -1245,6 +1249,8 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
 
 
 def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /qd page over the store `runs_dir`: CycleQD and MAP-Elites archives by generation, the elites, seeds
+    pooled, export. standalone: a page of its own, without the links to the others."""
     from workbench.dashboards.shell import (
         address,
         export_controls,

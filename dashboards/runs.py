@@ -43,7 +43,10 @@ def _folders(runs_dir: str) -> frozenset[str]:
 
 
 class RunsModel(param.Parameterized):
-    runs_dir = param.String(default="runs")
+    """The Runs page's state: the store's catalog filtered (kind, status, text), the runs ticked and compared,
+    notes and removals; refresh() reads the catalog again, follow() while a run of it runs."""
+
+    runs_dir = param.String(default="runs", doc="the run store")
     kind = param.Selector(default="all", objects=["all"], doc="show runs of this kind")
     status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
     query = param.String(default="", doc="text the run's id, substrate, FM, method, models or note contain")
@@ -532,6 +535,8 @@ def removal_question(ids: list[str]) -> str:
 
 
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
+    """The /runs page over the store `runs_dir`: the gallery and table of every run, filters, notes, removal and
+    the comparison of the runs ticked. standalone: a page of its own, without the links to the others."""
     from workbench.dashboards.shell import export_controls, section, served, shell
 
     model = RunsModel(runs_dir=runs_dir)

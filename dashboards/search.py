@@ -263,6 +263,10 @@ EXPORTS = {"loss curve": "curve", "frames of the best simulation": "frames"}
 
 
 class SearchModel(param.Parameterized):
+    """The Search page's state: an ASAL search's settings (those of `workbench asal target|openended|illuminate`),
+    the run started, resumed or opened from them, and its progress; start() runs it in a thread of this process,
+    stop() / resume() as the CLI's Ctrl-C and --resume."""
+
     kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
     algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
                                doc="illumination only (Game of Life: the GA over rules, every kind)")

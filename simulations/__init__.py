@@ -39,6 +39,8 @@ SUBSTRATES: dict[str, type[Substrate]] = {
 def make_substrate(name: str, **overrides: Any) -> Substrate:
     """A substrate with the reference defaults; keyword overrides change them (grid, N, dt, …).
 
+    name is one of SUBSTRATES: lenia, boids, plife, gol, nca_d1, nca_d3, dnca, plenia, plife_plus, flow_lenia.
+
     device= picks where it runs (default: the GPU when present, else the CPU); engine= "taichi" | "triton"
     picks the kernels (default: Triton on CUDA, Taichi on the CPU).
 

@@ -39,13 +39,32 @@ def sample_indices(steps: int, sampling: Sampling) -> list[int]:
 
 
 def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "final", size: int = 224,
-            seed: int | Sequence[int] = 0, return_states: bool = False, as_tensor: bool = False):
+            seed: int | Sequence[int] = 0, return_states: bool = False, as_tensor: bool = False,
+            ) -> np.ndarray | torch.Tensor | tuple[np.ndarray | torch.Tensor, dict[str, np.ndarray]]:
     """Run a simulation (or a population) and render the sampled states.
 
-    Returns frames of shape (K, size, size, 3), or (P, K, size, size, 3) for batched parameters;
-    with return_states=True, a tuple (frames, states) where states maps each state array name to
-    the sampled arrays stacked on the same K axis. as_tensor=True returns the frames as one torch tensor
-    on the substrate's device (GPU frames go on to a foundation model without a copy to the host).
+        sub = make_substrate("lenia")
+        frames = rollout(sub, sub.decode(theta), steps=256, sampling=(4, True))   # (4, 224, 224, 3) uint8
+
+    Args:
+        sub: the substrate (make_substrate).
+        params: its parameters, sub.decode(θ): one set, or a population (P, …) run as one batch.
+        steps: T, the steps after init.
+        sampling: which states are rendered: "final" (state T), "video" (0 … T − 1) or (K, chunk_ends) (the
+            module doc).
+        size: the frames' side in pixels.
+        seed: the initial state's seed, or one per member of a population.
+        return_states: also return the sampled states.
+        as_tensor: the frames as one torch tensor on the substrate's device (GPU frames go on to a foundation
+            model without a copy to the host).
+
+    Returns:
+        frames of shape (K, size, size, 3), or (P, K, size, size, 3) for a population; with return_states, a
+        tuple (frames, states) where states maps each state array's name to the sampled arrays stacked on the
+        same K axis.
+
+    Raises:
+        ValueError: a sampling, steps or size that cannot be (K frames from fewer steps, …).
     """
     indices = sample_indices(steps, sampling)
     size = check_positive("size", size)

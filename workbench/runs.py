@@ -850,7 +850,18 @@ def _copy_input(folder: Path, source: Path) -> dict:
 
 
 class RunStore:
-    """A folder of runs and the DuckDB catalog over them."""
+    """A folder of runs (one folder each: run.json, metrics.parquet, checkpoint, outputs) and the DuckDB catalog
+    over them. `root` is made with the first run; "~" is the home folder.
+
+        store = RunStore("runs")
+        store.list()                                  # catalog rows, oldest first
+        run = store.open("20261205-1148")             # an id or a unique prefix of one
+        store.metrics(run.id)                         # its metrics rows by iteration
+        store.catalog().sql("SELECT kind, count(*) FROM runs GROUP BY kind").fetchall()
+
+    Raises:
+        ValueError: `root` is a file, or lies under one.
+    """
 
     def __init__(self, root: str | Path = "runs"):
         self.root = Path(root).expanduser()  # "~/runs" in a notebook is the home folder's, as in a shell

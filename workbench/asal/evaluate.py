@@ -42,7 +42,8 @@ class EvalConfig:
         frames: K, the frames of a rollout the FM embeds (which: `sampling`).
         bs: initial-state seeds a θ is simulated from; its score is their mean (not a batch size).
         size: the rendered frames' side in pixels (224: what CLIP takes).
-        overrides: the substrate's own settings (make_substrate's keywords, e.g. {"grid": 32}).
+        overrides: the substrate's own settings (make_substrate's keywords, e.g. {"N": 64} for boids, {"grid": 32}
+            for gol).
         chunk: simulations run together in one batch (and one Dask task); memory, not results, depends on it.
         device: where rollouts and the FM run (None: the GPU when present, else the CPU; each worker resolves it).
         sampling: "chunk_ends" or "final" (the comments in the source say which states each takes).

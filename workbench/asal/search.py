@@ -86,7 +86,21 @@ def _told(thetas, n_params: int, losses=None, embeddings=None, *, rows: int | No
 @checkpointable("asal.SepCMAESSearch")
 class SepCMAESSearch:
     """Target / open-endedness search: Sep-CMA-ES (`cmaes`), mean 0, σ0 = 0.1, elite ratio 0.5 (spec §4).
-    x0: another start mean (e.g. a network's random initialisation, asal-more.md §0)."""
+
+        search = SepCMAESSearch(n_params=sub.n_params, population=16, seed=0)
+        thetas = search.ask()                       # (16, n_params)
+        metrics = search.tell(thetas, losses)       # losses (16,), lower is better; search.best_theta so far
+
+    Args:
+        n_params: the length of θ (the substrate's `n_params`).
+        population: candidates per generation (λ; μ = λ/2 recombine). At least 2.
+        sigma: σ0, the initial step size.
+        seed: seeds cmaes' sampler: the same seed and losses give the same θ.
+        x0: another start mean (e.g. a network's random initialisation, asal-more.md §0); default θ = 0.
+
+    Raises:
+        ValueError: a count below its minimum, a σ that is not positive and finite, x0 of another length.
+    """
 
     kind = "cma"
 
@@ -153,7 +167,16 @@ class SepCMAESSearch:
 class IlluminationGA:
     """The reference illumination GA (spec §4): population 256 from θ = 0, 32 children a generation
     (uniform parents + 0.1·N(0, I)), then the 32 most redundant of the 288 are removed one at a time —
-    each time the one with the highest mean similarity to its 2 most similar survivors."""
+    each time the one with the highest mean similarity to its 2 most similar survivors.
+
+    Args:
+        n_params: the length of θ.
+        population: the population kept (the reference's 256). At least 3.
+        children: children a generation (32).
+        sigma: σ of the children's Gaussian noise.
+        seed: seeds the parents drawn and the noise.
+        x0: the start θ the population is made of (default θ = 0).
+    """
 
     kind = "ga"
 
@@ -271,6 +294,16 @@ class MapElitesSearch:
 
     fit="all" is what runs made before 2026-12-03 did (workbench.asal.legacy): PCA and grid on the whole seed
     population, seed elites of novelty 1.
+
+    Args:
+        n_params: the length of θ.
+        batch: children asked for each generation after the seed population.
+        sigma: σ of the perturbations (of the seed population and of the elites the children come from).
+        cells: the grid's side: cells × cells bins over the 2-D descriptor.
+        seed_population: members of the seed population that fixes the descriptor (2 at least).
+        seed: seeds the perturbations and pyribs' emitter.
+        x0: the start θ (default θ = 0).
+        fit: "held-out" (default) or "all" (the descriptor as runs made before 2026-12-03 fitted it).
     """
 
     kind = "map-elites"

@@ -308,6 +308,7 @@ def score_lineage(cfg: QDRunConfig, children: list[dict], lineage: dict[int, dic
     """Validation scores of children rebuilt here from their lineage (a Dask task of the "lineage" transfer).
 
     Args:
+        cfg: the run's settings (the model zoo, tasks and threads the worker's context is built from).
         children: the children's records (Child fields).
         lineage: id -> record of every model that can be an ancestor (the kept ones).
         keep: ids this worker's cache may keep afterwards (the live elites and the generation's children)."""
