@@ -415,6 +415,12 @@ def test_cli_method_list_matches_the_library():
     from workbench.merge import evolution
 
     assert PS_METHODS == evolution.PS_METHODS
+    # namm's are spelled out in the CLI so that --help needs no torch import
+    from workbench.cli import namm as cli_namm
+    from workbench.namm import saved, tasks, train
+
+    assert cli_namm.TASK_NAMES == tuple(tasks.TASKS) and cli_namm.VARIANTS == saved.VARIANTS
+    assert cli_namm.CMA_VARIANTS == train.CMA_VARIANTS and cli_namm.NORMALIZERS == train.NORMALIZERS
 
 
 def test_asal_checks_the_fm_request_before_any_progress_bar(tmp_path):

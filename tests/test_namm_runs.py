@@ -486,6 +486,12 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
         NAMMTrainConfig(**base, pool=2)
     assert denominator([0.0, 1.0, 0.0, 0.0], [1, 2]) == (0.5, False)
     assert denominator([0.0, 1.0, 0.0, 0.0], [0, 2]) == (0.25, True)  # none solved: the pool's mean
+    # none of the pool solved either: evo-memory's 1e-7 (0 / 0 was a NaN fitness, and CMA-ES ranked NaNs)
+    assert denominator([0.0] * 4, [0, 2]) == denominator([0.0] * 4, [0, 2], "reference") == (1e-7, True)
+    assert denominator([0.0, 1.0, 0.0, 0.0], [1, 2], "reference") == (0.5 + 1e-7, False)  # evo-memory: + 1e-7 always
+    assert denominator([0.0, 1.0, 0.0, 0.0], [0, 2], "reference") == (1e-7, True)
+    with pytest.raises(ValueError, match="--normalizer must be one of pool, reference"):
+        NAMMTrainConfig(**base, normalizer="mean")
 
     import workbench.namm.run as namm_run
 

@@ -31,12 +31,13 @@ from workbench.cli.common import (
 TRAIN_FIELDS = {"model": "model", "tasks": "tasks", "gens": "gens", "pop": "pop", "sigma": "sigma", "cma": "cma",
                 "n_up": "n_up", "seed": "seed", "prompts": "n_prompts", "length": "length",
                 "max_new_tokens": "max_new_tokens", "variant": "variant", "memory_weight": "memory_weight",
-                "max_kept": "max_kept", "pool": "pool",
+                "max_kept": "max_kept", "pool": "pool", "normalizer": "normalizer",
                 "n_test": "n_test", "threads": "threads", "stage_gens": "stage_gens", "chunk": "chunk"}
 # spelled out so that --help needs no torch import (tests keep them equal to the library's)
 TASK_NAMES = ("passkey", "kv", "vartrack", "count", "digit")
 CMA_VARIANTS = ("sep", "full")
 VARIANTS = ("equal-n", "strict")
+NORMALIZERS = ("pool", "reference")
 METHODS = ("namm", "full", "recent", "h2o")
 
 
@@ -182,6 +183,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
     tr.add_argument("--pool", type=int, help="training prompts per task each generation draws its --prompts from, "
                     "afresh, as the reference (default: 32; 0: the same --prompts every generation)")
+    tr.add_argument("--normalizer", choices=NORMALIZERS,
+                    help="where the full cache solves none of a generation's prompts of a task, divide its scores by "
+                         "the full cache's mean on the pool (pool, the default; 1e-7 where it solves none of those) "
+                         "or as evo-memory, by that mean + 1e-7 always (reference)")
     tr.add_argument("--length", type=POSITIVE, help="prompt tokens (default: 512)")
     tr.add_argument("--max-new-tokens", type=int, help="answer tokens at most (default: 8)")
     tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "

@@ -146,7 +146,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         for task in tasks:
             if task not in state["full"]:
                 state["full"][task] = ctx.full_scores(task)
-        full, fallback = zip(*(denominator(state["full"][t], prompts[t]) for t in tasks), strict=True)
+        full, fallback = zip(*(denominator(state["full"][t], prompts[t], cfg.normalizer) for t in tasks), strict=True)
         stats = (state["stats"]["mean"], state["stats"]["var"])
         full_seconds = time.perf_counter() - start
         xs = np.stack([opt.ask() for _ in range(opt.population_size)])

@@ -35,10 +35,12 @@ of it: the reference's schedule (evo-memory's trainer samples a new batch of 64 
 task_sampler.py). The draw is seeded by (seed, generation, task), so a resume draws the same. The full cache is
 scored once on the whole pool, and a generation's denominator is its mean over that generation's prompts (the
 reference's score_normalization_reference filtered to the sampled indices). Where the drawn prompts hold none the
-full cache solves, the reference divides by 1e-7; with our few prompts a generation then ranks on that task alone,
-so the denominator falls back to the pool's mean there (named in metrics: full_fallback). pool = 0 scores every
-generation on the same first `n_prompts` prompts, which runs made before 2026-12-01 did (a fixed batch: fewer
-full-cache evaluations, and candidates fitted to those few prompts).
+full cache solves, the reference divides by 1e-7 (it adds 1e-7 to every denominator); with our few prompts a
+generation then ranks on that task alone, so by default (normalizer "pool") the denominator falls back to the
+pool's mean there, and to 1e-7 only where the full cache solves none of the pool either (named in metrics:
+full_fallback). normalizer "reference" divides as evo-memory does: by the drawn prompts' mean + 1e-7.
+pool = 0 scores every generation on the same first `n_prompts` prompts, which runs made before 2026-12-01 did (a
+fixed batch: fewer full-cache evaluations, and candidates fitted to those few prompts).
 
 Every prompt is scored one at a time, with torch on `threads` threads (floats depend on it; a resume uses the
 run's). Candidates are independent, so a population evaluated on Dask workers (chunks of `chunk`) gives exactly
@@ -68,10 +70,14 @@ SPEC_POPULATION = 32
 FLAGS = {"model": "--model", "tasks": "--tasks", "gens": "--gens", "pop": "--pop", "sigma": "--sigma",
          "cma": "--cma", "n_up": "--n-up", "seed": "--seed", "n_prompts": "--prompts", "length": "--length",
          "max_new_tokens": "--max-new-tokens", "variant": "--variant", "memory_weight": "--memory-weight",
-         "max_kept": "--max-kept", "pool": "--pool",
+         "max_kept": "--max-kept", "pool": "--pool", "normalizer": "--normalizer",
          "n_test": "--n-test", "threads": "--threads", "stage_gens": "--stage-gens", "chunk": "--chunk"}
 #: the random stream of the prompt draws (apart from the CMA-ES seed's)
 PROMPT_STREAM = 0x6E616D6D
+#: what a task's fitness is divided by where the full cache solves none of a generation's prompts (module doc)
+NORMALIZERS = ("pool", "reference")
+#: evo-memory's guard against a zero normaliser: score / (normaliser + 1e-7)
+REFERENCE_EPSILON = 1e-7
 
 
 @dataclass
@@ -86,6 +92,8 @@ class NAMMTrainConfig:
         cma: "sep" or "full". n_up: tokens between eviction steps (a multiple of 16). seed: CMA-ES and prompts.
         n_prompts: training prompts per task a generation is scored on. pool: the training prompts per task each
             generation draws its n_prompts from, afresh (0: the same n_prompts every generation; module doc).
+        normalizer: "pool" or "reference": the denominator where the full cache solves none of a generation's
+            prompts (module doc).
         length: prompt tokens. max_new_tokens: answer budget.
         variant: "equal-n" or "strict". memory_weight: fitness − w · kept fraction (0: the spec's fitness).
         max_kept: None (the paper's NAMM) or the capped variant's fraction (NAMMPolicy: at most ⌈f · seen⌉ slots).
@@ -104,6 +112,7 @@ class NAMMTrainConfig:
     seed: int = 0
     n_prompts: int = 4
     pool: int = 32
+    normalizer: str = "pool"
     length: int = 512
     max_new_tokens: int = 8
     variant: str = "equal-n"
@@ -126,6 +135,8 @@ class NAMMTrainConfig:
         if not is_count(self.pool, 0) or 0 < self.pool < self.n_prompts:
             raise ValueError(f"--pool must be at least --prompts {self.n_prompts} (each generation draws its prompts "
                              f"from the pool) or 0 (the same prompts every generation), got {self.pool!r}")
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"--normalizer must be one of {', '.join(NORMALIZERS)}, got {self.normalizer!r}")
         if not is_count(self.n_test, 0):
             raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
         if self.pop < 2:
@@ -203,14 +214,19 @@ def new_search(cfg: NAMMTrainConfig):
                                seed=int(cfg.seed)))
 
 
-def denominator(full: list[float], prompts: list[int]) -> tuple[float, bool]:
-    """The full cache's mean score on `prompts` (indices into its per-prompt pool scores `full`), and whether it
-    fell back to the pool's mean because the full cache solves none of them (module doc)."""
+def denominator(full: list[float], prompts: list[int], normalizer: str = "pool") -> tuple[float, bool]:
+    """What a task's mean scores are divided by: the full cache's mean score on `prompts` (indices into its
+    per-prompt pool scores `full`), and whether the full cache solves none of them, where `normalizer` decides
+    (module doc): "pool", its mean on the whole pool, or 1e-7 where it solves none of those either; "reference",
+    evo-memory's mean + 1e-7 always. Never 0: a fitness of 0 / 0 was NaN, and CMA-ES ranked NaNs."""
     full = np.asarray(full, np.float64)
     drawn = float(np.mean(full[prompts]))
+    if normalizer == "reference":
+        return drawn + REFERENCE_EPSILON, drawn == 0
     if drawn > 0:
         return drawn, False
-    return float(np.mean(full)), True
+    pool = float(np.mean(full))
+    return (pool if pool > 0 else REFERENCE_EPSILON), True
 
 
 def fitness(cfg: NAMMTrainConfig, scores: np.ndarray, kept: np.ndarray, full: list[float]) -> np.ndarray:
