@@ -1,6 +1,7 @@
 """The notebooks draw offline: the cells that load HoloViews' and Panel's JavaScript put it inline in the output
 (from cdn.bokeh.org and cdn.holoviz.org, every plot stayed blank without a network, as a probe of the executed
-notebooks found). Each distinct loading cell runs in a kernel of its own."""
+notebooks found), and a plot shown after them brings its stylesheets inline too. Each distinct loading cell runs in
+a kernel of its own."""
 
 import json
 import re
@@ -29,8 +30,10 @@ def test_every_notebook_that_plots_loads_its_javascript_inline():
     # then the workbench's figures load the other plotting backend: that wrote Bokeh's and Panel's loaders from
     # the CDN into the cell's output, after the notebook's own inline load (and alone in a notebook like 04)
     figures = nbformat.v4.new_code_cell("from workbench import figures\nfigures.holoviews()\nNone")
+    # and a plot shown as the notebooks show theirs: HoloViews' display linked Panel's stylesheets on the CDN
+    shown = nbformat.v4.new_code_cell("figures.holoviews().Curve([3.0, 2.0, 1.0])")
     for code in [*sorted(set(plotting.values())), ""]:
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code), figures])
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code), figures, *([shown] if code else [])])
         NotebookClient(nb, timeout=180, kernel_name="python3").execute()
         text = nbformat.writes(nb)
         users = [name for name, c in plotting.items() if c == code] or ["a notebook without a loading cell"]

@@ -12,6 +12,7 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from workbench.atomic import atomic_write
@@ -74,6 +75,7 @@ def holoviews():
     blank (a notebook shows plots after its own `hv.extension('bokeh', inline=True)`)."""
     import holoviews as hv
 
+    _inline_notebook_stylesheets()
     missing = [b for b in ("bokeh", "matplotlib") if b not in hv.Store.renderers]
     if missing:
         import matplotlib
@@ -88,6 +90,37 @@ def holoviews():
 
 
 _hv = holoviews
+
+
+@functools.cache
+def _inline_notebook_stylesheets() -> None:
+    """Panel's stylesheets inline in a notebook's plots. HoloViews shows a plot in a notebook through Panel's
+    render_model / render_mimebundle, in a Document of its own: there Panel points the plot's stylesheets
+    (loading, listpanel, theme) at cdn.holoviz.org, and, unlike Panel's own display, nothing inlines them
+    (hv.extension(inline=True) leaves pn.config.inline off), so offline every plot asked the CDN five times. Both
+    are wrapped, once per process, to inline them first from Panel's installed dist, as Panel's display does.
+    Served pages and HTML exports do not go through them (their stylesheets: dashboards.shell, save)."""
+    import holoviews.plotting.renderer as renderer
+
+    try:
+        from bokeh.models import UIElement
+        from panel.io.notebook import patch_inline_stylesheets
+    except ImportError:  # another Panel: its plots as it draws them
+        return
+    if not all(callable(getattr(renderer, name, None)) for name in ("render_model", "render_mimebundle")):
+        return
+
+    def inlined(render):
+        @functools.wraps(render)
+        def wrapper(model, *args, **kwargs):
+            for element in model.select({"type": UIElement}):
+                patch_inline_stylesheets(element)
+            return render(model, *args, **kwargs)
+
+        return wrapper
+
+    renderer.render_model = inlined(renderer.render_model)
+    renderer.render_mimebundle = inlined(renderer.render_mimebundle)
 
 
 class BarValues:
