@@ -268,7 +268,8 @@ class Substrate(ABC):
                              f"about {int(0.9 * free // per)} fit); evaluate fewer at a time (--chunk N, or a "
                              f"smaller --pop)") from exc
 
-    def render(self, state: State, params: Params, size: int = 224, as_tensor: bool = False):
+    def render(self, state: State, params: Params, size: int = 224,
+               as_tensor: bool = False) -> np.ndarray | torch.Tensor:
         """float32 RGB frame(s) in [0, 1]: (size, size, 3), or (P, size, size, 3) for a population.
 
         NumPy arrays by default; as_tensor=True returns the torch tensor on the substrate's device (a GPU

@@ -46,7 +46,7 @@ import weakref
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,9 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
 from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths
+
+if TYPE_CHECKING:
+    import duckdb
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -1120,7 +1123,7 @@ class RunStore:
             records.append(row)
         return records, broken
 
-    def catalog(self, metrics: bool = True):
+    def catalog(self, metrics: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics` (every
         run's metrics.parquet, with its run_id; `metrics=False`: no view, and unreadable_metrics lists the files
         whose ends are not Parquet's, without the view's read of every file's schema).

@@ -30,7 +30,7 @@ from workbench.asal.evaluate import (
     rollout_bytes,
 )
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
-from workbench.asal.rules import rule_search  # also registers the GAs over rules in SEARCHES
+from workbench.asal.rules import RuleGA, RuleIlluminationGA, rule_search  # also registers the rule GAs in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
 from workbench.checks import (
     available_memory,
@@ -368,7 +368,9 @@ def _fix(pop_given: int, pop: int, bs_given: int, bs: int, last: str) -> str:
     return " and ".join([*parts, last])
 
 
-def make_search(cfg: SearchConfig, n_params: int, x0: np.ndarray | None = None):
+def make_search(cfg: SearchConfig, n_params: int,
+                x0: np.ndarray | None = None,
+                ) -> SepCMAESSearch | IlluminationGA | MapElitesSearch | RuleGA | RuleIlluminationGA:
     """The search cfg asks for, over θ of n_params numbers, started at x0 (None: θ = 0; see start_theta)."""
     if cfg.algorithm == "rule-ga":
         return rule_search(cfg.kind, cfg.pop, cfg.population, cfg.seed)
@@ -419,7 +421,7 @@ def member_seeds(seed: int, iteration: int, bs: int, members: int) -> np.ndarray
     return np.stack([np.random.SeedSequence([seed, iteration, m]).generate_state(bs) for m in range(members)])
 
 
-def search_seeds(cfg: SearchConfig, iteration: int, members: int):
+def search_seeds(cfg: SearchConfig, iteration: int, members: int) -> list[int] | np.ndarray:
     """The initial-state seeds of one iteration's `members` θ: shared (a list of bs), or each θ's own for an
     illumination (cfg.child_seeds, as the reference's)."""
     if cfg.kind == "illuminate" and cfg.child_seeds == "own":
