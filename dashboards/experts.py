@@ -225,7 +225,7 @@ class ExpertsModel(param.Parameterized):
     def refresh(self) -> list[str]:
         """Re-read the catalog (new runs, a running one's progress)."""
         # the catalog once per refresh: the run menu, the seeds to pool, the α of other runs, the store's experts
-        # read it (each read its own, four times per page at 1,000 runs: a second each)
+        # read it (each read its own: four reads per page, a quarter of a second each at 1,000 runs)
         self._rows = RunStore(self.runs_dir).list()
         ids = [r["id"] for r in self._rows if r.get("kind") in KINDS]
         self.param.run_id.objects = ids
