@@ -1113,10 +1113,12 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         def draw(matrix, compare, v=view, run_id=model.run_id):
             if model.run_id != run_id:
                 return None
-            return pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False)
+            # a Column of our own that stretches: the one Panel wraps a bound pane in takes the plot's "fixed"
+            # sizing mode over (whatever it is given) without its width and height, and Bokeh's check logged W-1005
+            # at each load of a LoRA run's page (its first tab a fixed-size curve)
+            return pn.Column(pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False),
+                             sizing_mode="stretch_width")
 
-        # stretch_width: a wrapper laid out "fixed" around a fixed-size plot and without a width of its own put
-        # Bokeh's W-1005 warning in the server log (the LoRA run's training curve)
         return pn.panel(pn.bind(draw, model.param.matrix, model.param.compare), lazy=True,
                         sizing_mode="stretch_width")
 

@@ -722,7 +722,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                 fig = fig.opts(show_legend=False, backend="bokeh")  # the page's key is above the tabs
                 tap = hv.streams.Tap(source=fig.get(0))
                 tap.add_subscriber(lambda x, y: model.pick(x, y))
-            return pn.pane.HoloViews(fig, backend="bokeh", linked_axes=False)
+            # in a Column that stretches: see the Experts page's view_pane (Bokeh's W-1005 otherwise)
+            return pn.Column(pn.pane.HoloViews(fig, backend="bokeh", linked_axes=False), sizing_mode="stretch_width")
         return pn.panel(pn.bind(inner, model.param.step, model.param.layer, model.param.head, model.param.token,
                                 model.param.version), lazy=True)
 

@@ -937,8 +937,15 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         common.update(xaxis=None, yaxis=None)
     if one_d:  # K = 2: each archive is one row of cells
         common["yaxis"] = None
-    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None}
+    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None, "hooks": [_sized_by_frame]}
     return layers, {"common": common, "bokeh": bokeh, "mpl": {"aspect": "equal" if not one_d else 5}}
+
+
+def _sized_by_frame(plot, element) -> None:
+    """A Bokeh hook for a plot sized by its frame (frame_width / frame_height): HoloViews marks it "fixed" with no
+    width or height, which Bokeh's check reports (W-1005) at each render on a page and in each HTML export; sized by
+    its frame it needs no sizing mode."""
+    plot.state.sizing_mode = None
 
 
 #: the most bins a side whose cells a figure writes counts in (a third of a page wide, at 7 pt)

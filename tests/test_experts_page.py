@@ -268,6 +268,34 @@ def test_the_page_of_one_expert_builds_with_its_slider_greyed(ex):
     assert LONE_EXPERT in [m.object for m in mixer.select(pn.pane.Markdown)]
 
 
+def test_every_tab_passes_bokehs_checks_as_served(ex):
+    """Built into a document as `workbench serve` builds a page, every tab of a LoRA, an SVF and an adapt run passes
+    Bokeh's integrity check (what the server logs at a page's load): a LoRA run's page logged W-1005 at each load
+    (the wrapper Panel put around its fixed-size training curve), and "z vs σ rank", the adaptation curve and
+    accuracy vs shots had the same wrapper."""
+    import panel as pn
+    from bokeh.core.validation import check_integrity
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from workbench.dashboards.experts import experts_page
+
+    def issues(doc):
+        found = [check_integrity(root.references()) for root in doc.roots]
+        return [f"{w.code} {w.name}: {w.extra}" for f in found for w in (*f.warning, *f.error)]
+
+    for run in ("lora", "add", "adapt0"):
+        doc = Document()
+        with set_curdoc(doc):
+            page = experts_page(ex["dir"], run=ex[run], standalone=True)
+            page.server_doc(doc)
+            tabs = next(t for part in page.main for t in part.select(pn.Tabs) if len(t) > 2)
+            assert issues(doc) == [], run
+            for i in range(1, len(tabs)):
+                tabs.active = i
+                assert issues(doc) == [], (run, tabs._names[i])
+
+
 def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
     # every view as standalone HTML (Bokeh, inline); the matplotlib formats for views of each kind of plot

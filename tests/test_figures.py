@@ -72,6 +72,10 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     assert main(["figure", "curves", *cma, "--out", str(tmp_path / "c.html"), "--runs", root]) == 0
     html = (tmp_path / "c.html").read_text()
     assert "cdn.bokeh.org" not in html and "Bokeh" in html  # inline resources: works offline
+    from bokeh.core.validation import is_silenced
+    from bokeh.core.validation.warnings import FIXED_SIZING_MODE
+
+    assert not is_silenced(FIXED_SIZING_MODE)  # for the export alone: a server's later pages are checked as before
     assert main(["figure", "atlas", ill, "--out", str(tmp_path / "a.png"), "--runs", root]) == 0
     for suffix, magic in ((".pdf", b"%PDF"), (".svg", b"<svg")):
         assert main(["figure", "atlas", ill, "--out", str(tmp_path / f"a{suffix}"), "--runs", root]) == 0

@@ -988,7 +988,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # no attribute '_theme'"). A server-mode renderer attaches the plot to the document it is given.
             import re
 
-            from bokeh.core.validation import silence
+            from bokeh.core.validation import silenced
             from bokeh.core.validation.warnings import FIXED_SIZING_MODE
             from bokeh.document import Document
             from bokeh.embed import file_html
@@ -997,10 +997,11 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             doc = Document()
             state = hv.renderer("bokeh").instance(mode="server").get_plot(_html_width(obj, hv), doc=doc).state
             doc.add_root(state)
-            # a plot sized by its frame and aspect (an archive's square cells) draws as it should; Bokeh's check
-            # for fixed width and height printed a warning line per export (silenced for the process: noise alone)
-            silence(FIXED_SIZING_MODE, True)
-            page = file_html(state, INLINE, out.stem)
+            # a plot sized by its frame and aspect draws as it should; Bokeh's check for fixed width and height
+            # printed a warning line per export: silenced for this one (for the process, it hid every later
+            # W-1005 of a server's pages from its log)
+            with silenced(FIXED_SIZING_MODE):
+                page = file_html(state, INLINE, out.stem)
             # Panel adds a module shim by a server's relative path to Bokeh's resources: a file has no server, so
             # a browser failed that load (and a hosted copy requested it); nothing here needs it
             page = re.sub(r'<script[^>]*\ssrc="static/[^"]*"[^>]*>\s*</script>\s*', "", page)
