@@ -496,3 +496,25 @@ def test_a_ctrl_c_that_lands_in_a_finaliser_still_stops_the_command():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          preexec_fn=_as_from_a_terminal)  # SIGINT as a terminal leaves it (`make test &` ignores it)
     assert (res.stdout, res.stderr) == ("stopped\n", ""), (res.stdout, res.stderr)
+
+
+def test_every_command_says_what_it_does_atop_its_help():
+    """38 of the 54 (sub)command --help pages showed only their usage and options: each opens with the line its
+    parent's list gives it."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    bare = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = {a.dest: a.help for a in action._choices_actions}
+                for name, child in action.choices.items():
+                    if not (child.description or "").startswith(listed[name] or "\0"):
+                        bare.append(" ".join([*path, name]))
+                    walk(child, [*path, name])
+
+    walk(build_parser(), ["workbench"])
+    assert bare == []

@@ -319,6 +319,20 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monke
     _refused(capsys, ["namm", "eval", "--run", done.id, "--runs", str(runs), "--n-up", "24"], "--n-up", tmp_path)
     # a resume that contradicts the run's settings
     _refused(capsys, [*train[:2], "--resume", done.id, "--runs", str(runs), "--pop", "6"], "--pop", tmp_path)
+    # another --device than the run's: its resume went on on the run's device and left the flag unused unsaid
+    import shutil
+
+    gpu = runs / "gpu-run"  # a copy that ran on a GPU
+    shutil.copytree(runs / done.id, gpu)
+    info = json.loads((gpu / "run.json").read_text())
+    (gpu / "run.json").write_text(json.dumps({**info, "config": {**info["config"], "device": "cuda"}}))
+    _refused(capsys, [*train[:2], "--resume", "gpu-run", "--runs", str(runs), "--device", "cpu"],
+             "--device cpu: run gpu-run runs on cuda and goes on there (its floats depend on the device); resume it "
+             "without --device, or start a new run on cpu", tmp_path)
+    shutil.rmtree(gpu)
+    from workbench.namm.peer import check_presses
+
+    assert check_presses(["none"]) == check_presses([]) == []  # `bench namm --presses none`: no kvpress, as its help
     # kvpress: a press it does not have
     _refused(capsys, ["bench", "namm", "--model", str(tiny), "--presses", "snapkv", "h2o-press"],
              "unknown kvpress press 'h2o-press'", tmp_path)

@@ -194,6 +194,13 @@ def test_cli_bad_inputs(tmp_path, capsys, clip_weights, monkeypatch):
     run = RunStore(runs).open(json.loads(captured.out)["id"])
     assert run.info["config"]["eval"]["frames"] == 4
     assert os.path.exists(run.path / "best.mp4")
+    # no --frames: one per prompt, as its help says, and no note of a --frames 1 not given
+    assert main(["asal", "target", "--substrate", "lenia", "--fm", "openclip:ViT-B-32", "--weights", str(clip_weights),
+                 "--prompt", "a", "--prompt", "b", "--prompt", "c", "--steps", "8", "--iters", "1", "--pop", "2",
+                 "--runs", runs, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "frames" not in captured.err, captured.err
+    assert RunStore(runs).open(json.loads(captured.out)["id"]).info["config"]["eval"]["frames"] == 3
     # the FM's weights recorded as the absolute path they are: a resume from another folder finds them
     from workbench.asal.evaluate import EvalConfig
 

@@ -110,10 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _remember_parsers(parser: argparse.ArgumentParser) -> None:
-    """Each (sub)command's parser as its own default `parser`, so an error found after parsing names the command."""
+    """Each (sub)command's parser as its own default `parser`, so an error found after parsing names the command;
+    and its --help opens with what the command does: the line its parent's list gives it (38 of 54 showed only
+    their usage and options), before its own notes where it has some."""
     parser.set_defaults(parser=parser)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            listed = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                line = listed.get(name)
+                if line and not (child.description or "").startswith(line):
+                    child.description = f"{line}. {child.description}" if child.description else line
             for child in set(action.choices.values()):
                 _remember_parsers(child)
 

@@ -59,6 +59,8 @@ def cmd_asal(args) -> int:
         if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
             n = max(1, len(args.prompt or []))  # frames go round the prompts: a multiple of them that fits the steps
             ev.frames = max(n, min(OPEN_ENDED_FRAMES, ev.steps) // n * n)
+        elif args.search == "target" and args.frames is None and args.prompt:  # one per prompt, as the help says
+            ev.frames = len(args.prompt)  # (from 1, the config noted that a --frames 1 not given was made 3)
         if args.search == "illuminate":
             extra = {"algorithm": value("algorithm"), "population": value("population")}
         else:
@@ -93,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("openended", "Sep-CMA-ES for open-endedness (optionally with prompts)"),
                        ("illuminate", "a diverse population: the reference GA or MAP-Elites")):
         a = asal_sub.add_parser(name, help=text, description=text)
-        a.add_argument("--substrate", choices=SUBSTRATES)
+        a.add_argument("--substrate", choices=SUBSTRATES, help="required unless --resume")
         # settings default to None here (defaults: ASAL_DEFAULTS), so that --resume can tell given flags apart
         a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
                                     "efficientnet-lite0, offline)")
@@ -115,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--steps", type=int, default=None, help="simulation steps (default: the reference's)")
         if name != "illuminate":  # an illumination embeds the final state, as the reference's: K = 1
             a.add_argument("--frames", type=int, help="K frames sampled at chunk ends (default: " + (
-                "32, the reference's open-endedness recipes" if name == "openended" else "1, or one per prompt") + ")")
+                "32, the reference's open-endedness recipes; with P prompts the largest multiple of P up to 32, "
+                "at most --steps" if name == "openended" else "1, or one per prompt") + ")")
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
         a.add_argument("--size", type=int, help="render size fed to the FM" + (
             "; the atlas' thumbnails are at most 64 px" if name == "illuminate" else " and of best.png / best.mp4")

@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
     subs = bench_sub.add_parser("substrates", help="steps/s at P=1, sim-steps/s at P=16, render ms")
     subs.add_argument("--json", action="store_true", help="one JSON line")
-    subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES)  # none named ran them all, silently
+    subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES, help="default: all ten")
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     subs.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     subs.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cpu, the Taichi kernels; "
@@ -125,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32), "
                                   "each after one untimed iteration")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
-    asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES)
+    asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES, help="default: lenia boids plife")
     asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
     asal_b.add_argument("--pop", type=POSITIVE, default=16)
     asal_b.add_argument("--iters", type=POSITIVE, default=3, help="timed iterations, after an untimed one; the "
@@ -183,7 +183,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
                     help="kept fractions for the baselines and presses (NAMM's own is added)")
     nb.add_argument("--presses", nargs="*", default=["streamingllm", "snapkv", "tova", "observed", "knorm"],
-                    help="kvpress presses (default: streamingllm snapkv tova observed knorm; none: no kvpress)")
+                    help="kvpress presses (default: streamingllm snapkv tova observed knorm; none, or the flag "
+                         "alone: no kvpress)")
     nb.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
     nb.add_argument("--length", type=POSITIVE, default=512, help="prompt tokens (default: 512)")
     nb.add_argument("--max-new-tokens", type=POSITIVE, default=8,

@@ -111,6 +111,24 @@ def check_device(value: str | None) -> str | None:
     return check_device_flag(value)
 
 
+def check_resume_device(run, device: str | None) -> None:
+    """--device given with --resume of a run that goes on on its own device (NAMM training, experts and their
+    adaptation: their floats depend on it): one error where it names another device than the run's, which the
+    resume left unused without a word."""
+    if device is None:
+        return
+    from workbench.kernels.device import resolve_device
+
+    stored = run.info["config"].get("device")
+    try:
+        had = str(resolve_device(stored))
+    except ValueError:  # a GPU run on a machine without that GPU: its resume says so as it loads
+        had = str(stored)
+    if str(resolve_device(device)) != had:
+        raise ValueError(f"--device {device}: run {run.id} runs on {had} and goes on there (its floats depend on the "
+                         f"device); resume it without --device, or start a new run on {device}")
+
+
 def resumed_run(store, args: argparse.Namespace, kind: str, given: dict,
                 names: dict[str, str] | Callable[[dict], dict[str, str]], predates: dict | None = None,
                 extends: str | None = None, fixed: tuple[str, str] | None = None):

@@ -11,6 +11,7 @@ from workbench.cli.common import (
     SEED,
     add_device_argument,
     check_device,
+    check_resume_device,
     finite,
     iteration_progress,
     note_quick_zoo,
@@ -53,6 +54,7 @@ def cmd_train(args) -> int:
     cfg, resume = None, None
     run = resumed_run(store, args, KIND, given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
+        check_resume_device(run, device)
         resume, config = run.id, run.info["config"]
         total, task = config["iters"], config["task"]
     else:
@@ -128,6 +130,7 @@ def cmd_adapt(args) -> int:
         given["experts"] = resolve_experts(args.experts, args.runs)
     run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
+        check_resume_device(run, device)
         resume, total = run.id, len(resumed_units(run))
     else:
         if not args.model or not args.experts:
@@ -298,9 +301,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "kept as expert.safetensors.")
     # settings default to None (then ExpertRunConfig's defaults apply), so that --resume can tell given flags
     tr.add_argument("--model", help="'smollm2', a .gguf file or a model folder (e.g. data/zoo/generalist, made by "
-                                    "workbench experts generalist: the zoo's base gives SVF nothing to learn from)")
+                                    "workbench experts generalist: the zoo's base gives SVF nothing to learn from); "
+                                    "required unless --resume")
     tr.add_argument("--task", choices=[*TASKS, "classify", "larger"],
-                    help="the task (classify: the dispatcher expert; larger: for chat models such as smollm2)")
+                    help="the task (classify: the dispatcher expert; larger: for chat models such as smollm2); "
+                         "required unless --resume")
     tr.add_argument("--adapter", choices=["svf", "lora"], help="svf (default) or lora (peft, the same matrices)")
     tr.add_argument("--rank", type=int, help="LoRA rank (default: 4)")
     tr.add_argument("--iters", type=int, help="REINFORCE steps (default: 100)")
@@ -324,10 +329,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad = ex_sub.add_parser("adapt", help="evaluate the adaptation strategies on a mixed test set (a run)",
                            description="base, each expert, the oracle, prompt dispatch by the base, the classification "
                                        "expert, and few-shot CEM mixing of α for a --target without an expert.")
-    ad.add_argument("--model", help="the experts' base model")
+    ad.add_argument("--model", help="the experts' base model: 'smollm2', a .gguf file or a model folder (required "
+                                    "unless --resume)")
     ad.add_argument("--experts", nargs="+", metavar="RUN_ID|FILE",
                     help="SVF experts: `experts train` run ids or expert files; one trained on classify is the "
-                         "classification expert")
+                         "classification expert (required unless --resume)")
     ad.add_argument("--tasks", nargs="+", choices=[*TASKS, *CHAT_TASKS],
                     help="tasks of the mixed test set (default: the experts' tasks and the target; larger: chat "
                          "models, with --prompt-format chat)")
@@ -401,4 +407,4 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                        "settings flags must match the run's or be left out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(parser, " (a resume should keep the run's device: floats differ across devices)")
+    add_device_argument(parser, " (with --resume: the run's own, as its floats depend on it; another is refused)")

@@ -316,8 +316,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                 f.add_argument(f"--{flag}", type=whole(0), default=None, help=text)
         if name == "frames":
             f.add_argument("--frames", type=POSITIVE, default=None,
-                           help="evenly spaced frames (default: the K frames the search scored, each with its "
-                                "prompt; 5 where it scored one or --steps is not the run's)")
+                           help="evenly spaced frames (default: the K frames the search scored, at most 8 evenly "
+                                "spaced among them, each with its prompt; 5 where it scored one or --steps is not "
+                                "the run's)")
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps of the rollout (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
             f.add_argument("--member", type=whole(0), default=None,

@@ -114,7 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "(CMA-ES with margin).")
     # settings default to None here (then EvolveConfig's defaults apply), so that --resume can tell given flags
     ev.add_argument("--zoo", help="folder holding the models (default: data/zoo)")
-    ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders)")
+    ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders; required unless "
+                                                 "--resume)")
     ev.add_argument("--method", choices=[*PS_METHODS, "dfs"], help="default: ties")
     ev.add_argument("--base", help="base model: θ0 of the task-vector methods; linear merges leave it out but the "
                     "analysis (task-vector norms) reads it (default: base; not with dfs)")

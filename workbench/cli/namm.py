@@ -18,6 +18,7 @@ from workbench.cli.common import (
     add_device_argument,
     check_device,
     check_out_file,
+    check_resume_device,
     close_client,
     dask_client,
     err,
@@ -54,6 +55,7 @@ def cmd_train(args) -> int:
     cfg, resume = None, None
     run = resumed_run(store, args, "namm", given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
+        check_resume_device(run, device)
         resume, total = run.id, run.info["config"]["gens"]
     else:
         cfg = NAMMTrainConfig(**given, device=device)
@@ -205,7 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--workers", type=WORKERS, help="evaluate the population on a local Dask cluster of N workers")
     tr.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(tr)
+    add_device_argument(tr, " (with --resume: the run's own; another is refused)")
     tr.set_defaults(func=cmd_train)
 
     ev = namm_sub.add_parser("eval", help="task score vs kept-cache fraction: a NAMM policy, the full cache, recent "
@@ -214,10 +216,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
     ev.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
     ev.add_argument("--model", help="default: the policy's model (else smollm2)")
-    ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="default: the policy's tasks")
-    ev.add_argument("--length", type=POSITIVE, help="prompt tokens (default: the policy's training length)")
+    ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="default: the policy's tasks, else passkey")
+    ev.add_argument("--length", type=POSITIVE, help="prompt tokens (default: the policy's training length, else 512)")
     ev.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
-    ev.add_argument("--n-up", type=POSITIVE, help="default: the policy's")
+    ev.add_argument("--n-up", type=POSITIVE, help="tokens between eviction steps (default: the policy's, else 64)")
     ev.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
                     help="kept fractions for recent / h2o (default: 0.25 0.5; NAMM's own fraction is added)")
     ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))

@@ -33,7 +33,10 @@ PEER_ENV = "WORKBENCH_KVPRESS_PYTHON"
 
 
 def check_presses(names) -> list[str]:
-    """Press names as a list, or one error naming the presses this bench runs (kvpress class names accepted)."""
+    """Press names as a list, or one error naming the presses this bench runs (kvpress class names accepted);
+    "none" alone (or no names): no kvpress."""
+    if [str(n).lower() for n in names] == ["none"]:
+        return []
     by_class = {v.lower(): k for k, v in PRESSES.items()}
     out = []
     for name in names:
