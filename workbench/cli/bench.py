@@ -190,7 +190,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--max-new-tokens", type=POSITIVE, default=8,
                     help="answer tokens at most of the scored prompts (default: 8)")
     nb.add_argument("--n-up", type=POSITIVE, help="default: the policy's, else 64")
-    nb.add_argument("--seed", type=SEED, default=0)
+    nb.add_argument("--seed", type=SEED, default=0, help="default: 0")
     nb.add_argument("--threads", type=POSITIVE, default=1,
                     help="torch threads (default: 1; 2 threads on a shared 2-core VM ran 5-10x slower)")
     nb.add_argument("--speed-length", type=POSITIVE, default=1024,

@@ -393,7 +393,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--out", help="model folder (default: ZOO/generalist, inside the zoo it derives from)")
     ge.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default: 300)")
     ge.add_argument("--lr", type=float, default=3e-3, help="default: 3e-3")
-    ge.add_argument("--seed", type=SEED, default=0)
+    ge.add_argument("--seed", type=SEED, default=0, help="default: 0")
     ge.add_argument("--no-classify", action="store_true", help="leave the classification task out")
     ge.add_argument("--replace", action="store_true", help="train anew where a generalist is (default: refuse; the "
                                                            "experts trained on it no longer load)")
@@ -404,7 +404,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-    parser.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
-                                                       "settings flags must match the run's or be left out)")
+    parser.add_argument("--resume", metavar="RUN_ID",
+                        help="continue a stopped or killed run (an id or a unique prefix; settings flags must match "
+                             "the run's or be left out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(parser, " (with --resume: the run's own, as its floats depend on it; another is refused)")

@@ -129,15 +129,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--n-test", type=int, help="test prompts per task for the final scores (default: 128)")
     ev.add_argument("--r", type=int, help="dfs: repetitions of the layer list (default: 3, as the reference)")
     ev.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-    ev.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
+    ev.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                    "settings flags must match the run's or be left out); with "
                                                    "another --iters, it goes on to that total (a finished run too) "
                                                    "or ends there, as a run started with it would have")
     ev.add_argument("--trust-pickle", action="store_true",
                     help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
                          "folders you trust)")
-    ev.add_argument("--workers", type=WORKERS, help="evaluate on a local Dask cluster of N workers")
-    ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
+    ev.add_argument("--workers", type=WORKERS, metavar="N", help="evaluate on a local Dask cluster of N workers")
+    ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler, e.g. tcp://host:8786")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(ev, " (with --resume: default the run's own)")
     ev.set_defaults(func=cmd_evolve)

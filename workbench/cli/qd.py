@@ -242,12 +242,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                           "or its weights; same results (default: lineage)")
     cy.add_argument("--threads", type=POSITIVE, help="torch threads per evaluating process (default: 1)")
     cy.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-    cy.add_argument("--resume", metavar="ID", help="continue a stopped or killed run (an id or a unique prefix; "
+    cy.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                    "settings flags must match the run's or be left out); with "
                                                    "another --gens, it goes on to that total (a finished run too) "
                                                    "or ends there, as a run started with it would have")
-    cy.add_argument("--workers", type=WORKERS, help="evaluate each generation's children on a local Dask cluster")
-    cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler")
+    cy.add_argument("--workers", type=WORKERS, metavar="N",
+                    help="evaluate each generation's children on a local Dask cluster of N workers")
+    cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler, e.g. tcp://host:8786")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(cy, " (with --resume: default the run's own)")
     cy.set_defaults(func=cmd_cycle)
@@ -256,7 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "mean ± std")
     rp.add_argument("ids", nargs="+", metavar="ID", help="run ids or unique prefixes")
     rp.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--json", action="store_true", help="one JSON line")
     rp.set_defaults(func=cmd_report)
 
     ar = qd_sub.add_parser("archive", help="read a reference gen{N}_archive_map.json: summary, optional pyribs "

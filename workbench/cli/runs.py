@@ -222,7 +222,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if n:
             r.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one")
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-        r.add_argument("--json", action="store_true")
+        r.add_argument("--json", action="store_true", help="JSON instead of a table")
         r.set_defaults(func=cmd_runs)
     r = runs_sub.add_parser("note", help="a run's note (what it is for): written with TEXT ('' removes it), else "
                                          "printed; runs list, the Runs page and its search show it")

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "(zoo.json records the device); each is reproducible for a seed.")
     build.add_argument("--out", default=None, help="zoo folder (default: data/zoo; with --quick data/zoo-quick, "
                                                       "so a smoke test never replaces the real zoo)")
-    build.add_argument("--seed", type=SEED, default=0)
+    build.add_argument("--seed", type=SEED, default=0, help="default: 0")
     build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
     build.add_argument("--replace", action="store_true",
