@@ -189,9 +189,9 @@ class LabModel(param.Parameterized):
         else:
             best = run.path / "best.npy"
             if not best.exists():
-                command = run.resume_command  # a killed run said "running" (run.json's word)
-                raise ValueError(f"run {run_id!r} has no best θ yet (status {run.live_status(info)}); it writes "
-                                 f"best.npy when it finishes" + (f": resume it with `{command}`" if command else ""))
+                from workbench.figures import no_best_yet
+
+                raise ValueError(no_best_yet(run))  # a killed run said "running" (run.json's word): now its resume
             theta = run.read_array("best.npy")
         with self._lock:
             self._show(ev["substrate"])

@@ -364,7 +364,9 @@ def test_a_killed_run_is_interrupted_on_the_lab_not_running(runs, tmp_path):
     (store / run_id / "best.npy").unlink()
     model = LabModel(substrate="lenia")
     assert not model.open_run(str(store), run_id)
-    assert "(status interrupted)" in model.message and f"--resume {run_id}" in model.message, model.message
+    # in the words `figure frames` / `figure video` use (figures.no_best_yet)
+    assert f"run {run_id!r} has no best.npy: it is interrupted and writes one when it finishes; resume it with " \
+           f"`workbench asal" in model.message and f"--resume {run_id}" in model.message, model.message
 
 
 @pytest.mark.parametrize("page", ["atlas", "merge", "experts"])

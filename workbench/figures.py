@@ -515,8 +515,9 @@ STRIP_MAX = 8
 STRIP_PANEL = (1.5, 1.8)
 
 
-def _no_best_yet(run) -> str:
-    """Why a run has no best θ to draw: it finishes with one; a run stopped before it does says how to go on."""
+def no_best_yet(run) -> str:
+    """Why an ASAL run has no best θ to draw or play (figures here, the Lab): it finishes with one; a run stopped
+    before it does says how to go on."""
     command = run.resume_command
     if command is None:
         return f"run {run.id!r} has no best.npy yet (it finishes with one)"
@@ -569,7 +570,7 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
         theta, kept = population_member(run, count(member, "member", 0))
         seed = 0 if kept is None else kept
     elif not (run.path / "best.npy").exists():
-        raise ValueError(_no_best_yet(run))
+        raise ValueError(no_best_yet(run))
     else:
         theta = run.read_array("best.npy")
     cfg, ev = info["config"], info["config"]["eval"]
@@ -1139,7 +1140,7 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
                          "run (workbench asal target|openended|illuminate|sweep)")
     ev = info["config"]["eval"]
     if not (run.path / "best.npy").exists():
-        raise ValueError(_no_best_yet(run))
+        raise ValueError(no_best_yet(run))
     sub = make_substrate(ev["substrate"], **ev.get("overrides", {}))
     theta = run.read_array("best.npy")
     steps = steps if steps is not None else ev.get("steps") or DEFAULT_STEPS[ev["substrate"]]
