@@ -803,9 +803,11 @@ def curve_plot(table: pd.DataFrame, kind: str):
     hv = _hv()
     if table.empty:
         return hv.Div("<i>no steps yet</i>")
+    from workbench.figures import dashed
+
     layers = []
-    for name, part in table.groupby("series", sort=False):
-        curve = hv.Curve(part, "x", "y", label=name)
+    for i, (name, part) in enumerate(table.groupby("series", sort=False)):
+        curve = dashed(hv.Curve(part, "x", "y", label=name), i)
         layers.append(curve * hv.Scatter(part, "x", "y", label=name) if len(part) < 30 else curve)
     xlabel = "REINFORCE step" if kind == "experts" else "CEM generation"
     ylabel = "reward / accuracy" if kind == "experts" else "best few-shot accuracy"
@@ -814,12 +816,18 @@ def curve_plot(table: pd.DataFrame, kind: str):
 
     # the paper figure's legend inside the axes, where matplotlib finds room: beside them it squeezed the plot to
     # a third of the figure and its title into the y label; an accuracy on 0–1 (room above the curves)
-    mpl = {"legend_position": "best", **({"ylim": (0, 1.02)} if kind != "experts" else {})}
+    # a margin below 0 and beside the first and last step: an accuracy of 0 lay on the axis line, and the markers
+    # at the ends were cut in half by the frame
+    mpl = {"legend_position": "best", "padding": (0.04, 0.04), **({"ylim": ACCURACY} if kind != "experts" else {})}
     # the page too: a flat curve (an accuracy of 0 throughout) had a −1 … 1 axis; a reward lies in [−1, 1]
     flat = table["y"].min() == table["y"].max()
     bokeh = {"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"],
-             **({"ylim": (0, 1.02)} if kind != "experts" else {"ylim": (-1.05, 1.05)} if flat else {})}
+             **({"ylim": ACCURACY} if kind != "experts" else {"ylim": (-1.05, 1.05)} if flat else {})}
     return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel, bokeh=bokeh, mpl=mpl))
+
+
+#: an accuracy axis: from a little below 0, so that a series at 0 is not hidden by the axis line
+ACCURACY = (-0.03, 1.05)
 
 
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):
@@ -878,11 +886,7 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
     top = 1.12
     for k, part in table.groupby("k", sort=True):
         if per_matrix:
-            mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["share"].mean()
-            panels.append(_style(hv.Bars(mean, ["matrix", "expert"], ("share", "α / Σα")),
-                                 title=f"α's shares per matrix · {target} · k = {k}", ylim=(0, top), xlabel="",
-                                 bokeh={"width": 520, "height": 340, "tools": ["hover"], "xrotation": 35},
-                                 mpl={"xrotation": 40}))
+            panels.append(_matrix_shares(part, f"α's shares per matrix · {target} · k = {k}"))
         else:
             rows = [{"expert": e, **spread(g["share"].tolist())}
                     for e, g in part.groupby("expert", sort=False)]
@@ -895,6 +899,25 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
                              ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
+
+
+def _matrix_shares(part: pd.DataFrame, title: str):
+    """α / Σα per expert (rows) and matrix (columns), mean over seeds, as a heatmap: as grouped bars, one group of
+    K bars per matrix, the labels of a model's many matrices ran into each other and the bars took the colours of
+    other tasks. Numeric axes with named ticks (text axes break matplotlib's, the paper figures'); at most 12
+    matrix names along the bottom, evenly spaced."""
+    hv = _hv()
+    mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["share"].mean()
+    matrices, experts = list(dict.fromkeys(mean["matrix"])), list(dict.fromkeys(mean["expert"]))
+    mean = mean.assign(x=[matrices.index(m) for m in mean["matrix"]],
+                       y=[len(experts) - 1 - experts.index(e) for e in mean["expert"]])
+    step = max(1, math.ceil(len(matrices) / 12))
+    return _style(hv.HeatMap(mean, ["x", "y"], ("share", "α / Σα")), cmap="Blues", clim=(0, 1),
+                  colorbar=True, title=title, xlabel="matrix", ylabel="", xlim=(-0.5, len(matrices) - 0.5),
+                  ylim=(-0.5, len(experts) - 0.5), xticks=[(i, matrices[i]) for i in range(0, len(matrices), step)],
+                  yticks=[(len(experts) - 1 - i, e) for i, e in enumerate(experts)],
+                  bokeh={"width": 520, "height": 60 + 50 * len(experts), "tools": ["hover"], "xrotation": 35},
+                  mpl={"xrotation": 40, "show_values": False})
 
 
 def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
@@ -920,7 +943,10 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
                         mpl={"size": 7, "color": hv.dim("ink")})
         acc = table[table["true"] == table["named"]]["count"].sum() / table["count"].sum()
         title = f"{titles.get(name, name)} · acc. {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
+        # every class on its axis, the ones never named too (a dispatcher that always answered "other" drew a
+        # column of one)
         panels.append(_style(heat * labels, title=title, xlabel="named class", ylabel="true task",
+                             xlim=(-0.5, len(named) - 0.5), ylim=(-0.5, len(trues) - 0.5),
                              xticks=list(enumerate(named)),
                              yticks=[(len(trues) - 1 - i, t) for i, t in enumerate(trues)],
                              bokeh={"width": 420, "height": 360, "xrotation": 35}, mpl={"xrotation": 40}))
@@ -949,7 +975,7 @@ def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
                                           "test", label=f"{name} on {target}"), color=colour,
                                  bokeh={"line_dash": "dashed"}, mpl={"linestyle": "--"}))
     return _style(hv.Overlay(layers), title=f"few-shot mixing for {target}", xlabel="shots k", ylabel="accuracy",
-                  ylim=(0, 1.05), xticks=[int(k) for k in ks], bokeh={"width": 760, "height": 380,
+                  ylim=ACCURACY, padding=(0.04, 0.04), xticks=[int(k) for k in ks], bokeh={"width": 760, "height": 380,
                                                                      "legend_position": "right", "tools": ["hover"]},
                   mpl={"legend_position": "best"})  # inside (moved under the axes if it covers a line): a column wide
 

@@ -498,7 +498,8 @@ class NAMMExplorer(param.Parameterized):
                         color=color, backend="matplotlib") * pts
                 parts.append(pts)
             plots.append(_style(hv.Overlay(parts), title="eval / bench file: task score",
-                                xlabel="kept cache fraction", ylabel="task score (mean over tasks)", width=560,
+                                xlabel="kept cache fraction", ylabel="task score (mean over tasks)", xlim=(0, 1.05),
+                                ylim=(-0.05, 1.05), width=560,  # the scales of the panel beside it
                                 height=360, legend_position="bottom_right", fig_inches=(3.6, 2.6)))
         if not plots:
             return hv.Div("<i>press <b>compare</b> to run the baselines on this prompt (and give an eval / bench "

@@ -962,22 +962,25 @@ def cell_plot(layers: dict, opts: dict):
 def curves_plot(curves: pd.DataFrame, generation: int):
     """Coverage, QD score and max quality per archive over generations (whole-number generation axis), a
     dashed line at the scrubber's generation."""
-    from workbench.figures import colours_for, whole_numbers
+    from workbench.figures import colours_for, dashed, whole_numbers
 
     hv = _hv()
     panels = []
-    # each task in its own colour on the page as in the paper figure (figures.TASK_COLOURS)
+    # each task in its own colour on the page as in the paper figure (figures.TASK_COLOURS), and its own dashes
     colours = colours_for(str(t) for t in curves["task"].unique())
     for column, label in (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality")):
-        lines = [hv.Curve(g, "generation", (column, label), label=str(t)).opts(color=colours[str(t)])
-                 for t, g in curves.groupby("task", sort=False)]
+        lines = [dashed(hv.Curve(g, "generation", (column, label), label=str(t)).opts(color=colours[str(t)]), i)
+                 for i, (t, g) in enumerate(curves.groupby("task", sort=False))]
         now = hv.VLine(generation).opts(color="#888888", line_dash="dashed", backend="bokeh").opts(
             color="#888888", linestyle="--", linewidth=0.8, backend="matplotlib")
         # from 0 (a flat line, e.g. the seed experts' max quality, would otherwise float in a made-up range)
         top = float(np.nanmax(curves[column])) if curves[column].notna().any() else 1.0
         low = min(0.0, float(np.nanmin(curves[column]))) if curves[column].notna().any() else 0.0
-        panel = _style(hv.Overlay([*lines, now]), title=label, legend_position="bottom_right",
-                       ylim=(low, (top if top > 0 else 1.0) * 1.08),
+        high = (top if top > 0 else 1.0) * 1.08
+        # the scrubber's line where it is not the run's end (a paper figure's dashed line at its edge said nothing)
+        last = generation >= curves["generation"].max()
+        panel = _style(hv.Overlay([*lines, *([] if last else [now])]), title=label, legend_position="bottom_right",
+                       ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis line
                        bokeh={"width": 330, "height": 260, "tools": ["hover"]})
         panels.append(whole_numbers(panel))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
@@ -1011,7 +1014,10 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
     layers.append(_style(hv.Points(path, ["x", "y"]), bokeh={"size": 15, "fill_alpha": 0.0, "line_color": HIGHLIGHT,
                                                              "line_width": 2},
                          mpl={"s": 14, "facecolors": "none", "edgecolors": HIGHLIGHT, "linewidth": 0.8}))
+    drawn = set(nodes["role"])
     for role, colour in colours.items():  # the legend (the graph's own nodes have none): a point off the axes
+        if role not in drawn:  # a key for the roles drawn ("ancestor" listed where no model was one)
+            continue
         layers.append(_style(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], group="Key", label=role),
                              color=colour, bokeh={"size": 9}, mpl={"s": 20}))  # a key readable at 7 pt
     span = max(nodes["x"].max() - nodes["x"].min(), 1)

@@ -192,7 +192,7 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
     # runs made before EvalConfig.pixels embedded 8-bit frames: another setting than a new run's floats
     older = group_replicates([info("a", "target", {"eval": {"frames": 2}}),
                               info("b", "target", {"eval": {"frames": 2, "pixels": "float"}}, 1)], str(tmp_path))
-    assert [g.label for g in older] == ["eval.pixels=uint8", "eval.pixels=float"]
+    assert [g.label for g in older] == ["pixels=uint8", "pixels=float"]
     # illuminations made before child_seeds gave their children one seed; other kinds always share theirs
     older = group_replicates([info("a", "illuminate", {"eval": {"frames": 1, "pixels": "float"}}),
                               info("b", "illuminate", {"eval": {"frames": 1, "pixels": "float"}, "child_seeds": "own"},
@@ -224,8 +224,9 @@ def test_groups_by_value_and_labels_per_kind(tmp_path):
 
 def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
     """Curves of single runs (`figure curves`, a comparison without replicates) name each run by the settings that
-    tell it from the others, its seed included but not where it ran; its id where nothing does, where the label
-    would be too long to read, or where two runs read the same."""
+    tell it from the others, its seed included but not where it ran; its title where the label would be too long
+    to read (it was its id: three of four runs of a figure were ids), its id where nothing tells it apart or where
+    two runs read the same."""
     from workbench.figures import loss_curves
 
     store, (a, b, c) = three
@@ -244,7 +245,9 @@ def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
                       root) == {"a": "a", "b": "b"}  # only where they ran differs
     long = {f"setting_{i}": i for i in range(9)}
     assert run_labels([info("a", "target", long), info("b", "target", {k: -v for k, v in long.items()})],
-                      root) == {"a": "a", "b": "b"}
+                      root) == {"a": "a", "b": "b"}  # their titles read the same
+    assert run_labels([info("a", "target", long), info("b", "target", {k: -v for k, v in long.items()}, seed=1)],
+                      root) == {"a": "target · s · f · seed 0", "b": "target · s · f · seed 1"}
     assert run_labels([info("a", "target", {"x": 1}), info("b", "target", {"x": 1.0}), info("c", "target", {"x": 2})],
                       root) == {"a": "a", "b": "b", "c": "x=2"}  # 1 and 1.0 read the same
     # a setting a run has not got is left out of its label (a GA's read "descriptor_fit=—")

@@ -309,8 +309,9 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
 def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     """A legend label per run (id -> label) for curves of single runs: the settings that tell it from the other
     runs of its kind, its seed included ("sigma=0.3, seed=1"; not devices, threads or chunking), after its kind
-    when several kinds are drawn. A run keeps its id where nothing tells it apart, where its label would be
-    too long to read (LABEL_CHARS) or where another run reads the same."""
+    when several kinds are drawn. Where its label would be too long to read (LABEL_CHARS) it is the run's title
+    (run_title: "illuminate · boids · pixels · map-elites · seed 0"; it was its id); a run keeps its id where
+    nothing tells it apart or where another run reads the same."""
     kinds, telling = _telling_settings(infos, set(CONTEXT_KEYS))
     labels = {}
     for info in infos:
@@ -319,7 +320,7 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
                           if k in settings)  # one the run has not got is left out (one set to None is said)
         if len(kinds) > 1:
             label = f"{kind} · {label or catalog_row(info, root)['substrate']}"
-        labels[info["id"]] = label if label and len(label) <= LABEL_CHARS else info["id"]
+        labels[info["id"]] = (label if len(label) <= LABEL_CHARS else run_title(info, root)) if label else info["id"]
     times = Counter(labels.values())
     return {i: i if times[label] > 1 else label for i, label in labels.items()}
 
@@ -344,8 +345,9 @@ def _telling_settings(infos: list[dict], ignored: set[str], budgets: bool = Fals
 
 
 def _short(key: str) -> str:
-    """`config.eval.fm` -> `eval.fm`, `config.sigma` -> `sigma`, `kind` -> `kind`."""
-    return key.split(".", 1)[1] if key.startswith("config.") else key
+    """A setting's name in a legend: `config.eval.fm` -> `fm` (an ASAL run's evaluation settings are its flags:
+    --fm, --steps), `config.sigma` -> `sigma`, `kind` -> `kind`."""
+    return key.removeprefix("config.").removeprefix("eval.")
 
 
 def value_text(value: Any, missing: str = "—") -> str:

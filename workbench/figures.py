@@ -152,6 +152,17 @@ class BarValues:
         return hash(("bar-values", self.names, self.means, self.stds))
 
 
+#: line styles (Bokeh's, matplotlib's) that series of one plot take in turn: equal series (two archives' flat
+#: lines, a run whose validation is its best) drew one over the other, a legend entry with nothing to see
+DASHES = (("solid", "-"), ("dashed", "--"), ("dotted", ":"), ("dashdot", "-."))
+
+
+def dashed(curve, i: int):
+    """`curve` in the i-th of DASHES (in both backends)."""
+    bokeh, mpl = DASHES[i % len(DASHES)]
+    return curve.opts(line_dash=bokeh, backend="bokeh").opts(linestyle=mpl, backend="matplotlib")
+
+
 def whole_numbers(obj, axis: str = "x"):
     """Ticks at whole numbers only on `axis` (iterations, steps, generations), in both backends. Hooks make a
     fresh ticker per rendered plot (a Bokeh model belongs to one document: pages render per session)."""
@@ -855,7 +866,8 @@ def _wrapped(text: str, chars: int) -> str:
     parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
     # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
     held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
-    return textwrap.fill(held, chars, break_long_words=False).replace("\0", " ")
+    # not at a hyphen: "best open-" over "endedness loss" read as two words
+    return textwrap.fill(held, chars, break_long_words=False, break_on_hyphens=False).replace("\0", " ")
 
 
 def _renderer(fig):

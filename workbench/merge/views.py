@@ -231,7 +231,7 @@ def dfs_path_plot(dfs):
                  legend_position="right", bokeh={"size": hv.dim("scale") * 8 + 4, "tools": ["hover"]},
                  mpl={"s": hv.dim("scale") * 40 + 10})
     plot = _style(path * pts, title=f"DFS path: {len(steps)} of {dfs.n_slots} slots (size = scale)",
-                  yticks=list(range(dfs.layers)), legend_position="right",
+                  yticks=list(range(dfs.layers)), legend_position="right", padding=0.08,  # the ends' points whole
                   bokeh={"width": 680, "height": 280})
     return whole_numbers(plot)
 
@@ -252,11 +252,11 @@ def fitness_plot(metrics: pd.DataFrame):
     # the paper figure's legend inside the axes (beside them the panels filled half the figure's width)
     fit = _style(fit, title="fitness (weighted accuracy)", ylabel="fitness", bokeh={"width": 520, "height": 280,
                                                                                     "legend_position": "right"},
-                 mpl={"legend_position": "best", "aspect": PANEL_ASPECT})
+                 mpl={"legend_position": "best", "aspect": PANEL_ASPECT, "padding": (0.04, 0.1)})  # ends' markers whole
     values = df[["best", "mean"]].to_numpy()
     if values.min() == values.max():  # flat (a search that found nothing): an accuracy's axis, not −1 … 1
         v = float(values.min())
-        fit = _style(fit, ylim=(min(0.0, v), max(1.0, v)))
+        fit = _style(fit, ylim=(min(0.0, v) - 0.03, max(1.0, v)))  # a line at 0 above the axis line
     # both wider than high in a paper figure, one width: two square panels stacked made it 7.5 in tall
     sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES step size σ", ylabel="σ",
                    bokeh={"width": 520, "height": 220}, mpl={"aspect": PANEL_ASPECT})
