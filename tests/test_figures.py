@@ -952,3 +952,48 @@ def test_a_picture_is_as_wide_as_asked_and_panels_take_their_minimum_width(store
         assert float(box.group(3)) / 72 == pytest.approx(width or 3.25, rel=0.03)
     curve = hv.Curve([(0, 1.0), (1, 0.5)], "iteration", "loss")
     save(hv.Layout([curve, curve, curve]).cols(3), tmp_path / "three.png", width=3.3)
+
+
+def test_paper_figures_show_every_series_class_and_key_they_name():
+    """From a look at ~70 exported figures: equal series of one plot hid each other (now each in its own dashes),
+    a dispatcher that always said "other" drew a confusion of one column, the lineage keyed an "ancestor" where none
+    was drawn, QD curves kept the page's scrubber line at the run's end, α per matrix was grouped bars whose labels
+    ran together (a heatmap now), an accuracy at 0 lay on the axis line, and a y label broke at its hyphen."""
+    import pandas as pd
+
+    from workbench.dashboards.experts import ACCURACY, _matrix_shares, confusion_plot
+    from workbench.dashboards.qd import curves_plot, lineage_plot
+    from workbench.figures import DASHES, _wrapped, holoviews
+
+    hv = holoviews()
+
+    def opts(element, name, backend="matplotlib"):
+        return hv.Store.lookup_options(backend, element, "plot").kwargs.get(name) or \
+            hv.Store.lookup_options(backend, element, "style").kwargs.get(name)
+
+    curves = pd.DataFrame([{"task": t, "generation": g, "coverage": 0.1, "qd_score": 0.0, "max_quality": 0.0}
+                           for t in ("sort", "reverse") for g in range(4)])
+    panels = list(curves_plot(curves, 3))
+    lines = [e for e in panels[0] if isinstance(e, hv.Curve)]
+    assert [opts(c, "linestyle") for c in lines] == [DASHES[0][1], DASHES[1][1]]
+    assert not any(isinstance(e, hv.VLine) for p in panels for e in p)  # the run's end: no scrubber line
+    assert any(isinstance(e, hv.VLine) for e in curves_plot(curves, 1).values()[0])  # mid-run: it is there
+    assert opts(panels[1], "ylim", "bokeh")[0] < 0  # a line at 0 above the axis line
+
+    table = pd.DataFrame({"true": ["add", "sort"], "named": ["other", "other"], "count": [5, 5]})
+    panel = confusion_plot({"prompt": table}, 1).values()[0]
+    assert opts(panel, "xlim") == (-0.5, 2.5)  # add, sort and other: every class on its axis
+
+    nodes = pd.DataFrame({"x": [0, 1], "y": [0, 0], "index": [0, 1], "model": ["0", "1"],
+                          "role": ["seed expert", "elite"], "scores": ["", ""], "parents": ["", "0"],
+                          "on_path": [False, False]})
+    keys = [e.label for e in lineage_plot(nodes, pd.DataFrame({"source": [0], "target": [1]}), ["sort"])
+            if e.group == "Key"]
+    assert keys == ["seed expert", "elite"]
+
+    shares = pd.DataFrame({"matrix": ["L0 gate", "L0 up"] * 2, "expert": ["add"] * 2 + ["sort"] * 2,
+                           "share": [0.2, 0.4, 0.8, 0.6]})
+    plot = _matrix_shares(shares, "α")
+    assert isinstance(plot, hv.HeatMap) and opts(plot, "xticks") == [(0, "L0 gate"), (1, "L0 up")]
+    assert ACCURACY[0] < 0
+    assert _wrapped("best open-endedness loss", 12) == "best\nopen-endedness\nloss"
