@@ -18,7 +18,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.figures import colours_for
+from workbench.figures import colours_for, whole_numbers
 from workbench.namm import trace as tr
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
@@ -28,6 +28,16 @@ COLORS = {tr.NOT_YET: "#eef1f4", tr.EVICTED: "#d98b80", tr.KEPT: "#2f5d8a", tr.F
 DEFAULT_PROMPT = ("The passkey is 71432. Remember it. The grass is green. The sky is blue. The sun is yellow. "
                   "Here we go. There and back again. The grass is green. The sky is blue. The sun is yellow. "
                   "What is the passkey? The passkey is")
+
+
+def shown(name: str) -> str:
+    """A method or policy as a figure names it: "namm (cap 50%)" -> "NAMM (cap 50%)", "h2o 32+32" -> "H2O 32+32",
+    "full" -> "full cache", "kvpress:snapkv" -> "snapkv (kvpress)" (the data keep their own names)."""
+    head, _, rest = str(name).partition(" ")
+    if head.startswith("kvpress:"):
+        return f"{head.removeprefix('kvpress:')} (kvpress)" + (f" {rest}" if rest else "")
+    head = {"namm": "NAMM", "h2o": "H2O", "full": "full cache"}.get(head, head)
+    return f"{head} {rest}" if rest else head
 
 
 def _hv():
@@ -318,7 +328,7 @@ class NAMMExplorer(param.Parameterized):
             return "Type a prompt and press **run**."
         frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
         model = self.ran.model_name if self.ran else self.model_name  # the trace's, whatever the settings say now
-        return (f"**{t.label}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
+        return (f"**{shown(t.label)}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
                 f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
                 f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
                 f"`{t.generated.strip()[:80]}`")
@@ -366,7 +376,7 @@ class NAMMExplorer(param.Parameterized):
         cmap = [COLORS[c] for c in sorted(COLORS)]
         img = img.opts(aspect="auto", backend="matplotlib")
         img = _style(img, cmap=cmap, clim=(-0.5, 3.5), yticks=ticks, ylabel="layer / KV head", xlabel="token position",
-                     title=f"{t.label}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
+                     title=f"{shown(t.label)}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
                      width=900, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
                      fig_inches=(6, 2.6))
         # every state the raster draws has its key; not yet seen (near white) gets an outline to show on white
@@ -391,7 +401,7 @@ class NAMMExplorer(param.Parameterized):
         now = hv.VLine(t.steps[self.step]).opts(color="black", line_dash="dashed", backend="bokeh").opts(
             color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
         legend = t.n_layers <= 8
-        return _style(over * full * now, title=f"{t.label}: cache size per layer", xlabel="tokens processed",
+        return _style(over * full * now, title=f"{shown(t.label)}: cache size per layer", xlabel="tokens processed",
                       ylabel="slots per KV head", show_legend=legend, width=720, height=360, fig_inches=(4, 2.6))
 
     def _spectrogram(self, hv, t: tr.Trace):
@@ -419,16 +429,16 @@ class NAMMExplorer(param.Parameterized):
                          tools=["hover"], fig_inches=(3.4, 2.4))
         else:
             ema = hv.Div("<i>EMA features: NAMM policies only, for tokens that reached a step</i>")
-        shown = [p for p in (spec, ema) if not isinstance(p, hv.Div)]
-        if not shown:
+        drawn = [whole_numbers(p) for p in (spec, ema) if not isinstance(p, hv.Div)]  # tokens: no 7.5 on the axis
+        if not drawn:
             return spec
-        return _side_by_side(hv, shown)
+        return _side_by_side(hv, drawn)
 
     def _scores(self, hv, t: tr.Trace):
         layer = None if self.layer < 0 else self.layer
         df = tr.score_table(t, self.step, layer)
         if df.empty:
-            return hv.Div(f"<i>{t.label} gives no scores (full cache and recent windows keep by position)</i>")
+            return hv.Div(f"<i>{shown(t.label)} gives no scores (full cache and recent windows keep by position)</i>")
         edges = np.histogram_bin_edges(df["score"].to_numpy(), bins=40)
         parts = []
         for label, mask, color in (("evicted", ~df["kept"], COLORS[tr.EVICTED]),
@@ -445,7 +455,7 @@ class NAMMExplorer(param.Parameterized):
                 color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
         where = "all layers" if layer is None else f"layer {layer}"
         what = "score" if t.policy.get("policy") == "namm" else "accumulated attention"
-        return _style(over, title=f"{t.label}: {what} at step {self.step + 1}, {where}", width=720, height=360,
+        return _style(over, title=f"{shown(t.label)}: {what} at step {self.step + 1}, {where}", width=720, height=360,
                       xlabel=what, fig_inches=(4, 2.6))
 
     def _text(self, hv, t: tr.Trace):
@@ -470,7 +480,7 @@ class NAMMExplorer(param.Parameterized):
             parts = []
             for method, part in rows.groupby("method", sort=False):
                 part, color = part.sort_values("kept"), colour[method]
-                pts = hv.Scatter(part, "kept", ["agreement", "label"], label=method).opts(
+                pts = hv.Scatter(part, "kept", ["agreement", "label"], label=shown(method)).opts(
                     size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
                 if len(part) > 1:
                     pts = hv.Curve(part, "kept", "agreement").opts(color=color, backend="bokeh").opts(
@@ -491,7 +501,7 @@ class NAMMExplorer(param.Parameterized):
             parts = []
             for method, part in mean.groupby("method", sort=False):
                 part, color = part.sort_values("kept"), colour[method]
-                pts = hv.Scatter(part, "kept", ["score", "budget"], label=method).opts(
+                pts = hv.Scatter(part, "kept", ["score", "budget"], label=shown(method)).opts(
                     size=9, tools=["hover"], color=color, backend="bokeh").opts(color=color, backend="matplotlib")
                 if len(part) > 1:
                     pts = hv.Curve(part, "kept", "score").opts(color=color, backend="bokeh").opts(
@@ -504,8 +514,8 @@ class NAMMExplorer(param.Parameterized):
         if not plots:
             return hv.Div("<i>press <b>compare</b> to run the baselines on this prompt (and give an eval / bench "
                           "JSON to see task scores, kvpress included)</i>")
-        shown = [p for p in plots if not isinstance(p, hv.Div)] or plots
-        return _side_by_side(hv, shown)
+        drawn = [p for p in plots if not isinstance(p, hv.Div)] or plots
+        return _side_by_side(hv, drawn)
 
     def export(self, name: str, out_dir: str | Path, suffix: str = ".png", width: float | None = None,
                font: str | None = None, rename: dict[str, str] | None = None) -> Path:
@@ -639,7 +649,7 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
             if row.evicted and n:
                 ax.plot([x0, x0 + n], [y, y], color="#b03a2e", lw=0.6)
     where = ("all layers" if layer is None else f"layer {layer}") + ("" if head is None else f", head {head}")
-    fig.suptitle(f"{trace.label}: evicted after step {i % len(trace.steps) + 1} ({where})", fontsize=8, y=1.0,
+    fig.suptitle(f"{shown(trace.label)}: evicted after step {i % len(trace.steps) + 1} ({where})", fontsize=8, y=1.0,
                  va="bottom")
     return fig
 

@@ -757,7 +757,9 @@ class QDModel(param.Parameterized):
             return self._layers[1]
         sampling = view == "sampling"
         cells = self.sampling(task) if sampling else self.cells(task)
-        title = f"archive {task}" + (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
+        # a MAP-Elites archive shows its elites' pictures, not their novelty (hovered on the page): said so
+        title = ("MAP-Elites: elites at their descriptor cells" if d.kind == "map-elites" else f"archive {task}") + \
+            (f" · gen {d.snap(self.generation)}" if len(d.generations) > 1 else "")
         if sampling:
             # one scale for every archive and generation, over the values drawn: where archives have more than two
             # axes (K > 3) the draws of the cells sharing a plot position add up (`sampling`)

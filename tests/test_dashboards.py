@@ -1040,9 +1040,10 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
         expected = np.mean(list(source.values())) if task == "mean" else source[task]  # the last column: means
         assert cell["accuracy"] == pytest.approx(expected, abs=1e-3)
     assert list(xticks.values())[-1] == "mean"
-    best = max(scores["models"], key=lambda m: np.mean(list(scores["models"][m].values())))
+    means = {m: (scores.get("mean") or {}).get(m, np.mean(list(v.values()))) for m, v in scores["models"].items()}
+    tied = [m for m, v in means.items() if v == max(means.values())]  # sources tied for the best: named together
     title = hv.Store.lookup_options("bokeh", grid, "plot").kwargs["title"]
-    assert f"its best source ({best}) on the mean" in title
+    assert f"its best source{'s' if len(tied) > 1 else ''} ({' = '.join(tied)}) on the mean" in title, title
     assert sorted(labels.dframe()["text"]) == sorted(f"{v:.2f}" for v in heatmap.dframe()["accuracy"])
     # a run that weighed its tasks (--task-weights 1 3) is judged on its weighted means, and says so
     weighted = {"models": {"a": {"add": 0.9, "sort": 0.1}, "b": {"add": 0.1, "sort": 0.5}},
@@ -1055,6 +1056,9 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     title = hv.Store.lookup_options("bokeh", grid, "plot").kwargs["title"]
     # on the plain means a (0.5) would beat the merge (0.475)
     assert "the merge beats its best source (b) on the weighted mean" in title
+    tie = {"models": {"a": {"add": 0.5}, "b": {"add": 0.5}}, "merged": {"add": 0.5}}
+    title = hv.Store.lookup_options("bokeh", scores_plot(tie), "plot").kwargs["title"]
+    assert title == "test accuracy: the merge ties its best sources (a = b) on the mean"  # not "does not beat (a)"
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
     with pytest.raises(ValueError, match="no 'path' figure"):

@@ -997,3 +997,7 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     assert isinstance(plot, hv.HeatMap) and opts(plot, "xticks") == [(0, "L0 gate"), (1, "L0 up")]
     assert ACCURACY[0] < 0
     assert _wrapped("best open-endedness loss", 12) == "best\nopen-endedness\nloss"
+    from workbench.dashboards.namm import shown  # NAMM's figures name methods in words ("namm:", "kvpress:tova")
+
+    assert [shown(m) for m in ("namm (cap 50%)", "h2o 32+32", "full", "kvpress:tova")] == [
+        "NAMM (cap 50%)", "H2O 32+32", "full cache", "tova (kvpress)"]

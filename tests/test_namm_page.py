@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.namm import VIEWS, NAMMExplorer
+from workbench.dashboards.namm import VIEWS, NAMMExplorer, shown
 from workbench.namm import trace as tr
 from workbench.namm.features import HOP, ema_update
 
@@ -298,7 +298,7 @@ def test_a_capped_run_keeps_its_cap_and_the_sweep_compares_on_the_trace_on_show(
     assert f"namm ({namm_run['id']})" in set(before["label"]), before
     model.param.update(theta="random", n_up=32, model_name="no-such-model")  # settings for the next run
     pd.testing.assert_frame_equal(model.compute_sweep(fractions=(0.5,)), before)
-    assert model.summary().startswith(f"**{trace.label}** on `{tr.TINY}`")
+    assert model.summary().startswith(f"**{shown(trace.label)}** on `{tr.TINY}`")  # NAMM (cap 25%)
 
 
 def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run, browser, request):  # noqa: F811

@@ -452,8 +452,9 @@ def test_runs_gallery_opens_qd_runs_and_map_elites_plays_in_the_lab(served, qd, 
     cell = model.cells("novelty").iloc[0]
     with _browse(browser, f"{served}/qd?run={qd['me']}", request) as page:
         page.get_by_text("MAP-Elites illumination of boids").wait_for(timeout=60000)
-        page.wait_for_function(f"() => ({CELLS})('archive novelty') === {len(model.data.cells)}", timeout=30000)
-        page.mouse.click(*page.evaluate(WHERE, ["archive novelty", float(cell["x"]), float(cell["y"])]))
+        title = "MAP-Elites: elites at their descriptor cells"
+        page.wait_for_function(f"() => ({CELLS})('{title}') === {len(model.data.cells)}", timeout=30000)
+        page.mouse.click(*page.evaluate(WHERE, [title, float(cell["x"]), float(cell["y"])]))
         page.get_by_role("link", name=f"play member {int(cell['id'])} in the Lab").click()
         page.wait_for_url(re.compile(r"/lab\?run=.*member="), timeout=30000)
         page.get_by_text(f"loaded population member {int(cell['id'])}").wait_for(timeout=60000)

@@ -285,10 +285,15 @@ def scores_plot(scores: dict | None):
     df = pd.concat([df, pd.DataFrame({"model": mean.index, "task": label, "accuracy": mean.to_numpy()})])
     sources = mean.drop("merged")
     best = sources.idxmax()
-    verdict = "beats" if mean["merged"] > sources[best] else "does not beat"
+    # sources tied for the best: named together ("base" alone was the first of several equal ones)
+    tied = [name for name, v in sources.items() if v == sources[best]]
+    verdict = "beats" if mean["merged"] > sources[best] else "ties" if mean["merged"] == sources[best] else \
+        "does not beat"
+    best = " = ".join(map(str, tied))
     models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
     hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models, cmap="Blues", clim=(0, 1))
-    title = f"test accuracy: the merge {verdict} its best source ({best}) on the {label}"
+    title = f"test accuracy: the merge {verdict} its best source{'s' if len(tied) > 1 else ''} ({best}) on the " \
+            f"{label}"
     # wide enough for its title (at two tasks, 590 px cut it at "(ba")
     return _style(hm, title=title, bokeh={"width": max(110 * df["task"].nunique() + 260, 7 * len(title) + 40),
                                           "height": 44 * len(models) + 110})
