@@ -652,7 +652,7 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     views.refresh()  # an illumination's curve is its population's loss at each iteration, not a best so far
     drawn = views.loss_curve.object[()]
     assert (drawn.vdims[0].label, drawn.opts.get("plot", backend="bokeh").kwargs["title"]) == \
-        ("illumination loss of the population", "illumination loss per iteration")
+        ("population's illumination loss", "illumination loss per iteration")
     model.fm = "pixels"
     model.kind = "target"
     with pytest.raises(ValueError, match="--prompt"):

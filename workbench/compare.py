@@ -38,7 +38,7 @@ CONTEXT_KEYS = ("config.device", "config.eval.device", "config.threads", "config
 #: settings). NAMM's --gens (its curriculum's stages split them) and an expert's --iters are settings.
 BUDGET_KEYS = {**{kind: "config.iters" for kind in SEARCH_KINDS}, "merge": "config.iters", "qd": "config.gens"}
 #: what an illumination's curve is: its population's (the GA's) or archive's (MAP-Elites') loss at each iteration
-POPULATION_METRIC = "illumination loss of the population"
+POPULATION_METRIC = "population's illumination loss"
 #: a search's "loss" by what it minimises: a target search's and an open-ended one's are other quantities, apart
 # on a figure's axes (one axis labelled "best loss" held both)
 LOSS_NAMES = {"target": "target loss", "openended": "open-endedness loss", "sweep": "open-endedness loss"}

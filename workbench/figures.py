@@ -13,6 +13,7 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from workbench.atomic import atomic_write
@@ -856,7 +857,7 @@ def _open_rows(fig, legends, renderer) -> None:
     fig.set_size_inches(w, grown)
 
 
-def _wrapped(text: str, chars: int) -> str:
+def _wrapped(text: str, chars: int, hyphens: bool = False) -> str:
     """`text` broken onto lines of about `chars` characters. Mathtext ($\\sigma = 0.1$) must not break across
     lines (each line is parsed alone): its spaces are held as NULs while wrapping, and no word is cut; a lone or
     escaped $ is plain text to matplotlib, and here."""
@@ -866,8 +867,8 @@ def _wrapped(text: str, chars: int) -> str:
     parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
     # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
     held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
-    # not at a hyphen: "best open-" over "endedness loss" read as two words
-    return textwrap.fill(held, chars, break_long_words=False, break_on_hyphens=False).replace("\0", " ")
+    # at a hyphen only where asked (`hyphens`): "best open-" over "endedness loss" read as two words
+    return textwrap.fill(held, chars, break_long_words=False, break_on_hyphens=hyphens).replace("\0", " ")
 
 
 def _renderer(fig):
@@ -892,12 +893,17 @@ def _wrap_ylabels(fig) -> None:
         length, room = label.get_window_extent(renderer).height, ax.bbox.height
         if length > room:
             label._unwrapped = text
-            # lines of about the panel's height, shorter while they are still too many for it (no word is cut)
-            chars, longest = max(8, int(len(text) * room / length)), max(map(len, text.split()))
-            label.set_text(_wrapped(text, chars))
-            while label.get_window_extent(renderer).height > room and chars > longest:
-                chars -= 2
-                label.set_text(_wrapped(text, chars))
+            # lines of about the panel's height, shorter while they are still too many for it (no word is cut);
+            # broken at a hyphen only where whole words do not fit ("open-endedness" is longer than a low panel)
+            for hyphens in (False, True):
+                words = re.split(r"\s+|(?<=-)", text) if hyphens else text.split()
+                chars, longest = max(8, int(len(text) * room / length)), max(map(len, words))
+                label.set_text(_wrapped(text, chars, hyphens))
+                while label.get_window_extent(renderer).height > room and chars > longest:
+                    chars -= 2
+                    label.set_text(_wrapped(text, chars, hyphens))
+                if label.get_window_extent(renderer).height <= room:
+                    break
 
 
 def _wrap_titles(fig, width: float) -> None:
