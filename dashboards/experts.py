@@ -714,9 +714,12 @@ class ExpertsModel(param.Parameterized):
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
-            return (f"**{d.run.id}** · {cfg['adapter'].upper()} expert for **{cfg['task']}** on "
+            adapter = {"svf": "SVF", "lora": "LoRA"}.get(cfg["adapter"], str(cfg["adapter"]))  # as the tabs say
+            n = info.get("n_params")
+            n = f"{n:,}".replace(",", " ") if isinstance(n, int) else "?"  # "1 152", as the SVF vs LoRA tab
+            return (f"**{d.run.id}** · {adapter} expert for **{cfg['task']}** on "
                     f"{model_text(cfg['model'])} · "
-                    f"{info.get('n_params', '?')} trainable parameters · {d.run.live_status(info)}, "
+                    f"{n} trainable parameters · {d.run.live_status(info)}, "
                     f"{info['iterations']}/{cfg['iters']} steps{score}{pooled}")
         target = cfg.get("target")
         return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
@@ -898,7 +901,9 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
                              title="α's shares per target task (largest k)",
                              ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.6})
+    # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high)
+    return _style(hv.Layout(panels).cols(1 if per_matrix else 3), shared_axes=False,
+                  mpl={"sublabel_format": "", "hspace": 0.6})
 
 
 def _matrix_shares(part: pd.DataFrame, title: str):
@@ -916,7 +921,8 @@ def _matrix_shares(part: pd.DataFrame, title: str):
                   colorbar=True, title=title, xlabel="matrix", ylabel="", xlim=(-0.5, len(matrices) - 0.5),
                   ylim=(-0.5, len(experts) - 0.5), xticks=[(i, matrices[i]) for i in range(0, len(matrices), step)],
                   yticks=[(len(experts) - 1 - i, e) for i, e in enumerate(experts)],
-                  bokeh={"width": 520, "height": 60 + 50 * len(experts), "tools": ["hover"], "xrotation": 35},
+                  bokeh={"width": 760, "height": max(220, 90 + 40 * len(experts)), "tools": ["hover"],
+                         "xrotation": 35},
                   mpl={"xrotation": 40, "show_values": False})
 
 

@@ -883,11 +883,13 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     run_button.on_click(on_run)
     compare.on_click(on_compare)
 
-    sidebar = [section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
-               section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress,
+    # the prompt, "run" and what it says first: below the model's ten settings they were off a laptop's screen
+    # (the page says "type a prompt and press run"), its messages at the sidebar's foot under Export
+    sidebar = [section("Prompt"), prompt, chat, task, task_length, use_task, run_button, progress, status,
+               section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
-               section("Export the view on show"), fmt, size, export, status, download]
+               section("Export the view on show"), fmt, size, export, download]
     return shell("namm", [alert, header, legend, tabs], sidebar, standalone=standalone)
 
 

@@ -1029,7 +1029,8 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
                   yticks=list(enumerate(tasks)),
                   xlim=(nodes["x"].min() - 0.05 * span - 0.5, nodes["x"].max() + 0.05 * span + 0.5),
                   ylim=(-0.6, len(tasks) - 0.4),
-                  bokeh={"width": 1000, "height": 140 + 90 * len(tasks), "legend_position": "right"},
+                  # 860: with its legend beside it, 1000 ran past a laptop's page (1366 px)
+                  bokeh={"width": 860, "height": 140 + 90 * len(tasks), "legend_position": "right"},
                   mpl={"aspect": 3, "legend_position": "right"})
     return whole_numbers(plot)
 

@@ -13,6 +13,7 @@ drive the model directly: start(), wait(), stop(), resume(), choose(run_id).
 
 from __future__ import annotations
 
+import html
 import sys
 import threading
 import urllib.parse
@@ -505,6 +506,10 @@ FIELDS = {**{f"--{name.replace('_', '-')}": p.label for name, p in SearchModel.p
              if name not in ("name", "runs_dir")}, "--init": "Start"}
 
 
+#: where a finished illumination's best frame would be (SearchViews.atlas_note)
+ATLAS_NOTE = "an illumination keeps a population, not one best frame"
+
+
 class SearchViews:
     """What the Search page shows of a SearchModel: status, progress, the loss curve, the best frame and the
     latest population. The views are made once and then only fed by refresh(), which the page calls every
@@ -566,6 +571,15 @@ class SearchViews:
     def _addressed(self) -> str | None:
         """The run the address names (?run=), as a text: as the browser last reported it or the page last set it."""
         return dict(urllib.parse.parse_qsl(self.location.search.lstrip("?"))).get("run")
+
+    @staticmethod
+    def atlas_note(run_id: str) -> pn.pane.HTML:
+        """The best frame's place for a finished illumination, which keeps a population, not one best: a link to
+        its Atlas."""
+        note = placeholder(ATLAS_NOTE, 224, 224)
+        link = f'<a href="./atlas?run={urllib.parse.quote(run_id, safe="")}">see it in the Atlas</a>'
+        note.object = note.object.replace(html.escape(ATLAS_NOTE), html.escape(ATLAS_NOTE) + f": {link}")
+        return note
 
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""
@@ -656,6 +670,9 @@ class SearchViews:
                 self.best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
                 if self.best[0] is not self.best_image:
                     self.best[:] = [self.best_image]
+            elif model.status == "done" and model.kind_ran == "illuminate" and model.run_id:
+                # done, and no best frame coming: it said "appears when the run ends" beside "status: done"
+                self.best[:] = [self.atlas_note(model.run_id)]
 
 
 def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: str | None = None,

@@ -653,6 +653,8 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     drawn = views.loss_curve.object[()]
     assert (drawn.vdims[0].label, drawn.opts.get("plot", backend="bokeh").kwargs["title"]) == \
         ("population's illumination loss", "illumination loss per iteration")
+    # and no best frame is coming: the Atlas shows it (it said "appears when the run ends" beside "status: done")
+    assert "an illumination keeps a population, not one best frame: <a href=\"./atlas?run=" in views.best[0].object
     model.fm = "pixels"
     model.kind = "target"
     with pytest.raises(ValueError, match="--prompt"):

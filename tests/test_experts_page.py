@@ -182,6 +182,9 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     assert best["x"].min() == 1 and _scores(ex, ex["add"])["best_step"] in set(best["x"])
     lora_model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"])
     assert lora_model.data.views == ["curve", "svf_lora"] and lora_model.mixer_experts() == []
+    n = f"{lora['n_params']:,}".replace(",", " ")  # its header in the tabs' words: "LoRA" (it said "LORA"), "1 152"
+    assert "LoRA expert for **add** on" in lora_model.summary() and f" · {n} trainable parameters" in \
+        lora_model.summary()
     # an experts run mixes the finished SVF experts of its model and seed, one per task (the classifier aside)
     assert [e.task for e in model.mixer_experts()] == ["add", "sort"] and model.alphas == [0.5, 0.5]
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])

@@ -294,8 +294,9 @@ def scores_plot(scores: dict | None):
     hm = _grid(df, "task", "model", "accuracy", list(dict.fromkeys(df["task"])), models, cmap="Blues", clim=(0, 1))
     title = f"test accuracy: the merge {verdict} its best source{'s' if len(tied) > 1 else ''} ({best}) on the " \
             f"{label}"
-    # wide enough for its title (at two tasks, 590 px cut it at "(ba")
-    return _style(hm, title=title, bokeh={"width": max(110 * df["task"].nunique() + 260, 7 * len(title) + 40),
+    # wide enough for its title (at two tasks, 590 px cut it at "(ba"; a bold title takes ~8 px a character, from
+    # past the y axis' labels)
+    return _style(hm, title=title, bokeh={"width": max(110 * df["task"].nunique() + 260, 8 * len(title) + 140),
                                           "height": 44 * len(models) + 110})
 
 
@@ -355,8 +356,9 @@ def conflict_plot(analysis: dict | None):
         plots.append(_style(_layer_curves(a, {"conflict": sc["per_layer"]}, "sign-conflict rate"),
                             title=f"TIES sign conflicts{after} ({sc['total']:.1%} overall)", show_legend=False))
     if a.get("dare_kept"):
-        rescale = {"l1": "survivors rescaled to the task vector's L1 norm", "inverse": "survivors ×1/density",
-                   "none": "survivors not rescaled"}.get(a.get("dare_rescale"), "")
+        # short: the plot's width cut "(survivors rescaled to the task vector's L1 norm)" at "vect"
+        rescale = {"l1": "L1-rescaled", "inverse": "survivors ×1/density",
+                   "none": "not rescaled"}.get(a.get("dare_rescale"), "")
         plots.append(_style(_layer_curves(a, a["dare_kept"], "kept fraction"),
                             title="DARE kept fraction" + (f" ({rescale})" if rescale else "")))
     if not plots:
