@@ -21,7 +21,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.compare import Comparison, compare_runs, value_text
+from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
@@ -292,6 +292,7 @@ def _best(row: dict) -> dict:
     if row.get("best") is not None:
         higher = str(row.get("better")) in HIGHER
         metric = row.get("metric") or ("fitness" if higher else "loss")
+        metric = METRIC_WORDS.get(metric, metric)  # "validation accuracy", as the Experts page says (not val_accuracy)
         return {"metric": f"{metric} {'↑' if higher else '↓'}", "best": row["best"]}
     return {"metric": "loss ↓" if row.get("best_loss") is not None else "", "best": row.get("best_loss")}
 
@@ -395,7 +396,8 @@ def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 2
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     left, right, top, bottom = 34, width - 8, 22, height - 10
-    draw.text((right - draw.textlength(metric, font=font), 3), metric, fill=CURVE_TEXT, font=font)
+    shown = METRIC_WORDS.get(metric, metric)  # in words, as the card's line below it
+    draw.text((right - draw.textlength(shown, font=font), 3), shown, fill=CURVE_TEXT, font=font)
     if "unit" in df and "mean_accuracy" in df:
         values = _numbers(df["mean_accuracy"])
         finite = values[np.isfinite(values)]

@@ -444,6 +444,9 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert 'data-status="interrupted"' in page and "--resume " + runs["illuminate"] in page
     assert best_text({"best": 0.75, "better": "higher", "metric": "fitness"}) == "best fitness 0.75 ↑"
     assert best_text({"best_loss": 0.5}) == "best loss 0.5 ↓"
+    # in words, as the QD and Experts pages say them (the card said "best val_accuracy 0.5 ↑")
+    assert best_text({"best": 0.5, "better": "higher", "metric": "val_accuracy"}) == "best validation accuracy 0.5 ↑"
+    assert best_text({"best": 2.0, "better": "higher", "metric": "qd_score"}) == "best QD score 2 ↑"
     assert "No run yet in" in gallery_html([], runs["dir"])
     # a search without its best θ yet (stopped, running) opens on the Search page first, where it goes on (the
     # Lab said it had no best θ yet); a finished one in the Lab

@@ -414,7 +414,8 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
 
 
 #: a metric's name as an axis says it (a CycleQD run's "qd_score" read "best qd_score"; its page says QD score)
-METRIC_WORDS = {"qd_score": "QD score"}
+#: a metric's name in words (figures and pages: the QD and Experts pages say these)
+METRIC_WORDS = {"qd_score": "QD score", "val_accuracy": "validation accuracy"}
 
 
 def curves_label(metrics) -> str:
