@@ -997,6 +997,12 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     assert isinstance(plot, hv.HeatMap) and opts(plot, "xticks") == [(0, "L0 gate"), (1, "L0 up")]
     assert ACCURACY[0] < 0
     assert _wrapped("best open-endedness loss", 12) == "best\nopen-endedness\nloss"
+    from workbench.figures import compare_panels  # Runs → Compare: two runs at accuracy 0 had a −1 … 1 axis
+
+    flat = [("accuracy", "#000", [hv.Curve([(0, 0.0), (1, 0.0)], "iteration", "accuracy", label=r)]) for r in "ab"]
+    panel = compare_panels(flat).values()[0]
+    assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
+    assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen
     from workbench.dashboards.namm import shown  # NAMM's figures name methods in words ("namm:", "kvpress:tova")
 
     assert [shown(m) for m in ("namm (cap 50%)", "h2o 32+32", "full", "kvpress:tova")] == [

@@ -466,6 +466,8 @@ def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None
     iteration axis (its numbers under the lowest only); a run keeps its colour in every backend, so that no two
     runs read as one across panels (each panel's own colour cycle would start again); each run is in one panel,
     so each panel's legend names its own runs."""
+    import numpy as np
+
     hv = _hv()
     metrics = list(dict.fromkeys(metric for metric, _, _ in layers))
     # one iteration range for all panels, given: HoloViews shares a layout's ranges only among elements without
@@ -475,8 +477,15 @@ def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None
     panels = []
     for n, metric in enumerate(metrics):
         elements = [e.opts(color=colour, backend="bokeh") for m, colour, mine in layers if m == metric for e in mine]
+        turn = iter(range(len(elements)))  # runs' curves in turn dashed: equal ones hid each other
+        elements = [dashed(e, next(turn)) if isinstance(e, hv.Curve) else e for e in elements]
         axis = "bottom" if n == len(metrics) - 1 else "bare"  # x ticks kept, their numbers once at the bottom
         shared = {"xaxis": axis, "xlim": xlim}  # the y label names the metric
+        values = np.concatenate([np.asarray(e.dimension_values(1), float) for e in elements])
+        values = values[np.isfinite(values)]
+        if len(values) and values.min() == values.max():  # flat (accuracies of 0 throughout): 0 … 1, not −1 … 1
+            v = float(values[0])
+            shared["ylim"] = (min(0.0, v) - 0.03, max(1.0, v) + 0.05)
         # Bokeh draws no legend for a plot of one element: a panel of one run names it in its title instead (the
         # page's panels said no run's name); matplotlib's legend names it
         named = elements[0].label if len(elements) == 1 else ""
