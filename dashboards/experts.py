@@ -488,7 +488,8 @@ class ExpertsModel(param.Parameterized):
 
     def mixer_experts(self) -> list[Expert]:
         """The experts the sliders mix: an adapt run's task experts; for an experts run, the finished SVF experts
-        of the same model and seed in this folder, one per task (the run's own first)."""
+        of the same model and seed in this folder, one per task (the run's own first; a classification expert's
+        run: the others only)."""
         d = self.data
         if d is None:
             return []
@@ -496,7 +497,9 @@ class ExpertsModel(param.Parameterized):
             return d.task_experts
         if self._mixer is not None and self._mixer[0] == d.run.id:
             return self._mixer[1]
-        store, out = RunStore(self.runs_dir), list(d.experts)
+        # the classification expert dispatches, it is not mixed (as task_experts leaves it out): its own page
+        # mixes the task experts of its seed (it put a slider "α classify" first)
+        store, out = RunStore(self.runs_dir), [e for e in d.experts if e.task != "classify"]
         tasks = {e.task for e in out} | {"classify"}
         for row in reversed(self._rows):  # the newest run of each task
             if row.get("kind") != "experts" or row.get("status") != "done" or row["id"] == d.run.id:

@@ -187,6 +187,8 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
         lora_model.summary()
     # an experts run mixes the finished SVF experts of its model and seed, one per task (the classifier aside)
     assert [e.task for e in model.mixer_experts()] == ["add", "sort"] and model.alphas == [0.5, 0.5]
+    # the classification expert's page mixes its seed's task experts, not itself (the dispatcher is never mixed)
+    assert [e.task for e in ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"]).mixer_experts()] == ["sort", "add"]
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
     assert per_matrix.compare == [] and "confusion" not in per_matrix.data.views
     table = per_matrix.alpha_table()
