@@ -829,8 +829,8 @@ class QDModel(param.Parameterized):
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
             return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · "
-                    f"{counted(len(d.models), 'elite')} in a {d.bins} × {d.bins} grid · hover a cell for its novelty "
-                    f"(on the QD page, a click shows its card, with a link that plays it in the Lab)")
+                    f"{counted(len(d.models), 'elite')} in a {d.bins} × {d.bins} grid · hover a cell for its novelty, "
+                    f"click it for its card and a link that plays it in the Lab")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
         return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"
@@ -1479,8 +1479,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     highlight.param.watch(on_highlight, "value")
     compare.param.watch(on_compare, "value")
     run_button.on_click(on_run_elite)
-    what = pn.bind(lambda v: f"Export writes the tab on show: **{VIEWS[v]}** at the scrubber's generation.",
-                   model.param.view)
+    what = pn.bind(lambda v, _: f"Export writes the tab on show: **{VIEWS[v]}**" + (
+        " at the scrubber's generation." if model.data is not None and len(model.data.generations) > 1 else "."),
+        model.param.view, model.param.revision)  # a MAP-Elites archive has no scrubber
 
     run_menu()
     first = ({"run": wanted_run} if wanted_run else {"path": wanted_file} if wanted_file else

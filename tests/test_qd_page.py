@@ -251,8 +251,12 @@ def test_map_elites_run_and_the_lab_plays_a_member(qd):
     assert d.kind == "map-elites" and d.views == ["archives"] and len(d.cells) == len(thetas)
     cells = model.cells("novelty")
     assert len(set(zip(cells["x"], cells["y"], strict=True))) == len(thetas)  # one member per cell
-    layers, _ = model.archive_layers("novelty")
+    layers, opts = model.archive_layers("novelty")
     assert layers["under"].data.shape[:2] == (16 * 32, 16 * 32)  # the thumbnails beneath the cells
+    # titled for what it shows, its pictures (not its novelty, which the hover says), and told alike on the page
+    assert opts["common"]["title"] == "MAP-Elites: elites at their descriptor cells"
+    assert model.summary().endswith("hover a cell for its novelty, click it for its card and a link that plays it in "
+                                    "the Lab")
     member = int(cells.iloc[len(cells) // 2]["id"])
     assert model.click("novelty", *cells.iloc[len(cells) // 2][["x", "y"]]) == member
     link = f"./lab?run={qd['me']}&amp;member={member}"
