@@ -412,8 +412,10 @@ def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 2
             if not np.isfinite(v):
                 continue
             x0 = left + i * slot + gap
-            y = bottom - (v - lo) / (hi - lo) * (bottom - top)
-            draw.rectangle((x0, min(y, bottom), max(x0, left + (i + 1) * slot - gap - 1), bottom),
+            # 3 px at least: bars of 0 (an adapt run whose strategies all scored 0) lay under the axis line, and
+            # the picture looked blank
+            y = min(bottom - (v - lo) / (hi - lo) * (bottom - top), bottom - 3)
+            draw.rectangle((x0, y, max(x0, left + (i + 1) * slot - gap - 1), bottom),
                            fill=CURVE_DOT if i == best else CURVE_LINE)
     else:
         x = _numbers(df["iteration"]) if "iteration" in df else np.arange(len(df), dtype=float)

@@ -126,6 +126,8 @@ def test_metric_thumbnail_draws_the_curve_or_the_bars():
                          "mean_accuracy": [0.25, 0.5, 0.75], "best_loss": [-0.25, -0.5, -0.75]})
     image = metric_thumbnail(bars, "accuracy", higher=True)
     assert len(rows_with(image, CURVE_DOT)) > len(rows_with(image, CURVE_LINE))  # the best bar is the tallest
+    zeros = metric_thumbnail(bars.assign(mean_accuracy=0.0), "accuracy", higher=True)  # every strategy at 0
+    assert len(rows_with(zeros, CURVE_DOT)) >= 2  # its bars seen above the axis line (the picture looked blank)
     assert metric_thumbnail(pd.DataFrame(), "loss", higher=False) is None
     # tables nobody planned for still draw: 150 units (bars under 2 px), a negative accuracy, a text column,
     # a missing iteration and an infinite best
