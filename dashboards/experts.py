@@ -1095,7 +1095,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     note = pn.pane.Markdown(
         "Each change composes W′ = U·diag(σ⊙z′)·Vᵀ·Σσ/Σ(σ⊙z′) once into the model (z′ = Σ α·p over the experts' "
         "raw parameters, the reference's rule, or Σ α·sigmoid(p)) and decodes the prompt greedily. The rescale "
-        "takes z′'s scale out: only α's ratios (each expert's share) change the weights.",
+        "takes the scale of z′ out: only α's ratios (each expert's share) change the weights.",
         sizing_mode="stretch_width")
     pn.state.onload(run) if pn.state.curdoc else None
     return pn.Column(note, pn.Row(pn.Column(*sliders, *([lone] if lone else []), variant, normalize,

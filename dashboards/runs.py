@@ -278,7 +278,7 @@ class RunsModel(param.Parameterized):
 
         comparison = self.comparison()
         if comparison is None:
-            raise ValueError(f"pick two to {MAX_COMPARED} runs to compare first")
+            raise ValueError(f"pick 2 to {MAX_COMPARED} runs to compare first")
         ids = [r["id"] for r in comparison.rows]
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
@@ -521,7 +521,7 @@ def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.vi
 
     comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
-        return placeholder(f"pick two to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
+        return placeholder(f"pick 2 to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
                            760, 320)
     hv = holoviews()
     title = f"best so far: {BAND_TITLE}" if comparison.has_replicates else "best so far by iteration"
@@ -548,7 +548,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     status = pn.widgets.Select.from_param(model.param.status, sizing_mode="stretch_width")
     query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(label=f"compare (two to {MAX_COMPARED} runs)", options=model.ids[::-1],
+    compare = pn.widgets.MultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
                                      max_items=MAX_COMPARED, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", name="runs-gallery")
