@@ -241,6 +241,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                             f"Search page (kind illuminate) or with `workbench asal illuminate …`.",
                             standalone=standalone)
     player = LabModel(substrate=model.substrate or "lenia")
+    if player.frame is not None:  # blank until a cell is clicked, as after another run is laid out (it showed θ = 0's
+        player.frame = np.zeros_like(player.frame)  # frame under "click a cell to play")
     playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
     shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads
     plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)

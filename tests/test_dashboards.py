@@ -966,6 +966,12 @@ def test_the_atlas_page_takes_runs_finished_since_it_opened(runs, tmp_path):
     (menu,) = [w for w in objects.select(pn.widgets.Select) if w.name == "Run"]
     (refresh,) = [b for b in objects.select(pn.widgets.Button) if b.label == "refresh the runs"]
     assert menu.options == ["a"]
+    # the player is blank until a cell is clicked (it showed θ = 0's frame under "click a cell to play")
+    from bokeh.models import ColumnDataSource
+
+    (frame,) = [p for p in objects.select(pn.pane.Bokeh) if p.object.name == "lab-frame"]
+    (image,) = [m.data["image"][0] for m in frame.object.select({"type": ColumnDataSource}) if "image" in m.data]
+    assert not np.asarray(image).view(np.uint8).reshape(-1, 4)[:, :3].any()
     shutil.copytree(Path(runs["dir"]) / runs["illuminate"], tmp_path / "b")
     refresh.clicks += 1
     deadline = time.time() + 30
