@@ -315,8 +315,13 @@ class ExpertsModel(param.Parameterized):
         """One row per expert, matrix and singular-value rank: z = sigmoid(p) (rank 0 = the largest σ)."""
         d = self.data
         rows = []
+        # in the model's order where the run recorded it (an adapt run: gate, up, down, as its α heatmap's
+        # columns), else the file's (alphabetical: down, gate, up)
+        recorded = list((d.scores or {}).get("matrices") or []) if d else []
         for e in d.experts if d else []:
-            for m, (name, z) in enumerate(e.z().items()):
+            zs = e.z()
+            order = recorded if sorted(recorded) == sorted(zs) else list(zs)
+            for m, (name, z) in enumerate((n, zs[n]) for n in order):
                 rows.append(pd.DataFrame({"expert": e.label, "task": e.task, "matrix": name, "row": m,
                                           "label": matrix_label(name), "rank": np.arange(len(z)), "z": z}))
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(

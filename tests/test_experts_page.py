@@ -67,6 +67,8 @@ def test_views_follow_the_run_files(ex):
             np.testing.assert_allclose(mine["z"], 1 / (1 + np.exp(-p.numpy().astype(np.float64))), rtol=1e-12)
             assert mine["label"].iloc[0] == matrix_label(name)
     assert matrix_label("model.layers.1.mlp.gate_proj.weight") == "L1 gate"
+    # rows in the model's order, as the α heatmap's columns (the file's alphabetical order put down before gate)
+    assert list(dict.fromkeys(z[z["task"] == "add"]["matrix"])) == _scores(ex, ex["adapt0"])["matrices"]
     # the header names the model folder by its last two parts, the whole path on hover
     base = str(Path(run.info["config"]["model"]).resolve())
     assert f'<code title="{base}">…/{Path(base).parent.name}/{Path(base).name}</code>' in model.summary()
