@@ -137,6 +137,16 @@ def test_a_planted_pickle_is_refused_and_never_runs(tmp_path):
     assert page.run_id == run.id and page.resumable
     assert not marker.exists()
     assert store.open(run.id).info["iterations"] == 1 and (run.path / "checkpoint.pkl").exists()
+    # a kind whose command has no --trust-pickle (its runs never wrote a pickle) is not told to give it
+    import json
+    import shutil
+
+    shutil.copytree(run.path, store.root / "as-qd")
+    info = json.loads((store.root / "as-qd" / "run.json").read_text())
+    (store.root / "as-qd" / "run.json").write_text(json.dumps({**info, "kind": "qd"}))
+    with pytest.raises(RunError, match=r"with trust_pickle=True in Python \(its command has no --trust-pickle"):
+        store.open("as-qd").load_checkpoint()
+    shutil.rmtree(store.root / "as-qd")
 
     # trusted: unpickled as before (here the payload runs, and is then rejected as no checkpoint)
     with pytest.raises(RunError, match="not a workbench checkpoint"):

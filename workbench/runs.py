@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
+#: the kinds of run that once wrote checkpoint.pkl, whose commands take --trust-pickle
+PICKLED_KINDS = ("target", "openended", "illuminate", "merge")
 PACKAGES = ("workbench", "torch", "open-clip-torch", "taichi", "cmaes", "ribs", "duckdb", "numpy")
 
 #: What a run's best value measures, and which way is better.
@@ -651,9 +653,12 @@ class Run:
                 f"before resuming it again")
 
     def _pickle_refusal(self) -> str:
+        # --trust-pickle is a flag of the commands whose runs predate JSON checkpoints (ASAL searches, merges);
+        # the later kinds never wrote a pickle, and their commands have not got it
+        how = "--trust-pickle (Python: trust_pickle=True)" if self.info.get("kind") in PICKLED_KINDS else \
+            "trust_pickle=True in Python (its command has no --trust-pickle: no run of its kind wrote a pickle)"
         return (f"run {self.id!r} has an old-format checkpoint (checkpoint.pkl), a pickle that can run any code its "
-                f"writer put in it; resume it only if you trust whoever wrote {self.path}, with --trust-pickle "
-                f"(Python: trust_pickle=True)")
+                f"writer put in it; resume it only if you trust whoever wrote {self.path}, with {how}")
 
     # --- checkpoints -------------------------------------------------------------------------------------------
 
