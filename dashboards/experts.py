@@ -773,7 +773,9 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
         return hv.Div("<i>no SVF expert</i>")
     half = max(float(np.abs(z["z"] - center).max()), 1e-6)
     panels = []
+    experts = list(dict.fromkeys(z["expert"]))
     for name, part in z.groupby("expert", sort=False):
+        last = name == experts[-1]  # one colour bar, the last panel's: they share one scale (three said it thrice)
         labels = part.drop_duplicates("row").sort_values("row")["label"].tolist()
         rows, ranks = len(labels), int(part["rank"].max()) + 1
         grid = np.full((rows, ranks), np.nan)
@@ -783,12 +785,12 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
         img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, ranks - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
                        vdims=[hv.Dimension("z", label=quantity)])
         panels.append(_style(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
-                             colorbar=True, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
+                             colorbar=last, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
                              bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
-    # hspace: room between the columns for the left colorbar's label and the right panel's row labels
-    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0,
-                                                                     "vspace": 0.7})
+    # up to three in a row (three in two rows left a quarter empty); hspace: room for the row labels between them
+    return _style(hv.Layout(panels).cols(len(panels) if len(panels) <= 3 else 2), shared_axes=False,
+                  mpl={"sublabel_format": "", "hspace": 1.0, "vspace": 0.7})
 
 
 def z_rank_plot(table: pd.DataFrame, what: str):

@@ -1000,6 +1000,12 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     from workbench.figures import compare_panels  # Runs → Compare: two runs at accuracy 0 had a −1 … 1 axis
 
     flat = [("accuracy", "#000", [hv.Curve([(0, 0.0), (1, 0.0)], "iteration", "accuracy", label=r)]) for r in "ab"]
+    from workbench.dashboards.experts import z_heatmaps  # one colour bar for the shared scale, three in a row
+
+    z = pd.DataFrame([{"expert": e, "row": r, "label": f"L{r}", "rank": k, "z": 0.5 + 0.01 * k}
+                      for e in ("add", "sort", "classify") for r in range(2) for k in range(4)])
+    heat = z_heatmaps(z)
+    assert [bool(opts(p, "colorbar")) for p in heat] == [False, False, True] and heat._max_cols == 3
     panel = compare_panels(flat).values()[0]
     assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
     assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen
