@@ -1043,13 +1043,15 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
     if children.empty:
         return hv.Div("<i>no children yet</i>")
     panels = []
-    colours = {"entered an archive": ACCENT, "entered none": "#c3c9d2"}
+    colours = {"entered an archive": ACCENT, "entered none": "#8a94a3"}  # a grey seen on white (#c3c9d2 was not)
     for a, b in itertools.combinations(tasks, 2):  # every pair: five tasks make ten panels
         xa, yb = f"score_{a}", f"score_{b}"
         vd = [yb, "model", "parents_text", "status"]
         layers = []
         for status, colour in colours.items():
             part = children[(children["status"] == status) & ~children["seed"].astype(bool)]
+            if part.empty:  # no key without points (a legend entry with no swatch)
+                continue
             layers.append(_style(hv.Scatter(part[[xa, *vd]], xa, vd, label=status), color=colour,
                                  bokeh={"size": 7, "alpha": 0.7, "tools": ["hover"]}, mpl={"s": 8, "alpha": 0.7}))
         seeds = children[children["seed"].astype(bool)]

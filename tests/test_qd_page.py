@@ -615,6 +615,8 @@ def test_five_tasks_draw_every_pair_and_archive_panels_that_read(qd):
                              "parents_text": [""] * 6, "seed": [True] * 5 + [False],
                              "status": ["entered an archive"] * 6})
     assert len(children_plot(children, tasks)) == 10
+    # no child missed the archives: no key for them (it had a legend entry without a swatch)
+    assert "entered none" not in {e.label for e in children_plot(children, tasks).values()[0]}
     cells = pd.DataFrame({"x": [0], "y": [0], "draws": [30.0], "model": ["m"], "id": [1], "scores": [""],
                           "parents": [""], "cell_text": [""], "quality": [0.5]})
     layers, opts = cell_layers(cells, "draws", (0, 30), "Oranges", 15, tasks[1:], "add: times drawn", labels=True)
