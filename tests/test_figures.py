@@ -1013,3 +1013,22 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
 
     assert [shown(m) for m in ("namm (cap 50%)", "h2o 32+32", "full", "kvpress:tova")] == [
         "NAMM (cap 50%)", "H2O 32+32", "full cache", "tova (kvpress)"]
+
+
+def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path):
+    """The fit measures the raster; a PDF's and an SVG's text metrics add to it: curves of three runs (a legend of
+    three entries under the axes) came out 3.27 in wide as PDF, of a 3.25 in column."""
+    import re
+
+    from workbench.figures import COLUMN_WIDTH, loss_curves, save
+
+    store = RunStore(tmp_path / "runs")
+    ids = [run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2), iters=6,
+                                   pop=4, sigma=sigma, seed=seed), store).id for sigma, seed in ((0.1, 0), (0.1, 1),
+                                                                                                (0.3, 0))]
+    curves = loss_curves(store, ids)
+    box = re.search(rb"/MediaBox \[ ?0 0 ([\d.]+)", save(curves, tmp_path / "c.pdf").read_bytes())
+    svg = re.search(r'width="([\d.]+)pt"', save(curves, tmp_path / "c.svg").read_text())
+    png = Image.open(save(curves, tmp_path / "c.png"))
+    for inches in (float(box.group(1)) / 72, float(svg.group(1)) / 72, png.size[0] / png.info["dpi"][0]):
+        assert COLUMN_WIDTH - 0.15 < inches <= COLUMN_WIDTH
