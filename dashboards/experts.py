@@ -317,7 +317,7 @@ class ExpertsModel(param.Parameterized):
         rows = []
         # in the model's order where the run recorded it (an adapt run: gate, up, down, as its α heatmap's
         # columns), else the file's (alphabetical: down, gate, up)
-        recorded = list((d.scores or {}).get("matrices") or []) if d else []
+        recorded = list((d.alpha_matrices or []) if d is not None and d.kind == "adapt" else [])
         for e in d.experts if d else []:
             zs = e.z()
             order = recorded if sorted(recorded) == sorted(zs) else list(zs)
@@ -1013,12 +1013,21 @@ def mixture_shares(alphas: list[float], tasks: list[str]) -> str:
 LONE_EXPERT = "*One expert: every α > 0 composes the same weights (SVF's rescale keeps only α's ratios).*"
 
 
+def no_mixture(model: ExpertsModel) -> str:
+    """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert")."""
+    d = model.data
+    if d is not None and d.kind == "experts" and d.config.get("adapter") == "svf" and \
+            all(e.task == "classify" for e in d.experts):
+        return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of seed "
+                f"{d.config['seed']} on this model to mix them here.")
+    return "This run has no SVF experts to mix (a LoRA expert)."
+
+
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
     if not experts:
-        return pn.Column(pn.pane.Markdown("*This run has no SVF experts to mix (a LoRA expert).*"),
-                         sizing_mode="stretch_width")
+        return pn.Column(pn.pane.Markdown(f"*{no_mixture(model)}*"), sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
     lone = None

@@ -191,6 +191,11 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     assert [e.task for e in model.mixer_experts()] == ["add", "sort"] and model.alphas == [0.5, 0.5]
     # the classification expert's page mixes its seed's task experts, not itself (the dispatcher is never mixed)
     assert [e.task for e in ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"]).mixer_experts()] == ["sort", "add"]
+    from workbench.dashboards.experts import no_mixture  # and where none is there, it says why (not "a LoRA expert")
+
+    assert no_mixture(ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"])).startswith(
+        "The classification expert dispatches")
+    assert no_mixture(lora_model) == "This run has no SVF experts to mix (a LoRA expert)."
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
     assert per_matrix.compare == [] and "confusion" not in per_matrix.data.views
     table = per_matrix.alpha_table()

@@ -963,7 +963,7 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
 
     from workbench.dashboards.experts import ACCURACY, _matrix_shares, confusion_plot
     from workbench.dashboards.qd import curves_plot, lineage_plot
-    from workbench.figures import DASHES, _wrapped, holoviews
+    from workbench.figures import DASHES, _wrapped, compare_curves, holoviews
 
     hv = holoviews()
 
@@ -997,6 +997,7 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     assert isinstance(plot, hv.HeatMap) and opts(plot, "xticks") == [(0, "L0 gate"), (1, "L0 up")]
     assert ACCURACY[0] < 0
     assert _wrapped("best open-endedness loss", 12) == "best\nopen-endedness\nloss"
+    assert _wrapped(r"best $\mathrm{open-ended}$ loss", 10, hyphens=True) == "best\n$\\mathrm{open-ended}$\nloss"
     from workbench.figures import compare_panels  # Runs → Compare: two runs at accuracy 0 had a −1 … 1 axis
 
     flat = [("accuracy", "#000", [hv.Curve([(0, 0.0), (1, 0.0)], "iteration", "accuracy", label=r)]) for r in "ab"]
@@ -1009,6 +1010,17 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     panel = compare_panels(flat).values()[0]
     assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
     assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen
+    from workbench.figures import flat_range
+
+    assert flat_range(-12.0) == (-12.6, -11.4) and flat_range(1500.0) == (1425.0, 1575.0)  # off the frame
+    from workbench.compare import Comparison
+
+    # one metric (Runs → Compare's usual case): one Overlay, told apart the same way
+    curves = pd.DataFrame([{"run_id": r, "iteration": i, "best": 0.0, "metric": "val_accuracy"}
+                           for r in "ab" for i in range(3)])
+    overlay = compare_curves(Comparison(rows=[], curves=curves, differs={}, groups=[], labels={"a": "a", "b": "b"}))
+    assert opts(overlay, "ylim", "bokeh") == (-0.03, 1.05)
+    assert [opts(c, "line_dash", "bokeh") for c in overlay] == ["solid", "dashed"]
     from workbench.dashboards.namm import shown  # NAMM's figures name methods in words ("namm:", "kvpress:tova")
 
     assert [shown(m) for m in ("namm (cap 50%)", "h2o 32+32", "full", "kvpress:tova")] == [

@@ -329,6 +329,12 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monke
     _refused(capsys, [*train[:2], "--resume", "gpu-run", "--runs", str(runs), "--device", "cpu"],
              "--device cpu: run gpu-run runs on cuda and goes on there (its floats depend on the device); resume it "
              "without --device, or start a new run on cpu", tmp_path)
+    # a run that recorded no device (started without --device): not known here, so not refused (this machine's
+    # default, compared before, need not be the one it ran on)
+    from workbench.cli.common import check_resume_device
+
+    (gpu / "run.json").write_text(json.dumps({**info, "config": {**info["config"], "device": None}}))
+    check_resume_device(RunStore(runs).open("gpu-run"), "cpu")
     shutil.rmtree(gpu)
     from workbench.namm.peer import check_presses
 
@@ -559,7 +565,7 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     done = []
     old = train_namm(NAMMTrainConfig(**base, pool=0), old_store, should_stop=lambda: bool(done),
                      on_iteration=lambda i, n, row: done.append(i))
-    old.update(config={k: v for k, v in old.info["config"].items() if k != "pool"})
+    old.update(config={k: v for k, v in old.info["config"].items() if k not in ("pool", "normalizer")})
     argv = ["namm", "train", "--resume", old.id, "--runs", str(old_store.root), "--quiet"]
     _refused(capsys, [*argv, "--pool", "32"], "--pool", tmp_path / "old")
     resumed = train_namm(None, old_store, resume=old.id)
@@ -568,7 +574,14 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     from workbench.compare import flat_settings
 
     assert flat_settings(resumed.info)["config.pool"] == flat_settings(fixed.info)["config.pool"] == 0
+    # and before --normalizer: it divided as "pool" does, which a resume may name (it was an unknown setting)
     from workbench.compare import kind_predates
+    from workbench.runs import resume_conflicts
+
+    assert flat_settings(resumed.info)["config.normalizer"] == "pool"
+    assert resume_conflicts(resumed.info, {"normalizer": "pool"}, kind_predates("namm"), typed=True) == []
+    assert [n for n, _ in resume_conflicts(resumed.info, {"normalizer": "reference"}, kind_predates("namm"),
+                                          typed=True)] == ["normalizer"]
     from workbench.namm.legacy import PREDATES
 
     assert kind_predates("namm") == PREDATES

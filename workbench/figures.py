@@ -99,7 +99,8 @@ def _inline_notebook_stylesheets() -> None:
     render_model / render_mimebundle, in a Document of its own: there Panel points the plot's stylesheets
     (loading, listpanel, theme) at cdn.holoviz.org, and, unlike Panel's own display, nothing inlines them
     (hv.extension(inline=True) leaves pn.config.inline off), so offline every plot asked the CDN five times. Both
-    are wrapped, once per process, to inline them first from Panel's installed dist, as Panel's display does.
+    are wrapped, once per process, to inline them first from Panel's installed dist (~7 KB of CSS a plot; Panel's own
+    display does so only with pn.config.inline).
     Served pages and HTML exports do not go through them (their stylesheets: dashboards.shell, save)."""
     import holoviews.plotting.renderer as renderer
 
@@ -389,9 +390,10 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     legend = {"show_legend": len(curves) > 1}
     if len(curves) == 1:  # titled by the run drawn (another asked for may have no metrics yet)
         curves = [curves[0].relabel(run_title(next(i for i in infos if i["id"] == drawn[0]), store.root))]
+    curves, flat = distinct(curves)
     # a paper's legend sits inside the axes (where matplotlib finds room): to the right it took half the width
-    overlay = hv.Overlay(curves).opts(**legend, legend_position="right", backend="bokeh").opts(
-        **legend, legend_position="best", backend="matplotlib")
+    overlay = hv.Overlay(curves).opts(**legend, **flat, legend_position="right", backend="bokeh").opts(
+        **legend, **flat, legend_position="best", backend="matplotlib")
     return whole_numbers(overlay)
 
 
@@ -435,8 +437,9 @@ def compare_curves(comparison: Comparison):
     title = BAND_TITLE if comparison.has_replicates else None
     if len({metric for metric, _, _ in layers}) > 1:
         return compare_panels(layers, title)
-    overlay = hv.Overlay([e for _, _, elements in layers for e in elements]).opts(
-        legend_position="bottom", backend="bokeh").opts(legend_position="best", backend="matplotlib")
+    elements, flat = distinct([e for _, _, elements in layers for e in elements])
+    overlay = hv.Overlay(elements).opts(legend_position="bottom", **flat, backend="bokeh").opts(
+        legend_position="best", **flat, backend="matplotlib")
     if title:  # what line and band are, in the figure itself: a reader assumes ± sd or a CI
         overlay = overlay.opts(title=title, backend="bokeh").opts(title=title, backend="matplotlib")
     return whole_numbers(overlay)
@@ -460,14 +463,39 @@ def run_curves(df, labels: dict[str, str]) -> list[tuple[str, str, list]]:
 PANEL_ASPECT = 2.5
 
 
+def flat_range(v: float) -> tuple[float, float]:
+    """A y range for a flat series at v: 0 … 1 around a score in [0, 1] (accuracies of 0 throughout had −1 … 1,
+    the line on the axis), else v ± 5 % (a loss of −12 on −12 … 1 lay on the bottom axis line)."""
+    if 0.0 <= v <= 1.0:
+        return (-0.03, 1.05)
+    pad = 0.05 * max(1.0, abs(v))
+    return (v - pad, v + pad)
+
+
+def distinct(elements: list) -> tuple[list, dict]:
+    """Curves of one plot told apart: each in turn in DASHES (equal ones hid each other; not beside bands), and the
+    plot's y range (flat_range) where every value is one value; (elements, options for the plot)."""
+    import numpy as np
+
+    hv = _hv()
+    curves = [e for e in elements if isinstance(e, hv.Curve)]
+    turn = iter(range(len(elements)))
+    # not beside bands (means over seeds): matplotlib's legend draws a band and its dashed mean as one entry, at the
+    # band's line width of 0, and refused the dashes ("at least one value in the dash list must be positive")
+    if len(curves) > 1 and not any(isinstance(e, hv.Area) for e in elements):
+        elements = [dashed(e, next(turn)) if isinstance(e, hv.Curve) else e for e in elements]
+    values = np.concatenate([np.asarray(e.dimension_values(1), float) for e in curves]) if curves else np.zeros(0)
+    values = values[np.isfinite(values)]
+    flat = len(values) and values.min() == values.max()
+    return elements, ({"ylim": flat_range(float(values[0]))} if flat else {})
+
+
 def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None):
     """compare_curves' layers in several metrics as one panel per metric, stacked: one y axis held a loss, a fitness
     and a QD score, and its label ("best fitness / loss / qd_score") ran past the plot. The panels share the
     iteration axis (its numbers under the lowest only); a run keeps its colour in every backend, so that no two
     runs read as one across panels (each panel's own colour cycle would start again); each run is in one panel,
     so each panel's legend names its own runs."""
-    import numpy as np
-
     hv = _hv()
     metrics = list(dict.fromkeys(metric for metric, _, _ in layers))
     # one iteration range for all panels, given: HoloViews shares a layout's ranges only among elements without
@@ -477,15 +505,9 @@ def compare_panels(layers: list[tuple[str, str, list]], title: str | None = None
     panels = []
     for n, metric in enumerate(metrics):
         elements = [e.opts(color=colour, backend="bokeh") for m, colour, mine in layers if m == metric for e in mine]
-        turn = iter(range(len(elements)))  # runs' curves in turn dashed: equal ones hid each other
-        elements = [dashed(e, next(turn)) if isinstance(e, hv.Curve) else e for e in elements]
+        elements, flat = distinct(elements)
         axis = "bottom" if n == len(metrics) - 1 else "bare"  # x ticks kept, their numbers once at the bottom
-        shared = {"xaxis": axis, "xlim": xlim}  # the y label names the metric
-        values = np.concatenate([np.asarray(e.dimension_values(1), float) for e in elements])
-        values = values[np.isfinite(values)]
-        if len(values) and values.min() == values.max():  # flat (accuracies of 0 throughout): 0 … 1, not −1 … 1
-            v = float(values[0])
-            shared["ylim"] = (min(0.0, v) - 0.03, max(1.0, v) + 0.05)
+        shared = {"xaxis": axis, "xlim": xlim, **flat}  # the y label names the metric
         # Bokeh draws no legend for a plot of one element: a panel of one run names it in its title instead (the
         # page's panels said no run's name); matplotlib's legend names it
         named = elements[0].label if len(elements) == 1 else ""
@@ -875,9 +897,10 @@ def _wrapped(text: str, chars: int, hyphens: bool = False) -> str:
 
     parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
     # (re.split puts the matched math at the odd places, whatever the plain text around it starts with)
-    held = "".join(p.replace(" ", "\0") if i % 2 else p for i, p in enumerate(parts))
+    held = "".join(p.replace(" ", "\0").replace("-", "\1") if i % 2 else p for i, p in enumerate(parts))
     # at a hyphen only where asked (`hyphens`): "best open-" over "endedness loss" read as two words
-    return textwrap.fill(held, chars, break_long_words=False, break_on_hyphens=hyphens).replace("\0", " ")
+    return textwrap.fill(held, chars, break_long_words=False, break_on_hyphens=hyphens).replace(
+        "\0", " ").replace("\1", "-")
 
 
 def _renderer(fig):

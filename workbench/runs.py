@@ -1177,7 +1177,8 @@ class RunStore:
 
     def list(self) -> list[dict]:
         """The catalog's runs, oldest first (catalog's `runs` rows as dicts); unreadable_runs and
-        unreadable_metrics name what it left out or could not read."""
+        unreadable_metrics name what it left out or could not read (metrics files cut or overwritten at their ends:
+        damage inside a file that keeps them is found when the file is read, by metrics() or catalog()'s view)."""
         con = self.catalog(metrics=False)
         cur = con.execute("SELECT * FROM runs ORDER BY created, id")
         cols = [d[0] for d in cur.description]

@@ -119,7 +119,11 @@ def check_resume_device(run, device: str | None) -> None:
         return
     from workbench.kernels.device import resolve_device
 
-    stored = run.info["config"].get("device")
+    # the device the run recorded it ran on, else the one its config named; neither (a NAMM run started without
+    # --device): not known here, so nothing to refuse (this machine's default need not be the one it ran on)
+    stored = run.info.get("device") or run.info["config"].get("device")
+    if stored is None:
+        return
     try:
         had = str(resolve_device(stored))
     except ValueError:  # a GPU run on a machine without that GPU: its resume says so as it loads

@@ -188,7 +188,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--normalizer", choices=NORMALIZERS,
                     help="where the full cache solves none of a generation's prompts of a task, divide its scores by "
                          "the full cache's mean on the pool (pool, the default; 1e-7 where it solves none of those) "
-                         "or as evo-memory, by that mean + 1e-7 always (reference)")
+                         "or as evo-memory, by the drawn prompts' mean + 1e-7 always (reference)")
     tr.add_argument("--length", type=POSITIVE, help="prompt tokens (default: 512)")
     tr.add_argument("--max-new-tokens", type=int, help="answer tokens at most (default: 8)")
     tr.add_argument("--variant", choices=VARIANTS, help="equal-n (default): every head keeps N slots; strict: "

@@ -7,7 +7,7 @@ an incremental curriculum over tasks.
     full = ctx.full_scores("passkey")               # per-prompt exact match of the full cache on the pool
     prompts = {"passkey": cfg.prompts_of(g, "passkey")}                  # generation g's draw
     scores, kept = evaluate_population(cfg, ["passkey"], thetas, stats, prompts)   # (P, K) mean scores, (P,) kept
-    fitness(cfg, scores, kept, [denominator(full, prompts["passkey"])[0]])  # (P,) what CMA-ES maximises
+    fitness(cfg, scores, kept, [denominator(full, prompts["passkey"], cfg.normalizer)[0]])  # (P,) CMA-ES maximises
 
 Fitness of a candidate = mean over the active tasks of (its mean score) / (the full cache's mean score on the
 same prompts) − memory_weight · (its mean kept fraction); memory_weight is 0 by default (the spec's fitness,
