@@ -30,6 +30,7 @@ import param
 
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import counted
+from workbench.figures import ACCURACY
 from workbench.runs import Run, RunError, RunStore, article
 
 KINDS = ("experts", "adapt")
@@ -185,6 +186,11 @@ def _torch_experts(experts: list[Expert]) -> list[dict]:
     import torch
 
     return [{n: torch.from_numpy(np.asarray(p, np.float32)) for n, p in e.params.items()} for e in experts]
+
+
+def grouped(n: int) -> str:
+    """A count with its thousands apart: 1152 -> "1 152"."""
+    return f"{n:,}".replace(",", " ")
 
 
 def spread(values: list[float]) -> dict:
@@ -483,7 +489,7 @@ class ExpertsModel(param.Parameterized):
                 groups.setdefault((s["task"], "base"), []).append(s["base"])
             groups.setdefault((s["task"], name), []).append(s["expert"])
             params[name] = s["n_params"]
-        rows = [{"task": t, "model": m if m == "base" else f"{m} ({params[m]:,} params)".replace(",", " "),
+        rows = [{"task": t, "model": m if m == "base" else f"{m} ({grouped(params[m])} params)",
                  **spread(v)} for (t, m), v in groups.items()]
         order = {"base": 0, "SVF": 1}
         rows.sort(key=lambda r: (r["task"], order.get(r["model"].split(" (")[0], 2), r["model"]))
@@ -724,7 +730,7 @@ class ExpertsModel(param.Parameterized):
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
             adapter = {"svf": "SVF", "lora": "LoRA"}.get(cfg["adapter"], str(cfg["adapter"]))  # as the tabs say
             n = info.get("n_params")
-            n = f"{n:,}".replace(",", " ") if isinstance(n, int) else "?"  # "1 152", as the SVF vs LoRA tab
+            n = grouped(n) if isinstance(n, int) else "?"  # "1 152", as the SVF vs LoRA tab
             return (f"**{d.run.id}** · {adapter} expert for **{cfg['task']}** on "
                     f"{model_text(cfg['model'])} · "
                     f"{n} trainable parameters · {d.run.live_status(info)}, "
@@ -837,10 +843,6 @@ def curve_plot(table: pd.DataFrame, kind: str):
     bokeh = {"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"],
              **({"ylim": ACCURACY} if kind != "experts" else {"ylim": (-1.05, 1.05)} if flat else {})}
     return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel, bokeh=bokeh, mpl=mpl))
-
-
-#: an accuracy axis: from a little below 0, so that a series at 0 is not hidden by the axis line
-ACCURACY = (-0.03, 1.05)
 
 
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):

@@ -13,7 +13,6 @@ drive the model directly: start(), wait(), stop(), resume(), choose(run_id).
 
 from __future__ import annotations
 
-import html
 import sys
 import threading
 import urllib.parse
@@ -576,10 +575,8 @@ class SearchViews:
     def atlas_note(run_id: str) -> pn.pane.HTML:
         """The best frame's place for a finished illumination, which keeps a population, not one best: a link to
         its Atlas."""
-        note = placeholder(ATLAS_NOTE, 224, 224)
-        link = f'<a href="./atlas?run={urllib.parse.quote(run_id, safe="")}">see it in the Atlas</a>'
-        note.object = note.object.replace(html.escape(ATLAS_NOTE), html.escape(ATLAS_NOTE) + f": {link}")
-        return note
+        atlas = f"./atlas?run={urllib.parse.quote(run_id, safe='')}"
+        return placeholder(ATLAS_NOTE, 224, 224, link=f': <a href="{atlas}">see it in the Atlas</a>')
 
     def shows(self, view: pn.Column) -> bool:
         """Whether a view (curve, best, population) shows a run's data rather than its placeholder."""

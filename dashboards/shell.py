@@ -162,13 +162,13 @@ def section(title: str) -> pn.pane.Markdown:
 WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; }"
 
 
-def placeholder(text: str, width: int = 520, height: int = 260) -> pn.pane.HTML:
+def placeholder(text: str, width: int = 520, height: int = 260, link: str = "") -> pn.pane.HTML:
     """What a plot shows before it has data (instead of empty 0–1 axes); `commands` in backticks are set as code
-    (they showed their backticks)."""
+    (they showed their backticks); `link`, HTML after the text (a page that shows what is missing here)."""
     box = (f"width:{width - 2}px;height:{height - 2}px;display:flex;align-items:center;justify-content:center;"
            "color:#7a8290;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
            "text-align:center;padding:0 16px;box-sizing:border-box")
-    body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text)) + link
     return pn.pane.HTML(f'<div style="{box}"><span>{body}</span></div>', width=width, height=height,
                         margin=(5, 10))
 

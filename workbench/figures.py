@@ -201,8 +201,6 @@ class _integer_ticks:  # noqa: N801 - used like a function; a class so that Holo
 
 def _legend_key(name: str) -> str:
     """A legend entry as colours are pinned to it: a setting's "(n=3)" / "(n=2–3)" left out."""
-    import re
-
     return re.sub(r" \(n=\d+(–\d+)?\)$", "", str(name))
 
 
@@ -463,11 +461,16 @@ def run_curves(df, labels: dict[str, str]) -> list[tuple[str, str, list]]:
 PANEL_ASPECT = 2.5
 
 
+#: an accuracy's (a score's in [0, 1]) axis: from a little below 0, so that a series at 0 is not hidden by the axis
+#: line
+ACCURACY = (-0.03, 1.05)
+
+
 def flat_range(v: float) -> tuple[float, float]:
-    """A y range for a flat series at v: 0 … 1 around a score in [0, 1] (accuracies of 0 throughout had −1 … 1,
+    """A y range for a flat series at v: ACCURACY around a score in [0, 1] (accuracies of 0 throughout had −1 … 1,
     the line on the axis), else v ± 5 % (a loss of −12 on −12 … 1 lay on the bottom axis line)."""
     if 0.0 <= v <= 1.0:
-        return (-0.03, 1.05)
+        return ACCURACY
     pad = 0.05 * max(1.0, abs(v))
     return (v - pad, v + pad)
 
@@ -892,7 +895,6 @@ def _wrapped(text: str, chars: int, hyphens: bool = False) -> str:
     """`text` broken onto lines of about `chars` characters. Mathtext ($\\sigma = 0.1$) must not break across
     lines (each line is parsed alone): its spaces are held as NULs while wrapping, and no word is cut; a lone or
     escaped $ is plain text to matplotlib, and here."""
-    import re
     import textwrap
 
     parts = re.split(r"(?<!\\)(\$[^$]*(?<!\\)\$)", text)
@@ -1037,8 +1039,6 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # for Bokeh's current document: in a server's worker thread that is whatever document a session's
             # callback holds at that moment, the destroyed one of a closed tab included ("'Document' object has
             # no attribute '_theme'"). A server-mode renderer attaches the plot to the document it is given.
-            import re
-
             from bokeh.core.validation import silenced
             from bokeh.core.validation.warnings import FIXED_SIZING_MODE
             from bokeh.document import Document
