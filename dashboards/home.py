@@ -33,26 +33,26 @@ def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
 
 def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:
     """The / page: what the store `runs_dir` holds, its `recent` newest runs as cards, and the way to each page."""
-    from workbench.dashboards.runs import FOLLOW_MS, GALLERY_CSS, RunsModel, gallery_html
+    from workbench.dashboards.runs import FOLLOW_MS, Gallery, RunsModel
 
     cards = "".join(f'<a class="card" href="./{p.slug}"><h3>{html.escape(p.title)}</h3>'
                     f"<p>{html.escape(p.description)}</p></a>" for p in PAGES.values())
     runs = RunsModel(runs_dir=runs_dir, limit=recent)
     body = pn.pane.HTML("", stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
     heading = pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10))
-    latest = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width")
+    latest = Gallery(runs_dir, name="home-latest")
 
     def draw() -> None:
         body.object = f'<div class="cards">{cards}</div><p class="store">{store_summary(runs_dir, runs._rows)}</p>'
-        latest.object = gallery_html([runs.card(r) for r in runs.shown()], runs_dir) if runs.ids else ""
-        heading.visible = latest.visible = bool(runs.ids)
+        latest.show([runs.card(r) for r in runs.shown()])
+        heading.visible = latest.layout.visible = bool(runs.ids)
 
     draw()
     if served():
         # the summary and the latest cards follow the store (a running run's count, runs started or removed):
         # they were the page's first look for good
         pn.state.add_periodic_callback(lambda: runs.follow() and draw(), period=FOLLOW_MS)
-    main = [body, heading, latest]
+    main = [body, heading, latest.layout]
     return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "
                  "recipes, CycleQD archives, NAMM caches and Transformer² experts. Every page also runs alone: "
                  "panel serve dashboards/PAGE.py")

@@ -481,37 +481,111 @@ code.resume { display: block; background: #f4f6f8; border-radius: 4px; padding: 
 
 
 def gallery_html(cards: list[dict], runs_dir: str, filtered: bool = False) -> str:
-    """The cards as one HTML grid (one pane for any number of runs); none: why — no run yet, or (`filtered`: the
+    """The cards as one HTML grid (a page or a file of its own); none: why — no run yet, or (`filtered`: the
     folder has runs) none that the filters keep (it said to start a run)."""
-    if not cards and filtered:
+    if not cards:
+        return empty_html(runs_dir, filtered)
+    return f'<div class="gallery">{"".join(card_html(c) for c in cards)}</div>'
+
+
+def empty_html(runs_dir: str, filtered: bool = False) -> str:
+    """Why the gallery shows no card: no run yet in `runs_dir`, or (`filtered`) none that the filters keep."""
+    if filtered:
         return ('<div class="empty">No run matches the filters (kind, status, search): clear them to see every '
                 "run.</div>")
-    if not cards:
-        return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>. Start one on the '
-                f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
-                f"<code>workbench merge evolve …</code>.</div>")
-    out = []
-    for c in cards:
-        links = c["links"]
-        thumb = (f'<img src="{c["thumbnail"]}" alt="{html.escape(c["id"])}">' if c["thumbnail"]
-                 else '<span class="none">no picture yet</span>')
-        if links:
-            thumb = f'<a href="{links[0][1]}" title="open in the {links[0][0]}">{thumb}</a>'
-        buttons = "".join(f'<a class="{"" if i == 0 else "secondary"}" href="{url}">'
-                          f'{"open in " if i == 0 else ""}{html.escape(title)}</a>'
-                          for i, (title, url) in enumerate(links))
-        colour = STATUS_COLOURS.get(c["status"], "#616161")
-        note = f'<div class="note">{html.escape(c["note"])}</div>' if c.get("note") else ""
-        resume = (f'<code class="resume" title="the command that resumes this run">{html.escape(c["resume_command"])}'
-                  "</code>" if c["resume_command"] else "")
-        out.append(
-            f'<div class="run" data-run="{html.escape(c["id"])}" data-status="{html.escape(c["status"])}">'
+    return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>. Start one on the '
+            f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
+            f"<code>workbench merge evolve …</code>.</div>")
+
+
+def card_html(c: dict) -> str:
+    """One card (RunsModel.card's dict) as HTML: picture, title, status, best, id, note, resume command, links."""
+    links = c["links"]
+    thumb = (f'<img src="{c["thumbnail"]}" alt="{html.escape(c["id"])}">' if c["thumbnail"]
+             else '<span class="none">no picture yet</span>')
+    if links:
+        thumb = f'<a href="{links[0][1]}" title="open in the {links[0][0]}">{thumb}</a>'
+    buttons = "".join(f'<a class="{"" if i == 0 else "secondary"}" href="{url}">'
+                      f'{"open in " if i == 0 else ""}{html.escape(title)}</a>'
+                      for i, (title, url) in enumerate(links))
+    colour = STATUS_COLOURS.get(c["status"], "#616161")
+    note = f'<div class="note">{html.escape(c["note"])}</div>' if c.get("note") else ""
+    resume = (f'<code class="resume" title="the command that resumes this run">{html.escape(c["resume_command"])}'
+              "</code>" if c["resume_command"] else "")
+    return (f'<div class="run" data-run="{html.escape(c["id"])}" data-status="{html.escape(c["status"])}">'
             f'<div class="thumb">{thumb}</div><div class="body">'
             f'<div class="title">{html.escape(c["title"])}</div><div class="sub">{html.escape(c["subtitle"])}</div>'
             f'<div class="meta"><span class="badge" style="background:{colour}">{html.escape(c["status"])}</span>'
             f'{html.escape(c["steps"])} · {html.escape(c["best"])}</div>'
             f'<div class="id">{html.escape(c["id"])}</div>{note}{resume}<div class="links">{buttons}</div></div></div>')
-    return f'<div class="gallery">{"".join(out)}</div>'
+
+
+# the cards' grid, laid on the Column that holds one pane per card (its children sit in its shadow root)
+GRID_CSS = """
+:host { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(236px, 1fr)); gap: 14px;
+        width: 100%; }
+"""
+
+
+class Gallery:
+    """The gallery on a page: one HTML pane per card in a grid, so that a redraw sends the browser only the cards
+    that changed. One pane for every card resent all of them every FOLLOW_MS while a run ran (a running run's
+    count changes): with a Lenia picture ~70 KB as a data: URI, 60 cards were 2-4 MB every 5 s to each tab.
+
+    `show(cards)` reuses a run's pane, changes its HTML only where the card's differs, and re-lists the grid
+    only when the runs shown or their order change. `layout` is what the page places; `html` the cards' text."""
+
+    def __init__(self, runs_dir: str, name: str = "gallery"):
+        self.runs_dir = runs_dir
+        self.empty = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", visible=False,
+                                  margin=0)
+        self.grid = pn.Column(stylesheets=[GRID_CSS], css_classes=["gallery"], sizing_mode="stretch_width",
+                              margin=(5, 10), name=name)
+        self.layout = pn.Column(self.empty, self.grid, sizing_mode="stretch_width", margin=0)
+        self._panes: dict[str, pn.pane.HTML] = {}
+
+    def show(self, cards: list[dict], filtered: bool = False) -> None:
+        """Show these cards in this order; none: why (empty_html), `filtered` as there."""
+        panes = []
+        for card in cards:
+            text = card_html(card)
+            pane = self._panes.get(card["id"])
+            if pane is None:
+                pane = pn.pane.HTML(text, stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", margin=0)
+            elif pane.object != text:
+                pane.object = text  # this card's change alone goes to the browser
+            panes.append(pane)
+        self._panes = {card["id"]: pane for card, pane in zip(cards, panes, strict=True)}
+        if [id(p) for p in self.grid.objects] != [id(p) for p in panes]:
+            self.grid.objects = panes
+        self.empty.object = "" if cards else empty_html(self.runs_dir, filtered)
+        self.empty.visible, self.grid.visible = not cards, bool(cards)
+
+    @property
+    def html(self) -> str:
+        """The text shown: the cards' HTML one after another, or why there is none."""
+        return "".join(p.object for p in self.grid.objects) if self.grid.visible else self.empty.object
+
+
+def patch_table(table: pn.widgets.Tabulator, df: pd.DataFrame) -> None:
+    """Put `df` in the table: where only cells changed (the same runs in the same order, the same columns and
+    types: a running run's count, a status), patch those cells; replace the rows otherwise. Replacing them every
+    FOLLOW_MS while a run ran sent the browser the whole catalog each time."""
+    old = table.value
+    same = (old is not None and old.shape == df.shape and list(old.columns) == list(df.columns)
+            and old.index.equals(df.index) and list(old["id"]) == list(df["id"])
+            and (old.dtypes == df.dtypes).all())
+    if not same:
+        table.value = df
+        return
+    patch: dict[str, list[tuple[int, object]]] = {}
+    for column in df.columns:
+        before, after = old[column], df[column]
+        changed = ~((before == after) | (before.isna() & after.isna()))
+        if changed.any():
+            patch[column] = [(int(i), after.iloc[i]) for i in np.flatnonzero(changed.to_numpy())]
+    if patch:
+        table.patch(patch, as_index=False)
 
 
 def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
@@ -551,7 +625,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     compare = pn.widgets.MultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
                                      max_items=MAX_COMPARED, sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
-    gallery = pn.pane.HTML("", stylesheets=[GALLERY_CSS], sizing_mode="stretch_width", name="runs-gallery")
+    gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False)
@@ -584,12 +658,12 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     showing = [False]  # the field filled from the model is not the user writing
     noting: list[str | None] = [None]  # the run whose note the field holds (the ticks may change before it is left)
     curves = pn.Column(*compare_views())
-    tabs = pn.Tabs(("Gallery", pn.Column(count, gallery, sizing_mode="stretch_width")), ("Table", table),
+    tabs = pn.Tabs(("Gallery", pn.Column(count, gallery.layout, sizing_mode="stretch_width")), ("Table", table),
                    ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
 
     def draw(*_):
         shown = model.shown()
-        gallery.object = gallery_html([model.card(r) for r in shown], runs_dir, filtered=bool(model._rows))
+        gallery.show([model.card(r) for r in shown], filtered=bool(model._rows))
         count.object = model.count_text()
 
     def show_store(*_):
@@ -599,7 +673,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         # from above them moved them onto others (which on_table_select then took as ticked)
         replacing[0] = True
         try:
-            table.value = model.table()
+            patch_table(table, model.table())
         finally:
             replacing[0] = False
         on_ticked()

@@ -412,6 +412,11 @@ def test_a_placeholder_sets_commands_as_code():
     assert "<code>workbench qd cycle --zoo Z</code>" in box and "&lt;runs&gt;" in box and "`" not in box
 
 
+def shown_text(grid) -> str:
+    """What the Runs page's gallery grid shows: its cards' HTML, one pane each."""
+    return "".join(p.object for p in grid.objects)
+
+
 def test_runs_model_gallery_filters_and_compares(runs):
     from workbench.dashboards.runs import best_text, gallery_html
 
@@ -507,6 +512,70 @@ def test_runs_model_gallery_filters_and_compares(runs):
     model.tick(kept)
     assert model.ticked == model.selected == kept
     assert f"./merge?run={runs['dfs']}" in model.link(runs["dfs"])
+
+
+def _document_events(view) -> list:
+    """The changes a Bokeh document (a browser's session) is sent as `view` changes: its root attached to one."""
+    from bokeh.document import Document
+
+    doc = Document()
+    doc.add_root(view.get_root(doc))
+    events: list = []
+    doc.on_change(events.append)
+    return events
+
+
+def test_the_gallery_sends_the_browser_only_the_cards_that_changed(runs):
+    """While a run runs, the page redraws every FOLLOW_MS: only that run's card goes to the browser again (one
+    pane for all cards resent every picture, 2-4 MB each time for 60 cards); a new run adds its card, the others
+    stay; no card left: why, in words."""
+    from workbench.dashboards.runs import Gallery
+
+    model = RunsModel(runs_dir=runs["dir"])
+    cards = [model.card(r) for r in model.shown()]
+    gallery = Gallery(runs["dir"])
+    gallery.show(cards)
+    panes = list(gallery.grid.objects)
+    events = _document_events(gallery.layout)
+    going = {**cards[1], "status": "running", "steps": "7 it"}
+    gallery.show([cards[0], going, *cards[2:]])
+    assert [e.attr for e in events] == ["text"] and going["id"] in events[0].new  # that card alone
+    assert not any(c["id"] in events[0].new for c in cards if c["id"] != going["id"])
+    assert 'data-status="running"' in panes[1].object and gallery.grid.objects == panes
+    events.clear()
+    newcomer = {**cards[0], "id": "20991231-000000-openended-lenia-s9"}
+    gallery.show([newcomer, cards[0], going, *cards[2:]])
+    assert gallery.grid.objects[1:] == panes and len(gallery.grid.objects) == len(cards) + 1
+    assert not [e for e in events if getattr(e, "attr", None) == "text"]  # the new card's pane, not the others' text
+    assert newcomer["id"] in gallery.html and all(c["id"] in gallery.html for c in cards)
+    gallery.show([], filtered=True)
+    assert "No run matches the filters" in gallery.html and not gallery.grid.visible and gallery.empty.visible
+
+
+def test_the_runs_table_patches_the_cells_that_changed(runs):
+    """The Table tab follows a running run by patching its cells (replacing the rows every FOLLOW_MS sent the
+    whole catalog each time); other runs, or other columns: the rows are replaced."""
+    import panel as pn
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent
+
+    from workbench.dashboards.runs import patch_table
+
+    model = RunsModel(runs_dir=runs["dir"])
+    table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, show_index=False)
+    events = _document_events(table)
+    changed = model.table()
+    changed.loc[1, "status"], changed.loc[2, "note"] = "running", "for figure 2"
+    patch_table(table, changed)
+    patches = [e for e in events if isinstance(e, ColumnsPatchedEvent)]
+    assert len(patches) == 1 and sorted(patches[0].patches) == ["note", "status"], events
+    assert table.value.equals(changed)
+    events.clear()
+    patch_table(table, changed)
+    assert events == []  # nothing changed, nothing sent
+    fewer = changed.iloc[1:].reset_index(drop=True)
+    patch_table(table, fewer)
+    assert table.value.equals(fewer) and not any(isinstance(e, ColumnsPatchedEvent) for e in events)
+    assert any(isinstance(e, ColumnDataChangedEvent) or getattr(e, "attr", None) == "data" for e in events)
 
 
 def test_a_search_not_done_shows_its_latest_population_in_the_gallery(tmp_path):
@@ -848,7 +917,7 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
     buttons = {b.label: b for b in objects.select(pn.widgets.Button)}
     remove, confirm, keep = (buttons[k] for k in ("remove the ticked runs…", "yes, remove them for good",
                                                   "keep them"))
-    (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
+    (gallery,) = [c for c in objects.select(pn.Column) if c.name == "runs-gallery"]  # one pane per card
     said = [p for p in objects.select(pn.pane.Markdown) if p.object == ""]
 
     def told() -> str:
@@ -868,7 +937,7 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
     assert f"removed 2 runs: `{failed.id}`, `{done.id}`" in told()
     assert not failed.path.exists() and not done.path.exists() and kept.path.is_dir()
     assert list(table.value["id"]) == [kept.id, live.id] and sorted(compare.options) == [kept.id, live.id]
-    assert failed.id not in gallery.object and kept.id in gallery.object
+    assert failed.id not in shown_text(gallery) and kept.id in shown_text(gallery)
     compare.value = [kept.id, live.id]
     remove.clicks += 1
     confirm.clicks += 1
@@ -891,15 +960,15 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     (table,), (compare,) = objects.select(pn.widgets.Tabulator), objects.select(pn.widgets.MultiChoice)
     (note,) = [w for w in objects.select(pn.widgets.TextAreaInput) if w.name == "Note on the ticked run"]
     (query,) = [w for w in objects.select(pn.widgets.TextInput) if w.name == "Search"]
-    (gallery,) = [p for p in objects.select(pn.pane.HTML) if p.name == "runs-gallery"]
+    (gallery,) = [c for c in objects.select(pn.Column) if c.name == "runs-gallery"]  # one pane per card
     assert note.disabled
     compare.value = [first.id]
     assert note.value == "the old note" and not note.disabled and first.note == "the old note"  # shown, not saved
     note.value = "baseline <of> figure 3"  # typed, and the field left
-    assert first.note == "baseline <of> figure 3" and "baseline &lt;of&gt; figure 3" in gallery.object
+    assert first.note == "baseline <of> figure 3" and "baseline &lt;of&gt; figure 3" in shown_text(gallery)
     assert list(table.value.set_index("id")["note"]) == ["baseline <of> figure 3", ""]
     query.value = "figure 3"
-    assert first.id in gallery.object and second.id not in gallery.object
+    assert first.id in shown_text(gallery) and second.id not in shown_text(gallery)
     note.value = "x" * (MAX_NOTE + 1)
     assert first.note == "baseline <of> figure 3" and any(
         f"not saved:** the note has {MAX_NOTE + 1} characters" in (p.object or "")
@@ -1588,6 +1657,11 @@ def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
         run.update(status="running", iterations=1, **heartbeat())
         page.get_by_text("holds 1 run: 1 openended (1 running)").wait_for(timeout=30000)
         page.get_by_text("Latest runs").wait_for(timeout=30000)
+        # its card, one pane of the grid, follows it to its end
+        page.locator(f'.gallery .run[data-run="{run.id}"][data-status="running"]').wait_for(timeout=30000)
+        run.update(status="done", iterations=3)
+        page.locator(f'.gallery .run[data-run="{run.id}"][data-status="done"]').wait_for(timeout=30000)
+        assert "3 it" in page.locator(f'.gallery .run[data-run="{run.id}"] .meta').inner_text()
 
 
 def test_lab_page_in_chromium(server, browser, request):
