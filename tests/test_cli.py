@@ -518,3 +518,30 @@ def test_every_command_says_what_it_does_atop_its_help():
 
     walk(build_parser(), ["workbench"])
     assert bare == []
+
+
+def test_every_command_on_dask_says_workers_and_dask_alike():
+    """--workers / --dask were added by five commands with five texts ("start a Dask LocalCluster", "evaluate on a
+    local Dask cluster"): each says what it sends there, in one wording (cli.common.add_dask_arguments)."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    found = {}
+
+    def walk(parser, path):
+        options = {o: a for a in parser._actions for o in a.option_strings}
+        if "--workers" in options and "--dask" in options:
+            found[" ".join(path)] = (options["--workers"].help, options["--dask"].help)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+
+    walk(build_parser(), [])
+    assert {"asal target", "asal openended", "asal illuminate", "asal sweep", "merge evolve", "qd cycle",
+            "namm train"} <= set(found), sorted(found)
+    for command, (workers, dask) in found.items():
+        what = workers.removeprefix("evaluate ").split(" on a local Dask cluster")[0]
+        assert workers == f"evaluate {what} on a local Dask cluster (LocalCluster) of N workers", command
+        assert dask == f"evaluate {what} on an existing Dask scheduler, e.g. tcp://host:8786", command

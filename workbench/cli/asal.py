@@ -8,7 +8,7 @@ import json
 from workbench.cli.common import (
     SEED,
     SUBSTRATES,
-    WORKERS,
+    add_dask_arguments,
     add_device_argument,
     check_device,
     close_client,
@@ -142,8 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--trust-pickle", action="store_true",
                        help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
                             "run folders you trust)")
-        a.add_argument("--workers", type=WORKERS, metavar="N", help="start a Dask LocalCluster with N workers")
-        a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+        add_dask_arguments(a, "the simulations (--chunk of them a task)")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
         a.set_defaults(func=cmd_asal)
     from workbench.cli.sweep import register_sweep

@@ -103,6 +103,15 @@ def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None
     parser.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + more)
 
 
+def add_dask_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--workers N and --dask ADDRESS, said alike by every command that evaluates on Dask (`what`: what it
+    evaluates there, e.g. "the population"); dask_client reads them, resumed_run refuses both at once."""
+    parser.add_argument("--workers", type=WORKERS, metavar="N",
+                        help=f"evaluate {what} on a local Dask cluster (LocalCluster) of N workers")
+    parser.add_argument("--dask", metavar="ADDRESS",
+                        help=f"evaluate {what} on an existing Dask scheduler, e.g. tcp://host:8786")
+
+
 def check_device(value: str | None) -> str | None:
     """The checked value of --device (unchanged), or one ValueError naming the fix (kernels.device.check_device_flag,
     imported when called: torch stays out of the CLI's start)."""

@@ -8,7 +8,7 @@ import json
 from workbench.cli.common import (
     POSITIVE,
     SEED,
-    WORKERS,
+    add_dask_arguments,
     add_device_argument,
     check_device,
     close_client,
@@ -136,8 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--trust-pickle", action="store_true",
                     help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for run "
                          "folders you trust)")
-    ev.add_argument("--workers", type=WORKERS, metavar="N", help="evaluate on a local Dask cluster of N workers")
-    ev.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler, e.g. tcp://host:8786")
+    add_dask_arguments(ev, "each generation's recipes")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(ev, " (with --resume: default the run's own)")
     ev.set_defaults(func=cmd_evolve)

@@ -14,7 +14,7 @@ from pathlib import Path
 from workbench.cli.common import (
     POSITIVE,
     SEED,
-    WORKERS,
+    add_dask_arguments,
     add_device_argument,
     check_device,
     check_out_file,
@@ -205,9 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     tr.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique "
                     "prefix; settings flags must match the run's or be left out)")
-    tr.add_argument("--workers", type=WORKERS, metavar="N",
-                    help="evaluate the population on a local Dask cluster of N workers")
-    tr.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler, e.g. tcp://host:8786")
+    add_dask_arguments(tr, "the population")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(tr, " (with --resume: the run's own; another is refused)")
     tr.set_defaults(func=cmd_train)

@@ -9,7 +9,7 @@ import json
 from workbench.cli.common import (
     POSITIVE,
     SEED,
-    WORKERS,
+    add_dask_arguments,
     add_device_argument,
     check_device,
     close_client,
@@ -246,9 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "settings flags must match the run's or be left out); with "
                                                    "another --gens, it goes on to that total (a finished run too) "
                                                    "or ends there, as a run started with it would have")
-    cy.add_argument("--workers", type=WORKERS, metavar="N",
-                    help="evaluate each generation's children on a local Dask cluster of N workers")
-    cy.add_argument("--dask", metavar="ADDRESS", help="evaluate on an existing Dask scheduler, e.g. tcp://host:8786")
+    add_dask_arguments(cy, "each generation's children")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(cy, " (with --resume: default the run's own)")
     cy.set_defaults(func=cmd_cycle)

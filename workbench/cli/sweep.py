@@ -8,7 +8,7 @@ import json
 from workbench.cli.common import (
     SEED,
     SUBSTRATES,
-    WORKERS,
+    add_dask_arguments,
     add_device_argument,
     check_device,
     close_client,
@@ -93,7 +93,6 @@ def register_sweep(asal_sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=SEED, help="seed of the initial states (default: 0)")
     a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed sweep (an id or a unique prefix)")
-    a.add_argument("--workers", type=WORKERS, metavar="N", help="start a Dask LocalCluster with N workers")
-    a.add_argument("--dask", metavar="ADDRESS", help="use an existing Dask scheduler, e.g. tcp://host:8786")
+    add_dask_arguments(a, "the rules")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_sweep)
