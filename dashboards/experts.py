@@ -29,7 +29,7 @@ import panel as pn
 import param
 
 from workbench.compare import replicates_of
-from workbench.dashboards.shell import counted
+from workbench.dashboards.shell import counted, placeholder
 from workbench.figures import ACCURACY
 from workbench.runs import Run, RunError, RunStore, article
 
@@ -1022,14 +1022,19 @@ def no_mixture(model: ExpertsModel) -> str:
             all(e.task == "classify" for e in d.experts):
         return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of seed "
                 f"{d.config['seed']} on this model to mix them here.")
-    return "This run has no SVF experts to mix (a LoRA expert)."
+    if d is not None and d.kind == "experts" and d.config.get("adapter") == "lora":
+        # said with the way to something to mix: the tab held one bare line
+        return ("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts' z vectors. Train SVF "
+                f"experts on this model (`workbench experts train --task T --seed {d.config['seed']}`, the default "
+                "--adapter svf) and open one of them to mix them here.")
+    return "This run has no SVF experts to mix."
 
 
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
     if not experts:
-        return pn.Column(pn.pane.Markdown(f"*{no_mixture(model)}*"), sizing_mode="stretch_width")
+        return pn.Column(placeholder(no_mixture(model), width=640, height=160), sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
                                       width=300) for e, a in zip(experts, model.alphas, strict=False)]
     lone = None

@@ -195,7 +195,8 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
 
     assert no_mixture(ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"])).startswith(
         "The classification expert dispatches")
-    assert no_mixture(lora_model) == "This run has no SVF experts to mix (a LoRA expert)."
+    assert no_mixture(lora_model).startswith("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts")
+    assert "`workbench experts train --task T --seed 0`" in no_mixture(lora_model)
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
     assert per_matrix.compare == [] and "confusion" not in per_matrix.data.views
     table = per_matrix.alpha_table()
