@@ -26,7 +26,7 @@ from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 # "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
-COLUMNS = ["id", "kind", "substrate", "fm", "status", "done", "unit", "metric", "best", "created", "note"]
+COLUMNS = ["id", "kind", "what", "status", "done", "unit", "metric", "best", "created", "note"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -131,12 +131,13 @@ class RunsModel(param.Parameterized):
         return [r for r in reversed(self._rows) if keep(r)][: self.limit]
 
     def table(self) -> pd.DataFrame:
-        """Every run in the catalog, one row each: COLUMNS — the best score in the run's own metric and direction
-        (the card's; a CycleQD run's best_loss is its QD score negated, which the table showed under best_loss) —
-        then the algorithm and method columns of the kinds that have them."""
-        rows = [{**r, **_done(r), **_best(r), "note": r.get("note") or ""} for r in self._rows]
-        extra = [c for c in ("algorithm", "method") if any(c in r for r in rows)]
-        return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
+        """Every run in the catalog, one row each: COLUMNS — `what`, the values that describe a run of its kind
+        (runs.KIND_COLUMNS, as `workbench runs list` shows them: "lenia · clip · cma", "ties · a, b", "add ·
+        svf"; the table had substrate and FM columns, which held a merge's method, an expert's task and adapter),
+        the best score in the run's own metric and direction (the card's; a CycleQD run's best_loss is its QD
+        score negated, which the table showed under best_loss)."""
+        rows = [{**r, **_done(r), **_best(r), "what": what_text(r), "note": r.get("note") or ""} for r in self._rows]
+        return pd.DataFrame(rows, columns=COLUMNS)
 
     def link(self, run_id: str) -> str:
         """Markdown link to the page that fits the run's kind (Lab, Atlas, Merge; see shell.OPENERS)."""
@@ -284,6 +285,12 @@ class RunsModel(param.Parameterized):
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
+
+
+def what_text(row: dict) -> str:
+    """What a catalog row's run is, in the values that describe its kind (its `columns`), joined by " · "."""
+    return " · ".join(value_text(row.get(c)) for c in row.get("columns") or ("substrate", "fm")
+                      if row.get(c) not in (None, "", []))
 
 
 def _best(row: dict) -> dict:

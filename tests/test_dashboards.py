@@ -430,6 +430,9 @@ def test_runs_model_gallery_filters_and_compares(runs):
         assert best_text(row) == (f"best {table.at[row['id'], 'metric'][:-2]} {table.at[row['id'], 'best']:.4g} "
                                   f"{table.at[row['id'], 'metric'][-1]}")
     assert "best_loss" not in table and set(table["metric"]) >= {"loss ↓", "fitness ↑"}, table["metric"]
+    # what each run is, in the values its kind is described by (a merge's method sat under "substrate")
+    assert "substrate" not in table and table.at[runs["openended"][0], "what"] == "boids · pixels · cma"
+    assert table.at[runs["dare_ties"], "what"] == "dare_ties · add+sort", table["what"]
     cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
     assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
     thumb = Image.open(__import__("io").BytesIO(__import__("base64").b64decode(
