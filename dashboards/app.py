@@ -89,13 +89,12 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     ordered_patches()  # see its docstring (a page's updates sent out of order broke the browser's copy)
     local_stylesheets()  # see its docstring (a hidden tab's pane that changed sent the browser to the CDN)
     serial_blas()  # before any page runs: see its docstring (a fork in one thread froze BLAS in another)
-    titles = {"/": "workbench", **{k: f"workbench · {v.title}" for k, v in PAGE_INFO.items()}}
     global stopped_by
     stopped_by = signal.SIGINT
     # the main thread's only (signal.signal refuses elsewhere, as Panel's own SIGINT handler is)
     previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) \
         if not threaded and threading.current_thread() is threading.main_thread() else None
-    server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True, title=titles,
+    server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True,
                       threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False)
     if not threaded:
         from workbench.dashboards.search import SearchJob

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import panel as pn
+import param
 from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 
@@ -121,6 +122,18 @@ def nav(current: str | None) -> pn.pane.HTML:
                         margin=0)
 
 
+class WorkbenchTemplate(pn.template.FastListTemplate):
+    """Panel's FastListTemplate whose browser tab says the site and the page ("workbench · Lab"): the template's
+    title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs)."""
+
+    tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
+
+    def _init_doc(self, *args, **kwargs):
+        document = super()._init_doc(*args, **kwargs)  # titled by the template's title, whatever it is given
+        document.title = self.tab_title
+        return document
+
+
 def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *, standalone: bool = False,
           title: str | None = None, description: str | None = None) -> pn.template.FastListTemplate:
     """The page in the workbench template: title, one-line description, controls in the sidebar.
@@ -136,8 +149,9 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
     local_stylesheets()
     if standalone:
         serial_blas()
-    template = pn.template.FastListTemplate(
-        site="workbench", site_url="./", title=title, design=OfflineFast, accent=ACCENT,
+    template = WorkbenchTemplate(
+        tab_title=f"workbench · {title}" if info else "workbench", site="workbench", site_url="./", title=title,
+        design=OfflineFast, accent=ACCENT,
         header_background=ACCENT, header=[] if standalone else [nav(slug)], sidebar=sidebar,
         collapsed_sidebar=not sidebar,
         main=[head, *main], main_layout=None, theme_toggle=False, sidebar_width=330,

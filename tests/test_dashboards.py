@@ -1623,13 +1623,13 @@ FRAME_SUM = """() => {
 }"""
 
 def test_every_page_has_the_shell_and_navigates_offline(server, browser, request):
-    """Each page: in the template, its title and description, the navigation from page to page (each page
+    """Each page: in the template, its title and description (the tab's "workbench · PAGE"), the navigation from page to page (each page
     reached from the one before, the first from Home's cards), and back Home."""
     from workbench.dashboards.shell import PAGES
 
     with _browse(browser, f"{server}/", request) as page:
         page.locator(".cards .card").first.wait_for(timeout=30000)
-        assert page.locator(".cards .card").count() == len(PAGES)
+        assert page.locator(".cards .card").count() == len(PAGES) and page.title() == "workbench"
         for n, (slug, info) in enumerate(PAGES.items()):
             if n == 0:
                 page.locator(".cards .card").first.click()  # the cards link the pages in their order
@@ -1637,7 +1637,7 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
                 page.locator("nav.pages").get_by_role("link", name=info.title, exact=True).click()
             page.wait_for_url(f"{server}/{slug}", timeout=30000)
             page.get_by_text(info.description).wait_for(timeout=60000)
-            assert info.title in page.title()
+            assert page.title() == f"workbench · {info.title}"  # the tab said "Lab" among other apps' tabs
             links = page.locator("nav.pages a").all_inner_texts()
             assert links == ["Home", *(p.title for p in PAGES.values())], links
             assert page.locator("nav.pages a.current").inner_text() == info.title
