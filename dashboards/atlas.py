@@ -20,6 +20,9 @@ from workbench.asal.atlas import PROJECTIONS, compose, project, snap_to_grid
 from workbench.atomic import fresh_paths, write_png
 from workbench.runs import RunStore
 
+#: the player's frame before a cell is clicked: a light grey, as the pages' placeholders (black read as a frame)
+BLANK = 240
+
 
 class AtlasModel(param.Parameterized):
     """The Atlas page's state: a finished illumination run's population laid out on a grid by a 2-D projection of
@@ -242,7 +245,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                             standalone=standalone)
     player = LabModel(substrate=model.substrate or "lenia")
     if player.frame is not None:  # blank until a cell is clicked, as after another run is laid out (it showed θ = 0's
-        player.frame = np.zeros_like(player.frame)  # frame under "click a cell to play")
+        player.frame = np.full_like(player.frame, BLANK)  # frame under "click a cell to play")
     playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
     shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads
     plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
@@ -251,7 +254,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         if event.new < 0:  # another run laid out: its members are others
             player.playing = False
             if player.frame is not None:  # the last run's member left the player (beside another run's atlas)
-                player.frame = np.zeros_like(player.frame)
+                player.frame = np.full_like(player.frame, BLANK)
             playing.object = "Click a cell of the atlas to play its simulation here."
             return
         member, request = event.new, player.request_switch()
