@@ -784,7 +784,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             show_store()
 
     if served():  # a session's own
-        pn.state.add_periodic_callback(follow_runs, period=FOLLOW_MS)
+        # from the page's load on (search.py says why: a change made before it could be dropped)
+        pn.state.onload(lambda: pn.state.add_periodic_callback(follow_runs, period=FOLLOW_MS))
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,

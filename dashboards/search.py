@@ -622,9 +622,8 @@ class SearchViews:
         self.resume.disabled = not model.resumable
         self.resume.name = f"go on to {model.iters}" if model.goes_on else "resume"
         # the run on show goes back in the address whenever the address lacks it, not only when the run changes: the
-        # first refresh runs before the browser has loaded the page (the periodic callback starts with the session),
-        # and the browser's first report of its address (/search, opened from the menu) then took out the ?run=ID
-        # written for a run on show from the start (the search this server runs)
+        # browser's first report of its address (/search, opened from the menu) could come after the first refresh
+        # and took out the ?run=ID written for a run on show from the start (the search this server runs)
         run_id = model.run_id
         if self.location is not None and (run_id != seen["run_id"] or (run_id and self._addressed() != run_id)):
             self._address(run_id)
@@ -733,7 +732,12 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     figure = pn.widgets.Select(label="Figure", options=EXPORTS, value="curve", sizing_mode="stretch_width")
     fmt, size, export, exported, download = export_controls(
         lambda suffix, **printed: model.export(figure.value, suffix, **printed))
-    pn.state.add_periodic_callback(views.refresh, period=300)
+    # fed once the browser has loaded the page (document_ready), not from the session's start: until then Panel
+    # (1.9) drops the changes a layout makes (a Column's children: the curve, the best frame and the population
+    # swapped in for their placeholders), counting on the browser to pull the whole document later, but a
+    # browser that has pulled it already (its scripts cached: a page opened from another page in the same tab)
+    # never got them, and a finished run's views are fed once (refresh dedupes): they kept their placeholders
+    pn.state.onload(lambda: pn.state.add_periodic_callback(views.refresh, period=300))
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),
