@@ -529,8 +529,7 @@ def card_html(c: dict) -> str:
 
 # the cards' grid, laid on the Column that holds one pane per card (its children sit in its shadow root)
 GRID_CSS = """
-:host { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(236px, 1fr)); gap: 14px;
-        width: 100%; }
+:host { display: grid !important; grid-template-columns: repeat(auto-fill, minmax(236px, 1fr)); gap: 14px; }
 """
 
 
