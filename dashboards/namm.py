@@ -716,8 +716,11 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     results = w.TextInput(label="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
     compare = w.Button(label="compare with baselines", sizing_mode="stretch_width")
-    fmt, size, export, status, download = export_controls(
+    fmt, size, export, written, download = export_controls(
         lambda suffix, **printed: model.export(model.view, model.figures_dir(), suffix, **printed))
+    # the run's messages beside its button; the export's beside its own (one line for both said what an export
+    # wrote at the sidebar's top, under the prompt, far from the button pressed)
+    status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
@@ -889,7 +892,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                section("Model and policy"), model_pick, folder, policy, theta, seed, strict, budget, n_up, new_tokens,
                section("Watch the cache"), player, step_text, layer, head, token,
                section("Score vs cache"), results, compare,
-               section("Export the view on show"), fmt, size, export, download]
+               section("Export the view on show"), fmt, size, export, written, download]
     return shell("namm", [alert, header, legend, tabs], sidebar, standalone=standalone)
 
 

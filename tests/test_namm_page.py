@@ -362,6 +362,10 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         page.get_by_label("Format").select_option(".html")
         page.get_by_role("button", name="export").click()
         page.get_by_text("written").wait_for(timeout=60000)
+        # said under the export button (it was said at the sidebar's top, under the prompt)
+        below = page.get_by_text("written").bounding_box()["y"] - \
+            page.get_by_role("button", name="export").bounding_box()["y"]
+        assert 0 < below < 200, below
     assert list((Path(namm_run["dir"]) / run_id / "figures").glob(f"namm-retention-*-step{steps}.html"))
 
 
