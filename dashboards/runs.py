@@ -26,7 +26,7 @@ from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 # "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
-COLUMNS = ["id", "kind", "what", "status", "done", "unit", "metric", "best", "created", "note"]
+COLUMNS = ["id", "kind", "what", "status", "done", "unit", "metric", "best", "note", "created"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -135,8 +135,10 @@ class RunsModel(param.Parameterized):
         (runs.KIND_COLUMNS, as `workbench runs list` shows them: "lenia · clip · cma", "ties · a, b", "add ·
         svf"; the table had substrate and FM columns, which held a merge's method, an expert's task and adapter),
         the best score in the run's own metric and direction (the card's; a CycleQD run's best_loss is its QD
-        score negated, which the table showed under best_loss)."""
-        rows = [{**r, **_done(r), **_best(r), "what": what_text(r), "note": r.get("note") or ""} for r in self._rows]
+        score negated, which the table showed under best_loss); the note before the time created (at a laptop's
+        width the table's last columns are off to the right), which is to the second, as the card's."""
+        rows = [{**r, **_done(r), **_best(r), "what": what_text(r), "note": r.get("note") or "",
+                 "created": str(r.get("created") or "")[:19].replace("T", " ")} for r in self._rows]
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def link(self, run_id: str) -> str:

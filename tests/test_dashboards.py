@@ -433,6 +433,9 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # what each run is, in the values its kind is described by (a merge's method sat under "substrate")
     assert "substrate" not in table and table.at[runs["openended"][0], "what"] == "boids · pixels · cma"
     assert table.at[runs["dare_ties"], "what"] == "dare_ties · add+sort", table["what"]
+    # the note before the time created, which reads as the card's (to the second, no "T" nor milliseconds)
+    assert list(table.columns[-2:]) == ["note", "created"]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c) for c in table["created"]), table["created"]
     cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
     assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
     thumb = Image.open(__import__("io").BytesIO(__import__("base64").b64decode(
