@@ -635,8 +635,12 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
+    from bokeh.models.widgets.tables import NumberFormatter
+
+    # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six)
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
-                                 page_size=20, sizing_mode="stretch_width", show_index=False)
+                                 page_size=20, sizing_mode="stretch_width", show_index=False,
+                                 formatters={"best": NumberFormatter(format="0.[0000]", text_align="right")})
     def compared() -> pn.pane.Markdown:
         ids = [f"`{i}`" for i in model.selected]
         names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")

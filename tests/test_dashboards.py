@@ -1902,11 +1902,14 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
     store = RunStore(tmp_path / "runs")
     gone, stays = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
     for run in (gone, stays):
-        run.update(status="done")
+        run.update(status="done", best_loss=0.123456789)
     with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/runs", request) as page:
         page.locator(f'.gallery .run[data-run="{gone.id}"]').wait_for(timeout=60000)
         page.locator(".bk-tab", has_text="Table").click()
         page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        # the best to four decimals (six before), as near the cards' four digits as a column allows
+        best = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="best"]')
+        assert best.inner_text().strip() == "0.1235"
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
         kept.check()
