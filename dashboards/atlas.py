@@ -347,4 +347,4 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    atlas_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · atlas")
+    atlas_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

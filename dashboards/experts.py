@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import shlex
 import sys
 import threading
 import time
@@ -1016,18 +1017,31 @@ LONE_EXPERT = "*One expert: every α > 0 composes the same weights (SVF's rescal
 
 
 def no_mixture(model: ExpertsModel) -> str:
-    """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert")."""
+    """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert"), and
+    the command that trains what it would mix."""
     d = model.data
     if d is not None and d.kind == "experts" and d.config.get("adapter") == "svf" and \
             all(e.task == "classify" for e in d.experts):
-        return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of seed "
-                f"{d.config['seed']} on this model to mix them here.")
+        return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of its model and "
+                f"seed (`{train_command(model)}`) to mix them here.")
     if d is not None and d.kind == "experts" and d.config.get("adapter") == "lora":
         # said with the way to something to mix: the tab held one bare line
         return ("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts' z vectors. Train SVF "
-                f"experts on this model (`workbench experts train --task T --seed {d.config['seed']}`, the default "
-                "--adapter svf) and open one of them to mix them here.")
+                f"experts of its model and seed (`{train_command(model)}`) and open one of them to mix them here.")
     return "This run has no SVF experts to mix."
+
+
+def train_command(model: ExpertsModel) -> str:
+    """`workbench experts train` for an SVF expert (the default adapter) of the run's model, seed and prompt format,
+    into the folder the page shows (the mixer takes experts of the same model and seed from there); T: the task."""
+    cfg = model.data.config
+    parts = ["workbench experts train", f"--model {shlex.quote(str(cfg['model']))}", "--task T",
+             f"--seed {cfg['seed']}"]
+    if cfg.get("prompt_format") == "chat":
+        parts.append("--prompt-format chat")
+    if model.runs_dir != "runs":
+        parts.append(f"--runs {shlex.quote(model.runs_dir)}")
+    return " ".join(parts)
 
 
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
@@ -1241,4 +1255,4 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    experts_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · experts")
+    experts_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

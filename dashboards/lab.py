@@ -910,4 +910,4 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
 if __name__.startswith("bokeh"):
     pn.extension("tabulator", inline=True)
-    lab_page(standalone=True).servable(title="workbench · lab")
+    lab_page(standalone=True).servable()  # titled by the shell

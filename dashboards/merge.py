@@ -272,4 +272,4 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    merge_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · merge")
+    merge_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

@@ -1504,4 +1504,4 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
 
 if __name__.startswith("bokeh"):
     pn.extension(inline=True)
-    qd_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · QD archives")
+    qd_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

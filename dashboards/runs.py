@@ -49,7 +49,8 @@ class RunsModel(param.Parameterized):
     runs_dir = param.String(default="runs", doc="the run store")
     kind = param.Selector(default="all", objects=["all"], doc="show runs of this kind")
     status = param.Selector(default="all", objects=["all"], doc="show runs with this status")
-    query = param.String(default="", doc="text the run's id, substrate, FM, method, models or note contain")
+    query = param.String(default="", doc="text the run's id, what it is (the table's 'what': substrate, FM, "
+                                         "method, models, tasks …) or its note contain")
     selected = param.List(default=[], doc=f"ids of the runs to compare (at most {MAX_COMPARED})")
     ticked = param.List(default=[], doc=f"ids of the runs ticked in the table, in the order ticked: removal takes "
                                         f"every one, the comparison the last {MAX_COMPARED}")
@@ -124,15 +125,15 @@ class RunsModel(param.Parameterized):
                 return False
             if self.status != "all" and r.get("status") != self.status:
                 return False
-            hay = " ".join(str(r.get(k) or "") for k in ("id", "substrate", "fm", "method", "models", "algorithm",
-                                                          "note"))
+            # what the card and the table say the run is (a CycleQD run's sampling and mutation were not found)
+            hay = " ".join([r["id"], what_text(r), r.get("note") or ""])
             return text in hay.lower()
 
         return [r for r in reversed(self._rows) if keep(r)][: self.limit]
 
     def table(self) -> pd.DataFrame:
         """Every run in the catalog, one row each: COLUMNS — `what`, the values that describe a run of its kind
-        (runs.KIND_COLUMNS, as `workbench runs list` shows them: "lenia · clip · cma", "ties · a, b", "add ·
+        (runs.KIND_COLUMNS, the values `workbench runs list` shows: "lenia · clip · cma", "ties · a+b", "add ·
         svf"; the table had substrate and FM columns, which held a merge's method, an expert's task and adapter),
         the best score in the run's own metric and direction (the card's; a CycleQD run's best_loss is its QD
         score negated, which the table showed under best_loss); the note before the time created (at a laptop's
@@ -490,8 +491,8 @@ code.resume { display: block; background: #f4f6f8; border-radius: 4px; padding: 
 
 
 def gallery_html(cards: list[dict], runs_dir: str, filtered: bool = False) -> str:
-    """The cards as one HTML grid (a page or a file of its own); none: why — no run yet, or (`filtered`: the
-    folder has runs) none that the filters keep (it said to start a run)."""
+    """The cards as one HTML grid, for a static page styled by GALLERY_CSS (the served pages show a Gallery: one pane
+    per card); none: why — no run yet, or (`filtered`: the folder has runs) none that the filters keep."""
     if not cards:
         return empty_html(runs_dir, filtered)
     return f'<div class="gallery">{"".join(card_html(c) for c in cards)}</div>'
@@ -555,6 +556,10 @@ class Gallery:
     def show(self, cards: list[dict], filtered: bool = False) -> None:
         """Show these cards in this order; none: why (empty_html), `filtered` as there."""
         panes = []
+        firsts: dict[str, dict] = {}
+        for card in cards:  # a run once (its first card): one pane per run
+            firsts.setdefault(card["id"], card)
+        cards = list(firsts.values())
         for card in cards:
             text = card_html(card)
             pane = self._panes.get(card["id"])
@@ -801,4 +806,4 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
 if __name__.startswith("bokeh"):
     pn.extension("tabulator", inline=True)
-    runs_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable(title="workbench · runs")
+    runs_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

@@ -21,12 +21,15 @@ import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import panel as pn
 import param
 from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
+
+if TYPE_CHECKING:
+    from bokeh.document import Document
 
 ACCENT = "#2f5d8a"
 
@@ -128,8 +131,10 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
 
     tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
 
-    def _init_doc(self, *args, **kwargs):
-        document = super()._init_doc(*args, **kwargs)  # titled by the template's title, whatever it is given
+    def _init_doc(self, doc: Document | None = None, comm: Any = None, title: str | None = None,
+                  notebook: bool = False, location: bool | Any = True) -> Document:
+        # Panel titles the document by the template's title, whatever it is given (servable's, serve's)
+        document = super()._init_doc(doc, comm, title, notebook, location)
         document.title = self.tab_title
         return document
 

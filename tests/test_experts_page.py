@@ -196,7 +196,17 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     assert no_mixture(ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"])).startswith(
         "The classification expert dispatches")
     assert no_mixture(lora_model).startswith("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts")
-    assert "`workbench experts train --task T --seed 0`" in no_mixture(lora_model)
+    # the command that trains what the mixer would take: the run's model and seed, into the folder on show
+    lora_cfg = lora_model.data.config
+    command = (f"workbench experts train --model {lora_cfg['model']} --task T --seed {lora_cfg['seed']} "
+               f"--runs {ex['dir']}")
+    assert f"`{command}`" in no_mixture(lora_model)
+    import shlex
+
+    from workbench.cli import build_parser  # a command line the CLI takes (it lacked the --model it needs)
+
+    args = build_parser().parse_args(shlex.split(command.replace("--task T", "--task add"))[1:])
+    assert (args.model, args.task, args.seed, args.runs) == (lora_cfg["model"], "add", lora_cfg["seed"], ex["dir"])
     per_matrix = ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])
     assert per_matrix.compare == [] and "confusion" not in per_matrix.data.views
     table = per_matrix.alpha_table()

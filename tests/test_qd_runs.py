@@ -179,6 +179,10 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert card["steps"] == f"{GENS} generations" and card["iterations"] == GENS + 1
     (listed,) = gallery.table().query("id == @run.id").to_dict("records")  # the page's table counts them so too
     assert (listed["done"], listed["unit"]) == (GENS, "generations")
+    assert listed["what"].startswith("brackets+sort · ") and listed["what"].endswith(" · svd"), listed["what"]
+    gallery.query = "svd"  # the page's search finds what its table says (a run's mutation was not searched)
+    assert run.id in [r["id"] for r in gallery.shown()]
+    gallery.query = ""
     for compared in ids:
         gallery.toggle(compared)
     (listed,) = gallery.settings_table().query("id == @run.id").to_dict("records")

@@ -142,7 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--trust-pickle", action="store_true",
                        help="with --resume: also load an old-format checkpoint.pkl (a pickle can run code: only for "
                             "run folders you trust)")
-        add_dask_arguments(a, "the simulations (--chunk of them a task)")
+        add_dask_arguments(a, "the population's rollouts (--chunk parameter sets a task)")
         a.add_argument("--quiet", action="store_true", help="no progress bar")
         a.set_defaults(func=cmd_asal)
     from workbench.cli.sweep import register_sweep

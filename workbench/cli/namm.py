@@ -205,7 +205,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     tr.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique "
                     "prefix; settings flags must match the run's or be left out)")
-    add_dask_arguments(tr, "the population")
+    add_dask_arguments(tr, "the population (--chunk candidates a task)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_argument(tr, " (with --resume: the run's own; another is refused)")
     tr.set_defaults(func=cmd_train)

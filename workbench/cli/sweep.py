@@ -93,6 +93,6 @@ def register_sweep(asal_sub: argparse._SubParsersAction) -> None:
     a.add_argument("--seed", type=SEED, help="seed of the initial states (default: 0)")
     a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed sweep (an id or a unique prefix)")
-    add_dask_arguments(a, "the rules")
+    add_dask_arguments(a, "the rules (--chunk of them a task)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=cmd_sweep)
