@@ -263,7 +263,9 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
     location = served_location()
-    address(location, run=model.run_id)  # the run on show (a ?run= prefix: its full id; one refused: the run shown)
+    # the run on show (a ?run= prefix: its full id; one refused: the run shown), once the browser has the page:
+    # written at build, the browser's first report of its own address took it out again
+    pn.state.onload(lambda: address(location, run=model.run_id))
     build_tabs()
     sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status,
                download]

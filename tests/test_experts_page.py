@@ -461,6 +461,10 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         # a run that is not there: the page says so (the same offline browser context, a fresh page session)
         page.goto(f"{served}/experts?run=nope", wait_until="networkidle")
         page.locator(".alert").get_by_text("no run 'nope'").wait_for(timeout=60000)
+        # a bare address gets the id of the run on show (written at build, the browser's first report of its
+        # address took it out)
+        page.goto(f"{served}/experts")
+        page.wait_for_url(re.compile(r"/experts\?run=\d{8}-\d{6}-(experts|adapt)-[\w%+.-]+$"), timeout=30000)
 
 
 def test_paper_curves_keep_their_legend_inside_the_axes():
