@@ -273,7 +273,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                           f"[open it in the Lab]({link}) (edit, score, snapshot)")
 
     model.param.watch(on_select, "selected")
-    pn.state.add_periodic_callback(player.tick, period=50, start=True)
+    # ticks while a member plays (it ticked every 50 ms in every session, for nothing until a cell was clicked)
+    ticks = pn.state.add_periodic_callback(player.tick, period=50, start=False)
+    player.param.watch(lambda e: ticks.start() if e.new else ticks.stop(), "playing")
 
     # the sidebar's widgets are not linked to the model directly: a change lays the atlas out on a worker
     # thread (t-SNE / UMAP take seconds), so the server's event loop stays free for every other session

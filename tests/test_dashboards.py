@@ -2086,6 +2086,9 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         box = canvas.bounding_box()
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text("playing population member").wait_for(timeout=30000)
+        for _ in range(2):  # and it plays: frame after frame (the player ticks from the click on, not before it)
+            shown = page.evaluate(FRAME_SUM)
+            page.wait_for_function(f"() => ({FRAME_SUM})() !== {shown}", timeout=30000)
         href = page.get_by_role("link", name="open it in the Lab").get_attribute("href")
         member = int(re.fullmatch(r"\./lab\?run=[^&]+&member=(\d+)", href).group(1))  # the Lab opens that member
         assert page.evaluate(CELL_PICKED) == [member]
