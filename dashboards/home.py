@@ -49,9 +49,8 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
 
     draw()
     if served():
-        # the summary and the latest cards follow the store (a running run's count, runs started or removed):
-        # they were the page's first look for good
-        # from the page's load on (search.py says why: a change made before it could be dropped)
+        # the summary and the latest cards follow the store (a running run's count, runs started or removed;
+        # they were the page's first look for good), from the page's load on (search.py says why)
         pn.state.onload(lambda: pn.state.add_periodic_callback(lambda: runs.follow() and draw(), period=FOLLOW_MS))
     main = [body, heading, latest.layout]
     return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models.widgets.tables import NumberFormatter
 
 from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
@@ -555,11 +556,11 @@ class Gallery:
 
     def show(self, cards: list[dict], filtered: bool = False) -> None:
         """Show these cards in this order; none: why (empty_html), `filtered` as there."""
-        panes = []
         firsts: dict[str, dict] = {}
         for card in cards:  # a run once (its first card): one pane per run
             firsts.setdefault(card["id"], card)
         cards = list(firsts.values())
+        panes = []
         for card in cards:
             text = card_html(card)
             pane = self._panes.get(card["id"])
@@ -640,12 +641,11 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
-    from bokeh.models.widgets.tables import NumberFormatter
-
     # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six)
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False,
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right")})
+
     def compared() -> pn.pane.Markdown:
         ids = [f"`{i}`" for i in model.selected]
         names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")

@@ -736,9 +736,9 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     # (1.9) drops the changes a layout makes (a Column's children: the curve, the best frame and the population
     # swapped in for their placeholders), counting on the browser to pull the whole document later, but a
     # browser that has pulled it already (its scripts cached: a page opened from another page in the same tab)
-    # never got them, and a finished run's views are fed once (refresh dedupes): they kept their placeholders
-    # and fed once now, for the page's first look to be in the document the browser pulls: a first refresh at the
-    # load wrote the status line over a note the user had caused already (a refused number typed at once)
+    # never got them, and a finished run's views are fed once (refresh dedupes): they kept their placeholders.
+    # Fed once now too, for the page's first look to be in the document the browser pulls: a first refresh at the
+    # load wrote the status line over a note the user had caused already (a refused number typed at once).
     views.refresh()
     pn.state.onload(lambda: pn.state.add_periodic_callback(views.refresh, period=300))
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
