@@ -219,6 +219,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         offer,
         put_back,
         run_asked,
+        run_while,
         section,
         served_location,
         shell,
@@ -275,7 +276,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     model.param.watch(on_select, "selected")
     # ticks while a member plays (it ticked every 50 ms in every session, for nothing until a cell was clicked)
     ticks = pn.state.add_periodic_callback(player.tick, period=50, start=False)
-    player.param.watch(lambda e: ticks.start() if e.new else ticks.stop(), "playing")
+    player.param.watch(run_while(ticks), "playing")
 
     # the sidebar's widgets are not linked to the model directly: a change lays the atlas out on a worker
     # thread (t-SNE / UMAP take seconds), so the server's event loop stays free for every other session
@@ -330,6 +331,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
 
     refresh.on_click(on_refresh)
+    # the run on show in the address (a bare /atlas, a ?run= prefix: its full id), once the browser has the page
+    # (written at build, the browser's first report of its own address takes it out)
+    pn.state.onload(lambda: address(location, run=model.run_id))
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
     download = download_button()

@@ -690,6 +690,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         off_loop,
         offer,
         run_asked,
+        run_while,
         section,
         served_location,
         shell,
@@ -893,7 +894,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     status = pn.bind(lambda n, fps, playing: f"{'playing' if playing else 'paused'} · step **{n}** · "
                      f"{fps:.1f} frames/s computed", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
-    model.param.watch(lambda e: callback.start() if e.new else callback.stop(), "playing")
+    model.param.watch(run_while(callback), "playing")
     step_reset = pn.Row(step, reset, sizing_mode="stretch_width")
     editor = param_editor(model)
     held[:] = [substrate, seed, controls, step_reset, mutate, theta_file, preset, editor]

@@ -608,6 +608,19 @@ class SearchViews:
         except ValueError as exc:
             self.status.object = f"status: **error** — {in_page_words(str(exc), FIELDS)}"
 
+    def feed(self, period_ms: int = 300) -> None:
+        """Refresh the views now, and every `period_ms` once the browser has loaded the page (document_ready).
+
+        Now: for the page's first look to be in the document the browser pulls (a first refresh at the load wrote
+        the status line over a note the user had caused already: a refused number typed at once). From the load
+        on, not from the session's start: until then Panel (1.9) drops the changes a layout makes (a Column's
+        children: the curve, the best frame and the population swapped in for their placeholders), counting on
+        the browser to pull the whole document later, but a browser that has pulled it already (its scripts
+        cached: a page opened from another page in the same tab) never got them, and a finished run's views are
+        fed once (refresh dedupes): they kept their placeholders."""
+        self.refresh()
+        pn.state.onload(lambda: pn.state.add_periodic_callback(self.refresh, period=period_ms))
+
     def refresh(self) -> None:
         from PIL import Image
 
@@ -732,15 +745,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     figure = pn.widgets.Select(label="Figure", options=EXPORTS, value="curve", sizing_mode="stretch_width")
     fmt, size, export, exported, download = export_controls(
         lambda suffix, **printed: model.export(figure.value, suffix, **printed))
-    # fed once the browser has loaded the page (document_ready), not from the session's start: until then Panel
-    # (1.9) drops the changes a layout makes (a Column's children: the curve, the best frame and the population
-    # swapped in for their placeholders), counting on the browser to pull the whole document later, but a
-    # browser that has pulled it already (its scripts cached: a page opened from another page in the same tab)
-    # never got them, and a finished run's views are fed once (refresh dedupes): they kept their placeholders.
-    # Fed once now too, for the page's first look to be in the document the browser pulls: a first refresh at the
-    # load wrote the status line over a note the user had caused already (a refused number typed at once).
-    views.refresh()
-    pn.state.onload(lambda: pn.state.add_periodic_callback(views.refresh, period=300))
+    views.feed()
     sidebar = [section("What to search"), kind, substrate, rule_note, algorithm, init, text["fm"], text["weights"],
                text["prompt"], text["target_image"], section("Budget"), pn.Row(w["iters"], w["pop"]),
                pn.Row(w["steps"], w["frames"]), pn.Row(w["bs"], w["seed"]),

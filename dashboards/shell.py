@@ -218,6 +218,21 @@ def served() -> bool:
     return pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
 
 
+def run_while(callback: Any) -> Callable[[Any], None]:
+    """A watcher of a boolean parameter (a player's `playing`) that starts the periodic `callback` when it turns
+    True and stops it when it turns False. Not for a session that ended meanwhile (a member's load awaited while
+    its tab closed): Panel then starts an unscoped task that no session's cleanup stops, ticking for good."""
+    doc = pn.state.curdoc  # None where no server serves the page
+
+    def follow(event: Any) -> None:
+        if not event.new:
+            callback.stop()
+        elif doc is None or doc.session_context is not None:
+            callback.start()
+
+    return follow
+
+
 def served_location():
     """The page's address (pn.state.location) where a server serves it, else None."""
     return pn.state.location if served() else None

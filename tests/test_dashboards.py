@@ -783,6 +783,18 @@ def test_search_address_follows_the_run_on_show(tmp_path):
     assert location.query_params == {"tab": "x"} and "failed" in views.status.object
 
 
+def test_a_search_page_fed_at_build_keeps_a_note_made_before_its_first_periodic_refresh(tmp_path):
+    """The views are fed when the page is built (and every 300 ms from its load on): a refused number typed before
+    the first periodic refresh keeps its note (that refresh, the first to write the status line, wrote over it)."""
+    from workbench.dashboards.search import SearchViews
+
+    views = SearchViews(SearchModel(runs_dir=str(tmp_path)), None)
+    views.feed()  # as the page is built (no server: the periodic refresh does not run)
+    views.note("**not taken** — Iters takes a whole number of at least 1 (got 0; kept 20)")
+    views.refresh()  # the first periodic one
+    assert "not taken" in views.status.object, views.status.object
+
+
 def test_search_page_opened_from_the_menu_puts_the_running_search_in_the_address(tmp_path):
     """A page opened from the menu while this server searches shows that search from its first refresh: the
     browser's first report of its address (/search), when it came after that refresh, took the ?run=ID out again,
@@ -1028,6 +1040,51 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     with pytest.raises(ValueError, match=f"run '{refused}' has no thumbs.npy"):
         other.run_id = refused
     assert other.run_id == shown and np.array_equal(other.image, image) and np.array_equal(other.thetas, thetas)
+
+
+def test_a_player_ticks_while_it_plays_and_never_for_a_session_that_ended():
+    """The Lab's and the Atlas' players tick while `playing` (the Atlas ticked every 50 ms in every session from its
+    start); a member's load awaited while its tab closed set `playing` on a session that had ended, and Panel
+    started an unscoped task for it that nothing stopped."""
+    import weakref
+
+    import param
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from workbench.dashboards.shell import run_while
+
+    class Ticks:  # stands for Panel's PeriodicCallback: what the watcher asks of it
+        def __init__(self):
+            self.calls = []
+
+        def start(self):
+            self.calls.append("start")
+
+        def stop(self):
+            self.calls.append("stop")
+
+    class Player(param.Parameterized):
+        playing = param.Boolean(default=False)
+
+    class Session:  # what a served document's session context is to it: a weak reference Bokeh clears at its end
+        pass
+
+    doc, session = Document(), Session()
+    doc._session_context = weakref.ref(session)
+    player, ticks = Player(), Ticks()
+    with set_curdoc(doc):
+        player.param.watch(run_while(ticks), "playing")
+    player.playing = True
+    player.playing = False
+    assert ticks.calls == ["start", "stop"]
+    del session  # the tab closed, its session ended
+    player.playing = True
+    assert ticks.calls == ["start", "stop"]  # not started for good
+    alone, unserved = Player(), Ticks()  # a page no server serves (a notebook)
+    alone.param.watch(run_while(unserved), "playing")
+    alone.playing = True
+    assert unserved.calls == ["start"]
 
 
 def test_the_atlas_page_takes_runs_finished_since_it_opened(runs, tmp_path):
@@ -2118,6 +2175,8 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         expect(page.get_by_label("Seed", exact=True)).to_have_value("0", timeout=30000)
         _fill(page, "Seed", "1")
         expect(refusal).to_have_count(0, timeout=120000)
+        page.goto(f"{server}/atlas")  # a bare address gets the id of the run on show, once the browser has the page
+        page.wait_for_url(re.compile(r"/atlas\?run=\d{8}-\d{6}-illuminate-[\w.+-]+$"), timeout=30000)
 
 
 def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(runs, browser, request, tmp_path):
