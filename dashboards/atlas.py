@@ -213,6 +213,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     from workbench.dashboards.lab import LabModel, frame_view
     from workbench.dashboards.shell import (
         address,
+        address_at_load,
         download_button,
         no_runs_page,
         off_loop,
@@ -331,9 +332,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
 
     refresh.on_click(on_refresh)
-    # the run on show in the address (a bare /atlas, a ?run= prefix: its full id), once the browser has the page
-    # (written at build, the browser's first report of its own address takes it out)
-    pn.state.onload(lambda: address(location, run=model.run_id))
+    address_at_load(location, model)
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
     saved = pn.pane.Markdown("", sizing_mode="stretch_width")
     download = download_button()

@@ -1149,6 +1149,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         WRAPPED_TABS,
         PageThread,
         address,
+        address_at_load,
         export_controls,
         no_runs_page,
         off_loop,
@@ -1246,9 +1247,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     tabs.param.watch(on_tab, "active")
     model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
     location = served_location()
-    # the run on show (a ?run= prefix: its full id; one refused: the run shown), once the browser has the page:
-    # written at build, the browser's first report of its own address took it out again
-    pn.state.onload(lambda: address(location, run=model.run_id))
+    address_at_load(location, model)
     build()
     sidebar = [section("Run"), picker, refresh, section("View"), matrix, compare, section("Export for a paper"), what,
                fmt, size, export, status, download]

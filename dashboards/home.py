@@ -7,7 +7,7 @@ from collections import Counter
 
 import panel as pn
 
-from workbench.dashboards.shell import PAGES, counted, served, shell
+from workbench.dashboards.shell import PAGES, counted, every_from_load, served, shell
 from workbench.runs import RunStore
 
 CARDS_CSS = """
@@ -50,8 +50,8 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
     draw()
     if served():
         # the summary and the latest cards follow the store (a running run's count, runs started or removed;
-        # they were the page's first look for good), from the page's load on (search.py says why)
-        pn.state.onload(lambda: pn.state.add_periodic_callback(lambda: runs.follow() and draw(), period=FOLLOW_MS))
+        # they were the page's first look for good)
+        every_from_load(lambda: runs.follow() and draw(), FOLLOW_MS)
     main = [body, heading, latest.layout]
     return shell(None, main, title="Home", description="ASAL substrates, searches and atlases; evolved merge "
                  "recipes, CycleQD archives, NAMM caches and Transformer² experts. Every page also runs alone: "

@@ -174,6 +174,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     from workbench.dashboards.shell import (
         WRAPPED_TABS,
         address,
+        address_at_load,
         export_controls,
         no_runs_page,
         off_loop,
@@ -263,9 +264,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
     location = served_location()
-    # the run on show (a ?run= prefix: its full id; one refused: the run shown), once the browser has the page:
-    # written at build, the browser's first report of its own address took it out again
-    pn.state.onload(lambda: address(location, run=model.run_id))
+    address_at_load(location, model)
     build_tabs()
     sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status,
                download]

@@ -22,7 +22,7 @@ import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter
 
-from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text
+from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text, what_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
@@ -289,12 +289,6 @@ class RunsModel(param.Parameterized):
         out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
-
-
-def what_text(row: dict) -> str:
-    """What a catalog row's run is, in the values that describe its kind (its `columns`), joined by " · "."""
-    return " · ".join(value_text(row.get(c)) for c in row.get("columns") or ("substrate", "fm")
-                      if row.get(c) not in (None, "", []))
 
 
 def _best(row: dict) -> dict:
@@ -629,7 +623,7 @@ def removal_question(ids: list[str]) -> str:
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     """The /runs page over the store `runs_dir`: the gallery and table of every run, filters, notes, removal and
     the comparison of the runs ticked. standalone: a page of its own, without the links to the others."""
-    from workbench.dashboards.shell import export_controls, section, served, shell
+    from workbench.dashboards.shell import every_from_load, export_controls, section, served, shell
 
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
@@ -794,8 +788,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             show_store()
 
     if served():  # a session's own
-        # from the page's load on (search.py says why: a change made before it could be dropped)
-        pn.state.onload(lambda: pn.state.add_periodic_callback(follow_runs, period=FOLLOW_MS))
+        every_from_load(follow_runs, FOLLOW_MS)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
     sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,

@@ -28,6 +28,7 @@ from workbench.asal.evaluate import EvalConfig
 from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
     checked_int_input,
+    every_from_load,
     export_controls,
     in_page_words,
     placeholder,
@@ -609,17 +610,13 @@ class SearchViews:
             self.status.object = f"status: **error** — {in_page_words(str(exc), FIELDS)}"
 
     def feed(self, period_ms: int = 300) -> None:
-        """Refresh the views now, and every `period_ms` once the browser has loaded the page (document_ready).
+        """Refresh the views now, and every `period_ms` once the browser has loaded the page (shell.every_from_load
+        says why: a finished run's curve, best frame and population, fed once, kept their placeholders).
 
         Now: for the page's first look to be in the document the browser pulls (a first refresh at the load wrote
-        the status line over a note the user had caused already: a refused number typed at once). From the load
-        on, not from the session's start: until then Panel (1.9) drops the changes a layout makes (a Column's
-        children: the curve, the best frame and the population swapped in for their placeholders), counting on
-        the browser to pull the whole document later, but a browser that has pulled it already (its scripts
-        cached: a page opened from another page in the same tab) never got them, and a finished run's views are
-        fed once (refresh dedupes): they kept their placeholders."""
+        the status line over a note the user had caused already: a refused number typed at once)."""
         self.refresh()
-        pn.state.onload(lambda: pn.state.add_periodic_callback(self.refresh, period=period_ms))
+        every_from_load(self.refresh, period_ms)
 
     def refresh(self) -> None:
         from PIL import Image

@@ -218,6 +218,22 @@ def served() -> bool:
     return pn.state.curdoc is not None and pn.state.curdoc.session_context is not None
 
 
+def every_from_load(callback: Callable[[], Any], period_ms: int) -> None:
+    """Call `callback` every `period_ms` from the page's load on (the browser's document_ready), not from the
+    session's start: until then Panel (1.9) drops the changes a layout makes (a Column's children swapped),
+    counting on the browser to pull the whole document later; but a browser that has pulled it already (its
+    scripts cached: a page opened from another page in the same tab) never gets them, and a view fed once (a
+    finished run's, deduped after) kept its placeholder for good. No server: at once, as Panel's onload does."""
+    pn.state.onload(lambda: pn.state.add_periodic_callback(callback, period=period_ms))
+
+
+def address_at_load(location, model: Any) -> None:
+    """Put the run on show (model.run_id) in the page's address once the browser has the page: a bare address or a
+    ?run= prefix gets its full id, one refused the run shown. Written at build, the browser's first report of its
+    own address took it out again."""
+    pn.state.onload(lambda: address(location, run=model.run_id))
+
+
 def run_while(callback: Any) -> Callable[[Any], None]:
     """A watcher of a boolean parameter (a player's `playing`) that starts the periodic `callback` when it turns
     True and stops it when it turns False. Not for a session that ended meanwhile (a member's load awaited while

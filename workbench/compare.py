@@ -325,11 +325,18 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     return {i: i if times[label] > 1 else label for i, label in labels.items()}
 
 
+def what_text(row: dict) -> str:
+    """What a catalog row's run is, in the values that describe its kind (its `columns`, runs.KIND_COLUMNS; the
+    substrate and FM without them), joined by " · ": "boids · clip · cma", "ties · a+b", "add · svf"."""
+    return " · ".join(value_text(row.get(c)) for c in row.get("columns") or ("substrate", "fm")
+                      if row.get(c) not in (None, "", []))
+
+
 def run_title(info: dict, root: str | Path) -> str:
     """A figure's title for one run, in words rather than its id: its kind and the columns the run list shows for
     that kind, then its seed ("openended · boids · clip · sep-cma-es · seed 0"; "merge · ties · a+b · seed 1")."""
     row = catalog_row(info, root)
-    parts = [str(row["kind"]), *(value_text(row.get(c)) for c in row["columns"] if row.get(c) not in (None, "", []))]
+    parts = [str(row["kind"]), *filter(None, [what_text(row)])]
     if row.get("seed") is not None:
         parts.append(f"seed {row['seed']}")
     return " · ".join(parts)
@@ -413,8 +420,8 @@ def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True)
 
 
-#: a metric's name as an axis says it (a CycleQD run's "qd_score" read "best qd_score"; its page says QD score)
-#: a metric's name in words (figures and pages: the QD and Experts pages say these)
+#: a metric's name in words, as axes and pages say it (a CycleQD run's "qd_score" read "best qd_score"; its page
+#: says QD score; the Experts page says validation accuracy)
 METRIC_WORDS = {"qd_score": "QD score", "val_accuracy": "validation accuracy"}
 
 
