@@ -852,6 +852,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         model.show(trace, recipe)
         sync_widgets()
         status.object = f"ran {trace.n_tokens} tokens: {len(trace.steps)} eviction steps"
+        written.object = ""  # what the last export wrote drew the trace before this one (its button offered it)
 
     async def on_compare(event):
         progress.param.update(value=0, visible=True)

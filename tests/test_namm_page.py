@@ -366,6 +366,12 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         below = page.get_by_text("written").bounding_box()["y"] - \
             page.get_by_role("button", name="export").bounding_box()["y"]
         assert 0 < below < 200, below
+        # a new prompt's trace is another figure: the line and its download go (they offered the last trace's)
+        download = page.get_by_role("button", name=re.compile("^download ", re.I))
+        assert download.is_visible()
+        page.get_by_role("button", name="run", exact=True).click()
+        page.get_by_text("written").wait_for(state="detached", timeout=60000)
+        assert not download.is_visible()
     assert list((Path(namm_run["dir"]) / run_id / "figures").glob(f"namm-retention-*-step{steps}.html"))
 
 
