@@ -742,6 +742,14 @@ class ExpertsModel(param.Parameterized):
                 f"{cfg['variant']} mixing · {d.run.live_status(info)}, {info['iterations']} iterations{pooled}")
 
 
+def export_what(model: ExpertsModel) -> str:
+    """The line above the export controls: the view export writes, or why a tab has none (a LoRA run's Mixer named
+    its z′ there, and only the export's refusal said there was none)."""
+    if model.view == MIXER and model.data is not None and not model.mixer_experts():
+        return "Nothing to export on this tab: this run has no SVF experts to mix."
+    return f"Export writes the view on show: **{view_title(model.view)}**."
+
+
 def view_title(view: str) -> str:
     """A view's name on the page (the Mixer tab's: what its export writes)."""
     return "Mixer: z′ of the α set" if view == MIXER else VIEWS.get(view, view)
@@ -1205,13 +1213,13 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         finally:
             building[0] = False
         header.object = model.summary()
-        what.object = f"Export writes the view on show: **{view_title(model.view)}**."
+        what.object = export_what(model)
 
     def on_tab(event):
         names = model.data.views
         if not building[0] and 0 <= event.new <= len(names):  # the last tab: the Mixer
             model.view = names[event.new] if event.new < len(names) else MIXER
-            what.object = f"Export writes the view on show: **{view_title(model.view)}**."
+            what.object = export_what(model)
 
     async def on_pick(event):
         if event.new == model.run_id:  # the menu put back to the run on show

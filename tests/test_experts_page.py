@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.experts import MIXER, VIEWS, ExpertsModel, matrix_label, model_text
+from workbench.dashboards.experts import MIXER, VIEWS, ExpertsModel, export_what, matrix_label, model_text
 from workbench.runs import RunStore
 
 EXPERT = {"iters": 3, "batch": 4, "val_every": 1, "val_n": 4, "n_test": 4}
@@ -344,8 +344,13 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     model.param.update(alphas=[0.7, 0.3], view=MIXER)
     mixer = model.export(None, tmp_path, ".png")
     assert mixer.name == f"{ex['adapt0']}-mixer.png" and Image.open(mixer).size[0] > 300
+    assert export_what(model) == "Export writes the view on show: **Mixer: z′ of the α set**."
+    lora = ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"])
+    lora.view = MIXER
     with pytest.raises(ValueError, match="nothing to export under 'Mixer: z′ of the α set'"):
-        ExpertsModel(runs_dir=ex["dir"], run_id=ex["lora"]).export(MIXER, tmp_path)
+        lora.export(None, tmp_path)
+    # the line above the export button says so before a click (it named the Mixer's z′ as the view written)
+    assert export_what(lora) == "Nothing to export on this tab: this run has no SVF experts to mix."
 
 
 def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
