@@ -26,8 +26,11 @@ from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
-# "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit" says which
-COLUMNS = ["id", "kind", "what", "status", "done", "unit", "metric", "best", "note", "created"]
+#: the Runs table's columns: what a run is and its best first (at a laptop's 1366 px the best came after done and unit,
+#: off to the right; the id stays at the left when the table scrolls), then how far it went, the note, the time
+#: created. "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit"
+#: says which
+COLUMNS = ["id", "kind", "what", "status", "metric", "best", "done", "unit", "note", "created"]
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -637,7 +640,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     count = pn.pane.Markdown("", margin=(0, 10))
     # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six)
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
-                                 page_size=20, sizing_mode="stretch_width", show_index=False,
+                                 page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right")})
 
     def compared() -> pn.pane.Markdown:

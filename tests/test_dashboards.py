@@ -435,6 +435,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert table.at[runs["dare_ties"], "what"] == "dare_ties · add+sort", table["what"]
     # the note before the time created, which reads as the card's (to the second, no "T" nor milliseconds)
     assert list(table.columns[-2:]) == ["note", "created"]
+    # what a run is and its best first: at a laptop's 1366 px the best sat after done and unit, off to the right
+    assert list(model.table().columns[:6]) == ["id", "kind", "what", "status", "metric", "best"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c) for c in table["created"]), table["created"]
     cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
     assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
@@ -1969,6 +1971,14 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         # the best to four decimals (six before), as near the cards' four digits as a column allows
         best = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="best"]')
         assert best.inner_text().strip() == "0.1235"
+        # scrolled to the note and the time created, the id stays at the left
+        holder = page.locator(".tabulator-tableholder")
+        holder.evaluate("e => e.scrollLeft = e.scrollWidth")
+        page.wait_for_timeout(300)
+        cell = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="id"]')
+        assert "tabulator-frozen" in cell.get_attribute("class")
+        assert cell.bounding_box()["x"] < holder.bounding_box()["x"] + 60 and cell.is_visible()
+        holder.evaluate("e => e.scrollLeft = 0")
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
         kept.check()
