@@ -207,7 +207,7 @@ class ExpertsModel(param.Parameterized):
     """The explorer's state: the run on show, the view, the seeds pooled, the mixer's α; every table and figure
     is a method of it (the page only binds widgets to these parameters)."""
 
-    runs_dir = param.String(default="runs")
+    runs_dir = param.String(default="runs", doc="the run store")
     run_id = param.Selector(default=None, objects=[], doc="the experts / adapt run on show")
     view = param.Selector(default="z", objects=[*VIEWS, MIXER], doc="the view on show (and what export writes)")
     matrix = param.Selector(default=MEAN, objects=[MEAN], doc="the matrix of the z-vs-rank view")

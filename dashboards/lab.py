@@ -48,24 +48,27 @@ class LabModel(param.Parameterized):
     param_editor(model) and score_trace(model); snapshots go to snapshot_dir."""
 
     substrate = param.Selector(default="lenia", objects=list(SUBSTRATES))
-    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds, as the substrates take
-    steps_per_frame = param.Integer(default=1, bounds=(1, 64))
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds, as the substrates take
+                         doc="seed of the initial state (a substrate that starts from its θ's pattern takes none)")
+    steps_per_frame = param.Integer(default=1, bounds=(1, 64), doc="simulation steps between two frames shown")
     sigma = param.Number(default=0.1, bounds=(0.0, 2.0), doc="σ of a mutation: θ ← θ + σ·N(0, I)")
     mutation_seed = param.Integer(default=0, bounds=(0, None),
                                   doc="seed of the next mutation (each mutation then moves it on by one)")
-    playing = param.Boolean(default=False)
-    step_count = param.Integer(default=0, constant=True)
+    playing = param.Boolean(default=False)  # the play / pause toggle: whether tick() steps
+    step_count = param.Integer(default=0, constant=True, doc="steps simulated since the last reset")
     frame = param.Array(doc="the latest frame, uint8 (H, W, 3)")
-    fps = param.Number(default=0.0, constant=True)
-    snapshot_dir = param.String(default="snapshots")
-    fm = param.Selector(default="pixels", objects=["pixels", "efficientnet-lite0", "clip", "dino"], label="FM")
+    fps = param.Number(default=0.0, constant=True, doc="frames shown per second, measured")
+    snapshot_dir = param.String(default="snapshots", doc="where snapshot() writes the frame (PNG) and θ (.npy)")
+    fm = param.Selector(default="pixels", objects=["pixels", "efficientnet-lite0", "clip", "dino"], label="FM",
+                        doc="the foundation model that embeds the frames the score trace scores")
     fm_weights = param.String(default="", label="FM weights",
                               doc="local weights for clip (a file) or dino (a folder), offline")
     prompt = param.String(default="", doc="text target for the score trace (CLIP only)")
     score_every = param.Integer(default=5, bounds=(1, None), doc="frames between two scores")
     scores = param.List(default=[], doc="(step, supervised-target loss) pairs since the last reset")
     message = param.String(default="", doc="what the page tells the user about the last action")
-    message_kind = param.Selector(default="info", objects=["info", "success", "danger"])
+    message_kind = param.Selector(default="info", objects=["info", "success", "danger"],
+                                  doc="how the page shows the message: a note, a success, a failure")
     resets = param.Integer(default=0, doc="counts resets (new θ, seed or substrate): views of θ redraw on it")
 
     def __init__(self, **params):
@@ -737,7 +740,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     def seed_for_substrate(*_):  # Lenia's start is its θ's own pattern: a seed there changed nothing, silently
         seeded = model.sub.seeded_init
-        seed.param.update(disabled=not seeded, description=None if seeded else
+        seed.param.update(disabled=not seeded, description=model.param.seed.doc if seeded else
                           f"{model.substrate} starts from its θ's own pattern: no seed draws its initial state")
 
     controls = pn.Param(model, parameters=["steps_per_frame", "sigma", "playing"],

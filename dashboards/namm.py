@@ -99,23 +99,24 @@ class Recipe:
 class NAMMExplorer(param.Parameterized):
     """The explorer's state: what to run, and which step / layer / head / token the views show."""
 
-    runs_dir = param.String(default="runs")
+    runs_dir = param.String(default="runs", doc="the run store whose namm runs θ may name")
     model_name = param.String(default=tr.TINY, doc="tiny, smollm2 or a Hugging Face model folder")
-    policy = param.Selector(default="namm", objects=list(tr.POLICIES))
+    policy = param.Selector(default="namm", objects=list(tr.POLICIES),
+                            doc="namm (θ's policy), full (no eviction), recent (a window and sinks) or h2o")
     theta = param.String(default="random", doc="zeros (keeps all), random, or the id of a namm run")
     seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1), doc="seed of a random θ; the test prompt use_task picks")
     scale = param.Number(default=0.065, bounds=(0, None), doc="σ of a random θ")
     strict = param.Boolean(default=False, doc="NAMM's strict-per-head variant (fill tokens masked)")
     budget = param.Integer(default=64, bounds=(2, None), doc="tokens a baseline keeps")
-    n_up = param.Selector(default=32, objects=[16, 32, 64, 128])
-    max_new_tokens = param.Integer(default=16, bounds=(0, 512))
-    prompt = param.String(default=DEFAULT_PROMPT)
+    n_up = param.Selector(default=32, objects=[16, 32, 64, 128], doc="tokens between two eviction steps")
+    max_new_tokens = param.Integer(default=16, bounds=(0, 512), doc="tokens generated after the prompt")
+    prompt = param.String(default=DEFAULT_PROMPT, doc="the text run through the model")
     chat = param.Boolean(default=True, doc="wrap the prompt in the chat template (when the model has one)")
     step = param.Integer(default=0, bounds=(0, None), doc="eviction step on show (index)")
     layer = param.Integer(default=-1, doc="layer of the text and score views (-1: all); the spectrogram's is ≥ 0")
     head = param.Integer(default=-1, doc="KV head of the text view (-1: all); the spectrogram's is ≥ 0")
     token = param.Integer(default=0, bounds=(0, None), doc="token position of the spectrogram view")
-    view = param.Selector(default="retention", objects=list(VIEWS))
+    view = param.Selector(default="retention", objects=list(VIEWS), doc="the view on show, which export writes")
     results = param.String(default="", doc="a JSON of eval / bench rows (method, score, kept); default: the run's")
     version = param.Integer(default=0, doc="bumped when a new trace or sweep is on show")
 

@@ -268,24 +268,29 @@ class SearchModel(param.Parameterized):
     the run started, resumed or opened from them, and its progress; start() runs it in a thread of this process,
     stop() / resume() as the CLI's Ctrl-C and --resume."""
 
-    kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"])
+    kind = param.Selector(default="openended", objects=["target", "openended", "illuminate"],
+                          doc="target: match a prompt or image; openended: novelty along the rollout; illuminate: a "
+                              "diverse population")
     algorithm = param.Selector(default="ga", objects=["ga", "map-elites"],
                                doc="illumination only (Game of Life: the GA over rules, every kind)")
-    substrate = param.Selector(default="boids", objects=list(SUBSTRATES))
+    substrate = param.Selector(default="boids", objects=list(SUBSTRATES), doc="the simulation whose θ is searched")
     fm = param.String(default="pixels", label="FM",
                       doc="clip | openclip:ARCH (needs weights) | dino | efficientnet-lite0 | pixels")
     weights = param.String(default="", doc="local weights: a file for clip / openclip, a folder for dino")
     prompt = param.String(default="", doc="target prompt(s), separated by ';'")
-    iters = param.Integer(default=20, bounds=(1, None))
-    pop = param.Integer(default=8, bounds=(2, None))
-    steps = param.Integer(default=100, bounds=(1, None))
-    frames = param.Integer(default=4, bounds=(1, None))
+    iters = param.Integer(default=20, bounds=(1, None), doc="iterations (generations) of the search")
+    pop = param.Integer(default=8, bounds=(2, None),
+                        doc="θs simulated per iteration: CMA-ES's population, the GA's children, MAP-Elites' batch")
+    steps = param.Integer(default=100, bounds=(1, None), doc="simulation steps of each rollout")
+    frames = param.Integer(default=4, bounds=(1, None),
+                           doc="frames the FM embeds: the ends of equal chunks of the rollout")
     bs = param.Integer(default=1, bounds=(1, None), label="BS", doc="initial-state seeds averaged per θ")
     target_image = param.String(default="", doc="target image file (instead of a prompt)")
-    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1))  # NumPy's seeds (the run configs check it too)
+    seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds (the run configs check it too)
+                         doc="every random choice of the search: the same seed, the same run")
     init = param.Selector(default="zero", objects=list(INITS),
                           doc="start at θ = 0 (the reference) or at the substrate's random initialisation (--init)")
-    runs_dir = param.String(default="runs")
+    runs_dir = param.String(default="runs", doc="the run store the search writes to and the page reads")
 
     def __init__(self, **params):
         super().__init__(**params)

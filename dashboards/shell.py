@@ -312,6 +312,7 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
     p = model.param[name]
     low, high = p.bounds or (None, None)
     label = kw.pop("label", p.label)
+    kw.setdefault("description", p.doc)  # as from_param's widgets: the parameter's doc as the field's tooltip
     # no start/end for the browser: Bokeh's input sends the bound for a number beyond it and keeps showing
     # the number typed; every number comes here, and one refused is put back
     widget = pn.widgets.IntInput(label=label, value=getattr(model, name), **kw)

@@ -797,6 +797,24 @@ def test_a_search_page_fed_at_build_keeps_a_note_made_before_its_first_periodic_
     assert "not taken" in views.status.object, views.status.object
 
 
+def test_every_setting_on_the_search_and_lab_pages_says_what_it_is(tmp_path):
+    """Each field of the Search and Lab sidebars carries its parameter's doc as its tooltip: the number fields
+    (made by checked_int_input) had none, BS's doc was in the code only, and Iters, Pop, Steps, Frames and Seed
+    had no doc at all."""
+    import panel as pn
+
+    from workbench.dashboards.lab import lab_page
+    from workbench.dashboards.search import search_page
+
+    search = {f.label: f for f in pn.Column(*search_page(str(tmp_path)).sidebar).select(pn.widgets.IntInput)}
+    assert set(search) == {"Iters", "Pop", "Steps", "Frames", "BS", "Seed"}
+    for label, field in search.items():
+        assert field.description == SearchModel.param[label.lower()].doc and field.description, label
+    assert search["BS"].description == "initial-state seeds averaged per θ"
+    lab = pn.Column(*lab_page(runs_dir=str(tmp_path)).sidebar).select(pn.widgets.IntInput)
+    assert len(lab) >= 2 and all(field.description for field in lab), [f.label for f in lab]
+
+
 def test_search_page_opened_from_the_menu_puts_the_running_search_in_the_address(tmp_path):
     """A page opened from the menu while this server searches shows that search from its first refresh: the
     browser's first report of its address (/search), when it came after that refresh, took the ?run=ID out again,
