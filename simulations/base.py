@@ -180,6 +180,7 @@ class Substrate(ABC):
         return np.array(theta, np.float64).reshape(self.n_params), np.asarray(old[name]), value
 
     def zero_theta(self) -> np.ndarray:
+        """θ = 0: n_params zeros (float32)."""
         return np.zeros(self.n_params, dtype=np.float32)
 
     @abstractmethod
@@ -285,6 +286,8 @@ class Substrate(ABC):
         return img if state.batched else img[0]
 
     def state_to_arrays(self, state: State) -> dict[str, np.ndarray]:
+        """The state's arrays by name as NumPy copies on the CPU (no population axis for an unbatched state);
+        state_from_arrays reads them back."""
         self._check_state(state)
         arrays = {k: v.cpu().numpy().copy() for k, v in state.arrays.items()}
         return arrays if state.batched else {k: v[0] for k, v in arrays.items()}

@@ -45,9 +45,11 @@ class DiscreteNCA(GridSubstrate):
         self._palette = torch.tensor(PALETTE, dtype=torch.float32, device=self.device)
 
     def state_range(self):
+        """The cell values' range: the states 0 … N_STATES − 1."""
         return 0, N_STATES - 1
 
     def noise_shape(self):
+        """One step's Gumbel noise for one simulation: (grid, grid, 1, N_STATES)."""
         return (self.grid, self.grid, 1, N_STATES)
 
     def _convert_noise(self, arr):

@@ -341,6 +341,10 @@ def test_loop_k3_records_lineage_draws_and_metrics():
     qd = loop.qd
     records = qd.records
     assert [r["id"] for r in records] == list(range(33)) and qd.generation == 31
+    assert qd.scores(32) == records[32]["scores"]
+    for wrong in (-1, 33):  # -1 read the last model's scores, 33 was an IndexError
+        with pytest.raises(ValueError, match=f"no evaluated model {wrong}: ids run from 0 to 32"):
+            qd.scores(wrong)
     assert [r["seed_expert"] for r in records[:3]] == TASKS3 and all(r["generation"] == 0 for r in records[:3])
     for r in records[3:]:
         assert r["task"] == TASKS3[r["generation"] % 3] and r["id"] == 2 + r["generation"]

@@ -124,6 +124,7 @@ class FoundationModel:
         return F.normalize(z.float(), dim=-1).cpu().numpy()
 
     def clear_cache(self) -> None:
+        """Forget the embeddings kept in memory (cache_size's)."""
         self._cache.clear()
 
     def __repr__(self) -> str:

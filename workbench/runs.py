@@ -448,7 +448,27 @@ def _mistyped_fields(info: dict) -> str:
 
 
 class Run:
-    """One run folder."""
+    """One run folder: what RunStore.create and RunStore.open return, and what the run functions (run_search,
+    evolve, run_cycleqd, …) hand back.
+
+        run = RunStore("runs").open("20261205-1148")  # an id or a unique prefix of one
+        run.info["config"], run.status, run.note       # run.json's config, the live status, the researcher's note
+        run.read_table("metrics").to_pandas()          # metrics.parquet, one row per iteration
+        run.read_array("best.npy")                     # an output array; read_image("best.png") a picture
+
+    `path` is the run's folder; `id` its name (DATE-TIME-KIND-NAME-sSEED where the store made it), the run's id wherever
+    the folder lies (a copied folder is its own run). `info` reads run.json afresh at each access (a RunError where it
+    is missing, corrupt or a newer workbench's); `status` is its status as it is now (a "running" run whose process is
+    gone is "interrupted", one another process is setting up a resume of is "resuming"); `note` and set_note are the
+    researcher's words on it (note.txt, beside run.json). Outputs are files in the folder, each written atomically:
+    write_table / read_table (NAME.parquet, NAME without its suffix), write_array / read_array (.npy), write_png /
+    read_image (.png) and read_json take the file's name with its suffix; a missing (read_json: None) or damaged file is
+    one RunError naming it. A stopped, failed or interrupted run is resumed by its kind's run function with
+    resume=run.id (which goes through RunStore.reopen: claim, config, checkpoint) or by the command in `resume_command`.
+
+    Args:
+        path: the run's folder (not checked: RunStore.open checks run.json; a plain Run reads it when asked).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -499,6 +519,8 @@ class Run:
 
     @property
     def resume_command(self) -> str | None:
+        """The command line that continues the run (`workbench KIND … --resume ID --runs DIR`), or None when it is
+        running, resuming or done, or of a kind without one."""
         info = self.info
         return _resume_cli(info, self.path.parent) if self.live_status(info) in RESUMABLE else None
 
@@ -528,6 +550,7 @@ class Run:
         return text
 
     def update(self, **fields) -> dict:
+        """Set `fields` in run.json (and its `updated` time), rewritten atomically; run.json as now written."""
         info = self.info
         info.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         write_json(self.path / "run.json", info)
@@ -738,6 +761,7 @@ class Run:
     # --- tables and pictures -----------------------------------------------------------------------------------
 
     def write_table(self, name: str, rows: list[dict] | dict[str, list]) -> None:
+        """Write NAME.parquet (atomically) from rows (a list of dicts, one per row) or columns (a dict of lists)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -804,6 +828,7 @@ class Run:
             raise RunError(f"{path} is unreadable ({type(exc).__name__}); it is damaged") from exc
 
     def write_array(self, name: str, array: np.ndarray) -> None:
+        """Write `array` as the run's file NAME (.npy, the suffix given in the name), atomically."""
         def write(p: Path) -> None:
             with open(p, "wb") as f:
                 np.save(f, array)
@@ -811,6 +836,7 @@ class Run:
         atomic_write(self.path / name, write)
 
     def write_png(self, name: str, image: np.ndarray) -> None:
+        """Write a uint8 (H, W, 3) `image` as the run's picture NAME (.png, suffix included), atomically."""
         write_png(self.path / name, image)
 
     def __repr__(self) -> str:
@@ -899,14 +925,24 @@ class RunStore:
     def create(self, kind: str, substrate: str, fm: str, config: dict, seed: int, *, metric: str = "loss",
                command: str | None = None, name: str | None = None,
                inputs: dict[str, str | Path] | None = None, setup: Callable[[Path], dict] | None = None) -> Run:
-        """A new run folder. substrate / fm: the catalog's two describing columns (a merge run stores its
-        method and models there too, for older readers). metric: what best_loss measures ("loss", lower is
-        better, or "fitness", higher is better, stored negated as best_loss). command: the command line. name:
-        the id's middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED. inputs: files the run keeps its own
-        copies of (key -> file: inputs/<name>, hashed in run.json under inputs[key], Run.input_path), copied
-        before run.json is written: a run is never listed, resumable, without them (a kill between the run.json
-        and a later copy left one whose resume was refused). setup(folder): more such files, made before run.json
-        too; it returns the run.json fields that record them (an adapt run's copies of its experts)."""
+        """A new run folder, its run.json saying "running" (with a heartbeat). kind: the kind of run ("target",
+        "openended", "illuminate", "sweep", "merge", "qd", "experts", "adapt", "namm": it picks the resume command and
+        the catalog's columns; not checked here). substrate / fm: the catalog's two describing columns (a merge run
+        stores its method and models there too, for older readers). config: the run's settings as a JSON-able dict
+        (Paths and NumPy values are written as their text and values), stored as run.json's config, which a resume reads
+        back. seed: stored in run.json and ends the id (-sSEED). metric: what best_loss measures ("loss", lower is
+        better, or "fitness", higher is better, stored negated as best_loss). command: the command line. name: the id's
+        middle part (default: substrate), DATE-TIME-KIND-NAME-sSEED. inputs: files the run keeps its own copies of (key
+        -> file: inputs/<name>, hashed in run.json under inputs[key], Run.input_path), copied before run.json is
+        written: a run is never listed, resumable, without them (a kill between the run.json and a later copy left one
+        whose resume was refused). setup(folder): more such files, made before run.json too; it returns the run.json
+        fields that record them (an adapt run's copies of its experts).
+
+        Raises:
+            ValueError: a metric that is not one of METRICS.
+            TypeError: a config that JSON cannot hold (the folder is removed again, as on any error of the inputs'
+                copies or of setup, which propagate).
+        """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -971,7 +1007,15 @@ class RunStore:
         raise RunError(f"no run {run_id!r} in {self.root} ({where})")
 
     def open(self, run_id: str | Run | os.PathLike) -> Run:
-        """The run with this id or unique id prefix (run.json checked)."""
+        """The run with this id or unique id prefix (run.json checked); a Run or a run's folder in this store names
+        its run too.
+
+        Raises:
+            RunError (a ValueError): no run of that id or prefix in the store (or no store folder), a prefix that
+                starts several runs, a folder outside this store or none in it, a `run_id` of another type, a
+                run.json that is missing, corrupt, of a newer workbench, not a run record or with fields of the
+                wrong type.
+        """
         run = Run(self.root / self.resolve(run_id))
         run.info  # noqa: B018 - validates run.json
         return run

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,6 +60,9 @@ from workbench.runs import (
     setting_up,
 )
 from workbench.simulations import SUBSTRATES, random_init_of
+
+if TYPE_CHECKING:
+    import distributed
 
 KINDS = SEARCH_KINDS
 ALGORITHMS = {"target": ("cma",), "openended": ("cma",), "illuminate": ("ga", "map-elites")}
@@ -206,6 +210,7 @@ class SearchConfig:
                                   f"{side}×{side} = {side * side} cells")
 
     def to_dict(self) -> dict:
+        """The config as a plain dict, as run.json stores it (asdict, without `notes`)."""
         d = asdict(self)
         d.pop("notes")
         return d
@@ -455,7 +460,8 @@ FLAGS = {"eval.substrate": "--substrate", "eval.fm": "--fm", "eval.weights": "--
 
 
 @releases_claims
-def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
+def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: str | None = None,
+               client: distributed.Client | None = None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
@@ -473,7 +479,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
     device: where simulations and the FM run (overrides the config's, also on resume; None: as configured,
-    the GPU when present).
+    the GPU when present). client: a Dask client to evaluate the population's rollouts on, cfg.eval.chunk θ a
+    task (the same results as without).
     """
     store = RunStore.of(store)
     iters = check_longer(resume, iters, "iters")

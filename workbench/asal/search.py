@@ -147,6 +147,7 @@ class SepCMAESSearch:
 
     @classmethod
     def from_state(cls, state: dict) -> SepCMAESSearch:
+        """The search as state_dict() wrote it, to go on bit for bit."""
         search = cls.__new__(cls)
         search.opt = cmaes_from_state(state["opt"])
         search.best_theta, search.best_loss = np.asarray(state["best_theta"]), float(state["best_loss"])
@@ -233,6 +234,8 @@ class IlluminationGA:
 
     @classmethod
     def from_state(cls, state: dict) -> IlluminationGA:
+        """The GA as state_dict() wrote it, to go on bit for bit (a checkpoint made before x0 existed starts
+        from θ = 0)."""
         ga = cls.__new__(cls)
         ga.n_params, ga.size, ga.children, ga.sigma = (state[k] for k in ("n_params", "size", "children", "sigma"))
         ga.rng, ga.thetas, ga.z = rng_from_state(state["rng"]), state["thetas"], state["z"]
@@ -325,6 +328,8 @@ class MapElitesSearch:
 
     @property
     def archive(self):
+        """The pyribs GridArchive of elites, None until the first tell (its embeddings set the descriptor space)
+        builds it."""
         return None if self.scheduler is None else self.scheduler.archive
 
     def ask(self) -> np.ndarray:
@@ -444,6 +449,7 @@ class MapElitesSearch:
 
     @classmethod
     def from_state(cls, state: dict) -> MapElitesSearch:
+        """The search as state_dict() wrote it, archive and generator included, to go on bit for bit."""
         from ribs.archives import ArchiveStats
 
         me = cls(state["n_params"], batch=state["batch"], sigma=state["sigma"], cells=state["cells"],

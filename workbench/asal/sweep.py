@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from workbench.runs import (
     setting_up,
 )
 from workbench.simulations.gol import N_RULES, rule_digits
+
+if TYPE_CHECKING:
+    import distributed
 
 KIND = "sweep"
 #: SweepConfig fields and the CLI flags that set them, for resume errors.
@@ -92,14 +96,17 @@ class SweepConfig:
             raise ValueError(f"--frames {self.eval.frames} is more than --steps {self.eval.steps}")
 
     def rules(self) -> np.ndarray:
+        """The rule numbers the sweep scores, start … end − 1 (the first `limit` of them where set), int64."""
         end = self.end if self.limit is None else min(self.end, self.start + self.limit)
         return np.arange(self.start, end, dtype=np.int64)
 
     @property
     def iters(self) -> int:
+        """The run's iterations: one a batch of `batch` rules."""
         return math.ceil(len(self.rules()) / self.batch)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
 
@@ -191,11 +198,13 @@ def read_sweep_config(stored: dict) -> SweepConfig:
 
 
 @releases_claims
-def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
+def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str | None = None,
+              client: distributed.Client | None = None,
               on_iteration: Callable[[int, int, dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, device: str | None = None,
               command: str | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
-    """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring)."""
+    """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring).
+    client: a Dask client to roll out and embed each batch's rules on (the same results as without)."""
     store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)

@@ -185,6 +185,7 @@ class AdaptConfig:
             self.device = str(self.device)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
 

@@ -76,10 +76,12 @@ class CEM:
 
     @property
     def dim(self) -> int:
+        """The length of the searched vector (the mean's)."""
         return self.mean.size
 
     @property
     def n_elites(self) -> int:
+        """Candidates kept each generation: ⌊elite_ratio · pop⌋."""
         return int(self.elite_ratio * self.pop)
 
     def ask(self) -> np.ndarray:
@@ -124,6 +126,7 @@ class CEM:
 
     @classmethod
     def from_state(cls, state: dict) -> CEM:
+        """The search as state_dict() wrote it, generator included, to go on bit for bit."""
         cem = cls.__new__(cls)
         cem.pop, cem.elite_ratio = int(state["pop"]), float(state["elite_ratio"])
         for key in ("lo", "hi", "mean", "std", "best"):

@@ -138,9 +138,11 @@ class ExpertRunConfig:
             self.device = str(self.device)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
     def train_config(self):
+        """The TrainConfig of the run's training steps (lr, KL coefficient, batches, validation, prompt format)."""
         from workbench.experts.train import TrainConfig
 
         return TrainConfig(lr=self.lr, kl_coeff=self.kl_coeff, batch_size=self.batch, micro_batch=self.micro_batch,

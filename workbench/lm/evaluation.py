@@ -43,7 +43,11 @@ def exact_match(outputs: list[str], answers: list[str]) -> float:
 @torch.inference_mode()
 def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id: int) -> list[list[int]]:
     """Greedy continuations of token-id prompts (each stops at eos, which is not returned). One left-padded
-    batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one."""
+    batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one.
+
+    max_new_tokens: the most tokens generated per prompt (≥ 1; the batch stops early once every prompt has ended).
+    pad_id: the token the shorter prompts are left-padded with (masked out). eos_id: the end token: a prompt's
+    continuation ends before it. Raises ValueError for no prompts, an empty prompt or max_new_tokens below 1."""
     from transformers import DynamicCache
 
     if not prompts or not all(prompts):
@@ -155,8 +159,9 @@ def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: i
               batch_size: int = 128) -> HeldoutSets:
     """The test prompts of a run that validated on heldout(task, n_eval, seed): n_test per task from held-out
     stream seed + 1, the validation prompts left out (drawn until n_test remain; fewer only if the task's held-out
-    prompts run out). Two streams of one held-out half share prompts: without this, 45 of brackets' 128 test
-    prompts were validation prompts its recipe had been chosen on (recall 22, add 6)."""
+    prompts run out). Two streams of one held-out half share prompts: without this, 45 of brackets' 128 test prompts
+    were validation prompts its recipe had been chosen on (recall 22, add 6). tasks: task names (workbench.lm.tasks; one
+    name is one task). batch_size: prompts a forward pass when the sets are scored (HeldoutSets.score)."""
     sets = HeldoutSets(tokenizer, tasks, n=1, seed=seed + 1, batch_size=batch_size)
     for task in sets.tasks:
         validation = {p for p, _ in heldout(task, n_eval, seed)}
@@ -179,7 +184,14 @@ def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int 
              progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`).
     The model is moved to `device` (in place, as Module.to does; default: resolve_device(None)). progress(k): see
-    HeldoutSets.score (n × len(tasks) prompts in all)."""
+    HeldoutSets.score (n × len(tasks) prompts in all).
+
+    method: "greedy" generates each answer (up to the task's max_new_tokens decoding steps a batch) and compares
+    the decoded text; "forced" feeds prompt + answer + eos in one forward pass a batch and counts a prompt right
+    when every answer token and the eos are the model's argmax: much faster, and the same verdict for the zoo's
+    character-level tokenizer, but with a subword tokenizer an answer greedy would spell with other tokens counts
+    as wrong. batch_size: prompts a forward pass. Raises ValueError for an unknown method, task or device, or a
+    count below 1."""
     check_method(method)
     sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)  # its checks before the move
     model.to(resolve_device(device)).eval()

@@ -15,10 +15,14 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SMOLLM2 = "smollm2"
 SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"
@@ -229,9 +233,11 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
-def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None):
+def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32,
+               device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model in eval mode on `device`, tokenizer with left padding and a pad token) for 'smollm2', a .gguf file
-    or a local HF model folder. `device` (default: resolve_device(None)) is checked before anything is read."""
+    or a local HF model folder. `device` (default: resolve_device(None)) is checked before anything is read.
+    dtype: the torch dtype the weights are loaded in (a .gguf file's are dequantised to it)."""
     from workbench.kernels.device import resolve_device
 
     dev = resolve_device(device)

@@ -153,6 +153,7 @@ class Zoo:
 
     @property
     def tasks(self) -> list[str]:
+        """The zoo's tasks, as zoo.json lists them."""
         return list(self.info["tasks"])
 
     @property
@@ -171,6 +172,7 @@ class Zoo:
 
     @property
     def paths(self) -> dict[str, Path]:
+        """Each model's folder by name ('base' first, then the experts)."""
         return {name: self.path / name for name in self.names}
 
     def state_dict(self, name: str) -> dict[str, torch.Tensor]:
@@ -191,6 +193,8 @@ class Zoo:
         return model.to(dev).eval()
 
     def tokenizer(self):
+        """The base model's tokenizer (AutoTokenizer, as saved in its folder: the zoo's character-level one, with
+        its pad token and left padding, as batched generation wants)."""
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.paths["base"])

@@ -17,10 +17,14 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def _load(name: str, models_dir, cache: dict, device: torch.device):
@@ -35,7 +39,9 @@ def apply_recipe_file(recipe: str | Path, *, models_dir: str | Path | None = Non
                       seed: int | None = None, device: str | torch.device | None = None) -> Path:
     """Merge per `recipe` (a mergekit .yaml or a DFS .json) on `device` (default: resolve_device(None), checked
     first) and save to `out` (must not exist). seed: DARE's drops (default: the seed the recipe was saved with,
-    a run's recipe.yaml: the merge it scored; else 0)."""
+    a run's recipe.yaml: the merge it scored; else 0). models_dir: where the recipe's model names are looked up
+    (a zoo): a name is the folder models_dir/NAME when that is one, else a path of its own (None: every name is
+    a path; workbench.lm.models.resolve_model)."""
     from workbench.kernels.device import resolve_device
     from workbench.lm.models import quiet_progress
 
@@ -144,7 +150,8 @@ def materialise_dfs(recipe, sources: dict):
     return model.eval()
 
 
-def load_merged(path: str | Path, device: str | torch.device | None = None):
+def load_merged(path: str | Path,
+                device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model on `device`, tokenizer) of a folder written by apply_recipe_file, with DFS scales applied."""
     from workbench.lm.models import load_model
     from workbench.merge.dfs import ScaledLayer

@@ -39,7 +39,15 @@ class PathStep:
 
 @dataclass
 class DFSRecipe:
-    """Indicator + scale form (the search space) or an explicit path (`path` set, indicator empty)."""
+    """Indicator + scale form (the search space) or an explicit path (`path` set, indicator empty).
+
+    models: the N source models' names. layers: L, decoder layers per source model (M = N·L layers in all,
+    numbered model 0's first). r: how many times the M layers repeat in the slots (T = M·r slots). indicator: T
+    numbers, slot t kept when > 0 (default: all kept). scales: the M×M matrix W, W[i][j] the scale of the hidden
+    state passed from layer i to layer j (default: all 1). embed_from: the model whose embeddings, final norm and
+    head the merged model uses (default: the first). path: explicit PathStep steps (model, layer, scale) instead
+    of the indicator and scales. Checked on construction (ValueError naming the field).
+    """
 
     models: list[str]
     layers: int                                   # L, layers per source model
@@ -118,18 +126,22 @@ class DFSRecipe:
         return out
 
     def to_dict(self) -> dict:
+        """The recipe as JSON data (what save writes and from_dict reads): models, layers, embed_from, then the
+        path, or r, indicator and scales."""
         d = {"models": self.models, "layers": self.layers, "embed_from": self.embed_from}
         if self.path is not None:
             return {**d, "path": [vars(s) for s in self.path]}
         return {**d, "r": self.r, "indicator": self.indicator, "scales": self.scales}
 
     def save(self, path: str | Path) -> Path:
+        """Write the recipe as JSON (to_dict) to `path`, atomically; the path."""
         path = Path(path)
         atomic_write(path, lambda p: p.write_text(json.dumps(self.to_dict(), indent=1)))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> DFSRecipe:
+        """A recipe from a JSON file (from_dict); ValueError for a file that cannot be read or holds no recipe."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -30,6 +30,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,6 +50,9 @@ from workbench.runs import (
     setting_up,
     write_json,
 )
+
+if TYPE_CHECKING:
+    import distributed
 
 PS_METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
 #: EvolveConfig fields and the `workbench merge evolve` flags that set them, for resume errors.
@@ -143,9 +147,12 @@ class EvolveConfig:
             self.device = str(self.device)  # a name, resolved where the work runs (a torch.device would pin it)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
     def genome(self, layers: int) -> PSGenome | DFSGenome:
+        """The genome the search evolves, for source models of `layers` decoder layers: a DFSGenome (method
+        "dfs", dfs_r repeats) or a PSGenome of the method's parameters."""
         if self.method == "dfs":
             return DFSGenome(self.models, layers, self.dfs_r)
         return PSGenome(self.models, layers, self.method, self.base)
@@ -278,7 +285,8 @@ def _absolute(cfg: EvolveConfig) -> EvolveConfig:
 
 
 @releases_claims
-def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
+def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str | None = None,
+           client: distributed.Client | None = None,
            on_iteration: Callable[[int, int, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
            device: str | None = None, *, trust_pickle: bool = False, command: str | None = None,

@@ -84,7 +84,25 @@ def merge_tensors(
 
     generator: the random draws of DARE's masks (dare_linear, dare_ties). None draws from torch's global
     generator, so two calls give other masks: pass a seeded torch.Generator for the same masks every call
-    (merge_state_dicts does, one per tensor from its seed and the tensor's name)."""
+    (merge_state_dicts does, one per tensor from its seed and the tensor's name).
+
+    Args:
+        tensors: the inputs, floating point, of one shape, on one device.
+        method: one of METHODS (passthrough is merge_state_dicts' own).
+        parameters: the method's parameters (module doc), already resolved to scalars: weight / density a scalar
+            or one value per input (for the base-aware methods, per input other than the base).
+        base_index: the base's position in `tensors`: needed by task_arithmetic, ties, dare_* and slerp (the t = 0
+            end); linear ignores it.
+        generator, name: as above.
+
+    Returns:
+        The merged tensor, of the inputs' promoted dtype, on their device.
+
+    Raises:
+        ValueError: an unknown method or parameter, inputs that are not float tensors of one shape on one device,
+            a missing base or weight (or slerp's t), a base_index out of range, slerp with other than 2 inputs, a
+            density outside (0, 1], a value that is not a finite number, an unknown rescale_norm.
+    """
     where = f" for tensor {name!r}" if name else ""
     params = dict(parameters or {})
     tensors = list(tensors)

@@ -62,7 +62,15 @@ def recipe_seed(path: str | Path) -> int | None:
 @dataclass
 class Recipe:
     """One mergekit configuration; `models` items are {model, parameters?}, `slices` items are
-    {sources: [{model, layer_range: [a, b], parameters?}], parameters?}."""
+    {sources: [{model, layer_range: [a, b], parameters?}], parameters?}.
+
+    merge_method: one of RECIPE_METHODS (METHODS and "passthrough"). base_model: the base model's name (needed by
+    the task-vector methods and slerp). models / slices: the recipe's inputs, one of the two (validate checks).
+    parameters: the global settings (mergekit's parameter semantics: workbench.merge.state). dtype: the dtype the
+    merged weights are written in ("float32", "float16", "bfloat16", "float64"; None: as merged). tokenizer_source:
+    whose tokenizer the merged model gets ("base" or unset: the base's, else the first model's; a model's name:
+    that model's; "union": the shared vocabulary, as the models must share one: merge.apply.recipe_tokenizer).
+    """
 
     merge_method: str
     base_model: str | None = None
@@ -74,6 +82,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
+        """A recipe from a parsed mergekit mapping (its YAML read); ValueError for unknown keys or a bad entry."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a recipe must be a YAML mapping, got {type(data).__name__}")
         unknown = set(data) - set(_TOP)
@@ -120,6 +129,7 @@ class Recipe:
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as a mergekit mapping, merge_method first, the fields that are set only."""
         out: dict[str, Any] = {"merge_method": self.merge_method}
         for key in _TOP[1:]:
             value = getattr(self, key)
@@ -128,6 +138,7 @@ class Recipe:
         return out
 
     def to_yaml(self) -> str:
+        """The recipe as mergekit YAML text (to_dict's keys, in order)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
     def save(self, path: str | Path, seed: int | None = None) -> Path:

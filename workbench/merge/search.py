@@ -20,7 +20,19 @@ from workbench.checkpoint import checkpointable, cmaes_from_state, cmaes_state, 
 @checkpointable("merge.RecipeCMA")
 class RecipeCMA:
     """CMA-ES over a merge recipe's genome inside its bounds, minimising a loss (`cmaes.CMA`; with `steps`,
-    CMA-ES with margin, `cmaes.CMAwM`, for genomes with discrete entries)."""
+    CMA-ES with margin, `cmaes.CMAwM`, for genomes with discrete entries).
+
+    Args:
+        mean: (n,) the start genome (moved just inside the bounds).
+        bounds: (n, 2) low/high pairs, low < high.
+        sigma: the initial step size (positive).
+        population: genomes a generation, at least 2 (None: CMA-ES's default, 4 + ⌊3 ln n⌋).
+        seed: the optimiser's generator (a whole number).
+        steps: (n,) the discretisation step of each entry, 0 for a continuous one (CMA-ES with margin).
+
+    Raises:
+        ValueError: any of them out of range, named.
+    """
 
     kind = "cma"
 
@@ -70,10 +82,12 @@ class RecipeCMA:
 
     @property
     def sigma(self) -> float:
+        """The optimiser's current step size σ."""
         return float(self.opt._cma._sigma if self.margin else self.opt._sigma)
 
     @property
     def mean(self) -> np.ndarray:
+        """The optimiser's current mean genome, shape (n,) (a copy)."""
         return np.array(self.opt._cma._mean if self.margin else self.opt._mean)
 
     def ask(self) -> np.ndarray:
@@ -125,6 +139,7 @@ class RecipeCMA:
 
     @classmethod
     def from_state(cls, state: dict) -> RecipeCMA:
+        """The search as state_dict() wrote it, to go on bit for bit."""
         search = cls.__new__(cls)
         search.opt, search.margin = cmaes_from_state(state["opt"]), bool(state["margin"])
         search.population_size, search._pending = int(state["population_size"]), list(state["pending"])

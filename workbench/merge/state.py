@@ -200,10 +200,36 @@ def merge_state_dicts(
 ) -> dict[str, torch.Tensor]:
     """Merge whole state dicts {model: {tensor name: tensor}} with mergekit parameter semantics (module doc).
 
+        merged = merge_state_dicts({"base": base_sd, "math": math_sd, "code": code_sd}, "ties", base="base",
+                                   parameters={"density": 0.5},
+                                   model_parameters={"math": {"weight": 0.6}, "code": {"weight": [0.2, 0.6]}})
+
     `num_layers` (default: inferred from the `layers.{i}.` names) sets the gradient position of layer tensors.
     DARE masks use one CPU generator per tensor derived from (seed, tensor name): same seed, same masks, on
     any device. Tensors are merged one at a time on `device` (default: resolve_device(None)); each result
-    goes back to the device of the first model's tensor."""
+    goes back to the device of the first model's tensor.
+
+    Args:
+        models: {model name: state dict}, every state dict with the same tensor names and shapes.
+        method: one of METHODS ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp") or
+            "passthrough" (one model; its tensors copied, times its `scale` where set).
+        base: the base model's name: needed by the task-vector methods and slerp (its t = 0 end), whose per-model
+            parameters then cover the other models only; linear ignores it.
+        parameters: the global (mergekit `parameters:`) settings, key → scalar, layer gradient or filtered
+            entries; the shared keys (normalize, rescale, lambda, t, …) are read only here.
+        model_parameters: {model name: settings} for the per-input keys (weight, density, scale), which take
+            precedence over the global ones for that model.
+        num_layers, seed, device: as above.
+
+    Returns:
+        {tensor name: merged tensor}, in the first model's order, each of its inputs' promoted dtype. Tensors that
+        are not floating point (e.g. integer buffers) are copied, and must be equal in every model.
+
+    Raises:
+        ValueError: models not a dict or with other tensor names or shapes, an unknown method or parameter name, a
+            base or model_parameters name that is not a model, a missing weight, a parameter of the wrong type or
+            out of range, a non-float tensor that differs between models, a bad seed or device.
+    """
     if not isinstance(models, Mapping):  # a list of state dicts: which model is the base, which weight whose?
         raise ValueError(f"models is a dict {{model name: state dict}}, got a {type(models).__name__}")
     dev = resolve_device(device)

@@ -34,7 +34,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.namm.tasks": ["make_examples", "make_example", "score_answer", "check_task_names", "Example",
                              "TASKS"],
     "workbench.namm.evaluation": ["evaluate", "compare", "answer", "budget_policy", "kept_fraction", "Method",
-                                "Result"],
+                                "Result", "Answer"],
     "workbench.namm.models": ["load_eager_model", "load_tokenizer", "check_model_source", "tiny_llama"],
     "workbench.namm.saved": ["save_policy", "load_policy", "load_run_policy", "run_policy_file", "SavedPolicy"],
     "workbench.namm.train": ["NAMMTrainConfig"],

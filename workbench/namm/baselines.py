@@ -36,7 +36,9 @@ class FullCache(EvictionPolicy):
 
 class RecentWindow(EvictionPolicy):
     """Keep the `window` most recent tokens (smallest age) and the `sinks` first tokens (positions 0 … sinks−1,
-    "attention sinks"), i.e. at most window + sinks per head."""
+    "attention sinks"), i.e. at most window + sinks per head. window ≥ 1, sinks ≥ 0 (ValueError otherwise).
+    **shape: EvictionPolicy's n_layers, n_kv_heads and gqa_group (the model's; left out, the EvictionCache
+    it is given to binds them to its model's)."""
 
     name = "recent"
 
@@ -45,6 +47,7 @@ class RecentWindow(EvictionPolicy):
         super().__init__(**shape)
 
     def config(self) -> dict:
+        """A JSON-able description: EvictionPolicy.config's, with `window` and `sinks`."""
         return {**super().config(), "window": self.window, "sinks": self.sinks}
 
     def _decide(self, layer, attn, positions, valid):
@@ -57,7 +60,8 @@ class RecentWindow(EvictionPolicy):
 class H2O(EvictionPolicy):
     """Heavy-hitter oracle: every token accumulates the attention it receives (summed over queries, averaged
     over the query heads of its KV head, carried across steps); keep the `recent` newest tokens and, of the
-    others, the `heavy` with the largest accumulated attention."""
+    others, the `heavy` with the largest accumulated attention. heavy ≥ 0, recent ≥ 1 (ValueError otherwise).
+    **shape: EvictionPolicy's n_layers, n_kv_heads and gqa_group, as RecentWindow takes them."""
 
     name = "h2o"
 
@@ -66,6 +70,7 @@ class H2O(EvictionPolicy):
         super().__init__(**shape)
 
     def config(self) -> dict:
+        """A JSON-able description: EvictionPolicy.config's, with `heavy` and `recent`."""
         return {**super().config(), "heavy": self.heavy, "recent": self.recent}
 
     def _reset_state(self) -> None:

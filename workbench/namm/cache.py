@@ -76,6 +76,7 @@ class EvictionStep:
 
     @property
     def layer(self) -> int:
+        """The layer this step is of (its selection's)."""
         return self.selection.layer
 
     @property

@@ -55,10 +55,12 @@ class Result:
 
     @property
     def score(self) -> float:
+        """The mean exact-match score over the answers."""
         return sum(a.score for a in self.answers) / len(self.answers)
 
     @property
     def kept(self) -> float:
+        """The mean kept fraction of the cache over the answers."""
         return sum(a.kept for a in self.answers) / len(self.answers)
 
 
@@ -71,7 +73,13 @@ def kept_fraction(cache: EvictionCache, tokens: int) -> float:
 @torch.inference_mode()
 def answer(model, tokenizer, example: Example, policy: EvictionPolicy, *, n_up: int,
            max_new_tokens: int = 8) -> Answer:
-    """Greedy answer of one prompt with `policy` evicting every n_up tokens (module doc)."""
+    """Greedy answer of one prompt with `policy` evicting every n_up tokens (module doc).
+
+    model, tokenizer: an eager-attention causal LM and its tokenizer (load_eager_model, load_tokenizer). example:
+    the prompt (its ids are fed as they are). policy: the eviction policy (evaluate hands it one per prompt).
+    n_up: tokens between eviction steps. max_new_tokens: the most tokens generated; the answer also ends at eos
+    or once it holds a number followed by something else. Returns its Answer: text, exact-match score, the cache's
+    kept fraction after the prompt, and the prompt's length."""
     ids = torch.tensor([example.ids])
     cache = EvictionCache(model.config, policy, n_up, record="none")
     logits = forward(model, ids, cache, last_only=True)[:, -1]
@@ -127,9 +135,12 @@ class Method:
 
     @property
     def label(self) -> str:
+        """The name, with the budget when it has one: "h2o@0.25"."""
         return self.name if self.budget is None else f"{self.name}@{self.budget:g}"
 
     def policy(self, example: Example, n_up: int) -> EvictionPolicy:
+        """A fresh policy for `example`: make()'s, FullCache for "full", else budget_policy for the example's
+        length."""
         if self.make is not None:
             return self.make()
         if self.name == "full":
@@ -139,7 +150,11 @@ class Method:
 
 def compare(model, tokenizer, examples: dict[str, list[Example]], methods: list[Method], *, n_up: int,
             max_new_tokens: int = 8, log: Callable[[str], None] | None = None) -> list[dict]:
-    """One row per (method, task): method, budget, task, score (mean exact match), kept (mean fraction), n."""
+    """One row per (method, task): method, budget, task, score (mean exact match), kept (mean fraction), n.
+
+    examples: {task: its prompts}. methods: the Methods to run on every task (each prompt gets a fresh policy,
+    Method.policy). n_up, max_new_tokens: as answer takes them. log(line): told one line per (method, task) as it
+    is done."""
     rows = []
     for method in methods:
         for task, exs in examples.items():

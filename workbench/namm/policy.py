@@ -228,6 +228,7 @@ class NAMMPolicy(EvictionPolicy):
         self.collect = False
 
     def config(self) -> dict:
+        """A JSON-able description: EvictionPolicy.config's, with `collect_stats` and `max_kept`."""
         return {**super().config(), "collect_stats": self.collect, "max_kept": self.max_kept}
 
     def _reset_state(self) -> None:

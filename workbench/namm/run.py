@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -64,6 +65,9 @@ from workbench.runs import (
     write_json,
 )
 
+if TYPE_CHECKING:
+    import distributed
+
 KIND = "namm"
 #: why a finished run cannot go on to more --gens (runs.check_resume's fixed)
 FIXED = ("gens", "its curriculum and its CMA-ES were set up for the stages --gens was divided into")
@@ -90,15 +94,16 @@ def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
 
 
 @releases_claims
-def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume: str | None = None, *, client=None,
+def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume: str | None = None, *,
+               client: distributed.Client | None = None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                given: dict | None = None, command: str | None = None) -> Run:
     """Train (or resume) a NAMM policy to cfg.gens generations; returns the run (module doc).
 
-    resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config
-    field -> value), refused when they contradict the run's. client: a Dask client (same results as local).
-    command: the command line, kept in run.json.
+    resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config field ->
+    value), refused when they contradict the run's. client: a Dask client to evaluate the population on (same results as
+    local). command: the command line, kept in run.json.
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""

@@ -57,14 +57,17 @@ class SavedPolicy:
 
     @property
     def n_up(self) -> int | None:
+        """The eviction interval the policy was trained with (meta's n_up), None where the file records none."""
         return self.meta.get("n_up")
 
     @property
     def variant(self) -> str:
+        """The selection variant (meta's; "equal-n" for files written before variants)."""
         return self.meta.get("variant", "equal-n")
 
     @property
     def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frozen feature statistics, (mean, var)."""
         return self.mean, self.var
 
     def build(self, config):

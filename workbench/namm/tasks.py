@@ -80,6 +80,7 @@ class Example:
 
     @property
     def length(self) -> int:
+        """The prompt's length in tokens, len(ids)."""
         return len(self.ids)
 
 

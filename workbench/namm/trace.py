@@ -115,13 +115,17 @@ class Trace:
 
     @property
     def n_tokens(self) -> int:
+        """Tokens processed: the prompt and the generated tokens fed back."""
         return len(self.ids)
 
     @property
     def label(self) -> str:
+        """The policy's label (its config's label, else its name)."""
         return str(self.policy.get("label", self.policy.get("policy", "policy")))
 
     def record(self, i: int, layer: int) -> LayerStep:
+        """The LayerStep of eviction step `i` (negative counts from the end) at `layer`; ValueError for either out
+        of range."""
         check_step(self, i)
         if not 0 <= layer < self.n_layers:
             raise ValueError(f"layer {layer} is outside 0 … {self.n_layers - 1}")

@@ -167,6 +167,7 @@ class NAMMTrainConfig:
             self.device = str(self.device)
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
     def stages(self) -> list[int]:
@@ -182,6 +183,7 @@ class NAMMTrainConfig:
         return int(np.searchsorted(np.cumsum(self.stages()), generation, side="right"))
 
     def active_tasks(self, generation: int) -> list[str]:
+        """The tasks trained on at `generation`: those of its curriculum stage and every earlier one."""
         return self.tasks[: self.stage_of(generation) + 1]
 
     def pool_size(self) -> int:

@@ -275,6 +275,7 @@ class TaskArchives:
 
     @classmethod
     def from_state(cls, state: dict) -> TaskArchives:
+        """The archives as state_dict() wrote them; ValueError for an archive of another shape."""
         archives = cls(state["tasks"], state["ranges"], state["bins"])
         for t in archives.tasks:
             ids, quality = np.asarray(state["ids"][t]), np.asarray(state["quality"][t])

@@ -138,6 +138,7 @@ class CycleQDConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> CycleQDConfig:
+        """A config from its dict (run.json's); ValueError naming fields it does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -178,15 +179,18 @@ class Child:
 
     @property
     def is_seed(self) -> bool:
+        """Whether it is a seed expert (no parents) rather than a child."""
         return not self.parents
 
     def to_dict(self) -> dict:
+        """The child as a JSON-able dict (parents and omegas as lists)."""
         d = dataclasses.asdict(self)
         d["parents"], d["omegas"] = list(self.parents), list(self.omegas)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Child:
+        """A child from to_dict's dict (keys that are no field are ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: (tuple(v) if k in ("parents", "omegas") else v) for k, v in d.items() if k in names})
 
@@ -232,6 +236,7 @@ class CycleQD:
 
     @property
     def tasks(self) -> list[str]:
+        """The tasks, one archive each (config.tasks)."""
         return list(self.config.tasks)
 
     @property
@@ -346,6 +351,10 @@ class CycleQD:
         return Child.from_dict(self._records[int(model_id)])
 
     def scores(self, model_id: int) -> dict[str, float]:
+        """The task scores of the evaluated model `model_id`, {task: score} (a copy). Raises ValueError for an id
+        not evaluated yet (a negative one read a model from the end; one past the end was an IndexError)."""
+        if not (0 <= int(model_id) < len(self._records)):
+            raise ValueError(f"no evaluated model {model_id}: ids run from 0 to {len(self._records) - 1}")
         return dict(self._records[int(model_id)]["scores"])
 
     def live_ids(self) -> list[int]:

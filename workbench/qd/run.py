@@ -48,6 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -68,6 +69,9 @@ from workbench.runs import (
     write_json,
 )
 from workbench.threads import torch_threads
+
+if TYPE_CHECKING:
+    import distributed
 
 KIND = "qd"
 METRIC = "qd_score"
@@ -190,10 +194,12 @@ class QDRunConfig:
         return self.cycle_config().method
 
     def to_dict(self) -> dict:
+        """The config as a plain dict (dataclasses.asdict), as run.json stores it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> QDRunConfig:
+        """A config from its dict (run.json's); keys that are no field are ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -359,7 +365,8 @@ def _lineage_record(record: dict) -> dict:
 # --- the run ------------------------------------------------------------------------------------------------------
 
 @releases_claims
-def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: str | None = None, client=None,
+def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: str | None = None,
+                client: distributed.Client | None = None,
                 on_iteration: Callable[[int, int, dict], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                 *, given: dict | None = None, device: str | None = None, command: str | None = None,
