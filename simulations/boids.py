@@ -20,7 +20,11 @@ class Boids(Substrate):
     """Boids steered by a small MLP (spec §1): `N` boids on the unit torus, each turning by what the network
     makes of its 16 nearest neighbours within `visual_range`, seen in its own frame. θ (193 numbers) is the
     network's weights; the state is positions x and unit headings v (random from the seed); the render draws
-    each boid as a triangle on white, boid 0 in red."""
+    each boid as a triangle on white, boid 0 in red.
+
+    N: boids per simulation; visual_range: the radius (torus units) within which neighbours are seen; speed, dt:
+    each step moves a boid speed · dt along its new heading (the reference's 0.5 and 0.01); device, engine: see
+    Substrate."""
 
     name = "boids"
     n_params = N_PARAMS

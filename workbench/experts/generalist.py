@@ -52,7 +52,12 @@ def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: 
                      classify: bool = True, device=None, progress: Callable[[int], None] | None = None,
                      eval_n: int = 128, replace: bool = False) -> Path:
     """Fine-tune the zoo's base on every zoo task (and "classify") for `steps` steps; write the model folder (a
-    generalist there already only with `replace`: check_generalist)."""
+    generalist there already only with `replace`: check_generalist).
+
+    zoo: the zoo's folder; out: the generalist's folder, written atomically with generalist.json (its tasks,
+    settings and accuracy); lr: AdamW's learning rate; seed: the batches drawn; classify: train the task
+    classifier's prompts too; eval_n: held-out prompts per task for the accuracy recorded (seed 0, forced
+    decoding). Returns out."""
     from workbench.lm.evaluation import evaluate
     from workbench.lm.tasks import CLASSIFY
     from workbench.lm.zoo import finetune_multitask, load_zoo

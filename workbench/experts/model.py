@@ -198,7 +198,10 @@ class SVFModel:
 
     def mixture_z(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha, normalize: bool = False,
                   variant: str = RAW) -> dict[str, torch.Tensor]:
-        """z′ of a mixture of experts (mix_params over this model's matrices; alpha (K, M) or (K, 1))."""
+        """z′ of a mixture of experts (mix_params over this model's matrices). experts: K experts' raw
+        parameters p (matrix name -> vector); alpha: (K, M) with a column per matrix in self.names, or (K, 1) / (K,),
+        one coefficient per expert (tensors stay differentiable); normalize: each column of α divided by its sum
+        first; variant: "raw" (Σ α·p, the reference's) or "sigmoid" (Σ α·sigmoid(p)·max_mult)."""
         checked = [self.check(e, what=f"expert {k}") for k, e in enumerate(experts)]
         return mix_params(checked, alpha, self.names, normalize, variant=variant, max_mult=self.max_mult)
 
@@ -235,7 +238,7 @@ class SVFModel:
     def apply_mixture(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha, normalize: bool = False,
                       variant: str = RAW) -> None:
         """Swap in a mixture: z′ = Σ_k α_k·p_k (variant "raw", the reference's: no sigmoid) or Σ_k α_k·sigmoid(p_k)
-        (variant "sigmoid"), composed once."""
+        (variant "sigmoid"), composed once; experts, alpha, normalize and variant as mixture_z takes them."""
         self.apply_z(self.mixture_z(experts, alpha, normalize, variant), _what="mixture")
 
     @torch.no_grad()
