@@ -329,7 +329,7 @@ class NAMMExplorer(param.Parameterized):
             return "Type a prompt and press **run**."
         frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
         model = self.ran.model_name if self.ran else self.model_name  # the trace's, whatever the settings say now
-        return (f"**{shown(t.label)}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_tokens - t.n_prompt} "
+        return (f"**{shown(t.label)}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_generated} "
                 f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
                 f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
                 f"`{t.generated.strip()[:80]}`")

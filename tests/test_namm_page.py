@@ -69,6 +69,9 @@ def test_trace_agrees_with_the_cache_log_and_the_policy_features(tiny):
                    tr.make_policy("namm", model.config, theta=tr.random_theta(0)), n_up=32, max_new_tokens=12,
                    record="full")
     assert trace.ids[trace.n_prompt:] == out.tokens[0, :-1].tolist()
+    # the answer's tokens, the last one included (the summary said 7 generated of a max_new_tokens=8 answer: the
+    # tokens fed back through the cache)
+    assert trace.n_generated == out.tokens.shape[1] == trace.n_tokens - trace.n_prompt + 1
     assert trace.final_sizes == out.cache.sizes() and max(trace.final_sizes) < trace.n_tokens
     log = {(s.step, s.layer): s for s in out.cache.log}
     fills = 0
@@ -175,6 +178,7 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
                              tr.TraceConfig(n_up=16, max_new_tokens=model.max_new_tokens))
     assert [r.kept.tolist() for r in trace.records[-1]] == [r.kept.tolist() for r in direct.records[-1]]
     assert model.step == len(trace.steps) - 1 and "eviction steps" in model.summary()
+    assert f" prompt tokens + {trace.n_generated} generated · " in model.summary() and trace.n_generated > 1
     rows = model.result_rows()  # the run's eval file, kvpress included
     assert {r["method"] for r in rows} == {"full", "namm", "recent", "kvpress:snapkv"}
     with pytest.raises(ValueError, match="unknown view"):

@@ -111,6 +111,7 @@ class Trace:
     records: list[list[LayerStep]] = field(default_factory=list)  # [step index][layer]
     final_sizes: list[int] = field(default_factory=list)    # slots per layer after the last token
     generated: str = ""
+    n_generated: int = 0             # tokens generated: the last one is answered, not fed back (ids hold one fewer)
     spectra_layers: list[int] = field(default_factory=list)
 
     @property
@@ -507,6 +508,7 @@ def record_trace(model, tokenizer, prompt, policy: EvictionPolicy, cfg: TraceCon
     trace.pieces = [tokenizer.decode([t]) for t in fed]
     trace.final_sizes = cache.sizes()
     trace.generated = tokenizer.decode(generated, skip_special_tokens=True)
+    trace.n_generated = len(generated)
     if progress is not None:
         progress(total, total)
     return trace
