@@ -50,6 +50,34 @@ def test_openclip_from_a_weights_file(clip_fm, clip_weights, substrates, tmp_pat
     np.testing.assert_allclose(again.embed_images(frames), ref.embed_images(frames), atol=1e-6)
 
 
+def test_a_weights_file_is_loaded_without_drawing_random_weights_first(clip_weights):
+    """open_clip's model is built without torch.nn.init's random fills (the state dict replaces them): every
+    parameter and buffer, those that are no state included (the text's causal mask), equals a model built and
+    loaded the plain way. Another thread's inits run meanwhile."""
+    import threading
+
+    import open_clip
+
+    from workbench.fm import without_random_init
+
+    fm = load_fm("openclip:ViT-B-32", weights=clip_weights, precision="fp32")
+    plain = open_clip.create_model("ViT-B-32", pretrained=None)
+    plain.load_state_dict(torch.load(clip_weights, weights_only=True))
+    ours = dict(fm.model.named_parameters()) | dict(fm.model.named_buffers())
+    want = dict(plain.named_parameters()) | dict(plain.named_buffers())
+    assert set(ours) == set(want) and "attn_mask" in want
+    for name, value in want.items():
+        assert torch.equal(ours[name].detach().float(), value.detach().float()), name
+    mine, theirs = torch.full((3,), 7.0), torch.full((3,), 7.0)
+    with without_random_init():
+        torch.nn.init.constant_(mine, 1.0)  # skipped in this thread
+        other = threading.Thread(target=torch.nn.init.constant_, args=(theirs, 1.0))
+        other.start()
+        other.join()
+    torch.nn.init.constant_(mine[:1], 2.0)  # and back after the block
+    assert mine.tolist() == [2.0, 7.0, 7.0] and theirs.tolist() == [1.0, 1.0, 1.0]
+
+
 def test_bf16_embeddings_keep_cosine_to_fp32(clip_weights, substrates):
     frames = _renders(substrates, 8)
     fp32 = load_fm("openclip:ViT-B-32", weights=clip_weights, precision="fp32").embed_images(frames)
