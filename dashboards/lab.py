@@ -353,11 +353,12 @@ class LabModel(param.Parameterized):
         self.scores, self._score_error = [], ""
 
     def load_fm(self):
-        """The FM (loaded once; the page calls this on a worker thread when the choice changes)."""
+        """The FM (loaded once per process, shared with the other sessions and the searches beside them: fm.shared_fm;
+        the page calls this on a worker thread when the choice changes)."""
         if self._fm is None:
-            from workbench.fm import load_fm, weights_for
+            from workbench.fm import shared_fm, weights_for
 
-            self._fm = load_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
+            self._fm = shared_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
         return self._fm
 
     @property

@@ -78,6 +78,30 @@ def test_a_weights_file_is_loaded_without_drawing_random_weights_first(clip_weig
     assert mine.tolist() == [2.0, 7.0, 7.0] and theirs.tolist() == [1.0, 1.0, 1.0]
 
 
+def test_the_pages_sessions_and_searches_share_one_model_per_weights_file(clip_weights, tmp_path):
+    """shared_fm: one model per (name, weights file as it is, device) in a process; a file written anew is loaded
+    anew; sessions embedding from several threads at once get what one thread alone gets."""
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    from workbench.fm import shared_fm
+
+    weights = tmp_path / "w.pt"
+    shutil.copy(clip_weights, weights)
+    first = shared_fm("openclip:ViT-B-32", weights=weights)
+    assert shared_fm("openclip:ViT-B-32", weights=str(weights)) is first
+    assert shared_fm("pixels") is shared_fm("pixels") and shared_fm("pixels") is not first
+    frames = np.random.default_rng(0).integers(0, 256, (6, 8, 32, 32, 3), dtype=np.uint8)
+    alone = [first.embed_images(f, use_cache=False) for f in frames]
+    first.clear_cache()
+    with ThreadPoolExecutor(3) as pool:  # the content cache's moves and evictions from three threads at once
+        together = list(pool.map(lambda f: first.embed_images(f), list(frames) * 3))
+    for i, z in enumerate(together):
+        np.testing.assert_allclose(z, alone[i % 6], atol=1e-6)
+    os.utime(weights, ns=(1, 1))  # written anew (another time): another model
+    assert shared_fm("openclip:ViT-B-32", weights=weights) is not first
+
+
 def test_bf16_embeddings_keep_cosine_to_fp32(clip_weights, substrates):
     frames = _renders(substrates, 8)
     fp32 = load_fm("openclip:ViT-B-32", weights=clip_weights, precision="fp32").embed_images(frames)

@@ -58,6 +58,7 @@ class FoundationModel:
 
     def __init__(self, cache_size: int = 4096, device: str | torch.device | None = None):
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()  # a model the pages' sessions share (shared_fm) embeds in their threads
         self.cache_size = cache_size
         self.cache_hits = 0
         self.device = resolve_device(device)
@@ -82,19 +83,21 @@ class FoundationModel:
         keys = [hashlib.blake2b(f.tobytes() + str(f.shape).encode(), digest_size=16).digest() for f in x]
         out = np.empty((len(x), self.dim), np.float32)
         todo = []
-        for i, key in enumerate(keys):
-            hit = self._cache.get(key)
-            if hit is None:
-                todo.append(i)
-            else:
-                self._cache.move_to_end(key)
-                out[i] = hit
-                self.cache_hits += 1
-        if todo:
+        with self._cache_lock:
+            for i, key in enumerate(keys):
+                hit = self._cache.get(key)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    self._cache.move_to_end(key)
+                    out[i] = hit
+                    self.cache_hits += 1
+        if todo:  # embedded outside the lock: threads embed side by side
             z = self._embed_batches(x[todo])
-            for j, i in enumerate(todo):
-                out[i] = z[j]
-                self._remember(keys[i], z[j])
+            with self._cache_lock:
+                for j, i in enumerate(todo):
+                    out[i] = z[j]
+                    self._remember(keys[i], z[j])
         return out
 
     def _embed_batches(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -126,7 +129,8 @@ class FoundationModel:
 
     def clear_cache(self) -> None:
         """Forget the embeddings kept in memory (cache_size's)."""
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, has_text={self.has_text})"
@@ -748,3 +752,28 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
                              f"use --fm clip, offline --fm {OFFLINE_DEFAULT}")
         return _openclip(arch, weights, None, precision, cache_size, name, device)
     raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+
+
+_SHARED: dict[tuple, FoundationModel] = {}
+_SHARED_LOCKS: dict[tuple, threading.Lock] = {}  # one per model: a CLIP loading holds up no other model's callers
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_fm(name: str, weights: str | Path | None = None,
+              device: str | torch.device | None = None) -> FoundationModel:
+    """load_fm's model with its defaults, loaded once per process for each (name, weights file as it is now,
+    device): the searches a process runs and the pages' sessions share it (each Lab or Atlas session loaded a
+    CLIP of its own: 2-6 s and 430 MiB more a browser tab). A weights file changed since is loaded anew. Its
+    embeddings are thread-safe; a model that fails to load is not kept (the next call tries again)."""
+    path = None if weights is None else Path(weights)
+    try:
+        stamp = None if path is None else (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
+    except OSError:
+        stamp = (str(path), None, None)  # load_fm says what is wrong with it
+    key = (name, stamp, str(resolve_device(device)))
+    with _SHARED_LOCK:
+        lock = _SHARED_LOCKS.setdefault(key, threading.Lock())
+    with lock:  # two sessions asking at once wait for the same load
+        if key not in _SHARED:
+            _SHARED[key] = load_fm(name, weights=weights, device=device)
+        return _SHARED[key]

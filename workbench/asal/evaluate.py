@@ -17,7 +17,7 @@ import torch
 
 from workbench.asal import scores
 from workbench.checks import absolute_paths, paths_as_text
-from workbench.fm import check_fm_name, load_fm, weights_for
+from workbench.fm import check_fm_name, shared_fm, weights_for
 from workbench.kernels.device import synchronize
 from workbench.simulations import check_substrate, make_substrate
 from workbench.simulations.rollout import sample_indices
@@ -123,11 +123,9 @@ def components(cfg: EvalConfig):
     key = ("sub", cfg.substrate, tuple(sorted(cfg.overrides.items())), cfg.device)
     if key not in _CACHE:
         _CACHE[key] = make_substrate(cfg.substrate, device=cfg.device, **cfg.overrides)
-    fkey = ("fm", cfg.fm, cfg.weights, cfg.device)
-    if fkey not in _CACHE:
-        # runs made before load_fm refused them kept --weights given with an embedded model, which it ignored
-        _CACHE[fkey] = load_fm(cfg.fm, weights=weights_for(cfg.fm, cfg.weights), device=cfg.device)
-    return _CACHE[key], _CACHE[fkey]
+    # one per process, shared with the pages' sessions a served search runs beside; runs made before load_fm
+    # refused them kept --weights given with an embedded model, which it ignored
+    return _CACHE[key], shared_fm(cfg.fm, weights=weights_for(cfg.fm, cfg.weights), device=cfg.device)
 
 
 class PhaseTimer:
