@@ -38,6 +38,7 @@ MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more 
 MIN_PANEL_WIDTH = 1.1  # inches a panel of a --width figure keeps at least: three panels in 3.25 in ran together
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+PALETTE = {c.lower() for c in OKABE_ITO}  # its colours as options compare them
 #: The project's task names in fixed colours, so that a task reads alike in every figure of a paper: the QD curves'
 #: "sort" and the experts' "sort" (by position, each figure gave its first task blue). The language models' tasks,
 #: then the NAMM's (no figure draws the two families together); Okabe & Ito's yellow, weak on white, left out.
@@ -1149,19 +1150,38 @@ def _paper_colours(obj, hv):
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
         return [k for k, v in style.items() if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"]
 
+    def chosen(part) -> list[str]:
+        """The colour options a figure set on the part (a comparison's curve and band), where they are the palette's
+        (colours a plot chose for a meaning of its own, a colour map's, are not)."""
+        style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
+        own = set(getattr(plots.get(type(part)), "style_opts", ()))
+        keys = [k for k in ("color", "facecolor") if k in own and isinstance(style.get(k), str)]
+        return keys if keys and all(style[k].lower() in PALETTE for k in keys) else []
+
+    def pinned_to(part) -> str | None:
+        return PINNED_COLOURS.get(_legend_key(part.label)) if part.label else None
+
     is_element = _named_data(hv)  # a colour map's key keeps its colours, pinned names or not
-    names = [part.label for part in obj.traverse(lambda part: part, [is_element]) if part.label and cycled(part)]
+    labelled = [part for part in obj.traverse(lambda part: part, [is_element]) if part.label]
+    # a pin on a figure built before it (renamed since: `--rename sigma=0.1 ours --colour ours=…`): the names
+    # whose colours the figure chose then take theirs again around the pin, as if it had been built with it (the
+    # pin could take the very colour another name had: two curves of one colour)
+    late = any(pinned_to(part) and not cycled(part) for part in labelled)
+    reflowed = {part.label for part in labelled if late and not pinned_to(part) and not cycled(part) and chosen(part)}
+    names = [part.label for part in labelled if cycled(part) or part.label in reflowed or (late and pinned_to(part))]
     colours = colours_for(names)
     named = {c.lower() for c in colours.values()}
     rest = hv.Cycle([c for c in OKABE_ITO if c.lower() not in named] or list(OKABE_ITO))
 
     def recolour(part):
         keys = cycled(part)
-        pinned = PINNED_COLOURS.get(_legend_key(part.label)) if part.label else None
+        pinned = pinned_to(part)
         if pinned and not keys:  # a figure built before the pin (its colours chosen then): the pin holds
             style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
             own = set(getattr(plots.get(type(part)), "style_opts", ()))
             keys = [k for k in ("color", "facecolor") if k in own and (k == "color" or k in style)]
+        elif part.label in reflowed:
+            keys = chosen(part)
         if not keys:
             return part
         colour = pinned or (colours.get(part.label, rest) if part.label else rest)
