@@ -746,7 +746,7 @@ def export_what(model: ExpertsModel) -> str:
     """The line above the export controls: the view export writes, or why a tab has none (a LoRA run's Mixer named
     its z′ there, and only the export's refusal said there was none)."""
     if model.view == MIXER and model.data is not None and not model.mixer_experts():
-        return "Nothing to export on this tab: this run has no SVF experts to mix."
+        return f"Nothing to export on this tab: {mixes_nothing(model)}."
     return f"Export writes the view on show: **{view_title(model.view)}**."
 
 
@@ -1024,15 +1024,26 @@ def mixture_shares(alphas: list[float], tasks: list[str]) -> str:
 LONE_EXPERT = "*One expert: every α > 0 composes the same weights (SVF's rescale keeps only α's ratios).*"
 
 
-def no_mixture(model: ExpertsModel) -> str:
-    """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert"), and
-    the command that trains what it would mix."""
+def mixes_nothing(model: ExpertsModel) -> str:
+    """Why a run's mixer has nothing to mix, in a few words, by cause (no_mixture's, with what to do; the export
+    line said "no SVF experts to mix" of an SVF classification expert)."""
     d = model.data
     if d is not None and d.kind == "experts" and d.config.get("adapter") == "svf" and \
             all(e.task == "classify" for e in d.experts):
+        return "the classification expert dispatches; it is not mixed"
+    if d is not None and d.kind == "experts" and d.config.get("adapter") == "lora":
+        return "a LoRA expert is not mixed"
+    return "this run has no SVF experts to mix"
+
+
+def no_mixture(model: ExpertsModel) -> str:
+    """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert"), and
+    the command that trains what it would mix."""
+    why = mixes_nothing(model)
+    if why.startswith("the classification"):
         return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of its model and "
                 f"seed (`{train_command(model)}`) to mix them here.")
-    if d is not None and d.kind == "experts" and d.config.get("adapter") == "lora":
+    if why.startswith("a LoRA"):
         # said with the way to something to mix: the tab held one bare line
         return ("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts' z vectors. Train SVF "
                 f"experts of its model and seed (`{train_command(model)}`) and open one of them to mix them here.")

@@ -23,8 +23,8 @@ class Boids(Substrate):
     each boid as a triangle on white, boid 0 in red.
 
     N: boids per simulation; visual_range: the radius (torus units) within which neighbours are seen; speed, dt:
-    each step moves a boid speed · dt along its new heading (the reference's 0.5 and 0.01); device, engine: see
-    Substrate."""
+    each step moves a boid speed · dt along its new heading, turned by dt · 60 times the network's steer (the
+    reference's 0.5 and 0.01); device, engine: see Substrate."""
 
     name = "boids"
     n_params = N_PARAMS

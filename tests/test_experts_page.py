@@ -350,7 +350,11 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     with pytest.raises(ValueError, match="nothing to export under 'Mixer: z′ of the α set'"):
         lora.export(None, tmp_path)
     # the line above the export button says so before a click (it named the Mixer's z′ as the view written)
-    assert export_what(lora) == "Nothing to export on this tab: this run has no SVF experts to mix."
+    assert export_what(lora) == "Nothing to export on this tab: a LoRA expert is not mixed."
+    from workbench.dashboards.experts import mixes_nothing  # by cause: an SVF expert, but one that dispatches
+
+    assert mixes_nothing(ExpertsModel(runs_dir=ex["dir"], run_id=ex["classify"])) == \
+        "the classification expert dispatches; it is not mixed"
 
 
 def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):

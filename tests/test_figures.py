@@ -488,16 +488,18 @@ def test_a_task_or_a_pinned_name_has_one_colour_in_every_figure(tmp_path):
         drawn = _drawn_colours(built, tmp_path / "pinned.png")
         assert drawn["ours"] == {"#0072b2"} and drawn["theirs"] != {"#0072b2"}
         # the same where the figure chose its colours when built (a comparison's curves and bands): pinned to the
-        # colour "theirs" was given, "ours" took it and both were drawn orange; a colour of a meaning of its own stays
+        # colour "theirs" was given, "ours" took it and both were drawn orange: "theirs" moves to a colour the figure
+        # lacks; the colours the figure chose for the others stay (a QD plot's seed experts mean something)
         chose = hv.Overlay([hv.Area((x, x), label="ours (n=2)").opts(color=OKABE_ITO[0], facecolor=OKABE_ITO[0],
                                                                         backend="matplotlib"),
                             hv.Curve((x, x), label="ours (n=2)").opts(color=OKABE_ITO[0], backend="matplotlib"),
                             hv.Curve((x, x ** 2), label="theirs").opts(color=OKABE_ITO[1], backend="matplotlib"),
-                            hv.Curve((x, x ** 3), label="reference").opts(color="#777777", backend="matplotlib")])
+                            hv.Curve((x, x ** 3), label="reference").opts(color="#777777", backend="matplotlib"),
+                            hv.Curve((x, x ** 4), label="seeds").opts(color=OKABE_ITO[2], backend="matplotlib")])
         pin_colours({"ours": OKABE_ITO[1]})
         drawn = _drawn_colours(chose, tmp_path / "chose.png")
         assert drawn["ours (n=2)"] == {OKABE_ITO[1].lower()} and drawn["theirs"] == {OKABE_ITO[0].lower()}, drawn
-        assert drawn["reference"] == {"#777777"}
+        assert drawn["reference"] == {"#777777"} and drawn["seeds"] == {OKABE_ITO[2].lower()}  # no clash: as chosen
         PINNED_COLOURS.pop("ours")  # without a pin, the colours chosen stay
         drawn = _drawn_colours(chose, tmp_path / "chose2.png")
         assert drawn["ours (n=2)"] == {OKABE_ITO[0].lower()} and drawn["theirs"] == {OKABE_ITO[1].lower()}

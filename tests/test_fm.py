@@ -78,13 +78,17 @@ def test_a_weights_file_is_loaded_without_drawing_random_weights_first(clip_weig
     assert mine.tolist() == [2.0, 7.0, 7.0] and theirs.tolist() == [1.0, 1.0, 1.0]
 
 
-def test_the_pages_sessions_and_searches_share_one_model_per_weights_file(clip_weights, tmp_path):
+def test_the_pages_sessions_and_searches_share_one_model_per_weights_file(clip_weights, tmp_path, monkeypatch):
     """shared_fm: one model per (name, weights file as it is, device) in a process; a file written anew is loaded
-    anew; sessions embedding from several threads at once get what one thread alone gets."""
+    anew and the old model let go; sessions embedding from several threads at once get what one thread alone
+    gets. A DINO folder is stamped by its files (the folder's own time did not change when a file in it did)."""
     import shutil
     from concurrent.futures import ThreadPoolExecutor
 
-    from workbench.fm import shared_fm
+    from workbench import fm as fm_module
+    from workbench.fm import _stamp, shared_fm
+
+    monkeypatch.setattr(fm_module, "_SHARED", {})  # this test's models go with it
 
     weights = tmp_path / "w.pt"
     shutil.copy(clip_weights, weights)
@@ -98,8 +102,17 @@ def test_the_pages_sessions_and_searches_share_one_model_per_weights_file(clip_w
         together = list(pool.map(lambda f: first.embed_images(f), list(frames) * 3))
     for i, z in enumerate(together):
         np.testing.assert_allclose(z, alone[i % 6], atol=1e-6)
-    os.utime(weights, ns=(1, 1))  # written anew (another time): another model
-    assert shared_fm("openclip:ViT-B-32", weights=weights) is not first
+    os.utime(weights, ns=(1, 1))  # written anew (another time): another model, the first one let go
+    again = shared_fm("openclip:ViT-B-32", weights=weights)
+    assert again is not first and first not in fm_module._SHARED.values() and again in fm_module._SHARED.values()
+    folder = tmp_path / "dino"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"12345")
+    before = _stamp(folder)
+    os.utime(folder, ns=(5, 5))
+    (folder / "model.safetensors").write_bytes(b"123456")
+    os.utime(folder, ns=(5, 5))  # the folder's own time as it was
+    assert _stamp(folder) != before
 
 
 def test_bf16_embeddings_keep_cosine_to_fp32(clip_weights, substrates):

@@ -38,7 +38,6 @@ MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more 
 MIN_PANEL_WIDTH = 1.1  # inches a panel of a --width figure keeps at least: three panels in 3.25 in ran together
 # Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-PALETTE = {c.lower() for c in OKABE_ITO}  # its colours as options compare them
 #: The project's task names in fixed colours, so that a task reads alike in every figure of a paper: the QD curves'
 #: "sort" and the experts' "sort" (by position, each figure gave its first task blue). The language models' tasks,
 #: then the NAMM's (no figure draws the two families together); Okabe & Ito's yellow, weak on white, left out.
@@ -1141,7 +1140,8 @@ def _paper_colours(obj, hv):
     green 10 to a protanope (Okabe & Ito's first three: over 50). An element with a legend name takes that name's
     colour (colours_for: pinned, a task's own, else the next free), so a task or a method reads alike in every
     figure and in every panel of one; unnamed ones cycle through the colours no name took. Colours a plot chose
-    stay; the pages (Bokeh) keep their own."""
+    stay, but for a name whose colour a pin given after the figure was built takes (it moves to a colour the
+    figure lacks); the pages (Bokeh) keep their own."""
     plots = hv.Store.registry.get("matplotlib", {})
 
     def cycled(part) -> list[str]:
@@ -1150,28 +1150,31 @@ def _paper_colours(obj, hv):
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
         return [k for k, v in style.items() if k in own and isinstance(v, hv.Cycle) and v.key == "default_colors"]
 
-    def chosen(part) -> list[str]:
-        """The colour options a figure set on the part (a comparison's curve and band), where they are the palette's
-        (colours a plot chose for a meaning of its own, a colour map's, are not)."""
+    def chosen(part) -> dict[str, str]:
+        """The colours a figure set on the part itself (a comparison's curve and band), by option."""
         style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
         own = set(getattr(plots.get(type(part)), "style_opts", ()))
-        keys = [k for k in ("color", "facecolor") if k in own and isinstance(style.get(k), str)]
-        return keys if keys and all(style[k].lower() in PALETTE for k in keys) else []
+        return {k: style[k].lower() for k in ("color", "facecolor") if k in own and isinstance(style.get(k), str)}
 
     def pinned_to(part) -> str | None:
         return PINNED_COLOURS.get(_legend_key(part.label)) if part.label else None
 
     is_element = _named_data(hv)  # a colour map's key keeps its colours, pinned names or not
-    labelled = [part for part in obj.traverse(lambda part: part, [is_element]) if part.label]
-    # a pin on a figure built before it (renamed since: `--rename sigma=0.1 ours --colour ours=…`): the names
-    # whose colours the figure chose then take theirs again around the pin, as if it had been built with it (the
-    # pin could take the very colour another name had: two curves of one colour)
-    late = any(pinned_to(part) and not cycled(part) for part in labelled)
-    reflowed = {part.label for part in labelled if late and not pinned_to(part) and not cycled(part) and chosen(part)}
-    names = [part.label for part in labelled if cycled(part) or part.label in reflowed or (late and pinned_to(part))]
+    parts = list(obj.traverse(lambda part: part, [is_element]))
+    names = [part.label for part in parts if part.label and cycled(part)]
     colours = colours_for(names)
     named = {c.lower() for c in colours.values()}
     rest = hv.Cycle([c for c in OKABE_ITO if c.lower() not in named] or list(OKABE_ITO))
+    # a pin on a figure built before it (renamed since: `--rename sigma=0.1 ours --colour ours=…`) may take the
+    # colour the figure chose for another name: that name moves to a colour no part of the figure has (two
+    # curves were drawn in one colour); the colours the figure chose elsewhere stay (they may mean something)
+    late = {pinned_to(part).lower() for part in parts if pinned_to(part) and not cycled(part)}
+    clashing = list(dict.fromkeys(part.label for part in parts if late and part.label and not pinned_to(part)
+                                  and not cycled(part) and late & set(chosen(part).values())))
+    kept = {c for part in parts if not pinned_to(part) and part.label not in clashing for c in chosen(part).values()}
+    used = kept | late | named | {c.lower() for c in PINNED_COLOURS.values()}
+    free = [c for c in OKABE_ITO if c.lower() not in used] or [c for c in OKABE_ITO if c.lower() not in late]
+    moved = {name: free[i % len(free)] for i, name in enumerate(clashing)}
 
     def recolour(part):
         keys = cycled(part)
@@ -1180,8 +1183,9 @@ def _paper_colours(obj, hv):
             style = hv.Store.lookup_options("matplotlib", part, "style").kwargs
             own = set(getattr(plots.get(type(part)), "style_opts", ()))
             keys = [k for k in ("color", "facecolor") if k in own and (k == "color" or k in style)]
-        elif part.label in reflowed:
-            keys = chosen(part)
+        elif part.label in moved:
+            keys = [k for k, c in chosen(part).items() if c in late]
+            return part.opts(**dict.fromkeys(keys, moved[part.label]), backend="matplotlib", clone=True)
         if not keys:
             return part
         colour = pinned or (colours.get(part.label, rest) if part.label else rest)

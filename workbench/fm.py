@@ -24,6 +24,7 @@ import copy
 import hashlib
 import importlib.util
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -755,25 +756,39 @@ def load_fm(name: str, weights: str | Path | None = None, precision: str = "auto
 
 
 _SHARED: dict[tuple, FoundationModel] = {}
-_SHARED_LOCKS: dict[tuple, threading.Lock] = {}  # one per model: a CLIP loading holds up no other model's callers
+_SHARED_LOCKS: dict[tuple, threading.Lock] = {}  # one per weights: a CLIP loading holds up no other model's callers
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_fm(name: str, weights: str | Path | None = None,
               device: str | torch.device | None = None) -> FoundationModel:
-    """load_fm's model with its defaults, loaded once per process for each (name, weights file as it is now,
-    device): the searches a process runs and the pages' sessions share it (each Lab or Atlas session loaded a
-    CLIP of its own: 2-6 s and 430 MiB more a browser tab). A weights file changed since is loaded anew. Its
-    embeddings are thread-safe; a model that fails to load is not kept (the next call tries again)."""
+    """load_fm's model with its defaults, loaded once per process for each (name, weights as they are now,
+    device): the searches a process runs and the Lab's sessions share it (each Lab session loaded a CLIP of its
+    own: 2-6 s and 430 MiB more a browser tab). Weights changed since (a file, or a file in a DINO folder, written
+    anew) are loaded anew, and the model of the old ones let go. Its embeddings are thread-safe; a model that fails
+    to load is not kept (the next call tries again)."""
     path = None if weights is None else Path(weights)
-    try:
-        stamp = None if path is None else (str(path.resolve()), path.stat().st_mtime_ns, path.stat().st_size)
-    except OSError:
-        stamp = (str(path), None, None)  # load_fm says what is wrong with it
-    key = (name, stamp, str(resolve_device(device)))
+    place = (name, None if path is None else str(path.resolve()), str(resolve_device(device)))
+    key = (*place, _stamp(path))
     with _SHARED_LOCK:
-        lock = _SHARED_LOCKS.setdefault(key, threading.Lock())
+        lock = _SHARED_LOCKS.setdefault(place, threading.Lock())
     with lock:  # two sessions asking at once wait for the same load
         if key not in _SHARED:
-            _SHARED[key] = load_fm(name, weights=weights, device=device)
+            model = load_fm(name, weights=weights, device=device)
+            for old in [k for k in _SHARED if k[:3] == place]:  # the same weights' older version
+                del _SHARED[old]
+            _SHARED[key] = model
         return _SHARED[key]
+
+
+def _stamp(path: Path | None) -> tuple | None:
+    """What says weights were written anew: a file's time and size; a folder's files' (DINO's)."""
+    if path is None:
+        return None
+    try:
+        if path.is_dir():
+            return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(path)
+                                if e.is_file()))
+        return path.stat().st_mtime_ns, path.stat().st_size
+    except OSError:
+        return None  # load_fm says what is wrong with it

@@ -111,7 +111,8 @@ class Trace:
     records: list[list[LayerStep]] = field(default_factory=list)  # [step index][layer]
     final_sizes: list[int] = field(default_factory=list)    # slots per layer after the last token
     generated: str = ""
-    n_generated: int = 0             # tokens generated: the last one is answered, not fed back (ids hold one fewer)
+    n_generated: int = 0             # tokens generated, an end-of-sequence one included (`generated` leaves it
+    #                                  out); the last is answered, not fed back (ids hold one fewer)
     spectra_layers: list[int] = field(default_factory=list)
 
     @property
