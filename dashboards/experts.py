@@ -1024,15 +1024,19 @@ def mixture_shares(alphas: list[float], tasks: list[str]) -> str:
 LONE_EXPERT = "*One expert: every α > 0 composes the same weights (SVF's rescale keeps only α's ratios).*"
 
 
+#: why a run's mixer has nothing to mix (mixes_nothing), besides "no SVF experts"
+DISPATCHES, LORA_NOT_MIXED = "the classification expert dispatches; it is not mixed", "a LoRA expert is not mixed"
+
+
 def mixes_nothing(model: ExpertsModel) -> str:
     """Why a run's mixer has nothing to mix, in a few words, by cause (no_mixture's, with what to do; the export
     line said "no SVF experts to mix" of an SVF classification expert)."""
     d = model.data
     if d is not None and d.kind == "experts" and d.config.get("adapter") == "svf" and \
             all(e.task == "classify" for e in d.experts):
-        return "the classification expert dispatches; it is not mixed"
+        return DISPATCHES
     if d is not None and d.kind == "experts" and d.config.get("adapter") == "lora":
-        return "a LoRA expert is not mixed"
+        return LORA_NOT_MIXED
     return "this run has no SVF experts to mix"
 
 
@@ -1040,10 +1044,10 @@ def no_mixture(model: ExpertsModel) -> str:
     """Why a run's mixer has nothing to mix, by cause (a classification expert's page said "a LoRA expert"), and
     the command that trains what it would mix."""
     why = mixes_nothing(model)
-    if why.startswith("the classification"):
+    if why == DISPATCHES:
         return (f"The classification expert dispatches; it is not mixed. Train SVF task experts of its model and "
                 f"seed (`{train_command(model)}`) to mix them here.")
-    if why.startswith("a LoRA"):
+    if why == LORA_NOT_MIXED:
         # said with the way to something to mix: the tab held one bare line
         return ("A LoRA expert is not mixed: Transformer²'s mixer composes SVF experts' z vectors. Train SVF "
                 f"experts of its model and seed (`{train_command(model)}`) and open one of them to mix them here.")
