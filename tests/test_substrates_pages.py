@@ -229,6 +229,7 @@ def test_atlas_view_in_a_notebook_follows_the_model(runs):
 def test_viewer_shows_conway_and_mutates_rules(tmp_path):
     sub = make_substrate("gol")
     assert default_theta(sub).tolist() == [CONWAY]
+    assert default_theta("gol").tolist() == [CONWAY] and default_theta("boids").tolist() == [0.0] * 193  # a name
     model = ViewerModel(sub, default_theta(sub), seed=1, out_dir=tmp_path, render_size=64)
     model.key("+")
     model.advance()

@@ -27,9 +27,14 @@ __all__ = ["ViewerModel", "check_display", "default_theta", "mutated_theta", "ru
 CONWAY = 6152  # B3/S23 (workbench.simulations.gol.CONWAY; not imported, so this module loads no kernels)
 
 
-def default_theta(sub: Substrate) -> np.ndarray:
-    """The θ a substrate is shown with when none is given (viewer, `workbench render`, the Lab): the reference
-    defaults θ = 0, except Game of Life, whose θ = 0 is rule 0 (every cell dies at once): Conway's B3/S23."""
+def default_theta(sub: Substrate | str) -> np.ndarray:
+    """The θ a substrate (or a substrate's name) is shown with when none is given (viewer, `workbench render`, the
+    Lab): the reference defaults θ = 0, except Game of Life, whose θ = 0 is rule 0 (every cell dies at once):
+    Conway's B3/S23."""
+    if isinstance(sub, str):  # the README's `default_theta("gol")` failed on a name
+        from workbench.simulations import make_substrate
+
+        sub = make_substrate(sub, device="cpu")
     if sub.name == "gol":
         return np.array([CONWAY], np.int64)
     return sub.zero_theta()

@@ -170,9 +170,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     tr = namm_sub.add_parser("train", help="CMA-ES over the BAM policy's 4172 parameters, fitness normalised by the "
                                            "full cache, one task added per curriculum stage",
-                             description="CMA-ES over the BAM policy's 4172 parameters (spec §3): fitness is each "
-                                         "task's score over the full cache's, one task added per curriculum "
-                                         "stage; --resume ID continues a run, refusing flags that contradict it.")
+                             # opening with the help line (the parser puts it first otherwise: said twice)
+                             description="CMA-ES over the BAM policy's 4172 parameters, fitness normalised by the "
+                                         "full cache, one task added per curriculum stage (spec §3: each task's "
+                                         "score over the full cache's); --resume ID continues a run, refusing flags "
+                                         "that contradict it.")
     tr.add_argument("--model", help="'smollm2' (default), a .gguf file or a model folder")
     tr.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="curriculum tasks in order (default: passkey)")
     tr.add_argument("--gens", type=int, help="CMA-ES generations in all (default: 10)")
