@@ -358,7 +358,11 @@ class LabModel(param.Parameterized):
         if self._fm is None:
             from workbench.fm import shared_fm, weights_for
 
-            self._fm = shared_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
+            asked = (self.fm, self.fm_weights)
+            fm = shared_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
+            if (self.fm, self.fm_weights) != asked:  # another FM chosen while this one loaded: it is not kept
+                return fm  # (a slow CLIP load ended after pixels was chosen and scored as "pixels")
+            self._fm = fm
         return self._fm
 
     @property
@@ -433,6 +437,7 @@ class LabModel(param.Parameterized):
             except ValueError as exc:  # a prompt the FM has no text encoder for: said once, the frames go on
                 self._score_error, loss = str(exc), None
                 self.tell(f"no FM score: {exc}", "danger")
+                self.param.trigger("scores")  # the trace says it scores nothing (it kept "scores appear …")
             if loss is not None:
                 self.scores = [*self.scores[-499:], (self.step_count, loss)]
         elapsed = time.perf_counter() - start
@@ -855,6 +860,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                 model.tell(f"cannot load FM {model.fm}: {said}", "danger")
                 model.fm_failed(f"FM {model.fm} did not load")  # the trace says it scores nothing
             else:  # and the error of an FM chosen before goes
+                if (model.fm, model.fm_weights) != asked:  # the FM chosen since says its own
+                    return
                 problem = model.score_problem()
                 model.tell(f"no FM score: {problem}" if problem else
                            f"FM {model.fm} loaded: the trace scores frames with it", "danger" if problem else "success")

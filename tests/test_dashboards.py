@@ -191,6 +191,40 @@ def test_lab_tick_skips_a_frame_while_a_load_holds_the_model():
     assert model.step_count == 1
 
 
+def test_an_fm_chosen_while_another_loads_is_the_one_kept(clip_weights, tmp_path):
+    """CLIP still loading (here: another session's load of the same weights holds it) when pixels is chosen: the
+    pixels model is the one the Lab keeps and scores with; the CLIP load ending after it is not kept (it was, and
+    the trace scored with CLIP under "pixels"). A score the FM cannot make is said in the trace at once."""
+    import threading
+    from pathlib import Path
+
+    from workbench import fm as fm_module
+    from workbench.kernels.device import resolve_device
+
+    model = LabModel(substrate="boids", snapshot_dir=str(tmp_path), prompt="a caterpillar",
+                     fm_weights=str(clip_weights))
+    model.fm = "clip"
+    place = ("clip", str(Path(clip_weights).resolve()), str(resolve_device(None)))
+    with fm_module._SHARED_LOCK:
+        held = fm_module._SHARED_LOCKS.setdefault(place, threading.Lock())
+    held.acquire()  # another session's load of these weights, under way
+    loading = threading.Thread(target=model.load_fm)
+    try:
+        loading.start()
+        model.fm = "pixels"  # chosen meanwhile
+        assert model.load_fm().name == "pixels"
+    finally:
+        held.release()
+    loading.join(timeout=300)
+    assert model.fm == "pixels" and model.load_fm().name == "pixels"
+    triggered = []
+    model.param.watch(lambda e: triggered.append(e), "scores")
+    model.playing = True
+    for _ in range(model.score_every):  # pixels has no text encoder: the trace hears it at the first score
+        model.tick()
+    assert "no text encoder" in model.standing_problem() and triggered
+
+
 def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     model = LabModel(substrate="lenia")
     resets = model.resets

@@ -773,12 +773,15 @@ def shared_fm(name: str, weights: str | Path | None = None,
     with _SHARED_LOCK:
         lock = _SHARED_LOCKS.setdefault(place, threading.Lock())
     with lock:  # two sessions asking at once wait for the same load
-        if key not in _SHARED:
+        with _SHARED_LOCK:  # the table itself: other weights' loads end meanwhile
+            model = _SHARED.get(key)
+        if model is None:
             model = load_fm(name, weights=weights, device=device)
-            for old in [k for k in _SHARED if k[:3] == place]:  # the same weights' older version
-                del _SHARED[old]
-            _SHARED[key] = model
-        return _SHARED[key]
+            with _SHARED_LOCK:
+                for old in [k for k in _SHARED if k[:3] == place]:  # the same weights' older version
+                    del _SHARED[old]
+                _SHARED[key] = model
+        return model
 
 
 def _stamp(path: Path | None) -> tuple | None:
