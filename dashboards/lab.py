@@ -74,6 +74,9 @@ class LabModel(param.Parameterized):
     def __init__(self, **params):
         super().__init__(**params)
         self._fm = None
+        # the FM kept and the choice it was loaded for change together (a load ends on a worker thread while the
+        # page's event loop takes another choice): not the RLock tick holds, which the event loop never waits on
+        self._fm_lock = threading.Lock()
         self._target_image: np.ndarray | None = None  # kept: another FM embeds it again
         self._target: np.ndarray | None = None  # its embedding by the FM loaded now
         self._frames = 0
@@ -339,13 +342,18 @@ class LabModel(param.Parameterized):
     def set_target_image(self, image: np.ndarray | None) -> None:
         """A target image for the score trace (any FM); None goes back to the prompt."""
         self._target_image = None if image is None else np.asarray(image)[..., :3]
-        self._target = None if image is None else self.load_fm().embed_images(self._target_image)
+        fm = None if image is None else self.load_fm()
+        target = None if fm is None else fm.embed_images(self._target_image)
+        with self._fm_lock:  # another FM chosen meanwhile: score() embeds the image again with it
+            self._target = target if fm is None or fm is self._fm else None
         self.scores, self._score_error = [], ""
 
     @param.depends("fm", "fm_weights", watch=True)
     def _reset_fm(self):
         # the targets' embeddings go with the FM (another one's are of another size): embedded again on use
-        self._fm, self._text_target, self._target, self.scores = None, None, None, []
+        with self._fm_lock:
+            self._fm, self._text_target, self._target = None, None, None
+        self.scores = []
         self._score_error = ""
 
     @param.depends("prompt", watch=True)
@@ -360,9 +368,12 @@ class LabModel(param.Parameterized):
 
             asked = (self.fm, self.fm_weights)
             fm = shared_fm(self.fm, weights=weights_for(self.fm, self.fm_weights or None))
-            if (self.fm, self.fm_weights) != asked:  # another FM chosen while this one loaded: it is not kept
-                return fm  # (a slow CLIP load ended after pixels was chosen and scored as "pixels")
-            self._fm = fm
+            with self._fm_lock:
+                # another FM chosen while this one loaded: it is not kept (a slow CLIP load ended after pixels was
+                # chosen and scored as "pixels")
+                if (self.fm, self.fm_weights) != asked:
+                    return fm
+                self._fm = fm
         return self._fm
 
     @property

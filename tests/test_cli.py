@@ -515,8 +515,9 @@ def test_every_command_says_what_it_does_atop_its_help():
                     if not (child.description or "").startswith(listed[name] or "\0"):
                         bare.append(" ".join([*path, name]))
                     # its own notes opening as the line put before them (namm train said its first words twice)
-                    opening = " ".join((listed[name] or "").split()[:5])
-                    if opening and (child.description or "").count(opening) > 1:
+                    line, notes = listed[name] or "", child.description or ""
+                    opening = " ".join(line.split()[:5])
+                    if len(opening.split()) >= 3 and opening in notes[len(line):]:
                         twice.append(" ".join([*path, name]))
                     walk(child, [*path, name])
 

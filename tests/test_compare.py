@@ -357,6 +357,8 @@ def test_runs_on_other_inputs_are_other_settings_and_a_repeated_seed_counts_once
     assert set(cmp.bands()["n"]) == {2}
     out = _short("runs", "compare", a, b, "again", "--runs", str(local.root))
     assert out.returncode == 0 and f"again repeats the seed of {a}" in out.stderr
+    seeds = [line for line in out.stdout.splitlines() if "0, 1" in line]
+    assert seeds and not any("0, 1, 0" in line for line in seeds), out.stdout  # the seed repeated is said once
 
     # a non-finite best after a finite one: the best so far stays the run's earlier score (a NaN does not undo
     # it); a run with no finite best at all is not in the stats nor in the band

@@ -211,12 +211,27 @@ def test_an_fm_chosen_while_another_loads_is_the_one_kept(clip_weights, tmp_path
     loading = threading.Thread(target=model.load_fm)
     try:
         loading.start()
+        time.sleep(0.5)  # at the held load
         model.fm = "pixels"  # chosen meanwhile
         assert model.load_fm().name == "pixels"
     finally:
         held.release()
     loading.join(timeout=300)
     assert model.fm == "pixels" and model.load_fm().name == "pixels"
+    # a target image given while CLIP loads and pixels chosen meanwhile: scored with pixels' own embedding (CLIP's
+    # was kept: "prompt embeddings of size 512 against frame embeddings of size 2352", the trace dead)
+    model.fm = "clip"
+    held.acquire()
+    uploading = threading.Thread(target=model.set_target_image, args=(np.full((32, 32, 3), 200, np.uint8),))
+    try:
+        uploading.start()
+        time.sleep(0.5)  # at the held load
+        model.fm = "pixels"
+    finally:
+        held.release()
+    uploading.join(timeout=300)
+    assert isinstance(model.score(), float) and model._target.shape == (1, model.load_fm().dim)
+    model.set_target_image(None)
     triggered = []
     model.param.watch(lambda e: triggered.append(e), "scores")
     model.playing = True

@@ -769,10 +769,10 @@ def shared_fm(name: str, weights: str | Path | None = None,
     to load is not kept (the next call tries again)."""
     path = None if weights is None else Path(weights)
     place = (name, None if path is None else str(path.resolve()), str(resolve_device(device)))
-    key = (*place, _stamp(path))
     with _SHARED_LOCK:
         lock = _SHARED_LOCKS.setdefault(place, threading.Lock())
     with lock:  # two sessions asking at once wait for the same load
+        key = (*place, _stamp(path))  # read in turn: a stamp read before another's load of newer weights is old
         with _SHARED_LOCK:  # the table itself: other weights' loads end meanwhile
             model = _SHARED.get(key)
         if model is None:

@@ -170,7 +170,8 @@ def _compare_tables(comparison) -> None:
             s = g.stats()
             mean = "" if s["mean"] is None else f"{s['mean']:.4f}" + ("" if s["std"] is None else f" ± {s['std']:.4f}")
             done = None if g.at_iteration is None else steps_done(g.kind, g.at_iteration + 1)
-            groups.add_row(g.label, str(len(g.ids) - len(g.repeats)), ", ".join(map(value_text, g.seeds)),
+            seeds = ", ".join(map(value_text, dict.fromkeys(g.seeds)))  # a seed repeated is one (counted once)
+            groups.add_row(g.label, str(len(g.ids) - len(g.repeats)), seeds,
                            "" if done is None else str(done[0]) if after != "after" else f"{done[0]} {done[1]}", mean,
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
