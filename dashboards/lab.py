@@ -363,7 +363,8 @@ class LabModel(param.Parameterized):
     def load_fm(self):
         """The FM (loaded once per process, shared with the other sessions and the searches beside them: fm.shared_fm;
         the page calls this on a worker thread when the choice changes)."""
-        if self._fm is None:
+        fm = self._fm  # read once: another choice may clear it meanwhile
+        if fm is None:
             from workbench.fm import shared_fm, weights_for
 
             asked = (self.fm, self.fm_weights)
@@ -371,10 +372,9 @@ class LabModel(param.Parameterized):
             with self._fm_lock:
                 # another FM chosen while this one loaded: it is not kept (a slow CLIP load ended after pixels was
                 # chosen and scored as "pixels")
-                if (self.fm, self.fm_weights) != asked:
-                    return fm
-                self._fm = fm
-        return self._fm
+                if (self.fm, self.fm_weights) == asked:
+                    self._fm = fm
+        return fm
 
     @property
     def fm_loaded(self) -> bool:
