@@ -1150,7 +1150,7 @@ CARD_CSS = """
 .elite a.play { display: inline-block; background: #2f5d8a; color: #fff; padding: 5px 12px; border-radius: 4px;
                 text-decoration: none; margin-top: .4em; }
 .elite img { width: 100%; image-rendering: pixelated; border-radius: 4px; }
-.empty { color: #7a8290; font-size: 14px; }
+.empty { color: #5b6472; font-size: 14px; }
 .elite .warn { color: #8a5a00; background: #fff4d6; padding: 3px 6px; border-radius: 3px; margin-bottom: .5em; }
 """
 

@@ -459,7 +459,7 @@ def metric_thumbnail(df: pd.DataFrame, metric: str, higher: bool, width: int = 2
     return np.asarray(image)
 
 
-STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "resuming": "#5c7fb0", "stopped": "#8d6e00",
+STATUS_COLOURS = {"done": "#2e7d32", "running": "#1565c0", "resuming": "#3f6394", "stopped": "#8d6e00",
                   "interrupted": "#c75000", "failed": "#c62828"}
 
 GALLERY_CSS = """
@@ -475,7 +475,7 @@ GALLERY_CSS = """
 .body { padding: 8px 10px 10px 10px; display: flex; flex-direction: column; gap: 3px; }
 .title { font-weight: 600; font-size: 14px; color: #1d2330; }
 .sub, .meta { color: #5b6472; }
-.id { color: #8a93a1; font-family: ui-monospace, monospace; font-size: 11px; word-break: break-all; }
+.id { color: #5b6472; font-family: ui-monospace, monospace; font-size: 11px; word-break: break-all; }
 .note { color: #3a4250; font-style: italic; white-space: pre-wrap; overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 11px;
          font-weight: 600; margin-right: 6px; }

@@ -556,8 +556,11 @@ class SearchViews:
 
         loss_curve = hv.DynamicMap(curve, streams=[self.losses])
         self.loss_curve = pn.pane.HoloViews(loss_curve, backend="bokeh")
-        self.population_image = pn.pane.Image(None, width=280, height=280)
-        self.best_image = pn.pane.Image(None, width=224, height=224)
+        # said to a screen reader too (the pictures had no alt text)
+        self.population_image = pn.pane.Image(None, width=280, height=280,
+                                              alt_text="the latest population: a thumbnail of each simulation")
+        self.best_image = pn.pane.Image(None, width=224, height=224,
+                                        alt_text="the best simulation's frame so far")
         self.curve = pn.Column(placeholder(self.CURVE_HINT, 520, 280))
         self.best = pn.Column(placeholder(self.BEST_HINT, 224, 224))
         self.population = pn.Column(placeholder(self.POPULATION_HINT, 280, 280))

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 from panel.io.resources import CDN_DIST
+from panel.theme.base import Inherit
 from panel.theme.fast import Fast
+from panel.viewable import Viewable
 
 if TYPE_CHECKING:
     from bokeh.document import Document
@@ -92,9 +94,21 @@ def open_links(kind: str | None, run_id: str, algorithm: str | None = None) -> l
     return [(PAGES[p].title, f"./{p}?run={run}") for p in (pages or OPENERS.get(kind or "", ()))]
 
 
+#: a ring on the control the keyboard is on: Fast draws buttons with no outline at all when focused (a keyboard user
+#: could not see where start, export or run was), and a focused field's border went light grey
+FOCUS_CSS = """
+.bk-btn:focus-visible { outline: 2px solid #2f5d8a; outline-offset: 2px; }
+input:focus-visible, select:focus-visible, textarea:focus-visible { box-shadow: 0 0 0 2px #2f5d8a; }
+"""
+
+
 class OfflineFast(Fast):
     """Panel's Fast design without its Google-Fonts stylesheet: everything else is bundled with Panel and
-    served by our own server, so the pages work without a network (the system sans-serif font instead)."""
+    served by our own server, so the pages work without a network (the system sans-serif font instead); every
+    control shows where the keyboard is (FOCUS_CSS)."""
+
+    modifiers = {**Fast.modifiers,
+                 Viewable: {"stylesheets": [Inherit, f"{CDN_DIST}bundled/theme/fast.css", FOCUS_CSS]}}
 
     # the relative module path is resolved by class name (it would become offlinefast/...): name Panel's bundle
     _resources = {**{k: v for k, v in Fast._resources.items() if k != "font"},
@@ -185,7 +199,7 @@ def placeholder(text: str, width: int = 520, height: int = 260, link: str = "") 
     """What a plot shows before it has data (instead of empty 0–1 axes); `commands` in backticks are set as code
     (they showed their backticks); `link`, HTML after the text (a page that shows what is missing here)."""
     box = (f"width:{width - 2}px;height:{height - 2}px;display:flex;align-items:center;justify-content:center;"
-           "color:#7a8290;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
+           "color:#5b6472;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
            "text-align:center;padding:0 16px;box-sizing:border-box")
     body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text)) + link
     return pn.pane.HTML(f'<div style="{box}"><span>{body}</span></div>', width=width, height=height,

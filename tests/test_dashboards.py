@@ -1780,6 +1780,29 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
+# The element the keyboard is on, through the pages' shadow roots: its tag, text and outline.
+FOCUSED = """() => {
+  let e = document.activeElement;
+  while (e && e.shadowRoot && e.shadowRoot.activeElement) e = e.shadowRoot.activeElement;
+  const style = getComputedStyle(e);
+  return [e.tagName, e.textContent.trim(), style.outlineStyle, style.outlineWidth];
+}"""
+
+
+def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
+    """Tabbed to, the Search page's start button shows a ring (the design drew a focused button with no outline
+    at all: a keyboard user could not see where start, export or run was)."""
+    with _browse(browser, f"{server}/search", request) as page:
+        seed = page.get_by_label("Seed", exact=True)
+        seed.click()
+        for _ in range(8):  # past the field's own step buttons
+            page.keyboard.press("Tab")
+            tag, text, outline, width = page.evaluate(FOCUSED)
+            if text == "start":
+                break
+        assert (tag, text) == ("BUTTON", "start") and outline != "none" and width != "0px", (tag, text, outline)
+
+
 def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
     """Home's summary and latest cards follow the store (a run started elsewhere appears within FOLLOW_MS): they
     were the page's first look for good."""
