@@ -1169,6 +1169,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     """The /experts page over the store `runs_dir`, on run `run` (default: the newest adapt run, else the newest
     experts run): its views, the mixer, export. standalone: a page of its own, without the links to the others."""
     from workbench.dashboards.shell import (
+        UNTRAPPED,
         WRAPPED_TABS,
         PageThread,
         address,
@@ -1197,7 +1198,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
-                                                sizing_mode="stretch_width")
+                                                sizing_mode="stretch_width", **UNTRAPPED)
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))

@@ -37,7 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.dashboards.shell import WRAPPED_TABS, counted
+from workbench.dashboards.shell import UNTRAPPED, WRAPPED_TABS, counted
 from workbench.runs import RunError, RunStore, effective_status, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
@@ -1312,7 +1312,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_text = pn.pane.Markdown("", margin=(0, 10))
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width")
+    compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width",
+                                     **UNTRAPPED)
     fmt, size, export, status, download = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
         suffix, **printed))

@@ -626,7 +626,7 @@ def removal_question(ids: list[str]) -> str:
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     """The /runs page over the store `runs_dir`: the gallery and table of every run, filters, notes, removal and
     the comparison of the runs ticked. standalone: a page of its own, without the links to the others."""
-    from workbench.dashboards.shell import every_from_load, export_controls, section, served, shell
+    from workbench.dashboards.shell import UNTRAPPED, every_from_load, export_controls, section, served, shell
 
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
@@ -634,7 +634,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
     compare = pn.widgets.MultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
-                                     max_items=MAX_COMPARED, sizing_mode="stretch_width")
+                                     max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))

@@ -102,6 +102,11 @@ input:focus-visible, select:focus-visible, textarea:focus-visible { box-shadow: 
 """
 
 
+#: a MultiChoice's list short enough not to scroll (type to find the others): a list that scrolled took the keyboard
+#: into it, closed, and the next Tab came back to the box, never past it (the Runs page's compare box at 8 runs)
+UNTRAPPED = {"option_limit": 6, "search_option_limit": 6}
+
+
 class OfflineFast(Fast):
     """Panel's Fast design without its Google-Fonts stylesheet: everything else is bundled with Panel and
     served by our own server, so the pages work without a network (the system sans-serif font instead); every

@@ -1803,6 +1803,27 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
         assert (tag, text) == ("BUTTON", "start") and outline != "none" and width != "0px", (tag, text, outline)
 
 
+def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
+    """Tab from the Runs page's compare box goes on to the export's format (with 10 runs its list scrolled, took
+    the keyboard into it and closed, and the next Tab came back to the box, never past it)."""
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    for seed in range(10):
+        store.create("openended", "boids", "pixels", {}, seed).update(status="done")
+    with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/runs", request) as page:
+        page.get_by_label("Search").click()
+        seen = []
+        for _ in range(6):
+            page.keyboard.press("Tab")
+            page.wait_for_timeout(200)
+            tag, text, _, _ = page.evaluate(FOCUSED)
+            seen.append((tag, text))
+            if tag == "SELECT":
+                break
+        assert seen[-1] == ("SELECT", ".png.svg.pdf.html"), seen  # the export's format, after the compare box
+
+
 def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
     """Home's summary and latest cards follow the store (a run started elsewhere appears within FOLLOW_MS): they
     were the page's first look for good."""
