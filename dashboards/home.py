@@ -39,7 +39,7 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
                     f"<p>{html.escape(p.description)}</p></a>" for p in PAGES.values())
     runs = RunsModel(runs_dir=runs_dir, limit=recent)
     body = pn.pane.HTML("", stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
-    heading = pn.pane.Markdown("### Latest runs ([all of them](./runs))", margin=(10, 10, 0, 10))
+    heading = pn.pane.Markdown("### Latest runs ([all runs](./runs))", margin=(10, 10, 0, 10))
     latest = Gallery(runs_dir, name="home-latest")
 
     def draw() -> None:

@@ -725,7 +725,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
 
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
-                    f'color:{"#fff" if c in (tr.KEPT, tr.EVICTED) else "#222"}">{tr.CODES[c]}</span>'
+                    f'color:{"#fff" if c == tr.KEPT else "#222"}">{tr.CODES[c]}</span>'
                     for c in sorted(COLORS))
     legend = pn.pane.HTML(f"{keys} &nbsp; <span style='color:#667'>click the raster: that token, layer and head in "
                           "the other views</span>", margin=(0, 10))

@@ -1791,7 +1791,7 @@ FOCUSED = """() => {
 
 def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
     """Tabbed to, the Search page's start button shows a ring (the design drew a focused button with no outline
-    at all: a keyboard user could not see where start, export or run was)."""
+    at all: a keyboard user could not see where start, export or run was); a group's chosen button reads."""
     with _browse(browser, f"{server}/search", request) as page:
         seed = page.get_by_label("Seed", exact=True)
         seed.click()
@@ -1801,6 +1801,9 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
             if text == "start":
                 break
         assert (tag, text) == ("BUTTON", "start") and outline != "none" and width != "0px", (tag, text, outline)
+        # the chosen kind in white on the accent (its dark text read at 2.9:1)
+        chosen = page.get_by_role("button", name="openended").evaluate("e => getComputedStyle(e).color")
+        assert chosen == "rgb(255, 255, 255)", chosen
 
 
 def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
