@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 from panel.io.resources import CDN_DIST
-from panel.theme.base import Inherit
 from panel.theme.fast import Fast
 from panel.viewable import Viewable
 
@@ -114,8 +113,7 @@ class OfflineFast(Fast):
     served by our own server, so the pages work without a network (the system sans-serif font instead); every
     control shows where the keyboard is (FOCUS_CSS)."""
 
-    modifiers = {**Fast.modifiers,
-                 Viewable: {"stylesheets": [Inherit, f"{CDN_DIST}bundled/theme/fast.css", FOCUS_CSS]}}
+    modifiers = {**Fast.modifiers, Viewable: {"stylesheets": [*Fast.modifiers[Viewable]["stylesheets"], FOCUS_CSS]}}
 
     # the relative module path is resolved by class name (it would become offlinefast/...): name Panel's bundle
     _resources = {**{k: v for k, v in Fast._resources.items() if k != "font"},

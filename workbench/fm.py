@@ -792,6 +792,7 @@ def _stamp(path: Path | None) -> tuple | None:
         if path.is_dir():
             return tuple(sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(path)
                                 if e.is_file()))
-        return path.stat().st_mtime_ns, path.stat().st_size
+        stat = path.stat()
+        return stat.st_mtime_ns, stat.st_size
     except OSError:
         return None  # load_fm says what is wrong with it

@@ -346,16 +346,18 @@ class CycleQD:
         for child in self._pending:
             if model_id == child.id:
                 return child
-        if not (0 <= int(model_id) < len(self._records)):
-            raise ValueError(f"no model {model_id}: ids run from 0 to {len(self._records) - 1}")
-        return Child.from_dict(self._records[int(model_id)])
+        return Child.from_dict(self._record(model_id))
 
     def scores(self, model_id: int) -> dict[str, float]:
         """The task scores of the evaluated model `model_id`, {task: score} (a copy). Raises ValueError for an id
         not evaluated yet (a negative one read a model from the end; one past the end was an IndexError)."""
+        return dict(self._record(model_id, "evaluated model")["scores"])
+
+    def _record(self, model_id: int, what: str = "model") -> dict:
+        """The record of evaluated model `model_id`; ValueError naming the ids there are for another."""
         if not (0 <= int(model_id) < len(self._records)):
-            raise ValueError(f"no evaluated model {model_id}: ids run from 0 to {len(self._records) - 1}")
-        return dict(self._records[int(model_id)]["scores"])
+            raise ValueError(f"no {what} {model_id}: ids run from 0 to {len(self._records) - 1}")
+        return self._records[int(model_id)]
 
     def live_ids(self) -> list[int]:
         """Ids of the models some archive holds: the only ones a later generation can draw as parents."""
