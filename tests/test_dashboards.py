@@ -2327,6 +2327,8 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         page.wait_for_url(f"{url}/atlas?run={lenia}", timeout=20000)
         canvas = page.locator(".bk-Canvas").first
         box = canvas.bounding_box()
+        # the layout's spinner goes through the next-tick queue after the address changed: its veil takes clicks
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
         page.get_by_text(f"of {lenia}").wait_for(timeout=60000)
         page.get_by_label("Run").select_option(runs["illuminate"])
@@ -2340,6 +2342,8 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         # Lenia run's four, under a loaded fresh clone's run, was lost once)
         page.wait_for_function(f"() => {{ const p = ({CELL_PLACES})(); "
                                "return p !== null && p.split(';')[0].split(',').length === 16; }", timeout=60000)
+        # and once its veil is off: the cells come before the spinner goes (a click on the veil was lost in CI)
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text(f"of {runs['illuminate']}").wait_for(timeout=60000)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
