@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import panel as pn
@@ -111,6 +113,19 @@ class LabModel(param.Parameterized):
             self.resets += 1
         self.dismiss()
 
+    @property
+    def params(self) -> Mapping[str, np.ndarray]:
+        """The decoded parameters playing, read-only: set_param, set_cell, set_scalar, set_rule and set_theta
+        change them (an array edited in place would not reach the copy the steps take)."""
+        return self._params
+
+    @params.setter
+    def params(self, params: Mapping[str, np.ndarray]) -> None:
+        # checked and moved to the substrate's device once per change, not at every frame's step and render: the
+        # checks took a quarter of a Boids frame on a CPU (docs/benchmarks.md, "Lab frames")
+        self._device_params = self.sub.to_device(params)
+        self._params = MappingProxyType({k: _read_only(v) for k, v in params.items()})
+
     def dismiss(self) -> None:
         """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
         substrate; the page's edits and steps): a refusal stayed on show over later actions that worked. The
@@ -149,7 +164,7 @@ class LabModel(param.Parameterized):
         the page's periodic callback): one frame's steps from the current state, thrown away — steps are pure,
         the state on show does not move."""
         with self._lock:
-            self.sub.step(self.state, self.params, self.steps_per_frame)
+            self.sub.step(self.state, self._device_params, self.steps_per_frame)
 
     def set_theta(self, theta: np.ndarray, seed: int | None = None) -> None:
         """Play θ from its initial state (of `seed`, when given: e.g. the one a population member's thumbnail
@@ -437,7 +452,7 @@ class LabModel(param.Parameterized):
         a score; with score_needs_fm=False only once the FM is loaded, which the page does off the loop)."""
         start = time.perf_counter()
         with self._lock:
-            self.state = self.sub.step(self.state, self.params, self.steps_per_frame)
+            self.state = self.sub.step(self.state, self._device_params, self.steps_per_frame)
             with param.edit_constant(self):
                 self.step_count += self.steps_per_frame
             self._render()
@@ -475,9 +490,18 @@ class LabModel(param.Parameterized):
         return write_png(png, self.frame)
 
     def _render(self) -> None:
-        frame = self.sub.render(self.state, self.params, size=RENDER_SIZE.get(self.substrate, 224))
+        frame = self.sub.render(self.state, self._device_params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
         self._rendered = frame  # the floats, which score() hands the FM
+
+
+def _read_only(value):
+    """A read-only copy of an array (a copy: decode may hand out an array someone else writes to)."""
+    if not isinstance(value, np.ndarray):
+        return value
+    value = value.copy()
+    value.flags.writeable = False
+    return value
 
 
 def rgba(image: np.ndarray) -> np.ndarray:

@@ -240,6 +240,38 @@ def test_an_fm_chosen_while_another_loads_is_the_one_kept(clip_weights, tmp_path
     assert "no text encoder" in model.standing_problem() and triggered
 
 
+@pytest.mark.parametrize("substrate, edit", [
+    ("lenia", lambda m: m.set_cell("m", (0,), float(m.params["m"][0]) + 0.05)),
+    ("gol", lambda m: m.set_rule(6216)),  # HighLife, B36/S23
+    ("plenia", lambda m: m.set_scalar("mu_g", 0.7)),
+])
+def test_lab_steps_play_the_parameters_on_show(substrate, edit):
+    """The Lab checks its parameters and moves them to the device once per edit, not at each frame's step and
+    render: the frame after an edit is the substrate's own step and render of the edited parameters (not of the
+    ones before), and the parameters on show are read-only (an array edited in place would not reach the steps)."""
+    from workbench.dashboards.lab import RENDER_SIZE
+    from workbench.export import to_uint8
+
+    model = LabModel(substrate=substrate)
+    model.advance(score_needs_fm=False)
+    before, state = model.sub.decode(model.theta), model.state
+    edit(model)
+    model.advance(score_needs_fm=False)
+    size = RENDER_SIZE.get(substrate, 224)
+
+    def played(params):
+        return to_uint8(model.sub.render(model.sub.step(state, params, 1), params, size=size))
+
+    np.testing.assert_array_equal(model.frame, played(model.sub.decode(model.theta)))
+    assert not np.array_equal(model.frame, played(before))  # the edit shows in this frame already
+    for name, value in model.params.items():
+        if isinstance(value, np.ndarray):  # (Particle Lenia's are NumPy scalars)
+            with pytest.raises(ValueError, match="read-only"):
+                value[...] = 0
+        with pytest.raises(TypeError):
+            model.params[name] = before[name]
+
+
 def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     model = LabModel(substrate="lenia")
     resets = model.resets

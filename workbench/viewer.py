@@ -71,6 +71,8 @@ class ViewerModel:
 
     def reset(self) -> None:
         self.params = self.sub.decode(self.theta)
+        # checked and on the device once per θ, not at every frame's step and render (docs/benchmarks.md, "Lab frames")
+        self._device_params = self.sub.to_device(self.params)
         self.state = self.sub.init(self.params, seed=self.seed)
         self.steps = 0
         self.diverged = False  # the simulation left the numbers (NaN or inf): drawn black, said in the status
@@ -96,13 +98,13 @@ class ViewerModel:
 
     def advance(self) -> None:
         if not self.paused:
-            self.state = self.sub.step(self.state, self.params, self.steps_per_frame)
+            self.state = self.sub.step(self.state, self._device_params, self.steps_per_frame)
             self.steps += self.steps_per_frame
 
     def frame(self) -> np.ndarray:
         """The current picture as uint8 (size, size, 3), laid out like the saved PNG; a diverged simulation's
         NaN and inf as black and white (a cast of NaN warned), and `diverged` set."""
-        picture = np.asarray(self.sub.render(self.state, self.params, self.render_size))
+        picture = np.asarray(self.sub.render(self.state, self._device_params, self.render_size))
         if not np.isfinite(picture).all():
             self.diverged = True
             picture = np.nan_to_num(picture, nan=0.0, posinf=1.0, neginf=0.0)
