@@ -11,6 +11,7 @@ Run alone with `panel serve dashboards/lab.py`, or with every page via `workbenc
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -513,6 +514,32 @@ def rgba(image: np.ndarray) -> np.ndarray:
     return packed
 
 
+def status_text(model: LabModel) -> str:
+    """The Lab's status line: playing or paused, the step, and the frames per second the substrate computes
+    (and renders; the page shows at most one per period_ms)."""
+    return (f"{'playing' if model.playing else 'paused'} · step **{model.step_count}** · "
+            f"{model.fps:.1f} frames/s computed")
+
+
+def status_view(model: LabModel, every: float = 0.25) -> pn.pane.Markdown:
+    """status_text as a Markdown pane. While the simulation plays it redraws at most every `every` seconds:
+    redrawn at each frame (twice: the step, then the speed), Panel rendered the text and rebuilt the pane's
+    stylesheets each time, half of a Boids frame's time on the event loop, for numbers no one reads at 30 frames
+    a second. A pause, a step or a reset shows at once."""
+    pane = pn.pane.Markdown(status_text(model), margin=(0, 10))
+    shown_at = [-math.inf]
+
+    def update(*_):
+        now = time.monotonic()
+        if model.playing and model.step_count and now - shown_at[0] < every:
+            return
+        shown_at[0] = now
+        pane.object = status_text(model)
+
+    model.param.watch(update, ["step_count", "fps", "playing"])
+    return pane
+
+
 def frame_view(model: LabModel, size: int = 512):
     """A Bokeh RGBA image of the model's frame, updated in place (no new plot per frame); safe to update from
     a worker thread (the change is handed to the page's event loop)."""
@@ -936,9 +963,6 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
     video.on_click(on_video)
 
-    # fps: frames the substrate computes (and renders) per second; the page shows at most one per period_ms
-    status = pn.bind(lambda n, fps, playing: f"{'playing' if playing else 'paused'} · step **{n}** · "
-                     f"{fps:.1f} frames/s computed", model.param.step_count, model.param.fps, model.param.playing)
     callback = pn.state.add_periodic_callback(model.tick, period=period_ms, start=False)
     model.param.watch(run_while(callback), "playing")
     step_reset = pn.Row(step, reset, sizing_mode="stretch_width")
@@ -950,7 +974,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                section("Save"), pn.Row(snap, video, sizing_mode="stretch_width"),
                pn.Row(*downloads, sizing_mode="stretch_width")]
     main = [alert,
-            pn.FlexBox(pn.Column(pn.pane.Markdown(status, margin=(0, 10)), frame, margin=(0, 10)),
+            pn.FlexBox(pn.Column(status_view(model), frame, margin=(0, 10)),
                        pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400))]
     return shell("lab", main, sidebar, standalone=standalone)
 

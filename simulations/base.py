@@ -216,8 +216,10 @@ class Substrate(ABC):
         out: dict[str, torch.Tensor] = {}
         batched = None
         for key, shape in self.param_shapes.items():
-            arr = torch.as_tensor(np.asarray(params[key], dtype=np.float32) if not torch.is_tensor(params[key])
-                                  else params[key].to(torch.float32))
+            # a copy: parameters checked once (to_device) must not follow later edits of the caller's array, and
+            # torch warns of a read-only one (the Lab's) it would share
+            arr = torch.as_tensor(np.array(params[key], dtype=np.float32) if not torch.is_tensor(params[key])
+                                  else params[key].to(torch.float32, copy=True))
             arr, batched = with_population_axis(arr, shape, f"{self.name}: parameter {key!r}", batched)
             if not torch.isfinite(arr).all():
                 raise ValueError(f"{self.name}: parameter {key!r} contains NaN or inf")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from workbench.simulations import make_substrate, rollout, sample_indices
 
@@ -191,6 +192,14 @@ def test_parameters_moved_to_the_device_once_give_the_same_run(substrates):
     other = type(sub)()  # another substrate's prepared parameters are checked like any others
     np.testing.assert_array_equal(other.render(other.init(ready, seed=1), ready, 32),
                                   sub.render(sub.init(params, seed=1), params, 32))
+    # checked once, they keep what was checked: an array or tensor of the caller's edited later (a NaN put in) is
+    # not theirs (a float32 array was shared on the CPU, unchecked from then on)
+    for given in ({k: np.array(v, np.float32) for k, v in params.items()},
+                  {k: torch.tensor(v, dtype=torch.float32) for k, v in params.items()}):
+        kept = sub.to_device(given)
+        for value in given.values():
+            value[...] = np.nan
+        assert all(bool(torch.isfinite(v).all()) for v in kept.values())
 
 
 def test_cli_names_every_registered_substrate():

@@ -272,6 +272,28 @@ def test_lab_steps_play_the_parameters_on_show(substrate, edit):
             model.params[name] = before[name]
 
 
+def test_lab_status_redraws_at_most_every_period_while_playing():
+    """The status line (step, frames/s) redrew at each frame, twice, half of a Boids frame's time on the event
+    loop: while playing it redraws at most every `every` seconds; a pause, a step or a reset shows at once."""
+    from workbench.dashboards.lab import status_view
+
+    model = LabModel(substrate="gol")
+    pane = status_view(model, every=3600.0)
+    assert pane.object == "paused · step **0** · 0.0 frames/s computed"
+    model.playing = True
+    assert pane.object.startswith("playing · step **0**")
+    for _ in range(5):
+        model.advance(score_needs_fm=False)
+    assert pane.object.startswith("playing · step **0**")  # within the period: not redrawn
+    model.playing = False
+    assert pane.object.startswith("paused · step **5** ·") and "0.0 frames/s" not in pane.object
+    model.advance(score_needs_fm=False)  # a step while paused
+    assert pane.object.startswith("paused · step **6** ·")
+    model.playing = True
+    model.reset()
+    assert pane.object == "playing · step **0** · 0.0 frames/s computed"
+
+
 def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     model = LabModel(substrate="lenia")
     resets = model.resets
