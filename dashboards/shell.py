@@ -144,17 +144,47 @@ def nav(current: str | None) -> pn.pane.HTML:
                         margin=0)
 
 
+#: Keys for the pages' tab headers (Bokeh's take focus but answer the mouse only): Enter or Space opens the tab
+#: focused; the left and right arrows move to the tab beside it and open it (the WAI-ARIA tabs pattern).
+#: One listener for the whole page: the headers live in shadow roots, so the key's own target is read from its path.
+TAB_KEYS_JS = """
+if (!window.__workbench_tab_keys) {
+  window.__workbench_tab_keys = true;
+  document.addEventListener("keydown", (event) => {
+    const tab = event.composedPath()[0];
+    if (!(tab instanceof HTMLElement) || !tab.classList.contains("bk-tab") || event.altKey || event.ctrlKey ||
+        event.metaKey) return;
+    let target = tab;
+    if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+      const tabs = Array.from(tab.parentElement.querySelectorAll(":scope > .bk-tab"));
+      const step = event.key === "ArrowRight" ? 1 : -1;
+      target = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
+    } else if (event.key !== "Enter" && event.key !== " ") {
+      return;
+    }
+    event.preventDefault();  // Space would scroll the page
+    target.focus();
+    target.click();
+  });
+}
+"""
+
+
 class WorkbenchTemplate(pn.template.FastListTemplate):
     """Panel's FastListTemplate whose browser tab says the site and the page ("workbench · Lab"): the template's
-    title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs)."""
+    title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs).
+    Its tab headers answer the keyboard too (TAB_KEYS_JS)."""
 
     tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
 
     def _init_doc(self, doc: Document | None = None, comm: Any = None, title: str | None = None,
                   notebook: bool = False, location: bool | Any = True) -> Document:
         # Panel titles the document by the template's title, whatever it is given (servable's, serve's)
+        from bokeh.models import CustomJS
+
         document = super()._init_doc(doc, comm, title, notebook, location)
         document.title = self.tab_title
+        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS))
         return document
 
 

@@ -1862,7 +1862,10 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
 
 def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
     """Tab from the Runs page's compare box goes on to the export's format (with 10 runs its list scrolled, took
-    the keyboard into it and closed, and the next Tab came back to the box, never past it)."""
+    the keyboard into it and closed, and the next Tab came back to the box, never past it); the tabs open from the
+    keyboard."""
+    from playwright.sync_api import expect
+
     from workbench.runs import RunStore
 
     store = RunStore(tmp_path / "runs")
@@ -1879,6 +1882,21 @@ def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, reques
             if tag == "SELECT":
                 break
         assert seen[-1] == ("SELECT", ".png.svg.pdf.html"), seen  # the export's format, after the compare box
+        # the tab headers answer the keyboard (Bokeh's took focus, but only a click opened one): Enter or Space
+        # opens the one focused, an arrow the one beside it
+        active = page.locator(".bk-tab.bk-active")
+        assert active.inner_text() == "Gallery"
+        page.locator(".bk-tab", has_text="Table").focus()
+        page.keyboard.press("Enter")
+        expect(active).to_have_text("Table")
+        page.keyboard.press("ArrowLeft")
+        expect(active).to_have_text("Gallery")
+        assert page.evaluate(FOCUSED)[1] == "Gallery"  # focus went with it
+        page.keyboard.press("ArrowLeft")  # round to the last
+        expect(active).not_to_have_text("Gallery")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press(" ")
+        expect(active).to_have_text("Gallery")
 
 
 def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
