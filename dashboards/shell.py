@@ -100,7 +100,12 @@ FOCUS_CSS = """
 .bk-btn:focus-visible { outline: 2px solid #2f5d8a; outline-offset: 2px; }
 .bk-btn-group .bk-btn.bk-active { color: #fff !important; }
 input:focus-visible, select:focus-visible, textarea:focus-visible { box-shadow: 0 0 0 2px #2f5d8a; }
+.bk-tab:focus-visible { outline: 2px solid #2f5d8a; outline-offset: -2px; }
 """
+
+#: inline code (a command, a run id) in the theme's colour for code on its dark code blocks was light blue on white
+#: (#82aaff, 2.3:1); code blocks keep theirs
+INLINE_CODE_CSS = ":not(pre) > code { color: #1f4f82; }"
 
 
 #: a MultiChoice's list short enough not to scroll (type to find the others): a list that scrolled took the keyboard
@@ -111,9 +116,10 @@ UNTRAPPED = {"option_limit": 6, "search_option_limit": 6}
 class OfflineFast(Fast):
     """Panel's Fast design without its Google-Fonts stylesheet: everything else is bundled with Panel and
     served by our own server, so the pages work without a network (the system sans-serif font instead); every
-    control shows where the keyboard is (FOCUS_CSS)."""
+    control shows where the keyboard is (FOCUS_CSS), inline code reads (INLINE_CODE_CSS)."""
 
-    modifiers = {**Fast.modifiers, Viewable: {"stylesheets": [*Fast.modifiers[Viewable]["stylesheets"], FOCUS_CSS]}}
+    modifiers = {**Fast.modifiers, Viewable: {"stylesheets": [*Fast.modifiers[Viewable]["stylesheets"], FOCUS_CSS,
+                                                              INLINE_CODE_CSS]}}
 
     # the relative module path is resolved by class name (it would become offlinefast/...): name Panel's bundle
     _resources = {**{k: v for k, v in Fast._resources.items() if k != "font"},

@@ -1863,7 +1863,7 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
 def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
     """Tab from the Runs page's compare box goes on to the export's format (with 10 runs its list scrolled, took
     the keyboard into it and closed, and the next Tab came back to the box, never past it); the tabs open from the
-    keyboard."""
+    keyboard, and show its focus; inline code reads."""
     from playwright.sync_api import expect
 
     from workbench.runs import RunStore
@@ -1891,12 +1891,16 @@ def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, reques
         expect(active).to_have_text("Table")
         page.keyboard.press("ArrowLeft")
         expect(active).to_have_text("Gallery")
-        assert page.evaluate(FOCUSED)[1] == "Gallery"  # focus went with it
+        _, text, outline, width = page.evaluate(FOCUSED)
+        assert (text, outline, width) == ("Gallery", "solid", "2px")  # focus went with it, seen (a dotted 1px grey)
         page.keyboard.press("ArrowLeft")  # round to the last
         expect(active).not_to_have_text("Gallery")
         page.keyboard.press("ArrowRight")
         page.keyboard.press(" ")
         expect(active).to_have_text("Gallery")
+        # inline code (the store's folder in the count) reads on white: the theme's was for its dark code blocks
+        colour = page.locator("code", has_text=str(store.root)).first.evaluate("e => getComputedStyle(e).color")
+        assert colour == "rgb(31, 79, 130)", colour
 
 
 def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
