@@ -138,6 +138,8 @@ nav a.current { background: rgba(255,255,255,.22); opacity: 1; font-weight: 600;
 DESCRIPTION_CSS = """
 :host { width: 100%; }
 .description { color: #555; font-size: 15px; margin: 0 0 .2em .1em; }
+.page-heading { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
+                white-space: nowrap; margin: 0; }
 """
 
 
@@ -201,7 +203,10 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
     info = PAGES.get(slug or "")
     title = title or (info.title if info else "workbench")
     description = description or (info.description if info else "")
-    head = pn.pane.HTML(f'<p class="description">{html.escape(description)}</p>', stylesheets=[DESCRIPTION_CSS],
+    # the page's title as its heading for screen readers (the header shows it, but not as a heading: a page had
+    # none to jump to); seen, it would repeat the header
+    head = pn.pane.HTML(f'<h1 class="page-heading">{html.escape(title)}</h1>'
+                        f'<p class="description">{html.escape(description)}</p>', stylesheets=[DESCRIPTION_CSS],
                         sizing_mode="stretch_width", margin=(0, 10))
     sidebar = list(sidebar)
     quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()

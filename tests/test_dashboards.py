@@ -1811,7 +1811,8 @@ FRAME_SUM = """() => {
 
 def test_every_page_has_the_shell_and_navigates_offline(server, browser, request):
     """Each page: in the template, its title and description (the tab's "workbench · PAGE"), the navigation from
-    page to page (each page reached from the one before, the first from Home's cards), and back Home."""
+    page to page (each page reached from the one before, the first from Home's cards), and back Home; a heading
+    for screen readers."""
     from workbench.dashboards.shell import PAGES
 
     with _browse(browser, f"{server}/", request) as page:
@@ -1828,6 +1829,10 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
             links = page.locator("nav.pages a").all_inner_texts()
             assert links == ["Home", *(p.title for p in PAGES.values())], links
             assert page.locator("nav.pages a.current").inner_text() == info.title
+            # one heading for screen readers to start from (a page had none), not drawn beside the header's title
+            heading = page.get_by_role("heading", level=1)
+            assert heading.count() == 1 and heading.text_content() == info.title
+            assert heading.bounding_box()["width"] <= 1
             page.locator("#sidebar").wait_for(timeout=30000)  # the page's controls
         page.locator("nav.pages").get_by_role("link", name="Home", exact=True).click()
         page.wait_for_url(f"{server}/", timeout=30000)
