@@ -1971,11 +1971,16 @@ def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromi
         page.get_by_label("Substrate").select_option("plenia")
         box = page.locator(".scalar-c_rep input").first
         expect(box).to_have_value("1.0000", timeout=90000)
+        # the switch's compile done (fill and Enter go through a veil, and the edit would wait on the compile)
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         box.fill("-1")
         box.press("Enter")
         page.get_by_text("c_rep must be a positive number").wait_for(timeout=30000)
         expect(box).to_have_value("1.0000", timeout=30000)
         box.fill("0.5")
+        box.press("Enter")
+        expect(box).to_have_value("0.5000", timeout=30000)  # (the browser's own formatting of what was typed)
+        box.fill("-2")  # refused: the box shows what the Lab holds, 0.5 taken
         box.press("Enter")
         expect(box).to_have_value("0.5000", timeout=30000)
 

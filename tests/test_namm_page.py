@@ -333,6 +333,8 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         page.get_by_text(f"step {steps} of {steps}:").wait_for(timeout=30000)
         # a click on the raster picks the token, layer and head the other views show
         page.wait_for_function(f"() => ({RASTER})([0, 0]) !== null", timeout=30000)
+        # and once the run's spinner is off: it goes after the views are drawn, and its veil takes a click
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(*page.evaluate(RASTER, [9, 2]))  # row 1 of 4 from the top: layer 0, head 1
         token = page.get_by_label("token (spectrogram)")
         deadline = time.time() + 30

@@ -458,6 +458,8 @@ def test_runs_gallery_opens_qd_runs_and_map_elites_plays_in_the_lab(served, qd, 
         page.get_by_text("MAP-Elites illumination of boids").wait_for(timeout=60000)
         title = "MAP-Elites: elites at their descriptor cells"
         page.wait_for_function(f"() => ({CELLS})('{title}') === {len(model.data.cells)}", timeout=30000)
+        # the load's veil goes after its plots: it takes a click
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(*page.evaluate(WHERE, [title, float(cell["x"]), float(cell["y"])]))
         page.get_by_role("link", name=f"play member {int(cell['id'])} in the Lab").click()
         page.wait_for_url(re.compile(r"/lab\?run=.*member="), timeout=30000)

@@ -271,6 +271,8 @@ def test_lab_plays_a_game_of_life_run_and_its_rule_checkboxes_in_chromium(served
         _wait_for_model(page, "lab-frame")
         page.get_by_text(f"rule {rule_text(rule)} = {rule}").wait_for(timeout=60000)
         page.get_by_text("born with").wait_for(timeout=30000)
+        # the load's veils gone (a click would retry through them; a mouse click would be lost)
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.locator(".gol-births").get_by_text("6", exact=True).click()
         page.get_by_text(f"rule {rule_text(flipped)} = {flipped}").wait_for(timeout=30000)
         page.get_by_role("button", name="snapshot PNG + θ").click()
