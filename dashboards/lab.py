@@ -104,8 +104,8 @@ class LabModel(param.Parameterized):
     def reset(self) -> None:
         """Back to the initial state of the current θ and seed."""
         with self._lock:
-            self.params = self.sub.decode(self.theta)
-            self.state = self.sub.init(self.params, seed=self.seed)
+            self._set_params(self.sub.decode(self.theta))
+            self.state = self.sub.init(self._device_params, seed=self.seed)
             with param.edit_constant(self):
                 self.step_count, self.fps = 0, 0.0  # another θ or seed: its own speed, said once it plays
             self._frames = 0  # the first score after a reset comes after score_every frames, not at any step
@@ -116,16 +116,17 @@ class LabModel(param.Parameterized):
 
     @property
     def params(self) -> Mapping[str, np.ndarray]:
-        """The decoded parameters playing, read-only: set_param, set_cell, set_scalar, set_rule and set_theta
-        change them (an array edited in place would not reach the copy the steps take)."""
+        """The decoded parameters playing, read-only (`dict(model.params)` for a copy to keep): set_param,
+        set_cell, set_scalar, set_rule and set_theta change them, θ with them (an array edited in place would not
+        have reached the copy the steps take)."""
         return self._params
 
-    @params.setter
-    def params(self, params: Mapping[str, np.ndarray]) -> None:
+    def _set_params(self, params: Mapping[str, np.ndarray]) -> None:
         # checked and moved to the substrate's device once per change, not at every frame's step and render: the
         # checks took a quarter of a Boids frame on a CPU (docs/benchmarks.md, "Lab frames")
-        self._device_params = self.sub.to_device(params)
-        self._params = MappingProxyType({k: _read_only(v) for k, v in params.items()})
+        with self._lock:
+            self._device_params = self.sub.to_device(params)
+            self._params = MappingProxyType({k: _read_only(v) for k, v in params.items()})
 
     def dismiss(self) -> None:
         """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
@@ -288,7 +289,7 @@ class LabModel(param.Parameterized):
         self._only("gol", "a rule")
         theta = np.array([rule], np.float64)
         with self._lock:
-            self.params = self.sub.decode(theta)  # checks the range
+            self._set_params(self.sub.decode(theta))  # checks the range
             self.theta = theta
 
     @property
@@ -318,7 +319,7 @@ class LabModel(param.Parameterized):
         theta = self.theta.copy()
         theta[i] = np.log(value / PARAM_BASE[i])
         with self._lock:
-            self.params = self.sub.decode(theta)
+            self._set_params(self.sub.decode(theta))
             self.theta = theta
 
     def tell(self, message: str, kind: str = "info") -> None:
@@ -339,7 +340,8 @@ class LabModel(param.Parameterized):
             return
         with self._lock:
             theta = self.sub.theta_with(self.theta, name, value)
-            self.params, self.theta = self.sub.decode(theta), theta
+            self._set_params(self.sub.decode(theta))
+            self.theta = theta
 
     def _param(self, name: str) -> np.ndarray:
         """The parameter `name` as it plays, or one error naming those there are."""

@@ -152,27 +152,50 @@ def nav(current: str | None) -> pn.pane.HTML:
                         margin=0)
 
 
-#: Keys for the pages' tab headers (Bokeh's take focus but answer the mouse only): Enter or Space opens the tab
-#: focused; the left and right arrows move to the tab beside it and open it (the WAI-ARIA tabs pattern).
-#: One listener for the whole page: the headers live in shadow roots, so the key's own target is read from its path.
+#: Keys for the pages' tab headers (Bokeh's take focus but answer the mouse only): the left and right arrows (Home,
+#: End) move the focus along the headers, Enter or Space opens the tab focused. The arrows do not open (a dynamic
+#: tab draws its content on the server: held down, they would ask for each one). Like a click, a key opens nothing
+#: under a busy veil nor a disabled tab. A dynamic Tabs draws its headers again when one opens: the focus goes on
+#: to the new header at the same place (it fell to the page). One listener for the whole page: the headers live in
+#: shadow roots, so the key's own target is read from its path.
 TAB_KEYS_JS = """
 if (!window.__workbench_tab_keys) {
   window.__workbench_tab_keys = true;
+  const veiled = (node) => {  // under a busy spinner's veil: its own component or one around it
+    for (let n = node; n; n = n.parentElement || (n.getRootNode() && n.getRootNode().host)) {
+      if (n.classList && n.classList.contains("pn-loading")) return true;
+    }
+    return false;
+  };
   document.addEventListener("keydown", (event) => {
     const tab = event.composedPath()[0];
     if (!(tab instanceof HTMLElement) || !tab.classList.contains("bk-tab") || event.altKey || event.ctrlKey ||
         event.metaKey) return;
-    let target = tab;
-    if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
-      const tabs = Array.from(tab.parentElement.querySelectorAll(":scope > .bk-tab"));
-      const step = event.key === "ArrowRight" ? 1 : -1;
-      target = tabs[(tabs.indexOf(tab) + step + tabs.length) % tabs.length];
-    } else if (event.key !== "Enter" && event.key !== " ") {
-      return;
+    const row = tab.parentElement;
+    const tabs = Array.from(row.querySelectorAll(":scope > .bk-tab"));
+    const moves = {ArrowLeft: -1, ArrowRight: 1, Home: "first", End: "last"};
+    if (event.key in moves) {
+      event.preventDefault();
+      const open = tabs.filter((t) => t === tab || !t.classList.contains("bk-disabled"));
+      const move = moves[event.key], at = open.indexOf(tab);
+      const next = move === "first" ? open[0] : move === "last" ? open[open.length - 1]
+        : open[(at + move + open.length) % open.length];
+      next.focus();
+    } else if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();  // Space would scroll the page
+      if (event.repeat || tab.classList.contains("bk-disabled") || veiled(row)) return;
+      const index = tabs.indexOf(tab);
+      const refocus = new MutationObserver(() => {
+        const again = row.querySelectorAll(":scope > .bk-tab")[index];
+        if (again && again !== tab) {
+          refocus.disconnect();
+          again.focus();
+        }
+      });
+      refocus.observe(row, {childList: true});
+      setTimeout(() => refocus.disconnect(), 5000);
+      tab.click();
     }
-    event.preventDefault();  // Space would scroll the page
-    target.focus();
-    target.click();
   });
 }
 """

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import FOCUSED, _browse, browser, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source
 from workbench.local_server import first_answer, free_port
@@ -410,6 +410,8 @@ WHERE = """([title, x, y]) => {  // the page position of data point (x, y) in th
 
 
 def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browser, request):  # noqa: F811
+    from playwright.sync_api import expect
+
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     counts = {g: len(model.cells("sort", g)) for g in (0, 12)}
     assert counts[0] != counts[12]
@@ -435,10 +437,21 @@ def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browse
         said = page.get_by_text(re.compile(rf"model {int(cell['id'])} answers"))
         said.wait_for(timeout=120000)
         assert f"answers {want} (" in said.inner_text()
-        page.locator(".bk-tab", has_text="Lineage").click()
+        # from the keyboard: the arrows to the Lineage tab, Enter opens it; the tabs draw their headers again (a
+        # dynamic Tabs) and the focus stays on it (it fell to the page, and the next arrow did nothing)
+        page.locator(".bk-tab.bk-active").focus()
+        for _ in range(len(VIEWS)):
+            if page.evaluate(FOCUSED)[1] == "Lineage":
+                break
+            page.keyboard.press("ArrowRight")
+        page.keyboard.press("Enter")
+        expect(page.locator(".bk-tab.bk-active")).to_have_text("Lineage")
         ringed = f"model {int(cell['id'])}'s ancestry"  # the lineage plot's title (drawn on its canvas)
         page.wait_for_function("(text) => Bokeh.index.all_views().some(v => v.model.title && v.model.title.text && "
                                "v.model.title.text.includes(text))", arg=ringed, timeout=30000)
+        assert page.evaluate(FOCUSED)[:2] == ["DIV", "Lineage"]
+        page.keyboard.press("ArrowLeft")
+        assert page.evaluate(FOCUSED)[0] == "DIV" and page.evaluate(FOCUSED)[1] != "Lineage"
         page.get_by_role("button", name="export").click()
         page.get_by_text("written").wait_for(timeout=60000)
         assert (Path(qd["dir"]) / qd["run"] / "figures" / f"{qd['run']}-lineage-gen12.png").is_file()

@@ -75,6 +75,26 @@ def test_pause_holds_the_state(substrates, tmp_path):
     assert model.steps_per_frame == 1
 
 
+def test_a_new_theta_plays_its_own_parameters(substrates, tmp_path):
+    """The viewer checks θ's parameters once (not at each frame): after the n key the frames are the substrate's
+    own step and render of the new θ's parameters, not the old θ's."""
+    from workbench.export import to_uint8
+
+    sub = substrates["lenia"]
+    model = ViewerModel(sub, sub.zero_theta(), out_dir=tmp_path, render_size=64)
+    old = sub.decode(model.theta)
+    model.key("n")
+    state = model.state
+    model.advance()
+
+    def played(params):
+        return to_uint8(np.nan_to_num(np.asarray(sub.render(sub.step(state, params, 1), params, 64)), nan=0.0))
+
+    np.testing.assert_array_equal(model.frame(), played(sub.decode(model.theta)))
+    assert not np.array_equal(model.frame(), played(old))
+    assert model.params.keys() == old.keys()
+
+
 @pytest.mark.parametrize("name", ["gol", "nca_d3", "dnca", "plenia", "flow_lenia"])
 def test_the_new_substrates_play_in_the_window(name, tmp_path, monkeypatch):
     """Issue 15's substrates at their viewing default (Game of Life: Conway, not the dead rule 0), a few frames

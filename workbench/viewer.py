@@ -70,12 +70,17 @@ class ViewerModel:
         self.reset()
 
     def reset(self) -> None:
-        self.params = self.sub.decode(self.theta)
+        self._params = self.sub.decode(self.theta)
         # checked and on the device once per θ, not at every frame's step and render (docs/benchmarks.md, "Lab frames")
-        self._device_params = self.sub.to_device(self.params)
-        self.state = self.sub.init(self.params, seed=self.seed)
+        self._device_params = self.sub.to_device(self._params)
+        self.state = self.sub.init(self._device_params, seed=self.seed)
         self.steps = 0
         self.diverged = False  # the simulation left the numbers (NaN or inf): drawn black, said in the status
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The decoded parameters of θ, as they play (a new θ and reset() change them)."""
+        return self._params
 
     @property
     def title(self) -> str:
