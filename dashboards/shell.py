@@ -201,10 +201,42 @@ if (!window.__workbench_tab_keys) {
 """
 
 
+#: Names for Panel's players' controls (the QD page's generations, NAMM's eviction steps): their buttons are icons
+#: and their slider has no label, so a screen reader said "button" six times. All of a player's controls get their
+#: names (and the buttons a tooltip) when the keyboard or the pointer first reaches one of them: the player draws
+#: them in its shadow root, out of a page script's reach before then, and a move within that root is not seen from
+#: the page.
+PLAYER_NAMES_JS = """
+if (!window.__workbench_player_names) {
+  window.__workbench_player_names = true;
+  const buttons = ["slower", "first", "previous", "reverse", "pause", "play", "next", "last", "faster"];
+  const name = (event) => {
+    const root = event.composedPath()[0].getRootNode ? event.composedPath()[0].getRootNode() : null;
+    const title = root && root.querySelector ? root.querySelector(".pn-player-title") : null;
+    if (title === null) return;  // not a player's
+    for (const button of root.querySelectorAll("button:not([aria-label])")) {
+      const word = buttons.find((b) => button.classList.contains(b));
+      if (word) {
+        button.setAttribute("aria-label", word);
+        button.title = word;
+      }
+    }
+    const label = Array.from(title.childNodes).filter((n) => n.nodeType === Node.TEXT_NODE)
+      .map((n) => n.textContent).join("").replace(/:\\s*$/, "").trim();
+    for (const slider of root.querySelectorAll("input[type=range]:not([aria-label])")) {
+      if (label) slider.setAttribute("aria-label", label);
+    }
+  };
+  document.addEventListener("focusin", name);
+  document.addEventListener("pointerover", name);
+}
+"""
+
+
 class WorkbenchTemplate(pn.template.FastListTemplate):
     """Panel's FastListTemplate whose browser tab says the site and the page ("workbench · Lab"): the template's
     title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs).
-    Its tab headers answer the keyboard too (TAB_KEYS_JS)."""
+    Its tab headers answer the keyboard too (TAB_KEYS_JS), its players' controls have names (PLAYER_NAMES_JS)."""
 
     tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
 
@@ -215,7 +247,7 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
 
         document = super()._init_doc(doc, comm, title, notebook, location)
         document.title = self.tab_title
-        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS))
+        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS))
         return document
 
 

@@ -420,6 +420,11 @@ def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browse
     with _browse(browser, f"{served}/qd?run={qd['run']}", request) as page:
         page.get_by_text("generation 12 of 0–12").wait_for(timeout=60000)
         page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[12]}", timeout=30000)
+        # the player's controls have names once reached (icons and a bare slider: "button" nine times)
+        page.locator("button.first").focus()
+        expect(page.get_by_role("button", name="first", exact=True)).to_have_count(1)
+        page.locator("input[type=range]").first.focus()
+        expect(page.get_by_role("slider", name="generation", exact=True)).to_have_count(1)
         page.locator("button.first").click()  # the scrubber back to generation 0
         page.get_by_text("generation 0 of 0–12").wait_for(timeout=30000)
         page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[0]}", timeout=30000)
