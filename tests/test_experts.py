@@ -182,6 +182,8 @@ def test_cem_tell_elite_mean_sample_std_and_best_member():
     perf = rng.permutation(32).astype(float)  # distinct: the elites are the 6 highest
     cem = CEM(np.full(3, 1 / 3), 0.5, pop=32, elite_ratio=0.2, seed=0)
     assert cem.n_elites == 6
+    default = CEM(np.full(3, 1 / 3))  # the spec's: population 32, elites int(0.2·32) = 6
+    assert (default.pop, default.elite_ratio, default.n_elites) == (32, 0.2, 6)
     best = cem.tell(xs, perf)
     elites = xs[np.argsort(-perf)[:6]]
     np.testing.assert_allclose(cem.mean, elites.mean(0), rtol=0, atol=1e-15)

@@ -122,6 +122,16 @@ def test_ga_starts_from_zero_and_keeps_its_size():
     assert thetas.shape == (20, 6) and z.shape == (20, 6)
 
 
+def test_ga_children_are_parents_plus_the_specs_noise_by_default():
+    """Children = parent + 0.1·N(0, I) (the spec's σ, the class's default: the app passes its own σ, so only a
+    direct use of the library would see another default); from the start population (θ = 0) they are the noise."""
+    ga = IlluminationGA(2000, seed=0)
+    ga.tell(ga.ask(), None, np.eye(4)[:1])
+    kids = ga.ask()
+    assert kids.shape == (32, 2000) and ga.size == 256
+    assert abs(kids.std() - 0.1) < 0.003 and abs(kids.mean()) < 0.003  # standard error ≈ 4e-4
+
+
 def _embed(x):
     z = np.concatenate([np.sin(x[:, :3] * 3), np.cos(x[:, 3:6] * 3)], axis=1)
     return z / np.linalg.norm(z, axis=1, keepdims=True)
