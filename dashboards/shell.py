@@ -202,16 +202,14 @@ if (!window.__workbench_tab_keys) {
 
 
 #: Names for Panel's players' controls (the QD page's generations, NAMM's eviction steps): their buttons are icons
-#: and their slider has no label, so a screen reader said "button" six times. All of a player's controls get their
-#: names (and the buttons a tooltip) when the keyboard or the pointer first reaches one of them: the player draws
-#: them in its shadow root, out of a page script's reach before then, and a move within that root is not seen from
-#: the page.
+#: and their slider has no label, so a screen reader said "button" six times. The players on the page get them
+#: once it is drawn (document_ready; a reader's browse mode moves neither focus nor pointer), and a player drawn
+#: later or again when the keyboard or the pointer reaches it.
 PLAYER_NAMES_JS = """
 if (!window.__workbench_player_names) {
   window.__workbench_player_names = true;
   const buttons = ["slower", "first", "previous", "reverse", "pause", "play", "next", "last", "faster"];
-  const name = (event) => {
-    const root = event.composedPath()[0].getRootNode ? event.composedPath()[0].getRootNode() : null;
+  const name = (root) => {  // a player's shadow root: its controls without a name get one
     const title = root && root.querySelector ? root.querySelector(".pn-player-title") : null;
     if (title === null) return;  // not a player's
     for (const button of root.querySelectorAll("button:not([aria-label])")) {
@@ -227,8 +225,21 @@ if (!window.__workbench_player_names) {
       if (label) slider.setAttribute("aria-label", label);
     }
   };
-  document.addEventListener("focusin", name);
-  document.addEventListener("pointerover", name);
+  const reached = (event) => {
+    const target = event.composedPath()[0];
+    if (target && target.getRootNode) name(target.getRootNode());
+  };
+  const all = (root) => {  // every shadow root of the page, the players' among them
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) {
+        name(el.shadowRoot);
+        all(el.shadowRoot);
+      }
+    }
+  };
+  all(document);
+  document.addEventListener("focusin", reached);
+  document.addEventListener("pointerover", reached);
 }
 """
 

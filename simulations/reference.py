@@ -43,6 +43,21 @@ def lenia_step(world, shift, total_shift, m, s, h, fK, c0, c1, R, T):
     return A1.astype(np.float32), new_shift, total_shift + new_shift
 
 
+def lenia_off_centre(gold: dict[str, np.ndarray], off: tuple[int, int] = (-40, 40), R: int = 12):
+    """The golden Lenia step from its state rolled by `off` (y, x): (world before, world after, shift). The step is
+    translation-equivariant on the torus, so the world after is the golden one rolled alike; the shift is the
+    spec's recentring of it, trunc(centre·R) with m00 the mass before the update (the reference's quirk). Off the
+    centre the variants differ: at (−40, 40) centre·R = (−38.35, 37.59), the shift (−38, 37), where floor gives
+    (−39, 37) and the mass after the update (−39, 38); at the golden state the mass after gave the same shift."""
+    before = np.roll(gold["lenia_A0"], off, (0, 1))
+    after = np.roll(gold["lenia_A1"], off, (0, 1))
+    size = after.shape[0]
+    yy, xx = np.mgrid[0:size, 0:size]
+    X = np.stack([(yy - size // 2) / R, (xx - size // 2) / R], -1)
+    centre = (after.astype(np.float64).sum(-1)[..., None] * X).sum((0, 1)) / before.astype(np.float64).sum()
+    return before, after, np.trunc(centre * R).astype(int)
+
+
 def lenia_fK(kernels_K):
     return np.fft.fft2(np.fft.ifftshift(kernels_K, axes=(-2, -1)), axes=(-2, -1))
 

@@ -420,8 +420,9 @@ def test_qd_page_scrubs_selects_and_runs_an_elite_in_chromium(served, qd, browse
     with _browse(browser, f"{served}/qd?run={qd['run']}", request) as page:
         page.get_by_text("generation 12 of 0–12").wait_for(timeout=60000)
         page.wait_for_function(f"() => ({CELLS})('archive sort') === {counts[12]}", timeout=30000)
-        # the player's controls have names once reached (icons and a bare slider: "button" nine times)
-        page.locator("button.first").focus()
+        # the player's controls have names once reached (icons and a bare slider: "button" six times)
+        expect(page.get_by_role("button", name="last", exact=True)).to_have_count(1)  # once drawn: a reader's
+        page.locator("button.first").focus()  # browse mode moves neither focus nor pointer
         expect(page.get_by_role("button", name="first", exact=True)).to_have_count(1)
         page.locator("input[type=range]").first.focus()
         expect(page.get_by_role("slider", name="generation", exact=True)).to_have_count(1)
@@ -489,6 +490,8 @@ SELECTED = "s => s.selectedIndex >= 0 ? s.options[s.selectedIndex].text : ''"
 
 
 def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
     bad = tmp_path / "gen1_archive_map.json"
     bad.write_text("[1, 2]")
     # the page alone (`panel serve dashboards/qd.py`) starts while the page in `workbench serve` is checked
@@ -501,7 +504,8 @@ def test_a_bad_file_on_the_page_and_the_page_alone(served, qd, browser, request,
             page.locator(".alert").get_by_text("is not a CycleQD archive map").wait_for(timeout=60000)
             # the Run menu says no run is open (it showed the first run, and picking it changed nothing)
             assert page.get_by_label("Run (qd or MAP-Elites)").evaluate(SELECTED) == "(none open)"
-            assert page.get_by_label("Highlight a model").is_hidden()  # nothing to highlight (it stayed, blank)
+            # nothing to highlight (it stayed, blank); hidden after the alert shows, so waited for
+            expect(page.get_by_label("Highlight a model")).to_be_hidden(timeout=30000)
             newest = QDModel(runs_dir=qd["dir"], autoload=False).param.run_id.objects[-1]
             page.get_by_role("button", name="refresh").click()  # nothing on show: the newest run
             page.get_by_text(f"{newest} · ").first.wait_for(timeout=60000)

@@ -117,7 +117,7 @@ def test_renders_match_the_numpy_renderers():
     np.testing.assert_allclose(frame, ref.render_boids(arr["x"].astype(np.float64), arr["v"].astype(np.float64)),
                                atol=1e-3, rtol=0)
     assert (frame[..., 0] - frame[..., 1]).max() > 0.9  # boid 0 in red
-    sub = triton("plife", N=150)  # fewer discs would let a wrong palette pass the PSNR bar
+    sub = triton("plife", N=150)  # few discs: the interpreter's cost grows with the discs drawn
     params = sub.decode(np.random.default_rng(1).standard_normal(42))
     state = sub.step(sub.init(params, seed=3), params, 1)
     arr = sub.state_to_arrays(state)
@@ -224,6 +224,9 @@ def test_gpu_benchmark_sections_dry_run_on_the_cpu(monkeypatch):
         diff = checked["boids"]["graphs_vs_plain_max_diff"]
         assert diff == "skipped (WORKBENCH_CUDA_GRAPHS=0)" if setting == "0" else diff == 0, diff
 
+    golden = bench_gpu._golden(torch.device("cpu"), ref.golden())  # the off-centre recentring among them
+    assert golden["pass"] and golden["lenia_off_centre_shift_error"] == 0, golden
+    assert bench_gpu._renders(torch.device("cpu"), None)["pass"]
     more = bench_gpu._golden_more(torch.device("cpu"), None)  # every further substrate's golden step and render
     assert more["pass"] and len(more) == 16 and more["gol"] == more["dnca"] == 0, more
     monkeypatch.setattr(bench_gpu, "_ENGINE", "triton")  # the engines a GPU runs them with: torch's and Triton's
