@@ -2195,7 +2195,8 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         page.get_by_text(f"removed 1 run: {gone.id}").wait_for(timeout=30000)
         page.locator(".bk-tab", has_text="Gallery").click()
         page.locator(f'.gallery .run[data-run="{stays.id}"]').wait_for(timeout=30000)
-        assert page.locator(f'.gallery .run[data-run="{gone.id}"]').count() == 0
+        # the gallery is drawn again after the removal is said: waited for
+        expect(page.locator(f'.gallery .run[data-run="{gone.id}"]')).to_have_count(0, timeout=30000)
         assert page.locator(f'.gallery .run[data-run="{stays.id}"] .note').inner_text() == "kept for figure 2"
     assert not gone.path.exists() and stays.path.is_dir() and stays.note == "kept for figure 2"
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
@@ -2266,7 +2267,8 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         renames.press("Tab")
         page.get_by_role("button", name="export").click()
         page.get_by_text("Rename legend entries: the figure has no legend entries").wait_for(timeout=60000)
-        assert not page.get_by_role("button", name=re.compile("^download ")).is_visible()
+        # hidden in a message after the status line's: waited for
+        expect(page.get_by_role("button", name=re.compile("^download "))).to_be_hidden(timeout=30000)
         # a long one, stopped from the page: the curve is fed, not redrawn, so the page answers while it runs
         _fill(page, "Iters", "500")
         page.get_by_role("button", name="start", exact=True).click()

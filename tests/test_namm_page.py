@@ -306,6 +306,8 @@ def test_a_capped_run_keeps_its_cap_and_the_sweep_compares_on_the_trace_on_show(
 
 
 def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run, browser, request):  # noqa: F811
+    from playwright.sync_api import expect
+
     run_id = namm_run["id"]
     with _browse(browser, f"{served}/runs", request) as page:
         link = page.locator(f'.run[data-run="{run_id}"]').get_by_role("link", name="open in NAMM")
@@ -374,10 +376,11 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         assert 0 < below < 200, below
         # a new prompt's trace is another figure: the line and its download go (they offered the last trace's)
         download = page.get_by_role("button", name=re.compile("^download ", re.I))
-        assert download.is_visible()
+        # waited for: the button shows and hides in messages after the status line's
+        expect(download).to_be_visible(timeout=30000)
         page.get_by_role("button", name="run", exact=True).click()
         page.get_by_text("written").wait_for(state="detached", timeout=60000)
-        assert not download.is_visible()
+        expect(download).to_be_hidden(timeout=30000)
     assert list((Path(namm_run["dir"]) / run_id / "figures").glob(f"namm-retention-*-step{steps}.html"))
 
 
