@@ -96,11 +96,11 @@ def open_links(kind: str | None, run_id: str, algorithm: str | None = None) -> l
 #: a ring on the control the keyboard is on: Fast draws buttons with no outline at all when focused (a keyboard user
 #: could not see where start, export or run was), and a focused field's border went light grey; the chosen button of
 #: a group in white (its dark text on the accent read at 2.9:1)
-FOCUS_CSS = """
-.bk-btn:focus-visible { outline: 2px solid #2f5d8a; outline-offset: 2px; }
-.bk-btn-group .bk-btn.bk-active { color: #fff !important; }
-input:focus-visible, select:focus-visible, textarea:focus-visible { box-shadow: 0 0 0 2px #2f5d8a; }
-.bk-tab:focus-visible { outline: 2px solid #2f5d8a; outline-offset: -2px; }
+FOCUS_CSS = f"""
+.bk-btn:focus-visible {{ outline: 2px solid {ACCENT}; outline-offset: 2px; }}
+.bk-btn-group .bk-btn.bk-active {{ color: #fff !important; }}
+input:focus-visible, select:focus-visible, textarea:focus-visible {{ box-shadow: 0 0 0 2px {ACCENT}; }}
+.bk-tab:focus-visible {{ outline: 2px solid {ACCENT}; outline-offset: -2px; }}
 """
 
 #: inline code (a command, a run id) in the theme's colour for code on its dark code blocks was light blue on white

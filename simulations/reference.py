@@ -34,13 +34,20 @@ def lenia_step(world, shift, total_shift, m, s, h, fK, c0, c1, R, T):
         U = np.real(np.fft.ifft2(fK[k] * fA[:, :, c0[k]]))
         G[:, :, c1[k]] += h[k] * (2 * np.exp(-((U - m[k]) ** 2) / (2 * s[k] ** 2)) - 1)
     A1 = np.clip(A + G / T, 0, 1)
-    mid = H // 2
-    yy, xx = np.mgrid[0:H, 0:W]
-    X = np.stack([(yy - mid) / R, (xx - mid) / R], -1)
-    m00 = A.sum()
-    centre = (A1.sum(-1)[..., None] * X).sum((0, 1)) / m00
-    new_shift = np.trunc(centre * R).astype(int)
+    new_shift = lenia_shift(A, A1, R)
     return A1.astype(np.float32), new_shift, total_shift + new_shift
+
+
+def lenia_shift(before, after, R):
+    """The recentring shift of a step from world `before` (rolled) to `after`: trunc(centre·R) toward zero, centre
+    = Σ_{y,x} (Σ_c after)·X / m00 with X = ((y − mid)/R, (x − mid)/R) and m00 the mass BEFORE the update (the
+    reference's quirk)."""
+    H, W = after.shape[:2]
+    yy, xx = np.mgrid[0:H, 0:W]
+    X = np.stack([(yy - H // 2) / R, (xx - W // 2) / R], -1)
+    m00 = np.asarray(before, np.float64).sum()
+    centre = (np.asarray(after, np.float64).sum(-1)[..., None] * X).sum((0, 1)) / m00
+    return np.trunc(centre * R).astype(int)
 
 
 def lenia_off_centre(gold: dict[str, np.ndarray], off: tuple[int, int] = (-40, 40), R: int = 12):
@@ -51,11 +58,7 @@ def lenia_off_centre(gold: dict[str, np.ndarray], off: tuple[int, int] = (-40, 4
     (−39, 37) and the mass after the update (−39, 38); at the golden state the mass after gave the same shift."""
     before = np.roll(gold["lenia_A0"], off, (0, 1))
     after = np.roll(gold["lenia_A1"], off, (0, 1))
-    size = after.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size]
-    X = np.stack([(yy - size // 2) / R, (xx - size // 2) / R], -1)
-    centre = (after.astype(np.float64).sum(-1)[..., None] * X).sum((0, 1)) / before.astype(np.float64).sum()
-    return before, after, np.trunc(centre * R).astype(int)
+    return before, after, lenia_shift(before, after, R)
 
 
 def lenia_fK(kernels_K):
