@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import panel as pn
@@ -25,7 +24,7 @@ import param
 from workbench.atomic import atomic_write, fresh_paths, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
-from workbench.viewer import default_theta, mutated_theta, rule_text
+from workbench.viewer import default_theta, mutated_theta, read_only_params, rule_text
 
 # frames at the grid's own size where it has one (the page scales them up without smoothing)
 RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224, "gol": 64, "nca_d1": 128, "nca_d3": 128, "dnca": 128,
@@ -126,7 +125,7 @@ class LabModel(param.Parameterized):
         # checks took a quarter of a Boids frame on a CPU (docs/benchmarks.md, "Lab frames")
         with self._lock:
             self._device_params = self.sub.to_device(params)
-            self._params = MappingProxyType({k: _read_only(v) for k, v in params.items()})
+            self._params = read_only_params(params)
 
     def dismiss(self) -> None:
         """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
@@ -496,15 +495,6 @@ class LabModel(param.Parameterized):
         frame = self.sub.render(self.state, self._device_params, size=RENDER_SIZE.get(self.substrate, 224))
         self.frame = to_uint8(frame)
         self._rendered = frame  # the floats, which score() hands the FM
-
-
-def _read_only(value):
-    """A read-only copy of an array (a copy: decode may hand out an array someone else writes to)."""
-    if not isinstance(value, np.ndarray):
-        return value
-    value = value.copy()
-    value.flags.writeable = False
-    return value
 
 
 def rgba(image: np.ndarray) -> np.ndarray:

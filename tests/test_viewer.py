@@ -93,6 +93,11 @@ def test_a_new_theta_plays_its_own_parameters(substrates, tmp_path):
     np.testing.assert_array_equal(model.frame(), played(sub.decode(model.theta)))
     assert not np.array_equal(model.frame(), played(old))
     assert model.params.keys() == old.keys()
+    # what plays is read-only: an array edited in place would not reach the checked copy the steps take
+    with pytest.raises(ValueError, match="read-only"):
+        model.params["m"][...] = 1.0
+    with pytest.raises(TypeError):
+        model.params["m"] = np.zeros(15)
 
 
 @pytest.mark.parametrize("name", ["gol", "nca_d3", "dnca", "plenia", "flow_lenia"])

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -51,6 +53,20 @@ def mutated_theta(sub: Substrate, theta: np.ndarray, sigma: float, rng: np.rando
     return theta + sigma * rng.standard_normal(theta.shape)
 
 
+def read_only_params(params: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """Decoded parameters as a read-only mapping of read-only copies, what the Lab and the viewer show as playing
+    (copies: decode may hand out arrays someone else writes to; `dict(...)` of it is an editable copy)."""
+    return MappingProxyType({k: _read_only(v) for k, v in params.items()})
+
+
+def _read_only(value):
+    if not isinstance(value, np.ndarray):
+        return value
+    value = value.copy()
+    value.flags.writeable = False
+    return value
+
+
 @dataclass
 class ViewerModel:
     sub: Substrate
@@ -70,16 +86,18 @@ class ViewerModel:
         self.reset()
 
     def reset(self) -> None:
-        self._params = self.sub.decode(self.theta)
+        params = self.sub.decode(self.theta)
         # checked and on the device once per θ, not at every frame's step and render (docs/benchmarks.md, "Lab frames")
-        self._device_params = self.sub.to_device(self._params)
+        self._device_params = self.sub.to_device(params)
+        self._params = read_only_params(params)
         self.state = self.sub.init(self._device_params, seed=self.seed)
         self.steps = 0
         self.diverged = False  # the simulation left the numbers (NaN or inf): drawn black, said in the status
 
     @property
-    def params(self) -> dict[str, np.ndarray]:
-        """The decoded parameters of θ, as they play (a new θ and reset() change them)."""
+    def params(self) -> Mapping[str, np.ndarray]:
+        """The decoded parameters of θ as they play, read-only (a new θ and reset() change them; an array edited
+        in place would not have reached the checked copy the steps take)."""
         return self._params
 
     @property
