@@ -15,7 +15,7 @@ CARDS_CSS = """
 .card { display: block; border: 1px solid #dde3ea; border-radius: 8px; padding: 14px 16px; color: inherit;
         text-decoration: none; background: #fff; box-shadow: 0 1px 2px rgba(0,0,0,.05); }
 .card:hover { border-color: #2f5d8a; box-shadow: 0 2px 8px rgba(47,93,138,.18); }
-.card h3 { margin: 0 0 .4em 0; color: #2f5d8a; font-size: 18px; }
+.card h2 { margin: 0 0 .4em 0; color: #2f5d8a; font-size: 18px; }
 .card p { margin: 0; color: #444; font-size: 14px; line-height: 1.4; }
 .store { margin-top: 18px; color: #555; font-size: 14px; }
 """
@@ -35,11 +35,12 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
     """The / page: what the store `runs_dir` holds, its `recent` newest runs as cards, and the way to each page."""
     from workbench.dashboards.runs import FOLLOW_MS, Gallery, RunsModel
 
-    cards = "".join(f'<a class="card" href="./{p.slug}"><h3>{html.escape(p.title)}</h3>'
+    cards = "".join(f'<a class="card" href="./{p.slug}"><h2>{html.escape(p.title)}</h2>'
                     f"<p>{html.escape(p.description)}</p></a>" for p in PAGES.values())
     runs = RunsModel(runs_dir=runs_dir, limit=recent)
     body = pn.pane.HTML("", stylesheets=[CARDS_CSS], sizing_mode="stretch_width", name="home-cards")
-    heading = pn.pane.Markdown("### Latest runs ([all runs](./runs))", margin=(10, 10, 0, 10))
+    heading = pn.pane.Markdown("## Latest runs ([all runs](./runs))", margin=(10, 10, 0, 10),
+                               stylesheets=["h2 { font-size: 1.17em; margin: 0.5em 0; }"], disable_anchors=True)
     latest = Gallery(runs_dir, name="home-latest")
 
     def draw() -> None:

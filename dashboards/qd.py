@@ -37,7 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.dashboards.shell import UNTRAPPED, WRAPPED_TABS, counted
+from workbench.dashboards.shell import UNTRAPPED, WRAPPED_TABS, counted, subheading
 from workbench.runs import RunError, RunStore, effective_status, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
@@ -1295,8 +1295,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     prompt_box = pn.Column(pn.pane.Markdown("**Run the elite on a prompt** (rebuilt from its lineage, greedy "
                                             "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380)
     box = {"border": "1px solid #dde3ea", "border-radius": "8px", "background": "#fff", "padding": "8px 12px"}
-    side = pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), card, width=360, styles=box, margin=(10, 10))
-    below = pn.Row(pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), sizing_mode="stretch_width"),
+    side = pn.Column(subheading("Elite", margin=(0, 5)), card, width=360, styles=box, margin=(10, 10))
+    below = pn.Row(pn.Column(subheading("Elite", margin=(0, 5)), sizing_mode="stretch_width"),
                    sizing_mode="stretch_width", styles=box, margin=(10, 10))
 
     # --- sidebar
@@ -1381,10 +1381,10 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         streams.clear()
         views = views_panel(model, streams)
         if len(d.tasks) == 1:  # one archive (MAP-Elites, one pyribs file): the card beside it
-            side[:] = [pn.pane.Markdown("#### Elite", margin=(0, 5)), card]
+            side[:] = [subheading("Elite", margin=(0, 5)), card]
             main[:] = [pn.Row(views, side, sizing_mode="stretch_width")]
         else:  # K archives side by side take the width: the card and the prompt box below them
-            below[:] = [pn.Column(pn.pane.Markdown("#### Elite", margin=(0, 5)), card, sizing_mode="stretch_width"),
+            below[:] = [pn.Column(subheading("Elite", margin=(0, 5)), card, sizing_mode="stretch_width"),
                         prompt_box]
             main[:] = [views, below]
         for item in gen_box:

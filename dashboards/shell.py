@@ -297,9 +297,20 @@ def counted(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+#: a second-level heading drawn as the small one it was (h4): under the page's h1 a screen reader's outline skipped
+#: two levels (h1, then h4)
+SUBHEADING_CSS = "h2 { font-size: 1em; margin: 0.67em 0; }"
+
+
+def subheading(title: str, margin: Any = (12, 10, 0, 10)) -> pn.pane.Markdown:
+    """A second-level heading in small type: a sidebar's groups of controls, a panel beside the main view."""
+    # no ¶ link to itself (Markdown puts one on h1–h3, which a screen reader reads out; h4 had none)
+    return pn.pane.Markdown(f"## {title}", margin=margin, stylesheets=[SUBHEADING_CSS], disable_anchors=True)
+
+
 def section(title: str) -> pn.pane.Markdown:
     """A heading between groups of sidebar controls."""
-    return pn.pane.Markdown(f"#### {title}", margin=(12, 10, 0, 10))
+    return subheading(title)
 
 
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them

@@ -1818,6 +1818,7 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
     with _browse(browser, f"{server}/", request) as page:
         page.locator(".cards .card").first.wait_for(timeout=30000)
         assert page.locator(".cards .card").count() == len(PAGES) and page.title() == "workbench"
+        assert page.evaluate(HEADING_LEVELS) == [1, *[2] * len(PAGES), 2]  # the cards, the latest runs
         for n, (slug, info) in enumerate(PAGES.items()):
             if n == 0:
                 page.locator(".cards .card").first.click()  # the cards link the pages in their order
@@ -1834,10 +1835,27 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
             assert heading.count() == 1 and heading.text_content() == info.title
             assert heading.bounding_box()["width"] <= 1
             page.locator("#sidebar").wait_for(timeout=30000)  # the page's controls
+            # an outline without gaps: the sidebar's sections were h4 under the h1 (levels 1 then 4)
+            levels = page.evaluate(HEADING_LEVELS)
+            assert levels.count(1) == 1 and all(b <= a + 1 for a, b in zip([1, *levels], levels)), (slug, levels)
         page.locator("nav.pages").get_by_role("link", name="Home", exact=True).click()
         page.wait_for_url(f"{server}/", timeout=30000)
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
+
+# The levels of the page's headings in document order, through the pages' shadow roots.
+HEADING_LEVELS = """() => {
+    const levels = [];
+    const walk = (node) => {
+        for (const el of node.children) {
+            if (/^H[1-6]$/.test(el.tagName)) levels.push(Number(el.tagName[1]));
+            if (el.shadowRoot) walk(el.shadowRoot);
+            walk(el);
+        }
+    };
+    walk(document);
+    return levels;
+}"""
 
 # The element the keyboard is on, through the pages' shadow roots: its tag, text and outline.
 FOCUSED = """() => {
