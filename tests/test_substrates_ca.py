@@ -263,3 +263,31 @@ def test_both_engines_draw_the_same_noise():
         np.testing.assert_allclose(runs[0], runs[1], atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="engine='torch'"):
         make_substrate("nca_d1", engine="triton")
+
+
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
+def test_dnca_ties_go_to_the_lowest_state(engine):
+    """asal-more.md §3: s′ = argmax_k (L_k/τ + g_k), ties to the lowest k (θ = 0: L ≡ 0, so the noise decides):
+    Gumbel draws equal at states 2 and 5 give 2 everywhere, all-zero noise gives 0."""
+    sub = make_substrate("dnca", grid=16, engine=engine)
+    params = sub.decode(sub.zero_theta())
+    state = sub.state_from_arrays(state=np.full((16, 16, 1), 7, np.int32))
+    noise = np.zeros((1, 16, 16, 1, 8), np.float32)
+    noise[..., 2] = noise[..., 5] = 1.0
+    np.testing.assert_array_equal(sub.state_to_arrays(sub.step(state, params, 1, noise=noise))["state"], 2)
+    zeros = np.zeros_like(noise)
+    np.testing.assert_array_equal(sub.state_to_arrays(sub.step(state, params, 1, noise=zeros))["state"], 0)
+
+
+def test_searches_default_to_the_specs_rollouts_and_drawn_rules():
+    """asal-more.md §0–1: 1000 steps (Game of Life 1024, Flow-Lenia 256), frames of 224 pixels; Game of Life's
+    drawn rules uniform in [0, 2^18)."""
+    from workbench.asal.evaluate import DEFAULT_STEPS, EvalConfig
+
+    assert {n: DEFAULT_STEPS[n] for n in ("gol", "nca_d1", "nca_d3", "dnca", "plenia", "plife_plus", "flow_lenia")} \
+        == {"gol": 1024, "nca_d1": 1000, "nca_d3": 1000, "dnca": 1000, "plenia": 1000, "plife_plus": 1000,
+            "flow_lenia": 256}
+    assert EvalConfig("gol", "pixels").steps == 1024 and EvalConfig("dnca", "pixels").size == 224
+    rules = make_substrate("gol").random_theta(np.random.default_rng(0), population=20000)
+    assert 0 <= rules.min() and rules.max() < 2**18 and abs(rules.mean() / 2**17 - 1) < 0.02
+    assert len(np.unique(rules)) > 19000  # not a handful of rules

@@ -249,3 +249,55 @@ def test_convolutions_of_the_tensor_paths_run_in_full_float32(more, monkeypatch)
     nca.step(nca.state_from_arrays(state=more["nca_d3_state0"]), params, 1, noise=more["nca_d3_mask0"][None])
     assert len(seen) == 5 and set(seen) == {"ieee" if hasattr(conv, "fp32_precision") else False}, seen
     assert precision() == before
+
+
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
+def test_flow_lenia_border_and_flow_clip_match_numpy(more, engine):
+    """asal-more.md §6: the Sobel's zero padding at the grid border (mass next to it: a wrapped Sobel is 0.04 off)
+    and the flow's clip to ±(dd − σ) (a 40-unit spike: without the clip the step is 20 off); the golden world
+    reaches neither (no mass within 6 cells of the border, |dt·F| < 0.9)."""
+    sub = make_substrate("flow_lenia")
+    params = sub.decode(more["flow_lenia_theta"])
+    fK, c0, c1, _ = rf.flow_constants()
+    world = more["flow_lenia_world0"].copy()
+    world[0:4, 60:64, 0] = 0.9
+    world[60:63, 60:63, 2] = 40.0
+    want = rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1)
+    assert np.abs(rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1, dd=50) - want).max() > 1
+    if engine == "taichi":
+        got = sub.state_to_arrays(sub.step(sub.state_from_arrays(world=world), params, 1))["world"]
+    else:
+        batch = sub._params_batch(params)[0]
+        a = torch.as_tensor(world)[None].permute(0, 3, 1, 2).contiguous()
+        got = sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4, rtol=0)  # measured 6e-5 (float32 near 40)
+    assert abs(got.sum() - world.sum()) < 1e-5 * world.sum()  # the mass still conserved
+
+
+def test_particle_inits_and_drawn_theta_have_the_spec_distributions():
+    """asal-more.md §4–5: Particle Lenia's x uniform in [−6, 6)², Particle Life+'s x in [0, 1)², v = 0, unit
+    colours of N(0, I) directions; Particle Lenia's drawn θ ~ N(0, I)."""
+    plenia = make_substrate("plenia")
+    x = plenia.state_to_arrays(plenia.init(plenia.decode(np.zeros((8, 6))), seed=list(range(8))))["x"]
+    assert x.shape == (8, 200, 2) and -6 <= x.min() and x.max() < 6
+    assert np.abs(x.mean((0, 1))).max() < 0.3 and abs(x.std() - 12 / np.sqrt(12)) < 0.15  # U[−6, 6): std 3.46
+    theta = plenia.random_theta(np.random.default_rng(0), population=4000)
+    assert abs(theta.mean()) < 0.03 and abs(theta.std() - 1) < 0.03
+
+    plife = make_substrate("plife_plus")
+    arrays = plife.state_to_arrays(plife.init(plife.decode(np.zeros(311)), seed=3))
+    assert 0 <= arrays["x"].min() and arrays["x"].max() < 1 and abs(arrays["x"].mean() - 0.5) < 0.03
+    np.testing.assert_array_equal(arrays["v"], 0)
+    np.testing.assert_allclose(np.linalg.norm(arrays["c"], axis=-1), 1, atol=1e-6)
+    assert np.abs(arrays["c"].mean(0)).max() < 0.06  # directions of N(0, I): no preferred colour
+
+
+def test_particle_lenia_particles_closer_than_the_clip_pull_nothing():
+    """asal-more.md §4: r = √max(|p − x|², 1e-10), whose gradient is 0 below the clip: two particles 5e-6 apart
+    (and two at one point) move as the reference moves them (1/r there was a pull of 0.5·K·z)."""
+    two = make_substrate("plenia", N=4)
+    x = np.array([[0.0, 0.0], [5e-6, 0.0], [0.7, 0.2], [0.7, 0.2]], np.float32)
+    theta = np.zeros(6)
+    got = two.state_to_arrays(two.step(two.state_from_arrays(x=x), two.decode(theta), 1))["x"]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, rp.plenia_step(x, rp.plenia_decode(theta)), atol=1e-6)
