@@ -779,6 +779,11 @@ def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     return obj.opts(**common, **(mpl or {}), backend="matplotlib")
 
 
+#: the widest row of panels a view draws: what the main area holds beside the sidebar in a 1366 px window (three
+#: z heatmaps at 460 px hid the third, with the one colour bar, past the page's edge)
+ROW_WIDTH = 920
+
+
 def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: str = "z"):
     """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
     centred on `center`, by default sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up,
@@ -789,6 +794,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
     half = max(float(np.abs(z["z"] - center).max()), 1e-6)
     panels = []
     experts = list(dict.fromkeys(z["expert"]))
+    cols = len(experts) if len(experts) <= 3 else 2
+    width = min(width, ROW_WIDTH // cols)
     for name, part in z.groupby("expert", sort=False):
         last = name == experts[-1]  # one colour bar, the last panel's: they share one scale (three said it thrice)
         labels = part.drop_duplicates("row").sort_values("row")["label"].tolist()
@@ -804,7 +811,7 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
                              bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
     # up to three in a row (three in two rows left a quarter empty); hspace: room for the row labels between them
-    return _style(hv.Layout(panels).cols(len(panels) if len(panels) <= 3 else 2), shared_axes=False,
+    return _style(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 1.0, "vspace": 0.7})
 
 
@@ -882,9 +889,8 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     panels = []
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
-        # three a row fit a 1400 px window at 300 px each (at 360 the third ran past it)
         panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel)
-                      .opts(width=300, backend="bokeh"))
+                      .opts(width=ROW_WIDTH // 3, backend="bokeh"))  # three a row (at 360 the third ran past it)
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
@@ -915,15 +921,19 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
             rows = [{"expert": e, **spread(g["share"].tolist())}
                     for e, g in part.groupby("expert", sort=False)]
             n = max(r["n"] for r in rows)
-            panels.append(_bars(pd.DataFrame(rows), "expert", f"α's shares · {target} · k = {k}" +
-                                (f" ({n} seeds)" if n > 1 else ""), "α / Σα", top))
+            # the title short enough for a third of a row (the y axis says what the bars are)
+            title = f"{target} · k = {k}" + (f" ({n} seeds)" if n > 1 else "")
+            panels.append(_bars(pd.DataFrame(rows), "expert", title, "α / Σα", top)
+                          .opts(width=ROW_WIDTH // 3, backend="bokeh"))
+    cols = 1 if per_matrix else 3
     if not targets.empty and targets["target"].nunique() > 1:
+        cols = 1 if per_matrix else 2  # two a row: a third's bars beside the wider per-target panel ran past it
         panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"),
                              title="α's shares per target task (largest k)",
                              ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
     # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high)
-    return _style(hv.Layout(panels).cols(1 if per_matrix else 3), shared_axes=False,
+    return _style(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.6})
 
 

@@ -319,6 +319,35 @@ def test_every_tab_passes_bokehs_checks_as_served(ex):
                 assert issues(doc) == [], (run, tabs._names[i])
 
 
+def test_every_view_fits_beside_the_sidebar_of_a_laptops_window(ex):
+    """No view of an SVF, LoRA, adapt or α-per-matrix run draws a row of panels wider than the main area holds in
+    a 1366 px window: three z heatmaps at 460 px (the third and the one colour bar past the page's edge) and three
+    α bars at 360 px ran past it."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (hv.render's backend)
+    from bokeh.models import GridPlot
+
+    from workbench.dashboards.experts import ROW_WIDTH
+
+    def widest_row(model) -> int:
+        if not isinstance(model, GridPlot):
+            return model.width or 0
+        rows: dict[int, int] = {}
+        for child, row, *_ in model.children:
+            rows[row] = rows.get(row, 0) + widest_row(child)
+        return max(rows.values())
+
+    assert ROW_WIDTH <= 1366 - 330 - 60  # the window less the sidebar and the page's margins
+    seen = set()
+    for run in ("lora", "add", "adapt0", "matrix"):
+        model = ExpertsModel(runs_dir=ex["dir"], run_id=ex[run])
+        for view in [*model.data.views, MIXER]:
+            width = widest_row(hv.render(model.figure(view), backend="bokeh"))
+            assert 0 < width <= ROW_WIDTH, (run, view, width)
+            seen.add(view)
+    assert seen == {*VIEWS, MIXER}
+
+
 def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
     # every view as standalone HTML (Bokeh, inline); the matplotlib formats for views of each kind of plot
