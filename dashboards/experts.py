@@ -30,7 +30,7 @@ import panel as pn
 import param
 
 from workbench.compare import replicates_of
-from workbench.dashboards.shell import counted, placeholder
+from workbench.dashboards.shell import ROW_WIDTH, counted, placeholder
 from workbench.figures import ACCURACY
 from workbench.runs import Run, RunError, RunStore, article
 
@@ -777,11 +777,6 @@ def _hv():
 def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
     return obj.opts(**common, **(mpl or {}), backend="matplotlib")
-
-
-#: the widest row of panels a view draws: what the main area holds beside the sidebar in a 1366 px window (three
-#: z heatmaps at 460 px hid the third, with the one colour bar, past the page's edge)
-ROW_WIDTH = 920
 
 
 def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: str = "z"):

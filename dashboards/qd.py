@@ -37,7 +37,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.dashboards.shell import UNTRAPPED, WRAPPED_TABS, counted, subheading
+from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
 from workbench.runs import RunError, RunStore, effective_status, read_parquet
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
@@ -983,7 +983,7 @@ def curves_plot(curves: pd.DataFrame, generation: int):
         last = generation >= curves["generation"].max()
         panel = _style(hv.Overlay([*lines, *([] if last else [now])]), title=label, legend_position="bottom_right",
                        ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis line
-                       bokeh={"width": 330, "height": 260, "tools": ["hover"]})
+                       bokeh={"width": ROW_WIDTH // 3, "height": 260, "tools": ["hover"]})
         panels.append(whole_numbers(panel))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
 
@@ -1066,8 +1066,8 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
             lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
         first = not panels  # one legend for all panels
         panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
-                             title=f"{a} vs {b} (n = {len(children)})", show_legend=first,  # fits 330 px
-                             bokeh={"width": 330, "height": 320, "legend_position": "top_right"},
+                             title=f"{a} vs {b} (n = {len(children)})", show_legend=first,  # fits a third
+                             bokeh={"width": ROW_WIDTH // 3, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     # rows apart: a panel's title sat on the x label of the one above it (five tasks draw four rows)
     return _style(hv.Layout(panels).cols(3), shared_axes=False,
@@ -1129,7 +1129,7 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
         n = int(part["n"].max())
         panels.append(_style(hv.Overlay(layers), title=f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""),
                              ylabel="test accuracy", xlabel="", ylim=(0, 1.12),
-                             bokeh={"width": 330, "height": 330}, mpl={"aspect": 1.5}))  # room for the labels
+                             bokeh={"width": ROW_WIDTH // 3, "height": 330}, mpl={"aspect": 1.5}))  # room for labels
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 

@@ -313,6 +313,10 @@ def section(title: str) -> pn.pane.Markdown:
     return subheading(title)
 
 
+#: the widest row of panels a view draws: what the main area holds beside the sidebar in a 1280 px window (the
+#: Experts page's three z heatmaps at 460 px hid the third, with the one colour bar, past the page's edge)
+ROW_WIDTH = 920
+
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
 #: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)
 WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; }"

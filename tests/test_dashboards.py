@@ -1844,6 +1844,24 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
+def widest_row(figure) -> int:
+    """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it (a panel sized by its
+    frame counts its frame's width)."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (hv.render's backend)
+    from bokeh.models import GridPlot
+
+    def widest(model) -> int:
+        if not isinstance(model, GridPlot):
+            return model.width or getattr(model, "frame_width", None) or 0
+        rows: dict[int, int] = {}
+        for child, row, *_ in model.children:
+            rows[row] = rows.get(row, 0) + widest(child)
+        return max(rows.values())
+
+    return widest(hv.render(figure, backend="bokeh"))
+
+
 # The levels of the page's headings in document order, through the pages' shadow roots.
 HEADING_LEVELS = """() => {
     const levels = [];

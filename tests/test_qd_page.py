@@ -12,7 +12,7 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboards import FOCUSED, _browse, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import FOCUSED, _browse, browser, serving, widest_row  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source
 from workbench.local_server import first_answer, free_port
@@ -196,6 +196,7 @@ def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
     from bokeh.core.validation import check_integrity
     from PIL import Image
 
+    from workbench.dashboards.shell import ROW_WIDTH
     from workbench.figures import PAGE_WIDTH
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
@@ -204,6 +205,8 @@ def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
         # and Bokeh's checks pass (the archives, sized by their frames, were "fixed" without a size: W-1005)
         checked = check_integrity(hv.render(model.figure(view), backend="bokeh").references())
         assert [w.code for w in (*checked.warning, *checked.error)] == [], view
+        # and it fits beside the sidebar of a 1280 px window (three panels at 330 px ran past its edge)
+        assert 0 < widest_row(model.figure(view)) <= ROW_WIDTH, view
     png = model.export("archives", tmp_path, ".png")
     assert png.name == f"{qd['run']}-archives-gen12.png" and Image.open(png).size[0] > 600
     for view in ("archives", "baselines"):  # three panels in a row: at most a page wide (9 in before)
