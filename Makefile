@@ -107,10 +107,11 @@ screenshots: $(STAMP) test-deps
 # One Transformer² SVF expert on SmolLM2-135M-Instruct: `larger` (the larger of two numbers, workbench.lm.chat_tasks),
 # which it answers about half the time with the chat template and three demonstrations, so ±1 rewards carry a signal
 # (brackets, at 3-16 %, learnt nothing). Slow on a CPU (docs/benchmarks.md: ~28 s a step): not in `make test`.
+# The eos counts in log π (--stop-token count), the rule docs/benchmarks.md's SmolLM2 figures were measured with.
 SMOLLM2_ITERS ?= 50
 smollm2-expert: $(STAMP)
 	$(VENV)/bin/workbench experts train --model smollm2 --task larger --prompt-format chat --iters $(SMOLLM2_ITERS) \
-	  --batch 16 --val-every 10 --val-n 32 --n-test 64 --threads 1 --runs $(RUNS)
+	  --batch 16 --val-every 10 --val-n 32 --n-test 64 --stop-token count --threads 1 --runs $(RUNS)
 
 # The GPU check's kit in .gpu/ (ignored): the wheels a GPU machine without a registry lacks, for its Python
 # (GPU_PY, default 3.12), and with REFERENCE=DIR (a clone of SakanaAI/asal) the reference's substrates to time

@@ -233,9 +233,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_runs)
     r = runs_sub.add_parser("rm", help="remove runs for good, folders and all: by id, or every run of a status; "
                                        "lists them, and removes them with --yes",
-                            description="Remove runs from the store for good (their folders: metrics, checkpoints, "
-                                        "figures). Without --yes the runs are only listed. A run that is running or "
-                                        "being resumed is refused, and then none is removed.")
+                            description="Their folders go too: metrics, checkpoints, figures. A run that is running "
+                                        "or being resumed is refused, and then none is removed.")
     r.add_argument("ids", nargs="*", metavar="ID", help="a run id or a unique prefix of one")
     r.add_argument("--status", action="append", choices=("failed", "interrupted", "stopped"),
                    help="every run of this status too (repeatable)")
