@@ -1064,9 +1064,9 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
         lim = {}
         if ranges:  # the archive's range, widened to scores outside it (they fill the end bins): none drawn off axes
             lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
-        first = not panels  # one legend for all panels
+        first = not panels  # one legend for all panels, and one count: the same children in each
         panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
-                             title=f"{a} vs {b} (n = {len(children)})", show_legend=first,  # fits a third
+                             title=f"{a} vs {b}" + (f" (n = {len(children)})" if first else ""), show_legend=first,
                              bokeh={"width": ROW_WIDTH // 3, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     # rows apart: a panel's title sat on the x label of the one above it (five tasks draw four rows)
