@@ -494,6 +494,10 @@ def test_trainer_steps_are_deterministic_and_follow_the_reference_update(zoo_svf
     assert stats_a[0]["grad_norm"] > 1e-3  # the clip at 1e-3 binds: Adam's first step is then ±lr per entry
     c = ExpertTrainer(zoo_svf, "sort", seed=1, config=_config())
     assert not torch.equal(c.expert()[zoo_svf.names[0]], start[zoo_svf.names[0]])
+    # loss = (1/B)·Σ_j over the whole batch, however it is cut into micro-batches (6 = 4 + 2 above, 6 at once here)
+    whole = ExpertTrainer(zoo_svf, "sort", seed=0, config=_config(micro_batch=6)).step()
+    assert whole["loss"] == pytest.approx(stats_a[0]["loss"], rel=1e-5)
+    assert whole["grad_norm"] == pytest.approx(stats_a[0]["grad_norm"], rel=1e-4)
     # one Adam step moves every entry with a gradient by about lr = 2e-3, never more
     d = ExpertTrainer(zoo_svf, "sort", seed=0, config=_config())
     d.step()
@@ -637,6 +641,31 @@ def test_trainer_validation_keeps_the_best_checkpoint_and_score_shots(zoo_svf):
     assert score_shots(zoo_svf, tok, right, 9) == (1.0, 0.0)
     acc, tie = score_shots(zoo_svf, tok, [(p, a + "?") for p, a in right], 9, count_stop=True)
     assert (acc, tie) == (0.0, 0.0)
+
+
+def test_cem_tie_break_is_the_mean_log_likelihood_per_token_of_the_right_shots(tmp_path):
+    """model-evolution.md: CEM breaks ties by the mean log-likelihood of the correctly answered shots, each the
+    mean over its answer's tokens (the quick zoo answers one token, where a sum is the same): a random Llama's own
+    answers of 5 tokens, each log-probability computed here by hand."""
+    from workbench.experts import SVFModel, rollout, score_shots
+    from workbench.namm.trace import tiny_llama as char_llama  # a tokenizer of its own: answers of several tokens
+
+    model, tok = char_llama(seed=0)
+    svf = SVFModel(model, tok, cache_dir=tmp_path / "svf")
+    shots = [("sort: 3 1 2", "?"), ("sort: 9 8", "?"), ("sort: 5 5 1 0", "?")]
+    own = rollout(model, tok, shots, 5)
+    assert all(len(o) == 5 for o in own.outputs)
+    per_shot = []
+    with torch.no_grad():
+        for prompt, out in zip(own.prompts, own.outputs, strict=True):
+            ids = torch.tensor([prompt + out])
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), -1)
+            per_shot.append(np.mean([float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(out)]))
+    right = [(p, text) for (p, _), text in zip(shots, own.texts, strict=True)]
+    acc, tie = score_shots(svf, tok, right, 5)
+    assert acc == 1.0 and tie == pytest.approx(np.mean(per_shot), rel=1e-5)
+    wrong_last = [*right[:2], (right[2][0], right[2][1] + "!")]  # a wrong shot counts for nothing
+    assert score_shots(svf, tok, wrong_last, 5)[1] == pytest.approx(np.mean(per_shot[:2]), rel=1e-5)
 
 
 def test_trainer_bad_input(zoo_svf):

@@ -305,12 +305,24 @@ def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_z
     stops = iter([False, False, True])  # stop inside CEM: the live CEM goes through the checkpoint
     part = adapt(cfg, RunStore(tmp_path / "part"), should_stop=lambda: next(stops, False))
     assert part.info["status"] == "stopped" and part.info["iterations"] == 2
+    # CEM as the spec starts it: mean 1/K, std 0.5, the run's population, a seed of its own per k (the quick zoo
+    # answers no shot right: zero fitness throughout)
+    from workbench.experts import CEM
+
+    replica = CEM(np.full(2, 1 / 2), 0.5, pop=10, seed=5 * 1000 + 2)
+    replica.tell(replica.ask(), np.zeros(10), tie_break=np.zeros(10))
+    live = part.load_checkpoint()["cem"]
+    assert live.generation == 1
+    np.testing.assert_array_equal(live.mean, replica.mean)
+    np.testing.assert_array_equal(live.std, replica.std)
     done = adapt(None, RunStore(tmp_path / "part"), resume=part.id)
     assert done.info["status"] == "done"
     sw, sp = (json.loads((r.path / "scores.json").read_text()) for r in (whole, done))
     assert sw == sp  # all of it: the experts' files as given too (the resumed run named its own copies)
     assert [e["file"] for e in sp["experts"]] == files
     assert _rows(whole) == _rows(done)
+    assert sw["few_shot"]["2"]["shots_accuracy"] == 0.0
+    np.testing.assert_array_equal(np.ravel(sw["few_shot"]["2"]["alpha"]), 1 / 2)  # every generation ties: member 0
 
 
 def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quick_zoo, expert_runs, monkeypatch):

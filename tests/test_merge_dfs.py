@@ -58,6 +58,11 @@ def test_indicator_and_scales_follow_the_spec(pair):
     ids = torch.randint(0, 40, (3, 8))
     out = build_dfs_model(recipe, pair)(ids).logits
     torch.testing.assert_close(out, reference_path(pair, steps, ids), rtol=0, atol=1e-5)
+    # CMA-ES proposes real indicators: a slot is kept where I_t > 0, whatever its size (0 itself: dropped)
+    real = [0.3, 0.9, -0.2, 0.0, 0.7, 0.45, 1e-4, -1.0, 0.0, 2.5, -1e-4, 0.5]
+    kept = DFSRecipe(["a", "b"], 3, r, real, w.tolist()).steps()
+    assert [(s.model, s.layer) for s in kept] == [("a", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 0), ("b", 0),
+                                                  ("b", 2)]
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ CASES = [
     ("task_arithmetic", {"weight": [0.3, 0.5], "normalize": True, "lambda": 0.7}, 2),
     ("ties", {"weight": [0.3, 0.5], "density": [0.4, 0.7]}, 0),
     ("ties", {"weight": [0.3, -0.5], "density": 0.5, "normalize": False, "lambda": 1.3}, 1),
+    ("ties", {"weight": [0.3, -0.5], "density": 0.5}, 0),  # normalised by the signed weights, as mergekit
     ("ties", {"weight": [1.0, 0.5], "density": 0.2, "rescale": True}, 2),
     ("ties", {"weight": 1.0, "density": 1.0}, 1),
     ("dare_ties", {"weight": [0.3, 0.5], "density": 1.0}, 1),

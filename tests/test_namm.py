@@ -328,6 +328,22 @@ def test_policy_matches_numpy_run_over_layers_and_updates():
 
 
 
+def test_statistics_pool_only_the_valid_tokens():
+    """model-evolution.md: the normalisation's statistics pool over batch, KV heads and valid tokens (padding left
+    out); read back from the features: x̂ = (EMA − mean) / std with the statistics that include this update."""
+    rng = np.random.default_rng(12)
+    policy = NAMMPolicy(structured_theta(), 1, 2, 2)
+    valid = np.ones(32, bool)
+    valid[:10] = False  # left padding
+    policy.update(0, torch.tensor(causal_rows(rng, 4, 32, 32), dtype=torch.float32), valid=torch.tensor(valid))
+    mean, var = (s.double().numpy() for s in policy.stats)
+    ema = policy.last.features[0][..., 8:].double().numpy() * np.sqrt(var) + mean  # (H, T, 17)
+    np.testing.assert_allclose(mean, ema[:, valid].reshape(-1, 17).mean(0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, ema[:, valid].reshape(-1, 17).var(0), rtol=1e-3, atol=1e-8)
+    assert policy.statistics.count == 2 * 22  # two KV heads × the 22 valid tokens
+    assert np.abs(ema.reshape(-1, 17).mean(0) - mean).max() > 1e-3  # the padding's values would have moved it
+
+
 def test_capped_policy_bounds_each_layer_by_the_tokens_it_has_seen():
     """max_kept: at most ⌈f · seen⌉ slots per layer, the best-scored of those the uncapped policy would keep; a cap
     of 1 changes nothing; a bad fraction is one error naming --max-kept."""
