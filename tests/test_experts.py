@@ -51,6 +51,15 @@ def test_svf_decompose_reconstructs_w(shape):
     torch.testing.assert_close(Ub @ torch.diag(Sb) @ Vhb, W.to(torch.bfloat16).float(), atol=1e-5, rtol=1e-5)
 
 
+def test_z_is_sigmoid_of_p_times_max_mult():
+    """model-evolution.md: z = sigmoid(p)·max_mult (1 in the reference, where the factor is invisible)."""
+    from workbench.experts.svf import z_from_params
+
+    p = torch.tensor([0.1, -0.2, 1.5])
+    torch.testing.assert_close(z_from_params(p), torch.sigmoid(p))
+    torch.testing.assert_close(z_from_params(p, 2.0), 2 * torch.sigmoid(p))
+
+
 def test_svf_compose_rescale_keeps_uniform_z_and_the_unscaled_variant_does_not():
     W = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
     U, S, Vh = svf_decompose(W)

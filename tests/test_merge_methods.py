@@ -385,6 +385,10 @@ def test_analysis_helpers():
     assert sign_conflict_rate(base, {"a": experts["a"], "b": experts["b"]}, 0.5)["total"] == 0
     rate = sign_conflict_rate(base, {"a": experts["a"], "c": experts["c"]}, 1.0)
     assert rate["total"] == 1 and rate["per_layer"]["layers.0"] == 1
+    # the election is over wn·τ̃n: a weight of −1 turns τ_c into τ_a (no conflict), a weight of 0 leaves c out
+    opposite = {"a": experts["a"], "c": experts["c"]}
+    assert sign_conflict_rate(base, opposite, 1.0, weights={"a": 1.0, "c": -1.0})["total"] == 0
+    assert sign_conflict_rate(base, opposite, 1.0, weights={"a": 1.0, "c": 0.0})["total"] == 0
     # DARE-TIES elects signs over the entries DARE's random drop keeps, not the top-|τ| ones: with τ_c = −τ_a
     # the trim keeps the same entries of both (every one conflicts); independent drops at density d keep both
     # in d² of the d(2 − d) entries either keeps

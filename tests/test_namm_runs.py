@@ -565,6 +565,16 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     done = []
     old = train_namm(NAMMTrainConfig(**base, pool=0), old_store, should_stop=lambda: bool(done),
                      on_iteration=lambda i, n, row: done.append(i))
+    # the policy file of a run stopped midway holds CMA-ES's mean, as a finished run's, not the generation's best
+    # (4 candidates: with 2, CMA-ES's μ = 1 makes its mean the best)
+    from workbench.namm.saved import load_policy
+
+    two: list[int] = []
+    midway = train_namm(NAMMTrainConfig(**{**base, "pop": 4}, pool=0), RunStore(tmp_path / "midway"),
+                        should_stop=lambda: len(two) == 2, on_iteration=lambda i, n, row: two.append(i))
+    assert midway.info["status"] == "stopped" and midway.info["iterations"] == 2
+    np.testing.assert_array_equal(load_policy(midway.path / "policy.safetensors").theta,
+                                  midway.load_checkpoint()["cma"]["attrs"]["_mean"])
     old.update(config={k: v for k, v in old.info["config"].items() if k not in ("pool", "normalizer")})
     argv = ["namm", "train", "--resume", old.id, "--runs", str(old_store.root), "--quiet"]
     _refused(capsys, [*argv, "--pool", "32"], "--pool", tmp_path / "old")
