@@ -293,6 +293,26 @@ def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
     assert mixed["alpha"] == [[0.3], [0.7]] and set(mixed["accuracy"]) == {"add", "sort"}
 
 
+def test_dispatch_answers_a_class_without_an_expert_with_the_base(tmp_path, quick_zoo, expert_runs):
+    """model-evolution.md: a prompt classified as a task without an expert (or as nothing) is answered by the base
+    weights, not by some expert. The quick zoo's base names no class (it answers with an eos at once), so every
+    prompt goes to the base, which the model holds after the dispatch."""
+    from workbench.experts import SVFModel
+    from workbench.experts.adapt import Scorer, read_experts
+    from workbench.experts.run import expert_file
+    from workbench.lm.zoo import load_zoo
+
+    store = RunStore(tmp_path / "runs")
+    experts = read_experts([expert_file(store.open(expert_runs[t])) for t in ("add", "sort")], None)
+    zoo = load_zoo(quick_zoo)
+    svf = SVFModel(zoo.model("base", device="cpu"), zoo.tokenizer(), cache_dir=tmp_path / "svf")
+    scorer = Scorer(svf, experts, ["add", "sort", "reverse"], n=3, test_seed=0)
+    _, dispatch = scorer.dispatch(None, "instruction")
+    named = {label for row in dispatch["confusion"].values() for label in row}
+    assert named and not named & set(experts.task_experts)
+    assert svf.applied == "base"
+
+
 def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_zoo, expert_runs):
     from workbench.experts.adapt import AdaptConfig, adapt
     from workbench.experts.run import expert_file
