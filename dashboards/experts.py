@@ -779,6 +779,9 @@ def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     return obj.opts(**common, **(mpl or {}), backend="matplotlib")
 
 
+COLOUR_BAR = 80  # a Bokeh colour bar's width with its ticks and title, in pixels
+
+
 def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: str = "z"):
     """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
     centred on `center`, by default sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up,
@@ -790,7 +793,9 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
     panels = []
     experts = list(dict.fromkeys(z["expert"]))
     cols = len(experts) if len(experts) <= 3 else 2
-    width = min(width, ROW_WIDTH // cols)
+    # the one colour bar takes room in the last panel of its row: the others as wide as its heatmap, not the
+    # whole panel (at a third of a row each, the third heatmap drew 37 % narrower than the first two)
+    width = min(width, (ROW_WIDTH - COLOUR_BAR) // cols)
     for name, part in z.groupby("expert", sort=False):
         last = name == experts[-1]  # one colour bar, the last panel's: they share one scale (three said it thrice)
         labels = part.drop_duplicates("row").sort_values("row")["label"].tolist()
@@ -803,7 +808,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
                        vdims=[hv.Dimension("z", label=quantity)])
         panels.append(_style(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
                              colorbar=last, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
-                             bokeh={"width": width, "height": max(170, 24 * rows + 70), "tools": ["hover"]},
+                             bokeh={"width": width + (COLOUR_BAR if last else 0), "height": max(170, 24 * rows + 70),
+                                    "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
     # up to three in a row (three in two rows left a quarter empty); hspace: room for the row labels between them
     return _style(hv.Layout(panels).cols(cols), shared_axes=False,
@@ -873,7 +879,7 @@ def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1
                              mpl={"linewidth": 0.8}))
     # a paper panel wider than tall (square by default): room under each bar for its slanted label
     return _style(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
-                  bokeh={"width": 360, "height": 340}, mpl={"aspect": 1.5})
+                  bokeh={"width": ROW_WIDTH // 3, "height": 340}, mpl={"aspect": 1.5})  # three a row
 
 
 def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
@@ -884,8 +890,7 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     panels = []
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
-        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel)
-                      .opts(width=ROW_WIDTH // 3, backend="bokeh"))  # three a row (at 360 the third ran past it)
+        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
@@ -918,8 +923,7 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
             n = max(r["n"] for r in rows)
             # the title short enough for a third of a row (the y axis says what the bars are)
             title = f"{target} · k = {k}" + (f" ({n} seeds)" if n > 1 else "")
-            panels.append(_bars(pd.DataFrame(rows), "expert", title, "α / Σα", top)
-                          .opts(width=ROW_WIDTH // 3, backend="bokeh"))
+            panels.append(_bars(pd.DataFrame(rows), "expert", title, "α / Σα", top))
     cols = 1 if per_matrix else 3
     if not targets.empty and targets["target"].nunique() > 1:
         cols = 1 if per_matrix else 2  # two a row: a third's bars beside the wider per-target panel ran past it

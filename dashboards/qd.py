@@ -961,6 +961,12 @@ def cell_plot(layers: dict, opts: dict):
     return _style(plot, **opts["common"], bokeh=opts["bokeh"], mpl=opts["mpl"])
 
 
+def card_beside(d) -> bool:
+    """Whether the elite card goes beside the views (one archive: MAP-Elites, one pyribs file) rather than below
+    them (K archives side by side take the width, and so does a row of three curves: one archive map's)."""
+    return len(d.tasks) == 1 and "curves" not in d.views
+
+
 def curves_plot(curves: pd.DataFrame, generation: int):
     """Coverage, QD score and max quality per archive over generations (whole-number generation axis), a
     dashed line at the scrubber's generation."""
@@ -1380,7 +1386,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
             stream.unwatch()
         streams.clear()
         views = views_panel(model, streams)
-        if len(d.tasks) == 1:  # one archive (MAP-Elites, one pyribs file): the card beside it
+        if card_beside(d):
             side[:] = [subheading("Elite", margin=(0, 5)), card]
             main[:] = [pn.Row(views, side, sizing_mode="stretch_width")]
         else:  # K archives side by side take the width: the card and the prompt box below them

@@ -1845,8 +1845,9 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
 
 
 def widest_row(figure) -> int:
-    """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it (a panel sized by its
-    frame counts its frame's width)."""
+    """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it. A panel sized by its
+    frame counts its frame's width only (its axes and colour bar are not known before a browser lays it out):
+    a lower bound there."""
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (hv.render's backend)
     from bokeh.models import GridPlot

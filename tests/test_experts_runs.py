@@ -295,8 +295,9 @@ def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
 
 def test_dispatch_answers_a_class_without_an_expert_with_the_base(tmp_path, quick_zoo, expert_runs):
     """model-evolution.md: a prompt classified as a task without an expert (or as nothing) is answered by the base
-    weights, not by some expert. The quick zoo's base names no class (it answers with an eos at once), so every
-    prompt goes to the base, which the model holds after the dispatch."""
+    weights, not by some expert (the first, say). The quick zoo's base names no class ("other": it answers with
+    an eos at once), so every prompt goes to the base, which the model holds after the dispatch. (Prompts named as
+    a task with an expert, then as one without, would need a dispatcher that names them: none here.)"""
     from workbench.experts import SVFModel
     from workbench.experts.adapt import Scorer, read_experts
     from workbench.experts.run import expert_file

@@ -1023,6 +1023,12 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
                       for e in ("add", "sort", "classify") for r in range(2) for k in range(4)])
     heat = z_heatmaps(z)
     assert [bool(opts(p, "colorbar")) for p in heat] == [False, False, True] and heat._max_cols == 3
+    # the colour bar's room added to its panel: the three heatmaps as wide as each other, the row within ROW_WIDTH
+    from workbench.dashboards.experts import COLOUR_BAR
+    from workbench.dashboards.shell import ROW_WIDTH
+
+    widths = [opts(p, "width", "bokeh") for p in heat]
+    assert widths[0] == widths[1] == widths[2] - COLOUR_BAR and sum(widths) <= ROW_WIDTH
     panel = compare_panels(flat).values()[0]
     assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
     assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen

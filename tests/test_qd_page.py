@@ -314,6 +314,13 @@ def test_archive_maps_and_pyribs_files_show_the_same_archives(qd, tmp_path):
     single = QDModel(runs_dir=qd["dir"], path=str(run_dir / "pyribs" / "sort.parquet"))
     assert single.data.tasks == ["sort"] and len(single.cells("sort")) == len(run.cells("sort"))
     assert single.data.views == ["archives", "children"]
+    # the elite card beside one archive, below K of them or a row of curves (it ran past a 1280 px window's edge)
+    from types import SimpleNamespace
+
+    from workbench.dashboards.qd import card_beside
+
+    assert card_beside(single.data) and not card_beside(maps.data) and not card_beside(run.data)
+    assert not card_beside(SimpleNamespace(tasks=["sort"], views=["archives", "sampling", "curves"]))
     assert single.export("children", tmp_path).name == "sort-children.png"  # one archive: no "-gen0"
 
 

@@ -55,7 +55,7 @@ def mutated_theta(sub: Substrate, theta: np.ndarray, sigma: float, rng: np.rando
 
 def read_only_params(params: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
     """Decoded parameters as a read-only mapping of read-only copies, what the Lab and the viewer show as playing
-    (copies: decode may hand out arrays someone else writes to; `dict(...)` of it is an editable copy)."""
+    (copies: decode may hand out arrays someone else writes to). To edit: `{k: v.copy() for k, v in it.items()}`."""
     return MappingProxyType({k: _read_only(v) for k, v in params.items()})
 
 
