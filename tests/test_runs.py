@@ -1111,3 +1111,51 @@ def test_a_run_too_big_for_this_machine_is_refused_on_resume_before_anything_loa
                                        r"100000000: .*\); a resume keeps the run's settings"):
         run_search(None, store, resume=made.id)
     assert store.open(made.id).info["status"] == "stopped" and store.open(made.id).info.get("resumes") is None
+
+
+KILLED_AFTER_THE_CHECKPOINT = """
+import os, sys
+from workbench import runs
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+
+where, folder = sys.argv[1], sys.argv[2]
+write_table, update = runs.Run.write_table, runs.Run.update
+
+def dying_write_table(self, name, rows, *args, **kwargs):
+    if where == "metrics" and name == "metrics" and len(rows) == 3:
+        os._exit(137)  # as a SIGKILL leaves the files: the last checkpoint written, its metrics row not
+    return write_table(self, name, rows, *args, **kwargs)
+
+def dying_update(self, **fields):
+    if where == "run.json" and fields.get("iterations") == 3:
+        os._exit(137)  # the checkpoint and metrics.parquet written, run.json not
+    return update(self, **fields)
+
+runs.Run.write_table, runs.Run.update = dying_write_table, dying_update
+run_search(SearchConfig(kind="openended", iters=3, pop=4, eval=EvalConfig("boids", "pixels", steps=10, frames=2)),
+           runs.RunStore(folder))
+"""
+
+
+@pytest.mark.parametrize("where", ["metrics", "run.json"])
+def test_a_kill_just_after_the_last_checkpoint_loses_no_iteration(tmp_path, where):
+    """The loop writes the checkpoint, then metrics.parquet, then run.json: a process killed between them at the
+    LAST iteration resumed to a run one metrics row short (or whose run.json said one iteration fewer), as no
+    later iteration rewrote them. The kill lands at that point exactly (os._exit in a process of its own: the
+    window is milliseconds wide for a real SIGKILL); the resumed run equals an uninterrupted one."""
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_CHECKPOINT, where, str(tmp_path / "killed")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 137, killed.stderr
+    store = RunStore(tmp_path / "killed")
+    (folder,) = (tmp_path / "killed").iterdir()
+    run = store.open(folder.name)
+    assert run.info["iterations"] == 2 and len(run.load_checkpoint()["metrics"]) == 3
+    resumed = run_search(None, store, resume=run.id)
+    whole = run_search(SearchConfig(kind="openended", iters=3, pop=4, eval=EvalConfig("boids", "pixels", steps=10,
+                                                                                       frames=2)),
+                       RunStore(tmp_path / "whole"))
+    assert resumed.info["status"] == "done" and resumed.info["iterations"] == whole.info["iterations"] == 3
+    assert resumed.info["best_loss"] == whole.info["best_loss"]
+    got, want = (r.read_table("metrics").to_pandas().drop(columns="seconds") for r in (resumed, whole))
+    pd.testing.assert_frame_equal(got, want)

@@ -1341,6 +1341,11 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     from here. finish() runs after the last iteration. should_stop() or Ctrl-C leaves a resumable 'stopped'
     run; an error marks it 'failed' (also resumable: a failed finish() is redone)."""
     run.update(status="running", error=None, **heartbeat())
+    if state["metrics"]:
+        # the checkpoint is written first: a kill after it left metrics.parquet or run.json an iteration behind,
+        # which no later iteration rewrites where it was the last (the resumed run reported one row fewer)
+        run.write_table("metrics", state["metrics"])
+        run.update(iterations=state["iteration"], best_loss=state["metrics"][-1]["best_loss"])
     try:
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():
