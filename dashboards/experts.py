@@ -807,7 +807,7 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
         img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, ranks - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
                        vdims=[hv.Dimension("z", label=quantity)])
         panels.append(_style(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
-                             colorbar=last, yticks=ticks, xlabel="singular-value rank (0 = largest σ)", ylabel="",
+                             colorbar=last, yticks=ticks, xlabel="σ rank (0 = largest)", ylabel="",  # fits a third
                              bokeh={"width": width + (COLOUR_BAR if last else 0), "height": max(170, 24 * rows + 70),
                                     "tools": ["hover"]},
                              mpl={"aspect": "auto"}))

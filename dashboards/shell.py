@@ -315,7 +315,7 @@ def section(title: str) -> pn.pane.Markdown:
 
 #: the widest row of panels a view draws: what the main area holds beside the sidebar in a 1280 px window (the
 #: Experts page's three z heatmaps at 460 px hid the third, with the one colour bar, past the page's edge)
-ROW_WIDTH = 920
+ROW_WIDTH = 900  # the main area starts 362 px in: 900 leaves the row 18 px to spare (at 920 it ran 2 px past)
 
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
 #: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)
