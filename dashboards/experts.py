@@ -924,14 +924,15 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
             # the title short enough for a third of a row (the y axis says what the bars are)
             title = f"{target} · k = {k}" + (f" ({n} seeds)" if n > 1 else "")
             panels.append(_bars(pd.DataFrame(rows), "expert", title, "α / Σα", top))
-    cols = 1 if per_matrix else 3
-    if not targets.empty and targets["target"].nunique() > 1:
-        cols = 1 if per_matrix else 2  # two a row: a third's bars beside the wider per-target panel ran past it
+    several_targets = not targets.empty and targets["target"].nunique() > 1
+    if several_targets:
         panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"),
                              title="α's shares per target task (largest k)",
                              ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
-    # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high)
+    # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high); bars three a row, or
+    # two beside the wider per-target panel (three ran past the page's edge)
+    cols = 1 if per_matrix else 2 if several_targets else 3
     return _style(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.6})
 

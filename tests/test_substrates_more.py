@@ -295,9 +295,9 @@ def test_particle_inits_and_drawn_theta_have_the_spec_distributions():
 def test_particle_lenia_particles_closer_than_the_clip_pull_nothing():
     """asal-more.md §4: r = √max(|p − x|², 1e-10), whose gradient is 0 below the clip: two particles 5e-6 apart
     (and two at one point) move as the reference moves them (1/r there was a pull of 0.5·K·z)."""
-    two = make_substrate("plenia", N=4)
+    sub = make_substrate("plenia", N=4)
     x = np.array([[0.0, 0.0], [5e-6, 0.0], [0.7, 0.2], [0.7, 0.2]], np.float32)
     theta = np.zeros(6)
-    got = two.state_to_arrays(two.step(two.state_from_arrays(x=x), two.decode(theta), 1))["x"]
+    got = sub.state_to_arrays(sub.step(sub.state_from_arrays(x=x), sub.decode(theta), 1))["x"]
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, rp.plenia_step(x, rp.plenia_decode(theta)), atol=1e-6)

@@ -1339,13 +1339,15 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     the metrics of the iteration (with best_loss), updating `state` in place; then the checkpoint (state),
     metrics.parquet and run.json (with a fresh heartbeat) are written atomically, so a killed process resumes
     from here. finish() runs after the last iteration. should_stop() or Ctrl-C leaves a resumable 'stopped'
-    run; an error marks it 'failed' (also resumable: a failed finish() is redone)."""
-    run.update(status="running", error=None, **heartbeat())
+    run; an error marks it 'failed' (also resumable: a failed finish() is redone). A resumed run's metrics.parquet
+    and run.json are written again from the checkpoint first."""
+    caught_up = {}
     if state["metrics"]:
         # the checkpoint is written first: a kill after it left metrics.parquet or run.json an iteration behind,
         # which no later iteration rewrites where it was the last (the resumed run reported one row fewer)
         run.write_table("metrics", state["metrics"])
-        run.update(iterations=state["iteration"], best_loss=state["metrics"][-1]["best_loss"])
+        caught_up = {"iterations": state["iteration"], "best_loss": state["metrics"][-1]["best_loss"]}
+    run.update(status="running", error=None, **caught_up, **heartbeat())
     try:
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():
