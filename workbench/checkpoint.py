@@ -177,7 +177,9 @@ def rng_from_state(state: dict) -> np.random.RandomState | np.random.Generator:
 def _cmaes_classes() -> dict[str, type]:
     from cmaes import CMA, CMAwM, SepCMA
 
-    return {"SepCMA": SepCMA, "CMA": CMA, "CMAwM": CMAwM}
+    from workbench.fast_cma import FastCMA
+
+    return {"SepCMA": SepCMA, "CMA": CMA, "CMAwM": CMAwM, "FastCMA": FastCMA}
 
 
 def fresh_cmaes(opt: Any) -> Any:
@@ -191,7 +193,8 @@ def fresh_cmaes(opt: Any) -> Any:
 
 
 def cmaes_state(opt: Any) -> dict:
-    """Every attribute of a cmaes SepCMA / CMA / CMAwM (CMAwM's inner CMA included) and its RandomState.
+    """Every attribute of a cmaes SepCMA / CMA / CMAwM (CMAwM's inner CMA included) or of a FastCMA, and its
+    RandomState.
 
     cmaes' own pickling drops the generator and stores C as its upper triangle (not bit-exact once
     updates leave C a hair asymmetric); this keeps both exactly."""

@@ -15,7 +15,8 @@ One JSON object:
   * speed: prefill and decode tokens/s of one long prompt, transformers' own DynamicCache (no hooks), the
     evicting cache keeping everything (the hooks' cost), and NAMM (the policy's cost and its smaller cache).
   * cma: seconds per CMA-ES generation (ask, a population scored on the training prompts, tell) and the optimiser's
-    own update time (separable; the full covariance only with time_full_cma: minutes on two cores).
+    own update time (separable; the full covariance only with time_full_cma: FastCMA and, beside it as the peer,
+    cmaes' own CMA, the same numbers: minutes on two cores).
 
 kvpress runs in its own virtualenv (workbench.namm.peer explains why; `make kvpress-peer` makes it); without it
 the press rows are left out and `presses` says so. Everything is checked before the model loads.
@@ -64,7 +65,8 @@ class BenchConfig:
         pop: the timed CMA-ES generation's population, ≥ 2 (default 8).
         cma_prompts: training prompts of the first task each candidate of the timed generation is scored on
             (default 2).
-        time_full_cma: also time full-covariance CMA-ES's update, not only the separable one's (minutes).
+        time_full_cma: also time full-covariance CMA-ES's update (FastCMA, and cmaes' CMA beside it), not only the
+            separable one's (minutes).
         sections: any of "scores", "speed", "cma" (default: all three).
     """
 
@@ -249,8 +251,9 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
     from workbench.namm.cache import model_shape
     from workbench.namm.evaluation import evaluate
     from workbench.namm.policy import NAMMPolicy
+    from workbench.namm.scorer import N_PARAMS
     from workbench.namm.tasks import make_examples
-    from workbench.namm.train import NAMMTrainConfig, new_search
+    from workbench.namm.train import SIGMA0, NAMMTrainConfig, new_search
     from workbench.threads import torch_threads
 
     exs = make_examples(cfg.tasks[0], tokenizer, cfg.cma_prompts, cfg.length, cfg.seed, "train")
@@ -266,8 +269,14 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
                          max_new_tokens=cfg.max_new_tokens).score for x in xs]
         search.tell([(x, -f) for x, f in zip(xs, fits, strict=True)])
         out["generation_s"] = time.perf_counter() - start
-    for kind in ("sep", "full") if cfg.time_full_cma else ("sep",):
-        s = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, cma=kind, n_up=cfg.n_up))
+    for kind in ("sep", "full", "full_cmaes") if cfg.time_full_cma else ("sep",):
+        if kind == "full_cmaes":  # the peer: cmaes' own CMA, which FastCMA reproduces bit for bit
+            from cmaes import CMA
+
+            s = CMA(mean=np.zeros(N_PARAMS), sigma=SIGMA0, population_size=cfg.pop, seed=CMA_SEED)
+        else:
+            s = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, cma=kind,
+                                           seed=CMA_SEED, n_up=cfg.n_up))
         start = time.perf_counter()
         for _ in range(2):  # full CMA decomposes its covariance in the first ask after a tell
             xs = [s.ask() for _ in range(cfg.pop)]

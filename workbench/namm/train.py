@@ -2,7 +2,7 @@
 an incremental curriculum over tasks.
 
     cfg = NAMMTrainConfig(model="smollm2", tasks=["passkey", "kv"], gens=12, pop=8, n_up=64, seed=0)
-    search = new_search(cfg)                        # cmaes SepCMA ("sep") or CMA ("full"): mean 0, σ0 = 0.065
+    search = new_search(cfg)                        # cmaes SepCMA ("sep") or FastCMA ("full"): mean 0, σ0 = 0.065
     ctx = context(cfg)                              # model, tokenizer, prompts (one per process)
     full = ctx.full_scores("passkey")               # per-prompt exact match of the full cache on the pool
     prompts = {"passkey": cfg.prompts_of(g, "passkey")}                  # generation g's draw
@@ -14,8 +14,9 @@ same prompts) − memory_weight · (its mean kept fraction); memory_weight is 0 
 which does not reward a small cache) and named in the run when set. With max_kept (the capped variant, an
 extension: NAMMPolicy's docstring) the cache is bounded by the cap and the search only learns what to keep.
 CMA-ES minimises −fitness; its μ = ⌊λ/2⌋ best candidates recombine (elite ratio 0.5, cmaes' default weights).
-"sep" (separable: diagonal covariance, the CPU default) or "full" (the reference's full covariance, ~40 s per
-eigendecomposition of a 4172² matrix on two cores) — the run names which ran, and its population (the spec's 32,
+"sep" (separable: diagonal covariance, the CPU default) or "full" (the reference's full covariance: cmaes' CMA as
+workbench.fast_cma.FastCMA, the same numbers without its per-sample n³ products; what remains is one
+eigendecomposition of a 4172² matrix per generation) — the run names which ran, and its population (the spec's 32,
 or smaller on a CPU).
 
 Statistics: the first evaluation is the full cache's on the first task's whole training pool, run as NAMM with
@@ -206,11 +207,12 @@ class NAMMTrainConfig:
 
 def new_search(cfg: NAMMTrainConfig):
     """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded."""
-    from cmaes import CMA, SepCMA
+    from cmaes import SepCMA
 
     from workbench.checkpoint import fresh_cmaes
+    from workbench.fast_cma import FastCMA
 
-    cls = SepCMA if cfg.cma == "sep" else CMA
+    cls = SepCMA if cfg.cma == "sep" else FastCMA
     with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
         return fresh_cmaes(cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop),
                                seed=int(cfg.seed)))
