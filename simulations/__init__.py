@@ -41,8 +41,10 @@ def make_substrate(name: str, **overrides: Any) -> Substrate:
 
     name is one of SUBSTRATES: lenia, boids, plife, gol, nca_d1, nca_d3, dnca, plenia, plife_plus, flow_lenia.
 
-    device= picks where it runs (default: the GPU when present, else the CPU); engine= "taichi" | "triton"
-    picks the kernels (default: Triton on CUDA, Taichi on the CPU).
+    device= picks where it runs (default: the GPU when present, else the CPU); engine= picks the kernels:
+    "taichi" (the CPU default), "triton" (the CUDA default of lenia, boids, plife, plenia, plife_plus and
+    flow_lenia) or "torch" (the CUDA default of gol, nca_d1, nca_d3 and dnca); each substrate refuses the third.
+    Each substrate's settings and their defaults: help(SUBSTRATES[name]) (e.g. Boids: N, visual_range, speed, dt).
 
     Raises:
         ValueError: an unknown substrate or setting, or a setting of the wrong type (see `check_substrate`).

@@ -128,7 +128,8 @@ class Substrate(ABC):
 
     def __init__(self, device: str | torch.device | None = None, engine: str | None = None) -> None:
         """device: where the state lives (default: the GPU when present, else the CPU). engine: "taichi" (the
-        CPU default) or "triton" (the CUDA default; on the CPU only under Triton's interpreter, for tests)."""
+        CPU default) or "triton" (the CUDA default; on the CPU only under Triton's interpreter, for tests). The
+        cellular automata (gol, the NCAs) take "taichi" or "torch" instead: their own __init__ says so."""
         self.device = resolve_device(device)
         if engine is None:
             engine = "triton" if self.device.type == "cuda" else "taichi"

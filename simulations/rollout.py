@@ -44,7 +44,7 @@ def rollout(sub: Substrate, params: Params, steps: int, sampling: Sampling = "fi
     """Run a simulation (or a population) and render the sampled states.
 
         sub = make_substrate("lenia")
-        frames = rollout(sub, sub.decode(theta), steps=256, sampling=(4, True))   # (4, 224, 224, 3) uint8
+        frames = rollout(sub, sub.decode(theta), steps=256, sampling=(4, True))   # (4, 224, 224, 3) float32
 
     Args:
         sub: the substrate (make_substrate).

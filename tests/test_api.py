@@ -393,6 +393,26 @@ def test_library_takes_one_string_as_one_name_not_one_per_letter():
     assert cfg.prompts == ["a flock"] and cfg.eval.frames == 1
     assert ZooConfig(tasks="add").tasks == ("add",)
     assert check_tasks("sort") == ["sort"]
+    # and one number as one number of shots
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.namm.bench import BenchConfig, check_config
+    from workbench.namm.peer import check_presses
+
+    assert AdaptConfig(model="smollm2", experts=["e.safetensors"], target="recall", shots=3).shots == [3]
+    assert check_presses("snapkv") == check_presses(["snapkv"]) and len(check_presses("snapkv")) == 1
+    bench = BenchConfig(tasks="passkey", sections="cma", presses="none")
+    check_config(bench)
+    assert (bench.tasks, bench.sections, bench.presses) == (["passkey"], ["cma"], [])
+
+
+def test_rendered_frames_to_images_and_a_table_named_as_a_file(tmp_path):
+    from workbench import RunError, RunStore, to_uint8
+
+    assert to_uint8(np.array([-0.5, 0.0, 0.5, 0.999, 1.0, 2.0], np.float32)).tolist() == [0, 0, 128, 255, 255, 255]
+    run = RunStore(tmp_path).create("target", "boids", "pixels", {}, seed=0)
+    with pytest.raises(RunError, match=r"has no metrics\.parquet\.parquet \(name the table without \.parquet: "
+                                       r"read_table\('metrics'\)\)"):
+        run.read_table("metrics.parquet")
 
 
 def test_library_leaves_what_it_is_given_as_it_was(tmp_path):

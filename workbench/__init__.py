@@ -3,7 +3,8 @@
     from workbench import make_substrate, rollout, load_fm, RunStore, resolve_device, Progress
 
 Also here: default_theta (the θ a substrate is shown with), rule_text (a Game of Life rule as B3/S23),
-compare_runs / Comparison (runs side by side: settings that differ, replicate groups, curves), FoundationModel
+compare_runs / Comparison (runs side by side: settings that differ, replicate groups, curves), to_uint8 (rendered
+frames as uint8 for images and videos), FoundationModel
 (what load_fm returns: the base class of every embedder), Run (one run folder, as RunStore.open and the run
 functions return it) and RunError (a run folder that is missing, corrupt or not ours; a ValueError). Modules of
 their own: workbench.figures (paper figures and videos), workbench.viewer (the pygame viewer).
@@ -20,5 +21,6 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.fm": ["load_fm", "FoundationModel"],
     "workbench.runs": ["RunStore", "Run", "RunError"],
     "workbench.progress": ["Progress"],
+    "workbench.export": ["to_uint8"],
     "workbench.kernels.device": ["resolve_device"],
 })

@@ -24,6 +24,9 @@ FORMATS = (".png", ".gif", ".mp4")
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Frames as `rollout` and `Substrate.render` give them (float in [0, 1], any shape) → uint8 for PNG, GIF
+    and MP4: clipped to [0, 1] and rounded to the nearest of 0 … 255, as the Lab, the runs and the figures write
+    them."""
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

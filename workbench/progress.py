@@ -59,7 +59,7 @@ class Progress:
         self._show()
 
     def text(self) -> str:
-        """'12/40 · best_loss 0.1234 · 5.2 s' (what the bar's label says)."""
+        """'12/40 · best loss 0.1234 · 5.2 s' (what the bar's label says)."""
         parts = [f"{self.done}/{self.total}" if self.total else f"{self.done}"]
         if self.best is not None:
             parts.append(f"{self.metric.replace('_', ' ')} {self.best:.4g}")

@@ -775,7 +775,8 @@ class Run:
         try:
             return read_parquet(path)
         except FileNotFoundError as exc:
-            raise RunError(f"run {self.id!r} has no {path.name}") from exc
+            hint = f" (name the table without .parquet: read_table({name[:-8]!r}))" if name.endswith(".parquet") else ""
+            raise RunError(f"run {self.id!r} has no {path.name}{hint}") from exc
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
             raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
@@ -1177,12 +1178,12 @@ class RunStore:
         run's metrics.parquet, with its run_id; `metrics=False`: no view, and unreadable_metrics lists the files
         whose ends are not Parquet's, without the view's read of every file's schema).
 
-        runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted / resuming),
-        iterations, best_loss (minimised; −fitness for merge runs, −QD score for qd runs), seed, created, updated,
-        metric ("loss" | "fitness" | "qd_score"), better ("lower" | "higher"), best (in the metric's own units),
-        algorithm (ASAL runs), method and models (merge runs), tasks, sampling and mutation (qd runs), columns
-        (the describing columns of the run's kind), resume_command (for interrupted, stopped and failed runs),
-        command (the command line that started the run)."""
+        runs: id, kind, substrate, fm, status (running / done / stopped / failed / interrupted / resuming), iterations,
+        best_loss (minimised; −fitness for merge runs, −QD score for qd runs), seed, created, updated, metric ("loss" |
+        "fitness" | "qd_score"), better ("lower" | "higher"), best (in the metric's own units), algorithm (ASAL runs),
+        method and models (merge runs), tasks, sampling and mutation (qd runs), columns (the describing columns of the
+        run's kind), note (the researcher's note, '' for none), resume_command (for interrupted, stopped and failed
+        runs), command (the command line that started the run)."""
         import duckdb
         import pyarrow as pa
 

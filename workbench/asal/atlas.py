@@ -82,7 +82,11 @@ def _cache_compiles(package: str) -> None:
 
 def snap_to_grid(xy: np.ndarray, side: int | None = None) -> np.ndarray:
     """Distinct cells of a side × side grid (row-major, row 0 at the top) minimising the total squared
-    distance between points and their cells' centres (a linear assignment)."""
+    distance between points and their cells' centres (a linear assignment).
+
+    xy: (N, 2) points in [0, 1]² (x to the right, y up: `project`'s output); side: the grid's side (None: the
+    smallest square that holds N points, ⌈√N⌉). Returns (N,) int cell indices in 0 … side² − 1, point i in
+    row cells[i] // side, column cells[i] % side."""
     from scipy.optimize import linear_sum_assignment
 
     xy = np.asarray(xy, np.float64)

@@ -46,7 +46,10 @@ class EvalConfig:
             for gol).
         chunk: simulations run together in one batch (and one Dask task); memory, not results, depends on it.
         device: where rollouts and the FM run (None: the GPU when present, else the CPU; each worker resolves it).
-        sampling: "chunk_ends" or "final" (the comments in the source say which states each takes).
+        sampling: which states the K frames are, with T = steps and c = ⌊T/K⌋: "chunk_ends", states c − 1,
+            2c − 1, …, T − 1 (K = 1: state T − 1, as the reference's target and open-endedness searches take it),
+            or "final", state T for K = 1 (as its illumination takes it, and runs made before this setting did),
+            chunk ends for K > 1.
         pixels: "float" (frames in [0, 1], the reference's) or "uint8" (runs made before this setting).
     """
 

@@ -170,7 +170,7 @@ class AdaptConfig:
                              f"tested on it), or leave --tasks out: the experts' tasks and the target")
         if "few-shot" in self.strategies and self.target is None:
             raise ValueError("the few-shot strategy adapts to a task without an expert: give it with --target TASK")
-        shots = list(self.shots)
+        shots = [self.shots] if isinstance(self.shots, int) else list(self.shots)  # shots=3: one search
         if not shots or not all(is_count(k) for k in shots) or len(set(shots)) != len(shots):
             raise ValueError(f"--shots must be distinct positive numbers of shots, e.g. 3 5 10 20; got {self.shots}")
         self.shots = [int(k) for k in shots]

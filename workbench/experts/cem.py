@@ -32,10 +32,10 @@ class CEM:
 
     def __init__(self, init_mean: np.ndarray, init_std: float | np.ndarray = 0.5, pop: int = 32,
                  elite_ratio: float = 0.2, bounds: tuple | None = (0.0, 1.0), seed: int = 0):
-        """init_mean: (D,) the starting mean (the reference: α = 1/K); init_std: a scalar or (D,) (0.5 =
-        half the [0, 1] range, the reference's); pop: members a generation (≥ 3); elite_ratio: the share of
-        them whose mean and sample std become the next; bounds: (lo, hi), scalars or (D,) arrays (None for
-        none); seed: the generator of the draws (a whole number: the same seed, the same search).
+        """init_mean: (D,) the starting mean (the reference: α = 1/K); init_std: a scalar or (D,) (0.5 = half the [0, 1]
+        range, the reference's); pop: members a generation (≥ 3, and ⌊elite_ratio·pop⌋ ≥ 2: pop ≥ 10 at the default
+        0.2); elite_ratio: the share of them whose mean and sample std become the next; bounds: (lo, hi), scalars or
+        (D,) arrays (None for none); seed: the generator of the draws (a whole number: the same seed, the same search).
 
         Raises:
             ValueError: any of them out of range, named.

@@ -100,6 +100,7 @@ def check_config(cfg: BenchConfig):
 
     cfg.tasks = check_task_names(cfg.tasks)
     cfg.presses = check_presses(cfg.presses)
+    cfg.sections = [cfg.sections] if isinstance(cfg.sections, str) else list(cfg.sections)  # one, not its letters
     unknown = [s for s in cfg.sections if s not in SECTIONS]
     if unknown:
         raise ValueError(f"unknown section(s) {unknown}: use --sections with any of {', '.join(SECTIONS)}")

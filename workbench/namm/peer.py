@@ -35,6 +35,7 @@ PEER_ENV = "WORKBENCH_KVPRESS_PYTHON"
 def check_presses(names) -> list[str]:
     """Press names as a list, or one error naming the presses this bench runs (kvpress class names accepted);
     "none" alone (or no names): no kvpress."""
+    names = [names] if isinstance(names, str) else list(names)  # one press, not one per letter
     if [str(n).lower() for n in names] == ["none"]:
         return []
     by_class = {v.lower(): k for k, v in PRESSES.items()}

@@ -230,7 +230,8 @@ def make_policy(kind: str, config, *, theta=None, stats=None, strict: bool = Fal
                 budget: int = 64, sinks: int = SINKS) -> EvictionPolicy:
     """A policy for a model of this config: "namm" (θ, None = all zeros: keeps everything; stats None: collected
     on the way; max_kept: the capped variant's fraction, a trained policy's `PolicySource.max_kept`), "full",
-    "recent" (the `budget` newest tokens + `sinks`), "h2o" (budget/2 heavy + budget/2 recent).
+    "recent" (`budget` tokens in all: the first `sinks` and the budget − sinks newest), "h2o" (budget/2 heavy +
+    budget/2 recent).
 
     config: the Hugging Face model's config (its layers, attention and KV heads: cache.model_shape); theta: NAMM's
     N_PARAMS numbers (array-like); stats: (mean, var), the feature statistics a trained policy was saved with
