@@ -296,8 +296,8 @@ def test_adapt_runs_every_strategy_and_report(tmp_path, quick_zoo, expert_runs):
 def test_dispatch_answers_a_class_without_an_expert_with_the_base(tmp_path, quick_zoo, expert_runs):
     """model-evolution.md: a prompt classified as a task without an expert (or as nothing) is answered by the base
     weights, not by some expert (the first, say). The quick zoo's base names no class ("other": it answers with
-    an eos at once), so every prompt goes to the base, which the model holds after the dispatch. (Prompts named as
-    a task with an expert, then as one without, would need a dispatcher that names them: none here.)"""
+    an eos at once), so every prompt goes to the base, which the model holds after the dispatch. (Classes with
+    an expert, then without: the next test.)"""
     from workbench.experts import SVFModel
     from workbench.experts.adapt import Scorer, read_experts
     from workbench.experts.run import expert_file
@@ -312,6 +312,53 @@ def test_dispatch_answers_a_class_without_an_expert_with_the_base(tmp_path, quic
     named = {label for row in dispatch["confusion"].values() for label in row}
     assert named and not named & set(experts.task_experts)
     assert svf.applied == "base"
+
+
+def test_dispatch_goes_back_to_the_base_after_an_expert(tmp_path, quick_zoo, expert_runs):
+    """The second pass with labels as a dispatcher might name them: a class with an expert, then one without
+    ("reverse", "other"), then the expert again. The test sets' answers are the base's own greedy answers, so a
+    prompt is right exactly when the weights answering it give the base's answer: the expert's weights change
+    some (checked), and a prompt whose class has no expert must get the base's, whatever was applied before."""
+    from workbench.experts import SVFModel
+    from workbench.experts.adapt import Scorer, read_experts
+    from workbench.experts.run import expert_file
+    from workbench.experts.train import format_examples, rollout
+    from workbench.lm.tasks import get_task
+    from workbench.lm.zoo import load_zoo
+
+    store = RunStore(tmp_path / "runs")
+    experts = read_experts([expert_file(store.open(expert_runs[t])) for t in ("add", "sort")], None)
+    zoo = load_zoo(quick_zoo)
+    model = zoo.model("base", device="cpu")
+    with torch.no_grad():  # the quick base ends every answer at once, whatever the weights SVF scales: random ones
+        gen = torch.Generator().manual_seed(0)
+        for weights in model.parameters():
+            weights.copy_(torch.randn(weights.shape, generator=gen))
+    svf = SVFModel(model, zoo.tokenizer(), cache_dir=tmp_path / "svf")
+    scorer = Scorer(svf, experts, ["add", "sort", "reverse"], n=4, test_seed=0)
+
+    def answers(params, task, examples):
+        svf.apply(params)
+        shown = format_examples(scorer.tok, task, examples, scorer.prompt_format)
+        return rollout(svf.model, scorer.tok, shown, get_task(task).max_new_tokens, 8).texts
+
+    for task, examples in scorer.test.items():  # the base's answers become the right ones
+        scorer.test[task] = [(p, a) for (p, _), a in zip(examples, answers(None, task, examples), strict=True)]
+    # an add expert that scales the singular values unevenly (an even scaling is undone by the rescale)
+    experts.params[0] = {k: 3 * torch.randn(v.shape, generator=gen) for k, v in experts.params[0].items()}
+    add_expert = experts.task_experts["add"]
+    same_as_base = {task: [a == b for (_, a), b in zip(ex, answers(add_expert, task, ex), strict=True)]
+                    for task, ex in scorer.test.items()}
+    assert not all(all(v) for v in same_as_base.values())  # the add expert answers differently somewhere
+    labels = ["add", "reverse", "add", "other", "reverse", "add", "reverse", "add", "add", "other", "add", "reverse"]
+    flat = scorer.flat_test()
+    assert [t for t, _, _ in flat] == ["add"] * 4 + ["sort"] * 4 + ["reverse"] * 4
+    right = scorer.answer_by_label(labels)
+    position = {task: 0 for task in scorer.tasks}
+    for (task, _, _), label, ok in zip(flat, labels, right, strict=True):
+        k, position[task] = position[task], position[task] + 1
+        assert ok == (same_as_base[task][k] if label == "add" else True), (task, k, label)
+    assert svf.applied == "base"  # the last class named ("other") has no expert
 
 
 def test_adapt_stopped_and_resumed_equals_an_uninterrupted_run(tmp_path, quick_zoo, expert_runs):

@@ -368,7 +368,7 @@ class Scorer:
         from workbench.experts.train import format_examples, rollout
         from workbench.lm.tasks import CLASSIFY, classify_prompt, get_task
 
-        flat = [(t, p, a) for t, ex in self.test.items() for p, a in ex]
+        flat = self.flat_test()
         if prompt_format == "char":  # the classify task's own prompts, in the run's prompt format
             queries = format_examples(self.tok, CLASSIFY, [(classify_prompt(p), t) for t, p, _ in flat],
                                       self.prompt_format)
@@ -379,6 +379,22 @@ class Scorer:
         self.svf.apply(dispatcher)
         texts = rollout(self.svf.model, self.tok, queries, budget, self.batch).texts
         labels = [parse_label(x, self.tasks) for x in texts]
+        right = self.answer_by_label(labels)
+        acc = {t: float(np.mean([right[i] for i, (tt, _, _) in enumerate(flat) if tt == t])) for t in self.tasks}
+        confusion: dict[str, dict[str, int]] = {t: {} for t in self.tasks}
+        for (t, _, _), label in zip(flat, labels, strict=True):
+            confusion[t][label] = confusion[t].get(label, 0) + 1
+        hits = sum(label == t for (t, _, _), label in zip(flat, labels, strict=True))
+        return acc, {"accuracy": hits / len(flat), "confusion": confusion}
+
+    def flat_test(self) -> list[tuple[str, str, str]]:
+        """Every test example as (task, prompt, answer), task by task: the order dispatch's labels follow."""
+        return [(t, p, a) for t, ex in self.test.items() for p, a in ex]
+
+    def answer_by_label(self, labels: list[str]) -> list[bool]:
+        """Dispatch's second pass: whether each test example (flat_test's order) is answered right by the expert
+        of the class `labels` names for it, the base weights where that class has no expert (or is "other")."""
+        flat = self.flat_test()
         experts = self.experts.task_experts
         right = [False] * len(flat)
         for label in dict.fromkeys(labels):
@@ -388,12 +404,7 @@ class Scorer:
                 if rows:
                     for i, ok in zip(rows, self.correct([(flat[i][1], flat[i][2]) for i in rows], task), strict=True):
                         right[i] = ok
-        acc = {t: float(np.mean([right[i] for i, (tt, _, _) in enumerate(flat) if tt == t])) for t in self.tasks}
-        confusion: dict[str, dict[str, int]] = {t: {} for t in self.tasks}
-        for (t, _, _), label in zip(flat, labels, strict=True):
-            confusion[t][label] = confusion[t].get(label, 0) + 1
-        hits = sum(label == t for (t, _, _), label in zip(flat, labels, strict=True))
-        return acc, {"accuracy": hits / len(flat), "confusion": confusion}
+        return right
 
 
 def draw_shots(target: str, k: int, seed: int) -> list[tuple[str, str]]:
