@@ -961,6 +961,10 @@ def cell_plot(layers: dict, opts: dict):
     return _style(plot, **opts["common"], bokeh=opts["bokeh"], mpl=opts["mpl"])
 
 
+#: a Bokeh legend's width beside a plot (a swatch and a task's name), in pixels
+LEGEND_ROOM = 110
+
+
 def card_beside(d) -> bool:
     """Whether the elite card goes beside the views (one archive: MAP-Elites, one pyribs file) rather than below
     them (K archives side by side take the width, and so does a row of three curves: one archive map's)."""
@@ -976,7 +980,10 @@ def curves_plot(curves: pd.DataFrame, generation: int):
     panels = []
     # each task in its own colour on the page as in the paper figure (figures.TASK_COLOURS), and its own dashes
     colours = colours_for(str(t) for t in curves["task"].unique())
-    for column, label in (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality")):
+    # one legend, beside the last panel: inside each of three it covered a third of the lines' area
+    width = (ROW_WIDTH - LEGEND_ROOM) // 3
+    columns = (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality"))
+    for column, label in columns:
         lines = [dashed(hv.Curve(g, "generation", (column, label), label=str(t)).opts(color=colours[str(t)]), i)
                  for i, (t, g) in enumerate(curves.groupby("task", sort=False))]
         now = hv.VLine(generation).opts(color="#888888", line_dash="dashed", backend="bokeh").opts(
@@ -987,9 +994,10 @@ def curves_plot(curves: pd.DataFrame, generation: int):
         high = (top if top > 0 else 1.0) * 1.08
         # the scrubber's line where it is not the run's end (a paper figure's dashed line at its edge said nothing)
         last = generation >= curves["generation"].max()
-        panel = _style(hv.Overlay([*lines, *([] if last else [now])]), title=label, legend_position="bottom_right",
-                       ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis line
-                       bokeh={"width": ROW_WIDTH // 3, "height": 260, "tools": ["hover"]})
+        key = column == columns[-1][0]
+        panel = _style(hv.Overlay([*lines, *([] if last else [now])]), title=label, show_legend=key,
+                       legend_position="right", ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis
+                       bokeh={"width": width + (LEGEND_ROOM if key else 0), "height": 260, "tools": ["hover"]})
         panels.append(whole_numbers(panel))
     return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
 

@@ -1029,6 +1029,16 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
 
     widths = [opts(p, "width", "bokeh") for p in heat]
     assert widths[0] == widths[1] == widths[2] - COLOUR_BAR and sum(widths) <= ROW_WIDTH
+    from workbench.dashboards.qd import LEGEND_ROOM, curves_plot  # one legend beside the last of the QD curves
+
+    qd = pd.DataFrame({"generation": [0, 1] * 2, "task": ["sort"] * 2 + ["brackets"] * 2, "coverage": [0.1, 0.2] * 2,
+                       "qd_score": [1.0, 2.0] * 2, "max_quality": [0.5, 0.6] * 2})
+    curves = curves_plot(qd, 0)
+    for backend in ("bokeh", "matplotlib"):  # (opts() reads a False as not set)
+        legends = [hv.Store.lookup_options(backend, p, "plot").kwargs for p in curves]
+        assert [(k["show_legend"], k["legend_position"]) for k in legends] == [(False, "right")] * 2 + [(True, "right")]
+    widths = [opts(p, "width", "bokeh") for p in curves]
+    assert widths[0] == widths[1] == widths[2] - LEGEND_ROOM and sum(widths) <= ROW_WIDTH
     panel = compare_panels(flat).values()[0]
     assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
     assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen
