@@ -6,11 +6,16 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import panel as pn
 
 from workbench.dashboards.shell import PAGES as PAGE_INFO
 from workbench.dashboards.shell import local_stylesheets, ordered_patches, quiet_closed_sessions, serial_blas
+
+if TYPE_CHECKING:
+    from bokeh.server.server import Server
+    from panel.io.threads import StoppableThread
 
 PAGES = tuple(PAGE_INFO)
 
@@ -77,7 +82,7 @@ def _stop_as_ctrl_c(signum, frame) -> None:
 
 
 def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", show: bool = False,
-          threaded: bool = False, on_stop: Callable[[int], None] | None = None):
+          threaded: bool = False, on_stop: Callable[[int], None] | None = None) -> Server | StoppableThread:
     """Start the server (blocking unless threaded); each page gets a fresh model per browser session. OpenBLAS
     runs serially in this process from here on (serial_blas says why).
 

@@ -11,6 +11,7 @@ import math
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import panel as pn
@@ -41,7 +42,7 @@ class AtlasModel(param.Parameterized):
     message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
     revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self.image = np.zeros((8, 8, 3), np.uint8)
         self.cells = np.zeros(0, int)
@@ -59,6 +60,8 @@ class AtlasModel(param.Parameterized):
             self.message = str(exc)
 
     def refresh_runs(self) -> None:
+        """Re-read the store's finished illumination runs into run_id's choices (oldest first); a run chosen that is
+        not among them gives way to the newest (None: there is none)."""
         runs = [r["id"] for r in RunStore(self.runs_dir).list() if r["kind"] == "illuminate" and r["status"] == "done"]
         self.param.run_id.objects = runs
         if self.run_id not in runs:
@@ -147,7 +150,7 @@ def set_cell_size(rects, w: float) -> None:
             glyph.width = glyph.height = w
 
 
-def atlas_view(model: AtlasModel, size: int = 560):
+def atlas_view(model: AtlasModel, size: int = 560) -> pn.pane.Bokeh:
     """The atlas as a Bokeh image with one invisible cell per population member (hover: run, index, |θ|;
     click: model.selected). Follows the model (another run, another layout): on a served page by changing its
     sources, safely from a worker thread; unserved (a notebook) with a new figure, since changes of a shown

@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from workbench.compare import replicates_of
 from workbench.dashboards.shell import ROW_WIDTH, counted, placeholder
 from workbench.figures import ACCURACY
 from workbench.runs import Run, RunError, RunStore, article
+
+if TYPE_CHECKING:
+    from holoviews.core.dimension import Dimensioned
 
 KINDS = ("experts", "adapt")
 VIEWS = {"z": "z per expert", "z_rank": "z vs σ rank", "curve": "Adaptation curve", "alpha": "Mixing weights α",
@@ -217,7 +221,7 @@ class ExpertsModel(param.Parameterized):
     normalize = param.Boolean(default=False, doc="divide α by its sum over the experts")
     message = param.String(default="", doc="why the run asked for cannot be shown")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self._data: ExpertsData | None = None
         self._store_scores: dict | None = None
@@ -282,6 +286,7 @@ class ExpertsModel(param.Parameterized):
 
     @property
     def data(self) -> ExpertsData | None:
+        """The run on show's tables and experts (read once per run shown); None without a run."""
         if self.run_id is None:
             return None
         if self._data is None or self._data.run.id != self.run_id:
@@ -551,7 +556,7 @@ class ExpertsModel(param.Parameterized):
         mixed = mix_params(params, a, list(params[0]), self.normalize, variant=self.variant)
         return {n: v.numpy() for n, v in mixed.items()}
 
-    def mixture_figure(self):
+    def mixture_figure(self) -> Dimensioned:
         """z′ of the mixer's setting as a heatmap (layer · matrix × σ rank), centred on its mean: the rescale
         Σσ/Σ(σ⊙z′) undoes a uniform z′, so what moves the weights is z′ relative to its level."""
         z = self.mixture_z()
@@ -659,7 +664,7 @@ class ExpertsModel(param.Parameterized):
 
     # --- figures ---
 
-    def figure(self, view: str | None = None):
+    def figure(self, view: str | None = None) -> Dimensioned:
         """One of VIEWS as a HoloViews object (Bokeh on the page, matplotlib for paper figures)."""
         hv = _hv()
         view = view or self.view
@@ -692,7 +697,7 @@ class ExpertsModel(param.Parameterized):
                 "<i>no finished expert runs on this model in this folder</i>")
         raise ValueError(f"unknown view {view!r}; views are {', '.join(VIEWS)}")
 
-    def paper_figure(self, view: str | None = None):
+    def paper_figure(self, view: str | None = None) -> tuple[Dimensioned, dict]:
         """A view (of VIEWS, or MIXER) as export writes it, with the paper style it is written in: (figure,
         style for figures.save). ValueError, with the page's reason, where the run has nothing under it."""
         from workbench.figures import layout_inches
@@ -720,6 +725,9 @@ class ExpertsModel(param.Parameterized):
         return save(fig, out, style=style, width=width, font=font, rename=rename)
 
     def summary(self) -> str:
+        """The Markdown line about the run on show: an expert run's adapter, task, model, trainable parameters,
+        status, steps and test scores, or an adaptation's model, experts, target, α and mixing, status and
+        iterations; then the runs pooled with it and what could not be read. Without a run: the message."""
         d = self.data
         if d is None:
             return self.message or "No experts or adapt runs yet."

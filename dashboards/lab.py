@@ -14,8 +14,9 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import panel as pn
@@ -25,6 +26,11 @@ from workbench.atomic import atomic_write, fresh_paths, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
 from workbench.viewer import default_theta, mutated_theta, read_only_params, rule_text
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from workbench.fm import FoundationModel
 
 # frames at the grid's own size where it has one (the page scales them up without smoothing)
 RENDER_SIZE = {"lenia": 128, "boids": 224, "plife": 224, "gol": 64, "nca_d1": 128, "nca_d3": 128, "dnca": 128,
@@ -49,14 +55,15 @@ class LabModel(param.Parameterized):
     model's score of the frames against a prompt or an image. A notebook shows it with frame_view(model),
     param_editor(model) and score_trace(model); snapshots go to snapshot_dir."""
 
-    substrate = param.Selector(default="lenia", objects=list(SUBSTRATES))
+    substrate = param.Selector(default="lenia", objects=list(SUBSTRATES),
+                               doc="the substrate simulated; another one starts from its default θ")
     seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds, as the substrates take
                          doc="seed of the initial state (a substrate that starts from its θ's pattern takes none)")
     steps_per_frame = param.Integer(default=1, bounds=(1, 64), doc="simulation steps between two frames shown")
     sigma = param.Number(default=0.1, bounds=(0.0, 2.0), doc="σ of a mutation: θ ← θ + σ·N(0, I)")
     mutation_seed = param.Integer(default=0, bounds=(0, None),
                                   doc="seed of the next mutation (each mutation then moves it on by one)")
-    playing = param.Boolean(default=False)  # the play / pause toggle: whether tick() steps
+    playing = param.Boolean(default=False, doc="the play / pause toggle: whether tick() steps the simulation")
     step_count = param.Integer(default=0, constant=True, doc="steps simulated since the last reset")
     frame = param.Array(doc="the latest frame, uint8 (H, W, 3)")
     fps = param.Number(default=0.0, constant=True, doc="frames shown per second, measured")
@@ -73,7 +80,7 @@ class LabModel(param.Parameterized):
                                   doc="how the page shows the message: a note, a success, a failure")
     resets = param.Integer(default=0, doc="counts resets (new θ, seed or substrate): views of θ redraw on it")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self._fm = None
         # the FM kept and the choice it was loaded for change together (a load ends on a worker thread while the
@@ -272,7 +279,7 @@ class LabModel(param.Parameterized):
         rule = self.rule
         return [n for n in range(9) if rule >> n & 1], [n for n in range(9) if rule >> (9 + n) & 1]
 
-    def set_rule_bits(self, births, survivals) -> None:
+    def set_rule_bits(self, births: Iterable[int], survivals: Iterable[int]) -> None:
         """The rule with these birth and survival neighbour counts (each in 0..8); the simulation goes on from its
         current grid under the new rule."""
         rule = 0
@@ -293,11 +300,14 @@ class LabModel(param.Parameterized):
 
     @property
     def rule_name(self) -> str:
+        """The Game of Life rule on show in B/S notation, e.g. 'B3/S23' (ValueError for another substrate)."""
         return rule_text(self.rule)
 
     # --- Particle Lenia: six scalars, θ = log(value / base) --------------------------------------------
 
     def scalar_names(self) -> list[str]:
+        """Particle Lenia's six scalars in θ's order: mu_k, sigma_k, w_k, mu_g, sigma_g, c_rep (ValueError for another
+        substrate)."""
         from workbench.simulations.plenia import PARAM_NAMES
 
         self._only("plenia", "scalar sliders")
@@ -322,9 +332,10 @@ class LabModel(param.Parameterized):
             self.theta = theta
 
     def tell(self, message: str, kind: str = "info") -> None:
+        """Set the page's message and how it shows (kind: "info", "success" or "danger"); "" clears it."""
         self.param.update(message=message, message_kind=kind)
 
-    def set_param(self, name: str, value) -> None:
+    def set_param(self, name: str, value: ArrayLike) -> None:
         """Edit a named physical parameter (e.g. Lenia m/s/h per kernel, Particle Life alpha/beta) in place;
         the simulation goes on from its current state with the new dynamics. θ follows (Substrate.theta_with:
         the numbers changed, each within θ's reach), so a snapshot's θ, a reset and a GIF play what was edited."""
@@ -377,7 +388,7 @@ class LabModel(param.Parameterized):
     def _reset_scores(self):
         self.scores, self._score_error = [], ""
 
-    def load_fm(self):
+    def load_fm(self) -> FoundationModel:
         """The FM (loaded once per process, shared with the other sessions and the searches beside them: fm.shared_fm;
         the page calls this on a worker thread when the choice changes)."""
         fm = self._fm  # read once: another choice may clear it meanwhile
@@ -395,6 +406,7 @@ class LabModel(param.Parameterized):
 
     @property
     def fm_loaded(self) -> bool:
+        """Whether this session holds the FM chosen (load_fm returned it since the FM or its weights last changed)."""
         return self._fm is not None
 
     def standing_problem(self) -> str:
@@ -408,6 +420,7 @@ class LabModel(param.Parameterized):
         self.param.trigger("scores")
 
     def wants_score(self) -> bool:
+        """Whether there is a target to score against: an uploaded image or a prompt that is not blank."""
         return self._target_image is not None or bool(self.prompt.strip())
 
     def score_problem(self) -> str:
@@ -532,7 +545,7 @@ def status_view(model: LabModel, every: float = 0.25) -> pn.pane.Markdown:
     return pane
 
 
-def frame_view(model: LabModel, size: int = 512):
+def frame_view(model: LabModel, size: int = 512) -> pn.pane.Bokeh:
     """A Bokeh RGBA image of the model's frame, updated in place (no new plot per frame); safe to update from
     a worker thread (the change is handed to the page's event loop)."""
     from bokeh.models import ColumnDataSource

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import panel as pn
 import param
 
 from workbench.merge import views
 from workbench.runs import RunStore
+
+if TYPE_CHECKING:
+    from holoviews.core.dimension import Dimensioned
 
 FIGURES = ("recipe", "path", "fitness", "scores", "norms", "cosine", "conflicts")
 # the page's tabs and the figures each shows; a tab shows only when the run has one of its figures
@@ -29,7 +33,7 @@ class MergeModel(param.Parameterized):
     run_id = param.Selector(default=None, objects=[], doc="the merge run on show")
     tab = param.Selector(default="Recipe", objects=list(TABS), doc="the tab on show (and what export writes)")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self._loaded: views.MergeRun | None = None  # the run's files, read once per run shown
         self._figures: dict[tuple[str, str], object] = {}  # (run, figure) -> HoloViews object
@@ -73,11 +77,12 @@ class MergeModel(param.Parameterized):
         return [t for t, names in TABS.items() if any(self.has(n) for n in names)]
 
     def has(self, name: str) -> bool:
+        """Whether the run on show has figure `name` (of FIGURES), not the Div saying why it has none."""
         import holoviews as hv
 
         return not isinstance(self.figure(name), hv.Div)
 
-    def tab_figure(self, tab: str | None = None):
+    def tab_figure(self, tab: str | None = None) -> Dimensioned:
         """The figure(s) of a tab (default: the current one): one figure, or a Layout of the tab's figures."""
         names = [n for n in TABS[tab or self.tab] if self.has(n)]
         if not names:
@@ -98,7 +103,7 @@ class MergeModel(param.Parameterized):
             self._loaded = views.MergeRun.open(RunStore(self.runs_dir), self.run_id)
         return self._loaded
 
-    def figure(self, name: str):
+    def figure(self, name: str) -> Dimensioned:
         """One of FIGURES as a HoloViews object (for the page and for export); made once per run shown."""
         d = self.data()
         if d is None:
@@ -113,6 +118,8 @@ class MergeModel(param.Parameterized):
         return self._figures[key]
 
     def summary(self) -> str:
+        """The Markdown line about the run on show: method, models, tasks, status, iterations, best validation
+        fitness, the command that resumes it and what could not be read ("No merge runs yet." without one)."""
         d = self.data()
         if d is None:
             return "No merge runs yet."
@@ -125,7 +132,7 @@ class MergeModel(param.Parameterized):
                 f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else "")
                 + "".join(f" · **cannot read** {why}" for why in d.damaged))
 
-    def paper_figure(self, name: str):
+    def paper_figure(self, name: str) -> tuple[Dimensioned, dict]:
         """One of FIGURES as export writes it, with the paper style it is written in: (figure, style for
         figures.save). ValueError where the run has no such figure."""
         import holoviews as hv

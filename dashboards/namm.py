@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import panel as pn
@@ -20,6 +21,13 @@ import param
 
 from workbench.figures import colours_for, whole_numbers
 from workbench.namm import trace as tr
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from holoviews.core.dimension import Dimensioned
+    from transformers import PretrainedConfig
+
+    from workbench.namm.policy import EvictionPolicy
 
 VIEWS = {"retention": "Retention", "sizes": "Cache size", "spectrogram": "Spectrogram / EMA",
          "scores": "Scores", "text": "Text", "sweep": "Score vs cache"}
@@ -120,7 +128,7 @@ class NAMMExplorer(param.Parameterized):
     results = param.String(default="", doc="a JSON of eval / bench rows (method, score, kept); default: the run's")
     version = param.Integer(default=0, doc="bumped when a new trace or sweep is on show")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self.trace: tr.Trace | None = None
         self.ran: Recipe | None = None  # what made the trace on show (export names, the sweep)
@@ -129,6 +137,7 @@ class NAMMExplorer(param.Parameterized):
 
     # ---- running -----------------------------------------------------------------------------------------
     def theta_choices(self) -> list[str]:
+        """The θ the settings can name: "zeros", "random" and runs_dir's namm runs that hold a policy, oldest first."""
         return ["zeros", "random", *tr.namm_runs(self.runs_dir)]
 
     def choose(self, run_id: str) -> None:
@@ -229,6 +238,8 @@ class NAMMExplorer(param.Parameterized):
         return answer
 
     def saved(self) -> tr.PolicySource | None:
+        """The trained policy θ names, read from its run's folder (ValueError for a broken one); None for "zeros" or
+        "random"."""
         if self.theta in ("zeros", "random"):
             return None
         return tr.load_saved_policy(Path(self.runs_dir) / self.theta)
@@ -257,11 +268,11 @@ class NAMMExplorer(param.Parameterized):
         return Recipe(self.model_name, int(self.n_up), self.policy_source(),
                       f"namm ({theta})" if kind == "namm" else None, make)
 
-    def make_policy(self, config):
+    def make_policy(self, config: PretrainedConfig) -> EvictionPolicy:
         """The chosen policy for a model of this config (a fresh object: its per-sequence state is empty)."""
         return self.recipe().make(config)
 
-    def compute(self, progress=None, recipe: Recipe | None = None) -> tr.Trace:
+    def compute(self, progress: Callable[[int, int], None] | None = None, recipe: Recipe | None = None) -> tr.Trace:
         """Load the model (once per process) and record the prompt's trace by `recipe` (default: the settings
         now); nothing on show changes yet."""
         if not self.prompt.strip():
@@ -282,7 +293,9 @@ class NAMMExplorer(param.Parameterized):
                           head=min(self.head, trace.n_heads - 1), token=min(self.token, trace.n_tokens - 1))
         self.version += 1
 
-    def run(self, progress=None) -> tr.Trace:
+    def run(self, progress: Callable[[int, int], None] | None = None) -> tr.Trace:
+        """Record the prompt's trace by the settings now (compute: progress(tokens done, total)) and put it on show;
+        returns it."""
         recipe = self.recipe()
         trace = self.compute(progress, recipe)
         self.show(trace, recipe)
@@ -296,7 +309,8 @@ class NAMMExplorer(param.Parameterized):
         theta = f"random-s{self.seed}-{self.scale:g}" if self.theta == "random" else self.theta
         return f"namm-{theta}" + ("-strict" if self.strict else "")
 
-    def compute_sweep(self, progress=None, fractions=(0.25, 0.5, 0.75)):
+    def compute_sweep(self, progress: Callable[[int, int], None] | None = None,
+                      fractions: Sequence[float] = (0.25, 0.5, 0.75)) -> pd.DataFrame:
         """Next-token agreement with the full cache vs kept fraction on the trace on show's prompt, model and
         n_up: its policy (NAMM) and the baselines."""
         if self.trace is None or self.ran is None:
@@ -310,7 +324,8 @@ class NAMMExplorer(param.Parameterized):
         return tr.agreement_sweep(model, ids, methods, n_up=ran.n_up,
                                   new_tokens=max(1, min(self.max_new_tokens, 32)), progress=progress)
 
-    def show_sweep(self, rows) -> None:
+    def show_sweep(self, rows: pd.DataFrame) -> None:
+        """Put an agreement sweep (compute_sweep's rows) on show."""
         self.sweep_rows = rows
         self.version += 1
 
@@ -324,6 +339,8 @@ class NAMMExplorer(param.Parameterized):
 
     # ---- summaries ---------------------------------------------------------------------------------------------
     def summary(self) -> str:
+        """The Markdown line about the trace on show: policy, model, prompt and generated tokens, layers × KV heads,
+        n_up, eviction steps, the cache at the end and the answer (before a trace: how to make one)."""
         t = self.trace
         if t is None:
             return "Type a prompt and press **run**."
@@ -348,13 +365,14 @@ class NAMMExplorer(param.Parameterized):
         return token, self.layer, self.head
 
     def step_text(self) -> str:
+        """The step on show, "step i of n: T tokens processed" ("no eviction step yet" without one)."""
         t = self.trace
         if t is None or not t.steps:
             return "no eviction step yet"
         return f"step {self.step + 1} of {len(t.steps)}: {t.steps[self.step]} tokens processed"
 
     # ---- figures -------------------------------------------------------------------------------------------------
-    def figure(self, name: str):
+    def figure(self, name: str) -> Dimensioned:
         """One of VIEWS as a HoloViews object (page and export); a Div saying why when there is nothing."""
         hv = _hv()
         t = self.trace
@@ -655,7 +673,7 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
     return fig
 
 
-def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False):
+def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False) -> pn.template.FastListTemplate:
     """The /namm page: the attention-mask explorer (a policy's kept tokens, scores and spectra on a prompt), with
     the trained NAMM run `run` of the store `runs_dir` as θ when given. standalone: a page of its own."""
     from workbench.dashboards.shell import (

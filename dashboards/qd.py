@@ -30,6 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -39,6 +40,9 @@ import param
 
 from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
 from workbench.runs import RunError, RunStore, effective_status, read_parquet
+
+if TYPE_CHECKING:
+    from holoviews.core.dimension import Dimensioned
 
 VIEWS = {"archives": "Archives", "sampling": "Sampling frequency", "curves": "Coverage · QD score",
          "lineage": "Lineage", "children": "Children", "baselines": "Final vs baselines"}
@@ -358,7 +362,7 @@ class QDModel(param.Parameterized):
     message = param.String(default="", doc="why the chosen source cannot be shown, if it cannot")
     revision = param.Integer(default=0, doc="counts loads: the page rebuilds its views when it changes")
 
-    def __init__(self, autoload: bool = True, **params):
+    def __init__(self, autoload: bool = True, **params: Any):
         """autoload: open `path`, else `run_id`, else the newest run here (the page loads off the event loop
         instead: autoload=False)."""
         wanted_run = params.pop("run_id", None)
@@ -714,7 +718,7 @@ class QDModel(param.Parameterized):
 
     # --- figures ---
 
-    def figure(self, view: str | None = None):
+    def figure(self, view: str | None = None) -> Dimensioned:
         """A view as a HoloViews object at the current generation with the selected model highlighted (the page
         shows it with Bokeh; export writes it)."""
         hv = _hv()
@@ -739,7 +743,7 @@ class QDModel(param.Parameterized):
                 sublabel_format="", backend="matplotlib")
         return baselines_plot(self.baselines(), bool(self.compare))
 
-    def archive_plot(self, task: str, view: str = "archives", thumb: int = THUMB):
+    def archive_plot(self, task: str, view: str = "archives", thumb: int = THUMB) -> Dimensioned:
         """One archive at the current generation: its cells coloured by quality (or by draws), the selected
         model's cell outlined; MAP-Elites: the thumbnails under the cells. The counts written in the cells of the
         sampling view only where a cell is wide enough for them at 7 pt (bins <= LABELLED_BINS: at 15 bins a third
@@ -779,7 +783,7 @@ class QDModel(param.Parameterized):
         self._layers = (key, out)
         return out
 
-    def paper_figure(self, view: str | None = None):
+    def paper_figure(self, view: str | None = None) -> tuple[Dimensioned, dict]:
         """A view as export writes it, with the paper style it is written in: (figure, style for
         figures.save). ValueError, with the page's reason, where the source has nothing under that view."""
         from workbench.figures import PAGE_WIDTH, panel_inches
@@ -817,6 +821,9 @@ class QDModel(param.Parameterized):
         return save(fig, out, style=style, width=width, font=font, rename=rename)
 
     def summary(self) -> str:
+        """The Markdown line about the source on show: a CycleQD run's tasks, sampling, bins, models, generations and
+        status; a MAP-Elites run's substrate, FM, elites and grid; an archive file's kind, tasks and generations
+        (without one: the message)."""
         d = self.data
         if d is None:
             return self.message or "Nothing open."

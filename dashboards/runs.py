@@ -15,6 +15,7 @@ import io
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ class RunsModel(param.Parameterized):
                                         f"every one, the comparison the last {MAX_COMPARED}")
     limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self._rows: list[dict] = []
         self._ticking = False  # tick() sets the comparison from the ticks, not the other way round
@@ -108,6 +109,7 @@ class RunsModel(param.Parameterized):
 
     @property
     def ids(self) -> list[str]:
+        """Every run's id in the store as refresh() last read it, oldest first (no filter applied)."""
         return [r["id"] for r in self._rows]
 
     def count_text(self) -> str:

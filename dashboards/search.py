@@ -17,6 +17,7 @@ import sys
 import threading
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import panel as pn
@@ -292,7 +293,7 @@ class SearchModel(param.Parameterized):
                           doc="start at θ = 0 (the reference) or at the substrate's random initialisation (--init)")
     runs_dir = param.String(default="runs", doc="the run store the search writes to and the page reads")
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any):
         super().__init__(**params)
         self.job = SearchJob(self.runs_dir, total=self.iters)  # the run on show (idle: none yet)
         self.starts = 0  # runs put on show so far (started, resumed or opened): the views clear the one before
@@ -325,6 +326,7 @@ class SearchModel(param.Parameterized):
         return self.kind != "illuminate"
 
     def config(self) -> SearchConfig:
+        """The SearchConfig of the settings (what start() runs); settings a search cannot run are one ValueError."""
         prompts = [p.strip() for p in self.prompt.split(";") if p.strip()]
         # an illumination's K = 1 (its Frames field is hidden): a value left from another kind must not refuse it
         ev = EvalConfig(self.substrate, self.fm, weights=weights_for(self.fm, self.weights or None), steps=self.steps,
@@ -340,15 +342,20 @@ class SearchModel(param.Parameterized):
                             **extra)
 
     # ---- the run on show (its job's fields) ---------------------------------------------------------------------
-    status = property(lambda self: self.job.status)
-    run_id = property(lambda self: self.job.run_id)
-    metrics = property(lambda self: self.job.metrics)
-    best_thumb = property(lambda self: self.job.best_thumb)
-    population = property(lambda self: self.job.population)
-    error = property(lambda self: self.job.error)
-    algorithm_ran = property(lambda self: self.job.algorithm_ran)
-    kind_ran = property(lambda self: self.job.kind_ran)
-    done = property(lambda self: self.job.done)
+    status = property(lambda self: self.job.status,
+                      doc="The run's status: 'idle' before any, else 'running', 'done', 'stopped', 'failed', …")
+    run_id = property(lambda self: self.job.run_id, doc="The run's id (None: no run yet).")
+    metrics = property(lambda self: self.job.metrics, doc="The run's metrics rows, one dict per iteration.")
+    best_thumb = property(lambda self: self.job.best_thumb,
+                          doc="The run's best frame (best.png) as an RGB array; None while it has none.")
+    population = property(lambda self: self.job.population,
+                          doc="The latest evaluated batch's thumbnails in one grid (RGB); None before the first.")
+    error = property(lambda self: self.job.error, doc="Why the run failed ('' unless it did).")
+    algorithm_ran = property(lambda self: self.job.algorithm_ran,
+                             doc="The algorithm the run runs, read from its config (None until known).")
+    kind_ran = property(lambda self: self.job.kind_ran,
+                        doc="The run's search kind: target, openended or illuminate (None until known).")
+    done = property(lambda self: self.job.done, doc="The iterations the run has done, of `total`.")
 
     @property
     def total(self) -> int:
@@ -460,6 +467,7 @@ class SearchModel(param.Parameterized):
         return ALGORITHM_NAMES.get(self.algorithm_ran or "", self.algorithm_ran or "–")
 
     def progress_text(self) -> str:
+        """The run's progress as text: "done / total iterations"."""
         return f"{self.done} / {self.total} iterations"
 
     def stop(self) -> None:
@@ -502,6 +510,7 @@ class SearchModel(param.Parameterized):
         return save(figure, out, width=width, font=font, rename=rename)
 
     def wait(self, timeout: float = 600.0) -> str:
+        """The run's status once its search thread has ended, or after `timeout` seconds (SearchJob.wait)."""
         return self.job.wait(timeout)
 
 

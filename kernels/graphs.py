@@ -29,6 +29,9 @@ class GraphedSteps:
         self.warm = False
 
     def run(self, n: int) -> None:
+        """Run step() n times (none for n ≤ 0). On CUDA the very first step runs eagerly (it compiles the kernels),
+        the rest as replays of graphs of power-of-two step counts, largest first, each captured at first use; a
+        plain loop off CUDA, with WORKBENCH_CUDA_GRAPHS=0, or once a capture failed."""
         if n <= 0:
             return
         if not self.enabled:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import inspect
 import numbers
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from workbench.simulations.base import DeviceParams, State, Substrate
 from workbench.simulations.boids import Boids
@@ -28,6 +29,9 @@ from workbench.simulations.plenia import ParticleLenia
 from workbench.simulations.plife import ParticleLife
 from workbench.simulations.plife_plus import ParticleLifePlus
 from workbench.simulations.rollout import rollout, sample_indices
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SUBSTRATES: dict[str, type[Substrate]] = {
     "lenia": Lenia, "boids": Boids, "plife": ParticleLife,  # the first three (asal.md)
@@ -72,7 +76,7 @@ def check_substrate(name: str, **overrides: Any) -> None:
             raise ValueError(f"{name}: {key} must be a number, got {value!r}")
 
 
-def random_init_of(substrate: Substrate | str):
+def random_init_of(substrate: Substrate | str) -> Callable[..., np.ndarray] | None:
     """What draws a substrate's random initialisation θ, called (rng, population=None) -> θ: the networks' flax
     initialisation (NCA, discrete NCA, Particle Life+), else its random_theta (Particle Lenia: N(0, I); Game of Life:
     a uniform rule); None when it has neither. A substrate (bound) or a name (unbound: for whether it has one)."""

@@ -37,6 +37,7 @@ class State:
 
     @property
     def population(self) -> int:
+        """P, the simulations the state holds (the length of its arrays' leading axis)."""
         return next(iter(self.arrays.values())).shape[0]
 
 

@@ -44,11 +44,11 @@ class DiscreteNCA(GridSubstrate):
         self.state_dtypes = {"state": torch.int32}
         self._palette = torch.tensor(PALETTE, dtype=torch.float32, device=self.device)
 
-    def state_range(self):
+    def state_range(self) -> tuple[float, float]:
         """The cell values' range: the states 0 … N_STATES − 1."""
         return 0, N_STATES - 1
 
-    def noise_shape(self):
+    def noise_shape(self) -> tuple[int, ...]:
         """One step's Gumbel noise for one simulation: (grid, grid, 1, N_STATES)."""
         return (self.grid, self.grid, 1, N_STATES)
 

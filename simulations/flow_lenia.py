@@ -54,6 +54,8 @@ class FlowLenia(Deterministic, Lenia):
         return {"world": self.world_from_cells(params["cells"])}  # frame 0 is the world itself
 
     def bytes_per_simulation(self) -> int:
+        """Working memory one simulation of a step needs on the device: 4·(5·K + 6·C)·grid² bytes, five float32
+        grids per kernel and six per channel (an estimate)."""
         H = W = self.grid
         return 4 * (self.n_kernels * H * W * 5 + self.channels * H * W * 6)
 

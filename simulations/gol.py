@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -187,7 +188,7 @@ class GameOfLife(GridSubstrate):
                              f"(Conway's B3/S23 is {CONWAY})")
         return rules.astype(np.int64)
 
-    def decode(self, theta) -> dict[str, np.ndarray]:
+    def decode(self, theta: Any) -> dict[str, np.ndarray]:
         """θ = [rule] (1,) or (P, 1) -> {"rule": int64 () or (P,)}."""
         theta = np.asarray(theta)
         if theta.ndim not in (1, 2) or theta.shape[-1] != 1:

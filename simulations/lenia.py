@@ -6,6 +6,7 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ class Lenia(Substrate):
         return {"m": dyn[:, :k], "s": dyn[:, k:2 * k], "h": dyn[:, 2 * k:],
                 "cells": cells.reshape(-1, self.cells, self.cells, self.channels)}
 
-    def theta_with(self, theta, name: str, value) -> np.ndarray:
+    def theta_with(self, theta: Any, name: str, value: Any) -> np.ndarray:
         """θ giving m, s, h or cells the numbers `value` (Substrate.theta_with). θ moves each of m, s, h within
         sigmoid(logit(the pattern's value) ± 1) (its clip to ±1): a number outside that reach is refused with it;
         cells take any number in (0, 1)."""
@@ -146,6 +147,8 @@ class Lenia(Substrate):
         return theta
 
     def world_from_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """The (P, grid, grid, channels) float32 world on the substrate's device: the pattern's cells (P, cells, cells,
+        channels) at its centre, zeros elsewhere."""
         P = cells.shape[0]
         world = torch.zeros(P, self.grid, self.grid, self.channels, device=self.device)
         o = (self.grid - self.cells) // 2
@@ -160,6 +163,8 @@ class Lenia(Substrate):
         return self._step(arrays, params, 1)  # the reference's init performs one step
 
     def bytes_per_simulation(self) -> int:
+        """Working memory one simulation of a step needs on the device: the Triton step's buffers, the inverse FFT's
+        copy of the products and cuFFT's work area (workbench.kernels.triton_lenia.bytes_per_simulation)."""
         from workbench.kernels.triton_lenia import bytes_per_simulation
 
         return bytes_per_simulation(self.n_kernels, self.grid, self.grid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class ParticleLife(Substrate):
         alpha = 3.0 / (1.0 + np.exp(-theta[:, N_COLOURS:])) - 1.5
         return {"alpha": alpha.reshape(-1, N_COLOURS, N_COLOURS), "beta": beta}
 
-    def theta_with(self, theta, name: str, value) -> np.ndarray:
+    def theta_with(self, theta: Any, name: str, value: Any) -> np.ndarray:
         """θ giving α or β the numbers `value` (Substrate.theta_with): β in (0, 1) (θ = logit β), α in (−1.5, 1.5)
         (θ = logit((α + 1.5) / 3)); a number outside is refused with its range."""
         theta, old, value = self._edit_checked(theta, name, value)
@@ -79,6 +80,8 @@ class ParticleLife(Substrate):
                 "c": torch.as_tensor(np.stack(cs), dtype=torch.int32, device=self.device)}
 
     def bytes_per_simulation(self) -> int:
+        """Working memory one simulation of a step needs on the device: the Triton step's per-particle buffers and
+        its grid's cell table (workbench.kernels.triton_plife.bytes_per_simulation)."""
         from workbench.kernels.triton_plife import bytes_per_simulation
 
         return bytes_per_simulation(self.N, self.grid ** 2)

@@ -393,6 +393,7 @@ def test_library_takes_one_string_as_one_name_not_one_per_letter():
     assert cfg.prompts == ["a flock"] and cfg.eval.frames == 1
     assert ZooConfig(tasks="add").tasks == ("add",)
     assert check_tasks("sort") == ["sort"]
+    assert check_tasks(t for t in ("add", "sort")) == ["add", "sort"]  # a generator, read once
     # and one number as one number of shots
     from workbench.experts.adapt import AdaptConfig
     from workbench.namm.bench import BenchConfig, check_config

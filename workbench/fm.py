@@ -68,7 +68,7 @@ class FoundationModel:
 
     # --- public -----------------------------------------------------------------------------
 
-    def embed_images(self, frames, use_cache: bool = True) -> np.ndarray:
+    def embed_images(self, frames: np.ndarray | torch.Tensor, use_cache: bool = True) -> np.ndarray:
         """(N, H, W, 3) uint8 or float in [0, 1] (or one (H, W, 3) frame) -> (N, D) float32 unit rows.
 
         Frames may be a NumPy array or a torch tensor on any device (tensors are never cached: hashing

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,8 @@ from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas as pd
+    import pyarrow as pa
 
 FORMAT = 1
 CHECKPOINT_FORMAT = 1
@@ -549,7 +551,7 @@ class Run:
             path.unlink(missing_ok=True)
         return text
 
-    def update(self, **fields) -> dict:
+    def update(self, **fields: Any) -> dict:
         """Set `fields` in run.json (and its `updated` time), rewritten atomically; run.json as now written."""
         info = self.info
         info.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -768,7 +770,7 @@ class Run:
         table = pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.Table.from_pydict(rows)
         atomic_write(self.path / f"{name}.parquet", lambda p: pq.write_table(table, p))
 
-    def read_table(self, name: str):
+    def read_table(self, name: str) -> pa.Table:
         """The run's table `name` (NAME.parquet) as a pyarrow Table; a missing or damaged file is one RunError
         naming it (pages and commands show it as their message)."""
         path = self.path / f"{name}.parquet"
@@ -780,7 +782,7 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
             raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
-    def table_frame(self, name: str):
+    def table_frame(self, name: str) -> tuple[pd.DataFrame, str | None]:
         """The run's table `name` as a pandas DataFrame (empty where it has none yet), and None; a damaged file:
         an empty one and why, so that a page shows the run's other files and says what it could not read (it
         failed to build)."""
@@ -1046,7 +1048,7 @@ class RunStore:
         self._sweep_removals()
         return run.id
 
-    def removable(self, run_ids) -> list[Run]:
+    def removable(self, run_ids: Iterable[str | Run | os.PathLike]) -> list[Run]:
         """The runs `run_ids` name (ids, unique prefixes, Runs), each checked as remove checks it
         (check_removable): one refusal refuses them all, before any goes."""
         runs = [Run(self.root / self.resolve(i)) for i in run_ids]

@@ -59,7 +59,7 @@ from workbench.runs import (
     releases_claims,
     setting_up,
 )
-from workbench.simulations import SUBSTRATES, random_init_of
+from workbench.simulations import SUBSTRATES, Substrate, random_init_of
 
 if TYPE_CHECKING:
     import distributed
@@ -388,7 +388,7 @@ def make_search(cfg: SearchConfig, n_params: int,
                            seed=cfg.seed, x0=x0, fit=cfg.descriptor_fit)
 
 
-def start_theta(cfg: SearchConfig, sub) -> np.ndarray | None:
+def start_theta(cfg: SearchConfig, sub: Substrate) -> np.ndarray | None:
     """The θ a new search starts from: None for θ = 0; with init "random", one draw of the substrate's random
     initialisation from its own stream of --seed (the search's generators are seeded by --seed itself)."""
     if cfg.init == "zero" or cfg.algorithm == "rule-ga":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,7 +178,7 @@ def check_chunk_memory(cfg: EvalConfig, simulations: int, free: int) -> None:
                int(0.8 * free / per_sim), free)
 
 
-def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds, thumb: int = 64,
+def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: int | Sequence[int] | np.ndarray, thumb: int = 64,
                    timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of the first seed as uint8 thumbnails.
 

@@ -16,6 +16,8 @@ as JSON + npz (no pickle); `pickle` still works on the objects too (checkpoints 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from workbench.asal.scores import gram, illumination
@@ -28,6 +30,9 @@ from workbench.checkpoint import (
     rng_from_state,
     rng_state,
 )
+
+if TYPE_CHECKING:
+    from ribs.archives import GridArchive
 
 
 def _check(n_params: int, sigma: float, seed: int, **least: tuple[object, int]) -> None:
@@ -327,7 +332,7 @@ class MapElitesSearch:
         self.centre: np.ndarray | None = None
 
     @property
-    def archive(self):
+    def archive(self) -> GridArchive | None:
         """The pyribs GridArchive of elites, None until the first tell (its embeddings set the descriptor space)
         builds it."""
         return None if self.scheduler is None else self.scheduler.archive

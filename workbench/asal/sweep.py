@@ -204,7 +204,25 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
               should_stop: Callable[[], bool] | None = None, device: str | None = None,
               command: str | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
     """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring).
-    client: a Dask client to roll out and embed each batch's rules on (the same results as without)."""
+
+    Args:
+        cfg: the sweep (SweepConfig). None with `resume`; given with it, it must equal the run's config (its
+            eval.device aside), else one error naming the differing flags.
+        store: the RunStore, or its folder, the run is written to.
+        resume: a sweep run's id (or a unique prefix of one) to continue from its last checkpoint (a finished
+            run is returned as it is).
+        client: a Dask client to roll out and embed each batch's rules on (the same results as without).
+        on_iteration: on_iteration(done, total, row) after each batch's checkpoint; row: iteration, seconds,
+            rules (in the batch), mean_loss (the batch's mean L_OE), best_loss and best_rule (the lowest L_OE so
+            far and its rule).
+        should_stop: asked before each batch; True leaves the run 'stopped', resumable.
+        device: where simulations and the FM run (replaces cfg.eval.device, also on resume; None: as configured).
+        command: the command line, recorded in run.json (the CLI passes its own).
+        on_start: on_start(run) once the run is set up (new or resumed), before the first batch.
+    Returns:
+        The Run: 'done', with ranking.parquet, z_final.npy and best.npy / best.png / best.mp4, or 'stopped'
+        where should_stop() ended it.
+    """
     store = RunStore.of(store)
     if resume is not None:
         run = store.open(resume)

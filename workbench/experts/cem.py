@@ -20,9 +20,14 @@ The random draws come from one seeded NumPy generator, written out by state_dict
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from workbench.checkpoint import checkpointable, rng_from_state, rng_state
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @checkpointable("experts.CEM")
@@ -89,7 +94,7 @@ class CEM:
         draws = self.rng.standard_normal((self.pop - 1, self.dim)) * self.std + self.mean
         return np.concatenate([self.best[None], np.clip(draws, self.lo, self.hi)])
 
-    def tell(self, samples, perf, tie_break=None) -> np.ndarray:
+    def tell(self, samples: ArrayLike, perf: ArrayLike, tie_break: ArrayLike | None = None) -> np.ndarray:
         """Update from an evaluated population (any (n, D) samples, n·elite_ratio ≥ 2; ask is optional) and
         return its best member (a copy), which the caller should apply. perf: (n,) higher is better (few-shot
         accuracy); tie_break: (n,) breaks ties in perf, higher wins (mean log-likelihood of the correct shots)."""

@@ -22,8 +22,12 @@ import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.atomic import replace_dir, staging_dir
+
+if TYPE_CHECKING:
+    import torch
 
 GENERALIST_FILE = "generalist.json"
 
@@ -49,7 +53,8 @@ def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float,
 
 
 def build_generalist(zoo: str | Path, out: str | Path, *, steps: int = 300, lr: float = 3e-3, seed: int = 0,
-                     classify: bool = True, device=None, progress: Callable[[int], None] | None = None,
+                     classify: bool = True, device: str | torch.device | None = None,
+                     progress: Callable[[int], None] | None = None,
                      eval_n: int = 128, replace: bool = False) -> Path:
     """Fine-tune the zoo's base on every zoo task (and "classify") for `steps` steps; write the model folder (a
     generalist there already only with `replace`: check_generalist).

@@ -25,17 +25,22 @@ import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
 from workbench.experts.model import svf_matrix_names, weights_key
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 class LoRAModel:
     """A causal LM with peft LoRA adapters on its MLP matrices, driven by explicit parameter dicts (module doc)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer=None, *, rank: int = 4, alpha: float | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, *, rank: int = 4,
+                 alpha: float | None = None):
         from peft import LoraConfig, get_peft_model
 
         if int(rank) < 1:
@@ -74,6 +79,7 @@ class LoRAModel:
 
     @property
     def device(self) -> torch.device:
+        """The device the LoRA weights are on (where init_params puts fresh ones)."""
         return self._params[self.names[0]].device
 
     @property
@@ -81,7 +87,7 @@ class LoRAModel:
         """Trainable numbers: Σ r·(in + out) over the adapted matrices."""
         return sum(math.prod(s) for s in self.shapes.values())
 
-    def init_params(self, seed: int, *_unused) -> dict[str, torch.Tensor]:
+    def init_params(self, seed: int, *_unused: float) -> dict[str, torch.Tensor]:
         """Fresh LoRA weights: A ~ U(−1/√in, 1/√in) from a CPU generator seeded with `seed`, B = 0."""
         gen = torch.Generator().manual_seed(int(seed))
         out = {}
@@ -129,7 +135,7 @@ class LoRAModel:
             self._params[n].zero_()
         self.applied = "base"
 
-    def forward(self, params: Mapping[str, torch.Tensor], *args, **kwargs):
+    def forward(self, params: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """model(*args, **kwargs) with the LoRA weights `params` (differentiable: gradients reach them)."""
         from torch.func import functional_call
 

@@ -21,9 +21,13 @@ takes it out again.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 RAW, SIGMOID = "raw", "sigmoid"
 VARIANTS = (RAW, SIGMOID)
@@ -51,8 +55,8 @@ def check_alpha(alpha, flag: str = "--alpha") -> np.ndarray:
     return a
 
 
-def mix_params(params: Sequence[Mapping[str, torch.Tensor]], alpha, keys: Sequence[str], normalize: bool = False,
-               *, variant: str = RAW, max_mult: float = 1.0) -> dict[str, torch.Tensor]:
+def mix_params(params: Sequence[Mapping[str, torch.Tensor]], alpha: torch.Tensor | ArrayLike, keys: Sequence[str],
+               normalize: bool = False, *, variant: str = RAW, max_mult: float = 1.0) -> dict[str, torch.Tensor]:
     """z′ for every name in `keys`: Σ_k α_{k,m}·p_{k,m} (variant "raw", default) or Σ_k α_{k,m}·sigmoid(p_{k,m})·
     max_mult (variant "sigmoid").
 

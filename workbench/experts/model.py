@@ -28,12 +28,17 @@ import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from workbench.experts.mixing import RAW, DegenerateMixtureError, mix_params
 from workbench.experts.svf import INIT_NOISE, INIT_VALUE, init_params, svf_compose, svf_decompose, z_from_params
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from transformers import PreTrainedTokenizerBase
 
 CACHE_FORMAT = "workbench-svf/1"
 EXPERT_FORMAT = "workbench-svf-expert/1"
@@ -100,8 +105,9 @@ def _write_cache(path: Path, factors: dict) -> None:
 class SVFModel:
     """A causal LM plus the SVD factors of its MLP matrices; applies SVF experts and mixtures (see module doc)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer=None, *, max_mult: float = 1.0, rescale: bool = True,
-                 cache: bool = True, cache_dir: str | Path | None = None):
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, *,
+                 max_mult: float = 1.0, rescale: bool = True, cache: bool = True,
+                 cache_dir: str | Path | None = None):
         """model: any torch module with named parameters (a Hugging Face causal LM); tokenizer: kept for the
         trainers (optional). max_mult: z = sigmoid(p)·max_mult for single experts (1, the reference's).
         rescale: False selects the unscaled variant of W′ (the reference always rescales). cache: read and
@@ -136,7 +142,7 @@ class SVFModel:
 
     @classmethod
     def load(cls, name_or_path: str, *, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-             **kwargs) -> SVFModel:
+             **kwargs: Any) -> SVFModel:
         """An SVFModel around `workbench.lm.models.load_model(name_or_path)` ('smollm2', a .gguf file, a model
         folder such as a zoo's), with its tokenizer."""
         from workbench.lm.models import load_model
@@ -196,7 +202,8 @@ class SVFModel:
         """A single expert's z: sigmoid(p)·max_mult per matrix (differentiable in p)."""
         return {name: z_from_params(p, self.max_mult) for name, p in self.check(params).items()}
 
-    def mixture_z(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha, normalize: bool = False,
+    def mixture_z(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha: torch.Tensor | ArrayLike,
+                  normalize: bool = False,
                   variant: str = RAW) -> dict[str, torch.Tensor]:
         """z′ of a mixture of experts (mix_params over this model's matrices). experts: K experts' raw
         parameters p (matrix name -> vector); alpha: (K, M) with a column per matrix in self.names, or (K, 1) / (K,),
@@ -235,7 +242,8 @@ class SVFModel:
         else:
             self.apply_z(self.z_of(expert), _what="expert")
 
-    def apply_mixture(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha, normalize: bool = False,
+    def apply_mixture(self, experts: Sequence[Mapping[str, torch.Tensor]], alpha: torch.Tensor | ArrayLike,
+                      normalize: bool = False,
                       variant: str = RAW) -> None:
         """Swap in a mixture: z′ = Σ_k α_k·p_k (variant "raw", the reference's: no sigmoid) or Σ_k α_k·sigmoid(p_k)
         (variant "sigmoid"), composed once; experts, alpha, normalize and variant as mixture_z takes them."""
@@ -250,7 +258,7 @@ class SVFModel:
 
     # --- training: the forward through W′(z(p)) -------------------------------------------------------------
 
-    def forward_z(self, z: Mapping[str, torch.Tensor], *args, **kwargs):
+    def forward_z(self, z: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """model(*args, **kwargs) with every adapted matrix replaced by W′(z), built with autograd, so gradients
         reach z (and whatever z came from). The modules' own weights are neither used nor changed."""
         from torch.func import functional_call
@@ -258,7 +266,7 @@ class SVFModel:
         overrides = {name: W.to(self._base[name].dtype) for name, W in self.compose(z).items()}
         return functional_call(self.model, overrides, args, kwargs, strict=False)
 
-    def forward(self, params: Mapping[str, torch.Tensor], *args, **kwargs):
+    def forward(self, params: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
         """The differentiable forward of a single expert (z = sigmoid(p)·max_mult): gradients reach p."""
         return self.forward_z(self.z_of(params), *args, **kwargs)
 

@@ -15,7 +15,12 @@ does the same for callers that keep real ids everywhere; the two combine.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 def _valid(token_ids: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -67,8 +72,9 @@ def kl_ref(logits: torch.Tensor, ref_logits: torch.Tensor, valid: torch.Tensor) 
     return (per_token * valid).sum(-1)
 
 
-def reinforce_loss(logits: torch.Tensor, token_ids: torch.Tensor, rewards, ref_logits: torch.Tensor | None = None,
-                   kl_coeff: float = 0.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+def reinforce_loss(logits: torch.Tensor, token_ids: torch.Tensor, rewards: torch.Tensor | ArrayLike,
+                   ref_logits: torch.Tensor | None = None, kl_coeff: float = 0.0,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
     """The scalar REINFORCE loss (1/B)·Σ_j[−r_j·log π(y_j|x_j) + kl_coeff·KL_j] (see the module docstring).
 
     logits (B, T, V) of the policy, differentiable; token_ids (B, T), negative = ignored; rewards (B,) finite

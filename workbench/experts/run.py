@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.checks import (
     absolute_paths,
@@ -55,6 +56,9 @@ from workbench.runs import (
     write_json,
 )
 from workbench.threads import torch_threads
+
+if TYPE_CHECKING:
+    from workbench.experts.train import TrainConfig
 
 KIND = "experts"
 #: why a run's --iters cannot change on a resume (runs.check_resume's fixed): its last step is validated, and the
@@ -141,7 +145,7 @@ class ExpertRunConfig:
         """The config as a plain dict (asdict), as run.json stores it."""
         return asdict(self)
 
-    def train_config(self):
+    def train_config(self) -> TrainConfig:
         """The TrainConfig of the run's training steps (lr, KL coefficient, batches, validation, prompt format)."""
         from workbench.experts.train import TrainConfig
 

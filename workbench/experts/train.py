@@ -41,6 +41,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ from workbench.experts.model import SVFModel
 from workbench.experts.reinforce import kl_ref, mean_token_logprobs, reinforce_loss, sequence_logprobs
 from workbench.experts.svf import INIT_NOISE, INIT_VALUE
 from workbench.lm.chat_tasks import CHAT_INSTRUCTIONS, LARGER
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: A reward function: (examples (prompt, answer), generated texts) -> one finite reward per example.
 Reward = Callable[[list[tuple[str, str]], list[str]], Sequence[float]]
@@ -145,7 +149,7 @@ INSTRUCTIONS.update(CHAT_INSTRUCTIONS)  # the chat-only tasks (workbench.lm.chat
 CHAT_SHOTS = 3  # demonstrations in the chat format (fixed per task, from its training half)
 
 
-def format_prompt(tokenizer, task: str, prompt: str, prompt_format: str = "plain") -> str:
+def format_prompt(tokenizer: PreTrainedTokenizerBase, task: str, prompt: str, prompt_format: str = "plain") -> str:
     """The text a model sees for a task prompt: the prompt itself ("plain", the zoo's format), or for chat models
     ("chat") the tokenizer's chat template around a one-line instruction (system turn), CHAT_SHOTS demonstrations
     (user: prompt, assistant: answer; fixed per task, from the training half) and the prompt, ready for the
@@ -192,6 +196,7 @@ class Rollouts:
 
     @property
     def accuracy(self) -> float:
+        """The fraction answered correctly (exact match); 0.0 for no rollouts."""
         return sum(self.correct) / max(len(self.correct), 1)
 
 
@@ -199,8 +204,8 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def rollout(model, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64,
-            count_stop: bool = False) -> Rollouts:
+def rollout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[tuple[str, str]],
+            max_new_tokens: int, batch_size: int = 64, count_stop: bool = False) -> Rollouts:
     """Greedy answers of `model` (as its weights are now) to (prompt, answer) examples, scored by exact match.
 
     The token ids kept for log π: by default the reference's, prompt + the answer's TEXT tokenised again, split at
@@ -243,7 +248,7 @@ def teacher_batch(prompts: list[list[int]], outputs: list[list[int]], pad_id: in
 
 
 @torch.no_grad()
-def score_shots(svf: SVFModel, tokenizer, examples: list[tuple[str, str]], max_new_tokens: int,
+def score_shots(svf: SVFModel, tokenizer: PreTrainedTokenizerBase, examples: list[tuple[str, str]], max_new_tokens: int,
                 batch_size: int = 64, count_stop: bool = False) -> tuple[float, float]:
     """(exact-match accuracy, tie-break) of the weights now in `svf.model` on few-shot examples: the CEM
     fitness. tie-break = the mean over the correctly answered shots of each answer's mean token
@@ -298,8 +303,8 @@ class ExpertTrainer:
     svf: an SVFModel (or a LoRAModel: the same interface); task: one of TASKS or "classify"; reward: optional
     reward function (default exact match, +1 / −1)."""
 
-    def __init__(self, svf: SVFModel, task: str, seed: int = 0, *, tokenizer=None, config: TrainConfig | None = None,
-                 reward: Reward | None = None):
+    def __init__(self, svf: SVFModel, task: str, seed: int = 0, *, tokenizer: PreTrainedTokenizerBase | None = None,
+                 config: TrainConfig | None = None, reward: Reward | None = None):
         from workbench.lm.tasks import draw, get_task
 
         self.svf, self.task, self.seed = svf, check_expert_task(task), int(seed)
@@ -460,7 +465,8 @@ class ExpertTrainer:
                 "history": [dict(r) for r in self.history]}
 
     @classmethod
-    def from_state(cls, state: dict, svf: SVFModel, *, tokenizer=None, reward: Reward | None = None) -> ExpertTrainer:
+    def from_state(cls, state: dict, svf: SVFModel, *, tokenizer: PreTrainedTokenizerBase | None = None,
+                   reward: Reward | None = None) -> ExpertTrainer:
         """The trainer `state_dict` described, on `svf` (which must wrap the same weights)."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not an ExpertTrainer state (format {STATE_FORMAT!r} expected)")

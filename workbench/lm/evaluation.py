@@ -20,11 +20,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.kernels.device import resolve_device
 from workbench.lm.tasks import get_task, heldout
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def model_device(model) -> torch.device:
@@ -41,7 +45,8 @@ def exact_match(outputs: list[str], answers: list[str]) -> float:
 
 
 @torch.inference_mode()
-def greedy(model, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int, eos_id: int) -> list[list[int]]:
+def greedy(model: PreTrainedModel, prompts: list[list[int]], max_new_tokens: int, *, pad_id: int,
+           eos_id: int) -> list[list[int]]:
     """Greedy continuations of token-id prompts (each stops at eos, which is not returned). One left-padded
     batch: positions count real tokens only, so a padded prompt sees the same positions as an unpadded one.
 
@@ -94,7 +99,8 @@ def _encode(tokenizer, prompt: str) -> list[int]:
 class HeldoutSets:
     """The tokenised held-out sets of some tasks, sorted by prompt length so batches carry little padding."""
 
-    def __init__(self, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: Iterable[str], *, n: int = 128, seed: int = 0,
+                 batch_size: int = 64):
         from workbench.checks import count
 
         n = count(n, "n (held-out prompts per task)")
@@ -107,7 +113,8 @@ class HeldoutSets:
             examples = sorted(heldout(name, n, seed), key=lambda ex: len(ex[0]))
             self.items[name] = ([_encode(tokenizer, p) for p, _ in examples], [a for _, a in examples])
 
-    def score(self, model, method: str = "greedy", progress: Callable[[int], None] | None = None) -> dict[str, float]:
+    def score(self, model: PreTrainedModel, method: str = "greedy",
+              progress: Callable[[int], None] | None = None) -> dict[str, float]:
         """Accuracy per task of `model`, on the device its weights are on. progress(k), if given, is called as each
         batch of k prompts is scored (greedy) or each task's (forced)."""
         check_method(method)
@@ -155,7 +162,7 @@ class HeldoutSets:
         return acc
 
 
-def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: int,
+def test_sets(tokenizer: PreTrainedTokenizerBase, tasks: Iterable[str], n_test: int, n_eval: int, seed: int,
               batch_size: int = 128) -> HeldoutSets:
     """The test prompts of a run that validated on heldout(task, n_eval, seed): n_test per task from held-out
     stream seed + 1, the validation prompts left out (drawn until n_test remain; fewer only if the task's held-out
@@ -179,8 +186,8 @@ def test_sets(tokenizer, tasks: Iterable[str], n_test: int, n_eval: int, seed: i
 test_sets.__test__ = False  # a library function: pytest, finding it imported in a test module, would collect it
 
 
-def evaluate(model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0, batch_size: int = 64,
-             method: str = "greedy", device: str | torch.device | None = None,
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Iterable[str], *, n: int = 128,
+             seed: int = 0, batch_size: int = 64, method: str = "greedy", device: str | torch.device | None = None,
              progress: Callable[[int], None] | None = None) -> dict[str, float]:
     """Exact-match accuracy per task on the held-out sets (n prompts per task, eval seed stream `seed`).
     The model is moved to `device` (in place, as Module.to does; default: resolve_device(None)). progress(k): see
@@ -213,8 +220,9 @@ class StateDictEvaluator:
     Default method "forced" (one forward pass per task; exact for the zoo's char-level tokenizer). The model
     is moved to `device` (default: resolve_device(None)); state dicts may live anywhere (load_state_dict copies)."""
 
-    def __init__(self, model, tokenizer, tasks: Iterable[str], *, n: int = 128, seed: int = 0,
-                 batch_size: int = 128, method: str = "forced", device: str | torch.device | None = None):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tasks: Iterable[str], *,
+                 n: int = 128, seed: int = 0, batch_size: int = 128, method: str = "forced",
+                 device: str | torch.device | None = None):
         check_method(method)
         self.sets = HeldoutSets(tokenizer, tasks, n=n, seed=seed, batch_size=batch_size)
         self.model, self.method = model.to(resolve_device(device)).eval(), method

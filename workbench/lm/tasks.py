@@ -40,12 +40,16 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench.lm.chat_tasks import LARGER, LARGER_BUDGET, sample_larger
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 DIGITS = "0123456789"
@@ -165,12 +169,12 @@ EXTRA_TASKS[LARGER] = Task(LARGER, sample_larger, LARGER_BUDGET)
 _IDS = {name: i for i, name in enumerate({**PRETRAIN_TASKS, **EXTRA_TASKS})}  # appended: old ids unchanged
 
 
-def check_tasks(names, extra: tuple[str, ...] = (), flag: str | None = None) -> list[str]:
+def check_tasks(names: str | Iterable[str], extra: tuple[str, ...] = (), flag: str | None = None) -> list[str]:
     """The names as a list, each one of the evaluated TASKS (or of `extra`, e.g. the chat tasks), else one error
     listing them (after `flag`, the CLI's option, where given)."""
     allowed = (*TASKS, *extra)
-    if isinstance(names, str):  # one name, not one task per letter
-        names = [names]
+    # one name, not one task per letter; a generator read once, not emptied by the check
+    names = [names] if isinstance(names, str) else list(names)
     unknown = [t for t in names if t not in allowed]
     if unknown:
         raise ValueError(f"{f'{flag}: ' if flag else ''}unknown task{'s' if len(unknown) > 1 else ''} "
@@ -227,7 +231,7 @@ def heldout(task: str, n: int = 128, seed: int = 0) -> list[tuple[str, str]]:
     return draw(task, n, stream(seed, task, "eval"), "eval")
 
 
-def make_tokenizer():
+def make_tokenizer() -> PreTrainedTokenizerFast:
     """A deterministic char-level PreTrainedTokenizerFast (WordLevel over CHARS, one token per character),
     bos/eos/pad set; save_pretrained + AutoTokenizer.from_pretrained round-trips it."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors

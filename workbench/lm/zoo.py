@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ from workbench.atomic import replace_dir, staging_dir
 from workbench.checks import check_writable, file_above
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ZOO_FILE = "zoo.json"
 # Expert budgets that differ from the default (expert_steps, expert_lr), measured on the default build:
@@ -131,7 +135,7 @@ class ZooConfig:
             self.device = str(self.device)  # a torch.device given here is kept as its name
 
     @classmethod
-    def quick(cls, **kw) -> ZooConfig:
+    def quick(cls, **kw: Any) -> ZooConfig:
         """A seconds-long build for tests and smoke runs (weak experts)."""
         small = dict(hidden=32, layers=2, heads=2, intermediate=64, base_steps=20, expert_steps=10, eval_n=16,
                      expert_budget={}, quick_build=True)
@@ -181,7 +185,7 @@ class Zoo:
 
         return load_file(self.paths[self._check(name)] / "model.safetensors")
 
-    def model(self, name: str, device: str | torch.device | None = None):
+    def model(self, name: str, device: str | torch.device | None = None) -> PreTrainedModel:
         """The model in eval mode on `device` (default: resolve_device(None))."""
         from transformers import AutoModelForCausalLM
 
@@ -192,7 +196,7 @@ class Zoo:
             model = AutoModelForCausalLM.from_pretrained(self.paths[self._check(name)], dtype=torch.float32)
         return model.to(dev).eval()
 
-    def tokenizer(self):
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         """The base model's tokenizer (AutoTokenizer, as saved in its folder: the zoo's character-level one, with
         its pad token and left padding, as batched generation wants)."""
         from transformers import AutoTokenizer

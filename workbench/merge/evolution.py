@@ -248,12 +248,29 @@ def _context(cfg_items: tuple) -> Context:
 
 
 def context(cfg: EvolveConfig) -> Context:
-    """The evaluation Context of cfg: the models, tokenizer and evaluators, built once per process and config."""
+    """The evaluation Context of cfg: the models, tokenizer and evaluators, built once per process and config (the
+    two configs used last are kept).
+
+    Args:
+        cfg: the evolution's config; every field counts (another device or iters builds another Context).
+    Returns:
+        The Context: device (this process's, resolved from cfg.device), models (name -> model in eval mode on it:
+        the base first for the parameter-space methods, then cfg.models), tokenizer (the first model's), layers
+        (cfg.models[0]'s decoder layers), state_dicts (their weights, detached), genome and cfg.
+    """
     return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
 
 
 def evaluate_genomes(cfg: EvolveConfig, xs: np.ndarray) -> np.ndarray:
-    """Validation accuracies (P, K) of genomes xs (runs locally or as a Dask task)."""
+    """Validation accuracies (P, K) of genomes xs (runs locally or as a Dask task).
+
+    Args:
+        cfg: the evolution's config: the models merged, the tasks and the validation prompts (n_eval per task,
+            held-out stream cfg.seed).
+        xs: (P, G) genomes, one a row (G = the genome's size: cfg.genome(layers).size).
+    Returns:
+        float64 (P, K) accuracies in [0, 1], column k for cfg.tasks[k].
+    """
     ctx = context(cfg)
     out = []
     for x in xs:

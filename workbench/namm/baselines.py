@@ -42,7 +42,7 @@ class RecentWindow(EvictionPolicy):
 
     name = "recent"
 
-    def __init__(self, window: int, sinks: int = 0, **shape):
+    def __init__(self, window: int, sinks: int = 0, **shape: int | None):
         self.window, self.sinks = _budget(window, "window"), _budget(sinks, "sinks", 0)
         super().__init__(**shape)
 
@@ -65,7 +65,7 @@ class H2O(EvictionPolicy):
 
     name = "h2o"
 
-    def __init__(self, heavy: int, recent: int, **shape):
+    def __init__(self, heavy: int, recent: int, **shape: int | None):
         self.heavy, self.recent = _budget(heavy, "heavy", 0), _budget(recent, "recent")
         super().__init__(**shape)
 

@@ -288,7 +288,20 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
 
 
 def bench_namm(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> dict:
-    """The whole benchmark (module doc)."""
+    """The whole benchmark (module doc), on the CPU. check_config runs first: one ValueError for a bad setting
+    before the model loads (it also sets cfg's tasks, presses, sections and n_up in place).
+
+    Args:
+        cfg: the benchmark's settings (BenchConfig).
+        log: log(line) is told a line per scored method and task and the speed and cma results as they come;
+            None: silent.
+    Returns:
+        The JSON-able dict the module doc describes: config (cfg as a dict), policy (the saved policy's run,
+        generation, variant, max_kept, tasks, cma and pop; without one {"random_theta_seed": seed}) and python
+        (its version), then per section asked: "scores" → rows, budgets (with a policy, NAMM's own kept fraction
+        added), presses, summary; "speed" → prefill and decode tokens/s and the kept fraction per cache, and NAMM's
+        overhead ratios; "cma" → seconds per generation, per candidate and per optimiser update.
+    """
     saved = check_config(cfg)
     from workbench.namm.models import load_eager_model
     from workbench.namm.policy import NAMMPolicy

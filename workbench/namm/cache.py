@@ -23,14 +23,19 @@ masked, and so do the fill slots of the "strict per head" variant.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from workbench.namm.features import HOP
 from workbench.namm.policy import EvictionPolicy, Selection
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 RECORDS = ("none", "selection", "full")
 
@@ -43,7 +48,7 @@ def check_n_up(n_up: int, name: str = "n_up") -> int:
     return n_up
 
 
-def model_shape(config) -> tuple[int, int, int]:
+def model_shape(config: PretrainedConfig) -> tuple[int, int, int]:
     """(layers, KV heads, GQA group) of a decoder config."""
     config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     heads = config.num_attention_heads
@@ -102,7 +107,7 @@ class EvictionCache(Cache):
     record: "none" keeps no history, "selection" (default) one EvictionStep per step and layer, "full" also the
     NAMM feature vectors of every step (explorer views of spectrogram / EMA features)."""
 
-    def __init__(self, config, policy: EvictionPolicy, n_up: int, *, record: str = "selection"):
+    def __init__(self, config: PretrainedConfig, policy: EvictionPolicy, n_up: int, *, record: str = "selection"):
         if not isinstance(policy, EvictionPolicy):
             raise ValueError(f"policy must be an EvictionPolicy (NAMMPolicy, FullCache, RecentWindow, H2O), got "
                              f"{type(policy).__name__}")
@@ -228,15 +233,23 @@ class EvictionCache(Cache):
         return [s for s in self.log if layer is None or s.layer == layer]
 
 
-def attention_modules(model) -> list[torch.nn.Module]:
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The self-attention module of every decoder layer, in layer order (modules named *Attention with a
     layer_idx, as in every Llama-family model of transformers)."""
     mods = [m for m in model.modules() if type(m).__name__.endswith("Attention") and hasattr(m, "layer_idx")]
     return sorted(mods, key=lambda m: m.layer_idx)
 
 
-def check_model(model) -> None:
-    """One clear error for a model the eviction cache cannot drive."""
+def check_model(model: PreTrainedModel) -> None:
+    """One clear error for a model the eviction cache cannot drive.
+
+    Args:
+        model: a transformers causal LM (weights or a meta-device skeleton: only its config and modules are read).
+    Raises:
+        ValueError: its attention is not eager (NAMM reads the post-softmax weights, which only eager attention
+            returns; the message says how to switch), or its attention modules with a layer_idx are not one per
+            decoder layer, 0 … L − 1 (not a Llama-family decoder-only LM).
+    """
     impl = getattr(model.config, "_attn_implementation", None)
     if impl != "eager":
         raise ValueError(f"NAMM reads the post-softmax attention weights, which only eager attention returns; this "
@@ -251,7 +264,7 @@ def check_model(model) -> None:
 
 
 @contextmanager
-def attached(model, cache: EvictionCache):
+def attached(model: PreTrainedModel, cache: EvictionCache) -> Iterator[EvictionCache]:
     """Install the mask pre-hook and the attention-recording hook on every attention module (removed after).
     Re-entrant: inside an outer `attached` of the same model and cache (generate holds one around all its tokens,
     so a decoded token does not search the model's modules and re-install 2 hooks per layer) it does nothing."""

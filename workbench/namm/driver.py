@@ -16,11 +16,15 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.namm.cache import EvictionCache, attached
 from workbench.namm.policy import EvictionPolicy
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @functools.cache
@@ -42,8 +46,8 @@ def _check_window(model, last_position: int) -> None:
 
 
 @torch.inference_mode()
-def forward(model, input_ids: torch.Tensor, cache: EvictionCache, attention_mask: torch.Tensor | None = None,
-            *, last_only: bool = False) -> torch.Tensor:
+def forward(model: PreTrainedModel, input_ids: torch.Tensor, cache: EvictionCache,
+            attention_mask: torch.Tensor | None = None, *, last_only: bool = False) -> torch.Tensor:
     """Feed input_ids (B, L) after whatever the cache holds, evicting at every multiple of n_up; returns the
     logits (B, L, V) (or (B, 1, V) of the last token with last_only). attention_mask (B, L): 1 real, 0 padding."""
     ids = torch.as_tensor(input_ids)
@@ -91,7 +95,7 @@ class Generation:
     cache: EvictionCache
 
 
-def generate(model, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: int, max_new_tokens: int,
+def generate(model: PreTrainedModel, input_ids: torch.Tensor, policy: EvictionPolicy, *, n_up: int, max_new_tokens: int,
              attention_mask: torch.Tensor | None = None, eos_id: int | None = None, record: str = "selection",
              return_logits: bool = False) -> Generation:
     """Greedy decoding of left-padded prompts with an evicting cache (a fresh EvictionCache around `policy`).

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,9 @@ from workbench.namm.cache import EvictionCache
 from workbench.namm.driver import forward
 from workbench.namm.policy import EvictionPolicy
 from workbench.namm.tasks import Example, score_answer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SINKS = 4
 BUDGET_METHODS = ("recent", "h2o")
@@ -71,8 +75,8 @@ def kept_fraction(cache: EvictionCache, tokens: int) -> float:
 
 
 @torch.inference_mode()
-def answer(model, tokenizer, example: Example, policy: EvictionPolicy, *, n_up: int,
-           max_new_tokens: int = 8) -> Answer:
+def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, example: Example, policy: EvictionPolicy, *,
+           n_up: int, max_new_tokens: int = 8) -> Answer:
     """Greedy answer of one prompt with `policy` evicting every n_up tokens (module doc).
 
     model, tokenizer: an eager-attention causal LM and its tokenizer (load_eager_model, load_tokenizer). example:
@@ -99,8 +103,9 @@ def answer(model, tokenizer, example: Example, policy: EvictionPolicy, *, n_up: 
     return Answer(text, score_answer(text, example.answer), kept, ids.shape[1])
 
 
-def evaluate(model, tokenizer, examples: list[Example], policy: EvictionPolicy | Callable[[Example], EvictionPolicy],
-             *, n_up: int, max_new_tokens: int = 8) -> Result:
+def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
+             policy: EvictionPolicy | Callable[[Example], EvictionPolicy], *, n_up: int,
+             max_new_tokens: int = 8) -> Result:
     """A policy (one object, reset per prompt, statistics kept; or a factory called per prompt) on prompts."""
     if not examples:
         raise ValueError("no prompts to evaluate: give one or more examples (workbench.namm.tasks.make_examples)")
@@ -148,8 +153,9 @@ class Method:
         return budget_policy(self.name, self.budget, example.length, n_up)
 
 
-def compare(model, tokenizer, examples: dict[str, list[Example]], methods: list[Method], *, n_up: int,
-            max_new_tokens: int = 8, log: Callable[[str], None] | None = None) -> list[dict]:
+def compare(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: dict[str, list[Example]],
+            methods: list[Method], *, n_up: int, max_new_tokens: int = 8,
+            log: Callable[[str], None] | None = None) -> list[dict]:
     """One row per (method, task): method, budget, task, score (mean exact match), kept (mean fraction), n.
 
     examples: {task: its prompts}. methods: the Methods to run on every task (each prompt gets a fresh policy,

@@ -18,9 +18,13 @@ Every function takes any leading dimensions (batch, heads) and returns float32 t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 HOP = 16                 # STFT hop = tokens per frame; n_up must be a multiple of it
 N_FFT = 32               # STFT window: two hops, so every frame overlaps the previous one by 16 values
@@ -39,7 +43,7 @@ def as_tensor(x, dtype: torch.dtype = torch.float32, device: torch.device | None
     return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 
 
-def age_embedding(ages) -> torch.Tensor:
+def age_embedding(ages: torch.Tensor | ArrayLike) -> torch.Tensor:
     """Sinusoidal embedding of token ages: (...,) -> (..., 8) = [sin(age·ω_0..3), cos(age·ω_0..3)],
     ω_k = 50000^(−k/4). Age = position of the newest cached token − position of the token (original absolute
     positions), so the newest token has age 0. Computed in float64 (ages reach the thousands), returned float32."""
@@ -54,7 +58,7 @@ def hann_periodic(n: int = N_FFT, device: torch.device | None = None) -> torch.T
     return torch.hann_window(n, periodic=True, dtype=torch.float32, device=device)
 
 
-def stft_magnitudes(series) -> torch.Tensor:
+def stft_magnitudes(series: torch.Tensor | ArrayLike) -> torch.Tensor:
     """|rfft(hann_periodic(32) ⊙ frame)| of every frame of attention series: (..., 16 + n_new) -> (..., F, 17).
 
     The series of a token is [16 values carried from its previous update, n_new new values]; frame f = 0 … F−1
@@ -86,7 +90,8 @@ def new_token_mask(n_frames: int, n_tokens: int, n_new: int, device: torch.devic
     return mask
 
 
-def ema_update(mag, n_new: int, prev=None, gamma: float = GAMMA) -> torch.Tensor:
+def ema_update(mag: torch.Tensor | ArrayLike, n_new: int, prev: torch.Tensor | ArrayLike | None = None,
+               gamma: float = GAMMA) -> torch.Tensor:
     """The EMA of the spectrogram after one update: (..., F, T, 17), the last n_new = 16F tokens new -> (..., T, 17).
 
         EMA_new[t] = Σ_f a^(F−1−f)·(1 − a)·m_f[t]·mag[f, t] + γ^n_new·EMA_old[t]   (a = γ^16)
@@ -153,7 +158,7 @@ class RunningStats:
         return (values - mean) / std
 
     @classmethod
-    def frozen(cls, mean, var, count: int = 0) -> RunningStats:
+    def frozen(cls, mean: torch.Tensor | ArrayLike, var: torch.Tensor | ArrayLike, count: int = 0) -> RunningStats:
         """Fixed statistics (saved with a policy after its first evaluation; `count` is informative only)."""
         mean, var = as_tensor(mean, torch.float64).reshape(-1), as_tensor(var, torch.float64).reshape(-1)
         if mean.shape != (N_FREQ,) or var.shape != (N_FREQ,):

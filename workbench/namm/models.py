@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 
 def model_config(name: str):
@@ -51,7 +55,7 @@ def window(config) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def check_model_source(name: str, context: int | None = None):
+def check_model_source(name: str, context: int | None = None) -> PretrainedConfig:
     """One clear error, before any weights load, for a model NAMM cannot drive or a context (prompt + answer
     tokens) longer than its window; returns the config."""
     from transformers import AutoModelForCausalLM
@@ -78,7 +82,8 @@ def check_model_source(name: str, context: int | None = None):
     return config
 
 
-def load_eager_model(name: str, device=None):
+def load_eager_model(name: str, device: str | torch.device | None = None
+                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model in eval mode with eager attention, tokenizer) for 'smollm2', a .gguf file or a model folder."""
     from workbench.lm.models import load_model
 
@@ -90,7 +95,7 @@ def load_eager_model(name: str, device=None):
     return model, tokenizer
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of 'smollm2' or a model folder alone (fast: prompts can be built and checked before the
     model loads), left padding and a pad token as load_model sets them."""
     from transformers import AutoTokenizer

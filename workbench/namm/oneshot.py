@@ -19,11 +19,16 @@ installed once per model and stays (kvpress decodes after the press context has 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from workbench.namm.policy import EvictionPolicy
 
 
 @torch.inference_mode()
-def replay(policy, layer: int, attentions: torch.Tensor, n_up: int) -> torch.Tensor:
+def replay(policy: EvictionPolicy, layer: int, attentions: torch.Tensor, n_up: int) -> torch.Tensor:
     """NAMM's eviction schedule over one layer's full prefill attention (B, query heads, L, L) -> the kept token
     indices (B, H, N), ascending (module doc). The policy must have been reset for this sequence."""
     b, heads, length, _ = attentions.shape
@@ -66,7 +71,7 @@ def _layer_mask_hook(module, args, kwargs):
     return args, kwargs
 
 
-def install_layer_masks(model) -> None:
+def install_layer_masks(model: torch.nn.Module) -> None:
     """Give every attention layer a mask of its own cache's length (module doc); installed once per model."""
     if getattr(model, "_namm_layer_masks", False):
         return

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,6 +39,9 @@ from workbench.namm.features import (
 )
 from workbench.namm.scorer import bam_scores, check_theta, unpack_theta
 from workbench.namm.select import select_tokens
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 
 @dataclass
@@ -115,7 +119,8 @@ class EvictionPolicy:
         """A JSON-able description (for run stores and the explorer)."""
         return {"policy": self.name, "strict": self.strict}
 
-    def update(self, layer: int, attn, *, positions=None, valid=None) -> torch.Tensor:
+    def update(self, layer: int, attn: torch.Tensor | ArrayLike, *, positions: torch.Tensor | ArrayLike | None = None,
+               valid: torch.Tensor | ArrayLike | None = None) -> torch.Tensor:
         """Query-head attention rows (heads, n_new, T) or (B, heads, n_new, T) -> retained (H, N) or (B, H, N)."""
         attn = as_tensor(attn)
         unbatched = attn.ndim == 3
@@ -136,7 +141,8 @@ class EvictionPolicy:
         retained = self.update_kv(layer, attn_kv, positions=positions, valid=valid).retained
         return retained[0] if unbatched else retained
 
-    def update_kv(self, layer: int, attn: torch.Tensor, *, positions=None, valid=None) -> Selection:
+    def update_kv(self, layer: int, attn: torch.Tensor, *, positions: torch.Tensor | ArrayLike | None = None,
+                  valid: torch.Tensor | ArrayLike | None = None) -> Selection:
         """The hook on KV-head rows attn (B, H, n_new, T) (already averaged over each group) -> Selection."""
         if self.n_layers is not None and not 0 <= layer < self.n_layers:
             raise ValueError(f"layer {layer} is outside 0 … {self.n_layers - 1}")
@@ -205,8 +211,9 @@ class NAMMPolicy(EvictionPolicy):
 
     name = "namm"
 
-    def __init__(self, theta, n_layers: int, n_kv_heads: int, gqa_group: int, stats=None, *, strict: bool = False,
-                 max_kept: float | None = None):
+    def __init__(self, theta: torch.Tensor | ArrayLike, n_layers: int, n_kv_heads: int, gqa_group: int,
+                 stats: tuple[torch.Tensor | ArrayLike, torch.Tensor | ArrayLike] | None = None, *,
+                 strict: bool = False, max_kept: float | None = None):
         self.theta = check_theta(theta).clone()
         self.params = unpack_theta(self.theta)
         self.collect = stats is None

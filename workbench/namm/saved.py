@@ -26,11 +26,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench.namm.features import N_FREQ
 from workbench.namm.scorer import N_PARAMS
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from transformers import PretrainedConfig
+
+    from workbench.namm.policy import NAMMPolicy
+    from workbench.runs import Run
 
 VARIANTS = ("equal-n", "strict")
 POLICY_FILE = "policy.safetensors"
@@ -70,7 +78,7 @@ class SavedPolicy:
         """The frozen feature statistics, (mean, var)."""
         return self.mean, self.var
 
-    def build(self, config):
+    def build(self, config: PretrainedConfig) -> NAMMPolicy:
         """A NAMMPolicy for a model of this config (frozen statistics; strict per the variant)."""
         from workbench.namm.cache import model_shape
         from workbench.namm.policy import NAMMPolicy
@@ -107,8 +115,22 @@ def _check(theta: np.ndarray, mean: np.ndarray, var: np.ndarray, source: str) ->
         raise ValueError(f"{source}: θ or the statistics hold NaN / infinite values (or a negative variance)")
 
 
-def save_policy(path: str | Path, theta, stats, meta: dict) -> Path:
-    """Write θ + (mean, var) + meta atomically (module doc)."""
+def save_policy(path: str | Path, theta: ArrayLike, stats: tuple[ArrayLike, ArrayLike], meta: dict) -> Path:
+    """Write θ + (mean, var) + meta atomically (module doc), checked first as load_policy checks a file.
+
+    Args:
+        path: the file to write (policy.safetensors); an existing one is replaced atomically.
+        theta: θ, the N_PARAMS = 4172 BAM parameters, 1-D (an array, a list or a CPU tensor); stored float64.
+        stats: (mean, var), N_FREQ = 17 numbers each, var ≥ 0: the frozen feature statistics (NAMMPolicy.stats);
+            stored float64.
+        meta: JSON-able settings stored with it under the key "namm" (model, n_up, variant "equal-n" or
+            "strict", max_kept None or in (0, 1], the run, …).
+    Returns:
+        The path written, as a Path.
+    Raises:
+        ValueError: θ or the statistics of another length, NaN or infinite values, a negative variance, an
+            unknown variant or a max_kept outside (0, 1]; nothing is written then.
+    """
     from safetensors.numpy import save
 
     from workbench.atomic import atomic_write
@@ -157,7 +179,7 @@ def run_policy_file(runs: str | Path, run_id: str) -> Path:
     return load_run_policy(runs, run_id, load=False)[1].path / POLICY_FILE
 
 
-def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True):
+def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tuple[SavedPolicy | None, Run]:
     """(SavedPolicy, Run) of a NAMM training run (kind "namm") in the run store `runs`; one ValueError for a
     missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run)."""
     from workbench.runs import RunError, RunStore, article

@@ -22,10 +22,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.namm.features import FEATURE_DIM, as_tensor
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 HIDDEN = 32                   # the one attention head's dimension
 OUT = 2 * FEATURE_DIM         # W_o's outputs: r (25) and g (25)
@@ -62,7 +66,7 @@ class BAMParams:
     b_s: torch.Tensor
 
 
-def check_theta(theta) -> torch.Tensor:
+def check_theta(theta: torch.Tensor | ArrayLike) -> torch.Tensor:
     """θ as a flat float32 tensor of N_PARAMS numbers, or one clear error."""
     theta = as_tensor(theta)
     if theta.ndim != 1 or theta.shape[0] != N_PARAMS:
@@ -74,7 +78,7 @@ def check_theta(theta) -> torch.Tensor:
     return theta
 
 
-def unpack_theta(theta) -> BAMParams:
+def unpack_theta(theta: torch.Tensor | ArrayLike) -> BAMParams:
     """Slice the flat θ (4172,) into the scorer's weights (views, no copy)."""
     theta = check_theta(theta)
     parts, at = {}, 0
@@ -85,7 +89,8 @@ def unpack_theta(theta) -> BAMParams:
     return BAMParams(**parts)
 
 
-def bam_scores(theta, features, valid=None) -> torch.Tensor:
+def bam_scores(theta: torch.Tensor | ArrayLike | BAMParams, features: torch.Tensor | ArrayLike,
+               valid: torch.Tensor | ArrayLike | None = None) -> torch.Tensor:
     """Scores of the cached tokens of each (layer, head): features (..., T, 25), valid (T,) or broadcastable to
     (..., T) (False = padding) -> (..., T) float32. Padding tokens still get a (meaningless) finite score here:
     `select_tokens` replaces it with −∞ (and the newest token's with +∞)."""

@@ -16,12 +16,17 @@ Ties in score are broken towards the newer token (higher index), so equal scores
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from workbench.namm.features import as_tensor
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def masked_scores(scores, valid=None) -> torch.Tensor:
+
+def masked_scores(scores: torch.Tensor | ArrayLike, valid: torch.Tensor | ArrayLike | None = None) -> torch.Tensor:
     """Scores with padding at −∞ and the newest token (last index) at +∞, float32 (..., H, T)."""
     s = as_tensor(scores).clone()
     if valid is not None:
@@ -39,7 +44,8 @@ def _top_n(masked: torch.Tensor, n: int) -> torch.Tensor:
     return idx.sort(dim=-1).values
 
 
-def select_tokens(scores, valid=None, max_n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def select_tokens(scores: torch.Tensor | ArrayLike, valid: torch.Tensor | ArrayLike | None = None,
+                  max_n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """NAMM's selection: scores (..., H, T), valid (T,) or broadcastable (False = padding) ->
     retained (..., H, N) ascending indices and keep_above (..., H, N) bool (score ≥ 0).
 
@@ -55,7 +61,8 @@ def select_tokens(scores, valid=None, max_n: int | None = None) -> tuple[torch.T
     return retained, qualifies.gather(-1, retained)
 
 
-def select_top(scores, valid=None, k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def select_top(scores: torch.Tensor | ArrayLike, valid: torch.Tensor | ArrayLike | None = None,
+               k: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed budget (the baselines): the min(k, T) best tokens per head (newest +∞, padding −∞) ->
     retained (..., H, N) ascending and keep_above (..., H, N) = the retained token is not padding."""
     masked = masked_scores(scores, valid)

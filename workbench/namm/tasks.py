@@ -36,10 +36,14 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 FILLER = (
     "The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again.",
@@ -149,7 +153,7 @@ ORDERED = ("vartrack",)  # tasks whose facts must appear in the order drawn
 SPLITS = ("train", "test")
 
 
-def check_task_names(names) -> list[str]:
+def check_task_names(names: str | Iterable[str]) -> list[str]:
     """The task names as a list, or one error naming the known tasks."""
     names = [names] if isinstance(names, str) else list(names)
     if not names:
@@ -181,7 +185,8 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def make_example(task: str, tokenizer, length: int, seed: int, index: int, split: str = "train") -> Example:
+def make_example(task: str, tokenizer: PreTrainedTokenizerBase, length: int, seed: int, index: int,
+                 split: str = "train") -> Example:
     """Example `index` of a task at about `length` prompt tokens (module doc); split "train" or "test" draws from
     separate streams."""
     draw, _ = TASKS[check_task_names([task])[0]]
@@ -210,7 +215,8 @@ def make_example(task: str, tokenizer, length: int, seed: int, index: int, split
     return Example(task, tuple(context_ids + question_ids), spec.answer, context + question, len(context_ids))
 
 
-def make_examples(task: str, tokenizer, n: int, length: int, seed: int = 0, split: str = "train") -> list[Example]:
+def make_examples(task: str, tokenizer: PreTrainedTokenizerBase, n: int, length: int, seed: int = 0,
+                  split: str = "train") -> list[Example]:
     """n examples of `task` at about `length` tokens each (example i is the same whatever n)."""
     if n < 1 or length < 1:  # a short length gets the task's own error (make_example): the --length it needs
         raise ValueError(f"give n ≥ 1 prompts of length ≥ 1 token, got n={n}, length={length}")

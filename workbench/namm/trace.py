@@ -27,9 +27,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ import torch
 from workbench.namm.features import HOP, N_FREQ, stft_magnitudes
 from workbench.namm.policy import EvictionPolicy, Selection
 from workbench.namm.scorer import N_PARAMS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from numpy.typing import ArrayLike
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 NOT_YET, EVICTED, KEPT, FILL = 0, 1, 2, 3  # retention codes
 CODES = {NOT_YET: "not yet seen", EVICTED: "evicted", KEPT: "kept", FILL: "kept to fill N"}
@@ -179,7 +185,7 @@ def tiny_llama(seed: int = 0, layers: int = 2, window: int = 2048):
     return model, tok
 
 
-def explorer_model(name: str):
+def explorer_model(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model with eager attention, tokenizer) for "tiny", "smollm2" or a model folder; loaded once per process."""
     name = str(name).strip()
     if not name:
@@ -226,8 +232,9 @@ def random_theta(seed: int, scale: float = 0.065) -> np.ndarray:
     return np.random.default_rng(int(seed)).normal(0.0, float(scale), N_PARAMS)
 
 
-def make_policy(kind: str, config, *, theta=None, stats=None, strict: bool = False, max_kept: float | None = None,
-                budget: int = 64, sinks: int = SINKS) -> EvictionPolicy:
+def make_policy(kind: str, config: PretrainedConfig, *, theta: torch.Tensor | ArrayLike | None = None,
+                stats: tuple[torch.Tensor | ArrayLike, torch.Tensor | ArrayLike] | None = None, strict: bool = False,
+                max_kept: float | None = None, budget: int = 64, sinks: int = SINKS) -> EvictionPolicy:
     """A policy for a model of this config: "namm" (θ, None = all zeros: keeps everything; stats None: collected
     on the way; max_kept: the capped variant's fraction, a trained policy's `PolicySource.max_kept`), "full",
     "recent" (`budget` tokens in all: the first `sinks` and the budget − sinks newest), "h2o" (budget/2 heavy +
@@ -431,7 +438,8 @@ def _spectra_layers(n_layers: int, n_heads: int, total: int, n_up: int, budget_m
 
 
 @torch.inference_mode()
-def record_trace(model, tokenizer, prompt, policy: EvictionPolicy, cfg: TraceConfig | None = None, *,
+def record_trace(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str | Iterable[int],
+                 policy: EvictionPolicy, cfg: TraceConfig | None = None, *,
                  progress: Callable[[int, int], None] | None = None) -> Trace:
     """Run `prompt` (text or token ids) through the model with `policy` evicting every cfg.n_up tokens, then
     generate cfg.max_new_tokens greedy tokens; record every step (module doc). progress(tokens done, total)."""
@@ -533,7 +541,7 @@ def retention(trace: Trace, i: int) -> np.ndarray:
     return out
 
 
-def cache_sizes(trace: Trace):
+def cache_sizes(trace: Trace) -> pd.DataFrame:
     """DataFrame (layer, tokens, size): slots each layer holds as tokens are processed; at every step two rows
     (before and after eviction), so the curve is a sawtooth."""
     import pandas as pd
@@ -596,7 +604,7 @@ def ema_history(trace: Trace, layer: int, head: int, position: int) -> tuple[np.
     return np.asarray(steps), np.stack(raw), np.stack(norm)
 
 
-def score_table(trace: Trace, i: int, layer: int | None = None):
+def score_table(trace: Trace, i: int, layer: int | None = None) -> pd.DataFrame:
     """DataFrame (layer, head, position, score, kept, fill) of every candidate at step i (one layer or all);
     empty when the policy has no scores (full cache, recent window)."""
     import pandas as pd
@@ -628,7 +636,7 @@ def last_scores(trace: Trace, i: int) -> np.ndarray:
     return out
 
 
-def text_tokens(trace: Trace, i: int, layer: int | None = None, head: int | None = None):
+def text_tokens(trace: Trace, i: int, layer: int | None = None, head: int | None = None) -> pd.DataFrame:
     """DataFrame (position, piece, seen, prompt, kept, evicted, title) after step i: seen = processed by the
     step, kept = the fraction of the chosen rows (one layer/head, a layer's heads, or all) holding the token,
     evicted = seen and no chosen row holds it; title = the token's last scores per layer and head."""
@@ -698,8 +706,9 @@ def check_text_font(view: str, font: str | None) -> None:
 # ---- score vs cache size ----------------------------------------------------------------------------------------
 
 @torch.inference_mode()
-def agreement_sweep(model, ids: list[int], methods: dict[str, Callable[[], EvictionPolicy]], *, n_up: int,
-                    new_tokens: int = 16, progress: Callable[[int, int], None] | None = None):
+def agreement_sweep(model: PreTrainedModel, ids: list[int], methods: dict[str, Callable[[], EvictionPolicy]], *,
+                    n_up: int, new_tokens: int = 16,
+                    progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """DataFrame (method, label, kept, agreement): each method (label -> policy factory, "full" added) runs the
     prompt, then reads the full cache's greedy continuation (new_tokens) teacher-forced; agreement = fraction of
     its tokens the method predicts too (top-1), kept = attended slots when the answer starts ÷ prompt tokens

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
+from typing import Any
 
 from workbench.atomic import atomic_write
 from workbench.qd.archives import DEFAULT_BINS, TaskArchives
@@ -111,7 +112,7 @@ def _optional_float(v) -> float | None:
     return None if v is None else float(v)
 
 
-def check_archive_map(data, source: str = "archive map", tasks: list[str] | None = None,
+def check_archive_map(data: Any, source: str = "archive map", tasks: list[str] | None = None,
                       bins: int | None = None) -> dict[str, dict[tuple[int, ...], ArchiveEntry]]:
     """Validate a reference archive map (as parsed from JSON) and return {task: {cell: ArchiveEntry}}.
 

@@ -20,8 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 #: The range every task gets when none is configured: the accuracies of workbench.lm are in [0, 1].
 DEFAULT_RANGE = (0.0, 1.0)
@@ -105,7 +109,7 @@ def bin_edges(lo: float, hi: float, bins: int = DEFAULT_BINS) -> np.ndarray:
     return np.linspace(lo, hi, check_bins(bins) + 1, dtype=np.float64)
 
 
-def bin_ids(scores, lo: float, hi: float, bins: int = DEFAULT_BINS) -> np.ndarray:
+def bin_ids(scores: float | ArrayLike, lo: float, hi: float, bins: int = DEFAULT_BINS) -> np.ndarray:
     """Bin indices of scores on fixed edges linspace(lo, hi, bins + 1), the reference's right-closed rule.
 
     bin(s) = (index of the first edge >= s) - 1, clamped to [0, bins - 1]. So bin b is (e_b, e_{b+1}]; bin 0

@@ -28,10 +28,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench.runs import Run, write_json
+
+if TYPE_CHECKING:
+    from workbench.qd.cycle import CycleQD
 
 MULTITASK_FILE = "baselines/multitask.safetensors"
 MULTITASK_TIMING = "baselines/multitask.json"  # the fine-tune's wall time (not in the weights' file)
@@ -71,7 +75,7 @@ def test_sets(ctx):
     return disjoint_test_sets(ctx.tokenizer, cfg.tasks, cfg.n_test, cfg.n_eval, cfg.seed)
 
 
-def best_per_task(qd) -> dict[str, int]:
+def best_per_task(qd: CycleQD) -> dict[str, int]:
     """Task -> id of archive task's elite with the highest score on task (ties: the lowest id)."""
     out = {}
     for task in qd.tasks:
@@ -81,7 +85,7 @@ def best_per_task(qd) -> dict[str, int]:
     return out
 
 
-def best_overall(qd) -> int:
+def best_overall(qd: CycleQD) -> int:
     """Id of the elite (of any archive) with the highest mean validation score over the tasks (ties: the lowest
     id): CycleQD's one model for all tasks."""
     ids = qd.live_ids()

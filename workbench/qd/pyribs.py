@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench.atomic import atomic_write
 from workbench.qd.archives import TaskArchives, bin_edges
+
+if TYPE_CHECKING:
+    from ribs.archives import ArchiveDataFrame, GridArchive
 
 META_KEY = b"workbench.qd"
 
@@ -57,7 +61,8 @@ def _measures(grid, archives: TaskArchives, task: str, cells: np.ndarray, scores
     return out
 
 
-def to_grid_archive(archives: TaskArchives, task: str, scores: dict[int, dict[str, float]] | None = None):
+def to_grid_archive(archives: TaskArchives, task: str,
+                    scores: dict[int, dict[str, float]] | None = None) -> GridArchive:
     """Archive `task` as a pyribs GridArchive holding the same elites in the same cells (measures converted as
     the module docstring says). scores: model id -> its scores on all tasks (default: only the archive's own
     quality is known; the other tasks' scores are then the middles of the cells)."""
@@ -106,7 +111,7 @@ def write_pyribs(directory: str | Path, archives: TaskArchives,
     return written
 
 
-def read_pyribs_frame(path: str | Path):
+def read_pyribs_frame(path: str | Path) -> tuple[ArchiveDataFrame, dict]:
     """(ArchiveDataFrame, metadata dict) of one file `write_pyribs` wrote."""
     import pyarrow.parquet as pq
     from ribs.archives import ArchiveDataFrame

@@ -15,8 +15,12 @@ one seed draws other parents than the reference would, from the same distributio
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 Sampler = Callable[[np.random.Generator, np.ndarray, np.ndarray], np.ndarray]
 
@@ -30,7 +34,7 @@ def _normalise(values: np.ndarray) -> np.ndarray:
     return MIN_BASE + (values - lo) * (SPAN / (hi - lo))   # the reference's order of operations, bit for bit
 
 
-def elite_probs(cells, quality) -> np.ndarray:
+def elite_probs(cells: ArrayLike, quality: ArrayLike) -> np.ndarray:
     """Elite-sampling probabilities of the elites of one archive.
 
     Args:
