@@ -25,6 +25,11 @@ TABS = {"Recipe": ("recipe",), "DFS path": ("path",), "Fitness": ("fitness",), "
         "Task vectors": ("norms", "cosine"), "TIES / DARE": ("conflicts",)}
 
 
+#: what the page shows for a run without figures (its status and resume command are in the line above)
+NO_FIGURES = ("*No figures yet: the run has not finished its first iteration. Refresh when it has (a run stopped "
+              "or killed before it is resumed with the command above).*")
+
+
 class MergeModel(param.Parameterized):
     """The Merge page's state: an evolved merge run on show and the tab (its recipe, fitness curves, …); each
     tab's figure is a method of it, for a notebook and for export."""
@@ -206,6 +211,8 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         lambda suffix, **printed: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
+    # a run in its first iteration (or killed there) has no figure yet: a note, not tabs (none to make active)
+    nothing = pn.pane.Markdown(NO_FIGURES, margin=(0, 10), visible=False)
     what = pn.pane.Markdown("", margin=(0, 10))
 
     building = [False]  # replacing the tabs moves `active`; that is not the user picking a tab
@@ -218,7 +225,9 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             # one plot per figure (a tab's Layout in one Bokeh grid squashes a heatmap next to a curve)
             tabs[:] = [(t, pn.FlexBox(*[pn.pane.HoloViews(model.figure(n), backend="bokeh")
                                         for n in TABS[t] if model.has(n)])) for t in names]
-            tabs.active = names.index(wanted) if wanted in names else 0
+            if names:
+                tabs.active = names.index(wanted) if wanted in names else 0
+            tabs.visible, nothing.visible = bool(names), not names
         finally:
             building[0] = False
         header.object = model.summary()
@@ -275,7 +284,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     build_tabs()
     sidebar = [section("Run"), picker, refresh, section("Export for a paper"), what, fmt, size, export, status,
                download]
-    return shell("merge", [alert, header, tabs], sidebar, standalone=standalone)
+    return shell("merge", [alert, header, nothing, tabs], sidebar, standalone=standalone)
 
 
 if __name__.startswith("bokeh"):

@@ -361,3 +361,21 @@ def test_the_runs_end_says_what_it_does_after_the_last_iteration(tmp_path, quick
     assert run.info["status"] == "done"
     assert said == ["test scores of base, add, sort and the merge …",
                     "the task vectors' norms, cosines and sign conflicts …"]
+
+
+def test_the_merge_page_shows_a_run_stopped_before_its_first_iteration(tmp_path, quick_zoo):
+    """A run in its first iteration (or stopped or killed there) has no figure: the page was a traceback (Panel
+    refused tab 0 of no tabs), on /merge too where that run is the newest. Now a note, the run's line above it."""
+    import panel as pn
+
+    from workbench.dashboards.merge import NO_FIGURES, MergeModel, merge_page
+
+    run = evolve(_cfg(quick_zoo, method="ties"), RunStore(tmp_path), should_stop=lambda: True)
+    assert run.info["status"] == "stopped" and run.info["iterations"] == 0
+    assert MergeModel(runs_dir=str(tmp_path), run_id=run.id).tabs() == []
+    page = merge_page(str(tmp_path), standalone=True)
+    main = pn.Column(*page.main)
+    notes = [m for m in main.select(pn.pane.Markdown) if m.object == NO_FIGURES]
+    assert len(notes) == 1 and notes[0].visible
+    (tabs,) = main.select(pn.Tabs)
+    assert not tabs.visible and len(tabs) == 0
