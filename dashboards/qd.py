@@ -39,7 +39,7 @@ import panel as pn
 import param
 
 from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
-from workbench.runs import RunError, RunStore, effective_status, read_parquet
+from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
 if TYPE_CHECKING:
     from holoviews.core.dimension import Dimensioned
@@ -128,8 +128,7 @@ def read_qd_run(store: RunStore, run_id: str) -> QDData:
         raise ValueError(_not_openable(run_id, info.get("kind")))
     if not (run.path / "children.parquet").exists():
         raise ValueError(f"run {run.id!r} has no finished generation yet (no children.parquet); wait a moment")
-    cfg = info["config"]
-    tasks = list(cfg["tasks"])
+    cfg, tasks = _qd_config(run)
     children = run.read_table("children").to_pandas()
     models = children.set_index("id", drop=False)
     models["label"] = [f"seed expert {s}" if isinstance(s, str) and s else f"model {i}"
@@ -151,6 +150,24 @@ def read_qd_run(store: RunStore, run_id: str) -> QDData:
     ranges = {t: tuple(cfg["ranges"][t]) for t in tasks}
     return QDData("qd", run.id, tasks, {t: [a for a in tasks if a != t] for t in tasks}, int(cfg["bins"]), ranges,
                   cells, models, info, metrics=run.read_table("metrics").to_pandas(), scores=scores)
+
+
+def _qd_config(run: Run) -> tuple[dict, list[str]]:
+    """A qd run's config and tasks, the fields the page reads checked: one ValueError naming a missing one (the page
+    waited on "loading…" for good on the KeyError of a hand-edited run.json)."""
+    cfg = run.info.get("config")
+    try:
+        tasks, bins, ranges = [str(t) for t in cfg["tasks"]], cfg["bins"], cfg["ranges"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"run {run.id!r}: its run.json's config lacks {exc} (the page reads tasks, bins and "
+                         "ranges); correct it, or move the folder out of the store") from exc
+    bad = [] if isinstance(bins, int) and bins >= 1 else ["bins"]
+    bad += [f"ranges.{t}" for t in tasks
+            if not (isinstance(ranges, dict) and isinstance(ranges.get(t), list | tuple) and len(ranges[t]) == 2)]
+    if bad:
+        raise ValueError(f"run {run.id!r}: its run.json's config has a bad {', '.join(bad)}; correct it, or move "
+                         "the folder out of the store")
+    return cfg, tasks
 
 
 def read_map_elites(store: RunStore, run_id: str) -> QDData:
@@ -306,8 +323,6 @@ def _not_openable(run_id: str, kind: str | None, algorithm: str | None = None) -
 def archive_thumbnail(run_path: str | Path, width: int = 224, height: int = 150) -> np.ndarray | None:
     """A qd run's newest archives side by side as a small RGB image (quality on each task's range in viridis,
     empty cells dark): its picture in the Runs gallery. None before its first generation."""
-    import matplotlib
-
     path = Path(run_path)
     try:
         config = json.loads((path / "run.json").read_text())["config"]
@@ -316,6 +331,15 @@ def archive_thumbnail(run_path: str | Path, width: int = 224, height: int = 150)
         return None
     if table.empty:
         return None
+    try:
+        return _draw_archives(table, config, width, height)
+    except (KeyError, TypeError, ValueError, IndexError):  # a config or table this code did not foresee: no picture
+        return None
+
+
+def _draw_archives(table: pd.DataFrame, config: dict, width: int, height: int) -> np.ndarray:
+    import matplotlib
+
     tasks, bins = list(config["tasks"]), int(config["bins"])
     rows = 1 if len(tasks) == 2 else bins  # K = 2: each archive is one row of cells
     gap = 1  # empty cells between two archives

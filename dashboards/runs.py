@@ -196,7 +196,14 @@ class RunsModel(param.Parameterized):
     def thumbnail(self, row: dict) -> str | None:
         """A catalog row's picture as a data: URI (best frame, atlas, a search's latest population, a recipe
         heatmap for merge runs, the metric per iteration for runs without one), or None while it has none. Cached
-        per run and file version."""
+        per run and file version. A run whose files this code did not foresee (a hand-edited config, say) costs its
+        card the picture, not the page."""
+        try:
+            return self._thumbnail(row)
+        except Exception:  # noqa: BLE001 - see the docstring: Home and Runs were a traceback for one qd run.json
+            return None
+
+    def _thumbnail(self, row: dict) -> str | None:
         kind = row.get("kind")
         path = Path(self.runs_dir) / row["id"]
         if kind == "merge":

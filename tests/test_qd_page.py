@@ -661,3 +661,37 @@ def test_five_tasks_draw_every_pair_and_archive_panels_that_read(qd):
     kinds = [type(e).__name__ for e in model.archive_plot(TASKS[0], "sampling")]
     assert "Rectangles" in kinds and "Labels" not in kinds
     assert model.archive_layers(TASKS[0], "sampling")[0]["labels"] is not None  # the page's own cells keep them
+
+
+def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):
+    """A qd run.json whose config lacks a task's range (or everything) took down Home and Runs (its thumbnail
+    read the config outside any try) and left the QD page on "loading…" for good (a KeyError where the page
+    expects a ValueError). Now the run's card has no picture and the QD page names the field."""
+    import shutil
+
+    from workbench.dashboards.home import home_page
+    from workbench.dashboards.qd import archive_thumbnail, read_qd_run
+    from workbench.dashboards.runs import RunsModel, runs_page
+
+    store = RunStore(tmp_path / "runs")
+    for name, edit in (("no-range", lambda c: c["ranges"].pop("brackets")), ("no-config", lambda c: c.clear()),
+                       ("bad-bins", lambda c: c.update(bins="many"))):
+        folder = store.root / f"{qd['run']}-{name}"
+        shutil.copytree(Path(qd["dir"]) / qd["run"], folder)
+        info = json.loads((folder / "run.json").read_text())
+        edit(info["config"])
+        info["id"] = folder.name
+        (folder / "run.json").write_text(json.dumps(info))
+        assert archive_thumbnail(folder) is None
+        with pytest.raises(ValueError, match=re.escape(f"run {folder.name!r}: its run.json's config") + ".*correct it"):
+            read_qd_run(store, folder.name)
+    named = {"no-range": "a bad ranges.brackets", "no-config": "lacks 'tasks'", "bad-bins": "bad bins"}
+    for name, field in named.items():
+        with pytest.raises(ValueError, match=field):
+            read_qd_run(store, f"{qd['run']}-{name}")
+    model = RunsModel(runs_dir=str(store.root))
+    assert len(model.ids) == 3 and all(model.thumbnail(r) is None for r in store.list())
+    runs_page(str(store.root))  # they raised as they built their cards
+    home_page(str(store.root))
+    shutil.copytree(Path(qd["dir"]) / qd["run"], store.root / qd["run"])  # a sound one beside them: its picture
+    assert RunsModel(runs_dir=str(store.root)).thumbnail(store.open(qd["run"]).info | {"id": qd["run"]})
