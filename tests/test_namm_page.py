@@ -543,3 +543,20 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     done = run(*args, "--task", "passkey", "--length", "192", "--view", "sizes", "--out", str(tmp_path / "none.pdf"))
     assert done.returncode == 2 and "give --length 256 or more" in done.stderr, done.stderr
     assert not (tmp_path / "none.pdf").exists()
+
+
+def test_namm_runs_skips_what_is_not_a_run(tmp_path):
+    """The NAMM page lists the namm runs with a policy; a run.json that is JSON but not an object (a list) made the
+    page a traceback, where every other page skips it."""
+    from workbench.namm.trace import namm_runs
+
+    for name, text in (("a-list", "[]"), ("torn", '{"kind": "na'), ("a-number", "3"), ("search", '{"kind": "target"}'),
+                       ("namm-new", '{"kind": "namm", "created": "2026-12-06T01:00:00"}'),
+                       ("namm-old", '{"kind": "namm", "created": "2026-12-05T01:00:00"}'),
+                       ("namm-running", '{"kind": "namm", "created": "2026-12-04T01:00:00"}')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+        if name in ("namm-new", "namm-old", "a-list"):
+            (tmp_path / name / "policy.safetensors").write_bytes(b"")
+    assert namm_runs(tmp_path) == ["namm-old", "namm-new"]  # oldest first; one without a policy yet left out
+    assert namm_runs(tmp_path / "nowhere") == []

@@ -319,6 +319,8 @@ def namm_runs(runs_dir: str | Path) -> list[str]:
             info = json.loads((run / "run.json").read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(info, dict):  # JSON, but not a run's (a list, say): the page was a traceback
+            continue
         if info.get("kind") == "namm" and (run / "policy.safetensors").is_file():
             found.append((str(info.get("created", "")), run.name))
     return [name for _, name in sorted(found)]
