@@ -231,7 +231,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     model = AtlasModel(runs_dir=runs_dir)
     location = served_location()
-    wanted = run_asked(pn.state.session_args) if pn.state.curdoc else None
+    wanted = run_asked(pn.state.session_args, runs_dir) if pn.state.curdoc else None
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
     def show_message(*_):

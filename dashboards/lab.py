@@ -880,7 +880,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.default_theta())
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
-    wanted, member = run_asked(args), args.get("member")
+    wanted, member = run_asked(args, runs_dir), args.get("member")
     if wanted:
         run_id.value = wanted
 

@@ -1327,7 +1327,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
 
     _hv()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
-    wanted_run = run_asked(args) or ""
+    wanted_run = run_asked(args, runs_dir) or ""
     wanted_file = args.get("file", [b""])[0].decode()
     model = QDModel(runs_dir=runs_dir, autoload=False)
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))

@@ -703,7 +703,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     """The Search page; `run` (or the address's ?run=ID) opens that run: live when it runs in this server."""
     model = model or SearchModel(runs_dir=runs_dir)
     # an empty ?run= asks for nothing (run_alert reads it alike): the search this server runs, as from the menu
-    asked = run or run_asked(pn.state.session_args)
+    asked = run or run_asked(pn.state.session_args, model.runs_dir)
     running = SearchJob.searching(model.runs_dir)
     if not asked and running:  # the page opened from the menu while this server searches: that search, live
         if running[-1].run_id:

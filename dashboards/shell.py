@@ -21,6 +21,7 @@ import urllib.parse
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
@@ -343,13 +344,16 @@ def in_page_words(message: str, fields: dict[str, str]) -> str:
     return re.sub(r"(--[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
 
 
-def run_asked(args: dict[str, list[bytes]] | None) -> str | None:
+def run_asked(args: dict[str, list[bytes]] | None, runs_dir: str | Path | None = None) -> str | None:
     """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
     or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as
-    "no run ' '")."""
-    # a query string reads "+" as a space, and run ids hold "+" (a CycleQD run's "elite+svd") but never spaces:
-    # an address typed or pasted with the id as printed opened "no run '…elite svd…'"
-    asked = (args or {}).get("run", [b""])[0].decode().strip().replace(" ", "+")
+    "no run ' '"). With runs_dir, a run folder of that very name (spaces and all) is taken as it is."""
+    # a query string reads "+" as a space, and the ids runs are given hold "+" (a CycleQD run's "elite+svd") but
+    # never spaces: an address typed or pasted with the id as printed opened "no run '…elite svd…'". A folder
+    # copied or renamed with a space is a run too: its own links (quoted, %20) come back with the space.
+    asked = (args or {}).get("run", [b""])[0].decode().strip()
+    if runs_dir is None or not (Path(runs_dir) / asked).is_dir():
+        asked = asked.replace(" ", "+")
     return asked or None
 
 
@@ -416,7 +420,7 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
     why when the run could not be opened (an unknown id, a run of another kind), else hidden."""
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
-    arg = run or run_asked(pn.state.session_args)
+    arg = run or run_asked(pn.state.session_args, getattr(model, "runs_dir", None))
     if arg:
         try:
             model.choose(arg)

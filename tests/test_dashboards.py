@@ -1394,7 +1394,7 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
         "Width 2: ... give Width 3.3 or more; leave Font out"
 
 
-def test_shell_registry_and_offline_design():
+def test_shell_registry_and_offline_design(tmp_path):
     from workbench.dashboards.shell import (
         OPENERS,
         PAGES,
@@ -1414,6 +1414,11 @@ def test_shell_registry_and_offline_design():
     from tornado.httputil import parse_qs_bytes  # the server's own reading of a query string: "+" is a space
 
     assert run_asked(parse_qs_bytes(b"run=20261204-114241-qd-elite+svd-s0")) == "20261204-114241-qd-elite+svd-s0"
+    # a run folder renamed with a space: its own links (%20) and an address written back (+) both reach it
+    (tmp_path / "my merge run").mkdir()
+    for query in (b"run=my%20merge%20run", b"run=my+merge+run"):
+        assert run_asked(parse_qs_bytes(query), tmp_path) == "my merge run"
+    assert run_asked(parse_qs_bytes(b"run=a+b"), tmp_path) == run_asked(parse_qs_bytes(b"run=a+b")) == "a+b"
     assert all(p.description for p in PAGES.values())
     assert open_links("illuminate", "r1") == [("Atlas", "./atlas?run=r1"), ("Lab", "./lab?run=r1"),
                                               ("Search", "./search?run=r1")]
