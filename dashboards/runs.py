@@ -248,6 +248,15 @@ class RunsModel(param.Parameterized):
         ids = [i for i in self.selected if (store.root / i / "run.json").is_file()]
         return compare_runs(store, ids) if len(ids) >= 2 else None
 
+    def compared_text(self, comparison: Comparison | None) -> str:
+        """The Compare tab's first line: the runs compared, and those whose metrics could not be read (left out
+        of the curves, their settings still compared)."""
+        ids = [f"`{i}`" for i in self.selected]
+        names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")
+        left_out = "".join(f" **`{i}` left out of the curves:** {why}."
+                           for i, why in (comparison.unreadable if comparison else {}).items())
+        return f"Comparing {names}.{left_out}"
+
     def settings_table(self, comparison: Comparison | None = None) -> pd.DataFrame:
         """One row per selected run: id, seed, the settings that differ between them, status, best (of
         `comparison`, default: the selection's, compared now)."""
@@ -652,18 +661,17 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
                                  page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right")})
 
-    def compared() -> pn.pane.Markdown:
-        ids = [f"`{i}`" for i in model.selected]
-        names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")
-        return pn.pane.Markdown(f"Comparing {names}.", margin=(5, 10))
-
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""
-        comparison = model.comparison()
+        try:
+            comparison = model.comparison()
+        except ValueError as exc:  # a run that cannot be opened: said on the tab (it went to the server log alone)
+            return [pn.pane.Markdown(f"{model.compared_text(None)} **Cannot compare them:** {exc}", margin=(5, 10))]
         table = model.settings_table(comparison) if comparison is not None else pd.DataFrame()
         settings = pn.pane.Markdown("") if table.empty else pn.pane.DataFrame(
             table, index=False, sizing_mode="stretch_width", name="compare-settings")
-        return [compared(), curves_plot(model, comparison), settings]
+        return [pn.pane.Markdown(model.compared_text(comparison), margin=(5, 10)), curves_plot(model, comparison),
+                settings]
 
     fmt, size, export, written, download = export_controls(model.export)
     remove = pn.widgets.Button(label="remove the ticked runs…", sizing_mode="stretch_width")

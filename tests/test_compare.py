@@ -435,3 +435,39 @@ def test_a_run_that_scored_nan_or_inf_stays_in_its_band_and_says_how_many_scored
     assert band["mean"].tolist() == pytest.approx([0.85, (0.7 + 0.8 + 0.75) / 3, (0.6 + 0.5 + 0.55) / 3])
     assert all(np.diff(band["mean"]) <= 0)
     assert [e.label.rsplit(" (", 1)[1] for e in compare_curves(comparison)] == ["n=2–3)"] * 2
+
+
+def test_a_run_whose_metrics_cannot_be_read_is_left_out_of_the_curves_and_named(three, tmp_path):
+    """A truncated metrics.parquet (or one without iteration / best_loss) failed the whole comparison: on the Runs
+    page silently (the Compare tab kept its last view, the error in the server log), in `runs compare` as an
+    error naming no fix, or a traceback. Now the run's settings are compared, its curve left out and named; and
+    `runs show` names the table a metrics table must be where DuckDB's binder error was a traceback."""
+    import shutil
+
+    import pyarrow as pa
+
+    from workbench.dashboards.runs import RunsModel
+
+    store, (a, b, c) = three
+    copy = RunStore(tmp_path / "runs")
+    for i in (a, b, c):
+        shutil.copytree(store.root / i, copy.root / i)
+    (copy.root / b / "metrics.parquet").write_bytes((store.root / b / "metrics.parquet").read_bytes()[:100])
+    pq.write_table(pa.table({"foo": ["x"]}), copy.root / c / "metrics.parquet")
+    comparison = compare_runs(copy, [a, b, c])
+    assert set(comparison.curves["run_id"]) == {a} and list(comparison.unreadable) == [b, c]
+    assert "unreadable" in comparison.unreadable[b] and "no iteration or best_loss column" in comparison.unreadable[c]
+    assert comparison.differs["config.sigma"] == {a: 0.1, b: 0.1, c: 0.3}
+    model = RunsModel(runs_dir=str(copy.root))
+    model.selected = [a, b, c]
+    text = model.compared_text(model.comparison())
+    assert text.startswith(f"Comparing `{a}`, `{b}` and `{c}`.") and f"**`{c}` left out of the curves:**" in text
+    proc = _short("runs", "compare", a, b, c, "--runs", str(copy.root), "--json", cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert list(json.loads(out)["unreadable"]) == [b, c] and f"warning: {c} left out of the curves" in err
+    proc = _short("runs", "show", c, "--runs", str(copy.root), cwd=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "has no iteration column: not a metrics table of this workbench" in err
+    assert json.loads(out)["metrics"] is None

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
-from workbench.runs import Run, RunStore, as_run_did, catalog_row
+from workbench.runs import Run, RunError, RunStore, as_run_did, catalog_row
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -96,6 +96,8 @@ class Comparison:
     groups: list[RunGroup]
     curves: pd.DataFrame
     labels: dict[str, str] = field(default_factory=dict)
+    #: runs left out of the curves: their metrics.parquet could not be read (damaged, or not a metrics table)
+    unreadable: dict[str, str] = field(default_factory=dict)
 
     @property
     def has_replicates(self) -> bool:
@@ -129,14 +131,16 @@ class Comparison:
                 if len({repr(_canonical(_frozen(values[i]))) for i in ids}) > 1]
 
     def to_dict(self) -> dict:
-        """JSON-able: runs (per id: catalog columns and best_loss per iteration), differs, groups."""
+        """JSON-able: runs (per id: catalog columns and best_loss per iteration), differs, groups, unreadable
+        (run id -> why its metrics were left out)."""
         runs = {}
         for row in self.rows:
             runs[row["id"]] = {k: row.get(k) for k in ("kind", "substrate", "fm", "status", "iterations",
                                                          "best_loss", "seed", "metric", "better", "best")}
             mine = self.curves[self.curves["run_id"] == row["id"]]
             runs[row["id"]]["best_loss_by_iteration"] = [None if pd.isna(v) else float(v) for v in mine["best_loss"]]
-        return {"runs": runs, "differs": self.differs, "groups": [g.to_dict() for g in self.groups]}
+        return {"runs": runs, "differs": self.differs, "groups": [g.to_dict() for g in self.groups],
+                "unreadable": self.unreadable}
 
 
 def flat_settings(info: dict) -> dict[str, Any]:
@@ -387,17 +391,30 @@ def _disambiguate(groups: list[RunGroup]) -> None:
             g.label = f"{g.label} ({g.kind} #{count[g.label]})"
 
 
-def best_curves(store: RunStore | str | Path, infos: list[dict]) -> pd.DataFrame:
+def best_curves(store: RunStore | str | Path, infos: list[dict],
+                unreadable: dict[str, str] | None = None) -> pd.DataFrame:
     """Best so far by iteration of each run, in its own metric: run_id, iteration, best_loss, best, metric. Read
-    from each run's metrics.parquet (RunStore.metrics would rebuild the store's whole catalog once per run)."""
+    from each run's metrics.parquet (RunStore.metrics would rebuild the store's whole catalog once per run). A run
+    whose metrics cannot be read is one RunError naming it, or, given a dict `unreadable`, left out and named there
+    (run id -> why)."""
     store = RunStore.of(store)
     frames = []
     for info in infos:
         path = store.root / info["id"] / "metrics.parquet"
         if not path.is_file():
             continue
-        df = (Run(path.parent).read_table("metrics").select(["iteration", "best_loss"]).to_pandas()
-              .sort_values("iteration", kind="stable"))  # one RunError naming a damaged file
+        try:
+            table = Run(path.parent).read_table("metrics")  # one RunError naming a damaged file
+            missing = [c for c in ("iteration", "best_loss") if c not in table.column_names]
+            if missing:
+                raise RunError(f"{path} has no {' or '.join(missing)} column: not a metrics table of this workbench "
+                               "(move it aside to compare the run's settings alone)")
+        except RunError as exc:
+            if unreadable is None:
+                raise
+            unreadable[info["id"]] = str(exc)
+            continue
+        df = table.select(["iteration", "best_loss"]).to_pandas().sort_values("iteration", kind="stable")
         if df.empty:
             continue
         df.insert(0, "run_id", info["id"])
@@ -454,7 +471,8 @@ def compare_runs(store: RunStore | str | Path, ids: list[str]) -> Comparison:
     runs = [store.open(i) for i in ids]
     check_ids([r.id for r in runs])  # a prefix and its full id name one run
     infos = [r.info for r in runs]
-    curves = best_curves(store, infos)
+    unreadable: dict[str, str] = {}
+    curves = best_curves(store, infos, unreadable)  # a run with damaged metrics: its settings still compared
     groups = group_replicates(infos, str(store.root))
     for group in groups:  # each run's best at the iteration all of the group's runs with metrics have reached
         mine = curves[curves["run_id"].isin(group.ids)]
@@ -480,4 +498,4 @@ def compare_runs(store: RunStore | str | Path, ids: list[str]) -> Comparison:
         upto = mine[mine["iteration"] <= group.at_iteration].groupby("run_id").tail(1).set_index("run_id")["best"]
         group.bests = [None if i not in upto.index or pd.isna(upto[i]) else float(upto[i]) for i in group.ids]
     return Comparison(rows=[catalog_row(info, store.root) for info in infos], differs=differing_settings(infos),
-                      groups=groups, curves=curves, labels=run_labels(infos, str(store.root)))
+                      groups=groups, curves=curves, labels=run_labels(infos, str(store.root)), unreadable=unreadable)

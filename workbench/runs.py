@@ -1256,8 +1256,11 @@ class RunStore:
         path = run.path / "metrics.parquet"
         if not path.is_file():
             return []
+        table = run.read_table("metrics")  # one RunError naming a damaged file
+        if "iteration" not in table.column_names:  # (DuckDB's binder error was a traceback of `runs show`)
+            raise RunError(f"{path} has no iteration column: not a metrics table of this workbench")
         con = duckdb.connect()
-        con.register("metrics_rows", run.read_table("metrics"))  # one RunError naming a damaged file
+        con.register("metrics_rows", table)
         cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]

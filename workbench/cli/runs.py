@@ -117,6 +117,8 @@ def cmd_runs(args) -> int:
     from workbench.compare import compare_runs
 
     comparison = compare_runs(store, args.ids)
+    for run_id, why in comparison.unreadable.items():  # on stderr: the JSON on stdout stays one object
+        say("warning", f"{run_id} left out of the curves: {why}")
     if args.json:
         print(json.dumps(comparison.to_dict(), default=str))
     else:
