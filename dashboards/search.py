@@ -70,6 +70,7 @@ class SearchJob:
         self.algorithm_ran: str | None = None  # read from the run's config: what actually runs, resumes included
         self.kind_ran: str | None = None  # the search kind of the run on show (its curve and frames say it)
         self.done = 0  # iterations the run has done, of `total`
+        self.unreadable = ""  # why an opened run's metrics (its loss curve) could not be read, if they could not
         self.total = total
         self.owner: object | None = None  # the page (SearchModel) that started it; others only watch it
         self._stop = threading.Event()
@@ -212,9 +213,15 @@ class SearchJob:
             raise RunError(f"run {run.id} has a run.json this page cannot read ({type(exc).__name__}: {exc})") from None
         if self.done:
             try:
-                self.metrics = run.read_table("metrics").to_pylist()
-            except Exception:  # noqa: BLE001 - a damaged or missing table costs the earlier points, not the run
+                table = run.read_table("metrics")
+                missing = [c for c in ("iteration", "best_loss") if c not in table.column_names]
+                if missing:  # (the page was a traceback on the curve's rows)
+                    raise RunError(f"its metrics.parquet has no {' or '.join(missing)} column")
+                self.metrics = table.to_pylist()
+            except Exception as exc:  # noqa: BLE001 - a damaged or missing table costs the curve, not the run
                 self.metrics = []
+                # said beside the status: "done, 5 / 5" next to "the curve appears after the first iteration" hid it
+                self.unreadable = f"**cannot read** its loss curve: {exc}"
             self.population = _picture(run.path / "population.png")  # the latest, until a resume evaluates more
 
     def _progress(self, done: int, total: int, row: dict) -> None:
@@ -431,7 +438,7 @@ class SearchModel(param.Parameterized):
         job = SearchJob.live(self.runs_dir, run.id) or SearchJob.read(self.runs_dir, run, info)
         self.job = job
         self.starts += 1
-        self.notice = self._settings_of(run, info)
+        self.notice = " ".join(text for text in (self._settings_of(run, info), job.unreadable) if text)
 
     SETTINGS = ("kind", "substrate", "algorithm", "fm", "weights", "prompt", "target_image", "iters", "pop", "steps",
                 "frames", "bs", "seed", "init")

@@ -1394,6 +1394,38 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
         "Width 2: ... give Width 3.3 or more; leave Font out"
 
 
+def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_path):
+    """A done search with a truncated metrics.parquet read "5 / 5 iterations · done" beside "the loss curve appears
+    after the first iteration"; one without best_loss made the page a traceback. Now the notice says why."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.dashboards.search import SearchViews
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    run = run_search(SearchConfig(kind="openended", pop=4, iters=2, eval=EvalConfig("boids", "pixels", steps=4,
+                                                                                     frames=2, overrides={"N": 8})),
+                     store)
+    good = (run.path / "metrics.parquet").read_bytes()
+    for damage, why in ((lambda f: f.write_bytes(good[:60]), "is unreadable"),
+                        (lambda f: pq.write_table(pa.table({"iteration": [0]}), f), "has no best_loss column")):
+        damage(run.path / "metrics.parquet")
+        model = SearchModel(runs_dir=str(tmp_path))
+        model.choose(run.id)
+        assert model.status == "done" and model.metrics == [] and "**cannot read** its loss curve" in model.notice
+        assert why in model.notice
+        views = SearchViews(model)
+        views.refresh()  # it raised on the rows without best_loss
+        assert why in views.status.object
+    (run.path / "metrics.parquet").write_bytes(good)
+    model = SearchModel(runs_dir=str(tmp_path))
+    model.choose(run.id)
+    assert len(model.metrics) == 2 and "cannot read" not in model.notice
+
+
 def test_shell_registry_and_offline_design(tmp_path):
     from workbench.dashboards.shell import (
         OPENERS,
