@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from pathlib import Path
 
 import panel as pn
 
@@ -25,7 +26,9 @@ def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
     """One line: how many runs of each kind and status the store holds (rows: its catalog, read when not given)."""
     rows = RunStore(runs_dir).list() if rows is None else rows
     if not rows:
-        return f"The run store <code>{html.escape(runs_dir)}</code> is empty: start a search on the Search page."
+        missing = "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
+        return (f"The run store <code>{html.escape(runs_dir)}</code> is empty{missing}: start a search on the Search "
+                "page.")
     kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
     states = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).most_common())
     return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states})."

@@ -519,7 +519,8 @@ def empty_html(runs_dir: str, filtered: bool = False) -> str:
     if filtered:
         return ('<div class="empty">No run matches the filters (kind, status, search): clear them to see every '
                 "run.</div>")
-    return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>. Start one on the '
+    missing = "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
+    return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>{missing}. Start one on the '
             f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
             f"<code>workbench merge evolve …</code>.</div>")
 

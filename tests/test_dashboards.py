@@ -565,7 +565,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # in words, as the QD and Experts pages say them (the card said "best val_accuracy 0.5 ↑")
     assert best_text({"best": 0.5, "better": "higher", "metric": "val_accuracy"}) == "best validation accuracy 0.5 ↑"
     assert best_text({"best": 2.0, "better": "higher", "metric": "qd_score"}) == "best QD score 2 ↑"
-    assert "No run yet in" in gallery_html([], runs["dir"])
+    assert "No run yet in" in gallery_html([], runs["dir"]) and "no such folder" not in gallery_html([], runs["dir"])
+    assert "(no such folder yet: the first run makes it)" in gallery_html([], runs["dir"] + "-typo")
     # a search without its best θ yet (stopped, running) opens on the Search page first, where it goes on (the
     # Lab said it had no best θ yet); a finished one in the Lab
     done = runs["openended"][0]
@@ -1985,13 +1986,16 @@ def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, reques
 
 def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
     """Home's summary and latest cards follow the store (a run started elsewhere appears within FOLLOW_MS): they
-    were the page's first look for good."""
+    were the page's first look for good. A store folder not made yet is said to be so (a typo in --runs showed
+    empty pages, and serve said nothing)."""
     from workbench.runs import RunStore, heartbeat
 
     store = RunStore(tmp_path / "runs")
-    store.root.mkdir()
-    with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/", request) as page:
-        page.get_by_text("is empty: start a search on the Search page").wait_for(timeout=60000)
+    log = tmp_path / "serve.log"
+    with serving(str(store.root), log) as url, _browse(browser, f"{url}/", request) as page:
+        page.get_by_text("is empty (no such folder yet: the first run makes it): start a search").wait_for(
+            timeout=60000)
+        assert f"note: --runs {store.root} does not exist yet" in log.read_text()
         run = store.create("openended", "boids", "pixels", {}, 0)
         run.update(status="running", iterations=1, **heartbeat())
         page.get_by_text("holds 1 run: 1 openended (1 running)").wait_for(timeout=30000)

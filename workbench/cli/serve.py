@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from workbench.cli.common import PORT, err
+from workbench.cli.common import PORT, err, say
 from workbench.dashboards.screenshots import PAGES as SCREENSHOT_PAGES  # standard library only: no Panel here
 
 
@@ -50,6 +51,8 @@ def cmd_serve(args) -> int:
     from workbench.dashboards.app import PAGES, serve
 
     pages = ", ".join(f"/{p}" for p in PAGES)
+    if not Path(args.runs).exists():  # a typo in --runs showed empty pages and said nothing
+        say("note", f"--runs {args.runs} does not exist yet: the pages show no runs until a run is made there")
     err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)", soft_wrap=True)
     serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show, on_stop=_stopping)
     return 128 + app.stopped_by  # a Ctrl-C's 130, SIGTERM's 143 (the server stops on a signal only)
