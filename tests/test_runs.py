@@ -159,12 +159,18 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     for folder in ("snapshots", "figures"):  # what the Lab and the pages write beside the runs: not runs at all
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "lenia-seed0.png").write_bytes(b"")
+    (tmp_path / "lost").mkdir()  # a run whose run.json was deleted: it went without a word
+    (tmp_path / "lost" / "checkpoint.json").write_text("{}")
     assert store.list() == []
-    assert sorted(store.broken()) == ["broken", "foreign"]
+    assert sorted(store.broken()) == ["broken", "foreign"] and store.orphaned() == ["lost"]
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "broken is not a readable run" in err and "snapshots" not in err and "figures" not in err
-    for name, message in (("broken", "corrupt"), ("foreign", "not a workbench run record"), ("nope", "no run 'nope'")):
+    assert "skipped (`workbench runs show broken` says why)" in err
+    assert "warning: lost holds a run's files but no run.json (deleted or lost?)" in err
+    for name, message in (("broken", "corrupt"), ("broken", "restore run.json from a backup, or move the folder"),
+                          ("foreign", "not a workbench run record (format 1): another program's folder? Keep it out"),
+                          ("nope", "no run 'nope'")):
         assert main(["asal", "target", "--resume", name, "--runs", str(tmp_path), "--quiet"]) == 2
         assert message in capsys.readouterr().err
     with pytest.raises(RunError, match="corrupt"):
@@ -640,8 +646,10 @@ def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
     assert listed.returncode == 0 and "note" in listed.stdout and live.id in listed.stdout and \
         other.id in listed.stdout, listed.stdout  # whole ids in a narrow terminal
     assert [r["note"] for r in store.list()] == ["baseline of figure 3: σ = 0.1", None]
-    shown = json.loads(_short("runs", "show", live.id, "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout)
+    printed = _short("runs", "show", live.id, "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout
+    shown = json.loads(printed)
     assert shown["note"] == "baseline of figure 3: σ = 0.1" and shown["status"] == "running"
+    assert "σ = 0.1" in printed  # as written, not \u03c3
     refused = _short(*note, other.id, "x" * (MAX_NOTE + 1), cwd=tmp_path)
     assert refused.returncode == 2 and f"a note holds at most {MAX_NOTE}" in refused.stderr, refused.stderr
     assert _short(*note, live.id, "", cwd=tmp_path).returncode == 0 and not (live.path / NOTE_FILE).exists()

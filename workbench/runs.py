@@ -486,14 +486,16 @@ class Run:
         except FileNotFoundError as exc:
             raise RunError(f"{self.path} is not a workbench run (no run.json)") from exc
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise RunError(f"{self.path}/run.json is corrupt ({exc}); the run cannot be read") from exc
+            raise RunError(f"{self.path}/run.json is corrupt ({exc}); the run cannot be read: restore run.json from a "
+                           "backup, or move the folder out of the run store") from exc
         except OSError as exc:  # a folder named run.json, no permission to read it
             raise RunError(f"{self.path}/run.json cannot be read ({exc.strerror or exc})") from exc
         if isinstance(info, dict) and isinstance(info.get("format"), int) and info["format"] > FORMAT:
             raise RunError(f"{self.path}/run.json was written by a newer workbench (run format {info['format']}, "
                            f"this version reads {FORMAT}): upgrade the workbench to read it")
         if not isinstance(info, dict) or info.get("format") != FORMAT or "config" not in info:
-            raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT})")
+            raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT}): another program's "
+                           "folder? Keep it out of the run store")
         wrong = _mistyped_fields(info)
         if wrong:
             raise RunError(f"{self.path}/run.json is corrupt ({wrong}); correct it in run.json, or move the folder "
@@ -1240,6 +1242,15 @@ class RunStore:
         return [p.name for p in sorted(self.root.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
                 and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than]
+
+    def orphaned(self) -> list[str]:
+        """Folders that hold a run's files (checkpoint.json or metrics.parquet) but no run.json, which says what the
+        run is: lost or deleted by hand. Not listed or resumable, so said, not skipped without a word."""
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in sorted(self.root.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
+                and any((p / name).is_file() for name in ("checkpoint.json", "metrics.parquet"))]
 
     def broken(self) -> list[str]:
         """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are

@@ -86,9 +86,13 @@ def cmd_runs(args) -> int:
         else:
             _runs_tables(rows)
         for name in store.unreadable_runs:  # as broken(), from the list just read
-            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped")
+            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped (`workbench runs "
+                           f"show {name}` says why)")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
+        for name in store.orphaned():
+            say("warning", f"{name} holds a run's files but no run.json (deleted or lost?): it cannot be listed or "
+                           f"resumed without it; restore run.json from a backup, or delete the folder")
         for name in store.unfinished():
             say("note", f"{name} holds only the inputs of a run killed as it was created (no run.json): there is "
                         f"nothing to resume; delete the folder")
@@ -106,7 +110,8 @@ def cmd_runs(args) -> int:
             say("warning", str(error))
             info["metrics"] = None
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
-        print(json.dumps(info, indent=None if args.json else 2, default=str))
+        # ids and notes as written (a run named "…ü…" printed \u00fc)
+        print(json.dumps(info, indent=None if args.json else 2, default=str, ensure_ascii=False))
         return 0
     if args.action == "rm":
         return _remove(store, args)
