@@ -113,7 +113,11 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     m = qd.metrics()
     assert [x["qd_score_sort"] for x in metrics] == m["qd_score"][:, 1].tolist()
     assert -info["best_loss"] == metrics[-1]["qd_score"] == pytest.approx(m["qd_score"][-1].sum())
-    # snapshots: the table's last generation is the final archives
+    # snapshots: the table's last generation is the final archives; the table, extended generation by generation
+    # as the run went (ArchiveRows), is the one built from generation 0 at once
+    from workbench.qd.run import archive_rows
+
+    assert run.read_table("archives").to_pydict() == archive_rows(qd)
     archives = run.read_table("archives").to_pylist()
     last = {(a["task"], tuple(a["cell"])): (a["id"], a["quality"]) for a in archives if a["generation"] == GENS}
     for task in qd.tasks:
