@@ -484,3 +484,28 @@ def test_a_prompt_tells_its_task():
     for name, task in {**TASKS, **EXTRA_TASKS}.items():
         assert {prompt_task(p) for p, _ in task.sample(np.random.default_rng(0), 64)} == {name}, name
     assert prompt_task("hello") is None and prompt_task("s:kdpa") is None
+
+
+def test_the_task_streams_are_pinned():
+    """The examples a seed draws, pinned: a zoo's weights follow from them, so a change in how they are drawn (the
+    draws made faster, say) must leave every one as it was, or be a decision (the zoo's models change with it)."""
+    from workbench.lm.tasks import PRETRAIN_TASKS, heldout, make_tokenizer
+    from workbench.lm.zoo import _batch, _Mixture
+
+    assert {t: heldout(t, 2, seed=3) for t in PRETRAIN_TASKS} == {
+        "add": [("52+11=", "063"), ("71+34=", "105")], "reverse": [("r:bpzf=", "fzpb"), ("r:ixnlze=", "ezlnxi")],
+        "sort": [("s:erpsdobt=", "bdeoprst"), ("s:othj=", "hjot")], "recall": [("k:wko=", "659"), ("k:qe=", "25")],
+        "brackets": [("b:[{=", "}]"), ("b:()()(=", ")")], "copy": [("c:sik=", "sik"), ("c:ymbyqd=", "ymbyqd")],
+        "lookup": [("v:q82g58j57u32c14?32=", "u"), ("v:c75u24d36?24=", "u")],
+        "sub": [("31-18=", "013"), ("48-20=", "028")]}
+    mixed = _Mixture(5, "base", real=["copy"], fake=["brackets", "recall", "sort"]).sample(10)  # random answers too
+    assert mixed == [("c:qlxeyuhv=", "qlxeyuhv"), ("c:evb=", "evb"), ("c:mkjp=", "mkjp"), ("c:elsqd=", "elsqd"),
+                     ("b:[((=", "]]}"), ("k:svl=", "147"), ("s:azar=", "aarz"), ("s:syeifka=", "ksfaeiy"),
+                     ("s:sqccn=", "qnccs"), ("s:ful=", "luf")]
+    tok = make_tokenizer()
+    ids, labels = _batch(tok, mixed[4:6])  # one tokenizer call per batch: the ids of one call per string
+    for row, label, (prompt, answer) in zip(ids.tolist(), labels.tolist(), mixed[4:6], strict=True):
+        p = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert row[: len(p + a)] == p + a and label[: len(p + a)] == [-100] * len(p) + a
+        assert set(row[len(p + a):]) <= {tok.pad_token_id} and set(label[len(p + a):]) <= {-100}

@@ -62,8 +62,14 @@ OPEN_CLOSE = {"(": ")", "[": "]", "{": "}"}
 RECALL_CODES = dict(zip(LETTERS, "31415926535897932384626433", strict=True))  # letter -> digit, for recall
 
 
+#: the alphabets as arrays, drawn from by index: rng.choice(list(…)) draws the same numbers (it calls
+#: rng.integers(0, n)) but built an array and checked its shape on every call (a zoo build's sampling, 1.1 M calls)
+_LETTER_ARRAY = np.array(list(LETTERS))
+_OPENERS = tuple(OPEN_CLOSE)
+
+
 def _letters(rng: np.random.Generator, lo: int, hi: int) -> str:
-    return "".join(rng.choice(list(LETTERS), size=int(rng.integers(lo, hi + 1))))
+    return "".join(_LETTER_ARRAY[rng.integers(0, len(LETTERS), size=int(rng.integers(lo, hi + 1)))])
 
 
 def _add(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
@@ -121,10 +127,10 @@ def _brackets(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
             if stack and rng.random() < 0.3:  # close the innermost bracket now and then: needs a real stack
                 text += OPEN_CLOSE[stack.pop()]
             else:
-                stack.append(str(rng.choice(list(OPEN_CLOSE))))
+                stack.append(_OPENERS[rng.integers(0, len(_OPENERS))])
                 text += stack[-1]
         if not stack:
-            stack.append(str(rng.choice(list(OPEN_CLOSE))))
+            stack.append(_OPENERS[rng.integers(0, len(_OPENERS))])
             text += stack[-1]
         out.append((f"b:{text}=", "".join(OPEN_CLOSE[c] for c in reversed(stack))))
     return out

@@ -251,9 +251,12 @@ def _batch(tok, examples: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Te
     """Right-padded ids and labels (loss on the answer and eos only). Causal attention never looks right,
     so the padding needs no attention mask."""
     seqs, labels = [], []
-    for prompt, answer in examples:
-        p = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
-        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    # one call per batch, not two per example (a zoo build made 334 k of them): the same ids
+    prompts = tok([p for p, _ in examples], add_special_tokens=False)["input_ids"]
+    answers = tok([a for _, a in examples], add_special_tokens=False)["input_ids"]
+    for prompt_ids, answer_ids in zip(prompts, answers, strict=True):
+        p = [tok.bos_token_id] + prompt_ids
+        a = answer_ids + [tok.eos_token_id]
         seqs.append(p + a)
         labels.append([-100] * len(p) + a)
     width = max(map(len, seqs))
