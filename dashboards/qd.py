@@ -156,14 +156,21 @@ def _qd_config(run: Run) -> tuple[dict, list[str]]:
     """A qd run's config and tasks, the fields the page reads checked: one ValueError naming a missing one (the page
     waited on "loading…" for good on the KeyError of a hand-edited run.json)."""
     cfg = run.info.get("config")
-    try:
-        tasks, bins, ranges = [str(t) for t in cfg["tasks"]], cfg["bins"], cfg["ranges"]
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"run {run.id!r}: its run.json's config lacks {exc} (the page reads tasks, bins and "
-                         "ranges); correct it, or move the folder out of the store") from exc
-    bad = [] if isinstance(bins, int) and bins >= 1 else ["bins"]
-    bad += [f"ranges.{t}" for t in tasks
-            if not (isinstance(ranges, dict) and isinstance(ranges.get(t), list | tuple) and len(ranges[t]) == 2)]
+    missing = [k for k in ("tasks", "bins", "ranges") if k not in cfg] if isinstance(cfg, dict) else ["config"]
+    if missing:
+        raise ValueError(f"run {run.id!r}: its run.json's config lacks {', '.join(missing)} (the page reads tasks, "
+                         "bins and ranges); correct it, or move the folder out of the store")
+    tasks, bins, ranges = cfg["tasks"], cfg["bins"], cfg["ranges"]
+    if not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+        raise ValueError(f"run {run.id!r}: its run.json's config has a bad tasks ({tasks!r}, not a list of task "
+                         "names); correct it, or move the folder out of the store")
+
+    def is_range(r: object) -> bool:
+        return isinstance(r, list | tuple) and len(r) == 2 and all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in r)
+
+    bad = [] if isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1 else ["bins"]
+    bad += [f"ranges.{t}" for t in tasks if not (isinstance(ranges, dict) and is_range(ranges.get(t)))]
     if bad:
         raise ValueError(f"run {run.id!r}: its run.json's config has a bad {', '.join(bad)}; correct it, or move "
                          "the folder out of the store")
@@ -854,8 +861,9 @@ class QDModel(param.Parameterized):
         gens = d.generations
         if d.kind == "qd":
             cfg = d.info["config"]
-            return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {d.info.get('method', cfg['sampling'])} · "
-                    f"{cfg['bins']} bins · {counted(len(d.models), 'model')} evaluated · "
+            method = d.info.get("method") or cfg.get("sampling", "?")  # (a hand-edited config may lack it)
+            return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {method} · "
+                    f"{d.bins} bins · {counted(len(d.models), 'model')} evaluated · "
                     f"generations {gens[0]}–{gens[-1]} · {effective_status(d.info)}")
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]

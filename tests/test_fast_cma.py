@@ -7,7 +7,7 @@ import pytest
 from cmaes import CMA
 
 from workbench.checkpoint import cmaes_from_state, cmaes_state, fresh_cmaes, pack, unpack
-from workbench.fast_cma import FastCMA
+from workbench.fast_cma import FastCMA, as_fast_cma
 
 
 def _assert_same_state(a, b, where):
@@ -23,7 +23,7 @@ def _assert_same_state(a, b, where):
 
 
 @pytest.mark.parametrize(("n", "pop", "gens", "bounded"), [(40, 10, 25, False), (6, 32, 40, False),
-                                                          (150, 12, 4, False), (5, 8, 30, True)])
+                                                          (150, 12, 4, False), (5, 8, 30, True), (1, 16, 20, False)])
 def test_fast_cma_is_cmaes_cma_bit_for_bit(n, pop, gens, bounded):
     """Noisy shifted sphere: the worse half's negative (active) weights, σ moving both ways; with bounds the
     library's resampling goes through FastCMA's sampler too."""
@@ -67,6 +67,22 @@ def test_fast_cma_checkpoints_and_continues_bit_for_bit():
     clone = cmaes_from_state(unpack(json.loads(json.dumps(packed, allow_nan=False)), arrays))
     assert type(clone) is FastCMA
     np.testing.assert_array_equal(np.stack([opt.ask() for _ in range(6)]), np.stack([clone.ask() for _ in range(6)]))
+    # a checkpoint of cmaes' CMA (a --cma full run from before FastCMA) goes on as FastCMA, the same numbers
+    old = fresh_cmaes(CMA(mean=np.zeros(12), sigma=0.3, population_size=6, seed=2))
+    for _ in range(2):
+        xs = [old.ask() for _ in range(6)]
+        old.tell([(x, float(np.sum(x ** 2))) for x in xs])
+    packed, arrays = pack(cmaes_state(old))  # (copies: a checkpoint's arrays are read from its file)
+    resumed = as_fast_cma(cmaes_from_state(unpack(json.loads(json.dumps(packed)), {k: v.copy() for k, v in
+                                                                                   arrays.items()})))
+    assert type(resumed) is FastCMA and as_fast_cma(opt) is opt
+    for _ in range(2):
+        xs = [old.ask() for _ in range(6)]
+        assert all(np.array_equal(x, resumed.ask()) for x in xs)
+        values = [float(np.sum(x ** 2)) for x in xs]
+        old.tell(list(zip(xs, values, strict=True)))
+        resumed.tell(list(zip(xs, values, strict=True)))
+        _assert_same_state(resumed, old, "resumed")
 
 
 def test_namm_full_covariance_is_fast_cma_and_lr_adapt_is_refused():
@@ -75,3 +91,5 @@ def test_namm_full_covariance_is_fast_cma_and_lr_adapt_is_refused():
     assert type(new_search(NAMMTrainConfig(cma="full", pop=4))) is FastCMA
     with pytest.raises(ValueError, match="lr_adapt"):
         FastCMA(mean=np.zeros(3), sigma=0.1, lr_adapt=True)
+    with pytest.raises(ValueError, match="lr_adapt"):  # positionally too
+        FastCMA(np.zeros(3), 0.1, None, 100, 0, None, None, True)

@@ -685,7 +685,7 @@ def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):
         assert archive_thumbnail(folder) is None
         with pytest.raises(ValueError, match=re.escape(f"run {folder.name!r}: its run.json's config") + ".*correct it"):
             read_qd_run(store, folder.name)
-    named = {"no-range": "a bad ranges.brackets", "no-config": "lacks 'tasks'", "bad-bins": "bad bins"}
+    named = {"no-range": "a bad ranges.brackets", "no-config": "lacks tasks, bins, ranges", "bad-bins": "bad bins"}
     for name, field in named.items():
         with pytest.raises(ValueError, match=field):
             read_qd_run(store, f"{qd['run']}-{name}")
@@ -693,5 +693,11 @@ def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):
     assert len(model.ids) == 3 and all(model.thumbnail(r) is None for r in store.list())
     runs_page(str(store.root))  # they raised as they built their cards
     home_page(str(store.root))
+    folder = store.root / f"{qd['run']}-no-sampling"  # what the page reads besides: its line said nothing then
+    shutil.copytree(Path(qd["dir"]) / qd["run"], folder)
+    info = json.loads((folder / "run.json").read_text())
+    del info["config"]["sampling"], info["method"]
+    (folder / "run.json").write_text(json.dumps({**info, "id": folder.name}))
+    assert " · ? · 15 bins · " in QDModel(runs_dir=str(store.root), run_id=folder.name).summary()
     shutil.copytree(Path(qd["dir"]) / qd["run"], store.root / qd["run"])  # a sound one beside them: its picture
     assert RunsModel(runs_dir=str(store.root)).thumbnail(store.open(qd["run"]).info | {"id": qd["run"]})

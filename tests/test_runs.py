@@ -161,12 +161,14 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
         (tmp_path / folder / "lenia-seed0.png").write_bytes(b"")
     (tmp_path / "lost").mkdir()  # a run whose run.json was deleted: it went without a word
     (tmp_path / "lost" / "checkpoint.json").write_text("{}")
+    (tmp_path / "lost" / "inputs").mkdir()  # not also "killed as it was created: delete the folder"
+    assert store.unfinished(older_than=-1.0) == []
     assert store.list() == []
     assert sorted(store.broken()) == ["broken", "foreign"] and store.orphaned() == ["lost"]
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "broken is not a readable run" in err and "snapshots" not in err and "figures" not in err
-    assert "skipped (`workbench runs show broken` says why)" in err
+    assert f"skipped (`workbench runs show broken --runs {tmp_path}` says why)" in err
     assert "warning: lost holds a run's files but no run.json (deleted or lost?)" in err
     for name, message in (("broken", "corrupt"), ("broken", "restore run.json from a backup, or move the folder"),
                           ("foreign", "not a workbench run record (format 1): another program's folder? Keep it out"),
@@ -646,10 +648,11 @@ def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
     assert listed.returncode == 0 and "note" in listed.stdout and live.id in listed.stdout and \
         other.id in listed.stdout, listed.stdout  # whole ids in a narrow terminal
     assert [r["note"] for r in store.list()] == ["baseline of figure 3: σ = 0.1", None]
-    printed = _short("runs", "show", live.id, "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout
+    printed = _short("runs", "show", live.id, "--runs", str(tmp_path), cwd=tmp_path).stdout
     shown = json.loads(printed)
     assert shown["note"] == "baseline of figure 3: σ = 0.1" and shown["status"] == "running"
-    assert "σ = 0.1" in printed  # as written, not \u03c3
+    assert "σ = 0.1" in printed  # for reading, as written (not \u03c3); --json escapes, as list and compare do
+    assert "\\u03c3" in _short("runs", "show", live.id, "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout
     refused = _short(*note, other.id, "x" * (MAX_NOTE + 1), cwd=tmp_path)
     assert refused.returncode == 2 and f"a note holds at most {MAX_NOTE}" in refused.stderr, refused.stderr
     assert _short(*note, live.id, "", cwd=tmp_path).returncode == 0 and not (live.path / NOTE_FILE).exists()

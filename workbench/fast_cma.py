@@ -5,10 +5,11 @@ B·diag(D) as a dense n×n matrix product (2n³ flops, ~2.3 s at n = 4172 on two
 generation), two more products for C^-1/2 in tell, two to rebuild C after each eigendecomposition, and holds the
 rank-μ update as a (λ, n, n) array (4.5 GB at λ = 32, twice over while it is weighted). A product with a diagonal
 matrix is a column scaling, and adding the λ weighted outer products one at a time is the sum numpy takes over
-that array's first axis, so FastCMA does the same arithmetic in the same order without them: every draw, mean,
-σ and covariance is bit for bit cmaes' (tests/test_fast_cma.py checks it against the installed cmaes each run,
-so a cmaes release that changes its update fails there, not silently). What remains cubic is the one
-eigendecomposition per generation and one product for C^-1/2.
+that array's first axis (for n ≥ 2: at n = 1 numpy sums pairwise, and FastCMA does as cmaes does), so FastCMA
+does the same arithmetic in the same order without them: every draw, mean, σ and covariance is bit for bit
+cmaes' (tests/test_fast_cma.py checks it against the installed cmaes each run, so a cmaes release that changes its
+update fails there, not silently). What remains cubic is the one eigendecomposition per generation and one
+product for C^-1/2.
 
 Learning-rate adaptation (cmaes' lr_adapt) is not carried over: it is refused, not ignored.
 """
@@ -26,9 +27,9 @@ class FastCMA(CMA):
     """cmaes.CMA with O(n²) sampling and an O(n²)-memory update (module doc); same constructor, ask and tell."""
 
     def __init__(self, *args, **kwargs) -> None:
-        if kwargs.get("lr_adapt"):
-            raise ValueError("FastCMA does not carry cmaes' lr_adapt; use cmaes.CMA for learning-rate adaptation")
         super().__init__(*args, **kwargs)
+        if self._lr_adapt:  # however it was passed
+            raise ValueError("FastCMA does not carry cmaes' lr_adapt; use cmaes.CMA for learning-rate adaptation")
 
     def _eigen_decomposition(self) -> tuple[np.ndarray, np.ndarray]:
         if self._B is not None and self._D is not None:
@@ -79,8 +80,19 @@ class FastCMA(CMA):
         delta_h_sigma = (1 - h_sigma) * self._cc * (2 - self._cc)
         assert delta_h_sigma <= 1
         rank_one = np.outer(self._pc, self._pc)
-        rank_mu = w_io[0] * np.outer(y[0], y[0])  # Σ_k w_k y_k y_kᵀ, summed in k's order
-        for wk, yk in zip(w_io[1:], y[1:], strict=True):
-            rank_mu += wk * np.outer(yk, yk)
+        if self._n_dim == 1:  # numpy sums a (λ, 1, 1) array pairwise, not in k's order: cmaes' own sum, tiny here
+            rank_mu = np.sum(w_io.reshape(-1, 1, 1) * (y[:, :, None] * y[:, None, :]), axis=0)
+        else:
+            rank_mu = w_io[0] * np.outer(y[0], y[0])  # Σ_k w_k y_k y_kᵀ, summed in k's order
+            for wk, yk in zip(w_io[1:], y[1:], strict=True):
+                rank_mu += wk * np.outer(yk, yk)
         self._C = ((1 + self._c1 * delta_h_sigma - self._c1 - self._cmu * np.sum(w)) * self._C
                    + self._c1 * rank_one + self._cmu * rank_mu)
+
+
+def as_fast_cma(opt: object) -> object:
+    """A cmaes CMA restored from a checkpoint written before FastCMA (a `--cma full` run resumed), as a FastCMA:
+    the same attributes and, from there, the same numbers, at FastCMA's speed. Anything else comes back as it is."""
+    if type(opt) is CMA and not opt._lr_adapt:
+        opt.__class__ = FastCMA
+    return opt

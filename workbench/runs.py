@@ -1241,7 +1241,8 @@ class RunStore:
         now = time.time()
         return [p.name for p in sorted(self.root.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
-                and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than]
+                and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than
+                and p.name not in self.orphaned()]  # a run's files besides: it lost its run.json (orphaned)
 
     def orphaned(self) -> list[str]:
         """Folders that hold a run's files (checkpoint.json or metrics.parquet) but no run.json, which says what the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 
 from rich.console import Console
 
@@ -86,8 +87,8 @@ def cmd_runs(args) -> int:
         else:
             _runs_tables(rows)
         for name in store.unreadable_runs:  # as broken(), from the list just read
-            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped (`workbench runs "
-                           f"show {name}` says why)")
+            show = f"workbench runs show {shlex.quote(name)} --runs {shlex.quote(str(store.root))}"
+            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped (`{show}` says why)")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
         for name in store.orphaned():
@@ -110,8 +111,8 @@ def cmd_runs(args) -> int:
             say("warning", str(error))
             info["metrics"] = None
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
-        # ids and notes as written (a run named "…ü…" printed \u00fc)
-        print(json.dumps(info, indent=None if args.json else 2, default=str, ensure_ascii=False))
+        # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
+        print(json.dumps(info, indent=None if args.json else 2, default=str, ensure_ascii=bool(args.json)))
         return 0
     if args.action == "rm":
         return _remove(store, args)

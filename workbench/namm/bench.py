@@ -274,7 +274,8 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
         if kind == "full_cmaes":  # the peer: cmaes' own CMA, which FastCMA reproduces bit for bit
             from cmaes import CMA
 
-            s = CMA(mean=np.zeros(N_PARAMS), sigma=SIGMA0, population_size=cfg.pop, seed=CMA_SEED)
+            with np.errstate(divide="ignore"):  # populations below 4, as new_search
+                s = CMA(mean=np.zeros(N_PARAMS), sigma=SIGMA0, population_size=cfg.pop, seed=CMA_SEED)
         else:
             s = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, cma=kind,
                                            seed=CMA_SEED, n_up=cfg.n_up))

@@ -38,6 +38,7 @@ import numpy as np
 
 from workbench.checkpoint import cmaes_from_state, cmaes_state
 from workbench.checks import checked_again
+from workbench.fast_cma import as_fast_cma
 from workbench.namm.legacy import PREDATES
 from workbench.namm.saved import POLICY_FILE, save_policy
 from workbench.namm.tasks import check_prompts
@@ -140,7 +141,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
                      "stats": None, "full": {}, "best": None, **(first or {})}
         if on_start is not None:
             on_start(run)
-        opt = cmaes_from_state(state["cma"])
+        opt = as_fast_cma(cmaes_from_state(state["cma"]))
 
     def step(it: int) -> dict:
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
