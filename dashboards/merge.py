@@ -81,6 +81,15 @@ class MergeModel(param.Parameterized):
         """The tabs this run has something to show in, in page order."""
         return [t for t, names in TABS.items() if any(self.has(n) for n in names)]
 
+    def no_figures(self) -> str:
+        """What the page says for a run without any figure: not through its first iteration yet (NO_FIGURES), or
+        else why its first figure is missing (its files' damage, say)."""
+        d = self.data()
+        if d is None or not d.info.get("iterations"):
+            return NO_FIGURES
+        why = self.figure(next(iter(FIGURES)))
+        return f"*No figures: {str(why.data).replace('<i>', '').replace('</i>', '').strip()}*"
+
     def has(self, name: str) -> bool:
         """Whether the run on show has figure `name` (of FIGURES), not the Div saying why it has none."""
         import holoviews as hv
@@ -212,7 +221,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
     # a run in its first iteration (or killed there) has no figure yet: a note, not tabs (none to make active)
-    nothing = pn.pane.Markdown(NO_FIGURES, margin=(0, 10), visible=False)
+    nothing = pn.pane.Markdown("", margin=(0, 10), visible=False)
     what = pn.pane.Markdown("", margin=(0, 10))
 
     building = [False]  # replacing the tabs moves `active`; that is not the user picking a tab
@@ -228,6 +237,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             if names:
                 tabs.active = names.index(wanted) if wanted in names else 0
             tabs.visible, nothing.visible = bool(names), not names
+            nothing.object = "" if names else model.no_figures()
         finally:
             building[0] = False
         header.object = model.summary()

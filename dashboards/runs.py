@@ -12,6 +12,7 @@ import base64
 import functools
 import html
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -201,6 +202,9 @@ class RunsModel(param.Parameterized):
         try:
             return self._thumbnail(row)
         except Exception:  # noqa: BLE001 - see the docstring: Home and Runs were a traceback for one qd run.json
+            if row.get("id") not in _NO_THUMBNAIL:  # in the server's log once, not at every redraw
+                _NO_THUMBNAIL.add(row.get("id"))
+                logging.getLogger(__name__).warning("no picture for run %s", row.get("id"), exc_info=True)
             return None
 
     def _thumbnail(self, row: dict) -> str | None:
@@ -377,6 +381,9 @@ def _merge_thumbnail(run_path: str, mtimes: tuple[int, ...]) -> str | None:
         return None
     image = recipe_thumbnail(data, THUMB, THUMB * 2 // 3)
     return None if image is None else _png_uri(image)
+
+
+_NO_THUMBNAIL: set = set()  # runs whose picture failed, logged once
 
 
 @functools.lru_cache(maxsize=512)

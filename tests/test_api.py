@@ -400,6 +400,9 @@ def test_library_takes_one_string_as_one_name_not_one_per_letter():
     from workbench.namm.peer import check_presses
 
     assert AdaptConfig(model="smollm2", experts=["e.safetensors"], target="recall", shots=3).shots == [3]
+    one = AdaptConfig(model="smollm2", experts="e.safetensors", tasks="recall", target="recall", strategies="few-shot",
+                      shots=np.int64(4))
+    assert (one.experts, one.tasks, one.strategies, one.shots) == (["e.safetensors"], ["recall"], ["few-shot"], [4])
     assert check_presses("snapkv") == check_presses(["snapkv"]) and len(check_presses("snapkv")) == 1
     bench = BenchConfig(tasks="passkey", sections="cma", presses="none")
     check_config(bench)

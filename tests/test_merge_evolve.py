@@ -377,5 +377,9 @@ def test_the_merge_page_shows_a_run_stopped_before_its_first_iteration(tmp_path,
     main = pn.Column(*page.main)
     notes = [m for m in main.select(pn.pane.Markdown) if m.object == NO_FIGURES]
     assert len(notes) == 1 and notes[0].visible
+    assert MergeModel(runs_dir=str(tmp_path), run_id=run.id).no_figures() == NO_FIGURES
+    run.update(iterations=1)  # past its first iteration but no figure (its files lost): why the first one is missing
+    why = MergeModel(runs_dir=str(tmp_path), run_id=run.id).no_figures()
+    assert why.startswith("*No figures: ") and "<i>" not in why and "first iteration" not in why
     (tabs,) = main.select(pn.Tabs)
     assert not tabs.visible and len(tabs) == 0

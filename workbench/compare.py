@@ -407,8 +407,7 @@ def best_curves(store: RunStore | str | Path, infos: list[dict],
             table = Run(path.parent).read_table("metrics")  # one RunError naming a damaged file
             missing = [c for c in ("iteration", "best_loss") if c not in table.column_names]
             if missing:
-                raise RunError(f"{path} has no {' or '.join(missing)} column: not a metrics table of this workbench "
-                               "(move it aside to compare the run's settings alone)")
+                raise RunError(f"{path} has no {' or '.join(missing)} column: not a metrics table of this workbench")
         except RunError as exc:
             if unreadable is None:
                 raise

@@ -493,7 +493,10 @@ class Run:
         if isinstance(info, dict) and isinstance(info.get("format"), int) and info["format"] > FORMAT:
             raise RunError(f"{self.path}/run.json was written by a newer workbench (run format {info['format']}, "
                            f"this version reads {FORMAT}): upgrade the workbench to read it")
-        if not isinstance(info, dict) or info.get("format") != FORMAT or "config" not in info:
+        if isinstance(info, dict) and info.get("format") == FORMAT and "config" not in info:
+            raise RunError(f"{self.path}/run.json has lost its config (edited by hand?): restore run.json from a "
+                           "backup, or move the folder out of the run store")
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise RunError(f"{self.path}/run.json is not a workbench run record (format {FORMAT}): another program's "
                            "folder? Keep it out of the run store")
         wrong = _mistyped_fields(info)

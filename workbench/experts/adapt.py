@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -151,10 +152,12 @@ class AdaptConfig:
         self.experts = [str(e) for e in ([self.experts] if isinstance(self.experts, str) else self.experts)]
         if not self.experts:
             raise ValueError("give the experts to adapt with: --experts RUN_ID|FILE …")
-        self.tasks = check_tasks(list(self.tasks), tuple(CHAT_INSTRUCTIONS))
+        self.tasks = check_tasks(self.tasks, tuple(CHAT_INSTRUCTIONS))  # one name given alone: that task
         if self.target is not None:
             check_tasks([self.target], tuple(CHAT_INSTRUCTIONS))
         check_chat_tasks([*self.tasks, self.target], self.prompt_format)
+        if isinstance(self.strategies, str):  # one strategy, not one per letter
+            self.strategies = [self.strategies]
         unknown = [s for s in self.strategies if s not in STRATEGIES]
         if unknown:
             raise ValueError(f"unknown strategy {unknown[0]!r} (--strategies); choose from {', '.join(STRATEGIES)}")
@@ -170,7 +173,7 @@ class AdaptConfig:
                              f"tested on it), or leave --tasks out: the experts' tasks and the target")
         if "few-shot" in self.strategies and self.target is None:
             raise ValueError("the few-shot strategy adapts to a task without an expert: give it with --target TASK")
-        shots = [self.shots] if isinstance(self.shots, int) else list(self.shots)  # shots=3: one search
+        shots = [self.shots] if isinstance(self.shots, numbers.Integral) else list(self.shots)  # shots=3: one
         if not shots or not all(is_count(k) for k in shots) or len(set(shots)) != len(shots):
             raise ValueError(f"--shots must be distinct positive numbers of shots, e.g. 3 5 10 20; got {self.shots}")
         self.shots = [int(k) for k in shots]
