@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from pathlib import Path
 
 import panel as pn
 
-from workbench.dashboards.shell import PAGES, counted, every_from_load, served, shell
+from workbench.dashboards.shell import PAGES, counted, every_from_load, served, shell, store_missing
 from workbench.runs import RunStore
 
 CARDS_CSS = """
@@ -26,9 +25,8 @@ def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
     """One line: how many runs of each kind and status the store holds (rows: its catalog, read when not given)."""
     rows = RunStore(runs_dir).list() if rows is None else rows
     if not rows:
-        missing = "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
-        return (f"The run store <code>{html.escape(runs_dir)}</code> is empty{missing}: start a search on the Search "
-                "page.")
+        return (f"The run store <code>{html.escape(runs_dir)}</code> is empty{store_missing(runs_dir)}: start a "
+                "search on the Search page.")
     kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
     states = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).most_common())
     return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states})."

@@ -38,6 +38,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.checks import is_count
 from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
 from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
@@ -169,7 +170,7 @@ def _qd_config(run: Run) -> tuple[dict, list[str]]:
         return isinstance(r, list | tuple) and len(r) == 2 and all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in r)
 
-    bad = [] if isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1 else ["bins"]
+    bad = [] if is_count(bins) else ["bins"]
     bad += [f"ranges.{t}" for t in tasks if not (isinstance(ranges, dict) and is_range(ranges.get(t)))]
     if bad:
         raise ValueError(f"run {run.id!r}: its run.json's config has a bad {', '.join(bad)}; correct it, or move "

@@ -25,7 +25,7 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter
 
 from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text, what_text
-from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links
+from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links, store_missing
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 #: the Runs table's columns: what a run is and its best first (at a laptop's 1366 px the best came after done and unit,
@@ -526,8 +526,8 @@ def empty_html(runs_dir: str, filtered: bool = False) -> str:
     if filtered:
         return ('<div class="empty">No run matches the filters (kind, status, search): clear them to see every '
                 "run.</div>")
-    missing = "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
-    return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>{missing}. Start one on the '
+    return (f'<div class="empty">No run yet in <code>{html.escape(runs_dir)}</code>{store_missing(runs_dir)}. '
+            f'Start one on the '
             f'<a href="./search">Search</a> page or with <code>workbench asal …</code> / '
             f"<code>workbench merge evolve …</code>.</div>")
 

@@ -213,11 +213,8 @@ class SearchJob:
             raise RunError(f"run {run.id} has a run.json this page cannot read ({type(exc).__name__}: {exc})") from None
         if self.done:
             try:
-                table = run.read_table("metrics")
-                missing = [c for c in ("iteration", "best_loss") if c not in table.column_names]
-                if missing:  # (the page was a traceback on the curve's rows)
-                    raise RunError(f"its metrics.parquet has no {' or '.join(missing)} column")
-                self.metrics = table.to_pylist()
+                # (without iteration or best_loss the page was a traceback on the curve's rows)
+                self.metrics = run.metrics_table("iteration", "best_loss").to_pylist()
             except Exception as exc:  # noqa: BLE001 - a damaged or missing table costs the curve, not the run
                 self.metrics = []
                 # said beside the status: "done, 5 / 5" next to "the curve appears after the first iteration" hid it

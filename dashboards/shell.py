@@ -344,6 +344,12 @@ def in_page_words(message: str, fields: dict[str, str]) -> str:
     return re.sub(r"(--[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
 
 
+def store_missing(runs_dir: str | Path) -> str:
+    """" (no such folder yet: …)" where the run store's folder does not exist (a typo in --runs looked like an
+    empty store), else "": what an empty page's line adds."""
+    return "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
+
+
 def run_asked(args: dict[str, list[bytes]] | None, runs_dir: str | Path | None = None) -> str | None:
     """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
     or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as

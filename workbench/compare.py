@@ -404,10 +404,7 @@ def best_curves(store: RunStore | str | Path, infos: list[dict],
         if not path.is_file():
             continue
         try:
-            table = Run(path.parent).read_table("metrics")  # one RunError naming a damaged file
-            missing = [c for c in ("iteration", "best_loss") if c not in table.column_names]
-            if missing:
-                raise RunError(f"{path} has no {' or '.join(missing)} column: not a metrics table of this workbench")
+            table = Run(path.parent).metrics_table("iteration", "best_loss")  # one RunError naming a damaged file
         except RunError as exc:
             if unreadable is None:
                 raise

@@ -787,6 +787,16 @@ class Run:
         except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a truncated or overwritten file vary
             raise RunError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
+    def metrics_table(self, *required: str) -> pa.Table:
+        """metrics.parquet as read_table gives it, and one RunError naming the `required` columns it lacks (a table
+        this workbench did not write: the pages and `runs show` / `runs compare` read its rows by these)."""
+        table = self.read_table("metrics")
+        missing = [c for c in required if c not in table.column_names]
+        if missing:
+            raise RunError(f"{self.path / 'metrics.parquet'} has no {' or '.join(missing)} column: not a metrics table "
+                           "of this workbench")
+        return table
+
     def table_frame(self, name: str) -> tuple[pd.DataFrame, str | None]:
         """The run's table `name` as a pandas DataFrame (empty where it has none yet), and None; a damaged file:
         an empty one and why, so that a page shows the run's other files and says what it could not read (it
@@ -1245,7 +1255,7 @@ class RunStore:
         return [p.name for p in sorted(self.root.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
                 and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than
-                and p.name not in self.orphaned()]  # a run's files besides: it lost its run.json (orphaned)
+                and not _holds_run_files(p)]  # a run's files besides: it lost its run.json (orphaned)
 
     def orphaned(self) -> list[str]:
         """Folders that hold a run's files (checkpoint.json or metrics.parquet) but no run.json, which says what the
@@ -1254,7 +1264,7 @@ class RunStore:
             return []
         return [p.name for p in sorted(self.root.iterdir())
                 if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
-                and any((p / name).is_file() for name in ("checkpoint.json", "metrics.parquet"))]
+                and _holds_run_files(p)]
 
     def broken(self) -> list[str]:
         """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are
@@ -1271,14 +1281,17 @@ class RunStore:
         path = run.path / "metrics.parquet"
         if not path.is_file():
             return []
-        table = run.read_table("metrics")  # one RunError naming a damaged file
-        if "iteration" not in table.column_names:  # (DuckDB's binder error was a traceback of `runs show`)
-            raise RunError(f"{path} has no iteration column: not a metrics table of this workbench")
+        table = run.metrics_table("iteration")  # (without it DuckDB's binder error was a traceback of `runs show`)
         con = duckdb.connect()
         con.register("metrics_rows", table)
         cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def _holds_run_files(folder: Path) -> bool:
+    """Whether a folder holds what only a run writes (checkpoint.json, metrics.parquet)."""
+    return any((folder / name).is_file() for name in ("checkpoint.json", "metrics.parquet"))
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None):
