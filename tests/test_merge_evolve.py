@@ -30,6 +30,24 @@ def _evaluations(run):
     return run.read_table("evaluations").to_pylist()
 
 
+def test_ties_candidates_read_their_thresholds_from_the_contexts_cache(quick_zoo):
+    """Every candidate of a TIES evolution merges the same source tensors: the Context sorts their |τ| once
+    (the first candidate) and each later merge reads its thresholds from that, the same merge bit for bit."""
+    from workbench.merge.evolution import context
+    from workbench.merge.recipe import apply_recipe
+
+    cfg = _cfg(quick_zoo, method="ties")
+    ctx = context(cfg)
+    xs = np.random.default_rng(0).uniform(0.05, 1, (3, ctx.genome.size))
+    used = []
+    for x in xs:
+        merged = ctx.merged_state_dict(x)
+        used.append(ctx.magnitudes.used_bytes)
+        plain = apply_recipe(ctx.genome.recipe(x), ctx.state_dicts.__getitem__, seed=cfg.seed, device=ctx.device)
+        assert merged.keys() == plain.keys() and all(torch.equal(merged[k], plain[k]) for k in plain)
+    assert used[0] > 0 and used[0] == used[1] == used[2]
+
+
 @pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "dfs"])
 def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     weights = [1.0, 3.0] if method == "task_arithmetic" else [1.0, 1.0]  # one run weighs its tasks

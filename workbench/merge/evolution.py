@@ -163,6 +163,11 @@ class EvolveConfig:
         return -(np.asarray(acc) @ w) / w.sum()
 
 
+#: The most memory (on the merge's device) a Context spends on sorted TIES magnitudes: the zoo's and SmolLM2's
+#: task vectors fit; of larger models' only the first tensors are cached, the rest selected per candidate.
+MAGNITUDE_CACHE_BYTES = 2 << 30
+
+
 class Context:
     """What evaluating a candidate needs, built once per process (Dask workers keep theirs)."""
 
@@ -213,10 +218,20 @@ class Context:
         return self.merged_model(self.merged_state_dict(x))
 
     def merged_state_dict(self, x: np.ndarray) -> dict:
+        from workbench.merge.methods import magnitude_cache
         from workbench.merge.recipe import apply_recipe
 
-        return apply_recipe(self.genome.recipe(x), self.state_dicts.__getitem__, seed=self.cfg.seed,
-                            device=self.device)
+        with magnitude_cache(self.magnitudes):
+            return apply_recipe(self.genome.recipe(x), self.state_dicts.__getitem__, seed=self.cfg.seed,
+                                device=self.device)
+
+    @functools.cached_property
+    def magnitudes(self):
+        """The sorted |τ| TIES reads its thresholds from (MagnitudeCache), kept for this Context's life: every
+        candidate merges the same source tensors."""
+        from workbench.merge.methods import MagnitudeCache
+
+        return MagnitudeCache(MAGNITUDE_CACHE_BYTES)
 
     @functools.cached_property
     def scratch(self):

@@ -24,9 +24,11 @@ Everything else runs where the input tensors are (all on one device).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -260,19 +262,21 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, work: torch.dtype = torc
     return torch.add(a * ca, b, alpha=cb).reshape(v0.shape)
 
 
-def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str = "l1") -> None:
+def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool, rescale_norm: str = "l1",
+                     ascending: torch.Tensor | None = None) -> None:
     """Zero all but the top-k |delta| entries in place, k = max(1, ⌊density·n⌋) as in mergekit.
     A k-th value threshold (O(n) selection) replaces mergekit's full argsort. Magnitudes tied at the threshold
     are common (task vectors of bf16 checkpoints are quantised: keeping every tie kept 37.7 % at density 0.3),
     so exactly k are kept: all above the threshold, then the ties in index order (mergekit's argsort keeps an
-    arbitrary k among them)."""
+    arbitrary k among them). `ascending`, when given, is |delta| sorted (a MagnitudeCache's): the threshold is
+    then read from it instead of selected again."""
     flat = delta.reshape(-1)
     n = flat.numel()
     k = max(1, int(density * n))
     if k >= n:
         return
     mag = flat.abs()
-    thr = _kth_largest(mag, k)
+    thr = ascending[n - k] if ascending is not None else _kth_largest(mag, k)
     keep = mag > thr
     short = k - int(keep.sum())
     if short > 0:
@@ -302,6 +306,58 @@ def _kth_largest(mag: torch.Tensor, k: int) -> torch.Tensor:
     above = int(at_or_above[bucket + 1]) if bucket + 1 < len(at_or_above) else 0
     candidates = mag[high == bucket]
     return torch.kthvalue(candidates, candidates.numel() - (k - above) + 1).values
+
+
+class MagnitudeCache:
+    """Sorted |τ| of the task vectors TIES trims, kept to be read again. An evolution merges the same source
+    tensors once per candidate with other densities; selecting each k-th largest |τ| anew was about a sixth of a
+    candidate's merge. With a cache the first merge sorts each τ's magnitudes once (float32: a copy of the
+    source models' size, up to `budget_bytes`; tensors beyond it are selected as without a cache) and later ones
+    read the threshold from the sorted copy: the same threshold, so the same merge, bit for bit.
+
+    Use it around merges with `with magnitude_cache(cache): ...`. An entry is found again by its tensors'
+    storage, offset, shape, strides, dtype, device and version (bumped by in-place changes), and it holds the
+    tensors themselves, so their memory cannot be reused by other tensors while the entry lives.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = int(budget_bytes)
+        self.used_bytes = 0
+        self._entries: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def ascending(self, source: torch.Tensor, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor | None:
+        """|delta| (delta = source − base in the work dtype) flattened and sorted ascending, or None when it does
+        not fit in the budget."""
+        key = (_tensor_key(source), _tensor_key(base), delta.dtype)
+        hit = self._entries.get(key)
+        if hit is not None:
+            return hit[0]
+        size = delta.numel() * delta.element_size()
+        if self.used_bytes + size > self.budget_bytes:
+            return None
+        ascending = delta.reshape(-1).abs().sort().values
+        self._entries[key] = (ascending, source, base)
+        self.used_bytes += size
+        return ascending
+
+
+def _tensor_key(t: torch.Tensor) -> tuple:
+    return (t.device, t.dtype, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()),
+            t._version)
+
+
+_MAGNITUDE_CACHE: contextvars.ContextVar[MagnitudeCache | None] = contextvars.ContextVar("magnitude_cache",
+                                                                                          default=None)
+
+
+@contextlib.contextmanager
+def magnitude_cache(cache: MagnitudeCache | None) -> Iterator[MagnitudeCache | None]:
+    """Merges inside the block read TIES thresholds from `cache` (None: no cache)."""
+    token = _MAGNITUDE_CACHE.set(cache)
+    try:
+        yield cache
+    finally:
+        _MAGNITUDE_CACHE.reset(token)
 
 
 def _l1_rescale_(x: torch.Tensor, before: torch.Tensor, after: torch.Tensor, eps: float = 1e-7) -> None:
@@ -363,7 +419,9 @@ def _task_vector_merge(
         di = deltas[i]
         torch.sub(x.to(work), b, out=di)
         if sparsify == "magnitude" and d < 1:
-            _magnitude_trim_(di, d, rescale, rescale_norm)
+            cache = _MAGNITUDE_CACHE.get()
+            ascending = cache.ascending(x, base, di) if cache is not None else None
+            _magnitude_trim_(di, d, rescale, rescale_norm, ascending)
         elif sparsify == "random":
             _dare_drop_(di, d, rescale, rescale_norm, generator)
         if w != 1:
