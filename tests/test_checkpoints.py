@@ -40,6 +40,31 @@ def test_pack_and_unpack_keep_every_value_and_type():
     np.testing.assert_array_equal(rng.standard_normal(5), np.random.RandomState(3).standard_normal(5))
 
 
+def test_rows_of_plain_values_keep_each_value_and_type():
+    """Lists and dicts of plain values are written on a fast path (a run's per-iteration rows): a NumPy scalar,
+    a non-finite float, a bool, an int subclass or a tuple among them still comes back as itself."""
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 3
+
+    rows = [{"it": 0, "loss": 0.5, "name": "a", "ok": True, "none": None},
+            {"it": 1, "loss": np.float64(0.25), "name": "b", "ok": np.bool_(False), "none": (1, 2)},
+            {"it": Colour.RED, "loss": float("nan"), "name": "c", "ok": False, "none": [float("-inf"), np.int8(4)]}]
+    back = _roundtrip(rows)
+    assert [list(r) for r in back] == [list(r) for r in rows]
+    for got, want in zip(back, rows, strict=True):
+        for key in want:
+            a, b = got[key], want[key]
+            assert type(a) is (int if type(b) is Colour else type(b))
+            assert repr(a) == repr(b) or (a == b if type(b) is not float else np.isnan(a))
+    assert back[2]["none"][0] == float("-inf") and type(back[2]["none"][1]) is np.int8
+    assert back[1]["none"] == (1, 2)
+    for bad in ([{"a": 1}, {"$a": 1}], [{"a": 1}, {"a": 1, 2: 3}], [{"a": {"b": 1}}, {"a": {"$b": 1}}]):
+        with pytest.raises(CheckpointError, match="keys must be strings"):
+            pack(bad)
+
+
 def test_only_plain_values_and_registered_types_go_in_or_come_out():
     with pytest.raises(CheckpointError, match="register it"):
         pack({"x": object()})

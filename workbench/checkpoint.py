@@ -66,7 +66,25 @@ def pack(tree: Any) -> tuple[Any, dict[str, np.ndarray]]:
         arrays[key] = array
         return key
 
+    checked_keys: set[tuple] = set()  # the key tuples of dicts checked already (rows repeat theirs)
+
+    def leaf(v: Any) -> bool:  # a value written as it is: exactly these types (np.float64 is a float subclass)
+        t = type(v)
+        return t is str or t is int or t is bool or v is None or (t is float and math.isfinite(v))
+
     def enc(x: Any) -> Any:
+        # the common containers of plain values first, their leaves inline: a checkpoint holds the run's
+        # per-iteration rows and is written every iteration, so this is the loop's cost as runs grow
+        if type(x) is list:
+            return [v if leaf(v) else enc(v) for v in x]
+        if type(x) is dict:
+            keys = tuple(x)
+            if keys not in checked_keys:
+                for k in keys:
+                    if not isinstance(k, str) or k.startswith("$"):
+                        raise CheckpointError(f"checkpoint dict keys must be strings not starting with '$', got {k!r}")
+                checked_keys.add(keys)
+            return {k: v if leaf(v) else enc(v) for k, v in x.items()}
         if isinstance(x, np.generic):  # before float: np.float64 is a float subclass
             return {"$scalar": put(np.asarray(x))}
         if isinstance(x, np.ndarray):
