@@ -410,6 +410,23 @@ def test_help_and_argument_errors_import_no_heavy_library():
     assert res.stdout.strip() == "[]"
 
 
+def test_runs_list_imports_neither_the_models_nor_pandas(tmp_path):
+    """`workbench runs list` reads run.json files into DuckDB: it answers without torch, transformers, pandas,
+    pyarrow or NumPy (pyarrow's table from Python lists imported pandas, a third of the command's time)."""
+    store = tmp_path / "runs"
+    code = ("import sys; from workbench.cli import main; from workbench.runs import RunStore; "
+            "run = RunStore(sys.argv[1]).create('merge', 'ties', 'a+b', {}, 0, metric='fitness'); "
+            "run.update(status='done', best_loss=-0.5, iterations=2); "
+            "assert main(['runs', 'list', '--json', '--runs', sys.argv[1]]) == 0; "
+            "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'pyarrow', 'numpy') if m in sys.modules), "
+            "file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "[]", res.stderr
+    rows = json.loads(res.stdout)
+    assert [(r["kind"], r["best"], r["iterations"]) for r in rows] == [("merge", 0.5, 2)]
+
+
 def test_cli_method_list_matches_the_library():
     from workbench.cli.merge import PS_METHODS
     from workbench.merge import evolution

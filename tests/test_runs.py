@@ -918,6 +918,24 @@ def test_a_listing_names_cut_and_foreign_metrics_files_as_the_catalog_view_does(
     assert store.unreadable_metrics == damaged
 
 
+def test_a_run_json_value_the_catalog_cannot_hold_leaves_one_unreadable_run(tmp_path):
+    """An int beyond 64 bits or a lone surrogate (json reads "\\udc80") in a catalog column: that run is skipped as
+    unreadable, the others listed (the catalog's table refused every run: a traceback, or an error for all)."""
+    store = RunStore(tmp_path)
+    good = store.create("merge", "ties", "sort+reverse", {"iters": 1}, 0, metric="fitness")
+    good.update(status="done", best_loss=-0.5, iterations=1)
+    for name, field in (("big", '"iterations": 18446744073709551616'), ("surrogate", '"fm": "sort\\udc80"'),
+                        ("bigreal", '"best_loss": 1180591620717411303424')):
+        (tmp_path / name).mkdir()
+        info = json.loads((good.path / "run.json").read_text()) | {"id": name}
+        key = field.split(":")[0].strip('"')
+        text = json.dumps({k: v for k, v in info.items() if k != key})
+        (tmp_path / name / "run.json").write_text(text[:-1] + ", " + field + "}")
+    rows = store.list()
+    assert [r["id"] for r in rows] == [good.id] and rows[0]["best"] == 0.5 and rows[0]["iterations"] == 1
+    assert sorted(store.unreadable_runs) == ["big", "bigreal", "surrogate"]
+
+
 def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tmp_path):
     """From a probe of damaged run folders: one truncated metrics.parquet failed `runs list`, `runs show` and the
     Runs page for every run (DuckDB's traceback), a damaged best.png blanked the Runs page, run.json fields of the

@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
+if TYPE_CHECKING:  # imported where used: the run store imports this module, and `runs list` needs no NumPy
+    import numpy as np
 
 T = TypeVar("T", bound=type)
 
@@ -57,6 +58,8 @@ def checkpointable(name: str) -> Callable[[T], T]:
 
 def pack(tree: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """A JSON-ready tree and the arrays it refers to (by key) for a tree of plain values."""
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
 
     def put(array: np.ndarray) -> str:
@@ -164,6 +167,8 @@ def unpack(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
 
 def rng_state(rng: np.random.RandomState | np.random.Generator) -> dict:
     """The complete state of a legacy RandomState or a Generator, as plain values and arrays."""
+    import numpy as np
+
     if isinstance(rng, np.random.RandomState):
         return {"type": "RandomState", "state": rng.get_state(legacy=False)}
     if isinstance(rng, np.random.Generator):
@@ -173,6 +178,8 @@ def rng_state(rng: np.random.RandomState | np.random.Generator) -> dict:
 
 def rng_from_state(state: dict) -> np.random.RandomState | np.random.Generator:
     """A generator that continues exactly where the one `rng_state` read left off."""
+    import numpy as np
+
     inner = state["state"]
     if state["type"] == "RandomState":
         rng = np.random.RandomState()
@@ -204,6 +211,8 @@ def fresh_cmaes(opt: Any) -> Any:
     """`opt`, a new cmaes optimiser, with its function-history array zeroed. cmaes allocates it with np.empty and
     fills it a generation at a time (only its should_stop reads it, once full): a checkpoint held the leftover
     process memory of the slots not yet written (heap addresses, text), other bytes in each identical run."""
+    import numpy as np
+
     for o in (opt, getattr(opt, "_cma", None)):  # CMAwM keeps a CMA of its own
         if o is not None and isinstance(getattr(o, "_funhist_values", None), np.ndarray):
             o._funhist_values[:] = 0.0
@@ -258,6 +267,8 @@ def cmaes_from_state(state: dict) -> Any:
 
 def _probe(cls: type, attrs: dict) -> Any:
     """A small optimiser of the same class and structure, to list the attributes this cmaes version uses."""
+    import numpy as np
+
     if cls.__name__ == "CMAwM":
         discrete = attrs.get("_n_zdim", 1) > 0
         return cls(mean=np.full(2, 0.5), sigma=0.1, bounds=np.array([[0.0, 1.0]] * 2),

@@ -6,16 +6,18 @@ leave a failed run behind."""
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
 
 def is_whole(value: object) -> bool:
     """Whether `value` is a whole number: a Python or NumPy integer, not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if isinstance(value, int):
+        return not isinstance(value, bool)
+    np = sys.modules.get("numpy")  # a NumPy integer needs NumPy imported: not imported for it (`runs list`)
+    return np is not None and isinstance(value, np.integer)
 
 
 def is_count(value: object, at_least: int = 1) -> bool:
