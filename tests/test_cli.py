@@ -285,11 +285,17 @@ def test_progress_waits_for_the_run_to_start(monkeypatch):
         tick.start(None)
         tick(1, 3, {"loss": 0.25})
         tick(3, 3, {"loss": 0.125})
+        tick.phase("test scores of the baselines …")  # a run's end: the bar shows it while it lasts
+
+    def fails_at_the_end(tick):
+        runs(tick)
+        raise ValueError("the baselines failed")
 
     assert "0/3" not in shown(fails) and "setting up" in shown(fails)   # the spinner, never the bar
     assert "0/3" not in shown(lambda tick: None)                         # a run done already: no bar
     last = shown(runs).rsplit("\r", 1)[-1]
-    assert "3/3" in last and "loss 0.12" in last and "setting up" not in last
+    assert "3/3" in last and "loss 0.12" in last and "setting up" not in last and "baselines" not in last
+    assert "loss test scores of the baselines" in shown(fails_at_the_end).rsplit("\r", 1)[-1]  # where it stopped
 
 
 def test_one_shot_work_shows_a_bar_on_a_terminal_only(monkeypatch):

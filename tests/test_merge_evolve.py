@@ -275,6 +275,14 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
         captured = capsys.readouterr()
         assert code == 2, extra
         assert message in captured.err.replace("\n", " "), (extra, captured.err)
+    # no zoo where --zoo (or its default) points: that flag is named, not --base, the first model looked up in it
+    nowhere = tmp_path / "no-zoo"
+    assert main(["merge", "evolve", "--zoo", str(nowhere), "--models", "add", "sort", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--zoo {nowhere}: no such folder" in err and "--base" not in err
+    (tmp_path / "r.yaml").write_text("merge_method: linear\nmodels:\n  - model: add\n    parameters: {weight: 1}\n")
+    assert main(["merge", "apply", str(tmp_path / "r.yaml"), "--zoo", str(nowhere), "--out", str(tmp_path / "o")]) == 2
+    assert f"--zoo {nowhere}: no such folder" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("merge_method: frobnicate\nmodels:\n  - model: add\n")
     assert main(["merge", "apply", str(tmp_path / "bad.yaml"), "--zoo", str(quick_zoo), "--out",
                  str(tmp_path / "o")]) == 2

@@ -338,7 +338,10 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
     (tmp_path / "afile").write_text("")
     good = tmp_path / "gen5_archive_map.json"
     good.write_text(json.dumps({"a": entry, "b": entry}))
+    (tmp_path / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00")
     for path, extra, message in [(tmp_path / "gen3_archive_map.json", [], "not valid JSON"),
+                                 (tmp_path, [], "is a folder: give one of its gen{N}_archive_map.json files"),
+                                 (tmp_path / "picture.png", [], "is not a JSON archive map: SakanaAI/CycleQD's"),
                                  (runs / merge.id / "run.json", [], "is not a CycleQD archive map"),
                                  (good, ["--bins", "0"], "--bins must be an integer of at least 1"),
                                  (good, ["--bins", "100000000"], "--bins 100000000: 2 tasks make archives"),
@@ -618,3 +621,19 @@ def test_a_bench_stopped_mid_run_ends_quietly(tmp_path, zoo):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in err and out == "", (proc.returncode, err)
     assert not any((tmp_path / "t").glob("bench-qd-*")), "the bench's temporary store outlived it"
+
+
+def test_the_bar_counts_generations_as_gens_does_and_ends_on_the_metric(tmp_path, zoo):
+    """`qd cycle --gens 2` on a terminal: the bar counts 2 generations (generation 0, the seed experts' scores, is
+    set-up: it showed 3/3), and what stays on screen at the end is the archives' metric, not the last phase
+    ("test scores of the multi-task baseline …" read as still working)."""
+    import re
+
+    proc = _short("qd", "cycle", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "2", "--n-eval", "4",
+                  "--n-test", "4", "--multitask-steps", "1", "--runs", str(tmp_path), cwd=tmp_path,
+                  env={"FORCE_COLOR": "1", "COLUMNS": "200"})  # rich draws as on a terminal
+    assert proc.returncode == 0, proc.stderr
+    frames = [f for f in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stderr)) if f.strip()]
+    assert any("multi-task baseline" in f for f in frames), frames  # the phases are shown while they last
+    last = frames[-1]
+    assert "2/2" in last and "3/3" not in "".join(frames) and "coverage" in last and "baseline" not in last, last

@@ -637,7 +637,7 @@ def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
     from workbench.runs import MAX_NOTE, NOTE_FILE, heartbeat
 
     store = RunStore(tmp_path)
-    live, other = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
+    live, other = (store.create("openended", "boids", "efficientnet-lite0", {}, seed) for seed in range(2))
     live.update(status="running", **heartbeat())
     note = ("runs", "note", "--runs", str(tmp_path))
     done = _short(*note, live.id, "  baseline of figure 3: σ = 0.1  ", cwd=tmp_path)
@@ -647,6 +647,10 @@ def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
     listed = _short("runs", "list", "--runs", str(tmp_path), env={"COLUMNS": "120"}, cwd=tmp_path)
     assert listed.returncode == 0 and "note" in listed.stdout and live.id in listed.stdout and \
         other.id in listed.stdout, listed.stdout  # whole ids in a narrow terminal
+    # and whole words in every other column, the table's right border on every line (a note's column cut them)
+    assert "efficientnet-lite0" in listed.stdout and "running" in listed.stdout and "iterations" in listed.stdout
+    lines = [line for line in listed.stdout.splitlines()[1:] if line.strip()]
+    assert all(line[-1] in "┓┃┩│┘" and len(line) == len(lines[0]) for line in lines), listed.stdout
     assert [r["note"] for r in store.list()] == ["baseline of figure 3: σ = 0.1", None]
     printed = _short("runs", "show", live.id, "--runs", str(tmp_path), cwd=tmp_path).stdout
     shown = json.loads(printed)

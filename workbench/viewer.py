@@ -182,8 +182,8 @@ def _key_name(event) -> str | None:
     return names.get(event.key)
 
 
-NO_DISPLAY_FIX = ("render a video instead (`workbench render SUBSTRATE --out sim.mp4`) or play it on the Lab page "
-                  "(`workbench serve`, through an SSH tunnel from a remote machine)")
+NO_DISPLAY_FIX = ("render a video instead (`workbench render SUBSTRATE --steps 500 --out sim.mp4`) or play it on "
+                  "the Lab page (`workbench serve`, through an SSH tunnel from a remote machine)")
 
 
 def check_display() -> None:

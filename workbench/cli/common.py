@@ -84,8 +84,11 @@ def note_quick_zoo(path: str, model: str | None = None) -> None:
     from workbench.lm.zoo import load_zoo
 
     zoo = load_zoo(path)
+    name = None if model is None else Path(model).name
+    # a real zoo's generalist is made by `experts generalist` after `zoo build`: the note names both
+    then = " (after `workbench experts generalist --zoo data/zoo`)" if name == "generalist" else ""
     warning = zoo.quick_warning() if model is None else \
-        zoo.quick_warning("experts of its models", f"--model data/zoo/{Path(model).name}")
+        zoo.quick_warning("experts of its models", f"--model data/zoo/{name}{then}")
     if warning:
         say("note", warning)
 
@@ -258,11 +261,13 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
                    console=err, disable=quiet)
     task = bar.add_task(description, total=total, value="–")
     spinner = None if quiet else err.status(f"{description}: setting up …")
+    last = {"value": "–"}
     with _spinner_then_bar(bar, spinner) as start:
 
         def on_iteration(done: int, total: int, row: dict) -> None:
             start()
-            bar.update(task, completed=done, total=total, value=value(row))
+            last["value"] = value(row)
+            bar.update(task, completed=done, total=total, value=last["value"])
 
         def phase(text: str) -> None:  # what a run's end does once the bar is full (its test scores, baselines)
             start()
@@ -271,3 +276,6 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
         on_iteration.start = start  # the drivers' on_start(run)
         on_iteration.phase = phase
         yield on_iteration
+        # done: the bar left on screen ends on the run's metric, not on its last phase ("… test scores …" read as
+        # still working); after an error the phase stays, saying where it failed
+        bar.update(task, value=last["value"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from workbench.cli.common import (
     POSITIVE,
@@ -59,6 +60,8 @@ def cmd_evolve(args) -> int:
             try:  # a missing model is one error before a progress bar starts, naming its flag
                 resolve_model(name, cfg.zoo)
             except ValueError as error:
+                if not Path(cfg.zoo).is_dir():  # no zoo at all: its flag, not the first model looked up in it
+                    raise ValueError(no_zoo(cfg.zoo)) from None
                 flag = "--base" if name == cfg.base and name not in cfg.models else "--models"
                 raise ValueError(f"{flag}: {error}") from None
         note_quick_zoo(cfg.zoo)
@@ -81,6 +84,11 @@ def cmd_evolve(args) -> int:
     return 0
 
 
+def no_zoo(zoo: str) -> str:
+    return (f"--zoo {zoo}: no such folder, so no model in it; build a zoo there with `workbench zoo build --out "
+            f"{zoo}`, or give the folder of yours with --zoo DIR")
+
+
 def cmd_apply(args) -> int:
     from workbench.merge.apply import apply_recipe_file
 
@@ -90,7 +98,12 @@ def cmd_apply(args) -> int:
         from workbench.lm.tasks import TASKS, check_tasks
 
         tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval, flag="--eval")
-    out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
+    try:
+        out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
+    except ValueError as error:
+        if str(error).startswith("no model ") and not Path(args.zoo).is_dir():
+            raise ValueError(no_zoo(args.zoo)) from None
+        raise
     result = {"out": str(out)}
     if tasks:
         from workbench.lm.evaluation import evaluate

@@ -48,8 +48,7 @@ def _ranges(values: list[list[str]] | None) -> dict[str, list[float]] | None:
 def _progress_value(tasks: list[str]):
     def value(row: dict) -> str:
         best = " ".join(f"{t} {row[f'max_quality_{t}']:.2f}" for t in tasks)
-        return (f"gen {row['generation']} · coverage {row['coverage']:.3f} · QD {row['qd_score']:.2f} · "
-                f"best {best}")
+        return f"coverage {row['coverage']:.3f} · QD {row['qd_score']:.2f} · best {best}"
 
     return value
 
@@ -75,7 +74,7 @@ def cmd_cycle(args) -> int:
         run_zoo(run, zoo)
         resume, config = run.id, run.info["config"]
         gens = args.gens or config["gens"]
-        total, tasks = gens + 1, config["tasks"]
+        total, tasks = gens, config["tasks"]
         # nothing left to run: no bar
         args.quiet = args.quiet or (run.info.get("status") == "done" and gens == config["gens"])
     else:
@@ -84,12 +83,15 @@ def cmd_cycle(args) -> int:
                              "ADDRESS every child is built where it runs: leave --transfer out or add workers")
         cfg = QDRunConfig(**{**given, "ranges": ranges, "device": device})
         check_inputs(cfg)
-        total, tasks = cfg.gens + 1, cfg.tasks
+        total, tasks = cfg.gens, cfg.tasks
         note_quick_zoo(cfg.zoo)
     client = dask_client(args)
     try:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
-            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
+            def on_generation(done: int, total: int, row: dict) -> None:  # the bar counts generations as --gens
+                on_iteration(done - 1, total - 1, row)                     # does: generation 0 scores the seeds
+
+            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_generation,
                               on_start=on_iteration.start, given={**given, **({"zoo": zoo} if zoo else {})},
                               on_phase=on_iteration.phase,
                               device=device if resume is not None else None, command=cli_command())

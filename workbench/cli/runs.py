@@ -22,11 +22,12 @@ LABELS = {"experts": {"substrate": "task", "fm": "adapter"}, "adapt": {"substrat
 def _runs_tables(rows: list[dict]) -> None:
     """`workbench runs list`: one table per family of runs (ASAL searches, merge evolutions, CycleQD runs), each
     with the columns that describe its runs, and the best value in its metric's units and direction."""
+    from rich.measure import Measurement
     from rich.table import Column, Table
 
     from workbench.runs import step_unit, steps_done
 
-    console = Console(width=max(Console().width, 140), markup=False)
+    tables = []
     families = {}
     for r in rows:
         families.setdefault(r["kind"] if r["kind"] in TITLES else "asal", []).append(r)
@@ -34,19 +35,28 @@ def _runs_tables(rows: list[dict]) -> None:
         describe = list(dict.fromkeys(c for r in group for c in r["columns"]))
         best = _best_header(group)
         kind = ["kind"] if family == "asal" else []
+        cells = [[", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v) for c in describe]
+                 for r in group]
         headers = [LABELS.get(family, {}).get(c, c) for c in describe]
         noted = any(r.get("note") for r in group)  # the researchers' notes: a column once one is written
-        # an id is read whole or not at all; a note wraps
-        ident = Column("id", no_wrap=True, min_width=max(len(r["id"]) for r in group))
-        table = Table(*kind, *headers, "status", step_unit(family), best, ident,
-                      *([Column("note", overflow="fold", min_width=12)] if noted else []), title=TITLES[family])
-        for r in group:
-            cells = [", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v)
-                     for c in describe]
+        # every cell is read whole (an id, "efficientnet-lite0", not "efficient…"), only a note wraps
+        whole = [Column(h, no_wrap=True) for h in (*kind, *headers, "status", step_unit(family), best, "id")]
+        longest = max((len(r.get("note") or "") for r in group), default=0)
+        table = Table(*whole, *([Column("note", overflow="fold", width=min(max(longest, 12), 40))] if noted else []),
+                      title=TITLES[family])
+        for r, described in zip(group, cells, strict=True):
             value = "" if r["best"] is None else f"{r['best']:.4f}"
             done = str(steps_done(r["kind"], r["iterations"])[0])
-            table.add_row(*([r["kind"]] if kind else []), *cells, r["status"], done, value, r["id"],
+            table.add_row(*([r["kind"]] if kind else []), *described, r["status"], done, value, r["id"],
                           *([r.get("note") or ""] if noted else []))
+        tables.append(table)
+    # as wide as the terminal, at least 140 columns, and wider where a table's whole cells and its note column (at
+    # most 40 wide, folded) need it: a note's column cut the table's right border off and its fm, status and step
+    # columns to "efficient…"
+    probe = Console(width=10_000)
+    widest = max((Measurement.get(probe, probe.options, t).maximum for t in tables), default=0)
+    console = Console(width=max(Console().width, 140, widest), markup=False)
+    for table in tables:
         console.print(table)
     for r in rows:
         if r["resume_command"] and r["status"] == "interrupted":
@@ -231,7 +241,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if n:
             r.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one")
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
-        r.add_argument("--json", action="store_true", help="JSON instead of a table")
+        r.add_argument("--json", action="store_true", help="one JSON line (default: indented JSON)" if name == "show"
+                       else "JSON instead of a table")
         r.set_defaults(func=cmd_runs)
     r = runs_sub.add_parser("note", help="a run's note (what it is for): written with TEXT ('' removes it), else "
                                          "printed; runs list, the Runs page and its search show it")

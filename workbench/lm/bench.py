@@ -175,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m workbench.lm.bench", description=__doc__.splitlines()[0])
+    class Parser(argparse.ArgumentParser):  # one error line, as the workbench commands' (the CLI is not imported
+        def error(self, message: str):      # by the library)
+            self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    parser = Parser(prog="python -m workbench.lm.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cpu, cuda or cuda:N (default: cuda)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the zoos' and merges' seed (default: 0)")
     args = parser.parse_args(argv)
     from workbench.checks import check_seed
     from workbench.kernels.device import check_device_flag

@@ -178,10 +178,15 @@ def write_archive_map(path: str | Path, data: Mapping) -> Path:
 def read_archive_map(path: str | Path, tasks: list[str] | None = None,
                      bins: int | None = None) -> dict[str, dict[tuple[int, ...], ArchiveEntry]]:
     """{task: {cell tuple: ArchiveEntry}} from a reference `gen{N}_archive_map.json` (see check_archive_map)."""
+    hint = "a JSON archive map: SakanaAI/CycleQD's gen{N}_archive_map.json, as a qd run's archive_maps/ holds"
+    if Path(path).is_dir():
+        raise ArchiveMapError(f"{path} is a folder: give one of its gen{{N}}_archive_map.json files") from None
     try:
         text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ArchiveMapError(f"cannot read the archive map {path}: {error}") from None
+    except UnicodeDecodeError:
+        raise ArchiveMapError(f"{path} is not {hint}") from None
+    except OSError as error:
+        raise ArchiveMapError(f"cannot read the archive map {path}: {error.strerror or error}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
