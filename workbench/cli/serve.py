@@ -93,9 +93,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     shots = sub.add_parser("screenshots", help="refresh one screenshot per dashboard page (Debian chromium)",
                            description="Serves the dashboards, makes a small run of each kind when the runs folder "
-                                       "has none (about 1.5 min), and saves PAGE.png for every page.")
+                                       "has none (about 1.5 min), and saves PAGE.png for every page. The Search "
+                                       "page's shot starts a small search (8 iterations), which joins --runs.")
     shots.add_argument("--out", default="docs/screenshots", help="folder for the PNGs (default: docs/screenshots)")
-    shots.add_argument("--runs", default=None, help="run store to show (default: sample runs in a temporary folder)")
+    shots.add_argument("--runs", default=None, help="run store to show; the Search page's shot adds a small run to "
+                                                    "it (default: sample runs in a temporary folder)")
     shots.add_argument("--pages", nargs="+", choices=SCREENSHOT_PAGES,
                        help="only these pages (default: all)")
     shots.set_defaults(func=cmd_screenshots)
