@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -1996,6 +1998,10 @@ def test_home_follows_the_run_store_in_chromium(browser, request, tmp_path):
         page.get_by_text("is empty (no such folder yet: the first run makes it): start a search").wait_for(
             timeout=60000)
         assert f"note: --runs {store.root} does not exist yet" in log.read_text()
+        # an address that is no page: the browser's 404, not a line in the server's output (Tornado's access log)
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"{url}/nosuch", timeout=30)
+        assert "nosuch" not in log.read_text()
         run = store.create("openended", "boids", "pixels", {}, 0)
         run.update(status="running", iterations=1, **heartbeat())
         page.get_by_text("holds 1 run: 1 openended (1 running)").wait_for(timeout=30000)
