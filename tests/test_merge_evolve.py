@@ -283,6 +283,12 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     (tmp_path / "r.yaml").write_text("merge_method: linear\nmodels:\n  - model: add\n    parameters: {weight: 1}\n")
     assert main(["merge", "apply", str(tmp_path / "r.yaml"), "--zoo", str(nowhere), "--out", str(tmp_path / "o")]) == 2
     assert f"--zoo {nowhere}: no such folder" in capsys.readouterr().err
+    # models given as folders of their own: the one missing is named, whatever --zoo is
+    gone = tmp_path / "models" / "gone"
+    assert main(["merge", "evolve", "--zoo", str(nowhere), "--models", str(quick_zoo / "add"), str(gone),
+                 "--method", "dfs", "--tasks", "add", "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--models: no model '{gone}'" in err and "--zoo" not in err, err
     (tmp_path / "bad.yaml").write_text("merge_method: frobnicate\nmodels:\n  - model: add\n")
     assert main(["merge", "apply", str(tmp_path / "bad.yaml"), "--zoo", str(quick_zoo), "--out",
                  str(tmp_path / "o")]) == 2

@@ -496,6 +496,11 @@ def test_a_magnitude_cache_gives_the_same_merges_and_is_found_again():
         cached = merge_tensors([base, *sources], "ties", parameters=params, base_index=0)
     assert torch.equal(cached, merge_tensors([base, *sources], "ties", parameters=params, base_index=0))
     assert cache.used_bytes == (3 * 96 * 80 + 2 * 50 * 30) * 4
+    with torch.inference_mode():  # tensors without a version: merged as without a cache
+        frozen = [t.clone() for t in (base, *sources)]
+    with magnitude_cache(cache):
+        assert torch.equal(merge_tensors(frozen, "ties", parameters=params, base_index=0), cached)
+    assert cache.used_bytes == (3 * 96 * 80 + 2 * 50 * 30) * 4
     small = MagnitudeCache(96 * 80 * 4 - 1)
     with magnitude_cache(small):
         merge_tensors([base, *sources], "ties", parameters=params, base_index=0)

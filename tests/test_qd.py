@@ -480,11 +480,17 @@ def test_batches_resume_mid_generation_bit_for_bit():
     resumed.resume_models()
     resumed.run(until=9)
     assert canonical(resumed.qd) == canonical(straight.qd)
-    # a state of the first format (one pending child, no batch, no index) still reads
+    # a state of the first format (one pending child, no batch, no index; records and history as lists) still
+    # reads, and is written again as the current format
     old = half.qd.state_dict()
     old["format"], old["pending"] = "workbench.qd.CycleQD/1", old["pending"][0]
+    old["records"] = [{k: v for k, v in r.items() if k != "index"} for r in half.qd.records]
+    old["history"] = [dict(h) for h in half.qd._history]
     del old["config"]["batch"]
-    assert CycleQD.from_state(old).ask() == children[1]
+    first = CycleQD.from_state(old)
+    assert first.ask() == children[1] and {r["index"] for r in first.records} == {0}
+    assert [list(r) for r in first.records] == [list(r) for r in half.qd.records]  # tell's keys, in its order
+    assert through_json(first).records == first.records
     with pytest.raises(ValueError, match="batch must be an integer"):
         CycleQDConfig(batch=0)
 
@@ -502,6 +508,11 @@ def test_the_state_holds_records_and_history_as_columns_and_reads_format_3s_list
     """A run writes its state every generation: records and statistics as columns keep the JSON tree the same
     size however long the run (lists of dicts grew it by ~50 values a model); they come back exactly, types and
     order included, and a /3 state (lists of dicts) reads as the same CycleQD."""
+    fresh = CycleQD(CycleQDConfig(tasks=tuple(TASKS3), seed=4), {t: t for t in TASKS3})  # no record yet
+    fresh.tell(fresh.ask(), toy_score(SEEDS[TASKS3[0]]))                                  # or one seed told
+    assert through_json(fresh).records == fresh.records and through_json(through_json(fresh)).ask() == fresh.ask()
+    new = CycleQD(CycleQDConfig(tasks=tuple(TASKS3), seed=4), {t: t for t in TASKS3})
+    assert through_json(new).records == [] and through_json(new).ask() == new.ask()
     short, long = batch_loop(batch=2, seed=4), batch_loop(batch=2, seed=4)
     short.run(until=5)
     long.run(until=30)

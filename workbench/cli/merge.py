@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from workbench.cli.common import (
     POSITIVE,
@@ -54,13 +53,13 @@ def cmd_evolve(args) -> int:
         if "base" in given and cfg.method == "dfs":
             raise ValueError("--method dfs stacks the source models' layers and has no base model: leave --base out")
         total = cfg.iters
-        from workbench.lm.models import resolve_model
+        from workbench.lm.models import MissingModel, resolve_model
 
         for name in dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]):
             try:  # a missing model is one error before a progress bar starts, naming its flag
                 resolve_model(name, cfg.zoo)
-            except ValueError as error:
-                if not Path(cfg.zoo).is_dir():  # no zoo at all: its flag, not the first model looked up in it
+            except MissingModel as error:
+                if error.no_zoo:  # no zoo at all: its flag, not the first model looked up in it
                     raise ValueError(no_zoo(cfg.zoo)) from None
                 flag = "--base" if name == cfg.base and name not in cfg.models else "--models"
                 raise ValueError(f"{flag}: {error}") from None
@@ -98,10 +97,12 @@ def cmd_apply(args) -> int:
         from workbench.lm.tasks import TASKS, check_tasks
 
         tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval, flag="--eval")
+    from workbench.lm.models import MissingModel
+
     try:
         out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
-    except ValueError as error:
-        if str(error).startswith("no model ") and not Path(args.zoo).is_dir():
+    except MissingModel as error:
+        if error.no_zoo:  # a model named by its name, in a --zoo that is not there
             raise ValueError(no_zoo(args.zoo)) from None
         raise
     result = {"out": str(out)}

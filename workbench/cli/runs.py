@@ -37,12 +37,17 @@ def _runs_tables(rows: list[dict]) -> None:
         kind = ["kind"] if family == "asal" else []
         cells = [[", ".join(v) if isinstance(v := r.get(c), list) else "" if v is None else str(v) for c in describe]
                  for r in group]
-        headers = [LABELS.get(family, {}).get(c, c) for c in describe]
         noted = any(r.get("note") for r in group)  # the researchers' notes: a column once one is written
-        # every cell is read whole (an id, "efficientnet-lite0", not "efficient…"), only a note wraps
-        whole = [Column(h, no_wrap=True) for h in (*kind, *headers, "status", step_unit(family), best, "id")]
-        longest = max((len(r.get("note") or "") for r in group), default=0)
-        table = Table(*whole, *([Column("note", overflow="fold", width=min(max(longest, 12), 40))] if noted else []),
+
+        def folded(header: str, texts: list[str], least: int = 1) -> Column:
+            # as wide as its longest text up to 40, longer ones folded there (a model's folder path): never cut
+            return Column(header, overflow="fold", width=min(max(len(header), least, *map(len, texts)), 40))
+
+        headers = [folded(LABELS.get(family, {}).get(c, c), [row[i] for row in cells]) for i, c in enumerate(describe)]
+        # the others read whole (an id; "interrupted", not "interrupt…")
+        whole = [Column(h, no_wrap=True) for h in (*kind, "status", step_unit(family), best, "id")]
+        table = Table(*whole[:len(kind)], *headers, *whole[len(kind):],
+                      *([folded("note", [r.get("note") or "" for r in group], 12)] if noted else []),
                       title=TITLES[family])
         for r, described in zip(group, cells, strict=True):
             value = "" if r["best"] is None else f"{r['best']:.4f}"

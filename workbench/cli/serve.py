@@ -49,7 +49,8 @@ def cmd_serve(args) -> int:
     check_serve(args)
     import logging
 
-    # a request for no page is the browser's 404, not a line of the server's output; errors (5xx) still show
+    # a request refused (4xx: no such page, …) is the browser's answer, not a line of the server's output; its
+    # errors (5xx) still show
     logging.getLogger("tornado.access").setLevel(logging.ERROR)
     from workbench.dashboards import app
     from workbench.dashboards.app import PAGES, serve

@@ -201,6 +201,20 @@ def _smollm2(dtype: torch.dtype):
     return model.to(dtype), tok
 
 
+class MissingModel(ValueError):
+    """resolve_model's error: `name` is no model folder, in `models_dir` or of its own."""
+
+    def __init__(self, message: str, name: str, models_dir: str | Path | None):
+        super().__init__(message)
+        self.name, self.models_dir = name, models_dir
+
+    @property
+    def no_zoo(self) -> bool:
+        """A bare name (no folder part) looked up in a models_dir that does not exist: the folder is what is
+        missing, not the model."""
+        return self.models_dir is not None and len(Path(self.name).parts) == 1 and not Path(self.models_dir).is_dir()
+
+
 def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
     """The folder of a model named in a recipe or search: `models_dir/name` (e.g. a zoo) when that is a
     folder, else `name` as a path of its own."""
@@ -214,7 +228,7 @@ def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
             fix = f" (the zoo at {models_dir} has {', '.join(has)})"
         elif models_dir:
             fix = f" (build a zoo with `workbench zoo build --out {models_dir}`)"
-        raise ValueError(f"no model {name!r}: {where} a model folder{fix}")
+        raise MissingModel(f"no model {name!r}: {where} a model folder{fix}", name, models_dir)
     return path
 
 

@@ -315,9 +315,12 @@ class MagnitudeCache:
     source models' size, up to `budget_bytes`; tensors beyond it are selected as without a cache) and later ones
     read the threshold from the sorted copy: the same threshold, so the same merge, bit for bit.
 
-    Use it around merges with `with magnitude_cache(cache): ...`. An entry is found again by its tensors'
-    storage, offset, shape, strides, dtype, device and version (bumped by in-place changes), and it holds the
-    tensors themselves, so their memory cannot be reused by other tensors while the entry lives.
+    Use it around merges with `with magnitude_cache(cache): ...` of inputs that stay the same tensors (an
+    evolution's Context's, on the merge's device: inputs copied there anew for each merge would only fill it). An
+    entry is found again by its tensors' storage, offset, shape, strides, dtype, device and version (bumped by
+    torch's in-place operations; writes through `.data` or a NumPy array sharing the memory are not seen), and it
+    holds the tensors themselves, so their memory cannot be reused by other tensors while the entry lives.
+    Inference tensors (made under torch.inference_mode) have no version: they are not cached.
     """
 
     def __init__(self, budget_bytes: int):
@@ -328,6 +331,8 @@ class MagnitudeCache:
     def ascending(self, source: torch.Tensor, base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor | None:
         """|delta| (delta = source − base in the work dtype) flattened and sorted ascending, or None when it does
         not fit in the budget."""
+        if source.is_inference() or base.is_inference():
+            return None
         key = (_tensor_key(source), _tensor_key(base), delta.dtype)
         hit = self._entries.get(key)
         if hit is not None:

@@ -50,6 +50,7 @@ generation coverage, QD score and max quality per archive (`metrics`) and the ar
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -505,10 +506,13 @@ def _changed(before: np.ndarray, now: np.ndarray) -> np.ndarray:
 
 
 def _record(r: Mapping) -> dict:
-    """A record read back from a checkpoint, with the types `tell` writes (JSON turns tuples into lists)."""
-    out = dict(r)
+    """A record read back from a checkpoint's list (/1 – /3), with the keys, order and types `tell` writes (JSON
+    turns tuples into lists; /1 had no index: its default)."""
+    out = {f.name: r.get(f.name, f.default) if f.default is not dataclasses.MISSING else r[f.name]
+           for f in dataclasses.fields(Child)}
     out["parents"], out["omegas"] = [int(p) for p in r["parents"]], [float(w) for w in r["omegas"]]
     out["scores"], out["entered"] = {t: float(v) for t, v in r["scores"].items()}, list(r["entered"])
+    out["kept"] = bool(r.get("kept", out["entered"]))
     return out
 
 
@@ -536,8 +540,9 @@ def _ragged(lists: list[list], dtype: type) -> dict:
 
 def _unragged(column: Mapping) -> list[list]:
     values = np.asarray(column["values"]).tolist()
-    ends = np.cumsum(np.asarray(column["counts"], np.int64)).tolist()
-    return [values[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+    ends = list(itertools.accumulate(np.asarray(column["counts"], np.int64).tolist()))
+    # the starts are one longer than the ends: no rows gives none (a state before generation 0 ends)
+    return [values[a:b] for a, b in zip([0, *ends], ends, strict=False)]
 
 
 def _in_tasks(rows: list[list[str]], tasks: list[str]) -> np.ndarray:
