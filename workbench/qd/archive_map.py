@@ -180,7 +180,7 @@ def read_archive_map(path: str | Path, tasks: list[str] | None = None,
     """{task: {cell tuple: ArchiveEntry}} from a reference `gen{N}_archive_map.json` (see check_archive_map)."""
     hint = "a JSON archive map: SakanaAI/CycleQD's gen{N}_archive_map.json, as a qd run's archive_maps/ holds"
     if Path(path).is_dir():
-        raise ArchiveMapError(f"{path} is a folder: give one of its gen{{N}}_archive_map.json files") from None
+        raise ArchiveMapError(f"{path} is a folder: give one of its gen{{N}}_archive_map.json files")
     try:
         text = Path(path).read_text()
     except UnicodeDecodeError:
