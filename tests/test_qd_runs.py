@@ -625,8 +625,9 @@ def test_a_bench_stopped_mid_run_ends_quietly(tmp_path, zoo):
 
 def test_the_bar_counts_generations_as_gens_does_and_ends_on_the_metric(tmp_path, zoo):
     """`qd cycle --gens 2` on a terminal: the bar counts 2 generations (generation 0, the seed experts' scores, is
-    set-up: it showed 3/3), and what stays on screen at the end is the archives' metric, not the last phase
-    ("test scores of the multi-task baseline …" read as still working)."""
+    set-up: it showed 3/3), and what stays on screen at the end (the frame drawn as the bar stops) is the archives'
+    metric, not the last phase ("test scores of the multi-task baseline …" read as still working). Whether a phase
+    is drawn while it lasts depends on the bar's refresh clock: not asserted."""
     import re
 
     proc = _short("qd", "cycle", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "2", "--n-eval", "4",
@@ -634,6 +635,5 @@ def test_the_bar_counts_generations_as_gens_does_and_ends_on_the_metric(tmp_path
                   env={"FORCE_COLOR": "1", "COLUMNS": "200"})  # rich draws as on a terminal
     assert proc.returncode == 0, proc.stderr
     frames = [f for f in re.split(r"[\r\n]", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", proc.stderr)) if f.strip()]
-    assert any("multi-task baseline" in f for f in frames), frames  # the phases are shown while they last
     last = frames[-1]
     assert "2/2" in last and "3/3" not in "".join(frames) and "coverage" in last and "baseline" not in last, last
