@@ -1278,22 +1278,22 @@ class RunStore:
     def unfinished(self, older_than: float = 60.0) -> list[str]:
         """Folders a kill left as their run was created: its input copies (inputs/), no run.json, untouched for
         `older_than` seconds (a run being created now is not one). Not runs: nothing to resume or list."""
-        if not self.root.is_dir():
-            return []
         now = time.time()
-        return [p.name for p in sorted(self.root.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
-                and (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than
+        return [p.name for p in self._without_run_json()
+                if (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than
                 and not _holds_run_files(p)]  # a run's files besides: it lost its run.json (orphaned)
 
     def orphaned(self) -> list[str]:
         """Folders that hold a run's files (checkpoint.json or metrics.parquet) but no run.json, which says what the
         run is: lost or deleted by hand. Not listed or resumable, so said, not skipped without a word."""
+        return [p.name for p in self._without_run_json() if _holds_run_files(p)]
+
+    def _without_run_json(self) -> list[Path]:
+        """The store's folders (not hidden ones) that hold no run.json, in name order."""
         if not self.root.is_dir():
             return []
-        return [p.name for p in sorted(self.root.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()
-                and _holds_run_files(p)]
+        return [p for p in sorted(self.root.iterdir())
+                if p.is_dir() and not p.name.startswith(".") and not (p / "run.json").exists()]
 
     def broken(self) -> list[str]:
         """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are

@@ -249,12 +249,13 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
 
 def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
     """Seconds per CMA-ES generation (ask, score pop candidates on cma_prompts prompts of the first task, tell)."""
+    from cmaes import CMA
+
     from workbench.namm.cache import model_shape
     from workbench.namm.evaluation import evaluate
     from workbench.namm.policy import NAMMPolicy
-    from workbench.namm.scorer import N_PARAMS
     from workbench.namm.tasks import make_examples
-    from workbench.namm.train import SIGMA0, NAMMTrainConfig, new_search
+    from workbench.namm.train import NAMMTrainConfig, new_search
     from workbench.threads import torch_threads
 
     exs = make_examples(cfg.tasks[0], tokenizer, cfg.cma_prompts, cfg.length, cfg.seed, "train")
@@ -271,14 +272,9 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
         search.tell([(x, -f) for x, f in zip(xs, fits, strict=True)])
         out["generation_s"] = time.perf_counter() - start
     for kind in ("sep", "full", "full_cmaes") if cfg.time_full_cma else ("sep",):
-        if kind == "full_cmaes":  # the peer: cmaes' own CMA, which FastCMA reproduces bit for bit
-            from cmaes import CMA
-
-            with np.errstate(divide="ignore"):  # populations below 4, as new_search
-                s = CMA(mean=np.zeros(N_PARAMS), sigma=SIGMA0, population_size=cfg.pop, seed=CMA_SEED)
-        else:
-            s = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, cma=kind,
-                                           seed=CMA_SEED, n_up=cfg.n_up))
+        # "full_cmaes": the peer, cmaes' own CMA, which FastCMA reproduces bit for bit
+        s = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, cma=kind.split("_")[0],
+                                       seed=CMA_SEED, n_up=cfg.n_up), optimiser=CMA if kind == "full_cmaes" else None)
         start = time.perf_counter()
         for _ in range(2):  # full CMA decomposes its covariance in the first ask after a tell
             xs = [s.ask() for _ in range(cfg.pop)]

@@ -205,14 +205,15 @@ class NAMMTrainConfig:
         return sorted(int(i) for i in rng.choice(self.pool, self.n_prompts, replace=False))
 
 
-def new_search(cfg: NAMMTrainConfig):
-    """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded."""
+def new_search(cfg: NAMMTrainConfig, optimiser: type | None = None):
+    """The cmaes optimiser: mean 0 over the N_PARAMS numbers, σ0 = cfg.sigma, population cfg.pop, seeded; of class
+    `optimiser` when given (bench namm's peer: cmaes' own CMA), else cfg.cma's."""
     from cmaes import SepCMA
 
     from workbench.checkpoint import fresh_cmaes
     from workbench.fast_cma import FastCMA
 
-    cls = SepCMA if cfg.cma == "sep" else FastCMA
+    cls = optimiser or (SepCMA if cfg.cma == "sep" else FastCMA)
     with np.errstate(divide="ignore"):  # populations below 4: see workbench.merge.search.RecipeCMA
         return fresh_cmaes(cls(mean=np.zeros(N_PARAMS), sigma=float(cfg.sigma), population_size=int(cfg.pop),
                                seed=int(cfg.seed)))

@@ -534,23 +534,25 @@ class ArchiveRows:
         self.upto = 0  # generations in the rows
         self.filled: dict[tuple[int, int], int] = {}  # (archive k, flat cell) -> elite id after generation upto - 1
         self.out: dict[str, list] = {"generation": [], "task": [], "cell": [], "id": [], "quality": []}
+        self.scores: dict[int, dict[str, float]] = {}  # elite id -> its scores (they never change once told)
 
     def extend(self, qd: CycleQD) -> dict[str, list]:
         """The rows of generations 0 … qd.finished − 1 (the columns, shared with later calls: write, do not keep)."""
         if qd.finished < self.upto:  # another run's CycleQD, or one rewound: start again
             self.__init__()
-        out, filled, tasks, shape = self.out, self.filled, qd.tasks, qd.archives.shape
-        quality = {r["id"]: r["scores"] for r in qd.records}  # a record's scores never change once told
+        out, filled, scores, tasks, shape = self.out, self.filled, self.scores, qd.tasks, qd.archives.shape
         for g in range(self.upto, qd.finished):
             for k, cell, i in qd.changes(g).tolist():
                 filled[k, cell] = i
+                if i not in scores:  # only the new elites' (qd.records copied every record, every generation)
+                    scores[i] = qd.scores(i)
             for k, cell in sorted(filled):  # task order, then row-major: as the archives read
                 i = filled[k, cell]
                 out["generation"].append(g)
                 out["task"].append(tasks[k])
                 out["cell"].append([int(c) for c in np.unravel_index(cell, shape)])
                 out["id"].append(i)
-                out["quality"].append(quality[i][tasks[k]])
+                out["quality"].append(scores[i][tasks[k]])
         self.upto = qd.finished
         return out
 
