@@ -387,6 +387,37 @@ def test_loop_k3_records_lineage_draws_and_metrics():
         assert all(again[k].equal(theta[k]) for k in theta)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_children_rows_kept_between_generations_equal_the_table_built_whole(batch):
+    """children.parquet's columns are extended by the models told since the last write (a model's row changes
+    only by its draw counts): after every generation they equal the records and CycleQD.draw_counts, and the
+    columns built anew, byte for byte once written."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.qd.run import ChildrenRows, children_rows
+
+    def written(columns: dict) -> bytes:
+        out = io.BytesIO()
+        pq.write_table(pa.Table.from_pydict(columns), out)
+        return out.getvalue()
+
+    loop, kept = (batch_loop(batch) if batch > 1 else toy_loop(seed=3)), ChildrenRows()
+    for g in (0, 1, 2, 7, 20):
+        loop.run(g)
+        qd, cols = loop.qd, kept.extend(loop.qd)
+        records, counts = qd.records, qd.draw_counts()
+        assert qd.evaluated == len(records) == len(cols["id"]) and cols["id"] == list(range(qd.evaluated))
+        for key in ("generation", "task", "pool", "parents", "omegas", "entered", "kept", "mutation_seed"):
+            assert cols[key] == [r[key] for r in records]
+        for k, t in enumerate(TASKS3):
+            assert cols[f"score_{t}"] == [r["scores"][t] for r in records]
+            assert cols[f"draws_{t}"] == counts[:, k].tolist()
+        assert written(cols) == written(children_rows(qd))
+    assert counts.sum() > 0 and qd.records_since(qd.evaluated - 2) == records[-2:]
+
 def test_loop_same_seed_same_run_other_seed_other_run():
     a, b, c = toy_loop(seed=5), toy_loop(seed=5), toy_loop(seed=6)
     for loop in (a, b, c):

@@ -337,11 +337,21 @@ class CycleQD:
     # --- records ---
 
     @property
+    def evaluated(self) -> int:
+        """How many models have been told (evaluated): their ids run from 0 to evaluated − 1."""
+        return len(self._records)
+
+    @property
     def records(self) -> list[dict]:
         """Every evaluated model in id order: Child fields + scores (task -> float), entered (archive names) and
         kept (entered at least one archive). Copies."""
+        return self.records_since(0)
+
+    def records_since(self, start: int) -> list[dict]:
+        """The records of models start, start + 1, … (copies, as `records`): for a caller that keeps its own table
+        and adds the models told since it last looked (copying every record each generation grows with the run)."""
         return [{**r, "parents": list(r["parents"]), "omegas": list(r["omegas"]), "scores": dict(r["scores"]),
-                 "entered": list(r["entered"])} for r in self._records]
+                 "entered": list(r["entered"])} for r in self._records[start:]]
 
     def child(self, model_id: int) -> Child:
         """The Child description of an evaluated (or pending) model: its lineage, for rebuilding it."""
