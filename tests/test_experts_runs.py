@@ -503,6 +503,10 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
              "--strategies names 'base' twice; give each once", runs)
     _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--tasks", "add", "add", "sort"],
              "--tasks names 'add' twice", runs)
+    _refused(capsys, [*evaluate, "--tasks", "add", "add"], "--tasks names 'add' twice", runs)
+    # a --target neither mixed for (no few-shot) nor tested (not among --tasks) went unused, silently
+    _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--target", "recall", "--tasks", "add", "sort",
+                      "--strategies", "base"], "--target recall is read by few-shot mixing", runs)
     # few-shot mixing of one task expert: every α the same weights, CEM's rollouts all of one model
     _refused(capsys, [*adapt, "--experts", str(add_file), "--target", "reverse", "--strategies", "few-shot"],
              "few-shot CEM mixes task experts, and one alone (add)", runs)

@@ -140,6 +140,10 @@ def cmd_adapt(args) -> int:
         experts = read_experts(cfg.experts, cfg.target)
         strategies, units = plan(cfg, experts)
         check_mixable(strategies, experts)
+        if cfg.target is not None and "few-shot" not in strategies and cfg.tasks and cfg.target not in cfg.tasks:
+            # neither mixed for nor tested: the flag would go unused (as --shots without few-shot is refused)
+            raise ValueError(f"--target {cfg.target} is read by few-shot mixing, which this run does not do, and is "
+                             "not among --tasks: keep few-shot in --strategies, add it to --tasks, or leave it out")
         unused = [FEW_SHOT_FLAGS[f] for f in FEW_SHOT_FLAGS if f in given] + (["--normalize"] if args.normalize else [])
         if unused and "few-shot" not in strategies:
             raise ValueError(f"{', '.join(unused)} set(s) few-shot CEM mixing, which this run does not do: give "
@@ -222,6 +226,9 @@ def cmd_eval(args) -> int:
 
     device = check_device(args.device)
     tasks = check_tasks(args.tasks, CHAT_TASKS, "--tasks")
+    twice = next((t for i, t in enumerate(tasks) if t in tasks[:i]), None)
+    if twice is not None:  # scored once (a dict per task) while the flag named it twice, as adapt refuses it
+        raise ValueError(f"--tasks names {twice!r} twice; give each once")
     check_chat_tasks(tasks, args.prompt_format)
     check_model(args.model, args.prompt_format)
     if args.variant != "raw" and args.alpha is None:  # it was ignored: one expert is applied as trained
