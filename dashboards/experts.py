@@ -656,11 +656,19 @@ class ExpertsModel(param.Parameterized):
                 svf.reset()
 
     def found_alpha(self, k: int) -> list[float]:
-        """The α CEM found with k shots (per expert: its mean over matrices), for the sliders."""
+        """The α CEM found with k shots, for the sliders (one α per expert): as found where it is one per expert;
+        α per matrix: each expert's mean share of the matrices' mixtures (alpha_shares, as the α view shows them:
+        SVF's rescale keeps only a matrix's ratios, so raw α of columns (0.9, 0.1) and (0.01, 0.09) are 83 % the
+        first expert's on average, and their mixtures half each)."""
         few = ((self.data.scores or {}).get("few_shot") or {}).get(str(k))
         if few is None:
             raise ValueError(f"this run has no few-shot result for k = {k}")
-        return [round(float(v), 4) for v in np.asarray(few["alpha"], float).mean(1)]
+        alpha = np.asarray(few["alpha"], float)
+        if alpha.shape[1] > 1:
+            shares = alpha_shares(alpha)
+            mixed = ~np.isnan(shares).all(0)  # matrices whose α sum to 0 mix nothing
+            alpha = shares[:, mixed] if mixed.any() else alpha
+        return [round(float(v), 4) for v in alpha.mean(1)]
 
     # --- figures ---
 

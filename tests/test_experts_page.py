@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from test_dashboards import _browse, browser, serving, widest_row  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.experts import MIXER, VIEWS, ExpertsModel, export_what, matrix_label, model_text
+from workbench.dashboards.experts import (
+    MIXER,
+    VIEWS,
+    ExpertsModel,
+    alpha_shares,
+    export_what,
+    matrix_label,
+    model_text,
+)
 from workbench.runs import RunStore
 
 EXPERT = {"iters": 3, "batch": 4, "val_every": 1, "val_n": 4, "n_test": 4}
@@ -113,7 +121,7 @@ def test_views_follow_the_run_files(ex):
 def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
     """SVF's rescale takes z′'s scale out: CEM's (0, 0.377) and (0, 0.406) are one mixture, shown as one share;
     a column of zeros is no mixture; the mixer says the shares, and that one expert's α changes nothing."""
-    from workbench.dashboards.experts import alpha_shares, mixture_shares
+    from workbench.dashboards.experts import mixture_shares
 
     np.testing.assert_array_equal(alpha_shares([[0.0], [0.377]]), alpha_shares([[0.0], [0.406]]))
     np.testing.assert_allclose(alpha_shares([[0.3, 0.0], [0.6, 0.0]]), [[1 / 3, np.nan], [2 / 3, np.nan]])
@@ -222,7 +230,16 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     got = table[table["k"] == 3].pivot_table(index="expert", columns="matrix", values="alpha", sort=False)
     want = np.asarray(s["few_shot"]["3"]["alpha"])
     np.testing.assert_allclose(got[[matrix_label(m) for m in names]].to_numpy(), want)
-    assert per_matrix.found_alpha(3) == [round(float(v), 4) for v in want.mean(1)]
+    # the sliders' α per expert: its mean share of the matrices' mixtures (raw α's mean weighed a matrix whose α
+    # were large more, though SVF's rescale keeps only each matrix's ratios, as the α view shows)
+    shares = alpha_shares(want)
+    shares = shares[:, ~np.isnan(shares).all(0)]
+    assert per_matrix.found_alpha(3) == [round(float(v), 4) for v in shares.mean(1)]
+    few = per_matrix.data.scores["few_shot"]["3"]
+    saved = few["alpha"]
+    few["alpha"] = [[0.9, 0.01, 0.0], [0.1, 0.09, 0.0]]  # the third matrix mixes nothing
+    assert per_matrix.found_alpha(3) == [0.5, 0.5]
+    few["alpha"] = saved
     del per_matrix.data.scores["matrices"]  # a run made before scores.json said: its model folder's architecture
     assert per_matrix.data.alpha_matrices == names
 
