@@ -606,8 +606,10 @@ def test_generalist_is_a_model_folder_the_experts_commands_take(tmp_path, quick_
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     from workbench.experts.generalist import check_generalist  # --lr inf trained a model of NaNs and wrote it
 
-    with pytest.raises(ValueError, match="--lr a finite positive number, got 1 and inf"):
+    with pytest.raises(ValueError, match="^--lr must be a finite positive number, got inf$"):
         check_generalist(quick_zoo, tmp_path / "nan", steps=1, lr=float("inf"))
+    with pytest.raises(ValueError, match="^--steps must be a positive integer, got 0$"):  # named --lr, which was fine
+        check_generalist(quick_zoo, tmp_path / "nan", steps=0, lr=3e-3)
     # a generalist there already: the experts trained on it read it, so it is trained anew only with --replace
     before = (tmp_path / "gen" / "model.safetensors").read_bytes()
     again = ["experts", "generalist", "--zoo", str(quick_zoo), "--out", str(tmp_path / "gen"), "--steps", "1",

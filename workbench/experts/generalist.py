@@ -38,9 +38,10 @@ def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float,
     adapt runs trained on it would no longer load: their SVF factors are of its weights). Returns out as a Path."""
     from workbench.lm.zoo import load_zoo
 
-    if int(steps) < 1 or not (math.isfinite(lr) and lr > 0):  # inf trained a model of NaNs and wrote it
-        raise ValueError(f"--steps must be a positive integer and --lr a finite positive number, got {steps} and "
-                         f"{lr}")
+    if int(steps) < 1:
+        raise ValueError(f"--steps must be a positive integer, got {steps}")
+    if not (math.isfinite(lr) and lr > 0):  # inf trained a model of NaNs and wrote it
+        raise ValueError(f"--lr must be a finite positive number, got {lr}")
     out = Path(out)
     if out.exists() and not (out / GENERALIST_FILE).is_file():
         raise ValueError(f"--out {out} exists and is not a generalist folder; choose a new folder")
