@@ -17,14 +17,13 @@ weights are. Prompts are tokenised on the CPU and moved per batch; accuracies co
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import torch
 
 from workbench.kernels.device import resolve_device
+from workbench.lm.models import cache_keyword
 from workbench.lm.tasks import get_task, heldout
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def greedy(model: PreTrainedModel, prompts: list[list[int]], max_new_tokens: int
     cache = DynamicCache(config=model.config)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=dev)
     out = []
-    cache_arg = _cache_keyword(type(model))
+    cache_arg = cache_keyword(type(model))
     for _ in range(max_new_tokens):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                        **{cache_arg: cache}).logits[:, -1]
@@ -81,13 +80,6 @@ def greedy(model: PreTrainedModel, prompts: list[list[int]], max_new_tokens: int
         mask = torch.cat([mask, torch.ones(len(prompts), 1, dtype=mask.dtype, device=dev)], dim=1)
     rows = torch.stack(out, dim=1).tolist()
     return [r[: r.index(eos_id)] if eos_id in r else r for r in rows]
-
-
-@functools.cache
-def _cache_keyword(model_class: type) -> str:
-    """The KV cache's keyword: newer transformers call it `cache` and warn (FutureWarning) on every call that
-    uses the old `past_key_values`; older ones know only the latter."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _encode(tokenizer, prompt: str) -> list[int]:

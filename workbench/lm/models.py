@@ -29,6 +29,15 @@ SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
+@functools.cache
+def cache_keyword(model_class: type) -> str:
+    """The KV cache's keyword in `model_class.forward`: newer transformers call it `cache` and warn
+    (FutureWarning) on every call that uses the old `past_key_values`; older ones know only the latter."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench")
 

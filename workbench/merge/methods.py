@@ -50,7 +50,6 @@ TASK_VECTOR_METHODS = {
     "dare_linear": TaskVectorMethod("random", False, False, True),
     "dare_ties": TaskVectorMethod("random", True, False, True),
 }
-_SHARED_BOOL = ("normalize", "rescale", "int8_mask")
 # parameter names each method accepts (mergekit names plus our rescale_norm)
 PARAMETERS = {
     "linear": {"weight", "normalize"},

@@ -198,9 +198,10 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
     import torch
     from transformers import DynamicCache
 
+    from workbench.lm.models import cache_keyword
     from workbench.namm.baselines import FullCache
     from workbench.namm.cache import EvictionCache
-    from workbench.namm.driver import _cache_keyword, forward
+    from workbench.namm.driver import forward
     from workbench.namm.tasks import make_examples
 
     ex = make_examples(cfg.tasks[0], tokenizer, 1, cfg.speed_length, cfg.seed, "test")[0]
@@ -210,7 +211,7 @@ def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
     @torch.inference_mode()
     def plain():
         cache = DynamicCache()
-        kw = {_cache_keyword(type(model)): cache}
+        kw = {cache_keyword(type(model)): cache}
         pre, res = _timed(lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1, **kw))
         nxt, pos = res.logits[:, -1].argmax(-1, keepdim=True), ids.shape[1]
         start = time.perf_counter()

@@ -13,24 +13,17 @@ real tokens only, so a padded row gets the same positions, logits and evictions-
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
+from workbench.lm.models import cache_keyword
 from workbench.namm.cache import EvictionCache, attached
 from workbench.namm.policy import EvictionPolicy
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
-
-
-@functools.cache
-def _cache_keyword(model_class: type) -> str:
-    # transformers 5 calls the cache `cache` (and warns on `past_key_values`); older versions only know the latter
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def _window(model) -> int | None:
@@ -66,7 +59,7 @@ def forward(model: PreTrainedModel, input_ids: torch.Tensor, cache: EvictionCach
     # absolute positions: real tokens count on from the row's last one; padding borrows a neighbour's (unused)
     positions = (cache.next_position[:, None] + mask.cumsum(-1) - 1).clamp(min=0)
     _check_window(model, int(positions.max()))
-    keyword = _cache_keyword(type(model))
+    keyword = cache_keyword(type(model))
     dtype = next(model.parameters()).dtype
     out, start = [], 0
     with attached(model, cache):
