@@ -307,8 +307,8 @@ _COUNT_FRAMES = """() => { const fig = Bokeh.documents[0].get_model_by_name('lab
   src.change.connect(() => { window.__frames += 1; }); return true; }"""
 
 
-def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = "lenia", runs_dir: str | None = None,
-                     chromium: str | None = None, browser=None, url: str | None = None) -> dict:
+def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = "lenia", browser=None,
+                     url: str | None = None) -> dict:
     """Load test: `sessions` Chromium pages play the Lab at once for `seconds`; frames per second that each
     page received, and any console / page errors. Starts its own `workbench serve` on a free port unless given
     the `url` of one that runs (--url), and its own Playwright Chromium unless given a launched `browser`."""
@@ -323,8 +323,8 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
 
     if sessions < 1 or seconds <= 0:
         raise ValueError(f"--sessions and --seconds must be greater than 0, got {sessions} and {seconds}")
-    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+    chromium = None if browser is not None else shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None and chromium is None:
         raise ValueError("the load test needs Debian's chromium (apt-get install chromium)")
     server = scratch = None
     if url is not None:
@@ -334,11 +334,10 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
                              "`workbench serve`, or leave out --url and the bench starts its own")
     else:
         port = free_port()
-        if runs_dir is None:  # the bench's own server reads an empty run store, removed after it
-            scratch = tempfile.TemporaryDirectory(prefix="bench-dashboards-")
-            runs_dir = scratch.name
+        # the bench's own server reads an empty run store, removed after it
+        scratch = tempfile.TemporaryDirectory(prefix="bench-dashboards-")
         server = subprocess.Popen([sys.executable, "-m", "workbench", "serve", "--port", str(port), "--runs",
-                                   runs_dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   scratch.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
     try:
         if server is not None and not wait_live(url, 120.0, server):
