@@ -125,3 +125,39 @@ def test_a_lost_scheduler_is_one_error_and_the_run_resumable(tmp_path):
     lines = err.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: Dask: the cluster was lost under the run"), err
     assert lines[1].startswith("note: run ") and "--resume" in lines[1], err
+
+
+def test_made_once_per_process_and_config():
+    """A worker's evaluation Context is made on its first task and reused by the next ones: once per equal config
+    (compared by its to_dict, or the key given), the last two of each maker kept."""
+    from dataclasses import asdict, dataclass
+
+    from workbench.scale import KEPT_PER_MAKER, made_once
+
+    @dataclass
+    class Cfg:
+        n: int
+        tasks: list
+        note: str = ""
+
+        def to_dict(self) -> dict:
+            return asdict(self)
+
+    made: list[Cfg] = []
+
+    def make(cfg: Cfg) -> object:
+        made.append(cfg)
+        return object()
+
+    def other(cfg: Cfg) -> object:
+        return object()
+
+    a = made_once(make, Cfg(1, ["x"]))
+    assert made_once(make, Cfg(1, ["x"])) is a and len(made) == 1  # an equal config: the same object
+    assert made_once(other, Cfg(1, ["x"])) is not a                  # each maker its own
+    b = made_once(make, Cfg(1, ["x", "y"]))
+    assert b is not a and len(made) == 2
+    assert made_once(make, Cfg(1, ["x"], note="a"), key={"n": 1, "tasks": ["x"]}) is not a  # another key
+    # a third config made: the least recently used (a) was let go, and made again, b in its turn
+    assert KEPT_PER_MAKER == 2 and made_once(make, Cfg(1, ["x"])) is not a and len(made) == 4
+    assert made_once(make, Cfg(1, ["x", "y"])) is not b and len(made) == 5

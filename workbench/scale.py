@@ -7,7 +7,14 @@ since a chunk's result does not depend on where it runs, the run goes on unchang
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def local_client(workers: int, threads_per_worker: int = 1):
@@ -128,3 +135,31 @@ def connect(address: str, timeout: float = 10.0):
     # ERROR log lines and tracebacks
     logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     return client
+
+
+# --- what a process makes once per config ---------------------------------------------------------------------
+
+#: configs whose made objects a process keeps (a Context holds its models: two per maker, as each kept before)
+KEPT_PER_MAKER = 2
+_made: OrderedDict[tuple[Callable, str], Any] = OrderedDict()
+_made_lock = threading.Lock()
+
+
+def made_once(make: Callable[[Any], T], cfg: Any, key: Mapping | None = None) -> T:
+    """make(cfg), made once per process for configs that are equal (the last KEPT_PER_MAKER of each `make` kept):
+    a Dask worker's evaluation Context (its models, tokenizer, evaluators) is built on its first task and reused
+    by the next ones. Configs are equal when their `key` is (default cfg.to_dict(), compared as sorted JSON;
+    leave out of it what does not change what `make` builds)."""
+    text = json.dumps(cfg.to_dict() if key is None else dict(key), sort_keys=True, default=str)
+    with _made_lock:
+        if (make, text) in _made:
+            _made.move_to_end((make, text))
+            return _made[make, text]
+    made = make(cfg)  # outside the lock: a Context takes seconds, and another maker need not wait for it
+    with _made_lock:
+        made = _made.setdefault((make, text), made)
+        _made.move_to_end((make, text))
+        mine = [k for k in _made if k[0] is make]
+        for old in mine[:-KEPT_PER_MAKER]:
+            del _made[old]
+    return made

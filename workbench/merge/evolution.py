@@ -256,15 +256,9 @@ def _check_compatible(state_dicts: dict) -> None:
                                  f"in {model!r}: the models cannot be merged")
 
 
-@functools.lru_cache(maxsize=2)
-def _context(cfg_items: tuple) -> Context:
-    cfg = EvolveConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in cfg_items})
-    return Context(cfg)
-
-
 def context(cfg: EvolveConfig) -> Context:
     """The evaluation Context of cfg: the models, tokenizer and evaluators, built once per process and config (the
-    two configs used last are kept).
+    two configs used last are kept: workbench.scale.made_once).
 
     Args:
         cfg: the evolution's config; every field counts (another device or iters builds another Context).
@@ -273,7 +267,9 @@ def context(cfg: EvolveConfig) -> Context:
         the base first for the parameter-space methods, then cfg.models), tokenizer (the first model's), layers
         (cfg.models[0]'s decoder layers), state_dicts (their weights, detached), genome and cfg.
     """
-    return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
+    from workbench.scale import made_once
+
+    return made_once(Context, cfg)
 
 
 def evaluate_genomes(cfg: EvolveConfig, xs: np.ndarray) -> np.ndarray:

@@ -296,14 +296,11 @@ class Context:
                           max_kept=self.cfg.max_kept)
 
 
-@functools.lru_cache(maxsize=2)
-def _context(items: tuple) -> Context:
-    return Context(NAMMTrainConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in items}))
-
-
 def context(cfg: NAMMTrainConfig) -> Context:
-    """This process's Context for cfg (built once)."""
-    return _context(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in cfg.to_dict().items()))
+    """This process's Context for cfg (built once: workbench.scale.made_once)."""
+    from workbench.scale import made_once
+
+    return made_once(Context, cfg)
 
 
 def evaluate_thetas(cfg: NAMMTrainConfig, tasks: list[str], thetas: np.ndarray, stats,

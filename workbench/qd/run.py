@@ -40,8 +40,6 @@ way. Run folder (kind "qd"):
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import math
 import os
 from collections.abc import Callable
@@ -291,15 +289,12 @@ class Context:
         return (sets or self.validation).score(self.model, "forced")
 
 
-@functools.lru_cache(maxsize=2)
-def _context(key: str) -> Context:
-    return Context(QDRunConfig.from_dict(json.loads(key)))
-
-
 def context(cfg: QDRunConfig) -> Context:
-    """This process's Context for cfg (made once; the merge recipe, a baseline's alone, is no part of it: a new
-    run reads its own copy once it exists, and the Context made before stays the one)."""
-    return _context(json.dumps({**cfg.to_dict(), "merge_recipe": None}, sort_keys=True))
+    """This process's Context for cfg (made once: workbench.scale.made_once; the merge recipe, a baseline's alone,
+    is no part of it: a new run reads its own copy once it exists, and the Context made before stays the one)."""
+    from workbench.scale import made_once
+
+    return made_once(Context, cfg, key={**cfg.to_dict(), "merge_recipe": None})
 
 
 def score_weights(cfg: QDRunConfig, thetas: list[dict]) -> list[dict[str, float]]:
