@@ -32,7 +32,7 @@ import param
 
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import ROW_WIDTH, counted, placeholder
-from workbench.figures import ACCURACY
+from workbench.figures import ACCURACY, holoviews, styled
 from workbench.runs import Run, RunError, RunStore, article
 
 if TYPE_CHECKING:
@@ -674,7 +674,7 @@ class ExpertsModel(param.Parameterized):
 
     def figure(self, view: str | None = None) -> Dimensioned:
         """One of VIEWS as a HoloViews object (Bokeh on the page, matplotlib for paper figures)."""
-        hv = _hv()
+        hv = holoviews()
         view = view or self.view
         d = self.data
         if d is None:
@@ -710,7 +710,7 @@ class ExpertsModel(param.Parameterized):
         style for figures.save). ValueError, with the page's reason, where the run has nothing under it."""
         from workbench.figures import layout_inches
 
-        hv = _hv()
+        hv = holoviews()
         view = view or self.view
         fig = self.figure(view)
         if isinstance(fig, hv.Div):
@@ -784,17 +784,6 @@ def model_text(model: str) -> str:
 
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------
 
-def _hv():
-    from workbench.figures import holoviews
-
-    return holoviews()
-
-
-def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
-    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
-    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
-
-
 COLOUR_BAR = 80  # a Bokeh colour bar's width with its ticks and title, in pixels
 
 
@@ -802,7 +791,7 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
     """One heatmap per expert: rows = layer · matrix, columns = singular-value rank (0 = the largest σ); colour = z,
     centred on `center`, by default sigmoid(0.1) ≈ 0.525 where training starts (blue: scaled down, red: scaled up,
     relative to it)."""
-    hv = _hv()
+    hv = holoviews()
     if z.empty:
         return hv.Div("<i>no SVF expert</i>")
     half = max(float(np.abs(z["z"] - center).max()), 1e-6)
@@ -822,19 +811,19 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
         ticks = [(rows - 1 - i, labels[i]) for i in range(0, rows, step)]
         img = hv.Image(grid[::-1], bounds=(-0.5, -0.5, ranks - 0.5, rows - 0.5), kdims=["σ rank", "matrix"],
                        vdims=[hv.Dimension("z", label=quantity)])
-        panels.append(_style(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
+        panels.append(styled(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
                              colorbar=last, yticks=ticks, xlabel="σ rank (0 = largest)", ylabel="",  # fits a third
                              bokeh={"width": width + (COLOUR_BAR if last else 0), "height": max(170, 24 * rows + 70),
                                     "tools": ["hover"]},
                              mpl={"aspect": "auto"}))
     # up to three in a row (three in two rows left a quarter empty); hspace: room for the row labels between them
-    return _style(hv.Layout(panels).cols(cols), shared_axes=False,
+    return styled(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 1.0, "vspace": 0.7})
 
 
 def z_rank_plot(table: pd.DataFrame, what: str):
     """z against the rank of σ, one curve per expert, with z = sigmoid(0.1) (the start) dashed."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no SVF expert</i>")
     from workbench.figures import colours_for
@@ -842,9 +831,9 @@ def z_rank_plot(table: pd.DataFrame, what: str):
     colours = colours_for(str(e) for e in table["expert"].unique())  # an expert's task in its colour, page and paper
     curves = [hv.Curve(part, "rank", "z", label=name).opts(color=colours[str(name)])
               for name, part in table.groupby("expert", sort=False)]
-    start = _style(hv.HLine(Z0), color="#555555", bokeh={"line_dash": "dashed", "line_width": 1},
+    start = styled(hv.HLine(Z0), color="#555555", bokeh={"line_dash": "dashed", "line_width": 1},
                    mpl={"linestyle": "--", "linewidth": 0.8})
-    return _style(hv.Overlay([*curves, start]), title=f"z vs σ rank · {what}", xlabel="singular-value rank "
+    return styled(hv.Overlay([*curves, start]), title=f"z vs σ rank · {what}", xlabel="singular-value rank "
                   "(0 = largest σ)", ylabel="z = sigmoid(p)", bokeh={"width": 760, "height": 380,
                                                                     "legend_position": "right", "tools": ["hover"]},
                   mpl={"legend_position": "best"})  # inside (under the axes if it covers a curve): a column wide
@@ -852,7 +841,7 @@ def z_rank_plot(table: pd.DataFrame, what: str):
 
 def curve_plot(table: pd.DataFrame, kind: str):
     """experts: reward and accuracies per REINFORCE step; adapt: CEM's best few-shot accuracy per generation."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no steps yet</i>")
     from workbench.figures import dashed
@@ -875,39 +864,39 @@ def curve_plot(table: pd.DataFrame, kind: str):
     flat = table["y"].min() == table["y"].max()
     bokeh = {"width": 760, "height": 380, "legend_position": "right", "tools": ["hover"],
              **({"ylim": ACCURACY} if kind != "experts" else {"ylim": (-1.05, 1.05)} if flat else {})}
-    return whole_numbers(_style(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel, bokeh=bokeh, mpl=mpl))
+    return whole_numbers(styled(hv.Overlay(layers), title=title, xlabel=xlabel, ylabel=ylabel, bokeh=bokeh, mpl=mpl))
 
 
 def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1.12):
     """Bars of `mean` over the categories in `key`, whiskers ± std when any group has several runs, values
     written above. The y axis always starts at 0 (small gains must not look large)."""
-    hv = _hv()
+    hv = holoviews()
     part = part.fillna({"mean": 0.0, "std": 0.0})
     from workbench.figures import BarValues
 
     values = BarValues(tuple(part[key]), tuple(float(v) for v in part["mean"]),
                        tuple(float(v) for v in part["std"]))
-    bars = _style(hv.Bars(part, key, ["mean", "std", "n"]), color=ACCENT,
+    bars = styled(hv.Bars(part, key, ["mean", "std", "n"]), color=ACCENT,
                   bokeh={"tools": ["hover"], "xrotation": 35}, mpl={"xrotation": 40})
     layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[values], backend="matplotlib")]
     if int(part["n"].max() or 0) > 1:
-        layers.append(_style(hv.ErrorBars(part, key, ["mean", "std"]), bokeh={"line_width": 1.5},
+        layers.append(styled(hv.ErrorBars(part, key, ["mean", "std"]), bokeh={"line_width": 1.5},
                              mpl={"linewidth": 0.8}))
     # a paper panel wider than tall (square by default): room under each bar for its slanted label
-    return _style(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
+    return styled(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
                   bokeh={"width": ROW_WIDTH // 3, "height": 340}, mpl={"aspect": 1.5})  # three a row
 
 
 def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     """One panel per task: `mean` per `key` (strategy or model) with the spread over seeds."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
     panels = []
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
         panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
+    return styled(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
 def alpha_shares(alpha: np.ndarray) -> np.ndarray:
@@ -924,7 +913,7 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
     """Each expert's share of the mixture, α / Σα (alpha_shares: SVF's rescale keeps only α's ratios), for each
     number of shots (mean ± std over seeds); α per matrix: grouped bars per layer · matrix; with adapt runs of
     several targets on this model, the shares per target task (largest k)."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no few-shot result</i>")
     panels = []
@@ -942,14 +931,14 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
             panels.append(_bars(pd.DataFrame(rows), "expert", title, "α / Σα", top))
     several_targets = not targets.empty and targets["target"].nunique() > 1
     if several_targets:
-        panels.append(_style(hv.Bars(targets, ["target", "expert"], "mean"),
+        panels.append(styled(hv.Bars(targets, ["target", "expert"], "mean"),
                              title="α's shares per target task (largest k)",
                              ylabel="α / Σα (mean over seeds)", xlabel="", ylim=(0, top),
                              bokeh={"width": 520, "height": 340, "tools": ["hover"]}))
     # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high); bars three a row, or
     # two beside the wider per-target panel (three ran past the page's edge)
     cols = 1 if per_matrix else 2 if several_targets else 3
-    return _style(hv.Layout(panels).cols(cols), shared_axes=False,
+    return styled(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.6})
 
 
@@ -958,13 +947,13 @@ def _matrix_shares(part: pd.DataFrame, title: str):
     K bars per matrix, the labels of a model's many matrices ran into each other and the bars took the colours of
     other tasks. Numeric axes with named ticks (text axes break matplotlib's, the paper figures'); at most 12
     matrix names along the bottom, evenly spaced."""
-    hv = _hv()
+    hv = holoviews()
     mean = part.groupby(["matrix", "expert"], sort=False, as_index=False)["share"].mean()
     matrices, experts = list(dict.fromkeys(mean["matrix"])), list(dict.fromkeys(mean["expert"]))
     mean = mean.assign(x=[matrices.index(m) for m in mean["matrix"]],
                        y=[len(experts) - 1 - experts.index(e) for e in mean["expert"]])
     step = max(1, math.ceil(len(matrices) / 12))
-    return _style(hv.HeatMap(mean, ["x", "y"], ("share", "α / Σα")), cmap="Blues", clim=(0, 1),
+    return styled(hv.HeatMap(mean, ["x", "y"], ("share", "α / Σα")), cmap="Blues", clim=(0, 1),
                   colorbar=True, title=title, xlabel="matrix", ylabel="", xlim=(-0.5, len(matrices) - 0.5),
                   ylim=(-0.5, len(experts) - 0.5), xticks=[(i, matrices[i]) for i in range(0, len(matrices), step)],
                   yticks=[(len(experts) - 1 - i, e) for i, e in enumerate(experts)],
@@ -975,7 +964,7 @@ def _matrix_shares(part: pd.DataFrame, title: str):
 
 def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
     """Per dispatcher: true task × the class it named (counts over the pooled runs, written in the cells)."""
-    hv = _hv()
+    hv = holoviews()
     if not tables:
         return hv.Div("<i>no dispatcher was run</i>")
     titles = {"prompt": "(a) prompt dispatch", "classifier": "(b) classification expert"}
@@ -989,27 +978,27 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
         table = table.assign(x=[named.index(c) for c in table["named"]],
                              y=[len(trues) - 1 - trues.index(t) for t in table["true"]])
         table = table.assign(ink=np.where(table["share"] > 0.5, "#ffffff", "#1d2330"))
-        heat = _style(hv.HeatMap(table, ["x", "y"], ["share", "count"]), cmap="Blues", clim=(0, 1),
+        heat = styled(hv.HeatMap(table, ["x", "y"], ["share", "count"]), cmap="Blues", clim=(0, 1),
                       colorbar=True, bokeh={"tools": ["hover"]}, mpl={"show_values": False})
-        labels = _style(hv.Labels(table, ["x", "y"], ["count", "ink"]),
+        labels = styled(hv.Labels(table, ["x", "y"], ["count", "ink"]),
                         bokeh={"text_font_size": "9pt", "text_color": hv.dim("ink")},
                         mpl={"size": 7, "color": hv.dim("ink")})
         acc = table[table["true"] == table["named"]]["count"].sum() / table["count"].sum()
         title = f"{titles.get(name, name)} · acc. {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
         # every class on its axis, the ones never named too (a dispatcher that always answered "other" drew a
         # column of one)
-        panels.append(_style(heat * labels, title=title, xlabel="named class", ylabel="true task",
+        panels.append(styled(heat * labels, title=title, xlabel="named class", ylabel="true task",
                              xlim=(-0.5, len(named) - 0.5), ylim=(-0.5, len(trues) - 0.5),
                              xticks=list(enumerate(named)),
                              yticks=[(len(trues) - 1 - i, t) for i, t in enumerate(trues)],
                              bokeh={"width": 420, "height": 360, "xrotation": 35}, mpl={"xrotation": 40}))
-    return _style(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0})
+    return styled(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0})
 
 
 def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
     """Test accuracy of the best mixture (mean ± std over seeds, each seed a dot) and its few-shot accuracy
     against the number of shots k; the target's base as a dashed line (its oracle is the base: no expert)."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no few-shot result</i>")
     ks = sorted(table["k"].unique())
@@ -1018,16 +1007,16 @@ def shots_plot(table: pd.DataFrame, refs: dict[str, dict], target: str | None):
                                                        else 0.0))
     layers = [hv.Curve(mean, "k", "test", label="test (mixture)"),
               hv.Scatter(table, "k", "test", label="test (mixture)"),
-              _style(hv.Curve(mean, "k", "shots", label="few shots (CEM's fit)"),
+              styled(hv.Curve(mean, "k", "shots", label="few shots (CEM's fit)"),
                      bokeh={"line_dash": "dotted"}, mpl={"linestyle": ":"})]
     if len(table["seed"].unique()) > 1:
         layers.append(hv.ErrorBars(mean, "k", ["test", "std"]))
     for name, colour in (("base", "#555555"),):
         if name in refs:
-            layers.append(_style(hv.Curve([(ks[0], refs[name]["mean"]), (ks[-1], refs[name]["mean"])], "k",
+            layers.append(styled(hv.Curve([(ks[0], refs[name]["mean"]), (ks[-1], refs[name]["mean"])], "k",
                                           "test", label=f"{name} on {target}"), color=colour,
                                  bokeh={"line_dash": "dashed"}, mpl={"linestyle": "--"}))
-    return _style(hv.Overlay(layers), title=f"few-shot mixing for {target}", xlabel="shots k", ylabel="accuracy",
+    return styled(hv.Overlay(layers), title=f"few-shot mixing for {target}", xlabel="shots k", ylabel="accuracy",
                   ylim=ACCURACY, padding=(0.04, 0.04), xticks=[int(k) for k in ks], bokeh={"width": 760, "height": 380,
                                                                      "legend_position": "right", "tools": ["hover"]},
                   mpl={"legend_position": "best"})  # inside (moved under the axes if it covers a line): a column wide
@@ -1121,7 +1110,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300)
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
-    hv = _hv()
+    hv = holoviews()
     last = [model.mixture_figure()]
 
     def mixture(alphas, variant, normalize):
@@ -1210,7 +1199,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         shell,
     )
 
-    _hv()
+    holoviews()
     model = ExpertsModel(runs_dir=runs_dir)
     alert = run_alert(model, run)
     if model.run_id is None:

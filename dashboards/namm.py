@@ -19,7 +19,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.figures import colours_for, whole_numbers
+from workbench.figures import colours_for, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
 if TYPE_CHECKING:
@@ -46,12 +46,6 @@ def shown(name: str) -> str:
         return f"{head.removeprefix('kvpress:')} (kvpress)" + (f" {rest}" if rest else "")
     head = {"namm": "NAMM", "h2o": "H2O", "full": "full cache"}.get(head, head)
     return f"{head} {rest}" if rest else head
-
-
-def _hv():
-    from workbench.figures import holoviews
-
-    return holoviews()
 
 
 #: The spectrogram's and EMA features' frequency bins (0 … 16) are whole numbers.
@@ -374,7 +368,7 @@ class NAMMExplorer(param.Parameterized):
     # ---- figures -------------------------------------------------------------------------------------------------
     def figure(self, name: str) -> Dimensioned:
         """One of VIEWS as a HoloViews object (page and export); a Div saying why when there is nothing."""
-        hv = _hv()
+        hv = holoviews()
         t = self.trace
         if t is None:
             return hv.Div("<i>run a prompt first</i>")
@@ -555,7 +549,7 @@ class NAMMExplorer(param.Parameterized):
 
     def _drawn(self, name: str):
         """figure(name), or the page's reason why there is nothing to write under it (ValueError)."""
-        hv = _hv()
+        hv = holoviews()
         fig = self.figure(name)
         if isinstance(fig, hv.Div) and (name != "text" or self.trace is None or not self.trace.steps):
             raise ValueError(f"nothing to export under {VIEWS[name]!r}: {fig.data.strip('<i>/ ')}")
@@ -578,7 +572,7 @@ class NAMMExplorer(param.Parameterized):
             save,
         )
 
-        hv = _hv()
+        hv = holoviews()
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
         check_dpi(dpi, out)
@@ -687,7 +681,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         shell,
     )
 
-    hv = _hv()
+    hv = holoviews()
     model = NAMMExplorer(runs_dir=runs_dir)
     page_thread = PageThread()
     alert = run_alert(model, run)

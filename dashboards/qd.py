@@ -40,6 +40,7 @@ import param
 
 from workbench.checks import is_count
 from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
+from workbench.figures import holoviews, styled
 from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
 if TYPE_CHECKING:
@@ -753,7 +754,7 @@ class QDModel(param.Parameterized):
     def figure(self, view: str | None = None) -> Dimensioned:
         """A view as a HoloViews object at the current generation with the selected model highlighted (the page
         shows it with Bokeh; export writes it)."""
-        hv = _hv()
+        hv = holoviews()
         view = view or self.view
         d = self.data
         if d is None:
@@ -820,7 +821,7 @@ class QDModel(param.Parameterized):
         figures.save). ValueError, with the page's reason, where the source has nothing under that view."""
         from workbench.figures import PAGE_WIDTH, panel_inches
 
-        hv = _hv()
+        hv = holoviews()
         view = view or self.view
         fig = self.figure(view)
         if isinstance(fig, hv.Div):  # the page's message, without its markup (&#x27; for a quote)
@@ -901,17 +902,6 @@ def _thumbnails(d: QDData, cells: pd.DataFrame, size: int = THUMB) -> np.ndarray
 
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) --------------------------
 
-def _hv():
-    from workbench.figures import holoviews
-
-    return holoviews()
-
-
-def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
-    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
-    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
-
-
 def _edge_ticks(bins: int, lo: float, hi: float) -> list[tuple[float, str]]:
     """Ticks on the bins' edges (a few), labelled with the scores there: cells read as score ranges."""
     edges = np.linspace(lo, hi, bins + 1)
@@ -928,7 +918,7 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
     "cells" (coloured squares on the fixed grid, empty cells blank; hover: model, cell, quality, scores, parents),
     "labels" (the values written in the cells, or None) and "ring" (the highlighted cell outlined). The page
     animates each layer on its own (a click reaches the server from a plain element, not from an overlay)."""
-    hv = _hv()
+    hv = holoviews()
     one_d = len(axes) == 1
     rect = cells.assign(x0=cells["x"] - 0.5, y0=cells["y"] - 0.5, x1=cells["x"] + 0.5, y1=cells["y"] + 0.5)
     vdims = [value, "model", "id", "scores", "parents", "cell_text"]
@@ -940,7 +930,7 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
     # the thumbnails at their own pixels in a PDF or SVG (resampled, a 1024 px mosaic was embedded at 525 px)
     layers = {"under": None if under is None else hv.RGB(under, bounds=(-0.5, -0.5, bins - 0.5, bins - 0.5)).opts(
         interpolation="none", backend="matplotlib")}
-    layers["cells"] = _style(
+    layers["cells"] = styled(
         boxes, color=value, cmap=cmap, clim=clim, colorbar=not seen,
         bokeh={"tools": ["hover", "tap"], "hover_tooltips": tips, "line_color": "white", "line_width": 1,
                "colorbar_opts": {"width": 10, "padding": 4}, "clabel": clabel or " ",
@@ -956,13 +946,13 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         # light text on the map's darkest cells, dark on the rest (black on dark orange was hard to read)
         span = clim or ((float(cells[value].min()), float(cells[value].max())) if len(cells) else (0.0, 1.0))
         text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#1a1a1a"
-        layers["labels"] = _style(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
+        layers["labels"] = styled(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
                                             ["text", "ink"]),
                                   bokeh={"text_font_size": "7pt", "text_color": hv.dim("ink")},
                                   mpl={"size": 7, "color": hv.dim("ink")})  # 4 pt in matplotlib's grey-blue before
     hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
     ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])
-    layers["ring"] = _style(ring, bokeh={"fill_alpha": 0.0, "line_color": RING, "line_width": 3},
+    layers["ring"] = styled(ring, bokeh={"fill_alpha": 0.0, "line_color": RING, "line_width": 3},
                             mpl={"facecolor": "none", "edgecolor": RING, "linewidth": 1.2})
     unit = "score" if axis_ranges else "bin"
     xlabel = f"{axes[0]} {unit}"
@@ -996,9 +986,9 @@ LABELLED_BINS = 8
 
 def cell_plot(layers: dict, opts: dict):
     """The layers of `cell_layers` as one plot (the static figure: notebooks, paper figures)."""
-    hv = _hv()
+    hv = holoviews()
     plot = hv.Overlay([layers[k] for k in ("under", "cells", "labels", "ring") if layers[k] is not None])
-    return _style(plot, **opts["common"], bokeh=opts["bokeh"], mpl=opts["mpl"])
+    return styled(plot, **opts["common"], bokeh=opts["bokeh"], mpl=opts["mpl"])
 
 
 #: a Bokeh legend's width beside a plot (a swatch and a task's name), in pixels
@@ -1016,7 +1006,7 @@ def curves_plot(curves: pd.DataFrame, generation: int):
     dashed line at the scrubber's generation."""
     from workbench.figures import colours_for, dashed, whole_numbers
 
-    hv = _hv()
+    hv = holoviews()
     panels = []
     # each task in its own colour on the page as in the paper figure (figures.TASK_COLOURS), and its own dashes
     colours = colours_for(str(t) for t in curves["task"].unique())
@@ -1035,11 +1025,11 @@ def curves_plot(curves: pd.DataFrame, generation: int):
         # the scrubber's line where it is not the run's end (a paper figure's dashed line at its edge said nothing)
         last = generation >= curves["generation"].max()
         key = column == columns[-1][0]
-        panel = _style(hv.Overlay([*lines, *([] if last else [now])]), title=label, show_legend=key,
+        panel = styled(hv.Overlay([*lines, *([] if last else [now])]), title=label, show_legend=key,
                        legend_position="right", ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis
                        bokeh={"width": width + (LEGEND_ROOM if key else 0), "height": 260, "tools": ["hover"]})
         panels.append(whole_numbers(panel))
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
+    return styled(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
 
 
 def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], selected: int = -1):
@@ -1047,14 +1037,14 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
     colour = seed expert / elite now / ancestor; the selected model's ancestry ringed in red."""
     from workbench.figures import whole_numbers
 
-    hv = _hv()
+    hv = holoviews()
     if nodes.empty:
         return hv.Div("<i>no models yet</i>")
     colours = {"seed expert": SEED, "elite": ACCENT, "ancestor": "#b0b7c3"}
     node_el = hv.Nodes(nodes, ["x", "y", "index"], ["model", "role", "scores", "parents", "on_path"])
     graph = hv.Graph((edges, node_el), ["source", "target"])
     tips = [("model", "@model"), ("role", "@role"), ("scores", "@scores"), ("parents", "@parents")]
-    graph = _style(graph, node_color="role", cmap=colours, edge_color="#9aa3b2",
+    graph = styled(graph, node_color="role", cmap=colours, edge_color="#9aa3b2",
                    bokeh={"node_size": 9, "edge_line_width": 0.8, "edge_alpha": 0.5, "tools": ["hover", "tap"],
                           "hover_tooltips": tips, "inspection_policy": "nodes", "selection_policy": "nodes",
                           "node_line_color": "white"},
@@ -1065,21 +1055,21 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
     src, dst = at.loc[chain["source"]], at.loc[chain["target"]]
     segments = pd.DataFrame({"x0": src["x"].to_numpy(), "y0": src["y"].to_numpy(), "x1": dst["x"].to_numpy(),
                              "y1": dst["y"].to_numpy()})
-    layers = [graph, _style(hv.Segments(segments, ["x0", "y0", "x1", "y1"]), color=HIGHLIGHT,
+    layers = [graph, styled(hv.Segments(segments, ["x0", "y0", "x1", "y1"]), color=HIGHLIGHT,
                             bokeh={"line_width": 2, "alpha": 0.8}, mpl={"linewidth": 0.8})]
-    layers.append(_style(hv.Points(path, ["x", "y"]), bokeh={"size": 15, "fill_alpha": 0.0, "line_color": HIGHLIGHT,
+    layers.append(styled(hv.Points(path, ["x", "y"]), bokeh={"size": 15, "fill_alpha": 0.0, "line_color": HIGHLIGHT,
                                                              "line_width": 2},
                          mpl={"s": 14, "facecolors": "none", "edgecolors": HIGHLIGHT, "linewidth": 0.8}))
     drawn = set(nodes["role"])
     for role, colour in colours.items():  # the legend (the graph's own nodes have none): a point off the axes
         if role not in drawn:  # a key for the roles drawn ("ancestor" listed where no model was one)
             continue
-        layers.append(_style(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], group="Key", label=role),
+        layers.append(styled(hv.Points(pd.DataFrame({"x": [-1e9], "y": [-1e9]}), ["x", "y"], group="Key", label=role),
                              color=colour, bokeh={"size": 9}, mpl={"s": 20}))  # a key readable at 7 pt
     span = max(nodes["x"].max() - nodes["x"].min(), 1)
     ancestry = f"; red: model {selected}'s ancestry" if selected >= 0 else ""
     title = f"lineage of the elites ({counted(len(nodes), 'model')}{ancestry})"
-    plot = _style(hv.Overlay(layers), title=title, xlabel="generation", ylabel="quality task",
+    plot = styled(hv.Overlay(layers), title=title, xlabel="generation", ylabel="quality task",
                   yticks=list(enumerate(tasks)),
                   xlim=(nodes["x"].min() - 0.05 * span - 0.5, nodes["x"].max() + 0.05 * span + 0.5),
                   ylim=(-0.6, len(tasks) - 0.4),
@@ -1093,7 +1083,7 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
                   ranges: dict[str, tuple[float, float]] | None = None):
     """Every evaluated child's scores, one panel per pair of tasks; colour: entered an archive or not;
     seed experts as diamonds, the selected model ringed."""
-    hv = _hv()
+    hv = holoviews()
     if children.empty:
         return hv.Div("<i>no children yet</i>")
     panels = []
@@ -1106,25 +1096,25 @@ def children_plot(children: pd.DataFrame, tasks: list[str], selected: int = -1,
             part = children[(children["status"] == status) & ~children["seed"].astype(bool)]
             if part.empty:  # no key without points (a legend entry with no swatch)
                 continue
-            layers.append(_style(hv.Scatter(part[[xa, *vd]], xa, vd, label=status), color=colour,
+            layers.append(styled(hv.Scatter(part[[xa, *vd]], xa, vd, label=status), color=colour,
                                  bokeh={"size": 7, "alpha": 0.7, "tools": ["hover"]}, mpl={"s": 8, "alpha": 0.7}))
         seeds = children[children["seed"].astype(bool)]
-        layers.append(_style(hv.Scatter(seeds[[xa, *vd]], xa, vd, label="seed experts"), color=SEED,
+        layers.append(styled(hv.Scatter(seeds[[xa, *vd]], xa, vd, label="seed experts"), color=SEED,
                              bokeh={"size": 11, "marker": "diamond", "tools": ["hover"]}, mpl={"s": 18, "marker": "D"}))
         sel = children[children["id"] == selected] if "id" in children else children.iloc[:0]
-        layers.append(_style(hv.Scatter(sel[[xa, yb]], xa, yb), bokeh={"size": 16, "fill_alpha": 0.0,
+        layers.append(styled(hv.Scatter(sel[[xa, yb]], xa, yb), bokeh={"size": 16, "fill_alpha": 0.0,
                                                                        "line_color": HIGHLIGHT, "line_width": 2},
                              mpl={"s": 40, "facecolors": "none", "edgecolors": HIGHLIGHT}))
         lim = {}
         if ranges:  # the archive's range, widened to scores outside it (they fill the end bins): none drawn off axes
             lim = {"xlim": _padded(ranges[a], children[xa]), "ylim": _padded(ranges[b], children[yb])}
         first = not panels  # one legend for all panels, and one count: the same children in each
-        panels.append(_style(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
+        panels.append(styled(hv.Overlay(layers), xlabel=f"{a} score", ylabel=f"{b} score", **lim,
                              title=f"{a} vs {b}" + (f" (n = {len(children)})" if first else ""), show_legend=first,
                              bokeh={"width": ROW_WIDTH // 3, "height": 320, "legend_position": "top_right"},
                              mpl={"legend_position": "best"}))
     # rows apart: a panel's title sat on the x label of the one above it (five tasks draw four rows)
-    return _style(hv.Layout(panels).cols(3), shared_axes=False,
+    return styled(hv.Layout(panels).cols(3), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.5, "vspace": 0.6})
 
 
@@ -1160,7 +1150,7 @@ class _bar_colours:  # noqa: N801 - a matplotlib hook; a class so that HoloViews
 def baselines_plot(table: pd.DataFrame, spread: bool):
     """Test accuracy per task: CycleQD's best model and one-model pick, the seed expert, the base and the
     baselines; with several runs the bars are means and the whiskers ± one standard deviation over seeds."""
-    hv = _hv()
+    hv = holoviews()
     if table.empty:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
     panels = []
@@ -1168,7 +1158,7 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
     for task, part in table.groupby("task", sort=False):
         part = part.assign(low=part["mean"] - part["std"], high=part["mean"] + part["std"])
         colours = tuple(palette[n] for n in part["name"])
-        bars = _style(hv.Bars(part, "name", ["mean", "std", "n"]),
+        bars = styled(hv.Bars(part, "name", ["mean", "std", "n"]),
                       bokeh={"tools": ["hover"], "xrotation": 35, "color": hv.dim("name").categorize(palette)},
                       mpl={"xrotation": 40})
         from workbench.figures import BarValues
@@ -1178,13 +1168,13 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
         layers = [bars.opts(hooks=[values], backend="bokeh").opts(hooks=[_bar_colours(colours), values],
                                                                   backend="matplotlib")]
         if spread:
-            layers.append(_style(hv.ErrorBars(part, "name", ["mean", "std"]), bokeh={"line_width": 1.5},
+            layers.append(styled(hv.ErrorBars(part, "name", ["mean", "std"]), bokeh={"line_width": 1.5},
                                  mpl={"linewidth": 0.8}))
         n = int(part["n"].max())
-        panels.append(_style(hv.Overlay(layers), title=f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""),
+        panels.append(styled(hv.Overlay(layers), title=f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""),
                              ylabel="test accuracy", xlabel="", ylim=(0, 1.12),
                              bokeh={"width": ROW_WIDTH // 3, "height": 330}, mpl={"aspect": 1.5}))  # room for labels
-    return _style(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
+    return styled(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
 
 
 # --- the page --------------------------------------------------------------------------------------------------
@@ -1273,7 +1263,7 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
     (DynamicMaps: the Player animates them without new plots), a click on an archive cell selects its elite.
     `streams` collects the model's parameter streams, for the page to stop them when another source replaces
     these views (else the old plots would keep redrawing, for a source that is gone)."""
-    hv = _hv()
+    hv = holoviews()
     d = model.data
     tabs = []
     streams = [] if streams is None else streams
@@ -1295,7 +1285,7 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
                 plot = functools.reduce(operator.mul, [*([layers["under"]] if layers["under"] is not None else []),
                                                        *part.values()])
                 # the titles name the archive only: the sidebar says which generation is on show
-                plot = _style(plot, **{**opts["common"], "title": opts["common"]["title"].split(" · gen")[0]},
+                plot = styled(plot, **{**opts["common"], "title": opts["common"]["title"].split(" · gen")[0]},
                               bokeh=opts["bokeh"])
                 plots.append(pn.pane.HoloViews(plot, backend="bokeh", linked_axes=False, margin=(0, 4)))
             body = pn.FlexBox(*plots, sizing_mode="stretch_width")
@@ -1334,7 +1324,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         shell,
     )
 
-    _hv()
+    holoviews()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
     wanted_run = run_asked(args, runs_dir) or ""
     wanted_file = args.get("file", [b""])[0].decode()

@@ -67,6 +67,13 @@ PAPER_RC = {**VECTOR_TEXT, "axes.formatter.useoffset": False, "svg.hashsalt": "w
 NO_DATE = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}}
 
 
+def styled(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
+    """obj with the same look in both backends (`common` options) plus options only one of them knows (`bokeh`
+    for the page, `mpl` for paper figures): every figure function styles its plots through this."""
+    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
+    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
+
+
 def holoviews():
     """HoloViews with both plotting backends loaded and the current one left as it was (Bokeh by default).
     Options are set per backend, and HoloViews refuses any before a backend is loaded: every figure function

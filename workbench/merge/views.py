@@ -145,9 +145,10 @@ def _hv():
 
 
 def _style(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
-    """The same look in both backends, plus options only one of them knows."""
-    obj = obj.opts(**common, **(bokeh or {}), backend="bokeh")
-    return obj.opts(**common, **(mpl or {}), backend="matplotlib")
+    """workbench.figures.styled, imported when a view is drawn (a recipe is read without plotting)."""
+    from workbench.figures import styled
+
+    return styled(obj, bokeh, mpl, **common)
 
 
 def _group_order(df: pd.DataFrame) -> list[str]:
