@@ -199,10 +199,12 @@ def grouped(n: int) -> str:
 
 
 def spread(values: list[float]) -> dict:
-    a = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
-    if a.size == 0:
-        return {"mean": math.nan, "std": 0.0, "n": 0}
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
+    """mean, sample std and n of some scores, counted as `experts report` counts them (its spread: None and NaN
+    left out), in the page's tables' shape (no values: mean NaN, std 0)."""
+    from workbench.experts.report import spread as counted_spread
+
+    s = counted_spread(values)
+    return {"mean": math.nan if s["mean"] is None else s["mean"], "std": s["std"] or 0.0, "n": s["runs"]}
 
 
 # --- the model ---------------------------------------------------------------------------------------------------

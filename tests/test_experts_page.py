@@ -551,3 +551,15 @@ def test_figure_view_of_an_adapt_run_is_its_page_export(ex, tmp_path):
     assert done.returncode == 2 and f"--view confusion: run {ex['matrix']} has nothing to draw there (done); its " \
         "views: " in done.stderr, done.stderr
     assert not (tmp_path / "c.png").exists()
+
+
+def test_the_page_and_experts_report_count_a_spread_alike():
+    """The page pools seeds as `experts report` does: a missing (None) or NaN score is left out of both."""
+    from workbench.dashboards.experts import spread
+    from workbench.experts.report import spread as report_spread
+
+    values = [0.5, float("nan"), None, 0.7]
+    assert report_spread(values) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414213), "min": 0.5,
+                                     "max": 0.7, "runs": 2}
+    assert spread(values) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414213), "n": 2}
+    assert report_spread([None, float("nan")])["mean"] is None and np.isnan(spread([float("nan")])["mean"])

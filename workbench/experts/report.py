@@ -19,8 +19,10 @@ from workbench.runs import Run, RunError
 
 
 def spread(values: list[float]) -> dict:
-    """mean, sample std (0 for one value), min, max and the count of some numbers."""
+    """mean, sample std (0 for one value), min, max and the count of some numbers; None and NaN (no score) are
+    left out of all five (the Experts page pools its seeds through this too)."""
     a = np.asarray([v for v in values if v is not None], np.float64)
+    a = a[~np.isnan(a)]
     if a.size == 0:
         return {"mean": None, "std": None, "min": None, "max": None, "runs": 0}
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()),
