@@ -237,16 +237,23 @@ def heldout(task: str, n: int = 128, seed: int = 0) -> list[tuple[str, str]]:
     return draw(task, n, stream(seed, task, "eval"), "eval")
 
 
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    """A deterministic char-level PreTrainedTokenizerFast (WordLevel over CHARS, one token per character),
-    bos/eos/pad set; save_pretrained + AutoTokenizer.from_pretrained round-trips it."""
+def char_tokenizer(chars: str, pattern: str = "[\\s\\S]", bos_first: bool = False) -> PreTrainedTokenizerFast:
+    """A deterministic char-level PreTrainedTokenizerFast: WordLevel over SPECIALS (<pad> 0, <s> 1, </s> 2) then
+    `chars`, one token per character that `pattern` matches (the default: any, newline included), pad-as-unk, left
+    padding; bos_first: encoding puts <s> first. save_pretrained + AutoTokenizer.from_pretrained round-trip it."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate((*SPECIALS, *CHARS))}
+    vocab = {tok: i for i, tok in enumerate((*SPECIALS, *chars))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token=PAD))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # every character is a token
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")  # every character is a token
     tk.decoder = decoders.Fuse()  # join tokens without spaces
-    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
+    if bos_first:
+        tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, vocab[BOS])])
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                    unk_token=PAD, padding_side="left")
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    """The zoo's tokenizer: char_tokenizer over CHARS ("." as the pattern: a newline is no token), <s> first."""
+    return char_tokenizer(CHARS, ".", bos_first=True)

@@ -133,20 +133,14 @@ def tiny_llama(path: str | Path, seed: int = 0, *, layers: int = 2, window: int 
     """Write a tiny random Llama with GQA (4 query heads on 2 KV heads, hidden 32, eager attention) and a
     char-level tokenizer over printable ASCII to `path`: a model folder for fast tests of the whole pipeline
     (prompts, eviction, training runs). Its answers are noise; its window is `window` positions."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from workbench.lm.models import quiet_progress
+    from workbench.lm.tasks import char_tokenizer
 
-    specials = ("<pad>", "<s>", "</s>")
-    vocab = {tok: i for i, tok in enumerate((*specials, *TINY_CHARS))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")  # every character is a token
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                  unk_token="<pad>", padding_side="left")
+    tok = char_tokenizer(TINY_CHARS)
     # a wide init makes attention peaky, so heads see different things and evict differently
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=window,
                       initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                       tie_word_embeddings=False)

@@ -162,18 +162,13 @@ TINY_CHARS = "".join(chr(c) for c in range(32, 127))
 def tiny_llama(seed: int = 0, layers: int = 2, window: int = 2048):
     """(model, tokenizer): a tiny random Llama with GQA (4 query heads on 2 KV heads, hidden 32, eager attention)
     and a char-level tokenizer over printable ASCII. Its text is noise; it runs any prompt in milliseconds."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    specials = ("<pad>", "<s>", "</s>")
-    vocab = {tok: i for i, tok in enumerate((*specials, *TINY_CHARS))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")  # one token per character
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                  unk_token="<pad>", padding_side="left")
+    from workbench.lm.tasks import char_tokenizer
+
+    tok = char_tokenizer(TINY_CHARS)
     gen = torch.Generator().manual_seed(int(seed))
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=window,
                       initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0,
                       attn_implementation="eager")
