@@ -397,7 +397,7 @@ def test_children_rows_kept_between_generations_equal_the_table_built_whole(batc
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workbench.qd.run import ChildrenRows, children_rows
+    from workbench.qd.run import ChildrenRows, children_rows, metrics_row
 
     def written(columns: dict) -> bytes:
         out = io.BytesIO()
@@ -416,6 +416,10 @@ def test_children_rows_kept_between_generations_equal_the_table_built_whole(batc
             assert cols[f"score_{t}"] == [r["scores"][t] for r in records]
             assert cols[f"draws_{t}"] == counts[:, k].tolist()
         assert written(cols) == written(children_rows(qd))
+        # metrics.parquet's row of the generation just finished counts its own children (read from the last ones)
+        told = [r for r in records if r["generation"] == g]
+        row = metrics_row(qd)
+        assert row["generation"] == g and (row["evaluated"], row["kept"]) == (len(told), sum(r["kept"] for r in told))
     assert counts.sum() > 0 and qd.records_since(qd.evaluated - 2) == records[-2:]
 
 def test_loop_same_seed_same_run_other_seed_other_run():

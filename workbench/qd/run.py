@@ -482,7 +482,8 @@ def metrics_row(qd: CycleQD) -> dict:
     score on its task so far), their totals, and best_loss = −(summed QD score) for the run store."""
     m = qd.metrics()
     i = len(m["generation"]) - 1
-    told = [r for r in qd.records if r["generation"] == int(m["generation"][i])]
+    last = qd.records_since(max(0, qd.evaluated - max(qd.config.batch, len(qd.tasks))))  # B children, or K seeds
+    told = [r for r in last if r["generation"] == int(m["generation"][i])]
     row: dict = {"generation": int(m["generation"][i]), "task": m["task"][i] or "", "evaluated": len(told),
                  "kept": sum(bool(r["kept"]) for r in told)}
     for k, t in enumerate(qd.tasks):
@@ -598,7 +599,7 @@ class GenerationFiles:
     def write(self, qd: CycleQD) -> None:
         from workbench.qd.archive_map import archive_map_path, write_archive_map
 
-        if not qd.records:
+        if not qd.evaluated:
             return
         self.run.write_table("children", self.children.extend(qd))
         self.run.write_table("archives", self.rows.extend(qd))
