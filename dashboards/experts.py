@@ -32,7 +32,7 @@ import param
 
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import ROW_WIDTH, counted, placeholder
-from workbench.figures import ACCURACY, holoviews, styled
+from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, article
 
 if TYPE_CHECKING:
@@ -787,6 +787,9 @@ def model_text(model: str) -> str:
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------
 
 COLOUR_BAR = 80  # a Bokeh colour bar's width with its ticks and title, in pixels
+#: a z heatmap's room around its frame (the matrices' names; title, σ ranks and their label), in pixels: sized by
+#: their frames, heatmaps line up in any layout (sized whole, `.cols(2)` squeezed the one above the colour bar's)
+Z_AXES = (75, 70)
 
 
 def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: str = "z"):
@@ -815,8 +818,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
                        vdims=[hv.Dimension("z", label=quantity)])
         panels.append(styled(img, title=f"{quantity} · {name}", cmap="RdBu_r", clim=(center - half, center + half),
                              colorbar=last, yticks=ticks, xlabel="σ rank (0 = largest)", ylabel="",  # fits a third
-                             bokeh={"width": width + (COLOUR_BAR if last else 0), "height": max(170, 24 * rows + 70),
-                                    "tools": ["hover"]},
+                             bokeh={"frame_width": width - Z_AXES[0], "tools": ["hover"], "hooks": [sized_by_frame],
+                                    "frame_height": max(170, 24 * rows + 70) - Z_AXES[1]},
                              mpl={"aspect": "auto"}))
     # up to three in a row (three in two rows left a quarter empty); hspace: room for the row labels between them
     return styled(hv.Layout(panels).cols(cols), shared_axes=False,

@@ -40,7 +40,7 @@ import param
 
 from workbench.checks import is_count
 from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
-from workbench.figures import holoviews, styled
+from workbench.figures import holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
 if TYPE_CHECKING:
@@ -969,15 +969,8 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         common.update(xaxis=None, yaxis=None)
     if one_d:  # K = 2: each archive is one row of cells
         common["yaxis"] = None
-    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None, "hooks": [_sized_by_frame]}
+    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None, "hooks": [sized_by_frame]}
     return layers, {"common": common, "bokeh": bokeh, "mpl": {"aspect": "equal" if not one_d else 5}}
-
-
-def _sized_by_frame(plot, element) -> None:
-    """A Bokeh hook for a plot sized by its frame (frame_width / frame_height): HoloViews marks it "fixed" with no
-    width or height, which Bokeh's check reports (W-1005) at each render on a page and in each HTML export; sized by
-    its frame it needs no sizing mode."""
-    plot.state.sizing_mode = None
 
 
 #: the most bins a side whose cells a figure writes counts in (a third of a page wide, at 7 pt)
@@ -993,6 +986,10 @@ def cell_plot(layers: dict, opts: dict):
 
 #: a Bokeh legend's width beside a plot (a swatch and a task's name), in pixels
 LEGEND_ROOM = 110
+#: a curve panel's room around its frame (y axis with its ticks and label; title, x axis and its label), in pixels:
+#: sized by their frames, panels line up in any layout (sized whole, `.cols(2)` squeezed the frame of the panel
+#: above the one with the legend)
+CURVE_AXES = (70, 80)
 
 
 def card_beside(d) -> bool:
@@ -1027,7 +1024,8 @@ def curves_plot(curves: pd.DataFrame, generation: int):
         key = column == columns[-1][0]
         panel = styled(hv.Overlay([*lines, *([] if last else [now])]), title=label, show_legend=key,
                        legend_position="right", ylim=(low - 0.03 * (high - low), high),  # a line at 0 above the axis
-                       bokeh={"width": width + (LEGEND_ROOM if key else 0), "height": 260, "tools": ["hover"]})
+                       bokeh={"frame_width": width - CURVE_AXES[0], "frame_height": 260 - CURVE_AXES[1],
+                              "tools": ["hover"], "hooks": [sized_by_frame]})
         panels.append(whole_numbers(panel))
     return styled(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.5})
 

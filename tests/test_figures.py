@@ -1023,12 +1023,15 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
                       for e in ("add", "sort", "classify") for r in range(2) for k in range(4)])
     heat = z_heatmaps(z)
     assert [bool(opts(p, "colorbar")) for p in heat] == [False, False, True] and heat._max_cols == 3
-    # the colour bar's room added to its panel: the three heatmaps as wide as each other, the row within ROW_WIDTH
-    from workbench.dashboards.experts import COLOUR_BAR
+    # sized by their frames, the three heatmaps' frames as wide as each other in any layout (sized whole, the colour
+    # bar's panel squeezed the frame above it in .cols(2)), the row with its colour bar within ROW_WIDTH
+    from workbench.dashboards.experts import COLOUR_BAR, Z_AXES
     from workbench.dashboards.shell import ROW_WIDTH
+    from workbench.figures import sized_by_frame
 
-    widths = [opts(p, "width", "bokeh") for p in heat]
-    assert widths[0] == widths[1] == widths[2] - COLOUR_BAR and sum(widths) <= ROW_WIDTH
+    frames = [opts(p, "frame_width", "bokeh") for p in heat]
+    assert frames[0] == frames[1] == frames[2] and 3 * (frames[0] + Z_AXES[0]) + COLOUR_BAR <= ROW_WIDTH
+    assert all(sized_by_frame in opts(p, "hooks", "bokeh") for p in heat)
     from workbench.dashboards.qd import LEGEND_ROOM, curves_plot  # one legend beside the last of the QD curves
 
     qd = pd.DataFrame({"generation": [0, 1] * 2, "task": ["sort"] * 2 + ["brackets"] * 2, "coverage": [0.1, 0.2] * 2,
@@ -1037,8 +1040,11 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
     for backend in ("bokeh", "matplotlib"):  # (opts() reads a False as not set)
         legends = [hv.Store.lookup_options(backend, p, "plot").kwargs for p in curves]
         assert [(k["show_legend"], k["legend_position"]) for k in legends] == [(False, "right")] * 2 + [(True, "right")]
-    widths = [opts(p, "width", "bokeh") for p in curves]
-    assert widths[0] == widths[1] == widths[2] - LEGEND_ROOM and sum(widths) <= ROW_WIDTH
+    from workbench.dashboards.qd import CURVE_AXES  # sized by their frames too, the legend's room beside the row
+
+    frames = [opts(p, "frame_width", "bokeh") for p in curves]
+    assert frames[0] == frames[1] == frames[2] and 3 * (frames[0] + CURVE_AXES[0]) + LEGEND_ROOM <= ROW_WIDTH
+    assert all(sized_by_frame in opts(p, "hooks", "bokeh") for p in curves)  # kept beside whole_numbers' ticks
     panel = compare_panels(flat).values()[0]
     assert opts(panel, "ylim", "bokeh") == (-0.03, 1.05)
     assert [opts(c, "line_dash", "bokeh") for c in panel] == ["solid", "dashed"]  # the two at 0 both seen

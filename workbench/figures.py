@@ -67,6 +67,14 @@ PAPER_RC = {**VECTOR_TEXT, "axes.formatter.useoffset": False, "svg.hashsalt": "w
 NO_DATE = {".pdf": {"CreationDate": None}, ".svg": {"Date": None}}
 
 
+def sized_by_frame(plot, element) -> None:
+    """A Bokeh hook for a plot sized by its frame (frame_width / frame_height): HoloViews marks it "fixed" with no
+    width or height, which Bokeh's check reports (W-1005) at each render on a page and in each HTML export; sized by
+    its frame it needs no sizing mode. Panels sized by their frames line up in any layout (sized whole, a panel
+    with a legend or colour bar beside it squeezed the frame of the panel above or below it)."""
+    plot.state.sizing_mode = None
+
+
 def styled(obj, bokeh: dict | None = None, mpl: dict | None = None, **common):
     """obj with the same look in both backends (`common` options) plus options only one of them knows (`bokeh`
     for the page, `mpl` for paper figures): every figure function styles its plots through this."""
@@ -174,9 +182,15 @@ def dashed(curve, i: int):
 
 def whole_numbers(obj, axis: str = "x"):
     """Ticks at whole numbers only on `axis` (iterations, steps, generations), in both backends. Hooks make a
-    fresh ticker per rendered plot (a Bokeh model belongs to one document: pages render per session)."""
-    return obj.opts(hooks=[_integer_ticks(axis)], backend="bokeh").opts(hooks=[_integer_ticks(axis)],
-                                                                       backend="matplotlib")
+    fresh ticker per rendered plot (a Bokeh model belongs to one document: pages render per session); the hooks
+    obj has already are kept (a plot sized by its frame has one)."""
+    import holoviews as hv
+
+    for backend in ("bokeh", "matplotlib"):
+        had = hv.Store.lookup_options(backend, obj, "plot").kwargs.get("hooks", [])
+        kept = [h for h in had if not (isinstance(h, _integer_ticks) and h.axis == axis)]
+        obj = obj.opts(hooks=[*kept, _integer_ticks(axis)], backend=backend)
+    return obj
 
 
 class _integer_ticks:  # noqa: N801 - used like a function; a class so that HoloViews can pickle and compare it
