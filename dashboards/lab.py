@@ -946,8 +946,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     def on_snapshot(event):
         png = model.snapshot()
         model.tell(f"saved {png} and its θ", "success")
-        offer(downloads[0], png)
-        offer(downloads[1], png.with_suffix(".npy"))
+        offer(downloads[0], png, "PNG")  # two half-width buttons: the names are in the message above
+        offer(downloads[1], png.with_suffix(".npy"), "θ (.npy)")
 
     snap.on_click(on_snapshot)
 
@@ -963,7 +963,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     async def on_video(event):
         path = await off_loop(export_gif, busy=[video])
         model.tell(f"saved {path}", "success")
-        offer(downloads[0], path)
+        offer(downloads[0], path, "GIF")
         downloads[1].visible = False
 
     video.on_click(on_video)

@@ -557,13 +557,18 @@ def download_button() -> pn.widgets.FileDownload:
     """A button, hidden until `offer` hands it a file, that downloads a file the page wrote to the browser: the
     file is on the server's disk, and a browser elsewhere (an SSH tunnel to a GPU box) has no other way to it."""
     return pn.widgets.FileDownload(label="download", embed=False, visible=False, color="light",
-                                   sizing_mode="stretch_width")
+                                   sizing_mode="stretch_width", stylesheets=[WRAPPED_BUTTON])
 
 
-def offer(download: pn.widgets.FileDownload, path: str | os.PathLike) -> None:
-    """Show `download` for the file at `path` ("download NAME")."""
+#: a button whose label wraps within it (a file's name ran past a sidebar's button and over its neighbour)
+WRAPPED_BUTTON = ":host .bk-btn { white-space: normal; overflow-wrap: anywhere; height: auto; }"
+
+
+def offer(download: pn.widgets.FileDownload, path: str | os.PathLike, what: str | None = None) -> None:
+    """Show `download` for the file at `path`: "download NAME", or "download WHAT" (a short label where the button
+    is narrow; the file keeps its name)."""
     name = os.path.basename(str(path))
-    download.param.update(file=str(path), filename=name, label=f"download {name}", visible=True)
+    download.param.update(file=str(path), filename=name, label=f"download {what or name}", visible=True)
 
 
 def export_settings(suffix: str, width: float | None, font: str, renames: str = "") -> dict[str, Any]:

@@ -2028,8 +2028,15 @@ def test_lab_page_in_chromium(server, browser, request):
         page.get_by_role("button", name="snapshot PNG + θ").click()
         page.get_by_text("saved").wait_for(timeout=30000)
         # the θ saved, taken by the browser (the file is on the server's disk)
+        # two half-width buttons side by side, named by what they hold (the files' names ran over each other)
+        png, npy = page.get_by_role("button", name="download PNG"), page.get_by_role("button", name="download θ (.npy)")
+        left, right = png.bounding_box(), npy.bounding_box()
+        assert left["x"] >= 0 and left["x"] + left["width"] <= right["x"], (left, right)
+        for button in (png, npy):
+            assert button.evaluate("b => b.scrollWidth <= b.clientWidth + 1")
         with page.expect_download(timeout=60000) as got:
-            page.get_by_role("button", name=re.compile(r"download lenia-seed0-step3.*\.npy")).click()
+            npy.click()
+        assert re.fullmatch(r"lenia-seed0-step3.*\.npy", got.value.suggested_filename), got.value.suggested_filename
         np.testing.assert_array_equal(np.load(got.value.path()), np.zeros(LabModel(substrate="lenia").sub.n_params))
         # the substrate menu (the switch runs on a worker thread, its spinner on the frame)
         shown = page.evaluate(FRAME_SUM)
@@ -2343,8 +2350,11 @@ def test_search_page_runs_a_search_in_chromium(server, browser, request):
         strip = Image.open(path)
         assert 0.9 * 6.75 * 300 < strip.width <= 6.75 * 300, strip.size
         # the file is on the server's disk; the browser takes it with the button that appears
+        button = page.get_by_role("button", name=f"download {path.name}")
+        # the file's name wraps within the button (it ran 21 px past its edge, longer names further)
+        assert button.evaluate("b => b.scrollWidth <= b.clientWidth + 1"), button.evaluate("b => b.scrollWidth")
         with page.expect_download(timeout=60000) as got:
-            page.get_by_role("button", name=f"download {path.name}").click()
+            button.click()
         assert got.value.suggested_filename == path.name and Path(got.value.path()).read_bytes() == path.read_bytes()
         # a strip of frames has no legend to rename: said in the field's words, nothing written
         renames = page.get_by_label("Rename legend entries", exact=True)
