@@ -31,7 +31,7 @@ import panel as pn
 import param
 
 from workbench.compare import replicates_of
-from workbench.dashboards.shell import ROW_WIDTH, counted, placeholder
+from workbench.dashboards.shell import ROW_WIDTH, counted, failed, placeholder
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, article
 
@@ -1148,6 +1148,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                                    f"{shares} · composed and decoded in {out['seconds'] * 1000:.0f} ms")
                 except ValueError as exc:
                     said.object = f"**cannot answer:** {exc}"
+                except Exception as exc:
+                    said.object = f"**answering failed:** {failed(exc)}"
+                    raise
                 if not state["again"]:
                     break
         finally:
@@ -1161,6 +1164,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
             scores.object = "held-out accuracy: " + " · ".join(f"{t} **{a:.2f}**" for t, a in acc.items())
         except ValueError as exc:
             scores.object = f"**cannot score:** {exc}"
+        except Exception as exc:
+            scores.object = f"**scoring failed:** {failed(exc)}"
+            raise
 
     def on_load(event):
         if event.new != "–":

@@ -762,6 +762,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         address,
         checked_int_input,
         download_button,
+        failed,
         in_page_words,
         off_loop,
         offer,
@@ -961,7 +962,11 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                       seed=model.seed, size=RENDER_SIZE.get(model.substrate, 224), every=2)
 
     async def on_video(event):
-        path = await off_loop(export_gif, busy=[video])
+        try:
+            path = await off_loop(export_gif, busy=[video])
+        except Exception as exc:  # said on the page, not only in the server's log
+            model.tell(f"the GIF export failed: {failed(exc)}", "danger")
+            raise
         model.tell(f"saved {path}", "success")
         offer(downloads[0], path, "GIF")
         downloads[1].visible = False

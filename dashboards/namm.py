@@ -674,6 +674,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         PageThread,
         checked_int_input,
         export_controls,
+        failed,
         off_loop,
         put_back,
         run_alert,
@@ -859,6 +860,10 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             alert.param.update(object=str(exc), visible=True)
             status.object = ""
             return
+        except Exception as exc:  # said on the page (it said "running…" for good), and in the log
+            alert.param.update(object=f"the run failed: {failed(exc)}", visible=True)
+            status.object = ""
+            raise
         finally:
             progress.visible = False
         alert.visible = False
@@ -876,6 +881,9 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             status.object = f"compared {len(rows)} methods on this prompt"
         except ValueError as exc:
             status.object = f"**cannot compare:** {exc}"
+        except Exception as exc:
+            status.object = f"**the comparison failed:** {failed(exc)}"
+            raise
         finally:
             progress.visible = False
 

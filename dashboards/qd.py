@@ -39,7 +39,7 @@ import panel as pn
 import param
 
 from workbench.checks import is_count
-from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, subheading
+from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, failed, subheading
 from workbench.figures import holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
@@ -1516,6 +1516,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
                              f"({time.perf_counter() - start:.1f} s)")
         except ValueError as exc:
             answer.object = f"**cannot run it:** {html.escape(str(exc))}"
+        except Exception as exc:
+            answer.object = f"**running it failed:** {html.escape(failed(exc))}"
+            raise
 
     runs.param.watch(on_run, "value")
     open_path.on_click(on_open)

@@ -546,7 +546,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
         except ValueError as exc:
             status.object = f"**cannot export:** {page_words(str(exc))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
-            status.object = f"**export failed:** {type(exc).__name__}: {exc}"
+            status.object = f"**export failed:** {failed(exc)}"
             raise
 
     export.on_click(on_export)
@@ -603,6 +603,13 @@ def parse_renames(text: str) -> dict[str, str]:
 
 #: the CLI flags the library's messages name, as the export controls label them
 PAGE_WORDS = {"--width": "Width", "--font": "Font", "--rename": "Rename legend entries"}
+
+
+def failed(exc: BaseException) -> str:
+    """What a page says of a failure that is no ValueError (a library's, a bug): its type and first line, so that
+    the page shows it and ends its "running…" instead of waiting for good while only the server's log tells why."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def page_words(message: str) -> str:

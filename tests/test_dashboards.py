@@ -1397,6 +1397,15 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
         "Width 2: ... give Width 3.3 or more; leave Font out"
 
 
+def test_a_failure_that_is_no_value_error_is_said_by_its_type_and_first_line():
+    """What the pages show where a run, an answer or an export fails otherwise than by a ValueError (the NAMM page
+    said "running…" for good, the reason only in the server's log)."""
+    from workbench.dashboards.shell import failed
+
+    assert failed(ImportError("cannot import name 'x' from 'y'\n(see above)")) == \
+        "ImportError: cannot import name 'x' from 'y'"
+    assert failed(KeyError()) == "KeyError" and failed(RuntimeError("  ")) == "RuntimeError"
+
 def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_path):
     """A done search with a truncated metrics.parquet read "5 / 5 iterations · done" beside "the loss curve appears
     after the first iteration"; one without best_loss made the page a traceback. Now the notice says why."""
