@@ -887,9 +887,18 @@ def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1
     if int(part["n"].max() or 0) > 1:
         layers.append(styled(hv.ErrorBars(part, key, ["mean", "std"]), bokeh={"line_width": 1.5},
                              mpl={"linewidth": 0.8}))
-    # a paper panel wider than tall (square by default): room under each bar for its slanted label
+    # a paper panel wider than tall (square by default): room under each bar for its slanted label; on the page a
+    # third of a row, wider by its bars where it has many (nine bars in 300 px ran their labels and values together)
     return styled(hv.Overlay(layers), title=title, ylabel=ylabel, xlabel="", ylim=(0, ymax),
-                  bokeh={"width": ROW_WIDTH // 3, "height": 340}, mpl={"aspect": 1.5})  # three a row
+                  bokeh={"width": bars_width(len(part)), "height": 340}, mpl={"aspect": 1.5})
+
+
+def bars_width(bars: int) -> int:
+    """A bar panel's width on the page: a third of a row, or room for each bar and its value where it has more."""
+    return max(ROW_WIDTH // 3, BAR_ROOM * bars + 100)
+
+
+BAR_ROOM = 32  # a bar and its value above it (its label below is slanted), in pixels
 
 
 def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
@@ -897,11 +906,16 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     hv = holoviews()
     if table.empty:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
-    panels = []
+    panels, widest = [], 0
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
-        panels.append(_bars(part, key, f"{task}" + (f" (mean ± std, {n} seeds)" if n > 1 else ""), ylabel))
-    return styled(hv.Layout(panels).cols(3), shared_axes=False, mpl={"sublabel_format": "", "hspace": 0.3})
+        # the spread in the y label: "reverse (mean ± std, 2 seeds)" ran past its panel's edge
+        label = f"{ylabel} (mean ± std)" if n > 1 else ylabel
+        panels.append(_bars(part, key, f"{task}" + (f" · {n} seeds" if n > 1 else ""), label))
+        widest = max(widest, bars_width(len(part)))
+    # three a row, fewer where wide panels would run a row past the page's width
+    return styled(hv.Layout(panels).cols(max(1, min(3, ROW_WIDTH // widest))), shared_axes=False,
+                  mpl={"sublabel_format": "", "hspace": 0.3})
 
 
 def alpha_shares(alpha: np.ndarray) -> np.ndarray:
@@ -989,7 +1003,8 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
                         bokeh={"text_font_size": "9pt", "text_color": hv.dim("ink")},
                         mpl={"size": 7, "color": hv.dim("ink")})
         acc = table[table["true"] == table["named"]]["count"].sum() / table["count"].sum()
-        title = f"{titles.get(name, name)} · acc. {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
+        # on two lines: on one, "(b) classification expert · acc. 0.000 (2 seeds)" ran past its panel's edge
+        title = f"{titles.get(name, name)}\naccuracy {acc:.3f}" + (f" ({runs} seeds)" if runs > 1 else "")
         # every class on its axis, the ones never named too (a dispatcher that always answered "other" drew a
         # column of one)
         panels.append(styled(heat * labels, title=title, xlabel="named class", ylabel="true task",

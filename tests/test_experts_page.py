@@ -563,3 +563,28 @@ def test_the_page_and_experts_report_count_a_spread_alike():
                                      "max": 0.7, "runs": 2}
     assert spread(values) == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1414213), "n": 2}
     assert report_spread([None, float("nan")])["mean"] is None and np.isnan(spread([float("nan")])["mean"])
+
+
+def test_strategy_bars_and_dispatcher_panels_fit_their_titles_and_labels():
+    """Nine strategies' bars in a third of a row ran their labels and values together and "reverse (mean ± std, 2
+    seeds)" ran past the panel; the dispatchers' one-line titles were cut at "(2 see"."""
+    import pandas as pd
+
+    from workbench.dashboards.experts import BAR_ROOM, bars_plot, confusion_plot
+    from workbench.dashboards.shell import ROW_WIDTH
+    from workbench.figures import holoviews
+
+    hv = holoviews()
+    rows = [{"task": t, "strategy": s, "mean": 0.5, "std": 0.1, "n": 2}
+            for t, many in (("add", 6), ("sort", 6), ("reverse", 9)) for s in [f"s{i}" for i in range(many)]]
+    plot = bars_plot(pd.DataFrame(rows), "strategy", "test accuracy")
+    widths = [hv.Store.lookup_options("bokeh", p, "plot").kwargs["width"] for p in plot]
+    assert widths[:2] == [ROW_WIDTH // 3] * 2 and widths[2] >= 9 * BAR_ROOM      # wider by its bars
+    assert plot._max_cols * max(widths) <= ROW_WIDTH                             # a row within the page
+    assert [p.label for p in plot][-1] == "" and plot[2].opts.get().kwargs["title"] == "reverse · 2 seeds"
+    ylabel = [p for p in plot][2].opts.get().kwargs["ylabel"]
+    assert ylabel == "test accuracy (mean ± std)"
+    table = pd.DataFrame({"true": ["add", "sort"], "named": ["add", "other"], "count": [3, 3]})
+    heat = confusion_plot({"classifier": table}, runs=2)
+    title = [p for p in heat][0].opts.get().kwargs["title"]
+    assert title == "(b) classification expert\naccuracy 0.500 (2 seeds)"
