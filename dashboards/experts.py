@@ -672,6 +672,13 @@ class ExpertsModel(param.Parameterized):
             alpha = shares[:, mixed] if mixed.any() else alpha
         return [round(float(v), 4) for v in alpha.mean(1)]
 
+    def found_mixture(self, k: int) -> dict:
+        """The mixture CEM scored with k shots, for the mixer: its α (found_alpha) and the run's mixing rule
+        (variant, normalize; the mixer kept its own, showing a mixture CEM never scored)."""
+        cfg = self.data.config
+        return {"alphas": self.found_alpha(k), "variant": cfg.get("variant", "raw"),
+                "normalize": bool(cfg.get("normalize", False))}
+
     # --- figures ---
 
     def figure(self, view: str | None = None) -> Dimensioned:
@@ -1125,8 +1132,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     per_matrix = model.data.config.get("alpha") == "matrix"  # CEM's α per matrix: the sliders hold its means
     load = pn.widgets.Select(label="α CEM found (mean over matrices)" if per_matrix else "α that CEM found",
                              options=["–"] + [f"k = {k}" for k in found], width=200,
-                             description="the sliders take one α an expert: CEM's α per matrix averaged, not "
-                                         "the mixture it chose" if per_matrix else None) if found else None
+                             description="the sliders take one α an expert: each expert's share of CEM's "
+                                         "mixtures averaged over the matrices, not the mixture it chose"
+                                         if per_matrix else None) if found else None
     score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300)
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
@@ -1185,7 +1193,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
     def on_load(event):
         if event.new != "–":
-            for s, a in zip(sliders, model.found_alpha(int(event.new.split("= ")[1])), strict=True):
+            found = model.found_mixture(int(event.new.split("= ")[1]))
+            variant.value, normalize.value = found["variant"], found["normalize"]  # the rule CEM mixed by
+            for s, a in zip(sliders, found["alphas"], strict=True):
                 s.value = min(1.0, max(0.0, a))
 
     for w in (*sliders, variant, normalize, prompt):  # a drag's many values: `run` answers the newest when free

@@ -240,6 +240,11 @@ def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
     few["alpha"] = [[0.9, 0.01, 0.0], [0.1, 0.09, 0.0]]  # the third matrix mixes nothing
     assert per_matrix.found_alpha(3) == [0.5, 0.5]
     few["alpha"] = saved
+    # the mixer takes the run's mixing rule with its α (it kept its own: sigmoid showed a mixture CEM never scored)
+    per_matrix.data.config.update(variant="sigmoid", normalize=True)
+    assert per_matrix.found_mixture(3) == {"alphas": per_matrix.found_alpha(3), "variant": "sigmoid",
+                                           "normalize": True}
+    per_matrix.data.config.update(variant="raw", normalize=False)
     del per_matrix.data.scores["matrices"]  # a run made before scores.json said: its model folder's architecture
     assert per_matrix.data.alpha_matrices == names
 
