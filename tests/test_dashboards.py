@@ -1333,7 +1333,8 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert "the merge beats its best source (b) on the weighted mean" in title
     tie = {"models": {"a": {"add": 0.5}, "b": {"add": 0.5}}, "merged": {"add": 0.5}}
     title = hv.Store.lookup_options("bokeh", scores_plot(tie), "plot").kwargs["title"]
-    assert title == "test accuracy: the merge ties its best sources (a = b) on the mean"  # not "does not beat (a)"
+    # "matches", not "ties" (on a TIES run it read as the method), nor "does not beat (a)"
+    assert title == "test accuracy: the merge matches its best sources (a = b) on the mean"
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
     with pytest.raises(ValueError, match="no 'path' figure"):

@@ -288,7 +288,7 @@ def scores_plot(scores: dict | None):
     best = sources.idxmax()
     # sources tied for the best: named together ("base" alone was the first of several equal ones)
     tied = [name for name, v in sources.items() if v == sources[best]]
-    verdict = "beats" if mean["merged"] > sources[best] else "ties" if mean["merged"] == sources[best] else \
+    verdict = "beats" if mean["merged"] > sources[best] else "matches" if mean["merged"] == sources[best] else \
         "does not beat"
     best = " = ".join(map(str, tied))
     models = list(dict.fromkeys(df["model"]))[::-1]  # merged at the bottom, the base on top
