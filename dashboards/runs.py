@@ -144,9 +144,10 @@ class RunsModel(param.Parameterized):
         svf"; the table had substrate and FM columns, which held a merge's method, an expert's task and adapter),
         the best score in the run's own metric and direction (the card's; a CycleQD run's best_loss is its QD
         score negated, which the table showed under best_loss); the note before the time created (at a laptop's
-        width the table's last columns are off to the right), which is to the second, as the card's."""
+        width the table's last columns are off to the right), which is to the second, as the card's. Newest first,
+        as the gallery (it listed the oldest first)."""
         rows = [{**r, **_done(r), **_best(r), "what": what_text(r), "note": r.get("note") or "",
-                 "created": str(r.get("created") or "")[:19].replace("T", " ")} for r in self._rows]
+                 "created": str(r.get("created") or "")[:19].replace("T", " ")} for r in reversed(self._rows)]
         return pd.DataFrame(rows, columns=COLUMNS)
 
     def link(self, run_id: str) -> str:

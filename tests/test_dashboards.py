@@ -543,6 +543,8 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # what a run is and its best first: at a laptop's 1366 px the best sat after done and unit, off to the right
     assert list(model.table().columns[:6]) == ["id", "kind", "what", "status", "metric", "best"]
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", c) for c in table["created"]), table["created"]
+    # newest first, as the gallery (the table listed the oldest first)
+    assert list(model.table()["id"]) == [r["id"] for r in model.shown()] == model.ids[::-1]
     cards = {c["id"]: c for c in (model.card(r) for r in model.shown())}
     assert set(cards) == ids and all(c["thumbnail"].startswith("data:image/png;base64,") for c in cards.values())
     thumb = Image.open(__import__("io").BytesIO(__import__("base64").b64decode(
