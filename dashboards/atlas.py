@@ -349,7 +349,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     export.on_click(on_export)
     sidebar = [section("Run"), run, refresh, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)),
                projection, seed, section("Export"), export, saved, download]
-    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), shown_player, playing, margin=(0, 20)))]
+    # the player beside the atlas in a 1280 px window (with 20 px each side it wrapped below, out of sight)
+    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), shown_player, playing,
+                                              margin=(0, 0, 0, 16)))]
     return shell("atlas", main, sidebar, standalone=standalone)
 
 

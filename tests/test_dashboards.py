@@ -2457,9 +2457,13 @@ CELL_PICKED = """() => {  // the population members whose cells are outlined (Bo
 def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, request):
     with _browse(browser, f"{server}/atlas?run={SERVED[server]['ids']['illuminate']}", request) as page:
         _wait_for_model(page, "atlas")
+        page.set_viewport_size({"width": 1280, "height": 800})
         canvas = page.locator(".bk-Canvas").first  # the atlas plot (the player's frame comes second)
         canvas.wait_for(timeout=30000)
         box = canvas.bounding_box()
+        # the player beside the atlas in a 1280 px window, in sight (it wrapped below, a click seemed to do nothing)
+        player = page.locator(".bk-Canvas").nth(1).bounding_box()
+        assert player["x"] >= box["x"] + box["width"] and player["y"] < 400, (box, player)
         page.mouse.click(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
         page.get_by_text("playing population member").wait_for(timeout=30000)
         for _ in range(2):  # and it plays: frame after frame (the player ticks from the click on, not before it)
