@@ -650,7 +650,9 @@ class QDModel(param.Parameterized):
         all_tasks = d.info.get("all_tasks", d.tasks)
         out = {"id": i, "label": row["label"], "kind": d.kind,
                "scores": {t: float(row[f"score_{t}"]) for t in all_tasks if not pd.isna(row.get(f"score_{t}"))},
-               "elite_of": {t: ",".join(map(str, c)) for t, c in self.elite_cells(i).items()},
+               # bin indices as a tuple: "0,8" read as 0.8
+               "elite_of": {t: ", ".join(map(str, c)).join("()" if len(c) > 1 else "")
+                            for t, c in self.elite_cells(i).items()},
                "generation": d.snap(self.generation)}
         if d.kind == "qd":
             g = d.snap(self.generation)

@@ -125,6 +125,8 @@ def test_lineage_children_card_and_baselines(qd):
     assert newest in ancestry and any(not a["parents"] for a in card["ancestry"])  # down to a seed expert
     assert all(p in ancestry for a in card["ancestry"] for p in a["parents"])
     assert set(card["elite_of"]) == {t for t in TASKS if newest in set(model.cells(t)["id"])}
+    # its cells as bin tuples ("0,8" read as 0.8)
+    assert all(re.fullmatch(r"\(\d+, \d+\)", c) for c in card["elite_of"].values()), card["elite_of"]
     assert model.lineage()[0]["on_path"].sum() == len(ancestry)  # the selection's ancestry is ringed
     from workbench.dashboards.qd import card_html
 
