@@ -243,6 +243,8 @@ def test_zoo_errors(tmp_path, tiny_zoo, monkeypatch):
         build_zoo(tmp_path, ZooConfig.quick(tasks=("add",)))
     with pytest.raises(ValueError, match="unknown"):
         build_zoo(tmp_path / "z", ZooConfig.quick(tasks=("copy",)))
+    with pytest.raises(ValueError, match=r"cfg must be a ZooConfig, got PosixPath \(the folder comes first"):
+        build_zoo(ZooConfig.quick(tasks=("add",)), tmp_path / "z")  # swapped: an AttributeError on 'device'
     with pytest.raises(ValueError, match="no model"):
         load_zoo(tiny_zoo[0]).state_dict("sort")
     # an existing zoo is not trained over by default (the CLI asks for --replace; Python for replace=True)

@@ -396,6 +396,9 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     from workbench.lm.evaluation import StateDictEvaluator
     from workbench.lm.models import quiet_progress
 
+    if not isinstance(cfg, ZooConfig):  # build_zoo(cfg, out) failed on "'PosixPath' object has no attribute 'device'"
+        raise ValueError(f"build_zoo(out, cfg): cfg must be a ZooConfig, got {type(cfg).__name__} (the folder comes "
+                         "first: build_zoo('data/zoo', ZooConfig()))")
     device = resolve_device(cfg.device)
     for t in cfg.tasks:
         if get_task(t).name not in TASKS:
