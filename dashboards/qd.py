@@ -650,9 +650,7 @@ class QDModel(param.Parameterized):
         all_tasks = d.info.get("all_tasks", d.tasks)
         out = {"id": i, "label": row["label"], "kind": d.kind,
                "scores": {t: float(row[f"score_{t}"]) for t in all_tasks if not pd.isna(row.get(f"score_{t}"))},
-               # bin indices as a tuple: "0,8" read as 0.8
-               "elite_of": {t: ", ".join(map(str, c)).join("()" if len(c) > 1 else "")
-                            for t, c in self.elite_cells(i).items()},
+               "elite_of": {t: cell_text(c) for t, c in self.elite_cells(i).items()},
                "generation": d.snap(self.generation)}
         if d.kind == "qd":
             g = d.snap(self.generation)
@@ -992,6 +990,13 @@ LEGEND_ROOM = 110
 #: sized by their frames, panels line up in any layout (sized whole, `.cols(2)` squeezed the frame of the panel
 #: above the one with the legend)
 CURVE_AXES = (70, 80)
+
+
+def cell_text(cell) -> str:
+    """An archive cell's bin indices as the card says them: "(0, 8)" for K − 1 > 1 axes ("0,8" read as 0.8), the
+    bin alone for K = 2 tasks (one axis)."""
+    bins = [str(int(b)) for b in cell]
+    return f"({', '.join(bins)})" if len(bins) > 1 else "".join(bins)
 
 
 def card_beside(d) -> bool:

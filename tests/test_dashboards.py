@@ -1084,7 +1084,8 @@ def test_runs_page_removes_the_ticked_runs_once_asked_and_refuses_a_run_that_run
     confirm.clicks += 1
     assert f"removed 2 runs: `{failed.id}`, `{done.id}`" in told()
     assert not failed.path.exists() and not done.path.exists() and kept.path.is_dir()
-    assert list(table.value["id"]) == [kept.id, live.id] and sorted(compare.options) == [kept.id, live.id]
+    # the table newest first
+    assert list(table.value["id"]) == [live.id, kept.id] and sorted(compare.options) == [kept.id, live.id]
     assert failed.id not in shown_text(gallery) and kept.id in shown_text(gallery)
     compare.value = [kept.id, live.id]
     remove.clicks += 1
@@ -1114,7 +1115,7 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     assert note.value == "the old note" and not note.disabled and first.note == "the old note"  # shown, not saved
     note.value = "baseline <of> figure 3"  # typed, and the field left
     assert first.note == "baseline <of> figure 3" and "baseline &lt;of&gt; figure 3" in shown_text(gallery)
-    assert list(table.value.set_index("id")["note"]) == ["baseline <of> figure 3", ""]
+    assert list(table.value.set_index("id")["note"]) == ["", "baseline <of> figure 3"]  # newest first
     query.value = "figure 3"
     assert first.id in shown_text(gallery) and second.id not in shown_text(gallery)
     note.value = "x" * (MAX_NOTE + 1)
@@ -1408,6 +1409,7 @@ def test_a_failure_that_is_no_value_error_is_said_by_its_type_and_first_line():
     assert failed(ImportError("cannot import name 'x' from 'y'\n(see above)")) == \
         "ImportError: cannot import name 'x' from 'y'"
     assert failed(KeyError()) == "KeyError" and failed(RuntimeError("  ")) == "RuntimeError"
+
 
 def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_path):
     """A done search with a truncated metrics.parquet read "5 / 5 iterations · done" beside "the loss curve appears

@@ -416,11 +416,24 @@ def test_children_rows_kept_between_generations_equal_the_table_built_whole(batc
             assert cols[f"score_{t}"] == [r["scores"][t] for r in records]
             assert cols[f"draws_{t}"] == counts[:, k].tolist()
         assert written(cols) == written(children_rows(qd))
+        # and the file the rows built whole wrote (one dict per record, pa.Table.from_pylist), byte for byte
+        whole = []
+        for r in records:
+            row = {k: r[k] for k in ChildrenRows.FIXED}
+            row["parents"], row["omegas"] = [int(p) for p in r["parents"]], [float(w) for w in r["omegas"]]
+            row.update({f"score_{t}": r["scores"][t] for t in TASKS3})
+            row["entered"], row["kept"] = list(r["entered"]), bool(r["kept"])
+            row.update({f"draws_{t}": int(counts[r["id"], k]) for k, t in enumerate(TASKS3)})
+            whole.append(row)
+        out = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(whole), out)
+        assert written(cols) == out.getvalue()
         # metrics.parquet's row of the generation just finished counts its own children (read from the last ones)
         told = [r for r in records if r["generation"] == g]
         row = metrics_row(qd)
         assert row["generation"] == g and (row["evaluated"], row["kept"]) == (len(told), sum(r["kept"] for r in told))
     assert counts.sum() > 0 and qd.records_since(qd.evaluated - 2) == records[-2:]
+
 
 def test_loop_same_seed_same_run_other_seed_other_run():
     a, b, c = toy_loop(seed=5), toy_loop(seed=5), toy_loop(seed=6)

@@ -127,6 +127,9 @@ def test_lineage_children_card_and_baselines(qd):
     assert set(card["elite_of"]) == {t for t in TASKS if newest in set(model.cells(t)["id"])}
     # its cells as bin tuples ("0,8" read as 0.8)
     assert all(re.fullmatch(r"\(\d+, \d+\)", c) for c in card["elite_of"].values()), card["elite_of"]
+    from workbench.dashboards.qd import cell_text  # K = 2: one axis, the bin alone (it was an empty string)
+
+    assert (cell_text([0, 8]), cell_text([11]), cell_text((1, 2, 3))) == ("(0, 8)", "11", "(1, 2, 3)")
     assert model.lineage()[0]["on_path"].sum() == len(ancestry)  # the selection's ancestry is ringed
     from workbench.dashboards.qd import card_html
 

@@ -161,3 +161,39 @@ def test_made_once_per_process_and_config():
     # a third config made: the least recently used (a) was let go, and made again, b in its turn
     assert KEPT_PER_MAKER == 2 and made_once(make, Cfg(1, ["x"])) is not a and len(made) == 4
     assert made_once(make, Cfg(1, ["x", "y"])) is not b and len(made) == 5
+
+
+def test_made_once_makes_one_for_threads_that_ask_at_once():
+    """Threads of one worker asking for one config together wait for one make (each built a Context of its own,
+    all but one thrown away: their models held N times over meanwhile); a failed make is made again next time."""
+    import threading
+    import time
+
+    from workbench.scale import made_once
+
+    class Cfg:
+        def __init__(self, n: int, fail: bool = False):
+            self.n, self.fail = n, fail
+
+        def to_dict(self) -> dict:
+            return {"n": self.n}
+
+    made: list[int] = []
+
+    def make(cfg: Cfg) -> object:
+        made.append(cfg.n)
+        time.sleep(0.2)
+        if cfg.fail:
+            raise RuntimeError("no model")
+        return object()
+
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda: got.append(made_once(make, Cfg(1)))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert made == [1] and len(got) == 4 and len({id(g) for g in got}) == 1
+    with pytest.raises(RuntimeError, match="no model"):
+        made_once(make, Cfg(2, fail=True))
+    assert made_once(make, Cfg(2)) is not None and made == [1, 2, 2]

@@ -143,23 +143,40 @@ def connect(address: str, timeout: float = 10.0):
 KEPT_PER_MAKER = 2
 _made: OrderedDict[tuple[Callable, str], Any] = OrderedDict()
 _made_lock = threading.Lock()
+_making: dict[tuple[Callable, str], threading.Lock] = {}  # a lock per (maker, key) being made: made once
 
 
 def made_once(make: Callable[[Any], T], cfg: Any, key: Mapping | None = None) -> T:
     """make(cfg), made once per process for configs that are equal (the last KEPT_PER_MAKER of each `make` kept):
     a Dask worker's evaluation Context (its models, tokenizer, evaluators) is built on its first task and reused
     by the next ones. Configs are equal when their `key` is (default cfg.to_dict(), compared as sorted JSON;
-    leave out of it what does not change what `make` builds)."""
+    leave out of it what does not change what `make` builds). Threads asking for one config at once wait for one
+    make (a worker with several threads built a Context each); other configs and makers need not wait."""
     text = json.dumps(cfg.to_dict() if key is None else dict(key), sort_keys=True, default=str)
+    k = (make, text)
     with _made_lock:
-        if (make, text) in _made:
-            _made.move_to_end((make, text))
-            return _made[make, text]
-    made = make(cfg)  # outside the lock: a Context takes seconds, and another maker need not wait for it
-    with _made_lock:
-        made = _made.setdefault((make, text), made)
-        _made.move_to_end((make, text))
-        mine = [k for k in _made if k[0] is make]
-        for old in mine[:-KEPT_PER_MAKER]:
-            del _made[old]
+        if k in _made:
+            _made.move_to_end(k)
+            return _made[k]
+        making = _making.setdefault(k, threading.Lock())
+    with making:  # outside the global lock: a Context takes seconds
+        with _made_lock:
+            if k in _made:  # made by the thread this one waited for
+                _made.move_to_end(k)
+                return _made[k]
+        try:
+            made = make(cfg)
+        except BaseException:
+            with _made_lock:
+                if _making.get(k) is making:
+                    del _making[k]
+            raise
+        with _made_lock:  # kept and no longer being made in one step: a newcomer finds it made
+            _made[k] = made
+            _made.move_to_end(k)
+            if _making.get(k) is making:
+                del _making[k]
+            mine = [m for m in _made if m[0] is make]
+            for old in mine[:-KEPT_PER_MAKER]:
+                del _made[old]
     return made
