@@ -810,8 +810,8 @@ def z_heatmaps(z: pd.DataFrame, center: float = Z0, width: int = 460, quantity: 
     panels = []
     experts = list(dict.fromkeys(z["expert"]))
     cols = len(experts) if len(experts) <= 3 else 2
-    # the one colour bar takes room in the last panel of its row: the others as wide as its heatmap, not the
-    # whole panel (at a third of a row each, the third heatmap drew 37 % narrower than the first two)
+    # `width` is a panel's with its axes; the one colour bar (the last panel's) adds its room beside the row, and
+    # the frames are sized alike (Z_AXES), so every heatmap is as wide as the others in any layout
     width = min(width, (ROW_WIDTH - COLOUR_BAR) // cols)
     for name, part in z.groupby("expert", sort=False):
         last = name == experts[-1]  # one colour bar, the last panel's: they share one scale (three said it thrice)
@@ -901,8 +901,9 @@ def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1
 
 
 def bars_width(bars: int) -> int:
-    """A bar panel's width on the page: a third of a row, or room for each bar and its value where it has more."""
-    return max(ROW_WIDTH // 3, BAR_ROOM * bars + 100)
+    """A bar panel's width on the page: a third of a row, or room for each bar and its value where it has more,
+    a row at most."""
+    return min(ROW_WIDTH, max(ROW_WIDTH // 3, BAR_ROOM * bars + 100))
 
 
 BAR_ROOM = 32  # a bar and its value above it (its label below is slanted), in pixels
@@ -964,6 +965,8 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
     # heatmaps one to a row (three side by side ran past a laptop's page, each 160 px high); bars three a row, or
     # two beside the wider per-target panel (three ran past the page's edge)
     cols = 1 if per_matrix else 2 if several_targets else 3
+    if not per_matrix:  # many experts widen the bars (bars_width): fewer a row, within the page
+        cols = max(1, min(cols, ROW_WIDTH // bars_width(len(dict.fromkeys(table["expert"])))))
     return styled(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.6})
 

@@ -609,7 +609,8 @@ def failed(exc: BaseException) -> str:
     """What a page says of a failure that is no ValueError (a library's, a bug): its type and first line, so that
     the page shows it and ends its "running…" instead of waiting for good while only the server's log tells why."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    # escaped: shown in Markdown, a message's <...> (a repr, a path) vanished as HTML
+    return html.escape(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, quote=False)
 
 
 def page_words(message: str) -> str:

@@ -1409,6 +1409,7 @@ def test_a_failure_that_is_no_value_error_is_said_by_its_type_and_first_line():
     assert failed(ImportError("cannot import name 'x' from 'y'\n(see above)")) == \
         "ImportError: cannot import name 'x' from 'y'"
     assert failed(KeyError()) == "KeyError" and failed(RuntimeError("  ")) == "RuntimeError"
+    assert failed(TypeError("got <class 'int'>")) == "TypeError: got &lt;class 'int'&gt;"  # Markdown: it vanished
 
 
 def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_path):

@@ -590,6 +590,17 @@ def test_strategy_bars_and_dispatcher_panels_fit_their_titles_and_labels():
     assert [p.label for p in plot][-1] == "" and plot[2].opts.get().kwargs["title"] == "reverse · 2 seeds"
     ylabel = [p for p in plot][2].opts.get().kwargs["ylabel"]
     assert ylabel == "test accuracy (mean ± std)"
+    many = bars_plot(pd.DataFrame([{"task": "t", "strategy": f"s{i}", "mean": 0.5, "std": 0.0, "n": 1}
+                                   for i in range(40)]), "strategy", "test accuracy")
+    assert hv.Store.lookup_options("bokeh", many[0], "plot").kwargs["width"] == ROW_WIDTH  # a row at most
+    # α's shares of seven experts: bars widened past a third of a row, so fewer than three panels a row
+    from workbench.dashboards.experts import alpha_plot
+
+    shares = pd.DataFrame([{"seed": 0, "k": k, "expert": f"e{i}", "target": "t", "matrix": "all", "alpha": 0.1,
+                            "share": 1 / 7} for k in (3, 5, 10) for i in range(7)])
+    alpha = alpha_plot(shares, pd.DataFrame(), "t")
+    widths = [hv.Store.lookup_options("bokeh", p, "plot").kwargs["width"] for p in alpha]
+    assert widths[0] > ROW_WIDTH // 3 and alpha._max_cols * max(widths) <= ROW_WIDTH
     table = pd.DataFrame({"true": ["add", "sort"], "named": ["add", "other"], "count": [3, 3]})
     heat = confusion_plot({"classifier": table}, runs=2)
     title = [p for p in heat][0].opts.get().kwargs["title"]
