@@ -900,13 +900,18 @@ def _bars(part: pd.DataFrame, key: str, title: str, ylabel: str, ymax: float = 1
                   bokeh={"width": bars_width(len(part)), "height": 340}, mpl={"aspect": 1.5})
 
 
+BAR_ROOM = 32  # a bar and its value above it (its label below is slanted), in pixels
+
+
 def bars_width(bars: int) -> int:
     """A bar panel's width on the page: a third of a row, or room for each bar and its value where it has more,
     a row at most."""
     return min(ROW_WIDTH, max(ROW_WIDTH // 3, BAR_ROOM * bars + 100))
 
 
-BAR_ROOM = 32  # a bar and its value above it (its label below is slanted), in pixels
+def bar_columns(bars: int, most: int = 3) -> int:
+    """Bar panels a row: `most`, fewer where panels widened by `bars` bars would run a row past the page."""
+    return max(1, min(most, ROW_WIDTH // bars_width(bars)))
 
 
 def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
@@ -914,15 +919,14 @@ def bars_plot(table: pd.DataFrame, key: str, ylabel: str):
     hv = holoviews()
     if table.empty:
         return hv.Div("<i>no test scores (the run has not finished)</i>")
-    panels, widest = [], 0
+    panels = []
     for task, part in table.groupby("task", sort=False):
         n = int(part["n"].max())
         # the spread in the y label: "reverse (mean ± std, 2 seeds)" ran past its panel's edge
         label = f"{ylabel} (mean ± std)" if n > 1 else ylabel
         panels.append(_bars(part, key, f"{task}" + (f" · {n} seeds" if n > 1 else ""), label))
-        widest = max(widest, bars_width(len(part)))
-    # three a row, fewer where wide panels would run a row past the page's width
-    return styled(hv.Layout(panels).cols(max(1, min(3, ROW_WIDTH // widest))), shared_axes=False,
+    most = int(table.groupby("task", sort=False)[key].size().max())
+    return styled(hv.Layout(panels).cols(bar_columns(most)), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.3})
 
 
@@ -966,7 +970,7 @@ def alpha_plot(table: pd.DataFrame, targets: pd.DataFrame, target: str | None):
     # two beside the wider per-target panel (three ran past the page's edge)
     cols = 1 if per_matrix else 2 if several_targets else 3
     if not per_matrix:  # many experts widen the bars (bars_width): fewer a row, within the page
-        cols = max(1, min(cols, ROW_WIDTH // bars_width(len(dict.fromkeys(table["expert"])))))
+        cols = bar_columns(len(dict.fromkeys(table["expert"])), cols)
     return styled(hv.Layout(panels).cols(cols), shared_axes=False,
                   mpl={"sublabel_format": "", "hspace": 0.6})
 

@@ -166,17 +166,13 @@ def made_once(make: Callable[[Any], T], cfg: Any, key: Mapping | None = None) ->
                 return _made[k]
         try:
             made = make(cfg)
-        except BaseException:
+            with _made_lock:  # kept before it stops being made: a newcomer finds it either way
+                _made[k] = made
+                mine = [m for m in _made if m[0] is make]
+                for old in mine[:-KEPT_PER_MAKER]:
+                    del _made[old]
+        finally:  # made or failed (then the next call makes it again)
             with _made_lock:
                 if _making.get(k) is making:
                     del _making[k]
-            raise
-        with _made_lock:  # kept and no longer being made in one step: a newcomer finds it made
-            _made[k] = made
-            _made.move_to_end(k)
-            if _making.get(k) is making:
-                del _making[k]
-            mine = [m for m in _made if m[0] is make]
-            for old in mine[:-KEPT_PER_MAKER]:
-                del _made[old]
     return made

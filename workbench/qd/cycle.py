@@ -350,8 +350,13 @@ class CycleQD:
     def records_since(self, start: int) -> list[dict]:
         """The records of models start, start + 1, … (copies, as `records`): for a caller that keeps its own table
         and adds the models told since it last looked (copying every record each generation grows with the run)."""
-        return [{**r, "parents": list(r["parents"]), "omegas": list(r["omegas"]), "scores": dict(r["scores"]),
-                 "entered": list(r["entered"])} for r in self._records[start:]]
+        return [_copied(r) for r in self._records[start:]]
+
+    def told_in(self, generation: int) -> list[dict]:
+        """The records of the models a finished generation told (the K seed experts in 0, its B children in each
+        later one), copies as `records`."""
+        self._check_generation(generation)
+        return [_copied(self._records[i]) for i in self._history[generation]["evaluated"]]
 
     def child(self, model_id: int) -> Child:
         """The Child description of an evaluated (or pending) model: its lineage, for rebuilding it."""
@@ -382,8 +387,8 @@ class CycleQD:
         are not from archive k, and not counted."""
         counts = np.zeros((len(self._records), len(self.tasks)), np.int64)
         for r in self._records:
-            if r["parents"] and r["pool"] == "archive" and (generation is None or r["generation"] <= generation):
-                for p in r["parents"]:
+            if generation is None or r["generation"] <= generation:
+                for p in drawn_parents(r):
                     counts[p, self.tasks.index(r["task"])] += 1
         return counts
 
@@ -515,6 +520,19 @@ def _changed(before: np.ndarray, now: np.ndarray) -> np.ndarray:
     return np.stack([k, cell, now[k, cell]], axis=1).astype(np.int64)
 
 
+def _copied(r: dict) -> dict:
+    """A record to hand out: its lists and dicts copied."""
+    return {**r, "parents": list(r["parents"]), "omegas": list(r["omegas"]), "scores": dict(r["scores"]),
+            "entered": list(r["entered"])}
+
+
+def drawn_parents(record: Mapping) -> list[int]:
+    """The parents a record's model drew from the archive of its quality task: what the sampling frequency
+    (CycleQD.draw_counts) counts. None for a seed expert, or parents drawn from all archives (pool "all archives"
+    or "single": the task's archive held fewer than 2 elites)."""
+    return list(record["parents"]) if record["parents"] and record["pool"] == "archive" else []
+
+
 def _record(r: Mapping) -> dict:
     """A record read back from a checkpoint's list (/1 – /3), with the keys, order and types `tell` writes (JSON
     turns tuples into lists; /1 had no index: its default)."""
@@ -524,7 +542,6 @@ def _record(r: Mapping) -> dict:
     out["scores"], out["entered"] = {t: float(v) for t, v in r["scores"].items()}, list(r["entered"])
     out["kept"] = bool(r.get("kept", out["entered"]))
     return out
-
 
 
 # --- the state's columns (format /4) -------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ import numpy as np
 from workbench.atomic import replace_dir, staging_dir
 from workbench.checks import checked_again, paths_as_text
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
-from workbench.qd.cycle import Child, CycleQD, CycleQDConfig
+from workbench.qd.cycle import Child, CycleQD, CycleQDConfig, drawn_parents
 from workbench.runs import (
     Run,
     RunError,
@@ -482,8 +482,7 @@ def metrics_row(qd: CycleQD) -> dict:
     score on its task so far), their totals, and best_loss = −(summed QD score) for the run store."""
     m = qd.metrics()
     i = len(m["generation"]) - 1
-    last = qd.records_since(max(0, qd.evaluated - max(qd.config.batch, len(qd.tasks))))  # B children, or K seeds
-    told = [r for r in last if r["generation"] == int(m["generation"][i])]
+    told = qd.told_in(int(m["generation"][i]))  # the generation's own records (every record was copied)
     row: dict = {"generation": int(m["generation"][i]), "task": m["task"][i] or "", "evaluated": len(told),
                  "kept": sum(bool(r["kept"]) for r in told)}
     for k, t in enumerate(qd.tasks):
@@ -537,10 +536,8 @@ class ChildrenRows:
                 out[f"draws_{t}"].append(0)
             out["entered"].append(list(r["entered"]))
             out["kept"].append(bool(r["kept"]))
-            if r["parents"] and r["pool"] == "archive":  # as CycleQD.draw_counts counts
-                draws = out[f"draws_{r['task']}"]
-                for p in r["parents"]:
-                    draws[p] += 1
+            for p in drawn_parents(r):  # as CycleQD.draw_counts counts
+                out[f"draws_{r['task']}"][p] += 1
         self.upto = len(out["id"])
         return out
 
