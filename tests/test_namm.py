@@ -4,6 +4,8 @@ transformers' own full-cache decoding and against full forwards that mask out ex
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -647,6 +649,48 @@ def test_kept_masks_equal_masks_built_from_scratch(llama):
         logits = forward(llama, logits.argmax(-1)[:, None], cache, last_only=True)[:, -1]
     assert len(cache.log) >= 2 * 4 and any(not bool(s.attended.all()) for s in cache.log)
     assert CheckedMasks.calls >= 41 * 3
+
+
+def _same_cache(a: EvictionCache, b: EvictionCache) -> bool:
+    same = [torch.equal(x, y) for la, lb in zip(a.layers, b.layers, strict=True) for x, y in
+            ((la.keys, lb.keys), (la.values, lb.values))]
+    same += [torch.equal(x, y) for x, y in zip(a.valid + a.positions, b.valid + b.positions, strict=True)]
+    same += [torch.equal(x.positions, y.positions) for x, y in zip(a.log, b.log, strict=True)]
+    return all(same) and len(a.log) == len(b.log)
+
+
+def test_first_chunks_memo_is_bit_identical_and_runs_each_prompt_once(llama):
+    """Policies scored on the same prompts through one FirstChunks memo (as NAMM training's candidates): each
+    prompt's first n_up tokens run once, and every logit, kept slot and eviction equals a run without it."""
+    from workbench.namm.driver import FirstChunks, forward
+
+    memo = FirstChunks()
+    thetas = np.random.default_rng(0).normal(0, 0.3, (2, N_PARAMS))
+    policies = [lambda: NAMMPolicy(structured_theta(), 2, 2, 2, strict=True)]
+    policies += [lambda x=x: NAMMPolicy(x, 2, 2, 2) for x in thetas]
+    prompts = [prompt(70, 1), prompt(100, 2), prompt(20, 3)]  # the last, under n_up tokens, is never kept
+    evicted = False
+    for make in policies:
+        for ids in prompts:
+            for last_only in (False, True):
+                caches, logits = [], []
+                for m in (None, memo):
+                    cache = EvictionCache(llama.config, make(), 32)
+                    out = forward(llama, ids, cache, last_only=last_only, first_chunks=m)
+                    for _ in range(3):  # and decoding on
+                        out = torch.cat([out, forward(llama, out[:, -1:].argmax(-1), cache, first_chunks=m)], 1)
+                    caches.append(cache)
+                    logits.append(out)
+                assert torch.equal(*logits) and _same_cache(*caches)
+                evicted |= caches[0].sizes()[0] < ids.shape[1] + 3
+    assert evicted  # the policies evicted, so a state they had seen differently would show
+    assert (memo.misses, memo.hits) == (4, 2 * 4)  # per prompt ≥ n_up and per last_only: once, then from memo
+    with pytest.raises(ValueError, match="one model"):
+        forward(copy.deepcopy(llama), prompts[0], EvictionCache(llama.config, FullCache(), 32), first_chunks=memo)
+    kept = FirstChunks(max_bytes=memo.bytes // 4 * 3 // 2)  # room for one of the four chunks kept above
+    for ids in prompts:
+        forward(llama, ids, EvictionCache(llama.config, FullCache(), 32), first_chunks=kept)
+    assert len(kept) == 1 and kept.bytes <= kept.max_bytes
 
 
 def test_baselines_in_the_model(llama):

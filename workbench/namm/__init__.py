@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = exports(__name__, {
     "workbench.namm.baselines": ["FullCache", "RecentWindow", "H2O"],
     "workbench.namm.cache": ["EvictionCache", "EvictionStep", "attached", "attention_modules", "check_model",
                              "check_n_up", "model_shape"],
-    "workbench.namm.driver": ["forward", "generate", "Generation"],
+    "workbench.namm.driver": ["forward", "generate", "Generation", "FirstChunks"],
     "workbench.namm.trace": ["Trace", "TraceConfig", "LayerStep", "record_trace", "retention", "cache_sizes",
                              "spectrogram", "ema_history", "score_table", "text_tokens", "text_html", "TEXT_CSS",
                              "agreement_sweep", "explorer_model", "warm_model", "make_policy", "random_theta",

@@ -253,6 +253,7 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
     from cmaes import CMA
 
     from workbench.namm.cache import model_shape
+    from workbench.namm.driver import FirstChunks
     from workbench.namm.evaluation import evaluate
     from workbench.namm.policy import NAMMPolicy
     from workbench.namm.tasks import make_examples
@@ -265,11 +266,12 @@ def _cma(cfg: BenchConfig, model, tokenizer, stats) -> dict:
            "threads": cfg.threads}
     search = new_search(NAMMTrainConfig(model=cfg.model, tasks=cfg.tasks[:1], pop=cfg.pop, seed=CMA_SEED,
                                         n_up=cfg.n_up))
+    first_chunks = FirstChunks()  # as training's Context: the candidates share each prompt's first chunk
     with torch_threads(cfg.threads):
         start = time.perf_counter()
         xs = [search.ask() for _ in range(cfg.pop)]
         fits = [evaluate(model, tokenizer, exs, NAMMPolicy(x, *shape, stats=stats), n_up=cfg.n_up,
-                         max_new_tokens=cfg.max_new_tokens).score for x in xs]
+                         max_new_tokens=cfg.max_new_tokens, first_chunks=first_chunks).score for x in xs]
         search.tell([(x, -f) for x, f in zip(xs, fits, strict=True)])
         out["generation_s"] = time.perf_counter() - start
     for kind in ("sep", "full", "full_cmaes") if cfg.time_full_cma else ("sep",):

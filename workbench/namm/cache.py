@@ -23,6 +23,7 @@ masked, and so do the fill slots of the "strict per head" variant.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -198,6 +199,25 @@ class EvictionCache(Cache):
         self._chunk, self._chunk_masks = None, {}
         if self.total % self.n_up == 0:
             self.evict()
+
+    # ---- a prompt's first chunk, shared by policies (driver.FirstChunks) ---------------------------------------
+    def snapshot(self) -> dict:
+        """A copy of what the forward of the first chunk left (keys, values, validity, positions, attention rows),
+        taken before end() first runs the policy: up to there no policy is consulted, so the state is the same
+        whatever the policy."""
+        if self._chunk is None or self.total != 0:
+            raise ValueError("a snapshot is taken of the first chunk in flight (after its forward, before end())")
+        return copy.deepcopy({"layers": self.layers, "valid": self.valid, "positions": self.positions,
+                              "rows": self._rows, "bias": self._bias})
+
+    def restore(self, state: dict) -> None:
+        """Take a snapshot's state (a copy of it) instead of running the first chunk's forward; begin() the same
+        chunk first, end() it after."""
+        if self._chunk is None or self.total != 0 or any(v is not None for v in self.valid):
+            raise ValueError("a snapshot is restored into a fresh cache, between begin() and end() of its first chunk")
+        state = copy.deepcopy(state)
+        self.layers, self.valid, self.positions = state["layers"], state["valid"], state["positions"]
+        self._rows, self._bias = state["rows"], state["bias"]
 
     # ---- eviction ------------------------------------------------------------------------------------------
     def evict(self) -> None:

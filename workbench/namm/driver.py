@@ -2,6 +2,8 @@
 
     cache = EvictionCache(model.config, NAMMPolicy(theta, *model_shape(model.config)), n_up=64)
     logits = forward(model, input_ids, cache)                 # (B, L, V); appends to the cache, evicting on the way
+    logits = forward(model, input_ids, cache, first_chunks=memo)   # memo = FirstChunks(): a prompt's first n_up
+                                                              # tokens run once for every policy scored on it
     out = generate(model, input_ids, policy, n_up=64, max_new_tokens=32)   # out.tokens, out.logits, out.cache
 
 The policy must see exactly n_up new tokens per step, so `forward` splits its tokens at the multiples of n_up
@@ -13,6 +15,8 @@ real tokens only, so a padded row gets the same positions, logits and evictions-
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,11 +42,81 @@ def _check_window(model, last_position: int) -> None:
                          f"{window} positions (max_position_embeddings): shorten the prompt or max_new_tokens")
 
 
+class FirstChunks:
+    """Prompts' first chunks, kept for the next policy scored on the same prompt.
+
+    No policy is consulted before the cache first reaches n_up tokens (it runs at that chunk's end), so the
+    forward of a prompt's first n_up tokens leaves the same keys, values and attention rows whatever the policy.
+    NAMM training scores every candidate of a generation on the same prompts: with a memo each prompt's first
+    chunk runs once per process instead of once per candidate, and what follows is bit-identical (the restored
+    state is a copy of what that forward left). Keyed by the chunk's tokens, mask and positions, n_up, the
+    model's dtype and the logits asked for; one memo per model (a second model is refused); the least recently
+    used chunks go once the kept ones pass max_bytes (a SmolLM2-135M chunk of 64 tokens is about 4.6 MB).
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self.hits = self.misses = self.bytes = 0
+        self._kept: OrderedDict[tuple, tuple[dict, torch.Tensor, int]] = OrderedDict()
+        self._model: object | None = None
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def key(self, model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, n_up: int, keep: int) -> tuple:
+        """The key of one chunk (refuses another model than the memo's first)."""
+        if self._model is None:
+            self._model = model
+        elif self._model is not model:
+            raise ValueError("a FirstChunks memo serves one model: make one per model")
+        dtype = next(model.parameters()).dtype
+        return (n_up, keep, str(dtype), tuple(ids.shape), *(t.cpu().numpy().tobytes() for t in (ids, mask, positions)))
+
+    def get(self, key: tuple) -> tuple[dict, torch.Tensor] | None:
+        """(cache state, logits) of a kept chunk, or None (counted as a hit or a miss)."""
+        with self._lock:
+            found = self._kept.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._kept.move_to_end(key)
+            return found[0], found[1]
+
+    def put(self, key: tuple, state: dict, logits: torch.Tensor) -> None:
+        """Keep a chunk's cache state and logits, forgetting the least recently used past max_bytes."""
+        size = logits.nbytes + sum(t.nbytes for t in _tensors(state))
+        with self._lock:
+            if key in self._kept or size > self.max_bytes:
+                return
+            self._kept[key] = (state, logits.clone(), size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, _, dropped) = self._kept.popitem(last=False)
+                self.bytes -= dropped
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """Every tensor in a snapshot (nested lists, dicts and cache layers)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in _tensors(v)]
+    if hasattr(value, "keys") and hasattr(value, "values"):  # a transformers cache layer
+        return _tensors([value.keys, value.values])
+    return []
+
+
 @torch.inference_mode()
 def forward(model: PreTrainedModel, input_ids: torch.Tensor, cache: EvictionCache,
-            attention_mask: torch.Tensor | None = None, *, last_only: bool = False) -> torch.Tensor:
+            attention_mask: torch.Tensor | None = None, *, last_only: bool = False,
+            first_chunks: FirstChunks | None = None) -> torch.Tensor:
     """Feed input_ids (B, L) after whatever the cache holds, evicting at every multiple of n_up; returns the
-    logits (B, L, V) (or (B, 1, V) of the last token with last_only). attention_mask (B, L): 1 real, 0 padding."""
+    logits (B, L, V) (or (B, 1, V) of the last token with last_only). attention_mask (B, L): 1 real, 0 padding.
+    first_chunks: a memo of first chunks (FirstChunks) to take this prompt's from, or to keep it in."""
     ids = torch.as_tensor(input_ids)
     if ids.ndim != 2 or ids.shape[1] == 0:
         raise ValueError(f"input_ids must be (batch, tokens) with at least one token, got {tuple(ids.shape)}")
@@ -66,13 +140,24 @@ def forward(model: PreTrainedModel, input_ids: torch.Tensor, cache: EvictionCach
         while start < n:
             size = min(n - start, cache.n_up - cache.total % cache.n_up)  # up to the next eviction boundary
             chunk = slice(start, start + size)
+            keep = 1 if last_only else 0
             cache.begin(positions[:, chunk], mask[:, chunk])
-            result = model(input_ids=ids[:, chunk], position_ids=positions[:, chunk],
-                           attention_mask=cache.layer_mask(0, dtype), use_cache=True,
-                           logits_to_keep=1 if last_only else 0, **{keyword: cache})
+            key = state = None
+            if first_chunks is not None and cache.total == 0 and size == cache.n_up:
+                key = first_chunks.key(model, ids[:, chunk], mask[:, chunk], positions[:, chunk], cache.n_up, keep)
+                state = first_chunks.get(key)
+            if state is not None:
+                cache.restore(state[0])
+                logits = state[1].clone()
+            else:
+                logits = model(input_ids=ids[:, chunk], position_ids=positions[:, chunk],
+                               attention_mask=cache.layer_mask(0, dtype), use_cache=True,
+                               logits_to_keep=keep, **{keyword: cache}).logits
+                if key is not None:
+                    first_chunks.put(key, cache.snapshot(), logits)
             cache.end()
             if not last_only or start + size == n:
-                out.append(result.logits)
+                out.append(logits)
             start += size
     cache.next_position = cache.next_position + mask.sum(-1)
     return torch.cat(out, dim=1).float()

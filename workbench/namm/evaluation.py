@@ -29,7 +29,7 @@ import torch
 
 from workbench.namm.baselines import H2O, FullCache, RecentWindow
 from workbench.namm.cache import EvictionCache
-from workbench.namm.driver import forward
+from workbench.namm.driver import FirstChunks, forward
 from workbench.namm.policy import EvictionPolicy
 from workbench.namm.tasks import Example, score_answer
 
@@ -76,17 +76,18 @@ def kept_fraction(cache: EvictionCache, tokens: int) -> float:
 
 @torch.inference_mode()
 def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, example: Example, policy: EvictionPolicy, *,
-           n_up: int, max_new_tokens: int = 8) -> Answer:
+           n_up: int, max_new_tokens: int = 8, first_chunks: FirstChunks | None = None) -> Answer:
     """Greedy answer of one prompt with `policy` evicting every n_up tokens (module doc).
 
     model, tokenizer: an eager-attention causal LM and its tokenizer (load_eager_model, load_tokenizer). example:
     the prompt (its ids are fed as they are). policy: the eviction policy (evaluate hands it one per prompt).
     n_up: tokens between eviction steps. max_new_tokens: the most tokens generated; the answer also ends at eos
-    or once it holds a number followed by something else. Returns its Answer: text, exact-match score, the cache's
-    kept fraction after the prompt, and the prompt's length."""
+    or once it holds a number followed by something else. first_chunks: a memo (driver.FirstChunks) that runs the
+    prompt's first n_up tokens once for every policy scored on it (the same answers). Returns its Answer: text,
+    exact-match score, the cache's kept fraction after the prompt, and the prompt's length."""
     ids = torch.tensor([example.ids])
     cache = EvictionCache(model.config, policy, n_up, record="none")
-    logits = forward(model, ids, cache, last_only=True)[:, -1]
+    logits = forward(model, ids, cache, last_only=True, first_chunks=first_chunks)[:, -1]
     kept = kept_fraction(cache, ids.shape[1])
     eos = tokenizer.eos_token_id
     out: list[int] = []
@@ -105,14 +106,16 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, example: 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
              policy: EvictionPolicy | Callable[[Example], EvictionPolicy], *, n_up: int,
-             max_new_tokens: int = 8) -> Result:
-    """A policy (one object, reset per prompt, statistics kept; or a factory called per prompt) on prompts."""
+             max_new_tokens: int = 8, first_chunks: FirstChunks | None = None) -> Result:
+    """A policy (one object, reset per prompt, statistics kept; or a factory called per prompt) on prompts
+    (first_chunks: as answer takes it)."""
     if not examples:
         raise ValueError("no prompts to evaluate: give one or more examples (workbench.namm.tasks.make_examples)")
     answers = []
     for ex in examples:
         p = policy(ex) if callable(policy) and not isinstance(policy, EvictionPolicy) else policy
-        answers.append(answer(model, tokenizer, ex, p, n_up=n_up, max_new_tokens=max_new_tokens))
+        answers.append(answer(model, tokenizer, ex, p, n_up=n_up, max_new_tokens=max_new_tokens,
+                              first_chunks=first_chunks))
     return Result(answers)
 
 

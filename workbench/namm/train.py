@@ -243,13 +243,16 @@ def fitness(cfg: NAMMTrainConfig, scores: np.ndarray, kept: np.ndarray, full: li
 
 class Context:
     """What evaluating candidates needs in one process (Dask workers keep theirs): the eager model, its
-    tokenizer and the prompts."""
+    tokenizer, the prompts and their first chunks (driver.FirstChunks: a generation's candidates share each
+    prompt's first n_up tokens)."""
 
     def __init__(self, cfg: NAMMTrainConfig):
+        from workbench.namm.driver import FirstChunks
         from workbench.namm.models import load_eager_model
 
         self.cfg = cfg
         self.model, self.tokenizer = load_eager_model(cfg.model, device=cfg.device)
+        self.first_chunks = FirstChunks()
 
     @functools.cache  # noqa: B019 - one Context per process
     def examples(self, task: str, split: str = "train", n: int | None = None):
@@ -267,7 +270,7 @@ class Context:
             examples = [examples[i] for i in prompts]
         with torch_threads(self.cfg.threads):
             return evaluate(self.model, self.tokenizer, examples, policy, n_up=self.cfg.n_up,
-                            max_new_tokens=self.cfg.max_new_tokens)
+                            max_new_tokens=self.cfg.max_new_tokens, first_chunks=self.first_chunks)
 
     def shape(self) -> tuple[int, int, int]:
         from workbench.namm.cache import model_shape
