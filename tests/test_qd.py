@@ -310,6 +310,11 @@ def canonical(qd: CycleQD) -> tuple[str, dict]:
     return json.dumps(tree, sort_keys=True), {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in arrays.items()}
 
 
+def canonical_state(state: dict) -> tuple[str, dict]:
+    tree, arrays = pack(state)
+    return json.dumps(tree, sort_keys=True), {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in arrays.items()}
+
+
 def through_json(qd: CycleQD) -> CycleQD:
     tree, arrays = pack({"qd": qd})
     return unpack(json.loads(json.dumps(tree)), {k: np.array(v) for k, v in arrays.items()})["qd"]
@@ -391,23 +396,42 @@ def test_loop_k3_records_lineage_draws_and_metrics():
 def test_children_rows_kept_between_generations_equal_the_table_built_whole(batch):
     """children.parquet's columns are extended by the models told since the last write (a model's row changes
     only by its draw counts): after every generation they equal the records and CycleQD.draw_counts, and the
-    columns built anew, byte for byte once written."""
+    columns built anew, byte for byte once written. So are the other things a generation adds to and does not
+    rebuild: archives.parquet's table, the state's columns, the last statistics and the kept models' lineage."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from workbench.qd.run import ChildrenRows, children_rows, metrics_row
+    from workbench.qd.run import (
+        ArchiveRows,
+        ChildrenRows,
+        _kept_records,
+        _lineage_record,
+        archive_rows,
+        children_rows,
+        metrics_row,
+    )
 
-    def written(columns: dict) -> bytes:
+    def written(columns: dict | pa.Table) -> bytes:
         out = io.BytesIO()
-        pq.write_table(pa.Table.from_pydict(columns), out)
+        pq.write_table(columns if isinstance(columns, pa.Table) else pa.Table.from_pydict(columns), out)
         return out.getvalue()
 
-    loop, kept = (batch_loop(batch) if batch > 1 else toy_loop(seed=3)), ChildrenRows()
+    loop, kept, archived = (batch_loop(batch) if batch > 1 else toy_loop(seed=3)), ChildrenRows(), ArchiveRows()
     for g in (0, 1, 2, 7, 20):
         loop.run(g)
         qd, cols = loop.qd, kept.extend(loop.qd)
+        table = archived.table(qd)
+        assert table.column(0).num_chunks == 1 and written(table) == written(archive_rows(qd))
+        twin = batch_loop(batch) if batch > 1 else toy_loop(seed=3)
+        twin.run(g)  # the same run, its state's columns made at once
+        assert canonical_state(qd.state_dict()) == canonical_state(twin.qd.state_dict())
+        last = qd.last_statistics()
+        m = qd.metrics()
+        assert (last["generation"], last["task"]) == (m["generation"][-1], m["task"][-1])
+        assert all(np.array_equal(last[k], m[k][-1], equal_nan=True) for k in ("coverage", "qd_score", "max_quality"))
+        assert _kept_records(qd) == {r["id"]: _lineage_record(r) for r in qd.records if r["kept"]}
         records, counts = qd.records, qd.draw_counts()
         assert qd.evaluated == len(records) == len(cols["id"]) and cols["id"] == list(range(qd.evaluated))
         for key in ("generation", "task", "pool", "parents", "omegas", "entered", "kept", "mutation_seed"):
@@ -564,10 +588,12 @@ def test_the_state_holds_records_and_history_as_columns_and_reads_format_3s_list
     short, long = batch_loop(batch=2, seed=4), batch_loop(batch=2, seed=4)
     short.run(until=5)
     long.run(until=30)
+    qd = long.qd
+    # an empty archive's (set before the first state_dict: its columns are kept, and statistics never change once
+    # added)
+    qd._history[0]["max_quality"][1] = math.nan
     sizes = [len(json.dumps(pack({"qd": loop.qd})[0])) for loop in (short, long)]
     assert sizes[1] - sizes[0] < 20
-    qd = long.qd
-    qd._history[0]["max_quality"][1] = math.nan  # an empty archive's
     back = through_json(qd)
     assert _typed(back._records) == _typed(qd._records) and _typed(back._history) == _typed(qd._history)
     assert _typed(back.records) == _typed(qd.records) and canonical(back) == canonical(qd)

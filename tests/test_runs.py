@@ -4,6 +4,7 @@ checks (kind, contradicting flags), run-id prefixes, heartbeat and interrupted r
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -148,6 +149,49 @@ def test_sigterm_stops_a_run_resumable_as_ctrl_c_does(tmp_path):
     assert "Traceback" not in err and f"stopped: run {row['id']} is resumable: workbench asal target --resume" in err
     assert row["status"] == "stopped" and row["iterations"] >= 2
     store.open(row["id"]).check_resumable()
+
+
+def test_checkpoints_encode_each_appended_row_once_and_write_the_bytes_of_a_whole_encode(tmp_path):
+    """Run.save_checkpoint keeps the JSON of the state's append-only rows (metrics, evaluations: RowsJSON) and
+    encodes only rows added since: checkpoint.json is, byte for byte, what a Run that encodes the whole state
+    writes, through odd values, a row with a NumPy scalar (left to pack), a state that spells the placeholder,
+    another state (new lists, as a resume's) and a list cut short."""
+    import re
+
+    from workbench.runs import RowsJSON
+
+    class EncodeAll(RowsJSON):  # what save_checkpoint wrote before: every row packed with the whole state
+        def held(self, state: dict) -> dict[str, str]:
+            return {}
+
+    store = RunStore(tmp_path / "runs")
+    kept, fresh = (store.create("merge", "x", "none", {}, seed) for seed in (0, 1))
+
+    def text(run) -> str:
+        return re.sub(r'"written":"[^"]*"', "", (run.path / "checkpoint.json").read_text())
+
+    state = {"note": "ok", "iteration": 0, "metrics": [], "evaluations": [], "search": np.arange(3.0)}
+    rows = [{"loss": 1.5, "x": -0.0, "name": "α→β \u0000", "inf": math.inf, "nan": math.nan, "l": [1, [2.5]]},
+            {"loss": 0.25, "nested": {"a": [None, True]}}, {"loss": np.float64(0.5)}, {"loss": 2.0}]
+    for i, row in enumerate(rows * 2):
+        state["metrics"].append({**row, "iteration": i})
+        state["evaluations"].extend({"i": i, "g": [float(i), 0.5]} for _ in range(3))
+        state["iteration"] = i + 1
+        if i == 5:  # another state: new lists (a resume's hold the same rows; these, one other)
+            state = {**state, "metrics": list(state["metrics"]),
+                     "evaluations": [{"i": -1, "g": []}, *state["evaluations"][1:]]}
+        if i == 6:
+            del state["evaluations"][-4:]
+        if i == 7:  # a value spelling the placeholder, before it
+            state["note"] = "\x00workbench-rows:evaluations\x00"
+        kept.save_checkpoint(state)
+        fresh._rows_json = EncodeAll()
+        fresh.save_checkpoint(state)
+        assert text(kept) == text(fresh)
+        back = kept.load_checkpoint()
+        assert back["metrics"][-1]["iteration"] == i and len(back["evaluations"]) == len(state["evaluations"])
+    assert kept._rows_json.lists["evaluations"][1]  # the evaluations were kept as text (the metrics were not: the
+    assert "metrics" not in kept._rows_json.lists    # NumPy scalar's list is left to pack)
 
 
 def test_corrupt_and_foreign_run_folders(tmp_path, capsys):

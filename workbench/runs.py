@@ -495,6 +495,7 @@ class Run:
         self.id = self.path.name
         self._claim: io.BufferedRandom | None = None
         self._claim_key = ""
+        self._rows_json = RowsJSON()  # the JSON of the checkpoint's append-only rows, kept between checkpoints
 
     @property
     def info(self) -> dict:
@@ -714,7 +715,8 @@ class Run:
         """Write `state` (plain values, arrays, checkpointable objects) as checkpoint.json + its arrays."""
         import numpy as np
 
-        tree, arrays = pack(state)
+        listed = self._rows_json.held(state)  # key -> the JSON text of its rows, grown by the new rows only
+        tree, arrays = pack({k: _placeholder(k) if k in listed else v for k, v in state.items()})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         data = buffer.getvalue()
@@ -725,6 +727,13 @@ class Run:
         meta = {"format": CHECKPOINT_FORMAT, "arrays": name, "sha256": digest,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "state": tree}
         text = json.dumps(meta, separators=(",", ":"), allow_nan=False)  # compact: it is rewritten every iteration
+        for key, rows in listed.items():  # the rows' own text where pack + json.dumps would have written it
+            token = json.dumps(_placeholder(key))
+            if text.count(token) != 1:  # a value of the state spelling the placeholder: encode it all, as before
+                tree, _ = pack(state)
+                text = json.dumps({**meta, "state": tree}, separators=(",", ":"), allow_nan=False)
+                break
+            text = text.replace(token, rows, 1)
         atomic_write(self.path / "checkpoint.json", lambda p: p.write_text(text))
         for old in self.path.glob("checkpoint-*.npz"):  # only now: checkpoint.json no longer names them
             if old.name != name:
@@ -790,11 +799,13 @@ class Run:
     # --- tables and pictures -----------------------------------------------------------------------------------
 
     def write_table(self, name: str, rows: list[dict] | dict[str, list]) -> None:
-        """Write NAME.parquet (atomically) from rows (a list of dicts, one per row) or columns (a dict of lists)."""
+        """Write NAME.parquet (atomically) from rows (a list of dicts, one per row), columns (a dict of lists) or a
+        pyarrow Table."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.Table.from_pydict(rows)
+        table = rows if isinstance(rows, pa.Table) else \
+            pa.Table.from_pylist(rows) if isinstance(rows, list) else pa.Table.from_pydict(rows)
         atomic_write(self.path / f"{name}.parquet", lambda p: pq.write_table(table, p))
 
     def read_table(self, name: str) -> pa.Table:
@@ -886,6 +897,49 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.id!r})"
+
+
+#: the lists of a checkpoint's state that only ever grow at their end, by rows that never change once there: the
+#: metrics (checkpointed_loop), a recipe evolution's and a NAMM run's evaluations
+APPEND_ONLY = ("metrics", "evaluations")
+
+
+def _placeholder(key: str) -> str:
+    return f"\x00workbench-rows:{key}\x00"
+
+
+class RowsJSON:
+    """The JSON text of a checkpoint's append-only lists of rows (APPEND_ONLY), each row encoded once: pack and
+    json.dumps of the whole state encoded every row of the run at every checkpoint (a recipe evolution of 1,000
+    iterations spent 0.13 s an iteration on its evaluations alone, growing with the run). The text is the one they
+    give, byte for byte; a list holding a row with arrays or NumPy scalars (named by their place among the state's
+    arrays) is left to pack."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, tuple[list, list[str]]] = {}  # key -> (the state's list, its rows' JSON so far)
+        self.refused: set[tuple[str, int]] = set()  # (key, id of its list): rows pack alone can write
+
+    def held(self, state: dict) -> dict[str, str]:
+        out = {}
+        for key in APPEND_ONLY:
+            rows = state.get(key)
+            if type(rows) is not list or (key, id(rows)) in self.refused:
+                continue
+            cached, parts = self.lists.get(key, (None, []))
+            if cached is not rows or len(parts) > len(rows):  # another list (a resumed state), or one cut short
+                parts = []
+            for row in rows[len(parts):]:
+                tree, arrays = pack(row)  # checks its keys as pack(state) does
+                if arrays:
+                    self.refused.add((key, id(rows)))
+                    break
+                parts.append(json.dumps(tree, separators=(",", ":"), allow_nan=False))
+            else:
+                self.lists[key] = (rows, parts)
+                out[key] = "[" + ",".join(parts) + "]"
+                continue
+            self.lists.pop(key, None)
+        return out
 
 
 def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) -> dict:

@@ -235,6 +235,7 @@ class CycleQD:
         self._changes: list[np.ndarray] = []
         self._last = self._dense_ids()            # the archives' elite ids after the last finished generation
         self._history: list[dict] = []            # per finished generation: the archives' statistics
+        self._columns: dict | None = None         # state_dict's columns so far (_StateColumns), grown by what is new
 
     @property
     def tasks(self) -> list[str]:
@@ -402,6 +403,16 @@ class CycleQD:
             out[k] = np.array([x[k] for x in h], np.float64).reshape(len(h), len(self.tasks))
         return out
 
+    def last_statistics(self) -> dict:
+        """The last finished generation's row of metrics(): generation, task, and coverage, qd_score and max_quality
+        as (K,) arrays (the same numbers, without the arrays of every generation)."""
+        if not self._history:
+            raise ValueError("no generation has finished yet")
+        h = self._history[-1]
+        return {"generation": h["generation"], "task": h["task"],
+                **{k: np.array(h[k], np.float64).reshape(len(self.tasks)) for k in ("coverage", "qd_score",
+                                                                                    "max_quality")}}
+
     @property
     def finished(self) -> int:
         """How many generations have finished (their snapshots: 0 .. finished - 1)."""
@@ -476,13 +487,36 @@ class CycleQD:
         rows of generation, archive k, flat cell, elite id) and per-generation statistics. The records and the
         statistics are columns (arrays): a run writes its state every generation, and as lists of dicts encoding
         them grew with the run (a checkpoint at generation 1000 took 59 ms to write, 20 ms as columns)."""
-        changes = [np.concatenate([np.full((len(c), 1), g, np.int64), c], axis=1) for g, c in enumerate(self._changes)]
+        records, changes, history = self._state_columns()
         return {"format": STATE_FORMAT, "config": self.config.to_dict(), "seed_experts": dict(self.seed_experts),
                 "generation": self.generation, "archives": self.archives.state_dict(),
-                "records": _record_columns(self._records, self.tasks),
+                "records": records,
                 "pending": [c.to_dict() for c in self._pending],
-                "snapshot_changes": np.concatenate(changes) if changes else np.zeros((0, 4), np.int64),
-                "history": _history_columns(self._history, self.tasks)}
+                "snapshot_changes": changes,
+                "history": history}
+
+    def _state_columns(self) -> tuple[dict, np.ndarray, dict]:
+        """state_dict's records, snapshot changes and history columns, made from the records, generations and
+        statistics added since the last call and joined to the columns kept from it (records and statistics never
+        change once added): made whole at every checkpoint they cost 26 ms at generation 3,000 and 33 ms at 8,000
+        models (batch 8), growing with the run. The same arrays, value for value and dtype for dtype."""
+        c = self._columns
+        if c is None or c["of"] is not self._records or c["n"] > len(self._records) \
+                or c["g"] > len(self._changes) or c["h"] > len(self._history):
+            c = self._columns = {"of": self._records, "n": 0, "g": 0, "h": 0, "records": None,
+                                 "changes": np.zeros((0, 4), np.int64), "history": None}
+        if c["records"] is None or len(self._records) > c["n"]:
+            c["records"] = _joined(c["records"], _record_columns(self._records[c["n"]:], self.tasks))
+            c["n"] = len(self._records)
+        if len(self._changes) > c["g"]:
+            new = [np.concatenate([np.full((len(x), 1), g, np.int64), x], axis=1)
+                   for g, x in enumerate(self._changes[c["g"]:], c["g"])]
+            c["changes"] = np.concatenate([c["changes"], *new])
+            c["g"] = len(self._changes)
+        if c["history"] is None or len(self._history) > c["h"]:
+            c["history"] = _joined(c["history"], _history_columns(self._history[c["h"]:], self.tasks))
+            c["h"] = len(self._history)
+        return c["records"], c["changes"], c["history"]
 
     @classmethod
     def from_state(cls, state: Mapping) -> CycleQD:
@@ -582,6 +616,27 @@ def _in_tasks(rows: list[list[str]], tasks: list[str]) -> np.ndarray:
 
 def _of_tasks(mask: np.ndarray, tasks: list[str]) -> list[list[str]]:
     return [[tasks[k] for k in np.flatnonzero(row)] for row in np.asarray(mask, bool).reshape(-1, len(tasks))]
+
+
+def _joined(before: dict | None, after: dict) -> dict:
+    """The columns of two runs of rows, one after the other, as _record_columns / _history_columns make them for the
+    rows together: arrays joined along their rows, names in the order they first appear, codes renumbered."""
+    if before is None:
+        return after
+    out = {}
+    for key, a in before.items():
+        b = after[key]
+        if isinstance(a, np.ndarray):
+            out[key] = np.concatenate([a, b])
+        elif "names" in a:
+            names = list(dict.fromkeys([*a["names"], *b["names"]]))
+            index = {v: i for i, v in enumerate(names)}
+            renumber = np.array([index[v] for v in b["names"]], np.int64)
+            out[key] = {"names": names, "codes": np.concatenate([a["codes"], renumber[b["codes"]]])}
+        else:
+            out[key] = {"counts": np.concatenate([a["counts"], b["counts"]]),
+                        "values": np.concatenate([a["values"], b["values"]])}
+    return out
 
 
 def _record_columns(records: list[dict], tasks: list[str]) -> dict:
