@@ -693,6 +693,48 @@ def test_first_chunks_memo_is_bit_identical_and_runs_each_prompt_once(llama):
     assert len(kept) == 1 and kept.bytes <= kept.max_bytes
 
 
+def test_first_chunks_memo_keys_left_padded_batches_by_their_masks(llama):
+    """A batch of two left-padded prompts: the same tokens under other masks (so other positions) are other
+    chunks, and each gives what running it gives."""
+    from workbench.namm.driver import FirstChunks, forward
+
+    ids = torch.randint(0, 64, (2, 80), generator=torch.Generator().manual_seed(7))
+    masks = [torch.ones_like(ids) for _ in range(3)]
+    masks[1][1, :25] = 0  # the first chunk holds padding and tokens
+    masks[2][1, :40] = 0  # the second row's first chunk is all padding
+    memo = FirstChunks()
+    for _ in range(2):
+        for mask in masks:
+            runs = []
+            for m in (None, memo):
+                cache = EvictionCache(llama.config, NAMMPolicy(structured_theta(), 2, 2, 2), 32)
+                out = forward(llama, ids, cache, mask, first_chunks=m)
+                runs.append((out, cache))
+            assert torch.equal(runs[0][0], runs[1][0]) and _same_cache(runs[0][1], runs[1][1])
+    assert (memo.misses, memo.hits) == (3, 3)
+
+
+def test_first_chunks_memo_keeps_what_it_can_when_a_cycle_of_prompts_passes_max_bytes(llama):
+    """Candidates scoring more prompts than max_bytes holds, in the same order: the chunks kept stay (plain LRU
+    forgot each just before it was asked for again, and kept none), and new prompts take the place of old ones."""
+    from workbench.namm.driver import FirstChunks, forward
+
+    def score(memo, prompts):
+        for ids in prompts:
+            forward(llama, ids, EvictionCache(llama.config, FullCache(), 32), last_only=True, first_chunks=memo)
+
+    probe = FirstChunks()
+    score(probe, [prompt(40, 0)])
+    memo = FirstChunks(max_bytes=probe.bytes * 2)
+    old, new = [prompt(40, s) for s in range(3)], [prompt(40, s) for s in range(3, 6)]
+    for _ in range(5):
+        score(memo, old)
+    assert memo.hits == 2 * 4
+    for _ in range(5):
+        score(memo, new)
+    assert memo.hits == 2 * 4 + 2 * 3 and len(memo) == 2
+
+
 def test_baselines_in_the_model(llama):
     ids = prompt(40, 4)
     out = generate(llama, ids, RecentWindow(window=8, sinks=2), n_up=16, max_new_tokens=30, return_logits=True)

@@ -916,7 +916,8 @@ class RowsJSON:
     arrays) is left to pack."""
 
     def __init__(self) -> None:
-        self.lists: dict[str, tuple[list, list[str]]] = {}  # key -> (the state's list, its rows' JSON so far)
+        self.lists: dict[str, tuple[list, list[str], object]] = {}  # key -> (the state's list, its rows' JSON so
+        # far, the last row encoded: a list trimmed and grown again holds another object there)
         self.refused: set[tuple[str, int]] = set()  # (key, id of its list): rows pack alone can write
 
     def held(self, state: dict) -> dict[str, str]:
@@ -925,9 +926,9 @@ class RowsJSON:
             rows = state.get(key)
             if type(rows) is not list or (key, id(rows)) in self.refused:
                 continue
-            cached, parts = self.lists.get(key, (None, []))
-            if cached is not rows or len(parts) > len(rows):  # another list (a resumed state), or one cut short
-                parts = []
+            cached, parts, last = self.lists.get(key, (None, [], None))
+            if cached is not rows or len(parts) > len(rows) or (parts and rows[len(parts) - 1] is not last):
+                parts = []  # another list (a resumed state), or one cut short (and perhaps grown again)
             for row in rows[len(parts):]:
                 tree, arrays = pack(row)  # checks its keys as pack(state) does
                 if arrays:
@@ -935,7 +936,7 @@ class RowsJSON:
                     break
                 parts.append(json.dumps(tree, separators=(",", ":"), allow_nan=False))
             else:
-                self.lists[key] = (rows, parts)
+                self.lists[key] = (rows, parts, rows[-1] if rows else None)
                 out[key] = "[" + ",".join(parts) + "]"
                 continue
             self.lists.pop(key, None)

@@ -50,14 +50,21 @@ class FirstChunks:
     NAMM training scores every candidate of a generation on the same prompts: with a memo each prompt's first
     chunk runs once per process instead of once per candidate, and what follows is bit-identical (the restored
     state is a copy of what that forward left). Keyed by the chunk's tokens, mask and positions, n_up, the
-    model's dtype and the logits asked for; one memo per model (a second model is refused); the least recently
-    used chunks go once the kept ones pass max_bytes (a SmolLM2-135M chunk of 64 tokens is about 4.6 MB).
+    model's dtype and device, torch's thread count and the logits asked for; one memo per model, whose weights
+    must not change (a second model is refused). A chunk grows as n_up² (its attention rows): a SmolLM2-135M
+    chunk is about 4.7 MB at n_up 64, 36 MB at 256 and 119 MB at 512. Past max_bytes a chunk is kept only in
+    place of chunks idle for longer than its own last cycle (a key seen before): candidates score the same
+    prompts in the same order, and the least recently used chunk of that cycle is always the next one asked
+    for, so plain LRU would keep none once a generation's chunks pass max_bytes; chunks of earlier generations'
+    prompts go as the new prompts come round a second time.
     """
 
     def __init__(self, max_bytes: int = 256 * 2**20):
         self.max_bytes = int(max_bytes)
         self.hits = self.misses = self.bytes = 0
-        self._kept: OrderedDict[tuple, tuple[dict, torch.Tensor, int]] = OrderedDict()
+        self._kept: OrderedDict[tuple, tuple[dict, torch.Tensor, int, int]] = OrderedDict()  # .., size, last use
+        self._missed: OrderedDict[int, int] = OrderedDict()  # hash(key) -> the lookup it last missed at (4,096)
+        self._ticks = 0  # lookups so far
         self._model: object | None = None
         self._lock = threading.Lock()
 
@@ -70,31 +77,48 @@ class FirstChunks:
             self._model = model
         elif self._model is not model:
             raise ValueError("a FirstChunks memo serves one model: make one per model")
-        dtype = next(model.parameters()).dtype
-        return (n_up, keep, str(dtype), tuple(ids.shape), *(t.cpu().numpy().tobytes() for t in (ids, mask, positions)))
+        p = next(model.parameters())
+        return (n_up, keep, str(p.dtype), str(p.device), torch.get_num_threads(), tuple(ids.shape),
+                *(t.cpu().numpy().tobytes() for t in (ids, mask, positions)))
 
     def get(self, key: tuple) -> tuple[dict, torch.Tensor] | None:
         """(cache state, logits) of a kept chunk, or None (counted as a hit or a miss)."""
         with self._lock:
+            self._ticks += 1
             found = self._kept.get(key)
             if found is None:
                 self.misses += 1
                 return None
             self.hits += 1
+            self._kept[key] = (*found[:3], self._ticks)
             self._kept.move_to_end(key)
             return found[0], found[1]
 
     def put(self, key: tuple, state: dict, logits: torch.Tensor) -> None:
-        """Keep a chunk's cache state and logits, forgetting the least recently used past max_bytes."""
+        """Keep a chunk's cache state and logits (after its get missed): in room left under max_bytes, or in place
+        of chunks unused for longer than this key's last cycle (class doc)."""
         size = logits.nbytes + sum(t.nbytes for t in _tensors(state))
         with self._lock:
             if key in self._kept or size > self.max_bytes:
                 return
-            self._kept[key] = (state, logits.clone(), size)
+            seen = self._missed.pop(hash(key), None)
+            cycle = None if seen is None else self._ticks - seen
+            stale = []
+            room = self.max_bytes - self.bytes
+            for k, (_, _, n, used) in self._kept.items():  # least recently used first
+                if room >= size or cycle is None or self._ticks - used <= cycle:
+                    break
+                stale.append(k)
+                room += n
+            if room < size:  # keeping it would push out chunks of the cycle it belongs to: remember the miss
+                self._missed[hash(key)] = self._ticks
+                while len(self._missed) > 4096:
+                    self._missed.popitem(last=False)
+                return
+            for k in stale:
+                self.bytes -= self._kept.pop(k)[2]
+            self._kept[key] = (state, logits.clone(), size, self._ticks)
             self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, (_, _, dropped) = self._kept.popitem(last=False)
-                self.bytes -= dropped
 
 
 def _tensors(value) -> list[torch.Tensor]:

@@ -235,7 +235,7 @@ class CycleQD:
         self._changes: list[np.ndarray] = []
         self._last = self._dense_ids()            # the archives' elite ids after the last finished generation
         self._history: list[dict] = []            # per finished generation: the archives' statistics
-        self._columns: dict | None = None         # state_dict's columns so far (_StateColumns), grown by what is new
+        self._columns: dict | None = None         # state_dict's columns so far (_state_columns), grown by what is new
 
     @property
     def tasks(self) -> list[str]:
@@ -313,7 +313,7 @@ class CycleQD:
         self._pending.pop(0)
         if not self._pending and (self.generation > 0 or len(self._records) == len(self.tasks)):
             self._finish_generation()
-        return entered
+        return list(entered)  # not the record's own list: records never change once told (state_dict keeps them)
 
     def _dense_ids(self) -> np.ndarray:
         """The archives' elite ids now, flat: (K, cells) int64, -1 where empty."""
@@ -516,6 +516,8 @@ class CycleQD:
         if c["history"] is None or len(self._history) > c["h"]:
             c["history"] = _joined(c["history"], _history_columns(self._history[c["h"]:], self.tasks))
             c["h"] = len(self._history)
+        for a in _arrays([c["records"], c["changes"], c["history"]]):  # handed out by every state_dict: read-only
+            a.flags.writeable = False
         return c["records"], c["changes"], c["history"]
 
     @classmethod
@@ -616,6 +618,16 @@ def _in_tasks(rows: list[list[str]], tasks: list[str]) -> np.ndarray:
 
 def _of_tasks(mask: np.ndarray, tasks: list[str]) -> list[list[str]]:
     return [[tasks[k] for k in np.flatnonzero(row)] for row in np.asarray(mask, bool).reshape(-1, len(tasks))]
+
+
+def _arrays(value) -> list[np.ndarray]:
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _arrays(v)]
+    if isinstance(value, list):
+        return [a for v in value for a in _arrays(v)]
+    return []
 
 
 def _joined(before: dict | None, after: dict) -> dict:
