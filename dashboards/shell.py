@@ -256,8 +256,16 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
                   notebook: bool = False, location: bool | Any = True) -> Document:
         # Panel titles the document by the template's title, whatever it is given (servable's, serve's)
         from bokeh.models import CustomJS
+        from panel.io.state import state
 
+        roots = len(state._fake_roots)
         document = super()._init_doc(doc, comm, title, notebook, location)
+        # Panel (1.9) adds the page's fake root to state._fake_roots and, at the session's end, takes out the one
+        # it kept in self._refs, which it never fills: one id a session stayed for good (a list every widget
+        # change of every session searches). Kept here, Panel's own _server_destroy takes it out.
+        refs = getattr(self, "_refs", None)
+        if isinstance(refs, dict) and document not in refs and len(state._fake_roots) > roots:
+            refs[document] = state._fake_roots[-1]
         document.title = self.tab_title
         document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS))
         return document

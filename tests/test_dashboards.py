@@ -1492,6 +1492,28 @@ def test_shell_registry_and_offline_design(tmp_path):
     assert urls and not [u for u in urls if u.startswith(("http:", "https:", "//"))], urls
 
 
+def test_a_closed_session_takes_its_pages_fake_root_with_it():
+    """Panel keeps an id per served page in state._fake_roots (a list that every widget change of every session
+    searches) and never took it out at the session's end: a long-lived server kept one more for good per browser
+    session (a helper's leak audit: one id more a closed session, none live). Panel's own end of the session
+    (the template's _server_destroy) takes it out now."""
+    from types import SimpleNamespace
+
+    import panel as pn
+    from bokeh.document import Document
+    from panel.io.state import state
+
+    from workbench.dashboards.shell import shell
+
+    before = list(state._fake_roots)
+    doc = Document()
+    template = shell("lab", [pn.pane.Markdown("a page")])
+    template.server_doc(doc)
+    assert len(state._fake_roots) == len(before) + 1
+    template._server_destroy(SimpleNamespace(_document=doc))  # what Bokeh calls as the session ends
+    assert state._fake_roots == before
+
+
 def test_a_hidden_tabs_pane_that_changes_keeps_the_pages_stylesheets_on_our_server():
     """A dynamic Tabs keeps a hidden tab's model out of the document; a change of its pane (the Experts mixer's
     answer after a switch of run, a spinner) made Panel rewrite the page's shared loading.css and markdown.css

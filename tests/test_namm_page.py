@@ -409,6 +409,28 @@ def test_a_model_warms_in_the_background_once_and_holds_up_only_its_own_callers(
         tr.explorer_model(slow)  # the run reports why
 
 
+def test_model_folders_stay_loaded_once_each_and_few(quick_zoo, tmp_path):
+    """A long-lived server's NAMM page loads any model folder it is given: each stayed loaded for good, and the same
+    folder typed another way (a trailing slash, a link) was loaded again beside it. One load a folder, and the
+    FOLDERS_KEPT used last kept (besides tiny); a caller keeps the model it got."""
+    import shutil
+
+    base = Path(quick_zoo) / "base"
+    (tmp_path / "link").symlink_to(base)
+    first = tr.explorer_model(str(base))
+    assert tr.explorer_model(f"{base}/") is first and tr.explorer_model(str(tmp_path / "link")) is first
+    assert tr.warm_model(f" {base}/ ") is None  # loaded already, however it is spelt
+    held = [first]
+    for i in range(tr.FOLDERS_KEPT + 1):
+        shutil.copytree(base, tmp_path / f"copy{i}")
+        held.append(tr.explorer_model(str(tmp_path / f"copy{i}")))
+    folders = [key for key in tr._MODELS if key not in (tr.TINY, "smollm2")]
+    assert folders == [str((tmp_path / f"copy{i}").resolve()) for i in range(1, tr.FOLDERS_KEPT + 1)]
+    assert tr.explorer_model(tr.TINY) is tr._MODELS[tr.TINY]  # tiny is never the one dropped
+    again = tr.explorer_model(str(base))  # dropped: loaded again when asked for
+    assert again is not first and len(again[0].state_dict()) == len(first[0].state_dict())
+
+
 def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     """`workbench figure namm` (its own process): a trained policy's retention on a prompt, the same bytes as the
     page's export of that prompt and step; a task's prompt, the text view and a serif font; each bad flag one

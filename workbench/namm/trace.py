@@ -153,6 +153,9 @@ def check_step(trace: Trace, i: int) -> int:
 
 _MODELS: dict[str, tuple] = {}
 _MODEL_LOCKS: dict[str, threading.Lock] = {}  # one per model name: loading SmolLM2 does not hold up the tiny model
+#: model folders kept loaded besides tiny and smollm2, the least recently used one dropped past it. A server's NAMM
+#: page loads any folder it is given, and each one stayed loaded for good (SmolLM2-sized: ~540 MB of float32 a folder)
+FOLDERS_KEPT = 2
 _LOCKS_LOCK = threading.Lock()
 #: one forward at a time per process: the eviction cache hooks the model's attention modules while it runs
 RUN_LOCK = threading.Lock()
@@ -181,16 +184,21 @@ def tiny_llama(seed: int = 0, layers: int = 2, window: int = 2048):
 
 
 def explorer_model(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model with eager attention, tokenizer) for "tiny", "smollm2" or a model folder; loaded once per process."""
-    name = str(name).strip()
+    """(model with eager attention, tokenizer) for "tiny", "smollm2" or a model folder; loaded once per process (the
+    FOLDERS_KEPT folders used last stay loaded)."""
+    name = _model_key(name)
     if not name:
         raise ValueError("give a model: tiny, smollm2 or a Hugging Face model folder")
     with _LOCKS_LOCK:
         lock = _MODEL_LOCKS.setdefault(name, threading.Lock())
     with lock:  # a second caller of the same model waits for the first one's load
-        if name not in _MODELS:
+        with _LOCKS_LOCK:
+            loaded = _MODELS.pop(name, None)
+            if loaded is not None:
+                _MODELS[name] = loaded  # the most recently used last
+        if loaded is None:
             if name == TINY:
-                _MODELS[name] = tiny_llama()
+                loaded = tiny_llama()
             else:
                 from workbench.lm.models import load_model
 
@@ -200,14 +208,29 @@ def explorer_model(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
                 except Exception as error:  # noqa: BLE001 - transformers refuses with various types
                     raise ValueError(f"model {name} cannot run eager attention ({error}); NAMM reads its "
                                      "post-softmax weights: give a Llama-family model") from None
-                _MODELS[name] = (model, tok)
-        return _MODELS[name]
+                loaded = (model, tok)
+            with _LOCKS_LOCK:
+                _MODELS[name] = loaded
+                folders = [key for key in _MODELS if key not in (TINY, "smollm2")]
+                for key in folders[:-FOLDERS_KEPT]:  # a run under way keeps its own reference to its model
+                    del _MODELS[key]
+        return loaded
+
+
+def _model_key(name: str) -> str:
+    """The name a model is loaded and kept under: a folder or file that is there by its resolved path (the same
+    folder typed with a trailing slash, through a link or relative to elsewhere loaded it once more), else the name."""
+    name = str(name).strip()
+    if not name or name in (TINY, "smollm2"):
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
 
 
 def warm_model(name: str) -> threading.Thread | None:
     """Load `name` (explorer_model) on a background thread, so that the first run finds it loaded; None when it is
     loaded already. A failure is not reported here: the run that needs the model reports it."""
-    name = str(name).strip()
+    name = _model_key(name)
     if not name or name in _MODELS:
         return None
 
