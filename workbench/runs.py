@@ -1325,10 +1325,10 @@ class RunStore:
         """The catalog's runs, oldest first (catalog's `runs` rows as dicts); unreadable_runs and
         unreadable_metrics name what it left out or could not read (metrics files cut or overwritten at their ends:
         damage inside a file that keeps them is found when the file is read, by metrics() or catalog()'s view)."""
-        con = self.catalog(metrics=False)
-        cur = con.execute("SELECT * FROM runs ORDER BY created, id")
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        with self.catalog(metrics=False) as con:  # closed here, even where an error's traceback keeps this frame
+            cur = con.execute("SELECT * FROM runs ORDER BY created, id")
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def unfinished(self, older_than: float = 60.0) -> list[str]:
         """Folders a kill left as their run was created: its input copies (inputs/), no run.json, untouched for
@@ -1366,11 +1366,11 @@ class RunStore:
         if not path.is_file():
             return []
         table = run.metrics_table("iteration")  # (without it DuckDB's binder error was a traceback of `runs show`)
-        con = duckdb.connect()
-        con.register("metrics_rows", table)
-        cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+        with duckdb.connect() as con:
+            con.register("metrics_rows", table)
+            cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
 
 def _holds_run_files(folder: Path) -> bool:
