@@ -60,6 +60,9 @@ ACCENT = "#2f5d8a"
 SEED = "#D55E00"
 # the chosen cell's ring on a map: black, which no colour map here takes (red on Oranges hid for many readers)
 RING = "#000000"
+#: rebuilt elites' weights a page keeps (the one on show and the one before): each is a whole model's state dict,
+#: held while the tab stays open (four were kept: ~2 GB a tab with SmolLM2-sized experts)
+BUILT_KEPT = 2
 THUMB = 32  # pixels per MAP-Elites cell on the page (the exported figure uses the stored thumbnails)
 
 
@@ -737,7 +740,7 @@ class QDModel(param.Parameterized):
         folder = run_zoo(RunStore(self.runs_dir).open(d.name))  # not there: why, and the resume that says where
         key = (d.name, selected)
         if key not in self._built:
-            self._built = {k: v for k, v in list(self._built.items())[-3:]}  # keep a few
+            self._built = dict(list(self._built.items())[-(BUILT_KEPT - 1):])
             self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, selected)
         if self._lm is None or self._lm[0] != folder:
             from workbench.lm.zoo import load_zoo

@@ -246,6 +246,13 @@ def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
         assert model.answer(prompt) == want
     with pytest.raises(ValueError, match="the prompt has '!A'"):
         model.answer("A!b:(=")
+    from workbench.dashboards.qd import BUILT_KEPT
+
+    for i in model.data.models.index[1:4]:  # an open tab holds a few rebuilt models, not every one clicked
+        model.select(int(i))
+        model.warm().join(120)
+        assert len(model._built) == min(BUILT_KEPT, 1 + list(model.data.models.index).index(i))
+        assert (model.data.name, int(i)) in model._built
 
 
 def test_map_elites_run_and_the_lab_plays_a_member(qd):
