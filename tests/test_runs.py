@@ -194,6 +194,42 @@ def test_checkpoints_encode_each_appended_row_once_and_write_the_bytes_of_a_whol
     assert "metrics" not in kept._rows_json.lists    # NumPy scalar's list is left to pack)
 
 
+def test_growing_tables_convert_new_rows_only_and_write_the_bytes_of_a_whole_conversion(tmp_path):
+    """Run.write_rows (metrics.parquet every iteration) and GrowingTable convert only the rows added since the last
+    write: the file is the one the whole conversion writes, one chunk (Parquet closes pages where chunks end), through
+    a column of Nones that becomes floats (made at once), another list, a list trimmed and grown again, and columns."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.runs import GrowingTable
+
+    def written(table: pa.Table) -> bytes:
+        out = io.BytesIO()
+        pq.write_table(table, out)
+        return out.getvalue()
+
+    run = RunStore(tmp_path / "runs").create("target", "lenia", "none", {}, 0)
+    grown, rows = GrowingTable(), []
+    for i in range(40):
+        rows.append({"iteration": i, "loss": 1.0 / (i + 1), "note": None if i < 5 else f"n{i}", "x": [i, 0.5]})
+        if i == 20:  # another list (a resume's holds the same rows; this one, one other)
+            rows = [dict(rows[0], loss=-1.0), *rows[1:]]
+        if i == 30:  # trimmed by two and grown by two: as long as at the last write, another row at its end
+            del rows[-2:]
+            rows += [{"iteration": 99, "loss": 0.0, "note": "again", "x": []}, dict(rows[-1])]
+        table = grown(rows)
+        assert table.column(0).num_chunks == 1 and written(table) == written(pa.Table.from_pylist(rows))
+        run.write_rows("metrics", rows)
+        assert (run.path / "metrics.parquet").read_bytes() == written(pa.Table.from_pylist(rows))
+    columns, grown = {"a": [], "b": []}, GrowingTable()
+    for i in range(5):
+        columns["a"].append(i)
+        columns["b"].append([str(i)] * i)
+        assert written(grown(columns)) == written(pa.Table.from_pydict(columns))
+
+
 def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     store = RunStore(tmp_path)
     (tmp_path / "broken").mkdir()

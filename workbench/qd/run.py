@@ -56,6 +56,7 @@ from workbench.checks import checked_again, paths_as_text
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig, drawn_parents
 from workbench.runs import (
+    GrowingTable,
     Run,
     RunError,
     RunStore,
@@ -573,8 +574,7 @@ class ArchiveRows:
         self.filled: dict[tuple[int, int], int] = {}  # (archive k, flat cell) -> elite id after generation upto - 1
         self.out: dict[str, list] = {"generation": [], "task": [], "cell": [], "id": [], "quality": []}
         self.scores: dict[int, dict[str, float]] = {}  # elite id -> its scores (they never change once told)
-        self.whole = None  # the rows as one pyarrow Table (table()), of self.tabled rows
-        self.tabled = 0
+        self.grown = GrowingTable()  # the rows as a pyarrow Table (table())
 
     def extend(self, qd: CycleQD) -> dict[str, list]:
         """The rows of generations 0 … qd.finished − 1 (the columns, shared with later calls: write, do not keep)."""
@@ -597,25 +597,10 @@ class ArchiveRows:
         return out
 
     def table(self, qd: CycleQD):
-        """extend(qd)'s rows as a pyarrow Table, converting only the rows added since the last call: converted
-        whole after every generation (pa.Table.from_pydict), the rows of every generation so far cost 121 ms at
-        generation 1,000 (three tasks, 15 bins: 280,000 rows) and grew with the run. The kept table is joined to the
-        new rows and made one chunk again (a copy of arrays, not a conversion of Python values): Parquet splits
-        pages where chunks end, so a table of many chunks wrote other bytes than one made at once (the same rows;
-        seen from 347,000 rows), and a resumed run, which converts its rows at once, would then differ. Where the
-        new rows' inferred types differ from the kept table's (a column of Nones), the table is made at once."""
-        import pyarrow as pa
-
-        out = self.extend(qd)
-        n = len(out["id"])
-        if self.whole is not None and n > self.tabled:
-            new = pa.Table.from_pydict({k: v[self.tabled:] for k, v in out.items()})
-            self.whole = pa.concat_tables([self.whole, new]).combine_chunks() if new.schema == self.whole.schema \
-                else None
-        if self.whole is None or n < self.tabled:  # the first call, other types, or another run's CycleQD
-            self.whole = pa.Table.from_pydict(out)
-        self.tabled = n
-        return self.whole
+        """extend(qd)'s rows as a pyarrow Table, converted from the rows added since the last call only
+        (workbench.runs.GrowingTable: converted whole, the rows of every generation so far cost 121 ms at generation
+        1,000, three tasks and 15 bins, and grew with the run)."""
+        return self.grown(self.extend(qd))
 
 
 def archive_maps_dir(run: Run) -> Path:
