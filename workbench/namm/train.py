@@ -45,7 +45,8 @@ fixed batch: fewer full-cache evaluations, and candidates fitted to those few pr
 
 Every prompt is scored one at a time, with torch on `threads` threads (floats depend on it; a resume uses the
 run's). Candidates are independent, so a population evaluated on Dask workers (chunks of `chunk`) gives exactly
-the local result.
+the local result. A prompt's first n_up tokens, which no policy has seen yet, run once per process for all the
+candidates scored on it (driver.FirstChunks: the same numbers, 5–8 % less time at the defaults).
 """
 
 from __future__ import annotations
