@@ -739,9 +739,11 @@ class QDModel(param.Parameterized):
         cfg = QDRunConfig.from_dict(d.info["config"])
         folder = run_zoo(RunStore(self.runs_dir).open(d.name))  # not there: why, and the resume that says where
         key = (d.name, selected)
-        if key not in self._built:
-            self._built = dict(list(self._built.items())[-(BUILT_KEPT - 1):])
-            self._built[key] = rebuild_model(RunStore(self.runs_dir), d.name, selected)
+        built = self._built.pop(key, None)
+        if built is None:  # the others used last kept, this one rebuilt (the oldest dropped first: at most BUILT_KEPT)
+            self._built = dict(list(self._built.items())[max(len(self._built) - BUILT_KEPT + 1, 0):])
+            built = rebuild_model(RunStore(self.runs_dir), d.name, selected)
+        self._built[key] = built  # the most recently used last: the one on show and the one before stay
         if self._lm is None or self._lm[0] != folder:
             from workbench.lm.zoo import load_zoo
 

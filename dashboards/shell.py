@@ -258,14 +258,18 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
         from bokeh.models import CustomJS
         from panel.io.state import state
 
-        roots = len(state._fake_roots)
         document = super()._init_doc(doc, comm, title, notebook, location)
         # Panel (1.9) adds the page's fake root to state._fake_roots and, at the session's end, takes out the one
         # it kept in self._refs, which it never fills: one id a session stayed for good (a list every widget
-        # change of every session searches). Kept here, Panel's own _server_destroy takes it out.
+        # change of every session searches). Kept here, Panel's own _server_destroy takes it out. Found by its
+        # document (state._views), not as the list's last: a page of another server thread may have come since.
         refs = getattr(self, "_refs", None)
-        if isinstance(refs, dict) and document not in refs and len(state._fake_roots) > roots:
-            refs[document] = state._fake_roots[-1]
+        if isinstance(refs, dict) and document not in refs:
+            ref = next((r for r in reversed(list(state._fake_roots))
+                        if r not in refs.values() and len(state._views.get(r, ())) > 2
+                        and state._views[r][2] is document), None)
+            if ref is not None:
+                refs[document] = ref
         document.title = self.tab_title
         document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS))
         return document

@@ -426,6 +426,10 @@ def test_model_folders_stay_loaded_once_each_and_few(quick_zoo, tmp_path):
         held.append(tr.explorer_model(str(tmp_path / f"copy{i}")))
     folders = [key for key in tr._MODELS if key not in (tr.TINY, "smollm2")]
     assert folders == [str((tmp_path / f"copy{i}").resolve()) for i in range(1, tr.FOLDERS_KEPT + 1)]
+    assert tr.explorer_model(str(tmp_path / "copy1")) is held[2]  # used again: the last one dropped now
+    folders = [key for key in tr._MODELS if key not in (tr.TINY, "smollm2")]
+    assert folders[-1] == str((tmp_path / "copy1").resolve())
+    assert tr.warm_model("~no-such-user-here/model") is not None  # not a traceback in the page's watcher
     assert tr.explorer_model(tr.TINY) is tr._MODELS[tr.TINY]  # tiny is never the one dropped
     again = tr.explorer_model(str(base))  # dropped: loaded again when asked for
     assert again is not first and len(again[0].state_dict()) == len(first[0].state_dict())

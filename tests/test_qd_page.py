@@ -253,6 +253,11 @@ def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
         model.warm().join(120)
         assert len(model._built) == min(BUILT_KEPT, 1 + list(model.data.models.index).index(i))
         assert (model.data.name, int(i)) in model._built
+    a, b, c = (int(i) for i in model.data.models.index[1:4])
+    for i in (a, b, a, c):  # kept by their last use: a, on show again before c, outlives b
+        model.select(i)
+        model.warm().join(120)
+    assert list(model._built)[-2:] == [(model.data.name, a), (model.data.name, c)]
 
 
 def test_map_elites_run_and_the_lab_plays_a_member(qd):

@@ -228,6 +228,14 @@ def test_growing_tables_convert_new_rows_only_and_write_the_bytes_of_a_whole_con
         columns["a"].append(i)
         columns["b"].append([str(i)] * i)
         assert written(grown(columns)) == written(pa.Table.from_pydict(columns))
+    columns["a"] = [-1, *columns["a"][1:]]  # a column swapped for another list: other rows
+    assert written(grown(columns)) == written(pa.Table.from_pydict(columns))
+    grown, rows = GrowingTable(), [{"v": [0.5]}, {"v": [1.0]}]
+    grown(rows)
+    del rows[1:]  # cut short in place, the same list: its table too
+    assert grown(rows).num_rows == 1
+    rows += [{"v": [1]}, {"v": [True]}]  # alone, no type of their own ([1] and [True]); with the rest, doubles
+    assert written(grown(rows)) == written(pa.Table.from_pylist(rows))
 
 
 def test_corrupt_and_foreign_run_folders(tmp_path, capsys):

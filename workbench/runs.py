@@ -962,7 +962,8 @@ class GrowingTable:
     def __init__(self) -> None:
         self.of: list | dict | None = None  # the rows the table is of
         self.n = 0                           # rows in the table
-        self.last: object = None             # the last row converted (a list trimmed and grown holds another)
+        self.last: object = None             # the last row converted (a list trimmed and grown holds another);
+        # for columns, the column lists themselves (a column swapped for another list is other rows)
         self.table = None
 
     def __call__(self, rows: list[dict] | dict[str, list]):
@@ -970,14 +971,22 @@ class GrowingTable:
 
         columns = isinstance(rows, dict)
         n = len(next(iter(rows.values()), [])) if columns else len(rows)
-        last = None if columns or not n else rows[n - 1]
-        if rows is not self.of or n < self.n or (not columns and self.n and rows[self.n - 1] is not self.last):
+        last = list(rows.values()) if columns else rows[n - 1] if n else None
+        if rows is not self.of or n < self.n:
+            self.table = None  # another list or dict, or one cut short
+        elif columns:  # a column swapped for another list, or one column more or less
+            if len(last) != len(self.last) or any(a is not b for a, b in zip(last, self.last, strict=True)):
+                self.table = None
+        elif self.n and rows[self.n - 1] is not self.last:  # cut short and grown again
             self.table = None
         if self.table is not None and n > self.n:
-            new = (pa.Table.from_pydict({k: v[self.n:] for k, v in rows.items()}) if columns else
-                   pa.Table.from_pylist(rows[self.n:]))
-            self.table = pa.concat_tables([self.table, new]).combine_chunks() if new.schema == self.table.schema \
-                else None
+            try:
+                new = (pa.Table.from_pydict({k: v[self.n:] for k, v in rows.items()}) if columns else
+                       pa.Table.from_pylist(rows[self.n:]))
+            except Exception:  # noqa: BLE001 - the new rows alone refused a conversion the whole may take
+                new = None     # (a column of [1, True] after a NaN: double as a whole, no type of its own)
+            self.table = pa.concat_tables([self.table, new]).combine_chunks() \
+                if new is not None and new.schema == self.table.schema else None
         if self.table is None:
             self.table = pa.Table.from_pydict(rows) if columns else pa.Table.from_pylist(rows)
         self.of, self.n, self.last = rows, n, last

@@ -212,7 +212,7 @@ def explorer_model(name: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
             with _LOCKS_LOCK:
                 _MODELS[name] = loaded
                 folders = [key for key in _MODELS if key not in (TINY, "smollm2")]
-                for key in folders[:-FOLDERS_KEPT]:  # a run under way keeps its own reference to its model
+                for key in folders[:max(len(folders) - FOLDERS_KEPT, 0)]:  # a run under way keeps its own model
                     del _MODELS[key]
         return loaded
 
@@ -223,8 +223,11 @@ def _model_key(name: str) -> str:
     name = str(name).strip()
     if not name or name in (TINY, "smollm2"):
         return name
-    path = Path(name).expanduser()
-    return str(path.resolve()) if path.exists() else name
+    try:
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.exists() else name
+    except (OSError, RuntimeError, ValueError):  # ~nosuchuser/…, a name too long: load_model says why, not the
+        return name                               # page's watcher (warm_model) with a traceback
 
 
 def warm_model(name: str) -> threading.Thread | None:
