@@ -984,7 +984,7 @@ class GrowingTable:
                 new = (pa.Table.from_pydict({k: v[self.n:] for k, v in rows.items()}) if columns else
                        pa.Table.from_pylist(rows[self.n:]))
             except Exception:  # noqa: BLE001 - the new rows alone refused a conversion the whole may take
-                new = None     # (a column of [1, True] after a NaN: double as a whole, no type of its own)
+                new = None     # (a list column of [1, True] after [0.5]: double as a whole, no type of its own)
             self.table = pa.concat_tables([self.table, new]).combine_chunks() \
                 if new is not None and new.schema == self.table.schema else None
         if self.table is None:
