@@ -933,8 +933,8 @@ class RowsJSON:
             if type(rows) is not list or (key, id(rows)) in self.refused:
                 continue
             cached, parts, last = self.lists.get(key, (None, [], None))
-            if cached is not rows or len(parts) > len(rows) or (parts and rows[len(parts) - 1] is not last):
-                parts = []  # another list (a resumed state), or one cut short (and perhaps grown again)
+            if not _only_grew(rows, cached, len(parts), last):  # another list (a resumed state's), or cut short
+                parts = []
             for row in rows[len(parts):]:
                 tree, arrays = pack(row)  # checks its keys as pack(state) does
                 if arrays:
@@ -947,6 +947,12 @@ class RowsJSON:
                 continue
             self.lists.pop(key, None)
         return out
+
+
+def _only_grew(rows: list, before: list | None, n: int, last: object) -> bool:
+    """Whether `rows` is the list `before` that held n rows ending with the object `last`, grown at its end since
+    (not another list, not cut short, not trimmed and grown again: its row n − 1 would be another object)."""
+    return rows is before and len(rows) >= n and (n == 0 or rows[n - 1] is last)
 
 
 class GrowingTable:
@@ -972,12 +978,12 @@ class GrowingTable:
         columns = isinstance(rows, dict)
         n = len(next(iter(rows.values()), [])) if columns else len(rows)
         last = list(rows.values()) if columns else rows[n - 1] if n else None
-        if rows is not self.of or n < self.n:
-            self.table = None  # another list or dict, or one cut short
-        elif columns:  # a column swapped for another list, or one column more or less
-            if len(last) != len(self.last) or any(a is not b for a, b in zip(last, self.last, strict=True)):
-                self.table = None
-        elif self.n and rows[self.n - 1] is not self.last:  # cut short and grown again
+        if columns:  # another dict, one cut short, a column swapped for another list, or one column more or less
+            grew = rows is self.of and n >= self.n and len(last) == len(self.last) and \
+                all(a is b for a, b in zip(last, self.last, strict=True))
+        else:
+            grew = _only_grew(rows, self.of, self.n, self.last)
+        if not grew:
             self.table = None
         if self.table is not None and n > self.n:
             try:

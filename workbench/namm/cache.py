@@ -202,13 +202,14 @@ class EvictionCache(Cache):
 
     # ---- a prompt's first chunk, shared by policies (driver.FirstChunks) ---------------------------------------
     def snapshot(self) -> dict:
-        """A copy of what the forward of the first chunk left (keys, values, validity, positions, attention rows),
-        taken before end() first runs the policy: up to there no policy is consulted, so the state is the same
-        whatever the policy."""
+        """What the forward of the first chunk left (keys, values, validity, positions, attention rows), taken
+        before end() first runs the policy: up to there no policy is consulted, so the state is the same whatever
+        the policy. The cache's own objects, not a copy: whoever keeps it copies it (FirstChunks.put, only when it
+        keeps it)."""
         if self._chunk is None or self.total != 0:
             raise ValueError("a snapshot is taken of the first chunk in flight (after its forward, before end())")
-        return copy.deepcopy({"layers": self.layers, "valid": self.valid, "positions": self.positions,
-                              "rows": self._rows, "bias": self._bias})
+        return {"layers": self.layers, "valid": self.valid, "positions": self.positions, "rows": self._rows,
+                "bias": self._bias}
 
     def restore(self, state: dict) -> None:
         """Take a snapshot's state (a copy of it) instead of running the first chunk's forward; begin() the same
