@@ -507,6 +507,16 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, quick_zoo, expert_r
     # a --target neither mixed for (no few-shot) nor tested (not among --tasks) went unused, silently
     _refused(capsys, [*adapt, "--experts", str(add_file), sort_id, "--target", "recall", "--tasks", "add", "sort",
                       "--strategies", "base"], "--target recall is read by few-shot mixing", runs)
+    # ... and from the library alike (the refusal lived in the CLI only: a notebook's run went on without it)
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.adapt import adapt as adapt_run
+
+    before = _snapshot(runs)
+    cfg = AdaptConfig(model=base, experts=[str(add_file), str(expert_file(store.open(sort_id)))], target="recall",
+                      tasks=["add", "sort"], strategies=["base"], n=2)
+    with pytest.raises(ValueError, match="--target recall is read by few-shot mixing"):
+        adapt_run(cfg, store)
+    assert _snapshot(runs) == before
     # few-shot mixing of one task expert: every α the same weights, CEM's rollouts all of one model
     _refused(capsys, [*adapt, "--experts", str(add_file), "--target", "reverse", "--strategies", "few-shot"],
              "few-shot CEM mixes task experts, and one alone (add)", runs)

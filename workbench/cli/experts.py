@@ -112,7 +112,7 @@ def cmd_adapt(args) -> int:
         KIND,
         PREDATES,
         AdaptConfig,
-        check_mixable,
+        check_plan,
         plan,
         read_experts,
         resumed_units,
@@ -139,11 +139,7 @@ def cmd_adapt(args) -> int:
         check_model(cfg.model, cfg.prompt_format)
         experts = read_experts(cfg.experts, cfg.target)
         strategies, units = plan(cfg, experts)
-        check_mixable(strategies, experts)
-        if cfg.target is not None and "few-shot" not in strategies and cfg.tasks and cfg.target not in cfg.tasks:
-            # neither mixed for nor tested: the flag would go unused (as --shots without few-shot is refused)
-            raise ValueError(f"--target {cfg.target} is read by few-shot mixing, which this run does not do, and is "
-                             "not among --tasks: keep few-shot in --strategies, add it to --tasks, or leave it out")
+        check_plan(cfg, strategies, experts)
         unused = [FEW_SHOT_FLAGS[f] for f in FEW_SHOT_FLAGS if f in given] + (["--normalize"] if args.normalize else [])
         if unused and "few-shot" not in strategies:
             raise ValueError(f"{', '.join(unused)} set(s) few-shot CEM mixing, which this run does not do: give "

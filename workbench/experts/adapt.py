@@ -281,10 +281,14 @@ def plan(cfg: AdaptConfig, experts: Experts) -> tuple[list[str], list[str]]:
     return wanted, units
 
 
-def check_mixable(strategies: list[str], experts: Experts) -> None:
-    """Few-shot mixing of one task expert searches nothing: α·p composes the same weights at every α > 0 (SVF's
-    rescale takes z′'s scale out), so CEM's pop × iterations × shots rollouts would all score one model. Refused
-    for a new run (a resumed one goes on as it was started)."""
+def check_plan(cfg: AdaptConfig, strategies: list[str], experts: Experts) -> None:
+    """What a new run's plan would waste, refused (a resumed one goes on as it was started):
+    - few-shot mixing of one task expert searches nothing: α·p composes the same weights at every α > 0 (SVF's
+      rescale takes z′'s scale out), so CEM's pop × iterations × shots rollouts would all score one model;
+    - a target neither mixed for (no few-shot) nor tested (not among the tasks) would go unused, silently."""
+    if cfg.target is not None and "few-shot" not in strategies and cfg.tasks and cfg.target not in cfg.tasks:
+        raise ValueError(f"--target {cfg.target} is read by few-shot mixing, which this run does not do, and is "
+                         "not among --tasks: keep few-shot in --strategies, add it to --tasks, or leave it out")
     if "few-shot" in strategies and len(experts.task_experts) < 2:
         raise ValueError(f"few-shot CEM mixes task experts, and one alone ({', '.join(experts.task_experts)}) composes "
                          "the same weights at every α (SVF's rescale keeps only α's ratios): give two or more task "
@@ -501,7 +505,7 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
         experts = read_experts(cfg.experts, cfg.target)
     strategies, units = plan(cfg, experts)
     if resume is None:
-        check_mixable(strategies, experts)
+        check_plan(cfg, strategies, experts)
     tasks = test_tasks(cfg, experts)
     with torch_threads(cfg.threads):
         from workbench.experts.model import SVFModel
