@@ -607,10 +607,11 @@ class NAMMExplorer(param.Parameterized):
                     style={"fig_inches": inches}, dpi=dpi, width=width, font=font, rename=rename)
 
     def figures_dir(self) -> Path:
-        """Where exports go: the run's figures folder for a trained θ, else <runs_dir>/../figures/namm."""
+        """Where exports go: the run's figures folder for a trained θ, else the store's own, <runs_dir>/figures/namm
+        (not beside the store, where it wrote into whatever folder held it)."""
         if self.theta not in ("zeros", "random"):
             return Path(self.runs_dir) / self.theta / "figures"
-        return Path(self.runs_dir).parent / "figures" / "namm"
+        return Path(self.runs_dir) / "figures" / "namm"
 
 
 CODES_LABEL = tr.CODES

@@ -300,8 +300,9 @@ class RunsModel(param.Parameterized):
 
     def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None,
                rename: dict[str, str] | None = None) -> Path:
-        """The comparison's curves as a figure for a paper, in the first compared run's figures/ folder:
-        compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file); at figures.save's width
+        """The comparison's curves as a figure for a paper, in the store's own figures/ folder (no run's: removing
+        a compared run kept it): compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file);
+        at figures.save's width
         (inches) and font, the settings' legend entries renamed ({"sigma=0.3": "ours"}: figures.save's rename)."""
         import hashlib
 
@@ -312,7 +313,7 @@ class RunsModel(param.Parameterized):
             raise ValueError(f"pick 2 to {MAX_COMPARED} runs to compare first")
         ids = [r["id"] for r in comparison.rows]
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
-        out = Path(self.runs_dir) / ids[0] / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
+        out = Path(self.runs_dir) / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
 

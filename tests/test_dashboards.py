@@ -595,7 +595,7 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert len(model.comparison().groups) == 2 and "kind" in model.settings_table()
     # in another metric too (its population's loss, not a best so far): a panel of its own
     assert [[type(e).__name__ for e in panel] for panel in curves_plot(model).object] == [["Area", "Curve"]] * 2
-    written = model.export(".svg")  # the figure for a paper, beside the first run compared
+    written = model.export(".svg")  # the figure for a paper, in the store's figures/ (no run's: kept when one goes)
     from workbench.figures import compare_curves, legend_names
 
     names = legend_names(compare_curves(model.comparison()))  # the settings' names, renamed for the paper
@@ -605,7 +605,7 @@ def test_runs_model_gallery_filters_and_compares(runs):
         model.export(".svg", rename={"nope": "x"})
     wide = Image.open(model.export(".png", width=6.75, font="serif"))  # at a two-column page's width, 300 dpi
     assert 0.9 * 6.75 * 300 < wide.width <= 6.75 * 300, wide.size
-    assert written.parent == Path(runs["dir"]) / runs["openended"][0] / "figures" and written.suffix == ".svg"
+    assert written.parent == Path(runs["dir"]) / "figures" and written.suffix == ".svg"
     assert written.read_text().lstrip().startswith("<?xml") and model.export(".svg") == written
     model.toggle(runs["openended"][0])  # ticked again: out
     assert model.selected == [runs["openended"][1], runs["illuminate"]]

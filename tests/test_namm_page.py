@@ -167,8 +167,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     (broken / "policy.safetensors").write_bytes(b"not a policy")
     with pytest.raises(ValueError, match="cannot read the policy file"):
         tr.load_saved_policy(broken)
+    model.theta = "zeros"  # an untrained θ's exports: the store's own figures folder (they went beside the store)
+    assert model.figures_dir() == Path(namm_run["dir"]) / "figures" / "namm"
     model.choose(namm_run["id"])
     assert (model.theta, model.n_up, model.policy) == (namm_run["id"], 16, "namm")
+    assert model.figures_dir() == Path(namm_run["dir"]) / namm_run["id"] / "figures"
     model.prompt = PROMPT
     trace = model.run()
     # the page's policy is the saved one: θ and frozen statistics
