@@ -33,6 +33,7 @@ from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 #: created. "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit"
 #: says which
 COLUMNS = ["id", "kind", "what", "status", "metric", "best", "done", "unit", "note", "created"]
+NOTE_WIDTH = 220  # px: the table's note column, its text wrapped
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -666,10 +667,12 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
-    # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six)
+    # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six); a note
+    # wrapped in a column of its own width (one long note made its column 500 px wide and the table scroll far)
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
-                                 formatters={"best": NumberFormatter(format="0.[0000]", text_align="right")})
+                                 formatters={"best": NumberFormatter(format="0.[0000]", text_align="right"),
+                                             "note": {"type": "textarea"}}, widths={"note": NOTE_WIDTH})
 
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""

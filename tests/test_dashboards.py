@@ -2293,10 +2293,18 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
     gone, stays = (store.create("openended", "boids", "pixels", {}, seed) for seed in range(2))
     for run in (gone, stays):
         run.update(status="done", best_loss=0.123456789)
+    gone.set_note("a long note on the run, of the kind a researcher writes down to find it again weeks later " * 2)
     with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/runs", request) as page:
         page.locator(f'.gallery .run[data-run="{gone.id}"]').wait_for(timeout=60000)
         page.locator(".bk-tab", has_text="Table").click()
         page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        # a long note wraps in a column of its own width, all of it shown (its column was as wide as the note)
+        from workbench.dashboards.runs import NOTE_WIDTH
+
+        note = page.locator(".tabulator-row", has_text=gone.id).locator('.tabulator-cell[tabulator-field="note"]')
+        box = note.bounding_box()
+        assert box["width"] <= NOTE_WIDTH + 1 and box["height"] > 3 * 20, box
+        assert note.evaluate("e => e.scrollHeight <= e.clientHeight + 1"), "the note is cut off"
         # the best to four decimals (six before), as near the cards' four digits as a column allows
         best = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="best"]')
         assert best.inner_text().strip() == "0.1235"
