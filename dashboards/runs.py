@@ -303,8 +303,8 @@ class RunsModel(param.Parameterized):
                rename: dict[str, str] | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the store's own figures/ folder (no run's: removing
         a compared run kept it): compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file);
-        at figures.save's width
-        (inches) and font, the settings' legend entries renamed ({"sigma=0.3": "ours"}: figures.save's rename)."""
+        at figures.save's width (inches) and font, the settings' legend entries renamed ({"sigma=0.3": "ours"}:
+        figures.save's rename)."""
         import hashlib
 
         from workbench.figures import compare_curves, save
