@@ -100,3 +100,29 @@ def test_a_png_export_reports_progress_as_it_goes_and_equals_one_call(tmp_path, 
     from workbench.export import to_uint8
 
     np.testing.assert_array_equal(imageio.imread(out), to_uint8(np.asarray(want)))
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to run ffmpeg on one and on several")
+def test_an_mp4_is_the_same_bytes_on_any_number_of_cores(tmp_path):
+    """A paper's repository or a run folder synced between machines keeps its videos: libx264 picks its threads
+    from the CPUs it may use, and its bitstream depends on them, so the same frames made another file on a laptop
+    than on a 2-core VM (every regeneration a diff). The encoder's threads are fixed."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    frames = [np.roll(base, 3 * i, axis=1) // 2 + rng.integers(0, 128, base.shape, dtype=np.uint8)
+              for i in range(40)]
+
+    def write(name: str) -> bytes:
+        with Mp4Writer(tmp_path / name, 30) as w:
+            for frame in frames:
+                w.append(frame)
+        return (tmp_path / name).read_bytes()
+
+    many = write("many.mp4")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # this thread's ffmpeg child inherits one CPU
+    try:
+        one = write("one.mp4")
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert one == many

@@ -415,6 +415,23 @@ def test_the_merge_fitness_figure_keeps_its_legend_inside_the_axes(tmp_path):
     assert COLUMN_WIDTH - 0.1 < width <= COLUMN_WIDTH and height < 4.5, (width, height)
 
 
+def test_the_dare_conflicts_figure_is_a_column_wide_and_not_a_page_tall(tmp_path):
+    """A DARE-TIES run's TIES / DARE figure stacks two panels: square, they made a column figure 3.1 × 7.3 in (most of
+    a page's height), an inch of white between them; each is now wider than high, as the fitness figure's."""
+    from workbench.figures import holoviews, layout_inches, save
+    from workbench.merge.views import conflict_plot
+
+    holoviews()
+    analysis = {"layer_groups": ["model.embed_tokens", "layers.0", "layers.1", "model.norm", "lm_head"],
+                "sign_conflict": {"total": 0.2, "per_layer": [0.15, 0.12, 0.27, 0.0, 0.06], "after": "dare drop"},
+                "dare_kept": {"add": [0.58, 0.46, 0.79, 0.13, 0.09], "sort": [0.41, 0.42, 0.73, 0.19, 0.25]},
+                "dare_rescale": "l1"}
+    plot = conflict_plot(analysis)
+    png = Image.open(save(plot, tmp_path / "conflicts.png", style={"fig_inches": layout_inches(plot)}))
+    width, height = (n / png.info["dpi"][0] for n in png.size)
+    assert COLUMN_WIDTH - 0.15 < width <= COLUMN_WIDTH and height < 4.5, (width, height)
+
+
 def _drawn_colours(obj, out) -> dict[str, set[str]]:
     """{legend name: the colours of its lines} in the figure `save` writes of `obj` to `out`."""
     import matplotlib.pyplot as plt
@@ -1067,18 +1084,21 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
 
 def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path):
     """The fit measures the raster; a PDF's and an SVG's text metrics add to it: curves of three runs (a legend of
-    three entries under the axes) came out 3.27 in wide as PDF, of a 3.25 in column."""
+    three entries under the axes) came out 3.27 in wide as PDF, of a 3.25 in column. The same runs compared (two
+    seeds as a band, a title wider than the axes) came out 3.27 in wide too: the fit stopped after five scalings,
+    the last one not measured, before the title that sticks out of the shrinking axes let it converge."""
     import re
 
-    from workbench.figures import COLUMN_WIDTH, loss_curves, save
+    from workbench.compare import compare_runs
+    from workbench.figures import COLUMN_WIDTH, compare_curves, loss_curves, save
 
     store = RunStore(tmp_path / "runs")
     ids = [run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=10, frames=2), iters=6,
                                    pop=4, sigma=sigma, seed=seed), store).id for sigma, seed in ((0.1, 0), (0.1, 1),
                                                                                                 (0.3, 0))]
-    curves = loss_curves(store, ids)
-    box = re.search(rb"/MediaBox \[ ?0 0 ([\d.]+)", save(curves, tmp_path / "c.pdf").read_bytes())
-    svg = re.search(r'width="([\d.]+)pt"', save(curves, tmp_path / "c.svg").read_text())
-    png = Image.open(save(curves, tmp_path / "c.png"))
-    for inches in (float(box.group(1)) / 72, float(svg.group(1)) / 72, png.size[0] / png.info["dpi"][0]):
-        assert COLUMN_WIDTH - 0.15 < inches <= COLUMN_WIDTH
+    for name, figure in (("curves", loss_curves(store, ids)), ("compare", compare_curves(compare_runs(store, ids)))):
+        box = re.search(rb"/MediaBox \[ ?0 0 ([\d.]+)", save(figure, tmp_path / f"{name}.pdf").read_bytes())
+        svg = re.search(r'width="([\d.]+)pt"', save(figure, tmp_path / f"{name}.svg").read_text())
+        png = Image.open(save(figure, tmp_path / f"{name}.png"))
+        for inches in (float(box.group(1)) / 72, float(svg.group(1)) / 72, png.size[0] / png.info["dpi"][0]):
+            assert COLUMN_WIDTH - 0.15 < inches <= COLUMN_WIDTH, (name, inches)

@@ -21,6 +21,9 @@ from workbench.simulations import Substrate
 from workbench.simulations.base import Params, check_positive
 
 FORMATS = (".png", ".gif", ".mp4")
+#: libx264's threads, fixed: its bitstream depends on them, and left to ffmpeg they follow the CPUs it may use (the
+#: same frames made other bytes on a laptop than on a 2-core VM)
+X264_THREADS = 4
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -54,6 +57,7 @@ class Mp4Writer:
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
                "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+               "-threads", str(X264_THREADS),
                # faststart: the index (moov) before the frames, so a browser plays a video on a web page while it
                # loads rather than after the whole file has come
                "-crf", str(crf), "-movflags", "+faststart", "-f", "mp4", str(self.path)]

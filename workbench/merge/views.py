@@ -366,7 +366,12 @@ def conflict_plot(analysis: dict | None):
         return hv.Div("<i>no TIES/DARE statistics for this method</i>")
     if len(plots) == 1:
         return plots[0]
-    return _style(hv.Layout(plots).cols(1), shared_axes=False, mpl={"sublabel_format": "", "vspace": 1.0})
+    # stacked, each wider than high in a paper figure (as fitness_plot's): two square panels made a column figure
+    # 7 in tall, an inch of white between them
+    from workbench.figures import PANEL_ASPECT
+
+    plots = [_style(p, mpl={"aspect": PANEL_ASPECT}) for p in plots]
+    return _style(hv.Layout(plots).cols(1), shared_axes=False, mpl={"sublabel_format": "", "vspace": 0.7})
 
 
 def recipe_thumbnail(data: MergeRun, width: int = 224, height: int = 144) -> np.ndarray | None:
