@@ -256,6 +256,26 @@ def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
                       root) == {"a": "algorithm=ga", "b": "algorithm=map-elites, descriptor_fit=held-out"}
     assert run_labels([info("a", "namm", {"max_kept": None}), info("b", "namm", {"max_kept": 0.5})],
                       root) == {"a": "max_kept=—", "b": "max_kept=0.5"}  # None is a value (no cap): said
+    # an absolute path by the fewest last parts that tell it apart: a researcher's home folder went into the paper
+    # ("model=/home/alice/thesis/zoo/base"); a relative one as given
+    experts = [info("a", "experts", {"model": "/home/alice/thesis/zoo/base"}),
+               info("b", "experts", {"model": "/tmp/w/zoo/base2"}), info("c", "experts", {"model": "zoo/base"})]
+    assert run_labels(experts, root) == {"a": "model=base", "b": "model=base2", "c": "model=zoo/base"}
+    assert [g.label for g in group_replicates(experts, root)] == ["model=base", "model=base2", "model=zoo/base"]
+    assert run_labels([info("a", "experts", {"model": "/a/zoo/base"}), info("b", "experts", {"model": "/b/zoo/base"}),
+                       info("c", "experts", {"model": "/zoo/base"})], root) == {
+        "a": "model=a/zoo/base", "b": "model=b/zoo/base", "c": "model=/zoo/base"}
+
+
+def test_short_paths_tell_absolute_paths_apart_by_their_last_parts():
+    from workbench.compare import short_paths, value_text
+
+    paths = short_paths(["/home/a/zoo/base", ("/c/e1.safetensors", "/d/e1.safetensors"), "rel/x", "openclip:ViT",
+                         "C:\\Users\\al\\zoo\\base", 3])
+    assert paths == {"/home/a/zoo/base": "a/zoo/base", "C:\\Users\\al\\zoo\\base": "al/zoo/base",
+                     "/c/e1.safetensors": "c/e1.safetensors", "/d/e1.safetensors": "d/e1.safetensors"}
+    assert value_text(("/c/e1.safetensors", "/d/e1.safetensors"), paths=paths) == "c/e1.safetensors+d/e1.safetensors"
+    assert value_text("/c/e1.safetensors") == "/c/e1.safetensors"  # tables show the whole path
 
 
 def test_flat_settings_and_runs_of_other_kinds():

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -291,13 +291,14 @@ def group_replicates(infos: list[dict], root: str) -> list[RunGroup]:
         budget = BUDGET_KEYS.get(str(info.get("kind")))
         keyed.setdefault(settings_key(info, ignored | {budget}), []).append(info)
     kinds, telling = _telling_settings(infos, ignored, budgets=True)
+    paths = _legend_paths(infos, telling)
     groups = []
     for members in keyed.values():
         first, row = flat_settings(members[0]), catalog_row(members[0], root)
         kind = str(row["kind"])
         # a setting the group's runs have not got is left out ("descriptor_fit=—" named a GA's); one set to None
         # (NAMM's max_kept: no cap) is said
-        parts = [f"{_short(k)}={value_text(_thawed(first.get(k)))}" for k in telling[kind] if k in first]
+        parts = [f"{_short(k)}={value_text(_thawed(first.get(k)), paths=paths)}" for k in telling[kind] if k in first]
         label = ", ".join(parts)
         if len(label) > LABEL_CHARS:  # too many differences to read: name the group by its first run
             label = f"{row['substrate']} · {row['id']}"
@@ -317,10 +318,11 @@ def run_labels(infos: list[dict], root: str) -> dict[str, str]:
     (run_title: "illuminate · boids · pixels · map-elites · seed 0"; it was its id); a run keeps its id where
     nothing tells it apart or where another run reads the same."""
     kinds, telling = _telling_settings(infos, set(CONTEXT_KEYS))
+    paths = _legend_paths(infos, telling)
     labels = {}
     for info in infos:
         kind, settings = str(info.get("kind")), flat_settings(info)
-        label = ", ".join(f"{_short(k)}={value_text(_thawed(settings.get(k)))}" for k in telling[kind]
+        label = ", ".join(f"{_short(k)}={value_text(_thawed(settings.get(k)), paths=paths)}" for k in telling[kind]
                           if k in settings)  # one the run has not got is left out (one set to None is said)
         if len(kinds) > 1:
             label = f"{kind} · {label or catalog_row(info, root)['substrate']}"
@@ -361,19 +363,56 @@ def _short(key: str) -> str:
     return key.removeprefix("config.").removeprefix("eval.")
 
 
-def value_text(value: Any, missing: str = "—") -> str:
+def value_text(value: Any, missing: str = "—", paths: dict[str, str] | None = None) -> str:
     """A setting's value as tables and labels show it: floats short (0.1, 1e-05), models or tasks joined by +,
     numbers (a range) in brackets, `missing` for None (absent from the run's config: older runs lack newer
-    settings; or set to None)."""
+    settings; or set to None); a string in `paths` as it says (a legend's short paths, short_paths)."""
     if value is None:
         return missing
     if isinstance(value, (list, tuple)):
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-        parts = [value_text(v, missing) for v in value]
+        parts = [value_text(v, missing, paths) for v in value]
         return f"[{', '.join(parts)}]" if numbers else "+".join(parts)
     if isinstance(value, float):
         return f"{value:g}"
+    if paths and isinstance(value, str) and value in paths:
+        return paths[value]
     return str(value)
+
+
+def short_paths(values: Iterable[Any]) -> dict[str, str]:
+    """Each absolute path among `values` (lists and tuples searched too) by its fewest last parts that tell it from
+    the others: a figure's legend says `model=base` and `model=base2` (or `a/base` and `b/base`), not where a
+    researcher's disk keeps them (`model=/home/alice/thesis/zoo/base` went into the paper). Relative paths and
+    other strings are left as they are."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()):
+            found.add(value)
+
+    for value in values:
+        walk(value)
+    parts = {p: (PureWindowsPath(p) if PureWindowsPath(p).drive else PurePosixPath(p)).parts for p in found}
+    out = {}
+    for p, mine in parts.items():
+        for n in range(1, len(mine) + 1):  # the whole path at the end: one that ends another is told apart by it
+            if all(other[-n:] != mine[-n:] for q, other in parts.items() if q != p):
+                break
+        out[p] = p if n == len(mine) else "/".join(mine[-n:])
+    return out
+
+
+def _legend_paths(infos: list[dict], telling: dict[str, list[str]]) -> dict[str, str]:
+    """short_paths of the values that a legend of `infos` names (each kind's `telling` settings)."""
+    values = []
+    for info in infos:
+        settings = flat_settings(info)
+        values += [_thawed(settings[k]) for k in telling.get(str(info.get("kind")), []) if k in settings]
+    return short_paths(values)
 
 
 def _disambiguate(groups: list[RunGroup]) -> None:
