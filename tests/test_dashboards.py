@@ -1147,6 +1147,8 @@ def test_atlas_model_snaps_and_exports(runs, tmp_path):
     assert model.revision == 2
     out = model.export_png(tmp_path / "atlas.png", scale=2)
     assert np.asarray(Image.open(out)).shape == (model.image.shape[0] * 2, model.image.shape[1] * 2, 3)
+    # at a paper figure's dpi: LaTeX placed it at 72 dpi (it said none), 12.4 in wide at 4×
+    assert Image.open(out).info["dpi"] == pytest.approx((300, 300), abs=0.01)
     with pytest.raises(ValueError, match="not a finished illumination run"):
         model.choose(runs["dare_ties"])
     with pytest.raises(ValueError, match=r"'x' is not a finished illumination run .* \(some that are: none yet\)"):
