@@ -134,12 +134,15 @@ def read_qd_run(store: RunStore, run_id: str) -> QDData:
     if not (run.path / "children.parquet").exists():
         raise ValueError(f"run {run.id!r} has no finished generation yet (no children.parquet); wait a moment")
     cfg, tasks = _qd_config(run)
+    # the archives first: a running run writes children.parquet, then archives.parquet, after each generation, so
+    # children read after the archives hold every elite those name (read the other way round, a generation
+    # written in between left elites without their model: a KeyError that stopped the page building)
+    snapshots = run.read_table("archives").to_pandas()
     children = run.read_table("children").to_pandas()
     models = children.set_index("id", drop=False)
     models["label"] = [f"seed expert {s}" if isinstance(s, str) and s else f"model {i}"
                        for i, s in zip(models["id"], models["seed_expert"], strict=True)]
     models["parents"] = [[int(p) for p in ps] for ps in models["parents"]]
-    snapshots = run.read_table("archives").to_pandas()
     cells = _cells(snapshots)
     # times drawn as a parent: from archive t in the generations optimising t (not from all archives, where t held
     # fewer than two elites), counted up to each snapshot

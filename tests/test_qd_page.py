@@ -615,6 +615,55 @@ def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
     assert layers["cells"].opts.get().kwargs["clim"][1] >= best["draws"] + 5.0
 
 
+def test_a_running_runs_archives_are_read_with_the_model_of_every_elite(tmp_path, monkeypatch):
+    """A running run writes children.parquet, then archives.parquet, after each generation. The page read them in
+    the other order, and a generation written between its two reads (a probe: 13 reads of 113 of a run written in
+    a loop) gave archives whose new elites had no model: a KeyError as the page built its highlight menu (or an
+    elite's card). Here the run's next generation lands just after the page's first read."""
+    import pyarrow.compute as pc
+
+    from workbench.lm.zoo import ZooConfig, build_zoo
+    from workbench.qd.run import QDRunConfig, run_cycleqd
+    from workbench.runs import Run
+
+    tasks = ["brackets", "sort"]
+    zoo = build_zoo(tmp_path / "zoo", ZooConfig.quick(tasks=tuple(tasks), base_steps=100, expert_steps=60))
+    store = RunStore(tmp_path / "runs")
+    run = run_cycleqd(QDRunConfig(zoo=str(zoo), tasks=tasks, gens=4, batch=2, n_eval=16, n_test=8, multitask_steps=2,
+                                  ranges={"brackets": [0.0, 0.5]}, mutation_scale=1.0, seed=3), store)
+    children, archives = run.read_table("children"), run.read_table("archives")
+    born = dict(zip(children["id"].to_pylist(), children["generation"].to_pylist(), strict=True))
+    entered = [g for i, g in zip(archives["id"].to_pylist(), archives["generation"].to_pylist(), strict=True)
+               if g >= 1 and born[i] == g]  # generations whose archives hold an elite born in them
+    assert entered, "no child entered an archive: nothing to read before its model"
+    g = entered[0]
+
+    def upto(table, generation: int):
+        return table.filter(pc.less_equal(table["generation"], generation))
+
+    run.write_table("children", upto(children, g - 1))  # the run as it stood after generation g - 1
+    run.write_table("archives", upto(archives, g - 1))
+    read_table, landed = Run.read_table, []
+
+    def read_while_the_run_writes(self, name):
+        table = read_table(self, name)
+        if not landed:  # generation g lands, as GenerationFiles.write writes it
+            landed.append(name)
+            self.write_table("children", upto(children, g))
+            self.write_table("archives", upto(archives, g))
+        return table
+
+    monkeypatch.setattr(Run, "read_table", read_while_the_run_writes)
+    d = read_source(str(store.root), run.id)
+    assert landed and set(d.cells["id"]) <= set(d.models.index)
+    last = d.cells[d.cells["generation"] == d.generations[-1]]["id"].unique()
+    assert all(d.models.at[i, "label"] for i in last)  # the page's highlight menu
+    model = QDModel(runs_dir=str(store.root), autoload=False)
+    model.show(d)
+    for i in last:
+        assert model.card(int(i))["id"] == int(i)
+
+
 def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     """`workbench figure view` (its own process): a page's view of a run for a paper's build script, the same
     bytes as the page's export of that view at that generation; a MAP-Elites run's archive by default; each

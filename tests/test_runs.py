@@ -1177,6 +1177,18 @@ def test_a_write_that_fails_names_the_file_it_was_writing(tmp_path):
     assert error.value.filename == "/proc/self/run.json"
 
 
+def test_a_write_that_fails_in_a_relative_folder_names_its_file_not_a_temporary_one(monkeypatch):
+    """The run store's default folder is relative (--runs runs), and mkstemp names the temporary file it could not
+    make by its absolute path: a run folder gone read-only said `error: /abs/runs/ID/.run.k3x9q.json:
+    Read-only file system`, a file that never was, in place of run.json."""
+    from workbench.atomic import atomic_write
+
+    monkeypatch.chdir("/proc/self")  # a folder where no temporary file can be made, as a read-only one
+    with pytest.raises(OSError) as error:
+        atomic_write("run.json", lambda p: p.write_text("{}"))
+    assert error.value.filename == "run.json"
+
+
 def test_a_folder_replaced_through_a_symlink_leaves_no_link_aside(tmp_path):
     """replace_dir over a symlink: the link moves aside and goes (rmtree refused it, silently, and it stayed as
     a dangling `.name.replaced-…` link); what it pointed to is not touched."""

@@ -124,8 +124,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     except OSError as error:
         # a full disk names no file, a read-only folder the temporary one (mkstemp's last try, when it could not
         # make one: `tmp` is still None), gone after this: name what was written
+        # (mkstemp names its files by absolute paths: a relative target, as the default --runs
+        # runs gives, is compared by its folder's absolute path, else the error named the temporary file)
         named = Path(str(error.filename)) if error.filename is not None else None
-        if named is None or str(named) == tmp or (named.parent == path.parent
+        if named is None or str(named) == tmp or (named.parent == Path(os.path.abspath(path.parent))
                                                  and named.name.startswith(f".{path.stem}.")):
             error.filename = str(path)
         raise
