@@ -785,6 +785,23 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     assert (tmp_path / "model" / "weights").read_text() == "old"
 
 
+def test_only_a_held_run_is_swept(tmp_path):
+    """A resume sweeps the run's leftover temporaries only once it holds the run: a done run (handed back as it is,
+    unheld) may have another process's note or resume writing it, whose temporary went from under its rename."""
+    import tempfile
+
+    store = RunStore(tmp_path / "runs")
+    done, cut = (store.create("openended", "boids", "pixels", {"iters": 5}, seed) for seed in range(2))
+    done.update(status="done")
+    cut.update(status="interrupted")
+    writing, left = (tempfile.mkstemp(dir=r.path, prefix=".note.", suffix=".txt")[1] for r in (done, cut))
+    store.reopen(done.id, dict)
+    assert os.path.exists(writing)  # another process's write, in flight
+    run, _, _ = store.reopen(cut.id, dict)
+    run.release()
+    assert not os.path.exists(left)  # a kill's leftover in a run this resume holds
+
+
 def test_every_run_config_refuses_a_seed_numpy_cannot_take(tmp_path):
     """A seed outside [0, 2³²) failed inside the run (NumPy's "Seed must be between 0 and 2**32 - 1"), after its
     folder was made: a failed run left behind. Each run kind's config now refuses it first, naming --seed."""

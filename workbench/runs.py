@@ -1277,7 +1277,8 @@ class RunStore:
             run.claim()  # to the end of the resume's loop (checkpointed_loop and setting_up release it)
             info = run.info  # as it is now that no other resume can change it
         try:
-            sweep_partial_writes(run.path)
+            if run._claim is not None:  # only a held run: another process's note or resume may be writing a done one
+                sweep_partial_writes(run.path)
             try:
                 cfg = read_config(info["config"])
             except (TypeError, ValueError) as exc:
