@@ -91,6 +91,16 @@ def test_figures_from_the_cli(store, tmp_path, capsys):
     assert embedded % atlas.shape[1] == 0 and abs(embedded - 6.75 * 300) <= atlas.shape[1]
     assert main(["figure", "video", cma[0], "--out", str(tmp_path / "v.gif"), "--runs", root, "--size", "64"]) == 0
     assert Image.open(tmp_path / "v.gif").n_frames > 1
+    # its frames and pace as render's (a 10-step run made a video of 11 frames in 0.37 s, and no flag changed it)
+    assert main(["figure", "video", cma[0], "--out", str(tmp_path / "slow.gif"), "--runs", root, "--size", "32",
+                 "--every", "5", "--fps", "4"]) == 0
+    slow = Image.open(tmp_path / "slow.gif")
+    assert (slow.n_frames, slow.info["duration"]) == (3, 250)  # steps 0, 5, 10, at 4 frames a second
+    capsys.readouterr()
+    for bad, message in ((["--out", str(tmp_path / "v.png"), "--fps", "4"], "--fps sets a video's frames; a .png"),
+                         (["--out", str(tmp_path / "v.gif"), "--fps", "60"], "--fps 60: a GIF's frames last whole")):
+        assert main(["figure", "video", cma[0], "--runs", root, *bad]) == 2
+        assert message in capsys.readouterr().err
     capsys.readouterr()
     assert main(["figure", "atlas", cma[0], "--out", str(tmp_path / "x.png"), "--runs", root]) == 2
     assert "is an openended run; only illumination runs (workbench asal illuminate) have" in capsys.readouterr().err

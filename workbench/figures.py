@@ -1218,10 +1218,11 @@ def _paper_colours(obj, hv):
 
 
 def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps: int | None = None,
-               size: int | None = None, every: int | None = None) -> Path:
+               size: int | None = None, every: int | None = None, fps: int = 30) -> Path:
     """MP4 / GIF (or PNG of the last frame) of a run's best θ, re-simulated from its config and the initial
     state it scored from (asal.driver.best_seed: run.json's best_seed), as best.mp4; size: the frames' side in
-    pixels (default: the run's render size, as best.mp4 and figures.frames)."""
+    pixels (default: the run's render size, as best.mp4 and figures.frames); every: a frame every N steps
+    (default: steps // 120, about 120 frames, as best.mp4); fps: frames per second."""
     store = RunStore.of(store)
     from workbench.asal.evaluate import DEFAULT_STEPS
     from workbench.export import export
@@ -1245,4 +1246,4 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
 
     return export(sub, sub.decode(theta), steps, out, size=size or ev.get("size", 224), seed=best_seed(run, info),
                   strict=True,
-                  every=every if every is not None else max(1, steps // 120))
+                  every=every if every is not None else max(1, steps // 120), fps=fps)

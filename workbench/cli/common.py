@@ -102,6 +102,30 @@ def check_out_file(path: str | None, flag: str = "--out") -> None:
         output_file(path, flag)
 
 
+def add_video_arguments(parser: argparse.ArgumentParser, every: str = "1") -> None:
+    """--every N and --fps N of a command that writes a video (`render`, `figure video`; `every`: its default)."""
+    parser.add_argument("--every", type=POSITIVE, default=None,
+                        help=f"video: one frame every N steps, and the last step's (default: {every})")
+    parser.add_argument("--fps", type=POSITIVE, default=None,
+                        help="video: frames per second (default: 30; a GIF at most 50, its frames in whole "
+                             "hundredths of a second: 30 plays at 33)")
+
+
+def video_arguments(args: argparse.Namespace) -> dict[str, int]:
+    """The --every and --fps given ({"every": 2}; export's defaults for the others), checked against --out before
+    the simulation: a GIF's --fps it can play; neither for a .png, the last frame alone."""
+    from workbench.export import check_out
+
+    check_out(args.out, fps=args.fps)
+    given = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
+    flags = [f"--{name}" for name in given]
+    if flags and str(args.out).lower().endswith(".png"):  # flags a picture would not read are refused
+        raise ValueError(f"{' and '.join(flags)} set{'' if len(flags) > 1 else 's'} a video's frames; a .png is "
+                         f"the last frame alone: leave {'them' if len(flags) > 1 else 'it'} out, or write a .gif or "
+                         f".mp4")
+    return given
+
+
 def add_device_argument(parser: argparse.ArgumentParser, more: str = "") -> None:
     parser.add_argument("--device", metavar="DEVICE", help=DEVICE_HELP + more)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import FRAME_SIZE, POSITIVE, whole
+from workbench.cli.common import FRAME_SIZE, POSITIVE, add_video_arguments, video_arguments, whole
 from workbench.cli.namm import TASK_NAMES
 
 
@@ -14,7 +14,8 @@ def cmd_figure(args) -> int:
 
     store = RunStore(args.runs)
     if args.what == "video":
-        print(figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size))
+        video_args = video_arguments(args)  # before the run is read
+        print(figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size, **video_args))
         return 0
     # before any run is read
     figures.check_figure_path(args.out)
@@ -327,4 +328,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "video":
             f.add_argument("--steps", type=POSITIVE, default=None, help="steps (default: the run's)")
             f.add_argument("--size", type=FRAME_SIZE, default=None, help="frame size (default: the run's, 224)")
+            add_video_arguments(f, every="steps // 120, about 120 frames, as the run's best.mp4")
         f.set_defaults(func=cmd_figure)

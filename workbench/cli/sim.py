@@ -11,8 +11,10 @@ from workbench.cli.common import (
     SEED,
     SUBSTRATES,
     add_device_argument,
+    add_video_arguments,
     check_device,
     err,
+    video_arguments,
     whole,
 )
 
@@ -72,16 +74,10 @@ def cmd_view(args) -> int:
 def cmd_render(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from workbench.export import check_out, export
+    from workbench.export import export
 
     check_device(args.device)
-    check_out(args.out, fps=args.fps)  # before the substrate is built (seconds), not after
-    video_args = {name: getattr(args, name) for name in ("every", "fps") if getattr(args, name) is not None}
-    video = [f"--{name}" for name in video_args]
-    if video and Path(args.out).suffix.lower() == ".png":  # flags a picture would not read are refused
-        raise ValueError(f"{' and '.join(video)} set{'' if len(video) > 1 else 's'} a video's frames; a .png is "
-                         f"the last frame alone: leave {'them' if len(video) > 1 else 'it'} out, or write a .gif or "
-                         f".mp4")
+    video_args = video_arguments(args)  # before the substrate is built (seconds), not after
 
     sub = _substrate(args)
     _note_seed(args, sub)
@@ -121,10 +117,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from "
                                                              "one fixed state)")
     render.add_argument("--size", type=FRAME_SIZE, default=224)
-    render.add_argument("--every", type=POSITIVE, default=None,
-                        help="video: one frame every N steps, and the last step's (default: 1)")
-    render.add_argument("--fps", type=POSITIVE, default=None,
-                        help="video: frames per second (default: 30; a GIF at most 50, its frames in whole "
-                             "hundredths of a second: 30 plays at 33)")
+    add_video_arguments(render)
     add_device_argument(render)
     render.set_defaults(func=cmd_render)
