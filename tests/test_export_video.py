@@ -21,7 +21,7 @@ def _ffmpegs() -> list:
 def test_mp4_export_never_forks_and_pads_odd_sizes(tmp_path, substrates):
     """A real fork stops OpenBLAS's worker threads under any threaded BLAS call another thread is making, which
     then waits for good (the server hang of 2026-12-02); imageio's writer forked for every video. H.264 in 4:2:0
-    needs even sizes: an odd one used to end in an ffmpeg error."""
+    needs even sizes: an odd one used to end in an ffmpeg error, then with a black line along its edges."""
     sub = substrates["boids"]
     before = len(_FORKS)
     out = export(sub, sub.decode(sub.zero_theta()), 6, tmp_path / "b.mp4", size=33, every=2)
@@ -29,6 +29,8 @@ def test_mp4_export_never_forks_and_pads_odd_sizes(tmp_path, substrates):
     frames = imageio.mimread(out)
     assert len(frames) == 4 and frames[0].shape == (34, 34, 3)
     assert np.asarray(frames[-1])[:33, :33].std() > 1  # the picture, not a blank video
+    last = np.asarray(frames[-1], np.int16)  # the pad is the edge again (black drew a line along a white picture)
+    assert np.abs(last[:, 33] - last[:, 32]).mean() < 8 and np.abs(last[33] - last[32]).mean() < 8
     assert [p.name for p in tmp_path.iterdir()] == ["b.mp4"]
     data = out.read_bytes()  # the index before the frames: a web page plays it while it loads
     assert data.index(b"moov") < data.index(b"mdat")

@@ -33,6 +33,10 @@ def to_uint8(frame: np.ndarray) -> np.ndarray:
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _even(n: int) -> int:
+    return n + n % 2
+
+
 class Mp4Writer:
     """H.264 MP4 from RGB uint8 frames, piped to the ffmpeg that imageio-ffmpeg ships.
 
@@ -41,7 +45,8 @@ class Mp4Writer:
     is making at that moment (numpy in a notebook's kernel, a page's PCA) then waits for good. Started with
     `start_new_session` instead, Python on Linux spawns through vfork, which runs no fork handlers; ffmpeg still
     sits in a session of its own, so a Ctrl-C meant for us does not cut the video short under us (we stop it).
-    Odd sizes are padded by one black row / column: H.264 in 4:2:0 needs even ones.
+    Odd sizes are padded by a copy of their last row / column: H.264 in 4:2:0 needs even ones (a black one drew a
+    line along the edge of a white picture).
     """
 
     def __init__(self, path: str | Path, fps: float, quality: int = 8) -> None:
@@ -52,11 +57,11 @@ class Mp4Writer:
     def _start(self, shape: tuple[int, ...]) -> None:
         import imageio_ffmpeg
 
-        h, w = shape[:2]
+        h, w = _even(shape[0]), _even(shape[1])
         crf = int((1 - self.quality / 10) * 51)  # imageio's mapping of its quality 0-10 to libx264's CRF
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
-               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+               "-vcodec", "libx264", "-pix_fmt", "yuv420p",
                "-threads", str(X264_THREADS),
                # faststart: the index (moov) before the frames, so a browser plays a video on a web page while it
                # loads rather than after the whole file has come
@@ -78,6 +83,8 @@ class Mp4Writer:
             self._start(frame.shape)
         elif frame.shape != self.shape:
             raise ValueError(f"every frame of a video has one shape: {self.shape}, then {frame.shape}")
+        if frame.shape[0] % 2 or frame.shape[1] % 2:
+            frame = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode="edge")
         try:
             self.proc.stdin.write(frame.tobytes())
         except BrokenPipeError:
