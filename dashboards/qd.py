@@ -216,7 +216,8 @@ def read_map_elites(store: RunStore, run_id: str) -> QDData:
                            "score_novelty": data["objective"].astype(float),
                            "theta_norm": np.linalg.norm(thetas, axis=1)}).set_index("id", drop=False)
     q = data["objective"]
-    return QDData("map-elites", run.id, ["novelty"], {"novelty": ["descriptor 1", "descriptor 2"]}, side,
+    # the descriptor: the first two principal components of the seed population's embeddings (asal.search)
+    return QDData("map-elites", run.id, ["novelty"], {"novelty": list(PCA_AXES)}, side,
                   {"novelty": (float(min(0.0, q.min())), float(max(1.0, q.max())))}, _cells(pd.DataFrame(rows)),
                   models, info, thumbs=thumbs, thetas=thetas)
 
@@ -973,12 +974,23 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         common["xticks"] = _edge_ticks(bins, *axis_ranges[0])
         if not one_d:
             common["yticks"] = _edge_ticks(bins, *axis_ranges[1])
-    if seen:  # descriptors of a MAP-Elites grid (a PCA of embeddings): positions, not scores
-        common.update(xaxis=None, yaxis=None)
+    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None, "hooks": [sized_by_frame]}
+    mpl = {"aspect": "equal" if not one_d else 5}
+    if seen:  # descriptors of a MAP-Elites grid (a PCA of embeddings): positions, no scores to tick; named in a
+        common.update(xlabel=axes[0], ylabel=axes[1])  # paper figure (it had no axes), bare on the page as before
+        bokeh.update(xaxis=None, yaxis=None)
+        mpl["hooks"] = [_no_ticks]
     if one_d:  # K = 2: each archive is one row of cells
         common["yaxis"] = None
-    bokeh = {"frame_width": size, "frame_height": 60 if one_d else size, "toolbar": None, "hooks": [sized_by_frame]}
-    return layers, {"common": common, "bokeh": bokeh, "mpl": {"aspect": "equal" if not one_d else 5}}
+    return layers, {"common": common, "bokeh": bokeh, "mpl": mpl}
+
+
+#: a MAP-Elites archive's axes: its descriptor (the figure had none, its dimensions unnamed)
+PCA_AXES = ("embedding PC 1", "embedding PC 2")
+def _no_ticks(plot, element) -> None:
+    """A matplotlib plot's axes without ticks, their labels kept (HoloViews' xticks takes no empty list)."""
+    plot.handles["axis"].set_xticks([])
+    plot.handles["axis"].set_yticks([])
 
 
 #: the most bins a side whose cells a figure writes counts in (a third of a page wide, at 7 pt)

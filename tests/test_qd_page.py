@@ -299,6 +299,14 @@ def test_map_elites_archive_exports_its_thumbnails_at_their_own_pixels(qd, tmp_p
     assert pdf.name == f"{qd['me']}-archives.pdf"
     widths = {int(w) for w in re.findall(rb"/Width (\d+)", pdf.read_bytes())}
     assert model.archive_layers("novelty", thumb=64)[0]["under"].data.shape[1] in widths, widths  # the export's
+    # its axes named by what the descriptor is (the figure had none), without ticks: positions, not scores
+    import holoviews as hv
+
+    from workbench.dashboards.qd import PCA_AXES
+
+    ax = hv.render(model.paper_figure("archives")[0], backend="matplotlib").axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == PCA_AXES and ax.get_xaxis().get_visible()
+    assert list(ax.get_xticks()) == [] and list(ax.get_yticks()) == []
 
 
 def test_archive_maps_and_pyribs_files_show_the_same_archives(qd, tmp_path):
