@@ -92,12 +92,13 @@ class AtlasModel(param.Parameterized):
             run = RunStore(self.runs_dir).open(self.run_id)
             if not (run.path / "thumbs.npy").exists():
                 raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
-            table = run.read_table("population").to_pydict()
+            # the two files of one write: a resume that extends the run rewrites both, one after the other
+            table, thumbs = run.read_together(("population.parquet", "thumbs.npy"), lambda: (
+                run.read_table("population").to_pydict(), run.read_array("thumbs.npy")))
             thetas = np.asarray(table["theta"], np.float64)
             # each member's initial-state seed (its thumbnail's; −1 or absent in runs made before seeds were kept)
             seeds = np.asarray(table["seed"], np.int64) if "seed" in table else None
             z = np.asarray(table["embedding"], np.float64)
-            thumbs = run.read_array("thumbs.npy")
             side = math.ceil(math.sqrt(len(z)))
             cells = snap_to_grid(project(z, self.projection, self.seed), side)
         except ValueError:

@@ -785,6 +785,35 @@ def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path
     assert (tmp_path / "model" / "weights").read_text() == "old"
 
 
+def test_files_written_one_after_the_other_are_read_from_one_write(tmp_path):
+    """An illumination rewrites population.parquet, then thumbs.npy, as a resume extends it: a reader between the
+    two paired one write's members with another's thumbnails. read_together reads again until neither changed."""
+    import numpy as np
+
+    run = RunStore(tmp_path / "runs").create("illuminate", "boids", "pixels", {}, 0)
+    run.write_array("a.npy", np.zeros(3))
+    run.write_array("b.npy", np.zeros(3))
+    reads = []
+
+    def read():
+        a = run.read_array("a.npy")
+        if not reads:  # the run's next write lands between the two reads
+            run.write_array("a.npy", np.ones(4))
+            run.write_array("b.npy", np.ones(4))
+        reads.append(1)
+        return a, run.read_array("b.npy")
+
+    a, b = run.read_together(("a.npy", "b.npy"), read)
+    assert len(reads) == 2 and a.tolist() == b.tolist() == [1.0] * 4
+
+    def racing():
+        run.write_array("b.npy", np.zeros(2))  # every read races a write
+        return None
+
+    with pytest.raises(RunError, match=r"a.npy, b.npy were rewritten while read, 3 times"):
+        run.read_together(("a.npy", "b.npy"), racing, tries=3)
+
+
 def test_only_a_held_run_is_swept(tmp_path):
     """A resume sweeps the run's leftover temporaries only once it holds the run: a done run (handed back as it is,
     unheld) may have another process's note or resume writing it, whose temporary went from under its rename."""

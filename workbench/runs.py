@@ -855,6 +855,29 @@ class Run:
         return self._read_file(name, lambda p: json.loads(p.read_text()), (OSError, ValueError, RecursionError),
                                missing_ok=True)
 
+    def read_together(self, names: Iterable[str], read: Callable[[], Any], tries: int = 5) -> Any:
+        """read(), of the run's files `names` that its process rewrites one after the other (an illumination's
+        population.parquet and thumbs.npy as it ends, again when a resume extends it): read again while one of them
+        was replaced meanwhile (an atomic write is a new file), so that no reader pairs one write's members with
+        another's thumbnails. A RunError after `tries` reads that each raced a write."""
+        names = list(names)
+        for _ in range(tries):
+            with contextlib.ExitStack() as held:
+                # each file held open while read: a file replaced meanwhile is another inode (the held one cannot be
+                # reused for it, as a closed one could, and mtimes tick coarsely)
+                before = []
+                for name in names:
+                    try:
+                        before.append(os.fstat(held.enter_context(open(self.path / name, "rb")).fileno()).st_ino)
+                    except FileNotFoundError:
+                        before.append(None)
+                result = read()
+                after = [os.stat(self.path / n).st_ino if (self.path / n).exists() else None for n in names]
+                if after == before:
+                    return result
+        raise RunError(f"run {self.id!r}: {', '.join(names)} were rewritten while read, {tries} times; open it again "
+                       "in a moment")
+
     def read_array(self, name: str) -> np.ndarray:
         """The run's NAME (.npy) array; a missing or damaged file is one RunError naming it."""
         import numpy as np
