@@ -1092,11 +1092,15 @@ def test_paper_figures_show_every_series_class_and_key_they_name():
         "NAMM (cap 50%)", "H2O 32+32", "full cache", "tova (kvpress)"]
 
 
-def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path):
+def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path, before_save):
     """The fit measures the raster; a PDF's and an SVG's text metrics add to it: curves of three runs (a legend of
     three entries under the axes) came out 3.27 in wide as PDF, of a 3.25 in column. The same runs compared (two
     seeds as a band, a title wider than the axes) came out 3.27 in wide too: the fit stopped after five scalings,
-    the last one not measured, before the title that sticks out of the shrinking axes let it converge."""
+    the last one not measured, before the title that sticks out of the shrinking axes let it converge. And its
+    axes were 1.5 in of the 3.2: the title, one line past them on both sides, held the width; it wraps now."""
+    axes = []
+    before_save.append(lambda fig, fmt, renderer: axes.append(
+        (fig.axes[0].get_window_extent(renderer).width / fig.dpi, fig.axes[0].title.get_text())))
     import re
 
     from workbench.compare import compare_runs
@@ -1112,3 +1116,5 @@ def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path):
         png = Image.open(save(figure, tmp_path / f"{name}.png"))
         for inches in (float(box.group(1)) / 72, float(svg.group(1)) / 72, png.size[0] / png.info["dpi"][0]):
             assert COLUMN_WIDTH - 0.15 < inches <= COLUMN_WIDTH, (name, inches)
+    assert axes[-1][0] > 0.65 * COLUMN_WIDTH, axes[-1]  # the comparison's data has the room the curves' have
+    assert axes[-1][1] == "mean over seeds; band:\nlowest to highest run"  # two lines of about one length

@@ -13,6 +13,7 @@ style, standalone HTML with inline resources, and ready-made figures of runs.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -961,21 +962,29 @@ def _wrap_ylabels(fig) -> None:
                     break
 
 
+#: inches an axes' title may stick out past its axes, both sides together, before it is wrapped
+TITLE_OVERHANG = 0.4
+
+
 def _wrap_titles(fig, width: float) -> None:
     """Break titles wider than `width` inches onto more lines: no shrinking of the axes makes a 9 pt title
     narrower, and _fit_width shrank a figure under one ("DARE kept fraction (survivors rescaled to …)") to 0.3 in."""
 
     # ax.title is public; the left and right titles and the suptitle only as matplotlib's private attributes,
     # taken where they are (a matplotlib without them wraps the centre titles, and saves)
-    titles = [t for ax in fig.axes for t in (ax.title, getattr(ax, "_left_title", None),
-                                               getattr(ax, "_right_title", None)) if t is not None]
-    titles += [t for t in (getattr(fig, "_suptitle", None),) if t is not None]
     renderer = _renderer(fig)
-    for title in titles:
+    # an axes' centre title at most a little wider than its axes: one sticking out past them on both sides (a
+    # comparison's "mean over seeds; band: …") held the width, and the fit shrank the axes under it to half the figure
+    titles = [(ax.title, min(width, ax.get_window_extent(renderer).width / fig.dpi + TITLE_OVERHANG))
+              for ax in fig.axes]
+    titles += [(t, width) for ax in fig.axes for t in (getattr(ax, "_left_title", None),
+                                                       getattr(ax, "_right_title", None)) if t is not None]
+    titles += [(t, width) for t in (getattr(fig, "_suptitle", None),) if t is not None]
+    for title, most in titles:
         text = title.get_text()
         drawn = title.get_window_extent(renderer).width / fig.dpi if text else 0.0
-        if drawn > width and "\n" not in text:
-            title.set_text(_wrapped(text, max(12, int(len(text) * width / drawn))))
+        if drawn > most and "\n" not in text:  # lines of about equal length (not one word alone on the last)
+            title.set_text(_wrapped(text, max(12, math.ceil(len(text) / math.ceil(drawn / most)) + 2)))
 
 
 def _fit_width(fig, width: float, w0: float | None = None) -> None:
