@@ -518,3 +518,17 @@ def test_library_takes_paths_and_runs_where_it_takes_texts_and_ids(tmp_path, mon
     from workbench.kernels.device import describe
 
     assert describe("cpu") == "cpu"  # a device's name as well as a torch.device
+
+
+def test_namm_training_keeps_its_step_size_and_memory_weight_as_numbers():
+    """The check read float(value) and kept what was given: sigma="0.5" and memory_weight="0.1" went into run.json
+    as text, True as a boolean; "x" failed with Python's own float() message, naming no flag."""
+    from workbench.namm.train import NAMMTrainConfig
+
+    cfg = NAMMTrainConfig(tasks=["passkey"], sigma="0.5", memory_weight="0.1")
+    assert (cfg.sigma, cfg.memory_weight) == (0.5, 0.1) and type(cfg.sigma) is type(cfg.memory_weight) is float
+    assert type(NAMMTrainConfig(tasks=["passkey"], sigma=np.float32(0.25)).to_dict()["sigma"]) is float
+    for name, flag in (("sigma", "--sigma"), ("memory_weight", "--memory-weight")):
+        for bad in (True, "x", None):
+            with pytest.raises(ValueError, match=f"^{flag} must be a finite number"):
+                NAMMTrainConfig(tasks=["passkey"], **{name: bad})

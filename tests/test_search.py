@@ -583,3 +583,32 @@ def test_the_memory_checks_count_what_the_losses_really_allocate():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak + z.nbytes <= 1.05 * rollouts * counted, (loss, peak + z.nbytes, rollouts * counted)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: SepCMAESSearch(5, population=6, seed=0),
+    lambda: __import__("workbench.merge.search", fromlist=["RecipeCMA"]).RecipeCMA(
+        np.full(5, 0.5), np.tile([0.0, 1.0], (5, 1)), population=6, seed=0),
+    lambda: __import__("workbench.merge.search", fromlist=["RecipeCMA"]).RecipeCMA(
+        np.full(5, 0.5), np.tile([0.0, 1.0], (5, 1)), population=6, seed=0, steps=np.array([0, 0, 0, 0.5, 0.5])),
+], ids=["SepCMAESSearch", "RecipeCMA", "RecipeCMA-margin"])
+def test_a_state_dict_is_a_snapshot_and_searches_made_from_one_go_on_independently(make):
+    """A notebook keeps `state = search.state_dict()` and goes on: from_state(state) later goes on from the moment
+    the state was taken, and two searches made from one state are two. The state held cmaes' own arrays (its mean,
+    updated in place by every tell), so the snapshot moved with the search and the copies moved each other."""
+    def generations(search, n):
+        for _ in range(n):
+            xs = search.ask()
+            search.tell(xs, ((xs - 0.3) ** 2).sum(axis=1))
+
+    search = make()
+    generations(search, 2)
+    state = search.state_dict()
+    expected = through_a_checkpoint(search)  # the same moment, through JSON + npz: arrays of its own
+    generations(search, 3)
+    assert np.array_equal(type(search).from_state(state).ask(), expected.ask())
+
+    one, two = type(search).from_state(state), type(search).from_state(state)
+    generations(one, 2)
+    generations(two, 2)
+    assert np.array_equal(one.ask(), two.ask())

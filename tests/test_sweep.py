@@ -174,3 +174,19 @@ def test_a_sweep_too_big_for_this_machine_is_refused_on_resume(tmp_path):
     made.update(status="stopped")
     with pytest.raises(RunError, match=rf"run {made.id} needs more memory than this machine has free \(--batch "):
         run_sweep(None, store, resume=made.id)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"start": 1.5}, "--start and --end must be whole numbers"),  # swept rules 1, 2, … as if start were 1
+    ({"start": "3"}, "--start and --end must be whole numbers"),  # a TypeError
+    ({"end": True}, "--start and --end must be whole numbers"),
+    ({"batch": 2.5}, "--batch must be a positive integer, got 2.5"),  # a failed run: "slice indices must be integers"
+    ({"limit": "3"}, "--limit must be a positive integer, got '3'"),  # a TypeError in rules()
+])
+def test_a_sweep_takes_whole_numbers_of_rules_named_by_their_flags(tmp_path, setting, message):
+    ev = EvalConfig("gol", "pixels", steps=8, frames=2, size=32)
+    with pytest.raises(ValueError, match=message):
+        run_sweep(SweepConfig(ev, **{"end": 8, **setting}), RunStore(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+    cfg = SweepConfig(ev, start=np.int64(2), end=np.int64(8), batch=np.int64(2), limit=np.int64(4))
+    assert cfg.rules().tolist() == [2, 3, 4, 5] and cfg.iters == 2 and type(cfg.start) is int

@@ -219,13 +219,20 @@ def fresh_cmaes(opt: Any) -> Any:
     return opt
 
 
-def cmaes_state(opt: Any) -> dict:
+def cmaes_state(opt: Any, copy: bool = True) -> dict:
     """Every attribute of a cmaes SepCMA / CMA / CMAwM (CMAwM's inner CMA included) or of a FastCMA, and its
     RandomState.
 
     cmaes' own pickling drops the generator and stores C as its upper triangle (not bit-exact once
-    updates leave C a hair asymmetric); this keeps both exactly."""
+    updates leave C a hair asymmetric); this keeps both exactly.
+
+    copy: the arrays as copies (the default), so the state is a snapshot: cmaes updates some of them in place
+    (the mean, the function history), and a state holding the optimiser's own arrays changed with every later
+    tell (`from_state` of a `state_dict()` taken earlier went on from a later mean). False: the optimiser's own
+    arrays, for a caller that writes the state out before the next tell (a run's checkpoint of a large CMA)."""
     from importlib import metadata
+
+    import numpy as np
 
     name = type(opt).__name__
     if _cmaes_classes().get(name) is not type(opt):
@@ -234,23 +241,33 @@ def cmaes_state(opt: Any) -> dict:
     for key, value in vars(opt).items():
         if key == "_rng":
             continue
-        attrs[key] = {"nested_cmaes": cmaes_state(value)} if type(value).__name__ in _cmaes_classes() else value
+        if type(value).__name__ in _cmaes_classes():
+            attrs[key] = {"nested_cmaes": cmaes_state(value, copy)}
+        else:
+            attrs[key] = value.copy() if copy and isinstance(value, np.ndarray) else value
     out = {"class": name, "cmaes": metadata.version("cmaes"), "attrs": attrs}
     if "_rng" in vars(opt):  # CMAwM's generator is its inner CMA's
         out["rng"] = rng_state(opt._rng)
     return out
 
 
-def cmaes_from_state(state: dict) -> Any:
+def cmaes_from_state(state: dict, copy: bool = True) -> Any:
     """The optimiser `cmaes_state` wrote, continuing bit for bit. A checkpoint written by another cmaes
-    version is accepted only if the optimiser still has exactly the same attributes."""
+    version is accepted only if the optimiser still has exactly the same attributes.
+
+    copy: the optimiser gets copies of the state's arrays (the default), so that its tells leave the state as it
+    was and two optimisers made from one state go on independently; False: it takes them (a state read from disk
+    that nothing else holds)."""
     from importlib import metadata
+
+    import numpy as np
 
     classes = _cmaes_classes()
     cls = classes.get(state["class"])
     if cls is None:
         raise CheckpointError(f"unknown cmaes optimiser {state['class']!r} in the checkpoint")
-    attrs = {k: cmaes_from_state(v["nested_cmaes"]) if isinstance(v, dict) and set(v) == {"nested_cmaes"} else v
+    attrs = {k: cmaes_from_state(v["nested_cmaes"], copy) if isinstance(v, dict) and set(v) == {"nested_cmaes"}
+             else v.copy() if copy and isinstance(v, np.ndarray) else v
              for k, v in state["attrs"].items()}
     installed = metadata.version("cmaes")
     if state.get("cmaes") != installed:

@@ -29,7 +29,7 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components, rollout_bytes
 from workbench.asal.legacy import predated, upgrade_eval
-from workbench.checks import available_memory, check_fits, check_seed, nothing_fits
+from workbench.checks import available_memory, check_counts, check_fits, check_seed, is_whole, nothing_fits
 from workbench.runs import (
     Run,
     RunError,
@@ -83,13 +83,13 @@ class SweepConfig:
         if self.eval.substrate != "gol":
             raise ValueError(f"the rule sweep is for --substrate gol (θ is one integer rule); for "
                              f"{self.eval.substrate} use workbench asal target / openended / illuminate")
-        if not 0 <= self.start < self.end <= N_RULES:
-            raise ValueError(f"--start and --end must satisfy 0 <= start < end <= 2^18 = {N_RULES}, "
-                             f"got {self.start} and {self.end}")
-        for name in ("batch", "limit"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) < 1):
-                raise ValueError(f"--{name} must be a positive integer, got {value}")
+        # whole numbers, not int(value) >= 1: start=1.5 swept rules 1, 2, …; batch=2.5 or limit="3" failed with a
+        # TypeError once the run folder was made (a failed run left behind)
+        if not (is_whole(self.start) and is_whole(self.end) and 0 <= self.start < self.end <= N_RULES):
+            raise ValueError(f"--start and --end must be whole numbers with 0 <= start < end <= 2^18 = {N_RULES}, "
+                             f"got {self.start!r} and {self.end!r}")
+        self.start, self.end = int(self.start), int(self.end)
+        check_counts(self, ("batch",) if self.limit is None else ("batch", "limit"))
         if self.eval.frames < 2:
             raise ValueError("--frames must be at least 2: open-endedness compares frames with earlier ones")
         if self.eval.frames > self.eval.steps:

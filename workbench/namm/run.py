@@ -141,7 +141,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
                      "stats": None, "full": {}, "best": None, **(first or {})}
         if on_start is not None:
             on_start(run)
-        opt = as_fast_cma(cmaes_from_state(state["cma"]))
+        opt = as_fast_cma(cmaes_from_state(state["cma"], copy=False))  # the state is rewritten after each tell
 
     def step(it: int) -> dict:
         tasks, stage = cfg.active_tasks(it), cfg.stage_of(it)
@@ -159,7 +159,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         scores, kept = evaluate_population(cfg, tasks, xs, stats, prompts, client)
         fit = fitness(cfg, scores, kept, list(full))
         opt.tell([(x, -float(f)) for x, f in zip(xs, fit, strict=True)])
-        state["cma"] = cmaes_state(opt)
+        state["cma"] = cmaes_state(opt, copy=False)  # written out before the next tell: no copy of C and B
         i = int(np.argmax(fit))
         best = state["best"]
         if best is None or best["stage"] != stage or fit[i] > best["fitness"]:

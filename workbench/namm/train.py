@@ -148,11 +148,16 @@ class NAMMTrainConfig:
             raise ValueError(f"--cma must be one of {', '.join(CMA_VARIANTS)}, got {self.cma!r}")
         if self.variant not in VARIANTS:
             check_variant(self.variant)
-        for name in ("sigma", "memory_weight"):
-            value = float(getattr(self, name))
+        for name in ("sigma", "memory_weight"):  # kept as the float checked: "0.1" stayed text in run.json
+            given = getattr(self, name)
+            try:
+                value = math.nan if isinstance(given, bool) else float(given)
+            except (TypeError, ValueError):
+                value = math.nan
             if not math.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
                 raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'sigma' else '≥ 0'}, "
-                                 f"got {getattr(self, name)}")
+                                 f"got {given!r}")
+            setattr(self, name, value)
         from workbench.namm.policy import check_max_kept
 
         self.max_kept = check_max_kept(self.max_kept)
