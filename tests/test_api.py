@@ -532,3 +532,15 @@ def test_namm_training_keeps_its_step_size_and_memory_weight_as_numbers():
         for bad in (True, "x", None):
             with pytest.raises(ValueError, match=f"^{flag} must be a finite number"):
                 NAMMTrainConfig(tasks=["passkey"], **{name: bad})
+
+
+def test_switches_of_configs_take_true_or_false_alone():
+    """A switch given "no" (a notebook's text, a parsed file) was read as on: refused, naming it."""
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.namm.trace import TraceConfig
+
+    with pytest.raises(ValueError, match=r"normalize \(--normalize\) is True or False, got 'no'"):
+        AdaptConfig(model="m", experts=["e.safetensors"], normalize="no")
+    with pytest.raises(ValueError, match="chat is True or False, got 'yes'"):
+        TraceConfig(chat="yes")
+    assert TraceConfig(chat=False).chat is False

@@ -691,6 +691,18 @@ def test_trainer_bad_input(zoo_svf):
     with pytest.raises(ValueError, match="TrainConfig.max_new_tokens"):
         TrainConfig(max_new_tokens=-2)
     assert TrainConfig(max_new_tokens=0).max_new_tokens == 0  # 0, as None: the task's own budget
+    # numbers kept as the floats checked ("0.1" was a TypeError at `>` or stayed text; True passed as 1)
+    cfg = TrainConfig(lr="0.1", max_grad_norm=np.float32(0.5), kl_coeff="0", init_value="0.2", init_noise=0)
+    assert [(type(v), v) for v in (cfg.lr, cfg.max_grad_norm, cfg.kl_coeff, cfg.init_value, cfg.init_noise)] == [
+        (float, 0.1), (float, 0.5), (float, 0.0), (float, 0.2), (float, 0.0)]
+    for bad, message in (({"lr": True}, r"TrainConfig.lr \(--lr\) must be a finite number > 0, got True"),
+                         ({"max_grad_norm": "x"}, "TrainConfig.max_grad_norm must be a finite number > 0"),
+                         ({"kl_coeff": -1}, r"TrainConfig.kl_coeff \(--kl-coeff\) weighs a term of the loss"),
+                         ({"init_noise": -1.0}, "init_noise a finite number ≥ 0"),
+                         ({"init_value": math.nan}, "TrainConfig.init_value must be a finite number"),
+                         ({"log_kl": "no"}, "TrainConfig.log_kl is True or False, got 'no'")):
+        with pytest.raises(ValueError, match=message):
+            TrainConfig(**bad)
     t = ExpertTrainer(zoo_svf, "sort", config=_config())
     with pytest.raises(ValueError, match="prompt, answer"):
         t.step([])

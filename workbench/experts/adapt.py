@@ -156,6 +156,8 @@ class AdaptConfig:
         if self.target is not None:
             check_tasks([self.target], tuple(CHAT_INSTRUCTIONS))
         check_chat_tasks([*self.tasks, self.target], self.prompt_format)
+        if not isinstance(self.normalize, bool):  # "no" read as on
+            raise ValueError(f"normalize (--normalize) is True or False, got {self.normalize!r}")
         if isinstance(self.strategies, str):  # one strategy, not one per letter
             self.strategies = [self.strategies]
         unknown = [s for s in self.strategies if s not in STRATEGIES]

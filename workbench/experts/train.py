@@ -103,7 +103,7 @@ class TrainConfig:
     stop_token: str = "drop"  # "drop": log π leaves the eos out (the reference); "count": the eos emitted counts
 
     def __post_init__(self):
-        from workbench.checks import check_counts
+        from workbench.checks import _number, check_counts, check_positive, check_weight
 
         check_stop_token(self.stop_token)
         # whole numbers ≥ 1 (a check of int(value) let 1.5 through); max_new_tokens: None or 0 is the task's own
@@ -113,13 +113,17 @@ class TrainConfig:
             check_counts(self, ("max_new_tokens",), {"max_new_tokens": "TrainConfig.max_new_tokens"}, at_least=0)
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"TrainConfig.prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
-        if not all(math.isfinite(float(getattr(self, n))) for n in ("lr", "max_grad_norm", "kl_coeff", "init_value",
-                                                                     "init_noise")):
-            raise ValueError(f"TrainConfig needs finite numbers, got lr={self.lr}, max_grad_norm={self.max_grad_norm}, "
-                             f"kl_coeff={self.kl_coeff}, init_value={self.init_value}, init_noise={self.init_noise}")
-        if not (self.lr > 0 and self.max_grad_norm > 0 and self.kl_coeff >= 0):
-            raise ValueError(f"TrainConfig needs lr > 0, max_grad_norm > 0 and kl_coeff >= 0, got lr={self.lr}, "
-                             f"max_grad_norm={self.max_grad_norm}, kl_coeff={self.kl_coeff}")
+        # each kept as the float checked: "0.1" failed at `>` (a TypeError) or stayed text, True passed as 1
+        self.lr = check_positive(self.lr, "TrainConfig.lr (--lr)")
+        self.max_grad_norm = check_positive(self.max_grad_norm, "TrainConfig.max_grad_norm")
+        self.kl_coeff = check_weight(self.kl_coeff, "TrainConfig.kl_coeff (--kl-coeff)")
+        value, noise = _number(self.init_value), _number(self.init_noise)
+        if not (math.isfinite(value) and math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"TrainConfig.init_value must be a finite number and init_noise a finite number ≥ 0 (an "
+                             f"expert's start), got {self.init_value!r} and {self.init_noise!r}")
+        self.init_value, self.init_noise = value, noise
+        if not isinstance(self.log_kl, bool):  # "no" read as on
+            raise ValueError(f"TrainConfig.log_kl is True or False, got {self.log_kl!r}")
 
 
 STOP_TOKENS = ("drop", "count")

@@ -74,6 +74,8 @@ class TraceConfig:
         from workbench.namm.cache import check_n_up
 
         check_n_up(self.n_up)
+        if not isinstance(self.chat, bool):  # "no" read as on
+            raise ValueError(f"chat is True or False, got {self.chat!r}")
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an integer ≥ 0, got {self.max_new_tokens!r}")
         mb = self.spectra_mb
