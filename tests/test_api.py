@@ -528,6 +528,8 @@ def test_namm_training_keeps_its_step_size_and_memory_weight_as_numbers():
     cfg = NAMMTrainConfig(tasks=["passkey"], sigma="0.5", memory_weight="0.1")
     assert (cfg.sigma, cfg.memory_weight) == (0.5, 0.1) and type(cfg.sigma) is type(cfg.memory_weight) is float
     assert type(NAMMTrainConfig(tasks=["passkey"], sigma=np.float32(0.25)).to_dict()["sigma"]) is float
+    with pytest.raises(ValueError, match=r"--stage-gens takes whole numbers of generations, got \[1.5, 2.5\]"):
+        NAMMTrainConfig(tasks=["passkey", "kv"], gens=4, stage_gens=[1.5, 2.5])  # stages of 1 and 2 before
     for name, flag in (("sigma", "--sigma"), ("memory_weight", "--memory-weight")):
         for bad in (True, "x", None):
             with pytest.raises(ValueError, match=f"^{flag} must be a finite number"):
@@ -544,3 +546,16 @@ def test_switches_of_configs_take_true_or_false_alone():
     with pytest.raises(ValueError, match="chat is True or False, got 'yes'"):
         TraceConfig(chat="yes")
     assert TraceConfig(chat=False).chat is False
+
+
+def test_every_seeded_object_takes_numpys_seeds_alone():
+    """RuleGA took any seed to NumPy (-1: "expected non-negative integer"; 1.5: a TypeError), CycleQDConfig 10**12
+    (every other config and the CLI refuse it): each says the range, naming --seed."""
+    from workbench.asal.rules import RuleGA
+    from workbench.qd.cycle import CycleQDConfig
+
+    for bad in (-1, 1.5, 2 ** 32):
+        with pytest.raises(ValueError, match="--seed must be a whole number from 0 to 4294967295"):
+            RuleGA(seed=bad)
+    with pytest.raises(ValueError, match="--seed must be a whole number from 0 to 4294967295"):
+        CycleQDConfig(tasks=["add", "sort"], seed=10 ** 12)

@@ -238,8 +238,10 @@ def test_cem_finds_a_target_and_resumes_bit_for_bit():
 def test_cem_bad_input():
     cem = CEM(np.zeros(2), 0.5, pop=10, seed=0)
     xs = cem.ask()
-    with pytest.raises(ValueError, match="perf must hold one finite value"):
-        cem.tell(xs, np.r_[np.nan, np.zeros(9)])
+    with pytest.raises(ValueError, match="perf must hold one finite value per sample; sample 3 has nan"):
+        cem.tell(xs, np.r_[np.zeros(3), np.nan, np.zeros(6)])  # said "got shape (10,)", the right shape
+    with pytest.raises(ValueError, match="tie_break must hold one finite value per sample; sample 0 has inf"):
+        cem.tell(xs, np.zeros(10), tie_break=np.r_[np.inf, np.zeros(9)])
     with pytest.raises(ValueError, match="perf"):
         cem.tell(xs, np.zeros(9))
     with pytest.raises(ValueError, match="tie_break"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from workbench.asal.search import SEARCHES, IlluminationGA, _told
 from workbench.checkpoint import checkpointable, rng_from_state, rng_state
+from workbench.checks import check_seed
 from workbench.simulations.gol import N_RULES
 
 N_BITS = 18
@@ -48,6 +49,7 @@ class RuleGA:
             raise ValueError(f"population must be at least 2, got {population}")
         if not 0 < rate <= 1:
             raise ValueError(f"the bit-flip rate must be in (0, 1], got {rate}")
+        check_seed(seed)
         self.size, self.rate = int(population), float(rate)
         self.rng = np.random.default_rng(seed)
         self.elites: np.ndarray | None = None        # rules (μ,)

@@ -103,11 +103,13 @@ class CEM:
         if samples.ndim != 2 or samples.shape[1] != self.dim:
             raise ValueError(f"samples must have shape (n, {self.dim}), got {samples.shape}")
         n = len(samples)
-        if perf.shape != (n,) or not np.isfinite(perf).all():
-            raise ValueError(f"perf must hold one finite value per sample ({n}), got shape {perf.shape}")
         tie = np.zeros(n) if tie_break is None else np.asarray(tie_break, np.float64)
-        if tie.shape != (n,) or not np.isfinite(tie).all():
-            raise ValueError(f"tie_break must hold one finite value per sample ({n}), got shape {tie.shape}")
+        for name, values in (("perf", perf), ("tie_break", tie)):
+            if values.shape != (n,):
+                raise ValueError(f"{name} must hold one finite value per sample ({n}), got shape {values.shape}")
+            if not np.isfinite(values).all():  # the shape is right: said so ("got shape (10,)" misled)
+                first = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise ValueError(f"{name} must hold one finite value per sample; sample {first} has {values[first]}")
         n_elites = int(self.elite_ratio * n)
         if n_elites < 2:
             raise ValueError(f"{n} samples give int({self.elite_ratio}·{n}) = {n_elites} elite(s); the sample std "

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from workbench.checks import absolute_paths, check_counts, check_seed, is_count, paths_as_text
+from workbench.checks import absolute_paths, check_counts, check_seed, is_count, is_whole, paths_as_text
 from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
@@ -161,6 +161,8 @@ class NAMMTrainConfig:
         from workbench.namm.policy import check_max_kept
 
         self.max_kept = check_max_kept(self.max_kept)
+        if not all(is_whole(g) for g in self.stage_gens):  # int(g) made [1.5, 2.5] stages of 1 and 2
+            raise ValueError(f"--stage-gens takes whole numbers of generations, got {list(self.stage_gens)}")
         self.stage_gens = [int(g) for g in self.stage_gens]
         if self.stage_gens:
             if len(self.stage_gens) != len(self.tasks) or min(self.stage_gens) < 1 \
