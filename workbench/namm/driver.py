@@ -72,7 +72,8 @@ class FirstChunks:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def key(self, model, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, n_up: int, keep: int) -> tuple:
+    def key(self, model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, n_up: int,
+            keep: int) -> tuple:
         """The key of one chunk (refuses another model than the memo's first)."""
         if self._model is None:
             self._model = model
