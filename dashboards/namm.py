@@ -414,8 +414,11 @@ class NAMMExplorer(param.Parameterized):
         now = hv.VLine(t.steps[self.step]).opts(color="black", line_dash="dashed", backend="bokeh").opts(
             color="black", linestyle="--", linewidth=0.8, backend="matplotlib")
         legend = t.n_layers <= 8
+        # the legend at the top left, which no curve reaches (a cache holds at most the tokens processed: every
+        # curve lies under the full cache's diagonal); at the top right it sat on the full cache's line
         return _style(over * full * now, title=f"{shown(t.label)}: cache size per layer", xlabel="tokens processed",
-                      ylabel="slots per KV head", show_legend=legend, width=720, height=360, fig_inches=(4, 2.6))
+                      ylabel="slots per KV head", show_legend=legend, legend_position="top_left", width=720,
+                      height=360, fig_inches=(4, 2.6))
 
     def _spectrogram(self, hv, t: tr.Trace):
         layer, head = max(self.layer, 0), max(self.head, 0)

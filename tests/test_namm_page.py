@@ -221,6 +221,8 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert [t.get_text() for t in legend.get_texts()] == ["not yet seen", "evicted", "kept", "kept to fill N"]
     shown = hv.render(model.figure("retention"), backend="bokeh")  # a notebook's view has the key too
     assert [item.label.value for item in shown.legend[0].items] == ["not yet seen", "evicted", "kept", "kept to fill N"]
+    # the cache sizes' key where no curve goes (every one under the full cache's diagonal): it sat on that line
+    assert hv.render(model.figure("sizes"), backend="bokeh").legend[0].location == "top_left"
     written.append(model.export("text", tmp_path, ".html"))
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
     assert "line-through" in written[-1].read_text() and 'class="tok evicted' in written[-1].read_text()
