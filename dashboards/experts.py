@@ -731,11 +731,10 @@ class ExpertsModel(param.Parameterized):
         """Write a view (of VIEWS, or MIXER: the z′ of the mixer's α) as a paper figure (PNG / SVG / PDF via
         matplotlib, or standalone HTML): RUN-VIEW.SUFFIX, at figures.save's width (inches) and font, its legend
         entries renamed (figures.save's rename)."""
-        from workbench.figures import FORMATS, save
+        from workbench.figures import export_suffix, save
 
         view = view or self.view
-        if suffix not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+        suffix = export_suffix(suffix)
         fig, style = self.paper_figure(view)
         out = Path(out_dir) / f"{self.run_id}-{view.replace('_', '-')}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)

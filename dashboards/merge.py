@@ -164,8 +164,9 @@ class MergeModel(param.Parameterized):
                font: str | None = None, rename: dict[str, str] | None = None) -> Path:
         """Write one figure for a paper (PNG/SVG/PDF via matplotlib, or standalone HTML) at figures.save's width
         (inches), font and legend names (rename)."""
-        from workbench.figures import save
+        from workbench.figures import export_suffix, save
 
+        suffix = export_suffix(suffix)
         fig, style = self.paper_figure(name)
         out = Path(out_dir) / f"{self.run_id}-{name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +178,9 @@ class MergeModel(param.Parameterized):
         width (inches), font and legend names (rename)."""
         import holoviews as hv
 
-        from workbench.figures import layout_inches, save
+        from workbench.figures import export_suffix, layout_inches, save
 
+        suffix = export_suffix(suffix)
         fig = self.tab_figure()
         if isinstance(fig, hv.Div):
             raise ValueError(f"run {self.run_id} has nothing to show under {self.tab!r}")

@@ -19,7 +19,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.figures import colours_for, holoviews, whole_numbers
+from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
 if TYPE_CHECKING:
@@ -539,6 +539,7 @@ class NAMMExplorer(param.Parameterized):
         figures.save's width (inches), font and legend names (rename)."""
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
+        suffix = export_suffix(suffix)
         self._drawn(name)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -850,9 +850,10 @@ class QDModel(param.Parameterized):
         """Write a view for a paper (PNG / SVG / PDF via matplotlib, or standalone HTML): NAME-VIEW-genG.SUFFIX,
         or NAME-VIEW.SUFFIX for a source of one archive (a MAP-Elites run, a pyribs file); at figures.save's width
         (inches), font and legend names (rename)."""
-        from workbench.figures import save
+        from workbench.figures import export_suffix, save
 
         view = view or self.view
+        suffix = export_suffix(suffix)
         fig, style = self.paper_figure(view)
         name = Path(self.data.name).stem if self.data.kind in ("pyribs", "archive_map") else self.data.name
         # a MAP-Elites run's archive is its last and a pyribs file holds one: no generations to name ("-gen0"

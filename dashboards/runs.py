@@ -307,8 +307,9 @@ class RunsModel(param.Parameterized):
         figures.save's rename)."""
         import hashlib
 
-        from workbench.figures import compare_curves, save
+        from workbench.figures import compare_curves, export_suffix, save
 
+        suffix = export_suffix(suffix)
         comparison = self.comparison()
         if comparison is None:
             raise ValueError(f"pick 2 to {MAX_COMPARED} runs to compare first")

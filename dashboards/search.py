@@ -493,12 +493,11 @@ class SearchModel(param.Parameterized):
         strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ);
         at figures.save's width (inches), font and legend names (rename). ValueError, saying why, where there is
         nothing to export."""
-        from workbench.figures import FORMATS, frames, loss_curves, save
+        from workbench.figures import export_suffix, frames, loss_curves, save
 
         if what not in EXPORTS.values():
             raise ValueError(f"export one of {', '.join(EXPORTS.values())}, got {what!r}")
-        if suffix not in FORMATS:
-            raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r}")
+        suffix = export_suffix(suffix)
         run_id = self.job.run_id
         if run_id is None:
             raise ValueError("no run on show: start a search or open one (the Runs page links them here)")

@@ -1342,6 +1342,7 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert title == "test accuracy: the merge matches its best sources (a = b) on the mean"
     png = model.export("recipe", tmp_path / "figs")
     assert Image.open(png).size[0] > 300
+    assert model.export("recipe", tmp_path / "figs", "svg").name.endswith("-recipe.svg")  # "recipesvg" was refused
     with pytest.raises(ValueError, match="no 'path' figure"):
         model.export("path", tmp_path / "figs")
     model.tab = "Task vectors"

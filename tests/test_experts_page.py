@@ -377,8 +377,10 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     assert per_matrix.export("alpha", tmp_path, ".png").stat().st_size > 1000
     with pytest.raises(ValueError, match="nothing to export under 'Dispatcher confusion'"):
         per_matrix.export("confusion", tmp_path)
-    with pytest.raises(ValueError, match="format must be one of"):
+    with pytest.raises(ValueError, match=r"one of .png, .svg, .pdf, .html, got '.jpg' \(the export's suffix\)"):
         model.export("z", tmp_path, ".jpg")
+    # "pdf" and ".PDF" as ".pdf" (a file "…-zpdf" was refused naming --out, the CLI's flag)
+    assert model.export("z", tmp_path, "PDF").name.endswith("-z.pdf")
     # the Mixer tab: export writes the z′ of the α its sliders set (it wrote the view shown before it)
     model.param.update(alphas=[0.7, 0.3], view=MIXER)
     mixer = model.export(None, tmp_path, ".png")

@@ -718,6 +718,17 @@ def check_dpi(dpi: int | None, out: str | Path) -> int | None:
     return dpi
 
 
+def export_suffix(suffix: str) -> str:
+    """A page export's format as its suffix, ".pdf" ("pdf" and ".PDF" taken too), or one error naming the
+    formats and the argument: a Python caller gives `suffix`, not --out ("pdf" made a file "…-fitnesspdf", refused
+    as "(--out)")."""
+    text = str(suffix).strip().lower()
+    text = text if text.startswith(".") else f".{text}"
+    if text not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {suffix!r} (the export's suffix)")
+    return text
+
+
 def check_figure_path(out: str | Path) -> Path:
     """`out` as a Path, or one error naming the fix: a format figures are written in, a folder that exists."""
     out = Path(out)
