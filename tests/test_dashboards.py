@@ -2727,3 +2727,34 @@ def test_a_page_runs_alone_with_panel_serve(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_an_html_figure_is_the_same_file_each_time_and_draws_offline(browser, tmp_path):
+    """Bokeh numbers its models by a counter of the process and its document by random UUIDs: the same figure made
+    another file at each export (a paper's website saw a change at every build). Renumbered, the page still draws
+    its plot in Chromium from the file alone, without a request or an error."""
+    from workbench.figures import holoviews, save
+
+    hv = holoviews()
+    curves = hv.Curve([(0, 1.0), (1, 0.5), (2, 0.25)], "iteration", "best loss", label="ours") * \
+        hv.Curve([(0, 1.0), (1, 0.8), (2, 0.7)], "iteration", "best loss", label="baseline")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = save(curves, tmp_path / "a" / "c.html")
+    save(hv.Curve([(0, 2.0)]), tmp_path / "b" / "other.html")  # the counter moves on between the two
+    second = save(curves, tmp_path / "b" / "c.html")
+    assert first.read_bytes() == second.read_bytes()
+    page = browser.new_page()
+    errors, requests = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url) if not r.url.startswith(("file:", "data:", "blob:")) else None)
+    try:
+        page.goto(second.as_uri(), wait_until="load")
+        page.locator("canvas").first.wait_for(timeout=30000)
+        legend = page.evaluate("() => Array.from(Bokeh.documents[0].all_models)"
+                               ".filter(m => m.label !== undefined && m.renderers !== undefined)"
+                               ".map(m => m.label.value)")
+        assert legend == ["ours", "baseline"] and not errors and not requests, (legend, errors, requests)
+    finally:
+        page.close()

@@ -718,6 +718,25 @@ def check_dpi(dpi: int | None, out: str | Path) -> int | None:
     return dpi
 
 
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _stable_ids(page: str) -> str:
+    """A Bokeh page with its ids numbered in the order they first appear: Bokeh names its models from a counter
+    of the process (p1017 in one export, p1070 in the next) and its document and root elements by random UUIDs,
+    so the same figure wrote another file each time (a paper's website or repository saw a change at every
+    build). Only the models' ids (`"id":"p…"`) and UUIDs are renumbered, everywhere they are named."""
+    models = dict.fromkeys(re.findall(r'\\?"id\\?":\\?"(p\d+)\\?"', page))
+    if not models and not re.search(_UUID, page):
+        return page
+    tokens = dict.fromkeys(m.group(0) for m in re.finditer(rf"(?<![\w-])(?:p\d+|{_UUID})(?![\w-])", page)
+                           if m.group(0) in models or not m.group(0).startswith("p"))
+    names = {}
+    for i, token in enumerate(tokens):
+        names[token] = f"p{1000 + i}" if token.startswith("p") else f"00000000-0000-4000-8000-{i:012d}"
+    return re.sub(rf"(?<![\w-])(?:p\d+|{_UUID})(?![\w-])", lambda m: names.get(m.group(0), m.group(0)), page)
+
+
 def export_suffix(suffix: str) -> str:
     """A page export's format as its suffix, ".pdf" ("pdf" and ".PDF" taken too), or one error naming the
     formats and the argument: a Python caller gives `suffix`, not --out ("pdf" made a file "…-fitnesspdf", refused
@@ -1099,7 +1118,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # Panel adds a module shim by a server's relative path to Bokeh's resources: a file has no server, so
             # a browser failed that load (and a hosted copy requested it); nothing here needs it
             page = re.sub(r'<script[^>]*\ssrc="static/[^"]*"[^>]*>\s*</script>\s*', "", page)
-            tmp.write_text(page, encoding="utf-8")
+            tmp.write_text(_stable_ids(page), encoding="utf-8")
             return
         import matplotlib.pyplot as plt
 
