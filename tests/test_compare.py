@@ -265,6 +265,9 @@ def test_each_run_is_labelled_by_what_tells_it_apart(three, tmp_path):
     assert run_labels([info("a", "experts", {"model": "/a/zoo/base"}), info("b", "experts", {"model": "/b/zoo/base"}),
                        info("c", "experts", {"model": "/zoo/base"})], root) == {
         "a": "model=a/zoo/base", "b": "model=b/zoo/base", "c": "model=/zoo/base"}
+    # nor read as a relative path beside it: both said model=base, and the legend fell back to the runs' ids
+    assert run_labels([info("a", "experts", {"model": "/home/al/zoo/base"}), info("b", "experts", {"model": "base"})],
+                      root) == {"a": "model=zoo/base", "b": "model=base"}
 
 
 def test_short_paths_tell_absolute_paths_apart_by_their_last_parts():

@@ -814,6 +814,39 @@ def test_files_written_one_after_the_other_are_read_from_one_write(tmp_path):
         run.read_together(("a.npy", "b.npy"), racing, tries=3)
 
 
+def test_a_reader_between_two_writes_reads_again_once_the_second_lands(tmp_path):
+    """The writer replaces a.npy, then b.npy: a reader that came between the two (a.npy new, b.npy still the older
+    write's) saw no file replaced while it read, and paired one write's a with another's b. Files long out of their
+    write order (a folder copied over file by file) are read as they are."""
+    import threading
+
+    import numpy as np
+
+    run = RunStore(tmp_path / "runs").create("illuminate", "boids", "pixels", {}, 0)
+    run.write_array("a.npy", np.zeros(3))
+    run.write_array("b.npy", np.zeros(3))
+    time.sleep(0.05)  # mtimes tick coarsely: the next write is newer
+    run.write_array("a.npy", np.ones(4))  # the writer is between its two writes
+
+    def read():
+        return run.read_array("a.npy"), run.read_array("b.npy")
+
+    with pytest.raises(RunError, match="were rewritten while read, 2 times"):
+        run.read_together(("a.npy", "b.npy"), read, tries=2)
+    second = threading.Timer(0.1, lambda: run.write_array("b.npy", np.ones(4)))  # the second write lands
+    second.start()
+    try:
+        a, b = run.read_together(("a.npy", "b.npy"), read)
+    finally:
+        second.join()
+    assert a.tolist() == b.tolist() == [1.0] * 4
+    old = time.time() - 3600  # out of order an hour ago: copied so, not being written
+    os.utime(run.path / "a.npy", (old + 1, old + 1))
+    os.utime(run.path / "b.npy", (old, old))
+    a, b = run.read_together(("a.npy", "b.npy"), read, tries=1)
+    assert a.tolist() == b.tolist() == [1.0] * 4
+
+
 def test_only_a_held_run_is_swept(tmp_path):
     """A resume sweeps the run's leftover temporaries only once it holds the run: a done run (handed back as it is,
     unheld) may have another process's note or resume writing it, whose temporary went from under its rename."""

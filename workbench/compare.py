@@ -384,23 +384,32 @@ def short_paths(values: Iterable[Any]) -> dict[str, str]:
     """Each absolute path among `values` (lists and tuples searched too) by its fewest last parts that tell it from
     the others: a figure's legend says `model=base` and `model=base2` (or `a/base` and `b/base`), not where a
     researcher's disk keeps them (`model=/home/alice/thesis/zoo/base` went into the paper). Relative paths and
-    other strings are left as they are."""
+    other strings are left as they are, and no absolute path is shortened to one of them (`/x/base` beside `base` is
+    `x/base`: both read `base`, and the legend fell back to run ids)."""
     found: set[str] = set()
+    texts: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, (list, tuple)):
             for v in value:
                 walk(v)
-        elif isinstance(value, str) and (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()):
-            found.add(value)
+        elif isinstance(value, str):
+            texts.add(value)
+            if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
+                found.add(value)
+
+    def parts_of(p: str) -> tuple[str, ...]:
+        return (PureWindowsPath(p) if PureWindowsPath(p).drive else PurePosixPath(p)).parts
 
     for value in values:
         walk(value)
-    parts = {p: (PureWindowsPath(p) if PureWindowsPath(p).drive else PurePosixPath(p)).parts for p in found}
+    parts = {p: parts_of(p) for p in found}
+    shown = {parts_of(t) for t in texts - found}  # the other strings, as they are shown
     out = {}
-    for p, mine in parts.items():
+    for p in found:
+        mine = parts[p]
         for n in range(1, len(mine) + 1):  # the whole path at the end: one that ends another is told apart by it
-            if all(other[-n:] != mine[-n:] for q, other in parts.items() if q != p):
+            if all(other[-n:] != mine[-n:] for q, other in parts.items() if q != p) and mine[-n:] not in shown:
                 break
         out[p] = p if n == len(mine) else "/".join(mine[-n:])
     return out

@@ -467,6 +467,20 @@ def _mistyped_fields(info: dict) -> str:
                      for key, kind in _FIELD_TYPES.items() if info.get(key) is not None and not _FITS[kind](info[key]))
 
 
+#: seconds after which files found out of their write order are taken as they are (copied over one by one, not being
+#: written): a writer's next file lands within milliseconds
+WRITE_ORDER_SETTLED = 10.0
+
+
+def _between_writes(stats: list) -> bool:
+    """Whether files (os.stat results, None: absent) that are written in this order were caught between two of
+    their writes: one rewritten lately and newer than the one written after it, which is still the older write's."""
+    now = time.time_ns()
+    present = [s for s in stats if s is not None]
+    return any(a.st_mtime_ns > b.st_mtime_ns and now - a.st_mtime_ns < WRITE_ORDER_SETTLED * 1e9
+               for a, b in itertools.pairwise(present))
+
+
 class Run:
     """One run folder: what RunStore.create and RunStore.open return, and what the run functions (run_search,
     evolve, run_cycleqd, …) hand back.
@@ -856,25 +870,34 @@ class Run:
                                missing_ok=True)
 
     def read_together(self, names: Iterable[str], read: Callable[[], Any], tries: int = 5) -> Any:
-        """read(), of the run's files `names` that its process rewrites one after the other (an illumination's
-        population.parquet and thumbs.npy as it ends, again when a resume extends it): read again while one of them
-        was replaced meanwhile (an atomic write is a new file), so that no reader pairs one write's members with
-        another's thumbnails. A RunError after `tries` reads that each raced a write."""
+        """read(), of the run's files `names` that its process rewrites one after the other, in that order (an
+        illumination's population.parquet, then thumbs.npy, as it ends, again when a resume extends it): read again
+        while one of them was replaced meanwhile (an atomic write is a new file), or while one is newer than the one
+        written after it (a reader between the two writes, which no replacement during its read shows), so that no
+        reader pairs one write's members with another's thumbnails. A RunError after `tries` reads that each raced
+        a write."""
         names = list(names)
-        for _ in range(tries):
+        for attempt in range(tries):
             with contextlib.ExitStack() as held:
                 # each file held open while read: a file replaced meanwhile is another inode (the held one cannot be
                 # reused for it, as a closed one could, and mtimes tick coarsely)
                 before = []
                 for name in names:
                     try:
-                        before.append(os.fstat(held.enter_context(open(self.path / name, "rb")).fileno()).st_ino)
+                        before.append(os.fstat(held.enter_context(open(self.path / name, "rb")).fileno()))
                     except FileNotFoundError:
                         before.append(None)
                 result = read()
-                after = [os.stat(self.path / n).st_ino if (self.path / n).exists() else None for n in names]
-                if after == before:
+                after = []
+                for name in names:
+                    try:
+                        after.append(os.stat(self.path / name).st_ino)
+                    except FileNotFoundError:
+                        after.append(None)
+                if after == [None if s is None else s.st_ino for s in before] and not _between_writes(before):
                     return result
+            if attempt < tries - 1:
+                time.sleep(0.05 * 2 ** attempt)  # the writer's next file is on its way
         raise RunError(f"run {self.id!r}: {', '.join(names)} were rewritten while read, {tries} times; open it again "
                        "in a moment")
 

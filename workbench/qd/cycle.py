@@ -58,7 +58,6 @@ from numbers import Integral, Real
 import numpy as np
 
 from workbench.checkpoint import checkpointable
-from workbench.checks import check_seed
 from workbench.qd.archives import DEFAULT_BINS, TaskArchives, check_bins, check_ranges, check_task_list
 from workbench.qd.operators import MUTATION_SCALES, MUTATIONS
 from workbench.qd.sampling import SAMPLERS
@@ -104,7 +103,10 @@ class CycleQDConfig:
         self.tasks = tuple(check_tasks(check_task_list(self.tasks)))
         self.ranges = check_ranges(list(self.tasks), self.ranges)
         self.bins = check_bins(self.bins, len(self.tasks))
-        check_seed(self.seed)  # as every other config: NumPy's seeds (10**12 was taken here alone)
+        # any whole number ≥ 0 (SeedSequence takes them all), not check_seed's < 2³² as the other configs: runs made
+        # with larger seeds through the library must still resume
+        if isinstance(self.seed, bool) or not isinstance(self.seed, Integral) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
         if isinstance(self.batch, bool) or not isinstance(self.batch, Integral) or self.batch < 1:
             raise ValueError(f"batch must be an integer of at least 1 (children per generation), got {self.batch!r}")
