@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import html
 import itertools
 import json
@@ -861,7 +862,10 @@ class QDModel(param.Parameterized):
         # a MAP-Elites run's archive is its last and a pyribs file holds one: no generations to name ("-gen0"
         # called a MAP-Elites run's final archive its first)
         gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
-        out = Path(out_dir) / f"{name}-{view}{gen}{suffix}"
+        # the baselines pooled over other seeds' runs: a figure of its own (it was written over the run's own)
+        pooled = "" if view != "baselines" or not self.compare else \
+            "-pooled-" + hashlib.sha256("\n".join(sorted(self.compare)).encode()).hexdigest()[:8]
+        out = Path(out_dir) / f"{name}-{view}{pooled}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(fig, out, style=style, width=width, font=font, rename=rename)
 
@@ -990,6 +994,8 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
 
 #: a MAP-Elites archive's axes: its descriptor (the figure had none, its dimensions unnamed)
 PCA_AXES = ("embedding PC 1", "embedding PC 2")
+
+
 def _no_ticks(plot, element) -> None:
     """A matplotlib plot's axes without ticks, their labels kept (HoloViews' xticks takes no empty list)."""
     plot.handles["axis"].set_xticks([])

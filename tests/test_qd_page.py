@@ -91,7 +91,7 @@ def test_archives_scrubber_sampling_and_curves_follow_the_run_files(qd):
             assert np.allclose(mine[column], metrics.set_index("generation")[f"{column}_{t}"], equal_nan=True)
 
 
-def test_lineage_children_card_and_baselines(qd):
+def test_lineage_children_card_and_baselines(qd, tmp_path):
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     children = _table(qd, "children").set_index("id")
     nodes, edges = model.lineage()
@@ -150,6 +150,11 @@ def test_lineage_children_card_and_baselines(qd):
     pair = [scores["per_task"]["brackets"]["cycleqd"], other["per_task"]["brackets"]["cycleqd"]]
     assert pooled["n"] == 2 and pooled["mean"] == pytest.approx(np.mean(pair))
     assert pooled["std"] == pytest.approx(np.std(pair, ddof=1))
+    # exported as a figure of its own (it was written over the run's own, under the same name)
+    on_its_own = QDModel(runs_dir=qd["dir"], run_id=qd["run"], autoload=False)
+    on_its_own.show(model.data)
+    own, both = on_its_own.export("baselines", tmp_path, ".svg"), model.export("baselines", tmp_path, ".svg")
+    assert own != both and "-baselines-pooled-" in both.name and own.is_file()
 
 
 def test_a_run_that_repeats_a_seed_pools_once_on_the_page_and_in_the_report(qd, tmp_path, capsys):

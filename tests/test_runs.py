@@ -856,12 +856,17 @@ def test_only_a_held_run_is_swept(tmp_path):
     done, cut = (store.create("openended", "boids", "pixels", {"iters": 5}, seed) for seed in range(2))
     done.update(status="done")
     cut.update(status="interrupted")
-    writing, left = (tempfile.mkstemp(dir=r.path, prefix=".note.", suffix=".txt")[1] for r in (done, cut))
+    writing = tempfile.mkstemp(dir=done.path, prefix=".note.", suffix=".txt")[1]
+    left = tempfile.mkstemp(dir=cut.path, prefix=".metrics.", suffix=".parquet")[1]
+    (cut.path / "figures").mkdir()
+    others = [tempfile.mkstemp(dir=cut.path, prefix=".note.", suffix=".txt")[1],  # written by others into a held run
+              tempfile.mkstemp(dir=cut.path / "figures", prefix=".curve.", suffix=".png")[1]]
     store.reopen(done.id, dict)
     assert os.path.exists(writing)  # another process's write, in flight
     run, _, _ = store.reopen(cut.id, dict)
     run.release()
     assert not os.path.exists(left)  # a kill's leftover in a run this resume holds
+    assert all(os.path.exists(p) for p in others)  # a note, a page's export: written without holding the run
 
 
 def test_every_run_config_refuses_a_seed_numpy_cannot_take(tmp_path):

@@ -139,6 +139,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
 _PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+_PARTIAL_TARGET = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.(?P<suffix>[A-Za-z0-9]+)$")  # the file it would be
 #: staging_dir's folders (mkdtemp: ".<name>.staging-<host tag>.<pid>-<8 random>"; before: no host and pid) and the
 #: old folder replace_dir moves aside (".<name>.replaced-<host tag>.<pid>"; before: the pid alone): names a folder
 #: of the user's does not take by chance
@@ -146,13 +147,20 @@ _STAGING = re.compile(r"^\..+\.staging-(?:[A-Za-z0-9-]+\.\d+-)?[a-z0-9_]{8}$")
 _MOVED_ASIDE = re.compile(r"^\.(?P<name>.+)\.replaced-(?:[A-Za-z0-9-]+\.)?\d+$")
 
 
-def sweep_partial_writes(folder: Path) -> list[Path]:
+def sweep_partial_writes(folder: Path, spared: tuple[str, ...] = ()) -> list[Path]:
     """Remove what writes cut short by a kill left behind below `folder`: atomic_write's temporary files, never
     renamed (the files they would have replaced are intact), and staging_dir's folders, never moved into place (an
     adapter, a model). A folder replace_dir had moved aside goes back where its replacement never arrived, else it
-    goes. Returns what went. Only where no process writes any more (a resume)."""
+    goes. Returns what went. Only where no process writes any more (a resume). spared: the files and folders of
+    `folder` (names in it) that other processes may be writing meanwhile (a run's note, a page's export into its
+    figures/): their temporaries may be live, and are left."""
+    folder = Path(folder)
     gone = []
-    for p in sorted(Path(folder).rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
+    for p in sorted(folder.rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
+        top = p.relative_to(folder).parts[0]
+        if top in spared or (p.parent == folder and (m := _PARTIAL_TARGET.match(p.name))
+                             and f"{m['stem']}.{m['suffix']}" in spared):
+            continue
         aside = _MOVED_ASIDE.match(p.name) if p.is_dir() else None
         if aside and not (p.parent / aside["name"]).exists():  # killed between replace_dir's two renames
             with contextlib.suppress(OSError):  # put in place meanwhile after all: the old one stays aside

@@ -1324,7 +1324,8 @@ class RunStore:
             info = run.info  # as it is now that no other resume can change it
         try:
             if run._claim is not None:  # only a held run: another process's note or resume may be writing a done one
-                sweep_partial_writes(run.path)
+                # and not what others write into a held one too: a note (the Runs page), a page's figures
+                sweep_partial_writes(run.path, spared=(NOTE_FILE, "figures"))
             try:
                 cfg = read_config(info["config"])
             except (TypeError, ValueError) as exc:
