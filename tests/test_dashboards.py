@@ -2732,9 +2732,14 @@ def test_a_page_runs_alone_with_panel_serve(tmp_path):
 def test_an_html_figure_is_the_same_file_each_time_and_draws_offline(browser, tmp_path):
     """Bokeh numbers its models by a counter of the process and its document by random UUIDs: the same figure made
     another file at each export (a paper's website saw a change at every build). Renumbered, the page still draws
-    its plot in Chromium from the file alone, without a request or an error."""
+    its plot in Chromium from the file alone, without a request or an error: also after a Tabulator was made in
+    the process (a page's table, a notebook's), whose stylesheet Bokeh linked into every export by Panel's CDN."""
+    import pandas as pd
+    import panel as pn
+
     from workbench.figures import holoviews, save
 
+    pn.widgets.Tabulator(pd.DataFrame({"a": [1]})).get_root()
     hv = holoviews()
     curves = hv.Curve([(0, 1.0), (1, 0.5), (2, 0.25)], "iteration", "best loss", label="ours") * \
         hv.Curve([(0, 1.0), (1, 0.8), (2, 0.7)], "iteration", "best loss", label="baseline")

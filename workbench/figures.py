@@ -1118,6 +1118,10 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
             # Panel adds a module shim by a server's relative path to Bokeh's resources: a file has no server, so
             # a browser failed that load (and a hosted copy requested it); nothing here needs it
             page = re.sub(r'<script[^>]*\ssrc="static/[^"]*"[^>]*>\s*</script>\s*', "", page)
+            # and the stylesheets of Panel's widgets by their CDN: once a Tabulator was made in the process (a page,
+            # a notebook), Bokeh's bundle linked its CSS into every export, a request that fails offline; a figure
+            # has no widget that needs it
+            page = re.sub(r'<link[^>]*\shref="https?://[^"]*"[^>]*>\s*', "", page)
             tmp.write_text(_stable_ids(page), encoding="utf-8")
             return
         import matplotlib.pyplot as plt
