@@ -92,9 +92,9 @@ class AtlasModel(param.Parameterized):
             run = RunStore(self.runs_dir).open(self.run_id)
             if not (run.path / "thumbs.npy").exists():
                 raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
-            # the two files of one write: a resume that extends the run rewrites both, one after the other
-            table, thumbs = run.read_together(("population.parquet", "thumbs.npy"), lambda: (
-                run.read_table("population").to_pydict(), run.read_array("thumbs.npy")))
+            from workbench.asal.driver import read_population
+
+            table, thumbs = read_population(run)  # from one write
             thetas = np.asarray(table["theta"], np.float64)
             # each member's initial-state seed (its thumbnail's; −1 or absent in runs made before seeds were kept)
             seeds = np.asarray(table["seed"], np.int64) if "seed" in table else None

@@ -205,9 +205,9 @@ def read_map_elites(store: RunStore, run_id: str) -> QDData:
     if archive is None:
         raise ValueError(f"run {run.id!r} has no MAP-Elites archive in its checkpoint")
     data = archive.data(["index", "objective", "solution"])
-    # the two files of one write (a resume that extends the run rewrites both, one after the other: atlas's page)
-    table, thumbs = run.read_together(("population.parquet", "thumbs.npy"), lambda: (
-        run.read_table("population").to_pydict(), run.read_array("thumbs.npy")))
+    from workbench.asal.driver import read_population
+
+    table, thumbs = read_population(run)  # from one write
     thetas = np.asarray(table["theta"], np.float64)
     if len(thetas) != len(data["index"]) or not np.allclose(thetas, data["solution"], atol=1e-5):
         raise ValueError(f"run {run.id!r}: population.parquet does not match its checkpointed archive")

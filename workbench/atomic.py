@@ -138,8 +138,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 #: the name atomic_write's temporary file takes (mkstemp: ".<stem>.<8 random>.<suffix>"), for sweep_partial_writes
-_PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
-_PARTIAL_TARGET = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.(?P<suffix>[A-Za-z0-9]+)$")  # the file it would be
+_PARTIAL = re.compile(r"^\.(?P<stem>.+)\.[a-z0-9_]{8}\.(?P<suffix>[A-Za-z0-9]+)$")  # stem.suffix: the file it would be
 #: staging_dir's folders (mkdtemp: ".<name>.staging-<host tag>.<pid>-<8 random>"; before: no host and pid) and the
 #: old folder replace_dir moves aside (".<name>.replaced-<host tag>.<pid>"; before: the pid alone): names a folder
 #: of the user's does not take by chance
@@ -158,7 +157,7 @@ def sweep_partial_writes(folder: Path, spared: tuple[str, ...] = ()) -> list[Pat
     gone = []
     for p in sorted(folder.rglob(".*"), key=lambda p: len(p.parts), reverse=True):  # the deepest first
         top = p.relative_to(folder).parts[0]
-        if top in spared or (p.parent == folder and (m := _PARTIAL_TARGET.match(p.name))
+        if top in spared or (p.parent == folder and (m := _PARTIAL.match(p.name))
                              and f"{m['stem']}.{m['suffix']}" in spared):
             continue
         aside = _MOVED_ASIDE.match(p.name) if p.is_dir() else None

@@ -25,7 +25,7 @@ def is_count(value: object, at_least: int = 1) -> bool:
     return is_whole(value) and value >= at_least
 
 
-def _number(value: object) -> float:
+def as_number(value: object) -> float:
     """`value` as a float; NaN for a bool or what is no number (the callers' range checks then refuse it)."""
     try:
         return math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
@@ -62,7 +62,7 @@ def count(value: object, name: str, at_least: int = 1) -> int:
 
 def check_weight(value: object, flag: str) -> float:
     """A finite number ≥ 0 (a loss term's weight), as a float."""
-    number = _number(value)
+    number = as_number(value)
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"{flag} weighs a term of the loss: give a finite number ≥ 0 (0 leaves the term out), "
                          f"got {value!r}")
@@ -71,7 +71,7 @@ def check_weight(value: object, flag: str) -> float:
 
 def check_positive(value: object, flag: str, why: str = "") -> float:
     """A finite number > 0 (a step size, a learning rate), as a float; `why` says what it is."""
-    number = _number(value)
+    number = as_number(value)
     if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{flag} must be a finite number > 0{why}, got {value!r}")
     return number

@@ -719,6 +719,8 @@ def check_dpi(dpi: int | None, out: str | Path) -> int | None:
 
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: a Bokeh model's id (p1017) or a UUID, as a whole word
+_BOKEH_ID = re.compile(rf"(?<![\w-])(?:p\d+|{_UUID})(?![\w-])")
 
 
 def _stable_ids(page: str) -> str:
@@ -729,12 +731,12 @@ def _stable_ids(page: str) -> str:
     models = dict.fromkeys(re.findall(r'\\?"id\\?":\\?"(p\d+)\\?"', page))
     if not models and not re.search(_UUID, page):
         return page
-    tokens = dict.fromkeys(m.group(0) for m in re.finditer(rf"(?<![\w-])(?:p\d+|{_UUID})(?![\w-])", page)
+    tokens = dict.fromkeys(m.group(0) for m in _BOKEH_ID.finditer(page)
                            if m.group(0) in models or not m.group(0).startswith("p"))
     names = {}
     for i, token in enumerate(tokens):
         names[token] = f"p{1000 + i}" if token.startswith("p") else f"00000000-0000-4000-8000-{i:012d}"
-    return re.sub(rf"(?<![\w-])(?:p\d+|{_UUID})(?![\w-])", lambda m: names.get(m.group(0), m.group(0)), page)
+    return _BOKEH_ID.sub(lambda m: names.get(m.group(0), m.group(0)), page)
 
 
 def export_suffix(suffix: str) -> str:

@@ -705,6 +705,14 @@ def best_seed(run: Run, info: dict | None = None) -> int:
     return 0
 
 
+def read_population(run: Run) -> tuple[dict, np.ndarray]:
+    """A finished illumination's population.parquet (as columns) and thumbs.npy, from one write: `finish` writes
+    them one after the other, again when a resume extends the run, and a reader between the two paired one write's
+    members with another's thumbnails (Run.read_together)."""
+    return run.read_together(("population.parquet", "thumbs.npy"), lambda: (
+        run.read_table("population").to_pydict(), run.read_array("thumbs.npy")))
+
+
 def population_member(run: Run, member: int | str) -> tuple[np.ndarray, int | None]:
     """θ of population member `member` (an index, or its text from a URL) of a finished illumination run
     (population.parquet), and the initial-state seed of its thumbnail (None where the run did not keep it)."""

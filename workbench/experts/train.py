@@ -103,7 +103,7 @@ class TrainConfig:
     stop_token: str = "drop"  # "drop": log π leaves the eos out (the reference); "count": the eos emitted counts
 
     def __post_init__(self):
-        from workbench.checks import _number, check_counts, check_positive, check_weight
+        from workbench.checks import as_number, check_counts, check_positive, check_weight
 
         check_stop_token(self.stop_token)
         # whole numbers ≥ 1 (a check of int(value) let 1.5 through); max_new_tokens: None or 0 is the task's own
@@ -117,7 +117,7 @@ class TrainConfig:
         self.lr = check_positive(self.lr, "TrainConfig.lr (--lr)")
         self.max_grad_norm = check_positive(self.max_grad_norm, "TrainConfig.max_grad_norm")
         self.kl_coeff = check_weight(self.kl_coeff, "TrainConfig.kl_coeff (--kl-coeff)")
-        value, noise = _number(self.init_value), _number(self.init_noise)
+        value, noise = as_number(self.init_value), as_number(self.init_noise)
         if not (math.isfinite(value) and math.isfinite(noise) and noise >= 0):
             raise ValueError(f"TrainConfig.init_value must be a finite number and init_noise a finite number ≥ 0 (an "
                              f"expert's start), got {self.init_value!r} and {self.init_noise!r}")

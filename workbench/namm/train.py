@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from workbench.checks import absolute_paths, check_counts, check_seed, is_count, is_whole, paths_as_text
+from workbench.checks import absolute_paths, as_number, check_counts, check_seed, is_count, is_whole, paths_as_text
 from workbench.namm.cache import check_n_up
 from workbench.namm.saved import VARIANTS, check_variant
 from workbench.namm.scorer import N_PARAMS
@@ -150,10 +150,7 @@ class NAMMTrainConfig:
             check_variant(self.variant)
         for name in ("sigma", "memory_weight"):  # kept as the float checked: "0.1" stayed text in run.json
             given = getattr(self, name)
-            try:
-                value = math.nan if isinstance(given, bool) else float(given)
-            except (TypeError, ValueError):
-                value = math.nan
+            value = as_number(given)
             if not math.isfinite(value) or value < 0 or (name == "sigma" and value == 0):
                 raise ValueError(f"{FLAGS[name]} must be a finite number {'> 0' if name == 'sigma' else '≥ 0'}, "
                                  f"got {given!r}")
