@@ -548,6 +548,29 @@ def test_every_command_says_what_it_does_atop_its_help():
     assert bare == [] and twice == []
 
 
+def test_every_argument_says_what_it_is():
+    """56 arguments had no help, or help that gave only their default ("--seed default: 0", serve --port, the
+    figures' run ids, `view`'s substrate): each says what it is; the formatter adds the default."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    bare = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                text = (action.help or "").strip()
+                if not text or text.lower().startswith("default"):
+                    bare.append(" ".join([*path, action.option_strings[-1] if action.option_strings else action.dest]))
+
+    walk(build_parser(), [])
+    assert bare == []
+
+
 def test_every_command_on_dask_says_workers_and_dask_alike():
     """--workers / --dask were added by five commands with five texts ("start a Dask LocalCluster", "evaluate on a
     local Dask cluster"): each says what it sends there, in one wording (cli.common.add_dask_arguments)."""

@@ -4,7 +4,7 @@ and each setting's best-so-far curve summarised over its seeds (mean, and the ra
     cmp = compare_runs(RunStore("runs"), ["20261130-1807", "20261130-1808", "20261201-0903"])
     cmp.differs          # {"config.sigma": {id: 0.1, id: 0.1, id: 0.2}, "config.seed": {...}}
     cmp.groups           # [RunGroup("sigma=0.1", ids=[…, …], seeds=[0, 1], …), RunGroup("sigma=0.2", …)]
-    cmp.bands()          # long table: group, iteration, mean, lo, hi, n — one band per setting
+    cmp.bands()          # long table: group, iteration, mean, lo, hi, n, metric — one band per setting
 
 `workbench runs compare ID ID [ID …]` prints it, the Runs page draws it. Settings are the run's config (nested
 keys joined by dots) plus its kind; runs of different kinds are never replicates of each other.

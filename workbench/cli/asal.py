@@ -105,10 +105,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
             a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")
         else:
-            a.add_argument("--algorithm", choices=["ga", "map-elites"], help="default: ga")
+            a.add_argument("--algorithm", choices=["ga", "map-elites"],
+                           help="the reference's GA or MAP-Elites' grid archive (default: ga)")
             a.add_argument("--population", type=int, help="GA population size, or MAP-Elites' grid of about that "
                            "many cells (√P × √P; default: 256)")
-        a.add_argument("--iters", type=int, help="default: 100" + (
+        a.add_argument("--iters", type=int, help="search iterations (default: 100)" + (
             "; the first evaluates the θ = 0 population, each later one a generation of children (the reference "
             "runs its n_iters generations after that first evaluation: give --iters n_iters + 1)"
             if name == "illuminate" else ""))
@@ -123,7 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--size", type=int, help="render size fed to the FM" + (
             "; the atlas' thumbnails are it divided by a whole number, about 64 px (74 px at 224)"
             if name == "illuminate" else " and of best.png / best.mp4") + " (default: 224)")
-        a.add_argument("--sigma", type=float, help="default: 0.1")
+        a.add_argument("--sigma", type=float, help=("CMA-ES' initial step size" if name != "illuminate" else
+                                                   "the GA's or MAP-Elites' mutation scale") + " (default: 0.1)")
         a.add_argument("--init", choices=["zero", "random"],
                        help="start at θ = 0 (default, the reference) or at a random initialisation drawn from --seed "
                             "(NCA and discrete NCA, Particle Life+: the networks' flax init; Particle Lenia: N(0, I))")
@@ -133,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "1" if name == "openended" else "0") + ")")
         a.add_argument("--chunk", type=int, help="simulations per batch / Dask task (default: 16)")
         add_device_argument(a, "; simulations and the FM (with --resume: default the run's own)")
-        a.add_argument("--seed", type=SEED, help="default: 0")
+        a.add_argument("--seed", type=SEED, help="seed of every random choice of the search (default: 0)")
         a.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         a.add_argument("--resume", metavar="RUN_ID", help="continue a stopped or killed run (an id or a unique prefix; "
                                                          "settings flags must match the run's or be left out); with "

@@ -109,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
     subs = bench_sub.add_parser("substrates", help="steps/s at P=1, sim-steps/s at P=16, render ms")
     subs.add_argument("--json", action="store_true", help="one JSON line")
-    subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES, help="default: all ten")
+    subs.add_argument("--substrates", nargs="+", choices=SUBSTRATES, help="substrates to time (default: all ten)")
     subs.add_argument("--min-time", type=positive, default=1.0, help="seconds per measurement")
     subs.add_argument("--reference", metavar="DIR", help=REFERENCE_HELP)
     subs.add_argument("--device", metavar="DEVICE", help="cpu, cuda or cuda:N (default: cpu, the Taichi kernels; "
@@ -117,17 +117,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     subs.set_defaults(func=cmd_bench)
     fm = bench_sub.add_parser("fm", help="img/s: plain open_clip fp32 vs workbench.fm, and their min cosine")
     fm.add_argument("--json", action="store_true", help="one JSON line")
-    fm.add_argument("--arch", default="ViT-B-32")
-    fm.add_argument("--batch", type=POSITIVE, default=32)
+    fm.add_argument("--arch", default="ViT-B-32", help="open_clip architecture to time (random-initialised)")
+    fm.add_argument("--batch", type=POSITIVE, default=32, help="images per embedding call")
     fm.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where the CPU has bf16 instructions and the cosine check passes")
     fm.set_defaults(func=cmd_bench)
     asal_b = bench_sub.add_parser("asal", help="milliseconds per search iteration (K = 1 and 8; pixels and ViT-B-32), "
                                   "each after one untimed iteration")
     asal_b.add_argument("--json", action="store_true", help="one JSON line")
-    asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES, help="default: lenia boids plife")
+    asal_b.add_argument("--substrates", nargs="+", choices=SUBSTRATES,
+                        help="substrates to time (default: lenia boids plife)")
     asal_b.add_argument("--steps", type=POSITIVE, default=None, help="simulation steps (default: the reference's)")
-    asal_b.add_argument("--pop", type=POSITIVE, default=16)
+    asal_b.add_argument("--pop", type=POSITIVE, default=16, help="CMA population of the timed iterations")
     asal_b.add_argument("--iters", type=POSITIVE, default=3, help="timed iterations, after an untimed one; the "
                         "median is printed (default: 3)")
     add_device_argument(asal_b)
@@ -136,15 +137,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     asal_b.set_defaults(func=cmd_bench)
     dash = bench_sub.add_parser("dashboards", help="load test: N Chromium sessions play the Lab; fps each")
     dash.add_argument("--json", action="store_true", help="one JSON line")
-    dash.add_argument("--sessions", type=POSITIVE, default=8)
-    dash.add_argument("--seconds", type=positive, default=30.0)
-    dash.add_argument("--substrate", choices=SUBSTRATES, default="lenia")
+    dash.add_argument("--sessions", type=POSITIVE, default=8, help="Chromium sessions playing the Lab at once")
+    dash.add_argument("--seconds", type=positive, default=30.0, help="seconds each session plays")
+    dash.add_argument("--substrate", choices=SUBSTRATES, default="lenia", help="the substrate the Lab plays")
     dash.add_argument("--url", help="a running `workbench serve` to load (default: the bench starts its own)")
     dash.set_defaults(func=cmd_bench)
     mb = bench_sub.add_parser("merge", help="merge GB/s (ours vs mergekit, SmolLM2-sized) and s per recipe evaluation")
     mb.add_argument("--json", action="store_true", help="one JSON line")
     mb.add_argument("--zoo", default="data/zoo", help="zoo for the recipe evaluations (default: data/zoo)")
-    mb.add_argument("--layers", type=POSITIVE, default=30, help="layers of the synthetic state dict (SmolLM2: 30)")
+    mb.add_argument("--layers", type=POSITIVE, default=30, help="layers of the synthetic state dict (30, as SmolLM2)")
     mb.add_argument("--repeats", type=POSITIVE, default=2, help="best of N timings")
     mb.add_argument("--quiet", action="store_true", help="no line per step on stderr")
     mb.set_defaults(func=cmd_bench)
@@ -152,7 +153,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     qb = bench_sub.add_parser("qd", help="CycleQD: s per generation serial and batched on Dask, bytes per generation")
     qb.add_argument("--json", action="store_true", help="one JSON line")
     qb.add_argument("--zoo", default="data/zoo", help="zoo (default: data/zoo)")
-    qb.add_argument("--tasks", nargs="+", default=["sort", "reverse", "brackets"])
+    qb.add_argument("--tasks", nargs="+", metavar="TASK", default=["sort", "reverse", "brackets"],
+                    help="K >= 2 zoo tasks of the timed runs")
     qb.add_argument("--gens", type=POSITIVE, default=200, help="generations of the serial B = 1 run (default: 200)")
     qb.add_argument("--batch", type=POSITIVE, default=4,
                     help="children per generation of the batched runs (default: 4)")
@@ -166,7 +168,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     xb.add_argument("--json", action="store_true", help="one JSON line")
     xb.add_argument("--zoo", default="data/zoo", help="zoo whose base is timed (default: data/zoo)")
     xb.add_argument("--models", nargs="+", choices=["zoo", "smollm2"], default=["zoo", "smollm2"],
-                    help="default: both (SmolLM2 adds about a minute)")
+                    help="models to time (default: both; SmolLM2 adds about a minute)")
     xb.add_argument("--steps", type=POSITIVE, default=5, help="timed REINFORCE steps after a warm-up (default: 5)")
     xb.add_argument("--repeats", type=POSITIVE, default=3, help="best of N token-rate timings (default: 3)")
     xb.add_argument("--threads", type=POSITIVE, help="torch threads (default: torch's)")
@@ -176,7 +178,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "presses), prefill/decode tokens/s, s per CMA-ES generation")
     nb.add_argument("--json", action="store_true", help="one JSON line")
     nb.add_argument("--model", default="smollm2", help="'smollm2' (default), a .gguf file or a model folder")
-    nb.add_argument("--tasks", nargs="+", default=["passkey", "kv"], help="default: passkey kv")
+    nb.add_argument("--tasks", nargs="+", metavar="TASK", default=["passkey", "kv"],
+                    help="NAMM tasks scored (passkey, kv, vartrack, count, digit)")
     nb.add_argument("--policy", help="a trained policy file (policy.safetensors); without one: no NAMM rows")
     nb.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
     nb.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
@@ -189,8 +192,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--length", type=POSITIVE, default=512, help="prompt tokens (default: 512)")
     nb.add_argument("--max-new-tokens", type=POSITIVE, default=8,
                     help="answer tokens at most of the scored prompts (default: 8)")
-    nb.add_argument("--n-up", type=POSITIVE, help="default: the policy's, else 64")
-    nb.add_argument("--seed", type=SEED, default=0, help="default: 0")
+    nb.add_argument("--n-up", type=POSITIVE, help="tokens between eviction steps (default: the policy's, else 64)")
+    nb.add_argument("--seed", type=SEED, default=0, help="prompt seed (test split)")
     nb.add_argument("--threads", type=POSITIVE, default=1,
                     help="torch threads (default: 1; 2 threads on a shared 2-core VM ran 5-10x slower)")
     nb.add_argument("--speed-length", type=POSITIVE, default=1024,
@@ -200,7 +203,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--cma-prompts", type=POSITIVE, default=2,
                     help="prompts per candidate, timed generation (default: 2)")
     nb.add_argument("--time-full-cma", action="store_true", help="also time full-covariance CMA-ES (minutes)")
-    nb.add_argument("--sections", nargs="+", default=["scores", "speed", "cma"], help="default: scores speed cma")
+    nb.add_argument("--sections", nargs="+", default=["scores", "speed", "cma"],
+                    help="run only these of scores, speed, cma")
     nb.add_argument("--out", help="also write the JSON to this file (atomically)")
     nb.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")
     nb.set_defaults(func=cmd_bench)

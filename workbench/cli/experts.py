@@ -313,7 +313,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--rank", type=int, help="LoRA rank (default: 4)")
     tr.add_argument("--iters", type=int, help="REINFORCE steps (default: 100)")
     tr.add_argument("--batch", type=int, help="prompts per step (default: 16)")
-    tr.add_argument("--seed", type=SEED, help="default: 0")
+    tr.add_argument("--seed", type=SEED, help="seed of the expert's initial p and of the training and validation "
+                                              "prompts (default: 0)")
     tr.add_argument("--lr", type=float, help="Adam learning rate (default: 2e-3, the reference's)")
     tr.add_argument("--kl-coeff", type=float, help="λ of KL(π_ref‖π_θ) in the loss (default: 0)")
     tr.add_argument("--val-every", type=int, help="steps between validations (default: 10)")
@@ -352,7 +353,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ad.add_argument("--normalize", action="store_true",
                     help="normalise α over the experts (under SVF's rescale, the default, only α's scale changes, "
                          "not the weights)")
-    ad.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="default: all the inputs allow")
+    ad.add_argument("--strategies", nargs="+", choices=STRATEGIES, help="strategies to score (default: all the inputs "
+                                                                          "allow)")
     ad.add_argument("--n", type=int, help="test prompts per task (default: 64)")
     ad.add_argument("--seed", type=SEED, help="seed of the shots and of CEM (default: 0)")
     ad.add_argument("--test-seed", type=SEED, help="held-out stream of the test set (default: 0, fixed over seeds)")
@@ -379,7 +381,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                             "as an adapt run's scores.json lists them)")
     ev.add_argument("--variant", choices=["raw", "sigmoid"], default="raw", help="mix raw p (default) or sigmoid(p)")
     ev.add_argument("--tasks", nargs="+", default=list(TASKS), choices=[*TASKS, *CHAT_TASKS],
-                    help="default: every zoo task (larger: for chat models, with --prompt-format chat)")
+                    help="tasks to score (default: every zoo task; larger: for chat models, with --prompt-format chat)")
     ev.add_argument("--prompt-format", choices=["plain", "chat"], default="plain",
                     help="plain (default: the zoo's prompts) or chat (the chat template around an instruction, as "
                          "experts trained with --prompt-format chat were)")
@@ -395,8 +397,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--zoo", default="data/zoo", help="zoo folder (default: data/zoo)")
     ge.add_argument("--out", help="model folder (default: ZOO/generalist, inside the zoo it derives from)")
     ge.add_argument("--steps", type=int, default=300, help="fine-tuning steps (default: 300)")
-    ge.add_argument("--lr", type=float, default=3e-3, help="default: 3e-3")
-    ge.add_argument("--seed", type=SEED, default=0, help="default: 0")
+    ge.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    ge.add_argument("--seed", type=SEED, default=0, help="seed of the fine-tuning")
     ge.add_argument("--no-classify", action="store_true", help="leave the classification task out")
     ge.add_argument("--replace", action="store_true", help="train anew where a generalist is (default: refuse; the "
                                                            "experts trained on it no longer load)")

@@ -261,7 +261,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "export writes it (.png .svg .pdf .html)"),
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
         f = figure_sub.add_parser(name, help=text)
-        f.add_argument("ids", nargs=n, metavar="ID")
+        f.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one" if n == 1 else
+                       "run ids or unique prefixes")
         f.add_argument("--out", required=True, help="the file to write; its suffix picks the format: "
                                                     + text.rsplit("(", 1)[1].rstrip(")"))
         f.add_argument("--runs", default="runs", help="run store folder (default: runs)")

@@ -183,7 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--cma", choices=CMA_VARIANTS, help="sep: separable (default, CPU), full: full covariance (its "
                     "4172² matrix and eigenbasis make each generation's checkpoint ≈ 280 MB)")
     tr.add_argument("--n-up", type=int, help="tokens between eviction steps, a multiple of 16 (default: 64)")
-    tr.add_argument("--seed", type=SEED, help="default: 0")
+    tr.add_argument("--seed", type=SEED, help="seed of CMA-ES and of the prompts (default: 0)")
     tr.add_argument("--prompts", type=int, help="training prompts per task a generation is scored on (default: 4)")
     tr.add_argument("--pool", type=int, help="training prompts per task each generation draws its --prompts from, "
                     "afresh, as the reference (default: 32; 0: the same --prompts every generation)")
@@ -217,16 +217,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--policy", help="a policy file (policy.safetensors of a run, or .npz with theta, mean, var)")
     ev.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
     ev.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
-    ev.add_argument("--model", help="default: the policy's model (else smollm2)")
-    ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="default: the policy's tasks, else passkey")
+    ev.add_argument("--model", help="'smollm2', a .gguf file or a model folder (default: the policy's model, else "
+                                     "smollm2)")
+    ev.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="tasks scored (default: the policy's tasks, else "
+                                                                 "passkey)")
     ev.add_argument("--length", type=POSITIVE, help="prompt tokens (default: the policy's training length, else 512)")
     ev.add_argument("--n", type=POSITIVE, default=8, help="test prompts per task (default: 8)")
     ev.add_argument("--n-up", type=POSITIVE, help="tokens between eviction steps (default: the policy's, else 64)")
     ev.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
                     help="kept fractions for recent / h2o (default: 0.25 0.5; NAMM's own fraction is added)")
-    ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods scored")
     ev.add_argument("--seed", type=SEED, default=0, help="prompt seed (test split; default: 0)")
-    ev.add_argument("--max-new-tokens", type=POSITIVE, default=8)
+    ev.add_argument("--max-new-tokens", type=POSITIVE, default=8, help="answer tokens at most")
     ev.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default: 1)")
     ev.add_argument("--out", help="also write the JSON to this file (atomically)")
     ev.add_argument("--json", action="store_true", help="one JSON line")

@@ -232,7 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cy.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),
                     help="fixed score range of a task's bins (repeatable; default 0 1)")
     cy.add_argument("--bins", type=int, help="bins per task (default: 15)")
-    cy.add_argument("--seed", type=SEED, help="default: 0")
+    cy.add_argument("--seed", type=SEED, help="the run's seed: every draw, and the validation prompts (default: 0)")
     cy.add_argument("--n-eval", type=int, help="validation prompts per task per child (default: 64)")
     cy.add_argument("--n-test", type=int, help="test prompts per task for the final report (default: 128)")
     cy.add_argument("--base", help="the zoo's base model (default: base)")

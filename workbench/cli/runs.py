@@ -259,7 +259,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "lists them, and removes them with --yes",
                             description="Their folders go too: metrics, checkpoints, figures. A run that is running "
                                         "or being resumed is refused, and then none is removed.")
-    r.add_argument("ids", nargs="*", metavar="ID", help="a run id or a unique prefix of one")
+    r.add_argument("ids", nargs="*", metavar="ID", help="run ids or unique prefixes")
     r.add_argument("--status", action="append", choices=("failed", "interrupted", "stopped"),
                    help="every run of this status too (repeatable)")
     r.add_argument("--yes", action="store_true", help="remove them (without it: only list them)")

@@ -90,8 +90,9 @@ def cmd_screenshots(args) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="the Panel dashboards in one server (home at /; "
                                          + " ".join(f"/{p}" for p in SCREENSHOT_PAGES[1:]) + ")")
-    serve.add_argument("--port", type=PORT, default=5006)
-    serve.add_argument("--address", default="127.0.0.1")
+    serve.add_argument("--port", type=PORT, default=5006, help="port to serve on")
+    serve.add_argument("--address", default="127.0.0.1",
+                       help="address to serve on: 127.0.0.1 this machine only, 0.0.0.0 every interface")
     serve.add_argument("--runs", default="runs", help="run store folder (default: runs)")
     serve.add_argument("--show", action="store_true", help="open a browser")
     serve.set_defaults(func=cmd_serve)

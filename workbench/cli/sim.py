@@ -95,13 +95,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     view = sub.add_parser("view", help="real-time pygame window of a substrate",
                           description="Keys: space pause, n new θ (σ=0.1; gol: flips rule bits), r reset, s save "
                                       "PNG, +/- steps per frame, q quit.")
-    view.add_argument("substrate", choices=SUBSTRATES)
+    view.add_argument("substrate", choices=SUBSTRATES, metavar="SUBSTRATE",
+                      help="the substrate to show: " + ", ".join(SUBSTRATES))
     view.add_argument("--theta", help="θ as a .npy file (default: zeros, the reference defaults; gol: Conway's "
                                       "B3/S23, rule 6152)")
-    view.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from one "
-                                                           "fixed state)")
+    view.add_argument("--seed", type=SEED, default=0, help="seed of the initial state; lenia and flow_lenia start "
+                                                           "from one fixed state")
     view.add_argument("--window", type=whole(64, MAX_WINDOW, " pixels"), default=768,
-                      help="window size in pixels (at most 16384, SDL's)")
+                      help="window size in pixels, at most 16384 (SDL's limit)")
     view.add_argument("--render-size", type=FRAME_SIZE, default=None,
                       help="render resolution (default: min(window, 512))")
     view.add_argument("--out-dir", default=".", help="where s saves PNGs")
@@ -110,13 +111,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     view.set_defaults(func=cmd_view)
 
     render = sub.add_parser("render", help="write a PNG (last frame), GIF or MP4 of a simulation")
-    render.add_argument("substrate", choices=SUBSTRATES)
+    render.add_argument("substrate", choices=SUBSTRATES, metavar="SUBSTRATE",
+                        help="the substrate to simulate: " + ", ".join(SUBSTRATES))
     render.add_argument("--steps", type=POSITIVE, required=True, help="simulation steps after init")
     render.add_argument("--out", required=True, help="FILE.png, FILE.gif or FILE.mp4")
     render.add_argument("--theta", help="θ as a .npy file (default: zeros; gol: Conway's B3/S23, rule 6152)")
-    render.add_argument("--seed", type=SEED, default=0, help="the initial state's (lenia and flow_lenia start from "
-                                                             "one fixed state)")
-    render.add_argument("--size", type=FRAME_SIZE, default=224)
+    render.add_argument("--seed", type=SEED, default=0, help="seed of the initial state; lenia and flow_lenia start "
+                                                             "from one fixed state")
+    render.add_argument("--size", type=FRAME_SIZE, default=224, help="frame size in pixels")
     add_video_arguments(render)
     add_device_argument(render)
     render.set_defaults(func=cmd_render)

@@ -75,7 +75,7 @@ def register_sweep(asal_sub: argparse._SubParsersAction) -> None:
     a = asal_sub.add_parser("sweep", help=text, description=text)
     # every name is taken, so that another substrate is told which search it needs; the usage says gol
     a.add_argument("--substrate", choices=SUBSTRATES, metavar="gol",
-                   help="default: gol, the one substrate whose θ is an integer rule")
+                   help="gol (the default), the one substrate whose θ is an integer rule")
     a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
                                 "efficientnet-lite0)")
     a.add_argument("--weights", help="local weights: a state dict file for clip / openclip:ARCH, a model folder "

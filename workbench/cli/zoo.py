@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "(zoo.json records the device); each is reproducible for a seed.")
     build.add_argument("--out", default=None, help="zoo folder (default: data/zoo; with --quick data/zoo-quick, "
                                                       "so a smoke test never replaces the real zoo)")
-    build.add_argument("--seed", type=SEED, default=0, help="default: 0")
-    build.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
+    build.add_argument("--seed", type=SEED, default=0,
+                       help="seed of the weights' initialisation and every training data stream")
+    build.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to train experts for (default: all tasks)")
     build.add_argument("--quick", action="store_true", help="a tiny zoo in seconds (weak experts; for smoke tests)")
     build.add_argument("--replace", action="store_true",
                        help="build again where a zoo is: everything in --out is deleted once the new zoo is built "
@@ -79,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.set_defaults(func=cmd_zoo_build)
     ev = zoo_sub.add_parser("eval", help="exact-match accuracy per task (JSON) of a model folder or 'smollm2'")
     ev.add_argument("model", metavar="PATH_OR_NAME", help="'smollm2', a .gguf file or a model folder (e.g. ZOO/add)")
-    ev.add_argument("--tasks", nargs="+", metavar="TASK", help="default: all tasks")
+    ev.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to score (default: all tasks)")
     ev.add_argument("--n", type=POSITIVE, default=128, help="held-out prompts per task")
     ev.add_argument("--seed", type=SEED, default=0, help="eval stream seed")
-    ev.add_argument("--batch-size", type=POSITIVE, default=64)
+    ev.add_argument("--batch-size", type=POSITIVE, default=64, help="prompts per forward batch")
     add_device_argument(ev)
     ev.set_defaults(func=cmd_zoo_eval)

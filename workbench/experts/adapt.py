@@ -1,8 +1,8 @@
 """Transformer² adaptation at inference (spec §4), evaluated on a mixed test set and stored as a run (`workbench
 experts adapt`, run kind "adapt").
 
-    cfg = AdaptConfig(model="data/zoo/base", experts=["runs/…/expert.safetensors", …], target="brackets")
-    run = adapt(cfg, RunStore("runs"))                  # or adapt(None, store, resume="<run-id>")
+    cfg = AdaptConfig(model="data/zoo/generalist", experts=["runs/…/expert.safetensors", …], target="brackets")
+    run = run_adapt(cfg, RunStore("runs"))              # or run_adapt(None, store, resume="<run-id>")
 
 The mixed test set: `n` held-out prompts of each task in `tasks` (default: the experts' tasks and the target),
 the same for every seed (held-out stream `test_seed`). Strategies, each scored per task by exact match:

@@ -1,6 +1,6 @@
 """Reports over finished expert and adaptation runs: the spread over seeds, side by side.
 
-    report([store.open(i) for i in ids])   # -> {"experts": …, "adapt": …} (plain JSON-ready dicts)
+    report([store.open(i) for i in ids])   # -> {"repeats": …, "experts": …, "adapt": …} (plain JSON-ready dicts)
 
 experts runs (grouped by task, adapter and stop-token rule): held-out test accuracy of the base and of the best
 expert (mean, std, min, max over the runs: the seeds), best validation accuracy, trainable parameter count. adapt

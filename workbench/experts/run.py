@@ -2,7 +2,7 @@
 parameters only (or on peft LoRA weights of the same matrices, for the paper's comparison), checkpointed every
 step, resumable bit for bit, the best-validation expert kept.
 
-    cfg = ExpertRunConfig(model="data/zoo/base", task="sort", iters=200, seed=0)
+    cfg = ExpertRunConfig(model="data/zoo/generalist", task="sort", iters=200, seed=0)
     run = train_expert(cfg, RunStore("runs"))          # or train_expert(None, store, resume="<run-id>")
 
 Each iteration is one ExpertTrainer step (greedy rollouts through the evaluation harness, reward ±1 by exact

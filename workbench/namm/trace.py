@@ -9,7 +9,7 @@
     ema_history(trace, layer, head, position)    # its EMA features (raw and normalised) step after step
     score_table(trace, i)         # every candidate's score at step i: layer, head, position, kept, fill
     text_tokens(trace, i, layer, head)           # the text, what was evicted, each token's scores per layer/head
-    agreement_sweep(model, ids, methods, ...)    # next-token agreement with the full cache vs kept-cache fraction
+    agreement_sweep(model, ids, methods, n_up=32)  # next-token agreement with the full cache vs kept-cache fraction
     read_results(path)            # method / budget / task / score / kept rows of an eval or bench JSON file
 
 A trace wraps the policy in a recorder (the eviction cache's own hook, `update_kv`, public API only): for every
