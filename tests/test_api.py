@@ -445,6 +445,20 @@ def test_library_leaves_what_it_is_given_as_it_was(tmp_path):
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_search_config_asks_the_kinds_members_an_iteration_as_the_cli():
+    """SearchConfig left at its pop asks what `workbench asal` asks: 16 a target or open-ended search (CMA-ES's
+    population), 32 an illumination's children (asal.md §4; the library drew 16 and the CLI 32)."""
+    from workbench.asal.driver import SearchConfig, read_config
+    from workbench.asal.evaluate import EvalConfig
+
+    ev = EvalConfig("boids", "pixels", steps=8, frames=2)
+    pops = {kind: SearchConfig(kind=kind, eval=ev, prompts=["a flock"] if kind == "target" else []).pop
+            for kind in ("target", "openended", "illuminate")}
+    assert pops == {"target": 16, "openended": 16, "illuminate": 32}
+    assert SearchConfig(kind="illuminate", eval=ev, pop=5).pop == 5
+    assert read_config(SearchConfig(kind="illuminate", eval=ev).to_dict()).pop == 32
+
+
 def test_seedless_substrates_say_that_more_seeds_repeat_one_rollout():
     from workbench.asal.driver import SearchConfig
     from workbench.asal.evaluate import EvalConfig

@@ -298,6 +298,48 @@ def test_progress_waits_for_the_run_to_start(monkeypatch):
     assert "loss test scores of the baselines" in shown(fails_at_the_end).rsplit("\r", 1)[-1]  # where it stopped
 
 
+def test_progress_off_a_terminal_says_the_set_up_and_the_count_now_and_then(monkeypatch):
+    """Off a terminal (a batch job's log) rich draws the bar once, as it ends: a set-up longer than PLAIN_AFTER
+    is said in a line, and the count at most every PLAIN_EVERY seconds; an error in the set-up has no "setting up"
+    after it, and quick runs write no more than the bar at the end."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from workbench.cli import common
+
+    def shown(body, after=0.05, every=0.0) -> list[str]:
+        out = io.StringIO()
+        monkeypatch.setattr(common, "err", Console(file=out, force_terminal=False, width=100, markup=False))
+        monkeypatch.setattr(common, "PLAIN_AFTER", after)
+        monkeypatch.setattr(common, "PLAIN_EVERY", every)
+        try:
+            with common.iteration_progress("namm train", 3, "loss", lambda row: f"{row['loss']:.2f}") as tick:
+                body(tick)
+        except ValueError:
+            pass
+        time.sleep(0.2)  # a set-up line due after the block would be written by now
+        return out.getvalue().splitlines()
+
+    def slow_set_up(tick):
+        time.sleep(0.3)
+        tick(1, 3, {"loss": 0.25})
+        tick(2, 3, {"loss": 0.2})
+        tick(3, 3, {"loss": 0.125})
+
+    lines = shown(slow_set_up)
+    assert lines[:3] == ["namm train: setting up …", "namm train 1/3 loss 0.25 0:00:00",
+                         "namm train 2/3 loss 0.20 0:00:00"]
+    assert len(lines) == 4 and "3/3 loss 0.12" in lines[3]  # the last: rich's bar
+    assert shown(slow_set_up, after=5.0, every=5.0)[:-1] == []  # within both times: the bar alone
+
+    def fails(tick):
+        raise ValueError("bad input found while setting up")
+
+    assert shown(fails, after=0.1) == []
+
+
 def test_one_shot_work_shows_a_bar_on_a_terminal_only(monkeypatch):
     """Evaluations (zoo eval, experts eval, merge apply --eval) show "loading …" then a bar of prompts on a terminal;
     piped or in scripts, nothing but their JSON line."""

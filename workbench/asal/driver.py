@@ -79,6 +79,10 @@ def starts_random(substrate: str) -> bool:
     return substrate != "gol" and random_init_of(substrate) is not None
 
 
+#: members an iteration asks when SearchConfig.pop is left unset, per kind (the CLI's --pop defaults)
+DEFAULT_POP = {"target": 16, "openended": 16, "illuminate": 32}
+
+
 @dataclass
 class SearchConfig:
     """One ASAL search: its kind ("target", "openended", "illuminate"), how θ is scored (`eval`, an EvalConfig
@@ -96,7 +100,8 @@ class SearchConfig:
         algorithm: None for the kind's default: "cma" (target, openended) or "ga" (illuminate); "map-elites"
             illuminates into a grid archive; Game of Life takes the GAs over rules (workbench.asal.rules).
         iters: iterations (generations) of the search.
-        pop: members asked per iteration: CMA-ES's population, the GA's children, MAP-Elites' batch.
+        pop: members asked per iteration: CMA-ES's population, the GA's children, MAP-Elites' batch (None: the
+            kind's, 16 a target or open-ended search, 32 an illumination, the reference's and the CLI's).
         population: the GA's population, or about the number of MAP-Elites' cells (a √P × √P grid).
         sigma: CMA-ES's initial step size, or the GAs' mutation scale.
         seed: every random choice of the search (the same seed, the same run).
@@ -117,7 +122,7 @@ class SearchConfig:
     target_image: str | None = None
     algorithm: str | None = None      # default: cma (target, openended) or ga (illuminate)
     iters: int = 100
-    pop: int = 16                     # CMA population; GA children; MAP-Elites batch
+    pop: int | None = None            # None: 16 (CMA population), or 32 an illumination (GA children, MAP-Elites batch)
     population: int = 256             # GA population; MAP-Elites archive of about this many cells (√P × √P)
     sigma: float = 0.1
     seed: int = 0
@@ -164,6 +169,8 @@ class SearchConfig:
         if self.algorithm not in ALGORITHMS[self.kind] and self.algorithm != "rule-ga":  # rule-ga: gol only
             raise ValueError(f"{self.kind} search supports --algorithm {' | '.join(ALGORITHMS[self.kind])}, "
                              f"got {self.algorithm!r}")
+        if self.pop is None:  # the kind's: an illumination draws 32 children an iteration (asal.md §4)
+            self.pop = DEFAULT_POP[self.kind]
         check_counts(self, ("iters", "pop", "population"))
         if self.kind != "illuminate" and self.pop < 2:  # Sep-CMA-ES, and the GA over rules of a population of pop
             raise ValueError(f"--pop must be at least 2 (the population of each generation), got {self.pop}")

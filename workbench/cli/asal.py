@@ -33,7 +33,7 @@ ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.
 
 
 def cmd_asal(args) -> int:
-    from workbench.asal.driver import FLAGS, PREDATES, SearchConfig, check_new_search, run_search
+    from workbench.asal.driver import DEFAULT_POP, FLAGS, PREDATES, SearchConfig, check_new_search, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.runs import RunStore, cli_command
 
@@ -46,7 +46,7 @@ def cmd_asal(args) -> int:
     if run is not None:
         resume, total = run.id, args.iters or run.info["config"].get("iters")
     else:
-        defaults = {**ASAL_DEFAULTS, "pop": 16 if args.search != "illuminate" else 32}
+        defaults = {**ASAL_DEFAULTS, "pop": DEFAULT_POP[args.search]}
 
         def value(dest: str):
             v = getattr(args, dest, None)

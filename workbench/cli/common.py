@@ -17,6 +17,10 @@ err = Console(stderr=True, markup=False)
 # the registry's names (workbench.simulations.SUBSTRATES; a test checks they agree), here so the CLI skips Taichi
 SUBSTRATES = ["lenia", "boids", "plife", "gol", "nca_d1", "nca_d3", "dnca", "plenia", "plife_plus", "flow_lenia"]
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU when torch sees one, else the CPU)"
+#: Off a terminal (a batch job's log, a pipe) rich draws its bar once, at the end: a plain line says the set-up
+#: once it has taken PLAIN_AFTER seconds, then where the run is at most every PLAIN_EVERY seconds
+PLAIN_AFTER = 10.0
+PLAIN_EVERY = 60.0
 
 
 def say(label: str, message: str, style: str = "yellow") -> None:
@@ -277,7 +281,12 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
     on_iteration(done, total, metrics row) callback the drivers take, and as its `start` attribute the on_start(run)
     callback of the drivers that have one. Until one of them is called (the set-up: models load, inputs are
     checked against them) a transient "setting up" spinner stands in for the bar, so that an error found there is
-    the only thing left on screen, and a run that is done already draws no bar at all."""
+    the only thing left on screen, and a run that is done already draws no bar at all. Off a terminal, where rich
+    draws the bar only as it ends, plain lines say the set-up and the count now and then (PLAIN_AFTER,
+    PLAIN_EVERY): a SLURM job's log said nothing for the whole of a run."""
+    import threading
+    import time
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -286,12 +295,31 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
     task = bar.add_task(description, total=total, value="–")
     spinner = None if quiet else err.status(f"{description}: setting up …")
     last = {"value": "–"}
-    with _spinner_then_bar(bar, spinner) as start:
+    plain = not quiet and not err.is_terminal
+    began = time.monotonic()
+    said = {"at": began}  # when the last plain line was written
+    setting_up = threading.Timer(PLAIN_AFTER, lambda: err.print(f"{description}: setting up …", soft_wrap=True))
+    setting_up.daemon = True
+    if plain:
+        setting_up.start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(setting_up.cancel)  # an error in the set-up: its line, not a "setting up" after it
+        begin = stack.enter_context(_spinner_then_bar(bar, spinner))
+
+        def start(*args) -> None:
+            setting_up.cancel()
+            begin(*args)
 
         def on_iteration(done: int, total: int, row: dict) -> None:
             start()
             last["value"] = value(row)
             bar.update(task, completed=done, total=total, value=last["value"])
+            now = time.monotonic()
+            if plain and now - said["at"] >= PLAIN_EVERY and done != total:  # the last: rich's bar as it ends
+                said["at"] = now
+                minutes, seconds = divmod(int(now - began), 60)
+                err.print(f"{description} {done}/{total} {label} {last['value']} {minutes // 60}:{minutes % 60:02d}:"
+                          f"{seconds:02d}", soft_wrap=True)
 
         def phase(text: str) -> None:  # what a run's end does once the bar is full (its test scores, baselines)
             start()
