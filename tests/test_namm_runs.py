@@ -477,6 +477,36 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
+def test_the_peer_says_a_bad_job_in_one_line(tmp_path):
+    """python -m workbench.namm.peer answers a job it cannot run with one error line, exit 2, as its doc says: in a
+    Python without kvpress (the workbench's own) it names the peer's, and a job without a key names the key (both
+    were tracebacks)."""
+    import sys
+
+    from workbench.namm.peer import peer_python
+
+    def job(python: str, text: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, "-m", "workbench.namm.peer"], input=text, capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)
+
+    pythons = [sys.executable] + ([peer_python()] if peer_python() else [])
+    for python in pythons:
+        no_json = job(python, "not json")
+        assert no_json.returncode == 2 and len(no_json.stderr.splitlines()) == 1, no_json.stderr[-2000:]
+        assert no_json.stderr.startswith("error: ")
+    try:
+        import kvpress  # noqa: F401
+    except ImportError:
+        outside = job(sys.executable, "{}")
+        assert outside.returncode == 2 and outside.stderr.splitlines() == [outside.stderr.strip()], outside.stderr
+        assert "kvpress is not installed" in outside.stderr and "make kvpress-peer" in outside.stderr
+    if not peer_python():
+        missing_setup("the kvpress virtualenv (make kvpress-peer): a job without presses is not checked there")
+    keyless = job(peer_python(), "{}")
+    assert keyless.returncode == 2 and keyless.stderr.strip() == \
+        "error: the job has no 'presses' (its keys: workbench.namm.peer's module doc)", keyless.stderr[-2000:]
+
+
 def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp_path, tiny, capsys, monkeypatch):
     """--pool: each generation scores every candidate on prompts drawn afresh from the pool (seeded, so a resume
     draws the same), normalised by the full cache on those prompts (the pool's mean where it solves none of them);

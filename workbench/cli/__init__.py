@@ -54,7 +54,11 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         shown = self._default(action)
-        return action.help if shown is None else f"{action.help} (default: {shown})"
+        if shown is None:
+            return action.help
+        # inside a closing parenthesis of the help's own: "(30, as SmolLM2; default: 30)", not "…) (default: 30)"
+        return f"{action.help[:-1]}; default: {shown})" if action.help.endswith(")") else \
+            f"{action.help} (default: {shown})"
 
 
 class Parser(argparse.ArgumentParser):

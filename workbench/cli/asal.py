@@ -122,8 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "at most --steps" if name == "openended" else "1, or one per prompt") + ")")
         a.add_argument("--bs", type=int, help="initial-state seeds averaged per θ (default: 1)")
         a.add_argument("--size", type=int, help="render size fed to the FM" + (
-            "; the atlas' thumbnails are it divided by a whole number, about 64 px (74 px at 224)"
-            if name == "illuminate" else " and of best.png / best.mp4") + " (default: 224)")
+            "; the atlas' thumbnails are it divided by a whole number, about 64 px (74 px at 224; default: 224)"
+            if name == "illuminate" else " and of best.png / best.mp4 (default: 224)"))
         a.add_argument("--sigma", type=float, help=("CMA-ES' initial step size" if name != "illuminate" else
                                                    "the GA's or MAP-Elites' mutation scale") + " (default: 0.1)")
         a.add_argument("--init", choices=["zero", "random"],

@@ -151,8 +151,15 @@ def main() -> int:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         run_job(json.load(sys.stdin), log=lambda line: print(line, flush=True))
-    except ValueError as error:
+    except ValueError as error:  # a job that is no JSON too
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyError as error:
+        print(f"error: the job has no {error.args[0]!r} (its keys: workbench.namm.peer's module doc)", file=sys.stderr)
+        return 2
+    except ImportError as error:  # this Python is not the peer's
+        print(f"error: {error.name or error} is not installed in {sys.executable}: run the job with the kvpress "
+              "peer's Python (make kvpress-peer; workbench.namm.peer.peer_python() finds it)", file=sys.stderr)
         return 2
     return 0
 
