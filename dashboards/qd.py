@@ -376,10 +376,11 @@ def _draw_archives(table: pd.DataFrame, config: dict, width: int, height: int) -
     return image
 
 
-def source_runs(runs_dir: str) -> list[str]:
-    """The runs this page opens: qd runs with a generation, finished MAP-Elites illuminations (oldest first)."""
+def source_runs(runs_dir: str, rows: list[dict] | None = None) -> list[str]:
+    """The runs this page opens: qd runs with a generation, finished MAP-Elites illuminations (oldest first);
+    `rows`: the store's catalog (RunStore.list()), read when not given."""
     out = []
-    for r in RunStore(runs_dir).list():
+    for r in RunStore(runs_dir).list() if rows is None else rows:
         if r["kind"] == "qd" and (Path(runs_dir) / r["id"] / "children.parquet").exists():
             out.append(r["id"])
         elif r["kind"] == "illuminate" and r.get("algorithm") == "map-elites" and r["status"] == "done":
@@ -415,6 +416,7 @@ class QDModel(param.Parameterized):
         self._lm = None  # (zoo path, model, tokenizer) the elite runs in
         self._lock = threading.Lock()  # one rebuild/generation at a time per session
         self._layers: tuple = (None, None)  # (key, layers) of the archive plot made last
+        self._rows: list[dict] = []  # the catalog as refresh_runs() last read it
         self.refresh_runs()
         if not autoload:
             return
@@ -438,8 +440,10 @@ class QDModel(param.Parameterized):
     # --- sources ---
 
     def refresh_runs(self) -> list[str]:
-        """Re-read which runs this page opens (the run picker's choices)."""
-        ids = source_runs(self.runs_dir)
+        """Re-read which runs this page opens (the run picker's choices) and the catalog that same_config reads."""
+        # the catalog once per refresh: same_config read it again, on the page's event loop, at each source shown
+        self._rows = RunStore(self.runs_dir).list()
+        ids = source_runs(self.runs_dir, self._rows)
         self.param.run_id.objects = ids if self.run_id in ids or self.run_id is None else [*ids, self.run_id]
         return ids
 
@@ -479,11 +483,13 @@ class QDModel(param.Parameterized):
             return []
         from workbench.compare import replicates_of
 
-        store = RunStore(self.runs_dir)
-        # a zoo counts by its content where the run fingerprinted it, not the path it lay at (flat_settings)
-        return replicates_of(d.info, ((r["id"], store.open(r["id"]).info) for r in store.list()
+        root = Path(self.runs_dir)
+        # a zoo counts by its content where the run fingerprinted it, not the path it lay at (flat_settings); the
+        # catalog as refresh_runs read it (a run made since is offered after a refresh, as the run menu offers it),
+        # each candidate's run.json read once (store.open(...).info read it twice)
+        return replicates_of(d.info, ((r["id"], Run(root / r["id"]).info) for r in self._rows
                                       if r["kind"] == "qd" and r["id"] != d.name
-                                      and (store.root / r["id"] / "scores.json").exists()))
+                                      and (root / r["id"] / "scores.json").exists()))
 
     # --- selection ---
 

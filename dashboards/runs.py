@@ -357,7 +357,7 @@ def _png_uri(image: np.ndarray) -> str:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(image).save(buffer, format="PNG")  # not optimize=True: 4x the time, no fewer bytes (a thumbnail)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 

@@ -201,6 +201,25 @@ def test_a_run_that_repeats_a_seed_pools_once_on_the_page_and_in_the_report(qd, 
     assert "sort: multitask left out: not scored in every run" in captured.err
 
 
+def test_a_source_shown_reads_the_catalog_once_per_refresh(qd, monkeypatch):
+    """The seeds to pool (same_config) come from the catalog the run menu read: showing a source read the whole
+    catalog again, on the page's event loop (every run.json of the store), and each qd run's run.json twice."""
+    from workbench.runs import Run
+
+    catalogs, infos = [], []
+    records, info = RunStore._records, Run.info.fget
+    monkeypatch.setattr(RunStore, "_records", lambda self: catalogs.append(self.root) or records(self))
+    monkeypatch.setattr(Run, "info", property(lambda self: infos.append(self.id) or info(self)))
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    assert model.param.compare.objects == [qd["other"]] and len(catalogs) == 1
+    model.open_run(qd["other"])  # another source: the catalog is not read again
+    assert model.param.compare.objects == [qd["run"]] and len(catalogs) == 1
+    infos.clear()
+    assert model.same_config() == [qd["run"]] and infos == [qd["run"]]  # the one candidate's run.json, once
+    model.refresh_runs()
+    assert len(catalogs) == 2
+
+
 def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
     import holoviews as hv
     from bokeh.core.validation import check_integrity
