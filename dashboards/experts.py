@@ -309,7 +309,7 @@ class ExpertsModel(param.Parameterized):
             for row in self._rows:
                 if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
                     continue
-                info = store.open(row["id"]).info
+                info = Run(store.root / row["id"]).info  # an id of the catalog: read once (open read it twice)
                 if [r["task"] for r in info.get("expert_inputs") or []] == tasks:
                     yield row["id"], info
 
@@ -481,11 +481,13 @@ class ExpertsModel(param.Parameterized):
             for row in self._rows:
                 if row.get("kind") != "experts" or row.get("status") != "done":
                     continue
-                run = store.open(row["id"])
-                path = run.path / "scores.json"
-                if run.info.get("model_key") == d.info.get("model_key") and path.exists():
-                    found.append(json.loads(path.read_text()) | {"seed": run.info["config"]["seed"],
-                                                                  "rank": run.info["config"].get("rank")})
+                path = store.root / row["id"] / "scores.json"
+                if not path.exists():
+                    continue
+                info = Run(path.parent).info  # once: each run.info read the file again (4 reads a run)
+                if info.get("model_key") == d.info.get("model_key"):
+                    found.append(json.loads(path.read_text()) | {"seed": info["config"]["seed"],
+                                                                  "rank": info["config"].get("rank")})
             self._store_scores = {"model_key": d.info.get("model_key"), "rows": found}
         groups: dict[tuple[str, str], list[float]] = {}
         params: dict[str, int] = {}
@@ -523,7 +525,7 @@ class ExpertsModel(param.Parameterized):
         for row in reversed(self._rows):  # the newest run of each task
             if row.get("kind") != "experts" or row.get("status") != "done" or row["id"] == d.run.id:
                 continue
-            info = store.open(row["id"]).info
+            info = Run(store.root / row["id"]).info
             cfg = info["config"]
             if cfg.get("adapter") != "svf" or cfg["task"] in tasks or cfg["seed"] != d.config["seed"] or \
                     info.get("model_key") != d.info.get("model_key"):

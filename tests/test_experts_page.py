@@ -174,10 +174,16 @@ def test_seeds_pool_once_each_whatever_their_experts(ex, tmp_path):
     assert len(model.svf_lora_table()) > 0 and model._store_scores["model_key"] == model.data.info["model_key"]
 
 
-def test_svf_lora_training_curve_and_alpha_per_matrix(ex):
+def test_svf_lora_training_curve_and_alpha_per_matrix(ex, monkeypatch):
+    from workbench.runs import Run
+
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["add"])
     assert model.data.views == ["z", "z_rank", "curve", "svf_lora"]
+    reads, info = [], Run.info.fget  # each finished experts run's run.json read once (it was 4 times)
+    monkeypatch.setattr(Run, "info", property(lambda self: reads.append(self.id) or info(self)))
     rows = model.svf_lora_table()
+    assert reads and sorted(reads) == sorted(set(reads)), reads
+    monkeypatch.undo()
     add = rows[rows["task"] == "add"].set_index("model")
     svf = [_scores(ex, ex[k]) for k in ("add", "add1")]
     lora = _scores(ex, ex["lora"])
