@@ -1,6 +1,7 @@
 """Runs: the run store as a gallery (a thumbnail, status and best score per run, opened in the page that fits
 its kind), as a sortable table, and runs compared: their best-so-far curves (runs that differ only by seed drawn
-as one setting's mean with the range of its seeds) and the settings that differ (workbench.compare).
+as one setting's mean with a band over its seeds: their range, ± 1 sd or a 95% CI) and the settings that differ
+(workbench.compare).
 
 `RunsModel` holds the folder, the filters and the selection; `panel serve dashboards/runs.py --args RUNS_DIR`
 or `workbench serve --runs RUNS_DIR` shows it.
@@ -24,7 +25,7 @@ import panel as pn
 import param
 from bokeh.models.widgets.tables import NumberFormatter
 
-from workbench.compare import METRIC_WORDS, Comparison, compare_runs, value_text, what_text
+from workbench.compare import BANDS, METRIC_WORDS, Comparison, compare_runs, value_text, what_text
 from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links, store_missing
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
@@ -62,6 +63,8 @@ class RunsModel(param.Parameterized):
     ticked = param.List(default=[], doc=f"ids of the runs ticked in the table, in the order ticked: removal takes "
                                         f"every one, the comparison the last {MAX_COMPARED}")
     limit = param.Integer(default=60, bounds=(1, None), doc="cards shown at most (newest first)")
+    band = param.Selector(default="range", objects=list(BANDS),
+                          doc="the band around a setting's mean over seeds (workbench.compare.BANDS): range, sd, ci95")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -302,9 +305,9 @@ class RunsModel(param.Parameterized):
     def export(self, suffix: str = ".png", width: float | None = None, font: str | None = None,
                rename: dict[str, str] | None = None) -> Path:
         """The comparison's curves as a figure for a paper, in the store's own figures/ folder (no run's: removing
-        a compared run kept it): compare-<N>runs-<digest of the ids>.<suffix> (the same runs write the same file);
-        at figures.save's width (inches) and font, the settings' legend entries renamed ({"sigma=0.3": "ours"}:
-        figures.save's rename)."""
+        a compared run kept it): compare-<N>runs-<digest of the ids>[-<band>].<suffix> (the same runs with the same
+        band write the same file; the default band, range, is not named); at figures.save's width (inches) and
+        font, the settings' legend entries renamed ({"sigma=0.3": "ours"}: figures.save's rename)."""
         import hashlib
 
         from workbench.figures import compare_curves, export_suffix, save
@@ -315,9 +318,10 @@ class RunsModel(param.Parameterized):
             raise ValueError(f"pick 2 to {MAX_COMPARED} runs to compare first")
         ids = [r["id"] for r in comparison.rows]
         digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
-        out = Path(self.runs_dir) / "figures" / f"compare-{len(ids)}runs-{digest}{suffix}"
+        band = "" if self.band == "range" else f"-{self.band}"
+        out = Path(self.runs_dir) / "figures" / f"compare-{len(ids)}runs-{digest}{band}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        return save(compare_curves(comparison), out, width=width, font=font, rename=rename)
+        return save(compare_curves(comparison, self.band), out, width=width, font=font, rename=rename)
 
 
 def _best(row: dict) -> dict:
@@ -632,15 +636,15 @@ def patch_table(table: pn.widgets.Tabulator, df: pd.DataFrame) -> None:
 def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
     """The compared runs' curves (of `comparison`, default: the selection's, compared now)."""
     from workbench.dashboards.shell import placeholder
-    from workbench.figures import BAND_TITLE, compare_curves, holoviews
+    from workbench.figures import band_title, compare_curves, holoviews
 
     comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
         return placeholder(f"pick 2 to {MAX_COMPARED} runs under “compare” (sidebar) or tick them in the table",
                            760, 320)
     hv = holoviews()
-    title = f"best so far: {BAND_TITLE}" if comparison.has_replicates else "best so far by iteration"
-    figure = compare_curves(comparison)
+    title = f"best so far: {band_title(model.band)}" if comparison.has_replicates else "best so far by iteration"
+    figure = compare_curves(comparison, model.band)
     # runs in several metrics come as a Layout of a panel per metric: each panel sized, the title once on top
     height = 340 if isinstance(figure, hv.Overlay) else 260
     figure = figure.opts(hv.opts.Overlay(width=760, height=height, backend="bokeh")).opts(title=title, backend="bokeh")
@@ -666,6 +670,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     compare = pn.widgets.MultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
                                      max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
+    band = pn.widgets.Select.from_param(model.param.band, name="Band over seeds", sizing_mode="stretch_width",
+                                        description="range: lowest to highest run; sd: mean ± 1 sd; ci95: Student's "
+                                                    "t 95% confidence interval of the mean")
     gallery = Gallery(runs_dir, name="runs-gallery")
     count = pn.pane.Markdown("", margin=(0, 10))
     # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six); a note
@@ -755,6 +762,10 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         if len(model.selected) == 2 and tabs.active == 0:
             tabs.active = 2
 
+    def on_band(*_):
+        curves[:] = compare_views()
+        written.object = ""  # the last export was of the other band
+
     def on_ticked(*_):
         rows = rows_of(model.ticked)
         if sorted(table.selection) != sorted(rows):
@@ -813,6 +824,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     cancel.on_click(on_cancel)
     model.param.watch(on_selected, "selected")
     model.param.watch(on_ticked, "ticked")
+    model.param.watch(on_band, "band")
     table.param.watch(on_table_select, "selection")
     compare.param.watch(on_compare, "value")
     refresh.on_click(on_refresh)
@@ -825,8 +837,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         every_from_load(follow_runs, FOLLOW_MS)
     draw()
     opens = ", ".join(f"{k} → {' / '.join(PAGES[p].title for p in pages)}" for k, pages in OPENERS.items())
-    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, fmt, size, export, written,
-               download, section("Note"), note, noted, section("Remove"), remove, confirm, cancel, removal,
+    sidebar = [section("Filter"), kind, status, query, refresh, section("Compare"), compare, band, fmt, size, export,
+               written, download, section("Note"), note, noted, section("Remove"), remove, confirm, cancel, removal,
                pn.pane.Markdown(f"Runs open where they fit: {opens}.", styles={"color": "#666"})]
     return shell("runs", [tabs], sidebar, standalone=standalone)
 

@@ -64,6 +64,48 @@ def test_settings_that_differ_and_replicate_groups(three):
     np.testing.assert_array_equal(alone["mean"], _best_by_iteration(store, c))
 
 
+def test_the_band_over_seeds_is_the_range_one_sd_or_a_95_ci_of_the_mean(three, tmp_path, capsys):
+    """--band / the Runs page's "Band over seeds": the runs' range (the default), the mean ± one sample sd, or
+    Student's t 95% confidence interval of the mean; a setting of one run has none (its curve); the figure's
+    title says which band it draws, and the page's export names a band other than the range."""
+    from workbench.cli import main
+    from workbench.cli.figure import BAND_CHOICES
+    from workbench.compare import BANDS
+    from workbench.dashboards.runs import RunsModel, curves_plot
+    from workbench.figures import band_title, compare_curves, holoviews
+
+    store, (a, b, c) = three
+    cmp = compare_runs(store, [a, b, c])
+    curves = np.array([_best_by_iteration(store, i) for i in (a, b)])
+    mean, sd = curves.mean(axis=0), curves.std(axis=0, ddof=1)
+    t = 12.706204736174694  # Student's t(0.975) at one degree of freedom (two runs)
+    for band, half in (("sd", sd), ("ci95", t * sd / np.sqrt(2))):
+        bands = cmp.bands(band)
+        mine, alone = bands[bands["group"] == "sigma=0.1"], bands[bands["group"] == "sigma=0.3"]
+        np.testing.assert_allclose(mine["mean"], mean)
+        np.testing.assert_allclose(mine["lo"], mean - half)
+        np.testing.assert_allclose(mine["hi"], mean + half)
+        np.testing.assert_array_equal(alone["lo"], alone["mean"])
+        np.testing.assert_array_equal(alone["hi"], alone["mean"])
+    with pytest.raises(ValueError, match="--band must be one of range, sd, ci95"):
+        cmp.bands("iqr")
+    assert list(BAND_CHOICES) == list(BANDS)
+    hv = holoviews()
+    axis = hv.render(compare_curves(cmp, "ci95"), backend="matplotlib").axes[0]
+    assert axis.get_title() == band_title("ci95") == "mean over seeds; band: 95% CI of the mean (Student's t)"
+    # the CLI, and the page
+    out = tmp_path / "ci.png"
+    assert main(["figure", "compare", a, b, c, "--band", "ci95", "--runs", str(store.root), "--out", str(out)]) == 0
+    assert out.exists()
+    model = RunsModel(runs_dir=str(store.root), selected=[a, b, c], band="sd")
+    plot = hv.render(curves_plot(model).object, backend="bokeh")
+    assert plot.title.text == f"best so far: {band_title('sd')}"
+    written = model.export(".png")
+    assert written.name.endswith("-sd.png") and written.parent == store.root / "figures"
+    model.band = "range"
+    assert model.export(".png").name == written.name.replace("-sd.png", ".png")
+
+
 def test_the_figure_draws_a_band_per_setting_with_replicates(three, tmp_path):
     from PIL import Image
 

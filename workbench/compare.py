@@ -1,10 +1,12 @@
 """Comparing runs: which settings differ, which runs are replicates of one setting (they differ only by seed),
-and each setting's best-so-far curve summarised over its seeds (mean, and the range of the runs).
+and each setting's best-so-far curve summarised over its seeds (mean, and a band: the range of the runs, ± 1 sd or
+a 95% CI of the mean).
 
     cmp = compare_runs(RunStore("runs"), ["20261130-1807", "20261130-1808", "20261201-0903"])
     cmp.differs          # {"config.sigma": {id: 0.1, id: 0.1, id: 0.2}, "config.seed": {...}}
     cmp.groups           # [RunGroup("sigma=0.1", ids=[…, …], seeds=[0, 1], …), RunGroup("sigma=0.2", …)]
     cmp.bands()          # long table: group, iteration, mean, lo, hi, n, metric — one band per setting
+    cmp.bands("ci95")    # the band a 95 % confidence interval of the mean (BANDS: range, sd, ci95)
 
 `workbench runs compare ID ID [ID …]` prints it, the Runs page draws it. Settings are the run's config (nested
 keys joined by dots) plus its kind; runs of different kinds are never replicates of each other.
@@ -24,6 +26,12 @@ import pandas as pd
 
 from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
 from workbench.runs import Run, RunError, RunStore, as_run_did, catalog_row
+
+#: What a band over a setting's seeds spans (Comparison.bands), in the words a figure's title gives it: the range
+#: of the runs (the default: every run inside it), the mean ± one sample standard deviation, or Student's t 95 %
+#: confidence interval of the mean (mean ± t(0.975, n − 1) · sd / √n). A setting of one run has no spread: its band
+#: is its curve.
+BANDS = {"range": "lowest to highest run", "sd": "mean ± 1 sd", "ci95": "95% CI of the mean (Student's t)"}
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -104,10 +112,13 @@ class Comparison:
         """Whether some setting was run with more than one seed (then curves are drawn per setting)."""
         return any(len(g.ids) > 1 for g in self.groups)
 
-    def bands(self) -> pd.DataFrame:
+    def bands(self, band: str = "range") -> pd.DataFrame:
         """Per group and iteration up to the group's `at_iteration` (so that every run with metrics counts at
-        every point: past it a mean of fewer runs would jump): the mean best so far over the group's runs, its
-        range (lo, hi) and how many runs (n). A group of one run is its curve with lo = hi."""
+        every point: past it a mean of fewer runs would jump): the mean best so far over the group's runs, the
+        band around it (lo, hi: see BANDS; "range", the lowest and highest run, by default) and how many runs (n).
+        A group of one run is its curve with lo = hi."""
+        if band not in BANDS:
+            raise ValueError(f"--band must be one of {', '.join(BANDS)}, got {band!r}")
         columns = ["group", "iteration", "mean", "lo", "hi", "n", "metric"]
         if self.curves.empty:
             return pd.DataFrame(columns=columns)
@@ -119,8 +130,18 @@ class Comparison:
         df = df[df["best"].map(lambda v: v is not None and math.isfinite(v))]
         out = (df.groupby(["group", "iteration"], sort=False)
                .agg(mean=("best", "mean"), lo=("best", "min"), hi=("best", "max"), n=("best", "count"),
-                    metric=("metric", "first"))
+                    sd=("best", "std"), metric=("metric", "first"))
                .reset_index())
+        if band != "range":
+            n = out["n"].to_numpy()
+            sd = np.nan_to_num(out["sd"].to_numpy(float))  # one run: no spread (pandas' sample sd is NaN)
+            if band == "sd":
+                half = sd
+            else:
+                from scipy.stats import t
+
+                half = t.ppf(0.975, np.maximum(n - 1, 1)) * sd / np.sqrt(n)
+            out["lo"], out["hi"] = out["mean"] - half, out["mean"] + half
         return out[columns]
 
     def differs_within(self, kind: str) -> list[str]:

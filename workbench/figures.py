@@ -417,18 +417,28 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
     return whole_numbers(overlay)
 
 
-#: the title of a comparison's curves over seeds
-BAND_TITLE = "mean over seeds; band: lowest to highest run"
+def band_title(band: str = "range") -> str:
+    """The title of a comparison's curves over seeds: what the line and the band are (workbench.compare.BANDS)."""
+    from workbench.compare import BANDS
+
+    if band not in BANDS:
+        raise ValueError(f"--band must be one of {', '.join(BANDS)}, got {band!r}")
+    return f"mean over seeds; band: {BANDS[band]}"
 
 
-def compare_curves(comparison: Comparison):
+#: the title of a comparison's curves over seeds, with the default band (the range of the runs)
+BAND_TITLE = band_title()
+
+
+def compare_curves(comparison: Comparison, band: str = "range"):
     """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run (labelled
     as in loss_curves), or, where some runs repeat one setting with other seeds, one curve per setting (the mean
-    over its seeds) over a band from its lowest to its highest run, labelled with the setting and its number of
-    runs with metrics (a run repeating another's seed counted once), titled with what line and band are; a
-    setting's curve ends where the first of its runs stops (a running one: at the iteration it has reached).
-    Runs in one metric are one Overlay; runs in several (a search's loss, a merge's fitness, a QD score) are a
-    Layout of one Overlay per metric (compare_panels)."""
+    over its seeds) over a band (`band`, workbench.compare.BANDS: by default from its lowest to its highest run;
+    "sd", "ci95"), labelled with the setting and its number of runs with metrics (a run repeating another's seed
+    counted once), titled with what line and band are; a setting's curve ends where the first of its runs stops
+    (a running one: at the iteration it has reached). Runs in one metric are one Overlay; runs in several (a
+    search's loss, a merge's fitness, a QD score) are a Layout of one Overlay per metric (compare_panels)."""
+    title = band_title(band) if comparison.has_replicates else None  # a bad band refused before any drawing
     hv = _hv()
     df = comparison.curves
     if df.empty:
@@ -437,7 +447,7 @@ def compare_curves(comparison: Comparison):
     if not comparison.has_replicates:
         layers = run_curves(df, comparison.labels)
     else:
-        bands = comparison.bands()
+        bands = comparison.bands(band)
         colours = colours_for(g.label for g in comparison.groups)
         for group in comparison.groups:
             rows = bands[bands["group"] == group.label]
@@ -454,7 +464,6 @@ def compare_curves(comparison: Comparison):
                 area.opts(alpha=0.2, backend="bokeh").opts(alpha=0.2, linewidth=0, color=colour, facecolor=colour,
                                                            backend="matplotlib"),
                 hv.Curve(rows, "iteration", ("mean", ylabel), label=label).opts(color=colour, backend="matplotlib")]))
-    title = BAND_TITLE if comparison.has_replicates else None
     if len({metric for metric, _, _ in layers}) > 1:
         return compare_panels(layers, title)
     elements, flat = distinct([e for _, _, elements in layers for e in elements])

@@ -36,6 +36,10 @@ def cmd_figure(args) -> int:
     return 0
 
 
+#: figure compare --band: workbench.compare.BANDS' names (a test checks they agree; compare imports pandas)
+BAND_CHOICES = ("range", "sd", "ci95")
+
+
 def _figure(figures, store, args, pinned: dict[str, str]):
     """The figure `args.what` of args.ids written to args.out (its colours `pinned`, checked against its legend);
     its path."""
@@ -50,7 +54,7 @@ def _figure(figures, store, args, pinned: dict[str, str]):
 
         check_ids(args.ids)
         comparison = compare_runs(store, args.ids)
-        figure = figures.compare_curves(comparison)
+        figure = figures.compare_curves(comparison, args.band)
         undrawn = ([r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "frames":
         # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels); at the strip's
@@ -251,7 +255,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT")
     for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
-                                           "setting's mean with the range of its seeds (.png .svg .pdf .html)"),
+                                           "setting's mean with a band over its seeds (.png .svg .pdf .html)"),
                           ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
                           ("frames", 1, "an ASAL run's best simulation as a strip of frames, titled with their "
                                         "steps (and prompts) (.png .svg .pdf .html)"),
@@ -288,6 +292,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             f.add_argument("--rename", nargs=2, action="append", default=None, metavar=("NAME", "NEW"),
                            help="call the legend entry NAME (e.g. 'sigma=0.3, seed=1', as the runs' settings named "
                                 "it) NEW (ours) in the figure; repeat for more; --colour then takes NEW")
+        if name == "compare":
+            f.add_argument("--band", choices=BAND_CHOICES, default="range",
+                           help="the band around a setting's mean over seeds: range, its lowest to highest run; sd, "
+                                "± 1 sample standard deviation; ci95, Student's t 95%% confidence interval of the "
+                                "mean (the figure's title says which)")
         if name == "curves":
             f.add_argument("--metric", default=None, help="a metrics column to plot as stored (default: the best "
                                                         "so far in each run's own metric and direction)")
