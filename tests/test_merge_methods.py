@@ -505,3 +505,27 @@ def test_a_magnitude_cache_gives_the_same_merges_and_is_found_again():
     with magnitude_cache(small):
         merge_tensors([base, *sources], "ties", parameters=params, base_index=0)
     assert small.used_bytes == 0
+
+
+def test_merges_and_norms_do_not_depend_on_torch_threads():
+    """DARE's and TIES' L1 rescale and the task-vector norms add up whole tensors: a CPU sum of more than 32768
+    entries is cut into torch's threads' parts, so the merge followed the thread count (1 thread vs 2: 1e-4 apart on
+    a 512 × 256 tensor). Shorter sums keep torch's own bits."""
+    from workbench.merge.methods import thread_free_sum
+    from workbench.threads import torch_threads
+
+    big = inputs((512, 256))
+    params = {"weight": 0.5, "density": 0.3}
+    runs = []
+    for n in (1, 2):
+        with torch_threads(n):
+            runs.append([merge_tensors(big, m, parameters={**params, **({"rescale": True} if m == "ties" else {})},
+                                       base_index=0, generator=torch.Generator().manual_seed(1))
+                         for m in ("dare_linear", "dare_ties", "ties")]
+                        + [task_vector_norms({"w": big[0]}, {"a": {"w": big[1]}, "b": {"w": big[2]}})])
+    for a, b in zip(*runs, strict=True):
+        assert a == b if isinstance(a, dict) else torch.equal(a, b)
+    small = big[1][:64]
+    assert torch.equal(thread_free_sum(small, l1=True), torch.linalg.vector_norm(small, 1))
+    assert torch.equal(thread_free_sum(small), small.sum())
+    assert math.isclose(float(thread_free_sum(big[1], l1=True)), float(big[1].double().abs().sum()), rel_tol=1e-6)

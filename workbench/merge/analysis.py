@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from workbench.merge.methods import _magnitude_trim_, dare_keep_mask
+from workbench.merge.methods import _magnitude_trim_, dare_keep_mask, thread_free_sum
 from workbench.merge.state import layer_index, tensor_generator
 
 StateDict = Mapping[str, torch.Tensor]
@@ -87,7 +87,7 @@ def task_vector_norms(base_sd: StateDict, expert_sds: Mapping[str, StateDict]) -
     sq: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(expert_sds, 0.0))
     for name in _float_names(base_sd):
         for expert, tau in zip(expert_sds, _task_vectors(base_sd, expert_sds, name), strict=True):
-            sq[layer_group(name)][expert] += float(tau.double().square().sum())
+            sq[layer_group(name)][expert] += float(thread_free_sum(tau.double().square()))
     return {g: {e: v**0.5 for e, v in d.items()} for g, d in sq.items()}
 
 

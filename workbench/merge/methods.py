@@ -31,7 +31,25 @@ import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
+
+#: torch adds up to this many entries of a CPU tensor on one thread; a longer sum is cut into its threads' parts,
+#: so its last bits follow the thread count (at::internal::GRAIN_SIZE)
+_SERIAL_SUM = 32768
+
+
+def thread_free_sum(x: torch.Tensor, l1: bool = False) -> torch.Tensor:
+    """Σ x (l1: Σ |x|, the L1 norm), a 0-d tensor of x's dtype whose bits do not depend on torch's thread count, so
+    a merge is the same on 1 thread, 2, a Dask worker's 1 or another machine's cores. A CPU sum of more than
+    _SERIAL_SUM entries goes to numpy (pairwise in float64, on one thread); a shorter one, or one on a GPU, is
+    torch's as ever (the same bits as before this function)."""
+    if x.device.type != "cpu" or x.numel() <= _SERIAL_SUM:
+        return torch.linalg.vector_norm(x, 1) if l1 else x.sum()
+    a = (x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().double()).numpy()
+    total = np.abs(a).sum(dtype=np.float64) if l1 else a.sum(dtype=np.float64)
+    return torch.tensor(float(total), dtype=x.dtype)
+
 
 METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
 
@@ -283,8 +301,8 @@ def _magnitude_trim_(delta: torch.Tensor, density: float, rescale: bool, rescale
     if rescale and rescale_norm == "inverse":  # the textbook 1/density, as DARE's (it was ignored: L1 ran)
         flat.mul_(keep).mul_(1.0 / density)
     elif rescale:
-        before = mag.sum()
-        after = mag.mul_(keep).sum()
+        before = thread_free_sum(mag)
+        after = thread_free_sum(mag.mul_(keep))
         flat.mul_(keep)
         _l1_rescale_(flat, before, after)
     else:
@@ -387,7 +405,7 @@ def _dare_drop_(
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"DARE draws its masks with a CPU torch.Generator (device-independent masks); got one on "
                          f"{generator.device}: use torch.Generator() or workbench.merge.state.tensor_generator")
-    before = torch.linalg.vector_norm(delta, 1) if rescale and rescale_norm == "l1" else None
+    before = thread_free_sum(delta, l1=True) if rescale and rescale_norm == "l1" else None
     keep = dare_keep_mask(delta, density, generator)
     delta.mul_(keep)
     if not rescale:
@@ -395,7 +413,7 @@ def _dare_drop_(
     if rescale_norm == "inverse":
         delta.mul_(1.0 / density)
     else:
-        _l1_rescale_(delta, before, torch.linalg.vector_norm(delta, 1))
+        _l1_rescale_(delta, before, thread_free_sum(delta, l1=True))
 
 
 def _task_vector_merge(
