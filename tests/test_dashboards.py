@@ -1984,7 +1984,7 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
 
 
 def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
-    """Tab from the Runs page's compare box goes on to the export's format (with 10 runs its list scrolled, took
+    """Tab from the Runs page's compare box goes on to the band over seeds (with 10 runs its list scrolled, took
     the keyboard into it and closed, and the next Tab came back to the box, never past it); the tabs open from the
     keyboard, and show its focus; inline code reads."""
     from playwright.sync_api import expect
@@ -2004,7 +2004,7 @@ def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, reques
             seen.append((tag, text))
             if tag == "SELECT":
                 break
-        assert seen[-1] == ("SELECT", ".png.svg.pdf.html"), seen  # the export's format, after the compare box
+        assert seen[-1] == ("SELECT", "rangesdci95"), seen  # the band over seeds, after the compare box
         # the tab headers answer the keyboard (Bokeh's took focus, but only a click opened one): an arrow moves
         # the focus to the header beside it, Enter or Space opens the one focused
         active = page.locator(".bk-tab.bk-active")
