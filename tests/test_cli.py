@@ -236,6 +236,9 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "asal", "--iters", "0"], "argument --iters: give a whole number of at least 1, got 0"),
     (["bench", "fm", "--batch", "100000000"], "--batch 100000000: its frames and activations need about"),
     (["bench", "gpu", "--sections"], "argument --sections: expected at least one argument"),
+    # bench namm's tasks and sections listed in its help and refused by argparse (the library's error came later)
+    (["bench", "namm", "--tasks", "bogus"], "argument --tasks: invalid choice: 'bogus'"),
+    (["bench", "namm", "--sections", "x"], "argument --sections: invalid choice: 'x'"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an

@@ -15,6 +15,7 @@ from workbench.cli.common import (
     err,
     positive,
 )
+from workbench.cli.namm import TASK_NAMES
 
 #: --reference of `bench substrates` and `bench gpu`
 REFERENCE_HELP = ("a checkout of the reference implementation (github.com/SakanaAI/asal): its substrates timed beside "
@@ -178,8 +179,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "presses), prefill/decode tokens/s, s per CMA-ES generation")
     nb.add_argument("--json", action="store_true", help="one JSON line")
     nb.add_argument("--model", default="smollm2", help="'smollm2' (default), a .gguf file or a model folder")
-    nb.add_argument("--tasks", nargs="+", metavar="TASK", default=["passkey", "kv"],
-                    help="NAMM tasks scored (passkey, kv, vartrack, count, digit)")
+    nb.add_argument("--tasks", nargs="+", choices=TASK_NAMES, metavar="TASK", default=["passkey", "kv"],
+                    help="NAMM tasks scored: " + ", ".join(TASK_NAMES))
     nb.add_argument("--policy", help="a trained policy file (policy.safetensors); without one: no NAMM rows")
     nb.add_argument("--run", metavar="ID", help="a namm run (its policy.safetensors)")
     nb.add_argument("--runs", default="runs", help="run store folder for --run (default: runs)")
@@ -203,8 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--cma-prompts", type=POSITIVE, default=2,
                     help="prompts per candidate, timed generation (default: 2)")
     nb.add_argument("--time-full-cma", action="store_true", help="also time full-covariance CMA-ES (minutes)")
-    nb.add_argument("--sections", nargs="+", default=["scores", "speed", "cma"],
-                    help="run only these of scores, speed, cma")
+    nb.add_argument("--sections", nargs="+", choices=["scores", "speed", "cma"], default=["scores", "speed", "cma"],
+                    help="run only these")
     nb.add_argument("--out", help="also write the JSON to this file (atomically)")
     nb.add_argument("--quiet", action="store_true", help="no per-method lines on stderr")
     nb.set_defaults(func=cmd_bench)
