@@ -346,12 +346,19 @@ def test_runs_compare_in_its_own_process(three, tmp_path):
     assert groups["sigma=0.1"]["ids"] == [a, b] and groups["sigma=0.1"]["n"] == 2
     assert math.isclose(groups["sigma=0.1"]["best_mean"], np.mean([data["runs"][i]["best"] for i in (a, b)]))
     assert groups["sigma=0.1"]["better"] == "lower" and groups["sigma=0.3"]["best_std"] is None
+    # Student's t 95% CI of the mean best over the two seeds (t(0.975, 1) = 12.706), none for one run
+    bests = [data["runs"][i]["best"] for i in (a, b)]
+    half = 12.706204736174694 * np.std(bests, ddof=1) / math.sqrt(2)
+    np.testing.assert_allclose(groups["sigma=0.1"]["best_ci95"], [np.mean(bests) - half, np.mean(bests) + half])
+    assert groups["sigma=0.3"]["best_ci95"] is None
     # the tables: runs with the settings that differ, then each setting over its seeds
-    proc = _short("runs", "compare", a, b, c, "--runs", str(store.root), cwd=tmp_path)
+    proc = _short("runs", "compare", a, b, c, "--runs", str(store.root), cwd=tmp_path, env={"COLUMNS": "200"})
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "runs compared" in out and "over seeds" in out and "sigma=0.1" in out and "eval.device" in out
-    assert " ± " in out and a in out
+    assert " ± " in out and a in out and "95% CI" in out
+    ci = groups["sigma=0.1"]["best_ci95"]
+    assert f"{ci[0]:.4f} to {ci[1]:.4f}" in out
     # "same settings" where it is so (two seeds of one setting), never for runs of other kinds, whose settings
     # are not compared (a target search and a CycleQD run read "same settings")
     import shutil

@@ -76,15 +76,22 @@ class RunGroup:
 
     def stats(self) -> dict:
         """n runs with a finite best at `at_iteration` (a run repeating another's seed counted once), and their
-        mean, sample standard deviation (None for one run), min and max."""
+        mean, sample standard deviation, Student's t 95% confidence interval of the mean as [lo, hi] (both None
+        for one run), min and max."""
         values = [b for i, b in zip(self.ids, self.bests, strict=True)
                   if i not in self.repeats and b is not None and math.isfinite(b)]
         n = len(values)
         if not n:
-            return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+            return {"n": 0, "mean": None, "std": None, "ci95": None, "min": None, "max": None}
         mean = sum(values) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-        return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values)}
+        ci95 = None
+        if std is not None:
+            from scipy.stats import t
+
+            half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+            ci95 = [mean - half, mean + half]
+        return {"n": n, "mean": mean, "std": std, "ci95": ci95, "min": min(values), "max": max(values)}
 
     def to_dict(self) -> dict:
         return {"label": self.label, "kind": self.kind, "metric": self.metric,

@@ -187,7 +187,8 @@ def _compare_tables(comparison) -> None:
         group_units = {step_unit(g.kind) for g in comparison.groups}
         after = f"after {group_units.pop()}" if len(group_units) == 1 else "after"
         groups = Table("setting", "runs", "seeds", Column(after, **whole),
-                       Column(f"{best}: mean ± sd", **whole), Column("min", **whole), Column("max", **whole),
+                       Column(f"{best}: mean ± sd", **whole), Column("95% CI", **whole), Column("min", **whole),
+                       Column("max", **whole),
                        title="over seeds (each run's best after the iterations all of them did)")
         for g in comparison.groups:
             s = g.stats()
@@ -196,6 +197,7 @@ def _compare_tables(comparison) -> None:
             seeds = ", ".join(map(value_text, dict.fromkeys(g.seeds)))  # a seed repeated is one (counted once)
             groups.add_row(g.label, str(len(g.ids) - len(g.repeats)), seeds,
                            "" if done is None else str(done[0]) if after != "after" else f"{done[0]} {done[1]}", mean,
+                           "" if s["ci95"] is None else f"{s['ci95'][0]:.4f} to {s['ci95'][1]:.4f}",
                            *("" if s[k] is None else f"{s[k]:.4f}" for k in ("min", "max")))
         console.print(groups)
         for g in comparison.groups:
