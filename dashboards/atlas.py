@@ -221,6 +221,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     from workbench.dashboards.shell import (
         address,
         address_at_load,
+        as_text,
         download_button,
         no_runs_page,
         off_loop,
@@ -239,7 +240,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
     def show_message(*_):
-        alert.param.update(object=model.message, visible=bool(model.message))
+        alert.param.update(object=as_text(model.message), visible=bool(model.message))
 
     model.param.watch(show_message, "message")
     if wanted:

@@ -31,7 +31,7 @@ import panel as pn
 import param
 
 from workbench.compare import replicates_of
-from workbench.dashboards.shell import ROW_WIDTH, counted, failed, placeholder
+from workbench.dashboards.shell import ROW_WIDTH, TextMultiChoice, as_text, counted, failed, placeholder
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, article
 
@@ -692,10 +692,10 @@ class ExpertsModel(param.Parameterized):
             return hv.Div("<i>no experts or adapt run in this folder yet: run `workbench experts train`</i>")
         if view == MIXER:
             if not self.mixer_experts():
-                return hv.Div(f"<i>run {d.run.id} has no SVF experts to mix</i>")
+                return hv.Div(f"<i>run {html.escape(d.run.id)} has no SVF experts to mix</i>")
             return self.mixture_figure()
         if view not in d.views:
-            return hv.Div(f"<i>run {d.run.id} has nothing for {VIEWS.get(view, view)!r}</i>")
+            return hv.Div(f"<i>run {html.escape(d.run.id)} has nothing for {VIEWS.get(view, view)!r}</i>")
         if view == "z":
             return z_heatmaps(self.z_table())
         if view == "z_rank":
@@ -1175,10 +1175,11 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                 try:
                     asked = prompt.value.strip()
                     out = await off_loop(model.answer, asked, busy=[said])
-                    said.object = (f"**{asked} →** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · "
-                                   f"{shares} · composed and decoded in {out['seconds'] * 1000:.0f} ms")
+                    # the prompt, the answer and the experts' task names (a shared run's config) as text
+                    said.object = as_text(f"**{asked} →** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · "
+                                          f"{shares} · composed and decoded in {out['seconds'] * 1000:.0f} ms")
                 except ValueError as exc:
-                    said.object = f"**cannot answer:** {exc}"
+                    said.object = f"**cannot answer:** {as_text(str(exc))}"
                 except Exception as exc:
                     said.object = f"**answering failed:** {failed(exc)}"
                     raise
@@ -1192,9 +1193,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
             model.param.update(alphas=[float(s.value) for s in sliders], variant=variant.value,
                                normalize=normalize.value)
             acc = await off_loop(model.score_mixture, 16, busy=[score])
-            scores.object = "held-out accuracy: " + " · ".join(f"{t} **{a:.2f}**" for t, a in acc.items())
+            scores.object = as_text("held-out accuracy: " + " · ".join(f"{t} **{a:.2f}**" for t, a in acc.items()))
         except ValueError as exc:
-            scores.object = f"**cannot score:** {exc}"
+            scores.object = f"**cannot score:** {as_text(str(exc))}"
         except Exception as exc:
             scores.object = f"**scoring failed:** {failed(exc)}"
             raise
@@ -1256,7 +1257,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
+    compare = TextMultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
                                                 sizing_mode="stretch_width", **UNTRAPPED)
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
@@ -1287,7 +1288,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
             tabs.active = names.index(model.view) if model.view in names else len(names) if model.view == MIXER else 0
         finally:
             building[0] = False
-        header.object = model.summary()
+        header.object = as_text(model.summary())
         what.object = export_what(model)
 
     def on_tab(event):
@@ -1302,7 +1303,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         try:  # the files are read on a worker thread
             data = await off_loop(model.prepare, event.new, busy=[tabs, picker])
         except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+            alert.param.update(object=as_text(str(exc)), visible=True)
             put_back(picker, lambda: model.run_id)  # the menu names the run on show (it kept the one refused)
             return
 
@@ -1328,7 +1329,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     picker.param.watch(on_pick, "value")
     refresh.on_click(on_refresh)
     tabs.param.watch(on_tab, "active")
-    model.param.watch(lambda e: setattr(header, "object", model.summary()), "compare")
+    model.param.watch(lambda e: setattr(header, "object", as_text(model.summary())), "compare")
     location = served_location()
     address_at_load(location, model)
     build()

@@ -27,8 +27,9 @@ def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
     if not rows:
         return (f"The run store <code>{html.escape(runs_dir)}</code> is empty{store_missing(runs_dir)}: start a "
                 "search on the Search page.")
-    kinds = ", ".join(f"{n} {k}" for k, n in Counter(r["kind"] for r in rows).most_common())
-    states = ", ".join(f"{n} {s}" for s, n in Counter(r["status"] for r in rows).most_common())
+    # a run.json's own words (a shared run's kind may be any text): escaped, as the cards' are
+    kinds = ", ".join(f"{n} {html.escape(str(k))}" for k, n in Counter(r["kind"] for r in rows).most_common())
+    states = ", ".join(f"{n} {html.escape(str(s))}" for s, n in Counter(r["status"] for r in rows).most_common())
     return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states})."
 
 

@@ -760,6 +760,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     from workbench.dashboards.shell import (
         PageThread,
         address,
+        as_text,
         checked_int_input,
         download_button,
         failed,
@@ -780,7 +781,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     alert = pn.pane.Alert("", sizing_mode="stretch_width", visible=False, margin=(0, 10))
 
     def show_message(*_):
-        alert.param.update(object=model.message, alert_type=model.message_kind, visible=bool(model.message))
+        alert.param.update(object=as_text(model.message), alert_type=model.message_kind,
+                           visible=bool(model.message))
 
     model.param.watch(show_message, ["message", "message_kind"])
 

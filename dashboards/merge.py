@@ -198,6 +198,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         WRAPPED_TABS,
         address,
         address_at_load,
+        as_text,
         export_controls,
         no_runs_page,
         off_loop,
@@ -220,7 +221,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export_tab(Path(runs_dir) / model.run_id / "figures", suffix, **printed))
-    header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
+    header = pn.pane.Markdown(as_text(model.summary()), sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
     # a run in its first iteration (or killed there) has no figure yet: a note, not tabs (none to make active)
     nothing = pn.pane.Markdown("", margin=(0, 10), visible=False)
@@ -239,10 +240,10 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             if names:
                 tabs.active = names.index(wanted) if wanted in names else 0
             tabs.visible, nothing.visible = bool(names), not names
-            nothing.object = "" if names else model.no_figures()
+            nothing.object = "" if names else as_text(model.no_figures())
         finally:
             building[0] = False
-        header.object = model.summary()
+        header.object = as_text(model.summary())
         what.object = f"Export writes the tab on show: **{model.tab}**."
 
     def on_tab(event):
@@ -272,7 +273,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             await off_loop(pick, busy=[tabs, picker])
         except ValueError as exc:
             # the tabs stayed the last run's while run_id named the one refused: every tab click was a traceback
-            alert.param.update(object=str(exc), visible=True)
+            alert.param.update(object=as_text(str(exc)), visible=True)
             put_back(picker, lambda: model.run_id)
             return
         alert.visible = False

@@ -9,6 +9,7 @@ shows); the views are functions of it, each one exportable as a paper figure. `p
 from __future__ import annotations
 
 import hashlib
+import html
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -154,8 +155,8 @@ class NAMMExplorer(param.Parameterized):
         from workbench.runs import Run, RunError, article
 
         run = Run(Path(self.runs_dir) / run_id)
-        try:
-            info = run.info
+        try:  # a run of the store only: ?run=../elsewhere or a path read the run.json it named, and said its kind
+            info = run.info if run_id and Path(run_id).name == run_id and not run_id.startswith(".") else None
         except RunError:
             info = None
         if info is None:
@@ -507,7 +508,7 @@ class NAMMExplorer(param.Parameterized):
                                 ylim=(-0.05, 1.05), width=560, height=360, legend_position="bottom_right",
                                 fig_inches=(3.6, 2.6)))
         if failed is not None:
-            plots = [*plots, hv.Div(f"<i>{failed}</i>")]
+            plots = [*plots, hv.Div(f"<i>{html.escape(str(failed), quote=False)}</i>")]
         if found:
             import pandas as pd
 
@@ -677,6 +678,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     the trained NAMM run `run` of the store `runs_dir` as θ when given. standalone: a page of its own."""
     from workbench.dashboards.shell import (
         PageThread,
+        as_text,
         checked_int_input,
         export_controls,
         failed,
@@ -705,7 +707,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                       sizing_mode="stretch_width")
     theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
     def refused(why: str) -> None:
-        status.object = f"**not taken:** {why}" if why else ""
+        status.object = f"**not taken:** {as_text(why)}" if why else ""
 
     seed = checked_int_input(model, "seed", refused, label="seed (random θ, task prompt)", sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
@@ -741,7 +743,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     # wrote at the sidebar's top, under the prompt, far from the button pressed)
     status = pn.pane.Markdown("", sizing_mode="stretch_width")
 
-    header = pn.pane.Markdown(model.summary(), sizing_mode="stretch_width", margin=(0, 10))
+    header = pn.pane.Markdown(as_text(model.summary()), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
                     f'color:{"#fff" if c == tr.KEPT else "#222"}">{tr.CODES[c]}</span>'
                     for c in sorted(COLORS))
@@ -792,7 +794,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             token.value = model.token
         finally:
             syncing[0] = False
-        header.object = model.summary()
+        header.object = as_text(model.summary())
         step_text.object = model.step_text()
 
     def link(widget, name):
@@ -805,7 +807,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                 setattr(model, name, event.new)
             except ValueError as exc:
                 put_back(widget, lambda: getattr(model, name))
-                status.object = f"**{widget.name or name}:** {str(exc).splitlines()[0]}"
+                status.object = f"**{widget.name or name}:** {as_text(str(exc).splitlines()[0])}"
         widget.param.watch(on, "value")
 
     for widget, name in ((policy, "policy"), (theta, "theta"), (strict, "strict"), (chat, "chat"), (n_up, "n_up"),
@@ -862,7 +864,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             recipe = model.recipe()
             trace = await off_loop(model.compute, tick, recipe, busy=[run_button, tabs])
         except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+            alert.param.update(object=as_text(str(exc)), visible=True)
             status.object = ""
             return
         except Exception as exc:  # said on the page (it said "running…" for good), and in the log
@@ -885,7 +887,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             tabs.active = list(VIEWS).index("sweep")
             status.object = f"compared {len(rows)} methods on this prompt"
         except ValueError as exc:
-            status.object = f"**cannot compare:** {exc}"
+            status.object = f"**cannot compare:** {as_text(str(exc))}"
         except Exception as exc:
             status.object = f"**the comparison failed:** {failed(exc)}"
             raise
@@ -900,7 +902,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         try:
             answer = await off_loop(model.use_task, task.value, task_length.value, busy=[use_task, prompt])
         except ValueError as exc:
-            status.object = f"**cannot make the prompt:** {exc}"
+            status.object = f"**cannot make the prompt:** {as_text(str(exc))}"
             return
         syncing[0] = True
         try:

@@ -40,7 +40,16 @@ import panel as pn
 import param
 
 from workbench.checks import is_count
-from workbench.dashboards.shell import ROW_WIDTH, UNTRAPPED, WRAPPED_TABS, counted, failed, subheading
+from workbench.dashboards.shell import (
+    ROW_WIDTH,
+    UNTRAPPED,
+    WRAPPED_TABS,
+    TextMultiChoice,
+    as_text,
+    counted,
+    failed,
+    subheading,
+)
 from workbench.figures import holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
 
@@ -1396,7 +1405,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_text = pn.pane.Markdown("", margin=(0, 10))
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width",
+    compare = TextMultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width",
                                      **UNTRAPPED)
     fmt, size, export, status, download = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
@@ -1406,7 +1415,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     streams: list = []  # the parameter streams of the views on show
 
     def show_message(*_):
-        alert.param.update(object=model.message, visible=bool(model.message))
+        alert.param.update(object=as_text(model.message), visible=bool(model.message))
 
     def run_menu() -> None:
         """The Run menu names the run on show, or says none is (a file, nothing yet, a ?run= refused): it showed
@@ -1424,7 +1433,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     def build(*_):
         """After a load: the views, the scrubber's range, the sidebar's choices (on the event loop)."""
         show_message()
-        header.object = model.summary() if model.data is not None else ""  # the alert says why, once
+        header.object = as_text(model.summary()) if model.data is not None else ""  # the alert says why, once
         run_menu()
         d = model.data
         if d is None:

@@ -26,7 +26,15 @@ import param
 from bokeh.models.widgets.tables import NumberFormatter
 
 from workbench.compare import BANDS, METRIC_WORDS, Comparison, compare_runs, value_text, what_text
-from workbench.dashboards.shell import OPENERS, PAGES, counted, open_links, store_missing
+from workbench.dashboards.shell import (
+    OPENERS,
+    PAGES,
+    TextMultiChoice,
+    as_text,
+    counted,
+    open_links,
+    store_missing,
+)
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 
 #: the Runs table's columns: what a run is and its best first (at a laptop's 1366 px the best came after done and unit,
@@ -667,7 +675,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     status = pn.widgets.Select.from_param(model.param.status, sizing_mode="stretch_width")
     query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
-    compare = pn.widgets.MultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
+    compare = TextMultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
                                      max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     band = pn.widgets.Select.from_param(model.param.band, name="Band over seeds", sizing_mode="stretch_width",
@@ -687,7 +695,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             comparison = model.comparison()
         except ValueError as exc:  # a run that cannot be opened: said on the tab (it went to the server log alone)
-            return [pn.pane.Markdown(f"{model.compared_text(None)} **Cannot compare them:** {exc}", margin=(5, 10))]
+            return [pn.pane.Markdown(f"{model.compared_text(None)} **Cannot compare them:** {as_text(str(exc))}",
+                                     margin=(5, 10))]
         table = model.settings_table(comparison) if comparison is not None else pd.DataFrame()
         settings = pn.pane.Markdown("") if table.empty else pn.pane.DataFrame(
             table, index=False, sizing_mode="stretch_width", name="compare-settings")

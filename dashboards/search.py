@@ -28,6 +28,7 @@ from workbench.asal.driver import INITS, KINDS, SearchConfig, check_new_search, 
 from workbench.asal.evaluate import EvalConfig
 from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
+    as_text,
     checked_int_input,
     every_from_load,
     export_controls,
@@ -627,7 +628,7 @@ class SearchViews:
         try:
             action()
         except ValueError as exc:
-            self.status.object = f"status: **error** — {in_page_words(str(exc), FIELDS)}"
+            self.status.object = f"status: **error** — {as_text(in_page_words(str(exc), FIELDS))}"
 
     def feed(self, period_ms: int = 300) -> None:
         """Refresh the views now, and every `period_ms` once the browser has loaded the page (shell.every_from_load
@@ -690,7 +691,7 @@ class SearchViews:
                 parts.append(f"run `{model.run_id}`")
             if model.algorithm_ran:
                 parts.append(f"algorithm **{model.algorithm_name}**")
-            notes = [text for text in (model.error, model.notice) if text]
+            notes = [as_text(text) for text in (model.error, model.notice) if text]
             self.status.object = " · ".join(parts) + "".join(f" — {text}" for text in notes)
             if model.best_thumb is not None:
                 self.best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)

@@ -443,7 +443,7 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
         try:
             model.choose(arg)
         except ValueError as exc:
-            alert.param.update(object=str(exc), visible=True)
+            alert.param.update(object=as_text(str(exc)), visible=True)
     return alert
 
 
@@ -556,7 +556,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
             status.object = f"written `{path}`"
             offer(download, path)
         except ValueError as exc:
-            status.object = f"**cannot export:** {page_words(str(exc))}"
+            status.object = f"**cannot export:** {as_text(page_words(str(exc)))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
             status.object = f"**export failed:** {failed(exc)}"
             raise
@@ -623,6 +623,35 @@ def failed(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     # escaped: shown in Markdown, a message's <...> (a repr, a path) vanished as HTML
     return html.escape(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, quote=False)
+
+
+def as_text(message: str) -> str:
+    """`message` (a library's words: an error, a run id, a path) for a Markdown pane, with every "<" outside its
+    `code` spans as an entity: a run folder named, a note or a config value written by someone else (a colleague's
+    shared run, a downloaded one) holding HTML is shown as its text, never run in the page (a folder named
+    `x<img src=x onerror=...>` ran its script on the Lab, Atlas, QD, Experts and Search pages). Markdown is kept
+    (**bold**, `code`), and text escaped already (failed's) is left as it is. Only a plain `span` (one backtick each
+    side, not escaped, on one line) is taken as code: one Markdown would not take as code (`x``, \\`x`) is escaped."""
+    parts = re.split(r"((?<![`\\])`[^`\n]+`(?!`))", message or "")
+    return "".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+
+
+class TextMultiChoice(pn.widgets.MultiChoice):
+    """A MultiChoice whose options (run ids: folder names anyone may have made) are shown as text: Bokeh's menu
+    (choices.js, with allowHTML on) drew an option's HTML, and a run folder named `x<img src=x onerror=...>` ran its
+    script as the Runs page opened. The browser gets each option escaped; its choice comes back unescaped."""
+
+    def _process_param_change(self, params: dict[str, Any]) -> dict[str, Any]:
+        props = super()._process_param_change(params)
+        for key in ("options", "value"):
+            if key in props:
+                props[key] = [html.escape(str(v), quote=False) for v in props[key]]
+        return props
+
+    def _process_property_change(self, props: dict[str, Any]) -> dict[str, Any]:
+        if "value" in props:
+            props = {**props, "value": [html.unescape(v) for v in props["value"]]}
+        return super()._process_property_change(props)
 
 
 def page_words(message: str) -> str:

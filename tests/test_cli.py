@@ -262,6 +262,16 @@ def test_serve_refuses_a_port_in_use_before_it_says_serving():
                                  f"--port {port + 1}"
 
 
+def test_serve_warns_that_an_address_beyond_this_machine_has_no_login():
+    """--address 0.0.0.0 (or a LAN address) lets anyone who reaches the port drive the pages (start and remove runs,
+    open files by path): serve says so, with the tunnel to use instead; 127.0.0.1 and localhost say nothing."""
+    from workbench.cli.serve import exposure
+
+    assert exposure("127.0.0.1", 5006) is None and exposure("localhost", 5006) is None
+    said = exposure("0.0.0.0", 5006)
+    assert said is not None and "no login" in said and "ssh -L 5006:localhost:5006" in said
+
+
 def test_progress_waits_for_the_run_to_start(monkeypatch):
     """The bar of a search appears when its run starts (on_start, or its first iteration); before that a transient
     spinner stands in, so an error in the set-up is alone on the screen and a run that is done draws nothing."""

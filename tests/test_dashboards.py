@@ -2763,3 +2763,70 @@ def test_an_html_figure_is_the_same_file_each_time_and_draws_offline(browser, tm
         assert legend == ["ours", "baseline"] and not errors and not requests, (legend, errors, requests)
     finally:
         page.close()
+
+
+XSS = '<img src=x onerror="window.__xss=(window.__xss||0)+1;alert(1)">'
+
+
+def test_page_messages_and_run_menus_show_html_as_text():
+    """A run folder named, a note or a config value written by someone else (a colleague's shared run, a downloaded
+    one) is text on the pages: a message naming it keeps its HTML as text (an "<" outside `code` as an entity,
+    Markdown kept, text escaped already left as it is), and a MultiChoice of run ids sends the browser each id
+    escaped (Bokeh's menu draws an option's HTML) and takes the escaped id back as the id."""
+    import html
+
+    import panel as pn
+
+    from workbench.dashboards.shell import TextMultiChoice, as_text, run_alert
+
+    assert as_text(f"no run {XSS!r} in `a<b` (**see**)") == \
+        f"no run {XSS.replace('<', '&lt;')!r} in `a<b` (**see**)"
+    assert as_text("TypeError: &lt;x&gt;") == "TypeError: &lt;x&gt;" and as_text("") == ""
+    # backticks Markdown takes for no code span (a longer closing run, an escaped opening one) leave no HTML through
+    for tricky in ["`<img src=x onerror=alert(1)>``", "\\`<img src=x onerror=alert(1)>`", "a`b` <img src=x> `c"]:
+        assert "<img" not in html.unescape(pn.pane.Markdown(as_text(tricky)).get_root().text), tricky
+
+    class Refusing:
+        def choose(self, run_id):
+            raise ValueError(f"no run {run_id!r} (latest runs: evil{XSS})")
+
+    alert = run_alert(Refusing(), XSS)
+    assert alert.visible and "<img" not in alert.object and "&lt;img" in alert.object
+    shown = html.unescape(pn.pane.Markdown(alert.object).get_root().text)  # the HTML the browser puts in the page
+    assert "<img" not in shown and "&lt;img" in shown
+
+    ids = ["20261206-000000-openended-boids-s0", f"evil{XSS}"]
+    menu = TextMultiChoice(options=ids, value=[ids[1]])
+    root = menu.get_root()
+    assert root.options == [ids[0], f"evil{XSS}".replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")]
+    assert root.value == [root.options[1]]
+    menu._process_events({"value": [root.options[0], root.options[1]]})
+    assert menu.value == ids
+
+
+def test_a_run_folder_named_with_html_runs_no_script_on_the_pages_in_chromium(browser, request, tmp_path):
+    """A run folder whose name holds HTML (copied in from elsewhere) is shown as text wherever a page names it:
+    the Runs page's compare menu drew it as HTML and ran its script as the page opened, and the Lab, Atlas, QD,
+    Experts and Search pages' messages ran it (the run loaded, or "latest runs: …" when another was asked for). So is
+    a run.json's kind on Home (its summary counted the runs of each kind in HTML)."""
+    import urllib.parse
+
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create("openended", "boids", "pixels", {}, 0)
+    run.update(status="done", iterations=1)
+    evil = f"evil{XSS}"
+    shutil.copytree(run.path, store.root / evil)
+    info = json.loads((store.root / evil / "run.json").read_text())
+    (store.root / evil / "run.json").write_text(json.dumps({**info, "id": evil}))
+    shutil.copytree(run.path, store.root / "kinded")
+    (store.root / "kinded" / "run.json").write_text(json.dumps({**info, "id": "kinded", "kind": XSS}))
+    with serving(str(store.root), tmp_path / "serve.log") as url:
+        for address in ["/", "/runs", f"/atlas?run={urllib.parse.quote(evil)}", "/qd?run=nosuch", "/lab?run=nosuch"]:
+            with _browse(browser, url + address, request) as page:
+                dialogs: list[str] = []
+                page.on("dialog", lambda d, said=dialogs: (said.append(d.message), d.dismiss()))
+                page.get_by_text(re.compile("onerror=")).first.wait_for(state="attached", timeout=60000)
+                page.wait_for_timeout(500)
+                assert not dialogs and page.evaluate("() => window.__xss || 0") == 0, address

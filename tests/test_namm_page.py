@@ -4,6 +4,7 @@ paper exports, and the served page in Debian's Chromium, offline — all on the 
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -162,6 +163,13 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     with pytest.raises(ValueError, match="'nope' is no run in .*: the NAMM page opens runs of `workbench namm "
                                          "train` \\(1 there\\)"):
         model.choose("nope")
+    # a run of the store only: a path to another run's folder (?run=../elsewhere) is not read, nor its kind said
+    elsewhere = Path(namm_run["dir"]).parent / "elsewhere"
+    shutil.copytree(Path(namm_run["dir"]) / namm_run["id"], elsewhere / "other")
+    for name in ("../elsewhere/other", str(elsewhere / "other")):
+        with pytest.raises(ValueError, match=f"'{re.escape(name)}' is no run in "):
+            model.choose(name)
+    shutil.rmtree(elsewhere)
     broken = tmp_path / "broken-run"
     broken.mkdir()
     (broken / "policy.safetensors").write_bytes(b"not a policy")

@@ -45,6 +45,25 @@ def check_serve(args) -> None:
         raise
 
 
+def exposure(address: str, port: int) -> str | None:
+    """What serving on `address` lets others do, said when it is not this machine only (None for a loopback
+    address): the pages have no login, and anyone who reaches the port drives them as the user does."""
+    import ipaddress
+    import socket
+
+    try:
+        loopback = all(ipaddress.ip_address(where[4][0]).is_loopback
+                       for where in socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM))
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return None
+    return (f"--address {address} serves the dashboards beyond this machine, with no login: whoever reaches port "
+            f"{port} can start and remove runs, write notes and open the files and model folders the pages take "
+            f"by path, as you. On a shared network serve on 127.0.0.1 and reach it through a tunnel "
+            f"(ssh -L {port}:localhost:{port} HOST)")
+
+
 def cmd_serve(args) -> int:
     check_serve(args)
     import logging
@@ -58,6 +77,8 @@ def cmd_serve(args) -> int:
     pages = ", ".join(f"/{p}" for p in PAGES)
     if not Path(args.runs).exists():  # a typo in --runs showed empty pages and said nothing
         say("note", f"--runs {args.runs} does not exist yet: the pages show no runs until a run is made there")
+    if (exposed := exposure(args.address, args.port)) is not None:
+        say("warning", exposed)
     err.print(f"serving http://{args.address}:{args.port}/ (pages: {pages}; Ctrl-C stops)", soft_wrap=True)
     serve(port=args.port, runs_dir=args.runs, address=args.address, show=args.show, on_stop=_stopping)
     return 128 + app.stopped_by  # a Ctrl-C's 130, SIGTERM's 143 (the server stops on a signal only)
