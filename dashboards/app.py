@@ -18,6 +18,22 @@ if TYPE_CHECKING:
     from panel.io.threads import StoppableThread
 
 PAGES = tuple(PAGE_INFO)
+#: who may show the pages inside a frame: they themselves and pages of this machine (a notebook's IFrame, a local
+#: dashboard), not another site, which could frame the Runs page and trick a click on "remove" (clickjacking)
+FRAME_ANCESTORS = "frame-ancestors 'self' http://localhost:* http://127.0.0.1:*"
+
+
+def _frame_policy():
+    """A tornado output transform that sends FRAME_ANCESTORS with every HTTP answer (Bokeh's server sets no
+    headers of its own; its tornado Application takes no other transform, so none is lost)."""
+    import tornado.web
+
+    class FramePolicy(tornado.web.OutputTransform):
+        def transform_first_chunk(self, status_code, headers, chunk, finishing):
+            headers.setdefault("Content-Security-Policy", FRAME_ANCESTORS)
+            return status_code, headers, chunk
+
+    return FramePolicy
 
 
 def pages(runs_dir: str = "runs") -> dict[str, Callable[[], pn.viewable.Viewable]]:
@@ -100,7 +116,8 @@ def serve(port: int = 5006, runs_dir: str = "runs", address: str = "127.0.0.1", 
     previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) \
         if not threaded and threading.current_thread() is threading.main_thread() else None
     server = pn.serve(pages(runs_dir), port=port, address=address, show=show, liveness=True,
-                      threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False)
+                      threaded=threaded, websocket_origin=[f"{address}:{port}", f"localhost:{port}"], verbose=False,
+                      transforms=[_frame_policy()])
     if not threaded:
         from workbench.dashboards.search import SearchJob
 

@@ -1889,6 +1889,35 @@ FRAME_SUM = """() => {
   let s = 0; for (let i = 0; i < img.length; i += 7) s = (s * 31 + img[i]) % 1000000007; return s;
 }"""
 
+def test_pages_open_in_frames_of_this_machine_only_in_chromium(server, browser, request):
+    """Each answer says who may frame the pages (Content-Security-Policy frame-ancestors): a page of another site
+    framing the Runs page (and tricking a click on "remove") is refused by the browser; a frame on the pages'
+    own server, or another port of this machine (a notebook's IFrame), shows it."""
+    from workbench.dashboards.app import FRAME_ANCESTORS
+
+    for route in ("/runs", "/static/js/bokeh.min.js"):
+        with urllib.request.urlopen(f"{server}{route}", timeout=30) as answer:
+            assert answer.headers["Content-Security-Policy"] == FRAME_ANCESTORS
+    with _browse(browser, f"{server}/", request) as page:
+        page.locator(".cards .card").first.wait_for(timeout=30000)
+        framed = "url => new Promise(done => { const f = document.createElement('iframe'); f.src = url; " \
+                 "f.onload = () => done(true); document.body.appendChild(f); })"
+        page.evaluate(framed, f"{server}/runs")
+        frame = page.frames[-1]
+        frame.locator(".bk-tab", has_text="Table").wait_for(timeout=60000)  # drawn inside the frame
+        other = page.context.new_page()
+        try:  # another site: an origin that is no address of this machine (the page is set from memory)
+            other.route("http://elsewhere.example/", lambda route: route.fulfill(
+                body=f'<iframe src="{server}/runs"></iframe>', content_type="text/html"))
+            other.goto("http://elsewhere.example/")
+            other.wait_for_timeout(3000)
+            assert other.frames[-1].url in ("chrome-error://chromewebdata/", "about:blank") or \
+                other.frames[-1].locator(".bk-tab").count() == 0
+            assert other.frames[-1].locator(".bk-tab").count() == 0
+        finally:
+            other.close()
+
+
 def test_every_page_has_the_shell_and_navigates_offline(server, browser, request):
     """Each page: in the template, its title and description (the tab's "workbench · PAGE"), the navigation from
     page to page (each page reached from the one before, the first from Home's cards), and back Home; a heading
