@@ -1915,14 +1915,15 @@ def test_pages_open_in_frames_of_this_machine_only_in_chromium(server, browser, 
         quiet = type("Quiet", (http.server.SimpleHTTPRequestHandler,), {"log_message": lambda *_: None})
         site = http.server.ThreadingHTTPServer(("127.0.0.2", 0), functools.partial(quiet, directory=str(tmp_path)))
         threading.Thread(target=site.serve_forever, daemon=True).start()
-        other = page.context.new_page()
+        elsewhere = browser.new_context()  # not the offline one: it refuses every address but the server's
+        other = elsewhere.new_page()
         try:
             other.goto(f"http://127.0.0.2:{site.server_address[1]}/index.html")
             other.wait_for_timeout(5000)  # the page drew its tabs in the frame in 3 s without the policy
             assert other.frames[-1].url == "chrome-error://chromewebdata/"
             assert other.frames[-1].locator(".bk-tab").count() == 0
         finally:
-            other.close()
+            elsewhere.close()
             site.shutdown()
 
 
