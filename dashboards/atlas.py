@@ -279,8 +279,8 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             return
         player.playing = True
         link = f"./lab?run={urllib.parse.quote(str(model.run_id), safe='')}&member={member}"
-        playing.object = (f"playing population member **{member}** of `{model.run_id}` · "
-                          f"[open it in the Lab]({link}) (edit, score, snapshot)")
+        playing.object = as_text(f"playing population member **{member}** of `{model.run_id}` · "
+                                  f"[open it in the Lab]({link}) (edit, score, snapshot)")
 
     model.param.watch(on_select, "selected")
     # ticks while a member plays (it ticked every 50 ms in every session, for nothing until a cell was clicked)
@@ -348,7 +348,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     def on_export(event):
         [png] = fresh_paths(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
         path = model.export_png(png)
-        saved.object = f"saved `{path}` (4× the thumbnails' resolution)"
+        saved.object = as_text(f"saved `{path}` (4× the thumbnails' resolution)")
         offer(download, path)
 
     export.on_click(on_export)

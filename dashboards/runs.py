@@ -695,13 +695,14 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             comparison = model.comparison()
         except ValueError as exc:  # a run that cannot be opened: said on the tab (it went to the server log alone)
-            return [pn.pane.Markdown(f"{model.compared_text(None)} **Cannot compare them:** {as_text(str(exc))}",
+            return [pn.pane.Markdown(as_text(f"{model.compared_text(None)} **Cannot compare them:** {exc}"),
                                      margin=(5, 10))]
         table = model.settings_table(comparison) if comparison is not None else pd.DataFrame()
         settings = pn.pane.Markdown("") if table.empty else pn.pane.DataFrame(
             table, index=False, sizing_mode="stretch_width", name="compare-settings")
-        return [pn.pane.Markdown(model.compared_text(comparison), margin=(5, 10)), curves_plot(model, comparison),
-                settings]
+        # run ids in backticks: a folder named a`<img …> closed the code span and its HTML ran (as_text)
+        return [pn.pane.Markdown(as_text(model.compared_text(comparison)), margin=(5, 10)),
+                curves_plot(model, comparison), settings]
 
     fmt, size, export, written, download = export_controls(model.export)
     remove = pn.widgets.Button(label="remove the ticked runs…", sizing_mode="stretch_width")
@@ -782,16 +783,16 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
     def ask_removal(event):
         asked[:] = list(model.ticked)
-        removal.object = removal_question(asked) if asked else f"{NOTHING_TICKED.capitalize()}."
+        removal.object = as_text(removal_question(asked)) if asked else f"{NOTHING_TICKED.capitalize()}."
         confirm.visible = cancel.visible = bool(asked)
 
     def on_confirm(event):
         confirm.visible = cancel.visible = False
         try:
             removed = model.remove(asked)
-            removal.object = f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}"
+            removal.object = as_text(f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}")
         except (ValueError, OSError) as exc:
-            removal.object = f"**not (all) removed:** {exc}"
+            removal.object = f"**not (all) removed:** {as_text(str(exc))}"
         finally:
             show_store()
 
@@ -816,9 +817,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             written = model.note(run_id, event.new or "")
         except ValueError as exc:
-            noted.object = f"**not saved:** {exc}"
+            noted.object = f"**not saved:** {as_text(str(exc))}"
             return
-        noted.object = f"note saved on `{run_id}`" if written else f"note removed from `{run_id}`"
+        noted.object = as_text(f"note saved on `{run_id}`" if written else f"note removed from `{run_id}`")
         show_store()
 
     def on_cancel(event):

@@ -688,7 +688,7 @@ class SearchViews:
             if model.status == "running" and not running:
                 parts[0] += " (not in this server: shown as it was when opened)"
             if model.run_id:
-                parts.append(f"run `{model.run_id}`")
+                parts.append(as_text(f"run `{model.run_id}`"))
             if model.algorithm_ran:
                 parts.append(f"algorithm **{model.algorithm_name}**")
             notes = [as_text(text) for text in (model.error, model.notice) if text]

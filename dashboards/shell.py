@@ -553,7 +553,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
         try:
             settings = export_settings(fmt.value, width.value, font.value, legend.value)
             path = await off_loop(functools.partial(write, fmt.value, **settings), busy=[export])
-            status.object = f"written `{path}`"
+            status.object = as_text(f"written `{path}`")  # the run's id in the path
             offer(download, path)
         except ValueError as exc:
             status.object = f"**cannot export:** {as_text(page_words(str(exc)))}"
@@ -625,15 +625,30 @@ def failed(exc: BaseException) -> str:
     return html.escape(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, quote=False)
 
 
+#: characters Markdown reads as syntax, as entities inside a code span as_text writes as HTML (entities are text)
+_MARKDOWN_SYNTAX = {c: f"&#{ord(c)};" for c in "\\`*_~[]()$!|"}
+
+
+def _code_span(span: str) -> str:
+    """One `code` span of as_text: as it is where it holds no "<" (then nothing in it can be HTML, whatever
+    Markdown makes of its backticks), else as a <code> element of its own with its text escaped."""
+    inner = span[1:-1]
+    if "<" not in inner:
+        return span
+    return "<code>" + "".join(_MARKDOWN_SYNTAX.get(c, c) for c in html.escape(inner, quote=False)) + "</code>"
+
+
 def as_text(message: str) -> str:
-    """`message` (a library's words: an error, a run id, a path) for a Markdown pane, with every "<" outside its
-    `code` spans as an entity: a run folder named, a note or a config value written by someone else (a colleague's
-    shared run, a downloaded one) holding HTML is shown as its text, never run in the page (a folder named
+    """`message` (a library's words: an error, a run id, a path) for a Markdown pane, with every "<" of it as an
+    entity: a run folder named, a note or a config value written by someone else (a colleague's shared run, a
+    downloaded one) holding HTML is shown as its text, never run in the page (a folder named
     `x<img src=x onerror=...>` ran its script on the Lab, Atlas, QD, Experts and Search pages). Markdown is kept
-    (**bold**, `code`), and text escaped already (failed's) is left as it is. Only a plain `span` (one backtick each
-    side, not escaped, on one line) is taken as code: one Markdown would not take as code (`x``, \\`x`) is escaped."""
+    (**bold**, `code`), and text escaped already (failed's) is left as it is. A plain `span` (one backtick each
+    side, not escaped, on one line) holding a "<" becomes a <code> element whose text is escaped: the only "<" left
+    are its own, so no reading of the backticks (a link's destination or title swallowing one, a run of two
+    backticks pairing the one before it: Markdown's and this regex's differ) can let HTML through."""
     parts = re.split(r"((?<![`\\])`[^`\n]+`(?!`))", message or "")
-    return "".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+    return "".join(_code_span(p) if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
 
 
 class TextMultiChoice(pn.widgets.MultiChoice):

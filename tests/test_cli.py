@@ -270,6 +270,7 @@ def test_serve_warns_that_an_address_beyond_this_machine_has_no_login():
     assert exposure("127.0.0.1", 5006) is None and exposure("localhost", 5006) is None
     said = exposure("0.0.0.0", 5006)
     assert said is not None and "no login" in said and "ssh -L 5006:localhost:5006" in said
+    assert exposure("", 5006) is not None  # tornado binds '' on every interface
 
 
 def test_progress_waits_for_the_run_to_start(monkeypatch):

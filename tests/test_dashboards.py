@@ -2817,11 +2817,14 @@ def test_page_messages_and_run_menus_show_html_as_text():
 
     from workbench.dashboards.shell import TextMultiChoice, as_text, run_alert
 
-    assert as_text(f"no run {XSS!r} in `a<b` (**see**)") == \
-        f"no run {XSS.replace('<', '&lt;')!r} in `a<b` (**see**)"
+    assert as_text(f"no run {XSS!r} in `a<b` (**see**) `ok`") == \
+        f"no run {XSS.replace('<', '&lt;')!r} in <code>a&lt;b</code> (**see**) `ok`"
     assert as_text("TypeError: &lt;x&gt;") == "TypeError: &lt;x&gt;" and as_text("") == ""
-    # backticks Markdown takes for no code span (a longer closing run, an escaped opening one) leave no HTML through
-    for tricky in ["`<img src=x onerror=alert(1)>``", "\\`<img src=x onerror=alert(1)>`", "a`b` <img src=x> `c"]:
+    # backticks Markdown takes for no code span (a longer closing run, an escaped opening one, one a link's
+    # destination or title swallows, a single one pairing past a run of two) leave no HTML through
+    for tricky in ["`<img src=x onerror=alert(1)>``", "\\`<img src=x onerror=alert(1)>`", "a`b` <img src=x> `c",
+                   "[a](`x) <img src=x onerror=alert(1)>`", '[a](u "`") <img src=x onerror=alert(1)>`',
+                   "no run '`a``b`<img src=x onerror=alert(1)>`c'"]:
         assert "<img" not in html.unescape(pn.pane.Markdown(as_text(tricky)).get_root().text), tricky
 
     class Refusing:
@@ -2868,3 +2871,31 @@ def test_a_run_folder_named_with_html_runs_no_script_on_the_pages_in_chromium(br
                 page.get_by_text(re.compile("onerror=")).first.wait_for(state="attached", timeout=60000)
                 page.wait_for_timeout(500)
                 assert not dialogs and page.evaluate("() => window.__xss || 0") == 0, address
+
+
+def test_the_runs_pages_own_lines_show_a_run_id_as_text(tmp_path):
+    """The Runs page names the runs compared, asked about and removed in `code` spans of its own: a folder named
+    with a backtick (a`<img …>) closed the span, and the rest of its name was HTML the page ran as the runs were
+    compared or their removal asked (as_text on those lines too)."""
+    import html
+
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+    from workbench.dashboards.shell import TextMultiChoice
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create("openended", "boids", "pixels", {}, 0)
+    run.update(status="done", iterations=1)
+    evil = "a`<img src=x onerror=alert(1)>"
+    shutil.copytree(run.path, store.root / evil)
+    info = json.loads((store.root / evil / "run.json").read_text())
+    (store.root / evil / "run.json").write_text(json.dumps({**info, "id": evil}))
+    page = runs_page(str(store.root))
+    everything = pn.Column(*page.main, *page.sidebar)
+    next(iter(everything.select(TextMultiChoice))).value = [run.id, evil]
+    next(b for b in everything.select(pn.widgets.Button) if b.label.startswith("remove the ticked")).clicks += 1
+    shown = [html.unescape(m.get_root().text) for m in everything.select(pn.pane.Markdown) if m.object]
+    assert any("Comparing" in s for s in shown) and any("for good" in s for s in shown), shown
+    assert not [s for s in shown if "<img" in s]

@@ -511,10 +511,11 @@ def test_merges_and_norms_do_not_depend_on_torch_threads():
     """DARE's and TIES' L1 rescale and the task-vector norms add up whole tensors: a CPU sum of more than 32768
     entries is cut into torch's threads' parts, so the merge followed the thread count (1 thread vs 2: 1e-4 apart on
     a 512 × 256 tensor). Shorter sums keep torch's own bits."""
-    from workbench.merge.methods import thread_free_sum
+    from workbench.merge.methods import slerp, thread_free_sum
     from workbench.threads import torch_threads
 
     big = inputs((512, 256))
+    wide = inputs((256, 1024), n=2)  # SLERP's dot (torch.dot, MKL's threads) followed them from 8192 entries
     params = {"weight": 0.5, "density": 0.3}
     runs = []
     for n in (1, 2):
@@ -522,6 +523,7 @@ def test_merges_and_norms_do_not_depend_on_torch_threads():
             runs.append([merge_tensors(big, m, parameters={**params, **({"rescale": True} if m == "ties" else {})},
                                        base_index=0, generator=torch.Generator().manual_seed(1))
                          for m in ("dare_linear", "dare_ties", "ties")]
+                        + [slerp(0.3, *wide)]
                         + [task_vector_norms({"w": big[0]}, {"a": {"w": big[1]}, "b": {"w": big[2]}})])
     for a, b in zip(*runs, strict=True):
         assert a == b if isinstance(a, dict) else torch.equal(a, b)

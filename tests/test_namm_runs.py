@@ -507,6 +507,34 @@ def test_the_peer_says_a_bad_job_in_one_line(tmp_path):
         "error: the job has no 'presses' (its keys: workbench.namm.peer's module doc)", keyless.stderr[-2000:]
 
 
+def test_the_peer_says_only_the_jobs_own_faults_in_one_line(monkeypatch, capsys):
+    """A key the job lacks, or kvpress not installed, is one error line; a KeyError or an ImportError from inside
+    the libraries is a bug and keeps its traceback (it read "the job has no 'rope_theta'", "transformers is not
+    installed")."""
+    import io
+    import sys
+
+    from workbench.namm import peer
+
+    def raising(error):
+        def run_job(job, log=None):
+            raise error
+        return run_job
+
+    for error, said in ((KeyError("presses"), "error: the job has no 'presses'"),
+                        (ModuleNotFoundError("No module named 'kvpress'", name="kvpress"), "error: kvpress is not "
+                                                                                             "installed")):
+        monkeypatch.setattr(peer, "run_job", raising(error))
+        monkeypatch.setattr(sys, "stdin", io.StringIO("{}"))
+        assert peer.main() == 2 and capsys.readouterr().err.startswith(said)
+    for error in (KeyError("rope_theta"), KeyError("presses"), ImportError("cannot import name 'x' from "
+                                                                           "'transformers'", name="transformers")):
+        monkeypatch.setattr(peer, "run_job", raising(error))
+        monkeypatch.setattr(sys, "stdin", io.StringIO('{"presses": []}'))
+        with pytest.raises(type(error)):
+            peer.main()
+
+
 def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp_path, tiny, capsys, monkeypatch):
     """--pool: each generation scores every candidate on prompts drawn afresh from the pool (seeded, so a resume
     draws the same), normalised by the full cache on those prompts (the pool's mean where it solves none of them);

@@ -52,8 +52,10 @@ def exposure(address: str, port: int) -> str | None:
     import socket
 
     try:
+        # AI_PASSIVE as check_serve and tornado's bind_sockets: --address '' binds every interface, not loopback
         loopback = all(ipaddress.ip_address(where[4][0]).is_loopback
-                       for where in socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM))
+                       for where in socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                                       flags=socket.AI_PASSIVE))
     except (OSError, ValueError):
         loopback = False
     if loopback:

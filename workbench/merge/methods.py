@@ -266,10 +266,11 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, work: torch.dtype = torc
     if a.numel() == 0:
         return v0.to(work)
     eps, dot_threshold = 1e-8, 0.9995
-    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+    # whole-tensor sums thread-free (thread_free_sum): torch.dot (MKL) split a long dot among torch's threads
+    na, nb = thread_free_sum(a * a).sqrt(), thread_free_sum(b * b).sqrt()
     na = na if na > eps else torch.ones_like(na)  # a zero vector gets norm 1, as mergekit does
     nb = nb if nb > eps else torch.ones_like(nb)
-    dot = float(torch.dot(a / na, b / nb).clamp(-1, 1))
+    dot = float(thread_free_sum((a / na) * (b / nb)).clamp(-1, 1))
     if abs(dot) > dot_threshold:
         ca, cb = 1.0 - t, t
     else:

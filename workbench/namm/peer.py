@@ -30,6 +30,8 @@ PRESSES = {"streamingllm": "StreamingLLMPress", "snapkv": "SnapKVPress", "tova":
            "keydiff": "KeyDiffPress", "random": "RandomPress", "pyramidkv": "PyramidKVPress"}
 DEFAULT_PRESSES = ("streamingllm", "snapkv", "tova", "observed", "knorm")
 PEER_ENV = "WORKBENCH_KVPRESS_PYTHON"
+#: the keys a job must have (the module doc); the others have defaults
+JOB_KEYS = ("model", "presses", "budgets", "examples")
 
 
 def check_presses(names) -> list[str]:
@@ -149,17 +151,24 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("kvpress").setLevel(logging.ERROR)
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    job = None
     try:
-        run_job(json.load(sys.stdin), log=lambda line: print(line, flush=True))
+        job = json.load(sys.stdin)
+        run_job(job, log=lambda line: print(line, flush=True))
     except ValueError as error:  # a job that is no JSON too
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyError as error:
-        print(f"error: the job has no {error.args[0]!r} (its keys: workbench.namm.peer's module doc)", file=sys.stderr)
+        key = error.args[0] if error.args else None
+        if not (isinstance(job, dict) and key in JOB_KEYS and key not in job):
+            raise  # a key missing in a library (transformers, kvpress) or an example: a bug, with its traceback
+        print(f"error: the job has no {key!r} (its keys: workbench.namm.peer's module doc)", file=sys.stderr)
         return 2
-    except ImportError as error:  # this Python is not the peer's
-        print(f"error: {error.name or error} is not installed in {sys.executable}: run the job with the kvpress "
-              "peer's Python (make kvpress-peer; workbench.namm.peer.peer_python() finds it)", file=sys.stderr)
+    except ModuleNotFoundError as error:  # this Python is not the peer's
+        if error.name != "kvpress":
+            raise  # an import inside kvpress or transformers that failed (their versions): its traceback
+        print(f"error: kvpress is not installed in {sys.executable}: run the job with the kvpress peer's Python "
+              "(make kvpress-peer; workbench.namm.peer.peer_python() finds it)", file=sys.stderr)
         return 2
     return 0
 
