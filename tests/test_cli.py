@@ -323,8 +323,11 @@ def test_progress_off_a_terminal_says_the_set_up_and_the_count_now_and_then(monk
 
     from workbench.cli import common
 
+    outs = []
+
     def shown(body, after=0.05, every=0.0) -> list[str]:
         out = io.StringIO()
+        outs.append(out)
         monkeypatch.setattr(common, "err", Console(file=out, force_terminal=False, width=100, markup=False))
         monkeypatch.setattr(common, "PLAIN_AFTER", after)
         monkeypatch.setattr(common, "PLAIN_EVERY", every)
@@ -336,17 +339,22 @@ def test_progress_off_a_terminal_says_the_set_up_and_the_count_now_and_then(monk
         time.sleep(0.2)  # a set-up line due after the block would be written by now
         return out.getvalue().splitlines()
 
-    def slow_set_up(tick):
-        time.sleep(0.3)
+    def quick(tick):
         tick(1, 3, {"loss": 0.25})
         tick(2, 3, {"loss": 0.2})
         tick(3, 3, {"loss": 0.125})
+
+    def slow_set_up(tick):
+        deadline = time.monotonic() + 30  # until the line is out (a loaded machine's timer thread runs late)
+        while "setting up" not in outs[-1].getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        quick(tick)
 
     lines = shown(slow_set_up)
     assert lines[:3] == ["namm train: setting up …", "namm train 1/3 loss 0.25 0:00:00",
                          "namm train 2/3 loss 0.20 0:00:00"]
     assert len(lines) == 4 and "3/3 loss 0.12" in lines[3]  # the last: rich's bar
-    assert shown(slow_set_up, after=5.0, every=5.0)[:-1] == []  # within both times: the bar alone
+    assert shown(quick, after=5.0, every=5.0)[:-1] == []  # within both times: the bar alone
 
     def fails(tick):
         raise ValueError("bad input found while setting up")

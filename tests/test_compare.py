@@ -89,6 +89,8 @@ def test_the_band_over_seeds_is_the_range_one_sd_or_a_95_ci_of_the_mean(three, t
         np.testing.assert_array_equal(alone["hi"], alone["mean"])
     with pytest.raises(ValueError, match="--band must be one of range, sd, ci95"):
         cmp.bands("iqr")
+    with pytest.raises(ValueError, match="--band must be one of range, sd, ci95"):  # runs of one seed each too
+        compare_curves(compare_runs(store, [a, c]), "iqr")
     assert list(BAND_CHOICES) == list(BANDS)
     hv = holoviews()
     axis = hv.render(compare_curves(cmp, "ci95"), backend="matplotlib").axes[0]
@@ -96,7 +98,9 @@ def test_the_band_over_seeds_is_the_range_one_sd_or_a_95_ci_of_the_mean(three, t
     # the CLI, and the page
     out = tmp_path / "ci.png"
     assert main(["figure", "compare", a, b, c, "--band", "ci95", "--runs", str(store.root), "--out", str(out)]) == 0
-    assert out.exists()
+    assert out.exists() and "no band is drawn" not in capsys.readouterr().err
+    assert main(["figure", "compare", a, c, "--band", "sd", "--runs", str(store.root), "--out", str(out)]) == 0
+    assert "note: --band sd: no setting of these runs has several seeds" in capsys.readouterr().err
     model = RunsModel(runs_dir=str(store.root), selected=[a, b, c], band="sd")
     plot = hv.render(curves_plot(model).object, backend="bokeh")
     assert plot.title.text == f"best so far: {band_title('sd')}"

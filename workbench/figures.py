@@ -438,7 +438,8 @@ def compare_curves(comparison: Comparison, band: str = "range"):
     counted once), titled with what line and band are; a setting's curve ends where the first of its runs stops
     (a running one: at the iteration it has reached). Runs in one metric are one Overlay; runs in several (a
     search's loss, a merge's fitness, a QD score) are a Layout of one Overlay per metric (compare_panels)."""
-    title = band_title(band) if comparison.has_replicates else None  # a bad band refused before any drawing
+    title = band_title(band)  # a bad band refused before any drawing, with replicates or not
+    title = title if comparison.has_replicates else None
     hv = _hv()
     df = comparison.curves
     if df.empty:

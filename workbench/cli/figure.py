@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli.common import FRAME_SIZE, POSITIVE, add_video_arguments, video_arguments, whole
+from workbench.cli.common import FRAME_SIZE, POSITIVE, add_video_arguments, say, video_arguments, whole
 from workbench.cli.namm import TASK_NAMES
 
 
@@ -55,6 +55,9 @@ def _figure(figures, store, args, pinned: dict[str, str]):
         check_ids(args.ids)
         comparison = compare_runs(store, args.ids)
         figure = figures.compare_curves(comparison, args.band)
+        if args.band != "range" and not comparison.has_replicates:
+            say("note", f"--band {args.band}: no setting of these runs has several seeds, so each run is its own "
+                        "curve and no band is drawn")
         undrawn = ([r["id"] for r in comparison.rows], set(comparison.curves["run_id"]))
     elif args.what == "frames":
         # its pixels in whole blocks for the size it prints at (an .html page shows its own pixels); at the strip's

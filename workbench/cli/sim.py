@@ -102,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     view.add_argument("--seed", type=SEED, default=0, help="seed of the initial state; lenia and flow_lenia start "
                                                            "from one fixed state")
     view.add_argument("--window", type=whole(64, MAX_WINDOW, " pixels"), default=768,
-                      help="window size in pixels, at most 16384 (SDL's limit)")
+                      help="window size in pixels, up to SDL's limit of 16384")
     view.add_argument("--render-size", type=FRAME_SIZE, default=None,
                       help="render resolution (default: min(window, 512))")
     view.add_argument("--out-dir", default=".", help="where s saves PNGs")
