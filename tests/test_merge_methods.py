@@ -507,7 +507,7 @@ def test_a_magnitude_cache_gives_the_same_merges_and_is_found_again():
     assert small.used_bytes == 0
 
 
-def test_merges_and_norms_do_not_depend_on_torch_threads():
+def test_merges_and_norms_do_not_depend_on_torch_threads(monkeypatch):
     """DARE's and TIES' L1 rescale and the task-vector norms add up whole tensors: a CPU sum of more than 32768
     entries is cut into torch's threads' parts, so the merge followed the thread count (1 thread vs 2: 1e-4 apart on
     a 512 × 256 tensor). Shorter sums keep torch's own bits."""
@@ -531,3 +531,14 @@ def test_merges_and_norms_do_not_depend_on_torch_threads():
     assert torch.equal(thread_free_sum(small, l1=True), torch.linalg.vector_norm(small, 1))
     assert torch.equal(thread_free_sum(small), small.sum())
     assert math.isclose(float(thread_free_sum(big[1], l1=True)), float(big[1].double().abs().sum()), rel_tol=1e-6)
+    # a long tensor in pieces (a 7B model's embedding copied whole), the same on any threads; half tensors too
+    import workbench.merge.methods as methods
+
+    monkeypatch.setattr(methods, "_SUM_PIECE", 40000)
+    half = big[1].to(torch.bfloat16)
+    sums = []
+    for n in (1, 2):
+        with torch_threads(n):
+            sums.append([thread_free_sum(big[1]), thread_free_sum(half, l1=True)])
+    assert all(torch.equal(a, b) for a, b in zip(*sums, strict=True)) and sums[0][1].dtype == torch.bfloat16
+    assert math.isclose(float(sums[0][0]), float(big[1].double().sum()), rel_tol=1e-5, abs_tol=1e-3)

@@ -37,6 +37,8 @@ import torch
 #: torch adds up to this many entries of a CPU tensor on one thread; a longer sum is cut into its threads' parts,
 #: so its last bits follow the thread count (at::internal::GRAIN_SIZE)
 _SERIAL_SUM = 32768
+#: thread_free_sum's pieces: the copies a piece needs (|x|, a half tensor as float64) stay at 32 MB at most
+_SUM_PIECE = 1 << 22
 
 
 def thread_free_sum(x: torch.Tensor, l1: bool = False) -> torch.Tensor:
@@ -46,9 +48,14 @@ def thread_free_sum(x: torch.Tensor, l1: bool = False) -> torch.Tensor:
     torch's as ever (the same bits as before this function)."""
     if x.device.type != "cpu" or x.numel() <= _SERIAL_SUM:
         return torch.linalg.vector_norm(x, 1) if l1 else x.sum()
-    a = (x.detach() if x.dtype in (torch.float32, torch.float64) else x.detach().double()).numpy()
-    total = np.abs(a).sum(dtype=np.float64) if l1 else a.sum(dtype=np.float64)
-    return torch.tensor(float(total), dtype=x.dtype)
+    flat = x.detach().contiguous().reshape(-1)
+    total = 0.0
+    # in pieces of _SUM_PIECE entries, added in order: a 7B model's embedding made whole copies of gigabytes
+    for start in range(0, flat.numel(), _SUM_PIECE):
+        piece = flat[start:start + _SUM_PIECE]
+        a = (piece if piece.dtype in (torch.float32, torch.float64) else piece.double()).numpy()
+        total += float(np.abs(a).sum(dtype=np.float64) if l1 else a.sum(dtype=np.float64))
+    return torch.tensor(total, dtype=x.dtype)
 
 
 METHODS = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
