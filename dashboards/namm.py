@@ -274,8 +274,33 @@ class NAMMExplorer(param.Parameterized):
             raise ValueError("the prompt is empty: type some text")
         recipe = recipe or self.recipe()  # a broken policy file is one error before the model loads
         model, tok = tr.explorer_model(recipe.model_name)
+        self._check_weights(recipe.model_name, model)
         cfg = tr.TraceConfig(n_up=recipe.n_up, max_new_tokens=self.max_new_tokens, chat=self.chat)
         return tr.record_trace(model, tok, self.prompt, recipe.make(model.config), cfg, progress=progress)
+
+    def _check_weights(self, model_name: str, model) -> None:
+        """ValueError where a trained run's policy is about to run on the model at the path it was trained at, and
+        that model is another one (its weights' key is not the run's model_key: a moved store, a folder rebuilt in
+        place drew the policy there without a word). Another model chosen on purpose is the user's to try. Checked
+        here, as the model is loaded off the page's loop, not as the run is picked (a load on the loop)."""
+        saved = self.saved() if self.policy == "namm" else None
+        key = saved.meta.get("model_key") if saved is not None else None
+        if not key:  # an untrained θ, or a run made before runs recorded their model's key
+            return
+        try:
+            trained_at = self._trained_model(str(saved.meta.get("model") or ""))
+        except ValueError:
+            return
+        if trained_at != model_name:
+            return
+        from workbench.namm.run import model_key
+
+        if getattr(model, "_workbench_weights_key", None) is None:  # hashed once per loaded model
+            model._workbench_weights_key = model_key(model)
+        if model._workbench_weights_key != key:
+            raise ValueError(f"run {self.theta} was trained on another model than the one now at {model_name} (its "
+                             "weights differ): its θ and feature statistics belong to that model; put the run's own "
+                             "model there")
 
     def show(self, trace: tr.Trace, recipe: Recipe | None = None) -> None:
         """Put a trace on show, at its last step. recipe: what made it (read before it ran: the settings may

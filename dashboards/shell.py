@@ -646,9 +646,12 @@ def as_text(message: str) -> str:
     (**bold**, `code`), and text escaped already (failed's) is left as it is. A plain `span` (one backtick each
     side, not escaped, on one line) holding a "<" becomes a <code> element whose text is escaped: the only "<" left
     are its own, so no reading of the backticks (a link's destination or title swallowing one, a run of two
-    backticks pairing the one before it: Markdown's and this regex's differ) can let HTML through."""
-    parts = re.split(r"((?<![`\\])`[^`\n]+`(?!`))", message or "")
-    return "".join(_code_span(p) if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+    backticks pairing the one before it: Markdown's and this regex's differ) can let HTML through. Kept too: a
+    hover tag `<code title="…">…</code>` with nothing but escaped text inside (experts.model_text's "…/zoo/base"
+    with the whole path on hover: shown as its markup, tags and all, once messages were escaped)."""
+    parts = re.split(r"((?<![`\\])`[^`\n]+`(?!`)|<code title=\"[^\"<>]*\">[^<>`]*</code>)", message or "")
+    return "".join((p if p.startswith("<code title=") else _code_span(p)) if i % 2 else p.replace("<", "&lt;")
+                   for i, p in enumerate(parts))
 
 
 class TextMultiChoice(pn.widgets.MultiChoice):

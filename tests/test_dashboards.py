@@ -2820,6 +2820,16 @@ def test_page_messages_and_run_menus_show_html_as_text():
     assert as_text(f"no run {XSS!r} in `a<b` (**see**) `ok`") == \
         f"no run {XSS.replace('<', '&lt;')!r} in <code>a&lt;b</code> (**see**) `ok`"
     assert as_text("TypeError: &lt;x&gt;") == "TypeError: &lt;x&gt;" and as_text("") == ""
+    # the Experts header's model, its whole path on hover (experts.model_text), stays a tag; no other tag does
+    from workbench.dashboards.experts import model_text
+
+    hover = model_text("/a/b/zoo/base")
+    assert hover.startswith("<code title=") and as_text(f"**r** · on {hover} · done") == f"**r** · on {hover} · done"
+    for tricky in ['<code title="x" onmouseover="alert(1)">y</code>', '<code title="x">y<img src=x></code>',
+                   model_text(f"/a/b/{XSS}/m")]:
+        assert "<img" not in html.unescape(pn.pane.Markdown(as_text(tricky)).get_root().text), tricky
+    for tricky in ['<code title="x" onmouseover="alert(1)">y</code>', '<code title="x">y<img src=x></code>']:
+        assert "<code" not in as_text(tricky), tricky  # another attribute, a tag inside: text
     # backticks Markdown takes for no code span (a longer closing run, an escaped opening one, one a link's
     # destination or title swallows, a single one pairing past a run of two) leave no HTML through
     for tricky in ["`<img src=x onerror=alert(1)>``", "\\`<img src=x onerror=alert(1)>`", "a`b` <img src=x> `c",

@@ -548,6 +548,7 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
     for trained_on, expected in ((str(tmp_path / "runs"), str(tmp_path / "runs")), ("runs", str(tmp_path / "runs")),
                                  (str(tmp_path / "moved"), None)):
         meta["model"] = trained_on  # a folder stands in for a model: the page loads it on a prompt's run only
+        meta.pop("model_key", None)  # (its weights, checked as a prompt runs on it, are a model's, not a folder's)
         save_file(load_file(r.path / "policy.safetensors"), r.path / "policy.safetensors",
                   metadata={"namm": json.dumps(meta)})
         with monkeypatch.context() as patched:

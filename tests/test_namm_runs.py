@@ -667,3 +667,46 @@ def test_a_run_of_another_kind_is_named_with_its_article(tmp_path):
     target = store.create("target", "lenia", "pixels", {"seed": 0}, 0)
     with pytest.raises(ValueError, match=f"run {target.id} is a target run"):
         load_run_policy(tmp_path, target.id)
+
+
+def test_a_moved_run_whose_model_path_holds_another_model_is_refused(tmp_path, tiny, capsys, monkeypatch):
+    """A run records its model by its weights (model_key): once its recorded folder holds another model (a run
+    store moved to a machine where that path is another checkout, a model rebuilt in place), its resume, `figure
+    namm` and the NAMM page refuse it, naming both, instead of drawing or training its policy on that model."""
+    import shutil
+
+    from workbench.dashboards.namm import NAMMExplorer
+    from workbench.namm.models import tiny_llama
+    from workbench.namm.run import train_namm
+    from workbench.namm.train import NAMMTrainConfig
+    from workbench.runs import RunError
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    store = RunStore(tmp_path / "runs")
+    done: list[int] = []
+    run = train_namm(NAMMTrainConfig(model=str(model), tasks=["digit"], gens=2, pop=2, n_up=32, length=160,
+                                     n_prompts=4, pool=6, n_test=0, max_new_tokens=4), store,
+                     should_stop=lambda: bool(done), on_iteration=lambda i, n, row: done.append(i))
+    assert run.info["status"] == "stopped" and len(run.info["model_key"]) == 64
+    page = NAMMExplorer(runs_dir=str(store.root))
+    page.choose(run.id)  # its own model: opens
+    shutil.rmtree(model)
+    tiny_llama(model, SEED + 1)  # another model of the same shape, at the path the run recorded
+    from collections import OrderedDict
+
+    from workbench import scale
+    from workbench.namm import trace
+
+    monkeypatch.setattr(scale, "_made", OrderedDict())  # a fresh process, as on the machine the store moved to:
+    monkeypatch.setattr(trace, "_MODELS", {})           # nothing of the model loaded before
+    with pytest.raises(RunError, match="trained on another model than the one now at"):
+        train_namm(None, store, resume=run.id)
+    moved = NAMMExplorer(runs_dir=str(store.root), prompt="The digit is 7. What is the digit?")
+    moved.choose(run.id)  # picked (no model loads on the page's loop), refused as it would run there
+    with pytest.raises(ValueError, match="trained on another model than the one now at"):
+        moved.run()
+    assert main(["figure", "namm", run.id, "--runs", str(store.root), "--task", "digit", "--length", "160",
+                 "--out", str(tmp_path / "n.png")]) == 2
+    assert "trained on another model than the one now at" in capsys.readouterr().err
+    assert not (tmp_path / "n.png").exists()

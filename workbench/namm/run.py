@@ -88,8 +88,27 @@ def _describe(cfg: NAMMTrainConfig) -> tuple[str, str]:
     return "+".join(cfg.tasks), Path(cfg.model).name or cfg.model
 
 
+def model_key(model) -> str:
+    """The model a NAMM run was trained on, by its weights (workbench.experts.model.weights_key of its state dict):
+    its path alone let a resume, `figure namm` and the NAMM page take whatever model now lies there (a rebuilt or
+    replaced folder at the path a moved run recorded) without a word."""
+    from workbench.experts.model import weights_key
+
+    return weights_key(model.state_dict())
+
+
+def check_model_key(run: Run, model: str, key: str) -> None:
+    """Refuse a run whose recorded model_key is not `key` (the model now at `model`); runs without one pass."""
+    recorded = run.info.get("model_key")
+    if recorded and recorded != key:
+        raise RunError(f"run {run.id} was trained on another model than the one now at {model} (its weights "
+                       f"differ: key {key[:12]}… ≠ the run's {recorded[:12]}…): its θ and feature statistics belong "
+                       "to that model; put the run's own model there")
+
+
 def policy_meta(cfg: NAMMTrainConfig, run: Run, generation: int) -> dict:
-    return {"model": cfg.model, "n_up": cfg.n_up, "variant": cfg.variant, "tasks": cfg.tasks, "run": run.id,
+    return {"model": cfg.model, **({"model_key": run.info["model_key"]} if run.info.get("model_key") else {}),
+            "n_up": cfg.n_up, "variant": cfg.variant, "tasks": cfg.tasks, "run": run.id,
             "generation": generation, "cma": cfg.cma, "pop": cfg.pop, "seed": cfg.seed, "length": cfg.length,
             **({} if cfg.max_kept is None else {"max_kept": cfg.max_kept})}
 
@@ -126,6 +145,9 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     if resume is None:  # prompts that do not fit the model's window: said before a run folder is made
         check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.pool_size(), cfg.seed, cfg.max_new_tokens)
     ctx = context(cfg)  # loads the model: every refusal of the settings came before
+    key = model_key(ctx.model)
+    if resume is not None:
+        check_model_key(run, cfg.model, key)
     first = None
     if resume is None:  # a task the model cannot solve is refused before a run folder exists, too
         first = {"stats": None, "full": {}}
@@ -134,6 +156,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         run = store.create(KIND, tasks, model, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
     with setting_up(run, new=resume is None):
         if resume is None:
+            run.update(model_key=key)  # the model by its weights: a resume, `figure namm` and the page check it
             run.update(cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION, elite_ratio=ELITE_RATIO,
                        mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
         if state is None:
