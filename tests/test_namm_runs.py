@@ -710,3 +710,13 @@ def test_a_moved_run_whose_model_path_holds_another_model_is_refused(tmp_path, t
                  "--out", str(tmp_path / "n.png")]) == 2
     assert "trained on another model than the one now at" in capsys.readouterr().err
     assert not (tmp_path / "n.png").exists()
+    # the model folder moved away: the resume says where it was and how to go on (it said "no such folder; give
+    # 'smollm2', …", which named no fix), before the run is held
+    shutil.move(model, tmp_path / "moved-model")
+    assert main(["namm", "train", "--resume", run.id, "--runs", str(store.root)]) == 2
+    said = capsys.readouterr().err
+    assert f"run {run.id}'s model {model} is not there (moved or deleted?)" in said and \
+        f"ln -s NEW_FOLDER {model}" in said and len(said.strip().splitlines()) == 1
+    (tmp_path / "moved-model").rename(model)  # put back: the resume refuses it no more for being away
+    with pytest.raises(RunError, match="trained on another model"):
+        train_namm(None, store, resume=run.id)

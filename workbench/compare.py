@@ -6,7 +6,7 @@ a 95% CI of the mean).
     cmp.differs          # {"config.sigma": {id: 0.1, id: 0.1, id: 0.2}, "config.seed": {...}}
     cmp.groups           # [RunGroup("sigma=0.1", ids=[…, …], seeds=[0, 1], …), RunGroup("sigma=0.2", …)]
     cmp.bands()          # long table: group, iteration, mean, lo, hi, n, metric — one band per setting
-    cmp.bands("ci95")    # the band a 95 % confidence interval of the mean (BANDS: range, sd, ci95)
+    cmp.bands("ci95")    # the band a 95% confidence interval of the mean (BANDS: range, sd, ci95)
 
 `workbench runs compare ID ID [ID …]` prints it, the Runs page draws it. Settings are the run's config (nested
 keys joined by dots) plus its kind; runs of different kinds are never replicates of each other.
@@ -28,10 +28,17 @@ from workbench.asal.legacy import SEARCH_KINDS, upgrade_config, upgrade_eval
 from workbench.runs import Run, RunError, RunStore, as_run_did, catalog_row
 
 #: What a band over a setting's seeds spans (Comparison.bands), in the words a figure's title gives it: the range
-#: of the runs (the default: every run inside it), the mean ± one sample standard deviation, or Student's t 95 %
+#: of the runs (the default: every run inside it), the mean ± one sample standard deviation, or Student's t 95%
 #: confidence interval of the mean (mean ± t(0.975, n − 1) · sd / √n). A setting of one run has no spread: its band
 #: is its curve.
 BANDS = {"range": "lowest to highest run", "sd": "mean ± 1 sd", "ci95": "95% CI of the mean (Student's t)"}
+
+
+def check_band(band: str) -> str:
+    """`band` if it is one of BANDS, else one ValueError naming --band and the bands there are."""
+    if band not in BANDS:
+        raise ValueError(f"--band must be one of {', '.join(BANDS)}, got {band!r}")
+    return band
 
 #: The setting that makes runs replicates: runs that differ only there (and in CONTEXT_KEYS) repeat one setting.
 REPLICATE_KEYS = ("config.seed",)
@@ -124,8 +131,7 @@ class Comparison:
         every point: past it a mean of fewer runs would jump): the mean best so far over the group's runs, the
         band around it (lo, hi: see BANDS; "range", the lowest and highest run, by default) and how many runs (n).
         A group of one run is its curve with lo = hi."""
-        if band not in BANDS:
-            raise ValueError(f"--band must be one of {', '.join(BANDS)}, got {band!r}")
+        check_band(band)
         columns = ["group", "iteration", "mean", "lo", "hi", "n", "metric"]
         if self.curves.empty:
             return pd.DataFrame(columns=columns)

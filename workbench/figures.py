@@ -419,11 +419,9 @@ def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | 
 
 def band_title(band: str = "range") -> str:
     """The title of a comparison's curves over seeds: what the line and the band are (workbench.compare.BANDS)."""
-    from workbench.compare import BANDS
+    from workbench.compare import BANDS, check_band
 
-    if band not in BANDS:
-        raise ValueError(f"--band must be one of {', '.join(BANDS)}, got {band!r}")
-    return f"mean over seeds; band: {BANDS[band]}"
+    return f"mean over seeds; band: {BANDS[check_band(band)]}"
 
 
 #: the title of a comparison's curves over seeds, with the default band (the range of the runs)

@@ -256,6 +256,19 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
+def check_run_model(run, model: str, command: str) -> None:
+    """On a resume of `workbench COMMAND`: the model `run` recorded (an absolute path: a folder or a .gguf file)
+    is still there. A store moved to another machine, or a model folder moved, left a resume with "no such folder;
+    give 'smollm2', …", which named no fix: one RunError that says where the model was and how to go on."""
+    from workbench.runs import RunError
+
+    if model == SMOLLM2 or Path(model).expanduser().exists():
+        return
+    raise RunError(f"run {run.id}'s model {model} is not there (moved or deleted?): `workbench {command} --resume` "
+                   f"goes on with the model the run was trained on, at the path it recorded; put the model back there "
+                   f"(a link to where it is now will do: ln -s NEW_FOLDER {model}) and resume again")
+
+
 def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32,
                device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model in eval mode on `device`, tokenizer with left padding and a pad token) for 'smollm2', a .gguf file

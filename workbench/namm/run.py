@@ -132,6 +132,10 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
+        from workbench.lm.models import check_run_model  # a moved model: where it was, how to go on (unheld)
+
+        if run.info.get("status") != "done":  # a finished run's resume reads no model
+            check_run_model(run, str(run.info["config"].get("model") or ""), "namm train")
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
