@@ -152,11 +152,11 @@ class NAMMExplorer(param.Parameterized):
     def _why_not(self, run_id: str) -> str:
         """Why `run_id` has no policy to open: no such run, a run of another kind, or a namm run that has saved
         none yet (it saves one after its first generation: stopped or failed before, it resumes)."""
-        from workbench.runs import Run, RunError, article
+        from workbench.runs import Run, RunError, article, is_run_name
 
         run = Run(Path(self.runs_dir) / run_id)
         try:  # a run of the store only: ?run=../elsewhere or a path read the run.json it named, and said its kind
-            info = run.info if run_id and Path(run_id).name == run_id and not run_id.startswith(".") else None
+            info = run.info if is_run_name(run_id) else None
         except RunError:
             info = None
         if info is None:
@@ -293,14 +293,9 @@ class NAMMExplorer(param.Parameterized):
             return
         if trained_at != model_name:
             return
-        from workbench.namm.run import model_key
+        from workbench.namm.run import check_model_key, model_key
 
-        if getattr(model, "_workbench_weights_key", None) is None:  # hashed once per loaded model
-            model._workbench_weights_key = model_key(model)
-        if model._workbench_weights_key != key:
-            raise ValueError(f"run {self.theta} was trained on another model than the one now at {model_name} (its "
-                             "weights differ): its θ and feature statistics belong to that model; put the run's own "
-                             "model there")
+        check_model_key(self.theta, key, model_name, model_key(model))
 
     def show(self, trace: tr.Trace, recipe: Recipe | None = None) -> None:
         """Put a trace on show, at its last step. recipe: what made it (read before it ran: the settings may

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import html
 import itertools
 import json
@@ -48,6 +47,7 @@ from workbench.dashboards.shell import (
     as_text,
     counted,
     failed,
+    ids_digest,
     subheading,
 )
 from workbench.figures import holoviews, sized_by_frame, styled
@@ -879,7 +879,7 @@ class QDModel(param.Parameterized):
         gen = "" if self.data.kind in ("map-elites", "pyribs") else f"-gen{self.data.snap(self.generation)}"
         # the baselines pooled over other seeds' runs: a figure of its own (it was written over the run's own)
         pooled = "" if view != "baselines" or not self.compare else \
-            "-pooled-" + hashlib.sha256("\n".join(sorted(self.compare)).encode()).hexdigest()[:8]
+            f"-pooled-{ids_digest(self.compare)}"
         out = Path(out_dir) / f"{name}-{view}{pooled}{gen}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
         return save(fig, out, style=style, width=width, font=font, rename=rename)

@@ -32,6 +32,7 @@ from workbench.dashboards.shell import (
     TextMultiChoice,
     as_text,
     counted,
+    ids_digest,
     open_links,
     store_missing,
 )
@@ -316,8 +317,6 @@ class RunsModel(param.Parameterized):
         a compared run kept it): compare-<N>runs-<digest of the ids>[-<band>].<suffix> (the same runs with the same
         band write the same file; the default band, range, is not named); at figures.save's width (inches) and
         font, the settings' legend entries renamed ({"sigma=0.3": "ours"}: figures.save's rename)."""
-        import hashlib
-
         from workbench.figures import compare_curves, export_suffix, save
 
         suffix = export_suffix(suffix)
@@ -325,7 +324,7 @@ class RunsModel(param.Parameterized):
         if comparison is None:
             raise ValueError(f"pick 2 to {MAX_COMPARED} runs to compare first")
         ids = [r["id"] for r in comparison.rows]
-        digest = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
+        digest = ids_digest(ids)
         band = "" if self.band == "range" else f"-{self.band}"
         out = Path(self.runs_dir) / "figures" / f"compare-{len(ids)}runs-{digest}{band}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)

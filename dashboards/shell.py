@@ -672,6 +672,14 @@ class TextMultiChoice(pn.widgets.MultiChoice):
         return super()._process_property_change(props)
 
 
+def ids_digest(ids) -> str:
+    """8 hex digits that name a set of run ids in an export's file name, whatever their order (the same runs, the
+    same file): the Runs page's comparison, the QD page's baselines pooled over seeds."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:8]
+
+
 def page_words(message: str) -> str:
     """A library message naming the fix as a `workbench figure` flag, reworded for the export controls."""
     for flag, label in PAGE_WORDS.items():

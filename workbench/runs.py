@@ -481,6 +481,13 @@ def _between_writes(stats: list) -> bool:
                for a, b in itertools.pairwise(present))
 
 
+def is_run_name(run_id: str) -> bool:
+    """Whether `run_id` can name a run folder of a store: not empty, no path (no / or \\ in it, ?run=../elsewhere
+    read a folder outside the store), not hidden ("..", ".", a removal's .removing-…: ".." read the parent's
+    run.json)."""
+    return bool(run_id) and not run_id.startswith(".") and "/" not in run_id and "\\" not in run_id
+
+
 class Run:
     """One run folder: what RunStore.create and RunStore.open return, and what the run functions (run_search,
     evolve, run_cycleqd, …) hand back.
@@ -1190,9 +1197,7 @@ class RunStore:
             return folder.name
         if not isinstance(run_id, str):
             raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
-        # a hidden name ("..", ".", a removal's .removing-…) is no run id: ".." read the parent's run.json
-        if run_id and not run_id.startswith(".") and "/" not in run_id and "\\" not in run_id \
-                and (self.root / run_id).is_dir():
+        if is_run_name(run_id) and (self.root / run_id).is_dir():
             return run_id
         # runs only: the Lab's snapshots or a page's figures folder is no run to match or to name
         ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")

@@ -496,10 +496,9 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
-        from workbench.lm.models import check_run_model  # a moved model: where it was, how to go on (unheld)
+        from workbench.lm.models import check_run_model
 
-        if run.info.get("status") != "done":  # a finished run's resume reads no model
-            check_run_model(run, str(run.info["config"].get("model") or ""), "experts adapt")
+        check_run_model(run, "experts adapt")  # a moved model: where it was and how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

@@ -237,10 +237,9 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
-        from workbench.lm.models import check_run_model  # a moved model: where it was, how to go on (unheld)
+        from workbench.lm.models import check_run_model
 
-        if run.info.get("status") != "done":  # a finished run's resume reads no model
-            check_run_model(run, str(run.info["config"].get("model") or ""), "experts train")
+        check_run_model(run, "experts train")  # a moved model: where it was and how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run

@@ -256,13 +256,15 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
-def check_run_model(run, model: str, command: str) -> None:
-    """On a resume of `workbench COMMAND`: the model `run` recorded (an absolute path: a folder or a .gguf file)
-    is still there. A store moved to another machine, or a model folder moved, left a resume with "no such folder;
-    give 'smollm2', …", which named no fix: one RunError that says where the model was and how to go on."""
+def check_run_model(run, command: str) -> None:
+    """On a resume of `workbench COMMAND`, before the run is held: the model `run` recorded (its config's model, an
+    absolute path: a folder or a .gguf file) is still there, unless the run is done (its resume reads no model). A
+    store moved to another machine, or a model folder moved, left a resume with "no such folder; give 'smollm2',
+    …", which named no fix: one RunError that says where the model was and how to go on."""
     from workbench.runs import RunError
 
-    if model == SMOLLM2 or Path(model).expanduser().exists():
+    model = str(run.info["config"].get("model") or "")
+    if run.info.get("status") == "done" or model == SMOLLM2 or Path(model).expanduser().exists():
         return
     raise RunError(f"run {run.id}'s model {model} is not there (moved or deleted?): `workbench {command} --resume` "
                    f"goes on with the model the run was trained on, at the path it recorded; put the model back there "

@@ -91,17 +91,20 @@ def _describe(cfg: NAMMTrainConfig) -> tuple[str, str]:
 def model_key(model) -> str:
     """The model a NAMM run was trained on, by its weights (workbench.experts.model.weights_key of its state dict):
     its path alone let a resume, `figure namm` and the NAMM page take whatever model now lies there (a rebuilt or
-    replaced folder at the path a moved run recorded) without a word."""
+    replaced folder at the path a moved run recorded) without a word. Hashed once per model object and kept on it
+    (NAMM never changes a model's weights; the page and a run's Context share their loaded models)."""
     from workbench.experts.model import weights_key
 
-    return weights_key(model.state_dict())
+    if getattr(model, "_workbench_weights_key", None) is None:
+        model._workbench_weights_key = weights_key(model.state_dict())
+    return model._workbench_weights_key
 
 
-def check_model_key(run: Run, model: str, key: str) -> None:
-    """Refuse a run whose recorded model_key is not `key` (the model now at `model`); runs without one pass."""
-    recorded = run.info.get("model_key")
+def check_model_key(run_id: str, recorded: str | None, model: str, key: str) -> None:
+    """Refuse run `run_id`, trained on the model whose key is `recorded` (its run.json's or policy's model_key),
+    where the model now at `model` has another `key`; a run without one (made before runs recorded it) passes."""
     if recorded and recorded != key:
-        raise RunError(f"run {run.id} was trained on another model than the one now at {model} (its weights "
+        raise RunError(f"run {run_id} was trained on another model than the one now at {model} (its weights "
                        f"differ: key {key[:12]}… ≠ the run's {recorded[:12]}…): its θ and feature statistics belong "
                        "to that model; put the run's own model there")
 
@@ -132,10 +135,9 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
-        from workbench.lm.models import check_run_model  # a moved model: where it was, how to go on (unheld)
+        from workbench.lm.models import check_run_model
 
-        if run.info.get("status") != "done":  # a finished run's resume reads no model
-            check_run_model(run, str(run.info["config"].get("model") or ""), "namm train")
+        check_run_model(run, "namm train")  # a moved model: where it was and how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
@@ -151,7 +153,7 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     ctx = context(cfg)  # loads the model: every refusal of the settings came before
     key = model_key(ctx.model)
     if resume is not None:
-        check_model_key(run, cfg.model, key)
+        check_model_key(run.id, run.info.get("model_key"), cfg.model, key)
     first = None
     if resume is None:  # a task the model cannot solve is refused before a run folder exists, too
         first = {"stats": None, "full": {}}
@@ -160,9 +162,10 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         run = store.create(KIND, tasks, model, cfg.to_dict(), cfg.seed, metric=METRIC, command=command)
     with setting_up(run, new=resume is None):
         if resume is None:
-            run.update(model_key=key)  # the model by its weights: a resume, `figure namm` and the page check it
-            run.update(cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION, elite_ratio=ELITE_RATIO,
-                       mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(), threads=cfg.threads)
+            # model_key: the model by its weights, which a resume, `figure namm` and the page check
+            run.update(model_key=key, cma=cfg.cma, population=cfg.pop, spec_population=SPEC_POPULATION,
+                       elite_ratio=ELITE_RATIO, mu=cfg.pop // 2, sigma0=cfg.sigma, stages=cfg.stages(),
+                       threads=cfg.threads)
         if state is None:
             state = {"iteration": 0, "metrics": [], "evaluations": [], "cma": cmaes_state(new_search(cfg)),
                      "stats": None, "full": {}, "best": None, **(first or {})}
