@@ -126,6 +126,44 @@ def test_model_and_expert_paths_are_recorded_absolute_and_resumed_however_writte
     assert resume_conflicts(run.info, {"model": "add"}) == [("model", f"'add' ≠ the run's '{quick_zoo / 'base'}'")]
 
 
+def test_a_resume_takes_the_runs_model_from_where_it_was_moved_checked_by_its_weights(tmp_path, quick_zoo,
+                                                                                       expert_runs, capsys):
+    """A store moved to another machine, or a model folder moved: `experts train|adapt --resume ID --model PATH`
+    goes on with the run's model at PATH, refused (one line naming --model, nothing recorded) where PATH holds
+    another model, and records PATH so that later resumes, pages and reports find it."""
+    import shutil
+
+    from workbench.experts.adapt import AdaptConfig, adapt
+    from workbench.experts.run import ExpertRunConfig, expert_file, train_expert
+
+    model = tmp_path / "base"
+    shutil.copytree(quick_zoo / "base", model)
+    store = RunStore(tmp_path / "runs")
+    cfg = ExpertRunConfig(model=str(model), task="sort", iters=2, batch=4, val_every=1, val_n=4, n_test=4)
+    trained = train_expert(cfg, store, should_stop=lambda: True)
+    files = [str(expert_file(store.open(expert_runs[t]))) for t in ("add", "sort")]
+    adapted = adapt(AdaptConfig(model=str(model), experts=files, n=4, strategies=["base", "experts"]), store,
+                    should_stop=lambda: True)
+    assert trained.info["status"] == adapted.info["status"] == "stopped"
+    moved = tmp_path / "elsewhere" / "base"
+    moved.parent.mkdir()
+    shutil.move(model, moved)
+    for command, run in (("train", trained), ("adapt", adapted)):
+        args = ["experts", command, "--resume", run.id, "--runs", str(store.root), "--quiet"]
+        assert main(args) == 2  # not there: where it was, and the flag that says where it is now
+        said = capsys.readouterr().err
+        assert f"run {run.id}'s model {model} is not there" in said and "--model PATH" in said
+        assert main([*args, "--model", str(quick_zoo / "add")]) == 2  # another model (the zoo's add expert)
+        said = capsys.readouterr().err
+        assert f"--model {quick_zoo / 'add'} is not run {run.id}'s model (its weights differ" in said and \
+            len(said.strip().splitlines()) == 1
+        assert store.open(run.id).info["config"]["model"] == str(model)
+        assert main([*args, "--model", str(moved)]) == 0
+        info = store.open(run.id).info
+        assert info["status"] == "done" and info["config"]["model"] == str(moved)
+    assert main(["experts", "report", adapted.id, "--runs", str(store.root)]) == 0
+
+
 def test_a_run_made_before_stop_token_resumes_as_it_trained(tmp_path, quick_zoo, capsys):
     """Runs made before --stop-token counted the eos in log π; one resumed (also with the new default spelled
     out) goes on counting it and ends as an uninterrupted run that counted it, unlike one that drops it."""

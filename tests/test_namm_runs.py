@@ -716,7 +716,22 @@ def test_a_moved_run_whose_model_path_holds_another_model_is_refused(tmp_path, t
     assert main(["namm", "train", "--resume", run.id, "--runs", str(store.root)]) == 2
     said = capsys.readouterr().err
     assert f"run {run.id}'s model {model} is not there (moved or deleted?)" in said and \
-        f"ln -s NEW_FOLDER {model}" in said and len(said.strip().splitlines()) == 1
+        f"--resume {run.id} --model PATH" in said and len(said.strip().splitlines()) == 1
+    # --model: where the run's model is now, checked by its weights (this folder holds the other model)
+    args = ["namm", "train", "--resume", run.id, "--runs", str(store.root), "--quiet"]
+    assert main([*args, "--model", str(tmp_path / "moved-model")]) == 2
+    said = capsys.readouterr().err
+    assert f"--model {tmp_path / 'moved-model'} is not run {run.id}'s model (its weights differ" in said and \
+        len(said.strip().splitlines()) == 1
+    assert main([*args, "--model", str(tmp_path / "nowhere")]) == 2
+    assert f"--model {tmp_path / 'nowhere'}: no such model folder" in capsys.readouterr().err
     (tmp_path / "moved-model").rename(model)  # put back: the resume refuses it no more for being away
     with pytest.raises(RunError, match="trained on another model"):
         train_namm(None, store, resume=run.id)
+    assert store.open(run.id).info["config"]["model"] == str(model)  # nothing recorded by the refusals
+    # the run's own model at its new place: the run goes on, and records where its model is now
+    assert main([*args, "--model", str(tiny)]) == 0
+    info = store.open(run.id).info
+    assert info["status"] == "done" and info["iterations"] == 2 and info["config"]["model"] == str(tiny)
+    assert main(["figure", "namm", run.id, "--runs", str(store.root), "--task", "digit", "--length", "160",
+                 "--out", str(tmp_path / "n.png")]) == 0  # which reads the model where the run now says it is

@@ -52,6 +52,7 @@ def cmd_train(args) -> int:
     store = RunStore(args.runs)
     given = _given(args, TRAIN_FIELDS)
     cfg, resume = None, None
+    moved = given.pop("model", None) if args.resume is not None else None  # checked by its weights, not as text
     run = resumed_run(store, args, KIND, given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
         check_resume_device(run, device)
@@ -72,7 +73,7 @@ def cmd_train(args) -> int:
         total, task = cfg.iters, cfg.task
     with iteration_progress(f"experts train {task}", total, "val", _train_value, quiet=args.quiet) as on_iteration:
         run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration,
-                           on_start=on_iteration.start, given=given, command=cli_command())
+                           on_start=on_iteration.start, given=given, command=cli_command(), model=moved)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_val_accuracy": None if info["best_loss"] is None else -info["best_loss"],
@@ -128,6 +129,7 @@ def cmd_adapt(args) -> int:
     cfg, resume = None, None
     if args.resume is not None and args.experts:
         given["experts"] = resolve_experts(args.experts, args.runs)
+    moved = given.pop("model", None) if args.resume is not None else None  # checked by its weights, not as text
     run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
         check_resume_device(run, device)
@@ -150,7 +152,7 @@ def cmd_adapt(args) -> int:
 
     with iteration_progress("experts adapt", total, "", _adapt_value, quiet=args.quiet) as on_iteration:
         run = adapt(cfg, store, resume=resume, on_iteration=on_iteration, on_start=on_iteration.start, given=given,
-                    command=cli_command())
+                    command=cli_command(), model=moved)
     info = run.info
     print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "test_scores": info.get("test_scores")}))
@@ -305,7 +307,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     # settings default to None (then ExpertRunConfig's defaults apply), so that --resume can tell given flags
     tr.add_argument("--model", help="'smollm2', a .gguf file or a model folder (e.g. data/zoo/generalist, made by "
                                     "workbench experts generalist: the zoo's base gives SVF nothing to learn from); "
-                                    "required unless --resume")
+                                    "required unless --resume; with --resume: where the run's model is now, if it "
+                                    "was moved (the same model, checked by its weights)")
     tr.add_argument("--task", choices=[*TASKS, "classify", "larger"],
                     help="the task (classify: the dispatcher expert; larger: for chat models such as smollm2); "
                          "required unless --resume")
@@ -334,7 +337,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            description="base, each expert, the oracle, prompt dispatch by the base, the classification "
                                        "expert, and few-shot CEM mixing of α for a --target without an expert.")
     ad.add_argument("--model", help="the experts' base model: 'smollm2', a .gguf file or a model folder (required "
-                                    "unless --resume)")
+                                    "unless --resume; with --resume: where the run's model is now, if it was moved, "
+                                    "the same model, checked by its weights)")
     ad.add_argument("--experts", nargs="+", metavar="RUN_ID|FILE",
                     help="SVF experts: `experts train` run ids or expert files; one trained on classify is the "
                          "classification expert (required unless --resume)")

@@ -53,6 +53,7 @@ def cmd_train(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in TRAIN_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
+    moved = given.pop("model", None) if args.resume is not None else None  # checked by its weights, not as text
     run = resumed_run(store, args, "namm", given, FLAGS, PREDATES, fixed=FIXED)
     if run is not None:
         check_resume_device(run, device)
@@ -69,8 +70,7 @@ def cmd_train(args) -> int:
     try:
         with iteration_progress("namm train", total, "generation fitness", value, quiet=args.quiet) as on_iteration:
             run = train_namm(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
-                             on_start=on_iteration.start, given=given,
-                             command=cli_command())
+                             on_start=on_iteration.start, given=given, command=cli_command(), model=moved)
     finally:
         close_client(client)
     info = run.info
@@ -175,7 +175,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "full cache, one task added per curriculum stage (spec §3: each task's "
                                          "score over the full cache's); --resume ID continues a run, refusing flags "
                                          "that contradict it.")
-    tr.add_argument("--model", help="'smollm2' (default), a .gguf file or a model folder")
+    tr.add_argument("--model", help="'smollm2' (default), a .gguf file or a model folder; with --resume: where the "
+                                    "run's model is now, if it was moved (the same model, checked by its weights)")
     tr.add_argument("--tasks", nargs="+", choices=TASK_NAMES, help="curriculum tasks in order (default: passkey)")
     tr.add_argument("--gens", type=int, help="CMA-ES generations in all (default: 10)")
     tr.add_argument("--pop", type=int, help="population λ (default: 8; the spec's 32 is slow on a CPU)")

@@ -45,7 +45,7 @@ import hashlib
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -481,10 +481,12 @@ def resumed_units(run: Run) -> list[str]:
 @releases_claims
 def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | None = None, *,
           on_iteration: Callable[[int, int, dict], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          on_start: Callable[[Run], None] | None = None, given: dict | None = None, command: str | None = None) -> Run:
+          on_start: Callable[[Run], None] | None = None, given: dict | None = None, command: str | None = None,
+          model: str | None = None) -> Run:
     """Run (or resume) the adaptation evaluation (module doc); returns the run. Every refusal (bad settings,
     unreadable experts, an expert of the target, experts of another model, a run of another kind) comes before
-    a run folder is created.
+    a run folder is created. model: with resume, where the run's model is now (a moved folder; the CLI's
+    --model), checked by its weights and recorded (workbench.lm.models.check_run_model).
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""
@@ -498,10 +500,12 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
         from workbench.lm.models import check_run_model
 
-        check_run_model(run, "experts adapt")  # a moved model: where it was and how to go on
+        moved = check_run_model(run, "experts adapt", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
+        if moved is not None:
+            cfg = replace(cfg, model=moved)
         experts = read_experts(_input_copies(run), cfg.target)
     elif cfg is None:
         raise ValueError("give an AdaptConfig or resume=RUN_ID")
@@ -518,6 +522,10 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
 
         net, tok = load_model(cfg.model, device=cfg.device)
         svf = SVFModel(net, tok)
+        if resume is not None:  # the run's model (by its weights) before its experts are fitted to it
+            from workbench.lm.models import check_resumed_model
+
+            check_resumed_model(run, moved, svf.key)
         check_experts_fit(svf, experts)
         if resume is None:
             run = store.create(KIND, cfg.target or "mixed", "+".join(experts.tasks), cfg.to_dict(), cfg.seed,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -220,13 +220,14 @@ def load_adapter_model(model: str, adapter: str = "svf", *, rank: int = 4, devic
 def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resume: str | None = None, *,
                  on_iteration: Callable[[int, int, dict], None] | None = None,
                  should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-                 given: dict | None = None, command: str | None = None) -> Run:
+                 given: dict | None = None, command: str | None = None, model: str | None = None) -> Run:
     """Train (or resume) an expert to cfg.iters steps; returns the run (module doc).
 
     resume: a run id (or unique prefix); cfg may then be None. given: settings the caller was given on a resume
     (config field -> value), refused when they contradict the run's. command: the command line, kept in run.json.
-    Every refusal (unknown model, model without MLP matrices, bad settings, a run of another kind) comes before
-    a run folder is created or a checkpoint is touched.
+    model: with resume, where the run's model is now (a moved folder; the CLI's --model), checked by its weights
+    and recorded (workbench.lm.models.check_run_model). Every refusal (unknown model, model without MLP matrices,
+    bad settings, a run of another kind) comes before a run folder is created or a checkpoint is touched.
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""
@@ -239,10 +240,12 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
         from workbench.lm.models import check_run_model
 
-        check_run_model(run, "experts train")  # a moved model: where it was and how to go on
+        moved = check_run_model(run, "experts train", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
+        if moved is not None:
+            cfg = replace(cfg, model=moved)
         if state is not None and "trainer" not in state:
             raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
     elif cfg is None:
@@ -251,6 +254,10 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
         cfg = checked_again(cfg)  # a notebook may have set a field since the config was built
     with torch_threads(cfg.threads):
         model = load_adapter_model(cfg.model, cfg.adapter, rank=cfg.rank, device=cfg.device)
+        if resume is not None:
+            from workbench.lm.models import check_resumed_model
+
+            check_resumed_model(run, moved, model.key)
         if state is None:
             trainer = ExpertTrainer(model, cfg.task, cfg.seed, config=cfg.train_config())
             state = {"iteration": 0, "metrics": [], "trainer": None}

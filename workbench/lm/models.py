@@ -256,19 +256,49 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
-def check_run_model(run, command: str) -> None:
-    """On a resume of `workbench COMMAND`, before the run is held: the model `run` recorded (its config's model, an
-    absolute path: a folder or a .gguf file) is still there, unless the run is done (its resume reads no model). A
-    store moved to another machine, or a model folder moved, left a resume with "no such folder; give 'smollm2',
-    …", which named no fix: one RunError that says where the model was and how to go on."""
+def check_run_model(run, command: str, model: str | None = None) -> str | None:
+    """On a resume of `workbench COMMAND`, before the run is held: where its model is. `model` (the resume's
+    --model): the run's model at another place (a store moved to another machine, a model folder moved), returned
+    as an absolute path; its weights are checked once it loads (check_resumed_model). Without it, the model the run
+    recorded (its config's model, an absolute path: a folder or a .gguf file) must still be there, unless the run
+    is done (its resume reads no model); None is returned. A moved model left a resume with "no such folder; give
+    'smollm2', …", which named no fix: one RunError that says where the model was and how to go on."""
     from workbench.runs import RunError
 
-    model = str(run.info["config"].get("model") or "")
-    if run.info.get("status") == "done" or model == SMOLLM2 or Path(model).expanduser().exists():
-        return
-    raise RunError(f"run {run.id}'s model {model} is not there (moved or deleted?): `workbench {command} --resume` "
-                   f"goes on with the model the run was trained on, at the path it recorded; put the model back there "
-                   f"(a link to where it is now will do: ln -s NEW_FOLDER {model}) and resume again")
+    recorded = str(run.info["config"].get("model") or "")
+    if model is not None:
+        if model == SMOLLM2:
+            return model
+        path = Path(model).expanduser()
+        if not (path.is_dir() or (path.is_file() and path.suffix == ".gguf")):
+            raise RunError(f"--model {model}: no such model folder or .gguf file; give where run {run.id}'s model "
+                           f"(recorded at {recorded}) is now, or leave --model out")
+        return os.path.abspath(path)
+    if run.info.get("status") == "done" or recorded == SMOLLM2 or Path(recorded).expanduser().exists():
+        return None
+    raise RunError(f"run {run.id}'s model {recorded} is not there (moved or deleted?): `workbench {command} --resume` "
+                   f"goes on with the model the run was trained on; give where it is now with `workbench {command} "
+                   f"--resume {run.id} --model PATH` (the same model, checked by its weights), or put it back there")
+
+
+def check_resumed_model(run, model: str | None, key: str) -> None:
+    """Once a resume has loaded its model, whose weights' key (each kind's own: workbench.experts.model.weights_key
+    of what it adapts) is `key`: refuse another model than the run's (its run.json's model_key; a run from before
+    runs recorded one passes), naming --model where the resume gave one (`model`, check_run_model's path). A model
+    given at a new place is recorded in the run's config, so that its pages, figures and later resumes find it."""
+    from workbench.runs import RunError
+
+    config = run.info["config"]
+    recorded, trained = config.get("model"), run.info.get("model_key")
+    if trained and trained != key:
+        why = f"its weights differ: key {key[:12]}… ≠ the run's {trained[:12]}…"
+        if model is not None:
+            raise RunError(f"--model {model} is not run {run.id}'s model ({why}; the run was trained on the model "
+                           f"recorded at {recorded}); give where that model is now, or leave --model out")
+        raise RunError(f"run {run.id} was trained on another model than the one now at {recorded} ({why}): put the "
+                       f"run's own model there, or give where it is now with --model PATH")
+    if model is not None and model != recorded:
+        run.update(config={**config, "model": model})
 
 
 def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32,

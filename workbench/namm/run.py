@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,12 +122,13 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
                client: distributed.Client | None = None,
                on_iteration: Callable[[int, int, dict], None] | None = None,
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
-               given: dict | None = None, command: str | None = None) -> Run:
+               given: dict | None = None, command: str | None = None, model: str | None = None) -> Run:
     """Train (or resume) a NAMM policy to cfg.gens generations; returns the run (module doc).
 
     resume: a run id (or unique prefix); cfg may then be None. given: settings given with the resume (config field ->
     value), refused when they contradict the run's. client: a Dask client to evaluate the population on (same results as
-    local). command: the command line, kept in run.json.
+    local). command: the command line, kept in run.json. model: with resume, where the run's model is now (a moved
+    folder; the CLI's --model), checked by its weights and recorded (workbench.lm.models.check_run_model).
     Callbacks (progress bars, pages): on_start(run) once the run exists, before its first iteration;
     on_iteration(done, total, metrics row) after each stored iteration (a workbench.Progress draws it);
     should_stop() between iterations: True stops the run where it can be resumed."""
@@ -137,10 +139,12 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
         from workbench.lm.models import check_run_model
 
-        check_run_model(run, "namm train")  # a moved model: where it was and how to go on
+        moved = check_run_model(run, "namm train", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done":
             return run
+        if moved is not None:
+            cfg = replace(cfg, model=moved)
         if state is not None and "cma" not in state:
             raise RunError(f"the checkpoint of run {run.id!r} holds no NAMM search; start a new run instead")
         record_resume(run, command, state)
@@ -153,7 +157,9 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     ctx = context(cfg)  # loads the model: every refusal of the settings came before
     key = model_key(ctx.model)
     if resume is not None:
-        check_model_key(run.id, run.info.get("model_key"), cfg.model, key)
+        from workbench.lm.models import check_resumed_model
+
+        check_resumed_model(run, moved, key)
     first = None
     if resume is None:  # a task the model cannot solve is refused before a run folder exists, too
         first = {"stats": None, "full": {}}
