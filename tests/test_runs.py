@@ -1378,3 +1378,27 @@ def test_a_kill_just_after_the_last_checkpoint_loses_no_iteration(tmp_path, wher
     assert resumed.info["best_loss"] == whole.info["best_loss"]
     got, want = (r.read_table("metrics").to_pandas().drop(columns="seconds") for r in (resumed, whole))
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_json_on_stdout_is_standard_json_with_nan_in_metrics(tmp_path):
+    """NaN in a run's metrics rows (a NAMM run's score of a task its curriculum has not reached, a QD archive still
+    empty) is null in `runs show|list|compare --json`: json.dumps wrote NaN, which jq and JSON.parse refuse."""
+    store = RunStore(tmp_path)
+    ids = []
+    for seed in (0, 1):
+        run = store.create("namm", "passkey+qa", "tiny", {"seed": seed, "gens": 1}, seed, metric="fitness")
+        run.write_table("metrics", {"iteration": [0], "best_loss": [-0.5], "score_qa": [math.nan],
+                                    "score_passkey": [math.inf]})
+        run.update(status="done", iterations=1, best_loss=-0.5)
+        ids.append(run.id)
+
+    def strict(text: str):  # NaN, Infinity and -Infinity refused, as every JSON reader but Python's does
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+
+    shown = strict(_short("runs", "show", ids[0], "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout)
+    assert shown["metrics"][0]["score_qa"] is None and shown["metrics"][0]["score_passkey"] is None
+    assert shown["metrics"][0]["best_loss"] == -0.5
+    assert strict(_short("runs", "show", ids[0], "--runs", str(tmp_path), cwd=tmp_path).stdout)["id"] == ids[0]
+    assert len(strict(_short("runs", "list", "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout)) == 2
+    compared = _short("runs", "compare", *ids, "--json", "--runs", str(tmp_path), cwd=tmp_path)
+    assert set(strict(compared.stdout)["runs"]) == set(ids), compared.stderr

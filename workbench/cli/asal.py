@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from workbench.cli.common import (
     SEED,
@@ -14,6 +13,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    json_text,
     resumed_run,
     say,
 )
@@ -83,7 +83,7 @@ def cmd_asal(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"],
                       "iterations": info["iterations"], "best_loss": info["best_loss"]}))
     return 0
 

@@ -23,6 +23,25 @@ PLAIN_AFTER = 10.0
 PLAIN_EVERY = 60.0
 
 
+def json_text(value: object, **kwargs) -> str:
+    """`value` as standard JSON, what `jq` and JSON.parse read: a non-finite float (a NAMM run's score of a task its
+    curriculum has not reached, a QD archive still empty, NaN in metrics rows) as null, which json.dumps wrote as
+    NaN or Infinity. Every command's JSON on stdout goes through here; kwargs: json.dumps's (indent, default …)."""
+    import json
+    import math
+
+    def finite(v):
+        if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v, "ndim", None) == 0 and v.dtype.kind == "f"):
+            return float(v) if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
 def say(label: str, message: str, style: str = "yellow") -> None:
     """One labelled line on stderr ("note: …", "warning: …", "error: …"), the label styled, the message as is."""
     from rich.text import Text

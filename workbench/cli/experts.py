@@ -14,6 +14,7 @@ from workbench.cli.common import (
     check_resume_device,
     finite,
     iteration_progress,
+    json_text,
     note_quick_zoo,
     resumed_run,
     say,
@@ -75,7 +76,7 @@ def cmd_train(args) -> int:
         run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration,
                            on_start=on_iteration.start, given=given, command=cli_command(), model=moved)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_val_accuracy": None if info["best_loss"] is None else -info["best_loss"],
                       "n_params": info.get("n_params"), "test_scores": info.get("test_scores")}))
     return 0
@@ -154,7 +155,7 @@ def cmd_adapt(args) -> int:
         run = adapt(cfg, store, resume=resume, on_iteration=on_iteration, on_start=on_iteration.start, given=given,
                     command=cli_command(), model=moved)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "test_scores": info.get("test_scores")}))
     return 0
 
@@ -176,7 +177,7 @@ def cmd_report(args) -> int:
         say("note", f"these adapt runs differ in {', '.join(out['adapt']['differs'])}, not only in their seed: each "
                     "mean ± std mixes those settings")
     if args.json:
-        print(json.dumps(out))
+        print(json_text(out))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -266,7 +267,7 @@ def cmd_eval(args) -> int:
         else:
             svf.apply(next(iter(experts.task_experts.values())) if experts else None)
         acc = scorer.accuracy(progress=advance)
-    print(json.dumps({"model": args.model, "experts": [str(p) for p in experts.paths] if experts else [],
+    print(json_text({"model": args.model, "experts": [str(p) for p in experts.paths] if experts else [],
                       "alpha": None if alpha is None else alpha.tolist(), "accuracy": acc}))
     return 0
 
@@ -291,7 +292,7 @@ def cmd_generalist(args) -> int:
         out = build_generalist(args.zoo, args.out or f"{args.zoo}/generalist", steps=args.steps, lr=args.lr,
                                seed=args.seed, classify=not args.no_classify, device=device,
                                progress=lambda n: bar.advance(task, n), replace=args.replace)
-    print(json.dumps(json.loads((out / "generalist.json").read_text())))  # one line, as every command
+    print(json_text(json.loads((out / "generalist.json").read_text())))  # one line, as every command
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from workbench.cli.common import (
     POSITIVE,
@@ -14,6 +13,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    json_text,
     note_quick_zoo,
     resumed_run,
     work_progress,
@@ -77,7 +77,7 @@ def cmd_evolve(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
                       "test_scores": info.get("test_scores")}))
     return 0
@@ -113,7 +113,7 @@ def cmd_apply(args) -> int:
         with work_progress("merge eval", args.n * len(tasks), loading="the merge") as advance:
             model, tok = load_merged(out, device=device)
             result["accuracy"] = evaluate(model, tok, tasks, n=args.n, device=device, progress=advance)
-    print(json.dumps(result))
+    print(json_text(result))
     return 0
 
 

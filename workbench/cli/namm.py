@@ -8,7 +8,6 @@ line and exit 2 before any model loads or a run folder is touched.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from workbench.cli.common import (
@@ -23,6 +22,7 @@ from workbench.cli.common import (
     dask_client,
     err,
     iteration_progress,
+    json_text,
     resumed_run,
     say,
 )
@@ -74,7 +74,7 @@ def cmd_train(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"],
                       "iterations": info["iterations"], "cma": info.get("cma"), "population": info.get("population"),
                       "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
                       "policy": str(run.path / "policy.safetensors"), "test_scores": info.get("test_scores"),
@@ -154,12 +154,12 @@ def cmd_eval(args) -> int:
            "policy": None if saved is None else {k: saved.meta.get(k)
                                                  for k in ("run", "generation", "variant", "max_kept")},
            "rows": rows}
-    text = json.dumps(out)
+    text = json_text(out)
     if args.out:
         from pathlib import Path
 
         atomic_write(Path(args.out), lambda p: p.write_text(text))
-    print(text if args.json else json.dumps(out, indent=2))
+    print(text if args.json else json_text(out, indent=2))
     return 0
 
 

@@ -15,6 +15,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    json_text,
     note_quick_zoo,
     resumed_run,
     say,
@@ -98,7 +99,7 @@ def cmd_cycle(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"],
                       "generations": steps_done(KIND, info["iterations"])[0],
                       "qd_score": None if info["best_loss"] is None else -info["best_loss"],
                       "test_scores": info.get("test_scores")}))
@@ -124,7 +125,7 @@ def cmd_report(args) -> int:
     for task, names in out["missing"].items():
         say("note", f"{task}: {', '.join(names)} left out: not scored in every run")
     if args.json:
-        print(json.dumps(out))
+        print(json_text(out))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -181,7 +182,7 @@ def cmd_archive(args) -> int:
             raise ValueError(f"--pyribs {out} exists and is not empty; choose a new folder")
         summary["pyribs"] = [str(p) for p in write_pyribs(out, archives)]
         summary["model_paths"] = paths   # solution_0 = the index into this list
-    print(json.dumps(summary, indent=None if args.json else 2))
+    print(json_text(summary, indent=None if args.json else 2))
     return 0
 
 
@@ -204,7 +205,7 @@ def cmd_export(args) -> int:
                     None)
         if test is not None:
             summary["test_scores"] = test
-    print(json.dumps(summary))
+    print(json_text(summary))
     return 0
 
 

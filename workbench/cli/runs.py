@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
 from rich.console import Console
 
-from workbench.cli.common import err, say
+from workbench.cli.common import err, json_text, say
 
 #: The families of runs `runs list` shows in tables of their own (other kinds: ASAL searches).
 TITLES = {"asal": "ASAL searches", "merge": "merge evolutions", "qd": "CycleQD runs",
@@ -96,7 +95,7 @@ def cmd_runs(args) -> int:
     if args.action == "list":
         rows = store.list()
         if args.json:
-            print(json.dumps(rows))
+            print(json_text(rows))
         elif not rows:  # an empty table says nothing; say where we looked
             err.print(f"no runs in {store.root}" + ("" if store.root.is_dir() else " (no such folder)"))
         else:
@@ -127,7 +126,7 @@ def cmd_runs(args) -> int:
             info["metrics"] = None
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
-        print(json.dumps(info, indent=None if args.json else 2, default=str, ensure_ascii=bool(args.json)))
+        print(json_text(info, indent=None if args.json else 2, default=str, ensure_ascii=bool(args.json)))
         return 0
     if args.action == "rm":
         return _remove(store, args)
@@ -141,7 +140,7 @@ def cmd_runs(args) -> int:
     for run_id, why in comparison.unreadable.items():  # on stderr: the JSON on stdout stays one object
         say("warning", f"{run_id} left out of the curves: {why}")
     if args.json:
-        print(json.dumps(comparison.to_dict(), default=str))
+        print(json_text(comparison.to_dict(), default=str))
     else:
         _compare_tables(comparison)
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from workbench.cli.common import (
     SEED,
@@ -14,6 +13,7 @@ from workbench.cli.common import (
     close_client,
     dask_client,
     iteration_progress,
+    json_text,
     resumed_run,
 )
 
@@ -63,7 +63,7 @@ def cmd_sweep(args) -> int:
         close_client(client)
     info = run.info
     best = int(run.read_table("ranking").column("rule")[0].as_py()) if info["status"] == "done" else None
-    print(json.dumps({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
+    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
                       "best_loss": info["best_loss"], "best_rule": best,
                       "best_rule_name": None if best is None else rule_text(best)}))
     return 0

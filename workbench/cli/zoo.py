@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device, say, work_progress
+from workbench.cli.common import POSITIVE, SEED, add_device_argument, check_device, json_text, say, work_progress
 
 
 def cmd_zoo_build(args) -> int:
@@ -36,7 +35,7 @@ def cmd_zoo_build(args) -> int:
         say("stopped", f"zoo build interrupted; no zoo was built at {args.out}")
         raise
     info = load_zoo(out).info
-    print(json.dumps({"path": str(out), "tasks": info["tasks"], "device": info["device"],
+    print(json_text({"path": str(out), "tasks": info["tasks"], "device": info["device"],
                       "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))
     return 0
 
@@ -55,7 +54,7 @@ def cmd_zoo_eval(args) -> int:
         model, tok = load_model(args.model, device=device)
         acc = evaluate(model, tok, tasks, n=args.n, seed=args.seed, batch_size=args.batch_size, device=device,
                        progress=advance)
-    print(json.dumps(acc))
+    print(json_text(acc))
     return 0
 
 
