@@ -299,6 +299,28 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("add",), hidden=48, heads=2))
     code = main([*base, "--models", "add", str(other / "add"), "--tasks", "add"])
     assert code == 2 and "tensor model." in capsys.readouterr().err
+    # a damaged checkpoint (one NaN entry): said as it loads, naming model and tensor (DARE's L1 rescale made a
+    # whole tensor NaN of it, every other method a merged model with NaN in it, without a word)
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(quick_zoo / "sort", damaged)
+    weights = load_file(damaged / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.ndim == 2)
+    weights[name][0, 1] = float("nan")
+    save_file(weights, damaged / "model.safetensors")
+    said = f"its tensor {name} holds 1 NaN or inf value(s) of {weights[name].numel()} (a damaged checkpoint?)"
+    assert main([*base, "--models", "add", str(damaged), "--method", "dare_linear"]) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("error:") == 1, err  # (after the quick zoo's note)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run folder made
+    (tmp_path / "d.yaml").write_text(f"merge_method: dare_linear\nbase_model: base\nmodels:\n  - model: add\n"
+                                     f"    parameters: {{weight: 0.5, density: 0.5}}\n  - model: {damaged}\n"
+                                     f"    parameters: {{weight: 0.5, density: 0.5}}\n")
+    assert main(["merge", "apply", str(tmp_path / "d.yaml"), "--zoo", str(quick_zoo), "--out", str(tmp_path / "o")]) == 2
+    assert said in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path, quick_zoo, capsys):

@@ -37,7 +37,7 @@ import numpy as np
 from workbench.checks import check_counts, check_positive, check_seed, checked_again, paths_as_text, texts
 from workbench.merge.genome import NEEDS_BASE, DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
-from workbench.merge.state import check_models
+from workbench.merge.state import check_finite, check_models
 from workbench.runs import (
     Run,
     RunError,
@@ -248,6 +248,8 @@ def _check_compatible(state_dicts: dict) -> None:
     """Fail fast, naming the tensor, on models of another architecture (DFS paths never reach the merge's
     own per-tensor check)."""
     names = check_models(state_dicts)
+    for model, sd in state_dicts.items():  # a damaged checkpoint: said, not evolved on
+        check_finite(model, sd)
     first, ref = next(iter(state_dicts.items()))
     for model, sd in state_dicts.items():
         for key in names:

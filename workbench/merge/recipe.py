@@ -32,7 +32,7 @@ import yaml
 from workbench.atomic import atomic_write
 from workbench.kernels.device import resolve_device
 from workbench.merge.methods import METHODS, check_parameter_names
-from workbench.merge.state import layer_index, merge_one_on, merge_state_dicts
+from workbench.merge.state import check_finite, layer_index, merge_one_on, merge_state_dicts
 
 RECIPE_METHODS = (*METHODS, "passthrough")
 _NEEDS_BASE = ("task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp")
@@ -301,7 +301,7 @@ def apply_recipe(
 
     def get(name: str) -> Mapping[str, torch.Tensor]:
         if name not in cache:
-            cache[name] = load(name)
+            cache[name] = check_finite(name, load(name))  # a damaged checkpoint: said, not merged
         return cache[name]
 
     if recipe.models is not None:

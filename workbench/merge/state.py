@@ -187,6 +187,20 @@ def check_models(models: Mapping[str, Mapping[str, torch.Tensor]]) -> list[str]:
     return names
 
 
+def check_finite(model: str, state_dict: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+    """`state_dict`, refused where a floating-point tensor holds NaN or inf (a damaged checkpoint): one ValueError
+    naming the model, the tensor and how many entries. A merge carried it into the merged model without a word, and
+    DARE's L1 rescale and SLERP's angle, computed over the whole tensor, spread one such entry over all of it.
+    Checked once per model as it loads (merge apply, merge evolve), not on every merge of a search."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point():
+            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            if bad:
+                raise ValueError(f"model {model!r}: its tensor {name} holds {bad} NaN or inf value(s) of "
+                                 f"{tensor.numel()} (a damaged checkpoint?); give a model whose weights are finite")
+    return state_dict
+
+
 def merge_state_dicts(
     models: Mapping[str, Mapping[str, torch.Tensor]],
     method: str,
