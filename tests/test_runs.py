@@ -1402,3 +1402,45 @@ def test_json_on_stdout_is_standard_json_with_nan_in_metrics(tmp_path):
     assert len(strict(_short("runs", "list", "--json", "--runs", str(tmp_path), cwd=tmp_path).stdout)) == 2
     compared = _short("runs", "compare", *ids, "--json", "--runs", str(tmp_path), cwd=tmp_path)
     assert set(strict(compared.stdout)["runs"]) == set(ids), compared.stderr
+
+
+def test_a_resume_takes_the_fm_weights_from_where_they_were_moved_checked_by_content(tmp_path, clip_weights, capsys):
+    """A search's or a sweep's FM weights moved (a store taken to another machine): its resume said "pass --weights
+    FILE", then refused --weights as a setting that contradicts the run. `--resume ID --weights PATH` goes on with
+    the run's weights at PATH, checked by their content (run.json's weights_sha256), and records PATH; weights of
+    other content are one line naming --weights, nothing recorded."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.asal.sweep import SweepConfig, run_sweep
+    from workbench.asal.weights import weights_fingerprint
+
+    weights = tmp_path / "vitb32.pt"
+    os.link(clip_weights, weights)  # the same file under a name of the test's own (no copy of 600 MB)
+    store = RunStore(tmp_path / "runs")
+    ev = dict(fm="openclip:ViT-B-32", weights=str(weights), steps=8, frames=2, size=32)
+    search = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", **ev), iters=2, pop=2), store,
+                        should_stop=lambda: True)
+    sweep = run_sweep(SweepConfig(EvalConfig("gol", **ev, bs=1), limit=4, batch=2), store, should_stop=lambda: True)
+    sha = weights_fingerprint(clip_weights)
+    assert search.info["weights_sha256"] == sweep.info["weights_sha256"] == sha
+    moved = tmp_path / "elsewhere.pt"
+    weights.rename(moved)
+    (tmp_path / "other.pt").write_bytes(b"not the run's weights")
+    for kind, run in (("openended", search), ("sweep", sweep)):
+        args = ["asal", kind, "--resume", run.id, "--runs", str(store.root), "--quiet"]
+        assert main(args) == 2
+        said = capsys.readouterr().err
+        assert f"run {run.id}'s FM weights {weights} are not there" in said and \
+            f"`workbench asal {kind} --resume {run.id} --weights PATH`" in said
+        assert main([*args, "--weights", str(tmp_path / "other.pt")]) == 2
+        said = capsys.readouterr().err
+        assert f"--weights {tmp_path / 'other.pt'} are not run {run.id}'s FM weights" in said and \
+            len(said.strip().splitlines()) == 1
+        assert store.open(run.id).info["config"]["eval"]["weights"] == str(weights)
+    assert main(["asal", "openended", "--resume", search.id, "--runs", str(store.root), "--quiet",
+                 "--weights", str(moved)]) == 0
+    capsys.readouterr()
+    info = store.open(search.id).info
+    assert info["status"] == "done" and info["config"]["eval"]["weights"] == str(moved)
+    done = run_sweep(None, store, resume=sweep.id, weights=str(moved))  # the library's spelling
+    assert done.info["status"] == "done" and done.info["config"]["eval"]["weights"] == str(moved)

@@ -33,6 +33,7 @@ from workbench.asal.evaluate import (
 from workbench.asal.legacy import SEARCH_KINDS, predated, upgrade_config
 from workbench.asal.rules import RuleGA, RuleIlluminationGA, rule_search  # also registers the rule GAs in SEARCHES
 from workbench.asal.search import DESCRIPTOR_FITS, SEARCHES, IlluminationGA, MapElitesSearch, SepCMAESSearch
+from workbench.asal.weights import record_weights, resumed_weights
 from workbench.checks import (
     available_memory,
     check_counts,
@@ -473,7 +474,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
                should_stop: Callable[[], bool] | None = None, on_start: Callable[[Run], None] | None = None,
                on_population: Callable[[np.ndarray, np.ndarray], None] | None = None,
                device: str | None = None, *, kind: str | None = None, trust_pickle: bool = False,
-               command: str | None = None, iters: int | None = None) -> Run:
+               command: str | None = None, iters: int | None = None, weights: str | Path | None = None) -> Run:
     """Run (or resume) a search to cfg.iters iterations; returns the finished run.
 
     resume: a run id (or a unique prefix of one) to continue from its last checkpoint; cfg may then be
@@ -482,7 +483,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     last checkpoint, a stopped one ends there, each exactly as a run started with that total (runs.new_total).
     kind: the kind of search the caller means to resume ("target", "openended", "illuminate"); a run of another
     kind is refused. trust_pickle: also load a pickle checkpoint of an older version (it can run code: only for
-    run folders you trust). command: the command line, recorded in run.json (the CLI passes its own).
+    run folders you trust). command: the command line, recorded in run.json (the CLI passes its own). weights (with
+    resume): where the run's FM weights are now, if they moved (the CLI's --weights), checked by their content and
+    recorded (workbench.asal.weights).
     Callbacks (for progress bars and dashboards): on_start(run); on_iteration(done, total, metrics row);
     on_population(θ, final-frame thumbnails) of each evaluated batch; should_stop() → stop, resumable.
     device: where simulations and the FM run (overrides the config's, also on resume; None: as configured,
@@ -506,6 +509,9 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         elif run.info.get("status") == "done":
             return run
         check_memory_to_resume(run, cfg, check_memory)
+        moved = resumed_weights(run, weights, f"asal {run.info['kind']}")  # moved: where they are now, or refused
+        if moved is not None:
+            cfg.eval.weights = moved
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
             raise RunError(f"the checkpoint of run {run.id!r} holds no ASAL search; start a new run instead")
         run.check_copied("target_image", cfg.target_image)
@@ -535,6 +541,8 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     with setting_up(run, new=resume is None):
         if on_start is not None:  # first: a page shows the run (its id) even when the rest of the set-up fails
             on_start(run)
+        if resume is None:
+            record_weights(run)  # by content: a resume of the run with its weights moved checks them by it
         if state is None:
             state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
     search = state["search"]

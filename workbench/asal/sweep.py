@@ -29,6 +29,7 @@ from workbench.asal import scores
 from workbench.asal.driver import evaluate, iteration_seeds
 from workbench.asal.evaluate import EvalConfig, check_chunk_memory, components, rollout_bytes
 from workbench.asal.legacy import predated, upgrade_eval
+from workbench.asal.weights import record_weights, resumed_weights
 from workbench.checks import available_memory, check_counts, check_fits, check_seed, is_whole, nothing_fits
 from workbench.runs import (
     Run,
@@ -202,7 +203,8 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
               client: distributed.Client | None = None,
               on_iteration: Callable[[int, int, dict], None] | None = None,
               should_stop: Callable[[], bool] | None = None, device: str | None = None,
-              command: str | None = None, on_start: Callable[[Run], None] | None = None) -> Run:
+              command: str | None = None, on_start: Callable[[Run], None] | None = None,
+              weights: str | Path | None = None) -> Run:
     """Run (or resume) a rule sweep to the end; returns the finished run (see the module docstring).
 
     Args:
@@ -219,6 +221,8 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
         device: where simulations and the FM run (replaces cfg.eval.device, also on resume; None: as configured).
         command: the command line, recorded in run.json (the CLI passes its own).
         on_start: on_start(run) once the run is set up (new or resumed), before the first batch.
+        weights: with resume, where the run's FM weights are now, if they moved (the CLI's --weights), checked by
+            their content and recorded (workbench.asal.weights).
     Returns:
         The Run: 'done', with ranking.parquet, z_final.npy and best.npy / best.png / best.mp4, or 'stopped'
         where should_stop() ended it.
@@ -233,6 +237,9 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
         if run.info.get("status") == "done":
             return run
         check_memory_to_resume(run, cfg, check_sweep_memory)
+        moved = resumed_weights(run, weights, "asal sweep")  # moved: where they are now, or refused
+        if moved is not None:
+            cfg.eval.weights = moved
         record_resume(run, command, state)
     elif cfg is None:
         raise ValueError("give a SweepConfig or resume=RUN_ID")
@@ -246,6 +253,8 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
     if resume is None:
         run = store.create(KIND, "gol", cfg.eval.fm, cfg.to_dict(), cfg.seed, command=command)
     with setting_up(run, new=resume is None):
+        if resume is None:
+            record_weights(run)  # by content: a resume of the run with its weights moved checks them by it
         rules = cfg.rules()
         if state is None:
             state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),

@@ -42,6 +42,7 @@ def cmd_asal(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in ASAL_FIELDS.items() if getattr(args, dest, None) is not None}
     cfg, resume, total = None, None, None
+    moved = given.pop("eval.weights", None) if args.resume is not None else None  # checked by content, not as text
     run = resumed_run(store, args, args.search, given, FLAGS, PREDATES, extends="iters")
     if run is not None:
         resume, total = run.id, args.iters or run.info["config"].get("iters")
@@ -79,7 +80,8 @@ def cmd_asal(args) -> int:
             run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                              on_start=on_iteration.start,
                              device=args.device, kind=args.search, trust_pickle=args.trust_pickle,
-                             command=cli_command(), iters=args.iters if resume is not None else None)
+                             command=cli_command(), iters=args.iters if resume is not None else None,
+                             weights=moved)
     finally:
         close_client(client)
     info = run.info
@@ -100,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
                                     "efficientnet-lite0, offline)")
         a.add_argument("--weights", help="local weights: a state dict file for clip / openclip:ARCH, a model "
-                                         "folder for dino")
+                                         "folder for dino; with --resume: where the run's weights are now, if "
+                                         "they moved (the same weights, checked by their content)")
         if name != "illuminate":
             a.add_argument("--prompt", action="append", help="target text (repeat for a sequence)")
             a.add_argument("--target-image", help="target image file (for image-only FMs too); the run keeps a copy")

@@ -36,6 +36,7 @@ def cmd_sweep(args) -> int:
     store = RunStore(args.runs)
     given = {field: getattr(args, dest) for dest, field in SWEEP_FIELDS.items() if getattr(args, dest) is not None}
     cfg, resume = None, None
+    moved = given.pop("eval.weights", None) if args.resume is not None else None  # checked by content, not as text
     run = resumed_run(store, args, KIND, given, FLAGS, PREDATES)
     if run is not None:
         resume, total = run.id, read_sweep_config(run.info["config"]).iters
@@ -58,7 +59,7 @@ def cmd_sweep(args) -> int:
         with iteration_progress("asal sweep", total, "loss", lambda row: f"{row['best_loss']:.4f}",
                                 quiet=args.quiet) as on_iteration:
             run = run_sweep(cfg, store, resume=resume, client=client, on_iteration=on_iteration, device=args.device,
-                            command=cli_command(), on_start=on_iteration.start)
+                            command=cli_command(), on_start=on_iteration.start, weights=moved)
     finally:
         close_client(client)
     info = run.info
@@ -79,7 +80,8 @@ def register_sweep(asal_sub: argparse._SubParsersAction) -> None:
     a.add_argument("--fm", help="clip | openclip:ARCH | dino | efficientnet-lite0 | pixels (default: "
                                 "efficientnet-lite0)")
     a.add_argument("--weights", help="local weights: a state dict file for clip / openclip:ARCH, a model folder "
-                                     "for dino")
+                                     "for dino; with --resume: where the run's weights are now, if they moved (the "
+                                     "same weights, checked by their content)")
     a.add_argument("--start", type=int, help="first rule (default: 0)")
     a.add_argument("--end", type=int, help="one past the last rule (default: 2^18 = 262144)")
     a.add_argument("--limit", type=int, help="only the first N rules of the range (small tests, partial sweeps)")
