@@ -17,6 +17,7 @@ import threading
 import torch
 
 from workbench.kernels.device import arch_setting
+from workbench.kernels.lazy import signals_deferred
 
 # Taichi's CPU backend hands out range-for iterations in chunks of 512 (loop_config(block_dim=...) is
 # ignored there), so a loop over fewer items runs on one core. A loop over range(P * CPU_CHUNK) that
@@ -43,7 +44,7 @@ def ensure_taichi(device: torch.device | str = "cpu") -> str:
     global _arch
     wanted = _wanted_arch(torch.device(device))
     if _arch is None:
-        with _lock:
+        with _lock, signals_deferred():  # Taichi swallows a Ctrl-C in places (lazy.signals_deferred)
             if _arch is None:
                 import taichi as ti
 
