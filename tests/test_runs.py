@@ -1444,3 +1444,24 @@ def test_a_resume_takes_the_fm_weights_from_where_they_were_moved_checked_by_con
     assert info["status"] == "done" and info["config"]["eval"]["weights"] == str(moved)
     done = run_sweep(None, store, resume=sweep.id, weights=str(moved))  # the library's spelling
     assert done.info["status"] == "done" and done.info["config"]["eval"]["weights"] == str(moved)
+
+
+def test_run_ids_may_come_on_either_side_of_the_options(tmp_path):
+    """`runs note ID --runs DIR TEXT`, `runs compare A --runs DIR B`, `runs rm A --runs DIR B` and `figure curves A
+    --runs DIR B`, as scripts build them: argparse read only positionals side by side ("unrecognized arguments")."""
+    store = RunStore(tmp_path / "s")
+    a, b = (store.create("target", "lenia", "pixels", {"seed": s}, s) for s in (0, 1))
+    for run in (a, b):
+        run.write_table("metrics", {"iteration": [0], "best_loss": [0.5]})
+        run.update(status="done", iterations=1, best_loss=0.5)
+    where = ["--runs", str(store.root)]
+    noted = _short("runs", "note", a.id, *where, "a note", cwd=tmp_path)
+    assert noted.returncode == 0 and store.open(a.id).note == "a note", noted.stderr
+    compared = _short("runs", "compare", a.id, *where, b.id, "--json", cwd=tmp_path)
+    assert compared.returncode == 0 and set(json.loads(compared.stdout)["runs"]) == {a.id, b.id}, compared.stderr
+    drawn = _short("figure", "curves", a.id, *where, b.id, "--out", str(tmp_path / "c.png"), cwd=tmp_path)
+    assert drawn.returncode == 0 and (tmp_path / "c.png").is_file(), drawn.stderr
+    listed = _short("runs", "rm", a.id, *where, b.id, cwd=tmp_path)  # without --yes: listed, not removed
+    assert listed.returncode == 0 and a.id in listed.stdout and b.id in listed.stdout, listed.stderr
+    unknown = _short("runs", "note", a.id, *where, "--bogus", cwd=tmp_path)  # an unknown flag is still named
+    assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr, unknown.stderr

@@ -100,6 +100,24 @@ class Parser(argparse.ArgumentParser):
         return chain[level]
 
 
+class IntermixedParser(Parser):
+    """A command's parser whose positionals may come on either side of its options (argparse's intermixed
+    parsing): `runs note ID --runs DIR TEXT` and `runs compare A --runs DIR B`, as scripts build them, were refused
+    ("unrecognized arguments"), plain argparse reading only positionals that sit side by side. For commands
+    without subcommands of their own (argparse's condition)."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._parsing:  # argparse's intermixed parsing calls this again: the plain parse, then
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     from workbench import __version__
 

@@ -255,7 +255,9 @@ def _say_undrawn(store, ids: list[str], drawn: set[str]) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     figure = sub.add_parser("figure", help="paper figures of runs: curves, compare, atlas, frames, view, namm, "
                                            "video")
-    figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT")
+    from workbench.cli import IntermixedParser  # (ids on either side of the options, as scripts write them)
+
+    figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT", parser_class=IntermixedParser)
     for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
                                            "setting's mean with a band over its seeds (.png .svg .pdf .html)"),

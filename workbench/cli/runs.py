@@ -239,7 +239,9 @@ def _remove(store, args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     runs = sub.add_parser("runs", help="the run store: list, show, compare, note, rm")
-    runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    from workbench.cli import IntermixedParser  # (ids on either side of --runs, as scripts write them)
+
+    runs_sub = runs.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=IntermixedParser)
     for name, n, text in (("list", 0, "all runs"), ("show", 1, "one run with its metrics"),
                           ("compare", "+", "two or more runs side by side: the settings that differ, and runs that "
                                            "differ only by seed summarised over their seeds")):
