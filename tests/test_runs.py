@@ -1465,3 +1465,43 @@ def test_run_ids_may_come_on_either_side_of_the_options(tmp_path):
     assert listed.returncode == 0 and a.id in listed.stdout and b.id in listed.stdout, listed.stderr
     unknown = _short("runs", "note", a.id, *where, "--bogus", cwd=tmp_path)  # an unknown flag is still named
     assert unknown.returncode == 2 and "unrecognized arguments: --bogus" in unknown.stderr, unknown.stderr
+
+
+def test_stdout_of_another_encoding_a_closed_pipe_and_a_store_name_that_is_not_utf8(tmp_path):
+    """Scripts' corners: a stdout that cannot show "↓" or a note's ü (PYTHONIOENCODING, a Latin-1 locale) gets them
+    escaped, not "error: … codec can't encode" (exit 2) after the work was done; a reader that closes the pipe early
+    ends the command with 141, as SIGPIPE would (1 is an error's); a store whose name is not UTF-8 is refused before
+    a run folder is made (its run.json failed later, and the run was left failed)."""
+    store = RunStore(tmp_path / "s")
+    run = store.create("target", "lenia", "pixels", {"seed": 0}, 0)
+    rows = 4000  # runs show --json past a pipe's buffer (64 KiB)
+    run.write_table("metrics", {"iteration": list(range(rows)), "best_loss": [0.5] * rows})
+    run.update(status="done", iterations=rows, best_loss=0.5)
+    run.set_note("für Abbildung 3")
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    for args in (["runs", "list"], ["runs", "note", run.id], ["runs", "show", run.id]):
+        proc = subprocess.run([sys.executable, "-m", "workbench", *args, "--runs", str(store.root)], env=env,
+                              capture_output=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr.decode())
+        assert b"f\\xfcr Abbildung 3" in proc.stdout or b"f\\u00fcr Abbildung 3" in proc.stdout, proc.stdout[-300:]
+    reader = subprocess.Popen([sys.executable, "-m", "workbench", "runs", "show", run.id, "--json", "--runs",
+                               str(store.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert reader.stdout.read(10).startswith(b'{"')
+    reader.stdout.close()  # as `| head -c 10` does
+    assert reader.wait(timeout=120) == 141 and b"Traceback" not in reader.stderr.read()
+    with pytest.raises(ValueError, match="the folder's name is not UTF-8 text"):
+        RunStore(os.fsdecode(bytes(tmp_path / "s") + b"/lat\xe9"))
+    assert [r["id"] for r in store.list()] == [run.id]
+
+
+def test_a_ctrl_c_in_a_resumed_runs_set_up_says_how_to_resume_it(tmp_path):
+    """A Ctrl-C (or SIGTERM) while a resume sets up carries the run (stopped_run), so that the command line says
+    how to resume it, as for a new run's set-up; the resumed run's status stays what it was."""
+    from workbench.runs import setting_up
+
+    run = RunStore(tmp_path).create("target", "lenia", "pixels", {"seed": 0}, 0)
+    run.update(status="stopped")
+    with pytest.raises(KeyboardInterrupt) as stop:
+        with setting_up(run, new=False):
+            raise KeyboardInterrupt
+    assert stop.value.stopped_run is run and RunStore(tmp_path).open(run.id).info["status"] == "stopped"

@@ -1112,6 +1112,11 @@ class RunStore:
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
         self.unreadable_runs: list[str] = []
+        try:  # run.json records the command and the store's path as text: a name that is no UTF-8 (bytes of
+            str(self.root).encode("utf-8")  # another locale) failed there, after the run's folder was made
+        except UnicodeEncodeError:
+            raise ValueError(f"--runs {os.fsencode(self.root)!r}: the folder's name is not UTF-8 text; give a "
+                             "run store folder whose name is") from None
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
         # a folder to be made under a file ("afile/runs") cannot be: said now, not by the mkdir of the first run,
@@ -1543,6 +1548,8 @@ def setting_up(run: Run, new: bool = True):
         if new:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 run.update(**_ended_by(exc, run))
+        elif isinstance(exc, KeyboardInterrupt):  # as resumable as before: the command line says how
+            exc.stopped_run = run
         run.release()
         raise
 

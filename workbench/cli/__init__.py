@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `workbench runs list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails quietly
-        return 1
+        return 128 + 13  # as a process SIGPIPE ended (130 and 143 are Ctrl-C's and SIGTERM's): not an error's 1
     except Exception as error:
         # a full disk, a read-only folder: the system's words and the file; Dask's cluster failing under a run (a
         # worker killed again and again, the --dask scheduler gone): what happened. Not a traceback (76 lines).
@@ -227,6 +227,11 @@ def run() -> None:
     gc.set_threshold(10_000, 10, 10)
     sys.unraisablehook = redeliver_interrupts
     signal.signal(signal.SIGTERM, _terminate)
+    for stream in (sys.stdout, sys.stderr):  # a terminal or pipe of another encoding (PYTHONIOENCODING, a Latin-1
+        # locale): what it cannot show is escaped (runs list's "↓", a note in ü) rather than failing the command
+        # with "error: 'latin-1' codec can't encode …" after its work was done and written
+        if "utf" not in (getattr(stream, "encoding", None) or "utf").lower() and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     code = main()
     # The process ends here. Python's last garbage collections at exit would walk every object torch (and
     # transformers, the models, the runs) made, 0.5-1 s per command, only to free memory the OS takes back anyway.
