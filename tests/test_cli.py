@@ -194,6 +194,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "target", "--substrate", "lenia", "--thread", "2"], "workbench asal target: unrecognized arguments: "
                                                                   "--thread 2 (see workbench asal target --help)"),
     (["--bogus", "asal", "target"], "error: workbench: unrecognized arguments: --bogus (see workbench --help)"),
+    (["--bogus"], "error: workbench: unrecognized arguments: --bogus (see workbench --help)"),  # not "COMMAND"
     (["asal", "--bogus", "target"], "error: workbench asal: unrecognized arguments: --bogus (see workbench asal "
                                     "--help)"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--trust-pickle"],

@@ -75,6 +75,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2)
 
     def parse_args(self, args=None, namespace=None):
+        tokens = list(sys.argv[1:] if args is None else args)
+        if tokens and tokens[0].startswith("-") and self._subparsers is not None and \
+                tokens[0].split("=")[0] not in self._option_string_actions:  # `workbench --bogus`: named, not
+            self.error(f"unrecognized arguments: {tokens[0]}")  # "the following arguments are required: COMMAND"
         # unknown flags are the command's business: name it (`workbench asal target`), not the top parser
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
