@@ -319,7 +319,8 @@ def test_errors_name_the_fix(tmp_path, quick_zoo, capsys):
     (tmp_path / "d.yaml").write_text(f"merge_method: dare_linear\nbase_model: base\nmodels:\n  - model: add\n"
                                      f"    parameters: {{weight: 0.5, density: 0.5}}\n  - model: {damaged}\n"
                                      f"    parameters: {{weight: 0.5, density: 0.5}}\n")
-    assert main(["merge", "apply", str(tmp_path / "d.yaml"), "--zoo", str(quick_zoo), "--out", str(tmp_path / "o")]) == 2
+    assert main(["merge", "apply", str(tmp_path / "d.yaml"), "--zoo", str(quick_zoo), "--out",
+                 str(tmp_path / "o")]) == 2
     assert said in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 

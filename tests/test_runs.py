@@ -98,6 +98,8 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
     out, err = whole.communicate(timeout=300)
     assert whole.returncode == 0, err
     reference = json.loads(out)
+    # the run's folder whole: `--runs whole`, typed relative, read after a cd (a script's next step) still finds it
+    assert reference["path"] == str(tmp_path / "whole" / reference["id"])
     run_id, done_before = row["id"], row["iterations"]
     assert 3 <= done_before < 10, "the kill should land mid-run"
     assert row["status"] == "interrupted"

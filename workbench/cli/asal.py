@@ -85,8 +85,8 @@ def cmd_asal(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"],
-                      "iterations": info["iterations"], "best_loss": info["best_loss"]}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "iterations": info["iterations"], "best_loss": info["best_loss"]}))
     return 0
 
 

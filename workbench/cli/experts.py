@@ -76,9 +76,10 @@ def cmd_train(args) -> int:
         run = train_expert(cfg, store, resume=resume, on_iteration=on_iteration,
                            on_start=on_iteration.start, given=given, command=cli_command(), model=moved)
     info = run.info
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
-                      "best_val_accuracy": None if info["best_loss"] is None else -info["best_loss"],
-                      "n_params": info.get("n_params"), "test_scores": info.get("test_scores")}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "iterations": info["iterations"],
+                     "best_val_accuracy": None if info["best_loss"] is None else -info["best_loss"],
+                     "n_params": info.get("n_params"), "test_scores": info.get("test_scores")}))
     return 0
 
 
@@ -155,8 +156,9 @@ def cmd_adapt(args) -> int:
         run = adapt(cfg, store, resume=resume, on_iteration=on_iteration, on_start=on_iteration.start, given=given,
                     command=cli_command(), model=moved)
     info = run.info
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
-                      "test_scores": info.get("test_scores")}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "iterations": info["iterations"],
+                     "test_scores": info.get("test_scores")}))
     return 0
 
 
@@ -268,7 +270,7 @@ def cmd_eval(args) -> int:
             svf.apply(next(iter(experts.task_experts.values())) if experts else None)
         acc = scorer.accuracy(progress=advance)
     print(json_text({"model": args.model, "experts": [str(p) for p in experts.paths] if experts else [],
-                      "alpha": None if alpha is None else alpha.tolist(), "accuracy": acc}))
+                     "alpha": None if alpha is None else alpha.tolist(), "accuracy": acc}))
     return 0
 
 

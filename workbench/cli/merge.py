@@ -77,9 +77,10 @@ def cmd_evolve(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
-                      "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
-                      "test_scores": info.get("test_scores")}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "iterations": info["iterations"],
+                     "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
+                     "test_scores": info.get("test_scores")}))
     return 0
 
 

@@ -99,10 +99,10 @@ def cmd_cycle(args) -> int:
     finally:
         close_client(client)
     info = run.info
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"],
-                      "generations": steps_done(KIND, info["iterations"])[0],
-                      "qd_score": None if info["best_loss"] is None else -info["best_loss"],
-                      "test_scores": info.get("test_scores")}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "generations": steps_done(KIND, info["iterations"])[0],
+                     "qd_score": None if info["best_loss"] is None else -info["best_loss"],
+                     "test_scores": info.get("test_scores")}))
     return 0
 
 

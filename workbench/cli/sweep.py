@@ -64,9 +64,10 @@ def cmd_sweep(args) -> int:
         close_client(client)
     info = run.info
     best = int(run.read_table("ranking").column("rule")[0].as_py()) if info["status"] == "done" else None
-    print(json_text({"id": run.id, "path": str(run.path), "status": info["status"], "iterations": info["iterations"],
-                      "best_loss": info["best_loss"], "best_rule": best,
-                      "best_rule_name": None if best is None else rule_text(best)}))
+    print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
+                     "iterations": info["iterations"],
+                     "best_loss": info["best_loss"], "best_rule": best,
+                     "best_rule_name": None if best is None else rule_text(best)}))
     return 0
 
 

@@ -36,7 +36,7 @@ def cmd_zoo_build(args) -> int:
         raise
     info = load_zoo(out).info
     print(json_text({"path": str(out), "tasks": info["tasks"], "device": info["device"],
-                      "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))
+                     "build_seconds": info["build_seconds"], "accuracy": info["accuracy"]}))
     return 0
 
 
