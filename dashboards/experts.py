@@ -582,7 +582,8 @@ class ExpertsModel(param.Parameterized):
         for parent in Path(self.runs_dir).resolve().parents:
             if (parent / model).exists():
                 return str(parent / model)
-        raise ValueError(f"the run's model {model} is not here, so its experts cannot be composed into it")
+        raise ValueError(f"the run's model {model} is not here, so its experts cannot be composed into it (moved? "
+                         f"`{self.data.run.resume_cli} --model PATH` records where it is now)")
 
     def _svf(self):
         """The SVFModel of the run's model, loaded once per model (the weights' key checked against the run's)."""

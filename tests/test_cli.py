@@ -686,3 +686,12 @@ def test_a_stop_signal_while_taichi_decorates_the_kernels_is_not_lost(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 143, (proc.returncode, proc.stderr[-2000:])
     assert not out.exists()
+
+
+def test_the_top_options_abbreviated_still_work(capsys):
+    """`workbench --vers` is --version's (argparse's abbreviations), not an unknown flag as `workbench --bogus` is."""
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--vers"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("workbench ")

@@ -1486,14 +1486,17 @@ def test_stdout_of_another_encoding_a_closed_pipe_and_a_store_name_that_is_not_u
                               capture_output=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, (args, proc.stderr.decode())
         assert b"f\\xfcr Abbildung 3" in proc.stdout or b"f\\u00fcr Abbildung 3" in proc.stdout, proc.stdout[-300:]
+    assert json.loads(proc.stdout)["note"] == "für Abbildung 3"  # runs show's JSON: escaped as JSON escapes
     reader = subprocess.Popen([sys.executable, "-m", "workbench", "runs", "show", run.id, "--json", "--runs",
                                str(store.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     assert reader.stdout.read(10).startswith(b'{"')
     reader.stdout.close()  # as `| head -c 10` does
     assert reader.wait(timeout=120) == 141 and b"Traceback" not in reader.stderr.read()
+    latin = RunStore(os.fsdecode(bytes(tmp_path / "s") + b"/lat\xe9"))
+    assert latin.list() == []  # read as ever
     with pytest.raises(ValueError, match="the folder's name is not UTF-8 text"):
-        RunStore(os.fsdecode(bytes(tmp_path / "s") + b"/lat\xe9"))
-    assert [r["id"] for r in store.list()] == [run.id]
+        latin.create("target", "lenia", "pixels", {"seed": 0}, 0)
+    assert not latin.root.exists() and [r["id"] for r in store.list()] == [run.id]
 
 
 def test_a_ctrl_c_in_a_resumed_runs_set_up_says_how_to_resume_it(tmp_path):
@@ -1507,3 +1510,24 @@ def test_a_ctrl_c_in_a_resumed_runs_set_up_says_how_to_resume_it(tmp_path):
         with setting_up(run, new=False):
             raise KeyboardInterrupt
     assert stop.value.stopped_run is run and RunStore(tmp_path).open(run.id).info["status"] == "stopped"
+
+
+def test_the_error_that_ended_a_run_is_the_one_said_when_run_json_cannot_be_written_either(tmp_path):
+    """On a disk that stays full the loop's marking of the run failed fails too: its error (naming run.json) replaced
+    the one that ended the run (naming metrics.parquet, say), and the command line lost the run and its resume
+    command. Here the run's folder goes as its step fails, so that run.json cannot be written."""
+    import errno
+    import shutil
+
+    from workbench.runs import checkpointed_loop
+
+    run = RunStore(tmp_path).create("target", "lenia", "pixels", {"seed": 0}, 0)
+
+    def step(it: int) -> dict:
+        shutil.rmtree(run.path)
+        raise OSError(errno.ENOSPC, "No space left on device", "metrics.parquet")
+
+    with pytest.raises(OSError) as ended:
+        checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
+    assert ended.value.errno == errno.ENOSPC and ended.value.filename == "metrics.parquet"
+    assert ended.value.failed_run is run

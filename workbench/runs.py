@@ -161,7 +161,9 @@ def cli_command() -> str | None:
         return None
     first = Path(argv[0])
     if first.name == "workbench" or (first.name == "__main__.py" and first.parent.name == "workbench"):
-        return shlex.join(["workbench", *argv[1:]])
+        # an argument that is no UTF-8 (a path's bytes from another locale) as its bytes escaped: run.json is
+        # UTF-8, and such a command failed the run after its folder was made
+        return shlex.join(["workbench", *(os.fsencode(a).decode("utf-8", "backslashreplace") for a in argv[1:])])
     return None
 
 
@@ -571,6 +573,12 @@ class Run:
         running, resuming or done, or of a kind without one."""
         info = self.info
         return _resume_cli(info, self.path.parent) if self.live_status(info) in RESUMABLE else None
+
+    @property
+    def resume_cli(self) -> str | None:
+        """`workbench KIND … --resume ID --runs DIR` whatever the run's state (resume_command's words, for a message
+        that adds a flag to it), or None for a kind without one."""
+        return _resume_cli(self.info, self.path.parent)
 
     @property
     def note(self) -> str:
@@ -1112,11 +1120,6 @@ class RunStore:
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
         self.unreadable_runs: list[str] = []
-        try:  # run.json records the command and the store's path as text: a name that is no UTF-8 (bytes of
-            str(self.root).encode("utf-8")  # another locale) failed there, after the run's folder was made
-        except UnicodeEncodeError:
-            raise ValueError(f"--runs {os.fsencode(self.root)!r}: the folder's name is not UTF-8 text; give a "
-                             "run store folder whose name is") from None
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
         # a folder to be made under a file ("afile/runs") cannot be: said now, not by the mkdir of the first run,
@@ -1153,12 +1156,17 @@ class RunStore:
         fields that record them (an adapt run's copies of its experts).
 
         Raises:
-            ValueError: a metric that is not one of METRICS.
+            ValueError: a metric that is not one of METRICS; a store whose name is not UTF-8 text.
             TypeError: a config that JSON cannot hold (the folder is removed again, as on any error of the inputs'
                 copies or of setup, which propagate).
         """
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        try:  # Parquet (pyarrow) takes UTF-8 paths only: a store named in another locale's bytes failed at the run's
+            str(self.root).encode("utf-8")  # first table, its folder made and left failed (reading it works)
+        except UnicodeEncodeError:
+            raise ValueError(f"--runs {os.fsencode(self.root)!r}: the folder's name is not UTF-8 text, and a run's "
+                             "tables cannot be written under it; give a run store folder whose name is") from None
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{kind}-{name or substrate}-s{seed}"
@@ -1599,7 +1607,9 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
                 on_iteration(it + 1, iters, row)
         finish()
     except BaseException as exc:
-        run.update(**_ended_by(exc, run))
+        ended = _ended_by(exc, run)
+        with contextlib.suppress(Exception):  # the first error is the one to report: on a disk that stays full this
+            run.update(**ended)  # write failed too, and its error (naming run.json) replaced the one that ended the run
         raise
     finally:
         run.release()

@@ -494,6 +494,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     """
     store = RunStore.of(store)
     iters = check_longer(resume, iters, "iters")
+    moved = None
     if resume is not None:
         kind = kind or (cfg.kind if cfg is not None else None)
         run = store.open(resume)
@@ -504,12 +505,15 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
                      predates=PREDATES, extends="iters")
         run, cfg, state, total = store.reopen_to(run, read_config, KINDS, "iters", given.get("iters"),
                                                  trust_pickle=trust_pickle)
+        # the FM's weights moved: where they are now (checked), or refused
+        moved = resumed_weights(run, weights, going_on=total is not None or run.info.get("status") != "done")
         if total is not None:
             cfg.iters = total  # what grows with the iterations (MAP-Elites' archive) is checked below
         elif run.info.get("status") == "done":
+            if moved is not None:  # where its pages and figures now find them
+                record_weights(run, moved)
             return run
         check_memory_to_resume(run, cfg, check_memory)
-        moved = resumed_weights(run, weights, f"asal {run.info['kind']}")  # moved: where they are now, or refused
         if moved is not None:
             cfg.eval.weights = moved
         if state is not None and not isinstance(state.get("search"), tuple(SEARCHES.values())):
@@ -541,8 +545,7 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
     with setting_up(run, new=resume is None):
         if on_start is not None:  # first: a page shows the run (its id) even when the rest of the set-up fails
             on_start(run)
-        if resume is None:
-            record_weights(run)  # by content: a resume of the run with its weights moved checks them by it
+        record_weights(run, moved)  # by content, which a resume with the weights moved checks them by
         if state is None:
             state = {"iteration": 0, "search": make_search(cfg, sub.n_params, start_theta(cfg, sub)), "metrics": []}
     search = state["search"]

@@ -228,16 +228,20 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
         where should_stop() ended it.
     """
     store = RunStore.of(store)
+    moved = None
     if resume is not None:
         run = store.open(resume)
         given = {} if cfg is None else flat_config(cfg.to_dict())
         check_resume(run, KIND, {k: v for k, v in given.items() if k != "eval.device"}, names=FLAGS,
                      predates=PREDATES)
         run, cfg, state = store.reopen(run.id, read_sweep_config, kinds=(KIND,))
+        # the FM's weights moved: where they are now (checked), or refused
+        moved = resumed_weights(run, weights, going_on=run.info.get("status") != "done")
         if run.info.get("status") == "done":
+            if moved is not None:  # where its pages and figures now find them
+                record_weights(run, moved)
             return run
         check_memory_to_resume(run, cfg, check_sweep_memory)
-        moved = resumed_weights(run, weights, "asal sweep")  # moved: where they are now, or refused
         if moved is not None:
             cfg.eval.weights = moved
         record_resume(run, command, state)
@@ -253,8 +257,7 @@ def run_sweep(cfg: SweepConfig | None, store: RunStore | str | Path, resume: str
     if resume is None:
         run = store.create(KIND, "gol", cfg.eval.fm, cfg.to_dict(), cfg.seed, command=command)
     with setting_up(run, new=resume is None):
-        if resume is None:
-            record_weights(run)  # by content: a resume of the run with its weights moved checks them by it
+        record_weights(run, moved)  # by content, which a resume with the weights moved checks them by
         rules = cfg.rules()
         if state is None:
             state = {"iteration": 0, "metrics": [], "scores": np.full(len(rules), np.nan),

@@ -3,9 +3,10 @@ content, so that a run whose weights moved (its store taken to another machine, 
 `--resume ID --weights PATH`: the path alone, recorded at the start, left such a resume with "weights file … does
 not exist; pass --weights FILE", and --weights was then refused as a setting that contradicts the run.
 
-New runs record `weights_sha256` (weights_fingerprint) in run.json; a resume checks the weights it is given against
-it (runs from before it was recorded take them as given) and records their new place in the run's config, where
-its later resumes and its pages read it.
+Runs record `weights_sha256` (weights_fingerprint) in run.json; a resume checks the weights it is given against it
+(a run from before it was recorded: against the weights still at its recorded path) and, once they have loaded,
+records their new place in the run's config, where its later resumes and its pages read it. A finished run given
+--weights checks and records them too (its pages and figures read them), and goes no further.
 """
 
 from __future__ import annotations
@@ -39,38 +40,51 @@ def uses_weights(eval_config: dict) -> bool:
     return bool(eval_config.get("weights")) and eval_config.get("fm") not in EMBEDDED_FMS
 
 
-def record_weights(run: Run) -> None:
-    """A new run: the fingerprint of the weights it was started with, which its resumes check moved weights by."""
-    ev = run.info["config"]["eval"]
-    if uses_weights(ev):
-        run.update(weights_sha256=weights_fingerprint(ev["weights"]))
-
-
-def resumed_weights(run: Run, weights: str | Path | None, command: str) -> str | None:
-    """On a resume of `workbench COMMAND`, once the run is reopened (a finished run that goes no further has
-    returned before): where its FM's weights are. `weights` (the resume's --weights): the run's weights at another
-    place, checked by content (weights_sha256) and recorded in the run's config; returned as an absolute path.
-    Without it, the path the run recorded must still be there: one RunError naming --weights where it is not.
-    None: the recorded weights, where they were (or an FM that reads none)."""
+def resumed_weights(run: Run, weights: str | Path | None, going_on: bool = True) -> str | None:
+    """On a resume, once the run is reopened: where its FM's weights are. `weights` (the resume's --weights): the
+    run's weights at another place, returned as an absolute path once they are found to be the run's by content:
+    their fingerprint against run.json's weights_sha256, or, for a run from before it was recorded, against the
+    weights still at the recorded path (gone too: taken as given, nothing to check them by). Without it, the
+    recorded path must still be there where the run goes on (`going_on`: a finished run not extended reads no
+    weights): one RunError naming --weights where it is not. None: the recorded weights (or an FM that reads none).
+    Nothing is recorded here: record_weights, once the FM has loaded."""
     ev = run.info["config"]["eval"]
     recorded = ev.get("weights")
+    how = run.resume_cli or "the resume"
     if weights is None:
-        if not uses_weights(ev) or Path(recorded).expanduser().exists():
+        if not (going_on and uses_weights(ev)) or Path(recorded).expanduser().exists():
             return None
         raise RunError(f"run {run.id}'s FM weights {recorded} are not there (moved or deleted?): give where they are "
-                       f"now with `workbench {command} --resume {run.id} --weights PATH` (the same weights, checked "
-                       "by their content), or put them back there")
+                       f"now with `{how} --weights PATH` (the same weights, checked by their content), or put them "
+                       "back there")
     if not uses_weights(ev):
-        raise RunError(f"run {run.id}'s FM ({ev.get('fm')}) reads no --weights file: leave --weights out")
+        why = "reads no --weights file" if ev.get("fm") in EMBEDDED_FMS else "was started without --weights"
+        raise RunError(f"run {run.id}'s FM ({ev.get('fm')}) {why}: leave --weights out")
     path = os.path.abspath(Path(weights).expanduser())
     if not Path(path).exists():
         raise RunError(f"--weights {weights}: no such file or folder; give where run {run.id}'s FM weights "
                        f"(recorded at {recorded}) are now, or leave --weights out")
     sha = run.info.get("weights_sha256")
+    if sha is None and Path(recorded).expanduser().exists():
+        sha = weights_fingerprint(recorded)
     if sha is not None and weights_fingerprint(path) != sha:
         raise RunError(f"--weights {weights} are not run {run.id}'s FM weights (their content differs from the "
                        f"weights the run was started with, at {recorded}); give where those are now, or leave "
                        "--weights out")
-    if path != recorded:
-        run.update(config={**run.info["config"], "eval": {**ev, "weights": path}})
     return path
+
+
+def record_weights(run: Run, moved: str | None = None) -> None:
+    """Once a run's FM has loaded its weights (a new run, or a resume): their fingerprint where run.json has none
+    yet (a run from before it was recorded gets it on its first resume), and `moved` (resumed_weights' path) as
+    the run's weights in its config, where later resumes and its pages read them."""
+    ev = run.info["config"]["eval"]
+    if not uses_weights(ev):
+        return
+    fields = {}
+    if moved is not None and moved != ev["weights"]:
+        fields["config"] = {**run.info["config"], "eval": {**ev, "weights": moved}}
+    if run.info.get("weights_sha256") is None:
+        fields["weights_sha256"] = weights_fingerprint(moved or ev["weights"])
+    if fields:
+        run.update(**fields)

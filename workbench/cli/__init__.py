@@ -76,9 +76,10 @@ class Parser(argparse.ArgumentParser):
 
     def parse_args(self, args=None, namespace=None):
         tokens = list(sys.argv[1:] if args is None else args)
-        if tokens and tokens[0].startswith("-") and self._subparsers is not None and \
-                tokens[0].split("=")[0] not in self._option_string_actions:  # `workbench --bogus`: named, not
-            self.error(f"unrecognized arguments: {tokens[0]}")  # "the following arguments are required: COMMAND"
+        flag = tokens[0].split("=")[0] if tokens and tokens[0].startswith("-") else None
+        # `workbench --bogus`: named, not "the following arguments are required: COMMAND" (--vers is --version's)
+        if flag and self._subparsers is not None and not any(o.startswith(flag) for o in self._option_string_actions):
+            self.error(f"unrecognized arguments: {tokens[0]}")
         # unknown flags are the command's business: name it (`workbench asal target`), not the top parser
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
@@ -169,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         say("error", _dask_error_text(error) if dask else _os_error_text(error), style="bold red")
         run = getattr(error, "failed_run", None)
-        command = run.resume_command if run is not None else None
+        command = run.resume_cli if run is not None else None  # (marked failed, or on a full disk not even that)
         if command:
-            say("note", f"run {run.id} is marked failed and resumable once that is fixed: {command}")
+            say("note", f"run {run.id} is resumable once that is fixed: {command}")
         return 1
     except KeyboardInterrupt as stop:
         run = getattr(stop, "stopped_run", None)  # the run the Ctrl-C stopped (workbench.runs marks it)

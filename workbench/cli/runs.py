@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 from rich.console import Console
 
@@ -126,7 +127,10 @@ def cmd_runs(args) -> int:
             info["metrics"] = None
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
-        print(json_text(info, indent=None if args.json else 2, default=str, ensure_ascii=bool(args.json)))
+        # indented for reading, in its own letters where stdout shows them (a note in ü: its \u escape otherwise,
+        # as --json writes; the escape a stdout of another encoding makes of ü is no JSON)
+        utf8 = "utf" in (getattr(sys.stdout, "encoding", None) or "utf").lower()
+        print(json_text(info, indent=None if args.json else 2, default=str, ensure_ascii=bool(args.json) or not utf8))
         return 0
     if args.action == "rm":
         return _remove(store, args)

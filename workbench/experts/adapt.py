@@ -502,7 +502,7 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
 
         moved = check_run_model(run, "experts adapt", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
-        if run.info.get("status") == "done":
+        if run.info.get("status") == "done" and moved is None:
             return run
         if moved is not None:
             cfg = replace(cfg, model=moved)
@@ -526,6 +526,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
             from workbench.lm.models import check_resumed_model
 
             check_resumed_model(run, moved, svf.key)
+            if run.info.get("status") == "done":  # its model's new place recorded: it goes no further
+                return run
         check_experts_fit(svf, experts)
         if resume is None:
             run = store.create(KIND, cfg.target or "mixed", "+".join(experts.tasks), cfg.to_dict(), cfg.seed,

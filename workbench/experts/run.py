@@ -242,11 +242,11 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
 
         moved = check_run_model(run, "experts train", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
-        if run.info.get("status") == "done":
+        if run.info.get("status") == "done" and moved is None:
             return run
         if moved is not None:
             cfg = replace(cfg, model=moved)
-        if state is not None and "trainer" not in state:
+        if state is not None and "trainer" not in state and run.info.get("status") != "done":
             raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
     elif cfg is None:
         raise ValueError("give an ExpertRunConfig or resume=RUN_ID")
@@ -258,6 +258,8 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
             from workbench.lm.models import check_resumed_model
 
             check_resumed_model(run, moved, model.key)
+            if run.info.get("status") == "done":  # its model's new place recorded: it goes no further
+                return run
         if state is None:
             trainer = ExpertTrainer(model, cfg.task, cfg.seed, config=cfg.train_config())
             state = {"iteration": 0, "metrics": [], "trainer": None}

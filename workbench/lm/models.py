@@ -259,7 +259,8 @@ def quiet_progress():
 def check_run_model(run, command: str, model: str | None = None) -> str | None:
     """On a resume of `workbench COMMAND`, before the run is held: where its model is. `model` (the resume's
     --model): the run's model at another place (a store moved to another machine, a model folder moved), returned
-    as an absolute path; its weights are checked once it loads (check_resumed_model). Without it, the model the run
+    as an absolute path; its weights are checked once it loads (check_resumed_model), a finished run's too (which
+    goes no further, but whose pages and figures read the model where it records it). Without it, the model the run
     recorded (its config's model, an absolute path: a folder or a .gguf file) must still be there, unless the run
     is done (its resume reads no model); None is returned. A moved model left a resume with "no such folder; give
     'smollm2', …", which named no fix: one RunError that says where the model was and how to go on."""
@@ -276,9 +277,10 @@ def check_run_model(run, command: str, model: str | None = None) -> str | None:
         return os.path.abspath(path)
     if run.info.get("status") == "done" or recorded == SMOLLM2 or Path(recorded).expanduser().exists():
         return None
+    how = run.resume_cli or f"workbench {command} --resume {run.id}"
     raise RunError(f"run {run.id}'s model {recorded} is not there (moved or deleted?): `workbench {command} --resume` "
-                   f"goes on with the model the run was trained on; give where it is now with `workbench {command} "
-                   f"--resume {run.id} --model PATH` (the same model, checked by its weights), or put it back there")
+                   f"goes on with the model the run was trained on; give where it is now with `{how} --model PATH` "
+                   "(the same model, checked by its weights), or put it back there")
 
 
 def check_resumed_model(run, model: str | None, key: str) -> None:

@@ -141,13 +141,12 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
 
         moved = check_run_model(run, "namm train", model)  # a moved model: where it is now, or how to go on
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
-        if run.info.get("status") == "done":
+        if run.info.get("status") == "done" and moved is None:
             return run
         if moved is not None:
             cfg = replace(cfg, model=moved)
-        if state is not None and "cma" not in state:
+        if state is not None and "cma" not in state and run.info.get("status") != "done":
             raise RunError(f"the checkpoint of run {run.id!r} holds no NAMM search; start a new run instead")
-        record_resume(run, command, state)
     elif cfg is None:
         raise ValueError("give a NAMMTrainConfig or resume=RUN_ID")
     else:
@@ -160,6 +159,9 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
         from workbench.lm.models import check_resumed_model
 
         check_resumed_model(run, moved, key)
+        if run.info.get("status") == "done":  # its model's new place recorded: it goes no further
+            return run
+        record_resume(run, command, state)  # (after the model's check: a refused resume is no resume)
     first = None
     if resume is None:  # a task the model cannot solve is refused before a run folder exists, too
         first = {"stats": None, "full": {}}

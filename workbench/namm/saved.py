@@ -181,7 +181,8 @@ def run_policy_file(runs: str | Path, run_id: str) -> Path:
 
 def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tuple[SavedPolicy | None, Run]:
     """(SavedPolicy, Run) of a NAMM training run (kind "namm") in the run store `runs`; one ValueError for a
-    missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run)."""
+    missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run). The
+    policy's model is the one run.json records (a moved model given to a resume with --model)."""
     from workbench.runs import RunError, RunStore, article
 
     try:
@@ -196,4 +197,10 @@ def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tupl
     if not path.is_file():
         raise ValueError(f"run {run.id} has no policy yet (no generation finished): resume it with "
                          f"`workbench namm train --resume {run.id} --runs {run.path.parent}`")
-    return (load_policy(path) if load else None), run
+    saved = load_policy(path) if load else None
+    recorded = run.info.get("config", {}).get("model")
+    if saved is not None and recorded and saved.meta.get("model") != recorded:
+        # where the run's model is now: a resume's --model records a moved one in run.json (a finished run's policy
+        # file keeps the place it was trained at), which the page and `figure namm` then load
+        saved.meta["model"] = recorded
+    return saved, run
