@@ -35,8 +35,8 @@ def signals_deferred() -> Iterator[None]:
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
-        for s in dict.fromkeys(held):  # each once, Ctrl-C first if both came
-            signal.raise_signal(s)
+        if held:  # the first that came (its exception ends what follows: a second would add nothing)
+            signal.raise_signal(held[0])
 
 
 def exports(package: str, modules: dict[str, list[str]]) -> tuple[Callable, Callable, list[str]]:

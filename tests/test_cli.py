@@ -695,3 +695,18 @@ def test_the_top_options_abbreviated_still_work(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--vers"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("workbench ")
+
+
+def test_json_text_is_standard_json_for_numpy_torch_and_non_finite_values():
+    """What a command prints: non-finite floats as null wherever they sit (NumPy and torch scalars too, which
+    json.dumps wrote as NaN or refused), a non-finite key as the text json.dumps gave it."""
+    import math
+
+    import torch
+
+    from workbench.cli.common import json_text
+
+    text = json_text({"a": np.float32("nan"), "b": torch.tensor(1.5), "c": np.int64(3), "d": np.bool_(True),
+                      "e": [math.inf, (np.float64(-math.inf), 0.25)], math.nan: 1}, default=str)
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "a": None, "b": 1.5, "c": 3, "d": True, "e": [None, [None, 0.25]], "NaN": 1}

@@ -152,7 +152,8 @@ def test_a_resume_takes_the_runs_model_from_where_it_was_moved_checked_by_its_we
         args = ["experts", command, "--resume", run.id, "--runs", str(store.root), "--quiet"]
         assert main(args) == 2  # not there: where it was, and the flag that says where it is now
         said = capsys.readouterr().err
-        assert f"run {run.id}'s model {model} is not there" in said and "--model PATH" in said
+        assert f"run {run.id}'s model {model} is not there" in said and \
+            f"`workbench experts {command} --resume {run.id} --runs {store.root} --model PATH`" in said
         assert main([*args, "--model", str(quick_zoo / "add")]) == 2  # another model (the zoo's add expert)
         said = capsys.readouterr().err
         assert f"--model {quick_zoo / 'add'} is not run {run.id}'s model (its weights differ" in said and \
@@ -161,6 +162,12 @@ def test_a_resume_takes_the_runs_model_from_where_it_was_moved_checked_by_its_we
         assert main([*args, "--model", str(moved)]) == 0
         info = store.open(run.id).info
         assert info["status"] == "done" and info["config"]["model"] == str(moved)
+        again = tmp_path / "again" / command  # finished: its model's new place checked and recorded all the same
+        shutil.copytree(moved, again)
+        assert main([*args, "--model", str(again)]) == 0
+        assert store.open(run.id).info["config"]["model"] == str(again)
+        assert main([*args, "--model", str(quick_zoo / "add")]) == 2  # (and another model refused)
+        assert "its weights differ" in capsys.readouterr().err
     assert main(["experts", "report", adapted.id, "--runs", str(store.root)]) == 0
 
 

@@ -716,7 +716,8 @@ def test_a_moved_run_whose_model_path_holds_another_model_is_refused(tmp_path, t
     assert main(["namm", "train", "--resume", run.id, "--runs", str(store.root)]) == 2
     said = capsys.readouterr().err
     assert f"run {run.id}'s model {model} is not there (moved or deleted?)" in said and \
-        f"--resume {run.id} --model PATH" in said and len(said.strip().splitlines()) == 1
+        f"`workbench namm train --resume {run.id} --runs {store.root} --model PATH`" in said and \
+        len(said.strip().splitlines()) == 1
     # --model: where the run's model is now, checked by its weights (this folder holds the other model)
     args = ["namm", "train", "--resume", run.id, "--runs", str(store.root), "--quiet"]
     assert main([*args, "--model", str(tmp_path / "moved-model")]) == 2
@@ -733,5 +734,14 @@ def test_a_moved_run_whose_model_path_holds_another_model_is_refused(tmp_path, t
     assert main([*args, "--model", str(tiny)]) == 0
     info = store.open(run.id).info
     assert info["status"] == "done" and info["iterations"] == 2 and info["config"]["model"] == str(tiny)
+    # a finished run given its model's new place: checked by its weights and recorded, where `figure namm` and the
+    # page read it (the policy file keeps where it was trained)
+    again = tmp_path / "again"
+    shutil.copytree(tiny, again)
+    assert main([*args, "--model", str(again)]) == 0
+    assert store.open(run.id).info["config"]["model"] == str(again)
     assert main(["figure", "namm", run.id, "--runs", str(store.root), "--task", "digit", "--length", "160",
-                 "--out", str(tmp_path / "n.png")]) == 0  # which reads the model where the run now says it is
+                 "--out", str(tmp_path / "n.png")]) == 0
+    opened = NAMMExplorer(runs_dir=str(store.root))
+    opened.choose(run.id)
+    assert opened.model_name == str(again)

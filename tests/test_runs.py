@@ -1409,8 +1409,9 @@ def test_json_on_stdout_is_standard_json_with_nan_in_metrics(tmp_path):
 def test_a_resume_takes_the_fm_weights_from_where_they_were_moved_checked_by_content(tmp_path, clip_weights, capsys):
     """A search's or a sweep's FM weights moved (a store taken to another machine): its resume said "pass --weights
     FILE", then refused --weights as a setting that contradicts the run. `--resume ID --weights PATH` goes on with
-    the run's weights at PATH, checked by their content (run.json's weights_sha256), and records PATH; weights of
-    other content are one line naming --weights, nothing recorded."""
+    the run's weights at PATH, checked by their content (run.json's weights_sha256; a run from before it: the
+    weights still at its recorded path), and records PATH once they have loaded; a finished run records it too
+    (its pages read it). Weights of other content are one line naming --weights, nothing recorded."""
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
     from workbench.asal.sweep import SweepConfig, run_sweep
@@ -1425,25 +1426,34 @@ def test_a_resume_takes_the_fm_weights_from_where_they_were_moved_checked_by_con
     sweep = run_sweep(SweepConfig(EvalConfig("gol", **ev, bs=1), limit=4, batch=2), store, should_stop=lambda: True)
     sha = weights_fingerprint(clip_weights)
     assert search.info["weights_sha256"] == sweep.info["weights_sha256"] == sha
+    (tmp_path / "other.pt").write_bytes(b"not the run's weights")
+    resume = ["asal", "openended", "--resume", search.id, "--runs", str(store.root), "--quiet"]
+    # a run from before weights_sha256: other weights are told by the ones still at its recorded path
+    search.update(weights_sha256=None)
+    assert main([*resume, "--weights", str(tmp_path / "other.pt")]) == 2
+    assert f"are not run {search.id}'s FM weights" in capsys.readouterr().err
+    assert main(resume) == 0  # its own: it goes on, and records their fingerprint once they have loaded
+    capsys.readouterr()
+    assert store.open(search.id).info["weights_sha256"] == sha
     moved = tmp_path / "elsewhere.pt"
     weights.rename(moved)
-    (tmp_path / "other.pt").write_bytes(b"not the run's weights")
     for kind, run in (("openended", search), ("sweep", sweep)):
         args = ["asal", kind, "--resume", run.id, "--runs", str(store.root), "--quiet"]
-        assert main(args) == 2
-        said = capsys.readouterr().err
-        assert f"run {run.id}'s FM weights {weights} are not there" in said and \
-            f"`workbench asal {kind} --resume {run.id} --weights PATH`" in said
+        if kind == "sweep":  # (the finished search reads no weights without --weights)
+            assert main(args) == 2
+            said = capsys.readouterr().err
+            assert f"run {run.id}'s FM weights {weights} are not there" in said and \
+                f"`workbench asal {kind} --resume {run.id} --runs {store.root} --weights PATH`" in said
         assert main([*args, "--weights", str(tmp_path / "other.pt")]) == 2
         said = capsys.readouterr().err
         assert f"--weights {tmp_path / 'other.pt'} are not run {run.id}'s FM weights" in said and \
             len(said.strip().splitlines()) == 1
         assert store.open(run.id).info["config"]["eval"]["weights"] == str(weights)
-    assert main(["asal", "openended", "--resume", search.id, "--runs", str(store.root), "--quiet",
-                 "--weights", str(moved)]) == 0
+    # the finished search: the new place recorded (no load: checked by content), where its pages read it
+    assert main([*resume, "--weights", str(moved)]) == 0
     capsys.readouterr()
     info = store.open(search.id).info
-    assert info["status"] == "done" and info["config"]["eval"]["weights"] == str(moved)
+    assert info["status"] == "done" and info["iterations"] == 2 and info["config"]["eval"]["weights"] == str(moved)
     done = run_sweep(None, store, resume=sweep.id, weights=str(moved))  # the library's spelling
     assert done.info["status"] == "done" and done.info["config"]["eval"]["weights"] == str(moved)
 

@@ -31,10 +31,13 @@ def json_text(value: object, **kwargs) -> str:
     import math
 
     def finite(v):
-        if isinstance(v, float) or (hasattr(v, "dtype") and getattr(v, "ndim", None) == 0 and v.dtype.kind == "f"):
-            return float(v) if math.isfinite(v) else None
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
+        if getattr(v, "ndim", None) == 0 and hasattr(v, "item"):  # a NumPy or torch scalar: its Python value
+            v = v.item()
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):  # a non-finite key as the text json.dumps gave it ("NaN")
+            return {json.dumps(k) if isinstance(k, float) and not math.isfinite(k) else k: finite(x)
+                    for k, x in v.items()}
         if isinstance(v, list | tuple):
             return [finite(x) for x in v]
         return v

@@ -182,7 +182,7 @@ def run_policy_file(runs: str | Path, run_id: str) -> Path:
 def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tuple[SavedPolicy | None, Run]:
     """(SavedPolicy, Run) of a NAMM training run (kind "namm") in the run store `runs`; one ValueError for a
     missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run). The
-    policy's model is the one run.json records (a moved model given to a resume with --model)."""
+    policy's model is the one run.json records (load_folder_policy)."""
     from workbench.runs import RunError, RunStore, article
 
     try:
@@ -197,10 +197,19 @@ def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tupl
     if not path.is_file():
         raise ValueError(f"run {run.id} has no policy yet (no generation finished): resume it with "
                          f"`workbench namm train --resume {run.id} --runs {run.path.parent}`")
-    saved = load_policy(path) if load else None
-    recorded = run.info.get("config", {}).get("model")
-    if saved is not None and recorded and saved.meta.get("model") != recorded:
-        # where the run's model is now: a resume's --model records a moved one in run.json (a finished run's policy
-        # file keeps the place it was trained at), which the page and `figure namm` then load
+    return (load_folder_policy(run.path) if load else None), run
+
+
+def load_folder_policy(folder: str | Path) -> SavedPolicy:
+    """A run folder's policy, its model the one the run's run.json records: where the model is now (a resume's
+    --model records a moved one there; a finished run's policy file keeps the place it was trained at), which the
+    page and `figure namm` load. A run.json that does not read leaves the policy's own."""
+    folder = Path(folder)
+    saved = load_policy(folder / POLICY_FILE)
+    try:
+        recorded = json.loads((folder / "run.json").read_text())["config"]["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded and saved.meta.get("model") != recorded:
         saved.meta["model"] = recorded
-    return saved, run
+    return saved

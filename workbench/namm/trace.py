@@ -321,13 +321,12 @@ class PolicySource:
 def load_saved_policy(path: str | Path) -> PolicySource:
     """A policy file (policy.safetensors / .npz with theta, mean, var: workbench.namm.saved) or a run folder
     holding one; a missing or broken one is one ValueError."""
-    from workbench.namm.saved import load_policy
+    from workbench.namm.saved import load_folder_policy, load_policy
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "policy.safetensors"
-    saved = load_policy(path)
-    return PolicySource(saved.theta, (saved.mean, saved.var), dict(saved.meta), path)
+    folder = Path(path) if Path(path).is_dir() else None
+    saved = load_folder_policy(folder) if folder else load_policy(path)  # a run's: its model where it records it
+    return PolicySource(saved.theta, (saved.mean, saved.var), dict(saved.meta),
+                        folder / "policy.safetensors" if folder else Path(path))
 
 
 def namm_runs(runs_dir: str | Path) -> list[str]:
