@@ -164,8 +164,10 @@ def test_a_resume_takes_the_runs_model_from_where_it_was_moved_checked_by_its_we
         assert info["status"] == "done" and info["config"]["model"] == str(moved)
         again = tmp_path / "again" / command  # finished: its model's new place checked and recorded all the same
         shutil.copytree(moved, again)
+        resumes = info.get("resumes", [])
         assert main([*args, "--model", str(again)]) == 0
-        assert store.open(run.id).info["config"]["model"] == str(again)
+        info = store.open(run.id).info
+        assert info["config"]["model"] == str(again) and info.get("resumes", []) == resumes  # and no resume
         assert main([*args, "--model", str(quick_zoo / "add")]) == 2  # (and another model refused)
         assert "its weights differ" in capsys.readouterr().err
     assert main(["experts", "report", adapted.id, "--runs", str(store.root)]) == 0
