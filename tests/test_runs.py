@@ -1541,3 +1541,16 @@ def test_the_error_that_ended_a_run_is_the_one_said_when_run_json_cannot_be_writ
         checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
     assert ended.value.errno == errno.ENOSPC and ended.value.filename == "metrics.parquet"
     assert ended.value.failed_run is run
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device no write fits on")
+def test_a_resume_that_cannot_write_its_lock_file_names_it(tmp_path):
+    """A resume on a full disk failed with "No space left on device" and no file: its lock file (pid in it) was
+    the first write. The lock file here is /dev/full, whose writes fail."""
+    store = RunStore(tmp_path)
+    run = store.create("target", "lenia", "pixels", {"seed": 0}, 0)
+    run.update(status="stopped")
+    os.symlink("/dev/full", run.path / ".resume.lock")
+    with pytest.raises(OSError) as failed:
+        store.reopen(run.id, lambda config: config, kinds=("target",))
+    assert failed.value.filename == str(run.path / ".resume.lock")

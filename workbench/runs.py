@@ -688,9 +688,13 @@ class Run:
                 except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
                     f.close()
                     return None
-            f.truncate(0)
-            f.write(_HERE().encode())
-            f.flush()
+            try:
+                f.truncate(0)
+                f.write(_HERE().encode())
+                f.flush()
+            except OSError as error:  # a full disk: the file named, as every other write's error names its own
+                error.filename = error.filename or str(self.path / CLAIM_FILE)
+                raise
         except BaseException:
             f.close()
             raise
