@@ -199,7 +199,7 @@ def _os_error_text(error: OSError) -> str:
     import errno
 
     what = error.strerror or str(error)
-    hint = {errno.ENOSPC: "free some space", errno.EROFS: "give a writable folder (--runs, --out)",
+    hint = {errno.ENOSPC: "free some space", errno.EROFS: "make it writable, or give a writable folder (--runs, --out)",
             errno.EACCES: "check the folder's permissions", errno.EDQUOT: "free some space"}.get(error.errno)
     return (f"{error.filename}: " if error.filename else "") + what + (f" ({hint})" if hint else "")
 
