@@ -359,7 +359,7 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monke
     assert NAMMTrainConfig(model="tiny", tasks=["digit"], length=160).model == str(tiny)
     assert main([*train[:2], "--resume", done.id, "--runs", str(runs), "--model", "./tiny/", "--quiet"]) == 0
     _refused(capsys, [*train[:2], "--resume", done.id, "--runs", str(runs), "--model", str(sliding)],
-             f"--model '{sliding}' ≠ the run's '{tiny}'", tmp_path)
+             f"--model {sliding} is not run {done.id}'s model (its weights differ", tmp_path)
     # a run with no policy yet: the command that resumes it, with its --runs
     early = store.create("namm", "digit", "tiny", {"tasks": ["digit"]}, 0, metric="fitness")
     _refused(capsys, ["namm", "eval", "--run", early.id, "--runs", str(runs)],
