@@ -145,6 +145,13 @@ def test_a_resume_takes_the_runs_model_from_where_it_was_moved_checked_by_its_we
     adapted = adapt(AdaptConfig(model=str(model), experts=files, n=4, strategies=["base", "experts"]), store,
                     should_stop=lambda: True)
     assert trained.info["status"] == adapted.info["status"] == "stopped"
+    # a run from before runs recorded their model's key: no --model to another place while its own is still there
+    key = trained.info["model_key"]
+    trained.update(model_key=None)
+    assert main(["experts", "train", "--resume", trained.id, "--runs", str(store.root), "--quiet", "--model",
+                 str(quick_zoo / "add")]) == 2
+    assert f"run {trained.id}'s model is still at {model}" in capsys.readouterr().err
+    trained.update(model_key=key)
     moved = tmp_path / "elsewhere" / "base"
     moved.parent.mkdir()
     shutil.move(model, moved)
