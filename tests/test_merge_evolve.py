@@ -438,3 +438,33 @@ def test_the_merge_page_shows_a_run_stopped_before_its_first_iteration(tmp_path,
     assert why.startswith("*No figures: ") and "<i>" not in why and "first iteration" not in why
     (tabs,) = main.select(pn.Tabs)
     assert not tabs.visible and len(tabs) == 0
+
+
+def test_a_run_from_before_zoo_fingerprints_is_told_its_zoo_by_the_one_at_its_path(tmp_path, quick_zoo, capsys):
+    """Runs made before runs recorded zoo_sha256 took any --zoo on a resume (another zoo's weights went into the
+    run without a word). While the zoo at its recorded path is there, a zoo given is checked against it; the
+    resume records the fingerprint, and a comparison groups such a run with newer runs of the same zoo."""
+    import shutil
+
+    from workbench.compare import compare_runs
+    from workbench.lm.zoo import ZooConfig, build_zoo, zoo_fingerprint
+    from workbench.runs import write_json
+
+    store = RunStore(tmp_path / "runs")
+    run = evolve(_cfg(quick_zoo, method="ties", iters=2, seed=1), store, should_stop=lambda: True)
+    newer = evolve(_cfg(quick_zoo, method="ties", iters=2, seed=2), store)
+    info = run.info
+    del info["zoo_sha256"]  # as a run from before 2026-12-03 wrote it
+    write_json(run.path / "run.json", info)
+    assert len(compare_runs(store, [run.id, newer.id]).groups) == 1  # one setting: the zoo as it is now
+    other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("add", "sort"), base_steps=2, expert_steps=2))
+    resume = ["merge", "evolve", "--resume", run.id, "--runs", str(store.root), "--quiet"]
+    assert main([*resume, "--zoo", str(other)]) == 2
+    assert f"--zoo {other} is not run {run.id}'s zoo" in capsys.readouterr().err
+    assert store.open(run.id).info["config"]["zoo"] == str(quick_zoo) and "zoo_sha256" not in store.open(run.id).info
+    copy = tmp_path / "copy"
+    shutil.copytree(quick_zoo, copy)
+    assert main([*resume, "--zoo", str(copy)]) == 0
+    capsys.readouterr()
+    info = store.open(run.id).info
+    assert info["config"]["zoo"] == str(copy) and info["zoo_sha256"] == zoo_fingerprint(quick_zoo)

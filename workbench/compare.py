@@ -15,6 +15,7 @@ keys joined by dots) plus its kind; runs of different kinds are never replicates
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -207,8 +208,9 @@ def flat_settings(info: dict) -> dict[str, Any]:
     if experts:  # then the experts are their contents: copies of them elsewhere are the same setting
         out["inputs.experts"] = tuple(f"sha256:{str(h)[:12]}" for h in experts)
         out.pop("config.experts", None)
-    if info.get("zoo_sha256"):  # then the zoo is its content: where it lay (a path recorded as given, absolute in
-        out["inputs.zoo"] = f"sha256:{str(info['zoo_sha256'])[:12]}"  # newer runs, moved by a resume) is no setting
+    zoo_sha = info.get("zoo_sha256") or _zoo_now(config.get("zoo"))
+    if zoo_sha:  # then the zoo is its content: where it lay (a path recorded as given, absolute in newer runs, moved
+        out["inputs.zoo"] = f"sha256:{str(zoo_sha)[:12]}"  # by a resume) is no setting
         out.pop("config.zoo", None)
     if asal and out.get("config.eval.frames", 1) != 1:  # the sampling only tells K = 1 apart
         out.pop("config.eval.sampling", None)
@@ -222,6 +224,20 @@ def flat_settings(info: dict) -> dict[str, Any]:
     if info.get("kind") == "adapt" and not uses_cem(config):  # no CEM, no tie-break to score
         out.pop("config.stop_token", None)
     return out
+
+
+def _zoo_now(zoo: object) -> str | None:
+    """The fingerprint of the zoo at `zoo` as it is now (workbench.lm.zoo.zoo_fingerprint, read here without its
+    torch import): a run from before runs recorded zoo_sha256 still groups with newer runs of the same zoo. None
+    for no zoo, a relative path (read from where the run was started, not from here) or one not there."""
+    if not isinstance(zoo, str) or not os.path.isabs(zoo):
+        return None
+    from workbench.runs import sha256_file
+
+    try:
+        return sha256_file(Path(zoo) / "zoo.json")  # (workbench.lm.zoo.ZOO_FILE)
+    except OSError:
+        return None
 
 
 def uses_cem(adapt_config: dict) -> bool:

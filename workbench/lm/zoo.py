@@ -330,7 +330,8 @@ def zoo_fingerprint(path: str | Path) -> str | None:
 def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str:
     """The zoo folder a run built on a zoo reads (a qd or merge run: a resume, an export, its page): `zoo` (a
     resume's --zoo), which must be the run's zoo by content (its zoo.json: a zoo moved, or a relative path given
-    from another folder), else the path the run recorded, which must still hold that zoo. One error naming --zoo
+    from another folder; a run from before runs recorded zoo_sha256: the zoo still at its recorded path, see
+    record_zoo), else the path the run recorded, which must still hold that zoo. One error naming --zoo
     (`workbench RESUME --resume ID --zoo DIR`) where it is not there or holds another zoo (a relative path reads
     from the folder you are in: runs before this version recorded it as given)."""
     import os
@@ -342,6 +343,8 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
            f"{ZOO_FILE}): the run then records where it is")
     if zoo is not None:
         zoo = os.path.abspath(os.path.expanduser(str(zoo)))
+        if sha is None:  # a run from before zoos were fingerprinted: told by the zoo still at its recorded path (gone
+            sha = zoo_fingerprint(Path(recorded).expanduser())  # too: taken as given, nothing to check it by)
         if not Path(zoo).is_dir() or (sha is not None and zoo_fingerprint(zoo) != sha):
             raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
                            f"on, {recorded}); give that zoo's folder, or leave --zoo out")
@@ -356,6 +359,19 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
         raise RunError(f"run {run.id}'s zoo {recorded} holds another zoo now (its {ZOO_FILE} is not the one the run "
                        f"was built on); {fix}")
     return recorded
+
+
+def record_zoo(run, zoo: str) -> None:
+    """A resumed run's zoo `zoo` (run_zoo's) recorded where it moved, and its fingerprint where the run has none
+    (a run from before zoos were fingerprinted: its later resumes check a zoo given by it, and comparisons group it
+    with newer runs of the same zoo)."""
+    fields = {}
+    if zoo != run.info["config"].get("zoo"):
+        fields.update(config={**run.info["config"], "zoo": zoo}, **({"zoo": zoo} if "zoo" in run.info else {}))
+    if run.info.get("zoo_sha256") is None and zoo_fingerprint(zoo) is not None:
+        fields["zoo_sha256"] = zoo_fingerprint(zoo)
+    if fields:
+        run.update(**fields)
 
 
 def check_zoo_out(out: str | Path) -> Path:

@@ -346,16 +346,15 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         given = {} if cfg is None else {k: v for k, v in cfg.to_dict().items() if k != "device"}
         if iters is not None:
             given["iters"] = iters
-        from workbench.lm.zoo import run_zoo
+        from workbench.lm.zoo import record_zoo, run_zoo
 
         typed = given.pop("zoo", None)  # compared by content (run_zoo), not as text
         moved = run_zoo(run, zoo if zoo is not None else typed, "merge evolve")
         check_resume(run, "merge", given, extends="iters")
         run, cfg, state, total = store.reopen_to(run, lambda c: EvolveConfig(**c), ("merge",), "iters",
                                                  given.get("iters"), trust_pickle=trust_pickle)
-        if moved != cfg.zoo:  # recorded, so that its page and later resumes find it too
-            run.update(config={**run.info["config"], "zoo": moved})
-            cfg = dataclasses.replace(cfg, zoo=moved)
+        record_zoo(run, moved)  # where it is now, so that its page and later resumes find it too, by content
+        cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, iters=total)
         elif run.info.get("status") == "done":

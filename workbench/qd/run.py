@@ -405,9 +405,10 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         moved = run_zoo(run, given.pop("zoo", None))  # the run's zoo, wherever it is now (checked by content)
         check_resume(run, KIND, given, names=flag_names(run.info["config"]), extends="gens")
         run, cfg, state, total = store.reopen_to(run, QDRunConfig.from_dict, (KIND,), "gens", given.get("gens"))
-        if moved != cfg.zoo:  # recorded, so that its exports, its page and later resumes find it too
-            run.update(config={**run.info["config"], "zoo": moved}, zoo=moved)
-            cfg = dataclasses.replace(cfg, zoo=moved)
+        from workbench.lm.zoo import record_zoo
+
+        record_zoo(run, moved)  # where it is now, so that its exports, page and later resumes find it, by content
+        cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, gens=total)
         elif run.info.get("status") == "done":
