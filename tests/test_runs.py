@@ -1554,3 +1554,32 @@ def test_a_resume_that_cannot_write_its_lock_file_names_it(tmp_path):
     with pytest.raises(OSError) as failed:
         store.reopen(run.id, lambda config: config, kinds=("target",))
     assert failed.value.filename == str(run.path / ".resume.lock")
+
+
+def test_runs_are_listed_in_the_order_they_were_made_in_any_time_zone(tmp_path):
+    """`created` is local time: a run made in Tokyo, then one in New York, listed the Tokyo one as the newest (its
+    text 14 h later). The catalog sorts by created_at, seconds since the epoch; a run from before it by its local
+    `created` read as this machine's time."""
+    store = RunStore(tmp_path)
+    before = os.environ.get("TZ")
+    made = []
+    try:
+        for zone in ("Asia/Tokyo", "America/New_York"):
+            os.environ["TZ"] = zone
+            time.tzset()
+            made.append(store.create("target", "lenia", "pixels", {"seed": len(made)}, len(made)).id)
+            time.sleep(0.01)
+        tokyo, new_york = (store.open(i).info for i in made)
+        assert tokyo["created"] > new_york["created"]  # the local times, the wrong way round
+    finally:
+        if before is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+    old = store.create("target", "lenia", "pixels", {"seed": 9}, 9)
+    info = old.info
+    del info["created_at"]  # a run from before created_at: its local time, read here
+    info["created"] = "2020-01-01T00:00:00"
+    write_json(old.path / "run.json", info)
+    assert [r["id"] for r in store.list()] == [old.id, *made]

@@ -33,6 +33,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import pickle
 import platform
@@ -421,7 +422,8 @@ class RunError(ValueError):
 
 #: The catalog's columns (RunStore.catalog) and their types: a run whose row does not fit is an unreadable run.
 CATALOG_COLUMNS = {"id": "text", "kind": "text", "substrate": "text", "fm": "text", "status": "text",
-                   "iterations": "int", "best_loss": "real", "seed": "int", "created": "text", "updated": "text",
+                   "iterations": "int", "best_loss": "real", "seed": "int", "created": "text", "created_at": "real",
+                   "updated": "text",
                    "metric": "text", "better": "text", "best": "real", "algorithm": "text", "method": "text",
                    "models": "texts", "tasks": "texts", "sampling": "text", "mutation": "text", "columns": "texts",
                    "resume_command": "text", "command": "text", "note": "text"}
@@ -1075,7 +1077,8 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
     best_loss = info.get("best_loss")
     merge, qd = kind == "merge", kind == "qd"
     return {**{k: info.get(k) for k in ("id", "kind", "substrate", "fm")}, "status": status,
-            **{k: info.get(k) for k in ("iterations", "best_loss", "seed", "created", "updated")},
+            **{k: info.get(k) for k in ("iterations", "best_loss", "seed", "created")}, "created_at": created_at(info),
+            "updated": info.get("updated"),
             "metric": metric, "better": better,
             "best": None if best_loss is None else (best_loss if better == "lower" else -best_loss),
             "algorithm": None if merge or qd else config.get("algorithm"),
@@ -1089,11 +1092,30 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
             "note": run.note or None}
 
 
-def _now_ms() -> str:
-    """Local time as ISO 8601 with milliseconds (2026-11-30T22:40:53.123): sorts as text in time order, and
-    after the second-resolution stamps of older runs made in the same second."""
+def _now() -> dict:
+    """A new run's `created`, local time as ISO 8601 with milliseconds (2026-11-30T22:40:53.123: what pages show),
+    and `created_at`, the same moment in seconds since the epoch (what the catalog sorts by)."""
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}",
+            "created_at": now}
+
+
+def created_at(info: dict) -> float | None:
+    """When a run was made, in seconds since the epoch: run.json's created_at, or for a run from before it its
+    local `created` read as this machine's local time (where such a store was made, in most cases); None for
+    neither."""
+    value = info.get("created_at")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    text = info.get("created")
+    if not isinstance(text, str):
+        return None
+    try:
+        whole, _, ms = text.partition(".")
+        return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + (int(ms[:3]) / 1000 if ms[:3].isdigit()
+                                                                           else 0.0)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _copy_input(folder: Path, source: Path) -> dict:
@@ -1190,9 +1212,11 @@ class RunStore:
                 "status": "running", "iterations": 0, "best_loss": None, "metric": metric,
                 "better": METRICS[metric], "config": config, "command": command, "versions": package_versions(),
                 "machine": platform.machine(),
-                # milliseconds: the catalog lists runs by `created`, and runs made within one second (a script, a
-                # test) must still come out in the order they were made, not in their ids' alphabetical order
-                "created": _now_ms(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                # milliseconds: runs made within one second (a script, a test) must still come out in the order
+                # they were made, not in their ids' alphabetical order. created_at (seconds since the epoch) is
+                # what the catalog sorts by: `created` is local time, which put a run made in Tokyo after one made
+                # later in New York, and one made in the hour a clock goes back before one made an hour earlier
+                **_now(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **({"inputs": copies} if copies else {}), **recorded, **heartbeat()})
         except BaseException:  # a config that cannot be written: no folder without a run.json is left behind
             shutil.rmtree(path, ignore_errors=True)
@@ -1448,11 +1472,12 @@ class RunStore:
         return con
 
     def list(self) -> list[dict]:
-        """The catalog's runs, oldest first (catalog's `runs` rows as dicts); unreadable_runs and
+        """The catalog's runs, oldest first (by created_at: made in any time zone; catalog's `runs` rows as dicts);
+        unreadable_runs and
         unreadable_metrics name what it left out or could not read (metrics files cut or overwritten at their ends:
         damage inside a file that keeps them is found when the file is read, by metrics() or catalog()'s view)."""
         with self.catalog(metrics=False) as con:  # closed here, even where an error's traceback keeps this frame
-            cur = con.execute("SELECT * FROM runs ORDER BY created, id")
+            cur = con.execute("SELECT * FROM runs ORDER BY created_at NULLS FIRST, created, id")
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 

@@ -332,6 +332,8 @@ def load_saved_policy(path: str | Path) -> PolicySource:
 def namm_runs(runs_dir: str | Path) -> list[str]:
     """Ids of the "namm" runs in runs_dir that hold a saved policy, oldest first (read defensively: a run being
     written or a damaged run.json is skipped)."""
+    from workbench.runs import created_at
+
     root = Path(runs_dir)
     found = []
     if not root.is_dir():
@@ -344,7 +346,7 @@ def namm_runs(runs_dir: str | Path) -> list[str]:
         if not isinstance(info, dict):  # JSON, but not a run's (a list, say): the page was a traceback
             continue
         if info.get("kind") == "namm" and (run / "policy.safetensors").is_file():
-            found.append((str(info.get("created", "")), run.name))
+            found.append((created_at(info) or 0.0, run.name))  # when made, in any time zone
     return [name for _, name in sorted(found)]
 
 
