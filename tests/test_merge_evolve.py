@@ -468,3 +468,32 @@ def test_a_run_from_before_zoo_fingerprints_is_told_its_zoo_by_the_one_at_its_pa
     capsys.readouterr()
     info = store.open(run.id).info
     assert info["config"]["zoo"] == str(copy) and info["zoo_sha256"] == zoo_fingerprint(quick_zoo)
+
+
+def test_a_zoo_given_with_nothing_to_check_it_by_is_recorded_only_once_it_loads_and_by_path(tmp_path, quick_zoo,
+                                                                                         capsys):
+    """A run from before zoo fingerprints whose zoo is gone: a zoo given is taken as given (nothing to check it by),
+    recorded only once its models loaded (one without the run's models recorded nothing: the next resume was told
+    the wrong zoo was the run's), and by path alone (its fingerprint would lock the run onto it)."""
+    import shutil
+
+    from workbench.lm.zoo import ZooConfig, build_zoo
+    from workbench.runs import write_json
+
+    gone = tmp_path / "gone"
+    shutil.copytree(quick_zoo, gone)
+    store = RunStore(tmp_path / "runs")
+    run = evolve(_cfg(gone, method="ties", iters=2), store, should_stop=lambda: True)
+    info = run.info
+    del info["zoo_sha256"]  # as a run from before 2026-12-03 wrote it
+    write_json(run.path / "run.json", info)
+    shutil.rmtree(gone)
+    wrong = build_zoo(tmp_path / "wrong", ZooConfig.quick(tasks=("brackets",), base_steps=2, expert_steps=2))
+    resume = ["merge", "evolve", "--resume", run.id, "--runs", str(store.root), "--quiet"]
+    assert main([*resume, "--zoo", str(wrong)]) == 2  # its models are not the run's: refused as they load
+    assert "add" in capsys.readouterr().err
+    assert store.open(run.id).info["config"]["zoo"] == str(gone)  # nothing recorded
+    assert main([*resume, "--zoo", str(quick_zoo)]) == 0
+    capsys.readouterr()
+    info = store.open(run.id).info
+    assert info["config"]["zoo"] == str(quick_zoo) and "zoo_sha256" not in info and info["status"] == "done"

@@ -515,7 +515,8 @@ def test_a_runs_zoo_is_read_from_anywhere_and_found_again_where_it_moved(tmp_pat
     (here / "zoo").rename(tmp_path / "moved")  # the zoo moved: said, with the resume that finds it again
     assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m1"), "--runs", "runs"]) == 2
     err = capsys.readouterr().err
-    assert f"run {run_id}'s zoo {here / 'zoo'} is not there" in err and f"--resume {run_id} --zoo DIR" in err
+    assert f"run {run_id}'s zoo {here / 'zoo'} is not there" in err and \
+        f"--resume {run_id} --runs runs --zoo DIR" in err
     other = build_zoo(tmp_path / "other", ZooConfig.quick(tasks=("brackets", "sort"), base_steps=2, expert_steps=2))
     (tmp_path / "other").rename(here / "zoo")  # another zoo under the recorded name: refused, not read
     assert main(["qd", "export", run_id, "--model", "0", "--out", str(tmp_path / "m1"), "--runs", "runs"]) == 2

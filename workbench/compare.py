@@ -199,8 +199,8 @@ def flat_settings(info: dict) -> dict[str, Any]:
     walk("config", config)
     # what a run read, by content: a run keeps its own copy of an input under one name (inputs/target.png for any
     # target image) and a zoo by the path it was given, so runs toward other images, or from another zoo at the
-    # same path, read as one setting. (The path stays a setting where a run has no fingerprint: runs made before
-    # zoos were fingerprinted have it alone, and are still replicates of each other.)
+    # same path, read as one setting. (A run made before zoos were fingerprinted: the zoo now at its path, where
+    # there is one (_zoo_now), else its path, a setting.)
     for key, entry in sorted((info.get("inputs") or {}).items()):
         if isinstance(entry, dict) and entry.get("sha256"):
             out[f"inputs.{key}"] = f"sha256:{str(entry['sha256'])[:12]}"

@@ -54,9 +54,10 @@ def resumed_weights(run: Run, weights: str | Path | None, going_on: bool = True)
     if weights is None:
         if not (going_on and uses_weights(ev)) or Path(recorded).expanduser().exists():
             return None
+        extended = " --iters N" if run.info.get("status") == "done" else ""  # (a finished run extended: its total)
         raise RunError(f"run {run.id}'s FM weights {recorded} are not there (moved or deleted?): give where they are "
-                       f"now with `{how} --weights PATH` (the same weights, checked by their content), or put them "
-                       "back there")
+                       f"now with `{how}{extended} --weights PATH` (the same weights, checked by their content), or "
+                       "put them back there")
     if not uses_weights(ev):
         why = "reads no --weights file" if ev.get("fm") in EMBEDDED_FMS else "was started without --weights"
         raise RunError(f"run {run.id}'s FM ({ev.get('fm')}) {why}: leave --weights out")
@@ -84,7 +85,10 @@ def record_weights(run: Run, moved: str | None = None) -> None:
     fields = {}
     if moved is not None and moved != ev["weights"]:
         fields["config"] = {**run.info["config"], "eval": {**ev, "weights": moved}}
-    if run.info.get("weights_sha256") is None:
+    # only weights checked to be the run's: its own, or ones told by the weights still at its path (resumed_weights);
+    # ones given with nothing to check them by are recorded by path alone (a fingerprint would lock the run onto them)
+    checked = moved is None or Path(ev["weights"]).expanduser().exists()
+    if run.info.get("weights_sha256") is None and checked:
         fields["weights_sha256"] = weights_fingerprint(moved or ev["weights"])
     if fields:
         run.update(**fields)

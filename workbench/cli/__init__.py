@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         say("error", _dask_error_text(error) if dask else _os_error_text(error), style="bold red")
         run = getattr(error, "failed_run", None)
-        command = run.resume_cli if run is not None else None  # (marked failed, or on a full disk not even that)
+        try:  # (marked failed, or on a full disk not even that)
+            command = run.resume_cli if run is not None else None
+        except (ValueError, OSError):  # its run.json unreadable too (its folder gone): the error said is what counts
+            command = None
         if command:
             say("note", f"run {run.id} is resumable once that is fixed: {command}")
         return 1

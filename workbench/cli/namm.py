@@ -77,7 +77,7 @@ def cmd_train(args) -> int:
     print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
                      "iterations": info["iterations"], "cma": info.get("cma"), "population": info.get("population"),
                      "best_fitness": None if info["best_loss"] is None else -info["best_loss"],
-                     "policy": str(run.path / "policy.safetensors"), "test_scores": info.get("test_scores"),
+                     "policy": str(run.path.absolute() / "policy.safetensors"), "test_scores": info.get("test_scores"),
                      "test_kept": info.get("test_kept")}))
     return 0
 

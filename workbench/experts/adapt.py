@@ -504,8 +504,8 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done" and moved is None:
             return run
-        if moved is not None:
-            cfg = replace(cfg, model=moved)
+        if moved is not None:  # (a finished run's model is checked on the CPU: its device may be on another machine)
+            cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
         experts = read_experts(_input_copies(run), cfg.target)
     elif cfg is None:
         raise ValueError("give an AdaptConfig or resume=RUN_ID")

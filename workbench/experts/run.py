@@ -244,8 +244,8 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
         run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
         if run.info.get("status") == "done" and moved is None:
             return run
-        if moved is not None:
-            cfg = replace(cfg, model=moved)
+        if moved is not None:  # (a finished run's model is checked on the CPU: its device may be on another machine)
+            cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
         if state is not None and "trainer" not in state and run.info.get("status") != "done":
             raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
     elif cfg is None:

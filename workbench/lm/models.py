@@ -274,7 +274,7 @@ def check_run_model(run, command: str, model: str | None = None) -> str | None:
         if not (path.is_dir() or (path.is_file() and path.suffix == ".gguf")):
             raise RunError(f"--model {model}: no such model folder or .gguf file; give where run {run.id}'s model "
                            f"(recorded at {recorded}) is now, or leave --model out")
-        there = recorded == SMOLLM2 or Path(recorded).expanduser().exists()
+        there = recorded == SMOLLM2 or (bool(recorded) and Path(recorded).expanduser().exists())
         same = recorded != SMOLLM2 and there and path.resolve() == Path(recorded).expanduser().resolve()
         if not run.info.get("model_key") and there and not same:
             # nothing to check another place by (the run predates model_key), and its own model is where it was

@@ -339,8 +339,8 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
     from workbench.runs import RunError
 
     recorded, sha = str(run.info["config"].get("zoo")), run.info.get("zoo_sha256")
-    fix = (f"resume it with `workbench {resume} --resume {run.id} --zoo DIR` (the same zoo, checked by its "
-           f"{ZOO_FILE}): the run then records where it is")
+    fix = (f"resume it with `{run.resume_cli or f'workbench {resume} --resume {run.id}'} --zoo DIR` (the same zoo, "
+           f"checked by its {ZOO_FILE}): the run then records where it is")
     if zoo is not None:
         zoo = os.path.abspath(os.path.expanduser(str(zoo)))
         if sha is None:  # a run from before zoos were fingerprinted: told by the zoo still at its recorded path (gone
@@ -365,10 +365,13 @@ def record_zoo(run, zoo: str) -> None:
     """A resumed run's zoo `zoo` (run_zoo's) recorded where it moved, and its fingerprint where the run has none
     (a run from before zoos were fingerprinted: its later resumes check a zoo given by it, and comparisons group it
     with newer runs of the same zoo)."""
-    fields = {}
-    if zoo != run.info["config"].get("zoo"):
+    fields, recorded = {}, str(run.info["config"].get("zoo"))
+    if zoo != recorded:
         fields.update(config={**run.info["config"], "zoo": zoo}, **({"zoo": zoo} if "zoo" in run.info else {}))
-    if run.info.get("zoo_sha256") is None and zoo_fingerprint(zoo) is not None:
+    # only a zoo checked to be the run's: its own, or one told by the zoo still at its path (run_zoo); one given
+    # with nothing to check it by is recorded by path alone (its fingerprint would lock the run onto it)
+    checked = zoo == recorded or (Path(recorded).expanduser() / ZOO_FILE).is_file()
+    if run.info.get("zoo_sha256") is None and checked and zoo_fingerprint(zoo) is not None:
         fields["zoo_sha256"] = zoo_fingerprint(zoo)
     if fields:
         run.update(**fields)

@@ -353,11 +353,11 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         check_resume(run, "merge", given, extends="iters")
         run, cfg, state, total = store.reopen_to(run, lambda c: EvolveConfig(**c), ("merge",), "iters",
                                                  given.get("iters"), trust_pickle=trust_pickle)
-        record_zoo(run, moved)  # where it is now, so that its page and later resumes find it too, by content
         cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, iters=total)
         elif run.info.get("status") == "done":
+            record_zoo(run, moved)  # where it is now, so that its page and later resumes find it, by content
             return run
         if state is not None and not (isinstance(state.get("search"), RecipeCMA) and "evaluations" in state):
             raise RunError(f"the checkpoint of run {run.id!r} holds no recipe search; start a new run instead")
@@ -374,6 +374,7 @@ def evolve(cfg: EvolveConfig | None, store: RunStore | str | Path, resume: str |
         _check_resume_device(resume, cfg.device)
     ctx = context(cfg)  # fails fast on a missing GPU, missing or incompatible models
     if resume is not None:  # once the models and the device are there: a resume that failed left no entry
+        record_zoo(run, moved)  # (and its zoo's place recorded: a zoo that failed to load is not the run's)
         record_resume(run, command, state, extends="iters", total=total)
     if resume is None:
         run = store.create("merge", cfg.method, "+".join(cfg.models), cfg.to_dict(), cfg.seed, metric="fitness",

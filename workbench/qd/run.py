@@ -407,11 +407,11 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         run, cfg, state, total = store.reopen_to(run, QDRunConfig.from_dict, (KIND,), "gens", given.get("gens"))
         from workbench.lm.zoo import record_zoo
 
-        record_zoo(run, moved)  # where it is now, so that its exports, page and later resumes find it, by content
         cfg = dataclasses.replace(cfg, zoo=moved)
         if total is not None:
             cfg = dataclasses.replace(cfg, gens=total)
         elif run.info.get("status") == "done":
+            record_zoo(run, moved)  # where it is now, so that its exports, page and later resumes find it, by content
             return run
         if state is not None and not isinstance(state.get("qd"), CycleQD):
             raise RunError(f"the checkpoint of run {run.id!r} holds no CycleQD state; start a new run instead")
@@ -432,6 +432,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         cfg = dataclasses.replace(cfg, device=str(device))
     ctx = context(cfg)   # fails fast on a missing device or model
     if resume is not None:  # once the zoo and the device are there: a resume that failed left no entry
+        record_zoo(run, moved)  # (and its zoo's place recorded: a zoo that failed to load is not the run's)
         record_resume(run, command, state, key="from_generation", extends="gens", total=total)
     if resume is None:
         config = cfg.to_dict()
