@@ -1456,6 +1456,21 @@ def test_a_resume_takes_the_fm_weights_from_where_they_were_moved_checked_by_con
     assert info["status"] == "done" and info["iterations"] == 2 and info["config"]["eval"]["weights"] == str(moved)
     done = run_sweep(None, store, resume=sweep.id, weights=str(moved))  # the library's spelling
     assert done.info["status"] == "done" and done.info["config"]["eval"]["weights"] == str(moved)
+    # a run from before weights_sha256 whose weights are gone: weights given are taken as given (nothing to check
+    # them by), recorded only once they load, and by path alone (a fingerprint would lock the run onto them)
+    old = run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", **{**ev, "weights": str(moved)}),
+                                  iters=2, pop=2), store, should_stop=lambda: True)
+    old.update(weights_sha256=None)
+    again = tmp_path / "again.pt"
+    moved.rename(again)
+    args = ["asal", "openended", "--resume", old.id, "--runs", str(store.root), "--quiet"]
+    assert main([*args, "--weights", str(tmp_path / "other.pt")]) == 2  # not a state dict: refused as it loads
+    capsys.readouterr()
+    assert store.open(old.id).info["config"]["eval"]["weights"] == str(moved)
+    assert main([*args, "--weights", str(again)]) == 0
+    capsys.readouterr()
+    info = store.open(old.id).info
+    assert info["config"]["eval"]["weights"] == str(again) and info.get("weights_sha256") is None
 
 
 def test_run_ids_may_come_on_either_side_of_the_options(tmp_path):
