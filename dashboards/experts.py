@@ -1259,7 +1259,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
     compare = TextMultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
-                                                sizing_mode="stretch_width", **UNTRAPPED)
+                                         sizing_mode="stretch_width", **UNTRAPPED)
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))

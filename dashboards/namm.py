@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -214,10 +213,12 @@ class NAMMExplorer(param.Parameterized):
         path = Path(trained_on).expanduser()
         if path.exists():
             return str(path.absolute())
+        from workbench.runs import Run
+
+        run = Run(Path(self.runs_dir) / self.theta)
         raise ValueError(f"run {self.theta} was trained on the model {trained_on}, which is not there (moved or "
                          "deleted?): its θ and feature statistics belong to that model; put the model back there "
-                         f"to open the run, or record where it is now with `workbench namm train --resume "
-                         f"{self.theta} --runs {shlex.quote(self.runs_dir)} --model PATH`")
+                         f"to open the run, or record where it is now with `{run.resume_cli} --model PATH`")
 
     def use_task(self, task: str, length: int = 256) -> str:
         """Put test prompt `seed` of a NAMM task (passkey, kv, …) at about `length` tokens in the prompt box; the

@@ -1406,7 +1406,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
     compare = TextMultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width",
-                                     **UNTRAPPED)
+                              **UNTRAPPED)
     fmt, size, export, status, download = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
         suffix, **printed))

@@ -675,7 +675,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
     compare = TextMultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
-                                     max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
+                              max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     band = pn.widgets.Select.from_param(model.param.band, name="Band over seeds", sizing_mode="stretch_width",
                                         description="range: lowest to highest run; sd: mean ± 1 sd; ci95: Student's "

@@ -1112,8 +1112,8 @@ def created_at(info: dict) -> float | None:
         return None
     try:
         whole, _, ms = text.partition(".")
-        return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + (int(ms[:3]) / 1000 if ms[:3].isdigit()
-                                                                           else 0.0)
+        fraction = int(ms[:3]) / 1000 if ms[:3].isdigit() else 0.0
+        return time.mktime(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + fraction
     except (ValueError, OverflowError):
         return None
 
@@ -1473,9 +1473,9 @@ class RunStore:
 
     def list(self) -> list[dict]:
         """The catalog's runs, oldest first (by created_at: made in any time zone; catalog's `runs` rows as dicts);
-        unreadable_runs and
-        unreadable_metrics name what it left out or could not read (metrics files cut or overwritten at their ends:
-        damage inside a file that keeps them is found when the file is read, by metrics() or catalog()'s view)."""
+        unreadable_runs and unreadable_metrics name what it left out or could not read (metrics files cut or
+        overwritten at their ends: damage inside a file that keeps them is found when the file is read, by metrics()
+        or catalog()'s view)."""
         with self.catalog(metrics=False) as con:  # closed here, even where an error's traceback keeps this frame
             cur = con.execute("SELECT * FROM runs ORDER BY created_at NULLS FIRST, created, id")
             cols = [d[0] for d in cur.description]

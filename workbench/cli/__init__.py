@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # `workbench runs list | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit fails quietly
-        return 128 + 13  # as a process SIGPIPE ended (130 and 143 are Ctrl-C's and SIGTERM's): not an error's 1
+        return 128 + signal.SIGPIPE  # as a process SIGPIPE ended (as Ctrl-C's 130, SIGTERM's 143): not an error's 1
     except Exception as error:
         # a full disk, a read-only folder: the system's words and the file; Dask's cluster failing under a run (a
         # worker killed again and again, the --dask scheduler gone): what happened. Not a traceback (76 lines).

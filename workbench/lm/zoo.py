@@ -371,8 +371,9 @@ def record_zoo(run, zoo: str) -> None:
     # only a zoo checked to be the run's: its own, or one told by the zoo still at its path (run_zoo); one given
     # with nothing to check it by is recorded by path alone (its fingerprint would lock the run onto it)
     checked = zoo == recorded or (Path(recorded).expanduser() / ZOO_FILE).is_file()
-    if run.info.get("zoo_sha256") is None and checked and zoo_fingerprint(zoo) is not None:
-        fields["zoo_sha256"] = zoo_fingerprint(zoo)
+    sha = zoo_fingerprint(zoo) if run.info.get("zoo_sha256") is None and checked else None
+    if sha is not None:
+        fields["zoo_sha256"] = sha
     if fields:
         run.update(**fields)
 

@@ -248,10 +248,9 @@ def _check_compatible(state_dicts: dict) -> None:
     """Fail fast, naming the tensor, on models of another architecture (DFS paths never reach the merge's
     own per-tensor check)."""
     names = check_models(state_dicts)
-    for model, sd in state_dicts.items():  # a damaged checkpoint: said, not evolved on
-        check_finite(model, sd)
     first, ref = next(iter(state_dicts.items()))
     for model, sd in state_dicts.items():
+        check_finite(model, sd)  # a damaged checkpoint: said, not evolved on
         for key in names:
             if sd[key].shape != ref[key].shape:
                 raise ValueError(f"tensor {key} is {tuple(ref[key].shape)} in {first!r} but {tuple(sd[key].shape)} "
