@@ -754,6 +754,22 @@ def test_runs_note_writes_a_note_the_catalog_shows_while_the_run_runs(tmp_path):
     assert [r["id"] for r in store.list()] == [live.id, other.id] and store.list()[1]["note"].endswith("half a note")
 
 
+def test_a_mistyped_run_store_is_an_error_not_an_empty_list(tmp_path):
+    """`runs list --runs TYPO` printed an empty list and exited 0 (`--json`: `[]`), so a script could not tell a
+    mistyped folder from an empty store; `runs rm --status failed` said there was nothing to remove. Both exit 2
+    naming the flag now; an empty store's folder still lists as empty."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("")
+    for argv in (("list",), ("list", "--json"), ("rm", "--status", "failed", "--yes")):
+        res = _short("runs", *argv, "--runs", str(tmp_path / "typo"), cwd=tmp_path)
+        assert (res.returncode, res.stdout) == (2, ""), (argv, res.stdout, res.stderr)
+        assert f"--runs {tmp_path / 'typo'}: no such folder, so no run store there; give --runs the" in res.stderr
+        res = _short("runs", *argv, "--runs", str(tmp_path / "a-file"), cwd=tmp_path)  # (refused as it was)
+        assert res.returncode == 2 and "is a file, not a folder: give the run store's folder" in res.stderr
+    empty = _short("runs", "list", "--json", "--runs", str(tmp_path / "empty"), cwd=tmp_path)
+    assert (empty.returncode, json.loads(empty.stdout)) == (0, []), empty.stderr
+
+
 def test_a_resume_sweeps_the_temporary_files_of_writes_a_kill_cut_short(tmp_path):
     """A SIGKILL during an atomic write leaves its never-renamed temporary beside the intact file (seen once in a
     kill-and-resume test: `.gen2_archive_map.<8 random>.json`); a resume removes such files and nothing else."""

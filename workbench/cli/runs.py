@@ -93,12 +93,16 @@ def cmd_runs(args) -> int:
     from workbench.runs import RunError, RunStore, catalog_row
 
     store = RunStore(args.runs)
+    if args.action in ("list", "rm") and not store.root.is_dir():
+        # a mistyped --runs printed an empty list and exited 0: a script could not tell it from an empty store
+        raise ValueError(f"--runs {args.runs}: no such folder, so no run store there; give --runs the folder the runs "
+                         f"were written to (each command's --runs, default: runs in the folder it ran in)")
     if args.action == "list":
         rows = store.list()
         if args.json:
             print(json_text(rows))
         elif not rows:  # an empty table says nothing; say where we looked
-            err.print(f"no runs in {store.root}" + ("" if store.root.is_dir() else " (no such folder)"))
+            err.print(f"no runs in {store.root}")
         else:
             _runs_tables(rows)
         for name in store.unreadable_runs:  # as broken(), from the list just read
