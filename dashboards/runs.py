@@ -43,7 +43,11 @@ from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 #: created. "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit"
 #: says which
 COLUMNS = ["id", "kind", "what", "status", "metric", "best", "done", "unit", "note", "created"]
-NOTE_WIDTH = 220  # px: the table's note column, its text wrapped
+NOTE_WIDTH = 180  # px: the table's note column, its text wrapped
+#: px: the id column, the id wrapped at its hyphens: "20261206-181940-" above "illumination-particle_lenia-s3" (on one
+#: line the id took 304 of the 883 px a 1280 px window's main area has, and the columns after "best" were off to the
+#: right); the id copies whole, as one word
+ID_WIDTH = 240
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -687,7 +691,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right"),
-                                             "note": {"type": "textarea"}}, widths={"note": NOTE_WIDTH})
+                                             "note": {"type": "textarea"}, "id": {"type": "textarea"}},
+                                 widths={"note": NOTE_WIDTH, "id": ID_WIDTH})
 
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""

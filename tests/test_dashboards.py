@@ -2356,6 +2356,11 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         cell = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="id"]')
         assert "tabulator-frozen" in cell.get_attribute("class")
         assert cell.bounding_box()["x"] < holder.bounding_box()["x"] + 60 and cell.is_visible()
+        # the id wrapped at its hyphens in a column of its own width (on one line it took a third of a laptop's
+        # table), and whole as text: what a copy of it gives
+        from workbench.dashboards.runs import ID_WIDTH
+
+        assert cell.bounding_box()["width"] <= ID_WIDTH + 1 and cell.inner_text().strip() == stays.id
         holder.evaluate("e => e.scrollLeft = 0")
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
