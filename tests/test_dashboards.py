@@ -2361,6 +2361,7 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         from workbench.dashboards.runs import ID_WIDTH
 
         assert cell.bounding_box()["width"] <= ID_WIDTH + 1 and cell.inner_text().strip() == stays.id
+        assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the id is cut off"
         holder.evaluate("e => e.scrollLeft = 0")
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
