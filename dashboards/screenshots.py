@@ -17,6 +17,9 @@ from pathlib import Path
 
 PAGES = ("home", "lab", "search", "runs", "atlas", "merge", "qd", "experts", "namm")
 VIEWPORT = {"width": 1440, "height": 900}
+#: the real zoo, where the zoo commands build it (`--zoo`'s default: data/zoo in the folder a command runs in); it was
+#: taken beside the package, which an installed wheel holds in site-packages (no zoo there: a quick zoo, quietly)
+REAL_ZOO = Path("data/zoo")
 
 
 def sample_runs(runs_dir: str | Path, zoo_dir: str | Path | None = None,
@@ -52,7 +55,7 @@ def _experts_runs(store, zoo: Path) -> list[str]:
     from workbench.experts.adapt import AdaptConfig, adapt
     from workbench.experts.run import ExpertRunConfig, expert_file, train_expert
 
-    generalist = Path(__file__).resolve().parents[1] / "data" / "zoo" / "generalist"
+    generalist = REAL_ZOO / "generalist"
     model = str(generalist if (generalist / "config.json").exists() else zoo / "base")
     ids = [train_expert(ExpertRunConfig(model=model, task=t, iters=12, batch=8, val_every=4, val_n=16, n_test=32),
                         store).id for t in ("add", "sort", "classify")]
@@ -69,7 +72,7 @@ def _qd_run(store, zoo_dir: str | Path | None) -> str:
     from workbench.qd.run import QDRunConfig, run_cycleqd
 
     tasks = ["sort", "reverse", "brackets"]
-    real = Path(__file__).resolve().parents[1] / "data" / "zoo"
+    real = REAL_ZOO
     if zoo_dir is None and (real / "zoo.json").exists():
         found = load_zoo(real)
         zoo_dir = real if not found.quick and set(tasks) <= set(found.tasks) else None
@@ -182,7 +185,11 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
             pages: Iterable[str] = PAGES, chromium: str | None = None) -> list[Path]:
     """Write out_dir/PAGE.png for each page, served from runs_dir (sample runs are made there first if it
     has none; without runs_dir, in a temporary folder). Returns the written paths."""
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # a dev extra: an installed wheel has no Playwright
+        raise ValueError("screenshots need Playwright, which the workbench installs only with its dev extra: "
+                         "pip install playwright (it drives Debian's chromium: no browser download)") from None
 
     from workbench.local_server import free_port, wait_live
     from workbench.runs import RunStore

@@ -536,6 +536,23 @@ def test_merge_evolve_checks_models_before_a_bar_and_notes_a_quick_zoo(tmp_path,
     assert "quick smoke-test zoo" in res.stderr
 
 
+@pytest.mark.parametrize("argv", [["screenshots", "--out", "shots", "--runs", "runs"],
+                                  ["bench", "dashboards", "--seconds", "1"]])
+def test_the_commands_that_drive_chromium_say_playwright_is_missing(tmp_path, argv):
+    """Playwright is in the dev extra only: from an installed wheel `workbench screenshots` and `workbench bench
+    dashboards` ended in a ModuleNotFoundError traceback. One line naming the install now, before any run is made."""
+    code = ("import sys\n"
+            "sys.modules['playwright'] = None  # as where it is not installed: its import fails\n"
+            "from workbench.entry import run\n"
+            f"sys.argv = ['workbench', *{argv!r}]\n"
+            "run()\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "Playwright, which the workbench installs only with its dev extra: pip install playwright" \
+        in res.stderr, res.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "shots").exists()
+
+
 def test_screenshots_of_pages_in_chromium(tmp_path):
     res = run("asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--population", "8", "--pop", "4",
               "--steps", "10", "--iters", "2", "--runs", "runs", "--quiet", "--device", "cpu", cwd=tmp_path)

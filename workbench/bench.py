@@ -317,7 +317,11 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     import sys
     import tempfile
 
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # a dev extra: an installed wheel has no Playwright
+        raise ValueError("the load test needs Playwright, which the workbench installs only with its dev extra: "
+                         "pip install playwright (it drives Debian's chromium: no browser download)") from None
 
     from workbench.local_server import free_port, wait_live
 
