@@ -37,7 +37,7 @@ class AtlasModel(param.Parameterized):
     run_id = param.Selector(default=None, objects=[], doc="the illumination run on show")
     projection = param.Selector(default="pca", objects=list(PROJECTIONS), doc="the 2-D layout of the embeddings")
     seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds (the run configs check it too)
-                         doc="seeds the projection (t-SNE, UMAP)")
+                         doc="seeds the projection (UMAP's; PCA and t-SNE, which starts from PCA, have none)")
     selected = param.Integer(default=-1, doc="population index of the clicked cell (-1: none)")
     message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
     revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")
@@ -297,11 +297,12 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
                                              sizing_mode="stretch_width")
     # no start/end: Bokeh's input would send the bound and keep showing the number typed (shell.checked_int_input)
     seed = pn.widgets.IntInput(label="Seed", value=model.seed, sizing_mode="stretch_width",
-                               description="draws t-SNE's and UMAP's layouts (PCA has no randomness)")
+                               description="draws UMAP's layout (PCA has no randomness, nor t-SNE, which starts "
+                                           "from PCA's layout)")
     widgets = {"run_id": run, "projection": projection, "seed": seed}
 
-    def seed_for_projection(*_):  # under PCA a new seed laid the same atlas out again, to no effect
-        seed.disabled = model.projection == "pca"
+    def seed_for_projection(*_):  # under PCA and t-SNE a new seed laid the same atlas out again, to no effect
+        seed.disabled = model.projection != "umap"
 
     seed_for_projection()
     model.param.watch(seed_for_projection, "projection")

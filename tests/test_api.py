@@ -95,6 +95,24 @@ def test_rollout_frames_and_states_equal_manual_stepping(substrates):
     assert video.shape == (2, 6, 32, 32, 3)
 
 
+def test_lenia_clips_the_dynamics_part_of_theta_to_plus_minus_one(substrates):
+    """Lenia's m, s, h are sigmoid(logit(the pattern's value) + clip(θ, −1, 1)) (the reference's): a θ beyond ±1
+    (Sep-CMA-ES steps there) decodes as ±1; the cells' part of θ is not clipped."""
+    sub = substrates["lenia"]
+    n = sub.n_dyn  # m, s, h of every kernel
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(sub.n_params)
+    far = theta.copy()
+    far[:n] = 4.0 * np.sign(theta[:n])
+    edge = far.copy()
+    edge[:n] = np.sign(theta[:n])
+    a, b = sub.decode(far), sub.decode(edge)
+    for name in ("m", "s", "h", "cells"):
+        np.testing.assert_array_equal(a[name], b[name])
+    cells = sub.decode(np.concatenate([theta[:n], theta[n:] + 2.0]))["cells"]
+    assert not np.allclose(cells, sub.decode(theta)["cells"])
+
+
 def test_overrides_change_the_defaults():
     sub = make_substrate("boids", N=64, dt=0.02)
     assert sub.state_shapes["x"] == (64, 2) and sub.dt == 0.02

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from workbench.asal.atlas import EMPTY_CELL, compose, population_grid, project, snap_to_grid
+from workbench.asal.atlas import EMPTY_CELL, as_uint8_frames, compose, population_grid, project, snap_to_grid
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -55,3 +55,31 @@ def test_cells_no_thumbnail_sits_in_are_grey_not_a_dead_members_black():
     assert (img[4:, :4] == EMPTY_CELL).all() and EMPTY_CELL != (0, 0, 0)  # cell 2: none
     grid = population_grid(dead)
     assert (grid[4:, :4] == 0).all() and (grid[4:, 4:] == EMPTY_CELL).all()
+
+
+def test_the_grid_keeps_the_projections_orientation_top_row_up():
+    """project's y points up and the grid's row 0 is at the top: a point in the top-left corner of [0, 1]² lands
+    in cell 0 (top-left), one in the bottom-right corner in the last cell, so the atlas is not drawn upside down."""
+    xy = np.array([[0.1, 0.9], [0.9, 0.9], [0.1, 0.1], [0.9, 0.1]])  # top-left, top-right, bottom-left, bottom-right
+    assert snap_to_grid(xy, 2).tolist() == [0, 1, 2, 3]
+    assert snap_to_grid(np.array([[0.2, 0.95], [0.8, 0.05]]), 3).tolist() == [0, 8]
+
+
+def test_a_population_grid_has_no_empty_rows_below_its_thumbnails():
+    """Six 4 × 4 thumbnails: a 3 × 2 grid (12 × 8 pixels), not 3 × 3 with an empty grey row; in order, row by row."""
+    thumbs = np.arange(6, dtype=np.uint8)[:, None, None, None] * np.ones((6, 4, 4, 3), np.uint8) * 40
+    grid = population_grid(thumbs)
+    assert grid.shape == (8, 12, 3)
+    for i in range(6):
+        r, c = divmod(i, 3)
+        assert (grid[r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] == 40 * i).all()
+
+
+def test_float_thumbnails_are_rounded_to_bytes_as_the_exports_write_them():
+    """The atlas and population grids turn [0, 1] frames into the bytes the exported PNGs and videos hold
+    (export.to_uint8: rounded, not truncated)."""
+    from workbench.export import to_uint8
+
+    frames = np.random.default_rng(0).random((3, 4, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(as_uint8_frames(frames), to_uint8(frames))
+    assert as_uint8_frames(np.array([[[[0.5, 0.999, 1.0]]]])).tolist() == [[[[128, 255, 255]]]]

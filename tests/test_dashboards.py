@@ -2560,8 +2560,10 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {pca!r}", timeout=300000)  # the members moved
         assert page.evaluate(CELL_PICKED) == [member]  # still played, its cell outlined where it lies now
         umap = page.evaluate(CELL_PLACES)
+        expect(page.get_by_label("Seed", exact=True)).to_be_enabled()
         page.get_by_role("button", name="t-SNE").click()
         page.wait_for_function(f"() => ({CELL_PLACES})() !== {umap!r}", timeout=300000)  # laid out: exported as such
+        expect(page.get_by_label("Seed", exact=True)).to_be_disabled()  # t-SNE starts from PCA: the same any seed
         page.get_by_role("button", name="export PNG").click()
         page.get_by_text(re.compile(r"saved \S+atlas-tsne\.png")).wait_for(timeout=30000)
         page.get_by_role("button", name="export PNG").click()  # a second export keeps the first
@@ -2571,6 +2573,9 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         assert Image.open(got.value.path()).size[0] > 0
         # a refused seed is said in the page's words (param's named 'AtlasModel.seed'), put back, and the message
         # goes with the next layout taken (it stayed up)
+        tsne = page.evaluate(CELL_PLACES)
+        page.get_by_role("button", name="UMAP").click()
+        page.wait_for_function(f"() => ({CELL_PLACES})() !== {tsne!r}", timeout=300000)
         expect(page.get_by_label("Seed", exact=True)).to_be_enabled()
         _fill(page, "Seed", "-3")
         refusal = page.get_by_text("Seed must be a whole number from 0 to 4294967295, got -3; the atlas keeps seed 0")

@@ -1011,6 +1011,56 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)
 
 
+def test_an_open_ended_search_of_several_prompts_takes_the_most_frames_that_share_out_within_its_steps(
+        tmp_path, monkeypatch, capsys):
+    """Without --frames an open-endedness search takes K = 32, or with P prompts the largest multiple of P up to
+    min(32, --steps): 3 prompts over 32 steps are 30 frames, with no note about a --frames the user never gave
+    (and not 33, more than the steps)."""
+    from workbench.asal import driver
+
+    seen = []
+
+    def stop(cfg):  # what the command made of its flags, before any model loads
+        seen.append(cfg)
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(driver, "check_new_search", stop)
+    args = ["asal", "openended", "--substrate", "boids", "--fm", "clip", "--iters", "1", "--runs",
+            str(tmp_path / "runs"), "--quiet", "--prompt", "a", "--prompt", "b", "--prompt", "c"]
+    assert main([*args, "--steps", "32"]) == 2 and "stopped here" in capsys.readouterr().err
+    assert seen[-1].eval.frames == 30 and seen[-1].notes == []
+    assert main([*args, "--steps", "100"]) == 2
+    assert seen[-1].eval.frames == 30 and seen[-1].notes == []
+    assert main([*args[:-4], "--steps", "20"]) == 2  # one prompt: K = min(32, steps)
+    assert seen[-1].eval.frames == 20
+
+
+def test_runs_made_before_sampling_existed_embed_chunk_ends_when_they_take_several_frames():
+    """sampling="final" (runs made before the setting) is the final state T for K = 1 only: an older open-endedness
+    or multi-prompt run of K frames still embeds its K chunk ends (one frame would score 0 open-endedness)."""
+    from workbench.asal.evaluate import frame_indices
+
+    assert frame_indices(EvalConfig("lenia", "pixels", steps=16, frames=4, sampling="final")) == [3, 7, 11, 15]
+    assert frame_indices(EvalConfig("lenia", "pixels", steps=16, frames=1, sampling="final")) == [16]
+
+
+def test_a_thumbnail_is_the_last_sampled_frame_of_the_first_seed(tmp_path):
+    """population.png and the atlas show each θ's final frame: with K frames, the last of them (state T − 1 here),
+    whatever K, from the first of its initial-state seeds."""
+    from workbench.asal.evaluate import embed_rollouts
+    from workbench.simulations import make_substrate
+
+    thetas = np.zeros((2, make_substrate("lenia").n_params))
+    one = EvalConfig("lenia", "pixels", steps=16, frames=1, size=32)
+    _, last = embed_rollouts(one, thetas, [5, 6], thumb=32)
+    _, mid = embed_rollouts(EvalConfig("lenia", "pixels", steps=8, frames=1, size=32), thetas, [5, 6], thumb=32)
+    assert not np.array_equal(last, mid)  # state 15 and state 7 (the first of K = 2) look different
+    for frames in (2, 4):
+        _, thumbs = embed_rollouts(EvalConfig("lenia", "pixels", steps=16, frames=frames, size=32), thetas, [5, 6],
+                                   thumb=32)
+        np.testing.assert_array_equal(thumbs, last)
+
+
 def test_the_fm_sees_the_rendered_floats_and_older_runs_resume_as_they_started(tmp_path):
     """asal.md §6: the FM takes the frames in [0, 1], as the reference embeds them (no rounding to 8 bits).
     Runs made before eval.pixels and child_seeds existed embedded 8-bit frames and gave an illumination's children
@@ -1256,6 +1306,22 @@ def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
         stop.set()
         writer.join()
     assert not failures, failures[:3]
+
+
+def test_a_write_reaches_the_disk_before_it_is_renamed_over_the_old_file(tmp_path, monkeypatch):
+    """atomic_write fsyncs the new file's bytes before os.replace puts it in place: renamed first, a power cut could
+    leave run.json or a checkpoint empty on file systems that order metadata before data."""
+    from workbench import atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (events.append(("fsync", os.fstat(fd).st_size)),
+                                                        real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (events.append(("replace", Path(b).name)),
+                                                             real_replace(a, b))[1])
+    atomic.atomic_write(tmp_path / "run.json", lambda p: p.write_text('{"status": "done"}'))
+    assert events == [("fsync", 18), ("replace", "run.json")]
+    assert (tmp_path / "run.json").read_text() == '{"status": "done"}'
 
 
 def test_a_write_that_fails_names_the_file_it_was_writing(tmp_path):

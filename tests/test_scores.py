@@ -49,3 +49,24 @@ def test_score_errors():
         scores.illumination(np.ones((1, 4)))
     with pytest.raises(ValueError, match="temperature"):
         scores.softmax_target(z, z[:1], temperature=0.0)
+
+
+def test_illumination_counts_a_nearest_neighbour_that_points_away():
+    """max over j ≠ i, not clamped at 0: two opposite embeddings are as far apart as unit rows get (loss −1), and
+    a population whose nearest neighbours are all dissimilar scores below 0."""
+    pair = np.stack([np.eye(4)[0], -np.eye(4)[0]])
+    assert scores.illumination(pair) == pytest.approx(-1.0)
+    tri = np.array([[1.0, 0.0], [-0.5, np.sqrt(3) / 2], [-0.5, -np.sqrt(3) / 2]])  # 120° apart: cos = −½
+    assert scores.illumination(tri) == pytest.approx(-0.5)
+
+
+def test_the_objective_averages_a_thetas_losses_over_its_initial_states():
+    """Objective: one loss per θ, the mean of its bs rollouts' losses (not the best or the first of them)."""
+    from workbench.asal.evaluate import Objective
+
+    rng = np.random.default_rng(2)
+    z, txt = _unit(rng, 3, 4, 2, 8), _unit(rng, 1, 8)  # (P, bs, K, D)
+    per_seed = np.array([[scores.supervised_target(z[p, b], txt) + 0.5 * scores.open_endedness(z[p, b])
+                          for b in range(4)] for p in range(3)])
+    assert np.ptp(per_seed, axis=1).min() > 1e-3  # the seeds score differently
+    np.testing.assert_allclose(Objective(txt, c_prompt=1.0, c_oe=0.5)(z), per_seed.mean(axis=1))

@@ -264,6 +264,19 @@ def test_the_open_endedness_weight_defaults_by_kind_and_an_open_ended_search_ref
         SearchConfig(kind="openended", eval=ev, c_oe=0)
 
 
+def test_each_iteration_draws_fresh_initial_states_fixed_by_the_seed():
+    """A target or open-endedness search scores every generation from new initial states (a θ tuned to one
+    initial state is not what it asks for), the same ones for the same --seed; an illumination's children, each
+    its own, fresh every iteration too."""
+    from workbench.asal.driver import iteration_seeds, member_seeds
+
+    first, second = iteration_seeds(0, 0, 3), iteration_seeds(0, 1, 3)
+    assert first == iteration_seeds(0, 0, 3) and len(set(first)) == 3
+    assert not set(first) & set(second)
+    assert not set(first) & set(iteration_seeds(1, 0, 3))
+    assert not set(member_seeds(0, 0, 2, 4).ravel()) & set(member_seeds(0, 1, 2, 4).ravel())
+
+
 def test_illumination_children_start_from_their_own_initial_states():
     """The reference's illumination splits one key per child (its own initial state); target and open-endedness
     searches share an iteration's seeds. Own seeds give each θ what it gets alone with them, in any chunking."""
@@ -389,6 +402,43 @@ def test_the_iteration_bench_times_each_search_kind():
         row = asal_iteration(ev, kind, 4, iters=1, population=8, warmup=True)
         assert row["total"] > 0 and row["search"] >= 0, kind
     assert (ev.frames, ev.sampling) == (1, "chunk_ends")  # the caller's config as it was
+
+
+def test_map_elites_novelty_is_to_the_nearest_elite_on_a_grid_with_half_a_span_of_margin():
+    """The numbers the class docstring gives: the grid spans the held-out half's descriptors with a 50 % margin
+    each side; a seed member's novelty is 1 − its highest similarity to another seed member, a child's
+    1 − its highest similarity to an elite already in the archive (the nearest, not the farthest)."""
+    rng = np.random.default_rng(0)
+
+    def unit(n):
+        z = rng.standard_normal((n, 16))
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    me = MapElitesSearch(4, batch=6, sigma=0.1, cells=4, seed_population=8, seed=0)
+    x, z = me.ask(), unit(8)
+    me.tell(x, None, z)
+    held = me.measures(z[1::2])
+    lo, hi = held.min(axis=0), held.max(axis=0)
+    np.testing.assert_allclose(me.archive.lower_bounds, lo - 0.5 * (hi - lo))
+    np.testing.assert_allclose(me.archive.upper_bounds, hi + 0.5 * (hi - lo))
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    novelty = 1.0 - sim.max(axis=1)
+    seed_elites = me.archive.data(["solution", "objective", "embedding"])
+    for theta, objective in zip(seed_elites["solution"], seed_elites["objective"], strict=True):
+        i = int(np.flatnonzero((x == theta).all(axis=1))[0])
+        assert objective == pytest.approx(novelty[i], abs=1e-6)
+    children, zc = me.ask(), unit(6)
+    want = 1.0 - (zc @ seed_elites["embedding"].astype(np.float64).T).max(axis=1)
+    me.tell(children, None, zc)
+    after = me.archive.data(["solution", "objective"])
+    kept = 0
+    for theta, objective in zip(after["solution"], after["objective"], strict=True):
+        hit = np.flatnonzero((children == theta).all(axis=1))
+        if len(hit):
+            kept += 1
+            assert objective == pytest.approx(want[hit[0]], abs=1e-5)
+    assert kept, "some child should enter the archive"
 
 
 def test_map_elites_runs_made_before_the_held_out_fit_resume_and_compare_as_they_started():

@@ -11,7 +11,7 @@ from procs import cli, kill_after, run_command
 from workbench.asal import SweepConfig, run_sweep, scores
 from workbench.asal.driver import SearchConfig, iteration_seeds, run_search
 from workbench.asal.evaluate import EvalConfig, embed_rollouts
-from workbench.asal.rules import RuleGA, mutate_rules
+from workbench.asal.rules import RuleGA, RuleIlluminationGA, mutate_rules
 from workbench.cli import main
 from workbench.runs import RunStore
 from workbench.simulations import make_substrate, rule_text
@@ -114,6 +114,29 @@ def test_rule_mutation_flips_bits_and_stays_a_rule():
     assert np.all(children != parents) and children.min() >= 0 and children.max() < 2 ** 18
     flipped = np.array([bin(int(c) ^ int(p)).count("1") for c, p in zip(children, parents, strict=True)])
     assert 1.2 < flipped.mean() < 1.8  # 18 bits at rate 1/18, at least one: about 1.4
+
+
+def test_the_rule_ga_keeps_distinct_elites_each_at_its_best_loss():
+    """(μ + λ) keeps the best *distinct* rules: copies of one rule told by several children count once (at their
+    best loss), so the μ = population / 2 parents are not one rule over and over."""
+    ga = RuleGA(population=4, seed=0)
+    ga.ask()
+    ga.tell(np.array([[6152.0], [6152.0], [6152.0], [6168.0]]), np.array([0.3, 0.1, 0.2, 0.5]))
+    assert sorted(ga.elites.tolist()) == [6152, 6168]
+    assert ga.elite_losses.tolist() == [0.1, 0.5] and ga.best_loss == 0.1 and ga.best_theta.tolist() == [6152.0]
+
+
+def test_the_illumination_ga_over_rules_starts_from_rule_0_as_the_reference():
+    """asal.md §4: the illumination GA's population starts as copies of θ = 0 (rule 0), and its children are
+    bit flips of members: of rule 0 at first."""
+    ga = RuleIlluminationGA(population=8, children=4, seed=0)
+    first = ga.ask()
+    assert first.tolist() == [[0.0]]
+    ga.tell(first, None, np.eye(3)[:1])
+    assert ga.population()[0].tolist() == [[0.0]] * 8
+    children = ga.ask()
+    assert children.shape == (4, 1) and (children > 0).all() and (children < 2 ** 18).all()
+    assert all(bin(int(c)).count("1") >= 1 for c in children[:, 0])
 
 
 def test_rule_searches_run_and_resume_exactly(tmp_path):

@@ -21,8 +21,9 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
     """2-D coordinates of the rows of z, scaled to [0, 1]² (each axis).
 
     z: (N, D) embeddings, N ≥ 2, finite. method: "pca" (deterministic), "tsne" or "umap" (PROJECTIONS); seed:
-    t-SNE's and UMAP's random_state (the same seed, the same map). Raises ValueError for another shape, NaN or inf,
-    or an unknown method."""
+    UMAP's random_state (the same seed, the same map). t-SNE starts from PCA's layout (its optimisation has no
+    randomness), so its map is the same for every seed. Raises ValueError for another shape, NaN or inf, or an
+    unknown method."""
     z = np.asarray(z, np.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"need at least two embeddings of shape (N, D), got {z.shape}")
