@@ -1,5 +1,7 @@
 """workbench.progress: the notebook's bar for the run functions' callbacks, and its plain lines elsewhere."""
 
+import re
+
 
 def test_plain_progress_writes_the_first_step_each_tenth_and_the_best(capsys):
     from workbench.progress import Progress
@@ -34,3 +36,27 @@ def test_notebook_progress_is_a_widget_that_ends_full():
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), outputs
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert text.startswith("5 5 success 5/5 · best loss 0.1 · "), text
+
+
+def test_notebook_progress_says_how_its_cell_ended():
+    """A cell that a Ctrl-C ended left its bar blue at the last count (green "5/5" where the interrupt landed in a
+    run's last writes), one that an error ended likewise: the cell's end turns them orange "stopped" and red
+    "failed: …"; a later cell's interrupt leaves an earlier cell's finished bar as it was."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = ["from workbench.progress import Progress\nstopped = Progress('search')\nstopped(3, 5)\n"
+             "raise KeyboardInterrupt",
+             "late = Progress('search')\nlate(5, 5)\nraise KeyboardInterrupt",
+             "failed = Progress('zoo')\nfailed(1, 5)\nraise ValueError('no such task')",
+             "done = Progress('search')\ndone(5, 5)",
+             "raise KeyboardInterrupt",
+             "for bar in (stopped, late, failed, done):\n"
+             "    print(bar._widgets[0].bar_style, bar._widgets[1].value.split(' · ')[0],"
+             " bar._widgets[1].value.split(' · ')[-1])"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    lines = text.splitlines()
+    assert lines[:3] == ["warning 3/5 stopped", "warning 5/5 stopped", "danger 1/5 failed: ValueError"], text
+    assert len(lines) == 4 and re.fullmatch(r"success 5/5 \d+\.\d s", lines[3]), text

@@ -1638,6 +1638,23 @@ def test_the_error_that_ended_a_run_is_the_one_said_when_run_json_cannot_be_writ
         checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
     assert ended.value.errno == errno.ENOSPC and ended.value.filename == "metrics.parquet"
     assert ended.value.failed_run is run
+    assert not getattr(ended.value, "__notes__", None)  # its run.json gone: no resume to name
+
+
+def test_an_error_that_ends_a_run_names_the_run_and_its_resume(tmp_path):
+    """A run function's error (a traceback in a notebook) says which run it marked failed and how to resume it."""
+    from workbench.runs import checkpointed_loop
+
+    run = RunStore(tmp_path).create("target", "lenia", "pixels", {"seed": 0}, 0)
+
+    def step(it: int) -> dict:
+        raise ValueError("a bad batch")
+
+    with pytest.raises(ValueError, match="a bad batch") as ended:
+        checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
+    assert ended.value.__notes__ == [f"run {run.id} is failed and resumable once that is fixed: its run function "
+                                     f"with resume={run.id!r}, or `{run.resume_cli}`"]
+    assert run.status == "failed"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device no write fits on")
@@ -1680,3 +1697,34 @@ def test_runs_are_listed_in_the_order_they_were_made_in_any_time_zone(tmp_path):
     info["created"] = "2020-01-01T00:00:00"
     write_json(old.path / "run.json", info)
     assert [r["id"] for r in store.list()] == [old.id, *made]
+
+
+def test_a_second_ctrl_c_while_the_run_is_marked_stopped_leaves_it_stopped(tmp_path, monkeypatch):
+    """A notebook's second "interrupt", pressed while the first one's handler wrote run.json, left the run
+    "running" with the pid of the kernel, which lives on: every resume, there or from another process, was refused
+    as "still running" until the kernel restarted. The write is tried again: the run is stopped, and resumes."""
+    from workbench.runs import Run
+
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=16, frames=2), iters=3, pop=4)
+    update, second = Run.update, [True]
+
+    def interrupted_once(self, **fields):
+        if fields.get("status") == "stopped" and second:
+            second.pop()
+            raise KeyboardInterrupt  # the second Ctrl-C, landing in the handler of the first
+        return update(self, **fields)
+
+    def first_ctrl_c(done, total, row):
+        if done == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "update", interrupted_once)
+    store = RunStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_search(cfg, store, on_iteration=first_ctrl_c)
+    run = store.open(store.list()[0]["id"])
+    assert not second and run.status == "stopped"
+    # the interrupt names the run and how to resume it (a notebook's cell ended in a bare "KeyboardInterrupt:")
+    assert stop.value.__notes__ == [f"run {run.id} is stopped and resumable: its run function with resume="
+                                    f"{run.id!r}, or `{run.resume_cli}`"]
+    assert run_search(None, store, resume=run.id).info["status"] == "done"

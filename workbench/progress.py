@@ -46,6 +46,10 @@ class Progress:
             text = widgets.Label(value="setting up …")
             self._widgets = (bar, text)
             display(widgets.HBox([bar, text]))
+            # the cell's end says how the work ended: an interrupted run's bar stayed blue at its last count (at
+            # "setting up …" before its first iteration), and green "10/10" where the interrupt landed in the
+            # run's last writes (best.mp4, the tables), while the run was stopped
+            sys.modules["IPython"].get_ipython().events.register("post_run_cell", self.cell_ended)
 
     def __call__(self, done: int, total: int | None = None, row: dict | None = None) -> None:
         """on_iteration(done, total, row) of the run functions, or progress(k) (k more steps) of build_zoo."""
@@ -57,6 +61,19 @@ class Progress:
         if isinstance(value, (int, float)) and math.isfinite(value):
             self.best = value
         self._show()
+
+    def cell_ended(self, result) -> None:
+        """IPython's post_run_cell for the cell that made the bar (once): a KeyboardInterrupt that ended the cell
+        turns the bar orange, "… · stopped" (the run is resumable: the exception's note says how); another error
+        red, "… · failed: ValueError". result: IPython's ExecutionResult (its error_in_exec)."""
+        sys.modules["IPython"].get_ipython().events.unregister("post_run_cell", self.cell_ended)
+        error = getattr(result, "error_in_exec", None)
+        if error is None or self._widgets is None:
+            return
+        bar, text = self._widgets
+        stopped = isinstance(error, KeyboardInterrupt)
+        bar.bar_style = "warning" if stopped else "danger"
+        text.value = f"{self.text()} · " + ("stopped" if stopped else f"failed: {type(error).__name__}")
 
     def text(self) -> str:
         """'12/40 · best loss 0.1234 · 5.2 s' (what the bar's label says)."""

@@ -1583,10 +1583,10 @@ def setting_up(run: Run, new: bool = True):
         yield run
     except BaseException as exc:
         if new:
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                run.update(**_ended_by(exc, run))
+            _record_end(run, _ended_by(exc, run))  # the first error is the one to report
         elif isinstance(exc, KeyboardInterrupt):  # as resumable as before: the command line says how
             exc.stopped_run = run
+            _note_resume(exc, run, "stopped")
         run.release()
         raise
 
@@ -1597,10 +1597,40 @@ def _ended_by(exc: BaseException, run: Run) -> dict:
     say how to resume it."""
     if isinstance(exc, KeyboardInterrupt):
         exc.stopped_run = run
+        _note_resume(exc, run, "stopped")
         return {"status": "stopped"}
     with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__ carries nothing
         exc.failed_run = run
+    _note_resume(exc, run, "failed")
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _note_resume(exc: BaseException, run: Run, status: str) -> None:
+    """A note on the exception (PEP 678: a traceback prints it, IPython's too) naming the run it ended and how to
+    resume it. In a notebook an interrupted cell ended in a bare "KeyboardInterrupt:", and `run = run_search(…)`
+    kept the run of the cell's last time, which the next cell plotted without a word."""
+    if not hasattr(exc, "add_note"):  # Python 3.10
+        return
+    with contextlib.suppress(Exception):  # a run.json unreadable by now: the error itself is what counts
+        command = run.resume_cli
+        exc.add_note(f"run {run.id} is {status} and resumable" + ("" if status == "stopped" else " once that is fixed")
+                     + f": its run function with resume={run.id!r}" + (f", or `{command}`" if command else ""))
+
+
+def _record_end(run: Run, ended: dict) -> None:
+    """run.update(**ended) for a run an exception ends, its own errors dropped (the first error is the one to
+    report). A Ctrl-C while it writes (a notebook's second "interrupt", pressed because the first seemed slow to
+    land) stops nothing more: the write is tried again. Left out, run.json kept "running" with the pid of a process
+    that lives on (a Jupyter kernel, a server), which reads as running for as long as it lives: every resume of
+    the run, in that process or any other, was refused until the kernel restarted."""
+    for _ in range(5):
+        try:
+            run.update(**ended)
+            return
+        except KeyboardInterrupt:
+            continue
+        except Exception:  # noqa: BLE001 - a full disk, a read-only folder: the error that ended the run is reported
+            return
 
 
 def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,
@@ -1636,9 +1666,9 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
                 on_iteration(it + 1, iters, row)
         finish()
     except BaseException as exc:
-        ended = _ended_by(exc, run)
-        with contextlib.suppress(Exception):  # the first error is the one to report: on a disk that stays full this
-            run.update(**ended)  # write failed too, and its error (naming run.json) replaced the one that ended the run
+        # the first error is the one to report: on a disk that stays full this write failed too, and its error
+        # (naming run.json) replaced the one that ended the run
+        _record_end(run, _ended_by(exc, run))
         raise
     finally:
         run.release()
