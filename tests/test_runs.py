@@ -1652,8 +1652,8 @@ def test_an_error_that_ends_a_run_names_the_run_and_its_resume(tmp_path):
 
     with pytest.raises(ValueError, match="a bad batch") as ended:
         checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
-    assert ended.value.__notes__ == [f"run {run.id} is failed and resumable once that is fixed: its run function "
-                                     f"with resume={run.id!r}, or `{run.resume_cli}`"]
+    assert ended.value.__notes__ == [f"run {run.id} failed (resumable once that is fixed): resume it with its run "
+                                     f"function's resume={run.id!r}, or `{run.resume_cli}`"]
     assert run.status == "failed"
 
 
@@ -1725,6 +1725,6 @@ def test_a_second_ctrl_c_while_the_run_is_marked_stopped_leaves_it_stopped(tmp_p
     run = store.open(store.list()[0]["id"])
     assert not second and run.status == "stopped"
     # the interrupt names the run and how to resume it (a notebook's cell ended in a bare "KeyboardInterrupt:")
-    assert stop.value.__notes__ == [f"run {run.id} is stopped and resumable: its run function with resume="
+    assert stop.value.__notes__ == [f"run {run.id} stopped (resumable): resume it with its run function's resume="
                                     f"{run.id!r}, or `{run.resume_cli}`"]
     assert run_search(None, store, resume=run.id).info["status"] == "done"

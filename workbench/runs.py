@@ -1583,7 +1583,7 @@ def setting_up(run: Run, new: bool = True):
         yield run
     except BaseException as exc:
         if new:
-            _record_end(run, _ended_by(exc, run))  # the first error is the one to report
+            _end(run, exc)
         elif isinstance(exc, KeyboardInterrupt):  # as resumable as before: the command line says how
             exc.stopped_run = run
             _note_resume(exc, run, "stopped")
@@ -1597,11 +1597,9 @@ def _ended_by(exc: BaseException, run: Run) -> dict:
     say how to resume it."""
     if isinstance(exc, KeyboardInterrupt):
         exc.stopped_run = run
-        _note_resume(exc, run, "stopped")
         return {"status": "stopped"}
     with contextlib.suppress(AttributeError, TypeError):  # an exception type without a __dict__ carries nothing
         exc.failed_run = run
-    _note_resume(exc, run, "failed")
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
 
 
@@ -1611,10 +1609,19 @@ def _note_resume(exc: BaseException, run: Run, status: str) -> None:
     kept the run of the cell's last time, which the next cell plotted without a word."""
     if not hasattr(exc, "add_note"):  # Python 3.10
         return
-    with contextlib.suppress(Exception):  # a run.json unreadable by now: the error itself is what counts
+    # a run.json unreadable by now: the error itself is what counts; a second Ctrl-C here costs the note alone
+    with contextlib.suppress(Exception, KeyboardInterrupt):
         command = run.resume_cli
-        exc.add_note(f"run {run.id} is {status} and resumable" + ("" if status == "stopped" else " once that is fixed")
-                     + f": its run function with resume={run.id!r}" + (f", or `{command}`" if command else ""))
+        exc.add_note(f"run {run.id} {status} (resumable{'' if status == 'stopped' else ' once that is fixed'}): "
+                     f"resume it with its run function's resume={run.id!r}" + (f", or `{command}`" if command else ""))
+
+
+def _end(run: Run, exc: BaseException) -> None:
+    """Mark the run that `exc` ended (stopped or failed), then note on `exc` how to resume it: in this order, so that
+    nothing between the exception and the marking can be interrupted (a note reads run.json)."""
+    ended = _ended_by(exc, run)
+    _record_end(run, ended)
+    _note_resume(exc, run, ended["status"])
 
 
 def _record_end(run: Run, ended: dict) -> None:
@@ -1668,7 +1675,7 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     except BaseException as exc:
         # the first error is the one to report: on a disk that stays full this write failed too, and its error
         # (naming run.json) replaced the one that ended the run
-        _record_end(run, _ended_by(exc, run))
+        _end(run, exc)
         raise
     finally:
         run.release()
