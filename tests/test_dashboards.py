@@ -443,6 +443,22 @@ def test_lab_messages_follow_the_last_action():
     assert grid.layout == "fit_columns"  # its eight columns fit the editor's width
 
 
+def test_the_lab_plays_a_runs_best_from_the_initial_state_it_scored_from(runs, tmp_path):
+    """Loading a run's best θ sets the Lab's seed to the one its best was scored from (run.json's best_seed), so
+    the Lab shows what best.png and best.mp4 show; the seed the Lab happened to hold played another rollout. The
+    sample runs' best seed is 0, the Lab's default: a copy of one records 7 here."""
+    import shutil
+
+    from workbench.runs import RunStore
+
+    run_id = runs["openended"][0]
+    shutil.copytree(Path(runs["dir"]) / run_id, tmp_path / run_id)
+    RunStore(tmp_path).open(run_id).update(best_seed=7)
+    model = LabModel(substrate="boids", seed=3)
+    model.load_run(str(tmp_path), run_id)
+    assert model.seed == 7
+
+
 def test_lab_model_tells_why_a_run_cannot_be_loaded(runs):
     """Bug: a merge run's id gave KeyError('eval') in the server log and nothing on the page."""
     model = LabModel(substrate="lenia")
@@ -1126,6 +1142,23 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     assert note.disabled
     (settings,) = [p for p in objects.select(pn.pane.DataFrame) if p.name == "compare-settings"]
     assert list(settings.object["note"]) == ["baseline <of> figure 3", ""]  # compared, with their notes
+
+
+def test_atlas_cells_are_clicked_where_their_thumbnails_are_drawn_and_seed_0_is_a_seed(tmp_path):
+    """The page's clickable cells (cell_table's x, y: the plot's y points up) lie on the thumbnails compose draws
+    (the image's row 0 at the top). Mirrored, a click on a thumbnail in the top row would play the member drawn in
+    the bottom row. A member whose thumbnail came from seed 0 plays from seed 0: None, the Lab's own seed, is only
+    for −1 (runs made before seeds were kept)."""
+    from workbench.dashboards.atlas import AtlasModel
+
+    model = AtlasModel(runs_dir=str(tmp_path))
+    model.side, model.cells, model.thetas, model.substrate = 3, np.array([0, 5, 7]), np.ones((3, 4)), "boids"
+    table = model.cell_table()
+    # cell 0: row 0, column 0 (top left); cell 5: row 1, column 2; cell 7: row 2 (the bottom), column 1
+    np.testing.assert_allclose(table["x"], [1 / 6, 5 / 6, 3 / 6])
+    np.testing.assert_allclose(table["y"], [5 / 6, 3 / 6, 1 / 6])
+    model.seeds = np.array([0, 12, -1])
+    assert [model.member_seed(i) for i in range(3)] == [0, 12, None]
 
 
 def test_atlas_model_snaps_and_exports(runs, tmp_path):

@@ -152,6 +152,23 @@ def test_quirks_kept(subs):
     np.testing.assert_array_equal(out["x"], [[0.5, 0.5]])
 
 
+def test_particle_life_plus_all_pairs_fallback_when_r_max_is_large():
+    """r_max > 1/3 leaves fewer than 3 cells a side: every pair is visited and wrapped to its minimum image. A
+    user's r_max = 0.45 must step as the spec's all-pairs step (the defaults' 10 × 10 cell list never runs this
+    path); pairs across the torus' edge at |d| just below 0.5 still pull."""
+    sub = make_substrate("plife_plus", N=200, r_max=0.45)
+    theta = sub.flax_init_theta(np.random.default_rng(3))
+    params = sub.decode(theta)
+    state = sub.init(params, seed=2)
+    arr = sub.state_to_arrays(state)
+    x, v, c = rp.plife_plus_step(arr["x"], arr["v"], arr["c"], rp.plife_plus_decode(theta), r_max=0.45)
+    got = sub.state_to_arrays(sub.step(state, params, 1))
+    np.testing.assert_allclose(got["v"], v, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got["c"], c, atol=1e-5, rtol=0)
+    dx = np.abs(got["x"] - x)
+    assert np.minimum(dx, 1 - dx).max() < 1e-5
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_population_axis_and_determinism(name, subs):
     """A population of two runs each member as alone; the same seed gives the same run."""
@@ -272,6 +289,28 @@ def test_flow_lenia_border_and_flow_clip_match_numpy(more, engine):
         got = sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=0)  # measured 6e-5 (float32 near 40)
     assert abs(got.sum() - world.sum()) < 1e-5 * world.sum()  # the mass still conserved
+
+
+@pytest.mark.parametrize("engine", ["taichi", "torch"])
+def test_flow_lenia_settings_other_than_the_defaults_follow_the_spec(more, engine):
+    """FlowLenia(T, theta_a, n, dd, sigma) steps as the spec's step with those settings: a user's θ_A = 0.5 or σ =
+    0.4 must change the flow and the spread as §6 says. At the defaults (θ_A = 1, σ = 0.65) α = (A/θ_A)^n reads the
+    same with A·θ_A, and the spread's cap min(1, 2σ) is 1, so the golden tests cannot see either."""
+    sub = make_substrate("flow_lenia", T=5.0, theta_a=0.5, n=3.0, dd=4, sigma=0.4)
+    params = sub.decode(more["flow_lenia_theta"])
+    fK, c0, c1, _ = rf.flow_constants()
+    world = more["flow_lenia_world0"]
+    want = rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1, dt=0.2, theta_A=0.5, n=3.0, dd=4,
+                        sigma=0.4)
+    default = rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1)
+    assert np.abs(want - default).max() > 1e-2  # the settings matter here
+    if engine == "taichi":
+        got = sub.state_to_arrays(sub.step(sub.state_from_arrays(world=world), params, 1))["world"]
+    else:
+        batch = sub._params_batch(params)[0]
+        a = torch.as_tensor(world)[None].permute(0, 3, 1, 2).contiguous()
+        got = sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
 def test_particle_inits_and_drawn_theta_have_the_spec_distributions():
