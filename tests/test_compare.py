@@ -547,3 +547,71 @@ def test_a_run_whose_metrics_cannot_be_read_is_left_out_of_the_curves_and_named(
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "has no iteration column: not a metrics table of this workbench" in err
     assert json.loads(out)["metrics"] is None
+
+
+def test_labels_name_the_kind_whenever_two_kinds_are_compared_and_the_setting_in_full(tmp_path):
+    """From mutation sampling: a comparison of two merge methods beside a search labelled its groups
+    "method=ties" and "method=dare_ties" with no kind before them (only three kinds or more said it), and a
+    setting's value in a legend must read as given: σ = 0.125 is "0.125", not "0.12" (two settings read alike)."""
+    from workbench.compare import value_text
+
+    def info(run_id, kind, config, seed=0):
+        return {"id": run_id, "kind": kind, "substrate": "s", "fm": "f", "seed": seed, "status": "done",
+                "config": {**config, "seed": seed}}
+
+    infos = [info("a", "merge", {"method": "ties"}), info("b", "merge", {"method": "dare_ties"}),
+             info("c", "target", {"sigma": 0.125}), info("d", "target", {"sigma": 0.12})]
+    assert [g.label for g in group_replicates(infos, str(tmp_path))] == [
+        "merge · method=ties", "merge · method=dare_ties", "target · sigma=0.125", "target · sigma=0.12"]
+    assert [value_text(v) for v in (0.125, 1e-05, 123456.0, [0.001, 0.125])] == [
+        "0.125", "1e-05", "123456", "[0.001, 0.125]"]
+
+
+def test_an_axis_of_several_metrics_names_them_in_one_order():
+    """The y label of curves in several metrics reads the same in every figure and process (a set's order changes
+    with Python's hash seed: "best loss / fitness" in one build of a paper, "best fitness / loss" in the next);
+    an illumination's population loss comes last, not as a best."""
+    from workbench.compare import POPULATION_METRIC, curves_label
+
+    for metrics in (["loss", "fitness", "qd_score"], ["qd_score", "fitness", "loss"], ["fitness", "qd_score", "loss"]):
+        assert curves_label(metrics) == "best QD score / fitness / loss"
+    assert curves_label([POPULATION_METRIC, "loss"]) == f"best loss / {POPULATION_METRIC}"
+
+
+def test_an_infinite_population_loss_is_no_point_of_its_settings_band():
+    """An illumination's curve is its population's loss at each iteration (not carried forward as a best so far):
+    an inf there (no member scored) is left out of its setting's band, which is then the other seeds' (n says how
+    many), rather than a mean of inf that drew no band at all."""
+    import pandas as pd
+
+    from workbench.compare import POPULATION_METRIC, Comparison, RunGroup
+
+    curves = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "iteration": [0, 1, 0, 1],
+                           "best_loss": [math.inf, 0.5, 0.7, 0.3], "best": [math.inf, 0.5, 0.7, 0.3],
+                           "metric": [POPULATION_METRIC] * 4})
+    group = RunGroup(label="g", kind="illuminate", metric="loss", higher=False, ids=["a", "b"], seeds=[0, 1],
+                     at_iteration=1)
+    bands = Comparison(rows=[], differs={}, groups=[group], curves=curves).bands().sort_values("iteration")
+    assert list(bands["n"]) == [1, 2] and list(bands["mean"]) == [0.7, 0.4]
+    assert list(bands["lo"]) == [0.7, 0.3] and list(bands["hi"]) == [0.7, 0.5]
+
+
+def test_a_settings_band_runs_in_iteration_order_when_its_first_run_scored_late(tmp_path):
+    """A target search whose first population scored nothing (NaN at iteration 0; it stays NaN, no point) listed
+    first among its seeds: the setting's mean and band must still run from iteration 0 up. They ran 1, 2, 3 and then
+    back to 0: the mean line drew a stroke from the last iteration back across the figure to iteration 0."""
+    import holoviews as hv
+
+    from workbench.figures import compare_curves, holoviews
+
+    holoviews()
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for seed, losses in ((0, [math.nan, 0.5, 0.4, 0.3]), (1, [0.7, 0.6, 0.2, 0.1])):
+        run = store.create("target", "lenia", "clip", {"sigma": 0.1, "seed": seed}, seed)
+        run.write_table("metrics", {"iteration": [0, 1, 2, 3], "best_loss": losses})
+        ids.append(run.id)
+    cmp = compare_runs(store, ids)
+    assert list(cmp.bands()["iteration"]) == [0, 1, 2, 3]
+    ax = hv.render(compare_curves(cmp), backend="matplotlib").axes[0]
+    assert list(ax.lines[0].get_xdata()) == [0, 1, 2, 3]

@@ -128,3 +128,20 @@ def test_an_mp4_is_the_same_bytes_on_any_number_of_cores(tmp_path):
     finally:
         os.sched_setaffinity(0, cpus)
     assert one == many
+
+
+def test_frames_are_rounded_to_the_nearest_8_bit_value_and_a_video_ends_at_the_last_step(tmp_path, substrates):
+    """From mutation sampling: a frame's floats become the nearest of 0 … 255 (truncated, every exported frame
+    came out up to one level darker than the Lab's and the runs' pictures), clipped at both ends; and a video
+    whose --every does not divide --steps ends at the last step asked for, not past it (its last frame, and the
+    final PNG written beside it, showed step 6 of a 5-step render)."""
+    from workbench.export import to_uint8
+
+    assert to_uint8(np.array([-0.2, 0.0, 0.6 / 255, 1.4 / 255, 254.5 / 255, 1.0, 1.5])).tolist() == [
+        0, 0, 1, 1, 255, 255, 255]
+    sub = substrates["boids"]
+    params = sub.decode(0.2 * np.random.default_rng(0).standard_normal(sub.n_params))
+    final = tmp_path / "last.png"
+    export(sub, params, 5, tmp_path / "b.gif", size=32, seed=3, every=2, final_png=final)
+    want = sub.render(sub.step(sub.init(params, seed=3), params, 5), params, 32)
+    np.testing.assert_array_equal(imageio.imread(final), to_uint8(np.asarray(want)))

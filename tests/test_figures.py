@@ -227,6 +227,35 @@ def test_curves_show_each_run_in_its_own_metric_and_direction(tmp_path):
     assert str(error.value).endswith("give --metric one of best_loss, fitness_mean")
 
 
+def test_curves_of_two_runs_have_a_legend_naming_each(tmp_path):
+    """From mutation sampling: `figure curves A B` of two runs in one metric must name each run in a legend (by
+    the setting that tells them apart); only a figure of one run goes without (its title names it). Two
+    unnamed lines, one dashed, say nothing to a reader."""
+    import holoviews as hv
+
+    from workbench.figures import holoviews, loss_curves
+
+    holoviews()
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for sigma in (0.1, 0.3):
+        run = store.create("target", "lenia", "clip", {"sigma": sigma, "seed": 0}, 0)
+        run.write_table("metrics", {"iteration": [0, 1], "best_loss": [0.9, 0.4]})
+        ids.append(run.id)
+    ax = hv.render(loss_curves(store, ids), backend="matplotlib").axes[0]
+    assert ax.get_legend() is not None
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sigma=0.1", "sigma=0.3"]
+
+
+def test_a_flat_score_of_zero_is_drawn_on_the_whole_accuracy_scale():
+    """From mutation sampling: an expert or merge scoring 0 at every step is a flat line at the bottom of the
+    accuracy scale (-0.03 … 1.05), as 0.4 or 1 are, not the middle of a ±0.05 axis (where it reads as any score)."""
+    from workbench.figures import ACCURACY, flat_range
+
+    assert flat_range(0.0) == flat_range(1.0) == flat_range(0.4) == ACCURACY
+    assert flat_range(-12.0) == pytest.approx((-12.6, -11.4))
+
+
 def test_paper_figures_keep_text_as_text_and_the_style_in_every_panel(tmp_path):
     """For a paper: PDF fonts embedded as TrueType (Type 3 before: some publishers refuse them, text not
     searchable), SVG text as <text> (outlines before), the paper's font sizes in every panel of a layout and its

@@ -569,6 +569,16 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_largest_that_fit
                                   eval=EvalConfig("lenia", "pixels", steps=4, size=4096)), free=2**28)
 
 
+def test_a_memory_need_is_said_in_gib_from_one_gib_up_and_in_mib_below():
+    """From mutation sampling: the refusal says "needs about 1.5 GiB, 1.0 GiB are available here", not
+    "1536.0 MiB"; sizes under a GiB in MiB (not "0.0 GiB")."""
+    from workbench.checks import needs_of
+
+    assert needs_of(1.5 * 2**30, 2**30) == "needs about 1.5 GiB, 1.0 GiB are available here"
+    assert needs_of(2**30, 2**29) == "needs about 1.0 GiB, 0.5 GiB are available here"
+    assert needs_of(300 * 2**20, 200 * 2**20) == "needs about 300.0 MiB, 200.0 MiB are available here"
+
+
 def test_the_memory_available_is_what_the_cgroup_still_allows(tmp_path):
     """In a container or a batch job's slot the machine's MemAvailable overstates what the process may take:
     the cgroup's limit less its use (page cache it may drop counted free), v2 or v1, the smaller of the two."""

@@ -146,6 +146,12 @@ class Comparison:
                .agg(mean=("best", "mean"), lo=("best", "min"), hi=("best", "max"), n=("best", "count"),
                     sd=("best", "std"), metric=("metric", "first"))
                .reset_index())
+        # the groups as first met, each in iteration order: grouped unsorted, a group whose first run scored nothing
+        # at iteration 0 (NaN, dropped above) had its iteration 0 last, and its mean line drew a stroke back across
+        # the figure to it
+        first = {g: i for i, g in enumerate(dict.fromkeys(out["group"]))}
+        out = out.sort_values(["group", "iteration"], key=lambda c: c.map(first) if c.name == "group" else c,
+                              kind="stable", ignore_index=True)
         if band != "range":
             n = out["n"].to_numpy()
             sd = np.nan_to_num(out["sd"].to_numpy(float))  # one run: no spread (pandas' sample sd is NaN)
