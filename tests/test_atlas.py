@@ -20,6 +20,14 @@ def test_projections_are_seeded_and_normalised(method):
     assert len(set(cells.tolist())) == 40
 
 
+def test_a_tsne_map_is_the_same_for_every_seed_at_an_fms_width():
+    """The atlas page disables its Seed under t-SNE: the map starts from PCA's layout. sklearn's own init="pca"
+    takes a randomized, seeded SVD for inputs over 500 wide (CLIP's 512 dimensions), and the map moved with the
+    seed the page showed disabled; 6 dimensions hid it."""
+    z = np.random.default_rng(1).standard_normal((40, 512)).astype(np.float32)
+    np.testing.assert_array_equal(project(z, "tsne", seed=0), project(z, "tsne", seed=7))
+
+
 def test_umap_is_seeded_normalised_quiet_and_compiles_once_per_machine():
     """UMAP in fresh processes, whose stderr stays empty. Its numba kernels compile once (the costly part) into
     numba's on-disk cache: a second process loads them, and lays out the same bits."""

@@ -38,25 +38,36 @@ def test_notebook_progress_is_a_widget_that_ends_full():
     assert text.startswith("5 5 success 5/5 · best loss 0.1 · "), text
 
 
-def test_notebook_progress_says_how_its_cell_ended():
-    """A cell that a Ctrl-C ended left its bar blue at the last count (green "5/5" where the interrupt landed in a
+def test_notebook_progress_says_how_its_cell_ended(tmp_path):
+    """A cell that a Ctrl-C ended left its bar blue at the last count (green "3/3" where the interrupt landed in a
     run's last writes), one that an error ended likewise: the cell's end turns them orange "stopped" and red
-    "failed: …"; a later cell's interrupt leaves an earlier cell's finished bar as it was."""
+    "failed: …". A bar whose work was done before the error stays green (a later line of the cell failed, or
+    another bar's run), as does an earlier cell's; a bar made in another thread belongs to no cell."""
     import nbformat
     from nbclient import NotebookClient
 
-    cells = ["from workbench.progress import Progress\nstopped = Progress('search')\nstopped(3, 5)\n"
-             "raise KeyboardInterrupt",
-             "late = Progress('search')\nlate(5, 5)\nraise KeyboardInterrupt",
+    cells = ["import threading\nfrom workbench.progress import Progress\n"
+             "from workbench.asal.driver import SearchConfig, run_search\n"
+             "from workbench.asal.evaluate import EvalConfig\n"
+             "stopped = Progress('search')\nstopped(3, 5)\nraise KeyboardInterrupt",
+             "late = Progress('search')\ndef last(done, total, row):\n    late(done, total, row)\n"
+             "    if done == total:\n        raise KeyboardInterrupt\n"
+             "cfg = SearchConfig(kind='openended', eval=EvalConfig('boids', 'pixels', steps=8, frames=2), iters=3,"
+             " pop=4)\n"
+             f"run_search(cfg, {str(tmp_path / 'runs')!r}, on_iteration=last)",
              "failed = Progress('zoo')\nfailed(1, 5)\nraise ValueError('no such task')",
              "done = Progress('search')\ndone(5, 5)",
              "raise KeyboardInterrupt",
-             "for bar in (stopped, late, failed, done):\n"
+             "before = Progress('search')\nbefore(5, 5)\n1 / 0  # a plot of the run, after it",
+             "first = Progress('a')\nfirst(5, 5)\nsecond = Progress('b')\nsecond(2, 5)\nraise KeyboardInterrupt",
+             "made = threading.Event()\ndef work():\n    global bg\n    bg = Progress('bg')\n    bg(2, 5)\n"
+             "    made.set()\nthreading.Thread(target=work).start()\nmade.wait()\nundefined_name",
+             "for bar in (stopped, late, failed, done, before, first, second, bg):\n"
              "    print(bar._widgets[0].bar_style, bar._widgets[1].value.split(' · ')[0],"
              " bar._widgets[1].value.split(' · ')[-1])"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute()
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
-    lines = text.splitlines()
-    assert lines[:3] == ["warning 3/5 stopped", "warning 5/5 stopped", "danger 1/5 failed: ValueError"], text
-    assert len(lines) == 4 and re.fullmatch(r"success 5/5 \d+\.\d s", lines[3]), text
+    lines = [re.sub(r"\d+\.\d s$", "T", line) for line in text.splitlines()]
+    assert lines == ["warning 3/5 stopped", "warning 3/3 stopped", "danger 1/5 failed: ValueError", "success 5/5 T",
+                     "success 5/5 T", "success 5/5 T", "warning 2/5 stopped", "info 2/5 T"], text

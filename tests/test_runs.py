@@ -1011,28 +1011,16 @@ def test_frames_follow_the_reference_recipes(tmp_path, capsys):
     assert (DEFAULT_STEPS["plenia"], DEFAULT_STEPS["plife_plus"], DEFAULT_STEPS["flow_lenia"]) == (1000, 1000, 256)
 
 
-def test_an_open_ended_search_of_several_prompts_takes_the_most_frames_that_share_out_within_its_steps(
-        tmp_path, monkeypatch, capsys):
+def test_an_open_ended_search_of_several_prompts_takes_the_most_frames_that_share_out_within_its_steps():
     """Without --frames an open-endedness search takes K = 32, or with P prompts the largest multiple of P up to
-    min(32, --steps): 3 prompts over 32 steps are 30 frames, with no note about a --frames the user never gave
-    (and not 33, more than the steps)."""
-    from workbench.asal import driver
+    min(32, --steps): 3 prompts over 32 steps are 30 frames (33, more than the steps, was refused), and such a
+    config notes nothing about a --frames the user never gave."""
+    from workbench.cli.asal import open_ended_frames
 
-    seen = []
-
-    def stop(cfg):  # what the command made of its flags, before any model loads
-        seen.append(cfg)
-        raise ValueError("stopped here")
-
-    monkeypatch.setattr(driver, "check_new_search", stop)
-    args = ["asal", "openended", "--substrate", "boids", "--fm", "clip", "--iters", "1", "--runs",
-            str(tmp_path / "runs"), "--quiet", "--prompt", "a", "--prompt", "b", "--prompt", "c"]
-    assert main([*args, "--steps", "32"]) == 2 and "stopped here" in capsys.readouterr().err
-    assert seen[-1].eval.frames == 30 and seen[-1].notes == []
-    assert main([*args, "--steps", "100"]) == 2
-    assert seen[-1].eval.frames == 30 and seen[-1].notes == []
-    assert main([*args[:-4], "--steps", "20"]) == 2  # one prompt: K = min(32, steps)
-    assert seen[-1].eval.frames == 20
+    assert [open_ended_frames(3, 32), open_ended_frames(3, 100), open_ended_frames(1, 20), open_ended_frames(0, 64),
+            open_ended_frames(5, 3)] == [30, 30, 20, 32, 5]
+    ev = EvalConfig("boids", "pixels", steps=32, frames=open_ended_frames(3, 32))
+    assert SearchConfig(kind="openended", eval=ev, prompts=["a", "b", "c"], iters=1).notes == []
 
 
 def test_runs_made_before_sampling_existed_embed_chunk_ends_when_they_take_several_frames():
@@ -1652,8 +1640,9 @@ def test_an_error_that_ends_a_run_names_the_run_and_its_resume(tmp_path):
 
     with pytest.raises(ValueError, match="a bad batch") as ended:
         checkpointed_loop(run, {"iteration": 0, "metrics": []}, 2, step, lambda: None)
-    assert ended.value.__notes__ == [f"run {run.id} failed (resumable once that is fixed): resume it with its run "
-                                     f"function's resume={run.id!r}, or `{run.resume_cli}`"]
+    assert getattr(ended.value, "__notes__", []) == ([] if sys.version_info < (3, 11) else [  # PEP 678: 3.11
+        f"run {run.id} failed (resumable once that is fixed): run_search(None, {str(tmp_path)!r}, resume={run.id!r}) "
+        f"(from workbench.asal), or `{run.resume_cli}`"])
     assert run.status == "failed"
 
 
@@ -1703,28 +1692,44 @@ def test_a_second_ctrl_c_while_the_run_is_marked_stopped_leaves_it_stopped(tmp_p
     """A notebook's second "interrupt", pressed while the first one's handler wrote run.json, left the run
     "running" with the pid of the kernel, which lives on: every resume, there or from another process, was refused
     as "still running" until the kernel restarted. The write is tried again: the run is stopped, and resumes."""
-    from workbench.runs import Run
+    from workbench import atomic
 
     cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=16, frames=2), iters=3, pop=4)
-    update, second = Run.update, [True]
+    replace, second = os.replace, [True]
 
-    def interrupted_once(self, **fields):
-        if fields.get("status") == "stopped" and second:
+    def interrupted_once(src, dst):  # the second Ctrl-C lands as the first one's "stopped" is put in place
+        if Path(dst).name == "run.json" and second and json.loads(Path(src).read_text())["status"] == "stopped":
             second.pop()
-            raise KeyboardInterrupt  # the second Ctrl-C, landing in the handler of the first
-        return update(self, **fields)
+            raise KeyboardInterrupt
+        return replace(src, dst)
 
     def first_ctrl_c(done, total, row):
         if done == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Run, "update", interrupted_once)
+    monkeypatch.setattr(atomic.os, "replace", interrupted_once)
     store = RunStore(tmp_path)
     with pytest.raises(KeyboardInterrupt) as stop:
         run_search(cfg, store, on_iteration=first_ctrl_c)
     run = store.open(store.list()[0]["id"])
     assert not second and run.status == "stopped"
     # the interrupt names the run and how to resume it (a notebook's cell ended in a bare "KeyboardInterrupt:")
-    assert stop.value.__notes__ == [f"run {run.id} stopped (resumable): resume it with its run function's resume="
-                                    f"{run.id!r}, or `{run.resume_cli}`"]
+    assert getattr(stop.value, "__notes__", []) == ([] if sys.version_info < (3, 11) else [
+        f"run {run.id} stopped (resumable): run_search(None, {str(tmp_path)!r}, resume={run.id!r}) "
+        f"(from workbench.asal), or `{run.resume_cli}`"])
     assert run_search(None, store, resume=run.id).info["status"] == "done"
+
+
+def test_every_kind_of_run_names_the_function_that_resumes_it():
+    """The note an exception that ends a run carries names the run function that resumes it from Python: one for
+    every kind the command line resumes, each taking (cfg, store, resume) as the note calls it."""
+    import importlib
+    import inspect
+
+    from workbench.runs import RESUME_COMMANDS, RESUME_FUNCTIONS
+
+    assert RESUME_FUNCTIONS.keys() == RESUME_COMMANDS.keys()
+    for function in RESUME_FUNCTIONS.values():
+        module, name = function.rsplit(".", 1)
+        params = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
+        assert params[:3] == ["cfg", "store", "resume"], (function, params)

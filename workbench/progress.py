@@ -15,13 +15,19 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
+import weakref
 
 
 def _in_notebook() -> bool:
     """Whether an IPython kernel with a front end that shows widgets runs this (not a terminal IPython)."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+#: the bar called last (weakly): of the bars a cell made, the one whose work an error that ends the cell ended
+_last_called = None
 
 
 class Progress:
@@ -48,11 +54,16 @@ class Progress:
             display(widgets.HBox([bar, text]))
             # the cell's end says how the work ended: an interrupted run's bar stayed blue at its last count (at
             # "setting up …" before its first iteration), and green "10/10" where the interrupt landed in the
-            # run's last writes (best.mp4, the tables), while the run was stopped
-            sys.modules["IPython"].get_ipython().events.register("post_run_cell", self.cell_ended)
+            # run's last writes (best.mp4, the tables), while the run was stopped. Only from the kernel's main
+            # thread, where cells run: a bar made in another thread belongs to no cell, and the next cell's error
+            # (any typo) turned a background run's bar red while it went on
+            if threading.current_thread() is threading.main_thread():
+                sys.modules["IPython"].get_ipython().events.register("post_run_cell", self.cell_ended)
 
     def __call__(self, done: int, total: int | None = None, row: dict | None = None) -> None:
         """on_iteration(done, total, row) of the run functions, or progress(k) (k more steps) of build_zoo."""
+        global _last_called
+        _last_called = weakref.ref(self)
         if total is None:  # build_zoo's progress(k): k more steps
             self.done += done
         else:
@@ -70,6 +81,10 @@ class Progress:
         error = getattr(result, "error_in_exec", None)
         if error is None or self._widgets is None:
             return
+        finished = bool(self.total) and self.done >= self.total
+        ended_a_run = getattr(error, "stopped_run", None) or getattr(error, "failed_run", None)
+        if finished and not (ended_a_run and _last_called is not None and _last_called() is self):
+            return  # its work was done before the error: a later line of the cell, or another bar's run
         bar, text = self._widgets
         stopped = isinstance(error, KeyboardInterrupt)
         bar.bar_style = "warning" if stopped else "danger"

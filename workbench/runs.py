@@ -78,6 +78,13 @@ RESUME_COMMANDS = {"target": "workbench asal target", "openended": "workbench as
                    "qd": "workbench qd cycle", "experts": "workbench experts train",
                    "adapt": "workbench experts adapt", "namm": "workbench namm train"}
 RESUME_COMMANDS["sweep"] = "workbench asal sweep"
+#: The run function that resumes a run of each kind from Python (cfg None, the store, resume=ID), for the note an
+#: exception that ends a run carries (a notebook's traceback)
+RESUME_FUNCTIONS = {"target": "workbench.asal.run_search", "openended": "workbench.asal.run_search",
+                    "illuminate": "workbench.asal.run_search", "sweep": "workbench.asal.run_sweep",
+                    "merge": "workbench.merge.evolve", "qd": "workbench.qd.run_cycleqd",
+                    "experts": "workbench.experts.train_expert", "adapt": "workbench.experts.run_adapt",
+                    "namm": "workbench.namm.train_namm"}
 #: The catalog columns that describe a run of each kind (besides status, iterations, best, id).
 KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("substrate", "fm", "algorithm"),
                 "illuminate": ("substrate", "fm", "algorithm"), "merge": ("method", "models"),
@@ -1611,9 +1618,12 @@ def _note_resume(exc: BaseException, run: Run, status: str) -> None:
         return
     # a run.json unreadable by now: the error itself is what counts; a second Ctrl-C here costs the note alone
     with contextlib.suppress(Exception, KeyboardInterrupt):
-        command = run.resume_cli
+        command, function = run.resume_cli, RESUME_FUNCTIONS.get(run.info.get("kind"))
+        if not (command and function):
+            return
+        module, name = function.rsplit(".", 1)
         exc.add_note(f"run {run.id} {status} (resumable{'' if status == 'stopped' else ' once that is fixed'}): "
-                     f"resume it with its run function's resume={run.id!r}" + (f", or `{command}`" if command else ""))
+                     f"{name}(None, {str(run.path.parent)!r}, resume={run.id!r}) (from {module}), or `{command}`")
 
 
 def _end(run: Run, exc: BaseException) -> None:

@@ -29,14 +29,19 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         raise ValueError(f"need at least two embeddings of shape (N, D), got {z.shape}")
     if not np.isfinite(z).all():
         raise ValueError("the embeddings hold NaN or inf: project finite embeddings (a run's rows that failed?)")
-    if method == "pca":
+    if method in ("pca", "tsne"):
         zc = z - z.mean(axis=0)
         _, _, vt = np.linalg.svd(zc, full_matrices=False)
         xy = zc @ vt[:2].T
-    elif method == "tsne":
+    if method == "tsne":
         from sklearn.manifold import TSNE
 
-        xy = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init="pca", random_state=seed).fit_transform(z)
+        # started from the exact PCA layout (scaled as sklearn's init="pca" does: PC1's std 1e-4): its own "pca"
+        # takes a randomized SVD, seeded, for inputs over 500 wide (CLIP's 512 dimensions), so the map moved with
+        # the seed that the page shows disabled
+        init = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1]))).astype(np.float32)
+        init = init / (np.std(init[:, 0]) or 1.0) * 1e-4
+        xy = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init=init).fit_transform(z)
     elif method == "umap":
         # UMAP and numba warn on import and fit (n_jobs overridden by random_state, spectral init fallbacks):
         # noise for the user, who asked for a seeded projection
@@ -46,7 +51,7 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
 
             _cache_compiles("umap")
             xy = umap.UMAP(n_components=2, n_neighbors=min(15, len(z) - 1), random_state=seed).fit_transform(z)
-    else:
+    elif method != "pca":
         raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
     xy = np.asarray(xy, np.float64)
     if xy.shape[1] < 2:  # a single distinct embedding: PCA gives fewer components

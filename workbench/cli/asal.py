@@ -25,6 +25,14 @@ ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 25
                  "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": None, "chunk": 16, "seed": 0,
                  "init": "zero"}
 OPEN_ENDED_FRAMES = 32  # K of the reference's open-endedness recipes (asal.md §4)
+
+
+def open_ended_frames(prompts: int, steps: int) -> int:
+    """K of an open-endedness search without --frames: the reference's 32, or fewer where --steps is shorter; with
+    several prompts the largest multiple of them within that (the frames go round the prompts: 3 prompts over 32
+    steps are 30 frames, not 33, more than the steps), at least one frame a prompt."""
+    n = max(1, prompts)
+    return max(n, min(OPEN_ENDED_FRAMES, steps) // n * n)
 ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
                "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
                "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
@@ -58,8 +66,7 @@ def cmd_asal(args) -> int:
         ev = EvalConfig(args.substrate, value("fm"), weights=args.weights, steps=args.steps, frames=value("frames"),
                         bs=value("bs"), size=value("size"), chunk=value("chunk"), device=args.device)
         if args.search == "openended" and args.frames is None:  # the reference's open-endedness recipes: K = 32
-            n = max(1, len(args.prompt or []))  # frames go round the prompts: a multiple of them that fits the steps
-            ev.frames = max(n, min(OPEN_ENDED_FRAMES, ev.steps) // n * n)
+            ev.frames = open_ended_frames(len(args.prompt or []), ev.steps)
         elif args.search == "target" and args.frames is None and args.prompt:  # one per prompt, as the help says
             ev.frames = len(args.prompt)  # (from 1, the config noted that a --frames 1 not given was made 3)
         if args.search == "illuminate":
