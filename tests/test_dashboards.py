@@ -2953,3 +2953,38 @@ def test_the_runs_pages_own_lines_show_a_run_id_as_text(tmp_path):
     shown = [html.unescape(m.get_root().text) for m in everything.select(pn.pane.Markdown) if m.object]
     assert any("Comparing" in s for s in shown) and any("for good" in s for s in shown), shown
     assert not [s for s in shown if "<img" in s]
+
+
+def test_a_search_opened_on_the_page_puts_its_seed_in_the_sidebar(tmp_path):
+    """Opening a finished search puts its settings in the sidebar so that Start runs one like it: its seed too
+    (the page kept its own seed, 0, so the search started again was another one than the run opened)."""
+    model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=4,
+                        frames=2, iters=1, pop=4, seed=5)
+    model.start()
+    assert model.wait() == "done"
+    other = SearchModel(runs_dir=str(tmp_path))
+    other.choose(model.run_id)
+    assert (other.seed, other.iters, other.steps) == (5, 1, 4) and other.config().seed == 5
+
+
+def test_the_atlas_opens_on_the_newest_finished_illumination_and_offers_no_unfinished_one(runs, tmp_path):
+    """The Atlas lays out a finished illumination's population: it opens on the newest finished run, and a stopped
+    one (no final population to lay out) is not in its menu, not even as the newest run of the folder."""
+    from workbench.dashboards.atlas import AtlasModel
+
+    for name in ("a", "b", "c"):  # oldest first (one created_at: then by id)
+        shutil.copytree(Path(runs["dir"]) / runs["illuminate"], tmp_path / name)
+    info = json.loads((tmp_path / "c" / "run.json").read_text())
+    (tmp_path / "c" / "run.json").write_text(json.dumps({**info, "status": "stopped"}))
+    model = AtlasModel(runs_dir=str(tmp_path))
+    assert model.param.run_id.objects == ["a", "b"] and model.run_id == "b"
+
+
+def test_home_says_how_many_runs_of_each_kind_and_of_each_status_it_holds(tmp_path):
+    """Home's first line: the runs of each kind, then (in brackets) of each status, most first, without Chromium."""
+    from workbench.dashboards.home import store_summary
+
+    rows = [{"kind": "openended", "status": "done"}, {"kind": "openended", "status": "running"},
+            {"kind": "illuminate", "status": "done"}]
+    assert store_summary("runs", rows) == \
+        "<code>runs</code> holds 3 runs: 2 openended, 1 illuminate (2 done, 1 running)."

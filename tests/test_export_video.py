@@ -145,3 +145,17 @@ def test_frames_are_rounded_to_the_nearest_8_bit_value_and_a_video_ends_at_the_l
     export(sub, params, 5, tmp_path / "b.gif", size=32, seed=3, every=2, final_png=final)
     want = sub.render(sub.step(sub.init(params, seed=3), params, 5), params, 32)
     np.testing.assert_array_equal(imageio.imread(final), to_uint8(np.asarray(want)))
+
+
+def test_a_video_of_odd_height_and_even_width_keeps_its_picture(tmp_path):
+    """A figure's frames need not be square: 33 rows by 40 columns gets one more row (a copy of the last) and no
+    more columns, so every frame stays the picture it was (a column too many shifted each row of the stream)."""
+    frame = np.full((33, 40, 3), 255, np.uint8)
+    frame[:, :10] = (200, 0, 0)  # a red band along the left edge
+    with Mp4Writer(tmp_path / "a.mp4", 10) as w:
+        for _ in range(3):
+            w.append(frame)
+    frames = imageio.mimread(tmp_path / "a.mp4")
+    assert len(frames) == 3 and all(f.shape == (34, 40, 3) for f in frames)
+    last = np.asarray(frames[-1], np.int16)
+    assert np.abs(last[:, 2:8] - (200, 0, 0)).max() < 40 and np.abs(last[:, 14:] - 255).max() < 40

@@ -1147,3 +1147,29 @@ def test_a_column_figure_is_at_most_a_column_wide_in_every_format(tmp_path, befo
             assert COLUMN_WIDTH - 0.15 < inches <= COLUMN_WIDTH, (name, inches)
     assert axes[-1][0] > 0.65 * COLUMN_WIDTH, axes[-1]  # the comparison's data has the room the curves' have
     assert axes[-1][1] == "mean over seeds; band:\nlowest to highest run"  # two lines of about one length
+
+
+def test_an_atlas_is_repeated_the_whole_number_of_times_nearest_the_width_asked(store):
+    """An atlas's pixels are repeated a whole number of times to about the width it prints at: the nearest whole
+    number (2.6 times its width asked gives 3 repeats; cutting it down to 2 prints it a quarter smaller than asked
+    and blurrier in a PDF)."""
+    from workbench.figures import atlas
+
+    ill = [r["id"] for r in store.list() if r["kind"] == "illuminate"][0]
+    side = store.open(ill).read_image("atlas.png").shape[1]
+    for asked, repeats in ((round(2.6 * side), 3), (round(2.4 * side), 2), (side // 3, 1)):
+        assert atlas(store, ill, pixels=asked).dimension_values(2, flat=False).shape[1] == repeats * side
+
+
+def test_figure_frames_for_a_paper_embeds_its_pixels_in_whole_blocks(store, tmp_path):
+    """`figure frames --out f.pdf`: each frame's pixels repeated in whole blocks to about the width it prints at
+    (embedded at its own 32 px, a PDF viewer resamples it into a blur); only an .html page keeps its own pixels."""
+    import re
+
+    from workbench.cli import main
+
+    run = [r["id"] for r in store.list() if r["kind"] == "openended"][0]
+    assert main(["figure", "frames", run, "--out", str(tmp_path / "f.pdf"), "--runs", str(store.root),
+                 "--size", "32"]) == 0
+    widths = [int(w) for w in re.findall(rb"/Width (\d+)", (tmp_path / "f.pdf").read_bytes())]
+    assert widths and all(w % 32 == 0 and w >= 8 * 32 for w in widths)  # whole blocks, not the frames' own 32 px

@@ -723,6 +723,8 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     assert (tmp_path / "early.svg").read_bytes() != (tmp_path / "late.svg").read_bytes()
     for bad, message in ((["--view", "z"], "--view z: a qd run's views are archives, sampling, curves"),
                          (["--generation", "99"], f"--generation 99: run {qd['run']} has generations 0 to 12"),
+                         # one past the last: refused as well (the bound is the last generation itself)
+                         (["--generation", "13"], f"--generation 13: run {qd['run']} has generations 0 to 12"),
                          (["--view", "baselines", "--generation", "3"], "--view baselines has none"),
                          (["--colour", "sort=black"], "--colour: the figure has no legend entries"),
                          # the lineage's key is its colour map's (roles), not lines a colour is pinned to
@@ -799,3 +801,17 @@ def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):
     assert " · ? · 15 bins · " in QDModel(runs_dir=str(store.root), run_id=folder.name).summary()
     shutil.copytree(Path(qd["dir"]) / qd["run"], store.root / qd["run"])  # a sound one beside them: its picture
     assert RunsModel(runs_dir=str(store.root)).thumbnail(store.open(qd["run"]).info | {"id": qd["run"]})
+
+
+def test_bars_pooled_over_two_seeds_say_so_in_their_panel_title():
+    """Bars pooled over two seeds are means with ± std whiskers, and each task's panel says "(mean ± std, 2 seeds)";
+    one run's bars are its own scores and their titles say nothing of seeds."""
+    from workbench.dashboards.qd import baselines_plot
+
+    def titles(n):
+        table = pd.DataFrame([{"task": t, "model": m, "name": m, "mean": 0.5, "std": 0.1 if n > 1 else 0.0, "n": n}
+                              for t in ("brackets", "sort") for m in ("cycleqd", "base")])
+        return [p.opts.get().kwargs["title"] for p in baselines_plot(table, spread=n > 1).values()]
+
+    assert titles(2) == ["brackets (mean ± std, 2 seeds)", "sort (mean ± std, 2 seeds)"]
+    assert titles(1) == ["brackets", "sort"]

@@ -279,3 +279,14 @@ def test_lab_plays_a_game_of_life_run_and_its_rule_checkboxes_in_chromium(served
         page.get_by_text("saved").wait_for(timeout=30000)
     saved = sorted((RunStore(runs["dir"]).root / "snapshots").glob("gol-*.npy"))
     assert saved and np.load(saved[-1]).tolist() == [flipped]
+
+
+def test_pressing_random_init_again_draws_another_network():
+    """Random init draws from the mutation seed and moves it on, as σ-mutation does: pressing it again gives
+    another network (it stayed on one seed: the same θ each press), and the seed shown says which was drawn."""
+    model = LabModel(substrate="nca_d1", mutation_seed=7)
+    model.random_init()
+    first = model.theta.copy()
+    np.testing.assert_array_equal(first, model.sub.flax_init_theta(np.random.default_rng(7)))
+    model.random_init()
+    assert model.mutation_seed == 9 and not np.array_equal(model.theta, first)

@@ -213,3 +213,16 @@ def test_a_sweep_takes_whole_numbers_of_rules_named_by_their_flags(tmp_path, set
     assert not (tmp_path / "runs").exists()
     cfg = SweepConfig(ev, start=np.int64(2), end=np.int64(8), batch=np.int64(2), limit=np.int64(4))
     assert cfg.rules().tolist() == [2, 3, 4, 5] and cfg.iters == 2 and type(cfg.start) is int
+
+
+def test_the_sweep_flags_given_and_the_defaults_documented_reach_the_run(tmp_path, capsys):
+    """`asal sweep --seed 3 --limit 2`: the run sweeps 2 rules from initial states of seed 3, and the flags left
+    out take the defaults --help gives (--frames: 32), as run.json records them (--limit ignored swept all of
+    6148…6151)."""
+    assert main(["asal", "sweep", "--fm", "pixels", "--start", "6148", "--end", "6152", "--limit", "2", "--batch", "2",
+                 "--steps", "32", "--size", "32", "--bs", "1", "--seed", "3", "--quiet", "--runs", str(tmp_path)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    run = RunStore(tmp_path).open(printed["id"])
+    cfg = run.info["config"]
+    assert (cfg["seed"], cfg["limit"], cfg["eval"]["frames"]) == (3, 2, 32)
+    assert sorted(run.read_table("ranking").column("rule").to_pylist()) == [6148, 6149]
