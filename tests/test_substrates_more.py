@@ -281,14 +281,18 @@ def test_flow_lenia_border_and_flow_clip_match_numpy(more, engine):
     world[60:63, 60:63, 2] = 40.0
     want = rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1)
     assert np.abs(rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1, dd=50) - want).max() > 1
-    if engine == "taichi":
-        got = sub.state_to_arrays(sub.step(sub.state_from_arrays(world=world), params, 1))["world"]
-    else:
-        batch = sub._params_batch(params)[0]
-        a = torch.as_tensor(world)[None].permute(0, 3, 1, 2).contiguous()
-        got = sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
+    got = _flow_step(sub, world, params, engine)
     np.testing.assert_allclose(got, want, atol=2e-4, rtol=0)  # measured 6e-5 (float32 near 40)
     assert abs(got.sum() - world.sum()) < 1e-5 * world.sum()  # the mass still conserved
+
+
+def _flow_step(sub, world: np.ndarray, params: dict, engine: str) -> np.ndarray:
+    """One Flow-Lenia step of `world` (H, W, C) on the Taichi kernel or the batched torch path (GPUs')."""
+    if engine == "taichi":
+        return sub.state_to_arrays(sub.step(sub.state_from_arrays(world=world), params, 1))["world"]
+    batch = sub._params_batch(params)[0]
+    a = torch.as_tensor(world)[None].permute(0, 3, 1, 2).contiguous()
+    return sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
 
 
 @pytest.mark.parametrize("engine", ["taichi", "torch"])
@@ -304,12 +308,7 @@ def test_flow_lenia_settings_other_than_the_defaults_follow_the_spec(more, engin
                         sigma=0.4)
     default = rf.flow_step(world, params["m"], params["s"], params["h"], fK, c0, c1)
     assert np.abs(want - default).max() > 1e-2  # the settings matter here
-    if engine == "taichi":
-        got = sub.state_to_arrays(sub.step(sub.state_from_arrays(world=world), params, 1))["world"]
-    else:
-        batch = sub._params_batch(params)[0]
-        a = torch.as_tensor(world)[None].permute(0, 3, 1, 2).contiguous()
-        got = sub._step_torch(a, batch).permute(0, 2, 3, 1)[0].numpy()
+    got = _flow_step(sub, world, params, engine)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
