@@ -25,6 +25,11 @@ ASAL_DEFAULTS = {"fm": "efficientnet-lite0", "algorithm": "ga", "population": 25
                  "size": 224, "sigma": 0.1, "c_softmax": 0.0, "c_oe": None, "chunk": 16, "seed": 0,
                  "init": "zero"}
 OPEN_ENDED_FRAMES = 32  # K of the reference's open-endedness recipes (asal.md §4)
+ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
+               "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
+               "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
+               "population": "population", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
+               "c_softmax": "c_softmax", "c_oe": "c_oe", "init": "init"}
 
 
 def open_ended_frames(prompts: int, steps: int) -> int:
@@ -33,11 +38,6 @@ def open_ended_frames(prompts: int, steps: int) -> int:
     steps are 30 frames, not 33, more than the steps), at least one frame a prompt."""
     n = max(1, prompts)
     return max(n, min(OPEN_ENDED_FRAMES, steps) // n * n)
-ASAL_FIELDS = {"substrate": "eval.substrate", "fm": "eval.fm", "weights": "eval.weights", "steps": "eval.steps",
-               "frames": "eval.frames", "bs": "eval.bs", "size": "eval.size", "chunk": "eval.chunk",
-               "prompt": "prompts", "target_image": "target_image", "algorithm": "algorithm",
-               "population": "population", "iters": "iters", "pop": "pop", "sigma": "sigma", "seed": "seed",
-               "c_softmax": "c_softmax", "c_oe": "c_oe", "init": "init"}
 
 
 def cmd_asal(args) -> int:
