@@ -1205,7 +1205,6 @@ def baselines_plot(table: pd.DataFrame, spread: bool):
     panels = []
     palette = {name: (ACCENT if name.startswith("CycleQD") else "#9aa3b2") for name in table["name"]}
     for task, part in table.groupby("task", sort=False):
-        part = part.assign(low=part["mean"] - part["std"], high=part["mean"] + part["std"])
         colours = tuple(palette[n] for n in part["name"])
         bars = styled(hv.Bars(part, "name", ["mean", "std", "n"]),
                       bokeh={"tools": ["hover"], "xrotation": 35, "color": hv.dim("name").categorize(palette)},

@@ -2988,3 +2988,28 @@ def test_home_says_how_many_runs_of_each_kind_and_of_each_status_it_holds(tmp_pa
             {"kind": "illuminate", "status": "done"}]
     assert store_summary("runs", rows) == \
         "<code>runs</code> holds 3 runs: 2 openended, 1 illuminate (2 done, 1 running)."
+
+
+def test_the_runs_gallery_shows_at_most_its_limit_of_cards_the_newest(runs):
+    """From mutation sampling: a store of hundreds of runs opens the Runs page on its `limit` newest cards (60 by
+    default), not every card at once; lowering the limit keeps the newest."""
+    model = RunsModel(runs_dir=runs["dir"])
+    every = model.shown()
+    assert len(every) > 2
+    model.limit = 2
+    assert [r["id"] for r in model.shown()] == [r["id"] for r in every[:2]]
+
+
+def test_an_accuracy_that_starts_at_zero_is_drawn_on_the_whole_accuracy_scale():
+    """From mutation sampling: a merge whose accuracy climbs from 0 to 0.5 has its card's curve end half-way up
+    (0..1, as every accuracy card), not at the top as if it had reached 1."""
+    import pandas as pd
+
+    from workbench.dashboards.runs import CURVE_LINE, metric_thumbnail
+
+    line = np.array([int(CURVE_LINE[i:i + 2], 16) for i in (1, 3, 5)], np.uint8)
+    rising = pd.DataFrame({"iteration": range(4), "best_loss": [0.0, -0.25, -0.5, -0.5]})
+    image = metric_thumbnail(rising, "val_accuracy", higher=True, width=224, height=149)
+    drawn = (image == line).all(axis=-1)
+    last = np.flatnonzero(drawn.any(axis=0))[-1]
+    assert abs(np.flatnonzero(drawn[:, last]).mean() - (22 + 139) / 2) < 4  # 0.5 on 0..1: half-way down

@@ -613,3 +613,14 @@ def test_strategy_bars_and_dispatcher_panels_fit_their_titles_and_labels():
     heat = confusion_plot({"classifier": table}, runs=2)
     title = [p for p in heat][0].opts.get().kwargs["title"]
     assert title == "(b) classification expert\naccuracy 0.500 (2 seeds)"
+
+
+def test_a_spread_of_no_scores_has_no_mean_and_a_std_of_zero_in_the_pages_tables():
+    """From mutation sampling: a task whose pooled runs have no score yet (None or NaN) is a row of mean NaN,
+    std 0 and n 0 in the page's tables, not std None (an object column that its whiskers and `:.3f` texts
+    cannot take); one score has std 0 too."""
+    from workbench.dashboards.experts import spread
+
+    empty = spread([None, float("nan")])
+    assert np.isnan(empty["mean"]) and (empty["std"], empty["n"]) == (0.0, 0)
+    assert spread([0.25]) == {"mean": 0.25, "std": 0.0, "n": 1}

@@ -159,3 +159,28 @@ def test_a_video_of_odd_height_and_even_width_keeps_its_picture(tmp_path):
     assert len(frames) == 3 and all(f.shape == (34, 40, 3) for f in frames)
     last = np.asarray(frames[-1], np.int16)
     assert np.abs(last[:, 2:8] - (200, 0, 0)).max() < 40 and np.abs(last[:, 14:] - 255).max() < 40
+
+
+def test_a_png_export_of_steps_that_do_not_split_evenly_stops_at_the_steps_asked(tmp_path, substrates):
+    """From mutation sampling: `render --steps 251 --out f.png` with its progress bar steps in pieces of 2; the
+    last piece is the one step left, so the picture is step 251's (as without a bar) and the bar ends at 251/251,
+    not 252."""
+    sub = substrates["boids"]
+    params = sub.decode(0.2 * np.random.default_rng(1).standard_normal(sub.n_params))
+    calls: list[int] = []
+    out = export(sub, params, 251, tmp_path / "b.png", size=32, seed=2, progress=calls.append)
+    assert sum(calls) == 251 and calls[-1] == 1
+    plain = export(sub, params, 251, tmp_path / "plain.png", size=32, seed=2)
+    np.testing.assert_array_equal(imageio.imread(out), imageio.imread(plain))
+
+
+def test_a_gif_faster_than_fifty_frames_a_second_is_refused_before_it_runs(tmp_path):
+    """From mutation sampling: a GIF's frames last whole hundredths of a second, so 50 frames/s is its fastest
+    (2 hundredths); `--fps 51` is refused like `--fps 60` (it would play at 10 frames/s in browsers), 50 is not."""
+    from workbench.export import GIF_MAX_FPS, check_out
+
+    assert GIF_MAX_FPS == 50
+    assert check_out(tmp_path / "v.gif", fps=50) == tmp_path / "v.gif"
+    with pytest.raises(ValueError, match="--fps 51: a GIF's frames last whole hundredths"):
+        check_out(tmp_path / "v.gif", fps=51)
+    assert check_out(tmp_path / "v.mp4", fps=60) == tmp_path / "v.mp4"  # an MP4 plays any rate

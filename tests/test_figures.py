@@ -1173,3 +1173,50 @@ def test_figure_frames_for_a_paper_embeds_its_pixels_in_whole_blocks(store, tmp_
                  "--size", "32"]) == 0
     widths = [int(w) for w in re.findall(rb"/Width (\d+)", (tmp_path / "f.pdf").read_bytes())]
     assert widths and all(w % 32 == 0 and w >= 8 * 32 for w in widths)  # whole blocks, not the frames' own 32 px
+
+
+def test_values_written_on_dark_cells_are_light_and_on_light_cells_dark():
+    """From mutation sampling: the numbers a merge heatmap writes in its cells are white on the map's dark end and
+    near-black on its light end (flipped, each number was dark on dark and light on light, unreadable in print)."""
+    from workbench.figures import text_colours
+
+    # viridis runs from dark purple (0) to light yellow (1)
+    assert text_colours([0.0, 0.1, 0.95, 1.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#ffffff", "#1a1a1a", "#1a1a1a"]
+    # values past the scale take its end's colour, and a flat scale (clim of one value) still answers
+    assert text_colours([-5.0, 7.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#1a1a1a"]
+    assert text_colours([2.0], "viridis", (2.0, 2.0)) == ["#ffffff"]
+
+
+def test_a_flat_series_near_zero_gets_an_axis_a_reader_can_read():
+    """From mutation sampling: a flat loss of −0.002 is drawn on −0.052 … 0.048 (a pad of at least 0.05), not on
+    ±5 % of itself (−0.0021 … −0.0019: ticks of five significant digits around a line that means "nothing moved")."""
+    from workbench.figures import flat_range
+
+    assert flat_range(-0.002) == pytest.approx((-0.052, 0.048))
+    assert flat_range(-2.0) == pytest.approx((-2.1, -1.9))  # 5 % of a value past ±1
+
+
+def test_figure_video_of_a_long_run_has_about_120_frames_by_default(tmp_path):
+    """From mutation sampling: `figure video RUN --steps 240` without --every draws every 2nd step (steps // 120,
+    about 120 frames, as --help and the run's best.mp4 say): 121 frames, steps 0 … 240, not 61."""
+    store = RunStore(tmp_path / "runs")
+    run_search(SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=4, frames=2), iters=1, pop=2,
+                            seed=0), store)
+    run_id = store.list()[0]["id"]
+    assert main(["figure", "video", run_id, "--out", str(tmp_path / "v.gif"), "--runs", str(store.root),
+                 "--size", "16", "--steps", "240"]) == 0
+    assert Image.open(tmp_path / "v.gif").n_frames == 121
+
+
+def test_a_png_is_written_at_the_dpi_asked(tmp_path):
+    """From mutation sampling: `--dpi 150` (save(..., dpi=150)) gives a PNG of 150 dots per inch, its pixels in
+    proportion; the paper style's dpi is only the default (the flag was checked, then could be ignored unseen)."""
+    from workbench.figures import PAPER_STYLE, holoviews, save
+
+    hv = holoviews()
+    curve = hv.Curve(([0, 1, 2], [0.5, 0.25, 0.125]))
+    save(curve, tmp_path / "low.png", dpi=150)
+    save(curve, tmp_path / "default.png")
+    low, default = Image.open(tmp_path / "low.png"), Image.open(tmp_path / "default.png")
+    assert round(low.info["dpi"][0]) == 150 and round(default.info["dpi"][0]) == PAPER_STYLE["dpi"] != 150
+    assert abs(low.size[0] / 150 - default.size[0] / PAPER_STYLE["dpi"]) < 0.05  # the same inches

@@ -815,3 +815,12 @@ def test_bars_pooled_over_two_seeds_say_so_in_their_panel_title():
 
     assert titles(2) == ["brackets (mean ± std, 2 seeds)", "sort (mean ± std, 2 seeds)"]
     assert titles(1) == ["brackets", "sort"]
+
+
+def test_an_archives_score_ticks_sit_on_the_edges_of_its_cells():
+    """From mutation sampling: a 6-bin archive over scores 0 … 1 labels the cells' edges (cell i spans i − ½ …
+    i + ½), so "0" sits on the left edge of the first cell and "1" on the right edge of the last; a tick half a cell
+    over would put each score range one cell off, and "1" past the plot's edge."""
+    from workbench.dashboards.qd import _edge_ticks
+
+    assert _edge_ticks(6, 0.0, 1.0) == [(-0.5, "0"), (1.5, "0.33"), (3.5, "0.67"), (5.5, "1")]
