@@ -81,9 +81,8 @@ class Progress:
         error = getattr(result, "error_in_exec", None)
         if error is None or self._widgets is None:
             return
-        finished = bool(self.total) and self.done >= self.total
         ended_a_run = getattr(error, "stopped_run", None) or getattr(error, "failed_run", None)
-        if finished and not (ended_a_run and _last_called is not None and _last_called() is self):
+        if self.finished and not (ended_a_run and _last_called is not None and _last_called() is self):
             return  # its work was done before the error: a later line of the cell, or another bar's run
         bar, text = self._widgets
         stopped = isinstance(error, KeyboardInterrupt)
@@ -98,8 +97,13 @@ class Progress:
         parts.append(f"{time.monotonic() - self.started:.1f} s")
         return " · ".join(parts)
 
+    @property
+    def finished(self) -> bool:
+        """Whether the count has reached a known total."""
+        return bool(self.total) and self.done >= self.total
+
     def _show(self) -> None:
-        finished = bool(self.total) and self.done >= self.total
+        finished = self.finished
         if self._widgets is not None:
             bar, text = self._widgets
             bar.max, bar.value = max(self.total or 1, 1), min(self.done, max(self.total or 1, 1))

@@ -1618,7 +1618,8 @@ def _note_resume(exc: BaseException, run: Run, status: str) -> None:
         return
     # a run.json unreadable by now: the error itself is what counts; a second Ctrl-C here costs the note alone
     with contextlib.suppress(Exception, KeyboardInterrupt):
-        command, function = run.resume_cli, RESUME_FUNCTIONS.get(run.info.get("kind"))
+        info = run.info  # (read once: each read is run.json's)
+        command, function = _resume_cli(info, run.path.parent), RESUME_FUNCTIONS.get(info.get("kind"))
         if not (command and function):
             return
         module, name = function.rsplit(".", 1)
