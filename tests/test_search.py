@@ -674,34 +674,19 @@ def test_a_state_dict_is_a_snapshot_and_searches_made_from_one_go_on_independent
     assert np.array_equal(one.ask(), two.ask())
 
 
-def test_the_memory_available_is_the_smaller_of_the_machines_and_the_cgroups(tmp_path, monkeypatch):
+def test_the_memory_available_is_the_smaller_of_the_machines_and_the_cgroups(tmp_path):
     """From mutation sampling: a 4 GiB container on a machine with 64 GiB free may take 3 GiB more, not 64 (sizes
     the checks let through were then killed by the OOM killer); a cgroup limit above what the machine has left
-    does not raise it either. The machine's /proc and /sys files are faked, nothing else."""
-    import builtins
-    import pathlib
+    does not raise it either. The machine's /proc and cgroup files are written in folders of their own."""
+    from workbench.checks import available_memory
 
-    import workbench.checks as checks
-
-    fake = {"/proc/meminfo": tmp_path / "meminfo", "/proc/self/cgroup": tmp_path / "cgroup",
-            "/sys/fs/cgroup": tmp_path / "sys"}
-    (tmp_path / "sys").mkdir()
-    (tmp_path / "cgroup").write_text("0::/\n")
-    (tmp_path / "sys" / "memory.current").write_text(f"{2**30}\n")
-    (tmp_path / "sys" / "memory.stat").write_text("inactive_file 0\n")
-
-    def moved(path) -> str:
-        text = str(path)
-        for real, there in fake.items():
-            if text == real or text.startswith(real + "/"):
-                return str(there) + text[len(real):]
-        return text
-
-    read_text, is_file, real_open = pathlib.Path.read_text, pathlib.Path.is_file, builtins.open
-    monkeypatch.setattr(pathlib.Path, "read_text", lambda p, *a, **k: read_text(pathlib.Path(moved(p)), *a, **k))
-    monkeypatch.setattr(pathlib.Path, "is_file", lambda p: is_file(pathlib.Path(moved(p))))
-    monkeypatch.setattr(checks, "open", lambda p, *a, **k: real_open(moved(p), *a, **k), raising=False)
+    proc, cgroups = tmp_path / "proc", tmp_path / "sys"
+    (proc / "self").mkdir(parents=True)
+    cgroups.mkdir()
+    (proc / "self" / "cgroup").write_text("0::/\n")
+    (cgroups / "memory.current").write_text(f"{2**30}\n")
+    (cgroups / "memory.stat").write_text("inactive_file 0\n")
     for machine_free, limit, want in ((64 * 2**30, 4 * 2**30, 3 * 2**30), (2 * 2**30, 16 * 2**30, 2 * 2**30)):
-        (tmp_path / "meminfo").write_text(f"MemTotal: 1 kB\nMemAvailable: {machine_free // 1024} kB\n")
-        (tmp_path / "sys" / "memory.max").write_text(f"{limit}\n")
-        assert checks.available_memory() == want
+        (proc / "meminfo").write_text(f"MemTotal: 1 kB\nMemAvailable: {machine_free // 1024} kB\n")
+        (cgroups / "memory.max").write_text(f"{limit}\n")
+        assert available_memory(proc, cgroups) == want

@@ -87,14 +87,15 @@ def texts(value: object, flag: str) -> list[str]:
     return list(value)
 
 
-def available_memory() -> int | None:
+def available_memory(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Bytes the OS can hand out without swapping (Linux's MemAvailable), less where the process' cgroup (a
     container, a batch job's slot) allows less; None where the OS does not say. Checks of sizes a run would
     allocate use it: with no swap, a run too big for the machine was killed (or segfaulted in BLAS) after its
-    folder was made, taking memory from everything else on the way."""
+    folder was made, taking memory from everything else on the way. proc, cgroups: where /proc and the cgroup
+    file systems are mounted."""
     free = None
     try:
-        with open("/proc/meminfo") as f:
+        with open(proc / "meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     free = int(line.split()[1]) * 1024
@@ -102,10 +103,10 @@ def available_memory() -> int | None:
     except OSError:
         pass
     try:
-        own = Path("/proc/self/cgroup").read_text()
+        own = (proc / "self" / "cgroup").read_text()
     except OSError:
         return free
-    room = cgroup_headroom(own, Path("/sys/fs/cgroup"))
+    room = cgroup_headroom(own, cgroups)
     return room if free is None else free if room is None else min(free, room)
 
 
