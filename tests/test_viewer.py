@@ -224,3 +224,15 @@ def test_view_without_a_display_is_one_error_naming_what_to_do(env, message):
                           text=True, timeout=120, env={**clean, **env})
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "workbench render" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("flags", "size"), [(["--window", "96"], 96), ([], 512),
+                                             (["--window", "96", "--render-size", "40"], 40)])
+def test_view_renders_at_the_render_size_else_the_window_up_to_512(tmp_path, flags, size):
+    """`workbench view`'s frames (and so its snapshots) are --render-size pixels, else the window's, 512 at most."""
+    from workbench.cli import build_parser
+    from workbench.cli.sim import viewer_model
+
+    model = viewer_model(build_parser().parse_args(["view", "gol", "--out-dir", str(tmp_path), *flags]))
+    assert model.render_size == size
+    assert model.frame().shape == (size, size, 3)

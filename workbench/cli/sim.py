@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.cli.common import (
     FRAME_SIZE,
@@ -17,6 +18,9 @@ from workbench.cli.common import (
     video_arguments,
     whole,
 )
+
+if TYPE_CHECKING:
+    from workbench.viewer import ViewerModel
 
 MAX_WINDOW = 16384  # SDL's largest window ("Window is too large" above it, after the kernels were built)
 
@@ -45,9 +49,20 @@ def _note_seed(args, sub) -> None:
         say("note", f"{sub.name} starts from one fixed initial state: --seed {args.seed} changes nothing")
 
 
+def viewer_model(args) -> ViewerModel:
+    """The viewer's model for `workbench view`'s arguments: frames rendered at --render-size, else at the
+    window's size up to 512 (a larger render costs each frame and the window scales it up anyway)."""
+    from workbench.viewer import ViewerModel
+
+    sub = _substrate(args)
+    _note_seed(args, sub)
+    return ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
+                       render_size=args.render_size or min(args.window, 512))
+
+
 def cmd_view(args) -> int:
     from workbench.checks import check_writable, file_above
-    from workbench.viewer import ViewerModel, check_display, run_viewer
+    from workbench.viewer import check_display, run_viewer
 
     # found now, not at the first `s` (the error ended the session)
     if Path(args.out_dir).is_file():
@@ -59,10 +74,7 @@ def cmd_view(args) -> int:
     check_writable(args.out_dir, "--out-dir", "give a writable folder for the saved PNGs", within=True,
                    given=args.out_dir)
     check_display()  # before the substrate's kernels compile
-    sub = _substrate(args)
-    _note_seed(args, sub)
-    model = ViewerModel(sub, _theta(args, sub), seed=args.seed, out_dir=Path(args.out_dir),
-                        render_size=args.render_size or min(args.window, 512))
+    model = viewer_model(args)
     try:
         run_viewer(model, window=args.window, max_frames=args.frames)
     finally:  # Ctrl-C too: the snapshots taken are said
