@@ -45,7 +45,7 @@ import hashlib
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -498,14 +498,11 @@ def adapt(cfg: AdaptConfig | None, store: RunStore | str | Path, resume: str | N
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES)
-        from workbench.lm.models import check_run_model
+        from workbench.lm.models import reopen_with_model
 
-        moved = check_run_model(run, "experts adapt", model)  # a moved model: where it is now, or how to go on
-        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
+        run, cfg, state, moved = reopen_with_model(store, run, KIND, "experts adapt", model, read_config)
         if run.info.get("status") == "done" and moved is None:
             return run
-        if moved is not None:  # (a finished run's model is checked on the CPU: its device may be on another machine)
-            cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
         experts = read_experts(_input_copies(run), cfg.target)
     elif cfg is None:
         raise ValueError("give an AdaptConfig or resume=RUN_ID")

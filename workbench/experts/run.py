@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -238,14 +238,11 @@ def train_expert(cfg: ExpertRunConfig | None, store: RunStore | str | Path, resu
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
-        from workbench.lm.models import check_run_model
+        from workbench.lm.models import reopen_with_model
 
-        moved = check_run_model(run, "experts train", model)  # a moved model: where it is now, or how to go on
-        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
+        run, cfg, state, moved = reopen_with_model(store, run, KIND, "experts train", model, read_config)
         if run.info.get("status") == "done" and moved is None:
             return run
-        if moved is not None:  # (a finished run's model is checked on the CPU: its device may be on another machine)
-            cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
         if state is not None and "trainer" not in state and run.info.get("status") != "done":
             raise RunError(f"the checkpoint of run {run.id!r} holds no expert trainer; start a new run instead")
     elif cfg is None:

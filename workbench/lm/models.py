@@ -289,6 +289,22 @@ def check_run_model(run, command: str, model: str | None = None) -> str | None:
                    "(the same model, checked by its weights), or put it back there")
 
 
+def reopen_with_model(store, run, kind: str, command: str, model: str | None, read_config):
+    """A resume of `workbench COMMAND` (a language-model run of `kind`: experts train and adapt, namm train) reopened
+    with its model found: check_run_model first (a moved model refused before the run is held), then the store's
+    reopen; a model given at a new place (`model`, the resume's --model) is in the config returned, on the CPU for a
+    finished run (its device may be another machine's: its model is only checked). Returns (run, config, state,
+    moved), `moved` check_run_model's path or None; a finished run with no model to check (`moved` None) goes no
+    further."""
+    from dataclasses import replace
+
+    moved = check_run_model(run, command, model)  # a moved model: where it is now, or how to go on
+    run, cfg, state = store.reopen(run.id, read_config, kinds=(kind,))
+    if moved is not None:
+        cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
+    return run, cfg, state, moved
+
+
 def check_resumed_model(run, model: str | None, key: str) -> None:
     """Once a resume has loaded its model, whose weights' key (each kind's own: workbench.experts.model.weights_key
     of what it adapts) is `key`: refuse another model than the run's (its run.json's model_key; a run from before

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,14 +136,11 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
     if resume is not None:
         run = store.open(resume)
         check_resume(run, KIND, given or {}, names=FLAGS, predates=PREDATES, fixed=FIXED)
-        from workbench.lm.models import check_run_model
+        from workbench.lm.models import reopen_with_model
 
-        moved = check_run_model(run, "namm train", model)  # a moved model: where it is now, or how to go on
-        run, cfg, state = store.reopen(run.id, read_config, kinds=(KIND,))
+        run, cfg, state, moved = reopen_with_model(store, run, KIND, "namm train", model, read_config)
         if run.info.get("status") == "done" and moved is None:
             return run
-        if moved is not None:  # (a finished run's model is checked on the CPU: its device may be on another machine)
-            cfg = replace(cfg, model=moved, **({"device": "cpu"} if run.info.get("status") == "done" else {}))
         if state is not None and "cma" not in state and run.info.get("status") != "done":
             raise RunError(f"the checkpoint of run {run.id!r} holds no NAMM search; start a new run instead")
     elif cfg is None:
