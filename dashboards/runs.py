@@ -41,13 +41,21 @@ from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
 #: the Runs table's columns: what a run is and its best first (at a laptop's 1366 px the best came after done and unit,
 #: off to the right; the id stays at the left when the table scrolls), then how far it went, the note, the time
 #: created. "done" counts what a run's users count (a CycleQD run's generations, the others' iterations), "unit"
-#: says which
+#: says which (in the data; the page's table hides it and says so on the done header: DONE_TOOLTIP)
 COLUMNS = ["id", "kind", "what", "status", "metric", "best", "done", "unit", "note", "created"]
-NOTE_WIDTH = 180  # px: the table's note column, its text wrapped
-#: px: the id column, the id wrapped at its hyphens: "20261206-181940-" above "illumination-particle_lenia-s3" (on one
-#: line the id took 304 of the 883 px a 1280 px window's main area has, and the columns after "best" were off to the
-#: right); the id copies whole, as one word
-ID_WIDTH = 240
+#: px: the widths of the Runs table's wrapped columns, all ten in the 969 px a 1366 px window's main area has, and
+#: through the note in a 1280 px window's 883 (at their own widths they were 1,545 px with every kind of run: a
+#: merge's what 437, the id 240, "validation accuracy ↑" 139, the unit 82, the time 139; the columns after "best"
+#: were off to the right). The id wrapped at its hyphens: "20261206-181940-" above "illumination-" above
+#: "particle_lenia-s3" (on one line it took 304 px); it copies whole, as one word. The time created: its date above
+#: its time
+NOTE_WIDTH = 140
+ID_WIDTH = 140
+WHAT_WIDTH = 150
+METRIC_WIDTH = 90
+CREATED_WIDTH = 95
+#: the done header's tooltip: what its numbers count (the hidden unit column's word for each run)
+DONE_TOOLTIP = "iterations done; a CycleQD (qd) run's generations"
 HIGHER = ("higher", "max", "maximize")  # values of a catalog row's `better` meaning higher is better
 THUMB = 224  # thumbnail side in pixels
 MAX_COMPARED = 8  # runs compared at once (a legend and a settings table stay readable)
@@ -160,8 +168,8 @@ class RunsModel(param.Parameterized):
         (runs.KIND_COLUMNS, the values `workbench runs list` shows: "lenia · clip · cma", "ties · a+b", "add ·
         svf"; the table had substrate and FM columns, which held a merge's method, an expert's task and adapter),
         the best score in the run's own metric and direction (the card's; a CycleQD run's best_loss is its QD
-        score negated, which the table showed under best_loss); the note before the time created (at a laptop's
-        width the table's last columns are off to the right), which is to the second, as the card's. Newest first,
+        score negated, which the table showed under best_loss); the note before the time created (in a 1280 px
+        window the one column off to the right), which is to the second, as the card's. Newest first,
         as the gallery (it listed the oldest first)."""
         rows = [{**r, **_done(r), **_best(r), "what": what_text(r), "note": r.get("note") or "",
                  "created": str(r.get("created") or "")[:19].replace("T", " ")} for r in reversed(self._rows)]
@@ -688,11 +696,17 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     count = pn.pane.Markdown("", margin=(0, 10))
     # the best to four decimals at most, as near the cards' four digits as a column allows (it showed six); a note
     # wrapped in a column of its own width (one long note made its column 500 px wide and the table scroll far)
+    # every column in a laptop's main area (COLUMNS, the widths above): what, the metric and the time wrapped too,
+    # the unit on the done header (what = a merge's models: a path with no hyphen breaks anywhere rather than be cut)
+    wrapped = {"type": "textarea"}
     table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right"),
-                                             "note": {"type": "textarea"}, "id": {"type": "textarea"}},
-                                 widths={"note": NOTE_WIDTH, "id": ID_WIDTH})
+                                             **dict.fromkeys(["id", "what", "metric", "note", "created"], wrapped)},
+                                 widths={"note": NOTE_WIDTH, "id": ID_WIDTH, "what": WHAT_WIDTH,
+                                         "metric": METRIC_WIDTH, "created": CREATED_WIDTH},
+                                 hidden_columns=["unit"], header_tooltips={"done": DONE_TOOLTIP},
+                                 stylesheets=['.tabulator-cell[tabulator-field="what"] { overflow-wrap: anywhere; }'])
 
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""

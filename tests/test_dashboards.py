@@ -2368,10 +2368,41 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
     for run in (gone, stays):
         run.update(status="done", best_loss=0.123456789)
     gone.set_note("a long note on the run, of the kind a researcher writes down to find it again weeks later " * 2)
+    # a run of every other kind as its command describes it: the table's widest values (a merge's models, an
+    # experts run's "validation accuracy ↑", a long id)
+    for kind, substrate, fm, config, metric, name in (
+            ("illuminate", "particle_lenia", "clip", {"algorithm": "sep-cma-es"}, "loss",
+             "illumination-particle_lenia"),
+            ("merge", "dare_ties", "Qwen2.5-1.5B-Instruct-math+Qwen2.5-1.5B-Instruct-code",
+             {"method": "dare_ties", "models": ["Qwen2.5-1.5B-Instruct-math", "Qwen2.5-1.5B-Instruct-code"]},
+             "fitness", None),
+            ("qd", "elite+svd", "brackets+sort+copy",
+             {"tasks": ["brackets", "sort", "copy"], "sampling": "elite", "mutation": "svd"}, "qd_score", None),
+            ("experts", "gsm8k", "svf", {}, "val_accuracy", None),
+            ("adapt", "arc_easy", "gsm8k+mbpp+arc_easy", {}, "accuracy", None),
+            ("namm", "brackets+sort", "Qwen2.5-0.5B-Instruct", {}, "fitness", None)):
+        store.create(kind, substrate, fm, config, 3, metric=metric, name=name).update(
+            status="done", best_loss=-0.6875 if metric != "loss" else 0.5, iterations=1000)
     with serving(str(store.root), tmp_path / "serve.log") as url, _browse(browser, f"{url}/runs", request) as page:
         page.locator(f'.gallery .run[data-run="{gone.id}"]').wait_for(timeout=60000)
         page.locator(".bk-tab", has_text="Table").click()
         page.locator(".tabulator-row").first.wait_for(timeout=30000)
+        # every column in a laptop's 1366 px window, and through the note in a 1280 px one (the table was 1,545 px
+        # wide in a 969 px main area: the columns after "best" were off to the right)
+        holder = page.locator(".tabulator-tableholder")
+        fits = "e => e.scrollWidth <= e.clientWidth + 1"
+        page.set_viewport_size({"width": 1366, "height": 800})
+        deadline = time.monotonic() + 10  # the table lays itself out again after the resize
+        while not holder.evaluate(fits) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert holder.evaluate(fits), holder.evaluate("e => [e.scrollWidth, e.clientWidth]")
+        wide = holder.evaluate("e => e.clientWidth")
+        page.set_viewport_size({"width": 1280, "height": 800})
+        deadline = time.monotonic() + 10
+        while holder.evaluate("e => e.clientWidth") >= wide and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        note_head, room = page.locator('.tabulator-col[tabulator-field="note"]').bounding_box(), holder.bounding_box()
+        assert note_head["x"] + note_head["width"] <= room["x"] + room["width"] + 1, (note_head, room)
         # a long note wraps in a column of its own width, all of it shown (its column was as wide as the note)
         from workbench.dashboards.runs import NOTE_WIDTH
 
@@ -2383,7 +2414,6 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
         best = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="best"]')
         assert best.inner_text().strip() == "0.1235"
         # scrolled to the note and the time created, the id stays at the left
-        holder = page.locator(".tabulator-tableholder")
         holder.evaluate("e => e.scrollLeft = e.scrollWidth")
         page.wait_for_timeout(300)
         cell = page.locator(".tabulator-row", has_text=stays.id).locator('.tabulator-cell[tabulator-field="id"]')
