@@ -1,6 +1,7 @@
 """Searches end to end through the run store and the CLI: files, catalog, resume after a real kill, resume
 checks (kind, contradicting flags), run-id prefixes, heartbeat and interrupted runs."""
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ from procs import kill_after, run_command
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.cli import main
-from workbench.runs import RunError, RunStore, write_json
+from workbench.runs import RunError, RunStore, effective_status, write_json
 
 
 def test_target_search_writes_a_complete_run(tmp_path, capsys):
@@ -650,6 +651,95 @@ def test_a_run_being_resumed_is_refused_to_every_other_resume(tmp_path):
     assert store.list()[0]["status"] == "stopped"
     assert run_search(None, store, resume=run.id).status == "done"  # its loop let go of it at the end
     assert store.reopen(run.id, dict)[0].status == "done"
+
+
+def test_a_new_run_is_held_from_its_creation_to_the_end_of_its_loop(tmp_path):
+    """A run function's new run holds the claim a resume holds, from its folder to the end of its loop: where its
+    run.json's pid check is fooled (a container's own pid namespace, a recycled pid) or its heartbeat is late (a
+    long generation on another host), so that the run reads as interrupted, no resume and no removal takes it
+    from under its live process. The loop's end lets go of it."""
+    store = RunStore(tmp_path)
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=2, pop=2)
+    outcomes = []
+
+    def others(run) -> None:
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        run.update(pid=gone.pid)  # as another process reads it whose pid check is fooled
+        outcomes.append(store.open(run.id).status)
+        for attempt in (lambda: store.reopen(run.id, dict)[0].release(), lambda: store.remove(run.id)):
+            try:
+                attempt()
+                outcomes.append("not refused")
+            except RunError as exc:
+                outcomes.append(str(exc))
+
+    run = run_search(cfg, store, on_start=others)
+    assert run.status == "done" and run.info["iterations"] == 2
+    assert outcomes[0] == "resuming" and f"is being resumed by pid {os.getpid()} on " in outcomes[1], outcomes
+    assert f"is held by another process (a resume) (pid {os.getpid()} on " in outcomes[2], outcomes
+    assert store.reopen(run.id, dict)[0].status == "done"  # let go
+    assert store.remove(run.id) == run.id
+
+
+CREATE_A_RUN = """
+import sys
+from workbench.asal.driver import SearchConfig, run_search
+from workbench.asal.evaluate import EvalConfig
+
+def on_iteration(done, total, row):
+    if done == 1:
+        print("iterating", flush=True)
+        sys.stdin.read()  # a long generation: the process lives, its heartbeat waits until the test closes stdin
+
+cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=2, pop=2)
+run = run_search(cfg, sys.argv[1], on_start=lambda r: print(r.id, flush=True), on_iteration=on_iteration)
+print(run.status, flush=True)
+"""
+
+
+def _own_pid_namespace() -> list[str] | None:
+    """The command prefix that starts a process in a pid namespace of its own (as a container does), or None."""
+    prefix = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+    if shutil.which("unshare") is None or sys.platform != "linux":
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        if subprocess.run([*prefix, "true"], capture_output=True, timeout=30).returncode == 0:
+            return prefix
+    return None
+
+
+def test_a_new_run_in_a_container_is_neither_resumed_nor_removed_from_another(tmp_path):
+    """Two real processes: a run created in a pid namespace of its own (a container sharing the run store) records
+    a pid that means another process, or none, outside it; there its run read as interrupted while it ran. Its
+    claim, held from its creation, says it runs and refuses the resume and the removal that took it from under its
+    process (whose next write then failed: its folder was gone)."""
+    prefix = _own_pid_namespace()
+    if prefix is None:
+        pytest.skip("no unshare with user and pid namespaces here")
+    creator = subprocess.Popen([*prefix, sys.executable, "-c", CREATE_A_RUN, str(tmp_path)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = creator.stdout.readline().strip()
+        assert creator.stdout.readline().strip() == "iterating", run_id
+        store = RunStore(tmp_path)
+        run = store.open(run_id)
+        assert effective_status(run.info) == "interrupted"  # the pid check, fooled: pid 1 is another process here
+        assert run.status == "running" and run.resume_command is None  # its claim's holder is run.json's process
+        assert store.list()[0]["status"] == "running"
+        with pytest.raises(RunError, match=r"is still running \(pid 1 on .*\); stop it before resuming it"):
+            store.reopen(run_id, dict)
+        with pytest.raises(RunError, match=r"is running \(pid 1 on .*\): stop it first"):
+            store.remove(run_id)
+        rm = _short("runs", "rm", run_id, "--yes", "--runs", str(tmp_path), cwd=tmp_path)
+        assert rm.returncode == 2 and f"run {run_id} is running (pid 1 on " in rm.stderr, rm.stderr
+    finally:
+        creator.stdin.close()
+        out = creator.stdout.read()
+        creator.wait(timeout=120)
+        creator.stdout.close()
+    assert creator.returncode == 0 and out.split() == ["done"], out
+    assert store.open(run_id).status == "done" and store.remove(run_id) == run_id  # its loop let go of it
 
 
 def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resumed(tmp_path):

@@ -21,7 +21,8 @@ code. Checkpoints of older versions (checkpoint.pkl) are refused unless the call
 A running process writes a heartbeat into run.json (time, pid, host) every iteration; a run whose
 run.json says "running" but whose process is gone (or, on another host, whose heartbeat is stale) is
 reported as "interrupted", with the command that resumes it. A process resuming a run holds
-.resume.lock (flock) from the moment it reopens the run to the end of its loop; another resume is refused.
+.resume.lock (flock) from the moment it reopens the run to the end of its loop, and a run function's new run
+from its creation to the end of its loop; another resume, and a removal, is refused.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ KIND_COLUMNS = {"target": ("substrate", "fm", "algorithm"), "openended": ("subst
 #: A run on another host whose heartbeat is older than this (seconds) is taken for interrupted.
 STALE_AFTER = 600.0
 RESUMABLE = ("interrupted", "stopped", "failed")
-CLAIM_FILE = ".resume.lock"  # flock'ed by the process resuming the run (Run.claim)
+CLAIM_FILE = ".resume.lock"  # flock'ed by the process resuming the run, or running it from its creation (Run.claim)
 #: a run's note, the researcher's own words on it (Run.set_note): a file of its own, which the run's process never
 #: writes (run.json is rewritten by it at every heartbeat: a note written there could be lost)
 NOTE_FILE = "note.txt"
@@ -109,6 +110,13 @@ _CLAIMS: contextvars.ContextVar[list | None] = contextvars.ContextVar("workbench
 
 def _HERE() -> str:  # noqa: N802 - reads as the holder's description
     return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+def _holder_runs_it(info: dict, holder: str) -> bool:
+    """Whether a run's claim is held by the process its run.json says runs it (a new run's loop, or a resume's once
+    its loop began): "running", where its pid check is fooled (a container's own pid namespace, a recycled pid) or
+    its heartbeat is late, rather than "resuming" (a resume setting up, which writes its pid when its loop starts)."""
+    return info.get("status") == "running" and holder == f"pid {info.get('pid')} on {info.get('host')}"
 
 
 def releases_claims(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -572,8 +580,10 @@ class Run:
         after its set-up (models loaded, inputs copied), so until then the catalog would say "stopped" and offer
         a resume that is then refused."""
         status = effective_status(info)
-        if status in RESUMABLE and self._claim is None and self._claimed_by() is not None:
-            return "resuming"
+        if status in RESUMABLE and self._claim is None:
+            holder = self._claimed_by()
+            if holder is not None:
+                return "running" if _holder_runs_it(info, holder) else "resuming"
         return status
 
     @property
@@ -740,7 +750,16 @@ class Run:
         other = _CLAIMED.get(key)
         return other is not None and other is not self and other._claim is not None
 
+    def _runs_it(self, holder: str) -> bool:
+        """_holder_runs_it for this run's run.json (False where it does not read: a run being created has none)."""
+        try:
+            return _holder_runs_it(self.info, holder)
+        except RunError:
+            return False
+
     def _claimed_message(self, holder: str) -> str:
+        if self._runs_it(holder):
+            return f"run {self.id!r} is still running ({holder}); stop it before resuming it"
         return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
                 f"before resuming it again")
 
@@ -1186,7 +1205,8 @@ class RunStore:
         -> file: inputs/<name>, hashed in run.json under inputs[key], Run.input_path), copied before run.json is
         written: a run is never listed, resumable, without them (a kill between the run.json and a later copy left one
         whose resume was refused). setup(folder): more such files, made before run.json too; it returns the run.json
-        fields that record them (an adapt run's copies of its experts).
+        fields that record them (an adapt run's copies of its experts). Inside a run function (releases_claims) the
+        run comes back claimed (Run.claim), as a resume's does: its loop's end (or its set-up's failure) lets go.
 
         Raises:
             ValueError: a metric that is not one of METRICS; a store whose name is not UTF-8 text.
@@ -1212,6 +1232,8 @@ class RunStore:
                 continue
         run = Run(path)
         try:
+            if _CLAIMS.get() is not None:  # a run function's (releases_claims) new run: held from its creation to
+                run.claim()  # the end of its loop, as a resume's is, so no resume or removal takes it meanwhile
             copies = {key: _copy_input(path, Path(source)) for key, source in (inputs or {}).items()}
             recorded = setup(path) if setup is not None else {}
             write_json(path / "run.json", {
@@ -1226,6 +1248,7 @@ class RunStore:
                 **_now(), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **({"inputs": copies} if copies else {}), **recorded, **heartbeat()})
         except BaseException:  # a config that cannot be written: no folder without a run.json is left behind
+            run.release()  # (a traceback that keeps the Run must not hold the id, which the next run may reuse)
             shutil.rmtree(path, ignore_errors=True)
             raise
         return run
@@ -1287,8 +1310,10 @@ class RunStore:
         try:
             run.claim()  # from here no resume can start
         except RunError:
-            raise RunError(f"run {run.id} is held by {run._claimed_by() or 'another process'} (a resume): wait "
-                           "for it to end, or stop it, then remove the run") from None
+            holder = run._claimed_by() or "another process"
+            what = "running" if run._runs_it(holder) else "held by another process (a resume)"
+            raise RunError(f"run {run.id} is {what} ({holder}): wait for it to end, or stop it, then remove the "
+                           "run") from None
         trash = self.root / f".removing-{run.id}-{os.getpid()}"
         try:
             os.replace(run.path, trash)
@@ -1355,7 +1380,7 @@ class RunStore:
             running = False
         holder = run._claimed_by() if run._claim is None else None
         if running or holder:
-            status = "running" if running else "held by another process (a resume)"
+            status = "running" if running or _holder_runs_it(info, holder) else "held by another process (a resume)"
             by = holder or (f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None
                             else "another process")
             raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "
