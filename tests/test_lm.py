@@ -151,6 +151,61 @@ def test_harness_scores_an_oracle(monkeypatch):
         assert evaluate(_Oracle(tok, examples, padded=wrong), tok, [task], n=20, batch_size=7)[task] == expected
 
 
+class _Echo(torch.nn.Module):
+    """A teacher-forced stand-in: its argmax at every position is the next input token, except that it never
+    predicts the end token when `eos` is False (it would run on after the answer)."""
+
+    def __init__(self, tok, eos=True):
+        super().__init__()
+        self.n, self.eos, self.eos_id = len(tok), eos, tok.eos_token_id
+
+    def forward(self, input_ids):
+        nxt = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], dim=1)
+        if not self.eos:
+            nxt = nxt.masked_fill(nxt == self.eos_id, self.eos_id + 1)
+        return type("O", (), {"logits": torch.nn.functional.one_hot(nxt, self.n).float()})()
+
+
+def test_forced_scoring_counts_the_end_token():
+    """"forced" counts a prompt right only when the answer AND the end token are the argmax: an answer the model
+    would run on from is wrong, as greedy decoding finds it."""
+    from workbench.lm.evaluation import HeldoutSets
+
+    tok = T.make_tokenizer()
+    sets = HeldoutSets(tok, ["add", "brackets"], n=16, batch_size=5)
+    assert sets.score(_Echo(tok), "forced") == {"add": 1.0, "brackets": 1.0}
+    assert sets.score(_Echo(tok, eos=False), "forced") == {"add": 0.0, "brackets": 0.0}
+
+
+class _Positions(torch.nn.Module):
+    """Records the positions and mask widths the decoding loop feeds; always 'generates' token 5 (never eos)."""
+
+    def __init__(self):
+        from transformers import LlamaConfig
+
+        super().__init__()
+        self.config = LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                  num_attention_heads=1)
+        self.seen = []
+
+    def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache):
+        self.seen.append((position_ids.tolist(), attention_mask.shape[1]))
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], 8)
+        logits[..., 5] = 1.0
+        return type("O", (), {"logits": logits})()
+
+
+def test_greedy_positions_continue_each_prompt_after_left_padding():
+    """Each decoding step's position is the previous one + 1, counted over the real tokens of its row."""
+    from workbench.lm.evaluation import greedy
+
+    model = _Positions()
+    out = greedy(model, [[3, 4, 3], [3, 4, 3, 4, 3]], 4, pad_id=0, eos_id=2)
+    assert out == [[5, 5, 5, 5]] * 2
+    assert model.seen == [([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]], 5), ([[3], [5]], 6), ([[4], [6]], 7),
+                          ([[5], [7]], 8)]
+
+
 def _digests(path):
     return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*.safetensors"))}

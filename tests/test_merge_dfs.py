@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.masking_utils import create_causal_mask
 
 from workbench.merge.dfs import DFSRecipe, build_dfs_model
-from workbench.merge.genome import LINEAR_WEIGHT_MIN, DFSGenome, PSGenome
+from workbench.merge.genome import DENSITY_MIN, LINEAR_WEIGHT_MIN, DFSGenome, PSGenome
 from workbench.merge.search import RecipeCMA
 
 
@@ -90,6 +90,8 @@ def test_dfs_recipe_json_round_trip_and_errors(tmp_path, pair):
         DFSRecipe(["a", "b"], 3, 2, [1.0] * 5)
     with pytest.raises(ValueError, match="finite"):
         DFSRecipe(["a", "b"], 3, 1, [1.0] * 6, np.full((6, 6), np.nan).tolist())
+    with pytest.raises(ValueError, match="outside 0..2"):  # layers 0 … L − 1
+        DFSRecipe(["a", "b"], 3, path=[{"model": "b", "layer": 3}])
     with pytest.raises(ValueError, match="not given"):
         build_dfs_model(DFSRecipe.identity(["a", "c"], 3), pair)
     with pytest.raises(ValueError, match="empty"):
@@ -144,10 +146,18 @@ def test_ps_genome_decodes_to_per_group_filters():
     assert (linear.bounds()[:, 0] == LINEAR_WEIGHT_MIN).all() and (g.bounds()[: g.size // 2, 0] == 0).all()
     w, _ = linear.split(np.zeros(linear.size))
     assert (w == LINEAR_WEIGHT_MIN).all()
+    # every density gene is floored at DENSITY_MIN (mergekit's density lives in (0, 1]), every weight at 0
+    assert (g.bounds()[g.size // 2:, 0] == DENSITY_MIN).all() and (g.bounds()[:, 1] == 1).all()
     with pytest.raises(ValueError, match="methods"):
         PSGenome(["a"], 4, "slerp_ish")
     with pytest.raises(ValueError, match="base"):
         PSGenome(["a"], 4, "ties")
+
+
+def test_dfs_genome_starts_from_the_first_models_own_path():
+    g = DFSGenome(["a", "b"], 3, r=2)
+    assert g.recipe(g.initial()).steps() == DFSRecipe.identity(["a", "b"], 3, r=2).steps()
+    assert [(s.model, s.layer, s.scale) for s in g.recipe(g.initial()).steps()] == [("a", i, 1.0) for i in range(3)]
 
 
 def test_cma_search_minimises_and_resumes_bit_for_bit():

@@ -48,6 +48,12 @@ def test_ties_candidates_read_their_thresholds_from_the_contexts_cache(quick_zoo
     assert used[0] > 0 and used[0] == used[1] == used[2]
 
 
+def test_the_loss_is_minus_the_task_weighted_mean_accuracy():
+    """--task-weights weigh the mean: the fitness CMA-ES and the run's charts see is −Σ wk·acck / Σ wk."""
+    cfg = EvolveConfig(zoo="z", models=["add", "sort"], task_weights=[1, 3])
+    np.testing.assert_allclose(cfg.loss(np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])), [-0.25, -0.75, -0.5])
+
+
 @pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "dfs"])
 def test_evolve_writes_a_complete_run(tmp_path, quick_zoo, method):
     weights = [1.0, 3.0] if method == "task_arithmetic" else [1.0, 1.0]  # one run weighs its tasks

@@ -115,6 +115,45 @@ def test_bf16_inputs_keep_dtype():
     assert out.dtype == torch.bfloat16
 
 
+def test_slerp_anti_colinear_falls_back_to_lerp():
+    """|dot| > 0.9995 on either side: opposite vectors (θ = π, sin θ ≈ 0) lerp too, as mergekit does."""
+    a = torch.randn(50, generator=torch.Generator().manual_seed(2))
+    out = merge_tensors([a, -2 * a], "slerp", parameters={"t": 0.25}, base_index=0)
+    torch.testing.assert_close(out, 0.25 * a)
+    theirs = mk_merge_tensors([a, -2 * a], "slerp", parameters={"t": 0.25}, base_index=0)
+    assert rel_err(out, theirs) <= 1e-5
+
+
+def test_ties_trim_keeps_tied_magnitudes_in_index_order():
+    """Among magnitudes tied at the threshold the trim keeps the first ones (module doc: ties in index order)."""
+    base = torch.zeros(8)
+    tau = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 3.0])
+    out = merge_tensors([base, tau], "ties", parameters={"weight": 1.0, "density": 0.5}, base_index=0)
+    torch.testing.assert_close(out, torch.tensor([1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 3.0]))
+
+
+def test_task_arithmetic_normalizes_by_a_negative_weight_sum_as_mergekit():
+    """normalize divides by Σw whatever its sign; only |Σw| < 1e-8 is left undivided."""
+    ts = inputs((5, 4))
+    params = {"weight": [-0.3, -0.5], "normalize": True}
+    ours = merge_tensors(ts, "task_arithmetic", parameters=params, base_index=0)
+    theirs = mk_merge_tensors(ts, "task_arithmetic", parameters=params, base_index=0)
+    assert rel_err(ours, theirs) <= 1e-5
+    torch.testing.assert_close(ours - ts[0], ((ts[1] - ts[0]) * 0.3 + (ts[2] - ts[0]) * 0.5) / 0.8)
+
+
+@pytest.mark.parametrize("method", ["ties", "dare_ties"])
+def test_sign_election_ties_go_to_plus(method):
+    """s = sign(Σ wn·τ̃n) with + where the sum is exactly 0 (mergekit: majority sign = sum >= 0)."""
+    base = torch.zeros(3)
+    a = torch.tensor([1.0, 2.0, -0.5])
+    ts = [base, a, -a]
+    params = {"weight": 1.0, "density": 1.0}
+    out = merge_tensors(ts, method, parameters=params, base_index=0)
+    torch.testing.assert_close(out, torch.tensor([1.0, 2.0, 0.5]))
+    torch.testing.assert_close(out, mk_merge_tensors(ts, method, parameters=params, base_index=0))
+
+
 # ----------------------------------------------------------------------------------------------------- DARE
 
 
@@ -237,6 +276,7 @@ def test_dare_ties_sign_election():
         (dict(method="ties", parameters={"weight": 1, "rescale_norm": "l2"}, base_index=0), "rescale_norm"),
         (dict(method="linear", parameters={"weight": [1, -1, 0]}), "sum to 0"),
         (dict(method="ties", parameters={"weight": 1, "normalize": "maybe"}, base_index=0), "true or false"),
+        (dict(method="ties", parameters={"weight": 1}, base_index=3), "base_index 3 out of range for 3 inputs"),
     ],
 )
 def test_bad_input_errors(kwargs, match):
@@ -313,6 +353,16 @@ def test_state_dicts_match_mergekit_scalar_params(method):
     assert list(ours) == list(theirs)
     for k in ours:
         assert rel_err(ours[k], theirs[k]) <= 1e-5, k
+
+
+def test_state_dicts_default_density_is_one_as_mergekit():
+    """A TIES merge whose recipe sets no density keeps every entry (mergekit's default density 1.0)."""
+    models = {"base": tiny(0), "a": tiny(1), "b": tiny(2)}
+    ours = merge_state_dicts(models, "ties", base="base", parameters={"weight": 0.6})
+    dense = merge_state_dicts(models, "ties", base="base", parameters={"weight": 0.6, "density": 1.0})
+    theirs = mk_merge_state_dicts(models, "ties", base="base", parameters={"weight": 0.6})
+    for k in ours:
+        assert torch.equal(ours[k], dense[k]) and rel_err(ours[k], theirs[k]) <= 1e-5, k
 
 
 def test_state_dict_gradient_filter_precedence_by_hand():
@@ -398,6 +448,16 @@ def test_analysis_helpers():
     kept = dare_kept_fraction(base, experts, 0.3, seed=1)
     assert abs(kept["model.embed_tokens"]["a"] - 0.3) < 0.05
     assert dare_kept_fraction(base, experts, 1.0)["layers.0"]["b"] == 1
+
+
+def test_dare_kept_fraction_counts_only_nonzero_task_vector_entries():
+    """The kept fraction is over the entries τ changed (an untouched weight is not 'dropped')."""
+    base = {"w": torch.zeros(4000)}
+    tau = torch.zeros(4000)
+    tau[2000:] = 1.0
+    expert = {"a": {"w": tau}}
+    assert dare_kept_fraction(base, expert, 1.0)["w"]["a"] == 1.0
+    assert dare_kept_fraction(base, expert, 0.5, seed=2)["w"]["a"] == pytest.approx(0.5, abs=0.05)
 
 
 def test_dare_kept_fraction_matches_merge():

@@ -119,6 +119,9 @@ def test_dtype_cast(models):
         ),
         (SLICED_LINEAR.replace("[2, 4]", "[1, 4]"), "same number of layers"),
         ("merge_method: slerp\nbase_model: base\nmodels: [{model: a}, {model: b}]\n", "exactly 2"),
+        ("merge_method: slerp\nbase_model: base\nmodels: [{model: base}]\n", "exactly 2"),
+        ("merge_method: ties\nbase_model: base\nslices:\n  - sources: [{model: a, layer_range: [0, 2]}, "
+         "{model: b, layer_range: [0, 2]}]\n", "base_model 'base' must be one of its sources"),
         (TIES + "tokenizer_source: chat\n", "tokenizer_source must be base, union or one of the recipe's models"),
         # a key no method reads is a typo (it merged as if absent: unsparsified), in a models or a slices recipe
         (TIES.replace("density: 0.5", "densty: 0.5"), r"models\[1\] has unknown parameter\(s\) 'densty'"),
@@ -139,6 +142,8 @@ def test_parse_and_known_model_errors():
         Recipe.from_yaml("models: [{model: a}]\n")
     with pytest.raises(ValueError, match="layer_range"):
         Recipe.from_yaml("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [3, 1]}]}]\n")
+    with pytest.raises(ValueError, match="layer_range"):  # an empty range, [a, a)
+        Recipe.from_yaml("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [2, 2]}]}]\n")
 
 
 @pytest.mark.parametrize("text, message", [
@@ -199,6 +204,27 @@ dtype: float32
                                + 0.9 * untied.state_dict()["lm_head.weight"])
     meta = {"x": torch.empty(4, 4, device="meta"), "y": torch.empty(4, 4, device="meta")}
     assert tied_aliases(meta) == {}
+
+
+def test_an_alias_only_some_models_tie_is_merged_as_a_tensor_of_its_own():
+    """lm_head is merged once as the embeddings' alias only when EVERY model ties it: with a third, untied model
+    its own lm_head takes part (the tied ones bring their embeddings)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def net(seed: int, tie: bool):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                            num_attention_heads=2, num_key_value_heads=1,
+                                            tie_word_embeddings=tie)).state_dict()
+
+    sds = {"a": net(0, True), "b": net(1, True), "c": net(2, False)}
+    recipe = Recipe.from_yaml("merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, "
+                              "{model: b, parameters: {weight: 1}}, {model: c, parameters: {weight: 2}}]\n")
+    out = apply_recipe(recipe, sds.__getitem__)
+    emb = "model.embed_tokens.weight"
+    head = (sds["a"][emb] + sds["b"][emb] + 2 * sds["c"]["lm_head.weight"]) / 4
+    torch.testing.assert_close(out["lm_head.weight"], head)
+    torch.testing.assert_close(out[emb], (sds["a"][emb] + sds["b"][emb] + 2 * sds["c"][emb]) / 4)
 
 
 def test_recipe_table_shows_mergekit_default_density():
