@@ -27,7 +27,7 @@ from procs import kill_after, run_command
 from workbench.asal.driver import SearchConfig, run_search
 from workbench.asal.evaluate import EvalConfig
 from workbench.cli import main
-from workbench.runs import RunError, RunStore, effective_status, write_json
+from workbench.runs import RunError, RunStore, effective_status, heartbeat, write_json
 
 
 def test_target_search_writes_a_complete_run(tmp_path, capsys):
@@ -680,6 +680,29 @@ def test_a_new_run_is_held_from_its_creation_to_the_end_of_its_loop(tmp_path):
     assert f"is held by another process (a resume) (pid {os.getpid()} on " in outcomes[2], outcomes
     assert store.reopen(run.id, dict)[0].status == "done"  # let go
     assert store.remove(run.id) == run.id
+
+
+
+def test_a_resume_of_a_run_whose_dead_process_had_its_pid_reads_as_resuming(tmp_path):
+    """A restarted container resumes its run as pid 1 again, on the same host name: while the resume sets up,
+    run.json still names the dead pid 1 (started before it), which is not the claim's holder. The run reads as
+    being resumed, not as running, and the refusals say so; the holder's start time, in its claim, tells them apart."""
+    store = RunStore(tmp_path)
+    run = store.create("target", "boids", "pixels", {}, 0)
+    info = run.info
+    write_json(run.path / "run.json", {**info, "pid": os.getpid(), "pid_started": info["pid_started"] - 3600})
+    assert effective_status(run.info) == "interrupted"
+    held = store.reopen(run.id, dict)[0]  # the resume, setting up
+    try:
+        assert store.open(run.id).status == "resuming"
+        with pytest.raises(RunError, match=f"is being resumed by pid {os.getpid()} on "):
+            store.reopen(run.id, dict)
+        with pytest.raises(RunError, match=r"is held by another process \(a resume\)"):
+            store.remove(run.id)
+        held.update(status="running", **heartbeat())  # its loop began: run.json names it
+        assert store.open(run.id).status == "running"
+    finally:
+        held.release()
 
 
 CREATE_A_RUN = """

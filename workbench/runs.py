@@ -112,11 +112,16 @@ def _HERE() -> str:  # noqa: N802 - reads as the holder's description
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-def _holder_runs_it(info: dict, holder: str) -> bool:
+def _holder_runs_it(info: dict, holder: str | None, started: float | None = None) -> bool:
     """Whether a run's claim is held by the process its run.json says runs it (a new run's loop, or a resume's once
     its loop began): "running", where its pid check is fooled (a container's own pid namespace, a recycled pid) or
-    its heartbeat is late, rather than "resuming" (a resume setting up, which writes its pid when its loop starts)."""
-    return info.get("status") == "running" and holder == f"pid {info.get('pid')} on {info.get('host')}"
+    its heartbeat is late, rather than "resuming" (a resume setting up, which writes its pid when its loop starts).
+    `started`: the holder's start time (its claim file's second line): a holder of the same pid and host that
+    started later than run.json's process is another process (a restarted container's pid 1, resuming)."""
+    if info.get("status") != "running" or holder != f"pid {info.get('pid')} on {info.get('host')}":
+        return False
+    recorded = info.get("pid_started")
+    return not (recorded and started and abs(started - recorded) > 1.0)
 
 
 def releases_claims(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,9 +135,11 @@ def releases_claims(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         finally:
-            for run in _CLAIMS.get() or []:
-                run.release()
-            _CLAIMS.reset(token)
+            claims = _CLAIMS.get() or []
+            _CLAIMS.reset(token)  # first: a release that fails must not leave later runs of this thread claimed
+            for run in claims:
+                with contextlib.suppress(OSError):  # (a close that fails on NFS: the others are let go too)
+                    run.release()
     return wrapper
 
 
@@ -581,9 +588,9 @@ class Run:
         a resume that is then refused."""
         status = effective_status(info)
         if status in RESUMABLE and self._claim is None:
-            holder = self._claimed_by()
-            if holder is not None:
-                return "running" if _holder_runs_it(info, holder) else "resuming"
+            record = self._claim_record()
+            if record is not None:
+                return "running" if _holder_runs_it(info, *record) else "resuming"
         return status
 
     @property
@@ -709,7 +716,7 @@ class Run:
                     return None
             try:
                 f.truncate(0)
-                f.write(_HERE().encode())
+                f.write(f"{_HERE()}\n{_process_started(os.getpid()) or ''}".encode())  # who, and since when
                 f.flush()
             except OSError as error:  # a full disk: the file named, as every other write's error names its own
                 error.filename = error.filename or str(self.path / CLAIM_FILE)
@@ -723,15 +730,22 @@ class Run:
         """Let go of claim() (no-op if this object holds none)."""
         with _CLAIM_LOCK:
             if self._claim is not None:
-                self._claim.close()
-                self._claim = None
+                held, self._claim = self._claim, None
                 if _CLAIMED.get(self._claim_key) is self:
                     del _CLAIMED[self._claim_key]
+                held.close()  # last: where closing fails (NFS), this process still takes the run as let go
 
     def _claimed_by(self) -> str | None:
         """Who holds the run's claim ("pid N on HOST"), or None when nobody does."""
+        record = self._claim_record()
+        return None if record is None else record[0]
+
+    def _claim_record(self) -> tuple[str, float | None] | None:
+        """Who holds the run's claim ("pid N on HOST") and since when (its process's start time, None where its
+        claim file does not say), or None when nobody does."""
         if self._held_here(str(self.path.resolve())):
-            return _HERE()  # this process (looked up, not probed: on NFS closing a probe drops our own lock)
+            # this process (looked up, not probed: on NFS closing a probe drops our own lock)
+            return _HERE(), _process_started(os.getpid())
         path = self.path / CLAIM_FILE
         if fcntl is None or not path.exists():
             return None
@@ -740,7 +754,12 @@ class Run:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    return f.read().decode(errors="replace").strip() or "another process"
+                    who, _, since = f.read().decode(errors="replace").strip().partition("\n")
+                    try:
+                        started = float(since)
+                    except ValueError:  # an older workbench's claim: who alone
+                        started = None
+                    return who.strip() or "another process", started
         except OSError:  # unreadable, or no locks here: the status check alone guards
             return None
         return None
@@ -752,8 +771,9 @@ class Run:
 
     def _runs_it(self, holder: str) -> bool:
         """_holder_runs_it for this run's run.json (False where it does not read: a run being created has none)."""
+        record = self._claim_record()
         try:
-            return _holder_runs_it(self.info, holder)
+            return _holder_runs_it(self.info, holder, record[1] if record is not None and record[0] == holder else None)
         except RunError:
             return False
 
@@ -1378,9 +1398,10 @@ class RunStore:
             running = effective_status(info) == "running"
         except (TypeError, ValueError):  # a damaged pid or heartbeat: nothing runs it that we can tell
             running = False
-        holder = run._claimed_by() if run._claim is None else None
+        holder, started = (run._claim_record() if run._claim is None else None) or (None, None)
         if running or holder:
-            status = "running" if running or _holder_runs_it(info, holder) else "held by another process (a resume)"
+            status = "running" if running or _holder_runs_it(info, holder, started) else \
+                "held by another process (a resume)"
             by = holder or (f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None
                             else "another process")
             raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "

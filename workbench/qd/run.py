@@ -441,10 +441,10 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         run = store.create(KIND, cfg.sampling + "+" + cfg.mutation, "+".join(cfg.tasks), config, cfg.seed,
                            metric=METRIC, command=command,
                            inputs={"merge_recipe": cfg.merge_recipe} if cfg.merge_recipe else None)
-        if cfg.merge_recipe:  # read from the run's copy, as a resume does (the file given may be gone at the end)
-            cfg = dataclasses.replace(cfg, merge_recipe=str(run.input_path("merge_recipe")))
     with setting_up(run, new=resume is None):
         if resume is None:
+            if cfg.merge_recipe:  # read from the run's copy, as a resume does (the file given may be gone at the end)
+                cfg = dataclasses.replace(cfg, merge_recipe=str(run.input_path("merge_recipe")))
             from workbench.lm.zoo import zoo_fingerprint
 
             run.update(method=cfg.method, seed_experts={t: t for t in cfg.tasks}, zoo=str(cfg.zoo),
