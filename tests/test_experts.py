@@ -258,6 +258,19 @@ def test_cem_bad_input():
         CEM(np.zeros(2), 0.5, bounds=(1.0, 0.0))
 
 
+def test_cem_takes_the_ends_of_its_ranges():
+    """init_std ≥ 0 and elite_ratio in (0, 1] take their closed ends (a start at one point; every member an elite),
+    bounds need lo < hi strictly (lo == hi leaves nothing to search)."""
+    cem = CEM(np.full(2, 0.25), 0.0, pop=10, seed=0)
+    assert (cem.std == 0).all() and (cem.ask() == 0.25).all()
+    every = CEM(np.zeros(2), 0.5, pop=3, elite_ratio=1, seed=0)
+    xs = every.ask()
+    every.tell(xs, np.arange(3.0))
+    assert np.allclose(every.mean, xs.mean(axis=0))
+    with pytest.raises(ValueError, match="lo < hi"):
+        CEM(np.zeros(2), 0.5, bounds=(0.5, 0.5))
+
+
 # --- the REINFORCE loss ------------------------------------------------------------------------------------
 
 def _loss_by_hand(logits, ids, rewards, ref_logits=None, lam=0.0):
@@ -756,6 +769,44 @@ def test_lora_model_starts_at_the_base_and_trains_through_explicit_weights():
 
 
 # --- the classification task -------------------------------------------------------------------------------
+
+def test_a_model_folder_whose_mlp_tensors_are_vectors_or_biases_has_nothing_to_adapt(tmp_path):
+    """check_model reads the safetensors headers: SVF adapts 2-D MLP weight matrices, so a folder whose "mlp" tensors
+    are all vectors (norm scales, biases) is refused before it loads; one 2-D MLP weight is enough."""
+    from safetensors.torch import save_file
+
+    from workbench.experts.run import check_model
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    tensors = {"model.layers.0.mlp.norm.weight": torch.ones(8), "model.layers.0.mlp.up_proj.bias": torch.ones(8),
+               "model.embed_tokens.weight": torch.ones(4, 8)}
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match="has no 2-D MLP weight matrices"):
+        check_model(str(folder))
+    save_file({**tensors, "model.layers.0.mlp.up_proj.weight": torch.ones(8, 8)}, folder / "model.safetensors")
+    check_model(str(folder))
+
+
+def test_a_chat_template_in_a_file_of_its_own_counts_for_prompt_format_chat(quick_zoo, tmp_path):
+    """--prompt-format chat takes a model folder whose tokenizer's chat template is in tokenizer_config.json or in a
+    file of its own (chat_template.jinja, transformers' newer place; chat_template.json), checked before it loads."""
+    import shutil
+
+    from workbench.experts.run import check_model
+
+    base = tmp_path / "base"
+    shutil.copytree(quick_zoo / "base", base)
+    with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
+        check_model(str(base), "chat")
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    for name, text in (("chat_template.jinja", template),
+                       ("chat_template.json", json.dumps({"chat_template": template}))):
+        (base / name).write_text(text)
+        check_model(str(base), "chat")
+        (base / name).unlink()
+
 
 def test_classify_task_names_the_task_of_training_prompts_and_leaves_the_zoo_data_alone():
     from workbench.lm import tasks

@@ -434,6 +434,34 @@ def test_policy_checks_its_inputs():
         policy.update(0, causal_rows(np.random.default_rng(0), 4, 16, 40))  # 16 kept + 16 new ≠ 40
 
 
+def test_a_policy_theta_is_one_vector_of_the_bam_parameters(tmp_path):
+    """θ is one vector of N_PARAMS numbers: a column of them (N_PARAMS × 1) is refused as a wrong shape, not read."""
+    from workbench.namm.saved import load_policy, save_policy
+
+    with pytest.raises(ValueError, match=r"θ has shape \(4172, 1\), the BAM policy has 4172 parameters"):
+        save_policy(tmp_path / "x.safetensors", np.zeros((N_PARAMS, 1)), (np.zeros(17), np.ones(17)), {})
+    np.savez(tmp_path / "column.npz", theta=np.zeros((N_PARAMS, 1)), mean=np.zeros(17), var=np.ones(17))
+    with pytest.raises(ValueError, match=r"θ has shape \(4172, 1\)"):
+        load_policy(tmp_path / "column.npz")
+
+
+def test_a_policy_file_with_a_negative_variance_is_refused_written_or_read(tmp_path):
+    """The frozen statistics' variance is ≥ 0 (0 is a constant feature): a negative one is refused when a policy
+    is saved and when a file holding one is read, as NaN statistics are."""
+    from workbench.namm.saved import load_policy, save_policy
+
+    var = np.ones(17)
+    var[3] = -0.5
+    with pytest.raises(ValueError, match="negative variance"):
+        save_policy(tmp_path / "x.safetensors", np.zeros(N_PARAMS), (np.zeros(17), var), {})
+    np.savez(tmp_path / "neg.npz", theta=np.zeros(N_PARAMS), mean=np.zeros(17), var=var)
+    with pytest.raises(ValueError, match="negative variance"):
+        load_policy(tmp_path / "neg.npz")
+    var[3] = 0.0
+    np.savez(tmp_path / "zero.npz", theta=np.zeros(N_PARAMS), mean=np.zeros(17), var=var)
+    assert load_policy(tmp_path / "zero.npz").var[3] == 0
+
+
 # ---------------------------------------------------------------- baselines (policy level)
 def test_recent_window_keeps_sinks_and_the_newest():
     policy = RecentWindow(window=4, sinks=2, n_layers=1, n_kv_heads=2, gqa_group=1)

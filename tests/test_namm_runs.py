@@ -69,9 +69,25 @@ def _plain(rows: list[dict]) -> list[dict]:
 
 def test_tasks_build_seeded_prompts_and_score_exact_matches(tiny):
     from workbench.namm.models import load_tokenizer
-    from workbench.namm.tasks import TASKS, chance, check_task_names, make_example, make_examples, score_answer
+    from workbench.namm.tasks import (
+        TASKS,
+        PromptTooShort,
+        chance,
+        check_task_names,
+        make_example,
+        make_examples,
+        score_answer,
+    )
 
     tok = load_tokenizer(str(tiny))
+    # a length must exceed what the facts and question alone take (passkey's take the same tokens whatever is
+    # drawn): that many is too short, one more is a prompt
+    with pytest.raises(PromptTooShort) as short:
+        make_example("passkey", tok, 1, 5, 0)
+    base = short.value.base
+    with pytest.raises(PromptTooShort, match=f"--length {base} is too short for task 'passkey'"):
+        make_example("passkey", tok, base, 5, 0)
+    make_example("passkey", tok, base + 1, 5, 0)
     for task in TASKS:
         a = make_examples(task, tok, 3, 400, seed=5)
         assert [e.ids for e in a] == [e.ids for e in make_examples(task, tok, 3, 400, seed=5)]
@@ -133,6 +149,14 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny, who
     assert -info["best_loss"] == rows[-1]["best_fitness"] == max(r["fitness_max"] for r in rows[1:])
     evaluations = _rows(a, "evaluations")
     assert len(evaluations) == 3 * 4 and {"fitness", "kept", "score_digit", "score_count"} <= set(evaluations[0])
+    # a generation's row: its best candidate's (the first of the highest fitness) kept fraction and scores; the best
+    # fitness so far is of the stage's generations only (fitness of another stage averages other tasks)
+    for g, row in enumerate(rows):
+        candidates = evaluations[4 * g:4 * g + 4]
+        best = max(candidates, key=lambda e: e["fitness"])
+        assert row["fitness_max"] == best["fitness"] and row["kept_best"] == best["kept"]
+        assert (row["score_digit"], row["score_count"]) == (best["score_digit"], best["score_count"])
+        assert row["best_fitness"] == max(r["fitness_max"] for r in rows[:g + 1] if r["stage"] == row["stage"])
     # the saved policy: the CMA mean with the statistics frozen in the first evaluation, and what it ran with
     assert saved.meta["generation"] == 3 and saved.meta["n_up"] == 32 and saved.meta["run"] == whole["id"]
     assert saved.theta.shape == (4172,) and np.abs(saved.theta).max() > 0 and (saved.var > 0).all()
@@ -141,6 +165,7 @@ def test_train_run_and_resume_after_sigkill_is_bit_identical(tmp_path, tiny, who
     scores = json.loads((a.path / "scores.json").read_text())
     assert set(scores["tasks"]) == {"digit", "count"} and whole["test_scores"]["digit"] == scores["tasks"]["digit"][
         "namm"]
+    assert a.info["test_kept"] == {t: s["kept"] for t, s in scores["tasks"].items()}
 
     killed = cli(*args, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
@@ -350,7 +375,8 @@ def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monke
     # a task the model cannot solve (its full cache scores 0): refused before a run folder is made (a failed run
     # was left behind)
     _refused(capsys, [*train, "--tasks", "passkey", "--prompts", "2", "--pool", "2", "--n-test", "0"],
-             "the full cache scores 0 on the 2 training prompts of task(s) 'passkey'", tmp_path)
+             "the full cache scores 0 on the 2 training prompts of task(s) 'passkey', so a normalised score is "
+             "undefined: choose tasks the model solves (--tasks), a shorter --length or more --pool", tmp_path)
     assert [r["status"] for r in store.list()] == ["done"]
     # the model's folder is recorded as the absolute path it is, so that a resume, `namm eval --run`, `figure
     # namm` and the page find it from any folder; a resume names it however it likes
@@ -392,6 +418,9 @@ def test_length_errors_on_a_short_window_name_a_length_that_works_or_say_none_do
                                          r"positions\) to the prompt, .* give --decode-tokens \d+ or less") as e:
         check_prompts(wider, ["passkey"], 300, 4, 0, 390, new_flag="--decode-tokens")
     fewer = int(str(e.value).split("--decode-tokens ")[-1].split()[0])
+    # more answer tokens than the whole window: they leave the prompt nothing (not a negative count)
+    with pytest.raises(ValueError, match=r"--decode-tokens 500 leaves 0 of the window of --model .*\(400 positions\)"):
+        check_prompts(wider, ["passkey"], 300, 4, 0, 500, new_flag="--decode-tokens")
     with pytest.raises(ValueError, match=r"use --length \d+ or less") as e:
         check_prompts(wider, ["passkey"], 300, 4, 0, fewer)
     check_prompts(wider, ["passkey"], int(str(e.value).split("--length ")[1].split()[0]), 4, 0, fewer)
@@ -447,6 +476,13 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
         assert out["speed"][name]["prefill_tok_s"] > 0 and out["speed"][name]["decode_tok_s"] > 0
     assert out["speed"]["evicting_full"]["kept"] == 1.0 and out["speed"]["namm"]["kept"] < 1
     assert out["cma"]["generation_s"] > 0 and out["cma"]["optimiser_sep_s"] > 0
+    # NAMM's overhead: the evicting cache keeping all over NAMM (> 1: NAMM slower); a candidate's share of the
+    # timed generation of --pop 2
+    speed = out["speed"]
+    for phase in ("prefill", "decode"):
+        assert speed[f"namm_overhead_{phase}"] == pytest.approx(
+            speed["evicting_full"][f"{phase}_tok_s"] / speed["namm"][f"{phase}_tok_s"])
+    assert out["cma"]["per_candidate_s"] == pytest.approx(out["cma"]["generation_s"] / 2)
     if not peer:
         assert "make kvpress-peer" in out["presses"]["skipped"]
         missing_setup("the kvpress virtualenv (make kvpress-peer): the press rows are not checked")
@@ -475,6 +511,21 @@ def test_bench_namm_and_the_kvpress_press(tmp_path, tiny):
     done = subprocess.run([peer, "-c", script, str(tiny), str(zero), str(policy)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_bench_namm_budgets_are_fractions_in_0_to_1_with_1_the_whole_cache(tiny):
+    """--budgets are kept-cache fractions in (0, 1]: 1 (keep everything) is one, 0 and above 1 are refused before the
+    model loads."""
+    from workbench.namm.bench import BenchConfig, check_config
+
+    def config(budgets):
+        return BenchConfig(model=str(tiny), tasks=["digit"], budgets=budgets, presses=[], n=1, length=160,
+                           sections=["scores"])
+
+    assert check_config(config([0.5, 1.0])) is None
+    for budgets in ([0.0], [0.5, 1.5]):
+        with pytest.raises(ValueError, match=r"--budgets are kept-cache fractions in \(0, 1\]"):
+            check_config(config(budgets))
 
 
 def test_the_peer_says_a_bad_job_in_one_line(tmp_path):

@@ -276,6 +276,16 @@ def test_bad_loop_settings_are_one_clear_error(kw, seeds, match):
         CycleQD(CycleQDConfig(**kw), seeds or {t: t for t in CycleQDConfig().tasks})
 
 
+def test_a_run_config_takes_a_mutation_scale_of_zero_and_refuses_a_negative_one():
+    """--mutation-scale is κ (or σ) >= 0, as its error says: 0 (crossover alone) is a setting, not a refusal."""
+    from workbench.qd.run import QDRunConfig
+
+    for mutation in ("svd", "gaussian"):
+        assert QDRunConfig(tasks=["sort", "reverse"], mutation=mutation, mutation_scale=0).mutation_scale == 0
+    with pytest.raises(ValueError, match="--mutation-scale must be a finite number >= 0, got -0.1"):
+        QDRunConfig(tasks=["sort", "reverse"], mutation_scale=-0.1)
+
+
 # --- the loop ------------------------------------------------------------------------------------------------------
 
 
@@ -770,6 +780,18 @@ def test_archive_map_round_trip(tmp_path):
     assert qd.archive_map(generation=0) != data and len(qd.archive_map(generation=0)["sort"]) <= 3
 
 
+def test_latest_archive_map_is_the_highest_generation_by_number(tmp_path):
+    """The reference restarts from its highest generation's map: gen10 after gen9 (by number, not by name), other
+    files ignored; a folder without one is one clear error."""
+    from workbench.qd import latest_archive_map
+
+    with pytest.raises(ArchiveMapError, match="holds no gen{N}_archive_map.json file"):
+        latest_archive_map(tmp_path)
+    for name in ("gen2_archive_map.json", "gen10_archive_map.json", "gen9_archive_map.json", "gen11_notes.json"):
+        (tmp_path / name).write_text("{}")
+    assert latest_archive_map(tmp_path) == (tmp_path / "gen10_archive_map.json", 10)
+
+
 def test_archive_map_reads_a_file_as_the_reference_writes_it(tmp_path):
     # utils/helpers.py::save_archive_map after generation 0 with the reference's seeds (K = 3, json indent 4)
     seed = {"quality": 0.5, "model_path": "SakanaAI/Llama-3-8B-Instruct-OS-Expert", "sampling_freq": 1,
@@ -782,6 +804,10 @@ def test_archive_map_reads_a_file_as_the_reference_writes_it(tmp_path):
     archives, paths = archives_from_map(entries)
     assert paths == [seed["model_path"]] and archives.grid("agentbench_os")[0][0, 3] == 0
     assert archives.axes("mbpp") == ["agentbench_os", "agentbench_db"]
+    # sampling_freq is a count >= 0 (the error says non-negative): 0 reads as it is
+    never = {"agentbench_os": {"0,3": {**seed, "sampling_freq": 0}}, "mbpp": {}, "agentbench_db": {}}
+    (tmp_path / "gen1_archive_map.json").write_text(json.dumps(never))
+    assert read_archive_map(tmp_path / "gen1_archive_map.json")["agentbench_os"][(0, 3)].sampling_freq == 0
 
 
 @pytest.mark.parametrize("text, match", [
@@ -799,6 +825,11 @@ def test_archive_map_reads_a_file_as_the_reference_writes_it(tmp_path):
      ' "add": {}}', "sampling_freq must be"),
     ('{"sort": {"99": {"quality": 1, "model_path": "m", "sampling_freq": 1, "validation_quality": null}},'
      ' "add": {}}', "out of range for 15 bins"),
+    # the last bin is 14: index 15 is one past it; a boolean is no validation score (JSON true is not 1)
+    ('{"sort": {"15": {"quality": 1, "model_path": "m", "sampling_freq": 1, "validation_quality": null}},'
+     ' "add": {}}', "bin index 15 is out of range for 15 bins"),
+    ('{"sort": {"0": {"quality": 1, "model_path": "m", "sampling_freq": 1, "validation_quality": true}},'
+     ' "add": {}}', "validation_quality must be a number or null, got True"),
 ])
 def test_a_corrupt_or_foreign_archive_map_is_one_clear_error(tmp_path, text, match):
     path = tmp_path / "gen3_archive_map.json"

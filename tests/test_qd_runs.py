@@ -14,6 +14,7 @@ mutation scales picked for that): plumbing, not quality.
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -88,6 +89,7 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert info["config"]["batch"] == 2
     assert info["kind"] == "qd" and info["metric"] == "qd_score" and info["better"] == "higher"
     assert info["method"] == "elite sampling + svd mutation (the paper's method)"
+    assert (info["substrate"], info["fm"]) == ("elite+svd", "brackets+sort")  # the catalog's sampling+mutation, tasks
     assert info["seed_experts"] == {"brackets": "brackets", "sort": "sort"}
     assert info["config"]["mutation_scale"] == 1.0 and info["config"]["ranges"]["brackets"] == [0.0, 0.5]
     files = {p.name for p in run.path.iterdir()}
@@ -98,6 +100,17 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
         f"gen{g}_archive_map.json" for g in range(GENS + 1))
     # every evaluated child, with its lineage, scores on all tasks and the archives it entered
     _, cfg, qd = load_run(store, run.id)
+    # --model: an id below the count of models (the count itself is none: one error, not a lookup's traceback),
+    # its digits, or best:TASK; a float is no id (1.5 read as model 1)
+    from workbench.qd.run import model_id_of
+
+    last = qd.evaluated - 1
+    assert model_id_of(run, qd, last) == model_id_of(run, qd, str(last)) == last
+    for bad, message in ((qd.evaluated, f"--model {qd.evaluated}: run {run.id} has models 0 to {last}"),
+                         (1.5, "--model takes a model id or best:TASK, got 1.5"),
+                         (True, "--model takes a model id or best:TASK, got True")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model_id_of(run, qd, bad)
     children = run.read_table("children").to_pylist()
     assert [c["id"] for c in children] == list(range(2 + GENS * 2)) and children[0]["seed_expert"] == "brackets"
     for c, r in zip(children, qd.records, strict=True):
@@ -110,9 +123,14 @@ def test_cycle_writes_a_complete_run(finished, zoo, capsys):
     assert sum(c["draws_brackets"] + c["draws_sort"] for c in children) == 2 * pools.count("archive")
     metrics = run.read_table("metrics").to_pylist()
     assert [m["generation"] for m in metrics] == list(range(GENS + 1))
+    # the archive each generation bred from: none for generation 0 (the seed experts), "" in the file (not null)
+    assert [x["task"] for x in metrics] == ["", *(cfg.tasks[g % 2] for g in range(1, GENS + 1))]
     m = qd.metrics()
     assert [x["qd_score_sort"] for x in metrics] == m["qd_score"][:, 1].tolist()
     assert -info["best_loss"] == metrics[-1]["qd_score"] == pytest.approx(m["qd_score"][-1].sum())
+    # coverage in all: the archives' mean (their coverages differ in some generation, so the max would not do)
+    assert any(len(set(row)) > 1 for row in m["coverage"].tolist())
+    assert [x["coverage"] for x in metrics] == pytest.approx(m["coverage"].mean(axis=1).tolist())
     # snapshots: the table's last generation is the final archives; the table, extended generation by generation
     # as the run went (ArchiveRows), is the one built from generation 0 at once
     from workbench.qd.run import archive_rows
@@ -305,7 +323,10 @@ def test_bad_input_is_one_error_naming_the_fix_and_writes_nothing(tmp_path, zoo,
         (["--tasks", "brackets", "srot"], "--tasks: unknown task 'srot'; choose from"),
         (["--tasks", "brackets", "sort", "brackets"], "'brackets' listed twice"),
         (["--tasks", "brackets"], "at least 2 tasks"),
-        (["--tasks", "brackets", "sort", "reverse"], "no seed expert for 'reverse'"),
+        (["--tasks", "brackets", "sort", "reverse"], "no seed expert for 'reverse' (it has experts for brackets, "
+                                                     "sort); drop it from --tasks or build a zoo with them"),
+        (["--tasks", "brackets", "reverse", "add"], "no seed expert for 'reverse', 'add' (it has experts for brackets, "
+                                                    "sort); drop them from --tasks"),
         (["--tasks", "brackets", "sort", "--range", "sort", "0.5", "0.5"], "--range sort 0.5 0.5: lo must be below hi"),
         (["--tasks", "brackets", "sort", "--range", "sort", "1", "0"], "lo must be below hi"),
         (["--tasks", "brackets", "sort", "--range", "add", "0", "1"], "--range names 'add', not among --tasks"),
@@ -449,6 +470,9 @@ def test_report_and_export_in_their_own_processes(finished, tmp_path):
     versus = entry["cycleqd_vs"]["task_arithmetic"]
     assert versus["runs"] == 2 and versus["wins"] == sum(s["beats"]["brackets"]["task_arithmetic"] for s in scores)
     assert set(entry["cycleqd_vs"]) == set(scores[0]["beats"]["brackets"])  # CycleQD's one model is not beaten
+    for task in ("brackets", "sort"):  # a win is a strict beat: a tie (sort's scores near 0 tie often) is none
+        for m, versus in report["per_task"][task]["cycleqd_vs"].items():
+            assert versus["wins"] == sum(s["beats"][task][m] for s in scores), (task, m)
     assert report["missing"] == {}
 
     run, cfg, qd = load_run(store, ids[0])
@@ -596,9 +620,33 @@ def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
     assert set(runs) == {"serial_b1", "serial_b1_g1", "dask_b1_w1_weights", "dask_b1_w1_lineage"}, sorted(runs)
     assert runs["serial_b1"]["gens"] == 2 and runs["serial_b1_g1"]["gens"] == 1
     assert out["estimate_200_generations"]["wall_s"] > 0 and list(tmp_path.iterdir()) == []
+    # 200 generations after generation 0: 201 generations' files at the serial run's bytes per generation (3 of them)
+    serial = runs["serial_b1"]
+    assert out["estimate_200_generations"]["bytes"] == int(serial["bytes"]["total"] * 201 / 3)
+    assert out["estimate_200_generations"]["wall_s"] == round(200 * serial["wall_s_mean"], 1)
     said = done.stderr.splitlines()  # minutes at its defaults: each run said as it starts (nothing was)
     assert said[:2] == ["serial run: 2 generations of 1 child", "serial run: 1 generation of 1 child"], said
     assert "Dask run (lineage to the workers): 1 generation of 1 child" in said
+
+
+def test_a_bench_run_counts_seconds_per_child_and_bytes_per_folder(tmp_path, zoo):
+    """One timed run of `bench qd` (B = 2): the seconds per child are the generation's over its B children, and the
+    run folder's bytes are grouped by top-level file or folder (checkpoint.json and .npz as one), summing to the
+    total, which is per generation over gens + 1 (generation 0 too)."""
+    from workbench.qd.bench import _one
+    from workbench.qd.run import QDRunConfig
+
+    cfg = QDRunConfig(zoo=str(zoo), tasks=["brackets", "sort"], gens=2, batch=2, n_eval=4, n_test=4,
+                      multitask_steps=0)
+    out = _one(cfg, RunStore(tmp_path / "runs"))
+    assert out["children"] == 4 and out["step_s"] > 0 and out["wall_s"] > 0
+    assert out["step_s_per_child"] == pytest.approx(out["step_s"] / 2)
+    assert out["wall_s_per_child"] == pytest.approx(out["wall_s"] / 2)
+    sizes = out["bytes"]
+    assert {"checkpoint", "run.json", "metrics.parquet", "archive_maps", "pyribs", "total"} <= set(sizes), sorted(sizes)
+    assert not any(name.startswith("checkpoint.") or name.startswith("gen") for name in sizes), sorted(sizes)
+    assert sizes["total"] == sum(v for k, v in sizes.items() if k != "total")
+    assert out["bytes_per_generation"] == pytest.approx(sizes["total"] / 3)
 
 
 def test_a_bench_stopped_mid_run_ends_quietly(tmp_path, zoo):
