@@ -769,16 +769,17 @@ class Run:
         other = _CLAIMED.get(key)
         return other is not None and other is not self and other._claim is not None
 
-    def _runs_it(self, holder: str) -> bool:
-        """_holder_runs_it for this run's run.json (False where it does not read: a run being created has none)."""
+    def _runs_it(self) -> bool:
+        """Whether the run's claim is held by the process its run.json names (_holder_runs_it); False where nobody
+        holds it or run.json does not read (a run being created has none)."""
         record = self._claim_record()
         try:
-            return _holder_runs_it(self.info, holder, record[1] if record is not None and record[0] == holder else None)
+            return record is not None and _holder_runs_it(self.info, *record)
         except RunError:
             return False
 
     def _claimed_message(self, holder: str) -> str:
-        if self._runs_it(holder):
+        if self._runs_it():
             return f"run {self.id!r} is still running ({holder}); stop it before resuming it"
         return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
                 f"before resuming it again")
@@ -1331,7 +1332,7 @@ class RunStore:
             run.claim()  # from here no resume can start
         except RunError:
             holder = run._claimed_by() or "another process"
-            what = "running" if run._runs_it(holder) else "held by another process (a resume)"
+            what = "running" if run._runs_it() else "held by another process (a resume)"
             raise RunError(f"run {run.id} is {what} ({holder}): wait for it to end, or stop it, then remove the "
                            "run") from None
         trash = self.root / f".removing-{run.id}-{os.getpid()}"
