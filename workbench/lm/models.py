@@ -15,14 +15,18 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from workbench.runs import Run, RunStore
 
 SMOLLM2 = "smollm2"
 SMOLLM2_CACHE = "smollm2-135m-instruct-q4_1"
@@ -289,7 +293,8 @@ def check_run_model(run, command: str, model: str | None = None) -> str | None:
                    "(the same model, checked by its weights), or put it back there")
 
 
-def reopen_with_model(store, run, kind: str, command: str, model: str | None, read_config):
+def reopen_with_model(store: RunStore, run: Run, kind: str, command: str, model: str | None,
+                      read_config: Callable[[dict], Any]) -> tuple[Run, Any, dict | None, str | None]:
     """A resume of `workbench COMMAND` (a language-model run of `kind`: experts train and adapt, namm train) reopened
     with its model found: check_run_model first (a moved model refused before the run is held), then the store's
     reopen; a model given at a new place (`model`, the resume's --model) is in the config returned, on the CPU for a
