@@ -259,3 +259,61 @@ def test_a_fresh_process_reads_a_checkpoint_of_any_registered_type(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tree.pkl")], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "RuleGA", out.stderr
+
+
+def test_a_checkpoint_reads_back_only_the_tags_pack_writes():
+    """A planted or damaged tree: a "$float" other than inf / -inf / nan, or one that is no number, is one
+    CheckpointError; a dict with "$object" and more keys than "state" is a plain dict, no object built from it; a
+    generator of a kind NumPy lacks is one CheckpointError."""
+    from workbench.checkpoint import rng_from_state
+
+    for bad in ("1.5", "1e400", "x"):
+        with pytest.raises(CheckpointError, match="bad float"):
+            unpack({"$float": bad}, {})
+    assert unpack({"$float": "-inf"}, {}) == float("-inf")
+    tree = {"$object": "experts.CEM", "state": {}, "note": 1}
+    assert unpack(tree, {}) == tree
+    with pytest.raises(CheckpointError, match="unknown bit generator 'Evil'"):
+        rng_from_state({"type": "Generator", "state": {"bit_generator": "Evil"}})
+
+
+def _generation(opt):
+    xs = [opt.ask() for _ in range(opt.population_size)]
+    opt.tell([(x, float(np.sum((x - 0.3) ** 2))) for x in xs])
+
+
+def test_a_cmaes_state_is_a_snapshot_and_optimisers_made_from_it_go_on_apart():
+    """cmaes_state copies the optimiser's arrays (its tells update the mean and the function history in place);
+    cmaes_from_state gives each optimiser copies of the state's: two made from one state go on alike, and the state
+    stays as it was taken."""
+    from cmaes import CMA
+
+    from workbench.fast_cma import FastCMA
+
+    for cls in (CMA, FastCMA):
+        opt = cls(mean=np.full(3, 0.5), sigma=0.2, seed=3)
+        _generation(opt)
+        state = cmaes_state(opt)
+        taken = {k: v.copy() for k, v in state["attrs"].items() if isinstance(v, np.ndarray)}
+        _generation(opt)
+        a = cmaes_from_state(state)
+        _generation(a)
+        b = cmaes_from_state(state)
+        _generation(b)
+        assert all(np.array_equal(state["attrs"][k], v) for k, v in taken.items()), cls
+        np.testing.assert_array_equal(a._mean, b._mean)
+        np.testing.assert_array_equal(a._C, b._C)
+
+
+def test_a_cmaes_with_margin_checkpoint_of_another_version_is_compared_with_its_own_structure():
+    """A CMAwM state written by another cmaes version is checked against a probe of the same structure: with no
+    discrete dimension CMAwM holds no margin attributes, and such a state with exactly its attributes is accepted."""
+    from cmaes import CMAwM
+
+    for steps in ([0.0, 0.0, 0.0], [0.0, 1.0, 0.0]):
+        opt = CMAwM(mean=np.full(3, 0.5), sigma=0.2, bounds=np.array([[0.0, 2.0]] * 3), steps=np.array(steps), seed=1)
+        asked = [opt.ask() for _ in range(opt.population_size)]  # (x to evaluate, x to tell)
+        opt.tell([(told, float(np.sum((x - 0.3) ** 2))) for x, told in asked])
+        older = {**cmaes_state(opt), "cmaes": "0.0.1"}  # another version, the same attributes: fine
+        clone = cmaes_from_state(older)
+        np.testing.assert_array_equal(opt.ask()[0], clone.ask()[0])

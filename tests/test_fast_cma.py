@@ -93,3 +93,24 @@ def test_namm_full_covariance_is_fast_cma_and_lr_adapt_is_refused():
         FastCMA(mean=np.zeros(3), sigma=0.1, lr_adapt=True)
     with pytest.raises(ValueError, match="lr_adapt"):  # positionally too
         FastCMA(np.zeros(3), 0.1, None, 100, 0, None, None, True)
+
+
+def test_sigma_is_capped_where_cmaes_caps_it():
+    """Steps far out (near cmaes' mean limit) from a σ near its cap: σ stops at cmaes' _SIGMA_MAX, as CMA's does."""
+    from cmaes._cma import _SIGMA_MAX
+
+    ours, theirs = (fresh_cmaes(c(mean=np.zeros(2), sigma=1.0, seed=0)) for c in (FastCMA, CMA))
+    for opt in (ours, theirs):
+        opt._sigma = 0.9 * _SIGMA_MAX
+        xs = [np.full(2, 0.99e32 * (1 if k % 2 else 0.98)) for k in range(opt.population_size)]
+        opt.tell([(x, -float(k)) for k, x in enumerate(xs)])
+    assert ours._sigma == theirs._sigma == _SIGMA_MAX
+    _assert_same_state(ours, theirs, "capped")
+
+
+def test_a_cma_with_learning_rate_adaptation_is_left_as_cmaes_cma():
+    """as_fast_cma turns a restored cmaes CMA into a FastCMA only where FastCMA does what it did: one adapting its
+    learning rate (which FastCMA does not carry) stays a CMA."""
+    adapting = CMA(mean=np.zeros(3), sigma=0.1, lr_adapt=True, seed=0)
+    assert type(as_fast_cma(adapting)) is CMA
+    assert type(as_fast_cma(CMA(mean=np.zeros(3), sigma=0.1, seed=0))) is FastCMA

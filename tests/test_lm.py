@@ -374,6 +374,7 @@ def test_smollm2_loads_caches_and_generates(tmp_path, monkeypatch, capsys):
     assert (tmp_path / SMOLLM2_CACHE / "model.safetensors").is_file()
     assert "GGUF" not in capsys.readouterr().err  # "Converting and de-quantizing GGUF tensors..." is a plain tqdm
     again, tok2 = load_model("smollm2")
+    assert len(parses) == 1  # read from the cache, its source.json the GGUF's: not dequantised again
     sd, sd2 = model.state_dict(), again.state_dict()
     assert all(torch.equal(sd[k], sd2[k]) for k in ("model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"))
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
@@ -560,9 +561,174 @@ def test_the_task_streams_are_pinned():
                      ("b:[((=", "]]}"), ("k:svl=", "147"), ("s:azar=", "aarz"), ("s:syeifka=", "ksfaeiy"),
                      ("s:sqccn=", "qnccs"), ("s:ful=", "luf")]
     tok = make_tokenizer()
-    ids, labels = _batch(tok, mixed[4:6])  # one tokenizer call per batch: the ids of one call per string
-    for row, label, (prompt, answer) in zip(ids.tolist(), labels.tolist(), mixed[4:6], strict=True):
+    ids, labels = _batch(tok, mixed[3:6])  # one tokenizer call per batch: the ids of one call per string
+    padded = 0
+    for row, label, (prompt, answer) in zip(ids.tolist(), labels.tolist(), mixed[3:6], strict=True):
         p = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
         a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         assert row[: len(p + a)] == p + a and label[: len(p + a)] == [-100] * len(p) + a
         assert set(row[len(p + a):]) <= {tok.pad_token_id} and set(label[len(p + a):]) <= {-100}
+        padded += len(row) > len(p + a)
+    assert padded  # (rows of one length would check no padding)
+
+
+def test_zoo_configs_refuse_what_builds_a_broken_zoo_and_budget_each_expert(tmp_path):
+    """A task named twice (two experts in one folder), replay = 1 (no expert example in a batch) are refused; a task
+    left out of expert_budget gets (expert_steps, expert_lr); multi-task fine-tuning gets the experts' summed steps at
+    their largest lr; a zoo.json written before quick_build was recorded is a real zoo."""
+    from dataclasses import asdict
+
+    from workbench.lm.zoo import Zoo, ZooConfig, multitask_budget
+
+    with pytest.raises(ValueError, match="one or more distinct tasks"):
+        ZooConfig(tasks=("add", "sort", "add"))
+    for replay in (1, 1.0, -0.25):
+        with pytest.raises(ValueError, match=r"a number in \[0, 1\)"):
+            ZooConfig(replay=replay)
+    cfg = ZooConfig(base_steps=9, expert_steps=7, expert_lr=2e-3,
+                    expert_budget={"add": (600, 5e-3), "sort": (20, 1e-4)})
+    assert cfg.budget("reverse") == (7, 2e-3) and cfg.budget("add") == (600, 5e-3)
+    zoo = Zoo(tmp_path, {"tasks": list(cfg.tasks), "config": asdict(cfg)})
+    assert multitask_budget(zoo, ["add", "sort"]) == (620, 5e-3)
+    assert multitask_budget(zoo, ["sort", "reverse"]) == (27, 2e-3)
+    old = Zoo(tmp_path, {"tasks": ["add"], "config": {"seed": 0}})  # no quick_build: a real zoo
+    assert old.quick is False and old.quick_warning() is None
+
+
+def test_a_zoo_missing_a_models_weights_says_so(tmp_path, tiny_zoo):
+    """A model folder whose model.safetensors is gone (its config.json left) is missing: one error naming it."""
+    import shutil
+
+    from workbench.lm.zoo import load_zoo
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo[0], zoo)
+    (zoo / "add" / "model.safetensors").unlink()
+    assert (zoo / "add" / "config.json").is_file()
+    with pytest.raises(ValueError, match=r"lacks model folders \['add'\]; rebuild it"):
+        load_zoo(zoo)
+
+
+class _Slope(torch.nn.Module):
+    """loss = w: a constant gradient of 1, so each AdamW step moves w by that step's learning rate (to ~1e-8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, labels):
+        return type("O", (), {"loss": self.w + 0.0 * input_ids.sum()})()
+
+
+def test_the_zoo_trains_with_a_warm_up_over_5_percent_of_its_steps_then_a_cosine_decay():
+    """ZooConfig's learning rate: linear warm-up over the first 5 % of the steps times a cosine decay to 0."""
+    import math
+
+    from workbench.lm.zoo import _train
+
+    model, tok, steps, lr = _Slope(), T.make_tokenizer(), 60, 1e-2
+    seen = []
+    _train(model, tok, lambda n: [("c:ab=", "ab")] * n, steps, lr, 2, lambda k: seen.append(model.w.item()),
+           torch.device("cpu"))
+    moved = -np.diff([0.0, *seen])
+    warm = steps // 20
+    expected = [lr * min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * s / steps)) for s in range(steps)]
+    assert len(seen) == steps and np.allclose(moved, expected, rtol=1e-4, atol=1e-8), (moved[:5], expected[:5])
+
+
+def test_a_zoo_build_counts_its_steps_and_leaves_the_callers_torch_seed_and_threads_as_they_were(tmp_path):
+    """build_zoo's progress adds up to total_steps (a progress bar's total: the base's steps and every expert's);
+    it seeds torch for its own weights: the caller's generator (and thread count) come back as they were."""
+    from workbench.lm.zoo import ZooConfig, build_zoo, total_steps
+
+    threads = torch.get_num_threads()
+    cfg = ZooConfig.quick(tasks=("sort", "add"), base_steps=3, expert_steps=1, expert_budget={"add": (2, 1e-3)},
+                          eval_n=2, threads=threads + 1)
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    counted = []
+    build_zoo(tmp_path / "zoo", cfg, progress=counted.append)
+    assert torch.equal(torch.rand(4), expected) and torch.get_num_threads() == threads
+    assert sum(counted) == total_steps(cfg) == 3 + 1 + 2
+
+
+def test_a_folder_with_half_a_model_or_a_zoo_is_named_as_such(tiny_zoo, tmp_path):
+    """A model folder needs its config.json AND its weights: either alone is said as no model folder (not left to
+    transformers' error); a zoo's folder names its base and its first task's expert; a relative path is a path."""
+    import shutil
+
+    from workbench.lm.models import load_model
+
+    for keep in ("config.json", "model.safetensors"):
+        folder = tmp_path / keep
+        folder.mkdir()
+        shutil.copy(tiny_zoo[0] / "add" / keep, folder / keep)
+        with pytest.raises(ValueError, match="is not a Hugging Face model folder"):
+            load_model(str(folder))
+    with pytest.raises(ValueError, match=f"e.g. {tiny_zoo[0] / 'base'} or {tiny_zoo[0] / 'add'} \\(a task's expert"):
+        load_model(str(tiny_zoo[0]))
+    with pytest.raises(ValueError, match=r"model 'sub/nowhere': no such folder"):  # a relative path, not a name
+        load_model("sub/nowhere")
+    _, tok = load_model(str(tiny_zoo[0] / "add"))  # its own pad token kept (eos stands in only where none is)
+    assert tok.pad_token == T.make_tokenizer().pad_token and tok.pad_token_id != tok.eos_token_id
+
+
+def test_a_model_name_is_a_folder_in_models_dir_else_a_path_of_its_own(tmp_path, monkeypatch):
+    """resolve_model: models_dir/NAME where that is a folder (a file there is no model), else NAME as a path."""
+    from workbench.lm.models import MissingModel, resolve_model
+
+    (tmp_path / "zoo" / "base").mkdir(parents=True)
+    (tmp_path / "zoo" / "mine").write_text("not a model")
+    (tmp_path / "mine").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("base", tmp_path / "zoo") == tmp_path / "zoo" / "base"
+    assert resolve_model("mine", tmp_path / "zoo") == tmp_path.joinpath("mine").relative_to(tmp_path)
+    with pytest.raises(MissingModel, match="build a zoo with") as error:
+        resolve_model("gone", tmp_path / "nowhere")
+    assert error.value.no_zoo and not MissingModel("m", "a/gone", tmp_path / "nowhere").no_zoo
+
+
+def test_a_resumes_model_given_where_the_run_recorded_it_and_a_finished_runs_device(tmp_path):
+    """check_run_model: a run from before model_key, given --model at the very place it records (its own model), goes
+    on (another place, while its own is still there, is refused); reopen_with_model: a finished run given --model is
+    read on the CPU (its recorded device may be another machine's GPU)."""
+    from dataclasses import dataclass
+
+    from workbench.lm.models import check_run_model, reopen_with_model
+    from workbench.runs import RunError, RunStore
+
+    @dataclass
+    class Cfg:
+        model: str
+        device: str | None = None
+
+    own, other = tmp_path / "own", tmp_path / "other"
+    own.mkdir(), other.mkdir()
+    store = RunStore(tmp_path / "runs")
+    run = store.create("experts", "x", "none", {"model": str(own), "device": "cuda"}, 0)
+    run.update(status="done")
+    assert check_run_model(run, "experts train", str(own)) == str(own)  # no key to check by, and none needed
+    with pytest.raises(RunError, match=f"model is still at {own}"):
+        check_run_model(run, "experts train", str(other))
+    run.update(model_key="k")
+    _, cfg, _, moved = reopen_with_model(store, run, "experts", "experts train", str(other),
+                                         lambda c: Cfg(c["model"], c["device"]))
+    assert moved == str(other) and cfg == Cfg(str(other), "cpu")
+
+
+def test_quiet_progress_gives_back_the_users_setting():
+    """Progress bars the user turned off stay off after a quiet_progress block (and on ones come back on)."""
+    from transformers.utils import logging as hf_logging
+
+    from workbench.lm.models import quiet_progress
+
+    was = hf_logging.is_progress_bar_enabled()
+    try:
+        for setting in (hf_logging.disable_progress_bar, hf_logging.enable_progress_bar):
+            setting()
+            with quiet_progress():
+                assert not hf_logging.is_progress_bar_enabled()
+            assert hf_logging.is_progress_bar_enabled() == (setting is hf_logging.enable_progress_bar)
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()

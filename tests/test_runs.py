@@ -1846,3 +1846,42 @@ def test_every_kind_of_run_names_the_function_that_resumes_it():
         module, name = function.rsplit(".", 1)
         params = list(inspect.signature(getattr(importlib.import_module(module), name)).parameters)
         assert params[:3] == ["cfg", "store", "resume"], (function, params)
+
+
+def test_a_sweep_cleans_a_moved_aside_folder_before_putting_it_back_and_spares_only_top_level_names(tmp_path):
+    """sweep_partial_writes goes deepest first: a write cut short inside a folder replace_dir had moved aside is
+    removed before that folder goes back in place (it stayed there, a stray temporary in the model). `spared` names
+    the files of the folder itself: a temporary of the same name further down is no live write of theirs."""
+    import tempfile
+
+    from workbench.atomic import sweep_partial_writes
+
+    aside = tmp_path / ".model.replaced-4242"
+    aside.mkdir()
+    (aside / "config.json").write_text("{}")
+    inner = tempfile.mkstemp(dir=aside, prefix=".config.", suffix=".json")[1]
+    (tmp_path / "sub").mkdir()
+    deep = tempfile.mkstemp(dir=tmp_path / "sub", prefix=".note.", suffix=".md")[1]
+    live = tempfile.mkstemp(dir=tmp_path, prefix=".note.", suffix=".md")[1]  # the note's write, maybe going on
+    gone = sweep_partial_writes(tmp_path, spared=("note.md",))
+    assert sorted(map(str, gone)) == sorted([inner, deep])
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        Path(live).name, "model", "model/config.json", "sub"]
+
+
+def test_an_atomic_write_has_the_usual_permissions_and_fresh_paths_keep_every_earlier_file(tmp_path):
+    """atomic_write's file is 0644 under umask 022 (mkstemp makes 0600: a run's files unreadable to the machine's
+    other users); fresh_paths takes the next stem where ANY of its files is there (a PNG without its θ kept too)."""
+    import stat
+
+    from workbench.atomic import atomic_write, fresh_paths
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "run.json", lambda p: p.write_text("{}"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "run.json").stat().st_mode) == 0o644
+    (tmp_path / "snap.png").write_bytes(b"png")
+    assert fresh_paths(tmp_path / "snap", (".png", ".theta.npy")) == [tmp_path / "snap-2.png",
+                                                                       tmp_path / "snap-2.theta.npy"]

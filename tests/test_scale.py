@@ -197,3 +197,35 @@ def test_made_once_makes_one_for_threads_that_ask_at_once():
     with pytest.raises(RuntimeError, match="no model"):
         made_once(make, Cfg(2, fail=True))
     assert made_once(make, Cfg(2)) is not None and made == [1, 2, 2]
+
+
+def test_made_once_keeps_the_last_used_of_each_maker_by_its_sorted_key():
+    """The configs kept are the maker's most recently USED (a hit counts), each maker's apart from the others', and
+    keys are compared whatever their order; a local cluster of no workers is refused before anything starts."""
+    from workbench.scale import made_once
+
+    class Cfg:
+        def __init__(self, n: int):
+            self.n = n
+
+        def to_dict(self) -> dict:
+            return {"n": self.n, "of": "cfg"}
+
+    made: list[int] = []
+
+    def make(cfg: Cfg) -> object:
+        made.append(cfg.n)
+        return object()
+
+    def other(cfg: Cfg) -> object:
+        return object()
+
+    kept = made_once(other, Cfg(0))
+    a, _ = made_once(make, Cfg(1)), made_once(make, Cfg(2))
+    assert made_once(make, Cfg(1)) is a  # used again: now the most recent
+    made_once(make, Cfg(3))  # lets 2 go, not 1
+    assert made_once(make, Cfg(1)) is a and made == [1, 2, 3]
+    assert made_once(other, Cfg(0)) is kept  # another maker's, untouched by make's
+    assert made_once(make, Cfg(9), key={"b": 2, "a": 1}) is made_once(make, Cfg(8), key={"a": 1, "b": 2})
+    with pytest.raises(ValueError, match="--workers must be at least 1, got 0"):
+        local_client(0)
