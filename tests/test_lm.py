@@ -732,3 +732,22 @@ def test_quiet_progress_gives_back_the_users_setting():
             assert hf_logging.is_progress_bar_enabled() == (setting is hf_logging.enable_progress_bar)
     finally:
         (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def test_a_fine_tuning_batch_is_the_learnt_tasks_then_a_replay_of_the_others():
+    """An expert's batch of n: n − round(replay · batch) real examples of its task, then the replay of the base's
+    mixture, which never holds the task being learnt (its random-shaped answers would unteach it); the same seed
+    gives the same batches."""
+    from workbench.lm.tasks import prompt_task
+    from workbench.lm.zoo import _finetune_sampler
+
+    zoo_tasks = ["add", "sort", "reverse", "brackets"]
+    batch = _finetune_sampler(3, "add", ["add"], zoo_tasks, 0.25, 8)(8)
+    assert len(batch) == 8 and batch == _finetune_sampler(3, "add", ["add"], zoo_tasks, 0.25, 8)(8)
+    for prompt, answer in batch[:6]:
+        a, b = prompt[:-1].split("+")
+        assert int(answer) == int(a) + int(b), (prompt, answer)
+    assert all(prompt_task(prompt) != "add" for prompt, _ in batch[6:]), batch[6:]
+    sample = _finetune_sampler(3, "sort", ["sort"], zoo_tasks, 0.5, 8)
+    replayed = [x for _ in range(20) for x in sample(8)[4:]]
+    assert {prompt_task(p) for p, _ in replayed} - {None} <= {"add", "reverse", "brackets"}

@@ -282,6 +282,18 @@ class _Mixture:
         return out
 
 
+def _finetune_sampler(seed: int, stage: str, learnt: list[str], zoo_tasks: list[str], replay: float,
+                      batch: int) -> Callable[[int], list[tuple[str, str]]]:
+    """A fine-tuning batch of n (an expert's: `learnt` its task; the multi-task baseline's: its tasks): n − k real
+    examples of `learnt`, then k = round(replay · batch) replaying the base's pre-training mixture (the auxiliary
+    tasks' real answers, the zoo's other tasks' random-shaped ones, never a learnt task's), so that an expert keeps
+    what the base learnt. Streams of their own per `stage`: the same seed gives the same batches."""
+    mix = _Mixture(seed, stage, real=list(learnt), fake=[])
+    again = _Mixture(seed, f"replay-{stage}", real=list(AUX_TASKS), fake=[t for t in zoo_tasks if t not in learnt])
+    k = int(round(replay * batch))
+    return lambda n: mix.sample(n - k) + again.sample(k)
+
+
 def _stage_id(stage: str) -> int:
     return sum(ord(c) * 31 ** i for i, c in enumerate(stage)) % 100003  # stable across runs (unlike hash())
 
@@ -449,13 +461,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
         states = {"base": base}
         for task in tasks:
             model.load_state_dict(base)
-            mix = _Mixture(cfg.seed, task, real=[task], fake=[])
-            replay = _Mixture(cfg.seed, f"replay-{task}", real=aux, fake=[t for t in tasks if t != task])
-            n_replay = int(round(cfg.replay * cfg.batch))
-
-            def sample(n: int, mix=mix, replay=replay, k=n_replay) -> list:
-                return mix.sample(n - k) + replay.sample(k)
-
+            sample = _finetune_sampler(cfg.seed, task, [task], tasks, cfg.replay, cfg.batch)
             steps, lr = cfg.budget(task)
             with _deterministic(device):
                 losses[task] = _train(model, tok, sample, steps, lr, cfg.batch, progress, device)
@@ -510,16 +516,12 @@ def finetune_multitask(zoo: Zoo, tasks: list[str], *, steps: int, lr: float, see
     device = resolve_device(device)
     tok = zoo.tokenizer()
     model = zoo.model("base", device=device)
-    mix = _Mixture(seed, "multitask-" + "+".join(tasks), real=list(tasks), fake=[])
-    replay = _Mixture(seed, "replay-multitask-" + "+".join(tasks), real=list(AUX_TASKS),
-                      fake=[t for t in cfg.tasks if t not in tasks])
-    n_replay = int(round(cfg.replay * cfg.batch))
+    sample = _finetune_sampler(seed, "multitask-" + "+".join(tasks), tasks, cfg.tasks, cfg.replay, cfg.batch)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
         with _deterministic(device):
-            _train(model, tok, lambda n: mix.sample(n - n_replay) + replay.sample(n_replay), int(steps), float(lr),
-                   cfg.batch, progress, device)
+            _train(model, tok, sample, int(steps), float(lr), cfg.batch, progress, device)
     finally:
         torch.set_num_threads(threads)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
