@@ -1312,6 +1312,7 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
 
     model = MergeModel(runs_dir=runs["dir"])
     assert sorted(model.param.run_id.objects) == sorted([runs["dare_ties"], runs["dfs"]])
+    assert model.run_id == runs["dfs"]  # no run asked for: the newest
     prefix = next(p for p in (runs["dfs"][:k] for k in range(len(runs["dfs"]), 0, -1))
                   if sum(r.startswith(p) for r in model.param.run_id.objects) == 2)
     with pytest.raises(ValueError, match=f"run id '{prefix}' is ambiguous"):  # "not a run", it said
@@ -1381,6 +1382,8 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     model.tab = "Task vectors"
     both = model.export_tab(tmp_path / "figs", ".svg")
     assert both.name == f"{runs['dare_ties']}-task-vectors.svg" and both.read_text().count("<svg") >= 1
+    model.tab = "TIES / DARE"  # a tab's words, its punctuation left out: ties-dare
+    assert model.export_tab(tmp_path / "figs", ".svg").name == f"{runs['dare_ties']}-ties-dare.svg"
     # a DFS run has no recipe heatmaps: the page moves to a tab it has
     model.run_id = runs["dfs"]
     assert "Recipe" not in model.tabs() and model.tab == model.tabs()[0] == "DFS path"
@@ -1396,16 +1399,26 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     store = tmp_path / "killed"
     shutil.copytree(Path(runs["dir"]) / runs["dfs"], store / runs["dfs"])
     info = json.loads((store / runs["dfs"] / "run.json").read_text())
-    info.update(status="running", pid=2 ** 22 + 7, host=socket.gethostname(), pid_started=1.0)
+    info.update(status="running", pid=2 ** 22 + 7, host=socket.gethostname(), pid_started=1.0, iterations=1,
+                best_loss=-0.25)
     (store / runs["dfs"] / "run.json").write_text(json.dumps(info))
     killed = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
     assert "· interrupted," in killed.summary() and f"merge evolve --resume {runs['dfs']}" in killed.summary()
+    # iterations done of those asked; the fitness: the loss negated
+    assert f"· interrupted, 1/{info['config']['iters']} iterations · best validation fitness 0.250" in killed.summary()
     # a damaged metrics file: the page shows the run's other files and says what it could not read (it failed to
     # build, a traceback for the Runs gallery's link)
     (store / runs["dfs"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
     damaged = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
     assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
     assert "DFS path" in damaged.tabs()
+    # a run on show that is gone at a refresh (deleted): the page moves to a run that is there
+    two = tmp_path / "two"
+    for name in (runs["dare_ties"], runs["dfs"]):
+        shutil.copytree(Path(runs["dir"]) / name, two / name)
+    gone = MergeModel(runs_dir=str(two), run_id=runs["dare_ties"])
+    shutil.rmtree(two / runs["dare_ties"])
+    assert gone.refresh() == [runs["dfs"]] and gone.run_id == runs["dfs"]
 
 
 def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_page():

@@ -58,7 +58,7 @@ def _scores(ex, run_id: str) -> dict:
 
 # --- the model, no browser -------------------------------------------------------------------------------------------
 
-def test_views_follow_the_run_files(ex):
+def test_views_follow_the_run_files(ex, tmp_path):
     from workbench.experts import load_expert
 
     model = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"])
@@ -114,8 +114,37 @@ def test_views_follow_the_run_files(ex):
     assert list(curve["series"]) == ["k = 2", "k = 2", "k = 3", "k = 3"] and list(curve["x"]) == [1, 2, 1, 2]
     assert list(curve["y"]) == list(run.read_table("metrics").to_pandas().dropna(subset=["shots_accuracy"])
                                     ["shots_accuracy"])
+    # the α of every target: each adapt run's shares (of this model and experts) at its largest k, 3 shots
+    want = {}
+    for rid in (ex["adapt0"], ex["adapt1"], ex["matrix"]):
+        shares = alpha_shares(np.asarray(_scores(ex, rid)["few_shot"]["3"]["alpha"], float)).mean(1)
+        for e, v in zip(("add", "sort"), shares, strict=True):
+            want.setdefault(e, []).extend([] if np.isnan(v) else [v])
+    got = model.targets_alpha().set_index("expert")
+    assert set(got["target"]) == {"reverse"} and len(got) == 2
+    for e, v in want.items():
+        assert got.loc[e, "mean"] == pytest.approx(np.mean(v)) and got.loc[e, "n"] == len(v)
+    assert " · pooled with 1 other run" in model.summary()
+    assert list(shots["k"]) == [2, 2, 3, 3]  # by k, then seed
+    # an expert run's header: its test scores, to 3 places; a view the run lacks gives way to its first
+    expert = ExpertsModel(runs_dir=ex["dir"], run_id=ex["adapt0"], view="confusion")
+    expert.run_id = ex["add"]
+    test = RunStore(ex["dir"]).open(ex["add"]).info["test_scores"]
+    assert f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" in expert.summary()
+    assert expert.view == expert.data.views[0] == "z"
+    # an export's file name: the run, the view with hyphens (z_rank: z-rank)
+    assert model.export("z_rank", tmp_path, ".svg").name == f"{ex['adapt0']}-z-rank.svg"
     model.compare = []
     assert model.strategies_table()["n"].max() == 1 and "pooled" not in model.summary()
+    # the mixer opens on the run's own mixing rule (a sigmoid, normalised adaptation's: not raw, unnormalised)
+    import shutil
+
+    shutil.copytree(Path(ex["dir"]) / ex["adapt0"], tmp_path / "runs" / ex["adapt0"])
+    info = json.loads((tmp_path / "runs" / ex["adapt0"] / "run.json").read_text())
+    info["config"].update(variant="sigmoid", normalize=True)
+    (tmp_path / "runs" / ex["adapt0"] / "run.json").write_text(json.dumps(info))
+    sigmoid = ExpertsModel(runs_dir=str(tmp_path / "runs"), run_id=ex["adapt0"])
+    assert (sigmoid.variant, sigmoid.normalize) == ("sigmoid", True)
 
 
 def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
@@ -421,8 +450,15 @@ def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
     damaged = ExpertsModel(runs_dir=str(copied), run_id=ex["sort"])
     assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
     assert "· interrupted, " in damaged.summary()  # not the "running" its run.json last said
-    alpha = ExpertsModel(runs_dir=str(copied), run_id=ex["adapt0"]).targets_alpha()
+    scores = json.loads((copied / ex["adapt0"] / "scores.json").read_text())
+    scores["few_shot"]["2"]["alpha"], scores["few_shot"]["3"]["alpha"] = [[1.0], [0.0]], [[0.12346], [0.54321]]
+    (copied / ex["adapt0"] / "scores.json").write_text(json.dumps(scores))
+    adapt0 = ExpertsModel(runs_dir=str(copied), run_id=ex["adapt0"])
+    alpha = adapt0.targets_alpha()
     assert len(alpha) and set(alpha["n"]) == {1}  # this run's α alone: its damaged sibling left out
+    # its largest k's (3 shots), not k = 2's; the sliders set to CEM's α as found, to 4 places
+    assert list(alpha["mean"]) == pytest.approx([0.12346 / 0.66667, 0.54321 / 0.66667])
+    assert adapt0.found_alpha(3) == [0.1235, 0.5432]
     model = ExpertsModel(runs_dir=ex["dir"])
     assert model.run_id == ex["matrix"]  # the newest
     with pytest.raises(ValueError, match="no run 'nope'"):

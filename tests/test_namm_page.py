@@ -190,8 +190,15 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert [r.kept.tolist() for r in trace.records[-1]] == [r.kept.tolist() for r in direct.records[-1]]
     assert model.step == len(trace.steps) - 1 and "eviction steps" in model.summary()
     assert f" prompt tokens + {trace.n_generated} generated · " in model.summary() and trace.n_generated > 1
+    assert f" · {len(trace.steps)} eviction steps · cache at the end " \
+        f"{np.mean(trace.final_sizes) / trace.n_tokens:.0%} of the tokens · " in model.summary()
     rows = model.result_rows()  # the run's eval file, kvpress included
     assert {r["method"] for r in rows} == {"full", "namm", "recent", "kvpress:snapkv"}
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": [{"method": "kvpress:tova", "task": "kv", "score": 0.5,
+                                                               "kept": 0.5}]}))
+    model.results = str(tmp_path / "bench.json")  # an eval / bench JSON given: its rows, not the run's
+    assert [r["method"] for r in model.result_rows()] == ["kvpress:tova"]
+    model.results = ""
     with pytest.raises(ValueError, match="unknown view"):
         model.export("raster", tmp_path)
     model.show_sweep(model.compute_sweep(fractions=(0.5,)))
@@ -221,6 +228,8 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
                "sweep": ".html"}
     assert set(formats) == set(VIEWS)
     written = [model.export(v, tmp_path, s) for v, s in formats.items()]
+    assert model.step_text() == f"step 2 of {len(trace.steps)}: {trace.steps[1]} tokens processed"
+    assert all(p.name.endswith(f"-step2{s}") for p, s in zip(written, formats.values(), strict=True))
     text_pdf = written[list(formats).index("text")].read_bytes()  # TrueType, as every paper figure (Type 3 was)
     assert b"/Type3" not in text_pdf and b"/FontFile2" in text_pdf
     import holoviews as hv
@@ -242,6 +251,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert written[0].name.startswith(f"namm-retention-namm-{namm_run['id']}-p")
     with pytest.raises(ValueError, match="no scores"):
         model.export("scores", tmp_path)
+    model.param.update(policy="namm", theta="random", seed=3, scale=0.05, strict=True, layer=99, head=99, token=10 ** 6)
+    assert model.policy_source() == "namm-random-s3-0.05-strict"
+    trace = model.run()  # the layer, head and token on show: the last of this trace (past its end before)
+    assert (model.layer, model.head, model.token) == (trace.n_layers - 1, trace.n_heads - 1, trace.n_tokens - 1)
+    assert model.export("retention", tmp_path).name.startswith("namm-retention-namm-random-s3-0.05-strict-p")
     model.prompt = "  "
     with pytest.raises(ValueError, match="prompt is empty"):
         model.run()
@@ -250,7 +264,9 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert answer in model.prompt and not model.chat and len(model.prompt) > 150
     with pytest.raises(ValueError, match="unknown task"):
         model.use_task("sudoku")
-    for length in (None, 8, 100_000):  # an emptied field, too short, beyond the model's window: said, nothing made
+    window = tr.explorer_model(model.model_name)[0].config.get_text_config(decoder=True).max_position_embeddings
+    # an emptied field, too short, beyond the model's window (with the answer's tokens): said, nothing made
+    for length in (None, 8, 31, window - model.max_new_tokens + 1, 100_000):
         with pytest.raises(ValueError, match="at least 32|exceed the model's window"):
             model.use_task("passkey", length)
 
@@ -555,6 +571,7 @@ def test_a_run_trained_at_any_n_up_is_drawn_at_it_and_a_prompt_short_of_it_is_re
             patched.chdir(tmp_path)
             opened = NAMMExplorer(runs_dir=str(store.root))
             if expected is None:
+                opened.policy = "h2o"  # a baseline chosen: the run refused leaves it (choose set NAMM's)
                 before = (opened.theta, opened.policy, opened.n_up, opened.model_name)
                 with pytest.raises(ValueError, match=f"run {r.id} was trained on the model {tmp_path / 'moved'}, "
                                                      "which is not there"):

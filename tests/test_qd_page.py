@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from test_dashboards import FOCUSED, _browse, browser, serving, widest_row  # noqa: F401 - browser is a fixture
 
-from workbench.dashboards.qd import VIEWS, QDModel, read_source
+from workbench.dashboards.qd import VIEWS, QDModel, read_source, source_runs
 from workbench.local_server import first_answer, free_port
 from workbench.runs import RunStore
 
@@ -56,6 +56,11 @@ def test_archives_scrubber_sampling_and_curves_follow_the_run_files(qd):
     d = model.data
     assert d.kind == "qd" and d.tasks == TASKS and d.generations == list(range(13)) and model.generation == 12
     assert d.views == list(VIEWS)
+    # opened on its first archive (the prompt's placeholder is that task's), the generations said oldest first
+    assert d.snap(-1) == 0 and d.snap(99) == 12  # the scrubber before the first snapshot: the first; past the last
+    # no run asked for: the newest run here (the run menu's last)
+    assert QDModel(runs_dir=qd["dir"]).data.name == qd["other"] == source_runs(qd["dir"])[-1]
+    assert model.task == TASKS[0] and " · generations 0–12 · " in model.summary()
     snapshots = _table(qd, "archives")
     children = _table(qd, "children").set_index("id")
     changed = False
@@ -89,6 +94,15 @@ def test_archives_scrubber_sampling_and_curves_follow_the_run_files(qd):
         mine = curves[curves["task"] == t].set_index("generation")
         for column in ("coverage", "qd_score", "max_quality"):
             assert np.allclose(mine[column], metrics.set_index("generation")[f"{column}_{t}"], equal_nan=True)
+    # max quality is the best elite's, not a mean over the archive (every elite of the run may tie): a weaker elite
+    # added to the last brackets archive leaves it and adds to the QD score
+    cells = model.data.cells
+    best = cells[(cells["generation"] == 12) & (cells["task"] == "brackets")].sort_values("quality").iloc[-1]
+    weaker = {**best.to_dict(), "cell": (int(best["x"]), 14), "y": 14, "quality": best["quality"] - 0.25}
+    model.data.cells = pd.concat([cells, pd.DataFrame([weaker], index=[cells.index.max() + 1])])
+    was, now = (c.set_index(["generation", "task"]).loc[(12, "brackets")] for c in (curves, model.curves()))
+    assert now["max_quality"] == was["max_quality"] == best["quality"]
+    assert now["qd_score"] == pytest.approx(was["qd_score"] + best["quality"] - 0.25)
 
 
 def test_lineage_children_card_and_baselines(qd, tmp_path):
@@ -122,6 +136,12 @@ def test_lineage_children_card_and_baselines(qd, tmp_path):
     assert card["draws_all"] == sum(newest in ps for ps, pool in zip(children["parents"], children["pool"],
                                                                     strict=True) if pool != "archive")
     ancestry = {a["id"] for a in card["ancestry"]}
+    assert [a["id"] for a in card["ancestry"]] == sorted(ancestry, reverse=True)  # newest first, itself at the top
+    # draws from all archives (the archive optimised held fewer than two elites) apart from an archive's own
+    for i in model.data.models.index:
+        drawn = [pool for ps, pool in zip(children["parents"], children["pool"], strict=True) if i in ps]
+        assert model.card(int(i))["draws_all"] == sum(pool != "archive" for pool in drawn)
+    assert any(model.card(int(i))["draws_all"] for i in model.data.models.index)
     assert newest in ancestry and any(not a["parents"] for a in card["ancestry"])  # down to a seed expert
     assert all(p in ancestry for a in card["ancestry"] for p in a["parents"])
     assert set(card["elite_of"]) == {t for t in TASKS if newest in set(model.cells(t)["id"])}
@@ -143,6 +163,7 @@ def test_lineage_children_card_and_baselines(qd, tmp_path):
     for t in TASKS:
         for name, v in scores["per_task"][t].items():
             assert bars[(bars["task"] == t) & (bars["model"] == name)]["mean"].item() == pytest.approx(v)
+    assert set(bars["n"]) == {1} and set(bars["std"]) == {0.0}  # one run: each bar one score, no spread
     assert model.param.compare.objects == [qd["other"]]
     model.compare = [qd["other"]]
     other = json.loads((Path(qd["dir"]) / qd["other"] / "scores.json").read_text())
