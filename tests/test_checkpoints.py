@@ -300,7 +300,8 @@ def test_a_cmaes_state_is_a_snapshot_and_optimisers_made_from_it_go_on_apart():
         _generation(a)
         b = cmaes_from_state(state)
         _generation(b)
-        assert all(np.array_equal(state["attrs"][k], v) for k, v in taken.items()), cls
+        # bit for bit: cmaes' function history starts as np.empty, whose unwritten slots may hold NaN
+        assert all(state["attrs"][k].tobytes() == v.tobytes() for k, v in taken.items()), cls
         np.testing.assert_array_equal(a._mean, b._mean)
         np.testing.assert_array_equal(a._C, b._C)
 
