@@ -682,7 +682,6 @@ def test_a_new_run_is_held_from_its_creation_to_the_end_of_its_loop(tmp_path):
     assert store.remove(run.id) == run.id
 
 
-
 def test_a_resume_of_a_run_whose_dead_process_had_its_pid_reads_as_resuming(tmp_path):
     """A restarted container resumes its run as pid 1 again, on the same host name: while the resume sets up,
     run.json still names the dead pid 1 (started before it), which is not the claim's holder. The run reads as

@@ -109,16 +109,21 @@ _CLAIMS: contextvars.ContextVar[list | None] = contextvars.ContextVar("workbench
 
 
 def _HERE() -> str:  # noqa: N802 - reads as the holder's description
-    return f"pid {os.getpid()} on {socket.gethostname()}"
+    return _pid_on(os.getpid(), socket.gethostname())
 
 
-def _holder_runs_it(info: dict, holder: str | None, started: float | None = None) -> bool:
+def _pid_on(pid: object, host: object) -> str:
+    """A process as the claims and the refusals name it: "pid N on HOST"."""
+    return f"pid {pid} on {host}"
+
+
+def _holder_runs_it(info: dict, holder: str | None, started: float | None) -> bool:
     """Whether a run's claim is held by the process its run.json says runs it (a new run's loop, or a resume's once
     its loop began): "running", where its pid check is fooled (a container's own pid namespace, a recycled pid) or
     its heartbeat is late, rather than "resuming" (a resume setting up, which writes its pid when its loop starts).
     `started`: the holder's start time (its claim file's second line): a holder of the same pid and host that
     started later than run.json's process is another process (a restarted container's pid 1, resuming)."""
-    if info.get("status") != "running" or holder != f"pid {info.get('pid')} on {info.get('host')}":
+    if info.get("status") != "running" or holder != _pid_on(info.get("pid"), info.get("host")):
         return False
     recorded = info.get("pid_started")
     return not (recorded and started and abs(started - recorded) > 1.0)
@@ -662,12 +667,12 @@ class Run:
         check before loading anything)."""
         info = self.info
         if effective_status(info) == "running":
-            raise RunError(f"run {self.id!r} is still running (pid {info.get('pid')} on {info.get('host')}); "
+            raise RunError(f"run {self.id!r} is still running ({_pid_on(info.get('pid'), info.get('host'))}); "
                            f"stop it before resuming it")
         if self._claim is None:
-            holder = self._claimed_by()
-            if holder is not None:
-                raise RunError(self._claimed_message(holder))
+            record = self._claim_record()
+            if record is not None:
+                raise RunError(self._claimed_message(record))
         if not trust_pickle and not (self.path / "checkpoint.json").exists() \
                 and (self.path / "checkpoint.pkl").exists():
             raise RunError(self._pickle_refusal())
@@ -686,7 +691,8 @@ class Run:
             if self._claim is not None:
                 return
             if self._held_here(key):
-                raise RunError(self._claimed_message(_HERE()))  # another Run of this process: no lock needed
+                # another Run of this process: no lock needed
+                raise RunError(self._claimed_message(self._claim_record()))
             f = self._lock_file()
             if f is None:
                 return
@@ -708,8 +714,8 @@ class Run:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if attempt == 2:  # not another process's brief look (_claimed_by): a resume holds it
-                        raise RunError(self._claimed_message(self._claimed_by() or "another process")) from None
+                    if attempt == 2:  # not another process's brief look (_claim_record): a resume holds it
+                        raise RunError(self._claimed_message(self._claim_record())) from None
                     time.sleep(0.05)
                 except OSError:  # no locks on this file system (ENOLCK, EOPNOTSUPP)
                     f.close()
@@ -734,11 +740,6 @@ class Run:
                 if _CLAIMED.get(self._claim_key) is self:
                     del _CLAIMED[self._claim_key]
                 held.close()  # last: where closing fails (NFS), this process still takes the run as let go
-
-    def _claimed_by(self) -> str | None:
-        """Who holds the run's claim ("pid N on HOST"), or None when nobody does."""
-        record = self._claim_record()
-        return None if record is None else record[0]
 
     def _claim_record(self) -> tuple[str, float | None] | None:
         """Who holds the run's claim ("pid N on HOST") and since when (its process's start time, None where its
@@ -769,17 +770,18 @@ class Run:
         other = _CLAIMED.get(key)
         return other is not None and other is not self and other._claim is not None
 
-    def _runs_it(self) -> bool:
-        """Whether the run's claim is held by the process its run.json names (_holder_runs_it); False where nobody
-        holds it or run.json does not read (a run being created has none)."""
-        record = self._claim_record()
+    def _runs_it(self, record: tuple[str, float | None] | None) -> bool:
+        """Whether the claim `record` (_claim_record) is held by the process run.json names (_holder_runs_it);
+        False where nobody holds it or run.json does not read (a run being created has none)."""
         try:
             return record is not None and _holder_runs_it(self.info, *record)
         except RunError:
             return False
 
-    def _claimed_message(self, holder: str) -> str:
-        if self._runs_it():
+    def _claimed_message(self, record: tuple[str, float | None] | None) -> str:
+        """Why a resume is refused while the claim `record` (_claim_record) is held by someone else."""
+        holder = record[0] if record is not None else "another process"
+        if self._runs_it(record):
             return f"run {self.id!r} is still running ({holder}); stop it before resuming it"
         return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
                 f"before resuming it again")
@@ -1331,8 +1333,9 @@ class RunStore:
         try:
             run.claim()  # from here no resume can start
         except RunError:
-            holder = run._claimed_by() or "another process"
-            what = "running" if run._runs_it() else "held by another process (a resume)"
+            record = run._claim_record()
+            holder = record[0] if record is not None else "another process"
+            what = "running" if run._runs_it(record) else "held by another process (a resume)"
             raise RunError(f"run {run.id} is {what} ({holder}): wait for it to end, or stop it, then remove the "
                            "run") from None
         trash = self.root / f".removing-{run.id}-{os.getpid()}"
@@ -1403,7 +1406,7 @@ class RunStore:
         if running or holder:
             status = "running" if running or _holder_runs_it(info, holder, started) else \
                 "held by another process (a resume)"
-            by = holder or (f"pid {info.get('pid')} on {info.get('host')}" if info.get("pid") is not None
+            by = holder or (_pid_on(info.get("pid"), info.get("host")) if info.get("pid") is not None
                             else "another process")
             raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "
                            "page), then remove it")
