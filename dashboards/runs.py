@@ -15,6 +15,7 @@ import html
 import io
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -631,6 +632,20 @@ class Gallery:
         return "".join(p.object for p in self.grid.objects) if self.grid.visible else self.empty.object
 
 
+def what_cell(text: str) -> str:
+    """A run's `what` as the Runs table's HTML cell: escaped, with a break opportunity after each "+" and "/" (a
+    task list "gsm8k+mbpp+arc_easy" is one word to the browser, which broke it inside "arc_easy"; a path anywhere
+    rather than at its slashes)."""
+    return re.sub(r"([+/])", r"\1<wbr>", html.escape(text))
+
+
+def table_shown(model: RunsModel) -> pd.DataFrame:
+    """The Runs table's rows as the page shows them: model.table() with `what` as HTML (what_cell)."""
+    table = model.table()
+    table["what"] = table["what"].map(what_cell)
+    return table
+
+
 def patch_table(table: pn.widgets.Tabulator, df: pd.DataFrame) -> None:
     """Put `df` in the table: where only cells changed (the same runs in the same order, the same columns and
     types: a running run's count, a status), patch those cells; replace the rows otherwise. Replacing them every
@@ -699,14 +714,16 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     # every column in a laptop's main area (COLUMNS, the widths above): what, the metric and the time wrapped too,
     # the unit on the done header (what = a merge's models: a path with no hyphen breaks anywhere rather than be cut)
     wrapped = {"type": "textarea"}
-    table = pn.widgets.Tabulator(model.table(), selectable="checkbox", disabled=True, pagination="local",
+    table = pn.widgets.Tabulator(table_shown(model), selectable="checkbox", disabled=True, pagination="local",
                                  page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right"),
-                                             **dict.fromkeys(["id", "what", "metric", "note", "created"], wrapped)},
+                                             **dict.fromkeys(["id", "metric", "note", "created"], wrapped),
+                                             "what": {"type": "html"}},
                                  widths={"note": NOTE_WIDTH, "id": ID_WIDTH, "what": WHAT_WIDTH,
                                          "metric": METRIC_WIDTH, "created": CREATED_WIDTH},
                                  hidden_columns=["unit"], header_tooltips={"done": DONE_TOOLTIP},
-                                 stylesheets=['.tabulator-cell[tabulator-field="what"] { overflow-wrap: anywhere; }'])
+                                 stylesheets=['.tabulator-cell[tabulator-field="what"] { white-space: normal; '
+                                              'overflow-wrap: anywhere; }'])
 
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""
@@ -753,7 +770,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         # from above them moved them onto others (which on_table_select then took as ticked)
         replacing[0] = True
         try:
-            patch_table(table, model.table())
+            patch_table(table, table_shown(model))
         finally:
             replacing[0] = False
         on_ticked()

@@ -539,7 +539,7 @@ def shown_text(grid) -> str:
 
 
 def test_runs_model_gallery_filters_and_compares(runs):
-    from workbench.dashboards.runs import best_text, gallery_html
+    from workbench.dashboards.runs import best_text, gallery_html, table_shown, what_cell
 
     model = RunsModel(runs_dir=runs["dir"])
     ids = {runs["illuminate"], *runs["openended"], runs["dare_ties"], runs["dfs"]}
@@ -554,6 +554,11 @@ def test_runs_model_gallery_filters_and_compares(runs):
     # what each run is, in the values its kind is described by (a merge's method sat under "substrate")
     assert "substrate" not in table and table.at[runs["openended"][0], "what"] == "boids · pixels · cma"
     assert table.at[runs["dare_ties"], "what"] == "dare_ties · add+sort", table["what"]
+    # and on the page, HTML that breaks after a "+" or "/" (a task list broke inside its last task), escaped
+    shown = table_shown(model).set_index("id")
+    assert shown.at[runs["dare_ties"], "what"] == "dare_ties · add+<wbr>sort"
+    assert shown.drop(columns="what").equals(table.drop(columns="what"))
+    assert what_cell("a<b>&/c+d") == "a&lt;b&gt;&amp;/<wbr>c+<wbr>d"
     # the note before the time created, which reads as the card's (to the second, no "T" nor milliseconds)
     assert list(table.columns[-2:]) == ["note", "created"]
     # what a run is and its best first: at a laptop's 1366 px the best sat after done and unit, off to the right
@@ -2438,6 +2443,13 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
 
         assert cell.bounding_box()["width"] <= ID_WIDTH + 1 and cell.inner_text().strip() == stays.id
         assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the id is cut off"
+        # a task list breaks after its "+" signs, not inside a task (it broke inside "arc_easy")
+        what = page.locator(".tabulator-cell", has_text="gsm8k+mbpp+arc_easy")
+        lines = what.evaluate("""e => { const w = document.createTreeWalker(e, NodeFilter.SHOW_TEXT); let n;
+            while ((n = w.nextNode())) { const i = n.data.indexOf("arc_easy");
+                if (i >= 0) { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 8);
+                              return r.getClientRects().length; } } return -1; }""")
+        assert lines == 1, lines
         holder.evaluate("e => e.scrollLeft = 0")
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
