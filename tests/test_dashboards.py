@@ -2450,6 +2450,8 @@ def test_runs_page_removes_a_ticked_run_in_chromium(tmp_path, browser, request):
                 if (i >= 0) { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 8);
                               return r.getClientRects().length; } } return -1; }""")
         assert lines == 1, lines
+        for cell in page.locator('.tabulator-cell[tabulator-field="what"]').all():  # and none is cut off
+            assert cell.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), cell.inner_text()
         holder.evaluate("e => e.scrollLeft = 0")
         # a note on the one run ticked, typed and saved without leaving the field
         kept = page.locator(".tabulator-row", has_text=stays.id).locator("input[type=checkbox]")
