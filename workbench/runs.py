@@ -112,6 +112,14 @@ def _HERE() -> str:  # noqa: N802 - reads as the holder's description
     return _pid_on(os.getpid(), socket.gethostname())
 
 
+def _busy(run_id: str, running: bool, by: str) -> RunError:
+    """The refusal to remove a run that runs (`running`) or that a resume holds, `by` whom: one wording whether
+    check_removable saw it or remove's own claim met it after the check."""
+    status = "running" if running else "held by another process (a resume)"
+    return RunError(f"run {run_id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its page), "
+                    "then remove it")
+
+
 def _pid_on(pid: object, host: object) -> str:
     """A process as the claims and the refusals name it: "pid N on HOST"."""
     return f"pid {pid} on {host}"
@@ -1334,10 +1342,8 @@ class RunStore:
             run.claim()  # from here no resume can start
         except RunError:
             record = run._claim_record()
-            holder = record[0] if record is not None else "another process"
-            what = "running" if run._runs_it(record) else "held by another process (a resume)"
-            raise RunError(f"run {run.id} is {what} ({holder}): wait for it to end, or stop it, then remove the "
-                           "run") from None
+            raise _busy(run.id, run._runs_it(record), record[0] if record is not None else "another process") \
+                from None
         trash = self.root / f".removing-{run.id}-{os.getpid()}"
         try:
             os.replace(run.path, trash)
@@ -1404,12 +1410,9 @@ class RunStore:
             running = False
         holder, started = (run._claim_record() if run._claim is None else None) or (None, None)
         if running or holder:
-            status = "running" if running or _holder_runs_it(info, holder, started) else \
-                "held by another process (a resume)"
             by = holder or (_pid_on(info.get("pid"), info.get("host")) if info.get("pid") is not None
                             else "another process")
-            raise RunError(f"run {run.id} is {status} ({by}): stop it first (Ctrl-C where it runs, or stop on its "
-                           "page), then remove it")
+            raise _busy(run.id, running or _holder_runs_it(info, holder, started), by)
 
     def reopen(self, run_id: str, read_config: Callable[[dict], Any], kinds: tuple[str, ...] | None = None, *,
                trust_pickle: bool = False, going_on: bool = False) -> tuple[Run, Any, dict | None]:
