@@ -722,8 +722,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
                                  widths={"note": NOTE_WIDTH, "id": ID_WIDTH, "what": WHAT_WIDTH,
                                          "metric": METRIC_WIDTH, "created": CREATED_WIDTH},
                                  hidden_columns=["unit"], header_tooltips={"done": DONE_TOOLTIP},
-                                 stylesheets=['.tabulator-row .tabulator-cell[tabulator-field="what"] { white-space: normal; '
-                                              'overflow-wrap: anywhere; }'])
+                                 stylesheets=['.tabulator-row .tabulator-cell[tabulator-field="what"] { '
+                                              'white-space: normal; overflow-wrap: anywhere; }'])
 
     def compare_views() -> list:
         """The Compare tab: who is compared, the curves and what differs, from one comparison of the runs."""

@@ -177,6 +177,8 @@ class SearchJob:
                              on_start=self._started,
                              on_population=lambda thetas, thumbs: setattr(self, "population",
                                                                           population_grid(thumbs)))
+            if not self._began:  # a done run asked for no more returns before its set-up: what it holds, read
+                self._opened(run)  # (the page showed its id beside the budget of the run shown before)
             self.run_id = run.id
             self.best_thumb = _best_thumb(run.path)
             self.status = run.info["status"]  # last: the page shows the best frame when the status changes

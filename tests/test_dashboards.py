@@ -3070,3 +3070,86 @@ def test_an_accuracy_that_starts_at_zero_is_drawn_on_the_whole_accuracy_scale():
     drawn = (image == line).all(axis=-1)
     last = np.flatnonzero(drawn.any(axis=0))[-1]
     assert abs(np.flatnonzero(drawn[:, last]).mean() - (22 + 139) / 2) < 4  # 0.5 on 0..1: half-way down
+
+
+def test_an_idle_search_page_counts_the_iterations_its_next_start_runs_and_start_refuses_what_no_search_runs(
+        tmp_path):
+    """From mutation sampling: before any run the progress line counts the sidebar's Iters as they change (not the
+    value the page opened with), and settings no search can run (open-endedness over one frame) are refused by
+    start() itself, in the caller's thread: no search is launched to fail on its own."""
+    model = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=4)
+    model.iters = 7
+    assert model.total == 7 and model.progress_text() == "0 / 7 iterations"
+    model.frames = 1
+    with pytest.raises(ValueError, match="--frames 1 scores 0"):
+        model.start()
+    assert model.status == "idle" and model.run_id is None and not model.running
+
+
+def test_the_search_page_shows_the_run_it_was_asked_for_what_runs_elsewhere_and_no_atlas_for_a_search(tmp_path):
+    """From mutation sampling: a page asked for a run (?run=ID, or run=) opens that run even while this server runs
+    another search (only a page asked for none shows the one running); a run that runs in another process says
+    so beside its status; a finished search without a best frame is not sent to the Atlas (an illumination's
+    note); a run resumed from the page shows none of the rows of the run shown before."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.dashboards.search import ATLAS_NOTE, SearchViews, search_page
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    ev = EvalConfig("boids", "pixels", steps=4, frames=2, overrides={"N": 8})
+    first = run_search(SearchConfig(kind="openended", pop=4, iters=2, eval=ev), store)
+    second = run_search(SearchConfig(kind="openended", pop=4, iters=1, seed=1, eval=ev), store)
+    for name, edit in (("elsewhere", lambda info: {**info, "status": "running", "host": "another-host",
+                                                   "heartbeat": time.time()}), ("nobest", lambda info: info)):
+        shutil.copytree(first.path, tmp_path / name)
+        info = json.loads((tmp_path / name / "run.json").read_text())
+        (tmp_path / name / "run.json").write_text(json.dumps(edit(info)))
+    (tmp_path / "nobest" / "best.png").unlink()
+
+    model = SearchModel(runs_dir=str(tmp_path))
+    model.choose("elsewhere")
+    views = SearchViews(model)
+    views.refresh()
+    assert model.status == "running" and not model.running
+    assert "not in this server" in views.status.object, views.status.object
+    model.choose("nobest")
+    views.refresh()
+    assert model.status == "done" and model.best_thumb is None
+    assert ATLAS_NOTE not in str(views.best[0].object)
+
+    model.choose(first.id)
+    assert len(model.metrics) == 2
+    model.start(resume=second.id)  # done: nothing more to run, and nothing of the first run kept on show
+    assert model.wait() == "done" and model.run_id == second.id
+    assert model.metrics == RunStore(tmp_path).open(second.id).metrics_table("iteration", "best_loss").to_pylist()
+    assert len(model.metrics) == 1 and model.total == 1 and model.progress_text() == "1 / 1 iterations"
+
+    running = SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
+                          frames=2, iters=1000, pop=4)
+    running.start()
+    try:
+        deadline = time.time() + 120
+        while running.run_id is None and running.running and time.time() < deadline:
+            time.sleep(0.05)
+        assert running.run_id is not None, running.error
+        live = SearchViews(running)
+        live.refresh()  # it runs here: no "shown as it was" beside its status
+        assert "**running**" in live.status.object and "not in this server" not in live.status.object
+        asked = SearchModel(runs_dir=str(tmp_path))
+        search_page(str(tmp_path), model=asked, run=first.id)
+        assert asked.run_id == first.id and not asked.running
+    finally:
+        running.stop()
+        running.wait()
+
+
+def test_the_lab_plays_one_theta_from_the_seed_given_seed_0_included():
+    """From mutation sampling: a population of one, (1, n), is refused as any population is (the page plays one
+    θ), and a θ given with initial-state seed 0 (a population member's thumbnail seed) plays from seed 0, not from
+    the seed the Lab had."""
+    model = LabModel(substrate="boids", seed=5)
+    with pytest.raises(ValueError, match="one vector"):
+        model.set_theta(np.zeros((1, model.sub.n_params)))
+    model.set_theta(model.theta, seed=0)
+    assert model.seed == 0
