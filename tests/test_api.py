@@ -588,3 +588,25 @@ def test_the_rule_ga_takes_numpys_seeds_alone():
     for bad in (-1, 1.5, 2 ** 32):
         with pytest.raises(ValueError, match="--seed must be a whole number from 0 to 4294967295"):
             RuleGA(seed=bad)
+
+
+def test_counts_refuse_true_and_keep_numpys_integers_as_ints():
+    """From mutation sampling: True is no count (it passed as 1: a bool is an int to Python), and a NumPy integer
+    taken for one is stored as the int run.json holds."""
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+
+    ev = EvalConfig("boids", "pixels", steps=4)
+    with pytest.raises(ValueError, match="--iters must be a positive integer, got True"):
+        SearchConfig(kind="target", eval=ev, prompts=["a"], iters=True)
+    cfg = SearchConfig(kind="target", eval=ev, prompts=["a"], iters=np.int64(3))
+    assert type(cfg.iters) is int and cfg.iters == 3
+
+
+def test_path_lists_of_other_lengths_are_not_the_same_paths(tmp_path):
+    """From mutation sampling: lists of paths of other lengths are other inputs (False), not a zip's ValueError."""
+    from workbench.checks import same_paths
+
+    (tmp_path / "a").mkdir()
+    a = str(tmp_path / "a")
+    assert same_paths([a], [a + "/"]) and not same_paths([a], [a, a]) and not same_paths([a, a], [a])

@@ -615,3 +615,37 @@ def test_a_settings_band_runs_in_iteration_order_when_its_first_run_scored_late(
     assert list(cmp.bands()["iteration"]) == [0, 1, 2, 3]
     ax = hv.render(compare_curves(cmp), backend="matplotlib").axes[0]
     assert list(ax.lines[0].get_xdata()) == [0, 1, 2, 3]
+
+
+def test_the_descriptor_fit_tells_map_elites_runs_apart_and_no_ga_runs():
+    """From mutation sampling: two MAP-Elites illuminations that fit their descriptor on other prompts ran two
+    settings; the GA fits none, so its runs differing there (a stored default) are replicates of one."""
+    def info(run_id: str, algorithm: str, fit: str) -> dict:
+        cfg = SearchConfig(kind="illuminate", eval=EvalConfig("boids", "pixels", steps=4), algorithm=algorithm,
+                           descriptor_fit=fit)
+        return {"id": run_id, "kind": "illuminate", "config": cfg.to_dict()}
+
+    elites = [info("a", "map-elites", "held-out"), info("b", "map-elites", "all")]
+    assert differing_settings(elites) == {"config.descriptor_fit": {"a": "held-out", "b": "all"}}
+    assert differing_settings([info("c", "ga", "held-out"), info("d", "ga", "all")]) == {}
+
+
+def test_an_adapt_run_mixes_by_cem_with_a_target_and_few_shot_among_its_strategies_or_all_of_them():
+    """From mutation sampling: an empty list of strategies is all of them, CEM's few-shot mixing included, so its
+    stop-token rule is a setting of that run too."""
+    from workbench.compare import uses_cem
+
+    assert uses_cem({"target": "add", "strategies": []}) and uses_cem({"target": "add"})
+    assert uses_cem({"target": "add", "strategies": ["prompt", "few-shot"]})
+    assert not uses_cem({"target": "add", "strategies": ["prompt"]}) and not uses_cem({"target": None})
+
+
+def test_a_setting_set_to_none_and_one_a_run_has_not_got_are_one_setting():
+    """From mutation sampling: a run made before a setting existed (absent from its run.json) and one that set it to
+    None (NAMM's max_kept: no cap) ran one setting, as differing_settings reads them: replicates, not two."""
+    from workbench.compare import replicates_of
+
+    new = {"id": "a", "kind": "merge", "config": {"seed": 0, "max_kept": None}}
+    old = {"id": "b", "kind": "merge", "config": {"seed": 1}}
+    assert differing_settings([new, old]) == {"config.seed": {"a": 0, "b": 1}}
+    assert replicates_of(new, [("b", old)]) == ["b"] and replicates_of(old, [("a", new)]) == ["a"]

@@ -3153,3 +3153,40 @@ def test_the_lab_plays_one_theta_from_the_seed_given_seed_0_included():
         model.set_theta(np.zeros((1, model.sub.n_params)))
     model.set_theta(model.theta, seed=0)
     assert model.seed == 0
+
+
+def test_the_local_server_helpers_wait_for_a_200_and_give_up_when_the_server_has_exited(tmp_path):
+    """From mutation sampling (the page tests only saw servers that came up): wait_live is True once /liveness
+    answers 200, first_answer gives the page's body; an error page is no answer; a server whose process has
+    exited is given up on at once, not after the timeout."""
+    import http.server
+    import threading
+
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"page {self.path}".encode()
+            self.send_response(200 if self.path in ("/liveness", "/app") else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert wait_live(url, 30) and first_answer(f"{url}/app", 30) == "page /app"
+        assert first_answer(f"{url}/missing", 0.5) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    answers = []  # asked with a timeout the test would not wait out: the exited process ends the wait
+    asking = threading.Thread(target=lambda: answers.append(wait_live(f"http://127.0.0.1:{free_port()}", 600, exited)),
+                              daemon=True)
+    asking.start()
+    asking.join(60)
+    assert answers == [False]

@@ -184,3 +184,26 @@ def test_a_gif_faster_than_fifty_frames_a_second_is_refused_before_it_runs(tmp_p
     with pytest.raises(ValueError, match="--fps 51: a GIF's frames last whole hundredths"):
         check_out(tmp_path / "v.gif", fps=51)
     assert check_out(tmp_path / "v.mp4", fps=60) == tmp_path / "v.mp4"  # an MP4 plays any rate
+
+
+def test_a_folder_given_as_the_output_is_said_to_be_one_whatever_its_name(tmp_path):
+    """From mutation sampling: a folder named like no video (`--out shots`) was refused for its suffix ("must end
+    in .png, .gif, .mp4"), as if a file of that name could be written there."""
+    from workbench.export import check_out
+
+    (tmp_path / "shots").mkdir()
+    with pytest.raises(ValueError, match="shots is a folder; give a file name, e.g. --out .*sim.gif"):
+        check_out(tmp_path / "shots")
+
+
+def test_a_theta_of_the_right_size_but_another_shape_is_refused(tmp_path, substrates):
+    """From mutation sampling: θ is one vector of the substrate's n_params; the same numbers as a (1, n) row (a
+    population of one, saved from a search's table) are refused by their shape, not played as something else."""
+    from workbench.export import load_theta
+
+    sub = substrates["boids"]
+    np.save(tmp_path / "row.npy", np.zeros((1, sub.n_params)))
+    with pytest.raises(ValueError, match=rf"has shape \(1, {sub.n_params}\); boids needs \({sub.n_params},\)"):
+        load_theta(tmp_path / "row.npy", sub)
+    np.save(tmp_path / "flat.npy", np.zeros(sub.n_params))
+    assert load_theta(tmp_path / "flat.npy", sub).shape == (sub.n_params,)

@@ -602,3 +602,18 @@ def test_merges_and_norms_do_not_depend_on_torch_threads(monkeypatch):
             sums.append([thread_free_sum(big[1]), thread_free_sum(half, l1=True)])
     assert all(torch.equal(a, b) for a, b in zip(*sums, strict=True)) and sums[0][1].dtype == torch.bfloat16
     assert math.isclose(float(sums[0][0]), float(big[1].double().sum()), rel_tol=1e-5, abs_tol=1e-3)
+
+
+def test_torch_threads_sets_the_count_inside_and_gives_the_process_its_own_back():
+    """From mutation sampling: the pinned count holds inside the block, and the count before comes back after it,
+    also when the block raised."""
+    from workbench.threads import torch_threads
+
+    before = torch.get_num_threads()
+    pinned = 2 if before == 1 else 1
+    with torch_threads(pinned):
+        assert torch.get_num_threads() == pinned
+    assert torch.get_num_threads() == before
+    with pytest.raises(KeyError), torch_threads(pinned):
+        raise KeyError("stopped")
+    assert torch.get_num_threads() == before

@@ -71,3 +71,25 @@ def test_notebook_progress_says_how_its_cell_ended(tmp_path):
     lines = [re.sub(r"\d+\.\d s$", "T", line) for line in text.splitlines()]
     assert lines == ["warning 3/5 stopped", "warning 3/3 stopped", "danger 1/5 failed: ValueError", "success 5/5 T",
                      "success 5/5 T", "success 5/5 T", "warning 2/5 stopped", "info 2/5 T"], text
+
+
+def test_plain_progress_writes_its_last_step_and_a_count_without_a_total(capsys):
+    """From mutation sampling: the last step is written even where it falls in the tenth of the step before (25
+    steps: a line each 2nd; 25/25 shares 24/25's tenth); under ten steps each one is; the best to 4 digits; a
+    count without a total (build_zoo's progress(k) given none) is the count alone, not "5/None"."""
+    from workbench.progress import Progress
+
+    bar = Progress("zoo")
+    for done in range(1, 26):
+        bar(done, 25, {"best_loss": 0.123456})
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" · ")[0] for line in lines] == [f"zoo: {n}/25" for n in [1, *range(2, 25, 2), 25]]
+    assert lines[-1].startswith("zoo: 25/25 · best loss 0.1235 · ") and bar.finished
+    few = Progress("few")
+    for done in range(1, 6):
+        few(done, 5)
+    assert len(capsys.readouterr().err.splitlines()) == 5
+    counted = Progress("steps")
+    counted(2)
+    counted(3)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("steps: 5 · ") and not counted.finished

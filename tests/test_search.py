@@ -690,3 +690,18 @@ def test_the_memory_available_is_the_smaller_of_the_machines_and_the_cgroups(tmp
         (proc / "meminfo").write_text(f"MemTotal: 1 kB\nMemAvailable: {machine_free // 1024} kB\n")
         (cgroups / "memory.max").write_text(f"{limit}\n")
         assert available_memory(proc, cgroups) == want
+
+
+def test_the_cgroup_room_is_the_smallest_of_the_limits_on_the_way_up(tmp_path):
+    """From mutation sampling: with limits on both a job and the task inside it, the room is the tighter of the
+    two (the task's 1 GiB here, not the job's 3 GiB), whichever level holds it."""
+    from workbench.checks import cgroup_headroom
+
+    job = tmp_path / "job"
+    (job / "task").mkdir(parents=True)
+    for folder, limit in ((job, 4 * 2**30), (job / "task", 2 * 2**30)):
+        (folder / "memory.max").write_text(f"{limit}\n")
+        (folder / "memory.current").write_text(f"{2**30}\n")
+    assert cgroup_headroom("0::/job/task\n", tmp_path) == 2**30
+    (job / "memory.max").write_text(f"{int(1.5 * 2**30)}\n")
+    assert cgroup_headroom("0::/job/task\n", tmp_path) == 2**29

@@ -236,3 +236,34 @@ def test_view_renders_at_the_render_size_else_the_window_up_to_512(tmp_path, fla
     model = viewer_model(build_parser().parse_args(["view", "gol", "--out-dir", str(tmp_path), *flags]))
     assert model.render_size == size
     assert model.frame().shape == (size, size, 3)
+
+
+def test_escape_and_closing_the_window_quit_and_max_frames_counts_the_frames(tmp_path, substrates, monkeypatch):
+    """From mutation sampling: Escape quits as q does, closing the window (SDL's QUIT) too; max_frames is the
+    number of frames played; + doubles the steps per frame up to 1024."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    sub = substrates["boids"]
+    model = ViewerModel(sub, sub.zero_theta(), out_dir=tmp_path, render_size=32)
+    run_viewer(model, window=32, max_frames=3, fps_cap=1000)
+    assert model.running and model.steps == 3
+    for event in (pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE, mod=0, unicode="", scancode=0),
+                  pygame.event.Event(pygame.QUIT)):
+        model = ViewerModel(sub, sub.zero_theta(), out_dir=tmp_path, render_size=32)
+        pygame.display.init()  # run_viewer's own init: the event is posted before the loop reads it
+        pygame.event.post(event)
+        run_viewer(model, window=32, max_frames=20, fps_cap=1000)
+        assert not model.running and model.steps == 1, event
+    for _ in range(20):
+        model.key("+")
+    assert model.steps_per_frame == 1024
+
+
+def test_what_plays_is_a_read_only_copy_of_the_parameters_given():
+    """From mutation sampling: read_only_params copies before it locks, so the decoded arrays it was given (which
+    a substrate may hand out again) stay writable and its view keeps what played."""
+    from workbench.viewer import read_only_params
+
+    given = {"m": np.zeros(3), "n": 2}
+    shown = read_only_params(given)
+    given["m"][0] = 1.0
+    assert shown["m"][0] == 0.0 and not shown["m"].flags.writeable and shown["n"] == 2
