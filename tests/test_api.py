@@ -610,3 +610,27 @@ def test_path_lists_of_other_lengths_are_not_the_same_paths(tmp_path):
     (tmp_path / "a").mkdir()
     a = str(tmp_path / "a")
     assert same_paths([a], [a + "/"]) and not same_paths([a], [a, a]) and not same_paths([a, a], [a])
+
+
+def test_the_config_checks_keep_names_refuse_a_file_to_write_into_and_make_notes_once(tmp_path, monkeypatch):
+    """From mutation sampling: a `keep` name stays as typed even where a folder of that name is at hand (a model
+    called "smollm2"); check_writable(within=True) tries the path itself (a file is no folder to write into),
+    without it the folder above; a config checked again makes its notes anew, not twice."""
+    from types import SimpleNamespace
+
+    from workbench.asal.driver import SearchConfig
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.checks import absolute_paths, check_writable, checked_again
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("smollm2", "tiny"):
+        (tmp_path / name).mkdir()
+    cfg = SimpleNamespace(model="smollm2", models=["smollm2", "tiny"])
+    absolute_paths(cfg, "model", "models", keep=("smollm2",))
+    assert cfg.model == "smollm2" and cfg.models == ["smollm2", str(tmp_path / "tiny")]
+    (tmp_path / "afile").write_text("x")
+    check_writable(tmp_path / "afile", "--out", "give a new file")
+    with pytest.raises(ValueError, match=f"--zoo {tmp_path / 'afile'}: cannot write in {tmp_path / 'afile'} "):
+        check_writable(tmp_path / "afile", "--zoo", "give a folder", within=True)
+    cfg = SearchConfig(kind="illuminate", eval=EvalConfig("lenia", "pixels", steps=4, bs=2))
+    assert len(cfg.notes) == 1 and checked_again(cfg).notes == cfg.notes
