@@ -1,5 +1,6 @@
 import gc
 import os
+import sys
 
 import pytest
 
@@ -75,3 +76,13 @@ def quick_zoo(tmp_path_factory):
     from workbench.lm.zoo import ZooConfig, build_zoo
 
     return build_zoo(tmp_path_factory.mktemp("zoo") / "zoo", ZooConfig.quick(tasks=("add", "sort")))
+
+
+@pytest.fixture(autouse=True)
+def _no_page_search_left_running():
+    """A test that fails while a page's search runs leaves no search thread under the interpreter's exit: its
+    daemon thread, left running, aborted the process (rc -6) and hid the failure's report."""
+    yield
+    search = sys.modules.get("workbench.dashboards.search")  # only where a test imported the pages
+    if search is not None:
+        search.SearchJob.stop_all()

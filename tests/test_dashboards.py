@@ -1600,16 +1600,18 @@ def test_a_hidden_tabs_pane_that_changes_keeps_the_pages_stylesheets_on_our_serv
 
 def test_every_page_builds_without_panel_deprecations_of_ours(tmp_path):
     """Panel's (pending) deprecations of what the pages call (Widget.name, say: Panel 2.0 removes it), raised from
-    our code, are errors here; those inside third-party code (Bokeh's pandas calls) are not ours to fix."""
+    our code, are errors here; those inside third-party code (Bokeh's pandas calls) are not ours to fix. Each route
+    serves its own page (titled as PAGES names it)."""
     import warnings
 
     from workbench.dashboards.app import pages
+    from workbench.dashboards.shell import PAGES
 
     with warnings.catch_warnings():
         for category in (DeprecationWarning, PendingDeprecationWarning):
             warnings.filterwarnings("error", category=category, module=r"workbench\.dashboards")
-        for build in pages(str(tmp_path)).values():
-            build()
+        for route, build in pages(str(tmp_path)).items():
+            assert build().title == (PAGES[route].title if route in PAGES else "Home"), route
 
 
 def test_closed_tab_noise_is_dropped_and_other_errors_are_kept():
@@ -3190,3 +3192,124 @@ def test_the_local_server_helpers_wait_for_a_200_and_give_up_when_the_server_has
     asking.start()
     asking.join(60)
     assert answers == [False]
+
+
+def test_the_lab_ticks_only_while_playing():
+    """From mutation sampling: the page's periodic tick steps nothing while the Lab is paused (the callback may
+    still fire once after a pause)."""
+    model = LabModel(substrate="boids")
+    model.tick()
+    assert model.step_count == 0
+    model.playing = True
+    model.tick()
+    assert model.step_count == 1
+
+
+def test_the_lab_scores_a_target_image_with_an_fm_that_has_no_text_encoder_whatever_the_prompt():
+    """From mutation sampling: an uploaded target image wins over the prompt, so an FM without a text encoder
+    (pixels) scores the frames against it even with a prompt typed; no standing error is said. After a reset the
+    first score comes score_every frames later, whatever frames were shown before it."""
+    model = LabModel(substrate="boids", fm="pixels", prompt="a flock", score_every=2)
+    model.set_target_image(model.frame)
+    assert model.score_problem() == "" and model.standing_problem() == ""
+    model.advance()
+    model.advance()
+    assert len(model.scores) == 1 and model.message == "", (model.scores, model.message)
+    model.advance()
+    model.reset()
+    model.advance()
+    assert model.scores == []
+    model.advance()
+    assert [step for step, _ in model.scores] == [2]
+
+
+def test_a_download_button_is_offered_under_a_short_label_keeping_the_files_name(tmp_path):
+    """From mutation sampling: offer() labels the button with what it is given (the Lab's narrow buttons say "PNG"
+    and "θ (.npy)"), the file keeping its own name; without it, the file's name."""
+    from workbench.dashboards.shell import download_button, offer
+
+    button = download_button()
+    offer(button, tmp_path / "lenia-seed0-step4.png", "PNG")
+    assert (button.label, button.filename, button.visible) == ("download PNG", "lenia-seed0-step4.png", True)
+    offer(button, tmp_path / "lenia-seed0.gif")
+    assert (button.label, button.filename) == ("download lenia-seed0.gif", "lenia-seed0.gif")
+
+
+def test_an_int_field_clears_only_its_own_refusal_and_the_address_keeps_other_query_keys():
+    """From mutation sampling: checked_int_input tells on_refused("") only once a value is taken after its own
+    refusal (not at every value: that cleared a page's other notes), and address() changes the keys it is given,
+    keeping the others of the page's address."""
+    import param
+    from panel.io.location import Location
+
+    from workbench.dashboards.shell import address, checked_int_input
+
+    class Settings(param.Parameterized):
+        iters = param.Integer(default=20, bounds=(1, None))
+
+    said = []
+    settings = Settings()
+    field = checked_int_input(settings, "iters", said.append)
+    field.value = 5
+    assert settings.iters == 5 and said == []  # nothing refused: nothing to clear
+    field.value = 0
+    assert settings.iters == 5 and field.value == 5 and len(said) == 1 and "at least 1" in said[0], said
+    field.value = 7
+    field.value = 8
+    assert settings.iters == 8 and said[1:] == [""]  # cleared once
+    location = Location(search="?tab=x&run=a")
+    address(location, run="b")
+    assert location.query_params == {"tab": "x", "run": "b"}
+    address(location, run=None, member=3)
+    assert location.query_params == {"tab": "x", "member": 3}
+    address(None, run="c")  # no served page: nothing to do
+
+
+def test_home_says_an_empty_store_is_empty(tmp_path):
+    """From mutation sampling: a store without runs is said to be empty (not "holds 0 runs: ()"), and a folder
+    that does not exist is said not to."""
+    from workbench.dashboards.home import store_summary
+
+    assert store_summary(str(tmp_path), []) == \
+        f"The run store <code>{tmp_path}</code> is empty: start a search on the Search page."
+    assert store_summary(str(tmp_path / "none")).startswith(f"The run store <code>{tmp_path / 'none'}</code> is empty "
+                                                            "(no such folder yet")
+
+
+def test_the_search_page_says_an_error_only_of_a_failed_run_and_from_the_menu_shows_the_newest_search(tmp_path):
+    """From mutation sampling: a run.json's error is said only while the run is failed (runs resumed before a
+    resume cleared it kept the error of their failure when done); a page opened from the menu while this server
+    runs two searches shows the newest one."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.dashboards.search import search_page
+    from workbench.runs import RunStore
+
+    ev = EvalConfig("boids", "pixels", steps=4, frames=2, overrides={"N": 8})
+    done = run_search(SearchConfig(kind="openended", pop=4, iters=1, eval=ev), RunStore(tmp_path))
+    info = json.loads((done.path / "run.json").read_text())
+    (done.path / "run.json").write_text(json.dumps({**info, "error": "RuntimeError: the failure before a resume"}))
+    model = SearchModel(runs_dir=str(tmp_path))
+    model.choose(done.id)
+    assert model.status == "done" and model.error == ""
+    (done.path / "run.json").write_text(json.dumps({**info, "status": "failed", "error": "RuntimeError: boom"}))
+    model.choose(done.id)
+    assert model.status == "failed" and model.error == "RuntimeError: boom"
+
+    searches = [SearchModel(runs_dir=str(tmp_path), kind="openended", substrate="boids", fm="pixels", steps=10,
+                            frames=2, iters=1000, pop=4, seed=seed) for seed in (1, 2)]
+    try:
+        for search in searches:
+            search.start()
+            deadline = time.time() + 120
+            while search.run_id is None and search.running and time.time() < deadline:
+                time.sleep(0.05)
+            assert search.run_id is not None, search.error
+        menu = SearchModel(runs_dir=str(tmp_path))
+        search_page(str(tmp_path), model=menu)
+        assert menu.run_id == searches[1].run_id and menu.running
+    finally:
+        for search in searches:
+            search.stop()
+        for search in searches:
+            search.wait()

@@ -290,3 +290,11 @@ def test_pressing_random_init_again_draws_another_network():
     np.testing.assert_array_equal(first, model.sub.flax_init_theta(np.random.default_rng(7)))
     model.random_init()
     assert model.mutation_seed == 9 and not np.array_equal(model.theta, first)
+
+
+def test_the_game_of_life_rule_takes_counts_of_eight_live_neighbours():
+    """From mutation sampling: 8 is a count (every neighbour alive), for births (bit 8) and survivals (bit 17)."""
+    model = LabModel(substrate="gol")
+    model.set_rule_bits([3, 8], [8])
+    assert model.rule == 2 ** 3 + 2 ** 8 + 2 ** 17 and model.rule_bits() == ([3, 8], [8])
+    assert model.rule_name == "B38/S8"
