@@ -511,14 +511,17 @@ def full_cache_greedy(model, ids: torch.Tensor, steps: int) -> tuple[torch.Tenso
     """transformers' own DynamicCache decoding: one prefill call, then a token at a time."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
-    logits = model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1]
+    from workbench.lm.models import cache_keyword
+
+    # `cache` from transformers 5.24, `past_key_values` before: an unknown keyword is swallowed (no cache at all)
+    cache = {cache_keyword(type(model)): DynamicCache(config=model.config)}
+    logits = model(input_ids=ids, use_cache=True, **cache).logits[:, -1]
     tokens, all_logits = [], []
     for _ in range(steps):
         nxt = logits.argmax(-1)
         tokens.append(nxt)
         all_logits.append(logits)
-        logits = model(input_ids=nxt[:, None], cache=cache, use_cache=True).logits[:, -1]
+        logits = model(input_ids=nxt[:, None], use_cache=True, **cache).logits[:, -1]
     return torch.stack(tokens, 1), torch.stack(all_logits, 1)
 
 
