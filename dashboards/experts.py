@@ -32,7 +32,7 @@ import param
 
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import ROW_WIDTH, TextMultiChoice, as_text, counted, failed, placeholder
-from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled
+from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, article
 
 if TYPE_CHECKING:
@@ -1012,7 +1012,8 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
         named = [*trues, *[c for c in dict.fromkeys(table["named"]) if c not in trues]]
         table = table.assign(x=[named.index(c) for c in table["named"]],
                              y=[len(trues) - 1 - trues.index(t) for t in table["true"]])
-        table = table.assign(ink=np.where(table["share"] > 0.5, "#ffffff", "#1d2330"))
+        # the count in whichever of white and black reads on its cell (white on Blues at 0.5 read at 2.4:1)
+        table = table.assign(ink=text_colours(table["share"], "Blues", (0.0, 1.0)))
         heat = styled(hv.HeatMap(table, ["x", "y"], ["share", "count"]), cmap="Blues", clim=(0, 1),
                       colorbar=True, bokeh={"tools": ["hover"]}, mpl={"show_values": False})
         labels = styled(hv.Labels(table, ["x", "y"], ["count", "ink"]),

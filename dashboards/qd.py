@@ -1238,7 +1238,7 @@ CARD_CSS = """
 .elite .bar { display: inline-block; height: 8px; background: #2f5d8a; border-radius: 2px; vertical-align: middle; }
 .elite ol { margin: .2em 0; padding-left: 1.3em; max-height: 220px; overflow-y: auto; }
 .elite li { margin: 1px 0; }
-.elite .seed { color: #D55E00; font-weight: 600; }
+.elite .seed { color: #c05500; font-weight: 600; }
 .elite a.play { display: inline-block; background: #2f5d8a; color: #fff; padding: 5px 12px; border-radius: 4px;
                 text-decoration: none; margin-top: .4em; }
 .elite img { width: 100%; image-rendering: pixelated; border-radius: 4px; }

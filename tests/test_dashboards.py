@@ -99,6 +99,59 @@ def test_lab_model_plays_mutates_and_snapshots(tmp_path):
     assert model.frame.shape == (224, 224, 3)
 
 
+def wcag_contrast(a, b) -> float:
+    """WCAG 2.1's contrast ratio of two colours, each "#rrggbb" or an RGB triple of floats in 0..1."""
+    def luminance(c):
+        rgb = np.array([int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] if isinstance(c, str) else c, float)
+        rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+        return float(rgb @ [0.2126, 0.7152, 0.0722])
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_pages_own_text_colours_read_at_wcag_aa():
+    """The pages' own colours for small text read at 4.5:1 (WCAG 2.1 AA) on what they are drawn on: a status badge's
+    white, the header's links on the current page's and the hovered link's veil (the current one's read at 4.1:1),
+    every text colour of the Home cards', the Runs gallery's and the QD elite card's CSS on its rule's background
+    (a descendant on its ancestor rule's, else the white page: a seed's orange in the elite card read at 3.9:1), and
+    the numbers written on heatmap cells (white went on viridis' middle green at 2.5:1, on Blues' at 2.4:1)."""
+    from matplotlib import colormaps
+
+    from workbench.dashboards.home import CARDS_CSS
+    from workbench.dashboards.qd import CARD_CSS
+    from workbench.dashboards.runs import GALLERY_CSS, STATUS_COLOURS
+    from workbench.dashboards.shell import ACCENT, NAV_CSS
+    from workbench.figures import text_colours
+
+    for status, colour in STATUS_COLOURS.items():
+        assert wcag_contrast("#ffffff", colour) >= 4.5, status
+    accent = np.array([int(ACCENT[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    for rule in ("nav a.current", "nav a:hover"):
+        alpha = float(re.search(re.escape(rule) + r" \{ background: rgba\(255,255,255,([.\d]+)\)", NAV_CSS)[1])
+        assert wcag_contrast("#ffffff", accent * (1 - alpha) + alpha) >= 4.5, rule
+    checked = 0
+    for css in (CARDS_CSS, GALLERY_CSS, CARD_CSS):
+        rules = {sel.strip(): body for sel, body in re.findall(r"([^{}]+)\{([^}]*)\}", css)}
+        backgrounds = {sel: m[1] for sel, body in rules.items()
+                       if (m := re.search(r"background(?:-color)?: (#[0-9a-fA-F]{6})", body))}
+        for sel, body in rules.items():
+            for colour in re.findall(r"(?<![-\w])color: (#[0-9a-fA-F]{3,6})\b", body):
+                colour = colour if len(colour) == 7 else "#" + "".join(ch * 2 for ch in colour[1:])
+                ground = backgrounds.get(sel) or backgrounds.get(sel.split()[0])
+                if ground is None and colour == "#ffffff":
+                    continue  # white on a colour set in the markup: the badges', checked above
+                ground = ground or "#ffffff"
+                assert wcag_contrast(colour, ground) >= 4.5, (sel, colour, ground)
+                checked += 1
+    assert checked >= 15  # the rules were read (a changed layout of the CSS would check nothing)
+    values = np.linspace(0.0, 1.0, 401)
+    for cmap in ("viridis", "Blues", "RdBu_r"):  # the maps the QD, Merge and Experts pages write numbers on
+        inks, cells = text_colours(values, cmap, (0.0, 1.0)), colormaps[cmap](values)[:, :3]
+        for value, ink, cell in zip(values, inks, cells, strict=True):
+            assert wcag_contrast(ink, cell) >= 4.5, (cmap, value, ink)
+
+
 def test_metric_thumbnail_draws_the_curve_or_the_bars():
     """Runs without a picture get their metric drawn: best-so-far as a line (accuracies on 0..1) with the metric's
     own values as dots, or one bar per unit (adapt runs), the best highlighted; nothing without data."""

@@ -1177,13 +1177,13 @@ def test_figure_frames_for_a_paper_embeds_its_pixels_in_whole_blocks(store, tmp_
 
 def test_values_written_on_dark_cells_are_light_and_on_light_cells_dark():
     """From mutation sampling: the numbers a merge heatmap writes in its cells are white on the map's dark end and
-    near-black on its light end (flipped, each number was dark on dark and light on light, unreadable in print)."""
+    black on its light end (flipped, each number was dark on dark and light on light, unreadable in print)."""
     from workbench.figures import text_colours
 
     # viridis runs from dark purple (0) to light yellow (1)
-    assert text_colours([0.0, 0.1, 0.95, 1.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#ffffff", "#1a1a1a", "#1a1a1a"]
+    assert text_colours([0.0, 0.1, 0.95, 1.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#ffffff", "#000000", "#000000"]
     # values past the scale take its end's colour, and a flat scale (clim of one value) still answers
-    assert text_colours([-5.0, 7.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#1a1a1a"]
+    assert text_colours([-5.0, 7.0], "viridis", (0.0, 1.0)) == ["#ffffff", "#000000"]
     assert text_colours([2.0], "viridis", (2.0, 2.0)) == ["#ffffff"]
 
 
