@@ -33,7 +33,7 @@ import param
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import ROW_WIDTH, TextMultiChoice, as_text, counted, failed, placeholder
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
-from workbench.runs import Run, RunError, RunStore, article
+from workbench.runs import Run, RunError, RunStore, article, config_of
 
 if TYPE_CHECKING:
     from holoviews.core.dimension import Dimensioned
@@ -167,10 +167,12 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
     if kind not in KINDS:
         raise ValueError(f"{run.id!r} is {article(kind)} {kind} run; the Experts page opens experts and adapt runs "
                          "(`workbench experts train|adapt`)")
+    # what the page's summary and expert labels read
+    cfg = config_of(info, *(("adapter", "task", "model", "seed", "iters") if kind == "experts" else
+                            ("model", "alpha", "variant")))
     metrics, damaged = run.table_frame("metrics")
     scores = run.read_json("scores.json")
     experts: list[Expert] = []
-    cfg = info["config"]
     if kind == "experts" and cfg.get("adapter") == "svf":
         label = f"{cfg['task']} (seed {cfg['seed']})"
         if (run.path / "expert.safetensors").exists():
@@ -230,6 +232,7 @@ class ExpertsModel(param.Parameterized):
         self._lm: tuple | None = None  # (model path, SVFModel, tokenizer) for the mixer
         self._mixer: tuple[str, list[Expert]] | None = None  # (run id, the experts its sliders mix)
         self._rows: list[dict] = []  # the catalog as refresh() last read it
+        self.skipped: list[str] = []  # why the newest runs were passed over (refresh: they could not be read)
         self._lock = threading.Lock()
         self.refresh()
 
@@ -243,13 +246,26 @@ class ExpertsModel(param.Parameterized):
         ids = [r["id"] for r in self._rows if r.get("kind") in KINDS]
         self.param.run_id.objects = ids
         self._data, self._store_scores, self._mixer = None, None, None  # new runs: new experts to mix
-        if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run
+        if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run, that reads
             kinds = {r["id"]: r.get("kind") for r in self._rows}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
-            self.run_id = (adapts or ids)[-1] if ids else None
+            self.run_id = self._newest_readable([*adapts[::-1], *[i for i in ids[::-1] if i not in adapts]])
         else:
             self._opened()
         return ids
+
+    def _newest_readable(self, ids: list[str]) -> str | None:
+        """The first of `ids` whose files read, kept read for data; why each before it could not be read, in
+        `skipped` (the newest run damaged, its run.json edited by hand, made the page a traceback before it was
+        built)."""
+        self.skipped = []
+        for run_id in ids:
+            try:
+                self._data = read_run(RunStore(self.runs_dir), run_id)
+                return run_id
+            except ValueError as exc:
+                self.skipped.append(str(exc))
+        return None
 
     def prepare(self, run_id: str) -> ExpertsData:
         """Read run `run_id`'s files (the slow part of choose, for a worker thread: choose(run_id, data) then
@@ -260,8 +276,8 @@ class ExpertsModel(param.Parameterized):
         """Show run `run_id` (the page's ?run=ID), with its files as prepare(run_id) read them when given;
         ValueError if this page cannot show it."""
         run_id = run_id.strip()
-        if data is None and run_id not in self.param.run_id.objects:
-            data = self.prepare(run_id)
+        if data is None and (self._data is None or self._data.run.id != run_id):
+            data = self.prepare(run_id)  # read before it is shown: one whose files do not read is refused
         if data is not None:  # a prefix stands for its run's full id (kept, export made a folder of that name)
             run_id = data.run.id
         if run_id not in self.param.run_id.objects:

@@ -41,6 +41,7 @@ class MergeModel(param.Parameterized):
     def __init__(self, **params: Any):
         super().__init__(**params)
         self._loaded: views.MergeRun | None = None  # the run's files, read once per run shown
+        self.skipped: list[str] = []  # why the newest runs were passed over (refresh: they could not be read)
         self._figures: dict[tuple[str, str], object] = {}  # (run, figure) -> HoloViews object
         self.refresh()
         self._fit_tab()
@@ -52,8 +53,20 @@ class MergeModel(param.Parameterized):
         ids = [r["id"] for r in views.merge_runs(RunStore(self.runs_dir))]
         self.param.run_id.objects = ids
         if self.run_id not in ids:
-            self.run_id = ids[0] if ids else None
+            self.run_id = self._newest_readable(ids)
         return ids
+
+    def _newest_readable(self, ids: list[str]) -> str | None:
+        """The newest of `ids` whose files read, kept read for data(); why each newer one could not be read, in
+        `skipped` (the newest run damaged, a recipe.yaml cut short, made the page a traceback before it was built)."""
+        self.skipped = []
+        for run_id in ids:
+            try:
+                self._loaded = views.MergeRun.open(RunStore(self.runs_dir), run_id)
+                return run_id
+            except ValueError as exc:
+                self.skipped.append(str(exc))
+        return None
 
     def choose(self, run_id: str) -> None:
         """Show run `run_id` (the page's ?run=ID; a unique prefix too, as the CLI takes); ValueError if it is not
@@ -68,6 +81,8 @@ class MergeModel(param.Parameterized):
             kind = next((r["kind"] for r in RunStore(self.runs_dir).list() if r["id"] == run_id), None)
             why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"
             raise ValueError(f"{run_id!r} is {why}; the Merge page opens merge runs")
+        if run_id != self.run_id:  # read before it is shown: one whose files do not read is refused, not on show
+            self._loaded = views.MergeRun.open(RunStore(self.runs_dir), run_id)
         self.run_id = run_id
 
     @param.depends("run_id", watch=True)

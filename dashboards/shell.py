@@ -442,7 +442,8 @@ def address(location, **query: str | int | None) -> None:
 
 def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
-    why when the run could not be opened (an unknown id, a run of another kind), else hidden."""
+    why when the run could not be opened (an unknown id, a run of another kind), else why the newest runs were
+    passed over (the model's `skipped`, where it has one), else hidden."""
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
     arg = run or run_asked(pn.state.session_args, getattr(model, "runs_dir", None))
     if arg:
@@ -450,6 +451,8 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
             model.choose(arg)
         except ValueError as exc:
             alert.param.update(object=as_text(str(exc)), visible=True)
+    if not alert.visible and getattr(model, "skipped", None):  # newer runs it could not read, passed over
+        alert.param.update(object=as_text(f"Passed over: {' '.join(model.skipped)}"), visible=True)
     return alert
 
 

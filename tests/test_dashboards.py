@@ -3366,3 +3366,45 @@ def test_the_search_page_says_an_error_only_of_a_failed_run_and_from_the_menu_sh
             search.stop()
         for search in searches:
             search.wait()
+
+
+def test_a_damaged_newest_run_is_passed_over_and_one_asked_for_is_refused_on_the_merge_and_experts_pages(tmp_path):
+    """A run whose run.json lacks fields its config always has (edited by hand), or whose recipe.yaml is cut short,
+    made the Merge and Experts pages a traceback before they were built (a KeyError, a YAML error) where it was
+    the newest run, or asked for by ?run=: the newest run that reads is shown, the alert says which were passed
+    over and why, and one asked for is refused, the run on show kept."""
+    import panel as pn
+
+    from workbench.dashboards.experts import ExpertsModel, experts_page
+    from workbench.dashboards.merge import MergeModel, merge_page
+    from workbench.dashboards.shell import run_alert
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    merge_cfg = {"method": "ties", "models": ["a", "b"], "tasks": ["add"], "iters": 3}
+    good, cut, hand = (store.create("merge", "ties", "a+b", cfg, seed, metric="fitness")
+                       for seed, cfg in enumerate([merge_cfg, merge_cfg, {"method": "ties", "models": ["a", "b"]}]))
+    (cut.path / "recipe.yaml").write_text("{{{ cut short")
+    adapt = store.create("adapt", "add", "svf", {"model": "m", "alpha": "task", "variant": "raw"}, 0)
+    bad_adapt = store.create("adapt", "add", "svf", {"model": "m"}, 1)
+    for run in (good, cut, hand, adapt, bad_adapt):
+        run.update(status="done", best_loss=-0.5, iterations=3)
+
+    merge = MergeModel(runs_dir=str(tmp_path))
+    assert merge.run_id == good.id and len(merge.skipped) == 2, merge.skipped
+    assert f"run {hand.id}'s run.json lacks its config's tasks, iters: it is damaged" in merge.skipped[0]
+    assert "recipe.yaml is not valid YAML" in merge.skipped[1] and merge.summary().startswith(f"**{good.id}**")
+    alert = run_alert(merge)
+    assert alert.visible and alert.object.startswith("Passed over: ") and hand.id in alert.object
+    with pytest.raises(ValueError, match="recipe.yaml is not valid YAML"):
+        merge.choose(cut.id)
+    assert merge.run_id == good.id and merge.summary().startswith(f"**{good.id}**")
+    experts = ExpertsModel(runs_dir=str(tmp_path))
+    assert experts.run_id == adapt.id and "lacks its config's alpha, variant" in experts.skipped[0]
+    with pytest.raises(ValueError, match="lacks its config's alpha, variant"):
+        experts.choose(bad_adapt.id)
+    assert experts.run_id == adapt.id and experts.summary().startswith(f"**{adapt.id}**")
+    for build, asked in ((merge_page, hand.id), (merge_page, None), (experts_page, bad_adapt.id)):
+        page = build(str(tmp_path), run=asked, standalone=True)
+        (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
+        assert "damaged" in shown.object or "not valid YAML" in shown.object, shown.object

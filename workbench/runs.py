@@ -455,6 +455,17 @@ class RunError(ValueError):
     """A run folder that is missing, corrupt or not ours."""
 
 
+def config_of(info: dict, *keys: str) -> dict:
+    """The config of run.json `info`, checked to hold `keys` (the fields every version of its kind wrote, which a
+    page reads): RunError naming those it lacks (a run.json edited by hand made the Merge and Experts pages a
+    KeyError traceback)."""
+    cfg = info.get("config")
+    missing = [k for k in keys if k not in cfg] if isinstance(cfg, dict) else list(keys)
+    if missing:
+        raise RunError(f"run {info.get('id')}'s run.json lacks its config's {', '.join(missing)}: it is damaged")
+    return cfg
+
+
 #: The catalog's columns (RunStore.catalog) and their types: a run whose row does not fit is an unreadable run.
 CATALOG_COLUMNS = {"id": "text", "kind": "text", "substrate": "text", "fm": "text", "status": "text",
                    "iterations": "int", "best_loss": "real", "seed": "int", "created": "text", "created_at": "real",
