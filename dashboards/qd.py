@@ -974,9 +974,9 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         text = cells.assign(text=pd.Series([f"{int(v)}" for v in cells[value]], index=cells.index, dtype=object))
         from workbench.figures import text_colours
 
-        # light text on the map's darkest cells, dark on the rest (black on dark orange was hard to read)
+        # white or black text, whichever reads on its cell (black on dark orange was hard to read)
         span = clim or ((float(cells[value].min()), float(cells[value].max())) if len(cells) else (0.0, 1.0))
-        text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#1a1a1a"
+        text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#000000"
         layers["labels"] = styled(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
                                             ["text", "ink"]),
                                   bokeh={"text_font_size": "7pt", "text_color": hv.dim("ink")},

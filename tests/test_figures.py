@@ -1187,6 +1187,21 @@ def test_values_written_on_dark_cells_are_light_and_on_light_cells_dark():
     assert text_colours([2.0], "viridis", (2.0, 2.0)) == ["#ffffff"]
 
 
+def test_the_dispatchers_counts_are_written_in_whichever_of_black_and_white_reads_on_their_cell():
+    """The Experts page's confusion counts take text_colours' ink on Blues: black on a share of 0.6 (white went on
+    every share over 0.5, and read at 3.2:1 there), white on the darkest cells."""
+    import pandas as pd
+
+    from workbench.dashboards.experts import confusion_plot
+    from workbench.figures import holoviews
+
+    hv = holoviews()
+    table = pd.DataFrame({"true": ["add", "add", "sort"], "named": ["add", "other", "sort"], "count": [3, 2, 4]})
+    labels = next(e for e in confusion_plot({"prompt": table}, 1).values()[0] if isinstance(e, hv.Labels))
+    assert list(labels.data["share"]) == [0.6, 0.4, 1.0]
+    assert list(labels.data["ink"]) == ["#000000", "#000000", "#ffffff"]
+
+
 def test_a_flat_series_near_zero_gets_an_axis_a_reader_can_read():
     """From mutation sampling: a flat loss of −0.002 is drawn on −0.052 … 0.048 (a pad of at least 0.05), not on
     ±5 % of itself (−0.0021 … −0.0019: ticks of five significant digits around a line that means "nothing moved")."""
