@@ -19,7 +19,7 @@ import param
 
 from workbench.asal.atlas import PROJECTIONS, compose, project, snap_to_grid
 from workbench.atomic import fresh_paths, write_png
-from workbench.runs import RunStore
+from workbench.runs import RunError, RunStore, config_of
 
 #: the player's frame before a cell is clicked: a light grey, as the pages' placeholders (black read as a frame)
 BLANK = 240
@@ -90,6 +90,10 @@ class AtlasModel(param.Parameterized):
             return
         try:
             run = RunStore(self.runs_dir).open(self.run_id)
+            # the substrate the player takes (a run.json edited by hand without it made the page a traceback)
+            ev = config_of(run.info, "eval")["eval"]
+            if not isinstance(ev, dict) or not isinstance(ev.get("substrate"), str):
+                raise RunError(f"run {run.id}'s run.json lacks its config's eval.substrate: it is damaged")
             if not (run.path / "thumbs.npy").exists():
                 raise ValueError(f"run {self.run_id!r} has no thumbs.npy (runs from before the atlas page have none)")
             from workbench.asal.driver import read_population
@@ -109,7 +113,7 @@ class AtlasModel(param.Parameterized):
                     self.run_id = self._laid_out
             raise
         # every field at once, after the slow part: a reader never sees cells of one layout with another's side
-        self.substrate = run.info["config"]["eval"]["substrate"]
+        self.substrate = ev["substrate"]
         self.thetas, self.seeds = thetas, seeds
         self.side, self.cells, self.thumbs = side, cells, thumbs
         self.image = compose(thumbs, cells, side)

@@ -170,6 +170,15 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
     # what the page's summary and expert labels read
     cfg = config_of(info, *(("adapter", "task", "model", "seed", "iters") if kind == "experts" else
                             ("model", "alpha", "variant")))
+    from workbench.experts.mixing import VARIANTS
+
+    inputs = info.get("expert_inputs")
+    bad = [k for k in (("task", "model") if kind == "experts" else ("model", "alpha")) if not isinstance(cfg[k], str)]
+    bad += ["variant"] if kind == "adapt" and cfg["variant"] not in VARIANTS else []
+    bad += ["expert_inputs"] if inputs is not None and not (isinstance(inputs, list) and all(
+        isinstance(r, dict) and isinstance(r.get("path"), str) for r in inputs)) else []
+    if bad:  # each made the page a traceback (a TypeError, param's ValueError), not a run passed over
+        raise RunError(f"run {run.id}'s run.json holds {', '.join(bad)} of another type or value: it is damaged")
     metrics, damaged = run.table_frame("metrics")
     scores = run.read_json("scores.json")
     experts: list[Expert] = []
@@ -326,7 +335,9 @@ class ExpertsModel(param.Parameterized):
                 if row["id"] == d.run.id or row.get("kind") != d.kind or row.get("status") != "done":
                     continue
                 info = Run(store.root / row["id"]).info  # an id of the catalog: read once (open read it twice)
-                if [r["task"] for r in info.get("expert_inputs") or []] == tasks:
+                inputs = info.get("expert_inputs") or []
+                # (a damaged run's, no list of records, is no run of these tasks: it made the page a traceback)
+                if isinstance(inputs, list) and [r.get("task") if isinstance(r, dict) else r for r in inputs] == tasks:
                     yield row["id"], info
 
         from workbench.experts.report import ADAPT_SEED_KEYS  # a seed's own experts: as the report counts them
@@ -778,11 +789,12 @@ class ExpertsModel(param.Parameterized):
             return (f"**{d.run.id}** · {adapter} expert for **{cfg['task']}** on "
                     f"{model_text(cfg['model'])} · "
                     f"{n} trainable parameters · {d.run.live_status(info)}, "
-                    f"{info['iterations']}/{cfg['iters']} steps{score}{pooled}")
+                    f"{info.get('iterations', '?')}/{cfg['iters']} steps{score}{pooled}")
         target = cfg.get("target")
         return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
                 f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
-                f"{cfg['variant']} mixing · {d.run.live_status(info)}, {info['iterations']} iterations{pooled}")
+                f"{cfg['variant']} mixing · {d.run.live_status(info)}, {info.get('iterations', '?')} iterations"
+                f"{pooled}")
 
 
 def export_what(model: ExpertsModel) -> str:

@@ -157,7 +157,7 @@ class MergeModel(param.Parameterized):
         status = d.run.live_status(d.info)  # a killed run says "interrupted", not the "running" it last wrote
         resume = d.run.resume_command
         return (f"**{d.info['id']}** · method `{cfg['method']}` · models {', '.join(cfg['models'])} · tasks "
-                f"{', '.join(cfg['tasks'])} · {status}, {d.info['iterations']}/{cfg['iters']} iterations · "
+                f"{', '.join(cfg['tasks'])} · {status}, {d.info.get('iterations', '?')}/{cfg['iters']} iterations · "
                 f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else "")
                 + "".join(f" · **cannot read** {why}" for why in d.damaged))
 

@@ -3410,3 +3410,83 @@ def test_a_damaged_newest_run_is_passed_over_and_one_asked_for_is_refused_on_the
         page = build(str(tmp_path), run=asked, standalone=True)
         (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
         assert "damaged" in shown.object or "not valid YAML" in shown.object, shown.object
+
+
+def test_an_atlas_run_whose_run_json_lacks_its_substrate_is_said_and_one_asked_for_is_refused(tmp_path):
+    """A finished illumination whose run.json lost its config's eval (edited by hand) made the Atlas a traceback
+    before it was built (a KeyError reading the substrate, outside the layout's refusals) where it was the newest
+    run, and a KeyError from choose where it was asked for: the page says why, and one asked for is refused with
+    the layout on show kept."""
+    import panel as pn
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.dashboards.atlas import AtlasModel, atlas_page
+    from workbench.runs import RunStore
+
+    ev = EvalConfig("boids", "pixels", steps=4, frames=2, overrides={"N": 8})
+    good = run_search(SearchConfig(kind="illuminate", eval=ev, iters=1, pop=4, population=4), RunStore(tmp_path)).id
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / good, damaged)  # "damaged" sorts after the run's dated id: the newest folder
+    info = json.loads((damaged / "run.json").read_text())
+    del info["config"]["eval"]
+    (damaged / "run.json").write_text(json.dumps({**info, "id": "damaged", "created_at": info["created_at"] + 1}))
+    why = "run damaged's run.json lacks its config's eval: it is damaged"
+    model = AtlasModel(runs_dir=str(tmp_path))
+    assert model.run_id == "damaged" and model.message == why and model.revision == 0
+    page = atlas_page(str(tmp_path), standalone=True)
+    (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
+    assert "lacks its config's eval" in shown.object
+    model.choose(good)
+    assert model.revision == 1 and model.substrate == "boids"
+    with pytest.raises(ValueError, match="lacks its config's eval"):
+        model.choose("damaged")
+    assert model.run_id == good and model.substrate == "boids" and model.revision == 1
+
+
+def test_a_merge_run_whose_run_json_lacks_its_iterations_is_shown_not_a_traceback(tmp_path):
+    """run.json's iterations (a field every run writes, outside its config) removed by hand made the Merge page's
+    summary a KeyError, the page a traceback before it was built: the summary says "?" iterations."""
+    from workbench.dashboards.merge import MergeModel, merge_page
+    from workbench.runs import RunStore
+
+    run = RunStore(tmp_path).create("merge", "ties", "a+b", {"method": "ties", "models": ["a", "b"], "tasks": ["add"],
+                                                            "iters": 3}, 0, metric="fitness")
+    run.update(status="done", best_loss=-0.5)
+    info = json.loads((run.path / "run.json").read_text())
+    del info["iterations"]
+    (run.path / "run.json").write_text(json.dumps(info))
+    model = MergeModel(runs_dir=str(tmp_path))
+    assert model.run_id == run.id and ", ?/3 iterations" in model.summary()
+    merge_page(str(tmp_path), standalone=True)
+
+
+def test_an_experts_run_json_with_fields_of_another_type_is_passed_over_not_a_traceback(tmp_path):
+    """Fields of a run.json edited by hand that the Experts page read without a check (a model that is no text, a
+    variant no mixture has, expert_inputs that are no list, iterations gone) made the page a traceback before it
+    was built: each such run is passed over as damaged (the alert says why), and one that only lost its count
+    says "?" for it."""
+    import panel as pn
+
+    from workbench.dashboards.experts import ExpertsModel, experts_page
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    cfg = {"model": "m", "alpha": "task", "variant": "raw"}
+    counted = store.create("adapt", "add", "svf", cfg, 0)
+    counted.update(status="done")
+    info = json.loads((counted.path / "run.json").read_text())
+    del info["iterations"]
+    (counted.path / "run.json").write_text(json.dumps(info))
+    bad = {"model": {**cfg, "model": 3}, "variant": {**cfg, "variant": "softmax"}, "expert_inputs": cfg}
+    for seed, (field, config) in enumerate(bad.items(), 1):
+        run = store.create("adapt", "add", "svf", config, seed)
+        run.update(status="done", iterations=3, **({"expert_inputs": "e.safetensors"} if field == "expert_inputs"
+                                                    else {}))
+    model = ExpertsModel(runs_dir=str(tmp_path))
+    assert model.run_id == counted.id and ", ? iterations" in model.summary(), model.summary()
+    assert [why.split("run.json holds ")[1] for why in model.skipped] == \
+        [f"{field} of another type or value: it is damaged" for field in reversed(bad)], model.skipped
+    page = experts_page(str(tmp_path), standalone=True)
+    (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
+    assert shown.object.startswith("Passed over: ") and shown.object.count("it is damaged") == 3
