@@ -52,6 +52,8 @@ test: $(STAMP) test-deps lint kvpress-peer
 # be specified"); without it transformers goes without Hub kernels (CUDA layers kvpress does not use), as before.
 # It is written after the install: pip builds sdists (fire) with .venv's setuptools, which loads every egg_info
 # writer, kernels' among them, and a hidden kernels failed that build (the peer was never made on a fresh machine).
+# pip's output goes to pip.log, shown if the install fails: its resolver sees .venv's workbench through the .pth and
+# says (an ERROR line in every `make test`) that workbench wants transformers >= 5.25, which the peer is not meant to.
 PEER := $(VENV)/kvpress-peer
 kvpress-peer: $(PEER)/.installed-2
 $(PEER)/.installed-2: $(STAMP)
@@ -60,9 +62,10 @@ $(PEER)/.installed-2: $(STAMP)
 	  $(PY) -c "import site; print(f\"import site; site.addsitedir('{site.getsitepackages()[0]}')\")" \
 	    > "$$site/workbench-venv.pth" && \
 	  rm -f "$$site/workbench-no-hub-kernels.pth" && \
-	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' && \
+	  $(PEER)/bin/pip install -q 'kvpress==0.5.5' 'transformers>=4.56,<5.3' > $(PEER)/pip.log 2>&1 && \
 	  echo "import sys; sys.modules.setdefault('kernels', None)" > "$$site/workbench-no-hub-kernels.pth" && touch $@ \
-	  || echo "kvpress peer not installed (no registry?): bench namm runs without the presses"
+	  || { tail -n 20 $(PEER)/pip.log 2>/dev/null; \
+	       echo "kvpress peer not installed (no registry?): bench namm runs without the presses"; }
 
 # Main job on the embedded defaults: an illumination of Lenia scored by the offline EfficientNet-Lite0,
 # stored in runs/ (atlas.png, population.parquet, metrics), plus a video of the reference pattern.
