@@ -341,7 +341,8 @@ def test_lab_status_redraws_at_most_every_period_while_playing():
         model.advance(score_needs_fm=False)
     assert pane.object.startswith("playing · step **0**")  # within the period: not redrawn
     model.playing = False
-    assert pane.object.startswith("paused · step **5** ·") and "0.0 frames/s" not in pane.object
+    # (not "0.0 frames/s" alone: a rate of 890.0 holds it, which failed the test one run in many)
+    assert pane.object.startswith("paused · step **5** ·") and "· 0.0 frames/s" not in pane.object
     model.advance(score_needs_fm=False)  # a step while paused
     assert pane.object.startswith("paused · step **6** ·")
     model.playing = True
