@@ -31,7 +31,15 @@ import panel as pn
 import param
 
 from workbench.compare import replicates_of
-from workbench.dashboards.shell import ROW_WIDTH, TextMultiChoice, as_text, counted, failed, placeholder
+from workbench.dashboards.shell import (
+    ROW_WIDTH,
+    TextMultiChoice,
+    as_text,
+    counted,
+    failed,
+    newest_readable,
+    placeholder,
+)
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, article, config_of
 
@@ -258,23 +266,13 @@ class ExpertsModel(param.Parameterized):
         if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run, that reads
             kinds = {r["id"]: r.get("kind") for r in self._rows}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
-            self.run_id = self._newest_readable([*adapts[::-1], *[i for i in ids[::-1] if i not in adapts]])
+            run_id, self._data, self.skipped = newest_readable(
+                [*adapts[::-1], *[i for i in ids[::-1] if i not in adapts]],
+                lambda i: read_run(RunStore(self.runs_dir), i))  # its files kept for data
+            self.run_id = run_id
         else:
             self._opened()
         return ids
-
-    def _newest_readable(self, ids: list[str]) -> str | None:
-        """The first of `ids` whose files read, kept read for data; why each before it could not be read, in
-        `skipped` (the newest run damaged, its run.json edited by hand, made the page a traceback before it was
-        built)."""
-        self.skipped = []
-        for run_id in ids:
-            try:
-                self._data = read_run(RunStore(self.runs_dir), run_id)
-                return run_id
-            except ValueError as exc:
-                self.skipped.append(str(exc))
-        return None
 
     def prepare(self, run_id: str) -> ExpertsData:
         """Read run `run_id`'s files (the slow part of choose, for a worker thread: choose(run_id, data) then

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 
+from workbench.dashboards.shell import newest_readable
 from workbench.merge import views
 from workbench.runs import RunStore
 
@@ -52,21 +53,11 @@ class MergeModel(param.Parameterized):
         self._figures = {}
         ids = [r["id"] for r in views.merge_runs(RunStore(self.runs_dir))]
         self.param.run_id.objects = ids
-        if self.run_id not in ids:
-            self.run_id = self._newest_readable(ids)
+        if self.run_id not in ids:  # the newest run that reads (its files kept for data())
+            run_id, self._loaded, self.skipped = newest_readable(
+                ids, lambda i: views.MergeRun.open(RunStore(self.runs_dir), i))
+            self.run_id = run_id
         return ids
-
-    def _newest_readable(self, ids: list[str]) -> str | None:
-        """The newest of `ids` whose files read, kept read for data(); why each newer one could not be read, in
-        `skipped` (the newest run damaged, a recipe.yaml cut short, made the page a traceback before it was built)."""
-        self.skipped = []
-        for run_id in ids:
-            try:
-                self._loaded = views.MergeRun.open(RunStore(self.runs_dir), run_id)
-                return run_id
-            except ValueError as exc:
-                self.skipped.append(str(exc))
-        return None
 
     def choose(self, run_id: str) -> None:
         """Show run `run_id` (the page's ?run=ID; a unique prefix too, as the CLI takes); ValueError if it is not

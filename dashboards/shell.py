@@ -440,6 +440,20 @@ def address(location, **query: str | int | None) -> None:
         location.search = search
 
 
+def newest_readable(ids: Iterable[str], read: Callable[[str], Any]) -> tuple[str | None, Any, list[str]]:
+    """The first of `ids` (newest first) whose files `read` reads, what it read (kept for the page's model), and
+    why each before it could not be read (ValueError's words): a page's default run, passed over where damaged (the
+    newest run's cut recipe.yaml or hand-edited run.json made the Merge and Experts pages a traceback before they
+    were built); run_alert says the reasons (the model's `skipped`)."""
+    skipped = []
+    for run_id in ids:
+        try:
+            return run_id, read(run_id), skipped
+        except ValueError as exc:
+            skipped.append(str(exc))
+    return None, None, skipped
+
+
 def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
     why when the run could not be opened (an unknown id, a run of another kind), else why the newest runs were

@@ -120,6 +120,11 @@ def _busy(run_id: str, running: bool, by: str) -> RunError:
                     "then remove it")
 
 
+def _holder(record: tuple[str, float | None] | None) -> str:
+    """Who holds a claim, as its record (Run._claim_record) names it; "another process" where it names none."""
+    return record[0] if record is not None else "another process"
+
+
 def _pid_on(pid: object, host: object) -> str:
     """A process as the claims and the refusals name it: "pid N on HOST"."""
     return f"pid {pid} on {host}"
@@ -799,7 +804,7 @@ class Run:
 
     def _claimed_message(self, record: tuple[str, float | None] | None) -> str:
         """Why a resume is refused while the claim `record` (_claim_record) is held by someone else."""
-        holder = record[0] if record is not None else "another process"
+        holder = _holder(record)
         if self._runs_it(record):
             return f"run {self.id!r} is still running ({holder}); stop it before resuming it"
         return (f"run {self.id!r} is being resumed by {holder}; wait for that resume to end (or stop it) "
@@ -1353,8 +1358,7 @@ class RunStore:
             run.claim()  # from here no resume can start
         except RunError:
             record = run._claim_record()
-            raise _busy(run.id, run._runs_it(record), record[0] if record is not None else "another process") \
-                from None
+            raise _busy(run.id, run._runs_it(record), _holder(record)) from None
         trash = self.root / f".removing-{run.id}-{os.getpid()}"
         try:
             os.replace(run.path, trash)
