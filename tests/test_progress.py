@@ -93,3 +93,43 @@ def test_plain_progress_writes_its_last_step_and_a_count_without_a_total(capsys)
     counted(2)
     counted(3)
     assert capsys.readouterr().err.splitlines()[-1].startswith("steps: 5 · ") and not counted.finished
+
+
+def _run_cells(cells: list[str]) -> list:
+    """The cells run in a fresh kernel (errors kept as outputs); their cells, outputs and all."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=True).execute()
+    return nb.cells
+
+
+def test_notebook_progress_redraws_a_fast_loop_a_few_times_a_second():
+    """Each redraw is a message to the browser: 20000 fast steps sent 40000, past Jupyter's IOPub rate limit (1000
+    a second), which drops messages, the bar's last count among them. The full count is drawn however soon it
+    comes, and so is the count an error ended the cell at."""
+    cells = _run_cells([
+        "import time\nfrom workbench.progress import Progress\n"
+        "fast = Progress('fast')\ndraws = []\nfast._widgets[1].observe(draws.append, 'value')\n"
+        "start = time.monotonic()\nfor done in range(1, 20001):\n    fast(done, 20000)\n"
+        "elapsed = time.monotonic() - start",
+        "failed = Progress('failed')\nfor done in range(1, 20001):\n    failed(done, 20000)\n"
+        "    if done == 15000:\n        raise ValueError('bad batch')",
+        "print(len(draws) <= elapsed / 0.1 + 2, fast._widgets[0].bar_style, fast._widgets[1].value.split(' · ')[0])\n"
+        "print(failed._widgets[0].value, failed._widgets[0].bar_style, failed._widgets[1].value.split(' · ')[0],"
+        " failed._widgets[1].value.split(' · ')[-1])"])
+    text = "".join(o.get("text", "") for o in cells[-1].outputs if o.output_type == "stream")
+    assert text.splitlines() == ["True success 20000/20000", "15000 danger 15000/20000 failed: ValueError"], text
+
+
+def test_notebook_progress_without_ipywidgets_writes_plain_lines():
+    """A kernel without ipywidgets (an environment of its own) gets the plain lines: Progress(…) raised
+    ModuleNotFoundError, which ended the cell before its run began."""
+    cells = _run_cells(["import sys\nsys.modules['ipywidgets'] = None  # as an environment without it has\n"
+                        "from workbench.progress import Progress\nbar = Progress('search')\n"
+                        "for done in range(1, 4):\n    bar(done, 3, {'best_loss': 0.5 / done})"])
+    outputs = cells[0].outputs
+    assert all(o.output_type == "stream" and o.name == "stderr" for o in outputs), outputs
+    lines = "".join(o.text for o in outputs).splitlines()
+    assert [line.split(" · ")[0] for line in lines] == ["search: 1/3", "search: 2/3", "search: 3/3"], lines

@@ -7,8 +7,10 @@ train_expert, adapt, train_namm) and build_zoo a `progress(k)` one; a `Progress`
     run = run_search(cfg, store, on_iteration=Progress("search"))
     path = build_zoo(out, cfg, progress=Progress("zoo", total=total_steps(cfg)))  # workbench.lm.total_steps
 
-In a notebook it is an ipywidgets bar with the count, the best so far and the time taken; elsewhere (a script,
-a test) one plain line per tenth of the work on stderr, so that nothing floods a log.
+In a notebook it is an ipywidgets bar with the count, the best so far and the time taken, redrawn at most ten
+times a second (each redraw is a message to the browser: a fast loop's thousands a second passed Jupyter's IOPub
+rate limit, which drops output, the bar's last count included); elsewhere (a script, a test, a kernel without
+ipywidgets) one plain line per tenth of the work on stderr, so that nothing floods a log.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ import threading
 import time
 import weakref
 
+#: seconds between two redraws of a notebook's bar (its first count, its full one and the one an error ended at are
+#: drawn however soon they come)
+REDRAW_S = 0.1
+
 
 def _in_notebook() -> bool:
-    """Whether an IPython kernel with a front end that shows widgets runs this (not a terminal IPython)."""
+    """Whether an IPython kernel with a front end that shows widgets runs this (not a terminal IPython), with
+    ipywidgets importable: a kernel without it (an environment of its own) gets the plain lines, not an ImportError
+    from Progress(…), which ended the cell before its run began."""
     shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 #: the bar called last (weakly): of the bars a cell made, the one whose work an error that ends the cell ended
@@ -43,6 +57,7 @@ class Progress:
         self.label, self.total, self.metric = label, total, metric
         self.done, self.best, self.started = 0, None, time.monotonic()
         self._widgets = self._shown_at = None
+        self._drawn = -math.inf  # time.monotonic() of the bar's last redraw
         if _in_notebook():
             import ipywidgets as widgets
             from IPython.display import display
@@ -84,6 +99,7 @@ class Progress:
         ended_a_run = getattr(error, "stopped_run", None) or getattr(error, "failed_run", None)
         if self.finished and not (ended_a_run and _last_called is not None and _last_called() is self):
             return  # its work was done before the error: a later line of the cell, or another bar's run
+        self._draw()  # the count the error ended at, which a redraw too soon after the one before skipped
         bar, text = self._widgets
         stopped = isinstance(error, KeyboardInterrupt)
         bar.bar_style = "warning" if stopped else "danger"
@@ -105,11 +121,8 @@ class Progress:
     def _show(self) -> None:
         finished = self.finished
         if self._widgets is not None:
-            bar, text = self._widgets
-            bar.max, bar.value = max(self.total or 1, 1), min(self.done, max(self.total or 1, 1))
-            if finished:
-                bar.bar_style = "success"
-            text.value = self.text()
+            if finished or time.monotonic() - self._drawn >= REDRAW_S:
+                self._draw()
             return
         # the first step, then one line per tenth of the work: a script's log stays readable
         tenth = max(1, (self.total or 10) // 10)
@@ -117,3 +130,12 @@ class Progress:
         if finished or step != self._shown_at:
             self._shown_at = step
             print(f"{self.label}: {self.text()}", file=sys.stderr, flush=True)
+
+    def _draw(self) -> None:
+        """The notebook's bar and label set to the count now (green once finished)."""
+        self._drawn = time.monotonic()
+        bar, text = self._widgets
+        bar.max, bar.value = max(self.total or 1, 1), min(self.done, max(self.total or 1, 1))
+        if self.finished:
+            bar.bar_style = "success"
+        text.value = self.text()
