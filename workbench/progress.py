@@ -66,7 +66,11 @@ class Progress:
                                       bar_style="info", style={"description_width": "initial"})
             text = widgets.Label(value="setting up …")
             self._widgets = (bar, text)
-            display(widgets.HBox([bar, text]))
+            # shown with a plain text of its own, which the work's end rewrites: where widgets are not drawn (a
+            # saved notebook on GitHub, jupyter console) the text read "HBox(children=(IntProgress(value=0, …"
+            self._view = widgets.HBox([bar, text])._repr_mimebundle_()
+            self._view["text/plain"] = f"{label}: setting up …"
+            self._handle = display(self._view, raw=True, display_id=True)
             # the cell's end says how the work ended: an interrupted run's bar stayed blue at its last count (at
             # "setting up …" before its first iteration), and green "10/10" where the interrupt landed in the
             # run's last writes (best.mp4, the tables), while the run was stopped. Only from the kernel's main
@@ -104,6 +108,7 @@ class Progress:
         stopped = isinstance(error, KeyboardInterrupt)
         bar.bar_style = "warning" if stopped else "danger"
         text.value = f"{self.text()} · " + ("stopped" if stopped else f"failed: {type(error).__name__}")
+        self._write_plain(text.value)
 
     def text(self) -> str:
         """'12/40 · best loss 0.1234 · 5.2 s' (what the bar's label says)."""
@@ -136,6 +141,12 @@ class Progress:
         self._drawn = time.monotonic()
         bar, text = self._widgets
         bar.max, bar.value = max(self.total or 1, 1), min(self.done, max(self.total or 1, 1))
-        if self.finished:
-            bar.bar_style = "success"
         text.value = self.text()
+        if self.finished and bar.bar_style != "success":
+            bar.bar_style = "success"
+            self._write_plain(text.value)
+
+    def _write_plain(self, text: str) -> None:
+        """The shown bar's plain text set to `text` (the widget drawn again beside it, where widgets are drawn)."""
+        self._view["text/plain"] = f"{self.label}: {text}"
+        self._handle.update(self._view, raw=True)
