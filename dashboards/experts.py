@@ -259,16 +259,19 @@ class ExpertsModel(param.Parameterized):
         """Re-read the catalog (new runs, a running one's progress)."""
         # the catalog once per refresh: the run menu, the seeds to pool, the α of other runs, the store's experts
         # read it (each read its own: four reads per page, a quarter of a second each at 1,000 runs)
-        self._rows = RunStore(self.runs_dir).list()
+        store = RunStore(self.runs_dir)
+        self._rows = store.list()
         ids = [r["id"] for r in self._rows if r.get("kind") in KINDS]
         self.param.run_id.objects = ids
         self._data, self._store_scores, self._mixer = None, None, None  # new runs: new experts to mix
         if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run, that reads
             kinds = {r["id"]: r.get("kind") for r in self._rows}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
-            run_id, self._data, self.skipped = newest_readable(
+            run_id, self._data, skipped = newest_readable(
                 [*adapts[::-1], *[i for i in ids[::-1] if i not in adapts]],
                 lambda i: read_run(RunStore(self.runs_dir), i))  # its files kept for data
+            # runs of its kinds the catalog left out (a run.json field of another type) are passed over too: said
+            self.skipped = [*store.passed_over(KINDS), *skipped]
             self.run_id = run_id
         else:
             self._opened()

@@ -21,16 +21,24 @@ CARDS_CSS = """
 """
 
 
-def store_summary(runs_dir: str, rows: list[dict] | None = None) -> str:
-    """One line: how many runs of each kind and status the store holds (rows: its catalog, read when not given)."""
-    rows = RunStore(runs_dir).list() if rows is None else rows
+def store_summary(runs_dir: str, rows: list[dict] | None = None, unreadable: list[str] | None = None) -> str:
+    """One line: how many runs of each kind and status the store holds, and how many folders it left out as not
+    readable (rows, unreadable: its catalog and the folders it left out, read when rows is not given)."""
+    if rows is None:
+        store = RunStore(runs_dir)
+        rows, unreadable = store.list(), store.unreadable_runs
+    # a store of damaged runs only is not empty, and its runs are not gone: the Runs page names each and why
+    left_out = (f" Left out, not readable as runs: {counted(len(unreadable), 'folder')} (the Runs page says why)."
+                if unreadable else "")
     if not rows:
+        if left_out:
+            return f"The run store <code>{html.escape(runs_dir)}</code> holds no readable run.{left_out}"
         return (f"The run store <code>{html.escape(runs_dir)}</code> is empty{store_missing(runs_dir)}: start a "
                 "search on the Search page.")
     # a run.json's own words (a shared run's kind may be any text): escaped, as the cards' are
     kinds = ", ".join(f"{n} {html.escape(str(k))}" for k, n in Counter(r["kind"] for r in rows).most_common())
     states = ", ".join(f"{n} {html.escape(str(s))}" for s, n in Counter(r["status"] for r in rows).most_common())
-    return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states})."
+    return f"<code>{html.escape(runs_dir)}</code> holds {counted(len(rows), 'run')}: {kinds} ({states}).{left_out}"
 
 
 def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTemplate:
@@ -46,7 +54,8 @@ def home_page(runs_dir: str = "runs", recent: int = 4) -> pn.template.FastListTe
     latest = Gallery(runs_dir, name="home-latest")
 
     def draw() -> None:
-        body.object = f'<div class="cards">{cards}</div><p class="store">{store_summary(runs_dir, runs._rows)}</p>'
+        summary = store_summary(runs_dir, runs._rows, runs.unreadable)
+        body.object = f'<div class="cards">{cards}</div><p class="store">{summary}</p>'
         latest.show([runs.card(r) for r in runs.shown()])
         heading.visible = latest.layout.visible = bool(runs.ids)
 

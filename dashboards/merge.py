@@ -51,25 +51,32 @@ class MergeModel(param.Parameterized):
         """Re-read the catalog (new runs, a running one's progress)."""
         self._loaded = None
         self._figures = {}
-        ids = [r["id"] for r in views.merge_runs(RunStore(self.runs_dir))]
+        store = RunStore(self.runs_dir)
+        ids = [r["id"] for r in views.merge_runs(store)]
         self.param.run_id.objects = ids
         if self.run_id not in ids:  # the newest run that reads (its files kept for data())
-            run_id, self._loaded, self.skipped = newest_readable(
+            run_id, self._loaded, skipped = newest_readable(
                 ids, lambda i: views.MergeRun.open(RunStore(self.runs_dir), i))
+            # merge runs the catalog left out (a run.json field of another type) are passed over too: said
+            self.skipped = [*store.passed_over(["merge"]), *skipped]
             self.run_id = run_id
         return ids
 
     def choose(self, run_id: str) -> None:
         """Show run `run_id` (the page's ?run=ID; a unique prefix too, as the CLI takes); ValueError if it is not
         a merge run of this folder."""
+        store = RunStore(self.runs_dir)
         try:
-            run_id = RunStore(self.runs_dir).open(run_id).id
+            run_id = store.resolve(run_id)
         except ValueError as error:
             if "ambiguous" in str(error):  # a prefix of several runs: said so ("not a run" was wrong)
                 raise ValueError(str(error)) from None
             # no such run: said below, with the page's words
         if run_id not in self.param.run_id.objects:
-            kind = next((r["kind"] for r in RunStore(self.runs_dir).list() if r["id"] == run_id), None)
+            rows = store.list()
+            if run_id in store.unreadable_why:  # a run the catalog left out: why ("not a run" was wrong of it)
+                raise ValueError(f"run {run_id}: {store.unreadable_why[run_id]}")
+            kind = next((r["kind"] for r in rows if r["id"] == run_id), None)
             why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"
             raise ValueError(f"{run_id!r} is {why}; the Merge page opens merge runs")
         if run_id != self.run_id:  # read before it is shown: one whose files do not read is refused, not on show

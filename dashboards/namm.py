@@ -157,14 +157,17 @@ class NAMMExplorer(param.Parameterized):
         run = Run(Path(self.runs_dir) / run_id)
         try:  # a run of the store only: ?run=../elsewhere or a path read the run.json it named, and said its kind
             info = run.info if is_run_name(run_id) else None
-        except RunError:
+        except RunError as exc:
+            if (run.path / "run.json").exists():  # a run whose run.json does not read (a kind of 5): why, and the fix
+                return f"{exc}; the NAMM page cannot open it"  # ("is no run in DIR (0 there)" was wrong of it)
             info = None
-        if info is None:
+        if info is None:  # the count: the namm runs here that the page opens (those that saved a policy)
             return (f"{run_id!r} is no run in {self.runs_dir}: the NAMM page opens runs of `workbench namm train` "
                     f"({len(tr.namm_runs(self.runs_dir))} there)")
         if info.get("kind") != "namm":
-            return (f"run {run_id} is {article(str(info.get('kind')))} {info.get('kind')} run, not a namm run: the "
-                    "NAMM page opens runs of `workbench namm train`")
+            kind = info.get("kind") or "unknown"  # (a run.json without one: "a None run")
+            return (f"run {run_id} is {article(kind)} {kind} run, not a namm run: the NAMM page opens runs of "
+                    "`workbench namm train`")
         return (f"namm run {run_id} has saved no policy yet (status {run.live_status(info)}): it saves one after its "
                 f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
 

@@ -123,6 +123,7 @@ class RunsModel(param.Parameterized):
         self._rows = store.list()
         # what the catalog left out, for the page to say (the CLI's runs list warns of each)
         self.unreadable = list(store.unreadable_runs)
+        self.unreadable_why = dict(store.unreadable_why)  # each one's reason and fix, for the page to say
         self.without_metrics = [Path(p).parent.name for p in store.unreadable_metrics]
         for name in ("kind", "status"):
             values = ["all", *sorted({str(r[name]) for r in self._rows if r.get(name)})]
@@ -142,9 +143,11 @@ class RunsModel(param.Parameterized):
     def count_text(self) -> str:
         """The gallery's header: how many runs are shown of how many, and the folders the catalog could not read."""
         text = f"{len(self.shown())} of {counted(len(self._rows), 'run')} in `{self.runs_dir}` (newest first)"
-        if self.unreadable:
-            text += (f" · not readable as runs, left out: {', '.join(f'`{n}`' for n in self.unreadable)} "
-                     "(`workbench runs show ID` says why)")
+        if self.unreadable:  # each with its reason and fix (the names alone sent the researcher to the CLI)
+            # (a reason may quote run.json's values: escaped, as every run.json's words on the pages)
+            whys = {n: html.escape(self.unreadable_why.get(n, "run.json does not read"), quote=False)
+                    for n in self.unreadable}
+            text += " · not readable as runs, left out: " + "; ".join(f"`{n}` ({why})" for n, why in whys.items())
         if self.without_metrics:
             text += f" · metrics unreadable: {', '.join(f'`{n}`' for n in self.without_metrics)}"
         return text

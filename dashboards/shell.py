@@ -466,7 +466,8 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
         except ValueError as exc:
             alert.param.update(object=as_text(str(exc)), visible=True)
     if not alert.visible and getattr(model, "skipped", None):  # newer runs it could not read, passed over
-        alert.param.update(object=as_text(f"Passed over: {' '.join(model.skipped)}"), visible=True)
+        # " · " between them: a reason that ends with its fix ran into the next run's words
+        alert.param.update(object=as_text(f"Passed over: {' · '.join(model.skipped)}"), visible=True)
     return alert
 
 

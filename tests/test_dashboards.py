@@ -936,6 +936,21 @@ def test_search_model_runs_stops_and_resumes(tmp_path):
     assert not model.frames_choosable and model.config().eval.frames == 1
 
 
+def test_an_illumination_from_the_page_keeps_a_population_of_four_times_its_pop(tmp_path):
+    """From mutation sampling: the Search page's illumination keeps a population of 4 × Pop (Pop: the children
+    drawn each iteration, asal.md §4's 32 to a population of 256; the page's smaller default runs in seconds), and
+    no test read it, so another factor went unseen. The run the page starts keeps that many members."""
+    from workbench.runs import RunStore
+
+    model = SearchModel(runs_dir=str(tmp_path), kind="illuminate", substrate="lenia", pop=3, iters=1, steps=4,
+                        fm="pixels")
+    cfg = model.config()
+    assert (cfg.algorithm, cfg.pop, cfg.population) == ("ga", 3, 12)
+    model.start()
+    assert model.wait() == "done", model.error
+    run = RunStore(tmp_path).open(model.run_id)
+    assert run.info["config"]["population"] == 12 and len(run.read_table("population")) == 12
+
 
 def test_search_address_follows_the_run_on_show(tmp_path):
     """The page's address names the run on show. A runs path that is not a folder is refused before a search
@@ -3411,6 +3426,59 @@ def test_a_damaged_newest_run_is_passed_over_and_one_asked_for_is_refused_on_the
         page = build(str(tmp_path), run=asked, standalone=True)
         (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
         assert "damaged" in shown.object or "not valid YAML" in shown.object, shown.object
+
+
+def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(tmp_path):
+    """A run whose run.json holds a top-level field of a type the catalog refuses (created a list, status a dict,
+    kind a number) dropped out of the Merge and Experts pickers without a line (the alert passes over only runs
+    whose files did not read), the Home line counted the runs left as all the store holds, the Runs page named the
+    folder without its reason, Merge's ?run= of it said "not a run", and the NAMM page said a run with a kind of 5
+    "is no run … (0 there)". Each says the run and why, with the fix."""
+    from workbench.dashboards.experts import ExpertsModel
+    from workbench.dashboards.home import store_summary
+    from workbench.dashboards.merge import MergeModel
+    from workbench.dashboards.namm import NAMMExplorer
+    from workbench.dashboards.shell import run_alert
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    merge_cfg = {"method": "ties", "models": ["a", "b"], "tasks": ["add"], "iters": 3}
+    good, created = (store.create("merge", "ties", "a+b", merge_cfg, seed, metric="fitness") for seed in (0, 1))
+    adapt, status = (store.create("adapt", "add", "svf", {"model": "m", "alpha": "task", "variant": "raw"}, seed)
+                     for seed in (0, 1))
+    namm = store.create("namm", "tiny", "namm", {"model": "tiny"}, 0)
+    for run in (good, created, adapt, status, namm):
+        run.update(status="done", best_loss=-0.5, iterations=3)
+    for run, change in ((created, {"created": ["2026"]}), (status, {"status": {"a": 1}}), (namm, {"kind": 5})):
+        (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text()) | change))
+    fix = "correct it in run.json, or move the folder out of the run store"
+
+    runs = RunsModel(runs_dir=str(tmp_path))
+    assert runs.ids == [good.id, adapt.id]
+    assert f"`{created.id}` (run.json is corrupt (created is list, not str); {fix})" in runs.count_text()
+    assert f"`{namm.id}` (run.json is corrupt (kind is int, not str); {fix})" in runs.count_text()
+    runs.unreadable_why[namm.id] = "config's models is <img src=x onerror=alert(1)>"  # a reason quoting run.json
+    assert "(config's models is &lt;img src=x onerror=alert(1)&gt;)" in runs.count_text()
+    assert store_summary(str(tmp_path), runs._rows, runs.unreadable).endswith(
+        "Left out, not readable as runs: 3 folders (the Runs page says why).")
+    assert "holds no readable run. Left out, not readable as runs: 3 folders" in store_summary(str(tmp_path), [], [
+        created.id, status.id, namm.id])
+
+    merge = MergeModel(runs_dir=str(tmp_path))
+    assert merge.run_id == good.id
+    assert merge.skipped == [f"run {created.id}: run.json is corrupt (created is list, not str); {fix}"]
+    alert = run_alert(merge)
+    assert alert.visible and alert.object.startswith("Passed over: ") and created.id in alert.object
+    with pytest.raises(ValueError, match=r"created is list, not str\); correct it in run.json"):
+        merge.choose(created.id)
+    experts = ExpertsModel(runs_dir=str(tmp_path))
+    assert experts.run_id == adapt.id
+    assert experts.skipped == [f"run {status.id}: run.json is corrupt (status is dict, not str); {fix}"]
+
+    with pytest.raises(ValueError) as refused:
+        NAMMExplorer(runs_dir=str(tmp_path)).choose(namm.id)
+    assert f"run.json is corrupt (kind is int, not str); {fix}; the NAMM page cannot open it" in str(refused.value)
+    assert "is no run" not in str(refused.value)
 
 
 def test_an_atlas_run_whose_run_json_lacks_its_substrate_is_said_and_one_asked_for_is_refused(tmp_path):

@@ -147,6 +147,27 @@ def test_views_follow_the_run_files(ex, tmp_path):
     assert (sigmoid.variant, sigmoid.normalize) == ("sigmoid", True)
 
 
+def test_the_targets_base_pools_the_runs_that_scored_it(ex, tmp_path):
+    """From mutation sampling: the accuracy-vs-shots view's base line pools the seeds that scored the target's base,
+    also where a pooled run has none (here its scores.json without the base); every test's seeds had one, so a
+    condition asking that each have it went unseen. The line is the mean of those that have it (n: how many), on
+    the figure as "base on <target>"."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(ex["dir"], runs)
+    scores = _scores(ex, ex["adapt1"])
+    del scores["strategies"]["base"]
+    (runs / ex["adapt1"] / "scores.json").write_text(json.dumps(scores))
+    model = ExpertsModel(runs_dir=str(runs), run_id=ex["adapt0"])
+    assert model.compare == [ex["adapt1"]]
+    target = scores["target"]
+    base = _scores(ex, ex["adapt0"])["strategies"]["base"][target]
+    assert model.target_refs() == {"base": {"mean": base, "std": 0.0, "n": 1}}
+    lines = [layer for layer in model.figure("shots") if layer.label == f"base on {target}"]
+    assert len(lines) == 1 and list(lines[0].dimension_values("test")) == [base, base]
+
+
 def test_alpha_is_shown_as_each_experts_share_the_rescale_keeps():
     """SVF's rescale takes z′'s scale out: CEM's (0, 0.377) and (0, 0.406) are one mixture, shown as one share;
     a column of zeros is no mixture; the mixer says the shares, and that one expert's α changes nothing."""

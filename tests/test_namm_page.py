@@ -273,6 +273,23 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
 
 # --- the served page in Chromium -----------------------------------------------------------------------------------
 
+def test_the_sweep_compares_at_most_32_new_tokens(tiny, tmp_path):
+    """From mutation sampling: "compare with baselines" reads the full cache's continuation for at most 32 tokens
+    (each is a teacher-forced step of every method), whatever the trace generated; the tests ran the default 16, so
+    another cap went unseen. With 40 new tokens the page's sweep is the one of 32, not of 40."""
+    import pandas as pd
+
+    m, _ = tiny
+    model = NAMMExplorer(runs_dir=str(tmp_path), prompt=PROMPT, n_up=16, max_new_tokens=40)
+    trace = model.run()
+    assert trace.n_generated == 40
+    ids = trace.ids[: trace.n_prompt]
+    methods = {"namm (random)": lambda: model.ran.make(m.config), **tr.budget_methods(m.config, len(ids), (0.5,), 16)}
+    capped, uncapped = (tr.agreement_sweep(m, ids, methods, n_up=16, new_tokens=n) for n in (32, 40))
+    assert not capped["agreement"].equals(uncapped["agreement"])  # the cap shows in what the sweep reads
+    pd.testing.assert_frame_equal(model.compute_sweep(fractions=(0.5,)), capped)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, namm_run):
     log = tmp_path_factory.mktemp("nammserver") / "serve.log"

@@ -706,6 +706,24 @@ def test_prompts_are_drawn_afresh_each_generation_and_older_runs_keep_theirs(tmp
     assert kind_predates("namm") == PREDATES
 
 
+def test_the_best_fitness_starts_again_at_each_curriculum_stage(tmp_path, tiny):
+    """From mutation sampling: the best fitness so far is the stage's (a stage's fitness averages its own tasks: a
+    first stage on digit alone is no score to beat for digit + count), and the run the other tests train never had a
+    first stage that beat its second, so a best carried over the boundary went unseen. Here the first stage's best
+    beats every candidate of the second: the second's rows, and run.json's best_loss, are of its own generation."""
+    from workbench.namm.run import train_namm
+    from workbench.namm.train import NAMMTrainConfig
+
+    cfg = NAMMTrainConfig(model=str(tiny), tasks=["digit", "count"], gens=2, stage_gens=[1, 1], pop=2, n_up=32,
+                          length=160, n_prompts=3, n_test=0, max_new_tokens=4, seed=0)
+    run = train_namm(cfg, RunStore(tmp_path))
+    first, second = _rows(run)
+    assert (first["stage"], second["stage"]) == (0, 1)
+    assert first["fitness_max"] > second["fitness_max"], "the case this test is for: the first stage's best beats"
+    assert first["best_fitness"] == first["fitness_max"] and second["best_fitness"] == second["fitness_max"]
+    assert run.info["best_loss"] == -second["fitness_max"]
+
+
 def test_a_run_of_another_kind_is_named_with_its_article(tmp_path):
     """`namm eval --run` with an adapt run said "is a adapt run"."""
     from workbench.namm.saved import load_run_policy

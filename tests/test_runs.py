@@ -260,7 +260,7 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "broken is not a readable run" in err and "snapshots" not in err and "figures" not in err
-    assert f"skipped (`workbench runs show broken --runs {tmp_path}` says why)" in err
+    assert "broken is not a readable run, skipped: run.json is corrupt (" in err  # why, not `runs show` to ask
     assert "warning: lost holds a run's files but no run.json (deleted or lost?)" in err
     for name, message in (("broken", "corrupt"), ("broken", "restore run.json from a backup, or move the folder"),
                           ("foreign", "not a workbench run record (format 1): another program's folder? Keep it out"),
@@ -1281,6 +1281,44 @@ def test_a_run_json_value_the_catalog_cannot_hold_leaves_one_unreadable_run(tmp_
     assert sorted(store.unreadable_runs) == ["big", "bigreal", "surrogate"]
 
 
+def test_a_run_the_catalog_leaves_out_is_named_with_its_reason_and_fix(tmp_path, capsys):
+    """A run.json field of a type the catalog refuses (created a list, kind a number) or a config whose insides are
+    wrong (models a number): `runs list` named the folder as "corrupt or foreign" and sent the researcher to `runs
+    show`, which for the config was a TypeError traceback; a run.json without its status made `runs show` a
+    KeyError traceback. Each reason and its fix is said where the run is left out, and `runs show` says it too."""
+    store = RunStore(tmp_path)
+    cfg = {"method": "ties", "models": ["a", "b"], "tasks": ["add"], "iters": 3}
+    runs = [store.create("merge", "ties", "a+b", cfg, seed, metric="fitness") for seed in range(5)]
+    for run in runs:
+        run.update(status="done", best_loss=-0.5, iterations=3)
+    good, created, kind, models, statusless = runs
+    for run, change in ((created, {"created": ["2026"]}), (kind, {"kind": 5}),
+                        (models, {"config": {**cfg, "models": 5}})):
+        (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text()) | change))
+    info = json.loads((statusless.path / "run.json").read_text())
+    (statusless.path / "run.json").write_text(json.dumps({k: v for k, v in info.items() if k != "status"}))
+    assert [r["id"] for r in store.list()] == [good.id, statusless.id]
+    assert store.unreadable_why == {
+        created.id: "run.json is corrupt (created is list, not str); correct it in run.json, or move the folder out "
+                    "of the run store",
+        kind.id: "run.json is corrupt (kind is int, not str); correct it in run.json, or move the folder out of the "
+                 "run store",
+        models.id: "run.json's config does not read as a merge run's ('int' object is not iterable); correct it in "
+                   "run.json, or move the folder out of the run store"}
+    # a page that picks merge runs: those that say they are merge runs (a kind of 5 says no kind)
+    assert [why.split(":")[0] for why in store.passed_over(["merge"])] == [f"run {created.id}", f"run {models.id}"]
+    assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    for run in (created, kind, models):
+        assert f"warning: {run.id} is not a readable run, skipped: {store.unreadable_why[run.id]}" in \
+            " ".join(err.split()), err
+    assert main(["runs", "show", models.id, "--runs", str(tmp_path)]) == 2
+    assert "run.json's config does not read as a merge run's ('int' object is not iterable); correct it" in \
+        " ".join(capsys.readouterr().err.split())
+    assert main(["runs", "show", statusless.id, "--runs", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recorded_status"] is None
+
+
 def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tmp_path):
     """From a probe of damaged run folders: one truncated metrics.parquet failed `runs list`, `runs show` and the
     Runs page for every run (DuckDB's traceback), a damaged best.png blanked the Runs page, run.json fields of the
@@ -1341,7 +1379,8 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     assert [r["id"] for r in store.list()] == ids
     assert sorted(store.broken()) == ["folder", "newer", "status", "typed"]
     header = RunsModel(runs_dir=str(store.root)).count_text()  # the page says what it left out, too
-    assert header.startswith("3 of 3 runs") and "left out: `folder`, `newer`, `status`, `typed`" in header
+    assert header.startswith("3 of 3 runs") and re.search("left out: `folder` .*; `newer` .*; `status` .*; `typed` "
+                                                          r"\(run.json is corrupt \(config is list, not dict\)", header)
     assert f"metrics unreadable: `{bad.name}`" in header
     with pytest.raises(RunError, match="config is list, not dict"):
         store.open("typed")
@@ -1350,8 +1389,10 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     with pytest.raises(RunError, match="run.json cannot be read"):
         store.open("folder")
     listed = _short("runs", "list", "--runs", str(store.root))  # a newer workbench's run is said to be one
-    assert "warning: newer is not a readable run (written by a newer workbench: upgrade to read it)" in \
-        listed.stderr and "warning: typed is not a readable run (corrupt or foreign run.json)" in listed.stderr
+    assert "warning: newer is not a readable run, skipped: run.json was written by a newer workbench (run format 2" \
+        in listed.stderr and "upgrade the workbench to read it" in listed.stderr
+    assert "warning: typed is not a readable run, skipped: run.json is corrupt (config is list, not dict); correct " \
+        "it in run.json, or move the folder out of the run store" in listed.stderr
 
     # a copied run folder is its own run (it listed as the original, and its readers read the original)
     import shutil

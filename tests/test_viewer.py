@@ -267,3 +267,35 @@ def test_what_plays_is_a_read_only_copy_of_the_parameters_given():
     shown = read_only_params(given)
     given["m"][0] = 1.0
     assert shown["m"][0] == 0.0 and not shown["m"].flags.writeable and shown["n"] == 2
+
+
+def test_a_frame_partly_off_the_numbers_draws_nan_black_inf_white_and_the_rest_as_it_is(tmp_path):
+    """From mutation sampling: no real substrate renders a frame with only some pixels NaN or inf, so the viewer's
+    partly diverged frame went untested (a check of any() instead of all() drew it with NumPy's cast warning and
+    no word; +inf mapped to black). Lenia's render shows its world's cells as they are: its world is written here
+    with a NaN and −inf channel, an inf channel and a finite one."""
+    import warnings
+
+    import torch
+
+    from workbench.simulations import make_substrate
+    from workbench.simulations.base import State
+
+    sub = make_substrate("lenia", device="cpu")
+    model = ViewerModel(sub, sub.zero_theta(), out_dir=tmp_path, render_size=16)
+    world = torch.full_like(model.state.arrays["world"], 0.25)  # blue: a finite value
+    world[..., 0] = float("nan")
+    world[:, : sub.grid // 2, :, 0] = float("-inf")  # red: −inf in the top half, NaN in the bottom one
+    world[..., 1] = float("inf")  # green
+    model.state = State(sub.name, {**model.state.arrays, "world": world}, model.state.batched)
+    picture = sub.render(model.state, model.params, 16)
+    assert np.isnan(picture).any() and np.isneginf(picture).any() and np.isposinf(picture).any()
+    assert np.isfinite(picture).any()  # partly off the numbers, not wholly
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cast of NaN to uint8 warns (and draws what the platform makes of it)
+        frame = model.frame()
+    assert model.diverged and "[diverged: n for a new θ]" in model.status(30.0)
+    assert frame.shape == (16, 16, 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame[..., 0], 0)  # NaN and −inf black
+    np.testing.assert_array_equal(frame[..., 1], 255)  # +inf white
+    np.testing.assert_array_equal(frame[..., 2], 64)  # the finite 0.25 as a finite frame draws it (0.25 · 255, rounded)

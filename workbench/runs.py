@@ -516,6 +516,21 @@ _FIELD_TYPES = {**{k: CATALOG_COLUMNS[k] for k in ("id", "kind", "substrate", "f
                 "config": "dict", "pid": "int", "heartbeat": "real"}
 
 
+#: the fix of a run.json whose fields the readers refuse
+_CORRECT_IT = "correct it in run.json, or move the folder out of the run store"
+
+
+def _recorded_kind(folder: Path) -> str | None:
+    """The kind a run folder's run.json records, read as plain JSON (a run.json the catalog refuses may still say
+    it); None where it says none as text."""
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    kind = info.get("kind") if isinstance(info, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _mistyped_fields(info: dict) -> str:
     """'iterations is a str, not int' for each field of run.json whose type is not what readers expect; '' if none."""
     return "; ".join(f"{key} is {type(info[key]).__name__}, not {_TYPE_NAMES[kind]}"
@@ -597,8 +612,7 @@ class Run:
                            "folder? Keep it out of the run store")
         wrong = _mistyped_fields(info)
         if wrong:
-            raise RunError(f"{self.path}/run.json is corrupt ({wrong}); correct it in run.json, or move the folder "
-                           "out of the run store")
+            raise RunError(f"{self.path}/run.json is corrupt ({wrong}); {_CORRECT_IT}")
         # a run is its folder: a copied folder's run.json still names the original, and its readers (metrics,
         # thumbnail, show, resume commands) would have gone to the original's folder
         info["id"] = self.path.name
@@ -1165,6 +1179,24 @@ def catalog_row(info: dict, root: str | Path, path: str | Path | None = None) ->
             "note": run.note or None}
 
 
+def checked_catalog_row(info: dict, root: str | Path, path: str | Path | None = None) -> dict:
+    """catalog_row, or RunError saying why the run cannot be catalogued and the fix: a config of the right type with
+    the wrong insides (models a number), or a value a catalog column cannot hold (a config.algorithm of 5, an int
+    beyond 64 bits), which refused every run of the catalog."""
+    folder = Path(path) if path is not None else Path(root) / str(info.get("id"))
+    try:
+        row = catalog_row(info, root, folder)
+    except (TypeError, ValueError, AttributeError) as exc:
+        kind = str(info.get("kind"))
+        raise RunError(f"{folder}/run.json's config does not read as {article(kind)} {kind} run's ({exc}); "
+                       f"{_CORRECT_IT}") from None
+    misfit = _misfit_columns(row)
+    if misfit:
+        raise RunError(f"{folder}/run.json gives the catalog's {', '.join(misfit)} a value of another type, or one "
+                       f"too large; {_CORRECT_IT}")
+    return row
+
+
 def _now() -> dict:
     """A new run's `created`, local time as ISO 8601 with milliseconds (2026-11-30T22:40:53.123: what pages show),
     and `created_at`, the same moment in seconds since the epoch (what the catalog sorts by)."""
@@ -1219,6 +1251,8 @@ class RunStore:
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
         self.unreadable_runs: list[str] = []
+        #: why each of them was left out (folder -> the reason and its fix, "run.json is corrupt (…); correct it …")
+        self.unreadable_why: dict[str, str] = {}
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
         # a folder to be made under a file ("afile/runs") cannot be: said now, not by the mkdir of the first run,
@@ -1474,8 +1508,10 @@ class RunStore:
         run, cfg, state = self.reopen(run.id, read_config, kinds=kinds, trust_pickle=trust_pickle, going_on=going_on)
         return run, cfg, state, new_total(run, extends, value)
 
-    def _records(self) -> tuple[list[dict], list[str]]:
-        records, broken = [], []
+    def _records(self) -> tuple[list[dict], dict[str, str]]:
+        """The catalog rows of the store's runs, and why each folder left out cannot be read (folder -> reason)."""
+        records: list[dict] = []
+        broken: dict[str, str] = {}
         if not self.root.is_dir():
             return records, broken
         for path in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -1483,19 +1519,24 @@ class RunStore:
                 continue
             try:
                 info = Run(path).info
-            except RunError:
-                broken.append(path.name)
+            except RunError as exc:  # its words name the folder: said of the folder named beside them
+                broken[path.name] = str(exc).replace(f"{path}/", "", 1)
                 continue
             try:
-                row = catalog_row(info, self.root, path)
-            except (TypeError, ValueError, AttributeError):  # a config of the right type with the wrong insides
-                broken.append(path.name)
-                continue
-            if _misfit_columns(row):  # e.g. a config.algorithm of 5: the catalog table refused every run
-                broken.append(path.name)
+                row = checked_catalog_row(info, self.root, path)
+            except RunError as exc:
+                broken[path.name] = str(exc).replace(f"{path}/", "", 1)
                 continue
             records.append(row)
         return records, broken
+
+    def passed_over(self, kinds: Iterable[str]) -> list[str]:
+        """Why each run of `kinds` the last catalog() left out cannot be read ("run ID: reason"): for a page that
+        picks those kinds' runs to say it passed them over (it dropped them without a word). A run.json whose kind
+        cannot be read names no kind: the Runs page and `workbench runs list` name it."""
+        kinds = set(kinds)
+        return [f"run {name}: {why}" for name, why in self.unreadable_why.items()
+                if _recorded_kind(self.root / name) in kinds]
 
     def catalog(self, metrics: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics` (every
@@ -1510,7 +1551,8 @@ class RunStore:
         runs), command (the command line that started the run)."""
         import duckdb
 
-        records, self.unreadable_runs = self._records()
+        records, self.unreadable_why = self._records()
+        self.unreadable_runs = list(self.unreadable_why)
         self.unreadable_metrics = []
         con = duckdb.connect()
         types = {"text": "VARCHAR", "int": "BIGINT", "real": "DOUBLE", "texts": "VARCHAR[]"}
@@ -1579,7 +1621,7 @@ class RunStore:
     def broken(self) -> list[str]:
         """The folders whose run.json cannot be read (corrupt, or another program's); folders without one are
         not runs and not listed."""
-        return self._records()[1]
+        return list(self._records()[1])
 
     def metrics(self, run_id: str) -> list[dict]:
         """A run's metrics rows by iteration (run_id and the columns its kind writes), [] before its first row.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from rich.console import Console
@@ -90,7 +89,7 @@ def _unreadable(store, name: str) -> str:
 
 
 def cmd_runs(args) -> int:
-    from workbench.runs import RunError, RunStore, catalog_row
+    from workbench.runs import RunError, RunStore, checked_catalog_row
 
     store = RunStore(args.runs)
     if args.action in ("list", "rm") and not store.root.is_dir():
@@ -105,9 +104,8 @@ def cmd_runs(args) -> int:
             err.print(f"no runs in {store.root}")
         else:
             _runs_tables(rows)
-        for name in store.unreadable_runs:  # as broken(), from the list just read
-            show = f"workbench runs show {shlex.quote(name)} --runs {shlex.quote(str(store.root))}"
-            say("warning", f"{name} is not a readable run ({_unreadable(store, name)}); skipped (`{show}` says why)")
+        for name, why in store.unreadable_why.items():  # as broken(), from the list just read, each with its why
+            say("warning", f"{name} is not a readable run, skipped: {why}")
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
         for name in store.orphaned():
@@ -120,10 +118,10 @@ def cmd_runs(args) -> int:
     if args.action == "show":
         run = store.open(args.ids[0])
         info = run.info
-        row = catalog_row(info, store.root)
+        row = checked_catalog_row(info, store.root)  # a run the catalog cannot hold: why (a TypeError traceback)
         # the live status ("interrupted" when the process is gone) and how to go on; run.json's own as written
         info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command", "note")},
-                    recorded_status=info["status"])
+                    recorded_status=info.get("status"))  # (a run.json without one: a KeyError traceback)
         try:
             info["metrics"] = store.metrics(run.id)
         except RunError as error:  # the record is still worth showing
