@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -430,6 +431,75 @@ def test_a_gpu_asked_for_where_there_is_none_is_one_clear_error(tmp_path, args, 
     assert res.stderr.count("error:") == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert message in res.stderr
     assert "Traceback" not in res.stderr and list(tmp_path.iterdir()) == []
+
+
+def _bare_python(folder: Path) -> Path:
+    """A python3 that sees this environment's packages but has no workbench installed, as on the GPU image: a venv
+    whose .pth names our site-packages as a plain path (its .pth files, the editable install's finder among them,
+    are not read)."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = subprocess.run([folder / "bin" / "python", "-c", where], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    (Path(site) / "ours.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return folder / "bin"
+
+
+def _tiny_wheel(folder: Path) -> None:
+    """A wheel of nothing, for a kit: `.ci/bench-gpu` installs whatever .gpu/wheels holds."""
+    import zipfile
+
+    info = "gpukit_probe-0.0.0.dist-info"
+    files = {f"{info}/METADATA": "Metadata-Version: 2.1\nName: gpukit-probe\nVersion: 0.0.0\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"])
+    folder.mkdir(parents=True)
+    with zipfile.ZipFile(folder / "gpukit_probe-0.0.0-py3-none-any.whl", "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a GPU it would run the whole GPU check")
+def test_the_gpu_script_runs_the_kits_workbench_not_the_working_trees(tmp_path):
+    """`bash .ci/bench-gpu` on a machine with no workbench installed (the GPU image): `python3 -m` puts the working
+    directory, the repository's root, first on sys.path, and its workbench/ has no kernels/ (it died at once on
+    "No module named 'workbench.kernels'", the one device run lost). Here, without a GPU, it gets as far as the
+    bench's own refusal."""
+    import os
+    import shutil
+
+    root, tree = Path(__file__).resolve().parents[1], tmp_path / "tree"
+    for part in ("workbench", "kernels", "simulations", "dashboards", "data", ".ci"):
+        shutil.copytree(root / part, tree / part, ignore=shutil.ignore_patterns("__pycache__", "zoo", "zoo-quick"))
+    _tiny_wheel(tree / ".gpu" / "wheels")
+    env = {**os.environ, "PATH": f"{_bare_python(tmp_path / 'bare')}:{os.environ['PATH']}",
+           "OUT": str(tmp_path / "out"), "WORKBENCH_SITE": str(tmp_path / "site")}
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run(["bash", ".ci/bench-gpu"], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "out" / "gpu.log").read_text()
+    assert "workbench bench gpu needs a CUDA GPU" in log and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert f"workbench from {tmp_path / 'site' / 'workbench'}" in res.stdout
+
+
+def test_the_gpu_kit_refuses_a_bad_python_and_the_gpu_script_an_empty_kit_in_one_line(tmp_path):
+    """`make gpu-kit GPU_PY=…` that pip cannot take was a traceback, and left an empty .gpu/wheels that
+    `.ci/bench-gpu` took for a kit (pip then failed on the literal "*.whl", on the device's time)."""
+    import shutil
+
+    ci = Path(__file__).resolve().parents[1] / ".ci"
+    res = subprocess.run([sys.executable, ci / "gpu-kit", "--python", "abc"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "error: argument --python: give the GPU machine's Python as 3.N, e.g. 3.12, got 'abc'" in res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing emptied or made before the refusal
+    shutil.copytree(ci, tmp_path / ".ci")
+    (tmp_path / ".gpu" / "wheels").mkdir(parents=True)
+    res = subprocess.run(["bash", ".ci/bench-gpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == "", res
+    assert res.stderr.strip() == "no wheels in .gpu/wheels here: make the kit first (make gpu-kit) and bring .gpu along"
 
 
 def test_bench_asal_prints_the_split_per_phase():
