@@ -131,7 +131,10 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["zoo", "build", "--quick", "--out", "file.json"], "--out file.json is a file"),
     (["zoo", "build", "--quick", "--out", "file.json/zoo"], "file.json is a file, so no folder can be made under it"),
     (["zoo", "build", "--quick", "--tasks", "foo"], "--tasks: unknown task 'foo'; choose from"),
-    (["bench", "fm", "--arch", "bogus"], "unknown open_clip architecture 'bogus'"),
+    (["bench", "fm", "--arch", "bogus"], "--arch bogus: unknown open_clip architecture 'bogus'"),
+    (["bench", "asal", "--fm", "openclip:bogus"], "--fm openclip:bogus: unknown open_clip architecture 'bogus'"),
+    (["asal", "target", "--substrate", "lenia", "--fm", "openclip:bogus", "--prompt", "a"],
+     "--fm openclip:bogus: unknown open_clip architecture 'bogus'"),
     (["bench", "merge", "--repeats", "0"], "argument --repeats: give a whole number of at least 1, got 0"),
     (["bench", "gpu", "--min-time", "0"], "argument --min-time: give a number greater than 0, got 0"),
     (["bench", "substrates", "--reference", "nowhere"], "--reference nowhere: not a checkout of the reference "
@@ -514,6 +517,21 @@ def test_bench_asal_prints_the_split_per_phase():
         assert set(row) == {"total", "other", *phases}
         assert row["simulate"] > 0 and row["decode"] > 0 and row["thumbnails"] > 0
         assert row["total"] >= sum(row[p] for p in phases) - 0.05  # medians of rounded ms: a little slack
+    # the machine it was timed on, as docs/benchmarks.md records it ("x86_64" was all it said)
+    cpu = data["machine"]
+    assert cpu["cpu"] and cpu["cores"] >= 1 and cpu["memory_gib"] > 0 and cpu["gpu"] is None, cpu
+    assert cpu["versions"]["numpy"] == np.__version__ and cpu["versions"]["taichi"], cpu["versions"]
+    assert set(cpu["cpu_flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+
+def test_the_machine_line_reads_the_cpu_model_and_the_flags_timings_depend_on():
+    from workbench.machine import _cpuinfo, _memory_gib
+
+    text = ("processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 sha_ni\n\n"
+            "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert _cpuinfo(text) == ("AMD EPYC 9R14", ["avx2", "avx512f", "avx512_bf16"])
+    assert _cpuinfo("") == (None, [])
+    assert _memory_gib("MemTotal:       24641536 kB\nMemFree: 1 kB\n") == 23.5 and _memory_gib("") is None
 
 
 def test_bench_fm_times_plain_open_clip_and_ours_against_the_roof():

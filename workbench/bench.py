@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import platform
 import time
 
 import numpy as np
 
+from workbench.machine import machine
 from workbench.simulations import make_substrate
 
 
@@ -62,7 +62,7 @@ def bench_substrates(names=("lenia", "boids", "plife"), min_time: float = 1.0, r
     from workbench.kernels.device import describe, resolve_device
 
     dev = resolve_device(device)
-    result: dict = {"machine": platform.processor() or platform.machine(), "device": describe(dev),
+    result: dict = {"machine": machine(), "device": describe(dev),
                     "date": time.strftime("%Y-%m-%d")}
     if dev.type == "cpu":  # the Taichi arch of the CPU engine (a GPU's substrates default to their own engines)
         from workbench.kernels.runtime import ensure_taichi
@@ -131,7 +131,7 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
 
     from workbench.fm import bf16_supported, check_arch, load_fm, quiet_logs
 
-    check_arch(arch)
+    check_arch(arch, given=f"--arch {arch}")
     if batch < 1:
         raise ValueError(f"--batch must be at least 1, got {batch}")
     check_fm_batch(batch)
@@ -178,7 +178,7 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
     out = {"arch": arch, "batch": batch, "precision": fm.precision,
            "plain_fp32_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
            "speedup": round(plain / ours, 2), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
-           "machine": platform.processor() or platform.machine(), "cpu_bf16": bf16_supported(),
+           "machine": machine(), "cpu_bf16": bf16_supported(),
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
     if arch == "ViT-B-32":
         roof = {k: max(v, matmul_roof(roof_dtypes[k])) for k, v in roof.items()}
@@ -261,13 +261,12 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
         raise ValueError(f"--iters must be at least 1 (timed iterations, after an untimed one), got {iters}")
     if pop < 2:  # a search's population (SearchConfig's check, after the imports and a model built)
         raise ValueError(f"--pop must be at least 2 (the population of each generation), got {pop}")
-    from workbench.fm import check_arch, check_fm_name
+    from workbench.fm import check_fm_name
 
     for fm in fms:  # before any model is built (an unknown one was refused after ViT-B-32 was made and saved)
-        check_fm_name(fm)
-        if fm.startswith("openclip:"):
-            check_arch(fm.split(":", 1)[1])
-        elif fm not in ("pixels", "efficientnet-lite0"):  # the hub's weights: online, and not what is timed here
+        check_fm_name(fm)  # an openclip:ARCH's architecture too
+        # the hub's weights: online, and not what is timed here
+        if not fm.startswith("openclip:") and fm not in ("pixels", "efficientnet-lite0"):
             raise ValueError(f"--fm {fm}: the bench times pixels, efficientnet-lite0 and openclip:ARCH (random "
                              "weights of any open_clip architecture; CLIP's is openclip:ViT-B-32-quickgelu)")
 
@@ -279,7 +278,7 @@ def bench_asal(substrates=("lenia", "boids", "plife"), fms=("pixels", "openclip:
     from workbench.kernels.device import describe, resolve_device
 
     dev = resolve_device(device)
-    out: dict = {"pop": pop, "device": describe(dev), "machine": platform.processor() or platform.machine(),
+    out: dict = {"pop": pop, "device": describe(dev), "machine": machine(),
                  "date": time.strftime("%Y-%m-%d"), "unit": f"ms per iteration (median of {iters})"}
     with tempfile.TemporaryDirectory() as tmp:
         weights: dict[str, str] = {}  # random-initialised weights of each open_clip architecture timed
@@ -364,7 +363,7 @@ def bench_dashboards(sessions: int = 8, seconds: float = 30.0, substrate: str = 
     fps = [round(n / elapsed, 1) for n in frames]
     return {"sessions": sessions, "seconds": seconds, "substrate": substrate, "fps_per_session": fps,
             "fps_total": round(sum(fps), 1), "errors": errors,
-            "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+            "machine": machine(), "date": time.strftime("%Y-%m-%d")}
 
 
 def _play_lab(browser, url: str, sessions: int, seconds: float, substrate: str, errors: list) -> tuple[list, float]:
@@ -408,7 +407,7 @@ def bench_merge(zoo: str = "data/zoo", layers: int = 30, repeats: int = 2, metho
     if layers < 1 or repeats < 1:
         raise ValueError(f"--layers and --repeats must be at least 1, got {layers} and {repeats}")
     say(f"merging a {layers}-layer state dict: ours and mergekit, {', '.join(methods)}, best of {repeats}")
-    out: dict = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+    out: dict = {"machine": machine(), "date": time.strftime("%Y-%m-%d"),
                  "tensors": bench_merge_tensors(layers, methods=tuple(methods), repeats=repeats)}
     experts = z.names[1:]
     per_eval = {}

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from workbench.kernels.device import cuda_available, describe, resolve_device, synchronize
+from workbench.machine import machine
 from workbench.simulations import make_substrate
 from workbench.simulations import reference as ref
 
@@ -344,7 +345,8 @@ def bench_gpu(device: str | None = None, sections: tuple[str, ...] = SECTIONS,
     import triton
 
     result: dict = {"gpu": describe(dev), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-                    "triton": triton.__version__, "cuda": torch.version.cuda, "host": platform.node()}
+                    "triton": triton.__version__, "cuda": torch.version.cuda, "host": platform.node(),
+                    "machine": machine()}
     runners: dict[str, Callable[[], dict]] = {
         "conformance": lambda: conformance(dev),
         "substrates": lambda: substrates(dev, min_time),

@@ -496,13 +496,14 @@ def without_random_init():
                 setattr(init, name, original)
 
 
-def check_arch(arch: str) -> None:
-    """One clear error for a name that is not an open_clip architecture."""
+def check_arch(arch: str, given: str | None = None) -> None:
+    """One clear error for a name that is not an open_clip architecture; `given`: the flag as typed ("--arch X",
+    "--fm openclip:X"), which the error names first."""
     import open_clip
 
     if arch not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip architecture {arch!r}; e.g. ViT-B-32, ViT-B-16, RN50 "
-                         f"(open_clip.list_models() lists all)")
+        raise ValueError(f"{given + ': ' if given else ''}unknown open_clip architecture {arch!r}; e.g. ViT-B-32, "
+                         "ViT-B-16, RN50 (open_clip.list_models() lists all)")
 
 
 def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, precision: str,
@@ -553,10 +554,13 @@ def _check_no_weights(name: str, weights: str | Path | None) -> None:
 
 
 def check_fm_name(name: str) -> None:
-    """One ValueError for a name that is no foundation model this workbench loads (nothing else is checked)."""
+    """One ValueError for a name that is no foundation model this workbench loads, or an openclip:ARCH of an
+    architecture open_clip does not know (nothing else is checked)."""
     if not isinstance(name, str) or not (name in ("pixels", "efficientnet-lite0", "dino", *HUB_ARCHS)
                                          or name.startswith("openclip:")):
         raise ValueError(f"unknown foundation model --fm {name}; choose one of {', '.join(FM_NAMES)}")
+    if name.startswith("openclip:"):  # the flag named (the architecture's error came alone, from the model's build)
+        check_arch(name.split(":", 1)[1], given=f"--fm {name}")
 
 
 def check_fm(name: str, weights: str | Path | None = None, prompts: Sequence[str] = (),

@@ -50,6 +50,7 @@ def check_bench_args(args) -> None:
 
 def cmd_bench(args) -> int:
     from workbench import bench
+    from workbench.machine import machine
 
     check_bench_args(args)
     if args.target == "substrates":
@@ -100,6 +101,8 @@ def cmd_bench(args) -> int:
     else:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), fms=tuple(args.fm), steps=args.steps,
                                   pop=args.pop, device=args.device, iters=args.iters)
+    # every figure with the machine it was timed on (CPU model and flags, cores, memory, GPU, versions)
+    result["machine"] = machine()
     result = bench.finite(result)  # JSON has no Infinity / NaN (a bit-exact render's PSNR is infinite): null
     print(json.dumps(result, allow_nan=False) if args.json else json.dumps(result, indent=2, allow_nan=False))
     return 0

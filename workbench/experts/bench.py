@@ -18,6 +18,8 @@ import time
 
 import torch
 
+from workbench.machine import machine
+
 
 def _tokens_per_second(model, tok, prompts: list[str], new_tokens: int, repeats: int) -> float:
     """Greedy decoding of `new_tokens` tokens for every prompt (eos never stops it), best of `repeats`."""
@@ -110,7 +112,7 @@ def bench_experts(zoo: str = "data/zoo", models: tuple[str, ...] = ("zoo", "smol
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        out = {"machine": _machine()}
+        out = {"machine": machine()}
         if "zoo" in models:
             out["zoo"] = _bench_model("zoo", str(Path(zoo) / "base"), task="sort", batch=32, steps=steps,
                                       new_tokens=32, tok_batch=64, repeats=repeats, cem=True, shots=10, experts=4,
@@ -125,8 +127,3 @@ def bench_experts(zoo: str = "data/zoo", models: tuple[str, ...] = ("zoo", "smol
         torch.set_num_threads(before)
 
 
-def _machine() -> dict:
-    import os
-    import platform
-
-    return {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(), "torch": torch.__version__}

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.machine import machine
 from workbench.namm.peer import DEFAULT_PRESSES, check_presses, peer_python
 
 CMA_SEED = 0
@@ -340,4 +341,5 @@ def bench_namm(cfg: BenchConfig, log: Callable[[str], None] | None = None) -> di
         if log is not None:
             log(f"cma: {json.dumps(result['cma'])}")
     result["python"] = sys.version.split()[0]
+    result["machine"] = machine()
     return result
