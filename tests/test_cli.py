@@ -316,6 +316,9 @@ def test_progress_waits_for_the_run_to_start(monkeypatch):
     last = shown(runs).rsplit("\r", 1)[-1]
     assert "3/3" in last and "loss 0.12" in last and "setting up" not in last and "baselines" not in last
     assert "loss test scores of the baselines" in shown(fails_at_the_end).rsplit("\r", 1)[-1]  # where it stopped
+    # a resumed run: the count it goes on from at once (the spinner stood until its next iteration ended)
+    resumed = shown(lambda tick: tick.resumed(2, 3, {"loss": 0.5})).rsplit("\r", 1)[-1]
+    assert "2/3" in resumed and "loss 0.50" in resumed and "setting up" not in resumed, resumed
 
 
 def test_progress_off_a_terminal_says_the_set_up_and_the_count_now_and_then(monkeypatch):

@@ -150,3 +150,20 @@ def test_a_saved_notebook_says_how_each_bar_ended_in_plain_text():
     assert plain[1][0].startswith("zoo: 4/10 · ") and plain[1][0].endswith(" · failed: ValueError"), plain
     assert plain[2] == ["never called: setting up …"], plain
     assert all(v and v[0] and v[0]["model_id"] for v in views), views  # still the widget, where widgets are drawn
+
+
+def test_a_resumed_run_draws_the_count_it_goes_on_from_at_once(tmp_path, capsys):
+    """A resumed run's bar read "setting up …" (the CLI's spinner, the notebook's 0) until its next iteration ended:
+    minutes for a NAMM generation. The count it goes on from is drawn first, with its best so far."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.progress import Progress
+
+    cfg = SearchConfig(kind="openended", eval=EvalConfig("boids", "pixels", steps=8, frames=2), iters=2, pop=4)
+    run = run_search(cfg, str(tmp_path))
+    best = run.info["best_loss"]
+    capsys.readouterr()
+    run_search(cfg, str(tmp_path), resume=run.id, iters=4, on_iteration=Progress("search"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"search: 2/4 · best loss {best:.4g} · "), lines
+    assert [line.split(" · ")[0] for line in lines] == ["search: 2/4", "search: 3/4", "search: 4/4"], lines

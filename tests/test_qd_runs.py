@@ -278,6 +278,22 @@ def test_a_finished_run_goes_on_to_more_generations_as_a_run_started_with_them(f
     assert (a.path / "scores.json").read_text() == (b.path / "scores.json").read_text()
 
 
+def test_a_resumed_cycle_tells_its_progress_bar_the_generation_it_goes_on_from(finished, tmp_path, capsys):
+    """run_cycleqd wraps its on_iteration (the archives written first): a progress bar's `resumed` was lost
+    there, and a resumed CycleQD run's bar read "setting up …" until its next generation ended."""
+    import shutil
+
+    from workbench.progress import Progress
+    from workbench.qd.run import run_cycleqd
+
+    _, whole, ids, _ = finished
+    shutil.copytree(whole.root / ids[0], tmp_path / "runs" / ids[0])  # a copy: the fixture's run stays as it is
+    capsys.readouterr()
+    run_cycleqd(None, RunStore(tmp_path / "runs"), resume=ids[0], gens=GENS + 1, on_iteration=Progress("qd"))
+    lines = [line.split(" · ")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("qd: ")]
+    assert lines == [f"qd: {GENS + 1}/{GENS + 2}", f"qd: {GENS + 2}/{GENS + 2}"], lines
+
+
 def test_batches_serial_equal_dask_with_either_transfer(finished, tmp_path, zoo):
     """Seed 3 of CYCLE on a Dask cluster, with either transfer, equals the fixture's serial seed-3 run."""
     from dask.distributed import LocalCluster

@@ -92,6 +92,11 @@ class Progress:
             self.best = value
         self._show()
 
+    def resumed(self, done: int, total: int, row: dict) -> None:
+        """The run functions' call where a resumed run goes on from (done of total, its last row): drawn at once,
+        where the bar read "setting up …" until the next iteration ended (a NAMM generation takes minutes)."""
+        self(done, total, row)
+
     def cell_ended(self, result) -> None:
         """IPython's post_run_cell for the cell that made the bar (once): a KeyboardInterrupt that ended the cell
         turns the bar orange, "… · stopped" (the run is resumable: the exception's note says how); another error

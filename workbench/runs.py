@@ -1769,7 +1769,8 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     metrics.parquet and run.json (with a fresh heartbeat) are written atomically, so a killed process resumes
     from here. finish() runs after the last iteration. should_stop() or Ctrl-C leaves a resumable 'stopped'
     run; an error marks it 'failed' (also resumable: a failed finish() is redone). A resumed run's metrics.parquet
-    and run.json are written again from the checkpoint first."""
+    and run.json are written again from the checkpoint first, and an on_iteration with a `resumed(done, total,
+    last row)` method (a progress bar's) is told the count it goes on from."""
     caught_up = {}
     if state["metrics"]:
         # the checkpoint is written first: a kill after it left metrics.parquet or run.json an iteration behind,
@@ -1777,6 +1778,9 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
         run.write_rows("metrics", state["metrics"])
         caught_up = {"iterations": state["iteration"], "best_loss": state["metrics"][-1]["best_loss"]}
     run.update(status="running", error=None, **caught_up, **heartbeat())
+    resumed = getattr(on_iteration, "resumed", None)
+    if caught_up and resumed is not None:  # the count a resumed run goes on from, drawn now: its bar read "setting
+        resumed(state["iteration"], iters, state["metrics"][-1])  # up" or 0/N until the next iteration ended
     try:
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():

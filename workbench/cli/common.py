@@ -343,12 +343,18 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
                 err.print(f"{description} {done}/{total} {label} {last['value']} {minutes // 60}:{minutes % 60:02d}:"
                           f"{seconds:02d}", soft_wrap=True)
 
+        def resumed(done: int, total: int, row: dict) -> None:  # a resumed run's count, at once (not at the next
+            start()  # iteration's end; rich's speed leaves its first sample out, so the ETA is not thrown)
+            last["value"] = value(row)
+            bar.update(task, completed=done, total=total, value=last["value"])
+
         def phase(text: str) -> None:  # what a run's end does once the bar is full (its test scores, baselines)
             start()
             bar.update(task, value=text)
 
         on_iteration.start = start  # the drivers' on_start(run)
         on_iteration.phase = phase
+        on_iteration.resumed = resumed
         yield on_iteration
         # done: the bar left on screen ends on the run's metric, not on its last phase ("… test scores …" read as
         # still working); after an error the phase stays, saying where it failed

@@ -482,6 +482,8 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         if on_iteration is not None:
             on_iteration(done, total, row)
 
+    after.resumed = getattr(on_iteration, "resumed", None)  # a progress bar's: told a resumed run's count at once
+
     def finish() -> None:
         from workbench.qd.baselines import finish_run
 
