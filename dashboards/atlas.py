@@ -227,6 +227,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         address_at_load,
         as_text,
         download_button,
+        live,
         no_runs_page,
         off_loop,
         offer,
@@ -347,7 +348,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     refresh.on_click(on_refresh)
     address_at_load(location, model)
     export = pn.widgets.Button(label="export PNG", color="primary", sizing_mode="stretch_width")
-    saved = pn.pane.Markdown("", sizing_mode="stretch_width")
+    saved = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     download = download_button()
 
     def on_export(event):

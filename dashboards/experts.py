@@ -37,6 +37,7 @@ from workbench.dashboards.shell import (
     as_text,
     counted,
     failed,
+    live,
     newest_readable,
     placeholder,
 )
@@ -1166,7 +1167,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                                     value=model.normalize)
     prompt = pn.widgets.TextInput(label="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
                                   value="s:kdpa=", width=320)
-    said = pn.pane.Markdown("", sizing_mode="stretch_width")
+    said = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     found = [int(k) for k in ((model.data.scores or {}).get("few_shot") or {})]
     per_matrix = model.data.config.get("alpha") == "matrix"  # CEM's α per matrix: the sliders hold its means
     load = pn.widgets.Select(label="α CEM found (mean over matrices)" if per_matrix else "α that CEM found",
@@ -1289,7 +1290,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     matrix = pn.widgets.Select.from_param(model.param.matrix, label="Matrix (z vs σ rank)",
                                           sizing_mode="stretch_width")
     compare = TextMultiChoice.from_param(model.param.compare, label="Pooled: other seeds or experts",
-                                         sizing_mode="stretch_width", **UNTRAPPED)
+                                         placeholder="runs to pool", sizing_mode="stretch_width", **UNTRAPPED)
     fmt, size, export, status, download = export_controls(
         lambda suffix, **printed: model.export(None, Path(runs_dir) / model.run_id / "figures", suffix, **printed))
     what = pn.pane.Markdown("", margin=(0, 10))

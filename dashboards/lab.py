@@ -765,6 +765,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         download_button,
         failed,
         in_page_words,
+        live,
         off_loop,
         offer,
         run_asked,
@@ -778,7 +779,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     # a Column around the Bokeh pane carries the busy spinner (Panel cannot set `loading` on a Bokeh pane)
     frame = pn.Column(frame_view(model, size=480), margin=0)
     trace = score_trace(model)
-    alert = pn.pane.Alert("", sizing_mode="stretch_width", visible=False, margin=(0, 10))
+    alert = live(pn.pane.Alert("", sizing_mode="stretch_width", visible=False, margin=(0, 10)))
 
     def show_message(*_):
         alert.param.update(object=as_text(model.message), alert_type=model.message_kind,

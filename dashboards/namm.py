@@ -708,6 +708,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         checked_int_input,
         export_controls,
         failed,
+        live,
         off_loop,
         put_back,
         run_alert,
@@ -767,7 +768,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         lambda suffix, **printed: model.export(model.view, model.figures_dir(), suffix, **printed))
     # the run's messages beside its button; the export's beside its own (one line for both said what an export
     # wrote at the sidebar's top, under the prompt, far from the button pressed)
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    status = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
 
     header = pn.pane.Markdown(as_text(model.summary()), sizing_mode="stretch_width", margin=(0, 10))
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'

@@ -48,6 +48,7 @@ from workbench.dashboards.shell import (
     counted,
     failed,
     ids_digest,
+    live,
     subheading,
 )
 from workbench.figures import holoviews, sized_by_frame, styled
@@ -1383,7 +1384,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     card = pn.pane.HTML("", stylesheets=[CARD_CSS], sizing_mode="stretch_width", name="elite-card")
     prompt = pn.widgets.TextInput(label="Prompt", placeholder="", sizing_mode="stretch_width")
     run_button = pn.widgets.Button(label="run the elite", color="primary", sizing_mode="stretch_width")
-    answer = pn.pane.Markdown("", sizing_mode="stretch_width", name="elite-answer")
+    answer = live(pn.pane.Markdown("", sizing_mode="stretch_width", name="elite-answer"))
     prompt_box = pn.Column(pn.pane.Markdown("**Run the elite on a prompt** (rebuilt from its lineage, greedy "
                                             "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380)
     box = {"border": "1px solid #dde3ea", "border-radius": "8px", "background": "#fff", "padding": "8px 12px"}
@@ -1404,8 +1405,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     gen_text = pn.pane.Markdown("", margin=(0, 10))
     gen_box = [section("Generation"), player, gen_text]  # hidden for a source with one snapshot
     highlight = pn.widgets.Select(label="Highlight a model", options={}, sizing_mode="stretch_width")
-    compare = TextMultiChoice(label="Pool seeds (same config)", options=[], sizing_mode="stretch_width",
-                              **UNTRAPPED)
+    compare = TextMultiChoice(label="Pool seeds (same config)", options=[], placeholder="seeds to pool",
+                              sizing_mode="stretch_width", **UNTRAPPED)
     fmt, size, export, status, download = export_controls(lambda suffix, **printed: model.export(
         model.view, (Path(runs_dir) / model.run_id / "figures") if model.run_id else Path(runs_dir) / "figures",
         suffix, **printed))

@@ -34,6 +34,7 @@ from workbench.dashboards.shell import (
     as_text,
     counted,
     ids_digest,
+    live,
     open_links,
     store_missing,
 )
@@ -705,7 +706,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     query = pn.widgets.TextInput.from_param(model.param.query, label="Search", placeholder="id, substrate, FM, model…",
                                             sizing_mode="stretch_width")
     compare = TextMultiChoice(label=f"compare (2 to {MAX_COMPARED} runs)", options=model.ids[::-1],
-                              max_items=MAX_COMPARED, sizing_mode="stretch_width", **UNTRAPPED)
+                              placeholder="runs to compare", max_items=MAX_COMPARED, sizing_mode="stretch_width",
+                              **UNTRAPPED)
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")
     band = pn.widgets.Select.from_param(model.param.band, name="Band over seeds", sizing_mode="stretch_width",
                                         description="range: lowest to highest run; sd: mean ± 1 sd; ci95: Student's "
@@ -747,14 +749,14 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     confirm = pn.widgets.Button(label="yes, remove them for good", color="danger", visible=False,
                                 sizing_mode="stretch_width")
     cancel = pn.widgets.Button(label="keep them", visible=False, sizing_mode="stretch_width")
-    removal = pn.pane.Markdown("", sizing_mode="stretch_width")
+    removal = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     asked: list[str] = []  # the runs the question names: removed on "yes" whatever is ticked by then
     # saved as the field is left (its value is sent then): a "save" button's click could reach the server before
     # the text typed just before it, and saved the text the field had held
     note = pn.widgets.TextAreaInput(label="Note on the ticked run", description="saved as you leave the field",
                                     placeholder="tick one run", disabled=True, max_length=MAX_NOTE, height=80,
                                     sizing_mode="stretch_width")
-    noted = pn.pane.Markdown("", sizing_mode="stretch_width")
+    noted = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     showing = [False]  # the field filled from the model is not the user writing
     noting: list[str | None] = [None]  # the run whose note the field holds (the ticks may change before it is left)
     curves = pn.Column(*compare_views())

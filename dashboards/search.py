@@ -33,6 +33,7 @@ from workbench.dashboards.shell import (
     every_from_load,
     export_controls,
     in_page_words,
+    live,
     placeholder,
     run_alert,
     run_asked,
@@ -552,12 +553,12 @@ class SearchViews:
         self.start = pn.widgets.Button(label="start", color="primary", sizing_mode="stretch_width")
         self.stop = pn.widgets.Button(label="stop", color="warning", sizing_mode="stretch_width", disabled=True)
         self.resume = pn.widgets.Button(label="resume", sizing_mode="stretch_width", disabled=True)
-        self.status = pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10))
+        self.status = live(pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10)))
         self.spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
                                                     visible=False)
         self.progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width",
                                                bar_color="primary", margin=(0, 10))
-        self.count = pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200)
+        self.count = live(pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200))  # names the bar
         self.losses = hv.streams.Pipe(data=[])
         def curve(data):
             # an illumination's loss is its population's (or archive's) at each iteration, not a best so far: it

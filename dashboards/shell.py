@@ -151,12 +151,26 @@ DESCRIPTION_CSS = """
 
 
 def nav(current: str | None) -> pn.pane.HTML:
-    """Links to the index and every page; the current one highlighted."""
+    """Links to the index and every page; the current one highlighted, and said to be the current page (a screen
+    reader heard nine alike links: the highlight was its colour only)."""
     items = [("", "Home")] + [(p.slug, p.title) for p in PAGES.values()]
-    links = "".join(f'<a href="./{slug}" class="{"current" if slug == (current or "") else ""}">{title}</a>'
-                    for slug, title in items)
-    return pn.pane.HTML(f'<nav class="pages">{links}</nav>', stylesheets=[NAV_CSS], sizing_mode="stretch_width",
-                        margin=0)
+    links = "".join(f'<a href="./{slug}" class="current" aria-current="page">{title}</a>' if slug == (current or "")
+                    else f'<a href="./{slug}" class="">{title}</a>' for slug, title in items)
+    return pn.pane.HTML(f'<nav class="pages" aria-label="Pages">{links}</nav>', stylesheets=[NAV_CSS],
+                        sizing_mode="stretch_width", margin=0)
+
+
+#: the class of a pane whose text the page changes as it works (a run's state, what an export wrote, why a run
+#: could not be opened); SHELL_ROLES_JS makes its element a live region. The "-alert" one for errors.
+LIVE_CLASS = "workbench-live"
+
+
+def live(pane: pn.pane.PaneBase, urgent: bool = False) -> pn.pane.PaneBase:
+    """The pane, announced by a screen reader whenever its text changes (role status, or alert when urgent): a
+    started search's state or an export's "written …" changed on screen only, and a reader's user, whose focus
+    stays on the button, heard nothing. Not for text that changes many times a second (the Lab's step count)."""
+    pane.css_classes = [*pane.css_classes, f"{LIVE_CLASS}-alert" if urgent else LIVE_CLASS]
+    return pane
 
 
 #: Keys for the pages' tab headers (Bokeh's take focus but answer the mouse only): the left and right arrows (Home,
@@ -251,10 +265,43 @@ if (!window.__workbench_player_names) {
 """
 
 
+#: Roles for the template's own parts, which Panel's Fast list template draws as plain elements: its main area
+#: a `main` (a page had no main landmark to jump to), its header a `banner` (a `nav` holding the site's title and
+#: our page links' `nav`: a navigation inside a navigation), its sidebar the page's controls (a `ul` whose children
+#: are no list items: a reader announced "list, 1 item"); the link on the page's own title says it is the current
+#: page, the full-screen buttons' icons are decorative (they were read as unnamed images, one per view). The live
+#: panes (LIVE_CLASS) get role status or alert: at document_ready, and again for a pane drawn later as the
+#: keyboard moves (a reader's user acts through the focus, so a pane is marked before the text it will say).
+SHELL_ROLES_JS = """
+if (!window.__workbench_roles) {
+  window.__workbench_roles = true;
+  const set = (el, attrs) => { if (el) for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v); };
+  set(document.getElementById("header"), {role: "banner"});
+  set(document.getElementById("main"), {role: "main"});
+  const sidebar = document.getElementById("sidebar");
+  set(sidebar, {role: "complementary", "aria-label": "Controls"});
+  set(sidebar && sidebar.querySelector(":scope > ul"), {role: "none"});
+  set(document.querySelector('#header .app-header a.title[href=""]'), {"aria-current": "page"});
+  for (const icon of document.querySelectorAll(".fullscreen-button svg")) set(icon, {"aria-hidden": "true"});
+  const live = (root) => {
+    for (const el of root.querySelectorAll(".LIVE:not([role]), .LIVE-alert:not([role])")) {
+      el.setAttribute("role", el.classList.contains("LIVE-alert") ? "alert" : "status");
+    }
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) live(el.shadowRoot);
+    }
+  };
+  live(document);
+  document.addEventListener("focusin", () => live(document));
+}
+""".replace("LIVE", LIVE_CLASS)
+
+
 class WorkbenchTemplate(pn.template.FastListTemplate):
     """Panel's FastListTemplate whose browser tab says the site and the page ("workbench · Lab"): the template's
     title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs).
-    Its tab headers answer the keyboard too (TAB_KEYS_JS), its players' controls have names (PLAYER_NAMES_JS)."""
+    Its tab headers answer the keyboard too (TAB_KEYS_JS), its players' controls have names (PLAYER_NAMES_JS), its
+    parts have their roles and its live panes are announced (SHELL_ROLES_JS)."""
 
     tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
 
@@ -277,7 +324,7 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
             if ref is not None:
                 refs[document] = ref
         document.title = self.tab_title
-        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS))
+        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS + SHELL_ROLES_JS))
         return document
 
 
@@ -458,7 +505,8 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     """Open `run`, or the URL's ?run=ID, in the page's model (its .choose(id)); the page's error line, showing
     why when the run could not be opened (an unknown id, a run of another kind), else why the newest runs were
     passed over (the model's `skipped`, where it has one), else hidden."""
-    alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
+    alert = live(pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10)),
+                 urgent=True)
     arg = run or run_asked(pn.state.session_args, getattr(model, "runs_dir", None))
     if arg:
         try:
@@ -559,7 +607,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
                                                   "NEW`: a paper's names for the runs' settings; empty: as drawn")
     size = pn.Column(pn.Row(width, font, sizing_mode="stretch_width"), legend, sizing_mode="stretch_width")
     export = pn.widgets.Button(label="export", color="primary", sizing_mode="stretch_width")
-    status = pn.pane.Markdown("", sizing_mode="stretch_width")
+    status = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     download = download_button()
 
     def offer_only_what_was_written(event) -> None:  # the page's other messages hide the last file's button

@@ -2084,6 +2084,57 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
+#: a control or picture in an aria snapshot with no name: `- textbox`, `- img` (Bokeh's and Panel's own unnamed
+#: parts are left out: a number field's step buttons, a slider's handle, a checkbox whose label is a detached div,
+#: the progress bar)
+UNNAMED = re.compile(r"^(\s*)- (textbox|combobox|img|link)(?: \[[^\]]*\])*:?$")
+
+
+def unnamed(snapshot: str) -> list[str]:
+    """The lines of an aria snapshot that show a text field, select, picture or link without a name, or named
+    "null"; an unnamed icon inside a named button (a player's) and choices.js' box around its named field pass."""
+    lines, found = snapshot.splitlines(), []
+    for i, line in enumerate(lines):
+        if re.search(r'"null"', line):
+            found.append(line)
+        elif match := UNNAMED.match(line):
+            parent = next((p for p in reversed(lines[:i]) if len(p) - len(p.lstrip()) < len(match[1])), "")
+            inner = lines[i + 1] if i + 1 < len(lines) else ""
+            if match[2] == "img" and re.match(r"\s*- button \"", parent):
+                continue
+            if match[2] == "combobox" and re.match(r'\s*- textbox "[^"]+"', inner):
+                continue
+            found.append(line)
+    return found
+
+
+def test_every_page_names_its_parts_for_a_screen_reader_in_chromium(server, browser, request):
+    """Each page as Chromium's accessibility tree has it: the template's header a banner holding the page links'
+    navigation ("Pages", the current page's link said to be current: its highlight was a colour only), the page
+    in a main landmark (none before), the sidebar's controls a complementary region; no field, select, picture or
+    link without a name (the Runs page's compare box was read as "null", every view's full-screen icon as an
+    unnamed image); the Search page's state and count are live regions (a started search changed on screen only)."""
+    from workbench.dashboards.shell import PAGES
+
+    with _browse(browser, f"{server}/", request) as page:
+        for slug, info in {"": None, **PAGES}.items():
+            page.goto(f"{server}/{slug}", wait_until="networkidle")
+            page.locator("h1.page-heading").wait_for(state="attached", timeout=60000)
+            page.wait_for_timeout(1000)  # the views that draw after the page (the gallery, the plots)
+            tree = page.locator("body").aria_snapshot()
+            assert re.search(r"^- banner:$", tree, re.M) and re.search(r"^- main:$", tree, re.M), (slug, tree)
+            assert re.search(r'^  - navigation "Pages":$', tree, re.M), (slug, tree)
+            current = page.locator('nav.pages a[aria-current="page"]')
+            assert current.count() == 1 and current.inner_text() == (info.title if info else "Home"), slug
+            if info:  # Home has no controls
+                assert re.search(r'^- complementary "Controls":$', tree, re.M), (slug, tree)
+            assert not unnamed(tree), (slug, unnamed(tree))
+        page.goto(f"{server}/search", wait_until="networkidle")
+        expect_live = page.get_by_role("status")
+        expect_live.filter(has_text="iterations").wait_for(timeout=60000)
+        assert expect_live.filter(has_text="idle").count() == 1
+
+
 def widest_row(figure) -> int:
     """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it. A panel sized by its
     frame counts its frame's width only (its axes and colour bar are not known before a browser lays it out):
