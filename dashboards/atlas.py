@@ -52,6 +52,7 @@ class AtlasModel(param.Parameterized):
         self.thumbs = np.zeros((0, 8, 8, 3), np.uint8)
         self.substrate = None
         self._laid_out: str | None = None  # the run of the layout on show
+        self.skipped: list[str] = []  # illuminations the catalog left out, and why (the page's alert says them)
         try:
             self.refresh_runs()  # picking a run lays it out (the watcher); a run given by name is laid out here
             if self.revision == 0:
@@ -62,7 +63,11 @@ class AtlasModel(param.Parameterized):
     def refresh_runs(self) -> None:
         """Re-read the store's finished illumination runs into run_id's choices (oldest first); a run chosen that is
         not among them gives way to the newest (None: there is none)."""
-        runs = [r["id"] for r in RunStore(self.runs_dir).list() if r["kind"] == "illuminate" and r["status"] == "done"]
+        store = RunStore(self.runs_dir)
+        runs = [r["id"] for r in store.list() if r["kind"] == "illuminate" and r["status"] == "done"]
+        # those the catalog left out (a run.json field of another type) are passed over: said, with why and the fix
+        # (they dropped out of the menu without a word)
+        self.skipped = store.passed_over(["illuminate"])
         self.param.run_id.objects = runs
         if self.run_id not in runs:
             self.run_id = runs[-1] if runs else None
@@ -70,6 +75,10 @@ class AtlasModel(param.Parameterized):
     def choose(self, run_id: str) -> None:
         """Show run `run_id` (the page's ?run=ID); ValueError if it is not a finished illumination run here."""
         if run_id not in self.param.run_id.objects:
+            store = RunStore(self.runs_dir)
+            store.list()
+            if run_id in store.unreadable_why:  # a run the catalog left out: why, and the fix (not "not a … run")
+                raise ValueError(f"run {run_id}: {store.unreadable_why[run_id]}")
             listed = ", ".join(o for o in self.param.run_id.objects[-3:] if o) or "none yet"  # (None: no run)
             raise ValueError(f"{run_id!r} is not a finished illumination run in {self.runs_dir} (some that are: "
                              f"{listed})")
@@ -231,6 +240,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         no_runs_page,
         off_loop,
         offer,
+        passed_over,
         put_back,
         run_asked,
         run_while,
@@ -245,7 +255,9 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
     def show_message(*_):
-        alert.param.update(object=as_text(model.message), visible=bool(model.message))
+        # why the run asked for cannot be laid out, else the illuminations it passed over
+        text = model.message or passed_over(model.skipped)
+        alert.param.update(object=as_text(text), visible=bool(text))
 
     model.param.watch(show_message, "message")
     if wanted:
@@ -343,6 +355,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         then lays out the newest run, off the event loop)."""
         await off_loop(model.refresh_runs, busy=[plot, refresh])
         run.param.update(options=list(model.param.run_id.objects), value=model.run_id)
+        show_message()  # the runs passed over as the store now holds them
         address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
 
     refresh.on_click(on_refresh)

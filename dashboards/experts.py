@@ -42,7 +42,7 @@ from workbench.dashboards.shell import (
     placeholder,
 )
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
-from workbench.runs import Run, RunError, RunStore, article, config_of
+from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
 
 if TYPE_CHECKING:
     from holoviews.core.dimension import Dimensioned
@@ -174,7 +174,7 @@ def read_run(store: RunStore, run_id: str) -> ExpertsData:
     info = run.info
     kind = info.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"{run.id!r} is {article(kind)} {kind} run; the Experts page opens experts and adapt runs "
+        raise ValueError(f"{run.id!r} is {a_kind_run(kind)}; the Experts page opens experts and adapt runs "
                          "(`workbench experts train|adapt`)")
     # what the page's summary and expert labels read
     cfg = config_of(info, *(("adapter", "task", "model", "seed", "iters") if kind == "experts" else

@@ -15,7 +15,7 @@ import param
 
 from workbench.dashboards.shell import newest_readable
 from workbench.merge import views
-from workbench.runs import RunStore
+from workbench.runs import RunStore, a_kind_run
 
 if TYPE_CHECKING:
     from holoviews.core.dimension import Dimensioned
@@ -76,8 +76,8 @@ class MergeModel(param.Parameterized):
             rows = store.list()
             if run_id in store.unreadable_why:  # a run the catalog left out: why ("not a run" was wrong of it)
                 raise ValueError(f"run {run_id}: {store.unreadable_why[run_id]}")
-            kind = next((r["kind"] for r in rows if r["id"] == run_id), None)
-            why = f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind} run" if kind else f"not a run in {self.runs_dir}"
+            row = next((r for r in rows if r["id"] == run_id), None)  # a run of another kind, or of none
+            why = a_kind_run(row["kind"]) if row else f"not a run in {self.runs_dir}"
             raise ValueError(f"{run_id!r} is {why}; the Merge page opens merge runs")
         if run_id != self.run_id:  # read before it is shown: one whose files do not read is refused, not on show
             self._loaded = views.MergeRun.open(RunStore(self.runs_dir), run_id)

@@ -52,7 +52,7 @@ from workbench.dashboards.shell import (
     subheading,
 )
 from workbench.figures import holoviews, sized_by_frame, styled
-from workbench.runs import Run, RunError, RunStore, effective_status, read_parquet
+from workbench.runs import Run, RunError, RunStore, a_kind_run, effective_status, read_parquet
 
 if TYPE_CHECKING:
     from holoviews.core.dimension import Dimensioned
@@ -343,10 +343,10 @@ def read_source(runs_dir: str, run_id: str | None = None, path: str | None = Non
 
 
 def _not_openable(run_id: str, kind: str | None, algorithm: str | None = None) -> str:
-    what = f"{kind} ({algorithm})" if algorithm else str(kind)
-    where = {"merge": " (open it on the Merge page)", "illuminate": " (open it in the Atlas)"}.get(kind or "", "")
-    return (f"run {run_id!r} is {'an' if what[:1] in 'aeiou' else 'a'} {what} run{where}; the QD page opens qd runs "
-            f"and MAP-Elites illuminations")
+    kind = kind or "unknown"  # a run.json that names none ("a None run" was said)
+    what = a_kind_run(f"{kind} ({algorithm})" if algorithm else kind)
+    where = {"merge": " (open it on the Merge page)", "illuminate": " (open it in the Atlas)"}.get(kind, "")
+    return f"run {run_id!r} is {what}{where}; the QD page opens qd runs and MAP-Elites illuminations"
 
 
 def archive_thumbnail(run_path: str | Path, width: int = 224, height: int = 150) -> np.ndarray | None:
@@ -427,6 +427,7 @@ class QDModel(param.Parameterized):
         self._lock = threading.Lock()  # one rebuild/generation at a time per session
         self._layers: tuple = (None, None)  # (key, layers) of the archive plot made last
         self._rows: list[dict] = []  # the catalog as refresh_runs() last read it
+        self.skipped: list[str] = []  # runs of its kinds the catalog left out, and why (the page's alert says them)
         self.refresh_runs()
         if not autoload:
             return
@@ -452,7 +453,11 @@ class QDModel(param.Parameterized):
     def refresh_runs(self) -> list[str]:
         """Re-read which runs this page opens (the run picker's choices) and the catalog that same_config reads."""
         # the catalog once per refresh: same_config read it again, on the page's event loop, at each source shown
-        self._rows = RunStore(self.runs_dir).list()
+        store = RunStore(self.runs_dir)
+        self._rows = store.list()
+        # qd runs and MAP-Elites illuminations the catalog left out (a run.json field of another type) are passed
+        # over: said, with why and the fix (they dropped out of the menu without a word); oldest first, as the menu
+        self.skipped = sorted([*store.passed_over(["qd"]), *store.passed_over(["illuminate"], "map-elites")])
         ids = source_runs(self.runs_dir, self._rows)
         self.param.run_id.objects = ids if self.run_id in ids or self.run_id is None else [*ids, self.run_id]
         return ids
@@ -1366,6 +1371,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         address,
         export_controls,
         off_loop,
+        passed_over,
         placeholder,
         run_asked,
         section,
@@ -1415,7 +1421,9 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     streams: list = []  # the parameter streams of the views on show
 
     def show_message(*_):
-        alert.param.update(object=as_text(model.message), visible=bool(model.message))
+        # why the source asked for cannot be shown, else the runs of the page's kinds it passed over
+        text = model.message or passed_over(model.skipped)
+        alert.param.update(object=as_text(text), visible=bool(text))
 
     def run_menu() -> None:
         """The Run menu names the run on show, or says none is (a file, nothing yet, a ?run= refused): it showed
@@ -1544,6 +1552,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         what = model.source() or ({"run": newest[-1]} if newest else None)
         if what:
             await load(what)
+        else:
+            show_message()  # the runs passed over as the store now holds them
 
     def on_player(event):
         if not syncing[0] and model.data is not None:

@@ -186,7 +186,8 @@ class RunsModel(param.Parameterized):
         kind = info.get("kind")
         links = open_links(kind, run_id, (info.get("config") or {}).get("algorithm"))
         if not links:
-            return f"`{run_id}`: no page opens {kind} runs yet"
+            what = f"{kind} runs" if kind else "runs of unknown kind"  # (a run.json without one: "None runs")
+            return f"`{run_id}`: no page opens {what} yet"
         title, url = links[0]
         return f"[open `{run_id}` in the {title}]({url})"
 

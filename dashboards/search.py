@@ -42,7 +42,7 @@ from workbench.dashboards.shell import (
     shell,
 )
 from workbench.fm import weights_for
-from workbench.runs import RESUMABLE, Run, RunError, RunStore, article
+from workbench.runs import RESUMABLE, Run, RunError, RunStore, a_kind_run
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -159,7 +159,7 @@ class SearchJob:
         """A search run as the store holds it (`info`: its run.json, read once by the caller); RunError for a run
         that is not an ASAL search."""
         if info.get("kind") not in KINDS:
-            raise RunError(f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run; the Search page "
+            raise RunError(f"run {run.id} is {a_kind_run(info.get('kind'))}; the Search page "
                            f"opens ASAL searches ({', '.join(KINDS)}): open it from the Runs page"
                            + (" (a sweep's best rule plays on the Lab page)" if info.get("kind") == "sweep" else ""))
         job = cls(runs_dir)

@@ -514,9 +514,14 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
         except ValueError as exc:
             alert.param.update(object=as_text(str(exc)), visible=True)
     if not alert.visible and getattr(model, "skipped", None):  # newer runs it could not read, passed over
-        # " · " between them: a reason that ends with its fix ran into the next run's words
-        alert.param.update(object=as_text(f"Passed over: {' · '.join(model.skipped)}"), visible=True)
+        alert.param.update(object=as_text(passed_over(model.skipped)), visible=True)
     return alert
+
+
+def passed_over(skipped: list[str]) -> str:
+    """A page's line for the runs of its kinds it passed over ("run ID: reason", each): "" for none."""
+    # " · " between them: a reason that ends with its fix ran into the next run's words
+    return f"Passed over: {' · '.join(skipped)}" if skipped else ""
 
 
 def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = False):

@@ -3532,6 +3532,99 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
     assert "is no run" not in str(refused.value)
 
 
+def test_the_qd_page_and_the_atlas_say_the_runs_of_their_kinds_the_catalog_left_out(tmp_path):
+    """A qd run or an illumination whose run.json holds a field of a type the catalog refuses (created a list) dropped
+    out of the QD page's and the Atlas' run menus without a word, as it had out of Merge's and Experts': each page
+    says it passed them over, with why and the fix, and only the runs it would open (the QD page no GA
+    illumination, the Atlas no qd run). The Atlas' ?run= of one says why, not "not a finished illumination run"."""
+    import panel as pn
+
+    from workbench.dashboards.atlas import AtlasModel, atlas_page
+    from workbench.dashboards.qd import QDModel, qd_page
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    ev = {"substrate": "boids", "fm": "pixels", "steps": 4}
+    qd = store.create("qd", "zoo", "elite", {"tasks": ["a", "b"], "bins": 3, "ranges": {}}, 0, metric="qd_score")
+    me, ga = (store.create("illuminate", "boids", "pixels", {"algorithm": algorithm, "eval": ev}, 0)
+              for algorithm in ("map-elites", "ga"))
+    for run in (qd, me, ga):
+        run.update(status="done")
+        (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text())
+                                                      | {"created": ["2026"]}))
+    why = ("run.json is corrupt (created is list, not str); correct it in run.json, or move the folder out of the "
+           "run store")
+
+    def alert_of(page) -> str:
+        (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
+        return shown.object
+
+    model = QDModel(runs_dir=str(tmp_path))
+    assert model.param.run_id.objects == []
+    assert sorted(model.skipped) == sorted([f"run {qd.id}: {why}", f"run {me.id}: {why}"])
+    shown = alert_of(qd_page(str(tmp_path), standalone=True))
+    assert shown.startswith("Passed over: ") and qd.id in shown and me.id in shown and ga.id not in shown
+
+    atlas = AtlasModel(runs_dir=str(tmp_path))
+    assert atlas.run_id is None and sorted(atlas.skipped) == sorted([f"run {me.id}: {why}", f"run {ga.id}: {why}"])
+    shown = alert_of(atlas_page(str(tmp_path), standalone=True))
+    assert shown.startswith("Passed over: ") and me.id in shown and ga.id in shown and qd.id not in shown
+    with pytest.raises(ValueError, match=r"created is list, not str\); correct it in run.json") as refused:
+        atlas.choose(ga.id)
+    assert "not a finished illumination run" not in str(refused.value)
+
+
+def test_a_run_json_without_a_kind_is_said_a_run_of_unknown_kind_not_a_none_run(tmp_path):
+    """A run.json without its kind (edited by hand) reads as a run, and every message that names a run's kind said
+    "a None run" of it (the Search page, the Experts, QD and Merge pages, figures, NAMM's and the experts' readers,
+    a resume of another kind), Merge's ?run= "not a run", the Runs page "no page opens None runs": each says a run
+    of unknown kind, as the NAMM page does ("an unknown run")."""
+    from workbench import figures
+    from workbench.cli.figure import page_view
+    from workbench.dashboards.experts import read_run
+    from workbench.dashboards.merge import MergeModel
+    from workbench.dashboards.qd import read_source
+    from workbench.experts.report import report
+    from workbench.experts.run import expert_file
+    from workbench.merge.views import MergeRun
+    from workbench.namm.saved import load_run_policy
+    from workbench.runs import RunStore, check_resume
+
+    store = RunStore(tmp_path)
+    merge_cfg = {"method": "ties", "models": ["a", "b"], "tasks": ["add"], "iters": 3}
+    merge = store.create("merge", "ties", "a+b", merge_cfg, 0, metric="fitness")
+    search = store.create("openended", "boids", "pixels", {"eval": {"substrate": "boids", "fm": "pixels"}}, 0)
+    for run in (merge, search):
+        run.update(status="done")
+        info = json.loads((run.path / "run.json").read_text())
+        del info["kind"]
+        (run.path / "run.json").write_text(json.dumps(info))
+    run = store.open(merge.id)
+    assert run.info.get("kind") is None  # it reads: a run, of no kind it says
+    said = []
+    for call in (lambda: SearchModel(runs_dir=str(tmp_path)).choose(merge.id),
+                 lambda: read_run(store, merge.id),
+                 lambda: read_source(str(tmp_path), merge.id),
+                 lambda: MergeModel(runs_dir=str(tmp_path)).choose(merge.id),
+                 lambda: MergeRun.open(store, merge.id),
+                 lambda: figures.atlas(store, merge.id),
+                 lambda: figures.frames(store, merge.id),
+                 lambda: figures.frames(store, search.id, member=0),
+                 lambda: figures.best_video(store, merge.id, tmp_path / "v.mp4"),
+                 lambda: page_view(store, merge.id, None, None),
+                 lambda: load_run_policy(tmp_path, merge.id),
+                 lambda: report([run]),
+                 lambda: expert_file(run),
+                 lambda: check_resume(run, "merge", {})):
+        with pytest.raises(ValueError) as refused:
+            call()
+        said.append(str(refused.value))
+    for text in said:
+        assert "an unknown run" in text and "None" not in text and "not a run" not in text, text
+    runs = RunsModel(runs_dir=str(tmp_path))
+    assert runs.link(merge.id) == f"`{merge.id}`: no page opens runs of unknown kind yet"
+
+
 def test_an_atlas_run_whose_run_json_lacks_its_substrate_is_said_and_one_asked_for_is_refused(tmp_path):
     """A finished illumination whose run.json lost its config's eval (edited by hand) made the Atlas a traceback
     before it was built (a KeyError reading the substrate, outside the layout's refusals) where it was the newest

@@ -20,7 +20,7 @@ from pathlib import Path
 from workbench.atomic import atomic_write
 from workbench.checks import count, output_file
 from workbench.compare import Comparison, curves_label
-from workbench.runs import RunStore, article
+from workbench.runs import RunStore, a_kind_run
 
 # a column of a two-column page (ICML, NeurIPS-style 2-column, ACM, IEEE: 3.25–3.5 in): a single figure's width
 COLUMN_WIDTH = 3.25
@@ -563,7 +563,7 @@ def atlas(store: RunStore | str | Path, run_id: str, pixels: int = 900):
     path = run.path / "atlas.png"
     kind = run.info.get("kind")
     if kind != "illuminate":
-        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; only illumination runs (workbench asal "
+        raise ValueError(f"run {run_id!r} is {a_kind_run(kind)}; only illumination runs (workbench asal "
                          "illuminate) have an atlas")
     if not path.exists():
         raise ValueError(f"run {run_id!r} has no atlas.png yet: an illumination run draws it when it finishes "
@@ -632,7 +632,7 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
     info = run.info
     if "eval" not in info.get("config", {}):
         kind = info.get("kind")
-        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a strip of frames shows the best simulation "
+        raise ValueError(f"run {run_id!r} is {a_kind_run(kind)}; a strip of frames shows the best simulation "
                          "of an ASAL run (workbench asal target|openended|illuminate|sweep)")
     from workbench.asal.driver import best_seed
 
@@ -642,7 +642,7 @@ def frames(store: RunStore | str | Path, run_id: str, n: int | None = None, step
 
         if info.get("kind") != "illuminate":
             raise ValueError(f"--member picks an illumination's population member; run {run_id!r} is "
-                             f"{article(info.get('kind'))} {info.get('kind')} run: leave --member out")
+                             f"{a_kind_run(info.get('kind'))}: leave --member out")
         theta, kept = population_member(run, count(member, "member", 0))
         seed = 0 if kept is None else kept
     elif not (run.path / "best.npy").exists():
@@ -1290,7 +1290,7 @@ def best_video(store: RunStore | str | Path, run_id: str, out: str | Path, steps
     info = run.info
     if "eval" not in info.get("config", {}):  # merges, CycleQD, experts and NAMM runs have no simulation
         kind = info.get("kind")
-        raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run; a video shows the best simulation of an ASAL "
+        raise ValueError(f"run {run_id!r} is {a_kind_run(kind)}; a video shows the best simulation of an ASAL "
                          "run (workbench asal target|openended|illuminate|sweep)")
     ev = info["config"]["eval"]
     if not (run.path / "best.npy").exists():

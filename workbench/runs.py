@@ -448,12 +448,19 @@ def article(word: object) -> str:
     return "an" if str(word)[:1] in "aeiou" else "a"
 
 
+def a_kind_run(kind: object) -> str:
+    """"an adapt run", "a merge run": a run of `kind` with its article, as messages name it; "an unknown run" where
+    run.json names no kind (messages said "a None run")."""
+    kind = kind or "unknown"
+    return f"{article(kind)} {kind} run"
+
+
 def _wrong_kind(run: Run, wanted: str, resuming: bool = False) -> str:
     """A run of another kind than `wanted`; a resume is told the command that resumes it, a reader only its kind."""
     info = run.info
     how = _resume_cli(info, run.path.parent) if resuming else None
     hint = f"; resume it with {how}" if how else ""
-    return f"run {run.id} is {article(info.get('kind'))} {info.get('kind')} run, not {wanted}{hint}"
+    return f"run {run.id} is {a_kind_run(info.get('kind'))}, not {wanted}{hint}"
 
 
 class RunError(ValueError):
@@ -520,15 +527,17 @@ _FIELD_TYPES = {**{k: CATALOG_COLUMNS[k] for k in ("id", "kind", "substrate", "f
 _CORRECT_IT = "correct it in run.json, or move the folder out of the run store"
 
 
-def _recorded_kind(folder: Path) -> str | None:
-    """The kind a run folder's run.json records, read as plain JSON (a run.json the catalog refuses may still say
-    it); None where it says none as text."""
+def _recorded_kind(folder: Path) -> tuple[str | None, str | None]:
+    """The kind a run folder's run.json records and its config's algorithm, read as plain JSON (a run.json the
+    catalog refuses may still say them); None for one it does not say as text."""
     try:
         info = json.loads((folder / "run.json").read_text())
     except (OSError, ValueError, RecursionError):
-        return None
-    kind = info.get("kind") if isinstance(info, dict) else None
-    return kind if isinstance(kind, str) else None
+        return None, None
+    info = info if isinstance(info, dict) else {}
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    kind, algorithm = info.get("kind"), config.get("algorithm")
+    return (kind if isinstance(kind, str) else None), (algorithm if isinstance(algorithm, str) else None)
 
 
 def _mistyped_fields(info: dict) -> str:
@@ -1187,8 +1196,7 @@ def checked_catalog_row(info: dict, root: str | Path, path: str | Path | None = 
     try:
         row = catalog_row(info, root, folder)
     except (TypeError, ValueError, AttributeError) as exc:
-        kind = str(info.get("kind"))
-        raise RunError(f"{folder}/run.json's config does not read as {article(kind)} {kind} run's ({exc}); "
+        raise RunError(f"{folder}/run.json's config does not read as {a_kind_run(info.get('kind'))}'s ({exc}); "
                        f"{_CORRECT_IT}") from None
     misfit = _misfit_columns(row)
     if misfit:
@@ -1530,13 +1538,15 @@ class RunStore:
             records.append(row)
         return records, broken
 
-    def passed_over(self, kinds: Iterable[str]) -> list[str]:
+    def passed_over(self, kinds: Iterable[str], algorithm: str | None = None) -> list[str]:
         """Why each run of `kinds` the last catalog() left out cannot be read ("run ID: reason"): for a page that
-        picks those kinds' runs to say it passed them over (it dropped them without a word). A run.json whose kind
+        picks those kinds' runs to say it passed them over (it dropped them without a word). algorithm: only runs
+        whose config records it (the QD page opens MAP-Elites illuminations, not the GA's). A run.json whose kind
         cannot be read names no kind: the Runs page and `workbench runs list` name it."""
         kinds = set(kinds)
+        recorded = {name: _recorded_kind(self.root / name) for name in self.unreadable_why}
         return [f"run {name}: {why}" for name, why in self.unreadable_why.items()
-                if _recorded_kind(self.root / name) in kinds]
+                if recorded[name][0] in kinds and algorithm in (None, recorded[name][1])]
 
     def catalog(self, metrics: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with the table `runs` (one row per readable run) and the view `metrics` (every

@@ -229,11 +229,12 @@ def _quiet_progress():
     return contextlib.redirect_stderr(io.StringIO())
 
 
-def article_of(kind: str) -> str:
-    """"a qd" / "an experts" / "a MAP-Elites": a kind of run with its article."""
-    from workbench.runs import article
+def article_of(kind: str | None) -> str:
+    """"a qd" / "an experts" / "a MAP-Elites": a kind of run with its article ("an unknown" where run.json names
+    none: "a None" was said)."""
+    from workbench.runs import a_kind_run
 
-    return f"{article(kind)} {kind}"
+    return a_kind_run(kind).removesuffix(" run")
 
 
 def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:

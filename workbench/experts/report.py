@@ -15,7 +15,7 @@ import json
 import numpy as np
 
 from workbench.compare import uses_cem
-from workbench.runs import Run, RunError
+from workbench.runs import Run, RunError, a_kind_run
 
 
 def spread(values: list[float]) -> dict:
@@ -60,8 +60,8 @@ def report(runs: list[Run]) -> dict:
         raise RunError(f"run {twice.id} is named more than once; give each run once")
     for run in runs:
         if run.info.get("kind") not in ("experts", "adapt"):
-            raise RunError(f"run {run.id} is a {run.info.get('kind')} run; experts report reads `experts train` and "
-                           "`experts adapt` runs")
+            raise RunError(f"run {run.id} is {a_kind_run(run.info.get('kind'))}; experts report reads `experts "
+                           "train` and `experts adapt` runs")
     twins = repeats_of([run.info for run in runs])
     repeats = {runs[i].id: runs[j].id for i, j in twins.items()}
     runs = [run for i, run in enumerate(runs) if i not in twins]

@@ -47,6 +47,7 @@ from workbench.runs import (
     Run,
     RunError,
     RunStore,
+    a_kind_run,
     as_run_did,
     check_resume,
     checkpointed_loop,
@@ -331,8 +332,8 @@ def expert_file(run: Run) -> Path:
     """The SVF expert file of a finished experts run (one clear error for anything else)."""
     info = run.info
     if info.get("kind") != KIND:
-        raise RunError(f"run {run.id} is a {info.get('kind')} run, not an experts run: give an expert file or the id "
-                       "of a `workbench experts train` run")
+        raise RunError(f"run {run.id} is {a_kind_run(info.get('kind'))}, not an experts run: give an expert file or "
+                       "the id of a `workbench experts train` run")
     if info["config"].get("adapter") != "svf":
         raise RunError(f"run {run.id} trained a {info['config'].get('adapter')} expert; adaptation mixes SVF experts: "
                        "give runs of `workbench experts train --adapter svf`")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench.runs import Run, RunError, RunStore, config_of
+from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
 
 FILTERS = {"attention": "self_attn", "mlp": "mlp", "norm & embeddings": None}
 LAYER_TENSORS = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
@@ -96,7 +96,7 @@ class MergeRun:
         run = RunStore.of(store).open(run_id)
         info = run.info
         if info.get("kind") != "merge":
-            raise RunError(f"run {run_id!r} is an {info.get('kind')} run; the merge explorer opens merge runs")
+            raise RunError(f"run {run_id!r} is {a_kind_run(info.get('kind'))}; the merge explorer opens merge runs")
         config_of(info, "method", "models", "tasks", "iters")  # what the page's summary says
         path = run.path
         (metrics, damaged), (evals, damaged_evals) = run.table_frame("metrics"), run.table_frame("evaluations")

@@ -183,15 +183,14 @@ def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tupl
     """(SavedPolicy, Run) of a NAMM training run (kind "namm") in the run store `runs`; one ValueError for a
     missing run, another kind of run, or a run that has not written its policy yet. load=False: (None, Run). The
     policy's model is the one run.json records (load_folder_policy)."""
-    from workbench.runs import RunError, RunStore, article
+    from workbench.runs import RunError, RunStore, a_kind_run
 
     try:
         run = RunStore(runs).open(run_id)
     except RunError as error:
         raise ValueError(str(error)) from None
     if run.info.get("kind") != "namm":
-        kind = run.info.get("kind")
-        raise ValueError(f"run {run.id} is {article(kind)} {kind} run, not a NAMM training: give a namm run "
+        raise ValueError(f"run {run.id} is {a_kind_run(run.info.get('kind'))}, not a NAMM training: give a namm run "
                          "(`workbench runs list` shows the kinds)")
     path = run.path / POLICY_FILE
     if not path.is_file():
