@@ -30,6 +30,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from workbench.checks import shell_path
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import (
     ROW_WIDTH,
@@ -1145,7 +1146,7 @@ def train_command(model: ExpertsModel) -> str:
     if cfg.get("prompt_format") == "chat":
         parts.append("--prompt-format chat")
     if model.runs_dir != "runs":
-        parts.append(f"--runs {shlex.quote(model.runs_dir)}")
+        parts.append(f"--runs {shell_path(model.runs_dir)}")
     return " ".join(parts)
 
 
@@ -1281,7 +1282,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     alert = run_alert(model, run)
     if model.run_id is None:
         return no_runs_page("experts", alert, f"No experts or adapt run in {runs_dir} yet: `workbench experts train "
-                                              f"--model … --task … --runs {runs_dir}` makes one.",
+                                              f"--model … --task … --runs {shell_path(runs_dir)}` makes one.",
                             standalone=standalone)
     page = PageThread()  # the page's document, for updates after an await
     picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,

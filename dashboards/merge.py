@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import panel as pn
 import param
 
+from workbench.checks import shell_path
 from workbench.dashboards.shell import newest_readable
 from workbench.merge import views
 from workbench.runs import RunStore, a_kind_run
@@ -228,7 +229,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
     alert = run_alert(model, run)
     if model.run_id is None:
         return no_runs_page("merge", alert, f"No merge run in {runs_dir} yet: `workbench merge evolve --zoo … "
-                                            f"--runs {runs_dir}` makes one.", standalone=standalone)
+                                            f"--runs {shell_path(runs_dir)}` makes one.", standalone=standalone)
     picker = pn.widgets.Select(label="Run", options=list(model.param.run_id.objects), value=model.run_id,
                                sizing_mode="stretch_width")
     refresh = pn.widgets.Button(label="refresh", sizing_mode="stretch_width")

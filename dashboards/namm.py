@@ -20,6 +20,7 @@ import numpy as np
 import panel as pn
 import param
 
+from workbench.checks import shell_path
 from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
@@ -169,7 +170,8 @@ class NAMMExplorer(param.Parameterized):
             return (f"run {run_id} is {article(kind)} {kind} run, not a namm run: the NAMM page opens runs of "
                     "`workbench namm train`")
         return (f"namm run {run_id} has saved no policy yet (status {run.live_status(info)}): it saves one after its "
-                f"first generation; `workbench namm train --resume {run_id} --runs {self.runs_dir}` goes on")
+                f"first generation; `workbench namm train --resume {run_id} --runs {shell_path(self.runs_dir)}` "
+                "goes on")
 
     _adopted = "random"  # the θ of the last run adopted (the default before any): a refused one goes back to it
 

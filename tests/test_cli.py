@@ -818,3 +818,66 @@ def test_json_text_is_standard_json_for_numpy_torch_and_non_finite_values():
                       "e": [math.inf, (np.float64(-math.inf), 0.25)], math.nan: 1}, default=str)
     assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
         "a": None, "b": 1.5, "c": 3, "d": True, "e": [None, [None, 0.25]], "NaN": 1}
+
+
+def _as_bash_splits(command: str, cwd: Path) -> list[str]:
+    """The words bash makes of `command` pasted at its prompt (quotes, $, ;, ~ as bash reads them)."""
+    res = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], cwd=cwd, capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.split("\0")[:-1]
+
+
+def test_the_resume_command_of_an_awkward_run_store_pastes_into_bash(tmp_path):
+    """A run store named "-dash" (typed --runs=-dash) printed `--runs -dash`, which argparse refuses ("expected one
+    argument"). The resume command, pasted into bash as printed, goes on with its run where it is: quotes, $, ; and
+    non-ASCII letters in the store's name too."""
+    from PIL import Image
+
+    from workbench.runs import RunStore
+
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(tmp_path / "t.png")
+    search = ["asal", "target", "--substrate", "boids", "--fm", "pixels", "--target-image", "t.png", "--pop", "2",
+              "--steps", "4", "--size", "32", "--device", "cpu", "--quiet"]
+    name = "-é日本'q\"$x;y"  # every awkward character in one store (a space would hide the dash from argparse)
+    res = run(*search, "--iters", "1", f"--runs={name}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    made = json.loads(res.stdout)
+    RunStore(tmp_path / name).open(made["id"]).update(status="stopped")  # as a Ctrl-C leaves it
+    res = run("runs", "show", made["id"], f"--runs={name}", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    command = json.loads(res.stdout)["resume_command"]
+    words = _as_bash_splits(command, tmp_path)
+    assert words[0] == "workbench", command
+    res = run(*words[1:], "--iters", "2", "--quiet", cwd=tmp_path)
+    assert res.returncode == 0, (command, res.stderr)
+    resumed = json.loads(res.stdout)
+    assert (resumed["path"], resumed["iterations"]) == (str(tmp_path / name / made["id"]), 2), command
+
+
+def test_a_run_store_named_tilde_here_is_not_the_home_folder(tmp_path):
+    """`--runs ./~` names a folder "~" here; pathlib drops the "./", and the store was the home folder itself (runs
+    written, listed and removed there). Its resume command names the folder here, as bash reads it."""
+    from workbench.runs import RunStore
+
+    home = tmp_path / "home"
+    home.mkdir()
+    run_id = RunStore(tmp_path / "~").create("target", "boids", "pixels", {}, 0).update(status="stopped")["id"]
+    res = run("runs", "show", run_id, "--runs", "./~", "--json", cwd=tmp_path, env={"HOME": str(home)})
+    assert res.returncode == 0, res.stderr
+    command = json.loads(res.stdout)["resume_command"]
+    assert _as_bash_splits(command, tmp_path)[-2:] == ["--runs", str(tmp_path / "~")], command
+
+
+def test_the_zoo_build_an_error_names_pastes_into_bash(tmp_path):
+    """`--zoo` of a folder with quotes, spaces and $ in its name: the `workbench zoo build --out …` the error names
+    was the path as it is (`--out no zoo 'é" $x`), which bash splits and expands; now it is quoted."""
+    for name, made in (("no zoo 'é\" $x", False), ("-not a zoo 'x", True)):
+        if made:  # a folder without the models: lm.models' message, not the merge command's own
+            (tmp_path / name).mkdir()
+        res = run("merge", "evolve", "--zoo", f"./{name}" if made else name, "--models", "add", "sort",
+                  "--iters", "1", "--runs", "runs", cwd=tmp_path)
+        assert res.returncode == 2, res.stderr
+        command = res.stderr.split("`")[1]
+        assert command.startswith("workbench zoo build --out "), res.stderr
+        assert _as_bash_splits(command, tmp_path)[4:] == [f"./{name}" if made else name], command

@@ -6,6 +6,8 @@ leave a failed run behind."""
 from __future__ import annotations
 
 import math
+import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -233,6 +235,15 @@ def output_file(path: str | Path, flag: str = "--out", example: str = "result.js
         refuse_file_above(path, flag)
         raise ValueError(f"{flag} {path}: the folder {out.parent} does not exist; create it first")
     return out
+
+
+def shell_path(path: str | os.PathLike) -> str:
+    """`path` as one word of a command line pasted into bash (a resume command, a fix an error names): quoted as the
+    shell needs (spaces, quotes, $ and ;), with "./" before a relative path that starts with "-", which argparse
+    took for a flag (`--runs -dash`: "expected one argument"). A leading "~" stays quoted: the workbench expands it
+    itself, as the path was given."""
+    text = os.fspath(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
 
 
 def file_above(path: str | Path) -> Path | None:

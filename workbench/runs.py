@@ -57,7 +57,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
-from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths
+from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths, shell_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -268,7 +268,7 @@ def resume_command(info: dict, root: str | Path) -> str | None:
 def _resume_cli(info: dict, root: str | Path) -> str | None:
     if info.get("kind") not in RESUME_COMMANDS:
         return None
-    return f"{RESUME_COMMANDS[info['kind']]} --resume {shlex.quote(info['id'])} --runs {shlex.quote(str(root))}"
+    return f"{RESUME_COMMANDS[info['kind']]} --resume {shlex.quote(info['id'])} --runs {shell_path(root)}"
 
 
 def flat_config(config: dict) -> dict:
@@ -1239,6 +1239,14 @@ def _copy_input(folder: Path, source: Path) -> dict:
     return {"path": f"inputs/{source.name}", "source": str(source), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def store_root(root: str | os.PathLike) -> Path:
+    """A run store's folder as given: "~/runs" is the home folder's, as in a shell (and a notebook). "./~" is a
+    folder named "~" here, kept absolute: pathlib drops the "./", and Path("./~").expanduser() was the home folder
+    itself (`--runs ./~` wrote runs there, and a resume command's `--runs '~'` would say so too)."""
+    path = Path(os.path.expanduser(os.fspath(root)))
+    return path.absolute() if path.parts[:1] and path.parts[0].startswith("~") else path
+
+
 class RunStore:
     """A folder of runs (one folder each: run.json, metrics.parquet, checkpoint, outputs) and the DuckDB catalog
     over them. `root` is made with the first run; "~" is the home folder.
@@ -1254,7 +1262,7 @@ class RunStore:
     """
 
     def __init__(self, root: str | Path = "runs"):
-        self.root = Path(root).expanduser()  # "~/runs" in a notebook is the home folder's, as in a shell
+        self.root = store_root(root)
         #: the metrics.parquet files the last catalog() left out of its metrics view (or list() found damaged)
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())

@@ -85,8 +85,10 @@ def cmd_evolve(args) -> int:
 
 
 def no_zoo(zoo: str) -> str:
+    from workbench.checks import shell_path
+
     return (f"--zoo {zoo}: no such folder, so no model in it; build a zoo there with `workbench zoo build --out "
-            f"{zoo}`, or give the folder of yours with --zoo DIR")
+            f"{shell_path(zoo)}`, or give the folder of yours with --zoo DIR")
 
 
 def cmd_apply(args) -> int:

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from workbench.checks import shell_path
 from workbench.machine import machine
 
 
@@ -107,7 +108,7 @@ def bench_experts(zoo: str = "data/zoo", models: tuple[str, ...] = ("zoo", "smol
     if unknown:
         raise ValueError(f"unknown model {unknown[0]!r} for bench experts; choose zoo and/or smollm2")
     if "zoo" in models and not (Path(zoo) / "base").is_dir():
-        raise ValueError(f"no zoo at {zoo}: build it with `workbench zoo build --out {zoo}` or pass --zoo")
+        raise ValueError(f"no zoo at {zoo}: build it with `workbench zoo build --out {shell_path(zoo)}` or pass --zoo")
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
+from workbench.checks import shell_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -240,7 +241,7 @@ def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
             has = sorted(p.name for p in Path(models_dir).iterdir() if (p / "config.json").is_file())
             fix = f" (the zoo at {models_dir} has {', '.join(has)})"
         elif models_dir:
-            fix = f" (build a zoo with `workbench zoo build --out {models_dir}`)"
+            fix = f" (build a zoo with `workbench zoo build --out {shell_path(models_dir)}`)"
         raise MissingModel(f"no model {name!r}: {where} a model folder{fix}", name, models_dir)
     return path
 

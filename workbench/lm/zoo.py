@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
-from workbench.checks import check_writable, file_above
+from workbench.checks import check_writable, file_above, shell_path
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
@@ -221,11 +221,11 @@ def load_zoo(path: str | Path) -> Zoo:
             raise ValueError(f"--zoo {path} is a file, not a model zoo: give the zoo's folder (`workbench zoo build "
                              "--out DIR` makes one)") from None
         raise ValueError(f"--zoo {path} is not a model zoo (no readable {ZOO_FILE}: {error}); "
-                         f"build one with `workbench zoo build --out {path}`") from None
+                         f"build one with `workbench zoo build --out {shell_path(path)}`") from None
     missing = [n for n in names if not (path / n / "model.safetensors").is_file()]
     if missing:
         raise ValueError(f"zoo {path} lacks model folders {missing}; "
-                         f"rebuild it with `workbench zoo build --out {path} --replace`")
+                         f"rebuild it with `workbench zoo build --out {shell_path(path)} --replace`")
     return Zoo(path, info, names)
 
 

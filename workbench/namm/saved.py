@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workbench.checks import shell_path
 from workbench.namm.features import N_FREQ
 from workbench.namm.scorer import N_PARAMS
 
@@ -195,7 +196,7 @@ def load_run_policy(runs: str | Path, run_id: str, *, load: bool = True) -> tupl
     path = run.path / POLICY_FILE
     if not path.is_file():
         raise ValueError(f"run {run.id} has no policy yet (no generation finished): resume it with "
-                         f"`workbench namm train --resume {run.id} --runs {run.path.parent}`")
+                         f"`workbench namm train --resume {run.id} --runs {shell_path(run.path.parent)}`")
     return (load_folder_policy(run.path) if load else None), run
 
 

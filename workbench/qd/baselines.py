@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from workbench.checks import shell_path
 from workbench.runs import Run, write_json
 
 if TYPE_CHECKING:
@@ -240,7 +241,7 @@ def report(runs: list[Run]) -> dict:
         path = run.path / "scores.json"
         if not path.is_file():
             raise ValueError(f"run {run.id} has no scores.json (status {run.status}); finish it first "
-                             f"(workbench qd cycle --resume {run.id} --runs {run.path.parent})")
+                             f"(`workbench qd cycle --resume {run.id} --runs {shell_path(run.path.parent)}`)")
         loaded.append(json.loads(path.read_text()))
     tasks = loaded[0]["tasks"]
     other = [r.id for r, s in zip(runs, loaded, strict=True) if s["tasks"] != tasks]
