@@ -95,6 +95,17 @@ def test_plain_progress_writes_its_last_step_and_a_count_without_a_total(capsys)
     assert capsys.readouterr().err.splitlines()[-1].startswith("steps: 5 · ") and not counted.finished
 
 
+def test_plain_progress_writes_a_negated_zero_as_zero(capsys):
+    """A run whose best_loss is a negated accuracy (train_expert, adapt) at 0 hands over -0.0: the bar said
+    "best loss -0" (notebook 07)."""
+    from workbench.progress import Progress
+
+    bar = Progress("expert")
+    bar(1, 1, {"best_loss": -0.0})
+    assert capsys.readouterr().err.splitlines()[-1].startswith("expert: 1/1 · best loss 0 · ")
+    assert " -0 " not in bar.text()
+
+
 def _run_cells(cells: list[str]) -> list:
     """The cells run in a fresh kernel (errors kept as outputs); their cells, outputs and all."""
     import nbformat

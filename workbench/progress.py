@@ -119,7 +119,8 @@ class Progress:
         """'12/40 · best loss 0.1234 · 5.2 s' (what the bar's label says)."""
         parts = [f"{self.done}/{self.total}" if self.total else f"{self.done}"]
         if self.best is not None:
-            parts.append(f"{self.metric.replace('_', ' ')} {self.best:.4g}")
+            # + 0.0: a negated accuracy of 0 (the experts' and adapt's best_loss) is -0.0, which read "best loss -0"
+            parts.append(f"{self.metric.replace('_', ' ')} {self.best + 0.0:.4g}")
         parts.append(f"{time.monotonic() - self.started:.1f} s")
         return " · ".join(parts)
 
