@@ -240,7 +240,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         no_runs_page,
         off_loop,
         offer,
-        passed_over,
+        passed_over_line,
         put_back,
         run_asked,
         run_while,
@@ -256,7 +256,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     def show_message(*_):
         # why the run asked for cannot be laid out, else the illuminations it passed over
-        text = model.message or passed_over(model.skipped)
+        text = model.message or passed_over_line(model.skipped)
         alert.param.update(object=as_text(text), visible=bool(text))
 
     model.param.watch(show_message, "message")

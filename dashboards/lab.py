@@ -197,7 +197,7 @@ class LabModel(param.Parameterized):
         came from when the run kept that seed. A run that does not exist, one of another kind (a merge recipe) or
         one without a best θ yet raises ValueError with the reason."""
         from workbench.asal.driver import population_member
-        from workbench.runs import RunStore, article
+        from workbench.runs import RunStore, a_kind_run
 
         run_id = run_id.strip()
         if not run_id:
@@ -206,11 +206,11 @@ class LabModel(param.Parameterized):
         info = run.info
         ev = info.get("config", {}).get("eval")
         if not isinstance(ev, dict) or "substrate" not in ev:
-            kind = info.get("kind") or "unknown"
+            kind = info.get("kind")
             where = {"merge": "; open it on the Merge page", "qd": "; open it on the QD archives page",
                      "experts": "; open it on the Experts page", "adapt": "; open it on the Experts page",
                      "namm": "; open it on the NAMM page"}.get(kind, "")
-            raise ValueError(f"run {run_id!r} is {article(kind)} {kind} run, not a simulation search: it has no θ to "
+            raise ValueError(f"run {run_id!r} is {a_kind_run(kind)}, not a simulation search: it has no θ to "
                              f"play{where}")
         seed = None
         if member is not None:

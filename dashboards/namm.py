@@ -153,7 +153,7 @@ class NAMMExplorer(param.Parameterized):
     def _why_not(self, run_id: str) -> str:
         """Why `run_id` has no policy to open: no such run, a run of another kind, or a namm run that has saved
         none yet (it saves one after its first generation: stopped or failed before, it resumes)."""
-        from workbench.runs import Run, RunError, article, is_run_name
+        from workbench.runs import Run, RunError, a_kind_run, is_run_name
 
         run = Run(Path(self.runs_dir) / run_id)
         try:  # a run of the store only: ?run=../elsewhere or a path read the run.json it named, and said its kind
@@ -166,8 +166,7 @@ class NAMMExplorer(param.Parameterized):
             return (f"{run_id!r} is no run in {self.runs_dir}: the NAMM page opens runs of `workbench namm train` "
                     f"({len(tr.namm_runs(self.runs_dir))} there)")
         if info.get("kind") != "namm":
-            kind = info.get("kind") or "unknown"  # (a run.json without one: "a None run")
-            return (f"run {run_id} is {article(kind)} {kind} run, not a namm run: the NAMM page opens runs of "
+            return (f"run {run_id} is {a_kind_run(info.get('kind'))}, not a namm run: the NAMM page opens runs of "
                     "`workbench namm train`")
         return (f"namm run {run_id} has saved no policy yet (status {run.live_status(info)}): it saves one after its "
                 f"first generation; `workbench namm train --resume {run_id} --runs {shell_path(self.runs_dir)}` "

@@ -1371,7 +1371,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         address,
         export_controls,
         off_loop,
-        passed_over,
+        passed_over_line,
         placeholder,
         run_asked,
         section,
@@ -1422,7 +1422,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
 
     def show_message(*_):
         # why the source asked for cannot be shown, else the runs of the page's kinds it passed over
-        text = model.message or passed_over(model.skipped)
+        text = model.message or passed_over_line(model.skipped)
         alert.param.update(object=as_text(text), visible=bool(text))
 
     def run_menu() -> None:

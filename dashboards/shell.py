@@ -292,7 +292,11 @@ if (!window.__workbench_roles) {
     }
   };
   live(document);
-  document.addEventListener("focusin", () => live(document));
+  // at most twice a second: each walk visits every element of every shadow root (thousands on a full Runs page)
+  let due = 0;
+  document.addEventListener("focusin", () => {
+    if (Date.now() >= due) { due = Date.now() + 500; live(document); }
+  });
 }
 """.replace("LIVE", LIVE_CLASS)
 
@@ -514,11 +518,11 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
         except ValueError as exc:
             alert.param.update(object=as_text(str(exc)), visible=True)
     if not alert.visible and getattr(model, "skipped", None):  # newer runs it could not read, passed over
-        alert.param.update(object=as_text(passed_over(model.skipped)), visible=True)
+        alert.param.update(object=as_text(passed_over_line(model.skipped)), visible=True)
     return alert
 
 
-def passed_over(skipped: list[str]) -> str:
+def passed_over_line(skipped: list[str]) -> str:
     """A page's line for the runs of its kinds it passed over ("run ID: reason", each): "" for none."""
     # " · " between them: a reason that ends with its fix ran into the next run's words
     return f"Passed over: {' · '.join(skipped)}" if skipped else ""

@@ -321,6 +321,24 @@ def test_progress_waits_for_the_run_to_start(monkeypatch):
     assert "2/3" in resumed and "loss 0.50" in resumed and "setting up" not in resumed, resumed
 
 
+def test_the_qd_cycle_bar_counts_generations_and_is_told_a_resumed_cycles_generation():
+    """`qd cycle`'s bar counts generations as --gens does (run_cycleqd's count has generation 0 too); its wrapper
+    passed on the calls but not the bar's resumed(…), so a resumed cycle's bar read "setting up" until its next
+    generation ended."""
+    from workbench.cli.qd import by_generation
+
+    calls = []
+
+    def bar(done: int, total: int, row: dict) -> None:
+        calls.append(("generation", done, total, row))
+
+    bar.resumed = lambda done, total, row: calls.append(("resumed", done, total, row))
+    on_generation = by_generation(bar)
+    on_generation.resumed(3, 5, {"qd_score": 1.0})
+    on_generation(4, 5, {"qd_score": 2.0})
+    assert calls == [("resumed", 2, 4, {"qd_score": 1.0}), ("generation", 3, 4, {"qd_score": 2.0})]
+
+
 def test_progress_off_a_terminal_says_the_set_up_and_the_count_now_and_then(monkeypatch):
     """Off a terminal (a batch job's log) rich draws the bar once, as it ends: a set-up longer than PLAIN_AFTER
     is said in a line, and the count at most every PLAIN_EVERY seconds; an error in the set-up has no "setting up"
@@ -508,6 +526,22 @@ def test_the_gpu_kit_refuses_a_bad_python_and_the_gpu_script_an_empty_kit_in_one
     assert res.stderr.strip() == "no wheels in .gpu/wheels here: make the kit first (make gpu-kit) and bring .gpu along"
 
 
+def test_a_gpu_kit_pip_cannot_download_leaves_the_kit_made_before(tmp_path):
+    """`make gpu-kit` where pip reaches no package registry removed .gpu/ before its download failed: the kit made
+    before, which still served the GPU machine, was lost. It is kept, and the refusal is one line."""
+    import os
+
+    old = tmp_path / ".gpu" / "wheels" / "old-0.0.0-py3-none-any.whl"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"the kit made before")
+    res = subprocess.run([sys.executable, Path(__file__).resolve().parents[1] / ".ci" / "gpu-kit"], cwd=tmp_path,
+                         env={**os.environ, "PIP_NO_INDEX": "1"}, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "error: pip could not download the kit's wheels for Python 3.12" in res.stderr, res.stderr
+    assert res.stderr.rstrip().endswith(".gpu/ is as it was"), res.stderr
+    assert old.read_bytes() == b"the kit made before" and [p.name for p in tmp_path.iterdir()] == [".gpu"]
+
+
 def test_bench_asal_prints_the_split_per_phase():
     res = run("bench", "asal", "--json", "--substrates", "boids", "--fm", "pixels", "--steps", "20", "--pop", "4",
               "--device", "cpu", "--iters", "2")
@@ -522,7 +556,10 @@ def test_bench_asal_prints_the_split_per_phase():
         assert row["total"] >= sum(row[p] for p in phases) - 0.05  # medians of rounded ms: a little slack
     # the machine it was timed on, as docs/benchmarks.md records it ("x86_64" was all it said)
     cpu = data["machine"]
-    assert cpu["cpu"] and cpu["cores"] >= 1 and cpu["memory_gib"] > 0 and cpu["gpu"] is None, cpu
+    assert cpu["cpu"] and cpu["cores"] >= 1 and cpu["memory_gib"] > 0, cpu
+    import torch  # the GPU named where there is one (a CPU bench on a GPU machine names it too)
+
+    assert cpu["gpu"] == (torch.cuda.get_device_name() if torch.cuda.is_available() else None), cpu
     assert cpu["versions"]["numpy"] == np.__version__ and cpu["versions"]["taichi"], cpu["versions"]
     assert set(cpu["cpu_flags"]) <= {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 

@@ -2819,9 +2819,9 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         _wait_for_model(page, "atlas")
         # the address follows a run picked with nothing playing (it waited for the browser's next event: a reload
         # or a bookmark meanwhile opened the run before)
-        page.get_by_label("Run").select_option(runs["illuminate"])
+        page.get_by_label("Run", exact=True).select_option(runs["illuminate"])
         page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=20000)
-        page.get_by_label("Run").select_option(lenia)
+        page.get_by_label("Run", exact=True).select_option(lenia)
         page.wait_for_url(f"{url}/atlas?run={lenia}", timeout=20000)
         canvas = page.locator(".bk-Canvas").first
         box = canvas.bounding_box()
@@ -2829,7 +2829,7 @@ def test_the_atlas_player_switches_to_another_runs_substrate_off_the_event_loop(
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.25)
         page.get_by_text(f"of {lenia}").wait_for(timeout=60000)
-        page.get_by_label("Run").select_option(runs["illuminate"])
+        page.get_by_label("Run", exact=True).select_option(runs["illuminate"])
         page.get_by_text("Click a cell of the atlas to play its simulation here.").wait_for(timeout=60000)
         page.wait_for_url(f"{url}/atlas?run={runs['illuminate']}", timeout=30000)  # a reload comes back to it
         # the player is blank beside the new run's atlas (the last run's member stayed in it)

@@ -566,7 +566,7 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         page.get_by_text(f"r:abc= → {moved} · z′ = 0.51·add + 0.50·sort (raw) · shares 50 % add").wait_for(
             timeout=60000)
         # another run from the picker: read on a worker thread, shown on the loop, every stylesheet from our server
-        page.get_by_label("Run").select_option(ex["adapt1"])
+        page.get_by_label("Run", exact=True).select_option(ex["adapt1"])
         page.get_by_text(f"{ex['adapt1']} · adaptation on").wait_for(timeout=60000)
         page.wait_for_url(f"{served}/experts?run={quote(ex['adapt1'], safe='')}", timeout=30000)  # it follows
         assert page.get_by_text("written").count() == 0  # the last run's export line left with it

@@ -148,18 +148,22 @@ def test_notebook_progress_without_ipywidgets_writes_plain_lines():
 
 def test_a_saved_notebook_says_how_each_bar_ended_in_plain_text():
     """Where widgets are not drawn (a saved notebook on GitHub, jupyter console) a bar is its plain text, which read
-    "HBox(children=(IntProgress(value=0, …" however the work ended; it says the count and how it ended."""
+    "HBox(children=(IntProgress(value=0, …" however the work ended; it says the count and how it ended, a count
+    without a total too."""
     cells = _run_cells([
         "from workbench.progress import Progress\ndone = Progress('search')\n"
         "for k in range(1, 4):\n    done(k, 3, {'best_loss': 0.5 / k})",
         "failed = Progress('zoo', total=10)\nfailed(4)\nraise ValueError('bad batch')",
-        "_ = Progress('never called')"])
+        "_ = Progress('never called')",
+        # a count without a total, called faster than the bar redraws: its last count was never drawn
+        "counted = Progress('steps')\nfor _ in range(500):\n    counted(1)"])
     plain = [[o["data"]["text/plain"] for o in cell.outputs if "data" in o] for cell in cells]
     views = [[o["data"].get("application/vnd.jupyter.widget-view+json") for o in cell.outputs if "data" in o]
              for cell in cells]
     assert plain[0][0].startswith("search: 3/3 · best loss 0.1667 · "), plain
     assert plain[1][0].startswith("zoo: 4/10 · ") and plain[1][0].endswith(" · failed: ValueError"), plain
     assert plain[2] == ["never called: setting up …"], plain
+    assert plain[3][0].startswith("steps: 500 · "), plain
     assert all(v and v[0] and v[0]["model_id"] for v in views), views  # still the widget, where widgets are drawn
 
 

@@ -259,8 +259,8 @@ def test_corrupt_and_foreign_run_folders(tmp_path, capsys):
     assert sorted(store.broken()) == ["broken", "foreign"] and store.orphaned() == ["lost"]
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
     err = capsys.readouterr().err
-    assert "broken is not a readable run" in err and "snapshots" not in err and "figures" not in err
-    assert "broken is not a readable run, skipped: run.json is corrupt (" in err  # why, not `runs show` to ask
+    assert "broken is not readable as a run" in err and "snapshots" not in err and "figures" not in err
+    assert "broken is not readable as a run, left out: run.json is corrupt (" in err  # why, not `runs show` to ask
     assert "warning: lost holds a run's files but no run.json (deleted or lost?)" in err
     for name, message in (("broken", "corrupt"), ("broken", "restore run.json from a backup, or move the folder"),
                           ("foreign", "not a workbench run record (format 1): another program's folder? Keep it out"),
@@ -799,7 +799,8 @@ def test_runs_rm_lists_then_removes_and_refuses_a_run_that_runs_or_is_being_resu
     (tmp_path / ".removing-old").mkdir()  # a removal a kill cut short
     removed = _short(*rm, "--status", "failed", done.id, "broken-run", "--yes", cwd=tmp_path)
     assert removed.returncode == 0, removed.stderr
-    assert "broken-run  (corrupt or foreign run.json)" in removed.stdout and "removed 3 run(s)" in removed.stderr
+    assert "broken-run  (not readable as a run: run.json is corrupt (" in removed.stdout  # why, as runs list says
+    assert "removed 3 run(s)" in removed.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.id, paused.id, "snapshots"])
     assert [r["id"] for r in store.list()] == [live.id, paused.id]
     resuming = Run(paused.path)
@@ -1310,7 +1311,7 @@ def test_a_run_the_catalog_leaves_out_is_named_with_its_reason_and_fix(tmp_path,
     assert main(["runs", "list", "--runs", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     for run in (created, kind, models):
-        assert f"warning: {run.id} is not a readable run, skipped: {store.unreadable_why[run.id]}" in \
+        assert f"warning: {run.id} is not readable as a run, left out: {store.unreadable_why[run.id]}" in \
             " ".join(err.split()), err
     assert main(["runs", "show", models.id, "--runs", str(tmp_path)]) == 2
     assert "run.json's config does not read as a merge run's ('int' object is not iterable); correct it" in \
@@ -1389,10 +1390,10 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
     with pytest.raises(RunError, match="run.json cannot be read"):
         store.open("folder")
     listed = _short("runs", "list", "--runs", str(store.root))  # a newer workbench's run is said to be one
-    assert "warning: newer is not a readable run, skipped: run.json was written by a newer workbench (run format 2" \
-        in listed.stderr and "upgrade the workbench to read it" in listed.stderr
-    assert "warning: typed is not a readable run, skipped: run.json is corrupt (config is list, not dict); correct " \
-        "it in run.json, or move the folder out of the run store" in listed.stderr
+    assert "warning: newer is not readable as a run, left out: run.json was written by a newer workbench (run " \
+        "format 2" in listed.stderr and "upgrade the workbench to read it" in listed.stderr
+    assert "warning: typed is not readable as a run, left out: run.json is corrupt (config is list, not dict); " \
+        "correct it in run.json, or move the folder out of the run store" in listed.stderr
 
     # a copied run folder is its own run (it listed as the original, and its readers read the original)
     import shutil
@@ -1800,6 +1801,27 @@ def test_an_error_that_ends_a_run_names_the_run_and_its_resume(tmp_path):
         f"run {run.id} failed (resumable once that is fixed): run_search(None, {str(tmp_path)!r}, resume={run.id!r}) "
         f"(from workbench.asal), or `{run.resume_cli}`"])
     assert run.status == "failed"
+
+
+def test_a_ctrl_c_as_a_resumed_runs_count_is_drawn_leaves_the_run_stopped(tmp_path):
+    """A resumed run's progress bar is told the count it goes on from before the first iteration: a Ctrl-C there
+    (the bar's first draw) came before the loop's try, and left the run "running", with no resume said."""
+    from workbench.runs import checkpointed_loop
+
+    run = RunStore(tmp_path).create("target", "lenia", "pixels", {"seed": 0}, 0)
+
+    def bar(done: int, total: int, row: dict) -> None:
+        pytest.fail("no iteration runs: the Ctrl-C came first")
+
+    def interrupted(done: int, total: int, row: dict) -> None:
+        raise KeyboardInterrupt
+
+    bar.resumed = interrupted
+    state = {"iteration": 1, "metrics": [{"iteration": 0, "seconds": 0.1, "best_loss": 0.5}]}
+    with pytest.raises(KeyboardInterrupt) as ended:
+        checkpointed_loop(run, state, 2, lambda it: pytest.fail("no step after the Ctrl-C"), lambda: None,
+                          on_iteration=bar)
+    assert run.status == "stopped" and ended.value.stopped_run is run
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full, a device no write fits on")

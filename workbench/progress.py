@@ -100,10 +100,16 @@ class Progress:
     def cell_ended(self, result) -> None:
         """IPython's post_run_cell for the cell that made the bar (once): a KeyboardInterrupt that ended the cell
         turns the bar orange, "… · stopped" (the run is resumable: the exception's note says how); another error
-        red, "… · failed: ValueError". result: IPython's ExecutionResult (its error_in_exec)."""
+        red, "… · failed: ValueError"; a cell that ended well draws the count a bar without a full total ended at.
+        result: IPython's ExecutionResult (its error_in_exec)."""
         sys.modules["IPython"].get_ipython().events.unregister("post_run_cell", self.cell_ended)
         error = getattr(result, "error_in_exec", None)
-        if error is None or self._widgets is None:
+        if self._widgets is None:
+            return
+        if error is None:
+            if self._drawn > -math.inf and not self.finished:  # work that ended short of its total, or had none:
+                self._draw()  # the count it ended at, which a redraw too soon after the one before skipped
+                self._write_plain(self._widgets[1].value)
             return
         ended_a_run = getattr(error, "stopped_run", None) or getattr(error, "failed_run", None)
         if self.finished and not (ended_a_run and _last_called is not None and _last_called() is self):

@@ -1797,9 +1797,11 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
         caught_up = {"iterations": state["iteration"], "best_loss": state["metrics"][-1]["best_loss"]}
     run.update(status="running", error=None, **caught_up, **heartbeat())
     resumed = getattr(on_iteration, "resumed", None)
-    if caught_up and resumed is not None:  # the count a resumed run goes on from, drawn now: its bar read "setting
-        resumed(state["iteration"], iters, state["metrics"][-1])  # up" or 0/N until the next iteration ended
     try:
+        # the count a resumed run goes on from, drawn now (its bar read "setting up" or 0/N until the next iteration
+        # ended); in the try: a Ctrl-C or an error as it draws leaves the run stopped or failed, not "running"
+        if caught_up and resumed is not None:
+            resumed(state["iteration"], iters, state["metrics"][-1])
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():
                 run.update(status="stopped")

@@ -102,7 +102,7 @@ def cmd_bench(args) -> int:
         result = bench.bench_asal(args.substrates or ("lenia", "boids", "plife"), fms=tuple(args.fm), steps=args.steps,
                                   pop=args.pop, device=args.device, iters=args.iters)
     # every figure with the machine it was timed on (CPU model and flags, cores, memory, GPU, versions)
-    result["machine"] = machine()
+    result.setdefault("machine", machine())  # (the bench functions record it; one that does not, here)
     result = bench.finite(result)  # JSON has no Infinity / NaN (a bit-exact render's PSNR is infinite): null
     print(json.dumps(result, allow_nan=False) if args.json else json.dumps(result, indent=2, allow_nan=False))
     return 0

@@ -96,18 +96,20 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
     page (a CycleQD or MAP-Elites run: QD archives; experts and adapt: Experts; merge: Merge); `view` must be one
     it has (default: the first the page shows it with); `generation` (CycleQD) the archives as they stood then
     (default: the last)."""
+    from workbench.runs import a_kind_run
+
     run = store.open(run_id)
     info = run.info
     algorithm = (info.get("config") or {}).get("algorithm")
     kind = "map-elites" if info.get("kind") == "illuminate" and algorithm == "map-elites" else info.get("kind")
     if kind not in PAGE_VIEWS:
-        raise ValueError(f"run {run.id} is {article_of(kind)} run; `figure view` draws the pages' views of "
+        raise ValueError(f"run {run.id} is {a_kind_run(kind)}; `figure view` draws the pages' views of "
                          "qd, MAP-Elites, experts, adapt and merge runs (a search: figure curves, compare, atlas, "
                          "frames or video; a namm run: figure namm)")
     if view is not None and view not in PAGE_VIEWS[kind]:
-        raise ValueError(f"--view {view}: {article_of(kind)} run's views are {', '.join(PAGE_VIEWS[kind])}")
+        raise ValueError(f"--view {view}: {a_kind_run(kind)}'s views are {', '.join(PAGE_VIEWS[kind])}")
     if generation is not None and kind != "qd":
-        raise ValueError(f"--generation picks a CycleQD run's archives; run {run.id} is {article_of(kind)} run: "
+        raise ValueError(f"--generation picks a CycleQD run's archives; run {run.id} is {a_kind_run(kind)}: "
                          "leave --generation out")
     if generation is not None and (view or "archives") not in GENERATION_VIEWS:
         raise ValueError(f"--generation draws the {', '.join(GENERATION_VIEWS)} views at a generation; "
@@ -171,9 +173,11 @@ def namm_view(store, args, pinned: dict[str, str]):
     from workbench.namm.trace import check_text_font
 
     check_text_font(args.view, args.font)
+    from workbench.runs import a_kind_run
+
     run = store.open(args.ids[0])
     if run.info.get("kind") != "namm":
-        raise ValueError(f"run {run.id} is {article_of(run.info.get('kind'))} run; `figure namm` draws namm runs "
+        raise ValueError(f"run {run.id} is {a_kind_run(run.info.get('kind'))}; `figure namm` draws namm runs "
                          "(`workbench namm train`); `figure view` the pages' views of qd, experts and merge runs")
     from workbench.dashboards.namm import NAMMExplorer
     from workbench.namm.trace import TINY
@@ -227,14 +231,6 @@ def _quiet_progress():
     import io
 
     return contextlib.redirect_stderr(io.StringIO())
-
-
-def article_of(kind: str | None) -> str:
-    """"a qd" / "an experts" / "a MAP-Elites": a kind of run with its article ("an unknown" where run.json names
-    none: "a None" was said)."""
-    from workbench.runs import a_kind_run
-
-    return a_kind_run(kind).removesuffix(" run")
 
 
 def _check_pinned(figures, figure, pinned: dict[str, str]) -> None:

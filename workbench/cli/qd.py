@@ -54,6 +54,20 @@ def _progress_value(tasks: list[str]):
     return value
 
 
+def by_generation(on_iteration):
+    """run_cycleqd's on_iteration(done, total, row) for the bar, which counts generations as --gens does
+    (generation 0 scores the seeds: done and total one less), and its resumed(done, total, row) too: a resumed
+    cycle's bar read "setting up" until its next generation ended where only the call was passed on."""
+    def on_generation(done: int, total: int, row: dict) -> None:
+        on_iteration(done - 1, total - 1, row)
+
+    def resumed(done: int, total: int, row: dict) -> None:
+        on_iteration.resumed(done - 1, total - 1, row)
+
+    on_generation.resumed = resumed
+    return on_generation
+
+
 def cmd_cycle(args) -> int:
     from workbench.qd.run import KIND, QDRunConfig, check_inputs, flag_names, run_cycleqd, run_zoo
     from workbench.runs import RunStore, cli_command, steps_done
@@ -89,10 +103,7 @@ def cmd_cycle(args) -> int:
     client = dask_client(args)
     try:
         with iteration_progress("qd cycle", total, "", _progress_value(tasks), quiet=args.quiet) as on_iteration:
-            def on_generation(done: int, total: int, row: dict) -> None:  # the bar counts generations as --gens
-                on_iteration(done - 1, total - 1, row)                     # does: generation 0 scores the seeds
-
-            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=on_generation,
+            run = run_cycleqd(cfg, store, resume=resume, client=client, on_iteration=by_generation(on_iteration),
                               on_start=on_iteration.start, given={**given, **({"zoo": zoo} if zoo else {})},
                               on_phase=on_iteration.phase,
                               device=device if resume is not None else None, command=cli_command())

@@ -73,21 +73,6 @@ def _best_header(rows: list[dict]) -> str:
     return " / ".join(f"best {m} {'↓' if b == 'lower' else '↑'}" for m, b in metrics)
 
 
-def _unreadable(store, name: str) -> str:
-    """Why a folder's run.json is not read: a newer workbench's run (upgrade to read it: not damaged), else
-    damaged or another program's."""
-    from workbench.runs import Run, RunError
-
-    try:
-        Run(store.root / name).info  # noqa: B018 - read for its error
-    except RunError as error:
-        if "newer workbench" in str(error):
-            return "written by a newer workbench: upgrade to read it"
-    except OSError:
-        pass
-    return "corrupt or foreign run.json"
-
-
 def cmd_runs(args) -> int:
     from workbench.runs import RunError, RunStore, checked_catalog_row
 
@@ -105,7 +90,7 @@ def cmd_runs(args) -> int:
         else:
             _runs_tables(rows)
         for name, why in store.unreadable_why.items():  # as broken(), from the list just read, each with its why
-            say("warning", f"{name} is not a readable run, skipped: {why}")
+            say("warning", f"{name} is not readable as a run, left out: {why}")  # the Runs page's words
         for path in store.unreadable_metrics:
             say("warning", f"{path} is not readable Parquet; that run is listed without its metrics")
         for name in store.orphaned():
@@ -234,7 +219,9 @@ def _remove(store, args) -> int:
         return 0
     for run in runs:
         r = rows.get(run.id)
-        print(f"{run.id}  ({r['kind']}, {r['status']})" if r else f"{run.id}  ({_unreadable(store, run.id)})")
+        # one the catalog left out: why, as `runs list` says it
+        why = store.unreadable_why.get(run.id, "run.json does not read")
+        print(f"{run.id}  ({r['kind']}, {r['status']})" if r else f"{run.id}  (not readable as a run: {why})")
     if not args.yes:
         err.print(f"nothing removed: these {len(runs)} run(s) go, folders and all, with --yes")
         return 0

@@ -14,22 +14,13 @@ bytes by file group, per generation. The serial B = 1 run gives the 200-generati
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from workbench.machine import machine
 
 
 def _bytes(path: Path) -> dict[str, int]:
@@ -76,16 +67,14 @@ def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse",
     """Time CycleQD runs on a zoo (see the module docstring); JSON-ready. log(line), if given, is told each run as
     it starts (the bench takes minutes)."""
     say = log or (lambda line: None)
-    import torch
-
     from workbench.qd.run import QDRunConfig, check_inputs
     from workbench.runs import RunStore
     from workbench.scale import close, local_client
 
     base = dict(zoo=str(zoo), tasks=list(tasks), seed=seed, multitask_steps=0)
     check_inputs(QDRunConfig(**base, gens=gens))
-    out: dict = {"zoo": str(zoo), "tasks": list(tasks), "cpu": _cpu(), "cores": __import__("os").cpu_count(),
-                 "torch": torch.__version__, "threads_per_process": 1, "runs": {}}
+    # the machine as every bench records it (CPU model and flags, cores, memory, versions: torch's among them)
+    out: dict = {"zoo": str(zoo), "tasks": list(tasks), "machine": machine(), "threads_per_process": 1, "runs": {}}
     # a stop mid-run names a run of this temporary store, gone by then: the command line says no resume for it
     with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp:
         store = RunStore(Path(tmp) / "runs")
