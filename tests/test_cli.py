@@ -268,6 +268,23 @@ def test_serve_refuses_a_port_in_use_before_it_says_serving():
                                  f"--port {port + 1}"
 
 
+def test_serve_reads_a_tilde_in_runs_as_the_run_store_does(tmp_path, monkeypatch):
+    """`--runs=~/runs` (bash leaves a "~" after "=" alone): the run store read the home folder's runs, the NAMM page
+    and serve's "does not exist yet" note a folder named "~" here. Every page is given the store's own folder."""
+    import argparse
+
+    from workbench.cli.serve import check_serve
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "runs").mkdir(parents=True)
+    args = argparse.Namespace(runs="~/runs", address="127.0.0.1", port=0)
+    check_serve(args)
+    assert args.runs == str(tmp_path / "home" / "runs")
+    args.runs = "plain/runs"
+    check_serve(args)
+    assert args.runs == "plain/runs"  # as given: the pages say the folder the researcher named
+
+
 def test_serve_warns_that_an_address_beyond_this_machine_has_no_login():
     """--address 0.0.0.0 (or a LAN address) lets anyone who reaches the port drive the pages (start and remove runs,
     open files by path): serve says so, with the tunnel to use instead; 127.0.0.1 and localhost say nothing."""
