@@ -1,8 +1,9 @@
 """Atlas: an illumination run's population laid out by its embeddings and snapped to a thumbnail grid.
 
 Any substrate's run (its thumbnails come with it). Pick a run and a projection (PCA, t-SNE, UMAP); hover a cell
-for its index and θ summary (|θ|; Game of Life: the rule in B/S notation); click it
-to play that simulation; export the atlas as a high-resolution PNG. `AtlasModel` does the work.
+for its index and θ summary (|θ|; Game of Life: the rule in B/S notation); click it (or type its index in the
+sidebar's Member field, the keyboard's way) to play that simulation; export the atlas as a high-resolution PNG.
+`AtlasModel` does the work.
 """
 
 from __future__ import annotations
@@ -31,14 +32,18 @@ class AtlasModel(param.Parameterized):
 
         model = AtlasModel(runs_dir="runs")            # the newest finished illumination run
         model.projection = "umap"                      # another layout
-        model.selected = 12                            # member 12 on show (its cell outlined)"""
+        model.selected = 12                            # member 12 on show (its cell outlined)
+        model.pick([12])                               # the same, as a click on its cell does"""
 
     runs_dir = param.String(default="runs", doc="the run store")
     run_id = param.Selector(default=None, objects=[], doc="the illumination run on show")
     projection = param.Selector(default="pca", objects=list(PROJECTIONS), doc="the 2-D layout of the embeddings")
     seed = param.Integer(default=0, bounds=(0, 2 ** 32 - 1),  # NumPy's seeds (the run configs check it too)
                          doc="seeds the projection (UMAP's; PCA and t-SNE, which starts from PCA, have none)")
-    selected = param.Integer(default=-1, doc="population index of the clicked cell (-1: none)")
+    # bounds: the population laid out (layout sets them), so a number typed past it is refused, not an IndexError
+    selected = param.Integer(default=-1, bounds=(-1, -1),
+                             doc="population index of the member on show, its cell clicked or its index typed "
+                                 "(-1: none)")
     message = param.String(default="", doc="why the chosen run cannot be laid out, if it cannot")
     revision = param.Integer(default=0, doc="counts layouts: views redraw when it changes")
 
@@ -126,12 +131,20 @@ class AtlasModel(param.Parameterized):
         self.thetas, self.seeds = thetas, seeds
         self.side, self.cells, self.thumbs = side, cells, thumbs
         self.image = compose(thumbs, cells, side)
+        self.param.selected.bounds = (-1, len(cells) - 1)
         # the member played stays picked in another projection of its run (its cell outlined where it lies now);
         # another run has other members
         if self._laid_out != self.run_id:
             self.selected = -1
         self._laid_out = self.run_id
         self.revision += 1
+
+    def pick(self, rows: list[int]) -> int:
+        """A click on the atlas: `rows`, the cells Bokeh selected (cell_table's rows, one per member in member order),
+        puts that member on show; none (a click beside every cell) puts it away. Returns `selected`. The Member
+        field, the keyboard's way, sets `selected` itself: its bounds refuse a member the run has not got."""
+        self.selected = int(rows[0]) if len(rows) and 0 <= rows[0] < len(self.cells) else -1
+        return self.selected
 
     def cell_table(self) -> dict:
         """Per population member: grid position (x, y of the cell centre in [0, 1]) and a θ summary (|θ|, and as
@@ -185,8 +198,14 @@ def atlas_view(model: AtlasModel, size: int = 560) -> pn.pane.Bokeh:
     shown: dict = {}  # the sources and cells of the figure on show
 
     def on_tap(attr, old, new):
-        index = shown["cells"].data["index"]
-        model.selected = int(index[new[0]]) if new and 0 <= new[0] < len(index) else -1
+        model.pick(new)
+
+    def outline(*_):
+        """The picked member's cell outlined however it was picked (a click selects it in Bokeh; the Member field
+        did not: its member played with another cell, or none, outlined)."""
+        wanted = [model.selected] if model.selected >= 0 else []
+        if shown["cells"].selected.indices != wanted:  # a click's own selection: already so
+            shown["cells"].selected.indices = wanted
 
     def build():
         image = ColumnDataSource({"image": [oriented(model.image)]})
@@ -224,7 +243,22 @@ def atlas_view(model: AtlasModel, size: int = 560) -> pn.pane.Bokeh:
         set_cell_size(shown["rects"], 1.0 / max(model.side, 1))
 
     model.param.watch(page.wrap(on_layout), "revision")
+    model.param.watch(page.wrap(outline), "selected")
     return pane
+
+
+def member_field(model: AtlasModel) -> tuple[pn.widgets.IntInput, pn.pane.Markdown]:
+    """The keyboard's way to a cell (a click is the mouse's only): a number field for the member on show, two ways
+    with `selected` (a click on a cell shows its index here), and the live line that says a number refused (past
+    the run's population: the model's bounds) and what the atlas keeps."""
+    from workbench.dashboards.shell import as_text, checked_int_input, live
+
+    said = live(pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10)))
+    field = checked_int_input(model, "selected", lambda why: setattr(said, "object", as_text(why)),
+                              label="Member to play", sizing_mode="stretch_width",
+                              description="population index of the member to play, as a cell's hover says it "
+                                          "(-1: none); Enter plays it")
+    return field, said
 
 
 def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
@@ -274,6 +308,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     if player.frame is not None:  # blank until a cell is clicked, as after another run is laid out (it showed θ = 0's
         player.frame = np.full_like(player.frame, BLANK)  # frame under "click a cell to play")
     playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
+    member, member_said = member_field(model)
     shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads
     plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
 
@@ -372,7 +407,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     export.on_click(on_export)
     sidebar = [section("Run"), run, refresh, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)),
-               projection, seed, section("Export"), export, saved, download]
+               projection, seed, section("Play"), member, member_said, section("Export"), export, saved, download]
     # the player beside the atlas in a 1280 px window (with 20 px each side it wrapped below, out of sight)
     main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), shown_player, playing,
                                               margin=(0, 0, 0, 16)))]

@@ -119,7 +119,8 @@ class NAMMExplorer(param.Parameterized):
     step = param.Integer(default=0, bounds=(0, None), doc="eviction step on show (index)")
     layer = param.Integer(default=-1, doc="layer of the text and score views (-1: all); the spectrogram's is ≥ 0")
     head = param.Integer(default=-1, doc="KV head of the text view (-1: all); the spectrogram's is ≥ 0")
-    token = param.Integer(default=0, bounds=(0, None), doc="token position of the spectrogram view")
+    token = param.Integer(default=0, bounds=(0, None),  # the trace's tokens once one is on show (show)
+                          doc="token position of the spectrogram view")
     view = param.Selector(default="retention", objects=list(VIEWS), doc="the view on show, which export writes")
     results = param.String(default="", doc="a JSON of eval / bench rows (method, score, kept); default: the run's")
     version = param.Integer(default=0, doc="bumped when a new trace or sweep is on show")
@@ -311,6 +312,8 @@ class NAMMExplorer(param.Parameterized):
         self.ran = recipe or self.recipe()
         n = len(trace.steps)
         self.param.step.bounds = (0, max(n - 1, 0))
+        # a token past the trace is refused (it was taken and the spectrogram quietly drew the last one)
+        self.param.token.bounds = (0, max(trace.n_tokens - 1, 0))
         self.param.update(step=max(n - 1, 0), layer=min(self.layer, trace.n_layers - 1),
                           head=min(self.head, trace.n_heads - 1), token=min(self.token, trace.n_tokens - 1))
         self.version += 1
@@ -700,6 +703,17 @@ def text_figure(trace: tr.Trace, i: int, layer: int | None = None, head: int | N
     return fig
 
 
+def token_field(model: NAMMExplorer, refused: Callable[[str], None]) -> pn.widgets.IntInput:
+    """The keyboard's way to the token a click on the raster picks (NAMMExplorer.pick; the layer and head have
+    their menus): a number field two ways with `token`. A number past the trace on show (the model's bounds) is
+    put back and refused(why) told. (An IntInput with an end sent the end and kept showing the number typed.)"""
+    from workbench.dashboards.shell import checked_int_input
+
+    return checked_int_input(model, "token", refused, label="token (spectrogram)", sizing_mode="stretch_width",
+                             description="token position the spectrogram shows, as the raster's hover says it; "
+                                         "a click on the raster picks it too")
+
+
 def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False) -> pn.template.FastListTemplate:
     """The /namm page: the attention-mask explorer (a policy's kept tokens, scores and spectra on a prompt), with
     the trained NAMM run `run` of the store `runs_dir` as θ when given. standalone: a page of its own."""
@@ -761,7 +775,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     step_text = pn.pane.Markdown(model.step_text(), margin=(0, 10))
     layer = w.Select(label="Layer", options={"all layers": -1}, value=-1, sizing_mode="stretch_width")
     head = w.Select(label="KV head", options={"all heads": -1}, value=-1, sizing_mode="stretch_width")
-    token = w.IntInput(label="token (spectrogram)", value=0, start=0, sizing_mode="stretch_width")
+    token = token_field(model, refused)
     results = w.TextInput(label="eval / bench JSON (score vs cache)", placeholder="runs/<id>/eval.json",
                           sizing_mode="stretch_width")
     compare = w.Button(label="compare with baselines", sizing_mode="stretch_width")
@@ -775,8 +789,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     keys = " ".join(f'<span style="background:{COLORS[c]};padding:1px 8px;border-radius:3px;'
                     f'color:{"#fff" if c == tr.KEPT else "#222"}">{tr.CODES[c]}</span>'
                     for c in sorted(COLORS))
-    legend = pn.pane.HTML(f"{keys} &nbsp; <span style='color:#667'>click the raster: that token, layer and head in "
-                          "the other views</span>", margin=(0, 10))
+    legend = pn.pane.HTML(f"{keys} &nbsp; <span style='color:#667'>click the raster (or set the Layer, KV head "
+                          "and token fields): that token, layer and head in the other views</span>", margin=(0, 10))
 
     def draw(name):
         def inner(step, layer_, head_, token_, version):
@@ -817,9 +831,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             layer.options = {"all layers": -1, **{f"layer {i}": i for i in range(t.n_layers)}}
             layer.value = model.layer
             head.options = {"all heads": -1, **{f"head {i}": i for i in range(t.n_heads)}}
-            head.value = model.head
-            token.end = t.n_tokens - 1
-            token.value = model.token
+            head.value = model.head  # (the token field follows the model itself: token_field)
         finally:
             syncing[0] = False
         header.object = as_text(model.summary())
@@ -840,18 +852,18 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
 
     for widget, name in ((policy, "policy"), (theta, "theta"), (strict, "strict"), (chat, "chat"), (n_up, "n_up"),
                          (prompt, "prompt"), (player, "step"), (layer, "layer"),
-                         (head, "head"), (token, "token"), (results, "results")):
+                         (head, "head"), (results, "results")):
         link(widget, name)
     model.param.watch(lambda e: setattr(step_text, "object", model.step_text()), "step")
 
     def follow_pick(*_):
-        """The sidebar follows a click on the raster."""
+        """The sidebar follows a click on the raster (the token field follows the model itself)."""
         syncing[0] = True
         try:
-            layer.value, head.value, token.value = model.layer, model.head, model.token
+            layer.value, head.value = model.layer, model.head
         finally:
             syncing[0] = False
-    model.param.watch(follow_pick, ["layer", "head", "token"])
+    model.param.watch(follow_pick, ["layer", "head"])
 
     def on_model(event):
         folder.visible = event.new == "folder"

@@ -552,9 +552,9 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
     parameter refuses (out of its bounds, or the field emptied) is put back in the field to the value the model
     keeps, and on_refused(why) is told; on_refused("") when a value is taken after one. (from_param reverted the
     widget on the server only: the field kept showing the refused number while a search started with the old
-    one.) label= names the field (default: the parameter's label)."""
+    one.) label= names the field (default: the parameter's label). Bounds the model sets later (a run's members, a
+    trace's tokens) are the ones a refusal names."""
     p = model.param[name]
-    low, high = p.bounds or (None, None)
     label = kw.pop("label", p.label)
     kw.setdefault("description", p.doc)  # as from_param's widgets: the parameter's doc as the field's tooltip
     # no start/end for the browser: Bokeh's input sends the bound for a number beyond it and keeps showing
@@ -566,6 +566,7 @@ def checked_int_input(model: Any, name: str, on_refused: Callable[[str], None] |
     def to_model(event) -> None:
         if event.new == getattr(model, name):
             return
+        low, high = model.param[name].bounds or (None, None)  # read now: a page may move them (a run's size)
         span = f"from {low} to {high}" if high is not None else f"of at least {low}"
         try:
             if event.new is None:

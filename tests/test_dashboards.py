@@ -1325,6 +1325,31 @@ def test_a_player_ticks_while_it_plays_and_never_for_a_session_that_ended():
     assert unserved.calls == ["start"]
 
 
+def test_the_atlas_member_field_and_a_click_pick_the_same_member_and_refuse_one_past_the_run(runs):
+    """Keyboard: the Atlas' cells answered the mouse only. The sidebar's Member field sets the member a click on its
+    cell sets (`selected`, AtlasModel.pick), a click shows its member there, and a number past the run's
+    population is refused in words, put back, the member on show kept (the model took any number: IndexError)."""
+    from workbench.dashboards.atlas import AtlasModel, member_field
+
+    model = AtlasModel(runs_dir=runs["dir"])
+    field, said = member_field(model)
+    assert field.name == "Member to play" and model.param.selected.bounds == (-1, len(model.cells) - 1) == (-1, 15)
+    assert model.pick([5]) == 5 and field.value == 5  # a click: the field follows
+    field.value = 9  # typed: the same state a click on cell 9 sets
+    assert model.selected == 9 and model.pick([9]) == 9 and model.pick([]) == -1 and field.value == -1
+    field.value = 9
+    for bad in (16, -2, None):
+        field.value = bad
+        assert model.selected == 9 and field.value == 9, bad
+        why = "it was left empty" if bad is None else f"got {bad}"
+        assert said.object == f"Member to play takes a whole number from -1 to 15 ({why}; kept 9)"
+    field.value = 15  # the last member: taken, the refusal's line goes
+    assert model.selected == 15 and said.object == ""
+    with pytest.raises(ValueError, match="must be at most 15"):
+        model.selected = 16
+    assert model.pick([16]) == -1  # a row past the cells (none drawn there) is a click beside them
+
+
 def test_the_atlas_page_takes_runs_finished_since_it_opened(runs, tmp_path):
     """The Atlas page's "refresh the runs": an illumination run finished after the page opened joins the menu
     (the menu was the page's first list for good)."""
@@ -2766,8 +2791,22 @@ def test_atlas_page_plays_a_cell_and_exports_in_chromium(server, browser, reques
         href = page.get_by_role("link", name="open it in the Lab").get_attribute("href")
         member = int(re.fullmatch(r"\./lab\?run=[^&]+&member=(\d+)", href).group(1))  # the Lab opens that member
         assert page.evaluate(CELL_PICKED) == [member]
-        pca = page.evaluate(CELL_PLACES)
         from playwright.sync_api import expect
+
+        # the keyboard's way (the cells answered the mouse only): the Member field, a Tab after the projection
+        # (PCA: the seed is off), says the member clicked; one typed there plays, its cell outlined
+        field = page.get_by_label("Member to play", exact=True)
+        expect(field).to_have_value(str(member), timeout=30000)
+        page.get_by_role("button", name="UMAP").focus()
+        page.keyboard.press("Tab")
+        expect(field).to_be_focused()
+        member = (member + 5) % 16
+        page.keyboard.press("Control+A")
+        page.keyboard.type(str(member))
+        page.keyboard.press("Enter")
+        page.get_by_text(re.compile(rf"playing population member {member} of")).wait_for(timeout=30000)
+        page.wait_for_function(f"() => ({CELL_PICKED})().join() === '{member}'", timeout=30000)
+        pca = page.evaluate(CELL_PLACES)
 
         expect(page.get_by_label("Seed", exact=True)).to_be_disabled()  # PCA draws nothing: no seed to give
         page.get_by_role("button", name="UMAP").click()  # compiles, unless an earlier process on this machine did

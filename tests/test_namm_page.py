@@ -251,9 +251,11 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert written[0].name.startswith(f"namm-retention-namm-{namm_run['id']}-p")
     with pytest.raises(ValueError, match="no scores"):
         model.export("scores", tmp_path)
-    model.param.update(policy="namm", theta="random", seed=3, scale=0.05, strict=True, layer=99, head=99, token=10 ** 6)
+    # (a token past the trace on show is refused: test_the_token_field_…)
+    model.param.update(policy="namm", theta="random", seed=3, scale=0.05, strict=True, layer=99, head=99,
+                       token=model.trace.n_tokens - 1)
     assert model.policy_source() == "namm-random-s3-0.05-strict"
-    trace = model.run()  # the layer, head and token on show: the last of this trace (past its end before)
+    trace = model.run()  # the layer and head on show: the last of this trace (past its end before)
     assert (model.layer, model.head, model.token) == (trace.n_layers - 1, trace.n_heads - 1, trace.n_tokens - 1)
     assert model.export("retention", tmp_path).name.startswith("namm-retention-namm-random-s3-0.05-strict-p")
     model.prompt = "  "
@@ -272,6 +274,41 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
 
 
 # --- the served page in Chromium -----------------------------------------------------------------------------------
+
+def spectrogram_words(model: NAMMExplorer) -> str:
+    """What the spectrogram view says: its plots' titles, or why it has none (a Div)."""
+    from holoviews import Div
+
+    return " ".join(str(p.data) if isinstance(p, Div) else str(p.opts.get().kwargs.get("title", ""))
+                    for p in model.figure("spectrogram").traverse(lambda p: p))
+
+
+def test_the_token_field_and_a_click_on_the_raster_pick_the_same_token_and_refuse_one_past_the_trace(tiny, tmp_path):
+    """Keyboard: the raster's tokens answered the mouse only. The sidebar's token field sets the token a click
+    picks (`token`, NAMMExplorer.pick), a click shows its token there, and a number past the trace on show is
+    refused in words and put back (the model took it; the spectrogram quietly drew the last token)."""
+    from workbench.dashboards.namm import token_field
+
+    model = NAMMExplorer(runs_dir=str(tmp_path), prompt=PROMPT, n_up=16, max_new_tokens=4)
+    said: list[str] = []
+    field = token_field(model, said.append)
+    assert field.name == "token (spectrogram)"
+    trace = model.run()
+    last, rows = trace.n_tokens - 1, trace.n_layers * trace.n_heads
+    assert model.param.token.bounds == (0, last) and field.value == model.token == 0
+    assert model.pick(7, rows - 1)[0] == 7 and field.value == 7  # a click: the field follows
+    field.value = 11  # typed: the state a click on token 11 sets
+    assert model.token == 11 and model.pick(11, rows - 1)[0] == 11 and "token 11 " in spectrogram_words(model)
+    for bad in (last + 1, -1, None):
+        field.value = bad
+        assert model.token == 11 and field.value == 11, bad
+        why = "it was left empty" if bad is None else f"got {bad}"
+        assert said[-1] == f"token (spectrogram) takes a whole number from 0 to {last} ({why}; kept 11)"
+    field.value = last  # the last token: taken, the refusal cleared
+    assert model.token == last and said[-1] == ""
+    with pytest.raises(ValueError, match=f"must be at most {last}"):
+        model.token = last + 1
+
 
 def test_the_sweep_compares_at_most_32_new_tokens(tiny, tmp_path):
     """From mutation sampling: "compare with baselines" reads the full cache's continuation for at most 32 tokens
@@ -309,6 +346,10 @@ RASTER = """([x, y]) => {  // the page position of data point (x, y) in the rete
   }
   return null;
 }"""
+
+
+SAID = """() => Array.from(Bokeh.index.all_views())  // what the views on show say: plot titles, Divs' text
+  .map(v => (v.model.title && v.model.title.text) || v.model.text || '').join(' | ')"""
 
 
 def test_a_capped_run_keeps_its_cap_and_the_sweep_compares_on_the_trace_on_show(namm_run, tiny, tmp_path):
@@ -384,11 +425,11 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         # and once the run's spinner is off: it goes after the views are drawn, and its veil takes a click
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
         page.mouse.click(*page.evaluate(RASTER, [9, 2]))  # row 1 of 4 from the top: layer 0, head 1
-        token = page.get_by_label("token (spectrogram)")
-        deadline = time.time() + 30
-        while token.input_value() != "9" and time.time() < deadline:
+        token, head = page.get_by_label("token (spectrogram)"), page.get_by_label("KV head")
+        deadline = time.time() + 30  # the token field follows the model on its own, before or after the menus
+        while (token.input_value(), head.input_value()) != ("9", "head 1") and time.time() < deadline:
             page.wait_for_timeout(200)
-        assert token.input_value() == "9" and page.get_by_label("KV head").input_value() == "head 1"
+        assert token.input_value() == "9" and head.input_value() == "head 1"
         # its hover names the same: the layer and KV head of the row, not a row index, and the state by name
         x, y = page.evaluate(RASTER, [9, 2])
         page.mouse.move(x + 1, y)
@@ -399,6 +440,21 @@ def test_namm_page_runs_a_prompt_scrubs_and_exports_in_chromium(served, namm_run
         x, y = page.evaluate(RASTER, [9, 0])
         page.mouse.move(x + 1, y)
         page.get_by_text("L1 · head 1").wait_for(timeout=30000)  # the bottom row: the last layer's last head
+        # the keyboard's way to a token (the raster answered the mouse only): the token field, a Tab after the KV
+        # head menu, shows the spectrogram of the token typed; one past the trace is refused in words, put back
+        head.focus()
+        page.keyboard.press("Tab")
+        expect(token).to_be_focused()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("12")
+        page.keyboard.press("Enter")
+        page.locator(".bk-tab", has_text="Spectrogram").click()
+        page.wait_for_function(f"() => ({SAID})().includes('token 12 ')", timeout=30000)
+        token.fill("100000")
+        token.press("Enter")
+        refusal = r"token \(spectrogram\) takes a whole number from 0 to \d+ \(got 100000; kept 12\)"
+        page.get_by_text(re.compile(refusal)).wait_for(timeout=30000)
+        expect(token).to_have_value("12", timeout=30000)
         page.locator("button.first").click()  # the scrubber back to the first eviction step
         page.get_by_text(f"step 1 of {steps}: 16 tokens processed").wait_for(timeout=30000)
         page.locator(".bk-tab", has_text="Text").click()
