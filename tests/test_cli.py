@@ -559,6 +559,24 @@ def test_a_gpu_kit_pip_cannot_download_leaves_the_kit_made_before(tmp_path):
     assert old.read_bytes() == b"the kit made before" and [p.name for p in tmp_path.iterdir()] == [".gpu"]
 
 
+def test_the_gpu_kit_refuses_a_python_with_more_after_it_and_outlives_a_half_kit_left_before(tmp_path):
+    """From mutation sampling: --python 3.12x is refused as "abc" is (pip's own refusal came after the download
+    began); a .gpu.new/ that a killed `make gpu-kit` left is made again, not a FileExistsError traceback."""
+    import os
+
+    kit = Path(__file__).resolve().parents[1] / ".ci" / "gpu-kit"
+    res = subprocess.run([sys.executable, kit, "--python", "3.12x"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "give the GPU machine's Python as 3.N, e.g. 3.12, got '3.12x'" in res.stderr, \
+        res.stderr
+    (tmp_path / ".gpu.new" / "wheels").mkdir(parents=True)
+    res = subprocess.run([sys.executable, kit], cwd=tmp_path, env={**os.environ, "PIP_NO_INDEX": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "error: pip could not download the kit's wheels" in res.stderr and list(tmp_path.iterdir()) == [], \
+        res.stderr
+
+
 def test_bench_asal_prints_the_split_per_phase():
     res = run("bench", "asal", "--json", "--substrates", "boids", "--fm", "pixels", "--steps", "20", "--pop", "4",
               "--device", "cpu", "--iters", "2")
@@ -589,6 +607,19 @@ def test_the_machine_line_reads_the_cpu_model_and_the_flags_timings_depend_on():
     assert _cpuinfo(text) == ("AMD EPYC 9R14", ["avx2", "avx512f", "avx512_bf16"])
     assert _cpuinfo("") == (None, [])
     assert _memory_gib("MemTotal:       24641536 kB\nMemFree: 1 kB\n") == 23.5 and _memory_gib("") is None
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "sched_setaffinity"), reason="needs Linux's CPU affinity")
+def test_the_machine_line_counts_the_cores_this_process_may_use():
+    """From mutation sampling: "cores" is what this process may use (a SLURM job's share, `taskset`'s), "cpus" the
+    machine's; a process held to one core said the machine's count of both."""
+    import os
+
+    code = ("import json, os\nos.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from workbench.machine import machine\nm = machine()\nprint(json.dumps([m['cores'], m['cpus']]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == [1, os.cpu_count()], res.stdout
 
 
 def test_bench_fm_times_plain_open_clip_and_ours_against_the_roof():

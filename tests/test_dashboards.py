@@ -3664,6 +3664,48 @@ def test_a_run_json_without_a_kind_is_said_a_run_of_unknown_kind_not_a_none_run(
     assert runs.link(merge.id) == f"`{merge.id}`: no page opens runs of unknown kind yet"
 
 
+def test_the_passed_over_line_and_the_live_panes_a_screen_reader_announces():
+    """From mutation sampling: the passed-over line puts " · " between runs (a reason that ends with its fix ran into
+    the next run's words) and is "" for none (the QD page and the Atlas show their alert whenever it is not); the
+    run alert is announced at once (role alert), other live panes politely (role status)."""
+    import panel as pn
+
+    from workbench.dashboards.shell import LIVE_CLASS, live, passed_over_line, run_alert
+
+    assert passed_over_line(["run a: damaged; fix it", "run b: corrupt"]) == \
+        "Passed over: run a: damaged; fix it · run b: corrupt"
+    assert passed_over_line([]) == ""
+    assert live(pn.pane.Markdown("")).css_classes == [LIVE_CLASS]
+    assert f"{LIVE_CLASS}-alert" in run_alert(None).css_classes
+
+
+def test_the_qd_page_passes_over_left_out_runs_oldest_first_and_says_one_of_no_kind_with_an_algorithm(tmp_path):
+    """From mutation sampling: the QD page's passed-over line lists its runs oldest first, as its menu does (an
+    illumination made before a qd run came after it); a run.json without a kind whose config names an algorithm
+    was "a None (ga) run" on the QD page."""
+    from workbench.dashboards.home import store_summary
+    from workbench.dashboards.qd import QDModel, read_source
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path)
+    ev = {"substrate": "boids", "fm": "pixels", "steps": 4}
+    me = store.create("illuminate", "boids", "pixels", {"algorithm": "map-elites", "eval": ev}, 0)
+    qd = store.create("qd", "zoo", "elite", {"tasks": ["a", "b"], "bins": 3, "ranges": {}}, 0, metric="qd_score")
+    ga = store.create("illuminate", "boids", "pixels", {"algorithm": "ga", "eval": ev}, 1)
+    for run in (me, qd):
+        run.update(status="done")
+        (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text())
+                                                      | {"created": ["2026"]}))
+    assert [why.split(":")[0] for why in QDModel(runs_dir=str(tmp_path)).skipped] == [f"run {me.id}", f"run {qd.id}"]
+    # the Home line read without the Runs page's catalog counts the folders left out too
+    assert store_summary(str(tmp_path)).endswith("Left out, not readable as runs: 2 folders (the Runs page says why).")
+    info = json.loads((ga.path / "run.json").read_text())
+    del info["kind"]
+    (ga.path / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=r"is an unknown \(ga\) run; the QD page opens"):
+        read_source(str(tmp_path), ga.id)
+
+
 def test_an_atlas_run_whose_run_json_lacks_its_substrate_is_said_and_one_asked_for_is_refused(tmp_path):
     """A finished illumination whose run.json lost its config's eval (edited by hand) made the Atlas a traceback
     before it was built (a KeyError reading the substrate, outside the layout's refusals) where it was the newest

@@ -1320,6 +1320,28 @@ def test_a_run_the_catalog_leaves_out_is_named_with_its_reason_and_fix(tmp_path,
     assert json.loads(capsys.readouterr().out)["recorded_status"] is None
 
 
+def test_a_left_out_run_json_whose_kind_is_no_text_is_passed_over_by_no_page(tmp_path):
+    """From mutation sampling: passed_over reads each left-out run.json as plain JSON, and a kind that is no text (a
+    list) or a run.json that is no object names no kind (compared with a page's kinds, the list was unhashable: a
+    TypeError on every page that picks runs); checked_catalog_row without the run's folder names the run's own
+    run.json (ROOT/ID), not one at the store's root."""
+    from workbench.runs import checked_catalog_row
+
+    store = RunStore(tmp_path)
+    cfg = {"method": "ties", "models": ["a", "b"], "tasks": ["add"], "iters": 3}
+    listed, models = (store.create("merge", "ties", "a+b", cfg, seed, metric="fitness") for seed in (0, 1))
+    for run, change in ((listed, {"kind": ["merge"]}), (models, {"config": {**cfg, "models": 5}})):
+        (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text()) | change))
+    (tmp_path / "array").mkdir()
+    (tmp_path / "array" / "run.json").write_text("[1, 2]")
+    assert store.list() == [] and sorted(store.unreadable_why) == sorted(["array", listed.id, models.id])
+    assert [why.split(":")[0] for why in store.passed_over(["merge"])] == [f"run {models.id}"]
+    with pytest.raises(RunError) as refused:
+        checked_catalog_row(json.loads((models.path / "run.json").read_text()), tmp_path)
+    assert str(refused.value).startswith(f"{models.path}/run.json's config does not read as a merge run's"), \
+        refused.value
+
+
 def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tmp_path):
     """From a probe of damaged run folders: one truncated metrics.parquet failed `runs list`, `runs show` and the
     Runs page for every run (DuckDB's traceback), a damaged best.png blanked the Runs page, run.json fields of the
