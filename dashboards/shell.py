@@ -51,7 +51,8 @@ PAGES: dict[str, PageInfo] = {p.slug: p for p in (
     PageInfo("runs", "Runs",
              "Every run in the store as a gallery: status, best score, open it where it fits, compare runs and seeds."),
     PageInfo("atlas", "Atlas",
-             "An illumination run's population laid out by PCA, t-SNE or UMAP; click a cell to play it."),
+             "An illumination run's population laid out by PCA, t-SNE or UMAP; click a cell (or give its number "
+             "under Play) to play it."),
     PageInfo("merge", "Merge",
              "An evolved merge recipe: weights and densities per layer, DFS path, fitness, task vectors."),
     PageInfo("qd", "QD archives",
