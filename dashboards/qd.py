@@ -947,6 +947,13 @@ def _edge_ticks(bins: int, lo: float, hi: float) -> list[tuple[float, str]]:
     return [(b - 0.5, f"{edges[b]:.2g}") for b in marks]
 
 
+def count_font_px(size: int, bins: int) -> int:
+    """The pixel size of the counts written in an archive's cells on the page: 45 % of a cell (`size` px for `bins`
+    cells a side), from 9 px (7 pt, what fits a 13 px cell of 15 bins at 190 px) to 14 px: the counts were 7 pt in
+    any cell, small in the 31 px cells of the archive drawn over its thumbnails."""
+    return int(min(14, max(9, round(0.45 * size / max(bins, 1)))))
+
+
 def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap: str, bins: int, axes: list[str],
                 title: str, highlight: tuple[int, ...] | None = None, under: np.ndarray | None = None,
                 labels: bool = False, size: int = 190, axis_ranges: list[tuple[float, float]] | None = None,
@@ -985,7 +992,8 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
         text["ink"] = text_colours(cells[value], cmap, span) if isinstance(cmap, str) and len(cells) else "#000000"
         layers["labels"] = styled(hv.Labels(text[text[value] > 0][["x", "y", "text", "ink"]], ["x", "y"],
                                             ["text", "ink"]),
-                                  bokeh={"text_font_size": "7pt", "text_color": hv.dim("ink")},
+                                  bokeh={"text_font_size": f"{count_font_px(size, bins)}px",
+                                         "text_color": hv.dim("ink")},
                                   mpl={"size": 7, "color": hv.dim("ink")})  # 4 pt in matplotlib's grey-blue before
     hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
     ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])

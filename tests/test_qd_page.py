@@ -784,6 +784,23 @@ def test_five_tasks_draw_every_pair_and_archive_panels_that_read(qd):
     assert model.archive_layers(TASKS[0], "sampling")[0]["labels"] is not None  # the page's own cells keep them
 
 
+def test_the_counts_in_an_archives_cells_grow_with_the_cells():
+    """The page wrote its counts at 7 pt in any cell: small in the 31 px cells of an archive drawn over its
+    thumbnails (470 px, 15 bins) or in a coarse archive's. They take 45 % of a cell, from 9 px to 14 px."""
+    import holoviews as hv
+
+    from workbench.dashboards.qd import cell_layers, count_font_px
+
+    assert [count_font_px(190, 15), count_font_px(470, 15), count_font_px(190, 8), count_font_px(190, 3)] == \
+        [9, 14, 11, 14]
+    cells = pd.DataFrame({"x": [0], "y": [0], "draws": [30.0], "model": ["m"], "id": [1], "scores": [""],
+                          "parents": [""], "cell_text": [""], "quality": [0.5]})
+    for size, px in ((190, "9px"), (470, "14px")):
+        layers, _ = cell_layers(cells, "draws", (0, 30), "Oranges", 15, TASKS[:2], "t", labels=True, size=size)
+        style = hv.Store.lookup_options("bokeh", layers["labels"], "style").kwargs
+        assert style["text_font_size"] == px, style
+
+
 def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):
     """A qd run.json whose config lacks a task's range (or everything) took down Home and Runs (its thumbnail
     read the config outside any try) and left the QD page on "loading…" for good (a KeyError where the page
