@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import math
 import re
-import shlex
 import sys
 import threading
 import time
@@ -1141,7 +1140,7 @@ def train_command(model: ExpertsModel) -> str:
     """`workbench experts train` for an SVF expert (the default adapter) of the run's model, seed and prompt format,
     into the folder the page shows (the mixer takes experts of the same model and seed from there); T: the task."""
     cfg = model.data.config
-    parts = ["workbench experts train", f"--model {shlex.quote(str(cfg['model']))}", "--task T",
+    parts = ["workbench experts train", f"--model {shell_path(str(cfg['model']))}", "--task T",
              f"--seed {cfg['seed']}"]
     if cfg.get("prompt_format") == "chat":
         parts.append("--prompt-format chat")

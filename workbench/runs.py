@@ -1265,9 +1265,8 @@ class RunStore:
         self.root = store_root(root)
         #: the metrics.parquet files the last catalog() left out of its metrics view (or list() found damaged)
         self.unreadable_metrics: list[str] = []
-        #: the folders the last catalog() left out: their run.json does not read as a run's (as broken())
-        self.unreadable_runs: list[str] = []
-        #: why each of them was left out (folder -> the reason and its fix, "run.json is corrupt (…); correct it …")
+        #: the folders the last catalog() left out (their run.json does not read as a run's, as broken()), and why
+        #: each was (folder -> the reason and its fix, "run.json is corrupt (…); correct it …")
         self.unreadable_why: dict[str, str] = {}
         if self.root.exists() and not self.root.is_dir():
             raise ValueError(f"--runs {root} is a file, not a folder: give the run store's folder (made when missing)")
@@ -1534,17 +1533,15 @@ class RunStore:
             if not (path / "run.json").exists():  # not a run (the Lab's snapshots, a page's figures): no warning
                 continue
             try:
-                info = Run(path).info
+                records.append(checked_catalog_row(Run(path).info, self.root, path))
             except RunError as exc:  # its words name the folder: said of the folder named beside them
                 broken[path.name] = str(exc).replace(f"{path}/", "", 1)
-                continue
-            try:
-                row = checked_catalog_row(info, self.root, path)
-            except RunError as exc:
-                broken[path.name] = str(exc).replace(f"{path}/", "", 1)
-                continue
-            records.append(row)
         return records, broken
+
+    @property
+    def unreadable_runs(self) -> list[str]:
+        """The folders the last catalog() left out: their run.json does not read as a run's (as broken())."""
+        return list(self.unreadable_why)
 
     def passed_over(self, kinds: Iterable[str], algorithm: str | None = None) -> list[str]:
         """Why each run of `kinds` the last catalog() left out cannot be read ("run ID: reason"): for a page that
@@ -1570,7 +1567,6 @@ class RunStore:
         import duckdb
 
         records, self.unreadable_why = self._records()
-        self.unreadable_runs = list(self.unreadable_why)
         self.unreadable_metrics = []
         con = duckdb.connect()
         types = {"text": "VARCHAR", "int": "BIGINT", "real": "DOUBLE", "texts": "VARCHAR[]"}

@@ -332,10 +332,13 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
             setting_up.cancel()
             begin(*args)
 
-        def on_iteration(done: int, total: int, row: dict) -> None:
-            start()
+        def show(done: int, total: int, row: dict) -> None:  # the count and the metric now (a resumed run's at
+            start()  # once: rich's speed leaves its first sample out, so the ETA is not thrown)
             last["value"] = value(row)
             bar.update(task, completed=done, total=total, value=last["value"])
+
+        def on_iteration(done: int, total: int, row: dict) -> None:
+            show(done, total, row)
             now = time.monotonic()
             if plain and now - said["at"] >= PLAIN_EVERY and done != total:  # the last: rich's bar as it ends
                 said["at"] = now
@@ -343,18 +346,13 @@ def iteration_progress(description: str, total: int | None, label: str, value: C
                 err.print(f"{description} {done}/{total} {label} {last['value']} {minutes // 60}:{minutes % 60:02d}:"
                           f"{seconds:02d}", soft_wrap=True)
 
-        def resumed(done: int, total: int, row: dict) -> None:  # a resumed run's count, at once (not at the next
-            start()  # iteration's end; rich's speed leaves its first sample out, so the ETA is not thrown)
-            last["value"] = value(row)
-            bar.update(task, completed=done, total=total, value=last["value"])
-
         def phase(text: str) -> None:  # what a run's end does once the bar is full (its test scores, baselines)
             start()
             bar.update(task, value=text)
 
         on_iteration.start = start  # the drivers' on_start(run)
         on_iteration.phase = phase
-        on_iteration.resumed = resumed
+        on_iteration.resumed = show  # a resumed run's count, at once (not at its next iteration's end)
         yield on_iteration
         # done: the bar left on screen ends on the run's metric, not on its last phase ("… test scores …" read as
         # still working); after an error the phase stays, saying where it failed
