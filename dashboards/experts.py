@@ -29,7 +29,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.checks import shell_path
+from workbench.checks import shell_path, user_path
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import (
     ROW_WIDTH,
@@ -265,14 +265,16 @@ class ExpertsModel(param.Parameterized):
         ids = [r["id"] for r in self._rows if r.get("kind") in KINDS]
         self.param.run_id.objects = ids
         self._data, self._store_scores, self._mixer = None, None, None  # new runs: new experts to mix
+        # runs of its kinds the catalog left out (a run.json field of another type) are passed over: said at each
+        # read (a refresh kept the first read's, mended or newly damaged runs as they were)
+        self.skipped = store.passed_over(KINDS)
         if self.run_id not in ids:  # the newest adapt run (it has every view), else the newest run, that reads
             kinds = {r["id"]: r.get("kind") for r in self._rows}
             adapts = [i for i in ids if kinds.get(i) == "adapt"]
             run_id, self._data, skipped = newest_readable(
                 [*adapts[::-1], *[i for i in ids[::-1] if i not in adapts]],
                 lambda i: read_run(RunStore(self.runs_dir), i))  # its files kept for data
-            # runs of its kinds the catalog left out (a run.json field of another type) are passed over too: said
-            self.skipped = [*store.passed_over(KINDS), *skipped]
+            self.skipped += skipped
             self.run_id = run_id
         else:
             self._opened()
@@ -606,7 +608,7 @@ class ExpertsModel(param.Parameterized):
         from workbench.lm.models import SMOLLM2
 
         model = self.data.config["model"]
-        if model == SMOLLM2 or Path(model).expanduser().exists():
+        if model == SMOLLM2 or user_path(model).exists():
             return model
         for parent in Path(self.runs_dir).resolve().parents:
             if (parent / model).exists():
@@ -1274,6 +1276,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         section,
         served_location,
         shell,
+        show_passed_over,
     )
 
     holoviews()
@@ -1354,7 +1357,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         await off_loop(model.refresh, busy=[tabs, refresh])
         picker.options = list(model.param.run_id.objects)
         picker.value = model.run_id
-        alert.visible = False  # a refusal before is not this read's
+        show_passed_over(alert, model)  # a refusal before is not this read's; the runs it passed over are
         address(location, run=model.run_id)  # a run removed since gave way to another: the address says which
         build()
 

@@ -55,11 +55,13 @@ class MergeModel(param.Parameterized):
         store = RunStore(self.runs_dir)
         ids = [r["id"] for r in views.merge_runs(store)]
         self.param.run_id.objects = ids
-        if self.run_id not in ids:  # the newest run that reads (its files kept for data())
+        # merge runs the catalog left out (a run.json field of another type) are passed over: said at each read (a
+        # refresh kept the first read's, mended or newly damaged runs as they were)
+        self.skipped = store.passed_over(["merge"])
+        if self.run_id not in ids:  # the newest run that reads (its files kept for data()); newer ones passed over
             run_id, self._loaded, skipped = newest_readable(
                 ids, lambda i: views.MergeRun.open(RunStore(self.runs_dir), i))
-            # merge runs the catalog left out (a run.json field of another type) are passed over too: said
-            self.skipped = [*store.passed_over(["merge"]), *skipped]
+            self.skipped += skipped
             self.run_id = run_id
         return ids
 
@@ -221,6 +223,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         section,
         served_location,
         shell,
+        show_passed_over,
     )
     from workbench.figures import holoviews
 
@@ -299,7 +302,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         await off_loop(lambda: (model.refresh(), load()), busy=[tabs, refresh])
         picker.options = list(model.param.run_id.objects)
         picker.value = model.run_id
-        alert.visible = False  # a refusal before is not this read's
+        show_passed_over(alert, model)  # a refusal before is not this read's; the runs it passed over are
         address(location, run=model.run_id)
         build_tabs()
 

@@ -20,7 +20,7 @@ import numpy as np
 import panel as pn
 import param
 
-from workbench.checks import shell_path
+from workbench.checks import shell_path, user_path
 from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
@@ -215,7 +215,7 @@ class NAMMExplorer(param.Parameterized):
         on, without a word)."""
         if trained_on in MODELS.values():  # a name first, as `namm train` keeps "smollm2" one
             return trained_on
-        path = Path(trained_on).expanduser()
+        path = user_path(trained_on)
         if path.exists():
             return str(path.absolute())
         from workbench.runs import Run

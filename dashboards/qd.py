@@ -38,7 +38,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from workbench.checks import is_count
+from workbench.checks import is_count, user_path
 from workbench.dashboards.shell import (
     ROW_WIDTH,
     UNTRAPPED,
@@ -318,7 +318,7 @@ def read_source(runs_dir: str, run_id: str | None = None, path: str | None = Non
         return read_qd_run(store, run_id) if kind == "qd" else read_map_elites(store, run_id)
     if not path or not path.strip():
         raise ValueError("give a run id or the path of a pyribs archive (.parquet) or an archive map (.json)")
-    p = Path(path.strip()).expanduser()
+    p = user_path(path.strip())
     if not p.exists():
         raise ValueError(f"no file or folder {str(p)!r}")
     try:

@@ -518,9 +518,16 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
             model.choose(arg)
         except ValueError as exc:
             alert.param.update(object=as_text(str(exc)), visible=True)
-    if not alert.visible and getattr(model, "skipped", None):  # newer runs it could not read, passed over
-        alert.param.update(object=as_text(passed_over_line(model.skipped)), visible=True)
+    if not alert.visible:
+        show_passed_over(alert, model)
     return alert
+
+
+def show_passed_over(alert: pn.pane.Alert, model: Any) -> None:
+    """The page's error line says the runs of its kinds `model` passed over (its `skipped`: runs the catalog left
+    out, newer runs it could not read), or is hidden where there are none (a refresh after they were mended)."""
+    text = passed_over_line(getattr(model, "skipped", None) or [])
+    alert.param.update(object=as_text(text), visible=bool(text))
 
 
 def passed_over_line(skipped: list[str]) -> str:

@@ -75,7 +75,10 @@ def test_a_seed_a_substrate_does_not_read_is_said(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["render", "lenia", "--steps", "0", "--out", "x.png"], "argument --steps: give a whole number of at least 1"),
     (["render", "lenia", "--steps", "3", "--out", "x.jpg"], ".png, .gif, .mp4"),
-    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "--theta 'missing.npy': no such"),
+    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "missing.npy"], "--theta missing.npy: no such"),
+    # a path as bash takes it back (repr showed it's x as "it's x", and a\b as 'a\\b': neither pastes)
+    (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "it's x.npy"],
+     "--theta 'it'\"'\"'s x.npy': no such"),
     (["render", "lenia", "--steps", "3", "--out", "x.png", "--theta", "."], "is a folder; give a θ .npy file"),
     (["render", "boids", "--steps", "3", "--out", "nowhere/x.png"], "does not exist"),
     (["render", "boids", "--steps", "3", "--out", "x.png", "--theta", "wrong.npy"], r"needs \(193,\)"),

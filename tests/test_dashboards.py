@@ -3539,6 +3539,7 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
     namm = store.create("namm", "tiny", "namm", {"model": "tiny"}, 0)
     for run in (good, created, adapt, status, namm):
         run.update(status="done", best_loss=-0.5, iterations=3)
+    mended = {run.id: (run.path / "run.json").read_text() for run in (created, status)}
     for run, change in ((created, {"created": ["2026"]}), (status, {"status": {"a": 1}}), (namm, {"kind": 5})):
         (run.path / "run.json").write_text(json.dumps(json.loads((run.path / "run.json").read_text()) | change))
     fix = "correct it in run.json, or move the folder out of the run store"
@@ -3569,6 +3570,21 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
         NAMMExplorer(runs_dir=str(tmp_path)).choose(namm.id)
     assert f"run.json is corrupt (kind is int, not str); {fix}; the NAMM page cannot open it" in str(refused.value)
     assert "is no run" not in str(refused.value)
+
+    # a refresh reads them again: mended, the line goes; damaged since, it comes (the first read's line stayed)
+    from workbench.dashboards.shell import show_passed_over
+
+    for run in (created, status):
+        (run.path / "run.json").write_text(mended[run.id])
+    (good.path / "run.json").write_text(json.dumps(json.loads((good.path / "run.json").read_text()) | {"seed": "0"}))
+    merge.refresh()
+    experts.refresh()
+    assert merge.skipped == [f"run {good.id}: run.json is corrupt (seed is str, not int); {fix}"], merge.skipped
+    assert experts.skipped == [] and experts.run_id == adapt.id
+    show_passed_over(alert, experts)
+    assert not alert.visible and alert.object == ""
+    show_passed_over(alert, merge)
+    assert alert.visible and alert.object.startswith("Passed over: ") and good.id in alert.object
 
 
 def test_the_qd_page_and_the_atlas_say_the_runs_of_their_kinds_the_catalog_left_out(tmp_path):

@@ -287,6 +287,12 @@ def test_zoo_errors(tmp_path, tiny_zoo, monkeypatch):
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
     assert check_zoo_out(".") == tmp_path / "empty" and check_zoo_out("../empty/.") == tmp_path / "empty"
+    # "./~" is a folder named "~" here, as in a shell: pathlib drops the "./", and the zoo went over the home folder
+    # (refused as "not a zoo" at best); "~/z" is in the home folder
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert check_zoo_out("./~") == tmp_path / "empty" / "~" and check_zoo_out("~/z") == tmp_path / "home" / "z"
     (tmp_path / "f").write_text("")
     with pytest.raises(ValueError, match=f"--out {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file"):
         check_zoo_out(tmp_path / "f" / "sub")

@@ -24,13 +24,15 @@ import types
 from collections.abc import Callable
 from pathlib import Path
 
+from workbench.checks import user_path
+
 #: the reference's names of the substrates both sides have (Flow-Lenia is not in the ASAL repository)
 REFERENCE_SUBSTRATES = ("lenia", "boids", "plife", "plife_plus", "plenia", "dnca", "nca_d1", "nca_d3", "gol")
 
 
 def check_reference(path: str | Path) -> Path:
     """The checkout folder, or one ValueError naming --reference and the fix (before anything is timed)."""
-    root = Path(path).expanduser()
+    root = user_path(path)
     if not (root / "substrates" / "lenia_impl.py").is_file():
         raise ValueError(f"--reference {path}: not a checkout of the reference implementation (no "
                          "substrates/lenia_impl.py there); give the folder of a clone of "

@@ -208,6 +208,13 @@ def absolute_paths(config: object, *names: str, keep: tuple[str, ...] = ()) -> N
         setattr(config, name, [absolute(v) for v in value] if isinstance(value, (list, tuple)) else absolute(value))
 
 
+def user_path(path: str | os.PathLike) -> Path:
+    """`path` as a shell reads it: "~/x" is in the home folder, "./~" is a folder named "~" here (kept absolute, as
+    pathlib drops the "./" and Path("./~").expanduser() was the home folder itself)."""
+    expanded = Path(os.path.expanduser(os.fspath(path)))
+    return expanded.absolute() if expanded.parts[:1] and expanded.parts[0].startswith("~") else expanded
+
+
 def same_paths(given: object, stored: object) -> bool:
     """True where `given` and `stored` (texts, or lists of them) name the same existing files or folders, however
     written: `--model tiny/` given to resume a run that recorded the folder's absolute path (absolute_paths)."""

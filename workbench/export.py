@@ -16,7 +16,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from workbench.atomic import atomic_write, write_png
-from workbench.checks import output_file
+from workbench.checks import output_file, shell_path
 from workbench.simulations import Substrate
 from workbench.simulations.base import Params, check_positive
 
@@ -267,10 +267,10 @@ def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
         return sub.zero_theta()
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"--theta {str(path)!r} is a folder; give a θ .npy file (e.g. a run's best.npy)")
+        raise ValueError(f"--theta {shell_path(path)} is a folder; give a θ .npy file (e.g. a run's best.npy)")
     if not path.is_file():
-        raise ValueError(f"--theta {str(path)!r}: no such file; give a θ .npy file (e.g. a run's best.npy)")
+        raise ValueError(f"--theta {shell_path(path)}: no such file; give a θ .npy file (e.g. a run's best.npy)")
     theta = read_theta(path, repr(str(path)), " or pass a run's best.npy to --theta")
     if theta.shape != (sub.n_params,):
-        raise ValueError(f"θ in {str(path)!r} has shape {theta.shape}; {sub.name} needs ({sub.n_params},)")
+        raise ValueError(f"θ in {shell_path(path)} has shape {theta.shape}; {sub.name} needs ({sub.n_params},)")
     return theta

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from workbench.checks import shell_path
 from workbench.kernels.device import resolve_device
 
 OFFLINE_DEFAULT = "efficientnet-lite0"
@@ -434,7 +435,7 @@ def efficientnet_lite0_state_dict(path: str | Path | None = None) -> dict[str, t
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise ValueError(f"weights file {str(path)!r} does not exist; pass --weights FILE with an existing "
+        raise ValueError(f"weights file {shell_path(path)} does not exist; pass --weights FILE with an existing "
                          f"state dict, or use the offline default --fm {OFFLINE_DEFAULT}")
     try:
         if path.suffix == ".safetensors":
@@ -445,12 +446,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
         first = (str(exc).strip().splitlines() or [""])[0][:120]  # torch's unpickling errors run for pages
-        raise ValueError(f"cannot read weights file {str(path)!r} ({type(exc).__name__}: {first}); "
+        raise ValueError(f"cannot read weights file {shell_path(path)} ({type(exc).__name__}: {first}); "
                          f"it must be a torch.save state dict or a .safetensors file") from None
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
-        raise ValueError(f"weights file {str(path)!r} holds a {type(sd).__name__}, not a state dict")
+        raise ValueError(f"weights file {shell_path(path)} holds a {type(sd).__name__}, not a state dict")
     return sd
 
 
@@ -521,7 +522,7 @@ def _openclip(arch: str, weights: str | Path | None, pretrained: str | None, pre
         try:
             model.load_state_dict(sd)
         except RuntimeError as exc:
-            raise ValueError(f"weights file {str(weights)!r} does not fit open_clip {arch!r}: "
+            raise ValueError(f"weights file {shell_path(weights)} does not fit open_clip {arch!r}: "
                              f"{str(exc).splitlines()[0]} (OpenAI checkpoints need the '-quickgelu' "
                              f"architecture variant)") from exc
     else:
@@ -639,7 +640,7 @@ def _check_image(path: Path) -> None:
 def _check_checkpoint(path: Path) -> None:
     """A file that torch.load or safetensors can read, judged by its first bytes (no unpickling here)."""
     if not path.is_file():
-        raise ValueError(f"weights file {str(path)!r} does not exist; pass --weights FILE with an existing "
+        raise ValueError(f"weights file {shell_path(path)} does not exist; pass --weights FILE with an existing "
                          f"state dict, or use the offline default --fm {OFFLINE_DEFAULT}")
     with path.open("rb") as f:
         head = f.read(16)
@@ -647,7 +648,7 @@ def _check_checkpoint(path: Path) -> None:
     is_pickle = head[:1] == b"\x80"                    # legacy torch.save
     is_safetensors = len(head) >= 9 and head[8:9] == b"{"  # 8-byte header length, then the JSON header
     if not (is_zip or is_pickle or is_safetensors):
-        raise ValueError(f"weights file {str(path)!r} is not a checkpoint (a torch.save state dict or a "
+        raise ValueError(f"weights file {shell_path(path)} is not a checkpoint (a torch.save state dict or a "
                          f".safetensors file); check --weights")
 
 

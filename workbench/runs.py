@@ -57,7 +57,7 @@ except ImportError:  # Windows: no flock; there run.json's status and heartbeat 
 
 from workbench.atomic import atomic_write, sweep_partial_writes, write_png
 from workbench.checkpoint import CheckpointError, pack, unpack
-from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths, shell_path
+from workbench.checks import MemoryNeedError, count, file_above, is_whole, same_paths, shell_path, user_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -1243,8 +1243,7 @@ def store_root(root: str | os.PathLike) -> Path:
     """A run store's folder as given: "~/runs" is the home folder's, as in a shell (and a notebook). "./~" is a
     folder named "~" here, kept absolute: pathlib drops the "./", and Path("./~").expanduser() was the home folder
     itself (`--runs ./~` wrote runs there, and a resume command's `--runs '~'` would say so too)."""
-    path = Path(os.path.expanduser(os.fspath(root)))
-    return path.absolute() if path.parts[:1] and path.parts[0].startswith("~") else path
+    return user_path(root)
 
 
 class RunStore:
@@ -1355,7 +1354,7 @@ class RunStore:
         if isinstance(run_id, Run):
             run_id = run_id.path
         if isinstance(run_id, os.PathLike):
-            folder = Path(run_id).expanduser()
+            folder = user_path(run_id)
             if folder.parent.resolve() != self.root.resolve():
                 raise RunError(f"{folder} is not a run folder of the run store {self.root}: give a run id, or open "
                                f"the store that holds it (RunStore({str(folder.parent)!r}))")

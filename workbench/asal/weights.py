@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from workbench.checks import user_path
 from workbench.fm import EMBEDDED_FMS
 from workbench.runs import RunError, sha256_file
 
@@ -52,7 +53,7 @@ def resumed_weights(run: Run, weights: str | Path | None, going_on: bool = True)
     recorded = ev.get("weights")
     how = run.resume_cli or "the resume"
     if weights is None:
-        if not (going_on and uses_weights(ev)) or Path(recorded).expanduser().exists():
+        if not (going_on and uses_weights(ev)) or user_path(recorded).exists():
             return None
         extended = " --iters N" if run.info.get("status") == "done" else ""  # (a finished run extended: its total)
         raise RunError(f"run {run.id}'s FM weights {recorded} are not there (moved or deleted?): give where they are "
@@ -61,12 +62,12 @@ def resumed_weights(run: Run, weights: str | Path | None, going_on: bool = True)
     if not uses_weights(ev):
         why = "reads no --weights file" if ev.get("fm") in EMBEDDED_FMS else "was started without --weights"
         raise RunError(f"run {run.id}'s FM ({ev.get('fm')}) {why}: leave --weights out")
-    path = os.path.abspath(Path(weights).expanduser())
+    path = os.path.abspath(user_path(weights))
     if not Path(path).exists():
         raise RunError(f"--weights {weights}: no such file or folder; give where run {run.id}'s FM weights "
                        f"(recorded at {recorded}) are now, or leave --weights out")
     sha = run.info.get("weights_sha256")
-    if sha is None and Path(recorded).expanduser().exists():
+    if sha is None and user_path(recorded).exists():
         sha = weights_fingerprint(recorded)
     if sha is not None and weights_fingerprint(path) != sha:
         raise RunError(f"--weights {weights} are not run {run.id}'s FM weights (their content differs from the "
@@ -87,7 +88,7 @@ def record_weights(run: Run, moved: str | None = None) -> None:
         fields["config"] = {**run.info["config"], "eval": {**ev, "weights": moved}}
     # only weights checked to be the run's: its own, or ones told by the weights still at its path (resumed_weights);
     # ones given with nothing to check them by are recorded by path alone (a fingerprint would lock the run onto them)
-    checked = moved is None or Path(ev["weights"]).expanduser().exists()
+    checked = moved is None or user_path(ev["weights"]).exists()
     if run.info.get("weights_sha256") is None and checked:
         fields["weights_sha256"] = weights_fingerprint(moved or ev["weights"])
     if fields:

@@ -8,8 +8,8 @@ line and exit 2 before any model loads or a run folder is touched.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from workbench.checks import user_path
 from workbench.cli.common import (
     POSITIVE,
     SEED,
@@ -99,7 +99,7 @@ def _same_model(given: str, trained_on: str) -> bool:
     """Whether --model names the model a policy was trained on: the same name, or the same folder."""
     if given == trained_on:
         return True
-    a, b = Path(given).expanduser(), Path(trained_on).expanduser()
+    a, b = user_path(given), user_path(trained_on)
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 

@@ -42,6 +42,7 @@ from workbench.checks import (
     check_weight,
     checked_again,
     paths_as_text,
+    user_path,
 )
 from workbench.runs import (
     Run,
@@ -166,7 +167,7 @@ def check_model(model: str, prompt_format: str = "plain") -> None:
     template for --prompt-format chat (a folder's tokenizer files; SmolLM2 has one)."""
     from workbench.lm.models import SMOLLM2
 
-    path = Path(model).expanduser()
+    path = user_path(model)
     if model == SMOLLM2 or (path.is_file() and path.suffix == ".gguf"):
         return
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []

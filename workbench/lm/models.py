@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
-from workbench.checks import shell_path
+from workbench.checks import shell_path, user_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -275,18 +275,18 @@ def check_run_model(run, command: str, model: str | None = None) -> str | None:
     if model is not None:
         if model == SMOLLM2:
             return model
-        path = Path(model).expanduser()
+        path = user_path(model)
         if not (path.is_dir() or (path.is_file() and path.suffix == ".gguf")):
             raise RunError(f"--model {model}: no such model folder or .gguf file; give where run {run.id}'s model "
                            f"(recorded at {recorded}) is now, or leave --model out")
-        there = recorded == SMOLLM2 or (bool(recorded) and Path(recorded).expanduser().exists())
-        same = recorded != SMOLLM2 and there and path.resolve() == Path(recorded).expanduser().resolve()
+        there = recorded == SMOLLM2 or (bool(recorded) and user_path(recorded).exists())
+        same = recorded != SMOLLM2 and there and path.resolve() == user_path(recorded).resolve()
         if not run.info.get("model_key") and there and not same:
             # nothing to check another place by (the run predates model_key), and its own model is where it was
             raise RunError(f"run {run.id}'s model is still at {recorded} (the run records no weights' key to check "
                            f"--model {model} by): leave --model out")
         return os.path.abspath(path)
-    if run.info.get("status") == "done" or recorded == SMOLLM2 or Path(recorded).expanduser().exists():
+    if run.info.get("status") == "done" or recorded == SMOLLM2 or user_path(recorded).exists():
         return None
     how = run.resume_cli or f"workbench {command} --resume {run.id}"
     raise RunError(f"run {run.id}'s model {recorded} is not there (moved or deleted?): `workbench {command} --resume` "
@@ -345,7 +345,7 @@ def load_model(name_or_path: str, *, dtype: torch.dtype = torch.float32,
 
 
 def _load_model(name_or_path: str, dtype: torch.dtype):
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if name_or_path == SMOLLM2:
         model, tok = _smollm2(dtype)
     elif path.is_file() and path.suffix == ".gguf":

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from workbench.atomic import replace_dir, staging_dir
-from workbench.checks import check_writable, file_above, shell_path
+from workbench.checks import check_writable, file_above, shell_path, user_path
 from workbench.kernels.device import describe, resolve_device
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
@@ -356,14 +356,14 @@ def run_zoo(run, zoo: str | Path | None = None, resume: str = "qd cycle") -> str
     if zoo is not None:
         zoo = os.path.abspath(os.path.expanduser(str(zoo)))
         if sha is None:  # a run from before zoos were fingerprinted: told by the zoo still at its recorded path (gone
-            sha = zoo_fingerprint(Path(recorded).expanduser())  # too: taken as given, nothing to check it by)
+            sha = zoo_fingerprint(user_path(recorded))  # too: taken as given, nothing to check it by)
         if not Path(zoo).is_dir() or (sha is not None and zoo_fingerprint(zoo) != sha):
             raise RunError(f"--zoo {zoo} is not run {run.id}'s zoo (its {ZOO_FILE} is not the one the run was built "
                            f"on, {recorded}); give that zoo's folder, or leave --zoo out")
         return zoo
-    if sha is None and not (Path(recorded).expanduser() / ZOO_FILE).is_file():  # a run that read no zoo.json: its
+    if sha is None and not (user_path(recorded) / ZOO_FILE).is_file():  # a run that read no zoo.json: its
         return recorded  # models were folders of their own (merge --models PATH …), its zoo no input to check
-    if not Path(recorded).expanduser().is_dir():
+    if not user_path(recorded).is_dir():
         relative = "" if os.path.isabs(recorded) else \
             " (a relative path, read from the folder you are in: the run was started elsewhere)"
         raise RunError(f"run {run.id}'s zoo {recorded} is not there{relative}; {fix}")
@@ -382,7 +382,7 @@ def record_zoo(run, zoo: str) -> None:
         fields.update(config={**run.info["config"], "zoo": zoo}, **({"zoo": zoo} if "zoo" in run.info else {}))
     # only a zoo checked to be the run's: its own, or one told by the zoo still at its path (run_zoo); one given
     # with nothing to check it by is recorded by path alone (its fingerprint would lock the run onto it)
-    checked = zoo == recorded or (Path(recorded).expanduser() / ZOO_FILE).is_file()
+    checked = zoo == recorded or (user_path(recorded) / ZOO_FILE).is_file()
     sha = zoo_fingerprint(zoo) if run.info.get("zoo_sha256") is None and checked else None
     if sha is not None:
         fields["zoo_sha256"] = sha
@@ -397,7 +397,7 @@ def check_zoo_out(out: str | Path) -> Path:
     given = out
     # "." and ".." as the folders they name, a symlink as the folder it points to (the link itself was replaced,
     # and the zoo it pointed to was left as it was)
-    out = Path(os.path.realpath(Path(out).expanduser()))
+    out = Path(os.path.realpath(user_path(out)))
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {given} is a file; choose a new folder for the zoo")
     blocking = file_above(out)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from workbench.checks import user_path
+
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -28,7 +30,7 @@ def model_config(name: str):
 
     from workbench.lm.models import SMOLLM2, SMOLLM2_CACHE, cache_dir, smollm2_gguf
 
-    path = Path(name).expanduser()
+    path = user_path(name)
     try:
         if name == SMOLLM2:
             cached = cache_dir() / SMOLLM2_CACHE
@@ -102,7 +104,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
 
     from workbench.lm.models import SMOLLM2, SMOLLM2_CACHE, cache_dir, smollm2_gguf
 
-    path = Path(name).expanduser()
+    path = user_path(name)
     try:
         if name == SMOLLM2:
             cached = cache_dir() / SMOLLM2_CACHE

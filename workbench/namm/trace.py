@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from workbench.checks import user_path
 from workbench.namm.features import HOP, N_FREQ, stft_magnitudes
 from workbench.namm.policy import EvictionPolicy, Selection
 from workbench.namm.scorer import N_PARAMS
@@ -226,7 +227,7 @@ def _model_key(name: str) -> str:
     if not name or name in (TINY, "smollm2"):
         return name
     try:
-        path = Path(name).expanduser()
+        path = user_path(name)
         return str(path.resolve()) if path.exists() else name
     except (OSError, RuntimeError, ValueError):  # ~nosuchuser/…, a name too long: load_model says why, not the
         return name                               # page's watcher (warm_model) with a traceback
