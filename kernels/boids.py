@@ -10,7 +10,7 @@ Flat parameter layout (as the search vector θ): for layer i = 1..4, b_i then W_
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 K_NEIGHBOURS = 16
 HIDDEN = 8
@@ -88,7 +88,7 @@ def _knn(x: ti.template(), p, i, grid, cell, max_dist,
     return count, best_j, best_d
 
 
-@ti.kernel
+@kernel
 def knn(x: ti.types.ndarray(ndim=3), out_idx: ti.types.ndarray(ndim=3), out_dist: ti.types.ndarray(ndim=3),
         cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2), items: ti.types.ndarray(ndim=2),
         grid: ti.i32, cell: ti.f32, k: ti.template()):
@@ -149,7 +149,7 @@ def _update_boid(x: ti.template(), v: ti.template(), theta: ti.template(), x_new
     x_new[p, i, 1] = py - ti.floor(py)
 
 
-@ti.kernel
+@kernel
 def step_per_simulation(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), theta: ti.types.ndarray(ndim=2),
                         x_new: ti.types.ndarray(ndim=3), v_new: ti.types.ndarray(ndim=3),
                         cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),
@@ -175,7 +175,7 @@ def step_per_simulation(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3)
                         v[p, i, a] = v_new[p, i, a]
 
 
-@ti.kernel
+@kernel
 def step_per_boid(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), theta: ti.types.ndarray(ndim=2),
                   x_new: ti.types.ndarray(ndim=3), v_new: ti.types.ndarray(ndim=3),
                   cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),

@@ -16,7 +16,7 @@ on channel-first worlds (P, C, H, W):
 import taichi as ti
 
 from workbench.kernels.plenia import exp2_fast
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 MAX_CHANNELS = 4
 
@@ -31,7 +31,7 @@ def _at(a: ti.template(), p, c, y, x):
     return v
 
 
-@ti.kernel
+@kernel
 def affinity(u: ti.types.ndarray(ndim=4), offset: ti.types.ndarray(ndim=2), weight: ti.types.ndarray(ndim=3),
              ubar: ti.types.ndarray(ndim=4), a: ti.types.ndarray(ndim=4), total: ti.types.ndarray(ndim=4)):
     """ubar[p, c] = Σ_k weight[p, c, k]·(2·2^(−(u[p, k] − offset[p, k])²) − 1); weight = h_k where c1_k = c, else 0.
@@ -56,7 +56,7 @@ def affinity(u: ti.types.ndarray(ndim=4), offset: ti.types.ndarray(ndim=2), weig
         total[p, 0, y, x] = mass
 
 
-@ti.kernel
+@kernel
 def targets(a: ti.types.ndarray(ndim=4), ubar: ti.types.ndarray(ndim=4), total: ti.types.ndarray(ndim=4),
             ty: ti.types.ndarray(ndim=4), tx: ti.types.ndarray(ndim=4), dt: ti.f32, theta_a: ti.f32, n: ti.f32,
             lim: ti.f32):
@@ -82,7 +82,7 @@ def targets(a: ti.types.ndarray(ndim=4), ubar: ti.types.ndarray(ndim=4), total: 
             tx[p, c, y, x] = ti.min(ti.max(dt * fx, -lim), lim)
 
 
-@ti.kernel
+@kernel
 def reintegrate(a: ti.types.ndarray(ndim=4), ty: ti.types.ndarray(ndim=4), tx: ti.types.ndarray(ndim=4),
                 out: ti.types.ndarray(ndim=4), sigma: ti.f32, reach: ti.i32):
     """out[p, c] = Σ_q A(q)·Π_axis clip(½ + σ − |p − μ(q)|, 0, min(1, 2σ)) / (4σ²) on the torus, μ(q) = q + t(q).

@@ -7,7 +7,7 @@ counts use running column sums: three loads per cell instead of eight.
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 
 @ti.func
@@ -30,7 +30,7 @@ def _generation(src: ti.template(), dst: ti.template(), p, rule):
             left, mid = mid, right
 
 
-@ti.kernel
+@kernel
 def steps(a: ti.types.ndarray(dtype=ti.i32, ndim=3), b: ti.types.ndarray(dtype=ti.i32, ndim=3),
           rule: ti.types.ndarray(dtype=ti.i32, ndim=1), n: ti.i32):
     """n steps of every simulation p of a (P, H, W); b is scratch of the same shape. The result is in a when n is
@@ -94,7 +94,7 @@ def _bits_generation(src: ti.template(), dst: ti.template(), p, born: ti.templat
             dst[p, y, wi] = (~s & births) | (s & survivals)
 
 
-@ti.kernel
+@kernel
 def packed_steps(a: ti.types.ndarray(dtype=ti.i32, ndim=3), wa: ti.types.ndarray(dtype=ti.u64, ndim=3),
                  wb: ti.types.ndarray(dtype=ti.u64, ndim=3), rule: ti.types.ndarray(dtype=ti.i32, ndim=1),
                  n: ti.i32):

@@ -12,10 +12,10 @@ on channel-first worlds (P, C, H, W):
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK, ROW_STRIDE
+from workbench.kernels.runtime import CPU_CHUNK, ROW_STRIDE, kernel
 
 
-@ti.kernel
+@kernel
 def roll(world: ti.types.ndarray(ndim=4), shift: ti.types.ndarray(ndim=2), out: ti.types.ndarray(ndim=4)):
     """out[p, c, y, x] = world[p, c, (y + sy) mod H, (x + sx) mod W] with (sy, sx) = shift[p]."""
     P, C, H, W = world.shape[0], world.shape[1], world.shape[2], world.shape[3]
@@ -31,7 +31,7 @@ def roll(world: ti.types.ndarray(ndim=4), shift: ti.types.ndarray(ndim=2), out: 
             out[p, c, y, x] = world[p, c, sy, x + sx - W]
 
 
-@ti.kernel
+@kernel
 def update(a: ti.types.ndarray(ndim=4), growth: ti.types.ndarray(ndim=4), out: ti.types.ndarray(ndim=4),
            rows: ti.types.ndarray(ndim=3), shift: ti.types.ndarray(ndim=2), total_shift: ti.types.ndarray(ndim=2),
            R: ti.f32, dt: ti.f32):

@@ -15,7 +15,7 @@ same key gives the same draw on any number of threads, and a new key per step co
 
 import taichi as ti
 
-from workbench.kernels.runtime import ROW_STRIDE, row_bands
+from workbench.kernels.runtime import ROW_STRIDE, kernel, row_bands
 
 HIDDEN = 4   # first layer outputs
 WIDE = 16    # second layer outputs
@@ -93,7 +93,7 @@ def _hidden(w: ti.template(), p, h, d: ti.template()):
     return out
 
 
-@ti.kernel
+@kernel
 def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dtype=ti.f32, ndim=4),
              w: ti.types.ndarray(dtype=ti.f32, ndim=2), mask: ti.types.ndarray(dtype=ti.u8, ndim=3),
              keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, keep: ti.f32, dt: ti.f32,
@@ -130,7 +130,7 @@ def nca_step(s: ti.types.ndarray(dtype=ti.f32, ndim=4), out: ti.types.ndarray(dt
                     out[p, y, x, c] = ti.min(ti.max(s[p, y, x, c] + dt * delta[c], 0.0), 1.0)
 
 
-@ti.kernel
+@kernel
 def dnca_step(k: ti.types.ndarray(dtype=ti.i32, ndim=3), out: ti.types.ndarray(dtype=ti.i32, ndim=3),
               w: ti.types.ndarray(dtype=ti.f32, ndim=2), gumbel: ti.types.ndarray(dtype=ti.f32, ndim=4),
               keys: ti.types.ndarray(dtype=ti.i32, ndim=2), drawn: ti.i32, tau: ti.f32, identity: ti.f32,

@@ -7,7 +7,7 @@ Parameters come as one (P, 6) array: μ_K, σ_K, w_K, μ_G, σ_G, c_rep.
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 LOG2E = 1.4426950408889634
 
@@ -34,7 +34,7 @@ def exp_fast(x):
     return exp2_fast(x * LOG2E)
 
 
-@ti.kernel
+@kernel
 def step(x: ti.types.ndarray(ndim=3), xt: ti.types.ndarray(ndim=3), out: ti.types.ndarray(ndim=3),
          prm: ti.types.ndarray(ndim=2), dt: ti.f32):
     """out = x − dt·∇E at each particle (x left as it was). xt: x as (P, 2, N), contiguous per coordinate, so the
@@ -71,7 +71,7 @@ def step(x: ti.types.ndarray(ndim=3), xt: ti.types.ndarray(ndim=3), out: ti.type
         out[p, i, 1] = xi1 - dt * e1
 
 
-@ti.kernel
+@kernel
 def render(xt: ti.types.ndarray(ndim=3), prm: ti.types.ndarray(ndim=2), extent: ti.types.ndarray(ndim=1),
            img: ti.types.ndarray(ndim=4), rows: ti.types.ndarray(ndim=3)):
     """The U/G panel, min–max normalised per image: pixel (a, b) at e·(ℓ_b, ℓ_a), ℓ = linspace(−1, 1, size).

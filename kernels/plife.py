@@ -8,7 +8,7 @@ seed gives the same trajectory bit for bit.
 
 import taichi as ti
 
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 
 @ti.func
@@ -53,7 +53,7 @@ def _pick6(row, k):
     return out
 
 
-@ti.kernel
+@kernel
 def step(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2),
          alpha: ti.types.ndarray(ndim=3), beta: ti.types.ndarray(ndim=2),
          cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2),

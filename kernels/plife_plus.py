@@ -14,7 +14,7 @@ import taichi as ti
 
 from workbench.kernels.plenia import exp_fast
 from workbench.kernels.plife import cell_of, cell_run
-from workbench.kernels.runtime import CPU_CHUNK
+from workbench.kernels.runtime import CPU_CHUNK, kernel
 
 H = 8  # hidden width of the pair MLP
 D = 6  # colour dimensions
@@ -43,7 +43,7 @@ def tanh_fast(x):
     return x * p / q
 
 
-@ti.kernel
+@kernel
 def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), mlp: ti.types.ndarray(ndim=2),
          cell_start: ti.types.ndarray(ndim=2), cell_fill: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
          ys: ti.types.ndarray(ndim=2), bs: ti.types.ndarray(ndim=3), grid: ti.i32):
@@ -76,7 +76,7 @@ def sort(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), mlp: ti.types
                 cell_fill[p, k] += 1
 
 
-@ti.kernel
+@kernel
 def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2), xs: ti.types.ndarray(ndim=2),
                ys: ti.types.ndarray(ndim=2), offset: ti.types.ndarray(ndim=1), idx: ti.types.ndarray(ndim=1),
                dist: ti.types.ndarray(ndim=2), grid: ti.i32, reach: ti.i32, r_max: ti.f32, fill: ti.template()):
@@ -122,7 +122,7 @@ def neighbours(x: ti.types.ndarray(ndim=3), cell_start: ti.types.ndarray(ndim=2)
                     offset[k + 1] += offset[k]
 
 
-@ti.kernel
+@kernel
 def interact(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3),
              mlp: ti.types.ndarray(ndim=2),
              bs: ti.types.ndarray(ndim=3), offset: ti.types.ndarray(ndim=1), idx: ti.types.ndarray(ndim=1),
@@ -188,7 +188,7 @@ EDGE_SHARPNESS = 30.0 / 0.04
 EDGE_CUTOFF = 0.02  # coverage 1 − σ(750·d) < 3e-7 beyond this distance outside the disc
 
 
-@ti.kernel
+@kernel
 def render(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=3), img: ti.types.ndarray(ndim=4),
            radius: ti.f32, bands: ti.i32, band_stride: ti.i32):
     """Black canvas, discs of colour (c[:3] + 1)/2 and coverage 1 − σ(750·(d − radius)) in index order.

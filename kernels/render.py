@@ -12,6 +12,8 @@ Image axis 0 is x and axis 1 is y, sample points linspace(0, 1, size) (the refer
 
 import taichi as ti
 
+from workbench.kernels.runtime import kernel
+
 
 @ti.func
 def _sigmoid(z):
@@ -81,7 +83,7 @@ def _paint_boid(x: ti.template(), v: ti.template(), img: ti.template(), p, i, ix
                 img[p, ix, iy, ch] = mask * colour[ch] + (1.0 - mask) * img[p, ix, iy, ch]
 
 
-@ti.kernel
+@kernel
 def boids(x: ti.types.ndarray(ndim=3), v: ti.types.ndarray(ndim=3), img: ti.types.ndarray(ndim=4),
           bands: ti.i32, band_stride: ti.i32):
     """White canvas, black boids composited in order, boid 0 drawn again in red on top.
@@ -105,7 +107,7 @@ EDGE_SHARPNESS = 20.0 / 0.01
 EDGE_CUTOFF = 0.01  # coverage 1 − σ(2000·d) < 3e-9 beyond this distance outside the disc
 
 
-@ti.kernel
+@kernel
 def particles(x: ti.types.ndarray(ndim=3), c: ti.types.ndarray(ndim=2), img: ti.types.ndarray(ndim=4),
               radius: ti.f32, bands: ti.i32, band_stride: ti.i32):
     """Black canvas, discs of coverage 1 − σ(2000·(d − radius)) composited in reverse index order.

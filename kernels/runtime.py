@@ -10,9 +10,12 @@ or ``metal`` run the Taichi kernels there instead of on the CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -30,6 +33,25 @@ ROW_STRIDE = 32
 
 _lock = threading.Lock()
 _arch: str | None = None
+# Taichi's runtime is one per process and not thread-safe: two threads compiling kernels at once (two searches
+# started together from two browser tabs of one `workbench serve`) failed one of them ("Kernels cannot call other
+# kernels", or an LLVM context assertion). Every kernel call takes this lock; Taichi's CPU kernels use every core
+# anyway, so two searches lose little by taking turns.
+_calls = threading.RLock()
+
+
+def kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """ti.kernel, whose every call (compilation included) holds the process's Taichi lock: use it for each kernel."""
+    import taichi as ti
+
+    compiled = ti.kernel(fn)
+
+    @functools.wraps(fn)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _calls:
+            return compiled(*args, **kwargs)
+
+    return locked
 
 
 def _wanted_arch(device: torch.device) -> str:
@@ -53,6 +75,10 @@ def ensure_taichi(device: torch.device | str = "cpu") -> str:
                 with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints "Starting on arch=..."
                     ti.init(arch=arches[wanted], default_fp=ti.f32, default_ip=ti.i32,
                             offline_cache=True, log_level=ti.WARN)
+                # the root field tree made here, on the thread that made the runtime: the first kernel call makes
+                # it otherwise, and from another thread (a second search's) Taichi's LLVM context refuses it
+                # ("add_struct_module ... get_id() == main_thread_id_"), failing that search
+                ti.lang.impl.get_runtime().materialize()
                 _arch = ti.lang.impl.current_cfg().arch.name
     on_host = _arch in ("x64", "arm64")
     if (wanted == "cpu") != on_host or (wanted == "cuda" and _arch != "cuda"):

@@ -815,6 +815,27 @@ def test_the_search_page_exports_a_runs_curve_and_frames_as_the_cli_writes_them(
         model.export("atlas")
 
 
+TWO_SEARCHES = """
+import sys
+from workbench.dashboards.search import SearchModel
+pages = [SearchModel(runs_dir=sys.argv[1], kind="openended", substrate="boids", fm="pixels", steps=10, frames=2,
+                     iters=2, pop=4, seed=seed) for seed in (0, 1)]
+for page in pages:
+    page.start()
+print([(page.wait(), page.job.error) for page in pages])
+"""
+
+
+def test_two_pages_start_searches_at_once_and_both_run(tmp_path):
+    """Two browser tabs of one server pressing Start together: both searches run. Taichi's runtime is one per
+    process and not thread-safe; the two threads compiling their first kernels at once failed one search at once
+    ("Kernels cannot call other kernels", or an LLVM context assertion) and left its run failed with no iteration.
+    A fresh process: in this one the kernels may be compiled already."""
+    done = subprocess.run([sys.executable, "-c", TWO_SEARCHES, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[('done', ''), ('done', '')]", (done.stdout, done.stderr)
+
+
 def test_search_model_runs_stops_and_resumes(tmp_path):
     from workbench.dashboards.search import SearchJob, SearchViews
 

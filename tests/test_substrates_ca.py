@@ -53,10 +53,12 @@ def test_theta_layout_matches_reference_tree(name, more, subs):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("grid, engine", [(64, "taichi"), (128, "taichi"), (40, "taichi"), (40, "torch")])
+@pytest.mark.parametrize("grid, engine", [(64, "taichi"), (128, "taichi"), (192, "taichi"), (40, "taichi"),
+                                          (40, "torch")])
 def test_gol_64_steps_match_numpy_for_several_rules(grid, engine):
     """64: the bit-parallel Taichi kernel, one 64-bit word a row; 128: two, so the carries between words count;
-    40: the cell-by-cell one; torch: the CUDA engine (here on the CPU)."""
+    192: three, the first with a left and a right neighbour word that differ (at two they are the same word, so
+    swapped carries went unseen); 40: the cell-by-cell one; torch: the CUDA engine (here on the CPU)."""
     sub = make_substrate("gol", grid=grid, engine=engine)
     rules = np.array([6152, 0, 2 ** 18 - 1, int(sub.random_theta(np.random.default_rng(0))[0])])
     params = sub.decode(rules[:, None])
