@@ -211,7 +211,8 @@ def atlas_view(model: AtlasModel, size: int = 560) -> pn.pane.Bokeh:
         image = ColumnDataSource({"image": [oriented(model.image)]})
         cells = ColumnDataSource(model.cell_table())
         fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), tools="", toolbar_location=None,
-                     name="atlas", min_border=0, outline_line_color=None)
+                     name="atlas", min_border=0, outline_line_color=None,
+                     html_attributes={"aria-label": "the population's atlas: a cell plays its member"})
         fig.axis.visible = False
         fig.grid.visible = False
         fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=image)

@@ -559,7 +559,8 @@ def frame_view(model: LabModel, size: int = 512) -> pn.pane.Bokeh:
 
     source = ColumnDataSource({"image": [oriented(model.frame)]})
     fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), toolbar_location=None,
-                 match_aspect=True, name="lab-frame", min_border=0, outline_line_color=None)
+                 match_aspect=True, name="lab-frame", min_border=0, outline_line_color=None,
+                 html_attributes={"aria-label": "the substrate's frame"})  # its name for a screen reader
     fig.axis.visible = False
     fig.grid.visible = False
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=source)
@@ -618,7 +619,7 @@ def _table_editor(model: LabModel, guarded) -> list:
     # α as numbers on a diverging background (attraction red, repulsion blue): progress bars filled every cell
     # green whatever its value
     alphas = [c for c in df.columns if c.startswith("α")]
-    table = pn.widgets.Tabulator(df, show_index=True, height=230 if len(df) > 6 else 200,
+    table = pn.widgets.Tabulator(df, label="parameters", show_index=True, height=230 if len(df) > 6 else 200,
                                  sizing_mode="stretch_width", layout="fit_columns",
                                  configuration={"columnDefaults": {"headerSort": False}},
                                  formatters={c: {"type": "money", "precision": 2, "symbol": ""} for c in alphas})

@@ -767,7 +767,8 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                              sizing_mode="stretch_width")
     use_task = w.Button(label="use the task prompt", visible=bool(tasks), sizing_mode="stretch_width")
     run_button = w.Button(label="run", color="primary", sizing_mode="stretch_width")
-    progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width", bar_color="primary")
+    progress = pn.indicators.Progress(label="eviction run progress", value=0, max=100, visible=False,
+                                      sizing_mode="stretch_width", bar_color="primary")
     # --- sidebar: what to look at
     player = w.Player(label="eviction step", start=0, end=1, value=0, interval=700, loop_policy="once",
                       show_loop_controls=False, sizing_mode="stretch_width", scale_buttons=0.8, disabled=True,

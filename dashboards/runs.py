@@ -720,8 +720,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     # every column in a laptop's main area (COLUMNS, the widths above): what, the metric and the time wrapped too,
     # the unit on the done header (what = a merge's models: a path with no hyphen breaks anywhere rather than be cut)
     wrapped = {"type": "textarea"}
-    table = pn.widgets.Tabulator(table_shown(model), selectable="checkbox", disabled=True, pagination="local",
-                                 page_size=20, sizing_mode="stretch_width", show_index=False, frozen_columns=["id"],
+    table = pn.widgets.Tabulator(table_shown(model), label="runs", selectable="checkbox", disabled=True,
+                                 pagination="local", page_size=20, sizing_mode="stretch_width", show_index=False,
+                                 frozen_columns=["id"],
                                  formatters={"best": NumberFormatter(format="0.[0000]", text_align="right"),
                                              **dict.fromkeys(["id", "metric", "note", "created"], wrapped),
                                              "what": {"type": "html"}},

@@ -556,7 +556,8 @@ class SearchViews:
         self.status = live(pn.pane.Markdown("status: **idle**", sizing_mode="stretch_width", margin=(0, 10)))
         self.spinner = pn.indicators.LoadingSpinner(value=False, size=24, margin=(12, 0, 0, 10), color="primary",
                                                     visible=False)
-        self.progress = pn.indicators.Progress(value=0, max=model.iters, sizing_mode="stretch_width",
+        self.progress = pn.indicators.Progress(label="search progress", value=0, max=model.iters,
+                                               sizing_mode="stretch_width",
                                                bar_color="primary", margin=(0, 10))
         self.count = live(pn.pane.Markdown(model.progress_text(), margin=(0, 10), width=200))  # names the bar
         self.losses = hv.streams.Pipe(data=[])

@@ -302,11 +302,152 @@ if (!window.__workbench_roles) {
 """.replace("LIVE", LIVE_CLASS)
 
 
+#: the CSS variable a component's accessible name travels in (NAME_VAR): Panel passes no ARIA attribute to Bokeh,
+#: but every component takes stylesheets, and a `:host` rule's variable is read back on the component's element
+NAME_VAR = "--workbench-name"
+
+
+def accessible_name(component: Viewable, label: str) -> Viewable:
+    """The component named `label` for a screen reader (CONTROL_NAMES_JS reads it): a progress bar, a group of
+    option buttons, a table, whose visible label Bokeh does not draw or ties to no control."""
+    quoted = label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    component.stylesheets = [*component.stylesheets, f':host {{ {NAME_VAR}: "{quoted}"; }}']
+    return component
+
+
+def name_controls(items: Iterable[Any]) -> None:
+    """Names from their Panel labels for the option groups, progress bars and tables among items (a RadioButtonGroup's
+    label is no part of what Bokeh draws: a reader heard "PCA, t-SNE, UMAP" with nothing saying what they chose);
+    a component named already (accessible_name) keeps its name."""
+    kinds = (pn.widgets.RadioButtonGroup, pn.widgets.CheckButtonGroup, pn.indicators.Progress, pn.widgets.Tabulator)
+    for item in items:
+        if not isinstance(item, Viewable) or not hasattr(item, "select"):
+            continue
+        for widget in item.select(lambda o: isinstance(o, kinds)):
+            named = any(NAME_VAR in str(sheet) for sheet in widget.stylesheets)
+            if widget.label and not named:  # label: Panel deprecates a widget's name
+                accessible_name(widget, widget.label)
+
+
+#: Names for Bokeh's and Panel's controls that Chromium's accessibility tree had none for: a number field's step
+#: buttons ("Seed: increase"), a slider's handle, a checkbox (its label a detached span), a MultiChoice's box, a
+#: progress bar and an option group (NAME_VAR, set in Python), a chart (its title, its axes or the figure's own
+#: aria-label: role img; its canvases hidden, they were read as unnamed "Canvas" nodes), a tab header (role tab,
+#: selected or not), a toolbar's "more tools", a table's scrolling body, a checkbox ticking a table's row, a
+#: player's icons inside its named buttons, and the template's sidebar toggle (a span: no keyboard could reach it).
+#: Bokeh draws its views at any time (a tab opened, a plot redrawn): the walk over its views runs at
+#: document_ready, a few times while the page settles and, throttled, as the keyboard or pointer moves.
+CONTROL_NAMES_JS = """
+if (!window.__workbench_control_names) {
+  window.__workbench_control_names = true;
+  const set = (el, attrs) => {  // only what differs: a write re-renders nothing but costs a mutation record
+    if (!el) return;
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v != null && el.getAttribute(k) !== String(v)) el.setAttribute(k, v);
+    }
+  };
+  const text = (v) => (v == null ? "" : typeof v === "object" ? String(v.text ?? "") : String(v)).trim();
+  const given = (el) => {  // NAME_VAR of a component's element: a CSS string, quotes and escapes taken off
+    const raw = el ? getComputedStyle(el).getPropertyValue("NAME_VAR").trim() : "";
+    return raw.replace(/^"(.*)"$/s, "$1").replace(/\\\\(.)/g, "$1");
+  };
+  const plotName = (view) => {
+    const m = view.model, title = text(m.title);
+    if (title) return title;
+    const own = view.el && view.el.getAttribute("aria-label");
+    if (own) return own;
+    const axes = [...(m.below || []), ...(m.left || [])].map((a) => text(a.axis_label)).filter(Boolean);
+    return axes.length ? `chart of ${axes.join(" against ")}` : "chart";
+  };
+  const nameView = (view) => {
+    const m = view.model, root = view.shadow_el, type = m.type || "";
+    if (!root) return;
+    const label = text(m.title) || given(view.el);
+    for (const canvas of root.querySelectorAll("canvas")) set(canvas, {"aria-hidden": "true"});
+    if ("canvas_view" in view && view.canvas_view && view.canvas_view.shadow_el) {  // a plot
+      const events = view.canvas_view.shadow_el.querySelector(".bk-events");
+      set(events || view.el, {role: "img", "aria-label": plotName(view)});
+      for (const canvas of view.canvas_view.shadow_el.querySelectorAll("canvas")) {
+        set(canvas, {"aria-hidden": "true"});
+      }
+    }
+    if (label) {
+      for (const b of root.querySelectorAll(".bk-spin-btn-up")) set(b, {"aria-label": `${label}: increase`});
+      for (const b of root.querySelectorAll(".bk-spin-btn-down")) set(b, {"aria-label": `${label}: decrease`});
+      const handles = root.querySelectorAll(".noUi-handle");
+      handles.forEach((h, i) => set(h, {"aria-label": handles.length > 1 ? `${label}: ${i ? "upper" : "lower"}`
+                                                                         : label}));
+      set(root.querySelector(".choices"), {"aria-label": label});
+      set(root.querySelector("progress"), {"aria-label": label});
+      const group = root.querySelector(".bk-btn-group");
+      if (group && /ButtonGroup/.test(type)) set(group, {role: "group", "aria-label": label});
+      set(root.querySelector(".tabulator-tableholder"), {role: "region", "aria-label": label});
+    }
+    if (type === "Checkbox" && text(m.label)) {
+      set(root.querySelector("input[type=checkbox]"), {"aria-label": text(m.label)});
+    }
+    if (/ButtonGroup/.test(type)) {  // which option is chosen: its colour only before
+      for (const b of root.querySelectorAll(".bk-btn-group > .bk-btn")) {
+        set(b, {"aria-pressed": String(b.classList.contains("bk-active"))});
+      }
+    }
+    set(root.querySelector(".tabulator-tableholder:not([aria-label])"), {role: "region", "aria-label": "table"});
+    for (const row of root.querySelectorAll(".tabulator-row")) {  // a ticked row: the run on it
+      const box = row.querySelector("input[type=checkbox]");
+      const cells = box ? Array.from(row.querySelectorAll(".tabulator-cell")) : [];  // the run's id, else the first
+      const cell = row.querySelector('.tabulator-cell[tabulator-field="id"]') ||
+        cells.find((c) => !c.contains(box) && c.textContent.trim());
+      if (cell) set(box, {"aria-label": `tick ${cell.textContent.trim()}`});
+    }
+    set(root.querySelector(".tabulator-col input[type=checkbox]"), {"aria-label": "tick every row"});
+    const headers = root.querySelector(".bk-tab") && root.querySelector(".bk-tab").parentElement;
+    if (headers) {
+      set(headers, {role: "tablist"});
+      for (const tab of headers.querySelectorAll(":scope > .bk-tab")) {
+        set(tab, {role: "tab", "aria-selected": String(tab.classList.contains("bk-active"))});
+      }
+    }
+    set(root.querySelector(".bk-tool-overflow"), {role: "button", "aria-label": "more tools"});
+    for (const icon of root.querySelectorAll("button[aria-label] svg, button[title] svg")) {
+      set(icon, {"aria-hidden": "true"});
+    }
+  };
+  const toggle = document.getElementById("sidebar-button");
+  const sidebar = document.getElementById("sidebar");
+  if (toggle) {  // the template's span: a button the keyboard reaches, saying whether the controls are shown
+    const shown = () => String(!!sidebar && !sidebar.classList.contains("hidden"));
+    set(toggle, {role: "button", tabindex: "0", "aria-label": "Show or hide controls", "aria-controls": "sidebar",
+                 "aria-expanded": shown()});
+    toggle.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); toggle.click(); }
+    });
+    toggle.addEventListener("click", () => setTimeout(() => set(toggle, {"aria-expanded": shown()}), 0));
+  }
+  const walk = () => {
+    if (!window.Bokeh || !Bokeh.index) return;
+    for (const view of Bokeh.index.all_views()) {
+      try { nameView(view); } catch (e) { /* a view mid-render: the next walk names it */ }
+    }
+  };
+  // at most twice a second, the last call kept: a click on a tab or an option must leave it marked selected
+  let due = 0, pending = null;
+  const soon = () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; due = Date.now() + 500; walk(); }, Math.max(0, due - Date.now()));
+  };
+  walk();
+  for (const ms of [300, 1000, 2500, 5000]) setTimeout(walk, ms);  // views drawn as the page settles
+  for (const kind of ["focusin", "pointerover", "click", "keyup"]) document.addEventListener(kind, soon, true);
+}
+""".replace("NAME_VAR", NAME_VAR)
+
+
 class WorkbenchTemplate(pn.template.FastListTemplate):
     """Panel's FastListTemplate whose browser tab says the site and the page ("workbench · Lab"): the template's
     title, which its header shows beside the site's name, was the tab's too ("Lab", among other apps' tabs).
     Its tab headers answer the keyboard too (TAB_KEYS_JS), its players' controls have names (PLAYER_NAMES_JS), its
-    parts have their roles and its live panes are announced (SHELL_ROLES_JS)."""
+    parts have their roles and its live panes are announced (SHELL_ROLES_JS), its other controls and its charts have
+    names (CONTROL_NAMES_JS)."""
 
     tab_title = param.String(default="workbench", doc="the browser tab's title (the document's)")
 
@@ -329,7 +470,8 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
             if ref is not None:
                 refs[document] = ref
         document.title = self.tab_title
-        document.js_on_event("document_ready", CustomJS(code=TAB_KEYS_JS + PLAYER_NAMES_JS + SHELL_ROLES_JS))
+        code = TAB_KEYS_JS + PLAYER_NAMES_JS + SHELL_ROLES_JS + CONTROL_NAMES_JS
+        document.js_on_event("document_ready", CustomJS(code=code))
         return document
 
 
@@ -345,7 +487,8 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
     head = pn.pane.HTML(f'<h1 class="page-heading">{html.escape(title)}</h1>'
                         f'<p class="description">{html.escape(description)}</p>', stylesheets=[DESCRIPTION_CSS],
                         sizing_mode="stretch_width", margin=(0, 10))
-    sidebar = list(sidebar)
+    sidebar, main = list(sidebar), list(main)
+    name_controls([*sidebar, *main])
     quiet_closed_sessions()  # here too: a page served alone (panel serve dashboards/X.py) gets no serve()
     ordered_patches()
     local_stylesheets()

@@ -2130,9 +2130,9 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
-#: a control or picture in an aria snapshot with no name: `- textbox`, `- img` (Bokeh's and Panel's own unnamed
-#: parts are left out: a number field's step buttons, a slider's handle, a checkbox whose label is a detached div,
-#: the progress bar)
+#: a control or picture in an aria snapshot with no name: `- textbox`, `- img` (the other controls, a number field's
+#: step buttons, a slider's handle, a checkbox, a progress bar among them, are checked in the full accessibility
+#: tree: test_every_control_and_chart_has_a_name_in_chromium)
 UNNAMED = re.compile(r"^(\s*)- (textbox|combobox|img|link)(?: \[[^\]]*\])*:?$")
 
 
@@ -2179,6 +2179,55 @@ def test_every_page_names_its_parts_for_a_screen_reader_in_chromium(server, brow
         expect_live = page.get_by_role("status")
         expect_live.filter(has_text="iterations").wait_for(timeout=60000)
         assert expect_live.filter(has_text="idle").count() == 1
+
+
+#: the roles of Chromium's accessibility tree that a reader needs a name for: controls, pictures, charts' canvases
+NAMED_ROLES = {"button", "slider", "checkbox", "radio", "spinbutton", "progressbar", "img", "image", "figure",
+               "Canvas", "tab", "combobox", "textbox"}
+
+
+def unnamed_controls(page) -> list[str]:
+    """The nodes of the page's full accessibility tree (shadow roots included) that are controls, pictures or
+    focusable yet have no name, each as "role <tag.class>"."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        found = []
+        for node in cdp.send("Accessibility.getFullAXTree")["nodes"]:
+            role = node.get("role", {}).get("value", "")
+            focusable = any(p["name"] == "focusable" and p["value"].get("value") for p in node.get("properties", []))
+            if node.get("ignored") or role == "RootWebArea" or not (role in NAMED_ROLES or focusable):
+                continue
+            if not str(node.get("name", {}).get("value", "")).strip():
+                dom = cdp.send("DOM.describeNode", {"backendNodeId": node["backendDOMNodeId"]})["node"]
+                attrs = dict(zip(dom.get("attributes", [])[::2], dom.get("attributes", [])[1::2], strict=True))
+                found.append(f"{role} <{dom['nodeName'].lower()}.{attrs.get('class', '').replace(' ', '.')}>")
+        return found
+    finally:
+        cdp.detach()
+
+
+def test_every_control_and_chart_has_a_name_in_chromium(server, browser, request):
+    """On the Lab (sliders, number fields, its frame, the parameters table), the Search page (an option group, a
+    progress bar) and the NAMM page (checkboxes, tabs, a player) every control, picture and focusable node of
+    Chromium's accessibility tree has a name: a number field's step buttons, a slider's handle, a checkbox, a
+    progress bar, a chart's canvases and a tab header had none (24 on the NAMM page). The template's sidebar
+    toggle is a button the keyboard reaches, named for what it does."""
+    with _browse(browser, f"{server}/", request) as page:
+        for slug in ("lab", "search", "namm"):
+            page.goto(f"{server}/{slug}", wait_until="networkidle")
+            page.locator("h1.page-heading").wait_for(state="attached", timeout=60000)
+            deadline, left = time.monotonic() + 10, None
+            while left is None or (left and time.monotonic() < deadline):  # views drawn after the page
+                page.wait_for_timeout(500)
+                left = unnamed_controls(page)
+            assert not left, (slug, left)
+            toggle = page.get_by_role("button", name="Show or hide controls", exact=True)
+            assert toggle.get_attribute("tabindex") == "0" and toggle.get_attribute("aria-expanded") == "true"
+        page.get_by_role("slider", name="eviction step").wait_for(state="attached")
+        toggle.focus()
+        page.keyboard.press("Enter")  # the keyboard hides the controls, as a click does
+        page.locator("#sidebar.hidden").wait_for(state="attached", timeout=10000)
+        assert toggle.get_attribute("aria-expanded") == "false"
 
 
 def widest_row(figure) -> int:
