@@ -748,6 +748,37 @@ def test_ablations_run_on_the_quick_zoo_and_are_recorded(zoo):
     assert build_child(svd_child, base, parents, loop.factors[child.task])[k].equal(merged[k])
 
 
+def test_a_run_mutates_each_child_by_the_seed_expert_of_its_quality_task(quick_zoo):
+    """Spec §2 step 3 where a qd run builds its children (workbench.qd.run.Context, not the test loop above): the SVD
+    mutation of a child of generation g uses the task vector of the seed expert of q = tasks[g mod K], whatever
+    its parents; the expected weights are written out from the operators, independently of Context's factors."""
+    from workbench.lm.zoo import load_zoo
+    from workbench.qd.cycle import Child
+    from workbench.qd.operators import svd_eligible
+    from workbench.qd.run import Context, QDRunConfig
+    from workbench.threads import torch_threads
+
+    cfg = QDRunConfig(zoo=str(quick_zoo), tasks=["add", "sort"], n_eval=1, n_test=1, mutation_scale=0.5)
+    ctx = Context(cfg)
+    zoo = load_zoo(quick_zoo)
+    base, seeds = zoo.state_dict("base"), {t: zoo.state_dict(t) for t in cfg.tasks}
+    parents = [seeds["add"], seeds["sort"]]
+    with torch_threads(cfg.threads):
+        for g in (1, 2):   # q = tasks[g mod 2]: sort, then add; the same two parents each time
+            q = cfg.tasks[g % 2]
+            child = Child(id=1 + g, generation=g, task=q, parents=(0, 1), omegas=(1.01, 0.98), mutation="svd",
+                          mutation_seed=7, mutation_scale=0.5)
+            built = ctx.build(child, {0: parents[0], 1: parents[1]})
+            merged = crossover(base, parents, child.omegas)
+            names = [n for n, t in merged.items() if svd_eligible(n, t)]
+            factors = {t: svd_factors(task_vector(seeds[t], base)) for t in cfg.tasks}
+            want = {t: svd_mutate(merged, f, svd_draws(f, 7, 0.5, names)) for t, f in factors.items()}
+            other = cfg.tasks[(g + 1) % 2]
+            for name in names:
+                assert torch.allclose(built[name], want[q][name], rtol=0, atol=1e-6), (g, name)
+            assert max((want[q][n] - want[other][n]).abs().max() for n in names) > 1e-3  # the test tells them apart
+
+
 # --- the reference's archive maps ----------------------------------------------------------------------------------
 
 
