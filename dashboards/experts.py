@@ -1060,7 +1060,7 @@ def confusion_plot(tables: dict[str, pd.DataFrame], runs: int):
                              xlim=(-0.5, len(named) - 0.5), ylim=(-0.5, len(trues) - 0.5),
                              xticks=list(enumerate(named)),
                              yticks=[(len(trues) - 1 - i, t) for i, t in enumerate(trues)],
-                             bokeh={"width": 420, "height": 360, "xrotation": 35}, mpl={"xrotation": 40}))
+                             bokeh={"width": ROW_WIDTH // 2, "height": 360, "xrotation": 35}, mpl={"xrotation": 40}))
     return styled(hv.Layout(panels).cols(2), shared_axes=False, mpl={"sublabel_format": "", "hspace": 1.0})
 
 

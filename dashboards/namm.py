@@ -21,6 +21,7 @@ import panel as pn
 import param
 
 from workbench.checks import shell_path, user_path
+from workbench.dashboards.shell import ROW_WIDTH
 from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
@@ -421,7 +422,7 @@ class NAMMExplorer(param.Parameterized):
         img = img.opts(aspect="auto", backend="matplotlib")
         img = _style(img, cmap=cmap, clim=(-0.5, 3.5), yticks=ticks, ylabel="layer / KV head", xlabel="token position",
                      title=f"{shown(t.label)}: kept after step {self.step + 1} ({t.steps[self.step]} tokens)",
-                     width=900, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
+                     width=ROW_WIDTH, height=max(260, min(24 * rows, 560)), tools=[raster_hover(t.n_layers, t.n_heads)],
                      fig_inches=(6, 2.6))
         # every state the raster draws has its key; not yet seen (near white) gets an outline to show on white
         # the raster's key: stand-ins (group "Key") for the colour map's states, not data a colour is pinned to
@@ -460,7 +461,7 @@ class NAMMExplorer(param.Parameterized):
             spec = hv.Image(mag.T[::-1], bounds=(times[0] - 8, -0.5, times[-1] + 8, 16.5),
                             kdims=["query position", "frequency bin"], vdims=["|STFT|"])
             spec = _style(spec.opts(aspect="auto", backend="matplotlib"), cmap="viridis", colorbar=True,
-                          title=f"spectrogram: {where}", yticks=BIN_TICKS, width=460, height=300,
+                          title=f"spectrogram: {where}", yticks=BIN_TICKS, width=ROW_WIDTH // 2, height=300,
                           tools=["hover"], fig_inches=(3.4, 2.4))
         else:
             why = ("spectra kept for layers " + ", ".join(map(str, t.spectra_layers)) if layer not in t.spectra_layers
@@ -472,8 +473,8 @@ class NAMMExplorer(param.Parameterized):
             ema = hv.Image(norm.T[::-1], bounds=(steps[0] - half, -0.5, steps[-1] + half, 16.5),
                            kdims=["tokens processed", "frequency bin"], vdims=["x̂"])
             ema = _style(ema.opts(aspect="auto", backend="matplotlib"), cmap="RdBu_r", colorbar=True,
-                         symmetric=True, title="EMA features (normalised)", yticks=BIN_TICKS, width=460, height=300,
-                         tools=["hover"], fig_inches=(3.4, 2.4))
+                         symmetric=True, title="EMA features (normalised)", yticks=BIN_TICKS, width=ROW_WIDTH // 2,
+                         height=300, tools=["hover"], fig_inches=(3.4, 2.4))
         else:
             ema = hv.Div("<i>EMA features: NAMM policies only, for tokens that reached a step</i>")
         drawn = [whole_numbers(p) for p in (spec, ema) if not isinstance(p, hv.Div)]  # tokens: no 7.5 on the axis
@@ -535,7 +536,7 @@ class NAMMExplorer(param.Parameterized):
                 parts.append(pts)
             plots.append(_style(hv.Overlay(parts), title="this prompt: agreement with the full cache",
                                 xlabel="kept cache fraction", ylabel="next-token agreement", xlim=(0, 1.05),
-                                ylim=(-0.05, 1.05), width=560, height=360, legend_position="bottom_right",
+                                ylim=(-0.05, 1.05), width=ROW_WIDTH // 2, height=360, legend_position="bottom_right",
                                 fig_inches=(3.6, 2.6)))
         if failed is not None:
             plots = [*plots, hv.Div(f"<i>{html.escape(str(failed), quote=False)}</i>")]
@@ -556,7 +557,7 @@ class NAMMExplorer(param.Parameterized):
                 parts.append(pts)
             plots.append(_style(hv.Overlay(parts), title="eval / bench file: task score",
                                 xlabel="kept cache fraction", ylabel="task score (mean over tasks)", xlim=(0, 1.05),
-                                ylim=(-0.05, 1.05), width=560,  # the scales of the panel beside it
+                                ylim=(-0.05, 1.05), width=ROW_WIDTH // 2,  # the scales of the panel beside it
                                 height=360, legend_position="bottom_right", fig_inches=(3.6, 2.6)))
         if not plots:
             return hv.Div("<i>press <b>compare</b> to run the baselines on this prompt (and give an eval / bench "
@@ -597,6 +598,7 @@ class NAMMExplorer(param.Parameterized):
         token by token."""
         from workbench.figures import (
             COLUMN_WIDTH,
+            MATPLOTLIB_LOCK,
             NO_DATE,
             PAGE_WIDTH,
             PAPER_RC,
@@ -630,11 +632,12 @@ class NAMMExplorer(param.Parameterized):
                 # and SVG outlines before: matplotlib's defaults, as every paper figure but this one avoided)
                 pad = plt.rcParams["savefig.pad_inches"]
                 suffix = out.suffix.lower()
-                figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)
-                with plt.rc_context(PAPER_RC):
-                    atomic_write(out, lambda p: figure.savefig(p, dpi=dpi or 300, bbox_inches="tight",
-                                                               format=suffix[1:], metadata=NO_DATE.get(suffix)))
-                plt.close(figure)
+                with MATPLOTLIB_LOCK:  # the rc is the process's: another tab's export meanwhile drew with ours
+                    figure = text_figure(self.trace, self.step, layer, head, width=(width or PAGE_WIDTH) - 2 * pad)
+                    with plt.rc_context(PAPER_RC):
+                        atomic_write(out, lambda p: figure.savefig(p, dpi=dpi or 300, bbox_inches="tight",
+                                                                   format=suffix[1:], metadata=NO_DATE.get(suffix)))
+                    plt.close(figure)
             return out
         wide = isinstance(fig, hv.Layout)  # two panels side by side
         inches = (PAGE_WIDTH, 2.6) if wide else {"retention": (6.0, 2.6)}.get(name, (COLUMN_WIDTH, 2.3))

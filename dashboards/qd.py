@@ -75,6 +75,11 @@ RING = "#000000"
 #: held while the tab stays open (four were kept: ~2 GB a tab with SmolLM2-sized experts)
 BUILT_KEPT = 2
 THUMB = 32  # pixels per MAP-Elites cell on the page (the exported figure uses the stored thumbnails)
+#: an archive panel's room beside its frame: the y axis with its ticks and label, the colour bar with its ticks and
+#: label (Chromium drew three 190 px frames 927 px wide: a row sized by its frames alone ran past ROW_WIDTH)
+ARCHIVE_ROOM = 125
+#: an archive's frame on the page: three archives and their colour bars a row
+ARCHIVE_FRAME = ROW_WIDTH // 3 - ARCHIVE_ROOM
 
 
 # --- sources: every kind becomes one QDData ---------------------------------------------------------------------
@@ -844,7 +849,7 @@ class QDModel(param.Parameterized):
         # ticks in scores where the bins' ranges are known (a run, a pyribs file), bin indices otherwise
         scored = [d.ranges[a] for a in axes] if d.kind in ("qd", "pyribs") else None
         out = cell_layers(cells, value, clim, cmap, d.bins, axes, title, self.elite_cells().get(task), under,
-                          labels=sampling, axis_ranges=scored, size=470 if under is not None else 190,
+                          labels=sampling, axis_ranges=scored, size=470 if under is not None else ARCHIVE_FRAME,
                           clabel="times drawn" if sampling else f"{task} score")
         self._layers = (key, out)
         return out
@@ -1136,8 +1141,8 @@ def lineage_plot(nodes: pd.DataFrame, edges: pd.DataFrame, tasks: list[str], sel
                   yticks=list(enumerate(tasks)),
                   xlim=(nodes["x"].min() - 0.05 * span - 0.5, nodes["x"].max() + 0.05 * span + 0.5),
                   ylim=(-0.6, len(tasks) - 0.4),
-                  # 860: with its legend beside it, 1000 ran past a laptop's page (1366 px)
-                  bokeh={"width": 860, "height": 140 + 90 * len(tasks), "legend_position": "right"},
+                  # a row, its legend beside it included (860 and 1000 ran past a notebook's cell, a laptop's page)
+                  bokeh={"width": ROW_WIDTH, "height": 140 + 90 * len(tasks), "legend_position": "right"},
                   mpl={"aspect": 3, "legend_position": "right"})
     return whole_numbers(plot)
 

@@ -329,12 +329,12 @@ def name_controls(items: Iterable[Any]) -> None:
                 accessible_name(widget, widget.label)
 
 
-#: Names for Bokeh's and Panel's controls that Chromium's accessibility tree had none for: a number field's step
-#: buttons ("Seed: increase"), a slider's handle, a checkbox (its label a detached span), a MultiChoice's box, a
-#: progress bar and an option group (NAME_VAR, set in Python), a chart (its title, its axes or the figure's own
-#: aria-label: role img; its canvases hidden, they were read as unnamed "Canvas" nodes), a tab header (role tab,
-#: selected or not), a toolbar's "more tools", a table's scrolling body, a checkbox ticking a table's row, a
-#: player's icons inside its named buttons, and the template's sidebar toggle (a span: no keyboard could reach it).
+#: Names for Bokeh's and Panel's controls that Chromium's accessibility tree had none for: a slider's handle, a
+#: checkbox (its label a detached span), a MultiChoice's box, a progress bar and an option group (NAME_VAR, set in
+#: Python), a chart (its title, its axes or the figure's own aria-label: role img; its canvases hidden, they were
+#: read as unnamed "Canvas" nodes), a tab header (role tab, selected or not), a toolbar's "more tools", a table's
+#: scrolling body, a checkbox ticking a table's row, a player's icons inside its named buttons, and the template's
+#: sidebar toggle (a span: no keyboard could reach it). A number field's step buttons are hidden from it instead.
 #: Bokeh draws its views at any time (a tab opened, a plot redrawn): the walk over its views runs at
 #: document_ready, a few times while the page settles and, throttled, as the keyboard or pointer moves.
 CONTROL_NAMES_JS = """
@@ -364,6 +364,9 @@ if (!window.__workbench_control_names) {
     if (!root) return;
     const label = text(m.title) || given(view.el);
     for (const canvas of root.querySelectorAll("canvas")) set(canvas, {"aria-hidden": "true"});
+    // a number field's step buttons: out of the reader's and the Tab key's way, as a native number field's are (its
+    // field steps with the arrow keys and Page Up/Down); named after the field, get_by_label found three nodes
+    for (const b of root.querySelectorAll(".bk-spin-btn")) set(b, {"aria-hidden": "true", tabindex: "-1"});
     if ("canvas_view" in view && view.canvas_view && view.canvas_view.shadow_el) {  // a plot
       const events = view.canvas_view.shadow_el.querySelector(".bk-events");
       set(events || view.el, {role: "img", "aria-label": plotName(view)});
@@ -372,8 +375,6 @@ if (!window.__workbench_control_names) {
       }
     }
     if (label) {
-      for (const b of root.querySelectorAll(".bk-spin-btn-up")) set(b, {"aria-label": `${label}: increase`});
-      for (const b of root.querySelectorAll(".bk-spin-btn-down")) set(b, {"aria-label": `${label}: decrease`});
       const handles = root.querySelectorAll(".noUi-handle");
       handles.forEach((h, i) => set(h, {"aria-label": handles.length > 1 ? `${label}: ${i ? "upper" : "lower"}`
                                                                          : label}));
@@ -527,9 +528,11 @@ def section(title: str) -> pn.pane.Markdown:
     return subheading(title)
 
 
-#: the widest row of panels a view draws: what the main area holds beside the sidebar in a 1280 px window (the
-#: Experts page's three z heatmaps at 460 px hid the third, with the one colour bar, past the page's edge)
-ROW_WIDTH = 900  # the main area starts 362 px in: 900 leaves the row 18 px to spare (at 920 it ran 2 px past)
+#: the widest row of panels a view draws, axes, legends and colour bars included: what a notebook's output cell
+#: holds in JupyterLab 4 at a 1280 px window with the file browser open (848 px, a lone Bokeh plot drawn with 5 px
+#: margins each side; at 900 a view's third panel, a legend or a colour bar was cut there), and within the pages'
+#: main area beside the sidebar (918 px in that window: it starts 362 px in; at 920 a row ran 2 px past)
+ROW_WIDTH = 838
 
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
 #: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)

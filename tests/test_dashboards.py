@@ -2249,6 +2249,56 @@ def widest_row(figure) -> int:
     return widest(hv.render(figure, backend="bokeh"))
 
 
+#: a notebook's output cell in JupyterLab 4 at a 1280 px window, the file browser open (measured); a lone Bokeh plot
+#: is drawn there with 5 px margins each side
+NOTEBOOK_CELL = 848
+NOTEBOOK_MARGINS = 10
+
+# The width a figure's plots take as Chromium lays them out (axes, legends and colour bars included): the union
+# of their canvases, the figure embedded alone into the page's body.
+DRAWN = """async (item) => {
+  const box = document.createElement('div');
+  box.id = 'figure';
+  document.body.replaceChildren(box);
+  await Bokeh.embed.embed_item(JSON.parse(item), 'figure');
+  await new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  let left = Infinity, right = -Infinity;
+  for (const v of Bokeh.index.all_views()) {
+    if (!v.canvas_view || !v.canvas_view.el.isConnected) continue;
+    const r = v.canvas_view.el.getBoundingClientRect();
+    left = Math.min(left, r.left);
+    right = Math.max(right, r.right);
+  }
+  return Math.round(right - left);
+}"""
+
+
+@contextlib.contextmanager
+def figure_page(browser):
+    """A blank page with BokehJS (inline, offline) for `drawn_width`."""
+    from bokeh.resources import INLINE
+
+    context = browser.new_context(viewport={"width": 2400, "height": 900})
+    try:
+        page = context.new_page()
+        page.set_content(f"<html><head>{INLINE.render_js()}</head><body></body></html>")
+        yield page
+    finally:
+        context.close()
+
+
+def drawn_width(page, figure) -> int:
+    """The width in pixels of a HoloViews figure as Chromium draws it with Bokeh: what `widest_row` leaves out
+    included (the axes beside a frame-sized panel, its colour bar, a legend beside the row)."""
+    import holoviews as hv
+    import holoviews.plotting.bokeh  # noqa: F401  (hv.render's backend)
+    from bokeh.embed import json_item
+
+    if isinstance(figure, hv.Div):  # HTML (Panel's model, not BokehJS's), as wide as the cell it is in
+        return 0
+    return page.evaluate(DRAWN, json.dumps(json_item(hv.render(figure, backend="bokeh"))))
+
+
 # The levels of the page's headings in document order, through the pages' shadow roots.
 HEADING_LEVELS = """() => {
     const levels = [];

@@ -10,7 +10,16 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from test_dashboards import _browse, browser, serving, widest_row  # noqa: F401 - browser is a fixture
+from test_dashboards import (  # noqa: F401 - browser is a fixture
+    NOTEBOOK_CELL,
+    NOTEBOOK_MARGINS,
+    _browse,
+    browser,
+    drawn_width,
+    figure_page,
+    serving,
+    widest_row,
+)
 
 from workbench.dashboards.experts import (
     MIXER,
@@ -646,7 +655,8 @@ def test_strategy_bars_and_dispatcher_panels_fit_their_titles_and_labels():
 
     hv = holoviews()
     rows = [{"task": t, "strategy": s, "mean": 0.5, "std": 0.1, "n": 2}
-            for t, many in (("add", 6), ("sort", 6), ("reverse", 9)) for s in [f"s{i}" for i in range(many)]]
+            # five bars fill a third of a row (6 × BAR_ROOM + 100 > ROW_WIDTH // 3 since the row is a notebook's)
+            for t, many in (("add", 5), ("sort", 5), ("reverse", 9)) for s in [f"s{i}" for i in range(many)]]
     plot = bars_plot(pd.DataFrame(rows), "strategy", "test accuracy")
     widths = [hv.Store.lookup_options("bokeh", p, "plot").kwargs["width"] for p in plot]
     assert widths[:2] == [ROW_WIDTH // 3] * 2 and widths[2] > ROW_WIDTH // 3       # wider by its bars
@@ -681,3 +691,17 @@ def test_a_spread_of_no_scores_has_no_mean_and_a_std_of_zero_in_the_pages_tables
     empty = spread([None, float("nan")])
     assert np.isnan(empty["mean"]) and (empty["std"], empty["n"]) == (0.0, 0)
     assert spread([0.25]) == {"mean": 0.25, "std": 0.0, "n": 1}
+
+
+def test_every_view_fits_a_notebooks_cell_in_chromium(ex, browser):  # noqa: F811
+    """Every view of an SVF, LoRA, adapt and α-per-matrix run as Chromium draws it (the heatmaps' axes and colour
+    bar included) within ROW_WIDTH, which fits a notebook's output cell at a 1280 px window (848 px): three bar
+    panels drew 900 px there, the confusion matrices 840."""
+    from workbench.dashboards.shell import ROW_WIDTH
+
+    assert ROW_WIDTH + NOTEBOOK_MARGINS <= NOTEBOOK_CELL
+    with figure_page(browser) as page:
+        for run in ("lora", "add", "adapt0", "matrix"):
+            model = ExpertsModel(runs_dir=ex["dir"], run_id=ex[run])
+            for view in [*model.data.views, MIXER]:
+                assert drawn_width(page, model.figure(view)) <= ROW_WIDTH, (run, view)

@@ -1235,3 +1235,39 @@ def test_a_png_is_written_at_the_dpi_asked(tmp_path):
     low, default = Image.open(tmp_path / "low.png"), Image.open(tmp_path / "default.png")
     assert round(low.info["dpi"][0]) == 150 and round(default.info["dpi"][0]) == PAPER_STYLE["dpi"] != 150
     assert abs(low.size[0] / 150 - default.size[0] / PAPER_STYLE["dpi"]) < 0.05  # the same inches
+
+
+def test_two_exports_at_once_each_draw_in_their_own_font_and_leave_the_rc_as_it_was(tmp_path):
+    """From a probe of concurrent use: two tabs of one server exporting at once (figures.save in two threads) drew
+    a sans figure in the other's serif font (matplotlib's rc is the process's), and the later export's exit put the
+    earlier one's paper rc back for the process for good (TrueType PDF fonts, a fixed SVG salt)."""
+    import threading
+
+    import holoviews as hv
+    import matplotlib
+
+    from workbench.figures import save
+
+    with matplotlib.rc_context():  # the old code's leak must not reach the tests after this one
+        before = {k: matplotlib.rcParams[k] for k in ("font.family", "pdf.fonttype", "svg.hashsalt")}
+        failures: list[str] = []
+        together = threading.Barrier(2)  # each round's two exports begin together
+
+        def export(font: str) -> None:
+            for i in range(5):
+                together.wait()
+                try:
+                    save(hv.Curve([(0, 0), (1, i + 1)]), tmp_path / f"{font}-{i}.svg", font=font)
+                except Exception as exc:  # noqa: BLE001 - any failure is the bug
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+        tabs = [threading.Thread(target=export, args=(font,)) for font in ("sans", "serif")]
+        for tab in tabs:
+            tab.start()
+        for tab in tabs:
+            tab.join()
+        after = {k: matplotlib.rcParams[k] for k in before}
+    assert not failures, failures[:3]
+    assert after == before
+    in_serif = sorted(p.name for p in tmp_path.glob("*.svg") if "STIX" in p.read_text())
+    assert in_serif == [f"serif-{i}.svg" for i in range(5)]

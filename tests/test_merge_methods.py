@@ -617,3 +617,50 @@ def test_torch_threads_sets_the_count_inside_and_gives_the_process_its_own_back(
     with pytest.raises(KeyError), torch_threads(pinned):
         raise KeyError("stopped")
     assert torch.get_num_threads() == before
+
+
+def test_two_threads_pinning_torch_threads_at_once_give_the_process_its_count_back():
+    """From a probe of concurrent use: two pages of one server pinning torch's threads at once (two CycleQD elites
+    rebuilt, each at its run's count) each gave back the count it saw as it began, the later one's being the
+    earlier one's pin: the process (every later page thread) was left on 1 thread for good. In a fresh process whose
+    count is 3: blocks of 1 and 2 threads, each open while the other begins and the first to begin ending first."""
+    import subprocess
+    import sys
+
+    code = """if True:
+        import threading, torch
+        from workbench.threads import torch_threads
+        torch.set_num_threads(3)
+        a_in, b_in, a_out, seen = threading.Event(), threading.Event(), threading.Event(), {}
+
+        def a():
+            with torch_threads(1):
+                a_in.set()
+                b_in.wait()
+                seen["a"] = torch.get_num_threads()
+            a_out.set()
+
+        def b():
+            a_in.wait()
+            with torch_threads(2):
+                b_in.set()
+                a_out.wait()
+                with torch_threads(1):
+                    pass
+                seen["b"] = torch.get_num_threads()
+
+        def fresh():
+            seen["after"] = torch.get_num_threads()
+
+        for group in ([a, b], [fresh]):
+            threads = [threading.Thread(target=f) for f in group]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        print(seen["a"], seen["b"], seen["after"], torch.get_num_threads())
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # each block its own count inside (b's after its nested block ended), and 3 again after both
+    assert out.stdout.split() == ["1", "2", "3", "3"], out.stdout

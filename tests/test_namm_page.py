@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_dashboards import _browse, browser, serving  # noqa: F401 - browser is a fixture
+from test_dashboards import NOTEBOOK_CELL, NOTEBOOK_MARGINS, _browse, browser, drawn_width, figure_page, serving  # noqa: F401 - browser is a fixture
 
 from workbench.dashboards.namm import VIEWS, NAMMExplorer, shown
 from workbench.namm import trace as tr
@@ -690,3 +690,22 @@ def test_namm_runs_skips_what_is_not_a_run(tmp_path):
             (tmp_path / name / "policy.safetensors").write_bytes(b"")
     assert namm_runs(tmp_path) == ["namm-old", "namm-new"]  # oldest first; one without a policy yet left out
     assert namm_runs(tmp_path / "nowhere") == []
+
+
+def test_every_view_fits_a_notebooks_cell_and_the_page_in_chromium(namm_run, browser):  # noqa: F811
+    """Every Bokeh view as Chromium draws it within ROW_WIDTH, which fits a notebook's output cell at a 1280 px
+    window (848 px) and the page's main area: the retention raster drew 900 px (its legend cut in JupyterLab),
+    the spectrogram and EMA 920, the two sweep panels 1120 (past the page too)."""
+    from workbench.dashboards.shell import ROW_WIDTH
+
+    assert ROW_WIDTH + NOTEBOOK_MARGINS <= NOTEBOOK_CELL
+    model = NAMMExplorer(runs_dir=namm_run["dir"])
+    model.choose(namm_run["id"])
+    model.prompt = PROMPT
+    model.run()
+    model.step = 1
+    model.show_sweep(model.compute_sweep(fractions=(0.25, 0.5)))
+    model.layer, model.head, model.token = 1, 0, 3
+    with figure_page(browser) as page:
+        for view in VIEWS.keys() - {"text"}:  # the text view is HTML, as wide as its cell
+            assert 0 < drawn_width(page, model.figure(view)) <= ROW_WIDTH, view

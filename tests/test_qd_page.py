@@ -12,7 +12,17 @@ from urllib.parse import quote, urlencode
 import numpy as np
 import pandas as pd
 import pytest
-from test_dashboards import FOCUSED, _browse, browser, serving, widest_row  # noqa: F401 - browser is a fixture
+from test_dashboards import (  # noqa: F401 - browser is a fixture
+    FOCUSED,
+    NOTEBOOK_CELL,
+    NOTEBOOK_MARGINS,
+    _browse,
+    browser,
+    drawn_width,
+    figure_page,
+    serving,
+    widest_row,
+)
 
 from workbench.dashboards.qd import VIEWS, QDModel, read_source, source_runs
 from workbench.local_server import first_answer, free_port
@@ -862,3 +872,22 @@ def test_an_archives_score_ticks_sit_on_the_edges_of_its_cells():
     from workbench.dashboards.qd import _edge_ticks
 
     assert _edge_ticks(6, 0.0, 1.0) == [(-0.5, "0"), (1.5, "0.33"), (3.5, "0.67"), (5.5, "1")]
+
+
+def test_every_view_fits_a_notebooks_cell_and_the_page_in_chromium(qd, browser):  # noqa: F811
+    """Every view as Chromium draws it, axes, colour bars and legends included, fits ROW_WIDTH, which fits a
+    notebook's output cell at a 1280 px window (848 px) and the page's main area: three archives sized by their
+    190 px frames drew 927 px (widest_row counted 570), the lineage 860 px (870 in JupyterLab)."""
+    from workbench.dashboards.shell import ROW_WIDTH
+
+    assert ROW_WIDTH + NOTEBOOK_MARGINS <= NOTEBOOK_CELL
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    model.select(int(model.cells("brackets").iloc[0]["id"]))
+    early = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    early.generation = 0
+    with figure_page(browser) as page:
+        for view in model.data.views:
+            assert 0 < drawn_width(page, model.figure(view)) <= ROW_WIDTH, view
+        # notebook 06: the seed experts' archives above the last generation's
+        assert drawn_width(page, (early.figure("archives") + model.figure("archives")).cols(3)) <= ROW_WIDTH
+        assert drawn_width(page, QDModel(runs_dir=qd["dir"], run_id=qd["me"]).figure("archives")) <= ROW_WIDTH

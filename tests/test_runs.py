@@ -1475,6 +1475,117 @@ def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
     assert not failures, failures[:3]
 
 
+def test_one_run_removed_from_two_tabs_at_once_says_removed_meanwhile(tmp_path):
+    """From a probe of concurrent use: two tabs of one server (or a tab and `workbench runs rm`) removing one run at
+    once removed it, and the loser was told it is "held by another process (a resume)" (the winner's brief claim),
+    that it has no run.json, or a bare FileNotFoundError naming a .removing- folder. The run is gone either way:
+    the loser is told so (or, where it looked after the rename, that there is no such run)."""
+    import threading
+
+    store = RunStore(tmp_path / "runs")
+    told: list[str] = []
+    for seed in range(40):
+        run = store.create("target", "boids", "pixels", {}, seed)
+        run.update(status="done")
+        together = threading.Barrier(2)
+
+        def remove(run_id: str = run.id, together: threading.Barrier = together) -> None:
+            together.wait()
+            try:
+                store.remove_all(store.removable([run_id]))
+            except Exception as exc:  # noqa: BLE001 - what the page shows is what is checked
+                told.append(f"{type(exc).__name__}: {exc}".replace(run_id, "ID"))
+
+        tabs = [threading.Thread(target=remove) for _ in range(2)]
+        for tab in tabs:
+            tab.start()
+        for tab in tabs:
+            tab.join()
+        assert not (store.root / run.id).exists()
+    wrong = [t for t in told if t != "RunError: run ID was removed meanwhile (by another page or `workbench runs rm`)"
+             and not t.startswith("RunError: no run 'ID' in ")]
+    assert not wrong, wrong[:3]
+    assert not list(store.root.iterdir())  # no .removing- folder left
+
+
+def test_a_note_written_as_its_run_is_removed_says_the_run_was_removed(tmp_path):
+    """From a probe of concurrent use: a note saved on the Runs page while another tab or `workbench runs rm` removed
+    the run failed with a bare FileNotFoundError (the page, which shows ValueErrors, said nothing) or called the run
+    "not a workbench run (no run.json)". Now a RunError says it was removed meanwhile (or that there is no such run)."""
+    import threading
+
+    store = RunStore(tmp_path / "runs")
+    told: list[str] = []
+    for seed in range(40):
+        run = store.create("target", "boids", "pixels", {}, seed)
+        run.update(status="done")
+        run.release()
+        together = threading.Barrier(2)
+
+        def note(run_id: str = run.id, together: threading.Barrier = together) -> None:
+            together.wait()
+            try:
+                store.open(run_id).set_note("baseline")
+            except Exception as exc:  # noqa: BLE001 - what the page shows is what is checked
+                told.append(f"{type(exc).__name__}: {exc}".replace(run_id, "ID"))
+
+        def remove(run_id: str = run.id, together: threading.Barrier = together) -> None:
+            together.wait()
+            store.remove(run_id)
+
+        both = [threading.Thread(target=note), threading.Thread(target=remove)]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join()
+    wrong = [t for t in told if t != "RunError: run ID was removed meanwhile (by another page or `workbench runs rm`)"
+             and not t.startswith("RunError: no run 'ID' in ")]
+    assert not wrong, wrong[:3]
+    assert not list(store.root.iterdir())
+
+
+def test_the_catalog_read_while_runs_are_removed_leaves_them_out(tmp_path):
+    """From a probe of concurrent use: a catalog read (a notebook's, `runs list`, the Runs page) while another tab or
+    `workbench runs rm` removed a run raised DuckDB's IOException ("No files found that match the pattern
+    .../metrics.parquet", from the metrics view, which binds to its files as it is made), or named the removed run
+    unreadable ("not a workbench run (no run.json)"). A removal is one rename of the folder out of the store: here
+    runs go out and come back, over and over, and every read succeeds with nothing called unreadable."""
+    import threading
+
+    store = RunStore(tmp_path / "runs")
+    runs = []
+    for seed in range(6):
+        run = store.create("target", "boids", "pixels", {}, seed)
+        run.write_table("metrics", [{"iteration": 0, "best_loss": 1.0}])
+        run.update(status="done")
+        run.release()
+        runs.append(run)
+    stop, failures = threading.Event(), []
+
+    def remove_and_put_back() -> None:
+        while not stop.is_set():
+            for run in runs:
+                aside = store.root / f".removing-{run.id}-0"
+                os.rename(run.path, aside)
+                os.rename(aside, run.path)
+
+    remover = threading.Thread(target=remove_and_put_back)
+    remover.start()
+    try:
+        for _ in range(60):
+            try:
+                store.catalog().close()
+                failures += [f"unreadable: {why}" for why in store.unreadable_why.values()]
+            except Exception as exc:  # noqa: BLE001 - any failure is the bug
+                failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        stop.set()
+        remover.join()
+    assert not failures, failures[:3]
+    with store.catalog() as con:  # all back: every run's metrics in the view
+        assert con.execute("SELECT count(*) FROM metrics").fetchone() == (6,)
+
+
 def test_a_write_reaches_the_disk_before_it_is_renamed_over_the_old_file(tmp_path, monkeypatch):
     """atomic_write fsyncs the new file's bytes before os.replace puts it in place: renamed first, a power cut could
     leave run.json or a checkpoint empty on file systems that order metadata before data."""

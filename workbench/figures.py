@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 from pathlib import Path
 
 from workbench.atomic import atomic_write
@@ -61,6 +62,10 @@ FONTS = {
 }
 # text stays text in vector figures: TrueType fonts embedded in PDF (not Type 3), <text> in SVG (not outlines)
 VECTOR_TEXT = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+# matplotlib's rc (rc_context) is the process's, and pyplot is not thread-safe: two tabs of one server exporting at
+# once drew a sans figure in the other's serif font, and the later export's exit put the earlier one's paper rc
+# (TrueType PDF fonts, a fixed SVG salt) back for the process for good. A paper figure is drawn by one thread at a time.
+MATPLOTLIB_LOCK = threading.RLock()
 # the rest of a paper figure's rc: ticks as plain numbers (not "1e-5+4.776e-1" over the axis), and SVG ids from a
 # fixed salt (random per save otherwise: the same figure written twice differed in every clip path id)
 PAPER_RC = {**VECTOR_TEXT, "axes.formatter.useoffset": False, "svg.hashsalt": "workbench"}
@@ -1148,7 +1153,8 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
                                                    clone=True), hv.Layout)  # the panels' A, B: 18 pt otherwise
         styled = _chart_aspect(_paper_colours(styled, hv), hv)
         # text HoloViews sizes nothing for (a heatmap's cell values) takes the paper's smallest size, not 10 pt
-        with plt.rc_context({**PAPER_RC, **FONTS[font or "sans"], "font.size": min(style["fontsize"].values())}):
+        with MATPLOTLIB_LOCK, plt.rc_context({**PAPER_RC, **FONTS[font or "sans"],
+                                              "font.size": min(style["fontsize"].values())}):
             fig = hv.render(styled, backend="matplotlib")
             w0 = fig.get_size_inches()[0]
             _legends_off_the_data(fig, style["fig_inches"][0] - 0.1)
@@ -1167,7 +1173,7 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
                 _fit_width(fig, style["fig_inches"][0], w0)
             fig.savefig(tmp, dpi=dpi or style["dpi"], bbox_inches="tight", format=suffix[1:],
                         metadata=NO_DATE.get(suffix))
-        plt.close(fig)
+            plt.close(fig)
 
     atomic_write(out, write)
     return out

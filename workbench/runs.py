@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -675,12 +675,13 @@ class Run:
         text = text.strip()
         if len(text) > MAX_NOTE:
             raise ValueError(f"the note has {len(text)} characters; a note holds at most {MAX_NOTE}")
-        self.info  # noqa: B018 - a run, not any folder
         path = self.path / NOTE_FILE
-        if text:
-            atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
-        else:
-            path.unlink(missing_ok=True)
+        with _unless_removed_meanwhile(self, wait=0):  # a tab's note as another tab or `runs rm` removed the run
+            self.info  # noqa: B018 - a run, not any folder
+            if text:
+                atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+            else:
+                path.unlink(missing_ok=True)
         return text
 
     def update(self, **fields: Any) -> dict:
@@ -1390,7 +1391,8 @@ class RunStore:
                 wrong type.
         """
         run = Run(self.root / self.resolve(run_id))
-        run.info  # noqa: B018 - validates run.json
+        with _unless_removed_meanwhile(run, wait=0):  # between the two looks: not "no run.json"
+            run.info  # noqa: B018 - validates run.json
         return run
 
     def remove(self, run_id: str | Run | os.PathLike) -> str:
@@ -1400,7 +1402,19 @@ class RunStore:
         elsewhere. A run whose run.json no longer reads is removed too, unless it says it runs. The folder leaves
         the store in one rename (to a hidden .removing-ID-PID) before it is deleted: a removal cut short leaves no
         half run in the catalog, and a later removal deletes what it left."""
-        run = Run(self.root / self.resolve(run_id))
+        with _unless_removed_meanwhile(run_id if isinstance(run_id, Run) else None):  # one removable() handed out
+            run = Run(self.root / self.resolve(run_id))
+        with _unless_removed_meanwhile(run):
+            self._take_out(run)
+        trash = self.root / f".removing-{run.id}-{os.getpid()}"
+        shutil.rmtree(trash, ignore_errors=True)
+        if trash.exists():
+            raise RunError(f"run {run.id} left the store, but {trash} could not be deleted whole: delete it yourself")
+        self._sweep_removals()
+        return run.id
+
+    def _take_out(self, run: Run) -> None:
+        """remove's checks, claim and rename: the run's folder leaves the store as .removing-ID-PID."""
         self.check_removable(run)
         try:
             run.claim()  # from here no resume can start
@@ -1412,18 +1426,13 @@ class RunStore:
             os.replace(run.path, trash)
         finally:
             run.release()
-        shutil.rmtree(trash, ignore_errors=True)
-        if trash.exists():
-            raise RunError(f"run {run.id} left the store, but {trash} could not be deleted whole: delete it yourself")
-        self._sweep_removals()
-        return run.id
-
     def removable(self, run_ids: Iterable[str | Run | os.PathLike]) -> list[Run]:
         """The runs `run_ids` name (ids, unique prefixes, Runs), each checked as remove checks it
         (check_removable): one refusal refuses them all, before any goes."""
         runs = [Run(self.root / self.resolve(i)) for i in run_ids]
         for run in runs:
-            self.check_removable(run)
+            with _unless_removed_meanwhile(run):
+                self.check_removable(run)
         return runs
 
     def remove_all(self, runs: list[Run]) -> list[str]:
@@ -1534,6 +1543,8 @@ class RunStore:
             try:
                 records.append(checked_catalog_row(Run(path).info, self.root, path))
             except RunError as exc:  # its words name the folder: said of the folder named beside them
+                if not (path / "run.json").exists():  # removed since it was listed (another tab, `runs rm`): gone,
+                    continue  # not unreadable (the Runs page named it "not a workbench run (no run.json)")
                 broken[path.name] = str(exc).replace(f"{path}/", "", 1)
         return records, broken
 
@@ -1581,25 +1592,35 @@ class RunStore:
         if not metrics:  # a listing: three quarters of a catalog's time at 1,000 runs was the view's schema read
             self.unreadable_metrics = [f for f in files if _parquet_ends(f) is False]
             return con
-        try:
-            if files:
-                con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
-        except duckdb.Error:  # one damaged file fails the whole read: the view leaves those out
-            # (a run removed meanwhile is no damaged file: its metrics are left out, and it is not reported)
-            files = [f for f in files if os.path.exists(f)]
-            self.unreadable_metrics = [f for f in files if not _readable_parquet(con, f)]
-            files = [f for f in files if f not in self.unreadable_metrics]
+        self._metrics_view(con, files)
+        return con
+
+    def _metrics_view(self, con: duckdb.DuckDBPyConnection, files: list[str]) -> None:
+        """catalog's view `metrics` over the metrics `files` that read. A damaged file fails the whole read, so the
+        first failure probes each file (unreadable_metrics); a run removed meanwhile (another tab, `runs rm`) fails
+        it too, before or as the view is made (DuckDB binds each view to its files): its metrics are left out, not
+        reported, and the views are made again (catalog() raised IOException: "No files found that match")."""
+        import duckdb
+
+        probed = False
+        for _ in range(4):
             try:
                 if files:
                     con.read_parquet(files, filename=True, union_by_name=True).create_view("metrics_files")
-            except duckdb.Error:  # a run rewrote its file between the probe and this read: no metrics view now
-                files = []
-        if files:
-            con.execute(r"CREATE VIEW metrics AS SELECT regexp_extract(filename, '([^/\\]+)[/\\]metrics\.parquet$', 1) "
-                        "AS run_id, * EXCLUDE (filename) FROM metrics_files")
-        else:
-            con.execute("CREATE VIEW metrics AS SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS iteration WHERE false")
-        return con
+                    con.execute(r"CREATE OR REPLACE VIEW metrics AS SELECT regexp_extract(filename, "
+                                r"'([^/\\]+)[/\\]metrics\.parquet$', 1) AS run_id, * EXCLUDE (filename) "
+                                "FROM metrics_files")
+                    return
+                break
+            except duckdb.Error:
+                files = [f for f in files if os.path.exists(f)]
+                if not probed:  # one damaged file fails the whole read: the view leaves those out
+                    self.unreadable_metrics = [f for f in files if not _readable_parquet(con, f) and os.path.exists(f)]
+                    files = [f for f in files if f not in self.unreadable_metrics]
+                    probed = True
+        # no file, or runs rewrote theirs between each probe and read: no metrics now
+        con.execute("CREATE OR REPLACE VIEW metrics AS SELECT NULL::VARCHAR AS run_id, NULL::BIGINT AS iteration "
+                    "WHERE false")
 
     def list(self) -> list[dict]:
         """The catalog's runs, oldest first (by created_at: made in any time zone; catalog's `runs` rows as dicts);
@@ -1652,6 +1673,32 @@ class RunStore:
             cur = con.execute("SELECT ? AS run_id, * FROM metrics_rows ORDER BY iteration", [run.id])
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+@contextlib.contextmanager
+def _unless_removed_meanwhile(run: Run | None, wait: float = 0.5) -> Iterator[None]:
+    """A removal's refusal or a note's failure (RunError, FileNotFoundError) said as "removed meanwhile" where the
+    run's folder is gone (or goes within `wait` s): two tabs (or a tab and `workbench runs rm`) removing it at once
+    saw the other removal's brief claim as "held by another process (a resume)", its rename as "no run.json" or a
+    bare FileNotFoundError naming a .removing- folder; a note written meanwhile, that FileNotFoundError (the Runs
+    page said nothing: it shows ValueErrors)."""
+    try:
+        yield
+    except (RunError, FileNotFoundError):
+        if run is not None and _gone(run.path, wait):
+            raise RunError(f"run {run.id} was removed meanwhile (by another page or `workbench runs rm`)") from None
+        raise
+
+
+def _gone(folder: Path, wait: float = 0.5) -> bool:
+    """Whether `folder` is gone from the store, or goes within `wait` seconds: a removal holds the run's claim only
+    from its check to its rename, so a claim that is still held after that is a resume's (or a running run's)."""
+    deadline = time.monotonic() + wait
+    while os.path.lexists(folder):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _holds_run_files(folder: Path) -> bool:

@@ -7,17 +7,37 @@ used, so modules that check a config before anything loads can import it at the 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
+
+# The blocks open now, process-wide, and the count before the first of them. torch's count is partly the process's
+# (the default new threads take, MKL's) and partly each thread's (OpenMP's): two blocks of two threads (two pages of
+# one server rebuilding CycleQD elites at once, a NAMM trace beside) each gave back the count it saw as it began,
+# and the later one's "before" was the earlier one's pin: the server was left on 1 thread for good.
+_lock = threading.Lock()
+_open = 0
+_outside = 0
+_mine = threading.local()  # this thread's own pins, innermost last: a nested block gives back its outer one's
 
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after."""
+    """torch's intra-op thread count set to n inside the block (floats depend on it), restored after: to the
+    enclosing block's count of this thread, else to the process's count before any block (of any thread) began."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
+    global _open, _outside
+    pins: list[int] = _mine.__dict__.setdefault("pins", [])
+    with _lock:
+        if _open == 0:
+            _outside = torch.get_num_threads()
+        _open += 1
+        torch.set_num_threads(int(n))
+    pins.append(int(n))
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        pins.pop()
+        with _lock:
+            _open -= 1
+            torch.set_num_threads(pins[-1] if pins else _outside)
