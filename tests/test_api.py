@@ -72,6 +72,16 @@ def test_named_parameter_shapes(substrates):
     assert substrates["lenia"].state_shapes["world"] == (128, 128, 3)
 
 
+def test_plife_theta_is_beta_then_alpha_squashed_as_the_spec_says(substrates):
+    """Spec §1: θ ∈ ℝ^42 = β-part (6) ‖ α-part (6×6, row-major), β = σ(θ_β), α = 3·σ(θ_α) − 1.5. At θ = 0 every
+    layout and any α = a·σ − a/2 agree (β ½, α 0), so random θ is what pins them."""
+    theta = 2.0 * np.random.default_rng(4).standard_normal(42)
+    p = substrates["plife"].decode(theta)
+    sig = 1 / (1 + np.exp(-theta))
+    np.testing.assert_allclose(p["beta"], sig[:6], rtol=1e-6)
+    np.testing.assert_allclose(p["alpha"], 3 * sig[6:].reshape(6, 6) - 1.5, rtol=1e-6, atol=1e-7)
+
+
 def test_sample_indices_follow_the_reference():
     assert sample_indices(256, "final") == [256]
     assert sample_indices(5, "video") == [0, 1, 2, 3, 4]

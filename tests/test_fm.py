@@ -228,6 +228,38 @@ def test_clip_is_vit_b32_with_quickgelu_as_openai_trained_it(clip_weights):
     assert {type(m.mlp.gelu) for m in legacy.model.transformer.resblocks} == {torch.nn.GELU}
 
 
+def test_clip_normalises_frames_with_clips_mean_and_std_after_a_bilinear_resize(clip_weights, substrates):
+    """Spec §5: frames in [0, 1], resized bilinearly to 224 if needed, normalised with CLIP's mean/std (not
+    ImageNet's, the other models'), the image features L2-normalised. The other CLIP tests only check shapes and unit
+    rows, which any mean/std or resize gives."""
+    import torch.nn.functional as F
+
+    fm = load_fm("clip", weights=clip_weights, precision="fp32")
+    frames = np.concatenate([_renders(substrates, 2), np.random.default_rng(0).random((1, 224, 224, 3))]).astype(
+        np.float32)
+    small = frames[:, ::2, ::2][:, :96, :96].copy()  # 96 px: resized to 224 first
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+
+    def expected(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        if t.shape[-1] != 224:
+            t = F.interpolate(t, size=(224, 224), mode="bilinear", align_corners=False)
+        with torch.inference_mode():
+            z = fm.visual((t - mean) / std)
+        return F.normalize(z, dim=-1).numpy()
+
+    np.testing.assert_allclose(fm.embed_images(frames, use_cache=False), expected(frames), atol=2e-5)
+    np.testing.assert_allclose(fm.embed_images(small, use_cache=False), expected(small), atol=2e-5)
+    # prompts as given: no template ("a photo of …"), the text features L2-normalised, no logit scale
+    import open_clip
+
+    prompts = ["a caterpillar", "a small biological cell"]
+    with torch.inference_mode():
+        text = fm.model.encode_text(open_clip.get_tokenizer("ViT-B-32-quickgelu")(prompts))
+    np.testing.assert_allclose(fm.embed_texts(prompts), F.normalize(text, dim=-1).numpy(), atol=1e-6)
+
+
 def test_a_text_file_as_weights_is_one_line(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_text("hello\n" * 100)

@@ -31,6 +31,22 @@ def test_lenia_dynamic_part_is_clipped_to_one():
     np.testing.assert_allclose(sub.decode(big)["m"], sub.decode(np.r_[np.ones(45), np.zeros(3072)])["m"])
 
 
+def test_lenia_decode_clips_only_the_dynamic_part_and_keeps_the_genotype_order(substrates):
+    """Spec §1: (m, s, h) = σ(base_dyn + clip(θ_dyn, −1, 1)) in the order [m_1..m_15, s_1..s_15, h_1..h_15]; cells =
+    σ(base_cells + θ_cells), NOT clipped (the reference's clip2 = ∞), in (y, x, c) order. θ within ±1 (all the
+    other tests) cannot tell a clip of the cells, nor a genotype read with m, s and h interleaved."""
+    sub = substrates["lenia"]
+    pattern = json.loads((Path(__file__).resolve().parents[1] / "data" / "lenia_5N7KKM.json").read_text())
+    g0 = np.r_[[k[key] for key in ("m", "s", "h") for k in pattern["kernels"]],
+               np.pad(np.asarray(pattern["cells"]).transpose(1, 2, 0), ((6, 6), (6, 6), (0, 0))).ravel()]
+    base = np.log(np.clip(g0, 1e-6, 1 - 1e-6)) - np.log1p(-np.clip(g0, 1e-6, 1 - 1e-6))
+    theta = 3.0 * np.random.default_rng(5).standard_normal(3117)
+    want = 1 / (1 + np.exp(-(base + np.r_[np.clip(theta[:45], -1, 1), theta[45:]])))
+    got = sub.decode(theta)
+    np.testing.assert_allclose(np.r_[got["m"], got["s"], got["h"]], want[:45], rtol=1e-6)
+    np.testing.assert_allclose(got["cells"].ravel(), want[45:], rtol=1e-6, atol=1e-9)
+
+
 def test_lenia_init_performs_one_step_and_steps_match_numpy(substrates):
     sub = substrates["lenia"]
     params = sub.decode(0.05 * np.random.default_rng(3).standard_normal(3117))

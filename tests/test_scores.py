@@ -70,3 +70,16 @@ def test_the_objective_averages_a_thetas_losses_over_its_initial_states():
                           for b in range(4)] for p in range(3)])
     assert np.ptp(per_seed, axis=1).min() > 1e-3  # the seeds score differently
     np.testing.assert_allclose(Objective(txt, c_prompt=1.0, c_oe=0.5)(z), per_seed.mean(axis=1))
+
+
+def test_the_objective_weighs_the_softmax_loss_at_the_references_temperature():
+    """c_softmax·L_SM with τ = 0.01 (spec §3) beside c_prompt·L_ST, per seed and then averaged: no other test built
+    an Objective with c_softmax, so a wrong τ or weight there went unseen."""
+    from workbench.asal.evaluate import Objective
+
+    rng = np.random.default_rng(3)
+    z, txt = _unit(rng, 2, 3, 4, 8), _unit(rng, 2, 8)  # (P, bs, K, D), two prompts over four frames
+    want = np.array([[0.5 * scores.supervised_target(z[p, b], txt) + 0.1 * scores.softmax_target(z[p, b], txt, 0.01)
+                      for b in range(3)] for p in range(2)]).mean(axis=1)
+    assert abs(scores.softmax_target(z[0, 0], txt, 0.01) - scores.softmax_target(z[0, 0], txt, 1.0)) > 1e-2
+    np.testing.assert_allclose(Objective(txt, c_prompt=0.5, c_softmax=0.1)(z), want)

@@ -132,6 +132,35 @@ def test_ga_children_are_parents_plus_the_specs_noise_by_default():
     assert abs(kids.std() - 0.1) < 0.003 and abs(kids.mean()) < 0.003  # standard error ≈ 4e-4
 
 
+def test_the_ga_removes_the_most_redundant_by_their_two_nearest_survivors():
+    """Spec §4: the pool of population + children loses `children` members, each time the one with the highest mean
+    similarity to its 2 most similar survivors; the survivors keep their pool order (population first). The
+    embeddings are picked so that 1 or 3 neighbours would remove others."""
+    first = IlluminationGA(3, population=12, children=4, seed=0)
+    first.tell(first.ask(), None, np.eye(5)[:1])
+    rng = np.random.default_rng(6)
+    state = first.state_dict()  # a varied population in place of the start's 12 copies of θ = 0
+    state["thetas"], state["z"] = rng.standard_normal((12, 3)), _unit_rows(rng.standard_normal((12, 5)))
+    ga = IlluminationGA.from_state(state)
+    kids = ga.ask()
+    z_kids = _unit_rows(rng.standard_normal((4, 5)))
+    pool_t, pool_z = np.concatenate([ga.thetas, kids]), np.concatenate([ga.z, z_kids])
+    keep = _full_recount(pool_z, 4, 2)
+    assert not np.array_equal(keep, _full_recount(pool_z, 4, 1))
+    assert not np.array_equal(keep, _full_recount(pool_z, 4, 3))
+    info = ga.tell(kids, None, z_kids)
+    thetas, z = ga.population()
+    np.testing.assert_array_equal(thetas, pool_t[keep])
+    np.testing.assert_array_equal(z, pool_z[keep])
+    sim = pool_z[keep] @ pool_z[keep].T
+    np.fill_diagonal(sim, -np.inf)
+    assert info["loss_mean"] == pytest.approx(sim.max(axis=1).mean())  # L_IL of the survivors
+
+
+def _unit_rows(z: np.ndarray) -> np.ndarray:
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
 def _embed(x):
     z = np.concatenate([np.sin(x[:, :3] * 3), np.cos(x[:, 3:6] * 3)], axis=1)
     return z / np.linalg.norm(z, axis=1, keepdims=True)
