@@ -130,7 +130,8 @@ def _stage(page, name: str) -> None:
         page.locator(".bk-tab").first.wait_for(timeout=60000)
         page.wait_for_timeout(1500)
     elif name == "namm":  # the default prompt through SmolLM2, a random θ, n_up 32: the retention raster
-        page.locator("select").first.select_option(label="SmolLM2-135M-Instruct")
+        # by its label: the first select is the task prompts' (since they came, the model was never chosen)
+        page.get_by_label("Model", exact=True).select_option(label="SmolLM2-135M-Instruct")
         page.get_by_label("n_up (tokens between evictions)").select_option(label="32")
         page.get_by_role("button", name="run", exact=True).click()
         page.get_by_text("cache at the end").wait_for(timeout=600000)
