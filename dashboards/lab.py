@@ -560,7 +560,7 @@ def frame_view(model: LabModel, size: int = 512) -> pn.pane.Bokeh:
     source = ColumnDataSource({"image": [oriented(model.frame)]})
     fig = figure(width=size, height=size, x_range=(0, 1), y_range=(0, 1), toolbar_location=None,
                  match_aspect=True, name="lab-frame", min_border=0, outline_line_color=None,
-                 html_attributes={"aria-label": "the substrate's frame"})  # its name for a screen reader
+                 html_attributes={"aria-label": "the simulation as it plays"})  # its name for a reader
     fig.axis.visible = False
     fig.grid.visible = False
     fig.image_rgba(image="image", x=0, y=0, dw=1, dh=1, source=source)

@@ -41,7 +41,8 @@ _calls = threading.RLock()
 
 
 def kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """ti.kernel, whose every call (compilation included) holds the process's Taichi lock: use it for each kernel."""
+    """ti.kernel, whose every call (compilation included) holds the process's Taichi lock: use it for each kernel.
+    The kernel's autodiff (`.grad`) is not carried over: no kernel here is differentiated."""
     import taichi as ti
 
     compiled = ti.kernel(fn)

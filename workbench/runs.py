@@ -1426,6 +1426,7 @@ class RunStore:
             os.replace(run.path, trash)
         finally:
             run.release()
+
     def removable(self, run_ids: Iterable[str | Run | os.PathLike]) -> list[Run]:
         """The runs `run_ids` name (ids, unique prefixes, Runs), each checked as remove checks it
         (check_removable): one refusal refuses them all, before any goes."""
@@ -1685,7 +1686,9 @@ def _unless_removed_meanwhile(run: Run | None, wait: float = 0.5) -> Iterator[No
     try:
         yield
     except (RunError, FileNotFoundError):
-        if run is not None and _gone(run.path, wait):
+        # waited for only while someone holds the run's claim (another removal between its claim and its rename):
+        # a refusal that no removal causes (no run, a link, a running run's) is said at once, not 0.5 s later
+        if run is not None and _gone(run.path, wait if run._claim_record() is not None else 0):
             raise RunError(f"run {run.id} was removed meanwhile (by another page or `workbench runs rm`)") from None
         raise
 

@@ -29,10 +29,13 @@ def torch_threads(n: int) -> Iterator[None]:
     global _open, _outside
     pins: list[int] = _mine.__dict__.setdefault("pins", [])
     with _lock:
+        # read on every thread, not only the first block's: torch sets a thread's own count from the process's at
+        # its first read, and a first read after another block ended took that block's restore over this pin
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(n))  # first: a count it refuses (0) leaves no block counted open for good
         if _open == 0:
-            _outside = torch.get_num_threads()
+            _outside = before
         _open += 1
-        torch.set_num_threads(int(n))
     pins.append(int(n))
     try:
         yield
