@@ -3696,6 +3696,8 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
 
     for run in (created, status):
         (run.path / "run.json").write_text(mended[run.id])
+    merge.refresh()  # the run on show stays: the line was read again all the same
+    assert merge.run_id == good.id and merge.skipped == [], merge.skipped
     (good.path / "run.json").write_text(json.dumps(json.loads((good.path / "run.json").read_text()) | {"seed": "0"}))
     merge.refresh()
     experts.refresh()
