@@ -275,13 +275,13 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         no_runs_page,
         off_loop,
         offer,
-        passed_over_line,
         put_back,
         run_asked,
         run_while,
         section,
         served_location,
         shell,
+        show_passed_over,
     )
 
     model = AtlasModel(runs_dir=runs_dir)
@@ -290,9 +290,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
 
     def show_message(*_):
-        # why the run asked for cannot be laid out, else the illuminations it passed over
-        text = model.message or passed_over_line(model.skipped)
-        alert.param.update(object=as_text(text), visible=bool(text))
+        show_passed_over(alert, model, first=model.message)  # why a run asked for cannot be shown comes first
 
     model.param.watch(show_message, "message")
     if wanted:

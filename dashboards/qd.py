@@ -1384,12 +1384,12 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         address,
         export_controls,
         off_loop,
-        passed_over_line,
         placeholder,
         run_asked,
         section,
         served_location,
         shell,
+        show_passed_over,
     )
 
     holoviews()
@@ -1434,9 +1434,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     streams: list = []  # the parameter streams of the views on show
 
     def show_message(*_):
-        # why the source asked for cannot be shown, else the runs of the page's kinds it passed over
-        text = model.message or passed_over_line(model.skipped)
-        alert.param.update(object=as_text(text), visible=bool(text))
+        show_passed_over(alert, model, first=model.message)  # why a run asked for cannot be shown comes first
 
     def run_menu() -> None:
         """The Run menu names the run on show, or says none is (a file, nothing yet, a ?run= refused): it showed

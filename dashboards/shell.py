@@ -669,10 +669,11 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
     return alert
 
 
-def show_passed_over(alert: pn.pane.Alert, model: Any) -> None:
-    """The page's error line says the runs of its kinds `model` passed over (its `skipped`: runs the catalog left
-    out, newer runs it could not read), or is hidden where there are none (a refresh after they were mended)."""
-    text = passed_over_line(getattr(model, "skipped", None) or [])
+def show_passed_over(alert: pn.pane.Alert, model: Any, first: str = "") -> None:
+    """The page's error line says `first` (why a run asked for cannot be shown), else the runs of its kinds `model`
+    passed over (its `skipped`: runs the catalog left out, newer runs it could not read), or is hidden where there
+    are none (a refresh after they were mended)."""
+    text = first or passed_over_line(getattr(model, "skipped", None) or [])
     alert.param.update(object=as_text(text), visible=bool(text))
 
 

@@ -270,7 +270,7 @@ def load_theta(path: str | Path | None, sub: Substrate) -> np.ndarray:
         raise ValueError(f"--theta {shell_path(path)} is a folder; give a θ .npy file (e.g. a run's best.npy)")
     if not path.is_file():
         raise ValueError(f"--theta {shell_path(path)}: no such file; give a θ .npy file (e.g. a run's best.npy)")
-    theta = read_theta(path, repr(str(path)), " or pass a run's best.npy to --theta")
+    theta = read_theta(path, shell_path(path), " or pass a run's best.npy to --theta")
     if theta.shape != (sub.n_params,):
         raise ValueError(f"θ in {shell_path(path)} has shape {theta.shape}; {sub.name} needs ({sub.n_params},)")
     return theta

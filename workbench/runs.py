@@ -1240,13 +1240,6 @@ def _copy_input(folder: Path, source: Path) -> dict:
     return {"path": f"inputs/{source.name}", "source": str(source), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def store_root(root: str | os.PathLike) -> Path:
-    """A run store's folder as given: "~/runs" is the home folder's, as in a shell (and a notebook). "./~" is a
-    folder named "~" here, kept absolute: pathlib drops the "./", and Path("./~").expanduser() was the home folder
-    itself (`--runs ./~` wrote runs there, and a resume command's `--runs '~'` would say so too)."""
-    return user_path(root)
-
-
 class RunStore:
     """A folder of runs (one folder each: run.json, metrics.parquet, checkpoint, outputs) and the DuckDB catalog
     over them. `root` is made with the first run; "~" is the home folder.
@@ -1262,7 +1255,9 @@ class RunStore:
     """
 
     def __init__(self, root: str | Path = "runs"):
-        self.root = store_root(root)
+        # as a shell reads it: "~/runs" is the home folder's (a notebook's too); "./~" a folder named "~" here, kept
+        # absolute (`--runs ./~` wrote runs in the home folder, and a resume command's `--runs '~'` said so too)
+        self.root = user_path(root)
         #: the metrics.parquet files the last catalog() left out of its metrics view (or list() found damaged)
         self.unreadable_metrics: list[str] = []
         #: the folders the last catalog() left out (their run.json does not read as a run's, as broken()), and why

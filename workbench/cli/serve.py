@@ -16,12 +16,12 @@ def check_serve(args) -> None:
     import errno
     import socket
 
-    from workbench.runs import RunStore, store_root
+    from workbench.runs import RunStore
 
-    RunStore(args.runs)  # a --runs that is a file: the run store's own error
-    # "~" as the run store reads it, for every page (the NAMM page and the note below took --runs=~/runs, which
-    # bash leaves alone, for a folder named "~" here, where the other pages read the home folder's)
-    args.runs = os.fspath(store_root(args.runs))
+    # a --runs that is a file: the run store's own error; "~" as the run store reads it, for every page (the NAMM
+    # page and the note below took --runs=~/runs, which bash leaves alone, for a folder named "~" here, where the
+    # other pages read the home folder's)
+    args.runs = os.fspath(RunStore(args.runs).root)
     if ":" in args.address:  # Bokeh's list of allowed websocket origins cannot hold an IPv6 address ("host:port")
         raise ValueError(f"--address {args.address}: the dashboards' server (Bokeh) takes IPv4 addresses and names, "
                          "not IPv6 ones; give --address 127.0.0.1 (this machine only) or --address "
@@ -104,10 +104,10 @@ def cmd_screenshots(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a file; give a folder for the PNGs (default: docs/screenshots)")
     if args.runs is not None:
-        from workbench.runs import RunStore, store_root
+        from workbench.runs import RunStore
 
-        RunStore(args.runs)  # a --runs that is a file: the run store's own error
-        args.runs = os.fspath(store_root(args.runs))  # "~" as the run store reads it, for every page
+        # a --runs that is a file: the run store's own error; "~" as the run store reads it, for every page
+        args.runs = os.fspath(RunStore(args.runs).root)
     with err.status("serving the dashboards and taking one screenshot per page …"):
         paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
     for path in paths:

@@ -229,7 +229,7 @@ def _model_key(name: str) -> str:
     try:
         path = user_path(name)
         return str(path.resolve()) if path.exists() else name
-    except (OSError, RuntimeError, ValueError):  # ~nosuchuser/…, a name too long: load_model says why, not the
+    except (OSError, RuntimeError, ValueError):  # a name too long, a link loop: load_model says why, not the
         return name                               # page's watcher (warm_model) with a traceback
 
 
