@@ -252,10 +252,10 @@ def member_field(model: AtlasModel) -> tuple[pn.widgets.IntInput, pn.pane.Markdo
     """The keyboard's way to a cell (a click is the mouse's only): a number field for the member on show, two ways
     with `selected` (a click on a cell shows its index here), and the live line that says a number refused (past
     the run's population: the model's bounds) and what the atlas keeps."""
-    from workbench.dashboards.shell import as_text, checked_int_input, live
+    from workbench.dashboards.shell import checked_int_input, live, plain
 
     said = live(pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10)))
-    field = checked_int_input(model, "selected", lambda why: setattr(said, "object", as_text(why)),
+    field = checked_int_input(model, "selected", lambda why: setattr(said, "object", plain(why)),
                               label="Member to play", sizing_mode="stretch_width",
                               description="population index of the member to play, as a cell's hover says it "
                                           "(-1: none); Enter plays it")
@@ -270,6 +270,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         address,
         address_at_load,
         as_text,
+        code,
         download_button,
         live,
         no_runs_page,
@@ -330,7 +331,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
             return
         player.playing = True
         link = f"./lab?run={urllib.parse.quote(str(model.run_id), safe='')}&member={member}"
-        playing.object = as_text(f"playing population member **{member}** of `{model.run_id}` · "
+        playing.object = as_text(f"playing population member **{member}** of {code(model.run_id)} · "
                                   f"[open it in the Lab]({link}) (edit, score, snapshot)")
 
     model.param.watch(on_select, "selected")
@@ -401,7 +402,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     def on_export(event):
         [png] = fresh_paths(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
         path = model.export_png(png)
-        saved.object = as_text(f"saved `{path}` (4× the thumbnails' resolution)")
+        saved.object = as_text(f"saved {code(path)} (4× the thumbnails' resolution)")
         offer(download, path)
 
     export.on_click(on_export)

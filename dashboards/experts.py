@@ -35,11 +35,14 @@ from workbench.dashboards.shell import (
     ROW_WIDTH,
     TextMultiChoice,
     as_text,
+    code,
     counted,
     failed,
+    literal,
     live,
     newest_readable,
     placeholder,
+    plain,
 )
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
@@ -780,25 +783,25 @@ class ExpertsModel(param.Parameterized):
         iterations; then the runs pooled with it and what could not be read. Without a run: the message."""
         d = self.data
         if d is None:
-            return self.message or "No experts or adapt runs yet."
+            return plain(self.message) if self.message else "No experts or adapt runs yet."
         cfg, info = d.config, d.info
         pooled = f" · pooled with {counted(len(self.compare), 'other run')}" if self.compare else ""
-        pooled += "".join(f" · **cannot read** {why}" for why in d.damaged)  # its views without those rows
+        pooled += "".join(f" · **cannot read** {plain(why)}" for why in d.damaged)  # its views without those rows
         if d.kind == "experts":
             test = info.get("test_scores") or {}
             score = (f" · test {test['base']:.3f} (base) → {test['expert']:.3f} (expert)" if "expert" in test else "")
             adapter = {"svf": "SVF", "lora": "LoRA"}.get(cfg["adapter"], str(cfg["adapter"]))  # as the tabs say
             n = info.get("n_params")
             n = grouped(n) if isinstance(n, int) else "?"  # "1 152", as the SVF vs LoRA tab
-            return (f"**{d.run.id}** · {adapter} expert for **{cfg['task']}** on "
+            return (f"**{literal(d.run.id)}** · {literal(adapter)} expert for **{literal(cfg['task'])}** on "
                     f"{model_text(cfg['model'])} · "
                     f"{n} trainable parameters · {d.run.live_status(info)}, "
                     f"{info.get('iterations', '?')}/{cfg['iters']} steps{score}{pooled}")
         target = cfg.get("target")
-        return (f"**{d.run.id}** · adaptation on {model_text(cfg['model'])} · experts "
-                f"{', '.join(e.task for e in d.experts)} · target {target or '–'} · α per {cfg['alpha']}, "
-                f"{cfg['variant']} mixing · {d.run.live_status(info)}, {info.get('iterations', '?')} iterations"
-                f"{pooled}")
+        return (f"**{literal(d.run.id)}** · adaptation on {model_text(cfg['model'])} · experts "
+                f"{literal(', '.join(e.task for e in d.experts))} · target {literal(target or '–')} · α per "
+                f"{literal(cfg['alpha'])}, {literal(cfg['variant'])} mixing · {d.run.live_status(info)}, "
+                f"{info.get('iterations', '?')} iterations{pooled}")
 
 
 def export_what(model: ExpertsModel) -> str:
@@ -819,7 +822,7 @@ def model_text(model: str) -> str:
     path on hover (a page, or a screenshot of it, shows no machine's folders)."""
     parts = Path(model).parts
     if len(parts) <= 2:
-        return f"`{model}`"
+        return code(model)
     shown = html.escape("/".join(parts[-2:]))
     shown = "".join(f"&#{ord(ch)};" if ch in "_*$~[]`\\" else ch for ch in shown)  # no Markdown inside the tag
     return f'<code title="{html.escape(model)}">…/{shown}</code>'
@@ -1210,10 +1213,11 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                     asked = prompt.value.strip()
                     out = await off_loop(model.answer, asked, busy=[said])
                     # the prompt, the answer and the experts' task names (a shared run's config) as text
-                    said.object = as_text(f"**{asked} →** `{out['answer'] or '∅'}` · z′ = {mix} ({variant.value}) · "
-                                          f"{shares} · composed and decoded in {out['seconds'] * 1000:.0f} ms")
+                    said.object = as_text(f"**{literal(asked)} →** {code(out['answer'] or '∅')} · z′ = {literal(mix)} "
+                                          f"({variant.value}) · {literal(shares)} · composed and decoded in "
+                                          f"{out['seconds'] * 1000:.0f} ms")
                 except ValueError as exc:
-                    said.object = f"**cannot answer:** {as_text(str(exc))}"
+                    said.object = f"**cannot answer:** {plain(str(exc))}"
                 except Exception as exc:
                     said.object = f"**answering failed:** {failed(exc)}"
                     raise
@@ -1227,9 +1231,10 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
             model.param.update(alphas=[float(s.value) for s in sliders], variant=variant.value,
                                normalize=normalize.value)
             acc = await off_loop(model.score_mixture, 16, busy=[score])
-            scores.object = as_text("held-out accuracy: " + " · ".join(f"{t} **{a:.2f}**" for t, a in acc.items()))
+            scores.object = as_text("held-out accuracy: "
+                                    + " · ".join(f"{literal(t)} **{a:.2f}**" for t, a in acc.items()))
         except ValueError as exc:
-            scores.object = f"**cannot score:** {as_text(str(exc))}"
+            scores.object = f"**cannot score:** {plain(str(exc))}"
         except Exception as exc:
             scores.object = f"**scoring failed:** {failed(exc)}"
             raise
@@ -1338,7 +1343,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         try:  # the files are read on a worker thread
             data = await off_loop(model.prepare, event.new, busy=[tabs, picker])
         except ValueError as exc:
-            alert.param.update(object=as_text(str(exc)), visible=True)
+            alert.param.update(object=plain(str(exc)), visible=True)
             put_back(picker, lambda: model.run_id)  # the menu names the run on show (it kept the one refused)
             return
 

@@ -761,7 +761,6 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     from workbench.dashboards.shell import (
         PageThread,
         address,
-        as_text,
         checked_int_input,
         download_button,
         failed,
@@ -769,6 +768,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         live,
         off_loop,
         offer,
+        plain,
         run_asked,
         run_while,
         section,
@@ -783,7 +783,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     alert = live(pn.pane.Alert("", sizing_mode="stretch_width", visible=False, margin=(0, 10)))
 
     def show_message(*_):
-        alert.param.update(object=as_text(model.message), alert_type=model.message_kind,
+        alert.param.update(object=plain(model.message), alert_type=model.message_kind,
                            visible=bool(model.message))
 
     model.param.watch(show_message, ["message", "message_kind"])
@@ -928,7 +928,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
             except Exception as exc:  # noqa: BLE001 - a missing weights file, no network for CLIP, ...
                 if (model.fm, model.fm_weights) != asked:
                     return
-                said = in_page_words(str(exc), {"--fm": "FM", "--weights": "FM weights"})  # the page's fields
+                said = in_page_words(str(exc), {"--fm": "FM", "--weights": "FM weights"}, bold=False)  # its fields
                 model.tell(f"cannot load FM {model.fm}: {said}", "danger")
                 model.fm_failed(f"FM {model.fm} did not load")  # the trace says it scores nothing
             else:  # and the error of an FM chosen before goes

@@ -14,7 +14,7 @@ import panel as pn
 import param
 
 from workbench.checks import shell_path
-from workbench.dashboards.shell import newest_readable
+from workbench.dashboards.shell import code, literal, newest_readable, plain
 from workbench.merge import views
 from workbench.runs import RunStore, a_kind_run
 
@@ -104,7 +104,7 @@ class MergeModel(param.Parameterized):
         if d is None or not d.info.get("iterations"):
             return NO_FIGURES
         why = self.figure(next(iter(FIGURES)))
-        return f"*No figures: {str(why.data).replace('<i>', '').replace('</i>', '').strip()}*"
+        return f"*No figures: {plain(str(why.data).replace('<i>', '').replace('</i>', '').strip())}*"
 
     def has(self, name: str) -> bool:
         """Whether the run on show has figure `name` (of FIGURES), not the Div saying why it has none."""
@@ -157,10 +157,11 @@ class MergeModel(param.Parameterized):
         fit = "–" if d.info.get("best_loss") is None else f"{-d.info['best_loss']:.3f}"
         status = d.run.live_status(d.info)  # a killed run says "interrupted", not the "running" it last wrote
         resume = d.run.resume_command
-        return (f"**{d.info['id']}** · method `{cfg['method']}` · models {', '.join(cfg['models'])} · tasks "
-                f"{', '.join(cfg['tasks'])} · {status}, {d.info.get('iterations', '?')}/{cfg['iters']} iterations · "
-                f"best validation fitness {fit}" + (f" · resume it: `{resume}`" if resume else "")
-                + "".join(f" · **cannot read** {why}" for why in d.damaged))
+        return (f"**{literal(d.info['id'])}** · method {code(cfg['method'])} · models "
+                f"{literal(', '.join(cfg['models']))} · tasks {literal(', '.join(cfg['tasks']))} · {status}, "
+                f"{d.info.get('iterations', '?')}/{cfg['iters']} iterations · best validation fitness {fit}"
+                + (f" · resume it: {code(resume)}" if resume else "")
+                + "".join(f" · **cannot read** {plain(why)}" for why in d.damaged))
 
     def paper_figure(self, name: str) -> tuple[Dimensioned, dict]:
         """One of FIGURES as export writes it, with the paper style it is written in: (figure, style for
@@ -290,7 +291,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
             await off_loop(pick, busy=[tabs, picker])
         except ValueError as exc:
             # the tabs stayed the last run's while run_id named the one refused: every tab click was a traceback
-            alert.param.update(object=as_text(str(exc)), visible=True)
+            alert.param.update(object=plain(str(exc)), visible=True)
             put_back(picker, lambda: model.run_id)
             return
         alert.visible = False

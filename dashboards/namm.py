@@ -21,7 +21,7 @@ import panel as pn
 import param
 
 from workbench.checks import shell_path, user_path
-from workbench.dashboards.shell import ROW_WIDTH
+from workbench.dashboards.shell import ROW_WIDTH, code, literal, plain
 from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
@@ -372,10 +372,10 @@ class NAMMExplorer(param.Parameterized):
             return "Type a prompt and press **run**."
         frac = np.mean(t.final_sizes) / max(t.n_tokens, 1)
         model = self.ran.model_name if self.ran else self.model_name  # the trace's, whatever the settings say now
-        return (f"**{shown(t.label)}** on `{model}` · {t.n_prompt} prompt tokens + {t.n_generated} "
+        return (f"**{literal(shown(t.label))}** on {code(model)} · {t.n_prompt} prompt tokens + {t.n_generated} "
                 f"generated · {t.n_layers} layers × {t.n_heads} KV heads · n_up {t.n_up} · {len(t.steps)} eviction "
                 f"step{'' if len(t.steps) == 1 else 's'} · cache at the end {frac:.0%} of the tokens · answer: "
-                f"`{t.generated.strip()[:80]}`")
+                f"{code(t.generated.strip()[:80])}")
 
     def pick(self, x: float, y: float) -> tuple[int, int, int] | None:
         """A click on the retention raster at (token x, row y): show that token, layer and head (spectrogram,
@@ -752,7 +752,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                       sizing_mode="stretch_width")
     theta = w.Select(label="θ", options=model.theta_choices(), value=model.theta, sizing_mode="stretch_width")
     def refused(why: str) -> None:
-        status.object = f"**not taken:** {as_text(why)}" if why else ""
+        status.object = f"**not taken:** {plain(why)}" if why else ""
 
     seed = checked_int_input(model, "seed", refused, label="seed (random θ, task prompt)", sizing_mode="stretch_width")
     strict = w.Checkbox(label="strict per head (fill tokens masked)", value=model.strict)
@@ -851,7 +851,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
                 setattr(model, name, event.new)
             except ValueError as exc:
                 put_back(widget, lambda: getattr(model, name))
-                status.object = f"**{widget.name or name}:** {as_text(str(exc).splitlines()[0])}"
+                status.object = f"**{widget.name or name}:** {plain(str(exc).splitlines()[0])}"
         widget.param.watch(on, "value")
 
     for widget, name in ((policy, "policy"), (theta, "theta"), (strict, "strict"), (chat, "chat"), (n_up, "n_up"),
@@ -908,7 +908,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             recipe = model.recipe()
             trace = await off_loop(model.compute, tick, recipe, busy=[run_button, tabs])
         except ValueError as exc:
-            alert.param.update(object=as_text(str(exc)), visible=True)
+            alert.param.update(object=plain(str(exc)), visible=True)
             status.object = ""
             return
         except Exception as exc:  # said on the page (it said "running…" for good), and in the log
@@ -931,7 +931,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             tabs.active = list(VIEWS).index("sweep")
             status.object = f"compared {len(rows)} methods on this prompt"
         except ValueError as exc:
-            status.object = f"**cannot compare:** {as_text(str(exc))}"
+            status.object = f"**cannot compare:** {plain(str(exc))}"
         except Exception as exc:
             status.object = f"**the comparison failed:** {failed(exc)}"
             raise
@@ -946,14 +946,14 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         try:
             answer = await off_loop(model.use_task, task.value, task_length.value, busy=[use_task, prompt])
         except ValueError as exc:
-            status.object = f"**cannot make the prompt:** {as_text(str(exc))}"
+            status.object = f"**cannot make the prompt:** {plain(str(exc))}"
             return
         syncing[0] = True
         try:
             prompt.value, chat.value = model.prompt, model.chat
         finally:
             syncing[0] = False
-        status.object = f"{task.value} prompt (seed {model.seed}): the answer is **{answer}**"
+        status.object = f"{task.value} prompt (seed {model.seed}): the answer is **{literal(answer)}**"
 
     use_task.on_click(on_task)
     run_button.on_click(on_run)

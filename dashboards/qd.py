@@ -48,7 +48,9 @@ from workbench.dashboards.shell import (
     counted,
     failed,
     ids_digest,
+    literal,
     live,
+    plain,
     subheading,
 )
 from workbench.figures import holoviews, sized_by_frame, styled
@@ -901,22 +903,23 @@ class QDModel(param.Parameterized):
         (without one: the message)."""
         d = self.data
         if d is None:
-            return self.message or "Nothing open."
+            return plain(self.message) if self.message else "Nothing open."
         gens = d.generations
         if d.kind == "qd":
             cfg = d.info["config"]
             method = d.info.get("method") or cfg.get("sampling", "?")  # (a hand-edited config may lack it)
-            return (f"**{d.name}** · tasks {', '.join(d.tasks)} · {method} · "
+            return (f"**{literal(d.name)}** · tasks {literal(', '.join(d.tasks))} · {literal(method)} · "
                     f"{d.bins} bins · {counted(len(d.models), 'model')} evaluated · "
                     f"generations {gens[0]}–{gens[-1]} · {effective_status(d.info)}")
         if d.kind == "map-elites":
             ev = d.info["config"]["eval"]
-            return (f"**{d.name}** · MAP-Elites illumination of {ev['substrate']} ({ev['fm']}) · "
+            return (f"**{literal(d.name)}** · MAP-Elites illumination of {literal(ev['substrate'])} "
+                    f"({literal(ev['fm'])}) · "
                     f"{counted(len(d.models), 'elite')} in a {d.bins} × {d.bins} grid · hover a cell for its novelty, "
                     f"click it for its card and a link that plays it in the Lab")
         what = "pyribs archive" if d.kind == "pyribs" else "reference archive map"
         span = f"generations {gens[0]}–{gens[-1]}" if len(gens) > 1 else "one generation"
-        return f"**{d.name}** · {what} · tasks {', '.join(d.info.get('all_tasks', d.tasks))} · {span}"
+        return f"**{literal(d.name)}** · {what} · tasks {literal(', '.join(d.info.get('all_tasks', d.tasks)))} · {span}"
 
 
 def _parents_text(row: pd.Series) -> str:

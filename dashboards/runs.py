@@ -32,10 +32,12 @@ from workbench.dashboards.shell import (
     PAGES,
     TextMultiChoice,
     as_text,
+    code,
     counted,
     ids_digest,
     live,
     open_links,
+    plain,
     store_missing,
 )
 from workbench.runs import MAX_NOTE, RunError, RunStore, steps_done
@@ -187,9 +189,9 @@ class RunsModel(param.Parameterized):
         links = open_links(kind, run_id, (info.get("config") or {}).get("algorithm"))
         if not links:
             what = f"{kind} runs" if kind else "runs of unknown kind"  # (a run.json without one: "None runs")
-            return f"`{run_id}`: no page opens {what} yet"
+            return f"{code(run_id)}: no page opens {what} yet"
         title, url = links[0]
-        return f"[open `{run_id}` in the {title}]({url})"
+        return f"[open {code(run_id)} in the {title}]({url})"
 
     def card(self, row: dict) -> dict:
         """What a gallery card shows for a catalog row: title, subtitle, status, best, thumbnail, links."""
@@ -287,9 +289,9 @@ class RunsModel(param.Parameterized):
     def compared_text(self, comparison: Comparison | None) -> str:
         """The Compare tab's first line: the runs compared, and those whose metrics could not be read (left out
         of the curves, their settings still compared)."""
-        ids = [f"`{i}`" for i in self.selected]
+        ids = [code(i) for i in self.selected]
         names = ", ".join(ids[:-1]) + " and " + ids[-1] if len(ids) > 1 else (ids[0] if ids else "no runs yet")
-        left_out = "".join(f" **`{i}` left out of the curves:** {why}."
+        left_out = "".join(f" **{code(i)} left out of the curves:** {plain(why)}."
                            for i, why in (comparison.unreadable if comparison else {}).items())
         return f"Comparing {names}.{left_out}"
 
@@ -693,7 +695,7 @@ def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.vi
 def removal_question(ids: list[str]) -> str:
     """What the Runs page asks before it removes runs: which, and that it is for good."""
     return (f"Remove {counted(len(ids), 'run')} for good, folders and all (metrics, checkpoints, figures)? "
-            f"{', '.join(f'`{i}`' for i in ids)}")
+            f"{', '.join(code(i) for i in ids)}")
 
 
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
@@ -737,7 +739,7 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             comparison = model.comparison()
         except ValueError as exc:  # a run that cannot be opened: said on the tab (it went to the server log alone)
-            return [pn.pane.Markdown(as_text(f"{model.compared_text(None)} **Cannot compare them:** {exc}"),
+            return [pn.pane.Markdown(as_text(f"{model.compared_text(None)} **Cannot compare them:** {plain(str(exc))}"),
                                      margin=(5, 10))]
         table = model.settings_table(comparison) if comparison is not None else pd.DataFrame()
         settings = pn.pane.Markdown("") if table.empty else pn.pane.DataFrame(
@@ -832,9 +834,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         confirm.visible = cancel.visible = False
         try:
             removed = model.remove(asked)
-            removal.object = as_text(f"removed {counted(len(removed), 'run')}: {', '.join(f'`{i}`' for i in removed)}")
+            removal.object = as_text(f"removed {counted(len(removed), 'run')}: {', '.join(code(i) for i in removed)}")
         except (ValueError, OSError) as exc:
-            removal.object = f"**not (all) removed:** {as_text(str(exc))}"
+            removal.object = f"**not (all) removed:** {plain(str(exc))}"
         finally:
             show_store()
 
@@ -859,9 +861,9 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             written = model.note(run_id, event.new or "")
         except ValueError as exc:
-            noted.object = f"**not saved:** {as_text(str(exc))}"
+            noted.object = f"**not saved:** {plain(str(exc))}"
             return
-        noted.object = as_text(f"note saved on `{run_id}`" if written else f"note removed from `{run_id}`")
+        noted.object = as_text(f"note saved on {code(run_id)}" if written else f"note removed from {code(run_id)}")
         show_store()
 
     def on_cancel(event):

@@ -30,11 +30,13 @@ from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
     as_text,
     checked_int_input,
+    code,
     every_from_load,
     export_controls,
     in_page_words,
     live,
     placeholder,
+    plain,
     run_alert,
     run_asked,
     section,
@@ -48,6 +50,9 @@ from workbench.simulations import SUBSTRATES
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
 # Game of Life's θ is one integer rule: every kind of search runs the GA over rules (bit flips) on it
 RULE_SUBSTRATES = ("gol",)
+#: what the status line says of a run whose metrics do not read (the page's words, in bold there; the reason after it
+#: is the library's, as text)
+UNREADABLE_CURVE = "cannot read its loss curve"
 RULE_NOTE = ("Game of Life: θ is one integer rule (18 bits: births, survivals), searched by a **GA over rules** "
              "(bit flips) for every kind. To rank all 2^18 rules: `workbench asal sweep --substrate gol`.")
 
@@ -222,7 +227,7 @@ class SearchJob:
             except Exception as exc:  # noqa: BLE001 - a damaged or missing table costs the curve, not the run
                 self.metrics = []
                 # said beside the status: "done, 5 / 5" next to "the curve appears after the first iteration" hid it
-                self.unreadable = f"**cannot read** its loss curve: {exc}"
+                self.unreadable = f"{UNREADABLE_CURVE}: {exc}"
             self.population = _picture(run.path / "population.png")  # the latest, until a resume evaluates more
 
     def _progress(self, done: int, total: int, row: dict) -> None:
@@ -632,7 +637,7 @@ class SearchViews:
         try:
             action()
         except ValueError as exc:
-            self.status.object = f"status: **error** — {as_text(in_page_words(str(exc), FIELDS))}"
+            self.status.object = f"status: **error** — {in_page_words(plain(str(exc)), FIELDS)}"
 
     def feed(self, period_ms: int = 300) -> None:
         """Refresh the views now, and every `period_ms` once the browser has loaded the page (shell.every_from_load
@@ -692,10 +697,12 @@ class SearchViews:
             if model.status == "running" and not running:
                 parts[0] += " (not in this server: shown as it was when opened)"
             if model.run_id:
-                parts.append(as_text(f"run `{model.run_id}`"))
+                parts.append(as_text(f"run {code(model.run_id)}"))
             if model.algorithm_ran:
                 parts.append(f"algorithm **{model.algorithm_name}**")
-            notes = [as_text(text) for text in (model.error, model.notice) if text]
+            # the notes are text (a run's folder, an exception's words); only the page's own words are in bold
+            bold = UNREADABLE_CURVE.replace("cannot read", "**cannot read**")
+            notes = [plain(text).replace(UNREADABLE_CURVE, bold, 1) for text in (model.error, model.notice) if text]
             self.status.object = " · ".join(parts) + "".join(f" — {text}" for text in notes)
             if model.best_thumb is not None:
                 self.best_image.object = Image.fromarray(model.best_thumb).resize((224, 224), Image.NEAREST)
@@ -754,7 +761,7 @@ def search_page(runs_dir: str = "runs", model: SearchModel | None = None, run: s
     views.resume.on_click(lambda e: views.safely(model.resume))
 
     def refused(why: str) -> None:
-        views.note(f"**not taken** — {why}" if why else "")
+        views.note(f"**not taken** — {plain(why)}" if why else "")
 
     w = {name: checked_int_input(model, name, refused, sizing_mode="stretch_width")
          for name in ("iters", "pop", "steps", "frames", "bs", "seed")}

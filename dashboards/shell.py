@@ -550,12 +550,15 @@ def placeholder(text: str, width: int = 520, height: int = 260, link: str = "") 
                         margin=(5, 10))
 
 
-def in_page_words(message: str, fields: dict[str, str]) -> str:
+def in_page_words(message: str, fields: dict[str, str], bold: bool = True) -> str:
     """A message the library words for the command line ("needs --prompt TEXT or --target-image FILE"), in the
     words of a page whose fields are `fields` (flag -> the field's label): each flag named there becomes its
-    field, the value's placeholder after it (TEXT, FILE, K) dropped; other flags are left as they are."""
+    field (in **bold**, or as plain text without `bold`: a message plain() shows), the value's placeholder after
+    it (TEXT, FILE, K) dropped; other flags are left as they are."""
     def field(found: re.Match) -> str:
-        return f"**{fields[found.group(1)]}**" if found.group(1) in fields else found.group(0)
+        if found.group(1) not in fields:
+            return found.group(0)
+        return f"**{fields[found.group(1)]}**" if bold else fields[found.group(1)]
 
     return re.sub(r"(--[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
 
@@ -663,7 +666,7 @@ def run_alert(model: Any, run: str | None = None) -> pn.pane.Alert:
         try:
             model.choose(arg)
         except ValueError as exc:
-            alert.param.update(object=as_text(str(exc)), visible=True)
+            alert.param.update(object=plain(str(exc)), visible=True)
     if not alert.visible:
         show_passed_over(alert, model)
     return alert
@@ -674,7 +677,7 @@ def show_passed_over(alert: pn.pane.Alert, model: Any, first: str = "") -> None:
     passed over (its `skipped`: runs the catalog left out, newer runs it could not read), or is hidden where there
     are none (a refresh after they were mended)."""
     text = first or passed_over_line(getattr(model, "skipped", None) or [])
-    alert.param.update(object=as_text(text), visible=bool(text))
+    alert.param.update(object=plain(text), visible=bool(text))
 
 
 def passed_over_line(skipped: list[str]) -> str:
@@ -790,10 +793,10 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
         try:
             settings = export_settings(fmt.value, width.value, font.value, legend.value)
             path = await off_loop(functools.partial(write, fmt.value, **settings), busy=[export])
-            status.object = as_text(f"written `{path}`")  # the run's id in the path
+            status.object = as_text(f"written {code(path)}")  # the run's id in the path
             offer(download, path)
         except ValueError as exc:
-            status.object = f"**cannot export:** {as_text(page_words(str(exc)))}"
+            status.object = f"**cannot export:** {plain(page_words(str(exc)))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
             status.object = f"**export failed:** {failed(exc)}"
             raise
@@ -864,6 +867,9 @@ def failed(exc: BaseException) -> str:
 
 #: characters Markdown reads as syntax, as entities inside a code span as_text writes as HTML (entities are text)
 _MARKDOWN_SYNTAX = {c: f"&#{ord(c)};" for c in "\\`*_~[]()$!|"}
+#: the characters of those that make Markdown outside a code span (emphasis, strikes, links, escapes, maths,
+#: tables): "(", ")" and "!" make nothing once "[" and "]" are text, and a message reads better with them as they are
+_TEXT_SYNTAX = {c: f"&#{ord(c)};" for c in "\\`*_~[]$|"}
 
 
 def _code_span(span: str) -> str:
@@ -884,10 +890,42 @@ def as_text(message: str) -> str:
     side, not escaped, on one line) holding a "<" becomes a <code> element whose text is escaped: the only "<" left
     are its own, so no reading of the backticks (a link's destination or title swallowing one, a run of two
     backticks pairing the one before it: Markdown's and this regex's differ) can let HTML through. Kept too: a
-    hover tag `<code title="…">…</code>` with nothing but escaped text inside (experts.model_text's "…/zoo/base"
-    with the whole path on hover: shown as its markup, tags and all, once messages were escaped)."""
-    parts = re.split(r"((?<![`\\])`[^`\n]+`(?!`)|<code title=\"[^\"<>]*\">[^<>`]*</code>)", message or "")
-    return "".join((p if p.startswith("<code title=") else _code_span(p)) if i % 2 else p.replace("<", "&lt;")
+    <code> element of code(), and a hover tag `<code title="…">…</code>`, with nothing but escaped text inside
+    (experts.model_text's "…/zoo/base" with the whole path on hover: shown as its markup, tags and all, once
+    messages were escaped). Values put in a message are literal() or code(); a library's words are plain()."""
+    parts = _CODE_SPANS.split(message or "")
+    return "".join((p if p.startswith("<code") else _code_span(p)) if i % 2 else p.replace("<", "&lt;")
+                   for i, p in enumerate(parts))
+
+
+#: as_text's code spans: one backtick each side (not escaped, on one line), or a <code> element of code() or
+#: model_text (a hover title at most) with nothing but escaped text inside
+_CODE_SPANS = re.compile(r"((?<![`\\])`[^`\n]+`(?!`)|<code(?: title=\"[^\"<>]*\")?>[^<>`]*</code>)")
+
+
+def literal(value: object) -> str:
+    """`value` (a run id, a model's or task's name, a path: anyone's characters) for Markdown outside a code span,
+    shown as its characters: every character Markdown reads as syntax, and "<", as an entity. A run folder named
+    `a*b*` was "a<em>b</em>" in an alert, `_draft_` was in italics, `[x](y)` a link."""
+    return "".join(_TEXT_SYNTAX.get(c, c) for c in str(value).replace("<", "&lt;"))
+
+
+def code(value: object) -> str:
+    """`value` as a code span that shows it as it is, whatever it holds: `value` in backticks where that reads back
+    as `value` (no backtick, "<" or line break in it, no space at its ends), else a <code> element of its escaped
+    text (as_text keeps both)."""
+    text = str(value)
+    if text and not re.search(r"[`<\n]", text) and text == text.strip():
+        return f"`{text}`"
+    return "<code>" + "".join(_MARKDOWN_SYNTAX.get(c, c) for c in html.escape(text, quote=False)) + "</code>"
+
+
+def plain(message: str) -> str:
+    """A library's words (an error, a note: plain text whose only Markdown is its `code` spans, as the command line
+    shows them) for a Markdown pane: as_text, with every Markdown character outside the code spans shown as itself
+    (literal): "no run 'a*b*'" read "no run 'a<em>b</em>'"."""
+    parts = _CODE_SPANS.split(message or "")
+    return "".join((p if p.startswith("<code") else _code_span(p)) if i % 2 else literal(p)
                    for i, p in enumerate(parts))
 
 

@@ -1602,11 +1602,12 @@ def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_pat
         damage(run.path / "metrics.parquet")
         model = SearchModel(runs_dir=str(tmp_path))
         model.choose(run.id)
-        assert model.status == "done" and model.metrics == [] and "**cannot read** its loss curve" in model.notice
+        assert model.status == "done" and model.metrics == [] and "cannot read its loss curve" in model.notice
         assert why in model.notice
         views = SearchViews(model)
         views.refresh()  # it raised on the rows without best_loss
-        assert why in views.status.object
+        shown, made = _shown_text(views.status.object)
+        assert why in shown and "**cannot read** its loss curve" in views.status.object, views.status.object
     (run.path / "metrics.parquet").write_bytes(good)
     model = SearchModel(runs_dir=str(tmp_path))
     model.choose(run.id)
@@ -3293,6 +3294,59 @@ def test_the_runs_pages_own_lines_show_a_run_id_as_text(tmp_path):
     shown = [html.unescape(m.get_root().text) for m in everything.select(pn.pane.Markdown) if m.object]
     assert any("Comparing" in s for s in shown) and any("for good" in s for s in shown), shown
     assert not [s for s in shown if "<img" in s]
+
+
+MARKDOWN_ID = "_a*b*_[x](y)~~s~~$m$"  # a run folder name Markdown reads as italics, emphasis, a link, a strike, maths
+
+
+def _shown_text(markdown: str) -> str:
+    """The text a Markdown pane's HTML shows (its tags dropped), and whether Markdown made anything of it."""
+    import html
+
+    import panel as pn
+
+    rendered = html.unescape(pn.pane.Markdown(markdown).get_root().text)
+    made = [tag for tag in ("<em>", "<strong>", "<a ", "<s>", "<del>", "<span class=\"math") if tag in rendered]
+    return re.sub(r"<[^>]+>", "", rendered), made
+
+
+def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
+    """A run folder named with Markdown's characters (`_draft_`, `a*b*`, `[x](y)`) is shown as it is named: the
+    pages' alerts gave a library's words ("no run 'a*b*'") to Markdown and showed "no run 'a<em>b</em>'", and
+    their own lines put ids in bold or in code spans a backtick of the id closed. A library's words are plain()
+    (their `code` spans kept), a value in a page's line literal() or code()."""
+    import panel as pn
+
+    from workbench.dashboards.runs import runs_page
+    from workbench.dashboards.shell import TextMultiChoice, code, literal, plain, run_alert
+    from workbench.runs import RunStore
+
+    text, made = _shown_text(plain(f"no run {MARKDOWN_ID!r} in `a_b*c*` (see **x**)"))
+    assert text.strip() == f"no run {MARKDOWN_ID!r} in a_b*c* (see **x**)" and not made, (text, made)
+    text, made = _shown_text(f"**{literal(MARKDOWN_ID)}** on {code('a`b')} · {code(' x ')} · {code('')}")
+    assert text.strip() == f"{MARKDOWN_ID} on a`b ·  x  ·" and made == ["<strong>"], (text, made)
+
+    class Refusing:
+        def choose(self, run_id):
+            raise ValueError(f"no run {run_id!r} (latest runs: {MARKDOWN_ID})")
+
+    text, made = _shown_text(run_alert(Refusing(), MARKDOWN_ID).object)
+    assert text.strip() == f"no run {MARKDOWN_ID!r} (latest runs: {MARKDOWN_ID})" and not made, (text, made)
+
+    store = RunStore(tmp_path / "runs")
+    run = store.create("openended", "boids", "pixels", {}, 0)
+    run.update(status="done", iterations=1)
+    for name in (MARKDOWN_ID, "a`b"):
+        shutil.copytree(run.path, store.root / name)
+        info = json.loads((store.root / name / "run.json").read_text())
+        (store.root / name / "run.json").write_text(json.dumps({**info, "id": name}))
+    page = runs_page(str(store.root))
+    everything = pn.Column(*page.main, *page.sidebar)
+    next(iter(everything.select(TextMultiChoice))).value = [MARKDOWN_ID, "a`b"]
+    next(b for b in everything.select(pn.widgets.Button) if b.label.startswith("remove the ticked")).clicks += 1
+    shown = [_shown_text(m.object) for m in everything.select(pn.pane.Markdown) if m.object]
+    asked = [t for t, _ in shown if "for good" in t] + [t for t, _ in shown if t.startswith("Comparing")]
+    assert len(asked) == 2 and all(f"{MARKDOWN_ID}, a`b" in t or f"{MARKDOWN_ID} and a`b" in t for t in asked), asked
 
 
 def test_a_search_opened_on_the_page_puts_its_seed_in_the_sidebar(tmp_path):

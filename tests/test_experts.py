@@ -60,6 +60,20 @@ def test_z_is_sigmoid_of_p_times_max_mult():
     torch.testing.assert_close(z_from_params(p, 2.0), 2 * torch.sigmoid(p))
 
 
+def test_init_params_are_0_1_plus_0_01_standard_normal():
+    """model-evolution.md: p starts at 0.1 + 0.01·N(0, 1), one float32 vector of length r per matrix (the start
+    tests above check z's mean and the logits, which a noise of 0.02 or none at all passes too)."""
+    from workbench.experts.svf import init_params
+
+    p = init_params({"a.mlp.w": 40_000, "b.mlp.w": 3}, seed=4)
+    assert [tuple(v.shape) for v in p.values()] == [(40_000,), (3,)] and p["a.mlp.w"].dtype == torch.float32
+    a = p["a.mlp.w"].double()
+    assert float(a.mean()) == pytest.approx(0.1, abs=2e-4)  # 0.01/√40000 = 5e-5 standard error
+    assert float(a.std()) == pytest.approx(0.01, rel=0.02)  # about 0.35 % standard error
+    again = init_params({"a.mlp.w": 40_000, "b.mlp.w": 3}, seed=4)
+    assert all(torch.equal(p[n], again[n]) for n in p)
+
+
 def test_svf_compose_rescale_keeps_uniform_z_and_the_unscaled_variant_does_not():
     W = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
     U, S, Vh = svf_decompose(W)
@@ -143,6 +157,16 @@ def test_mix_params_mixes_raw_parameters_per_matrix_and_per_expert():
     a = torch.tensor(alpha, dtype=torch.float32, requires_grad=True)
     mix_params(params, a, keys)[keys[0]].sum().backward()
     torch.testing.assert_close(a.grad[:, 0], torch.stack([p[keys[0]].sum() for p in params]))
+
+
+def test_few_shot_mixing_defaults_to_the_references_raw_mix():
+    """A run's few-shot mixing, left to its defaults, mixes the RAW p (no sigmoid), α per expert, unnormalised, with
+    CEM's population 32 (`experts adapt` passes no --variant of its own: the config's default is what runs)."""
+    from workbench.experts.adapt import AdaptConfig
+    from workbench.experts.mixing import RAW
+
+    cfg = AdaptConfig(model="m", experts=["e"])
+    assert (cfg.variant, cfg.alpha, cfg.normalize, cfg.pop) == (RAW, "expert", False, 32)
 
 
 def test_mix_params_bad_input():

@@ -154,6 +154,29 @@ def test_ps_genome_decodes_to_per_group_filters():
         PSGenome(["a"], 4, "ties")
 
 
+def test_ps_genome_genes_reach_every_tensor_of_their_layer_group():
+    """Spec §1: one (weight, density) per model per layer group. Resolved as a merge resolves it (gradient position
+    and filters), each tensor gets its own group's genes: the embeddings the first, layer i's tensors (norms
+    included) group i + 1, the final norm and the LM head the last (a version that gave model.norm the embeddings'
+    genes passed the test above, which reads the recipe's entries but not what they resolve to)."""
+    from workbench.merge.state import gradient_t, resolve
+
+    g = PSGenome(["add", "sort"], layers=4, method="ties", base="base")
+    x = np.linspace(0.06, 0.99, g.size)  # every gene distinct, none clipped
+    w, d = g.split(x)
+    recipe = g.recipe(x)
+    per_model = {m["model"]: m.get("parameters") for m in recipe.models}
+    names = {"model.embed_tokens.weight": 0, "model.norm.weight": 5, "lm_head.weight": 5,
+             **{f"model.layers.{i}.{k}.weight": i + 1 for i in range(4)
+                for k in ("mlp.up_proj", "self_attn.q_proj", "input_layernorm")}}
+    for k, model in enumerate(g.models):
+        for name, group in names.items():
+            t = gradient_t(name, 4)
+            for key, genes in (("weight", w), ("density", d)):
+                value = resolve(key, [per_model[model], recipe.parameters], name, t)
+                assert value == pytest.approx(genes[k, group], abs=1e-6), (model, name, key)
+
+
 def test_dfs_genome_starts_from_the_first_models_own_path():
     g = DFSGenome(["a", "b"], 3, r=2)
     assert g.recipe(g.initial()).steps() == DFSRecipe.identity(["a", "b"], 3, r=2).steps()

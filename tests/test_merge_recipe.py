@@ -97,6 +97,33 @@ def test_slice_precedence_and_slice_gradient(models):
     torch.testing.assert_close(out[emb], 1.0 * models["a"][emb] + 0.25 * models["b"][emb])
 
 
+SLICE_SHARED = """
+merge_method: linear
+slices:
+  - sources:
+      - {model: a, layer_range: [0, 2], parameters: {weight: 1.0}}
+      - {model: b, layer_range: [2, 4], parameters: {weight: 3.0}}
+    parameters: {normalize: true}
+parameters: {normalize: false}
+"""
+
+
+def test_a_shared_parameter_of_a_slice_overrides_the_global_one(models):
+    """Shared keys (normalize, lambda, t, ...) follow slice > global too: a slice's normalize: true wins over the
+    global false (a version that read the global level first passed every test above, none set a shared key on a
+    slice). mergekit reads a shared key from the slice first as well."""
+    from mergekit.config import ConfigReader
+
+    config = MergeConfiguration.model_validate(yaml.safe_load(SLICE_SHARED))
+    levels = ConfigReader(config=config, t=0, slice_out=config.slices[0]).parameter_sources(None)
+    assert [level["normalize"] for level in levels] == [True, False]  # mergekit's order for a shared key
+    out = apply_recipe(Recipe.from_yaml(SLICE_SHARED), models.__getitem__)
+    name = "model.layers.{}.mlp.up_proj.weight"
+    for off in range(2):
+        expect = (1.0 * models["a"][name.format(off)] + 3.0 * models["b"][name.format(2 + off)]) / 4.0
+        torch.testing.assert_close(out[name.format(off)], expect)
+
+
 def test_dtype_cast(models):
     text = TIES.replace("dtype: float32", "dtype: bfloat16")
     out = apply_recipe(Recipe.from_yaml(text), models.__getitem__)

@@ -734,3 +734,53 @@ def test_the_cgroup_room_is_the_smallest_of_the_limits_on_the_way_up(tmp_path):
     assert cgroup_headroom("0::/job/task\n", tmp_path) == 2**30
     (job / "memory.max").write_text(f"{int(1.5 * 2**30)}\n")
     assert cgroup_headroom("0::/job/task\n", tmp_path) == 2**29
+
+
+def test_two_searches_at_once_in_one_process_each_end_as_they_do_alone(tmp_path):
+    """Two tabs of one `workbench serve` pressing Start run two searches on threads of one process: they share the
+    substrate (evaluate.components keeps one per process and settings) and the FM (shared_fm). A Lenia step on the
+    CPU is several Taichi kernel calls (each under the process's Taichi lock) with torch's FFTs between them, on
+    buffers the step holds; buffers kept on the shared substrate instead were overwritten by the other search's
+    step between two of those calls, and both runs' losses changed. Each run must end bit for bit as it does alone,
+    whatever the interleaving: a target search and an open-ended one of other seeds, on the same Lenia."""
+    import threading
+
+    import pandas as pd
+    from PIL import Image
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    target = tmp_path / "target.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(target)
+    # chunk=2: each iteration is two chunks of rollouts, so the two searches' steps alternate many times
+    lenia = EvalConfig("lenia", "pixels", steps=20, frames=2, size=48, chunk=2,
+                       overrides={"grid": 64, "cells": 32, "phenotype": 32})
+    configs = [SearchConfig(kind="target", eval=lenia, target_image=str(target), iters=3, pop=4, seed=0),
+               SearchConfig(kind="openended", eval=lenia, iters=3, pop=4, seed=1)]
+
+    def outcome(run) -> tuple:
+        metrics = pd.read_parquet(run.path / "metrics.parquet").drop(columns="seconds")
+        return run.info["best_loss"], metrics.to_numpy().tobytes(), np.load(run.path / "best.npy").tobytes()
+
+    alone = [outcome(run_search(cfg, RunStore(tmp_path / f"alone{i}"))) for i, cfg in enumerate(configs)]
+    together: dict[int, object] = {}
+    start = threading.Barrier(len(configs))
+
+    def search(i: int) -> None:
+        start.wait()
+        try:
+            together[i] = outcome(run_search(configs[i], RunStore(tmp_path / f"together{i}")))
+        except Exception as exc:  # noqa: BLE001 - said by the assertion below, not lost in a thread
+            together[i] = exc
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(configs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, cfg in enumerate(configs):
+        got = together[i]
+        assert got == alone[i], (cfg.kind, got if isinstance(got, Exception) else f"best loss {got[0]}",
+                                 f"alone {alone[i][0]}")
