@@ -736,6 +736,32 @@ def test_the_cgroup_room_is_the_smallest_of_the_limits_on_the_way_up(tmp_path):
     assert cgroup_headroom("0::/job/task\n", tmp_path) == 2**29
 
 
+def test_searches_starting_together_build_their_substrate_once():
+    """Searches started together (tabs of one server) share one substrate of their settings: each built its own
+    when they asked for it at once (work only, a substrate keeps no state between calls; the cache kept one)."""
+    import threading
+
+    from workbench.asal.evaluate import EvalConfig, components
+
+    # settings no other test builds: the cache has no substrate of them yet
+    cfg = EvalConfig("lenia", "pixels", steps=4, frames=2, overrides={"grid": 72, "phenotype": 32})
+    start, got = threading.Barrier(6), {}
+
+    def build(i: int) -> None:
+        start.wait()
+        try:
+            got[i] = components(cfg)[0]
+        except Exception as exc:  # noqa: BLE001 - said by the assertion below, not lost in a thread
+            got[i] = exc
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 6 and len({id(sub) for sub in got.values()}) == 1, got
+
+
 def test_two_searches_at_once_in_one_process_each_end_as_they_do_alone(tmp_path):
     """Two tabs of one `workbench serve` pressing Start run two searches on threads of one process: they share the
     substrate (evaluate.components keeps one per process and settings) and the FM (shared_fm). A Lenia step on the

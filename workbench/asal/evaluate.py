@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,13 +121,16 @@ def frame_indices(cfg: EvalConfig) -> list[int]:
 
 
 _CACHE: dict = {}
+_BUILDING = threading.Lock()  # two searches started together (two tabs of one server) built one substrate twice
 
 
 def components(cfg: EvalConfig):
-    """(substrate, fm) for a config, built once per process (workers keep theirs between tasks)."""
+    """(substrate, fm) for a config, built once per process (workers keep theirs between tasks; threads share it:
+    a substrate keeps no state between calls)."""
     key = ("sub", cfg.substrate, tuple(sorted(cfg.overrides.items())), cfg.device)
-    if key not in _CACHE:
-        _CACHE[key] = make_substrate(cfg.substrate, device=cfg.device, **cfg.overrides)
+    with _BUILDING:
+        if key not in _CACHE:
+            _CACHE[key] = make_substrate(cfg.substrate, device=cfg.device, **cfg.overrides)
     # one per process, shared with the pages' sessions a served search runs beside; runs made before load_fm
     # refused them kept --weights given with an embedded model, which it ignored
     return _CACHE[key], shared_fm(cfg.fm, weights=weights_for(cfg.fm, cfg.weights), device=cfg.device)
