@@ -61,7 +61,10 @@ class GraphedSteps:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            # thread_local: another thread's CUDA work meanwhile (a second search of one server embedding its frames)
+            # is no error of this capture, nor this capture an error of its (global, the default, failed it with
+            # "operation not permitted when stream is capturing"); this thread's steps alone are captured
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 for _ in range(size):
                     self.step()
         except Exception as exc:  # noqa: BLE001 - any capture failure means: run without graphs

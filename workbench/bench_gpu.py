@@ -69,7 +69,7 @@ def conformance(device: torch.device, engine: str | None = None) -> dict:
     out: dict = {}
     gold = ref.golden()
     checks = {"golden": _golden, "golden_more": _golden_more, "numpy_multistep": _numpy_multistep, "renders": _renders,
-              "self_consistency": _self_consistency}
+              "self_consistency": _self_consistency, "two_searches": _two_searches}
     for name, check in checks.items():
         try:
             out[name] = check(device, gold)
@@ -228,6 +228,59 @@ def _self_consistency(device, gold) -> dict:
         row["graphs_vs_plain_max_diff"] = max(_max_diff(c[k], a[k]) for k in a)
         res[name] = row
     return res
+
+
+def _two_searches(device, gold, iters: int = 3) -> dict:
+    """Two searches at once on threads of one process (two tabs of one `workbench serve`), each against the same
+    search alone: they share the substrate (one per process and settings) and its buffers, and one captures its CUDA
+    graphs while the other renders and embeds on the GPU (a capture in CUDA's default "global" mode failed the
+    other thread's work). Alone twice first: a GPU's own run-to-run spread, if it has one, is told apart."""
+    import tempfile
+    import threading
+    import warnings
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    lenia = EvalConfig("lenia", "pixels", steps=64, frames=2, size=64, chunk=4, device=str(device),
+                       overrides={"grid": 64, "cells": 32, "phenotype": 32})
+    configs = [SearchConfig(kind="openended", eval=lenia, iters=iters, pop=8, seed=seed) for seed in (0, 1)]
+
+    def outcome(run) -> tuple:
+        import pandas as pd
+
+        metrics = pd.read_parquet(run.path / "metrics.parquet").drop(columns="seconds")
+        return run.info["best_loss"], metrics.to_numpy().tobytes(), np.load(run.path / "best.npy").tobytes()
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        alone = [[outcome(run_search(cfg, RunStore(f"{tmp}/alone{k}-{i}"))) for i, cfg in enumerate(configs)]
+                 for k in range(2)]
+        together: dict[int, object] = {}
+        start = threading.Barrier(len(configs))
+
+        def search(i: int) -> None:
+            start.wait()
+            try:
+                together[i] = outcome(run_search(configs[i], RunStore(f"{tmp}/together{i}")))
+            except Exception as exc:  # noqa: BLE001 - recorded below, not lost in a thread
+                together[i] = exc
+
+        threads = [threading.Thread(target=search, args=(i,)) for i in range(len(configs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    errors = [f"{type(v).__name__}: {v}" for v in together.values() if isinstance(v, Exception)]
+    repeatable = alone[0] == alone[1]
+    ran = [together.get(i) for i in range(len(configs))]
+    spread = None if errors else max(abs(float(t[0]) - float(a[0])) for t, a in zip(ran, alone[0], strict=True))
+    same = not errors and ran == alone[0]
+    return {"alone_bit_identical_twice": repeatable, "together_bit_identical_to_alone": same,
+            "best_loss_max_diff": spread, "errors": errors,
+            "warnings": sorted({str(w.message).splitlines()[0] for w in said if "CUDA graph" in str(w.message)}),
+            "pass": same if repeatable else bool(not errors and spread is not None and spread <= 1e-4)}
 
 
 # --- throughput --------------------------------------------------------------------------------------------
