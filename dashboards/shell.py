@@ -476,6 +476,23 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
         return document
 
 
+#: what a served page says when its websocket closes (the server stopped, the network dropped, the laptop slept).
+#: Panel (1.9) turns off Bokeh's own connection notice and shows its own only with notifications on, which no page
+#: had: a page that lost its server looked alive, its clicks did nothing and a search's progress stood still.
+CONNECTION_LOST = ("Lost the connection to the workbench server: this page no longer updates or answers. Reload it "
+                   "to reconnect (a search started here keeps running on the server).")
+
+
+def connection_notice() -> Any:
+    """A notification area that says CONNECTION_LOST when the page's websocket closes; None where no server serves
+    the page (a notebook's cell has no connection of its own to lose)."""
+    if not served():
+        return None
+    from panel.io.notifications import NotificationArea
+
+    return NotificationArea(js_events={"connection_lost": {"type": "error", "message": CONNECTION_LOST}})
+
+
 def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *, standalone: bool = False,
           title: str | None = None, description: str | None = None) -> pn.template.FastListTemplate:
     """The page in the workbench template: title, one-line description, controls in the sidebar.
@@ -502,6 +519,7 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
         collapsed_sidebar=not sidebar,
         main=[head, *main], main_layout=None, theme_toggle=False, sidebar_width=330,
         busy_indicator=None,  # Panel's is global: any session's periodic callback would spin it on every page
+        notifications=connection_notice(),
         font="system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif",
         meta_description=description)
     return template

@@ -2058,6 +2058,27 @@ FRAME_SUM = """() => {
   let s = 0; for (let i = 0; i < img.length; i += 7) s = (s * 31 + img[i]) % 1000000007; return s;
 }"""
 
+def test_a_page_says_when_it_loses_its_server_in_chromium(browser, tmp_path, request):
+    """A page whose websocket closes (the server stopped here; a dropped network or a laptop's sleep the same) says
+    so, and that a reload reconnects. Panel turns Bokeh's own notice off and no page turned Panel's on: the page
+    looked alive, a running search's progress stood still and its stop button did nothing, silently."""
+    from playwright.sync_api import expect
+
+    from workbench.dashboards.shell import CONNECTION_LOST
+
+    with serving(str(tmp_path / "runs"), tmp_path / "serve.log") as url:
+        context, page, errors = _open(browser, f"{url}/search")
+        page.get_by_text("status: idle").wait_for(timeout=60000)
+        assert not errors, errors  # the notice's own script and styles come from our server, not a CDN
+        expect(page.locator(".notyf__message")).to_have_count(0)  # nothing said while connected
+    failed = True
+    try:  # the server is gone now
+        expect(page.locator(".notyf__message")).to_have_text(CONNECTION_LOST, timeout=30000)
+        failed = False
+    finally:
+        _finish(context, page, request.node.name, failed)
+
+
 def test_pages_open_in_frames_of_this_machine_only_in_chromium(server, browser, request, tmp_path):
     """Each answer says who may frame the pages (Content-Security-Policy frame-ancestors): a page of another site
     framing the Runs page (and tricking a click on "remove") is refused by the browser; a frame on the pages'
