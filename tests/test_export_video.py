@@ -207,3 +207,29 @@ def test_a_theta_of_the_right_size_but_another_shape_is_refused(tmp_path, substr
         load_theta(tmp_path / "row.npy", sub)
     np.save(tmp_path / "flat.npy", np.zeros(sub.n_params))
     assert load_theta(tmp_path / "flat.npy", sub).shape == (sub.n_params,)
+
+
+def test_an_mp4_says_its_colours_are_bt709_and_shows_them_so(tmp_path):
+    """A browser or slide program shows an MP4 by the colour matrix its stream names, and guesses where it names
+    none: the frames were converted by BT.601 and left untagged, so a player taking them for BT.709 (HD video's, as
+    browsers may) showed pure green as 0,215,0. They are converted by BT.709 now and tagged so: shown as they were
+    by a player that reads the tag (imageio's ffmpeg) and by one that assumes BT.709."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    colours = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (33, 145, 140)], np.uint8)
+    frame = np.repeat(np.repeat(colours[None], 32, axis=0), 32, axis=1).reshape(32, 32 * len(colours), 3)
+    with Mp4Writer(tmp_path / "c.mp4", 10) as w:
+        for _ in range(2):
+            w.append(frame)
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    said = subprocess.run([ffmpeg, "-hide_banner", "-i", str(tmp_path / "c.mp4")], capture_output=True,
+                          text=True, timeout=60).stderr
+    assert "yuv420p(tv, bt709" in said, said
+    as_709 = subprocess.run([ffmpeg, "-v", "error", "-i", str(tmp_path / "c.mp4"), "-frames:v", "1", "-vf",
+                             "scale=in_color_matrix=bt709:in_range=tv", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                            capture_output=True, timeout=60, check=True).stdout
+    for shown in (np.frombuffer(as_709, np.uint8).reshape(frame.shape), imageio.mimread(tmp_path / "c.mp4")[0]):
+        centres = np.asarray(shown, np.int16)[16, 16::32]  # each patch's middle: away from 4:2:0's shared edges
+        assert np.abs(centres - colours).max() <= 4, centres

@@ -1271,3 +1271,31 @@ def test_two_exports_at_once_each_draw_in_their_own_font_and_leave_the_rc_as_it_
     assert after == before
     in_serif = sorted(p.name for p in tmp_path.glob("*.svg") if "STIX" in p.read_text())
     assert in_serif == [f"serif-{i}.svg" for i in range(5)]
+
+
+def test_means_over_seeds_beside_their_bands_differ_in_dashes_as_well_as_colour(tmp_path):
+    """Printed in greyscale, a comparison's settings were told apart by colour alone: their means beside bands were
+    all solid (a band, an Area and so a Curve to HoloViews, was dashed too and refused), Okabe & Ito's blue and green
+    near one grey. Each setting's mean line now has a dash pattern of its own; the bands none."""
+    import re
+
+    from workbench.compare import compare_runs
+    from workbench.figures import OKABE_ITO, compare_curves, save
+
+    store = RunStore(tmp_path / "runs")
+    ids = []
+    for sigma in (0.1, 0.3, 1.0):
+        for seed in (0, 1):
+            run = store.create("openended", "boids", "f", {"sigma": sigma, "seed": seed}, seed, metric="loss")
+            run.write_table("metrics", {"iteration": [0, 1, 2], "best_loss": [1.0, 1.0 - sigma, 1.0 - 2 * sigma]})
+            ids.append(run.id)
+    svg = save(compare_curves(compare_runs(store, ids)), tmp_path / "seeds.svg").read_text()
+    styles = re.findall(r'<path [^>]*style="([^"]*)"', svg)
+    dashes = {}
+    for colour in (c.lower() for c in OKABE_ITO[:3]):  # the three settings' colours, in turn
+        lines = [s for s in styles if "fill: none" in s and f"stroke: {colour}" in s]  # the mean and its legend key
+        assert lines, colour
+        dashes[colour] = {m.group(1) if (m := re.search(r"stroke-dasharray: ([^;]*)", s)) else "solid" for s in lines}
+        assert len(dashes[colour]) == 1, dashes  # the legend's key drawn as its line
+    assert len({d for pattern in dashes.values() for d in pattern}) == 3, dashes
+    assert not [s for s in styles if "fill: none" not in s and "stroke-dasharray" in s]  # bands are not dashed

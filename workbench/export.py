@@ -24,6 +24,8 @@ FORMATS = (".png", ".gif", ".mp4")
 #: libx264's threads, fixed: its bitstream depends on them, and left to ffmpeg they follow the CPUs it may use (the
 #: same frames made other bytes on a laptop than on a 2-core VM)
 X264_THREADS = 4
+#: what an MP4's stream says of its colours (BT.709, limited range), as the frames are converted to them
+COLOUR_TAGS = "colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -61,6 +63,9 @@ class Mp4Writer:
         crf = int((1 - self.quality / 10) * 51)  # imageio's mapping of its quality 0-10 to libx264's CRF
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{w}x{h}", "-r", str(Fraction(self.fps).limit_denominator()), "-i", "-", "-an",
+               # RGB to YUV by BT.709, and the stream says so: untagged, ffmpeg converted by BT.601 and players
+               # guess (a player that took it for BT.709, as browsers may, showed pure green as 0,215,0)
+               "-vf", f"scale=out_color_matrix=bt709:out_range=tv,setparams={COLOUR_TAGS}",
                "-vcodec", "libx264", "-pix_fmt", "yuv420p",
                "-threads", str(X264_THREADS),
                # faststart: the index (moov) before the frames, so a browser plays a video on a web page while it

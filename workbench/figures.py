@@ -38,7 +38,9 @@ PAGE_WIDTH = 6.75
 MAX_WIDTH = 20.0  # inches: a poster's panel; more is a mistyped unit (cm, points)
 MAX_DPI = 2400  # a raster of a 7 in figure at 2400 dpi is 16 800 px wide; more ran out of memory, traceback and all
 MIN_PANEL_WIDTH = 1.1  # inches a panel of a --width figure keeps at least: three panels in 3.25 in ran together
-# Okabe & Ito's palette: told apart with any colour vision, and apart in greyscale print by lightness
+# Okabe & Ito's palette: told apart with any colour vision. Not in greyscale print: past its first three, colours
+# share a lightness (green L* 58, vermillion 54, purple 61; orange 71, sky blue 70), so lines of one plot take
+# DASHES as well (distinct)
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 #: The project's task names in fixed colours, so that a task reads alike in every figure of a paper: the QD curves'
 #: "sort" and the experts' "sort" (by position, each figure gave its first task blue). The language models' tasks,
@@ -511,17 +513,20 @@ def flat_range(v: float) -> tuple[float, float]:
 
 
 def distinct(elements: list) -> tuple[list, dict]:
-    """Curves of one plot told apart: each in turn in DASHES (equal ones hid each other; not beside bands), and the
+    """Curves of one plot told apart: each line in turn in DASHES (equal ones hid each other; a band keeps none), the
     plot's y range (flat_range) where every value is one value; (elements, options for the plot)."""
     import numpy as np
 
     hv = _hv()
     curves = [e for e in elements if isinstance(e, hv.Curve)]
     turn = iter(range(len(elements)))
-    # not beside bands (means over seeds): matplotlib's legend draws a band and its dashed mean as one entry, at the
-    # band's line width of 0, and refused the dashes ("at least one value in the dash list must be positive")
-    if len(curves) > 1 and not any(isinstance(e, hv.Area) for e in elements):
-        elements = [dashed(e, next(turn)) if isinstance(e, hv.Curve) else e for e in elements]
+    # lines only: an Area is a Curve to HoloViews, and a band dashed at its line width of 0 was refused by matplotlib
+    # ("at least one value in the dash list must be positive"). Means beside their bands are dashed too: in solid
+    # lines Okabe & Ito's blue and green settings were near greys in print (L* 46 and 58)
+    lines = [e for e in curves if not isinstance(e, hv.Area)]
+    if len(lines) > 1:
+        elements = [dashed(e, next(turn)) if isinstance(e, hv.Curve) and not isinstance(e, hv.Area) else e
+                    for e in elements]
     values = np.concatenate([np.asarray(e.dimension_values(1), float) for e in curves]) if curves else np.zeros(0)
     values = values[np.isfinite(values)]
     flat = len(values) and values.min() == values.max()
