@@ -45,6 +45,7 @@ from workbench.dashboards.shell import (
     WRAPPED_TABS,
     TextMultiChoice,
     as_text,
+    code,
     counted,
     failed,
     ids_digest,
@@ -1587,10 +1588,10 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         start = time.perf_counter()
         try:
             text = await off_loop(model.answer, prompt.value, busy=[prompt_box])
-            answer.object = (f"model {model.selected} answers **`{html.escape(text) or '(nothing)'}`** "
+            answer.object = (f"model {model.selected} answers **{code(text) if text else '(nothing)'}** "
                              f"({time.perf_counter() - start:.1f} s)")
         except ValueError as exc:
-            answer.object = f"**cannot run it:** {html.escape(str(exc))}"
+            answer.object = f"**cannot run it:** {plain(str(exc))}"
         except Exception as exc:
             answer.object = f"**running it failed:** {failed(exc)}"
             raise

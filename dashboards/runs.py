@@ -145,14 +145,14 @@ class RunsModel(param.Parameterized):
 
     def count_text(self) -> str:
         """The gallery's header: how many runs are shown of how many, and the folders the catalog could not read."""
-        text = f"{len(self.shown())} of {counted(len(self._rows), 'run')} in `{self.runs_dir}` (newest first)"
+        text = f"{len(self.shown())} of {counted(len(self._rows), 'run')} in {code(self.runs_dir)} (newest first)"
         if self.unreadable:  # each with its reason and fix (the names alone sent the researcher to the CLI)
-            # (a reason may quote run.json's values: escaped, as every run.json's words on the pages)
-            whys = {n: html.escape(self.unreadable_why.get(n, "run.json does not read"), quote=False)
-                    for n in self.unreadable}
-            text += " · not readable as runs, left out: " + "; ".join(f"`{n}` ({why})" for n, why in whys.items())
+            # a reason may quote run.json's values, a folder's name may hold a backtick and HTML after it (its
+            # code span closed, the HTML ran): the library's words plain(), the names code()
+            whys = {n: plain(self.unreadable_why.get(n, "run.json does not read")) for n in self.unreadable}
+            text += " · not readable as runs, left out: " + "; ".join(f"{code(n)} ({why})" for n, why in whys.items())
         if self.without_metrics:
-            text += f" · metrics unreadable: {', '.join(f'`{n}`' for n in self.without_metrics)}"
+            text += f" · metrics unreadable: {', '.join(code(n) for n in self.without_metrics)}"
         return text
 
     def shown(self) -> list[dict]:

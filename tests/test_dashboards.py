@@ -3326,9 +3326,9 @@ def _shown_text(markdown: str) -> str:
 
     import panel as pn
 
-    rendered = html.unescape(pn.pane.Markdown(markdown).get_root().text)
+    rendered = html.unescape(pn.pane.Markdown(markdown).get_root().text)  # the HTML the browser gets
     made = [tag for tag in ("<em>", "<strong>", "<a ", "<s>", "<del>", "<span class=\"math") if tag in rendered]
-    return re.sub(r"<[^>]+>", "", rendered), made
+    return html.unescape(re.sub(r"<[^>]+>", "", rendered)), made
 
 
 def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
@@ -3336,9 +3336,11 @@ def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
     pages' alerts gave a library's words ("no run 'a*b*'") to Markdown and showed "no run 'a<em>b</em>'", and
     their own lines put ids in bold or in code spans a backtick of the id closed. A library's words are plain()
     (their `code` spans kept), a value in a page's line literal() or code()."""
+    import html
+
     import panel as pn
 
-    from workbench.dashboards.runs import runs_page
+    from workbench.dashboards.runs import RunsModel, runs_page
     from workbench.dashboards.shell import TextMultiChoice, code, literal, plain, run_alert
     from workbench.runs import RunStore
 
@@ -3361,6 +3363,13 @@ def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
         shutil.copytree(run.path, store.root / name)
         info = json.loads((store.root / name / "run.json").read_text())
         (store.root / name / "run.json").write_text(json.dumps({**info, "id": name}))
+    # a folder the catalog leaves out, named with a backtick and HTML after it: the Runs page's header named it in a
+    # code span its backtick closed, and the rest was HTML the page ran
+    shutil.copytree(run.path, store.root / "a`<img src=x onerror=alert(1)>")
+    (store.root / "a`<img src=x onerror=alert(1)>" / "run.json").write_text("{not json")
+    header = RunsModel(runs_dir=str(store.root)).count_text()
+    assert "<img" not in html.unescape(pn.pane.Markdown(header).get_root().text), header
+    assert "left out: a`<img src=x onerror=alert(1)> (run.json is corrupt" in _shown_text(header)[0], header
     page = runs_page(str(store.root))
     everything = pn.Column(*page.main, *page.sidebar)
     next(iter(everything.select(TextMultiChoice))).value = [MARKDOWN_ID, "a`b"]
@@ -3719,6 +3728,10 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
     whose files did not read), the Home line counted the runs left as all the store holds, the Runs page named the
     folder without its reason, Merge's ?run= of it said "not a run", and the NAMM page said a run with a kind of 5
     "is no run … (0 there)". Each says the run and why, with the fix."""
+    import html
+
+    import panel as pn
+
     from workbench.dashboards.experts import ExpertsModel
     from workbench.dashboards.home import store_summary
     from workbench.dashboards.merge import MergeModel
@@ -3744,7 +3757,9 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
     assert f"`{created.id}` (run.json is corrupt (created is list, not str); {fix})" in runs.count_text()
     assert f"`{namm.id}` (run.json is corrupt (kind is int, not str); {fix})" in runs.count_text()
     runs.unreadable_why[namm.id] = "config's models is <img src=x onerror=alert(1)>"  # a reason quoting run.json
-    assert "(config's models is &lt;img src=x onerror=alert(1)&gt;)" in runs.count_text()
+    shown = pn.pane.Markdown(runs.count_text()).get_root().text
+    assert "<img" not in html.unescape(shown) and "(config's models is <img src=x onerror=alert(1)>)" in \
+        _shown_text(runs.count_text())[0]
     assert store_summary(str(tmp_path), runs._rows, runs.unreadable).endswith(
         "Left out, not readable as runs: 3 folders (the Runs page says why).")
     assert "holds no readable run. Left out, not readable as runs: 3 folders" in store_summary(str(tmp_path), [], [
