@@ -415,5 +415,5 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
+    pn.extension(inline=True, notifications=True)  # Notyf: shell.connection_notice
     atlas_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

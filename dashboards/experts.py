@@ -1379,5 +1379,5 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
+    pn.extension(inline=True, notifications=True)  # Notyf: shell.connection_notice
     experts_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

@@ -994,5 +994,5 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
 
 
 if __name__.startswith("bokeh"):
-    pn.extension("tabulator", inline=True)
+    pn.extension("tabulator", inline=True, notifications=True)  # Notyf: shell.connection_notice
     lab_page(standalone=True).servable()  # titled by the shell

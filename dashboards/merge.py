@@ -319,5 +319,5 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
+    pn.extension(inline=True, notifications=True)  # Notyf: shell.connection_notice
     merge_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

@@ -970,5 +970,5 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
+    pn.extension(inline=True, notifications=True)  # Notyf: shell.connection_notice
     namm_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

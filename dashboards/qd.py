@@ -923,6 +923,12 @@ class QDModel(param.Parameterized):
         return f"**{literal(d.name)}** · {what} · tasks {literal(', '.join(d.info.get('all_tasks', d.tasks)))} · {span}"
 
 
+def answer_line(model: object, text: str, seconds: float) -> str:
+    """The QD page's line for an elite's answer: the model's own characters in a code span (entities showed as
+    "&lt;" in one, a backtick ended it), "(nothing)" for none."""
+    return f"model {model} answers **{code(text) if text else '(nothing)'}** ({seconds:.1f} s)"
+
+
 def _parents_text(row: pd.Series) -> str:
     parents = row.get("parents") if "parents" in row.index else None
     if parents is None or (isinstance(parents, float) and math.isnan(parents)):
@@ -1588,8 +1594,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         start = time.perf_counter()
         try:
             text = await off_loop(model.answer, prompt.value, busy=[prompt_box])
-            answer.object = (f"model {model.selected} answers **{code(text) if text else '(nothing)'}** "
-                             f"({time.perf_counter() - start:.1f} s)")
+            answer.object = answer_line(model.selected, text, time.perf_counter() - start)
         except ValueError as exc:
             answer.object = f"**cannot run it:** {plain(str(exc))}"
         except Exception as exc:
@@ -1625,5 +1630,5 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
 
 
 if __name__.startswith("bokeh"):
-    pn.extension(inline=True)
+    pn.extension(inline=True, notifications=True)  # Notyf: shell.connection_notice
     qd_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

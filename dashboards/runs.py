@@ -898,5 +898,5 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
 
 
 if __name__.startswith("bokeh"):
-    pn.extension("tabulator", inline=True)
+    pn.extension("tabulator", inline=True, notifications=True)  # Notyf: shell.connection_notice
     runs_page(sys.argv[1] if len(sys.argv) > 1 else "runs", standalone=True).servable()  # titled by the shell

@@ -3320,7 +3320,7 @@ def test_the_runs_pages_own_lines_show_a_run_id_as_text(tmp_path):
 MARKDOWN_ID = "_a*b*_[x](y)~~s~~$m$"  # a run folder name Markdown reads as italics, emphasis, a link, a strike, maths
 
 
-def _shown_text(markdown: str) -> str:
+def _shown_text(markdown: str) -> tuple[str, list[str]]:
     """The text a Markdown pane's HTML shows (its tags dropped), and whether Markdown made anything of it."""
     import html
 
@@ -3348,6 +3348,12 @@ def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
     assert text.strip() == f"no run {MARKDOWN_ID!r} in a_b*c* (see **x**)" and not made, (text, made)
     text, made = _shown_text(f"**{literal(MARKDOWN_ID)}** on {code('a`b')} · {code(' x ')} · {code('')}")
     assert text.strip() == f"{MARKDOWN_ID} on a`b ·  x  ·" and made == ["<strong>"], (text, made)
+    from workbench.dashboards.qd import answer_line
+
+    for said in ("a<b & c", "x`*y*` <img src=x onerror=alert(1)>", "R&amp;D"):  # a model's answer, as it is
+        rendered = html.unescape(pn.pane.Markdown(answer_line(3, said, 0.25)).get_root().text)
+        assert "<img" not in rendered and _shown_text(answer_line(3, said, 0.25))[0].strip() == \
+            f"model 3 answers {said} (0.2 s)", rendered
 
     class Refusing:
         def choose(self, run_id):

@@ -236,18 +236,27 @@ def keep_large_blocks(limit: int = LARGE_BLOCKS) -> bool:
     glibc serves a block above 32 MiB with a fresh mmap and unmaps it when freed, so such a block's every page is
     faulted in again at each use. A network's largest activations are above that (EfficientNet-Lite0 at 16
     frames: 96 × 112² floats, 77 MiB, three of them a forward): 96 000 page faults a call, 36 % of its CPU time in
-    fp32, 39 % of a Boids search iteration's (K = 4, chunk 16). Process-wide, set once; the memory kept is the
-    model's own peak, which every call needs again. Not where MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_
-    already say otherwise, nor off glibc (False then). The same bits: only where blocks come from changes."""
+    fp32, 39 % of a Boids search iteration's (K = 4, chunk 16). The same bits: only where blocks come from changes.
+
+    Process-wide, set once, for every allocation up to `limit` of any library: freed memory up to it stays with the
+    process (its heap keeps its high-water mark; a served session's peak stays too). Whole only on the main thread:
+    glibc's other arenas are heaps of at most 64 MiB, so a thread's 77 MiB blocks are still mapped at each use
+    (about 57 000 faults a call instead of 96 000: a served search's or the Lab's FM, on threads). Not where
+    MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / GLIBC_TUNABLES already say otherwise, nor off glibc (False
+    then). Sub-batches under 32 MiB would do without it in any thread, but a batch's size changes an FM's bits."""
     global _kept
-    if _kept or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    if _kept or any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return _kept
     import ctypes
     import platform
 
     if platform.libc_ver()[0] != "glibc":  # macOS and musl: no such thresholds (musl's mallopt does nothing)
         return False
+    if not 0 < limit <= 2**30:  # twice it is the trim threshold, a C int
+        raise ValueError(f"limit must be from 1 byte to 1 GiB, got {limit}")
     mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     # the heap's top is handed back only beyond twice the kept size, so that the kept blocks are not trimmed away
     _kept = bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * limit))
     return _kept
