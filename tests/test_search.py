@@ -769,13 +769,11 @@ def test_two_searches_at_once_in_one_process_each_end_as_they_do_alone(tmp_path)
     buffers the step holds; buffers kept on the shared substrate instead were overwritten by the other search's
     step between two of those calls, and both runs' losses changed. Each run must end bit for bit as it does alone,
     whatever the interleaving: a target search and an open-ended one of other seeds, on the same Lenia."""
-    import threading
-
-    import pandas as pd
     from PIL import Image
 
     from workbench.asal.driver import SearchConfig, run_search
     from workbench.asal.evaluate import EvalConfig
+    from workbench.bench_gpu import search_outcome, searches_at_once
     from workbench.runs import RunStore
 
     target = tmp_path / "target.png"
@@ -786,26 +784,8 @@ def test_two_searches_at_once_in_one_process_each_end_as_they_do_alone(tmp_path)
     configs = [SearchConfig(kind="target", eval=lenia, target_image=str(target), iters=3, pop=4, seed=0),
                SearchConfig(kind="openended", eval=lenia, iters=3, pop=4, seed=1)]
 
-    def outcome(run) -> tuple:
-        metrics = pd.read_parquet(run.path / "metrics.parquet").drop(columns="seconds")
-        return run.info["best_loss"], metrics.to_numpy().tobytes(), np.load(run.path / "best.npy").tobytes()
-
-    alone = [outcome(run_search(cfg, RunStore(tmp_path / f"alone{i}"))) for i, cfg in enumerate(configs)]
-    together: dict[int, object] = {}
-    start = threading.Barrier(len(configs))
-
-    def search(i: int) -> None:
-        start.wait()
-        try:
-            together[i] = outcome(run_search(configs[i], RunStore(tmp_path / f"together{i}")))
-        except Exception as exc:  # noqa: BLE001 - said by the assertion below, not lost in a thread
-            together[i] = exc
-
-    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(configs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    alone = [search_outcome(run_search(cfg, RunStore(tmp_path / f"alone{i}"))) for i, cfg in enumerate(configs)]
+    together = searches_at_once(configs, tmp_path)
     for i, cfg in enumerate(configs):
         got = together[i]
         assert got == alone[i], (cfg.kind, got if isinstance(got, Exception) else f"best loss {got[0]}",

@@ -230,13 +230,47 @@ def _self_consistency(device, gold) -> dict:
     return res
 
 
+def search_outcome(run) -> tuple:
+    """What a finished search wrote that a repeat of it must write again: best loss, metrics (without the seconds
+    they took) and best θ, as bytes."""
+    import pandas as pd
+
+    metrics = pd.read_parquet(run.path / "metrics.parquet").drop(columns="seconds")
+    return run.info["best_loss"], metrics.to_numpy().tobytes(), np.load(run.path / "best.npy").tobytes()
+
+
+def searches_at_once(configs: list, root: str | Path) -> list:
+    """Run the searches `configs` at once, each on its own thread of this process (as tabs of one `workbench serve`
+    do), released together, into stores root/together{i}; each one's search_outcome, or the exception it raised."""
+    import threading
+
+    from workbench.asal.driver import run_search
+    from workbench.runs import RunStore
+
+    together: dict[int, object] = {}
+    start = threading.Barrier(len(configs))
+
+    def search(i: int) -> None:
+        try:
+            start.wait(timeout=600)
+            together[i] = search_outcome(run_search(configs[i], RunStore(Path(root) / f"together{i}")))
+        except Exception as exc:  # noqa: BLE001 - returned, not lost in a thread
+            together[i] = exc
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(len(configs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [together.get(i) for i in range(len(configs))]
+
+
 def _two_searches(device, gold, iters: int = 3) -> dict:
     """Two searches at once on threads of one process (two tabs of one `workbench serve`), each against the same
     search alone: they share the substrate (one per process and settings) and its buffers, and one captures its CUDA
-    graphs while the other renders and embeds on the GPU (a capture in CUDA's default "global" mode failed the
-    other thread's work). Alone twice first: a GPU's own run-to-run spread, if it has one, is told apart."""
-    import tempfile
-    import threading
+    graphs while the other renders and embeds on the GPU (in CUDA's default "global" capture mode, another
+    thread's work during a capture is an error). Alone twice first: a GPU's own run-to-run spread, if it has one,
+    is told apart."""
     import warnings
 
     from workbench.asal.driver import SearchConfig, run_search
@@ -247,35 +281,13 @@ def _two_searches(device, gold, iters: int = 3) -> dict:
     lenia = EvalConfig("lenia", "pixels", steps=64, frames=2, size=64, chunk=4, device=str(device),
                        overrides={"grid": 64, "cells": 32, "phenotype": 32, **engine})
     configs = [SearchConfig(kind="openended", eval=lenia, iters=iters, pop=8, seed=seed) for seed in (0, 1)]
-
-    def outcome(run) -> tuple:
-        import pandas as pd
-
-        metrics = pd.read_parquet(run.path / "metrics.parquet").drop(columns="seconds")
-        return run.info["best_loss"], metrics.to_numpy().tobytes(), np.load(run.path / "best.npy").tobytes()
-
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        alone = [[outcome(run_search(cfg, RunStore(f"{tmp}/alone{k}-{i}"))) for i, cfg in enumerate(configs)]
+        alone = [[search_outcome(run_search(cfg, RunStore(f"{tmp}/alone{k}-{i}"))) for i, cfg in enumerate(configs)]
                  for k in range(2)]
-        together: dict[int, object] = {}
-        start = threading.Barrier(len(configs))
-
-        def search(i: int) -> None:
-            try:
-                start.wait(timeout=600)
-                together[i] = outcome(run_search(configs[i], RunStore(f"{tmp}/together{i}")))
-            except Exception as exc:  # noqa: BLE001 - recorded below, not lost in a thread
-                together[i] = exc
-
-        threads = [threading.Thread(target=search, args=(i,)) for i in range(len(configs))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    errors = [f"{type(v).__name__}: {v}" for v in together.values() if isinstance(v, Exception)]
+        ran = searches_at_once(configs, tmp)
+    errors = [f"{type(v).__name__}: {v}" for v in ran if isinstance(v, Exception)]
     repeatable = alone[0] == alone[1]
-    ran = [together.get(i) for i in range(len(configs))]
     spread = None if errors else max(abs(float(t[0]) - float(a[0])) for t, a in zip(ran, alone[0], strict=True))
     same = not errors and ran == alone[0]
     said_graphs = sorted({str(w.message).splitlines()[0] for w in said if "CUDA graph" in str(w.message)})
