@@ -36,6 +36,7 @@ from workbench.dashboards.shell import (
     TextMultiChoice,
     as_text,
     code,
+    code_content,
     counted,
     failed,
     literal,
@@ -823,9 +824,7 @@ def model_text(model: str) -> str:
     parts = Path(model).parts
     if len(parts) <= 2:
         return code(model)
-    shown = html.escape("/".join(parts[-2:]))
-    shown = "".join(f"&#{ord(ch)};" if ch in "_*$~[]`\\" else ch for ch in shown)  # no Markdown inside the tag
-    return f'<code title="{html.escape(model)}">…/{shown}</code>'
+    return f'<code title="{html.escape(model)}">…/{code_content("/".join(parts[-2:]))}</code>'
 
 
 # --- plots (HoloViews, both backends: Bokeh on the page, matplotlib for paper figures) ---------------------------

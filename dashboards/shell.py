@@ -894,9 +894,13 @@ def _code_span(span: str) -> str:
     """One `code` span of as_text: as it is where it holds no "<" (then nothing in it can be HTML, whatever
     Markdown makes of its backticks), else as a <code> element of its own with its text escaped."""
     inner = span[1:-1]
-    if "<" not in inner:
-        return span
-    return "<code>" + "".join(_MARKDOWN_SYNTAX.get(c, c) for c in html.escape(inner, quote=False)) + "</code>"
+    return span if "<" not in inner else f"<code>{code_content(inner)}</code>"
+
+
+def code_content(text: str) -> str:
+    """`text` as the inside of a <code> element in Markdown: HTML escaped, and Markdown's syntax as entities (Markdown
+    reads inline HTML's inside, so `*x*` there was emphasis)."""
+    return "".join(_MARKDOWN_SYNTAX.get(c, c) for c in html.escape(text, quote=False))
 
 
 def as_text(message: str) -> str:
@@ -911,8 +915,14 @@ def as_text(message: str) -> str:
     <code> element of code(), and a hover tag `<code title="…">…</code>`, with nothing but escaped text inside
     (experts.model_text's "…/zoo/base" with the whole path on hover: shown as its markup, tags and all, once
     messages were escaped). Values put in a message are literal() or code(); a library's words are plain()."""
+    return _around_code_spans(message, lambda text: text.replace("<", "&lt;"))
+
+
+def _around_code_spans(message: str, outside: Callable[[str], str]) -> str:
+    """`message` with its code spans (_CODE_SPANS) kept, a plain one holding "<" as a <code> element of its own
+    (_code_span), and the text between them given to `outside`."""
     parts = _CODE_SPANS.split(message or "")
-    return "".join((p if p.startswith("<code") else _code_span(p)) if i % 2 else p.replace("<", "&lt;")
+    return "".join((p if p.startswith("<code") else _code_span(p)) if i % 2 else outside(p)
                    for i, p in enumerate(parts))
 
 
@@ -935,16 +945,14 @@ def code(value: object) -> str:
     text = str(value)
     if text and not re.search(r"[`<\n]", text) and text == text.strip():
         return f"`{text}`"
-    return "<code>" + "".join(_MARKDOWN_SYNTAX.get(c, c) for c in html.escape(text, quote=False)) + "</code>"
+    return f"<code>{code_content(text)}</code>"
 
 
 def plain(message: str) -> str:
     """A library's words (an error, a note: plain text whose only Markdown is its `code` spans, as the command line
     shows them) for a Markdown pane: as_text, with every Markdown character outside the code spans shown as itself
     (literal): "no run 'a*b*'" read "no run 'a<em>b</em>'"."""
-    parts = _CODE_SPANS.split(message or "")
-    return "".join((p if p.startswith("<code") else _code_span(p)) if i % 2 else literal(p)
-                   for i, p in enumerate(parts))
+    return _around_code_spans(message, literal)
 
 
 class TextMultiChoice(pn.widgets.MultiChoice):

@@ -1441,6 +1441,26 @@ def test_damaged_files_of_one_run_leave_the_others_readable_and_each_is_named(tm
         long.stderr.strip().endswith(": File name too long") and len(long.stderr.strip().splitlines()) == 1
 
 
+def _failures_while(churn, stop, reads, tries: int) -> list[str]:
+    """Each of `reads` called `tries` times while `churn` runs on a thread until `stop` is set: what they raised."""
+    import threading
+
+    failures: list[str] = []
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(tries):
+            for read in reads:
+                try:
+                    read()
+                except Exception as exc:  # noqa: BLE001 - any failure is the bug
+                    failures.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        stop.set()
+        thread.join()
+    return failures
+
+
 def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
     """From a probe of concurrent use: a page or command reading a run's metrics while the run rewrote them got
     the old file's footer with the new file's data about once in 100 reads (pyarrow, pandas and DuckDB open a file
@@ -1452,7 +1472,7 @@ def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
     run = store.create("target", "lenia", "pixels", {}, 0)
     rows = [{"iteration": i, "best_loss": 1.0 / (i + 1), "seconds": 0.1, "note": "x" * (i % 7)} for i in range(400)]
     run.write_table("metrics", rows[:1])
-    stop, failures = threading.Event(), []
+    stop = threading.Event()
 
     def write() -> None:
         n = 1
@@ -1460,18 +1480,7 @@ def test_tables_read_while_their_run_rewrites_them_are_whole(tmp_path):
             n = n % len(rows) + 1
             run.write_table("metrics", rows[:n])
 
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        for _ in range(300):
-            for read in (lambda: store.metrics(run.id), lambda: run.read_table("metrics")):
-                try:
-                    read()
-                except Exception as exc:  # noqa: BLE001 - any failure is the bug
-                    failures.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        stop.set()
-        writer.join()
+    failures = _failures_while(write, stop, [lambda: store.metrics(run.id), lambda: run.read_table("metrics")], 300)
     assert not failures, failures[:3]
 
 
@@ -1560,7 +1569,7 @@ def test_the_catalog_read_while_runs_are_removed_leaves_them_out(tmp_path):
         run.update(status="done")
         run.release()
         runs.append(run)
-    stop, failures = threading.Event(), []
+    stop = threading.Event()
 
     def remove_and_put_back() -> None:
         while not stop.is_set():
@@ -1569,18 +1578,12 @@ def test_the_catalog_read_while_runs_are_removed_leaves_them_out(tmp_path):
                 os.rename(run.path, aside)
                 os.rename(aside, run.path)
 
-    remover = threading.Thread(target=remove_and_put_back)
-    remover.start()
-    try:
-        for _ in range(60):
-            try:
-                store.catalog().close()
-                failures += [f"unreadable: {why}" for why in store.unreadable_why.values()]
-            except Exception as exc:  # noqa: BLE001 - any failure is the bug
-                failures.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        stop.set()
-        remover.join()
+    def read() -> None:
+        store.catalog().close()
+        if store.unreadable_why:  # a failure too: a run removed meanwhile is no damaged run
+            raise RuntimeError(f"unreadable: {', '.join(store.unreadable_why.values())}")
+
+    failures = _failures_while(remove_and_put_back, stop, [read], 60)
     assert not failures, failures[:3]
     with store.catalog() as con:  # all back: every run's metrics in the view
         assert con.execute("SELECT count(*) FROM metrics").fetchone() == (6,)
