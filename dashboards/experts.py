@@ -1218,7 +1218,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                 except ValueError as exc:
                     said.object = f"**cannot answer:** {plain(str(exc))}"
                 except Exception as exc:
-                    said.object = f"**answering failed:** {failed(exc)}"
+                    said.object = f"**answering failed:** {plain(failed(exc))}"
                     raise
                 if not state["again"]:
                     break
@@ -1235,7 +1235,7 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
         except ValueError as exc:
             scores.object = f"**cannot score:** {plain(str(exc))}"
         except Exception as exc:
-            scores.object = f"**scoring failed:** {failed(exc)}"
+            scores.object = f"**scoring failed:** {plain(failed(exc))}"
             raise
 
     def on_load(event):

@@ -912,7 +912,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
             status.object = ""
             return
         except Exception as exc:  # said on the page (it said "running…" for good), and in the log
-            alert.param.update(object=f"the run failed: {failed(exc)}", visible=True)
+            alert.param.update(object=f"the run failed: {plain(failed(exc))}", visible=True)
             status.object = ""
             raise
         finally:
@@ -933,7 +933,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
         except ValueError as exc:
             status.object = f"**cannot compare:** {plain(str(exc))}"
         except Exception as exc:
-            status.object = f"**the comparison failed:** {failed(exc)}"
+            status.object = f"**the comparison failed:** {plain(failed(exc))}"
             raise
         finally:
             progress.visible = False

@@ -1598,7 +1598,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         except ValueError as exc:
             answer.object = f"**cannot run it:** {plain(str(exc))}"
         except Exception as exc:
-            answer.object = f"**running it failed:** {failed(exc)}"
+            answer.object = f"**running it failed:** {plain(failed(exc))}"
             raise
 
     runs.param.watch(on_run, "value")

@@ -816,7 +816,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
         except ValueError as exc:
             status.object = f"**cannot export:** {plain(page_words(str(exc)))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
-            status.object = f"**export failed:** {failed(exc)}"
+            status.object = f"**export failed:** {plain(failed(exc))}"
             raise
 
     export.on_click(on_export)
@@ -877,10 +877,11 @@ PAGE_WORDS = {"--width": "Width", "--font": "Font", "--rename": "Rename legend e
 
 def failed(exc: BaseException) -> str:
     """What a page says of a failure that is no ValueError (a library's, a bug): its type and first line, so that
-    the page shows it and ends its "running…" instead of waiting for good while only the server's log tells why."""
+    the page shows it and ends its "running…" instead of waiting for good while only the server's log tells why.
+    Plain text, as the exception says it: plain() it for a Markdown pane (a message's <...>, a repr or a path,
+    vanished there as HTML)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    # escaped: shown in Markdown, a message's <...> (a repr, a path) vanished as HTML
-    return html.escape(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, quote=False)
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 #: characters Markdown reads as syntax, as entities inside a code span as_text writes as HTML (entities are text)
@@ -931,11 +932,25 @@ def _around_code_spans(message: str, outside: Callable[[str], str]) -> str:
 _CODE_SPANS = re.compile(r"((?<![`\\])`[^`\n]+`(?!`)|<code(?: title=\"[^\"<>]*\")?>[^<>`]*</code>)")
 
 
+#: what literal() writes for a character that is never text in Markdown as it is: "&" began an entity (a folder
+#: named `R&amp;D` read "R&D", `&copy;` "©"), "<" HTML, the rest _TEXT_SYNTAX
+_LITERAL = {"&": "&amp;", "<": "&lt;", **_TEXT_SYNTAX}
+#: characters that make Markdown only where they stand: at a line's start (after its indent) a heading "#", a quote
+#: ">", a list "-", "+" or "1." / "1)", a setext underline "=", a definition ":" (a value may start a line: the
+#: page cannot tell); and the ones the pages' linkify reads as a web link or a mail address ("x.com", "weights.pt",
+#: "http://…", "a@b"): a dot between a letter or digit and a letter, "://", "mailto:" and "@"
+_MARKS = re.compile(r"(?m)^[ \t]*(?:[#>+=:-]|\d{1,9}[.)](?=[ \t]|$))"
+                    r"|(?<=[0-9A-Za-z])\.(?=[A-Za-z])|:(?=//)|(?i:(?<=mailto)):|@")
+
+
 def literal(value: object) -> str:
     """`value` (a run id, a model's or task's name, a path: anyone's characters) for Markdown outside a code span,
-    shown as its characters: every character Markdown reads as syntax, and "<", as an entity. A run folder named
-    `a*b*` was "a<em>b</em>" in an alert, `_draft_` was in italics, `[x](y)` a link."""
-    return "".join(_TEXT_SYNTAX.get(c, c) for c in str(value).replace("<", "&lt;"))
+    shown as its characters: every character Markdown reads as syntax, and "<" and "&", as an entity. A run folder
+    named `a*b*` was "a<em>b</em>" in an alert, `_draft_` was in italics, `[x](y)` a link, `# x` a heading,
+    `x.com` a link to the web."""
+    text = str(value)
+    marked = {m.end() - 1 for m in _MARKS.finditer(text)}  # each match ends with the character that makes Markdown
+    return "".join(f"&#{ord(c)};" if i in marked else _LITERAL.get(c, c) for i, c in enumerate(text))
 
 
 def code(value: object) -> str:

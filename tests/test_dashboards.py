@@ -1573,12 +1573,15 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
 def test_a_failure_that_is_no_value_error_is_said_by_its_type_and_first_line():
     """What the pages show where a run, an answer or an export fails otherwise than by a ValueError (the NAMM page
     said "running…" for good, the reason only in the server's log)."""
-    from workbench.dashboards.shell import failed
+    from workbench.dashboards.shell import failed, plain
 
     assert failed(ImportError("cannot import name 'x' from 'y'\n(see above)")) == \
         "ImportError: cannot import name 'x' from 'y'"
     assert failed(KeyError()) == "KeyError" and failed(RuntimeError("  ")) == "RuntimeError"
-    assert failed(TypeError("got <class 'int'>")) == "TypeError: got &lt;class 'int'&gt;"  # Markdown: it vanished
+    assert failed(TypeError("got <class 'int'> & 1")) == "TypeError: got <class 'int'> & 1"
+    # as a page shows it: in Markdown, the <...> vanished as HTML
+    assert _shown_text(plain(failed(TypeError("got <class 'int'> & 1"))))[0].strip() == \
+        "TypeError: got <class 'int'> & 1"
 
 
 def test_a_search_whose_metrics_cannot_be_read_says_so_beside_its_status(tmp_path):
@@ -3327,7 +3330,8 @@ def _shown_text(markdown: str) -> tuple[str, list[str]]:
     import panel as pn
 
     rendered = html.unescape(pn.pane.Markdown(markdown).get_root().text)  # the HTML the browser gets
-    made = [tag for tag in ("<em>", "<strong>", "<a ", "<s>", "<del>", "<span class=\"math") if tag in rendered]
+    made = [tag for tag in ("<em>", "<strong>", "<a ", "<s>", "<del>", "<span class=\"math", "<h1", "<h2",
+                            "<blockquote", "<ul", "<ol", "<dl", "<hr") if tag in rendered]
     return html.unescape(re.sub(r"<[^>]+>", "", rendered)), made
 
 
@@ -3348,6 +3352,11 @@ def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
     assert text.strip() == f"no run {MARKDOWN_ID!r} in a_b*c* (see **x**)" and not made, (text, made)
     text, made = _shown_text(f"**{literal(MARKDOWN_ID)}** on {code('a`b')} · {code(' x ')} · {code('')}")
     assert text.strip() == f"{MARKDOWN_ID} on a`b ·  x  ·" and made == ["<strong>"], (text, made)
+    # what Markdown makes only at a line's start (a value may start one), entities, and what linkify reads as a link
+    for value in ("R&amp;D", "&copy; 1", "# x", "> x", "- x", "+ x", "1. x", "2) x", "x\n===", "x\n---", "t\n: d",
+                  "www.x.com", "weights.pt", "see http://x.com/a", "x@y.com", "mailto:a@b", "0.5 · -0.5 · a-b.c"):
+        text, made = _shown_text(literal(value))
+        assert text.strip() == value and not made, (value, text, made)
     from workbench.dashboards.qd import answer_line
 
     for said in ("a<b & c", "x`*y*` <img src=x onerror=alert(1)>", "R&amp;D"):  # a model's answer, as it is
