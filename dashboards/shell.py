@@ -134,11 +134,16 @@ class OfflineFast(Fast):
                                  "fast-design": f"{CDN_DIST}bundled/fast/js/fast_design.js"}}
 
 
-#: the current page's pill 17 % white over the accent: white text on it at 4.6:1 (at 22 %, 4.1:1)
+#: the current page's pill 17 % white over the accent: white text on it at 4.6:1 (at 22 %, 4.1:1). The links
+#: scroll sideways within the header where they do not fit (a phone, a window at 200 % zoom): the template hides the
+#: page's own overflow, so the links past its edge could not be reached, and the page slid sideways when the
+#: keyboard went to one
 NAV_CSS = """
 :host { width: 100%; }
-nav { display: flex; gap: .25em; align-items: center; height: 100%; font-size: 15px; }
-nav a { color: #fff; text-decoration: none; padding: .35em .75em; border-radius: 4px; opacity: .85; }
+nav { display: flex; gap: .25em; align-items: center; height: 100%; font-size: 15px; overflow-x: auto;
+      scrollbar-width: thin; }
+nav a { color: #fff; text-decoration: none; padding: .35em .75em; border-radius: 4px; opacity: .85;
+        white-space: nowrap; flex: none; }
 nav a:hover { background: rgba(255,255,255,.15); opacity: 1; }
 nav a.current { background: rgba(255,255,255,.17); opacity: 1; font-weight: 600; }
 """
@@ -148,6 +153,38 @@ DESCRIPTION_CSS = """
 .description { color: #555; font-size: 15px; margin: 0 0 .2em .1em; }
 .page-heading { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%);
                 white-space: nowrap; margin: 0; }
+"""
+
+
+#: the widest window that draws the sidebar over the page rather than beside it, and opens the page with it closed:
+#: beside it (330 px) a phone's page was 30 px wide, and at 320 px the sidebar itself ran past the window's edge
+NARROW_PX = 760
+
+#: the template's own parts in a narrow window (the page cannot scroll sideways: the template hides its overflow):
+#: the header's links take the room left (they pushed the header 900 px wide), the header's titles make way for
+#: them (the page's title is the current link, and the page's heading), the sidebar is never wider than the window
+NARROW_CSS = f"""
+#header-items {{ flex: 1 1 0; width: auto; min-width: 0; }}
+#header-items > * {{ min-width: 0; max-width: 100%; }}
+#sidebar:not(.hidden) {{ min-width: min(var(--sidebar-width), calc(100vw - 17px));
+                        max-width: min(var(--sidebar-width), calc(100vw - 17px)); }}
+@media (max-width: {NARROW_PX}px) {{
+  #header .title {{ display: none; }}
+  #sidebar:not(.hidden) {{ position: absolute; z-index: 5; box-shadow: 2px 0 12px rgba(0,0,0,.25); }}
+}}
+"""
+
+#: in a narrow window (NARROW_PX) the page opens with its sidebar closed: open, it would cover the page (the
+#: toggle in the header opens it); the header's links scrolled to the current page's (Experts' was out of sight)
+NARROW_JS = f"""
+if (window.matchMedia("(max-width: {NARROW_PX}px)").matches && typeof closeNav === "function") {{
+  const sidebar = document.getElementById("sidebar");
+  if (sidebar && !sidebar.classList.contains("hidden")) closeNav();
+}}
+for (const host of document.querySelectorAll("#header-items *")) {{  // the current page's link in sight
+  const current = host.shadowRoot && host.shadowRoot.querySelector("nav.pages a.current");
+  if (current) {{ const nav = current.parentElement; nav.scrollLeft = current.offsetLeft - nav.offsetLeft - 40; }}
+}}
 """
 
 
@@ -471,7 +508,8 @@ class WorkbenchTemplate(pn.template.FastListTemplate):
             if ref is not None:
                 refs[document] = ref
         document.title = self.tab_title
-        code = TAB_KEYS_JS + PLAYER_NAMES_JS + SHELL_ROLES_JS + CONTROL_NAMES_JS
+        # NARROW_JS first: CONTROL_NAMES_JS tells a screen reader whether the sidebar is open
+        code = NARROW_JS + TAB_KEYS_JS + PLAYER_NAMES_JS + SHELL_ROLES_JS + CONTROL_NAMES_JS
         document.js_on_event("document_ready", CustomJS(code=code))
         return document
 
@@ -522,6 +560,7 @@ def shell(slug: str | None, main: Iterable[Any], sidebar: Iterable[Any] = (), *,
         notifications=connection_notice(),
         font="system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif",
         meta_description=description)
+    template.config.raw_css = [*template.config.raw_css, NARROW_CSS]
     return template
 
 

@@ -2155,6 +2155,41 @@ def test_every_page_has_the_shell_and_navigates_offline(server, browser, request
         page.locator(".cards .card").first.wait_for(timeout=30000)
 
 
+#: what a narrow window shows: the page's own width against the window's, the main area's, whether the sidebar is
+#: open, whether the header's links scroll within it and where the current page's link is drawn
+NARROW_LAYOUT = """() => {
+  const nav = [...document.querySelectorAll("#header-items *")].map((e) => e.shadowRoot &&
+                e.shadowRoot.querySelector("nav.pages")).find((n) => n);
+  const sidebar = document.getElementById("sidebar");
+  return {page: document.scrollingElement.scrollWidth, window: window.innerWidth,
+          main: document.getElementById("main").clientWidth, sidebar: !!sidebar && !sidebar.matches(".hidden"),
+          navScrolls: nav.scrollWidth > nav.clientWidth,
+          current: nav.querySelector("a.current").getBoundingClientRect()};
+}"""
+
+
+def test_every_page_fits_a_320_px_window_in_chromium(server, browser, request):
+    """WCAG 1.4.10 reflow: at 320 CSS px (a phone, a 1280 px window at 400 % zoom) no page is wider than the window,
+    the header's links scroll within the header with the current page's in sight, and the page opens with its
+    sidebar closed (the main area the window's width). The header's nine links made every page 900-1000 px wide
+    and the template hides the page's overflow: the links past the edge could not be reached; the 330 px sidebar
+    left the main area 30 px and ran past the window itself."""
+    from workbench.dashboards.shell import PAGES
+
+    with _browse(browser, f"{server}/", request) as page:
+        page.set_viewport_size({"width": 320, "height": 640})
+        for slug in ["", *PAGES]:
+            page.goto(f"{server}/{slug}", wait_until="networkidle")
+            page.locator(".description").first.wait_for(timeout=60000)
+            page.wait_for_function("() => document.querySelector('#header-items *') !== null", timeout=30000)
+            page.wait_for_timeout(500)  # the document_ready script closes the sidebar
+            got = page.evaluate(NARROW_LAYOUT)
+            assert got["page"] <= got["window"] == 320, (slug, got)
+            assert got["navScrolls"], (slug, got)  # the links past the header's edge are reached by its scroll
+            assert 0 <= got["current"]["left"] and got["current"]["right"] <= 320, (slug, got)  # in sight
+            assert not got["sidebar"] and got["main"] >= 300, (slug, got)
+
+
 #: a control or picture in an aria snapshot with no name: `- textbox`, `- img` (the other controls, a number field's
 #: step buttons, a slider's handle, a checkbox, a progress bar among them, are checked in the full accessibility
 #: tree: test_every_control_and_chart_has_a_name_in_chromium)
