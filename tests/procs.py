@@ -21,8 +21,11 @@ def _as_from_a_terminal() -> None:
 def cli(*args, cwd) -> subprocess.Popen:
     """The command in a process group of its own, as a terminal starts one: `kill_after(..., group=True)` signals
     the command and every process it started (Dask's workers), as a Ctrl-C at the terminal does."""
+    # every iteration saved: a run of the tests' tiny budgets is faster than its saves, and went from its first
+    # saved iteration to its last with none between for kill_after to land on (workbench.runs.save_share)
     return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal, process_group=0)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal, process_group=0,
+                            env={**os.environ, "WORKBENCH_SAVE_SHARE": "1"})
 
 
 def run_command(command: str, cwd) -> subprocess.Popen:

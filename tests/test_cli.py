@@ -969,3 +969,18 @@ def test_the_zoo_build_an_error_names_pastes_into_bash(tmp_path):
         command = res.stderr.split("`")[1]
         assert command.startswith("workbench zoo build --out "), res.stderr
         assert _as_bash_splits(command, tmp_path)[4:] == [f"./{name}" if made else name], command
+
+
+def test_a_save_share_out_of_its_range_is_one_error_before_any_work(tmp_path):
+    """WORKBENCH_SAVE_SHARE (how much of a run's time its saves may take) outside (0, 1] is said at once, naming the
+    variable and its range, before a model loads or a run folder is made (not after a search's set-up)."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "green").save(tmp_path / "target.png")
+    for value in ("0", "2", "often"):
+        res = run("asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image", "target.png",
+                  "--iters", "1", cwd=tmp_path, env={"WORKBENCH_SAVE_SHARE": value})
+        assert res.returncode == 2 and res.stderr.strip() == (
+            f"error: WORKBENCH_SAVE_SHARE={value}: give the share of a run's time its saves may take, above 0 and at "
+            "most 1 (1: a save after every iteration), or unset it for 0.1"), res.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["target.png"]  # no run store made

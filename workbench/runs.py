@@ -1804,10 +1804,11 @@ class _Saves:
         self.run, self.state = run, state
         self.saved = state["iteration"]  # the iterations the checkpoint on disk holds
         self.cost, self.at = 0.0, time.perf_counter()  # no save yet: the first iteration is saved
+        self.share = save_share()
 
     def done(self, last: bool) -> None:
         """An iteration is done (state holds it): save it where it is the last, or once it is time to."""
-        if last or time.perf_counter() - self.at >= self.cost * (1 - SAVE_SHARE) / SAVE_SHARE:
+        if last or time.perf_counter() - self.at >= self.cost * (1 - self.share) / self.share:
             self.flush()
 
     def flush(self) -> None:
@@ -1854,6 +1855,22 @@ def _record_end(run: Run, ended: dict) -> None:
 SAVE_SHARE = 0.1
 
 
+def save_share() -> float:
+    """SAVE_SHARE, or the environment's WORKBENCH_SAVE_SHARE where it is set: 1 saves after every iteration (a test
+    that kills a run between two saved iterations), a smaller share fewer saves of a very fast run."""
+    text = os.environ.get("WORKBENCH_SAVE_SHARE")
+    if text is None:
+        return SAVE_SHARE
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ValueError(f"WORKBENCH_SAVE_SHARE={text}: give the share of a run's time its saves may take, above 0 "
+                         f"and at most 1 (1: a save after every iteration), or unset it for {SAVE_SHARE}")
+    return share
+
+
 def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,
                       should_stop: Callable[[], bool] | None = None,
                       on_iteration: Callable[[int, int, dict], None] | None = None) -> Run:
@@ -1861,7 +1878,7 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     the metrics of the iteration (with best_loss), updating `state` in place; then the checkpoint (state),
     metrics.parquet and run.json (with a fresh heartbeat) are written atomically, so a killed process resumes
     from here: after every iteration, or for iterations faster than a save, once the time since the last save is
-    (1 − SAVE_SHARE) / SAVE_SHARE times the last save's cost (a kill loses that fraction of a second of work,
+    (1 − share) / share times the last save's cost (save_share(); a kill loses that fraction of a second of work,
     which the resumed run does again, to the same bits). The first and last iterations are always saved, and so
     is the last one done when should_stop() stops the run. finish() runs after the last iteration. should_stop() or
     Ctrl-C leaves a resumable 'stopped' run; an error marks it 'failed' (also resumable: a failed finish() is

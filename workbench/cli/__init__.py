@@ -18,6 +18,7 @@ import time
 
 from workbench.cli import asal, bench, experts, figure, merge, namm, qd, runs, serve, sim, zoo
 from workbench.cli.common import say
+from workbench.runs import save_share
 
 GROUPS = (sim, bench, asal, figure, serve, runs, zoo, merge, qd, experts, namm)
 
@@ -154,6 +155,7 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        save_share()  # a bad WORKBENCH_SAVE_SHARE is said before any work, not after a model has loaded
         args = build_parser().parse_args(argv)  # in the try: a Ctrl-C while the parser is built is one too
         return args.func(args)
     except ValueError as error:
