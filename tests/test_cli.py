@@ -248,6 +248,11 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     # bench namm's tasks and sections listed in its help and refused by argparse (the library's error came later)
     (["bench", "namm", "--tasks", "bogus"], "argument --tasks: invalid choice: 'bogus'"),
     (["bench", "namm", "--sections", "x"], "argument --sections: invalid choice: 'x'"),
+    # from the CLI audit of 2026-12-07: the config's field named ("prompts must be non-empty text"), not the flag;
+    # namm eval's --device checked after the tokenizer had loaded (15 s), and after a --model error
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", " "],
+     "--prompt ' ': a prompt must be non-empty text"),
+    (["namm", "eval", "--methods", "full", "--model", "nowhere", "--device", "tpu"], "--device tpu: not a device"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an
@@ -984,3 +989,42 @@ def test_a_save_share_out_of_its_range_is_one_error_before_any_work(tmp_path):
             f"error: WORKBENCH_SAVE_SHARE={value}: give the share of a run's time its saves may take, above 0 and at "
             "most 1 (1: a save after every iteration), or unset it for 0.1"), res.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["target.png"]  # no run store made
+
+def test_a_run_folder_typed_as_a_path_names_its_run_or_the_runs_flag_it_needs(tmp_path):
+    """`runs show other/ID`, as tab completion gives a run: taken for an id, it was "no run 'other/ID' in runs", with
+    no word of --runs. A folder of the store opened is its run; one of another store is refused naming its --runs."""
+    from workbench.runs import RunStore
+
+    made = RunStore(tmp_path / "other").create("target", "lenia", "pixels", {}, 0)
+    shown = run("runs", "show", f"other/{made.id}/", "--runs", "other", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["id"] == made.id
+    for args in (["runs", "show", f"other/{made.id}"], ["figure", "curves", f"other/{made.id}", "--out", "c.png"]):
+        res = run(*args, cwd=tmp_path)
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        assert res.stderr.strip() == f"error: other/{made.id} is a run of another run store: give its id {made.id} " \
+                                     "with --runs other"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]  # no runs/ made for the path taken for an id
+
+
+def test_the_device_flag_says_its_resume_rule_after_its_default():
+    """--device's help read "(default: the GPU when torch sees one, else the CPU) (with --resume: the run's own)",
+    two parentheses side by side, in five commands: the resume rule follows the default after a semicolon."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    doubled = []
+
+    def walk(parser, path):
+        if ") (with --resume" in " ".join(parser.format_help().split()):
+            doubled.append(" ".join(path))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+
+    walk(build_parser(), [])
+    assert doubled == []
+    resumed = " ".join(run("merge", "evolve", "--help").stdout.split())
+    assert "else the CPU); with --resume: default the run's own" in resumed

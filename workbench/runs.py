@@ -1361,6 +1361,8 @@ class RunStore:
             raise RunError(f"give a run id (a str, or a Run), got {type(run_id).__name__}")
         if is_run_name(run_id) and (self.root / run_id).is_dir():
             return run_id
+        if os.sep in run_id or "/" in run_id:  # a run's folder as a path (what tab completion gives), not its id
+            return self._folder_id(user_path(run_id))
         # runs only: the Lab's snapshots or a page's figures folder is no run to match or to name
         ids = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
                      and (p / "run.json").exists()) if self.root.is_dir() else []
@@ -1374,6 +1376,18 @@ class RunStore:
         known = ", ".join(ids[-5:]) or "none"
         where = f"latest runs: {known}" if self.root.is_dir() else "no such folder: give --runs"
         raise RunError(f"no run {run_id!r} in {self.root} ({where})")
+
+    def _folder_id(self, folder: Path) -> str:
+        """The id of the run whose folder `folder` is, typed as a path (`runs show runs/ID`): a run folder of this
+        store names its run; one of another store is refused naming its --runs, which a path did not say (it was
+        taken for an id: "no run 'other/ID' in runs")."""
+        if not (folder / "run.json").is_file():
+            raise RunError(f"{folder} is not a run folder (no run.json there); give a run id, or a prefix of one, "
+                           f"with --runs the folder that holds the runs")
+        if folder.parent.resolve() != self.root.resolve():
+            raise RunError(f"{folder} is a run of another run store: give its id {folder.name} with --runs "
+                           f"{shell_path(folder.parent)}")
+        return folder.name
 
     def open(self, run_id: str | Run | os.PathLike) -> Run:
         """The run with this id or unique id prefix (run.json checked); a Run or a run's folder in this store names

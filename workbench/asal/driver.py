@@ -184,8 +184,10 @@ class SearchConfig:
             flag = "c_prompt" if name == "c_prompt" else f"--{name.replace('_', '-')}"  # c_prompt has no flag
             setattr(self, name, check_weight(getattr(self, name), flag))
         self.prompts = texts(self.prompts, "--prompt")  # one string is one prompt, not one per letter
-        if any(not p.strip() for p in self.prompts):
-            raise ValueError("prompts must be non-empty text")
+        empty = next((p for p in self.prompts if not p.strip()), None)
+        if empty is not None:  # the flag named, not the config field ("prompts must be …")
+            raise ValueError(f"--prompt {empty!r}: a prompt must be non-empty text; give the words to match, or leave "
+                             "that --prompt out")
         if self.kind == "target" and not self.prompts and not self.target_image:
             raise ValueError("a target search needs --prompt TEXT (one or more) or --target-image FILE")
         if self.prompts and self.target_image:

@@ -420,4 +420,4 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
                         help="continue a stopped or killed run (an id or a unique prefix; settings flags must match "
                              "the run's or be left out)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(parser, " (with --resume: the run's own, as its floats depend on it; another is refused)")
+    add_device_argument(parser, "; with --resume: the run's own, as its floats depend on it, another is refused")

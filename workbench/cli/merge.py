@@ -155,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "folders you trust)")
     add_dask_arguments(ev, "each generation's recipes")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(ev, " (with --resume: default the run's own)")
+    add_device_argument(ev, "; with --resume: default the run's own")
     ev.set_defaults(func=cmd_evolve)
 
     ap = merge_sub.add_parser("apply", help="merge per a mergekit YAML recipe or a DFS JSON; write a model folder")

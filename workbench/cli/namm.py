@@ -108,6 +108,7 @@ def cmd_eval(args) -> int:
     from workbench.namm.cache import check_n_up
     from workbench.namm.tasks import check_prompts, check_task_names
 
+    device = check_device(args.device)  # first, as every command: a mistyped --device came after the tokenizer loaded
     check_out_file(args.out)
     saved = _policy_source(args)
     methods = list(dict.fromkeys(args.methods))
@@ -130,7 +131,6 @@ def cmd_eval(args) -> int:
         say("note", f"--n-up {args.n_up}: the policy was trained at n_up {trained_at} (its feature statistics were "
                     "collected there); NAMM is scored at --n-up as asked")
     check_prompts(model, tasks, length, args.n, args.seed, args.max_new_tokens, "test")
-    device = check_device(args.device)
 
     from workbench.namm.evaluation import Method, compare
     from workbench.namm.models import load_eager_model
@@ -210,7 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "prefix; settings flags must match the run's or be left out)")
     add_dask_arguments(tr, "the population (--chunk candidates a task)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(tr, " (with --resume: the run's own; another is refused)")
+    add_device_argument(tr, "; with --resume: the run's own, another is refused")
     tr.set_defaults(func=cmd_train)
 
     ev = namm_sub.add_parser("eval", help="task score vs kept-cache fraction: a NAMM policy, the full cache, recent "

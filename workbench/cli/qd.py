@@ -262,7 +262,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                    "or ends there, as a run started with it would have")
     add_dask_arguments(cy, "each generation's children")
     cy.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(cy, " (with --resume: default the run's own)")
+    add_device_argument(cy, "; with --resume: default the run's own")
     cy.set_defaults(func=cmd_cycle)
 
     rp = qd_sub.add_parser("report", help="finished runs side by side (e.g. 3 seeds): best per task vs baselines, "
