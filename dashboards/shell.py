@@ -613,11 +613,14 @@ def in_page_words(message: str, fields: dict[str, str], bold: bool = True) -> st
     field (in **bold**, or as plain text without `bold`: a message plain() shows), the value's placeholder after
     it (TEXT, FILE, K) dropped; other flags are left as they are."""
     def field(found: re.Match) -> str:
-        if found.group(1) not in fields:
+        flag = f"-{found.group(1)}"
+        if flag not in fields:
             return found.group(0)
-        return f"**{fields[found.group(1)]}**" if bold else fields[found.group(1)]
+        return f"**{fields[flag]}**" if bold else fields[flag]
 
-    return re.sub(r"(--[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
+    # a flag's first "-" as plain() writes it at a line's start, an entity: a message that began with its flag
+    # ("--frames 50 is more than --steps 8") kept it
+    return re.sub(r"(?:-|&#45;)(-[a-z][a-z0-9-]*)(?: [A-Z]+\b(?![a-z]))?", field, message)
 
 
 def store_missing(runs_dir: str | Path) -> str:
@@ -977,9 +980,10 @@ _LITERAL = {"&": "&amp;", "<": "&lt;", **_TEXT_SYNTAX}
 #: characters that make Markdown only where they stand: at a line's start (after its indent) a heading "#", a quote
 #: ">", a list "-", "+" or "1." / "1)", a setext underline "=", a definition ":" (a value may start a line: the
 #: page cannot tell); and the ones the pages' linkify reads as a web link or a mail address ("x.com", "weights.pt",
-#: "http://…", "a@b"): a dot between a letter or digit and a letter, "://", "mailto:" and "@"
-_MARKS = re.compile(r"(?m)^[ \t]*(?:[#>+=:-]|\d{1,9}[.)](?=[ \t]|$))"
-                    r"|(?<=[0-9A-Za-z])\.(?=[A-Za-z])|:(?=//)|(?i:(?<=mailto)):|@")
+#: "http://…", "a@b"): a dot after any character but a space and before a letter (of any script: "é.com" and
+#: "x.рф" are links too), "://", "mailto:" and "@". A line starts after "\n" or a lone "\r" (Markdown's too)
+_MARKS = re.compile(r"(?m)(?:^|(?<=\r))[ \t]*(?:[#>+=:-]|\d{1,9}[.)](?=[ \t\r]|$))"
+                    r"|(?<=\S)\.(?=[^\W\d_])|:(?=//)|(?i:(?<=mailto)):|@")
 
 
 def literal(value: object) -> str:

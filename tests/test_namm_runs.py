@@ -293,6 +293,27 @@ def test_capped_training_saves_its_cap_and_keeps_within_it(tmp_path, tiny):
     assert kept and max(kept) <= 0.25 + 32 / 160  # the cap at the last step, plus at most n_up unevaluated tokens
 
 
+def test_the_policy_file_is_the_generation_the_checkpoint_holds(tmp_path, tiny, monkeypatch):
+    """Generations faster than a save are saved together (workbench.runs.save_share): the policy file was written
+    after every generation all the same, ahead of run.json and the checkpoint (`namm eval --run` of a killed run
+    scored a generation its resume did again). It is written with each save, of the generation saved."""
+    from workbench.namm.run import train_namm
+    from workbench.namm.saved import load_run_policy
+    from workbench.namm.train import NAMMTrainConfig
+
+    monkeypatch.setenv("WORKBENCH_SAVE_SHARE", "1e-9")  # saved are the first generation and the last only
+    store, seen = RunStore(tmp_path / "runs"), []
+
+    def check(done: int, total: int, row: dict) -> None:
+        saved, run = load_run_policy(store.root, store.list()[0]["id"])
+        seen.append((done, run.info["iterations"], saved.meta["generation"]))
+
+    cfg = NAMMTrainConfig(model=str(tiny), tasks=["digit"], gens=3, pop=2, n_up=32, length=160, n_prompts=6,
+                          pool=0, n_test=0, max_new_tokens=4)
+    assert train_namm(cfg, store, on_iteration=check).info["status"] == "done"
+    assert seen == [(1, 1, 1), (2, 1, 1), (3, 3, 3)], seen
+
+
 def test_bad_input_is_one_error_and_writes_nothing(tmp_path, tiny, capsys, monkeypatch):
     from transformers import MistralConfig, MistralForCausalLM
 

@@ -599,6 +599,35 @@ def test_the_runs_end_says_what_it_does_after_the_last_generation(tmp_path, zoo)
     assert said[-1] == "test scores of the multi-task baseline …"
 
 
+def test_a_running_runs_files_never_run_ahead_of_its_checkpoint(tmp_path, zoo, monkeypatch):
+    """Generations faster than a save are saved together (workbench.runs.save_share): children.parquet, the archives
+    and the archive maps were written after every generation all the same, ahead of the checkpoint, so that the
+    page's and `qd export`'s rebuild of a model children.parquet listed was refused ("run … has models 0 to 1"),
+    and a kill left maps of generations its resume does again. They are written with each save, of what it saved."""
+    import pyarrow.parquet as pq
+
+    from workbench.qd.archive_map import archive_map_path
+    from workbench.qd.run import QDRunConfig, archive_maps_dir, load_run, model_id_of, run_cycleqd
+
+    monkeypatch.setenv("WORKBENCH_SAVE_SHARE", "1e-9")  # saved are the first generation and the last only
+    store = RunStore(tmp_path / "runs")
+    seen = []
+
+    def check(done: int, total: int, row: dict) -> None:
+        run, _, qd = load_run(store, store.list()[0]["id"])
+        listed = pq.read_table(run.path / "children.parquet").num_rows
+        maps = sorted(g for g in range(total) if archive_map_path(archive_maps_dir(run), g).exists())
+        seen.append((done, run.info["iterations"], qd.generation, qd.evaluated, listed, maps))
+        assert model_id_of(run, qd, listed - 1) == listed - 1  # the newest model listed, rebuilt from the checkpoint
+
+    cfg = QDRunConfig(zoo=str(zoo), tasks=["brackets", "sort"], gens=4, batch=2, n_eval=8, n_test=4,
+                      multitask_steps=1, ranges={"brackets": [0, 0.5]}, mutation_scale=1.0, seed=1)
+    assert run_cycleqd(cfg, store, on_iteration=check).info["status"] == "done"
+    assert [s[:2] for s in seen] == [(1, 1), (2, 1), (3, 1), (4, 1), (5, 5)], seen  # saves batched, as meant
+    for _, saved, generation, evaluated, listed, maps in seen:
+        assert generation == saved and listed == evaluated and maps == list(range(saved)), seen
+
+
 def test_a_merge_recipe_is_kept_with_the_run_and_scored_as_a_baseline(tmp_path, zoo):
     """--merge-recipe: the run's own copy is made with its folder, before its run.json (a kill in between left a
     run listed as resumable whose resume was refused), and the recipe is scored on the test sets beside the other

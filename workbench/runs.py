@@ -1814,8 +1814,8 @@ class _Saves:
     save, only once SAVE_SHARE of the time since the last save would go to saving (done), and what is left unsaved
     when the loop stops (flush)."""
 
-    def __init__(self, run: Run, state: dict) -> None:
-        self.run, self.state = run, state
+    def __init__(self, run: Run, state: dict, on_save: Callable[[], None] | None = None) -> None:
+        self.run, self.state, self.on_save = run, state, on_save
         self.saved = state["iteration"]  # the iterations the checkpoint on disk holds
         self.cost, self.at = 0.0, time.perf_counter()  # no save yet: the first iteration is saved
         self.share = save_share()
@@ -1834,7 +1834,10 @@ class _Saves:
         self.run.write_rows("metrics", self.state["metrics"])
         self.run.update(iterations=self.state["iteration"], best_loss=self.state["metrics"][-1]["best_loss"],
                         **heartbeat())
-        self.saved, self.at = self.state["iteration"], time.perf_counter()
+        self.saved = self.state["iteration"]
+        if self.on_save is not None:  # (timed with the save: its files are part of what a save costs)
+            self.on_save()
+        self.at = time.perf_counter()
         self.cost = self.at - start
 
 
@@ -1887,7 +1890,8 @@ def save_share() -> float:
 
 def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], dict], finish: Callable[[], None], *,
                       should_stop: Callable[[], bool] | None = None,
-                      on_iteration: Callable[[int, int, dict], None] | None = None) -> Run:
+                      on_iteration: Callable[[int, int, dict], None] | None = None,
+                      on_save: Callable[[], None] | None = None) -> Run:
     """The loop every stored search shares. For each remaining iteration, step(it) does the work and returns
     the metrics of the iteration (with best_loss), updating `state` in place; then the checkpoint (state),
     metrics.parquet and run.json (with a fresh heartbeat) are written atomically, so a killed process resumes
@@ -1898,7 +1902,10 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
     Ctrl-C leaves a resumable 'stopped' run; an error marks it 'failed' (also resumable: a failed finish() is
     redone). A resumed run's metrics.parquet and run.json are written again from the checkpoint first, and an
     on_iteration with a `resumed(done, total, last row)` method (a progress bar's) is told the count it goes on
-    from; on_iteration(done, total, row) follows every iteration, saved or not."""
+    from; on_iteration(done, total, row) follows every iteration, saved or not. on_save() follows each save, the
+    state as saved: where a run writes files of its own for the iterations done (a page or a command reads them
+    beside the checkpoint), there, not in step() or on_iteration, so that they never run ahead of the checkpoint
+    (a model a page listed that the checkpoint lacked; after a kill, files of iterations its resume does again)."""
     caught_up = {}
     if state["metrics"]:
         # the checkpoint is written first: a kill after it left metrics.parquet or run.json an iteration behind,
@@ -1912,7 +1919,7 @@ def checkpointed_loop(run: Run, state: dict, iters: int, step: Callable[[int], d
         # ended); in the try: a Ctrl-C or an error as it draws leaves the run stopped or failed, not "running"
         if caught_up and resumed is not None:
             resumed(state["iteration"], iters, state["metrics"][-1])
-        saves = _Saves(run, state)
+        saves = _Saves(run, state, on_save)
         for it in range(state["iteration"], iters):
             if should_stop is not None and should_stop():
                 saves.flush()

@@ -204,7 +204,6 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
             {"iteration": it, "index": j, "stage": stage, "fitness": float(fit[j]), "kept": float(kept[j]),
              **{f"score_{t}": float(scores[j, tasks.index(t)]) if t in tasks else float("nan") for t in cfg.tasks}}
             for j in range(len(xs)))
-        save_policy(run.path / POLICY_FILE, opt.mean, stats, policy_meta(cfg, run, it + 1))
         return {"stage": stage, "tasks": "+".join(tasks), "fitness_max": float(fit[i]),
                 "fitness_mean": float(fit.mean()), "fitness_min": float(fit.min()), "best_fitness": best["fitness"],
                 "best_loss": -best["fitness"], "kept_mean": float(kept.mean()), "kept_best": float(kept[i]),
@@ -212,8 +211,14 @@ def train_namm(cfg: NAMMTrainConfig | None, store: RunStore | str | Path, resume
                                if cfg.draws() else {}),
                 "sigma": float(opt._sigma), "full_seconds": full_seconds}
 
+    def save_the_policy() -> None:
+        """With each save, not each generation: the policy file is the generation run.json and the checkpoint say
+        (`namm eval --run`, the page), never one that a kill leaves for its resume to do again."""
+        stats = (state["stats"]["mean"], state["stats"]["var"])
+        save_policy(run.path / POLICY_FILE, opt.mean, stats, policy_meta(cfg, run, state["iteration"]))
+
     return checkpointed_loop(run, state, cfg.gens, step, lambda: finish(run, cfg, opt, state),
-                             should_stop=should_stop, on_iteration=on_iteration)
+                             should_stop=should_stop, on_iteration=on_iteration, on_save=save_the_policy)
 
 
 def _first_scores(cfg: NAMMTrainConfig, ctx, state: dict) -> None:

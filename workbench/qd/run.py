@@ -477,20 +477,16 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
         models = {i: m for i, m in models.items() if i in live}
         return metrics_row(qd)
 
-    def after(done: int, total: int, row: dict) -> None:
-        files.write(qd)
-        if on_iteration is not None:
-            on_iteration(done, total, row)
-
-    after.resumed = getattr(on_iteration, "resumed", None)  # a progress bar's: told a resumed run's count at once
-
     def finish() -> None:
         from workbench.qd.baselines import finish_run
 
         files.write(qd)
         finish_run(run, cfg, ctx, qd, models, say=on_phase)
 
-    return checkpointed_loop(run, state, cfg.gens + 1, step, finish, should_stop=should_stop, on_iteration=after)
+    # the files after each save, not each generation: a model children.parquet lists is one the checkpoint holds
+    # (the page's and `qd export`'s rebuild), and no archive map is written of a generation a resume does again
+    return checkpointed_loop(run, state, cfg.gens + 1, step, finish, should_stop=should_stop,
+                             on_iteration=on_iteration, on_save=lambda: files.write(qd))
 
 
 def flag_names(config: dict) -> dict[str, str]:
