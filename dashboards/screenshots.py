@@ -17,6 +17,9 @@ from pathlib import Path
 
 PAGES = ("home", "lab", "search", "runs", "atlas", "merge", "qd", "experts", "namm")
 VIEWPORT = {"width": 1440, "height": 900}
+#: the pages that show the store's runs, whose shots want a run of each kind; the others need none (the Lab plays a
+#: creature, the Search page starts its own search, the NAMM page runs a model)
+RUN_PAGES = ("home", "runs", "atlas", "merge", "qd", "experts")
 #: the real zoo, where the zoo commands build it (`--zoo`'s default: data/zoo in the folder a command runs in); it was
 #: taken beside the package, which an installed wheel holds in site-packages (no zoo there: a quick zoo, quietly)
 REAL_ZOO = Path("data/zoo")
@@ -178,6 +181,14 @@ _NEWEST_CELL = """() => {  // page position of the youngest elite of the first a
 }"""
 
 
+def needs_sample_runs(pages: Iterable[str], runs_dir: str | Path) -> bool:
+    """Whether sample runs are made in runs_dir before the shots of `pages`: when one of them shows runs and the
+    store has none (`--pages lab` made six runs it never showed, for a minute and a half)."""
+    from workbench.runs import RunStore
+
+    return any(p in RUN_PAGES for p in pages) and not RunStore(runs_dir).list()
+
+
 def _path(name: str) -> str:
     return "" if name == "home" else name
 
@@ -185,25 +196,27 @@ def _path(name: str) -> str:
 def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | None = None,
             pages: Iterable[str] = PAGES, chromium: str | None = None) -> list[Path]:
     """Write out_dir/PAGE.png for each page, served from runs_dir (sample runs are made there first if it
-    has none; without runs_dir, in a temporary folder). Returns the written paths."""
+    has none and a page shows runs; without runs_dir, in a temporary folder). Returns the written paths.
+    RuntimeError: the server did not come up, or a page asked the network for something."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # a dev extra: an installed wheel has no Playwright
         raise ValueError("screenshots need Playwright, which the workbench installs only with its dev extra: "
                          "pip install playwright (it drives Debian's chromium: no browser download)") from None
 
+    from workbench.checks import shell_path
     from workbench.local_server import free_port, wait_live
-    from workbench.runs import RunStore
 
     chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise ValueError("screenshots need Debian's chromium (apt-get install chromium)")
+    pages = list(pages)  # read three times below: a generator would be spent by the first
     unknown = [p for p in pages if p not in PAGES]
     if unknown:
         raise ValueError(f"unknown page(s) {unknown}; pages are {', '.join(PAGES)}")
     scratch = None if runs_dir else tempfile.TemporaryDirectory()
     runs_dir = Path(runs_dir) if runs_dir else Path(scratch.name) / "runs"
-    if not RunStore(runs_dir).list():
+    if needs_sample_runs(pages, runs_dir):
         sample_runs(runs_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,8 +230,10 @@ def refresh(out_dir: str | Path = "docs/screenshots", runs_dir: str | Path | Non
     written = []
     try:
         if not wait_live(url, 120.0, server):
-            raise RuntimeError(f"workbench serve exited with {server.returncode}" if server.poll() is not None
-                               else f"workbench serve did not answer at {url} within 120 s")
+            # its output went nowhere: the command that shows why
+            raise RuntimeError((f"workbench serve exited with {server.returncode}" if server.poll() is not None
+                                else f"workbench serve did not answer at {url} within 120 s")
+                               + f"; `workbench serve --runs {shell_path(runs_dir)}` shows why")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             for name in pages:

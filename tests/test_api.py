@@ -301,13 +301,14 @@ def _library_bad_input(tmp_path):
     store = RunStore(tmp_path / "runs")
     return [
         (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], c_prompt=math.nan), "c_prompt weighs a term"),
-        (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], iters=1.5), "--iters must be a positive integer"),
+        (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], iters=1.5),
+         "--iters must be a whole number of at least 1"),
         (lambda: SearchConfig(kind="target", eval=ev, prompts=["a"], sigma="x"), "--sigma must be a finite number"),
         (lambda: SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=2), prompts=["a", "b", "c"]),
          "3 prompts need 3 frames (each prompt scores its share of the rollout's frames), more than --steps 2"),
         (lambda: EvolveConfig(zoo="z", models=["base", "add"]), "--base base is also one of --models"),
-        (lambda: EvolveConfig(zoo="z", models=["add", "sort"], pop=2.5), "--pop must be a positive integer"),
-        (lambda: ZooConfig(hidden=0), "hidden must be a positive integer"),
+        (lambda: EvolveConfig(zoo="z", models=["add", "sort"], pop=2.5), "--pop must be a whole number of at least 1"),
+        (lambda: ZooConfig(hidden=0), "hidden must be a whole number of at least 1"),
         (lambda: ZooConfig(hidden=30, heads=4), "hidden (30) must be a multiple of heads (4)"),
         (lambda: ZooConfig(tasks=("add", "add")), "give one or more distinct tasks"),
         (lambda: make_substrate("boids", dt="0.1"), "boids: dt must be a number, got '0.1'"),
@@ -316,7 +317,7 @@ def _library_bad_input(tmp_path):
         (lambda: boids.decode(np.zeros((0, boids.n_params))), "holds no simulation"),
         (lambda: rollout(boids, params, 4, sampling=(2, "no")), "chunk_ends must be True or False"),
         (lambda: SepCMAESSearch(3, sigma=0), "sigma must be a finite number > 0"),
-        (lambda: SepCMAESSearch(3, population=4.5), "population must be a whole number ≥ 2, got 4.5"),
+        (lambda: SepCMAESSearch(3, population=4.5), "population must be a whole number of at least 2, got 4.5"),
         (lambda: RecipeCMA(np.zeros(2), np.array([[1.0, 0.0], [0.0, 1.0]])), "with low < high"),
         (lambda: load_fm("efficientnet-lite0", weights="mine.pt"), "--fm efficientnet-lite0 brings its weights"),
         (lambda: load_fm("pixels", cache_size="x"), "cache_size (embeddings kept; 0: none) must be a whole number"),
@@ -324,10 +325,11 @@ def _library_bad_input(tmp_path):
          "nowhere does not exist; create it first"),
         (lambda: compare_runs(store, "abc"), "give a list of two or more run ids to compare, got the one string"),
         (lambda: Recipe.from_yaml("nope.yaml"), "no such recipe file: nope.yaml"),
-        (lambda: best_video(store, "any", tmp_path / "v.mp4", steps=0), "steps must be a whole number ≥ 1, got 0"),
+        (lambda: best_video(store, "any", tmp_path / "v.mp4", steps=0),
+         "steps must be a whole number of at least 1, got 0"),
         (lambda: DFSRecipe(models="add", layers=2), "models is a list of model names"),
         (lambda: HeldoutSets(make_tokenizer(), ["add"], n=0),
-         "n (held-out prompts per task) must be a whole number ≥ 1, got 0"),
+         "n (held-out prompts per task) must be a whole number of at least 1, got 0"),
         (lambda: StateDictEvaluator(torch_nn().Linear(1, 1), make_tokenizer(), ["add"], method="greed"),
          "method must be one of greedy, forced"),
         (lambda: supervised_target(np.ones((2, 4)), np.ones((1, 3))), "prompt embeddings of size 3 against frame"),
@@ -346,7 +348,7 @@ def _library_bad_input(tmp_path):
         (lambda: EvalConfig("lenia", "pixels", overrides={"gird": 64}), "lenia has no setting gird"),
         (lambda: SearchConfig(kind="target", eval=None, prompts=["a"]), "eval must be an EvalConfig"),
         (lambda: CEM(np.full(2, 0.5), seed=None), "seed must be a whole number"),
-        (lambda: CEM(np.full(2, 0.5), pop=32.9), "pop must be a whole number ≥ 3, got 32.9"),
+        (lambda: CEM(np.full(2, 0.5), pop=32.9), "pop must be a whole number of at least 3, got 32.9"),
         (lambda: CEM(np.full(2, 0.5), bounds=(0, 1, 2)), "bounds must be a (lo, hi) pair"),
         (lambda: RecipeCMA(np.zeros(2), np.array([[0.0, 1.0]] * 2), seed=None), "seed must be a whole number"),
         (lambda: RecipeCMA(np.zeros(2), np.array([[0.0, 1.0]] * 2), population=4).tell(np.zeros((3, 2)), np.zeros(3)),
@@ -357,10 +359,10 @@ def _library_bad_input(tmp_path):
         (lambda: TraceConfig(n_up=-1), "n_up (tokens between eviction steps) must be a positive multiple of 16"),
         (lambda: CycleQDConfig(omega_sigma="x"), "omega_sigma must be a finite number, got 'x'"),
         # from the third probe (2026-12-04): a config edited after it was built is checked again, before a folder
-        (lambda: run_search(_edited(ev, iters=0), store), "--iters must be a positive integer, got 0"),
+        (lambda: run_search(_edited(ev, iters=0), store), "--iters must be a whole number of at least 1, got 0"),
         (lambda: run_search(_edited(ev, pop=1), store), "--pop must be at least 2 (the population of each"),
         (lambda: run_search(_edited(EvalConfig("boids", "pixels", steps=4), eval_steps=0), store),
-         "--steps must be a positive integer, got 0"),
+         "--steps must be a whole number of at least 1, got 0"),
         (lambda: run_search(_edited(ev), store, iters=3), "iters= sets the total of a resumed run"),
         (lambda: store.open(12), "give a run id (a str, or a Run), got int"),
         (lambda: store.open(tmp_path / "elsewhere" / "r1"), "is not a run folder of the run store"),
@@ -607,7 +609,7 @@ def test_counts_refuse_true_and_keep_numpys_integers_as_ints():
     from workbench.asal.evaluate import EvalConfig
 
     ev = EvalConfig("boids", "pixels", steps=4)
-    with pytest.raises(ValueError, match="--iters must be a positive integer, got True"):
+    with pytest.raises(ValueError, match="--iters must be a whole number of at least 1, got True"):
         SearchConfig(kind="target", eval=ev, prompts=["a"], iters=True)
     cfg = SearchConfig(kind="target", eval=ev, prompts=["a"], iters=np.int64(3))
     assert type(cfg.iters) is int and cfg.iters == 3

@@ -119,11 +119,12 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--sigma", "0"], "--sigma must be a finite"),
     (["asal", "openended", "--substrate", "lenia", "--fm", "pixels", "--steps", "2", "--frames", "5"],
      "--frames 5 is more than --steps 2"),
-    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--chunk", "0"], "--chunk must be a positive"),
+    (["asal", "illuminate", "--substrate", "boids", "--fm", "pixels", "--chunk", "0"],
+     "--chunk must be a whole number of at least 1"),
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--c-softmax", "-1"],
      "--c-softmax weighs a term of the loss: give a finite number ≥ 0"),
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--iters", "0"],
-     "--iters must be a positive integer"),
+     "--iters must be a whole number of at least 1"),
     # a softmax over one frame is 1: the term is 0 for every θ, the run the same with it or without it
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", "a", "--c-softmax", "1"],
      "one frame (--frames 1) makes it 0 for every θ"),
@@ -147,7 +148,8 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["bench", "asal", "--pop", "1"], "--pop must be at least 2"),
     (["bench", "substrates", "--substrates"], "argument --substrates: expected at least one argument"),
     (["bench", "dashboards", "--url", "http://127.0.0.1:9/"], "no workbench server answers at http://127.0.0.1:9 "),
-    (["bench", "merge", "--zoo", "nope"], "--zoo nope is not a model zoo"),
+    (["bench", "merge", "--zoo", "nope"], "--zoo nope: no such folder, so no model in it; build a zoo there with "
+                                          "`workbench zoo build --out nope`"),
     (["bench", "merge", "--zoo", "file.json"], "--zoo file.json is a file, not a model zoo: give the zoo's folder"),
     (["merge", "apply", "nope.yaml", "--out", "merged", "--eval", "bogus"], "unknown task 'bogus'"),
     (["merge", "evolve", "--models", "add", "add"], "--models names a model twice: add add"),
@@ -253,6 +255,16 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
     (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--prompt", " "],
      "--prompt ' ': a prompt must be non-empty text"),
     (["namm", "eval", "--methods", "full", "--model", "nowhere", "--device", "tpu"], "--device tpu: not a device"),
+    # from its follow-up (cli2): a missing zoo said as merge evolve says it, not with Python's "[Errno 2] …"; a
+    # folder given for an image; namm eval's default methods that named namm, which always failed without a policy
+    (["qd", "cycle", "--zoo", "nope"], "--zoo nope: no such folder, so no model in it; build a zoo there with"),
+    (["experts", "generalist", "--zoo", "nope"], "--zoo nope: no such folder, so no model in it"),
+    (["bench", "qd", "--zoo", "."], "--zoo . is not a model zoo (no zoo.json in it); build one with"),
+    (["asal", "target", "--substrate", "lenia", "--fm", "pixels", "--target-image", "."],
+     "--target-image . is a folder; give an image file in it"),
+    (["namm", "eval", "--model", "nowhere"], "--model nowhere: unknown model"),
+    # a mistyped --runs was made, and filled with a minute and a half of sample runs (as runs list, refused)
+    (["screenshots", "--runs", "nope", "--pages", "home"], "--runs nope: no such folder, so no run store there"),
 ])
 def test_bad_numbers_and_paths_are_one_clear_error_before_any_work(tmp_path, args, message):
     """Each said in one line before a model loads, a run folder is made or a benchmark starts (found by an
@@ -720,7 +732,9 @@ def test_merge_evolve_checks_models_before_a_bar_and_notes_a_quick_zoo(tmp_path,
     assert "quick smoke-test zoo" in res.stderr
 
 
-@pytest.mark.parametrize("argv", [["screenshots", "--out", "shots", "--runs", "runs"],
+# (screenshots without --runs: a --runs that does not exist is refused first; its sample runs go to a temporary
+# folder, so no runs/ may appear)
+@pytest.mark.parametrize("argv", [["screenshots", "--out", "shots"],
                                   ["bench", "dashboards", "--seconds", "1"]])
 def test_the_commands_that_drive_chromium_say_playwright_is_missing(tmp_path, argv):
     """Playwright is in the dev extra only: from an installed wheel `workbench screenshots` and `workbench bench
@@ -735,6 +749,24 @@ def test_the_commands_that_drive_chromium_say_playwright_is_missing(tmp_path, ar
     assert "Playwright, which the workbench installs only with its dev extra: pip install playwright" \
         in res.stderr, res.stderr
     assert not (tmp_path / "runs").exists() and not (tmp_path / "shots").exists()
+
+
+def test_screenshots_say_in_one_line_that_their_server_failed(tmp_path):
+    """The server `screenshots` starts exiting (or not answering) ended the command in a RuntimeError traceback:
+    one error line now, exit 1, with the command that shows why. The server here is `false`, which exits at once
+    as a server that cannot start would."""
+    import shutil
+
+    code = ("import sys\n"
+            f"sys.executable = {shutil.which('false')!r}  # the interpreter screenshots starts the server with\n"
+            "from workbench.entry import run\n"
+            "sys.argv = ['workbench', 'screenshots', '--pages', 'lab', '--out', 'shots']\n"
+            "run()\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith("error: screenshots: workbench serve exited with 1; `workbench serve --runs "), \
+        res.stderr
+    assert res.stderr.rstrip().endswith("` shows why"), res.stderr
 
 
 def test_screenshots_of_pages_in_chromium(tmp_path):
@@ -1028,3 +1060,52 @@ def test_the_device_flag_says_its_resume_rule_after_its_default():
     assert doubled == []
     resumed = " ".join(run("merge", "evolve", "--help").stdout.split())
     assert "else the CPU); with --resume: default the run's own" in resumed
+
+
+def test_screenshots_make_sample_runs_only_for_the_pages_that_show_runs(tmp_path):
+    """`screenshots --pages lab` made six sample runs (a minute and a half) that no page of its showed: only the
+    pages that show the store's runs want them, and only while the store has none."""
+    from workbench.dashboards.screenshots import needs_sample_runs
+    from workbench.runs import RunStore
+
+    empty = tmp_path / "empty"
+    for pages in (["lab"], ["search"], ["namm"], ["lab", "search", "namm"]):
+        assert not needs_sample_runs(pages, empty), pages
+    for pages in (["home"], ["runs"], ["lab", "atlas"], ["merge"], ["qd"], ["experts"]):
+        assert needs_sample_runs(pages, empty), pages
+    RunStore(tmp_path / "full").create("target", "lenia", "pixels", {}, 0)
+    assert not needs_sample_runs(["home", "runs"], tmp_path / "full")
+
+
+def test_help_metavars_are_upper_case_and_one_name_for_one_thing():
+    """From the CLI audit: `merge apply` showed `recipe` and `qd archive` `path` where every other positional is
+    upper case; `merge evolve --models MODELS --tasks TASKS` where the others show TASK; `bench qd --workers
+    WORKERS` where the others show N; the figures' --width gave 3.25 twice."""
+    import argparse
+
+    from workbench.cli import build_parser
+
+    found = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, [*path, name])
+                continue
+            shown = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
+            if not action.option_strings and not shown.isupper():
+                found.append((" ".join(path), shown))
+            if "--workers" in action.option_strings and shown != "N":
+                found.append((" ".join(path), f"--workers {shown}"))
+            if {"--tasks", "--models"} & set(action.option_strings) and action.choices is None \
+                    and shown not in ("TASK", "MODEL"):
+                found.append((" ".join(path), f"{action.option_strings[0]} {shown}"))
+
+    walk(build_parser(), [])
+    assert found == []
+    for name in ("curves", "compare", "atlas", "frames"):
+        page = " ".join(run("figure", name, "--help").stdout.split())
+        assert page.count("3.25") == 1, (name, page)
+    methods = " ".join(run("namm", "eval", "--help").stdout.split())
+    assert "methods scored (default: all; namm only with --policy or --run)" in methods

@@ -725,7 +725,7 @@ def test_trainer_bad_input(zoo_svf):
         ExpertTrainer(SVFModel(tiny_llama(0), cache=False), "sort")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ValueError, match="TrainConfig.micro_batch must be a positive integer, got 1.5"):
+    with pytest.raises(ValueError, match="TrainConfig.micro_batch must be a whole number of at least 1, got 1.5"):
         TrainConfig(micro_batch=1.5)  # a check of int(value) let it through
     with pytest.raises(ValueError, match="TrainConfig.max_new_tokens"):
         TrainConfig(max_new_tokens=-2)

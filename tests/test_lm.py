@@ -504,7 +504,8 @@ def test_zoo_configs_serialise_and_say_whether_they_are_quick():
     assert real.quick_build is False and quick.quick_build is True
     assert json.loads(json.dumps(asdict(real)))["quick_build"] is False
     # a task's budget is checked as expert_steps and expert_lr are (0 steps divided by zero minutes into a build)
-    for budget, why in (((0, 1e-3), "steps must be a whole number ≥ 1"), ((10, -1.0), "lr must be a finite number"),
+    for budget, why in (((0, 1e-3), "steps must be a whole number of at least 1"),
+                        ((10, -1.0), "lr must be a finite number"),
                         ((1.5, 1e-3), "steps must be a whole number"), (10, "must be \\(steps, lr\\)")):
         with pytest.raises(ValueError, match=why):
             ZooConfig(expert_budget={"add": budget})

@@ -76,7 +76,7 @@ def test_bin_ids_differ_from_pyribs_left_closed_grid_exactly_on_interior_edges()
 @pytest.mark.parametrize("lo, hi, bins, match", [(1.0, 1.0, 15, "lo must be below hi"),
                                                  (1.0, 0.0, 15, "lo must be below hi"),
                                                  (0.0, np.nan, 15, "lo must be below hi"),
-                                                 (0.0, 1.0, 0, "bins must be an integer of at least 1")])
+                                                 (0.0, 1.0, 0, "bins must be a whole number of at least 1")])
 def test_bin_ids_rejects_bad_ranges(lo, hi, bins, match):
     with pytest.raises(ValueError, match=match):
         bin_ids([0.5], lo, hi, bins)

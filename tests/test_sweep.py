@@ -203,8 +203,9 @@ def test_a_sweep_too_big_for_this_machine_is_refused_on_resume(tmp_path):
     ({"start": 1.5}, "--start and --end must be whole numbers"),  # swept rules 1, 2, … as if start were 1
     ({"start": "3"}, "--start and --end must be whole numbers"),  # a TypeError
     ({"end": True}, "--start and --end must be whole numbers"),
-    ({"batch": 2.5}, "--batch must be a positive integer, got 2.5"),  # a failed run: "slice indices must be integers"
-    ({"limit": "3"}, "--limit must be a positive integer, got '3'"),  # a TypeError in rules()
+    # a failed run: "slice indices must be integers"
+    ({"batch": 2.5}, "--batch must be a whole number of at least 1, got 2.5"),
+    ({"limit": "3"}, "--limit must be a whole number of at least 1, got '3'"),  # a TypeError in rules()
 ])
 def test_a_sweep_takes_whole_numbers_of_rules_named_by_their_flags(tmp_path, setting, message):
     ev = EvalConfig("gol", "pixels", steps=8, frames=2, size=32)

@@ -50,15 +50,16 @@ def check_counts(config: object, names: Iterable[str], flags: dict[str, str] | N
         value = getattr(config, name)
         if not is_count(value, at_least):
             flag = flags.get(name, name) if flags is not None else f"--{name.replace('_', '-')}"
-            what = "a positive integer" if at_least == 1 else f"an integer ≥ {at_least}"
-            raise ValueError(f"{flag} must be {what}, got {value!r}")
+            # one wording for every count, as the command line's argparse types ("give a whole number of at least
+            # 1"): it was said four ways ("a positive integer", "an integer of at least 1", "a whole number ≥ 1")
+            raise ValueError(f"{flag} must be a whole number of at least {at_least}, got {value!r}")
         setattr(config, name, int(value))  # a NumPy integer becomes one run.json can hold
 
 
 def count(value: object, name: str, at_least: int = 1) -> int:
     """One whole number ≥ at_least (a number of steps, a size, a dpi), as an int; 0 is not taken for a default."""
     if not is_count(value, at_least):
-        raise ValueError(f"{name} must be a whole number ≥ {at_least}, got {value!r}")
+        raise ValueError(f"{name} must be a whole number of at least {at_least}, got {value!r}")
     return int(value)
 
 

@@ -667,6 +667,8 @@ def _check_prompt_lengths(arch: str, prompts: Sequence[str]) -> None:
 def _check_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
+    if path.is_dir():  # "no such file" of a folder that is there read as a typo
+        raise ValueError(f"--target-image {path} is a folder; give an image file in it (a PNG or JPEG)")
     if not path.is_file():
         raise ValueError(f"--target-image {path}: no such file")
 

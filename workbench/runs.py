@@ -347,7 +347,7 @@ def new_total(run: Run, extends: str, value: object, flag: str | None = None) ->
     if value < max(done, 1):
         flag = flag or extends
         if value < 1:
-            raise RunError(f"{flag} must be a whole number ≥ 1, got {value}")
+            raise RunError(f"{flag} must be a whole number of at least 1, got {value}")
         raise RunError(f"run {run.id} has done {done} {unit} of its {flag} {stored}: {flag} {value} would end it "
                        f"before that; give {flag} {done} or more (a resume goes on from where the run is)")
     return int(value)

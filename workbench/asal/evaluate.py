@@ -98,7 +98,7 @@ class EvalConfig:
         for name in ("steps", "frames", "bs", "size", "chunk"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"--{name} must be a whole number of at least 1, got {value!r}")
         if self.size < 2:  # the renderers' own check came after the run folder was made, naming no flag
             raise ValueError(f"--size must be at least 2 pixels, got {self.size}")
         if self.size > 4096:  # a chunk's frames at 6000 px took the machine's memory; the FMs read 224 px

@@ -163,7 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     qb.add_argument("--batch", type=POSITIVE, default=4,
                     help="children per generation of the batched runs (default: 4)")
     qb.add_argument("--batch-gens", type=POSITIVE, default=50, help="generations of the batched runs (default: 50)")
-    qb.add_argument("--workers", type=POSITIVE, default=2, help="Dask workers of the batched runs (default: 2)")
+    qb.add_argument("--workers", type=POSITIVE, default=2, metavar="N",
+                    help="Dask workers of the batched runs (default: 2)")
     qb.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     qb.set_defaults(func=cmd_bench)
 

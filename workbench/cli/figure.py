@@ -275,12 +275,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         # each subcommand has the flags it reads, no others: a flag it would ignore is refused by argparse
         if name != "video":
             f.add_argument("--dpi", type=POSITIVE, default=None, help="raster resolution (default: 300)")
-            own = "a column, 3.25" if name in ("curves", "compare", "atlas") else \
-                "the figure's own: a column for one panel, at most a page for several"
+            sizes = "a two-column page's text width is 6.75, a one-column NeurIPS/ICLR page 5.5"
+            own = f"3.25, a column; {sizes}" if name in ("curves", "compare", "atlas") else \
+                f"the figure's own: a column for one panel, at most a page for several; a column is 3.25, {sizes}"
             kept = "" if name == "atlas" else ", text kept at 7-9 pt"  # an atlas is a picture: no text
             f.add_argument("--width", type=float, default=None, metavar="INCHES",
-                           help=f"the figure's width in inches{kept} (default: {own}; a column 3.25, a two-column "
-                                "page's text width 6.75, a one-column NeurIPS/ICLR page 5.5)")
+                           help=f"the figure's width in inches{kept} (default: {own})")
             if name != "atlas":
                 f.add_argument("--font", choices=("sans", "serif"), default=None,
                                help="the text's face: sans (default, DejaVu Sans) or serif (Times-like STIX, for a "

@@ -54,6 +54,7 @@ def cmd_evolve(args) -> int:
             raise ValueError("--method dfs stacks the source models' layers and has no base model: leave --base out")
         total = cfg.iters
         from workbench.lm.models import MissingModel, resolve_model
+        from workbench.lm.zoo import no_zoo
 
         for name in dict.fromkeys([*([cfg.base] if cfg.method != "dfs" else []), *cfg.models]):
             try:  # a missing model is one error before a progress bar starts, naming its flag
@@ -84,13 +85,6 @@ def cmd_evolve(args) -> int:
     return 0
 
 
-def no_zoo(zoo: str) -> str:
-    from workbench.checks import shell_path
-
-    return (f"--zoo {zoo}: no such folder, so no model in it; build a zoo there with `workbench zoo build --out "
-            f"{shell_path(zoo)}`, or give the folder of yours with --zoo DIR")
-
-
 def cmd_apply(args) -> int:
     from workbench.merge.apply import apply_recipe_file
 
@@ -101,6 +95,7 @@ def cmd_apply(args) -> int:
 
         tasks = list(TASKS) if args.eval == ["all"] else check_tasks(args.eval, flag="--eval")
     from workbench.lm.models import MissingModel
+    from workbench.lm.zoo import no_zoo
 
     try:
         out = apply_recipe_file(args.recipe, models_dir=args.zoo, out=args.out, seed=args.seed, device=device)
@@ -131,13 +126,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "(CMA-ES with margin).")
     # settings default to None here (then EvolveConfig's defaults apply), so that --resume can tell given flags
     ev.add_argument("--zoo", help="folder holding the models (default: data/zoo)")
-    ev.add_argument("--models", nargs="+", help="source models (names in --zoo or model folders; required unless "
-                                                 "--resume)")
+    ev.add_argument("--models", nargs="+", metavar="MODEL",
+                    help="source models (names in --zoo or model folders; required unless --resume)")
     ev.add_argument("--method", choices=[*PS_METHODS, "dfs"], help="merge method (default: ties)")
     ev.add_argument("--base", help="base model: θ0 of the task-vector methods; linear merges leave it out but the "
                     "analysis (task-vector norms) reads it (default: base; not with dfs)")
-    ev.add_argument("--tasks", nargs="+", help="tasks of the fitness (default: the models named after tasks)")
-    ev.add_argument("--task-weights", nargs="+", type=float, help="weights of the tasks (default: equal)")
+    ev.add_argument("--tasks", nargs="+", metavar="TASK",
+                    help="tasks of the fitness (default: the models named after tasks)")
+    ev.add_argument("--task-weights", nargs="+", type=float, metavar="WEIGHT",
+                    help="weights of the tasks (default: equal)")
     ev.add_argument("--iters", type=int, help="CMA-ES iterations (default: 10)")
     ev.add_argument("--pop", type=int, help="CMA-ES population (default: 8)")
     ev.add_argument("--sigma", type=float, help="CMA-ES' initial step size (default: 0.2)")
@@ -159,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_evolve)
 
     ap = merge_sub.add_parser("apply", help="merge per a mergekit YAML recipe or a DFS JSON; write a model folder")
-    ap.add_argument("recipe", help="recipe.yaml (mergekit format) or dfs.json")
+    ap.add_argument("recipe", metavar="RECIPE", help="recipe.yaml (mergekit format) or dfs.json")
     ap.add_argument("--zoo", default="data/zoo", help="folder holding the recipe's models (default: data/zoo)")
     ap.add_argument("--out", required=True, help="new folder for the merged model")
     ap.add_argument("--seed", type=SEED, default=None,

@@ -111,7 +111,8 @@ def cmd_eval(args) -> int:
     device = check_device(args.device)  # first, as every command: a mistyped --device came after the tokenizer loaded
     check_out_file(args.out)
     saved = _policy_source(args)
-    methods = list(dict.fromkeys(args.methods))
+    # by default every method that can run: namm needs a policy (a default that named it always failed without one)
+    methods = list(dict.fromkeys(args.methods or [m for m in METHODS if m != "namm" or saved is not None]))
     if "namm" in methods and saved is None:
         raise ValueError("method namm needs a policy: give --policy FILE or --run ID (or leave namm out of --methods)")
     meta = saved.meta if saved is not None else {}
@@ -227,7 +228,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--n-up", type=POSITIVE, help="tokens between eviction steps (default: the policy's, else 64)")
     ev.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5],
                     help="kept fractions for recent / h2o (default: 0.25 0.5; NAMM's own fraction is added)")
-    ev.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods scored")
+    ev.add_argument("--methods", nargs="+", choices=METHODS,
+                    help="methods scored (default: all; namm only with --policy or --run)")
     ev.add_argument("--seed", type=SEED, default=0, help="prompt seed (test split; default: 0)")
     ev.add_argument("--max-new-tokens", type=POSITIVE, default=8, help="answer tokens at most")
     ev.add_argument("--threads", type=POSITIVE, default=1, help="torch threads (default: 1)")

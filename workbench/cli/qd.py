@@ -274,7 +274,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     ar = qd_sub.add_parser("archive", help="read a reference gen{N}_archive_map.json: summary, optional pyribs "
                                            "parquet")
-    ar.add_argument("path", help="a gen{N}_archive_map.json (SakanaAI/CycleQD's format)")
+    ar.add_argument("path", metavar="PATH", help="a gen{N}_archive_map.json (SakanaAI/CycleQD's format)")
     ar.add_argument("--bins", type=int, help="bins per task (default: the run's, for a qd run's archive_maps/ "
                                              "file; else 15)")
     ar.add_argument("--range", nargs=3, action="append", metavar=("TASK", "LO", "HI"),

@@ -108,8 +108,15 @@ def cmd_screenshots(args) -> int:
 
         # a --runs that is a file: the run store's own error; "~" as the run store reads it, for every page
         args.runs = os.fspath(RunStore(args.runs).root)
-    with err.status("serving the dashboards and taking one screenshot per page …"):
-        paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
+        if not Path(args.runs).is_dir():  # a mistyped --runs was made, and filled with sample runs
+            raise ValueError(f"--runs {args.runs}: no such folder, so no run store there; give --runs the folder the "
+                             "runs were written to, or leave --runs out for sample runs in a temporary folder")
+    try:
+        with err.status("serving the dashboards and taking one screenshot per page …"):
+            paths = refresh(out_dir=args.out, runs_dir=args.runs, pages=args.pages or PAGES)
+    except RuntimeError as error:  # the server did not come up, a page reached for the network: said, no traceback
+        say("error", f"screenshots: {error}", style="bold red")
+        return 1
     for path in paths:
         print(path)
     return 0
@@ -127,11 +134,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     shots = sub.add_parser("screenshots", help="refresh one screenshot per dashboard page (Debian chromium)",
                            description="Serves the dashboards, makes a small run of each kind when the runs folder "
-                                       "has none (about 1.5 min), and saves PAGE.png for every page. The Search "
-                                       "page's shot starts a small search (8 iterations), which joins --runs.")
+                                       "has none and a page shows runs (about 1.5 min; the Lab, Search and NAMM "
+                                       "pages need none), and saves PAGE.png for every page. The Search page's "
+                                       "shot starts a small search (8 iterations), which joins --runs.")
     shots.add_argument("--out", default="docs/screenshots", help="folder for the PNGs (default: docs/screenshots)")
-    shots.add_argument("--runs", default=None, help="run store to show; the Search page's shot adds a small run to "
-                                                    "it (default: sample runs in a temporary folder)")
+    shots.add_argument("--runs", default=None, help="run store to show, an existing folder; the Search page's shot "
+                                                    "adds a small run to it (default: sample runs in a temporary "
+                                                    "folder)")
     shots.add_argument("--pages", nargs="+", choices=SCREENSHOT_PAGES,
                        help="only these pages (default: all)")
     shots.set_defaults(func=cmd_screenshots)

@@ -39,7 +39,7 @@ def check_generalist(zoo: str | Path, out: str | Path, *, steps: int, lr: float,
     from workbench.lm.zoo import load_zoo
 
     if int(steps) < 1:
-        raise ValueError(f"--steps must be a positive integer, got {steps}")
+        raise ValueError(f"--steps must be a whole number of at least 1, got {steps}")
     if not (math.isfinite(lr) and lr > 0):  # inf trained a model of NaNs and wrote it
         raise ValueError(f"--lr must be a finite positive number, got {lr}")
     out = Path(out)

@@ -209,6 +209,12 @@ class Zoo:
         return name
 
 
+def no_zoo(path: str | Path) -> str:
+    """The error for a --zoo folder that does not exist, in every command's words."""
+    return (f"--zoo {path}: no such folder, so no model in it; build a zoo there with `workbench zoo build --out "
+            f"{shell_path(path)}`, or give the folder of yours with --zoo DIR")
+
+
 def load_zoo(path: str | Path) -> Zoo:
     """The zoo in folder `path` (its zoo.json and one model folder per name). ValueError: not a zoo, or a model
     folder is missing (the message says how to build or rebuild it)."""
@@ -220,7 +226,12 @@ def load_zoo(path: str | Path) -> Zoo:
         if path.is_file():  # `zoo build --out FILE` would fail too
             raise ValueError(f"--zoo {path} is a file, not a model zoo: give the zoo's folder (`workbench zoo build "
                              "--out DIR` makes one)") from None
-        raise ValueError(f"--zoo {path} is not a model zoo (no readable {ZOO_FILE}: {error}); "
+        if not path.exists():
+            raise ValueError(no_zoo(path)) from None
+        # the reason in words: an OSError's "[Errno 2] No such file or directory: 'z/zoo.json'" said it in Python's
+        why = (f"no {ZOO_FILE} in it" if not (path / ZOO_FILE).exists()
+               else f"its {ZOO_FILE} is not readable: {getattr(error, 'strerror', None) or error}")
+        raise ValueError(f"--zoo {path} is not a model zoo ({why}); "
                          f"build one with `workbench zoo build --out {shell_path(path)}`") from None
     missing = [n for n in names if not (path / n / "model.safetensors").is_file()]
     if missing:

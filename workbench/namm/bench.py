@@ -112,7 +112,7 @@ def check_config(cfg: BenchConfig):
     for name in ("n", "length", "threads", "max_new_tokens", "speed_length", "decode_tokens", "pop", "cma_prompts"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
     if cfg.pop < 2:
         raise ValueError(f"--pop must be at least 2, got {cfg.pop}")
     check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.n, cfg.seed, cfg.max_new_tokens, "test")

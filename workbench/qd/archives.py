@@ -91,7 +91,7 @@ MAX_CELLS = 1_000_000
 def check_bins(bins, n_tasks: int | None = None, flag: str = "bins") -> int:
     """bins as an int of at least 1; with n_tasks, archives of bins^(n_tasks - 1) cells at most MAX_CELLS."""
     if isinstance(bins, bool) or not isinstance(bins, Integral) or bins < 1:
-        raise ValueError(f"{flag} must be an integer of at least 1 (the reference uses 15), got {bins!r}")
+        raise ValueError(f"{flag} must be a whole number of at least 1 (the reference uses 15), got {bins!r}")
     bins = int(bins)
     if n_tasks is not None and n_tasks >= 2 and bins ** (n_tasks - 1) > MAX_CELLS:
         most = int(math.floor(MAX_CELLS ** (1 / (n_tasks - 1)) + 1e-9))

@@ -109,7 +109,8 @@ class CycleQDConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
         if isinstance(self.batch, bool) or not isinstance(self.batch, Integral) or self.batch < 1:
-            raise ValueError(f"batch must be an integer of at least 1 (children per generation), got {self.batch!r}")
+            raise ValueError(f"batch must be a whole number of at least 1 (children per generation), "
+                             f"got {self.batch!r}")
         self.batch = int(self.batch)
         if self.sampling not in SAMPLERS:
             raise ValueError(f"unknown sampling {self.sampling!r}; choose from {', '.join(SAMPLERS)}")

@@ -152,7 +152,7 @@ class QDRunConfig:
                             ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
-                raise ValueError(f"{FLAGS[name]} must be an integer of at least {least}, got {value!r}")
+                raise ValueError(f"{FLAGS[name]} must be a whole number of at least {least}, got {value!r}")
             setattr(self, name, int(value))
         from workbench.qd.archives import check_bins
 
