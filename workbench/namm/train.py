@@ -140,7 +140,7 @@ class NAMMTrainConfig:
         if self.normalizer not in NORMALIZERS:
             raise ValueError(f"--normalizer must be one of {', '.join(NORMALIZERS)}, got {self.normalizer!r}")
         if not is_count(self.n_test, 0):
-            raise ValueError(f"--n-test must be an integer ≥ 0, got {self.n_test!r}")
+            raise ValueError(f"--n-test must be a whole number of at least 0, got {self.n_test!r}")
         if self.pop < 2:
             raise ValueError(f"--pop must be at least 2 (CMA-ES recombines the best half), got {self.pop}")
         check_n_up(self.n_up, "--n-up")
