@@ -573,7 +573,7 @@ def test_batches_resume_mid_generation_bit_for_bit():
     assert first.ask() == children[1] and {r["index"] for r in first.records} == {0}
     assert [list(r) for r in first.records] == [list(r) for r in half.qd.records]  # tell's keys, in its order
     assert through_json(first).records == first.records
-    with pytest.raises(ValueError, match="batch must be an integer"):
+    with pytest.raises(ValueError, match="batch must be a whole number of at least 1"):
         CycleQDConfig(batch=0)
 
 
