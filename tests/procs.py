@@ -18,14 +18,14 @@ def _as_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def cli(*args, cwd) -> subprocess.Popen:
+def cli(*args, cwd, env: dict | None = None) -> subprocess.Popen:
     """The command in a process group of its own, as a terminal starts one: `kill_after(..., group=True)` signals
-    the command and every process it started (Dask's workers), as a Ctrl-C at the terminal does."""
-    # every iteration saved: a run of the tests' tiny budgets is faster than its saves, and went from its first
-    # saved iteration to its last with none between for kill_after to land on (workbench.runs.save_share)
+    the command and every process it started (Dask's workers), as a Ctrl-C at the terminal does. Every iteration
+    is saved (unless `env` says otherwise): a run of the tests' tiny budgets is faster than its saves, and went from
+    its first saved iteration to its last with none between for kill_after to land on (workbench.runs.save_share)."""
     return subprocess.Popen([sys.executable, "-m", "workbench", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal, process_group=0,
-                            env={**os.environ, "WORKBENCH_SAVE_SHARE": "1"})
+                            env={**os.environ, "WORKBENCH_SAVE_SHARE": "1", **(env or {})})
 
 
 def run_command(command: str, cwd) -> subprocess.Popen:

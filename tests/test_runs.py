@@ -139,6 +139,34 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
         np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
 
 
+def test_a_kill_while_the_saves_lag_resumes_to_an_uninterrupted_run(tmp_path):
+    """Iterations faster than a save are saved together (workbench.runs.save_share): a kill between two saves loses
+    the iterations done since the last, and the resume does them again, to the same bits. At a tiny share only the
+    first iteration and the last are saved: the kill lands with eight unsaved iterations done or under way."""
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    args, lagging = [*SEARCHES["target"], "--quiet"], {"WORKBENCH_SAVE_SHARE": "1e-9"}
+    whole = _cli(*args, "--runs", "whole", cwd=tmp_path, env=lagging)
+    killed = _cli(*args, "--runs", "killed", cwd=tmp_path, env=lagging)
+    store = RunStore(tmp_path / "killed")
+    row = kill_after(killed, store, 1)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    reference = json.loads(out)
+    assert row["iterations"] == 1 and row["status"] == "interrupted", row  # the last not reached, nor saved
+    run = store.open(row["id"])
+    assert run.load_checkpoint()["iteration"] == 1 and len(run.read_table("metrics")) == 1
+    resumed = subprocess.run([sys.executable, "-m", "workbench", "asal", "target", "--resume", row["id"], "--runs",
+                              "killed", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, **lagging})
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(row["id"])
+    assert b.info["iterations"] == 10 and b.info["best_loss"] == reference["best_loss"]
+    np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
+    drop = lambda r: r.read_table("metrics").to_pandas().drop(columns="seconds")  # noqa: E731
+    pd.testing.assert_frame_equal(drop(a), drop(b))
+    assert a.read_table("population").to_pylist() == b.read_table("population").to_pylist()
+
+
 def test_sigterm_stops_a_run_resumable_as_ctrl_c_does(tmp_path):
     """SIGTERM (`kill`, a cluster scheduler's stop) to the command alone: the run stops after its iteration, marked
     stopped, the command says how to resume it and exits 143 (it died at once and left its run marked running)."""
