@@ -267,6 +267,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     played live. standalone: a page of its own (`panel serve dashboards/atlas.py`), without the links to the others."""
     from workbench.dashboards.lab import LabModel, frame_view
     from workbench.dashboards.shell import (
+        FITS_WHEN_NARROW,
         address,
         address_at_load,
         as_text,
@@ -279,6 +280,7 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         put_back,
         run_asked,
         run_while,
+        scrolls,
         section,
         served_location,
         shell,
@@ -307,10 +309,10 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     player = LabModel(substrate=model.substrate or "lenia")
     if player.frame is not None:  # blank until a cell is clicked, as after another run is laid out (it showed θ = 0's
         player.frame = np.full_like(player.frame, BLANK)  # frame under "click a cell to play")
-    playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.", width=300)
+    playing = pn.pane.Markdown("Click a cell of the atlas to play its simulation here.")
     member, member_said = member_field(model)
     shown_player = pn.Column(frame_view(player, size=300), margin=0)  # carries the busy spinner while it loads
-    plot = pn.Column(atlas_view(model), margin=0)  # the Column carries the busy spinner (not a Bokeh pane's job)
+    plot = scrolls(atlas_view(model))  # the Column carries the busy spinner (not a Bokeh pane's job)
 
     async def on_select(event):
         if event.new < 0:  # another run laid out: its members are others
@@ -409,8 +411,10 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
     sidebar = [section("Run"), run, refresh, section("Layout"), pn.pane.Markdown("Projection", margin=(0, 10)),
                projection, seed, section("Play"), member, member_said, section("Export"), export, saved, download]
     # the player beside the atlas in a 1280 px window (with 20 px each side it wrapped below, out of sight)
-    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), shown_player, playing,
-                                              margin=(0, 0, 0, 16)))]
+    # 16 px between them as a gap: wrapped below the atlas (a narrow window), the player has no margin to the left;
+    # its text as wide as the player (its 300 px and the text's margins) and no wider than a narrow window
+    main = [alert, pn.FlexBox(plot, pn.Column(pn.pane.Markdown("**Player**"), scrolls(shown_player), playing,
+                                              width=320, margin=0, stylesheets=[FITS_WHEN_NARROW]), gap="0 16px")]
     return shell("atlas", main, sidebar, standalone=standalone)
 
 

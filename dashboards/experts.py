@@ -33,6 +33,7 @@ from workbench.checks import shell_path, user_path
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import (
     ROW_WIDTH,
+    WRAPS_WHEN_NARROW,
     TextMultiChoice,
     as_text,
     code,
@@ -44,6 +45,7 @@ from workbench.dashboards.shell import (
     newest_readable,
     placeholder,
     plain,
+    scrolls,
 )
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
@@ -1258,8 +1260,9 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     pn.state.onload(run) if pn.state.curdoc else None
     return pn.Column(note, pn.Row(pn.Column(*sliders, *([lone] if lone else []), variant, normalize,
                                             *([load] if load else [])),
-                                  pn.Column(prompt, said, score, scores, sizing_mode="stretch_width")),
-                     heat, sizing_mode="stretch_width")
+                                  pn.Column(prompt, said, score, scores, sizing_mode="stretch_width"),
+                                  stylesheets=[WRAPS_WHEN_NARROW]),
+                     scrolls(heat), sizing_mode="stretch_width")
 
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,
@@ -1323,7 +1326,8 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
         names = d.views
         building[0] = True
         try:
-            tabs[:] = [(VIEWS[v], view_pane(v)) for v in names] + [("Mixer", mixer_panel(model, off_loop))]
+            tabs[:] = [(VIEWS[v], scrolls(view_pane(v), sizing_mode="stretch_width")) for v in names] + [
+                ("Mixer", mixer_panel(model, off_loop))]
             tabs.active = names.index(model.view) if model.view in names else len(names) if model.view == MIXER else 0
         finally:
             building[0] = False

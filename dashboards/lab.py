@@ -759,6 +759,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     snapshots in `runs_dir`/snapshots, ?run=ID plays a run's θ. standalone: a page of its own, without the links to
     the others."""
     from workbench.dashboards.shell import (
+        FITS_WHEN_NARROW,
         PageThread,
         address,
         checked_int_input,
@@ -989,7 +990,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                pn.Row(*downloads, sizing_mode="stretch_width")]
     main = [alert,
             pn.FlexBox(pn.Column(status_view(model), frame, margin=(0, 10)),
-                       pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400))]
+                       pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400, scroll="x-auto",
+                                 stylesheets=[FITS_WHEN_NARROW]))]
     return shell("lab", main, sidebar, standalone=standalone)
 
 

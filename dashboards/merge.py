@@ -14,7 +14,7 @@ import panel as pn
 import param
 
 from workbench.checks import shell_path
-from workbench.dashboards.shell import code, literal, newest_readable, plain
+from workbench.dashboards.shell import code, literal, newest_readable, plain, scrolls
 from workbench.merge import views
 from workbench.runs import RunStore, a_kind_run
 
@@ -253,7 +253,7 @@ def merge_page(runs_dir: str = "runs", run: str | None = None,
         building[0] = True
         try:
             # one plot per figure (a tab's Layout in one Bokeh grid squashes a heatmap next to a curve)
-            tabs[:] = [(t, pn.FlexBox(*[pn.pane.HoloViews(model.figure(n), backend="bokeh")
+            tabs[:] = [(t, pn.FlexBox(*[scrolls(pn.pane.HoloViews(model.figure(n), backend="bokeh"))
                                         for n in TABS[t] if model.has(n)])) for t in names]
             if names:
                 tabs.active = names.index(wanted) if wanted in names else 0

@@ -21,7 +21,7 @@ import panel as pn
 import param
 
 from workbench.checks import shell_path, user_path
-from workbench.dashboards.shell import ROW_WIDTH, code, literal, plain
+from workbench.dashboards.shell import ROW_WIDTH, code, literal, plain, scrolls
 from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
@@ -817,7 +817,7 @@ def namm_page(runs_dir: str = "runs", run: str | None = None, standalone: bool =
     hover_note = pn.pane.Markdown("Struck through: evicted (by every chosen layer/head); shaded: kept by some; "
                                   "dotted underline: generated. Hover a token for its scores per layer and head.",
                                   margin=(0, 10))
-    tabs = pn.Tabs(*[(title, draw(name)) if name != "text" else
+    tabs = pn.Tabs(*[(title, scrolls(draw(name), sizing_mode="stretch_width")) if name != "text" else
                      (title, pn.Column(hover_note, pn.panel(pn.bind(text_view, model.param.step, model.param.layer,
                                                                     model.param.head, model.param.version)),
                                        sizing_mode="stretch_width"))

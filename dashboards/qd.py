@@ -40,9 +40,11 @@ import param
 
 from workbench.checks import is_count, user_path
 from workbench.dashboards.shell import (
+    FITS_WHEN_NARROW,
     ROW_WIDTH,
     UNTRAPPED,
     WRAPPED_TABS,
+    WRAPS_WHEN_NARROW,
     TextMultiChoice,
     as_text,
     code,
@@ -52,6 +54,7 @@ from workbench.dashboards.shell import (
     literal,
     live,
     plain,
+    scrolls,
     subheading,
 )
 from workbench.figures import holoviews, sized_by_frame, styled
@@ -1376,7 +1379,7 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
 
             body = pn.panel(pn.bind(draw, model.param.generation, model.param.selected, model.param.compare),
                             lazy=True)
-        tabs.append((VIEWS[view], body))
+        tabs.append((VIEWS[view], scrolls(body, sizing_mode="stretch_width")))
     out = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width", stylesheets=[WRAPPED_TABS])
     out.active = d.views.index(model.view) if model.view in d.views else 0
 
@@ -1409,17 +1412,22 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     model = QDModel(runs_dir=runs_dir, autoload=False)
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
-    main = pn.Column(sizing_mode="stretch_width")  # the views, then (or beside them) the elite card
+    # the views, then (or beside them) the elite card; it and the boxes below take no more than a narrow window (Panel
+    # gives them the prompt box's and the card's fixed widths as their least)
+    main = pn.Column(sizing_mode="stretch_width", stylesheets=[FITS_WHEN_NARROW])
     card = pn.pane.HTML("", stylesheets=[CARD_CSS], sizing_mode="stretch_width", name="elite-card")
     prompt = pn.widgets.TextInput(label="Prompt", placeholder="", sizing_mode="stretch_width")
     run_button = pn.widgets.Button(label="run the elite", color="primary", sizing_mode="stretch_width")
     answer = live(pn.pane.Markdown("", sizing_mode="stretch_width", name="elite-answer"))
     prompt_box = pn.Column(pn.pane.Markdown("**Run the elite on a prompt** (rebuilt from its lineage, greedy "
-                                            "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380)
+                                            "decoding)", margin=(0, 5)), prompt, run_button, answer, width=380,
+                           stylesheets=[FITS_WHEN_NARROW])
     box = {"border": "1px solid #dde3ea", "border-radius": "8px", "background": "#fff", "padding": "8px 12px"}
-    side = pn.Column(subheading("Elite", margin=(0, 5)), card, width=360, styles=box, margin=(10, 10))
+    side = pn.Column(subheading("Elite", margin=(0, 5)), card, width=360, styles=box, margin=(10, 10),
+                     stylesheets=[FITS_WHEN_NARROW])
     below = pn.Row(pn.Column(subheading("Elite", margin=(0, 5)), sizing_mode="stretch_width"),
-                   sizing_mode="stretch_width", styles=box, margin=(10, 10))
+                   sizing_mode="stretch_width", styles=box, margin=(10, 10),
+                   stylesheets=[WRAPS_WHEN_NARROW, FITS_WHEN_NARROW])
 
     # --- sidebar
     runs = pn.widgets.Select(label="Run (qd or MAP-Elites)", options=list(model.param.run_id.objects),
@@ -1504,7 +1512,8 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         views = views_panel(model, streams)
         if card_beside(d):
             side[:] = [subheading("Elite", margin=(0, 5)), card]
-            main[:] = [pn.Row(views, side, sizing_mode="stretch_width")]
+            main[:] = [pn.Row(views, side, sizing_mode="stretch_width",
+                              stylesheets=[WRAPS_WHEN_NARROW, FITS_WHEN_NARROW])]
         else:  # K archives side by side take the width: the card and the prompt box below them
             below[:] = [pn.Column(subheading("Elite", margin=(0, 5)), card, sizing_mode="stretch_width"),
                         prompt_box]

@@ -701,7 +701,7 @@ def removal_question(ids: list[str]) -> str:
 def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.FastListTemplate:
     """The /runs page over the store `runs_dir`: the gallery and table of every run, filters, notes, removal and
     the comparison of the runs ticked. standalone: a page of its own, without the links to the others."""
-    from workbench.dashboards.shell import UNTRAPPED, every_from_load, export_controls, section, served, shell
+    from workbench.dashboards.shell import UNTRAPPED, every_from_load, export_controls, scrolls, section, served, shell
 
     model = RunsModel(runs_dir=runs_dir)
     kind = pn.widgets.Select.from_param(model.param.kind, sizing_mode="stretch_width")
@@ -764,8 +764,10 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
     showing = [False]  # the field filled from the model is not the user writing
     noting: list[str | None] = [None]  # the run whose note the field holds (the ticks may change before it is left)
     curves = pn.Column(*compare_views())
-    tabs = pn.Tabs(("Gallery", pn.Column(count, gallery.layout, sizing_mode="stretch_width")), ("Table", table),
-                   ("Compare", curves), sizing_mode="stretch_width", dynamic=False)
+    # the table and the curves in boxes that scroll: the tabs took the table's width, and the gallery its 3 columns,
+    # in any window (the main area scrolled sideways on a phone)
+    tabs = pn.Tabs(("Gallery", pn.Column(count, gallery.layout, sizing_mode="stretch_width")),
+                   ("Table", scrolls(table)), ("Compare", scrolls(curves)), sizing_mode="stretch_width", dynamic=False)
 
     def draw(*_):
         shown = model.shown()

@@ -39,6 +39,7 @@ from workbench.dashboards.shell import (
     plain,
     run_alert,
     run_asked,
+    scrolls,
     section,
     served_location,
     shell,
@@ -583,7 +584,7 @@ class SearchViews:
                                               alt_text="the latest population: a thumbnail of each simulation")
         self.best_image = pn.pane.Image(None, width=224, height=224,
                                         alt_text="the best simulation's frame so far")
-        self.curve = pn.Column(placeholder(self.CURVE_HINT, 520, 280))
+        self.curve = scrolls(placeholder(self.CURVE_HINT, 520, 280))
         self.best = pn.Column(placeholder(self.BEST_HINT, 224, 224))
         self.population = pn.Column(placeholder(self.POPULATION_HINT, 280, 280))
         self._seen = {"starts": 0, "n": -1, "status": None, "population": None, "done": -1, "run_id": None}

@@ -111,8 +111,9 @@ input:focus-visible, select:focus-visible, textarea:focus-visible {{ box-shadow:
 """
 
 #: inline code (a command, a run id) in the theme's colour for code on its dark code blocks was light blue on white
-#: (#82aaff, 2.3:1); code blocks keep theirs
-INLINE_CODE_CSS = ":not(pre) > code { color: #1f4f82; }"
+#: (#82aaff, 2.3:1); code blocks keep theirs. A path or id longer than the line breaks within it (only where it would
+#: not fit: a Runs count's store path ran past a phone's window)
+INLINE_CODE_CSS = ":not(pre) > code { color: #1f4f82; overflow-wrap: break-word; }"
 
 
 #: a MultiChoice's list short enough not to scroll (type to find the others): a list that scrolled took the keyboard
@@ -591,6 +592,43 @@ def section(title: str) -> pn.pane.Markdown:
 #: main area beside the sidebar (918 px in that window: it starts 362 px in; at 920 a row ran 2 px past)
 ROW_WIDTH = 838
 
+
+class ScrollBox(pn.Column):
+    """A Column that scrolls sideways what does not fit it, and so does not ask its parents for its content's width:
+    Panel gives a stretching layout the widest of its fixed-width parts as its minimum width, and passes it up (a
+    838 px chart made the tabs, the main area, 838 px wide in any window)."""
+
+    def _compute_sizing_mode(self, children: list, props: dict) -> dict:
+        sizing = super()._compute_sizing_mode(children, props)
+        sizing.pop("min_width", None)
+        return sizing
+
+
+def scrolls(view: Any, **params: Any) -> ScrollBox:
+    """A chart or table in a box of its own that scrolls sideways where the window is narrower than it (a phone, a
+    window at 400 % zoom): WCAG 1.4.10 lets a chart scroll, not the text around it, and the whole main area scrolled
+    with the text between the charts. Where it fits (a desktop), the box is the view's own size. A tab's view: in
+    a box that stretches (sizing_mode="stretch_width"), as Panel's stand-in for a hidden tab takes the box's size.
+    It scrolls only in a narrow window (NARROW_PX): a box that scrolls clips what its view draws past its edges,
+    and a chart's hover tooltip near its edge would be cut on a desktop."""
+    sheets = [*params.pop("stylesheets", []), SCROLLS_WHEN_NARROW]
+    return ScrollBox(view, margin=0, stylesheets=sheets, **params)
+
+
+#: scrolls()'s box: sideways where a narrow window (NARROW_PX) is narrower than its view
+SCROLLS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ overflow-x: auto; }} }}"
+
+
+#: a Row's stylesheet that wraps its parts one below the other in a narrow window (NARROW_PX): side by side, a side
+#: card or a column of controls ran past a phone's window; a desktop's is as it was
+WRAPS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ flex-wrap: wrap; }} }}"
+
+#: a fixed-width column of text and controls that is no wider than the window in a narrow window (NARROW_PX): its
+#: fixed width made the whole main area that wide (a flex layout is never narrower than its parts' fixed widths)
+FITS_WHEN_NARROW = (f"@media (max-width: {NARROW_PX}px) {{ :host {{ width: auto !important; min-width: 0 !important; "
+                    "max-width: 100%; } }")
+
+
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
 #: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)
 WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; }"
@@ -598,13 +636,15 @@ WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; 
 
 def placeholder(text: str, width: int = 520, height: int = 260, link: str = "") -> pn.pane.HTML:
     """What a plot shows before it has data (instead of empty 0–1 axes); `commands` in backticks are set as code
-    (they showed their backticks); `link`, HTML after the text (a page that shows what is missing here)."""
-    box = (f"width:{width - 2}px;height:{height - 2}px;display:flex;align-items:center;justify-content:center;"
-           "color:#5b6472;border:1px dashed #c9d0d9;border-radius:6px;font-size:14px;background:#fafbfc;"
-           "text-align:center;padding:0 16px;box-sizing:border-box")
+    (they showed their backticks); `link`, HTML after the text (a page that shows what is missing here). `width` at
+    most: in a narrower window the box and its text take the window's width (a 520 px box cut its text at 320, and
+    a pane's fixed width is the least its page's layouts take: the whole main area was 720 px wide); the 2 px right
+    of the box were the pane's before."""
+    box = (f"width:{width - 2}px;max-width:calc(100% - 2px);margin-right:2px;height:{height - 2}px;display:flex;"
+           "align-items:center;justify-content:center;color:#5b6472;border:1px dashed #c9d0d9;border-radius:6px;"
+           "font-size:14px;background:#fafbfc;text-align:center;padding:0 16px;box-sizing:border-box")
     body = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text)) + link
-    return pn.pane.HTML(f'<div style="{box}"><span>{body}</span></div>', width=width, height=height,
-                        margin=(5, 10))
+    return pn.pane.HTML(f'<div style="{box}"><span>{body}</span></div>', height=height, margin=(5, 10))
 
 
 def in_page_words(message: str, fields: dict[str, str], bold: bool = True) -> str:
@@ -751,7 +791,9 @@ def no_runs_page(slug: str, alert: pn.pane.Alert, text: str, standalone: bool = 
     makes one) and a sidebar that says what to do, so the page looks like its siblings."""
     hint = pn.pane.Markdown("No runs to show yet. Make one (see the note), then reload this page.",
                             sizing_mode="stretch_width")
-    return shell(slug, [alert, placeholder(text, 640, 200)], [hint], standalone=standalone)
+    # in a Column that stretches: alone in the template's main area, the note's box took its 640 px in any window
+    note = pn.Column(placeholder(text, 640, 200), sizing_mode="stretch_width")
+    return shell(slug, [alert, note], [hint], standalone=standalone)
 
 
 def put_back(widget: pn.widgets.Widget, read: Callable[[], Any]) -> None:
