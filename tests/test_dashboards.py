@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import html
 import itertools
 import json
 import logging
@@ -1535,7 +1536,8 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     # build, a traceback for the Runs gallery's link)
     (store / runs["dfs"] / "metrics.parquet").write_bytes(b"PAR1 cut short")
     damaged = MergeModel(runs_dir=str(store), run_id=runs["dfs"])
-    assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
+    assert "**cannot read** " in damaged.summary()
+    assert "metrics.parquet is unreadable" in html.unescape(damaged.summary())  # shown as its characters
     assert "DFS path" in damaged.tabs()
     # a run on show that is gone at a refresh (deleted): the page moves to a run that is there
     two = tmp_path / "two"
@@ -3845,8 +3847,8 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
 
     runs = RunsModel(runs_dir=str(tmp_path))
     assert runs.ids == [good.id, adapt.id]
-    assert f"`{created.id}` (run.json is corrupt (created is list, not str); {fix})" in runs.count_text()
-    assert f"`{namm.id}` (run.json is corrupt (kind is int, not str); {fix})" in runs.count_text()
+    assert f"`{created.id}` (run.json is corrupt (created is list, not str); {fix})" in html.unescape(runs.count_text())
+    assert f"`{namm.id}` (run.json is corrupt (kind is int, not str); {fix})" in html.unescape(runs.count_text())
     runs.unreadable_why[namm.id] = "config's models is <img src=x onerror=alert(1)>"  # a reason quoting run.json
     shown = pn.pane.Markdown(runs.count_text()).get_root().text
     assert "<img" not in html.unescape(shown) and "(config's models is <img src=x onerror=alert(1)>)" in \

@@ -3,6 +3,7 @@ from (tiny expert and adapt runs on the quick zoo, made here), the mixer against
 view exported as a paper figure, the shell registry and the Runs gallery links, and the served page in Debian's
 Chromium, offline."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -478,7 +479,8 @@ def test_runs_that_cannot_be_shown_say_why(ex, tmp_path):
     killed.update(status="running", pid=2 ** 22 + 7, host=__import__("socket").gethostname(), pid_started=1.0)
     (copied / ex["sort"] / "run.json").write_text(json.dumps(killed))
     damaged = ExpertsModel(runs_dir=str(copied), run_id=ex["sort"])
-    assert "**cannot read** " in damaged.summary() and "metrics.parquet is unreadable" in damaged.summary()
+    assert "**cannot read** " in damaged.summary()
+    assert "metrics.parquet is unreadable" in html.unescape(damaged.summary())  # shown as its characters
     assert "· interrupted, " in damaged.summary()  # not the "running" its run.json last said
     scores = json.loads((copied / ex["adapt0"] / "scores.json").read_text())
     scores["few_shot"]["2"]["alpha"], scores["few_shot"]["3"]["alpha"] = [[1.0], [0.0]], [[0.12346], [0.54321]]
