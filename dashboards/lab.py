@@ -760,6 +760,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     the others."""
     from workbench.dashboards.shell import (
         FITS_WHEN_NARROW,
+        SCROLLS_WHEN_NARROW,
         PageThread,
         address,
         checked_int_input,
@@ -990,8 +991,8 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                pn.Row(*downloads, sizing_mode="stretch_width")]
     main = [alert,
             pn.FlexBox(pn.Column(status_view(model), frame, margin=(0, 10)),
-                       pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400, scroll="x-auto",
-                                 stylesheets=[FITS_WHEN_NARROW]))]
+                       pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400,
+                                 stylesheets=[FITS_WHEN_NARROW, SCROLLS_WHEN_NARROW]))]
     return shell("lab", main, sidebar, standalone=standalone)
 
 
