@@ -1,6 +1,7 @@
 """The `workbench` command as users run it: real processes, real files. Each command runs in a process of its own,
 forked from one that has imported torch already (`forked.py`: about 2.5 s less per command)."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -12,6 +13,25 @@ import numpy as np
 import pytest
 from forked import run
 from procs import _as_from_a_terminal
+
+
+def _every_parser(parser: argparse.ArgumentParser | None = None, path: tuple[str, ...] = ()):
+    """(command words, parser) of `workbench` and of each of its (sub)commands: "" for the top level, "merge evolve"."""
+    if parser is None:
+        from workbench.cli import build_parser
+
+        parser = build_parser()
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _every_parser(child, (*path, name))
+
+
+def _arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """A parser's own arguments: not its subcommands, nor -h / --version."""
+    return [a for a in parser._actions
+            if not isinstance(a, (argparse._SubParsersAction, argparse._HelpAction, argparse._VersionAction))]
 
 
 def test_help_everywhere():
@@ -850,45 +870,24 @@ def test_every_command_says_what_it_does_atop_its_help():
 def test_every_argument_says_what_it_is():
     """56 arguments had no help, or help that gave only their default ("--seed default: 0", serve --port, the
     figures' run ids, `view`'s substrate): each says what it is; the formatter adds the default."""
-    import argparse
-
-    from workbench.cli import build_parser
-
     bare = []
-
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, child in action.choices.items():
-                    walk(child, [*path, name])
-            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
-                text = (action.help or "").strip()
-                if not text or text.lower().startswith("default"):
-                    bare.append(" ".join([*path, action.option_strings[-1] if action.option_strings else action.dest]))
-
-    walk(build_parser(), [])
+    for command, parser in _every_parser():
+        for action in _arguments(parser):
+            text = (action.help or "").strip()
+            if not text or text.lower().startswith("default"):
+                bare.append(" ".join([*command.split(), action.option_strings[-1] if action.option_strings
+                                      else action.dest]))
     assert bare == []
 
 
 def test_every_command_on_dask_says_workers_and_dask_alike():
     """--workers / --dask were added by five commands with five texts ("start a Dask LocalCluster", "evaluate on a
     local Dask cluster"): each says what it sends there, in one wording (cli.common.add_dask_arguments)."""
-    import argparse
-
-    from workbench.cli import build_parser
-
     found = {}
-
-    def walk(parser, path):
-        options = {o: a for a in parser._actions for o in a.option_strings}
+    for command, parser in _every_parser():
+        options = {o: a for a in _arguments(parser) for o in a.option_strings}
         if "--workers" in options and "--dask" in options:
-            found[" ".join(path)] = (options["--workers"].help, options["--dask"].help)
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, child in action.choices.items():
-                    walk(child, [*path, name])
-
-    walk(build_parser(), [])
+            found[command] = (options["--workers"].help, options["--dask"].help)
     assert {"asal target", "asal openended", "asal illuminate", "asal sweep", "merge evolve", "qd cycle",
             "namm train"} <= set(found), sorted(found)
     for command, (workers, dask) in found.items():
@@ -1042,21 +1041,8 @@ def test_a_run_folder_typed_as_a_path_names_its_run_or_the_runs_flag_it_needs(tm
 def test_the_device_flag_says_its_resume_rule_after_its_default():
     """--device's help read "(default: the GPU when torch sees one, else the CPU) (with --resume: the run's own)",
     two parentheses side by side, in five commands: the resume rule follows the default after a semicolon."""
-    import argparse
-
-    from workbench.cli import build_parser
-
-    doubled = []
-
-    def walk(parser, path):
-        if ") (with --resume" in " ".join(parser.format_help().split()):
-            doubled.append(" ".join(path))
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, child in action.choices.items():
-                    walk(child, [*path, name])
-
-    walk(build_parser(), [])
+    doubled = [command for command, parser in _every_parser() if ") (with --resume" in
+               " ".join(parser.format_help().split())]
     assert doubled == []
     resumed = " ".join(run("merge", "evolve", "--help").stdout.split())
     assert "else the CPU); with --resume: default the run's own" in resumed
@@ -1081,28 +1067,17 @@ def test_help_metavars_are_upper_case_and_one_name_for_one_thing():
     """From the CLI audit: `merge apply` showed `recipe` and `qd archive` `path` where every other positional is
     upper case; `merge evolve --models MODELS --tasks TASKS` where the others show TASK; `bench qd --workers
     WORKERS` where the others show N; the figures' --width gave 3.25 twice."""
-    import argparse
-
-    from workbench.cli import build_parser
-
     found = []
-
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, child in action.choices.items():
-                    walk(child, [*path, name])
-                continue
+    for command, parser in _every_parser():
+        for action in _arguments(parser):
             shown = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
             if not action.option_strings and not shown.isupper():
-                found.append((" ".join(path), shown))
+                found.append((command, shown))
             if "--workers" in action.option_strings and shown != "N":
-                found.append((" ".join(path), f"--workers {shown}"))
+                found.append((command, f"--workers {shown}"))
             if {"--tasks", "--models"} & set(action.option_strings) and action.choices is None \
                     and shown not in ("TASK", "MODEL"):
-                found.append((" ".join(path), f"{action.option_strings[0]} {shown}"))
-
-    walk(build_parser(), [])
+                found.append((command, f"{action.option_strings[0]} {shown}"))
     assert found == []
     for name in ("curves", "compare", "atlas", "frames"):
         page = " ".join(run("figure", name, "--help").stdout.split())

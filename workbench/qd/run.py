@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workbench.atomic import replace_dir, staging_dir
-from workbench.checks import checked_again, paths_as_text
+from workbench.checks import check_counts, checked_again, paths_as_text
 from workbench.qd.archives import DEFAULT_BINS, DEFAULT_RANGE
 from workbench.qd.cycle import Child, CycleQD, CycleQDConfig, drawn_parents
 from workbench.runs import (
@@ -148,12 +148,8 @@ class QDRunConfig:
                              f"tasks' scores), got {' '.join(self.tasks) or 'none'}; add a task, e.g. --tasks "
                              f"{example}")
         self.ranges = _check_ranges(self.tasks, self.ranges)
-        for name, least in (("gens", 1), ("batch", 1), ("bins", 1), ("n_eval", 1), ("n_test", 1), ("threads", 1),
-                            ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
-                raise ValueError(f"{FLAGS[name]} must be a whole number of at least {least}, got {value!r}")
-            setattr(self, name, int(value))
+        check_counts(self, ("gens", "batch", "bins", "n_eval", "n_test", "threads"), FLAGS)
+        check_counts(self, ("seed",), FLAGS, at_least=0)
         from workbench.qd.archives import check_bins
 
         check_bins(self.bins, len(self.tasks), "--bins")  # archives of bins^(K-1) cells: a grid each, in memory
