@@ -3298,8 +3298,6 @@ def test_page_messages_and_run_menus_show_html_as_text():
     one) is text on the pages: a message naming it keeps its HTML as text (an "<" outside `code` as an entity,
     Markdown kept, text escaped already left as it is), and a MultiChoice of run ids sends the browser each id
     escaped (Bokeh's menu draws an option's HTML) and takes the escaped id back as the id."""
-    import html
-
     import panel as pn
 
     from workbench.dashboards.shell import TextMultiChoice, as_text, run_alert
@@ -3374,8 +3372,6 @@ def test_the_runs_pages_own_lines_show_a_run_id_as_text(tmp_path):
     """The Runs page names the runs compared, asked about and removed in `code` spans of its own: a folder named
     with a backtick (a`<img …>) closed the span, and the rest of its name was HTML the page ran as the runs were
     compared or their removal asked (as_text on those lines too)."""
-    import html
-
     import panel as pn
 
     from workbench.dashboards.runs import runs_page
@@ -3403,8 +3399,6 @@ MARKDOWN_ID = "_a*b*_[x](y)~~s~~$m$"  # a run folder name Markdown reads as ital
 
 def _shown_text(markdown: str) -> tuple[str, list[str]]:
     """The text a Markdown pane's HTML shows (its tags dropped), and whether Markdown made anything of it."""
-    import html
-
     import panel as pn
 
     rendered = html.unescape(pn.pane.Markdown(markdown).get_root().text)  # the HTML the browser gets
@@ -3418,8 +3412,6 @@ def test_a_run_id_with_markdown_in_it_is_shown_as_its_characters(tmp_path):
     pages' alerts gave a library's words ("no run 'a*b*'") to Markdown and showed "no run 'a<em>b</em>'", and
     their own lines put ids in bold or in code spans a backtick of the id closed. A library's words are plain()
     (their `code` spans kept), a value in a page's line literal() or code()."""
-    import html
-
     import panel as pn
 
     from workbench.dashboards.runs import RunsModel, runs_page
@@ -3822,8 +3814,6 @@ def test_a_run_the_catalog_leaves_out_is_said_with_its_reason_on_the_run_pages(t
     whose files did not read), the Home line counted the runs left as all the store holds, the Runs page named the
     folder without its reason, Merge's ?run= of it said "not a run", and the NAMM page said a run with a kind of 5
     "is no run … (0 there)". Each says the run and why, with the fix."""
-    import html
-
     import panel as pn
 
     from workbench.dashboards.experts import ExpertsModel
