@@ -1553,8 +1553,9 @@ class RunStore:
             try:
                 records.append(checked_catalog_row(Run(path).info, self.root, path))
             except RunError as exc:  # its words name the folder: said of the folder named beside them
-                if not (path / "run.json").exists():  # removed since it was listed (another tab, `runs rm`): gone,
-                    continue  # not unreadable (the Runs page named it "not a workbench run (no run.json)")
+                if isinstance(exc.__cause__, FileNotFoundError) or not (path / "run.json").exists():
+                    # moved since it was listed (another tab, `runs rm`), even if it is back by now: not unreadable
+                    continue  # (the Runs page named it "not a workbench run (no run.json)")
                 broken[path.name] = str(exc).replace(f"{path}/", "", 1)
         return records, broken
 
