@@ -232,6 +232,7 @@ def test_render_bad_input_is_one_clear_error(tmp_path, args, message):
      "--init random: boids has no random initialisation"),
     (["asal", "openended", "--substrate", "boids", "--fm", "dino", "--weights", "nowhere"],
      "--fm dino takes --weights FOLDER"),
+    (["runs", "show", "some-run", "--tail", "0"], "argument --tail: give a whole number of at least 1, got 0"),
     (["runs", "compare", "some-run", "some-run"], "give different runs to compare: some-run is named more than once"),
     (["figure", "compare", "some-run", "--out", "c.png"], "give two or more runs to compare, got 1"),
     # each figure has the flags it reads: one it would ignore is refused (--dpi of a video, a curve's --metric)

@@ -74,7 +74,10 @@ def test_target_search_writes_a_complete_run(tmp_path, capsys):
         "models": None, "columns": ["substrate", "fm", "algorithm"], "resume_command": None}
     assert main(["runs", "show", run.id, "--runs", str(store.root), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert len(shown["metrics"]) == 3
+    assert len(shown["metrics"]) == 3 and shown["metrics_rows"] == 3
+    assert main(["runs", "show", run.id, "--runs", str(store.root), "--json", "--tail", "2"]) == 0
+    tail = json.loads(capsys.readouterr().out)  # the last rows, and how many there are in all
+    assert tail["metrics"] == shown["metrics"][-2:] and tail["metrics_rows"] == 3
 
 
 SEARCHES = {

@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from workbench.cli.common import err, json_text, say
+from workbench.cli.common import POSITIVE, err, json_text, say
 
 #: The families of runs `runs list` shows in tables of their own (other kinds: ASAL searches).
 TITLES = {"asal": "ASAL searches", "merge": "merge evolutions", "qd": "CycleQD runs",
@@ -108,10 +108,14 @@ def cmd_runs(args) -> int:
         info.update({k: row[k] for k in ("status", "metric", "better", "best", "resume_command", "note")},
                     recorded_status=info.get("status"))  # (a run.json without one: a KeyError traceback)
         try:
-            info["metrics"] = store.metrics(run.id)
+            metrics = store.metrics(run.id)
         except RunError as error:  # the record is still worth showing
             say("warning", str(error))
-            info["metrics"] = None
+            metrics = None
+        # a long run has a row an iteration (10 000 rows, 3 MB of JSON): --tail keeps its last few; metrics_rows
+        # says how many there are in all
+        info["metrics_rows"] = None if metrics is None else len(metrics)
+        info["metrics"] = metrics[-args.tail:] if metrics and args.tail else metrics
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
         # indented for reading, in its own letters where stdout shows them (a note in ü: its \u escape otherwise,
@@ -244,6 +248,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         r.add_argument("--runs", default="runs", help="run store folder (default: runs)")
         r.add_argument("--json", action="store_true", help="one JSON line (default: indented JSON)" if name == "show"
                        else "JSON instead of a table")
+        if name == "show":
+            r.add_argument("--tail", type=POSITIVE, metavar="N",
+                           help="only the last N rows of its metrics (default: every row; metrics_rows counts them)")
         r.set_defaults(func=cmd_runs)
     r = runs_sub.add_parser("note", help="a run's note (what it is for): written with TEXT ('' removes it), else "
                                          "printed; runs list, the Runs page and its search show it")
