@@ -1021,6 +1021,8 @@ def test_a_save_share_out_of_its_range_is_one_error_before_any_work(tmp_path):
             f"error: WORKBENCH_SAVE_SHARE={value}: give the share of a run's time its saves may take, above 0 and at "
             "most 1 (1: a save after every iteration), or unset it for 0.1"), res.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["target.png"]  # no run store made
+    helped = run("asal", "target", "--help", cwd=tmp_path, env={"WORKBENCH_SAVE_SHARE": "often"})
+    assert helped.returncode == 0 and "--target-image" in helped.stdout, helped.stderr  # the help still reads
 
 def test_a_run_folder_typed_as_a_path_names_its_run_or_the_runs_flag_it_needs(tmp_path):
     """`runs show other/ID`, as tab completion gives a run: taken for an id, it was "no run 'other/ID' in runs", with

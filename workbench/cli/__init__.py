@@ -155,8 +155,9 @@ def _remember_parsers(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        save_share()  # a bad WORKBENCH_SAVE_SHARE is said before any work, not after a model has loaded
         args = build_parser().parse_args(argv)  # in the try: a Ctrl-C while the parser is built is one too
+        save_share()  # a bad WORKBENCH_SAVE_SHARE is said before any work, not after a model has loaded (and after
+        # the parse: --help is still there to read)
         return args.func(args)
     except ValueError as error:
         say("error", str(error), style="bold red")
