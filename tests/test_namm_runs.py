@@ -547,6 +547,10 @@ def test_bench_namm_budgets_are_fractions_in_0_to_1_with_1_the_whole_cache(tiny)
     for budgets in ([0.0], [0.5, 1.5]):
         with pytest.raises(ValueError, match=r"--budgets are kept-cache fractions in \(0, 1\]"):
             check_config(config(budgets))
+    flagged = config([0.5])
+    flagged.pop = True  # a bool is no count (it passed isinstance(value, int) as 1, then failed --pop's check as 1)
+    with pytest.raises(ValueError, match=r"^--pop must be a whole number of at least 1, got True$"):
+        check_config(flagged)
 
 
 def test_the_peer_says_a_bad_job_in_one_line(tmp_path):

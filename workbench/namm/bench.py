@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.checks import check_counts
 from workbench.machine import machine
 from workbench.namm.peer import DEFAULT_PRESSES, check_presses, peer_python
 
@@ -109,10 +110,8 @@ def check_config(cfg: BenchConfig):
     cfg.n_up = check_n_up(cfg.n_up or (saved.n_up if saved else None) or 64, "--n-up")
     if any(not 0 < b <= 1 for b in cfg.budgets):
         raise ValueError(f"--budgets are kept-cache fractions in (0, 1], got {cfg.budgets}")
-    for name in ("n", "length", "threads", "max_new_tokens", "speed_length", "decode_tokens", "pop", "cma_prompts"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+    check_counts(cfg, ("n", "length", "threads", "max_new_tokens", "speed_length", "decode_tokens", "pop",
+                       "cma_prompts"))  # (True passed a check of isinstance(value, int))
     if cfg.pop < 2:
         raise ValueError(f"--pop must be at least 2, got {cfg.pop}")
     check_prompts(cfg.model, cfg.tasks, cfg.length, cfg.n, cfg.seed, cfg.max_new_tokens, "test")
