@@ -476,7 +476,7 @@ def run_cycleqd(cfg: QDRunConfig | None, store: RunStore | str | Path, resume: s
     def finish() -> None:
         from workbench.qd.baselines import finish_run
 
-        files.write(qd)
+        # (the files are written: the last generation is always saved, and a resume's set-up catches them up)
         finish_run(run, cfg, ctx, qd, models, say=on_phase)
 
     # the files after each save, not each generation: a model children.parquet lists is one the checkpoint holds
