@@ -15,6 +15,12 @@ Python's and NumPy's global generators are reseeded from the OS in each child, a
 So runs whose bits are compared with each other (resume after a kill, serial against Dask) keep fresh processes
 (`procs.cli`), and so do tests about a process starting from nothing (import-time warnings, a fresh process's first
 figure).
+
+`preload` names more third-party modules for the server to import after torch (PAGES: transformers, Panel,
+HoloViews, Bokeh, Matplotlib: 4-5 s of each `figure namm` child, 2-3 s of a `figure view` one). Their imports read
+more of the environment (HF_*, MPL*, BOKEH_*), so a server with a preload runs only commands whose environment is
+exactly the one it started with (`run` starts another for another environment), and it is refused if its imports
+started a thread (fork() copies none of them). Still nothing of ours is imported before a command starts.
 """
 
 from __future__ import annotations
@@ -27,18 +33,25 @@ import tempfile
 import threading
 from pathlib import Path
 
+#: what the pages' figure commands import besides torch (see `preload`)
+PAGES = ("transformers", "transformers.models.llama.modeling_llama", "panel", "holoviews", "bokeh.models",
+         "matplotlib.pyplot")
+
 SERVER = r"""
-import json, os, sys, time
+import importlib, json, os, sys, threading, time
 # torch's import, the point of the server, with what it prints on either stream kept apart (it should be nothing)
 saved, noise = (os.dup(1), os.dup(2)), os.path.join(sys.argv[1], "import-noise")
 for fd in (1, 2):
     os.dup2(os.open(noise, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
 import torch  # noqa: F401
+for name in json.loads(sys.argv[2]):  # the preload: more third-party modules, none of ours
+    importlib.import_module(name)
 sys.stdout.flush(); sys.stderr.flush(); os.dup2(saved[0], 1); os.dup2(saved[1], 2)
 # as Python's gc docs advise before fork(): the objects made so far leave the collector's generations, so that a
 # child's collections (its last one at exit: 1 s with torch's objects) neither walk them nor copy their pages
 import gc; gc.freeze()
-sys.stdout.write(json.dumps({"noise": open(noise).read()}) + "\n"); sys.stdout.flush()
+sys.stdout.write(json.dumps({"noise": open(noise).read(), "threads": threading.active_count()}) + "\n")
+sys.stdout.flush()
 def child(job):
     # The forked child becomes the command: set up as `python -m workbench` would be, then run it and leave through
     # the interpreter's own exit (SystemExit, tracebacks, atexit, thread joins and flushes as with -m).
@@ -87,10 +100,13 @@ class ForkedCLI:
     0
     """
 
-    def __init__(self) -> None:
+    def __init__(self, preload: tuple[str, ...] = (), environment: dict | None = None) -> None:
         self._files = tempfile.TemporaryDirectory(prefix="forked-cli-")
-        self._proc = subprocess.Popen([sys.executable, "-c", SERVER, self._files.name], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # the environment the server starts (and imports) in: this process's unless given
+        self.preload, self.environment = tuple(preload), dict(os.environ if environment is None else environment)
+        self._proc = subprocess.Popen([sys.executable, "-c", SERVER, self._files.name, json.dumps(self.preload)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=self.environment)
         self._lock = threading.Lock()
         self._jobs, self.broken = 0, False
         ready = self._proc.stdout.readline()
@@ -98,7 +114,10 @@ class ForkedCLI:
             raise RuntimeError(f"the forked-CLI server did not start: {self._proc.stderr.read()}")
         if json.loads(ready)["noise"]:  # a command's output could not be told from it: say so, loudly
             self._proc.kill()
-            raise RuntimeError(f"importing torch printed {json.loads(ready)['noise']!r}")
+            raise RuntimeError(f"importing torch (and {self.preload}) printed {json.loads(ready)['noise']!r}")
+        if json.loads(ready)["threads"] != 1:  # a forked child would lack them (and could deadlock on their locks)
+            self._proc.kill()
+            raise RuntimeError(f"importing {self.preload} started threads: preload other modules")
 
     def run(self, *args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = (),
             timeout: float = 300) -> subprocess.CompletedProcess:
@@ -113,6 +132,8 @@ class ForkedCLI:
             self._jobs += 1
             out, err = (Path(self._files.name) / f"{self._jobs}.{name}" for name in ("stdout", "stderr"))
             environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+            if self.preload and environment != self.environment:  # its preload read the server's environment
+                raise RuntimeError("a forked-CLI server with a preload runs commands in its own environment only")
             job = {"job": self._jobs, "argv": [str(a) for a in args], "cwd": str(where), "env": environment,
                    "stdout": str(out), "stderr": str(err), "timeout": timeout}
             try:
@@ -144,20 +165,24 @@ class ForkedCLI:
         self._files.cleanup()
 
 
-_shared: ForkedCLI | None = None
+_shared: dict[tuple[str, ...], ForkedCLI] = {}
 
 
-def run(*args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = (),
-        timeout: float = 300) -> subprocess.CompletedProcess:
-    """`ForkedCLI.run` on one server per test process, started on first use (again after a server was cut off)
-    and stopped at exit."""
-    global _shared
-    if _shared is None or _shared.broken:
+def run(*args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = (), timeout: float = 300,
+        preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`ForkedCLI.run` on one server per test process and preload, started on first use (again after a server was
+    cut off, and for a preload, when the command's environment is not the one it started in) and stopped at exit."""
+    server = _shared.get(tuple(preload))
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    if preload and server is not None and not server.broken and environment != server.environment:
+        server.close()
+        server = None
+    if server is None or server.broken:
         import atexit
 
-        _shared = ForkedCLI()
-        atexit.register(_shared.close)
-    return _shared.run(*args, cwd=cwd, env=env, unset=unset, timeout=timeout)
+        server = _shared[tuple(preload)] = ForkedCLI(preload, environment if preload else None)
+        atexit.register(server.close)
+    return server.run(*args, cwd=cwd, env=env, unset=unset, timeout=timeout)
 
 
 class Finished(subprocess.CompletedProcess):

@@ -541,9 +541,14 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     """`workbench figure namm` (its own process): a trained policy's retention on a prompt, the same bytes as the
     page's export of that prompt and step; a task's prompt, the text view and a serif font; each bad flag one
     error before the model loads, nothing written."""
-    from forked import run
+    from forked import PAGES
+    from forked import run as forked_run
 
-    from workbench.cli.figure import NAMM_VIEWS
+    from workbench.cli.figure import NAMM_NO_LEGEND, NAMM_VIEWS
+    from workbench.figures import legend_names
+
+    def run(*args):  # its own process, forked from one with the pages' third-party modules imported
+        return forked_run(*args, preload=PAGES)
 
     assert NAMM_VIEWS == tuple(VIEWS)  # the command's choices are the page's views
     model = NAMMExplorer(runs_dir=namm_run["dir"])
@@ -552,8 +557,8 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     model.run()
     model.step = 1
     want = model.export("retention", tmp_path / "page", ".pdf", width=5.5, font="serif").read_bytes()
-    from workbench.figures import legend_names
-
+    # the views whose --colour and --rename the command refuses before the model loads have no legend entries
+    assert all(legend_names(model.figure(view)) == [] for view in NAMM_NO_LEGEND)
     names = legend_names(model.figure("sizes"))
     assert names == ["L0", "L1", "full cache"], names  # each layer's curve an entry --colour and --rename reach
     first = names[-1]  # the page's export and the command rename alike

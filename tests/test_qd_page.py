@@ -731,7 +731,11 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     """`workbench figure view` (its own process): a page's view of a run for a paper's build script, the same
     bytes as the page's export of that view at that generation; a MAP-Elites run's archive by default; each
     wrong view, generation or kind of run one error naming the fix, nothing written."""
-    from forked import run
+    from forked import PAGES
+    from forked import run as forked_run
+
+    def run(*args):  # its own process, forked from one with the pages' third-party modules imported
+        return forked_run(*args, preload=PAGES)
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     model.generation = 3

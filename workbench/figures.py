@@ -296,6 +296,12 @@ def legend_names(obj) -> list[str]:
     return list(dict.fromkeys(_legend_key(label) for label in found if label))
 
 
+def no_legend_entries(flag: str) -> ValueError:
+    """The error for a --colour or --rename (`flag`) given for a figure that has no legend entries at all."""
+    return ValueError(f"{flag}: the figure has no legend entries (its colours are a colour map's or its own): leave "
+                      f"{flag} out")
+
+
 def check_legend_entries(obj, names, flag: str) -> list[str]:
     """The legend entries of `obj` (legend_names), `names` checked against them for `flag` (--colour, --rename): a
     name that is no entry (a slip in a label) would have coloured or renamed nothing, silently, so it is refused
@@ -303,8 +309,7 @@ def check_legend_entries(obj, names, flag: str) -> list[str]:
     entries = legend_names(obj)
     names = list(names)
     if names and not entries:
-        raise ValueError(f"{flag}: the figure has no legend entries (its colours are a colour map's or its own): "
-                         f"leave {flag} out")
+        raise no_legend_entries(flag)
     for name in names:
         if name not in entries:
             raise ValueError(f"{flag} {name!r}: the figure has no legend entry {name!r}; its entries are "

@@ -154,6 +154,9 @@ NAMM_VIEWS = ("retention", "sizes", "spectrogram", "scores", "text", "sweep")
 #: the NAMM views each of `figure namm`'s flags changes (the page's step, layer, KV head and token)
 NAMM_FLAGS = {"step": ("retention", "sizes", "scores", "text"), "layer": ("spectrogram", "scores", "text"),
               "head": ("spectrogram", "text"), "token": ("spectrogram",)}
+#: the NAMM views that never have legend entries (the retention raster's key is its colour map's; the text view is
+#: tokens): a --colour or --rename for them is refused before the model loads (a test checks the page agrees)
+NAMM_NO_LEGEND = ("retention", "text")
 
 
 def namm_view(store, args, pinned: dict[str, str]):
@@ -173,6 +176,12 @@ def namm_view(store, args, pinned: dict[str, str]):
     from workbench.namm.trace import check_text_font
 
     check_text_font(args.view, args.font)
+    if args.view in NAMM_NO_LEGEND:  # before the model loads: drawn, the figure would have nothing they could reach
+        for flag, given in (("--colour", pinned), ("--rename", args.rename)):
+            if given:
+                raise figures.no_legend_entries(flag)
+    if args.prompt is not None and not args.prompt.strip():
+        raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
     from workbench.runs import a_kind_run
 
     run = store.open(args.ids[0])
@@ -185,8 +194,6 @@ def namm_view(store, args, pinned: dict[str, str]):
     model = NAMMExplorer(runs_dir=str(store.root))
     model.choose(run.id)
     if args.prompt is not None:
-        if not args.prompt.strip():
-            raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
         model.param.update(prompt=args.prompt, chat=not args.no_chat)
     elif args.task is not None:
         if model.model_name != TINY:  # the window, with the tokenizer alone: before the model's weights load
