@@ -2200,6 +2200,36 @@ MAIN_REFLOW = """() => {
 }"""
 
 
+#: true once the page's document_ready script has run (the shell's: it closes a narrow window's sidebar first and sets
+#: this flag last, in one go)
+DOCUMENT_READY = "() => window.__workbench_control_names === true"
+
+
+#: true once every tabs' active tab has its views drawn: a dynamic tab's views come from the server when it is
+#: chosen (a placeholder Spacer tagged "hidden" stands for them until then)
+TABS_DRAWN = """() => [...Bokeh.index.all_views()].filter((v) => Array.isArray(v.model.tabs)).every((v) => {
+  const panel = v.model.tabs[v.model.active];
+  if (!panel) return true;
+  const child = panel.child;
+  if (child.type === "Spacer" && (child.tags || []).includes("hidden")) return false;
+  const view = Bokeh.index.query_one((c) => c.model === child);
+  return view !== null && view.has_finished();
+})"""
+
+
+def _settled(page, script: str, period_ms: int = 150, tries: int = 100):
+    """What script reads on the page once two reads period_ms apart agree (a layout that moves, views that draw);
+    the last read after `tries` reads otherwise (the test's assertions then judge it)."""
+    before = page.evaluate(script)
+    for _ in range(tries):
+        page.wait_for_timeout(period_ms)
+        now = page.evaluate(script)
+        if now == before:
+            break
+        before = now
+    return before
+
+
 def test_every_page_fits_a_320_px_window_in_chromium(server, browser, request):
     """WCAG 1.4.10 reflow: at 320 CSS px (a phone, a 1280 px window at 400 % zoom) no page is wider than the window,
     the header's links scroll within the header with the current page's in sight, the page opens with its sidebar
@@ -2207,6 +2237,8 @@ def test_every_page_fits_a_320_px_window_in_chromium(server, browser, request):
     wider chart or table scrolls within its own box). The header's nine links made every page 900-1000 px wide and
     the template hides the page's overflow: the links past the edge could not be reached; the 330 px sidebar left
     the main area 30 px and ran past the window itself."""
+    from playwright.sync_api import expect
+
     from workbench.dashboards.shell import PAGES
 
     with _browse(browser, f"{server}/", request) as page:
@@ -2215,8 +2247,8 @@ def test_every_page_fits_a_320_px_window_in_chromium(server, browser, request):
             page.goto(f"{server}/{slug}", wait_until="networkidle")
             page.locator(".description").first.wait_for(timeout=60000)
             page.wait_for_function("() => document.querySelector('#header-items *') !== null", timeout=30000)
-            page.wait_for_timeout(500)  # the document_ready script closes the sidebar
-            got = page.evaluate(NARROW_LAYOUT)
+            page.wait_for_function(DOCUMENT_READY, timeout=30000)  # it closed the sidebar, scrolled the links
+            got = _settled(page, NARROW_LAYOUT)
             assert got["page"] <= got["window"] == 320, (slug, got)
             assert got["navScrolls"], (slug, got)  # the links past the header's edge are reached by its scroll
             assert 0 <= got["current"]["left"] and got["current"]["right"] <= 320, (slug, got)  # in sight
@@ -2228,8 +2260,9 @@ def test_every_page_fits_a_320_px_window_in_chromium(server, browser, request):
             for n in range(max(tabs.count(), 1)):  # the page as it opens (its first tab), then each other tab
                 if n:
                     tabs.nth(n).click()
-                    page.wait_for_timeout(1500)  # a dynamic tab's views come from the server
-                reflow = page.evaluate(MAIN_REFLOW)
+                    expect(tabs.nth(n)).to_have_class(re.compile(r"\bbk-active\b"), timeout=30000)
+                page.wait_for_function(TABS_DRAWN, timeout=60000)  # a dynamic tab's views come from the server
+                reflow = _settled(page, MAIN_REFLOW)
                 assert reflow["main"] <= reflow["window"] and not reflow["past"], (slug, n, reflow)
 
 
@@ -3229,7 +3262,8 @@ def test_tabs_closed_mid_work_leave_no_tracebacks(server, browser):
                                  p.get_by_role("button", name="PCA").click()))):
         for _ in range(2):
             page = context.new_page()
-            page.goto(f"{server}/{path}", wait_until="networkidle")
+            page.goto(f"{server}/{path}", wait_until="load")
+            page.wait_for_function(DOCUMENT_READY, timeout=60000)  # drawn, its session open
             act(page)
             page.close()
     context.close()
