@@ -478,11 +478,19 @@ def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quic
     (left / "inputs" / ".expert-0-add.abcdefgh.safetensors").write_bytes(b"")
     os.utime(left / "inputs", (0, 0))
     os.utime(left, (0, 0))
-    assert RunStore(tmp_path / "adapt").unfinished() == [left.name]
+    # killed before its inputs were copied: an empty folder named as a run (it was passed over without a word);
+    # an empty folder of another name (a page's figures to come) is none
+    empty, other = tmp_path / "adapt" / "20261205-000001-adapt-mixed-s0", tmp_path / "adapt" / "figures"
+    for folder in (empty, other):
+        folder.mkdir()
+        os.utime(folder, (0, 0))
+    assert RunStore(tmp_path / "adapt").unfinished() == [left.name, empty.name]
     proc = _short("runs", "list", "--runs", str(tmp_path / "adapt"))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert f"note: {left.name} holds only the inputs of a run killed as it was created (no run.json)" in err, err
+    assert f"note: {empty.name} is the empty folder of a run killed as it was created (no run.json)" in err, err
+    assert "figures" not in err, err
 
 
 # --- bad input -------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import shlex
 import shutil
 import socket
@@ -1240,6 +1241,10 @@ def _copy_input(folder: Path, source: Path) -> dict:
     return {"path": f"inputs/{source.name}", "source": str(source), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+#: a run's id as RunStore.create makes it: its time, kind, substrate or name, seed and a count where taken
+RUN_ID = re.compile(r"\d{8}-\d{6}-.+-s\d+(-\d+)?$")
+
+
 class RunStore:
     """A folder of runs (one folder each: run.json, metrics.parquet, checkpoint, outputs) and the DuckDB catalog
     over them. `root` is made with the first run; "~" is the home folder.
@@ -1644,11 +1649,13 @@ class RunStore:
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
     def unfinished(self, older_than: float = 60.0) -> list[str]:
-        """Folders a kill left as their run was created: its input copies (inputs/), no run.json, untouched for
-        `older_than` seconds (a run being created now is not one). Not runs: nothing to resume or list."""
+        """Folders a kill left as their run was created: its input copies (inputs/) or, killed before it made
+        them, an empty folder named as a run's id; no run.json, untouched for `older_than` seconds (a run being
+        created now is not one). Not runs: nothing to resume or list."""
         now = time.time()
         return [p.name for p in self._without_run_json()
-                if (p / "inputs").is_dir() and now - max(q.stat().st_mtime for q in (p, p / "inputs")) > older_than
+                if ((p / "inputs").is_dir() or (RUN_ID.match(p.name) and not any(p.iterdir())))
+                and now - max(q.stat().st_mtime for q in (p, p / "inputs") if q.exists()) > older_than
                 and not _holds_run_files(p)]  # a run's files besides: it lost its run.json (orphaned)
 
     def orphaned(self) -> list[str]:

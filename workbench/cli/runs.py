@@ -97,8 +97,9 @@ def cmd_runs(args) -> int:
             say("warning", f"{name} holds a run's files but no run.json (deleted or lost?): it cannot be listed or "
                            f"resumed without it; restore run.json from a backup, or delete the folder")
         for name in store.unfinished():
-            say("note", f"{name} holds only the inputs of a run killed as it was created (no run.json): there is "
-                        f"nothing to resume; delete the folder")
+            left = "holds only the inputs of" if (store.root / name / "inputs").is_dir() else "is the empty folder of"
+            say("note", f"{name} {left} a run killed as it was created (no run.json): there is nothing to resume; "
+                        f"delete the folder")
         return 0
     if args.action == "show":
         run = store.open(args.ids[0])
