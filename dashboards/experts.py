@@ -32,7 +32,10 @@ import param
 from workbench.checks import shell_path, user_path
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import (
+    FITS_WHEN_NARROW,
+    NARROW_PX,
     ROW_WIDTH,
+    SHRINKS_WHEN_NARROW,
     WRAPS_WHEN_NARROW,
     TextMultiChoice,
     as_text,
@@ -1155,13 +1158,21 @@ def train_command(model: ExpertsModel) -> str:
     return " ".join(parts)
 
 
+#: the mixer's prompt and answer below its sliders in a phone's window (NARROW_PX), the window's width: beside them
+#: (a stretching column may be 0 px wide: the row did not wrap) its words stood one a line
+OWN_LINE_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ min-width: 100% !important; }} }}"
+#: a checkbox's label on more lines in a phone's window (NARROW_PX): on one, the mixer's ran past the window's edge
+LABEL_WRAPS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ * {{ white-space: normal !important; }} }}"
+
+
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
     experts = model.mixer_experts()
     if not experts:
         return pn.Column(placeholder(no_mixture(model), width=640, height=160), sizing_mode="stretch_width")
     sliders = [pn.widgets.FloatSlider(label=f"α {e.label}", start=0.0, end=1.0, step=0.01, value=float(a),
-                                      width=300) for e, a in zip(experts, model.alphas, strict=False)]
+                                      width=300, stylesheets=[FITS_WHEN_NARROW])
+               for e, a in zip(experts, model.alphas, strict=False)]
     lone = None
     if len(sliders) == 1:  # α·p composes the same weights at every α > 0: SVF's rescale takes the scale out
         sliders[0].disabled = True  # (a slider has no description to say so: the page failed to build)
@@ -1169,10 +1180,10 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
     variant = pn.widgets.RadioButtonGroup(label="mix", options=["raw", "sigmoid"], value=model.variant,
                                           color="primary", variant="outline")
     # the reference's norm_coeffs: kept for its runs, shown for what it does (α's scale only, not the weights)
-    normalize = pn.widgets.Checkbox(label="normalise α over the experts (α's scale: same weights)",
-                                    value=model.normalize)
+    normalize = pn.widgets.Checkbox(label="normalise α (α's scale only: same weights)",
+                                    value=model.normalize, stylesheets=[FITS_WHEN_NARROW, LABEL_WRAPS_WHEN_NARROW])
     prompt = pn.widgets.TextInput(label="Prompt", placeholder="e.g. s:kdpa= (sort), 12+34= (add), r:abc= (reverse)",
-                                  value="s:kdpa=", width=320)
+                                  value="s:kdpa=", width=320, stylesheets=[FITS_WHEN_NARROW])
     said = live(pn.pane.Markdown("", sizing_mode="stretch_width"))
     found = [int(k) for k in ((model.data.scores or {}).get("few_shot") or {})]
     per_matrix = model.data.config.get("alpha") == "matrix"  # CEM's α per matrix: the sliders hold its means
@@ -1181,7 +1192,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                              description="the sliders take one α an expert: each expert's share of CEM's "
                                          "mixtures averaged over the matrices, not the mixture it chose"
                                          if per_matrix else None) if found else None
-    score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300)
+    score = pn.widgets.Button(label="score on held-out prompts (16 per task)", width=300,
+                              stylesheets=[FITS_WHEN_NARROW])
     scores = pn.pane.Markdown("", sizing_mode="stretch_width")
     state = {"busy": False, "again": False}
     hv = holoviews()
@@ -1258,11 +1270,14 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
         "takes the scale of z′ out: only α's ratios (each expert's share) change the weights.",
         sizing_mode="stretch_width")
     pn.state.onload(run) if pn.state.curdoc else None
+    # in a phone's window the controls take its width (FITS_WHEN_NARROW), and what holds them may be as narrow
+    # (SHRINKS_WHEN_NARROW): their fixed 300-320 px ran past it
     return pn.Column(note, pn.Row(pn.Column(*sliders, *([lone] if lone else []), variant, normalize,
-                                            *([load] if load else [])),
-                                  pn.Column(prompt, said, score, scores, sizing_mode="stretch_width"),
-                                  stylesheets=[WRAPS_WHEN_NARROW]),
-                     scrolls(heat), sizing_mode="stretch_width")
+                                            *([load] if load else []), stylesheets=[FITS_WHEN_NARROW]),
+                                  pn.Column(prompt, said, score, scores, sizing_mode="stretch_width",
+                                            stylesheets=[OWN_LINE_WHEN_NARROW]),
+                                  stylesheets=[WRAPS_WHEN_NARROW, SHRINKS_WHEN_NARROW]),
+                     scrolls(heat), sizing_mode="stretch_width", stylesheets=[SHRINKS_WHEN_NARROW])
 
 
 def experts_page(runs_dir: str = "runs", run: str | None = None,

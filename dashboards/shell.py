@@ -629,9 +629,17 @@ FITS_WHEN_NARROW = (f"@media (max-width: {NARROW_PX}px) {{ :host {{ width: auto 
                     "max-width: 100%; } }")
 
 
+#: a stretching layout that may be narrower than a narrow window (NARROW_PX): Bokeh gives it the widest fixed width
+#: of what it holds as its least (min-width), which FITS_WHEN_NARROW lets shrink, so that a 320 px prompt box made
+#: the page 15 px wider than a phone's window all the same
+SHRINKS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ min-width: 0 !important; }} }}"
+
+
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
-#: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window)
-WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; }"
+#: off: the Experts page's ninth tab, the Mixer, could not be reached in a 1400 px window); in a narrow window
+#: (NARROW_PX) the tabs are no wider than it: Bokeh gives them the widest fixed width of a control in any tab as
+#: their least (SHRINKS_WHEN_NARROW)
+WRAPPED_TABS = ".bk-header, .bk-headers-wrapper, .bk-headers { flex-wrap: wrap; } " + SHRINKS_WHEN_NARROW
 
 
 def placeholder(text: str, width: int = 520, height: int = 260, link: str = "") -> pn.pane.HTML:

@@ -12,9 +12,12 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 from test_dashboards import (  # noqa: F401 - browser is a fixture
+    DOCUMENT_READY,
+    MAIN_REFLOW,
     NOTEBOOK_CELL,
     NOTEBOOK_MARGINS,
     _browse,
+    _settled,
     browser,
     drawn_width,
     figure_page,
@@ -589,6 +592,14 @@ def test_experts_page_from_the_runs_gallery_views_export_and_mixer_in_chromium(s
         # address took it out)
         page.goto(f"{served}/experts")
         page.wait_for_url(re.compile(r"/experts\?run=\d{8}-\d{6}-(experts|adapt)-[\w%+.-]+$"), timeout=30000)
+        # in a phone's window (320 px) the mixer fits: its 300 px sliders ran 25 px past the window's edge
+        page.set_viewport_size({"width": 320, "height": 640})
+        page.goto(f"{served}/experts?run={quote(run_id, safe='')}", wait_until="networkidle")
+        page.wait_for_function(DOCUMENT_READY, timeout=30000)
+        page.locator(".bk-tab", has_text="Mixer").click()
+        page.locator(".noUi-handle").first.wait_for(timeout=60000)
+        reflow = _settled(page, MAIN_REFLOW)
+        assert reflow["main"] <= reflow["window"] and not reflow["past"], reflow
 
 
 def test_paper_curves_keep_their_legend_inside_the_axes():
