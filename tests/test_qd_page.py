@@ -734,12 +734,23 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     from forked import PAGES
     from forked import run as forked_run
 
+    from workbench.cli.figure import QD_NO_LEGEND
+    from workbench.figures import legend_names
+
     def run(*args):  # its own process, forked from one with the pages' third-party modules imported
         return forked_run(*args, preload=PAGES)
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     model.generation = 3
     want = model.export("curves", tmp_path / "page", ".pdf", width=6.75, font="serif").read_bytes()
+    # the views whose --colour and --rename the command refuses before the run's models load: none has a legend
+    # entry on the page (of a CycleQD run, early and at its end, and of a MAP-Elites one), as the others have
+    me_model = QDModel(runs_dir=qd["dir"], run_id=qd["me"])
+    for source, views in ((model, QD_NO_LEGEND), (me_model, ["archives"])):
+        assert all(legend_names(source.paper_figure(view)[0]) == [] for view in views), views
+    model.generation = 12
+    assert all(legend_names(model.paper_figure(view)[0]) == [] for view in QD_NO_LEGEND)
+    assert all(legend_names(model.paper_figure(view)[0]) for view in model.data.views if view not in QD_NO_LEGEND)
     args = ("figure", "view", qd["run"], "--runs", qd["dir"])
     done = run(*args, "--view", "curves", "--generation", "3", "--width", "6.75", "--font", "serif", "--out",
                str(tmp_path / "curves.pdf"))
@@ -748,7 +759,7 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--out", str(tmp_path / "me.png"))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "me.png").read_bytes() == \
-        QDModel(runs_dir=qd["dir"], run_id=qd["me"]).export("archives", tmp_path / "page", ".png").read_bytes()
+        me_model.export("archives", tmp_path / "page", ".png").read_bytes()
     done = run("figure", "view", qd["me"], "--runs", qd["dir"], "--out", str(tmp_path / "me.html"))
     assert done.returncode == 0 and done.stderr == "", done.stderr  # Bokeh's W-1005 line for a frame-sized plot
     # the lineage of the elites as they stood at a generation is another figure than at the end
@@ -764,6 +775,7 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
                          (["--colour", "sort=black"], "--colour: the figure has no legend entries"),
                          # the lineage's key is its colour map's (roles), not lines a colour is pinned to
                          (["--view", "lineage", "--colour", "elite=black"], "no legend entries"),
+                         (["--view", "sampling", "--rename", "sort", "order"], "--rename: the figure has no legend"),
                          (["--view", "nope"], "invalid choice: 'nope'")):
         done = run(*args, *bad, "--out", str(tmp_path / "bad.png"))
         assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -656,11 +656,14 @@ def test_a_merge_recipe_is_kept_with_the_run_and_scored_as_a_baseline(tmp_path, 
 def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
     """`workbench bench qd` (its own process, a real one-worker LocalCluster) at its smallest: the serial B = 1
     run the estimate is from, the batched serial run and the Dask run each under a key of their own (--batch 1
-    wrote the batched run over the serial one), and no run left behind (its store is temporary)."""
+    wrote the batched run over the serial one), and no run left behind (its store is temporary). Its runs' sizes
+    (--n-eval, --n-test, as `qd cycle`'s) are recorded: each run scored its children and its report on those."""
     done = _short("bench", "qd", "--zoo", str(zoo), "--tasks", "brackets", "sort", "--gens", "2", "--batch", "1",
-                  "--batch-gens", "1", "--workers", "1", "--json", cwd=tmp_path, timeout=300)
+                  "--batch-gens", "1", "--workers", "1", "--n-eval", "4", "--n-test", "4", "--json", cwd=tmp_path,
+                  timeout=300)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
+    assert (out["n_eval"], out["n_test"]) == (4, 4), out
     runs = out["runs"]
     assert set(runs) == {"serial_b1", "serial_b1_g1", "dask_b1_w1_weights", "dask_b1_w1_lineage"}, sorted(runs)
     assert runs["serial_b1"]["gens"] == 2 and runs["serial_b1_g1"]["gens"] == 1
@@ -672,6 +675,16 @@ def test_bench_qd_keeps_each_run_it_times(tmp_path, zoo):
     said = done.stderr.splitlines()  # minutes at its defaults: each run said as it starts (nothing was)
     assert said[:2] == ["serial run: 2 generations of 1 child", "serial run: 1 generation of 1 child"], said
     assert "Dask run (lineage to the workers): 1 generation of 1 child" in said
+
+
+@pytest.mark.parametrize("flag", ["--n-eval", "--n-test"])
+def test_bench_qd_refuses_a_bad_size_as_qd_cycle_does(tmp_path, zoo, flag):
+    """A size of 0 for the bench's runs: one line naming the flag, `qd cycle`'s wording, before a model loads or a
+    run starts (nothing said of a run, nothing written)."""
+    done = _short("bench", "qd", "--zoo", str(zoo), "--tasks", "brackets", "sort", flag, "0", "--json", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.strip() == f"error: {flag} must be a whole number of at least 1, got 0", done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_bench_run_counts_seconds_per_child_and_bytes_per_folder(tmp_path, zoo):

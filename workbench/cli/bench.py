@@ -67,7 +67,8 @@ def cmd_bench(args) -> int:
         from workbench.qd.bench import bench_qd
 
         result = bench_qd(args.zoo, tuple(args.tasks), gens=args.gens, batch=args.batch, batch_gens=args.batch_gens,
-                          workers=args.workers, log=None if args.quiet else err.print)  # minutes: each run said
+                          workers=args.workers, n_eval=args.n_eval, n_test=args.n_test,
+                          log=None if args.quiet else err.print)  # minutes: each run said
     elif args.target == "experts":
         from workbench.experts.bench import bench_experts
 
@@ -165,6 +166,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     qb.add_argument("--batch-gens", type=POSITIVE, default=50, help="generations of the batched runs (default: 50)")
     qb.add_argument("--workers", type=POSITIVE, default=2, metavar="N",
                     help="Dask workers of the batched runs (default: 2)")
+    # as `qd cycle`'s (checked by QDRunConfig, whose errors name them): each timed run's sizes
+    qb.add_argument("--n-eval", type=int, help="validation prompts per task per child (default: 64)")
+    qb.add_argument("--n-test", type=int, help="test prompts per task for the final report (default: 128)")
     qb.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     qb.set_defaults(func=cmd_bench)
 

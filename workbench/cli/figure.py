@@ -65,7 +65,8 @@ def _figure(figures, store, args, pinned: dict[str, str]):
         figure = figures.frames(store, args.ids[0], args.frames, args.steps, args.size, width=args.width,
                                 dpi=args.dpi, member=args.member, upscale=not args.out.lower().endswith(".html"))
     elif args.what == "view":
-        figure, style = page_view(store, args.ids[0], args.view, args.generation)
+        figure, style = page_view(store, args.ids[0], args.view, args.generation,
+                                  {"--colour": pinned, "--rename": getattr(args, "rename", None)})
     else:  # atlas: drawn at whole-pixel blocks for the size it prints at (an .html page shows its own pixels)
         pixels = 1 if args.out.lower().endswith(".html") else \
             int((args.width or figures.COLUMN_WIDTH) * (args.dpi or figures.PAPER_STYLE["dpi"]))
@@ -89,13 +90,18 @@ PAGE_VIEWS = {
 }
 PAGE_VIEWS["adapt"] = PAGE_VIEWS["experts"]
 ALL_VIEWS = tuple(dict.fromkeys(v for views in PAGE_VIEWS.values() for v in views))
+#: the QD page's views (of qd and MAP-Elites runs) that never have legend entries (the archives' and sampling
+#: cells' key is a colour bar, the lineage's its roles' colour map, the baselines' bars are named on their axis): a
+#: --colour or --rename for them is refused before the run's models load (a test checks the page agrees)
+QD_NO_LEGEND = ("archives", "sampling", "lineage", "baselines")
 
 
-def page_view(store, run_id: str, view: str | None, generation: int | None):
+def page_view(store, run_id: str, view: str | None, generation: int | None, legend_flags: dict | None = None):
     """A page's view of a run as its export writes it: (HoloViews figure, paper style). The run's kind picks the
     page (a CycleQD or MAP-Elites run: QD archives; experts and adapt: Experts; merge: Merge); `view` must be one
     it has (default: the first the page shows it with); `generation` (CycleQD) the archives as they stood then
-    (default: the last)."""
+    (default: the last). legend_flags: flag -> what was given for it (--colour, --rename), refused for a QD view
+    that has no legend entries, before the page's model loads."""
     from workbench.runs import a_kind_run
 
     run = store.open(run_id)
@@ -114,6 +120,13 @@ def page_view(store, run_id: str, view: str | None, generation: int | None):
     if generation is not None and (view or "archives") not in GENERATION_VIEWS:
         raise ValueError(f"--generation draws the {', '.join(GENERATION_VIEWS)} views at a generation; "
                          f"--view {view or 'archives'} has none: leave --generation out")
+    # the QD page opens on its archives (data.views[0] for every qd and MAP-Elites run)
+    if kind in ("qd", "map-elites") and (view or "archives") in QD_NO_LEGEND:
+        from workbench import figures
+
+        for flag, given in (legend_flags or {}).items():
+            if given:  # drawn, the figure would have nothing they could reach
+                raise figures.no_legend_entries(flag)
     root = str(store.root)
     if kind in ("qd", "map-elites"):
         from workbench.dashboards.qd import QDModel

@@ -63,18 +63,23 @@ def _gens(gens: int, children: int) -> str:
 
 def bench_qd(zoo: str = "data/zoo", tasks: tuple[str, ...] = ("sort", "reverse", "brackets"), gens: int = 200,
              batch: int = 4, batch_gens: int = 50, workers: int = 2, seed: int = 0,
-             transfers: tuple[str, ...] = ("weights", "lineage"), log=None) -> dict:
-    """Time CycleQD runs on a zoo (see the module docstring); JSON-ready. log(line), if given, is told each run as
-    it starts (the bench takes minutes)."""
+             transfers: tuple[str, ...] = ("weights", "lineage"), n_eval: int | None = None,
+             n_test: int | None = None, log=None) -> dict:
+    """Time CycleQD runs on a zoo (see the module docstring); JSON-ready. n_eval, n_test: validation prompts per
+    task per child and test prompts per task for each run's final report (None: `qd cycle`'s defaults, 64 and 128;
+    the JSON records those used). log(line), if given, is told each run as it starts (the bench takes minutes)."""
     say = log or (lambda line: None)
     from workbench.qd.run import QDRunConfig, check_inputs
     from workbench.runs import RunStore
     from workbench.scale import close, local_client
 
-    base = dict(zoo=str(zoo), tasks=list(tasks), seed=seed, multitask_steps=0)
-    check_inputs(QDRunConfig(**base, gens=gens))
+    sizes = {k: v for k, v in (("n_eval", n_eval), ("n_test", n_test)) if v is not None}
+    base = dict(zoo=str(zoo), tasks=list(tasks), seed=seed, multitask_steps=0, **sizes)
+    cfg = QDRunConfig(**base, gens=gens)  # a bad size: one error naming its flag (--n-eval), before any model loads
+    check_inputs(cfg)
     # the machine as every bench records it (CPU model and flags, cores, memory, versions: torch's among them)
-    out: dict = {"zoo": str(zoo), "tasks": list(tasks), "machine": machine(), "threads_per_process": 1, "runs": {}}
+    out: dict = {"zoo": str(zoo), "tasks": list(tasks), "n_eval": cfg.n_eval, "n_test": cfg.n_test,
+                 "machine": machine(), "threads_per_process": 1, "runs": {}}
     # a stop mid-run names a run of this temporary store, gone by then: the command line says no resume for it
     with tempfile.TemporaryDirectory(prefix="bench-qd-") as tmp:
         store = RunStore(Path(tmp) / "runs")
