@@ -14,7 +14,7 @@ from forked import cli as _short
 from procs import cli, kill_after, run_command
 
 from workbench.cli import main
-from workbench.runs import RunError, RunStore
+from workbench.runs import Run, RunError, RunStore
 
 TRAIN = ["--batch", "4", "--val-every", "3", "--val-n", "6", "--n-test", "6", "--quiet"]
 
@@ -478,11 +478,17 @@ def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quic
     (left / "inputs" / ".expert-0-add.abcdefgh.safetensors").write_bytes(b"")
     os.utime(left / "inputs", (0, 0))
     os.utime(left, (0, 0))
-    # killed before its inputs were copied: an empty folder named as a run (it was passed over without a word);
-    # an empty folder of another name (a page's figures to come) is none
-    empty, other = tmp_path / "adapt" / "20261205-000001-adapt-mixed-s0", tmp_path / "adapt" / "figures"
-    for folder in (empty, other):
+    # killed before its inputs were copied: a folder named as a run that holds only the claim its run function
+    # took (it was passed over without a word); one whose claim is held is a run being made now, and an empty
+    # folder of another name (a page's figures to come) is none
+    empty, held, other = (tmp_path / "adapt" / name for name in ("20261205-000001-adapt-mixed-s0",
+                                                                 "20261205-000002-adapt-mixed-s0", "figures"))
+    for folder in (empty, held, other):
         folder.mkdir()
+    (empty / ".resume.lock").write_text("pid 1 on elsewhere\n")  # as a killed creator left it: nobody holds it
+    making = Run(held)
+    making.claim()
+    for folder in (empty, held, other):
         os.utime(folder, (0, 0))
     assert RunStore(tmp_path / "adapt").unfinished() == [left.name, empty.name]
     proc = _short("runs", "list", "--runs", str(tmp_path / "adapt"))
@@ -490,7 +496,8 @@ def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quic
     assert proc.returncode == 0, err
     assert f"note: {left.name} holds only the inputs of a run killed as it was created (no run.json)" in err, err
     assert f"note: {empty.name} is the empty folder of a run killed as it was created (no run.json)" in err, err
-    assert "figures" not in err, err
+    assert "figures" not in err and held.name not in err, err
+    making.release()
 
 
 # --- bad input -------------------------------------------------------------------------------------------------

@@ -1654,7 +1654,7 @@ class RunStore:
         created now is not one). Not runs: nothing to resume or list."""
         now = time.time()
         return [p.name for p in self._without_run_json()
-                if ((p / "inputs").is_dir() or (RUN_ID.match(p.name) and not any(p.iterdir())))
+                if ((p / "inputs").is_dir() or (RUN_ID.match(p.name) and _killed_empty(p)))
                 and now - max(q.stat().st_mtime for q in (p, p / "inputs") if q.exists()) > older_than
                 and not _holds_run_files(p)]  # a run's files besides: it lost its run.json (orphaned)
 
@@ -1719,6 +1719,15 @@ def _gone(folder: Path, wait: float = 0.5) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def _killed_empty(folder: Path) -> bool:
+    """Whether a run's folder holds nothing but, at most, the claim its creator took (a run function's new run
+    is claimed before anything else is made in it) and nobody holds that claim now (its creator was killed)."""
+    try:
+        return all(q.name == CLAIM_FILE for q in folder.iterdir()) and Run(folder)._claim_record() is None
+    except FileNotFoundError:  # gone since it was listed (a failed creation takes its folder away): no run's
+        return False
 
 
 def _holds_run_files(folder: Path) -> bool:
