@@ -132,7 +132,8 @@ class ForkedCLI:
             self._jobs += 1
             out, err = (Path(self._files.name) / f"{self._jobs}.{name}" for name in ("stdout", "stderr"))
             environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
-            if self.preload and environment != self.environment:  # its preload read the server's environment
+            # a preload read the server's environment as it imported: a command's must import alike
+            if self.preload and not _same_imports(environment, self.environment):
                 raise RuntimeError("a forked-CLI server with a preload runs commands in its own environment only")
             job = {"job": self._jobs, "argv": [str(a) for a in args], "cwd": str(where), "env": environment,
                    "stdout": str(out), "stderr": str(err), "timeout": timeout}
@@ -168,13 +169,20 @@ class ForkedCLI:
 _shared: dict[tuple[str, ...], ForkedCLI] = {}
 
 
+def _same_imports(one: dict, other: dict) -> bool:
+    """Whether two environments import alike: the same but for pytest's name of the test under way (which no
+    import reads), so that the tests of one worker share a preloaded server."""
+    return {k: v for k, v in one.items() if k != "PYTEST_CURRENT_TEST"} == \
+        {k: v for k, v in other.items() if k != "PYTEST_CURRENT_TEST"}
+
+
 def run(*args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = (), timeout: float = 300,
         preload: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     """`ForkedCLI.run` on one server per test process and preload, started on first use (again after a server was
     cut off, and for a preload, when the command's environment is not the one it started in) and stopped at exit."""
     server = _shared.get(tuple(preload))
     environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
-    if preload and server is not None and not server.broken and environment != server.environment:
+    if preload and server is not None and not server.broken and not _same_imports(environment, server.environment):
         server.close()
         server = None
     if server is None or server.broken:
