@@ -33,7 +33,6 @@ from workbench.checks import shell_path, user_path
 from workbench.compare import replicates_of
 from workbench.dashboards.shell import (
     FITS_WHEN_NARROW,
-    NARROW_PX,
     ROW_WIDTH,
     SHRINKS_WHEN_NARROW,
     WRAPS_WHEN_NARROW,
@@ -49,6 +48,7 @@ from workbench.dashboards.shell import (
     placeholder,
     plain,
     scrolls,
+    when_narrow,
 )
 from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
@@ -1160,9 +1160,9 @@ def train_command(model: ExpertsModel) -> str:
 
 #: the mixer's prompt and answer below its sliders in a phone's window (NARROW_PX), the window's width: beside them
 #: (a stretching column may be 0 px wide: the row did not wrap) its words stood one a line
-OWN_LINE_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ min-width: 100% !important; }} }}"
+OWN_LINE_WHEN_NARROW = when_narrow("min-width: 100% !important;")
 #: a checkbox's label on more lines in a phone's window (NARROW_PX): on one, the mixer's ran past the window's edge
-LABEL_WRAPS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ * {{ white-space: normal !important; }} }}"
+LABEL_WRAPS_WHEN_NARROW = when_narrow("white-space: normal !important;", "*")
 
 
 def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:

@@ -615,24 +615,29 @@ def scrolls(view: Any, **params: Any) -> ScrollBox:
     return ScrollBox(view, margin=0, stylesheets=sheets, **params)
 
 
+def when_narrow(rules: str, selector: str = ":host") -> str:
+    """A stylesheet that applies `rules` to `selector` (the element itself: :host) in a narrow window (NARROW_PX)
+    only: a phone's layout, a desktop's as it was."""
+    return f"@media (max-width: {NARROW_PX}px) {{ {selector} {{ {rules} }} }}"
+
+
 #: scrolls()'s box: sideways where a narrow window (NARROW_PX) is narrower than its view
-SCROLLS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ overflow-x: auto; }} }}"
+SCROLLS_WHEN_NARROW = when_narrow("overflow-x: auto;")
 
 
 #: a Row's stylesheet that wraps its parts one below the other in a narrow window (NARROW_PX): side by side, a side
 #: card or a column of controls ran past a phone's window; a desktop's is as it was
-WRAPS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ flex-wrap: wrap; }} }}"
+WRAPS_WHEN_NARROW = when_narrow("flex-wrap: wrap;")
 
 #: a fixed-width column of text and controls that is no wider than the window in a narrow window (NARROW_PX): its
 #: fixed width made the whole main area that wide (a flex layout is never narrower than its parts' fixed widths)
-FITS_WHEN_NARROW = (f"@media (max-width: {NARROW_PX}px) {{ :host {{ width: auto !important; min-width: 0 !important; "
-                    "max-width: 100%; } }")
+FITS_WHEN_NARROW = when_narrow("width: auto !important; min-width: 0 !important; max-width: 100%;")
 
 
 #: a stretching layout that may be narrower than a narrow window (NARROW_PX): Bokeh gives it the widest fixed width
 #: of what it holds as its least (min-width), which FITS_WHEN_NARROW lets shrink, so that a 320 px prompt box made
 #: the page 15 px wider than a phone's window all the same
-SHRINKS_WHEN_NARROW = f"@media (max-width: {NARROW_PX}px) {{ :host {{ min-width: 0 !important; }} }}"
+SHRINKS_WHEN_NARROW = when_narrow("min-width: 0 !important;")
 
 
 #: a Tabs' stylesheet that wraps its tab headers onto a second row where they do not fit (Bokeh's header cuts them
