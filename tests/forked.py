@@ -131,7 +131,7 @@ class ForkedCLI:
                 raise RuntimeError("this forked-CLI server was cut off mid-command; start another")
             self._jobs += 1
             out, err = (Path(self._files.name) / f"{self._jobs}.{name}" for name in ("stdout", "stderr"))
-            environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+            environment = _environment(env, unset)
             # a preload read the server's environment as it imported: a command's must import alike
             if self.preload and not _same_imports(environment, self.environment):
                 raise RuntimeError("a forked-CLI server with a preload runs commands in its own environment only")
@@ -169,6 +169,11 @@ class ForkedCLI:
 _shared: dict[tuple[str, ...], ForkedCLI] = {}
 
 
+def _environment(env: dict | None, unset: tuple[str, ...]) -> dict:
+    """A command's environment: this process's with `env` over it, less the names in `unset`."""
+    return {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+
+
 def _same_imports(one: dict, other: dict) -> bool:
     """Whether two environments import alike: the same but for pytest's name of the test under way (which no
     import reads), so that the tests of one worker share a preloaded server."""
@@ -181,7 +186,7 @@ def run(*args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = 
     """`ForkedCLI.run` on one server per test process and preload, started on first use (again after a server was
     cut off, and for a preload, when the command's environment is not the one it started in) and stopped at exit."""
     server = _shared.get(tuple(preload))
-    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    environment = _environment(env, unset)
     if preload and server is not None and not server.broken and not _same_imports(environment, server.environment):
         server.close()
         server = None
@@ -191,6 +196,11 @@ def run(*args: str, cwd=None, env: dict | None = None, unset: tuple[str, ...] = 
         server = _shared[tuple(preload)] = ForkedCLI(preload, environment if preload else None)
         atexit.register(server.close)
     return server.run(*args, cwd=cwd, env=env, unset=unset, timeout=timeout)
+
+
+def run_pages(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`run` on a server with the pages' third-party modules imported (PAGES): the figure commands' tests."""
+    return run(*args, preload=PAGES, **kwargs)
 
 
 class Finished(subprocess.CompletedProcess):

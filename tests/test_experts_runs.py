@@ -14,7 +14,7 @@ from forked import cli as _short
 from procs import cli, kill_after, run_command
 
 from workbench.cli import main
-from workbench.runs import Run, RunError, RunStore
+from workbench.runs import CLAIM_FILE, Run, RunError, RunStore
 
 TRAIN = ["--batch", "4", "--val-every", "3", "--val-n", "6", "--n-test", "6", "--quiet"]
 
@@ -485,7 +485,7 @@ def test_an_adapt_runs_expert_copies_are_made_before_its_run_json(tmp_path, quic
                                                                  "20261205-000002-adapt-mixed-s0", "figures"))
     for folder in (empty, held, other):
         folder.mkdir()
-    (empty / ".resume.lock").write_text("pid 1 on elsewhere\n")  # as a killed creator left it: nobody holds it
+    (empty / CLAIM_FILE).write_text("pid 1 on elsewhere\n")  # as a killed creator left it: nobody holds it
     making = Run(held)
     making.claim()
     for folder in (empty, held, other):

@@ -541,14 +541,10 @@ def test_figure_namm_writes_what_the_page_exports(namm_run, tmp_path):
     """`workbench figure namm` (its own process): a trained policy's retention on a prompt, the same bytes as the
     page's export of that prompt and step; a task's prompt, the text view and a serif font; each bad flag one
     error before the model loads, nothing written."""
-    from forked import PAGES
-    from forked import run as forked_run
+    from forked import run_pages as run  # its own process, forked from one with the pages' modules imported
 
     from workbench.cli.figure import NAMM_NO_LEGEND, NAMM_VIEWS
     from workbench.figures import legend_names
-
-    def run(*args):  # its own process, forked from one with the pages' third-party modules imported
-        return forked_run(*args, preload=PAGES)
 
     assert NAMM_VIEWS == tuple(VIEWS)  # the command's choices are the page's views
     model = NAMMExplorer(runs_dir=namm_run["dir"])

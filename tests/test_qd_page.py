@@ -731,14 +731,10 @@ def test_figure_view_writes_what_the_export_button_writes(qd, tmp_path):
     """`workbench figure view` (its own process): a page's view of a run for a paper's build script, the same
     bytes as the page's export of that view at that generation; a MAP-Elites run's archive by default; each
     wrong view, generation or kind of run one error naming the fix, nothing written."""
-    from forked import PAGES
-    from forked import run as forked_run
+    from forked import run_pages as run  # its own process, forked from one with the pages' modules imported
 
     from workbench.cli.figure import QD_NO_LEGEND
     from workbench.figures import legend_names
-
-    def run(*args):  # its own process, forked from one with the pages' third-party modules imported
-        return forked_run(*args, preload=PAGES)
 
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     model.generation = 3

@@ -96,6 +96,16 @@ ALL_VIEWS = tuple(dict.fromkeys(v for views in PAGE_VIEWS.values() for v in view
 QD_NO_LEGEND = ("archives", "sampling", "lineage", "baselines")
 
 
+def _refuse_legend_flags(given: dict) -> None:
+    """For a view that never has legend entries: the first of --colour and --rename (flag -> what was given) that
+    was given, refused (drawn, the figure would have nothing they could reach)."""
+    from workbench import figures
+
+    for flag, value in given.items():
+        if value:
+            raise figures.no_legend_entries(flag)
+
+
 def page_view(store, run_id: str, view: str | None, generation: int | None, legend_flags: dict | None = None):
     """A page's view of a run as its export writes it: (HoloViews figure, paper style). The run's kind picks the
     page (a CycleQD or MAP-Elites run: QD archives; experts and adapt: Experts; merge: Merge); `view` must be one
@@ -122,11 +132,7 @@ def page_view(store, run_id: str, view: str | None, generation: int | None, lege
                          f"--view {view or 'archives'} has none: leave --generation out")
     # the QD page opens on its archives (data.views[0] for every qd and MAP-Elites run)
     if kind in ("qd", "map-elites") and (view or "archives") in QD_NO_LEGEND:
-        from workbench import figures
-
-        for flag, given in (legend_flags or {}).items():
-            if given:  # drawn, the figure would have nothing they could reach
-                raise figures.no_legend_entries(flag)
+        _refuse_legend_flags(legend_flags or {})
     root = str(store.root)
     if kind in ("qd", "map-elites"):
         from workbench.dashboards.qd import QDModel
@@ -189,10 +195,8 @@ def namm_view(store, args, pinned: dict[str, str]):
     from workbench.namm.trace import check_text_font
 
     check_text_font(args.view, args.font)
-    if args.view in NAMM_NO_LEGEND:  # before the model loads: drawn, the figure would have nothing they could reach
-        for flag, given in (("--colour", pinned), ("--rename", args.rename)):
-            if given:
-                raise figures.no_legend_entries(flag)
+    if args.view in NAMM_NO_LEGEND:  # before the model loads
+        _refuse_legend_flags({"--colour": pinned, "--rename": args.rename})
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
     from workbench.runs import a_kind_run
