@@ -50,7 +50,7 @@ from workbench.dashboards.shell import (
     scrolls,
     when_narrow,
 )
-from workbench.figures import ACCURACY, holoviews, sized_by_frame, styled, text_colours
+from workbench.figures import ACCURACY, CURVE_POINTS, holoviews, sized_by_frame, styled, text_colours
 from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
 
 if TYPE_CHECKING:
@@ -724,8 +724,9 @@ class ExpertsModel(param.Parameterized):
 
     # --- figures ---
 
-    def figure(self, view: str | None = None) -> Dimensioned:
-        """One of VIEWS as a HoloViews object (Bokeh on the page, matplotlib for paper figures)."""
+    def figure(self, view: str | None = None, points: int | None = CURVE_POINTS) -> Dimensioned:
+        """One of VIEWS as a HoloViews object (Bokeh on the page, matplotlib for paper figures), its curves at most
+        `points` rows a line (figures.curve_rows), or every row (None: export's paper_figure)."""
         hv = holoviews()
         view = view or self.view
         d = self.data
@@ -742,7 +743,7 @@ class ExpertsModel(param.Parameterized):
         if view == "z_rank":
             return z_rank_plot(self.z_rank_table(), self.matrix if self.matrix == MEAN else matrix_label(self.matrix))
         if view == "curve":
-            return curve_plot(self.curve_table(), d.kind)
+            return curve_plot(self.curve_table(), d.kind, points)
         if view == "alpha":
             return alpha_plot(self.alpha_table(), self.targets_alpha(), (d.scores or {}).get("target"))
         if view == "confusion":
@@ -764,7 +765,7 @@ class ExpertsModel(param.Parameterized):
 
         hv = holoviews()
         view = view or self.view
-        fig = self.figure(view)
+        fig = self.figure(view, points=None)  # a paper's: every row of its curves
         if isinstance(fig, hv.Div):
             raise ValueError(f"nothing to export under {view_title(view)!r}: {fig.data.strip('<i>/ ')}")
         return fig, {"fig_inches": layout_inches(fig, (3.2, 2.6))}
@@ -892,16 +893,18 @@ def z_rank_plot(table: pd.DataFrame, what: str):
                   mpl={"legend_position": "best"})  # inside (under the axes if it covers a curve): a column wide
 
 
-def curve_plot(table: pd.DataFrame, kind: str):
-    """experts: reward and accuracies per REINFORCE step; adapt: CEM's best few-shot accuracy per generation."""
+def curve_plot(table: pd.DataFrame, kind: str, points: int | None = None):
+    """experts: reward and accuracies per REINFORCE step; adapt: CEM's best few-shot accuracy per generation; at
+    most `points` rows of each line (a page's: CURVE_POINTS), or every row (None)."""
     hv = holoviews()
     if table.empty:
         return hv.Div("<i>no steps yet</i>")
-    from workbench.figures import dashed
+    from workbench.figures import dashed, thin_curve
 
     layers = []
     for i, (name, part) in enumerate(table.groupby("series", sort=False)):
-        curve = dashed(hv.Curve(part, "x", "y", label=name), i)
+        # at most `points` steps of each line (thin_curve: the best's steps, each bucket's extremes)
+        curve = dashed(hv.Curve(thin_curve(part, "y", limit=points), "x", "y", label=name), i)
         layers.append(curve * hv.Scatter(part, "x", "y", label=name) if len(part) < 30 else curve)
     xlabel = "REINFORCE step" if kind == "experts" else "CEM generation"
     ylabel = "reward / accuracy" if kind == "experts" else "best few-shot accuracy"

@@ -15,6 +15,7 @@ import param
 
 from workbench.checks import shell_path
 from workbench.dashboards.shell import code, literal, newest_readable, plain, scrolls
+from workbench.figures import CURVE_POINTS
 from workbench.merge import views
 from workbench.runs import RunStore, a_kind_run
 
@@ -112,14 +113,15 @@ class MergeModel(param.Parameterized):
 
         return not isinstance(self.figure(name), hv.Div)
 
-    def tab_figure(self, tab: str | None = None) -> Dimensioned:
-        """The figure(s) of a tab (default: the current one): one figure, or a Layout of the tab's figures."""
+    def tab_figure(self, tab: str | None = None, points: int | None = CURVE_POINTS) -> Dimensioned:
+        """The figure(s) of a tab (default: the current one): one figure, or a Layout of the tab's figures (their
+        lines as figure(name, points) draws them)."""
         names = [n for n in TABS[tab or self.tab] if self.has(n)]
         if not names:
             return self.figure(TABS[tab or self.tab][0])  # the Div saying why there is nothing
         if len(names) == 1:
-            return self.figure(names[0])
-        figures = [self.figure(n) for n in names]
+            return self.figure(names[0], points)
+        figures = [self.figure(n, points) for n in names]
         layout = figures[0]
         for fig in figures[1:]:
             layout = layout + fig
@@ -133,16 +135,17 @@ class MergeModel(param.Parameterized):
             self._loaded = views.MergeRun.open(RunStore(self.runs_dir), self.run_id)
         return self._loaded
 
-    def figure(self, name: str) -> Dimensioned:
-        """One of FIGURES as a HoloViews object (for the page and for export); made once per run shown."""
+    def figure(self, name: str, points: int | None = CURVE_POINTS) -> Dimensioned:
+        """One of FIGURES as a HoloViews object, made once per run shown: the page's, its lines at most `points`
+        rows each (figures.curve_rows), or, with None, every row (export: paper_figure, export_tab)."""
         d = self.data()
         if d is None:
             return views._hv().Div("<i>no merge run in this folder yet: run `workbench merge evolve`</i>")
-        key = (self.run_id, name)
+        key = (self.run_id, name, points)
         if key not in self._figures:
             self._figures[key] = {
                 "recipe": lambda: views.recipe_heatmaps(d.recipe_table()), "path": lambda: views.dfs_path_plot(d.dfs),
-                "fitness": lambda: views.fitness_plot(d.metrics), "scores": lambda: views.scores_plot(d.scores),
+                "fitness": lambda: views.fitness_plot(d.metrics, points), "scores": lambda: views.scores_plot(d.scores),
                 "norms": lambda: views.norms_plot(d.analysis), "cosine": lambda: views.cosine_plot(d.analysis),
                 "conflicts": lambda: views.conflict_plot(d.analysis)}[name]()
         return self._figures[key]
@@ -172,7 +175,7 @@ class MergeModel(param.Parameterized):
 
         if name not in FIGURES:
             raise ValueError(f"unknown figure {name!r}: one of {', '.join(FIGURES)}")
-        fig = self.figure(name)
+        fig = self.figure(name, points=None)  # a paper's: every row of its lines
         if isinstance(fig, hv.Div):
             raise ValueError(f"run {self.run_id} has no {name!r} figure ({fig.data.strip('<i>/ ')})")
         return fig, {"fig_inches": layout_inches(fig)}
@@ -198,7 +201,7 @@ class MergeModel(param.Parameterized):
         from workbench.figures import export_suffix, layout_inches, save
 
         suffix = export_suffix(suffix)
-        fig = self.tab_figure()
+        fig = self.tab_figure(points=None)  # a paper's: every row of its lines
         if isinstance(fig, hv.Div):
             raise ValueError(f"run {self.run_id} has nothing to show under {self.tab!r}")
         slug = "-".join("".join(c if c.isalnum() else " " for c in self.tab.lower()).split())

@@ -57,7 +57,7 @@ from workbench.dashboards.shell import (
     scrolls,
     subheading,
 )
-from workbench.figures import holoviews, sized_by_frame, styled
+from workbench.figures import CURVE_POINTS, holoviews, sized_by_frame, styled
 from workbench.runs import Run, RunError, RunStore, a_kind_run, effective_status, read_parquet
 
 if TYPE_CHECKING:
@@ -795,9 +795,10 @@ class QDModel(param.Parameterized):
 
     # --- figures ---
 
-    def figure(self, view: str | None = None) -> Dimensioned:
+    def figure(self, view: str | None = None, points: int | None = CURVE_POINTS) -> Dimensioned:
         """A view as a HoloViews object at the current generation with the selected model highlighted (the page
-        shows it with Bokeh; export writes it)."""
+        shows it with Bokeh; export writes it), its curves at most `points` rows a line (figures.curve_rows), or
+        every row (None: export's paper_figure)."""
         hv = holoviews()
         view = view or self.view
         d = self.data
@@ -811,7 +812,8 @@ class QDModel(param.Parameterized):
             return hv.Layout([self.archive_plot(t, view) for t in d.tasks]).cols(3).opts(
                 shared_axes=False).opts(sublabel_format="", hspace=1.1, vspace=1.0, backend="matplotlib")
         if view == "curves":
-            return curves_plot(self.curves(), self.generation).opts(sublabel_format="", backend="matplotlib")
+            return curves_plot(self.curves(), self.generation, points).opts(sublabel_format="",
+                                                                             backend="matplotlib")
         if view == "lineage":
             return lineage_plot(*self.lineage(), d.tasks, self.selected)
         if view == "children":
@@ -867,7 +869,7 @@ class QDModel(param.Parameterized):
 
         hv = holoviews()
         view = view or self.view
-        fig = self.figure(view)
+        fig = self.figure(view, points=None)  # a paper's: every row of its curves
         if isinstance(fig, hv.Div):  # the page's message, without its markup (&#x27; for a quote)
             raise ValueError(f"nothing to export under {VIEWS.get(view, view)!r}: "
                              f"{html.unescape(fig.data.removeprefix('<i>').removesuffix('</i>'))}")
@@ -1081,10 +1083,11 @@ def card_beside(d) -> bool:
     return len(d.tasks) == 1 and "curves" not in d.views
 
 
-def curves_plot(curves: pd.DataFrame, generation: int):
+def curves_plot(curves: pd.DataFrame, generation: int, points: int | None = None):
     """Coverage, QD score and max quality per archive over generations (whole-number generation axis), a
-    dashed line at the scrubber's generation."""
-    from workbench.figures import colours_for, dashed, whole_numbers
+    dashed line at the scrubber's generation; at most `points` rows of each line (a page's: CURVE_POINTS), or
+    every row (None)."""
+    from workbench.figures import colours_for, dashed, thin_curve, whole_numbers
 
     hv = holoviews()
     panels = []
@@ -1094,8 +1097,9 @@ def curves_plot(curves: pd.DataFrame, generation: int):
     width = (ROW_WIDTH - LEGEND_ROOM) // 3
     columns = (("coverage", "coverage"), ("qd_score", "QD score"), ("max_quality", "max quality"))
     for column, label in columns:
-        lines = [dashed(hv.Curve(g, "generation", (column, label), label=str(t)).opts(color=colours[str(t)]), i)
-                 for i, (t, g) in enumerate(curves.groupby("task", sort=False))]
+        # at most `points` generations of each line (thin_curve: its steps and each bucket's extremes)
+        lines = [dashed(hv.Curve(thin_curve(g, column, limit=points), "generation", (column, label), label=str(t)).opts(
+                     color=colours[str(t)]), i) for i, (t, g) in enumerate(curves.groupby("task", sort=False))]
         now = hv.VLine(generation).opts(color="#888888", line_dash="dashed", backend="bokeh").opts(
             color="#888888", linestyle="--", linewidth=0.8, backend="matplotlib")
         # from 0 (a flat line, e.g. the seed experts' max quality, would otherwise float in a made-up range)

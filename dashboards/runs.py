@@ -677,7 +677,7 @@ def patch_table(table: pn.widgets.Tabulator, df: pd.DataFrame) -> None:
 def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.viewable.Viewable:
     """The compared runs' curves (of `comparison`, default: the selection's, compared now)."""
     from workbench.dashboards.shell import placeholder
-    from workbench.figures import band_title, compare_curves, holoviews
+    from workbench.figures import CURVE_POINTS, band_title, compare_curves, holoviews
 
     comparison = comparison or model.comparison()
     if comparison is None or comparison.curves.empty:
@@ -685,7 +685,7 @@ def curves_plot(model: RunsModel, comparison: Comparison | None = None) -> pn.vi
                            760, 320)
     hv = holoviews()
     title = f"best so far: {band_title(model.band)}" if comparison.has_replicates else "best so far by iteration"
-    figure = compare_curves(comparison, model.band)
+    figure = compare_curves(comparison, model.band, points=CURVE_POINTS)  # a page: long runs thinned
     # runs in several metrics come as a Layout of a panel per metric: each panel sized, the title once on top
     height = 340 if isinstance(figure, hv.Overlay) else 260
     figure = figure.opts(hv.opts.Overlay(width=760, height=height, backend="bokeh")).opts(title=title, backend="bokeh")

@@ -677,7 +677,12 @@ class SearchViews:
         if len(rows) != seen["n"]:
             seen["n"] = len(rows)
             if rows:
-                self.losses.send([(r["iteration"], r["best_loss"]) for r in rows])
+                # at most CURVE_POINTS of a long run's rows (each step of the best so far, its extremes): a 50 000-
+                # iteration search sent all 50 000 on every refresh of the page
+                from workbench.figures import curve_rows
+
+                kept = curve_rows([r["best_loss"] for r in rows])
+                self.losses.send([(rows[i]["iteration"], rows[i]["best_loss"]) for i in kept])
                 if self.curve[0] is not self.loss_curve:
                     self.curve[:] = [self.loss_curve]
         grid = model.population  # read once: the search thread may swap it meanwhile

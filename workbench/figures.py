@@ -188,6 +188,77 @@ def dashed(curve, i: int):
     return curve.opts(line_dash=bokeh, backend="bokeh").opts(linestyle=mpl, backend="matplotlib")
 
 
+#: the most points a page's line chart sends of one per-iteration series (curve_rows): a 50 000-iteration run sent
+#: whole was 0.1–2.4 MB of a live page's document per refresh (the noisier the series, the more), and Bokeh drew
+#: every point. 2 000 is about twice a chart's width in pixels: the min/max of each bucket still draws the series'
+#: envelope as the full series would
+CURVE_POINTS = 2000
+
+
+def curve_rows(*series, limit: int = CURVE_POINTS):
+    """The rows (ascending indices) that a line chart of `series` (y columns of one length, in x order: a run's
+    per-iteration metrics) keeps when it may send at most `limit` of them: every row when there are no more (the
+    caller then sends its data unchanged). Otherwise the first and last rows, and every row where some series
+    changes (the last row before a change and the first after it), when that is within `limit`: a best-so-far
+    curve (monotone, flat between improvements) then draws exactly as in full, each step at its true iteration;
+    only the insides of flat stretches go. Past that, the rows between are cut into equal buckets and each keeps,
+    per series, its first lowest and first highest value and its first NaN (the line's gap): every extreme is
+    drawn, the global best included, and a best-so-far curve keeps, per bucket, its value on entry and its last
+    improvement. Rows, not resampled points: the x values (iterations) and any hover columns stay true.
+    Deterministic (no randomness, ties to the first row)."""
+    import numpy as np
+
+    ys = [np.asarray(y, dtype=float) for y in series]
+    if not ys or len({len(y) for y in ys}) != 1:
+        raise ValueError("curve_rows takes one or more series of one length")
+    n = len(ys[0])
+    if n <= limit:
+        return np.arange(n)
+    nan = any(np.isnan(y).any() for y in ys)
+    per_bucket = len(ys) * (3 if nan else 2)
+    if limit < 2 + per_bucket:
+        raise ValueError(f"curve_rows needs a limit of at least {2 + per_bucket} for {len(ys)} series, got {limit}")
+    ends = np.array([0, n - 1])
+    changed = np.zeros(n, dtype=bool)
+    for y in ys:
+        same = (y[1:] == y[:-1]) | (np.isnan(y[1:]) & np.isnan(y[:-1]))  # NaN to NaN is no change
+        changed[1:] |= ~same
+        changed[:-1] |= ~same
+    corners = np.union1d(ends, np.flatnonzero(changed))
+    if len(corners) <= limit:
+        return corners
+    buckets = (limit - 2) // per_bucket
+    edges = np.linspace(1, n - 1, buckets + 1).astype(int)  # rows 1 … n − 2 in `buckets` runs of rows
+    bucket = np.repeat(np.arange(buckets), np.diff(edges))
+
+    def first(mask):  # each bucket's first row where mask holds, if any
+        rows = np.flatnonzero(mask)
+        _, at = np.unique(bucket[rows], return_index=True)
+        return rows[at] + 1
+
+    kept = [ends]
+    for y in ys:
+        inner = y[1:-1]
+        with np.errstate(invalid="ignore"):
+            low, high = np.fmin.reduceat(inner, edges[:-1] - 1), np.fmax.reduceat(inner, edges[:-1] - 1)
+        kept += [first(inner == low[bucket]), first(inner == high[bucket]), first(np.isnan(inner))]
+    return np.unique(np.concatenate(kept))
+
+
+def thin_curve(table, *columns: str, by: str | None = None, limit: int | None = CURVE_POINTS):
+    """The rows of `table` (a DataFrame in x order) that a page's line chart of `columns` sends: curve_rows of
+    each group of `by` (a run, a task: one line each), or of the whole table. `table` itself, untouched, when no
+    line has more than `limit` rows, or `limit` is None (a paper figure, an exported file: every row)."""
+    import pandas as pd
+
+    if limit is None:
+        return table
+    groups = [table] if by is None else [g for _, g in table.groupby(by, sort=False)]
+    if all(len(g) <= limit for g in groups):
+        return table
+    return pd.concat([g.iloc[curve_rows(*(g[c] for c in columns), limit=limit)] for g in groups])
+
+
 def whole_numbers(obj, axis: str = "x"):
     """Ticks at whole numbers only on `axis` (iterations, steps, generations), in both backends. Hooks make a
     fresh ticker per rendered plot (a Bokeh model belongs to one document: pages render per session); the hooks
@@ -440,14 +511,15 @@ def band_title(band: str = "range") -> str:
 BAND_TITLE = band_title()
 
 
-def compare_curves(comparison: Comparison, band: str = "range"):
+def compare_curves(comparison: Comparison, band: str = "range", points: int | None = None):
     """Best so far against iteration for runs compared (workbench.compare.compare_runs): one curve per run (labelled
     as in loss_curves), or, where some runs repeat one setting with other seeds, one curve per setting (the mean
     over its seeds) over a band (`band`, workbench.compare.BANDS: by default from its lowest to its highest run;
     "sd", "ci95"), labelled with the setting and its number of runs with metrics (a run repeating another's seed
     counted once), titled with what line and band are; a setting's curve ends where the first of its runs stops
     (a running one: at the iteration it has reached). Runs in one metric are one Overlay; runs in several (a
-    search's loss, a merge's fitness, a QD score) are a Layout of one Overlay per metric (compare_panels)."""
+    search's loss, a merge's fitness, a QD score) are a Layout of one Overlay per metric (compare_panels). points:
+    at most that many rows per line and band (curve_rows: the Runs page); None, every row (a paper figure)."""
     title = band_title(band)  # a bad band refused before any drawing, with replicates or not
     title = title if comparison.has_replicates else None
     hv = _hv()
@@ -456,7 +528,7 @@ def compare_curves(comparison: Comparison, band: str = "range"):
         raise ValueError("none of the runs compared has metrics yet")
     layers = []  # (metric, colour, elements): a run's curve, or a setting's band and mean
     if not comparison.has_replicates:
-        layers = run_curves(df, comparison.labels)
+        layers = run_curves(df, comparison.labels, points)
     else:
         bands = comparison.bands(band)
         colours = colours_for(g.label for g in comparison.groups)
@@ -464,6 +536,8 @@ def compare_curves(comparison: Comparison, band: str = "range"):
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
+            if points is not None:
+                rows = thin_curve(rows, "mean", "lo", "hi", limit=points)
             lo, hi = int(rows["n"].min()), int(rows["n"].max())  # runs that had scored at each iteration
             label = f"{group.label} (n={hi})" if lo == hi else f"{group.label} (n={lo}–{hi})"
             colour = colours[group.label]
@@ -485,14 +559,16 @@ def compare_curves(comparison: Comparison, band: str = "range"):
     return whole_numbers(overlay)
 
 
-def run_curves(df, labels: dict[str, str]) -> list[tuple[str, str, list]]:
+def run_curves(df, labels: dict[str, str], points: int | None = None) -> list[tuple[str, str, list]]:
     """The best-so-far curve of each run in `df` (compare.best_curves' rows) as compare_panels' layers: (its
-    metric, its colour, [its curve labelled by labels[run id], y labelled by its own metric])."""
+    metric, its colour, [its curve labelled by labels[run id], y labelled by its own metric]); at most `points`
+    rows of each (curve_rows), or all of them (None)."""
     hv = _hv()
     layers = []
     named = {run_id: labels.get(run_id, run_id) for run_id in dict.fromkeys(df["run_id"])}
     colours = colours_for(named.values())
     for run_id, rows in df.groupby("run_id", sort=False):
+        rows = rows if points is None else thin_curve(rows, "best", limit=points)
         colour, metric = colours[named[run_id]], rows["metric"].iloc[0]
         curve = hv.Curve(rows, "iteration", ("best", curves_label([metric])), label=named[run_id])
         layers.append((metric, colour, [curve.opts(color=colour, backend="matplotlib")]))

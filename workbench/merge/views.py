@@ -238,16 +238,19 @@ def dfs_path_plot(dfs):
     return whole_numbers(plot)
 
 
-def fitness_plot(metrics: pd.DataFrame):
-    """Best and mean fitness (= −loss) and CMA σ over generations."""
-    from workbench.figures import PANEL_ASPECT, whole_numbers
+def fitness_plot(metrics: pd.DataFrame, points: int | None = None):
+    """Best and mean fitness (= −loss) and CMA σ over generations; at most `points` rows of each line (a page's:
+    figures.CURVE_POINTS), or every row (None: a paper figure)."""
+    from workbench.figures import PANEL_ASPECT, thin_curve, whole_numbers
 
     hv = _hv()
     if metrics.empty:
         return hv.Div("<i>no iterations yet</i>")
     df = metrics.assign(best=-metrics["best_loss"], mean=-metrics["loss_mean"])
-    fit = (hv.Curve(df, "iteration", "best", label="best so far") * hv.Curve(df, "iteration", "mean",
-                                                                             label="population mean"))
+    # on a page, each line at most `points` rows of a long run (thin_curve: every step of the best so far, each
+    # bucket's extremes of the mean)
+    fit = (hv.Curve(thin_curve(df, "best", limit=points), "iteration", "best", label="best so far")
+           * hv.Curve(thin_curve(df, "mean", limit=points), "iteration", "mean", label="population mean"))
     if len(df) < 30:  # a few generations: their points drawn (one generation's curves drew nothing)
         fit = fit * hv.Scatter(df, "iteration", "best", label="best so far") * hv.Scatter(
             df, "iteration", "mean", label="population mean")
@@ -260,8 +263,8 @@ def fitness_plot(metrics: pd.DataFrame):
         v = float(values.min())
         fit = _style(fit, ylim=(min(0.0, v) - 0.03, max(1.0, v)))  # a line at 0 above the axis line
     # both wider than high in a paper figure, one width: two square panels stacked made it 7.5 in tall
-    sigma = _style(hv.Curve(df, "iteration", "sigma"), title="CMA-ES step size σ", ylabel="σ",
-                   bokeh={"width": 520, "height": 220}, mpl={"aspect": PANEL_ASPECT})
+    sigma = _style(hv.Curve(thin_curve(df, "sigma", limit=points), "iteration", "sigma"), title="CMA-ES step size σ",
+                   ylabel="σ", bokeh={"width": 520, "height": 220}, mpl={"aspect": PANEL_ASPECT})
     return _style((whole_numbers(fit) + whole_numbers(sigma)).cols(1), shared_axes=False,
                   mpl={"sublabel_format": "", "vspace": 0.7})
 
