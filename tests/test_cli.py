@@ -666,13 +666,15 @@ def test_the_machine_line_counts_the_cores_this_process_may_use():
 def test_bench_fm_times_plain_open_clip_and_ours_against_the_roof():
     """The FM benchmark at a small batch: the two towers agree, and each is given as images/s and as a fraction of
     the machine's fp32 GEMM roof (figures checked for their form, never for their speed)."""
-    res = run("bench", "fm", "--json", "--batch", "2", "--precision", "fp32")
+    res = run("bench", "fm", "--json", "--batch", "2", "--repeats", "1", "--precision", "fp32")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["precision"] == "fp32" and data["min_cosine_vs_plain"] > 0.999
+    assert data["precision"] == "fp32" and data["repeats"] == 1 and data["min_cosine_vs_plain"] > 0.999
     assert data["plain_fp32_img_per_s"] > 0 and data["ours_img_per_s"] > 0 and data["roof_gflop_per_s"]["fp32"] > 0
-    assert data["ours_fraction_of_roof"] == pytest.approx(
-        data["ours_img_per_s"] * 8.8 / data["roof_gflop_per_s"]["fp32"], rel=0.05)  # rounded images/s
+    # the fraction is of the unrounded images/s (printed to 0.1, and to 0.001 itself): on a loaded machine, 0.84
+    # images/s printed as 0.8 is 5 % off, so the check is the rounding's interval, not a relative tolerance
+    per_s, roof = data["ours_img_per_s"], data["roof_gflop_per_s"]["fp32"]
+    assert (per_s - 0.05) * 8.8 / roof - 0.0005 <= data["ours_fraction_of_roof"] <= (per_s + 0.05) * 8.8 / roof + 0.0005
 
 
 def test_bench_fm_forced_to_bf16_without_bf16_instructions_has_its_roof(monkeypatch):

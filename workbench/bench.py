@@ -132,8 +132,8 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
     from workbench.fm import bf16_supported, check_arch, load_fm, quiet_logs
 
     check_arch(arch, given=f"--arch {arch}")
-    if batch < 1:
-        raise ValueError(f"--batch must be at least 1, got {batch}")
+    if batch < 1 or repeats < 1:
+        raise ValueError(f"--batch and --repeats must be at least 1, got {batch} and {repeats}")
     check_fm_batch(batch)
     torch.manual_seed(0)
 
@@ -175,7 +175,7 @@ def bench_fm(arch: str = "ViT-B-32", batch: int = 32, repeats: int = 5, precisio
     for _ in range(repeats):
         plain = min(plain, seconds(run_plain))
         ours = min(ours, seconds(run_ours))
-    out = {"arch": arch, "batch": batch, "precision": fm.precision,
+    out = {"arch": arch, "batch": batch, "repeats": repeats, "precision": fm.precision,
            "plain_fp32_img_per_s": round(batch / plain, 1), "ours_img_per_s": round(batch / ours, 1),
            "speedup": round(plain / ours, 2), "min_cosine_vs_plain": round(float(np.min(np.sum(z * z_plain, 1))), 5),
            "machine": machine(), "cpu_bf16": bf16_supported(),

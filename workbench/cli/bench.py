@@ -57,7 +57,7 @@ def cmd_bench(args) -> int:
         result = bench.bench_substrates(args.substrates or tuple(SUBSTRATES), min_time=args.min_time,
                                         reference=args.reference, device=args.device or "cpu")
     elif args.target == "fm":
-        result = bench.bench_fm(args.arch, batch=args.batch, precision=args.precision)
+        result = bench.bench_fm(args.arch, batch=args.batch, repeats=args.repeats, precision=args.precision)
     elif args.target == "dashboards":
         result = bench.bench_dashboards(args.sessions, args.seconds, args.substrate, url=args.url)
     elif args.target == "merge":
@@ -124,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fm.add_argument("--json", action="store_true", help="one JSON line")
     fm.add_argument("--arch", default="ViT-B-32", help="open_clip architecture to time (random-initialised)")
     fm.add_argument("--batch", type=POSITIVE, default=32, help="images per embedding call")
+    fm.add_argument("--repeats", type=POSITIVE, default=5, help="best of N timings of each tower (default: 5)")
     fm.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 where the CPU has bf16 instructions and the cosine check passes")
     fm.set_defaults(func=cmd_bench)
