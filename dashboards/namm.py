@@ -606,6 +606,7 @@ class NAMMExplorer(param.Parameterized):
             check_font,
             check_legend_entries,
             check_width,
+            refuse_csv,
             save,
         )
 
@@ -616,6 +617,8 @@ class NAMMExplorer(param.Parameterized):
         check_width(width, out)
         check_font(font, out)
         tr.check_text_font(name, font)
+        if name == "text":  # tokens, no numbers (drawn with matplotlib, or the page's HTML)
+            refuse_csv(f"the {VIEWS[name]!r} view (the prompt's tokens)", out)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             check_legend_entries(fig, rename or {}, "--rename")  # no legend: refused, as save refuses

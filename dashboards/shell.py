@@ -871,10 +871,11 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
     show and returns the file's path; export_settings says what it is given) and says what it wrote, or why it
     could not (its ValueError, in the page's words).
     The status line is the page's to use as well (the download button hides while it says something else)."""
-    from workbench.figures import COLUMN_WIDTH, PAGE_WIDTH
+    from workbench.figures import COLUMN_WIDTH, FORMATS, PAGE_WIDTH, UNPRINTED
 
-    fmt = pn.widgets.Select(label="Format", options=[".png", ".svg", ".pdf", ".html"], value=".png",
-                            sizing_mode="stretch_width")
+    # .csv too: the figure's numbers, a row per point (figures.figure_table), to re-plot in a paper's own style or
+    # read (a chart is an image to a screen reader)
+    fmt = pn.widgets.Select(label="Format", options=list(FORMATS), value=".png", sizing_mode="stretch_width")
     # empty: the figure's own size, as the CLI without --width. No start/end: the browser's bounds kept the
     # number typed on show and sent 0 (100 and 0.5 were exported as "got 0.0"); the export says what it takes
     width = pn.widgets.FloatInput(label="Width (in)", value=None, step=0.25,
@@ -899,10 +900,11 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
 
     status.param.watch(offer_only_what_was_written, "object")
 
-    def html_takes_no_size(event=None) -> None:  # an .html figure fills its page in the page's own font
-        width.disabled = font.disabled = fmt.value == ".html"
+    # an .html figure fills its page in the page's own font; a .csv is the figure's numbers
+    def unprinted_takes_no_size(event=None) -> None:
+        width.disabled = font.disabled = fmt.value in UNPRINTED
 
-    fmt.param.watch(html_takes_no_size, "value")
+    fmt.param.watch(unprinted_takes_no_size, "value")
 
     async def on_export(event):
         try:
@@ -940,9 +942,11 @@ def offer(download: pn.widgets.FileDownload, path: str | os.PathLike, what: str 
 
 def export_settings(suffix: str, width: float | None, font: str, renames: str = "") -> dict[str, Any]:
     """What an export's write is given besides its format: the printed width and font of a .png, .svg or .pdf
-    (figures.save's width and font; none for .html, which fills its page in the page's own font) and the legend's
-    new names (parse_renames), any format."""
-    printed = {"width": None, "font": None} if suffix == ".html" else \
+    (figures.save's width and font; none for .html, which fills its page in the page's own font, or .csv, the
+    figure's numbers: figures.UNPRINTED) and the legend's new names (parse_renames), any format."""
+    from workbench.figures import UNPRINTED
+
+    printed = {"width": None, "font": None} if suffix in UNPRINTED else \
         {"width": None if width is None else float(width), "font": None if font == "sans" else font}
     return {**printed, "rename": parse_renames(renames)}
 

@@ -142,3 +142,26 @@ def test_the_merge_qd_and_experts_curves_of_a_long_run_send_at_most_the_bound():
     for view in (fitness_plot(merge), qd_curves(qd, LONG // 2), curve_plot(experts, "experts")):
         lengths = _sources(view)
         assert lengths and max(lengths) == LONG, lengths
+
+
+def test_a_long_runs_curves_exported_as_csv_keep_every_row(long_runs):
+    """The pages send at most CURVE_POINTS rows of a line to the browser; a .csv export (the Runs page's comparison,
+    as its format menu writes it) is the figure's data for a paper: every one of a long run's rows, each number as
+    stored. The two runs are seeds of one setting: its mean (a Curve) over the band of its runs (an Area, lowest to
+    highest: here seed 0's and seed 1's curves, exactly)."""
+    import csv
+
+    from workbench.dashboards.runs import RunsModel
+
+    runs_dir, ids, best = long_runs
+    out = RunsModel(runs_dir=runs_dir, selected=ids).export(".csv")
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * LONG and len({r["label"] for r in rows}) == 1
+    band, mean = rows[:LONG], rows[LONG:]
+    assert {r["element"] for r in band} == {"Area"} and {r["element"] for r in mean} == {"Curve"}
+    for line in (band, mean):
+        assert [int(r["iteration"]) for r in line] == list(range(LONG))
+    (y,) = set(rows[0]) - {"panel", "title", "label", "element", "iteration", "hi"}  # the axis's: "best target loss"
+    assert np.array_equal([float(r[y]) for r in band], best)
+    assert np.array_equal([float(r["hi"]) for r in band], best + 1)

@@ -1578,6 +1578,22 @@ def test_export_controls_print_png_svg_pdf_at_a_width_and_font_and_html_as_its_p
         "Width 2: ... give Width 3.3 or more; leave Font out"
 
 
+def test_the_export_format_menu_offers_csv_without_a_printed_size():
+    """The pages' "export for a paper" offered pictures only; its format menu now offers .csv, the figure's
+    numbers, whose width and font are greyed as an .html figure's are (and not passed on: a table has no size)."""
+    from workbench.dashboards.shell import export_controls, export_settings
+
+    fmt, size, export, status, download = export_controls(lambda suffix, **printed: None)
+    (width, font), legend = size
+    assert ".csv" in fmt.options and fmt.value == ".png"
+    fmt.value = ".csv"
+    assert width.disabled and font.disabled
+    fmt.value = ".pdf"
+    assert not width.disabled and not font.disabled
+    assert export_settings(".csv", 5.5, "serif", "sigma=0.3 → ours") == \
+        {"width": None, "font": None, "rename": {"sigma=0.3": "ours"}}
+
+
 def test_a_failure_that_is_no_value_error_is_said_by_its_type_and_first_line():
     """What the pages show where a run, an answer or an export fails otherwise than by a ValueError (the NAMM page
     said "running…" for good, the reason only in the server's log)."""

@@ -1299,3 +1299,73 @@ def test_means_over_seeds_beside_their_bands_differ_in_dashes_as_well_as_colour(
         assert len(dashes[colour]) == 1, dashes  # the legend's key drawn as its line
     assert len({d for pattern in dashes.values() for d in pattern}) == 3, dashes
     assert not [s for s in styles if "fill: none" not in s and "stroke-dasharray" in s]  # bands are not dashed
+
+
+def _read_csv(path) -> list[dict[str, str]]:
+    """A figure's CSV as its rows of text, as any reader (pgfplots, a screen reader's spreadsheet) sees them."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_figure_as_csv_is_every_point_of_every_panel_by_its_labels(tmp_path):
+    """Researchers re-plotting a figure in their paper's style, or reading it (a chart is an image to a screen
+    reader), had only pictures. A .csv is the figure's data, tidy: a row per point of every layer of every panel,
+    its panel and title, its label (the legend entry, renamed as the legend is) and element type, then the element's
+    dimensions by their labels, NaN where a layer lacks a column; floats exactly as stored."""
+    from workbench.figures import holoviews, save
+
+    hv = holoviews()
+
+    tricky = [0.1, 1 / 3, 1e-300, float("nan"), -2.0**-1022, 123456789.123456789]
+    runs = hv.Overlay([hv.Curve((range(6), tricky), "iteration", ("best", "best so far (loss ↓)"),
+                                label="sigma=0.3, seed=1"),
+                       hv.Curve((range(3), [3.0, 2.0, 1.5]), "iteration", ("best", "best so far (loss ↓)"),
+                                label="sigma=0.1, seed=1")]).opts(title="two runs", backend="matplotlib")
+    out = save(runs, tmp_path / "runs.csv", rename={"sigma=0.3, seed=1": "ours"})
+    rows = _read_csv(out)
+    assert list(rows[0]) == ["panel", "title", "label", "element", "iteration", "best so far (loss ↓)"]
+    assert [r["label"] for r in rows] == ["ours"] * 6 + ["sigma=0.1, seed=1"] * 3  # --rename, as the legend
+    assert {(r["panel"], r["title"], r["element"]) for r in rows} == {("1", "two runs", "Curve")}
+    assert [r["iteration"] for r in rows] == [str(i) for i in (*range(6), *range(3))]  # whole numbers stay whole
+    written = [float(r["best so far (loss ↓)"]) for r in rows[:6]]
+    assert np.array_equal(written, tricky, equal_nan=True)  # every digit: the same float64 read back
+    # a layout of two panels (a heatmap's cells as x, y, value rows beside the curves), NaN for what each lacks
+    cells = hv.HeatMap([("sort", "expert a", 0.25), ("add", "expert b", 0.7)], ["task", "expert"], "accuracy")
+    both = hv.Layout([runs, cells.opts(title="accuracy by expert", backend="matplotlib")])
+    rows = _read_csv(save(both, tmp_path / "both.csv"))
+    assert len(rows) == 9 + 2 and [r["panel"] for r in rows] == ["1"] * 9 + ["2"] * 2
+    heat = rows[9:]
+    assert [(r["title"], r["element"], r["task"], r["expert"], r["accuracy"]) for r in heat] == [
+        ("accuracy by expert", "HeatMap", "sort", "expert a", "0.25"), ("accuracy by expert", "HeatMap", "add",
+                                                                           "expert b", "0.7")]
+    assert {r["iteration"] for r in heat} == {"NaN"} and {r["task"] for r in rows[:9]} == {"NaN"}
+
+
+def test_a_csv_takes_no_printed_size_and_a_picture_has_no_data_to_write(tmp_path):
+    """A .csv has no width, resolution or face: --width, --dpi and --font are refused (one error naming the flag,
+    as .html refuses them), not ignored; a figure of pictures or text alone is refused as having no data, from the
+    command line before any run is read or frame rendered (in a process of its own: the command as a script calls
+    it). The runs named do not exist: the refusals come first."""
+    import holoviews as hv
+    from forked import run
+
+    from workbench.figures import save
+
+    curve = hv.Curve([(0, 1.0), (1, 0.5)], "iteration", "loss")
+    for flag, given in (("--width", {"width": 3.25}), ("--dpi", {"dpi": 300}), ("--font", {"font": "serif"})):
+        with pytest.raises(ValueError, match=f"^{flag} .*a .csv file is the figure's numbers.*leave {flag} out"):
+            save(curve, tmp_path / "c.csv", **given)
+    with pytest.raises(ValueError, match="the figure has no data to write as CSV"):
+        save(hv.RGB(np.zeros((4, 4, 3))) + hv.Div("<b>text</b>"), tmp_path / "p.csv")
+    assert not list(tmp_path.glob("*.csv"))
+    runs = str(tmp_path / "runs")
+    for args, message in ((("frames", "nope", "--out", str(tmp_path / "f.csv")),
+                           "a strip of frames (pictures of the simulation) has no data to write as CSV"),
+                          (("curves", "nope", "--out", str(tmp_path / "c.csv"), "--width", "3.25"),
+                           "--width sizes .png, .svg and .pdf figures; a .csv file is the figure's numbers")):
+        res = run("figure", *args, "--runs", runs)
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("*.csv"))

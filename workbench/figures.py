@@ -1,8 +1,9 @@
 """Figures for papers: any HoloViews plot to PNG / SVG / PDF through the matplotlib backend with a paper
-style, standalone HTML with inline resources, and ready-made figures of runs.
+style, standalone HTML with inline resources, its numbers as a tidy CSV, and ready-made figures of runs.
 
     fig = loss_curves(store, ["run-a", "run-b"])
     save(fig, "curves.pdf")              # .png .svg .pdf (matplotlib) or .html (Bokeh, inline, offline)
+    save(fig, "curves.csv")              # every point of every line, to re-plot (pgfplots) or read (figure_table)
     save(atlas(store, "run-c"), "atlas.png", dpi=600)
     save(compare_curves(compare_runs(store, ids)), "seeds.pdf")   # each setting's mean and range over seeds
     pin_colours({"ours": "#D55E00"}); save(fig, "curves.pdf", font="serif")   # a method's colour, Times-like text
@@ -31,7 +32,10 @@ PAPER_STYLE = {
     "fontsize": {"title": 9, "labels": 8, "xticks": 7, "yticks": 7, "legend": 7, "clabel": 8, "cticks": 7},
     "dpi": 300,
 }
-FORMATS = (".png", ".svg", ".pdf", ".html")
+FORMATS = (".png", ".svg", ".pdf", ".html", ".csv")
+#: the formats that are no picture printed at a size: an .html figure fills its page, a .csv is the figure's numbers
+#: (--width, --dpi and --font are refused for them; the pages' export controls grey their width and font)
+UNPRINTED = {".html": "an .html figure fills its page", ".csv": "a .csv file is the figure's numbers"}
 # a two-column page's text width in inches (ICML 6.75, ACM and IEEE 7.0–7.16; a one-column NeurIPS or ICLR page
 # 5.5: give --width 5.5): the widest a figure of panels gets, so that no paper shrinks its 7 pt text
 PAGE_WIDTH = 6.75
@@ -439,7 +443,7 @@ def pin_colours(colours) -> dict[str, str]:
 
 
 def check_font(font: str | None, out: str | Path) -> str | None:
-    """--font checked for a figure written to `out`: one of FONTS, and not for .html."""
+    """--font checked for a figure written to `out`: one of FONTS, and not for .html or .csv."""
     if font is None:
         return None
     if font not in FONTS:
@@ -447,7 +451,18 @@ def check_font(font: str | None, out: str | Path) -> str | None:
     if Path(out).suffix.lower() == ".html":
         raise ValueError("--font sets the text of .png, .svg and .pdf figures; an .html figure uses its page's: "
                          "leave --font out")
+    _unprinted("--font", "sets the text of", out)
     return font
+
+
+def _unprinted(flag: str, does: str, out: str | Path) -> None:
+    """`flag` (which `does` something to .png, .svg and .pdf figures) refused for a .csv `out`, in the words of
+    its .html refusal: a table has no width, resolution or face, and one ignored silently would leave a script
+    believing its figure was sized."""
+    suffix = Path(out).suffix.lower()
+    if suffix == ".csv":
+        raise ValueError(f"{flag} {does} .png, .svg and .pdf figures; {UNPRINTED[suffix]}, with no size or face: "
+                         f"leave {flag} out")
 
 
 def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | None = None):
@@ -797,7 +812,7 @@ def text_colours(values, cmap: str, clim: tuple[float, float]) -> list[str]:
 
 
 def check_width(width: float | None, out: str | Path) -> float | None:
-    """--width checked for a figure written to `out`: inches from 1 to MAX_WIDTH, and not for .html."""
+    """--width checked for a figure written to `out`: inches from 1 to MAX_WIDTH, and not for .html or .csv."""
     if width is None:
         return None
     if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 1.0 <= width <= MAX_WIDTH):
@@ -806,17 +821,20 @@ def check_width(width: float | None, out: str | Path) -> float | None:
     if Path(out).suffix.lower() == ".html":
         raise ValueError("--width sizes .png, .svg and .pdf figures; an .html figure fills its page: leave --width "
                          "out")
+    _unprinted("--width", "sizes", out)
     return float(width)
 
 
 def check_dpi(dpi: int | None, out: str | Path) -> int | None:
-    """--dpi checked for a figure written to `out`: a whole number up to MAX_DPI, and not for .html."""
+    """--dpi checked for a figure written to `out`: a whole number up to MAX_DPI, and not for .html or .csv."""
     dpi = None if dpi is None else count(dpi, "dpi")
     if dpi is not None and dpi > MAX_DPI:
         raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
     if dpi is not None and Path(out).suffix.lower() == ".html":
         raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
                          "--dpi out")
+    if dpi is not None:
+        _unprinted("--dpi", "sizes the rasters of", out)
     return dpi
 
 
@@ -1153,10 +1171,121 @@ def _fit_width(fig, width: float, w0: float | None = None) -> None:
         _wrap_ylabels(fig)
 
 
+#: the columns a figure's CSV starts with (figure_table): the panel (1, 2, … in the layout's order) and its title, the
+#: element's label (its legend entry: a run's settings, a task) and its type (Curve, Area, HeatMap, …)
+TABLE_COLUMNS = ("panel", "title", "label", "element")
+
+
+def no_data(what: str = "the figure") -> ValueError:
+    """The error for a .csv of a figure that is pictures or text alone (`what`: an atlas, a strip of frames, NAMM's
+    text view): there are no numbers to write, and an empty file would pass for a figure without points."""
+    return ValueError(f"{what} has no data to write as CSV (it is pictures or text); use .png, .svg, .pdf or .html")
+
+
+def refuse_csv(what: str, out: str | Path) -> None:
+    """no_data(`what`) for a .csv `out` (a file, or a page export's suffix alone): for figures that are pictures or
+    text whatever their run (a strip of frames, an atlas), called before anything is read or drawn (frames renders
+    the simulation first)."""
+    if str(out).lower().endswith(".csv"):  # Path(".csv").suffix is "": a hidden file's name
+        raise no_data(what)
+
+
+def _panel_title(panel, hv) -> str:
+    """A panel's title as drawn: its own title option (either backend's), else its label, else ""."""
+    for backend in ("matplotlib", "bokeh"):
+        title = hv.Store.lookup_options(backend, panel, "plot").kwargs.get("title")
+        if title:
+            return str(title)
+    return str(panel.label or "")
+
+
+def _column_names(dimensions, taken) -> list[str]:
+    """The columns of an element's dimensions: their labels (what the axes say: "best so far (loss ↓)"), a
+    dimension whose label is taken (TABLE_COLUMNS, another of the element's) by its name, else by its label and
+    name: one element's columns never merge."""
+    names, seen = [], set(taken)
+    for dim in dimensions:
+        name = next(n for n in (dim.label, dim.name, f"{dim.label} ({dim.name})") if n not in seen)
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _element_rows(element, hv):
+    """An element's data as a table of its dimensions' columns (kdims, then vdims: a gridded Image or HeatMap as
+    x, y, value rows), one row per point; None for an element that holds no data: a picture (RGB), text and
+    reference marks but lines (annotations), a colour map's key (group "Key"). A Graph is its edges here; its nodes
+    are an element of their own (figure_table)."""
+    if isinstance(element, (hv.RGB, hv.element.Annotation)) or element.group == "Key":
+        return None
+    dims = element.kdims + element.vdims
+    frame = element.dframe([d.name for d in dims])
+    frame.columns = _column_names(dims, TABLE_COLUMNS)
+    return frame
+
+
+def _line_rows(line, drawn: list, hv):
+    """A reference line (HLine, VLine) as one row: its position in the column of the axis it marks, named as the
+    panel's first data element (`drawn`) names its x or y (x, y without one), so that a re-plot draws it where it
+    was (the generation on show, a starting value)."""
+    import pandas as pd
+
+    axes = drawn[0] if drawn else None
+    if isinstance(line, hv.VLine):
+        dims = axes.kdims[:1] if axes is not None else []
+    else:
+        dims = (axes.vdims or axes.kdims[1:])[:1] if axes is not None else []
+    column = _column_names(dims, TABLE_COLUMNS)[0] if dims else ("x" if isinstance(line, hv.VLine) else "y")
+    return pd.DataFrame({column: [line.data]})
+
+
+def figure_table(obj):
+    """Every element's data in a HoloViews figure as one tidy table (pandas), the numbers behind it for a paper's
+    own plotting (pgfplots, matplotlib) or a screen reader (a chart is an image to it): one row per data point,
+    its panel (TABLE_COLUMNS: 1, 2, … in a layout's order, and its title), its element's label (the legend entry)
+    and type, then the element's own dimensions by their labels (names where labels clash); NaN in the columns a
+    layer lacks. Every row of the figure as given: the pages' exports build their figures whole (points=None).
+    Reference lines are a row each (_line_rows); pictures, text and a colour map's key are left out
+    (_element_rows). A figure with no data at all is refused (no_data) — save's .csv writes this table."""
+    import pandas as pd
+
+    hv = _hv()
+    panels = list(obj) if isinstance(obj, (hv.Layout, hv.NdLayout, hv.GridSpace)) else [obj]
+    frames = []
+    for i, panel in enumerate(panels, 1):
+        title = _panel_title(panel, hv)
+        elements = []
+        for element in panel.traverse(lambda e: e, [hv.Element]):
+            elements += [element, element.nodes] if isinstance(element, hv.Graph) else [element]
+        data = [(e, _element_rows(e, hv)) for e in elements]
+        drawn = [e for e, rows in data if rows is not None]
+        for element, rows in data:
+            if isinstance(element, (hv.HLine, hv.VLine)):
+                rows = _line_rows(element, drawn, hv)
+            if rows is None:
+                continue
+            # whole numbers stay whole where another layer's NaN fills their column (not 3.0)
+            rows = rows.astype({c: "Int64" for c in rows if pd.api.types.is_integer_dtype(rows[c])})
+            meta = pd.DataFrame({"panel": i, "title": title, "label": str(element.label or ""),
+                                 "element": type(element).__name__}, index=rows.index)
+            frames.append(pd.concat([meta, rows], axis=1))
+    if not frames or not sum(len(f) for f in frames):
+        raise no_data()
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _write_table(table, tmp: Path) -> None:
+    """figure_table's rows as CSV: floats as Python writes them (the shortest text that reads back as the same
+    number: every digit a paper's re-plot needs), NaN for what a layer lacks, UTF-8 (labels hold ↓ and σ) with
+    "\n" line ends on every machine (the same figure, the same bytes)."""
+    table.to_csv(tmp, index=False, na_rep="NaN", lineterminator="\n", encoding="utf-8")
+
+
 def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None,
          width: float | None = None, font: str | None = None, rename: dict[str, str] | None = None) -> Path:
-    """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style, or
-    .html with Bokeh and inline resources. Written atomically. dpi: a raster's resolution (None: the style's).
+    """Write a HoloViews object: .png/.svg/.pdf with the matplotlib backend and the paper style,
+    .html with Bokeh and inline resources, or .csv, its data as a table (figure_table; no width, dpi or font: they
+    are refused). Written atomically. dpi: a raster's resolution (None: the style's).
     style: PAPER_STYLE keys changed for this figure (e.g. {"fig_inches": panel_inches(3, 1)}). width: the figure's
     width in inches, its height
     scaled with it (default: the style's, COLUMN_WIDTH for one plot; e.g. PAGE_WIDTH, or 5.5 for a one-column
@@ -1172,6 +1301,13 @@ def save(obj, out: str | Path, dpi: int | None = None, style: dict | None = None
     out = check_figure_path(out)
     suffix = out.suffix.lower()
     obj = _rename_legend(obj, rename or {})
+    if suffix == ".csv":  # the numbers alone: the printed size and face are refused, not ignored
+        check_width(width, out)
+        check_dpi(dpi, out)
+        check_font(font, out)
+        table = figure_table(obj)
+        atomic_write(out, functools.partial(_write_table, table))
+        return out
     # a layout that set its own size (a strip of frames: figures.frames) keeps it, unless the caller's style says
     own = hv.Store.lookup_options("matplotlib", obj, "plot").kwargs.get("fig_inches") \
         if isinstance(obj, hv.Layout) else None

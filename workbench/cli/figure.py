@@ -20,10 +20,17 @@ def cmd_figure(args) -> int:
     # before any run is read
     figures.check_figure_path(args.out)
     figures.check_width(args.width, args.out)
+    figures.check_dpi(args.dpi, args.out)
     figures.check_font(getattr(args, "font", None), args.out)
     if getattr(args, "colour", None) and args.out.lower().endswith(".html"):
         raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; an .html figure keeps its page's "
                          "colours: leave --colour out")
+    if getattr(args, "colour", None) and args.out.lower().endswith(".csv"):
+        raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; a .csv file is the figure's "
+                         "numbers, with no colours: leave --colour out")
+    # pictures whatever the run: refused before the simulation renders (frames) or the atlas is read
+    if args.what in NO_TABLE:
+        figures.refuse_csv(NO_TABLE[args.what], args.out)
     # pinned for this command only: main() may run inside a notebook, whose later figures keep their own
     pinned = figures.check_colours(getattr(args, "colour", None) or [])
     before = figures.pin_colours(pinned)
@@ -35,6 +42,12 @@ def cmd_figure(args) -> int:
     print(out)
     return 0
 
+
+#: the figures that are pictures alone, by the command that draws them: no .csv of them (figures.refuse_csv)
+NO_TABLE = {"atlas": "an atlas (a picture of the population's frames)",
+            "frames": "a strip of frames (pictures of the simulation)"}
+#: the formats a figure with data is written in (a picture alone: all but .csv), as the commands' help says them
+TABLE_FORMATS, PICTURE_FORMATS = "(.png .svg .pdf .html .csv)", "(.png .svg .pdf .html)"
 
 #: figure compare --band: workbench.compare.BANDS' names (a test checks they agree; compare imports pandas)
 BAND_CHOICES = ("range", "sd", "ci95")
@@ -197,6 +210,8 @@ def namm_view(store, args, pinned: dict[str, str]):
     check_text_font(args.view, args.font)
     if args.view in NAMM_NO_LEGEND:  # before the model loads
         _refuse_legend_flags({"--colour": pinned, "--rename": args.rename})
+    if args.view == "text":  # before the model loads: tokens, no numbers
+        figures.refuse_csv("--view text (the prompt's tokens)", args.out)
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
     from workbench.runs import a_kind_run
@@ -279,16 +294,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     from workbench.cli import IntermixedParser  # (ids on either side of the options, as scripts write them)
 
     figure_sub = figure.add_subparsers(dest="what", required=True, metavar="WHAT", parser_class=IntermixedParser)
-    for name, n, text in (("curves", "+", "loss curves of runs (.png .svg .pdf .html)"),
+    # .csv: the figure's numbers, a row per point (figures.figure_table)
+    for name, n, text in (("curves", "+", f"loss curves of runs {TABLE_FORMATS}"),
                           ("compare", "+", "best so far of two or more runs; runs that differ only by seed as their "
-                                           "setting's mean with a band over its seeds (.png .svg .pdf .html)"),
-                          ("atlas", 1, "an illumination run's atlas (.png .svg .pdf .html)"),
+                                           f"setting's mean with a band over its seeds {TABLE_FORMATS}"),
+                          ("atlas", 1, f"an illumination run's atlas {PICTURE_FORMATS}"),
                           ("frames", 1, "an ASAL run's best simulation as a strip of frames, titled with their "
-                                        "steps (and prompts) (.png .svg .pdf .html)"),
+                                        f"steps (and prompts) {PICTURE_FORMATS}"),
                           ("namm", 1, "a trained NAMM policy's view of one prompt (a task's test prompt or "
-                                      "--prompt), as the NAMM page exports it (.png .svg .pdf .html)"),
+                                      f"--prompt), as the NAMM page exports it {TABLE_FORMATS}"),
                           ("view", 1, "a page's view of a qd, MAP-Elites, experts, adapt or merge run, as its "
-                                      "export writes it (.png .svg .pdf .html)"),
+                                      f"export writes it {TABLE_FORMATS}"),
                           ("video", 1, "the best simulation of a run (.mp4 .gif .png)")):
         f = figure_sub.add_parser(name, help=text)
         f.add_argument("ids", nargs=n, metavar="ID", help="a run id or a unique prefix of one" if n == 1 else
