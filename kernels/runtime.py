@@ -73,9 +73,16 @@ def ensure_taichi(device: torch.device | str = "cpu") -> str:
 
                 arches = {"cpu": ti.cpu, "cuda": ti.cuda, "vulkan": ti.vulkan, "metal": ti.metal}
                 # Taichi's JIT cache makes the second process start fast; fp32 matches the reference.
+                flushing = flushes_subnormals()
                 with contextlib.redirect_stdout(io.StringIO()):  # ti.init prints "Starting on arch=..."
                     ti.init(arch=arches[wanted], default_fp=ti.f32, default_ip=ti.i32,
                             offline_cache=True, log_level=ti.WARN)
+                # ti.init turns on flush-to-zero in the calling thread and leaves it on: afterwards that thread's
+                # NumPy and torch read and wrote subnormal numbers as 0 (a notebook's own NumPy after a Lenia
+                # step; a figure's CSV wrote 5e-324 as 0.0). Put back as it was; the kernels' bits are unchanged
+                # (they run on Taichi's threads)
+                if not flushing and flushes_subnormals():
+                    torch.set_flush_denormal(False)
                 # the root field tree made here, on the thread that made the runtime: the first kernel call makes
                 # it otherwise, and from another thread (a second search's) Taichi's LLVM context refuses it
                 # ("add_struct_module ... get_id() == main_thread_id_"), failing that search
@@ -86,6 +93,14 @@ def ensure_taichi(device: torch.device | str = "cpu") -> str:
         raise ValueError(f"Taichi already runs on {_arch} in this process and cannot also run on {wanted}; "
                          f"use one device per process for Taichi kernels (engine='triton' on CUDA)")
     return _arch
+
+
+def flushes_subnormals() -> bool:
+    """Whether this thread's floating point flushes subnormal numbers to zero (x86's FTZ/DAZ: the smallest normal
+    double halved comes out 0)."""
+    import numpy as np
+
+    return float(np.float64(2.2250738585072014e-308) / np.float64(2.0)) == 0.0
 
 
 def row_bands(rows: int) -> tuple[int, int]:

@@ -1318,29 +1318,29 @@ def test_a_figure_as_csv_is_every_point_of_every_panel_by_its_labels(tmp_path):
 
     hv = holoviews()
 
-    tricky = [0.1, 1 / 3, 1e-300, float("nan"), -2.0**-1022, 123456789.123456789]
-    runs = hv.Overlay([hv.Curve((range(6), tricky), "iteration", ("best", "best so far (loss ↓)"),
+    tricky = [0.1, 1 / 3, 1e-300, float("nan"), -2.0**-1022, 123456789.123456789, 5e-324]
+    runs = hv.Overlay([hv.Curve((range(7), tricky), "iteration", ("best", "best so far (loss ↓)"),
                                 label="sigma=0.3, seed=1"),
                        hv.Curve((range(3), [3.0, 2.0, 1.5]), "iteration", ("best", "best so far (loss ↓)"),
                                 label="sigma=0.1, seed=1")]).opts(title="two runs", backend="matplotlib")
     out = save(runs, tmp_path / "runs.csv", rename={"sigma=0.3, seed=1": "ours"})
     rows = _read_csv(out)
     assert list(rows[0]) == ["panel", "title", "label", "element", "iteration", "best so far (loss ↓)"]
-    assert [r["label"] for r in rows] == ["ours"] * 6 + ["sigma=0.1, seed=1"] * 3  # --rename, as the legend
+    assert [r["label"] for r in rows] == ["ours"] * 7 + ["sigma=0.1, seed=1"] * 3  # --rename, as the legend
     assert {(r["panel"], r["title"], r["element"]) for r in rows} == {("1", "two runs", "Curve")}
-    assert [r["iteration"] for r in rows] == [str(i) for i in (*range(6), *range(3))]  # whole numbers stay whole
-    written = [float(r["best so far (loss ↓)"]) for r in rows[:6]]
+    assert [r["iteration"] for r in rows] == [str(i) for i in (*range(7), *range(3))]  # whole numbers stay whole
+    written = [float(r["best so far (loss ↓)"]) for r in rows[:7]]
     assert np.array_equal(written, tricky, equal_nan=True)  # every digit: the same float64 read back
     # a layout of two panels (a heatmap's cells as x, y, value rows beside the curves), NaN for what each lacks
     cells = hv.HeatMap([("sort", "expert a", 0.25), ("add", "expert b", 0.7)], ["task", "expert"], "accuracy")
     both = hv.Layout([runs, cells.opts(title="accuracy by expert", backend="matplotlib")])
     rows = _read_csv(save(both, tmp_path / "both.csv"))
-    assert len(rows) == 9 + 2 and [r["panel"] for r in rows] == ["1"] * 9 + ["2"] * 2
-    heat = rows[9:]
+    assert len(rows) == 10 + 2 and [r["panel"] for r in rows] == ["1"] * 10 + ["2"] * 2
+    heat = rows[10:]
     assert [(r["title"], r["element"], r["task"], r["expert"], r["accuracy"]) for r in heat] == [
         ("accuracy by expert", "HeatMap", "sort", "expert a", "0.25"), ("accuracy by expert", "HeatMap", "add",
                                                                            "expert b", "0.7")]
-    assert {r["iteration"] for r in heat} == {"NaN"} and {r["task"] for r in rows[:9]} == {"NaN"}
+    assert {r["iteration"] for r in heat} == {"NaN"} and {r["task"] for r in rows[:10]} == {"NaN"}
 
 
 def test_a_csv_takes_no_printed_size_and_a_picture_has_no_data_to_write(tmp_path):

@@ -81,3 +81,28 @@ def test_boids_render_at_other_sizes(substrates, size):
     ours = sub.render(state, params, size)
     theirs = ref.render_boids(arr["x"].astype(np.float64), arr["v"].astype(np.float64), size)
     np.testing.assert_allclose(ours, theirs, atol=1e-3, rtol=0)
+
+
+def test_starting_taichi_leaves_the_threads_floating_point_as_it_was():
+    """ti.init turned on flush-to-zero in the thread that started Taichi and left it on: that thread's NumPy and
+    torch then read and wrote subnormal numbers as 0 (a notebook's own arithmetic after its first Lenia step; a
+    figure's CSV wrote 5e-324 as 0.0). Starting Taichi leaves the thread as it was: subnormals kept, or flushed
+    where the caller had asked for it. In fresh processes: Taichi starts once per process."""
+    import subprocess
+    import sys
+
+    script = """
+import sys, numpy as np, torch
+from workbench.kernels.runtime import ensure_taichi
+def flushes():  # the smallest normal double halved is subnormal, or 0 under flush-to-zero
+    return float(np.float64(2.2250738585072014e-308) / np.float64(2.0)) == 0.0
+if sys.argv[1] == "flush":
+    torch.set_flush_denormal(True)
+before = flushes()
+ensure_taichi("cpu")
+print(before, flushes(), float(np.float64(5e-324) * np.float64(1.0)))
+"""
+    for mode, expected in (("keep", "False False 5e-324"), ("flush", "True True 0.0")):
+        res = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split("\n")[-2] == expected, (mode, res.stdout)
