@@ -165,3 +165,54 @@ def test_a_long_runs_curves_exported_as_csv_keep_every_row(long_runs):
     (y,) = set(rows[0]) - {"panel", "title", "label", "element", "iteration", "hi"}  # the axis's: "best target loss"
     assert np.array_equal([float(r[y]) for r in band], best)
     assert np.array_equal([float(r["hi"]) for r in band], best + 1)
+
+
+def test_a_best_so_far_curve_with_more_steps_than_fit_as_steps_keeps_every_improvement():
+    """Between limit / 2 and limit improvements: too many to keep both rows of each step, few enough to keep the
+    row of each new best (the buckets kept about one in two)."""
+    rng = np.random.default_rng(3)
+    steps = np.sort(rng.choice(np.arange(1, LONG), size=CURVE_POINTS * 3 // 4, replace=False))
+    y = np.zeros(LONG)
+    y[steps] = -rng.random(len(steps)) - 0.01
+    y = 1 + y.cumsum()
+    rows = curve_rows(y)
+    assert len(rows) <= CURVE_POINTS and rows[0] == 0 and rows[-1] == LONG - 1
+    assert set(steps) <= set(rows)  # each improvement at its true iteration
+    assert np.array_equal(np.unique(y[rows]), np.unique(y))  # and its value
+
+
+def test_thin_curve_by_keeps_a_line_without_a_key_and_the_tables_order():
+    """Lines of a table grouped by `by` whose rows interleave (a row of each task per generation), one of them
+    keyed NaN: its rows were dropped (groupby's dropna), and the lines came back one after another."""
+    n = 3 * CURVE_POINTS
+    table = pd.DataFrame({"task": np.tile(["a", None], n), "generation": np.repeat(np.arange(n), 2),
+                          "y": np.concatenate([_noisy(n, 0), _noisy(n, 1)]).reshape(2, n).T.ravel()})
+    thin = thin_curve(table, "y", by="task")
+    assert thin["task"].isna().sum() == thin["task"].notna().sum() > 2  # both lines, each thinned alike
+    assert thin.groupby("task", dropna=False).size().max() <= CURVE_POINTS
+    assert thin.index.is_monotonic_increasing  # the table's own order: interleaved, as given
+    assert thin.merge(table, on=["task", "generation", "y"]).shape[0] == len(thin)
+
+
+def test_a_band_thinned_on_the_runs_page_is_labelled_with_every_iterations_runs(tmp_path):
+    """The label's n=lo–hi counts the runs at every iteration of the band, the rows the page leaves out included:
+    the page said n=2 where the exported figure (every row) said n=1–2."""
+    from workbench.compare import compare_runs
+    from workbench.figures import compare_curves
+
+    store = RunStore(tmp_path)
+    best = np.repeat([1.0, 0.5, 0.25], LONG // 3)  # a few steps: the page keeps their corners only
+    ids = []
+    for seed in (0, 1):
+        iterations = [i for i in range(len(best)) if seed == 0 or i != LONG // 2]  # one row missing: n=1 there
+        run = store.create("target", "lenia", "pixels", {"iters": len(best), "sigma": 0.1}, seed)
+        run.write_table("metrics", {"iteration": iterations, "best_loss": best[iterations].tolist()})
+        run.update(status="done", iterations=len(best), best_loss=float(best.min()))
+        ids.append(run.id)
+    comparison = compare_runs(store, ids)
+    assert comparison.has_replicates
+    full = [e.label for e in compare_curves(comparison)]
+    assert full[0].endswith("(n=1–2)")
+    page = compare_curves(comparison, points=CURVE_POINTS)
+    assert [len(e) for e in page] != [len(e) for e in compare_curves(comparison)]  # thinned
+    assert [e.label for e in page] == full

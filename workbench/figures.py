@@ -205,10 +205,12 @@ def curve_rows(*series, limit: int = CURVE_POINTS):
     caller then sends its data unchanged). Otherwise the first and last rows, and every row where some series
     changes (the last row before a change and the first after it), when that is within `limit`: a best-so-far
     curve (monotone, flat between improvements) then draws exactly as in full, each step at its true iteration;
-    only the insides of flat stretches go. Past that, the rows between are cut into equal buckets and each keeps,
-    per series, its first lowest and first highest value and its first NaN (the line's gap): every extreme is
-    drawn, the global best included, and a best-so-far curve keeps, per bucket, its value on entry and its last
-    improvement. Rows, not resampled points: the x values (iterations) and any hover columns stay true.
+    only the insides of flat stretches go. Else, where they fit, the first row of each new value: every step at
+    its true iteration and value, drawn as a ramp from the step before. Past that, the rows between are cut into
+    equal buckets and each keeps, per series, its first lowest and first highest value and its first NaN (the
+    line's gap): every extreme is drawn, the global best included, and a best-so-far curve keeps, per bucket, its
+    value on entry and its last improvement. Rows, not resampled points: the x values (iterations) and any hover
+    columns stay true.
     Deterministic (no randomness, ties to the first row)."""
     import numpy as np
 
@@ -223,14 +225,19 @@ def curve_rows(*series, limit: int = CURVE_POINTS):
     if limit < 2 + per_bucket:
         raise ValueError(f"curve_rows needs a limit of at least {2 + per_bucket} for {len(ys)} series, got {limit}")
     ends = np.array([0, n - 1])
-    changed = np.zeros(n, dtype=bool)
+    step = np.zeros(n, dtype=bool)  # the first row of each new value of some series
     for y in ys:
         same = (y[1:] == y[:-1]) | (np.isnan(y[1:]) & np.isnan(y[:-1]))  # NaN to NaN is no change
-        changed[1:] |= ~same
-        changed[:-1] |= ~same
-    corners = np.union1d(ends, np.flatnonzero(changed))
+        step[1:] |= ~same
+    corners = np.union1d(ends, np.flatnonzero(step | np.append(step[1:], False)))  # and the row before it
     if len(corners) <= limit:
         return corners
+    # more steps than fit as steps, but each new value fits: kept at the row where it first appears (a best so
+    # far's every improvement at its true iteration, drawn as a ramp from the one before). The buckets below kept
+    # about one in two improvements of a curve with 0.5 to 1 × `limit` of them
+    starts = np.union1d(ends, np.flatnonzero(step))
+    if len(starts) <= limit:
+        return starts
     buckets = (limit - 2) // per_bucket
     edges = np.linspace(1, n - 1, buckets + 1).astype(int)  # rows 1 … n − 2 in `buckets` runs of rows
     bucket = np.repeat(np.arange(buckets), np.diff(edges))
@@ -253,14 +260,19 @@ def thin_curve(table, *columns: str, by: str | None = None, limit: int | None = 
     """The rows of `table` (a DataFrame in x order) that a page's line chart of `columns` sends: curve_rows of
     each group of `by` (a run, a task: one line each), or of the whole table. `table` itself, untouched, when no
     line has more than `limit` rows, or `limit` is None (a paper figure, an exported file: every row)."""
-    import pandas as pd
+    import numpy as np
 
     if limit is None:
         return table
-    groups = [table] if by is None else [g for _, g in table.groupby(by, sort=False)]
+    # positions, not the groups' frames: a group whose key is missing (NaN) is a line too (groupby dropped its
+    # rows), and the rows kept stay in the table's order (concatenated groups put interleaved lines one after
+    # another)
+    groups = ([np.arange(len(table))] if by is None else
+              list(table.groupby(by, sort=False, dropna=False).indices.values()))
     if all(len(g) <= limit for g in groups):
         return table
-    return pd.concat([g.iloc[curve_rows(*(g[c] for c in columns), limit=limit)] for g in groups])
+    kept = [g[curve_rows(*(table[c].iloc[g] for c in columns), limit=limit)] for g in groups]
+    return table.iloc[np.sort(np.concatenate(kept))]
 
 
 def whole_numbers(obj, axis: str = "x"):
@@ -551,9 +563,9 @@ def compare_curves(comparison: Comparison, band: str = "range", points: int | No
             rows = bands[bands["group"] == group.label]
             if rows.empty:
                 continue
-            if points is not None:
-                rows = thin_curve(rows, "mean", "lo", "hi", limit=points)
             lo, hi = int(rows["n"].min()), int(rows["n"].max())  # runs that had scored at each iteration
+            if points is not None:  # after the label: the rows where fewer runs had scored may be thinned out
+                rows = thin_curve(rows, "mean", "lo", "hi", limit=points)
             label = f"{group.label} (n={hi})" if lo == hi else f"{group.label} (n={lo}–{hi})"
             colour = colours[group.label]
             metric = rows["metric"].iloc[0]
