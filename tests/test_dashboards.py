@@ -685,6 +685,10 @@ def test_runs_model_gallery_filters_and_compares(runs):
     assert "our search" in renamed and names[0] not in renamed and names[1] in renamed
     with pytest.raises(ValueError, match="--rename 'nope': the figure has no legend entry 'nope'"):
         model.export(".svg", rename={"nope": "x"})
+    from figure_csv import check_csv  # the comparison's numbers: a row per band and mean point, renamed as the legend
+
+    check_csv(model.export(".csv", rename={names[0]: "our search"}), compare_curves(model.comparison()),
+              {names[0]: "our search"})
     wide = Image.open(model.export(".png", width=6.75, font="serif"))  # at a two-column page's width, 300 dpi
     assert 0.9 * 6.75 * 300 < wide.width <= 6.75 * 300, wide.size
     assert written.parent == Path(runs["dir"]) / "figures" and written.suffix == ".svg"
@@ -818,6 +822,13 @@ def test_the_search_page_exports_a_runs_curve_and_frames_as_the_cli_writes_them(
         assert done.returncode == 0, done.stderr
         assert (tmp_path / f"cli{page.suffix}").read_bytes() == page.read_bytes(), what
     assert model.export("frames", ".html").read_text().count("Bokeh") > 0
+    from figure_csv import check_csv
+
+    from workbench.figures import loss_curves
+
+    check_csv(model.export("curve", ".csv"), loss_curves(tmp_path, [run_id]))  # a row per iteration
+    with pytest.raises(ValueError, match=r"a strip of frames \(pictures of the simulation\) has no data"):
+        model.export("frames", ".csv")
     with pytest.raises(ValueError, match="export one of curve, frames"):
         model.export("atlas")
 
@@ -1516,6 +1527,23 @@ def test_merge_model_views_tabs_and_export(runs, tmp_path):
     assert "Recipe" not in model.tabs() and model.tab == model.tabs()[0] == "DFS path"
     assert "method `dfs`" in model.summary()
     assert model.export_tab(tmp_path / "figs", ".png").name == f"{runs['dfs']}-dfs-path.png"
+    # every figure of both runs as .csv, and the tab on show: a row per heatmap cell (its values written in the cells
+    # are text, not rows again), curve point, DFS step (figure_csv)
+    from figure_csv import check_csv
+
+    from workbench.dashboards.merge import FIGURES
+
+    for run_id in (runs["dfs"], runs["dare_ties"]):
+        model.run_id = run_id
+        for name in FIGURES:
+            try:
+                fig = model.paper_figure(name)[0]
+            except ValueError:  # not this run's (a DFS run has no recipe, a TIES one no path)
+                continue
+            rows = check_csv(model.export(name, tmp_path / "figs", ".csv"), fig)
+            assert "Labels" not in {r["element"] for r in rows}, name
+    model.tab = "Task vectors"
+    check_csv(model.export_tab(tmp_path / "figs", ".csv"), model.tab_figure(points=None))
     with pytest.raises(ValueError, match="is an illuminate run"):
         model.choose(runs["illuminate"])
     model.choose(runs["dare_ties"][:-1])  # a unique prefix, as the CLI takes one

@@ -434,6 +434,18 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
         html = model.export(view, tmp_path, ".html")
         assert html.name == f"{ex['adapt0']}-{view.replace('_', '-')}.html"
         assert "Bokeh" in html.read_text() and "cdn.bokeh.org" not in html.read_text()
+    # and every view as .csv: a row per heatmap cell, curve point, bar and whisker (figure_csv), legends renamed
+    from figure_csv import check_csv
+
+    from workbench.figures import legend_names
+
+    for source in (model, ExpertsModel(runs_dir=ex["dir"], run_id=ex["matrix"])):  # α per matrix: a heatmap
+        for view in [*source.data.views, MIXER]:
+            fig = source.paper_figure(view)[0]
+            rename = {name: f"renamed {name}" for name in legend_names(fig)[:1]}
+            rows = check_csv(source.export(view, tmp_path, ".csv", rename=rename), fig, rename)
+            if view == "curve":  # its columns as its axes say (the curve's dimensions are "x" and "y")
+                assert {"CEM generation", "best few-shot accuracy"} <= set(rows[0]) and "x" not in rows[0]
     for view, suffix, head in (("z", ".png", b"\x89PNG"), ("confusion", ".pdf", b"%PDF"), ("shots", ".svg", b"<?xml")):
         assert model.export(view, tmp_path, suffix).read_bytes()[:len(head)] == head, view
     from PIL import Image
@@ -446,7 +458,7 @@ def test_every_view_renders_and_exports_as_a_paper_figure(ex, tmp_path):
     assert per_matrix.export("alpha", tmp_path, ".png").stat().st_size > 1000
     with pytest.raises(ValueError, match="nothing to export under 'Dispatcher confusion'"):
         per_matrix.export("confusion", tmp_path)
-    with pytest.raises(ValueError, match=r"one of .png, .svg, .pdf, .html, got '.jpg' \(the export's suffix\)"):
+    with pytest.raises(ValueError, match=r"one of .png, .svg, .pdf, .html, .csv, got '.jpg' \(the export's suffix\)"):
         model.export("z", tmp_path, ".jpg")
     # "pdf" and ".PDF" as ".pdf" (a file "…-zpdf" was refused naming --out, the CLI's flag)
     assert model.export("z", tmp_path, "PDF").name.endswith("-z.pdf")

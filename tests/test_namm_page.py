@@ -240,6 +240,17 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     assert [item.label.value for item in shown.legend[0].items] == ["not yet seen", "evicted", "kept", "kept to fill N"]
     # the cache sizes' key where no curve goes (every one under the full cache's diagonal): it sat on that line
     assert hv.render(model.figure("sizes"), backend="bokeh").legend[0].location == "top_left"
+    # as .csv: a row per raster cell, curve point, histogram bin (its edges too) and sweep point (figure_csv); the
+    # text view, tokens, refused as having no data
+    from figure_csv import check_csv
+
+    for view in set(VIEWS) - {"text"}:
+        rows = check_csv(model.export(view, tmp_path, ".csv"), model.figure(view))
+        if view == "scores":
+            assert all(float(r["score from"]) <= float(r["score"]) <= float(r["score to"]) for r in rows
+                       if r["element"] == "Histogram")
+    with pytest.raises(ValueError, match="the 'Text' view \\(the prompt's tokens\\) has no data to write as CSV"):
+        model.export("text", tmp_path, ".csv")
     written.append(model.export("text", tmp_path, ".html"))
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
     assert "line-through" in written[-1].read_text() and 'class="tok evicted' in written[-1].read_text()

@@ -278,6 +278,19 @@ def test_every_view_renders_and_exports_as_a_paper_figure(qd, tmp_path):
     assert "cdn.bokeh.org" not in html and "Bokeh" in html
     model.generation = 3
     assert model.export("children", tmp_path).name.endswith("-children-gen3.png")
+    # and as .csv, every view: a row per cell, curve point, child, bar, lineage edge and node (figure_csv)
+    from figure_csv import check_csv
+
+    from workbench.figures import legend_names
+
+    for view in VIEWS:
+        fig = model.paper_figure(view)[0]
+        first = (legend_names(fig) or [None])[0]
+        rename = {first: "ours"} if first else None
+        rows = check_csv(model.export(view, tmp_path, ".csv", rename=rename), fig, rename)
+        assert len({r["panel"] for r in rows}) == (len(fig) if isinstance(fig, hv.Layout) else 1), view
+    assert {r["element"] for r in check_csv(model.export("lineage", tmp_path, ".csv"),
+                                            model.paper_figure("lineage")[0])} >= {"Graph", "Nodes"}
 
 
 def test_the_elite_answers_a_prompt_as_the_model_it_is(qd):
@@ -352,6 +365,11 @@ def test_map_elites_archive_exports_its_thumbnails_at_their_own_pixels(qd, tmp_p
     model = QDModel(runs_dir=qd["dir"], run_id=qd["me"])
     pdf = model.export("archives", tmp_path, ".pdf")
     assert pdf.name == f"{qd['me']}-archives.pdf"
+    # as .csv: its cells (the thumbnails under them are pictures, left out), one row each
+    from figure_csv import check_csv
+
+    rows = check_csv(model.export("archives", tmp_path, ".csv"), model.paper_figure("archives")[0])
+    assert {r["element"] for r in rows} == {"Rectangles"} and len(rows) >= len(model.cells("novelty"))
     widths = {int(w) for w in re.findall(rb"/Width (\d+)", pdf.read_bytes())}
     assert model.archive_layers("novelty", thumb=64)[0]["under"].data.shape[1] in widths, widths  # the export's
     # its axes named by what the descriptor is (the figure had none), without ticks: positions, not scores

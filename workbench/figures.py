@@ -1204,11 +1204,8 @@ def refuse_csv(what: str, out: str | Path) -> None:
 
 def _panel_title(panel, hv) -> str:
     """A panel's title as drawn: its own title option (either backend's), else its label, else ""."""
-    for backend in ("matplotlib", "bokeh"):
-        title = hv.Store.lookup_options(backend, panel, "plot").kwargs.get("title")
-        if title:
-            return str(title)
-    return str(panel.label or "")
+    title = _option(panel, "title", hv)
+    return str(title) if title else str(panel.label or "")
 
 
 def _column_names(dimensions, taken) -> list[str]:
@@ -1223,31 +1220,73 @@ def _column_names(dimensions, taken) -> list[str]:
     return names
 
 
-def _element_rows(element, hv):
+#: elements whose y axis is their second key (a cell's or a point's position), not their first value
+_TWO_KEYED = ("HeatMap", "Image", "QuadMesh", "Raster", "Points", "Nodes")
+
+
+def _option(obj, name: str, hv):
+    """A plot option of `obj` as either backend draws it (matplotlib's first: the paper figure's), else None."""
+    for backend in ("matplotlib", "bokeh"):
+        value = hv.Store.lookup_options(backend, obj, "plot").kwargs.get(name)
+        if value:
+            return value
+    return None
+
+
+def _axis_labels(element, panel, hv) -> dict[str, str]:
+    """The labels the axes show for an element's x and y dimensions where its plot (or its panel's overlay) sets
+    them (xlabel, ylabel: "REINFORCE step" over a Curve of "x" and "y"), by dimension name: its columns are then
+    named as a reader of the figure sees them. Elements of four keys (Rectangles, Segments) and a Graph's edges
+    have no one dimension per axis: their own labels stay."""
+    if len(element.kdims) > 2 or isinstance(element, hv.Graph) or not element.kdims:
+        return {}
+    y = element.kdims[1] if type(element).__name__ in _TWO_KEYED and len(element.kdims) > 1 else \
+        (element.vdims or [None])[0]
+    labels = {}
+    for dim, option in ((element.kdims[0], "xlabel"), (y, "ylabel")):
+        label = _option(element, option, hv) or (_option(panel, option, hv) if panel is not element else None)
+        if dim is not None and isinstance(label, str) and label.strip():
+            labels[dim.name] = label.strip()
+    return labels
+
+
+def _element_rows(element, hv, panel=None):
     """An element's data as a table of its dimensions' columns (kdims, then vdims: a gridded Image or HeatMap as
-    x, y, value rows), one row per point; None for an element that holds no data: a picture (RGB), text and
-    reference marks but lines (annotations), a colour map's key (group "Key"). A Graph is its edges here; its nodes
-    are an element of their own (figure_table)."""
-    if isinstance(element, (hv.RGB, hv.element.Annotation)) or element.group == "Key":
+    x, y, value rows), one row per point, named as the axes say (_axis_labels, within `panel`); a Histogram's bins
+    with their edges too ("score from", "score to": a re-plot draws the bars drawn, centres alone do not say
+    them). None for an element that holds no data: a picture (RGB), text (Labels: a heatmap's values written in
+    its cells, already its rows) and reference marks but lines (annotations), a colour map's key (group "Key").
+    A Graph is its edges here; its nodes are an element of their own (figure_table)."""
+    if isinstance(element, (hv.RGB, hv.Labels, hv.element.Annotation)) or element.group == "Key":
         return None
     dims = element.kdims + element.vdims
     frame = element.dframe([d.name for d in dims])
-    frame.columns = _column_names(dims, TABLE_COLUMNS)
+    labels = _axis_labels(element, element if panel is None else panel, hv)
+    frame.columns = _column_names([d.clone(label=labels.get(d.name, d.label)) for d in dims], TABLE_COLUMNS)
+    if isinstance(element, hv.Histogram) and len(frame):
+        edges, x = element.edges, frame.columns[0]
+        frame.insert(1, f"{x} from", edges[:-1])
+        frame.insert(2, f"{x} to", edges[1:])
     return frame
 
 
-def _line_rows(line, drawn: list, hv):
+def _line_rows(line, drawn: list, hv, panel=None):
     """A reference line (HLine, VLine) as one row: its position in the column of the axis it marks, named as the
-    panel's first data element (`drawn`) names its x or y (x, y without one), so that a re-plot draws it where it
-    was (the generation on show, a starting value)."""
+    panel's first data element (`drawn`) names its x or y (_axis_labels; x, y without one), so that a re-plot
+    draws it where it was (the generation on show, a starting value). A heatmap's or an image's y is its second
+    key, not its value (an HLine over one went to the value's column)."""
     import pandas as pd
 
     axes = drawn[0] if drawn else None
     if isinstance(line, hv.VLine):
         dims = axes.kdims[:1] if axes is not None else []
+    elif axes is not None and type(axes).__name__ in _TWO_KEYED:
+        dims = axes.kdims[1:2]
     else:
         dims = (axes.vdims or axes.kdims[1:])[:1] if axes is not None else []
-    column = _column_names(dims, TABLE_COLUMNS)[0] if dims else ("x" if isinstance(line, hv.VLine) else "y")
+    labels = _axis_labels(axes, axes if panel is None else panel, hv) if axes is not None else {}
+    named = [d.clone(label=labels.get(d.name, d.label)) for d in dims]
+    column = _column_names(named, TABLE_COLUMNS)[0] if dims else ("x" if isinstance(line, hv.VLine) else "y")
     return pd.DataFrame({column: [line.data]})
 
 
@@ -1269,12 +1308,12 @@ def figure_table(obj):
         elements = []
         for element in panel.traverse(lambda e: e, [hv.Element]):
             elements += [element, element.nodes] if isinstance(element, hv.Graph) else [element]
-        data = [(e, _element_rows(e, hv)) for e in elements]
+        data = [(e, _element_rows(e, hv, panel)) for e in elements]
         drawn = [e for e, rows in data if rows is not None]
         for element, rows in data:
             if isinstance(element, (hv.HLine, hv.VLine)):
-                rows = _line_rows(element, drawn, hv)
-            if rows is None:
+                rows = _line_rows(element, drawn, hv, panel)
+            if rows is None or rows.empty:  # an empty layer (no path drawn yet) adds no column no row fills
                 continue
             # whole numbers stay whole where another layer's NaN fills their column (not 3.0)
             rows = rows.astype({c: "Int64" for c in rows if pd.api.types.is_integer_dtype(rows[c])})
