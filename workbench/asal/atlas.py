@@ -15,6 +15,9 @@ import warnings
 import numpy as np
 
 PROJECTIONS = ("pca", "tsne", "umap")
+#: the most embeddings t-SNE projects on one thread (project): more threads pay from about a thousand (1 000 × 512:
+#: 4.9 s on two, 7.4 s on one)
+ONE_THREAD_TSNE = 500
 
 
 def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
@@ -35,13 +38,18 @@ def project(z: np.ndarray, method: str = "pca", seed: int = 0) -> np.ndarray:
         xy = zc @ vt[:2].T
     if method == "tsne":
         from sklearn.manifold import TSNE
+        from threadpoolctl import threadpool_limits
 
         # started from the exact PCA layout (scaled as sklearn's init="pca" does: PC1's std 1e-4): its own "pca"
         # takes a randomized SVD, seeded, for inputs over 500 wide (CLIP's 512 dimensions), so the map moved with
         # the seed that the page shows disabled
         init = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1]))).astype(np.float32)
         init = init / (np.std(init[:, 0]) or 1.0) * 1e-4
-        xy = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init=init).fit_transform(z)
+        tsne = TSNE(2, perplexity=min(30.0, (len(z) - 1) / 3), init=init)
+        # up to ONE_THREAD_TSNE points on one OpenMP thread: as fast (300 × 512: 1.08 s, two threads 1.09 s) and the
+        # same bits, where two threads' spin-waits on a loaded machine took 0.5-5.7 s for 40 points (0.22 s on one)
+        with threadpool_limits(1 if len(z) <= ONE_THREAD_TSNE else None, user_api="openmp"):
+            xy = tsne.fit_transform(z)
     elif method == "umap":
         # UMAP and numba warn on import and fit (n_jobs overridden by random_state, spectral init fallbacks):
         # noise for the user, who asked for a seeded projection
