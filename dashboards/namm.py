@@ -613,12 +613,12 @@ class NAMMExplorer(param.Parameterized):
         hv = holoviews()
         if name not in VIEWS:
             raise ValueError(f"unknown view {name!r}: one of {', '.join(VIEWS)}")
+        if name == "text":  # tokens, no numbers (drawn with matplotlib, or the page's HTML): before the size flags
+            refuse_csv(f"the {VIEWS[name]!r} view (the prompt's tokens)", out)
         check_dpi(dpi, out)
         check_width(width, out)
         check_font(font, out)
         tr.check_text_font(name, font)
-        if name == "text":  # tokens, no numbers (drawn with matplotlib, or the page's HTML)
-            refuse_csv(f"the {VIEWS[name]!r} view (the prompt's tokens)", out)
         fig, out = self._drawn(name), Path(out)
         if name == "text":  # the page's own HTML (hover titles), or drawn token by token with matplotlib
             check_legend_entries(fig, rename or {}, "--rename")  # no legend: refused, as save refuses

@@ -1369,3 +1369,26 @@ def test_a_csv_takes_no_printed_size_and_a_picture_has_no_data_to_write(tmp_path
         assert res.returncode == 2 and message in res.stderr, res.stderr
         assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr
     assert not list(tmp_path.glob("*.csv"))
+
+
+def test_a_csv_of_pictures_or_text_is_refused_before_the_flags_a_csv_takes_no_size_for(tmp_path):
+    """From review: `figure atlas --out a.csv --width 3` said "leave --width out", and once it was left out, that an
+    atlas has no data to write as CSV: two errors in turn, the first a fix that fixed nothing. The format is the
+    slip, and the pictures' other formats take those flags: an atlas, a strip of frames and NAMM's text view as .csv
+    are refused first, whatever else is given (one error, before any run is read: the runs named do not exist)."""
+    from forked import run
+
+    runs = str(tmp_path / "runs")
+    atlas = "an atlas (a picture of the population's frames) has no data to write as CSV"
+    frames = "a strip of frames (pictures of the simulation) has no data to write as CSV"
+    text = "--view text (the prompt's tokens) has no data to write as CSV"
+    for args, message in ((("atlas", "nope", "--out", "a.csv", "--width", "3"), atlas),
+                          (("atlas", "nope", "--out", "a.CSV", "--dpi", "600"), atlas),
+                          (("frames", "nope", "--out", "f.csv", "--dpi", "300", "--font", "serif"), frames),
+                          (("namm", "nope", "--view", "text", "--out", "t.csv", "--font", "serif"), text),
+                          (("namm", "nope", "--view", "text", "--out", "t.csv", "--rename", "a", "b"), text),
+                          (("namm", "nope", "--view", "text", "--out", "t.csv", "--colour", "a=red"), text)):
+        res = run("figure", *args, "--runs", runs, cwd=tmp_path)
+        assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
+        assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr
+    assert not list(tmp_path.glob("*.*"))

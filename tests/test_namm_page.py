@@ -721,3 +721,14 @@ def test_every_view_fits_a_notebooks_cell_and_the_page_in_chromium(namm_run, bro
     with figure_page(browser) as page:
         for view in VIEWS.keys() - {"text"}:  # the text view is HTML, as wide as its cell
             assert 0 < drawn_width(page, model.figure(view)) <= ROW_WIDTH, view
+
+
+def test_the_text_view_as_csv_is_refused_before_the_size_and_face_a_csv_takes_none_of(tmp_path):
+    """From review: NAMMExplorer.write("text", "t.csv", font="serif") said "leave --font out", then (left out)
+    that the text view has no data to write as CSV: the format is the slip (the view's other formats take a face),
+    so it is refused first, before any model runs (an explorer with no run chosen)."""
+    explorer = NAMMExplorer(runs_dir=str(tmp_path))
+    for given in ({"font": "serif"}, {"width": 3.0}, {"dpi": 300}):
+        with pytest.raises(ValueError, match="^the 'Text' view .* has no data to write as CSV"):
+            explorer.write("text", tmp_path / "t.csv", **given)
+    assert not list(tmp_path.iterdir())

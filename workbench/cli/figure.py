@@ -19,6 +19,11 @@ def cmd_figure(args) -> int:
         return 0
     # before any run is read
     figures.check_figure_path(args.out)
+    # a figure of pictures or text whatever the run: its .csv refused first, before the flags a .csv refuses (the
+    # fix is another format, which takes them), the simulation renders (frames), the atlas is read or the model loads
+    no_table = _no_table(args)
+    if no_table is not None:
+        figures.refuse_csv(no_table, args.out)
     figures.check_width(args.width, args.out)
     figures.check_dpi(args.dpi, args.out)
     figures.check_font(getattr(args, "font", None), args.out)
@@ -28,9 +33,6 @@ def cmd_figure(args) -> int:
     if getattr(args, "colour", None) and args.out.lower().endswith(".csv"):
         raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; a .csv file is the figure's "
                          "numbers, with no colours: leave --colour out")
-    # pictures whatever the run: refused before the simulation renders (frames) or the atlas is read
-    if args.what in NO_TABLE:
-        figures.refuse_csv(NO_TABLE[args.what], args.out)
     # pinned for this command only: main() may run inside a notebook, whose later figures keep their own
     pinned = figures.check_colours(getattr(args, "colour", None) or [])
     before = figures.pin_colours(pinned)
@@ -46,6 +48,16 @@ def cmd_figure(args) -> int:
 #: the figures that are pictures alone, by the command that draws them: no .csv of them (figures.refuse_csv)
 NO_TABLE = {"atlas": "an atlas (a picture of the population's frames)",
             "frames": "a strip of frames (pictures of the simulation)"}
+
+
+def _no_table(args) -> str | None:
+    """What `args` draw, in refuse_csv's words, where it is pictures or text whatever the run (NO_TABLE's figures,
+    NAMM's text view), else None."""
+    if args.what == "namm" and args.view == "text":
+        return "--view text (the prompt's tokens)"
+    return NO_TABLE.get(args.what)
+
+
 #: the formats a figure with data is written in (a picture alone: all but .csv), as the commands' help says them
 TABLE_FORMATS, PICTURE_FORMATS = "(.png .svg .pdf .html .csv)", "(.png .svg .pdf .html)"
 
@@ -210,8 +222,6 @@ def namm_view(store, args, pinned: dict[str, str]):
     check_text_font(args.view, args.font)
     if args.view in NAMM_NO_LEGEND:  # before the model loads
         _refuse_legend_flags({"--colour": pinned, "--rename": args.rename})
-    if args.view == "text":  # before the model loads: tokens, no numbers
-        figures.refuse_csv("--view text (the prompt's tokens)", args.out)
     if args.prompt is not None and not args.prompt.strip():
         raise ValueError("--prompt is empty: give some text, or --task NAME for a task's test prompt")
     from workbench.runs import a_kind_run
@@ -352,7 +362,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "namm":
             f.add_argument("--view", choices=NAMM_VIEWS, default="retention",
                            help="what to draw (default: retention, the cache's kept and evicted tokens per layer "
-                                "and KV head); sweep runs the baselines on the prompt too")
+                                "and KV head); sweep runs the baselines on the prompt too; text, the prompt's tokens, "
+                                "has no .csv")
             prompt = f.add_mutually_exclusive_group()
             prompt.add_argument("--task", choices=TASK_NAMES, default=None,
                                 help="a NAMM task's test prompt, its answer hidden in filler (default: the page's "
