@@ -503,7 +503,7 @@ class SearchModel(param.Parameterized):
         strip of the frames its search scored ("frames", figures.frames: once the run has finished with a best θ);
         at figures.save's width (inches), font and legend names (rename). ValueError, saying why, where there is
         nothing to export."""
-        from workbench.figures import export_suffix, frames, loss_curves, refuse_csv, save
+        from workbench.figures import PICTURES, export_suffix, frames, loss_curves, refuse_csv, save
 
         if what not in EXPORTS.values():
             raise ValueError(f"export one of {', '.join(EXPORTS.values())}, got {what!r}")
@@ -517,7 +517,7 @@ class SearchModel(param.Parameterized):
                 raise ValueError(f"run {run_id} has no iteration yet")
             figure = loss_curves(store, [run_id])
         else:  # its pixels in whole blocks for the printed size; an .html page shows its own
-            refuse_csv("a strip of frames (pictures of the simulation)", suffix)  # before the simulation renders
+            refuse_csv(PICTURES["frames"], suffix)  # before the simulation renders
             figure = frames(store, run_id, width=width, upscale=suffix != ".html")
         out = store.root / run_id / "figures" / f"{run_id}-{what}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)

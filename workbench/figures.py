@@ -34,8 +34,8 @@ PAPER_STYLE = {
 }
 FORMATS = (".png", ".svg", ".pdf", ".html", ".csv")
 #: the formats that are no picture printed at a size: an .html figure fills its page, a .csv is the figure's numbers
-#: (--width, --dpi and --font are refused for them; the pages' export controls grey their width and font)
-UNPRINTED = {".html": "an .html figure fills its page", ".csv": "a .csv file is the figure's numbers"}
+#: (--width, --dpi and --font are refused for them: refuse_unprinted; the pages' export controls grey width and font)
+UNPRINTED = (".html", ".csv")
 # a two-column page's text width in inches (ICML 6.75, ACM and IEEE 7.0–7.16; a one-column NeurIPS or ICLR page
 # 5.5: give --width 5.5): the widest a figure of panels gets, so that no paper shrinks its 7 pt text
 PAGE_WIDTH = 6.75
@@ -460,21 +460,18 @@ def check_font(font: str | None, out: str | Path) -> str | None:
         return None
     if font not in FONTS:
         raise ValueError(f"--font is one of {', '.join(FONTS)}, got {font!r}")
-    if Path(out).suffix.lower() == ".html":
-        raise ValueError("--font sets the text of .png, .svg and .pdf figures; an .html figure uses its page's: "
-                         "leave --font out")
-    _unprinted("--font", "sets the text of", out)
+    refuse_unprinted("--font", "sets the text of", out, "an .html figure uses its page's")
     return font
 
 
-def _unprinted(flag: str, does: str, out: str | Path) -> None:
-    """`flag` (which `does` something to .png, .svg and .pdf figures) refused for a .csv `out`, in the words of
-    its .html refusal: a table has no width, resolution or face, and one ignored silently would leave a script
-    believing its figure was sized."""
-    suffix = Path(out).suffix.lower()
-    if suffix == ".csv":
-        raise ValueError(f"{flag} {does} .png, .svg and .pdf figures; {UNPRINTED[suffix]}, with no size or face: "
-                         f"leave {flag} out")
+def refuse_unprinted(flag: str, does: str, out: str | Path, html: str,
+                     csv: str = "a .csv file is the figure's numbers, with no size or face") -> None:
+    """`flag` (which `does` something to .png, .svg and .pdf figures) refused for an `out` of UNPRINTED, saying
+    why that format has no use for it (`html`, `csv`): ignored silently, a script would believe its figure was
+    sized, set in its font or coloured."""
+    why = {".html": html, ".csv": csv}.get(Path(out).suffix.lower())
+    if why is not None:
+        raise ValueError(f"{flag} {does} .png, .svg and .pdf figures; {why}: leave {flag} out")
 
 
 def loss_curves(store: RunStore | str | Path, run_ids: list[str], metric: str | None = None):
@@ -830,10 +827,7 @@ def check_width(width: float | None, out: str | Path) -> float | None:
     if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 1.0 <= width <= MAX_WIDTH):
         raise ValueError(f"--width is the figure's width in inches, from 1 to {MAX_WIDTH:g} (a column "
                          f"{COLUMN_WIDTH:g}, a two-column page {PAGE_WIDTH:g}), got {width!r}")
-    if Path(out).suffix.lower() == ".html":
-        raise ValueError("--width sizes .png, .svg and .pdf figures; an .html figure fills its page: leave --width "
-                         "out")
-    _unprinted("--width", "sizes", out)
+    refuse_unprinted("--width", "sizes", out, "an .html figure fills its page")
     return float(width)
 
 
@@ -842,11 +836,8 @@ def check_dpi(dpi: int | None, out: str | Path) -> int | None:
     dpi = None if dpi is None else count(dpi, "dpi")
     if dpi is not None and dpi > MAX_DPI:
         raise ValueError(f"--dpi {dpi} is more than {MAX_DPI}; 300 is print quality, 600 for fine detail")
-    if dpi is not None and Path(out).suffix.lower() == ".html":
-        raise ValueError("--dpi sizes the rasters of .png, .svg and .pdf figures; an .html figure has none: leave "
-                         "--dpi out")
     if dpi is not None:
-        _unprinted("--dpi", "sizes the rasters of", out)
+        refuse_unprinted("--dpi", "sizes the rasters of", out, "an .html figure has none")
     return dpi
 
 
@@ -1194,6 +1185,12 @@ def no_data(what: str = "the figure") -> ValueError:
     return ValueError(f"{what} has no data to write as CSV (it is pictures or text); use .png, .svg, .pdf or .html")
 
 
+#: the figures that are pictures alone, in refuse_csv's words: no .csv of them (`figure atlas`, `figure frames`,
+#: the Search page's frames)
+PICTURES = {"atlas": "an atlas (a picture of the population's frames)",
+            "frames": "a strip of frames (pictures of the simulation)"}
+
+
 def refuse_csv(what: str, out: str | Path) -> None:
     """no_data(`what`) for a .csv `out` (a file, or a page export's suffix alone): for figures that are pictures or
     text whatever their run (a strip of frames, an atlas), called before anything is read or drawn (frames renders
@@ -1320,7 +1317,7 @@ def figure_table(obj):
             meta = pd.DataFrame({"panel": i, "title": title, "label": str(element.label or ""),
                                  "element": type(element).__name__}, index=rows.index)
             frames.append(pd.concat([meta, rows], axis=1))
-    if not frames or not sum(len(f) for f in frames):
+    if not frames:  # every layer without rows (skipped above): nothing to write
         raise no_data()
     return pd.concat(frames, ignore_index=True, sort=False)
 

@@ -27,12 +27,9 @@ def cmd_figure(args) -> int:
     figures.check_width(args.width, args.out)
     figures.check_dpi(args.dpi, args.out)
     figures.check_font(getattr(args, "font", None), args.out)
-    if getattr(args, "colour", None) and args.out.lower().endswith(".html"):
-        raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; an .html figure keeps its page's "
-                         "colours: leave --colour out")
-    if getattr(args, "colour", None) and args.out.lower().endswith(".csv"):
-        raise ValueError("--colour sets the lines of .png, .svg and .pdf figures; a .csv file is the figure's "
-                         "numbers, with no colours: leave --colour out")
+    if getattr(args, "colour", None):
+        figures.refuse_unprinted("--colour", "sets the lines of", args.out, "an .html figure keeps its page's colours",
+                                 "a .csv file is the figure's numbers, with no colours")
     # pinned for this command only: main() may run inside a notebook, whose later figures keep their own
     pinned = figures.check_colours(getattr(args, "colour", None) or [])
     before = figures.pin_colours(pinned)
@@ -45,17 +42,14 @@ def cmd_figure(args) -> int:
     return 0
 
 
-#: the figures that are pictures alone, by the command that draws them: no .csv of them (figures.refuse_csv)
-NO_TABLE = {"atlas": "an atlas (a picture of the population's frames)",
-            "frames": "a strip of frames (pictures of the simulation)"}
-
-
 def _no_table(args) -> str | None:
-    """What `args` draw, in refuse_csv's words, where it is pictures or text whatever the run (NO_TABLE's figures,
+    """What `args` draw, in refuse_csv's words, where it is pictures or text whatever the run (figures.PICTURES,
     NAMM's text view), else None."""
+    from workbench import figures
+
     if args.what == "namm" and args.view == "text":
         return "--view text (the prompt's tokens)"
-    return NO_TABLE.get(args.what)
+    return figures.PICTURES.get(args.what)
 
 
 #: the formats a figure with data is written in (a picture alone: all but .csv), as the commands' help says them
