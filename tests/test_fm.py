@@ -313,9 +313,10 @@ def test_dino_is_the_pooled_output_of_dinov2_unit_normalised(tmp_path, substrate
 def test_a_cpu_networks_activations_are_not_faulted_in_again_at_every_call():
     """EfficientNet-Lite0's largest activations at 16 frames (77 MiB each, fp32) came from a fresh mmap at every
     forward: 96 000 page faults a call, 39 % of a Boids iteration's CPU time (fm.keep_large_blocks). A fresh
-    process, whose heap holds no earlier blocks that malloc could reuse; the heap settles in two calls, the third is
-    counted. The embeddings are the same bits either way (compared by the tests above and the searches' golden
-    runs)."""
+    process, whose heap holds no earlier blocks that malloc could reuse; the heap settles in two calls, then the fewest
+    faults of three calls is checked: under the suite's memory load the kernel may reclaim a few pages beside a call
+    (once 6 272 faults), while the old code faulted its blocks in at every call. The embeddings are the same bits
+    either way (compared by the tests above and the searches' golden runs)."""
     code = """if True:
         import resource, numpy as np, torch
         torch.set_num_threads(1)
@@ -324,9 +325,12 @@ def test_a_cpu_networks_activations_are_not_faulted_in_again_at_every_call():
         frames = np.random.default_rng(0).random((16, 224, 224, 3), dtype=np.float32)
         for _ in range(2):
             fm.embed_images(frames, use_cache=False)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        fm.embed_images(frames, use_cache=False)
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        counts = []
+        for _ in range(3):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            fm.embed_images(frames, use_cache=False)
+            counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(min(counts))
     """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}  # glibc's own malloc, as set
