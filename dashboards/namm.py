@@ -426,8 +426,9 @@ class NAMMExplorer(param.Parameterized):
                      fig_inches=(6, 2.6))
         # every state the raster draws has its key; not yet seen (near white) gets an outline to show on white
         # the raster's key: stand-ins (group "Key") for the colour map's states, not data a colour is pinned to
-        keys = [hv.Scatter([(np.nan, np.nan)], group="Key", label=CODES_LABEL[c]).opts(color=COLORS[c], size=8,
-                                                                                        backend="bokeh")
+        # each holds its state's code: a CSV of the figure names the codes of the raster's "state" column
+        keys = [hv.Scatter([(np.nan, np.nan, c)], vdims=["y", "state"], group="Key", label=CODES_LABEL[c])
+                .opts(color=COLORS[c], size=8, backend="bokeh")
                 .opts(color=COLORS[c], s=20, edgecolors="#888888" if c == tr.NOT_YET else COLORS[c],
                       backend="matplotlib") for c in (tr.NOT_YET, tr.EVICTED, tr.KEPT, tr.FILL)]
         line = hv.VLine(t.steps[self.step] - 0.5).opts(color="black", line_dash="dashed", backend="bokeh").opts(

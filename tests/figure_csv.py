@@ -10,18 +10,21 @@ from workbench.figures import TABLE_COLUMNS, holoviews
 
 
 def _title(panel, hv) -> str:
-    """A panel's title as either backend draws it, else its label."""
+    """A panel's title as either backend draws it (an overlay draws the first title of its own and its layers'),
+    else its label."""
     for backend in ("matplotlib", "bokeh"):
-        title = hv.Store.lookup_options(backend, panel, "plot").kwargs.get("title")
-        if title:
-            return str(title)
+        for obj in panel.traverse(lambda x: x):
+            title = hv.Store.lookup_options(backend, obj, "plot").kwargs.get("title")
+            if title:
+                return str(title)
     return str(panel.label or "")
 
 
 def drawn_rows(fig) -> tuple[Counter, list[str], set[str]]:
     """What a figure's CSV holds, from the figure: rows per (panel, element type) (a line's data points, a
-    heatmap's or an image's cells, a Graph's edges and its nodes, a reference line one; no picture, text or colour
-    key), the panels' titles in the order drawn and the labels of the elements that have rows."""
+    heatmap's or an image's cells, a Graph's edges and its nodes, a reference line one, a colour key's stand-in
+    that holds a value; no picture, text or other colour key), the panels' titles in the order drawn and the
+    labels of the elements that have rows."""
     hv = holoviews()
     panels = list(fig) if isinstance(fig, (hv.Layout, hv.NdLayout, hv.GridSpace)) else [fig]
     counts, labels = Counter(), set()
@@ -29,7 +32,9 @@ def drawn_rows(fig) -> tuple[Counter, list[str], set[str]]:
         for e in panel.traverse(lambda e: e, [hv.Element]):
             if isinstance(e, (hv.HLine, hv.VLine)):
                 n = {type(e).__name__: 1}
-            elif isinstance(e, (hv.RGB, hv.Labels, hv.Div, hv.element.Annotation)) or e.group == "Key":
+            elif isinstance(e, (hv.RGB, hv.Labels, hv.Div, hv.element.Annotation)):
+                continue
+            elif e.group == "Key" and len(e.kdims + e.vdims) <= 2:  # a colour key's stand-ins: positions alone
                 continue
             elif isinstance(e, hv.Graph):
                 n = {"Graph": len(e.dframe()), "Nodes": len(e.nodes.dframe())}

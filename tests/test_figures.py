@@ -1343,6 +1343,29 @@ def test_a_figure_as_csv_is_every_point_of_every_panel_by_its_labels(tmp_path):
     assert {r["iteration"] for r in heat} == {"NaN"} and {r["task"] for r in rows[:10]} == {"NaN"}
 
 
+def test_a_csvs_titles_and_columns_are_what_an_overlay_draws_from_its_layers_and_a_key_names_its_codes(tmp_path):
+    """HoloViews draws an overlay with the title and axis labels set on its layers (NAMM's raster carries its
+    panel's title; a run's curve its y label): the CSV had an empty title and the unlabelled curve's "y" column
+    beside the drawn "loss". A colour key's stand-in that holds the code its colour stands for is a row naming
+    it; one of positions alone is left out."""
+    from workbench.figures import holoviews, save
+
+    hv = holoviews()
+    raster = hv.Image(np.array([[0.0, 2.0], [1.0, 2.0]]), kdims=["token", "row"], vdims=["state"]).opts(
+        title="kept after step 1", xlabel="token position", backend="matplotlib")
+    keys = [hv.Scatter([(np.nan, np.nan, code)], vdims=["y", "state"], group="Key", label=name)
+            for code, name in ((0, "evicted"), (2, "kept"))]
+    bare = hv.Points([(np.nan, np.nan)], group="Key", label="a colour alone")
+    rows = _read_csv(save(hv.Overlay([raster, *keys, bare]), tmp_path / "raster.csv"))
+    assert {r["title"] for r in rows} == {"kept after step 1"} and "token position" in rows[0]
+    assert [(r["label"], r["element"], r["state"]) for r in rows[4:]] == [("evicted", "Scatter", "0.0"),
+                                                                         ("kept", "Scatter", "2.0")]
+    assert len(rows) == 6 and {r["token position"] for r in rows[4:]} == {"NaN"}
+    loss = hv.Curve([(0, 1.0), (1, 0.5)], label="ours").opts(ylabel="loss", backend="matplotlib")
+    rows = _read_csv(save(loss * hv.Curve([(0, 2.0)], label="peer"), tmp_path / "two.csv"))
+    assert list(rows[0])[4:] == ["x", "loss"] and [r["loss"] for r in rows] == ["1.0", "0.5", "2.0"]
+
+
 def test_a_csv_takes_no_printed_size_and_a_picture_has_no_data_to_write(tmp_path):
     """A .csv has no width, resolution or face: --width, --dpi and --font are refused (one error naming the flag,
     as .html refuses them), not ignored; a figure of pictures or text alone is refused as having no data, from the

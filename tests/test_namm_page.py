@@ -321,6 +321,26 @@ def test_the_token_field_and_a_click_on_the_raster_pick_the_same_token_and_refus
         model.token = last + 1
 
 
+def test_the_retention_rasters_csv_names_its_state_codes_and_its_title(tiny, tmp_path):
+    """The raster's CSV held its cells' states as codes 0–3 that only the picture's legend named, and no title (set
+    on the raster, drawn by its overlay): a reader of the table could not tell kept from evicted."""
+    import csv
+
+    from workbench.figures import save
+
+    model = NAMMExplorer(runs_dir=str(tmp_path), prompt=PROMPT, n_up=16, max_new_tokens=4)
+    trace = model.run()
+    out = save(model.figure("retention"), tmp_path / "retention.csv")
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    named = {float(r["state"]): r["label"] for r in rows if r["element"] == "Scatter"}
+    assert named == {float(code): name for code, name in tr.CODES.items()}
+    cells = [r for r in rows if r["element"] == "Image"]
+    assert len(cells) == trace.n_layers * trace.n_heads * trace.n_tokens
+    assert {float(r["state"]) for r in cells} <= set(named) and {r["title"] for r in rows} == {
+        f"{shown(trace.label)}: kept after step {model.step + 1} ({trace.steps[model.step]} tokens)"}
+
+
 def test_the_sweep_compares_at_most_32_new_tokens(tiny, tmp_path):
     """From mutation sampling: "compare with baselines" reads the full cache's continuation for at most 32 tokens
     (each is a teacher-forced step of every method), whatever the trace generated; the tests ran the default 16, so

@@ -1200,8 +1200,9 @@ def refuse_csv(what: str, out: str | Path) -> None:
 
 
 def _panel_title(panel, hv) -> str:
-    """A panel's title as drawn: its own title option (either backend's), else its label, else ""."""
-    title = _option(panel, "title", hv)
+    """A panel's title as drawn: its own title option (either backend's), else one of its layers' (_drawn_option: a
+    title set on an overlay's raster is the overlay's), else its label, else ""."""
+    title = _drawn_option(panel, "title", hv)
     return str(title) if title else str(panel.label or "")
 
 
@@ -1230,6 +1231,18 @@ def _option(obj, name: str, hv):
     return None
 
 
+def _drawn_option(panel, name: str, hv):
+    """A plot option as a panel draws it: its own, else the first of its layers' that sets it (HoloViews passes a
+    title, an xlabel or a ylabel set on an overlay's layer to the overlay: NAMM's raster carries its panel's title,
+    one curve of several the y axis's label), either backend's (matplotlib's first); None where none sets it."""
+    for backend in ("matplotlib", "bokeh"):
+        for obj in panel.traverse(lambda x: x):
+            value = hv.Store.lookup_options(backend, obj, "plot").kwargs.get(name)
+            if value:
+                return value
+    return None
+
+
 def _axis_labels(element, panel, hv) -> dict[str, str]:
     """The labels the axes show for an element's x and y dimensions where its plot (or its panel's overlay) sets
     them (xlabel, ylabel: "REINFORCE step" over a Curve of "x" and "y"), by dimension name: its columns are then
@@ -1241,7 +1254,7 @@ def _axis_labels(element, panel, hv) -> dict[str, str]:
         (element.vdims or [None])[0]
     labels = {}
     for dim, option in ((element.kdims[0], "xlabel"), (y, "ylabel")):
-        label = _option(element, option, hv) or (_option(panel, option, hv) if panel is not element else None)
+        label = _option(element, option, hv) or _drawn_option(panel, option, hv)
         if dim is not None and isinstance(label, str) and label.strip():
             labels[dim.name] = label.strip()
     return labels
@@ -1252,11 +1265,19 @@ def _element_rows(element, hv, panel=None):
     x, y, value rows), one row per point, named as the axes say (_axis_labels, within `panel`); a Histogram's bins
     with their edges too ("score from", "score to": a re-plot draws the bars drawn, centres alone do not say
     them). None for an element that holds no data: a picture (RGB), text (Labels: a heatmap's values written in
-    its cells, already its rows) and reference marks but lines (annotations), a colour map's key (group "Key").
-    A Graph is its edges here; its nodes are an element of their own (figure_table)."""
-    if isinstance(element, (hv.RGB, hv.Labels, hv.element.Annotation)) or element.group == "Key":
+    its cells, already its rows) and reference marks but lines (annotations), a colour map's key (group "Key") that
+    holds nothing but its stand-ins' positions.
+    A Graph is its edges here; its nodes are an element of their own (figure_table). A key's stand-in that carries
+    the value its colour stands for (a dimension past its position: NAMM's "state" 2 for "kept") is a row of that
+    value alone, under its label: the table then says what the codes mean, as the legend does."""
+    if isinstance(element, (hv.RGB, hv.Labels, hv.element.Annotation)):
         return None
     dims = element.kdims + element.vdims
+    if element.group == "Key":
+        position = element.kdims[:2] if type(element).__name__ in _TWO_KEYED else element.kdims[:1] + element.vdims[:1]
+        dims = [d for d in dims if d not in position]
+        if not dims:
+            return None
     frame = element.dframe([d.name for d in dims])
     labels = _axis_labels(element, element if panel is None else panel, hv)
     frame.columns = _column_names([d.clone(label=labels.get(d.name, d.label)) for d in dims], TABLE_COLUMNS)
