@@ -1414,4 +1414,11 @@ def test_a_csv_of_pictures_or_text_is_refused_before_the_flags_a_csv_takes_no_si
         res = run("figure", *args, "--runs", runs, cwd=tmp_path)
         assert res.returncode == 2 and message in res.stderr, (args, res.stderr)
         assert res.stderr.count("error:") == 1 and "Traceback" not in res.stderr
+    # a name without a format: the formats listed are those the figure is written in (.csv listed for an atlas,
+    # then refused once given)
+    for args, formats in ((("atlas", "nope", "--out", "a"), ".png, .svg, .pdf, .html;"),
+                          (("namm", "nope", "--view", "text", "--out", "t"), ".png, .svg, .pdf, .html;"),
+                          (("namm", "nope", "--view", "sizes", "--out", "t"), ".png, .svg, .pdf, .html, .csv;")):
+        res = run("figure", *args, "--runs", runs, cwd=tmp_path)
+        assert res.returncode == 2 and f"figures are {formats} give a file name" in res.stderr, (args, res.stderr)
     assert not list(tmp_path.glob("*.*"))

@@ -33,6 +33,8 @@ PAPER_STYLE = {
     "dpi": 300,
 }
 FORMATS = (".png", ".svg", ".pdf", ".html", ".csv")
+#: the formats of a figure that is pictures or text alone (an atlas, frames): no .csv (refuse_csv)
+PICTURE_FORMATS = FORMATS[:-1]
 #: the formats that are no picture printed at a size: an .html figure fills its page, a .csv is the figure's numbers
 #: (--width, --dpi and --font are refused for them: refuse_unprinted; the pages' export controls grey width and font)
 UNPRINTED = (".html", ".csv")
@@ -873,11 +875,12 @@ def export_suffix(suffix: str) -> str:
     return text
 
 
-def check_figure_path(out: str | Path) -> Path:
-    """`out` as a Path, or one error naming the fix: a format figures are written in, a folder that exists."""
+def check_figure_path(out: str | Path, formats: tuple[str, ...] = FORMATS) -> Path:
+    """`out` as a Path, or one error naming the fix: a format the figure is written in (`formats`: a picture's
+    leave .csv out, which its refuse_csv explains), a folder that exists."""
     out = Path(out)
-    if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"cannot write {str(out)!r}: figures are {', '.join(FORMATS)}; give a file name ending in "
+    if out.suffix.lower() not in formats:
+        raise ValueError(f"cannot write {str(out)!r}: figures are {', '.join(formats)}; give a file name ending in "
                          "one of them (--out)")
     return output_file(out, "--out", "figure" + out.suffix)
 

@@ -17,13 +17,13 @@ def cmd_figure(args) -> int:
         video_args = video_arguments(args)  # before the run is read
         print(figures.best_video(store, args.ids[0], args.out, steps=args.steps, size=args.size, **video_args))
         return 0
-    # before any run is read
-    figures.check_figure_path(args.out)
-    # a figure of pictures or text whatever the run: its .csv refused first, before the flags a .csv refuses (the
-    # fix is another format, which takes them), the simulation renders (frames), the atlas is read or the model loads
+    # before any run is read. A figure of pictures or text whatever the run: its .csv refused first, before the
+    # flags a .csv refuses (the fix is another format, which takes them), the simulation renders (frames), the atlas
+    # is read or the model loads; another suffix is refused naming the formats it is written in (not .csv)
     no_table = _no_table(args)
     if no_table is not None:
         figures.refuse_csv(no_table, args.out)
+    figures.check_figure_path(args.out, figures.FORMATS if no_table is None else figures.PICTURE_FORMATS)
     figures.check_width(args.width, args.out)
     figures.check_dpi(args.dpi, args.out)
     figures.check_font(getattr(args, "font", None), args.out)
