@@ -197,14 +197,21 @@ def test_checkpoints_encode_each_appended_row_once_and_write_the_bytes_of_a_whol
     from workbench.runs import RowsJSON
 
     class EncodeAll(RowsJSON):  # what save_checkpoint wrote before: every row packed with the whole state
-        def held(self, state: dict) -> dict[str, str]:
+        def held(self, state: dict) -> dict[str, list[str]]:
             return {}
 
     store = RunStore(tmp_path / "runs")
     kept, fresh = (store.create("merge", "x", "none", {}, seed) for seed in (0, 1))
 
     def text(run) -> str:
-        return re.sub(r'"written":"[^"]*"', "", (run.path / "checkpoint.json").read_text())
+        """checkpoint.json with the rows of its .jsonl files where their placeholders stand (as one file)."""
+        text = (run.path / "checkpoint.json").read_text()
+        specs = json.loads(text).get("rows", {})
+        text = text.replace(',"rows":' + json.dumps(specs, separators=(",", ":")), "")
+        for key, spec in specs.items():
+            lines = (run.path / spec["file"]).read_bytes()[:spec["bytes"]].decode().split("\n")[:-1]
+            text = text.replace(json.dumps(f"\x00workbench-rows:{key}\x00"), "[" + ",".join(lines) + "]")
+        return re.sub(r'"written":"[^"]*"', "", text)
 
     state = {"note": "ok", "iteration": 0, "metrics": [], "evaluations": [], "search": np.arange(3.0)}
     rows = [{"loss": 1.5, "x": -0.0, "name": "α→β \u0000", "inf": math.inf, "nan": math.nan, "l": [1, [2.5]]},
@@ -228,6 +235,59 @@ def test_checkpoints_encode_each_appended_row_once_and_write_the_bytes_of_a_whol
         assert back["metrics"][-1]["iteration"] == i and len(back["evaluations"]) == len(state["evaluations"])
     assert kept._rows_json.lists["evaluations"][1]  # the evaluations were kept as text (the metrics were not: the
     assert "metrics" not in kept._rows_json.lists    # NumPy scalar's list is left to pack)
+
+
+def test_a_checkpoint_appends_its_rows_and_its_bytes_do_not_grow_with_the_run(tmp_path):
+    """The append-only rows (metrics, evaluations) go to checkpoint-<key>.jsonl, appended at each save, not
+    rewritten: checkpoint.json keeps its size as the run grows (it held every row: a recipe evolution's grew by
+    3.3 kB an iteration, 1.6 GB written over 1,000). A row half-written by a kill is ignored on load and cut off by
+    the next save; a format-1 checkpoint (its rows inline) still loads, and its resume's save writes the file."""
+    store = RunStore(tmp_path / "runs")
+    run = store.create("merge", "x", "none", {}, 0)
+    state = {"iteration": 0, "metrics": [], "evaluations": [], "search": np.arange(3.0)}
+    sizes, rows_file = [], run.path / "checkpoint-evaluations.jsonl"
+
+    def iterate(n: int, appended: bool = True) -> None:
+        for _ in range(n):
+            it = state["iteration"]
+            state["metrics"].append({"iteration": it, "best_loss": 1.0 / (it + 1)})
+            state["evaluations"].extend({"iteration": it, "index": j, "loss": math.sqrt(it + j),
+                                         "genome": [math.sin(it * j + k) for k in range(24)]} for j in range(8))
+            state["iteration"] = it + 1
+            inode = rows_file.stat().st_ino if rows_file.exists() else None
+            before = rows_file.read_bytes() if inode else b""
+            run.save_checkpoint(state)
+            sizes.append((run.path / "checkpoint.json").stat().st_size)
+            if appended:  # to the same file, not a new one renamed over it
+                assert rows_file.read_bytes().startswith(before) and inode in (None, rows_file.stat().st_ino)
+
+    def same(a: dict, b: dict) -> None:
+        assert a.keys() == b.keys() and a["metrics"] == b["metrics"] and a["evaluations"] == b["evaluations"]
+        np.testing.assert_array_equal(a["search"], b["search"])
+
+    iterate(60)
+    assert sizes[-1] - sizes[9] < 64  # the counts' digits alone: a row is 600 bytes
+    same(store.open(run.id).load_checkpoint(), state)
+    with rows_file.open("ab") as f:  # a kill in the middle of the next save's append
+        f.write(b'{"iteration":60,"index":0,"lo')
+    resumed = store.open(run.id)
+    same(resumed.load_checkpoint(), state)
+    run = resumed  # a resumed process: its first save rewrites the file, without the half row
+    iterate(1, appended=False)
+    assert rows_file.read_bytes().count(b"\n") == len(state["evaluations"]) == 61 * 8
+    same(store.open(run.id).load_checkpoint(), state)
+    # a checkpoint of format 1, its rows inline (as this version writes a state that spells a placeholder)
+    old = store.create("merge", "x", "none", {}, 1)
+    old.save_checkpoint({**state, "note": "\x00workbench-rows:evaluations\x00"})
+    text = (old.path / "checkpoint.json").read_text()
+    assert '"rows":' not in text and not (old.path / "checkpoint-evaluations.jsonl").exists()
+    (old.path / "checkpoint.json").write_text(text.replace('"format":2', '"format":1', 1))
+    back = store.open(old.id).load_checkpoint()
+    assert back.pop("note") == "\x00workbench-rows:evaluations\x00"
+    same(back, state)
+    store.open(old.id).save_checkpoint(back)
+    assert (old.path / "checkpoint-evaluations.jsonl").exists()
+    same(store.open(old.id).load_checkpoint(), state)
 
 
 def test_growing_tables_convert_new_rows_only_and_write_the_bytes_of_a_whole_conversion(tmp_path):
