@@ -2519,6 +2519,60 @@ def test_the_keyboard_is_seen_on_a_button_in_chromium(server, browser, request):
         assert chosen == "rgb(255, 255, 255)", chosen
 
 
+#: every piece of text in the tooltips on show (the host's shadow root walked), with its colour and what it is drawn
+#: on: the tooltip's background and opacity, as Chromium computed them
+TOOLTIP_TEXT = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map((v) => Number(v) / 255);
+  const found = [];
+  const walk = (root) => {
+    for (const el of root.querySelectorAll("*")) {
+      if (el.shadowRoot) walk(el.shadowRoot);
+      if (!el.classList.contains("bk-Tooltip") || getComputedStyle(el).display === "none") continue;
+      const tip = getComputedStyle(el);
+      for (const part of el.shadowRoot.querySelectorAll("*")) {
+        const own = [...part.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+        if (own) found.push({text: part.textContent.trim(), ink: rgb(getComputedStyle(part).color),
+                             ground: rgb(tip.backgroundColor), opacity: Number(tip.opacity)});
+      }
+    }
+  };
+  walk(document);
+  return found;
+}"""
+
+
+def tooltip_contrasts(page) -> list[tuple[str, float]]:
+    """Each text of the tooltips on show and its WCAG contrast ratio, the tooltip's opacity taken in: the text and
+    its background blended over a white and over a black page beneath (the lower of the two)."""
+    shown = []
+    for part in page.evaluate(TOOLTIP_TEXT):
+        a, ink, ground = part["opacity"], np.array(part["ink"]), np.array(part["ground"])
+        ratio = min(wcag_contrast(a * ink + (1 - a) * under, a * ground + (1 - a) * under) for under in (1.0, 0.0))
+        shown.append((part["text"], ratio))
+    return shown
+
+
+def test_tooltips_read_at_wcag_aa_in_chromium(server, browser, request):
+    """A chart's hover tooltip (the Atlas's cells: run, index, θ) and a control's help tooltip read at 4.5:1 (WCAG
+    2.1 AA) as Chromium draws them: Bokeh's labels, a fixed light blue on its white 95 % opaque tooltip, read at
+    2.6:1 (shell.TOOLTIP_CSS)."""
+    with _browse(browser, f"{server}/atlas?run={SERVED[server]['ids']['illuminate']}", request) as page:
+        _wait_for_model(page, "atlas")
+        canvas = page.locator(".bk-Canvas").first  # the atlas plot (the player's frame comes second)
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        page.wait_for_function(f"() => ({TOOLTIP_TEXT})().some((p) => p.text.startsWith('index'))", timeout=30000)
+        hover = tooltip_contrasts(page)
+        assert {"run:", "index:", "θ:"} <= {text for text, _ in hover}, hover  # its labels were read
+        page.mouse.move(5, 880)  # the hover tooltip away
+        page.wait_for_function(f"() => ({TOOLTIP_TEXT})().length === 0", timeout=30000)
+        page.locator(".bk-description").first.hover()  # a control's help
+        page.wait_for_function(f"() => ({TOOLTIP_TEXT})().length > 0", timeout=30000)
+        help_ = tooltip_contrasts(page)
+    low = [(text, round(ratio, 2)) for text, ratio in hover + help_ if ratio < 4.5]
+    assert not low, low
+
+
 def test_the_keyboard_goes_past_the_runs_compare_box_in_chromium(browser, request, tmp_path):
     """Tab from the Runs page's compare box goes on to the band over seeds (with 10 runs its list scrolled, took
     the keyboard into it and closed, and the next Tab came back to the box, never past it); the tabs open from the
@@ -2606,6 +2660,12 @@ def test_lab_page_in_chromium(server, browser, request):
         # the θ saved, taken by the browser (the file is on the server's disk)
         # two half-width buttons side by side, named by what they hold (the files' names ran over each other)
         png, npy = page.get_by_role("button", name="download PNG"), page.get_by_role("button", name="download θ (.npy)")
+        from playwright.sync_api import expect
+
+        # both on show before either is measured: bounding_box waits for its own element only, and the PNG's,
+        # shown before the θ's (two widgets' changes, which the page may apply apart), is the row's full width alone
+        for button in (png, npy):
+            expect(button).to_be_visible(timeout=30000)
         left, right = png.bounding_box(), npy.bounding_box()
         assert left["x"] >= 0 and left["x"] + left["width"] <= right["x"], (left, right)
         for button in (png, npy):
@@ -2622,8 +2682,6 @@ def test_lab_page_in_chromium(server, browser, request):
         page.locator(".pn-loading").first.wait_for(state="detached", timeout=60000)
         page.get_by_text("step 0").wait_for(timeout=30000)
         # Game of Life's new θ flips a rule's bits: its σ slider is off (offered, it changed nothing)
-        from playwright.sync_api import expect
-
         assert page.locator(".noUi-target[disabled]").count() == 0
         page.get_by_label("Substrate").select_option("gol")
         expect(page.locator(".noUi-target[disabled]")).to_have_count(1, timeout=60000)
