@@ -162,9 +162,12 @@ def test_a_long_runs_curves_exported_as_csv_keep_every_row(long_runs):
     assert {r["element"] for r in band} == {"Area"} and {r["element"] for r in mean} == {"Curve"}
     for line in (band, mean):
         assert [int(r["iteration"]) for r in line] == list(range(LONG))
-    (y,) = set(rows[0]) - {"panel", "title", "label", "element", "iteration", "hi"}  # the axis's: "best target loss"
-    assert np.array_equal([float(r[y]) for r in band], best)
-    assert np.array_equal([float(r["hi"]) for r in band], best + 1)
+    y = list(rows[0])[-1]  # the mean's column, the y axis's label
+    # the band's edges in columns of their own, named by the axis ("best target loss"), apart from the mean's
+    assert list(rows[0])[4:] == ["iteration", f"{y} (lower edge)", f"{y} (upper edge)", y] and y.startswith("best")
+    assert np.array_equal([float(r[f"{y} (lower edge)"]) for r in band], best)
+    assert np.array_equal([float(r[f"{y} (upper edge)"]) for r in band], best + 1)
+    assert {r[y] for r in band} == {"NaN"} and {r[f"{y} (lower edge)"] for r in mean} == {"NaN"}
 
 
 def test_a_best_so_far_curve_with_more_steps_than_fit_as_steps_keeps_every_improvement():

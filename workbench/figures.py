@@ -1267,9 +1267,10 @@ def _element_rows(element, hv, panel=None):
     """An element's data as a table of its dimensions' columns (kdims, then vdims: a gridded Image or HeatMap as
     x, y, value rows), one row per point, named as the axes say (_axis_labels, within `panel`); a Histogram's bins
     with their edges too ("score from", "score to": a re-plot draws the bars drawn, centres alone do not say
-    them). None for an element that holds no data: a picture (RGB), text (Labels: a heatmap's values written in
-    its cells, already its rows) and reference marks but lines (annotations), a colour map's key (group "Key") that
-    holds nothing but its stand-ins' positions.
+    them); a band's (an Area of two values) as "<y> (lower edge)" and "<y> (upper edge)". None for an element
+    that holds no data: a picture (RGB), text (Labels: a heatmap's values written in its cells, already its rows)
+    and reference marks but lines (annotations), a colour map's key (group "Key") that holds nothing but its
+    stand-ins' positions.
     A Graph is its edges here; its nodes are an element of their own (figure_table). A key's stand-in that carries
     the value its colour stands for (a dimension past its position: NAMM's "state" 2 for "kept") is a row of that
     value alone, under its label: the table then says what the codes mean, as the legend does."""
@@ -1288,6 +1289,10 @@ def _element_rows(element, hv, panel=None):
         edges, x = element.edges, frame.columns[0]
         frame.insert(1, f"{x} from", edges[:-1])
         frame.insert(2, f"{x} to", edges[1:])
+    if isinstance(element, hv.Area) and len(element.vdims) == 2:  # a band: its edges apart from the line's values
+        # (its lower edge took the y axis's column, where its mean line's values are; its upper edge was "hi")
+        y = frame.columns[len(element.kdims)]
+        frame.columns = [*frame.columns[:-2], f"{y} (lower edge)", f"{y} (upper edge)"]
     return frame
 
 
