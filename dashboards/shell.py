@@ -30,6 +30,9 @@ from panel.io.resources import CDN_DIST
 from panel.theme.fast import Fast
 from panel.viewable import Viewable
 
+# the pages' hover tooltips read as an .html export's do (dark, white text: figures.TOOLTIP_CSS says why)
+from workbench.figures import TOOLTIP_CSS
+
 if TYPE_CHECKING:
     from bokeh.document import Document
 
@@ -114,17 +117,6 @@ input:focus-visible, select:focus-visible, textarea:focus-visible {{ box-shadow:
 #: (#82aaff, 2.3:1); code blocks keep theirs. A path or id longer than the line breaks within it (only where it would
 #: not fit: a Runs count's store path ran past a phone's window)
 INLINE_CODE_CSS = ":not(pre) > code { color: #1f4f82; overflow-wrap: break-word; }"
-
-
-#: a chart's hover tooltip dark with white text: Bokeh colours its labels ("run:", "index:") a fixed light blue
-#: (#26aae1) inside the tooltip's shadow root, where no page stylesheet reaches; on Bokeh's white, 95 % opaque
-#: tooltip they read at 2.6:1. On #1a1d21 they read at 5.8:1, the white values at 14.7:1. The tooltip's element is
-#: the page body's child, and a page rule on a shadow host wins over the host's own :host rule: this sets the
-#: custom properties that rule takes its colours from (the widgets' help tooltips, if here, read the same)
-TOOLTIP_CSS = """
-.bk-Tooltip { --tooltip-color: #1a1d21; --tooltip-text: #ffffff; --tooltip-border: #1a1d21;
-              --tooltip-arrow-color: #1a1d21; --tooltip-arrow-inner-color: #1a1d21; }
-"""
 
 
 #: a MultiChoice's list short enough not to scroll (type to find the others): a list that scrolled took the keyboard
