@@ -245,7 +245,10 @@ def test_a_checkpoint_appends_its_rows_and_its_bytes_do_not_grow_with_the_run(tm
     store = RunStore(tmp_path / "runs")
     run = store.create("merge", "x", "none", {}, 0)
     state = {"iteration": 0, "metrics": [], "evaluations": [], "search": np.arange(3.0)}
-    sizes, rows_file = [], run.path / "checkpoint-evaluations.jsonl"
+    sizes = []
+
+    def rows_path(run) -> Path:  # the evaluations' file, as checkpoint.json names it
+        return run.path / json.loads((run.path / "checkpoint.json").read_text())["rows"]["evaluations"]["file"]
 
     def iterate(n: int, appended: bool = True) -> None:
         for _ in range(n):
@@ -254,9 +257,11 @@ def test_a_checkpoint_appends_its_rows_and_its_bytes_do_not_grow_with_the_run(tm
             state["evaluations"].extend({"iteration": it, "index": j, "loss": math.sqrt(it + j),
                                          "genome": [math.sin(it * j + k) for k in range(24)]} for j in range(8))
             state["iteration"] = it + 1
-            inode = rows_file.stat().st_ino if rows_file.exists() else None
+            rows_file = rows_path(run) if (run.path / "checkpoint.json").exists() else None
+            inode = rows_file.stat().st_ino if rows_file else None
             before = rows_file.read_bytes() if inode else b""
             run.save_checkpoint(state)
+            rows_file = rows_path(run)
             sizes.append((run.path / "checkpoint.json").stat().st_size)
             if appended:  # to the same file, not a new one renamed over it
                 assert rows_file.read_bytes().startswith(before) and inode in (None, rows_file.stat().st_ino)
@@ -268,26 +273,51 @@ def test_a_checkpoint_appends_its_rows_and_its_bytes_do_not_grow_with_the_run(tm
     iterate(60)
     assert sizes[-1] - sizes[9] < 64  # the counts' digits alone: a row is 600 bytes
     same(store.open(run.id).load_checkpoint(), state)
-    with rows_file.open("ab") as f:  # a kill in the middle of the next save's append
+    with rows_path(run).open("ab") as f:  # a kill in the middle of the next save's append
         f.write(b'{"iteration":60,"index":0,"lo')
     resumed = store.open(run.id)
     same(resumed.load_checkpoint(), state)
     run = resumed  # a resumed process: its first save rewrites the file, without the half row
     iterate(1, appended=False)
-    assert rows_file.read_bytes().count(b"\n") == len(state["evaluations"]) == 61 * 8
+    assert rows_path(run).read_bytes().count(b"\n") == len(state["evaluations"]) == 61 * 8
+    assert len(list(run.path.glob("checkpoint-evaluations*.jsonl"))) == 1  # the old file deleted
     same(store.open(run.id).load_checkpoint(), state)
     # a checkpoint of format 1, its rows inline (as this version writes a state that spells a placeholder)
     old = store.create("merge", "x", "none", {}, 1)
     old.save_checkpoint({**state, "note": "\x00workbench-rows:evaluations\x00"})
     text = (old.path / "checkpoint.json").read_text()
-    assert '"rows":' not in text and not (old.path / "checkpoint-evaluations.jsonl").exists()
+    assert '"rows":' not in text and not list(old.path.glob("checkpoint-*.jsonl"))
     (old.path / "checkpoint.json").write_text(text.replace('"format":2', '"format":1', 1))
     back = store.open(old.id).load_checkpoint()
     assert back.pop("note") == "\x00workbench-rows:evaluations\x00"
     same(back, state)
     store.open(old.id).save_checkpoint(back)
-    assert (old.path / "checkpoint-evaluations.jsonl").exists()
+    assert rows_path(old).exists()
     same(store.open(old.id).load_checkpoint(), state)
+
+
+def test_a_kill_before_checkpoint_json_of_a_save_whose_rows_start_over_leaves_the_last_checkpoint(tmp_path):
+    """Where a save writes its rows whole (a process's first save, a rows list cut short or replaced), it must not
+    write them over the file the checkpoint.json on disk counts: a kill before the new checkpoint.json's rename left
+    the old one counting bytes the file no longer held, and the run could not be resumed ("corrupt"); a page that
+    had read the old checkpoint.json got the same error instead of a retry. The kill is played back from the folder
+    after the save: its checkpoint.json as before, and what the save deleted (only after that rename) still there."""
+    store = RunStore(tmp_path / "runs")
+    run = store.create("merge", "x", "none", {}, 0)
+    rows = [{"iteration": i, "loss": math.nan if i == 3 else i / 7, "name": "α\nβ"} for i in range(6)]
+    state = {"iteration": 6, "metrics": [{"iteration": 0, "best_loss": 1.0}], "evaluations": rows,
+             "search": np.arange(3.0)}
+    run.save_checkpoint(state)
+    before = {p.name: p.read_bytes() for p in run.path.iterdir() if p.name.startswith("checkpoint")}
+    for evaluations in (rows[:2], rows[:2] + [{"iteration": 9, "loss": 0.5, "name": "γ"}]):  # cut short, replaced
+        run.save_checkpoint({**state, "evaluations": evaluations})
+        (run.path / "checkpoint.json").write_bytes(before["checkpoint.json"])  # the kill, before its rename
+        for name, data in before.items():
+            if not (run.path / name).exists():
+                (run.path / name).write_bytes(data)
+        back = store.open(run.id).load_checkpoint()
+        assert json.dumps(back["evaluations"]) == json.dumps(rows) and back["metrics"] == state["metrics"]
+        run = store.open(run.id)  # the resumed process
 
 
 def test_growing_tables_convert_new_rows_only_and_write_the_bytes_of_a_whole_conversion(tmp_path):

@@ -8,7 +8,7 @@
                   inputs/<name>     copies of the input files (a target image), hashed in run.json
                   checkpoint.json   the search and everything the loop needs to go on, as plain JSON…
                   checkpoint-<sha256>.npz   …and its arrays (named by their hash in checkpoint.json)
-                  checkpoint-<key>.jsonl    …and its append-only rows (metrics, evaluations), one JSON row a line
+                  checkpoint-<key>-<token>.jsonl   …and its append-only rows (metrics, evaluations), a JSON row a line
 
 Every file is written through workbench.atomic (a temporary name in the same folder, then a rename), so
 a crash leaves either the old or the new file, never half of one. A checkpoint is a pair: the arrays go
@@ -16,7 +16,9 @@ first, under a name made of their hash, then checkpoint.json names them; older a
 only after that, so a crash at any point leaves a checkpoint.json whose arrays exist and match. The rows that
 only grow (APPEND_ONLY) are appended to their .jsonl file, not rewritten (rewritten, a recipe evolution of 1,000
 iterations wrote 1.6 GB of checkpoints); checkpoint.json records how many of its bytes (rows, sha256) are the
-checkpoint's, so the part of a row a kill left past them is ignored, and cut off by the next save.
+checkpoint's, so the part of a row a kill left past them is ignored. A file is only ever appended to past the
+bytes a checkpoint.json counts: where the rows must be written whole (a process's first save, a list cut short),
+they go to a new file, and the old one is deleted once checkpoint.json names the new one, as the arrays are.
 
 Nothing in a run folder is a pickle: a folder someone else wrote can be resumed without running their
 code. Checkpoints of older versions (checkpoint.pkl) are refused unless the caller trusts the folder
@@ -872,12 +874,17 @@ class Run:
             text = json.dumps({**meta, "state": tree}, separators=(",", ":"), allow_nan=False)
         elif listed:  # the rows' files first (appended, fsynced), then the checkpoint.json that counts them
             files = {key: self._rows_files.setdefault(key, RowsFile()) for key in listed}
-            meta["rows"] = {key: files[key].write(self.path / f"checkpoint-{key}.jsonl", listed[key]) for key in listed}
+            meta["rows"] = {key: files[key].write(self.path, key, listed[key]) for key in listed}
             text = json.dumps(meta, separators=(",", ":"), allow_nan=False)
         atomic_write(self.path / "checkpoint.json", lambda p: p.write_text(text))
         for old in self.path.glob("checkpoint-*.npz"):  # only now: checkpoint.json no longer names them
             if old.name != name:
                 old.unlink(missing_ok=True)
+        named = {spec["file"] for spec in meta.get("rows", {}).values()}
+        for key in meta.get("rows", {}):  # the rows' files it no longer names (a kill's, a rewrite's), likewise
+            for old in self.path.glob(f"checkpoint-{key}*.jsonl"):
+                if old.name not in named:
+                    old.unlink(missing_ok=True)
         (self.path / "checkpoint.pkl").unlink(missing_ok=True)  # a converted pre-JSON checkpoint
 
     def load_checkpoint(self, trust_pickle: bool = False) -> dict | None:
@@ -1105,23 +1112,28 @@ def _read_rows(folder: Path, spec: dict) -> str:
 class RowsFile:
     """A checkpoint's .jsonl file of one key's rows (one row's JSON a line), appended at each save: rewritten whole,
     the rows of a long run were most of every checkpoint's bytes (a recipe evolution at pop 8: 3.3 kB more each
-    iteration, 1.6 GB written over 1,000). It is rewritten whole, atomically, at the first save of a process (a
-    resumed run's: that cuts off what a kill left past the last checkpoint's rows) and where the rows are others
-    (RowsJSON began their texts again: another list, one cut short)."""
+    iteration, 1.6 GB written over 1,000). They are written whole, to a new file, at the first save of a process (a
+    resumed run's: that leaves behind what a kill left past the last checkpoint's rows) and where the rows are others
+    (RowsJSON began their texts again: another list, one cut short). Never in place of the file the checkpoint.json
+    on disk names: a kill before the new checkpoint.json, or a page that read the old one, would find other bytes
+    than it counts, and the run could not be resumed (save_checkpoint deletes the old file after checkpoint.json)."""
 
     def __init__(self) -> None:
         self.parts: list[str] | None = None  # RowsJSON's list of the rows' texts, as far as the file holds them
+        self.name = ""  # the file this process writes (none before its first save)
         self.n, self.size, self.sha256 = 0, 0, hashlib.sha256()
 
-    def write(self, path: Path, parts: list[str]) -> dict:
+    def write(self, folder: Path, key: str, parts: list[str]) -> dict:
         """Bring the file to `parts`, appending the new rows where it holds the first ones; its checkpoint.json spec."""
         if parts is not self.parts or len(parts) < self.n:
             data = "".join(p + "\n" for p in parts).encode()
-            atomic_write(path, lambda p: p.write_bytes(data))
-            self.parts, self.n, self.size, self.sha256 = parts, len(parts), len(data), hashlib.sha256(data)
+            name = f"checkpoint-{key}-{os.urandom(6).hex()}.jsonl"  # not the old file's name (see the docstring)
+            atomic_write(folder / name, lambda p: p.write_bytes(data))
+            self.parts, self.name, self.n, self.size, self.sha256 = parts, name, len(parts), len(data), \
+                hashlib.sha256(data)
         elif len(parts) > self.n:
             data = "".join(p + "\n" for p in parts[self.n:]).encode()
-            with path.open("r+b") as f:
+            with (folder / self.name).open("r+b") as f:
                 f.truncate(self.size)  # what an append that failed in this process left
                 f.seek(self.size)
                 f.write(data)
@@ -1130,7 +1142,7 @@ class RowsFile:
             sha256 = self.sha256.copy()
             sha256.update(data)
             self.n, self.size, self.sha256 = len(parts), self.size + len(data), sha256
-        return {"file": path.name, "rows": self.n, "bytes": self.size, "sha256": self.sha256.hexdigest()}
+        return {"file": self.name, "rows": self.n, "bytes": self.size, "sha256": self.sha256.hexdigest()}
 
 
 class RowsJSON:
