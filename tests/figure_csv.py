@@ -14,9 +14,11 @@ def _title(panel, hv) -> str:
     else its label."""
     for backend in ("matplotlib", "bokeh"):
         for obj in panel.traverse(lambda x: x):
-            title = hv.Store.lookup_options(backend, obj, "plot").kwargs.get("title")
-            if title:
-                return str(title)
+            options = hv.Store.lookup_options(backend, obj, "plot").kwargs
+            if "title" in options:  # the first that sets one, "" too (no title then)
+                if options["title"]:
+                    return str(options["title"])
+                break
     return str(panel.label or "")
 
 

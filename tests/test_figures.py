@@ -1361,6 +1361,10 @@ def test_a_csvs_titles_and_columns_are_what_an_overlay_draws_from_its_layers_and
     assert [(r["label"], r["element"], r["state"]) for r in rows[4:]] == [("evicted", "Scatter", "0.0"),
                                                                          ("kept", "Scatter", "2.0")]
     assert len(rows) == 6 and {r["token position"] for r in rows[4:]} == {"NaN"}
+    # a layer's empty title before a titled one: HoloViews draws none, and the CSV has none
+    hidden = hv.Curve([(0, 1.0)]).opts(title="", backend="matplotlib") * hv.Curve([(0, 2.0)]).opts(
+        title="shown", backend="matplotlib")
+    assert {r["title"] for r in _read_csv(save(hidden, tmp_path / "hidden.csv"))} == {""}
     loss = hv.Curve([(0, 1.0), (1, 0.5)], label="ours").opts(ylabel="loss", backend="matplotlib")
     rows = _read_csv(save(loss * hv.Curve([(0, 2.0)], label="peer"), tmp_path / "two.csv"))
     assert list(rows[0])[4:] == ["x", "loss"] and [r["loss"] for r in rows] == ["1.0", "0.5", "2.0"]

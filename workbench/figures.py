@@ -1237,12 +1237,15 @@ def _option(obj, name: str, hv):
 def _drawn_option(panel, name: str, hv):
     """A plot option as a panel draws it: its own, else the first of its layers' that sets it (HoloViews passes a
     title, an xlabel or a ylabel set on an overlay's layer to the overlay: NAMM's raster carries its panel's title,
-    one curve of several the y axis's label), either backend's (matplotlib's first); None where none sets it."""
+    one curve of several the y axis's label), either backend's (matplotlib's first); None where none sets it. The
+    first that sets it wins even where it is empty, as in HoloViews (a title set to "" hides its layers' titles)."""
     for backend in ("matplotlib", "bokeh"):
         for obj in panel.traverse(lambda x: x):
-            value = hv.Store.lookup_options(backend, obj, "plot").kwargs.get(name)
-            if value:
-                return value
+            options = hv.Store.lookup_options(backend, obj, "plot").kwargs
+            if name in options:
+                if options[name]:
+                    return options[name]
+                break
     return None
 
 
