@@ -10,16 +10,18 @@ from workbench.figures import TABLE_COLUMNS, holoviews
 
 
 def _title(panel, hv) -> str:
-    """A panel's title as either backend draws it (an overlay draws the first title of its own and its layers'),
-    else its label."""
+    """A panel's title as either backend draws it (an overlay draws the first title of its own and its layers'), ""
+    where the first set is empty, else its label."""
+    hidden = False
     for backend in ("matplotlib", "bokeh"):
         for obj in panel.traverse(lambda x: x):
             options = hv.Store.lookup_options(backend, obj, "plot").kwargs
             if "title" in options:  # the first that sets one, "" too (no title then)
                 if options["title"]:
                     return str(options["title"])
+                hidden = True
                 break
-    return str(panel.label or "")
+    return "" if hidden else str(panel.label or "")
 
 
 def drawn_rows(fig) -> tuple[Counter, list[str], set[str]]:

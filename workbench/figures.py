@@ -1204,9 +1204,14 @@ def refuse_csv(what: str, out: str | Path) -> None:
 
 def _panel_title(panel, hv) -> str:
     """A panel's title as drawn: its own title option (either backend's), else one of its layers' (_drawn_option: a
-    title set on an overlay's raster is the overlay's), else its label, else ""."""
+    title set on an overlay's raster is the overlay's); "" where one is set empty (none drawn: a comparison's panel
+    of several runs, which its legend names), else its label."""
     title = _drawn_option(panel, "title", hv)
-    return str(title) if title else str(panel.label or "")
+    if title:
+        return str(title)
+    hidden = any("title" in hv.Store.lookup_options(backend, obj, "plot").kwargs
+                 for backend in ("matplotlib", "bokeh") for obj in panel.traverse(lambda x: x))
+    return "" if hidden else str(panel.label or "")
 
 
 def _column_names(dimensions, taken) -> list[str]:
