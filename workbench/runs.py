@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 FORMAT = 1
-CHECKPOINT_FORMAT = 2  # 2: the append-only rows in checkpoint-<key>.jsonl; 1 (still read): inline
+CHECKPOINT_FORMAT = 2  # 2: the append-only rows in checkpoint-<key>-<token>.jsonl; 1 (still read): inline
 #: the kinds of run that once wrote checkpoint.pkl, whose commands take --trust-pickle
 PICKLED_KINDS = ("target", "openended", "illuminate", "merge")
 PACKAGES = ("workbench", "torch", "open-clip-torch", "taichi", "cmaes", "ribs", "duckdb", "numpy")
@@ -940,7 +940,7 @@ class Run:
             state = unpack(meta["state"], arrays)
             for key, text in rows.items():
                 if not isinstance(state, dict) or state.get(key) != _placeholder(key):
-                    raise CheckpointError(f"its state has no place for the rows of checkpoint-{key}.jsonl")
+                    raise CheckpointError(f"its state has no place for the rows of {meta['rows'][key]['file']}")
                 state[key] = unpack(json.loads(text), {})
         except (CheckpointError, ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{corrupt} ({exc})") from exc
