@@ -1204,14 +1204,10 @@ def refuse_csv(what: str, out: str | Path) -> None:
 
 def _panel_title(panel, hv) -> str:
     """A panel's title as drawn: its own title option (either backend's), else one of its layers' (_drawn_option: a
-    title set on an overlay's raster is the overlay's); "" where one is set empty (none drawn: a comparison's panel
-    of several runs, which its legend names), else its label."""
+    title set on an overlay's raster is the overlay's); "" where it is set empty (none drawn: a comparison's panel
+    of several runs, which its legend names); its label where none sets one."""
     title = _drawn_option(panel, "title", hv)
-    if title:
-        return str(title)
-    hidden = any("title" in hv.Store.lookup_options(backend, obj, "plot").kwargs
-                 for backend in ("matplotlib", "bokeh") for obj in panel.traverse(lambda x: x))
-    return "" if hidden else str(panel.label or "")
+    return str(panel.label or "") if title is None else str(title)
 
 
 def _column_names(dimensions, taken) -> list[str]:
@@ -1230,28 +1226,22 @@ def _column_names(dimensions, taken) -> list[str]:
 _TWO_KEYED = ("HeatMap", "Image", "QuadMesh", "Raster", "Points", "Nodes")
 
 
-def _option(obj, name: str, hv):
-    """A plot option of `obj` as either backend draws it (matplotlib's first: the paper figure's), else None."""
-    for backend in ("matplotlib", "bokeh"):
-        value = hv.Store.lookup_options(backend, obj, "plot").kwargs.get(name)
-        if value:
-            return value
-    return None
-
-
 def _drawn_option(panel, name: str, hv):
     """A plot option as a panel draws it: its own, else the first of its layers' that sets it (HoloViews passes a
     title, an xlabel or a ylabel set on an overlay's layer to the overlay: NAMM's raster carries its panel's title,
-    one curve of several the y axis's label), either backend's (matplotlib's first); None where none sets it. The
-    first that sets it wins even where it is empty, as in HoloViews (a title set to "" hides its layers' titles)."""
+    one curve of several the y axis's label), either backend's (matplotlib's first). The first that sets it wins
+    even where it is empty, as in HoloViews (a title set to "" hides its layers' titles): "" where each backend's
+    first is empty, None where none sets it (an element: its own option alone)."""
+    found = None
     for backend in ("matplotlib", "bokeh"):
         for obj in panel.traverse(lambda x: x):
             options = hv.Store.lookup_options(backend, obj, "plot").kwargs
             if name in options:
                 if options[name]:
                     return options[name]
+                found = ""
                 break
-    return None
+    return found
 
 
 def _axis_labels(element, panel, hv) -> dict[str, str]:
@@ -1265,7 +1255,7 @@ def _axis_labels(element, panel, hv) -> dict[str, str]:
         (element.vdims or [None])[0]
     labels = {}
     for dim, option in ((element.kdims[0], "xlabel"), (y, "ylabel")):
-        label = _option(element, option, hv) or _drawn_option(panel, option, hv)
+        label = _drawn_option(element, option, hv) or _drawn_option(panel, option, hv)
         if dim is not None and isinstance(label, str) and label.strip():
             labels[dim.name] = label.strip()
     return labels
