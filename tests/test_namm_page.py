@@ -324,15 +324,14 @@ def test_the_token_field_and_a_click_on_the_raster_pick_the_same_token_and_refus
 def test_the_retention_rasters_csv_names_its_state_codes_and_its_title(tiny, tmp_path):
     """The raster's CSV held its cells' states as codes 0–3 that only the picture's legend named, and no title (set
     on the raster, drawn by its overlay): a reader of the table could not tell kept from evicted."""
-    import csv
+    from figure_csv import check_csv
 
     from workbench.figures import save
 
     model = NAMMExplorer(runs_dir=str(tmp_path), prompt=PROMPT, n_up=16, max_new_tokens=4)
     trace = model.run()
-    out = save(model.figure("retention"), tmp_path / "retention.csv")
-    with open(out, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    fig = model.figure("retention")
+    rows = check_csv(save(fig, tmp_path / "retention.csv"), fig)
     named = {float(r["state"]): r["label"] for r in rows if r["element"] == "Scatter"}
     assert named == {float(code): name for code, name in tr.CODES.items()}
     cells = [r for r in rows if r["element"] == "Image"]
