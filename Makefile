@@ -122,5 +122,7 @@ smollm2-expert: $(STAMP)
 gpu-kit: $(STAMP)
 	$(PY) .ci/gpu-kit --python $(or $(GPU_PY),3.12) $(if $(REFERENCE),--reference $(REFERENCE))
 
+# build/ and workbench.egg-info too: `pip install .` / `pip wheel .` leave them, and setuptools copies the sources
+# over build/lib without emptying it, so a module since deleted would still ship in the next wheel built here.
 clean:
-	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OUT) $(RUNS) data/zoo data/zoo-quick .pytest_cache .ruff_cache build dist workbench.egg-info
