@@ -22,7 +22,7 @@ import param
 
 from workbench.checks import shell_path, user_path
 from workbench.dashboards.shell import ROW_WIDTH, code, literal, plain, scrolls
-from workbench.figures import colours_for, export_suffix, holoviews, whole_numbers
+from workbench.figures import PICTURE_ROW, colours_for, export_suffix, holoviews, whole_numbers
 from workbench.namm import trace as tr
 
 if TYPE_CHECKING:
@@ -412,9 +412,14 @@ class NAMMExplorer(param.Parameterized):
     def _retention(self, hv, t: tr.Trace):
         codes = tr.retention(t, self.step)
         rows, n = codes.shape
-        # an Image draws its array's row 0 at the top: layer 0 head 0 there, as the ticks, hover and pick read it
-        img = hv.Image(codes.astype(float), bounds=(-0.5, -0.5, n - 0.5, rows - 0.5), kdims=["token", "row"],
-                       vdims=["state"])
+        # trace row r (layer r // H, KV head r % H) drawn at y = rows − 1 − r: layer 0 head 0 at the top, as the
+        # ticks, hover and pick read it. That y is the picture's alone (PICTURE_ROW, left out of a CSV): each cell
+        # carries its layer and KV head, the CSV's columns (it held the y, "layer / KV head" 3 for L0 head 0), in
+        # the smallest whole type (the page's Bokeh source carries them too, beside the states)
+        index = np.arange(rows, dtype=np.min_scalar_type(rows))
+        cell_layer, cell_head = (np.repeat(a[::-1, None], n, axis=1) for a in np.divmod(index, t.n_heads))
+        img = hv.Image((np.arange(n), np.arange(rows), codes[::-1].astype(float), cell_layer, cell_head),
+                       kdims=["token", PICTURE_ROW], vdims=["state", "layer", "KV head"])
         every = max(1, t.n_layers // 12)
         ticks = [(rows - 1 - layer * t.n_heads - (t.n_heads - 1) / 2, f"L{layer}")
                  for layer in range(0, t.n_layers, every)]

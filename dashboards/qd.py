@@ -856,9 +856,14 @@ class QDModel(param.Parameterized):
         under = _thumbnails(d, cells, thumb) if d.kind == "map-elites" else None
         # ticks in scores where the bins' ranges are known (a run, a pyribs file), bin indices otherwise
         scored = [d.ranges[a] for a in axes] if d.kind in ("qd", "pyribs") else None
+        # the ringed elite's own model and quality (K > 3: not the best of its plot position, whose cell is drawn)
+        elite = self._archive_rows(task)
+        elite = elite[elite["id"] == self.selected]
+        selected = {"model": str(d.models.reindex(elite["id"])["label"].iloc[0]), "id": elite["id"].iloc[0],
+                    "quality": float(elite["quality"].iloc[0])} if len(elite) else None
         out = cell_layers(cells, value, clim, cmap, d.bins, axes, title, self.elite_cells().get(task), under,
                           labels=sampling, axis_ranges=scored, size=470 if under is not None else ARCHIVE_FRAME,
-                          clabel="times drawn" if sampling else f"{task} score")
+                          clabel="times drawn" if sampling else f"{task} score", selected=selected)
         self._layers = (key, out)
         return out
 
@@ -977,11 +982,13 @@ def count_font_px(size: int, bins: int) -> int:
 def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap: str, bins: int, axes: list[str],
                 title: str, highlight: tuple[int, ...] | None = None, under: np.ndarray | None = None,
                 labels: bool = False, size: int = 190, axis_ranges: list[tuple[float, float]] | None = None,
-                clabel: str | None = None) -> tuple[dict, dict]:
+                clabel: str | None = None, selected: dict | None = None) -> tuple[dict, dict]:
     """An archive's layers and the options of the plot they make: "under" (an RGB image beneath, or None),
     "cells" (coloured squares on the fixed grid, empty cells blank; hover: model, cell, quality, scores, parents),
-    "labels" (the values written in the cells, or None) and "ring" (the highlighted cell outlined). The page
-    animates each layer on its own (a click reaches the server from a plain element, not from an overlay)."""
+    "labels" (the values written in the cells, or None) and "ring" (the highlighted cell outlined; its data the
+    ringed elite's "model", "id" and "quality", `selected`, else the cell's drawn there, and "selected" True).
+    The page animates each layer on its own (a click reaches the server from a plain element, not from an
+    overlay)."""
     hv = holoviews()
     one_d = len(axes) == 1
     rect = cells.assign(x0=cells["x"] - 0.5, y0=cells["y"] - 0.5, x1=cells["x"] + 0.5, y1=cells["y"] + 0.5)
@@ -1016,7 +1023,17 @@ def cell_layers(cells: pd.DataFrame, value: str, clim: tuple[float, float], cmap
                                          "text_color": hv.dim("ink")},
                                   mpl={"size": 7, "color": hv.dim("ink")})  # 4 pt in matplotlib's grey-blue before
     hx, hy = (highlight[0], highlight[1] if len(highlight) > 1 else 0) if highlight else (None, None)
-    ring = hv.Rectangles([(hx - 0.5, hy - 0.5, hx + 0.5, hy + 0.5)] if highlight else [], ["x0", "y0", "x1", "y1"])
+    # the ring's row in a CSV says what it rings (it was a Rectangles row of NaN, read as an empty cell): "selected"
+    # True, with the elite's model, id and quality (`selected`; else the cell drawn there's), as a reference line
+    # is a row that says what it marks; the cells' rows have "selected" NaN
+    ring_dims = ["quality", "model", "id", "selected"]
+    ring = pd.DataFrame(columns=["x0", "y0", "x1", "y1", *ring_dims])
+    if highlight:
+        drawn = cells[(cells["x"] == hx) & (cells["y"] == hy)]
+        elite = selected or (drawn.iloc[0][ring_dims[:3]].to_dict() if len(drawn) else {})
+        ring = pd.DataFrame([{"x0": hx - 0.5, "y0": hy - 0.5, "x1": hx + 0.5, "y1": hy + 0.5,
+                              **{d: elite.get(d, np.nan) for d in ring_dims[:3]}, "selected": True}])
+    ring = hv.Rectangles(ring, ["x0", "y0", "x1", "y1"], ring_dims)
     layers["ring"] = styled(ring, bokeh={"fill_alpha": 0.0, "line_color": RING, "line_width": 3},
                             mpl={"facecolor": "none", "edgecolor": RING, "linewidth": 1.2})
     unit = "score" if axis_ranges else "bin"

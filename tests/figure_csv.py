@@ -9,26 +9,50 @@ from pathlib import Path
 from workbench.figures import TABLE_COLUMNS, holoviews
 
 
-def _title(panel, hv) -> str:
-    """A panel's title as either backend draws it (an overlay draws the first title of its own and its layers'), ""
-    where the first set is empty, else its label."""
-    hidden = False
+def _title_backend(panel, hv) -> str:
+    """The backend whose title a panel's CSV names: the first that sets a title on the panel or one of its layers
+    (an overlay draws the first title of its own and its layers', "" too), matplotlib's (the paper figure's) before
+    Bokeh's; matplotlib where none sets one (HoloViews' default title, the same in both)."""
     for backend in ("matplotlib", "bokeh"):
         for obj in panel.traverse(lambda x: x):
-            options = hv.Store.lookup_options(backend, obj, "plot").kwargs
-            if "title" in options:  # the first that sets one, "" too (no title then)
-                if options["title"]:
-                    return str(options["title"])
-                hidden = True
-                break
-    return "" if hidden else str(panel.label or "")
+            if "title" in hv.Store.lookup_options(backend, obj, "plot").kwargs:
+                return backend
+    return "matplotlib"
 
 
-def drawn_rows(fig) -> tuple[Counter, list[str], set[str]]:
+def drawn_titles(fig, rename: dict[str, str] | None = None) -> list[str]:
+    """Each panel's title read off the figure as HoloViews draws it (`rename`d first, as figures.save does: a
+    "{label}" in a title is the new name), in the backend that sets it (_title_backend): a template ("{label}
+    …", "{group}", an NdLayout's "{dimensions}") formatted by HoloViews itself, not as the exporter thinks it is.
+    Panels in the order drawn (a layout's, row by row)."""
+    from holoviews.plotting.plot import GenericElementPlot, GenericOverlayPlot
+
+    from workbench.figures import rename as renamed_figure
+
+    hv = holoviews()
+    fig = renamed_figure(fig, rename or {})
+    panels = list(fig) if isinstance(fig, (hv.Layout, hv.NdLayout, hv.GridSpace)) else [fig]
+    backends = [_title_backend(p, hv) for p in panels]
+    drawn = {}
+    for backend in set(backends):
+        plot = hv.renderer(backend).get_plot(fig)
+        top = plot.traverse(lambda p: p, [lambda p: isinstance(p, (GenericElementPlot, GenericOverlayPlot))
+                                          and not p.overlaid])
+        assert len(top) == len(panels), (backend, len(top), len(panels))
+        drawn[backend] = [p.handles["axis"].get_title() if backend == "matplotlib" else p.handles["plot"].title.text
+                          for p in top]
+        if backend == "matplotlib":  # pyplot keeps every figure made open (it warns past 20)
+            import matplotlib.pyplot as plt
+
+            plt.close(plot.state)
+    return [drawn[b][i] for i, b in enumerate(backends)]
+
+
+def drawn_rows(fig, rename: dict[str, str] | None = None) -> tuple[Counter, list[str], set[str]]:
     """What a figure's CSV holds, from the figure: rows per (panel, element type) (a line's data points, a
     heatmap's or an image's cells, a Graph's edges and its nodes, a reference line one, a colour key's stand-in
-    that holds a value; no picture, text or other colour key), the panels' titles in the order drawn and the
-    labels of the elements that have rows."""
+    that holds a value; no picture, text or other colour key), the panels' titles in the order drawn (as drawn,
+    `rename`d: drawn_titles) and the labels of the elements that have rows."""
     hv = holoviews()
     panels = list(fig) if isinstance(fig, (hv.Layout, hv.NdLayout, hv.GridSpace)) else [fig]
     counts, labels = Counter(), set()
@@ -48,7 +72,7 @@ def drawn_rows(fig) -> tuple[Counter, list[str], set[str]]:
                 counts[(str(i), kind)] += rows
             if e.label and sum(n.values()):
                 labels.add(e.label)
-    return +counts, [_title(p, hv) for p in panels], labels
+    return +counts, drawn_titles(fig, rename), labels
 
 
 def renamed(label: str, rename: dict[str, str]) -> str:
@@ -69,7 +93,7 @@ def check_csv(path: str | Path, fig, rename: dict[str, str] | None = None) -> li
         header = reader.fieldnames or []
     assert tuple(header[:len(TABLE_COLUMNS)]) == TABLE_COLUMNS, header
     assert rows, path
-    counts, titles, labels = drawn_rows(fig)
+    counts, titles, labels = drawn_rows(fig, rename)
     assert Counter((r["panel"], r["element"]) for r in rows) == counts, path
     assert [r["panel"] for r in rows] == sorted((r["panel"] for r in rows), key=int), path  # panel by panel
     written = {r["panel"]: r["title"] for r in rows}

@@ -1370,6 +1370,35 @@ def test_a_csvs_titles_and_columns_are_what_an_overlay_draws_from_its_layers_and
     assert list(rows[0])[4:] == ["x", "loss"] and [r["loss"] for r in rows] == ["1.0", "0.5", "2.0"]
 
 
+def test_a_csvs_titles_are_formatted_as_holoviews_draws_them(tmp_path):
+    """HoloViews formats a title as a template ("{label}", "{group}", "{type}", an NdLayout's "{dimensions}"; its
+    default "{label} {group} {dimensions}" where none is set): the CSV wrote "{label}: best so far" where the
+    figure said "ours: best so far", an NdLayout's panels untitled ("task: add" drawn) and a group left out. Each
+    title is checked against the one HoloViews draws (figure_csv.drawn_titles), and spelled out here."""
+    from figure_csv import check_csv
+
+    from workbench.figures import holoviews, save
+
+    hv = holoviews()
+    curve = hv.Curve([(0, 1.0), (1, 0.5)], label="ours").opts(title="{label}: best so far", backend="matplotlib")
+    overlay = hv.Curve([(0, 1.0)], label="ours") * hv.Curve([(0, 2.0)], label="peer").opts(
+        title="{type} of two", backend="matplotlib")  # set on a layer, formatted with the overlay drawn
+    layout = hv.Layout([curve, overlay, hv.Curve([(0, 1.0)], group="Loss", label="seed 1"),
+                        hv.Curve([(0, 1.0)], label="a").opts(title="{label} ({group})", backend="bokeh")])
+    cases = {"layout": (layout, None, ["ours: best so far", "Overlay of two", "seed 1 Loss", "a ()"]),
+             "renamed": (curve, {"ours": "our search"}, ["our search: best so far"]),  # the new name, as drawn
+             "keyed": (hv.NdLayout({"sort": hv.Curve([(0, 1.0)]), "add": hv.Curve([(0, 2.0)])}, kdims="task"),
+                       None, ["task: add", "task: sort"]),
+             "braces": (hv.Curve([(0, 1.0)]).opts(title="loss {x", backend="matplotlib"), None, ["loss {x"])}
+    for name, (fig, rename, titles) in cases.items():
+        out = save(fig, tmp_path / f"{name}.csv", rename=rename)
+        if name != "braces":  # no template: HoloViews cannot draw it (ValueError), the CSV keeps its text
+            rows = check_csv(out, fig, rename)
+        else:
+            rows = _read_csv(out)
+        assert list(dict.fromkeys(r["title"] for r in rows)) == titles, name
+
+
 def test_a_csv_takes_no_printed_size_and_a_picture_has_no_data_to_write(tmp_path):
     """A .csv has no width, resolution or face: --width, --dpi and --font are refused (one error naming the flag,
     as .html refuses them), not ignored; a figure of pictures or text alone is refused as having no data, from the

@@ -219,8 +219,9 @@ def test_explorer_opens_a_trained_run_and_exports_every_view(namm_run, tiny, tmp
     codes = tr.retention(trace, model.step)
     for row in range(rows):
         assert model.pick(0, rows - 1 - row)[1:] == (row // trace.n_heads, row % trace.n_heads)
-        drawn = [image[x, rows - 1 - row] for x in range(trace.n_tokens)]
+        drawn = [image[x, rows - 1 - row, "state"] for x in range(trace.n_tokens)]  # (it carries its layer and head)
         np.testing.assert_array_equal(drawn, codes[row].astype(float))
+        assert (image[0, rows - 1 - row, "layer"], image[0, rows - 1 - row, "KV head"]) == divmod(row, trace.n_heads)
     assert len({tuple(r) for r in codes}) > 1  # rows that differ: a flip would show
     model.step, model.layer, model.token = 1, 1, 3
     # every view, every format (matplotlib for PNG / SVG / PDF, Bokeh for HTML; the text drawn token by token)
@@ -338,6 +339,35 @@ def test_the_retention_rasters_csv_names_its_state_codes_and_its_title(tiny, tmp
     assert len(cells) == trace.n_layers * trace.n_heads * trace.n_tokens
     assert {float(r["state"]) for r in cells} <= set(named) and {r["title"] for r in rows} == {
         f"{shown(trace.label)}: kept after step {model.step + 1} ({trace.steps[model.step]} tokens)"}
+
+
+def test_the_retention_rasters_csv_names_each_cells_layer_and_kv_head(tiny, tmp_path):
+    """The raster's CSV had a "layer / KV head" column holding the picture's y (rows − 1 − layer·H − head: 3 for
+    L0 head 0 of the tiny model's 2 × 2), which a reader took for a layer or a head. Each cell's row now has its
+    layer and KV head (as the ticks and hover say them, L0 head 0 drawn at the top) and no picture coordinate:
+    its state is the trace's at that layer, head and token."""
+    from figure_csv import check_csv
+
+    from workbench.figures import PICTURE_ROW, save
+
+    model = NAMMExplorer(runs_dir=str(tmp_path), prompt=PROMPT, n_up=16, max_new_tokens=4)
+    trace = model.run()
+    fig = model.figure("retention")
+    rows = check_csv(save(fig, tmp_path / "retention.csv"), fig)
+    assert list(rows[0])[4:] == ["token position", "state", "layer", "KV head"]  # no y of the picture
+    assert PICTURE_ROW not in rows[0] and "layer / KV head" not in rows[0]
+    codes = tr.retention(trace, model.step)
+    cells = [r for r in rows if r["element"] == "Image"]
+    where = {(int(r["layer"]), int(r["KV head"]), int(float(r["token position"]))): float(r["state"]) for r in cells}
+    assert len(where) == len(cells) == codes.size  # every cell once, layers and heads whole numbers
+    assert where == {(r // trace.n_heads, r % trace.n_heads, tok): float(codes[r, tok])
+                     for r in range(codes.shape[0]) for tok in range(codes.shape[1])}
+    # the picture reads the same: L0 head 0's states at the top of the raster (the hover's and pick's row 0)
+    rows_drawn = codes.shape[0]
+    drawn = fig.get(0).dframe()
+    top = drawn[drawn[PICTURE_ROW] == rows_drawn - 1].sort_values("token")
+    assert np.array_equal(top["state"], codes[0]) and set(top["layer"]) == set(top["KV head"]) == {0}
+    assert model.pick(0, trace.n_layers * trace.n_heads - 1) == (0, 0, 0)
 
 
 def test_the_sweep_compares_at_most_32_new_tokens(tiny, tmp_path):

@@ -689,6 +689,11 @@ def test_four_tasks_project_three_bin_indices_onto_the_plot(tmp_path):
     assert len(shown) == len(now) and int(shown[(shown["x"] == best["x"]) & (shown["y"] == best["y"])]["id"].iloc[0]) \
         == int(best["id"])  # the plot position shows its best elite
     assert model.elite_cells(other) == {"sort": hidden["cell"]}  # the weaker one is found, and outlined there
+    model.selected = other  # its ring's row in a CSV is its own model and quality, not the best elite's drawn there
+    ring = model.archive_layers("sort")[0]["ring"].dframe()
+    assert ring[["id", "quality", "selected"]].values.tolist() == [[other, hidden["quality"], True]]
+    assert ring["model"].tolist() == [str(d.models.loc[other, "label"])]
+    model.selected = -1
     sampled = model.sampling("sort")
     at = sampled[(sampled["x"] == best["x"]) & (sampled["y"] == best["y"])]
     assert float(at["draws"].iloc[0]) == best["draws"] + 5.0
@@ -839,6 +844,35 @@ def test_the_counts_in_an_archives_cells_grow_with_the_cells():
         layers, _ = cell_layers(cells, "draws", (0, 30), "Oranges", 15, TASKS[:2], "t", labels=True, size=size)
         style = hv.Store.lookup_options("bokeh", layers["labels"], "style").kwargs
         assert style["text_font_size"] == px, style
+
+
+def test_the_ring_around_the_selected_cell_is_a_csv_row_that_says_so(tmp_path):
+    """The ring around the selected elite's cell was a Rectangles row of NaN quality and model in an archive's
+    CSV: a decoration read as an empty cell. Like a reference line (a row that says where it marks), it is a row
+    marked "selected" True with the ringed elite's model, id and quality (the one selected, else the cell's drawn
+    there); the cells' rows are not marked, and an archive without a selection has no ring row."""
+    from figure_csv import check_csv
+
+    from workbench.dashboards.qd import cell_layers, cell_plot
+    from workbench.figures import save
+
+    cells = pd.DataFrame({"x": [0, 1], "y": [0, 2], "quality": [0.25, 0.75], "model": ["m3", "m7"], "id": [3, 7],
+                          "scores": ["a", "b"], "parents": ["p", "q"], "cell_text": ["0,0", "1,2"]})
+    figures = {"drawn": (1, 2), "weaker": (1, 2), "none": None}
+    chosen = {"weaker": {"model": "m9", "id": 9, "quality": 0.5}}  # K > 3: not the best at its plot position
+    for name, highlight in figures.items():
+        fig = cell_plot(*cell_layers(cells, "quality", (0, 1), "viridis", 3, TASKS[:2], "archive sort", highlight,
+                                     selected=chosen.get(name)))
+        rows = check_csv(save(fig, tmp_path / f"{name}.csv"), fig)
+        ring = [r for r in rows if r.get("selected") == "True"]
+        assert [r for r in rows if r.get("selected") not in ("True", "NaN", None)] == []
+        assert len(rows) == 2 + len(ring) and all(r["quality"] != "NaN" and r["model"] != "NaN" for r in rows)
+        if highlight is None:
+            assert ring == [], name
+            continue
+        elite = chosen.get(name, {"model": "m7", "id": 7, "quality": 0.75})
+        assert [(r["x0"], r["y0"], r["x1"], r["y1"], r["model"], r["id"], float(r["quality"])) for r in ring] == [
+            ("0.5", "1.5", "1.5", "2.5", elite["model"], str(elite["id"]), elite["quality"])], name
 
 
 def test_a_hand_edited_qd_config_costs_its_run_not_the_pages(qd, tmp_path):

@@ -1202,12 +1202,31 @@ def refuse_csv(what: str, out: str | Path) -> None:
         raise no_data(what)
 
 
-def _panel_title(panel, hv) -> str:
+#: the title HoloViews draws over a panel that sets none (its plots' `title` option's default, either backend's)
+DEFAULT_TITLE = "{label} {group} {dimensions}"
+
+
+def _panel_title(panel, hv, key: tuple = (), dimensions: tuple = ()) -> str:
     """A panel's title as drawn: its own title option (either backend's), else one of its layers' (_drawn_option: a
     title set on an overlay's raster is the overlay's); "" where it is set empty (none drawn: a comparison's panel
-    of several runs, which its legend names); its label where none sets one."""
+    of several runs, which its legend names); DEFAULT_TITLE where none sets one. Formatted as HoloViews formats
+    it (GenericElementPlot._format_title): "{label}", "{group}" (but the type's own name), "{type}" and
+    "{dimensions}" (a panel of an NdLayout: its `key` in the layout's `dimensions`, "task: sort") filled in from
+    the panel drawn (an overlay's own, where a layer set the title), outer spaces and line ends stripped: the CSV
+    had "{label}: best so far" where the figure said "ours: best so far". A title HoloViews could not format (a
+    brace of its own) is its text."""
     title = _drawn_option(panel, "title", hv)
-    return str(panel.label or "") if title is None else str(title)
+    title = DEFAULT_TITLE if title is None else str(title)
+    kind = type(panel).__name__
+    # an NdLayout's panel: its key, two dimensions a line (ElementPlot._frame_title)
+    keys = [dim.pprint_value_string(k) for dim, k in zip(dimensions, key, strict=False)]
+    where = "\n".join(", ".join(keys[i:i + 2]) for i in range(0, len(keys), 2))
+    try:
+        drawn = title.format(label=str(panel.label or ""), group="" if panel.group == kind else str(panel.group),
+                             type=kind, dimensions=where)
+    except (KeyError, IndexError, ValueError):  # not a template: HoloViews would fail to draw it, the text stays
+        return title
+    return drawn.strip(" \n")
 
 
 def _column_names(dimensions, taken) -> list[str]:
@@ -1221,6 +1240,11 @@ def _column_names(dimensions, taken) -> list[str]:
         names.append(name)
     return names
 
+
+#: the name of a raster's key that is only where its picture draws a row (NAMM's retention raster: layer 0 head 0
+#: at the top, row rows − 1), not data: a CSV leaves it out, the raster's own values saying what each row is (its
+#: layer and KV head), as its ticks and hover do; written, it read as the layer and head (3 for L0 head 0)
+PICTURE_ROW = "picture row"
 
 #: elements whose y axis is their second key (a cell's or a point's position), not their first value
 _TWO_KEYED = ("HeatMap", "Image", "QuadMesh", "Raster", "Points", "Nodes")
@@ -1271,10 +1295,11 @@ def _element_rows(element, hv, panel=None):
     stand-ins' positions.
     A Graph is its edges here; its nodes are an element of their own (figure_table). A key's stand-in that carries
     the value its colour stands for (a dimension past its position: NAMM's "state" 2 for "kept") is a row of that
-    value alone, under its label: the table then says what the codes mean, as the legend does."""
+    value alone, under its label: the table then says what the codes mean, as the legend does. A key named
+    PICTURE_ROW is the picture's position of a row, not data: left out."""
     if isinstance(element, (hv.RGB, hv.Labels, hv.element.Annotation)):
         return None
-    dims = element.kdims + element.vdims
+    dims = [d for d in element.kdims + element.vdims if d.name != PICTURE_ROW]
     if element.group == "Key":
         position = element.kdims[:2] if type(element).__name__ in _TWO_KEYED else element.kdims[:1] + element.vdims[:1]
         dims = [d for d in dims if d not in position]
@@ -1325,10 +1350,14 @@ def figure_table(obj):
     import pandas as pd
 
     hv = _hv()
-    panels = list(obj) if isinstance(obj, (hv.Layout, hv.NdLayout, hv.GridSpace)) else [obj]
+    if isinstance(obj, (hv.NdLayout, hv.GridSpace)):  # panels under keys
+        panels = list(obj.data.items())
+    else:
+        panels = [((), p) for p in (obj if isinstance(obj, hv.Layout) else [obj])]
+    dimensions = tuple(obj.kdims) if isinstance(obj, hv.NdLayout) else ()  # an NdLayout's titles say its keys
     frames = []
-    for i, panel in enumerate(panels, 1):
-        title = _panel_title(panel, hv)
+    for i, (key, panel) in enumerate(panels, 1):
+        title = _panel_title(panel, hv, key, dimensions)
         elements = []
         for element in panel.traverse(lambda e: e, [hv.Element]):
             elements += [element, element.nodes] if isinstance(element, hv.Graph) else [element]
