@@ -36,6 +36,7 @@ from workbench.dashboards.shell import (
     ROW_WIDTH,
     SHRINKS_WHEN_NARROW,
     WRAPS_WHEN_NARROW,
+    Follower,
     TextMultiChoice,
     as_text,
     code,
@@ -1168,8 +1169,9 @@ OWN_LINE_WHEN_NARROW = when_narrow("min-width: 100% !important;")
 LABEL_WRAPS_WHEN_NARROW = when_narrow("white-space: normal !important;", "*")
 
 
-def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
-    """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers."""
+def mixer_panel(model: ExpertsModel, off_loop, streams: list | None = None) -> pn.Column:
+    """Sliders per expert α (and the variant), a prompt box: every change recomposes the model and answers.
+    `streams` collects the heatmap's stream of the model, for the page to stop it when it replaces the panel."""
     experts = model.mixer_experts()
     if not experts:
         return pn.Column(placeholder(no_mixture(model), width=640, height=160), sizing_mode="stretch_width")
@@ -1211,6 +1213,8 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
 
     # a DynamicMap updates the plot's data in place (a replaced plot, made while its tab is hidden, lays out squashed)
     stream = hv.streams.Params(model, ["alphas", "variant", "normalize"])
+    if streams is not None:
+        streams.append(stream)
     heat = pn.pane.HoloViews(hv.DynamicMap(mixture, streams=[stream]), backend="bokeh", linked_axes=False)
 
     async def run(*_):
@@ -1283,10 +1287,11 @@ def mixer_panel(model: ExpertsModel, off_loop) -> pn.Column:
                      scrolls(heat), sizing_mode="stretch_width", stylesheets=[SHRINKS_WHEN_NARROW])
 
 
-def experts_page(runs_dir: str = "runs", run: str | None = None,
-                 standalone: bool = False) -> pn.template.FastListTemplate:
+def experts_page(runs_dir: str = "runs", run: str | None = None, standalone: bool = False,
+                 model: ExpertsModel | None = None) -> pn.template.FastListTemplate:
     """The /experts page over the store `runs_dir`, on run `run` (default: the newest adapt run, else the newest
-    experts run): its views, the mixer, export. standalone: a page of its own, without the links to the others."""
+    experts run): its views, the mixer, export. standalone: a page of its own, without the links to the others.
+    model: the page's model, made here when not given (a test's, to see what follows it)."""
     from workbench.dashboards.shell import (
         UNTRAPPED,
         WRAPPED_TABS,
@@ -1305,7 +1310,7 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     )
 
     holoviews()
-    model = ExpertsModel(runs_dir=runs_dir)
+    model = model or ExpertsModel(runs_dir=runs_dir)
     alert = run_alert(model, run)
     if model.run_id is None:
         return no_runs_page("experts", alert, f"No experts or adapt run in {runs_dir} yet: `workbench experts train "
@@ -1325,9 +1330,11 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))
     tabs = pn.Tabs(sizing_mode="stretch_width", dynamic=True, stylesheets=[WRAPPED_TABS])
     building = [False]
+    # what the views on show follow of the model, stopped when build() replaces them (shell.Follower says why)
+    following: list = []
 
     def view_pane(view: str):
-        def draw(matrix, compare, v=view, run_id=model.run_id):
+        def draw(_changed, v=view, run_id=model.run_id):
             if model.run_id != run_id:
                 return None
             # a Column of our own that stretches: the one Panel wraps a bound pane in takes the plot's "fixed"
@@ -1336,16 +1343,20 @@ def experts_page(runs_dir: str = "runs", run: str | None = None,
             return pn.Column(pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False),
                              sizing_mode="stretch_width")
 
-        return pn.panel(pn.bind(draw, model.param.matrix, model.param.compare), lazy=True,
-                        sizing_mode="stretch_width")
+        follower = Follower(model, ["matrix", "compare"])
+        following.append(follower)
+        return pn.panel(pn.bind(draw, follower.param.changed), lazy=True, sizing_mode="stretch_width")
 
     def build() -> None:
         d = model.data
         names = d.views
+        for stream in following:  # the views of the run before stop following the model
+            stream.unwatch()
+        following.clear()
         building[0] = True
         try:
             tabs[:] = [(VIEWS[v], scrolls(view_pane(v), sizing_mode="stretch_width")) for v in names] + [
-                ("Mixer", mixer_panel(model, off_loop))]
+                ("Mixer", mixer_panel(model, off_loop, following))]
             tabs.active = names.index(model.view) if model.view in names else len(names) if model.view == MIXER else 0
         finally:
             building[0] = False

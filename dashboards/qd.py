@@ -45,6 +45,7 @@ from workbench.dashboards.shell import (
     UNTRAPPED,
     WRAPPED_TABS,
     WRAPS_WHEN_NARROW,
+    Follower,
     TextMultiChoice,
     as_text,
     code,
@@ -1362,8 +1363,9 @@ def card_html(model: QDModel) -> str:
 def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
     """One tab per view of the source on show; the archive plots follow the scrubber and the selection in place
     (DynamicMaps: the Player animates them without new plots), a click on an archive cell selects its elite.
-    `streams` collects the model's parameter streams, for the page to stop them when another source replaces
-    these views (else the old plots would keep redrawing, for a source that is gone)."""
+    `streams` collects the model's parameter streams (and the followers of the views drawn as a whole), for the page
+    to stop them when another source replaces these views (else the old plots would keep redrawing, for a source
+    that is gone, and stay in memory as long as the tab: the model's watchers hold them)."""
     hv = holoviews()
     d = model.data
     tabs = []
@@ -1393,13 +1395,15 @@ def views_panel(model: QDModel, streams: list | None = None) -> pn.Tabs:
         elif view == "lineage":
             body = pn.pane.HoloViews(follow(lambda: model.figure("lineage")), backend="bokeh")
         else:  # a layout of several plots: redrawn as a whole, and not at all once another source replaced it
-            def draw(generation, selected, compare, v=view, revision=model.revision):
+            def draw(_redraw, v=view, revision=model.revision):
                 if model.revision != revision:
                     return None
                 return pn.pane.HoloViews(model.figure(v), backend="bokeh", linked_axes=False)
 
-            body = pn.panel(pn.bind(draw, model.param.generation, model.param.selected, model.param.compare),
-                            lazy=True)
+            # bound to the model through a follower the page stops, as the archives' streams (shell.Follower)
+            follower = Follower(model, ["generation", "selected", "compare"])
+            streams.append(follower)
+            body = pn.panel(pn.bind(draw, follower.param.changed), lazy=True)
         tabs.append((VIEWS[view], scrolls(body, sizing_mode="stretch_width")))
     out = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width", stylesheets=[WRAPPED_TABS])
     out.active = d.views.index(model.view) if model.view in d.views else 0

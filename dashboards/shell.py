@@ -735,6 +735,30 @@ def run_while(callback: Any) -> Callable[[Any], None]:
     return follow
 
 
+class Follower(param.Parameterized):
+    """What a view that a page replaces later (another run shown, a refresh) is bound to instead of its model's
+    parameters: `changed` fires when any of `names` of `model` changes, until `unwatch()`. Bound to the model's
+    parameters directly (pn.bind), a view kept Panel's watchers on the model after the page had dropped it (Panel
+    never takes them out), and with them its panes and figures, redrawn (to nothing) at every change: three
+    watchers more each time a page rebuilt its views, for as long as the tab stayed open (a helper's leak audit)."""
+
+    changed = param.Event()
+
+    def __init__(self, model: param.Parameterized, names: list[str]) -> None:
+        super().__init__()
+        self._model = model
+        self._watcher = model.param.watch(self._fire, names)
+
+    def _fire(self, *_: Any) -> None:
+        self.param.trigger("changed")
+
+    def unwatch(self) -> None:
+        """The view stops following the model (idempotent): the page is replacing it."""
+        if self._watcher is not None:
+            self._model.param.unwatch(self._watcher)
+            self._watcher = None
+
+
 def served_location():
     """The page's address (pn.state.location) where a server serves it, else None."""
     return pn.state.location if served() else None

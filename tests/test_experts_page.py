@@ -382,6 +382,48 @@ def test_the_page_of_one_expert_builds_with_its_slider_greyed(ex):
     assert LONE_EXPERT in [m.object for m in mixer.select(pn.pane.Markdown)]
 
 
+def watchers_of(model) -> int:
+    """How many watchers a Parameterized's parameters have (Panel's bound views' and the page's own)."""
+    return sum(len(w) for kinds in model.param.watchers.values() for w in kinds.values())
+
+
+def test_a_run_shown_after_another_leaves_nothing_of_the_last_following_the_model(ex):
+    """Each run picked rebuilt the views and the mixer, and the views bound to the model (pn.bind) kept Panel's
+    watchers on it, the mixer its heatmap's stream: 15 more watchers a pick for as long as the tab stayed open,
+    each holding the tabs it drew, redrawn (to nothing) at every change (a helper's leak audit: +0.5 MiB a pick).
+    The model is followed by as many watchers after a dozen picks as after the first."""
+    import asyncio
+
+    import panel as pn
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    from workbench.dashboards.experts import experts_page
+
+    async def pick(picker, model, run_id: str) -> None:
+        picker.value = run_id
+        for _ in range(2000):  # the files are read on a worker thread, then the page is rebuilt
+            if model.run_id == run_id and not picker.loading:
+                return
+            await asyncio.sleep(0.01)
+        pytest.fail(f"the page did not show {run_id}")
+
+    async def main() -> list[int]:
+        doc, model = Document(), ExpertsModel(runs_dir=ex["dir"])
+        with set_curdoc(doc):
+            page = experts_page(ex["dir"], run=ex["adapt0"], standalone=True, model=model)
+            page.server_doc(doc)
+            picker = next(w for w in page.select(pn.widgets.Select) if w.name == "Run")
+            counts = []
+            for run in ("add", "adapt0") * 6:
+                await pick(picker, model, ex[run])
+                counts.append(watchers_of(model))
+        return counts
+
+    counts = asyncio.run(main())
+    assert counts[-2:] == counts[:2], counts  # an SVF run's page, then an adapt run's: the same each time
+
+
 def test_every_tab_passes_bokehs_checks_as_served(ex):
     """Built into a document as `workbench serve` builds a page, every tab of a LoRA, an SVF and an adapt run passes
     Bokeh's integrity check (what the server logs at a page's load): a LoRA run's page logged W-1005 at each load

@@ -115,6 +115,27 @@ def test_archives_scrubber_sampling_and_curves_follow_the_run_files(qd):
     assert now["qd_score"] == pytest.approx(was["qd_score"] + best["quality"] - 0.25)
 
 
+def test_the_views_of_a_source_replaced_stop_following_the_model(qd):
+    """The page rebuilds its views for every source shown (a run picked, the refresh button) and stops what the last
+    ones followed of the model through `streams`: the curves, children and baselines tabs, bound to the model's
+    parameters (pn.bind), were not among them and kept Panel's watchers on it (nine more a rebuild of a qd run's
+    views, each holding its tabs for as long as the page stayed open: a helper's leak audit)."""
+    from workbench.dashboards.qd import views_panel
+
+    def watchers() -> int:
+        return sum(len(w) for kinds in model.param.watchers.values() for w in kinds.values())
+
+    model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
+    before = watchers()
+    for _ in range(3):
+        streams: list = []
+        views_panel(model, streams)
+        assert watchers() > before  # the views follow the scrubber, the selection and the seeds pooled
+        for stream in streams:  # what qd_page does before it builds the next source's views
+            stream.unwatch()
+        assert watchers() == before
+
+
 def test_lineage_children_card_and_baselines(qd, tmp_path):
     model = QDModel(runs_dir=qd["dir"], run_id=qd["run"])
     children = _table(qd, "children").set_index("id")
