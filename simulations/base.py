@@ -159,8 +159,14 @@ class Substrate(ABC):
             raise ValueError(f"{self.name}: θ of shape {theta.shape} holds no simulation; give at least one row")
         if not np.all(np.isfinite(theta)):
             raise ValueError(f"{self.name}: θ contains NaN or inf; every entry must be finite")
-        params = self._decode(theta.reshape(-1, self.n_params))
-        params = {k: v.astype(np.float32) for k, v in params.items()}
+        # a finite θ always decodes to finite parameters: one past float32's range (Particle Lenia's base·e^θ from
+        # θ ≈ 89) is saturated to the largest float32, not cast to inf, which the parameters' check refused: one
+        # extreme candidate failed a whole search. The simulation it gives diverges and is scored as diverged
+        # (workbench.asal.evaluate). Numbers inside the range are cast as before, bit for bit.
+        with np.errstate(over="ignore"):
+            params = self._decode(theta.reshape(-1, self.n_params))
+        top = float(np.finfo(np.float32).max)
+        params = {k: np.clip(v, -top, top).astype(np.float32) for k, v in params.items()}
         return params if batched else {k: v[0] for k, v in params.items()}
 
     def theta_with(self, theta: Any, name: str, value: Any) -> np.ndarray:

@@ -31,8 +31,9 @@ COLOUR_TAGS = "colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"
 def to_uint8(frame: np.ndarray) -> np.ndarray:
     """Frames as `rollout` and `Substrate.render` give them (float in [0, 1], any shape) → uint8 for PNG, GIF
     and MP4: clipped to [0, 1] and rounded to the nearest of 0 … 255, as the Lab, the runs and the figures write
-    them."""
-    return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    them. A NaN (a diverged simulation's pixel) is black: cast as it was, its byte was whatever the CPU's
+    float-to-integer conversion gave (C leaves it undefined; NumPy warned)."""
+    return (np.clip(np.nan_to_num(frame, nan=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def _even(n: int) -> int:

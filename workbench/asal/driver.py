@@ -559,8 +559,12 @@ def run_search(cfg: SearchConfig | None, store: RunStore | str | Path, resume: s
         losses = objective(z) if cfg.kind != "illuminate" else None
         final = z[:, :, -1].mean(axis=1)
         final /= np.maximum(np.linalg.norm(final, axis=1, keepdims=True), 1e-12)
+        # a member whose simulation diverged from any of its initial states has NaN embeddings (embed_rollouts):
+        # it is told as failed (ranked last, never kept) and counted in the metrics' `diverged`
+        diverged = ~np.isfinite(z).reshape(len(z), -1).all(axis=1)
         before = getattr(search, "best_loss", None)
-        info = search.tell(thetas, losses, final)
+        info = search.tell(thetas, losses, final, **({"failed": diverged} if diverged.any() else {}))
+        info["diverged"] = int(diverged.sum())
         if cfg.kind != "illuminate" and search.best_loss != before:
             # the initial state the best θ scored from (the first of its bs): best.mp4 plays it from there, not
             # from seed 0, where a seeded substrate (Boids, Game of Life, NCA, …) scores otherwise

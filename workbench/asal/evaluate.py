@@ -186,6 +186,11 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: int | Sequence[in
                    timer: PhaseTimer | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (P, bs, K, D) of the sampled frames, and the last frame of the first seed as uint8 thumbnails.
 
+    A rollout that diverged (NaN or inf in its state or in a rendered frame at any sampled state) has NaN
+    embeddings, all K of them: it has no picture to score. (Its frames were embedded as black, or as the part of a
+    frame that was still drawn, and a diverged candidate scored as that picture: the best match of a dark target.)
+    The searches rank such a candidate last (workbench.asal.driver); its thumbnail is black where it is NaN.
+
     seeds: bs initial-state seeds every θ shares (a list; one whole number: that one seed), or each θ's own, an
     integer array (P, bs).
     On the CPU each frame is embedded as soon as it is rendered (memory holds one frame per simulation). On
@@ -220,6 +225,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: int | Sequence[in
         for b, seed in enumerate(columns):
             with _phase(timer, "simulate"):
                 state, at, frames_k = sub.init(params, seed=seed), 0, []
+            diverged = torch.zeros(len(part), dtype=torch.bool, device=sub.device)
             for k, index in enumerate(indices):
                 if index > at:
                     with _phase(timer, "simulate"):
@@ -231,6 +237,7 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: int | Sequence[in
                     thumbnail = b == 0 and index == indices[-1]
                     pixels = to_uint8_tensor(rendered) if thumbnail or cfg.pixels == "uint8" else None
                     frames = unit_frames(rendered) if cfg.pixels == "float" else pixels
+                    diverged |= _diverged(state.arrays, rendered)
                 if batched:
                     frames_k.append(frames)
                 else:
@@ -243,15 +250,29 @@ def embed_rollouts(cfg: EvalConfig, thetas: np.ndarray, seeds: int | Sequence[in
                     stacked = torch.stack(frames_k, dim=1)
                     zk = fm.embed_images(stacked.reshape(-1, *stacked.shape[2:]), use_cache=False)
                 keep(np.asarray(zk).reshape(len(part), len(indices), -1), rows, b, slice(None))
+            gone = diverged.cpu().numpy()
+            if gone.any():
+                out[np.arange(lo, lo + len(part))[gone], b] = np.nan
         with _phase(timer, "thumbnails"):
             small = _downsample(last, thumb)
         thumbs = small if thumbs is None else np.concatenate([thumbs, small])
     return out, thumbs
 
 
+def _diverged(arrays: dict[str, torch.Tensor], rendered: torch.Tensor) -> torch.Tensor:
+    """(P,) bool: simulations whose floating state or rendered frame holds a NaN or an infinity. The state is
+    checked too: a particle renderer skips a NaN particle, so a diverged state can draw a finite frame."""
+    bad = ~torch.isfinite(rendered).flatten(1).all(dim=1)
+    for a in arrays.values():
+        if a.is_floating_point():
+            bad |= ~torch.isfinite(a).flatten(1).all(dim=1)
+    return bad
+
+
 def to_uint8_tensor(frames: torch.Tensor) -> torch.Tensor:
-    """export.to_uint8 for tensors, on their device (the same float32 operations, so the same bytes)."""
-    return (frames.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
+    """export.to_uint8 for tensors, on their device (the same float32 operations, so the same bytes; a NaN is
+    black, where a cast left it to the hardware)."""
+    return (frames.nan_to_num(0.0).clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)
 
 
 def unit_frames(frames: torch.Tensor) -> torch.Tensor:

@@ -56,13 +56,26 @@ def _start(x0: np.ndarray | None, n_params: int) -> np.ndarray:
     return x0
 
 
+def _failed(failed, b: int) -> np.ndarray:
+    """tell's `failed` as (B,) bool (None: no θ failed), or one ValueError."""
+    if failed is None:
+        return np.zeros(b, bool)
+    failed = np.asarray(failed)
+    if failed.shape != (b,) or failed.dtype != bool:
+        raise ValueError(f"tell's failed marks each θ True or False: a bool array of shape ({b},), got "
+                         f"{failed.dtype} of shape {failed.shape}")
+    return failed
+
+
 def _told(thetas, n_params: int, losses=None, embeddings=None, *, rows: int | None = None,
-          width: int | None = None, need_embeddings: bool = False,
+          width: int | None = None, need_embeddings: bool = False, failed=None,
           ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """What a search's tell was given, as arrays, once checked: θ as (B, n_params) (B = `rows` where the search
     needs as many as its ask gave), and where given B finite losses and B finite embeddings of `width` numbers
     (where a first tell fixed it). One ValueError naming what is wrong: left unchecked, a mismatch went on
-    silently (θ and embeddings out of step) or failed deep inside cmaes or pyribs. Dtypes are kept."""
+    silently (θ and embeddings out of step) or failed deep inside cmaes or pyribs. Dtypes are kept.
+    failed: (B,) bool, the θ whose evaluation failed (a diverged simulation): their losses and embeddings are not
+    read (they may be NaN) and not checked; every other one must be finite."""
     thetas = np.asarray(thetas)
     if thetas.ndim != 2 or thetas.shape[1] != n_params:
         raise ValueError(f"tell takes θ as an array of shape (B, {n_params}), as ask gives it; got shape "
@@ -70,9 +83,10 @@ def _told(thetas, n_params: int, losses=None, embeddings=None, *, rows: int | No
     b = len(thetas)
     if rows is not None and b != rows:
         raise ValueError(f"tell takes the {rows} θ the last ask gave, got {b}")
+    ok = ~_failed(failed, b)
     if losses is not None:
         losses = np.asarray(losses)
-        if losses.shape != (b,) or not np.isfinite(losses).all():
+        if losses.shape != (b,) or not np.isfinite(losses[ok]).all():
             raise ValueError(f"tell takes one finite loss per θ: shape ({b},), got shape {losses.shape}"
                              + ("" if losses.shape != (b,) else " with NaN or infinite values"))
     if embeddings is None and need_embeddings:
@@ -83,7 +97,7 @@ def _told(thetas, n_params: int, losses=None, embeddings=None, *, rows: int | No
         if embeddings.ndim != 2 or len(embeddings) != b or (width is not None and d != width):
             raise ValueError(f"tell takes one embedding per θ: shape ({b}, {width or 'D'}), got shape "
                              f"{embeddings.shape}")
-        if not np.isfinite(embeddings).all():
+        if not np.isfinite(embeddings[ok]).all():
             raise ValueError("tell's embeddings hold NaN or infinite values")
     return thetas, losses, embeddings
 
@@ -124,21 +138,32 @@ class SepCMAESSearch:
         """The next generation: `population` candidate θ, shape (population, n_params)."""
         return np.stack([self.opt.ask() for _ in range(self.opt.population_size)])
 
-    def tell(self, thetas: np.ndarray, losses: np.ndarray, embeddings: np.ndarray | None = None) -> dict:
+    def tell(self, thetas: np.ndarray, losses: np.ndarray, embeddings: np.ndarray | None = None,
+             failed: np.ndarray | None = None) -> dict:
         """Update the optimiser with the asked θ and their losses (lower is better; `embeddings` are not used).
-        Returns the generation's metrics: loss_min, loss_mean, best_loss (so far) and σ.
+        failed: (population,) bool, the θ whose evaluation failed (a simulation that diverged): ranked below every
+        other, in the order asked (told to cmaes as +inf: its tell sorts by value and took a NaN anywhere in the
+        order, moving the mean towards it), never the best; their losses are not read.
+        Returns the generation's metrics: loss_min, loss_mean (over the θ that did not fail; NaN if all did),
+        best_loss (so far) and σ.
 
         Raises:
-            ValueError: θ not (population, n_params), or not one finite loss per θ.
+            ValueError: θ not (population, n_params), or not one finite loss per θ that did not fail.
         """
         if losses is None:
             raise ValueError("a Sep-CMA-ES search is told one loss per θ; got losses=None")
-        thetas, losses, _ = _told(thetas, len(self.best_theta), losses, rows=self.opt.population_size)
-        self.opt.tell([(t, float(v)) for t, v in zip(thetas, losses, strict=True)])
-        i = int(np.argmin(losses))
-        if losses[i] < self.best_loss:
-            self.best_loss, self.best_theta = float(losses[i]), np.array(thetas[i])
-        return {"loss_min": float(np.min(losses)), "loss_mean": float(np.mean(losses)),
+        thetas, losses, _ = _told(thetas, len(self.best_theta), losses, rows=self.opt.population_size,
+                                  failed=failed)
+        ok = ~_failed(failed, len(thetas))
+        ranked = np.where(ok, losses, np.inf)  # Python's sort is stable: failed θ keep their order, last
+        self.opt.tell([(t, float(v)) for t, v in zip(thetas, ranked, strict=True)])
+        if not ok.any():
+            return {"loss_min": float("nan"), "loss_mean": float("nan"), "best_loss": self.best_loss,
+                    "sigma": float(self.opt._sigma)}
+        i = int(np.argmin(ranked))
+        if ranked[i] < self.best_loss:
+            self.best_loss, self.best_theta = float(ranked[i]), np.array(thetas[i])
+        return {"loss_min": float(np.min(losses[ok])), "loss_mean": float(np.mean(losses[ok])),
                 "best_loss": self.best_loss, "sigma": float(self.opt._sigma)}
 
     def population(self) -> tuple[np.ndarray, None]:
@@ -203,19 +228,25 @@ class IlluminationGA:
         parents = self.rng.integers(0, len(self.thetas), self.children)
         return self.thetas[parents] + self.sigma * self.rng.standard_normal((self.children, self.n_params))
 
-    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray,
+             failed: np.ndarray | None = None) -> dict:
         """Add the asked θ with their (unit) embeddings, then remove the most redundant members down to
         `population` (`losses` are not used: the population's diversity is the objective). The first tell
-        takes the one start θ of the first ask. Returns the metrics: the population's illumination loss
-        (loss_min = loss_mean = best_loss) and σ.
+        takes the one start θ of the first ask. failed: (B,) bool, children whose evaluation failed (a diverged
+        simulation): left out, never members (their embeddings are not read). Returns the metrics: the
+        population's illumination loss (loss_min = loss_mean = best_loss) and σ.
 
         Raises:
-            ValueError: θ not (B, n_params) (B = 1 at the first tell), or not one finite embedding of the
-                population's width per θ.
+            ValueError: θ not (B, n_params) (B = 1 at the first tell), not one finite embedding of the
+                population's width per θ that did not fail, or a failed start θ (nothing to illuminate from).
         """
         thetas, _, embeddings = _told(thetas, self.n_params, embeddings=embeddings, need_embeddings=True,
                                       rows=1 if self.z is None else None,
-                                      width=None if self.z is None else self.z.shape[1])
+                                      width=None if self.z is None else self.z.shape[1], failed=failed)
+        ok = ~_failed(failed, len(thetas))
+        if self.z is None and not ok.all():
+            raise ValueError("the GA's start θ failed (its simulation diverged): start from another θ")
+        thetas, embeddings = thetas[ok], embeddings[ok]
         if self.z is None:
             self.thetas = np.repeat(thetas[:1], self.size, axis=0)
             self.z = np.repeat(embeddings[:1], self.size, axis=0)
@@ -371,22 +402,31 @@ class MapElitesSearch:
                                   seed=self.seed + 1)
         self.scheduler = Scheduler(archive, [emitter])
 
-    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray) -> dict:
+    def tell(self, thetas: np.ndarray, losses: np.ndarray | None, embeddings: np.ndarray,
+             failed: np.ndarray | None = None) -> dict:
         """Add the asked θ to the archive by their embeddings' descriptors, with novelty as the objective
-        (`losses` are not used). The first tell, of the seed population, fixes the descriptor and the grid.
+        (`losses` are not used). The first tell, of the seed population, fixes the descriptor and the grid (from
+        the members that did not fail). failed: (B,) bool, θ whose evaluation failed (a diverged simulation):
+        never added (pyribs refuses a non-finite descriptor; their embeddings are not read).
         Returns the metrics: the elites' illumination loss (loss_min = loss_mean = best_loss), σ, coverage.
 
         Raises:
-            ValueError: θ not the ones the last ask gave, or not one finite embedding of the archive's
-                width per θ.
+            ValueError: θ not the ones the last ask gave, not one finite embedding of the archive's width per θ
+                that did not fail, or fewer than two seed members that did not fail (no descriptor to fit).
         """
         first = self.scheduler is None
         thetas, _, embeddings = _told(thetas, self.n_params, embeddings=embeddings, need_embeddings=True,
                                       rows=self.seed_population if first else self.batch,
-                                      width=None if first else self.centre.shape[0])
+                                      width=None if first else self.centre.shape[0], failed=failed)
         if not first and not np.array_equal(thetas, self.scheduler._cur_solutions):
             raise ValueError("tell takes the θ the last ask gave, in its order (pyribs keeps them)")
+        ok = ~_failed(failed, len(thetas))
+        if first and ok.sum() < 2:
+            raise ValueError("MAP-Elites' seed population needs two members that did not fail (diverge) to fit its "
+                             f"descriptor; {int(ok.sum())} did: give a smaller --sigma")
         z = np.asarray(embeddings, np.float64)
+        if first and not ok.all():
+            thetas, z = thetas[ok], z[ok]
         if first:
             # fitted on one half, the grid sized by the other (see the class docstring); a seed population
             # too small to halve (under 8) does both on all of it
@@ -406,8 +446,13 @@ class MapElitesSearch:
             else:
                 novelty = self._novelty(z)  # against the empty archive: 1
             self.archive.add(thetas, novelty, m, embedding=z.astype(np.float32))
-        else:
+        elif ok.all():
             self.scheduler.tell(self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
+        else:  # the scheduler's tell takes the whole batch: what it does, for the members that did not fail (its
+            # Gaussian emitter's tell does nothing)
+            self.scheduler._last_called = "tell"
+            z = z[ok]
+            self.archive.add(thetas[ok], self._novelty(z), self.measures(z), embedding=z.astype(np.float32))
         elites = self.archive.data("embedding")
         score = float(illumination(elites)) if len(elites) > 1 else 1.0
         return {"loss_min": score, "loss_mean": score, "best_loss": score, "sigma": self.sigma,
