@@ -1089,3 +1089,26 @@ def test_help_metavars_are_upper_case_and_one_name_for_one_thing():
         assert page.count("3.25") == 1, (name, page)
     methods = " ".join(run("namm", "eval", "--help").stdout.split())
     assert "methods scored (default: all; namm only with --policy or --run)" in methods
+
+
+def test_asal_says_how_many_candidates_diverged(tmp_path):
+    """A candidate whose simulation blew up (Particle Lenia at θ of 100 σ) is ranked last and counted in the
+    metrics' `diverged`: the command says so too, with the run's total and the flag that keeps θ in range, and
+    says nothing of it where none diverged."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "black.png")
+    said = {}
+    for sigma in ("100", "0.1"):
+        res = run("asal", "target", "--substrate", "plenia", "--fm", "pixels", "--target-image", "black.png",
+                  "--sigma", sigma, "--iters", "2", "--pop", "4", "--steps", "20", "--size", "32", "--runs",
+                  f"runs-{sigma}", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        path = json.loads(res.stdout)["path"]
+        said[sigma] = (res.stderr, sum(pq.read_table(f"{path}/metrics.parquet").column("diverged").to_pylist()))
+    stderr, total = said["100"]
+    assert total > 0
+    assert (f"warning: {total} candidate(s) of this run diverged (NaN or inf in a simulation) and were ranked last"
+            in stderr and "a smaller --sigma" in stderr), stderr
+    assert said["0.1"][1] == 0 and "diverged" not in said["0.1"][0], said["0.1"][0]

@@ -82,7 +82,7 @@ def cmd_asal(args) -> int:
             say("note", note)
     client = dask_client(args)
     try:
-        with iteration_progress(f"asal {args.search}", total, "loss", lambda row: f"{row['best_loss']:.4f}",
+        with iteration_progress(f"asal {args.search}", total, "loss", _loss_and_diverged,
                                 quiet=args.quiet) as on_iteration:
             run = run_search(cfg, store, resume=resume, client=client, on_iteration=on_iteration,
                              on_start=on_iteration.start,
@@ -92,9 +92,31 @@ def cmd_asal(args) -> int:
     finally:
         close_client(client)
     info = run.info
+    diverged = _diverged_total(run)
+    if diverged:  # said, not only counted in the metrics: a search that lost members to blow-ups searched less
+        say("warning", f"{diverged} candidate(s) of this run diverged (NaN or inf in a simulation) and were ranked "
+                       f"last: the metrics' `diverged` column says when; a smaller --sigma keeps θ nearer the "
+                       f"substrate's range")
     print(json_text({"id": run.id, "path": str(run.path.absolute()), "status": info["status"],
                      "iterations": info["iterations"], "best_loss": info["best_loss"]}))
     return 0
+
+
+def _loss_and_diverged(row: dict) -> str:
+    """The progress bar's value: the best loss so far, and how many of the iteration's candidates diverged."""
+    text = f"{row['best_loss']:.4f}"
+    return f"{text} ({row['diverged']} diverged)" if row.get("diverged") else text
+
+
+def _diverged_total(run) -> int:
+    """The candidates of the whole run (resumed parts included) whose simulation diverged: its metrics' sum."""
+    from workbench.runs import RunError
+
+    try:
+        column = run.read_table("metrics").column("diverged")
+    except (KeyError, RunError):  # a run of an older version, or metrics that cannot be read (said elsewhere)
+        return 0
+    return int(sum(v for v in column.to_pylist() if v))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
