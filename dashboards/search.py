@@ -71,7 +71,8 @@ class SearchJob:
         self.runs_dir = str(runs_dir)
         self.status = "idle"
         self.run_id: str | None = None
-        self.metrics: list[dict] = []
+        self.metrics: list[dict] = []  # replaced by a longer list, never changed in place (diverged counts on that)
+        self._counted: tuple[list[dict], int] = (self.metrics, 0)  # the rows `diverged` summed last, and their sum
         self.best_thumb: np.ndarray | None = None
         self.population: np.ndarray | None = None  # the latest evaluated batch's thumbnails in a grid (RGB)
         self.error = ""
@@ -240,6 +241,19 @@ class SearchJob:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def diverged(self) -> int:
+        """The run's candidates so far (resumed parts included) whose simulation diverged (NaN or inf): its
+        metrics rows' `diverged` summed (as `workbench asal` warns of it). 0 for a run of an older version: no
+        such column, and null in the rows it did before a resume by this one. Summed once per list of rows: the
+        page asks on every refresh, and a long run has a row an iteration."""
+        rows = self.metrics  # read once: the search thread may swap it meanwhile
+        if rows is not self._counted[0]:
+            # whole numbers only: null in an older version's rows; a foreign table's other values cost the count,
+            # not the page's refresh (a TypeError each 300 ms)
+            self._counted = (rows, sum(n for row in rows if isinstance(n := row.get("diverged"), int)))
+        return self._counted[1]
+
     def stop(self) -> None:
         """Ask the search to stop after the current iteration (it stays resumable)."""
         self._stop.set()
@@ -370,6 +384,8 @@ class SearchModel(param.Parameterized):
     kind_ran = property(lambda self: self.job.kind_ran,
                         doc="The run's search kind: target, openended or illuminate (None until known).")
     done = property(lambda self: self.job.done, doc="The iterations the run has done, of `total`.")
+    diverged = property(lambda self: self.job.diverged,
+                        doc="The run's candidates so far whose simulation diverged (NaN or inf): ranked last.")
 
     @property
     def total(self) -> int:
@@ -483,6 +499,15 @@ class SearchModel(param.Parameterized):
     def progress_text(self) -> str:
         """The run's progress as text: "done / total iterations"."""
         return f"{self.done} / {self.total} iterations"
+
+    def diverged_text(self) -> str:
+        """What the status line says of the run's diverged candidates (Markdown): "" where none diverged, or the
+        run is of a version that did not count them. A search that lost members to blow-ups searched less than
+        its budget says, and a picture of its curve alone does not show it."""
+        n = self.diverged
+        if not n:
+            return ""
+        return f"**{n}** candidate{'s' if n != 1 else ''} diverged (NaN or inf in a simulation): ranked last"
 
     def stop(self) -> None:
         """Ask the search on show to stop after the current iteration (it stays resumable)."""
@@ -696,8 +721,9 @@ class SearchViews:
                 self.population[:] = [self.population_image]
         # when the status line's words change, not on every refresh while there is an error: that wrote over a note
         # (a refused number) at once and sent the best frame to the browser anew every 300 ms. The run's id and
-        # algorithm are words of it too: a new search gets its id after it starts, its status still "running"
-        line = (model.status, model.error, model.notice, model.run_id, model.algorithm_name)
+        # algorithm are words of it too: a new search gets its id after it starts, its status still "running"; and
+        # its diverged candidates, counted up while it runs
+        line = (model.status, model.error, model.notice, model.run_id, model.algorithm_name, model.diverged)
         if line != seen["status"]:
             seen["status"] = line
             parts = [f"status: **{model.status}**"]
@@ -707,6 +733,8 @@ class SearchViews:
                 parts.append(as_text(f"run {code(model.run_id)}"))
             if model.algorithm_ran:
                 parts.append(f"algorithm **{model.algorithm_name}**")
+            if diverged := model.diverged_text():  # live: the count goes up with the iterations that lose members
+                parts.append(diverged)
             # the notes are text (a run's folder, an exception's words); only the page's own words are in bold
             bold = UNREADABLE_CURVE.replace("cannot read", "**cannot read**")
             notes = [plain(text).replace(UNREADABLE_CURVE, bold, 1) for text in (model.error, model.notice) if text]

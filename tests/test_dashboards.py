@@ -58,6 +58,19 @@ def _merge_runs(runs, zoo) -> dict[str, str]:
                                         n_test=8), RunStore(runs)).id for method in ("dare_ties", "dfs")}
 
 
+def _diverging(runs, target: Path, iters: int = 1) -> str:
+    """A target search some of whose candidates diverge (NaN) at every iteration: Particle Lenia at θ of 100 σ
+    (tests/test_diverged.py), against a black picture (`target`, written here). Seconds on a CPU."""
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.asal.evaluate import EvalConfig
+    from workbench.runs import RunStore
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(target)
+    cfg = SearchConfig("target", EvalConfig("plenia", "pixels", steps=20, size=32, chunk=4, device="cpu"),
+                       target_image=str(target), iters=iters, pop=4, sigma=100.0, seed=0)
+    return run_search(cfg, RunStore(runs)).id
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, quick_zoo) -> dict:
     """A run folder with a run of every kind: {"dir", "illuminate", "openended": [a, b], "dare_ties", "dfs"}."""
@@ -1020,6 +1033,65 @@ def test_search_address_follows_the_run_on_show(tmp_path):
     model.starts += 1
     views.refresh()
     assert location.query_params == {"tab": "x"} and "failed" in views.status.object
+
+
+def test_search_status_says_how_many_candidates_diverged(tmp_path):
+    """The status line says how many of the run's candidates diverged (NaN or inf: ranked last), as `workbench asal`
+    warns of them: for a run opened from the store, and live while a resume goes on, its new iterations' counted
+    as they come (the page said nothing: a search that lost members to blow-ups looked like any other). Nothing
+    where none diverged, nor for a run of a version that did not count them; nulls (its rows before a resume by
+    this version) count none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workbench.dashboards.search import SearchJob, SearchViews
+    from workbench.runs import RunStore
+
+    store = RunStore(tmp_path / "runs")
+    run_id = _diverging(store.root, tmp_path / "black.png")
+
+    def counted(name: str) -> list:
+        return store.open(name).read_table("metrics").column("diverged").to_pylist()
+
+    first = sum(counted(run_id))
+    assert first > 1  # (3: the plural)
+    model = SearchModel(runs_dir=str(store.root))
+    model.choose(run_id)
+    views = SearchViews(model)
+    views.refresh()
+    said = f"**{first}** candidates diverged (NaN or inf in a simulation): ranked last"
+    assert model.diverged == first and model.diverged_text() == said
+    assert f"algorithm **sep-CMA-ES** · {said}" in views.status.object, views.status.object
+    model.iters = 2  # on to a second iteration: its rows come from the search thread, not from the store
+    model.resume()
+    assert model.wait() == "done", model.error
+    views.refresh()
+    rows = counted(run_id)
+    assert len(rows) == 2 and rows[1] > 0, rows  # the resume lost members too: the count went up
+    assert model.diverged == sum(rows), (model.diverged, rows)
+    assert f"**{sum(rows)}** candidates diverged" in views.status.object, views.status.object
+    # between two refreshes of a running search only the count may change (status, run and algorithm as before):
+    # the line is written anew for it. The job's rows as its thread hands them over (on_iteration), here in turn
+    job = SearchJob(str(store.root))
+    job.status, job.run_id, job.algorithm_ran = "running", run_id, "cma"
+    model.watch(job)
+    for done, row in enumerate(store.open(run_id).read_table("metrics").to_pylist(), 1):
+        job._progress(done, 2, row)
+        views.refresh()
+        assert model.diverged_text().startswith(f"**{sum(rows[:done])}** candidate"), model.diverged_text()
+        assert model.diverged_text() in views.status.object, views.status.object
+
+    path = store.root / run_id / "metrics.parquet"
+    table = pq.read_table(path)
+    for column, want in (([0, 0], ""), ([None, 1], "**1** candidate diverged"), (None, "")):
+        # none diverged; an older version's row before a resume by this one; a run of an older version
+        pq.write_table(table.drop_columns(["diverged"]) if column is None
+                       else table.set_column(table.column_names.index("diverged"), "diverged",
+                                             pa.array(column, pa.int64())), path)
+        model.choose(run_id)
+        views.refresh()
+        assert model.diverged_text().startswith(want) and bool(want) == ("diverged" in views.status.object), \
+            (column, views.status.object)
 
 
 def test_a_search_page_fed_at_build_keeps_a_note_made_before_its_first_periodic_refresh(tmp_path):
@@ -3144,6 +3216,25 @@ def test_a_finished_search_reached_from_another_page_in_the_same_tab_draws_in_ch
         assert not errors, errors
     finally:
         context.close()
+
+
+def test_search_page_says_a_runs_diverged_candidates_in_chromium(server, browser, request, tmp_path):
+    """The served page's status line says how many of the run's candidates diverged, beside its status, id and
+    algorithm (the page said nothing of them). The run is made in the served store for this test and removed after
+    it (the gallery's tests count the store's runs)."""
+    from workbench.runs import RunStore
+
+    runs = Path(SERVED[server]["runs"])
+    run_id = _diverging(runs, tmp_path / "black.png")
+    try:
+        total = sum(RunStore(runs).open(run_id).read_table("metrics").column("diverged").to_pylist())
+        assert total > 1
+        with _browse(browser, f"{server}/search?run={run_id}", request) as page:
+            said = (f"status: done · run {run_id} · algorithm sep-CMA-ES · {total} candidates diverged (NaN or inf in "
+                    "a simulation): ranked last")
+            page.get_by_text(said).wait_for(timeout=60000)
+    finally:
+        shutil.rmtree(runs / run_id)
 
 
 CELL_PLACES = """() => {  // where the atlas' cells put the population members (their x, y in member order)

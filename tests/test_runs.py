@@ -80,6 +80,36 @@ def test_target_search_writes_a_complete_run(tmp_path, capsys):
     assert tail["metrics"] == shown["metrics"][-2:] and tail["metrics_rows"] == 3
 
 
+def test_runs_show_totals_the_candidates_that_diverged(tmp_path, capsys):
+    """`runs show` says how many of an ASAL run's candidates diverged (NaN or inf: ranked last) over all its rows,
+    as `workbench asal` warns of them and the Search page says them, beside metrics_rows: --tail's last rows did
+    not say it. Not for a run whose metrics do not count them (an older version's); nulls (its rows before a
+    resume by this version) count none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "black.png")
+    cfg = SearchConfig("target", EvalConfig("plenia", "pixels", steps=20, size=32, chunk=4, device="cpu"),
+                       target_image=str(tmp_path / "black.png"), iters=2, pop=4, sigma=100.0, seed=0)
+    store = RunStore(tmp_path / "runs")
+    run = run_search(cfg, store)
+    rows = run.read_table("metrics").column("diverged").to_pylist()
+    assert sum(rows) > rows[-1] > 0, rows  # (Particle Lenia at θ of 100 σ: members diverge at every iteration)
+
+    def shown(*flags: str) -> dict:
+        assert main(["runs", "show", run.id, "--runs", str(store.root), "--json", *flags]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    tail = shown("--tail", "1")
+    assert tail["diverged"] == sum(rows) and tail["metrics_rows"] == 2 and len(tail["metrics"]) == 1
+    path = run.path / "metrics.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.column_names.index("diverged"), "diverged", pa.array([None, 2])), path)
+    assert shown()["diverged"] == 2
+    pq.write_table(table.drop_columns(["diverged"]), path)
+    assert "diverged" not in shown() and shown()["metrics_rows"] == 2
+
+
 SEARCHES = {
     "target": ["asal", "target", "--substrate", "boids", "--fm", "pixels", "--target-image", "target.png",
                "--steps", "40", "--frames", "2", "--size", "64", "--iters", "10", "--pop", "6", "--chunk", "3",

@@ -116,6 +116,11 @@ def cmd_runs(args) -> int:
         # a long run has a row an iteration (10 000 rows, 3 MB of JSON): --tail keeps its last few; metrics_rows
         # says how many there are in all
         info["metrics_rows"] = None if metrics is None else len(metrics)
+        # an ASAL run's candidates whose simulation diverged (ranked last), over all its rows, as `workbench asal`
+        # warns of them and the Search page says them: --tail's last rows do not; only where its metrics count
+        # them (a run of an older version has no such column, and nulls in the rows it did before a resume)
+        if metrics and "diverged" in metrics[0]:
+            info["diverged"] = sum(n for r in metrics if isinstance(n := r["diverged"], int))
         info["metrics"] = metrics[-args.tail:] if metrics and args.tail else metrics
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
