@@ -592,10 +592,24 @@ def param_editor(model: LabModel) -> pn.viewable.Viewable:
             if undo is not None:
                 undo()
 
+    from workbench.dashboards.shell import model_watchers
+
+    following: list = []  # the watchers the editor on show put on the model (from_param, checked_int_input)
+
     def build(*_):
+        # the editor replaced stops following the model: its widgets' links (Panel's from_param, the int fields'
+        # watchers) stayed on the model for good, six more at every reset of a σ-mutation editor (a mutation, a
+        # seed, a θ loaded), each keeping its widgets and setting them at every change of σ or the mutation seed,
+        # for as long as the tab stayed open (a helper's leak audit). The page adds its own watchers when it is
+        # built, not while it runs: what appeared on the model during the editor's build is the editor's.
+        for watcher in following:
+            model.param.unwatch(watcher)
+        before = {id(w) for w in model_watchers(model)}
         kind = EDITORS.get(model.substrate, "mutation")
-        holder[:] = {"table": _table_editor, "rule": _rule_editor, "sliders": _scalar_editor,
-                     "mutation": _mutation_editor}[kind](model, guarded)
+        editor = {"table": _table_editor, "rule": _rule_editor, "sliders": _scalar_editor,
+                  "mutation": _mutation_editor}[kind](model, guarded)
+        following[:] = [w for w in model_watchers(model) if id(w) not in before]
+        holder[:] = editor
 
     build()
     model.param.watch(build, "resets")  # a new θ, seed or substrate

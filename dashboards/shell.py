@@ -735,6 +735,17 @@ def run_while(callback: Any) -> Callable[[Any], None]:
     return follow
 
 
+def model_watchers(model: param.Parameterized) -> list[Any]:
+    """Every watcher on the parameters of `model` (the instance's own): of their values, and of their own
+    attributes (bounds, label, precedence…: a widget made with Panel's from_param watches those too, on the
+    instance's copy of the parameter). What a part of a page that is rebuilt left on the model can be told from
+    what was there before (lab.param_editor)."""
+    found = [w for kinds in model.param.watchers.values() for ws in kinds.values() for w in ws]
+    for name in model.param:
+        found += [w for ws in model.param[name].watchers.values() for w in ws]
+    return found
+
+
 class Follower(param.Parameterized):
     """What a view that a page replaces later (another run shown, a refresh) is bound to instead of its model's
     parameters: `changed` fires when any of `names` of `model` changes, until `unwatch()`. Bound to the model's

@@ -147,6 +147,34 @@ def test_every_substrate_plays_in_the_lab_with_its_editor():
     assert {EDITORS[n] for n in ("nca_d1", "nca_d3", "dnca", "plife_plus")} == {"mutation"}
 
 
+def test_an_editor_rebuilt_at_a_reset_leaves_nothing_of_the_last_following_the_model():
+    """The Lab rebuilds its editor at every reset (a mutation, a seed, a θ loaded, another substrate). The σ slider
+    and the mutation-seed field of each editor replaced stayed linked to the model (Panel's from_param, the int
+    field's watcher): six watchers more at every mutation (two on the values, four on σ's bounds, label…), each
+    keeping its widgets and setting them at every change of σ or the seed, for as long as the tab stayed open.
+    The editor on show still follows the model."""
+    import panel as pn
+
+    def watching(model: LabModel) -> int:  # on the values, and on the parameters' own attributes (from_param's)
+        values = sum(len(ws) for kinds in model.param.watchers.values() for ws in kinds.values())
+        return values + sum(len(ws) for name in model.param for ws in model.param[name].watchers.values())
+
+    model = LabModel(substrate="boids")
+    editor = param_editor(model)
+    model.mutate()
+    settled = watching(model)
+    for _ in range(5):
+        model.mutate()
+    assert watching(model) == settled
+    model.substrate = "gol"  # another editor (the rule's checkboxes), then the σ-mutation one again
+    model.substrate = "boids"
+    assert watching(model) == settled
+    model.param.update(sigma=0.37, mutation_seed=7)
+    (slider,) = editor.select(pn.widgets.FloatSlider)
+    (seed,) = [w for w in editor.select(pn.widgets.IntInput) if w.name == "mutation seed"]
+    assert slider.value == 0.37 and seed.value == 7
+
+
 def test_lab_loads_the_best_rule_and_members_of_game_of_life_runs(runs):
     from workbench.runs import RunStore
 
