@@ -785,6 +785,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         off_loop,
         offer,
         plain,
+        query_value,
         run_asked,
         run_while,
         section,
@@ -901,13 +902,13 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     theta_file.param.watch(on_theta_file, "value")
     preset.on_click(lambda e: model.default_theta())
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
-    wanted, member = run_asked(args, runs_dir), args.get("member")
+    wanted, member = run_asked(args, runs_dir), query_value(args, "member")
     if wanted:
         run_id.value = wanted
 
         async def load_wanted():
-            await do_load(run_id.value, member[0].decode() if member else None)
-            if member:  # a population member (the QD page's MAP-Elites cells link here): playing at once
+            await do_load(run_id.value, member)
+            if member is not None:  # a population member (the QD page's MAP-Elites cells link here): playing at once
                 model.playing = model.message_kind == "success"
 
         pn.state.onload(load_wanted)

@@ -1423,6 +1423,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
         export_controls,
         off_loop,
         placeholder,
+        query_value,
         run_asked,
         section,
         served_location,
@@ -1433,7 +1434,7 @@ def qd_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.Fas
     holoviews()
     args = (pn.state.session_args or {}) if pn.state.curdoc else {}
     wanted_run = run_asked(args, runs_dir) or ""
-    wanted_file = args.get("file", [b""])[0].decode()
+    wanted_file = query_value(args, "file") or ""
     model = QDModel(runs_dir=runs_dir, autoload=False)
     alert = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width", margin=(0, 10))
     header = pn.pane.Markdown("", sizing_mode="stretch_width", margin=(0, 10))

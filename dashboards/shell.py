@@ -685,6 +685,14 @@ def store_missing(runs_dir: str | Path) -> str:
     return "" if Path(runs_dir).exists() else " (no such folder yet: the first run makes it)"
 
 
+def query_value(args: dict[str, list[bytes]] | None, key: str) -> str | None:
+    """The first ?key=VALUE of a session's arguments as text, None without one. Bytes that are not UTF-8 (a link
+    percent-encoded in Latin-1, `?run=%E9`, or cut inside a letter) read as U+FFFD: decoded strictly, the page's
+    build raised UnicodeDecodeError and the browser got an empty page (the traceback in the server's log only)."""
+    values = (args or {}).get(key)
+    return values[0].decode("utf-8", errors="replace") if values else None
+
+
 def run_asked(args: dict[str, list[bytes]] | None, runs_dir: str | Path | None = None) -> str | None:
     """The run an address asks for (?run=ID, from a session's arguments), None when it asks for none: no ?run,
     or an empty or blank one (the Search page then shows the search its server runs; a blank id was refused as
@@ -692,7 +700,7 @@ def run_asked(args: dict[str, list[bytes]] | None, runs_dir: str | Path | None =
     # a query string reads "+" as a space, and the ids runs are given hold "+" (a CycleQD run's "elite+svd") but
     # never spaces: an address typed or pasted with the id as printed opened "no run '…elite svd…'". A folder
     # copied or renamed with a space is a run too: its own links (quoted, %20) come back with the space.
-    asked = (args or {}).get("run", [b""])[0].decode().strip()
+    asked = (query_value(args, "run") or "").strip()
     if runs_dir is None or not (Path(runs_dir) / asked).is_dir():
         asked = asked.replace(" ", "+")
     return asked or None

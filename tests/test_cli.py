@@ -1112,3 +1112,41 @@ def test_asal_says_how_many_candidates_diverged(tmp_path):
     assert (f"warning: {total} candidate(s) of this run diverged (NaN or inf in a simulation) and were ranked last"
             in stderr and "a smaller --sigma" in stderr), stderr
     assert said["0.1"][1] == 0 and "diverged" not in said["0.1"][0], said["0.1"][0]
+
+
+def test_a_figure_with_a_home_that_cannot_be_written_says_nothing_of_matplotlibs_folders(tmp_path):
+    """HOME on a folder that cannot be made (a cluster job's or a container's HOME=/nonexistent, a read-only
+    home): every figure command printed Matplotlib's two-paragraph warning ("mkdir -p failed …", "Matplotlib
+    created a temporary cache directory …") above its output. Here HOME lies under a file: not even root makes it."""
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "green").save(tmp_path / "t.png")
+    made = run("asal", "target", "--substrate", "boids", "--fm", "pixels", "--target-image", "t.png", "--pop", "2",
+               "--steps", "4", "--size", "32", "--device", "cpu", "--quiet", "--iters", "2", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "a-file").touch()
+    res = run("figure", "curves", json.loads(made.stdout)["id"], "--out", "c.png", cwd=tmp_path,
+              env={"HOME": str(tmp_path / "a-file" / "home")},
+              unset=("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"))
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    assert res.stdout.strip() == "c.png" and (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_a_utf8_run_store_name_under_an_ascii_locale_names_the_locale_not_the_name(tmp_path):
+    """`LC_ALL=C` with PYTHONUTF8=0 (Python's file names then ASCII): a store named "runs-é" was refused as "the
+    folder's name is not UTF-8 text", which it is; the error names the locale and what to set. A fresh process:
+    the file system's encoding is fixed as Python starts."""
+    import os
+
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "green").save(tmp_path / "t.png")
+    env = {**os.environ, "LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    res = subprocess.run([sys.executable, "-m", "workbench", "asal", "target", "--substrate", "lenia", "--fm",
+                          "pixels", "--target-image", "t.png", "--iters", "1", "--runs", "runs-é"], env=env,
+                         cwd=tmp_path, capture_output=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.decode().strip() == (
+        "error: --runs runs-\\xe9: Python reads file names as ascii in this locale, and a run's tables cannot be "
+        "written under a name it cannot read; set a UTF-8 locale (LC_ALL=C.UTF-8) or PYTHONUTF8=1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.png"]

@@ -4355,3 +4355,21 @@ def test_an_experts_run_json_with_fields_of_another_type_is_passed_over_not_a_tr
     page = experts_page(str(tmp_path), standalone=True)
     (shown,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if a.visible]
     assert shown.object.startswith("Passed over: ") and shown.object.count("it is damaged") == 3
+
+
+def test_an_address_whose_query_is_not_utf8_opens_its_page_saying_no_such_run(tmp_path, browser, request):
+    """?run=%FF (a link percent-encoded in Latin-1, or cut inside a letter): the page's build raised
+    UnicodeDecodeError and the browser got an empty page, the traceback in the server's log only; the Lab's
+    ?member= and the QD page's ?file= likewise. Now the page opens and names the run it has not got."""
+    from workbench.runs import RunStore
+
+    RunStore(tmp_path / "runs").create("target", "boids", "pixels", {}, 0)
+    log = tmp_path / "serve.log"
+    with serving(str(tmp_path / "runs"), log) as url:
+        with urllib.request.urlopen(f"{url}/qd?file=%E9", timeout=60) as answer:
+            assert answer.status == 200
+        with _browse(browser, f"{url}/search?run=%FF", request) as page:
+            page.get_by_text("no run '\ufffd' in ").first.wait_for(timeout=60000)
+        with _browse(browser, f"{url}/lab?run=x&member=%FF", request) as page:  # the member is read once loaded
+            page.get_by_text("no run 'x' in ").first.wait_for(timeout=60000)
+    assert "Traceback" not in log.read_text(), log.read_text()

@@ -1380,8 +1380,16 @@ class RunStore:
         try:  # Parquet (pyarrow) takes UTF-8 paths only: a store named in another locale's bytes failed at the run's
             str(self.root).encode("utf-8")  # first table, its folder made and left failed (reading it works)
         except UnicodeEncodeError:
-            raise ValueError(f"--runs {os.fsencode(self.root)!r}: the folder's name is not UTF-8 text, and a run's "
-                             "tables cannot be written under it; give a run store folder whose name is") from None
+            name = os.fsencode(self.root)
+            try:  # UTF-8 on disk, read by a Python whose file names are ASCII (LC_ALL=C with PYTHONUTF8=0): not
+                name.decode("utf-8")  # the name's fault, and "not UTF-8 text" sent the user renaming a good folder
+            except UnicodeDecodeError:
+                raise ValueError(f"--runs {name!r}: the folder's name is not UTF-8 text, and a run's tables cannot "
+                                 "be written under it; give a run store folder whose name is") from None
+            raise ValueError(f"--runs {name.decode('utf-8')}: Python reads file names as "
+                             f"{sys.getfilesystemencoding()} in this locale, and a run's tables cannot be written "
+                             "under a name it cannot read; set a UTF-8 locale (LC_ALL=C.UTF-8) or PYTHONUTF8=1"
+                             ) from None
         self.root.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-{kind}-{name or substrate}-s{seed}"

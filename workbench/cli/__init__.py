@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from workbench.cli import asal, bench, experts, figure, merge, namm, qd, runs, serve, sim, zoo
 from workbench.cli.common import say
@@ -210,6 +211,46 @@ def _os_error_text(error: OSError) -> str:
     return (f"{error.filename}: " if error.filename else "") + what + (f" ({hint})" if hint else "")
 
 
+def _could_write(folder: Path) -> bool:
+    """Whether `folder` is, or could be made as, a folder this process writes in (not made here): it, or else the
+    nearest of its parents that exists, is a folder it may write to."""
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    return False
+
+
+def _matplotlib_config_where_writable() -> None:
+    """MPLCONFIGDIR set to a private folder of the temporary folder where Matplotlib's own (under $HOME, or
+    $XDG_CONFIG_HOME and $XDG_CACHE_HOME) cannot be made or written: a read-only or missing home (a cluster job's,
+    a container's HOME=/nonexistent) made every figure command and the server print Matplotlib's two-paragraph
+    warning ("mkdir -p failed …", "Matplotlib created a temporary cache directory …"), and build its font cache
+    again in a new folder each time. A MPLCONFIGDIR given is kept; a folder there that is not this user's own is
+    not used (Matplotlib then falls back as before)."""
+    if os.environ.get("MPLCONFIGDIR") or not sys.platform.startswith("linux"):
+        return
+    try:
+        home = Path.home()
+    except RuntimeError:  # no HOME and no entry in the password database
+        home = None
+    wanted = [os.environ.get(var) or (str(home / sub) if home is not None else None)
+              for var, sub in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"))]
+    if all(folder is not None and _could_write(Path(folder) / "matplotlib") for folder in wanted):
+        return
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / f"workbench-matplotlib-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        made = os.lstat(folder)
+    except OSError:
+        return
+    import stat
+
+    if stat.S_ISDIR(made.st_mode) and made.st_uid == os.getuid() and not made.st_mode & 0o022:
+        os.environ["MPLCONFIGDIR"] = str(folder)
+
+
 def redeliver_interrupts(unraisable) -> None:
     """sys.unraisablehook for the command line: a Ctrl-C whose KeyboardInterrupt was raised inside an object's
     finaliser (`__del__`, e.g. a regex or a tokenizer collected while a model loads) is one Python reports as
@@ -238,6 +279,7 @@ def run() -> None:
     gc.set_threshold(10_000, 10, 10)
     sys.unraisablehook = redeliver_interrupts
     signal.signal(signal.SIGTERM, _terminate)
+    _matplotlib_config_where_writable()
     for stream in (sys.stdout, sys.stderr):  # a terminal or pipe of another encoding (PYTHONIOENCODING, a Latin-1
         # locale): what it cannot show is escaped (runs list's "↓", a note in ü) rather than failing the command
         # with "error: 'latin-1' codec can't encode …" after its work was done and written
