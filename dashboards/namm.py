@@ -418,8 +418,11 @@ class NAMMExplorer(param.Parameterized):
         # the smallest whole type (the page's Bokeh source carries them too, beside the states)
         index = np.arange(rows, dtype=np.min_scalar_type(rows))
         cell_layer, cell_head = (np.repeat(a[::-1, None], n, axis=1) for a in np.divmod(index, t.n_heads))
+        # bounds given: from coordinates alone HoloViews cannot tell a cell's size along an axis of one cell (one
+        # layer with one KV head), and the raster failed to build (NaN bounds)
         img = hv.Image((np.arange(n), np.arange(rows), codes[::-1].astype(float), cell_layer, cell_head),
-                       kdims=["token", PICTURE_ROW], vdims=["state", "layer", "KV head"])
+                       bounds=(-0.5, -0.5, n - 0.5, rows - 0.5), kdims=["token", PICTURE_ROW],
+                       vdims=["state", "layer", "KV head"])
         every = max(1, t.n_layers // 12)
         ticks = [(rows - 1 - layer * t.n_heads - (t.n_heads - 1) / 2, f"L{layer}")
                  for layer in range(0, t.n_layers, every)]

@@ -248,11 +248,13 @@ class SearchJob:
         such column, and null in the rows it did before a resume by this one. Summed once per list of rows: the
         page asks on every refresh, and a long run has a row an iteration."""
         rows = self.metrics  # read once: the search thread may swap it meanwhile
-        if rows is not self._counted[0]:
+        counted = self._counted  # read once too: another session's refresh may replace it with an older list's
+        if rows is not counted[0]:
             # whole numbers only: null in an older version's rows; a foreign table's other values cost the count,
             # not the page's refresh (a TypeError each 300 ms)
-            self._counted = (rows, sum(n for row in rows if isinstance(n := row.get("diverged"), int)))
-        return self._counted[1]
+            counted = (rows, sum(n for row in rows if isinstance(n := row.get("diverged"), int)))
+            self._counted = counted
+        return counted[1]
 
     def stop(self) -> None:
         """Ask the search to stop after the current iteration (it stays resumable)."""

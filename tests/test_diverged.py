@@ -148,3 +148,33 @@ def test_a_search_of_exploding_candidates_finishes_counts_them_and_repeats(tmp_p
     run = run_search(cfg, RunStore(tmp_path / "ga"))
     metrics = run.read_table("metrics").to_pylist()
     assert run.info["status"] == "done" and sum(m["diverged"] for m in metrics) > 0
+
+
+def test_a_resumed_run_of_a_version_before_diverged_counts_them_in_its_table(tmp_path, capsys):
+    """A run checkpointed by a version that did not count diverged candidates (rows without `diverged`), resumed by
+    this one: metrics.parquet took its columns from its first row, so the column of the resumed iterations' counts
+    was dropped whole, and `workbench asal`'s warning, `runs show` and a reopened Search page said none diverged.
+    The older rows are null there (not counted)."""
+    import json
+
+    from PIL import Image
+
+    from workbench.asal.driver import SearchConfig, run_search
+    from workbench.cli import main
+    from workbench.runs import RunStore
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "black.png")
+    store = RunStore(tmp_path / "runs")
+    cfg = SearchConfig("target", _eval(), target_image=str(tmp_path / "black.png"), iters=1, pop=4, sigma=100.0,
+                       seed=0)
+    run = run_search(cfg, store)
+    state = run.load_checkpoint()
+    for row in state["metrics"]:  # as the version before wrote them
+        del row["diverged"]
+    run.save_checkpoint(state)
+    run.write_rows("metrics", state["metrics"])
+    run = run_search(None, store, resume=run.id, iters=3)
+    counts = run.read_table("metrics").to_pydict().get("diverged")
+    assert counts is not None and counts[0] is None and sum(counts[1:]) > 0, counts
+    assert main(["runs", "show", run.id, "--runs", str(store.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["diverged"] == sum(counts[1:])

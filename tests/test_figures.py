@@ -1372,9 +1372,10 @@ def test_a_csvs_titles_and_columns_are_what_an_overlay_draws_from_its_layers_and
 
 def test_a_csvs_titles_are_formatted_as_holoviews_draws_them(tmp_path):
     """HoloViews formats a title as a template ("{label}", "{group}", "{type}", an NdLayout's "{dimensions}"; its
-    default "{label} {group} {dimensions}" where none is set): the CSV wrote "{label}: best so far" where the
-    figure said "ours: best so far", an NdLayout's panels untitled ("task: add" drawn) and a group left out. Each
-    title is checked against the one HoloViews draws (figure_csv.drawn_titles), and spelled out here."""
+    default where none is set, matplotlib's: label and group, then the keys on a line of their own): the CSV wrote
+    "{label}: best so far" where the figure said "ours: best so far", an NdLayout's panels untitled ("task: add"
+    drawn) and a group left out. Each title is checked against the one HoloViews draws (figure_csv.drawn_titles),
+    and spelled out here."""
     from figure_csv import check_csv
 
     from workbench.figures import holoviews, save
@@ -1389,6 +1390,9 @@ def test_a_csvs_titles_are_formatted_as_holoviews_draws_them(tmp_path):
              "renamed": (curve, {"ours": "our search"}, ["our search: best so far"]),  # the new name, as drawn
              "keyed": (hv.NdLayout({"sort": hv.Curve([(0, 1.0)]), "add": hv.Curve([(0, 2.0)])}, kdims="task"),
                        None, ["task: add", "task: sort"]),
+             # the default's keys on a line of their own (matplotlib's; Bokeh's on the same line)
+             "keyed labelled": (hv.NdLayout({"sort": hv.Curve([(0, 1.0)], group="Loss", label="ours")}, kdims="task"),
+                                None, ["ours Loss\ntask: sort"]),
              "braces": (hv.Curve([(0, 1.0)]).opts(title="loss {x", backend="matplotlib"), None, ["loss {x"])}
     for name, (fig, rename, titles) in cases.items():
         out = save(fig, tmp_path / f"{name}.csv", rename=rename)

@@ -781,3 +781,26 @@ def test_the_text_view_as_csv_is_refused_before_the_size_and_face_a_csv_takes_no
         with pytest.raises(ValueError, match="^the 'Text' view .* has no data to write as CSV"):
             explorer.write("text", tmp_path / "t.csv", **given)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_retention_raster_of_one_layer_with_one_kv_head_draws_and_exports(tmp_path):
+    """A model of one layer with one KV head has a raster of one row: built from its coordinates alone, the Image
+    could not tell that row's height (NaN bounds) and the figure failed (ValueError: cannot convert float NaN to
+    integer), where the raster before had its bounds. A trace made by hand: the raster reads only its shape, steps
+    and records."""
+    from figure_csv import check_csv
+
+    from workbench.figures import save
+
+    n, kept = 20, 16
+    record = tr.LayerStep(step=kept, layer=0, positions=np.arange(kept)[None], kept=np.ones((1, kept), bool),
+                          qualified=(np.arange(kept) % 2 == 0)[None], attended=np.ones((1, kept), bool))
+    model = NAMMExplorer(runs_dir=str(tmp_path))
+    model.trace = tr.Trace(ids=list(range(n)), pieces=[str(i) for i in range(n)], n_prompt=n, n_layers=1, n_heads=1,
+                           n_up=16, policy={"policy": "namm"}, steps=[kept], records=[[record]])
+    fig = model.figure("retention")
+    assert fig.get(0).bounds.lbrt() == (-0.5, -0.5, n - 0.5, 0.5)
+    rows = [r for r in check_csv(save(fig, tmp_path / "retention.csv"), fig) if r["element"] == "Image"]
+    assert len(rows) == n and {(r["layer"], r["KV head"]) for r in rows} == {("0", "0")}
+    codes = tr.retention(model.trace, 0)[0]
+    assert [float(r["state"]) for r in sorted(rows, key=lambda r: float(r["token position"]))] == codes.tolist()

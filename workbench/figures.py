@@ -1202,8 +1202,10 @@ def refuse_csv(what: str, out: str | Path) -> None:
         raise no_data(what)
 
 
-#: the title HoloViews draws over a panel that sets none (its plots' `title` option's default, either backend's)
-DEFAULT_TITLE = "{label} {group} {dimensions}"
+#: the title HoloViews draws over a panel that sets none: matplotlib's plots' `title` default (the backend read first,
+#: as _drawn_option reads options), the keys of an NdLayout's panel on a line of their own below its label and group
+#: (Bokeh's default puts them on the same line, "{label} {group} {dimensions}")
+DEFAULT_TITLE = "{label} {group}\n{dimensions}"
 
 
 def _panel_title(panel, hv, key: tuple = (), dimensions: tuple = ()) -> str:

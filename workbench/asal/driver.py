@@ -618,6 +618,12 @@ def _upgrade(state: dict | None) -> dict | None:
     if state is None:
         return None
     state.pop("best_thumb", None)  # best.png is rendered from the best θ at the end now
+    # rows of a version that did not count diverged candidates: null there (not counted), not absent. metrics.parquet
+    # takes its columns from its first row (pyarrow's from_pylist), so a resumed run's `diverged` was dropped
+    # from the table whole: `workbench asal` warned of none, `runs show` and a reopened Search page said none
+    for row in state.get("metrics") or []:
+        if isinstance(row, dict):
+            row.setdefault("diverged", None)
     if "thumbs" in state and not (isinstance(state["thumbs"], dict) and "thetas" in state["thumbs"]):
         known = {k: (image, -1) for k, image in (state.pop("thumbs") or {}).items()}  # θ bytes → thumbnail
         state["thumbs"] = _thumb_table(known, np.stack([np.frombuffer(k, np.float64) for k in known])) \
