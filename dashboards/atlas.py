@@ -271,12 +271,14 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
         address,
         address_at_load,
         as_text,
+        cannot_write,
         code,
         download_button,
         live,
         no_runs_page,
         off_loop,
         offer,
+        plain,
         put_back,
         run_asked,
         run_while,
@@ -403,7 +405,14 @@ def atlas_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.
 
     def on_export(event):
         [png] = fresh_paths(Path(runs_dir) / model.run_id / f"atlas-{model.projection}", (".png",))  # keeps others
-        path = model.export_png(png)
+        try:
+            path = model.export_png(png)
+        except OSError as exc:  # a run served read-only: said here (it was a traceback in the server's log alone)
+            if (refused := cannot_write(exc)) is None:
+                raise
+            saved.object = f"**cannot export:** {plain(refused)}"
+            download.visible = False  # the last export's file is not this one
+            return
         saved.object = as_text(f"saved {code(path)} (4× the thumbnails' resolution)")
         offer(download, path)
 

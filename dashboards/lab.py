@@ -502,7 +502,11 @@ class LabModel(param.Parameterized):
         # a new θ starts again at step 0: a second snapshot of the same name keeps the first (…-2, …-3)
         npy, png = fresh_paths(out / f"{self.substrate}-seed{self.seed}-step{self.step_count}", (".npy", ".png"))
         atomic_write(npy, lambda p: np.save(p, self.theta))
-        return write_png(png, self.frame)
+        try:
+            return write_png(png, self.frame)
+        except BaseException:  # (a disk full between the two) no θ without its frame: the pair or nothing
+            npy.unlink(missing_ok=True)
+            raise
 
     def _render(self) -> None:
         frame = self.sub.render(self.state, self._device_params, size=RENDER_SIZE.get(self.substrate, 224))
@@ -777,6 +781,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         SCROLLS_WHEN_NARROW,
         PageThread,
         address,
+        cannot_write,
         checked_int_input,
         download_button,
         failed,
@@ -966,7 +971,13 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
     downloads = [download_button(), download_button()]
 
     def on_snapshot(event):
-        png = model.snapshot()
+        try:
+            png = model.snapshot()
+        except OSError as exc:  # a store served read-only: said on the page (it was a traceback in the log alone)
+            if (refused := cannot_write(exc)) is None:
+                raise
+            model.tell(f"cannot save the snapshot: {refused}", "danger")
+            return
         model.tell(f"saved {png} and its θ", "success")
         offer(downloads[0], png, "PNG")  # two half-width buttons: the names are in the message above
         offer(downloads[1], png.with_suffix(".npy"), "θ (.npy)")
@@ -986,6 +997,9 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
         try:
             path = await off_loop(export_gif, busy=[video])
         except Exception as exc:  # said on the page, not only in the server's log
+            if (refused := cannot_write(exc)) is not None:  # the folder's fault, not the code's: no traceback
+                model.tell(f"cannot export the GIF: {refused}", "danger")
+                return
             model.tell(f"the GIF export failed: {failed(exc)}", "danger")
             raise
         model.tell(f"saved {path}", "success")

@@ -32,6 +32,7 @@ from workbench.dashboards.shell import (
     PAGES,
     TextMultiChoice,
     as_text,
+    cannot_write,
     code,
     counted,
     ids_digest,
@@ -837,8 +838,8 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
         try:
             removed = model.remove(asked)
             removal.object = as_text(f"removed {counted(len(removed), 'run')}: {', '.join(code(i) for i in removed)}")
-        except (ValueError, OSError) as exc:
-            removal.object = f"**not (all) removed:** {plain(str(exc))}"
+        except (ValueError, OSError) as exc:  # a store served read-only: the folder that refused, in words
+            removal.object = f"**not (all) removed:** {plain(cannot_write(exc) or str(exc))}"
         finally:
             show_store()
 
@@ -862,8 +863,10 @@ def runs_page(runs_dir: str = "runs", standalone: bool = False) -> pn.template.F
             return
         try:
             written = model.note(run_id, event.new or "")
-        except ValueError as exc:
-            noted.object = f"**not saved:** {plain(str(exc))}"
+        except (ValueError, OSError) as exc:  # OSError: a run served read-only (it was a traceback in the log)
+            if isinstance(exc, OSError) and cannot_write(exc) is None:
+                raise
+            noted.object = f"**not saved:** {plain(cannot_write(exc) or str(exc))}"
             return
         noted.object = as_text(f"note saved on {code(run_id)}" if written else f"note removed from {code(run_id)}")
         show_store()

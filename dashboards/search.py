@@ -29,6 +29,7 @@ from workbench.asal.evaluate import EvalConfig
 from workbench.compare import POPULATION_METRIC
 from workbench.dashboards.shell import (
     as_text,
+    cannot_write,
     checked_int_input,
     code,
     every_from_load,
@@ -191,7 +192,8 @@ class SearchJob:
             self.best_thumb = _best_thumb(run.path)
             self.status = run.info["status"]  # last: the page shows the best frame when the status changes
         except Exception as exc:  # noqa: BLE001 - shown on the page; the thread must not die silently
-            self.error, self.status = f"{type(exc).__name__}: {exc}", "failed"
+            # a store served read-only: the folder that refused and what to do, not "PermissionError: [Errno 13] …"
+            self.error, self.status = cannot_write(exc) or f"{type(exc).__name__}: {exc}", "failed"
             if resume is not None and not self._began:  # refused before it began: the run is as it was
                 self.status = _stored_status(self.runs_dir, resume)
         finally:

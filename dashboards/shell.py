@@ -11,6 +11,7 @@ to each and the navigation, the index and the Runs gallery pick it up.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import html
 import logging
@@ -915,7 +916,7 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
     status line, and once a file is written a button that downloads it to the browser (the file is on the
     server's disk). A click runs write(suffix, width=, font=, rename=) off the event loop (it writes the figure on
     show and returns the file's path; export_settings says what it is given) and says what it wrote, or why it
-    could not (its ValueError, in the page's words).
+    could not (its ValueError, in the page's words; a folder it may not write: cannot_write).
     The status line is the page's to use as well (the download button hides while it says something else)."""
     from workbench.figures import COLUMN_WIDTH, FORMATS, PAGE_WIDTH, UNPRINTED
 
@@ -961,6 +962,9 @@ def export_controls(write: Callable[..., Any]) -> tuple[pn.widgets.Select, pn.Ro
         except ValueError as exc:
             status.object = f"**cannot export:** {plain(page_words(str(exc)))}"
         except Exception as exc:  # noqa: BLE001 - a failure of the plotting library: said here, not only in the log
+            if (refused := cannot_write(exc)) is not None:  # the folder's fault (a store served read-only), no bug's:
+                status.object = f"**cannot export:** {plain(refused)}"  # said, with no traceback in the log
+                return
             status.object = f"**export failed:** {plain(failed(exc))}"
             raise
 
@@ -1020,6 +1024,37 @@ def parse_renames(text: str) -> dict[str, str]:
 
 #: the CLI flags the library's messages name, as the export controls label them
 PAGE_WORDS = {"--width": "Width", "--font": "Font", "--rename": "Rename legend entries"}
+
+
+#: errno -> what to do, for a write refused by the place written to (cannot_write); a page's words, not the CLI's
+#: flags: the server's user is who writes (a colleague's store served read-only was "PermissionError: [Errno 13]")
+_WRITE_HINTS = {
+    errno.EACCES: "the server's user may not write there: check the folder's permissions, or serve a copy of the "
+                  "runs in a folder it can write",
+    errno.EPERM: "the server's user may not write there: check the folder's permissions",
+    errno.EROFS: "a read-only file system: serve a copy of the runs in a folder that can be written",
+    errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (the disk quota is used up)",
+    errno.ENOTDIR: "a file stands where a folder should be", errno.EEXIST: "a file stands where a folder should be",
+}
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why a page's write (a snapshot, an export, a note, a run's folder) failed, where the cause is the place
+    written to, not the code: the folder that refused it, the system's words and what to do, as plain text (as
+    failed's; plain() it for Markdown): "runs: Permission denied (the server's user may not write there: …)".
+    None for any other failure (said by failed() and raised, for the log's traceback). The folder named is the
+    nearest one that exists: a new run's or an export's folder that could not be made does not exist, and its
+    parent is what is read-only (a rename names the folder it moves within)."""
+    if not isinstance(exc, OSError) or exc.errno not in _WRITE_HINTS:
+        return None
+    named = exc.filename2 if exc.filename2 is not None else exc.filename
+    if named is None:  # a full disk names no file
+        return f"{exc.strerror or exc} ({_WRITE_HINTS[exc.errno]})"
+    path = Path(os.fsdecode(named))
+    if exc.filename2 is not None:
+        path = path.parent
+    where = next((p for p in (path, *path.parents) if os.path.lexists(p)), path)
+    return f"{where}: {exc.strerror or exc} ({_WRITE_HINTS[exc.errno]})"
 
 
 def failed(exc: BaseException) -> str:

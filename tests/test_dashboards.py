@@ -1329,6 +1329,156 @@ def test_runs_page_writes_the_note_of_the_one_ticked_run_and_its_search_finds_it
     assert list(settings.object["note"]) == ["baseline <of> figure 3", ""]  # compared, with their notes
 
 
+#: what test_a_store_served_read_only_says_on_each_page_why_it_cannot_write runs in a process that cannot write the
+#: store: every write a page makes (Lab snapshot and GIF, Atlas export, the Runs page's note, removal and export,
+#: the Search page's start and resume), each page's words printed as JSON, with what it raised or logged
+READ_ONLY_PAGES = r'''
+import asyncio, json, logging, sys
+from pathlib import Path
+import panel as pn
+from bokeh.document import Document
+from panel.io.state import set_curdoc
+
+runs, illuminate, openended = sys.argv[1:4]
+logged, said = [], {}
+logging.getLogger().addHandler(type("H", (logging.Handler,), {"emit": lambda self, r: logged.append(r.getMessage())})())
+
+def words(page):
+    everything = pn.Column(*page.main, *page.sidebar)
+    return [p.object for p in everything.select(pn.pane.Markdown) if isinstance(p.object, str) and p.object
+            and getattr(p, "visible", True)]
+
+async def click(page, label, name, done=lambda: False):
+    before = words(page)
+    button = next(b for b in pn.Column(*page.main, *page.sidebar).select(pn.widgets.Button) if b.label == label)
+    try:
+        button.clicks += 1
+    except Exception as exc:
+        said[name] = [f"raised {type(exc).__name__}: {exc}"]
+        return
+    for _ in range(1200):
+        await asyncio.sleep(0.05)
+        if (words(page) != before or done()) and not button.loading:
+            break
+    said[name] = [w for w in words(page) if w not in before]
+
+async def main():
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: logged.append(repr(context)))
+    from workbench.dashboards.atlas import atlas_page
+    from workbench.dashboards.lab import lab_page
+    from workbench.dashboards.runs import runs_page
+    from workbench.dashboards.search import SearchModel, search_page
+
+    with set_curdoc(Document()):
+        lab = lab_page(runs_dir=runs)
+        await click(lab, "snapshot PNG + θ", "snapshot")
+        await click(lab, "export GIF", "gif")
+        await click(atlas_page(runs), "export PNG", "atlas")
+        page = runs_page(runs)
+        everything = pn.Column(*page.main, *page.sidebar)
+        (ticked,) = everything.select(pn.widgets.MultiChoice)
+        ticked.value = [openended]
+        (note,) = [w for w in everything.select(pn.widgets.TextAreaInput) if w.name == "Note on the ticked run"]
+        before = words(page)
+        try:
+            note.value = "a note"
+            said["note"] = [w for w in words(page) if w not in before]
+        except Exception as exc:
+            said["note"] = [f"raised {type(exc).__name__}: {exc}"]
+        await click(page, "remove the ticked runs…", "ask")
+        await click(page, "yes, remove them for good", "remove")
+        ticked.value = [openended, illuminate]
+        await click(page, "export", "compare")
+        for what, run in (("start", None), ("resume", openended)):
+            model = SearchModel(runs_dir=runs, kind="openended", substrate="boids", iters=2, pop=4, steps=10, frames=2)
+            page = search_page(runs, model=model, run=run)
+            model.iters = 3  # the done run goes on to 3: a resume
+            label = "start" if what == "start" else "resume"
+            await click(page, label, what, done=lambda: model.starts > 1 and not model.running)
+            model.wait(120)
+            await asyncio.sleep(0.5)  # the page's next refresh writes the status line
+            said[what] = [w for w in words(page) if w.startswith("status")]
+    print(json.dumps({"said": said, "logged": logged}))
+
+asyncio.run(main())
+'''
+
+
+def test_a_store_served_read_only_says_on_each_page_why_it_cannot_write(runs, tmp_path):
+    """A run store served that the server's user can read but not write (a shared group folder, a read-only mount, a
+    colleague's results): every write a page makes says on the page which folder refused it and why, in one line, and
+    nothing is left in the store. Before, the Lab's snapshot, the Atlas' export and the Runs page's note said nothing
+    (a traceback in the server's log alone, the note field showing a note never saved); the exports and the Lab's
+    GIF said "PermissionError: [Errno 13] …" and logged a traceback besides; a search said so of a run folder that
+    never was. The store is written by a process without the power to override permissions: as root (this machine's
+    and CI's user), one whose capabilities setpriv dropped."""
+    store = tmp_path / "store"
+    for run_id in (runs["illuminate"], runs["openended"][0]):
+        shutil.copytree(Path(runs["dir"]) / run_id, store / run_id)
+    command = [sys.executable, "-c", READ_ONLY_PAGES, str(store), runs["illuminate"], runs["openended"][0]]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("root without setpriv: a read-only folder cannot be made for root")
+        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-all", *command]
+    listing = sorted(str(p.relative_to(store)) for p in store.rglob("*"))
+    for path in (store, *store.rglob("*")):
+        path.chmod(path.stat().st_mode & ~0o222)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache")})
+    finally:
+        for path in (store, *store.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    said, logged = out["said"], out["logged"]
+    why = "Permission denied (the server's user may not write there: check the folder's permissions"
+    run, other = store / runs["openended"][0], store / runs["illuminate"]
+    expected = {"snapshot": f"cannot save the snapshot: {store}: {why}",
+                "gif": f"cannot export the GIF: {store}: {why}",
+                "atlas": f"**cannot export:** {other}: {why}",
+                "note": f"**not saved:** {run}: {why}",
+                "remove": f"**not (all) removed:** {store}: {why}",
+                "compare": f"**cannot export:** {store}: {why}",
+                "start": f"{store}: {why}",  # the store, not the folder of a run that could not be made
+                "resume": f"{run / 'run.json'}: {why}"}
+    for action, words in expected.items():  # (the pages' Markdown has the paths' "_" and "." as entities)
+        assert any(words in html.unescape(line) for line in said[action]), (action, said[action])
+    assert not any("Errno" in line for lines in said.values() for line in lines), said
+    assert logged == [] and "Traceback" not in done.stderr, (logged, done.stderr[-3000:])
+    assert sorted(str(p.relative_to(store)) for p in store.rglob("*")) == listing  # nothing half-written
+
+
+def test_a_write_refused_by_its_folder_is_named_by_the_folder_that_exists():
+    """cannot_write names the nearest folder that exists (a new run's or an export's folder that could not be made
+    does not: its parent refused), the system's words and what to do; a failure that is no write refusal is None
+    (said by failed() and raised, for the log). A path under a regular file fails for root too."""
+    import errno
+    import tempfile
+
+    from workbench.dashboards.shell import cannot_write
+
+    with tempfile.TemporaryDirectory() as folder:
+        blocker = Path(folder) / "runs"
+        blocker.write_text("a file where the store should be")
+        with pytest.raises(OSError) as under_a_file:
+            (blocker / "x" / "figures").mkdir(parents=True, exist_ok=True)
+        assert cannot_write(under_a_file.value) == \
+            f"{blocker}: Not a directory (a file stands where a folder should be)"
+        denied = PermissionError(errno.EACCES, "Permission denied", str(Path(folder) / "new-run" / "figures"))
+        assert cannot_write(denied).startswith(f"{folder}: Permission denied (the server's user may not write there")
+        moved = PermissionError(errno.EACCES, "Permission denied", str(blocker), None,  # (filename2: a rename's)
+                                str(Path(folder) / ".removing-x"))
+        assert cannot_write(moved).startswith(f"{folder}: Permission denied")  # the folder a rename moves within
+        assert cannot_write(OSError(errno.EROFS, "Read-only file system", folder)) == \
+            f"{folder}: Read-only file system (a read-only file system: serve a copy of the runs in a folder that " \
+            "can be written)"
+        assert cannot_write(OSError(errno.ENOSPC, "No space left on device")) == \
+            "No space left on device (free some space)"
+    assert cannot_write(FileNotFoundError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert cannot_write(ValueError("x")) is None
+
+
 def test_atlas_cells_are_clicked_where_their_thumbnails_are_drawn_and_seed_0_is_a_seed(tmp_path):
     """The page's clickable cells (cell_table's x, y: the plot's y points up) lie on the thumbnails compose draws
     (the image's row 0 at the top). Mirrored, a click on a thumbnail in the top row would play the member drawn in
