@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import panel as pn
 import param
+import torch
 
 from workbench.atomic import atomic_write, fresh_paths, write_png
 from workbench.export import to_uint8
 from workbench.simulations import SUBSTRATES, make_substrate, random_init_of
+from workbench.simulations.base import Deterministic
 from workbench.viewer import default_theta, mutated_theta, read_only_params, rule_text
 
 if TYPE_CHECKING:
@@ -79,6 +81,11 @@ class LabModel(param.Parameterized):
     message_kind = param.Selector(default="info", objects=["info", "success", "danger"],
                                   doc="how the page shows the message: a note, a success, a failure")
     resets = param.Integer(default=0, doc="counts resets (new θ, seed or substrate): views of θ redraw on it")
+    diverged_at = param.Integer(default=None, allow_None=True, constant=True,
+                                doc="the step by which the state or its frame held a NaN or inf (None: finite); "
+                                    "no step, render or score after it until a reset")
+    divergence = param.String(default="", constant=True,
+                              doc="the page's notice of a diverged simulation and what to do about it (\"\": none)")
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -95,6 +102,9 @@ class LabModel(param.Parameterized):
         # rather than wait while a load runs on a worker thread
         self._lock = threading.RLock()
         self._prepared = None  # a substrate built by _show before `substrate` changes (None: build it here)
+        self._diverged_exact = False  # diverged_at is the very step (else the frame's last: "by step N")
+        # the parameters it diverged with: the notice says whether they were edited since
+        self._diverged_params: dict[str, np.ndarray] = {}
         self._switches = 0     # switch requests made (request_switch); only the latest one runs
         self._set_substrate()
 
@@ -116,7 +126,10 @@ class LabModel(param.Parameterized):
                 self.step_count, self.fps = 0, 0.0  # another θ or seed: its own speed, said once it plays
             self._frames = 0  # the first score after a reset comes after score_every frames, not at any step
             self.scores = []
+            self._diverged(None)  # a new start: finite until a frame says otherwise
             self._render()
+            if not self._finite():  # parameters whose very first frame is NaN or inf: said at step 0
+                self._diverged(self.state)
             self.resets += 1
         self.dismiss()
 
@@ -133,6 +146,9 @@ class LabModel(param.Parameterized):
         with self._lock:
             self._device_params = self.sub.to_device(params)
             self._params = read_only_params(params)
+            if self.diverged_at is not None:  # the notice's advice follows the parameters edited since
+                with param.edit_constant(self):
+                    self.divergence = self.divergence_text()
 
     def dismiss(self) -> None:
         """The message about an earlier action goes once another one is taken (a reset: a new θ, seed or
@@ -432,8 +448,8 @@ class LabModel(param.Parameterized):
 
     def score(self) -> float | None:
         """Supervised-target loss of the current frame (its rendered floats, as searches embed them) against the
-        prompt or target image (None: no target)."""
-        if not self.wants_score():
+        prompt or target image (None: no target, or a diverged simulation, whose black frame is no picture)."""
+        if not self.wants_score() or self.diverged_at is not None:
             return None
         import torch
 
@@ -464,13 +480,25 @@ class LabModel(param.Parameterized):
 
     def advance(self, score_needs_fm: bool = True) -> None:
         """One displayed frame: steps_per_frame simulation steps, then a render (and every score_every frames
-        a score; with score_needs_fm=False only once the FM is loaded, which the page does off the loop)."""
+        a score; with score_needs_fm=False only once the FM is loaded, which the page does off the loop).
+
+        A state or frame that holds a NaN or inf (checked once per frame, not per step) has diverged: diverged_at
+        and `divergence` say so, playing stops, and nothing more is stepped, rendered or scored until a reset (a
+        NaN state stays NaN: the steps only burnt CPU, and the FM scored its black frame like any picture)."""
         start = time.perf_counter()
         with self._lock:
+            if self.diverged_at is not None:
+                return
+            before = self.state
             self.state = self.sub.step(self.state, self._device_params, self.steps_per_frame)
             with param.edit_constant(self):
                 self.step_count += self.steps_per_frame
             self._render()
+            if not self._finite():
+                self._diverged(before)
+        if self.diverged_at is not None:
+            self.playing = False
+            return
         self._frames += 1
         if self._frames % self.score_every == 0 and (score_needs_fm or self.fm_loaded) and not self._score_error:
             try:
@@ -489,6 +517,10 @@ class LabModel(param.Parameterized):
         """What the page's periodic callback calls: advance while playing, skipping the frame while a load
         holds the model (it runs on a worker thread; the event loop must not wait for it)."""
         if not self.playing or not self._lock.acquire(blocking=False):
+            return
+        if self.diverged_at is not None:  # play pressed on a diverged state: back to paused, nothing stepped
+            self._lock.release()
+            self.playing = False
             return
         try:
             self.advance(score_needs_fm=False)
@@ -513,6 +545,79 @@ class LabModel(param.Parameterized):
         self.frame = to_uint8(frame)
         self._rendered = frame  # the floats, which score() hands the FM
 
+    def _finite(self) -> bool:
+        """Whether the state's floating arrays and the rendered frame hold only finite numbers (as the searches'
+        evaluate._diverged: a particle renderer can skip a NaN particle and draw a finite frame). Once per frame:
+        tens of microseconds at the Lab's sizes (the report of the change measured them)."""
+        return bool(np.isfinite(self._rendered).all()) and _finite_state(self.state)
+
+    def _diverged(self, before) -> None:
+        """Mark the state on show diverged (before: the state one frame back, the state itself at a reset, or None
+        for "not diverged": a reset clears the notice).
+
+        The step is found by replaying that frame's steps one at a time from `before`, once: deterministic
+        substrates only (a stochastic one's replay draws other noise) and only the state is checked (a frame
+        rendered non-finite from a finite state says "by" the frame's step)."""
+        with param.edit_constant(self):
+            if before is None:
+                self._diverged_params = {}
+                self.param.update(diverged_at=None, divergence="")
+                return
+            at, exact = self.step_count, self.steps_per_frame == 1 or before is self.state
+            if not exact and isinstance(self.sub, Deterministic):
+                state = before
+                for n in range(self.step_count - self.steps_per_frame + 1, self.step_count + 1):
+                    state = self.sub.step(state, self._device_params, 1)
+                    if not _finite_state(state):
+                        at, exact = n, True
+                        break
+            self._diverged_exact = exact
+            self._diverged_params = {k: np.array(v) for k, v in self._params.items()}
+            self.diverged_at = at
+            self.divergence = self.divergence_text()
+
+    def diverged_text(self) -> str:
+        """"the simulation diverged (NaN or inf) at step N" ("by step N" where N is the frame's last step and the
+        divergence came within its steps_per_frame), "" while the state is finite."""
+        if self.diverged_at is None:
+            return ""
+        return f"the simulation diverged (NaN or inf) {'at' if self._diverged_exact else 'by'} step {self.diverged_at}"
+
+    def divergence_text(self) -> str:
+        """The page's notice of a diverged simulation ("" while finite), with what to do: the Particle Lenia
+        scalars set past their sliders' range named (typed: the sliders themselves reach no divergence), else a
+        reset (of the parameters edited since, or, with the same θ, after taking another one)."""
+        said = self.diverged_text()
+        if not said:
+            return ""
+        if self.substrate == "plenia":
+            advice = []
+            for name in self.scalar_names():
+                value, (low, high) = float(self.params[name]), scalar_range(name)
+                label = SCALAR_LABELS[name].split(" ")[0]
+                if value > high * (1 + 1e-6):  # (float32's rounding of a slider's end is not past it)
+                    advice.append(f"lower {label} (now {value:.4g}; its slider ends at {high:.4g})")
+                elif value < low * (1 - 1e-6):
+                    advice.append(f"raise {label} (now {value:.4g}; its slider starts at {low:.4g})")
+            if advice:
+                return f"{said}: {', '.join(advice)}, then reset"
+        edited = set(self._params) != set(self._diverged_params) or any(
+            not np.array_equal(v, self._diverged_params[k]) for k, v in self._params.items())
+        if edited:
+            return f"{said}: reset to play the parameters now on show from step 0"
+        return (f"{said}: reset (the same θ may diverge again), or change θ (the editor, then reset; the preset; a "
+                f"σ-mutation)")
+
+
+def _finite_state(state) -> bool:
+    """Whether a state's floating arrays hold only finite numbers. On the CPU through NumPy's view of them: torch's
+    isfinite took 75 µs for a 128² Lenia world (NumPy: 6 µs), a twentieth of a frame of the cheaper substrates."""
+    for a in state.arrays.values():
+        if a.is_floating_point():
+            if not (np.isfinite(a.detach().numpy()).all() if a.device.type == "cpu" else bool(torch.isfinite(a).all())):
+                return False
+    return True
+
 
 def rgba(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) -> (H, W) uint32 RGBA, what Bokeh's image_rgba draws (its row 0 at the bottom)."""
@@ -526,6 +631,8 @@ def rgba(image: np.ndarray) -> np.ndarray:
 def status_text(model: LabModel) -> str:
     """The Lab's status line: playing or paused, the step, and the frames per second the substrate computes
     (and renders; the page shows at most one per period_ms)."""
+    if model.diverged_at is not None:  # no frames computed any more: the speed of the last ones said nothing
+        return f"stopped · step **{model.step_count}** · **diverged** (NaN or inf)"
     return (f"{'playing' if model.playing else 'paused'} · step **{model.step_count}** · "
             f"{model.fps:.1f} frames/s computed")
 
@@ -545,7 +652,7 @@ def status_view(model: LabModel, every: float = 0.25) -> pn.pane.Markdown:
         shown_at[0] = now
         pane.object = status_text(model)
 
-    model.param.watch(update, ["step_count", "fps", "playing"])
+    model.param.watch(update, ["step_count", "fps", "playing", "diverged_at"])
     return pane
 
 
@@ -575,6 +682,15 @@ def frame_view(model: LabModel, size: int = 512) -> pn.pane.Bokeh:
 
     model.param.watch(page.wrap(update), "frame")
     return pn.pane.Bokeh(fig, margin=0)
+
+
+def scalar_range(name: str) -> tuple[float, float]:
+    """The span of Particle Lenia's slider for scalar `name`: base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference
+    value mid-way). A typed value may go beyond it; divergence_text names those that do."""
+    from workbench.simulations.plenia import PARAM_BASE, PARAM_NAMES
+
+    base = float(PARAM_BASE[PARAM_NAMES.index(name)])
+    return base / 10, 2 * base
 
 
 SCALAR_LABELS = {"mu_k": "μ_K (kernel peak distance)", "sigma_k": "σ_K (kernel width)", "w_k": "w_K (kernel weight)",
@@ -692,10 +808,12 @@ def _scalar_editor(model: LabModel, guarded) -> list:
     names = model.scalar_names()
     for i, name in enumerate(names):
         base, value = float(PARAM_BASE[i]), float(model.params[name])
-        # the slider spans base/10 .. 2·base (θ_i from −2.3 to 0.7, the reference value mid-way); a typed value may
-        # go beyond. No bound on the typed value: the browser's input silently kept the old one below its bound;
-        # set_scalar refuses a value that is not positive, said on the page, and the slider goes back
-        slider = pn.widgets.EditableFloatSlider(label=SCALAR_LABELS[name], start=base / 10, end=2 * base,
+        # the slider spans scalar_range(name); a typed value may go beyond (and may make the swarm diverge: the
+        # page then says which value to lower or raise). No bound on the typed value: the browser's input silently
+        # kept the old one below its bound; set_scalar refuses a value that is not positive, said on the page, and
+        # the slider goes back
+        start, end = scalar_range(name)
+        slider = pn.widgets.EditableFloatSlider(label=SCALAR_LABELS[name], start=start, end=end,
                                                 step=base / 100, value=value, format="0.0000",
                                                 css_classes=[f"scalar-{name}"], sizing_mode="stretch_width")
         slider.param.watch(lambda event, n=name, s=slider: syncing[0] or guarded(
@@ -750,6 +868,10 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
     holder = pn.Column(width=width + 20, height=height + 10)
 
     def update(*_):
+        if model.diverged_at is not None and model.wants_score():  # the scores before it are not what is on show
+            holder[:] = [placeholder(f"no score: {model.diverged_text()}; its frame (black) is no picture to "
+                                     f"score", width=width, height=height)]
+            return
         if not model.scores:
             problem = model.standing_problem()
             hint = (f"no score: {problem} (see the message above)" if problem and model.wants_score() else
@@ -767,7 +889,7 @@ def score_trace(model: LabModel) -> pn.viewable.Viewable:
             holder[:] = [pane]
 
     update()
-    model.param.watch(update, ["scores", "prompt"])
+    model.param.watch(update, ["scores", "prompt", "diverged_at"])
     return holder
 
 
@@ -809,6 +931,15 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                            visible=bool(model.message))
 
     model.param.watch(show_message, ["message", "message_kind"])
+    # a diverged simulation's notice stays until a reset (the message above goes with the next action, and the
+    # black frame is all the page showed of it before)
+    diverged = live(pn.pane.Alert(plain(model.divergence), alert_type="warning", sizing_mode="stretch_width",
+                                  visible=bool(model.divergence), margin=(0, 10), css_classes=["lab-diverged"]))
+
+    def show_divergence(*_):
+        diverged.param.update(object=plain(model.divergence), visible=bool(model.divergence))
+
+    model.param.watch(show_divergence, "divergence")
 
     # --- simulation
     # the substrate menu switches on a worker thread: a substrate's first use compiles its kernels (seconds on a
@@ -1018,7 +1149,7 @@ def lab_page(model: LabModel | None = None, runs_dir: str = "runs", period_ms: i
                section("FM score trace"), score_controls, score_every, upload,
                section("Save"), pn.Row(snap, video, sizing_mode="stretch_width"),
                pn.Row(*downloads, sizing_mode="stretch_width")]
-    main = [alert,
+    main = [alert, diverged,
             pn.FlexBox(pn.Column(status_view(model), frame, margin=(0, 10)),
                        pn.Column(editor, pn.pane.Markdown("**FM score**"), trace, width=400,
                                  stylesheets=[FITS_WHEN_NARROW, SCROLLS_WHEN_NARROW]))]

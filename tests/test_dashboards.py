@@ -364,6 +364,124 @@ def test_lab_status_redraws_at_most_every_period_while_playing():
     assert pane.object == "playing · step **0** · 0.0 frames/s computed"
 
 
+def _first_non_finite_step(sub, theta: np.ndarray, steps: int = 0, then: dict | None = None, limit: int = 64) -> int:
+    """The step at which Particle Lenia's state first holds a NaN or inf, stepped one at a time from the Lab's initial
+    state (seed 0): θ's parameters for `steps` steps, then `then`'s (a value typed meanwhile). Found with the
+    substrate alone, as the searches' check reads it (evaluate._diverged), not with the Lab's code."""
+    params = sub.decode(theta)
+    state = sub.step(sub.init(params, seed=0), params, steps) if steps else sub.init(params, seed=0)
+    params = {**params, **(then or {})}
+    for n in range(steps + 1, steps + limit + 1):
+        state = sub.step(state, params, 1)
+        if not np.isfinite(sub.state_to_arrays(state)["x"]).all():
+            return n
+    raise AssertionError(f"finite after {steps + limit} steps")
+
+
+def test_lab_stops_says_why_and_scores_nothing_once_a_typed_value_makes_it_diverge():
+    """A Particle Lenia value typed past its slider (σ_G = 1e-20; the slider starts at 0.015, its box takes any
+    positive number) blows the swarm up within a frame. (c_rep = 1e20 does too, from the initial state, but a browser
+    cannot send it: Panel's float box fails on a number past int64, JSON's whole number, and keeps the old value.)
+    The Lab played on: its state all NaN, a black frame (NaN is black), a score of that black frame (against a black
+    target: the best there is), "playing" and a frame rate, and not a word. Now it stops at that frame, says at which
+    step it diverged and which value to raise, steps nothing more (not a step, a render nor a score: NaN stays NaN),
+    and its score view says why it shows no score; the value raised, the notice says a reset plays it, and a reset
+    plays again."""
+    import panel as pn
+
+    from workbench.dashboards.lab import param_editor, score_trace, status_view
+
+    model = LabModel(substrate="plenia", fm="pixels", score_every=1, steps_per_frame=16)
+    model.set_target_image(np.zeros((32, 32, 3), np.uint8))  # black: the diverged frame was its best match
+    (slider,) = [s for s in pn.Column(param_editor(model)).select(pn.widgets.EditableFloatSlider)
+                 if "scalar-sigma_g" in s.css_classes]
+    trace, status = score_trace(model), status_view(model, every=0.0)
+    assert (slider.start, slider.end) == (0.015, 0.3)  # what the slider reaches: 1e-20 is typed into its box
+    slider.value = 1e-20
+    assert model.params["sigma_g"] == np.float32(1e-20) and model.message == ""  # taken, as any positive value
+    expected = _first_non_finite_step(model.sub, np.zeros(6), then={"sigma_g": np.float32(1e-20)})
+    assert 0 < expected <= 16  # within the first frame's 16 steps
+    model.playing = True
+    model.tick()
+    assert not np.isfinite(model.state.arrays["x"].numpy()).any() and not model.frame.any()  # NaN, drawn black
+    assert (model.step_count, model.playing, model.scores) == (16, False, [])  # it played on, and scored -1.0
+    said = f"the simulation diverged (NaN or inf) at step {expected}"
+    assert model.diverged_at == expected
+    assert model.divergence == f"{said}: raise σ_G (now 1e-20; its slider starts at 0.015), then reset"
+    assert model.score() is None  # the black frame is no picture to score
+    assert f"no score: {said}; its frame (black) is no picture to score" in trace.objects[0].object
+    assert status.object == "stopped · step **16** · **diverged** (NaN or inf)"
+    # nothing stepped any more: play pressed again goes back to paused, a step does nothing
+    state = model.state
+    model.playing = True
+    model.tick()
+    model.advance()
+    assert (model.state is state, model.step_count, model.playing, model.scores) == (True, 16, False, [])
+    # the value raised (by the slider): the state is still NaN, the notice says the reset that plays it
+    slider.value = 0.15
+    assert model.diverged_at == expected
+    assert model.divergence == f"{said}: reset to play the parameters now on show from step 0"
+    model.reset()
+    assert (model.diverged_at, model.divergence, model.scores) == (None, "", [])
+    assert status.object.startswith("paused · step **0** ·")
+    model.advance()  # σ_G = 0.15 from the initial state
+    assert model.step_count == 16 and model.diverged_at is None and len(model.scores) == 1
+    assert np.isfinite(model.state.arrays["x"].numpy()).all()
+
+
+def test_lab_finds_the_step_a_run_diverged_at_whatever_the_steps_per_frame(tmp_path):
+    """θ = [0, 0, 0, 0, 0, 80] (c_rep = e^80, tests/test_diverged.py) loaded from a file diverges within a few steps:
+    the Lab checks once per frame, and says the step itself (Particle Lenia is deterministic: the frame's steps
+    replayed once, one by one), the same at 1, 16 or 64 steps a frame. The page shows the notice above the frame
+    until a reset, a new θ or another substrate."""
+    import panel as pn
+
+    from workbench.dashboards.lab import lab_page
+    from workbench.dashboards.shell import plain
+
+    theta = np.array([0, 0, 0, 0, 0, 80.0])
+    expected = _first_non_finite_step(LabModel(substrate="plenia").sub, theta)
+    model = LabModel(substrate="plenia", snapshot_dir=str(tmp_path))
+    page = lab_page(model, runs_dir=str(tmp_path))
+    (notice,) = [a for a in pn.Column(*page.main).select(pn.pane.Alert) if "lab-diverged" in a.css_classes]
+    for spf in (1, 16, 64):
+        model.steps_per_frame = spf
+        model.set_theta(theta)
+        assert not notice.visible
+        for _ in range(64):
+            model.advance()
+            if model.diverged_at is not None:
+                break
+        assert model.diverged_at == expected, spf
+        assert model.step_count == -(-expected // spf) * spf  # stopped at the frame that diverged
+        assert model.divergence == (f"the simulation diverged (NaN or inf) at step {expected}: lower c_rep (now "
+                                    f"{float(np.float32(np.exp(80))):.4g}; its slider ends at 2), then reset")
+        assert notice.visible and notice.object == plain(model.divergence)
+    model.substrate = "boids"
+    assert not notice.visible and model.diverged_at is None
+
+
+def test_lab_checks_the_state_not_only_the_frame_it_draws():
+    """Particle Life draws its particles one by one and skips a NaN one: a frame stays finite while NaN spreads
+    through the swarm (one NaN particle: hundreds after a step). The Lab checks the state too, as the searches do
+    (evaluate._diverged). Particle Life is stochastic (a replay draws other noise): the step is the frame's, "by"
+    it, and with θ as it was the notice says a reset alone may diverge again."""
+    import torch
+
+    from workbench.simulations.base import State
+
+    model = LabModel(substrate="plife", steps_per_frame=4)
+    arrays = {k: v.clone() for k, v in model.state.arrays.items()}
+    arrays["x"][0, 0, 0] = float("nan")  # a state gone wrong (state_from_arrays refuses to make one)
+    model.state = State(model.state.substrate, arrays, model.state.batched)
+    model.advance()
+    assert torch.isnan(model.state.arrays["x"]).sum() > 1 and model.frame.any()  # a frame drawn, of a NaN swarm
+    assert np.isfinite(model._rendered).all()  # (what the old check of the frame alone saw)
+    assert (model.diverged_at, model.step_count) == (4, 4)
+    assert model.divergence == ("the simulation diverged (NaN or inf) by step 4: reset (the same θ may diverge "
+                                "again), or change θ (the editor, then reset; the preset; a σ-mutation)")
+
+
 def test_lab_model_loads_runs_edits_parameters_and_scores(runs):
     model = LabModel(substrate="lenia")
     resets = model.resets
@@ -2963,6 +3081,34 @@ def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromi
         box.press("Enter")
         expect(refused).to_contain_text("got -2.0", timeout=30000)
         expect(box).to_have_value("0.5000", timeout=30000)
+
+
+def test_lab_says_a_typed_value_made_it_diverge_in_chromium(server, browser, request):
+    """σ_G typed as 1e-20 (below its slider's 0.015), then steps: the page says the simulation diverged, at which step
+    and which value to raise, above its black frame, until a reset."""
+    from playwright.sync_api import expect
+
+    with _browse(browser, f"{server}/lab", request) as page:
+        _wait_for_model(page, "lab-frame")
+        page.get_by_label("Substrate").select_option("plenia")
+        box = page.locator(".scalar-sigma_g input").first
+        expect(box).to_have_value("0.1500", timeout=90000)
+        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+        box.fill("1e-20")
+        box.press("Enter")
+        notice = page.locator(".lab-diverged")
+        page.wait_for_timeout(300)  # Panel holds a browser's change 50 ms: the value reaches the server first
+        for n in range(1, 11):  # a step at a time until it diverges (step 1 on this CPU)
+            page.get_by_role("button", name="step").click()
+            status = page.get_by_text(re.compile(rf"^(paused|stopped) · step {n} ·"))
+            expect(status).to_be_visible(timeout=30000)
+            if status.inner_text().startswith("stopped"):
+                break
+        expect(notice).to_contain_text(f"the simulation diverged (NaN or inf) at step {n}: raise σ_G (now 1e-20; "
+                                       "its slider starts at 0.015), then reset")
+        expect(page.get_by_text(f"stopped · step {n} · diverged (NaN or inf)")).to_be_visible()
+        page.get_by_role("button", name="reset", exact=True).click()
+        expect(notice).to_be_hidden(timeout=30000)
 
 
 def test_lab_says_why_a_run_of_another_kind_cannot_be_loaded(server, browser, request):
