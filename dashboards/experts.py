@@ -52,6 +52,7 @@ from workbench.dashboards.shell import (
     when_narrow,
 )
 from workbench.figures import ACCURACY, CURVE_POINTS, holoviews, sized_by_frame, styled, text_colours
+from workbench.lm.hf import transformers_imported
 from workbench.runs import Run, RunError, RunStore, a_kind_run, config_of
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class ExpertsData:
         if not (folder / "config.json").is_file():
             return None
         try:
+            transformers_imported()  # the first import of transformers under one lock
             from accelerate import init_empty_weights
             from transformers import AutoConfig, AutoModelForCausalLM
 

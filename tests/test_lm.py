@@ -758,3 +758,81 @@ def test_a_fine_tuning_batch_is_the_learnt_tasks_then_a_replay_of_the_others():
     sample = _finetune_sampler(3, "sort", ["sort"], zoo_tasks, 0.5, 8)
     replayed = [x for _ in range(20) for x in sample(8)[4:]]
     assert {prompt_task(p) for p, _ in replayed} - {None} <= {"add", "reverse", "brackets"}
+
+
+#: Fresh process: threads released at once call project functions whose first statement imports transformers
+#: (char_tokenizer: PreTrainedTokenizerFast; quiet_progress: transformers.utils.logging), as a page's model load and
+#: figure export do on off_loop's threads. transformers' lazy module replaces itself in sys.modules while the first
+#: import runs, and a thread that waited on that import got the half-built module: ImportError "cannot import name".
+_FIRST_IMPORT_RACE = """
+import sys, threading
+from workbench.lm.models import quiet_progress
+from workbench.lm.tasks import char_tokenizer
+assert "transformers" not in sys.modules, "the race needs the first import of transformers to happen on the threads"
+N = 6
+barrier = threading.Barrier(N)
+errors = []
+def call(i):
+    barrier.wait()
+    try:
+        if i % 2:
+            char_tokenizer("ab")
+        else:
+            with quiet_progress():
+                pass
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=call, args=(i,)) for i in range(N)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(errors)
+"""
+
+
+def test_threads_importing_transformers_first_at_once_all_succeed():
+    """Before workbench.lm.hf this failed in every fresh process tried (20/20 here); a few processes, since it is a
+    race, and each is a fresh one because only the process's first import of transformers can race."""
+    import subprocess
+    import sys
+
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", _FIRST_IMPORT_RACE], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_every_runtime_import_of_transformers_takes_the_lock_first():
+    """Each import of transformers (or peft, which imports it) that runs, i.e. not under TYPE_CHECKING, in
+    workbench/ and dashboards/ follows a transformers_imported() call earlier in the same block: one import left
+    bare brings the first-import race back for whichever thread reaches it first."""
+    import ast
+    from pathlib import Path
+
+    import workbench
+
+    root = Path(workbench.__file__).parent
+    files = [*root.rglob("*.py"), *(root.parent / "dashboards").rglob("*.py")]
+    assert len(files) > 50, root
+    bare = []
+    for path in files:
+        if path.name == "hf.py" and path.parent.name == "lm":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                body = getattr(node, field, None)
+                if not isinstance(body, list):
+                    continue
+                guarded = False
+                for stmt in body:
+                    if isinstance(stmt, ast.Expr) and "transformers_imported()" in ast.unparse(stmt):
+                        guarded = True
+                    names = ([a.name for a in stmt.names] if isinstance(stmt, ast.Import)
+                             else [stmt.module or ""] if isinstance(stmt, ast.ImportFrom) else [])
+                    if any(n.split(".")[0] in ("transformers", "peft") for n in names) and not guarded:
+                        bare.append(f"{path}:{stmt.lineno}")
+    assert not bare, bare

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from workbench.checks import shell_path
 from workbench.kernels.device import resolve_device
+from workbench.lm.hf import transformers_imported
 
 OFFLINE_DEFAULT = "efficientnet-lite0"
 #: --fm clip: ViT-B/32 with OpenAI's weights, which were trained with QuickGELU (x·σ(1.702x)); open_clip's plain
@@ -389,6 +390,7 @@ class DinoFM(_NetworkFM):
 
 
 def _dino(weights: str | Path | None, precision: str, cache_size: int, device) -> DinoFM:
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import Dinov2Model
 
     from workbench.lm.models import quiet_progress  # transformers' "Loading weights" bar

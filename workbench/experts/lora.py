@@ -31,6 +31,7 @@ import torch
 
 from workbench.atomic import replace_dir, staging_dir
 from workbench.experts.model import svf_matrix_names, weights_key
+from workbench.lm.hf import transformers_imported
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -41,6 +42,7 @@ class LoRAModel:
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase | None = None, *, rank: int = 4,
                  alpha: float | None = None):
+        transformers_imported()  # the first import of transformers under one lock
         from peft import LoraConfig, get_peft_model
 
         if int(rank) < 1:

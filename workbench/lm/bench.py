@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from workbench.kernels.device import describe, resolve_device, synchronize
+from workbench.lm.hf import transformers_imported
 
 TASKS = ("add", "sort")
 N_EVAL = 32
@@ -34,6 +35,7 @@ WEIGHT = {"add": 0.6, "sort": 0.4}
 @contextlib.contextmanager
 def quiet():
     """No third-party noise: transformers' progress bars and logs, Python warnings, stray stderr writes."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers.utils import logging as hf_logging
 
     from workbench.lm.models import quiet_progress

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.kernels.device import resolve_device
+from workbench.lm.hf import transformers_imported
 from workbench.lm.models import cache_keyword
 from workbench.lm.tasks import get_task, heldout
 
@@ -52,6 +53,7 @@ def greedy(model: PreTrainedModel, prompts: list[list[int]], max_new_tokens: int
     max_new_tokens: the most tokens generated per prompt (≥ 1; the batch stops early once every prompt has ended).
     pad_id: the token the shorter prompts are left-padded with (masked out). eos_id: the end token: a prompt's
     continuation ends before it. Raises ValueError for no prompts, an empty prompt or max_new_tokens below 1."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import DynamicCache
 
     if not prompts or not all(prompts):

@@ -21,6 +21,7 @@ import torch
 
 from workbench.atomic import replace_dir, staging_dir
 from workbench.checks import shell_path, user_path
+from workbench.lm.hf import transformers_imported
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -114,6 +115,7 @@ def _gguf_bar_follows_hf():
     """transformers' "Converting and de-quantizing GGUF tensors" bar is a plain tqdm that ignores its own progress
     bar switch: while open (under _GGUF_LOCK, which _gguf_parsed_once holds), it obeys the switch, so quiet_progress
     keeps SmolLM2's one-time conversion out of the CLI's output."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
@@ -129,6 +131,7 @@ def _gguf_bar_follows_hf():
 
 
 def _from_gguf(gguf: Path, dtype: torch.dtype):
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -170,6 +173,7 @@ def _check_folder(path: Path) -> None:
 
 
 def _from_folder(path: Path, dtype: torch.dtype):
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _check_folder(path)
@@ -250,6 +254,7 @@ def resolve_model(name: str, models_dir: str | Path | None = None) -> Path:
 def quiet_progress():
     """Hide transformers' per-load progress bars ("Loading weights", "Writing model shards") inside our own
     loops, which load many small models and show their own progress; the user's setting comes back after."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()

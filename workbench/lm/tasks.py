@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from workbench.lm.chat_tasks import LARGER, LARGER_BUDGET, sample_larger
+from workbench.lm.hf import transformers_imported
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -241,6 +242,7 @@ def char_tokenizer(chars: str, pattern: str = "[\\s\\S]", bos_first: bool = Fals
     """A deterministic char-level PreTrainedTokenizerFast: WordLevel over SPECIALS (<pad> 0, <s> 1, </s> 2) then
     `chars`, one token per character that `pattern` matches (the default: any, newline included), pad-as-unk, left
     padding; bos_first: encoding puts <s> first. save_pretrained + AutoTokenizer.from_pretrained round-trip it."""
+    transformers_imported()  # the first import of transformers under one lock
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 

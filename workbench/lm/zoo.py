@@ -39,6 +39,7 @@ import torch
 from workbench.atomic import replace_dir, staging_dir
 from workbench.checks import check_writable, file_above, shell_path, user_path
 from workbench.kernels.device import describe, resolve_device
+from workbench.lm.hf import transformers_imported
 from workbench.lm.tasks import AUX_TASKS, TASKS, draw, get_task, make_tokenizer, stream
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ class Zoo:
 
     def model(self, name: str, device: str | torch.device | None = None) -> PreTrainedModel:
         """The model in eval mode on `device` (default: resolve_device(None))."""
+        transformers_imported()  # the first import of transformers under one lock
         from transformers import AutoModelForCausalLM
 
         from workbench.lm.models import quiet_progress
@@ -199,6 +201,7 @@ class Zoo:
     def tokenizer(self) -> PreTrainedTokenizerBase:
         """The base model's tokenizer (AutoTokenizer, as saved in its folder: the zoo's character-level one, with
         its pad token and left padding, as batched generation wants)."""
+        transformers_imported()  # the first import of transformers under one lock
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(self.paths["base"])
@@ -241,6 +244,7 @@ def load_zoo(path: str | Path) -> Zoo:
 
 
 def llama_config(cfg: ZooConfig, vocab_size: int, tok):
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
@@ -431,6 +435,7 @@ def build_zoo(out: str | Path, cfg: ZooConfig, progress: Callable[[int], None] |
     replace=False a zoo another process wrote there meanwhile is refused at the end, not lost.
     progress(k) is called after every k training steps (total_steps(cfg) in all). Trains on cfg.device (checked
     first, before anything is written); zoo.json records that device, since a GPU build has other weights."""
+    transformers_imported()  # the first import of transformers under one lock
     import safetensors
     import tokenizers
     import transformers

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.checks import check_counts
+from workbench.lm.hf import transformers_imported
 from workbench.machine import machine
 from workbench.namm.peer import DEFAULT_PRESSES, check_presses, peer_python
 
@@ -195,6 +196,7 @@ def _timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 def _speed(cfg: BenchConfig, model, tokenizer, policy_factory) -> dict:
     """Prefill and decode tokens/s: DynamicCache, the evicting cache keeping all, NAMM."""
+    transformers_imported()  # the first import of transformers under one lock
     import torch
     from transformers import DynamicCache
 

@@ -30,10 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
 
+from workbench.lm.hf import transformers_imported
 from workbench.namm.features import HOP
 from workbench.namm.policy import EvictionPolicy, Selection
+
+transformers_imported()  # the first import of transformers under one lock (pages import this module on threads)
+from transformers.cache_utils import Cache, DynamicLayer  # noqa: E402
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -60,6 +63,7 @@ def model_shape(config: PretrainedConfig) -> tuple[int, int, int]:
 
 
 def _check_full_attention(config) -> None:
+    transformers_imported()  # the first import of transformers under one lock
     from transformers.cache_utils import get_layer_types_and_kwargs
 
     config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from workbench.checks import user_path
+from workbench.lm.hf import transformers_imported
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 def model_config(name: str):
     """The transformers config of 'smollm2', a .gguf file or a model folder, read without the weights."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import AutoConfig
 
     from workbench.lm.models import SMOLLM2, SMOLLM2_CACHE, cache_dir, smollm2_gguf
@@ -60,6 +62,7 @@ def window(config) -> int | None:
 def check_model_source(name: str, context: int | None = None) -> PretrainedConfig:
     """One clear error, before any weights load, for a model NAMM cannot drive or a context (prompt + answer
     tokens) longer than its window; returns the config."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import AutoModelForCausalLM
 
     from workbench.namm.cache import _check_full_attention, check_model
@@ -100,6 +103,7 @@ def load_eager_model(name: str, device: str | torch.device | None = None
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of 'smollm2' or a model folder alone (fast: prompts can be built and checked before the
     model loads), left padding and a pad token as load_model sets them."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import AutoTokenizer
 
     from workbench.lm.models import SMOLLM2, SMOLLM2_CACHE, cache_dir, smollm2_gguf
@@ -135,6 +139,7 @@ def tiny_llama(path: str | Path, seed: int = 0, *, layers: int = 2, window: int 
     """Write a tiny random Llama with GQA (4 query heads on 2 KV heads, hidden 32, eager attention) and a
     char-level tokenizer over printable ASCII to `path`: a model folder for fast tests of the whole pipeline
     (prompts, eviction, training runs). Its answers are noise; its window is `window` positions."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from workbench.lm.models import quiet_progress

@@ -24,6 +24,8 @@ import json
 import os
 import sys
 
+from workbench.lm.hf import transformers_imported
+
 #: press names the bench takes -> kvpress class (score-based presses that compress the prefilled context)
 PRESSES = {"streamingllm": "StreamingLLMPress", "snapkv": "SnapKVPress", "tova": "TOVAPress",
            "observed": "ObservedAttentionPress", "knorm": "KnormPress", "expected": "ExpectedAttentionPress",
@@ -70,6 +72,7 @@ def ratio_for(budget: float, length: int, n_context: int) -> float:
 
 def _answer(model, tokenizer, ids, n_context, press, max_new_tokens):
     """(generated text, kept fraction of the prompt) for one prompt, kvpress' way."""
+    transformers_imported()  # the first import of transformers under one lock
     import torch
     from transformers import DynamicCache
 

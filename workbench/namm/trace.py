@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from workbench.checks import user_path
+from workbench.lm.hf import transformers_imported
 from workbench.namm.features import HOP, N_FREQ, stft_magnitudes
 from workbench.namm.policy import EvictionPolicy, Selection
 from workbench.namm.scorer import N_PARAMS
@@ -168,6 +169,7 @@ TINY_CHARS = "".join(chr(c) for c in range(32, 127))
 def tiny_llama(seed: int = 0, layers: int = 2, window: int = 2048):
     """(model, tokenizer): a tiny random Llama with GQA (4 query heads on 2 KV heads, hidden 32, eager attention)
     and a char-level tokenizer over printable ASCII. Its text is noise; it runs any prompt in milliseconds."""
+    transformers_imported()  # the first import of transformers under one lock
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from workbench.lm.tasks import char_tokenizer
