@@ -3051,6 +3051,19 @@ def test_lab_page_in_chromium(server, browser, request):
         expect(page.locator(".noUi-target[disabled]")).to_have_count(1, timeout=60000)
 
 
+def _plenia_box(page, name: str, shown: str):
+    """The Lab switched to Particle Lenia, the box of its scalar `name` showing `shown` (its default), once the
+    switch's compile is done (fill and Enter go through a veil, and an edit would wait on the compile)."""
+    from playwright.sync_api import expect
+
+    _wait_for_model(page, "lab-frame")
+    page.get_by_label("Substrate").select_option("plenia")
+    box = page.locator(f".scalar-{name} input").first
+    expect(box).to_have_value(shown, timeout=90000)
+    page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+    return box
+
+
 def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromium(server, browser, request):
     """A value typed into a Particle Lenia slider's box below zero is refused on the page, and the box shows the
     value in use again (the browser's input bound kept the old value without a word); a positive one is taken.
@@ -3060,12 +3073,7 @@ def test_lab_refuses_a_typed_particle_lenia_value_that_is_not_positive_in_chromi
     from playwright.sync_api import expect
 
     with _browse(browser, f"{server}/lab", request) as page:
-        _wait_for_model(page, "lab-frame")
-        page.get_by_label("Substrate").select_option("plenia")
-        box = page.locator(".scalar-c_rep input").first
-        expect(box).to_have_value("1.0000", timeout=90000)
-        # the switch's compile done (fill and Enter go through a veil, and the edit would wait on the compile)
-        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+        box = _plenia_box(page, "c_rep", "1.0000")
         refused = page.get_by_text("c_rep must be a positive number")
         box.fill("-1")
         box.press("Enter")
@@ -3089,11 +3097,7 @@ def test_lab_says_a_typed_value_made_it_diverge_in_chromium(server, browser, req
     from playwright.sync_api import expect
 
     with _browse(browser, f"{server}/lab", request) as page:
-        _wait_for_model(page, "lab-frame")
-        page.get_by_label("Substrate").select_option("plenia")
-        box = page.locator(".scalar-sigma_g input").first
-        expect(box).to_have_value("0.1500", timeout=90000)
-        page.locator(".pn-loading").first.wait_for(state="detached", timeout=30000)
+        box = _plenia_box(page, "sigma_g", "0.1500")
         box.fill("1e-20")
         box.press("Enter")
         notice = page.locator(".lab-diverged")
