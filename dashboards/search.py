@@ -46,7 +46,7 @@ from workbench.dashboards.shell import (
     shell,
 )
 from workbench.fm import weights_for
-from workbench.runs import RESUMABLE, Run, RunError, RunStore, a_kind_run
+from workbench.runs import RESUMABLE, Run, RunError, RunStore, a_kind_run, whole_total
 from workbench.simulations import SUBSTRATES
 
 ALGORITHM_NAMES = {"cma": "sep-CMA-ES", "ga": "illumination GA", "map-elites": "MAP-Elites", "rule-ga": "GA over rules"}
@@ -251,10 +251,8 @@ class SearchJob:
         page asks on every refresh, and a long run has a row an iteration."""
         rows = self.metrics  # read once: the search thread may swap it meanwhile
         counted = self._counted  # read once too: another session's refresh may replace it with an older list's
-        if rows is not counted[0]:
-            # whole numbers only: null in an older version's rows; a foreign table's other values cost the count,
-            # not the page's refresh (a TypeError each 300 ms)
-            counted = (rows, sum(n for row in rows if isinstance(n := row.get("diverged"), int)))
+        if rows is not counted[0]:  # (whole_total: a foreign table's values cost the count, not a refresh's error)
+            counted = (rows, whole_total(rows, "diverged"))
             self._counted = counted
         return counted[1]
 

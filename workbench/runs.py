@@ -1809,6 +1809,13 @@ def _holds_run_files(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("checkpoint.json", "metrics.parquet"))
 
 
+def whole_total(rows: Iterable[dict], column: str) -> int:
+    """The sum of a metrics `column`'s whole numbers over `rows` (an ASAL run's `diverged`): a row without it or
+    with null there (a run of a version before the column, the rows it did before a resume by this one) counts 0,
+    as does any other value (a foreign table's: the count, not the caller, pays for it)."""
+    return sum(n for row in rows if isinstance(n := row.get(column), int))
+
+
 def read_parquet(path: str | Path, columns: list[str] | None = None):
     """A Parquet file as a pyarrow Table, read in one open: a run rewrites its tables while pages and commands
     read them, by renaming a new file over the old, and a reader that opens the file twice (pyarrow, pandas and

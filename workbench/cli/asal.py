@@ -110,13 +110,13 @@ def _loss_and_diverged(row: dict) -> str:
 
 def _diverged_total(run) -> int:
     """The candidates of the whole run (resumed parts included) whose simulation diverged: its metrics' sum."""
-    from workbench.runs import RunError
+    from workbench.runs import RunError, whole_total
 
     try:
-        column = run.read_table("metrics").column("diverged")
-    except (KeyError, RunError):  # a run of an older version, or metrics that cannot be read (said elsewhere)
+        rows = run.read_table("metrics").to_pylist()
+    except RunError:  # metrics that cannot be read (said elsewhere)
         return 0
-    return int(sum(v for v in column.to_pylist() if v))
+    return whole_total(rows, "diverged")  # 0 for a run of an older version: no such column
 
 
 def register(sub: argparse._SubParsersAction) -> None:

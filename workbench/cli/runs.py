@@ -74,7 +74,7 @@ def _best_header(rows: list[dict]) -> str:
 
 
 def cmd_runs(args) -> int:
-    from workbench.runs import RunError, RunStore, checked_catalog_row
+    from workbench.runs import RunError, RunStore, checked_catalog_row, whole_total
 
     store = RunStore(args.runs)
     if args.action in ("list", "rm") and not store.root.is_dir():
@@ -120,7 +120,7 @@ def cmd_runs(args) -> int:
         # warns of them and the Search page says them: --tail's last rows do not; only where its metrics count
         # them (a run of an older version has no such column, and nulls in the rows it did before a resume)
         if metrics and "diverged" in metrics[0]:
-            info["diverged"] = sum(n for r in metrics if isinstance(n := r["diverged"], int))
+            info["diverged"] = whole_total(metrics, "diverged")
         info["metrics"] = metrics[-args.tail:] if metrics and args.tail else metrics
         info["files"] = sorted(p.name for p in run.path.iterdir() if not p.name.startswith("."))
         # for reading, ids and notes as written (a run named "…ü…" printed \u00fc); --json as the other commands'
