@@ -139,14 +139,13 @@ def test_same_seed_same_run_and_cluster_equals_local(tmp_path, quick_zoo):
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, quick_zoo):
     args = ["merge", "evolve", "--zoo", str(quick_zoo), "--models", "add", "sort", "--method", "ties",
             "--iters", "12", "--pop", "4", "--n-eval", "8", "--n-test", "8", "--seed", "3", "--quiet"]
-    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    reference = json.loads(out)
-
+    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)  # alongside the killed one: the test takes half the time
     killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 3)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    reference = json.loads(out)
     run_id = row["id"]
     assert 3 <= row["iterations"] < 12, "the kill should land mid-run"
     assert row["status"] == "interrupted"

@@ -121,21 +121,67 @@ SEARCHES = {
 }
 
 
+def _target_png(folder: Path) -> None:
+    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(folder / "target.png")
+
+
+class Uninterrupted:
+    """The uninterrupted run of each of SEARCHES (as given: --iters 10, seed 5), each in a fresh process of its own
+    (`procs.cli`: bits compared across processes), started on first asking and shared by the module's tests that
+    compare a resumed or lengthened run with it: the resume after a kill, the resume of lagging saves, a finished
+    run gone on to --iters 10. Each runs in a folder of its own holding target.png, its store `whole` typed
+    relative."""
+
+    def __init__(self, root: Path):
+        self.root, self.procs, self.results = root, {}, {}
+
+    def start(self, search: str) -> None:
+        """Start the run (if not yet started): alongside what the test does next, it takes no time of its own."""
+        if search not in self.procs:
+            (self.root / search).mkdir()
+            _target_png(self.root / search)
+            self.procs[search] = _cli(*SEARCHES[search], "--quiet", "--runs", "whole", cwd=self.root / search)
+
+    def result(self, search: str) -> dict:
+        """The command's JSON on stdout (its run's path, id, best loss), once it has ended."""
+        self.start(search)
+        if search not in self.results:
+            proc = self.procs[search]
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+            self.results[search] = json.loads(out)
+        return self.results[search]
+
+    def run(self, search: str):
+        return RunStore(self.root / search / "whole").open(self.result(search)["id"])
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=120)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    runs = Uninterrupted(tmp_path_factory.mktemp("uninterrupted"))
+    yield runs
+    runs.close()
+
+
 @pytest.mark.parametrize("search", list(SEARCHES))
-def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search, uninterrupted):
     """SIGKILL a real process mid-run: the catalog says interrupted and gives the resume command; that
     command (with a prefix of the id) ends the run exactly as an uninterrupted one, from JSON + npz."""
-    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    _target_png(tmp_path)
     args = [*SEARCHES[search], "--quiet"]
-    whole = _cli(*args, "--runs", "whole", cwd=tmp_path)  # alongside the killed one: the test takes half the time
+    uninterrupted.start(search)  # alongside the killed one: the test takes half the time
     killed = _cli(*args, "--runs", "killed", cwd=tmp_path)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 3)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    reference = json.loads(out)
+    reference = uninterrupted.result(search)
     # the run's folder whole: `--runs whole`, typed relative, read after a cd (a script's next step) still finds it
-    assert reference["path"] == str(tmp_path / "whole" / reference["id"])
+    assert reference["path"] == str(uninterrupted.root / search / "whole" / reference["id"])
     run_id, done_before = row["id"], row["iterations"]
     assert 3 <= done_before < 10, "the kill should land mid-run"
     assert row["status"] == "interrupted"
@@ -158,7 +204,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
     result = json.loads(out)
     assert result["status"] == "done" and result["iterations"] == 10
     assert result["best_loss"] == reference["best_loss"]
-    a = RunStore(tmp_path / "whole").open(reference["id"])
+    a = uninterrupted.run(search)
     b = store.open(run_id)
     assert b.status == "done" and b.resume_command is None
     assert b.info["resumes"][0]["from_iteration"] >= done_before
@@ -172,19 +218,18 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path, search):
         np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
 
 
-def test_a_kill_while_the_saves_lag_resumes_to_an_uninterrupted_run(tmp_path):
+def test_a_kill_while_the_saves_lag_resumes_to_an_uninterrupted_run(tmp_path, uninterrupted):
     """Iterations faster than a save are saved together (workbench.runs.save_share): a kill between two saves loses
-    the iterations done since the last, and the resume does them again, to the same bits. At a tiny share only the
-    first iteration and the last are saved: the kill lands with eight unsaved iterations done or under way."""
-    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    the iterations done since the last, and the resume does them again, to the same bits (those of the run that
+    saved every iteration: the share moves no bit). At a tiny share only the first iteration and the last are
+    saved: the kill lands with eight unsaved iterations done or under way."""
+    _target_png(tmp_path)
     args, lagging = [*SEARCHES["target"], "--quiet"], {"WORKBENCH_SAVE_SHARE": "1e-9"}
-    whole = _cli(*args, "--runs", "whole", cwd=tmp_path, env=lagging)
+    uninterrupted.start("target")
     killed = _cli(*args, "--runs", "killed", cwd=tmp_path, env=lagging)
     store = RunStore(tmp_path / "killed")
     row = kill_after(killed, store, 1)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    reference = json.loads(out)
+    reference = uninterrupted.result("target")
     assert row["iterations"] == 1 and row["status"] == "interrupted", row  # the last not reached, nor saved
     run = store.open(row["id"])
     assert run.load_checkpoint()["iteration"] == 1 and len(run.read_table("metrics")) == 1
@@ -192,7 +237,7 @@ def test_a_kill_while_the_saves_lag_resumes_to_an_uninterrupted_run(tmp_path):
                               "killed", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                              env={**os.environ, **lagging})
     assert resumed.returncode == 0, resumed.stderr
-    a, b = RunStore(tmp_path / "whole").open(reference["id"]), store.open(row["id"])
+    a, b = uninterrupted.run("target"), store.open(row["id"])
     assert b.info["iterations"] == 10 and b.info["best_loss"] == reference["best_loss"]
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     drop = lambda r: r.read_table("metrics").to_pandas().drop(columns="seconds")  # noqa: E731
@@ -543,11 +588,13 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
 
 
 @pytest.mark.parametrize("search", list(SEARCHES))
-def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, search):
+def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, search, uninterrupted):
     """--resume ID --iters N (N more than the run's): a finished run goes on from its last checkpoint and ends
     as the run started with --iters N, bit for bit (a search's steps do not depend on its total); run.json says
-    what the run now is. The CLI, in its own process, takes the same request and refuses a lower one."""
-    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    what the run now is. The CLI, in its own process, takes the same request and refuses a lower one. (N is 10:
+    the run started with it is the module's uninterrupted one, in a process of its own.)"""
+    _target_png(tmp_path)
+    uninterrupted.start(search)  # alongside this test's commands
     args = list(SEARCHES[search])
     args[args.index("--iters") + 1] = "2"
     first = _short(*args, "--runs", "runs", "--quiet", cwd=tmp_path)
@@ -559,32 +606,29 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
                                    "--runs", "runs", cwd=tmp_path))
     assert f"run {run_id} has done 2 iterations of its --iters 2: --iters 1 would end it before that; give " \
            f"--iters 2 or more" in lower
-    longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
+    longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "10", "--runs", "runs",
                     "--quiet", cwd=tmp_path)
     out, err = longer.communicate(timeout=300)
     assert longer.returncode == 0, err
-    assert json.loads(out)["iterations"] == 4 and json.loads(out)["status"] == "done"
-    args[args.index("--iters") + 1] = "4"
-    whole = _short(*args, "--runs", "whole", "--quiet", cwd=tmp_path)
-    out, err = whole.communicate(timeout=300)
-    assert whole.returncode == 0, err
-    a, b = RunStore(tmp_path / "whole").open(json.loads(out)["id"]), store.open(run_id)
-    assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 4
-    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["total"] == 4
+    assert json.loads(out)["iterations"] == 10 and json.loads(out)["status"] == "done"
+    a, b = uninterrupted.run(search), store.open(run_id)
+    assert a.info["config"]["iters"] == 10  # the run started with them
+    assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 10
+    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["total"] == 10
     assert b.info["resumes"][-1]["previous_end"]["iterations"] == 2
     assert b.info["best_loss"] == a.info["best_loss"]
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     rows = lambda r: [{k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
                       for m in r.read_table("metrics").to_pylist()]
-    assert rows(a) == rows(b) and len(rows(b)) == 4
+    assert rows(a) == rows(b) and len(rows(b)) == 10
     assert a.read_table("population").to_pylist() == b.read_table("population").to_pylist()
     if search != "target":
         np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
     # asked again for no more than it has: a finished run, left as it is
-    again = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
+    again = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "10", "--runs", "runs",
                    "--quiet", cwd=tmp_path)
     out, err = again.communicate(timeout=300)
-    assert again.returncode == 0 and json.loads(out)["iterations"] == 4, err
+    assert again.returncode == 0 and json.loads(out)["iterations"] == 10, err
     assert len(store.open(run_id).info["resumes"]) == 1
     if search != "target":
         return
@@ -598,14 +642,14 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
         except RunError as exc:
             refusals.append(str(exc))
 
-    assert run_search(None, store, resume=run_id, iters=5, on_start=another_resume).info["iterations"] == 5
+    assert run_search(None, store, resume=run_id, iters=11, on_start=another_resume).info["iterations"] == 11
     assert len(refusals) == 1 and "is being resumed by pid" in refusals[0], refusals
     # a finished run whose checkpoint is gone: refused, not done over from iteration 0 under its old metrics
     for f in store.open(run_id).path.glob("checkpoint*"):
         f.unlink()
-    with pytest.raises(RunError, match=r"did 5 iterations but has no checkpoint\.json"):
-        run_search(None, store, resume=run_id, iters=6)
-    assert store.open(run_id).info["status"] == "done" and store.open(run_id).info["config"]["iters"] == 5
+    with pytest.raises(RunError, match=r"did 11 iterations but has no checkpoint\.json"):
+        run_search(None, store, resume=run_id, iters=12)
+    assert store.open(run_id).info["status"] == "done" and store.open(run_id).info["config"]["iters"] == 11
     # a stopped run given a total below its own (not below what it did) ends there, as a run of that total
     stops = iter([False, False, True])
     cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=20, size=32),
