@@ -2769,11 +2769,12 @@ def _check_every_control_and_chart_has_a_name(page, slug: str) -> None:
 
 
 def widest_row(figure) -> int:
-    """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it. A panel sized by its
-    frame counts its frame's width only (its axes and colour bar are not known before a browser lays it out):
-    a lower bound there."""
+    """The width in pixels of a HoloViews figure's widest row of panels as Bokeh draws it (or of a figure
+    hv.render drew already: a Bokeh model). A panel sized by its frame counts its frame's width only (its axes and
+    colour bar are not known before a browser lays it out): a lower bound there."""
     import holoviews as hv
     import holoviews.plotting.bokeh  # noqa: F401  (hv.render's backend)
+    from bokeh.model import Model
     from bokeh.models import GridPlot
 
     def widest(model) -> int:
@@ -2784,7 +2785,7 @@ def widest_row(figure) -> int:
             rows[row] = rows.get(row, 0) + widest(child)
         return max(rows.values())
 
-    return widest(hv.render(figure, backend="bokeh"))
+    return widest(figure if isinstance(figure, Model) else hv.render(figure, backend="bokeh"))
 
 
 #: a notebook's output cell in JupyterLab 4 at a 1280 px window, the file browser open (measured); a lone Bokeh plot
