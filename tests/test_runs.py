@@ -588,13 +588,11 @@ def test_resume_refuses_another_kind_and_contradicting_flags(tmp_path):
 
 
 @pytest.mark.parametrize("search", list(SEARCHES))
-def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, search, uninterrupted):
+def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tmp_path, search):
     """--resume ID --iters N (N more than the run's): a finished run goes on from its last checkpoint and ends
     as the run started with --iters N, bit for bit (a search's steps do not depend on its total); run.json says
-    what the run now is. The CLI, in its own process, takes the same request and refuses a lower one. (N is 10:
-    the run started with it is the module's uninterrupted one, in a process of its own.)"""
+    what the run now is. The CLI, in its own process, takes the same request and refuses a lower one."""
     _target_png(tmp_path)
-    uninterrupted.start(search)  # alongside this test's commands
     args = list(SEARCHES[search])
     args[args.index("--iters") + 1] = "2"
     first = _short(*args, "--runs", "runs", "--quiet", cwd=tmp_path)
@@ -606,29 +604,32 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
                                    "--runs", "runs", cwd=tmp_path))
     assert f"run {run_id} has done 2 iterations of its --iters 2: --iters 1 would end it before that; give " \
            f"--iters 2 or more" in lower
-    longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "10", "--runs", "runs",
+    longer = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
                     "--quiet", cwd=tmp_path)
     out, err = longer.communicate(timeout=300)
     assert longer.returncode == 0, err
-    assert json.loads(out)["iterations"] == 10 and json.loads(out)["status"] == "done"
-    a, b = uninterrupted.run(search), store.open(run_id)
-    assert a.info["config"]["iters"] == 10  # the run started with them
-    assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 10
-    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["total"] == 10
+    assert json.loads(out)["iterations"] == 4 and json.loads(out)["status"] == "done"
+    args[args.index("--iters") + 1] = "4"
+    whole = _short(*args, "--runs", "whole", "--quiet", cwd=tmp_path)
+    out, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err
+    a, b = RunStore(tmp_path / "whole").open(json.loads(out)["id"]), store.open(run_id)
+    assert b.info["config"] == a.info["config"] and b.info["config"]["iters"] == 4
+    assert b.info["resumes"][-1]["from_iteration"] == 2 and b.info["resumes"][-1]["total"] == 4
     assert b.info["resumes"][-1]["previous_end"]["iterations"] == 2
     assert b.info["best_loss"] == a.info["best_loss"]
     np.testing.assert_array_equal(np.load(a.path / "best.npy"), np.load(b.path / "best.npy"))
     rows = lambda r: [{k: v for k, v in m.items() if k != "seconds"}  # noqa: E731
                       for m in r.read_table("metrics").to_pylist()]
-    assert rows(a) == rows(b) and len(rows(b)) == 10
+    assert rows(a) == rows(b) and len(rows(b)) == 4
     assert a.read_table("population").to_pylist() == b.read_table("population").to_pylist()
     if search != "target":
         np.testing.assert_array_equal(np.load(a.path / "thumbs.npy"), np.load(b.path / "thumbs.npy"))
     # asked again for no more than it has: a finished run, left as it is
-    again = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "10", "--runs", "runs",
+    again = _short(SEARCHES[search][0], SEARCHES[search][1], "--resume", run_id, "--iters", "4", "--runs", "runs",
                    "--quiet", cwd=tmp_path)
     out, err = again.communicate(timeout=300)
-    assert again.returncode == 0 and json.loads(out)["iterations"] == 10, err
+    assert again.returncode == 0 and json.loads(out)["iterations"] == 4, err
     assert len(store.open(run_id).info["resumes"]) == 1
     if search != "target":
         return
@@ -642,14 +643,14 @@ def test_a_finished_run_goes_on_to_more_iterations_as_a_run_started_with_them(tm
         except RunError as exc:
             refusals.append(str(exc))
 
-    assert run_search(None, store, resume=run_id, iters=11, on_start=another_resume).info["iterations"] == 11
+    assert run_search(None, store, resume=run_id, iters=5, on_start=another_resume).info["iterations"] == 5
     assert len(refusals) == 1 and "is being resumed by pid" in refusals[0], refusals
     # a finished run whose checkpoint is gone: refused, not done over from iteration 0 under its old metrics
     for f in store.open(run_id).path.glob("checkpoint*"):
         f.unlink()
-    with pytest.raises(RunError, match=r"did 11 iterations but has no checkpoint\.json"):
-        run_search(None, store, resume=run_id, iters=12)
-    assert store.open(run_id).info["status"] == "done" and store.open(run_id).info["config"]["iters"] == 11
+    with pytest.raises(RunError, match=r"did 5 iterations but has no checkpoint\.json"):
+        run_search(None, store, resume=run_id, iters=6)
+    assert store.open(run_id).info["status"] == "done" and store.open(run_id).info["config"]["iters"] == 5
     # a stopped run given a total below its own (not below what it did) ends there, as a run of that total
     stops = iter([False, False, True])
     cfg = SearchConfig(kind="target", eval=EvalConfig("boids", "pixels", steps=20, size=32),
