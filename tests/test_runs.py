@@ -128,9 +128,9 @@ def _target_png(folder: Path) -> None:
 class Uninterrupted:
     """The uninterrupted run of each of SEARCHES (as given: --iters 10, seed 5), each in a fresh process of its own
     (`procs.cli`: bits compared across processes), started on first asking and shared by the module's tests that
-    compare a resumed or lengthened run with it: the resume after a kill, the resume of lagging saves, a finished
-    run gone on to --iters 10. Each runs in a folder of its own holding target.png, its store `whole` typed
-    relative."""
+    compare a resumed run with it: the resume after a kill, the resume of lagging saves (not the goes-on tests:
+    their resumed runs are forked, and a forked run differed from a fresh one in a metric's last bit). Each runs in a
+    folder of its own holding target.png, its store `whole` typed relative."""
 
     def __init__(self, root: Path):
         self.root, self.procs, self.results = root, {}, {}
@@ -250,7 +250,7 @@ def test_sigterm_stops_a_run_resumable_as_ctrl_c_does(tmp_path):
     stopped, the command says how to resume it and exits 143 (it died at once and left its run marked running)."""
     import signal
 
-    Image.fromarray(np.full((24, 24, 3), [40, 200, 90], np.uint8)).save(tmp_path / "target.png")
+    _target_png(tmp_path)
     args = [*SEARCHES["target"][:-6], "--iters", "100000", "--pop", "4"]
     proc = _cli(*args, "--runs", "runs", cwd=tmp_path)
     store = RunStore(tmp_path / "runs")
